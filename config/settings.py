@@ -1,0 +1,83 @@
+"""Settings as frozen dataclasses, loaded from TOML with errors that name the file and key.
+
+Limits live here rather than in code so that an operator can see and change them in one
+place; the pure core receives them as arguments and never reads a file itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..node.errors import SettingsError
+
+DEFAULT_DIFFICULTY = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a record may hold; anything past them is refused before it is stored."""
+
+    max_payload_bytes: int = 64 * 1024
+    max_record_bytes: int = 80 * 1024
+    max_depth: int = 16
+    max_name_length: int = 64
+    max_request_id_length: int = 128
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """How a ChainStore groups appends into transactions (one fsync per group)."""
+
+    group_commit_max: int = 1000
+    read_page_size: int = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    limits: Limits = Limits()
+    store: StoreSettings = StoreSettings()
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], table: Any, where: str) -> _T:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{where}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        field = fields.get(key)
+        if field is None:
+            raise SettingsError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
+        default = field.default
+        if isinstance(default, int) and not isinstance(default, bool):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SettingsError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> Settings:
+    known = {"limits": Limits, "store": StoreSettings}
+    parts: dict[str, Any] = {}
+    for key, table in data.items():
+        cls = known.get(key)
+        if cls is None:
+            raise SettingsError(f"{source}: [{key}]: unknown table (known: {', '.join(sorted(known))})")
+        parts[key] = _build(cls, table, f"{source}: {key}")
+    return Settings(**parts)
+
+
+def load_settings(path: Path) -> Settings:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path}: invalid TOML: {e}") from e
+    return settings_from_mapping(data, str(path))
