@@ -1,2 +1,3 @@
 """vledger: a replicated, tamper-evident public ledger cluster."""
+
 __version__ = "0.1.0"

@@ -53,10 +53,8 @@ def _build(cls: type[_T], table: Any, where: str) -> _T:
         field = fields.get(key)
         if field is None:
             raise SettingsError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
-        default = field.default
-        if isinstance(default, int) and not isinstance(default, bool):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise SettingsError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        if type(field.default) is int and (type(value) is not int or value <= 0):
+            raise SettingsError(f"{where}.{key}: expected a positive integer, got {value!r}")
         values[key] = value
     return cls(**values)
 

@@ -7,6 +7,15 @@ ledger and the height they concern, so that an alert or a report can point at it
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+
+class Where(TypedDict, total=False):
+    """Where a record error happened, passed on as ``**where`` to a RecordError."""
+
+    ledger: str | None
+    height: int | None
+
 
 class VledgerError(Exception):
     """Base of every error vledger raises on purpose."""

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from .errors import BadGenesisError
-from .record import NAME_PATTERN, GENESIS_KIND, Content
+from .errors import BadGenesisError, Where
+from .record import GENESIS_KIND, NAME_PATTERN, Content
 from .work import MAX_DIFFICULTY
 
 GENESIS_KEYS = ("difficulty", "kinds", "rules")
@@ -37,7 +37,7 @@ class LedgerRules:
     @classmethod
     def from_genesis(cls, content: Content, limits: Limits) -> LedgerRules:
         """Read and check the rules a genesis record's content states."""
-        where = {"ledger": content.ledger, "height": 0}
+        where: Where = {"ledger": content.ledger, "height": 0}
         if content.kind != GENESIS_KIND:
             raise BadGenesisError(f"the first record has kind {content.kind!r}, not {GENESIS_KIND!r}", **where)
         payload = content.payload

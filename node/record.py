@@ -25,7 +25,7 @@ import msgpack
 
 from ..config.settings import Limits
 from . import canonical, work
-from .errors import FieldError, NonCanonicalError, PayloadTooLargeError
+from .errors import FieldError, NonCanonicalError, PayloadTooLargeError, Where
 
 FORMAT_VERSION = 1
 GENESIS_KIND = "genesis"
@@ -41,7 +41,7 @@ CONTENT_KEYS = ("author", "kind", "ledger", "payload", "request_id", "ts", "v")
 RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "origin", "prev")
 
 
-def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, where: dict[str, Any]) -> str:
+def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, where: Where) -> str:
     if not isinstance(value, str):
         raise FieldError(f"{field} must be a string, not {type(value).__name__}", **where)
     if not 0 < len(value) <= max_length or not pattern.fullmatch(value):
@@ -49,7 +49,7 @@ def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, 
     return value
 
 
-def _uint(value: object, field: str, where: dict[str, Any], maximum: int = 2**64 - 1) -> int:
+def _uint(value: object, field: str, where: Where, maximum: int = 2**64 - 1) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise FieldError(f"{field} must be an integer, not {type(value).__name__}", **where)
     if not 0 <= value <= maximum:
@@ -57,7 +57,7 @@ def _uint(value: object, field: str, where: dict[str, Any], maximum: int = 2**64
     return value
 
 
-def _digest(value: object, field: str, where: dict[str, Any]) -> bytes:
+def _digest(value: object, field: str, where: Where) -> bytes:
     if not isinstance(value, bytes) or len(value) != HASH_SIZE:
         raise FieldError(f"{field} must be {HASH_SIZE} bytes of binary", **where)
     return value
@@ -132,7 +132,7 @@ def decode_content(data: bytes, limits: Limits) -> Content:
 def validate_content(content: Content, limits: Limits) -> Content:
     """Check the content's field values (types and syntax); returns it unchanged."""
     ledger = _text(content.ledger, "ledger", NAME_PATTERN, limits.max_name_length, {})
-    where = {"ledger": ledger}
+    where: Where = {"ledger": ledger}
     if not isinstance(content.payload, dict):
         raise FieldError(f"payload must be a map, not {type(content.payload).__name__}", **where)
     _text(content.kind, "kind", NAME_PATTERN, limits.max_name_length, where)
@@ -254,7 +254,7 @@ def decode_record(data: bytes, limits: Limits) -> Record:
     if not isinstance(content_bytes, bytes):
         raise FieldError("content must be binary (the content's canonical bytes)")
     content = decode_content(content_bytes, limits)
-    where = {"ledger": content.ledger}
+    where: Where = {"ledger": content.ledger}
     height = _uint(value["height"], "height", where)
     where["height"] = height
     record = Record(
@@ -271,4 +271,3 @@ def decode_record(data: bytes, limits: Limits) -> Record:
     if record.encode() != data:
         raise NonCanonicalError("record is not in its canonical encoding", **where)
     return record
-

@@ -15,6 +15,7 @@ from .errors import (
     HeightGapError,
     InsufficientWorkError,
     UnknownKindError,
+    Where,
     WrongLedgerError,
 )
 from .ledger import LedgerRules
@@ -24,7 +25,7 @@ from .work import meets_difficulty
 
 def verify_entry(entry: Entry, rules: LedgerRules, height: int | None = None) -> None:
     """Checksum, kind and proof of work of an entry under its ledger's rules."""
-    where = {"ledger": entry.content.ledger, "height": height}
+    where: Where = {"ledger": entry.content.ledger, "height": height}
     if checksum_of(entry.content_bytes) != entry.checksum:
         raise BadChecksumError("checksum does not match the content", **where)
     if height != 0 and entry.content.kind not in rules.kinds:
@@ -62,16 +63,17 @@ class ChainVerifier:
         self.rules: LedgerRules | None = None
 
     @classmethod
-    def after(cls, head: Record, rules: LedgerRules, limits: Limits) -> ChainVerifier:
-        verifier = cls(head.ledger, limits)
-        verifier.next_height = head.height + 1
-        verifier.prev = head.link
+    def after(cls, ledger: str, height: int, link: bytes, rules: LedgerRules, limits: Limits) -> ChainVerifier:
+        """A verifier that expects the record after ``height``, whose link was ``link``."""
+        verifier = cls(ledger, limits)
+        verifier.next_height = height + 1
+        verifier.prev = link
         verifier.rules = rules
         return verifier
 
     def check(self, record: Record) -> LedgerRules:
         """Raise the first failure of ``record`` as the next record; return the ledger's rules."""
-        where = {"ledger": self.ledger, "height": record.height}
+        where: Where = {"ledger": self.ledger, "height": record.height}
         if record.ledger != self.ledger:
             raise WrongLedgerError(f"record belongs to ledger {record.ledger!r}", **where)
         if record.height != self.next_height:

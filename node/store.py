@@ -1,0 +1,372 @@
+"""ChainStore: a node's durable, verified store of ledgers, with group commit.
+
+Appends from any number of threads go to one committer thread, which checks each one
+against the ledger's head, writes a whole group in one SQLite transaction and fsyncs once
+(WAL, ``synchronous=FULL``). An append returns only after its group is durable, so a
+record that was acknowledged survives ``kill -9`` and power loss; many writers share one
+fsync, so durability does not cost throughput.
+
+Nothing unverified is written: a client's entry must meet its ledger's rules, and a
+placed record (from a replica feed or an import) must extend the head exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.settings import Limits, StoreSettings
+from .blobs import BlobStore
+from .errors import (
+    LedgerExistsError,
+    RecordConflictError,
+    RequestConflictError,
+    StoreClosedError,
+    StoreError,
+    UnknownLedgerError,
+    VledgerError,
+)
+from .ledger import LedgerRules
+from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
+from .storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, connect, iter_pages
+from .verify import ChainVerifier, verify_entry, verify_record
+
+log = logging.getLogger(__name__)
+
+# Without statistics SQLite would rather scan the ledger's primary key than use this index.
+_BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What an append answers: where the record stands and its hash (= its link)."""
+
+    ledger: str
+    height: int
+    hash: bytes
+    checksum: bytes
+    duplicate: bool = False
+
+    @classmethod
+    def of(cls, record: Record, duplicate: bool = False) -> Receipt:
+        return cls(record.ledger, record.height, record.hash, record.checksum, duplicate)
+
+
+@dataclass(slots=True)
+class _Head:
+    """What the committer needs to place the next record: no read of the database."""
+
+    height: int
+    link: bytes
+    accepted: int
+    rules: LedgerRules
+
+
+@dataclass(slots=True)
+class _Job:
+    """One append waiting for the committer: an entry to place, or a placed record."""
+
+    entry: Entry | None
+    record: Record | None
+    future: Future[Receipt]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ChainStore:
+    """The records of every ledger a node holds, in ``directory`` (plus a blob area)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        origin: str | None = None,
+        limits: Limits | None = None,
+        settings: StoreSettings | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.directory = directory
+        self.limits = limits or Limits()
+        self.settings = settings or StoreSettings()
+        self.origin = check_node_name(origin, self.limits) if origin is not None else None
+        self._clock = clock
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / DB_NAME
+        self.blobs = BlobStore(directory / "blobs")
+        self._write = connect(self.path, shared=True)
+        self._write.executescript(SCHEMA)
+        self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self._readers: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._heads: dict[str, _Head] = {}
+        self._load_heads()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
+        self._committer.start()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def _load_heads(self) -> None:
+        """Read and check each ledger's genesis and head, so that a damaged file fails at open.
+
+        The links between them are checked by a full verification (`vledger verify`).
+        """
+        ledgers = [r[0] for r in self._write.execute("SELECT DISTINCT ledger FROM records")]
+        for ledger in ledgers:
+            genesis = self._read_one(self._write, "WHERE ledger = ? AND height = 0", (ledger,))
+            if genesis is None:
+                raise StoreError(f"{self.path}: ledger {ledger!r} has no genesis record")
+            rules = ChainVerifier(ledger, self.limits).check(genesis)
+            top = self._write.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0]
+            head = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top))
+            assert head is not None
+            verify_record(head, rules)
+            self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
+
+    def close(self) -> None:
+        """Finish the appends already queued, then close every connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._committer.join()
+        self._write.close()
+        for conn in self._readers:
+            conn.close()
+
+    def __enter__(self) -> ChainStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- appends --------------------------------------------------------------------
+
+    def submit_entry(self, entry: Entry) -> Future[Receipt]:
+        """Queue a client's entry for placement on its ledger; the future resolves when durable."""
+        return self._submit(_Job(entry, None, Future()))
+
+    def submit_record(self, record: Record) -> Future[Receipt]:
+        """Queue a placed record (replication, import) that must extend its ledger's head."""
+        return self._submit(_Job(None, record, Future()))
+
+    def _submit(self, job: _Job) -> Future[Receipt]:
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.directory}: the store is closed")
+            self._queue.put(job)
+        return job.future
+
+    def append(self, entry: Entry) -> Receipt:
+        """Place ``entry`` on its ledger and return once it is durable.
+
+        A retry of the same request (same author and request id, same content) returns
+        the first receipt, marked duplicate, and writes nothing.
+        """
+        return self.submit_entry(entry).result()
+
+    def create_ledger(self, genesis: Entry) -> Receipt:
+        """Start a ledger from its genesis entry (its rules are the entry's payload)."""
+        if genesis.content.kind != GENESIS_KIND:
+            raise LedgerExistsError(f"ledger {genesis.content.ledger!r}: a new ledger starts with a genesis entry")
+        return self.append(genesis)
+
+    def append_record(self, record: Record) -> Receipt:
+        return self.submit_record(record).result()
+
+    def append_records(self, records: Iterable[Record]) -> list[Receipt]:
+        """Append many placed records; they share group commits. Stops at the first failure."""
+        futures = [self.submit_record(r) for r in records]
+        return [f.result() for f in futures]
+
+    # --- the committer --------------------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        stop = False
+        while not stop:
+            job = self._queue.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < self.settings.group_commit_max:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        heads = dict(self._heads)
+        staged: dict[tuple[str, int], Record] = {}
+        requests: dict[tuple[str, str, str], Record] = {}
+        done: list[tuple[_Job, Receipt]] = []
+        for job in batch:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                if job.entry is not None:
+                    receipt, record = self._place(job.entry, heads, requests)
+                else:
+                    assert job.record is not None
+                    receipt, record = self._extend(job.record, heads, staged)
+            except VledgerError as e:
+                job.future.set_exception(e)
+                continue
+            except Exception as e:  # a bug must fail this append loudly, not kill the committer
+                log.exception("append failed unexpectedly")
+                job.future.set_exception(e)
+                continue
+            if record is not None:
+                staged[(record.ledger, record.height)] = record
+                if job.entry is not None:
+                    requests[(record.ledger, record.content.author, record.content.request_id)] = record
+            done.append((job, receipt))
+        try:
+            if staged:
+                self._write.execute("BEGIN IMMEDIATE")
+                self._write.executemany(
+                    "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.ledger, r.height, r.hash, r.content.author, r.content.request_id, r.encode())
+                        for r in staged.values()
+                    ],
+                )
+                self._write.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._write.in_transaction:
+                self._write.execute("ROLLBACK")
+            log.error("group commit of %d records failed: %s", len(staged), e)
+            error = StoreError(f"{self.path}: write failed: {e}")
+            for job, _ in done:
+                job.future.set_exception(error)
+            return
+        self._heads = heads
+        for job, receipt in done:
+            job.future.set_result(receipt)
+
+    def _place(
+        self, entry: Entry, heads: dict[str, _Head], requests: dict[tuple[str, str, str], Record]
+    ) -> tuple[Receipt, Record | None]:
+        if self.origin is None:
+            raise StoreError(f"{self.directory}: this store has no node name, so it cannot place entries")
+        content = entry.content
+        key = (content.ledger, content.author, content.request_id)
+        earlier = requests.get(key) or self._find_request(*key)
+        if earlier is not None:
+            if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
+                raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
+            return Receipt.of(earlier, duplicate=True), None
+        head = heads.get(content.ledger)
+        if content.kind == GENESIS_KIND:
+            if head is not None:
+                raise LedgerExistsError(f"ledger {content.ledger!r} already exists")
+            rules = LedgerRules.from_genesis(content, self.limits)
+            verify_entry(entry, rules, 0)
+            record = entry.place(0, ZERO_LINK, self._clock(), self.origin)
+        else:
+            if head is None:
+                raise UnknownLedgerError(f"ledger {content.ledger!r} does not exist")
+            rules = head.rules
+            verify_entry(entry, rules)
+            # Accepted times never go backwards within a ledger, even if the clock does.
+            record = entry.place(head.height + 1, head.link, max(self._clock(), head.accepted), self.origin)
+        heads[content.ledger] = _Head(record.height, record.link, record.accepted, rules)
+        return Receipt.of(record), record
+
+    def _extend(
+        self, record: Record, heads: dict[str, _Head], staged: dict[tuple[str, int], Record]
+    ) -> tuple[Receipt, Record | None]:
+        head = heads.get(record.ledger)
+        if head is not None and record.height <= head.height:
+            held = staged.get((record.ledger, record.height)) or self._read_one(
+                self._write, "WHERE ledger = ? AND height = ?", (record.ledger, record.height)
+            )
+            if held is not None and held.encode() == record.encode():
+                return Receipt.of(held, duplicate=True), None
+            raise RecordConflictError(
+                f"ledger {record.ledger!r} height {record.height}: a different record is already stored"
+            )
+        if head is None:
+            verifier = ChainVerifier(record.ledger, self.limits)
+        else:
+            verifier = ChainVerifier.after(record.ledger, head.height, head.link, head.rules, self.limits)
+        rules = verifier.check(record)
+        heads[record.ledger] = _Head(record.height, record.link, record.accepted, rules)
+        return Receipt.of(record), record
+
+    # --- reads ----------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        """One read connection per thread: WAL lets reads run beside the committer."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreClosedError(f"{self.directory}: the store is closed")
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:
+        row = conn.execute(f"SELECT data FROM records {where}", args).fetchone()
+        return decode_record(row[0], self.limits) if row else None
+
+    def _find_request(self, ledger: str, author: str, request_id: str) -> Record | None:
+        return self._read_one(self._write, _BY_REQUEST, (ledger, author, request_id))
+
+    def ledgers(self) -> list[str]:
+        return sorted(self._heads)
+
+    def rules(self, ledger: str) -> LedgerRules:
+        head = self._heads.get(ledger)
+        if head is None:
+            raise UnknownLedgerError(f"ledger {ledger!r} does not exist")
+        return head.rules
+
+    def size(self, ledger: str) -> int:
+        """How many records the ledger holds (its head height + 1), 0 if it does not exist."""
+        head = self._heads.get(ledger)
+        return head.height + 1 if head else 0
+
+    def get(self, ledger: str, height: int) -> Record | None:
+        return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
+
+    def get_by_hash(self, record_hash: bytes) -> Record | None:
+        return self._read_one(self._reader(), "WHERE hash = ?", (record_hash,))
+
+    def head(self, ledger: str) -> Record | None:
+        head = self._heads.get(ledger)
+        return self.get(ledger, head.height) if head else None
+
+    def find_request(self, ledger: str, author: str, request_id: str) -> Record | None:
+        return self._read_one(self._reader(), _BY_REQUEST, (ledger, author, request_id))
+
+    def range(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Records start <= height < stop in order, read a page at a time."""
+        for _, data in self.range_raw(ledger, start, stop):
+            yield decode_record(data, self.limits)
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return iter_pages(self._reader(), ledger, start, stop, self.settings.read_page_size)
+
+    def have(self, hashes: Iterable[bytes]) -> list[bytes]:
+        """Which of these record hashes this store holds (the "I have / you have" question)."""
+        conn = self._reader()
+        return [h for h in hashes if conn.execute("SELECT 1 FROM records WHERE hash = ?", (h,)).fetchone()]
