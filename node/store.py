@@ -12,6 +12,7 @@ placed record (from a replica feed or an import) must extend the head exactly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -248,9 +249,10 @@ class ChainStore:
                     ],
                 )
                 self._write.execute("COMMIT")
-        except sqlite3.Error as e:
+        except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
-                self._write.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._write.execute("ROLLBACK")
             log.error("group commit of %d records failed: %s", len(staged), e)
             error = StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
