@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= run
 
-.PHONY: help install test lint run bench clean
+.PHONY: help install test lint run bench soak clean
 
 help:
 	@echo "make run    - build a local ledger, append records, verify it, print the result"
 	@echo "make test   - install into .venv and run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict)"
 	@echo "make bench  - print every benchmark figure beside its ceiling"
+	@echo "make soak   - the long fault runs that CI does not have time for"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,10 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# 500 kill -9 rounds of the crash test (about two minutes) instead of CI's 25.
+soak: $(STAMP)
+	VLEDGER_CRASH_ROUNDS=500 $(BIN)/python -m pytest tests/integration/test_crash.py -q
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
