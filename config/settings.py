@@ -27,6 +27,11 @@ class Limits:
     max_request_id_length: int = 128
 
 
+# The protocol's own bounds (docs/PROTOCOL.md): every verifier reads every record with
+# these. A node may set lower limits for what it accepts, never higher ones.
+PROTOCOL_LIMITS = Limits()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoreSettings:
     """How a ChainStore groups appends into transactions (one fsync per group)."""
@@ -55,6 +60,10 @@ def _build(cls: type[_T], table: Any, where: str) -> _T:
             raise SettingsError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
         if type(field.default) is int and (type(value) is not int or value <= 0):
             raise SettingsError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        if cls is Limits and value > getattr(PROTOCOL_LIMITS, key):
+            raise SettingsError(
+                f"{where}.{key}: {value} is over the protocol's limit of {getattr(PROTOCOL_LIMITS, key)}"
+            )
         values[key] = value
     return cls(**values)
 
@@ -76,6 +85,8 @@ def load_settings(path: Path) -> Settings:
             data = tomllib.load(f)
     except OSError as e:
         raise SettingsError(f"{path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 text: {e.reason}") from e
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: invalid TOML: {e}") from e
     return settings_from_mapping(data, str(path))

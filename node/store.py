@@ -23,10 +23,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.settings import Limits, StoreSettings
+from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
 from .errors import (
+    BadGenesisError,
     LedgerExistsError,
+    PayloadTooLargeError,
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
@@ -37,7 +39,7 @@ from .errors import (
 from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
 from .storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, connect, iter_pages
-from .verify import ChainVerifier, verify_entry, verify_record
+from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +106,17 @@ class ChainStore:
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
         self._write = connect(self.path, shared=True)
-        self._write.executescript(SCHEMA)
-        self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
         self._heads: dict[str, _Head] = {}
-        self._load_heads()
+        try:
+            self._write.executescript(SCHEMA)
+            self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._load_heads()
+        except BaseException:
+            self._write.close()
+            raise
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
@@ -119,20 +125,28 @@ class ChainStore:
     # --- lifecycle ------------------------------------------------------------------
 
     def _load_heads(self) -> None:
-        """Read and check each ledger's genesis and head, so that a damaged file fails at open.
+        """Check each ledger's genesis, head and the record below it, so a damaged file fails at open.
 
-        The links between them are checked by a full verification (`vledger verify`).
+        New records are placed on the head, so the head must be the record it claims to be.
+        The rest of the chain is checked by a full verification (`vledger verify`).
         """
         ledgers = [r[0] for r in self._write.execute("SELECT DISTINCT ledger FROM records")]
         for ledger in ledgers:
             genesis = self._read_one(self._write, "WHERE ledger = ? AND height = 0", (ledger,))
             if genesis is None:
                 raise StoreError(f"{self.path}: ledger {ledger!r} has no genesis record")
-            rules = ChainVerifier(ledger, self.limits).check(genesis)
-            top = self._write.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0]
-            head = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top))
-            assert head is not None
-            verify_record(head, rules)
+            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+            top, count = self._write.execute(
+                "SELECT MAX(height), COUNT(*) FROM records WHERE ledger = ?", (ledger,)
+            ).fetchone()
+            if count != top + 1:
+                raise StoreError(f"{self.path}: ledger {ledger!r} has {count} records for heights 0..{top}")
+            head = genesis
+            if top > 0:
+                below = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top - 1))
+                head = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top))
+                assert below is not None and head is not None
+                ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(head)
             self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
 
     def close(self) -> None:
@@ -181,7 +195,11 @@ class ChainStore:
     def create_ledger(self, genesis: Entry) -> Receipt:
         """Start a ledger from its genesis entry (its rules are the entry's payload)."""
         if genesis.content.kind != GENESIS_KIND:
-            raise LedgerExistsError(f"ledger {genesis.content.ledger!r}: a new ledger starts with a genesis entry")
+            raise BadGenesisError(
+                f"a new ledger starts with a {GENESIS_KIND!r} entry, not {genesis.content.kind!r}",
+                ledger=genesis.content.ledger,
+                height=0,
+            )
         return self.append(genesis)
 
     def append_record(self, record: Record) -> Receipt:
@@ -274,11 +292,17 @@ class ChainStore:
             if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
                 raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
             return Receipt.of(earlier, duplicate=True), None
+        if len(entry.content_bytes) > self.limits.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"content is {len(entry.content_bytes)} bytes, over this node's limit of "
+                f"{self.limits.max_payload_bytes}",
+                ledger=content.ledger,
+            )
         head = heads.get(content.ledger)
         if content.kind == GENESIS_KIND:
             if head is not None:
                 raise LedgerExistsError(f"ledger {content.ledger!r} already exists")
-            rules = LedgerRules.from_genesis(content, self.limits)
+            rules = LedgerRules.from_genesis(content, PROTOCOL_LIMITS)
             verify_entry(entry, rules, 0)
             record = entry.place(0, ZERO_LINK, self._clock(), self.origin)
         else:
@@ -305,9 +329,9 @@ class ChainStore:
                 f"ledger {record.ledger!r} height {record.height}: a different record is already stored"
             )
         if head is None:
-            verifier = ChainVerifier(record.ledger, self.limits)
+            verifier = ChainVerifier(record.ledger, PROTOCOL_LIMITS)
         else:
-            verifier = ChainVerifier.after(record.ledger, head.height, head.link, head.rules, self.limits)
+            verifier = ChainVerifier.after(record.ledger, head.height, head.link, head.rules, PROTOCOL_LIMITS)
         rules = verifier.check(record)
         heads[record.ledger] = _Head(record.height, record.link, record.accepted, rules)
         return Receipt.of(record), record
@@ -316,11 +340,12 @@ class ChainStore:
 
     def _reader(self) -> sqlite3.Connection:
         """One read connection per thread: WAL lets reads run beside the committer."""
+        if self._closed:
+            raise StoreClosedError(f"{self.directory}: the store is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._closed:
-                raise StoreClosedError(f"{self.directory}: the store is closed")
-            conn = connect(self.path)
+            # shared: close() runs on whichever thread closes the store.
+            conn = connect(self.path, shared=True)
             self._local.conn = conn
             with self._lock:
                 self._readers.append(conn)
@@ -328,7 +353,7 @@ class ChainStore:
 
     def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:
         row = conn.execute(f"SELECT data FROM records {where}", args).fetchone()
-        return decode_record(row[0], self.limits) if row else None
+        return decode_record(row[0], PROTOCOL_LIMITS) if row else None
 
     def _find_request(self, ledger: str, author: str, request_id: str) -> Record | None:
         return self._read_one(self._write, _BY_REQUEST, (ledger, author, request_id))
@@ -363,7 +388,7 @@ class ChainStore:
     def range(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
         """Records start <= height < stop in order, read a page at a time."""
         for _, data in self.range_raw(ledger, start, stop):
-            yield decode_record(data, self.limits)
+            yield decode_record(data, PROTOCOL_LIMITS)
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         return iter_pages(self._reader(), ledger, start, stop, self.settings.read_page_size)

@@ -1,0 +1,98 @@
+"""Settings: frozen dataclasses from TOML, with errors that name the file and the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.config.settings import Limits, Settings, StoreSettings, load_settings, settings_from_mapping
+from vledger.node.errors import SettingsError
+
+
+def test_defaults_match_the_protocol() -> None:
+    limits = Limits()
+    assert (limits.max_payload_bytes, limits.max_record_bytes, limits.max_depth) == (65_536, 81_920, 16)
+    assert settings_from_mapping({}) == Settings()
+
+
+def test_settings_from_mapping_builds_each_table() -> None:
+    settings = settings_from_mapping(
+        {"limits": {"max_payload_bytes": 100, "max_depth": 4}, "store": {"read_page_size": 7}}
+    )
+    assert settings.limits == Limits(max_payload_bytes=100, max_depth=4)
+    assert settings.store == StoreSettings(read_page_size=7)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.limits.max_depth = 3  # type: ignore[misc]
+
+
+def test_an_unknown_table_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"node.toml: \[limitz\]: unknown table") as info:
+        settings_from_mapping({"limitz": {}}, "node.toml")
+    assert info.value.code == "bad_settings"
+
+
+def test_an_unknown_key_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"node.toml: limits.max_payload: unknown key") as info:
+        settings_from_mapping({"limits": {"max_payload": 1}}, "node.toml")
+    assert "max_payload_bytes" in str(info.value)  # the message lists the known keys
+
+
+@pytest.mark.parametrize("value", [0, -1, True, False, "10", 1.5, None, [1]])
+def test_a_setting_must_be_a_positive_integer(value: Any) -> None:
+    with pytest.raises(SettingsError, match=r"store.group_commit_max: expected a positive integer"):
+        settings_from_mapping({"store": {"group_commit_max": value}})
+
+
+def test_a_table_must_be_a_table() -> None:
+    with pytest.raises(SettingsError, match="limits: expected a table"):
+        settings_from_mapping({"limits": 5})
+
+
+def test_load_settings_reads_toml(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("[limits]\nmax_name_length = 32\n\n[store]\ngroup_commit_max = 50\n", encoding="utf-8")
+    settings = load_settings(path)
+    assert settings.limits == Limits(max_name_length=32)
+    assert settings.store == StoreSettings(group_commit_max=50)
+
+
+def test_load_settings_names_the_file_in_a_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("[store]\nread_page_size = 0\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="read_page_size") as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_settings_refuses_invalid_toml(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("[limits\nmax_depth = ", encoding="utf-8")
+    with pytest.raises(SettingsError, match="invalid TOML") as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["missing.toml", "."])
+def test_load_settings_refuses_an_unreadable_path(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    with pytest.raises(SettingsError, match="cannot read") as info:
+        load_settings(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_settings_refuses_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """BUG (config/settings.py, ``load_settings``): tomllib.load decodes the bytes before it
+    parses them, so invalid UTF-8 raises UnicodeDecodeError, which is neither OSError nor
+    TOMLDecodeError and escapes as a bare traceback without the file's name."""
+    path = tmp_path / "node.toml"
+    path.write_bytes(b"[limits]\n# \xff\xfe\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert str(path) in str(info.value)

@@ -1,0 +1,571 @@
+"""ChainStore on a temporary directory: appends, idempotent retries, group commit, replicas, reopening."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.config.settings import Limits, StoreSettings
+from vledger.node import work
+from vledger.node.errors import (
+    BadGenesisError,
+    BadLinkError,
+    FieldError,
+    HeightGapError,
+    InsufficientWorkError,
+    LedgerExistsError,
+    RecordConflictError,
+    RequestConflictError,
+    StoreClosedError,
+    StoreError,
+    UnknownKindError,
+    UnknownLedgerError,
+    VledgerError,
+)
+from vledger.node.record import Entry, Record, decode_record
+from vledger.node.store import ChainStore, Receipt
+from vledger.node.storefile import DB_NAME
+from vledger.node.verify import ChainVerifier
+
+LIMITS = Limits()
+LEDGER = "ledger-a"
+DEADLINE = 30.0  # seconds; every wait on another thread is bounded
+
+
+class Clock:
+    """A deterministic clock for the committer: 1 ms per call, from ``start``."""
+
+    def __init__(self, start: int = 1_790_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+class GatedClock(Clock):
+    """Holds the committer inside its current group until released, so that appends
+    submitted meanwhile are all taken together as the next group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.released.set()
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self.released.clear()
+
+    def __call__(self) -> int:
+        self.entered.set()
+        if not self.released.wait(DEADLINE):
+            raise TimeoutError("the test never released the committer")
+        return super().__call__()
+
+
+OpenStore = Callable[..., ChainStore]
+
+
+@pytest.fixture
+def open_store(tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens stores (by default in tmp_path/"a", as node-1) and closes them all afterwards."""
+    opened: list[ChainStore] = []
+
+    def open_(directory: Path | None = None, **kwargs: Any) -> ChainStore:
+        kwargs.setdefault("origin", "node-1")
+        kwargs.setdefault("clock", Clock())
+        store = ChainStore(directory or tmp_path / "a", **kwargs)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: OpenStore, kit: Any) -> ChainStore:
+    """A store holding LEDGER at difficulty 0, genesis only."""
+    s = open_store()
+    s.create_ledger(kit.genesis_entry(0))
+    return s
+
+
+def fill(store: ChainStore, kit: Any, count: int, difficulty: int = 0, first: int = 1, **kwargs: Any) -> list[Receipt]:
+    return [store.append(kit.entry(i, difficulty, **kwargs)) for i in range(first, first + count)]
+
+
+def rows(store: ChainStore) -> int:
+    """Record rows in the file, counted behind the store's back."""
+    with sqlite3.connect(store.path) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+
+def verify_stored(store: ChainStore, ledger: str = LEDGER) -> ChainVerifier:
+    verifier = ChainVerifier(ledger, store.limits)
+    for _, data in store.range_raw(ledger):
+        verifier.feed(decode_record(data, store.limits))
+    return verifier
+
+
+def results(futures: list[Future[Receipt]]) -> list[Receipt | BaseException]:
+    out: list[Receipt | BaseException] = []
+    for f in futures:
+        error = f.exception(timeout=DEADLINE)
+        out.append(error if error is not None else f.result())
+    return out
+
+
+# --- appends and reads ---------------------------------------------------------------
+
+
+def test_create_append_and_read(open_store: OpenStore, kit: Any) -> None:
+    store = open_store()
+    genesis = kit.genesis_entry(4)
+    created = store.create_ledger(genesis)
+    assert (created.ledger, created.height, created.checksum, created.duplicate) == (LEDGER, 0, genesis.checksum, False)
+    receipts = fill(store, kit, 5, difficulty=4)
+    assert [r.height for r in receipts] == [1, 2, 3, 4, 5]
+
+    records = [store.get(LEDGER, h) for h in range(6)]
+    assert all(r is not None for r in records)
+    assert [r.hash for r in records if r] == [created.hash] + [r.hash for r in receipts]
+    assert records[3] is not None
+    assert records[3].content == kit.content(3) and records[3].origin == "node-1"
+    assert store.get_by_hash(receipts[2].hash) == records[3]
+    assert store.head(LEDGER) == records[5]
+    assert store.size(LEDGER) == 6
+    assert store.rules(LEDGER) == kit.rules(4)
+    assert store.ledgers() == [LEDGER]
+    assert list(store.range(LEDGER)) == records
+    assert list(store.range(LEDGER, 2, 4)) == records[2:4]
+    assert [(h, decode_record(d, LIMITS)) for h, d in store.range_raw(LEDGER, 4)] == [(4, records[4]), (5, records[5])]
+    assert store.have([receipts[0].hash, bytes(32), receipts[4].hash]) == [receipts[0].hash, receipts[4].hash]
+    assert store.find_request(LEDGER, "Zoe.1", "req-2") == records[2]
+    assert verify_stored(store).prev == receipts[-1].hash
+
+
+def test_reads_of_what_is_not_there(store: ChainStore) -> None:
+    assert store.get(LEDGER, 1) is None
+    assert store.get("nope", 0) is None
+    assert store.get_by_hash(bytes(32)) is None
+    assert store.head("nope") is None
+    assert store.size("nope") == 0
+    assert list(store.range("nope")) == []
+    assert store.have([]) == []
+    assert store.find_request(LEDGER, "Zoe.1", "req-1") is None
+    with pytest.raises(UnknownLedgerError):
+        store.rules("nope")
+
+
+def test_ledgers_are_kept_apart(store: ChainStore, kit: Any) -> None:
+    store.create_ledger(kit.genesis_entry(0, ledger="ledger-0"))
+    fill(store, kit, 2, ledger="ledger-0")
+    fill(store, kit, 3)
+    assert store.ledgers() == ["ledger-0", LEDGER]
+    assert (store.size("ledger-0"), store.size(LEDGER)) == (3, 4)
+    # The same author and request id on two ledgers are two requests.
+    assert store.find_request("ledger-0", "Zoe.1", "req-1") != store.find_request(LEDGER, "Zoe.1", "req-1")
+    verify_stored(store, "ledger-0")
+    verify_stored(store)
+
+
+def test_accepted_times_never_go_backwards(open_store: OpenStore, kit: Any) -> None:
+    times = iter([1000, 500, 400, 2000])
+    store = open_store(clock=lambda: next(times))
+    store.create_ledger(kit.genesis_entry(0))
+    fill(store, kit, 3)
+    assert [r.accepted for r in store.range(LEDGER)] == [1000, 1000, 1000, 2000]
+
+
+# --- idempotent retries and conflicts ------------------------------------------------
+
+
+def test_a_retried_entry_gets_the_first_receipt(store: ChainStore, kit: Any) -> None:
+    entry = kit.entry(1)
+    first = store.append(entry)
+    again = store.append(entry)
+    assert again == dataclasses.replace(first, duplicate=True)
+    assert store.size(LEDGER) == 2
+    assert rows(store) == 2
+
+
+def test_a_retried_genesis_gets_the_first_receipt(store: ChainStore, kit: Any) -> None:
+    again = store.create_ledger(kit.genesis_entry(0))
+    assert (again.height, again.duplicate) == (0, True)
+    assert rows(store) == 1
+
+
+def test_a_request_id_reused_with_other_content_is_refused(store: ChainStore, kit: Any) -> None:
+    original = store.append(kit.entry(1))
+    other = Entry.prepare(dataclasses.replace(kit.content(1), payload={"n": 2}), 0, LIMITS)
+    with pytest.raises(RequestConflictError) as info:
+        store.append(other)
+    assert info.value.code == "request_conflict"
+    other_nonce = dataclasses.replace(kit.entry(1), nonce=7)  # valid at difficulty 0, but not the same entry
+    with pytest.raises(RequestConflictError):
+        store.append(other_nonce)
+    assert store.size(LEDGER) == 2
+    assert rows(store) == 2
+    found = store.find_request(LEDGER, "Zoe.1", "req-1")
+    assert found is not None
+    assert found.hash == original.hash
+
+
+def test_the_same_request_id_from_another_author_is_another_request(store: ChainStore, kit: Any) -> None:
+    store.append(kit.entry(1))
+    assert store.append(kit.entry(1, author="Bob")).height == 2
+
+
+def test_an_entry_for_an_unknown_ledger_is_refused(store: ChainStore, kit: Any) -> None:
+    with pytest.raises(UnknownLedgerError):
+        store.append(kit.entry(1, ledger="nope"))
+    assert store.ledgers() == [LEDGER]
+    assert rows(store) == 1
+
+
+def test_a_second_genesis_is_refused(store: ChainStore, kit: Any) -> None:
+    with pytest.raises(LedgerExistsError):
+        store.create_ledger(kit.genesis_entry(0, request_id="create-2"))
+    assert rows(store) == 1
+
+
+def test_create_ledger_refuses_an_entry_that_is_not_a_genesis(open_store: OpenStore, kit: Any) -> None:
+    """A note offered as a new ledger's first record is a bad genesis (PROTOCOL.md error codes).
+
+    BUG (node/store.py, ``ChainStore.create_ledger``): raises LedgerExistsError, whose code
+    ``ledger_exists`` tells the client the ledger already exists, which it does not.
+    """
+    store = open_store()
+    with pytest.raises(BadGenesisError):
+        store.create_ledger(kit.entry(1))
+    assert store.ledgers() == []
+
+
+def test_a_bad_genesis_is_refused_and_nothing_written(open_store: OpenStore, kit: Any) -> None:
+    store = open_store()
+    genesis = kit.genesis_entry(8)
+    lazy = next(n for n in range(10_000) if not work.meets_difficulty(genesis.checksum, n, 8))
+    with pytest.raises(InsufficientWorkError):
+        store.create_ledger(dataclasses.replace(genesis, nonce=lazy))
+    bad_rules = dataclasses.replace(genesis.content, payload={"difficulty": 0, "kinds": [], "rules": {}})
+    with pytest.raises(BadGenesisError):
+        store.create_ledger(Entry.prepare(bad_rules, 0, LIMITS))
+    assert store.ledgers() == []
+    assert rows(store) == 0
+
+
+def test_failed_entries_in_a_group_commit_leave_the_others_written(open_store: OpenStore, kit: Any) -> None:
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(8))
+    good = [kit.entry(i, 8) for i in range(1, 5)]
+    lazy_nonce = next(n for n in range(10_000) if not work.meets_difficulty(kit.entry(10, 8).checksum, n, 8))
+    no_work = dataclasses.replace(kit.entry(10, 8), nonce=lazy_nonce)
+    bad_kind = kit.entry(11, 8, kind="other")
+
+    clock.hold()
+    first = store.submit_entry(good[0])
+    assert clock.entered.wait(DEADLINE)  # the committer is inside the first group
+    group = [store.submit_entry(e) for e in (good[1], no_work, good[2], bad_kind, good[3], good[1])]
+    clock.released.set()
+
+    assert first.result(DEADLINE).height == 1
+    out = results(group)
+    assert isinstance(out[1], InsufficientWorkError)
+    assert isinstance(out[3], UnknownKindError)
+    receipts = [out[0], out[2], out[4], out[5]]
+    assert all(isinstance(r, Receipt) for r in receipts)
+    assert [r.height for r in receipts if isinstance(r, Receipt)] == [2, 3, 4, 2]
+    assert out[5] == dataclasses.replace(out[0], duplicate=True)  # a retry inside the same group
+    assert store.size(LEDGER) == 5
+    assert rows(store) == 5
+    assert store.find_request(LEDGER, "Zoe.1", "req-10") is None
+    assert store.find_request(LEDGER, "Zoe.1", "req-11") is None
+    verify_stored(store)
+
+
+def test_concurrent_appends_are_placed_once_each_without_gaps(store: ChainStore, kit: Any) -> None:
+    threads_n, per_thread = 8, 200
+    entries = [[kit.entry(i, author=f"writer-{t}") for i in range(per_thread)] for t in range(threads_n)]
+    receipts: list[list[Receipt]] = [[] for _ in range(threads_n)]
+    failures: list[BaseException] = []
+
+    def write(t: int) -> None:
+        try:
+            for entry in entries[t]:
+                receipts[t].append(store.append(entry))
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+        assert not thread.is_alive()
+    assert failures == []
+
+    heights = sorted(r.height for rs in receipts for r in rs)
+    assert heights == list(range(1, threads_n * per_thread + 1))
+    assert not any(r.duplicate for rs in receipts for r in rs)
+    for t, rs in enumerate(receipts):
+        assert [r.height for r in rs] == sorted(r.height for r in rs)  # one writer's appends keep their order
+        for entry, receipt in zip(entries[t], rs, strict=True):
+            record = store.get(LEDGER, receipt.height)
+            assert record is not None
+            assert (record.hash, record.checksum, record.content) == (receipt.hash, entry.checksum, entry.content)
+    assert store.size(LEDGER) == rows(store) == threads_n * per_thread + 1
+    assert verify_stored(store).next_height == threads_n * per_thread + 1
+
+
+def test_close_finishes_the_appends_already_queued(store: ChainStore, kit: Any) -> None:
+    futures = [store.submit_entry(kit.entry(i)) for i in range(1, 31)]
+    store.close()
+    assert all(f.done() for f in futures)
+    assert sorted(f.result().height for f in futures) == list(range(1, 31))
+
+
+# --- reopening -------------------------------------------------------------------------
+
+
+def test_reopening_keeps_everything(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
+    store = open_store(tmp_path / "s")
+    store.create_ledger(kit.genesis_entry(3))
+    receipts = fill(store, kit, 4, difficulty=3)
+    before = list(store.range_raw(LEDGER))
+    store.close()
+
+    again = open_store(tmp_path / "s")
+    assert list(again.range_raw(LEDGER)) == before
+    assert (again.size(LEDGER), again.rules(LEDGER), again.ledgers()) == (5, kit.rules(3), [LEDGER])
+    head = again.head(LEDGER)
+    assert head is not None
+    assert head.hash == receipts[-1].hash
+    retry = again.append(kit.entry(2, 3))
+    assert (retry.height, retry.duplicate) == (2, True)
+    new = again.append(kit.entry(5, 3))
+    record = again.get(LEDGER, new.height)
+    assert (new.height, record and record.prev) == (5, receipts[-1].hash)
+    verify_stored(again)
+
+
+def tamper(store_dir: Path, height: int, change: Callable[[bytes, bytes], bytes]) -> None:
+    """Rewrite the ``data`` of one row with sqlite3, as an attacker with the file would."""
+    with sqlite3.connect(store_dir / DB_NAME) as conn:
+        data = conn.execute("SELECT data FROM records WHERE ledger = ? AND height = ?", (LEDGER, height)).fetchone()[0]
+        below = conn.execute(
+            "SELECT data FROM records WHERE ledger = ? AND height = ?", (LEDGER, height - 1)
+        ).fetchone()
+        changed = change(bytes(data), bytes(below[0]) if below else b"")
+        conn.execute("UPDATE records SET data = ? WHERE ledger = ? AND height = ?", (changed, LEDGER, height))
+    conn.close()
+
+
+def a_store_on_disk(open_store: OpenStore, directory: Path, kit: Any, count: int = 4) -> None:
+    store = open_store(directory)
+    store.create_ledger(kit.genesis_entry(4))
+    fill(store, kit, count - 1, difficulty=4)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("height", "change", "error"),
+    [
+        pytest.param(3, lambda d, _: d.replace(b"message 0003", b"massage 0003"), "bad_checksum", id="content-byte"),
+        pytest.param(3, lambda d, _: d[:-1], "bad_encoding", id="truncated"),
+        pytest.param(3, lambda d, _: d + b"\x00", "non_canonical", id="trailing-byte"),
+        pytest.param(3, lambda d, _: b"", "bad_encoding", id="empty"),
+        pytest.param(0, lambda d, _: d.replace(b"create-1", b"create-2"), "bad_checksum", id="genesis"),
+    ],
+)
+def test_a_tampered_head_or_genesis_fails_at_open(
+    open_store: OpenStore, tmp_path: Path, kit: Any, height: int, change: Callable[[bytes, bytes], bytes], error: str
+) -> None:
+    a_store_on_disk(open_store, tmp_path / "s", kit)
+    tamper(tmp_path / "s", height, change)
+    with pytest.raises(VledgerError) as info:
+        ChainStore(tmp_path / "s", origin="node-1")
+    assert info.value.code == error
+
+
+def test_a_head_row_holding_another_valid_record_fails_at_open(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
+    """The head row's bytes are the record below it: valid on their own, but not the head.
+
+    BUG (node/store.py, ``_load_heads``): the head is checked with ``verify_record`` only, never
+    against the row it was read from (ledger, height), so the store opens with a head one
+    lower than the file holds, and its next append fails with "UNIQUE constraint failed".
+    """
+    a_store_on_disk(open_store, tmp_path / "s", kit)
+    tamper(tmp_path / "s", 3, lambda _, below: below)
+    try:
+        store = open_store(tmp_path / "s")
+    except VledgerError:
+        return
+    # It opened: show what the damage does next, then fail.
+    with pytest.raises(StoreError, match="UNIQUE"):
+        store.append(kit.entry(9, 4))
+    pytest.fail(f"opened with its head at height {store.size(LEDGER) - 1} while the file holds height 3")
+
+
+# --- placed records: replicas and imports ------------------------------------------------
+
+
+def test_a_replica_copy_is_byte_identical(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
+    home = open_store(tmp_path / "home")
+    home.create_ledger(kit.genesis_entry(4))
+    fill(home, kit, 6, difficulty=4)
+    home.create_ledger(kit.genesis_entry(0, ledger="ledger-b"))
+    fill(home, kit, 2, ledger="ledger-b")
+
+    replica = open_store(tmp_path / "replica", origin=None)
+    for ledger in home.ledgers():
+        receipts = replica.append_records(home.range(ledger))
+        assert [r.hash for r in receipts] == [r.hash for r in home.range(ledger)]
+        assert not any(r.duplicate for r in receipts)
+        assert list(replica.range_raw(ledger)) == list(home.range_raw(ledger))
+        assert replica.rules(ledger) == home.rules(ledger)
+    assert replica.ledgers() == home.ledgers()
+    # Re-sending what the replica holds is a duplicate, not an error (feeds may repeat).
+    again = home.get(LEDGER, 3)
+    assert again is not None
+    assert replica.append_record(again) == dataclasses.replace(Receipt.of(again), duplicate=True)
+    assert [r.duplicate for r in replica.append_records(home.range(LEDGER, 5))] == [True, True]
+    assert rows(replica) == rows(home) == 10
+
+
+@pytest.fixture
+def replica(open_store: OpenStore, tmp_path: Path, kit: Any) -> tuple[ChainStore, list[Record]]:
+    records = kit.chain(5, 2)
+    store = open_store(tmp_path / "replica", origin=None)
+    store.append_records(records)
+    return store, records
+
+
+def test_a_different_record_at_a_stored_height_is_a_conflict(
+    replica: tuple[ChainStore, list[Record]], kit: Any
+) -> None:
+    store, records = replica
+    fork = dataclasses.replace(kit, t0=kit.t0 + 1).chain(3, 2)
+    for record in (fork[2], fork[0], kit.extend(records[1], kit.entry(7, 2))):
+        with pytest.raises(RecordConflictError) as info:
+            store.append_record(record)
+        assert info.value.code == "record_conflict"
+    assert list(store.range(LEDGER)) == records
+
+
+def test_a_record_that_does_not_extend_the_head_is_refused(replica: tuple[ChainStore, list[Record]], kit: Any) -> None:
+    store, records = replica
+    head = records[-1]
+    skipping = kit.entry(9, 2).place(head.height + 2, head.link, head.accepted, "node-1")
+    with pytest.raises(HeightGapError):
+        store.append_record(skipping)
+    unlinked = kit.entry(9, 2).place(head.height + 1, records[-2].link, head.accepted, "node-1")
+    with pytest.raises(BadLinkError):
+        store.append_record(unlinked)
+    tampered = dataclasses.replace(kit.extend(head, kit.entry(9, 2)), nonce=head.nonce + 1)
+    with pytest.raises(VledgerError):
+        store.append_record(tampered)
+    headless = kit.chain(3, 0, ledger="ledger-b")[1:]
+    with pytest.raises(HeightGapError):
+        store.append_records(headless)
+    assert store.ledgers() == [LEDGER]
+    assert store.size(LEDGER) == rows(store) == len(records)
+    assert store.append_record(kit.extend(head, kit.entry(9, 2))).height == head.height + 1
+
+
+def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore, kit: Any) -> None:
+    store = open_store(origin=None)
+    with pytest.raises(StoreError, match="no node name"):
+        store.create_ledger(kit.genesis_entry(0))
+
+
+def test_a_bad_node_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FieldError, match="origin"):
+        ChainStore(tmp_path / "x", origin="Node 1")
+
+
+# --- paging and closing -----------------------------------------------------------------
+
+
+def test_range_reads_in_pages(open_store: OpenStore, kit: Any) -> None:
+    store = open_store(settings=StoreSettings(read_page_size=3))
+    store.create_ledger(kit.genesis_entry(0))
+    fill(store, kit, 9)
+    assert [r.height for r in store.range(LEDGER)] == list(range(10))
+    assert [h for h, _ in store.range_raw(LEDGER, 2, 9)] == list(range(2, 9))
+    assert [r.height for r in store.range(LEDGER, 8)] == [8, 9]
+    assert list(store.range(LEDGER, 10)) == []
+
+    # Each page is its own read: records appended while a scan is paused show up in it.
+    scan = store.range(LEDGER)
+    first_page = [next(scan).height for _ in range(3)]
+    fill(store, kit, 2, first=10)
+    assert first_page + [r.height for r in scan] == list(range(12))
+
+
+def test_a_closed_store_refuses_appends(store: ChainStore, kit: Any) -> None:
+    head = store.head(LEDGER)
+    assert head is not None
+    store.close()
+    store.close()  # closing twice is harmless
+    for append in (
+        lambda: store.append(kit.entry(1)),
+        lambda: store.submit_entry(kit.entry(1)),
+        lambda: store.create_ledger(kit.genesis_entry(0, ledger="ledger-b")),
+        lambda: store.append_record(head),
+        lambda: store.append_records([head]),
+    ):
+        with pytest.raises(StoreClosedError) as info:
+            append()
+        assert info.value.code == "store_closed"
+
+
+def test_a_closed_store_refuses_reads_from_a_new_thread(store: ChainStore) -> None:
+    store.close()
+    caught: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            store.get(LEDGER, 0)
+        except BaseException as e:
+            caught.append(e)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join(DEADLINE)
+    assert len(caught) == 1
+    assert isinstance(caught[0], StoreClosedError)
+
+
+def test_a_closed_store_refuses_reads_from_a_thread_that_read_before(store: ChainStore) -> None:
+    """BUG (node/store.py, ``_reader``): the ``_closed`` check runs only when a thread opens its
+    first connection; a thread that read before gets sqlite3.ProgrammingError ("Cannot operate
+    on a closed database") instead of StoreClosedError."""
+    assert store.get(LEDGER, 0) is not None
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.get(LEDGER, 0)
+
+
+def test_close_after_reads_from_other_threads(store: ChainStore) -> None:
+    """BUG (node/store.py, ``close`` with ``_reader``): read connections are opened with
+    ``check_same_thread=True`` in each reading thread, then closed by the thread calling
+    close(), which raises sqlite3.ProgrammingError and leaves the remaining connections open.
+    Any node that serves reads from worker threads cannot shut its store down cleanly."""
+    read: list[Record | None] = []
+    thread = threading.Thread(target=lambda: read.append(store.get(LEDGER, 0)))
+    thread.start()
+    thread.join(DEADLINE)
+    assert read and read[0] is not None
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.append_record(read[0])
