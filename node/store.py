@@ -63,6 +63,18 @@ class Receipt:
 
 
 @dataclass(slots=True)
+class CommitStats:
+    """How appends were grouped: ``appends / groups`` is the mean group size."""
+
+    groups: int = 0
+    appends: int = 0
+
+    @property
+    def mean_group(self) -> float:
+        return self.appends / self.groups if self.groups else 0.0
+
+
+@dataclass(slots=True)
 class _Head:
     """What the committer needs to place the next record: no read of the database."""
 
@@ -110,6 +122,7 @@ class ChainStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._heads: dict[str, _Head] = {}
+        self.stats = CommitStats()
         try:
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -144,9 +157,10 @@ class ChainStore:
             head = genesis
             if top > 0:
                 below = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top - 1))
-                head = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top))
-                assert below is not None and head is not None
-                ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(head)
+                top_record = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, top))
+                assert below is not None and top_record is not None
+                ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(top_record)
+                head = top_record
             self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
 
     def close(self) -> None:
@@ -277,6 +291,8 @@ class ChainStore:
                 job.future.set_exception(error)
             return
         self._heads = heads
+        self.stats.groups += 1
+        self.stats.appends += len(batch)
         for job, receipt in done:
             job.future.set_result(receipt)
 

@@ -1,0 +1,47 @@
+"""`make bench`: run every benchmark, print the table, write results/latest.md and latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import append, verify, work
+from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
+from .report import Environment, Figure, progress, write_results
+
+SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
+    "append": append.run,
+    "verify": verify.run,
+    "pow": work.run,
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: shows that every figure is produced")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder for latest.md and latest.json ({RESULTS})")
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only this section (repeatable)")
+    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "make bench" if not given else " ".join(["python -m bench", *given])
+    sizes = QUICK if args.quick else FULL
+    env = Environment.here(command, SCRATCH_ROOT, args.quick)
+
+    started = time.perf_counter()
+    figures: list[Figure] = []
+    for name, section in SECTIONS.items():
+        if args.only is None or name in args.only:
+            section_started = time.perf_counter()
+            figures += section(sizes)
+            progress(f"{name}: {time.perf_counter() - section_started:.0f} s")
+    progress(f"done in {time.perf_counter() - started:.0f} s")
+    print(write_results(args.out, env, figures), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

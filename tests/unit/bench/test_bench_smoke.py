@@ -1,0 +1,51 @@
+"""`python -m bench --quick` produces every figure, as numbers, in both result files.
+
+Speed itself is never asserted here (the project's rule): only that the bench runs and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+FIGURES = {"1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c"}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+
+    report = json.loads((out / "latest.json").read_text())
+    figures = {f["key"]: f for f in report["figures"]}
+    assert set(figures) == FIGURES
+    for key, figure in figures.items():
+        assert _finite(figure["value"]), key
+        assert _finite(figure["ceiling"]["value"]), key
+        assert _finite(figure["ratio"]), key
+        assert figure["unit"] and figure["ceiling"]["name"], key
+        assert figure["target"] is None or _finite(figure["target"]), key
+        assert figure["met"] in (True, False, None), key
+        for also in figure["also"]:
+            assert _finite(also["value"]) and _finite(also["ratio"]), key
+    assert report["environment"]["quick"] is True
+
+    table = (out / "latest.md").read_text()
+    assert "| figure | value | unit | ceiling | ratio | target | met |" in table
+    for key in FIGURES:
+        assert f"| {key} " in table, key
+    assert done.stdout == table
