@@ -152,3 +152,31 @@ class SettingsError(VledgerError):
     """A settings file or value is invalid; the message names the file and the key."""
 
     code = "bad_settings"
+
+
+# --- the vledger command ----------------------------------------------------------------
+
+
+class UsageError(VledgerError):
+    """The command line names something that cannot be used (exit 2, like argparse's own errors)."""
+
+    code = "usage"
+
+
+class SourceChangedError(VledgerError):
+    """An export file changed between the import's verifying pass and its appending pass.
+
+    Not a StoreError: the store is sound, it is the file being read that can no longer be
+    trusted to hold what was verified.
+    """
+
+    code = "source_changed"
+
+
+class IndexMismatchError(RecordError):
+    """A store's lookup column (hash, author, request id) disagrees with the record's own bytes.
+
+    The record itself may be valid, but a lookup by that column would find the wrong record.
+    """
+
+    code = "index_mismatch"

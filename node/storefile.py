@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .errors import StoreError
 
@@ -33,6 +34,16 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_hash ON records (hash);
 CREATE INDEX IF NOT EXISTS records_by_request ON records (ledger, author, request_id);
 """
+
+
+class StoreRow(NamedTuple):
+    """One row of ``records`` as the file holds it: the index columns are unchecked copies."""
+
+    height: int
+    hash: bytes
+    author: str
+    request_id: str
+    data: bytes
 
 
 def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqlite3.Connection:
@@ -90,15 +101,35 @@ class StoreReader:
         """(height column, record bytes) in height order, a page at a time."""
         yield from iter_pages(self._conn, ledger, start, stop, self.page_size)
 
+    def iter_rows(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[StoreRow]:
+        """Every column of each row in height order, a page at a time, for checking the indexes."""
+        for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
+            yield StoreRow(*row)
+
+
+# The column lists a page may select; each starts with ``height``, the key of the next page.
+_RAW_COLUMNS = "height, data"
+_ROW_COLUMNS = "height, hash, author, request_id, data"
+
 
 def iter_pages(
     conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
 ) -> Iterator[tuple[int, bytes]]:
-    """Keyset pagination: each page is its own short read, so a long scan never pins the WAL."""
+    """(height column, record bytes) in height order, a page at a time."""
+    yield from _pages(conn, _RAW_COLUMNS, ledger, start, stop, page_size)
+
+
+def _pages(
+    conn: sqlite3.Connection, columns: str, ledger: str, start: int, stop: int | None, page_size: int
+) -> Iterator[tuple[Any, ...]]:
+    """Keyset pagination: each page is its own short read, so a long scan never pins the WAL.
+
+    ``columns`` is one of the constants above, never outside text: it is put into the SQL.
+    """
     end = stop if stop is not None else 2**63 - 1
     while start < end:
         rows = conn.execute(
-            "SELECT height, data FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY height LIMIT ?",
+            f"SELECT {columns} FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY height LIMIT ?",
             (ledger, start, end, page_size),
         ).fetchall()
         if not rows:

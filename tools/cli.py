@@ -1,2 +1,246 @@
-def main() -> None:
-    print("hi")
+"""The ``vledger`` command: parse the arguments, run one command, turn its outcome into an exit code.
+
+Exit codes: 0 when everything verified, 1 when something failed (a report says what and
+where), 2 for a usage error. Every expected failure is one line on stderr, never a traceback.
+The commands' work is in the modules beside this one: ``verification``, ``exporting``,
+``importing`` and ``demo``; what they print is in ``report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TypeAlias
+
+from ..config.settings import DEFAULT_DIFFICULTY, Limits
+from ..node.errors import UsageError, VledgerError
+from ..node.record import check_ledger_name, check_node_name
+from .demo import run_demo
+from .exporting import export_store
+from .importing import import_file
+from .logs import LEVELS, configure_logging
+from .report import print_demo, print_export, print_import, print_verification
+from .verification import verify_path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def _exit_code(ok: bool) -> int:
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    result = verify_path(args.path, args.ledger, Limits())
+    print_verification(str(args.path), result, as_json=args.json)
+    return _exit_code(result.ok)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    # A store that fails verification raises: nothing of it is exported.
+    print_export(export_store(args.store, args.ledger, args.output, Limits()))
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    result = import_file(args.file, args.store, args.node, Limits())
+    print_import(str(args.file), result, as_json=args.json)
+    return _exit_code(result.ok)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """What `make run` shows; safe to run again on the same store."""
+    run = run_demo(args.store, args.records, args.difficulty, Limits())
+    print_demo(run)
+    return _exit_code(run.verification.ok)
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def _name_type(check: Callable[[str, Limits], str]) -> Callable[[str], str]:
+    """An argparse type from one of the record's name checks, so that its sentence is the message."""
+
+    def checked(value: str) -> str:
+        try:
+            return check(value, Limits())
+        except VledgerError as e:
+            raise argparse.ArgumentTypeError(e.message) from e
+
+    return checked
+
+
+_ledger_name = _name_type(check_ledger_name)
+_node_name = _name_type(check_node_name)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return int(value)
+
+
+def _difficulty(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a difficulty in 0..64")
+    return int(value)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("vledger")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
+    parser.add_argument("--version", action="version", version=f"vledger {_version()}")
+    parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_verify(commands)
+    _add_export(commands)
+    _add_import(commands)
+    _add_demo(commands)
+    return parser
+
+
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _command(
+    commands: _Subparsers, name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments go to ``run`` (main calls ``args.run``)."""
+    command = commands.add_parser(name, help=summary, description=description)
+    command.set_defaults(run=run)
+    return command
+
+
+def _add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
+    command.add_argument("--ledger", type=_ledger_name, metavar="NAME", help=f"{verb} only this ledger")
+
+
+def _add_json_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+
+def _add_verify(commands: _Subparsers) -> None:
+    verify = _command(
+        commands,
+        "verify",
+        cmd_verify,
+        "verify a store or an export file from genesis",
+        "Verify every record of a store directory or an export (.jsonl) file, from each "
+        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise.",
+    )
+    verify.add_argument("path", type=Path, metavar="PATH", help="a store directory or an export file")
+    _add_ledger_option(verify, "verify")
+    _add_json_option(verify)
+
+
+def _add_export(commands: _Subparsers) -> None:
+    export = _command(
+        commands,
+        "export",
+        cmd_export,
+        "write a store's records as JSON Lines",
+        "Verify and write a store's records, one JSON line each, in ledger then height order.",
+    )
+    export.add_argument("store", type=Path, metavar="STORE", help="a store directory")
+    _add_ledger_option(export, "export")
+    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
+
+
+def _add_import(commands: _Subparsers) -> None:
+    imp = _command(
+        commands,
+        "import",
+        cmd_import,
+        "verify an export file, then append it to a store",
+        "Verify the whole export file against the store first; only if everything "
+        "verifies, append the records the store does not hold yet. Otherwise nothing is written.",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE", help="an export file")
+    imp.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store to import into")
+    imp.add_argument("--node", type=_node_name, metavar="NAME", help="this store's node name")
+    _add_json_option(imp)
+
+
+def _add_demo(commands: _Subparsers) -> None:
+    demo = _command(
+        commands,
+        "demo",
+        cmd_demo,
+        "build a local demo store, append records, verify it",
+        "Create (or reopen) a demo store with an election, a zakat fund and a resource "
+        "ledger, append a few hundred records with real proof of work, then verify the store.",
+    )
+    demo.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store directory")
+    demo.add_argument("--records", type=_positive, default=300, metavar="N", help="records to append (300)")
+    # A lower difficulty is for tests only: it applies to new ledgers and weakens the demo.
+    demo.add_argument("--difficulty", type=_difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse, run one command, turn every expected failure into an exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version or a usage error, already printed by argparse
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    configure_logging(args.log_level)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except UsageError as e:
+        _error(f"{e.message} (see: vledger {args.command} --help)")
+        return EXIT_USAGE
+    except VledgerError as e:
+        # A note says what had already been done when the error came (see importing.apply_import).
+        for note in getattr(e, "__notes__", ()):
+            print(f"vledger: {note}", file=sys.stderr)
+        _error(e.message)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FAILED
+    except OSError as e:
+        _error(_os_message(e))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _error(message: str) -> None:
+    print(f"vledger: error: {message}", file=sys.stderr)
+
+
+def _os_message(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename is not None else ""
+    return f"{where}{error.strerror or error}"
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``vledger export | head``), stop Python's final flush from failing too."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

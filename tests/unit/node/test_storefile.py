@@ -37,6 +37,22 @@ def test_reader_sees_every_record(store_dir: Path) -> None:
         reader.close()
 
 
+def test_reader_gives_every_column_page_by_page(store_dir: Path) -> None:
+    reader = StoreReader(store_dir, page_size=2)
+    try:
+        rows = list(reader.iter_rows("ledger-a"))
+        with ChainStore(store_dir) as store:
+            records = list(store.range("ledger-a"))
+        assert [(r.height, r.hash, r.author, r.request_id) for r in rows] == [
+            (x.height, x.link, x.content.author, x.content.request_id) for x in records
+        ]
+        assert [r.data for r in rows] == [data for _, data in reader.iter_raw("ledger-a")]
+        assert [r.height for r in reader.iter_rows("ledger-a", 1, 6)] == [1, 2, 3, 4, 5]
+        assert [r.height for r in reader.iter_rows("ledger-b")] == [0, 1]
+    finally:
+        reader.close()
+
+
 def test_reader_refuses_a_directory_without_a_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no vledger store"):
         StoreReader(tmp_path)

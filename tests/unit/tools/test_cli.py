@@ -1,0 +1,603 @@
+"""The vledger command, run in-process through main(argv) and once as the real console script."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.config.settings import Limits
+from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError
+from vledger.node.export import max_line_bytes
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
+from vledger.tools import cli, demo, importing, verification
+from vledger.tools.logs import KeyValueFormatter, configure_logging
+from vledger.tools.progress import Progress, render
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def add_records(directory: Path, ledger: str, count: int, difficulty: int = 0) -> None:
+    """Give ``ledger`` ``count`` more records (its genesis first if it is new)."""
+    with ChainStore(directory, origin="test-node") as store:
+        entries = []
+        if ledger not in store.ledgers():
+            rules = LedgerRules(("note", "vote"), difficulty, {"choices": ["alice", "bob"]})
+            entries.append(Entry.prepare(rules.genesis_content(ledger, "admin", "genesis", T0), difficulty, LIMITS))
+        start = store.size(ledger) + len(entries)
+        for i in range(start, start + count - len(entries)):
+            content = Content(ledger, "note", {"n": i, "text": f"Zoë {i}"}, "Zoe.1", f"r-{i}", T0 + i)
+            entries.append(Entry.prepare(content, difficulty, LIMITS))
+        futures = [store.submit_entry(e) for e in entries]
+        for future in futures:
+            future.result()
+
+
+def make_store(directory: Path, ledgers: dict[str, int] | None = None) -> Path:
+    for ledger, count in (ledgers or {"alpha": 5, "beta": 4}).items():
+        add_records(directory, ledger, count)
+    return directory
+
+
+def rows(directory: Path) -> list[tuple[str, int, bytes]]:
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        return conn.execute("SELECT ledger, height, data FROM records ORDER BY ledger, height").fetchall()
+
+
+def sql(directory: Path, statement: str, *args: Any) -> None:
+    conn = sqlite3.connect(directory / DB_NAME)
+    try:
+        conn.execute(statement, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def flip_byte(directory: Path, ledger: str, height: int) -> None:
+    """Change one byte in the middle of a row's record bytes, as an attacker with the file could."""
+    (data,) = [d for lg, h, d in rows(directory) if (lg, h) == (ledger, height)]
+    changed = bytearray(data)
+    changed[len(changed) // 2] ^= 0x01
+    sql(directory, "UPDATE records SET data = ? WHERE ledger = ? AND height = ?", bytes(changed), ledger, height)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+def ledger_entry(report: dict[str, Any], ledger: str) -> dict[str, Any]:
+    (entry,) = [e for e in report["ledgers"] if e["ledger"] == ledger]
+    return entry
+
+
+def export(capsys: pytest.CaptureFixture[str], store: Path, target: Path) -> list[bytes]:
+    code, _, err = run(capsys, "export", store, "-o", target)
+    assert code == 0, err
+    return target.read_bytes().splitlines(keepends=True)
+
+
+def replace_line(path: Path, index: int, change: dict[str, Any]) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    line = json.loads(lines[index])
+    line.update(change)
+    lines[index] = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    path.write_bytes(b"".join(lines))
+
+
+def tamper_record_in_line(path: Path, index: int) -> None:
+    """Change one byte of the record a line carries, keeping the line itself well-formed."""
+    line = json.loads(path.read_bytes().splitlines()[index])
+    data = bytearray(base64.b64decode(line["record"]))
+    data[-1] ^= 0x01  # the last byte of ``prev``: still a record, no longer the chained one
+    replace_line(path, index, {"record": base64.b64encode(bytes(data)).decode()})
+
+
+# --- verify a store -----------------------------------------------------------------------
+
+
+def test_verify_a_valid_store_prints_each_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    with ChainStore(store) as opened:
+        head = opened.head("alpha")
+    assert head is not None
+    code, out, err = run(capsys, "verify", store)
+    assert code == 0, err
+    assert f"alpha: OK, 5 records, head {head.hash.hex()}" in out
+    assert "beta: OK, 4 records" in out
+    assert "verified: OK" in out
+
+
+def test_verify_json_has_the_documented_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    code, report = run_json(capsys, "verify", store)
+    assert code == 0
+    assert report["ok"] is True
+    assert [e["ledger"] for e in report["ledgers"]] == ["alpha", "beta"]
+    entry = ledger_entry(report, "alpha")
+    assert set(entry) == {"ledger", "records", "head", "ok", "error"}
+    assert entry["records"] == 5 and entry["ok"] is True and entry["error"] is None
+    assert len(entry["head"]) == 64
+
+
+def test_verify_one_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    flip_byte(store, "alpha", 1)
+    code, report = run_json(capsys, "verify", store, "--ledger", "beta")
+    assert code == 0
+    assert [e["ledger"] for e in report["ledgers"]] == ["beta"]
+
+
+def test_a_changed_byte_fails_naming_ledger_and_height(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    flip_byte(store, "beta", 2)
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1
+    assert "beta: FAILED at height 2 [" in out
+    assert "alpha: OK, 5 records" in out  # the other ledger is still checked
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1 and report["ok"] is False
+    beta = ledger_entry(report, "beta")
+    assert beta["ok"] is False and beta["records"] == 2
+    assert beta["error"]["height"] == 2 and beta["error"]["code"] and beta["error"]["message"]
+    assert ledger_entry(report, "alpha")["ok"] is True
+
+
+def test_a_deleted_row_is_a_height_gap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    sql(store, "DELETE FROM records WHERE ledger = 'alpha' AND height = 2")
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1
+    error = ledger_entry(report, "alpha")["error"]
+    assert error["code"] == "height_gap" and error["height"] == 3
+    assert "expected height 2" in error["message"]
+
+
+def test_a_row_moved_to_another_height_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Moving the head keeps the chain itself intact: only the height column gives it away.
+    store = make_store(tmp_path / "s")
+    sql(store, "UPDATE records SET height = 99 WHERE ledger = 'alpha' AND height = 4")
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1
+    assert "alpha: FAILED at height 99 [height_gap]: the row at height 99 holds the record of height 4" in out
+
+
+def test_a_row_moved_from_the_middle_leaves_a_gap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    sql(store, "UPDATE records SET height = 50 WHERE ledger = 'beta' AND height = 1")
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1
+    assert ledger_entry(report, "beta")["error"]["code"] == "height_gap"
+
+
+def test_undecodable_bytes_are_located(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    sql(store, "UPDATE records SET data = x'c1' WHERE ledger = 'alpha' AND height = 3")
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1
+    error = ledger_entry(report, "alpha")["error"]
+    assert error["height"] == 3 and error["code"] == "bad_encoding"
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [
+        ("hash", bytes(32), "00" * 32),
+        ("hash", "not a blob", "'not a blob'"),
+        ("author", "Mallory.1", "'Mallory.1'"),
+        ("request_id", "r-forged", "'r-forged'"),
+    ],
+    ids=["hash", "hash-not-bytes", "author", "request_id"],
+)
+def test_an_index_column_that_lies_is_caught(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, value: bytes | str, shown: str
+) -> None:
+    # The record bytes and the chain are intact: only the lookup column disagrees with them.
+    store = make_store(tmp_path / "s")
+    sql(store, f"UPDATE records SET {column} = ? WHERE ledger = 'alpha' AND height = 2", value)
+    code, out, _ = run(capsys, "verify", store)
+    assert code == 1
+    assert f"alpha: FAILED at height 2 [index_mismatch]: the {column} column holds {shown}, the record " in out
+    assert "(2 records before it verified)" in out
+    assert "beta: OK, 4 records" in out
+    code, report = run_json(capsys, "verify", store)
+    error = ledger_entry(report, "alpha")["error"]
+    assert (error["code"], error["height"]) == ("index_mismatch", 2)
+    code, _, err = run(capsys, "export", store, "-o", tmp_path / "e.jsonl")
+    assert code == 1
+    assert err.startswith(f"vledger: error: ledger 'alpha' height 2: the {column} column holds {shown}")
+    assert not (tmp_path / "e.jsonl").exists()
+
+
+def test_a_row_moved_to_another_ledger_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    sql(store, "UPDATE records SET ledger = 'beta' WHERE ledger = 'alpha' AND height = 4")
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1
+    error = ledger_entry(report, "beta")["error"]
+    assert (error["code"], error["height"]) == ("wrong_ledger", 4)
+
+
+# --- export and verify an export file -----------------------------------------------------
+
+
+def test_export_writes_one_canonical_line_per_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    lines = export(capsys, store, tmp_path / "e.jsonl")
+    assert len(lines) == 9
+    first = json.loads(lines[0])
+    assert list(first) == ["ledger", "height", "hash", "record"]
+    assert [(json.loads(x)["ledger"], json.loads(x)["height"]) for x in lines] == [
+        *[("alpha", h) for h in range(5)],
+        *[("beta", h) for h in range(4)],
+    ]
+    stored = {(lg, h): d for lg, h, d in rows(store)}
+    for raw in lines:
+        line = json.loads(raw)
+        assert base64.b64decode(line["record"]) == stored[(line["ledger"], line["height"])]
+        assert raw == (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def test_export_to_stdout_equals_the_file(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    store = make_store(tmp_path / "s")
+    assert cli.main(["export", str(store), "--ledger", "beta"]) == 0
+    out = capsysbinary.readouterr().out
+    assert cli.main(["export", str(store), "--ledger", "beta", "-o", str(tmp_path / "b.jsonl")]) == 0
+    capsysbinary.readouterr()
+    assert out == (tmp_path / "b.jsonl").read_bytes()
+    assert len(out.splitlines()) == 4
+
+
+def test_export_of_a_damaged_store_fails_and_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    flip_byte(store, "beta", 1)
+    code, _, err = run(capsys, "export", store, "-o", tmp_path / "e.jsonl")
+    assert code == 1
+    assert err.startswith("vledger: error: ledger 'beta' height 1:")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_verify_a_valid_export_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    export(capsys, store, tmp_path / "e.jsonl")
+    code, store_report = run_json(capsys, "verify", store)
+    code_file, file_report = run_json(capsys, "verify", tmp_path / "e.jsonl")
+    assert code == code_file == 0
+    assert file_report == store_report
+
+
+def test_a_tampered_record_in_an_export_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    export(capsys, make_store(tmp_path / "s"), path)
+    tamper_record_in_line(path, 6)  # beta height 1
+    code, out, _ = run(capsys, "verify", path)
+    assert code == 1
+    assert "beta: FAILED at height 1 [bad_link]" in out
+    assert "alpha: OK, 5 records" in out
+
+
+def test_a_line_whose_hash_lies_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    export(capsys, make_store(tmp_path / "s"), path)
+    replace_line(path, 2, {"hash": "0" * 64})
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1
+    error = ledger_entry(report, "alpha")["error"]
+    assert error == {"code": "bad_field", "height": 2, "message": error["message"]}
+    assert error["message"].startswith("line 3: ")
+
+
+def test_a_line_that_is_not_json_fails_the_whole_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    export(capsys, make_store(tmp_path / "s"), path)
+    path.write_bytes(path.read_bytes().replace(b'{"ledger":"beta","height":0', b'{"ledger" "beta","height":0', 1))
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1 and report["ok"] is False
+    assert report["error"]["code"] == "bad_encoding"
+    assert report["error"]["message"].startswith("line 6: ")
+    code, out, _ = run(capsys, "verify", path)
+    assert f"{path}: FAILED [bad_encoding]: line 6:" in out
+
+
+def test_an_export_missing_its_first_line_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    lines = export(capsys, make_store(tmp_path / "s"), path)
+    path.write_bytes(b"".join(lines[1:]))
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1
+    assert ledger_entry(report, "alpha")["error"]["code"] == "height_gap"
+
+
+def test_an_overlong_line_fails_the_whole_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    lines = export(capsys, make_store(tmp_path / "s"), path)
+    path.write_bytes(b"".join([*lines[:2], b"x" * (max_line_bytes(LIMITS) + 10) + b"\n", *lines[2:]]))
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1 and report["ok"] is False
+    assert report["error"]["code"] == "too_large" and report["error"]["message"].startswith("line 3: ")
+    code, out, _ = run(capsys, "import", path, "--store", tmp_path / "copy")
+    assert code == 1
+    assert f"{path}: FAILED [too_large]: line 3: " in out and "nothing was imported" in out
+    assert not (tmp_path / "copy").exists()
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def test_export_import_round_trip_is_byte_identical(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    export(capsys, store, tmp_path / "e.jsonl")
+    code, out, err = run(capsys, "import", tmp_path / "e.jsonl", "--store", tmp_path / "copy")
+    assert code == 0, err
+    assert "alpha: 5 imported, 0 already present" in out
+    assert rows(tmp_path / "copy") == rows(store)
+    assert run(capsys, "verify", tmp_path / "copy")[0] == 0
+
+
+def test_import_of_a_tampered_export_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    export(capsys, make_store(tmp_path / "s"), path)
+    tamper_record_in_line(path, 8)  # the very last line: beta's head
+    code, out, _ = run(capsys, "import", path, "--store", tmp_path / "new")
+    assert code == 1
+    assert "beta: FAILED at height 3" in out and "nothing was imported" in out
+    assert not (tmp_path / "new").exists()
+    existing = make_store(tmp_path / "old", {"gamma": 2})
+    before = rows(existing)
+    code, report = run_json(capsys, "import", path, "--store", existing)
+    assert code == 1 and report["ok"] is False
+    assert ledger_entry(report, "alpha")["imported"] == 0
+    assert rows(existing) == before
+
+
+def test_import_appends_only_what_the_store_lacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = make_store(tmp_path / "s", {"alpha": 3})
+    export(capsys, source, tmp_path / "first.jsonl")
+    assert run(capsys, "import", tmp_path / "first.jsonl", "--store", tmp_path / "copy")[0] == 0
+    add_records(source, "alpha", 4)
+    add_records(source, "beta", 2)
+    export(capsys, source, tmp_path / "second.jsonl")
+    code, report = run_json(capsys, "import", tmp_path / "second.jsonl", "--store", tmp_path / "copy")
+    assert code == 0
+    alpha = ledger_entry(report, "alpha")
+    assert (alpha["imported"], alpha["present"], alpha["records"]) == (4, 3, 7)
+    assert (ledger_entry(report, "beta")["imported"], ledger_entry(report, "beta")["present"]) == (2, 0)
+    assert rows(tmp_path / "copy") == rows(source)
+    code, report = run_json(capsys, "import", tmp_path / "second.jsonl", "--store", tmp_path / "copy")
+    assert code == 0 and ledger_entry(report, "alpha")["present"] == 7
+
+
+def test_import_continues_a_file_that_starts_above_genesis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = make_store(tmp_path / "s", {"alpha": 6})
+    lines = export(capsys, source, tmp_path / "all.jsonl")
+    (tmp_path / "head.jsonl").write_bytes(b"".join(lines[:3]))
+    (tmp_path / "tail.jsonl").write_bytes(b"".join(lines[3:]))
+    code, report = run_json(capsys, "import", tmp_path / "tail.jsonl", "--store", tmp_path / "copy")
+    assert code == 1 and ledger_entry(report, "alpha")["error"]["code"] == "height_gap"
+    assert not (tmp_path / "copy").exists()
+    assert run(capsys, "import", tmp_path / "head.jsonl", "--store", tmp_path / "copy")[0] == 0
+    code, report = run_json(capsys, "import", tmp_path / "tail.jsonl", "--store", tmp_path / "copy")
+    assert code == 0 and ledger_entry(report, "alpha")["imported"] == 3
+    assert rows(tmp_path / "copy") == rows(source)
+
+
+def test_import_refuses_a_store_with_another_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export(capsys, make_store(tmp_path / "s", {"alpha": 3}), tmp_path / "e.jsonl")
+    other = tmp_path / "other"
+    add_records(other, "alpha", 2, difficulty=1)  # a different genesis under the same name
+    before = rows(other)
+    code, report = run_json(capsys, "import", tmp_path / "e.jsonl", "--store", other)
+    assert code == 1
+    error = ledger_entry(report, "alpha")["error"]
+    assert error["code"] == "record_conflict" and error["height"] == 0
+    assert rows(other) == before
+
+
+def test_import_appends_only_the_bytes_it_verified(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """If the file changes between the verifying pass and the appending pass, nothing unverified goes in."""
+    lines = export(capsys, make_store(tmp_path / "s", {"alpha": 4}), tmp_path / "e.jsonl")
+    with (tmp_path / "e.jsonl").open("rb") as f:
+        view = importing.StoreView(tmp_path / "copy", LIMITS)
+        plan = importing.plan_import(f, view, LIMITS, chunk_size=2)
+    assert plan.verification.ok and len(plan.digests) == 2
+    swapped = io.BytesIO(b"".join([*lines[:2], lines[3], lines[2]]))
+    changed = pytest.raises(SourceChangedError, match="changed while it was imported")
+    with ChainStore(tmp_path / "copy") as store, changed:
+        importing.apply_import(swapped, plan, store, LIMITS, chunk_size=2)
+    assert [h for _, h, _ in rows(tmp_path / "copy")] == [0, 1]  # the first chunk, as verified
+
+
+def test_an_import_the_store_stops_says_how_far_it_got(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export(capsys, make_store(tmp_path / "s", {"alpha": 3}), tmp_path / "e.jsonl")
+
+    def refuse(store: ChainStore, records: Any) -> None:
+        raise StoreClosedError("the store is shutting down")
+
+    monkeypatch.setattr(ChainStore, "append_records", refuse)
+    code, _, err = run(capsys, "import", tmp_path / "e.jsonl", "--store", tmp_path / "copy")
+    assert code == 1
+    assert err == (
+        "vledger: import stopped after appending 0 verified records\nvledger: error: the store is shutting down\n"
+    )
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def test_demo_runs_twice_and_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "demo"
+    code, out, err = run(capsys, "demo", "--store", store, "--records", "8", "--difficulty", "4")
+    assert code == 0, err
+    assert out.count("verified: OK") == 3
+    assert f"vledger verify {store}" in out and f"vledger export {store}" in out
+    code, out, err = run(capsys, "demo", "--store", store, "--records", "8", "--difficulty", "4")
+    assert code == 0, err
+    assert "reopened" in out
+    code, report = run_json(capsys, "verify", store)
+    assert code == 0
+    counts = {e["ledger"]: e["records"] for e in report["ledgers"]}
+    assert counts == {"election-2026": 9, "zakat": 5, "resources": 5}
+    with ChainStore(store) as opened:
+        assert opened.rules("election-2026").rules == {"choices": ["alice", "bob", "carol"]}
+        assert opened.rules("zakat").difficulty == 4
+        notes = [r.content.payload.get("note", "") for r in opened.range("election-2026")]
+    assert any("Zoë" in note for note in notes)
+
+
+def test_demo_contents_number_on_from_the_store() -> None:
+    first = demo.demo_contents({}, 8, T0)
+    again = demo.demo_contents({"election-2026": 5, "zakat": 3, "resources": 3}, 8, T0)
+    ids = {(c.ledger, c.author, c.request_id) for c in first}
+    assert ids.isdisjoint((c.ledger, c.author, c.request_id) for c in again)
+    voters = [c.payload["voter"] for c in first if c.ledger == "election-2026"]
+    assert voters[:2] == ["V-000001", "V-000001"]
+    assert all(isinstance(c.payload.get("amount", 0), int) for c in first)
+
+
+# --- usage and errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["verify"],
+        ["verify", "--no-such-option", "."],
+        ["verify", "--ledger", "Not A Name", "."],
+        ["import", "e.jsonl"],
+        ["import", "e.jsonl", "--store", "x", "--node", "Bad Node"],
+        ["demo"],
+        ["demo", "--store", "x", "--records", "0"],
+        ["--log-level", "loud", "verify", "."],
+    ],
+)
+def test_argument_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "usage: vledger" in err and "Traceback" not in err
+
+
+def test_paths_that_are_neither_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["verify", tmp_path / "missing"], "no such store directory or export file"),
+        (["import", tmp_path / "missing", "--store", tmp_path / "x"], "no such export file"),
+        (["verify", tmp_path / "empty"], "not a vledger store"),
+        (["verify", store / DB_NAME], "give its directory"),
+        (["export", tmp_path / "missing"], "not a vledger store"),
+        (["import", tmp_path / "empty", "--store", tmp_path / "x"], "not an export file"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert err.startswith("vledger: error: ") and message in err and "Traceback" not in err
+
+
+def test_an_unknown_ledger_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = make_store(tmp_path / "s")
+    code, _, err = run(capsys, "export", store, "--ledger", "nope")
+    assert code == 1
+    assert err == "vledger: error: ledger 'nope' is not in this store or file\n"
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("verify", "export", "import", "demo"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and f"usage: vledger {command}" in out
+    assert "--difficulty" not in run(capsys, "demo", "--help")[1]
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("vledger ")
+
+
+def test_the_console_script(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    script = Path(sys.executable).parent / "vledger"
+    assert script.exists(), "run the tests with the project's virtualenv (.venv/bin/python -m pytest)"
+    done = subprocess.run([script, "verify", store, "--json"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True
+    assert done.stderr == ""  # no progress bar: stderr is not a terminal
+    flip_byte(store, "alpha", 4)
+    done = subprocess.run([script, "verify", store], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "alpha: FAILED at height 4" in done.stdout
+    done = subprocess.run([script, "verify", tmp_path / "nothing"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and done.stderr.startswith("vledger: error:")
+
+
+# --- progress and logs --------------------------------------------------------------------
+
+
+def test_render_shows_count_rate_and_eta() -> None:
+    assert render("verifying", 50, 200, 5.0) == "verifying [######------------------] 50/200 (10.0/s, ETA 0:15)"
+    assert render("verifying", 200, 200, 5.0).endswith("200/200 (40.0/s, ETA 0:00)")
+    assert render("verifying", 7, None, 2.0) == "verifying 7 (3.5/s)"
+
+
+def test_progress_is_silent_off_a_terminal() -> None:
+    stream = io.StringIO()
+    with Progress("working", 3, stream=stream) as progress:
+        progress.advance(3)
+    assert stream.getvalue() == ""
+
+
+def test_progress_draws_one_line_on_a_terminal() -> None:
+    stream = io.StringIO()
+    ticks = iter(range(100))
+    with Progress("working", 2, stream=stream, enabled=True, clock=lambda: float(next(ticks))) as progress:
+        progress.advance()
+        progress.advance()
+    text = stream.getvalue()
+    assert text.startswith("\rworking [") and text.endswith("2/2 (0.7/s, ETA 0:00)\n")
+    assert text.count("\n") == 1
+
+
+def test_logs_are_single_key_value_lines() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream)
+    try:
+        logging.getLogger("vledger.tools.test").info('said "hi"\nand left %d', 2)
+        logging.getLogger("vledger.tools.test").debug("not shown")
+    finally:
+        configure_logging("warning")
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("ts=") and line.endswith(
+        ' level=info logger=vledger.tools.test msg="said \\"hi\\"\\nand left 2"'
+    )
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, None)
+    assert "\n" not in KeyValueFormatter().format(record)
+
+
+def test_expected_failures_are_record_errors(tmp_path: Path) -> None:
+    """The commands raise our errors, not bare exceptions, so main() can report them."""
+    store = make_store(tmp_path / "s")
+    flip_byte(store, "alpha", 0)
+    result = verification.verify_store(store, None, LIMITS)
+    assert not result.ok
+    assert isinstance(result.reports[0].error, RecordError)

@@ -1,0 +1,93 @@
+"""A small progress bar for long commands: count, rate and, when the total is known, an ETA.
+
+It draws on stderr, and only when stderr is a terminal, so that scripts, pipes and logs
+never see control characters. Redraws are throttled, so counting every record costs little.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TextIO
+
+_BAR_WIDTH = 24
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def render(label: str, done: int, total: int | None, elapsed: float) -> str:
+    """One line of progress, without a line ending: pure, so that it can be tested alone."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    if total is None or total <= 0:
+        return f"{label} {done} ({rate:,.1f}/s)"
+    filled = min(_BAR_WIDTH, _BAR_WIDTH * done // total)
+    bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+    return f"{label} [{bar}] {done}/{total} ({rate:,.1f}/s, ETA {_eta(total - done, rate)})"
+
+
+def _eta(left: int, rate: float) -> str:
+    if left <= 0:
+        return "0:00"
+    return _duration(left / rate) if rate > 0 else "--:--"
+
+
+class Progress:
+    """Counts work done and redraws one line on a terminal; silent everywhere else."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 0.1,
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._stream = stream if stream is not None else sys.stderr
+        self._enabled = self._stream.isatty() if enabled is None else enabled
+        self._clock = clock
+        self._interval = interval
+        self._start = clock()
+        self._last_draw = float("-inf")
+        self._width = 0
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self._enabled:
+            now = self._clock()
+            if now - self._last_draw >= self._interval:
+                self._draw(now)
+
+    def close(self) -> None:
+        """Draw the final state and end the line, so that what follows starts on its own line."""
+        if self._enabled:
+            self._draw(self._clock())
+            self._stream.write("\n")
+            self._stream.flush()
+            self._enabled = False
+
+    def _draw(self, now: float) -> None:
+        self._last_draw = now
+        text = render(self.label, self.done, self.total, now - self._start)
+        # Pad over the previous line's tail: a shorter line must not leave old characters.
+        self._stream.write("\r" + text.ljust(self._width))
+        self._stream.flush()
+        self._width = len(text)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""What the commands print on stdout: a line per ledger for people, one JSON object for scripts.
+
+Failures name the ledger, the height and the error code; ``--json`` carries the same facts
+in the shape scripts rely on (``{"ledgers": [...], "ok": ..., "error": ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..node.errors import RecordError, VledgerError
+from .demo import DEMO_NODE, DemoRun
+from .exporting import ExportSummary
+from .verification import LedgerReport, Verification
+
+
+def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
+    if as_json:
+        _print_json(verification_json(result))
+        return
+    for line in [*_report_lines(source, result), _verdict(result)]:
+        print(line)
+
+
+def print_import(source: str, result: Verification, *, as_json: bool) -> None:
+    if as_json:
+        value = verification_json(result)
+        for entry, report in zip(value["ledgers"], result.reports, strict=True):
+            entry.update(imported=report.imported if result.ok else 0, present=report.present)
+        _print_json(value)
+        return
+    if not result.ok:
+        for line in _report_lines(source, result):
+            print(line)
+        print("import FAILED: nothing was imported")
+        return
+    for report in result.reports:
+        print(f"{report.ledger}: {report.imported} imported, {report.present} already present, head {_head(report)}")
+    print(f"imported {sum(r.imported for r in result.reports)} records")
+
+
+def print_export(summary: ExportSummary) -> None:
+    """Only for a file: on stdout the export itself is the output."""
+    if summary.output is not None:
+        print(f"exported {summary.records} records of {summary.ledgers} ledgers to {summary.output}")
+
+
+def print_demo(run: DemoRun) -> None:
+    directory, result = run.directory, run.verification
+    created = f"created {', '.join(run.created)}" if run.created else "reopened its ledgers"
+    rate = run.appended / run.seconds if run.seconds > 0 else 0.0
+    print(f"Store {directory} (node {DEMO_NODE}): {created}.")
+    print(
+        f"Appended {run.appended} records in {run.seconds:.1f} s: proof of work at {rate:.1f} records/s"
+        f" (about {run.hashes / max(run.seconds, 1e-9) / 1e6:.2f} M hashes/s on {run.processes} processes)."
+    )
+    print()
+    width = max((len(r.ledger) for r in result.reports), default=0)
+    for report in result.reports:
+        verdict = "verified: OK" if report.ok else _failure_line(report)
+        print(f"  {report.ledger:<{width}}  {report.records:>6} records  head {_head(report, 16)}  {verdict}")
+    print(f"\nVerified {sum(r.records for r in result.reports)} records in {run.verify_seconds:.2f} s.")
+    print("\nTry next:")
+    print(f"  vledger verify {directory}")
+    print(f"  vledger export {directory} -o {directory}.jsonl")
+    print(f"  vledger verify {directory}.jsonl")
+    print(f"  vledger import {directory}.jsonl --store {directory}-copy")
+
+
+def verification_json(result: Verification) -> dict[str, Any]:
+    return {
+        "ledgers": [_ledger_json(r) for r in result.reports],
+        "ok": result.ok,
+        "error": _error_json(result.error, None) if result.error is not None else None,
+    }
+
+
+def _ledger_json(report: LedgerReport) -> dict[str, Any]:
+    return {
+        "ledger": report.ledger,
+        "records": report.records,
+        "head": report.head.hex() if report.head is not None else None,
+        "ok": report.ok,
+        "error": _error_json(report.error, report.error_height) if report.error is not None else None,
+    }
+
+
+def _error_json(error: VledgerError, height: int | None) -> dict[str, Any]:
+    return {"code": error.code, "height": height, "message": _reason(error)}
+
+
+def _reason(error: VledgerError) -> str:
+    """The sentence without the "ledger ... height ...:" prefix, which a report prints itself."""
+    return error.reason if isinstance(error, RecordError) else error.message
+
+
+def _report_lines(source: str, result: Verification) -> list[str]:
+    lines = []
+    for report in result.reports:
+        if report.ok:
+            lines.append(f"{report.ledger}: OK, {report.records} records, head {_head(report)}")
+        else:
+            lines.append(_failure_line(report))
+    if result.error is not None:
+        lines.append(f"{source}: FAILED [{result.error.code}]: {result.error.message}")
+    return lines
+
+
+def _failure_line(report: LedgerReport) -> str:
+    assert report.error is not None
+    return (
+        f"{report.ledger}: FAILED at height {report.error_height} [{report.error.code}]: {_reason(report.error)}"
+        f" ({report.records} records before it verified)"
+    )
+
+
+def _verdict(result: Verification) -> str:
+    if not result.reports and result.error is None:
+        return "no ledgers to verify"
+    failed = sum(not r.ok for r in result.reports)
+    if result.ok:
+        return f"verified: OK ({len(result.reports)} ledgers, {sum(r.records for r in result.reports)} records)"
+    if result.error is not None:
+        return "verification FAILED: the file is damaged"
+    return f"verification FAILED: {failed} of {len(result.reports)} ledgers"
+
+
+def _head(report: LedgerReport, length: int | None = None) -> str:
+    """The head hash in hex, or its first ``length`` characters and an ellipsis; "-" if none."""
+    if report.head is None:
+        return "-"
+    text = report.head.hex()
+    return text if length is None else text[:length] + "…"
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    print(json.dumps(value, ensure_ascii=False))

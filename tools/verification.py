@@ -1,0 +1,268 @@
+"""Verification of stores and export files from every genesis, trusting nothing they hold.
+
+A store's ``data`` column is decoded and fed to a :class:`ChainVerifier` page by page; its
+other columns are indexes, and each must agree with the record that verified. An export file
+is checked line by line, one verifier per ledger. Each ledger keeps its first failure in its
+:class:`LedgerReport`: one ledger's failure stops only that ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..config.settings import Limits
+from ..node.errors import (
+    HeightGapError,
+    IndexMismatchError,
+    MalformedRecordError,
+    PayloadTooLargeError,
+    RecordError,
+    UnknownLedgerError,
+    UsageError,
+    VledgerError,
+)
+from ..node.export import StoredRecord, decode_line, max_line_bytes
+from ..node.record import Record, decode_record
+from ..node.storefile import StoreReader, StoreRow
+from ..node.verify import ChainVerifier
+from .paths import export_file, store_dir
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LedgerReport:
+    """What a check found in one ledger: the records that verified, and its first failure."""
+
+    ledger: str
+    records: int = 0
+    head: bytes | None = None
+    error: VledgerError | None = None
+    error_height: int | None = None
+    imported: int = 0
+    present: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def accept(self, record: Record) -> None:
+        self.records += 1
+        self.head = record.hash
+
+    def fail(self, error: VledgerError, height: int | None) -> None:
+        """Keep the first failure only: what follows a broken link proves nothing more."""
+        if self.error is None:
+            self.error = error
+            self.error_height = height
+
+
+@dataclass(slots=True)
+class Verification:
+    """The reports of every ledger checked, and a failure no ledger owns (a damaged file line)."""
+
+    reports: list[LedgerReport] = field(default_factory=list)
+    error: VledgerError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(r.ok for r in self.reports)
+
+
+def verify_path(path: Path, wanted: str | None, limits: Limits) -> Verification:
+    """``vledger verify PATH``: a store directory or an export file, checked from every genesis."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such store directory or export file")
+    if path.is_dir():
+        result = verify_store(store_dir(path), wanted, limits)
+    else:
+        result = verify_file(export_file(path), wanted, limits)
+    log.info("verified %s: ok=%s", path, result.ok)
+    return result
+
+
+def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
+    """All ledgers in name order, or only ``wanted``, which must be among them."""
+    ledgers = sorted(available)
+    if wanted is None:
+        return ledgers
+    if wanted not in ledgers:
+        raise UnknownLedgerError(f"ledger {wanted!r} is not in this store or file")
+    return [wanted]
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+def verify_store(directory: Path, wanted: str | None, limits: Limits) -> Verification:
+    """Check every record of the selected ledgers from genesis; one ledger's failure stops only it."""
+    result = Verification()
+    with contextlib.closing(StoreReader(directory)) as reader:
+        ledgers = select_ledgers(reader.ledgers(), wanted)
+        total = sum(reader.count(ledger) for ledger in ledgers)
+        with Progress("verifying", total) as progress:
+            for ledger in ledgers:
+                report = LedgerReport(ledger)
+                try:
+                    for stored in scan_ledger(reader, ledger, limits):
+                        report.accept(stored.record)
+                        progress.advance()
+                except RecordError as e:
+                    report.fail(e, e.height)
+                result.reports.append(report)
+    return result
+
+
+def scan_ledger(reader: StoreReader, ledger: str, limits: Limits) -> Iterator[StoredRecord]:
+    """Yield a store ledger's records in height order, each verified before it is yielded.
+
+    The ``data`` column is the only one trusted. The ``height`` column must agree with it, so
+    that a row moved to another height is caught even where the chain still holds; the lookup
+    columns must agree with the record that verified (see :func:`check_index_columns`).
+    """
+    verifier = ChainVerifier(ledger, limits)
+    for row in reader.iter_rows(ledger):
+        try:
+            record = decode_record(row.data, limits)
+        except (MalformedRecordError, PayloadTooLargeError) as e:
+            raise _locate(e, ledger, row.height) from e
+        if record.height != row.height:
+            raise HeightGapError(
+                f"the row at height {row.height} holds the record of height {record.height}",
+                ledger=ledger,
+                height=row.height,
+            )
+        verifier.feed(record)
+        check_index_columns(row, record)
+        yield StoredRecord(record, row.data)
+
+
+def check_index_columns(row: StoreRow, record: Record) -> None:
+    """The hash, author and request id columns must say what ``record`` says.
+
+    The node finds records by these columns (a receipt by hash, a retry by author and request
+    id), so a column that lies would hand out the wrong record although the chain is intact.
+    The ledger column needs no check here: the verifier refuses a record of another ledger.
+    """
+    columns = (
+        ("hash", row.hash, record.link),
+        ("author", row.author, record.content.author),
+        ("request_id", row.request_id, record.content.request_id),
+    )
+    for column, held, expected in columns:
+        if held != expected:
+            raise IndexMismatchError(
+                f"the {column} column holds {_shown(held)}, the record {_shown(expected)}",
+                ledger=record.ledger,
+                height=record.height,
+            )
+
+
+def _shown(value: object) -> str:
+    """A column value for a message; hashes in hex, anything else (even a wrong type) as its repr."""
+    return value.hex() if isinstance(value, bytes) else repr(value)
+
+
+def _locate(error: RecordError, ledger: str, height: int) -> RecordError:
+    """The error, naming the row's ledger and height if the bytes were too broken to say them."""
+    if error.ledger is not None and error.height is not None:
+        return error
+    return type(error)(error.reason, ledger=error.ledger or ledger, height=height)
+
+
+# --- export files -------------------------------------------------------------------------
+
+
+def verify_file(path: Path, wanted: str | None, limits: Limits) -> Verification:
+    """Check an export file line by line, every ledger from its genesis."""
+    with path.open("rb") as f:
+        return ExportChecker(limits, wanted).check_lines(iter_lines(f, limits))
+
+
+def iter_lines(f: BinaryIO, limits: Limits) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of an export; an overlong line is cut at the cap, never read whole."""
+    cap = max_line_bytes(limits) + 1
+    number = 0
+    while line := f.readline(cap):
+        number += 1
+        yield number, line
+
+
+class ExportChecker:
+    """Checks an export's lines as they come: one chain verifier per ledger, its first failure kept.
+
+    ``start`` makes the verifier for a ledger's first line: from genesis for ``vledger verify``,
+    or after a store's record for ``vledger import``. ``also`` is a further check of each
+    record that verified (the import's comparison with the store); it raises to fail the ledger.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        wanted: str | None = None,
+        start: Callable[[Record], ChainVerifier] | None = None,
+        also: Callable[[StoredRecord, LedgerReport], None] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.wanted = wanted
+        self.reports: dict[str, LedgerReport] = {}
+        self._verifiers: dict[str, ChainVerifier] = {}
+        self._start = start or (lambda record: ChainVerifier(record.ledger, limits))
+        self._also = also
+
+    def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
+        """Check every line, or up to the first one too damaged to name its ledger (an overlong
+        line, a line that is not JSON): after it the file's framing is in doubt."""
+        with Progress("verifying") as progress:
+            try:
+                for number, line in lines:
+                    self.check(number, line)
+                    progress.advance()
+            except RecordError as e:
+                return self.result(e)
+        return self.result()
+
+    def check(self, number: int, line: bytes) -> None:
+        """Verify the line's record as its ledger's next, unless that ledger already failed.
+
+        Raises the RecordError of a line too damaged to name its ledger.
+        """
+        try:
+            stored = decode_line(line, number, self.limits)
+        except RecordError as e:
+            if e.ledger is None:
+                raise
+            report = self._report(e.ledger)
+            if report is not None:
+                report.fail(e, e.height)
+            return
+        record = stored.record
+        report = self._report(record.ledger)
+        if report is None or not report.ok:
+            return
+        try:
+            verifier = self._verifiers.get(record.ledger) or self._start(record)
+            self._verifiers[record.ledger] = verifier
+            verifier.feed(record)
+            if self._also is not None:
+                self._also(stored, report)
+        except VledgerError as e:
+            report.fail(e, e.height if isinstance(e, RecordError) else record.height)
+            return
+        report.accept(record)
+
+    def _report(self, ledger: str) -> LedgerReport | None:
+        if self.wanted is not None and ledger != self.wanted:
+            return None
+        return self.reports.setdefault(ledger, LedgerReport(ledger))
+
+    def result(self, error: VledgerError | None = None) -> Verification:
+        if error is None and self.wanted is not None and self.wanted not in self.reports:
+            raise UnknownLedgerError(f"ledger {self.wanted!r} is not in this file")
+        return Verification(list(self.reports.values()), error)
