@@ -9,6 +9,7 @@ also rejects duplicate map keys, non-shortest forms and trailing bytes.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -24,7 +25,7 @@ Value = Any
 
 def _normalize(value: Value, depth: int, max_depth: int) -> Value:
     """Check types and return the value with every map rebuilt in sorted key order."""
-    if depth > max_depth:
+    if depth >= max_depth:
         raise NonCanonicalError(f"nested deeper than {max_depth} levels")
     if value is None or isinstance(value, (bool, str, bytes)):
         return value
@@ -52,29 +53,48 @@ def encode(value: Value, max_depth: int = 16) -> bytes:
         raise InvalidEncodingError(f"string is not valid Unicode: {e.reason}") from e
 
 
-_SCALARS = (type(None), bool, int, str, bytes)
+# Exact types: unpack yields no subclasses, and an exact test is what excludes a Timestamp.
+_SCALARS = frozenset((type(None), bool, int, str, bytes))
+_STR = frozenset((str,))
 
 
-def _check_decoded(value: Value, depth: int, max_depth: int) -> None:
-    """Refuse what msgpack can carry but our encoding does not: floats, timestamps, unsorted maps."""
-    if depth > max_depth:
-        raise NonCanonicalError(f"nested deeper than {max_depth} levels")
-    if isinstance(value, dict):
+def flaw(value: Value, depth: int, max_depth: int) -> str | None:
+    """What :func:`unpack` may give but our encoding refuses (None if nothing): floats,
+    timestamps, binary map keys, unsorted maps, values nested deeper than ``max_depth`` levels.
+
+    ``depth`` counts the containers around ``value``: 0 for a whole decoded value, whose
+    items are at 1, and so on; a value at ``max_depth`` is one level too deep. Re-encoding
+    (see :func:`check`) then finds what is left: longer forms than needed, repeated map keys.
+    """
+    if depth >= max_depth:
+        return f"nested deeper than {max_depth} levels"
+    kind = type(value)
+    if kind is dict:
+        if not _STR.issuperset(map(type, value)):
+            key = next(k for k in value if type(k) is not str)
+            return f"map key {key!r} is not a string"
         keys = list(value)
         if keys != sorted(keys):
-            raise NonCanonicalError("map keys are not in sorted order")
+            return "map keys are not in sorted order"
         items: Any = value.values()
-    elif isinstance(value, list):
+    elif kind is list:
         items = value
-    elif isinstance(value, float):
-        raise NonCanonicalError(f"float {value!r} is not allowed (money is an integer of minor units)")
-    elif isinstance(value, _SCALARS):
-        return
+    elif kind is float:
+        return f"float {value!r} is not allowed (money is an integer of minor units)"
+    elif kind in _SCALARS:
+        return None
     else:
-        raise NonCanonicalError(f"type {type(value).__name__} is not allowed")
+        return f"type {kind.__name__} is not allowed"
+    if value and depth + 1 >= max_depth:  # its items, scalars included, would sit too deep
+        return f"nested deeper than {max_depth} levels"
+    if _SCALARS.issuperset(map(type, items)):  # the common case, tested in C
+        return None
     for item in items:
-        if not isinstance(item, _SCALARS):
-            _check_decoded(item, depth + 1, max_depth)
+        if type(item) not in _SCALARS:
+            found = flaw(item, depth + 1, max_depth)
+            if found is not None:
+                return found
+    return None
 
 
 def unpack(data: bytes) -> Value:
@@ -106,12 +126,36 @@ def unpack(data: bytes) -> Value:
 def decode(data: bytes, max_depth: int = 16) -> Value:
     """Decode canonical bytes; anything else raises InvalidEncodingError or NonCanonicalError."""
     value = unpack(data)
-    _check_decoded(value, 0, max_depth)
+    check(value, data, max_depth)
+    return value
+
+
+def check(value: Value, data: bytes, max_depth: int) -> None:
+    """Raise NonCanonicalError unless ``data``, which :func:`unpack` made ``value`` of, is canonical."""
+    found = flaw(value, 0, max_depth)
+    if found is not None:
+        raise NonCanonicalError(found)
     # Same types and sorted maps: re-encoding must give the very same bytes, or the input
     # used a longer form than needed or repeated a map key.
-    if msgpack.packb(value, use_bin_type=True) != data:
+    if not packs_to(value, data):
         raise NonCanonicalError("not the shortest encoding, or a repeated map key")
-    return value
+
+
+_packers = threading.local()
+
+
+def packs_to(value: Value, data: bytes) -> bool:
+    """Whether msgpack's shortest encoding of ``value`` (as decoded, keys in their order) is ``data``.
+
+    A Packer is costly to make, so each thread keeps its own. Threads must not share one:
+    packing a Timestamp calls back into Python, where another thread could start packing
+    into the same buffer.
+    """
+    try:
+        packer: msgpack.Packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value) == data  # type: ignore[no-any-return]
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, NoReturn
 
 import msgpack
 
 from ..config.settings import Limits
 from . import canonical, work
-from .errors import FieldError, NonCanonicalError, PayloadTooLargeError, Where
+from .errors import FieldError, MalformedRecordError, NonCanonicalError, PayloadTooLargeError, Where
 
 FORMAT_VERSION = 1
 GENESIS_KIND = "genesis"
@@ -41,15 +41,42 @@ CONTENT_KEYS = ("author", "kind", "ledger", "payload", "request_id", "ts", "v")
 RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "origin", "prev")
 
 
+# Names repeat from record to record (one ledger, a few kinds, authors and nodes), so the
+# names a pattern has matched are remembered and a chain's verification runs each pattern
+# once per distinct name. Only exact str objects go in: a subclass could hash and compare
+# as it likes. The length limit is not remembered: it is checked every time.
+_MATCHED: dict[re.Pattern[str], set[str]] = {NAME_PATTERN: set(), _ACCOUNT: set()}
+_MATCHED_NAMES = _MATCHED[NAME_PATTERN]
+_MATCHED_ACCOUNTS = _MATCHED[_ACCOUNT]
+_MATCHED_MAX = 4096
+
+
+def _matches(pattern: re.Pattern[str], value: str) -> bool:
+    matched = _MATCHED.get(pattern)
+    if matched is None or type(value) is not str:
+        return pattern.fullmatch(value) is not None
+    if value in matched:
+        return True
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(matched) >= _MATCHED_MAX:  # a flood of distinct names: start again rather than grow
+        matched.clear()
+    matched.add(value)
+    return True
+
+
 def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, where: Where) -> str:
     if not isinstance(value, str):
         raise FieldError(f"{field} must be a string, not {type(value).__name__}", **where)
-    if not 0 < len(value) <= max_length or not pattern.fullmatch(value):
+    if not 0 < len(value) <= max_length or not _matches(pattern, value):
         raise FieldError(f"{field} {value!r} is not a valid name ({pattern.pattern}, at most {max_length})", **where)
     return value
 
 
-def _uint(value: object, field: str, where: Where, maximum: int = 2**64 - 1) -> int:
+_UINT_MAX = 2**64 - 1
+
+
+def _uint(value: object, field: str, where: Where, maximum: int = _UINT_MAX) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise FieldError(f"{field} must be an integer, not {type(value).__name__}", **where)
     if not 0 <= value <= maximum:
@@ -96,28 +123,78 @@ class Content:
     def encode(self, limits: Limits) -> bytes:
         """Validate every field and return the canonical bytes."""
         validate_content(self, limits)
-        data = canonical.encode(self.to_map(), limits.max_depth)
-        _check_content_size(data, limits)
+        try:
+            data = canonical.encode(self.to_map(), limits.max_depth)
+        except MalformedRecordError as e:  # the payload's; say which ledger, as the field checks do
+            raise type(e)(e.reason, ledger=self.ledger) from e
+        _check_content_size(data, limits, self.ledger)
         return data
 
 
-def _check_content_size(data: bytes, limits: Limits) -> None:
+def _check_content_size(data: bytes, limits: Limits, ledger: str | None = None) -> None:
     if len(data) > limits.max_payload_bytes:
-        raise PayloadTooLargeError(f"content is {len(data)} bytes, over the limit of {limits.max_payload_bytes}")
+        raise PayloadTooLargeError(
+            f"content is {len(data)} bytes, over the limit of {limits.max_payload_bytes}", ledger=ledger
+        )
 
 
 def decode_content(data: bytes, limits: Limits) -> Content:
     """Parse and validate content bytes; raises a MalformedRecordError or PayloadTooLargeError."""
     _check_content_size(data, limits)
-    value = canonical.decode(data, limits.max_depth)
+    value = canonical.unpack(data)
+    if _is_valid_content(value, data, limits):
+        author, kind, ledger, payload, request_id, ts, _ = value.values()
+        return _new_content(ledger, kind, payload, author, request_id, ts)
+    return _checked_content(value, data, limits)
+
+
+def _is_valid_content(value: Any, data: bytes, limits: Limits) -> bool:
+    """Whether :func:`_checked_content` would accept ``value``: the same checks, run at once.
+
+    False may also mean "not sure" (a name not yet remembered); the caller then runs the
+    checks one by one, which also finds the first failure and its precise error.
+    """
+    if type(value) is not dict or tuple(value) != CONTENT_KEYS:
+        return False
+    author, kind, ledger, payload, request_id, ts, v = value.values()
+    max_name = limits.max_name_length
+    return (
+        type(ledger) is str
+        and ledger in _MATCHED_NAMES
+        and len(ledger) <= max_name
+        and type(kind) is str
+        and kind in _MATCHED_NAMES
+        and len(kind) <= max_name
+        and type(author) is str
+        and author in _MATCHED_ACCOUNTS
+        and len(author) <= max_name
+        and type(request_id) is str
+        and 0 < len(request_id) <= limits.max_request_id_length
+        and _REQUEST_ID.fullmatch(request_id) is not None
+        and type(ts) is int
+        and 0 <= ts <= _UINT_MAX
+        and type(v) is int
+        and v == FORMAT_VERSION
+        and type(payload) is dict
+        # The content map itself is depth 0, sorted (its keys are CONTENT_KEYS) and its other
+        # values are scalars: only the payload is left to walk before re-encoding.
+        and canonical.flaw(payload, 1, limits.max_depth) is None
+        and canonical.packs_to(value, data)
+    )
+
+
+def _checked_content(value: Any, data: bytes, limits: Limits) -> Content:
+    """The content checks one by one, in the protocol's order: canonical form, then fields."""
+    canonical.check(value, data, limits.max_depth)
     if not isinstance(value, dict):
         raise FieldError("content must be a map")
     if tuple(value) != CONTENT_KEYS:
         missing = sorted(set(CONTENT_KEYS) - set(value))
         unknown = sorted(set(value) - set(CONTENT_KEYS))
         raise FieldError(f"content fields are wrong (missing {missing}, unknown {unknown})")
-    if value["v"] != FORMAT_VERSION:
-        raise FieldError(f"format version {value['v']!r} is not supported (expected {FORMAT_VERSION})")
+    version = value["v"]
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise FieldError(f"format version {version!r} is not supported (expected {FORMAT_VERSION})")
     content = Content(
         ledger=value["ledger"],
         kind=value["kind"],
@@ -234,6 +311,62 @@ class Record:
         )
 
 
+# Decoding makes a Content and a Record for every record read. A frozen dataclass's __init__
+# sets each field through object.__setattr__; setting the slots through their descriptors
+# takes half the time. These two make exactly what Content(...) and Record(...) make (the
+# classes have no __post_init__ or defaults to apply); tests/unit/node/test_fastpath.py
+# compares them.
+_CONTENT_SLOTS = tuple(Content.__dict__[f.name].__set__ for f in fields(Content))
+_RECORD_SLOTS = tuple(Record.__dict__[f.name].__set__ for f in fields(Record))
+
+
+def _new_content(ledger: str, kind: str, payload: dict[str, Any], author: str, request_id: str, ts: int) -> Content:
+    set_ledger, set_kind, set_payload, set_author, set_request_id, set_ts = _CONTENT_SLOTS
+    content: Content = object.__new__(Content)
+    set_ledger(content, ledger)
+    set_kind(content, kind)
+    set_payload(content, payload)
+    set_author(content, author)
+    set_request_id(content, request_id)
+    set_ts(content, ts)
+    return content
+
+
+def _new_record(
+    content: Content,
+    content_bytes: bytes,
+    checksum: bytes,
+    nonce: int,
+    height: int,
+    prev: bytes,
+    accepted: int,
+    origin: str,
+    link: bytes,
+) -> Record:
+    (
+        set_content,
+        set_content_bytes,
+        set_checksum,
+        set_nonce,
+        set_height,
+        set_prev,
+        set_accepted,
+        set_origin,
+        set_link,
+    ) = _RECORD_SLOTS
+    record: Record = object.__new__(Record)
+    set_content(record, content)
+    set_content_bytes(record, content_bytes)
+    set_checksum(record, checksum)
+    set_nonce(record, nonce)
+    set_height(record, height)
+    set_prev(record, prev)
+    set_accepted(record, accepted)
+    set_origin(record, origin)
+    set_link(record, link)
+    return record
+
+
 def decode_record(data: bytes, limits: Limits) -> Record:
     """Parse a stored record's bytes: structure, types and canonical form, not its hashes.
 
@@ -245,29 +378,56 @@ def decode_record(data: bytes, limits: Limits) -> Record:
     if not isinstance(value, dict):
         raise FieldError("a record must be a map")
     if tuple(value) != RECORD_KEYS:
-        if sorted(value) == sorted(RECORD_KEYS):
-            raise NonCanonicalError("record keys are not in sorted order")
-        missing = sorted(set(RECORD_KEYS) - set(value))
-        unknown = sorted(set(value) - set(RECORD_KEYS))
-        raise FieldError(f"record fields are wrong (missing {missing}, unknown {unknown})")
-    content_bytes = value["content"]
+        _refuse_record_keys(value)
+    accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
     if not isinstance(content_bytes, bytes):
         raise FieldError("content must be binary (the content's canonical bytes)")
     content = decode_content(content_bytes, limits)
-    where: Where = {"ledger": content.ledger}
-    height = _uint(value["height"], "height", where)
-    where["height"] = height
-    record = Record(
-        content=content,
-        content_bytes=content_bytes,
-        checksum=_digest(value["checksum"], "checksum", where),
-        nonce=_uint(value["nonce"], "nonce", where),
-        height=height,
-        prev=_digest(value["prev"], "prev", where),
-        accepted=_uint(value["accepted"], "accepted", where),
-        origin=_text(value["origin"], "origin", NAME_PATTERN, limits.max_name_length, where),
-        link=_digest(value["link"], "link", where),
-    )
-    if record.encode() != data:
-        raise NonCanonicalError("record is not in its canonical encoding", **where)
-    return record
+    # All placement fields at once; if one is off (or the origin is a name not yet
+    # remembered), the checks one by one find the first failure.
+    if not (
+        type(height) is int
+        and 0 <= height <= _UINT_MAX
+        and type(checksum) is bytes
+        and len(checksum) == HASH_SIZE
+        and type(nonce) is int
+        and 0 <= nonce <= _UINT_MAX
+        and type(prev) is bytes
+        and len(prev) == HASH_SIZE
+        and type(accepted) is int
+        and 0 <= accepted <= _UINT_MAX
+        and type(origin) is str
+        and origin in _MATCHED_NAMES
+        and len(origin) <= limits.max_name_length
+        and type(link) is bytes
+        and len(link) == HASH_SIZE
+    ):
+        _check_placement(value, content.ledger, limits)
+    # The values are the decoded ones, keys in RECORD_KEYS order: packing them again is
+    # exactly Record.encode().
+    if not canonical.packs_to(value, data):
+        raise NonCanonicalError("record is not in its canonical encoding", ledger=content.ledger, height=height)
+    return _new_record(content, content_bytes, checksum, nonce, height, prev, accepted, origin, link)
+
+
+def _refuse_record_keys(value: dict[Any, Any]) -> NoReturn:
+    for key in value:
+        if not isinstance(key, str):  # msgpack lets binary keys through; they cannot be sorted with strings
+            raise NonCanonicalError(f"map key {key!r} is not a string")
+    if sorted(value) == sorted(RECORD_KEYS):
+        raise NonCanonicalError("record keys are not in sorted order")
+    missing = sorted(set(RECORD_KEYS) - set(value))
+    unknown = sorted(set(value) - set(RECORD_KEYS))
+    raise FieldError(f"record fields are wrong (missing {missing}, unknown {unknown})")
+
+
+def _check_placement(value: dict[str, Any], ledger: str, limits: Limits) -> None:
+    """The placement fields' checks one by one, in order; raises the first failure."""
+    where: Where = {"ledger": ledger}
+    where["height"] = _uint(value["height"], "height", where)
+    _digest(value["checksum"], "checksum", where)
+    _uint(value["nonce"], "nonce", where)
+    _digest(value["prev"], "prev", where)
+    _uint(value["accepted"], "accepted", where)
+    _text(value["origin"], "origin", NAME_PATTERN, limits.max_name_length, where)
+    _digest(value["link"], "link", where)

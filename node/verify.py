@@ -15,35 +15,44 @@ from .errors import (
     HeightGapError,
     InsufficientWorkError,
     UnknownKindError,
-    Where,
     WrongLedgerError,
 )
 from .ledger import LedgerRules
-from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, checksum_of, link_of
+from .record import GENESIS_KIND, ZERO_LINK, Content, Entry, Record, checksum_of, link_of
 from .work import meets_difficulty
 
 
 def verify_entry(entry: Entry, rules: LedgerRules, height: int | None = None) -> None:
     """Checksum, kind and proof of work of an entry under its ledger's rules."""
-    where: Where = {"ledger": entry.content.ledger, "height": height}
-    if checksum_of(entry.content_bytes) != entry.checksum:
-        raise BadChecksumError("checksum does not match the content", **where)
-    if height != 0 and entry.content.kind not in rules.kinds:
+    _verify_work(entry.content, entry.content_bytes, entry.checksum, entry.nonce, rules, height)
+
+
+def _verify_work(
+    content: Content, content_bytes: bytes, checksum: bytes, nonce: int, rules: LedgerRules, height: int | None
+) -> None:
+    # The fields of an entry or a record, passed one by one: no Entry is built to check a record.
+    if checksum_of(content_bytes) != checksum:
+        raise BadChecksumError("checksum does not match the content", ledger=content.ledger, height=height)
+    if height != 0 and content.kind not in rules.kinds:
         raise UnknownKindError(
-            f"kind {entry.content.kind!r} is not one of this ledger's kinds {list(rules.kinds)}", **where
+            f"kind {content.kind!r} is not one of this ledger's kinds {list(rules.kinds)}",
+            ledger=content.ledger,
+            height=height,
         )
-    if not meets_difficulty(entry.checksum, entry.nonce, rules.difficulty):
-        raise InsufficientWorkError(f"proof of work does not meet {rules.difficulty} bits", **where)
+    if not meets_difficulty(checksum, nonce, rules.difficulty):
+        raise InsufficientWorkError(
+            f"proof of work does not meet {rules.difficulty} bits", ledger=content.ledger, height=height
+        )
 
 
 def verify_record(record: Record, rules: LedgerRules) -> None:
     """Everything about one record that does not need its neighbours."""
-    verify_entry(record.entry(), rules, record.height)
+    _verify_work(record.content, record.content_bytes, record.checksum, record.nonce, rules, record.height)
     expected = link_of(record.prev, record.checksum, record.height, record.nonce, record.accepted, record.origin)
     if expected != record.link:
         raise BadLinkError(
             f"link {record.link.hex()} does not match the record's fields (expected {expected.hex()})",
-            ledger=record.ledger,
+            ledger=record.content.ledger,
             height=record.height,
         )
 
@@ -73,23 +82,26 @@ class ChainVerifier:
 
     def check(self, record: Record) -> LedgerRules:
         """Raise the first failure of ``record`` as the next record; return the ledger's rules."""
-        where: Where = {"ledger": self.ledger, "height": record.height}
-        if record.ledger != self.ledger:
-            raise WrongLedgerError(f"record belongs to ledger {record.ledger!r}", **where)
-        if record.height != self.next_height:
-            raise HeightGapError(f"expected height {self.next_height}, found {record.height}", **where)
+        # Errors name this verifier's ledger and the record's height, passed as they are
+        # raised: building a `where` for every record that passes costs more than a check.
+        ledger, height, content = self.ledger, record.height, record.content
+        if content.ledger != ledger:
+            raise WrongLedgerError(f"record belongs to ledger {content.ledger!r}", ledger=ledger, height=height)
+        if height != self.next_height:
+            raise HeightGapError(f"expected height {self.next_height}, found {height}", ledger=ledger, height=height)
         rules = self.rules
         if rules is None:
             if record.prev != ZERO_LINK:
-                raise BadGenesisError("the genesis record's prev must be 32 zero bytes", **where)
-            rules = LedgerRules.from_genesis(record.content, self.limits)
-        elif record.content.kind == GENESIS_KIND:
-            raise BadGenesisError("a genesis record may only stand at height 0", **where)
+                raise BadGenesisError("the genesis record's prev must be 32 zero bytes", ledger=ledger, height=height)
+            rules = LedgerRules.from_genesis(content, self.limits)
+        elif content.kind == GENESIS_KIND:
+            raise BadGenesisError("a genesis record may only stand at height 0", ledger=ledger, height=height)
         verify_record(record, rules)
         if record.prev != self.prev:
             raise BadLinkError(
-                f"prev {record.prev.hex()} is not the link of height {record.height - 1} ({self.prev.hex()})",
-                **where,
+                f"prev {record.prev.hex()} is not the link of height {height - 1} ({self.prev.hex()})",
+                ledger=ledger,
+                height=height,
             )
         return rules
 

@@ -22,10 +22,15 @@ def _target(difficulty: int) -> bytes:
     return (1 << (256 - difficulty)).to_bytes(32, "big")
 
 
+# Every difficulty a ledger may set, worked out once rather than for each record checked.
+_TARGETS = {difficulty: _target(difficulty) for difficulty in range(1, MAX_DIFFICULTY + 1)}
+
+
 def meets_difficulty(checksum: bytes, nonce: int, difficulty: int) -> bool:
     if difficulty <= 0:
         return True
-    return work_digest(checksum, nonce) < _target(difficulty)
+    target = _TARGETS.get(difficulty) or _target(difficulty)
+    return work_digest(checksum, nonce) < target
 
 
 def solve(checksum: bytes, difficulty: int, start: int = 0) -> int:

@@ -45,7 +45,9 @@ def test_committed_vectors_decode_and_verify() -> None:
 
 
 def test_vectors_cover_non_ascii_and_every_integer_width() -> None:
-    content = bytes.fromhex(json.loads((HERE / "vectors.json").read_text(encoding="utf-8"))["records"][3]["content_hex"])
+    content = bytes.fromhex(
+        json.loads((HERE / "vectors.json").read_text(encoding="utf-8"))["records"][3]["content_hex"]
+    )
     assert "é".encode() in content
     for marker in (b"\xcc", b"\xcd", b"\xce", b"\xcf", b"\xd0", b"\xd3", b"\xc4"):  # uint8..64, int8/64, bin8
         assert marker in content

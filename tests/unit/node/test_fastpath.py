@@ -1,0 +1,436 @@
+"""The fast decoding path accepts and refuses exactly what the checks one by one do.
+
+``decode_record`` and ``decode_content`` test a valid record's fields all at once, remember
+names that matched their patterns, re-encode with a reused packer and build the dataclasses
+through their slots. This file holds them against a straightforward oracle written here from
+the protocol's list of checks (the code as it was before the fast path): for valid records,
+for every kind of non-canonical encoding we know of, and for random byte corruptions, both
+must accept the same record or raise the same error class naming the same ledger and height.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vledger.config.settings import Limits
+from vledger.node import canonical, record
+from vledger.node.errors import FieldError, NonCanonicalError, PayloadTooLargeError, RecordError, Where
+from vledger.node.record import (
+    CONTENT_KEYS,
+    FORMAT_VERSION,
+    NAME_PATTERN,
+    RECORD_KEYS,
+    Content,
+    Entry,
+    Record,
+    checksum_of,
+    decode_content,
+    decode_record,
+)
+from vledger.node.verify import ChainVerifier
+
+LIMITS = Limits()
+UINT_MAX = 2**64 - 1
+ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
+
+# --- the oracle: every check one by one, no remembered names, fresh packer ------------------
+
+
+def _name(value: object, field: str, pattern: re.Pattern[str], max_length: int, where: Where) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= max_length or not pattern.fullmatch(value):
+        raise FieldError(f"{field} is not a valid name", **where)
+    return value
+
+
+def _uint(value: object, field: str, where: Where) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= UINT_MAX:
+        raise FieldError(f"{field} is not a u64", **where)
+    return value
+
+
+def _digest(value: object, field: str, where: Where) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise FieldError(f"{field} is not 32 bytes", **where)
+    return value
+
+
+def oracle_content(data: bytes, limits: Limits) -> Content:
+    if len(data) > limits.max_payload_bytes:
+        raise PayloadTooLargeError("content too large")
+    value = canonical.decode(data, limits.max_depth)
+    if not isinstance(value, dict) or tuple(value) != CONTENT_KEYS:
+        raise FieldError("content fields")
+    if type(value["v"]) is not int or value["v"] != FORMAT_VERSION:
+        raise FieldError("version")
+    ledger = _name(value["ledger"], "ledger", NAME_PATTERN, limits.max_name_length, {})
+    where: Where = {"ledger": ledger}
+    if not isinstance(value["payload"], dict):
+        raise FieldError("payload", **where)
+    _name(value["kind"], "kind", NAME_PATTERN, limits.max_name_length, where)
+    _name(value["author"], "author", ACCOUNT, limits.max_name_length, where)
+    _name(value["request_id"], "request_id", REQUEST_ID, limits.max_request_id_length, where)
+    _uint(value["ts"], "ts", where)
+    return Content(ledger, value["kind"], value["payload"], value["author"], value["request_id"], value["ts"])
+
+
+def oracle_record(data: bytes, limits: Limits) -> Record:
+    if len(data) > limits.max_record_bytes:
+        raise PayloadTooLargeError("record too large")
+    value = canonical.unpack(data)
+    if not isinstance(value, dict):
+        raise FieldError("not a map")
+    if tuple(value) != RECORD_KEYS:
+        if any(not isinstance(key, str) for key in value) or sorted(value) == sorted(RECORD_KEYS):
+            raise NonCanonicalError("keys")
+        raise FieldError("record fields")
+    if not isinstance(value["content"], bytes):
+        raise FieldError("content not binary")
+    content = oracle_content(value["content"], limits)
+    where: Where = {"ledger": content.ledger}
+    height = _uint(value["height"], "height", where)
+    where["height"] = height
+    placed = Record(
+        content,
+        value["content"],
+        _digest(value["checksum"], "checksum", where),
+        _uint(value["nonce"], "nonce", where),
+        height,
+        _digest(value["prev"], "prev", where),
+        _uint(value["accepted"], "accepted", where),
+        _name(value["origin"], "origin", NAME_PATTERN, limits.max_name_length, where),
+        _digest(value["link"], "link", where),
+    )
+    if placed.encode() != data:
+        raise NonCanonicalError("record not canonical", **where)
+    return placed
+
+
+Outcome = tuple[Any, ...]
+
+
+def outcome(decode: Callable[[bytes, Limits], Any], data: bytes, limits: Limits = LIMITS) -> Outcome:
+    """What a decoder made of ``data``: the value, or the error's class, ledger and height.
+
+    Anything but a RecordError (a TypeError, say) propagates and fails the test.
+    """
+    try:
+        return ("accepted", decode(data, limits))
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+
+
+def agree(data: bytes, limits: Limits = LIMITS) -> Outcome:
+    """decode_record and the oracle agree on ``data``, remembered names or not; returns the outcome."""
+    first = outcome(decode_record, data, limits)  # may remember names: the next call is the fast path
+    expected = outcome(oracle_record, data, limits)
+    assert first == expected
+    assert outcome(decode_record, data, limits) == expected
+    return expected
+
+
+# --- valid records ----------------------------------------------------------------------
+
+scalars = st.none() | st.booleans() | st.integers(-(2**63), UINT_MAX) | st.text(max_size=12) | st.binary(max_size=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+contents = st.builds(
+    Content,
+    ledger=st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True),
+    kind=st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True),
+    payload=st.dictionaries(st.text(max_size=6), values, max_size=4),
+    author=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,12}", fullmatch=True),
+    request_id=st.from_regex(r"[A-Za-z0-9._:-]{1,16}", fullmatch=True),
+    ts=st.integers(0, UINT_MAX),
+)
+u64 = st.integers(0, UINT_MAX)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> Record:
+    content = draw(contents)
+    data = content.encode(LIMITS)
+    entry = Entry(content, data, checksum_of(data), draw(u64))
+    origin = draw(st.from_regex(r"[a-z0-9][a-z0-9._-]{0,40}", fullmatch=True))
+    return entry.place(draw(u64), draw(st.binary(min_size=32, max_size=32)), draw(u64), origin)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records())
+def test_a_valid_record_decodes_the_same_on_both_paths(placed: Record) -> None:
+    assert agree(placed.encode()) == ("accepted", placed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(contents)
+def test_valid_content_decodes_the_same_on_both_paths(content: Content) -> None:
+    data = content.encode(LIMITS)
+    assert outcome(decode_content, data) == outcome(oracle_content, data) == ("accepted", content)
+    assert outcome(decode_content, data) == ("accepted", content)
+
+
+def test_a_valid_record_with_known_names_takes_the_fast_path(kit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = kit.chain(2)[1].encode()
+    decode_record(data, LIMITS)  # remembers its names
+
+    def slow(*args: Any) -> Any:
+        raise AssertionError("the one-by-one checks ran for a valid record")
+
+    monkeypatch.setattr(record, "_checked_content", slow)
+    monkeypatch.setattr(record, "_check_placement", slow)
+    assert decode_record(data, LIMITS).encode() == data
+
+
+# --- corruptions --------------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(records(), st.data())
+def test_any_changed_byte_gets_the_same_verdict_on_both_paths(placed: Record, data: st.DataObject) -> None:
+    good = placed.encode()
+    decode_record(good, LIMITS)  # its names are now remembered
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    agree(good[:at] + bytes((byte,)) + good[at + 1 :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(records(), st.data())
+def test_an_inserted_or_removed_byte_gets_the_same_verdict(placed: Record, data: st.DataObject) -> None:
+    good = placed.encode()
+    decode_record(good, LIMITS)
+    at = data.draw(st.integers(0, len(good) - 1))
+    if data.draw(st.booleans()):
+        agree(good[:at] + bytes((data.draw(st.integers(0, 255)),)) + good[at:])
+    else:
+        agree(good[:at] + good[at + 1 :])
+
+
+# --- every non-canonical form we know, made on purpose ---------------------------------------
+
+
+def _content_map(**changes: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "author": "Zoe.1",
+        "kind": "note",
+        "ledger": "ledger-a",
+        "payload": {"n": 1000, "text": "Zoë 🗳"},
+        "request_id": "req-1",
+        "ts": 1_790_000_000_000,
+        "v": FORMAT_VERSION,
+    }
+    value.update(changes)
+    return value
+
+
+def _record_bytes(content_bytes: bytes, **changes: Any) -> bytes:
+    value: dict[str, Any] = {
+        "accepted": 1_790_000_000_123,
+        "checksum": checksum_of(content_bytes),
+        "content": content_bytes,
+        "height": 1000,
+        "link": bytes(range(32)),
+        "nonce": 5,
+        "origin": "node-1",
+        "prev": bytes(32),
+    }
+    value.update(changes)
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _nest(levels: int) -> Any:
+    inner: Any = 1
+    for _ in range(levels):
+        inner = [inner]
+    return inner
+
+
+GOOD_CONTENT = _pack(_content_map())
+CRAFTED: dict[str, bytes] = {
+    "valid": _record_bytes(GOOD_CONTENT),
+    # the content
+    "payload float": _record_bytes(_pack(_content_map(payload={"n": 1.5}))),
+    "payload float32": _record_bytes(
+        _pack(_content_map(payload={"n": 1.5})).replace(b"\xcb?\xf8" + bytes(6), b"\xca?\xc0\x00\x00")
+    ),
+    "payload timestamp": _record_bytes(_pack(_content_map(payload={"t": msgpack.Timestamp(1, 2)}))),
+    "payload extension": _record_bytes(_pack(_content_map(payload={"t": msgpack.ExtType(5, b"x")}))),
+    "payload keys unsorted": _record_bytes(_pack(_content_map(payload={"text": "a", "n": 1}))),
+    "payload binary key": _record_bytes(_pack(_content_map(payload={b"n": 1}))),
+    "payload mixed keys": _record_bytes(_pack(_content_map(payload={b"n": 1, "m": 2}))),
+    "payload int inside 15": _record_bytes(_pack(_content_map(payload={"d": _nest(13)}))),
+    "payload int inside 16": _record_bytes(_pack(_content_map(payload={"d": _nest(14)}))),
+    "payload int16 for a uint": _record_bytes(GOOD_CONTENT.replace(b"\xcd\x03\xe8", b"\xd1\x03\xe8")),
+    "payload uint32 for a uint16": _record_bytes(GOOD_CONTENT.replace(b"\xcd\x03\xe8", b"\xce\x00\x00\x03\xe8")),
+    "payload str8 for a fixstr": _record_bytes(GOOD_CONTENT.replace(b"\xa4text", b"\xd9\x04text")),
+    "payload duplicate key": _record_bytes(GOOD_CONTENT.replace(b"\x82\xa1n", b"\x83\xa1n\x01\xa1n")),
+    "ts int64": _record_bytes(GOOD_CONTENT.replace(b"\xcf", b"\xd3")),
+    "ts negative": _record_bytes(_pack(_content_map(ts=-1))),
+    "ts bool": _record_bytes(_pack(_content_map(ts=True))),
+    "v true": _record_bytes(_pack(_content_map(v=True))),
+    "v 2": _record_bytes(_pack(_content_map(v=2))),
+    "payload list": _record_bytes(_pack(_content_map(payload=[1]))),
+    "ledger bad name": _record_bytes(_pack(_content_map(ledger="Ledger"))),
+    "kind bytes": _record_bytes(_pack(_content_map(kind=b"note"))),
+    "author bad": _record_bytes(_pack(_content_map(author="bob smith"))),
+    "request_id empty": _record_bytes(_pack(_content_map(request_id=""))),
+    "content keys unsorted": _record_bytes(
+        _pack({"kind": "note", **{k: v for k, v in _content_map().items() if k != "kind"}})
+    ),
+    "content missing key": _record_bytes(_pack({k: v for k, v in _content_map().items() if k != "ts"})),
+    "content trailing byte": _record_bytes(GOOD_CONTENT + b"\x00"),
+    "content invalid utf-8": _record_bytes(GOOD_CONTENT.replace("Zoë".encode(), b"Zo\xff\xfe")),
+    "content surrogate": _record_bytes(GOOD_CONTENT.replace("Zoë".encode(), b"Z\xed\xa0\x80")),
+    "content not a map": _record_bytes(_pack([1, 2])),
+    "content a string": _record_bytes(GOOD_CONTENT, content="text"),
+    # the placement
+    "height int16": _record_bytes(GOOD_CONTENT).replace(b"\xa6height\xcd", b"\xa6height\xd1"),
+    "height uint32": _record_bytes(GOOD_CONTENT).replace(b"\xa6height\xcd", b"\xa6height\xce\x00\x00"),
+    "height negative": _record_bytes(GOOD_CONTENT, height=-1),
+    "height bool": _record_bytes(GOOD_CONTENT, height=True),
+    "nonce float": _record_bytes(GOOD_CONTENT, nonce=5.0),
+    "accepted string": _record_bytes(GOOD_CONTENT, accepted="1"),
+    "checksum 31 bytes": _record_bytes(GOOD_CONTENT, checksum=bytes(31)),
+    "prev as string": _record_bytes(GOOD_CONTENT, prev="x" * 32),
+    "link bin16": _record_bytes(GOOD_CONTENT).replace(b"\xa4link\xc4\x20", b"\xa4link\xc5\x00\x20"),
+    "origin bad name": _record_bytes(GOOD_CONTENT, origin="Node 1"),
+    "origin too long": _record_bytes(GOOD_CONTENT, origin="n" * 65),
+    "origin str8": _record_bytes(GOOD_CONTENT).replace(b"\xa6origin\xa6", b"\xa6origin\xd9\x06"),
+    "record keys unsorted": _pack({"prev": bytes(32), **msgpack.unpackb(_record_bytes(GOOD_CONTENT))}),
+    "record binary key": _pack(
+        {b"accepted": 1, **{k: v for k, v in msgpack.unpackb(_record_bytes(GOOD_CONTENT)).items() if k != "accepted"}}
+    ),
+    "record extra key": _record_bytes(GOOD_CONTENT, zzz=1),
+    "record trailing byte": _record_bytes(GOOD_CONTENT) + b"\x00",
+    "record duplicate key": _record_bytes(GOOD_CONTENT).replace(b"\x88", b"\x89", 1) + b"\xa4prev" + _pack(bytes(32)),
+    "record map16 header": b"\xde\x00\x08" + _record_bytes(GOOD_CONTENT)[1:],
+    "record not a map": _pack([1]),
+    "record truncated": _record_bytes(GOOD_CONTENT)[:-1],
+    "record empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+def test_a_crafted_encoding_gets_the_same_verdict(name: str) -> None:
+    verdict = agree(CRAFTED[name])
+    assert (verdict[0] == "accepted") == (name in ("valid", "payload int inside 15")), verdict
+
+
+def test_the_crafted_cases_are_what_they_say() -> None:
+    """Each replace() above hit its target: the crafted bytes differ from the valid ones."""
+    valid = CRAFTED["valid"]
+    for name, data in CRAFTED.items():
+        assert name == "valid" or data != valid, name
+
+
+# --- limits and remembered names ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits(max_name_length=5),
+        Limits(max_request_id_length=4),
+        Limits(max_payload_bytes=40),
+        Limits(max_record_bytes=100),
+        Limits(max_depth=1),
+        Limits(max_depth=2),
+    ],
+)
+def test_tighter_limits_refuse_what_looser_ones_remembered(kit: Any, limits: Limits) -> None:
+    data = kit.chain(2)[1].encode()
+    assert agree(data)[0] == "accepted"  # the names are remembered under the default limits
+    assert agree(data, limits)[0] != "accepted"
+
+
+def _record_named(ledger: str = "l", kind: str = "k", author: str = "a", origin: str = "o") -> bytes:
+    content = _pack(_content_map(ledger=ledger, kind=kind, author=author))
+    return _record_bytes(content, origin=origin)
+
+
+@pytest.mark.parametrize("field", ["ledger", "kind", "author", "origin"])
+def test_a_remembered_name_is_still_held_to_the_length_limit(field: str) -> None:
+    data = _record_named(**{field: "long-6"})
+    assert agree(data)[0] == "accepted"
+    assert agree(data, Limits(max_name_length=5))[0] is FieldError
+
+
+@pytest.mark.parametrize("field", ["ledger", "kind", "origin"])
+def test_an_account_name_is_not_remembered_as_a_ledger_kind_or_node_name(field: str) -> None:
+    assert agree(_record_named(author="Zoe.1@home"))[0] == "accepted"
+    assert agree(_record_named(**{field: "Zoe.1@home"}))[0] is FieldError
+
+
+def test_a_name_that_failed_is_never_remembered() -> None:
+    for _ in range(2):
+        assert agree(CRAFTED["ledger bad name"])[0] is FieldError
+        assert agree(CRAFTED["origin bad name"])[0] is FieldError
+
+
+# --- the dataclasses built through their slots -----------------------------------------------
+
+
+def test_the_slot_builders_make_what_the_constructors_make(kit: Any) -> None:
+    placed = kit.chain(2)[1]
+    content_values = [getattr(placed.content, f.name) for f in dataclasses.fields(Content)]
+    record_values = [getattr(placed, f.name) for f in dataclasses.fields(Record)]
+    built_content = record._new_content(*content_values)
+    built_record = record._new_record(*record_values)
+    assert built_content == Content(*content_values) and type(built_content) is Content
+    assert built_record == Record(*record_values) and type(built_record) is Record
+    assert [f.name for f in dataclasses.fields(Record)] == list(record._new_record.__code__.co_varnames[:9])
+    assert [f.name for f in dataclasses.fields(Content)] == list(record._new_content.__code__.co_varnames[:6])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built_record.height = 3  # type: ignore[misc]
+
+
+# --- whole chains ---------------------------------------------------------------------------
+
+
+def _verdict(datas: list[bytes], decode: Callable[[bytes, Limits], Record]) -> Outcome:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    try:
+        for data in datas:
+            verifier.feed(decode(data, LIMITS))
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+    return ("accepted", verifier.next_height, verifier.prev)
+
+
+@pytest.fixture(scope="module")
+def chain_bytes(kit: Any) -> list[bytes]:
+    return [r.encode() for r in kit.chain(5, difficulty=4)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_chain_with_one_changed_byte_gets_the_same_verdict(chain_bytes: list[bytes], data: st.DataObject) -> None:
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    verdict = _verdict(datas, decode_record)
+    assert verdict == _verdict(datas, oracle_record)
+    assert verdict[0] != "accepted"  # every byte of a record is covered by a hash or a rule
+
+
+def test_an_untouched_chain_verifies_on_both_paths(chain_bytes: list[bytes]) -> None:
+    assert _verdict(chain_bytes, decode_record) == _verdict(chain_bytes, oracle_record)
+    assert _verdict(chain_bytes, decode_record)[:2] == ("accepted", 5)
+    assert _verdict(chain_bytes, decode_record)[2] == decode_record(chain_bytes[-1], LIMITS).link
