@@ -20,7 +20,7 @@ DEFAULT_DIFFICULTY = 16
 class Limits:
     """Bounds on what a record may hold; anything past them is refused before it is stored."""
 
-    max_payload_bytes: int = 64 * 1024
+    max_content_bytes: int = 64 * 1024
     max_record_bytes: int = 80 * 1024
     max_depth: int = 16
     max_name_length: int = 64

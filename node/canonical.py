@@ -106,25 +106,33 @@ def unpack(data: bytes) -> Value:
         return msgpack.unpackb(
             data,
             raw=False,
-            strict_map_key=True,
+            # Keys of any scalar type come through so that flaw() refuses them as
+            # non-canonical, like every other valid msgpack that breaks our rules.
+            strict_map_key=False,
             use_list=True,
             ext_hook=_refuse_ext,
             # Timestamps (extension -1) bypass ext_hook; they come back as Timestamp
-            # objects, which the type checks then refuse.
+            # objects, which flaw() then refuses.
             timestamp=0,
         )
-    except InvalidEncodingError:
+    except NonCanonicalError:
         raise
     except UnicodeDecodeError as e:
         raise InvalidEncodingError(f"string is not valid UTF-8: {e.reason}") from e
     except msgpack.ExtraData as e:
         raise NonCanonicalError("trailing bytes after the value") from e
-    except (ValueError, TypeError, msgpack.UnpackException) as e:
+    except TypeError as e:  # an array or map as a map key: valid msgpack, unhashable here
+        raise NonCanonicalError(f"a map key is not a string: {e}") from e
+    except (ValueError, msgpack.UnpackException) as e:
         raise InvalidEncodingError(f"not valid msgpack: {e}") from e
 
 
 def decode(data: bytes, max_depth: int = 16) -> Value:
-    """Decode canonical bytes; anything else raises InvalidEncodingError or NonCanonicalError."""
+    """Decode canonical bytes.
+
+    Raises InvalidEncodingError for what is not msgpack at all or holds invalid UTF-8, and
+    NonCanonicalError for valid msgpack that breaks a rule of the canonical encoding.
+    """
     value = unpack(data)
     check(value, data, max_depth)
     return value
@@ -159,4 +167,4 @@ def packs_to(value: Value, data: bytes) -> bool:
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
-    raise InvalidEncodingError(f"msgpack extension type {code} is not allowed")
+    raise NonCanonicalError(f"msgpack extension type {code} is not allowed")

@@ -132,9 +132,9 @@ class Content:
 
 
 def _check_content_size(data: bytes, limits: Limits, ledger: str | None = None) -> None:
-    if len(data) > limits.max_payload_bytes:
+    if len(data) > limits.max_content_bytes:
         raise PayloadTooLargeError(
-            f"content is {len(data)} bytes, over the limit of {limits.max_payload_bytes}", ledger=ledger
+            f"content is {len(data)} bytes, over the limit of {limits.max_content_bytes}", ledger=ledger
         )
 
 

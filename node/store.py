@@ -308,10 +308,10 @@ class ChainStore:
             if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
                 raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
             return Receipt.of(earlier, duplicate=True), None
-        if len(entry.content_bytes) > self.limits.max_payload_bytes:
+        if len(entry.content_bytes) > self.limits.max_content_bytes:
             raise PayloadTooLargeError(
                 f"content is {len(entry.content_bytes)} bytes, over this node's limit of "
-                f"{self.limits.max_payload_bytes}",
+                f"{self.limits.max_content_bytes}",
                 ledger=content.ledger,
             )
         head = heads.get(content.ledger)

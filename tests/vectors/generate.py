@@ -9,14 +9,18 @@ fails if our code no longer produces the same bytes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from vledger.config.settings import Limits
+from vledger.node.export import StoredRecord, encode_line
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import ZERO_LINK, Content, Entry, Record
-from vledger.node.work import work_digest
+from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
+from vledger.node.work import solve, work_digest
 
 HERE = Path(__file__).parent
 LEDGER = "election-2026"
@@ -46,6 +50,18 @@ PAYLOADS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     ("uncast", "E-7f3a91", {"electronic_id": "E-7f3a91"}),
+    (
+        "note",
+        "observer.2",
+        {
+            # str16, bin16, array16 and map16 headers, and nesting to the last allowed level
+            "array16": list(range(16)),
+            "bin16": bytes(range(256)) + b"\x00" * 44,
+            "deep": [[[[[[[[[[[[[[]]]]]]]]]]]]]],  # levels 2..15: the innermost is at 15
+            "map16": {f"k{i:02d}": i for i in range(16)},
+            "str16": "ü" * 150,
+        },
+    ),
 ]
 
 
@@ -76,13 +92,209 @@ def vector(record: Record) -> dict[str, Any]:
 
 
 def export_line(record: Record) -> str:
-    line = {
-        "ledger": record.ledger,
-        "height": record.height,
-        "hash": record.hash.hex(),
-        "record": base64.b64encode(record.encode()).decode("ascii"),
-    }
+    return encode_line(StoredRecord(record, record.encode())).decode("utf-8")
+
+
+# --- invalid cases ---------------------------------------------------------------------
+# Each case is the valid ledger with one fault, built with raw msgpack and hashlib so that
+# a fault can be non-canonical, and re-sealed (checksum, work, link) as far as the case says,
+# so that exactly the intended check is the first to fail.
+
+
+def _raw_line(ledger: str, height: int, link: bytes, data: bytes) -> str:
+    line = {"ledger": ledger, "height": height, "hash": link.hex(), "record": base64.b64encode(data).decode()}
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def _outer(record: Record, **fields: Any) -> dict[str, Any]:
+    value = {
+        "accepted": record.accepted,
+        "checksum": record.checksum,
+        "content": record.content_bytes,
+        "height": record.height,
+        "link": record.link,
+        "nonce": record.nonce,
+        "origin": record.origin,
+        "prev": record.prev,
+    }
+    value.update(fields)
+    return value
+
+
+def _reseal(record: Record, content: bytes, *, work: bool = True, link: bool = True) -> dict[str, Any]:
+    """The record with other content bytes: checksum always, then work and link if asked."""
+    checksum = hashlib.sha256(content).digest()
+    nonce = solve(checksum, DIFFICULTY) if work else record.nonce
+    new_link = (
+        link_of(record.prev, checksum, record.height, nonce, record.accepted, record.origin) if link else record.link
+    )
+    return _outer(record, content=content, checksum=checksum, nonce=nonce, link=new_link)
+
+
+def _content_map(record: Record, **payload: Any) -> dict[str, Any]:
+    value = record.content.to_map()
+    value["payload"] = {**value["payload"], **payload}
+    return value
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
+    def export(replace: dict[int, str] | None = None, order: list[int] | None = None) -> str:
+        lines = [export_line(r) for r in records]
+        for height, line in (replace or {}).items():
+            lines[height] = line
+        return "".join(lines[i] for i in (order if order is not None else range(len(lines))))
+
+    def with_record(height: int, value: dict[str, Any] | bytes) -> str:
+        data = value if isinstance(value, bytes) else _pack(value)
+        link = value["link"] if isinstance(value, dict) else records[height].link
+        return export({height: _raw_line(LEDGER, height, link, data)})
+
+    r2 = records[2]
+    voted = _content_map(r2, choice="carol")
+    float_content = _pack(_sorted(_content_map(r2, weight=1.5)))
+    cases = [
+        (
+            "content-byte-flipped",
+            "one byte of a string in record 2's content changed",
+            with_record(2, _outer(r2, content=r2.content_bytes.replace(b"bob", b"bib"))),
+            "bad_checksum",
+            2,
+        ),
+        (
+            "vote-changed-checksum-recomputed",
+            "record 2's vote changed and its checksum recomputed",
+            with_record(2, _reseal(r2, _pack(_sorted(voted)), work=False, link=False)),
+            "insufficient_work",
+            2,
+        ),
+        (
+            "vote-changed-work-recomputed",
+            "the same with a valid proof of work: only the link betrays it",
+            with_record(2, _reseal(r2, _pack(_sorted(voted)), link=False)),
+            "bad_link",
+            2,
+        ),
+        (
+            "vote-changed-link-recomputed",
+            "the same with the record's own link recomputed: record 3 betrays it",
+            with_record(2, _reseal(r2, _pack(_sorted(voted)))),
+            "bad_link",
+            3,
+        ),
+        ("record-deleted", "record 2 deleted", export(order=[0, 1, 3, 4, 5]), "height_gap", 3),
+        ("records-swapped", "records 2 and 3 swapped", export(order=[0, 1, 3, 2, 4, 5]), "height_gap", 3),
+        ("record-repeated", "record 2 repeated", export(order=[0, 1, 2, 2, 3, 4, 5]), "height_gap", 2),
+        (
+            "float-in-payload",
+            "a float in record 2's payload, everything re-sealed",
+            with_record(2, _reseal(r2, float_content)),
+            "non_canonical",
+            2,
+        ),
+        (
+            "extension-in-payload",
+            "an extension type in record 2's payload, everything re-sealed",
+            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2, blob=msgpack.ExtType(7, b"x")))))),
+            "non_canonical",
+            2,
+        ),
+        (
+            "integer-map-key",
+            "an integer map key in record 2's payload",
+            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2))).replace(b"\xa6choice", b"\x07", 1))),
+            "non_canonical",
+            2,
+        ),
+        (
+            "invalid-utf8",
+            "invalid UTF-8 in a string of record 2's content",
+            with_record(2, _outer(r2, content=r2.content_bytes.replace(b"Zo\xc3\xab", b"Zo\xc3\x28"))),
+            "bad_encoding",
+            2,
+        ),
+        (
+            "record-keys-unsorted",
+            "record 2's map with its keys out of order",
+            with_record(2, dict(reversed(list(_outer(r2).items())))),
+            "non_canonical",
+            2,
+        ),
+        (
+            "nonce-long-form",
+            "record 2's nonce as a uint64 where a shorter form fits",
+            with_record(
+                2, _pack(_outer(r2, nonce=0)).replace(b"\xa5nonce\x00", b"\xa5nonce\xcf" + r2.nonce.to_bytes(8, "big"))
+            ),
+            "non_canonical",
+            2,
+        ),
+        (
+            "version-2",
+            "record 2's content says format version 2",
+            with_record(
+                2, _reseal(r2, _pack({**r2.content.to_map(), "v": 2} | {"payload": _sorted(r2.content.payload)}))
+            ),
+            "bad_field",
+            2,
+        ),
+        (
+            "origin-capitals",
+            "record 2's origin is not a name",
+            with_record(2, _outer(r2, origin="Ingest-1")),
+            "bad_field",
+            2,
+        ),
+        (
+            "line-hash-differs",
+            "record 2's line names another hash",
+            export({2: _raw_line(LEDGER, 2, records[3].link, r2.encode())}),
+            "bad_field",
+            2,
+        ),
+    ]
+    r5 = records[5]
+    kind_content = _pack(_sorted({**r5.content.to_map(), "kind": "tally"}))
+    cases.append(
+        (
+            "kind-not-allowed",
+            "the last record's kind is not one of the genesis kinds, re-sealed",
+            with_record(5, _reseal(r5, kind_content)),
+            "unknown_kind",
+            5,
+        )
+    )
+    genesis = records[0]
+    bad_rules = {**genesis.content.to_map(), "payload": {**genesis.content.payload, "difficulty": 65}}
+    cases.append(
+        (
+            "genesis-difficulty-65",
+            "the genesis asks for 65 bits, over the limit of 64",
+            with_record(0, _reseal(genesis, _pack(_sorted(bad_rules)))),
+            "bad_genesis",
+            0,
+        )
+    )
+    return [
+        {
+            "name": name,
+            "description": text,
+            "export": body,
+            "expect": {"ledger": LEDGER, "code": code, "height": height},
+        }
+        for name, text, body, code, height in cases
+    ]
 
 
 def documents(records: list[Record]) -> dict[str, str]:
@@ -91,6 +303,7 @@ def documents(records: list[Record]) -> dict[str, str]:
     return {
         "vectors.json": json.dumps(vectors, indent=2, ensure_ascii=False) + "\n",
         "ledger.jsonl": "".join(export_line(r) for r in records),
+        "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
     }
 
 

@@ -6,11 +6,15 @@ import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 from vledger.config.settings import Limits
 from vledger.node.record import decode_record
 from vledger.node.verify import ChainVerifier
 from vledger.node.work import work_digest
+from vledger.tools.verification import verify_file
 
 HERE = Path(__file__).parent
 
@@ -41,7 +45,7 @@ def test_committed_vectors_decode_and_verify() -> None:
         assert work_digest(record.checksum, record.nonce).hex() == v["work_hex"]
         assert record.hash.hex() == v["link_hex"]
         assert record.prev.hex() == v["prev_hex"]
-    assert verifier.next_height == len(vectors["records"]) == 5
+    assert verifier.next_height == len(vectors["records"]) == 6
 
 
 def test_vectors_cover_non_ascii_and_every_integer_width() -> None:
@@ -51,3 +55,20 @@ def test_vectors_cover_non_ascii_and_every_integer_width() -> None:
     assert "é".encode() in content
     for marker in (b"\xcc", b"\xcd", b"\xce", b"\xcf", b"\xd0", b"\xd3", b"\xc4"):  # uint8..64, int8/64, bin8
         assert marker in content
+
+
+INVALID = json.loads((HERE / "invalid.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c["name"] for c in INVALID])
+def test_our_verifier_reports_each_invalid_case_as_the_protocol_says(case: dict[str, Any], tmp_path: Path) -> None:
+    export = tmp_path / "case.jsonl"
+    export.write_text(case["export"], encoding="utf-8")
+    result = verify_file(export, None, Limits())
+    (report,) = result.reports
+    assert result.error is None
+    assert report.ledger == case["expect"]["ledger"]
+    assert report.error is not None, case["description"]
+    assert (report.error.code, report.error_height) == (case["expect"]["code"], case["expect"]["height"]), str(
+        report.error
+    )

@@ -14,15 +14,15 @@ from vledger.node.errors import SettingsError
 
 def test_defaults_match_the_protocol() -> None:
     limits = Limits()
-    assert (limits.max_payload_bytes, limits.max_record_bytes, limits.max_depth) == (65_536, 81_920, 16)
+    assert (limits.max_content_bytes, limits.max_record_bytes, limits.max_depth) == (65_536, 81_920, 16)
     assert settings_from_mapping({}) == Settings()
 
 
 def test_settings_from_mapping_builds_each_table() -> None:
     settings = settings_from_mapping(
-        {"limits": {"max_payload_bytes": 100, "max_depth": 4}, "store": {"read_page_size": 7}}
+        {"limits": {"max_content_bytes": 100, "max_depth": 4}, "store": {"read_page_size": 7}}
     )
-    assert settings.limits == Limits(max_payload_bytes=100, max_depth=4)
+    assert settings.limits == Limits(max_content_bytes=100, max_depth=4)
     assert settings.store == StoreSettings(read_page_size=7)
 
 
@@ -41,7 +41,7 @@ def test_an_unknown_table_is_named() -> None:
 def test_an_unknown_key_is_named() -> None:
     with pytest.raises(SettingsError, match=r"node.toml: limits.max_payload: unknown key") as info:
         settings_from_mapping({"limits": {"max_payload": 1}}, "node.toml")
-    assert "max_payload_bytes" in str(info.value)  # the message lists the known keys
+    assert "max_content_bytes" in str(info.value)  # the message lists the known keys
 
 
 @pytest.mark.parametrize("value", [0, -1, True, False, "10", 1.5, None, [1]])

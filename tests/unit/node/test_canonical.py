@@ -201,13 +201,15 @@ def test_decode_refuses_invalid_utf8(data: bytes) -> None:
         pytest.param(b"\xd4\x05\x00", id="fixext1"),
         pytest.param(b"\xc7\x02\x7f\x00\x00", id="ext8"),
         pytest.param(b"\x81\xa1e\xd5\x01\x00\x00", id="nested-fixext2"),
-        pytest.param(b"\xd4\xff\x00", id="malformed-timestamp"),
+        pytest.param(b"\x81\x01\x01", id="integer-key"),
+        pytest.param(b"\x81\x91\x01\x01", id="array-key"),
     ],
 )
-def test_decode_refuses_extension_types(data: bytes) -> None:
-    with pytest.raises(InvalidEncodingError) as info:
+def test_decode_refuses_valid_msgpack_outside_the_canonical_types(data: bytes) -> None:
+    """Extension types and non-string keys are valid msgpack, so they are non_canonical."""
+    with pytest.raises(NonCanonicalError) as info:
         canonical.decode(data)
-    assert info.value.code == "bad_encoding"
+    assert info.value.code == "non_canonical"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +219,7 @@ def test_decode_refuses_extension_types(data: bytes) -> None:
         pytest.param(b"\xc1", id="reserved-byte"),
         pytest.param(b"\x92\x01", id="truncated-array"),
         pytest.param(b"\xa5ab", id="truncated-str"),
-        pytest.param(b"\x81\x01\x01", id="integer-key"),
+        pytest.param(b"\xd4\xff\x00", id="malformed-timestamp"),
         pytest.param(b"\x91" * 100_000 + b"\xc0", id="nesting-past-the-parser-stack"),
     ],
 )

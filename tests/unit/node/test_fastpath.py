@@ -64,7 +64,7 @@ def _digest(value: object, field: str, where: Where) -> bytes:
 
 
 def oracle_content(data: bytes, limits: Limits) -> Content:
-    if len(data) > limits.max_payload_bytes:
+    if len(data) > limits.max_content_bytes:
         raise PayloadTooLargeError("content too large")
     value = canonical.decode(data, limits.max_depth)
     if not isinstance(value, dict) or tuple(value) != CONTENT_KEYS:
@@ -346,7 +346,7 @@ def test_the_crafted_cases_are_what_they_say() -> None:
     [
         Limits(max_name_length=5),
         Limits(max_request_id_length=4),
-        Limits(max_payload_bytes=40),
+        Limits(max_content_bytes=40),
         Limits(max_record_bytes=100),
         Limits(max_depth=1),
         Limits(max_depth=2),

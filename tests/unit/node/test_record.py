@@ -171,19 +171,19 @@ def test_name_limits_come_from_limits() -> None:
 def test_content_encode_refuses_a_payload_over_the_limit() -> None:
     c = content(payload={"blob": b"x" * 100})
     size = len(c.encode(LIMITS))
-    assert c.encode(Limits(max_payload_bytes=size))
+    assert c.encode(Limits(max_content_bytes=size))
     with pytest.raises(PayloadTooLargeError) as info:
-        c.encode(Limits(max_payload_bytes=size - 1))
+        c.encode(Limits(max_content_bytes=size - 1))
     assert info.value.code == "too_large"
     assert str(size) in str(info.value)
     with pytest.raises(PayloadTooLargeError):
-        decode_content(c.encode(LIMITS), Limits(max_payload_bytes=size - 1))
+        decode_content(c.encode(LIMITS), Limits(max_content_bytes=size - 1))
 
 
 @pytest.mark.parametrize(
     ("payload", "limits", "error"),
     [
-        pytest.param({"blob": b"x" * 100}, Limits(max_payload_bytes=50), PayloadTooLargeError, id="too-large"),
+        pytest.param({"blob": b"x" * 100}, Limits(max_content_bytes=50), PayloadTooLargeError, id="too-large"),
         pytest.param({"amount": 1.5}, LIMITS, NonCanonicalError, id="float"),
     ],
 )
