@@ -11,8 +11,8 @@ Usage::
 prints one JSON object per ledger and exits 0 when every ledger is valid, 1 otherwise
 (2 on a usage or I/O error).
 
-Choices made where the specification is silent or ambiguous (see the report that came
-with this file) are marked "ASSUMPTION" in the comments.
+Choices made where the specification is still silent or ambiguous (see the report that
+came with this file) are marked "ASSUMPTION" in the comments.
 """
 
 import base64
@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 import sys
+from typing import NamedTuple
 
 import msgpack
 
@@ -27,9 +28,9 @@ import msgpack
 # Constants
 # --------------------------------------------------------------------------------------
 
-MAX_PAYLOAD_BYTES = 65_536  # section 2.1, node setting default (applies to content bytes)
-MAX_RECORD_BYTES = 81_920  # section 2.4, node setting default
-MAX_DEPTH = 16  # section 1 rule 6
+MAX_CONTENT_BYTES = 65_536  # section 2.1: a protocol limit, the same for every verifier
+MAX_RECORD_BYTES = 81_920  # section 2.4: a protocol limit, the same for every verifier
+MAX_LEVEL = 16  # section 1 rule 6: no value at level 16 or deeper
 U64_MAX = 2**64 - 1
 I64_MIN = -(2**63)
 ZERO32 = bytes(32)
@@ -40,23 +41,34 @@ GENESIS_KEYS = ("difficulty", "kinds", "rules")
 LINE_KEYS = ("ledger", "height", "hash", "record")
 
 AUTHOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # kind, ledger, origin
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # ledger, kind, origin (node)
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+HASH_RE = re.compile(r"[0-9a-f]{64}")
 BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
 class VerifyError(Exception):
-    """A failed check: ``code`` is one of the error codes of the specification."""
+    """A failed check: ``code`` is one of the error codes of the specification.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``height`` is the height the error names (section 4, last paragraph) when it is
+    already known where the error is raised, else None (the caller fills in the position).
+    """
+
+    def __init__(self, code: str, message: str, height: "int | None" = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.height = height
 
 
-def _fullmatch(pattern: "re.Pattern[str]", value: str) -> bool:
+def _fullmatch(pattern: "re.Pattern[str]", value: object) -> bool:
     # re.fullmatch, not "$": "$" would accept a trailing newline.
-    return pattern.fullmatch(value) is not None
+    return type(value) is str and pattern.fullmatch(value) is not None
+
+
+def is_name(value: object) -> bool:
+    """Section 2: ledger, kind and node names."""
+    return _fullmatch(NAME_RE, value)
 
 
 # --------------------------------------------------------------------------------------
@@ -134,22 +146,22 @@ def _map_header(count: int) -> bytes:
     raise ValueError("map too large")
 
 
-def encode_canonical(value: object, max_depth: "int | None" = MAX_DEPTH) -> bytes:
+def encode_canonical(value: object, max_level: "int | None" = MAX_LEVEL) -> bytes:
     """Canonical msgpack encoding of ``value`` (section 1).
 
-    Accepts None, bool, int, str, bytes/bytearray, list/tuple and dict with str keys.
-    Floats and every other type are refused (TypeError).  With ``max_depth`` (default 16),
-    a value inside ``max_depth`` containers is refused (ValueError); pass None to lift that
-    limit (only useful to build deliberately invalid test input).
+    Accepts None, bool, int, str, bytes/bytearray, list/tuple and dict with str keys (sorted
+    here by their UTF-8 bytes).  Floats and every other type are refused (TypeError).  A value
+    at level ``max_level`` or deeper (default 16, rule 6) is refused (ValueError); pass None
+    to lift that limit (only useful to build deliberately invalid test input).
     """
     out: list[bytes] = []
-    _encode(value, out, 0, max_depth)
+    _encode(value, out, 0, max_level)
     return b"".join(out)
 
 
-def _encode(value: object, out: list, depth: int, max_depth: "int | None") -> None:
-    if max_depth is not None and depth >= max_depth:
-        raise ValueError(f"nesting deeper than {max_depth}")
+def _encode(value: object, out: list, level: int, max_level: "int | None") -> None:
+    if max_level is not None and level >= max_level:
+        raise ValueError(f"a value at level {level} (limit: below {max_level})")
     if value is None:
         out.append(b"\xc0")
     elif value is True:
@@ -168,7 +180,7 @@ def _encode(value: object, out: list, depth: int, max_depth: "int | None") -> No
     elif type(value) in (list, tuple):
         out.append(_array_header(len(value)))
         for item in value:
-            _encode(item, out, depth + 1, max_depth)
+            _encode(item, out, level + 1, max_level)
     elif type(value) is dict:
         items = []
         for key, item in value.items():
@@ -178,36 +190,54 @@ def _encode(value: object, out: list, depth: int, max_depth: "int | None") -> No
         items.sort(key=lambda entry: entry[0])  # bytewise UTF-8 order
         out.append(_map_header(len(items)))
         for _raw, key, item in items:
-            _encode(key, out, depth + 1, max_depth)
-            _encode(item, out, depth + 1, max_depth)
+            _encode(key, out, level + 1, max_level)
+            _encode(item, out, level + 1, max_level)
     else:
         raise TypeError(f"type {type(value).__name__} is not allowed in canonical msgpack")
 
 
 # --------------------------------------------------------------------------------------
-# Section 1: strict canonical msgpack decoder
+# Section 1: strict msgpack decoder that records every canonical-form fault
 # --------------------------------------------------------------------------------------
 #
-# ASSUMPTION (precedence inside the structure check): faults that make the input "not valid
-# msgpack" in the sense of the error table (truncation, the reserved byte 0xc1, an extension
-# type, invalid UTF-8) are reported as bad_encoding wherever they occur in the input; only a
-# valid msgpack input can be reported non_canonical (error table: "valid msgpack, but not the
-# canonical encoding").  This is the precedence the specification's own recipe gives
-# (decode first, then check types/keys, then re-encode and compare).  Among several
-# non_canonical faults, the first in byte order is reported; trailing bytes come last.
-# ASSUMPTION: a non-string map key, a value nested too deep and trailing bytes are
-# non_canonical (section 1 gives them no code of their own).
+# The decoder raises bad_encoding at once for bytes that are not msgpack at all (truncated,
+# the reserved byte 0xc1, a malformed timestamp) and for invalid UTF-8 in a string.  Every
+# other breach of section 1 is recorded as a _Fault (kind, level, message), in byte order,
+# and decoding goes on: the callers then apply the order of section 4 step 1.
+#
+# ASSUMPTION (precedence bad_encoding / non_canonical): when one input holds both a
+# bad_encoding fault and a non_canonical one, bad_encoding is reported, wherever the two
+# faults lie.  Section 4 step 1.5 lists "not msgpack or invalid UTF-8" before "any other
+# rule of section 1", and section 1's complete check decodes first; step 1.2 puts both
+# codes in one item without ordering them.
+#
+# ASSUMPTION (malformed timestamp): an extension of type -1 whose data is not 4, 8 or 12
+# bytes long, or whose nanoseconds field exceeds 999,999,999 (the msgpack timestamp spec;
+# msgpack-python refuses exactly these).  Other extension types, including the reserved
+# negative types -128..-2 (which msgpack-python refuses to decode), are valid msgpack and
+# so "an extension type" [non_canonical].
+
+FAULT_KINDS = ("ext", "key_type", "float", "unsorted", "repeated", "long_form", "level")
 
 
-class _FloatSeen:
-    """Placeholder for a decoded float (never part of a canonical value)."""
+class _Fault(NamedTuple):
+    kind: str  # one of FAULT_KINDS
+    level: int  # the level of the offending value (section 1 rule 6)
+    message: str
 
 
-_FLOAT = _FloatSeen()
+class _Placeholder:
+    """A decoded float or extension (never part of a canonical value)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
 
 
 class _Frame:
-    __slots__ = ("is_map", "key", "key_ok", "last_key", "left", "value", "want_key")
+    __slots__ = ("is_map", "key", "key_ok", "last_key", "left", "seen", "value", "want_key")
 
     def __init__(self, is_map: bool, count: int) -> None:
         self.is_map = is_map
@@ -216,15 +246,30 @@ class _Frame:
         self.key: object = None
         self.want_key = is_map
         self.last_key: bytes | None = None
+        self.seen: set = set()
         self.key_ok = True
 
 
-def decode_canonical(data: bytes, what: str = "value") -> object:
-    """Decode ``data`` as one canonical msgpack value (section 1), or raise VerifyError."""
-    data = bytes(data)
+def _check_timestamp(data: bytes) -> bool:
+    """True when ``data`` is a well-formed msgpack timestamp (extension type -1)."""
+    if len(data) == 4:
+        return True
+    if len(data) == 8:
+        return int.from_bytes(data, "big") >> 34 <= 999_999_999
+    if len(data) == 12:
+        return int.from_bytes(data[:4], "big") <= 999_999_999
+    return False
+
+
+def _decode(data: bytes, what: str) -> tuple:
+    """Decode the first msgpack value of ``data``.
+
+    Returns (value, faults, end): ``faults`` lists the canonical-form faults in byte order,
+    ``end`` is the offset just after the value.  Raises VerifyError(bad_encoding).
+    """
     size = len(data)
     pos = 0
-    fault: str | None = None
+    faults: list[_Fault] = []
     stack: list[_Frame] = []
 
     def bad(msg: str, at: int) -> VerifyError:
@@ -244,9 +289,11 @@ def decode_canonical(data: bytes, what: str = "value") -> object:
         start = pos
         marker = data[pos]
         pos += 1
-        depth = len(stack)  # number of containers this value is inside
-        if depth >= MAX_DEPTH and fault is None:
-            fault = f"a value inside {depth} containers (limit: fewer than {MAX_DEPTH}) at byte {start}"
+        level = len(stack)  # the top-level value is at level 0
+        if level >= MAX_LEVEL:
+            faults.append(
+                _Fault("level", level, f"a value at level {level} (limit: below {MAX_LEVEL}) at byte {start}")
+            )
         container: _Frame | None = None
         value: object
         if marker <= 0x7F:
@@ -263,8 +310,8 @@ def decode_canonical(data: bytes, what: str = "value") -> object:
             else:
                 width = {0xD9: 1, 0xDA: 2, 0xDB: 4}[marker]
                 length = int.from_bytes(take(width, start), "big")
-            if data[start:pos] != _str_header(length) and fault is None:
-                fault = f"string header not in its shortest form at byte {start}"
+            if data[start:pos] != _str_header(length):
+                faults.append(_Fault("long_form", level, f"string header not in its shortest form at byte {start}"))
             raw = take(length, start)
             try:
                 value = raw.decode("utf-8")  # strict: no surrogates, no overlong forms
@@ -281,28 +328,38 @@ def decode_canonical(data: bytes, what: str = "value") -> object:
         elif marker in (0xC4, 0xC5, 0xC6):
             width = {0xC4: 1, 0xC5: 2, 0xC6: 4}[marker]
             length = int.from_bytes(take(width, start), "big")
-            if data[start:pos] != _bin_header(length) and fault is None:
-                fault = f"binary header not in its shortest form at byte {start}"
+            if data[start:pos] != _bin_header(length):
+                faults.append(_Fault("long_form", level, f"binary header not in its shortest form at byte {start}"))
             value = take(length, start)
         elif marker in (0xC7, 0xC8, 0xC9) or 0xD4 <= marker <= 0xD8:
-            raise bad(f"extension type 0x{marker:02x}", start)
+            if marker >= 0xD4:
+                length = 1 << (marker - 0xD4)  # fixext 1, 2, 4, 8, 16
+            else:
+                width = {0xC7: 1, 0xC8: 2, 0xC9: 4}[marker]
+                length = int.from_bytes(take(width, start), "big")
+            ext_type = int.from_bytes(take(1, start), "big", signed=True)
+            body = take(length, start)
+            if ext_type == -1 and not _check_timestamp(body):
+                raise bad(f"malformed timestamp ({length} bytes)", start)
+            faults.append(_Fault("ext", level, f"extension type {ext_type} at byte {start}"))
+            value = _Placeholder(f"ext {ext_type}")
         elif marker in (0xCA, 0xCB):
             take(4 if marker == 0xCA else 8, start)
-            if fault is None:
-                fault = f"float at byte {start}"
-            value = _FLOAT
+            faults.append(_Fault("float", level, f"float at byte {start}"))
+            value = _Placeholder("float")
         elif 0xCC <= marker <= 0xD3:
             width = 1 << ((marker - 0xCC) & 3)
             value = int.from_bytes(take(width, start), "big", signed=marker >= 0xD0)
-            if data[start:pos] != _int_bytes(value) and fault is None:
-                fault = f"integer not in its shortest form at byte {start}"
+            if data[start:pos] != _int_bytes(value):
+                faults.append(_Fault("long_form", level, f"integer not in its shortest form at byte {start}"))
         elif marker in (0xDC, 0xDD, 0xDE, 0xDF):
             width = 2 if marker in (0xDC, 0xDE) else 4
             count = int.from_bytes(take(width, start), "big")
             is_map = marker >= 0xDE
             header = _map_header(count) if is_map else _array_header(count)
-            if data[start:pos] != header and fault is None:
-                fault = f"{'map' if is_map else 'array'} header not in its shortest form at byte {start}"
+            if data[start:pos] != header:
+                kind = "map" if is_map else "array"
+                faults.append(_Fault("long_form", level, f"{kind} header not in its shortest form at byte {start}"))
             container = _Frame(is_map, 2 * count if is_map else count)
         else:  # pragma: no cover - every byte value is handled above
             raise bad(f"unknown marker 0x{marker:02x}", start)
@@ -317,21 +374,25 @@ def decode_canonical(data: bytes, what: str = "value") -> object:
         while stack:
             frame = stack[-1]
             if frame.is_map and frame.want_key:
+                key_level = len(stack)
                 if type(value) is not str:
-                    if fault is None:
-                        fault = f"map key is not a string at byte {start}"
+                    faults.append(_Fault("key_type", key_level, f"map key is not a string at byte {start}"))
                     frame.key_ok = False
                 else:
                     raw_key = value.encode("utf-8")
-                    if frame.last_key is not None and raw_key <= frame.last_key and fault is None:
-                        kind = "repeated" if raw_key == frame.last_key else "unsorted"
-                        fault = f"{kind} map key {value!r} at byte {start}"
+                    if raw_key in frame.seen:
+                        faults.append(_Fault("repeated", key_level, f"repeated map key {value!r} at byte {start}"))
+                    elif frame.last_key is not None and raw_key < frame.last_key:
+                        faults.append(_Fault("unsorted", key_level, f"unsorted map key {value!r} at byte {start}"))
+                    frame.seen.add(raw_key)
                     frame.last_key = raw_key
                     frame.key_ok = True
                 frame.key = value
                 frame.want_key = False
             elif frame.is_map:
                 if frame.key_ok:
+                    # A repeated key keeps its first place and takes its last value, as a
+                    # Python dict (and msgpack.unpackb) does.
                     frame.value[frame.key] = value  # type: ignore[index]
                 frame.want_key = True
             else:
@@ -343,19 +404,34 @@ def decode_canonical(data: bytes, what: str = "value") -> object:
             value = frame.value
         else:
             break  # the top-level value is complete
+    return value, faults, pos
 
-    if fault is not None:
-        raise VerifyError("non_canonical", f"{what}: {fault}")
-    if pos != size:
-        raise VerifyError("non_canonical", f"{what}: {size - pos} byte(s) after the top-level value")
+
+def _reencode_check(value: object, data: bytes, what: str) -> None:
     # Belt and braces: the recipe of section 1 (re-encode with a shortest-form encoder and
     # compare), both with the encoder above and with msgpack.packb as the specification says.
     try:
         again = encode_canonical(value)
-    except (TypeError, ValueError) as exc:  # pragma: no cover - excluded by the checks above
+    except (TypeError, ValueError) as exc:  # pragma: no cover - excluded by the fault checks
         raise VerifyError("non_canonical", f"{what}: {exc}") from None
     if again != data or msgpack.packb(value, use_bin_type=True) != data:  # pragma: no cover
         raise VerifyError("non_canonical", f"{what}: re-encoding differs")
+
+
+def decode_canonical(data: bytes, what: str = "value") -> object:
+    """Decode ``data`` as one canonical msgpack value (section 1), or raise VerifyError.
+
+    bad_encoding: not msgpack, invalid UTF-8, a malformed timestamp; non_canonical: every
+    other rule of section 1 (the first fault in byte order is named, bytes after the value
+    last).
+    """
+    data = bytes(data)
+    value, faults, end = _decode(data, what)
+    if faults:
+        raise VerifyError("non_canonical", f"{what}: {faults[0].message}")
+    if end != len(data):
+        raise VerifyError("non_canonical", f"{what}: {len(data) - end} byte(s) after the top-level value")
+    _reencode_check(value, data, what)
     return value
 
 
@@ -377,7 +453,7 @@ def work_of(checksum: bytes, nonce: int) -> bytes:
 
 
 def meets(work: bytes, difficulty: int) -> bool:
-    return int.from_bytes(work, "big") < 2 ** (256 - difficulty)
+    return int.from_bytes(work, "big") < (1 << (256 - difficulty))
 
 
 def link_of(prev: bytes, checksum: bytes, height: int, nonce: int, accepted: int, origin: str) -> bytes:
@@ -390,94 +466,135 @@ def _is_u64(value: object) -> bool:
     return type(value) is int and 0 <= value <= U64_MAX
 
 
+def _is_bin32(value: object) -> bool:
+    return type(value) is bytes and len(value) == 32
+
+
 def _exact_keys(obj: dict, keys: tuple, what: str, code: str = "bad_field") -> None:
     missing = [k for k in keys if k not in obj]
-    unknown = sorted(k for k in obj if k not in keys)
+    unknown = sorted(repr(k) for k in obj if k not in keys)
     if missing or unknown:
         parts = []
         if missing:
             parts.append("missing " + ", ".join(missing))
         if unknown:
-            parts.append("unknown " + ", ".join(map(str, unknown)))
+            parts.append("unknown " + ", ".join(unknown))
         raise VerifyError(code, f"{what}: {'; '.join(parts)}")
 
 
-def parse_record(
-    data: bytes,
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-    max_record_bytes: int = MAX_RECORD_BYTES,
-) -> tuple:
-    """Check 1 of section 4 (structure). Returns (record map, content map)."""
-    record = decode_canonical(data, "record")
-    if type(record) is not dict:
-        # ASSUMPTION: bad_field (step 1 lists no `malformed`).
-        raise VerifyError("bad_field", "record: not a map")
-    _exact_keys(record, RECORD_KEYS, "record")
-    for key in ("accepted", "height", "nonce"):
-        if not _is_u64(record[key]):
-            raise VerifyError("bad_field", f"record: {key} is not an integer 0..2**64-1")
-    for key in ("checksum", "link", "prev"):
-        if type(record[key]) is not bytes or len(record[key]) != 32:
-            raise VerifyError("bad_field", f"record: {key} is not 32 bytes of binary")
-    if type(record["content"]) is not bytes:
-        raise VerifyError("bad_field", "record: content is not binary")
-    origin = record["origin"]
-    if type(origin) is not str or not _fullmatch(NAME_RE, origin):
-        # ASSUMPTION: the syntax of 2.3 ("syntax as ledger") is checked here.
-        raise VerifyError("bad_field", "record: origin is not a valid node name")
-
-    content = decode_canonical(record["content"], "content")
+def parse_content(data: bytes) -> dict:
+    """Step 1.5 of section 4: the content bytes (section 2.1). Returns the content map."""
+    if len(data) > MAX_CONTENT_BYTES:
+        raise VerifyError("too_large", f"content: {len(data)} bytes > {MAX_CONTENT_BYTES}")
+    content = decode_canonical(data, "content")
     if type(content) is not dict:
         raise VerifyError("bad_field", "content: not a map")
     _exact_keys(content, CONTENT_KEYS, "content")
-    if type(content["author"]) is not str or not _fullmatch(AUTHOR_RE, content["author"]):
-        raise VerifyError("bad_field", "content: invalid author")
-    if type(content["kind"]) is not str or not _fullmatch(NAME_RE, content["kind"]):
-        raise VerifyError("bad_field", "content: invalid kind")
-    if type(content["ledger"]) is not str or not _fullmatch(NAME_RE, content["ledger"]):
-        raise VerifyError("bad_field", "content: invalid ledger")
+    if type(content["v"]) is not int or content["v"] != 1:
+        raise VerifyError("bad_field", f"content: v is {content['v']!r}, not the integer 1")
+    if not is_name(content["ledger"]):
+        raise VerifyError("bad_field", "content: ledger is not a name")
     if type(content["payload"]) is not dict:
         raise VerifyError("bad_field", "content: payload is not a map")
-    if type(content["request_id"]) is not str or not _fullmatch(REQUEST_ID_RE, content["request_id"]):
-        raise VerifyError("bad_field", "content: invalid request_id")
+    if not is_name(content["kind"]):
+        raise VerifyError("bad_field", "content: kind is not a name")
+    if not _fullmatch(AUTHOR_RE, content["author"]):
+        raise VerifyError("bad_field", "content: author is not an account name")
+    if not _fullmatch(REQUEST_ID_RE, content["request_id"]):
+        raise VerifyError("bad_field", "content: request_id is not a request id")
     if not _is_u64(content["ts"]):
         raise VerifyError("bad_field", "content: ts is not an integer 0..2**64-1")
-    if type(content["v"]) is not int:
-        raise VerifyError("bad_field", "content: v is not an integer")
-    if content["v"] != 1:
-        raise VerifyError("bad_field", f"content: unsupported version v={content['v']}")
+    return content
 
-    if len(record["content"]) > max_payload_bytes:
-        raise VerifyError(
-            "too_large", f"content: {len(record['content'])} bytes > max_payload_bytes {max_payload_bytes}"
-        )
-    if len(data) > max_record_bytes:
-        raise VerifyError("too_large", f"record: {len(data)} bytes > max_record_bytes {max_record_bytes}")
+
+def parse_record(data: bytes) -> tuple:
+    """Step 1 of section 4 (structure), its sub-steps in their order. Returns (record, content).
+
+    A VerifyError raised once step 1.6 has read the record's height carries that height;
+    before that its ``height`` is None (the caller names the record's position).
+    """
+    data = bytes(data)
+    # 1.1
+    if len(data) > MAX_RECORD_BYTES:
+        raise VerifyError("too_large", f"record: {len(data)} bytes > {MAX_RECORD_BYTES}")
+    # 1.2
+    # ASSUMPTION: step 1 names no float and no nesting for the record map itself; both can
+    # only stand where a field of another type belongs, so they are that field's bad_field
+    # (1.4 or 1.6), as the list is written, not non_canonical.
+    record, faults, end = _decode(data, "record")  # raises bad_encoding
+    for fault in faults:
+        if fault.kind in ("ext", "key_type"):
+            raise VerifyError("non_canonical", f"record: {fault.message}")
+    if end != len(data):
+        raise VerifyError("non_canonical", f"record: {len(data) - end} byte(s) after the top-level value")
+    # 1.3
+    if type(record) is not dict:
+        raise VerifyError("bad_field", "record: not a map")
+    _exact_keys(record, RECORD_KEYS, "record")
+    top = [f for f in faults if f.level == 1 and f.kind in ("unsorted", "repeated")]
+    # ASSUMPTION: "merely unsorted" means no key repeated; a repeated key (even out of
+    # order) is left to step 1.7.  A repeated key's last value is the one checked.
+    if top and all(f.kind == "unsorted" for f in top):
+        raise VerifyError("non_canonical", f"record: {top[0].message}")
+    # 1.4
+    if type(record["content"]) is not bytes:
+        raise VerifyError("bad_field", "record: content is not binary")
+    # 1.5
+    content = parse_content(record["content"])
+    # 1.6
+    if not _is_u64(record["height"]):
+        raise VerifyError("bad_field", "record: height is not an integer 0..2**64-1")
+    height = record["height"]  # from here on, errors name this height
+    if not _is_bin32(record["checksum"]):
+        raise VerifyError("bad_field", "record: checksum is not 32 bytes of binary", height)
+    if not _is_u64(record["nonce"]):
+        raise VerifyError("bad_field", "record: nonce is not an integer 0..2**64-1", height)
+    if not _is_bin32(record["prev"]):
+        raise VerifyError("bad_field", "record: prev is not 32 bytes of binary", height)
+    if not _is_u64(record["accepted"]):
+        raise VerifyError("bad_field", "record: accepted is not an integer 0..2**64-1", height)
+    if not is_name(record["origin"]):
+        raise VerifyError("bad_field", "record: origin is not a name", height)
+    if not _is_bin32(record["link"]):
+        raise VerifyError("bad_field", "record: link is not 32 bytes of binary", height)
+    # 1.7 (a longer form, a repeated key; nothing else can be left once 1.2-1.6 passed)
+    if faults:
+        raise VerifyError("non_canonical", f"record: {faults[0].message}", height)
+    try:
+        _reencode_check(record, data, "record")
+    except VerifyError as exc:  # pragma: no cover - excluded by the fault checks
+        exc.height = height
+        raise
     return record, content
 
 
 def genesis_rules(record: dict, content: dict) -> dict:
-    """Check 4 at height 0 (section 3). Returns the payload (difficulty, kinds, rules)."""
+    """Step 4 at height 0 (section 3). Returns the payload (difficulty, kinds, rules)."""
+    height = record["height"]
     if record["prev"] != ZERO32:
-        raise VerifyError("bad_genesis", "genesis: prev is not 32 zero bytes")
+        raise VerifyError("bad_genesis", "genesis: prev is not 32 zero bytes", height)
     if content["kind"] != "genesis":
-        raise VerifyError("bad_genesis", f"genesis: kind is {content['kind']!r}, not 'genesis'")
+        raise VerifyError("bad_genesis", f"genesis: kind is {content['kind']!r}, not 'genesis'", height)
     payload = content["payload"]
-    _exact_keys(payload, GENESIS_KEYS, "genesis payload", code="bad_genesis")
+    try:
+        _exact_keys(payload, GENESIS_KEYS, "genesis payload", code="bad_genesis")
+    except VerifyError as exc:
+        exc.height = height
+        raise
     difficulty = payload["difficulty"]
     if type(difficulty) is not int or not 0 <= difficulty <= 64:
-        raise VerifyError("bad_genesis", "genesis: difficulty is not an integer 0..64")
+        raise VerifyError("bad_genesis", "genesis: difficulty is not an integer 0..64", height)
     kinds = payload["kinds"]
     if type(kinds) is not list or not kinds:
-        raise VerifyError("bad_genesis", "genesis: kinds is not a non-empty array")
+        raise VerifyError("bad_genesis", "genesis: kinds is not a non-empty array", height)
     for kind in kinds:
-        if type(kind) is not str or not _fullmatch(NAME_RE, kind) or kind == "genesis":
-            raise VerifyError("bad_genesis", f"genesis: invalid kind {kind!r}")
+        if not is_name(kind) or kind == "genesis":
+            raise VerifyError("bad_genesis", f"genesis: invalid kind {kind!r}", height)
     raw = [k.encode("utf-8") for k in kinds]
     if any(raw[i] >= raw[i + 1] for i in range(len(raw) - 1)):
-        raise VerifyError("bad_genesis", "genesis: kinds are not sorted without repeats")
+        raise VerifyError("bad_genesis", "genesis: kinds are not sorted without repeats", height)
     if type(payload["rules"]) is not dict:
-        raise VerifyError("bad_genesis", "genesis: rules is not a map")
+        raise VerifyError("bad_genesis", "genesis: rules is not a map", height)
     return payload
 
 
@@ -489,97 +606,97 @@ def genesis_rules(record: dict, content: dict) -> dict:
 class LedgerVerifier:
     """Section 4, fed one record at a time; keeps only the previous link and the rules."""
 
-    def __init__(
-        self,
-        ledger: str,
-        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-        max_record_bytes: int = MAX_RECORD_BYTES,
-    ) -> None:
+    def __init__(self, ledger: str) -> None:
         self.ledger = ledger
-        self.max_payload_bytes = max_payload_bytes
-        self.max_record_bytes = max_record_bytes
-        self.height = 0  # the height the next record must have
+        self.height = 0  # records verified so far = the height the next record must have
         self.prev_link: bytes | None = None
         self.difficulty: int | None = None
         self.kinds: frozenset | None = None
 
     def feed(self, data: bytes, line: "dict | None" = None) -> bytes:
-        """Verify the record at position ``self.height``; return its link or raise."""
+        """Verify the next record; return its link or raise VerifyError (with its height set).
+
+        ``line`` is the export line the record came from (section 5): its ledger, height and
+        hash must then equal the record's, checked right after step 1.
+        """
+        try:
+            return self._feed(data, line)
+        except VerifyError as exc:
+            if exc.height is None:
+                exc.height = self.height  # the record's height could not be read
+            raise
+
+    def _feed(self, data: bytes, line: "dict | None") -> bytes:
         # 1. Structure.
-        record, content = parse_record(data, self.max_payload_bytes, self.max_record_bytes)
-        # Section 5: the line's fields must equal the record's.  ASSUMPTION: this is checked
-        # right after check 1 (once the record decodes), before checks 2-9; so in an export a
-        # disagreeing ledger name gives bad_field, and wrong_ledger needs verify_records().
+        record, content = parse_record(data)
+        height = record["height"]
+        # Section 5, third bullet (after step 1, before step 2: so in an export a record of
+        # another ledger is bad_field, and wrong_ledger only arises in verify_records).
         if line is not None:
             if line["ledger"] != content["ledger"]:
-                raise VerifyError("bad_field", "line: ledger differs from the record's")
-            if line["height"] != record["height"]:
-                raise VerifyError("bad_field", "line: height differs from the record's")
+                raise VerifyError("bad_field", "line: ledger differs from the record's", height)
+            if line["height"] != height:
+                raise VerifyError("bad_field", "line: height differs from the record's", height)
             if line["hash"] != record["link"].hex():
-                raise VerifyError("bad_field", "line: hash differs from the record's link")
+                raise VerifyError("bad_field", "line: hash differs from the record's link", height)
         # 2. Ledger.
         if content["ledger"] != self.ledger:
-            raise VerifyError("wrong_ledger", f"record of ledger {content['ledger']!r}")
+            raise VerifyError("wrong_ledger", f"record of ledger {content['ledger']!r}", height)
         # 3. Height.
-        if record["height"] != self.height:
-            raise VerifyError("height_gap", f"height {record['height']}, expected {self.height}")
+        if height != self.height:
+            raise VerifyError("height_gap", f"height {height}, expected height {self.height}", height)
         # 4. Genesis.
-        if self.height == 0:
+        if height == 0:
             rules = genesis_rules(record, content)
             difficulty, kinds = rules["difficulty"], frozenset(rules["kinds"])
         else:
             if content["kind"] == "genesis":
-                raise VerifyError("bad_genesis", "a genesis record after height 0")
+                raise VerifyError("bad_genesis", "a genesis record after height 0", height)
             difficulty, kinds = self.difficulty, self.kinds
         # 5. Checksum.
         if record["checksum"] != checksum_of(record["content"]):
-            raise VerifyError("bad_checksum", "checksum is not SHA-256 of the content")
+            raise VerifyError("bad_checksum", "checksum is not SHA-256 of the content", height)
         # 6. Kind.
-        if self.height > 0 and content["kind"] not in kinds:  # type: ignore[operator]
-            raise VerifyError("unknown_kind", f"kind {content['kind']!r} not allowed by the genesis")
+        if height > 0 and content["kind"] not in kinds:  # type: ignore[operator]
+            raise VerifyError("unknown_kind", f"kind {content['kind']!r} not allowed by the genesis", height)
         # 7. Proof of work.
         if not meets(work_of(record["checksum"], record["nonce"]), difficulty):  # type: ignore[arg-type]
-            raise VerifyError("insufficient_work", f"work does not meet difficulty {difficulty}")
+            raise VerifyError("insufficient_work", f"work does not meet difficulty {difficulty}", height)
         # 8. Own link.
         link = link_of(
-            record["prev"], record["checksum"], record["height"], record["nonce"], record["accepted"], record["origin"]
+            record["prev"], record["checksum"], height, record["nonce"], record["accepted"], record["origin"]
         )
         if record["link"] != link:
-            raise VerifyError("bad_link", "link does not match the record")
+            raise VerifyError("bad_link", "link does not match the record", height)
         # 9. Chain.
-        if self.height > 0 and record["prev"] != self.prev_link:
-            raise VerifyError("bad_link", "prev does not match the previous record's link")
-        if self.height == 0:
+        if height > 0 and record["prev"] != self.prev_link:
+            raise VerifyError("bad_link", "prev does not match the previous record's link", height)
+        if height == 0:
             self.difficulty, self.kinds = difficulty, kinds
         self.prev_link = link
         self.height += 1
         return link
 
 
-def _result(ledger: "str | None", count: int, head: "bytes | None", error: "dict | None") -> dict:
+def _result(ledger: "str | None", count: int, head: "bytes | None", error: "VerifyError | None") -> dict:
     return {
         "ledger": ledger,
         "records": count,
         "head": head.hex() if head is not None else None,
         "ok": error is None,
-        "error": error,
+        "error": None if error is None else {"code": error.code, "height": error.height, "message": error.message},
     }
 
 
-def verify_records(
-    ledger: str,
-    records: "list[bytes]",
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-    max_record_bytes: int = MAX_RECORD_BYTES,
-) -> dict:
+def verify_records(ledger: str, records: "list[bytes]") -> dict:
     """Verify the record bytes of one ledger, in height order (section 4 only)."""
-    verifier = LedgerVerifier(ledger, max_payload_bytes, max_record_bytes)
+    verifier = LedgerVerifier(ledger)
     head = None
-    for position, data in enumerate(records):
+    for data in records:
         try:
             head = verifier.feed(data)
         except VerifyError as exc:
-            return _result(ledger, len(records), head, {"code": exc.code, "height": position, "message": exc.message})
+            return _result(ledger, len(records), head, exc)
     return _result(ledger, len(records), head, None)
 
 
@@ -588,104 +705,152 @@ def verify_records(
 # --------------------------------------------------------------------------------------
 
 
-def _reject_duplicates(pairs: list) -> dict:
-    obj: dict = {}
+class _JsonObject(dict):
+    """A JSON object that remembers its repeated keys and every value of ``ledger``."""
+
+    repeated: list
+    ledgers: list
+
+
+def _object_pairs(pairs: list) -> _JsonObject:
+    obj = _JsonObject()
+    obj.repeated = []
+    obj.ledgers = [value for key, value in pairs if key == "ledger"]
     for key, value in pairs:
         if key in obj:
-            raise VerifyError("bad_field", f"line: repeated key {key!r}")
+            obj.repeated.append(key)
         obj[key] = value
     return obj
 
 
+class _NotJson(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> None:
-    raise VerifyError("bad_encoding", f"line: {name} is not JSON")
+    raise _NotJson(f"{name} is not JSON")
 
 
-def parse_line(text: str) -> tuple:
-    """Parse one export line. Returns (line object or None, record bytes or None, VerifyError or None).
+def parse_line(line: "str | bytes") -> tuple:
+    """Check one export line (without its "\\n"), section 5, first bullet.
 
-    The object is returned whenever its ``ledger`` could be read, so that the line can be
-    attributed to its ledger even when a later check fails.
+    Returns (ledger, obj, data, error): ``ledger`` is the ledger the line names, or None when
+    it cannot name one (which ends the reading of the file); ``obj`` the JSON object, ``data``
+    the record bytes, ``error`` a VerifyError (its height not yet set) or None.
     """
+    if type(line) is bytes:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, None, None, VerifyError("bad_encoding", "line: not valid UTF-8")
+    else:
+        text = line
+        try:
+            text.encode("utf-8")  # lone surrogates (e.g. from surrogateescape) are not UTF-8
+        except UnicodeEncodeError:
+            return None, None, None, VerifyError("bad_encoding", "line: not valid UTF-8")
+    if "\n" in text:
+        return None, None, None, VerifyError("bad_encoding", "line: holds a line break")
+    if text == "":
+        return None, None, None, VerifyError("bad_encoding", "line: empty (an export has no empty lines)")
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return None, None, VerifyError("bad_encoding", "line: not valid UTF-8")
-    try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-    except VerifyError as exc:
-        return None, None, exc
+        obj = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
-        return None, None, VerifyError("bad_encoding", f"line: not JSON ({type(exc).__name__})")
-    if type(obj) is not dict:
-        return None, None, VerifyError("bad_field", "line: not a JSON object")
-    partial = obj if type(obj.get("ledger")) is str else None
+        # ASSUMPTION (implementation limit): JSON nested deeper than Python's recursion limit
+        # is reported as not JSON.
+        return None, None, None, VerifyError("bad_encoding", f"line: not JSON ({exc.__class__.__name__})")
+    if type(obj) is not _JsonObject:
+        return None, None, None, VerifyError("bad_field", "line: not a JSON object")
+    ledgers = obj.ledgers
+    # ASSUMPTION: a line whose "ledger" key is repeated with different values cannot name
+    # its ledger.
+    named = ledgers[0] if ledgers and type(ledgers[0]) is str and all(v == ledgers[0] for v in ledgers) else None
+    if obj.repeated:
+        return named, obj, None, VerifyError("bad_field", f"line: repeated key {obj.repeated[0]!r}")
     try:
         _exact_keys(obj, LINE_KEYS, "line")
     except VerifyError as exc:
-        return partial, None, exc
-    if type(obj["ledger"]) is not str:
-        return None, None, VerifyError("bad_field", "line: ledger is not a string")
-    if type(obj["height"]) is not int:
-        return obj, None, VerifyError("bad_field", "line: height is not an integer")
-    if type(obj["hash"]) is not str:
-        return obj, None, VerifyError("bad_field", "line: hash is not a string")
+        return named, obj, None, exc
+    # ASSUMPTION: "each of its type" includes the forms the format gives: ledger a name,
+    # height a non-negative integer, hash 64 lower-case hex characters, record a string.
+    if not is_name(obj["ledger"]):
+        return named, obj, None, VerifyError("bad_field", "line: ledger is not a name")
+    if type(obj["height"]) is not int or obj["height"] < 0:
+        return named, obj, None, VerifyError("bad_field", "line: height is not a non-negative integer")
+    if not _fullmatch(HASH_RE, obj["hash"]):
+        return named, obj, None, VerifyError("bad_field", "line: hash is not 64 lower-case hex characters")
     if type(obj["record"]) is not str:
-        return obj, None, VerifyError("bad_field", "line: record is not a string")
+        return named, obj, None, VerifyError("bad_field", "line: record is not a string")
     text64 = obj["record"]
     if not _fullmatch(BASE64_RE, text64):
-        return obj, None, VerifyError("bad_encoding", "line: record is not standard padded base64")
+        return named, obj, None, VerifyError("bad_encoding", "line: record is not standard padded base64")
     data = base64.b64decode(text64, validate=True)
     if base64.b64encode(data).decode("ascii") != text64:
-        # ASSUMPTION: non-zero padding bits make the base64 non-standard.
-        return obj, None, VerifyError("bad_encoding", "line: record is not canonical base64")
-    return obj, data, None
+        # ASSUMPTION: "strict base64" also refuses non-zero padding bits (RFC 4648 3.5).
+        return named, obj, None, VerifyError("bad_encoding", "line: record has non-zero padding bits")
+    return named, obj, data, None
 
 
-def verify_lines(
-    lines,
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-    max_record_bytes: int = MAX_RECORD_BYTES,
-) -> "list[dict]":
-    """Verify every ledger of an export (an iterable of lines, with or without "\\n").
+def split_export(text: "str | bytes") -> list:
+    """The lines of a whole export file: split at "\\n"; the last line's "\\n" may be missing."""
+    lines = text.split(b"\n" if type(text) is bytes else "\n")  # type: ignore[arg-type]
+    if lines and lines[-1] in ("", b""):
+        lines.pop()  # the final "\n" ends the last line, it does not start an empty one
+    return lines
+
+
+def verify_lines(lines) -> "list[dict]":
+    """Verify every ledger of an export.
+
+    ``lines`` is either a whole export file (str or bytes) or an iterable of its lines (str or
+    bytes, each with or without its "\\n", e.g. an open file).
 
     Returns one dict per ledger, in order of first appearance:
-    {"ledger", "records", "head" (hex link of the last verified record, or None), "ok",
-    "error": None or {"code", "height", "message"}}.
+    {"ledger", "records" (lines read for it), "head" (hex link of the last verified record, or
+    None), "ok", "error": None or {"code", "height", "message"}}.
     """
+    if type(lines) in (str, bytes):
+        lines = split_export(lines)
     groups: dict = {}
     order: list = []
     current = None
     for raw in lines:
-        text = raw[:-1] if raw.endswith("\n") else raw
-        if text.endswith("\r"):
-            text = text[:-1]
-        if text == "":
-            continue  # ASSUMPTION: empty lines carry no record and are skipped.
-        obj, data, error = parse_line(text)
-        if obj is not None:
-            current = obj["ledger"]
-        # ASSUMPTION: a line whose ledger cannot be read belongs to the ledger of the line before.
+        newline = b"\n" if type(raw) is bytes else "\n"
+        line = raw[:-1] if raw.endswith(newline) else raw
+        named, obj, data, error = parse_line(line)
+        if named is None:
+            # Section 5: a line that cannot name its ledger ends the reading of the file.
+            # ASSUMPTION: its error is reported for the ledger of the line before it (the
+            # ledger None when it is the first line), at that ledger's next position.
+            if current not in groups:
+                groups[current] = []
+                order.append(current)
+            groups[current].append((obj, data, error))
+            break
+        current = named
         if current not in groups:
             groups[current] = []
             order.append(current)
         groups[current].append((obj, data, error))
 
+    # ASSUMPTION: the checks of section 5 are made record by record, in file order: the
+    # first failing line of a ledger is its error, whether a line check or a step of
+    # section 4 fails (not: every line checked first, then the records).  Ledgers need not
+    # be contiguous nor in name order (the reader's checks do not ask for either).
     results = []
     for ledger in order:
         entries = groups[ledger]
-        verifier = LedgerVerifier(ledger, max_payload_bytes, max_record_bytes)
+        verifier = LedgerVerifier(ledger)
         head = None
         failure = None
-        for position, (obj, data, error) in enumerate(entries):
+        for obj, data, error in entries:
             try:
                 if error is not None:
+                    error.height = verifier.height  # the line's record was never read
                     raise error
                 head = verifier.feed(data, obj)
             except VerifyError as exc:
-                # ASSUMPTION: the reported height is the position in the ledger (the height
-                # the record should have), which equals the record's height up to the failure.
-                failure = {"code": exc.code, "height": position, "message": exc.message}
+                failure = exc
                 break
         results.append(_result(ledger, len(entries), head, failure))
     return results
@@ -701,10 +866,8 @@ def main(argv: "list[str]") -> int:
     except OSError as exc:
         print(f"cannot read {argv[1]}: {exc}", file=sys.stderr)
         return 2
-    # Invalid UTF-8 survives as lone surrogates and is reported per line (bad_encoding).
-    lines = blob.decode("utf-8", errors="surrogateescape").split("\n")
-    results = verify_lines(lines)
-    print(json.dumps(results, indent=2))
+    results = verify_lines(blob)  # bytes: each line is decoded (strictly) on its own
+    print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -31,9 +31,26 @@ ov = _load_module()
 
 LEDGER = "election-2026"
 DIFFICULTY = 16
-LINES = (HERE / "ledger.jsonl").read_text(encoding="utf-8").splitlines()
+COUNT = 6  # records in the committed ledger
+EXPORT_TEXT = (HERE / "ledger.jsonl").read_text(encoding="utf-8")
+LINES = EXPORT_TEXT.splitlines()
 VECTORS = json.loads((HERE / "vectors.json").read_text(encoding="utf-8"))
+INVALID = json.loads((HERE / "invalid.json").read_text(encoding="utf-8"))
 HEAD = json.loads(LINES[-1])["hash"]
+
+ERROR_CODES = {
+    "bad_encoding",
+    "non_canonical",
+    "bad_field",
+    "too_large",
+    "wrong_ledger",
+    "height_gap",
+    "bad_genesis",
+    "bad_checksum",
+    "unknown_kind",
+    "insufficient_work",
+    "bad_link",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -150,6 +167,14 @@ def reseal_existing(i: int, content: bytes, nonce: "int | None" = None, override
     return seal(content, rec["prev"], i, DIFFICULTY, rec["accepted"], rec["origin"], nonce, overrides)
 
 
+def _encode_pairs(pairs: list) -> bytes:
+    """A map in the given key order (possibly unsorted or repeated), items canonical."""
+    out = bytes([0x80 | len(pairs)]) if len(pairs) < 16 else b"\xde" + len(pairs).to_bytes(2, "big")
+    for key, value in pairs:
+        out += ov.encode_canonical(key) + ov.encode_canonical(value)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # The committed ledger and the vectors
 # --------------------------------------------------------------------------------------
@@ -157,11 +182,19 @@ def reseal_existing(i: int, content: bytes, nonce: "int | None" = None, override
 
 def test_committed_ledger_verifies():
     res = only(LINES)
-    assert res == {"ledger": LEDGER, "records": 5, "head": HEAD, "ok": True, "error": None}
+    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}
+    assert len(VECTORS["records"]) == COUNT
     assert VECTORS["records"][-1]["link_hex"] == HEAD
-    # Also through a file object (lines keep their "\n").
+    # Also through a file object (lines keep their "\n"), the whole text and its bytes.
     with open(HERE / "ledger.jsonl", encoding="utf-8") as handle:
         assert ov.verify_lines(handle) == [res]
+    with open(HERE / "ledger.jsonl", "rb") as handle:
+        assert ov.verify_lines(handle) == [res]
+    assert ov.verify_lines(EXPORT_TEXT) == [res]
+    assert ov.verify_lines(EXPORT_TEXT.encode("utf-8")) == [res]
+    # Section 5: the last line's "\n" may be missing.
+    assert EXPORT_TEXT.endswith("\n")
+    assert ov.verify_lines(EXPORT_TEXT[:-1]) == [res]
 
 
 def test_export_lines_are_in_the_documented_form():
@@ -170,6 +203,7 @@ def test_export_lines_are_in_the_documented_form():
         assert list(obj) == ["ledger", "height", "hash", "record"]
         assert json.dumps(obj, separators=(",", ":"), ensure_ascii=False) == text
         assert (obj["ledger"], obj["height"]) == (LEDGER, height)
+        assert len(obj["hash"]) == 64 and obj["hash"] == obj["hash"].lower()
         assert base64.b64encode(base64.b64decode(obj["record"], validate=True)).decode() == obj["record"]
     assert (HERE / "ledger.jsonl").read_bytes().endswith(b"\n")
 
@@ -177,7 +211,7 @@ def test_export_lines_are_in_the_documented_form():
 def test_vectors_header_matches_genesis():
     assert VECTORS["ledger"] == LEDGER
     assert VECTORS["difficulty"] == DIFFICULTY == content_map(0)["payload"]["difficulty"]
-    assert [r["height"] for r in VECTORS["records"]] == list(range(len(LINES)))
+    assert [r["height"] for r in VECTORS["records"]] == list(range(len(LINES))) == list(range(COUNT))
 
 
 @pytest.mark.parametrize("vec", VECTORS["records"], ids=lambda v: f"h{v['height']}")
@@ -192,6 +226,7 @@ def test_vector_record(vec):
     assert msgpack.packb(msgpack.unpackb(content, raw=False), use_bin_type=True) == content
     assert list(decoded) == sorted(decoded) == list(ov.CONTENT_KEYS)
     assert decoded["ledger"] == LEDGER and decoded["v"] == 1
+    assert len(content) <= 65_536
 
     checksum = sha(content)
     assert checksum.hex() == vec["checksum_hex"]
@@ -211,12 +246,71 @@ def test_vector_record(vec):
     data, own2 = seal(content, prev, height, DIFFICULTY, vec["accepted"], vec["origin"], nonce=vec["nonce"])
     assert own2 == own
     assert data.hex() == vec["record_hex"]
+    assert len(data) <= 81_920
     assert record_bytes(height) == data
     assert line_obj(height)["hash"] == vec["link_hex"]
     # The module's own helpers agree with the formulas above.
     assert ov.checksum_of(content) == checksum
     assert ov.work_of(checksum, vec["nonce"]) == digest
     assert ov.link_of(prev, checksum, height, vec["nonce"], vec["accepted"], vec["origin"]) == own
+    record, parsed = ov.parse_record(data)
+    assert parsed == decoded and record["link"] == own
+
+
+def _nested(levels: int, leaf: object) -> object:
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+def test_record_5_uses_16_bit_forms_and_the_deepest_nesting():
+    content = bytes.fromhex(VECTORS["records"][5]["content_hex"])
+    payload = content_map(5)["payload"]
+    # str16, bin16, array16 and map16 headers are all present and in their shortest form.
+    assert b"\xda" + len(payload["str16"].encode()).to_bytes(2, "big") in content
+    assert b"\xc5" + len(payload["bin16"]).to_bytes(2, "big") in content
+    assert b"\xdc\x00\x10" in content and len(payload["array16"]) == 16
+    assert b"\xde\x00\x10" in content and len(payload["map16"]) == 16
+    assert len(payload["str16"].encode()) > 255 and len(payload["bin16"]) > 255
+    # The content map is at level 0, the payload at 1, "deep" at 2: 14 arrays nested, the
+    # innermost (empty) at level 15, the deepest a container may stand.
+    assert payload["deep"] == _nested(13, [])
+    ov.decode_canonical(content)
+    # One value inside the innermost array would stand at level 16.
+    assert content.count(b"\x91" * 13 + b"\x90") == 1
+    deeper = content.replace(b"\x91" * 13 + b"\x90", b"\x91" * 14 + b"\x90")
+    with pytest.raises(ov.VerifyError) as err:
+        ov.decode_canonical(deeper)
+    assert err.value.code == "non_canonical"
+    data, own = reseal_existing(5, deeper)
+    expect(with_record(LINES, 5, data, own.hex()), "non_canonical", 5)
+
+
+# --------------------------------------------------------------------------------------
+# invalid.json: every case names the ledger's first error exactly
+# --------------------------------------------------------------------------------------
+
+
+def test_invalid_cases_are_well_formed():
+    names = [case["name"] for case in INVALID]
+    assert len(names) == len(set(names)) and names
+    for case in INVALID:
+        assert set(case) >= {"name", "description", "export", "expect"}
+        assert set(case["expect"]) == {"ledger", "code", "height"}
+        assert case["expect"]["code"] in ERROR_CODES
+        assert case["export"] != EXPORT_TEXT
+
+
+@pytest.mark.parametrize("case", INVALID, ids=lambda c: c["name"])
+def test_invalid_case(case):
+    want = case["expect"]
+    for given in (case["export"], case["export"].encode("utf-8"), case["export"].split("\n")[:-1]):
+        res = {r["ledger"]: r for r in ov.verify_lines(given)}
+        got = res[want["ledger"]]
+        assert got["ok"] is False, (case["name"], got)
+        assert (got["error"]["code"], got["error"]["height"]) == (want["code"], want["height"]), (case["name"], got)
+        # Every other ledger of the file is valid.
+        assert all(r["ok"] for name, r in res.items() if name != want["ledger"])
 
 
 # --------------------------------------------------------------------------------------
@@ -235,7 +329,8 @@ def test_flip_a_byte_inside_the_content_ledger_name():
     data = record_bytes(3)
     start = data.index(b"election-2026")
     tampered = data[:start] + b"election-2027" + data[start + 13 :]
-    # The content still decodes, but its ledger now disagrees with the line's.
+    # The content still decodes, but its ledger now disagrees with the line's (section 5,
+    # checked right after step 1, before the checksum).
     expect(with_record(LINES, 3, tampered), "bad_field", 3)
 
 
@@ -246,18 +341,30 @@ def test_flip_a_byte_inside_a_multibyte_character():
     expect(with_record(LINES, 2, tampered), "bad_encoding", 2)
 
 
-@pytest.mark.parametrize("height", range(5))
+def _decoded_height(data: bytes) -> "int | None":
+    try:
+        rec = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:
+        return None
+    if isinstance(rec, dict) and type(rec.get("height")) is int:
+        return rec["height"]
+    return None
+
+
+@pytest.mark.parametrize("height", range(COUNT))
 def test_every_single_byte_change_is_caught_at_its_height(height):
     data = record_bytes(height)
-    allowed = {"bad_encoding", "non_canonical", "bad_field", "bad_checksum", "insufficient_work", "bad_link"}
-    allowed |= {"bad_genesis", "height_gap", "unknown_kind", "too_large"}
     for pos in range(len(data)):
         for mask in (0x01, 0x80):
             tampered = data[:pos] + bytes([data[pos] ^ mask]) + data[pos + 1 :]
             res = {r["ledger"]: r for r in results(with_record(LINES, height, tampered))}[LEDGER]
             assert not res["ok"], (pos, mask)
-            assert res["error"]["height"] == height, (pos, mask, res)
-            assert res["error"]["code"] in allowed, (pos, mask, res)
+            code, named = res["error"]["code"], res["error"]["height"]
+            assert code in ERROR_CODES, (pos, mask, res)
+            # The height named is the position, or the record's own height field once read.
+            assert named in {height, _decoded_height(tampered)}, (pos, mask, res)
+            if code == "height_gap":
+                assert named == _decoded_height(tampered) != height, (pos, mask, res)
 
 
 def _changed_vote() -> bytes:
@@ -292,36 +399,45 @@ def test_recomputed_link_fails_the_next_records_chain():
 
 
 def test_rewriting_every_later_record_is_consistent_again():
-    # Section 4, last bullet: rewriting the suffix up to the head yields a valid copy.
+    # Section 4: a head rewritten with everything recomputed cannot be caught in one copy.
     lines = list(LINES)
     data, prev = reseal_existing(2, _changed_vote())
     lines = with_record(lines, 2, data, prev.hex())
-    for i in (3, 4):
+    for i in range(3, COUNT):
         rec = record_map(i)
         data, prev = seal(rec["content"], prev, i, DIFFICULTY, rec["accepted"], rec["origin"])
         lines = with_record(lines, i, data, prev.hex())
     res = only(lines)
-    assert res["ok"] and res["records"] == 5 and res["head"] == prev.hex() != HEAD
+    assert res["ok"] and res["records"] == COUNT and res["head"] == prev.hex() != HEAD
+
+
+def test_cut_off_end_is_still_valid():
+    res = only(LINES[:3])
+    assert res["ok"] and res["head"] == line_obj(2)["hash"]
+
+
+# Section 4: the height an error names is the record's own height once read.
 
 
 def test_deleted_line():
-    expect(LINES[:2] + LINES[3:], "height_gap", 2)
+    got = expect(LINES[:2] + LINES[3:], "height_gap", 3)
+    assert "expected height 2" in got["error"]["message"]
 
 
 def test_deleted_genesis():
-    expect(LINES[1:], "height_gap", 0)
+    expect(LINES[1:], "height_gap", 1)
 
 
 def test_swapped_lines():
-    expect([*LINES[:2], LINES[3], LINES[2], *LINES[4:]], "height_gap", 2)
+    expect([*LINES[:2], LINES[3], LINES[2], *LINES[4:]], "height_gap", 3)
 
 
 def test_duplicated_line():
-    expect([*LINES[:3], LINES[2], *LINES[3:]], "height_gap", 3)
+    expect([*LINES[:3], LINES[2], *LINES[3:]], "height_gap", 2)
 
 
 def test_duplicated_head_line():
-    expect([*LINES, LINES[-1]], "height_gap", 5)
+    expect([*LINES, LINES[-1]], "height_gap", COUNT - 1)
 
 
 FLOAT_15 = b"\xcb" + bytes.fromhex("3ff8000000000000")  # 1.5 as float64
@@ -341,20 +457,22 @@ def test_float_in_a_payload(raw_float):
 
 
 def test_float_in_the_record_map():
+    # Step 1 lists no float for the record map itself: a float where `accepted` belongs is a
+    # field of the wrong type (1.6), named at the record's height, which 1.6 read first.
     data = record_bytes(1)
     accepted = record_map(1)["accepted"]
     old = b"\xa8accepted" + b"\xcf" + u64(accepted)
     assert data.startswith(b"\x88" + old)
     tampered = data.replace(old, b"\xa8accepted\xcb" + bytes(8))
+    expect(with_record(LINES, 1, tampered), "bad_field", 1)
+
+
+def test_float_as_a_record_key():
+    # A key that is not a string: step 1.2, before the keys are compared (1.3).
+    data = record_bytes(1)
+    tampered = data.replace(b"\xa8accepted", b"\xcb" + bytes(8), 1)
+    assert msgpack.unpackb(tampered, raw=False, strict_map_key=False)
     expect(with_record(LINES, 1, tampered), "non_canonical", 1)
-
-
-def _encode_pairs(pairs: list) -> bytes:
-    """A map in the given key order (possibly unsorted or repeated), items canonical."""
-    out = bytes([0x80 | len(pairs)]) if len(pairs) < 16 else b"\xde" + len(pairs).to_bytes(2, "big")
-    for key, value in pairs:
-        out += ov.encode_canonical(key) + ov.encode_canonical(value)
-    return out
 
 
 def test_unsorted_keys_in_the_record_map():
@@ -367,11 +485,48 @@ def test_unsorted_keys_in_the_record_map():
     expect(with_record(LINES, 1, tampered), "non_canonical", 1)
 
 
+def test_unsorted_keys_win_over_a_bad_field():
+    # 1.3 (keys all there, merely unsorted) comes before 1.6 (origin is not a name).
+    rec = record_map(1)
+    rec["origin"] = "Ingest-1"
+    tampered = _encode_pairs(sorted(rec.items(), reverse=True))
+    expect(with_record(LINES, 1, tampered), "non_canonical", 1)
+
+
+def test_missing_key_wins_over_unsorted_keys():
+    rec = record_map(1)
+    del rec["nonce"]
+    tampered = _encode_pairs(sorted(rec.items(), reverse=True))
+    expect(with_record(LINES, 1, tampered), "bad_field", 1)
+
+
 def test_repeated_key_in_the_record_map():
     rec = record_map(1)
     pairs = list(rec.items())
     tampered = _encode_pairs(pairs[:1] + pairs)
     expect(with_record(LINES, 1, tampered), "non_canonical", 1)
+
+
+def test_bad_field_wins_over_a_repeated_key_or_a_longer_form():
+    # 1.6 (origin is not a name) comes before 1.7 (a repeated key, a longer form).
+    rec = record_map(1)
+    rec["origin"] = "Ingest-1"
+    pairs = list(rec.items())
+    expect(with_record(LINES, 1, _encode_pairs(pairs[:1] + pairs)), "bad_field", 1)
+    data = ov.encode_canonical(rec)
+    assert data.count(b"\xa6height\x01") == 1
+    expect(with_record(LINES, 1, data.replace(b"\xa6height\x01", b"\xa6height\xcc\x01")), "bad_field", 1)
+
+
+def test_content_fault_wins_over_a_longer_form_in_the_record():
+    # 1.5 (content v is 2) comes before 1.7 (the record's height in a longer form).
+    content = content_map(1)
+    content["v"] = 2
+    data, own = reseal_existing(1, ov.encode_canonical(content))
+    assert data.count(b"\xa6height\x01") == 1
+    data = data.replace(b"\xa6height\x01", b"\xa6height\xcc\x01")
+    got = expect(with_record(LINES, 1, data, own.hex()), "bad_field", 1)
+    assert "v is 2" in got["error"]["message"]
 
 
 def test_unsorted_keys_in_the_content_map():
@@ -387,6 +542,15 @@ def test_unsorted_keys_in_a_payload_map():
     canonical_payload = ov.encode_canonical(content["payload"])
     body = ov.encode_canonical(content).replace(canonical_payload, payload)
     data, own = reseal_existing(1, body)
+    expect(with_record(LINES, 1, data, own.hex()), "non_canonical", 1)
+
+
+def test_content_non_canonical_wins_over_a_bad_content_field():
+    # Step 1.5: "any other rule of section 1" before "not a map with exactly the keys".
+    content = content_map(1)
+    content["extra"] = 1
+    pairs = sorted(content.items(), reverse=True)
+    data, own = reseal_existing(1, _encode_pairs(pairs))
     expect(with_record(LINES, 1, data, own.hex()), "non_canonical", 1)
 
 
@@ -424,6 +588,13 @@ def test_trailing_bytes_after_the_record():
     expect(with_record(LINES, 1, record_bytes(1) + b"\xc0"), "non_canonical", 1)
 
 
+def test_trailing_bytes_win_over_a_bad_field():
+    # 1.2 (bytes after the value) before 1.6 (origin is not a name).
+    rec = record_map(1)
+    rec["origin"] = "Ingest-1"
+    expect(with_record(LINES, 1, ov.encode_canonical(rec) + b"\x00"), "non_canonical", 1)
+
+
 @pytest.mark.parametrize(
     "bad",
     [b"V-00012\xff", b"V-000\xed\xa0\x80", b"V-0001\xc0\xb3"],
@@ -441,12 +612,49 @@ def test_invalid_utf8_in_a_record_string():
     expect(with_record(LINES, 1, tampered), "bad_encoding", 1)
 
 
-def test_extension_type_in_a_payload():
+def _payload_with(raw_value: bytes) -> bytes:
     content = content_map(4)
     content["payload"]["at"] = 0
     canonical = ov.encode_canonical(content)
-    timestamp = b"\xd6\xff" + (1790000004).to_bytes(4, "big")  # the timestamp extension -1
-    data, own = reseal_existing(4, canonical.replace(b"\xa2at\x00", b"\xa2at" + timestamp))
+    assert canonical.count(b"\xa2at\x00") == 1
+    return canonical.replace(b"\xa2at\x00", b"\xa2at" + raw_value)
+
+
+@pytest.mark.parametrize(
+    "raw_value,code",
+    [
+        (b"\xd4\x07\x78", "non_canonical"),  # fixext 1, application type 7
+        (b"\xd6\xff" + (1790000004).to_bytes(4, "big"), "non_canonical"),  # timestamp 32
+        (b"\xc7\x0c\xff" + bytes(12), "non_canonical"),  # timestamp 96
+        (b"\xd4\xfe\x00", "non_canonical"),  # a reserved type (-2): still an extension type
+        (b"\xd4\xff\x00", "bad_encoding"),  # timestamp with 1 byte of data: malformed
+        (b"\xd7\xff" + (0x3FFFFFFF << 34).to_bytes(8, "big"), "bad_encoding"),  # ns > 999999999
+        (b"\xc7\x0c\xff" + (10**9).to_bytes(4, "big") + bytes(8), "bad_encoding"),  # ns = 10**9
+    ],
+    ids=["ext7", "ts32", "ts96", "ext-2", "ts-1byte", "ts64-ns", "ts96-ns"],
+)
+def test_extension_types_in_a_payload(raw_value, code):
+    data, own = reseal_existing(4, _payload_with(raw_value))
+    expect(with_record(LINES, 4, data, own.hex()), code, 4)
+
+
+def test_extension_type_in_the_record_map():
+    # 1.2 (an extension type) before 1.6 (accepted is not an integer).
+    data = record_bytes(1)
+    accepted = record_map(1)["accepted"]
+    old = b"\xa8accepted" + b"\xcf" + u64(accepted)
+    tampered = data.replace(old, b"\xa8accepted\xd7\x05" + bytes(8))
+    expect(with_record(LINES, 1, tampered), "non_canonical", 1)
+
+
+def test_invalid_utf8_wins_over_an_extension_type():
+    # ASSUMPTION (open in step 1.2): not msgpack / invalid UTF-8 wins wherever it lies.
+    body = _payload_with(b"\xd4\x07\x78")
+    # The payload's "electronic_id" value (its last occurrence) comes after the extension.
+    head, sep, tail = body.rpartition(b"\xa8E-7f3a91")
+    assert sep and head.index(b"\xd4\x07\x78") > head.index(b"payload")
+    body = head + b"\xa8E-7f3a9\xff" + tail
+    data, own = reseal_existing(4, body)
     expect(with_record(LINES, 4, data, own.hex()), "bad_encoding", 4)
 
 
@@ -454,7 +662,12 @@ def test_truncated_record():
     expect(with_record(LINES, 2, record_bytes(2)[:-1]), "bad_encoding", 2)
 
 
-@pytest.mark.parametrize("field", ["height", "hash", "hash_upper", "ledger_of_head"])
+# --------------------------------------------------------------------------------------
+# Export lines (section 5)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["height", "hash", "ledger_of_head"])
 def test_line_fields_disagreeing_with_the_record(field):
     lines = list(LINES)
     obj = json.loads(lines[2])
@@ -462,63 +675,146 @@ def test_line_fields_disagreeing_with_the_record(field):
         obj["height"] = 7
     elif field == "hash":
         obj["hash"] = json.loads(lines[1])["hash"]
-    elif field == "hash_upper":
-        obj["hash"] = obj["hash"].upper()
     if field != "ledger_of_head":
         lines[2] = json.dumps(obj, separators=(",", ":"))
         expect(lines, "bad_field", 2)
         return
-    head = json.loads(lines[4])
+    head = json.loads(lines[-1])
     head["ledger"] = "election-2027"
-    lines[4] = json.dumps(head, separators=(",", ":"))
+    lines[-1] = json.dumps(head, separators=(",", ":"))
     res = {r["ledger"]: r for r in results(lines)}
     assert list(res) == [LEDGER, "election-2027"]
-    assert res[LEDGER]["ok"] and res[LEDGER]["records"] == 4
-    assert res[LEDGER]["head"] == json.loads(LINES[3])["hash"]
-    expect(lines, "bad_field", 0, ledger="election-2027")
+    assert res[LEDGER]["ok"] and res[LEDGER]["records"] == COUNT - 1
+    assert res[LEDGER]["head"] == json.loads(LINES[-2])["hash"]
+    # The record passed step 1, so the error names its own height, not its position (0).
+    expect(lines, "bad_field", COUNT - 1, ledger="election-2027")
+
+
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ('{"ledger":"election-2026","height":2,"hash":"00"}', "bad_field"),
+        ("extra", "bad_field"),
+        ("height_bool", "bad_field"),
+        ("height_negative", "bad_field"),
+        ("height_float", "bad_field"),
+        ("hash_upper", "bad_field"),
+        ("hash_short", "bad_field"),
+        ("record_int", "bad_field"),
+        ("record_not_base64", "bad_encoding"),
+        ("record_unpadded", "bad_encoding"),
+        ("record_padding_bits", "bad_encoding"),
+        ("record_line_break", "bad_encoding"),
+        ("repeated_key", "bad_field"),
+        ("ledger_not_a_name", "bad_field"),
+    ],
+)
+def test_malformed_lines_that_name_their_ledger(text, code):
+    # Records 2 (321 bytes) has no base64 padding; record 3 (400 bytes) ends in "==".
+    at = 3 if text in ("record_unpadded", "record_padding_bits") else 2
+    obj = json.loads(LINES[at])
+    if text == "extra":
+        obj["hops"] = 1
+    elif text == "height_bool":
+        obj["height"] = True
+    elif text == "height_negative":
+        obj["height"] = -2
+    elif text == "height_float":
+        obj["height"] = 2.0
+    elif text == "hash_upper":
+        obj["hash"] = obj["hash"].upper()
+    elif text == "hash_short":
+        obj["hash"] = obj["hash"][:-2]
+    elif text == "record_int":
+        obj["record"] = 5
+    elif text == "record_not_base64":
+        obj["record"] = obj["record"][:-4] + "!!!!"
+    elif text == "record_unpadded":
+        assert obj["record"].endswith("==")
+        obj["record"] = obj["record"].rstrip("=")
+    elif text == "record_padding_bits":
+        rec = obj["record"]
+        assert rec.endswith("==")
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        last = alphabet.index(rec[-3])
+        assert last & 0b1111 == 0  # the 4 padding bits are zero in a standard encoding
+        obj["record"] = rec[:-3] + alphabet[last | 1] + "=="
+        assert base64.b64decode(obj["record"]) == base64.b64decode(rec)  # a lenient decoder agrees
+    elif text == "record_line_break":
+        obj["record"] = obj["record"][:76] + "\n" + obj["record"][76:]
+    elif text == "ledger_not_a_name":
+        obj["ledger"] = "Election-2026"
+    if text == "repeated_key":
+        text = LINES[at][:-1] + ',"height":2}'
+    elif not text.startswith("{"):
+        text = json.dumps(obj, separators=(",", ":"))
+    lines = [*LINES[:at], text, *LINES[at + 1 :]]
+    ledger = "Election-2026" if "Election" in text else LEDGER
+    expect(lines, code, 0 if ledger != LEDGER else at, ledger=ledger)
+    # The line named its ledger: the rest of the file is still read.
+    names = [r["ledger"] for r in results(lines)]
+    assert names == ([LEDGER, ledger] if ledger != LEDGER else [LEDGER])
 
 
 @pytest.mark.parametrize(
     "text,code",
     [
         ("not json", "bad_encoding"),
-        ("deep_json", "bad_encoding"),
+        ("", "bad_encoding"),  # an export has no empty lines
+        ('{"ledger":"election-2026","height":NaN,"hash":"","record":""}', "bad_encoding"),
+        ('{"ledger":"election-2026","height":Infinity,"hash":"","record":""}', "bad_encoding"),
+        ("[" * 100_000, "bad_encoding"),
+        ('{"ledger":"election-2026"', "bad_encoding"),
         ("[1,2]", "bad_field"),
-        ('{"ledger":"election-2026","height":2,"hash":"00"}', "bad_field"),
-        ("extra", "bad_field"),
-        ("height_bool", "bad_field"),
-        ("record_int", "bad_field"),
-        ("record_not_base64", "bad_encoding"),
-        ("record_unpadded", "bad_encoding"),
-        ("repeated_key", "bad_field"),
+        ('"election-2026"', "bad_field"),
+        ('{"height":2,"hash":"","record":""}', "bad_field"),
+        ('{"ledger":5,"height":2,"hash":"","record":""}', "bad_field"),
     ],
+    ids=["not-json", "empty", "nan", "infinity", "deep", "cut", "array", "string", "no-ledger", "ledger-int"],
 )
-def test_malformed_lines(text, code):
+def test_a_line_that_cannot_name_its_ledger_ends_the_reading(text, code):
+    other = chain(small())  # a second, valid ledger after the bad line
+    lines = [*LINES[:2], text, *LINES[2:], *other]
+    res = results(lines)
+    # Only the ledger being read is reported: the lines after the bad one are never read.
+    assert [r["ledger"] for r in res] == [LEDGER]
+    assert res[0]["records"] == 3 and res[0]["head"] == line_obj(1)["hash"]
+    expect(lines, code, 2)
+    # As the first line of a file, the error belongs to no ledger.
+    (first,) = results([text, *LINES])
+    assert first["ledger"] is None and first["records"] == 1
+    assert (first["error"]["code"], first["error"]["height"]) == (code, 0)
+
+
+def test_invalid_utf8_in_a_line():
+    raw = EXPORT_TEXT.encode("utf-8").replace(b'"height":3,', b'"height":3,"x":"\xff",')
+    res = results(raw)
+    assert len(res) == 1 and res[0]["records"] == 4
+    assert (res[0]["error"]["code"], res[0]["error"]["height"]) == ("bad_encoding", 3)
+    # The same line given as a str with a lone surrogate (what surrogateescape yields).
+    lines = raw.decode("utf-8", errors="surrogateescape").split("\n")[:-1]
+    expect(lines, "bad_encoding", 3)
+
+
+def test_empty_line_at_the_end():
+    assert only(EXPORT_TEXT)["ok"]
+    expect(EXPORT_TEXT + "\n", "bad_encoding", COUNT)
+    expect([*LINES, ""], "bad_encoding", COUNT)
+
+
+def test_two_ledgers_in_one_file():
+    other = chain(small())
+    res = results([*LINES, *other])
+    assert [(r["ledger"], r["ok"], r["records"]) for r in res] == [(LEDGER, True, COUNT), (NAME, True, 2)]
+
+
+def test_line_spacing_and_key_order_are_not_checked():
+    # ASSUMPTION: section 5 tells a writer "these keys in this order and no spaces", but the
+    # reader's checks list neither; a reader accepts any JSON object with the four keys.
     obj = json.loads(LINES[2])
-    if text == "extra":
-        obj["hops"] = 1
-        text = json.dumps(obj)
-    elif text == "height_bool":
-        obj["height"] = True
-        text = json.dumps(obj)
-    elif text == "record_int":
-        obj["record"] = 5
-        text = json.dumps(obj)
-    elif text == "record_not_base64":
-        obj["record"] = obj["record"][:-4] + "!!!!"
-        text = json.dumps(obj)
-    elif text == "record_unpadded":
-        obj["record"] = obj["record"][:-1]
-        text = json.dumps(obj)
-    elif text == "deep_json":
-        text = "[" * 100_000
-    elif text == "repeated_key":
-        text = LINES[2][:-1] + ',"height":2}'
-    expect([*LINES[:2], text, *LINES[3:]], code, 2)
-
-
-def test_empty_lines_are_ignored():
-    assert only([*LINES[:2], "", *LINES[2:], ""])["ok"]
+    text = json.dumps({"record": obj["record"], "hash": obj["hash"], "height": 2, "ledger": LEDGER}, indent=None)
+    assert " " in text
+    assert only([*LINES[:2], text, *LINES[3:]])["ok"]
 
 
 # --------------------------------------------------------------------------------------
@@ -526,46 +822,54 @@ def test_empty_lines_are_ignored():
 # --------------------------------------------------------------------------------------
 
 
-def _append(kind: str, ledger: str = LEDGER) -> list:
+def _append(kind: str, ledger: str = LEDGER) -> tuple:
     content = {
         "author": "E-7f3a91",
         "kind": kind,
         "ledger": ledger,
         "payload": {"electronic_id": "E-7f3a91"},
-        "request_id": "req-5",
-        "ts": 1790000005000,
+        "request_id": "req-6",
+        "ts": 1790000006000,
         "v": 1,
     }
-    data, own = seal(ov.encode_canonical(content), bytes.fromhex(HEAD), 5, DIFFICULTY, 1790000005007)
-    return [*LINES, make_line(LEDGER, 5, own.hex(), data)], own
+    data, own = seal(ov.encode_canonical(content), bytes.fromhex(HEAD), COUNT, DIFFICULTY, 1790000006007)
+    return [*LINES, make_line(LEDGER, COUNT, own.hex(), data)], own
 
 
 def test_appended_valid_record():
     lines, own = _append("withdraw")
-    assert only(lines) == {"ledger": LEDGER, "records": 6, "head": own.hex(), "ok": True, "error": None}
+    assert only(lines) == {"ledger": LEDGER, "records": COUNT + 1, "head": own.hex(), "ok": True, "error": None}
 
 
 def test_appended_unknown_kind():
     lines, _ = _append("vote")
-    expect(lines, "unknown_kind", 5)
+    expect(lines, "unknown_kind", COUNT)
 
 
 def test_appended_genesis_after_height_0():
     lines, _ = _append("genesis")
-    expect(lines, "bad_genesis", 5)
+    expect(lines, "bad_genesis", COUNT)
 
 
 def test_record_of_another_ledger():
     lines, _ = _append("cast", ledger="fund-1")
-    # In an export the line would disagree with the record ...
-    expect(lines, "bad_field", 5)
-    # ... in a plain list of records of one ledger, check 2 catches it.
+    # In an export the line disagrees with the record (section 5, before step 2) ...
+    expect(lines, "bad_field", COUNT)
+    # ... in a plain list of records of one ledger, step 2 catches it.
     res = ov.verify_records(LEDGER, [base64.b64decode(json.loads(t)["record"]) for t in lines])
-    assert (res["ok"], res["error"]["code"], res["error"]["height"]) == (False, "wrong_ledger", 5)
+    assert (res["ok"], res["error"]["code"], res["error"]["height"]) == (False, "wrong_ledger", COUNT)
     assert res["head"] == HEAD
-    res = ov.verify_records("fund-1", [record_bytes(i) for i in range(5)])
+    res = ov.verify_records("fund-1", [record_bytes(i) for i in range(COUNT)])
     assert (res["error"]["code"], res["error"]["height"]) == ("wrong_ledger", 0)
-    assert ov.verify_records(LEDGER, [record_bytes(i) for i in range(5)])["ok"]
+    assert ov.verify_records(LEDGER, [record_bytes(i) for i in range(COUNT)])["ok"]
+
+
+def test_verify_records_names_heights_like_an_export():
+    records = [record_bytes(i) for i in range(COUNT)]
+    res = ov.verify_records(LEDGER, records[:2] + records[3:])
+    assert (res["error"]["code"], res["error"]["height"]) == ("height_gap", 3)
+    res = ov.verify_records(LEDGER, [*records[:2], b"\xc1", *records[3:]])
+    assert (res["error"]["code"], res["error"]["height"]) == ("bad_encoding", 2)
 
 
 # --------------------------------------------------------------------------------------
@@ -575,18 +879,18 @@ def test_record_of_another_ledger():
 NAME = "test-ledger"
 
 
-def genesis_payload(**over) -> dict:
-    payload = {"difficulty": 0, "kinds": ["cast", "note"], "rules": {}}
-    payload.update(over)
-    return {k: v for k, v in payload.items() if v is not _DROP}
-
-
 class _Drop:
     def __repr__(self) -> str:
         return "DROP"
 
 
 _DROP = _Drop()
+
+
+def genesis_payload(**over) -> dict:
+    payload = {"difficulty": 0, "kinds": ["cast", "note"], "rules": {}}
+    payload.update(over)
+    return {k: v for k, v in payload.items() if v is not _DROP}
 
 
 def make_content(kind: str, payload: object, over: "dict | None" = None) -> dict:
@@ -608,7 +912,7 @@ def chain(contents: list, difficulty: int = 0, overrides: "dict | None" = None) 
     lines = []
     prev = bytes(32)
     for height, content in enumerate(contents):
-        body = content if isinstance(content, bytes) else ov.encode_canonical(content, max_depth=None)
+        body = content if isinstance(content, bytes) else ov.encode_canonical(content, max_level=None)
         extra = dict((overrides or {}).get(height, {}))
         record_prev = extra.pop("prev", prev)
         nonce = extra.pop("nonce", None)
@@ -664,6 +968,7 @@ def test_genesis_with_nonzero_prev():
 def test_genesis_boundaries_are_accepted():
     assert only(chain([make_content("genesis", genesis_payload(kinds=["a"], rules={"x": [1]}))]))["ok"]
     assert only(chain([make_content("genesis", genesis_payload(difficulty=4))], difficulty=4))["ok"]
+    assert only(chain([make_content("genesis", genesis_payload(kinds=["a" * 64, "b"]))]))["ok"]
 
 
 def test_genesis_needs_its_own_work():
@@ -694,6 +999,7 @@ def test_kind_check_comes_after_checksum():
         {"kind": "Note"},
         {"kind": ""},
         {"ledger": 5},
+        {"ledger": "Test-ledger"},
         {"payload": []},
         {"request_id": ""},
         {"request_id": "r" * 129},
@@ -710,6 +1016,24 @@ def test_kind_check_comes_after_checksum():
 )
 def test_bad_content_field(over):
     expect(chain(small(**over)), "bad_field", 1, ledger=NAME)
+
+
+@pytest.mark.parametrize(
+    "over,named",
+    [
+        ({"v": 2, "ledger": 5}, "v is"),
+        ({"ledger": 5, "payload": []}, "ledger"),
+        ({"payload": [], "kind": "X"}, "payload"),
+        ({"kind": "X", "author": ""}, "kind"),
+        ({"author": "", "request_id": ""}, "author"),
+        ({"request_id": "", "ts": -1}, "request_id"),
+    ],
+    ids=str,
+)
+def test_content_fields_are_checked_in_the_documented_order(over, named):
+    # Step 1.5: v, then ledger, payload, kind, author, request_id, ts.
+    got = expect(chain(small(**over)), "bad_field", 1, ledger=NAME)
+    assert named in got["error"]["message"], got
 
 
 @pytest.mark.parametrize(
@@ -732,14 +1056,51 @@ def test_content_field_boundaries(over):
         ("accepted", -1),
         ("nonce", True),
         ("height", "1"),
+        ("height", -1),
         ("origin", "Ingest"),
         ("origin", ""),
         ("origin", b"ingest-1"),
+        ("origin", "i" * 65),
     ],
     ids=str,
 )
 def test_bad_record_field(field, value):
     expect(chain(small(), overrides={1: {field: value}}), "bad_field", 1, ledger=NAME)
+
+
+@pytest.mark.parametrize(
+    "fields,named",
+    [
+        ({"height": "1", "checksum": b""}, "height"),
+        ({"checksum": b"", "nonce": True}, "checksum"),
+        ({"nonce": True, "prev": b""}, "nonce"),
+        ({"prev": b"", "accepted": -1}, "prev"),
+        ({"accepted": -1, "origin": ""}, "accepted"),
+        ({"origin": "", "link": b""}, "origin"),
+    ],
+    ids=str,
+)
+def test_placement_fields_are_checked_in_the_documented_order(fields, named):
+    got = expect(chain(small(), overrides={1: fields}), "bad_field", 1, ledger=NAME)
+    assert got["error"]["message"].startswith(f"record: {named} "), got
+
+
+def test_the_height_named_once_it_is_read():
+    # A record at position 1 that says it is at height 7.
+    lines = chain(small(), overrides={1: {"height": 7, "checksum": bytes(31)}})
+    expect(lines, "bad_field", 7, ledger=NAME)  # 1.6 read the height before the checksum
+    lines = chain(small(), overrides={1: {"height": 7, "content": "text"}})
+    expect(lines, "bad_field", 1, ledger=NAME)  # 1.4: the height is not read yet
+    lines = chain(small(v=2), overrides={1: {"height": 7}})
+    expect(lines, "bad_field", 1, ledger=NAME)  # 1.5: the height is not read yet
+    lines = chain(small(), overrides={1: {"height": "7"}})
+    expect(lines, "bad_field", 1, ledger=NAME)  # a height that cannot be read
+    lines = chain(small(), overrides={1: {"height": 7}})
+    expect(lines, "bad_field", 7, ledger=NAME)  # the line says 1: section 5, after step 1
+    lines = chain(small(), overrides={1: {"height": 7}})
+    data = base64.b64decode(json.loads(lines[1])["record"])
+    res = ov.verify_records(NAME, [base64.b64decode(json.loads(lines[0])["record"]), data])
+    assert (res["error"]["code"], res["error"]["height"]) == ("height_gap", 7)
 
 
 def test_record_and_content_not_maps():
@@ -760,34 +1121,67 @@ def _sized_content(size: int) -> dict:
     raise AssertionError("no exact size")
 
 
-def test_size_limits():
+def test_content_size_limit():
     at_limit = _sized_content(65_536)
     over = _sized_content(65_537)
     genesis = make_content("genesis", genesis_payload())
     assert only(chain([genesis, at_limit]))["ok"]
     expect(chain([genesis, over]), "too_large", 1, ledger=NAME)
-    lines = chain([genesis, make_content("note", {"x": "x" * 1000})])
-    assert only(lines)["ok"]
-    size = len(base64.b64decode(json.loads(lines[1])["record"]))
-    assert size - 1 > len(base64.b64decode(json.loads(lines[0])["record"]))
-    res = ov.verify_lines(lines, max_record_bytes=size - 1)[0]
-    assert (res["error"]["code"], res["error"]["height"]) == ("too_large", 1)
+    # The size is checked before the content is decoded (1.5) ...
+    expect(chain([genesis, b"\xc1" * 65_537]), "too_large", 1, ledger=NAME)
+    expect(chain([genesis, b"\xc1" * 65_536]), "bad_encoding", 1, ledger=NAME)
+    # ... and after the record's keys (1.3): unsorted record keys win.
+    line = chain([genesis, over])[1]
+    rec = msgpack.unpackb(base64.b64decode(json.loads(line)["record"]), raw=False)
+    unsorted = _encode_pairs(sorted(rec.items(), reverse=True))
+    expect(with_record(chain([genesis, over]), 1, unsorted), "non_canonical", 1, ledger=NAME)
 
 
-def _nested(levels: int, leaf: object) -> object:
-    for _ in range(levels):
-        leaf = [leaf]
-    return leaf
+def _record_of_size(size: int) -> bytes:
+    """Record bytes of exactly ``size`` bytes: a valid content, a too long origin."""
+    body = ov.encode_canonical(make_content("note", {"x": "x" * 60_000}))
+    fill = size - len(seal(body, bytes(32), 1, 0, origin="")[0])
+    for extra in range(0, 6):
+        data, _ = seal(body, bytes(32), 1, 0, origin="o" * (fill - extra))
+        if len(data) == size:
+            return data
+    raise AssertionError("no exact size")
+
+
+def test_record_size_limit():
+    lines = chain(small())
+    at_limit = _record_of_size(81_920)
+    over = _record_of_size(81_921)
+    # At the limit, step 1 goes on and finds the origin too long (1.6).
+    got = expect(with_record(lines, 1, at_limit), "bad_field", 1, ledger=NAME)
+    assert "origin" in got["error"]["message"]
+    # Over it, too_large comes first (1.1), named at the position, even if not msgpack.
+    expect(with_record(lines, 1, over), "too_large", 1, ledger=NAME)
+    expect(with_record(lines, 1, over[:-2] + b"\xc1\xc1"), "too_large", 1, ledger=NAME)
+    expect(with_record(lines, 1, b"\xc1" * 81_921), "too_large", 1, ledger=NAME)
+    expect(with_record(lines, 1, b"\xc1" * 81_920), "bad_encoding", 1, ledger=NAME)
+
+
+def test_limits_are_protocol_constants():
+    assert (ov.MAX_CONTENT_BYTES, ov.MAX_RECORD_BYTES) == (65_536, 81_920)
+    with pytest.raises(TypeError):
+        ov.verify_lines(LINES, max_record_bytes=1)  # type: ignore[call-arg]
 
 
 def test_depth_limit_in_a_payload():
     genesis = make_content("genesis", genesis_payload())
-    # content map + payload map + 13 arrays: the integer is inside 15 containers.
+    # content map (level 0) > payload map (1) > "d" (2) > 13 arrays: the integer at level 15.
     assert only(chain([genesis, make_content("note", {"d": _nested(13, 0)})]))["ok"]
-    # ... 16 nested containers (the innermost empty) is still "depth 16".
+    # ... 14 arrays, the innermost empty at level 15: still allowed.
     assert only(chain([genesis, make_content("note", {"d": _nested(13, [])})]))["ok"]
-    # A value inside 16 containers is refused.
+    # A value at level 16 is refused.
     expect(chain([genesis, make_content("note", {"d": _nested(14, 0)})]), "non_canonical", 1, ledger=NAME)
+    expect(chain([genesis, make_content("note", {"d": _nested(14, [])})]), "non_canonical", 1, ledger=NAME)
+    # A map key counts as a value too.
+    deep_key = make_content("note", {"d": _nested(12, {"k": 0})})
+    assert only(chain([genesis, deep_key]))["ok"]
+    deeper_key = make_content("note", {"d": _nested(13, {"k": 0})})
+    expect(chain([genesis, deeper_key]), "non_canonical", 1, ledger=NAME)
 
 
 # --------------------------------------------------------------------------------------
@@ -843,7 +1237,11 @@ def test_keys_sort_by_utf8_bytes():
     assert err.value.code == "non_canonical"
 
 
-@pytest.mark.parametrize("value", [1.5, float("nan"), object(), {1: 2}, {b"k": 1}, 2**64, -(2**63) - 1, "\ud800"])
+@pytest.mark.parametrize(
+    "value",
+    [1.5, float("nan"), object(), {1: 2}, {b"k": 1}, 2**64, -(2**63) - 1, "\ud800", _nested(16, 0)],
+    ids=repr,
+)
 def test_encoder_refuses(value):
     with pytest.raises((TypeError, ValueError)):
         ov.encode_canonical(value)
@@ -857,12 +1255,28 @@ def test_encoder_refuses(value):
         ("a561", "bad_encoding"),
         ("92 01", "bad_encoding"),
         ("cd 00", "bad_encoding"),
-        ("d4 01 00", "bad_encoding"),
-        ("c7 00 01", "bad_encoding"),
-        ("d6 ff 00000000", "bad_encoding"),
+        ("d4 01", "bad_encoding"),  # extension cut short
+        ("c7 05 01 00", "bad_encoding"),
         ("a1 ff", "bad_encoding"),
         ("a3 eda080", "bad_encoding"),
         ("a2 c0af", "bad_encoding"),
+        # Malformed timestamps (extension type -1).
+        ("d4 ff 00", "bad_encoding"),
+        ("d5 ff 0000", "bad_encoding"),
+        ("d8 ff 00000000000000000000000000000000", "bad_encoding"),
+        ("c7 00 ff", "bad_encoding"),
+        ("d7 ff ffffffff00000000", "bad_encoding"),
+        ("c7 0c ff 3b9aca00 0000000000000000", "bad_encoding"),
+        # Extension types (well-formed): valid msgpack, not canonical.
+        ("d4 01 00", "non_canonical"),
+        ("c7 00 01", "non_canonical"),
+        ("d6 ff 00000000", "non_canonical"),
+        ("d7 ff 0000000000000000", "non_canonical"),
+        ("c7 0c ff 3b9ac9ff 0000000000000000", "non_canonical"),
+        ("c7 04 ff 00000000", "non_canonical"),
+        ("d4 80 00", "non_canonical"),
+        ("81 d40100 00", "non_canonical"),
+        # Floats, longer forms, keys, nesting, trailing bytes.
         ("ca 00000000", "non_canonical"),
         ("cb 0000000000000000", "non_canonical"),
         ("cc 05", "non_canonical"),
@@ -883,14 +1297,19 @@ def test_encoder_refuses(value):
         ("81 01 02", "non_canonical"),
         ("81 c40161 00", "non_canonical"),
         ("81 c0 00", "non_canonical"),
+        ("81 90 00", "non_canonical"),
         ("82 a161 00 a161 00", "non_canonical"),
         ("82 a162 00 a161 00", "non_canonical"),
         ("82 a26161 00 a161 00", "non_canonical"),
+        ("83 a161 00 a162 00 a161 00", "non_canonical"),
         ("00 00", "non_canonical"),
+        ("00 c1", "non_canonical"),  # bytes after the value are not decoded
         # Precedence (assumption): anything that is not valid msgpack wins over a
         # canonical-form fault that comes earlier in the input.
         ("92 cc05 a1ff", "bad_encoding"),
-        ("92 cc05 d40100", "bad_encoding"),
+        ("92 d40100 a1ff", "bad_encoding"),
+        ("92 d40100 d4ff00", "bad_encoding"),
+        ("92 cc05 d40100", "non_canonical"),
     ],
 )
 def test_decoder_rejects(hexdata, code):
@@ -903,11 +1322,14 @@ def test_decoder_accepts_canonical_forms():
     assert ov.decode_canonical(bytes.fromhex("82a16100a2616101")) == {"a": 0, "aa": 1}
     assert ov.decode_canonical(bytes.fromhex("93c0c2c3")) == [None, False, True]
     assert ov.decode_canonical(bytes.fromhex("d0df")) == -33
-    assert ov.decode_canonical(b"\x91" * 15 + b"\x00") == _nested(15, 0)
+    # Section 1 rule 6: 16 arrays nested, allowed when the innermost is empty ...
     assert ov.decode_canonical(b"\x91" * 15 + b"\x90") == _nested(15, [])
-    with pytest.raises(ov.VerifyError) as err:
-        ov.decode_canonical(b"\x91" * 16 + b"\x00")
-    assert err.value.code == "non_canonical"
+    assert ov.decode_canonical(b"\x91" * 15 + b"\x00") == _nested(15, 0)
+    # ... refused when it holds anything.
+    for data in (b"\x91" * 16 + b"\x00", b"\x91" * 16 + b"\x90", b"\x91" * 15 + b"\x81\xa1k\x00"):
+        with pytest.raises(ov.VerifyError) as err:
+            ov.decode_canonical(data)
+        assert err.value.code == "non_canonical"
 
 
 # --------------------------------------------------------------------------------------
@@ -922,10 +1344,10 @@ def _cli(path: Path) -> tuple:
     return proc.returncode, proc.stdout
 
 
-def test_cli_valid(tmp_path):
+def test_cli_valid():
     code, out = _cli(HERE / "ledger.jsonl")
     assert code == 0
-    assert json.loads(out) == [{"ledger": LEDGER, "records": 5, "head": HEAD, "ok": True, "error": None}]
+    assert json.loads(out) == [{"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}]
 
 
 def test_cli_invalid(tmp_path):
@@ -937,19 +1359,29 @@ def test_cli_invalid(tmp_path):
     assert (res["ok"], res["error"]["code"], res["error"]["height"], res["head"]) == (
         False,
         "height_gap",
-        2,
+        3,
         json.loads(LINES[1])["hash"],
     )
 
 
+@pytest.mark.parametrize("case", INVALID[:3] + INVALID[-3:], ids=lambda c: c["name"])
+def test_cli_invalid_cases(tmp_path, case):
+    path = tmp_path / "export.jsonl"
+    path.write_text(case["export"], encoding="utf-8")
+    code, out = _cli(path)
+    assert code == 1
+    res = {r["ledger"]: r for r in json.loads(out)}[case["expect"]["ledger"]]
+    assert (res["error"]["code"], res["error"]["height"]) == (case["expect"]["code"], case["expect"]["height"])
+
+
 def test_cli_invalid_utf8_line(tmp_path):
     path = tmp_path / "export.jsonl"
-    raw = "\n".join(LINES).encode("utf-8") + b"\n"
+    raw = EXPORT_TEXT.encode("utf-8")
     path.write_bytes(raw.replace(b'"height":3,', b'"height":3,"x":"\xff",'))
     code, out = _cli(path)
     assert code == 1
     (res,) = json.loads(out)
-    assert (res["error"]["code"], res["error"]["height"]) == ("bad_encoding", 3)
+    assert (res["error"]["code"], res["error"]["height"], res["records"]) == ("bad_encoding", 3, 4)
 
 
 def test_cli_usage():
