@@ -34,7 +34,7 @@ HASH_SIZE = 32
 
 # Lower-case names for ledgers, kinds and nodes; account names also allow capitals and '@'.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
 
 CONTENT_KEYS = ("author", "kind", "ledger", "payload", "request_id", "ts", "v")
@@ -45,9 +45,9 @@ RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "or
 # names a pattern has matched are remembered and a chain's verification runs each pattern
 # once per distinct name. Only exact str objects go in: a subclass could hash and compare
 # as it likes. The length limit is not remembered: it is checked every time.
-_MATCHED: dict[re.Pattern[str], set[str]] = {NAME_PATTERN: set(), _ACCOUNT: set()}
+_MATCHED: dict[re.Pattern[str], set[str]] = {NAME_PATTERN: set(), ACCOUNT_PATTERN: set()}
 _MATCHED_NAMES = _MATCHED[NAME_PATTERN]
-_MATCHED_ACCOUNTS = _MATCHED[_ACCOUNT]
+_MATCHED_ACCOUNTS = _MATCHED[ACCOUNT_PATTERN]
 _MATCHED_MAX = 4096
 
 
@@ -213,7 +213,7 @@ def validate_content(content: Content, limits: Limits) -> Content:
     if not isinstance(content.payload, dict):
         raise FieldError(f"payload must be a map, not {type(content.payload).__name__}", **where)
     _text(content.kind, "kind", NAME_PATTERN, limits.max_name_length, where)
-    _text(content.author, "author", _ACCOUNT, limits.max_name_length, where)
+    _text(content.author, "author", ACCOUNT_PATTERN, limits.max_name_length, where)
     _text(content.request_id, "request_id", _REQUEST_ID, limits.max_request_id_length, where)
     _uint(content.ts, "ts", where)
     return content

@@ -1,0 +1,192 @@
+"""Domain rules of a ledger: elections, charity funds, internal currency, files.
+
+A ledger's genesis ``rules`` map names its domain in ``"type"``;
+:class:`~vledger.node.rules.engine.RulesEngine` keeps one domain state per ledger and runs
+each record through it. Ingest nodes do so before accepting a record, observers re-run
+the same rules over the chain to flag rule breakers and count on their own, so a rule may
+depend on the chain alone (contents, heights, ``accepted`` times, the genesis rules),
+never on a node's configuration or on account roles held outside the chain.
+
+This module holds what every domain shares: the :class:`Domain` interface, the
+:class:`Plan` a check returns (so that a record is fully checked before anything
+changes), and :class:`Fields`, which reads a payload and turns a missing, unknown or
+wrong-typed field into :class:`~vledger.node.errors.BadPayloadError`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple, NoReturn
+
+from ...config.settings import PROTOCOL_LIMITS
+from ..errors import BadDomainRulesError, BadPayloadError, RuleError, Where
+from ..ledger import LedgerRules
+from ..record import ACCOUNT_PATTERN, Record
+
+# Account names as docs/PROTOCOL.md section 2 defines them, the authors' own pattern: an
+# account that receives units must be able to author the record that moves them.
+UINT64_MAX = 2**64 - 1
+
+
+class Ref(NamedTuple):
+    """Where a record stands: its height and its hash (link)."""
+
+    height: int
+    hash: bytes
+
+    @classmethod
+    def of(cls, record: Record) -> Ref:
+        return cls(record.height, record.link)
+
+
+def where(record: Record) -> Where:
+    return {"ledger": record.content.ledger, "height": record.height}
+
+
+def refuse(error: type[RuleError], record: Record, message: str) -> NoReturn:
+    """Raise ``error`` naming ``record``'s ledger and height."""
+    raise error(message, **where(record))
+
+
+def _no_change() -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A record that passed every check: the values for its receipt and the change it makes.
+
+    Nothing changes until ``commit`` runs, and ``commit`` cannot fail, so a failed check
+    leaves the state exactly as it was.
+    """
+
+    commit: Callable[[], None] = _no_change
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class Domain(ABC):
+    """The rule state of one ledger, built from its genesis and fed its records in order."""
+
+    type_name: ClassVar[str]
+    # The kinds this domain reads; the genesis ``kinds`` must allow them all.
+    kinds: ClassVar[frozenset[str]] = frozenset()
+
+    @abstractmethod
+    def __init__(self, genesis: Record, rules: LedgerRules) -> None:
+        """Read and check the genesis' domain rules; raises BadDomainRulesError."""
+
+    @classmethod
+    def receipt_values(cls, record: Record) -> dict[str, Any]:
+        """The values a receipt for ``record`` carries, from the record alone.
+
+        A retried request gets the receipt of the record already stored, values included,
+        without the record being checked again.
+        """
+        return {}
+
+    @abstractmethod
+    def plan(self, record: Record) -> Plan:
+        """Check ``record`` (the next one after genesis) against the state, changing nothing.
+
+        Raises a RuleError leaf on the first rule it breaks.
+        """
+
+
+class GenesisReader:
+    """Reads a genesis ``rules`` map; every fault is a BadDomainRulesError at height 0."""
+
+    def __init__(self, genesis: Record, rules: LedgerRules, domain: type[Domain]) -> None:
+        self.where = where(genesis)
+        self.rules = rules.rules
+        self.type_name = domain.type_name
+        missing = sorted(domain.kinds - set(rules.kinds))
+        if missing:
+            self.fail(f"an {self.type_name!r} ledger needs the kinds {missing} in its genesis kinds")
+
+    def fail(self, message: str) -> NoReturn:
+        raise BadDomainRulesError(f"{self.type_name} rules: {message}", **self.where)
+
+    def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
+        missing = sorted(set(required) - set(self.rules))
+        unknown = sorted(set(self.rules) - set(required) - set(optional) - {"type"})
+        if missing or unknown:
+            self.fail(f"missing fields {missing}, unknown fields {unknown}")
+
+    def text(self, key: str) -> str:
+        value = self.rules[key]
+        if not isinstance(value, str) or not value:
+            self.fail(f"{key} must be a non-empty string")
+        return value
+
+    def integer(self, key: str, minimum: int = 0) -> int:
+        value = self.rules[key]
+        if not _is_int(value) or not minimum <= value <= UINT64_MAX:
+            self.fail(f"{key} must be an integer in {minimum}..{UINT64_MAX}")
+        return int(value)
+
+    def names(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+        """A non-empty list of distinct non-empty strings (matching ``pattern`` if given)."""
+        value = self.rules[key]
+        if not isinstance(value, list) or not value:
+            self.fail(f"{key} must be a non-empty list")
+        for item in value:
+            if not isinstance(item, str) or not item or (pattern is not None and not _is_account(item, pattern)):
+                self.fail(f"{key}: {item!r} is not a valid entry")
+        if len(set(value)) != len(value):
+            self.fail(f"{key} has repeated entries")
+        return tuple(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_account(value: str, pattern: re.Pattern[str]) -> bool:
+    return len(value) <= PROTOCOL_LIMITS.max_name_length and pattern.fullmatch(value) is not None
+
+
+class Fields:
+    """A payload whose keys are exactly those named; typed reads raise BadPayloadError."""
+
+    def __init__(self, record: Record, *keys: str) -> None:
+        self.record = record
+        self.payload = record.content.payload
+        if set(self.payload) != set(keys):
+            missing = sorted(set(keys) - set(self.payload))
+            unknown = sorted(set(self.payload) - set(keys))
+            kind = record.content.kind
+            self.fail(f"a {kind!r} payload has the fields {sorted(keys)} (missing {missing}, unknown {unknown})")
+
+    def fail(self, message: str) -> NoReturn:
+        refuse(BadPayloadError, self.record, message)
+
+    def text(self, key: str, *, allow_empty: bool = False) -> str:
+        value = self.payload[key]
+        if not isinstance(value, str):
+            self.fail(f"{key} must be a string, not {type(value).__name__}")
+        if not value and not allow_empty:
+            self.fail(f"{key} must not be empty")
+        return value
+
+    def account(self, key: str) -> str:
+        """An account name (docs/PROTOCOL.md section 2): one that can author a record to move what it gets."""
+        value = self.text(key)
+        if not _is_account(value, ACCOUNT_PATTERN):
+            self.fail(f"{key} {value!r} is not an account name")
+        return value
+
+    def integer(self, key: str, minimum: int) -> int:
+        """An exact integer ``>= minimum``; a bool or a float is refused, whatever its value."""
+        value = self.payload[key]
+        if not _is_int(value):
+            self.fail(f"{key} must be an integer, not {type(value).__name__}")
+        if value < minimum:
+            self.fail(f"{key} must be at least {minimum}, not {value}")
+        return int(value)
+
+    def amount(self, key: str = "amount") -> int:
+        """A positive whole number of minor units (cents, halalas, resource units)."""
+        return self.integer(key, 1)

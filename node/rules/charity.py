@@ -1,0 +1,132 @@
+"""Charity and zakat funds: public donations and disbursements, never more out than in.
+
+Genesis rules::
+
+    {"type": "charity", "currency": str, "funds": [str, ...]}   # "funds" optional
+
+``currency`` names the unit of every amount (``"SAR"``); amounts are whole numbers of its
+minor unit (halalas, cents). With ``funds`` (non-empty, distinct), only those funds exist;
+without it, a fund exists from its first donation. The genesis ``kinds`` must include
+``donation`` and ``disbursement``; other kinds are ignored here.
+
+**Records**, each payload with exactly the fields shown (else ``bad_payload``), checked in
+this order:
+
+* ``donation`` ``{"donor": sealed id, "fund": str, "amount": int, "source": str, "purpose": str}``:
+  ``donor`` spelt as a sealed id (node/sealed.py: who gave stays private, yet the same
+  donor is always the same id) and ``amount`` an integer >= 1, a bool or float refused
+  [``bad_payload``]; the fund one of ``funds`` when those are listed [``unknown_fund``].
+  ``source`` and ``purpose`` are free text, possibly empty.
+* ``disbursement`` ``{"fund": str, "target": str, "amount": int, "purpose": str}``: the
+  fund exists [``unknown_fund``]; the amount at most the fund's balance
+  [``insufficient_funds``].
+
+Who may write to the ledger is the ingest node's business; the rules judge what is written.
+State: one running total per fund.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import InsufficientFundsError, UnknownFundError
+from ..ledger import LedgerRules
+from ..record import Record
+from ..sealed import is_sealed
+from . import Domain, Fields, GenesisReader, Plan, refuse
+
+
+@dataclass(frozen=True, slots=True)
+class FundTotals:
+    donated: int = 0
+    disbursed: int = 0
+    donations: int = 0  # number of donation records
+    disbursements: int = 0
+
+    @property
+    def balance(self) -> int:
+        return self.donated - self.disbursed
+
+
+@dataclass(frozen=True, slots=True)
+class CharityTally:
+    currency: str
+    funds: dict[str, FundTotals]  # by fund name, in name order
+
+    @property
+    def donated(self) -> int:
+        return sum(fund.donated for fund in self.funds.values())
+
+    @property
+    def disbursed(self) -> int:
+        return sum(fund.disbursed for fund in self.funds.values())
+
+    @property
+    def balance(self) -> int:
+        return self.donated - self.disbursed
+
+
+class CharityState(Domain):
+    type_name = "charity"
+    kinds = frozenset({"donation", "disbursement"})
+
+    def __init__(self, genesis: Record, rules: LedgerRules) -> None:
+        reader = GenesisReader(genesis, rules, type(self))
+        reader.keys(("currency",), optional=("funds",))
+        self.currency = reader.text("currency")
+        self.listed = "funds" in rules.rules
+        self._funds: dict[str, FundTotals] = dict.fromkeys(reader.names("funds"), FundTotals()) if self.listed else {}
+
+    def plan(self, record: Record) -> Plan:
+        match record.content.kind:
+            case "donation":
+                return self._donation(record)
+            case "disbursement":
+                return self._disbursement(record)
+        return Plan()
+
+    def _donation(self, record: Record) -> Plan:
+        fields = Fields(record, "donor", "fund", "amount", "source", "purpose")
+        donor = fields.text("donor")
+        if not is_sealed(donor):
+            fields.fail(f"donor {donor!r} is not a sealed id")
+        fund, amount = fields.text("fund"), fields.amount()
+        fields.text("source", allow_empty=True)
+        fields.text("purpose", allow_empty=True)
+        totals = self._funds.get(fund)
+        if totals is None:
+            if self.listed:
+                refuse(UnknownFundError, record, f"fund {fund!r} is not one of {sorted(self._funds)}")
+            totals = FundTotals()
+        return self._update(fund, replace(totals, donated=totals.donated + amount, donations=totals.donations + 1))
+
+    def _disbursement(self, record: Record) -> Plan:
+        fields = Fields(record, "fund", "target", "amount", "purpose")
+        fund = fields.text("fund")
+        fields.text("target")
+        amount = fields.amount()
+        fields.text("purpose", allow_empty=True)
+        totals = self._funds.get(fund)
+        if totals is None:
+            refuse(UnknownFundError, record, f"fund {fund!r} has no donations and is not listed")
+        if amount > totals.balance:
+            refuse(
+                InsufficientFundsError,
+                record,
+                f"fund {fund!r} holds {totals.balance} {self.currency} (minor units), not {amount}",
+            )
+        return self._update(
+            fund, replace(totals, disbursed=totals.disbursed + amount, disbursements=totals.disbursements + 1)
+        )
+
+    def _update(self, fund: str, totals: FundTotals) -> Plan:
+        def commit() -> None:
+            self._funds[fund] = totals
+
+        return Plan(commit)
+
+    def fund(self, name: str) -> FundTotals | None:
+        return self._funds.get(name)
+
+    def tally(self) -> CharityTally:
+        return CharityTally(self.currency, dict(sorted(self._funds.items())))

@@ -1,0 +1,219 @@
+"""The rules engine: one domain state per ledger, fed that ledger's records in height order.
+
+A ledger's genesis ``rules`` map selects its domain with ``"type"``: ``"election"``
+(votes.py), ``"charity"`` (charity.py), ``"resources"`` (resources.py), ``"files"``
+(files.py), or ``"plain"`` / no ``"type"``, a ledger without domain rules (its other rule
+keys, if any, are not read). Any other type is refused.
+
+Ingest checks a placed record with :meth:`RulesEngine.check_and_apply` before it stores it:
+a rule error refuses the record and leaves the state as it was. Observers call
+:meth:`RulesEngine.replay` on the chain as it is: a record that breaks a rule is skipped
+(its height still passes, it is not counted) and reported with its height.
+
+**Genesis.** The genesis record is applied like any other: it builds the domain state and
+validates the domain rules. Invalid domain rules raise
+:class:`~vledger.node.errors.BadDomainRulesError` (code ``bad_rules``), which is both a
+``BadGenesisError`` (ingest refuses to create the ledger) and a ``RuleError`` (replay
+reports it at height 0, then every later record of that ledger with it, since nothing on
+the ledger can be judged).
+
+**Sync.** The engine holds, per ledger, the height it expects next and the rules read
+from the genesis. A record at another height, a first record that is not a genesis, or
+rules that differ from the genesis' raise :class:`~vledger.node.errors.RulesOutOfSyncError`:
+the caller's state is stale (after :meth:`RulesEngine.forget`, replay from the genesis).
+
+Memory: per ledger, the domain state (one entry per voter, fund, account or file) and the
+rules; never anything per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ...config.settings import PROTOCOL_LIMITS, Limits
+from ..errors import BadDomainRulesError, RuleError, RulesOutOfSyncError
+from ..ledger import LedgerRules
+from ..record import Record
+from . import Domain, Plan, Ref, refuse, where
+from .charity import CharityState
+from .files import FilesState
+from .resources import ResourcesState
+from .votes import ElectionState
+
+PLAIN = "plain"
+
+
+class PlainState(Domain):
+    """A ledger without domain rules: every record that the protocol accepts is fine."""
+
+    type_name = PLAIN
+
+    def __init__(self, genesis: Record, rules: LedgerRules) -> None:
+        pass
+
+    def plan(self, record: Record) -> Plan:
+        return Plan()
+
+
+class UnusableState(Domain):
+    """A ledger whose genesis rules are invalid (seen in a replay): no record can be judged."""
+
+    type_name = "unusable"
+
+    def __init__(self, error: RuleError) -> None:
+        self.error = error
+
+    def plan(self, record: Record) -> Plan:
+        refuse(BadDomainRulesError, record, f"the ledger's genesis rules are invalid ({self.error.reason})")
+
+
+DOMAINS: dict[str, type[Domain]] = {
+    cls.type_name: cls for cls in (ElectionState, CharityState, ResourcesState, FilesState, PlainState)
+}
+
+
+def domain_type(rules: LedgerRules) -> type[Domain] | None:
+    """The domain a ledger's genesis rules name (no ``"type"``: plain), or None if it names none."""
+    name = rules.rules.get("type", PLAIN)
+    return DOMAINS.get(name) if isinstance(name, str) else None
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """What the engine holds for one ledger: its rules, its domain state, how far it has read."""
+
+    rules: LedgerRules
+    domain: Domain
+    head: Ref  # the last record applied (or skipped by a replay)
+
+    @property
+    def next_height(self) -> int:
+        return self.head.height + 1
+
+
+class Violation(NamedTuple):
+    """A record on a chain that breaks its ledger's rules, as a replay reports it."""
+
+    height: int
+    error: RuleError
+
+    @property
+    def ledger(self) -> str | None:
+        return self.error.ledger
+
+
+class RulesEngine:
+    """Checks records against their ledger's domain rules; holds one state per ledger.
+
+    Pure: no I/O, no clock (times are the records' ``accepted``). Not thread-safe: one
+    engine per writer, or a lock around it.
+    """
+
+    def __init__(self) -> None:
+        self._ledgers: dict[str, LedgerState] = {}
+
+    def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
+        """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
+
+        Returns the values its receipt would carry (``{"electronic_id": ...}`` for a
+        registration, usually ``{}``).
+        """
+        return dict(self._plan(record, rules).values)
+
+    def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
+        """:meth:`check`, then apply ``record``: the next call expects the height after it."""
+        plan = self._plan(record, rules)
+        plan.commit()
+        return dict(plan.values)
+
+    def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
+        """The receipt values of a record already on the chain (a retried request), unchecked.
+
+        The same values :meth:`check_and_apply` returned for it, derived from the record
+        and the ledger's rules alone, whatever state the engine holds.
+        """
+        domain_class = domain_type(rules)
+        if domain_class is None or record.height == 0:
+            return {}
+        return domain_class.receipt_values(record)
+
+    def replay(self, records: Iterable[Record], limits: Limits = PROTOCOL_LIMITS) -> list[Violation]:
+        """Apply records of one or more ledgers, each ledger's in height order; report rule breakers.
+
+        A ledger's first record must be its genesis unless the engine already holds its
+        state, so a replay can also continue one. The rules come from each genesis record
+        (read with ``limits``, the protocol's by default). A record that breaks a rule is
+        skipped; each is reported, in order, as a :class:`Violation`. The chain is assumed
+        verified (node/verify.py): an invalid genesis raises its BadGenesisError, a height
+        out of order RulesOutOfSyncError.
+        """
+        violations: list[Violation] = []
+        for record in records:
+            held = self._ledgers.get(record.content.ledger)
+            if held is None and record.height == 0:
+                rules = LedgerRules.from_genesis(record.content, limits)
+            else:
+                rules = self._held(record).rules
+            try:
+                plan = self._plan(record, rules)
+            except RuleError as e:
+                violations.append(Violation(record.height, e))
+                self._skip(record, rules, e)
+            else:
+                plan.commit()
+        return violations
+
+    def forget(self, ledger: str) -> None:
+        """Drop a ledger's state; it is rebuilt by replaying the ledger from its genesis."""
+        self._ledgers.pop(ledger, None)
+
+    def state(self, ledger: str) -> LedgerState | None:
+        """The state held for ``ledger`` (its domain's ``tally()``, lookups), or None."""
+        return self._ledgers.get(ledger)
+
+    def _plan(self, record: Record, rules: LedgerRules) -> Plan:
+        if record.height == 0 and record.content.ledger not in self._ledgers:
+            return self._plan_genesis(record, rules)
+        held = self._held(record)
+        if rules is not held.rules and rules != held.rules:
+            raise RulesOutOfSyncError("the rules given are not those of the ledger's genesis", **where(record))
+        plan = held.domain.plan(record)
+        head = Ref.of(record)
+
+        def commit() -> None:
+            plan.commit()
+            held.head = head
+
+        return Plan(commit, plan.values)
+
+    def _plan_genesis(self, record: Record, rules: LedgerRules) -> Plan:
+        if rules.genesis_payload() != record.content.payload:
+            raise RulesOutOfSyncError("the rules given are not those the genesis record states", **where(record))
+        domain_class = domain_type(rules)
+        if domain_class is None:
+            kind = rules.rules.get("type")
+            refuse(BadDomainRulesError, record, f"rules type {kind!r} is not one of {sorted(DOMAINS)}")
+        domain = domain_class(record, rules)
+        return Plan(lambda: self._install(record, rules, domain))
+
+    def _install(self, record: Record, rules: LedgerRules, domain: Domain) -> None:
+        self._ledgers[record.content.ledger] = LedgerState(rules, domain, Ref.of(record))
+
+    def _held(self, record: Record) -> LedgerState:
+        held = self._ledgers.get(record.content.ledger)
+        expected = 0 if held is None else held.next_height
+        if held is None or record.height != expected:
+            raise RulesOutOfSyncError(
+                f"the rules engine expects height {expected} of this ledger, not {record.height}", **where(record)
+            )
+        return held
+
+    def _skip(self, record: Record, rules: LedgerRules, error: RuleError) -> None:
+        """Pass over a rule breaker in a replay: its height is taken, nothing else changes."""
+        held = self._ledgers.get(record.content.ledger)
+        if held is None:  # a genesis refused (for its domain rules): nothing after it can be judged
+            self._install(record, rules, UnusableState(error))
+        else:
+            held.head = Ref.of(record)

@@ -1,0 +1,107 @@
+"""Internal resources or currency: issuers create units, owners move their own.
+
+Genesis rules::
+
+    {"type": "resources", "unit": str, "issuers": [account, ...]}
+
+``unit`` names what is counted (``"credits"``, ``"cpu-hours"``); ``issuers`` (non-empty,
+distinct account names) are the only authors whose ``issue`` records create units. The
+genesis ``kinds`` must include ``issue`` and ``transfer``; other kinds are ignored here.
+The issuers are part of the chain, so observers judge issues exactly as ingest does.
+
+**Records**, each payload with exactly the fields shown (else ``bad_payload``), amounts
+integers >= 1 (a bool or float refused), checked in this order:
+
+* ``issue`` ``{"account": account, "amount": int}``: the record's author is an issuer
+  [``not_issuer``]; ``amount`` units are added to ``account``.
+* ``transfer`` ``{"from": account, "to": account, "amount": int}``: ``from`` is the
+  record's author, as only an owner moves its balance [``not_owner``]; ``from`` and ``to``
+  differ [``self_transfer``]; ``from`` holds at least ``amount`` [``insufficient_funds``].
+
+State: one balance per account holding units (accounts at zero are dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InsufficientFundsError, NotIssuerError, NotOwnerError, SelfTransferError
+from ..ledger import LedgerRules
+from ..record import ACCOUNT_PATTERN, Record
+from . import Domain, Fields, GenesisReader, Plan, refuse
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcesTally:
+    unit: str
+    balances: dict[str, int]  # every account holding units, in name order
+    issued: int  # total ever issued: also the sum of the balances, as transfers only move units
+    issues: int  # number of issue records
+    transfers: int
+
+
+class ResourcesState(Domain):
+    type_name = "resources"
+    kinds = frozenset({"issue", "transfer"})
+
+    def __init__(self, genesis: Record, rules: LedgerRules) -> None:
+        reader = GenesisReader(genesis, rules, type(self))
+        reader.keys(("unit", "issuers"))
+        self.unit = reader.text("unit")
+        self.issuers = frozenset(reader.names("issuers", ACCOUNT_PATTERN))
+        self._balances: dict[str, int] = {}
+        self._issued = 0
+        self._issues = 0
+        self._transfers = 0
+
+    def plan(self, record: Record) -> Plan:
+        match record.content.kind:
+            case "issue":
+                return self._issue(record)
+            case "transfer":
+                return self._transfer(record)
+        return Plan()
+
+    def _issue(self, record: Record) -> Plan:
+        fields = Fields(record, "account", "amount")
+        account, amount = fields.account("account"), fields.amount()
+        author = record.content.author
+        if author not in self.issuers:
+            refuse(NotIssuerError, record, f"{author!r} is not an issuer ({sorted(self.issuers)})")
+
+        def commit() -> None:
+            self._balances[account] = self.balance(account) + amount
+            self._issued += amount
+            self._issues += 1
+
+        return Plan(commit)
+
+    def _transfer(self, record: Record) -> Plan:
+        fields = Fields(record, "from", "to", "amount")
+        source, target, amount = fields.account("from"), fields.account("to"), fields.amount()
+        author = record.content.author
+        if source != author:
+            refuse(NotOwnerError, record, f"{author!r} cannot move the balance of {source!r}")
+        if source == target:
+            refuse(SelfTransferError, record, f"{source!r} transfers to itself")
+        held = self.balance(source)
+        if amount > held:
+            refuse(InsufficientFundsError, record, f"{source!r} holds {held} {self.unit}, not {amount}")
+
+        def commit() -> None:
+            if held == amount:
+                del self._balances[source]
+            else:
+                self._balances[source] = held - amount
+            self._balances[target] = self.balance(target) + amount
+            self._transfers += 1
+
+        return Plan(commit)
+
+    def balance(self, account: str) -> int:
+        return self._balances.get(account, 0)
+
+    def tally(self) -> ResourcesTally:
+        return ResourcesTally(
+            self.unit, dict(sorted(self._balances.items())), self._issued, self._issues, self._transfers
+        )
