@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/vledger
 	cd $(VENV)/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" \
-		-p vledger.node -p vledger.config -p vledger.tools -p vledger.bench
+		-p vledger.node -p vledger.config -p vledger.tools -p vledger.bench -p vledger.ingest -p vledger.broker
 
 run: $(STAMP)
 	$(BIN)/vledger demo --store $(RUN_DIR)/demo

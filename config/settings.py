@@ -90,3 +90,18 @@ def load_settings(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: invalid TOML: {e}") from e
     return settings_from_mapping(data, str(path))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """CURVE sockets, the accounts cache and the local redis-server (vledger.broker).
+
+    ``max_message_bytes`` is ZMQ_MAXMSGSIZE on every CURVE server socket: a peer that sends
+    more is disconnected by libzmq before a byte of it reaches Python.
+    """
+
+    max_message_bytes: int = 1024 * 1024
+    handshake_timeout_ms: int = 3000
+    accounts_poll_ms: int = 5000
+    apply_timeout_ms: int = 5000
+    redis_start_timeout_ms: int = 10_000

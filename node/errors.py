@@ -26,7 +26,8 @@ class VledgerError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_wire(self) -> dict[str, str]:
+    def to_wire(self) -> dict[str, object]:
+        """The ``error`` map of a reply (docs/PROTOCOL.md, section 6)."""
         return {"code": self.code, "message": self.message}
 
 
@@ -180,3 +181,278 @@ class IndexMismatchError(RecordError):
     """
 
     code = "index_mismatch"
+
+
+# --- the client protocol (docs/PROTOCOL.md, section 6) -------------------------------------
+
+
+class RequestError(VledgerError):
+    """A client's request cannot be served as it stands (a base: the leaves below have the codes)."""
+
+    code = "request_refused"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = details  # extra fields of the error reply (retry_after_ms, home)
+
+    def to_wire(self) -> dict[str, object]:
+        return {**super().to_wire(), **self.details}
+
+
+class BadRequestError(RequestError):
+    code = "bad_request"
+
+
+class UnknownCommandError(RequestError):
+    code = "unknown_command"
+
+
+class ForbiddenError(RequestError):
+    """The role may not do this, or the key is not bound to an enabled account: never says which."""
+
+    code = "forbidden"
+
+
+class NotHomeError(RequestError):
+    code = "not_home"
+
+
+class ThrottledError(RequestError):
+    code = "throttled"
+
+
+class NotFoundError(RequestError):
+    code = "not_found"
+
+
+class MessageTooLargeError(RequestError):
+    code = "message_too_large"
+
+
+# --- keys, CURVE, Redis and accounts (vledger.broker) -----------------------------------
+
+
+class KeyMaterialError(VledgerError):
+    """A CURVE key or key file cannot be used; the message names the file, never the secret."""
+
+    code = "bad_key"
+
+
+class BadPublicKeyError(KeyMaterialError):
+    """Not a CURVE public key: 40 characters of Z85 that decode to 32 bytes."""
+
+    code = "bad_public_key"
+
+
+class KeyNameError(KeyMaterialError):
+    """A key name that could name another path (a separator, a leading dot, too long)."""
+
+    code = "bad_key_name"
+
+
+class KeyExistsError(KeyMaterialError):
+    code = "key_exists"
+
+
+class KeyPermissionsError(KeyMaterialError):
+    """A secret key file that group or others may read (or write): refused, as ssh does."""
+
+    code = "key_permissions"
+
+
+class PassphraseError(KeyMaterialError):
+    """A wrong passphrase, a missing one, or one given for a key that has none."""
+
+    code = "bad_passphrase"
+
+
+class CurveError(VledgerError):
+    code = "curve_error"
+
+
+class AuthSelfTestError(CurveError):
+    """The start-up check found that an unlisted client key is not refused: never serve then."""
+
+    code = "auth_self_test_failed"
+
+
+class RedisServerError(VledgerError):
+    """No redis-server could be found, or it did not start and answer PING in time."""
+
+    code = "redis_server"
+
+
+class AccountError(VledgerError):
+    """An account operation failed. Precise on purpose: the server decides what a client may learn."""
+
+    code = "account_error"
+
+
+class AccountExistsError(AccountError):
+    code = "account_exists"
+
+
+class NoSuchAccountError(AccountError):
+    code = "no_such_account"
+
+
+class AccountNameError(AccountError):
+    code = "bad_account_name"
+
+
+class RoleError(AccountError):
+    code = "bad_role"
+
+
+class KeyInUseError(AccountError):
+    """The public key is already bound to another account: one key, one account."""
+
+    code = "key_in_use"
+
+
+class NoSuchKeyError(AccountError):
+    code = "no_such_key"
+
+
+class ApplyTimeoutError(AccountError):
+    """Not every named node applied an accounts version before the deadline; ``lagging`` names them."""
+
+    code = "apply_timeout"
+
+    def __init__(self, message: str, lagging: dict[str, int]) -> None:
+        super().__init__(message)
+        self.lagging = lagging
+
+
+# --- domain rules (node/rules/) and sealed ids (node/sealed.py) ---------------------------
+
+
+class RuleError(RecordError):
+    """A record is well formed and correctly chained, but breaks its ledger's domain rules.
+
+    Ingest refuses such a record; an observer replaying a chain skips it (it is not counted)
+    and reports it with its height.
+    """
+
+    code = "rule_violation"
+
+
+class BadDomainRulesError(BadGenesisError, RuleError):
+    """The genesis ``rules`` map is not a valid domain (election, charity, ...) description.
+
+    Both a genesis error (ingest refuses to create the ledger) and a rule error (an observer
+    replaying a chain reports it at height 0 and every later record of that ledger with it,
+    as nothing on it can be checked). Its own code: the protocol's genesis is valid.
+    """
+
+    code = "bad_rules"
+
+
+class RulesOutOfSyncError(RecordError):
+    """The rule state held for a ledger does not lead up to this record.
+
+    A fault of the node that checks, not of the record: no state (expects the genesis), a
+    record that is not the next height, or rules that differ from the genesis' own. Replay
+    the ledger from its genesis.
+    """
+
+    code = "rules_out_of_sync"
+
+
+class BadPayloadError(RuleError):
+    """A payload field the ledger's domain reads is missing, unknown, of the wrong type or
+    out of range (a float or a bool where an integer amount is expected)."""
+
+    code = "bad_payload"
+
+
+class AlreadyRegisteredError(RuleError):
+    code = "already_registered"
+
+
+class ElectronicIdTakenError(RuleError):
+    """The electronic id derived from a registration is already held; retry with another request id."""
+
+    code = "electronic_id_taken"
+
+
+class NotRegisteredError(RuleError):
+    code = "not_registered"
+
+
+class WithdrawnError(RuleError):
+    code = "withdrawn"
+
+
+class AlreadyVotedError(RuleError):
+    code = "already_voted"
+
+
+class NoActiveVoteError(RuleError):
+    code = "no_active_vote"
+
+
+class InvalidChoiceError(RuleError):
+    code = "invalid_choice"
+
+
+class ElectionClosedError(RuleError):
+    """The record's acceptance time lies outside the period that kind of record is allowed in."""
+
+    code = "election_closed"
+
+
+class UnknownFundError(RuleError):
+    code = "unknown_fund"
+
+
+class InsufficientFundsError(RuleError):
+    """A disbursement or transfer of more than the fund or account holds."""
+
+    code = "insufficient_funds"
+
+
+class NotIssuerError(RuleError):
+    code = "not_issuer"
+
+
+class NotOwnerError(RuleError):
+    code = "not_owner"
+
+
+class SelfTransferError(RuleError):
+    code = "self_transfer"
+
+
+class FileTooLargeError(RuleError):
+    code = "file_too_large"
+
+
+class FileConflictError(RuleError):
+    """A file record states another size for a SHA-256 already on the ledger."""
+
+    code = "file_conflict"
+
+
+class SealError(VledgerError):
+    """A sealed id that does not unseal: malformed, tampered with, another key or another context."""
+
+    code = "bad_seal"
+
+
+class RemoteError(VledgerError):
+    """A node's error reply, as a client sees it: the node's code, message and details."""
+
+    code = "remote"  # each instance carries the node's own code
+
+    def __init__(self, code: str, message: str, details: dict[str, object]) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.reason = message
+        self.details = details
+
+
+class NodeUnavailableError(VledgerError):
+    """A node did not answer in time, or answered with something that is not a reply."""
+
+    code = "unavailable"

@@ -20,8 +20,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
@@ -56,10 +57,27 @@ class Receipt:
     hash: bytes
     checksum: bytes
     duplicate: bool = False
+    values: dict[str, Any] = field(default_factory=dict)  # what the ledger's rules derive
 
     @classmethod
-    def of(cls, record: Record, duplicate: bool = False) -> Receipt:
-        return cls(record.ledger, record.height, record.hash, record.checksum, duplicate)
+    def of(cls, record: Record, duplicate: bool = False, values: dict[str, Any] | None = None) -> Receipt:
+        return cls(record.ledger, record.height, record.hash, record.checksum, duplicate, values or {})
+
+
+class DomainRules(Protocol):
+    """The ledgers' domain rules (votes, funds, ...), run on every entry before it is placed.
+
+    The store keeps them in step with what is durable: a ledger's state is rebuilt from the
+    chain before its first check, and forgotten when a group commit fails.
+    """
+
+    def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]: ...
+
+    def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]: ...
+
+    def replay(self, records: Iterable[Record]) -> object: ...
+
+    def forget(self, ledger: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -108,12 +126,15 @@ class ChainStore:
         limits: Limits | None = None,
         settings: StoreSettings | None = None,
         clock: Callable[[], int] = _now_ms,
+        domain: DomainRules | None = None,
     ) -> None:
         self.directory = directory
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
         self.origin = check_node_name(origin, self.limits) if origin is not None else None
         self._clock = clock
+        self._domain = domain
+        self._domain_ready: set[str] = set()
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
@@ -286,6 +307,11 @@ class ChainStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._write.execute("ROLLBACK")
             log.error("group commit of %d records failed: %s", len(staged), e)
+            for ledger in {record.ledger for record in staged.values()}:
+                # The rules saw records that are not durable: rebuild from the chain next time.
+                self._domain_ready.discard(ledger)
+                if self._domain is not None:
+                    self._domain.forget(ledger)
             error = StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
@@ -307,7 +333,8 @@ class ChainStore:
         if earlier is not None:
             if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
                 raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
-            return Receipt.of(earlier, duplicate=True), None
+            values = self._domain.values_of(earlier, heads[content.ledger].rules) if self._domain else {}
+            return Receipt.of(earlier, duplicate=True, values=values), None
         if len(entry.content_bytes) > self.limits.max_content_bytes:
             raise PayloadTooLargeError(
                 f"content is {len(entry.content_bytes)} bytes, over this node's limit of "
@@ -328,8 +355,17 @@ class ChainStore:
             verify_entry(entry, rules)
             # Accepted times never go backwards within a ledger, even if the clock does.
             record = entry.place(head.height + 1, head.link, max(self._clock(), head.accepted), self.origin)
+        values = self._check_domain(record, rules)
         heads[content.ledger] = _Head(record.height, record.link, record.accepted, rules)
-        return Receipt.of(record), record
+        return Receipt.of(record, values=values), record
+
+    def _check_domain(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
+        if self._domain is None:
+            return {}
+        if record.ledger not in self._domain_ready and record.height > 0:
+            self._domain.replay(self.range(record.ledger, 0, record.height))
+        self._domain_ready.add(record.ledger)
+        return self._domain.check_and_apply(record, rules)
 
     def _extend(
         self, record: Record, heads: dict[str, _Head], staged: dict[tuple[str, int], Record]

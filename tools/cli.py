@@ -15,15 +15,24 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TypeAlias
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from ..node.errors import UsageError, VledgerError
-from ..node.record import check_ledger_name, check_node_name
+from ..node.errors import RemoteError, UsageError, VledgerError
+from .args import (
+    Subparsers,
+    add_command,
+    add_json_option,
+    add_ledger_option,
+    difficulty,
+    node_name,
+    positive,
+)
+from .client_commands import add_client_commands
 from .demo import run_demo
 from .exporting import export_store
 from .importing import import_file
 from .logs import LEVELS, configure_logging
+from .node_commands import add_node_commands
 from .report import print_demo, print_export, print_import, print_verification
 from .verification import verify_path
 
@@ -68,34 +77,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- the parser ---------------------------------------------------------------------------
 
 
-def _name_type(check: Callable[[str, Limits], str]) -> Callable[[str], str]:
-    """An argparse type from one of the record's name checks, so that its sentence is the message."""
-
-    def checked(value: str) -> str:
-        try:
-            return check(value, Limits())
-        except VledgerError as e:
-            raise argparse.ArgumentTypeError(e.message) from e
-
-    return checked
-
-
-_ledger_name = _name_type(check_ledger_name)
-_node_name = _name_type(check_node_name)
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return int(value)
-
-
-def _difficulty(value: str) -> int:
-    if not value.isdigit() or not 0 <= int(value) <= 64:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a difficulty in 0..64")
-    return int(value)
-
-
 def _version() -> str:
     try:
         return metadata.version("vledger")
@@ -112,31 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_import(commands)
     _add_demo(commands)
+    add_node_commands(commands)
+    add_client_commands(commands)
     return parser
 
 
-_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-
-def _command(
-    commands: _Subparsers, name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
-) -> argparse.ArgumentParser:
-    """A subcommand whose parsed arguments go to ``run`` (main calls ``args.run``)."""
-    command = commands.add_parser(name, help=summary, description=description)
-    command.set_defaults(run=run)
-    return command
-
-
-def _add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
-    command.add_argument("--ledger", type=_ledger_name, metavar="NAME", help=f"{verb} only this ledger")
-
-
-def _add_json_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--json", action="store_true", help="print one JSON object for scripts")
-
-
-def _add_verify(commands: _Subparsers) -> None:
-    verify = _command(
+def _add_verify(commands: Subparsers) -> None:
+    verify = add_command(
         commands,
         "verify",
         cmd_verify,
@@ -145,12 +108,12 @@ def _add_verify(commands: _Subparsers) -> None:
         "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise.",
     )
     verify.add_argument("path", type=Path, metavar="PATH", help="a store directory or an export file")
-    _add_ledger_option(verify, "verify")
-    _add_json_option(verify)
+    add_ledger_option(verify, "verify")
+    add_json_option(verify)
 
 
-def _add_export(commands: _Subparsers) -> None:
-    export = _command(
+def _add_export(commands: Subparsers) -> None:
+    export = add_command(
         commands,
         "export",
         cmd_export,
@@ -158,12 +121,12 @@ def _add_export(commands: _Subparsers) -> None:
         "Verify and write a store's records, one JSON line each, in ledger then height order.",
     )
     export.add_argument("store", type=Path, metavar="STORE", help="a store directory")
-    _add_ledger_option(export, "export")
+    add_ledger_option(export, "export")
     export.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
 
 
-def _add_import(commands: _Subparsers) -> None:
-    imp = _command(
+def _add_import(commands: Subparsers) -> None:
+    imp = add_command(
         commands,
         "import",
         cmd_import,
@@ -173,12 +136,12 @@ def _add_import(commands: _Subparsers) -> None:
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="an export file")
     imp.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store to import into")
-    imp.add_argument("--node", type=_node_name, metavar="NAME", help="this store's node name")
-    _add_json_option(imp)
+    imp.add_argument("--node", type=node_name, metavar="NAME", help="this store's node name")
+    add_json_option(imp)
 
 
-def _add_demo(commands: _Subparsers) -> None:
-    demo = _command(
+def _add_demo(commands: Subparsers) -> None:
+    demo = add_command(
         commands,
         "demo",
         cmd_demo,
@@ -187,9 +150,9 @@ def _add_demo(commands: _Subparsers) -> None:
         "ledger, append a few hundred records with real proof of work, then verify the store.",
     )
     demo.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store directory")
-    demo.add_argument("--records", type=_positive, default=300, metavar="N", help="records to append (300)")
+    demo.add_argument("--records", type=positive, default=300, metavar="N", help="records to append (300)")
     # A lower difficulty is for tests only: it applies to new ledgers and weakens the demo.
-    demo.add_argument("--difficulty", type=_difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
+    demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -213,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A note says what had already been done when the error came (see importing.apply_import).
         for note in getattr(e, "__notes__", ()):
             print(f"vledger: {note}", file=sys.stderr)
-        _error(e.message)
+        # A node's refusal already starts with its code; a local failure gets it here.
+        _error(e.message if isinstance(e, RemoteError) else f"{e.code}: {e.message}")
         return EXIT_FAILED
     except BrokenPipeError:
         _silence_stdout()

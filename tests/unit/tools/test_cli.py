@@ -226,7 +226,7 @@ def test_an_index_column_that_lies_is_caught(
     assert (error["code"], error["height"]) == ("index_mismatch", 2)
     code, _, err = run(capsys, "export", store, "-o", tmp_path / "e.jsonl")
     assert code == 1
-    assert err.startswith(f"vledger: error: ledger 'alpha' height 2: the {column} column holds {shown}")
+    assert err.startswith(f"vledger: error: index_mismatch: ledger 'alpha' height 2: the {column} column holds {shown}")
     assert not (tmp_path / "e.jsonl").exists()
 
 
@@ -274,7 +274,7 @@ def test_export_of_a_damaged_store_fails_and_leaves_no_file(tmp_path: Path, caps
     flip_byte(store, "beta", 1)
     code, _, err = run(capsys, "export", store, "-o", tmp_path / "e.jsonl")
     assert code == 1
-    assert err.startswith("vledger: error: ledger 'beta' height 1:")
+    assert err.startswith("vledger: error: bad_field: ledger 'beta' height 1:")
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
@@ -441,7 +441,7 @@ def test_an_import_the_store_stops_says_how_far_it_got(
     code, _, err = run(capsys, "import", tmp_path / "e.jsonl", "--store", tmp_path / "copy")
     assert code == 1
     assert err == (
-        "vledger: import stopped after appending 0 verified records\nvledger: error: the store is shutting down\n"
+        "vledger: import stopped after appending 0 verified records\nvledger: error: store_closed: the store is shutting down\n"
     )
 
 
@@ -523,7 +523,7 @@ def test_an_unknown_ledger_is_an_error(tmp_path: Path, capsys: pytest.CaptureFix
     store = make_store(tmp_path / "s")
     code, _, err = run(capsys, "export", store, "--ledger", "nope")
     assert code == 1
-    assert err == "vledger: error: ledger 'nope' is not in this store or file\n"
+    assert err == "vledger: error: unknown_ledger: ledger 'nope' is not in this store or file\n"
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:

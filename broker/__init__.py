@@ -1,0 +1,1 @@
+"""The adapters between a node and the outside: CURVE keys and sockets, Redis, accounts."""

@@ -1,0 +1,600 @@
+"""Accounts in Redis, shared by every ingest node, and each node's live copy of them.
+
+Layout, for namespace ``ns`` (``vledger`` by default):
+
+* ``ns:account:<name>``: a hash per account: ``role`` (admin, writer, observer, replica)
+  and ``enabled`` (``1`` or ``0``);
+* ``ns:accounts:names``: the set of account names;
+* ``ns:accounts:keys``: a hash from Z85 public key to account name (one key, one account);
+* ``ns:accounts:version``: a counter that every change bumps;
+* ``ns:accounts:applied`` / ``ns:accounts:seen``: per node, the version it applied and
+  when it last said so (milliseconds, Redis clock).
+
+Every change is one Lua script: it checks, writes, bumps the version and PUBLISHes the new
+version on channel ``ns:accounts``, all atomically. An :class:`AccountCache` on each node
+reloads on that message, polls the version as a safety net (a message can be lost while a
+connection is down), hands the new allow-list to its callback, then records the version
+it applied, so that :meth:`AccountRegistry.wait_applied` can tell an admin when every
+node enforces a change.
+
+Errors here are precise (no_such_account, account_exists, ...). A server must map them to
+what the asker may know: a non-admin must not learn whether an account exists.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Any, NamedTuple, NoReturn, Self
+
+import redis
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import (
+    AccountError,
+    AccountExistsError,
+    AccountNameError,
+    ApplyTimeoutError,
+    KeyInUseError,
+    NoSuchAccountError,
+    NoSuchKeyError,
+    RoleError,
+)
+from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN
+from .keys import check_public_key, fingerprint
+
+logger = logging.getLogger(__name__)
+
+_SUBSCRIBE_TIMEOUT = 5.0
+_LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
+_RETRY_PAUSE = 1.0
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    WRITER = "writer"
+    OBSERVER = "observer"
+    REPLICA = "replica"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    role: Role
+    enabled: bool
+    keys: tuple[str, ...]  # Z85 public keys, sorted
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        return tuple(fingerprint(k) for k in self.keys)
+
+
+class KeyOwner(NamedTuple):
+    account: str
+    role: Role
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsSnapshot:
+    """All accounts at one version, read atomically."""
+
+    version: int
+    accounts: Mapping[str, Account]
+    owners: Mapping[str, str]  # Z85 public key -> account name
+
+    @classmethod
+    def empty(cls) -> AccountsSnapshot:
+        return cls(0, MappingProxyType({}), MappingProxyType({}))
+
+    def lookup(self, public_key: str) -> KeyOwner | None:
+        name = self.owners.get(public_key)
+        account = self.accounts.get(name) if name is not None else None
+        return None if account is None else KeyOwner(account.name, account.role, account.enabled)
+
+    def allowed_keys(self) -> frozenset[str]:
+        """The keys that may connect: those of enabled accounts."""
+        return frozenset(k for k, name in self.owners.items() if self.accounts[name].enabled)
+
+
+def check_account_name(name: str) -> str:
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= PROTOCOL_LIMITS.max_name_length
+        or ACCOUNT_PATTERN.fullmatch(name) is None
+    ):
+        raise AccountNameError(
+            f"account name {name!r} is not valid ({ACCOUNT_PATTERN.pattern}, at most {PROTOCOL_LIMITS.max_name_length})"
+        )
+    return name
+
+
+def check_role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise RoleError(f"role {role!r} is not one of {', '.join(r.value for r in Role)}") from None
+
+
+def _check_node(node: str) -> str:
+    if not isinstance(node, str) or NAME_PATTERN.fullmatch(node) is None:
+        raise AccountError(f"node name {node!r} is not valid ({NAME_PATTERN.pattern})")
+    return node
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# --- Lua: every change is one script -----------------------------------------------------------
+# KEYS[1] is always the version counter and ARGV[1] the channel; a script answers
+# {status, version}: 'ok' after a change, 'unchanged' when there was nothing to do, else an
+# error code, before anything was written.
+
+_CHANGED = """
+local function changed()
+  local v = redis.call('INCR', KEYS[1])
+  redis.call('PUBLISH', ARGV[1], v)
+  return {'ok', v}
+end
+local function unchanged()
+  return {'unchanged', tonumber(redis.call('GET', KEYS[1]) or '0')}
+end
+"""
+
+# KEYS: version, names, account    ARGV: channel, name, role
+_ADD_ACCOUNT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'account_exists', 0} end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 'role', ARGV[3], 'enabled', '1')
+return changed()
+"""
+
+# KEYS: version, names, account, keys    ARGV: channel, name
+_REMOVE_ACCOUNT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return {'no_such_account', 0} end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+local owners = redis.call('HGETALL', KEYS[4])
+for i = 1, #owners, 2 do
+  if owners[i + 1] == ARGV[2] then redis.call('HDEL', KEYS[4], owners[i]) end
+end
+return changed()
+"""
+
+# KEYS: version, names, account    ARGV: channel, name, field, value
+_SET_FIELD = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return {'no_such_account', 0} end
+if redis.call('HGET', KEYS[3], ARGV[3]) == ARGV[4] then return unchanged() end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+return changed()
+"""
+
+# KEYS: version, names, keys    ARGV: channel, name, public key
+_ADD_KEY = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return {'no_such_account', 0} end
+local owner = redis.call('HGET', KEYS[3], ARGV[3])
+if owner == ARGV[2] then return unchanged() end
+if owner then return {'key_in_use', 0} end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+return changed()
+"""
+
+# KEYS: version, keys    ARGV: channel, public key
+_REVOKE_KEY = """
+if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return {'no_such_key', 0} end
+return changed()
+"""
+
+# KEYS: version, names, account, keys    ARGV: channel, name, public key
+_BOOTSTRAP_ADMIN = """
+local owner = redis.call('HGET', KEYS[4], ARGV[3])
+if owner and owner ~= ARGV[2] then return {'key_in_use', 0} end
+local exists = redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1
+if exists and redis.call('HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
+if exists and owner and redis.call('HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], 'role', 'admin', 'enabled', '1')
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
+return changed()
+"""
+
+# KEYS: version, names, keys    ARGV: account key prefix
+_SNAPSHOT = """
+local accounts = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local fields = redis.call('HMGET', ARGV[1] .. name, 'role', 'enabled')
+  table.insert(accounts, {name, fields[1], fields[2]})
+end
+return {redis.call('GET', KEYS[1]) or '0', accounts, redis.call('HGETALL', KEYS[3])}
+"""
+
+# KEYS: keys    ARGV: public key, account key prefix
+_LOOKUP = """
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return false end
+local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
+return {owner, fields[1], fields[2]}
+"""
+
+# KEYS: applied, seen    ARGV: channel, node, version
+_RECORD_APPLIED = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
+    """The snapshot script's answer as an AccountsSnapshot (kept pure for the unit tests)."""
+    version_text, rows, flat_owners = reply
+    owners = {_text(flat_owners[i]): _text(flat_owners[i + 1]) for i in range(0, len(flat_owners), 2)}
+    keys_of: dict[str, list[str]] = {}
+    for key, name in owners.items():
+        keys_of.setdefault(name, []).append(key)
+    accounts = {}
+    for raw_name, raw_role, raw_enabled in rows:
+        name = _text(raw_name)
+        if raw_role is None:  # a name without its hash: written by hand, never by a script
+            logger.warning("account %r has no role in Redis; ignored", name)
+            continue
+        accounts[name] = Account(
+            name, Role(_text(raw_role)), _text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ())))
+        )
+    owners = {key: name for key, name in owners.items() if name in accounts}
+    return AccountsSnapshot(int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners))
+
+
+class AccountRegistry:
+    """The accounts in Redis: every change atomic, versioned and announced."""
+
+    def __init__(self, client: Any, namespace: str = "vledger") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.channel = f"{namespace}:accounts"
+        self.applied_channel = f"{namespace}:accounts:applied"
+        self._account_prefix = f"{namespace}:account:"
+        self._names = f"{namespace}:accounts:names"
+        self._owners = f"{namespace}:accounts:keys"
+        self._version = f"{namespace}:accounts:version"
+        self._applied = f"{namespace}:accounts:applied"
+        self._seen = f"{namespace}:accounts:seen"
+        register = client.register_script
+        self._add_account = register(_CHANGED + _ADD_ACCOUNT)
+        self._remove_account = register(_CHANGED + _REMOVE_ACCOUNT)
+        self._set_field = register(_CHANGED + _SET_FIELD)
+        self._add_key = register(_CHANGED + _ADD_KEY)
+        self._revoke_key = register(_CHANGED + _REVOKE_KEY)
+        self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
+        self._snapshot = register(_SNAPSHOT)
+        self._lookup = register(_LOOKUP)
+        self._record_applied = register(_RECORD_APPLIED)
+
+    def _account(self, name: str) -> str:
+        return self._account_prefix + name
+
+    def _change(self, script: Any, keys: list[str], args: list[str], *, account: str = "", key: str = "") -> int:
+        status, version = script(keys=[self._version, *keys], args=[self.channel, *args])
+        status = _text(status)
+        if status in ("ok", "unchanged"):
+            if status == "ok":
+                logger.info("accounts version %d", version)
+            return int(version)
+        _raise(status, account, key)
+
+    # --- changes -----------------------------------------------------------------------------
+
+    def add_account(self, name: str, role: str) -> int:
+        """Create an enabled account with no keys; the new version."""
+        check_account_name(name)
+        return self._change(
+            self._add_account, [self._names, self._account(name)], [name, check_role(role).value], account=name
+        )
+
+    def remove_account(self, name: str) -> int:
+        """Delete an account and unbind all its keys."""
+        check_account_name(name)
+        return self._change(
+            self._remove_account, [self._names, self._account(name), self._owners], [name], account=name
+        )
+
+    def enable(self, name: str) -> int:
+        return self._set(name, "enabled", "1")
+
+    def disable(self, name: str) -> int:
+        """Its keys stay bound but can no longer connect (and every command of theirs is refused)."""
+        return self._set(name, "enabled", "0")
+
+    def set_role(self, name: str, role: str) -> int:
+        return self._set(name, "role", check_role(role).value)
+
+    def _set(self, name: str, field: str, value: str) -> int:
+        check_account_name(name)
+        return self._change(self._set_field, [self._names, self._account(name)], [name, field, value], account=name)
+
+    def add_key(self, account: str, public_key: str) -> int:
+        """Bind a Z85 public key to an account (again for the same account: no change)."""
+        check_account_name(account)
+        key = check_public_key(public_key)
+        return self._change(self._add_key, [self._names, self._owners], [account, key], account=account, key=key)
+
+    def revoke_key(self, public_key: str) -> int:
+        key = check_public_key(public_key)
+        return self._change(self._revoke_key, [self._owners], [key], key=key)
+
+    def bootstrap_admin(self, account: str, public_key: str) -> int:
+        """Make ``account`` an enabled admin holding ``public_key``, in one step (for the local
+        first-admin command, run where Redis is reachable). Running it again changes nothing;
+        an existing account with another role, or a key bound to another account, is refused."""
+        check_account_name(account)
+        key = check_public_key(public_key)
+        return self._change(
+            self._bootstrap_admin,
+            [self._names, self._account(account), self._owners],
+            [account, key],
+            account=account,
+            key=key,
+        )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> AccountsSnapshot:
+        reply = self._snapshot(keys=[self._version, self._names, self._owners], args=[self._account_prefix])
+        return snapshot_from_reply(reply)
+
+    def list_accounts(self) -> list[Account]:
+        """Every account, by name, with its role, state and public keys (never secret material)."""
+        accounts = self.snapshot().accounts
+        return [accounts[name] for name in sorted(accounts)]
+
+    def lookup(self, public_key: str) -> KeyOwner | None:
+        reply = self._lookup(keys=[self._owners], args=[check_public_key(public_key), self._account_prefix])
+        if not reply or reply[1] is None:
+            return None
+        return KeyOwner(_text(reply[0]), Role(_text(reply[1])), _text(reply[2]) == "1")
+
+    def allowed_keys(self) -> frozenset[str]:
+        return self.snapshot().allowed_keys()
+
+    def version(self) -> int:
+        return int(self.client.get(self._version) or 0)
+
+    # --- which node applied what ---------------------------------------------------------------
+
+    def record_applied(self, node: str, version: int) -> None:
+        """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
+        self._record_applied(
+            keys=[self._applied, self._seen], args=[self.applied_channel, _check_node(node), str(version)]
+        )
+
+    def applied(self) -> dict[str, int]:
+        """The version each node last said it applied."""
+        return {_text(k): int(v) for k, v in self.client.hgetall(self._applied).items()}
+
+    def live_nodes(self, within: float) -> set[str]:
+        """The nodes that reported within the last ``within`` seconds (by the Redis clock)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(self._seen)
+        (seconds, micros), seen = pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
+        return {_text(node) for node, ms in seen.items() if now_ms - int(ms) <= within * 1000}
+
+    def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
+        """Wait until every node in ``nodes`` applied ``version`` or later; their versions.
+
+        Woken by each node's report rather than by polling; raises ApplyTimeoutError naming
+        the nodes still behind (a node that never reported is at version 0).
+        """
+        names = [_check_node(n) for n in nodes]
+        deadline = time.monotonic() + timeout
+        pubsub = _subscribe(self.client, self.applied_channel)
+        try:
+            while True:
+                values = self.client.hmget(self._applied, names) if names else []
+                current = {n: int(v) if v is not None else 0 for n, v in zip(names, values, strict=True)}
+                lagging = {n: v for n, v in current.items() if v < version}
+                if not lagging:
+                    return current
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    behind = ", ".join(f"{n} at {v}" for n, v in sorted(lagging.items()))
+                    raise ApplyTimeoutError(
+                        f"accounts version {version} not applied within {timeout} s: {behind}", lagging
+                    )
+                pubsub.get_message(timeout=min(left, _LISTEN_SLICE * 4))
+        finally:
+            pubsub.close()
+
+
+def _raise(code: str, account: str, key: str) -> NoReturn:
+    if code == "account_exists":
+        raise AccountExistsError(f"account {account!r} already exists")
+    if code == "not_admin":
+        raise AccountExistsError(f"account {account!r} already exists with another role than admin")
+    if code == "no_such_account":
+        raise NoSuchAccountError(f"no account {account!r}")
+    if code == "key_in_use":
+        raise KeyInUseError(f"key {key} is already bound to another account")
+    if code == "no_such_key":
+        raise NoSuchKeyError(f"key {key} is bound to no account")
+    raise AccountError(f"unexpected answer from Redis: {code!r}")
+
+
+def bootstrap_admin(registry: AccountRegistry, account: str, public_key: str) -> int:
+    """The local first-admin command's step: see :meth:`AccountRegistry.bootstrap_admin`."""
+    return registry.bootstrap_admin(account, public_key)
+
+
+def _subscribe(client: Any, channel: str) -> Any:
+    """A PubSub subscribed to ``channel``, returned only once Redis confirmed it: whatever is
+    read after this cannot miss a message published after that read."""
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(channel)
+        deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=left)
+            if message is not None and message["type"] in ("subscribe", b"subscribe"):
+                return pubsub
+        raise redis.exceptions.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
+    except BaseException:
+        pubsub.close()
+        raise
+
+
+class AccountCache:
+    """A node's copy of the accounts: thread-safe reads, kept current in the background.
+
+    ``start()`` subscribes, loads, and starts one thread that reloads on each announced
+    change, polls the version every ``poll_interval`` seconds (and then also records the
+    node as alive), and recovers from a lost connection by subscribing and loading again.
+    After each change it calls ``on_change(allowed_keys)`` (wire it to the CurveServer's
+    ``AllowList.replace``) and then records the applied version in Redis.
+    """
+
+    def __init__(
+        self,
+        registry: AccountRegistry,
+        node: str,
+        *,
+        on_change: Callable[[frozenset[str]], None] | None = None,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self.registry = registry
+        self.node = _check_node(node)
+        self.on_change = on_change
+        self.poll_interval = poll_interval
+        self._snapshot = AccountsSnapshot.empty()
+        self._unapplied = True  # on_change has not yet seen the snapshot we hold
+        self._changed = threading.Condition()
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+
+    # --- reads (any thread) ----------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> AccountsSnapshot:
+        with self._changed:
+            return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def lookup(self, public_key: str) -> KeyOwner | None:
+        return self.snapshot.lookup(public_key)
+
+    def allowed_keys(self) -> frozenset[str]:
+        return self.snapshot.allowed_keys()
+
+    def wait_for_version(self, version: int, timeout: float) -> bool:
+        """True once this cache holds ``version`` or a later one and has handed it to
+        ``on_change`` (or tried to), False at the deadline."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._snapshot.version >= version, timeout)
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Load the accounts now (the node that made a change calls this before answering)."""
+        with self._reload_lock:
+            snapshot = self.registry.snapshot()
+            with self._changed:
+                previous, self._snapshot = self._snapshot, snapshot
+            try:
+                if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
+                    return snapshot.version
+            finally:
+                with self._changed:
+                    self._changed.notify_all()
+            self.registry.record_applied(self.node, snapshot.version)
+            return snapshot.version
+
+    def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
+        """Give the new allow-list to ``on_change``; False if that failed."""
+        logger.info("node %s: accounts version %d loaded", self.node, snapshot.version)
+        self._unapplied = True
+        if self.on_change is not None:
+            try:
+                self.on_change(snapshot.allowed_keys())
+            except Exception:
+                # Not recorded as applied, so an admin waiting on this node sees it lag;
+                # the next poll tries again.
+                logger.exception("node %s: applying accounts version %d failed", self.node, snapshot.version)
+                return False
+        self._unapplied = False
+        return True
+
+    def _heartbeat(self) -> None:
+        """The safety net: reload if the version moved unannounced, else say we are alive."""
+        if self._unapplied or self.registry.version() != self.version:
+            self.refresh()
+        else:
+            self.registry.record_applied(self.node, self.version)
+
+    def start(self) -> Self:
+        if self._thread is not None:
+            raise AccountError("this AccountCache is already started")
+        self._pubsub = _subscribe(self.registry.client, self.registry.channel)
+        try:
+            self.refresh()
+        except BaseException:
+            self._pubsub.close()
+            self._pubsub = None
+            raise
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._follow, name=f"accounts-{self.node}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        if self._pubsub is not None:
+            self._pubsub.close()
+            self._pubsub = None
+
+    def _follow(self) -> None:
+        next_poll = time.monotonic() + self.poll_interval
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if self._pubsub is None:
+                    self._pubsub = _subscribe(self.registry.client, self.registry.channel)
+                    self.refresh()  # whatever was announced while we were away
+                message = self._pubsub.get_message(timeout=min(_LISTEN_SLICE, self.poll_interval))
+                announced = message is not None and message["type"] in ("message", b"message")
+                if announced and int(_text(message["data"])) != self.version:
+                    self.refresh()
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_interval
+                    self._heartbeat()
+                failures = 0
+            except (redis.exceptions.RedisError, OSError, ValueError) as e:
+                failures += 1
+                logger.warning("node %s: following accounts failed (%s); retrying", self.node, e)
+                if self._pubsub is not None:
+                    self._pubsub.close()
+                    self._pubsub = None
+                if failures > 1:  # a dropped connection is retried at once, a dead server slowly
+                    self._stop.wait(_RETRY_PAUSE)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

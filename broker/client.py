@@ -1,0 +1,201 @@
+"""The Python client of the ingest protocol (docs/PROTOCOL.md, section 6).
+
+A :class:`Client` holds one CURVE DEALER connection per node it has talked to. ``call``
+sends one request and waits for its reply; ``call_many`` keeps a window of requests in flight
+on one connection, which is how a single client reaches the store's group-commit rate.
+A write answered ``not_home`` is sent again to the home node the answer names, once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+
+from ..node.errors import BadRequestError, NodeUnavailableError, RemoteError
+from ..node.record import Entry
+from ..node.wire import encode_request
+from .curve import curve_client, process_context
+from .keys import KeyPair
+
+log = logging.getLogger(__name__)
+
+WRITES = frozenset(("put", "ledger.create"))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    endpoint: str
+    key: str  # the node's z85 public key
+
+    def __str__(self) -> str:
+        return self.endpoint
+
+
+class _Connection:
+    def __init__(self, ctx: zmq.Context[Any], node: NodeAddress, keys: KeyPair, max_message_bytes: int) -> None:
+        self.node = node
+        self.socket = curve_client(ctx, zmq.DEALER, node.key, keys)
+        self.socket.maxmsgsize = 2 * max_message_bytes
+        self.socket.connect(node.endpoint)
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class Client:
+    def __init__(
+        self,
+        node: NodeAddress,
+        keys: KeyPair,
+        *,
+        timeout: float = 10.0,
+        max_message_bytes: int = 1024 * 1024,
+        ctx: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.node = node
+        self.keys = keys
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._ctx = ctx or process_context()
+        self._connections: dict[str, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._homes: dict[str, NodeAddress] = {}
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connection(self, node: NodeAddress) -> _Connection:
+        connection = self._connections.get(node.endpoint)
+        if connection is None or connection.node.key != node.key:
+            connection = self._connections[node.endpoint] = _Connection(
+                self._ctx, node, self.keys, self.max_message_bytes
+            )
+        return connection
+
+    # --- requests -------------------------------------------------------------------
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> Any:
+        """Send one request and return its result; a refusal raises RemoteError with its code."""
+        return self.call_many([(cmd, args or {})], node=node)[0]
+
+    def call_many(
+        self, requests: Sequence[tuple[str, dict[str, Any]]], *, node: NodeAddress | None = None, window: int = 64
+    ) -> list[Any]:
+        """Results of many requests, sent with up to ``window`` in flight; raises the first refusal."""
+        results = self._exchange(requests, node or self.node, window)
+        failed = next((r for r in results if isinstance(r, RemoteError)), None)
+        if failed is not None:
+            raise failed
+        return results
+
+    def _exchange(self, requests: Sequence[tuple[str, dict[str, Any]]], node: NodeAddress, window: int) -> list[Any]:
+        """Every request's result or RemoteError, in request order; writes follow not_home once."""
+        connection = self._connection(node)
+        results: list[Any] = [None] * len(requests)
+        pending: dict[int, int] = {}  # request id -> index
+        queue = iter(enumerate(requests))
+        redirects: list[int] = []
+        while True:
+            while len(pending) < window:
+                item = next(queue, None)
+                if item is None:
+                    break
+                index, (cmd, args) = item
+                request_id = next(self._ids)
+                data = encode_request(request_id, cmd, args)
+                if len(data) > self.max_message_bytes:
+                    raise BadRequestError(f"{cmd}: request is {len(data)} bytes, over {self.max_message_bytes}")
+                connection.socket.send(data)
+                pending[request_id] = index
+            if not pending:
+                break
+            reply = self._receive(connection)
+            index = pending.pop(reply.get("id"), -1)  # type: ignore[arg-type]
+            if index < 0:
+                continue  # the reply to a request an earlier call gave up on
+            if reply.get("ok") is True:
+                results[index] = reply.get("result")
+                continue
+            error = _remote_error(reply)
+            results[index] = error
+            if error.code == "not_home" and requests[index][0] in WRITES:
+                redirects.append(index)
+        for index in redirects:
+            home = _home(results[index])
+            if home is None or home.endpoint == node.endpoint:
+                continue
+            log.info("%s is written on %s; sending there", requests[index][0], home)
+            results[index] = self._exchange([requests[index]], home, 1)[0]
+        return results
+
+    def _receive(self, connection: _Connection) -> dict[str, Any]:
+        if not connection.socket.poll(int(self.timeout * 1000)):
+            # Forget the connection: a late reply must not be read as the answer to a later request.
+            connection.close()
+            self._connections.pop(connection.node.endpoint, None)
+            raise NodeUnavailableError(f"{connection.node}: no answer within {self.timeout:g} s")
+        data = connection.socket.recv()
+        try:
+            reply = msgpack.unpackb(data, raw=False)
+        except (ValueError, msgpack.UnpackException) as e:
+            raise NodeUnavailableError(f"{connection.node}: unreadable reply: {e}") from e
+        if not isinstance(reply, dict):
+            raise NodeUnavailableError(f"{connection.node}: a reply that is not a map")
+        return reply
+
+    # --- conveniences ---------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        return self.call("hello")  # type: ignore[no-any-return]
+
+    def put(self, entry: Entry) -> dict[str, Any]:
+        """Append a prepared entry on its ledger's home node; returns the receipt."""
+        return self.put_many([entry])[0]
+
+    def put_many(self, entries: Iterable[Entry], window: int = 64) -> list[dict[str, Any]]:
+        requests = [("put", {"content": e.content_bytes, "nonce": e.nonce}) for e in entries]
+        return self.call_many(requests, window=window)
+
+    def create_ledger(self, genesis: Entry) -> dict[str, Any]:
+        return self.call("ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})  # type: ignore[no-any-return]
+
+    def records(self, ledger: str, start: int = 0) -> Iterator[bytes]:
+        """Every record's bytes from ``start`` to the head, a page at a time."""
+        next_height: int | None = start
+        while next_height is not None:
+            page = self.call("range", {"ledger": ledger, "start": next_height})
+            yield from page["records"]
+            next_height = page["next"]
+
+
+def _remote_error(reply: dict[str, Any]) -> RemoteError:
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        return RemoteError("bad_reply", "the node answered with an error but no error map", {})
+    code = error.get("code")
+    message = error.get("message")
+    details = {k: v for k, v in error.items() if k not in ("code", "message")}
+    return RemoteError(str(code), str(message), details)
+
+
+def _home(error: Any) -> NodeAddress | None:
+    if not isinstance(error, RemoteError):
+        return None
+    home = error.details.get("home")
+    if not isinstance(home, dict) or not isinstance(home.get("endpoint"), str) or not isinstance(home.get("key"), str):
+        return None
+    return NodeAddress(home["endpoint"], home["key"])

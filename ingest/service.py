@@ -1,0 +1,393 @@
+"""What an ingest node answers: every command of the client protocol, without the sockets.
+
+``IngestService.handle(key, data)`` takes the caller's CURVE public key (as ZeroMQ
+authenticated it) and a request's bytes, and returns the reply's bytes. It never raises:
+every failure becomes an error reply with a documented code (docs/PROTOCOL.md, section 6),
+and nothing is written unless the whole request was valid. The socket loop lives in
+``ingest.server``; tests drive this class directly as well as through real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config.cluster import ClusterConfig, NodeConfig
+from ..node.errors import (
+    BadGenesisError,
+    BadRequestError,
+    BlobError,
+    ForbiddenError,
+    NotFoundError,
+    NotHomeError,
+    RequestError,
+    ThrottledError,
+    UnknownCommandError,
+    VledgerError,
+)
+from ..node.record import GENESIS_KIND, Entry, Record
+from ..node.rules.engine import RulesEngine
+from ..node.rules.files import FilesState, may_read
+from ..node.store import ChainStore, Receipt
+from ..node.wire import PROTOCOL_VERSION, Args, Request, parse_request, reply_error, reply_ok, request_id_of
+from .throttle import Throttle
+from .uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+ROLES = ("admin", "writer", "observer", "replica")
+EVERYONE = frozenset(ROLES)
+WRITERS = frozenset(("admin", "writer"))
+ADMINS = frozenset(("admin",))
+HASH_SIZE = 32
+FILE_KIND = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the account its key is bound to, and that account's role."""
+
+    account: str
+    role: str
+    key: str
+
+
+class AccountLookup(Protocol):
+    """The node's view of the account registry (Redis, kept current by notifications)."""
+
+    def lookup(self, key: str) -> Caller | None: ...
+
+
+class AccountAdmin(Protocol):
+    """The admin commands' access to the registry; each call answers once every node applied it."""
+
+    def apply(self, command: str, args: Args) -> dict[str, Any]: ...
+
+    def list_accounts(self) -> list[dict[str, Any]]: ...
+
+
+Handler = Callable[["IngestService", Caller, Args], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    handler: Handler
+    roles: frozenset[str]
+    args: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, handler, roles, args, summary)
+        return handler
+
+    return register
+
+
+def receipt_map(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "ledger": receipt.ledger,
+        "height": receipt.height,
+        "hash": receipt.hash,
+        "checksum": receipt.checksum,
+        "duplicate": receipt.duplicate,
+        "values": receipt.values,
+    }
+
+
+class IngestService:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: NodeConfig,
+        store: ChainStore,
+        accounts: AccountLookup,
+        admin: AccountAdmin,
+        node_keys: dict[str, str],
+        domain: RulesEngine | None = None,
+        executor: Executor | None = None,
+        version: str = "0",
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.store = store
+        self.accounts = accounts
+        self.admin = admin
+        self.node_keys = node_keys  # node name -> z85 public key, for not_home answers
+        # The engine is the store's; its committer thread writes it. The reads here (is a file
+        # readable) are single dict and set lookups, which CPython makes atomic.
+        self.domain = domain
+        self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest.max_file_bytes)
+        self.version = version
+        self.settings = config.ingest
+        self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)
+        self._executor = executor
+
+    async def handle(self, key: str, data: bytes) -> bytes:
+        """The reply to one request; never raises."""
+        request_id = None
+        try:
+            request = parse_request(data, self.settings.max_message_bytes)
+            request_id = request.id
+            return reply_ok(request_id, await self._dispatch(key, request))
+        except VledgerError as e:
+            if request_id is None:
+                request_id = request_id_of(data)
+            if not isinstance(e, RequestError):
+                log.info("request refused: code=%s", e.code)
+            return reply_error(request_id, e)
+        except Exception:  # a bug: answer, log, and keep serving
+            log.exception("request failed unexpectedly")
+            return reply_error(request_id, VledgerError("internal error; the node logged it"))
+
+    async def _dispatch(self, key: str, request: Request) -> object:
+        caller = self.accounts.lookup(key)
+        if caller is None:
+            # A key that was revoked (or an account disabled) after its connection was made.
+            raise ForbiddenError("this key may not use this node")
+        wait = self.throttle.take(key)
+        if wait:
+            raise ThrottledError(f"too many requests; retry in {wait} ms", retry_after_ms=wait)
+        found = COMMANDS.get(request.cmd)
+        if found is None:
+            raise UnknownCommandError(f"unknown command {request.cmd!r}; 'help' lists them")
+        if caller.role not in found.roles:
+            raise ForbiddenError(f"the {caller.role} role may not use {request.cmd!r}")
+        return await found.handler(self, caller, request.args)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _entry(self, caller: Caller, args: Args) -> Entry:
+        entry = Entry.from_wire(
+            args.binary("content", max_size=self.config.settings.limits.max_content_bytes),
+            args.uint("nonce"),
+            self.config.settings.limits,
+        )
+        if entry.content.author != caller.account:
+            raise ForbiddenError("a record's author must be the account of the key that sends it")
+        home = self.config.home_of(entry.content.ledger)
+        if home.name != self.node.name:
+            raise NotHomeError(
+                f"ledger {entry.content.ledger!r} is written on node {home.name!r}",
+                home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
+            )
+        return entry
+
+    def _check_file_record(self, entry: Entry) -> None:
+        """A file record on a files ledger must name a blob this node holds, of that size."""
+        if entry.content.kind != FILE_KIND or self.store.size(entry.content.ledger) == 0:
+            return
+        if self.store.rules(entry.content.ledger).rules.get("type") != "files":
+            return
+        payload = entry.content.payload
+        sha256, size = payload.get("sha256"), payload.get("size")
+        if not isinstance(sha256, str) or not isinstance(size, int):
+            return  # the ledger's rules refuse the payload with a precise error
+        try:
+            held = self.store.blobs.path_of(sha256).stat().st_size
+        except (BlobError, FileNotFoundError):
+            raise NotFoundError("upload the file (file.upload) before recording it") from None
+        if held != size:
+            raise BadRequestError(f"the uploaded file is {held} bytes, the record says {size}")
+
+    def readable_file(self, sha256: str, account: str) -> bool:
+        if self.domain is None:
+            return False
+        for ledger in self.store.ledgers():
+            state = self.domain.state(ledger)
+            if state is not None and isinstance(state.domain, FilesState) and may_read(state.domain, sha256, account):
+                return True
+        return False
+
+    async def _append(self, entry: Entry) -> dict[str, Any]:
+        receipt = await asyncio.wrap_future(self.store.submit_entry(entry))
+        return receipt_map(receipt)
+
+    def _record(self, record: Record | None, what: str) -> Record:
+        if record is None:
+            raise NotFoundError(f"no {what} on this node")
+        return record
+
+    async def _blocking(self, call: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+# --- session commands -------------------------------------------------------------------
+
+
+@command("hello", EVERYONE, "", "the node's name, version and the ledgers it is home to")
+async def _hello(service: IngestService, caller: Caller, args: Args) -> object:
+    homes = {ledger for ledger, node in service.config.homes.items() if node == service.node.name}
+    if service.config.default_home == service.node.name:
+        homes.update(ledger for ledger in service.store.ledgers() if ledger not in service.config.homes)
+    return {
+        "node": service.node.name,
+        "version": service.version,
+        "protocol": PROTOCOL_VERSION,
+        "ledgers": sorted(homes),
+        "account": caller.account,
+        "role": caller.role,
+    }
+
+
+@command("ver", EVERYONE, "", "the node's software and protocol versions")
+async def _ver(service: IngestService, caller: Caller, args: Args) -> object:
+    return {"version": service.version, "protocol": PROTOCOL_VERSION}
+
+
+@command("help", EVERYONE, "[command]", "the commands your role may use, or one command's arguments")
+async def _help(service: IngestService, caller: Caller, args: Args) -> object:
+    name = args.optional_text("command", max_length=32)
+    listed = [c for c in COMMANDS.values() if caller.role in c.roles and (name is None or c.name == name)]
+    if name is not None and not listed:
+        raise NotFoundError(f"no command {name!r} for the {caller.role} role")
+    return {
+        "commands": [
+            {"name": c.name, "args": c.args, "roles": sorted(c.roles), "summary": c.summary}
+            for c in sorted(listed, key=lambda c: c.name)
+        ]
+    }
+
+
+@command("whoami", EVERYONE, "", "your account, role and key")
+async def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
+    return {"account": caller.account, "role": caller.role, "key": caller.key}
+
+
+# --- ledgers ----------------------------------------------------------------------------
+
+
+@command("ledger.create", ADMINS, "content nonce", "start a ledger from a genesis entry")
+async def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
+    entry = service._entry(caller, args)
+    if entry.content.kind != GENESIS_KIND:
+        raise BadGenesisError("ledger.create takes a genesis entry", ledger=entry.content.ledger, height=0)
+    return await service._append(entry)
+
+
+@command("ledger.list", EVERYONE, "", "the ledgers this node holds")
+async def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
+    ledgers = []
+    for ledger in service.store.ledgers():
+        rules = service.store.rules(ledger)
+        head = service.store.head(ledger)
+        ledgers.append(
+            {
+                "ledger": ledger,
+                "home": service.config.home_of(ledger).name,
+                "size": service.store.size(ledger),
+                "head": head.hash if head else None,
+                "difficulty": rules.difficulty,
+                "kinds": list(rules.kinds),
+                "type": rules.rules.get("type", "plain"),
+            }
+        )
+    return {"ledgers": ledgers}
+
+
+@command("put", WRITERS, "content nonce", "append a record (answered once it is durable)")
+async def _put(service: IngestService, caller: Caller, args: Args) -> object:
+    entry = service._entry(caller, args)
+    if entry.content.kind == GENESIS_KIND:
+        raise ForbiddenError("a genesis entry goes through ledger.create")
+    service._check_file_record(entry)
+    return await service._append(entry)
+
+
+@command("get", EVERYONE, "ledger height | hash", "one record's bytes")
+async def _get(service: IngestService, caller: Caller, args: Args) -> object:
+    if args.has("hash"):
+        record = service.store.get_by_hash(args.binary("hash", size=HASH_SIZE))
+    else:
+        record = service.store.get(args.text("ledger"), args.uint("height"))
+    return {"record": service._record(record, "such record").encode()}
+
+
+@command("range", EVERYONE, "ledger start [limit]", "a page of records from a height on")
+async def _range(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    start = args.uint("start")
+    page = service.settings.page_size
+    limit = args.uint("limit", default=page, maximum=page) or page
+    rows = list(service.store.range_raw(ledger, start, start + limit))
+    size = service.store.size(ledger)
+    end = start + len(rows)
+    return {"records": [data for _, data in rows], "next": end if end < size else None}
+
+
+@command("head", EVERYONE, "ledger", "the ledger's last record")
+async def _head(service: IngestService, caller: Caller, args: Args) -> object:
+    record = service._record(service.store.head(args.text("ledger")), "such ledger")
+    return {"height": record.height, "hash": record.hash, "record": record.encode()}
+
+
+@command("size", EVERYONE, "ledger", "how many records the ledger holds")
+async def _size(service: IngestService, caller: Caller, args: Args) -> object:
+    return {"size": service.store.size(args.text("ledger"))}
+
+
+@command("have", EVERYONE, "hashes", "which of these record hashes this node holds")
+async def _have(service: IngestService, caller: Caller, args: Args) -> object:
+    hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
+    return {"have": service.store.have(hashes)}
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+def _admin_command(name: str, args_doc: str, summary: str) -> None:
+    async def run(service: IngestService, caller: Caller, args: Args) -> object:
+        return await service._blocking(lambda: service.admin.apply(name, args))
+
+    command(name, ADMINS, args_doc, summary)(run)
+
+
+_admin_command("account.add", "account role", "create an account with a role")
+_admin_command("account.remove", "account", "delete an account and its keys")
+_admin_command("account.enable", "account", "let an account's keys in again")
+_admin_command("account.disable", "account", "refuse an account's keys from their next request")
+_admin_command("key.add", "account key", "bind a CURVE public key (z85) to an account")
+_admin_command("key.revoke", "key", "refuse a key from its next request")
+
+
+@command("account.list", ADMINS, "", "every account, its role, state and keys")
+async def _account_list(service: IngestService, caller: Caller, args: Args) -> object:
+    return {"accounts": await service._blocking(service.admin.list_accounts)}
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+@command("file.upload", WRITERS, "sha256 size offset data", "send a file in chunks (then put a file record)")
+async def _file_upload(service: IngestService, caller: Caller, args: Args) -> object:
+    received, complete = service.uploads.receive(
+        caller.account,
+        args.text("sha256", max_length=64),
+        args.uint("size", maximum=service.settings.max_file_bytes),
+        args.uint("offset"),
+        args.binary("data", max_size=service.settings.file_chunk_bytes),
+    )
+    return {"received": received, "complete": complete}
+
+
+@command("file.download", EVERYONE, "sha256 offset length", "read a file in chunks, as its ledger's read rule allows")
+async def _file_download(service: IngestService, caller: Caller, args: Args) -> object:
+    sha256 = args.text("sha256", max_length=64)
+    offset = args.uint("offset")
+    length = args.uint("length", maximum=service.settings.file_chunk_bytes)
+    if not service.readable_file(sha256, caller.account):
+        raise NotFoundError("no such file, or not one you may read")  # the same answer for both
+    with service.store.blobs.open(sha256) as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(offset)
+        return {"data": f.read(length), "size": size}

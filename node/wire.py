@@ -1,0 +1,139 @@
+"""Requests and replies of the client protocol (docs/PROTOCOL.md, section 6), as bytes.
+
+Pure: a request's bytes become a :class:`Request` whose arguments are read through typed
+accessors, each refusing a missing or wrong-typed argument with a ``bad_request`` error that
+names it. Nothing from the wire is used before it has been checked here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import BadRequestError, MessageTooLargeError, VledgerError
+
+PROTOCOL_VERSION = 1
+_UINT_MAX = 2**64 - 1
+_MAX_ID_LENGTH = 64
+_COMMAND = re.compile(r"[a-z][a-z.]{0,31}")
+
+RequestId = int | str | None
+
+
+def _check_id(value: object) -> RequestId:
+    if type(value) is int and 0 <= value <= _UINT_MAX:
+        return value
+    if type(value) is str and len(value) <= _MAX_ID_LENGTH:
+        return value
+    raise BadRequestError(f"id must be an integer 0..2**64-1 or a string of at most {_MAX_ID_LENGTH} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Args:
+    """A request's arguments, read only through checking accessors."""
+
+    values: dict[str, Any]
+
+    def _get(self, name: str, default: object) -> object:
+        value = self.values.get(name, default)
+        if value is _MISSING:
+            raise BadRequestError(f"argument {name!r} is missing")
+        return value
+
+    def text(self, name: str, *, max_length: int = 256) -> str:
+        value = self._get(name, _MISSING)
+        if type(value) is not str or not 0 < len(value) <= max_length:
+            raise BadRequestError(f"argument {name!r} must be a string of 1..{max_length} characters")
+        return value
+
+    def optional_text(self, name: str, *, max_length: int = 256) -> str | None:
+        if self.values.get(name) is None:
+            return None
+        return self.text(name, max_length=max_length)
+
+    def uint(self, name: str, *, default: int | None = None, maximum: int = _UINT_MAX) -> int:
+        value = self._get(name, _MISSING if default is None else default)
+        if type(value) is not int or not 0 <= value <= maximum:
+            raise BadRequestError(f"argument {name!r} must be an integer 0..{maximum}")
+        return value
+
+    def binary(self, name: str, *, size: int | None = None, max_size: int | None = None) -> bytes:
+        value = self._get(name, _MISSING)
+        if type(value) is not bytes:
+            raise BadRequestError(f"argument {name!r} must be binary")
+        if size is not None and len(value) != size:
+            raise BadRequestError(f"argument {name!r} must be {size} bytes")
+        if max_size is not None and len(value) > max_size:
+            raise BadRequestError(f"argument {name!r} must be at most {max_size} bytes")
+        return value
+
+    def binary_list(self, name: str, *, size: int, max_items: int) -> list[bytes]:
+        value = self._get(name, _MISSING)
+        if type(value) is not list or len(value) > max_items:
+            raise BadRequestError(f"argument {name!r} must be a list of at most {max_items} items")
+        for item in value:
+            if type(item) is not bytes or len(item) != size:
+                raise BadRequestError(f"argument {name!r} must hold {size}-byte binary values")
+        return value
+
+    def has(self, name: str) -> bool:
+        return self.values.get(name) is not None
+
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: RequestId
+    cmd: str
+    args: Args
+
+
+def request_id_of(data: bytes) -> RequestId:
+    """The id of a request that failed to parse, if it can still be read (for the error reply)."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return _check_id(value.get("id")) if isinstance(value, dict) else None
+    except (VledgerError, ValueError, TypeError, msgpack.UnpackException, AttributeError):
+        return None
+
+
+def parse_request(data: bytes, max_bytes: int) -> Request:
+    """Check a request's bytes; raises a RequestError (bad_request or too_large)."""
+    if len(data) > max_bytes:
+        raise MessageTooLargeError(f"request is {len(data)} bytes, over the limit of {max_bytes}")
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=0)
+    except UnicodeDecodeError as e:
+        raise BadRequestError(f"request holds invalid UTF-8: {e.reason}") from e
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        raise BadRequestError(f"request is not valid msgpack: {e}") from e
+    if type(value) is not dict:
+        raise BadRequestError("request must be a msgpack map")
+    unknown = set(value) - {"id", "cmd", "args"}
+    if unknown:
+        raise BadRequestError(f"request has unknown fields {sorted(unknown)}")
+    request_id = _check_id(value.get("id"))
+    cmd = value.get("cmd")
+    if type(cmd) is not str or not _COMMAND.fullmatch(cmd):
+        raise BadRequestError("cmd must be a command name such as 'hello' or 'ledger.list'")
+    args = value.get("args", {})
+    if type(args) is not dict:
+        raise BadRequestError("args must be a map")
+    return Request(request_id, cmd, Args(args))
+
+
+def encode_request(request_id: RequestId, cmd: str, args: dict[str, Any] | None = None) -> bytes:
+    return msgpack.packb({"id": request_id, "cmd": cmd, "args": args or {}}, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def reply_ok(request_id: RequestId, result: object) -> bytes:
+    return msgpack.packb({"id": request_id, "ok": True, "result": result}, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def reply_error(request_id: RequestId, error: VledgerError) -> bytes:
+    return msgpack.packb({"id": request_id, "ok": False, "error": error.to_wire()}, use_bin_type=True)  # type: ignore[no-any-return]

@@ -1,0 +1,50 @@
+"""Fixtures shared by every test package: a real redis-server for the Redis tests.
+
+One server for the whole session, in a short directory under /tmp, flushed before and after
+each test that takes ``redis_client``. Without a redis-server the tests that need one are
+skipped, except in CI (``CI`` set), where that is a failure: CI must have installed one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.redis_server import RedisServer, connect, find_redis_server
+from vledger.node.errors import RedisServerError
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        executable = find_redis_server()
+    except RedisServerError as e:
+        if _in_ci():
+            pytest.fail(f"CI must provide a redis-server: {e}")
+        pytest.skip(str(e))
+    directory = Path(tempfile.mkdtemp(prefix="vledger-redis-", dir="/tmp"))
+    try:
+        with RedisServer(directory, executable=executable) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[Any]:
+    """A client of the session's server (bytes replies), on an empty database."""
+    client = connect(redis_server.url)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()

@@ -1,0 +1,73 @@
+"""The pure parts of the accounts module: names, roles, and snapshots built from Redis replies."""
+
+from __future__ import annotations
+
+import pytest
+
+from vledger.broker.accounts import (
+    Account,
+    AccountsSnapshot,
+    KeyOwner,
+    Role,
+    check_account_name,
+    check_role,
+    snapshot_from_reply,
+)
+from vledger.broker.keys import fingerprint, new_keypair
+from vledger.node.errors import AccountNameError, RoleError
+
+K1, K2, K3 = sorted(new_keypair().public for _ in range(3))
+
+
+def reply(as_bytes: bool) -> list[object]:
+    def b(text: str) -> object:
+        return text.encode() if as_bytes else text
+
+    return [
+        b("7"),
+        [[b("alice"), b("writer"), b("1")], [b("bob"), b("observer"), b("0")], [b("ghost"), None, None]],
+        [b(K1), b("alice"), b(K2), b("alice"), b(K3), b("bob")],
+    ]
+
+
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_snapshot_from_reply(as_bytes: bool) -> None:
+    snapshot = snapshot_from_reply(reply(as_bytes))
+    assert snapshot.version == 7
+    assert snapshot.accounts["alice"] == Account("alice", Role.WRITER, True, (K1, K2))
+    assert snapshot.accounts["bob"] == Account("bob", Role.OBSERVER, False, (K3,))
+    assert "ghost" not in snapshot.accounts  # a name without its hash is ignored
+    assert snapshot.lookup(K1) == KeyOwner("alice", Role.WRITER, True)
+    assert snapshot.lookup(K3) == KeyOwner("bob", Role.OBSERVER, False)
+    assert snapshot.lookup(new_keypair().public) is None
+
+
+def test_only_enabled_accounts_may_connect() -> None:
+    assert snapshot_from_reply(reply(False)).allowed_keys() == {K1, K2}
+
+
+def test_snapshots_compare_by_content() -> None:
+    assert snapshot_from_reply(reply(True)) == snapshot_from_reply(reply(False))
+    assert AccountsSnapshot.empty().version == 0 and not AccountsSnapshot.empty().allowed_keys()
+
+
+def test_accounts_show_fingerprints_not_secrets() -> None:
+    account = snapshot_from_reply(reply(False)).accounts["alice"]
+    assert account.fingerprints == (fingerprint(K1), fingerprint(K2))
+
+
+@pytest.mark.parametrize("name", ["alice", "Bob", "carol@example.org", "d.e_f-1", "x" * 64])
+def test_valid_account_names(name: str) -> None:
+    assert check_account_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, "-alice", "a b", "a/b", "a:b", "ünï", ".x"])
+def test_invalid_account_names(name: str) -> None:
+    with pytest.raises(AccountNameError):
+        check_account_name(name)
+
+
+def test_roles() -> None:
+    assert [check_role(r) for r in ("admin", "writer", "observer", "replica")] == list(Role)
+    with pytest.raises(RoleError, match="not one of admin, writer, observer, replica"):
+        check_role("root")

@@ -1,0 +1,1030 @@
+"""The client verbs, the interactive shell and their pure parts, without a network.
+
+The remote side is :class:`SimulatedNode`: a real ChainStore with the real rules engine behind
+the answers of docs/PROTOCOL.md section 6, called in-process. A verb runs either through
+``cli.main`` (exit codes, stdout and stderr) with the session pool swapped for one that opens
+sessions on the simulator, or through a :class:`Shell`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.client import NodeAddress
+from vledger.broker.keys import generate, load_public
+from vledger.config.cluster import IngestSettings, load_cluster
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.errors import (
+    BadChecksumError,
+    HeightGapError,
+    KeyExistsError,
+    KeyMaterialError,
+    KeyPermissionsError,
+    NodeUnavailableError,
+    PassphraseError,
+    RemoteError,
+    SealError,
+    SourceChangedError,
+    UsageError,
+    VledgerError,
+)
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, Record, decode_content, decode_record
+from vledger.node.rules.engine import RulesEngine
+from vledger.node.sealed import is_sealed, seal, unseal
+from vledger.node.store import ChainStore
+from vledger.tools import cli, client_commands
+from vledger.tools import client_payloads as build
+from vledger.tools import shell as shell_module
+from vledger.tools.client_commands import donor_id, ledger_rules, public_key_argument, shell_parser
+from vledger.tools.client_payloads import Write, parse_json_map
+from vledger.tools.client_session import ClientOptions, Session, SessionPool, load_client_keys
+from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
+from vledger.tools.progress import Progress
+from vledger.tools.seal_keys import read_seal_key, write_seal_key
+from vledger.tools.shell import Shell, completions, error_line
+
+T0 = 1_790_000_000_000
+DAY = 86_400_000
+ELECTION_RULES = {"type": "election", "choices": ["yes", "no"], "opens": T0 - DAY, "closes": T0 + DAY}
+CHARITY_RULES = {"type": "charity", "currency": "SAR", "funds": ["zakat"]}
+RESOURCES_RULES = {"type": "resources", "unit": "credits", "issuers": ["alice"]}
+FILES_RULES = {"type": "files", "read": "public"}
+
+
+# --- the remote side -------------------------------------------------------------------------
+
+
+class SimulatedNode:
+    """An ingest node in memory: the protocol's commands over a real store and rules engine."""
+
+    def __init__(self, directory: Path, account: str = "alice", role: str = "admin", page_size: int = 500) -> None:
+        self.store = ChainStore(directory, origin="ingest-1", clock=lambda: T0, domain=RulesEngine())
+        self.account = account
+        self.role = role
+        self.page_size = page_size
+        self.calls: list[tuple[str, dict[str, Any], NodeAddress | None]] = []
+        self.blobs: dict[str, bytes] = {}
+        self.parts: dict[str, bytearray] = {}
+        self.closed = False
+        # A test replaces an answer by putting a function here under the command's name.
+        self.override: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> Any:
+        args = args or {}
+        self.calls.append((cmd, args, node))
+        handler = self.override.get(cmd) or getattr(self, "_" + cmd.replace(".", "_"), None)
+        if handler is None:
+            raise RemoteError("unknown_command", f"unknown command {cmd!r}", {})
+        try:
+            return handler(args)
+        except (RemoteError, NodeUnavailableError):  # a refusal as sent, or no answer at all
+            raise
+        except VledgerError as e:
+            raise RemoteError(e.code, e.message, {}) from e
+
+    def close(self) -> None:
+        self.closed = True
+
+    def sent(self, cmd: str) -> list[dict[str, Any]]:
+        return [args for name, args, _ in self.calls if name == cmd]
+
+    def contents(self) -> list[Content]:
+        """The contents of every record written (put and ledger.create), in order."""
+        return [
+            decode_content(args["content"], PROTOCOL_LIMITS)
+            for name, args, _ in self.calls
+            if name in ("put", "ledger.create")
+        ]
+
+    def _entry(self, args: dict[str, Any]) -> Entry:
+        entry = Entry.from_wire(args["content"], args["nonce"], PROTOCOL_LIMITS)
+        if entry.content.author != self.account:
+            raise RemoteError("forbidden", "a record's author must be the caller's account", {})
+        return entry
+
+    def _record(self, record: Record | None) -> dict[str, Any]:
+        if record is None:
+            raise RemoteError("not_found", "no such record on this node", {})
+        return {"record": record.encode()}
+
+    @staticmethod
+    def _receipt(receipt: Any) -> dict[str, Any]:
+        keys = ("ledger", "height", "hash", "checksum", "duplicate", "values")
+        return {key: getattr(receipt, key) for key in keys}
+
+    def _hello(self, args: dict[str, Any]) -> Any:
+        return {"node": "ingest-1", "version": "0.1.0", "protocol": 1, "ledgers": self.store.ledgers()} | {
+            "account": self.account,
+            "role": self.role,
+        }
+
+    def _whoami(self, args: dict[str, Any]) -> Any:
+        return {"account": self.account, "role": self.role, "key": "k" * 40}
+
+    def _help(self, args: dict[str, Any]) -> Any:
+        return {"commands": [{"name": "put", "args": "content nonce", "roles": ["admin"], "summary": "append"}]}
+
+    def _ledger_create(self, args: dict[str, Any]) -> Any:
+        return self._receipt(self.store.create_ledger(self._entry(args)))
+
+    def _put(self, args: dict[str, Any]) -> Any:
+        return self._receipt(self.store.append(self._entry(args)))
+
+    def _ledger_list(self, args: dict[str, Any]) -> Any:
+        ledgers = []
+        for ledger in self.store.ledgers():
+            rules = self.store.rules(ledger)
+            ledgers.append(
+                {
+                    "ledger": ledger,
+                    "home": "ingest-1",
+                    "size": self.store.size(ledger),
+                    "head": None,
+                    "difficulty": rules.difficulty,
+                    "kinds": list(rules.kinds),
+                    "type": rules.rules.get("type", "plain"),
+                }
+            )
+        return {"ledgers": ledgers}
+
+    def _get(self, args: dict[str, Any]) -> Any:
+        if "hash" in args:
+            return self._record(self.store.get_by_hash(args["hash"]))
+        return self._record(self.store.get(args["ledger"], args["height"]))
+
+    def _range(self, args: dict[str, Any]) -> Any:
+        start = args["start"]
+        rows = list(self.store.range_raw(args["ledger"], start, start + self.page_size))
+        end = start + len(rows)
+        return {"records": [data for _, data in rows], "next": end if end < self.store.size(args["ledger"]) else None}
+
+    def _head(self, args: dict[str, Any]) -> Any:
+        record = self.store.head(args["ledger"])
+        if record is None:
+            raise RemoteError("not_found", "no such ledger", {})
+        return {"height": record.height, "hash": record.hash, "record": record.encode()}
+
+    def _size(self, args: dict[str, Any]) -> Any:
+        return {"size": self.store.size(args["ledger"])}
+
+    def _file_upload(self, args: dict[str, Any]) -> Any:
+        sha256, size, offset, data = args["sha256"], args["size"], args["offset"], args["data"]
+        if sha256 in self.blobs:
+            return {"received": size, "complete": True}
+        part = self.parts.setdefault(sha256, bytearray())
+        assert offset == len(part), "the client must continue where the node stands"
+        part.extend(data)
+        if len(part) < size:
+            return {"received": len(part), "complete": False}
+        assert hashlib.sha256(part).hexdigest() == sha256
+        self.blobs[sha256] = bytes(self.parts.pop(sha256))
+        return {"received": size, "complete": True}
+
+    def _file_download(self, args: dict[str, Any]) -> Any:
+        blob = self.blobs.get(args["sha256"])
+        if blob is None:
+            raise RemoteError("not_found", "no such file, or not one you may read", {})
+        offset = args["offset"]
+        return {"data": blob[offset : offset + args["length"]], "size": len(blob)}
+
+    def _account_op(self, args: dict[str, Any]) -> Any:
+        return {**args, "pending": [], "version": 7}
+
+    _account_add = _account_remove = _account_enable = _account_disable = _key_add = _key_revoke = _account_op
+
+    def _account_list(self, args: dict[str, Any]) -> Any:
+        return {"accounts": [{"account": "alice", "role": "admin", "enabled": True, "keys": []}]}
+
+
+def write_config(directory: Path, extra: str = "") -> Path:
+    path = directory / "cluster.toml"
+    path.write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-1"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\n'
+        '[ledgers.far]\nhome = "ingest-2"\n' + extra
+    )
+    return path
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[SimulatedNode]:
+    simulated = SimulatedNode(tmp_path / "store")
+    yield simulated
+    simulated.store.close()
+
+
+@pytest.fixture
+def session(tmp_path: Path, node: SimulatedNode) -> Session:
+    config = load_cluster(write_config(tmp_path))
+    ids = iter(f"req-{i}" for i in range(1000))
+    return Session(config, config.node("ingest-1"), node, clock=lambda: T0, request_ids=lambda: next(ids))
+
+
+class Run:
+    """``vledger ARGS`` in-process against the simulator: exit code, stdout, stderr."""
+
+    def __init__(self, session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+        self.session = session
+        self.capsys = capsys
+        self.options: list[ClientOptions] = []
+
+    def pool(self) -> SessionPool:
+        def opener(options: ClientOptions) -> Session:
+            self.options.append(options)
+            return self.session
+
+        return SessionPool(opener)
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *argv: str) -> Any:
+        code, out, err = self(*argv, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def vledger(session: Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    run = Run(session, capsys)
+    monkeypatch.setattr(client_commands, "SessionPool", run.pool)
+    monkeypatch.setenv("VLEDGER_KEY", "/nonexistent/alice.key_secret")  # the opener above never reads it
+    monkeypatch.delenv("VLEDGER_CONFIG", raising=False)
+    return run
+
+
+def create(vledger: Run, ledger: str, kinds: str = "note", rules: dict[str, Any] | None = None) -> None:
+    argv = ["ledger", "create", ledger, "--kinds", kinds, "--difficulty", "2", "--rules", json.dumps(rules or {})]
+    code, _, err = vledger(*argv)
+    assert code == 0, err
+
+
+# --- JSON from the command line ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ['{"a": 1.5}', '{"a": 1e3}', '{"a": -0.0}', '{"a": [1, {"b": 2.0}]}'])
+def test_json_floats_are_refused_with_the_minor_units_rule(text: str) -> None:
+    with pytest.raises(UsageError, match="minor units"):
+        parse_json_map(text, "--payload")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": NaN}', "NaN is not a number a record can hold"),
+        ('{"a": -Infinity}', "-Infinity is not a number"),
+        ('{"a": 1, "a": 2}', r"repeated keys \['a'\]"),
+        ("[1, 2]", "must be a JSON object .* not an array"),
+        ("null", "not null"),
+        ('"text"', "not a string"),
+        ('{"a": 1', "not valid JSON: Expecting ',' delimiter \\(line 1, column 8\\)"),
+        ("", "not valid JSON"),
+    ],
+)
+def test_json_errors_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_json_map(text, "--payload")
+
+
+def test_json_keeps_integers_text_and_nesting() -> None:
+    payload = parse_json_map('{"amount": 1250, "big": 18446744073709551615, "name": "Zoë", "x": [null, true]}', "p")
+    assert payload == {"amount": 1250, "big": 2**64 - 1, "name": "Zoë", "x": [None, True]}
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def _argument_error(check: Callable[[str], Any], value: str) -> str:
+    with pytest.raises(argparse.ArgumentTypeError) as raised:
+        check(value)
+    return str(raised.value)
+
+
+def test_amounts_are_positive_whole_minor_units() -> None:
+    assert build.amount("1250") == 1250
+    assert build.amount(str(2**64 - 1)) == 2**64 - 1
+    assert "not a whole number" in _argument_error(build.amount, "12.50")
+    for bad in ("0", "-5", "1e3", "abc", "²", str(2**64), ""):
+        assert "not an amount" in _argument_error(build.amount, bad)
+
+
+def test_kinds_heights_hashes_and_accounts() -> None:
+    assert build.kind_list("note,memo") == ("note", "memo")
+    assert "first record's kind" in _argument_error(build.kind_list, "note,genesis")
+    assert "not a valid name" in _argument_error(build.kind_list, "Note")
+    assert build.height("0") == 0
+    assert "not a height" in _argument_error(build.height, "-1")
+    assert build.record_hash("AB" * 32) == bytes([0xAB]) * 32
+    assert "64 hexadecimal" in _argument_error(build.record_hash, "ab" * 31)
+    assert build.sha256_hex("AB" * 32) == "ab" * 32
+    assert build.account_name("Zoe.1@org") == "Zoe.1@org"
+    assert "not an account name" in _argument_error(build.account_name, "-x")
+    assert build.seconds("2.5") == 2.5
+    assert "seconds" in _argument_error(build.seconds, "0")
+
+
+# --- domain payloads: accepted by the real rules -------------------------------------------------
+
+
+def _chain(rules: dict[str, Any], writes: list[tuple[str, Write]]) -> list[dict[str, Any]]:
+    """Run a genesis with ``rules`` and ``writes`` (author, write) through the rules engine; their values."""
+    engine = RulesEngine()
+    ledger_rules_ = ledger_rules(None, 0, rules)
+    genesis = Entry.prepare(ledger_rules_.genesis_content("l", "alice", "g", T0), 0, PROTOCOL_LIMITS)
+    record = genesis.place(0, bytes(32), T0, "ingest-1")
+    engine.check_and_apply(record, ledger_rules_)
+    values = []
+    for height, (author, write) in enumerate(writes, start=1):
+        assert write.kind in ledger_rules_.kinds
+        content = Content("l", write.kind, write.payload, author, f"r{height}", T0)
+        record = Entry.prepare(content, 0, PROTOCOL_LIMITS).place(height, record.link, T0, "ingest-1")
+        values.append(engine.check_and_apply(record, ledger_rules_))
+    return values
+
+
+def test_vote_payloads_pass_the_election_rules() -> None:
+    values = _chain(ELECTION_RULES, [("alice", build.register("V-1"))])
+    electronic_id = values[0]["electronic_id"]
+    writes = [
+        build.register("V-1"),
+        build.cast(electronic_id, "yes"),
+        build.uncast(electronic_id),
+        build.cast(electronic_id, "no"),
+        build.withdraw(electronic_id),
+    ]
+    assert {w.domain for w in writes} == {"election"}
+    _chain(ELECTION_RULES, [("alice", w) for w in writes])
+
+
+def test_money_payloads_pass_the_charity_and_resources_rules(tmp_path: Path) -> None:
+    donor = seal(bytes(64), "Zoë", "l")
+    _chain(
+        CHARITY_RULES,
+        [
+            ("alice", build.donation(donor, "zakat", 1250, "cash", "")),
+            ("alice", build.disbursement("zakat", "family 12", 1000, "food")),
+        ],
+    )
+    _chain(
+        RESOURCES_RULES,
+        [("alice", build.issue("bob", 10)), ("bob", build.transfer("bob", "carol", 4))],
+    )
+    _chain(FILES_RULES, [("alice", build.file_record("report.pdf", 3, "ab" * 32))])
+
+
+def test_a_donor_must_be_a_sealed_id() -> None:
+    with pytest.raises(UsageError, match="not a sealed id"):
+        build.donation("Zoë", "zakat", 1, "", "")
+
+
+def test_ledger_rules_add_the_kinds_of_the_domain() -> None:
+    assert ledger_rules(("note",), 3, ELECTION_RULES).kinds == ("cast", "note", "register", "uncast", "withdraw")
+    assert ledger_rules(("a", "b"), 0, {}).kinds == ("a", "b")
+    with pytest.raises(UsageError, match="--kinds"):
+        ledger_rules(None, 0, {})
+
+
+# --- seal keys and sealed donor ids ----------------------------------------------------------------
+
+
+def test_seal_key_files_are_private_and_never_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "seal.key"
+    write_seal_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = read_seal_key(path)
+    assert len(key) == 64
+    with pytest.raises(KeyExistsError):
+        write_seal_key(path)
+    assert read_seal_key(path) == key
+    path.chmod(0o640)
+    with pytest.raises(KeyPermissionsError, match="chmod 600"):
+        read_seal_key(path)
+    short = tmp_path / "short.key"
+    short.write_bytes(bytes(63))
+    short.chmod(0o600)
+    with pytest.raises(KeyMaterialError, match="exactly 64 bytes"):
+        read_seal_key(short)
+
+
+def test_donor_info_is_sealed_with_the_ledger_as_context(tmp_path: Path) -> None:
+    key_file = tmp_path / "seal.key"
+    write_seal_key(key_file)
+    args = argparse.Namespace(donor=None, donor_info="Zoë, Riyadh", seal_key=key_file, ledger="zakat")
+    donor = donor_id(args)
+    assert is_sealed(donor)
+    assert donor == donor_id(args)  # the same donor is always the same id
+    assert unseal(read_seal_key(key_file), donor, "zakat") == "Zoë, Riyadh"
+    with pytest.raises(SealError):
+        unseal(read_seal_key(key_file), donor, "other-fund")
+    with pytest.raises(UsageError, match="--seal-key"):
+        donor_id(argparse.Namespace(donor=None, donor_info="x", seal_key=None, ledger="zakat"))
+
+
+def test_seal_unseal_and_seal_key_commands(vledger: Run, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    code, out, _ = vledger("seal-key", "--out", str(key))
+    assert code == 0 and "0600" in out
+    code, _, err = vledger("seal-key", "--out", str(key))
+    assert code == 1 and "already exists" in err
+    code, out, _ = vledger("seal", "--key", str(key), "Zoë", "--context", "zakat")
+    sealed = out.strip()
+    assert code == 0 and is_sealed(sealed)
+    code, out, _ = vledger("unseal", "--key", str(key), sealed, "--context", "zakat")
+    assert (code, out) == (0, "Zoë\n")
+    code, _, err = vledger("unseal", "--key", str(key), sealed)
+    assert code == 1 and "does not open" in err
+
+
+# --- sessions: options, keys, routing --------------------------------------------------------------
+
+
+def test_client_options_come_from_arguments_then_the_environment() -> None:
+    args = argparse.Namespace(config=None, node=None, key=None, timeout=None)
+    environ = {"VLEDGER_KEY": "me.key_secret", "VLEDGER_CONFIG": "/etc/c.toml"}
+    assert ClientOptions.from_args(args, environ) == ClientOptions(
+        Path("/etc/c.toml"), None, Path("me.key_secret"), 10.0
+    )
+    assert ClientOptions.from_args(args, {"VLEDGER_KEY": "k"}).config == Path("config/cluster.toml")
+    given = argparse.Namespace(config=Path("c.toml"), node="ingest-2", key=Path("k"), timeout=2.0)
+    assert ClientOptions.from_args(given, environ) == ClientOptions(Path("c.toml"), "ingest-2", Path("k"), 2.0)
+    with pytest.raises(UsageError, match="VLEDGER_KEY"):
+        ClientOptions.from_args(args, {})
+
+
+def test_a_protected_key_takes_the_environment_or_asks(tmp_path: Path) -> None:
+    pair = generate(tmp_path, "me", "s3cret")
+    path = tmp_path / "me.key_secret"
+    assert load_client_keys(path, {"VLEDGER_PASSPHRASE": "s3cret"}) == pair
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "s3cret"
+
+    assert load_client_keys(path, {}, ask=ask) == pair
+    assert asked == [f"passphrase for {path}: "]
+
+    def no_terminal(prompt: str) -> str:
+        raise EOFError
+
+    with pytest.raises(PassphraseError, match="VLEDGER_PASSPHRASE"):
+        load_client_keys(path, {}, ask=no_terminal)
+    with pytest.raises(PassphraseError, match="wrong passphrase"):
+        load_client_keys(path, {"VLEDGER_PASSPHRASE": "wrong"})
+
+
+def test_writes_go_to_the_ledger_home_unless_a_node_is_given(tmp_path: Path, session: Session) -> None:
+    generate(tmp_path / "keys", "ingest-2")
+    home = session.write_node("far")
+    assert home == NodeAddress("tcp://127.0.0.1:7391", load_public(tmp_path / "keys" / "ingest-2.key"))
+    assert session.write_node("notes") is None  # its home is the session's node
+    session.pinned = True
+    assert session.write_node("far") is None
+
+
+def test_rules_are_read_from_the_home_when_the_node_given_lacks_the_ledger(
+    tmp_path: Path, vledger: Run, node: SimulatedNode
+) -> None:
+    generate(tmp_path / "keys", "ingest-2")
+    create(vledger, "far")
+    vledger.session.pinned = True  # as with --node ingest-1
+    answers = iter([RemoteError("not_found", "no such record on this node", {})])
+
+    def get_on_a_node_without_it(args: dict[str, Any]) -> Any:
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return node._get(args)
+
+    vledger.session._rules.clear()
+    node.override["get"] = get_on_a_node_without_it
+    code, _, err = vledger("put", "far", "note", "--payload", "{}", "--node", "ingest-1")
+    assert code == 0, err
+    gets = [(args, where) for cmd, args, where in node.calls if cmd == "get"]
+    assert gets[0][1] is None and gets[1][1] is not None and gets[1][1].endpoint.endswith(":7391")
+    assert [where for cmd, _, where in node.calls if cmd == "put"] == [None]
+
+
+# --- ledgers and records ----------------------------------------------------------------------------
+
+
+def test_create_put_and_read_back(vledger: Run, node: SimulatedNode) -> None:
+    created = vledger.json("ledger", "create", "notes", "--kinds", "note,memo", "--difficulty", "4")
+    assert (created["ledger"], created["height"], created["duplicate"]) == ("notes", 0, False)
+    genesis = node.contents()[0]
+    assert (genesis.kind, genesis.author, genesis.request_id, genesis.ts) == ("genesis", "alice", "req-0", T0)
+    assert genesis.payload == {"difficulty": 4, "kinds": ["memo", "note"], "rules": {}}
+
+    receipt = vledger.json("put", "notes", "note", "--payload", '{"text": "Zoë", "n": 1}', "--request-id", "r-1")
+    assert receipt["height"] == 1 and len(receipt["hash"]) == 64
+    content = node.contents()[-1]
+    assert (content.kind, content.payload, content.author, content.request_id) == (
+        "note",
+        {"n": 1, "text": "Zoë"},
+        "alice",
+        "r-1",
+    )
+
+    record = vledger.json("get", "notes", "1")
+    assert record["payload"] == {"n": 1, "text": "Zoë"} and record["hash"] == receipt["hash"]
+    assert vledger.json("get", "--hash", receipt["hash"])["height"] == 1
+    assert vledger.json("head", "notes")["hash"] == receipt["hash"]
+    assert vledger.json("size", "notes") == {"ledger": "notes", "size": 2}
+    code, out, _ = vledger("size", "notes")
+    assert (code, out) == (0, "2\n")
+    listed = vledger.json("ledger", "list")["ledgers"]
+    assert [(e["ledger"], e["size"], e["type"]) for e in listed] == [("notes", 2, "plain")]
+
+    code, out, _ = vledger("get", "notes", "1")
+    assert code == 0 and "author    alice" in out and 'payload   {"n":1,"text":"Zoë"}' in out
+
+
+def test_a_retry_with_the_same_request_id_and_ts_writes_once(vledger: Run) -> None:
+    create(vledger, "notes")
+    argv = ("put", "notes", "note", "--payload", "{}", "--request-id", "r-9", "--ts", str(T0 - 5))
+    first, again = vledger.json(*argv), vledger.json(*argv)
+    assert (first["duplicate"], again["duplicate"], again["hash"]) == (False, True, first["hash"])
+    code, out, _ = vledger(*argv)
+    assert code == 0 and out.startswith("already written")
+
+
+def test_float_payloads_are_refused_before_anything_is_sent(vledger: Run, node: SimulatedNode) -> None:
+    code, out, err = vledger("put", "notes", "note", "--payload", '{"amount": 12.5}')
+    assert code == 2 and out == ""
+    assert "argument --payload" in err and "12.5 is not an integer" in err and "minor units" in err
+    assert node.calls == []
+
+
+def test_an_unknown_kind_is_refused_before_the_work(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+    code, _, err = vledger("put", "notes", "vote", "--payload", "{}")
+    assert code == 1 and "kind 'vote' is not one of this ledger's kinds ['note']" in err
+    assert len(node.sent("put")) == 0
+
+
+def test_node_refusals_exit_1_with_their_code(vledger: Run) -> None:
+    code, _, err = vledger("get", "nowhere", "3")
+    assert code == 1 and err == "vledger: error: not_found: no such record on this node\n"
+
+
+def test_get_needs_a_ledger_and_height_or_a_hash(vledger: Run) -> None:
+    assert vledger("get")[0] == 2
+    assert vledger("get", "notes")[0] == 2
+    assert vledger("get", "notes", "1", "--hash", "00" * 32)[0] == 2
+    assert vledger("get", "notes", "x")[0] == 2
+
+
+def test_range_streams_pages_and_checks_the_chain(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+    for i in range(6):
+        vledger.json("put", "notes", "note", "--payload", json.dumps({"i": i}))
+    node.page_size = 2
+    code, out, _ = vledger("range", "notes", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [line["height"] for line in lines] == list(range(7))
+    assert len(node.sent("range")) == 4
+    code, out, _ = vledger("range", "notes", "--start", "5")
+    assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == ["5", "6"]
+    assert out.splitlines()[0].endswith('\tnote\talice\t{"i":4}')
+
+
+def test_a_node_sending_another_record_is_caught(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+    vledger.json("put", "notes", "note", "--payload", "{}")
+    node.override["get"] = lambda args: node._record(node.store.get("notes", 0))
+    code, _, err = vledger("get", "notes", "1")
+    assert code == 1 and "asked for height 1, the node sent height 0" in err
+
+
+def test_a_tampered_record_fails_its_checks(session: Session, node: SimulatedNode, vledger: Run) -> None:
+    create(vledger, "notes")
+    vledger.json("put", "notes", "note", "--payload", '{"amount": 100}')
+    record = node.store.get("notes", 1)
+    assert record is not None
+    forged = Content("notes", "note", {"amount": 900}, "alice", record.content.request_id, record.content.ts)
+    tampered = Record(
+        forged,
+        forged.encode(PROTOCOL_LIMITS),
+        record.checksum,
+        record.nonce,
+        record.height,
+        record.prev,
+        record.accepted,
+        record.origin,
+        record.link,
+    )
+    node.override["get"] = lambda args: {"record": tampered.encode()}
+    with pytest.raises(BadChecksumError):
+        session.record("notes", 1)
+
+
+def test_range_refuses_a_page_that_goes_nowhere(session: Session, node: SimulatedNode, vledger: Run) -> None:
+    create(vledger, "notes")
+    node.override["range"] = lambda args: {"records": [], "next": 0}
+    with pytest.raises(NodeUnavailableError, match="continue at 0"):
+        list(session.records("notes"))
+
+
+def test_a_receipt_for_other_content_is_refused(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+    node.override["put"] = lambda args: {**node._put(args), "checksum": bytes(32)}
+    code, _, err = vledger("put", "notes", "note", "--payload", "{}")
+    assert code == 1 and "not for the record sent" in err
+
+
+def test_a_write_that_gets_no_answer_says_how_to_retry(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+
+    def silent(args: dict[str, Any]) -> Any:
+        raise NodeUnavailableError("tcp://127.0.0.1:7390: no answer within 10 s")
+
+    node.override["put"] = silent
+    code, _, err = vledger("put", "notes", "note", "--payload", "{}", "--request-id", "r-7")
+    assert code == 1
+    assert f"--request-id r-7 --ts {T0}" in err and "no answer within 10 s" in err
+
+
+def test_hello_whoami_and_the_default_options(vledger: Run, tmp_path: Path) -> None:
+    code, out, _ = vledger("hello")
+    assert code == 0 and "you are alice (admin)" in out
+    assert vledger.json("whoami")["account"] == "alice"
+    assert vledger.options[-1] == ClientOptions(
+        Path("config/cluster.toml"), None, Path("/nonexistent/alice.key_secret"), 10.0
+    )
+    vledger("whoami", "--node", "ingest-2", "--timeout", "1.5", "--config", "x.toml", "--key", "k")
+    assert vledger.options[-1] == ClientOptions(Path("x.toml"), "ingest-2", Path("k"), 1.5)
+
+
+# --- domain verbs -----------------------------------------------------------------------------------
+
+
+def test_vote_verbs(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "e2026", "note", ELECTION_RULES)
+    registered = vledger.json("vote", "register", "e2026", "--voter-id", "V-17")
+    electronic_id = registered["electronic_id"]
+    assert electronic_id.startswith("E-") and registered["values"] == {"electronic_id": electronic_id}
+    code, out, _ = vledger("vote", "register", "e2026", "--voter-id", "V-18")
+    assert code == 0 and "electronic id: E-" in out
+    for argv in (
+        ("cast", "--electronic-id", electronic_id, "--choice", "yes"),
+        ("uncast", "--electronic-id", electronic_id),
+        ("withdraw", "--electronic-id", electronic_id),
+    ):
+        assert vledger("vote", argv[0], "e2026", *argv[1:])[0] == 0
+    assert [(c.kind, c.payload) for c in node.contents()[1:]] == [
+        ("register", {"voter_id": "V-17"}),
+        ("register", {"voter_id": "V-18"}),
+        ("cast", {"choice": "yes", "electronic_id": electronic_id}),
+        ("uncast", {"electronic_id": electronic_id}),
+        ("withdraw", {"electronic_id": electronic_id}),
+    ]
+    code, _, err = vledger("vote", "cast", "e2026", "--electronic-id", electronic_id, "--choice", "no")
+    assert code == 1 and "withdrawn" in err
+
+
+def test_a_domain_verb_on_a_ledger_of_another_domain_writes_nothing(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes", "register")
+    code, _, err = vledger("vote", "register", "notes", "--voter-id", "V-1")
+    assert code == 2 and "'plain' rules" in err and "'election' ledgers" in err
+    assert node.sent("put") == []
+
+
+def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    create(vledger, "zakat", "note", CHARITY_RULES)
+    key = tmp_path / "seal.key"
+    write_seal_key(key)
+    argv = ("--fund", "zakat", "--amount", "1250", "--source", "cash", "--purpose", "")
+    assert vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)[0] == 0
+    donor = seal(read_seal_key(key), "Anon", "zakat")
+    assert vledger("donate", "zakat", "--donor", donor, *argv)[0] == 0
+    assert (
+        vledger("disburse", "zakat", "--fund", "zakat", "--target", "t", "--amount", "2000", "--purpose", "p")[0] == 0
+    )
+    first, second, paid = node.contents()[1:]
+    assert unseal(read_seal_key(key), first.payload["donor"], "zakat") == "Zoë"
+    assert first.payload == {
+        "donor": first.payload["donor"],
+        "fund": "zakat",
+        "amount": 1250,
+        "source": "cash",
+        "purpose": "",
+    }
+    assert second.payload["donor"] == donor
+    assert (paid.kind, paid.payload) == (
+        "disbursement",
+        {"fund": "zakat", "target": "t", "amount": 2000, "purpose": "p"},
+    )
+    code, _, err = vledger("disburse", "zakat", "--fund", "zakat", "--target", "t", "--amount", "600", "--purpose", "")
+    assert code == 1 and "insufficient_funds" in err
+    assert vledger("donate", "zakat", "--donor", "Zoë", *argv)[0] == 2
+    assert vledger("donate", "zakat", "--donor-info", "Zoë", *argv)[0] == 2  # no --seal-key
+    assert vledger("donate", "zakat", "--donor", donor, "--donor-info", "x", *argv)[0] == 2
+    code, _, err = vledger("donate", "zakat", "--donor", donor, *argv[:2], "--amount", "12.50", *argv[4:])
+    assert code == 2 and "not a whole number" in err
+
+
+def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "credits", "note", RESOURCES_RULES)
+    assert vledger("issue", "credits", "--account", "alice", "--amount", "10")[0] == 0
+    assert vledger("transfer", "credits", "--to", "bob", "--amount", "4")[0] == 0
+    issued, moved = node.contents()[1:]
+    assert (issued.kind, issued.payload) == ("issue", {"account": "alice", "amount": 10})
+    assert (moved.kind, moved.payload, moved.author) == (
+        "transfer",
+        {"from": "alice", "to": "bob", "amount": 4},
+        "alice",
+    )
+    code, _, err = vledger("transfer", "credits", "--to", "bob", "--amount", "7")
+    assert code == 1 and "insufficient_funds" in err
+
+
+# --- files ----------------------------------------------------------------------------------------------
+
+
+def test_chunks_cover_a_file_once() -> None:
+    assert list(chunks(0, 4)) == [(0, 0)]
+    assert list(chunks(8, 4)) == [(0, 4), (4, 4)]
+    assert list(chunks(10, 4)) == [(0, 4), (4, 4), (8, 2)]
+    assert list(chunks(10, 4, start=8)) == [(8, 2)]
+    assert chunk_size(IngestSettings(file_chunk_bytes=256 * 1024, max_message_bytes=1024 * 1024)) == 256 * 1024
+    assert chunk_size(IngestSettings(file_chunk_bytes=4 * 1024 * 1024, max_message_bytes=1024 * 1024)) == 1023 * 1024
+
+
+@pytest.fixture
+def small_chunks(session: Session) -> None:
+    ingest = IngestSettings(file_chunk_bytes=1000, max_message_bytes=1024 * 1024, max_file_bytes=100_000)
+    session.config = dataclasses.replace(session.config, ingest=ingest)
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_file_put_uploads_in_chunks_then_records_it(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    create(vledger, "files", "note", FILES_RULES)
+    data = os.urandom(2500)
+    path = tmp_path / "report.pdf"
+    path.write_bytes(data)
+    receipt = vledger.json("file", "put", "files", str(path))
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert (receipt["name"], receipt["size"], receipt["sha256"]) == ("report.pdf", 2500, sha256)
+    assert [(a["offset"], len(a["data"]), a["size"]) for a in node.sent("file.upload")] == [
+        (0, 1000, 2500),
+        (1000, 1000, 2500),
+        (2000, 500, 2500),
+    ]
+    record = node.contents()[-1]
+    assert (record.kind, record.payload) == ("file", {"name": "report.pdf", "size": 2500, "sha256": sha256})
+
+    node.calls.clear()  # the node holds it now: one request finds that out, then the record
+    assert vledger("file", "put", "files", str(path), "--name", "copy.pdf")[0] == 0
+    assert len(node.sent("file.upload")) == 1 and node.contents()[-1].payload["name"] == "copy.pdf"
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_file_get_checks_the_digest_before_the_file_appears(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    data = os.urandom(2100)
+    sha256 = hashlib.sha256(data).hexdigest()
+    node.blobs[sha256] = data
+    out = tmp_path / "out" / "got.bin"
+    out.parent.mkdir()
+    assert vledger.json("file", "get", sha256, "-o", str(out)) == {"path": str(out), "size": 2100, "sha256": sha256}
+    assert out.read_bytes() == data
+    assert [a["offset"] for a in node.sent("file.download")] == [0, 1000, 2000]
+    code, _, err = vledger("file", "get", sha256, "-o", str(out))
+    assert code == 2 and "--force" in err
+    assert vledger("file", "get", sha256, "-o", str(out), "--force")[0] == 0
+    assert vledger("file", "get", sha256, "-o", str(out.parent))[0] == 0
+    assert (out.parent / sha256).read_bytes() == data
+
+    node.blobs[sha256] = data[:-1] + bytes([data[-1] ^ 1])
+    bad = tmp_path / "out" / "bad.bin"
+    code, _, err = vledger("file", "get", sha256, "-o", str(bad))
+    assert code == 1 and "not kept" in err
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([sha256, "got.bin"])  # no part left behind
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"data": b"", "size": 10}, "0 bytes at offset 0 of 10"),
+        ({"data": b"x" * 20, "size": 10}, "20 bytes at offset 0 of 10"),
+        ({"data": b"", "size": 10**9}, "over the limit"),
+        ({"size": 3}, "no bytes 'data'"),
+    ],
+)
+def test_file_get_bounds_what_the_node_sends(
+    session: Session, node: SimulatedNode, tmp_path: Path, answer: dict[str, Any], message: str
+) -> None:
+    node.override["file.download"] = lambda args: answer
+    with pytest.raises(NodeUnavailableError, match=message):
+        download_file(session, "ab" * 32, tmp_path / "x", False, Progress("t", enabled=False))
+    assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_an_upload_of_a_file_that_shrinks_is_stopped(session: Session, node: SimulatedNode, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 2500)
+
+    def shrink(args: dict[str, Any]) -> Any:
+        path.write_bytes(b"x" * 1500)
+        return {"received": args["offset"] + len(args["data"]), "complete": False}
+
+    node.override["file.upload"] = shrink
+    with pytest.raises(SourceChangedError):
+        upload_file(session, "files", path, "f", Progress("t", enabled=False))
+
+
+def test_a_download_goes_under_the_name_given(tmp_path: Path) -> None:
+    assert destination(tmp_path / "a.txt", "ab" * 32, force=False) == tmp_path / "a.txt"
+    assert destination(tmp_path, "ab" * 32, force=False) == tmp_path / ("ab" * 32)
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(UsageError):
+        destination(tmp_path / "a.txt", "ab" * 32, force=False)
+    assert destination(tmp_path / "a.txt", "ab" * 32, force=True) == tmp_path / "a.txt"
+
+
+# --- accounts ---------------------------------------------------------------------------------------------
+
+
+def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    pair = generate(tmp_path, "bob")
+    assert vledger("user", "add", "bob", "--role", "writer")[0] == 0
+    for action in ("remove", "enable", "disable"):
+        assert vledger("user", action, "bob")[0] == 0
+    assert vledger("user", "key", "add", "bob", str(tmp_path / "bob.key"))[0] == 0
+    code, out, _ = vledger("user", "key", "revoke", pair.public)
+    assert code == 0 and out == f"key {pair.public}: revoked\n"
+    assert vledger.json("user", "list")["accounts"][0]["account"] == "alice"
+    assert [(cmd, args) for cmd, args, _ in node.calls] == [
+        ("account.add", {"account": "bob", "role": "writer"}),
+        ("account.remove", {"account": "bob"}),
+        ("account.enable", {"account": "bob"}),
+        ("account.disable", {"account": "bob"}),
+        ("key.add", {"account": "bob", "key": pair.public}),
+        ("key.revoke", {"key": pair.public}),
+        ("account.list", {}),
+    ]
+    assert vledger("user", "add", "bob", "--role", "king")[0] == 2
+    assert vledger("user", "key", "revoke", "not-a-key")[0] == 2
+    assert vledger("user")[0] == 2
+
+
+def test_a_public_key_argument_is_a_file_or_z85(tmp_path: Path) -> None:
+    pair = generate(tmp_path, "bob")
+    assert public_key_argument(str(tmp_path / "bob.key")) == pair.public
+    assert public_key_argument(pair.public) == pair.public
+    with pytest.raises(UsageError, match="neither"):
+        public_key_argument(str(tmp_path / "missing.key"))
+
+
+# --- the shell ---------------------------------------------------------------------------------------------
+
+
+def make_shell(session: Session, lines: list[str] | None = None) -> tuple[Shell, list[ClientOptions]]:
+    opened: list[ClientOptions] = []
+
+    def opener(options: ClientOptions) -> Session:
+        opened.append(options)
+        return session
+
+    feed = iter(lines or [])
+
+    def read(prompt: str) -> str:
+        line = next(feed, None)
+        if line is None:
+            raise EOFError
+        if line == "^C":
+            raise KeyboardInterrupt
+        return line
+
+    defaults = {"config": Path("shell.toml"), "node": None, "key": Path("me.key_secret"), "timeout": None}
+    return Shell(shell_parser(), SessionPool(opener), defaults, read=read, interactive=False), opened
+
+
+def test_shell_lines_run_like_the_command_line(
+    session: Session, node: SimulatedNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell, opened = make_shell(session)
+    assert shell.run_line("ledger create notes --kinds note --difficulty 1")
+    assert shell.run_line("""put notes note --payload '{"text": "two words"}' --json  # a comment""")
+    assert node.contents()[-1].payload == {"text": "two words"}
+    assert shell.run_line("vledger size notes")  # copied from a command line
+    out = capsys.readouterr().out
+    assert out.endswith("2\n") and '"height": 1' in out
+    assert shell.status == 0
+    # One session for every line, opened with the shell's options.
+    assert opened == [ClientOptions(Path("shell.toml"), None, Path("me.key_secret"), 10.0)]
+
+
+def test_shell_options_of_a_line_win(session: Session) -> None:
+    shell, opened = make_shell(session)
+    shell.run_line("whoami --node ingest-2 --timeout 3")
+    assert opened == [ClientOptions(Path("shell.toml"), "ingest-2", Path("me.key_secret"), 3.0)]
+
+
+def test_shell_errors_print_and_the_shell_goes_on(session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    shell, _ = make_shell(session)
+    assert shell.run_line("get nowhere 1")
+    assert (shell.status, capsys.readouterr().err) == (1, "error: not_found: no such record on this node\n")
+    assert shell.run_line("put notes note --payload '{\"a\": 0.5}'")
+    assert shell.status == 2 and "minor units" in capsys.readouterr().err
+    assert shell.run_line("frobnicate")
+    assert shell.status == 2 and "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    assert shell.run_line('put notes "unclosed')
+    assert (shell.status, capsys.readouterr().err) == (2, "error: usage: No closing quotation\n")
+    assert shell.run_line("get")
+    assert "error: usage: give LEDGER HEIGHT" in capsys.readouterr().err
+    assert shell.run_line("") and shell.run_line("   # only a comment")
+    assert not shell.run_line("quit") and not shell.run_line("exit")
+
+
+def test_shell_loop_ends_at_quit_or_end_of_input(session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    shell, _ = make_shell(session, ["whoami", "^C", "quit", "whoami"])
+    assert shell.run() == 0
+    assert capsys.readouterr().out.count("account alice") == 1
+    shell, _ = make_shell(session, ["whoami"])
+    assert shell.run() == 0
+
+
+def test_shell_help_lists_the_verbs_and_the_nodes_commands(
+    session: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell, _ = make_shell(session)
+    shell.run_line("help")
+    out = capsys.readouterr().out
+    assert "  put        append a record" in out and "  quit" in out
+    assert "Commands of node ingest-1" in out and "  put content nonce  append" in out
+    shell.run_line("help vote cast")
+    assert "--electronic-id E" in capsys.readouterr().out
+
+
+def test_shell_help_without_a_node_still_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    def unreachable(options: ClientOptions) -> Session:
+        raise NodeUnavailableError("tcp://127.0.0.1:7390: no answer within 10 s")
+
+    shell = Shell(
+        shell_parser(), SessionPool(unreachable), {"config": None, "node": None, "key": Path("k"), "timeout": None}
+    )
+    shell.run_line("help")
+    captured = capsys.readouterr()
+    assert "  hello" in captured.out and "error: unavailable: tcp://127.0.0.1:7390" in captured.err
+
+
+def test_completion_of_verbs_subverbs_and_options() -> None:
+    parser = shell_parser()
+    assert completions(parser, "", "le") == ["ledger"]
+    assert "help" in completions(parser, "", "") and "quit" in completions(parser, "", "")
+    assert completions(parser, "ledger ", "") == ["create", "list"]
+    assert completions(parser, "user key ", "") == ["add", "revoke"]
+    assert completions(parser, "put notes note ", "--p") == ["--payload"]
+    assert "--electronic-id" in completions(parser, "vote cast e ", "--")
+    assert completions(parser, 'put "open', "") == []
+
+
+def test_error_lines_carry_the_code() -> None:
+    assert error_line(RemoteError("forbidden", "no", {})) == "error: forbidden: no"
+    assert error_line(UsageError("bad")) == "error: usage: bad"
+    assert error_line(HeightGapError("gap", ledger="l", height=2)) == "error: height_gap: ledger 'l' height 2: gap"
+
+
+def test_shell_history_is_kept_only_in_a_writable_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert shell_module._history_path() == tmp_path / ".vledger_history"
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert shell_module._history_path() is None
+
+
+def test_record_and_receipt_maps_are_json_ready() -> None:
+    assert build.jsonable({"a": b"\x01\xff", "b": [b"\x00"], "c": (1,)}) == {"a": "01ff", "b": ["00"], "c": [1]}
+    assert build.time_text(T0) == "2026-09-21T14:13:20.000Z"
+    assert build.time_text(2**64 - 1) == str(2**64 - 1)
+    receipt = {"ledger": "l", "height": 1, "hash": b"\x01", "checksum": b"\x02", "duplicate": False, "values": {}}
+    assert build.receipt_map(receipt) == {**receipt, "hash": "01", "checksum": "02"}
+    record = Entry.prepare(Content("l", "note", {"b": b"\x07"}, "alice", "r", T0), 0, PROTOCOL_LIMITS).place(
+        0, bytes(32), T0, "n"
+    )
+    mapped = build.record_map(decode_record(record.encode(), PROTOCOL_LIMITS))
+    assert mapped["payload"] == {"b": "07"} and mapped["hash"] == record.link.hex()
+    json.dumps(mapped)
+
+
+def test_rules_of_the_created_ledger_are_those_sent(session: Session, node: SimulatedNode) -> None:
+    rules = LedgerRules(("note",), 1, {"type": "plain"})
+    session.create_ledger("notes", rules)
+    session._rules.clear()
+    assert session.rules("notes") == rules

@@ -1,0 +1,59 @@
+"""Argument types and parser pieces shared by every ``vledger`` subcommand module."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+from ..config.settings import Limits
+from ..node.errors import VledgerError
+from ..node.record import check_ledger_name, check_node_name
+
+
+def name_type(check: Callable[[str, Limits], str]) -> Callable[[str], str]:
+    """An argparse type from one of the record's name checks, so that its sentence is the message."""
+
+    def checked(value: str) -> str:
+        try:
+            return check(value, Limits())
+        except VledgerError as e:
+            raise argparse.ArgumentTypeError(e.message) from e
+
+    return checked
+
+
+ledger_name = name_type(check_ledger_name)
+node_name = name_type(check_node_name)
+
+
+def positive(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return int(value)
+
+
+def difficulty(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a difficulty in 0..64")
+    return int(value)
+
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(
+    commands: Subparsers, name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments go to ``run`` (main calls ``args.run``)."""
+    command = commands.add_parser(name, help=summary, description=description)
+    command.set_defaults(run=run)
+    return command
+
+
+def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
+    command.add_argument("--ledger", type=ledger_name, metavar="NAME", help=f"{verb} only this ledger")
+
+
+def add_json_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--json", action="store_true", help="print one JSON object for scripts")

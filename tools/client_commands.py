@@ -1,0 +1,639 @@
+"""The client verbs of the ``vledger`` command: an account talking to ingest nodes (docs/PROTOCOL.md 6).
+
+Every verb that talks to a node takes ``--config``, ``--node``, ``--key`` and ``--timeout``
+(client_session.py says where each defaults from); the ones a script reads take ``--json``.
+A verb builds what it writes with client_payloads (pure), sends it through a
+:class:`~vledger.tools.client_session.Session` and prints with client_output. Exit codes are
+``cli.main``'s: 0 done, 1 refused or failed (``vledger: error: <code>: <message>``), 2 usage.
+
+``vledger shell`` runs the same verbs line by line over one kept connection (shell.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from ..broker.keys import check_public_key, load_public
+from ..config.settings import DEFAULT_DIFFICULTY
+from ..node.errors import BadPublicKeyError, NodeUnavailableError, UsageError
+from ..node.ledger import LedgerRules
+from ..node.rules.engine import DOMAINS
+from ..node.sealed import seal, unseal
+from . import client_payloads as build
+from .args import Subparsers, add_command, add_json_option, difficulty, ledger_name, node_name
+from .client_output import (
+    print_account_change,
+    print_accounts,
+    print_hello,
+    print_json,
+    print_ledgers,
+    print_receipt,
+    print_record,
+    print_whoami,
+    record_line,
+)
+from .client_payloads import (
+    Write,
+    account_name,
+    amount,
+    height,
+    json_map,
+    kind_list,
+    milliseconds,
+    record_hash,
+    seconds,
+    sha256_hex,
+)
+from .client_session import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    DEFAULT_TIMEOUT,
+    KEY_ENV,
+    ClientOptions,
+    Session,
+    SessionPool,
+    reply_field,
+)
+from .file_transfer import download_file, upload_file
+from .node_commands import PASSPHRASE_ENV
+from .progress import Progress
+from .seal_keys import read_seal_key, write_seal_key
+from .shell import Shell
+
+EXIT_OK = 0
+CLIENT_OPTIONS = ("config", "node", "key", "timeout")
+ROLES = ("admin", "writer", "observer", "replica")
+
+SessionVerb = Callable[[Session, argparse.Namespace], int]
+
+
+# --- how a verb gets its session ---------------------------------------------------------------
+
+
+def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
+    """A command that runs ``verb`` on a session: the shell's (``args.pool``) or one of its own."""
+
+    def run(args: argparse.Namespace) -> int:
+        options = ClientOptions.from_args(args)
+        try:
+            if args.pool is not None:
+                return verb(args.pool.session(options), args)
+            with SessionPool() as pool:
+                return verb(pool.session(options), args)
+        except NodeUnavailableError as e:
+            e.add_note("a node that refuses a key says nothing: check that it runs and that your key was added")
+            raise
+
+    return run
+
+
+def add_client_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("connection")
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
+    )
+    group.add_argument(
+        "--node",
+        type=node_name,
+        metavar="NAME",
+        help="the node to talk to (default: the configuration's default_home; writes go to the ledger's home)",
+    )
+    group.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help=f"your secret key, NAME.key_secret (default: ${KEY_ENV}); its passphrase from ${PASSPHRASE_ENV} or asked",
+    )
+    group.add_argument(
+        "--timeout", type=seconds, metavar="SECONDS", help=f"wait this long for each answer ({DEFAULT_TIMEOUT:g})"
+    )
+    command.set_defaults(pool=None)  # the shell sets its SessionPool after parsing
+
+
+def _verb(
+    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str
+) -> argparse.ArgumentParser:
+    command = add_command(commands, name, with_session(verb), summary, description)
+    add_client_options(command)
+    add_json_option(command)
+    return command
+
+
+def _write_verb(
+    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str
+) -> argparse.ArgumentParser:
+    command = _verb(commands, name, verb, summary, description)
+    command.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="the request's id (default: a new random one); the same id and content are written at most once",
+    )
+    command.add_argument(
+        "--ts",
+        type=milliseconds,
+        metavar="MS",
+        help="the record's client time, ms since 1970 UTC (default: now); with --request-id, repeats a write",
+    )
+    return command
+
+
+def _group(commands: Subparsers, name: str, summary: str, description: str) -> Subparsers:
+    group = commands.add_parser(name, help=summary, description=description)
+    return group.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
+
+
+# --- session and ledgers -----------------------------------------------------------------------
+
+
+def cmd_hello(session: Session, args: argparse.Namespace) -> int:
+    print_hello(session.call("hello"), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_whoami(session: Session, args: argparse.Namespace) -> int:
+    print_whoami(session.call("whoami"), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
+    print_ledgers(reply_field(session.call("ledger.list"), "ledgers", list), as_json=args.json)
+    return EXIT_OK
+
+
+def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Payload) -> LedgerRules:
+    """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``."""
+    domain = DOMAINS.get(rules["type"]) if isinstance(rules.get("type"), str) else None
+    allowed = set(kinds or ()) | (domain.kinds if domain is not None else set())
+    if not allowed:
+        raise UsageError("name the record kinds the ledger allows with --kinds a,b,c")
+    return LedgerRules(tuple(allowed), difficulty, rules)
+
+
+def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
+    rules = ledger_rules(args.kinds, args.difficulty, args.rules)
+    print_receipt(session.create_ledger(args.ledger, rules, args.request_id, args.ts), as_json=args.json)
+    return EXIT_OK
+
+
+def _add_ledger_verbs(commands: Subparsers) -> None:
+    _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
+    _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
+    ledger = _group(commands, "ledger", "list or create ledgers", "List the ledgers a node holds, or start one.")
+    _verb(ledger, "list", cmd_ledger_list, "the ledgers a node holds", "List the ledgers a node holds.")
+    create = _write_verb(
+        ledger,
+        "create",
+        cmd_ledger_create,
+        "start a ledger (admin)",
+        "Start a ledger with its genesis record: the kinds it allows, its proof-of-work difficulty and "
+        "its domain rules (node/rules/: election, charity, resources, files). The kinds a domain reads "
+        "are added to --kinds. The proof of work is done here, before sending.",
+    )
+    create.add_argument("ledger", type=ledger_name, metavar="NAME", help="the new ledger's name")
+    create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
+    create.add_argument(
+        "--difficulty",
+        type=difficulty,
+        default=DEFAULT_DIFFICULTY,
+        metavar="N",
+        help=f"proof-of-work bits every record needs ({DEFAULT_DIFFICULTY})",
+    )
+    create.add_argument(
+        "--rules",
+        type=json_map,
+        default={},
+        metavar="JSON",
+        help='domain rules, e.g. \'{"type":"election","choices":["a","b"],"opens":MS,"closes":MS}\'',
+    )
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def cmd_put(session: Session, args: argparse.Namespace) -> int:
+    print_receipt(session.put(args.ledger, Write(args.kind, args.payload), args.request_id, args.ts), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_get(session: Session, args: argparse.Namespace) -> int:
+    if args.hash is not None:
+        if args.ledger is not None:
+            raise UsageError("give LEDGER HEIGHT or --hash HEX, not both")
+        record = session.record_by_hash(args.hash)
+    else:
+        if args.ledger is None or args.height is None:
+            raise UsageError("give LEDGER HEIGHT, or --hash HEX")
+        record = session.record(args.ledger, args.height)
+    print_record(record, as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_range(session: Session, args: argparse.Namespace) -> int:
+    for record in session.records(args.ledger, args.start):
+        if args.json:
+            print_json(build.record_map(record))
+        else:
+            print(record_line(record))
+    return EXIT_OK
+
+
+def cmd_head(session: Session, args: argparse.Namespace) -> int:
+    print_record(session.head(args.ledger), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_size(session: Session, args: argparse.Namespace) -> int:
+    size = reply_field(session.call("size", {"ledger": args.ledger}), "size", int)
+    if args.json:
+        print_json({"ledger": args.ledger, "size": size})
+    else:
+        print(size)
+    return EXIT_OK
+
+
+def _add_record_verbs(commands: Subparsers) -> None:
+    put = _write_verb(
+        commands,
+        "put",
+        cmd_put,
+        "append a record",
+        "Append a record of KIND with a JSON payload, with its proof of work, on the ledger's home node. "
+        "A payload holds no floats: amounts are whole numbers of minor units (cents, halalas).",
+    )
+    put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    put.add_argument("kind", metavar="KIND", help="one of the kinds the ledger's genesis allows")
+    put.add_argument("--payload", type=json_map, required=True, metavar="JSON", help="a JSON object")
+
+    get = _verb(
+        commands,
+        "get",
+        cmd_get,
+        "show one record",
+        "Show a record, by ledger and height or by hash, after checking its checksum, proof of work and link.",
+    )
+    get.add_argument("ledger", type=ledger_name, nargs="?", metavar="LEDGER")
+    get.add_argument("height", type=height, nargs="?", metavar="HEIGHT")
+    get.add_argument("--hash", type=record_hash, metavar="HEX", help="the record's hash (64 hex characters)")
+
+    ranged = _verb(
+        commands,
+        "range",
+        cmd_range,
+        "list a ledger's records",
+        "List a ledger's records from a height to its head, a page at a time, checking each one as the "
+        "next of the chain (with --json: one JSON object per line).",
+    )
+    ranged.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")
+
+    head = _verb(commands, "head", cmd_head, "show a ledger's last record", "Show a ledger's last record, checked.")
+    head.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+
+    size = _verb(commands, "size", cmd_size, "how many records a ledger holds", "Print a ledger's number of records.")
+    size.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+
+
+# --- domain verbs ----------------------------------------------------------------------------------
+
+
+def _put_write(session: Session, args: argparse.Namespace, write: Write) -> int:
+    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_vote_register(session: Session, args: argparse.Namespace) -> int:
+    receipt = session.put(args.ledger, build.register(args.voter_id), args.request_id, args.ts)
+    electronic_id = reply_field(reply_field(receipt, "values", dict), "electronic_id", str)
+    print_receipt(receipt, as_json=args.json, electronic_id=electronic_id)
+    return EXIT_OK
+
+
+def cmd_vote_cast(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.cast(args.electronic_id, args.choice))
+
+
+def cmd_vote_uncast(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.uncast(args.electronic_id))
+
+
+def cmd_vote_withdraw(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.withdraw(args.electronic_id))
+
+
+def donor_id(args: argparse.Namespace) -> str:
+    """The donation's sealed donor id: given, or sealed here with the ledger's name as context."""
+    if args.donor is not None:
+        return str(args.donor)
+    if args.seal_key is None:
+        raise UsageError("--donor-info needs --seal-key FILE to seal it (or give a sealed --donor)")
+    return seal(read_seal_key(args.seal_key), args.donor_info, args.ledger)
+
+
+def cmd_donate(session: Session, args: argparse.Namespace) -> int:
+    write = build.donation(donor_id(args), args.fund, args.amount, args.source, args.purpose)
+    return _put_write(session, args, write)
+
+
+def cmd_disburse(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.disbursement(args.fund, args.target, args.amount, args.purpose))
+
+
+def cmd_transfer(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.transfer(session.account, args.to, args.amount))
+
+
+def cmd_issue(session: Session, args: argparse.Namespace) -> int:
+    return _put_write(session, args, build.issue(args.account, args.amount))
+
+
+def _domain_verb(
+    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str, ledger: str = "LEDGER"
+) -> argparse.ArgumentParser:
+    command = _write_verb(commands, name, verb, summary, description)
+    command.add_argument("ledger", type=ledger_name, metavar=ledger)
+    return command
+
+
+def _add_vote_verbs(commands: Subparsers) -> None:
+    vote = _group(commands, "vote", "register, cast, uncast, withdraw", "Write an election's records.")
+    register = _domain_verb(
+        vote,
+        "register",
+        cmd_vote_register,
+        "register a voter; prints the electronic id",
+        "Register a voter id on an election ledger and print the electronic id the ledger allocates: "
+        "the voter casts with it, and nobody else learns whose it is.",
+        "ELECTION",
+    )
+    register.add_argument("--voter-id", required=True, metavar="V", help="the authority's voter id")
+    cast = _domain_verb(vote, "cast", cmd_vote_cast, "cast a vote", "Cast the vote of an electronic id.", "ELECTION")
+    _add_electronic_id(cast)
+    cast.add_argument("--choice", required=True, metavar="C", help="one of the election's choices")
+    for name, verb, summary in (
+        ("uncast", cmd_vote_uncast, "take back a vote (one may vote again)"),
+        ("withdraw", cmd_vote_withdraw, "withdraw a voter: the vote no longer counts"),
+    ):
+        _add_electronic_id(_domain_verb(vote, name, verb, summary, summary[0].upper() + summary[1:] + ".", "ELECTION"))
+
+
+def _add_electronic_id(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--electronic-id", required=True, metavar="E", help="the id `vote register` printed")
+
+
+def _add_money_verbs(commands: Subparsers) -> None:
+    minor_units = "a whole number of minor units (cents, halalas)"
+    donate = _domain_verb(
+        commands,
+        "donate",
+        cmd_donate,
+        "record a donation to a fund",
+        "Record a donation on a charity ledger. The donor is a sealed id: give the donor's information "
+        "with --donor-info and --seal-key (sealed here, with the ledger's name as context), or an id "
+        "already sealed with --donor.",
+    )
+    who = donate.add_mutually_exclusive_group(required=True)
+    who.add_argument("--donor-info", metavar="TEXT", help="the donor's information, sealed before it is sent")
+    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S1-...)")
+    donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info")
+    donate.add_argument("--fund", required=True, metavar="F")
+    donate.add_argument("--amount", type=amount, required=True, metavar="MINOR_UNITS", help=minor_units)
+    donate.add_argument("--source", required=True, metavar="S", help="where the money came from (may be empty)")
+    donate.add_argument("--purpose", required=True, metavar="P", help="what it is for (may be empty)")
+
+    disburse = _domain_verb(
+        commands, "disburse", cmd_disburse, "pay out of a fund", "Record a disbursement from a charity fund."
+    )
+    disburse.add_argument("--fund", required=True, metavar="F")
+    disburse.add_argument("--target", required=True, metavar="T", help="who receives it")
+    disburse.add_argument("--amount", type=amount, required=True, metavar="N", help=minor_units)
+    disburse.add_argument("--purpose", required=True, metavar="P", help="what it is for (may be empty)")
+
+    transfer = _domain_verb(
+        commands,
+        "transfer",
+        cmd_transfer,
+        "move units from your account",
+        "Move units of a resources ledger from your own account to another.",
+    )
+    transfer.add_argument("--to", type=account_name, required=True, metavar="ACCOUNT")
+    transfer.add_argument("--amount", type=amount, required=True, metavar="N", help="whole units, 1 or more")
+
+    issue = _domain_verb(
+        commands, "issue", cmd_issue, "create units (issuers)", "Create units of a resources ledger for an account."
+    )
+    issue.add_argument("--account", type=account_name, required=True, metavar="A")
+    issue.add_argument("--amount", type=amount, required=True, metavar="N", help="whole units, 1 or more")
+
+
+# --- sealed ids (local) ------------------------------------------------------------------------------
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    print(seal(read_seal_key(args.seal_key), args.text, args.context))
+    return EXIT_OK
+
+
+def cmd_unseal(args: argparse.Namespace) -> int:
+    print(unseal(read_seal_key(args.seal_key), args.sealed, args.context))
+    return EXIT_OK
+
+
+def cmd_seal_key(args: argparse.Namespace) -> int:
+    write_seal_key(args.out)
+    print(f"wrote a new seal key to {args.out} (mode 0600): keep it secret, and keep it")
+    return EXIT_OK
+
+
+def _add_seal_verbs(commands: Subparsers) -> None:
+    context = "the context sealed with; `donate` uses the ledger's name (default: none)"
+    sealer = add_command(
+        commands,
+        "seal",
+        cmd_seal,
+        "turn private information into a sealed id (local)",
+        "Print the sealed id of TEXT: the same text, key and context always give the same id, and "
+        "only the key's holder can open it. Nothing is sent anywhere.",
+    )
+    sealer.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
+    sealer.add_argument("text", metavar="TEXT")
+    sealer.add_argument("--context", default="", metavar="LEDGER", help=context)
+    opener = add_command(
+        commands, "unseal", cmd_unseal, "open a sealed id (local)", "Print the information a sealed id holds."
+    )
+    opener.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
+    opener.add_argument("sealed", metavar="SEALED")
+    opener.add_argument("--context", default="", metavar="LEDGER", help=context)
+    key = add_command(
+        commands,
+        "seal-key",
+        cmd_seal_key,
+        "create a seal key file (local)",
+        "Write a new random 64-byte seal key (AES-256-SIV) to FILE, mode 0600. An existing file is never replaced.",
+    )
+    key.add_argument("--out", type=Path, required=True, metavar="FILE")
+
+
+# --- files ---------------------------------------------------------------------------------------------
+
+
+def cmd_file_put(session: Session, args: argparse.Namespace) -> int:
+    name = args.name or args.path.name
+    with Progress(f"upload {name}") as progress:
+        upload = upload_file(session, args.ledger, args.path, name, progress, request_id=args.request_id, ts=args.ts)
+    print_receipt(upload.receipt, as_json=args.json, name=upload.name, size=upload.size, sha256=upload.sha256)
+    return EXIT_OK
+
+
+def cmd_file_get(session: Session, args: argparse.Namespace) -> int:
+    with Progress(f"download {args.sha256[:12]}") as progress:
+        path, size = download_file(session, args.sha256, args.output, args.force, progress)
+    if args.json:
+        print_json({"path": str(path), "size": size, "sha256": args.sha256})
+    else:
+        print(f"wrote {path}: {size} bytes, SHA-256 {args.sha256} checked")
+    return EXIT_OK
+
+
+def _add_file_verbs(commands: Subparsers) -> None:
+    files = _group(commands, "file", "upload or download a file", "Upload a file to a files ledger, or fetch one.")
+    put = _write_verb(
+        files,
+        "put",
+        cmd_file_put,
+        "upload a file and record it",
+        "Upload PATH to the files ledger's home node in chunks, then write a `file` record "
+        "{name, size, sha256} on LEDGER.",
+    )
+    put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    put.add_argument("path", type=Path, metavar="PATH")
+    put.add_argument("--name", metavar="NAME", help="the name to record (default: PATH's file name)")
+    get = _verb(
+        files,
+        "get",
+        cmd_file_get,
+        "download a file by its SHA-256",
+        "Download a file in chunks; it is moved to PATH only once its SHA-256 matched.",
+    )
+    get.add_argument("sha256", type=sha256_hex, metavar="SHA256")
+    get.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="where to write it")
+    get.add_argument("--force", action="store_true", help="replace PATH if it exists")
+
+
+# --- accounts ----------------------------------------------------------------------------------------------
+
+
+def cmd_user_add(session: Session, args: argparse.Namespace) -> int:
+    result = session.call("account.add", {"account": args.account, "role": args.role})
+    print_account_change(result, f"added as {args.role}", as_json=args.json)
+    return EXIT_OK
+
+
+def _account_action(cmd: str, done: str) -> SessionVerb:
+    def run(session: Session, args: argparse.Namespace) -> int:
+        print_account_change(session.call(cmd, {"account": args.account}), done, as_json=args.json)
+        return EXIT_OK
+
+    return run
+
+
+def public_key_argument(value: str) -> str:
+    """A Z85 public key, given as itself or as a ``.key`` file holding it."""
+    path = Path(value)
+    if path.is_file():
+        return load_public(path)
+    try:
+        return check_public_key(value)
+    except BadPublicKeyError:
+        raise UsageError(f"{value!r} is neither a public key file nor a Z85 public key") from None
+
+
+def cmd_user_key_add(session: Session, args: argparse.Namespace) -> int:
+    result = session.call("key.add", {"account": args.account, "key": public_key_argument(args.keyfile)})
+    print_account_change(result, "added", as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_user_key_revoke(session: Session, args: argparse.Namespace) -> int:
+    result = session.call("key.revoke", {"key": public_key_argument(args.key_or_file)})
+    print_account_change(result, "revoked", as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_user_list(session: Session, args: argparse.Namespace) -> int:
+    print_accounts(reply_field(session.call("account.list"), "accounts", list), as_json=args.json)
+    return EXIT_OK
+
+
+def _add_user_verbs(commands: Subparsers) -> None:
+    users = _group(commands, "user", "manage accounts and keys (admin)", "Manage accounts and their keys (admin).")
+    add = _verb(users, "add", cmd_user_add, "create an account", "Create an account with a role.")
+    add.add_argument("account", type=account_name, metavar="NAME")
+    add.add_argument("--role", choices=ROLES, required=True)
+    for action, done, summary in (
+        ("remove", "removed", "delete an account and its keys"),
+        ("enable", "enabled", "let an account's keys in again"),
+        ("disable", "disabled", "refuse an account's keys from their next request"),
+    ):
+        command = _verb(users, action, _account_action(f"account.{action}", done), summary, summary.capitalize() + ".")
+        command.add_argument("account", type=account_name, metavar="NAME")
+    _verb(users, "list", cmd_user_list, "every account, role, state, keys", "List every account and its keys.")
+    keys = users.add_parser("key", help="add or revoke an account's keys", description="Add or revoke keys.")
+    key_actions = keys.add_subparsers(dest="key_action", required=True, metavar="ACTION")
+    key_add = _verb(
+        key_actions, "add", cmd_user_key_add, "bind a public key to an account", "Bind a public key to an account."
+    )
+    key_add.add_argument("account", type=account_name, metavar="NAME")
+    key_add.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
+    revoke = _verb(
+        key_actions,
+        "revoke",
+        cmd_user_key_revoke,
+        "refuse a key from its next request",
+        "Revoke a key: every node refuses it from its next request.",
+    )
+    revoke.add_argument("key_or_file", metavar="KEYFILE.key|Z85", help="the public key file, or the Z85 key")
+
+
+# --- registration ------------------------------------------------------------------------------------------
+
+
+def add_client_verbs(commands: Subparsers) -> None:
+    """Every client verb: what ``vledger`` offers and what a shell line may run."""
+    _add_ledger_verbs(commands)
+    _add_record_verbs(commands)
+    _add_vote_verbs(commands)
+    _add_money_verbs(commands)
+    _add_seal_verbs(commands)
+    _add_file_verbs(commands)
+    _add_user_verbs(commands)
+
+
+def shell_parser() -> argparse.ArgumentParser:
+    """The parser of a shell line: the client verbs, without a `vledger` in front."""
+    parser = argparse.ArgumentParser(prog="vledger", add_help=False)
+    add_client_verbs(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    defaults = {name: getattr(args, name) for name in CLIENT_OPTIONS}
+    with SessionPool() as pool:
+        return Shell(shell_parser(), pool, defaults).run()
+
+
+def add_client_commands(commands: Subparsers) -> None:
+    add_client_verbs(commands)
+    shell = add_command(
+        commands,
+        "shell",
+        cmd_shell,
+        "an interactive client",
+        "Run client verbs line by line over one connection: `help`, tab completion, history in "
+        "~/.vledger_history, `quit` or end of input to leave.",
+    )
+    add_client_options(shell)

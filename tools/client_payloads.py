@@ -1,0 +1,281 @@
+"""What the client verbs write and show, built from the command line: pure, no I/O.
+
+* JSON typed on the command line (``--payload``, ``--rules``) becomes a map a record can hold:
+  floats are refused (money is an integer number of minor units: cents, halalas), and so are
+  NaN, Infinity, repeated keys and anything but an object at the top.
+* The domain verbs' payloads carry exactly the fields node/rules/ reads for each kind
+  (votes.py, charity.py, resources.py, files.py); :class:`Write` pairs a kind with its payload.
+* argparse types turn a mistyped amount, kind, hash or sealed id into a usage error.
+* Records and receipts become JSON-ready maps, binary values as lower-case hex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import UsageError, VledgerError
+from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
+from ..node.rules import UINT64_MAX
+from ..node.rules.charity import CharityState
+from ..node.rules.files import FilesState
+from ..node.rules.resources import ResourcesState
+from ..node.rules.votes import ElectionState
+from ..node.sealed import PREFIX as SEALED_PREFIX
+from ..node.sealed import is_sealed
+
+Payload = dict[str, Any]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DECIMAL = re.compile(r"-?[0-9]*\.[0-9]+")
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", bool: "a boolean"}
+
+
+# --- JSON from the command line -------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """A JSON value that parses but has no place in a record (raised from inside json.loads)."""
+
+
+def _no_float(text: str) -> Any:
+    raise _Refused(
+        f"{text} is not an integer: records hold no floats, and amounts are whole numbers of minor "
+        "units (write 1250 for 12.50 in a currency of 2 decimals)"
+    )
+
+
+def _no_constant(text: str) -> Any:
+    raise _Refused(f"{text} is not a number a record can hold")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise _Refused(f"repeated keys {repeated}: each key may appear once")
+    return value
+
+
+def parse_json_map(text: str, what: str) -> Payload:
+    """The JSON object ``text`` as a map a record can hold; UsageError naming ``what`` if not."""
+    try:
+        value = json.loads(text, parse_float=_no_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what}: not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except _Refused as e:
+        raise UsageError(f"{what}: {e}") from None
+    if not isinstance(value, dict):
+        kind = "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+        raise UsageError(f"{what}: must be a JSON object ({{...}}), not {kind}")
+    return value
+
+
+# --- argparse types --------------------------------------------------------------------------
+
+
+def _argument_type(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type whose refusal (a UsageError) is argparse's message, so exit 2."""
+
+    def checked(value: str) -> Any:
+        try:
+            return check(value)
+        except VledgerError as e:
+            raise argparse.ArgumentTypeError(e.message) from e
+
+    checked.__name__ = check.__name__
+    return checked
+
+
+@_argument_type
+def json_map(value: str) -> Payload:
+    return parse_json_map(value, "JSON")
+
+
+@_argument_type
+def amount(value: str) -> int:
+    """A positive whole number of minor units (cents, halalas, resource units)."""
+    if _DECIMAL.fullmatch(value):
+        raise UsageError(
+            f"{value!r} is not a whole number: amounts are integers of minor units "
+            "(write 1250 for 12.50 in a currency of 2 decimals)"
+        )
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= UINT64_MAX:
+        raise UsageError(f"{value!r} is not an amount: a whole number of minor units, 1 or more")
+    return int(value)
+
+
+def _whole(value: str, what: str) -> int:
+    if not value.isascii() or not value.isdigit() or int(value) > UINT64_MAX:
+        raise UsageError(f"{value!r} is not {what}")
+    return int(value)
+
+
+@_argument_type
+def height(value: str) -> int:
+    return _whole(value, "a height (0, 1, 2, ...)")
+
+
+@_argument_type
+def milliseconds(value: str) -> int:
+    return _whole(value, "a time in milliseconds since 1970 UTC")
+
+
+@_argument_type
+def seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number < 86_400:
+        raise UsageError(f"{value!r} is not a number of seconds (more than 0, less than a day)")
+    return number
+
+
+@_argument_type
+def kind_list(value: str) -> tuple[str, ...]:
+    """``a,b,c``: the record kinds a new ledger allows after its genesis."""
+    kinds = tuple(kind.strip() for kind in value.split(","))
+    for kind in kinds:
+        if not NAME_PATTERN.fullmatch(kind) or len(kind) > PROTOCOL_LIMITS.max_name_length:
+            raise UsageError(f"kind {kind!r} is not a valid name ({NAME_PATTERN.pattern}, at most 64)")
+        if kind == GENESIS_KIND:
+            raise UsageError(f"{GENESIS_KIND!r} is the first record's kind, never one a ledger allows after it")
+    return kinds
+
+
+@_argument_type
+def account_name(value: str) -> str:
+    if len(value) > PROTOCOL_LIMITS.max_name_length or not ACCOUNT_PATTERN.fullmatch(value):
+        raise UsageError(f"{value!r} is not an account name ({ACCOUNT_PATTERN.pattern}, at most 64)")
+    return value
+
+
+@_argument_type
+def record_hash(value: str) -> bytes:
+    """A record's hash (its link): 64 hexadecimal characters."""
+    text = value.lower()
+    if not _SHA256.fullmatch(text):
+        raise UsageError(f"{value!r} is not a record hash ({2 * HASH_SIZE} hexadecimal characters)")
+    return bytes.fromhex(text)
+
+
+@_argument_type
+def sha256_hex(value: str) -> str:
+    text = value.lower()
+    if not _SHA256.fullmatch(text):
+        raise UsageError(f"{value!r} is not a SHA-256 (64 hexadecimal characters)")
+    return text
+
+
+# --- domain payloads (node/rules/) -------------------------------------------------------------
+
+
+ELECTION = ElectionState.type_name
+CHARITY = CharityState.type_name
+RESOURCES = ResourcesState.type_name
+FILES = FilesState.type_name
+
+
+class Write(NamedTuple):
+    """A record to write: its kind, its payload, and the domain of the ledgers it belongs on."""
+
+    kind: str
+    payload: Payload
+    domain: str | None = None  # a genesis rules "type"; None: any ledger that allows the kind
+
+
+def register(voter_id: str) -> Write:
+    return Write("register", {"voter_id": voter_id}, ELECTION)
+
+
+def cast(electronic_id: str, choice: str) -> Write:
+    return Write("cast", {"electronic_id": electronic_id, "choice": choice}, ELECTION)
+
+
+def uncast(electronic_id: str) -> Write:
+    return Write("uncast", {"electronic_id": electronic_id}, ELECTION)
+
+
+def withdraw(electronic_id: str) -> Write:
+    return Write("withdraw", {"electronic_id": electronic_id}, ELECTION)
+
+
+def donation(donor: str, fund: str, amount: int, source: str, purpose: str) -> Write:
+    """``donor`` is a sealed id: who gave stays private, the same donor is always the same id."""
+    if not is_sealed(donor):
+        raise UsageError(
+            f"donor {donor!r} is not a sealed id ({SEALED_PREFIX}...): give --donor-info with --seal-key instead"
+        )
+    return Write(
+        "donation", {"donor": donor, "fund": fund, "amount": amount, "source": source, "purpose": purpose}, CHARITY
+    )
+
+
+def disbursement(fund: str, target: str, amount: int, purpose: str) -> Write:
+    return Write("disbursement", {"fund": fund, "target": target, "amount": amount, "purpose": purpose}, CHARITY)
+
+
+def issue(account: str, amount: int) -> Write:
+    return Write("issue", {"account": account, "amount": amount}, RESOURCES)
+
+
+def transfer(source: str, target: str, amount: int) -> Write:
+    """Only an owner moves its balance, so ``source`` is the caller's own account."""
+    return Write("transfer", {"from": source, "to": target, "amount": amount}, RESOURCES)
+
+
+def file_record(name: str, size: int, sha256: str) -> Write:
+    return Write("file", {"name": name, "size": size, "sha256": sha256}, FILES)
+
+
+# --- what is shown ---------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every binary value as lower-case hex, ready for json.dumps."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    return value
+
+
+def record_map(record: Record) -> dict[str, Any]:
+    content = record.content
+    return {
+        "ledger": content.ledger,
+        "height": record.height,
+        "kind": content.kind,
+        "author": content.author,
+        "request_id": content.request_id,
+        "ts": content.ts,
+        "accepted": record.accepted,
+        "origin": record.origin,
+        "payload": jsonable(content.payload),
+        "hash": record.link.hex(),
+        "prev": record.prev.hex(),
+        "checksum": record.checksum.hex(),
+        "nonce": record.nonce,
+    }
+
+
+def receipt_map(receipt: dict[str, Any]) -> dict[str, Any]:
+    """A receipt (docs/PROTOCOL.md section 6) with its hashes as hex."""
+    return {key: jsonable(receipt.get(key)) for key in ("ledger", "height", "hash", "checksum", "duplicate", "values")}
+
+
+def time_text(ms: int) -> str:
+    """Milliseconds since 1970 UTC as ISO 8601 (UTC), or the number itself when out of range."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)

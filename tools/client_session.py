@@ -1,0 +1,348 @@
+"""A session of the client verbs: the cluster configuration, the caller's key and one connection.
+
+Where things come from (the options every client verb takes):
+
+* ``--config FILE``, else ``$VLEDGER_CONFIG``, else ``config/cluster.toml``: the nodes, their
+  endpoints and the key directory holding each node's public key;
+* ``--node NAME``, else the configuration's ``default_home``: the node to talk to. Writes
+  go to the ledger's home node as the configuration names it, unless ``--node`` is given
+  (a node that is not the home answers ``not_home`` and the client follows once);
+* ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
+  key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal.
+
+A :class:`Session` checks what it reads before it shows it: a record fetched by height or
+hash must be that record, decode, and pass its own checks (checksum, proof of work, link)
+under its ledger's genesis rules; a receipt must name the ledger and checksum it was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from ..broker.client import Client, NodeAddress
+from ..broker.keys import KeyPair, load_public, load_secret
+from ..config.cluster import ClusterConfig, NodeConfig, load_cluster
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import (
+    BadLinkError,
+    HeightGapError,
+    NodeUnavailableError,
+    PassphraseError,
+    RemoteError,
+    UnknownKindError,
+    UsageError,
+    WrongLedgerError,
+)
+from ..node.ledger import LedgerRules
+from ..node.record import Content, Entry, Record, decode_record
+from ..node.rules.engine import PLAIN
+from ..node.verify import ChainVerifier, verify_record
+from .client_payloads import Write
+from .node_commands import PASSPHRASE_ENV
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "VLEDGER_CONFIG"
+KEY_ENV = "VLEDGER_KEY"
+DEFAULT_CONFIG = Path("config/cluster.toml")
+DEFAULT_TIMEOUT = 10.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    config: Path
+    node: str | None  # None: the configuration's default_home (and each ledger's home for writes)
+    key: Path
+    timeout: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ClientOptions:
+        key = args.key or environ.get(KEY_ENV)
+        if not key:
+            raise UsageError(f"which key? give --key FILE (your .key_secret file) or set ${KEY_ENV}")
+        return cls(
+            config=args.config or Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG),
+            node=args.node,
+            key=Path(key),
+            timeout=args.timeout or DEFAULT_TIMEOUT,
+        )
+
+
+def load_client_keys(
+    path: Path, environ: Mapping[str, str] = os.environ, ask: Callable[[str], str] = getpass.getpass
+) -> KeyPair:
+    """The caller's key pair; a passphrase-protected file takes $VLEDGER_PASSPHRASE or asks for one."""
+    try:
+        return load_secret(path)
+    except PassphraseError:
+        passphrase = environ.get(PASSPHRASE_ENV)
+        if passphrase is None:
+            try:
+                passphrase = ask(f"passphrase for {path}: ")
+            except EOFError:  # no terminal to ask on
+                raise PassphraseError(
+                    f"{path}: this secret key is protected by a passphrase: set ${PASSPHRASE_ENV} or run on a terminal"
+                ) from None
+        return load_secret(path, passphrase)
+
+
+class Connection(Protocol):
+    """What a session needs of :class:`vledger.broker.client.Client`; tests give a simulator."""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def node_address(config: ClusterConfig, name: str) -> NodeAddress:
+    node = config.node(name)
+    return NodeAddress(node.endpoint, load_public(config.public_key_path(node.name)))
+
+
+def open_session(options: ClientOptions) -> Session:
+    config = load_cluster(options.config)
+    node = config.node(options.node or config.default_home)
+    address = node_address(config, node.name)
+    keys = load_client_keys(options.key)
+    client = Client(address, keys, timeout=options.timeout, max_message_bytes=config.ingest.max_message_bytes)
+    return Session(config, node, client, pinned=options.node is not None)
+
+
+def reply_field(result: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    """``result[key]`` if it is a ``kind``; a node that answers otherwise is not understood."""
+    value = result.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise NodeUnavailableError(f"the node's reply has no {kind.__name__} {key!r}")
+    return value
+
+
+class Session:
+    """One caller talking to one node (and to ledgers' home nodes for writes)."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: NodeConfig,
+        client: Connection,
+        *,
+        pinned: bool = False,
+        clock: Callable[[], int] = now_ms,
+        request_ids: Callable[[], str] = new_request_id,
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.client = client
+        self.pinned = pinned  # --node was given: every request goes there
+        self._clock = clock
+        self._request_ids = request_ids
+        self._account: str | None = None
+        self._rules: dict[str, LedgerRules] = {}
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
+        result = self.client.call(cmd, args or {}, node=node)
+        if not isinstance(result, dict):
+            raise NodeUnavailableError(f"{cmd}: the node's result is not a map")
+        return result
+
+    def home_node(self, ledger: str) -> NodeAddress | None:
+        """The ledger's home node as the configuration names it; None when it is the session's node."""
+        home = self.config.home_of(ledger)
+        return None if home.name == self.node.name else node_address(self.config, home.name)
+
+    def write_node(self, ledger: str) -> NodeAddress | None:
+        """Where a write on ``ledger`` is sent: the session's node (None) if --node was given, else its home."""
+        return None if self.pinned else self.home_node(ledger)
+
+    @property
+    def account(self) -> str:
+        """The caller's account, the author of every record it writes."""
+        if self._account is None:
+            self._account = reply_field(self.call("whoami"), "account", str)
+        return self._account
+
+    # --- reading, checked --------------------------------------------------------------------
+
+    def rules(self, ledger: str, node: NodeAddress | None = None) -> LedgerRules:
+        """The ledger's rules, read from its genesis record (kept: a genesis never changes).
+
+        Asked of ``node``; if that node does not hold the ledger, of the ledger's home node.
+        """
+        rules = self._rules.get(ledger)
+        if rules is None:
+            args = {"ledger": ledger, "height": 0}
+            try:
+                result = self.call("get", args, node=node)
+            except RemoteError as e:
+                home = self.home_node(ledger)
+                if e.code != "not_found" or home == node:
+                    raise
+                log.info("ledger %s is not on the node asked; reading its genesis on its home node", ledger)
+                result = self.call("get", args, node=home)
+            genesis = _expect(_record_of(result), ledger, 0)
+            rules = self._rules[ledger] = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+        return rules
+
+    def record(self, ledger: str, height: int) -> Record:
+        return self._checked(
+            _expect(_record_of(self.call("get", {"ledger": ledger, "height": height})), ledger, height)
+        )
+
+    def record_by_hash(self, digest: bytes) -> Record:
+        record = _record_of(self.call("get", {"hash": digest}))
+        if record.link != digest:
+            raise BadLinkError(f"asked for record {digest.hex()}, the node sent {record.link.hex()}")
+        return self._checked(record)
+
+    def head(self, ledger: str) -> Record:
+        result = self.call("head", {"ledger": ledger})
+        record = _expect(_record_of(result), ledger, reply_field(result, "height", int))
+        if record.link != result.get("hash"):
+            raise BadLinkError(
+                "the head's hash is not the link of the record sent", ledger=ledger, height=record.height
+            )
+        return self._checked(record)
+
+    def records(self, ledger: str, start: int = 0) -> Iterator[Record]:
+        """Records from ``start`` to the head, page by page, each checked as the next of the chain."""
+        if start == 0:
+            verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
+        else:
+            before = self.record(ledger, start - 1)
+            verifier = ChainVerifier.after(ledger, before.height, before.link, self.rules(ledger), PROTOCOL_LIMITS)
+        following: int | None = start
+        while following is not None:
+            page = self.call("range", {"ledger": ledger, "start": following})
+            records = reply_field(page, "records", list)
+            for data in records:
+                record = _decode(data)
+                verifier.feed(record)
+                yield record
+            following = page.get("next")
+            if following is not None and (not records or following != verifier.next_height):
+                raise NodeUnavailableError(
+                    f"range: the node says continue at {following!r} after height {verifier.next_height - 1}"
+                )
+
+    def _checked(self, record: Record) -> Record:
+        """``record`` if it passes every check that needs no neighbour, under its genesis' rules."""
+        if record.height == 0:
+            ChainVerifier(record.ledger, PROTOCOL_LIMITS).check(record)
+        else:
+            verify_record(record, self.rules(record.ledger))
+        return record
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def put(self, ledger: str, write: Write, request_id: str | None = None, ts: int | None = None) -> dict[str, Any]:
+        """Write one record on its ledger's home node, with its proof of work; returns the receipt."""
+        node = self.write_node(ledger)
+        rules = self.rules(ledger, node)
+        domain = rules.rules.get("type", PLAIN)
+        if write.domain is not None and domain != write.domain:
+            raise UsageError(
+                f"ledger {ledger!r} has {domain!r} rules; a {write.kind!r} record goes on {write.domain!r} ledgers"
+            )
+        if write.kind not in rules.kinds:
+            raise UnknownKindError(
+                f"kind {write.kind!r} is not one of this ledger's kinds {list(rules.kinds)}", ledger=ledger
+            )
+        content = Content(ledger, write.kind, write.payload, self.account, *self._request(request_id, ts))
+        entry = Entry.prepare(content, rules.difficulty, self.config.settings.limits)
+        return self._send("put", entry, node)
+
+    def create_ledger(
+        self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
+    ) -> dict[str, Any]:
+        genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
+        LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
+        entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
+        receipt = self._send("ledger.create", entry, self.write_node(ledger))
+        self._rules[ledger] = rules
+        return receipt
+
+    def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
+        """A write's request id and client time: given (to repeat a write exactly), else new."""
+        return request_id or self._request_ids(), self._clock() if ts is None else ts
+
+    def _send(self, cmd: str, entry: Entry, node: NodeAddress | None) -> dict[str, Any]:
+        request_id = entry.content.request_id
+        try:
+            receipt = self.call(cmd, {"content": entry.content_bytes, "nonce": entry.nonce}, node=node)
+        except NodeUnavailableError as e:
+            # Written or not: the same content under the same request id is written at most once.
+            e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")
+            raise
+        if receipt.get("ledger") != entry.content.ledger or receipt.get("checksum") != entry.checksum:
+            raise NodeUnavailableError(f"{cmd}: the receipt is not for the record sent (request id {request_id})")
+        reply_field(receipt, "height", int)
+        reply_field(receipt, "hash", bytes)
+        return receipt
+
+
+def _decode(data: object) -> Record:
+    if not isinstance(data, bytes):
+        raise NodeUnavailableError("the node's reply holds no record bytes")
+    return decode_record(data, PROTOCOL_LIMITS)
+
+
+def _record_of(result: dict[str, Any]) -> Record:
+    return _decode(result.get("record"))
+
+
+def _expect(record: Record, ledger: str, height: int) -> Record:
+    """``record`` if it is the one asked for: a node that sends another is caught here."""
+    if record.ledger != ledger:
+        raise WrongLedgerError(f"the node sent a record of ledger {record.ledger!r}", ledger=ledger, height=height)
+    if record.height != height:
+        raise HeightGapError(f"asked for height {height}, the node sent height {record.height}", ledger=ledger)
+    return record
+
+
+class SessionPool:
+    """Sessions by their options, kept open: one for a command, several over a shell's life."""
+
+    def __init__(self, opener: Callable[[ClientOptions], Session] = open_session) -> None:
+        self._opener = opener
+        self._sessions: dict[ClientOptions, Session] = {}
+
+    def session(self, options: ClientOptions) -> Session:
+        session = self._sessions.get(options)
+        if session is None:
+            session = self._sessions[options] = self._opener(options)
+        return session
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+    def __enter__(self) -> SessionPool:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,129 @@
+"""Subcommands that run or set up nodes: ingest, keygen, admin bootstrap."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..broker.accounts import AccountRegistry, bootstrap_admin
+from ..broker.keys import generate, load_public
+from ..broker.redis_server import connect
+from ..config.cluster import load_cluster
+from ..ingest.server import run_ingest
+from ..node.errors import KeyExistsError, UsageError
+from .args import Subparsers, add_command, add_json_option, node_name
+
+log = logging.getLogger(__name__)
+PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+
+
+def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
+    """The passphrase asked for with --passphrase: from the environment, else typed twice."""
+    if not args.passphrase:
+        return None
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is not None:
+        return value
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("passphrase again: ") != first:
+        raise UsageError("the two passphrases differ")
+    if not first:
+        raise UsageError("an empty passphrase protects nothing; leave out --passphrase instead")
+    return first
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    run_ingest(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """One key pair by name, or with --cluster every node's pair that the configuration names."""
+    passphrase = _passphrase(args, confirm=True)
+    if args.cluster is not None:
+        config = load_cluster(args.cluster)
+        directory = config.keys_dir
+        names = [*sorted(config.nodes), "admin"]
+    else:
+        if args.name is None:
+            raise UsageError("name the key pair, or give --cluster CONFIG")
+        directory = args.dir
+        names = [args.name]
+    made, kept = [], []
+    for name in names:
+        try:
+            pair = generate(directory, name, passphrase)
+            made.append({"name": name, "public": pair.public})
+        except KeyExistsError:
+            if args.cluster is None:
+                raise
+            kept.append({"name": name, "public": load_public(directory / f"{name}.key")})
+    if args.json:
+        print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
+    else:
+        for entry in made:
+            print(f"created {directory / entry['name']}.key  public {entry['public']}")
+        for entry in kept:
+            print(f"kept    {directory / entry['name']}.key  public {entry['public']}")
+    return 0
+
+
+def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
+    """The first admin: a local command on a node's host, writing to the cluster's Redis."""
+    config = load_cluster(args.config)
+    key = load_public(args.key)
+    registry = AccountRegistry(connect(os.environ.get("REDIS_URL") or config.redis_url))
+    version = bootstrap_admin(registry, args.account, key)
+    print(f"admin account {args.account!r} holds key {key} (accounts version {version})")
+    return 0
+
+
+def add_node_commands(commands: Subparsers) -> None:
+    ingest = add_command(
+        commands,
+        "ingest",
+        cmd_ingest,
+        "run an ingest node",
+        "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client "
+        "commands, durable appends, until SIGTERM or SIGINT.",
+    )
+    ingest.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    ingest.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
+    _add_passphrase_option(ingest, "the node's secret key is protected by a passphrase")
+
+    keygen = add_command(
+        commands,
+        "keygen",
+        cmd_keygen,
+        "create CURVE key pairs",
+        "Create a CURVE key pair: NAME.key (public) and NAME.key_secret (mode 0600). With "
+        "--cluster, every key pair the configuration needs that does not exist yet.",
+    )
+    keygen.add_argument("name", nargs="?", metavar="NAME", help="the key pair's name (an account or node name)")
+    keygen.add_argument("--dir", type=Path, default=Path("."), metavar="DIR", help="where to write (default: .)")
+    keygen.add_argument("--cluster", type=Path, metavar="CONFIG", help="create the cluster's missing key pairs")
+    _add_passphrase_option(keygen, "protect the secret key with a passphrase (scrypt + ChaCha20-Poly1305)")
+    add_json_option(keygen)
+
+    admin = add_command(
+        commands,
+        "admin",
+        cmd_admin_bootstrap,
+        "create the first admin account (local, on a node's host)",
+        "Bind a public key to a new admin account directly in the cluster's Redis. Only for the "
+        "first admin: later accounts are made over the protocol by an admin.",
+    )
+    admin.add_argument("action", choices=["bootstrap"], help="what to do")
+    admin.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    admin.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
+    admin.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
+
+
+def _add_passphrase_option(command: argparse.ArgumentParser, text: str) -> None:
+    command.add_argument(
+        "--passphrase", action="store_true", help=f"{text}; read from ${PASSPHRASE_ENV} or asked on the terminal"
+    )
