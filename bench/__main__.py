@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import append, verify, work
+from . import append, ingest, verify, work
 from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
 from .report import Environment, Figure, progress, write_results
 
@@ -16,6 +16,7 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "append": append.run,
     "verify": verify.run,
     "pow": work.run,
+    "ingest": ingest.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

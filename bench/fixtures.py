@@ -37,6 +37,9 @@ class Sizes:
     verify_repeats: int
     pow_samples: int
     hash_loop: int  # iterations of a bare hashing loop
+    ingest_records: int  # puts per run from one client to a node
+    ingest_client_records: int  # puts per run from each of eight client processes
+    ingest_hellos: int  # round trips one at a time
 
 
 FULL = Sizes(
@@ -49,6 +52,9 @@ FULL = Sizes(
     verify_repeats=5,
     pow_samples=100,
     hash_loop=500_000,
+    ingest_records=20_000,
+    ingest_client_records=2_500,
+    ingest_hellos=5_000,
 )
 
 QUICK = Sizes(
@@ -61,6 +67,9 @@ QUICK = Sizes(
     verify_repeats=1,
     pow_samples=5,
     hash_loop=20_000,
+    ingest_records=500,
+    ingest_client_records=100,
+    ingest_hellos=500,
 )
 
 
@@ -94,20 +103,21 @@ def best_rates(works: dict[str, Callable[[], int]], repeats: int) -> dict[str, f
     return best
 
 
-def genesis(difficulty: int) -> Entry:
+def genesis(difficulty: int, author: str = AUTHOR) -> Entry:
     rules = LedgerRules(kinds=(KIND,), difficulty=difficulty)
-    return Entry.prepare(rules.genesis_content(LEDGER, AUTHOR, "genesis", 0), difficulty, LIMITS)
+    return Entry.prepare(rules.genesis_content(LEDGER, author, "genesis", 0), difficulty, LIMITS)
 
 
-def entries(count: int, difficulty: int) -> list[Entry]:
-    """``count`` distinct entries of about 180 content bytes (records of about 350), from ``AUTHORS`` clients."""
+def entries(count: int, difficulty: int, author: str | None = None) -> list[Entry]:
+    """``count`` distinct entries of about 180 content bytes (records of about 350), from ``AUTHORS`` clients,
+    or all from ``author`` (a node takes only entries of the account whose key sends them)."""
     return [
         Entry.prepare(
             Content(
                 LEDGER,
                 KIND,
                 {"amount": 1_000 + i, "memo": f"invoice {i:09d} for services rendered", "to": f"account-{i % 977}"},
-                f"client-{i % AUTHORS:04d}",
+                author or f"client-{i % AUTHORS:04d}",
                 f"req-{i:09d}",
                 1_700_000_000_000 + i,
             ),

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-FIGURES = {"1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c"}
+FIGURES = {"1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "4c", "4d"}
 
 
 def _finite(value: object) -> bool:

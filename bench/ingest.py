@@ -1,0 +1,560 @@
+"""Figure 4: a real ingest node over CURVE, beside a bare CURVE ROUTER/DEALER echo in the same run.
+
+The node is what production runs: a redis-server (accounts), `vledger keygen --cluster`,
+`vledger admin bootstrap`, writer accounts and keys added by the admin over the protocol, and
+`vledger ingest` as a process of its own; each put is answered once its record is durable.
+Entries are prepared before the clock starts, on a ledger of difficulty 0 so that preparing
+them is fast: the figures measure the protocol, the node and its store, not proof of work.
+
+The ceiling of each figure is a bare echo server in a process of its own (a CurveServer and
+its allow-list, ``recv_multipart`` then ``send_multipart``), reached by bare DEALER sockets
+with the same keys, messages of the same size and the same number in flight. Figure runs
+and ceiling runs take turns, so that both see the same load.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from vledger.broker.client import Client, NodeAddress
+from vledger.broker.curve import AllowList, CurveServer, curve_client, process_context
+from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
+from vledger.broker.redis_server import RedisServer, free_port
+from vledger.node.errors import NodeUnavailableError
+from vledger.node.record import Entry
+from vledger.node.wire import encode_request
+
+from .fixtures import LEDGER, Sizes, entries, genesis, scratch_dir, timed
+from .report import Ceiling, Figure, progress
+
+COMMAND = ".venv/bin/python -m bench --only ingest"
+TARGET_ONE_CLIENT = 5_000.0  # records/s
+TARGET_CLIENTS = 10_000.0  # records/s
+TARGET_HELLO_MEDIAN_MS = 0.15
+DIFFICULTY = 0
+WINDOW = 128  # requests in flight per client
+CLIENTS = 8  # client processes of figure 4b: each its own key, account, Client and interpreter
+HELLO_BLOCK = 250  # round trips to the node, then as many to the echo server, in turn
+NODE = "ingest-1"
+ADMIN = "admin"  # `vledger keygen --cluster` makes this key pair beside the nodes'
+TIMEOUT = 30.0  # seconds: a reply, a start or a stop that takes longer is a failure
+VLEDGER = Path(sys.executable).parent / "vledger"
+# Spawned, not forked: a forked child would share the parent's ZeroMQ Context.
+SPAWN = multiprocessing.get_context("spawn")
+
+CLUSTER = """\
+[cluster]
+name = "bench"
+keys = "keys"
+data = "data"
+redis = "{redis}"
+default_home = "{node}"
+
+[ingest]
+throttle_rate = 1000000000  # the bench measures the node, not its throttle
+throttle_burst = 1000000000
+
+[nodes.{node}]
+role = "ingest"
+host = "127.0.0.1"
+port = {port}
+"""
+
+
+# --- the node and the echo server -------------------------------------------------------
+
+
+def _vledger(env: dict[str, str], *args: str) -> None:
+    done = subprocess.run([str(VLEDGER), *args], env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"vledger {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def _log_tail(path: Path, lines: int = 10) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_for_hello(process: subprocess.Popen[bytes], node: NodeAddress, keys: KeyPair, log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    with Client(node, keys, timeout=0.5) as client:
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise RuntimeError(f"the ingest node exited with status {code}: {_log_tail(log)}")
+            try:
+                client.hello()
+                return
+            except NodeUnavailableError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the ingest node did not answer hello within {TIMEOUT:g} s: {_log_tail(log)}"
+                    ) from None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the node answers what is in flight and commits its queue), SIGKILL if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _RunningNode:
+    address: NodeAddress
+    admin: KeyPair
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the node process so far, all its threads (user + system, from /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def _node(directory: Path) -> Iterator[_RunningNode]:
+    """A one-node cluster in ``directory``, its node answering hello."""
+    if not VLEDGER.is_file():
+        raise RuntimeError(f"no {VLEDGER}: run the bench with the virtualenv's python (.venv/bin/python -m bench)")
+    with RedisServer(directory / "redis") as redis:
+        config = directory / "cluster.toml"
+        port = free_port()
+        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port))
+        env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
+        keys = directory / "keys"
+        _vledger(env, "keygen", "--cluster", str(config))
+        _vledger(
+            env, "admin", "bootstrap", "--config", str(config), "--account", ADMIN, "--key", str(keys / f"{ADMIN}.key")
+        )
+        log = directory / "node.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [str(VLEDGER), "ingest", "--config", str(config), "--node", NODE],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            node = NodeAddress(f"tcp://127.0.0.1:{port}", load_public(keys / f"{NODE}.key"))
+            admin = load_secret(keys / f"{ADMIN}.key_secret")
+            _wait_for_hello(process, node, admin, log)
+            yield _RunningNode(node, admin, process.pid)
+        finally:
+            _stop(process)
+
+
+def _echo_serve(keys: KeyPair, allowed: list[str], endpoint: multiprocessing.connection.Connection) -> None:
+    """The echo server process: every message straight back to its sender, until terminated."""
+    with CurveServer(keys, "tcp://127.0.0.1:0", AllowList(allowed)) as server:
+        server.self_test()
+        endpoint.send(server.connect_endpoint)
+        socket = server.socket
+        while True:
+            socket.send_multipart(socket.recv_multipart(copy=False), copy=False)
+
+
+@contextmanager
+def _echo_server(allowed: list[str]) -> Iterator[NodeAddress]:
+    keys = new_keypair()
+    ours, theirs = SPAWN.Pipe()
+    process = SPAWN.Process(target=_echo_serve, args=(keys, allowed, theirs), name="bench-echo", daemon=True)
+    process.start()
+    try:
+        if not ours.poll(TIMEOUT):
+            raise RuntimeError(f"the echo server did not start within {TIMEOUT:g} s")
+        try:
+            endpoint = ours.recv()
+        except EOFError:
+            raise RuntimeError(f"the echo server exited with status {process.exitcode}") from None
+        yield NodeAddress(endpoint, keys.public)
+    finally:
+        process.terminate()
+        process.join(TIMEOUT)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+# --- the client side: one loop for the node, one for the echo -----------------------------
+
+
+def _echo_socket(echo: NodeAddress, keys: KeyPair) -> zmq.Socket[Any]:
+    socket = curve_client(process_context(), zmq.DEALER, echo.key, keys)
+    socket.connect(echo.endpoint)
+    return socket
+
+
+def _echoes(socket: zmq.Socket[Any], message: bytes, count: int, window: int) -> int:
+    """``count`` round trips of ``message``, up to ``window`` in flight, as Client.call_many keeps them."""
+    sent = received = 0
+    while received < count:
+        while sent < count and sent - received < window:
+            socket.send(message)
+            sent += 1
+        if not socket.poll(int(TIMEOUT * 1000)):
+            raise RuntimeError(f"the echo server did not answer within {TIMEOUT:g} s")
+        socket.recv()
+        received += 1
+    return count
+
+
+def _puts(client: Client, batch: list[Entry], window: int) -> int:
+    receipts = client.put_many(batch, window=window)
+    fresh = sum(1 for r in receipts if not r["duplicate"])
+    if fresh != len(batch):
+        raise RuntimeError(f"{len(batch) - fresh} of {len(batch)} puts were duplicates: the runs overlap")
+    return len(batch)
+
+
+def _put_request(entry: Entry) -> bytes:
+    """A put's bytes, as the client sends them: the echo's message, so that both carry as much."""
+    return encode_request(1, "put", {"content": entry.content_bytes, "nonce": entry.nonce})
+
+
+@dataclass(frozen=True, slots=True)
+class _PutJob:
+    batch: list[Entry]
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class _EchoJob:
+    message: bytes
+    count: int
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    start: float  # time.monotonic(): one clock for every process of this machine
+    end: float
+    count: int
+    error: str = ""
+
+
+def _client_process(
+    keys: KeyPair,
+    node: NodeAddress,
+    echo: NodeAddress,
+    jobs: Queue[_PutJob | _EchoJob | None],
+    results: Queue[_Done],
+    start_line: Barrier,
+) -> None:
+    """One of figure 4b's clients: says it is connected, then runs each job it is given (all the
+    clients start it together) until it gets None. Every job, and the start, gets one answer."""
+    with Client(node, keys, timeout=TIMEOUT) as client:
+        socket = _echo_socket(echo, keys)
+        try:
+            job: _PutJob | _EchoJob | None = None
+            while True:
+                try:
+                    start = end = time.monotonic()
+                    if job is None:  # the start: both CURVE handshakes before any clock starts
+                        client.hello()
+                        count = _echoes(socket, b"ready", 1, 1)
+                    else:
+                        start_line.wait(TIMEOUT)
+                        start = time.monotonic()
+                        if isinstance(job, _PutJob):
+                            count = _puts(client, job.batch, job.window)
+                        else:
+                            count = _echoes(socket, job.message, job.count, job.window)
+                        end = time.monotonic()
+                    results.put(_Done(start, end, count))
+                except Exception as e:
+                    results.put(_Done(0.0, 0.0, 0, repr(e)))
+                if (job := jobs.get()) is None:
+                    return
+        finally:
+            socket.close(linger=0)
+
+
+class _ClientProcesses:
+    """Figure 4b's client processes, started once and given a job per run."""
+
+    def __init__(self, keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddress) -> None:
+        self._results: Queue[_Done] = SPAWN.Queue()
+        self._jobs: list[Queue[_PutJob | _EchoJob | None]] = [SPAWN.Queue() for _ in keys]
+        self._start_line = SPAWN.Barrier(len(keys))  # kept: the children rebuild it from this one
+        self._processes = [
+            SPAWN.Process(
+                target=_client_process,
+                args=(pair, node, echo, jobs, self._results, self._start_line),
+                name=f"bench-client-{i}",
+                daemon=True,
+            )
+            for i, (pair, jobs) in enumerate(zip(keys, self._jobs, strict=True))
+        ]
+
+    def start(self) -> None:
+        for process in self._processes:
+            process.start()
+        self._collect()  # each says it is connected
+
+    def _collect(self) -> list[_Done]:
+        """One answer from each process; a process that died or went silent fails the run."""
+        done: list[_Done] = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(done) < len(self._processes):
+            try:
+                done.append(self._results.get(timeout=0.5))
+            except queue.Empty:
+                dead = [p.name for p in self._processes if p.exitcode is not None]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"client processes {dead or 'all alive'} did not answer") from None
+        failed = [d.error for d in done if d.error]
+        if failed:
+            raise RuntimeError(f"{len(failed)} client process(es) failed: {failed[0]}")
+        return done
+
+    def rate(self, jobs: Sequence[_PutJob | _EchoJob]) -> float:
+        """Run one job in each process, all starting together; their total count per second."""
+        for jobs_in, job in zip(self._jobs, jobs, strict=True):
+            jobs_in.put(job)
+        done = self._collect()
+        return sum(d.count for d in done) / (max(d.end for d in done) - min(d.start for d in done))
+
+    def close(self, at_once: bool = False) -> None:
+        """Let each process finish and exit; ``at_once`` (after a failure) terminates them instead."""
+        for jobs_in in self._jobs:
+            jobs_in.put(None)
+        for process in self._processes:
+            if process.pid is None:
+                continue  # never started
+            if at_once:
+                process.terminate()
+            process.join(TIMEOUT)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+@contextmanager
+def _client_processes(keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddress) -> Iterator[_ClientProcesses]:
+    processes = _ClientProcesses(keys, node, echo)
+    try:
+        processes.start()
+        yield processes
+    except BaseException:
+        processes.close(at_once=True)
+        raise
+    processes.close()
+
+
+# --- the figures ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _PutRun:
+    rate: float  # records/s
+    node_cores: float  # the node's CPU seconds per second of the run (all its threads)
+
+
+def _watching(node: _RunningNode, work: Callable[[], float]) -> _PutRun:
+    """``work``'s rate, and how busy the node was meanwhile."""
+    cpu, start = node.cpu_seconds(), time.perf_counter()
+    rate = work()
+    return _PutRun(rate, (node.cpu_seconds() - cpu) / (time.perf_counter() - start))
+
+
+def _batches(author: str, size: int, count: int) -> list[list[Entry]]:
+    """``count`` batches of ``size`` distinct entries of ``author``, one batch per run."""
+    prepared = entries(size * count, DIFFICULTY, author=author)
+    return [prepared[i * size : (i + 1) * size] for i in range(count)]
+
+
+def _writer(admin: Client, account: str) -> KeyPair:
+    """A new writer account and key pair, made by the admin over the protocol."""
+    keys = new_keypair()
+    admin.call("account.add", {"account": account, "role": "writer"})
+    admin.call("key.add", {"account": account, "key": keys.public})
+    return keys
+
+
+def _round_trips_ms(call: Callable[[], object], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1_000)
+    return times
+
+
+def _p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[98]
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    solo: list[_PutRun]
+    solo_echo: list[float]
+    clients: list[_PutRun]
+    clients_echo: list[float]
+    hello_ms: list[float]
+    echo_ms: list[float]
+
+
+def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: bytes) -> _Measured:
+    """Set up the node, its writers and the echo server, then run every figure beside its ceiling."""
+    reps = sizes.repeats
+    progress(
+        f"ingest: preparing {(sizes.ingest_records + CLIENTS * sizes.ingest_client_records) * reps:,} entries "
+        f"(difficulty {DIFFICULTY})"
+    )
+    solo_batches = _batches("writer-0", sizes.ingest_records, reps)
+    client_batches = [_batches(f"writer-{i}", sizes.ingest_client_records, reps) for i in range(1, CLIENTS + 1)]
+    with ExitStack() as stack:
+        progress("ingest: starting redis-server and an ingest node")
+        node = stack.enter_context(_node(directory))
+        admin = stack.enter_context(Client(node.address, node.admin, timeout=TIMEOUT))
+        solo_keys = _writer(admin, "writer-0")
+        client_keys = [_writer(admin, f"writer-{i}") for i in range(1, CLIENTS + 1)]
+        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
+        allowed = [node.admin.public, solo_keys.public, *(k.public for k in client_keys)]
+        echo = stack.enter_context(_echo_server(allowed))
+        solo = stack.enter_context(Client(node.address, solo_keys, timeout=TIMEOUT))
+        solo_echo = _echo_socket(echo, solo_keys)
+        stack.callback(solo_echo.close, 0)
+        solo.hello()  # both CURVE handshakes before any clock starts
+        _echoes(solo_echo, b"ready", 1, 1)
+
+        progress(f"ingest: 4a {sizes.ingest_records:,} puts, 1 client, {WINDOW} in flight x {reps}, with the echo")
+        solo_runs, solo_echo_runs = [], []
+        for batch in solo_batches:
+            solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW))))
+            solo_echo_runs.append(timed(partial(_echoes, solo_echo, put_message, len(batch), WINDOW)))
+
+        progress(
+            f"ingest: 4b {CLIENTS} client processes x {sizes.ingest_client_records:,} puts, {WINDOW} in flight each "
+            f"x {reps}, with the echo"
+        )
+        client_runs, client_echo_runs = [], []
+        echo_jobs = [_EchoJob(put_message, sizes.ingest_client_records, WINDOW)] * CLIENTS
+        with _client_processes(client_keys, node.address, echo) as clients:
+            for run_ in range(reps):
+                put_jobs = [_PutJob(batches[run_], WINDOW) for batches in client_batches]
+                client_runs.append(_watching(node, partial(clients.rate, put_jobs)))
+                client_echo_runs.append(clients.rate(echo_jobs))
+
+        progress(f"ingest: 4c {sizes.ingest_hellos:,} hellos one at a time, in blocks of {HELLO_BLOCK} with the echo")
+        hello_ms: list[float] = []
+        echo_ms: list[float] = []
+        for block in range(0, sizes.ingest_hellos, HELLO_BLOCK):
+            count = min(HELLO_BLOCK, sizes.ingest_hellos - block)
+            hello_ms += _round_trips_ms(solo.hello, count)
+            echo_ms += _round_trips_ms(partial(_echoes, solo_echo, hello_message, 1, 1), count)
+
+        stored = admin.call("size", {"ledger": LEDGER})["size"]
+        expected = 1 + reps * (sizes.ingest_records + CLIENTS * sizes.ingest_client_records)
+        if stored != expected:
+            raise RuntimeError(f"the node holds {stored} records of {LEDGER!r}, not {expected}")
+    return _Measured(solo_runs, solo_echo_runs, client_runs, client_echo_runs, hello_ms, echo_ms)
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    put_message = _put_request(entries(1, DIFFICULTY, author="writer-0")[0])
+    hello_message = encode_request(1, "hello", {})
+    with scratch_dir() as directory:
+        m = _measure(sizes, directory, put_message, hello_message)
+
+    def echo(clients: str, rate: float) -> Ceiling:
+        return Ceiling(
+            f"CURVE echo, {clients}, {WINDOW} in flight",
+            rate,
+            "round trips/s",
+            f"bare DEALER of {clients} to a CurveServer ROUTER process (allow-list, recv_multipart then "
+            f"send_multipart), {len(put_message)}-byte messages (a put request), {WINDOW} in flight, "
+            "after each put run",
+        )
+
+    def echo_time(what: str, value: float) -> Ceiling:
+        return Ceiling(
+            f"CURVE echo round trip, {what}",
+            value,
+            "ms",
+            f"bare DEALER send, poll, recv of a {len(hello_message)}-byte message (a hello request) to the "
+            f"same echo process, one in flight, {HELLO_BLOCK} after each {HELLO_BLOCK} hellos",
+        )
+
+    def put_details(records: int, runs: list[_PutRun], echoes: list[float]) -> dict[str, Any]:
+        return {
+            "records per run": records,
+            "entries": f"prepared before timing, difficulty {DIFFICULTY} (no proof of work to do)",
+            "node CPU in cores (best run)": round(max(runs, key=lambda r: r.rate).node_cores, 2),
+            "runs (records/s)": [round(r.rate) for r in runs],
+            "echo runs (round trips/s)": [round(r) for r in echoes],
+        }
+
+    hello_details = {
+        "samples": len(m.hello_ms),
+        "hello mean ms": round(statistics.fmean(m.hello_ms), 3),
+        "hello max ms": round(max(m.hello_ms), 3),
+    }
+    return [
+        Figure(
+            key="4a",
+            name=f"durable put over CURVE, 1 client, {WINDOW} in flight",
+            value=max(r.rate for r in m.solo),
+            unit="records/s",
+            ceiling=echo("1 client", max(m.solo_echo)),
+            command=COMMAND,
+            target=TARGET_ONE_CLIENT,
+            details=put_details(sizes.ingest_records, m.solo, m.solo_echo),
+        ),
+        Figure(
+            key="4b",
+            name=f"durable put over CURVE, {CLIENTS} client processes, {WINDOW} in flight each",
+            value=max(r.rate for r in m.clients),
+            unit="records/s",
+            ceiling=echo(f"{CLIENTS} client processes", max(m.clients_echo)),
+            command=COMMAND,
+            target=TARGET_CLIENTS,
+            details=put_details(CLIENTS * sizes.ingest_client_records, m.clients, m.clients_echo),
+        ),
+        Figure(
+            key="4c",
+            name="hello round trip, 1 in flight, median",
+            value=statistics.median(m.hello_ms),
+            unit="ms",
+            ceiling=echo_time("median", statistics.median(m.echo_ms)),
+            command=COMMAND,
+            higher_is_better=False,
+            target=TARGET_HELLO_MEDIAN_MS,
+            details=hello_details,
+        ),
+        Figure(
+            key="4d",
+            name="hello round trip, 1 in flight, p99",
+            value=_p99(m.hello_ms),
+            unit="ms",
+            ceiling=echo_time("p99", _p99(m.echo_ms)),
+            command=COMMAND,
+            higher_is_better=False,
+            details=hello_details,
+        ),
+    ]
