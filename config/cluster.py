@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..node.errors import SettingsError
-from .settings import Limits, Settings, StoreSettings, _build
+from .settings import BrokerSettings, Limits, Settings, StoreSettings, _build
 
 ROLES = ("ingest",)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -152,7 +152,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         if home not in nodes or nodes[home].role != "ingest":
             raise SettingsError(f"{at}: {home!r} is not an ingest node of [nodes]")
     settings_table = _table(data, "settings", where)
-    _check_keys(settings_table, ("limits", "store"), f"{where}: settings")
+    _check_keys(settings_table, ("limits", "store", "broker"), f"{where}: settings")
     return ClusterConfig(
         path=path,
         name=_name(_text(cluster, "name", f"{where}: cluster", "local"), f"{where}: cluster.name"),
@@ -165,6 +165,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         settings=Settings(
             limits=_build(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
             store=_build(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
+            broker=_build(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
         ),
         ingest=_build(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
     )

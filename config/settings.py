@@ -41,9 +41,25 @@ class StoreSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """CURVE sockets, the accounts cache and the local redis-server (vledger.broker).
+
+    ``max_message_bytes`` is ZMQ_MAXMSGSIZE on every CURVE server socket: a peer that sends
+    more is disconnected by libzmq before a byte of it reaches Python.
+    """
+
+    max_message_bytes: int = 1024 * 1024
+    handshake_timeout_ms: int = 3000
+    accounts_poll_ms: int = 5000
+    apply_timeout_ms: int = 5000
+    redis_start_timeout_ms: int = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     limits: Limits = Limits()
     store: StoreSettings = StoreSettings()
+    broker: BrokerSettings = BrokerSettings()
 
 
 _T = TypeVar("_T")
@@ -69,7 +85,7 @@ def _build(cls: type[_T], table: Any, where: str) -> _T:
 
 
 def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> Settings:
-    known = {"limits": Limits, "store": StoreSettings}
+    known = {"limits": Limits, "store": StoreSettings, "broker": BrokerSettings}
     parts: dict[str, Any] = {}
     for key, table in data.items():
         cls = known.get(key)
@@ -90,18 +106,3 @@ def load_settings(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: invalid TOML: {e}") from e
     return settings_from_mapping(data, str(path))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """CURVE sockets, the accounts cache and the local redis-server (vledger.broker).
-
-    ``max_message_bytes`` is ZMQ_MAXMSGSIZE on every CURVE server socket: a peer that sends
-    more is disconnected by libzmq before a byte of it reaches Python.
-    """
-
-    max_message_bytes: int = 1024 * 1024
-    handshake_timeout_ms: int = 3000
-    accounts_poll_ms: int = 5000
-    apply_timeout_ms: int = 5000
-    redis_start_timeout_ms: int = 10_000
