@@ -39,7 +39,7 @@ from .errors import (
 )
 from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
-from .storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, connect, iter_pages
+from .storefile import DB_NAME, MAX_HEIGHT, SCHEMA, SCHEMA_VERSION, connect, iter_pages
 from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
@@ -425,6 +425,8 @@ class ChainStore:
         return head.height + 1 if head else 0
 
     def get(self, ledger: str, height: int) -> Record | None:
+        if not 0 <= height < MAX_HEIGHT:  # past what SQLite can hold: certainly not stored
+            return None
         return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
 
     def get_by_hash(self, record_hash: bytes) -> Record | None:

@@ -16,6 +16,7 @@ from .errors import StoreError
 
 DB_NAME = "chain.sqlite3"
 SCHEMA_VERSION = 1
+MAX_HEIGHT = 2**63 - 1  # SQLite's largest integer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -126,7 +127,8 @@ def _pages(
 
     ``columns`` is one of the constants above, never outside text: it is put into the SQL.
     """
-    end = stop if stop is not None else 2**63 - 1
+    # SQLite integers stop at 2**63 - 1; heights past it cannot be stored, so clamp, not fail.
+    end = min(stop, MAX_HEIGHT) if stop is not None else MAX_HEIGHT
     while start < end:
         rows = conn.execute(
             f"SELECT {columns} FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY height LIMIT ?",

@@ -569,3 +569,17 @@ def test_close_after_reads_from_other_threads(store: ChainStore) -> None:
     store.close()
     with pytest.raises(StoreClosedError):
         store.append_record(read[0])
+
+
+def test_heights_past_sqlites_integers_are_absent_not_errors(tmp_path: Path) -> None:
+    from vledger.config.settings import Limits
+    from vledger.node.ledger import LedgerRules
+
+    with ChainStore(tmp_path / "s", origin="n1") as store:
+        store.create_ledger(
+            Entry.prepare(LedgerRules(kinds=("note",), difficulty=0).genesis_content("l", "a", "g", 1), 0, Limits())
+        )
+        assert store.get("l", 2**63) is None
+        assert store.get("l", 2**64 - 1) is None
+        assert list(store.range_raw("l", 0, 2**64)) == list(store.range_raw("l", 0))
+        assert list(store.range_raw("l", 2**63, 2**64)) == []
