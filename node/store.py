@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +75,7 @@ class DomainRules(Protocol):
 
     def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]: ...
 
-    def replay(self, records: Iterable[Record]) -> object: ...
+    def replay(self, records: Iterable[Record]) -> Sequence[object]: ...
 
     def forget(self, ledger: str) -> None: ...
 
@@ -144,15 +144,17 @@ class ChainStore:
         self._lock = threading.Lock()
         self._heads: dict[str, _Head] = {}
         self.stats = CommitStats()
+        self._closed = False
         try:
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
+            self._replay_domain()
         except BaseException:
-            self._write.close()
+            for conn in (self._write, *self._readers):
+                conn.close()
             raise
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._closed = False
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
         self._committer.start()
 
@@ -183,6 +185,18 @@ class ChainStore:
                 ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(top_record)
                 head = top_record
             self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
+
+    def _replay_domain(self) -> None:
+        """Bring the domain rules up to every ledger's head before serving (readers such as
+        file reads ask them too, not only appends). Runs before the committer starts, so the
+        engine still has one user at a time."""
+        if self._domain is None:
+            return
+        for ledger in sorted(self._heads):
+            violations = self._domain.replay(self.range(ledger))
+            if violations:
+                log.warning("ledger %s holds %d records that break its rules", ledger, len(violations))
+            self._domain_ready.add(ledger)
 
     def close(self) -> None:
         """Finish the appends already queued, then close every connection."""

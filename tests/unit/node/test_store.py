@@ -583,3 +583,24 @@ def test_heights_past_sqlites_integers_are_absent_not_errors(tmp_path: Path) -> 
         assert store.get("l", 2**64 - 1) is None
         assert list(store.range_raw("l", 0, 2**64)) == list(store.range_raw("l", 0))
         assert list(store.range_raw("l", 2**63, 2**64)) == []
+
+
+def test_the_domain_rules_are_replayed_when_a_store_opens(tmp_path: Path) -> None:
+    """Readers ask the rules too (may this account read this file?), not only the next append."""
+    from vledger.config.settings import Limits
+    from vledger.node.ledger import LedgerRules
+    from vledger.node.record import Content
+    from vledger.node.rules.engine import RulesEngine
+
+    rules = LedgerRules(
+        kinds=("cast", "register", "uncast", "withdraw"),
+        difficulty=0,
+        rules={"type": "election", "choices": ["a", "b"], "opens": 0, "closes": 2**62},
+    )
+    with ChainStore(tmp_path / "s", origin="n1", domain=RulesEngine()) as store:
+        store.create_ledger(Entry.prepare(rules.genesis_content("vote", "auth", "g", 1), 0, Limits()))
+        store.append(Entry.prepare(Content("vote", "register", {"voter_id": "V-1"}, "auth", "r1", 2), 0, Limits()))
+    engine = RulesEngine()
+    with ChainStore(tmp_path / "s", origin="n1", domain=engine):
+        state = engine.state("vote")
+        assert state is not None and state.next_height == 2
