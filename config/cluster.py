@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ..node.errors import SettingsError
-from .settings import BrokerSettings, Limits, Settings, StoreSettings, _build
+from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
 ROLES = ("ingest",)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -163,22 +162,13 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         nodes=nodes,
         homes=homes,
         settings=Settings(
-            limits=_build(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
-            store=_build(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
-            broker=_build(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
+            limits=build_settings(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
+            store=build_settings(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
+            broker=build_settings(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
         ),
-        ingest=_build(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
+        ingest=build_settings(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
     )
 
 
 def load_cluster(path: Path) -> ClusterConfig:
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise SettingsError(f"{path}: not UTF-8 text: {e.reason}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError(f"{path}: invalid TOML: {e}") from e
-    return cluster_from_mapping(data, path.resolve())
+    return cluster_from_mapping(read_toml(path), path.resolve())

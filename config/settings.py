@@ -65,7 +65,7 @@ class Settings:
 _T = TypeVar("_T")
 
 
-def _build(cls: type[_T], table: Any, where: str) -> _T:
+def build_settings(cls: type[_T], table: Any, where: str) -> _T:
     if not isinstance(table, dict):
         raise SettingsError(f"{where}: expected a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -91,18 +91,22 @@ def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> S
         cls = known.get(key)
         if cls is None:
             raise SettingsError(f"{source}: [{key}]: unknown table (known: {', '.join(sorted(known))})")
-        parts[key] = _build(cls, table, f"{source}: {key}")
+        parts[key] = build_settings(cls, table, f"{source}: {key}")
     return Settings(**parts)
 
 
-def load_settings(path: Path) -> Settings:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; every failure is a SettingsError naming the file."""
     try:
         with path.open("rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise SettingsError(f"{path}: cannot read: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise SettingsError(f"{path}: not UTF-8 text: {e.reason}") from e
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: invalid TOML: {e}") from e
-    return settings_from_mapping(data, str(path))
+
+
+def load_settings(path: Path) -> Settings:
+    return settings_from_mapping(read_toml(path), str(path))
