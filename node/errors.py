@@ -282,6 +282,12 @@ class RedisServerError(VledgerError):
     code = "redis_server"
 
 
+class SupervisorError(VledgerError):
+    """A supervised cluster that did not start, answer or stop in time; says which process and why."""
+
+    code = "supervisor"
+
+
 class AccountError(VledgerError):
     """An account operation failed. Precise on purpose: the server decides what a client may learn."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,12 +29,14 @@ from .args import (
     positive,
 )
 from .client_commands import add_client_commands
-from .demo import run_demo
+from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo
+from .demo import DEFAULT_RECORDS, run_demo
 from .exporting import export_store
 from .importing import import_file
 from .logs import LEVELS, configure_logging
 from .node_commands import add_node_commands
-from .report import print_demo, print_export, print_import, print_verification
+from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
+from .supervise import add_supervise_command
 from .verification import verify_path
 
 EXIT_OK = 0
@@ -68,8 +71,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """What `make run` shows; safe to run again on the same store."""
-    run = run_demo(args.store, args.records, args.difficulty, Limits())
+    """What `make run` shows, on a running cluster or a local store; safe to run again."""
+    if args.cluster is not None:
+        if args.records is not None:
+            raise UsageError("--records is for --store; a cluster demo takes --voters")
+        say = functools.partial(print, flush=True)  # before the progress lines on stderr
+        cluster_run = run_cluster_demo(args.cluster, args.voters or DEFAULT_VOTERS, args.difficulty, say)
+        print_cluster_demo(cluster_run)
+        return _exit_code(cluster_run.ok)
+    if args.voters is not None:
+        raise UsageError("--voters is for --cluster; a store demo takes --records")
+    run = run_demo(args.store, args.records or DEFAULT_RECORDS, args.difficulty, Limits())
     print_demo(run)
     return _exit_code(run.verification.ok)
 
@@ -95,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     add_node_commands(commands)
     add_client_commands(commands)
+    add_supervise_command(commands)
     return parser
 
 
@@ -145,12 +158,18 @@ def _add_demo(commands: Subparsers) -> None:
         commands,
         "demo",
         cmd_demo,
-        "build a local demo store, append records, verify it",
-        "Create (or reopen) a demo store with an election, a zakat fund and a resource "
-        "ledger, append a few hundred records with real proof of work, then verify the store.",
+        "show a running cluster (or a local store) at work, then check it",
+        "With --cluster: as the cluster's admin, create the election, zakat and resource ledgers "
+        "if missing, register a batch of new voters who vote (some change their mind, a few "
+        "withdraw), donate, disburse, issue and transfer, all with real proof of work; then read "
+        "each ledger back from its node, recount it through the rules, and verify every node's "
+        "store. With --store: the same three ledgers in a local store, a few hundred records, verified.",
     )
-    demo.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store directory")
-    demo.add_argument("--records", type=positive, default=300, metavar="N", help="records to append (300)")
+    where = demo.add_mutually_exclusive_group(required=True)
+    where.add_argument("--cluster", type=Path, metavar="CONFIG", help="the running cluster's configuration")
+    where.add_argument("--store", type=Path, metavar="DIR", help="a local store directory")
+    demo.add_argument("--voters", type=positive, metavar="N", help=f"new voters in a cluster demo ({DEFAULT_VOTERS})")
+    demo.add_argument("--records", type=positive, metavar="N", help=f"records to append to a store ({DEFAULT_RECORDS})")
     # A lower difficulty is for tests only: it applies to new ledgers and weakens the demo.
     demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 

@@ -24,10 +24,11 @@ from .progress import Progress
 from .verification import Verification, verify_store
 
 DEMO_NODE = "demo-node"
-_NAMES = ("Zoë", "José", "Ayşe", "Łukasz", "Nguyễn Văn An", "Søren", "Chloé", "Jürgen", "Renée", "Dvořák")
-_CHOICES = ("alice", "bob", "carol")
+DEFAULT_RECORDS = 300
+NAMES = ("Zoë", "José", "Ayşe", "Łukasz", "Nguyễn Văn An", "Søren", "Chloé", "Jürgen", "Renée", "Dvořák")
+CHOICES = ("alice", "bob", "carol")
 _ITEMS = ("water-liters", "rice-kg", "blankets", "medicine-kits")
-_SITES = ("clinic-north", "school-east", "shelter-south")
+SITES = ("clinic-north", "school-east", "shelter-south")
 
 # What a worker process needs to prepare one entry: the content, its difficulty, the limits.
 _Job: TypeAlias = tuple[Content, int, Limits]
@@ -68,7 +69,7 @@ def run_demo(directory: Path, count: int, difficulty: int, limits: Limits) -> De
     verification = verify_store(directory, None, limits)
     verify_seconds = time.monotonic() - started
     hashes = sum(2**job_difficulty for _, job_difficulty, _ in jobs)
-    return DemoRun(directory, created, appended, hashes, seconds, _workers(), verification, verify_seconds)
+    return DemoRun(directory, created, appended, hashes, seconds, worker_count(), verification, verify_seconds)
 
 
 def _demo_jobs(store: ChainStore, count: int, difficulty: int, limits: Limits) -> tuple[list[str], list[_Job]]:
@@ -105,7 +106,7 @@ def prepare_entries(jobs: Sequence[_Job], progress: Progress) -> Iterator[Entry]
     a process with threads can copy a held lock into the child.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=_workers(), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=worker_count(), mp_context=context) as pool:
         for entry in pool.map(_prepare, jobs, chunksize=4):
             progress.advance()
             yield entry
@@ -117,7 +118,7 @@ def _prepare(job: _Job) -> Entry:
     return Entry.prepare(content, difficulty, limits)
 
 
-def _workers() -> int:
+def worker_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
@@ -145,7 +146,7 @@ def _election(seq: int, ts: int) -> Content:
     if seq % 2:
         payload: dict[str, Any] = {"voter": voter, "note": f"registered at desk {number % 7} by {_name(number - 1)}"}
         return Content("election-2026", "register", payload, voter, f"demo:{seq}", ts)
-    payload = {"voter": voter, "choice": _CHOICES[number % len(_CHOICES)]}
+    payload = {"voter": voter, "choice": CHOICES[number % len(CHOICES)]}
     return Content("election-2026", "cast", payload, voter, f"demo:{seq}", ts)
 
 
@@ -170,17 +171,17 @@ def _resources(seq: int, ts: int) -> Content:
     if seq % 4 == 1:
         payload: dict[str, Any] = {"to": "warehouse-a", "item": item, "quantity": 100 * (1 + seq % 9)}
         return Content("resources", "issue", payload, "depot-central", f"demo:{seq}", ts)
-    site = _SITES[seq % len(_SITES)]
+    site = SITES[seq % len(SITES)]
     payload = {"from": "warehouse-a", "to": site, "item": item, "quantity": 5 + seq % 20, "note": _name(seq)}
     return Content("resources", "transfer", payload, "warehouse-a", f"demo:{seq}", ts)
 
 
 def _name(seq: int) -> str:
-    return _NAMES[seq % len(_NAMES)]
+    return NAMES[seq % len(NAMES)]
 
 
 DEMO_LEDGERS = (
-    DemoLedger("election-2026", ("register", "cast", "uncast", "withdraw"), {"choices": list(_CHOICES)}, _election),
+    DemoLedger("election-2026", ("register", "cast", "uncast", "withdraw"), {"choices": list(CHOICES)}, _election),
     DemoLedger("zakat", ("donation", "disbursement"), {"currency": "EUR"}, _zakat),
     DemoLedger("resources", ("issue", "transfer"), {}, _resources),
 )

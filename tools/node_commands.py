@@ -12,13 +12,14 @@ from pathlib import Path
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
-from ..config.cluster import load_cluster
+from ..config.cluster import ClusterConfig, load_cluster
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from .args import Subparsers, add_command, add_json_option, node_name
 
 log = logging.getLogger(__name__)
 PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 
 
 def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
@@ -47,21 +48,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if args.cluster is not None:
         config = load_cluster(args.cluster)
         directory = config.keys_dir
-        names = [*sorted(config.nodes), "admin"]
+        made, kept = ensure_cluster_keys(config, passphrase)
     else:
         if args.name is None:
             raise UsageError("name the key pair, or give --cluster CONFIG")
         directory = args.dir
-        names = [args.name]
-    made, kept = [], []
-    for name in names:
-        try:
-            pair = generate(directory, name, passphrase)
-            made.append({"name": name, "public": pair.public})
-        except KeyExistsError:
-            if args.cluster is None:
-                raise
-            kept.append({"name": name, "public": load_public(directory / f"{name}.key")})
+        made, kept = [{"name": args.name, "public": generate(directory, args.name, passphrase).public}], []
     if args.json:
         print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
     else:
@@ -70,6 +62,23 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         for entry in kept:
             print(f"kept    {directory / entry['name']}.key  public {entry['public']}")
     return 0
+
+
+def ensure_cluster_keys(
+    config: ClusterConfig, passphrase: str | None = None
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Every node's key pair and the admin's that is missing, made; those that exist, kept as they are.
+
+    Returns (made, kept), each entry the pair's name and public key: safe to run at every start.
+    """
+    made, kept = [], []
+    for name in [*sorted(config.nodes), ADMIN_KEY]:
+        try:
+            pair = generate(config.keys_dir, name, passphrase)
+            made.append({"name": name, "public": pair.public})
+        except KeyExistsError:
+            kept.append({"name": name, "public": load_public(config.public_key_path(name))})
+    return made, kept
 
 
 def cmd_admin_bootstrap(args: argparse.Namespace) -> int:

@@ -2,6 +2,9 @@
 
 It draws on stderr, and only when stderr is a terminal, so that scripts, pipes and logs
 never see control characters. Redraws are throttled, so counting every record costs little.
+A command whose wait is long enough to need reassurance in a log too (the cluster demo)
+asks for ``lines_every``: off a terminal it then writes a plain line at most that often,
+and a last one when it closes.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _eta(left: int, rate: float) -> str:
 
 
 class Progress:
-    """Counts work done and redraws one line on a terminal; silent everywhere else."""
+    """Counts work done and redraws one line on a terminal; elsewhere silent, or plain lines (``lines_every``)."""
 
     def __init__(
         self,
@@ -49,21 +52,25 @@ class Progress:
         enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         interval: float = 0.1,
+        lines_every: float | None = None,
     ) -> None:
         self.label = label
         self.total = total
         self.done = 0
         self._stream = stream if stream is not None else sys.stderr
         self._enabled = self._stream.isatty() if enabled is None else enabled
+        self._lines = not self._enabled and lines_every is not None
         self._clock = clock
-        self._interval = interval
+        self._interval = lines_every if self._lines and lines_every is not None else interval
         self._start = clock()
-        self._last_draw = float("-inf")
+        # A bar shows at once; the first plain line waits its turn, so that a short job writes one.
+        self._last_draw = self._start if self._lines else float("-inf")
         self._width = 0
+        self._drawn = -1  # the count of the last plain line
 
     def advance(self, count: int = 1) -> None:
         self.done += count
-        if self._enabled:
+        if self._enabled or self._lines:
             now = self._clock()
             if now - self._last_draw >= self._interval:
                 self._draw(now)
@@ -75,10 +82,19 @@ class Progress:
             self._stream.write("\n")
             self._stream.flush()
             self._enabled = False
+        elif self._lines:
+            if self._drawn != self.done:
+                self._draw(self._clock())
+            self._lines = False
 
     def _draw(self, now: float) -> None:
         self._last_draw = now
         text = render(self.label, self.done, self.total, now - self._start)
+        if self._lines:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+            self._drawn = self.done
+            return
         # Pad over the previous line's tail: a shorter line must not leave old characters.
         self._stream.write("\r" + text.ljust(self._width))
         self._stream.flush()

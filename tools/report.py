@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..node.errors import RecordError, VledgerError
+from .cluster_demo import ELECTION, KINDS, LEDGERS, ClusterDemoRun
 from .demo import DEMO_NODE, DemoRun
 from .exporting import ExportSummary
 from .verification import LedgerReport, Verification
@@ -66,6 +67,57 @@ def print_demo(run: DemoRun) -> None:
     print(f"  vledger export {directory} -o {directory}.jsonl")
     print(f"  vledger verify {directory}.jsonl")
     print(f"  vledger import {directory}.jsonl --store {directory}-copy")
+
+
+def print_cluster_demo(run: ClusterDemoRun) -> None:
+    """The end of a cluster demo (its start was said as it began: the cluster, the voters)."""
+    written = sum(run.written.values())
+    rate = written / run.seconds if run.seconds > 0 else 0.0
+    print(f"Wrote {written:,} records in {run.seconds:.1f} s ({rate:.1f} records/s):")
+    width = max(len(ledger) for ledger in LEDGERS)
+    for ledger in LEDGERS:
+        kinds = ", ".join(f"{run.written[ledger, kind]:,} {kind}" for kind in KINDS if run.written[ledger, kind])
+        print(f"  {ledger:<{width}}  {kinds or 'nothing'}")
+
+    print(
+        "\nRead back from their home nodes, each record checked as the next of its chain, replayed through the rules:"
+    )
+    for chain in run.chains:
+        refused = f"{len(chain.violations)} records break the rules" if chain.violations else "no rule broken"
+        print(
+            f"  {chain.ledger:<{width}}  {chain.node}  {chain.records:>7,} records  head {chain.head.hash.hex()[:16]}…"
+            f"  {refused}"
+        )
+
+    tally = run.election
+    print(f"\n{ELECTION}, recounted from its chain:")
+    for choice, votes in tally.counts.items():
+        print(f"  {choice:<12} {votes:>7,}")
+    verdict = "the same as before this run plus what it wrote" if run.tally_matches else f"NOT {run.expected}"
+    print(
+        f"  {tally.cast:,} votes counted of {tally.registered:,} voters registered, {tally.withdrawn:,} withdrawn: "
+        f"{verdict}"
+    )
+    charity = run.charity
+    print(
+        f"zakat ({charity.currency}): donated {_money(charity.donated)}, disbursed {_money(charity.disbursed)}, "
+        f"balance {_money(charity.balance)}, in {len(charity.funds)} funds"
+    )
+    resources = run.resources
+    balances = ", ".join(f"{account} {amount:,}" for account, amount in resources.balances.items())
+    print(f"resources ({resources.unit}): {resources.issued:,} issued; balances: {balances or 'none'}")
+
+    print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
+    for node, path, result in run.stores:
+        print(f"  {node}  {path}")
+        for line in _report_lines(str(path), result):
+            print(f"    {line}")
+    print("\nAll OK." if run.ok else "\nFAILED: see above.")
+
+
+def _money(minor_units: int) -> str:
+    """An amount in minor units (halalas, cents) as a decimal of 2 places."""
+    return f"{minor_units // 100:,}.{minor_units % 100:02d}"
 
 
 def verification_json(result: Verification) -> dict[str, Any]:

@@ -441,7 +441,8 @@ def test_an_import_the_store_stops_says_how_far_it_got(
     code, _, err = run(capsys, "import", tmp_path / "e.jsonl", "--store", tmp_path / "copy")
     assert code == 1
     assert err == (
-        "vledger: import stopped after appending 0 verified records\nvledger: error: store_closed: the store is shutting down\n"
+        "vledger: import stopped after appending 0 verified records\n"
+        "vledger: error: store_closed: the store is shutting down\n"
     )
 
 

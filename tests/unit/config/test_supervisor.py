@@ -1,0 +1,138 @@
+"""The supervisord.conf of a cluster: pure text, read back here by supervisor's own parser."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from supervisor.datatypes import RestartUnconditionally
+from supervisor.options import ServerOptions
+
+from vledger.broker.keys import generate
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
+from vledger.config.supervisor import (
+    MAX_SOCKET_PATH,
+    SupervisorLayout,
+    cluster_programs,
+    local_redis_port,
+    socket_path,
+    supervisord_conf,
+)
+from vledger.node.errors import SettingsError
+
+VLEDGER = ("/opt/venv/bin/vledger",)
+REDIS = Path("/usr/bin/redis-server")
+
+
+def cluster(base: Path, redis: str = "redis://127.0.0.1:6390/0", nodes: dict[str, int] | None = None) -> ClusterConfig:
+    data: dict[str, Any] = {
+        "cluster": {"name": "local", "keys": "keys", "data": "run/data", "redis": redis, "default_home": "ingest-1"},
+        "nodes": {
+            name: {"role": "ingest", "port": port}
+            for name, port in (nodes or {"ingest-1": 7101, "ingest-2": 7102}).items()
+        },
+    }
+    return cluster_from_mapping(data, base / "cluster.toml")
+
+
+def layout(run_dir: Path, redis: Path | None = REDIS) -> SupervisorLayout:
+    return SupervisorLayout(run_dir=run_dir, vledger=VLEDGER, redis_server=redis)
+
+
+def parsed(conf: str, run_dir: Path) -> ServerOptions:
+    """The file as supervisord reads it, every expansion done (it wants the log folder to exist)."""
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    path = run_dir / "supervisord.conf"
+    path.write_text(conf)
+    options = ServerOptions()
+    options.realize(args=["-c", str(path)])
+    return options
+
+
+def programs_of(options: ServerOptions) -> dict[str, Any]:
+    return {p.name: p for group in options.process_group_configs for p in group.process_configs}
+
+
+def test_every_process_is_a_program_redis_first(tmp_path: Path) -> None:
+    config = cluster(tmp_path, nodes={"ingest-1": 7101, "ingest-2": 7102, "ingest-3": 7103})
+    run_dir = tmp_path / "run"
+    programs = programs_of(parsed(supervisord_conf(config, layout(run_dir)), run_dir))
+    assert set(programs) == {"redis", "ingest-1", "ingest-2", "ingest-3"}
+    assert programs["redis"].priority < programs["ingest-1"].priority
+    redis = shlex.split(programs["redis"].command)
+    assert redis == [str(REDIS), "--port", "6390", "--bind", "127.0.0.1", "--appendonly", "yes",
+                     "--dir", str(run_dir / "redis")]  # fmt: skip
+    ingest = shlex.split(programs["ingest-2"].command)
+    assert ingest == [*VLEDGER, "--log-level", "info", "ingest", "--config", str(config.path), "--node", "ingest-2"]
+    for program in programs.values():
+        assert program.autorestart is RestartUnconditionally
+        assert program.stopasgroup and program.killasgroup
+        assert program.startsecs == 1 and program.stopsignal == 15
+        assert program.stdout_logfile == str(run_dir / "logs" / f"{program.name}.log")
+        assert program.redirect_stderr
+    assert programs["ingest-1"].environment == {"PYTHONUNBUFFERED": "1"}
+
+
+def test_every_path_is_absolute_and_under_the_run_directory_or_given(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    options = parsed(supervisord_conf(cluster(tmp_path), layout(run_dir)), run_dir)
+    paths = [Path(options.logfile), Path(options.pidfile), Path(options.childlogdir)]
+    paths += [Path(server["file"]) for server in options.server_configs]
+    for program in programs_of(options).values():
+        paths += [Path(program.stdout_logfile), Path(program.directory)]
+        paths += [Path(word) for word in shlex.split(program.command) if "/" in word]
+    for path in paths:
+        assert path.is_absolute(), path
+        assert path.is_relative_to(run_dir) or path in (REDIS, Path(VLEDGER[0]), tmp_path / "cluster.toml"), path
+
+
+def test_the_file_holds_no_secret(tmp_path: Path) -> None:
+    config = cluster(tmp_path, redis="redis://:hunter2-password@127.0.0.1:6390/0")
+    pairs = [generate(config.keys_dir, name) for name in ("ingest-1", "ingest-2", "admin")]
+    conf = supervisord_conf(config, layout(tmp_path / "run"))
+    assert "hunter2" not in conf and "redis://" not in conf
+    for pair in pairs:
+        assert pair.secret not in conf
+    assert "key_secret" not in conf and str(config.keys_dir) not in conf
+
+
+def test_a_long_run_directory_gets_a_short_socket_under_tmp(tmp_path: Path) -> None:
+    short = Path("/srv/vledger/run")
+    assert socket_path(short) == short / "supervisor.sock"
+    long = Path("/srv") / ("deep-folder-" * 9) / "run"
+    fallback = socket_path(long)
+    assert fallback.parent == Path("/tmp") and len(str(fallback)) <= MAX_SOCKET_PATH
+    assert fallback == socket_path(long) != socket_path(long.parent / "run2")  # stable, one per run directory
+    conf = supervisord_conf(cluster(tmp_path), layout(long))
+    assert f"file={fallback}" in conf and f"serverurl=unix://{fallback}" in conf
+
+
+def test_the_socket_inside_the_run_directory_is_written_relative_to_the_file(tmp_path: Path) -> None:
+    conf = supervisord_conf(cluster(tmp_path), layout(tmp_path / "run"))
+    assert "file=%(here)s/supervisor.sock" in conf and "serverurl=unix://%(here)s/supervisor.sock" in conf
+    assert all(len(line) < 300 for line in conf.splitlines())
+
+
+def test_a_redis_elsewhere_is_not_run_here(tmp_path: Path) -> None:
+    assert local_redis_port("redis://127.0.0.1/0") == 6379
+    assert local_redis_port("redis://localhost:6390/2") == 6390
+    assert local_redis_port("redis://10.0.0.5:6390/0") is None
+    assert local_redis_port("unix:///run/redis.sock") is None
+    names = [p.name for p in cluster_programs(cluster(tmp_path, redis="redis://10.0.0.5:6390/0"), layout(tmp_path))]
+    assert names == ["ingest-1", "ingest-2"]
+    names = [p.name for p in cluster_programs(cluster(tmp_path), layout(tmp_path, redis=None))]
+    assert names == ["ingest-1", "ingest-2"]
+
+
+def test_a_percent_sign_in_a_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="a path with '%'"):
+        supervisord_conf(cluster(tmp_path), layout(tmp_path / "100%" / "run"))
+    with pytest.raises(SettingsError, match="a path with '%'"):
+        supervisord_conf(cluster(tmp_path / "100%"), layout(tmp_path / "run"))
+
+
+def test_a_node_may_not_take_the_redis_program_name(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="may not be called 'redis'"):
+        cluster_programs(cluster(tmp_path, nodes={"ingest-1": 7101, "redis": 7102}), layout(tmp_path))

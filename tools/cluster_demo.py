@@ -1,0 +1,447 @@
+"""``vledger demo --cluster FILE``: the running cluster doing its job, shown end to end.
+
+As the cluster's admin, over the client protocol:
+
+1. the demo ledgers that are missing are created on their home nodes: ``election-2026`` (three
+   choices, open from a minute ago for 30 days), ``zakat`` (a charity fund, donors sealed with
+   the key in ``<keys>/zakat.seal``) and ``resources`` (the admin issues units);
+2. a batch of new voters registers, votes, some take their vote back and cast again, a few
+   withdraw; a few donations and a disbursement; an issue and transfers. Every record's proof
+   of work is done on every core; each phase is written before the next that depends on it;
+3. each ledger is read back from its home node with ``range``, every record checked as the
+   next of its chain, and replayed through the rules engine: an independent recount from the
+   chain alone, which is what observers do. The election's tally must equal the tally before
+   this run plus what this run wrote;
+4. each node's store directory is verified read-only from every genesis, as ``vledger verify``
+   does (a live store in WAL mode reads fine).
+
+Running it again adds a new batch (new voter ids) to the same ledgers. Batches are planned
+by pure functions (:func:`plan_voters`, :func:`plan_batch`), written by :class:`ClusterDemo`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ..broker.client import Client
+from ..config.cluster import ClusterConfig, load_cluster
+from ..config.settings import Limits
+from ..node.errors import KeyExistsError, NodeUnavailableError, UsageError
+from ..node.ledger import LedgerRules
+from ..node.record import Content, Entry, checksum_of
+from ..node.rules import Domain, Ref
+from ..node.rules.charity import CharityState, CharityTally
+from ..node.rules.engine import RulesEngine, Violation
+from ..node.rules.resources import ResourcesState, ResourcesTally
+from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, ElectionState, ElectionTally
+from ..node.sealed import seal
+from . import client_payloads as build
+from .client_session import Session, load_client_keys, new_request_id, node_address, now_ms, reply_field
+from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
+from .node_commands import ADMIN_KEY
+from .progress import Progress
+from .seal_keys import read_seal_key, write_seal_key
+from .verification import Verification, verify_path
+
+ELECTION = "election-2026"
+ZAKAT = "zakat"
+RESOURCES = "resources"
+LEDGERS = (ELECTION, ZAKAT, RESOURCES)
+# The kinds a run writes, in the order a report lists them.
+KINDS = ("register", "cast", "uncast", "withdraw", "donation", "disbursement", "issue", "transfer")
+SEAL_KEY_NAME = "zakat.seal"
+DEFAULT_VOTERS = 1000
+ELECTION_DAYS = 30
+OPENS_BEFORE_MS = 60_000
+CHUNK = 64  # records sent at once to one node, all in flight together
+PROGRESS_LINES_EVERY = 5.0  # seconds between plain progress lines off a terminal
+TIMEOUT = 30.0
+UNCAST_SHARE = 0.10  # voters who take their vote back and cast again
+WITHDRAW_SHARE = 0.03
+DONATIONS = 5
+TRANSFERS = 3
+ISSUE_AMOUNT = 1_000
+CURRENCY = "SAR"
+UNIT = "credits"
+_WEIGHTS = (0.45, 0.35, 0.20)  # how the demo's voters lean, so that the tally is not a tie
+
+
+# --- the plan (pure) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoterPlan:
+    """One new voter's story: a first choice, maybe a change of mind, maybe a withdrawal."""
+
+    voter_id: str
+    first: str
+    second: str | None = None  # cast again after an uncast
+    withdraws: bool = False
+
+    @property
+    def counted(self) -> str | None:
+        """The choice this voter adds to the tally, if any."""
+        return None if self.withdraws else (self.second or self.first)
+
+
+def plan_voters(numbers: Sequence[int], choices: Sequence[str], seed: int) -> list[VoterPlan]:
+    """Voters ``V-<number>``; about 10 % uncast and cast another choice, about 3 % withdraw."""
+    rng = random.Random(seed)  # noqa: S311 (the demo's voters, the same for a seed; nothing secret)
+    weights = [_WEIGHTS[i] if i < len(_WEIGHTS) else _WEIGHTS[-1] for i in range(len(choices))]
+    plans = []
+    for number in numbers:
+        first = rng.choices(choices, weights)[0]
+        draw = rng.random()
+        second = None
+        if draw < UNCAST_SHARE and len(choices) > 1:
+            second = rng.choice([c for c in choices if c != first])
+        withdraws = UNCAST_SHARE <= draw < UNCAST_SHARE + WITHDRAW_SHARE
+        plans.append(VoterPlan(f"V-{number:06d}", first, second, withdraws))
+    return plans
+
+
+def next_voter_numbers(registered: Callable[[str], bool], start: int, count: int) -> list[int]:
+    """The first ``count`` numbers from ``start`` on whose voter id is not registered yet."""
+    numbers: list[int] = []
+    number = start
+    while len(numbers) < count:
+        if not registered(f"V-{number:06d}"):
+            numbers.append(number)
+        number += 1
+    return numbers
+
+
+def electronic_id_of(registration: Content, limits: Limits) -> str:
+    """The electronic id the ledger will give this registration (node/rules/votes.py)."""
+    return ELECTRONIC_ID_PREFIX + checksum_of(registration.encode(limits))[:ELECTRONIC_ID_BYTES].hex()
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one run writes: phases of contents (each needs the previous one written), and counts."""
+
+    phases: list[list[Content]] = field(default_factory=lambda: [[], [], [], []])
+    voters: list[VoterPlan] = field(default_factory=list)
+    written: Counter[tuple[str, str]] = field(default_factory=Counter)  # (ledger, kind) -> records
+
+    def add(self, phase: int, content: Content) -> None:
+        self.phases[phase].append(content)
+        self.written[content.ledger, content.kind] += 1
+
+    @property
+    def size(self) -> int:
+        return sum(len(phase) for phase in self.phases)
+
+    def counted(self) -> Counter[str]:
+        return Counter(v.counted for v in self.voters if v.counted is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInput:
+    """What a batch is planned from: who writes, when, and what the chains allow."""
+
+    account: str
+    ts: int
+    voters: list[VoterPlan]
+    seal_donor: Callable[[str], str]  # donor information -> sealed id
+    resources: bool  # the account may issue on the resources ledger
+    serial: int  # numbers the batch's donors, funds and transfers (the voters' first number)
+
+
+def plan_batch(given: BatchInput, limits: Limits, request_ids: Callable[[], str] = new_request_id) -> Batch:
+    """Every record of a run, in four phases: registrations, donations and an issue; votes, a
+    disbursement and transfers; uncasts and withdrawals; the votes cast again."""
+    batch = Batch(voters=list(given.voters))
+
+    def add(phase: int, ledger: str, write: build.Write) -> Content:
+        content = Content(ledger, write.kind, write.payload, given.account, request_ids(), given.ts)
+        batch.add(phase, content)
+        return content
+
+    for voter in given.voters:
+        eid = electronic_id_of(add(0, ELECTION, build.register(voter.voter_id)), limits)
+        add(1, ELECTION, build.cast(eid, voter.first))
+        if voter.second is not None:
+            add(2, ELECTION, build.uncast(eid))
+            add(3, ELECTION, build.cast(eid, voter.second))
+        elif voter.withdraws:
+            add(2, ELECTION, build.withdraw(eid))
+    general = 0
+    for i in range(DONATIONS):
+        n = given.serial + i
+        fund = "general" if i % 3 else "orphans"
+        amount = 10_000 * (1 + (n * 7) % 9)  # halalas: 100.00 to 900.00 SAR
+        general += amount if fund == "general" else 0
+        donor = given.seal_donor(f"{NAMES[n % len(NAMES)]} (donor {n})")
+        source, purpose = ("transfer", "zakat-al-mal") if i % 2 else ("cash", "sadaqah")
+        add(0, ZAKAT, build.donation(donor, fund, amount, source, purpose))
+    add(1, ZAKAT, build.disbursement("general", SITES[given.serial % len(SITES)], general // 2, "medicine"))
+    if given.resources:
+        add(0, RESOURCES, build.issue(given.account, ISSUE_AMOUNT))
+        for i in range(TRANSFERS):
+            site = SITES[(given.serial + i) % len(SITES)]
+            add(1, RESOURCES, build.transfer(given.account, site, ISSUE_AMOUNT // 10 * (i + 1)))
+    return batch
+
+
+def ledger_rules(ledger: str, account: str, difficulty: int, ts: int) -> LedgerRules:
+    """A demo ledger's genesis rules, for a ledger created now."""
+    if ledger == ELECTION:
+        rules: dict[str, Any] = {
+            "type": ElectionState.type_name,
+            "choices": list(CHOICES),
+            "opens": ts - OPENS_BEFORE_MS,
+            "closes": ts + ELECTION_DAYS * 86_400_000,
+        }
+        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, rules)
+    if ledger == ZAKAT:
+        return LedgerRules(
+            tuple(sorted(CharityState.kinds)), difficulty, {"type": CharityState.type_name, "currency": CURRENCY}
+        )
+    rules = {"type": ResourcesState.type_name, "unit": UNIT, "issuers": [account]}
+    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, rules)
+
+
+# --- what a run found ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReadBack:
+    """A ledger as read back from its home node and replayed through the rules."""
+
+    ledger: str
+    node: str
+    head: Ref  # the last record: its height and hash
+    violations: list[Violation]
+    domain: Domain  # the ledger's state, rebuilt from the chain alone
+
+    @property
+    def records(self) -> int:
+        return self.head.height + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDemoRun:
+    cluster: str
+    account: str
+    created: list[str]
+    written: Counter[tuple[str, str]]
+    voters: list[VoterPlan]
+    seconds: float
+    processes: int
+    chains: list[ChainReadBack]
+    expected: dict[str, int]  # the election's counts: before this run, plus what it wrote
+    stores: list[tuple[str, Path, Verification]]
+
+    def chain(self, ledger: str) -> ChainReadBack:
+        return next(c for c in self.chains if c.ledger == ledger)
+
+    @property
+    def election(self) -> ElectionTally:
+        return _domain(self.chain(ELECTION), ElectionState).tally()
+
+    @property
+    def charity(self) -> CharityTally:
+        return _domain(self.chain(ZAKAT), CharityState).tally()
+
+    @property
+    def resources(self) -> ResourcesTally:
+        return _domain(self.chain(RESOURCES), ResourcesState).tally()
+
+    @property
+    def tally_matches(self) -> bool:
+        return self.election.counts == self.expected
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.tally_matches
+            and not any(c.violations for c in self.chains)
+            and all(result.ok for _, _, result in self.stores)
+        )
+
+
+_D = TypeVar("_D", bound=Domain)
+
+
+def _domain(chain: ChainReadBack, kind: type[_D]) -> _D:
+    """The ledger's state if its rules are the demo's kind; a ledger made otherwise is not the demo's."""
+    if not isinstance(chain.domain, kind):
+        raise UsageError(
+            f"ledger {chain.ledger!r} holds {chain.domain.type_name!r} rules, not {kind.type_name!r}: "
+            "the demo needs a ledger of its own"
+        )
+    return chain.domain
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+class ClusterDemo:
+    """One run against a running cluster, as its admin: one pinned session per ingest node."""
+
+    def __init__(self, config: ClusterConfig, difficulty: int) -> None:
+        self.config = config
+        self.difficulty = difficulty
+        self.limits = config.settings.limits
+        keys = load_client_keys(config.secret_key_path(ADMIN_KEY))
+        self.clients: dict[str, Client] = {}
+        self.sessions: dict[str, Session] = {}
+        for node in config.ingest_nodes():
+            client = Client(
+                node_address(config, node.name),
+                keys,
+                timeout=TIMEOUT,
+                max_message_bytes=config.ingest.max_message_bytes,
+            )
+            self.clients[node.name] = client
+            self.sessions[node.name] = Session(config, node, client, pinned=True)
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+    def __enter__(self) -> ClusterDemo:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def session(self, ledger: str) -> Session:
+        return self.sessions[self.config.home_of(ledger).name]
+
+    def run(self, voters: int, say: Callable[[str], None] = print) -> ClusterDemoRun:
+        """The whole demo; ``say`` tells what is about to happen before the long part."""
+        account = self.session(ELECTION).account
+        created = self._create_missing(account)
+        before = {ledger: self.read_back(ledger) for ledger in (ELECTION, RESOURCES)}
+        election = _domain(before[ELECTION], ElectionState)
+        resources = _domain(before[RESOURCES], ResourcesState)
+        batch = plan_batch(self._batch_input(account, election, resources, voters), self.limits)
+        ledgers = f"created {', '.join(created)}" if created else "its ledgers were there already"
+        say(f"Cluster {self.config.name}, as {account}: {ledgers}.")
+        if batch.voters:
+            say(f"{len(batch.voters):,} new voters, {batch.voters[0].voter_id} to {batch.voters[-1].voter_id}.")
+        for note in self.notes:
+            say(f"Note: {note}.")
+        say(f"Writing {batch.size:,} records, their proof of work on {worker_count()} processes...")
+        seconds = self._write(batch)
+        chains = [self.read_back(ledger) for ledger in LEDGERS]
+        counts = election.tally().counts
+        expected = Counter(counts) + batch.counted()
+        return ClusterDemoRun(
+            cluster=self.config.name,
+            account=account,
+            created=created,
+            written=batch.written,
+            voters=batch.voters,
+            seconds=seconds,
+            processes=worker_count(),
+            chains=chains,
+            expected={choice: expected[choice] for choice in counts},
+            stores=self._verify_stores(),
+        )
+
+    def _create_missing(self, account: str) -> list[str]:
+        held: set[str] = set()
+        for session in self.sessions.values():
+            held.update(entry["ledger"] for entry in reply_field(session.call("ledger.list"), "ledgers", list))
+        created = []
+        for ledger in LEDGERS:
+            if ledger not in held:
+                rules = ledger_rules(ledger, account, self.difficulty, now_ms())
+                self.session(ledger).create_ledger(ledger, rules)
+                created.append(ledger)
+        return created
+
+    def _batch_input(self, account: str, election: ElectionState, resources: ResourcesState, voters: int) -> BatchInput:
+        ts = now_ms()
+        if ts >= election.closes:
+            self.notes.append(f"{ELECTION} closed at {build.time_text(election.closes)}: no new voters")
+            voters = 0
+        registered = election.tally().registered
+        numbers = next_voter_numbers(lambda v: election.electronic_id_of(v) is not None, registered + 1, voters)
+        issuer = account in resources.issuers
+        if not issuer:
+            self.notes.append(f"{account} is not an issuer of {RESOURCES}: no issue, no transfers")
+        serial = numbers[0] if numbers else registered + 1
+        return BatchInput(
+            account=account,
+            ts=ts,
+            voters=plan_voters(numbers, election.choices, seed=serial),
+            seal_donor=self._sealer(),
+            resources=issuer,
+            serial=serial,
+        )
+
+    def _sealer(self) -> Callable[[str], str]:
+        """Seals donor information with the fund's key, made on the first run and kept with the keys."""
+        path = self.config.keys_dir / SEAL_KEY_NAME
+        with contextlib.suppress(KeyExistsError):
+            write_seal_key(path)
+        key = read_seal_key(path)
+        return lambda info: seal(key, info, ZAKAT)
+
+    def _write(self, batch: Batch) -> float:
+        """Every record of ``batch``, its work done on every core; phase by phase, CHUNK at a time per node."""
+        levels = {ledger: self.session(ledger).rules(ledger).difficulty for ledger in LEDGERS}
+        jobs = [(c, levels[c.ledger], self.limits) for phase in batch.phases for c in phase]
+        phase_ends = set(itertools.accumulate(len(phase) for phase in batch.phases))
+        started = time.monotonic()
+        pending: dict[str, list[Entry]] = {}
+        with Progress("records", len(jobs), lines_every=PROGRESS_LINES_EVERY) as progress:
+            for index, entry in enumerate(prepare_entries(jobs, progress), 1):
+                node = self.config.home_of(entry.content.ledger).name
+                chunk = pending.setdefault(node, [])
+                chunk.append(entry)
+                if len(chunk) >= CHUNK:
+                    self._send(node, pending.pop(node))
+                if index in phase_ends:  # the next phase needs this one written
+                    for name, entries in pending.items():
+                        self._send(name, entries)
+                    pending.clear()
+        return time.monotonic() - started
+
+    def _send(self, node: str, entries: list[Entry]) -> None:
+        requests = [("put", {"content": e.content_bytes, "nonce": e.nonce}) for e in entries]
+        receipts = self.clients[node].call_many(requests, window=CHUNK)
+        for entry, receipt in zip(entries, receipts, strict=True):
+            if not isinstance(receipt, dict) or receipt.get("checksum") != entry.checksum:
+                raise NodeUnavailableError(f"{node}: a receipt that is not for the record sent")
+
+    def read_back(self, ledger: str) -> ChainReadBack:
+        """The ledger from its home node, each record checked as its chain's next, replayed through the rules."""
+        session = self.session(ledger)
+        engine = RulesEngine()
+        violations = engine.replay(session.records(ledger))
+        state = engine.state(ledger)
+        if state is None:
+            raise NodeUnavailableError(f"{session.node.name}: no records of {ledger!r}")
+        return ChainReadBack(ledger, session.node.name, state.head, violations, state.domain)
+
+    def _verify_stores(self) -> list[tuple[str, Path, Verification]]:
+        """Each node's store, read-only, from every genesis: what ``vledger verify DIR`` does."""
+        stores = []
+        for node in self.config.ingest_nodes():
+            path = self.config.store_dir(node.name)
+            stores.append((node.name, path, verify_path(path, None, self.limits)))
+        return stores
+
+
+def run_cluster_demo(
+    config_path: Path, voters: int, difficulty: int, say: Callable[[str], None] = print
+) -> ClusterDemoRun:
+    with ClusterDemo(load_cluster(config_path), difficulty) as demo:
+        return demo.run(voters, say)

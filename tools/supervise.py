@@ -1,0 +1,387 @@
+"""``vledger supervise``: run a cluster configuration's processes on this host under supervisord.
+
+* ``start``: the first-run setup (the key pairs that are missing, the admin account), then
+  ``<run>/supervisord.conf`` (config/supervisor.py), then supervisord itself unless one is
+  already running there (it then takes the file's changes, as ``supervisorctl update``
+  would). Returns once every program is RUNNING and answers: Redis PING, each ingest node
+  ``hello`` to the admin key. A deadline bounds the wait; polls, never a fixed sleep.
+* ``stop``: supervisord stops every program (SIGTERM to its process group) and exits;
+  returns once none of those processes is left.
+* ``status``: ``supervisorctl status``, its exit code passed through (0 all RUNNING, 3 one
+  is not); 3 as well, with a sentence, when no supervisord answers.
+* ``conf``: print the file ``start`` writes.
+
+Every step runs again safely: ``start`` on a running cluster says so and checks it.
+supervisord starts without ``$REDIS_URL`` (and ``$VLEDGER_PASSPHRASE``) in its environment,
+so that every process uses the Redis the configuration names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+from supervisor.xmlrpc import SupervisorTransport
+
+from ..broker.accounts import AccountRegistry, Role, bootstrap_admin
+from ..broker.client import Client
+from ..broker.keys import load_public
+from ..broker.redis_server import find_redis_server
+from ..config.cluster import ClusterConfig, load_cluster
+from ..config.supervisor import (
+    REDIS_PROGRAM,
+    Program,
+    SupervisorLayout,
+    cluster_programs,
+    local_redis_port,
+    supervisord_conf,
+)
+from ..node.errors import NodeUnavailableError, SupervisorError
+from .args import Subparsers, add_command
+from .client_payloads import seconds
+from .client_session import load_client_keys, node_address
+from .node_commands import ADMIN_KEY, ensure_cluster_keys
+
+EXIT_OK = 0
+EXIT_NOT_RUNNING = 3  # supervisorctl's (LSB) status code for a program that is not running
+ADMIN_ACCOUNT = "admin"
+DEFAULT_TIMEOUT = 60.0
+POLL_INTERVAL = 0.05  # between two polls of supervisord's process table
+ANSWER_TIMEOUT = 0.5  # how long one readiness probe (PING, hello) may wait
+LOG_TAIL_LINES = 8
+_HIDDEN_ENV = ("REDIS_URL", "VLEDGER_PASSPHRASE")
+_GONE_STATES = frozenset({"FATAL", "EXITED", "STOPPED", "UNKNOWN"})
+
+
+# --- what runs what ------------------------------------------------------------------------------
+
+
+def venv_command(script: str, module: str) -> tuple[str, ...]:
+    """The console script beside this Python (the virtualenv's bin/), else ``python -m module``."""
+    path = Path(sys.executable).parent / script
+    return (str(path),) if path.is_file() else (sys.executable, "-m", module)
+
+
+def layout_for(config: ClusterConfig, run_dir: Path | None, *, find_redis: bool = True) -> SupervisorLayout:
+    """Where the cluster's processes live: by default beside its data directory (run/ for
+    config/cluster.toml). The redis-server is looked for when the file is to be written and
+    the configuration's Redis is on this host."""
+    local_redis = find_redis and local_redis_port(config.redis_url) is not None
+    return SupervisorLayout(
+        run_dir=(run_dir or config.data_dir.parent).resolve(),
+        vledger=venv_command("vledger", "vledger.tools.cli"),
+        redis_server=find_redis_server() if local_redis else None,
+    )
+
+
+def redis_client(url: str) -> Any:
+    """A client that gives up quickly: a probe asks again rather than hang on a server not up yet."""
+    return redis.Redis.from_url(url, socket_connect_timeout=ANSWER_TIMEOUT, socket_timeout=ANSWER_TIMEOUT)
+
+
+# --- talking to supervisord -----------------------------------------------------------------------
+
+
+class Supervisor:
+    """supervisord's XML-RPC interface on the cluster's unix socket."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._proxy = self._connect()
+
+    def _connect(self) -> Any:
+        transport = SupervisorTransport(None, None, f"unix://{self.socket_path}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+    def running(self) -> bool:
+        """Whether a supervisord answers on the socket and is not shutting down."""
+        try:
+            return bool(self._proxy.supervisor.getState()["statename"] == "RUNNING")
+        except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+            # The transport keeps its connection, even one that failed: the next try needs a new one.
+            self._proxy = self._connect()
+            return False
+
+    def pid(self) -> int:
+        return int(self._proxy.supervisor.getPID())
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """Each program's state (``statename``, ``pid``, ...) by name."""
+        return {info["name"]: info for info in self._proxy.supervisor.getAllProcessInfo()}
+
+    def start_process(self, name: str) -> None:
+        self._proxy.supervisor.startProcess(name, False)
+
+    def update(self) -> list[str]:
+        """Apply the file's changes as ``supervisorctl update`` does; what changed, one line each."""
+        [[added, changed, removed]] = self._proxy.supervisor.reloadConfig()
+        for name in (*removed, *changed):
+            self._proxy.supervisor.stopProcessGroup(name)
+            self._proxy.supervisor.removeProcessGroup(name)
+        for name in (*changed, *added):
+            self._proxy.supervisor.addProcessGroup(name)
+        changes = {"added": added, "changed": changed, "removed": removed}
+        return [f"{name}: {what}" for what, names in changes.items() for name in names]
+
+    def shutdown(self) -> None:
+        self._proxy.supervisor.shutdown()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a daemon's parent may never reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: kill(0) is all we know
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(f"    | {line}" for line in tail) or f"(empty log {path})"
+
+
+# --- start ------------------------------------------------------------------------------------------
+
+
+class Starter:
+    """One ``start``: first-run setup, supervisord, then a deadline for every program to answer."""
+
+    def __init__(self, config: ClusterConfig, layout: SupervisorLayout, timeout: float) -> None:
+        self.config = config
+        self.layout = layout
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.supervisor = Supervisor(layout.socket_path)
+        self.programs = cluster_programs(config, layout)
+        self._width = max(len(p.name) for p in self.programs)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        print(f"cluster {self.config.name} from {self.config.path}")
+        self._keys()
+        self._write_conf()
+        self._supervisord()
+        names = ", ".join(p.name for p in self.programs)
+        print(f"  waiting for {names} to answer (up to {self.timeout:g} s)")
+        self._wait([p for p in self.programs if p.name == REDIS_PROGRAM])
+        self._admin()
+        self._wait([p for p in self.programs if p.name != REDIS_PROGRAM])
+        print(f"cluster {self.config.name} is up ({time.monotonic() - started:.1f} s); logs in {self.layout.log_dir}")
+
+    def _keys(self) -> None:
+        made, kept = ensure_cluster_keys(self.config)
+        for entries, what in ((made, "created"), (kept, "kept")):
+            if entries:
+                print(f"  keys {what}: {', '.join(e['name'] for e in entries)} in {self.config.keys_dir}")
+
+    def _write_conf(self) -> None:
+        for directory in (self.layout.run_dir, self.layout.log_dir, self.layout.redis_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        text = supervisord_conf(self.config, self.layout)
+        path = self.layout.conf_path
+        temporary = path.with_name(path.name + ".new")
+        temporary.write_text(text)
+        temporary.replace(path)
+
+    def _supervisord(self) -> None:
+        if self.supervisor.running():
+            print(f"  supervisord is already running (pid {self.supervisor.pid()}): the cluster stays as it is")
+            for line in self.supervisor.update():
+                print(f"  {line} (from the configuration)")
+            for name, info in self.supervisor.processes().items():
+                if info["statename"] in _GONE_STATES:
+                    print(f"  {name} was {info['statename']}: starting it")
+                    self.supervisor.start_process(name)
+            return
+        command = [*venv_command("supervisord", "supervisor.supervisord"), "-c", str(self.layout.conf_path)]
+        env = {k: v for k, v in os.environ.items() if k not in _HIDDEN_ENV}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=self.timeout, check=False)
+        if done.returncode != 0:
+            output = (done.stderr or done.stdout).strip()
+            raise SupervisorError(
+                f"supervisord did not start (exit {done.returncode}): {output}\n"
+                + log_tail(self.layout.log_path("supervisord"))
+            )
+        self._until(self.supervisor.running, "supervisord to answer on its socket")
+        print(f"  supervisord started (pid {self.supervisor.pid()}): {self.layout.conf_path}")
+
+    def _admin(self) -> None:
+        """The admin account holds the cluster's admin key: made once, found again every later start."""
+        key = load_public(self.config.public_key_path(ADMIN_KEY))
+        client = redis_client(self.config.redis_url)
+        try:
+            self._until(lambda: _pings(client), f"Redis at {self.config.redis_url} to answer PING")
+            registry = AccountRegistry(client)
+            owner = registry.lookup(key)
+            account = owner.account if owner is not None and owner.role == Role.ADMIN else ADMIN_ACCOUNT
+            bootstrap_admin(registry, account, key)
+        finally:
+            client.close()
+        print(f"  admin account {account!r} holds {self.config.public_key_path(ADMIN_KEY)}")
+
+    def _wait(self, programs: list[Program]) -> None:
+        """Until each program is RUNNING and answers; a program that gave up fails at once, with its log."""
+        probes = {p.name: self._probe(p) for p in programs}
+        pending = [p.name for p in programs]
+        try:
+            while pending:
+                table = self.supervisor.processes()
+                for name in list(pending):
+                    info = table.get(name)
+                    if info is None:
+                        raise SupervisorError(f"{name}: supervisord does not know it (is another conf running?)")
+                    if info["statename"] == "FATAL":
+                        raise SupervisorError(
+                            f"{name} could not start ({info['statename']}); the end of its log:\n"
+                            + log_tail(self.layout.log_path(name))
+                        )
+                    answer, close = probes[name]
+                    if info["statename"] == "RUNNING" and answer():
+                        print(f"  {name:<{self._width}}  RUNNING  pid {info['pid']:<7}  {_what(name, self.config)}")
+                        pending.remove(name)
+                        close()
+                if pending and time.monotonic() > self.deadline:
+                    states = ", ".join(f"{n} {table[n]['statename']}" for n in pending)
+                    raise SupervisorError(
+                        f"not answering within {self.timeout:g} s: {states}; the end of {pending[0]}'s log:\n"
+                        + log_tail(self.layout.log_path(pending[0]))
+                    )
+                if pending:
+                    time.sleep(POLL_INTERVAL)
+        finally:
+            for name in pending:
+                probes[name][1]()
+
+    def _probe(self, program: Program) -> tuple[Callable[[], bool], Callable[[], None]]:
+        """A check that ``program`` answers, and how to close what it opened."""
+        if program.name == REDIS_PROGRAM:
+            client = redis_client(self.config.redis_url)
+            return (lambda: _pings(client)), client.close
+        if program.role == "ingest":
+            keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
+            node = Client(node_address(self.config, program.name), keys, timeout=ANSWER_TIMEOUT)
+            return (lambda: _greets(node, program.name)), node.close
+        return (lambda: True), lambda: None
+
+    def _until(self, condition: Callable[[], bool], what: str) -> None:
+        while not condition():
+            if time.monotonic() > self.deadline:
+                raise SupervisorError(f"waited {self.timeout:g} s for {what}")
+            time.sleep(POLL_INTERVAL)
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError):
+        return False
+
+
+def _greets(client: Client, name: str) -> bool:
+    try:
+        return client.hello().get("node") == name
+    except NodeUnavailableError:
+        return False
+
+
+def _what(name: str, config: ClusterConfig) -> str:
+    if name == REDIS_PROGRAM:
+        return f"answers PING at {config.redis_url}"
+    return f"answers hello at {config.node(name).endpoint}"
+
+
+# --- stop and status -------------------------------------------------------------------------------
+
+
+def stop(layout: SupervisorLayout, timeout: float) -> None:
+    supervisor = Supervisor(layout.socket_path)
+    if not supervisor.running():
+        print(f"the cluster is not running (no supervisord answers on {layout.socket_path})")
+        return
+    table = supervisor.processes()
+    pids = {"supervisord": supervisor.pid()} | {name: info["pid"] for name, info in table.items() if info["pid"]}
+    supervisor.shutdown()
+    deadline = time.monotonic() + timeout
+    while left := [name for name, pid in pids.items() if alive(pid)]:
+        if time.monotonic() > deadline:
+            raise SupervisorError(f"still running {timeout:g} s after shutdown: {_named(left, pids)}")
+        time.sleep(POLL_INTERVAL)
+    print(f"stopped: {_named(pids, pids)}")
+
+
+def _named(names: Iterable[str], pids: dict[str, int]) -> str:
+    return ", ".join(f"{name} (pid {pids[name]})" for name in names)
+
+
+def status(layout: SupervisorLayout) -> int:
+    """supervisorctl's table and exit code; when no supervisord answers, a sentence and exit 3."""
+    if not Supervisor(layout.socket_path).running():
+        print(f"the cluster is not running (no supervisord answers on {layout.socket_path})")
+        return EXIT_NOT_RUNNING
+    command = [*venv_command("supervisorctl", "supervisor.supervisorctl"), "-c", str(layout.conf_path), "status"]
+    return subprocess.run(command, check=False).returncode
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    layout = layout_for(config, args.run_dir, find_redis=args.action in ("start", "conf"))
+    match args.action:
+        case "start":
+            Starter(config, layout, args.timeout).run()
+        case "stop":
+            stop(layout, args.timeout)
+        case "status":
+            return status(layout)
+        case "conf":
+            print(supervisord_conf(config, layout), end="")
+    return EXIT_OK
+
+
+def add_supervise_command(commands: Subparsers) -> None:
+    supervise = add_command(
+        commands,
+        "supervise",
+        cmd_supervise,
+        "run the cluster on this host under supervisord: start, stop, status",
+        "start: create the missing keys and the admin account, write RUN/supervisord.conf (Redis and "
+        "one program per node), start supervisord unless it runs, and wait until every process "
+        "answers. stop: stop them all and wait until they are gone. status: supervisorctl status "
+        "(exit 3 when a process is not running). conf: print the supervisord.conf.",
+    )
+    supervise.add_argument("action", choices=["start", "stop", "status", "conf"], help="what to do")
+    supervise.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    supervise.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="supervisord's file, socket and logs, and Redis's data (default: the folder of the data directory)",
+    )
+    supervise.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long start and stop wait ({DEFAULT_TIMEOUT:g})",
+    )
