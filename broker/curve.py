@@ -10,7 +10,8 @@ server's public key (docs: shared/NOTES.md, "Trap"). So:
 * the authenticator asks an :class:`AllowList` (a set of Z85 public keys that can be
   replaced at any time) for each new handshake, so a change applies to the next
   connection at once; connections already made stay open, so a server must still check
-  each command's sender (:func:`sender_key`) against the current accounts;
+  each command's sender (:func:`sender_key`, or :class:`SenderKeys` per message) against
+  the current accounts;
 * :meth:`CurveServer.self_test` connects a client with a random, unlisted key and refuses
   to go on unless the handshake is refused (AuthSelfTestError).
 """
@@ -182,19 +183,42 @@ def curve_client(ctx: zmq.Context[Any], socket_type: int, server_public: str, cl
     return sock
 
 
-def sender_key(frame: zmq.Frame) -> str:
-    """The Z85 public key of the client that sent this frame (from a ``recv(copy=False)``).
-
-    Raises CurveError if the frame carries none: then no ZAP handler saw the handshake,
-    and the message must not be trusted.
-    """
+def _user_id(frame: zmq.Frame) -> str:
     try:
         user_id = frame.get("User-Id")
     except zmq.ZMQError:
         raise CurveError("message has no User-Id: it did not pass the ZAP authenticator") from None
     if not isinstance(user_id, str):
         raise CurveError("message has no User-Id: it did not pass the ZAP authenticator")
-    return check_public_key(user_id)
+    return user_id
+
+
+def sender_key(frame: zmq.Frame) -> str:
+    """The Z85 public key of the client that sent this frame (from a ``recv(copy=False)``).
+
+    Raises CurveError if the frame carries none: then no ZAP handler saw the handshake,
+    and the message must not be trusted.
+    """
+    return check_public_key(_user_id(frame))
+
+
+class SenderKeys:
+    """:func:`sender_key` for a server's every message: a User-Id is checked as a Z85 key the
+    first time it is seen, not on each message. Holds at most ``size`` keys; one thread only."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._checked: dict[str, str] = {}
+
+    def key_of(self, frame: zmq.Frame) -> str:
+        user_id = _user_id(frame)
+        key = self._checked.get(user_id)
+        if key is None:
+            key = check_public_key(user_id)
+            if len(self._checked) >= self.size:
+                self._checked.clear()  # many keys seen once: start again rather than grow
+            self._checked[user_id] = key
+        return key
 
 
 def wait_for_event(monitor: zmq.Socket[Any], events: int, timeout: float) -> dict[str, Any] | None:
@@ -305,11 +329,13 @@ class CurveServer:
             timeout = self.settings.handshake_timeout_ms / 1000
         check_refuses_unlisted(self.ctx, self.connect_endpoint, self.keys.public, self.socket_type, timeout)
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; with ``linger_ms``, replies already queued still go out for that
+        long once the Context terminates (a clean shutdown), else they are dropped."""
         if self._closed:
             return
         self._closed = True
-        self.socket.close(linger=0)
+        self.socket.close(linger=linger_ms)
         _release_gate(self.ctx, self.domain)
 
     def __enter__(self) -> Self:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot
 from ..broker.keys import check_public_key
 from ..node.errors import ApplyTimeoutError, BadRequestError
 from ..node.wire import Args
@@ -12,16 +12,31 @@ from .service import Caller
 
 
 class CachedAccounts:
-    """Looks keys up in the node's AccountCache: no Redis round trip per request."""
+    """Looks keys up in the node's AccountCache: no Redis round trip per request.
 
-    def __init__(self, cache: AccountCache) -> None:
+    A snapshot of the accounts never changes, so each key's Caller is worked out once per
+    snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. One thread.
+    """
+
+    def __init__(self, cache: AccountCache, size: int = 4096) -> None:
         self.cache = cache
+        self.size = size
+        self._snapshot: AccountsSnapshot | None = None
+        self._callers: dict[str, Caller | None] = {}
 
     def lookup(self, key: str) -> Caller | None:
-        owner = self.cache.lookup(key)
-        if owner is None or not owner.enabled:
-            return None
-        return Caller(owner.account, owner.role.value, key)
+        snapshot = self.cache.snapshot
+        if snapshot is not self._snapshot or len(self._callers) >= self.size:
+            self._snapshot = snapshot
+            self._callers = {}
+        try:
+            return self._callers[key]
+        except KeyError:
+            pass
+        owner = snapshot.lookup(key)
+        caller = None if owner is None or not owner.enabled else Caller(owner.account, owner.role.value, key)
+        self._callers[key] = caller
+        return caller
 
 
 class RegistryAdmin:

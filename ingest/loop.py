@@ -1,69 +1,169 @@
 """The ingest node's socket loop: receive on the CURVE ROUTER, answer through the service.
 
-One asyncio task per request, so that a put waiting for its group commit does not hold up
-the requests behind it; at most ``max_in_flight`` at once, past which the loop stops reading
-and ZeroMQ's queues push back on the clients.
+One thread, no event loop: a ``zmq.Poller`` waits on the ROUTER and on a wake-up pipe.
+Cheap requests are answered as they are read. A request that waits on slow work (a put's
+group commit, an admin command's Redis round trips) is parked on its Future; the thread
+that completes the Future queues the reply and writes one byte to the pipe, only if no
+wake-up is pending yet, so a whole group commit wakes the loop once. At most
+``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
+queues push back on the clients.
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
+import contextlib
 import logging
+import os
+from concurrent.futures import Future
+from functools import partial
+from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
 
-from ..broker.curve import sender_key
+from ..broker.curve import SenderKeys
 from ..node.errors import BadRequestError, CurveError
 from ..node.wire import reply_error
-from .service import IngestService
+from .service import Pending
 
 log = logging.getLogger(__name__)
 
+MAX_IN_FLIGHT = 1024  # requests waiting on slow work
+READ_BATCH = 1024  # messages read per round, so that finished replies go out in between
+# Plain ints: OR-ing zmq's flag enums for every message would cost as much as a send.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
-async def serve(
-    socket: zmq.asyncio.Socket, service: IngestService, stop: asyncio.Event, max_in_flight: int = 1024
-) -> None:
-    """Answer requests until ``stop`` is set, then finish the ones in flight."""
-    slots = asyncio.Semaphore(max_in_flight)
-    tasks: set[asyncio.Task[None]] = set()
 
-    async def answer(identity: bytes, key: str, data: bytes) -> None:
+class Service(Protocol):
+    """What the loop serves: ``IngestService``, or a stand-in in the loop's tests."""
+
+    def handle(self, key: str, data: bytes) -> bytes | Pending: ...
+
+
+class RequestLoop:
+    """Serves one ROUTER socket until :meth:`stop`; then answers what is in flight and returns.
+
+    ``stop`` may be called from any thread or a signal handler. ``wake_fd`` is the write
+    end of the wake-up pipe, for ``signal.set_wakeup_fd``: a signal that reaches another
+    thread then still ends the poll at once. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        service: Service,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        read_batch: int = READ_BATCH,
+    ) -> None:
+        self.socket = socket
+        self.service = service
+        self.max_in_flight = max_in_flight
+        self.read_batch = read_batch
+        self._wake_read, self.wake_fd = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self.wake_fd, False)
+        self._senders = SenderKeys()
+        self._finished: collections.deque[tuple[bytes, Pending]] = collections.deque()
+        self._woken = False  # a wake-up byte is in the pipe: completions need not write another
+        self._stopping = False
+        self._in_flight = 0
+
+    def close(self) -> None:
+        os.close(self._wake_read)
+        os.close(self.wake_fd)
+
+    def __enter__(self) -> RequestLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Stop reading requests; ``serve`` returns once those in flight are answered."""
+        self._stopping = True
+        self._write_wake_byte()  # always: the loop may have just taken the pending one
+
+    def serve(self) -> None:
+        everything = zmq.Poller()
+        everything.register(self.socket, zmq.POLLIN)
+        everything.register(self._wake_read, zmq.POLLIN)
+        wake_only = zmq.Poller()
+        wake_only.register(self._wake_read, zmq.POLLIN)
+        while not self._stopping or self._in_flight:
+            reading = not self._stopping and self._in_flight < self.max_in_flight
+            for ready, _ in (everything if reading else wake_only).poll():
+                if ready is self.socket:
+                    self._read()
+                else:
+                    self._answer_finished()
+
+    # --- requests -------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Answer what the ROUTER holds, up to a batch, until too many requests wait or a stop."""
+        recv = self.socket.recv
+        for _ in range(self.read_batch):
+            try:
+                identity = recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            # A ROUTER hands a message over whole, behind its sender's identity: its frames are here.
+            message = recv(_NOBLOCK, copy=False)
+            if message.more:  # a DEALER request is one frame; answer anything else, and go on
+                frames = 2
+                while recv(_NOBLOCK, copy=False).more:
+                    frames += 1
+                error = BadRequestError(f"a request is one frame, not {frames}")
+                self._send(identity.bytes, reply_error(None, error))
+            else:
+                self._answer(identity.bytes, message)
+            if self._stopping or self._in_flight >= self.max_in_flight:
+                return
+
+    def _answer(self, identity: bytes, message: zmq.Frame) -> None:
         try:
-            reply = await service.handle(key, data)
-            await socket.send_multipart([identity, reply])
+            key = self._senders.key_of(message)
+        except CurveError as e:  # never expected behind the ZAP handler: refuse to serve it
+            log.warning("message dropped: %s", e)
+            return
+        reply = self.service.handle(key, message.bytes)
+        if isinstance(reply, bytes):
+            self._send(identity, reply)
+            return
+        self._in_flight += 1
+        reply.future.add_done_callback(partial(self._finish, identity, reply))
+
+    def _send(self, identity: bytes, reply: bytes) -> None:
+        try:
+            self.socket.send(identity, _SNDMORE_NOBLOCK)
+            self.socket.send(reply, _NOBLOCK)
         except zmq.ZMQError as e:  # the client is gone: nothing to answer
             log.debug("reply not sent: %s", e)
-        finally:
-            slots.release()
 
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            await slots.acquire()
-            receiving = asyncio.ensure_future(socket.recv_multipart(copy=False))
-            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving not in done:
-                receiving.cancel()
-                slots.release()
-                break
-            frames = receiving.result()
-            if len(frames) != 2:  # a DEALER request is one frame; answer anything else, and go on
-                slots.release()
-                error = BadRequestError(f"a request is one frame, not {len(frames) - 1}")
-                await socket.send_multipart([frames[0].bytes, reply_error(None, error)])
-                continue
-            identity, message = frames
-            try:
-                key = sender_key(message)
-            except CurveError as e:  # never expected behind the ZAP handler: refuse to serve it
-                log.warning("message dropped: %s", e)
-                slots.release()
-                continue
-            task = asyncio.create_task(answer(identity.bytes, key, message.bytes))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-    finally:
-        stopping.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    # --- replies to requests that waited ----------------------------------------------
+
+    def _finish(self, identity: bytes, pending: Pending, _: Future[Any]) -> None:
+        """Queue a finished request's reply and wake the loop (runs on the completing thread)."""
+        self._finished.append((identity, pending))
+        if not self._woken:
+            self._woken = True
+            self._write_wake_byte()
+
+    def _write_wake_byte(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop will wake anyway
+            os.write(self.wake_fd, b"\0")
+
+    def _answer_finished(self) -> None:
+        # Empty the pipe, then say so, then take the queue: a reply queued after the queue was
+        # emptied finds no wake-up pending and writes a byte of its own.
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_read, 4096):
+                pass
+        self._woken = False
+        finished = self._finished
+        while finished:
+            identity, pending = finished.popleft()
+            self._in_flight -= 1
+            self._send(identity, pending.reply())

@@ -8,18 +8,16 @@ cleanly: no new requests, the ones in flight answered, the store's queue committ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-
-import zmq
-import zmq.asyncio
+from contextlib import contextmanager
 
 from .. import __version__
 from ..broker.accounts import AccountCache, AccountRegistry
-from ..broker.curve import AllowList, CurveServer
+from ..broker.curve import AllowList, CurveServer, stop_authenticator
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
 from ..config.cluster import ClusterConfig
@@ -28,10 +26,11 @@ from ..node.errors import SettingsError
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
 from .accounts import CachedAccounts, RegistryAdmin
-from .loop import serve
+from .loop import RequestLoop
 from .service import IngestService
 
 log = logging.getLogger(__name__)
+SHUTDOWN_LINGER_MS = 2000
 
 
 def node_keys(config: ClusterConfig) -> dict[str, str]:
@@ -72,8 +71,15 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
             service = IngestService(
                 config, node, store, CachedAccounts(cache), admin, node_keys(config), domain, executor, __version__
             )
-            log.info("ingest node %s serving on %s", name, server.endpoint)
-            asyncio.run(_serve(server, service))
+            # The authenticated socket of the process's one Context, where the ZAP handler runs.
+            with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
+                log.info("ingest node %s serving on %s", name, server.endpoint)
+                loop.serve()
+            # Answers still queued in ZeroMQ go out before the process ends: close with a
+            # linger, stop the ZAP handler, then terminate the Context, which waits for them.
+            server.close(linger_ms=SHUTDOWN_LINGER_MS)
+        stop_authenticator(server.ctx)
+        server.ctx.destroy(linger=0)
     finally:
         cache.stop()
         executor.shutdown(wait=True)
@@ -81,12 +87,15 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         log.info("ingest node %s stopped", name)
 
 
-async def _serve(server: CurveServer, service: IngestService) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # The authenticated socket lives in the process's synchronous Context (where the ZAP
-    # handler runs); an asyncio shadow of that same socket keeps the authentication.
-    socket = zmq.asyncio.Socket.from_socket(server.socket)
-    await serve(socket, service, stop)
+@contextmanager
+def _stopped_by_signals(loop: RequestLoop) -> Iterator[None]:
+    """SIGTERM and SIGINT stop ``loop``, at once even when another thread receives them:
+    the signal's byte on the loop's wake-up pipe ends its poll. Restores the old handlers."""
+    handlers = {signum: signal.signal(signum, lambda *_: loop.stop()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    wakeup_fd = signal.set_wakeup_fd(loop.wake_fd, warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(wakeup_fd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

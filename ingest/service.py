@@ -1,19 +1,22 @@
 """What an ingest node answers: every command of the client protocol, without the sockets.
 
 ``IngestService.handle(key, data)`` takes the caller's CURVE public key (as ZeroMQ
-authenticated it) and a request's bytes, and returns the reply's bytes. It never raises:
-every failure becomes an error reply with a documented code (docs/PROTOCOL.md, section 6),
-and nothing is written unless the whole request was valid. The socket loop lives in
-``ingest.server``; tests drive this class directly as well as through real sockets.
+authenticated it) and a request's bytes, and returns the reply's bytes at once, or a
+:class:`Pending` reply when the answer waits on slow work: a put's group commit, an admin
+command's Redis round trips. Neither ever raises: every failure becomes an error reply
+with a documented code (docs/PROTOCOL.md, section 6), and nothing is written unless the
+whole request was valid. Handlers are plain functions that return their result, or a
+:class:`Later` holding the Future of it; nothing here blocks on slow work. The socket loop
+lives in ``ingest.loop``; tests drive this class directly as well as through real sockets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
+import re
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +37,16 @@ from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
 from ..node.store import ChainStore, Receipt
-from ..node.wire import PROTOCOL_VERSION, Args, Request, parse_request, reply_error, reply_ok, request_id_of
+from ..node.wire import (
+    PROTOCOL_VERSION,
+    Args,
+    Request,
+    RequestId,
+    parse_request,
+    reply_error,
+    reply_ok,
+    request_id_of,
+)
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -46,6 +58,7 @@ WRITERS = frozenset(("admin", "writer"))
 ADMINS = frozenset(("admin",))
 HASH_SIZE = 32
 FILE_KIND = "file"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +84,45 @@ class AccountAdmin(Protocol):
     def list_accounts(self) -> list[dict[str, Any]]: ...
 
 
-Handler = Callable[["IngestService", Caller, Args], Awaitable[object]]
+def _as_is(result: object) -> object:
+    return result
+
+
+@dataclass(slots=True)  # one per put; a frozen dataclass takes three times as long to build
+class Later:
+    """A handler's result that slow work delivers: ``then(future.result())``, once it is done."""
+
+    future: Future[Any]
+    then: Callable[[Any], object] = _as_is
+
+
+@dataclass(slots=True)
+class Pending:
+    """A reply that waits on ``future``: the loop calls :meth:`reply` once it is done."""
+
+    request_id: RequestId
+    future: Future[Any]
+    then: Callable[[Any], object]
+
+    def reply(self) -> bytes:
+        """The reply's bytes (the future must be done); never raises."""
+        try:
+            return reply_ok(self.request_id, self.then(self.future.result()))
+        except Exception as e:  # every outcome becomes a reply, a bug included
+            return _error_reply(self.request_id, e)
+
+
+def _error_reply(request_id: RequestId, error: Exception) -> bytes:
+    """An error reply: a VledgerError with its own code; anything else is a bug, logged."""
+    if isinstance(error, VledgerError):
+        if not isinstance(error, RequestError):
+            log.info("request refused: code=%s", error.code)
+        return reply_error(request_id, error)
+    log.error("request failed unexpectedly", exc_info=error)
+    return reply_error(request_id, VledgerError("internal error; the node logged it"))
+
+
+Handler = Callable[["IngestService", Caller, Args], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,24 +184,25 @@ class IngestService:
         self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)
         self._executor = executor
 
-    async def handle(self, key: str, data: bytes) -> bytes:
-        """The reply to one request; never raises."""
+    def handle(self, key: str, data: bytes) -> bytes | Pending:
+        """The reply to one request, or the Pending reply of one that waits on slow work;
+        never raises."""
         request_id = None
         try:
             request = parse_request(data, self.settings.max_message_bytes)
             request_id = request.id
-            return reply_ok(request_id, await self._dispatch(key, request))
+            result = self._dispatch(key, request)
+            if isinstance(result, Later):
+                return Pending(request_id, result.future, result.then)
+            return reply_ok(request_id, result)
         except VledgerError as e:
             if request_id is None:
                 request_id = request_id_of(data)
-            if not isinstance(e, RequestError):
-                log.info("request refused: code=%s", e.code)
-            return reply_error(request_id, e)
-        except Exception:  # a bug: answer, log, and keep serving
-            log.exception("request failed unexpectedly")
-            return reply_error(request_id, VledgerError("internal error; the node logged it"))
+            return _error_reply(request_id, e)
+        except Exception as e:  # a bug: answer, log, and keep serving
+            return _error_reply(request_id, e)
 
-    async def _dispatch(self, key: str, request: Request) -> object:
+    def _dispatch(self, key: str, request: Request) -> object:
         caller = self.accounts.lookup(key)
         if caller is None:
             # A key that was revoked (or an account disabled) after its connection was made.
@@ -163,7 +215,7 @@ class IngestService:
             raise UnknownCommandError(f"unknown command {request.cmd!r}; 'help' lists them")
         if caller.role not in found.roles:
             raise ForbiddenError(f"the {caller.role} role may not use {request.cmd!r}")
-        return await found.handler(self, caller, request.args)
+        return found.handler(self, caller, request.args)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -184,7 +236,7 @@ class IngestService:
         return entry
 
     def _check_file_record(self, entry: Entry) -> None:
-        """A file record on a files ledger must name a blob this node holds, of that size."""
+        """A file record on a files ledger must name a blob its author uploaded here, of that size."""
         if entry.content.kind != FILE_KIND or self.store.size(entry.content.ledger) == 0:
             return
         if self.store.rules(entry.content.ledger).rules.get("type") != "files":
@@ -193,6 +245,12 @@ class IngestService:
         sha256, size = payload.get("sha256"), payload.get("size")
         if not isinstance(sha256, str) or not isinstance(size, int):
             return  # the ledger's rules refuse the payload with a precise error
+        # The author must have uploaded these bytes: knowing a file's hash must not be enough
+        # to become one of its uploaders (who, on an "uploader" ledger, may read it).
+        if not _DIGEST.fullmatch(sha256):
+            return  # the ledger's rules refuse it as bad_payload
+        if not self.uploads.completed(entry.content.author, sha256):
+            raise NotFoundError("upload the file (file.upload) before recording it")
         try:
             held = self.store.blobs.path_of(sha256).stat().st_size
         except (BlobError, FileNotFoundError):
@@ -209,24 +267,27 @@ class IngestService:
                 return True
         return False
 
-    async def _append(self, entry: Entry) -> dict[str, Any]:
-        receipt = await asyncio.wrap_future(self.store.submit_entry(entry))
-        return receipt_map(receipt)
+    def _append(self, entry: Entry) -> Later:
+        """The entry's receipt, once its group commit is durable."""
+        return Later(self.store.submit_entry(entry), receipt_map)
 
     def _record(self, record: Record | None, what: str) -> Record:
         if record is None:
             raise NotFoundError(f"no {what} on this node")
         return record
 
-    async def _blocking(self, call: Callable[[], object]) -> object:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    def _blocking(self, call: Callable[[], object]) -> object:
+        """``call``'s result from the executor; without one, ``call`` runs here and now."""
+        if self._executor is None:
+            return call()
+        return Later(self._executor.submit(call))
 
 
 # --- session commands -------------------------------------------------------------------
 
 
 @command("hello", EVERYONE, "", "the node's name, version and the ledgers it is home to")
-async def _hello(service: IngestService, caller: Caller, args: Args) -> object:
+def _hello(service: IngestService, caller: Caller, args: Args) -> object:
     homes = {ledger for ledger, node in service.config.homes.items() if node == service.node.name}
     if service.config.default_home == service.node.name:
         homes.update(ledger for ledger in service.store.ledgers() if ledger not in service.config.homes)
@@ -241,12 +302,12 @@ async def _hello(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 @command("ver", EVERYONE, "", "the node's software and protocol versions")
-async def _ver(service: IngestService, caller: Caller, args: Args) -> object:
+def _ver(service: IngestService, caller: Caller, args: Args) -> object:
     return {"version": service.version, "protocol": PROTOCOL_VERSION}
 
 
 @command("help", EVERYONE, "[command]", "the commands your role may use, or one command's arguments")
-async def _help(service: IngestService, caller: Caller, args: Args) -> object:
+def _help(service: IngestService, caller: Caller, args: Args) -> object:
     name = args.optional_text("command", max_length=32)
     listed = [c for c in COMMANDS.values() if caller.role in c.roles and (name is None or c.name == name)]
     if name is not None and not listed:
@@ -260,7 +321,7 @@ async def _help(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 @command("whoami", EVERYONE, "", "your account, role and key")
-async def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
+def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
     return {"account": caller.account, "role": caller.role, "key": caller.key}
 
 
@@ -268,15 +329,15 @@ async def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 @command("ledger.create", ADMINS, "content nonce", "start a ledger from a genesis entry")
-async def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
+def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
     if entry.content.kind != GENESIS_KIND:
         raise BadGenesisError("ledger.create takes a genesis entry", ledger=entry.content.ledger, height=0)
-    return await service._append(entry)
+    return service._append(entry)
 
 
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
-async def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
+def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     ledgers = []
     for ledger in service.store.ledgers():
         rules = service.store.rules(ledger)
@@ -296,16 +357,16 @@ async def _ledger_list(service: IngestService, caller: Caller, args: Args) -> ob
 
 
 @command("put", WRITERS, "content nonce", "append a record (answered once it is durable)")
-async def _put(service: IngestService, caller: Caller, args: Args) -> object:
+def _put(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")
     service._check_file_record(entry)
-    return await service._append(entry)
+    return service._append(entry)
 
 
 @command("get", EVERYONE, "ledger height | hash", "one record's bytes")
-async def _get(service: IngestService, caller: Caller, args: Args) -> object:
+def _get(service: IngestService, caller: Caller, args: Args) -> object:
     if args.has("hash"):
         record = service.store.get_by_hash(args.binary("hash", size=HASH_SIZE))
     else:
@@ -314,7 +375,7 @@ async def _get(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 @command("range", EVERYONE, "ledger start [limit]", "a page of records from a height on")
-async def _range(service: IngestService, caller: Caller, args: Args) -> object:
+def _range(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
     start = args.uint("start")
     page = service.settings.page_size
@@ -326,18 +387,18 @@ async def _range(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")
-async def _head(service: IngestService, caller: Caller, args: Args) -> object:
+def _head(service: IngestService, caller: Caller, args: Args) -> object:
     record = service._record(service.store.head(args.text("ledger")), "such ledger")
     return {"height": record.height, "hash": record.hash, "record": record.encode()}
 
 
 @command("size", EVERYONE, "ledger", "how many records the ledger holds")
-async def _size(service: IngestService, caller: Caller, args: Args) -> object:
+def _size(service: IngestService, caller: Caller, args: Args) -> object:
     return {"size": service.store.size(args.text("ledger"))}
 
 
 @command("have", EVERYONE, "hashes", "which of these record hashes this node holds")
-async def _have(service: IngestService, caller: Caller, args: Args) -> object:
+def _have(service: IngestService, caller: Caller, args: Args) -> object:
     hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
     return {"have": service.store.have(hashes)}
 
@@ -346,8 +407,8 @@ async def _have(service: IngestService, caller: Caller, args: Args) -> object:
 
 
 def _admin_command(name: str, args_doc: str, summary: str) -> None:
-    async def run(service: IngestService, caller: Caller, args: Args) -> object:
-        return await service._blocking(lambda: service.admin.apply(name, args))
+    def run(service: IngestService, caller: Caller, args: Args) -> object:
+        return service._blocking(lambda: service.admin.apply(name, args))
 
     command(name, ADMINS, args_doc, summary)(run)
 
@@ -361,15 +422,15 @@ _admin_command("key.revoke", "key", "refuse a key from its next request")
 
 
 @command("account.list", ADMINS, "", "every account, its role, state and keys")
-async def _account_list(service: IngestService, caller: Caller, args: Args) -> object:
-    return {"accounts": await service._blocking(service.admin.list_accounts)}
+def _account_list(service: IngestService, caller: Caller, args: Args) -> object:
+    return service._blocking(lambda: {"accounts": service.admin.list_accounts()})
 
 
 # --- files ------------------------------------------------------------------------------
 
 
 @command("file.upload", WRITERS, "sha256 size offset data", "send a file in chunks (then put a file record)")
-async def _file_upload(service: IngestService, caller: Caller, args: Args) -> object:
+def _file_upload(service: IngestService, caller: Caller, args: Args) -> object:
     received, complete = service.uploads.receive(
         caller.account,
         args.text("sha256", max_length=64),
@@ -381,7 +442,7 @@ async def _file_upload(service: IngestService, caller: Caller, args: Args) -> ob
 
 
 @command("file.download", EVERYONE, "sha256 offset length", "read a file in chunks, as its ledger's read rule allows")
-async def _file_download(service: IngestService, caller: Caller, args: Args) -> object:
+def _file_download(service: IngestService, caller: Caller, args: Args) -> object:
     sha256 = args.text("sha256", max_length=64)
     offset = args.uint("offset")
     length = args.uint("length", maximum=service.settings.file_chunk_bytes)
@@ -389,5 +450,7 @@ async def _file_download(service: IngestService, caller: Caller, args: Args) -> 
         raise NotFoundError("no such file, or not one you may read")  # the same answer for both
     with service.store.blobs.open(sha256) as f:
         size = os.fstat(f.fileno()).st_size
+        if offset >= size:  # past the end: no bytes, as a file read gives (and no seek overflow)
+            return {"data": b"", "size": size}
         f.seek(offset)
         return {"data": f.read(length), "size": size}

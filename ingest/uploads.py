@@ -10,10 +10,11 @@ holds: knowing a file's hash must not be enough to claim to have uploaded it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..node.blobs import BlobStore, check_digest
+from ..node.blobs import BlobStore, check_digest, fsync_dir
 from ..node.errors import BadRequestError, BlobError
 
 
@@ -24,9 +25,22 @@ class Uploads:
         self.max_file_bytes = max_file_bytes
         directory.mkdir(parents=True, exist_ok=True)
 
-    def _part(self, account: str, sha256: str) -> Path:
+    def _name(self, account: str, sha256: str) -> str:
         tag = hashlib.sha256(account.encode()).hexdigest()[:32]
-        return self.directory / f"{tag}-{check_digest(sha256)}.part"
+        return f"{tag}-{check_digest(sha256)}"
+
+    def _part(self, account: str, sha256: str) -> Path:
+        return self.directory / f"{self._name(account, sha256)}.part"
+
+    def _receipt(self, account: str, sha256: str) -> Path:
+        return self.directory / f"{self._name(account, sha256)}.done"
+
+    def completed(self, account: str, sha256: str) -> bool:
+        """Whether ``account`` uploaded the whole file ``sha256`` to this node."""
+        try:
+            return self._receipt(account, sha256).is_file()
+        except BlobError:
+            return False
 
     def receive(self, account: str, sha256: str, size: int, offset: int, data: bytes) -> tuple[int, bool]:
         """Add a chunk at ``offset``; returns (bytes received, complete). Offset 0 starts over."""
@@ -49,6 +63,14 @@ class Uploads:
             self.blobs.put(_chunks(part), expected=sha256, max_size=self.max_file_bytes)
         finally:
             part.unlink(missing_ok=True)
+        # Durable before the answer: the file record that follows is accepted on it.
+        receipt = self._receipt(account, sha256)
+        fd = os.open(receipt, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.directory)
         return received, True
 
 

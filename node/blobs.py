@@ -27,7 +27,7 @@ def check_digest(digest: object) -> str:
     return digest
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -77,9 +77,9 @@ class BlobStore:
             final = self.path_of(digest)
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return digest, size
         finally:
             tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ placed record (from a replica feed or an import) must extend the head exactly.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import sqlite3
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
+_BY_REQUESTS = (
+    "SELECT data FROM records INDEXED BY records_by_request "
+    "WHERE ledger = ? AND author = ? AND request_id IN (SELECT value FROM json_each(?))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,36 @@ class _Job:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Requests:
+    """The records of a group's request ids: those already stored, and those placed in this group.
+
+    The stored ones are read with one query per ledger and author, the first time one of
+    them is asked for: a query per entry cost the committer more than the rest of its append.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, entries: Iterable[Entry]) -> None:
+        self._conn = conn
+        self._wanted: dict[tuple[str, str], list[str]] = {}
+        for entry in entries:
+            self._wanted.setdefault((entry.content.ledger, entry.content.author), []).append(entry.content.request_id)
+        self._known: dict[tuple[str, str], dict[str, Record]] = {}
+
+    def earlier(self, ledger: str, author: str, request_id: str) -> Record | None:
+        known = self._known.get((ledger, author))
+        if known is None:
+            rows = self._conn.execute(_BY_REQUESTS, (ledger, author, json.dumps(self._wanted[(ledger, author)])))
+            known = {}
+            for (data,) in rows:
+                record = decode_record(data, PROTOCOL_LIMITS)
+                known[record.content.request_id] = record
+            self._known[(ledger, author)] = known
+        return known.get(request_id)
+
+    def placed(self, record: Record) -> None:
+        """``record`` was placed in this group (after :meth:`earlier` found no record of its request)."""
+        self._known[(record.ledger, record.content.author)][record.content.request_id] = record
 
 
 class ChainStore:
@@ -282,7 +317,7 @@ class ChainStore:
     def _commit(self, batch: list[_Job]) -> None:
         heads = dict(self._heads)
         staged: dict[tuple[str, int], Record] = {}
-        requests: dict[tuple[str, str, str], Record] = {}
+        requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
         done: list[tuple[_Job, Receipt]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -303,7 +338,7 @@ class ChainStore:
             if record is not None:
                 staged[(record.ledger, record.height)] = record
                 if job.entry is not None:
-                    requests[(record.ledger, record.content.author, record.content.request_id)] = record
+                    requests.placed(record)
             done.append((job, receipt))
         try:
             if staged:
@@ -336,14 +371,11 @@ class ChainStore:
         for job, receipt in done:
             job.future.set_result(receipt)
 
-    def _place(
-        self, entry: Entry, heads: dict[str, _Head], requests: dict[tuple[str, str, str], Record]
-    ) -> tuple[Receipt, Record | None]:
+    def _place(self, entry: Entry, heads: dict[str, _Head], requests: _Requests) -> tuple[Receipt, Record | None]:
         if self.origin is None:
             raise StoreError(f"{self.directory}: this store has no node name, so it cannot place entries")
         content = entry.content
-        key = (content.ledger, content.author, content.request_id)
-        earlier = requests.get(key) or self._find_request(*key)
+        earlier = requests.earlier(content.ledger, content.author, content.request_id)
         if earlier is not None:
             if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
                 raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
@@ -420,9 +452,6 @@ class ChainStore:
     def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:
         row = conn.execute(f"SELECT data FROM records {where}", args).fetchone()
         return decode_record(row[0], PROTOCOL_LIMITS) if row else None
-
-    def _find_request(self, ledger: str, author: str, request_id: str) -> Record | None:
-        return self._read_one(self._write, _BY_REQUEST, (ledger, author, request_id))
 
     def ledgers(self) -> list[str]:
         return sorted(self._heads)

@@ -6,6 +6,7 @@ monitor reporting EVENT_HANDSHAKE_FAILED_AUTH.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,11 @@ def ctx() -> Iterator[zmq.Context[Any]]:
 class Client:
     sock: zmq.Socket[Any]
     monitor: zmq.Socket[Any]
+
+    def offer(self, payload: bytes) -> None:
+        """Send without blocking: a refused DEALER has no peer, and a plain send would wait forever."""
+        with contextlib.suppress(zmq.Again):
+            self.sock.send(payload, zmq.NOBLOCK)
 
     def handshake(self) -> int | None:
         event = wait_for_event(
@@ -100,7 +106,7 @@ def test_an_unlisted_key_gets_nothing_and_fails_auth(ctx: zmq.Context[Any], conn
     with CurveServer(new_keypair(), ENDPOINT, AllowList([new_keypair().public]), ctx=ctx) as server:
         client = connect(server, new_keypair())
         assert client.handshake() == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        client.sock.send(b"let me in")
+        client.offer(b"let me in")
         assert echo_once(server) is None  # nothing reached the server
         assert not client.sock.poll(REPLY_TIMEOUT_MS, zmq.POLLIN)
 
@@ -113,7 +119,7 @@ def test_a_key_removed_from_the_list_cannot_connect_again(ctx: zmq.Context[Any],
         allow.replace([])
         later = connect(server, pair)
         assert later.handshake() == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        later.sock.send(b"ping")
+        later.offer(b"ping")
         assert echo_once(server) is None
         allow.replace([pair.public])  # and back: applies to the next handshake at once
         assert connect(server, pair).handshake() == zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -155,7 +161,7 @@ def test_a_message_over_the_size_limit_never_arrives(ctx: zmq.Context[Any], conn
     settings = BrokerSettings(max_message_bytes=1024)
     with CurveServer(new_keypair(), ENDPOINT, AllowList([pair.public]), ctx=ctx, settings=settings) as server:
         client = connect(server, pair)
-        client.sock.send(b"x" * 4096)
+        client.offer(b"x" * 4096)
         assert echo_once(server) is None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import zmq
 
-from vledger.broker.curve import AllowList, sender_key, wait_for_event
+from vledger.broker.curve import AllowList, SenderKeys, sender_key, wait_for_event
 from vledger.broker.keys import new_keypair
 from vledger.node.errors import BadPublicKeyError, CurveError
 
@@ -64,6 +64,10 @@ def test_replacing_while_the_callback_runs_is_safe() -> None:
 def test_sender_key_refuses_a_frame_that_no_authenticator_saw() -> None:
     with pytest.raises(CurveError, match="User-Id"):
         sender_key(zmq.Frame(b"hello"))
+    senders = SenderKeys()
+    for _ in range(2):
+        with pytest.raises(CurveError, match="User-Id"):
+            senders.key_of(zmq.Frame(b"hello"))
 
 
 def test_wait_for_event_gives_up_at_the_deadline(ctx: zmq.Context[Any]) -> None:

@@ -293,6 +293,35 @@ def test_failed_entries_in_a_group_commit_leave_the_others_written(open_store: O
     verify_stored(store)
 
 
+def test_a_group_finds_stored_requests_of_each_author_beside_new_ones(open_store: OpenStore, kit: Any) -> None:
+    """A group looks up its request ids together (per ledger and author): retries of stored
+    requests, conflicts with them and new requests must still each get their own answer."""
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    stored = [store.append(kit.entry(1)), store.append(kit.entry(2)), store.append(kit.entry(1, author="Bob"))]
+    conflict = Entry.prepare(dataclasses.replace(kit.content(2), payload={"n": 99}), 0, LIMITS)
+
+    clock.hold()
+    first = store.submit_entry(kit.entry(3))
+    assert clock.entered.wait(DEADLINE)  # the committer is inside the first group
+    batch = [kit.entry(2), kit.entry(4), kit.entry(1, author="Bob"), conflict, kit.entry(4), kit.entry(1)]
+    group = [store.submit_entry(e) for e in batch]
+    clock.released.set()
+
+    assert first.result(DEADLINE).height == 4
+    out = results(group)
+    assert out[0] == dataclasses.replace(stored[1], duplicate=True)
+    assert isinstance(out[1], Receipt) and (out[1].height, out[1].duplicate) == (5, False)
+    assert out[2] == dataclasses.replace(stored[2], duplicate=True)
+    assert isinstance(out[3], RequestConflictError)
+    assert out[4] == dataclasses.replace(out[1], duplicate=True)  # a new request, retried in its group
+    assert out[5] == dataclasses.replace(stored[0], duplicate=True)
+    assert store.size(LEDGER) == 6
+    assert rows(store) == 6
+    verify_stored(store)
+
+
 def test_concurrent_appends_are_placed_once_each_without_gaps(store: ChainStore, kit: Any) -> None:
     threads_n, per_thread = 8, 200
     entries = [[kit.entry(i, author=f"writer-{t}") for i in range(per_thread)] for t in range(threads_n)]

@@ -1,0 +1,520 @@
+"""A local vledger cluster of real processes, for the integration tests.
+
+:class:`LocalCluster` builds everything an operator would, with the operator's commands:
+in a short directory under /tmp it writes a ``cluster.toml`` (ingest nodes on free ports
+of 127.0.0.1, a Redis database of its own on the test session's redis-server, the homes
+of its ledgers), runs ``vledger keygen --cluster`` and ``vledger admin bootstrap``, then
+starts each ingest node as ``python -m vledger.tools.cli ingest`` with its stdout and
+stderr in a log file, and waits until it answers ``hello`` (a deadline, never a sleep).
+The writer, observer and unlisted client keys are made in memory; the accounts are added
+over the protocol by the admin, as in production.
+
+Each cluster takes a Redis database number of its own and flushes it before and after,
+so clusters never see each other's accounts (the registry lives under ``vledger:`` and the
+nodes read their Redis URL from the configuration's ``[cluster] redis``).
+
+Imported as ``vledger.tests.integration.cluster``: the editable install maps the package
+``vledger`` onto the repository, and ``--import-mode=importlib`` puts no test folder on
+``sys.path``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import msgpack
+import zmq
+
+from vledger.broker.client import Client, NodeAddress
+from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
+from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
+from vledger.broker.redis_server import connect, free_port
+from vledger.config.settings import Limits
+from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, checksum_of
+from vledger.node.wire import encode_request
+from vledger.node.work import meets_difficulty
+
+LIMITS = Limits()
+CLI = [sys.executable, "-m", "vledger.tools.cli"]
+ADMIN = "admin"
+# Client keys every cluster makes; the first three become accounts once the nodes are up.
+DEFAULT_ACCOUNTS = {"writer1": "writer", "writer2": "writer", "observer": "observer"}
+STRANGER = "stranger"  # a key pair bound to no account: never on any allow-list
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+LOG_TAIL_LINES = 60
+
+# Clusters started and not yet stopped: conftest shows their node logs when a test fails.
+ACTIVE: list[LocalCluster] = []
+
+_databases = itertools.count(1)  # Redis database numbers 1..15, one per cluster in turn
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_request_ids = itertools.count(1)
+
+
+def new_request_id(prefix: str = "r") -> str:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns()}-{next(_request_ids)}"
+
+
+def entry(
+    ledger: str,
+    kind: str,
+    payload: dict[str, Any],
+    author: str,
+    *,
+    request_id: str | None = None,
+    difficulty: int = 0,
+    ts: int | None = None,
+) -> Entry:
+    """A client's entry, with its proof of work done for ``difficulty``."""
+    content = Content(ledger, kind, payload, author, request_id or new_request_id(), now_ms() if ts is None else ts)
+    return Entry.prepare(content, difficulty, LIMITS)
+
+
+def genesis(
+    ledger: str,
+    author: str,
+    kinds: Iterable[str],
+    rules: dict[str, Any] | None = None,
+    *,
+    difficulty: int = 0,
+    request_id: str | None = None,
+) -> Entry:
+    """A genesis entry (docs/PROTOCOL.md section 3), its work done for its own difficulty."""
+    ledger_rules = LedgerRules(kinds=tuple(kinds), difficulty=difficulty, rules=rules or {})
+    content = ledger_rules.genesis_content(ledger, author, request_id or new_request_id("g"), now_ms())
+    return Entry.prepare(content, difficulty, LIMITS)
+
+
+def raw_content(ledger: str, kind: str, payload: Any, author: str, request_id: str | None = None) -> bytes:
+    """Content bytes as a careless client would pack them: sorted keys, but floats and all."""
+    content = {
+        "author": author,
+        "kind": kind,
+        "ledger": ledger,
+        "payload": payload,
+        "request_id": request_id or new_request_id(),
+        "ts": now_ms(),
+        "v": 1,
+    }
+    return msgpack.packb(content, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def failing_nonce(content_bytes: bytes, difficulty: int) -> int:
+    """A nonce that does not meet ``difficulty`` for this content."""
+    checksum = checksum_of(content_bytes)
+    return next(n for n in itertools.count() if not meets_difficulty(checksum, n, difficulty))
+
+
+def put_args(e: Entry) -> dict[str, Any]:
+    return {"content": e.content_bytes, "nonce": e.nonce}
+
+
+def remote_error(call: Any, *args: Any, **kwargs: Any) -> RemoteError:
+    """The RemoteError that ``call(*args, **kwargs)`` raises (an AssertionError if it succeeds)."""
+    try:
+        result = call(*args, **kwargs)
+    except RemoteError as e:
+        return e
+    raise AssertionError(f"expected a refusal, got {result!r}")
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll ``condition()`` until it returns something true; its value, or AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
+
+
+class Wire:
+    """A raw CURVE DEALER connection to one node: any frames out, decoded replies in.
+
+    For what the client library will not send (bad msgpack, several frames, oversize
+    messages) and for watching the handshake: with ``monitor``, the socket's monitor
+    reports handshake and disconnection events (shared/NOTES.md: prove refusal both ways).
+    """
+
+    def __init__(
+        self, address: NodeAddress, keys: KeyPair, *, monitor: bool = False, options: Mapping[int, int] | None = None
+    ) -> None:
+        ctx = process_context()
+        self.address = address
+        self.socket = curve_client(ctx, zmq.DEALER, address.key, keys)
+        for option, value in (options or {}).items():  # socket options (RCVHWM, RCVBUF, ...) before connecting
+            self.socket.setsockopt(option, value)
+        self.monitor: zmq.Socket[Any] | None = None
+        if monitor:
+            endpoint = f"inproc://wire-monitor-{id(self)}-{time.monotonic_ns()}"
+            self.socket.monitor(endpoint, HANDSHAKE_EVENTS | zmq.EVENT_DISCONNECTED)
+            self.monitor = ctx.socket(zmq.PAIR)
+            self.monitor.linger = 0
+            self.monitor.connect(endpoint)
+        self.socket.connect(address.endpoint)
+        self._ids = itertools.count(1)
+        self.last_id = 0
+
+    def send(self, data: bytes | list[bytes]) -> None:
+        if isinstance(data, bytes):
+            self.socket.send(data)
+        else:
+            self.socket.send_multipart(data)
+
+    def request(self, cmd: str, args: dict[str, Any] | None = None) -> int:
+        """Send one well-formed request; its id."""
+        self.last_id = request_id = next(self._ids)
+        self.send(encode_request(request_id, cmd, args))
+        return request_id
+
+    def recv(self, timeout: float) -> dict[str, Any] | None:
+        """The next reply, decoded, or None if none comes within ``timeout`` seconds."""
+        if not self.socket.poll(int(timeout * 1000)):
+            return None
+        reply = msgpack.unpackb(self.socket.recv(), raw=False)
+        assert isinstance(reply, dict), f"a reply that is not a map: {reply!r}"
+        return reply
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """One request and its reply map (ok or not); AssertionError if none comes."""
+        request_id = self.request(cmd, args)
+        reply = self.recv(timeout)
+        assert reply is not None, f"{self.address}: no reply to {cmd} within {timeout} s"
+        assert reply.get("id") == request_id, f"reply {reply!r} to request {request_id}"
+        return reply
+
+    def event(self, events: int, timeout: float) -> int | None:
+        """The first monitor event among ``events`` within ``timeout``, else None."""
+        assert self.monitor is not None, "this Wire has no monitor"
+        found = wait_for_event(self.monitor, events, timeout)
+        return None if found is None else int(found["event"])
+
+    def handshake(self, timeout: float = 5.0) -> int | None:
+        """EVENT_HANDSHAKE_SUCCEEDED, EVENT_HANDSHAKE_FAILED_AUTH (or another failure), or None."""
+        return self.event(HANDSHAKE_EVENTS, timeout)
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    port: int
+    log: Path
+    public_key: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> NodeAddress:
+        return NodeAddress(self.endpoint, self.public_key)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass(repr=False)
+class LocalCluster:
+    """Ingest nodes as real processes, with their keys, accounts and a Redis database.
+
+    ``homes`` names the ledgers homed on a node other than the first (the default home);
+    ``ingest`` overrides settings of the configuration's ``[ingest]`` table.
+    """
+
+    redis_url: str  # the session's server; the cluster picks its own database on it
+    nodes: int = 2
+    homes: Mapping[str, str] = field(default_factory=dict)
+    ingest: Mapping[str, int] = field(default_factory=dict)
+    accounts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
+
+    def __post_init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
+        self.config_path = self.directory / "cluster.toml"
+        base = self.redis_url.rsplit("/", 1)[0]
+        self.database = next(_databases) % 15 + 1
+        self.cluster_redis_url = f"{base}/{self.database}"
+        self.node_names = [f"ingest-{i}" for i in range(1, self.nodes + 1)]
+        self.procs = {name: NodeProcess(name, 0, self.directory / f"{name}.log") for name in self.node_names}
+        self.keys: dict[str, KeyPair] = {}
+        self._clients: list[Client] = []
+        self._wires: list[Wire] = []
+        self._admins: dict[str, Client] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalCluster({self.directory}, nodes {', '.join(self.node_names)}, redis db {self.database})"
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self) -> Self:
+        ACTIVE.append(self)
+        try:
+            self._flush_redis()
+            self._write_config()
+            self.cli("keygen", "--cluster", str(self.config_path))
+            keys_dir = self.directory / "keys"
+            self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
+            for proc in self.procs.values():
+                proc.public_key = load_public(keys_dir / f"{proc.name}.key")
+            self.cli(
+                "admin",
+                "bootstrap",
+                "--config",
+                str(self.config_path),
+                "--account",
+                ADMIN,
+                "--key",
+                str(keys_dir / f"{ADMIN}.key"),
+            )
+            for name in self.node_names:
+                self.start_node(name)
+            for name, role in self.accounts.items():
+                self.add_account(name, role)
+            self.keys[STRANGER] = new_keypair()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL past a deadline), close clients, forget Redis.
+
+        A node that had to be killed or exited with an error fails the caller, after every
+        node is stopped; the directory is then kept, with the logs, and named.
+        """
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self._admins.clear()
+        for wire in self._wires:
+            wire.close()
+        self._wires.clear()
+        problems = []
+        for name in self.node_names:
+            if self.procs[name].running():
+                try:
+                    status = self.stop_node(name)
+                except AssertionError as e:
+                    problems.append(str(e))
+                else:
+                    if status != 0:
+                        problems.append(f"{name} exited with status {status} on SIGTERM" + self.log_tail(name))
+        self._flush_redis()
+        if self in ACTIVE:
+            ACTIVE.remove(self)
+        if problems:
+            raise AssertionError(f"stopping the cluster in {self.directory}:\n" + "\n".join(problems))
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _flush_redis(self) -> None:
+        client = connect(self.cluster_redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+    def _write_config(self) -> None:
+        lines = [
+            "[cluster]",
+            'name = "test"',
+            'keys = "keys"',
+            'data = "data"',
+            f'redis = "{self.cluster_redis_url}"',
+            f'default_home = "{self.node_names[0]}"',
+            "",
+            "[ingest]",
+            *(f"{key} = {value}" for key, value in self.ingest.items()),
+            "",
+        ]
+        for proc in self.procs.values():
+            proc.port = free_port()
+            lines += [f"[nodes.{proc.name}]", 'role = "ingest"', 'host = "127.0.0.1"', f"port = {proc.port}", ""]
+        for ledger, home in self.homes.items():
+            lines += [f"[ledgers.{ledger}]", f'home = "{home}"', ""]
+        self.config_path.write_text("\n".join(lines))
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VLEDGER_PASSPHRASE")}
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a ``vledger`` command; with ``check``, a failure raises with its output."""
+        done = subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, env=self.environment(), timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"vledger {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done
+
+    # --- nodes -----------------------------------------------------------------------
+
+    def node(self, name: str | None = None) -> NodeProcess:
+        return self.procs[name or self.node_names[0]]
+
+    def address(self, name: str | None = None) -> NodeAddress:
+        return self.node(name).address
+
+    def store_dir(self, name: str | None = None) -> Path:
+        return self.directory / "data" / self.node(name).name
+
+    def start_node(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        """Start node ``name`` and return once it answers ``hello``."""
+        proc = self.procs[name]
+        assert not proc.running(), f"{name} is already running"
+        proc.starts += 1
+        with proc.log.open("ab") as log:
+            log.write(f"--- start {proc.starts} ---\n".encode())
+            log.flush()
+            proc.process = subprocess.Popen(
+                [*CLI, "--log-level", "info", "ingest", "--config", str(self.config_path), "--node", name],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+            )
+        self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        with Client(proc.address, self.keys[ADMIN], timeout=0.25) as client:
+            while True:
+                if not proc.running():
+                    raise AssertionError(
+                        f"{name} exited with status {proc.process and proc.process.poll()}" + self.log_tail(name)
+                    )
+                try:
+                    if client.hello()["node"] == name:
+                        return
+                except NodeUnavailableError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{name} did not answer hello within {timeout} s" + self.log_tail(name))
+
+    def stop_node(self, name: str, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM and wait; SIGKILL if it has not exited by the deadline. Its exit status."""
+        proc = self.procs[name]
+        assert proc.process is not None, f"{name} was never started"
+        if proc.process.poll() is None:
+            proc.process.send_signal(signal.SIGTERM)
+            try:
+                return proc.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+                raise AssertionError(
+                    f"{name} did not exit within {timeout} s of SIGTERM" + self.log_tail(name)
+                ) from None
+        return proc.process.returncode
+
+    def kill_node(self, name: str) -> None:
+        proc = self.procs[name]
+        assert proc.process is not None and proc.running(), f"{name} is not running"
+        proc.process.kill()
+        proc.process.wait(timeout=STOP_TIMEOUT)
+
+    def restart_node(self, name: str) -> int:
+        """Stop (SIGTERM) and start again; the exit status of the stop."""
+        status = self.stop_node(name)
+        self.start_node(name)
+        return status
+
+    def verify_store(self, name: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``vledger verify`` on a node's store; the node must be stopped (it is the only writer)."""
+        assert not self.node(name).running(), "stop the node before verifying its store"
+        return self.cli("verify", str(self.store_dir(name)), check=False)
+
+    def log_text(self, name: str) -> str:
+        try:
+            return self.procs[name].log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        tail = self.log_text(name).splitlines()[-lines:]
+        return f"\n--- last {len(tail)} lines of {name}'s log ---\n" + "\n".join(tail)
+
+    # --- clients and accounts --------------------------------------------------------
+
+    def client(self, key_name: str = ADMIN, node: str | None = None, *, timeout: float = 10.0) -> Client:
+        """A protocol client with the key pair ``key_name``, talking first to ``node``."""
+        client = Client(self.address(node), self.keys[key_name], timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def wire(
+        self,
+        key_name: str = ADMIN,
+        node: str | None = None,
+        *,
+        monitor: bool = False,
+        options: Mapping[int, int] | None = None,
+    ) -> Wire:
+        wire = Wire(self.address(node), self.keys[key_name], monitor=monitor, options=options)
+        self._wires.append(wire)
+        return wire
+
+    def admin(self, node: str | None = None) -> Client:
+        """The admin's client of ``node`` (one per node, kept for the cluster's life)."""
+        name = self.node(node).name
+        if name not in self._admins:
+            self._admins[name] = self.client(ADMIN, name)
+        return self._admins[name]
+
+    def add_account(self, name: str, role: str, key: KeyPair | None = None) -> KeyPair:
+        """Create account ``name`` with ``role`` and bind a key to it (new unless given), through
+        the admin; returns once every node applied the change. The key is kept as ``name``."""
+        pair = key or new_keypair()
+        admin = self.admin()
+        for cmd, args in (
+            ("account.add", {"account": name, "role": role}),
+            ("key.add", {"account": name, "key": pair.public}),
+        ):
+            result = admin.call(cmd, args)
+            assert result["pending"] == [], f"{cmd} {name}: not applied on {result['pending']}"
+        self.keys[name] = pair
+        return pair

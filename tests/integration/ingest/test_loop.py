@@ -1,0 +1,256 @@
+"""The ingest node's socket loop on a real CURVE ROUTER, with a stand-in service.
+
+The service's answers are scripted here: bytes at once, or a Pending reply whose Future the
+test completes when it likes, from another thread as the store's committer does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from vledger.broker.curve import AllowList, CurveServer, curve_client, stop_authenticator
+from vledger.broker.keys import KeyPair, new_keypair
+from vledger.ingest.loop import RequestLoop
+from vledger.ingest.server import _stopped_by_signals
+from vledger.ingest.service import Pending
+
+ENDPOINT = "tcp://127.0.0.1:*"
+TIMEOUT_MS = 5000
+QUIET_MS = 200  # how long "no reply" is watched for
+
+
+class ScriptedService:
+    """Answers ``b"slow:<id>"`` with a Pending reply (its Future kept in ``waiting``), anything
+    else at once with ``b"<key>:<request>"``; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, bytes]] = []
+        self.waiting: dict[bytes, Future[Any]] = {}
+
+    def handle(self, key: str, data: bytes) -> bytes | Pending:
+        self.asked.append((key, data))
+        if data.startswith(b"slow:"):
+            future: Future[Any] = Future()
+            self.waiting[data] = future
+            return Pending(data.decode(), future, lambda result: {"done": result})
+        return key.encode() + b":" + data
+
+
+def _reply(data: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    return value
+
+
+class Harness:
+    def __init__(self, server: CurveServer, service: ScriptedService, loop: RequestLoop, ctx: zmq.Context[Any]) -> None:
+        self.server = server
+        self.service = service
+        self.loop = loop
+        self.ctx = ctx
+        self.clients: list[zmq.Socket[Any]] = []
+
+    def client(self, pair: KeyPair) -> zmq.Socket[Any]:
+        sock = curve_client(self.ctx, zmq.DEALER, self.server.keys.public, pair)
+        sock.connect(self.server.connect_endpoint)
+        self.clients.append(sock)
+        return sock
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    stop_authenticator(context)
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def listed() -> KeyPair:
+    return new_keypair()
+
+
+@pytest.fixture
+def harness(ctx: zmq.Context[Any], listed: KeyPair) -> Iterator[Callable[..., Harness]]:
+    """A loop serving in a thread of its own; stopped (and checked to return) after the test."""
+    made: list[tuple[Harness, threading.Thread]] = []
+
+    def make(**options: Any) -> Harness:
+        server = CurveServer(new_keypair(), ENDPOINT, AllowList([listed.public]), ctx=ctx)
+        service = ScriptedService()
+        loop = RequestLoop(server.socket, service, **options)
+        thread = threading.Thread(target=loop.serve, daemon=True)
+        thread.start()
+        running = Harness(server, service, loop, ctx)
+        made.append((running, thread))
+        return running
+
+    yield make
+    for running, thread in made:
+        running.loop.stop()
+        for future in running.service.waiting.values():
+            if not future.done():
+                future.set_result(None)
+        thread.join(TIMEOUT_MS / 1000)
+        assert not thread.is_alive(), "serve did not return after stop"
+        running.loop.close()
+        for sock in running.clients:
+            sock.close(linger=0)
+        running.server.close()
+
+
+def receive(sock: zmq.Socket[Any], timeout_ms: int = TIMEOUT_MS) -> bytes | None:
+    if not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    data: bytes = sock.recv()
+    return data
+
+
+def test_a_cheap_request_is_answered_with_the_senders_key(harness: Callable[..., Harness], listed: KeyPair) -> None:
+    running = harness()
+    client = running.client(listed)
+    for n in range(3):
+        client.send(b"ping-%d" % n)
+        assert receive(client) == listed.public.encode() + b":ping-%d" % n
+
+
+def test_a_waiting_request_is_answered_when_its_future_is_done_and_others_go_past_it(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness()
+    client = running.client(listed)
+    client.send(b"slow:1")
+    client.send(b"quick")
+    assert receive(client) == listed.public.encode() + b":quick"
+    assert receive(client, QUIET_MS) is None
+    threading.Thread(target=running.service.waiting[b"slow:1"].set_result, args=(7,)).start()
+    assert _reply(receive(client) or b"") == {"id": "slow:1", "ok": True, "result": {"done": 7}}
+
+
+def test_each_later_completion_wakes_the_loop_again(harness: Callable[..., Harness], listed: KeyPair) -> None:
+    running = harness()
+    client = running.client(listed)
+    for n in range(3):
+        client.send(b"slow:%d" % n)
+    assert receive(client, QUIET_MS) is None
+    for n in range(3):  # one at a time: each finds the loop asleep again
+        threading.Thread(target=running.service.waiting[b"slow:%d" % n].set_result, args=(n,)).start()
+        assert _reply(receive(client) or b"")["result"] == {"done": n}
+
+
+def test_a_failed_future_becomes_an_error_reply(harness: Callable[..., Harness], listed: KeyPair) -> None:
+    running = harness()
+    client = running.client(listed)
+    client.send(b"slow:boom")
+    assert receive(client, QUIET_MS) is None
+    running.service.waiting[b"slow:boom"].set_exception(RuntimeError("a bug"))
+    reply = _reply(receive(client) or b"")
+    assert (reply["id"], reply["ok"], reply["error"]["code"]) == ("slow:boom", False, "error")
+    assert "internal error" in reply["error"]["message"]
+
+
+def test_many_futures_done_at_once_are_all_answered(harness: Callable[..., Harness], listed: KeyPair) -> None:
+    running = harness()
+    client = running.client(listed)
+    names = [b"slow:%d" % n for n in range(300)]
+    for name in names:
+        client.send(name)
+    for _ in range(100):  # every request read (and so waiting) before any is done
+        if len(running.service.waiting) == len(names):
+            break
+        receive(client, 20)
+    assert len(running.service.waiting) == len(names)
+
+    def complete() -> None:  # as a group commit does: one thread, one after the other
+        for name in names:
+            running.service.waiting[name].set_result(None)
+
+    threading.Thread(target=complete).start()
+    answered = {_reply(receive(client) or b"")["id"] for _ in names}
+    assert answered == {name.decode() for name in names}
+
+
+def test_a_request_of_several_frames_is_refused_and_the_loop_goes_on(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness()
+    client = running.client(listed)
+    client.send_multipart([b"one", b"two", b"three"])
+    reply = _reply(receive(client) or b"")
+    assert (reply["id"], reply["ok"], reply["error"]["code"]) == (None, False, "bad_request")
+    assert "not 3" in reply["error"]["message"]
+    client.send(b"after")
+    assert receive(client) == listed.public.encode() + b":after"
+    assert [data for _, data in running.service.asked] == [b"after"]
+
+
+def test_past_max_in_flight_nothing_more_is_read_until_one_is_done(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness(max_in_flight=2)
+    client = running.client(listed)
+    for name in (b"slow:a", b"slow:b", b"quick"):
+        client.send(name)
+    assert receive(client, QUIET_MS) is None
+    assert sorted(running.service.waiting) == [b"slow:a", b"slow:b"]
+    assert len(running.service.asked) == 2  # "quick" waits in ZeroMQ's queue
+    running.service.waiting[b"slow:a"].set_result(None)
+    replies = {receive(client), receive(client)}
+    assert listed.public.encode() + b":quick" in replies
+
+
+def test_stop_answers_what_is_in_flight_and_reads_nothing_more(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness()
+    client = running.client(listed)
+    client.send(b"slow:last")
+    client.send(b"first")
+    assert receive(client) is not None  # both read
+    running.loop.stop()
+    client.send(b"too late")
+    assert receive(client, QUIET_MS) is None
+    running.service.waiting[b"slow:last"].set_result(1)
+    assert _reply(receive(client) or b"")["id"] == "slow:last"
+    assert receive(client, QUIET_MS) is None
+    assert b"too late" not in [data for _, data in running.service.asked]
+
+
+def test_sigterm_stops_a_loop_blocked_in_poll_after_answering_what_is_in_flight(
+    ctx: zmq.Context[Any], listed: KeyPair
+) -> None:
+    """The node's own arrangement: serve in the main thread, the signal sent from another one."""
+    service = ScriptedService()
+    replies: list[bytes | None] = []
+    handler = signal.getsignal(signal.SIGTERM)
+    with CurveServer(new_keypair(), ENDPOINT, AllowList([listed.public]), ctx=ctx) as server:
+        client = curve_client(ctx, zmq.DEALER, server.keys.public, listed)
+        client.connect(server.connect_endpoint)
+
+        def drive() -> None:
+            client.send(b"slow:x")
+            client.send(b"quick")
+            replies.append(receive(client))  # the quick one: the slow one is read too
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Timer(QUIET_MS / 1000, service.waiting[b"slow:x"].set_result, args=(None,)).start()
+            replies.append(receive(client))
+
+        driver = threading.Thread(target=drive)
+        try:
+            with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
+                driver.start()
+                loop.serve()
+            driver.join(TIMEOUT_MS / 1000)
+        finally:
+            client.close(linger=0)
+    assert replies[0] == listed.public.encode() + b":quick"
+    assert replies[1] is not None and _reply(replies[1])["id"] == "slow:x"
+    assert signal.getsignal(signal.SIGTERM) == handler

@@ -1,0 +1,63 @@
+"""CachedAccounts: who a key is, as of the account cache's current snapshot."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, cast
+
+from vledger.broker.accounts import Account, AccountCache, AccountsSnapshot, Role
+from vledger.broker.keys import new_keypair
+from vledger.ingest.accounts import CachedAccounts
+from vledger.ingest.service import Caller
+
+ALICE = new_keypair().public
+BOB = new_keypair().public
+STRANGER = new_keypair().public
+
+
+def snapshot(version: int, *, alice_enabled: bool = True, bob_key: bool = True) -> AccountsSnapshot:
+    accounts = {
+        "alice": Account("alice", Role.ADMIN, alice_enabled, (ALICE,)),
+        "bob": Account("bob", Role.WRITER, True, (BOB,) if bob_key else ()),
+    }
+    owners = {ALICE: "alice", **({BOB: "bob"} if bob_key else {})}
+    return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
+
+
+class FakeCache:
+    """The one thing CachedAccounts reads of an AccountCache: its current snapshot."""
+
+    def __init__(self, current: AccountsSnapshot) -> None:
+        self.snapshot = current
+
+
+def accounts_of(cache: FakeCache, **options: Any) -> CachedAccounts:
+    return CachedAccounts(cast(AccountCache, cache), **options)
+
+
+def test_a_key_is_its_accounts_caller_and_an_unknown_key_is_nobody() -> None:
+    accounts = accounts_of(FakeCache(snapshot(1)))
+    for _ in range(2):  # the second time from what the first one worked out
+        assert accounts.lookup(ALICE) == Caller("alice", "admin", ALICE)
+        assert accounts.lookup(BOB) == Caller("bob", "writer", BOB)
+        assert accounts.lookup(STRANGER) is None
+
+
+def test_a_new_snapshot_applies_from_the_next_lookup() -> None:
+    cache = FakeCache(snapshot(1))
+    accounts = accounts_of(cache)
+    assert accounts.lookup(ALICE) is not None
+    assert accounts.lookup(BOB) is not None
+    cache.snapshot = snapshot(2, alice_enabled=False, bob_key=False)  # disabled, and a key revoked
+    assert accounts.lookup(ALICE) is None
+    assert accounts.lookup(BOB) is None
+    cache.snapshot = snapshot(3)
+    assert accounts.lookup(ALICE) == Caller("alice", "admin", ALICE)
+
+
+def test_many_keys_do_not_grow_the_memory_past_its_size() -> None:
+    accounts = accounts_of(FakeCache(snapshot(1)), size=3)
+    for _ in range(10):
+        assert accounts.lookup(new_keypair().public) is None
+    assert len(accounts._callers) <= 3
+    assert accounts.lookup(BOB) == Caller("bob", "writer", BOB)
