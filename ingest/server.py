@@ -8,6 +8,7 @@ cleanly: no new requests, the ones in flight answered, the store's queue committ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -21,7 +22,6 @@ from ..broker.curve import AllowList, CurveServer, stop_authenticator
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
 from ..config.cluster import ClusterConfig
-from ..config.settings import BrokerSettings
 from ..node.errors import SettingsError
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
@@ -49,7 +49,9 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not an ingest node")
     keys = load_secret(config.secret_key_path(name), passphrase)
     registry = AccountRegistry(connect(os.environ.get("REDIS_URL") or config.redis_url))
-    broker = BrokerSettings(max_message_bytes=2 * config.ingest.max_message_bytes)
+    # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
+    # limit: requests in between get a message_too_large answer rather than a cut connection.
+    broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     domain = RulesEngine()
     store = ChainStore(
         config.store_dir(name),
