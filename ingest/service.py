@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config.cluster import ClusterConfig, NodeConfig
+from ..node.blobs import check_digest
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -58,7 +58,6 @@ WRITERS = frozenset(("admin", "writer"))
 ADMINS = frozenset(("admin",))
 HASH_SIZE = 32
 FILE_KIND = "file"
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +246,9 @@ class IngestService:
             return  # the ledger's rules refuse the payload with a precise error
         # The author must have uploaded these bytes: knowing a file's hash must not be enough
         # to become one of its uploaders (who, on an "uploader" ledger, may read it).
-        if not _DIGEST.fullmatch(sha256):
+        try:
+            check_digest(sha256)
+        except BlobError:
             return  # the ledger's rules refuse it as bad_payload
         if not self.uploads.completed(entry.content.author, sha256):
             raise NotFoundError("upload the file (file.upload) before recording it")
