@@ -76,6 +76,7 @@ throttle_burst = 1000000000
 role = "ingest"
 host = "127.0.0.1"
 port = {port}
+pub_port = {pub_port}
 """
 
 
@@ -143,7 +144,7 @@ def _node(directory: Path) -> Iterator[_RunningNode]:
     with RedisServer(directory / "redis") as redis:
         config = directory / "cluster.toml"
         port = free_port()
-        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port))
+        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=free_port()))
         env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
         keys = directory / "keys"
         _vledger(env, "keygen", "--cluster", str(config))

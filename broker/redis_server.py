@@ -39,9 +39,15 @@ def redis_url(url: str | None = None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str | None = None, *, decode_responses: bool = False) -> Any:
-    """A client (``redis.Redis``) for :func:`redis_url` ``(url)``; it connects on first use."""
-    return redis.Redis.from_url(redis_url(url), decode_responses=decode_responses)
+def connect(url: str | None = None, *, decode_responses: bool = False, timeout: float | None = None) -> Any:
+    """A client (``redis.Redis``) for :func:`redis_url` ``(url)``; it connects on first use.
+
+    With ``timeout`` (seconds), a call to a server that stopped answering fails after that
+    long instead of waiting for ever: for the replication paths, which must go on without it.
+    """
+    return redis.Redis.from_url(
+        redis_url(url), decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def find_redis_server() -> Path:

@@ -16,7 +16,8 @@ from typing import Any
 from ..node.errors import SettingsError
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
-ROLES = ("ingest",)
+ROLES = ("ingest", "replica")
+FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -34,15 +35,35 @@ class IngestSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """How records travel from their home node to the replicas (docs/PROTOCOL.md, section 10)."""
+
+    max_hops: int = 1  # 1: replicas hear only home nodes; more lets replicas relay to others
+    stream_max_len: int = 1_000_000  # records kept per ledger stream (approximate trim)
+    heartbeat_ms: int = 1000  # how often a publisher announces its heads
+    catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
+    write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
+    max_write_concern: int = 16
+    send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
+    receive_hwm: int = 100_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
     role: str
     host: str
     port: int
+    pub_port: int | None = None  # where the node publishes its feed (ingest: required)
+    follow: tuple[str, ...] = ()  # the nodes whose feeds a replica subscribes to
 
     @property
     def endpoint(self) -> str:
         return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def feed_endpoint(self) -> str | None:
+        return None if self.pub_port is None else f"tcp://{self.host}:{self.pub_port}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,6 +78,7 @@ class ClusterConfig:
     homes: dict[str, str]  # ledger -> its home ingest node
     settings: Settings = dataclasses.field(default_factory=Settings)
     ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
+    replication: ReplicationSettings = dataclasses.field(default_factory=ReplicationSettings)
 
     def node(self, name: str) -> NodeConfig:
         try:
@@ -69,6 +91,9 @@ class ClusterConfig:
 
     def ingest_nodes(self) -> list[NodeConfig]:
         return [n for n in self.nodes.values() if n.role == "ingest"]
+
+    def nodes_of(self, role: str) -> list[NodeConfig]:
+        return [n for n in self.nodes.values() if n.role == role]
 
     def public_key_path(self, name: str) -> Path:
         return self.keys_dir / f"{name}.key"
@@ -113,26 +138,54 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("role", "host", "port"), at)
+        _check_keys(spec, ("role", "host", "port", "pub_port", "follow"), at)
         role = _text(spec, "role", at)
         if role not in ROLES:
             raise SettingsError(f"{at}.role: {role!r} is not one of {', '.join(ROLES)}")
-        port = spec.get("port")
-        if type(port) is not int or not 1 <= port <= 65535:
-            raise SettingsError(f"{at}.port: expected a port number, got {port!r}")
         host = _text(spec, "host", at, "127.0.0.1")
-        if (host, port) in endpoints:
-            raise SettingsError(f"{at}.port: {host}:{port} is already used by node {endpoints[host, port]!r}")
-        endpoints[host, port] = name
-        nodes[name] = NodeConfig(name, role, host, port)
+        port = _port(spec, "port", at)
+        pub_port = _port(spec, "pub_port", at) if "pub_port" in spec else None
+        if role == "ingest" and pub_port is None:
+            raise SettingsError(f"{at}.pub_port: an ingest node publishes its records: give it a port")
+        if pub_port is not None and role not in FEED_ROLES:
+            raise SettingsError(f"{at}.pub_port: a {role} node publishes nothing")
+        for key, value in (("port", port), ("pub_port", pub_port)):
+            if value is None:
+                continue
+            if (host, value) in endpoints:
+                raise SettingsError(f"{at}.{key}: {host}:{value} is already used by {endpoints[host, value]}")
+            endpoints[host, value] = f"{name}.{key}"
+        follow = spec.get("follow", [])
+        if not isinstance(follow, list) or not all(isinstance(f, str) for f in follow):
+            raise SettingsError(f"{at}.follow: expected a list of node names")
+        if follow and role != "replica":
+            raise SettingsError(f"{at}.follow: only a replica follows other nodes")
+        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow))
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
+    ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))
+    for node in list(nodes.values()):
+        at = f"{where}: nodes.{node.name}.follow"
+        for followed in node.follow:
+            if followed == node.name:
+                raise SettingsError(f"{at}: a node cannot follow itself")
+            if followed not in nodes or nodes[followed].pub_port is None:
+                raise SettingsError(f"{at}: {followed!r} is not a node of [nodes] with a pub_port")
+        if node.role == "replica" and not node.follow:
+            nodes[node.name] = dataclasses.replace(node, follow=ingest)  # the default: every home node
     return nodes
+
+
+def _port(spec: dict[str, Any], key: str, at: str) -> int:
+    port = spec.get(key)
+    if type(port) is not int or not 1 <= port <= 65535:
+        raise SettingsError(f"{at}.{key}: expected a port number, got {port!r}")
+    return port
 
 
 def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     where = str(path)
-    _check_keys(data, ("cluster", "settings", "ingest", "nodes", "ledgers"), where)
+    _check_keys(data, ("cluster", "settings", "ingest", "replication", "nodes", "ledgers"), where)
     cluster = _table(data, "cluster", where)
     _check_keys(cluster, ("name", "keys", "data", "redis", "default_home"), f"{where}: cluster")
     nodes = _nodes(_table(data, "nodes", where), where)
@@ -167,6 +220,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
             broker=build_settings(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
         ),
         ingest=build_settings(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
+        replication=build_settings(ReplicationSettings, data.get("replication", {}), f"{where}: replication"),
     )
 
 

@@ -18,9 +18,10 @@ class CachedAccounts:
     snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. One thread.
     """
 
-    def __init__(self, cache: AccountCache, size: int = 4096) -> None:
+    def __init__(self, cache: AccountCache, size: int = 4096, members: dict[str, Caller] | None = None) -> None:
         self.cache = cache
         self.size = size
+        self.members = members or {}  # the cluster's other nodes (vledger.ingest.members)
         self._snapshot: AccountsSnapshot | None = None
         self._callers: dict[str, Caller | None] = {}
 
@@ -34,7 +35,10 @@ class CachedAccounts:
         except KeyError:
             pass
         owner = snapshot.lookup(key)
-        caller = None if owner is None or not owner.enabled else Caller(owner.account, owner.role.value, key)
+        if owner is None:
+            caller = self.members.get(key)
+        else:
+            caller = Caller(owner.account, owner.role.value, key) if owner.enabled else None
         self._callers[key] = caller
         return caller
 

@@ -19,18 +19,24 @@ from contextlib import contextmanager
 from .. import __version__
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import AllowList, CurveServer, stop_authenticator
+from ..broker.feed import Publisher
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
+from ..broker.replication import ReplicationLedger
 from ..config.cluster import ClusterConfig
 from ..node.errors import SettingsError
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
 from .accounts import CachedAccounts, RegistryAdmin
 from .loop import RequestLoop
+from .members import feed_keys, member_callers
+from .outbox import Outbox
 from .service import IngestService
+from .write_concern import ReplicaWatch
 
 log = logging.getLogger(__name__)
 SHUTDOWN_LINGER_MS = 2000
+REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the outbox goes on without Redis
 
 
 def node_keys(config: ClusterConfig) -> dict[str, str]:
@@ -48,7 +54,11 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     if node.role != "ingest":
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not an ingest node")
     keys = load_secret(config.secret_key_path(name), passphrase)
-    registry = AccountRegistry(connect(os.environ.get("REDIS_URL") or config.redis_url))
+    redis_url = os.environ.get("REDIS_URL") or config.redis_url
+    registry = AccountRegistry(connect(redis_url))
+    replication = ReplicationLedger(
+        connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
+    )
     # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
     # limit: requests in between get a message_too_large answer rather than a cut connection.
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
@@ -60,18 +70,47 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         settings=config.settings.store,
         domain=domain,
     )
+    members = member_callers(config, name)
     allow_list = AllowList()
-    cache = AccountCache(registry, name, on_change=allow_list.replace, poll_interval=broker.accounts_poll_ms / 1000)
+    feed_allow_list = AllowList()
+
+    def accounts_changed(keys: frozenset[str]) -> None:
+        allow_list.replace(keys | members.keys())
+        feed_allow_list.replace(feed_keys(cache.snapshot, members))
+
+    cache = AccountCache(registry, name, on_change=accounts_changed, poll_interval=broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
+    watch = ReplicaWatch(name, replication)
+    outbox: Outbox | None = None
     try:
         cache.start()
+        assert node.feed_endpoint is not None  # the configuration requires it of an ingest node
+        publisher = Publisher(name, keys, node.feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
+        try:
+            publisher.self_test()
+        except BaseException:
+            publisher.close()
+            raise
+        outbox = Outbox(name, store, publisher, replication, config.replication)
+        store.on_commit = outbox.committed
+        outbox.start()
+        watch.start()
         with CurveServer(keys, f"tcp://{node.host}:{node.port}", allow_list, settings=broker) as server:
             server.self_test()
             admin = RegistryAdmin(
                 registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms
             )
             service = IngestService(
-                config, node, store, CachedAccounts(cache), admin, node_keys(config), domain, executor, __version__
+                config,
+                node,
+                store,
+                CachedAccounts(cache, members=members),
+                admin,
+                node_keys(config),
+                domain,
+                executor,
+                __version__,
+                replicas=watch,
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
@@ -80,9 +119,14 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
             # Answers still queued in ZeroMQ go out before the process ends: close with a
             # linger, stop the ZAP handler, then terminate the Context, which waits for them.
             server.close(linger_ms=SHUTDOWN_LINGER_MS)
+            outbox.stop()  # what the last group commits made durable goes out before the feed closes
+            publisher.close(linger_ms=SHUTDOWN_LINGER_MS)
         stop_authenticator(server.ctx)
         server.ctx.destroy(linger=0)
     finally:
+        if outbox is not None:
+            outbox.stop()
+        watch.stop()
         cache.stop()
         executor.shutdown(wait=True)
         store.close()

@@ -58,6 +58,16 @@ WRITERS = frozenset(("admin", "writer"))
 ADMINS = frozenset(("admin",))
 HASH_SIZE = 32
 FILE_KIND = "file"
+# What a replica answers: the reads. A write there is answered not_home, naming the home node.
+READ_COMMANDS = frozenset(
+    ("hello", "ver", "help", "whoami", "ledger.list", "get", "range", "head", "size", "have", "put", "ledger.create")
+)
+
+
+class ReplicaWaiter(Protocol):
+    """Write concern (vledger.ingest.write_concern): a future of the receipt and its replicas."""
+
+    def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +154,19 @@ def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callab
     return register
 
 
+def _copy_outcome(source: Future[Any], target: Future[Any]) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
+
+
+def _replicated_map(outcome: tuple[Receipt, list[str]]) -> dict[str, Any]:
+    receipt, replicas = outcome
+    return {**receipt_map(receipt), "replicas": replicas}
+
+
 def receipt_map(receipt: Receipt) -> dict[str, Any]:
     return {
         "ledger": receipt.ledger,
@@ -167,6 +190,9 @@ class IngestService:
         domain: RulesEngine | None = None,
         executor: Executor | None = None,
         version: str = "0",
+        *,
+        replicas: ReplicaWaiter | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -182,6 +208,9 @@ class IngestService:
         self.settings = config.ingest
         self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)
         self._executor = executor
+        self.replicas = replicas
+        self.status = status  # extra fields of hello: a replica says whether it is current
+        self.read_only = node.role != "ingest"
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -214,6 +243,8 @@ class IngestService:
             raise UnknownCommandError(f"unknown command {request.cmd!r}; 'help' lists them")
         if caller.role not in found.roles:
             raise ForbiddenError(f"the {caller.role} role may not use {request.cmd!r}")
+        if self.read_only and found.name not in READ_COMMANDS:
+            raise ForbiddenError(f"node {self.node.name} is a {self.node.role}: it serves reads only")
         return found.handler(self, caller, request.args)
 
     # --- helpers --------------------------------------------------------------------
@@ -268,9 +299,27 @@ class IngestService:
                 return True
         return False
 
-    def _append(self, entry: Entry) -> Later:
-        """The entry's receipt, once its group commit is durable."""
-        return Later(self.store.submit_entry(entry), receipt_map)
+    def _append(self, entry: Entry, replicas: int = 0) -> Later:
+        """The entry's receipt, once its group commit is durable (and ``replicas`` replicas hold it)."""
+        durable = self.store.submit_entry(entry)
+        if replicas == 0:
+            return Later(durable, receipt_map)
+        watch = self.replicas
+        if watch is None:
+            raise BadRequestError("this node does not track replication: a put here takes no w")
+        timeout_ms = self.config.replication.write_timeout_ms
+        replicated: Future[tuple[Receipt, list[str]]] = Future()
+
+        def then_wait(done: Future[Receipt]) -> None:
+            try:
+                receipt = done.result()
+            except BaseException as e:
+                replicated.set_exception(e)
+                return
+            watch.wait(receipt, replicas, timeout_ms).add_done_callback(lambda f: _copy_outcome(f, replicated))
+
+        durable.add_done_callback(then_wait)
+        return Later(replicated, _replicated_map)
 
     def _record(self, record: Record | None, what: str) -> Record:
         if record is None:
@@ -299,6 +348,8 @@ def _hello(service: IngestService, caller: Caller, args: Args) -> object:
         "ledgers": sorted(homes),
         "account": caller.account,
         "role": caller.role,
+        "node_role": service.node.role,
+        **(service.status() if service.status is not None else {}),
     }
 
 
@@ -357,13 +408,14 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     return {"ledgers": ledgers}
 
 
-@command("put", WRITERS, "content nonce", "append a record (answered once it is durable)")
+@command("put", WRITERS, "content nonce [w]", "append a record (answered once durable, and held by w replicas)")
 def _put(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
+    replicas = args.uint("w", default=0, maximum=service.config.replication.max_write_concern)
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")
     service._check_file_record(entry)
-    return service._append(entry)
+    return service._append(entry, replicas)
 
 
 @command("get", EVERYONE, "ledger height | hash", "one record's bytes")

@@ -229,6 +229,28 @@ class MessageTooLargeError(RequestError):
     code = "message_too_large"
 
 
+class ReplicationTimeoutError(RequestError):
+    """A put with a write concern: the record is durable at its home node, but fewer replicas
+    than asked for confirmed it in time. The details say where it stands and who holds it."""
+
+    code = "replication_timeout"
+
+
+# --- replication (vledger.broker.feed, vledger.ingest.follow) ----------------------------
+
+
+class FeedError(VledgerError):
+    """A replication feed message that is not one (docs/PROTOCOL.md, section 10): dropped."""
+
+    code = "bad_feed"
+
+
+class ForkError(RecordError):
+    """Two nodes hold different records at one height of a ledger."""
+
+    code = "fork"
+
+
 # --- keys, CURVE, Redis and accounts (vledger.broker) -----------------------------------
 
 

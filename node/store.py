@@ -162,8 +162,12 @@ class ChainStore:
         settings: StoreSettings | None = None,
         clock: Callable[[], int] = _now_ms,
         domain: DomainRules | None = None,
+        on_commit: Callable[[list[Record]], None] | None = None,
     ) -> None:
         self.directory = directory
+        # Called by the committer with each group's new records, in order, once they are
+        # durable (and before their appends are answered): it must be quick and not raise.
+        self.on_commit = on_commit
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
         self.origin = check_node_name(origin, self.limits) if origin is not None else None
@@ -366,6 +370,11 @@ class ChainStore:
                 job.future.set_exception(error)
             return
         self._heads = heads
+        if staged and self.on_commit is not None:
+            try:
+                self.on_commit(list(staged.values()))
+            except Exception:  # the records are durable: a failing listener must not undo that
+                log.exception("on_commit listener failed")
         self.stats.groups += 1
         self.stats.appends += len(batch)
         for job, receipt in done:
@@ -474,6 +483,10 @@ class ChainStore:
 
     def get_by_hash(self, record_hash: bytes) -> Record | None:
         return self._read_one(self._reader(), "WHERE hash = ?", (record_hash,))
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        """Every ledger's head height and hash, as of the last group commit."""
+        return {ledger: (head.height, head.link) for ledger, head in self._heads.items()}
 
     def head(self, ledger: str) -> Record | None:
         head = self._heads.get(ledger)

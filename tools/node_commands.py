@@ -1,4 +1,4 @@
-"""Subcommands that run or set up nodes: ingest, keygen, admin bootstrap."""
+"""Subcommands that run or set up nodes: ingest, replica, keygen, admin bootstrap."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
 from ..config.cluster import ClusterConfig, load_cluster
+from ..ingest.replica import run_replica
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from .args import Subparsers, add_command, add_json_option, node_name
@@ -39,6 +40,11 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     run_ingest(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+    return 0
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    run_replica(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
     return 0
 
 
@@ -103,6 +109,19 @@ def add_node_commands(commands: Subparsers) -> None:
     ingest.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     ingest.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
     _add_passphrase_option(ingest, "the node's secret key is protected by a passphrase")
+
+    replica = add_command(
+        commands,
+        "replica",
+        cmd_replica,
+        "run a replica node",
+        "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it "
+        "follows, verify and store every record, catch up on any gap, serve the read commands, "
+        "until SIGTERM or SIGINT.",
+    )
+    replica.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    replica.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
+    _add_passphrase_option(replica, "the node's secret key is protected by a passphrase")
 
     keygen = add_command(
         commands,

@@ -234,6 +234,10 @@ class NodeProcess:
     port: int
     log: Path
     public_key: str = ""
+    pub_port: int = 0
+    role: str = "ingest"
+    follow: tuple[str, ...] = ()  # a replica's followed nodes; () = every ingest node
+    relay: bool = False  # a replica that republishes (has a pub_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -254,7 +258,9 @@ class LocalCluster:
     """Ingest nodes as real processes, with their keys, accounts and a Redis database.
 
     ``homes`` names the ledgers homed on a node other than the first (the default home);
-    ``ingest`` overrides settings of the configuration's ``[ingest]`` table.
+    ``ingest`` and ``replication`` override settings of those tables of the configuration.
+    ``replicas`` adds replica nodes ``replica-1``...; ``follow`` names what a replica
+    follows (default: every ingest node) and ``relays`` the replicas that republish.
     """
 
     redis_url: str  # the session's server; the cluster picks its own database on it
@@ -262,6 +268,10 @@ class LocalCluster:
     homes: Mapping[str, str] = field(default_factory=dict)
     ingest: Mapping[str, int] = field(default_factory=dict)
     accounts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
+    replicas: int = 0
+    replication: Mapping[str, int] = field(default_factory=dict)
+    follow: Mapping[str, Iterable[str]] = field(default_factory=dict)
+    relays: Iterable[str] = ()
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -270,7 +280,14 @@ class LocalCluster:
         self.database = next(_databases) % 15 + 1
         self.cluster_redis_url = f"{base}/{self.database}"
         self.node_names = [f"ingest-{i}" for i in range(1, self.nodes + 1)]
+        self.replica_names = [f"replica-{i}" for i in range(1, self.replicas + 1)]
         self.procs = {name: NodeProcess(name, 0, self.directory / f"{name}.log") for name in self.node_names}
+        relays = set(self.relays)
+        for name in self.replica_names:
+            follow = tuple(self.follow.get(name, ()))
+            self.procs[name] = NodeProcess(
+                name, 0, self.directory / f"{name}.log", role="replica", follow=follow, relay=name in relays
+            )
         self.keys: dict[str, KeyPair] = {}
         self._clients: list[Client] = []
         self._wires: list[Wire] = []
@@ -303,6 +320,8 @@ class LocalCluster:
             )
             for name in self.node_names:
                 self.start_node(name)
+            for name in self.replica_names:
+                self.start_node(name)
             for name, role in self.accounts.items():
                 self.add_account(name, role)
             self.keys[STRANGER] = new_keypair()
@@ -325,7 +344,7 @@ class LocalCluster:
             wire.close()
         self._wires.clear()
         problems = []
-        for name in self.node_names:
+        for name in [*self.replica_names, *self.node_names]:
             if self.procs[name].running():
                 try:
                     status = self.stop_node(name)
@@ -368,10 +387,24 @@ class LocalCluster:
             "[ingest]",
             *(f"{key} = {value}" for key, value in self.ingest.items()),
             "",
+            "[replication]",
+            *(f"{key} = {value}" for key, value in self.replication.items()),
+            "",
         ]
         for proc in self.procs.values():
             proc.port = free_port()
-            lines += [f"[nodes.{proc.name}]", 'role = "ingest"', 'host = "127.0.0.1"', f"port = {proc.port}", ""]
+            proc.pub_port = free_port() if proc.role == "ingest" or proc.relay else 0
+            lines += [
+                f"[nodes.{proc.name}]",
+                f'role = "{proc.role}"',
+                'host = "127.0.0.1"',
+                f"port = {proc.port}",
+            ]
+            if proc.pub_port:
+                lines.append(f"pub_port = {proc.pub_port}")
+            if proc.follow:
+                lines.append("follow = [" + ", ".join(f'"{name}"' for name in proc.follow) + "]")
+            lines.append("")
         for ledger, home in self.homes.items():
             lines += [f"[ledgers.{ledger}]", f'home = "{home}"', ""]
         self.config_path.write_text("\n".join(lines))
@@ -410,7 +443,7 @@ class LocalCluster:
             log.write(f"--- start {proc.starts} ---\n".encode())
             log.flush()
             proc.process = subprocess.Popen(
-                [*CLI, "--log-level", "info", "ingest", "--config", str(self.config_path), "--node", name],
+                [*CLI, "--log-level", "info", proc.role, "--config", str(self.config_path), "--node", name],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -41,7 +41,7 @@ def cli(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProces
 
 def write_config(directory: Path) -> Path:
     path = directory / "cluster.toml"
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(5)]
     path.write_text(
         f"""
 [cluster]
@@ -54,10 +54,12 @@ default_home = "ingest-1"
 [nodes.ingest-1]
 role = "ingest"
 port = {ports[1]}
+pub_port = {ports[3]}
 
 [nodes.ingest-2]
 role = "ingest"
 port = {ports[2]}
+pub_port = {ports[4]}
 
 [ledgers.election-2026]
 home = "ingest-1"

@@ -32,6 +32,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         for running in ACTIVE:
-            for name in running.node_names:
+            for name in running.procs:
                 report.sections.append((f"log of {name} ({running.directory})", running.log_tail(name)))
     return report

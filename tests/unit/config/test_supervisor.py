@@ -30,7 +30,7 @@ def cluster(base: Path, redis: str = "redis://127.0.0.1:6390/0", nodes: dict[str
     data: dict[str, Any] = {
         "cluster": {"name": "local", "keys": "keys", "data": "run/data", "redis": redis, "default_home": "ingest-1"},
         "nodes": {
-            name: {"role": "ingest", "port": port}
+            name: {"role": "ingest", "port": port, "pub_port": port + 1000}
             for name, port in (nodes or {"ingest-1": 7101, "ingest-2": 7102}).items()
         },
     }

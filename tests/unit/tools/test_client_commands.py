@@ -211,8 +211,8 @@ def write_config(directory: Path, extra: str = "") -> Path:
     path = directory / "cluster.toml"
     path.write_text(
         '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-1"\n'
-        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\n'
-        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
         '[ledgers.far]\nhome = "ingest-2"\n' + extra
     )
     return path

@@ -1,0 +1,221 @@
+"""The replication feed over CURVE PUB/SUB: what a node publishes, and how a subscriber reads it.
+
+A message is two frames (docs/PROTOCOL.md, section 10):
+
+* a record: topic = the ledger's name; body = msgpack ``{"v": 1, "ledger", "height",
+  "hops", "from", "record"}``, where ``record`` is the record's bytes as stored (section 2)
+  and ``hops`` counts how many nodes published it (the home node: 1). The envelope is not
+  hashed: a relay raises ``hops`` without touching the record.
+* a heartbeat: topic ``*heads``; body ``{"v": 1, "from", "heads": {ledger: [height, hash]}}``,
+  the publisher's head of each ledger, every ``heartbeat_ms``. It lets a subscriber see a
+  gap at the end of a burst, when no later record would reveal it.
+
+PUB/SUB drops messages (slow joiners, full queues): the feed is only the fast path.
+Subscribers find what they missed by height (vledger.ingest.follow), and every message
+is validated here before anything uses it; a bad one raises FeedError and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zmq
+
+from ..config.settings import BrokerSettings
+from ..node.errors import FeedError
+from ..node.record import NAME_PATTERN
+from ..node.storefile import MAX_HEIGHT
+from .curve import AllowList, CurveServer, curve_client
+from .keys import KeyPair
+
+log = logging.getLogger(__name__)
+
+FEED_VERSION = 1
+HEADS_TOPIC = b"*heads"  # not a ledger name: those start with [a-z0-9]
+FEED_DOMAIN = "feed"  # its own ZAP domain: the feed's allow-list is not the request socket's
+HASH_SIZE = 32
+MAX_NAME = 64
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRecord:
+    ledger: str
+    height: int
+    hops: int
+    sender: str  # the node that published this copy
+    data: bytes  # the record's bytes; verified by the receiver before it is stored
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHeads:
+    sender: str
+    heads: dict[str, tuple[int, bytes]]  # ledger -> (height, hash)
+
+
+FeedMessage = FeedRecord | FeedHeads
+
+
+def encode_record(ledger: str, height: int, hops: int, sender: str, data: bytes) -> list[bytes]:
+    body = msgpack.packb(
+        {"v": FEED_VERSION, "ledger": ledger, "height": height, "hops": hops, "from": sender, "record": data}
+    )
+    return [ledger.encode("utf-8"), body]
+
+
+def encode_heads(sender: str, heads: dict[str, tuple[int, bytes]]) -> list[bytes]:
+    body = msgpack.packb(
+        {"v": FEED_VERSION, "from": sender, "heads": {k: [h, link] for k, (h, link) in sorted(heads.items())}}
+    )
+    return [HEADS_TOPIC, body]
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_NAME or not NAME_PATTERN.fullmatch(value):
+        raise FeedError(f"{what}: not a name")
+    return value
+
+
+def _height(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value < MAX_HEIGHT:
+        raise FeedError(f"{what}: not a height")
+    return value
+
+
+def decode_message(frames: list[bytes], max_record_bytes: int) -> FeedMessage:
+    """A feed message's frames, checked field by field; FeedError for anything else."""
+    if len(frames) != 2:
+        raise FeedError(f"a feed message is 2 frames, not {len(frames)}")
+    topic, body = frames
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=max_record_bytes)
+    except Exception as e:  # msgpack raises many kinds: every one means a bad message
+        raise FeedError(f"undecodable feed message: {type(e).__name__}") from None
+    if not isinstance(message, dict) or message.get("v") != FEED_VERSION:
+        raise FeedError("a feed message is a map with v = 1")
+    sender = _name(message.get("from"), "from")
+    if topic == HEADS_TOPIC:
+        heads = message.get("heads")
+        if not isinstance(heads, dict) or set(message) != {"v", "from", "heads"}:
+            raise FeedError("a heads message has v, from and heads")
+        parsed: dict[str, tuple[int, bytes]] = {}
+        for ledger, value in heads.items():
+            if not isinstance(value, list) or len(value) != 2:
+                raise FeedError("heads: each head is [height, hash]")
+            height, link = value
+            if not isinstance(link, bytes) or len(link) != HASH_SIZE:
+                raise FeedError("heads: a hash is 32 bytes")
+            parsed[_name(ledger, "heads")] = (_height(height, "heads"), link)
+        return FeedHeads(sender, parsed)
+    if set(message) != {"v", "ledger", "height", "hops", "from", "record"}:
+        raise FeedError("a record message has v, ledger, height, hops, from and record")
+    ledger = _name(message["ledger"], "ledger")
+    if topic != ledger.encode("utf-8"):
+        raise FeedError("a record message's topic is its ledger")
+    hops = message["hops"]
+    if type(hops) is not int or not 1 <= hops <= 255:
+        raise FeedError("hops: an integer from 1 to 255")
+    data = message["record"]
+    if not isinstance(data, bytes):
+        raise FeedError("record: bytes")
+    return FeedRecord(ledger, _height(message["height"], "height"), hops, sender, data)
+
+
+class Publisher:
+    """A node's feed: a CURVE PUB socket whose subscribers must be on ``allow_list``.
+
+    Never blocks: past ``send_hwm`` queued messages a subscriber's copies are dropped, and
+    it catches up by height. One thread only (ZeroMQ sockets are not thread-safe).
+    """
+
+    def __init__(
+        self, name: str, keys: KeyPair, endpoint: str, allow_list: AllowList, settings: BrokerSettings, send_hwm: int
+    ) -> None:
+        self.name = name
+        self.server = CurveServer(
+            keys, endpoint, allow_list, socket_type=zmq.PUB, settings=settings, domain=FEED_DOMAIN
+        )
+        self.server.socket.sndhwm = send_hwm
+        self.socket = self.server.socket
+        self.sent = 0
+
+    def self_test(self) -> None:
+        self.server.self_test()
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
+        self._send(encode_record(ledger, height, hops, self.name, data))
+
+    def heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        self._send(encode_heads(self.name, heads))
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self.socket.send(frames[0], _SNDMORE_NOBLOCK)
+            self.socket.send(frames[1], _NOBLOCK)
+            self.sent += 1
+        except zmq.Again:  # PUB never says so for a full queue; a busy socket is the same loss
+            log.debug("feed message dropped")
+
+    def close(self, linger_ms: int = 0) -> None:
+        self.server.close(linger_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSource:
+    name: str
+    endpoint: str
+    key: str  # the publisher's z85 public key
+
+
+class Subscriber:
+    """A SUB socket on the feeds of ``sources``, CURVE-authenticated with ``keys`` (one thread)."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        keys: KeyPair,
+        sources: Iterable[FeedSource],
+        *,
+        receive_hwm: int,
+        max_message_bytes: int,
+        max_record_bytes: int,
+    ) -> None:
+        self.max_record_bytes = max_record_bytes
+        self.socket: zmq.Socket[Any] | None = None
+        self.rejected = 0
+        for source in sources:
+            if self.socket is None:
+                self.socket = curve_client(ctx, zmq.SUB, source.key, keys)
+                self.socket.rcvhwm = receive_hwm
+                self.socket.maxmsgsize = max_message_bytes
+                self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+            else:  # CURVE options apply per connection, at connect time
+                self.socket.curve_serverkey = source.key.encode("ascii")
+            self.socket.connect(source.endpoint)
+
+    def receive(self, timeout_ms: int, max_messages: int) -> list[FeedMessage]:
+        """What arrived, waiting up to ``timeout_ms`` for the first message; bad ones dropped."""
+        socket = self.socket
+        if socket is None or not socket.poll(timeout_ms, zmq.POLLIN):
+            return []
+        messages: list[FeedMessage] = []
+        for _ in range(max_messages):
+            try:
+                frames = socket.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                messages.append(decode_message(frames, self.max_record_bytes))
+            except FeedError as e:
+                self.rejected += 1
+                log.warning("feed message dropped: %s", e)
+        return messages
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)

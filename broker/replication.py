@@ -1,0 +1,245 @@
+"""The Redis side of replication: one stream per ledger, and who holds how much of it.
+
+Keys (``vledger`` is the namespace):
+
+* ``vledger:chain:<ledger>``: a stream of the ledger's records, entry id ``<height>-1``
+  (Redis refuses the id ``0-0``, which genesis would take with ``-0``), fields ``record``
+  (the record's bytes, docs/PROTOCOL.md section 2) and ``origin`` (the home node).
+  Redis refuses an id at or below the top one, so a replayed height is never
+  added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
+  home node's ``range`` command.
+* ``vledger:ledgers``: a hash, ledger -> its home node.
+* ``vledger:held:<ledger>``: a hash, node -> the height up to which the node holds the
+  ledger, every record from genesis on verified. A node stores a ledger strictly in
+  order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
+  the replication count of record h is the number of nodes whose held height is >= h.
+  Why not a set of holders per record (``SADD``): it answers the same question exactly,
+  is as idempotent (the height only ever grows, a redelivery changes nothing), and costs
+  one field per node instead of one key per record and node.
+* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance, for
+  the ingest nodes that wait on a write concern.
+* ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "vledger"
+ALERTS_MAX_LEN = 100_000
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+# HSET the node's height only if it grows: a late or repeated report never lowers it.
+_ADVANCE = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local height = tonumber(ARGV[2])
+if height > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
+  return height
+end
+return current
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One record as the stream holds it."""
+
+    ledger: str
+    height: int
+    data: bytes
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A finding: what failed on which node, at which ledger and height."""
+
+    node: str
+    ledger: str
+    height: int
+    what: str  # an error code of docs/PROTOCOL.md (bad_link, record_conflict, fork, ...)
+    detail: str
+    source: str = ""  # where the faulty data came from, when it came from elsewhere
+    expected: str = ""
+    found: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "node": self.node,
+            "ledger": self.ledger,
+            "height": str(self.height),
+            "what": self.what,
+            "detail": self.detail,
+            "source": self.source,
+            "expected": self.expected,
+            "found": self.found,
+            "at_ms": str(time.time_ns() // 1_000_000),
+        }
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def entry_id(height: int) -> str:
+    return f"{height}-1"
+
+
+def entry_height(key: Any) -> int:
+    """The height of a stream entry id ``<height>-1``."""
+    return int(_text(key).split("-", 1)[0])
+
+
+class ReplicationLedger:
+    """Streams, holder heights and alerts on one Redis (``client`` from ``redis_server.connect``)."""
+
+    def __init__(self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 1_000_000) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.stream_max_len = stream_max_len
+        self._advance = client.register_script(_ADVANCE)
+
+    # --- keys -----------------------------------------------------------------------
+
+    def stream_key(self, ledger: str) -> str:
+        return f"{self.namespace}:chain:{ledger}"
+
+    def held_key(self, ledger: str) -> str:
+        return f"{self.namespace}:held:{ledger}"
+
+    @property
+    def ledgers_key(self) -> str:
+        return f"{self.namespace}:ledgers"
+
+    @property
+    def held_channel(self) -> str:
+        return f"{self.namespace}:held"
+
+    @property
+    def alerts_key(self) -> str:
+        return f"{self.namespace}:alerts"
+
+    # --- the streams ----------------------------------------------------------------
+
+    def add(self, records: Sequence[StreamRecord]) -> int:
+        """Add records to their ledgers' streams in one round trip; returns how many were new.
+
+        A record whose height is already in its stream (a publisher that restarted and sends
+        again) is refused by Redis and skipped here: the stream keeps the first one.
+        """
+        if not records:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.xadd(
+                self.stream_key(record.ledger),
+                {"record": record.data, "origin": record.origin},
+                id=entry_id(record.height),
+                maxlen=self.stream_max_len,
+                approximate=True,
+            )
+        for ledger, origin in {(r.ledger, r.origin) for r in records}:
+            pipe.hsetnx(self.ledgers_key, ledger, origin)
+        added = 0
+        for result in pipe.execute(raise_on_error=False)[: len(records)]:
+            if isinstance(result, redis.exceptions.ResponseError):
+                if "equal or smaller" not in str(result):
+                    raise result
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                added += 1
+        return added
+
+    def last_height(self, ledger: str) -> int:
+        """The height of the stream's last record, -1 if it has none."""
+        entries = self.client.xrevrange(self.stream_key(ledger), count=1)
+        return entry_height(entries[0][0]) if entries else -1
+
+    def last_heights(self, ledgers: Iterable[str]) -> dict[str, int]:
+        names = list(ledgers)
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in names:
+            pipe.xrevrange(self.stream_key(ledger), count=1)
+        return {
+            ledger: entry_height(entries[0][0]) if entries else -1
+            for ledger, entries in zip(names, pipe.execute(), strict=True)
+        }
+
+    def read(self, ledger: str, start: int, count: int, stop: int | None = None) -> list[StreamRecord]:
+        """Up to ``count`` records from height ``start`` on (below ``stop``), in order. The first
+        one is above ``start`` when the stream was trimmed past it: the caller must check."""
+        end = "+" if stop is None else entry_id(stop - 1)
+        if stop is not None and stop <= start:
+            return []
+        entries = self.client.xrange(self.stream_key(ledger), min=entry_id(start), max=end, count=count)
+        records = []
+        for key, fields in entries:
+            records.append(
+                StreamRecord(ledger, entry_height(key), bytes(fields[b"record"]), _text(fields.get(b"origin", b"")))
+            )
+        return records
+
+    def ledgers(self) -> dict[str, str]:
+        """Every ledger a home node announced, with its home."""
+        return {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+
+    # --- who holds what ---------------------------------------------------------------
+
+    def advance(self, node: str, ledger: str, height: int) -> int:
+        """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
+        return int(self._advance(keys=[self.held_key(ledger), self.held_channel], args=[node, height, ledger]))
+
+    def held(self, ledger: str) -> dict[str, int]:
+        """node -> the height up to which it holds ``ledger``."""
+        return {_text(k): int(v) for k, v in self.client.hgetall(self.held_key(ledger)).items()}
+
+    def holders(self, ledger: str, height: int) -> list[str]:
+        """The nodes that hold record ``height`` of ``ledger``."""
+        return sorted(node for node, held in self.held(ledger).items() if held >= height)
+
+    # --- alerts ---------------------------------------------------------------------
+
+    def alert(self, alert: Alert) -> str:
+        key = self.client.xadd(self.alerts_key, alert.fields(), maxlen=ALERTS_MAX_LEN, approximate=True)
+        return _text(key)
+
+    def alerts(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest alerts, oldest first, each with its stream id as ``id``."""
+        entries = self.client.xrevrange(self.alerts_key, count=count)
+        return [
+            {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}} for key, fields in reversed(entries)
+        ]
+
+
+def count_distribution(held: dict[str, int], size: int) -> dict[int, int]:
+    """How many of a ledger's ``size`` records have each replication count, from the holders' heights.
+
+    Record h is held by every node whose height is >= h: sort the heights, and each step
+    between two of them is a run of records with one count.
+    """
+    distribution: dict[int, int] = {}
+    below = size  # records at heights >= the current bound, not yet counted
+    heights = sorted((min(h, size - 1) for h in held.values() if h >= 0), reverse=True)
+    holders = 0
+    top = size - 1
+    for height in heights:
+        if height < top:
+            if top - height > 0:
+                distribution[holders] = distribution.get(holders, 0) + (top - height)
+            below -= top - height
+            top = height
+        holders += 1
+    if below > 0:
+        distribution[holders] = distribution.get(holders, 0) + below
+    return {count: n for count, n in sorted(distribution.items()) if n}

@@ -1,0 +1,44 @@
+"""The cluster's own nodes as callers: a replica reads from its home nodes with its node key.
+
+Every node named in the configuration whose public key is in the key directory may use
+the read commands of every other node and subscribe to every feed, without an account in
+the registry: the configuration and its key directory are what make a host a member.
+Other subscribers (an observer run by a third party) are accounts of the ``replica`` or
+``observer`` role, added by an admin like any other account.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..broker.accounts import AccountsSnapshot, Role
+from ..broker.keys import load_public
+from ..config.cluster import ClusterConfig
+from ..node.errors import KeyMaterialError
+from .service import Caller
+
+log = logging.getLogger(__name__)
+
+FEED_ROLES = frozenset((Role.REPLICA, Role.OBSERVER))
+
+
+def member_callers(config: ClusterConfig, me: str) -> dict[str, Caller]:
+    """z85 public key -> the Caller of each other node of the configuration (role ``replica``)."""
+    callers = {}
+    for node in config.nodes.values():
+        if node.name == me:
+            continue
+        path = config.public_key_path(node.name)
+        try:
+            key = load_public(path)
+        except KeyMaterialError as e:
+            log.warning("node %s: no usable public key (%s); it cannot reach this node", node.name, e)
+            continue
+        callers[key] = Caller(node.name, Role.REPLICA.value, key)
+    return callers
+
+
+def feed_keys(snapshot: AccountsSnapshot, members: dict[str, Caller]) -> frozenset[str]:
+    """Who may subscribe to a feed: the members, and enabled accounts of the replica or observer role."""
+    accounts = {key for key in snapshot.allowed_keys() if (owner := snapshot.lookup(key)) and owner.role in FEED_ROLES}
+    return frozenset(members) | accounts

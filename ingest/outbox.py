@@ -1,0 +1,201 @@
+"""The outbox: every record a node's store makes durable goes to its Redis stream, then on the feed.
+
+The store is the source of truth. The committer hands each group's records over (a
+callback that only queues them); one thread adds them to the ledgers' streams in a
+pipelined round trip, then publishes them on the node's PUB socket, then records that
+this node holds them. If Redis is down the feed goes on without it, and once Redis is
+back the outbox reads what the stream lacks from the store: the stream's last height is
+the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
+``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
+
+A replica that relays runs an outbox too, with ``stream=False``: the home node's outbox
+fills the streams, and a relay only republishes, with one more hop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..broker.feed import Publisher
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, StreamRecord
+from ..config.cluster import ReplicationSettings
+from ..node.record import Record
+from ..node.store import ChainStore
+
+log = logging.getLogger(__name__)
+
+REDIS_RETRY_SECONDS = 1.0
+
+
+class Outbox:
+    """Streams and publishes a store's new records, on a thread of its own (:meth:`start`)."""
+
+    def __init__(
+        self,
+        name: str,
+        store: ChainStore,
+        publisher: Publisher | None,
+        replication: ReplicationLedger | None,
+        settings: ReplicationSettings,
+        *,
+        stream: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.publisher = publisher
+        self.replication = replication
+        self.settings = settings
+        self.stream = stream and replication is not None
+        self._clock = clock
+        self._queue: collections.deque[tuple[list[Record], int]] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._streamed: dict[str, int] | None = None  # ledger -> the stream's last height; None: ask Redis
+        self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
+        self._redis_retry_at = 0.0
+        self.published = 0
+
+    # --- any thread -------------------------------------------------------------------
+
+    def committed(self, records: list[Record], hops: int = 1) -> None:
+        """Queue a group's durable records (the store's ``on_commit``): quick, never raises."""
+        self._queue.append((records, hops))
+        self._wake.set()
+
+    def start(self) -> Outbox:
+        self._thread = threading.Thread(target=self._run, name=f"outbox-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Publish what is queued, then stop."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    # --- the outbox thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        heartbeat = self.settings.heartbeat_ms / 1000
+        next_beat = self._clock()
+        self._sync_redis()
+        while True:
+            self._wake.wait(max(0.0, next_beat - self._clock()))
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                self._drain()
+                if self._clock() >= next_beat:
+                    next_beat = self._clock() + heartbeat
+                    if self.publisher is not None:
+                        self.publisher.heads(self.store.heads())
+                    self._sync_redis()
+            except Exception:  # the outbox must outlive any one failure: the store has it all
+                log.exception("outbox: publishing failed; trying again")
+                self._streamed = None
+            if stopping and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch: list[Record] = []
+            hops_of: list[int] = []
+            while self._queue and len(batch) < self.settings.catch_up_batch:
+                records, hops = self._queue.popleft()
+                batch.extend(records)
+                hops_of.extend([hops] * len(records))
+            self._to_stream(batch)
+            if self.publisher is not None:
+                for record, hops in zip(batch, hops_of, strict=True):
+                    if hops <= self.settings.max_hops:
+                        self.publisher.record(record.ledger, record.height, record.encode(), hops)
+                        self.published += 1
+            self._report({r.ledger: r.height for r in batch})
+
+    def _redis_usable(self) -> bool:
+        return self.replication is not None and self._clock() >= self._redis_retry_at
+
+    def _redis_failed(self, error: Exception) -> None:
+        log.warning("outbox: Redis unavailable (%s); the feed goes on, the stream catches up later", error)
+        self._streamed = None
+        self._redis_retry_at = self._clock() + REDIS_RETRY_SECONDS
+
+    def _to_stream(self, batch: list[Record]) -> None:
+        """Add ``batch`` to the streams, first whatever the streams lack below it (from the store)."""
+        if not self.stream or not self._redis_usable():
+            return
+        assert self.replication is not None
+        try:
+            if self._streamed is None:
+                self._sync_redis()
+                return  # the sync read the whole store, this batch included
+            first: dict[str, int] = {}
+            for record in batch:
+                first.setdefault(record.ledger, record.height)
+            for ledger, height in first.items():
+                if self._streamed.get(ledger, -1) < height - 1:
+                    self._fill(ledger, height)
+            fresh = [r for r in batch if r.height > self._streamed.get(r.ledger, -1)]
+            self.replication.add([StreamRecord(r.ledger, r.height, r.encode(), r.origin) for r in fresh])
+            for record in fresh:
+                self._streamed[record.ledger] = record.height
+        except REDIS_ERRORS as e:
+            self._redis_failed(e)
+
+    def _fill(self, ledger: str, stop: int) -> None:
+        """Stream the store's records of ``ledger`` from the stream's last height up to ``stop``."""
+        assert self.replication is not None and self._streamed is not None
+        start = self._streamed.get(ledger, -1) + 1
+        batch: list[StreamRecord] = []
+        for height, data in self.store.range_raw(ledger, start, stop):
+            batch.append(StreamRecord(ledger, height, data, self.name))
+            if len(batch) >= self.settings.catch_up_batch:
+                self.replication.add(batch)
+                self._streamed[ledger] = height
+                batch = []
+        if batch:
+            self.replication.add(batch)
+            self._streamed[ledger] = batch[-1].height
+
+    def _sync_redis(self) -> None:
+        """After a start or a Redis outage: the streams' last heights, then what they lack."""
+        if not self._redis_usable():
+            return
+        assert self.replication is not None
+        try:
+            heads = self.store.heads()
+            if self.stream and self._streamed is None:
+                self._streamed = self.replication.last_heights(heads)
+                for ledger, (height, _) in heads.items():
+                    if self._streamed[ledger] < height:
+                        log.info(
+                            "outbox: stream of %s is at %d, store at %d: filling",
+                            ledger,
+                            self._streamed[ledger],
+                            height,
+                        )
+                        self._fill(ledger, height + 1)
+            self._reported.clear()
+            self._report({ledger: height for ledger, (height, _) in heads.items()})
+        except REDIS_ERRORS as e:
+            self._redis_failed(e)
+
+    def _report(self, heights: dict[str, int]) -> None:
+        """Tell Redis how far this node holds each ledger (what replication counts are made of)."""
+        if not self._redis_usable():
+            return
+        assert self.replication is not None
+        try:
+            for ledger, height in heights.items():
+                if self._reported.get(ledger, -1) < height:
+                    self._reported[ledger] = self.replication.advance(self.name, ledger, height)
+        except REDIS_ERRORS as e:
+            self._redis_failed(e)

@@ -1,0 +1,264 @@
+"""A replica node process: `vledger replica --config config/cluster.toml --node NAME`.
+
+It holds its own ChainStore and fills it from the feeds of the nodes it follows (CURVE
+SUB, under its node key), with the Redis streams and the followed nodes' ``range``
+command to fill gaps (vledger.ingest.follow). It reports each advance to Redis (the
+replication counts), serves the read commands on its own CURVE ROUTER, and with a
+``pub_port`` republishes what it stores, one hop further, for replicas downstream.
+
+Start-up order: the store opens and checks its heads, the SUB socket subscribes (so that
+nothing published from then on is missed), the read socket binds and passes its
+self-test, then the catch-up runs; until it is done, ``hello`` answers ``current: false``.
+SIGTERM and SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .. import __version__
+from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.client import Client, NodeAddress
+from ..broker.curve import AllowList, CurveServer, process_context, stop_authenticator
+from ..broker.feed import FeedSource, Publisher, Subscriber
+from ..broker.keys import load_public, load_secret
+from ..broker.redis_server import connect
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..config.cluster import ClusterConfig, NodeConfig
+from ..node.errors import SettingsError
+from ..node.store import ChainStore
+from .accounts import CachedAccounts
+from .follow import Follower
+from .loop import RequestLoop
+from .members import feed_keys, member_callers
+from .outbox import Outbox
+from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys
+from .service import AccountAdmin, IngestService
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SLICE_MS = 200
+RECEIVE_BATCH = 5000
+SOURCE_TIMEOUT = 5.0
+HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the heads messages
+
+
+class StreamSource:
+    """A ledger's records from its Redis stream."""
+
+    name = "redis"
+
+    def __init__(self, replication: ReplicationLedger) -> None:
+        self.replication = replication
+
+    def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
+        try:
+            return [(r.height, r.data) for r in self.replication.read(ledger, start, count)]
+        except REDIS_ERRORS as e:
+            raise OSError(f"Redis: {e}") from e
+
+    def heads(self) -> dict[str, int]:
+        try:
+            return self.replication.last_heights(self.replication.ledgers())
+        except REDIS_ERRORS as e:
+            raise OSError(f"Redis: {e}") from e
+
+
+class NodeSource:
+    """A ledger's records from a node's ``range`` command (a home node, or a relay upstream)."""
+
+    def __init__(self, name: str, client: Client) -> None:
+        self.name = name
+        self.client = client
+
+    def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
+        reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": count})
+        records = reply.get("records") if isinstance(reply, dict) else None
+        if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
+            raise OSError(f"{self.name}: range answered something else than records")
+        return [(start + i, data) for i, data in enumerate(records)]
+
+    def heads(self) -> dict[str, int]:
+        reply = self.client.call("ledger.list")
+        ledgers = reply.get("ledgers") if isinstance(reply, dict) else None
+        if not isinstance(ledgers, list):
+            raise OSError(f"{self.name}: ledger.list answered something else")
+        return {
+            item["ledger"]: item["size"] - 1
+            for item in ledgers
+            if isinstance(item, dict) and isinstance(item.get("ledger"), str) and type(item.get("size")) is int
+        }
+
+
+class _NoAdmin:
+    """A replica runs no admin command (they are not among its read commands)."""
+
+    def apply(self, command: str, args: Any) -> dict[str, Any]:
+        raise AssertionError("a replica serves no admin command")
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        raise AssertionError("a replica serves no admin command")
+
+
+def _followed(config: ClusterConfig, node: NodeConfig) -> list[NodeConfig]:
+    return [config.node(name) for name in node.follow]
+
+
+def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
+    sources = []
+    for followed in _followed(config, node):
+        assert followed.feed_endpoint is not None  # the configuration checks it
+        sources.append(
+            FeedSource(followed.name, followed.feed_endpoint, load_public(config.public_key_path(followed.name)))
+        )
+    return sources
+
+
+def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
+    node = config.node(name)
+    if node.role != "replica":
+        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a replica")
+    keys = load_secret(config.secret_key_path(name), passphrase)
+    redis_url = os.environ.get("REDIS_URL") or config.redis_url
+    registry = AccountRegistry(connect(redis_url))
+    replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
+    broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
+    store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
+    members = member_callers(config, name)
+    allow_list, feed_allow_list = AllowList(), AllowList()
+
+    def accounts_changed(keys: frozenset[str]) -> None:
+        allow_list.replace(keys | members.keys())
+        feed_allow_list.replace(feed_keys(cache.snapshot, members))
+
+    cache = AccountCache(registry, name, on_change=accounts_changed, poll_interval=broker.accounts_poll_ms / 1000)
+    ctx = process_context()
+    clients: list[Client] = []
+    outbox: Outbox | None = None
+    publisher: Publisher | None = None
+    subscriber: Subscriber | None = None
+    try:
+        cache.start()
+        subscriber = Subscriber(
+            ctx,
+            keys,
+            feed_sources(config, node),
+            receive_hwm=config.replication.receive_hwm,
+            max_message_bytes=broker.max_message_bytes,
+            max_record_bytes=config.settings.limits.max_record_bytes,
+        )
+        if node.feed_endpoint is not None:
+            publisher = Publisher(name, keys, node.feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
+            publisher.self_test()
+        outbox = Outbox(name, store, publisher, replication, config.replication, stream=False).start()
+        sources: list[Any] = [StreamSource(replication)]
+        for followed in _followed(config, node):
+            client = Client(
+                NodeAddress(followed.endpoint, load_public(config.public_key_path(followed.name))),
+                keys,
+                timeout=SOURCE_TIMEOUT,
+            )
+            clients.append(client)
+            sources.append(NodeSource(followed.name, client))
+        relay = outbox
+        stopping = threading.Event()
+        follower = Follower(
+            name,
+            store,
+            sources,
+            on_stored=lambda records, hops: relay.committed(records, hops + 1),
+            on_alert=lambda alert: _raise_alert(replication, alert),
+            batch=config.replication.catch_up_batch,
+            stopping=stopping.is_set,
+        )
+        with CurveServer(keys, node.endpoint, allow_list, settings=broker) as server:
+            server.self_test()
+            admin: AccountAdmin = _NoAdmin()
+            service = IngestService(
+                config,
+                node,
+                store,
+                CachedAccounts(cache, members=members),
+                admin,
+                node_keys(config),
+                version=__version__,
+                status=follower.status,
+            )
+            with RequestLoop(server.socket, service) as loop:
+                reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
+                reads.start()
+                with _stopped_by_signals(stopping, loop):
+                    log.info(
+                        "replica %s serving reads on %s, following %s", name, server.endpoint, ", ".join(node.follow)
+                    )
+                    _follow(follower, subscriber, stopping)
+                loop.stop()
+                reads.join()
+            server.close(linger_ms=SHUTDOWN_LINGER_MS)
+    finally:
+        if outbox is not None:
+            outbox.stop()
+        if publisher is not None:
+            publisher.close(linger_ms=SHUTDOWN_LINGER_MS)
+        if subscriber is not None:
+            subscriber.close()
+        for client in clients:
+            client.close()
+        cache.stop()
+        store.close()
+        stop_authenticator(ctx)
+        ctx.destroy(linger=0)
+        log.info("replica %s stopped", name)
+
+
+def _follow(follower: Follower, subscriber: Subscriber, stopping: threading.Event) -> None:
+    follower.start()
+    next_check = time.monotonic() + HEADS_EVERY
+    while not stopping.is_set():
+        messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
+        if messages:
+            follower.receive(messages)
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + HEADS_EVERY
+            _refresh_targets(follower)
+            follower.catch_up_all()
+
+
+def _refresh_targets(follower: Follower) -> None:
+    """The heads the Redis streams know: a safety net when no heads message gets through."""
+    source = follower.sources[0] if follower.sources else None
+    if isinstance(source, StreamSource):
+        try:
+            for ledger, height in source.heads().items():
+                follower.heard_of(ledger, height)
+        except OSError as e:
+            log.debug("heads from Redis unavailable: %s", e)
+
+
+def _raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
+    try:
+        replication.alert(alert)
+    except REDIS_ERRORS as e:
+        log.error("alert not recorded in Redis (%s): %s", e, alert)
+
+
+@contextmanager
+def _stopped_by_signals(stopping: threading.Event, loop: RequestLoop) -> Iterator[None]:
+    def stop(*_: object) -> None:
+        stopping.set()
+        loop.stop()
+
+    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
