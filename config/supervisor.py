@@ -6,8 +6,8 @@ One program per process, in start order:
   the redis-server given in the layout on the URL's port, bound to 127.0.0.1, append-only,
   its data in ``<run>/redis``. A Redis elsewhere is not run here.
 * one program per node of ``[nodes]``, named as the node: ``vledger --log-level info <role>
-  --config <config> --node <name>``. Today every node is an ingest node; replicas, the
-  verifier and observers join the same way, by their role.
+  --config <config> --node <name>``: ingest nodes, then replicas (the verifier and
+  observers join the same way, by their role).
 
 Paths inside the run directory are written as ``%(here)s/...`` (supervisor expands it to the
 directory of the file itself), every other path absolute. Nothing secret goes in: each node
@@ -125,7 +125,9 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
             "--config", str(cluster.path),
             "--node", node.name,
         )  # fmt: skip
-        programs.append(Program(node.name, node.role, command, 200, python=True))
+        # Home nodes first: a replica's start-up catch-up asks them.
+        priority = 200 if node.role == "ingest" else 300
+        programs.append(Program(node.name, node.role, command, priority, python=True))
     return programs
 
 

@@ -12,8 +12,10 @@ As the cluster's admin, over the client protocol:
    next of its chain, and replayed through the rules engine: an independent recount from the
    chain alone, which is what observers do. The election's tally must equal the tally before
    this run plus what this run wrote;
-4. each node's store directory is verified read-only from every genesis, as ``vledger verify``
-   does (a live store in WAL mode reads fine).
+4. the demo waits (up to a deadline) until every replica holds every ledger up to its head,
+   as Redis's holder heights say, and shows the replication counts;
+5. each node's store directory on this host, replicas included, is verified read-only from
+   every genesis, as ``vledger verify`` does (a live store in WAL mode reads fine).
 
 Running it again adds a new batch (new voter ids) to the same ledgers. Batches are planned
 by pure functions (:func:`plan_voters`, :func:`plan_batch`), written by :class:`ClusterDemo`.
@@ -33,6 +35,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..broker.client import Client
+from ..broker.redis_server import connect
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
 from ..node.errors import KeyExistsError, NodeUnavailableError, UsageError
@@ -65,6 +69,8 @@ OPENS_BEFORE_MS = 60_000
 CHUNK = 64  # records sent at once to one node, all in flight together
 PROGRESS_LINES_EVERY = 5.0  # seconds between plain progress lines off a terminal
 TIMEOUT = 30.0
+REPLICATION_WAIT = 60.0  # seconds for every replica to hold every record the run wrote
+POLL = 0.1
 UNCAST_SHARE = 0.10  # voters who take their vote back and cast again
 WITHDRAW_SHARE = 0.03
 DONATIONS = 5
@@ -230,6 +236,21 @@ class ChainReadBack:
 
 
 @dataclass(frozen=True, slots=True)
+class Replication:
+    """Who holds how much of a ledger, as Redis says once the replicas caught up (or the deadline passed)."""
+
+    ledger: str
+    size: int
+    held: dict[str, int]  # node -> the height it holds up to
+    counts: dict[int, int]  # replication count -> how many records have it
+    replicas: tuple[str, ...]  # the configuration's replica nodes
+
+    @property
+    def complete(self) -> bool:
+        return all(self.held.get(node, -1) >= self.size - 1 for node in self.replicas)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterDemoRun:
     cluster: str
     account: str
@@ -241,6 +262,8 @@ class ClusterDemoRun:
     chains: list[ChainReadBack]
     expected: dict[str, int]  # the election's counts: before this run, plus what it wrote
     stores: list[tuple[str, Path, Verification]]
+    replication: list[Replication] = field(default_factory=list)
+    replication_seconds: float = 0.0
 
     def chain(self, ledger: str) -> ChainReadBack:
         return next(c for c in self.chains if c.ledger == ledger)
@@ -267,6 +290,7 @@ class ClusterDemoRun:
             self.tally_matches
             and not any(c.violations for c in self.chains)
             and all(result.ok for _, _, result in self.stores)
+            and all(r.complete for r in self.replication)
         )
 
 
@@ -341,6 +365,10 @@ class ClusterDemo:
         chains = [self.read_back(ledger) for ledger in LEDGERS]
         counts = election.tally().counts
         expected = Counter(counts) + batch.counted()
+        if self.config.nodes_of("replica"):
+            say(f"Waiting for the {len(self.config.nodes_of('replica'))} replicas to hold every record...")
+        started = time.monotonic()
+        replication = self._replication({chain.ledger: chain.records for chain in chains})
         return ClusterDemoRun(
             cluster=self.config.name,
             account=account,
@@ -352,6 +380,8 @@ class ClusterDemo:
             chains=chains,
             expected={choice: expected[choice] for choice in counts},
             stores=self._verify_stores(),
+            replication=replication,
+            replication_seconds=time.monotonic() - started,
         )
 
     def _create_missing(self, account: str) -> list[str]:
@@ -431,12 +461,39 @@ class ClusterDemo:
             raise NodeUnavailableError(f"{session.node.name}: no records of {ledger!r}")
         return ChainReadBack(ledger, session.node.name, state.head, violations, state.domain)
 
+    def _replication(self, sizes: dict[str, int]) -> list[Replication]:
+        """Each ledger's holder heights once every replica holds it all, or at the deadline."""
+        replicas = tuple(node.name for node in self.config.nodes_of("replica"))
+        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        repl = ReplicationLedger(client)
+        deadline = time.monotonic() + REPLICATION_WAIT
+        try:
+            while True:
+                views = [
+                    Replication(ledger, size, held, count_distribution(held, size), replicas)
+                    for ledger, size in sizes.items()
+                    for held in [self._held(repl, ledger)]
+                ]
+                if all(view.complete for view in views) or time.monotonic() > deadline:
+                    return views
+                time.sleep(POLL)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _held(repl: ReplicationLedger, ledger: str) -> dict[str, int]:
+        try:
+            return repl.held(ledger)
+        except REDIS_ERRORS:
+            return {}
+
     def _verify_stores(self) -> list[tuple[str, Path, Verification]]:
-        """Each node's store, read-only, from every genesis: what ``vledger verify DIR`` does."""
+        """Each node's store on this host, read-only, from every genesis: what ``vledger verify DIR`` does."""
         stores = []
-        for node in self.config.ingest_nodes():
+        for node in [*self.config.ingest_nodes(), *self.config.nodes_of("replica")]:
             path = self.config.store_dir(node.name)
-            stores.append((node.name, path, verify_path(path, None, self.limits)))
+            if node.role == "ingest" or path.is_dir():
+                stores.append((node.name, path, verify_path(path, None, self.limits)))
         return stores
 
 

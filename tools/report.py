@@ -107,6 +107,14 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
     balances = ", ".join(f"{account} {amount:,}" for account, amount in resources.balances.items())
     print(f"resources ({resources.unit}): {resources.issued:,} issued; balances: {balances or 'none'}")
 
+    if run.replication:
+        print(f"\nReplication (Redis holder heights, {run.replication_seconds:.1f} s after the last write):")
+        for view in run.replication:
+            counts = ", ".join(f"{n:,} records held by {count} nodes" for count, n in sorted(view.counts.items()))
+            missing = [node for node in view.replicas if view.held.get(node, -1) < view.size - 1]
+            state = f"replicas behind: {', '.join(missing)}" if missing else f"on all {len(view.replicas)} replicas"
+            print(f"  {view.ledger:<{width}}  {counts}; {state}")
+
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:
         print(f"  {node}  {path}")
