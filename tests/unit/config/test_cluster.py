@@ -1,0 +1,104 @@
+"""The cluster configuration: topology, feeds and followers, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.config.cluster import ReplicationSettings, cluster_from_mapping, load_cluster
+from vledger.node.errors import SettingsError
+
+REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "cluster.toml"
+
+BASE: dict[str, Any] = {
+    "cluster": {"name": "t", "keys": "keys", "data": "data", "default_home": "in-1"},
+    "nodes": {
+        "in-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+        "in-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+        "rep-1": {"role": "replica", "port": 7011},
+    },
+}
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        table = data
+        *parents, last = path.split("__")
+        for key in parents:
+            table = table.setdefault(key, {})
+        if value is None:
+            del table[last]
+        else:
+            table[last] = value
+    return data
+
+
+def load(data: dict[str, Any]) -> Any:
+    return cluster_from_mapping(data, Path("/etc/vledger/cluster.toml"))
+
+
+def refused(data: dict[str, Any]) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load(data)
+    message = str(caught.value)
+    assert message.startswith("/etc/vledger/cluster.toml"), message
+    return message
+
+
+def test_the_local_default_topology_loads() -> None:
+    cluster = load_cluster(REPO_CONFIG)
+    assert [n.name for n in cluster.nodes_of("ingest")] == ["ingest-1", "ingest-2"]
+    assert [n.name for n in cluster.nodes_of("replica")] == ["replica-1", "replica-2", "replica-3"]
+    assert all(n.feed_endpoint is not None for n in cluster.nodes_of("ingest"))
+    assert all(n.follow == ("ingest-1", "ingest-2") for n in cluster.nodes_of("replica"))
+    assert cluster.replication.max_hops == 1
+
+
+def test_a_replica_follows_every_ingest_node_by_default() -> None:
+    cluster = load(config())
+    assert cluster.node("rep-1").follow == ("in-1", "in-2")
+    assert cluster.node("rep-1").feed_endpoint is None
+    assert cluster.node("in-1").feed_endpoint == "tcp://127.0.0.1:7101"
+    assert cluster.replication == ReplicationSettings()
+
+
+def test_a_relay_publishes_and_others_follow_it() -> None:
+    cluster = load(
+        config(
+            **{
+                "nodes__rep-2": {"role": "replica", "port": 7012, "follow": ["rep-1"]},
+                "nodes__rep-1__pub_port": 7111,
+                "replication": {"max_hops": 2},
+            }
+        )
+    )
+    assert cluster.node("rep-2").follow == ("rep-1",)
+    assert cluster.node("rep-1").feed_endpoint == "tcp://127.0.0.1:7111"
+    assert cluster.replication.max_hops == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"nodes__in-1__pub_port": None}, "nodes.in-1.pub_port: an ingest node publishes"),
+        ({"nodes__in-1__pub_port": 7002}, "nodes.in-2.port: 127.0.0.1:7002 is already used by in-1.pub_port"),
+        ({"nodes__in-1__pub_port": 0}, "nodes.in-1.pub_port: expected a port number"),
+        ({"nodes__rep-1__follow": ["nobody"]}, "nodes.rep-1.follow: 'nobody' is not a node"),
+        ({"nodes__rep-1__follow": ["rep-1"]}, "nodes.rep-1.follow: a node cannot follow itself"),
+        ({"nodes__rep-1__follow": "in-1"}, "nodes.rep-1.follow: expected a list"),
+        ({"nodes__in-2__follow": ["in-1"]}, "nodes.in-2.follow: only a replica follows"),
+        (
+            {"nodes__rep-2": {"role": "replica", "port": 7012, "follow": ["rep-1"]}},
+            "rep-1' is not a node of [nodes] with a pub_port",
+        ),
+        ({"nodes__rep-1__role": "verifier"}, "nodes.rep-1.role: 'verifier' is not one of"),
+        ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
+        ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
+    ],
+)
+def test_mistakes_are_named_with_the_file_and_key(changes: dict[str, Any], named: str) -> None:
+    assert named in refused(config(**changes))
