@@ -33,6 +33,13 @@ def positive(value: str) -> int:
     return int(value)
 
 
+def count_arg(value: str) -> int:
+    """A count from 0 up (a write concern, a number of records)."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+    return int(value)
+
+
 def difficulty(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"{value!r} is not a difficulty in 0..64")

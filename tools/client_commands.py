@@ -22,7 +22,7 @@ from ..node.ledger import LedgerRules
 from ..node.rules.engine import DOMAINS
 from ..node.sealed import seal, unseal
 from . import client_payloads as build
-from .args import Subparsers, add_command, add_json_option, difficulty, ledger_name, node_name
+from .args import Subparsers, add_command, add_json_option, count_arg, difficulty, ledger_name, node_name
 from .client_output import (
     print_account_change,
     print_accounts,
@@ -216,7 +216,8 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
 
 
 def cmd_put(session: Session, args: argparse.Namespace) -> int:
-    print_receipt(session.put(args.ledger, Write(args.kind, args.payload), args.request_id, args.ts), as_json=args.json)
+    receipt = session.put(args.ledger, Write(args.kind, args.payload), args.request_id, args.ts, replicas=args.replicas)
+    print_receipt(receipt, as_json=args.json)
     return EXIT_OK
 
 
@@ -268,6 +269,15 @@ def _add_record_verbs(commands: Subparsers) -> None:
     put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     put.add_argument("kind", metavar="KIND", help="one of the kinds the ledger's genesis allows")
     put.add_argument("--payload", type=json_map, required=True, metavar="JSON", help="a JSON object")
+    put.add_argument(
+        "-w",
+        "--replicas",
+        type=count_arg,
+        default=0,
+        metavar="N",
+        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
+        "stays written at home)",
+    )
 
     get = _verb(
         commands,

@@ -32,6 +32,8 @@ def print_receipt(receipt: dict[str, Any], *, as_json: bool, **extra: Any) -> No
     done = "already written (a retry: nothing new)" if receipt.get("duplicate") else "written"
     print(f"{done}: ledger {receipt.get('ledger')} height {receipt.get('height')}")
     print(f"hash {jsonable(receipt.get('hash'))}")
+    if "replicas" in receipt:
+        print(f"held by replicas: {', '.join(map(str, receipt['replicas']))}")
     for key, value in {**(receipt.get("values") or {}), **extra}.items():
         print(f"{key.replace('_', ' ')}: {jsonable(value)}")
 

@@ -269,8 +269,9 @@ def record_map(record: Record) -> dict[str, Any]:
 
 
 def receipt_map(receipt: dict[str, Any]) -> dict[str, Any]:
-    """A receipt (docs/PROTOCOL.md section 6) with its hashes as hex."""
-    return {key: jsonable(receipt.get(key)) for key in ("ledger", "height", "hash", "checksum", "duplicate", "values")}
+    """A receipt (docs/PROTOCOL.md section 6) with its hashes as hex; with a write concern, the replicas."""
+    keys = ("ledger", "height", "hash", "checksum", "duplicate", "values")
+    return {key: jsonable(receipt.get(key)) for key in (*keys, *(("replicas",) if "replicas" in receipt else ()))}
 
 
 def time_text(ms: int) -> str:

@@ -256,8 +256,11 @@ class Session:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def put(self, ledger: str, write: Write, request_id: str | None = None, ts: int | None = None) -> dict[str, Any]:
-        """Write one record on its ledger's home node, with its proof of work; returns the receipt."""
+    def put(
+        self, ledger: str, write: Write, request_id: str | None = None, ts: int | None = None, *, replicas: int = 0
+    ) -> dict[str, Any]:
+        """Write one record on its ledger's home node, with its proof of work; returns the receipt
+        (once ``replicas`` replicas hold it, when more than 0)."""
         node = self.write_node(ledger)
         rules = self.rules(ledger, node)
         domain = rules.rules.get("type", PLAIN)
@@ -271,7 +274,7 @@ class Session:
             )
         content = Content(ledger, write.kind, write.payload, self.account, *self._request(request_id, ts))
         entry = Entry.prepare(content, rules.difficulty, self.config.settings.limits)
-        return self._send("put", entry, node)
+        return self._send("put", entry, node, replicas)
 
     def create_ledger(
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
@@ -287,10 +290,13 @@ class Session:
         """A write's request id and client time: given (to repeat a write exactly), else new."""
         return request_id or self._request_ids(), self._clock() if ts is None else ts
 
-    def _send(self, cmd: str, entry: Entry, node: NodeAddress | None) -> dict[str, Any]:
+    def _send(self, cmd: str, entry: Entry, node: NodeAddress | None, replicas: int = 0) -> dict[str, Any]:
         request_id = entry.content.request_id
+        args: dict[str, Any] = {"content": entry.content_bytes, "nonce": entry.nonce}
+        if replicas:
+            args["w"] = replicas
         try:
-            receipt = self.call(cmd, {"content": entry.content_bytes, "nonce": entry.nonce}, node=node)
+            receipt = self.call(cmd, args, node=node)
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
             e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")

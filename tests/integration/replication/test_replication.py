@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import ReplicationLedger, count_distribution
-from vledger.node.errors import RemoteError
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
+from vledger.tests.integration.cluster import (
+    ADMIN,
+    LocalCluster,
+    entry,
+    genesis,
+    remote_error,
+    wait_until,
+)
+from vledger.tests.integration.cluster import put_args as _put_args
 
 LEDGER = "votes"
 
@@ -87,10 +95,10 @@ def test_a_replica_answers_reads_and_refers_writes_to_the_home_node(cluster: Loc
     assert error.code == "forbidden"
 
 
-def _put_args(e: object) -> dict[str, object]:
-    from vledger.tests.integration.cluster import put_args
-
-    return put_args(e)  # type: ignore[arg-type]
-
-
-__all__ = ["RemoteError"]
+def test_the_put_command_takes_a_write_concern(cluster: LocalCluster) -> None:
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    done = cluster.cli("put", LEDGER, "vote", "--payload", '{"cli": 1}', "-w", "2", "--json", *common)
+    receipt = json.loads(done.stdout)
+    assert len(receipt["replicas"]) >= 2 and set(receipt["replicas"]) <= set(cluster.replica_names)
+    failed = cluster.cli("put", LEDGER, "vote", "--payload", '{"cli": 2}', "-w", "9", *common, check=False)
+    assert failed.returncode == 1 and "replication_timeout" in failed.stderr
