@@ -50,6 +50,27 @@ return current
 """
 
 
+# Append a run of heights to a ledger's stream only where it continues the stream: heights
+# the stream has are skipped, and a gap stops the run. Returns the stream's last height, so
+# the caller sees at once what the stream lacks (after a Redis restart that lost its tail).
+_APPEND = """
+local last = -1
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+local first = tonumber(ARGV[1])
+for i = 5, #ARGV do
+  local height = first + i - 5
+  if height > last then
+    if height ~= last + 1 then return last end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
+    last = height
+  end
+end
+redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[3])
+return last
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
     """One record as the stream holds it."""
@@ -108,6 +129,7 @@ class ReplicationLedger:
         self.namespace = namespace
         self.stream_max_len = stream_max_len
         self._advance = client.register_script(_ADVANCE)
+        self._append = client.register_script(_APPEND)
 
     # --- keys -----------------------------------------------------------------------
 
@@ -160,6 +182,15 @@ class ReplicationLedger:
             else:
                 added += 1
         return added
+
+    def append(self, ledger: str, origin: str, first: int, records: Sequence[bytes]) -> int:
+        """Add ``records`` (heights ``first``, ``first + 1``, ...) where they continue the stream,
+        atomically; returns the stream's last height afterwards. Below the last of these
+        heights, the stream lacks records the caller must add first (from its store)."""
+        if not records:
+            return self.last_height(ledger)
+        keys = [self.stream_key(ledger), self.ledgers_key]
+        return int(self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, *records]))
 
     def last_height(self, ledger: str) -> int:
         """The height of the stream's last record, -1 if it has none."""

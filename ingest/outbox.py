@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from ..broker.feed import Publisher
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, StreamRecord
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.record import Record
 from ..node.store import ChainStore
@@ -56,7 +56,6 @@ class Outbox:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._streamed: dict[str, int] | None = None  # ledger -> the stream's last height; None: ask Redis
         self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
         self._redis_retry_at = 0.0
         self.published = 0
@@ -99,90 +98,80 @@ class Outbox:
                         self.publisher.heads(self.store.heads())
                     self._sync_redis()
             except Exception:  # the outbox must outlive any one failure: the store has it all
-                log.exception("outbox: publishing failed; trying again")
-                self._streamed = None
+                log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return
 
     def _drain(self) -> None:
         while self._queue:
-            batch: list[Record] = []
-            hops_of: list[int] = []
+            batch: list[tuple[Record, bytes, int]] = []
             while self._queue and len(batch) < self.settings.catch_up_batch:
                 records, hops = self._queue.popleft()
-                batch.extend(records)
-                hops_of.extend([hops] * len(records))
+                batch.extend((record, record.encode(), hops) for record in records)
             self._to_stream(batch)
             if self.publisher is not None:
-                for record, hops in zip(batch, hops_of, strict=True):
+                for record, data, hops in batch:
                     if hops <= self.settings.max_hops:
-                        self.publisher.record(record.ledger, record.height, record.encode(), hops)
+                        self.publisher.record(record.ledger, record.height, data, hops)
                         self.published += 1
-            self._report({r.ledger: r.height for r in batch})
+            self._report({record.ledger: record.height for record, _, _ in batch})
 
     def _redis_usable(self) -> bool:
         return self.replication is not None and self._clock() >= self._redis_retry_at
 
     def _redis_failed(self, error: Exception) -> None:
         log.warning("outbox: Redis unavailable (%s); the feed goes on, the stream catches up later", error)
-        self._streamed = None
         self._redis_retry_at = self._clock() + REDIS_RETRY_SECONDS
 
-    def _to_stream(self, batch: list[Record]) -> None:
-        """Add ``batch`` to the streams, first whatever the streams lack below it (from the store)."""
+    def _to_stream(self, batch: list[tuple[Record, bytes, int]]) -> None:
+        """Append ``batch`` to its ledgers' streams; whatever a stream lacks below it comes from the store."""
         if not self.stream or not self._redis_usable():
             return
-        assert self.replication is not None
+        runs: dict[str, list[tuple[Record, bytes, int]]] = {}
+        for item in batch:
+            runs.setdefault(item[0].ledger, []).append(item)
         try:
-            if self._streamed is None:
-                self._sync_redis()
-                return  # the sync read the whole store, this batch included
-            first: dict[str, int] = {}
-            for record in batch:
-                first.setdefault(record.ledger, record.height)
-            for ledger, height in first.items():
-                if self._streamed.get(ledger, -1) < height - 1:
-                    self._fill(ledger, height)
-            fresh = [r for r in batch if r.height > self._streamed.get(r.ledger, -1)]
-            self.replication.add([StreamRecord(r.ledger, r.height, r.encode(), r.origin) for r in fresh])
-            for record in fresh:
-                self._streamed[record.ledger] = record.height
+            for ledger, run in runs.items():
+                self._append(ledger, run[0][0].height, [data for _, data, _ in run])
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 
-    def _fill(self, ledger: str, stop: int) -> None:
-        """Stream the store's records of ``ledger`` from the stream's last height up to ``stop``."""
-        assert self.replication is not None and self._streamed is not None
-        start = self._streamed.get(ledger, -1) + 1
-        batch: list[StreamRecord] = []
-        for height, data in self.store.range_raw(ledger, start, stop):
-            batch.append(StreamRecord(ledger, height, data, self.name))
-            if len(batch) >= self.settings.catch_up_batch:
-                self.replication.add(batch)
-                self._streamed[ledger] = height
-                batch = []
-        if batch:
-            self.replication.add(batch)
-            self._streamed[ledger] = batch[-1].height
+    def _append(self, ledger: str, first: int, records: list[bytes]) -> None:
+        """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
+        restart that lost its tail), fill it from the store up to the run's end."""
+        assert self.replication is not None
+        last = self.replication.append(ledger, self.name, first, records)
+        self._fill(ledger, last, first + len(records) - 1)
+
+    def _fill(self, ledger: str, last: int, end: int) -> None:
+        """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
+        assert self.replication is not None
+        while last < end:
+            fill = [
+                data
+                for _, data in self.store.range_raw(
+                    ledger, last + 1, min(end + 1, last + 1 + self.settings.catch_up_batch)
+                )
+            ]
+            if not fill:
+                raise RuntimeError(f"the store has no {ledger} records from {last + 1}")
+            log.info("outbox: stream of %s ends at %d: adding %d records from the store", ledger, last, len(fill))
+            reached = self.replication.append(ledger, self.name, last + 1, fill)
+            if reached <= last:
+                raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
+            last = reached
 
     def _sync_redis(self) -> None:
-        """After a start or a Redis outage: the streams' last heights, then what they lack."""
+        """At start, at each heartbeat and after an outage: fill each stream up to the store's head."""
         if not self._redis_usable():
             return
         assert self.replication is not None
         try:
             heads = self.store.heads()
-            if self.stream and self._streamed is None:
-                self._streamed = self.replication.last_heights(heads)
-                for ledger, (height, _) in heads.items():
-                    if self._streamed[ledger] < height:
-                        log.info(
-                            "outbox: stream of %s is at %d, store at %d: filling",
-                            ledger,
-                            self._streamed[ledger],
-                            height,
-                        )
-                        self._fill(ledger, height + 1)
+            if self.stream:
+                for ledger, last in self.replication.last_heights(heads).items():
+                    if last < heads[ledger][0]:
+                        self._fill(ledger, last, heads[ledger][0])
             self._reported.clear()
             self._report({ledger: height for ledger, (height, _) in heads.items()})
         except REDIS_ERRORS as e:
