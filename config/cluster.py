@@ -16,8 +16,9 @@ from typing import Any
 from ..node.errors import SettingsError
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
-ROLES = ("ingest", "replica")
+ROLES = ("ingest", "replica", "observer", "verifier")
 FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
+FOLLOWER_ROLES = ("replica", "observer")  # roles whose nodes subscribe to feeds and keep a store
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -148,7 +149,7 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if role == "ingest" and pub_port is None:
             raise SettingsError(f"{at}.pub_port: an ingest node publishes its records: give it a port")
         if pub_port is not None and role not in FEED_ROLES:
-            raise SettingsError(f"{at}.pub_port: a {role} node publishes nothing")
+            raise SettingsError(f"{at}.pub_port: only ingest and replica nodes publish a feed, not the {role} role")
         for key, value in (("port", port), ("pub_port", pub_port)):
             if value is None:
                 continue
@@ -158,8 +159,8 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         follow = spec.get("follow", [])
         if not isinstance(follow, list) or not all(isinstance(f, str) for f in follow):
             raise SettingsError(f"{at}.follow: expected a list of node names")
-        if follow and role != "replica":
-            raise SettingsError(f"{at}.follow: only a replica follows other nodes")
+        if follow and role not in FOLLOWER_ROLES:
+            raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
         nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow))
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
@@ -171,7 +172,7 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
                 raise SettingsError(f"{at}: a node cannot follow itself")
             if followed not in nodes or nodes[followed].pub_port is None:
                 raise SettingsError(f"{at}: {followed!r} is not a node of [nodes] with a pub_port")
-        if node.role == "replica" and not node.follow:
+        if node.role in FOLLOWER_ROLES and not node.follow:
             nodes[node.name] = dataclasses.replace(node, follow=ingest)  # the default: every home node
     return nodes
 

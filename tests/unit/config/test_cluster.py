@@ -90,12 +90,16 @@ def test_a_relay_publishes_and_others_follow_it() -> None:
         ({"nodes__rep-1__follow": ["nobody"]}, "nodes.rep-1.follow: 'nobody' is not a node"),
         ({"nodes__rep-1__follow": ["rep-1"]}, "nodes.rep-1.follow: a node cannot follow itself"),
         ({"nodes__rep-1__follow": "in-1"}, "nodes.rep-1.follow: expected a list"),
-        ({"nodes__in-2__follow": ["in-1"]}, "nodes.in-2.follow: only a replica follows"),
+        ({"nodes__in-2__follow": ["in-1"]}, "nodes.in-2.follow: only a replica or an observer follows"),
+        (
+            {"nodes__rep-1__role": "observer", "nodes__rep-1__pub_port": 7111},
+            "only ingest and replica nodes publish a feed, not the observer role",
+        ),
         (
             {"nodes__rep-2": {"role": "replica", "port": 7012, "follow": ["rep-1"]}},
             "rep-1' is not a node of [nodes] with a pub_port",
         ),
-        ({"nodes__rep-1__role": "verifier"}, "nodes.rep-1.role: 'verifier' is not one of"),
+        ({"nodes__rep-1__role": "auditor"}, "nodes.rep-1.role: 'auditor' is not one of"),
         ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
         ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
     ],
