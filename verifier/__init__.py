@@ -1,0 +1,1 @@
+"""The verifier and observer processes: continuous checks of every copy, independent counts."""
