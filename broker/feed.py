@@ -96,7 +96,7 @@ def decode_message(frames: list[bytes], max_record_bytes: int) -> FeedMessage:
         message = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=max_record_bytes)
     except Exception as e:  # msgpack raises many kinds: every one means a bad message
         raise FeedError(f"undecodable feed message: {type(e).__name__}") from None
-    if not isinstance(message, dict) or message.get("v") != FEED_VERSION:
+    if not isinstance(message, dict) or type(message.get("v")) is not int or message["v"] != FEED_VERSION:
         raise FeedError("a feed message is a map with v = 1")
     sender = _name(message.get("from"), "from")
     if topic == HEADS_TOPIC:

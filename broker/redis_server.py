@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -48,6 +49,16 @@ def connect(url: str | None = None, *, decode_responses: bool = False, timeout: 
     return redis.Redis.from_url(
         redis_url(url), decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
     )
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its password, fit to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def find_redis_server() -> Path:

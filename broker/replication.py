@@ -18,11 +18,16 @@ Keys (``vledger`` is the namespace):
   one field per node instead of one key per record and node.
 * ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance, for
   the ingest nodes that wait on a write concern.
-* ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork).
+* ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork), and
+  ``vledger:alerts:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
+  value the alert as JSON with its stream id. The verifier resolves a node's chain alerts
+  when a later sweep of that copy is clean; an operator resolves the rest
+  (``vledger alerts resolve``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -35,7 +40,14 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "vledger"
 ALERTS_MAX_LEN = 100_000
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+# What the replication paths survive and retry: Redis away, and Redis refusing (an error
+# reply: out of memory at maxmemory, READONLY, NOPERM). The store has everything meanwhile.
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ResponseError,
+)
 
 # HSET the node's height only if it grows: a late or repeated report never lowers it.
 _ADVANCE = """
@@ -94,6 +106,11 @@ class Alert:
     expected: str = ""
     found: str = ""
 
+    @property
+    def key(self) -> str:
+        """What identifies an open alert: one per node, ledger and kind of finding."""
+        return f"{self.node}|{self.ledger}|{self.what}"
+
     def fields(self) -> dict[str, str]:
         return {
             "node": self.node,
@@ -150,6 +167,10 @@ class ReplicationLedger:
     @property
     def alerts_key(self) -> str:
         return f"{self.namespace}:alerts"
+
+    @property
+    def open_alerts_key(self) -> str:
+        return f"{self.namespace}:alerts:open"
 
     # --- the streams ----------------------------------------------------------------
 
@@ -242,8 +263,23 @@ class ReplicationLedger:
     # --- alerts ---------------------------------------------------------------------
 
     def alert(self, alert: Alert) -> str:
-        key = self.client.xadd(self.alerts_key, alert.fields(), maxlen=ALERTS_MAX_LEN, approximate=True)
-        return _text(key)
+        """Add ``alert`` to the alerts stream and to the open ones; returns its stream id."""
+        fields = alert.fields()
+        entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
+        self.client.hset(self.open_alerts_key, alert.key, json.dumps({"id": entry, **fields}, sort_keys=True))
+        return entry
+
+    def open_alerts(self) -> dict[str, dict[str, str]]:
+        """The alerts not resolved yet, by ``<node>|<ledger>|<what>``."""
+        return {_text(k): json.loads(_text(v)) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+
+    def resolve(self, keys: Iterable[str]) -> int:
+        """Close these open alerts; returns how many were open."""
+        names = list(keys)
+        return int(self.client.hdel(self.open_alerts_key, *names)) if names else 0
+
+    def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:
+        return self.resolve(f"{node}|{ledger}|{what}" for what in kinds)
 
     def alerts(self, count: int = 100) -> list[dict[str, str]]:
         """The latest alerts, oldest first, each with its stream id as ``id``."""

@@ -17,6 +17,7 @@ from the next source instead. Nothing here touches a socket: the replica process
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -202,6 +203,7 @@ class Follower:
                 record.height,
                 RecordConflictError("a different record is already stored at this height"),
                 record.sender,
+                record.data,
             )
 
     # --- storing --------------------------------------------------------------------
@@ -235,10 +237,11 @@ class Follower:
             self.stored += len(stored)
             self.on_stored(stored, hops)
         if failure is not None:
-            self._alert(ledger, failure[0], failure[1], source)
+            height = failure[0]
+            self._alert(ledger, height, failure[1], source, dict(rows).get(height, b""))
         return Stored(stored, failure is None)
 
-    def _alert(self, ledger: str, height: int, error: VledgerError, source: str) -> None:
+    def _alert(self, ledger: str, height: int, error: VledgerError, source: str, offered: bytes) -> None:
         key = (ledger, height, error.code, source)
         if key in self._alerted:
             return
@@ -256,6 +259,7 @@ class Follower:
                 detail=str(error),
                 source=source,
                 expected=held.hash.hex() if held is not None else "",
+                found=_hash_of(offered),
             )
         )
 
@@ -269,3 +273,11 @@ class Follower:
         return (
             ", ".join(f"{ledger} at {self.store.size(ledger) - 1}" for ledger in sorted(self.targets)) or "no ledgers"
         )
+
+
+def _hash_of(data: bytes) -> str:
+    """The hash (link) a refused record claims, hex; for bytes that are no record, their SHA-256."""
+    try:
+        return decode_record(data, PROTOCOL_LIMITS).hash.hex()
+    except VledgerError:
+        return "sha256:" + hashlib.sha256(data).hexdigest()

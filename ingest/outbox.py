@@ -84,8 +84,7 @@ class Outbox:
 
     def _run(self) -> None:
         heartbeat = self.settings.heartbeat_ms / 1000
-        next_beat = self._clock()
-        self._sync_redis()
+        next_beat = self._clock()  # the first pass syncs with Redis at once
         while True:
             self._wake.wait(max(0.0, next_beat - self._clock()))
             self._wake.clear()

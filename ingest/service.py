@@ -433,10 +433,18 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
     start = args.uint("start")
     page = service.settings.page_size
     limit = args.uint("limit", default=page, maximum=page) or page
-    rows = list(service.store.range_raw(ledger, start, start + limit))
+    # Pages are also bounded in bytes: a client takes in replies of up to twice the request
+    # limit, and a page of large records would be cut off by the client's socket, unanswered.
+    budget = service.settings.max_message_bytes
+    records: list[bytes] = []
+    for _, data in service.store.range_raw(ledger, start, start + limit):
+        if records and len(data) > budget:
+            break
+        budget -= len(data)
+        records.append(data)
     size = service.store.size(ledger)
-    end = start + len(rows)
-    return {"records": [data for _, data in rows], "next": end if end < size else None}
+    end = start + len(records)
+    return {"records": records, "next": end if end < size else None}
 
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")

@@ -110,7 +110,7 @@ def print_ledgers(ledgers: list[dict[str, Any]], *, as_json: bool) -> None:
         )
         for entry in ledgers
     ]
-    _table(header, rows)
+    table(header, rows)
 
 
 def print_accounts(accounts: list[dict[str, Any]], *, as_json: bool) -> None:
@@ -127,7 +127,7 @@ def print_accounts(accounts: list[dict[str, Any]], *, as_json: bool) -> None:
         first = _fingerprint(keys[0]) if keys else "no keys"
         rows.append((str(entry.get("account")), str(entry.get("role")), state, first))
         rows.extend(("", "", "", _fingerprint(key)) for key in keys[1:])
-    _table(("ACCOUNT", "ROLE", "STATE", "KEYS"), rows)
+    table(("ACCOUNT", "ROLE", "STATE", "KEYS"), rows)
 
 
 def print_account_change(result: dict[str, Any], done: str, *, as_json: bool) -> None:
@@ -146,7 +146,7 @@ def print_account_change(result: dict[str, Any], done: str, *, as_json: bool) ->
         print(f"not yet confirmed by {', '.join(map(str, pending))}: they apply it when they catch up")
 
 
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,359 @@
+"""The replication feed: decode_message refuses every other shape (pure), and a real CURVE PUB/SUB on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vledger.broker.curve import AllowList
+from vledger.broker.feed import (
+    HEADS_TOPIC,
+    FeedHeads,
+    FeedMessage,
+    FeedRecord,
+    FeedSource,
+    Publisher,
+    Subscriber,
+    decode_message,
+    encode_heads,
+    encode_record,
+)
+from vledger.broker.keys import KeyPair, new_keypair
+from vledger.config.settings import BrokerSettings
+from vledger.node.errors import FeedError
+from vledger.node.storefile import MAX_HEIGHT
+
+MAX_RECORD = 1024
+HASH = bytes(range(32))
+RECORD_KEYS = {"v": 1, "ledger": "ledger-a", "height": 7, "hops": 1, "from": "ingest-1", "record": b"record bytes"}
+HEADS_KEYS = {"v": 1, "from": "ingest-1", "heads": {"ledger-a": [7, HASH]}}
+DEADLINE = 10.0  # seconds for a subscription to start delivering
+
+names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
+heights = st.integers(min_value=0, max_value=MAX_HEIGHT - 1)
+
+
+def record_frames(**changes: Any) -> list[bytes]:
+    """A record message's frames, with ``changes`` to its body (a value of ... removes the key)."""
+    body = {**RECORD_KEYS, **changes}
+    body = {k: v for k, v in body.items() if v is not ...}
+    return [b"ledger-a", msgpack.packb(body)]
+
+
+def heads_frames(**changes: Any) -> list[bytes]:
+    body = {**HEADS_KEYS, **changes}
+    body = {k: v for k, v in body.items() if v is not ...}
+    return [HEADS_TOPIC, msgpack.packb(body)]
+
+
+def decode(frames: list[bytes]) -> FeedMessage:
+    return decode_message(frames, MAX_RECORD)
+
+
+# --- what decodes ----------------------------------------------------------------------------------
+
+
+@given(
+    ledger=names,
+    height=heights,
+    hops=st.integers(min_value=1, max_value=255),
+    sender=names,
+    data=st.binary(max_size=MAX_RECORD),
+)
+def test_a_record_message_round_trips(ledger: str, height: int, hops: int, sender: str, data: bytes) -> None:
+    frames = encode_record(ledger, height, hops, sender, data)
+    assert frames[0] == ledger.encode()
+    assert decode(frames) == FeedRecord(ledger, height, hops, sender, data)
+
+
+@given(sender=names, heads=st.dictionaries(names, st.tuples(heights, st.binary(min_size=32, max_size=32))))
+def test_a_heads_message_round_trips(sender: str, heads: dict[str, tuple[int, bytes]]) -> None:
+    frames = encode_heads(sender, heads)
+    assert frames[0] == HEADS_TOPIC
+    assert decode(frames) == FeedHeads(sender, heads)
+
+
+def test_the_limits_of_each_field_are_accepted() -> None:
+    assert decode(record_frames(height=0, hops=255)) == FeedRecord("ledger-a", 0, 255, "ingest-1", b"record bytes")
+    assert decode(record_frames(height=MAX_HEIGHT - 1, record=bytes(MAX_RECORD))) == FeedRecord(
+        "ledger-a", MAX_HEIGHT - 1, 1, "ingest-1", bytes(MAX_RECORD)
+    )
+    name = "a" * 64
+    assert decode([name.encode(), msgpack.packb({**RECORD_KEYS, "ledger": name, "from": name})]).sender == name
+    assert decode(heads_frames(heads={})) == FeedHeads("ingest-1", {})
+
+
+# --- what does not ---------------------------------------------------------------------------------
+
+MALFORMED: list[tuple[str, list[bytes]]] = [
+    ("no frame", []),
+    ("one frame", [b"ledger-a"]),
+    ("three frames", [*record_frames(), b"more"]),
+    ("an empty body", [b"ledger-a", b""]),
+    ("not msgpack", [b"ledger-a", b"\xc1"]),
+    ("truncated msgpack", [b"ledger-a", msgpack.packb(RECORD_KEYS)[:-3]]),
+    ("trailing bytes", [b"ledger-a", msgpack.packb(RECORD_KEYS) + b"\x00"]),
+    ("a list", [b"ledger-a", msgpack.packb(list(RECORD_KEYS.values()))]),
+    ("an integer", [b"ledger-a", msgpack.packb(1)]),
+    ("a string", [b"ledger-a", msgpack.packb("record")]),
+    ("integer map keys", [b"ledger-a", msgpack.packb(dict([(1, 1), *RECORD_KEYS.items()]))]),
+    ("binary map keys", [b"ledger-a", msgpack.packb({k.encode(): v for k, v in RECORD_KEYS.items()})]),
+    ("no v", record_frames(v=...)),
+    ("v 0", record_frames(v=0)),
+    ("v 2", record_frames(v=2)),
+    ("v as text", record_frames(v="1")),
+    ("v nil", record_frames(v=None)),
+    ("an extra key", record_frames(extra=1)),
+    ("no ledger", record_frames(ledger=...)),
+    ("no height", record_frames(height=...)),
+    ("no hops", record_frames(hops=...)),
+    ("no from", record_frames(**{"from": ...})),
+    ("no record", record_frames(record=...)),
+    ("an empty sender", record_frames(**{"from": ""})),
+    ("an upper-case sender", record_frames(**{"from": "Ingest-1"})),
+    ("a sender with a slash", record_frames(**{"from": "../x"})),
+    ("a sender starting with a dash", record_frames(**{"from": "-x"})),
+    ("a sender of 65 characters", record_frames(**{"from": "a" * 65})),
+    ("a sender that is a number", record_frames(**{"from": 7})),
+    ("a sender that is bytes", record_frames(**{"from": b"ingest-1"})),
+    ("a ledger of 65 characters", [b"a" * 65, msgpack.packb({**RECORD_KEYS, "ledger": "a" * 65})]),
+    ("a ledger with a space", [b"ledger a", msgpack.packb({**RECORD_KEYS, "ledger": "ledger a"})]),
+    ("a ledger that is bytes", [b"ledger-a", msgpack.packb({**RECORD_KEYS, "ledger": b"ledger-a"})]),
+    ("a negative height", record_frames(height=-1)),
+    ("a height past SQLite's integers", record_frames(height=MAX_HEIGHT)),
+    ("the largest msgpack integer", record_frames(height=2**64 - 1)),
+    ("a boolean height", record_frames(height=True)),
+    ("a float height", record_frames(height=7.0)),
+    ("a text height", record_frames(height="7")),
+    ("hops 0", record_frames(hops=0)),
+    ("hops 256", record_frames(hops=256)),
+    ("negative hops", record_frames(hops=-1)),
+    ("boolean hops", record_frames(hops=True)),
+    ("float hops", record_frames(hops=1.0)),
+    ("a record that is text", record_frames(record="record bytes")),
+    ("a record that is nil", record_frames(record=None)),
+    ("a record that is a list", record_frames(record=[1, 2])),
+    ("a record over the limit", record_frames(record=bytes(MAX_RECORD + 1))),
+    ("a topic of another ledger", [b"ledger-b", record_frames()[1]]),
+    ("an empty topic", [b"", record_frames()[1]]),
+    ("a topic with a trailing byte", [b"ledger-a\x00", record_frames()[1]]),
+    ("a record on the heads topic", [HEADS_TOPIC, record_frames()[1]]),
+    ("heads on a ledger topic", [b"ledger-a", heads_frames()[1]]),
+    ("heads without heads", heads_frames(heads=...)),
+    ("heads with an extra key", heads_frames(extra=1)),
+    ("heads without from", heads_frames(**{"from": ...})),
+    ("heads with a bad sender", heads_frames(**{"from": "Bad Name"})),
+    ("heads with a wrong v", heads_frames(v=2)),
+    ("heads that are a list", heads_frames(heads=[["ledger-a", 7, HASH]])),
+    ("a head that is a map", heads_frames(heads={"ledger-a": {"height": 7, "hash": HASH}})),
+    ("a head of one item", heads_frames(heads={"ledger-a": [7]})),
+    ("a head of three items", heads_frames(heads={"ledger-a": [7, HASH, 1]})),
+    ("a head with a 31-byte hash", heads_frames(heads={"ledger-a": [7, HASH[:31]]})),
+    ("a head with a 33-byte hash", heads_frames(heads={"ledger-a": [7, HASH + b"\x00"]})),
+    ("a head with a hex hash", heads_frames(heads={"ledger-a": [7, HASH.hex()]})),
+    ("a head with a nil hash", heads_frames(heads={"ledger-a": [7, None]})),
+    ("a head with a negative height", heads_frames(heads={"ledger-a": [-1, HASH]})),
+    ("a head with a huge height", heads_frames(heads={"ledger-a": [MAX_HEIGHT, HASH]})),
+    ("a head with a boolean height", heads_frames(heads={"ledger-a": [False, HASH]})),
+    ("a head of a badly named ledger", heads_frames(heads={"Ledger A": [7, HASH]})),
+    ("a head of an empty ledger name", heads_frames(heads={"": [7, HASH]})),
+]
+
+
+@pytest.mark.parametrize(("frames"), [frames for _, frames in MALFORMED], ids=[what for what, _ in MALFORMED])
+def test_every_other_shape_is_a_feed_error(frames: list[bytes]) -> None:
+    with pytest.raises(FeedError) as caught:
+        decode(frames)
+    assert caught.value.code == "bad_feed"
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_a_version_that_is_not_the_integer_1_is_refused(version: object) -> None:
+    with pytest.raises(FeedError):
+        decode(record_frames(v=version))
+    with pytest.raises(FeedError):
+        decode(heads_frames(v=version))
+
+
+@given(body=st.binary(max_size=200))
+def test_any_bytes_decode_or_raise_feed_error(body: bytes) -> None:
+    for topic in (b"ledger-a", HEADS_TOPIC):
+        try:
+            message = decode([topic, body])
+        except FeedError:
+            continue
+        assert isinstance(message, FeedRecord | FeedHeads)
+
+
+@given(index=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
+def test_a_changed_byte_decodes_or_raises_feed_error(index: int, value: int) -> None:
+    for topic, body in (record_frames(), heads_frames()):
+        changed = bytearray(body)
+        changed[index % len(changed)] = value
+        try:
+            message = decode([topic, bytes(changed)])
+        except FeedError:
+            continue
+        assert isinstance(message, FeedRecord | FeedHeads)
+
+
+# --- real CURVE PUB/SUB ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    """The subscribers' Context (another process's, in a cluster); the Publisher uses the process one."""
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+PublisherFactory = Callable[..., Publisher]
+
+
+@pytest.fixture
+def publishers() -> Iterator[PublisherFactory]:
+    """Publishers in this process's Context, which holds one allow-list per ZAP domain: they share it."""
+    made: list[Publisher] = []
+    allow_list = AllowList()
+
+    def make(name: str, allowed: list[KeyPair]) -> Publisher:
+        allow_list.replace(allow_list.keys() | {k.public for k in allowed})
+        publisher = Publisher(name, new_keypair(), "tcp://127.0.0.1:*", allow_list, BrokerSettings(), send_hwm=10_000)
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close()
+
+
+def source(publisher: Publisher) -> FeedSource:
+    return FeedSource(publisher.name, publisher.server.connect_endpoint, publisher.server.keys.public)
+
+
+def subscriber(ctx: zmq.Context[Any], keys: KeyPair, publishers: list[Publisher]) -> Subscriber:
+    return Subscriber(
+        ctx,
+        keys,
+        [source(p) for p in publishers],
+        receive_hwm=10_000,
+        max_message_bytes=1024 * 1024,
+        max_record_bytes=MAX_RECORD,
+    )
+
+
+def publish_until_received(
+    sub: Subscriber, send: Callable[[int], None], enough: Callable[[list[FeedMessage]], bool]
+) -> list[FeedMessage]:
+    """Publish (slow joiners miss the first messages) until ``enough`` of what arrived, or the deadline."""
+    received: list[FeedMessage] = []
+    deadline = time.monotonic() + DEADLINE
+    round_number = 0
+    while not enough(received):
+        assert time.monotonic() < deadline, f"only {received} arrived"
+        send(round_number)
+        round_number += 1
+        received.extend(sub.receive(50, 1000))
+    return received
+
+
+def test_an_allowed_subscriber_receives_records_and_heads(ctx: zmq.Context[Any], publishers: PublisherFactory) -> None:
+    keys = new_keypair()
+    publisher = publishers("ingest-1", [keys])
+    publisher.self_test()  # an unlisted key is refused: the monitor saw it
+    sub = subscriber(ctx, keys, [publisher])
+    try:
+
+        def send(n: int) -> None:
+            publisher.record("ledger-a", n, b"record %d" % n)
+            publisher.heads({"ledger-a": (n, HASH)})
+
+        received = publish_until_received(
+            sub,
+            send,
+            lambda got: any(isinstance(m, FeedRecord) for m in got) and any(isinstance(m, FeedHeads) for m in got),
+        )
+    finally:
+        sub.close()
+    record = next(m for m in received if isinstance(m, FeedRecord))
+    assert record == FeedRecord("ledger-a", record.height, 1, "ingest-1", b"record %d" % record.height)
+    heads = next(m for m in received if isinstance(m, FeedHeads))
+    assert heads.sender == "ingest-1" and heads.heads == {"ledger-a": (heads.heads["ledger-a"][0], HASH)}
+    assert sub.rejected == 0 and publisher.sent >= 2
+
+
+def test_an_unlisted_key_gets_nothing(ctx: zmq.Context[Any], publishers: PublisherFactory) -> None:
+    allowed, stranger = new_keypair(), new_keypair()
+    publisher = publishers("ingest-1", [allowed])
+    member = subscriber(ctx, allowed, [publisher])
+    outsider = subscriber(ctx, stranger, [publisher])
+    try:
+
+        def send(n: int) -> None:
+            publisher.record("ledger-a", n, b"secret %d" % n)
+
+        # The member hears a steady flow for a while; the outsider, connected as long, hears nothing.
+        publish_until_received(member, send, lambda got: len(got) >= 20)
+        assert outsider.receive(200, 1000) == []
+        for n in range(100):
+            send(n)
+        assert outsider.receive(500, 1000) == []
+    finally:
+        member.close()
+        outsider.close()
+
+
+def test_one_subscriber_follows_two_publishers_with_their_own_keys(
+    ctx: zmq.Context[Any], publishers: PublisherFactory
+) -> None:
+    keys = new_keypair()
+    first, second = publishers("ingest-1", [keys]), publishers("ingest-2", [keys])
+    sub = subscriber(ctx, keys, [first, second])
+    try:
+
+        def send(n: int) -> None:
+            first.record("ledger-a", n, b"a")
+            second.record("ledger-b", n, b"b")
+
+        received = publish_until_received(sub, send, lambda got: {m.sender for m in got} == {"ingest-1", "ingest-2"})
+    finally:
+        sub.close()
+    assert {(m.sender, m.ledger) for m in received if isinstance(m, FeedRecord)} == {
+        ("ingest-1", "ledger-a"),
+        ("ingest-2", "ledger-b"),
+    }
+
+
+def test_a_malformed_message_on_the_wire_is_dropped_and_counted(
+    ctx: zmq.Context[Any], publishers: PublisherFactory
+) -> None:
+    keys = new_keypair()
+    publisher = publishers("ingest-1", [keys])
+    sub = subscriber(ctx, keys, [publisher])
+    try:
+
+        def send(n: int) -> None:
+            publisher.socket.send_multipart([b"ledger-a", b"\xc1 not msgpack"])
+            publisher.socket.send_multipart(record_frames(height=-1))
+            publisher.record("ledger-a", n, b"good")
+
+        received = publish_until_received(sub, send, lambda got: len(got) >= 3)
+    finally:
+        sub.close()
+    assert all(isinstance(m, FeedRecord) and m.data == b"good" for m in received)
+    assert sub.rejected >= 2 * len(received) - 2  # both bad ones of each round that got through
+
+
+def test_a_subscriber_without_sources_receives_nothing(ctx: zmq.Context[Any]) -> None:
+    sub = Subscriber(ctx, new_keypair(), [], receive_hwm=10, max_message_bytes=1024, max_record_bytes=MAX_RECORD)
+    assert sub.socket is None
+    assert sub.receive(10, 10) == []
+    sub.close()

@@ -1,0 +1,272 @@
+"""The Redis side of replication: count_distribution (pure), then ReplicationLedger on the real session Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vledger.broker.replication import (
+    Alert,
+    ReplicationLedger,
+    StreamRecord,
+    count_distribution,
+    entry_height,
+    entry_id,
+)
+
+LEDGER = "ledger-a"
+OTHER = "ledger-b"
+HOME = "ingest-1"
+DEADLINE = 5.0
+
+
+def naive_distribution(held: dict[str, int], size: int) -> dict[int, int]:
+    """Record by record: record h is held by every node whose height is >= h."""
+    counts: dict[int, int] = {}
+    for height in range(size):
+        holders = sum(1 for value in held.values() if value >= height)
+        counts[holders] = counts.get(holders, 0) + 1
+    return counts
+
+
+def records(ledger: str, heights: range, origin: str = HOME, tag: str = "") -> list[StreamRecord]:
+    return [StreamRecord(ledger, h, f"{ledger} {h}{tag}".encode(), origin) for h in heights]
+
+
+@pytest.fixture
+def repl(redis_client: Any) -> ReplicationLedger:
+    return ReplicationLedger(redis_client)
+
+
+# --- count_distribution ----------------------------------------------------------------------------
+
+held_heights = st.dictionaries(
+    st.text("abcdefgh", min_size=1, max_size=3), st.integers(min_value=-3, max_value=60), max_size=8
+)
+
+
+@given(held=held_heights, size=st.integers(min_value=0, max_value=50))
+def test_counts_sum_to_the_size_and_match_a_record_by_record_count(held: dict[str, int], size: int) -> None:
+    distribution = count_distribution(held, size)
+    assert sum(distribution.values()) == size
+    assert distribution == naive_distribution(held, size)
+    assert list(distribution) == sorted(distribution)  # fewest holders first
+    assert all(n > 0 for n in distribution.values())
+    assert all(0 <= count <= len(held) for count in distribution)
+
+
+def test_count_distribution_examples() -> None:
+    assert count_distribution({}, 5) == {0: 5}
+    assert count_distribution({"a": 9}, 0) == {}
+    assert count_distribution({"a": -1, "b": -1}, 3) == {0: 3}
+    # a: 0..9, b: 0..4, c: 0..9 (a height past the size is clamped to it)
+    assert count_distribution({"a": 9, "b": 4, "c": 99}, 10) == {2: 5, 3: 5}
+
+
+# --- the streams -----------------------------------------------------------------------------------
+
+
+def test_entry_ids_carry_the_height() -> None:
+    assert entry_id(0) == "0-1"
+    assert entry_height(b"41-1") == 41 and entry_height("7-1") == 7
+
+
+def test_add_counts_new_records_and_announces_the_home(repl: ReplicationLedger) -> None:
+    assert repl.add([]) == 0
+    assert repl.add(records(LEDGER, range(5)) + records(OTHER, range(2), origin="ingest-2")) == 7
+    assert repl.last_heights([LEDGER, OTHER, "absent"]) == {LEDGER: 4, OTHER: 1, "absent": -1}
+    assert repl.last_height(LEDGER) == 4 and repl.last_height("absent") == -1
+    assert repl.ledgers() == {LEDGER: HOME, OTHER: "ingest-2"}
+    read = repl.read(LEDGER, 0, 100)
+    assert [(r.ledger, r.height, r.data, r.origin) for r in read] == [
+        (LEDGER, h, f"{LEDGER} {h}".encode(), HOME) for h in range(5)
+    ]
+
+
+def test_add_is_idempotent_by_height(repl: ReplicationLedger) -> None:
+    assert repl.add(records(LEDGER, range(5))) == 5
+    assert repl.add(records(LEDGER, range(5))) == 0  # a publisher that restarted and sends again
+    assert repl.add(records(LEDGER, range(3, 8))) == 3  # an overlap adds only what is new
+    assert [r.height for r in repl.read(LEDGER, 0, 100)] == list(range(8))
+    assert repl.client.xlen(repl.stream_key(LEDGER)) == 8
+
+
+def test_a_replay_with_other_bytes_is_refused_and_the_first_record_kept(repl: ReplicationLedger) -> None:
+    repl.add(records(LEDGER, range(4)))
+    assert repl.add(records(LEDGER, range(2, 4), tag=" forged")) == 0
+    assert repl.add(records(LEDGER, range(0, 1), origin="intruder", tag=" forged")) == 0
+    assert [r.data for r in repl.read(LEDGER, 0, 10)] == [f"{LEDGER} {h}".encode() for h in range(4)]
+    assert repl.ledgers() == {LEDGER: HOME}  # the first home announced stays
+
+
+def test_append_continues_the_stream_and_says_where_it_ends(repl: ReplicationLedger) -> None:
+    def data(heights: range, tag: str = "") -> list[bytes]:
+        return [f"{LEDGER} {h}{tag}".encode() for h in heights]
+
+    assert repl.append(LEDGER, HOME, 0, []) == -1
+    assert repl.append(LEDGER, HOME, 0, data(range(3))) == 2
+    assert repl.ledgers() == {LEDGER: HOME}
+    assert repl.append(LEDGER, HOME, 1, data(range(1, 6), " again")) == 5  # 1 and 2 kept, 3..5 added
+    assert repl.append(LEDGER, HOME, 8, data(range(8, 10))) == 5  # a gap: nothing added, the caller fills
+    assert repl.append(LEDGER, HOME, 6, []) == 5
+    assert repl.append(LEDGER, HOME, 6, data(range(6, 10))) == 9
+    tags = ["", "", "", " again", " again", " again", "", "", "", ""]
+    assert [(r.height, r.data, r.origin) for r in repl.read(LEDGER, 0, 100)] == [
+        (h, f"{LEDGER} {h}{tags[h]}".encode(), HOME) for h in range(10)
+    ]
+
+
+def test_append_after_a_trim_or_a_lost_tail(repl: ReplicationLedger) -> None:
+    repl.append(LEDGER, HOME, 0, [b"r"] * 10)
+    repl.client.xtrim(repl.stream_key(LEDGER), maxlen=2, approximate=False)
+    assert repl.append(LEDGER, HOME, 10, [b"r"]) == 10  # the last entry, not the first, is the cursor
+    repl.client.delete(repl.stream_key(LEDGER))  # a Redis that lost the stream
+    assert repl.append(LEDGER, HOME, 11, [b"r"]) == -1  # says so: fill from the store, from 0
+    assert repl.append(LEDGER, HOME, 0, [b"r"] * 12) == 11
+
+
+def test_read_ranges(repl: ReplicationLedger) -> None:
+    repl.add(records(LEDGER, range(10)))
+
+    def heights(start: int, count: int, stop: int | None = None) -> list[int]:
+        return [r.height for r in repl.read(LEDGER, start, count, stop)]
+
+    assert heights(0, 100) == list(range(10))
+    assert heights(3, 2) == [3, 4]
+    assert heights(3, 100, stop=6) == [3, 4, 5]
+    assert heights(9, 5) == [9]
+    assert heights(10, 5) == []
+    assert heights(5, 5, stop=5) == [] and heights(5, 5, stop=2) == []
+    assert heights(0, 5, stop=1) == [0]
+    assert repl.read("absent", 0, 10) == []
+
+
+def test_a_trimmed_stream_reads_from_its_first_entry_and_still_refuses_replays(repl: ReplicationLedger) -> None:
+    repl.add(records(LEDGER, range(10)))
+    repl.client.xtrim(repl.stream_key(LEDGER), maxlen=3, approximate=False)
+    assert [r.height for r in repl.read(LEDGER, 0, 100)] == [7, 8, 9]  # above start: the caller checks
+    assert [r.height for r in repl.read(LEDGER, 2, 2)] == [7, 8]
+    assert repl.read(LEDGER, 0, 100, stop=7) == []
+    assert repl.last_height(LEDGER) == 9
+    # Redis remembers the last id: a trimmed height is not taken again.
+    assert repl.add(records(LEDGER, range(0, 3), tag=" again")) == 0
+    assert repl.add(records(LEDGER, range(10, 12))) == 2
+
+
+def test_streams_are_trimmed_to_about_their_maximum_length(redis_client: Any) -> None:
+    repl = ReplicationLedger(redis_client, stream_max_len=10)
+    for start in range(0, 1000, 100):
+        repl.add(records(LEDGER, range(start, start + 100)))
+    assert redis_client.xlen(repl.stream_key(LEDGER)) < 1000  # approximate: whole stream nodes go
+    first = repl.read(LEDGER, 0, 1)
+    assert first and first[0].height > 0
+    assert repl.last_height(LEDGER) == 999
+
+
+def test_a_namespace_sees_only_its_own_keys(redis_client: Any, repl: ReplicationLedger) -> None:
+    other = ReplicationLedger(redis_client, namespace="elsewhere")
+    repl.add(records(LEDGER, range(3)))
+    repl.advance("replica-1", LEDGER, 2)
+    assert other.ledgers() == {} and other.held(LEDGER) == {} and other.read(LEDGER, 0, 10) == []
+    assert other.stream_key(LEDGER) == "elsewhere:chain:ledger-a"
+
+
+# --- who holds what --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def held_channel(redis_client: Any, repl: ReplicationLedger) -> Iterator[Any]:
+    """A subscription to the held channel, confirmed before the test publishes."""
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(repl.held_channel)
+    confirmation = pubsub.get_message(timeout=DEADLINE)
+    assert confirmation is not None and confirmation["type"] == "subscribe"
+    yield pubsub
+    pubsub.close()
+
+
+def announcements(pubsub: Any, wait: float = 0.3) -> list[str]:
+    """What the channel carried, waiting ``wait`` seconds after the last message."""
+    seen = []
+    while (message := pubsub.get_message(timeout=wait)) is not None:
+        if message["type"] == "message":
+            seen.append(message["data"].decode())
+    return seen
+
+
+def test_advance_only_grows_and_announces_each_growth(repl: ReplicationLedger, held_channel: Any) -> None:
+    assert repl.advance("replica-1", LEDGER, 0) == 0
+    assert repl.advance("replica-1", LEDGER, 5) == 5
+    assert repl.advance("replica-1", LEDGER, 3) == 5  # a late report never lowers it
+    assert repl.advance("replica-1", LEDGER, 5) == 5  # a repeated one changes nothing
+    assert repl.advance("replica-1", LEDGER, -1) == 5
+    assert repl.advance("replica-2", LEDGER, 2) == 2
+    assert repl.advance("replica-1", OTHER, 1) == 1
+    assert repl.held(LEDGER) == {"replica-1": 5, "replica-2": 2}
+    assert repl.held(OTHER) == {"replica-1": 1}
+    assert repl.held("absent") == {}
+    assert announcements(held_channel) == [
+        "replica-1 ledger-a 0",
+        "replica-1 ledger-a 5",
+        "replica-2 ledger-a 2",
+        "replica-1 ledger-b 1",
+    ]
+
+
+def test_advance_from_nothing_starts_at_minus_one(repl: ReplicationLedger, held_channel: Any) -> None:
+    assert repl.advance("replica-1", LEDGER, -1) == -1  # no record held: nothing to record
+    assert repl.held(LEDGER) == {}
+    assert announcements(held_channel) == []
+
+
+def test_holders_are_the_nodes_at_or_above_a_height(repl: ReplicationLedger) -> None:
+    repl.advance(HOME, LEDGER, 9)
+    repl.advance("replica-1", LEDGER, 9)
+    repl.advance("replica-2", LEDGER, 4)
+    assert repl.holders(LEDGER, 0) == [HOME, "replica-1", "replica-2"]
+    assert repl.holders(LEDGER, 4) == [HOME, "replica-1", "replica-2"]
+    assert repl.holders(LEDGER, 5) == [HOME, "replica-1"]
+    assert repl.holders(LEDGER, 10) == []
+    assert repl.holders("absent", 0) == []
+    # The counts agree with the holders, record by record.
+    held = repl.held(LEDGER)
+    assert count_distribution(held, 10) == {3: 5, 2: 5}
+    assert all(len(repl.holders(LEDGER, h)) == sum(1 for v in held.values() if v >= h) for h in range(12))
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+
+def test_alerts_come_back_oldest_first_with_every_field(repl: ReplicationLedger) -> None:
+    before = time.time_ns() // 1_000_000
+    first = Alert("replica-1", LEDGER, 3, "bad_link", "the link does not match", source="ingest-1", expected="ab")
+    second = Alert("replica-2", LEDGER, 4, "record_conflict", "a different record", source="redis", found="cd")
+    ids = [repl.alert(first), repl.alert(second)]
+    assert repl.alerts() == repl.alerts(count=10)
+    one, two = repl.alerts()
+    assert [one["id"], two["id"]] == ids
+    assert {k: v for k, v in one.items() if k not in ("id", "at_ms")} == {
+        "node": "replica-1",
+        "ledger": LEDGER,
+        "height": "3",
+        "what": "bad_link",
+        "detail": "the link does not match",
+        "source": "ingest-1",
+        "expected": "ab",
+        "found": "",
+    }
+    assert two["what"] == "record_conflict" and two["found"] == "cd" and two["source"] == "redis"
+    assert before <= int(one["at_ms"]) <= int(two["at_ms"]) <= time.time_ns() // 1_000_000
+
+
+def test_alerts_count_keeps_the_latest(repl: ReplicationLedger) -> None:
+    for height in range(5):
+        repl.alert(Alert("replica-1", LEDGER, height, "bad_checksum", "changed"))
+    assert [a["height"] for a in repl.alerts(count=2)] == ["3", "4"]
+    assert repl.alerts() == repl.alerts(count=5)
+    assert ReplicationLedger(repl.client, namespace="elsewhere").alerts() == []

@@ -1,0 +1,311 @@
+"""Outbox: a real home ChainStore's durable records reach the Redis streams and held heights, outages included.
+
+No feed here (``publisher=None``): what is checked is the stream and the held heights, on
+the session's Redis, and on Redis servers of the tests' own that they stop and start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.redis_server import RedisServer, connect, free_port
+from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.config.cluster import ReplicationSettings
+from vledger.config.settings import Limits
+from vledger.ingest.outbox import Outbox
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+HOME = "home"
+LEDGER = "ledger-a"
+OTHER = "ledger-b"
+# A heartbeat often, so that a Redis that comes back is noticed soon; small batches, so that
+# filling a stream takes several round trips.
+SETTINGS = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3)
+DEADLINE = 15.0  # seconds: the outbox retries Redis once a second
+
+
+def append(store: ChainStore, ledger: str, count: int) -> None:
+    """``count`` more records on ``ledger`` (its genesis first if it is new), in one group commit or a few."""
+    entries = []
+    if ledger not in store.ledgers():
+        rules = LedgerRules(("note",), 0, {})
+        entries.append(Entry.prepare(rules.genesis_content(ledger, "admin", "create-1", T0), 0, LIMITS))
+    start = store.size(ledger) + len(entries)
+    for i in range(start, start + count - len(entries)):
+        entries.append(Entry.prepare(Content(ledger, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
+    for future in [store.submit_entry(e) for e in entries]:
+        future.result()
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = DEADLINE) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def streamed(repl: ReplicationLedger, ledger: str) -> list[tuple[int, bytes, str]]:
+    return [(r.height, r.data, r.origin) for r in repl.read(ledger, 0, 1_000_000)]
+
+
+def in_store(store: ChainStore, ledger: str) -> list[tuple[int, bytes, str]]:
+    return [(height, data, HOME) for height, data in store.range_raw(ledger)]
+
+
+def caught_up(repl: ReplicationLedger, store: ChainStore) -> Callable[[], bool]:
+    """Every ledger's stream is the store's, and Redis knows the home holds each head."""
+
+    def check() -> bool:
+        try:
+            return all(
+                streamed(repl, ledger) == in_store(store, ledger)
+                and repl.held(ledger).get(HOME) == store.size(ledger) - 1
+                for ledger in store.ledgers()
+            )
+        except Exception:  # Redis still down
+            return False
+
+    return check
+
+
+class Home:
+    """A home node's store with its outbox, started; closed by the fixture."""
+
+    def __init__(self, directory: Path, client: Any) -> None:
+        self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
+        self.repl = ReplicationLedger(client)
+        self.outbox = Outbox(HOME, self.store, None, self.repl, SETTINGS)
+        self.store.on_commit = self.outbox.committed
+        self.outbox.start()
+
+    def close(self) -> None:
+        self.outbox.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Iterator[Callable[[Any], Home]]:
+    made: list[Home] = []
+
+    def make(client: Any) -> Home:
+        home = Home(tmp_path / f"home-{len(made)}", client)
+        made.append(home)
+        return home
+
+    yield make
+    for home in made:
+        home.close()
+
+
+class OwnRedis:
+    """A redis-server of one test's own on a fixed port, to stop and start again."""
+
+    def __init__(self, executable: Path | None) -> None:
+        self.executable = executable
+        self.port = free_port()
+        self.directories: list[Path] = []
+        self.server: RedisServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, keep_data: bool = True) -> None:
+        if not keep_data or not self.directories:
+            # Under /tmp: a short path, as the session fixture's.
+            self.directories.append(Path(tempfile.mkdtemp(prefix="vledger-outbox-", dir="/tmp")))
+        self.server = RedisServer(self.directories[-1], self.port, executable=self.executable)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def own_redis(redis_server: RedisServer) -> Iterator[OwnRedis]:
+    redis = OwnRedis(redis_server.executable)
+    yield redis
+    redis.stop()
+    for directory in redis.directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- on the session's Redis ------------------------------------------------------------------------
+
+
+def test_committed_records_reach_the_streams_and_the_held_heights(
+    redis_client: Any, homes: Callable[[Any], Home]
+) -> None:
+    home = homes(redis_client)
+    append(home.store, LEDGER, 7)
+    append(home.store, OTHER, 2)
+    append(home.store, LEDGER, 5)
+    wait_until(caught_up(home.repl, home.store), "the streams hold the store")
+    assert home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME}
+    assert home.repl.held(LEDGER) == {HOME: 11} and home.repl.held(OTHER) == {HOME: 1}
+    assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 12  # each height once
+
+
+def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[[Any], Home]) -> None:
+    home = homes(redis_client)
+    append(home.store, LEDGER, 20)
+    home.outbox.stop()  # at once: the records were queued when their appends returned
+    assert streamed(home.repl, LEDGER) == in_store(home.store, LEDGER)
+    assert home.repl.held(LEDGER) == {HOME: 19}
+
+
+def test_a_store_that_redis_never_saw_is_streamed_when_the_outbox_starts(
+    tmp_path: Path, redis_client: Any, homes: Callable[[Any], Home]
+) -> None:
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)  # no outbox yet
+    home = homes(redis_client)  # the same directory
+    assert home.store.size(LEDGER) == 10
+    wait_until(caught_up(home.repl, home.store), "the stream filled from the store")
+    append(home.store, LEDGER, 2)
+    wait_until(caught_up(home.repl, home.store), "and then the new records")
+    assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 12
+
+
+def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
+    tmp_path: Path, redis_client: Any, homes: Callable[[Any], Home]
+) -> None:
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        repl = ReplicationLedger(redis_client)  # the stream got heights 0..3 before a crash, say
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, 4)])
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream filled from height 4")
+    assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
+
+
+# --- Redis outages ---------------------------------------------------------------------------------
+
+
+def test_a_redis_that_comes_up_later_gets_everything_from_the_store(
+    own_redis: OwnRedis, homes: Callable[[Any], Home]
+) -> None:
+    client = connect(own_redis.url, timeout=0.5)  # nothing listens there yet
+    try:
+        home = homes(client)
+        append(home.store, LEDGER, 6)  # committed and answered although Redis is down
+        append(home.store, OTHER, 3)
+        assert home.store.size(LEDGER) == 6
+        own_redis.start()
+        wait_until(caught_up(home.repl, home.store), "the streams filled once Redis answered")
+        append(home.store, LEDGER, 2)
+        wait_until(caught_up(home.repl, home.store), "and the records after it")
+        assert client.xlen(home.repl.stream_key(LEDGER)) == 8
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("keep_data", [True, False], ids=["redis-kept-its-data", "redis-lost-its-data"])
+def test_after_an_outage_the_stream_is_filled_from_the_store(
+    own_redis: OwnRedis, homes: Callable[[Any], Home], keep_data: bool
+) -> None:
+    own_redis.start()
+    client = connect(own_redis.url, timeout=0.5)
+    try:
+        home = homes(client)
+        append(home.store, LEDGER, 4)
+        wait_until(caught_up(home.repl, home.store), "the first records streamed")
+        own_redis.stop()
+        append(home.store, LEDGER, 5)  # while Redis is down
+        append(home.store, OTHER, 2)
+        own_redis.start(keep_data=keep_data)
+        wait_until(caught_up(home.repl, home.store), "the stream filled after the outage")
+        assert client.xlen(home.repl.stream_key(LEDGER)) == 9  # nothing twice, nothing missing
+        assert home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME}
+    finally:
+        client.close()
+
+
+# --- a Redis that answers with errors --------------------------------------------------------------
+
+
+class FeedLog:
+    """Stands for the Publisher: what the outbox put on the feed."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, int, int]] = []
+        self.heads_sent = 0
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
+        self.records.append((ledger, height, hops))
+
+    def heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+        self.heads_sent += 1
+
+
+def refuse_writes(client: Any) -> None:
+    """Redis at its memory limit with no eviction: every write is an OOM error reply, reads still answer."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+
+
+def accept_writes(client: Any) -> None:
+    client.config_set("maxmemory", "0")
+
+
+# Found while writing these tests. REDIS_ERRORS (broker/replication.py) holds the connection
+# errors only: an error *reply* (OOM at maxmemory, READONLY, NOPERM, WRONGTYPE) is a
+# ResponseError, which the outbox's handlers let through. In the loop it aborts _drain before
+# the batch is published, so the feed stops while Redis refuses writes; in the first
+# _sync_redis, which _run calls outside its try, it ends the outbox thread for good.
+
+
+def test_the_feed_goes_on_while_redis_refuses_writes(own_redis: OwnRedis, tmp_path: Path) -> None:
+    own_redis.start()
+    client = connect(own_redis.url, timeout=0.5)
+    feed = FeedLog()
+    store = ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0)
+    outbox = Outbox(HOME, store, feed, ReplicationLedger(client), SETTINGS)  # type: ignore[arg-type]
+    store.on_commit = outbox.committed
+    outbox.start()
+    try:
+        refuse_writes(client)
+        append(store, LEDGER, 3)
+        wait_until(lambda: len(feed.records) == 3, "the records on the feed, Redis refusing writes", 3.0)
+        accept_writes(client)
+        wait_until(caught_up(ReplicationLedger(client), store), "the stream filled once Redis accepts writes")
+    finally:
+        outbox.stop()
+        store.close()
+        client.close()
+
+
+def test_an_outbox_started_while_redis_refuses_writes_goes_on(own_redis: OwnRedis, tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 3)  # the stream lacks these: the first sync must fill it
+    own_redis.start()
+    client = connect(own_redis.url, timeout=0.5)
+    refuse_writes(client)
+    feed = FeedLog()
+    store = ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0)
+    outbox = Outbox(HOME, store, feed, ReplicationLedger(client), SETTINGS)  # type: ignore[arg-type]
+    store.on_commit = outbox.committed
+    outbox.start()
+    try:
+        time.sleep(0.2)  # the first sync meets the refusal
+        accept_writes(client)
+        append(store, LEDGER, 2)
+        wait_until(lambda: len(feed.records) == 2, "the new records on the feed", 3.0)
+        wait_until(caught_up(ReplicationLedger(client), store), "the stream filled")
+    finally:
+        outbox.stop()
+        store.close()
+        client.close()

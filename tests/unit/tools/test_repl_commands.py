@@ -1,0 +1,406 @@
+"""``vledger repl status``: its pure core, and the command against the session's real Redis.
+
+The replication keys are written with ReplicationLedger directly, as the nodes would: no
+node runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
+from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.node.errors import RedisServerError
+from vledger.tools import cli, repl_commands
+from vledger.tools.repl_commands import EXIT_FAILED, EXIT_LAGGING, EXIT_OK, ledger_status
+
+ROLES = {"ingest-1": "ingest", "ingest-2": "ingest", "replica-1": "replica", "replica-2": "replica"}
+ELECTION = "election-2026"
+ZAKAT = "zakat"
+
+
+def write_config(directory: Path, redis_url: str) -> Path:
+    path = directory / "cluster.toml"
+    path.write_text(
+        f"""
+[cluster]
+name = "test"
+redis = "{redis_url}"
+default_home = "ingest-1"
+
+[nodes.ingest-1]
+role = "ingest"
+port = 7101
+pub_port = 7201
+
+[nodes.ingest-2]
+role = "ingest"
+port = 7102
+pub_port = 7202
+
+[nodes.replica-1]
+role = "replica"
+port = 7111
+
+[nodes.replica-2]
+role = "replica"
+port = 7112
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def stream(repl: ReplicationLedger, ledger: str, home: str, size: int) -> None:
+    repl.add([StreamRecord(ledger, h, f"record {h}".encode(), home) for h in range(size)])
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def repl(redis_client: Any) -> ReplicationLedger:
+    return ReplicationLedger(redis_client)
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return write_config(tmp_path, redis_server.url)
+
+
+def node(status: dict[str, Any], name: str) -> dict[str, Any]:
+    matches: list[dict[str, Any]] = [n for n in status["nodes"] if n["node"] == name]
+    (entry,) = matches
+    return entry
+
+
+def ledger(report: dict[str, Any], name: str) -> dict[str, Any]:
+    matches: list[dict[str, Any]] = [e for e in report["ledgers"] if e["ledger"] == name]
+    (entry,) = matches
+    return entry
+
+
+# --- the pure core ---------------------------------------------------------------------------------
+
+
+def test_lag_is_head_minus_held_and_a_replica_that_never_reported_lags() -> None:
+    status = ledger_status(ELECTION, "ingest-1", 41, {"ingest-1": 41, "replica-1": 41}, ROLES)
+    assert status.head == 41 and status.stream_head == 41 and status.home_held == 41
+    assert [n.node for n in status.nodes] == ["ingest-1", "ingest-2", "replica-1", "replica-2"]  # home first
+    by_name = {n.node: n for n in status.nodes}
+    assert (by_name["replica-1"].lag, by_name["replica-1"].lagging) == (0, False)
+    assert (by_name["replica-2"].held, by_name["replica-2"].lag, by_name["replica-2"].lagging) == (None, None, True)
+    # Another ingest node is shown, but never expected to hold a ledger it is not home to.
+    assert (by_name["ingest-2"].held, by_name["ingest-2"].lagging) == (None, False)
+    assert status.lagging == ["replica-2"]
+    assert status.counts == {2: 42}
+
+
+def test_the_head_is_the_highest_height_known() -> None:
+    # The stream ahead of the home's report (it streams first), and a replica ahead of both
+    # (after a Redis outage it may report before the home does): no negative lag.
+    ahead_stream = ledger_status(ZAKAT, "ingest-2", 9, {"ingest-2": 7, "replica-1": 7, "replica-2": 7}, ROLES)
+    assert ahead_stream.head == 9 and ahead_stream.home_held == 7
+    assert {n.node: n.lag for n in ahead_stream.nodes}["ingest-2"] == 2
+    assert ahead_stream.lagging == ["replica-1", "replica-2"]
+    ahead_replica = ledger_status(ZAKAT, "ingest-2", 5, {"ingest-2": 5, "replica-1": 6, "replica-2": 6}, ROLES)
+    assert ahead_replica.head == 6
+    assert all(n.lag is None or n.lag >= 0 for n in ahead_replica.nodes)
+
+
+def test_nodes_only_redis_names_are_shown_as_unknown_and_counted() -> None:
+    held = {"ingest-1": 9, "replica-1": 9, "replica-2": 9, "observer-7": 4}
+    status = ledger_status(ELECTION, "ingest-1", 9, held, ROLES)
+    observer = status.nodes[-1]
+    assert (observer.node, observer.role, observer.held, observer.lag, observer.lagging) == (
+        "observer-7",
+        "unknown",
+        4,
+        5,
+        False,
+    )
+    assert status.counts == {3: 5, 4: 5}
+    assert status.lagging == []
+
+
+def test_observers_hold_every_ledger_and_verifiers_none() -> None:
+    roles = {**ROLES, "observer-1": "observer", "verifier-1": "verifier"}
+    status = ledger_status(ELECTION, "ingest-1", 9, {"ingest-1": 9, "replica-1": 9, "replica-2": 9}, roles)
+    assert [n.node for n in status.nodes] == ["ingest-1", "ingest-2", "observer-1", "replica-1", "replica-2"]
+    assert status.lagging == ["observer-1"]  # never reported
+    reported = ledger_status(ELECTION, "ingest-1", 9, {"ingest-1": 9, "observer-1": 9, "verifier-1": 3}, roles)
+    assert {n.node: (n.role, n.lagging) for n in reported.nodes}["verifier-1"] == ("verifier", False)
+    assert {n.node: n.lagging for n in reported.nodes}["observer-1"] is False
+
+
+def test_a_home_that_the_configuration_lacks_is_still_listed_first() -> None:
+    status = ledger_status("old", "ingest-9", 2, {"ingest-9": 2, "replica-1": 2, "replica-2": 2}, ROLES)
+    assert status.nodes[0].node == "ingest-9" and status.nodes[0].role == "unknown"
+    assert status.home_held == 2 and status.lagging == []
+
+
+def test_a_ledger_without_records_lags_nowhere() -> None:
+    status = ledger_status(ELECTION, "ingest-1", -1, {}, ROLES)
+    assert status.head == -1 and status.stream_head is None and status.home_held is None
+    assert status.lagging == [] and status.counts == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
+        ("redis://:s3cret@10.0.0.5:6379/2", "redis://:***@10.0.0.5:6379/2"),
+        ("rediss://vledger:s3cret@redis.example:6380/0", "rediss://vledger:***@redis.example:6380/0"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ],
+)
+def test_a_password_never_shows(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
+
+
+# --- the command against Redis ---------------------------------------------------------------------
+
+
+def test_every_replica_current_exits_0(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, err
+    lines = out.splitlines()
+    assert lines[0].endswith(": 1 ledger") and "redis://127.0.0.1:" in lines[0]
+    assert lines[2].split() == ["LEDGER", "HEAD", "STREAM", "NODE", "ROLE", "HELD", "LAG", "STATE"]
+    assert lines[3].split() == ["zakat", "4", "4", "ingest-2", "home", "4", "0"]
+    assert lines[4].split() == ["ingest-1", "ingest", "-", "-"]
+    assert lines[5].split() == ["replica-1", "replica", "4", "0", "current"]
+    assert "zakat  5 on 3 nodes" in out
+    assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
+
+
+def test_a_lagging_replica_exits_3_and_the_json_says_who(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    stream(repl, ELECTION, "ingest-1", 42)
+    stream(repl, ZAKAT, "ingest-2", 3)
+    repl.advance("ingest-1", ELECTION, 41)
+    repl.advance("replica-1", ELECTION, 41)
+    repl.advance("replica-2", ELECTION, 30)
+    repl.advance("observer-9", ELECTION, 10)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 2)
+
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert code == EXIT_LAGGING, err
+    report = json.loads(out)
+    assert set(report) == {"redis", "current", "ledgers"}
+    assert report["current"] is False
+    assert [e["ledger"] for e in report["ledgers"]] == [ELECTION, ZAKAT]
+    election = ledger(report, ELECTION)
+    assert set(election) == {"ledger", "home", "head", "stream_head", "home_held", "nodes", "counts", "lagging"}
+    assert (election["home"], election["head"], election["stream_head"], election["home_held"]) == (
+        "ingest-1",
+        41,
+        41,
+        41,
+    )
+    assert [n["node"] for n in election["nodes"]] == ["ingest-1", "ingest-2", "replica-1", "replica-2", "observer-9"]
+    assert node(election, "replica-2") == {
+        "node": "replica-2",
+        "role": "replica",
+        "held": 30,
+        "lag": 11,
+        "lagging": True,
+    }
+    assert node(election, "ingest-2") == {
+        "node": "ingest-2",
+        "role": "ingest",
+        "held": None,
+        "lag": None,
+        "lagging": False,
+    }
+    assert node(election, "observer-9")["role"] == "unknown"
+    assert election["counts"] == [
+        {"holders": 2, "records": 11},
+        {"holders": 3, "records": 20},
+        {"holders": 4, "records": 11},
+    ]
+    assert sum(c["records"] for c in election["counts"]) == 42
+    assert election["lagging"] == ["replica-2"]
+    assert ledger(report, ZAKAT)["lagging"] == []
+
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING
+    assert "Behind: election-2026 (replica-2)" in out
+    assert "11 on 2 nodes, 20 on 3 nodes, 11 on 4 nodes" in out
+    (row,) = [line for line in out.splitlines() if " replica-2 " in f" {line} " and " 30 " in line]
+    assert row.split() == ["replica-2", "replica", "30", "11", "behind"]
+
+
+def test_catching_up_turns_the_exit_code_to_0(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    stream(repl, ELECTION, "ingest-1", 10)
+    repl.advance("ingest-1", ELECTION, 9)
+    repl.advance("replica-1", ELECTION, 9)
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_LAGGING  # replica-2 never reported
+    repl.advance("replica-2", ELECTION, 9)
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+
+
+def test_no_ledgers_yet(capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger) -> None:
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK and out.strip().endswith(": 0 ledgers")
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    assert code == EXIT_OK and json.loads(out)["ledgers"] == [] and json.loads(out)["current"] is True
+
+
+def test_redis_url_overrides_the_configuration(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    redis_server: RedisServer,
+    repl: ReplicationLedger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream(repl, ZAKAT, "ingest-2", 1)
+    config = write_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert code == EXIT_LAGGING, err  # nobody reported holding the one record
+    assert json.loads(out)["redis"] == redis_server.url
+
+
+def test_unreachable_redis_exits_1_with_a_code_and_no_password(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = write_config(tmp_path, f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_FAILED
+    assert out == ""
+    assert err.startswith("vledger: error: redis_server: cannot read the replication state from Redis at redis://:***@")
+    assert "s3cret" not in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_invalid_configuration_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[cluster]\nname = 'x'\n", encoding="utf-8")
+    code, _, err = run(capsys, "repl", "status", "--config", path)
+    assert code == EXIT_FAILED and err.startswith("vledger: error: bad_settings: ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["repl"],
+        ["repl", "status"],
+        ["repl", "status", "--config", "c.toml", "--watch", "0"],
+        ["repl", "status", "--config", "c.toml", "--watch", "soon"],
+        ["repl", "lag", "--config", "c.toml"],
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and "usage: vledger repl" in err
+
+
+def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "repl", "status", "--help")
+    assert code == 0
+    for words in (
+        '"stream_head"',
+        '"home_held"',
+        '"lagging"',
+        '"counts"',
+        "Exit codes",
+        "3 some replica or observer lags",
+    ):
+        assert words in out
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "repl" in out
+
+
+# --- --watch ---------------------------------------------------------------------------------------
+
+
+class Rounds:
+    """A sleep that lets ``rounds`` rounds run, calling ``between`` after each, then interrupts."""
+
+    def __init__(self, rounds: int, between: Any = None) -> None:
+        self.left = rounds
+        self.between = between
+        self.slept: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if self.between is not None:
+            self.between(len(self.slept))
+        self.left -= 1
+        if self.left <= 0:
+            raise KeyboardInterrupt
+
+
+def test_watch_prints_a_round_each_interval_and_exits_with_the_last_code(
+    capsys: pytest.CaptureFixture[str], redis_server: RedisServer, repl: ReplicationLedger
+) -> None:
+    stream(repl, ZAKAT, "ingest-2", 3)
+    repl.advance("ingest-2", ZAKAT, 2)
+    repl.advance("replica-1", ZAKAT, 2)
+
+    def catch_up(round_done: int) -> None:
+        if round_done == 1:
+            repl.advance("replica-2", ZAKAT, 2)
+
+    sleep = Rounds(2, catch_up)
+    code = repl_commands.watch_status(repl, ROLES, redis_server.url, as_json=True, interval=2.5, sleep=sleep)
+    assert code == EXIT_OK  # the second round's: replica-2 caught up in between
+    assert sleep.slept == [2.5, 2.5]
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (first["current"], second["current"]) == (False, True)
+
+
+def test_watch_goes_on_when_redis_goes_away(capsys: pytest.CaptureFixture[str], redis_server: RedisServer) -> None:
+    # A Redis of this test's own (the session's must stay up), stopped after the first round.
+    directory = Path(tempfile.mkdtemp(prefix="vledger-watch-", dir="/tmp"))
+    server = RedisServer(directory, executable=redis_server.executable)
+    server.start()
+    client = connect(server.url, timeout=0.5)
+    try:
+        repl = ReplicationLedger(client)
+        stream(repl, ZAKAT, "ingest-2", 1)
+
+        def stop_redis(round_done: int) -> None:
+            if round_done == 1:
+                server.stop()
+
+        sleep = Rounds(2, stop_redis)
+        code = repl_commands.watch_status(repl, ROLES, server.url, as_json=False, interval=1.0, sleep=sleep)
+    finally:
+        client.close()
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert code == EXIT_FAILED  # the last round's
+    out, err = capsys.readouterr()
+    assert "zakat" in out and out.count(": 1 ledger") == 1
+    assert err.startswith("vledger: error: redis_server: ") and len(err.splitlines()) == 1
+
+
+def test_show_status_turns_redis_errors_into_redis_server_errors(redis_server: RedisServer) -> None:
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    try:
+        with pytest.raises(RedisServerError, match="cannot read the replication state"):
+            repl_commands.show_status(ReplicationLedger(client), ROLES, "redis://nowhere/0", as_json=True)
+    finally:
+        client.close()
