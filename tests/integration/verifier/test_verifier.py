@@ -1,0 +1,195 @@
+"""The verifier against a running cluster: clean runs raise nothing, every kind of tampering is caught.
+
+Each tamper case edits one replica's SQLite store behind its back, as an intruder on that host
+would, and waits (at most 5 s, the issue's bound) for the alert naming that node and height.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.record import Entry, Record, decode_record
+from vledger.tests.integration.cluster import ACTIVE, ADMIN, LocalCluster, entry, genesis, wait_until
+
+DETECTION_SECONDS = 5.0  # the issue's bound from a tampered byte to its alert
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    settings = {"sweep_interval_ms": 200, "lag_alert_ms": 10_000}
+    with LocalCluster(redis_server.url, nodes=1, replicas=2, verifiers=1, verifier=settings) as running:
+        yield running
+
+
+_ledgers = itertools.count(1)
+
+
+@pytest.fixture
+def ledger(cluster: LocalCluster) -> str:
+    """A ledger of its own for each test, of 150 records on every copy, swept clean once."""
+    name = f"votes-{next(_ledgers)}"
+    cluster.admin().create_ledger(genesis(name, ADMIN, ["vote"], difficulty=4))
+    writer = cluster.client("writer1")
+    writer.put_many([entry(name, "vote", {"n": i}, "writer1", difficulty=4) for i in range(150)], window=64)
+    size = _size(cluster, "ingest-1", name)
+    wait_until(lambda: all(_size(cluster, n, name) == size for n in cluster.replica_names), 20, "replicas complete")
+    verifier = cluster.admin("verifier-1")
+
+    def every_copy_swept() -> bool:
+        copies = {k: c for k, c in verifier.call("status")["copies"].items() if k.endswith(f"|{name}")}
+        return len(copies) == 3 and all(c["sweeps"] >= 1 for c in copies.values())
+
+    wait_until(every_copy_swept, 20, "a first sweep of every copy")
+    return name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
+    report = yield
+    if report.failed:  # type: ignore[attr-defined]
+        for running in ACTIVE:
+            for name in running.procs:
+                report.sections.append((f"log of {name}", running.log_tail(name)))  # type: ignore[attr-defined]
+    return report
+
+
+def _size(cluster: LocalCluster, node: str, ledger: str) -> int:
+    return int(cluster.admin(node).call("size", {"ledger": ledger})["size"])
+
+
+def _repl(cluster: LocalCluster) -> ReplicationLedger:
+    return ReplicationLedger(connect(cluster.cluster_redis_url))
+
+
+def _store(cluster: LocalCluster, node: str) -> sqlite3.Connection:
+    return sqlite3.connect(cluster.store_dir(node) / "chain.sqlite3", isolation_level=None)
+
+
+def _record(db: sqlite3.Connection, ledger: str, height: int) -> Record:
+    row = db.execute("SELECT data FROM records WHERE ledger = ? AND height = ?", (ledger, height)).fetchone()
+    return decode_record(row[0], PROTOCOL_LIMITS)
+
+
+def _write(db: sqlite3.Connection, ledger: str, height: int, data: bytes) -> None:
+    db.execute("UPDATE records SET data = ? WHERE ledger = ? AND height = ?", (data, ledger, height))
+
+
+def _alert(cluster: LocalCluster, node: str, ledger: str, what: str, height: int) -> dict[str, str]:
+    repl = _repl(cluster)
+    found: dict[str, str] = {}
+
+    def raised() -> bool:
+        for alert in repl.alerts(1000):
+            if (alert["node"], alert["ledger"], alert["what"], int(alert["height"])) == (node, ledger, what, height):
+                found.update(alert)
+                return True
+        return False
+
+    wait_until(raised, DETECTION_SECONDS, f"a {what} alert for {node}")
+    return found
+
+
+def _alerts_of(cluster: LocalCluster, ledger: str) -> list[dict[str, str]]:
+    return [a for a in _repl(cluster).alerts(1000) if a["ledger"] == ledger]
+
+
+def test_a_clean_run_raises_no_alert_and_verify_cluster_passes(cluster: LocalCluster, ledger: str) -> None:
+    writer = cluster.client("writer1")
+    writer.put_many([entry(ledger, "vote", {"m": i}, "writer1", difficulty=4) for i in range(200)], window=32)
+    size = _size(cluster, "ingest-1", ledger)
+    wait_until(lambda: all(_size(cluster, n, ledger) == size for n in cluster.replica_names), 20, "replicas complete")
+    group = _group(cluster, ledger)
+    wait_until(lambda: _group(cluster, ledger)["last-delivered-id"] == f"{size - 1}-1".encode(), 10, "all checked")
+    assert group["pending"] == 0 or _group(cluster, ledger)["pending"] == 0
+    assert _alerts_of(cluster, ledger) == []
+    assert cluster.admin("verifier-1").call("status")["open_alerts"] == []
+    done = cluster.cli("verify", "--cluster", str(cluster.config_path), check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _group(cluster: LocalCluster, ledger: str) -> dict[str, object]:
+    repl = _repl(cluster)
+    groups = repl.client.xinfo_groups(repl.stream_key(ledger))
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in groups[0].items()}
+
+
+def test_a_verifier_killed_and_restarted_misses_nothing(cluster: LocalCluster, ledger: str) -> None:
+    cluster.kill_node("verifier-1")
+    writer = cluster.client("writer1")
+    writer.put_many([entry(ledger, "vote", {"k": i}, "writer1", difficulty=4) for i in range(100)], window=32)
+    size = _size(cluster, "ingest-1", ledger)
+    cluster.start_node("verifier-1")
+    wait_until(lambda: _group(cluster, ledger)["last-delivered-id"] == f"{size - 1}-1".encode(), 20, "all checked")
+    wait_until(lambda: _group(cluster, ledger)["pending"] == 0, 10, "nothing left pending")
+    assert _alerts_of(cluster, ledger) == []
+
+
+def test_a_rewritten_vote_with_fresh_checksum_and_work_is_betrayed_by_its_link(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    with closing(_store(cluster, "replica-2")) as db:
+        original = _record(db, ledger, 100)
+        content = dataclasses.replace(original.content, payload={"n": 99999})
+        forged_entry = Entry.prepare(content, 4, PROTOCOL_LIMITS)
+        forged = dataclasses.replace(
+            original, content=forged_entry.content, content_bytes=forged_entry.content_bytes,
+            checksum=forged_entry.checksum, nonce=forged_entry.nonce,
+        )  # fmt: skip
+        started = time.monotonic()
+        _write(db, ledger, 100, forged.encode())
+    _alert(cluster, "replica-2", ledger, "bad_link", 100)
+    assert time.monotonic() - started < DETECTION_SECONDS
+    done = cluster.cli("verify", "--cluster", str(cluster.config_path), check=False)
+    assert done.returncode == 1 and f"replica-2|{ledger}|bad_link" in done.stdout
+    # Put right (the record restored), the next clean sweep resolves it.
+    with closing(_store(cluster, "replica-2")) as db:
+        _write(db, ledger, 100, original.encode())
+    wait_until(lambda: f"replica-2|{ledger}|bad_link" not in _repl(cluster).open_alerts(), 10, "the alert resolved")
+
+
+def test_a_deleted_record_is_a_height_gap(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        db.execute("DELETE FROM records WHERE ledger = ? AND height = ?", (ledger, 50))
+    _alert(cluster, "replica-1", ledger, "height_gap", 50)
+
+
+def test_a_truncated_chain_is_reported(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        db.execute("DELETE FROM records WHERE ledger = ? AND height >= ?", (ledger, 120))
+    _alert(cluster, "replica-1", ledger, "truncated", 120)
+
+
+def test_two_swapped_records_are_caught(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-2")) as db:
+        a, b = _record(db, ledger, 20).encode(), _record(db, ledger, 21).encode()
+        db.execute("BEGIN")
+        _write(db, ledger, 20, b)
+        _write(db, ledger, 21, a)
+        db.execute("COMMIT")
+    _alert(cluster, "replica-2", ledger, "height_gap", 20)
+
+
+def test_another_record_written_at_a_held_height_is_caught(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        other = _record(db, ledger, 30)
+        moved = dataclasses.replace(_record(db, ledger, 31), height=30, prev=other.prev)  # a real record, misplaced
+        _write(db, ledger, 30, moved.encode())
+    _alert(cluster, "replica-1", ledger, "bad_link", 30)
+
+
+def test_a_copy_that_differs_from_the_home_is_a_fork(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-2")) as db:
+        top = _size(cluster, "replica-2", ledger) - 1
+        head = _record(db, ledger, top)
+        _write(db, ledger, top, dataclasses.replace(head, link=bytes(32)).encode())
+    _alert(cluster, "replica-2", ledger, "fork", top)

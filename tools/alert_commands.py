@@ -1,0 +1,133 @@
+"""Alerts: read them, follow them, resolve them, and ``vledger verify --cluster``.
+
+* ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of the
+  ``vledger:alerts`` stream (with ``--follow``, then waits for new ones until interrupted);
+  ``vledger alerts resolve --config FILE KEY... | --all`` closes open ones.
+* ``vledger verify --cluster FILE`` lists the open alerts and exits 1 while there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..broker.redis_server import connect, shown_url
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..config.cluster import ClusterConfig, load_cluster
+from ..node.errors import RedisServerError, UsageError
+from .args import Subparsers, add_command, add_json_option, positive
+
+EXIT_OK = 0
+EXIT_ALERTS = 1
+FOLLOW_BLOCK_MS = 1000
+
+
+def _url(config: ClusterConfig) -> str:
+    return os.environ.get("REDIS_URL") or config.redis_url
+
+
+def _replication(config: ClusterConfig) -> ReplicationLedger:
+    return ReplicationLedger(connect(_url(config), timeout=5.0))
+
+
+def _redis_failed(config: ClusterConfig, error: Exception) -> RedisServerError:
+    return RedisServerError(f"Redis at {shown_url(_url(config))} does not answer: {error}")
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    repl = _replication(config)
+    try:
+        if args.action == "resolve":
+            return _resolve(repl, args)
+        alerts = repl.alerts(args.count)
+        for alert in alerts:
+            _print_alert(alert, args.json)
+        if args.follow:
+            _follow(repl, alerts[-1]["id"] if alerts else "$", args.json)
+        return EXIT_OK
+    except REDIS_ERRORS as e:
+        raise _redis_failed(config, e) from None
+    finally:
+        repl.client.close()
+
+
+def _resolve(repl: ReplicationLedger, args: argparse.Namespace) -> int:
+    keys = list(repl.open_alerts()) if args.all else args.keys
+    if not keys:
+        raise UsageError(
+            "name the open alerts to resolve (NODE|LEDGER|WHAT, as vledger verify --cluster lists them), or --all"
+        )
+    closed = repl.resolve(keys)
+    print(json.dumps({"resolved": closed}) if args.json else f"resolved {closed} of {len(keys)} alerts")
+    return EXIT_OK
+
+
+def _follow(repl: ReplicationLedger, last: str, as_json: bool) -> None:
+    while True:
+        replies = repl.client.xread({repl.alerts_key: last}, block=FOLLOW_BLOCK_MS, count=100)
+        for _, entries in replies or []:
+            for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                _print_alert({"id": last, **{_text(k): _text(v) for k, v in fields.items()}}, as_json)
+
+
+def _print_alert(alert: dict[str, str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(alert, sort_keys=True), flush=True)
+        return
+    source = f" (from {alert['source']})" if alert.get("source") else ""
+    print(
+        f"{alert.get('id', '')}  {alert.get('what', '?'):<16} {alert.get('node', '?')} {alert.get('ledger', '?')} "
+        f"height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
+        flush=True,
+    )
+
+
+def verify_cluster(path: Path, as_json: bool) -> int:
+    """``vledger verify --cluster``: the open alerts; exit 1 while there is one."""
+    config = load_cluster(path)
+    repl = _replication(config)
+    try:
+        open_alerts = repl.open_alerts()
+    except REDIS_ERRORS as e:
+        raise _redis_failed(config, e) from None
+    finally:
+        repl.client.close()
+    if as_json:
+        print(json.dumps({"cluster": config.name, "open_alerts": open_alerts, "ok": not open_alerts}, sort_keys=True))
+    elif not open_alerts:
+        print(f"cluster {config.name}: no open alert")
+    else:
+        print(f"cluster {config.name}: {len(open_alerts)} open alerts")
+        for key, alert in sorted(open_alerts.items()):
+            print(f"  {key}  height {alert.get('height')}: {alert.get('detail')}")
+    return EXIT_ALERTS if open_alerts else EXIT_OK
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def add_alert_commands(commands: Subparsers) -> None:
+    alerts = add_command(
+        commands,
+        "alerts",
+        cmd_alerts,
+        "list, follow or resolve alerts",
+        "List the latest alerts (a node, ledger and height, what failed, expected and found), "
+        "oldest first; --follow then prints new ones as they come. 'resolve' closes open alerts "
+        "(vledger verify --cluster lists them).",
+    )
+    alerts.add_argument(
+        "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"
+    )
+    alerts.add_argument("keys", nargs="*", metavar="KEY", help="resolve: the open alerts' keys, NODE|LEDGER|WHAT")
+    alerts.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
+    alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")
+    alerts.add_argument("--all", action="store_true", help="resolve: every open alert")
+    add_json_option(alerts)

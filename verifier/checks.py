@@ -1,0 +1,496 @@
+"""What the verifier checks, over every copy of every ledger (vledger.verifier.process runs it).
+
+Three checks, each catching what the others cannot:
+
+* **New records** (a Redis consumer group on the ledger streams): each record is verified as
+  the next of the stream's chain (checksum, proof of work, link), and every node that holds
+  that height already must hold the same bytes. Entries are acknowledged once checked; a
+  verifier that restarts re-reads its pending entries first, and takes over what a dead one
+  left (``XAUTOCLAIM``).
+* **Heads**: every copy's head is compared with the home node's record at the same height.
+  A link commits to every record below it, so equal hashes mean equal prefixes; a different
+  one is a **fork**. A copy that stays behind the home for ``lag_alert_ms`` is **lagging**:
+  transient lag (a replica that has not caught up yet) raises nothing.
+* **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
+  They catch a record rewritten in a node's own store (only its link betrays it), a deleted
+  or swapped record, and a chain cut short (a copy that ends below the height it reported).
+
+Every finding becomes an alert (Redis ``vledger:alerts``, and the open set) once; a clean
+sweep of a copy resolves that copy's chain alerts, a caught-up copy its lag alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..broker.client import Client
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, entry_height
+from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
+from ..node.record import decode_record
+from ..node.verify import ChainVerifier
+from .sweep import Checkpoint, LedgerSweep
+
+log = logging.getLogger(__name__)
+
+GROUP = "verifier"
+READ_COUNT = 500
+CHAIN_FAULTS = (
+    "bad_encoding",
+    "non_canonical",
+    "bad_field",
+    "too_large",
+    "unknown_kind",
+    "bad_checksum",
+    "insufficient_work",
+    "bad_link",
+    "height_gap",
+    "wrong_ledger",
+    "bad_genesis",
+    "truncated",
+)
+HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
+
+
+class NodeReader:
+    """One node's read commands, for the verifier; a node that does not answer is left alone a while."""
+
+    def __init__(self, node: NodeConfig, client: Client, page_size: int, clock: Callable[[], float]) -> None:
+        self.node = node
+        self.client = client
+        self.page_size = page_size
+        self._clock = clock
+        self.down_until = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def up(self) -> bool:
+        return self._clock() >= self.down_until
+
+    def down(self, seconds: float, error: Exception) -> None:
+        if self.up():
+            log.info("node %s unavailable (%s): skipped for %.0f s", self.name, error, seconds)
+        self.down_until = self._clock() + seconds
+
+    def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": min(limit, self.page_size)})
+        records = reply.get("records") if isinstance(reply, dict) else None
+        if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
+            raise NodeUnavailableError(f"{self.name}: range answered something else than records")
+        return records
+
+    def head(self, ledger: str) -> tuple[int, bytes] | None:
+        """The node's head of ``ledger`` (height, hash), None if it holds none."""
+        try:
+            reply = self.client.call("head", {"ledger": ledger})
+        except RemoteError as e:
+            if e.code == "not_found":
+                return None
+            raise
+        height, digest = reply.get("height"), reply.get("hash")
+        if type(height) is not int or not isinstance(digest, bytes):
+            raise NodeUnavailableError(f"{self.name}: head answered something else")
+        return height, digest
+
+    def hash_at(self, ledger: str, height: int) -> bytes | None:
+        try:
+            data = self.client.call("get", {"ledger": ledger, "height": height}).get("record")
+        except RemoteError as e:
+            if e.code == "not_found":
+                return None
+            raise
+        if not isinstance(data, bytes):
+            raise NodeUnavailableError(f"{self.name}: get answered something else")
+        return decode_record(data, PROTOCOL_LIMITS).hash
+
+
+@dataclass(slots=True)
+class CopyState:
+    """What the verifier remembers about one node's copy of one ledger."""
+
+    sweep: LedgerSweep
+    next_sweep_at: float = 0.0
+    behind_since: float | None = None  # when it was first seen behind the home
+
+
+@dataclass(slots=True)
+class LedgerState:
+    home: str
+    chain: ChainVerifier | None = None  # the stream's records, verified in order
+    copies: dict[str, CopyState] = field(default_factory=dict)
+
+
+class ClusterChecks:
+    """The three checks over every copy; :meth:`tick` runs a slice of each. One thread."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ClusterConfig,
+        replication: ReplicationLedger,
+        readers: dict[str, NodeReader],
+        *,
+        settings: VerifierSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.replication = replication
+        self.readers = readers
+        self.settings = settings or config.verifier
+        self._clock = clock
+        self.ledgers: dict[str, LedgerState] = {}
+        self.open: set[str] = set()  # open alert keys: each is raised once until resolved
+        self._read_pending = True  # after a start: our own pending entries come first
+        self._next_heads = 0.0
+        self._next_claim = 0.0
+        self._checkpoints_saved = 0.0
+        self.checked = 0  # stream entries checked
+        self.swept = 0  # records re-verified by sweeps
+        self.alerts = 0
+
+    # --- set-up -----------------------------------------------------------------------
+
+    @property
+    def checkpoints_key(self) -> str:
+        return f"{self.replication.namespace}:sweep:{self.name}"
+
+    def start(self) -> None:
+        self.open = set(self.replication.open_alerts())
+        self.refresh_ledgers()
+
+    def refresh_ledgers(self) -> None:
+        """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints."""
+        announced = self.replication.ledgers()
+        saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
+        for ledger, home in sorted(announced.items()):
+            if ledger in self.ledgers:
+                continue
+            try:
+                self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
+            except Exception as e:  # BUSYGROUP: the group exists, which is what we want
+                if "BUSYGROUP" not in str(e):
+                    raise
+            state = self.ledgers[ledger] = LedgerState(home)
+            for node in self.holders(ledger):
+                checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
+                state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint))
+            self._read_pending = True
+
+    def holders(self, ledger: str) -> list[str]:
+        """The nodes that should hold ``ledger``: its home, every replica and observer."""
+        home = self.config.home_of(ledger).name
+        return [n.name for n in self.config.nodes.values() if n.name == home or n.role in HOLDER_ROLES]
+
+    # --- one slice of work ----------------------------------------------------------------
+
+    def tick(self, block_ms: int = 100) -> None:
+        now = self._clock()
+        self.consume(block_ms)
+        if now >= self._next_heads:
+            self._next_heads = now + self.settings.heads_interval_ms / 1000
+            self.refresh_ledgers()
+            self.compare_heads()
+            self.save_checkpoints()
+        if now >= self._next_claim:
+            self._next_claim = now + self.settings.claim_idle_ms / 1000
+            self.claim_abandoned()
+        self.sweep(budget_seconds=0.2)
+
+    # --- new records --------------------------------------------------------------------
+
+    def consume(self, block_ms: int) -> int:
+        """Check the new stream entries (our pending ones first after a start); returns how many."""
+        if not self.ledgers:
+            return 0
+        start = "0" if self._read_pending else ">"
+        streams = {self.replication.stream_key(ledger): start for ledger in self.ledgers}
+        replies = self.replication.client.xreadgroup(
+            GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
+        )
+        if self._read_pending and not any(entries for _, entries in replies or []):
+            self._read_pending = False
+        done = 0
+        for stream, entries in replies or []:
+            if entries:
+                done += self._check_entries(_text(stream).rsplit(":", 1)[1], entries)
+        return done
+
+    def claim_abandoned(self) -> None:
+        """Take over the entries a verifier that died left pending (XAUTOCLAIM)."""
+        for ledger in self.ledgers:
+            key = self.replication.stream_key(ledger)
+            reply = self.replication.client.xautoclaim(
+                key, GROUP, self.name, min_idle_time=self.settings.claim_idle_ms, start_id="0-0", count=READ_COUNT
+            )
+            entries = [e for e in reply[1] if e and e[1] is not None] if reply else []  # 7.0 adds deleted ids
+            if entries:
+                log.info("took over %d entries of %s left by another verifier", len(entries), ledger)
+                self._check_entries(ledger, entries)
+
+    def _check_entries(self, ledger: str, entries: list[Any]) -> int:
+        rows = [(entry_height(entry_id), bytes(fields[b"record"]), entry_id) for entry_id, fields in entries]
+        rows.sort()
+        self._verify_stream(ledger, rows)
+        first, last = rows[0][0], rows[-1][0]
+        streamed = {height: data for height, data, _ in rows}
+        digests = {height: hashlib.sha256(data).digest() for height, data in streamed.items()}
+        for node in self.holders(ledger):
+            reader = self.readers.get(node)
+            if reader is None or not reader.up():
+                continue  # its sweeps and the heads check cover it once it is back
+            try:
+                held = _pages(reader, ledger, first, last - first + 1)
+            except (NodeUnavailableError, RemoteError) as e:
+                reader.down(self.settings.node_timeout_ms / 1000, e)
+                continue
+            for offset, data in enumerate(held):
+                height = first + offset
+                expected = digests.get(height)
+                if expected is not None and hashlib.sha256(data).digest() != expected:
+                    self.raise_alert(
+                        Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
+                              source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
+                    )  # fmt: skip
+        self.replication.client.xack(self.replication.stream_key(ledger), GROUP, *[r[2] for r in rows])
+        self.checked += len(rows)
+        return len(rows)
+
+    def _verify_stream(self, ledger: str, rows: list[tuple[int, bytes, Any]]) -> None:
+        """The stream's own records, verified as a chain (its first record checked after the one below it)."""
+        state = self.ledgers[ledger]
+        for height, data, _ in rows:
+            chain = state.chain
+            if chain is None or chain.next_height != height:
+                chain = state.chain = self._chain_before(ledger, height)
+                if chain is None:
+                    return  # the records below are trimmed and the home is away: the sweeps cover it
+            try:
+                chain.feed(decode_record(data, PROTOCOL_LIMITS))
+            except RecordError as e:
+                state.chain = None
+                self.raise_alert(Alert("redis", ledger, height, e.code, e.reason, source=state.home))
+                return
+
+    def _chain_before(self, ledger: str, height: int) -> ChainVerifier | None:
+        """A verifier that expects ``height``: the genesis (for the rules) and the record below it."""
+        if height == 0:
+            return ChainVerifier(ledger, PROTOCOL_LIMITS)
+        below = {r.height: r.data for r in self.replication.read(ledger, height - 1, 1, stop=height)}
+        genesis = {r.height: r.data for r in self.replication.read(ledger, 0, 1, stop=1)}
+        try:
+            if height - 1 not in below or 0 not in genesis:
+                reader = self.readers.get(self.ledgers[ledger].home)
+                if reader is None or not reader.up():
+                    return None
+                genesis.setdefault(0, reader.page(ledger, 0, 1)[0])
+                below.setdefault(height - 1, reader.page(ledger, height - 1, 1)[0])
+            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis[0], PROTOCOL_LIMITS))
+            previous = decode_record(below[height - 1], PROTOCOL_LIMITS)
+        except (VledgerError, IndexError) as e:
+            log.info("cannot place %s %d in its chain yet: %s", ledger, height, e)
+            return None
+        return ChainVerifier.after(ledger, height - 1, previous.link, rules, PROTOCOL_LIMITS)
+
+    # --- heads ----------------------------------------------------------------------------
+
+    def compare_heads(self) -> None:
+        now = self._clock()
+        for ledger, state in self.ledgers.items():
+            home = self.readers.get(state.home)
+            if home is None or not home.up():
+                continue
+            try:
+                home_head = home.head(ledger)
+            except (NodeUnavailableError, RemoteError) as e:
+                home.down(self.settings.node_timeout_ms / 1000, e)
+                continue
+            if home_head is None:
+                continue
+            for node, copy in state.copies.items():
+                reader = self.readers.get(node)
+                if node == state.home or reader is None or not reader.up():
+                    continue
+                try:
+                    self._compare_head(ledger, state, node, copy, reader, home, home_head, now)
+                except (NodeUnavailableError, RemoteError) as e:
+                    reader.down(self.settings.node_timeout_ms / 1000, e)
+
+    def _compare_head(
+        self,
+        ledger: str,
+        state: LedgerState,
+        node: str,
+        copy: CopyState,
+        reader: NodeReader,
+        home: NodeReader,
+        home_head: tuple[int, bytes],
+        now: float,
+    ) -> None:
+        head = reader.head(ledger)
+        height = -1 if head is None else head[0]
+        if height < home_head[0]:
+            copy.behind_since = copy.behind_since if copy.behind_since is not None else now
+            if now - copy.behind_since >= self.settings.lag_alert_ms / 1000:
+                behind = home_head[0] - height
+                self.raise_alert(
+                    Alert(node, ledger, height + 1, "lagging", f"{behind} records behind {state.home} for "
+                          f"{now - copy.behind_since:.0f} s", source=state.home)
+                )  # fmt: skip
+        else:
+            copy.behind_since = None
+            self.resolve(node, ledger, ("lagging",))
+        if head is None:
+            return
+        reference = home_head[1] if height == home_head[0] else home.hash_at(ledger, height)
+        if reference is not None and reference != head[1]:
+            self.raise_alert(
+                Alert(node, ledger, height, "fork", f"its head differs from {state.home}'s record at that height",
+                      source=state.home, expected=reference.hex(), found=head[1].hex())
+            )  # fmt: skip
+        elif reference is not None:
+            self.resolve(node, ledger, ("fork",))
+
+    # --- sweeps ---------------------------------------------------------------------------
+
+    def sweep(self, budget_seconds: float) -> int:
+        """Sweep copies for up to ``budget_seconds``, each at most ``sweep_rate`` records a second."""
+        deadline = self._clock() + budget_seconds
+        done = 0
+        for ledger, state in self.ledgers.items():
+            for node, copy in state.copies.items():
+                if self._clock() >= deadline:
+                    return done
+                reader = self.readers.get(node)
+                if reader is None or not reader.up() or self._clock() < copy.next_sweep_at:
+                    continue
+                done += self._sweep_copy(ledger, node, copy, reader)
+        return done
+
+    def _sweep_copy(self, ledger: str, node: str, copy: CopyState, reader: NodeReader) -> int:
+        started = self._clock()
+        try:
+            step = copy.sweep.step(reader, reader.page_size)
+        except (NodeUnavailableError, RemoteError) as e:
+            reader.down(self.settings.node_timeout_ms / 1000, e)
+            return 0
+        self.swept += step.verified
+        # Pace: a page of n records may not come sooner than n / sweep_rate seconds after the last.
+        copy.next_sweep_at = started + step.verified / self.settings.sweep_rate
+        if step.finding is not None:
+            finding = step.finding
+            self.raise_alert(Alert(node, ledger, finding.height, finding.code, finding.detail))
+            copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
+        elif step.complete:
+            copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
+            self._sweep_complete(ledger, node, step.end)
+        return step.verified
+
+    def _sweep_complete(self, ledger: str, node: str, end: int) -> None:
+        """A clean sweep to ``end``: unless the node once held more (a chain cut short), its chain alerts resolve."""
+        try:
+            held = self.replication.held(ledger).get(node, -1)
+        except REDIS_ERRORS:
+            held = -1
+        if held > end:
+            self.raise_alert(
+                Alert(node, ledger, end + 1, "truncated", f"the copy ends at {end}, but it held up to {held}",
+                      expected=str(held), found=str(end))
+            )  # fmt: skip
+            return
+        self.resolve(node, ledger, CHAIN_FAULTS)
+
+    def save_checkpoints(self) -> None:
+        values = {
+            f"{node}|{ledger}": _checkpoint_text(copy.sweep.checkpoint)
+            for ledger, state in self.ledgers.items()
+            for node, copy in state.copies.items()
+        }
+        if values:
+            self.replication.client.hset(self.checkpoints_key, mapping=values)
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def raise_alert(self, alert: Alert) -> None:
+        if alert.key in self.open:
+            return
+        log.warning(
+            "ALERT %s: node %s ledger %s height %d: %s",
+            alert.what,
+            alert.node,
+            alert.ledger,
+            alert.height,
+            alert.detail,
+        )
+        self.replication.alert(alert)
+        self.open.add(alert.key)
+        self.alerts += 1
+
+    def resolve(self, node: str, ledger: str, kinds: tuple[str, ...]) -> None:
+        keys = [f"{node}|{ledger}|{what}" for what in kinds if f"{node}|{ledger}|{what}" in self.open]
+        if keys:
+            self.replication.resolve(keys)
+            self.open.difference_update(keys)
+            log.info("resolved: %s", ", ".join(keys))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "swept": self.swept,
+            "open_alerts": sorted(self.open),
+            "copies": {
+                f"{node}|{ledger}": {
+                    "sweeps": copy.sweep.checkpoint.sweeps,
+                    "at": copy.sweep.checkpoint.height,
+                    "last_complete_ms": copy.sweep.last_complete_ms,
+                    "records": copy.sweep.last_records,
+                }
+                for ledger, state in sorted(self.ledgers.items())
+                for node, copy in sorted(state.copies.items())
+            },
+        }
+
+
+def _pages(reader: NodeReader, ledger: str, start: int, count: int) -> list[bytes]:
+    """``count`` records from ``start`` (fewer where the node ends), over as many pages as it takes."""
+    held: list[bytes] = []
+    while len(held) < count:
+        wanted = count - len(held)
+        page = reader.page(ledger, start + len(held), wanted)
+        held.extend(page)
+        if len(page) < min(wanted, reader.page_size):
+            break
+    return held
+
+
+def _link_hex(data: bytes) -> str:
+    try:
+        return decode_record(data, PROTOCOL_LIMITS).hash.hex()
+    except VledgerError:
+        return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _checkpoint_text(cp: Checkpoint) -> str:
+    return f"{cp.height}:{cp.link.hex()}:{cp.sweeps}:{cp.started_ms}"
+
+
+def _checkpoint(text: str | None) -> Checkpoint | None:
+    if not text:
+        return None
+    try:
+        height, link, sweeps, started = text.split(":")
+        return Checkpoint(int(height), bytes.fromhex(link), int(sweeps), int(started))
+    except ValueError:
+        return None  # a damaged checkpoint: sweep from genesis
