@@ -171,9 +171,9 @@ def generate(directory: Path, name: str, passphrase: str | None = None, *, overw
     pair = new_keypair()
     secret_text = _secret_file_text(pair, passphrase)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _install(secret_path, secret_text, 0o600, overwrite)
+    install_file(secret_path, secret_text, 0o600, overwrite)
     try:
-        _install(public_path, _certificate(_PUBLIC_BANNER, pair.public), 0o644, overwrite)
+        install_file(public_path, _certificate(_PUBLIC_BANNER, pair.public), 0o644, overwrite)
     except BaseException:
         secret_path.unlink(missing_ok=True)
         raise
@@ -183,7 +183,7 @@ def generate(directory: Path, name: str, passphrase: str | None = None, *, overw
 
 def write_public(path: Path, public: str, *, overwrite: bool = False) -> None:
     """Write a public key file (0644) for a key received from someone else."""
-    _install(path, _certificate(_PUBLIC_BANNER, check_public_key(public)), 0o644, overwrite)
+    install_file(path, _certificate(_PUBLIC_BANNER, check_public_key(public)), 0o644, overwrite)
 
 
 def _certificate(banner: str, public: str, secret: str | None = None) -> str:
@@ -193,7 +193,11 @@ def _certificate(banner: str, public: str, secret: str | None = None) -> str:
     return "".join(lines)
 
 
-def _install(path: Path, text: str, mode: int, overwrite: bool) -> None:
+def install_file(path: Path, text: str, mode: int, overwrite: bool) -> None:
+    """Write ``text`` to ``path`` with ``mode`` from its first byte, fsynced; never half-written.
+
+    Without ``overwrite`` an existing name is refused (KeyExistsError), even one that appears meanwhile.
+    """
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -265,7 +269,7 @@ def _associated_data(public: str, n: int, r: int, p: int, salt_hex: str) -> byte
 
 def load_public(path: Path) -> str:
     """The Z85 public key in a ``.key`` file (or in a secret file: both hold it)."""
-    text = _read_text(path)
+    text = read_key_text(path)
     if text.lstrip().startswith("{"):
         public = _document(text, path).get("public_key")
         if not isinstance(public, str):
@@ -277,17 +281,7 @@ def load_public(path: Path) -> str:
 
 def load_secret(path: Path, passphrase: str | None = None) -> KeyPair:
     """The key pair in a ``.key_secret`` file; refuses a file that others may read."""
-    fd = _open(path)
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # the file we read, not whatever the name points to later
-        if mode & 0o077:
-            raise KeyPermissionsError(
-                f"{path}: permissions {mode:04o} are too open: a secret key must not be readable "
-                f"by others; run: chmod 600 {path}"
-            )
-        text = _read_fd(fd, path)
-    finally:
-        os.close(fd)
+    text = read_private_text(path)
     if text.lstrip().startswith("{"):
         if passphrase is None:
             raise PassphraseError(f"{path}: this secret key is protected by a passphrase; give it")
@@ -300,6 +294,21 @@ def load_secret(path: Path, passphrase: str | None = None) -> KeyPair:
     return _matching_pair(public, secret, path)
 
 
+def read_private_text(path: Path) -> str:
+    """The text of a secret key file; refuses one that group or others may read (KeyPermissionsError)."""
+    fd = _open(path)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # the file we read, not whatever the name points to later
+        if mode & 0o077:
+            raise KeyPermissionsError(
+                f"{path}: permissions {mode:04o} are too open: a secret key must not be readable "
+                f"by others; run: chmod 600 {path}"
+            )
+        return _read_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
 def _open(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -307,7 +316,8 @@ def _open(path: Path) -> int:
         raise KeyMaterialError(f"{path}: cannot read: {e.strerror}") from e
 
 
-def _read_text(path: Path) -> str:
+def read_key_text(path: Path) -> str:
+    """The text of a key file that anyone may read (ASCII, at most 64 KiB)."""
     fd = _open(path)
     try:
         return _read_fd(fd, path)

@@ -50,6 +50,26 @@ class ReplicationSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class VerifierSettings:
+    """How the verifier paces its checks (vledger.verifier.process)."""
+
+    sweep_rate: int = 20_000  # records per second re-verified per node copy, at most
+    sweep_interval_ms: int = 1000  # the least time between two sweeps of one copy
+    heads_interval_ms: int = 1000  # how often every copy's head is compared with the home's
+    lag_alert_ms: int = 30_000  # a copy behind the home for this long is reported lagging
+    node_timeout_ms: int = 2000  # a node that does not answer within this is skipped a while
+    claim_idle_ms: int = 30_000  # stream entries a dead verifier left for this long are taken over
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObserverSettings:
+    """How observers publish their signed tallies (docs/PROTOCOL.md, section 11)."""
+
+    tally_interval_ms: int = 1000  # at most one snapshot per ledger and observer this often
+    tally_stream_max_len: int = 10_000  # snapshots kept per ledger stream (approximate trim)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
     role: str
@@ -80,6 +100,8 @@ class ClusterConfig:
     settings: Settings = dataclasses.field(default_factory=Settings)
     ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
     replication: ReplicationSettings = dataclasses.field(default_factory=ReplicationSettings)
+    verifier: VerifierSettings = dataclasses.field(default_factory=VerifierSettings)
+    observers: ObserverSettings = dataclasses.field(default_factory=ObserverSettings)
 
     def node(self, name: str) -> NodeConfig:
         try:
@@ -186,7 +208,8 @@ def _port(spec: dict[str, Any], key: str, at: str) -> int:
 
 def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     where = str(path)
-    _check_keys(data, ("cluster", "settings", "ingest", "replication", "nodes", "ledgers"), where)
+    tables = ("cluster", "settings", "ingest", "replication", "verifier", "observers", "nodes", "ledgers")
+    _check_keys(data, tables, where)
     cluster = _table(data, "cluster", where)
     _check_keys(cluster, ("name", "keys", "data", "redis", "default_home"), f"{where}: cluster")
     nodes = _nodes(_table(data, "nodes", where), where)
@@ -222,6 +245,8 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         ),
         ingest=build_settings(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
         replication=build_settings(ReplicationSettings, data.get("replication", {}), f"{where}: replication"),
+        verifier=build_settings(VerifierSettings, data.get("verifier", {}), f"{where}: verifier"),
+        observers=build_settings(ObserverSettings, data.get("observers", {}), f"{where}: observers"),
     )
 
 

@@ -10,6 +10,11 @@ Start-up order: the store opens and checks its heads, the SUB socket subscribes 
 nothing published from then on is missed), the read socket binds and passes its
 self-test, then the catch-up runs; until it is done, ``hello`` answers ``current: false``.
 SIGTERM and SIGINT stop it cleanly.
+
+An observer (vledger.verifier.observer) runs this same path, follow, catch-up, verify, store,
+holder heights and the read socket, with a :class:`StoreWatcher` beside it. It never
+republishes (an observer has no ``pub_port``), and the write concern of ingest nodes does
+not count its held height (vledger.ingest.write_concern).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from .. import __version__
 from ..broker.accounts import AccountCache, AccountRegistry
@@ -34,6 +39,7 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..node.errors import SettingsError
+from ..node.record import Record
 from ..node.store import ChainStore
 from .accounts import CachedAccounts
 from .follow import Follower
@@ -75,12 +81,14 @@ class StreamSource:
 class NodeSource:
     """A ledger's records from a node's ``range`` command (a home node, or a relay upstream)."""
 
-    def __init__(self, name: str, client: Client) -> None:
+    def __init__(self, name: str, client: Client, page_size: int) -> None:
         self.name = name
         self.client = client
+        self.page_size = page_size  # the cluster's range page: a larger limit is refused
 
     def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
-        reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": count})
+        limit = min(count, self.page_size)
+        reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": limit})
         records = reply.get("records") if isinstance(reply, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise OSError(f"{self.name}: range answered something else than records")
@@ -122,10 +130,34 @@ def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
     return sources
 
 
+class StoreWatcher(Protocol):
+    """What an observer runs beside the follow path, on the follow thread."""
+
+    def stored(self, records: list[Record]) -> None:
+        """``records`` (of one ledger, in height order) were just verified and stored."""
+        ...
+
+    def turn(self) -> None:
+        """One turn of the follow loop: at least every RECEIVE_SLICE_MS, and after each batch of the feed."""
+        ...
+
+
+# Builds the watcher once the store and Redis are open, before the follow loop starts.
+WatcherFactory = Callable[[ChainStore, ReplicationLedger], StoreWatcher]
+
+
 def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
+    run_follower(config, name, passphrase)
+
+
+def run_follower(
+    config: ClusterConfig, name: str, passphrase: str | None = None, *, observe: WatcherFactory | None = None
+) -> None:
+    """Run a replica node, or with ``observe`` an observer node (docstring above)."""
     node = config.node(name)
-    if node.role != "replica":
-        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a replica")
+    role = "replica" if observe is None else "observer"
+    if node.role != role:
+        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {role}")
     keys = load_secret(config.secret_key_path(name), passphrase)
     redis_url = os.environ.get("REDIS_URL") or config.redis_url
     registry = AccountRegistry(connect(redis_url))
@@ -159,6 +191,14 @@ def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None)
             publisher = Publisher(name, keys, node.feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
             publisher.self_test()
         outbox = Outbox(name, store, publisher, replication, config.replication, stream=False).start()
+        relay = outbox
+        watcher = None if observe is None else observe(store, replication)
+
+        def stored(records: list[Record], hops: int) -> None:
+            relay.committed(records, hops + 1)  # held heights, and what a relay republishes
+            if watcher is not None:
+                watcher.stored(records)
+
         sources: list[Any] = [StreamSource(replication)]
         for followed in _followed(config, node):
             client = Client(
@@ -167,15 +207,14 @@ def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None)
                 timeout=SOURCE_TIMEOUT,
             )
             clients.append(client)
-            sources.append(NodeSource(followed.name, client))
-        relay = outbox
+            sources.append(NodeSource(followed.name, client, config.ingest.page_size))
         stopping = threading.Event()
         follower = Follower(
             name,
             store,
             sources,
-            on_stored=lambda records, hops: relay.committed(records, hops + 1),
-            on_alert=lambda alert: _raise_alert(replication, alert),
+            on_stored=stored,
+            on_alert=lambda alert: raise_alert(replication, alert),
             batch=config.replication.catch_up_batch,
             stopping=stopping.is_set,
         )
@@ -197,9 +236,9 @@ def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None)
                 reads.start()
                 with _stopped_by_signals(stopping, loop):
                     log.info(
-                        "replica %s serving reads on %s, following %s", name, server.endpoint, ", ".join(node.follow)
+                        "%s %s serving reads on %s, following %s", role, name, server.endpoint, ", ".join(node.follow)
                     )
-                    _follow(follower, subscriber, stopping)
+                    _follow(follower, subscriber, stopping, watcher)
                 loop.stop()
                 reads.join()
             server.close(linger_ms=SHUTDOWN_LINGER_MS)
@@ -216,13 +255,17 @@ def run_replica(config: ClusterConfig, name: str, passphrase: str | None = None)
         store.close()
         stop_authenticator(ctx)
         ctx.destroy(linger=0)
-        log.info("replica %s stopped", name)
+        log.info("%s %s stopped", role, name)
 
 
-def _follow(follower: Follower, subscriber: Subscriber, stopping: threading.Event) -> None:
+def _follow(
+    follower: Follower, subscriber: Subscriber, stopping: threading.Event, watcher: StoreWatcher | None
+) -> None:
     follower.start()
     next_check = time.monotonic() + HEADS_EVERY
     while not stopping.is_set():
+        if watcher is not None:
+            watcher.turn()
         messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
         if messages:
             follower.receive(messages)
@@ -243,7 +286,8 @@ def _refresh_targets(follower: Follower) -> None:
             log.debug("heads from Redis unavailable: %s", e)
 
 
-def _raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
+def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
+    """Add ``alert`` to the alerts stream; if Redis is down, the log keeps it."""
     try:
         replication.alert(alert)
     except REDIS_ERRORS as e:

@@ -80,7 +80,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
 
     cache = AccountCache(registry, name, on_change=accounts_changed, poll_interval=broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
-    watch = ReplicaWatch(name, replication)
+    watch = ReplicaWatch(name, replication, ignored=[n.name for n in config.nodes_of("observer")])
     outbox: Outbox | None = None
     try:
         cache.start()

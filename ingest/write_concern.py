@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,12 +42,22 @@ class _Ledger:
 
 
 class ReplicaWatch:
-    """Waits for replicas on behalf of the ingest node ``home`` (whose own copy never counts)."""
+    """Waits for replicas on behalf of the ingest node ``home`` (whose own copy never counts).
+
+    The nodes in ``ignored`` (the observers: they hold copies, but to count, not to keep them
+    safe) report their held heights too, and never count either.
+    """
 
     def __init__(
-        self, home: str, replication: ReplicationLedger, *, clock: Callable[[], float] = time.monotonic
+        self,
+        home: str,
+        replication: ReplicationLedger,
+        *,
+        ignored: Collection[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
+        self.ignored = frozenset(ignored) | {home}
         self.replication = replication
         self._clock = clock
         self._lock = threading.Lock()
@@ -151,7 +161,7 @@ class ReplicaWatch:
 
     def _holders(self, ledger: _Ledger, waiter: _Waiter) -> list[str]:
         height = waiter.receipt.height
-        return sorted(node for node, held in ledger.held.items() if held >= height and node != self.home)
+        return sorted(node for node, held in ledger.held.items() if held >= height and node not in self.ignored)
 
     def _expire(self) -> None:
         now = self._clock()

@@ -251,6 +251,21 @@ class ForkError(RecordError):
     code = "fork"
 
 
+# --- observers and signed tallies (vledger.verifier.observer, docs/PROTOCOL.md section 11) ----
+
+
+class SignatureError(VledgerError):
+    """A signed tally whose Ed25519 signature does not verify with its observer's public key."""
+
+    code = "bad_signature"
+
+
+class TallyMismatchError(VledgerError):
+    """Two observers signed different tallies of one ledger at the same height (an alert)."""
+
+    code = "tally_mismatch"
+
+
 # --- keys, CURVE, Redis and accounts (vledger.broker) -----------------------------------
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import RemoteError, UsageError, VledgerError
+from .alert_commands import add_alert_commands, verify_cluster
 from .args import (
     Subparsers,
     add_command,
@@ -35,8 +36,10 @@ from .exporting import export_store
 from .importing import import_file
 from .logs import LEVELS, configure_logging
 from .node_commands import add_node_commands
+from .repl_commands import add_repl_commands
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .supervise import add_supervise_command
+from .tally_command import add_tally_command
 from .verification import verify_path
 
 EXIT_OK = 0
@@ -53,6 +56,8 @@ def _exit_code(ok: bool) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.cluster is not None:
+        return verify_cluster(args.cluster, args.json)
     result = verify_path(args.path, args.ledger, Limits())
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_node_commands(commands)
     add_client_commands(commands)
     add_supervise_command(commands)
+    add_tally_command(commands)
+    add_repl_commands(commands)
+    add_alert_commands(commands)
     return parser
 
 
@@ -118,9 +126,13 @@ def _add_verify(commands: Subparsers) -> None:
         cmd_verify,
         "verify a store or an export file from genesis",
         "Verify every record of a store directory or an export (.jsonl) file, from each "
-        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise.",
+        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise. "
+        "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
+        "exit 1 while there is one.",
     )
-    verify.add_argument("path", type=Path, metavar="PATH", help="a store directory or an export file")
+    what = verify.add_mutually_exclusive_group(required=True)
+    what.add_argument("path", type=Path, nargs="?", metavar="PATH", help="a store directory or an export file")
+    what.add_argument("--cluster", type=Path, metavar="FILE", help="a cluster configuration: its open alerts")
     add_ledger_option(verify, "verify")
     add_json_option(verify)
 

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
+from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
-from ..node.errors import BadPublicKeyError, NodeUnavailableError, UsageError
+from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.rules.engine import DOMAINS
+from ..node.rules.votes import ElectionState
 from ..node.sealed import seal, unseal
 from . import client_payloads as build
 from .args import Subparsers, add_command, add_json_option, count_arg, difficulty, ledger_name, node_name
@@ -61,6 +63,7 @@ from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
 from .seal_keys import read_seal_key, write_seal_key
 from .shell import Shell
+from .vote_check import check_voter, electronic_id_arg, print_vote_check
 
 EXIT_OK = 0
 CLIENT_OPTIONS = ("config", "node", "key", "timeout")
@@ -335,6 +338,30 @@ def cmd_vote_withdraw(session: Session, args: argparse.Namespace) -> int:
     return _put_write(session, args, build.withdraw(args.electronic_id))
 
 
+def _vote_check(session: Session, args: argparse.Namespace) -> int:
+    if args.ledger is not None:
+        ledgers = [args.ledger]
+    else:
+        listed = reply_field(session.call("ledger.list"), "ledgers", list)
+        ledgers = [e["ledger"] for e in listed if isinstance(e, dict) and e.get("type") == ElectionState.type_name]
+    checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+    found = [check for check in checks if check.records]
+    if not found:
+        raise NotFoundError(f"no records of electronic id {args.electronic_id}")
+    print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_vote_check(args: argparse.Namespace) -> int:
+    """``vote check`` reads from --node, else the first replica of the configuration, else the election's home."""
+    if args.node is None:
+        config = load_cluster(ClientOptions.from_args(args).config)
+        replicas = config.nodes_of("replica")
+        home = config.home_of(args.ledger) if args.ledger is not None else config.node(config.default_home)
+        args = argparse.Namespace(**{**vars(args), "node": replicas[0].name if replicas else home.name})
+    return with_session(_vote_check)(args)
+
+
 def donor_id(args: argparse.Namespace) -> str:
     """The donation's sealed donor id: given, or sealed here with the ledger's name as context."""
     if args.donor is not None:
@@ -389,6 +416,20 @@ def _add_vote_verbs(commands: Subparsers) -> None:
         ("withdraw", cmd_vote_withdraw, "withdraw a voter: the vote no longer counts"),
     ):
         _add_electronic_id(_domain_verb(vote, name, verb, summary, summary[0].upper() + summary[1:] + ".", "ELECTION"))
+    check = add_command(
+        vote,
+        "check",
+        cmd_vote_check,
+        "find your records on a verified copy of the chain",
+        "Read the whole election from a replica or an observer (default: the configuration's first replica), "
+        "verify every record from genesis to the head, and show the records of an electronic id, their "
+        "heights and hashes, and whether its vote counts. Without ELECTION, every election the node holds. "
+        "Exit 1 if the chain does not verify, or with not_found if the id has no records.",
+    )
+    add_client_options(check)
+    add_json_option(check)
+    check.add_argument("ledger", type=ledger_name, nargs="?", metavar="ELECTION")
+    check.add_argument("--electronic-id", type=electronic_id_arg, required=True, metavar="E", help="your electronic id")
 
 
 def _add_electronic_id(command: argparse.ArgumentParser) -> None:

@@ -13,7 +13,9 @@ As the cluster's admin, over the client protocol:
    chain alone, which is what observers do. The election's tally must equal the tally before
    this run plus what this run wrote;
 4. the demo waits (up to a deadline) until every replica holds every ledger up to its head,
-   as Redis's holder heights say, and shows the replication counts;
+   as Redis's holder heights say, and shows the replication counts; then until every
+   observer has signed a tally of each ledger at its head, and shows whether they agree
+   (``vledger tally``);
 5. each node's store directory on this host, replicas included, is verified read-only from
    every genesis, as ``vledger verify`` does (a live store in WAL mode reads fine).
 
@@ -54,6 +56,7 @@ from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .seal_keys import read_seal_key, write_seal_key
+from .tally_command import TallyReport, tally_report
 from .verification import Verification, verify_path
 
 ELECTION = "election-2026"
@@ -264,6 +267,7 @@ class ClusterDemoRun:
     stores: list[tuple[str, Path, Verification]]
     replication: list[Replication] = field(default_factory=list)
     replication_seconds: float = 0.0
+    tallies: list[TallyReport] = field(default_factory=list)  # the observers' signed tallies, one per ledger
 
     def chain(self, ledger: str) -> ChainReadBack:
         return next(c for c in self.chains if c.ledger == ledger)
@@ -291,6 +295,7 @@ class ClusterDemoRun:
             and not any(c.violations for c in self.chains)
             and all(result.ok for _, _, result in self.stores)
             and all(r.complete for r in self.replication)
+            and all(report.exit_code == 0 for report in self.tallies)
         )
 
 
@@ -367,6 +372,8 @@ class ClusterDemo:
         expected = Counter(counts) + batch.counted()
         if self.config.nodes_of("replica"):
             say(f"Waiting for the {len(self.config.nodes_of('replica'))} replicas to hold every record...")
+        if self.config.nodes_of("observer"):
+            say(f"Then for the {len(self.config.nodes_of('observer'))} observers to sign a tally at every head...")
         started = time.monotonic()
         replication = self._replication({chain.ledger: chain.records for chain in chains})
         return ClusterDemoRun(
@@ -382,6 +389,7 @@ class ClusterDemo:
             stores=self._verify_stores(),
             replication=replication,
             replication_seconds=time.monotonic() - started,
+            tallies=self._tallies({chain.ledger: chain.head.height for chain in chains}),
         )
 
     def _create_missing(self, account: str) -> list[str]:
@@ -460,6 +468,29 @@ class ClusterDemo:
         if state is None:
             raise NodeUnavailableError(f"{session.node.name}: no records of {ledger!r}")
         return ChainReadBack(ledger, session.node.name, state.head, violations, state.domain)
+
+    def _tallies(self, heads: dict[str, int]) -> list[TallyReport]:
+        """Each ledger's signed tallies once the observers agree at its head; at once on a bad signature
+        or a mismatch; else at the deadline."""
+        if not self.config.nodes_of("observer"):
+            return []
+        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        deadline = time.monotonic() + REPLICATION_WAIT
+        reports: list[TallyReport] = []
+        try:
+            while time.monotonic() <= deadline:
+                try:
+                    reports = [tally_report(self.config, ledger, client) for ledger in heads]
+                except REDIS_ERRORS:
+                    reports = []
+                if reports and all(r.exit_code == 0 and r.verdict.height == heads[r.ledger] for r in reports):
+                    break
+                if any(r.exit_code == 1 for r in reports):
+                    break
+                time.sleep(POLL)
+            return reports
+        finally:
+            client.close()
 
     def _replication(self, sizes: dict[str, int]) -> list[Replication]:
         """Each ledger's holder heights once every replica holds it all, or at the deadline."""

@@ -1,4 +1,4 @@
-"""Subcommands that run or set up nodes: ingest, replica, keygen, admin bootstrap."""
+"""Subcommands that run or set up nodes: ingest, replica, observer, keygen, admin bootstrap."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from pathlib import Path
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
+from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig, load_cluster
 from ..ingest.replica import run_replica
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
+from ..verifier.observer import run_observer
+from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, node_name
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,16 @@ def cmd_replica(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verifier(args: argparse.Namespace) -> int:
+    run_verifier(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+    return 0
+
+
+def cmd_observer(args: argparse.Namespace) -> int:
+    run_observer(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     """One key pair by name, or with --cluster every node's pair that the configuration names."""
     passphrase = _passphrase(args, confirm=True)
@@ -59,14 +72,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         if args.name is None:
             raise UsageError("name the key pair, or give --cluster CONFIG")
         directory = args.dir
-        made, kept = [{"name": args.name, "public": generate(directory, args.name, passphrase).public}], []
+        pair = generate(directory, args.name, passphrase)
+        made, kept = [{"name": args.name, "public": pair.public, "file": f"{args.name}.key"}], []
     if args.json:
         print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
     else:
         for entry in made:
-            print(f"created {directory / entry['name']}.key  public {entry['public']}")
+            print(f"created {directory / entry['file']}  public {entry['public']}")
         for entry in kept:
-            print(f"kept    {directory / entry['name']}.key  public {entry['public']}")
+            print(f"kept    {directory / entry['file']}  public {entry['public']}")
     return 0
 
 
@@ -74,16 +88,25 @@ def ensure_cluster_keys(
     config: ClusterConfig, passphrase: str | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Every node's key pair and the admin's that is missing, made; those that exist, kept as they are.
+    Each observer also gets its Ed25519 signing key pair, ``<name>.sign`` and ``<name>.sign.pub``.
 
-    Returns (made, kept), each entry the pair's name and public key: safe to run at every start.
+    Returns (made, kept), each entry the pair's name, public key and public file's name: safe
+    to run at every start.
     """
     made, kept = [], []
     for name in [*sorted(config.nodes), ADMIN_KEY]:
+        entry = {"name": name, "file": config.public_key_path(name).name}
         try:
-            pair = generate(config.keys_dir, name, passphrase)
-            made.append({"name": name, "public": pair.public})
+            made.append({**entry, "public": generate(config.keys_dir, name, passphrase).public})
         except KeyExistsError:
-            kept.append({"name": name, "public": load_public(config.public_key_path(name))})
+            kept.append({**entry, "public": load_public(config.public_key_path(name))})
+    for node in sorted(config.nodes_of("observer"), key=lambda n: n.name):
+        private_path, public_path = signing_key_paths(config.keys_dir, node.name)
+        entry = {"name": private_path.name, "file": public_path.name}
+        try:
+            made.append({**entry, "public": generate_signing_key(config.keys_dir, node.name, passphrase).public_hex})
+        except KeyExistsError:
+            kept.append({**entry, "public": load_verify_key(public_path).public_hex})
     return made, kept
 
 
@@ -122,6 +145,33 @@ def add_node_commands(commands: Subparsers) -> None:
     replica.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     replica.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
     _add_passphrase_option(replica, "the node's secret key is protected by a passphrase")
+
+    verifier = add_command(
+        commands,
+        "verifier",
+        cmd_verifier,
+        "run the verifier",
+        "Run the verifier NAME of the cluster configuration: check every new record on every copy, "
+        "compare every copy's head with its home's, and sweep every copy from genesis, raising an "
+        "alert on any divergence or tampering, until SIGTERM or SIGINT.",
+    )
+    verifier.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    verifier.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which verifier to run")
+    _add_passphrase_option(verifier, "the verifier's secret key is protected by a passphrase")
+
+    observer = add_command(
+        commands,
+        "observer",
+        cmd_observer,
+        "run an observer node",
+        "Run the observer node NAME of the cluster configuration: follow, verify and store every "
+        "record as a replica does, serve the read commands, re-run every ledger's domain rules from "
+        "the chain (flagging what breaks them) and publish tallies signed with NAME.sign to Redis, "
+        "until SIGTERM or SIGINT.",
+    )
+    observer.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    observer.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which observer to run")
+    _add_passphrase_option(observer, "the observer's secret keys are protected by a passphrase")
 
     keygen = add_command(
         commands,

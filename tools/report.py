@@ -13,6 +13,7 @@ from ..node.errors import RecordError, VledgerError
 from .cluster_demo import ELECTION, KINDS, LEDGERS, ClusterDemoRun
 from .demo import DEMO_NODE, DemoRun
 from .exporting import ExportSummary
+from .tally_command import report_lines
 from .verification import LedgerReport, Verification
 
 
@@ -114,6 +115,12 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             missing = [node for node in view.replicas if view.held.get(node, -1) < view.size - 1]
             state = f"replicas behind: {', '.join(missing)}" if missing else f"on all {len(view.replicas)} replicas"
             print(f"  {view.ledger:<{width}}  {counts}; {state}")
+
+    if run.tallies:
+        print("\nThe observers' signed tallies (vledger tally), each signature checked:")
+        for report in run.tallies:
+            for line in report_lines(report):
+                print(f"  {line}")
 
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:

@@ -39,6 +39,7 @@ import zmq
 
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
+from vledger.broker.feed import FeedHeads, FeedRecord, FeedSource, Subscriber
 from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
 from vledger.config.settings import Limits
@@ -228,6 +229,52 @@ class Wire:
         self.close()
 
 
+class FeedTap:
+    """The test's own subscriber to one node's feed: every message it published that got here.
+
+    Built on the replicas' own :class:`Subscriber` (CURVE SUB, under a key the feed's
+    allow-list holds: a member node's or an observer account's). PUB/SUB forgets what was
+    sent before the subscription took: :meth:`wait_heads` proves it took, by the heartbeats.
+    """
+
+    def __init__(self, source: FeedSource, keys: KeyPair, *, receive_hwm: int = 100_000) -> None:
+        self.source = source
+        self.subscriber = Subscriber(
+            process_context(),
+            keys,
+            [source],
+            receive_hwm=receive_hwm,
+            max_message_bytes=2 * LIMITS.max_record_bytes,
+            max_record_bytes=LIMITS.max_record_bytes,
+        )
+        self.records: list[FeedRecord] = []
+        self.heads: list[FeedHeads] = []
+
+    def read(self, timeout: float = 0.0) -> int:
+        """Take in what arrived (waiting up to ``timeout`` s for the first message); how many."""
+        messages = self.subscriber.receive(int(timeout * 1000), 100_000)
+        for message in messages:
+            if isinstance(message, FeedRecord):
+                self.records.append(message)
+            else:
+                self.heads.append(message)
+        return len(messages)
+
+    def wait_heads(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Read until ``count`` more heartbeats arrived: the subscription is live since the first."""
+        goal = len(self.heads) + count
+        wait_until(
+            lambda: self.read(0.05) >= 0 and len(self.heads) >= goal, timeout, f"{count} heads from {self.source.name}"
+        )
+
+    def heights(self, ledger: str) -> list[int]:
+        """The heights of ``ledger`` this feed carried, in the order they came (repeats included)."""
+        return [r.height for r in self.records if r.ledger == ledger]
+
+    def close(self) -> None:
+        self.subscriber.close()
+
+
 @dataclass
 class NodeProcess:
     name: str
@@ -261,6 +308,10 @@ class LocalCluster:
     ``ingest`` and ``replication`` override settings of those tables of the configuration.
     ``replicas`` adds replica nodes ``replica-1``...; ``follow`` names what a replica
     follows (default: every ingest node) and ``relays`` the replicas that republish.
+    ``verifiers`` adds verifier nodes ``verifier-1``..., started last, with the settings
+    of ``verifier`` in the configuration's ``[verifier]`` table.
+    ``observers`` adds observer nodes ``observer-1``... (started after the replicas), with
+    the settings of ``observing`` in the ``[observers]`` table.
     """
 
     redis_url: str  # the session's server; the cluster picks its own database on it
@@ -269,6 +320,10 @@ class LocalCluster:
     ingest: Mapping[str, int] = field(default_factory=dict)
     accounts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
     replicas: int = 0
+    verifiers: int = 0
+    verifier: Mapping[str, int] = field(default_factory=dict)
+    observers: int = 0
+    observing: Mapping[str, int] = field(default_factory=dict)
     replication: Mapping[str, int] = field(default_factory=dict)
     follow: Mapping[str, Iterable[str]] = field(default_factory=dict)
     relays: Iterable[str] = ()
@@ -288,9 +343,17 @@ class LocalCluster:
             self.procs[name] = NodeProcess(
                 name, 0, self.directory / f"{name}.log", role="replica", follow=follow, relay=name in relays
             )
+        self.observer_names = [f"observer-{i}" for i in range(1, self.observers + 1)]
+        for name in self.observer_names:
+            follow = tuple(self.follow.get(name, ()))
+            self.procs[name] = NodeProcess(name, 0, self.directory / f"{name}.log", role="observer", follow=follow)
+        self.verifier_names = [f"verifier-{i}" for i in range(1, self.verifiers + 1)]
+        for name in self.verifier_names:
+            self.procs[name] = NodeProcess(name, 0, self.directory / f"{name}.log", role="verifier")
         self.keys: dict[str, KeyPair] = {}
         self._clients: list[Client] = []
         self._wires: list[Wire] = []
+        self._taps: list[FeedTap] = []
         self._admins: dict[str, Client] = {}
 
     def __repr__(self) -> str:
@@ -320,7 +383,7 @@ class LocalCluster:
             )
             for name in self.node_names:
                 self.start_node(name)
-            for name in self.replica_names:
+            for name in [*self.replica_names, *self.observer_names, *self.verifier_names]:
                 self.start_node(name)
             for name, role in self.accounts.items():
                 self.add_account(name, role)
@@ -343,8 +406,11 @@ class LocalCluster:
         for wire in self._wires:
             wire.close()
         self._wires.clear()
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
         problems = []
-        for name in [*self.replica_names, *self.node_names]:
+        for name in reversed(self.procs):  # the last started first: verifiers, replicas, then homes
             if self.procs[name].running():
                 try:
                     status = self.stop_node(name)
@@ -389,6 +455,12 @@ class LocalCluster:
             "",
             "[replication]",
             *(f"{key} = {value}" for key, value in self.replication.items()),
+            "",
+            "[verifier]",
+            *(f"{key} = {value}" for key, value in self.verifier.items()),
+            "",
+            "[observers]",
+            *(f"{key} = {value}" for key, value in self.observing.items()),
             "",
         ]
         for proc in self.procs.values():
@@ -495,6 +567,29 @@ class LocalCluster:
         status = self.stop_node(name)
         self.start_node(name)
         return status
+
+    def signal_node(self, name: str, signum: int) -> None:
+        """Send ``signum`` to a running node (SIGSTOP and SIGCONT freeze and thaw it)."""
+        proc = self.procs[name]
+        assert proc.process is not None and proc.running(), f"{name} is not running"
+        os.kill(proc.process.pid, signum)
+
+    def sizes(self, ledger: str, names: Iterable[str] | None = None) -> dict[str, int]:
+        """How many records of ``ledger`` each node (default: every running node) holds."""
+        names = [n for n in self.procs if self.procs[n].running()] if names is None else list(names)
+        return {name: self.admin(name).call("size", {"ledger": ledger})["size"] for name in names}
+
+    def tap(self, name: str, key_name: str = "observer", *, receive_hwm: int = 100_000) -> FeedTap:
+        """The test's own subscriber to node ``name``'s feed, under key ``key_name`` (closed with the cluster)."""
+        proc = self.procs[name]
+        assert proc.pub_port, f"{name} publishes no feed"
+        tap = FeedTap(
+            FeedSource(name, f"tcp://127.0.0.1:{proc.pub_port}", proc.public_key),
+            self.keys[key_name],
+            receive_hwm=receive_hwm,
+        )
+        self._taps.append(tap)
+        return tap
 
     def verify_store(self, name: str | None = None) -> subprocess.CompletedProcess[str]:
         """``vledger verify`` on a node's store; the node must be stopped (it is the only writer)."""

@@ -1,0 +1,145 @@
+"""Ed25519 signing keys of observers, and the signatures of their tallies (docs/PROTOCOL.md section 11).
+
+An observer signs each tally snapshot it publishes; anyone holding its public key file
+checks the signature. Two files per observer, beside the CURVE keys in the cluster's key
+directory:
+
+* ``<name>.sign``: the private key, PKCS#8 in PEM (``-----BEGIN PRIVATE KEY-----``, the
+  Ed25519 form of RFC 8410), mode 0600 from its first byte; refused when group or others may
+  read it, like a CURVE secret (broker/keys.py). With a passphrase it is encrypted PKCS#8
+  (``-----BEGIN ENCRYPTED PRIVATE KEY-----``: PBKDF2-HMAC-SHA512, AES-256-CBC).
+* ``<name>.sign.pub``: the public key, SubjectPublicKeyInfo in PEM (``-----BEGIN PUBLIC
+  KEY-----``, RFC 8410), mode 0644. ``openssl pkey -pubin -in <name>.sign.pub`` reads it.
+
+A signature is Ed25519 as RFC 8032 defines it (PureEdDSA: no context, no pre-hash), 64
+bytes, over the exact bytes signed (for a tally: its canonical msgpack body).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
+
+from ..node.errors import KeyExistsError, KeyMaterialError, PassphraseError, SignatureError
+from .keys import check_name, install_file, read_key_text, read_private_text
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_SUFFIX = ".sign"
+PUBLIC_SUFFIX = ".sign.pub"
+SIGNATURE_BYTES = 64
+CURVE = "Ed25519"
+MODE = "rfc8032"
+_PROTECTION = "PBKDF2WithHMAC-SHA512AndAES256-CBC"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKey:
+    """An Ed25519 public key: checks signatures."""
+
+    key: ECC.EccKey = field(repr=False)
+
+    @property
+    def public_hex(self) -> str:
+        """The raw 32-byte public key (RFC 8032), in hex: what ``keygen`` prints."""
+        return self.key.export_key(format="raw").hex()
+
+    def pem(self) -> str:
+        return self.key.export_key(format="PEM") + "\n"
+
+    def verify(self, data: bytes, signature: bytes) -> None:
+        """Raise SignatureError unless ``signature`` is this key's Ed25519 signature of ``data``."""
+        if len(signature) != SIGNATURE_BYTES:
+            raise SignatureError(f"a signature is {SIGNATURE_BYTES} bytes, not {len(signature)}")
+        try:
+            eddsa.new(self.key, MODE).verify(data, signature)
+        except ValueError:
+            raise SignatureError(f"the signature does not verify with key {self.public_hex}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """An Ed25519 private key: signs. Never in a repr or a log line."""
+
+    key: ECC.EccKey = field(repr=False)
+
+    @property
+    def public(self) -> VerifyKey:
+        return VerifyKey(self.key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return eddsa.new(self.key, MODE).sign(data)
+
+
+def new_signing_key() -> SigningKey:
+    """A fresh random key, kept in memory only."""
+    return SigningKey(ECC.generate(curve=CURVE))
+
+
+def signing_key_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    """The private and public file of signing key ``name`` in ``directory``."""
+    check_name(name)
+    return directory / f"{name}{PRIVATE_SUFFIX}", directory / f"{name}{PUBLIC_SUFFIX}"
+
+
+def generate_signing_key(directory: Path, name: str, passphrase: str | None = None) -> VerifyKey:
+    """Create ``<name>.sign`` (0600) and ``<name>.sign.pub`` (0644) in ``directory``.
+
+    Refuses (KeyExistsError) if either exists: a signing key is never replaced behind the
+    back of those who hold its public key.
+    """
+    private_path, public_path = signing_key_paths(directory, name)
+    for path in (private_path, public_path):
+        if path.exists() or path.is_symlink():
+            raise KeyExistsError(f"{path}: already exists; remove it first")
+    if passphrase is not None and not passphrase:
+        raise PassphraseError("a passphrase must be a non-empty string (use None for no passphrase)")
+    signing = new_signing_key()
+    if passphrase is None:
+        text = signing.key.export_key(format="PEM")
+    else:
+        text = signing.key.export_key(format="PEM", passphrase=passphrase, protection=_PROTECTION)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    install_file(private_path, text + "\n", 0o600, overwrite=False)
+    try:
+        install_file(public_path, signing.public.pem(), 0o644, overwrite=False)
+    except BaseException:
+        private_path.unlink(missing_ok=True)
+        raise
+    logger.info("wrote Ed25519 signing key %s (%s) to %s", name, signing.public.public_hex, directory)
+    return signing.public
+
+
+def load_signing_key(path: Path, passphrase: str | None = None) -> SigningKey:
+    """The private key in a ``.sign`` file; refuses a file that others may read."""
+    text = read_private_text(path)
+    encrypted = "ENCRYPTED PRIVATE KEY" in text
+    if encrypted and passphrase is None:
+        raise PassphraseError(f"{path}: this signing key is protected by a passphrase; give it")
+    if not encrypted and passphrase is not None:
+        raise PassphraseError(f"{path}: this signing key has no passphrase, but one was given")
+    try:
+        key = ECC.import_key(text, passphrase=passphrase)
+    except ValueError as e:
+        if encrypted:
+            raise PassphraseError(f"{path}: wrong passphrase (or the file was changed)") from None
+        raise KeyMaterialError(f"{path}: not an Ed25519 private key in PEM ({e})") from None
+    if key.curve != CURVE or not key.has_private():
+        raise KeyMaterialError(f"{path}: not an Ed25519 private key (a {key.curve} key)")
+    return SigningKey(key)
+
+
+def load_verify_key(path: Path) -> VerifyKey:
+    """The public key in a ``.sign.pub`` file."""
+    text = read_key_text(path)
+    try:
+        key = ECC.import_key(text)
+    except ValueError as e:
+        raise KeyMaterialError(f"{path}: not an Ed25519 public key in PEM ({e})") from None
+    if key.curve != CURVE or key.has_private():
+        raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
+    return VerifyKey(key)

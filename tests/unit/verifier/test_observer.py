@@ -1,0 +1,142 @@
+"""The observer's watcher over a real store, without processes: pacing, flagging, restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from vledger.broker.replication import Alert
+from vledger.broker.signing import new_signing_key
+from vledger.config.cluster import ObserverSettings
+from vledger.node.store import ChainStore
+from vledger.tests.unit.verifier.chains import plan_election, write_election, write_entries
+from vledger.verifier.observer import Observer
+from vledger.verifier.tally import Snapshot
+
+LEDGER = "poll"
+SIGNER = new_signing_key()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Board:
+    """The tally streams in memory: what the observer published, and a Redis that can be down."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, int, bytes, bytes]] = []
+        self.down = False
+
+    def publish(self, ledger: str, observer: str, height: int, body: bytes, signature: bytes) -> str:
+        if self.down:
+            raise redis.exceptions.ConnectionError("down")
+        self.entries.append((ledger, observer, height, body, signature))
+        return f"{len(self.entries)}-0"
+
+    def heights(self, ledger: str = LEDGER) -> list[int]:
+        return [height for name, _, height, _, _ in self.entries if name == ledger]
+
+    def last(self, ledger: str = LEDGER) -> Snapshot:
+        body, signature = next((b, s) for name, _, _, b, s in reversed(self.entries) if name == ledger)
+        SIGNER.public.verify(body, signature)
+        return Snapshot.decode(body)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChainStore]:
+    opened = ChainStore(tmp_path / "store", origin="ingest-1")
+    yield opened
+    opened.close()
+
+
+def observer(store: ChainStore, board: Board, clock: Clock, alerts: list[Alert], interval_ms: int = 1000) -> Observer:
+    settings = ObserverSettings(tally_interval_ms=interval_ms)
+    return Observer("observer-1", store, board, SIGNER, settings, alerts.append, clock=clock)  # type: ignore[arg-type]
+
+
+def test_snapshots_come_at_most_once_an_interval_and_the_last_one_is_at_the_head(store: ChainStore) -> None:
+    election = plan_election(LEDGER, 50, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    store.create_ledger(election.genesis(now_ms()))
+    watcher.turn()
+    assert board.heights() == [0]  # the first snapshot comes at once
+    write_entries(store, election.phases[0][:10])
+    watcher.turn()
+    clock.now += 0.5
+    write_entries(store, election.phases[0][10:20])
+    watcher.turn()
+    assert board.heights() == [0]  # the head moved, but the interval has not passed
+    clock.now += 0.6
+    watcher.turn()
+    assert board.heights() == [0, 20]
+    clock.now += 5
+    watcher.turn()
+    watcher.turn()
+    assert board.heights() == [0, 20]  # quiet, at the head: nothing more
+    assert board.last().height == 20 and board.last().observer == "observer-1"
+
+
+def test_a_redis_outage_delays_a_snapshot_and_loses_none(store: ChainStore) -> None:
+    election = plan_election(LEDGER, 5, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    write_election(store, election, now_ms())
+    board.down = True
+    watcher.turn()
+    assert board.entries == []
+    board.down = False
+    watcher.turn()
+    assert board.entries == []  # the next try waits for the interval
+    clock.now += 1.0
+    watcher.turn()
+    assert board.heights() == [store.size(LEDGER) - 1]
+
+
+def test_rule_breakers_are_alerted_with_their_code_and_not_counted(store: ChainStore) -> None:
+    election = plan_election(LEDGER, 80, now_ms(), breakers=True)
+    write_election(store, election, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    watcher.turn()
+    assert [a.what for a in alerts] == election.breakers
+    assert {(a.node, a.ledger, a.source) for a in alerts} == {("observer-1", LEDGER, "ingest-1")}
+    for alert in alerts:
+        record = store.get(LEDGER, alert.height)
+        assert record is not None and alert.found == record.link.hex()
+    tally = board.last().tally
+    assert tally["counts"] == dict(election.counts) and tally["flagged"] == len(election.breakers)
+
+
+def test_a_restarted_observer_rebuilds_from_its_store_and_publishes_only_at_its_head(
+    store: ChainStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    election = plan_election(LEDGER, 200, now_ms(), breakers=True)
+    write_election(store, election, now_ms())
+    first_board = Board()
+    observer(store, first_board, Clock(), []).turn()
+
+    monkeypatch.setattr("vledger.verifier.observer.MAX_RECORDS_PER_TURN", 97)  # a replay over several turns
+    board, clock, alerts = Board(), Clock(), []
+    restarted = observer(store, board, clock, alerts)
+    turns = 0
+    while restarted.keeper.next_height(LEDGER) < store.size(LEDGER):
+        restarted.turn()
+        turns += 1
+    assert turns > 2
+    assert board.heights() == [store.size(LEDGER) - 1]  # nothing published half-way through its own store
+    before, after = first_board.last(), board.last()
+    assert after.same_count(before) and after.tally["counts"] == dict(election.counts)

@@ -1,0 +1,298 @@
+"""The observer's own count and its signed snapshots: rule breakers flagged, never counted; bodies byte-exact."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vledger.broker.signing import new_signing_key
+from vledger.broker.tallies import Published
+from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, Record
+from vledger.node.rules.engine import RulesEngine
+from vledger.node.store import ChainStore
+from vledger.tests.unit.verifier.chains import AUTHOR, LIMITS, plan_election, write_election, write_entries
+from vledger.verifier.tally import (
+    AGREE,
+    MISMATCH,
+    STILL_COUNTING,
+    Snapshot,
+    TallyKeeper,
+    check_published,
+    common_height,
+    counted_hash,
+    judge,
+)
+
+LEDGER = "poll"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChainStore]:
+    opened = ChainStore(tmp_path / "store", origin="ingest-1")  # no domain rules: breakers get on the chain
+    yield opened
+    opened.close()
+
+
+def keep(records: list[Record]) -> tuple[TallyKeeper, list[tuple[int, str]]]:
+    keeper = TallyKeeper()
+    flagged = []
+    for record in records:
+        violation = keeper.feed(record)
+        if violation is not None:
+            flagged.append((violation.height, violation.error.code))
+    return keeper, flagged
+
+
+def test_an_election_is_counted_from_the_chain_and_its_rule_breakers_are_flagged_not_counted(
+    store: ChainStore,
+) -> None:
+    election = plan_election(LEDGER, 300, now_ms(), breakers=True)
+    write_election(store, election, now_ms())
+    records = list(store.range(LEDGER))
+    keeper, flagged = keep(records)
+
+    assert [code for _, code in flagged] == election.breakers
+    snapshot = keeper.snapshot("observer-1", LEDGER, 123)
+    tally = snapshot.tally
+    assert tally["type"] == "election"
+    assert tally["counts"] == dict(election.counts)  # the voters' stories, not the engine, say so
+    assert (tally["registered"], tally["cast"], tally["withdrawn"]) == (
+        election.registered,
+        election.cast,
+        election.withdrawn,
+    )
+    assert (tally["records"], tally["flagged"]) == (len(records) - len(election.breakers), len(election.breakers))
+    assert (snapshot.height, snapshot.head) == (records[-1].height, records[-1].link)
+
+    # counted: each counted voter's active cast, in height order, found here without the rules engine.
+    breaker_heights = {height for height, _ in flagged}
+    active: dict[str, Record] = {}
+    withdrawn = set()
+    for record in records[1:]:
+        if record.height in breaker_heights:
+            continue
+        eid = record.content.payload.get("electronic_id")
+        if record.content.kind == "cast":
+            active[eid] = record
+        elif record.content.kind == "uncast":
+            del active[eid]
+        elif record.content.kind == "withdraw":
+            withdrawn.add(eid)
+    counted = sorted((r for eid, r in active.items() if eid not in withdrawn), key=lambda r: r.height)
+    assert snapshot.counted == hashlib.sha256(b"".join(r.link for r in counted)).digest()
+
+
+def test_a_keeper_fed_in_two_runs_counts_as_one_fed_at_once(store: ChainStore) -> None:
+    """What a restarted observer does: a fresh keeper over the same store ends with the same snapshot."""
+    election = plan_election(LEDGER, 120, now_ms(), breakers=True)
+    write_election(store, election, now_ms())
+    records = list(store.range(LEDGER))
+    whole, _ = keep(records)
+    first, _ = keep(records[:100])
+    for record in records[100:]:
+        first.feed(record)
+    assert first.snapshot("o", LEDGER, 1) == whole.snapshot("o", LEDGER, 1)
+    assert first.next_height(LEDGER) == len(records)
+
+
+def test_other_ledgers_count_every_record_that_passed_the_rules_genesis_included(store: ChainStore) -> None:
+    rules = LedgerRules(("issue", "transfer"), 0, {"type": "resources", "unit": "credits", "issuers": [AUTHOR]})
+    store.create_ledger(Entry.prepare(rules.genesis_content("credits", AUTHOR, "g", now_ms()), 0, LIMITS))
+
+    def entry(i: int, kind: str, payload: dict[str, object], author: str = AUTHOR) -> Entry:
+        return Entry.prepare(Content("credits", kind, payload, author, f"r{i}", now_ms()), 0, LIMITS)
+
+    write_entries(
+        store,
+        [
+            entry(1, "issue", {"account": "ana", "amount": 100}),
+            entry(2, "issue", {"account": "ana", "amount": 5}, author="mallory"),  # not an issuer
+            entry(3, "transfer", {"from": "ana", "to": "ben", "amount": 30}, author="ana"),
+            entry(4, "transfer", {"from": "ben", "to": "ana", "amount": 31}, author="ben"),  # ben holds 30
+        ],
+    )
+    records = list(store.range("credits"))
+    keeper, flagged = keep(records)
+    assert flagged == [(2, "not_issuer"), (4, "insufficient_funds")]
+    snapshot = keeper.snapshot("o", "credits", 1)
+    assert snapshot.tally == {
+        "type": "resources",
+        "unit": "credits",
+        "balances": {"ana": 70, "ben": 30},
+        "issued": 100,
+        "issues": 1,
+        "transfers": 1,
+        "records": 3,
+        "flagged": 2,
+    }
+    assert snapshot.counted == counted_hash(records[h].link for h in (0, 1, 3))
+
+
+def test_a_charity_tally_is_a_plain_map_per_fund() -> None:
+    keeper = TallyKeeper()
+    rules = LedgerRules(("disbursement", "donation"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]})
+    genesis = Entry.prepare(rules.genesis_content("fund", AUTHOR, "g", 1), 0, LIMITS).place(0, b"\0" * 32, 1, "n")
+    keeper.feed(genesis)
+    tally = keeper.snapshot("o", "fund", 1).tally
+    assert tally == {
+        "type": "charity",
+        "currency": "SAR",
+        "funds": {"zakat": {"donated": 0, "disbursed": 0, "donations": 0, "disbursements": 0, "balance": 0}},
+        "donated": 0,
+        "disbursed": 0,
+        "balance": 0,
+        "records": 1,
+        "flagged": 0,
+    }
+
+
+# --- snapshot bodies ----------------------------------------------------------------------------------
+
+SNAPSHOT = Snapshot(
+    observer="observer-1",
+    ledger="poll",
+    height=7,
+    head=bytes(range(32)),
+    tally={"type": "election", "counts": {"bob": 2, "alice": 3}, "cast": 5, "registered": 6, "withdrawn": 1},
+    counted=hashlib.sha256(b"x").digest(),
+    at_ms=1_790_000_000_000,
+)
+
+
+def test_a_body_is_the_canonical_msgpack_of_its_fields_with_sorted_keys() -> None:
+    body = SNAPSHOT.body()
+    # Built by hand as an outsider would: every map's keys sorted, bin for the hashes.
+    expected = msgpack.packb(
+        {
+            "at_ms": 1_790_000_000_000,
+            "counted": hashlib.sha256(b"x").digest(),
+            "head": bytes(range(32)),
+            "height": 7,
+            "ledger": "poll",
+            "observer": "observer-1",
+            "tally": {
+                "cast": 5,
+                "counts": {"alice": 3, "bob": 2},
+                "registered": 6,
+                "type": "election",
+                "withdrawn": 1,
+            },
+            "v": 1,
+        },
+        use_bin_type=True,
+    )
+    assert body == expected
+    assert Snapshot.decode(body) == SNAPSHOT
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ({"v": 1}, FieldError),
+        ({**msgpack.unpackb(SNAPSHOT.body()), "v": 2}, FieldError),
+        ({**msgpack.unpackb(SNAPSHOT.body()), "head": b"short"}, FieldError),
+        ({**msgpack.unpackb(SNAPSHOT.body()), "height": -1}, FieldError),
+        ({**msgpack.unpackb(SNAPSHOT.body()), "tally": []}, FieldError),
+    ],
+)
+def test_a_body_of_another_shape_is_refused(value: dict[str, object], error: type[Exception]) -> None:
+    data = msgpack.packb(dict(sorted(value.items())), use_bin_type=True)
+    with pytest.raises(error):
+        Snapshot.decode(data)
+
+
+def test_a_body_with_unsorted_keys_is_not_canonical() -> None:
+    with pytest.raises(NonCanonicalError):
+        Snapshot.decode(msgpack.packb(dict(reversed(msgpack.unpackb(SNAPSHOT.body()).items())), use_bin_type=True))
+
+
+# --- checking what was published ---------------------------------------------------------------------
+
+SIGNER = new_signing_key()
+
+
+def published(snapshot: Snapshot = SNAPSHOT, *, observer: str = "observer-1", entry: str = "1-0") -> Published:
+    body = snapshot.body()
+    return Published(entry, observer, snapshot.height, body, SIGNER.sign(body))
+
+
+def test_a_signed_entry_checks_out_with_its_observers_key() -> None:
+    checked = check_published(published(), SIGNER.public, "poll")
+    assert checked.ok and checked.snapshot == SNAPSHOT and checked.problem is None
+
+
+@given(st.data())
+def test_any_changed_byte_of_a_body_or_signature_is_caught(data: st.DataObject) -> None:
+    entry = published()
+    field = data.draw(st.sampled_from(["body", "signature"]))
+    blob = getattr(entry, field)
+    index = data.draw(st.integers(0, len(blob) - 1))
+    flip = data.draw(st.integers(1, 255))
+    changed = blob[:index] + bytes([blob[index] ^ flip]) + blob[index + 1 :]
+    forged = Published(entry.entry_id, entry.observer, entry.height, **{**_blobs(entry), field: changed})
+    checked = check_published(forged, SIGNER.public, "poll")
+    assert not checked.ok and isinstance(checked.problem, SignatureError)
+
+
+def _blobs(entry: Published) -> dict[str, bytes]:
+    return {"body": entry.body, "signature": entry.signature}
+
+
+def test_another_observers_key_a_missing_key_or_a_misfiled_entry_fail() -> None:
+    other = new_signing_key()
+    assert isinstance(check_published(published(), other.public, "poll").problem, SignatureError)
+    assert isinstance(check_published(published(), None, "poll").problem, SignatureError)
+    # Validly signed, but filed under another observer, ledger or height than the body states.
+    assert isinstance(check_published(published(observer="observer-2"), SIGNER.public, "poll").problem, FieldError)
+    assert isinstance(check_published(published(), SIGNER.public, "other").problem, FieldError)
+
+
+def test_the_newest_common_height_and_the_verdicts() -> None:
+    assert common_height({"a": [5, 3, 1], "b": [4, 3, 1]}) == 3
+    assert common_height({"a": [5], "b": [4]}) is None
+    assert common_height({}) is None
+    same = {"a": SNAPSHOT, "b": Snapshot("b", **_rest(SNAPSHOT, at_ms=1))}
+    assert judge(same, ["a", "b"]).status == AGREE
+    assert judge({"a": SNAPSHOT}, ["a", "b"]).status == STILL_COUNTING
+    assert judge({}, ["a", "b"]).status == STILL_COUNTING
+    other = Snapshot("b", **_rest(SNAPSHOT, tally={**SNAPSHOT.tally, "cast": 6}))
+    verdict = judge({"a": SNAPSHOT, "b": other}, ["a", "b"])
+    assert (verdict.status, verdict.height, verdict.differing) == (MISMATCH, 7, ("b",))
+
+
+def _rest(snapshot: Snapshot, **changes: object) -> dict[str, object]:
+    fields = {
+        "ledger": snapshot.ledger,
+        "height": snapshot.height,
+        "head": snapshot.head,
+        "tally": snapshot.tally,
+        "counted": snapshot.counted,
+        "at_ms": snapshot.at_ms,
+    }
+    return {**fields, **changes}
+
+
+def test_a_replay_by_the_rules_engine_agrees_with_the_keeper(store: ChainStore) -> None:
+    """The recount an outsider makes from an export (RulesEngine.replay) is the keeper's count."""
+    election = plan_election(LEDGER, 200, now_ms(), seed=7, breakers=True)
+    write_election(store, election, now_ms())
+    engine = RulesEngine()
+    violations = engine.replay(store.range(LEDGER))
+    keeper, flagged = keep(list(store.range(LEDGER)))
+    assert [(v.height, v.error.code) for v in violations] == flagged
+    state = engine.state(LEDGER)
+    assert state is not None
+    assert keeper.snapshot("o", LEDGER, 0).tally["counts"] == state.domain.tally().counts  # type: ignore[attr-defined]

@@ -1,0 +1,326 @@
+"""``vledger tally LEDGER --config FILE``: every observer's latest signed tally, checked, and whether they agree.
+
+Everything comes from the cluster's Redis (broker/tallies.py) and key directory: for each
+observer of the configuration, its latest snapshot of the ledger, its signature checked
+with ``<keys>/<observer>.sign.pub`` and its body read (docs/PROTOCOL.md section 11). The
+observers agree when their snapshots at one height state the same head, tally and counted
+hash. When their latest heights differ, the tally stream is read back, newest first, for
+the newest height every observer published; with none yet, they are still counting. A
+disagreement at one height is added to the ``vledger:alerts`` stream (``tally_mismatch``).
+
+Exit codes: 0 every signature verifies and the observers agree; 1 a bad or missing
+signature, a malformed snapshot, a disagreement, or Redis unreachable; 2 usage; 3 still
+counting (an observer has published nothing yet, or no height is common to all), so that
+a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ..broker.redis_server import connect
+from ..broker.replication import Alert, ReplicationLedger
+from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
+from ..broker.tallies import Published, TallyBoard
+from ..config.cluster import ClusterConfig, load_cluster
+from ..node.errors import KeyMaterialError, RedisServerError, TallyMismatchError, UsageError
+from ..verifier.tally import (
+    AGREE,
+    MISMATCH,
+    Checked,
+    Snapshot,
+    Verdict,
+    check_published,
+    common_height,
+    judge,
+)
+from .args import Subparsers, add_command, add_json_option, ledger_name
+from .client_payloads import jsonable, time_text
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_COUNTING = 3
+REDIS_TIMEOUT = 2.0
+FINDER = "vledger-tally"  # the alert's node: who found the mismatch
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverTally:
+    """One observer's latest snapshot of the ledger, checked; ``checked`` None: it published none."""
+
+    observer: str
+    checked: Checked | None
+
+
+@dataclass(frozen=True, slots=True)
+class TallyReport:
+    ledger: str
+    observers: tuple[ObserverTally, ...]
+    verdict: Verdict
+    compared: dict[str, Snapshot]  # the snapshots compared, all at the verdict's height
+    older: tuple[Checked, ...] = ()  # older entries read to compare at a common height
+    alert: str | None = None  # the stream id of the mismatch alert this run added
+
+    @property
+    def problems(self) -> list[Checked]:
+        """Every entry read that failed its checks."""
+        latest = [t.checked for t in self.observers if t.checked is not None]
+        return [c for c in [*latest, *self.older] if not c.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems or self.verdict.status == MISMATCH:
+            return EXIT_FAILED
+        return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
+
+
+def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
+    """Each observer's public signing key from the key directory (None: missing or unreadable)."""
+    keys: dict[str, VerifyKey | None] = {}
+    for node in sorted(config.nodes_of("observer"), key=lambda n: n.name):
+        try:
+            keys[node.name] = load_verify_key(signing_key_paths(config.keys_dir, node.name)[1])
+        except KeyMaterialError:
+            keys[node.name] = None
+    return keys
+
+
+def read_tallies(board: TallyBoard, ledger: str, keys: dict[str, VerifyKey | None]) -> TallyReport:
+    """The observers' latest snapshots of ``ledger``, checked, and whether they agree (Redis errors pass)."""
+    latest = board.latest(ledger)
+    tallies = tuple(
+        ObserverTally(
+            name, None if (published := latest.get(name)) is None else check_published(published, key, ledger)
+        )
+        for name, key in keys.items()
+    )
+    valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
+    if len({snapshot.height for snapshot in valid.values()}) <= 1:
+        return TallyReport(ledger, tallies, judge(valid, keys), valid)
+    compared, older = _at_common_height(board, ledger, valid, keys)
+    return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
+
+
+def _at_common_height(
+    board: TallyBoard, ledger: str, latest: dict[str, Snapshot], keys: dict[str, VerifyKey | None]
+) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
+    """The snapshots at the newest height every observer in ``latest`` published, read back from the stream."""
+    seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
+    before: str | None = None
+    height = None
+    while height is None:
+        page = board.history(ledger, before)
+        if not page:
+            break
+        for published in page:
+            if published.observer in seen:
+                seen[published.observer].setdefault(published.height, published)
+        before = page[-1].entry_id
+        height = common_height({name: heights.keys() for name, heights in seen.items()})
+    if height is None:
+        return {}, ()
+    compared: dict[str, Snapshot] = {}
+    older: list[Checked] = []
+    for name, heights in seen.items():
+        found = heights[height]
+        if isinstance(found, Published):
+            checked = check_published(found, keys[name], ledger)
+            older.append(checked)
+            if checked.snapshot is None:
+                continue
+            found = checked.snapshot
+        compared[name] = found
+    return compared, tuple(older)
+
+
+def raise_mismatch(replication: ReplicationLedger, report: TallyReport) -> str:
+    """Add the report's disagreement to the alerts stream; the alert's id."""
+    verdict = report.verdict
+    names = list(report.compared)
+    first = report.compared[names[0]]
+    differing = ", ".join(verdict.differing)
+    alert = Alert(
+        node=FINDER,
+        ledger=report.ledger,
+        height=verdict.height if verdict.height is not None else -1,
+        what=TallyMismatchError.code,
+        detail=f"at height {verdict.height}, {differing} signed another tally than {names[0]}",
+        source=", ".join(names),
+        expected=first.counted.hex(),
+        found=", ".join(report.compared[name].counted.hex() for name in verdict.differing),
+    )
+    return replication.alert(alert)
+
+
+# --- what it prints --------------------------------------------------------------------------------
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "height": snapshot.height,
+        "head": snapshot.head.hex(),
+        "tally": jsonable(snapshot.tally),
+        "counted": snapshot.counted.hex(),
+        "at_ms": snapshot.at_ms,
+    }
+
+
+def _signature(checked: Checked | None) -> str:
+    if checked is None:
+        return "none"
+    return "ok" if checked.ok else "bad"
+
+
+def report_json(report: TallyReport) -> dict[str, Any]:
+    verdict = report.verdict
+    return {
+        "ledger": report.ledger,
+        "observers": [
+            {
+                "observer": t.observer,
+                "entry": None if t.checked is None else t.checked.published.entry_id,
+                "signature": _signature(t.checked),
+                "error": _error(t.checked),
+                "snapshot": None
+                if t.checked is None or t.checked.snapshot is None
+                else snapshot_json(t.checked.snapshot),
+            }
+            for t in report.observers
+        ],
+        "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
+        "compared": {name: snapshot_json(snapshot) for name, snapshot in report.compared.items()},
+        "problems": [
+            {"observer": c.published.observer, "entry": c.published.entry_id, "error": _error(c)}
+            for c in report.older
+            if not c.ok
+        ],
+        "alert": report.alert,
+        "ok": report.exit_code == EXIT_OK,
+    }
+
+
+def _error(checked: Checked | None) -> dict[str, str] | None:
+    if checked is None or checked.problem is None:
+        return None
+    return {"code": checked.problem.code, "message": checked.problem.message}
+
+
+def tally_lines(tally: dict[str, Any], indent: str = "  ") -> list[str]:
+    """A tally map for people: one line per key, maps compact (choices and their counts, funds, balances)."""
+    lines = []
+    for key, value in tally.items():
+        if key == "type":
+            continue
+        if isinstance(value, dict):
+            text = ", ".join(f"{k} {_compact(v)}" for k, v in value.items()) or "none"
+        else:
+            text = _compact(value)
+        lines.append(f"{indent}{key}: {text}")
+    return lines
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):  # a fund's totals: "(donated 1,900, disbursed 950, ...)"
+        return "(" + ", ".join(f"{k} {_compact(v)}" for k, v in value.items()) + ")"
+    return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def report_lines(report: TallyReport) -> list[str]:
+    width = max((len(t.observer) for t in report.observers), default=0)
+    lines = [f"{report.ledger}: {len(report.observers)} observers"]
+    for t in report.observers:
+        if t.checked is None:
+            lines.append(f"  {t.observer:<{width}}  no tally published yet")
+        elif t.checked.snapshot is None:
+            assert t.checked.problem is not None
+            published = t.checked.published
+            lines.append(
+                f"  {t.observer:<{width}}  height {published.height}  entry {published.entry_id}  "
+                f"BAD [{t.checked.problem.code}]: {t.checked.problem.message}"
+            )
+        else:
+            s = t.checked.snapshot
+            lines.append(
+                f"  {t.observer:<{width}}  height {s.height}  head {s.head.hex()[:16]}…  "
+                f"at {time_text(s.at_ms)}  signature OK"
+            )
+    for checked in report.older:
+        if not checked.ok:
+            assert checked.problem is not None
+            p = checked.published
+            lines.append(f"  {p.observer}: older entry {p.entry_id} (height {p.height}) BAD [{checked.problem.code}]")
+    verdict = report.verdict
+    if verdict.status == AGREE:
+        first = next(iter(report.compared.values()))
+        lines.append(f"agree at height {verdict.height} (head {first.head.hex()[:16]}…):")
+        lines += tally_lines(first.tally)
+        lines.append(f"  counted: {first.counted.hex()}")
+    elif verdict.status == MISMATCH:
+        lines.append(f"MISMATCH at height {verdict.height}: {', '.join(verdict.differing)} differ")
+        for name, snapshot in report.compared.items():
+            lines.append(f"  {name}: counted {snapshot.counted.hex()[:16]}…")
+            lines += tally_lines(snapshot.tally, "    ")
+        if report.alert is not None:
+            lines.append(f"alert {report.alert} added to the alerts stream")
+    else:
+        lines.append("still counting: no height that every observer has published a tally at yet")
+    return lines
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport:
+    """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass)."""
+    keys = observer_keys(config)
+    board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
+    report = read_tallies(board, ledger, keys)
+    if report.verdict.status == MISMATCH:
+        report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
+    return report
+
+
+def cmd_tally(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    if not config.nodes_of("observer"):
+        raise UsageError(f"{config.path} names no observer node")
+    url = os.environ.get("REDIS_URL") or config.redis_url
+    client = connect(url, timeout=REDIS_TIMEOUT)
+    try:
+        report = tally_report(config, args.ledger, client)
+    except redis.exceptions.RedisError as e:
+        raise RedisServerError(f"cannot read the tallies from Redis: {e}") from e
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(report_json(report), ensure_ascii=False))
+    else:
+        print("\n".join(report_lines(report)))
+    return report.exit_code
+
+
+def add_tally_command(commands: Subparsers) -> None:
+    tally = add_command(
+        commands,
+        "tally",
+        cmd_tally,
+        "the observers' signed tallies of a ledger, checked, and whether they agree",
+        "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
+        "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
+        "newest height they all counted. Exit 0 all verified and in agreement; 1 a bad signature or a "
+        "disagreement (added to the alerts); 3 still counting.",
+    )
+    tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    tally.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_json_option(tally)

@@ -1,0 +1,160 @@
+"""An observer node: ``vledger observer --config config/cluster.toml --node NAME``.
+
+An observer is a read-only follower with a store of its own: it subscribes to the feeds
+of the nodes it follows, catches up, verifies and stores every record, reports how far it
+holds each ledger and serves the read commands, exactly as a replica does
+(vledger.ingest.replica runs both). It never republishes (it has no ``pub_port``), and
+ingest nodes never count it towards a write concern (vledger.ingest.write_concern).
+
+Beside that path it counts. Its :class:`~vledger.verifier.tally.TallyKeeper` re-runs every
+domain rule over its own store, each ledger in height order, and never trusts the ingest
+node's decisions: a record that breaks a rule is logged, added to the ``vledger:alerts``
+stream (``what`` is the rule's error code) and not counted. Its snapshots, signed with its
+Ed25519 key ``<keys>/<name>.sign``, go to the ledger's tally stream on Redis
+(broker/tallies.py, docs/PROTOCOL.md section 11): one when a ledger's head changed, at most
+one per ``tally_interval_ms`` and ledger, so the last one, once the ledger is quiet, is at
+its head. After a restart the keeper replays the observer's own store from every genesis
+and publishes again once it reached the store's head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.signing import SigningKey, load_signing_key, signing_key_paths
+from ..broker.tallies import TallyBoard
+from ..config.cluster import ClusterConfig, ObserverSettings
+from ..ingest.replica import StoreWatcher, raise_alert, run_follower
+from ..node.errors import VledgerError
+from ..node.record import Record
+from ..node.rules.engine import Violation
+from ..node.store import ChainStore
+from .tally import TallyKeeper
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_TURN = 20_000  # a replay after a restart goes on over many turns, the feed served between
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Observer:
+    """Counts what the follower stores and publishes signed snapshots (a StoreWatcher; one thread)."""
+
+    def __init__(
+        self,
+        name: str,
+        store: ChainStore,
+        board: TallyBoard,
+        signer: SigningKey,
+        settings: ObserverSettings,
+        alert: Callable[[Alert], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.board = board
+        self.signer = signer
+        self.interval = settings.tally_interval_ms / 1000
+        self.alert = alert
+        self.keeper = TallyKeeper()
+        self._clock = clock
+        self._wall_ms = wall_ms
+        self._published: dict[str, int] = {}  # ledger -> the height of its last snapshot in Redis
+        self._tried: dict[str, float] = {}  # ledger -> when a snapshot was last built (published or not)
+        self.flagged = 0
+
+    def stored(self, records: list[Record]) -> None:
+        self.turn()
+
+    def turn(self) -> None:
+        """Count what the store holds beyond the keeper, then publish the snapshots that are due."""
+        for ledger in self.store.ledgers():
+            self._count(ledger)
+        self._publish_due()
+
+    def _count(self, ledger: str) -> None:
+        start = self.keeper.next_height(ledger)
+        stop = min(self.store.size(ledger), start + MAX_RECORDS_PER_TURN)
+        if start >= stop:
+            return
+        for record in self.store.range(ledger, start, stop):
+            violation = self.keeper.feed(record)
+            if violation is not None:
+                self._flag(record, violation)
+
+    def _flag(self, record: Record, violation: Violation) -> None:
+        error = violation.error
+        self.flagged += 1
+        log.warning(
+            "%s: %s height %d breaks the rules and is not counted: %s: %s",
+            self.name,
+            record.ledger,
+            record.height,
+            error.code,
+            error.reason,
+        )
+        self.alert(
+            Alert(
+                node=self.name,
+                ledger=record.ledger,
+                height=record.height,
+                what=error.code,
+                detail=error.reason,
+                source=record.origin,
+                found=record.link.hex(),
+            )
+        )
+
+    def _publish_due(self) -> None:
+        now = self._clock()
+        for ledger in self.keeper.ledgers():
+            head = self.keeper.head(ledger)
+            assert head is not None
+            if head.height <= self._published.get(ledger, -1):
+                continue  # nothing new since the last snapshot
+            if self.keeper.next_height(ledger) < self.store.size(ledger):
+                continue  # still counting what the store holds: publish at its end
+            if now - self._tried.get(ledger, -math.inf) < self.interval:
+                continue
+            self._tried[ledger] = now
+            self._publish(ledger)
+
+    def _publish(self, ledger: str) -> None:
+        snapshot = self.keeper.snapshot(self.name, ledger, self._wall_ms())
+        try:
+            body = snapshot.body()
+        except VledgerError as e:  # a sum past 2**64 - 1 has no canonical encoding
+            log.error("%s: the tally of %s at %d cannot be encoded: %s", self.name, ledger, snapshot.height, e)
+            return
+        signature = self.signer.sign(body)
+        try:
+            entry = self.board.publish(ledger, self.name, snapshot.height, body, signature)
+        except REDIS_ERRORS as e:
+            log.warning(
+                "%s: tally of %s not published, Redis unavailable (%s); the next turn tries again", self.name, ledger, e
+            )
+            return
+        self._published[ledger] = snapshot.height
+        log.info("%s: published the tally of %s at height %d (%s)", self.name, ledger, snapshot.height, entry)
+
+
+def run_observer(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
+    """Run observer node ``name`` until SIGTERM or SIGINT."""
+
+    def observe(store: ChainStore, replication: ReplicationLedger) -> StoreWatcher:
+        signer = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
+        board = TallyBoard(
+            replication.client, replication.namespace, stream_max_len=config.observers.tally_stream_max_len
+        )
+        return Observer(name, store, board, signer, config.observers, lambda alert: raise_alert(replication, alert))
+
+    run_follower(config, name, passphrase, observe=observe)

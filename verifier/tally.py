@@ -1,0 +1,298 @@
+"""What an observer counts and signs: pure functions over records, snapshots and signatures.
+
+An observer never trusts an ingest node's decisions. :class:`TallyKeeper` feeds each
+ledger's records, in height order, to a RulesEngine of its own: a record that breaks a
+rule is flagged and not counted (its height still passes), exactly as docs/PROTOCOL.md
+section 7 says. At any height the keeper can state its count as a :class:`Snapshot`, whose
+canonical msgpack ``body`` is what the observer signs (section 11):
+
+    {"v": 1, "observer": str, "ledger": str, "height": int, "head": bin (32),
+     "tally": map, "counted": bin (32), "at_ms": int}
+
+``tally`` is the ledger's domain tally as a plain map (:func:`tally_map`) and ``counted``
+is SHA-256 over the concatenated hashes of the records counted, in height order: for an
+election, the casts that count (each voter's active vote, not withdrawn); for every other
+ledger, every record that passed the rules, its genesis included.
+
+Reading snapshots back (``vledger tally``): :func:`check_published` verifies one signed
+entry against its observer's key, :func:`common_height` finds the newest height every
+observer published, and :func:`judge` compares the snapshots at one height.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..broker.signing import VerifyKey
+from ..broker.tallies import Published
+from ..node import canonical
+from ..node.errors import FieldError, SignatureError, VledgerError
+from ..node.record import Record
+from ..node.rules import Domain, Ref
+from ..node.rules.charity import CharityState
+from ..node.rules.engine import RulesEngine, Violation
+from ..node.rules.files import FilesState
+from ..node.rules.resources import ResourcesState
+from ..node.rules.votes import ElectionState
+
+BODY_VERSION = 1
+BODY_KEYS = ("at_ms", "counted", "head", "height", "ledger", "observer", "tally", "v")
+HASH_BYTES = 32
+AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
+
+
+def counted_hash(hashes: Iterable[bytes]) -> bytes:
+    """SHA-256 over the concatenated record hashes, in the order given (height order)."""
+    digest = hashlib.sha256()
+    for record_hash in hashes:
+        digest.update(record_hash)
+    return digest.digest()
+
+
+def tally_map(domain: Domain) -> tuple[dict[str, Any], tuple[Ref, ...] | None]:
+    """A ledger's domain tally as a plain map, and for an election the casts it counts.
+
+    Every map has ``"type"`` (the domain, ``plain`` without rules, ``unusable`` when the
+    genesis rules are invalid); the other keys are the domain's own (docs/PROTOCOL.md 11.2).
+    """
+    values: dict[str, Any] = {"type": domain.type_name}
+    counted: tuple[Ref, ...] | None = None
+    if isinstance(domain, ElectionState):
+        election = domain.tally()
+        counted = election.counted
+        values |= {
+            "counts": dict(election.counts),
+            "registered": election.registered,
+            "cast": election.cast,
+            "withdrawn": election.withdrawn,
+        }
+    elif isinstance(domain, CharityState):
+        charity = domain.tally()
+        funds = {
+            name: {
+                "donated": fund.donated,
+                "disbursed": fund.disbursed,
+                "donations": fund.donations,
+                "disbursements": fund.disbursements,
+                "balance": fund.balance,
+            }
+            for name, fund in charity.funds.items()
+        }
+        values |= {
+            "currency": charity.currency,
+            "funds": funds,
+            "donated": charity.donated,
+            "disbursed": charity.disbursed,
+            "balance": charity.balance,
+        }
+    elif isinstance(domain, ResourcesState):
+        resources = domain.tally()
+        values |= {
+            "unit": resources.unit,
+            "balances": dict(resources.balances),
+            "issued": resources.issued,
+            "issues": resources.issues,
+            "transfers": resources.transfers,
+        }
+    elif isinstance(domain, FilesState):
+        files = domain.tally()
+        values |= {"files": files.files, "bytes": files.bytes, "uploads": files.uploads, "authors": files.authors}
+    return values, counted
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One observer's count of one ledger at one height: what it signs."""
+
+    observer: str
+    ledger: str
+    height: int
+    head: bytes  # the hash of the record at ``height``
+    tally: dict[str, Any]
+    counted: bytes
+    at_ms: int
+
+    def body(self) -> bytes:
+        """The canonical msgpack bytes that are signed."""
+        return canonical.encode(
+            {
+                "v": BODY_VERSION,
+                "observer": self.observer,
+                "ledger": self.ledger,
+                "height": self.height,
+                "head": self.head,
+                "tally": self.tally,
+                "counted": self.counted,
+                "at_ms": self.at_ms,
+            }
+        )
+
+    @classmethod
+    def decode(cls, body: bytes) -> Snapshot:
+        """A body read back; raises a VledgerError (bad_encoding, non_canonical, bad_field) if it is not one."""
+        value = canonical.decode(body)
+        if not isinstance(value, dict) or sorted(value) != list(BODY_KEYS):
+            raise FieldError(f"a tally body is a map of exactly {list(BODY_KEYS)}")
+        if value["v"] != BODY_VERSION:
+            raise FieldError(f"tally body version {value['v']!r}, not {BODY_VERSION}")
+        for key, kind in (("observer", str), ("ledger", str), ("tally", dict), ("head", bytes), ("counted", bytes)):
+            if not isinstance(value[key], kind):
+                raise FieldError(f"tally body field {key!r} must be a {kind.__name__}")
+        for key in ("height", "at_ms"):
+            if type(value[key]) is not int or value[key] < 0:
+                raise FieldError(f"tally body field {key!r} must be an integer >= 0")
+        for key in ("head", "counted"):
+            if len(value[key]) != HASH_BYTES:
+                raise FieldError(f"tally body field {key!r} must be {HASH_BYTES} bytes")
+        return cls(
+            value["observer"],
+            value["ledger"],
+            value["height"],
+            value["head"],
+            value["tally"],
+            value["counted"],
+            value["at_ms"],
+        )
+
+    def same_count(self, other: Snapshot) -> bool:
+        """Whether ``other`` states the same chain and the same count (who and when aside)."""
+        return (self.ledger, self.height, self.head, self.tally, self.counted) == (
+            other.ledger,
+            other.height,
+            other.head,
+            other.tally,
+            other.counted,
+        )
+
+
+@dataclass(slots=True)
+class _LedgerCount:
+    head: Ref
+    records: int = 0  # records that passed the rules
+    flagged: int = 0  # records that broke them
+    passed: Any = field(default_factory=hashlib.sha256)  # over the hashes of the records that passed
+
+
+class TallyKeeper:
+    """An observer's own count of every ledger it holds, fed each ledger's records in height order.
+
+    Pure, one thread. Memory: the engine's domain states and one running hash per ledger.
+    """
+
+    def __init__(self) -> None:
+        self.engine = RulesEngine()
+        self._counts: dict[str, _LedgerCount] = {}
+
+    def ledgers(self) -> list[str]:
+        return sorted(self._counts)
+
+    def next_height(self, ledger: str) -> int:
+        """The height this keeper expects next for ``ledger`` (0 before its genesis)."""
+        count = self._counts.get(ledger)
+        return 0 if count is None else count.head.height + 1
+
+    def head(self, ledger: str) -> Ref | None:
+        count = self._counts.get(ledger)
+        return None if count is None else count.head
+
+    def feed(self, record: Record) -> Violation | None:
+        """Judge the ledger's next record by the rules; the rule it breaks (it is then not counted), or None.
+
+        The chain is assumed verified (the observer's store only holds verified records).
+        """
+        violations = self.engine.replay([record])
+        count = self._counts.get(record.ledger)
+        if count is None:
+            count = self._counts[record.ledger] = _LedgerCount(Ref.of(record))
+        count.head = Ref.of(record)
+        if violations:
+            count.flagged += 1
+            return violations[0]
+        count.records += 1
+        count.passed.update(record.link)
+        return None
+
+    def snapshot(self, observer: str, ledger: str, at_ms: int) -> Snapshot:
+        """The count of ``ledger`` at the last height fed."""
+        count = self._counts[ledger]
+        state = self.engine.state(ledger)
+        assert state is not None  # a ledger fed its genesis has a state, usable or not
+        tally, counted = tally_map(state.domain)
+        tally |= {"records": count.records, "flagged": count.flagged}
+        digest = counted_hash(ref.hash for ref in counted) if counted is not None else count.passed.copy().digest()
+        return Snapshot(observer, ledger, count.head.height, count.head.hash, tally, digest, at_ms)
+
+
+# --- reading signed snapshots back ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A published entry after its checks: its snapshot if the signature and body hold, else the problem."""
+
+    published: Published
+    snapshot: Snapshot | None
+    problem: VledgerError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.snapshot is not None
+
+
+def check_published(published: Published, key: VerifyKey | None, ledger: str) -> Checked:
+    """Verify the signature with the observer's key (None: no key file), then the body's fields."""
+    try:
+        if key is None:
+            raise SignatureError(f"no public signing key for observer {published.observer!r}")
+        key.verify(published.body, published.signature)
+        snapshot = Snapshot.decode(published.body)
+        stated = (snapshot.observer, snapshot.ledger, snapshot.height)
+        if stated != (published.observer, ledger, published.height):
+            raise FieldError(
+                f"the signed body says {stated}, the stream entry ({published.observer!r}, {ledger!r}, "
+                f"{published.height})"
+            )
+    except VledgerError as e:
+        return Checked(published, None, e)
+    return Checked(published, snapshot, None)
+
+
+def common_height(heights: Mapping[str, Iterable[int]]) -> int | None:
+    """The newest height every observer published a snapshot at, or None."""
+    sets = [set(h) for h in heights.values()]
+    if not sets:
+        return None
+    common = set.intersection(*sets)
+    return max(common) if common else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether the observers agree: at which height, and who differs from the first."""
+
+    status: str  # AGREE, MISMATCH or STILL_COUNTING
+    height: int | None = None
+    differing: tuple[str, ...] = ()
+
+
+def judge(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> Verdict:
+    """Compare ``snapshots`` (by observer, all at one height) of the configured ``observers``.
+
+    A mismatch when any snapshot differs from the first one's; else still counting when
+    some observer has no snapshot at that height; else they agree.
+    """
+    names = list(observers)
+    present = [name for name in names if name in snapshots]
+    if not present:
+        return Verdict(STILL_COUNTING)
+    first = snapshots[present[0]]
+    differing = tuple(name for name in present[1:] if not snapshots[name].same_count(first))
+    if differing:
+        return Verdict(MISMATCH, first.height, differing)
+    return Verdict(STILL_COUNTING if len(present) < len(names) else AGREE, first.height)
