@@ -125,8 +125,8 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
             "--config", str(cluster.path),
             "--node", node.name,
         )  # fmt: skip
-        # Home nodes first: a replica's start-up catch-up asks them.
-        priority = 200 if node.role == "ingest" else 300
+        # Home nodes first (a replica's start-up catch-up asks them), the verifier last (it reads them all).
+        priority = {"ingest": 200, "verifier": 400}.get(node.role, 300)
         programs.append(Program(node.name, node.role, command, priority, python=True))
     return programs
 

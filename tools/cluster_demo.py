@@ -41,7 +41,7 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
-from ..node.errors import KeyExistsError, NodeUnavailableError, UsageError
+from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.record import Content, Entry, checksum_of
 from ..node.rules import Domain, Ref
@@ -254,6 +254,22 @@ class Replication:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifierView:
+    """What a verifier reports once it checked every record written and swept every copy since."""
+
+    node: str
+    open_alerts: list[str]  # NODE|LEDGER|WHAT of every alert not resolved
+    copies: int  # node copies of ledgers it sweeps
+    swept: int  # of those, how many it swept to their end after the run's last write
+    checked: bool  # its consumer group read every stream to its head, nothing left pending
+    answered: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.answered and self.checked and self.swept == self.copies and not self.open_alerts
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterDemoRun:
     cluster: str
     account: str
@@ -268,6 +284,7 @@ class ClusterDemoRun:
     replication: list[Replication] = field(default_factory=list)
     replication_seconds: float = 0.0
     tallies: list[TallyReport] = field(default_factory=list)  # the observers' signed tallies, one per ledger
+    verifiers: list[VerifierView] = field(default_factory=list)
 
     def chain(self, ledger: str) -> ChainReadBack:
         return next(c for c in self.chains if c.ledger == ledger)
@@ -296,6 +313,7 @@ class ClusterDemoRun:
             and all(result.ok for _, _, result in self.stores)
             and all(r.complete for r in self.replication)
             and all(report.exit_code == 0 for report in self.tallies)
+            and all(view.ok for view in self.verifiers)
         )
 
 
@@ -374,6 +392,9 @@ class ClusterDemo:
             say(f"Waiting for the {len(self.config.nodes_of('replica'))} replicas to hold every record...")
         if self.config.nodes_of("observer"):
             say(f"Then for the {len(self.config.nodes_of('observer'))} observers to sign a tally at every head...")
+        if self.config.nodes_of("verifier"):
+            say("And for the verifier to check every new record and sweep every copy again...")
+        written_ms = now_ms()
         started = time.monotonic()
         replication = self._replication({chain.ledger: chain.records for chain in chains})
         return ClusterDemoRun(
@@ -390,6 +411,7 @@ class ClusterDemo:
             replication=replication,
             replication_seconds=time.monotonic() - started,
             tallies=self._tallies({chain.ledger: chain.head.height for chain in chains}),
+            verifiers=self._verifiers({chain.ledger: chain.head.height for chain in chains}, written_ms),
         )
 
     def _create_missing(self, account: str) -> list[str]:
@@ -492,6 +514,26 @@ class ClusterDemo:
         finally:
             client.close()
 
+    def _verifiers(self, heads: dict[str, int], written_ms: int) -> list[VerifierView]:
+        """Each verifier's view once it checked every stream to its head and swept every copy since
+        ``written_ms`` (or at the deadline)."""
+        views = []
+        keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
+        repl = ReplicationLedger(connect(self.config.redis_url, timeout=TIMEOUT))
+        try:
+            for node in self.config.nodes_of("verifier"):
+                with Client(node_address(self.config, node.name), keys, timeout=TIMEOUT) as client:
+                    deadline = time.monotonic() + REPLICATION_WAIT
+                    while True:
+                        view = _verifier_view(node.name, client, repl, heads, written_ms)
+                        if view.ok or time.monotonic() > deadline:
+                            break
+                        time.sleep(POLL)
+                    views.append(view)
+        finally:
+            repl.client.close()
+        return views
+
     def _replication(self, sizes: dict[str, int]) -> list[Replication]:
         """Each ledger's holder heights once every replica holds it all, or at the deadline."""
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
@@ -521,11 +563,34 @@ class ClusterDemo:
     def _verify_stores(self) -> list[tuple[str, Path, Verification]]:
         """Each node's store on this host, read-only, from every genesis: what ``vledger verify DIR`` does."""
         stores = []
-        for node in [*self.config.ingest_nodes(), *self.config.nodes_of("replica")]:
+        for node in [*self.config.ingest_nodes(), *self.config.nodes_of("replica"), *self.config.nodes_of("observer")]:
             path = self.config.store_dir(node.name)
             if node.role == "ingest" or path.is_dir():
                 stores.append((node.name, path, verify_path(path, None, self.limits)))
         return stores
+
+
+def _verifier_view(
+    name: str, client: Client, repl: ReplicationLedger, heads: dict[str, int], written_ms: int
+) -> VerifierView:
+    try:
+        status = client.call("status")
+    except (NodeUnavailableError, RemoteError):
+        return VerifierView(name, [], 0, 0, False, answered=False)
+    copies = {key: copy for key, copy in status.get("copies", {}).items() if key.split("|")[-1] in heads}
+    swept = sum(1 for copy in copies.values() if copy.get("last_complete_ms", 0) > written_ms)
+    checked = True
+    for ledger, head in heads.items():
+        try:
+            groups = repl.client.xinfo_groups(repl.stream_key(ledger))
+        except REDIS_ERRORS:
+            groups = []
+        group = next((g for g in groups if g.get("name") in (b"verifier", "verifier")), None)
+        delivered = group.get("last-delivered-id", b"0-0") if group else b"0-0"
+        delivered = delivered.decode() if isinstance(delivered, bytes) else str(delivered)
+        if group is None or int(delivered.split("-")[0]) < head or group.get("pending", 1) != 0:
+            checked = False
+    return VerifierView(name, list(status.get("open_alerts", [])), len(copies), swept, checked)
 
 
 def run_cluster_demo(

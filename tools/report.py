@@ -122,6 +122,17 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             for line in report_lines(report):
                 print(f"  {line}")
 
+    for verifier in run.verifiers:
+        if not verifier.answered:
+            print(f"\nThe verifier {verifier.node} did not answer.")
+            continue
+        checked = "every new record checked on every copy" if verifier.checked else "NOT every record checked yet"
+        alerts = ", ".join(verifier.open_alerts) if verifier.open_alerts else "0 open alerts"
+        print(
+            f"\nThe verifier {verifier.node}: {checked}; {verifier.swept} of {verifier.copies} copies swept from genesis "
+            f"since the last write; {alerts}."
+        )
+
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:
         print(f"  {node}  {path}")

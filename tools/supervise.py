@@ -276,7 +276,7 @@ class Starter:
         if program.name == REDIS_PROGRAM:
             client = redis_client(self.config.redis_url)
             return (lambda: _pings(client)), client.close
-        if program.role in ("ingest", "replica", "observer"):
+        if program.role in ("ingest", "replica", "observer", "verifier"):
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
             node = Client(node_address(self.config, program.name), keys, timeout=ANSWER_TIMEOUT)
             return (lambda: _greets(node, program.name)), node.close
