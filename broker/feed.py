@@ -6,8 +6,11 @@ A message is two frames (docs/PROTOCOL.md, section 10):
   "hops", "from", "record"}``, where ``record`` is the record's bytes as stored (section 2)
   and ``hops`` counts how many nodes published it (the home node: 1). The envelope is not
   hashed: a relay raises ``hops`` without touching the record.
-* a heartbeat: topic ``*heads``; body ``{"v": 1, "from", "heads": {ledger: [height, hash]}}``,
-  the publisher's head of each ledger, every ``heartbeat_ms``. It lets a subscriber see a
+* seals: topic ``*heads``; body ``{"v": 1, "from", "heads": {ledger: [height, hash, home,
+  signature]}}``: for each ledger, the latest seal the publisher holds (vledger.node.seal: the
+  home node's signature on a head, which is what makes the records below it acceptable). A
+  home node sends its new seals after each batch of records and all of them every
+  ``heartbeat_ms``; a relay forwards the seals it verified. They also let a subscriber see a
   gap at the end of a burst, when no later record would reveal it.
 
 PUB/SUB drops messages (slow joiners, full queues): the feed is only the fast path.
@@ -28,6 +31,7 @@ import zmq
 from ..config.settings import BrokerSettings
 from ..node.errors import FeedError
 from ..node.record import NAME_PATTERN
+from ..node.seal import Seal, seal_from_wire
 from ..node.storefile import MAX_HEIGHT
 from .curve import AllowList, CurveServer, curve_client
 from .keys import KeyPair
@@ -37,7 +41,6 @@ log = logging.getLogger(__name__)
 FEED_VERSION = 1
 HEADS_TOPIC = b"*heads"  # not a ledger name: those start with [a-z0-9]
 FEED_DOMAIN = "feed"  # its own ZAP domain: the feed's allow-list is not the request socket's
-HASH_SIZE = 32
 MAX_NAME = 64
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -55,7 +58,7 @@ class FeedRecord:
 @dataclass(frozen=True, slots=True)
 class FeedHeads:
     sender: str
-    heads: dict[str, tuple[int, bytes]]  # ledger -> (height, hash)
+    seals: dict[str, Seal]  # ledger -> the latest seal the sender holds (signatures not checked here)
 
 
 FeedMessage = FeedRecord | FeedHeads
@@ -68,11 +71,15 @@ def encode_record(ledger: str, height: int, hops: int, sender: str, data: bytes)
     return [ledger.encode("utf-8"), body]
 
 
-def encode_heads(sender: str, heads: dict[str, tuple[int, bytes]]) -> list[bytes]:
+def encode_heads(sender: str, seals: Iterable[Seal]) -> list[bytes]:
     body = msgpack.packb(
-        {"v": FEED_VERSION, "from": sender, "heads": {k: [h, link] for k, (h, link) in sorted(heads.items())}}
+        {"v": FEED_VERSION, "from": sender, "heads": {s.ledger: s.wire() for s in sorted(seals, key=_ledger)}}
     )
     return [HEADS_TOPIC, body]
+
+
+def _ledger(seal: Seal) -> str:
+    return seal.ledger
 
 
 def _name(value: object, what: str) -> str:
@@ -103,15 +110,7 @@ def decode_message(frames: list[bytes], max_record_bytes: int) -> FeedMessage:
         heads = message.get("heads")
         if not isinstance(heads, dict) or set(message) != {"v", "from", "heads"}:
             raise FeedError("a heads message has v, from and heads")
-        parsed: dict[str, tuple[int, bytes]] = {}
-        for ledger, value in heads.items():
-            if not isinstance(value, list) or len(value) != 2:
-                raise FeedError("heads: each head is [height, hash]")
-            height, link = value
-            if not isinstance(link, bytes) or len(link) != HASH_SIZE:
-                raise FeedError("heads: a hash is 32 bytes")
-            parsed[_name(ledger, "heads")] = (_height(height, "heads"), link)
-        return FeedHeads(sender, parsed)
+        return FeedHeads(sender, {ledger: seal_from_wire(ledger, value) for ledger, value in heads.items()})
     if set(message) != {"v", "ledger", "height", "hops", "from", "record"}:
         raise FeedError("a record message has v, ledger, height, hops, from and record")
     ledger = _name(message["ledger"], "ledger")
@@ -150,8 +149,8 @@ class Publisher:
     def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
         self._send(encode_record(ledger, height, hops, self.name, data))
 
-    def heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
-        self._send(encode_heads(self.name, heads))
+    def heads(self, seals: Iterable[Seal]) -> None:
+        self._send(encode_heads(self.name, seals))
 
     def _send(self, frames: list[bytes]) -> None:
         try:

@@ -9,6 +9,9 @@ Keys (``vledger`` is the namespace):
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
 * ``vledger:ledgers``: a hash, ledger -> its home node.
+* ``vledger:seals``: a hash, ledger -> the home's latest seal (vledger.node.seal), msgpack of
+  ``[height, hash, home, signature]``; the last entry of each batch in the stream carries
+  its seal too, in the field ``seal``.
 * ``vledger:held:<ledger>``: a hash, node -> the height up to which the node holds the
   ledger, every record from genesis on verified. A node stores a ledger strictly in
   order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
@@ -70,11 +73,17 @@ local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 local first = tonumber(ARGV[1])
-for i = 5, #ARGV do
-  local height = first + i - 5
+for i = 6, #ARGV do
+  local height = first + i - 6
   if height > last then
     if height ~= last + 1 then return last end
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
+    if i == #ARGV and ARGV[5] ~= '' then
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
+                 'record', ARGV[i], 'origin', ARGV[3], 'seal', ARGV[5])
+      redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+    else
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
+    end
     last = height
   end
 end
@@ -91,6 +100,7 @@ class StreamRecord:
     height: int
     data: bytes
     origin: str
+    seal: bytes = b""  # the home's seal of this record, on the last record of each batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +171,10 @@ class ReplicationLedger:
         return f"{self.namespace}:ledgers"
 
     @property
+    def seals_key(self) -> str:
+        return f"{self.namespace}:seals"
+
+    @property
     def held_channel(self) -> str:
         return f"{self.namespace}:held"
 
@@ -204,14 +218,25 @@ class ReplicationLedger:
                 added += 1
         return added
 
-    def append(self, ledger: str, origin: str, first: int, records: Sequence[bytes]) -> int:
+    def append(self, ledger: str, origin: str, first: int, records: Sequence[bytes], seal: bytes = b"") -> int:
         """Add ``records`` (heights ``first``, ``first + 1``, ...) where they continue the stream,
         atomically; returns the stream's last height afterwards. Below the last of these
-        heights, the stream lacks records the caller must add first (from its store)."""
+        heights, the stream lacks records the caller must add first (from its store).
+
+        ``seal`` (the home's seal of the last record, msgpack of its wire form) goes on that
+        record's entry, and becomes the ledger's latest seal in ``vledger:seals``."""
         if not records:
             return self.last_height(ledger)
-        keys = [self.stream_key(ledger), self.ledgers_key]
-        return int(self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, *records]))
+        keys = [self.stream_key(ledger), self.ledgers_key, self.seals_key]
+        return int(self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, seal, *records]))
+
+    def seals(self) -> dict[str, bytes]:
+        """Each ledger's latest seal, as its home wrote it (msgpack of the wire form; unchecked)."""
+        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.seals_key).items()}
+
+    def set_seals(self, seals: dict[str, bytes]) -> None:
+        if seals:
+            self.client.hset(self.seals_key, mapping=seals)
 
     def last_height(self, ledger: str) -> int:
         """The height of the stream's last record, -1 if it has none."""
@@ -238,7 +263,13 @@ class ReplicationLedger:
         records = []
         for key, fields in entries:
             records.append(
-                StreamRecord(ledger, entry_height(key), bytes(fields[b"record"]), _text(fields.get(b"origin", b"")))
+                StreamRecord(
+                    ledger,
+                    entry_height(key),
+                    bytes(fields[b"record"]),
+                    _text(fields.get(b"origin", b"")),
+                    bytes(fields.get(b"seal", b"")),
+                )
             )
         return records
 

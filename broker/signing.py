@@ -1,4 +1,4 @@
-"""Ed25519 signing keys of observers, and the signatures of their tallies (docs/PROTOCOL.md section 11).
+"""Ed25519 signing keys: observers sign their tallies (PROTOCOL section 11), home nodes their seals (10.7).
 
 An observer signs each tally snapshot it publishes; anyone holding its public key file
 checks the signature. Two files per observer, beside the CURVE keys in the cluster's key
@@ -18,6 +18,7 @@ bytes, over the exact bytes signed (for a tally: its canonical msgpack body).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from ..node.errors import KeyExistsError, KeyMaterialError, PassphraseError, SignatureError
+from ..node.seal import Seal, seal_message
 from .keys import check_name, install_file, read_key_text, read_private_text
 
 logger = logging.getLogger(__name__)
@@ -143,3 +145,26 @@ def load_verify_key(path: Path) -> VerifyKey:
     if key.curve != CURVE or key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
     return VerifyKey(key)
+
+
+def sign_seal(key: SigningKey, ledger: str, height: int, link: bytes, home: str) -> Seal:
+    """The seal of ``ledger``'s record at ``height`` (docs/PROTOCOL.md section 10.7), signed by ``home``."""
+    return Seal(ledger, height, link, home, key.sign(seal_message(ledger, height, link, home)))
+
+
+class SealKeys:
+    """The home nodes' public signing keys, and which node is each ledger's home: checks seals."""
+
+    def __init__(self, keys: dict[str, VerifyKey], home_of: Callable[[str], str]) -> None:
+        self.keys = keys
+        self.home_of = home_of
+
+    def check(self, seal: Seal) -> None:
+        """Raise SignatureError unless ``seal`` is signed by its ledger's home with that home's key."""
+        home = self.home_of(seal.ledger)
+        if seal.home != home:
+            raise SignatureError(f"a seal of {seal.ledger!r} signed by {seal.home!r}, not by its home {home!r}")
+        key = self.keys.get(home)
+        if key is None:
+            raise SignatureError(f"no signing key of {home!r} ({home}{PUBLIC_SUFFIX}) to check its seals with")
+        key.verify(seal.message, seal.signature)

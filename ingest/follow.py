@@ -1,18 +1,29 @@
-"""Following a feed without losing a record: the ZeroMQ guide's Clone pattern, by chain height.
+"""Following a feed without losing a record, and without storing one the home node did not place.
 
-A replica subscribes first, then catches up: for each ledger it asks its sources (the
-Redis stream, then the nodes it follows, over their ``range`` command) for every record
-above its own head, in order, until it reaches the highest height it has heard of.
-Live records at or below its head are duplicates (checked to be the same bytes, else an
-alert); a live record above ``head + 1`` reveals a gap, which is fetched before the record
-is stored. The heads that publishers announce every second reveal a gap at the end of a
-burst, when no later record would.
+**Nothing lost** (the ZeroMQ guide's Clone pattern, by chain height). A follower subscribes
+first, then catches up: for each ledger it asks its sources (the Redis stream, then the
+nodes it follows, over their ``range`` command) for every record above what it holds, in
+order, up to the highest sealed height it has heard of. A live record at or below what it
+holds is a duplicate (checked to be the same bytes, else an alert); one above reveals a gap,
+which it fetches first. Seals arrive after each batch and every second, so a gap at the end
+of a burst is seen too.
 
-Every record is verified by the store before it is written (checksum, proof of work,
-link, height: docs/PROTOCOL.md section 4): a forged, replayed or conflicting record is
-never stored, it raises an alert naming the node it came from, and the record is fetched
-from the next source instead. Nothing here touches a socket: the replica process
-(vledger.ingest.replica) feeds it messages, and the tests drive it directly.
+**Nothing forged.** Anyone can compute a checksum, a proof of work and a link, so a record
+that verifies (docs/PROTOCOL.md section 4) proves nothing about who placed it. A record is
+therefore stored only when the home node vouches for it:
+
+* it came from the home node itself, over a CURVE request to that node's key (its
+  ``range`` command); or
+* a **seal** covers it: the home's Ed25519 signature on the link at some height at or above
+  it (vledger.node.seal). A link commits to every record below it, so a verified chain from
+  this node's head up to a sealed link proves every record in between.
+
+Records from anywhere else (the feed, the stream, a relay) wait, verified as a chain, in a
+pending run above the store's head until a seal reaches them; a pending run that does not
+lead to the seal's link is dropped and reported, and fetched again. A record that fails
+verification is never stored either: it is reported, naming the node it came from, and
+fetched from the next source instead. Nothing here touches a socket: the replica process
+(vledger.ingest.replica) feeds it, and the tests drive it directly.
 """
 
 from __future__ import annotations
@@ -20,50 +31,72 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..broker.feed import FeedHeads, FeedMessage, FeedRecord
 from ..broker.replication import Alert
+from ..broker.signing import SealKeys
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import RecordConflictError, VledgerError
+from ..node.errors import ForkError, RecordConflictError, SignatureError, VledgerError
 from ..node.record import Record, decode_record
+from ..node.seal import Seal
 from ..node.store import ChainStore
+from ..node.verify import ChainVerifier
 
 log = logging.getLogger(__name__)
 
 NOT_RELAYED = 255  # the hop count given to what catch-up fetched: never republished
 MAX_REMEMBERED_ALERTS = 10_000  # findings already reported, not reported again
+MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their source later
+CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
+OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What a source answers: records by height, in order, and the seals it holds among them."""
+
+    rows: list[tuple[int, bytes]]
+    seals: list[Seal] = field(default_factory=list)  # signatures not checked yet
 
 
 class Source(Protocol):
     """Somewhere to fetch a ledger's records from by height."""
 
-    name: str
+    name: str  # a node's name (a request to it is authenticated by its CURVE key), or "redis"
 
-    def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
-        """Up to ``count`` (height, record bytes) from ``start`` on, in order; may begin above
-        ``start`` (a trimmed stream) or be empty. Raises VledgerError or OSError when it cannot answer."""
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        """Up to ``count`` records from ``start`` on, in order; may begin above ``start`` (a
+        trimmed stream) or be empty. Raises VledgerError or OSError when it cannot answer."""
         ...
 
-    def heads(self) -> dict[str, int]:
-        """The highest height of each ledger this source knows of."""
+    def seals(self) -> list[Seal]:
+        """The latest seal of each ledger this source holds (signatures not checked yet)."""
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What one append of a batch did: the records stored, and whether the batch stopped early."""
+@dataclass(slots=True)
+class _Ledger:
+    """A ledger as this follower sees it: the best seal heard of, and the run waiting for one."""
 
-    records: list[Record]
-    complete: bool
+    seal: Seal | None = None  # the highest verified seal
+    pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
+    sources: list[str] = field(default_factory=list)  # where each pending record came from
+    hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
+    chain: ChainVerifier | None = None  # positioned after the last pending record
+    # Pending records dropped because another chain contradicted them, by height: (link,
+    # source, bytes). Once the true record at a height is stored, a suspect there that
+    # differs is reported against its source.
+    suspects: dict[int, tuple[bytes, str, bytes]] = field(default_factory=dict)
 
 
 class Follower:
-    """Brings ``store`` up to every ledger's head and keeps it there, from feed messages and sources.
+    """Brings ``store`` up to every ledger's sealed head and keeps it there.
 
     ``on_stored(records, hops)`` hears of every record stored (to relay it and report it
-    held); ``on_alert`` of every finding. One thread.
+    held); ``on_alert`` of every finding. ``home_of`` names each ledger's home node, whose
+    seals ``seal_keys`` checks. One thread.
     """
 
     def __init__(
@@ -72,6 +105,7 @@ class Follower:
         store: ChainStore,
         sources: Iterable[Source],
         *,
+        seal_keys: SealKeys,
         on_stored: Callable[[list[Record], int], None],
         on_alert: Callable[[Alert], None],
         batch: int = 1000,
@@ -80,119 +114,149 @@ class Follower:
         self.name = name
         self.store = store
         self.sources = list(sources)
+        self.seal_keys = seal_keys
         self.on_stored = on_stored
         self.on_alert = on_alert
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
-        self.targets: dict[str, int] = {}  # ledger -> the highest height heard of
-        self.caught_up = False  # the start-up catch-up reached every target
+        self.ledgers: dict[str, _Ledger] = {}
+        self.caught_up = False  # the start-up catch-up reached every sealed height
         self._alerted: set[tuple[str, int, str, str]] = set()
         self.stored = 0
         self.duplicates = 0
 
     # --- status ---------------------------------------------------------------------
 
+    def target(self, ledger: str) -> int:
+        """The highest height this follower knows the home placed (sealed, or held here)."""
+        state = self.ledgers.get(ledger)
+        sealed = state.seal.height if state is not None and state.seal is not None else -1
+        return max(sealed, self._head(ledger))
+
     def behind(self) -> dict[str, int]:
-        """Per ledger, how many records this node lacks of the highest height heard of."""
+        """Per ledger, how many records this node lacks of the highest sealed height."""
         return {
-            ledger: target - (self.store.size(ledger) - 1)
-            for ledger, target in sorted(self.targets.items())
-            if self.store.size(ledger) - 1 < target
+            ledger: self.target(ledger) - self._head(ledger)
+            for ledger in sorted(self.ledgers)
+            if self._head(ledger) < self.target(ledger)
         }
 
     def status(self) -> dict[str, object]:
         behind = self.behind()
         return {"current": self.caught_up and not behind, "behind": behind}
 
+    def seals(self) -> list[Seal]:
+        """The best verified seal of each ledger: what a relay forwards, and what ``range`` offers."""
+        return [state.seal for _, state in sorted(self.ledgers.items()) if state.seal is not None]
+
+    def seal_of(self, ledger: str) -> Seal | None:
+        state = self.ledgers.get(ledger)
+        return state.seal if state is not None else None
+
     # --- catching up ----------------------------------------------------------------
 
     def start(self) -> None:
-        """The start-up catch-up: learn the heads from the sources, then fetch up to them."""
+        """The start-up catch-up: the seals the sources hold, then every record up to them."""
         for ledger in self.store.ledgers():
-            self.heard_of(ledger, self.store.size(ledger) - 1)
+            self._state(ledger)
         for source in self.sources:
             try:
-                for ledger, height in source.heads().items():
-                    self.heard_of(ledger, height)
+                for seal in source.seals():
+                    self.take_seal(seal, source.name, catch_up=False)
             except (VledgerError, OSError) as e:
-                log.warning("%s: cannot ask %s for its heads: %s", self.name, source.name, e)
+                log.warning("%s: cannot ask %s for its seals: %s", self.name, source.name, e)
         self.catch_up_all()
         self.caught_up = True
         log.info("%s: caught up: %s", self.name, self._summary())
 
     def catch_up_all(self) -> None:
-        for ledger, target in sorted(self.targets.items()):
-            if self.store.size(ledger) - 1 < target:
-                self.catch_up(ledger, target + 1)
+        for ledger in sorted(self.ledgers):
+            if self._head(ledger) < self.target(ledger):
+                self.catch_up(ledger, self.target(ledger) + 1)
 
     def catch_up(self, ledger: str, stop: int) -> bool:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``."""
+        state = self._state(ledger)
         for source in self.sources:
-            while (start := self.store.size(ledger)) < stop and not self.stopping():
+            trusted = source.name == self.seal_keys.home_of(ledger)
+            while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
                 try:
-                    rows = source.fetch(ledger, start, min(self.batch, stop - start))
+                    page = source.fetch(ledger, start, min(self.batch, stop - start))
                 except (VledgerError, OSError) as e:
                     log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
                     break
-                if not rows or rows[0][0] != start:
+                for seal in page.seals:
+                    self.take_seal(seal, source.name, catch_up=False)
+                if not page.rows or page.rows[0][0] != start:
                     break  # this source lacks them (or was trimmed past them): ask the next
-                if not self._store(ledger, rows, source.name, NOT_RELAYED).complete:
+                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED, trusted)
+                if outcome == BAD:
+                    self._drop_pending(state)  # what this source gave cannot be trusted: ask the next
                     break
-            if self.store.size(ledger) >= stop:
+                # RETRY: the pending run was dropped, this source is asked again from the head
+            if self._head(ledger) + 1 >= stop:
                 return True
-        if self.store.size(ledger) < stop:
+        if self._head(ledger) + 1 < stop:
             log.info(
-                "%s: %s stays at %d: no source has height %d",
+                "%s: %s stays at %d: no source vouches for height %d",
                 self.name,
                 ledger,
-                self.store.size(ledger) - 1,
-                self.store.size(ledger),
+                self._head(ledger),
+                self._head(ledger) + 1,
             )
         return False
 
     # --- the live feed ------------------------------------------------------------------
 
     def receive(self, messages: Iterable[FeedMessage]) -> None:
-        """Apply a batch of feed messages: records ledger by ledger, heads as targets."""
+        """Apply a batch of feed messages: records ledger by ledger, then the seals that cover them."""
         live: dict[str, dict[int, FeedRecord]] = {}
-        gaps = False
+        seals: list[tuple[Seal, str]] = []
         for message in messages:
             if isinstance(message, FeedHeads):
-                for ledger, (height, _) in message.heads.items():
-                    gaps |= self.heard_of(ledger, height) > self.store.size(ledger) - 1
+                seals.extend((seal, message.sender) for seal in message.seals.values())
             else:
                 live.setdefault(message.ledger, {}).setdefault(message.height, message)
-                self.heard_of(message.ledger, message.height)
         for ledger, records in live.items():
             self._apply(ledger, [records[h] for h in sorted(records)])
-        if gaps:
-            self.catch_up_all()
+        for seal, sender in seals:
+            self.take_seal(seal, sender)
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
-        head = self.store.size(ledger) - 1
-        fresh = []
+        state = self._state(ledger)
         for record in records:
-            if record.height <= head:
+            top = self._head(ledger) + len(state.pending)
+            if record.height <= self._head(ledger):
                 self._check_duplicate(record)
-            else:
-                fresh.append(record)
-        while fresh:
-            head = self.store.size(ledger) - 1
-            fresh = [r for r in fresh if r.height > head]
-            if not fresh:
-                return
-            if fresh[0].height > head + 1 and not self.catch_up(ledger, fresh[0].height):
-                return  # the gap stays: the next heads message tries again
-            run = [fresh[0]]
-            for record in fresh[1:]:
-                if record.height != run[-1].height + 1:
-                    break
-                run.append(record)
-            fresh = fresh[len(run) :]
-            # A run may mix copies relayed over different paths: republish with the most hops.
-            stored = self._store(ledger, [(r.height, r.data) for r in run], run[0].sender, max(r.hops for r in run))
-            if not stored.complete:
-                self.catch_up(ledger, run[-1].height + 1)  # the true records, from the sources
+            elif record.height <= top:
+                self.duplicates += 1  # already pending: the seal decides which copy is true
+            elif record.height == top + 1:
+                self._offer(ledger, [(record.height, record.data)], record.sender, record.hops, False)
+            # above top + 1: a gap, fetched once a seal says how far the chain goes
+        if self._head(ledger) < self.target(ledger) and not state.pending:
+            self.catch_up(ledger, self.target(ledger) + 1)
+
+    def take_seal(self, seal: Seal, source: str, *, catch_up: bool = True) -> None:
+        """A seal from ``source``: checked, kept if it is the highest, then what it covers is stored."""
+        try:
+            self.seal_keys.check(seal)
+        except SignatureError as e:
+            self._alert(seal.ledger, seal.height, e, source, b"")
+            return
+        state = self._state(seal.ledger)
+        if state.seal is None or seal.height > state.seal.height:
+            state.seal = seal
+        if seal.height <= self._head(seal.ledger):
+            held = self.store.get(seal.ledger, seal.height)
+            if held is not None and held.hash != seal.hash:  # this copy is not the home's chain
+                self._alert(seal.ledger, seal.height, ForkError("the home's seal is of another record"), source, b"")
+            return
+        # A seal below the best one still vouches for the run up to it.
+        base = self._head(seal.ledger) + 1
+        covered = seal.height < base + len(state.pending) and state.pending[seal.height - base].link == seal.hash
+        self._flush(seal.ledger, seal.height if covered else -1)
+        if catch_up and self._head(seal.ledger) < seal.height:
+            self.catch_up(seal.ledger, seal.height + 1)
 
     def _check_duplicate(self, record: FeedRecord) -> None:
         self.duplicates += 1
@@ -206,40 +270,130 @@ class Follower:
                 record.data,
             )
 
-    # --- storing --------------------------------------------------------------------
+    # --- verifying and storing -------------------------------------------------------------
 
-    def _store(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int) -> Stored:
-        """Verify and append ``rows`` in order (they share group commits); stop at the first bad one."""
-        records: list[Record] = []
-        failure: tuple[int, VledgerError] | None = None
+    def _offer(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, trusted: bool) -> str:
+        """Take ``rows`` (which start right above what is held or pending) into the pending run,
+        each verified as the chain's next; store what a seal or a trusted source vouches for.
+
+        OK if every row was taken. A row that does not follow the pending run may be the true
+        one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
+        BAD at a row that fails on its own, or that does not follow the stored head: reported."""
+        state = self._state(ledger)
+        vouched = -1
         for height, data in rows:
+            top = self._head(ledger) + len(state.pending)
+            if height <= top:
+                continue
+            record = None
             try:
                 record = decode_record(data, PROTOCOL_LIMITS)
+                if record.height != height:
+                    raise RecordConflictError(f"the record says height {record.height}, it was sent as {height}")
+                chain = state.chain or self._chain_after_head(ledger)
+                chain.feed(record)
             except VledgerError as e:
-                failure = (height, e)
-                break
-            if record.ledger != ledger or record.height != height:
-                failure = (height, RecordConflictError(f"the record is {record.ledger!r} {record.height}"))
-                break
-            records.append(record)
+                state.chain = None
+                self._flush(ledger, vouched)
+                # A row that does not follow a run another source gave: the run or the row is
+                # wrong, a seal will tell. One that breaks its own source's run is just wrong.
+                if state.pending and state.sources[-1] != source and e.code in CHAIN_FAULTS and record is not None:
+                    self._drop_pending(state, suspect=True)  # the run or this row: a seal will tell
+                    if len(state.suspects) < MAX_SUSPECTS:
+                        state.suspects.setdefault(height, (record.link, source, data))
+                    return RETRY
+                self._alert(ledger, height, e, source, data)
+                return BAD
+            state.chain = chain
+            state.pending.append(record)
+            state.sources.append(source)
+            state.hops = min(state.hops, hops)
+            if trusted:
+                vouched = height
+        dropped = self._flush(ledger, vouched)
+        if source in dropped:
+            return BAD  # the home's seal contradicts what this source gave: ask the next one
+        return RETRY if dropped else OK
+
+    def _chain_after_head(self, ledger: str) -> ChainVerifier:
+        """A verifier that expects the record after the store's head (or a genesis)."""
+        head = self.store.head(ledger)
+        if head is None:
+            return ChainVerifier(ledger, PROTOCOL_LIMITS)
+        return ChainVerifier.after(ledger, head.height, head.link, self.store.rules(ledger), PROTOCOL_LIMITS)
+
+    def _flush(self, ledger: str, vouched: int = -1) -> set[str]:
+        """Store the pending records up to the highest height a seal or a trusted source vouches for.
+
+        Returns the sources of a run the best seal contradicts (dropped), else an empty set."""
+        state = self._state(ledger)
+        if not state.pending:
+            return set()
+        base = self._head(ledger) + 1
+        top = base + len(state.pending) - 1
+        upto = vouched
+        seal = state.seal
+        if seal is not None and base <= seal.height <= top:
+            if state.pending[seal.height - base].link != seal.hash:
+                dropped = set(state.sources)
+                self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
+                return dropped
+            upto = max(upto, seal.height)
+        if upto < base:  # no seal reaches the pending run yet: it waits
+            return set()
+        count = upto - base + 1
+        records, state.pending = state.pending[:count], state.pending[count:]
+        sources, state.sources = state.sources[:count], state.sources[count:]
+        hops = state.hops
+        if not state.pending:
+            state.hops = NOT_RELAYED
+        self._store(ledger, records, sources, hops)
+        return set()
+
+    def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> None:
         futures = [self.store.submit_record(r) for r in records]
         stored: list[Record] = []
-        for record, future in zip(records, futures, strict=True):
+        for record, source, future in zip(records, sources, futures, strict=True):
             try:
                 receipt = future.result()
-            except VledgerError as e:
-                if failure is None:
-                    failure = (record.height, e)
-                continue
+            except VledgerError as e:  # verified already: only a store failure gets here
+                self._alert(ledger, record.height, e, source, record.encode())
+                self._drop_pending(self._state(ledger))
+                break
             if not receipt.duplicate:
                 stored.append(record)
         if stored:
             self.stored += len(stored)
+            self._expose(ledger, stored)
             self.on_stored(stored, hops)
-        if failure is not None:
-            height = failure[0]
-            self._alert(ledger, height, failure[1], source, dict(rows).get(height, b""))
-        return Stored(stored, failure is None)
+
+    def _expose(self, ledger: str, stored: list[Record]) -> None:
+        """Report the suspects that differ from the true records now stored at their heights."""
+        suspects = self._state(ledger).suspects
+        for record in stored:
+            suspect = suspects.pop(record.height, None)
+            if suspect is not None and suspect[0] != record.link:
+                _, source, data = suspect
+                error = RecordConflictError("a record that is not the one its home placed at this height")
+                self._alert(ledger, record.height, error, source, data)
+
+    def _drop_pending(self, state: _Ledger, *, suspect: bool = False) -> None:
+        if suspect:
+            for record, source in zip(state.pending, state.sources, strict=True):
+                if len(state.suspects) < MAX_SUSPECTS:
+                    state.suspects[record.height] = (record.link, source, record.encode())
+        state.pending, state.sources, state.chain, state.hops = [], [], None, NOT_RELAYED
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _state(self, ledger: str) -> _Ledger:
+        state = self.ledgers.get(ledger)
+        if state is None:
+            state = self.ledgers[ledger] = _Ledger()
+        return state
+
+    def _head(self, ledger: str) -> int:
+        return self.store.size(ledger) - 1
 
     def _alert(self, ledger: str, height: int, error: VledgerError, source: str, offered: bytes) -> None:
         key = (ledger, height, error.code, source)
@@ -259,20 +413,12 @@ class Follower:
                 detail=str(error),
                 source=source,
                 expected=held.hash.hex() if held is not None else "",
-                found=_hash_of(offered),
+                found=_hash_of(offered) if offered else "",
             )
         )
 
-    def heard_of(self, ledger: str, height: int) -> int:
-        """Note that ``ledger`` reaches at least ``height`` somewhere; returns the highest heard of."""
-        if height > self.targets.get(ledger, -1):
-            self.targets[ledger] = height
-        return self.targets[ledger]
-
     def _summary(self) -> str:
-        return (
-            ", ".join(f"{ledger} at {self.store.size(ledger) - 1}" for ledger in sorted(self.targets)) or "no ledgers"
-        )
+        return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
 
 
 def _hash_of(data: bytes) -> str:

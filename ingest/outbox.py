@@ -8,8 +8,14 @@ back the outbox reads what the stream lacks from the store: the stream's last he
 the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
 
-A replica that relays runs an outbox too, with ``stream=False``: the home node's outbox
-fills the streams, and a relay only republishes, with one more hop.
+A home node's outbox also **seals** (vledger.node.seal): after each batch it signs the link
+of each ledger's last record with the node's Ed25519 key and sends the seals after the
+records, on the feed and in the stream; every heartbeat sends the latest seal of every
+ledger. Followers store what others relay only once a seal covers it.
+
+A replica runs an outbox too, with ``stream=False`` and no signing key: the home node's
+outbox fills the streams; a relay republishes what it stored, with one more hop, and
+forwards the home's seals it verified.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+import msgpack
 
 from ..broker.feed import Publisher
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.signing import SigningKey, sign_seal
 from ..config.cluster import ReplicationSettings
 from ..node.record import Record
+from ..node.seal import Seal
 from ..node.store import ChainStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,7 @@ class Outbox:
         settings: ReplicationSettings,
         *,
         stream: bool = True,
+        signer: SigningKey | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -52,7 +63,9 @@ class Outbox:
         self.settings = settings
         self.stream = stream and replication is not None
         self._clock = clock
-        self._queue: collections.deque[tuple[list[Record], int]] = collections.deque()
+        self.signer = signer  # a home node's key: it seals what it places
+        self.seals: dict[str, Seal] = {}  # the latest seal of each ledger, sent every heartbeat
+        self._queue: collections.deque[tuple[list[Record], int, list[Seal]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,9 +75,10 @@ class Outbox:
 
     # --- any thread -------------------------------------------------------------------
 
-    def committed(self, records: list[Record], hops: int = 1) -> None:
-        """Queue a group's durable records (the store's ``on_commit``): quick, never raises."""
-        self._queue.append((records, hops))
+    def committed(self, records: list[Record], hops: int = 1, seals: Iterable[Seal] = ()) -> None:
+        """Queue a group's durable records (the store's ``on_commit``), and for a relay the seals
+        that cover them, to go out after them: quick, never raises."""
+        self._queue.append((records, hops, list(seals)))
         self._wake.set()
 
     def start(self) -> Outbox:
@@ -85,6 +99,9 @@ class Outbox:
     def _run(self) -> None:
         heartbeat = self.settings.heartbeat_ms / 1000
         next_beat = self._clock()  # the first pass syncs with Redis at once
+        if self.signer is not None:  # what the store held before this start, sealed once
+            for ledger, (height, link) in self.store.heads().items():
+                self.seals[ledger] = sign_seal(self.signer, ledger, height, link, self.name)
         while True:
             self._wake.wait(max(0.0, next_beat - self._clock()))
             self._wake.clear()
@@ -94,7 +111,7 @@ class Outbox:
                 if self._clock() >= next_beat:
                     next_beat = self._clock() + heartbeat
                     if self.publisher is not None:
-                        self.publisher.heads(self.store.heads())
+                        self.publisher.heads(self.seals.values())
                     self._sync_redis()
             except Exception:  # the outbox must outlive any one failure: the store has it all
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
@@ -104,16 +121,32 @@ class Outbox:
     def _drain(self) -> None:
         while self._queue:
             batch: list[tuple[Record, bytes, int]] = []
+            relayed: list[Seal] = []
             while self._queue and len(batch) < self.settings.catch_up_batch:
-                records, hops = self._queue.popleft()
+                records, hops, seals = self._queue.popleft()
                 batch.extend((record, record.encode(), hops) for record in records)
+                relayed.extend(seals)
+            fresh = self._seal(batch) if self.signer is not None else relayed
+            for seal in fresh:
+                if seal.ledger not in self.seals or seal.height > self.seals[seal.ledger].height:
+                    self.seals[seal.ledger] = seal
             self._to_stream(batch)
             if self.publisher is not None:
                 for record, data, hops in batch:
                     if hops <= self.settings.max_hops:
                         self.publisher.record(record.ledger, record.height, data, hops)
                         self.published += 1
+                if fresh:
+                    self.publisher.heads(fresh)  # after the records they cover
             self._report({record.ledger: record.height for record, _, _ in batch})
+
+    def _seal(self, batch: list[tuple[Record, bytes, int]]) -> list[Seal]:
+        """A home node's seal of each ledger's last record in ``batch``."""
+        assert self.signer is not None
+        last: dict[str, Record] = {}
+        for record, _, _ in batch:
+            last[record.ledger] = record
+        return [sign_seal(self.signer, r.ledger, r.height, r.link, self.name) for r in last.values()]
 
     def _redis_usable(self) -> bool:
         return self.replication is not None and self._clock() >= self._redis_retry_at
@@ -131,31 +164,34 @@ class Outbox:
             runs.setdefault(item[0].ledger, []).append(item)
         try:
             for ledger, run in runs.items():
-                self._append(ledger, run[0][0].height, [data for _, data, _ in run])
+                seal = self.seals.get(ledger)
+                packed = _packed(seal) if seal is not None and seal.height == run[-1][0].height else b""
+                self._append(ledger, run[0][0].height, [data for _, data, _ in run], packed)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 
-    def _append(self, ledger: str, first: int, records: list[bytes]) -> None:
+    def _append(self, ledger: str, first: int, records: list[bytes], seal: bytes) -> None:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
         restart that lost its tail), fill it from the store up to the run's end."""
         assert self.replication is not None
-        last = self.replication.append(ledger, self.name, first, records)
+        last = self.replication.append(ledger, self.name, first, records, seal)
         self._fill(ledger, last, first + len(records) - 1)
 
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
         assert self.replication is not None
         while last < end:
-            fill = [
-                data
-                for _, data in self.store.range_raw(
-                    ledger, last + 1, min(end + 1, last + 1 + self.settings.catch_up_batch)
-                )
-            ]
+            stop = min(end + 1, last + 1 + self.settings.catch_up_batch)
+            fill = [data for _, data in self.store.range_raw(ledger, last + 1, stop)]
             if not fill:
                 raise RuntimeError(f"the store has no {ledger} records from {last + 1}")
             log.info("outbox: stream of %s ends at %d: adding %d records from the store", ledger, last, len(fill))
-            reached = self.replication.append(ledger, self.name, last + 1, fill)
+            seal = b""
+            if self.signer is not None:  # each chunk sealed, so a follower can store it as it comes
+                top = self.store.get(ledger, last + len(fill))
+                if top is not None:
+                    seal = _packed(sign_seal(self.signer, ledger, top.height, top.link, self.name))
+            reached = self.replication.append(ledger, self.name, last + 1, fill, seal)
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
@@ -171,6 +207,8 @@ class Outbox:
                 for ledger, last in self.replication.last_heights(heads).items():
                     if last < heads[ledger][0]:
                         self._fill(ledger, last, heads[ledger][0])
+            if self.stream:  # a Redis that lost its latest seals gets them back
+                self.replication.set_seals({ledger: _packed(seal) for ledger, seal in self.seals.items()})
             self._reported.clear()
             self._report({ledger: height for ledger, (height, _) in heads.items()})
         except REDIS_ERRORS as e:
@@ -187,3 +225,8 @@ class Outbox:
                     self._reported[ledger] = self.replication.advance(self.name, ledger, height)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
+
+
+def _packed(seal: Seal) -> bytes:
+    """A seal as the stream and ``vledger:seals`` hold it: msgpack of its wire form."""
+    return msgpack.packb(seal.wire())  # type: ignore[no-any-return]

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import msgpack
+
 from .. import __version__
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.client import Client, NodeAddress
@@ -37,12 +39,14 @@ from ..broker.feed import FeedSource, Publisher, Subscriber
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.signing import SealKeys, load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig, NodeConfig
-from ..node.errors import SettingsError
+from ..node.errors import FeedError, SettingsError
 from ..node.record import Record
+from ..node.seal import Seal, seal_from_wire
 from ..node.store import ChainStore
 from .accounts import CachedAccounts
-from .follow import Follower
+from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop
 from .members import feed_keys, member_callers
 from .outbox import Outbox
@@ -65,17 +69,25 @@ class StreamSource:
     def __init__(self, replication: ReplicationLedger) -> None:
         self.replication = replication
 
-    def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
         try:
-            return [(r.height, r.data) for r in self.replication.read(ledger, start, count)]
+            entries = self.replication.read(ledger, start, count)
         except REDIS_ERRORS as e:
             raise OSError(f"Redis: {e}") from e
+        seals = []
+        for entry in entries:
+            if entry.seal:
+                seal = _unpacked_seal(ledger, entry.seal)
+                if seal is not None:
+                    seals.append(seal)
+        return Page([(r.height, r.data) for r in entries], seals)
 
-    def heads(self) -> dict[str, int]:
+    def seals(self) -> list[Seal]:
         try:
-            return self.replication.last_heights(self.replication.ledgers())
+            packed = self.replication.seals()
         except REDIS_ERRORS as e:
             raise OSError(f"Redis: {e}") from e
+        return [seal for ledger, data in packed.items() if (seal := _unpacked_seal(ledger, data)) is not None]
 
 
 class NodeSource:
@@ -86,24 +98,45 @@ class NodeSource:
         self.client = client
         self.page_size = page_size  # the cluster's range page: a larger limit is refused
 
-    def fetch(self, ledger: str, start: int, count: int) -> list[tuple[int, bytes]]:
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
         limit = min(count, self.page_size)
         reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": limit})
         records = reply.get("records") if isinstance(reply, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise OSError(f"{self.name}: range answered something else than records")
-        return [(start + i, data) for i, data in enumerate(records)]
+        seal = _wire_seal(ledger, reply.get("seal"))
+        return Page([(start + i, data) for i, data in enumerate(records)], [seal] if seal else [])
 
-    def heads(self) -> dict[str, int]:
+    def seals(self) -> list[Seal]:
         reply = self.client.call("ledger.list")
         ledgers = reply.get("ledgers") if isinstance(reply, dict) else None
         if not isinstance(ledgers, list):
             raise OSError(f"{self.name}: ledger.list answered something else")
-        return {
-            item["ledger"]: item["size"] - 1
-            for item in ledgers
-            if isinstance(item, dict) and isinstance(item.get("ledger"), str) and type(item.get("size")) is int
-        }
+        seals = []
+        for item in ledgers:
+            if isinstance(item, dict) and (seal := _wire_seal(item.get("ledger"), item.get("seal"))) is not None:
+                seals.append(seal)
+        return seals
+
+
+def _wire_seal(ledger: object, value: object) -> Seal | None:
+    """A seal a node sent (shape checked; the follower checks its signature), or None."""
+    if value is None:
+        return None
+    try:
+        return seal_from_wire(ledger, value)
+    except FeedError as e:
+        log.warning("a malformed seal of %r dropped: %s", ledger, e)
+        return None
+
+
+def _unpacked_seal(ledger: str, data: bytes) -> Seal | None:
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except Exception:  # any undecodable bytes: no seal
+        log.warning("an undecodable seal of %r dropped", ledger)
+        return None
+    return _wire_seal(ledger, value)
 
 
 class _NoAdmin:
@@ -187,15 +220,19 @@ def run_follower(
             max_message_bytes=broker.max_message_bytes,
             max_record_bytes=config.settings.limits.max_record_bytes,
         )
-        if node.feed_endpoint is not None:
-            publisher = Publisher(name, keys, node.feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
+        if node.bind_feed_endpoint is not None:
+            publisher = Publisher(
+                name, keys, node.bind_feed_endpoint, feed_allow_list, broker, config.replication.send_hwm
+            )
             publisher.self_test()
         outbox = Outbox(name, store, publisher, replication, config.replication, stream=False).start()
         relay = outbox
         watcher = None if observe is None else observe(store, replication)
 
         def stored(records: list[Record], hops: int) -> None:
-            relay.committed(records, hops + 1)  # held heights, and what a relay republishes
+            # Held heights, what a relay republishes, and after them the seals that cover them.
+            seals = [seal for ledger in {r.ledger for r in records} if (seal := follower.seal_of(ledger))]
+            relay.committed(records, hops + 1, seals)
             if watcher is not None:
                 watcher.stored(records)
 
@@ -209,16 +246,21 @@ def run_follower(
             clients.append(client)
             sources.append(NodeSource(followed.name, client, config.ingest.page_size))
         stopping = threading.Event()
+        seal_keys = SealKeys(
+            {n.name: load_verify_key(signing_key_paths(config.keys_dir, n.name)[1]) for n in config.ingest_nodes()},
+            lambda ledger: config.home_of(ledger).name,
+        )
         follower = Follower(
             name,
             store,
             sources,
+            seal_keys=seal_keys,
             on_stored=stored,
             on_alert=lambda alert: raise_alert(replication, alert),
             batch=config.replication.catch_up_batch,
             stopping=stopping.is_set,
         )
-        with CurveServer(keys, node.endpoint, allow_list, settings=broker) as server:
+        with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
             server.self_test()
             admin: AccountAdmin = _NoAdmin()
             service = IngestService(
@@ -230,6 +272,7 @@ def run_follower(
                 node_keys(config),
                 version=__version__,
                 status=follower.status,
+                seals=follower.seal_of,
             )
             with RequestLoop(server.socket, service) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
@@ -238,7 +281,7 @@ def run_follower(
                     log.info(
                         "%s %s serving reads on %s, following %s", role, name, server.endpoint, ", ".join(node.follow)
                     )
-                    _follow(follower, subscriber, stopping, watcher)
+                    _follow(follower, subscriber, stopping, watcher, relay)
                 loop.stop()
                 reads.join()
             server.close(linger_ms=SHUTDOWN_LINGER_MS)
@@ -259,9 +302,14 @@ def run_follower(
 
 
 def _follow(
-    follower: Follower, subscriber: Subscriber, stopping: threading.Event, watcher: StoreWatcher | None
+    follower: Follower,
+    subscriber: Subscriber,
+    stopping: threading.Event,
+    watcher: StoreWatcher | None,
+    relay: Outbox,
 ) -> None:
     follower.start()
+    relay.committed([], NOT_RELAYED, follower.seals())  # a relay's heartbeat forwards them
     next_check = time.monotonic() + HEADS_EVERY
     while not stopping.is_set():
         if watcher is not None:
@@ -271,19 +319,20 @@ def _follow(
             follower.receive(messages)
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + HEADS_EVERY
-            _refresh_targets(follower)
+            _refresh_seals(follower)
             follower.catch_up_all()
+            relay.committed([], NOT_RELAYED, follower.seals())
 
 
-def _refresh_targets(follower: Follower) -> None:
-    """The heads the Redis streams know: a safety net when no heads message gets through."""
+def _refresh_seals(follower: Follower) -> None:
+    """The seals Redis holds: a safety net when no seal gets through on the feed."""
     source = follower.sources[0] if follower.sources else None
     if isinstance(source, StreamSource):
         try:
-            for ledger, height in source.heads().items():
-                follower.heard_of(ledger, height)
+            for seal in source.seals():
+                follower.take_seal(seal, source.name, catch_up=False)
         except OSError as e:
-            log.debug("heads from Redis unavailable: %s", e)
+            log.debug("seals from Redis unavailable: %s", e)
 
 
 def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:

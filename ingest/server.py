@@ -23,6 +23,7 @@ from ..broker.feed import Publisher
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
+from ..broker.signing import load_signing_key, signing_key_paths
 from ..config.cluster import ClusterConfig
 from ..node.errors import SettingsError
 from ..node.rules.engine import RulesEngine
@@ -54,6 +55,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     if node.role != "ingest":
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not an ingest node")
     keys = load_secret(config.secret_key_path(name), passphrase)
+    signer = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     redis_url = os.environ.get("REDIS_URL") or config.redis_url
     registry = AccountRegistry(connect(redis_url))
     replication = ReplicationLedger(
@@ -84,18 +86,18 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     outbox: Outbox | None = None
     try:
         cache.start()
-        assert node.feed_endpoint is not None  # the configuration requires it of an ingest node
-        publisher = Publisher(name, keys, node.feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
+        assert node.bind_feed_endpoint is not None  # the configuration requires it of an ingest node
+        publisher = Publisher(name, keys, node.bind_feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
         try:
             publisher.self_test()
         except BaseException:
             publisher.close()
             raise
-        outbox = Outbox(name, store, publisher, replication, config.replication)
+        outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer)
         store.on_commit = outbox.committed
         outbox.start()
         watch.start()
-        with CurveServer(keys, f"tcp://{node.host}:{node.port}", allow_list, settings=broker) as server:
+        with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
             server.self_test()
             admin = RegistryAdmin(
                 registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms
@@ -111,6 +113,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 executor,
                 __version__,
                 replicas=watch,
+                seals=outbox.seals.get,
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):

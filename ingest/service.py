@@ -36,6 +36,7 @@ from ..node.errors import (
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
+from ..node.seal import Seal
 from ..node.store import ChainStore, Receipt
 from ..node.wire import (
     PROTOCOL_VERSION,
@@ -154,6 +155,10 @@ def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callab
     return register
 
 
+def _wire(seal: Seal | None) -> list[Any] | None:
+    return None if seal is None else seal.wire()
+
+
 def _copy_outcome(source: Future[Any], target: Future[Any]) -> None:
     error = source.exception()
     if error is not None:
@@ -193,6 +198,7 @@ class IngestService:
         *,
         replicas: ReplicaWaiter | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        seals: Callable[[str], Seal | None] | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -210,6 +216,7 @@ class IngestService:
         self._executor = executor
         self.replicas = replicas
         self.status = status  # extra fields of hello: a replica says whether it is current
+        self.seals = seals  # each ledger's latest home seal this node holds (PROTOCOL 10.7)
         self.read_only = node.role != "ingest"
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
@@ -321,6 +328,9 @@ class IngestService:
         durable.add_done_callback(then_wait)
         return Later(replicated, _replicated_map)
 
+    def seal_of(self, ledger: str) -> Seal | None:
+        return self.seals(ledger) if self.seals is not None else None
+
     def _record(self, record: Record | None, what: str) -> Record:
         if record is None:
             raise NotFoundError(f"no {what} on this node")
@@ -403,6 +413,7 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
                 "difficulty": rules.difficulty,
                 "kinds": list(rules.kinds),
                 "type": rules.rules.get("type", "plain"),
+                "seal": _wire(service.seal_of(ledger)),
             }
         )
     return {"ledgers": ledgers}
@@ -444,7 +455,10 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
         records.append(data)
     size = service.store.size(ledger)
     end = start + len(records)
-    return {"records": records, "next": end if end < size else None}
+    seal = service.seal_of(ledger)
+    if seal is not None and not start <= seal.height < end:
+        seal = None  # only a seal among these records helps the reader store them
+    return {"records": records, "next": end if end < size else None, "seal": _wire(seal)}
 
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")

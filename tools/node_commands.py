@@ -88,7 +88,8 @@ def ensure_cluster_keys(
     config: ClusterConfig, passphrase: str | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Every node's key pair and the admin's that is missing, made; those that exist, kept as they are.
-    Each observer also gets its Ed25519 signing key pair, ``<name>.sign`` and ``<name>.sign.pub``.
+    Each ingest node (it seals what it places) and each observer (it signs its tallies) also
+    gets an Ed25519 signing key pair, ``<name>.sign`` and ``<name>.sign.pub``.
 
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
@@ -100,7 +101,7 @@ def ensure_cluster_keys(
             made.append({**entry, "public": generate(config.keys_dir, name, passphrase).public})
         except KeyExistsError:
             kept.append({**entry, "public": load_public(config.public_key_path(name))})
-    for node in sorted(config.nodes_of("observer"), key=lambda n: n.name):
+    for node in sorted([*config.ingest_nodes(), *config.nodes_of("observer")], key=lambda n: n.name):
         private_path, public_path = signing_key_paths(config.keys_dir, node.name)
         entry = {"name": private_path.name, "file": public_path.name}
         try:

@@ -26,18 +26,27 @@ from vledger.broker.feed import (
     encode_record,
 )
 from vledger.broker.keys import KeyPair, new_keypair
+from vledger.broker.signing import SealKeys, new_signing_key, sign_seal
 from vledger.config.settings import BrokerSettings
 from vledger.node.errors import FeedError
+from vledger.node.seal import Seal
 from vledger.node.storefile import MAX_HEIGHT
 
 MAX_RECORD = 1024
 HASH = bytes(range(32))
+SIGNATURE = bytes(range(64, 128))  # the shape of one: decode_message does not check signatures
 RECORD_KEYS = {"v": 1, "ledger": "ledger-a", "height": 7, "hops": 1, "from": "ingest-1", "record": b"record bytes"}
-HEADS_KEYS = {"v": 1, "from": "ingest-1", "heads": {"ledger-a": [7, HASH]}}
+HEADS_KEYS = {"v": 1, "from": "ingest-1", "heads": {"ledger-a": [7, HASH, "ingest-1", SIGNATURE]}}
 DEADLINE = 10.0  # seconds for a subscription to start delivering
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
 heights = st.integers(min_value=0, max_value=MAX_HEIGHT - 1)
+# A seal of each ledger named, as a heads message carries them (ledger -> seal).
+seal_maps = st.dictionaries(
+    names,
+    st.tuples(heights, st.binary(min_size=32, max_size=32), names, st.binary(min_size=64, max_size=64)),
+    max_size=5,
+).map(lambda heads: {ledger: Seal(ledger, *fields) for ledger, fields in heads.items()})
 
 
 def record_frames(**changes: Any) -> list[bytes]:
@@ -51,6 +60,17 @@ def heads_frames(**changes: Any) -> list[bytes]:
     body = {**HEADS_KEYS, **changes}
     body = {k: v for k, v in body.items() if v is not ...}
     return [HEADS_TOPIC, msgpack.packb(body)]
+
+
+def wire_seal(**changes: Any) -> list[Any]:
+    """HEADS_KEYS's seal of ledger-a, ``[height, hash, home, signature]``, with ``changes`` to its fields."""
+    fields = {"height": 7, "hash": HASH, "home": "ingest-1", "signature": SIGNATURE, **changes}
+    return list(fields.values())
+
+
+def head(**changes: Any) -> list[bytes]:
+    """A heads message with one seal of ledger-a, with ``changes`` to its fields."""
+    return heads_frames(heads={"ledger-a": wire_seal(**changes)})
 
 
 def decode(frames: list[bytes]) -> FeedMessage:
@@ -73,11 +93,21 @@ def test_a_record_message_round_trips(ledger: str, height: int, hops: int, sende
     assert decode(frames) == FeedRecord(ledger, height, hops, sender, data)
 
 
-@given(sender=names, heads=st.dictionaries(names, st.tuples(heights, st.binary(min_size=32, max_size=32))))
-def test_a_heads_message_round_trips(sender: str, heads: dict[str, tuple[int, bytes]]) -> None:
-    frames = encode_heads(sender, heads)
+@given(sender=names, seals=seal_maps)
+def test_a_heads_message_round_trips(sender: str, seals: dict[str, Seal]) -> None:
+    frames = encode_heads(sender, reversed(list(seals.values())))
     assert frames[0] == HEADS_TOPIC
-    assert decode(frames) == FeedHeads(sender, heads)
+    assert decode(frames) == FeedHeads(sender, seals)
+    assert list(msgpack.unpackb(frames[1])["heads"]) == sorted(seals)  # by ledger, whatever the order given
+
+
+def test_a_heads_message_is_each_ledger_s_seal_in_its_wire_form() -> None:
+    assert decode(heads_frames()) == FeedHeads(
+        "ingest-1", {"ledger-a": Seal("ledger-a", 7, HASH, "ingest-1", SIGNATURE)}
+    )
+    seal = sign_seal(new_signing_key(), "ledger-a", 7, HASH, "ingest-1")
+    body = msgpack.unpackb(encode_heads("ingest-2", [seal])[1])
+    assert body == {"v": 1, "from": "ingest-2", "heads": {"ledger-a": [7, HASH, "ingest-1", seal.signature]}}
 
 
 def test_the_limits_of_each_field_are_accepted() -> None:
@@ -88,6 +118,12 @@ def test_the_limits_of_each_field_are_accepted() -> None:
     name = "a" * 64
     assert decode([name.encode(), msgpack.packb({**RECORD_KEYS, "ledger": name, "from": name})]).sender == name
     assert decode(heads_frames(heads={})) == FeedHeads("ingest-1", {})
+    for height in (0, MAX_HEIGHT - 1):
+        assert decode(head(height=height)) == FeedHeads(
+            "ingest-1", {"ledger-a": Seal("ledger-a", height, HASH, "ingest-1", SIGNATURE)}
+        )
+    sealed = decode(heads_frames(heads={name: [7, HASH, name, SIGNATURE]}))
+    assert sealed == FeedHeads("ingest-1", {name: Seal(name, 7, HASH, name, SIGNATURE)})
 
 
 # --- what does not ---------------------------------------------------------------------------------
@@ -151,19 +187,38 @@ MALFORMED: list[tuple[str, list[bytes]]] = [
     ("heads without from", heads_frames(**{"from": ...})),
     ("heads with a bad sender", heads_frames(**{"from": "Bad Name"})),
     ("heads with a wrong v", heads_frames(v=2)),
-    ("heads that are a list", heads_frames(heads=[["ledger-a", 7, HASH]])),
+    ("heads that are a list", heads_frames(heads=[["ledger-a", 7, HASH, "ingest-1", SIGNATURE]])),
+    ("heads that are nil", heads_frames(heads=None)),
     ("a head that is a map", heads_frames(heads={"ledger-a": {"height": 7, "hash": HASH}})),
+    ("a head that is bytes", heads_frames(heads={"ledger-a": HASH})),
     ("a head of one item", heads_frames(heads={"ledger-a": [7]})),
-    ("a head of three items", heads_frames(heads={"ledger-a": [7, HASH, 1]})),
-    ("a head with a 31-byte hash", heads_frames(heads={"ledger-a": [7, HASH[:31]]})),
-    ("a head with a 33-byte hash", heads_frames(heads={"ledger-a": [7, HASH + b"\x00"]})),
-    ("a head with a hex hash", heads_frames(heads={"ledger-a": [7, HASH.hex()]})),
-    ("a head with a nil hash", heads_frames(heads={"ledger-a": [7, None]})),
-    ("a head with a negative height", heads_frames(heads={"ledger-a": [-1, HASH]})),
-    ("a head with a huge height", heads_frames(heads={"ledger-a": [MAX_HEIGHT, HASH]})),
-    ("a head with a boolean height", heads_frames(heads={"ledger-a": [False, HASH]})),
-    ("a head of a badly named ledger", heads_frames(heads={"Ledger A": [7, HASH]})),
-    ("a head of an empty ledger name", heads_frames(heads={"": [7, HASH]})),
+    ("an unsigned head, as before seals", heads_frames(heads={"ledger-a": [7, HASH]})),
+    ("a head of three items", heads_frames(heads={"ledger-a": [7, HASH, "ingest-1"]})),
+    ("a head of five items", heads_frames(heads={"ledger-a": [7, HASH, "ingest-1", SIGNATURE, 1]})),
+    ("a head in another order", heads_frames(heads={"ledger-a": [HASH, 7, "ingest-1", SIGNATURE]})),
+    ("a head with a 31-byte hash", head(hash=HASH[:31])),
+    ("a head with a 33-byte hash", head(hash=HASH + b"\x00")),
+    ("a head with a hex hash", head(hash=HASH.hex())),
+    ("a head with a nil hash", head(hash=None)),
+    ("a head with a negative height", head(height=-1)),
+    ("a head with a huge height", head(height=MAX_HEIGHT)),
+    ("a head with the largest msgpack integer", head(height=2**64 - 1)),
+    ("a head with a boolean height", head(height=False)),
+    ("a head with a float height", head(height=7.0)),
+    ("a head with a text height", head(height="7")),
+    ("a head with an empty home", head(home="")),
+    ("a head with an upper-case home", head(home="Ingest-1")),
+    ("a head with a home of 65 characters", head(home="a" * 65)),
+    ("a head with a home that is bytes", head(home=b"ingest-1")),
+    ("a head with a home that is nil", head(home=None)),
+    ("a head with a 63-byte signature", head(signature=SIGNATURE[:63])),
+    ("a head with a 65-byte signature", head(signature=SIGNATURE + b"\x00")),
+    ("a head with a hex signature", head(signature=SIGNATURE.hex())),
+    ("a head with a nil signature", head(signature=None)),
+    ("a head of a badly named ledger", heads_frames(heads={"Ledger A": [7, HASH, "ingest-1", SIGNATURE]})),
+    ("a head of an empty ledger name", heads_frames(heads={"": [7, HASH, "ingest-1", SIGNATURE]})),
+    ("a head of a ledger of 65 characters", heads_frames(heads={"a" * 65: [7, HASH, "ingest-1", SIGNATURE]})),
+    ("a good head beside a bad one", heads_frames(heads={"ledger-a": wire_seal(), "ledger-b": [7, HASH]})),
 ]
 
 
@@ -265,8 +320,9 @@ def publish_until_received(
     return received
 
 
-def test_an_allowed_subscriber_receives_records_and_heads(ctx: zmq.Context[Any], publishers: PublisherFactory) -> None:
+def test_an_allowed_subscriber_receives_records_and_seals(ctx: zmq.Context[Any], publishers: PublisherFactory) -> None:
     keys = new_keypair()
+    signer = new_signing_key()
     publisher = publishers("ingest-1", [keys])
     publisher.self_test()  # an unlisted key is refused: the monitor saw it
     sub = subscriber(ctx, keys, [publisher])
@@ -274,7 +330,7 @@ def test_an_allowed_subscriber_receives_records_and_heads(ctx: zmq.Context[Any],
 
         def send(n: int) -> None:
             publisher.record("ledger-a", n, b"record %d" % n)
-            publisher.heads({"ledger-a": (n, HASH)})
+            publisher.heads([sign_seal(signer, "ledger-a", n, HASH, "ingest-1")])
 
         received = publish_until_received(
             sub,
@@ -286,7 +342,10 @@ def test_an_allowed_subscriber_receives_records_and_heads(ctx: zmq.Context[Any],
     record = next(m for m in received if isinstance(m, FeedRecord))
     assert record == FeedRecord("ledger-a", record.height, 1, "ingest-1", b"record %d" % record.height)
     heads = next(m for m in received if isinstance(m, FeedHeads))
-    assert heads.sender == "ingest-1" and heads.heads == {"ledger-a": (heads.heads["ledger-a"][0], HASH)}
+    assert heads.sender == "ingest-1" and list(heads.seals) == ["ledger-a"]
+    seal = heads.seals["ledger-a"]
+    assert seal == sign_seal(signer, "ledger-a", seal.height, HASH, "ingest-1")  # Ed25519 signs deterministically
+    SealKeys({"ingest-1": signer.public}, lambda ledger: "ingest-1").check(seal)  # and it verifies as sent
     assert sub.rejected == 0 and publisher.sent >= 2
 
 

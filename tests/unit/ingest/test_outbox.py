@@ -1,7 +1,8 @@
 """Outbox: a real home ChainStore's durable records reach the Redis streams and held heights, outages included.
 
-No feed here (``publisher=None``): what is checked is the stream and the held heights, on
-the session's Redis, and on Redis servers of the tests' own that they stop and start.
+Mostly no feed here (``publisher=None``, or a FeedLog that notes what would be sent): what is
+checked is the stream, the held heights and the seals, on the session's Redis, and on Redis
+servers of the tests' own that they stop and start.
 """
 
 from __future__ import annotations
@@ -9,19 +10,22 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.signing import SealKeys, SigningKey, new_signing_key, sign_seal
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
+from vledger.node.seal import Seal, seal_from_wire
 from vledger.node.store import ChainStore
 
 LIMITS = Limits()
@@ -33,6 +37,8 @@ OTHER = "ledger-b"
 # filling a stream takes several round trips.
 SETTINGS = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3)
 DEADLINE = 15.0  # seconds: the outbox retries Redis once a second
+SIGNER = new_signing_key()  # the home's Ed25519 key
+SEAL_KEYS = SealKeys({HOME: SIGNER.public}, lambda ledger: HOME)
 
 
 def append(store: ChainStore, ledger: str, count: int) -> None:
@@ -79,13 +85,27 @@ def caught_up(repl: ReplicationLedger, store: ChainStore) -> Callable[[], bool]:
     return check
 
 
+class LoggedReplication(ReplicationLedger):
+    """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, seal)."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.appends: list[tuple[str, int, int, bytes]] = []
+
+    def append(self, ledger: str, origin: str, first: int, records: Any, seal: bytes = b"") -> int:
+        self.appends.append((ledger, first, len(records), seal))
+        return super().append(ledger, origin, first, records, seal)
+
+
 class Home:
     """A home node's store with its outbox, started; closed by the fixture."""
 
-    def __init__(self, directory: Path, client: Any) -> None:
+    def __init__(
+        self, directory: Path, client: Any, signer: SigningKey | None = None, feed: FeedLog | None = None
+    ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
-        self.repl = ReplicationLedger(client)
-        self.outbox = Outbox(HOME, self.store, None, self.repl, SETTINGS)
+        self.repl = LoggedReplication(client)
+        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=signer)  # type: ignore[arg-type]
         self.store.on_commit = self.outbox.committed
         self.outbox.start()
 
@@ -95,11 +115,11 @@ class Home:
 
 
 @pytest.fixture
-def homes(tmp_path: Path) -> Iterator[Callable[[Any], Home]]:
+def homes(tmp_path: Path) -> Iterator[Callable[..., Home]]:
     made: list[Home] = []
 
-    def make(client: Any) -> Home:
-        home = Home(tmp_path / f"home-{len(made)}", client)
+    def make(client: Any, signer: SigningKey | None = None, feed: FeedLog | None = None) -> Home:
+        home = Home(tmp_path / f"home-{len(made)}", client, signer, feed)
         made.append(home)
         return home
 
@@ -147,7 +167,7 @@ def own_redis(redis_server: RedisServer) -> Iterator[OwnRedis]:
 
 
 def test_committed_records_reach_the_streams_and_the_held_heights(
-    redis_client: Any, homes: Callable[[Any], Home]
+    redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     home = homes(redis_client)
     append(home.store, LEDGER, 7)
@@ -159,7 +179,7 @@ def test_committed_records_reach_the_streams_and_the_held_heights(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 12  # each height once
 
 
-def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[[Any], Home]) -> None:
+def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[..., Home]) -> None:
     home = homes(redis_client)
     append(home.store, LEDGER, 20)
     home.outbox.stop()  # at once: the records were queued when their appends returned
@@ -168,7 +188,7 @@ def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[[Any
 
 
 def test_a_store_that_redis_never_saw_is_streamed_when_the_outbox_starts(
-    tmp_path: Path, redis_client: Any, homes: Callable[[Any], Home]
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 10)  # no outbox yet
@@ -181,7 +201,7 @@ def test_a_store_that_redis_never_saw_is_streamed_when_the_outbox_starts(
 
 
 def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
-    tmp_path: Path, redis_client: Any, homes: Callable[[Any], Home]
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 10)
@@ -192,11 +212,124 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
 
 
+# --- seals: a home's outbox with a signing key ------------------------------------------------------
+
+
+def unpacked(ledger: str, packed: bytes) -> Seal:
+    """A seal as a stream entry or ``vledger:seals`` holds it, checked for shape and signature."""
+    seal = seal_from_wire(ledger, msgpack.unpackb(packed, raw=False))
+    SEAL_KEYS.check(seal)
+    return seal
+
+
+def sealed_entries(home: Home, ledger: str) -> dict[int, Seal]:
+    """The stream entries of ``ledger`` that carry a seal, by height; each seal names its entry's record."""
+    found = {}
+    for entry in home.repl.read(ledger, 0, 1_000_000):
+        if entry.seal:
+            seal = unpacked(ledger, entry.seal)
+            held = home.store.get(ledger, entry.height)
+            assert held is not None and held.encode() == entry.data
+            assert (seal.ledger, seal.height, seal.hash, seal.home) == (ledger, entry.height, held.link, HOME)
+            found[entry.height] = seal
+    return found
+
+
+def latest_seal(home: Home, ledger: str) -> Seal:
+    return unpacked(ledger, home.repl.seals()[ledger])
+
+
+def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
+    redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    feed = FeedLog()
+    home = homes(redis_client, SIGNER, feed)
+    wait_until(lambda: feed.heads_sent >= 1, "the outbox's first heartbeat")  # it sealed the (empty) store
+    append(home.store, LEDGER, 5)
+    wait_until(caught_up(home.repl, home.store), "the first records streamed")
+    append(home.store, OTHER, 2)
+    append(home.store, LEDGER, 2)
+    wait_until(caught_up(home.repl, home.store), "the next records streamed")
+
+    assert home.repl.appends  # every run the outbox appended carries the seal of its last record
+    for ledger, first, count, packed in home.repl.appends:
+        seal = unpacked(ledger, packed)
+        held = home.store.get(ledger, first + count - 1)
+        assert held is not None and (seal.height, seal.hash, seal.home) == (held.height, held.link, HOME)
+    assert set(sealed_entries(home, LEDGER)) == {f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER}
+    assert {4, 6} <= set(sealed_entries(home, LEDGER))  # the last of each group of appends, at least
+    assert set(sealed_entries(home, OTHER)) >= {1}
+    assert latest_seal(home, LEDGER) == sign_seal(SIGNER, LEDGER, 6, home.store.heads()[LEDGER][1], HOME)
+    assert latest_seal(home, OTHER).height == 1
+    assert home.outbox.seals == {LEDGER: latest_seal(home, LEDGER), OTHER: latest_seal(home, OTHER)}
+
+    # On the feed each seal follows the records it covers.
+    published: dict[str, int] = {}
+    seals_sent: set[tuple[str, int]] = set()
+    for item in feed.sent:
+        if isinstance(item, tuple):
+            published[item[0]] = max(published.get(item[0], -1), item[1])
+            continue
+        for seal in item:
+            SEAL_KEYS.check(seal)
+            assert seal.height <= published.get(seal.ledger, -1), f"{seal} before its record"
+            seals_sent.add((seal.ledger, seal.height))
+    assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= seals_sent
+    assert [r[1] for r in feed.records if r[0] == LEDGER] == list(range(7))
+
+
+def test_a_home_without_a_signing_key_streams_no_seal(redis_client: Any, homes: Callable[..., Home]) -> None:
+    home = homes(redis_client)
+    append(home.store, LEDGER, 4)
+    wait_until(caught_up(home.repl, home.store), "the records streamed")
+    assert all(seal == b"" for _, _, _, seal in home.repl.appends)
+    assert sealed_entries(home, LEDGER) == {} and home.repl.seals() == {} and home.outbox.seals == {}
+
+
+def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "relay", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 3)
+        records = list(store.range(LEDGER))
+        feed = FeedLog()
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, max_hops=2)  # a relay republishes
+        relay = Outbox("replica-1", store, feed, None, settings, stream=False)  # type: ignore[arg-type]
+        top = sign_seal(SIGNER, LEDGER, 2, records[2].link, HOME)  # the home's, as the follower verified it
+        relay.committed(records, 2, [top])
+        relay.committed([], 255, [sign_seal(SIGNER, LEDGER, 1, records[1].link, HOME)])  # an older one: kept out
+        relay.start()
+        relay.stop()
+    assert feed.sent[:4] == [(LEDGER, 0, 2), (LEDGER, 1, 2), (LEDGER, 2, 2), [top]]
+    assert relay.seals == {LEDGER: top}
+    assert [top] in feed.sent[4:]  # and the heartbeat sends it again
+
+
+@pytest.mark.parametrize(
+    ("streamed_before", "sealed"),
+    [(0, {2, 5, 8, 9}), (4, {6, 9})],
+    ids=["redis-never-saw-the-store", "the-stream-lags-the-store"],
+)
+def test_a_stream_filled_from_the_store_is_sealed_chunk_by_chunk(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], streamed_before: int, sealed: set[int]
+) -> None:
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)  # no outbox yet
+        repl = ReplicationLedger(redis_client)
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, streamed_before)])
+    home = homes(redis_client, SIGNER)  # the same directory
+    wait_until(caught_up(home.repl, home.store), "the stream filled from the store")
+    # catch_up_batch is 3: each chunk added from the store carries the seal of its last record.
+    assert set(sealed_entries(home, LEDGER)) == sealed
+    assert [(first, count) for _, first, count, _ in home.repl.appends] == [
+        (first, min(3, 10 - first)) for first in range(streamed_before, 10, 3)
+    ]
+    assert latest_seal(home, LEDGER).height == 9
+
+
 # --- Redis outages ---------------------------------------------------------------------------------
 
 
 def test_a_redis_that_comes_up_later_gets_everything_from_the_store(
-    own_redis: OwnRedis, homes: Callable[[Any], Home]
+    own_redis: OwnRedis, homes: Callable[..., Home]
 ) -> None:
     client = connect(own_redis.url, timeout=0.5)  # nothing listens there yet
     try:
@@ -215,7 +348,7 @@ def test_a_redis_that_comes_up_later_gets_everything_from_the_store(
 
 @pytest.mark.parametrize("keep_data", [True, False], ids=["redis-kept-its-data", "redis-lost-its-data"])
 def test_after_an_outage_the_stream_is_filled_from_the_store(
-    own_redis: OwnRedis, homes: Callable[[Any], Home], keep_data: bool
+    own_redis: OwnRedis, homes: Callable[..., Home], keep_data: bool
 ) -> None:
     own_redis.start()
     client = connect(own_redis.url, timeout=0.5)
@@ -234,21 +367,55 @@ def test_after_an_outage_the_stream_is_filled_from_the_store(
         client.close()
 
 
+@pytest.mark.parametrize(
+    ("keep_data", "refilled"),
+    [(True, {6, 9, 11}), (False, {2, 5, 8, 11})],
+    ids=["redis-kept-its-data", "redis-lost-its-data"],
+)
+def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
+    own_redis: OwnRedis, homes: Callable[..., Home], keep_data: bool, refilled: set[int]
+) -> None:
+    own_redis.start()
+    client = connect(own_redis.url, timeout=0.5)
+    feed = FeedLog()
+    try:
+        home = homes(client, SIGNER, feed)
+        append(home.store, LEDGER, 4)
+        wait_until(caught_up(home.repl, home.store), "the first records streamed")
+        before = set(sealed_entries(home, LEDGER))
+        assert 3 in before
+        own_redis.stop()
+        append(home.store, LEDGER, 8)  # while Redis is down
+        append(home.store, OTHER, 2)
+        wait_until(lambda: len(feed.records) == 14, "the records on the feed, Redis down")  # so not streamed
+        own_redis.start(keep_data=keep_data)
+        wait_until(caught_up(home.repl, home.store), "the stream filled after the outage")
+        # catch_up_batch is 3: every chunk the outbox added from the store is sealed.
+        assert set(sealed_entries(home, LEDGER)) == (before | refilled if keep_data else refilled)
+        assert set(sealed_entries(home, OTHER)) == {1}
+        assert latest_seal(home, LEDGER).height == 11 and latest_seal(home, OTHER).height == 1
+    finally:
+        client.close()
+
+
 # --- a Redis that answers with errors --------------------------------------------------------------
 
 
 class FeedLog:
-    """Stands for the Publisher: what the outbox put on the feed."""
+    """Stands for the Publisher: what the outbox put on the feed, in order."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, int, int]] = []
         self.heads_sent = 0
+        self.sent: list[tuple[str, int, int] | list[Seal]] = []  # records and seal messages as they went
 
     def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
         self.records.append((ledger, height, hops))
+        self.sent.append((ledger, height, hops))
 
-    def heads(self, heads: dict[str, tuple[int, bytes]]) -> None:
+    def heads(self, seals: Iterable[Seal]) -> None:
         self.heads_sent += 1
+        self.sent.append(list(seals))
 
 
 def refuse_writes(client: Any) -> None:
