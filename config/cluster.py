@@ -77,14 +77,26 @@ class NodeConfig:
     port: int
     pub_port: int | None = None  # where the node publishes its feed (ingest: required)
     follow: tuple[str, ...] = ()  # the nodes whose feeds a replica subscribes to
+    bind: str | None = None  # the address its sockets bind (e.g. 0.0.0.0), when not ``host``
 
     @property
     def endpoint(self) -> str:
+        """Where others reach the node: its ``host``."""
         return f"tcp://{self.host}:{self.port}"
 
     @property
     def feed_endpoint(self) -> str | None:
         return None if self.pub_port is None else f"tcp://{self.host}:{self.pub_port}"
+
+    @property
+    def bind_endpoint(self) -> str:
+        """Where the node's request socket binds: ``bind`` if given (a container behind NAT,
+        a host with several addresses), else ``host``."""
+        return f"tcp://{self.bind or self.host}:{self.port}"
+
+    @property
+    def bind_feed_endpoint(self) -> str | None:
+        return None if self.pub_port is None else f"tcp://{self.bind or self.host}:{self.pub_port}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,7 +173,7 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("role", "host", "port", "pub_port", "follow"), at)
+        _check_keys(spec, ("role", "host", "port", "pub_port", "follow", "bind"), at)
         role = _text(spec, "role", at)
         if role not in ROLES:
             raise SettingsError(f"{at}.role: {role!r} is not one of {', '.join(ROLES)}")
@@ -183,7 +195,8 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
             raise SettingsError(f"{at}.follow: expected a list of node names")
         if follow and role not in FOLLOWER_ROLES:
             raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
-        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow))
+        bind = _text(spec, "bind", at) if "bind" in spec else None
+        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow), bind)
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
     ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))

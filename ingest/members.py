@@ -23,11 +23,13 @@ FEED_ROLES = frozenset((Role.REPLICA, Role.OBSERVER))
 
 
 def member_callers(config: ClusterConfig, me: str) -> dict[str, Caller]:
-    """z85 public key -> the Caller of each other node of the configuration (role ``replica``)."""
+    """z85 public key -> the Caller of each node of the configuration (role ``replica``).
+
+    The node itself is one of them (``me`` is kept for the log), so that a health check on its
+    host can ask it ``hello`` with the node's own key, and no other secret need be there.
+    """
     callers = {}
     for node in config.nodes.values():
-        if node.name == me:
-            continue
         path = config.public_key_path(node.name)
         try:
             key = load_public(path)

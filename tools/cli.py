@@ -38,6 +38,7 @@ from .logs import LEVELS, configure_logging
 from .node_commands import add_node_commands
 from .repl_commands import add_repl_commands
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
+from .status_command import add_status_command
 from .supervise import add_supervise_command
 from .tally_command import add_tally_command
 from .verification import verify_path
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tally_command(commands)
     add_repl_commands(commands)
     add_alert_commands(commands)
+    add_status_command(commands)
     return parser
 
 

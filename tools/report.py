@@ -128,10 +128,8 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             continue
         checked = "every new record checked on every copy" if verifier.checked else "NOT every record checked yet"
         alerts = ", ".join(verifier.open_alerts) if verifier.open_alerts else "0 open alerts"
-        print(
-            f"\nThe verifier {verifier.node}: {checked}; {verifier.swept} of {verifier.copies} copies swept from genesis "
-            f"since the last write; {alerts}."
-        )
+        swept = f"{verifier.swept} of {verifier.copies} copies swept from genesis since the last write"
+        print(f"\nThe verifier {verifier.node}: {checked}; {swept}; {alerts}.")
 
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:

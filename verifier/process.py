@@ -117,7 +117,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     stopping = threading.Event()
     try:
         cache.start()
-        with CurveServer(keys, node.endpoint, allow_list, settings=config.settings.broker) as server:
+        with CurveServer(keys, node.bind_endpoint, allow_list, settings=config.settings.broker) as server:
             server.self_test()
             service = StatusService(name, CachedAccounts(cache, members=members), checks.status)
             with RequestLoop(server.socket, service) as loop:

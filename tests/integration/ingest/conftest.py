@@ -8,12 +8,11 @@ is added to its report.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from vledger.broker.redis_server import RedisServer
-from vledger.tests.integration.cluster import ACTIVE, LocalCluster
+from vledger.tests.integration.cluster import LocalCluster
 
 # Ledgers that the default cluster homes on its second node (every other one is on ingest-1).
 REMOTE_LEDGERS = ("remote", "remote-2", "remote-files")
@@ -25,13 +24,3 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         redis_server.url, homes=dict.fromkeys(REMOTE_LEDGERS, "ingest-2"), ingest={"page_size": 50}
     ) as running:
         yield running
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
-    if report.failed:
-        for running in ACTIVE:
-            for name in running.procs:
-                report.sections.append((f"log of {name} ({running.directory})", running.log_tail(name)))
-    return report

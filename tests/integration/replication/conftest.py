@@ -1,5 +1,5 @@
-"""Replication tests run clusters of real ingest and replica processes; a failing test's
-report gets the tail of every running node's log."""
+"""Replication tests run clusters of real ingest and replica processes (their logs go into a
+failing test's report: tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer
-from vledger.tests.integration.cluster import ACTIVE, LocalCluster
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
-    if report.failed:
-        for running in ACTIVE:
-            for name in running.procs:
-                report.sections.append((f"log of {name} ({running.directory})", running.log_tail(name)))
-    return report
+from vledger.tests.integration.cluster import LocalCluster
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.record import Entry, Record, decode_record
-from vledger.tests.integration.cluster import ACTIVE, ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
 
 DETECTION_SECONDS = 5.0  # the bound from a tampered byte to its alert
 
@@ -51,16 +51,6 @@ def ledger(cluster: LocalCluster) -> str:
 
     wait_until(every_copy_swept, 20, "a first sweep of every copy")
     return name
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[object]:
-    report = yield
-    if report.failed:  # type: ignore[attr-defined]
-        for running in ACTIVE:
-            for name in running.procs:
-                report.sections.append((f"log of {name}", running.log_tail(name)))  # type: ignore[attr-defined]
-    return report
 
 
 def _size(cluster: LocalCluster, node: str, ledger: str) -> int:

@@ -81,6 +81,14 @@ def test_a_relay_publishes_and_others_follow_it() -> None:
     assert cluster.replication.max_hops == 2
 
 
+def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
+    cluster = load(config(**{"nodes__in-1__bind": "0.0.0.0"}))
+    node = cluster.node("in-1")
+    assert node.endpoint == "tcp://127.0.0.1:7001" and node.bind_endpoint == "tcp://0.0.0.0:7001"
+    assert node.bind_feed_endpoint == "tcp://0.0.0.0:7101"
+    assert cluster.node("in-2").bind_endpoint == cluster.node("in-2").endpoint
+
+
 @pytest.mark.parametrize(
     ("changes", "named"),
     [

@@ -1,0 +1,156 @@
+"""``vledger status`` against a cluster of real processes: an ingest node, a replica, an observer
+and a verifier, with the cluster's own Redis database.
+
+Run as an operator runs it (``python -m vledger.tools.cli status``, the admin's key), in the
+order a cluster lives: all well (exit 0), an open alert (exit 3, listed), the replica killed
+(exit 3, shown down). Every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.keys import load_secret
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.config.cluster import load_cluster
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
+
+LEDGER = "votes"
+RECORDS = 20
+DEADLINE = 30.0
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, verifiers=1, observers=1, verifier={"sweep_interval_ms": 200}
+    ) as running:
+        running.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+        running.client("writer1").put_many([entry(LEDGER, "vote", {"n": i}, "writer1") for i in range(RECORDS)])
+        yield running
+
+
+def admin_key(cluster: LocalCluster) -> Path:
+    return cluster.directory / "keys" / f"{ADMIN}.key_secret"
+
+
+def status(cluster: LocalCluster, *options: str) -> tuple[int, str]:
+    done = cluster.cli(
+        "status", "--config", str(cluster.config_path), "--key", str(admin_key(cluster)), *options, check=False
+    )
+    assert done.returncode in (EXIT_OK, EXIT_PROBLEM), f"exit {done.returncode}: {done.stdout}{done.stderr}"
+    return done.returncode, done.stdout
+
+
+def report(cluster: LocalCluster) -> tuple[int, dict[str, Any]]:
+    code, out = status(cluster, "--json")
+    return code, json.loads(out)
+
+
+def until_ok(cluster: LocalCluster, what: str, also: Any = lambda found: True) -> dict[str, Any]:
+    """Poll ``vledger status`` until it exits 0 (and ``also(report)``); its report, or the last
+    one's problems at the deadline."""
+    last: list[dict[str, Any]] = []
+
+    def ok() -> bool:
+        code, found = report(cluster)
+        last[:] = [found]
+        return code == EXIT_OK and bool(also(found))
+
+    try:
+        wait_until(ok, DEADLINE, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the last problems: {last[0]['problems'] if last else None}") from None
+    return last[0]
+
+
+def node(found: dict[str, Any], name: str) -> dict[str, Any]:
+    (match,) = [n for n in found["nodes"] if n["node"] == name]
+    return match  # type: ignore[no-any-return]
+
+
+def test_all_up_and_current_exits_0(cluster: LocalCluster) -> None:
+    # The replica and observer report their heights, the verifier sweeps every copy: then all is well.
+    # Its status exits 0 as soon as nothing is wrong; the verifier checks the new records soon after.
+    found = until_ok(cluster, "status exits 0", lambda f: f["verifiers"] and f["verifiers"][0]["checked"] > RECORDS)
+    assert found["ok"] is True and found["problems"] == []
+    assert [(n["node"], n["role"], n["up"]) for n in found["nodes"]] == [
+        ("ingest-1", "ingest", True),
+        ("replica-1", "replica", True),
+        ("observer-1", "observer", True),
+        ("verifier-1", "verifier", True),
+    ]
+    assert node(found, "replica-1")["current"] is True and node(found, "observer-1")["current"] is True
+    assert node(found, "ingest-1")["current"] is None
+    assert found["supervisord"] is None  # no --run-dir
+    (ledger,) = found["ledgers"]
+    assert (ledger["ledger"], ledger["home"], ledger["head"], ledger["lagging"]) == (LEDGER, "ingest-1", RECORDS, [])
+    assert ledger["counts"] == [{"holders": 3, "records": RECORDS + 1}]
+    (verifier,) = found["verifiers"]
+    assert verifier["up"] is True and verifier["checked"] >= RECORDS + 1
+    assert {c["copy"] for c in verifier["copies"]} == {f"{n}|{LEDGER}" for n in ("ingest-1", "replica-1", "observer-1")}
+    assert found["open_alerts"] == {}
+
+    code, out = status(cluster)
+    assert code == EXIT_OK
+    assert out.startswith("cluster test: 4 of 4 nodes up\n")
+    assert out.rstrip().endswith("no open alert.")
+
+
+def test_an_open_alert_exits_3_and_is_listed(cluster: LocalCluster) -> None:
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+    alert = Alert("replica-1", LEDGER, 7, "bad_link", "a test's alert")
+    try:
+        repl.alert(alert)
+        code, found = report(cluster)
+        assert code == EXIT_PROBLEM, found
+        assert found["open_alerts"][alert.key]["detail"] == "a test's alert"
+        assert f"1 open alert: {alert.key}" in found["problems"]
+        code, out = status(cluster)
+        assert code == EXIT_PROBLEM
+        assert f"Open alerts: 1\n  {alert.key}  height 7: a test's alert" in out
+    finally:
+        repl.resolve([alert.key])
+        repl.client.close()
+    until_ok(cluster, "status exits 0 once the alert is resolved")
+
+
+def test_a_killed_replica_is_down_exits_3_and_costs_one_timeout(cluster: LocalCluster) -> None:
+    cluster.kill_node("replica-1")
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM, found
+    replica = node(found, "replica-1")
+    assert (replica["up"], replica["current"]) == (False, None)
+    assert "no answer within" in replica["error"]
+    assert any(p.startswith("replica-1 does not answer hello") for p in found["problems"])
+    assert all(n["up"] for n in found["nodes"] if n["node"] != "replica-1")
+
+    code, out = status(cluster)
+    assert code == EXIT_PROBLEM
+    (row,) = [line for line in out.splitlines() if line.startswith("replica-1 ")]
+    assert row.split()[:3] == ["replica-1", "replica", "down"]
+
+    # One round in this process, without Python's start-up: the node down costs the hello timeout, once.
+    config = load_cluster(cluster.config_path)
+    client = connect(cluster.cluster_redis_url, timeout=2.0)
+    try:
+        with ThreadPoolExecutor(max_workers=len(config.nodes)) as executor:
+            reader = StatusReader(
+                config, load_secret(admin_key(cluster)), cluster.cluster_redis_url, ReplicationLedger(client), executor
+            )
+            started = time.monotonic()
+            round_status = reader.read()
+            took = time.monotonic() - started
+    finally:
+        client.close()
+    assert [n.node for n in round_status.nodes if not n.up] == ["replica-1"]
+    assert HELLO_TIMEOUT * 0.9 <= took < HELLO_TIMEOUT + 1.0, f"{took:.2f} s"

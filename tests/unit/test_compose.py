@@ -1,0 +1,352 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker: the compose file against the CLI and config/.
+
+The compose file is written in the JSON subset of YAML (its header says why), so ``json.loads``
+reads it once its leading comment lines are set aside. Each command a container runs is parsed
+by the real ``vledger`` argument parser; every node of config/cluster.compose.toml must have
+exactly one service, with its ports, volumes and health check; and that configuration must be
+the topology of config/cluster.toml with only hosts, Redis and directories changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from vledger.config.cluster import ROLES, ClusterConfig, load_cluster
+from vledger.tools.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE_CONFIG = ROOT / "config" / "cluster.compose.toml"
+LOCAL_CONFIG = ROOT / "config" / "cluster.toml"
+CONFIG_SOURCE = "./config/cluster.compose.toml"  # how the compose file names its configuration
+ONE_SHOTS = ("keys", "bootstrap")
+CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+DEFAULT_REDIS_PORT = 6379
+
+
+def read_compose(text: str) -> dict[str, Any]:
+    """The compose document: comment (and blank) lines at the top, then one JSON object."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#"))
+    document = json.loads("".join(lines[start:]))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return read_compose(COMPOSE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = compose["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.fixture(scope="module")
+def config() -> ClusterConfig:
+    return load_cluster(COMPOSE_CONFIG)
+
+
+def entrypoint() -> list[str]:
+    """The Dockerfile's ENTRYPOINT, in its exec (JSON) form."""
+    lines = [line for line in DOCKERFILE.read_text(encoding="utf-8").splitlines() if line.startswith("ENTRYPOINT ")]
+    assert len(lines) == 1, "the Dockerfile has one ENTRYPOINT"
+    value = json.loads(lines[0].removeprefix("ENTRYPOINT "))
+    assert isinstance(value, list)
+    return value
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option of ``parser`` and of its subcommands, spelled out."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found |= option_strings(command)
+    return found
+
+
+def vledger_args(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed by the real ``vledger`` parser; a usage error fails the test, and so does an
+    abbreviated option (argparse would take ``--nod`` for ``--node``; a file should not rely on it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"`vledger {' '.join(argv)}` is not a valid vledger command line (exit {e.code})")
+    spelled = option_strings(parser)
+    assert [word for word in argv if word.startswith("-") and word not in spelled] == [], argv
+    return args
+
+
+def is_vledger(service: dict[str, Any]) -> bool:
+    return "build" in service
+
+
+def node_services(services: dict[str, dict[str, Any]]) -> dict[str, tuple[dict[str, Any], argparse.Namespace]]:
+    """Each service that runs a node: its name -> (the service, its parsed command)."""
+    found = {}
+    for name, service in services.items():
+        if is_vledger(service):
+            args = vledger_args(service["command"])
+            if args.command in ROLES:
+                found[name] = (service, args)
+    return found
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each short-syntax volume entry."""
+    result = []
+    for entry in service.get("volumes", []):
+        assert isinstance(entry, str), f"{entry!r}: use the short syntax SOURCE:TARGET[:ro]"
+        source, target, *options = entry.split(":")
+        assert options in ([], ["ro"]), entry
+        result.append((source, target, options == ["ro"]))
+    return result
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Named volume -> (target, read-only); bind mounts (a path as source) are left out."""
+    return {source: (target, ro) for source, target, ro in mounts(service) if not source.startswith((".", "/"))}
+
+
+def config_target(service: dict[str, Any]) -> str:
+    """Where the service mounts config/cluster.compose.toml: read-only, once."""
+    targets = [(target, ro) for source, target, ro in mounts(service) if source == CONFIG_SOURCE]
+    assert len(targets) == 1, f"{service['command']}: mount {CONFIG_SOURCE} once"
+    target, ro = targets[0]
+    assert ro, f"{CONFIG_SOURCE} is mounted read-only"
+    return target
+
+
+def published(service: dict[str, Any]) -> set[tuple[int, int]]:
+    """(host port, container port) of each short-syntax published port."""
+    pairs = set()
+    for entry in service.get("ports", []):
+        host, container = str(entry).removesuffix("/tcp").split(":")
+        pairs.add((int(host), int(container)))
+    return pairs
+
+
+# --- the image -------------------------------------------------------------------------------------
+
+
+def test_the_image_runs_the_vledger_console_script_as_a_non_root_user() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert entrypoint() == ["vledger"]
+    assert "vledger" in pyproject["project"]["scripts"]
+    lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()
+    assert {line.split()[1] for line in lines if line.startswith("FROM ")} == {"python:3.11-slim"}
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the image names its user"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert not [line for line in lines if line.startswith(("ADD ", "COPY ")) and "key" in line.lower()]
+
+
+def test_the_build_context_lets_in_only_the_package() -> None:
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines() if line.strip()[:1] not in "#"
+    ]
+    assert patterns[0] == "*", "everything is ignored first, the package's files then let in"
+    let_in = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
+    assert not let_in & {"run", ".venv", "tests", "bench", ".git"}
+
+
+# --- every command is a vledger command ------------------------------------------------------------
+
+
+def test_every_container_command_is_a_vledger_command_line(services: dict[str, dict[str, Any]]) -> None:
+    ours = [name for name, service in services.items() if is_vledger(service)]
+    assert set(services) - set(ours) == {"redis"}
+    images = {(services[name]["image"], json.dumps(services[name]["build"], sort_keys=True)) for name in ours}
+    assert len(images) == 1, "every vledger service runs the one image built from this folder"
+    assert services[ours[0]]["build"] == {"context": "."}
+    for name in ours:
+        assert "entrypoint" not in services[name], f"{name}: the image's ENTRYPOINT (vledger) is the command"
+        vledger_args(services[name]["command"])
+
+
+def test_every_health_check_is_a_vledger_hello_to_its_own_node(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    for name, (service, _) in node_services(services).items():
+        test = service["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "vledger"], f"{name}: the health check runs vledger without a shell"
+        args = vledger_args(test[2:])
+        assert (args.command, args.node) == ("hello", name)
+        assert str(args.config) == config_target(service)
+        assert args.key is not None
+        assert args.key.parent == config.keys_dir
+        assert args.key.name.endswith(".key_secret")
+        assert args.timeout is not None
+
+
+# --- the nodes --------------------------------------------------------------------------------------
+
+
+def test_every_node_has_exactly_one_service_of_its_role(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    runs: dict[str, list[str]] = {}
+    for name, (service, args) in node_services(services).items():
+        runs.setdefault(args.node, []).append(name)
+        node = config.node(args.node)
+        assert args.command == node.role, f"{name} runs node {node.name} as {args.command}, not {node.role}"
+        assert args.log_level == "info"
+        assert str(args.config) == config_target(service)
+        assert Path(config_target(service)) == Path("/etc/vledger/cluster.toml")
+    assert runs == {name: [name] for name in config.nodes}, "one service per node, named as the node"
+
+
+def test_each_node_is_reached_by_its_service_name(services: dict[str, dict[str, Any]], config: ClusterConfig) -> None:
+    for name, (service, _) in node_services(services).items():
+        assert config.node(name).host == name
+        assert service["hostname"] == name  # the name resolves to the container itself, where it binds
+
+
+def test_published_ports_are_the_configured_ports(services: dict[str, dict[str, Any]], config: ClusterConfig) -> None:
+    nodes = node_services(services)
+    for name, (service, _) in nodes.items():
+        node = config.node(name)
+        wanted = {node.port} | ({node.pub_port} if node.pub_port is not None else set())
+        assert published(service) == {(port, port) for port in wanted}, name
+    others = [name for name, service in services.items() if name not in nodes and service.get("ports")]
+    assert not others, f"only nodes publish ports (Redis stays inside): {others}"
+    every = [host for service in services.values() for host, _ in published(service)]
+    assert len(every) == len(set(every))
+
+
+def test_each_node_has_its_own_data_volume_and_reads_the_keys(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    data_volumes = []
+    for name, (service, _) in node_services(services).items():
+        volumes = named_volumes(service)
+        data = [volume for volume, (target, _) in volumes.items() if Path(target) == config.data_dir]
+        assert len(data) == 1, f"{name}: one volume at {config.data_dir}"
+        assert not volumes[data[0]][1], f"{name}: its data volume is writable"
+        data_volumes.append(data[0])
+        keys = [volume for volume, (target, _) in volumes.items() if Path(target) == config.keys_dir]
+        assert keys == ["keys"], f"{name}: the keys volume at {config.keys_dir}"
+        assert volumes["keys"][1], f"{name}: keys are mounted read-only"
+        assert service["restart"] == "unless-stopped"
+    assert len(set(data_volumes)) == len(data_volumes), "no two nodes share a data volume"
+    for volume in data_volumes:
+        users = [name for name, service in services.items() if volume in named_volumes(service)]
+        assert len(users) == 1, f"{volume} is mounted by {users}"
+
+
+def test_every_named_volume_is_declared_and_used(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    used = {volume for service in services.values() for volume in named_volumes(service)}
+    assert used == set(compose["volumes"])
+
+
+# --- redis, keys, bootstrap ----------------------------------------------------------------------------
+
+
+def test_redis_keeps_its_append_only_file_on_a_volume(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    directory = options.get("--dir", "/data")
+    assert [target for target, _ in named_volumes(redis).values()] == [directory]
+    url = urlsplit(config.redis_url)
+    assert (url.scheme, url.hostname) == ("redis", "redis")
+    assert url.port == int(options.get("--port", DEFAULT_REDIS_PORT))
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["restart"] == "unless-stopped"
+
+
+def test_the_keys_service_makes_the_cluster_keys_and_is_the_only_writer(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    keys = services["keys"]
+    args = vledger_args(keys["command"])
+    assert args.command == "keygen"
+    assert str(args.cluster) == config_target(keys)
+    assert named_volumes(keys) == {"keys": (str(config.keys_dir), False)}
+    writers = [name for name, service in services.items() if not named_volumes(service).get("keys", ("", True))[1]]
+    assert writers == ["keys"]
+
+
+def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    bootstrap = services["bootstrap"]
+    args = vledger_args(bootstrap["command"])
+    assert (args.command, args.action) == ("admin", "bootstrap")
+    assert str(args.config) == config_target(bootstrap)
+    assert args.key == config.public_key_path("admin")
+    assert bootstrap["depends_on"] == {
+        "redis": {"condition": "service_healthy"},
+        "keys": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_start_order_follows_the_supervised_one(services: dict[str, dict[str, Any]], config: ClusterConfig) -> None:
+    """Nodes after bootstrap; replicas and observers after the nodes they follow; the verifier last."""
+    for name in ONE_SHOTS:
+        assert services[name]["restart"] == "no", f"{name} runs once per `up`"
+    for name, service in services.items():
+        for other, dependency in service.get("depends_on", {}).items():
+            assert other in services, f"{name} depends on {other}, which is no service"
+            condition = dependency["condition"]
+            assert condition in CONDITIONS
+            if condition == "service_healthy":
+                assert "healthcheck" in services[other], f"{other} has no health check for {name} to wait for"
+            if condition == "service_completed_successfully":
+                assert other in ONE_SHOTS
+    for name, (service, _) in node_services(services).items():
+        node = config.node(name)
+        depends = service["depends_on"]
+        assert depends["bootstrap"] == {"condition": "service_completed_successfully"}
+        healthy = {other for other, d in depends.items() if d["condition"] == "service_healthy"}
+        if node.role == "verifier":
+            assert healthy == set(config.nodes) - {name}
+        else:
+            assert healthy == set(node.follow)
+
+
+# --- the same cluster as config/cluster.toml -------------------------------------------------------------
+
+
+def test_the_compose_cluster_is_the_local_cluster(config: ClusterConfig) -> None:
+    local = load_cluster(LOCAL_CONFIG)
+
+    def topology(cluster: ClusterConfig) -> dict[str, Any]:
+        return {
+            name: (node.role, node.port, node.pub_port, node.follow) for name, node in sorted(cluster.nodes.items())
+        }
+
+    assert topology(config) == topology(local)
+    assert (config.homes, config.default_home) == (local.homes, local.default_home)
+    assert config.settings == local.settings
+    assert config.ingest == local.ingest
+    assert config.replication == local.replication
+    assert config.verifier == local.verifier
+    assert config.observers == local.observers
+    assert (config.keys_dir, config.data_dir) == (Path("/keys"), Path("/data"))
+
+
+def test_read_compose_takes_only_a_comment_header() -> None:
+    assert read_compose('# a comment\n\n{"services": {}}\n') == {"services": {}}
+    with pytest.raises(json.JSONDecodeError):
+        read_compose("# a comment\nservices:\n  redis: {}\n# trailing\n")

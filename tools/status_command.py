@@ -1,0 +1,625 @@
+"""``vledger status``: the whole cluster on one screen, and one exit code for it.
+
+Four sources, read in parallel within a short bound:
+
+* every node of the configuration is asked ``hello`` (at most ``HELLO_TIMEOUT``, each on a
+  thread with a client of its own, so that nodes that are down cost that bound once, not
+  once each): up or down; a replica's or observer's ``current`` and ``behind``; and a
+  verifier's ``status`` (records checked, each copy's last complete sweep);
+* the cluster's Redis, through vledger.tools.repl_commands: each ledger's head, every
+  node's held height and lag, the replication count distribution; and the open alerts;
+* with ``--run-dir``, supervisord's process table on its socket (vledger.tools.supervise):
+  each program's state and pid.
+
+:func:`cluster_status` turns what was read into a :class:`ClusterStatus` with the sentences
+of what is wrong (pure: the unit tests feed it); :func:`status_json` and :func:`print_status`
+show it. Exit codes: 0 every node up and current, no ledger behind, no open alert; 1 Redis
+cannot be reached (or the configuration or the key cannot be read); 2 usage; 3 something is
+down, behind or alerted (the code of ``vledger repl status`` and ``vledger supervise status``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import redis
+
+from ..broker.client import Client
+from ..broker.keys import KeyPair
+from ..broker.redis_server import connect, shown_url
+from ..broker.replication import ReplicationLedger
+from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
+from ..node.errors import NodeUnavailableError, RedisServerError, RemoteError, UsageError, VledgerError
+from .args import Subparsers, add_command, add_json_option
+from .client_output import table
+from .client_payloads import seconds
+from .client_session import KEY_ENV, load_client_keys, node_address, now_ms
+from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, LedgerStatus, read_status
+from .repl_commands import print_status as print_ledgers
+from .repl_commands import status_json as ledgers_json
+from .supervise import Supervisor, layout_for
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_PROBLEM = EXIT_LAGGING  # 3, as `repl status` and `supervise status` (supervisorctl's LSB code)
+HELLO_TIMEOUT = 1.0  # seconds a node has to answer hello (and a verifier status) before it counts as down
+RUNNING = "RUNNING"  # supervisord's state of a program that runs
+_SUPERVISOR_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
+_CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+JSON_SHAPE = """\
+With --json, one JSON object (with --watch, one per line and round; a round that cannot
+read Redis prints its error on stderr instead, and the watch goes on):
+
+  {"cluster": str, "redis": URL (password hidden), "ok": bool (exit code 0),
+   "problems": [str]: one sentence for each thing down, behind or alerted,
+   "supervisord": null (no --run-dir)
+                  or {"socket": path, "pid": int or null (none answers),
+                      "programs": {name: {"state": "RUNNING"|"EXITED"|..., "pid": int or null}}},
+   "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|"verifier",
+              "up": bool (answered hello), "error": str or null (why not, or a verifier's
+              failed status), "version": str or null,
+              "current": bool or null (replicas and observers: caught up and behind nothing),
+              "behind": {ledger: records},
+              "process": {"state": str, "pid": int or null} or null (not supervised here)}],
+   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "head", "stream_head",
+               "home_held", "nodes": [{"node", "role", "held", "lag", "lagging"}],
+               "counts": [{"holders", "records"}], "lagging": [node]}],
+   "verifiers": [{"node": str, "up": bool, "checked": int or null (stream entries checked),
+                  "swept": int or null (records re-verified by sweeps),
+                  "copies": [{"copy": "node|ledger", "sweeps": int, "records": int,
+                              "age_s": float or null (since its last complete sweep; null: none yet)}],
+                  "oldest": one of "copies" (a copy never swept first, else the oldest sweep) or null}],
+   "open_alerts": {"node|ledger|what": {"id", "node", "ledger", "height", "what", "detail", "source",
+                   "expected", "found"} (strings, as `vledger verify --cluster --json` gives them)}}
+
+Exit codes: 0 every node answers, every replica and observer is current, no ledger is
+behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis
+cannot be reached, or the configuration or the key cannot be read; 2 usage; 3 something
+is down, behind or alerted. With --watch the command runs until interrupted and exits
+with the last round's code."""
+
+
+# --- what was read ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """What one node answered: its hello (None: no answer), a verifier's status, and what failed."""
+
+    node: str
+    hello: dict[str, Any] | None
+    status: dict[str, Any] | None = None  # a verifier's status
+    error: str | None = None  # why hello (or a verifier's status) got no usable answer
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramState:
+    state: str  # supervisord's statename
+    pid: int | None  # None: not running
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisordState:
+    socket: str
+    pid: int | None  # None: no supervisord answers on the socket
+    programs: dict[str, ProgramState] = field(default_factory=dict)
+
+
+# --- the pure core ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: str
+    role: str
+    up: bool
+    error: str | None
+    version: str | None
+    current: bool | None  # replicas and observers that answered; None for the others
+    behind: dict[str, int]  # ledger -> records it lacks, as the node says
+    process: ProgramState | None  # supervisord's view; None: not asked or not a program there
+
+
+@dataclass(frozen=True, slots=True)
+class CopySweep:
+    copy: str  # "node|ledger"
+    sweeps: int
+    records: int  # how many records its last complete sweep verified
+    age_s: float | None  # since its last complete sweep; None: none complete yet
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierStatus:
+    node: str
+    up: bool
+    checked: int | None
+    swept: int | None
+    copies: tuple[CopySweep, ...]
+
+    @property
+    def oldest(self) -> CopySweep | None:
+        """The copy whose check is the most out of date: one never swept, else the oldest sweep."""
+        return max(self.copies, key=lambda c: (c.age_s is None, c.age_s or 0.0), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    cluster: str
+    redis_url: str  # shown only through shown_url
+    nodes: tuple[NodeStatus, ...]
+    ledgers: tuple[LedgerStatus, ...]
+    verifiers: tuple[VerifierStatus, ...]
+    open_alerts: dict[str, dict[str, Any]]
+    supervisord: SupervisordState | None
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_PROBLEM
+
+
+def cluster_status(
+    cluster: str,
+    redis_url: str,
+    roles: Mapping[str, str],
+    answers: Mapping[str, NodeAnswer],
+    ledgers: Sequence[LedgerStatus],
+    open_alerts: Mapping[str, dict[str, Any]],
+    supervisord: SupervisordState | None,
+    now_ms: int,
+) -> ClusterStatus:
+    """The cluster's status from what was read (pure).
+
+    ``roles`` node -> role for every node of the configuration; ``answers`` node -> what it
+    answered (a node missing here counts as not answering); ``now_ms`` the clock that dates
+    the verifiers' sweeps (milliseconds since 1970, as theirs).
+    """
+    order = {role: index for index, role in enumerate(ROLES)}
+    names = sorted(roles, key=lambda name: (order.get(roles[name], len(ROLES)), name))
+    programs = supervisord.programs if supervisord is not None else {}
+    nodes = tuple(
+        _node_status(
+            name, roles[name], answers.get(name, NodeAnswer(name, None, error="not asked")), programs.get(name)
+        )
+        for name in names
+    )
+    verifiers = tuple(
+        _verifier_status(name, answers.get(name, NodeAnswer(name, None)), now_ms)
+        for name in names
+        if roles[name] == "verifier"
+    )
+    problems = _problems(nodes, ledgers, open_alerts, supervisord)
+    return ClusterStatus(
+        cluster, redis_url, nodes, tuple(ledgers), verifiers, dict(open_alerts), supervisord, tuple(problems)
+    )
+
+
+def _node_status(name: str, role: str, answer: NodeAnswer, process: ProgramState | None) -> NodeStatus:
+    hello = answer.hello or {}
+    follower = role in FOLLOWER_ROLES and answer.hello is not None
+    behind = hello.get("behind")
+    return NodeStatus(
+        node=name,
+        role=role,
+        up=answer.hello is not None,
+        error=answer.error,
+        version=_text_or_none(hello.get("version")),
+        current=bool(hello.get("current")) if follower else None,
+        behind={str(k): v for k, v in behind.items() if _is_int(v)} if follower and isinstance(behind, dict) else {},
+        process=process,
+    )
+
+
+def _verifier_status(name: str, answer: NodeAnswer, now_ms: int) -> VerifierStatus:
+    status = answer.status or {}
+    copies = status.get("copies")
+    sweeps = []
+    for copy, entry in sorted(copies.items()) if isinstance(copies, dict) else []:
+        sweep = entry if isinstance(entry, dict) else {}
+        done = _int(sweep.get("last_complete_ms"))
+        sweeps.append(
+            CopySweep(
+                copy=str(copy),
+                sweeps=_int(sweep.get("sweeps")),
+                records=_int(sweep.get("records")),
+                age_s=max(0.0, (now_ms - done) / 1000) if done > 0 else None,
+            )
+        )
+    checked, swept = status.get("checked"), status.get("swept")
+    return VerifierStatus(
+        node=name,
+        up=answer.hello is not None,
+        checked=checked if _is_int(checked) else None,
+        swept=swept if _is_int(swept) else None,
+        copies=tuple(sweeps),
+    )
+
+
+def _problems(
+    nodes: Sequence[NodeStatus],
+    ledgers: Sequence[LedgerStatus],
+    open_alerts: Mapping[str, dict[str, Any]],
+    supervisord: SupervisordState | None,
+) -> list[str]:
+    problems = []
+    if supervisord is not None and supervisord.pid is None:
+        problems.append(f"no supervisord answers on {supervisord.socket}")
+    elif supervisord is not None:
+        problems += [
+            f"supervisord: {name} is {program.state}"
+            for name, program in sorted(supervisord.programs.items())
+            if program.state != RUNNING
+        ]
+    for node in nodes:
+        if not node.up:
+            problems.append(f"{node.node} does not answer hello: {node.error}")
+        elif node.error is not None:
+            problems.append(f"{node.node}: {node.error}")
+        if node.current is False:
+            problems.append(f"{node.node} is behind: {_behind(node.behind)}")
+    if nodes and not any(node.up for node in nodes):
+        problems.append(
+            "no node answers: if they run, is the key an account of this cluster? (a refused key gets no answer)"
+        )
+    problems += [
+        f"{ledger.ledger}: {', '.join(ledger.lagging)} behind the head {ledger.head} (as Redis last heard)"
+        for ledger in ledgers
+        if ledger.lagging
+    ]
+    if open_alerts:
+        problems.append(
+            f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: {', '.join(sorted(open_alerts))}"
+        )
+    return problems
+
+
+def _behind(behind: Mapping[str, int]) -> str:
+    if not behind:
+        return "its start-up catch-up has not finished"
+    return ", ".join(f"{ledger} by {count:,}" for ledger, count in sorted(behind.items()))
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: object) -> int:
+    return value if _is_int(value) else 0
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# --- what it prints ---------------------------------------------------------------------------
+
+
+def status_json(status: ClusterStatus) -> dict[str, Any]:
+    supervisord = status.supervisord
+    return {
+        "cluster": status.cluster,
+        "redis": shown_url(status.redis_url),
+        "ok": status.ok,
+        "problems": list(status.problems),
+        "supervisord": None
+        if supervisord is None
+        else {
+            "socket": supervisord.socket,
+            "pid": supervisord.pid,
+            "programs": {name: _program_json(p) for name, p in sorted(supervisord.programs.items())},
+        },
+        "nodes": [
+            {
+                "node": n.node,
+                "role": n.role,
+                "up": n.up,
+                "error": n.error,
+                "version": n.version,
+                "current": n.current,
+                "behind": n.behind,
+                "process": None if n.process is None else _program_json(n.process),
+            }
+            for n in status.nodes
+        ],
+        "ledgers": ledgers_json(list(status.ledgers), status.redis_url)["ledgers"],
+        "verifiers": [
+            {
+                "node": v.node,
+                "up": v.up,
+                "checked": v.checked,
+                "swept": v.swept,
+                "copies": [_copy_json(c) for c in v.copies],
+                "oldest": None if v.oldest is None else _copy_json(v.oldest),
+            }
+            for v in status.verifiers
+        ],
+        "open_alerts": status.open_alerts,
+    }
+
+
+def _program_json(program: ProgramState) -> dict[str, Any]:
+    return {"state": program.state, "pid": program.pid}
+
+
+def _copy_json(copy: CopySweep) -> dict[str, Any]:
+    return {"copy": copy.copy, "sweeps": copy.sweeps, "records": copy.records, "age_s": copy.age_s}
+
+
+def node_rows(status: ClusterStatus) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The node table: its header and rows (the PROCESS column only when supervisord was asked)."""
+    supervised = status.supervisord is not None
+    header = ("NODE", "ROLE", "STATE", *(("PROCESS",) if supervised else ()), "SYNC", "NOTE")
+    rows = []
+    for node in status.nodes:
+        process = (_process(node.process),) if supervised else ()
+        rows.append((node.node, node.role, "up" if node.up else "down", *process, _sync(node), node.error or ""))
+    if status.supervisord is not None:  # the programs that are no node: the Redis run here
+        names = {node.node for node in status.nodes}
+        for name, program in sorted(status.supervisord.programs.items()):
+            if name not in names:
+                rows.append((name, "-", "up" if program.state == RUNNING else "down", _process(program), "", ""))
+    return header, rows
+
+
+def _process(program: ProgramState | None) -> str:
+    if program is None:
+        return "-"
+    return f"{program.state} pid {program.pid}" if program.pid else program.state
+
+
+def _sync(node: NodeStatus) -> str:
+    if node.current is None:
+        return ""
+    if node.current:
+        return "current"
+    if not node.behind:
+        return "catching up"
+    return "behind: " + ", ".join(f"{ledger} {count:,}" for ledger, count in sorted(node.behind.items()))
+
+
+def _age(age_s: float) -> str:
+    if age_s < 120:
+        return f"{age_s:.0f} s"
+    if age_s < 7200:
+        return f"{age_s / 60:.0f} min"
+    return f"{age_s / 3600:.1f} h"
+
+
+def verifier_line(verifier: VerifierStatus) -> str:
+    if not verifier.up:
+        return f"Verifier {verifier.node}: down"
+    if verifier.checked is None:
+        return f"Verifier {verifier.node}: up, no status"
+    oldest = verifier.oldest
+    if oldest is None:
+        sweep = "no copy to sweep yet"
+    elif oldest.age_s is None:
+        sweep = f"{oldest.copy} not swept completely yet"
+    else:
+        sweep = f"{oldest.copy}, {_age(oldest.age_s)} ago ({oldest.records:,} records)"
+    return (
+        f"Verifier {verifier.node}: {verifier.checked:,} records checked, {verifier.swept or 0:,} re-verified "
+        f"by sweeps; {len(verifier.copies)} copies, the oldest complete sweep: {sweep}"
+    )
+
+
+def print_status(status: ClusterStatus) -> None:
+    where = ""
+    if status.supervisord is not None and status.supervisord.pid is None:
+        where = f"; no supervisord answers on {status.supervisord.socket}"
+    elif status.supervisord is not None:
+        where = f"; supervisord pid {status.supervisord.pid} on {status.supervisord.socket}"
+    up = sum(node.up for node in status.nodes)
+    print(f"cluster {status.cluster}: {up} of {len(status.nodes)} nodes up{where}")
+    print()
+    table(*node_rows(status))
+    print()
+    print_ledgers(list(status.ledgers), status.redis_url)
+    if status.verifiers:
+        print()
+        for verifier in status.verifiers:
+            print(verifier_line(verifier))
+    print()
+    if not status.open_alerts:
+        print("Open alerts: none")
+    else:
+        print(f"Open alerts: {len(status.open_alerts)}")
+        for key, alert in sorted(status.open_alerts.items()):
+            print(f"  {key}  height {alert.get('height', '?')}: {alert.get('detail', '')}")
+    print()
+    if status.ok:
+        print("OK: every node up and current, every ledger replicated to its head, no open alert.")
+    else:
+        print(f"Problems ({len(status.problems)}):")
+        for problem in status.problems:
+            print(f"  {problem}")
+
+
+# --- reading the cluster ------------------------------------------------------------------------
+
+
+def ask_node(config: ClusterConfig, name: str, keys: KeyPair, timeout: float) -> NodeAnswer:
+    """``hello`` (and a verifier's ``status``) within ``timeout`` each; never raises for a node's failure."""
+    try:
+        address = node_address(config, name)
+    except (VledgerError, OSError) as e:
+        return NodeAnswer(name, None, error=f"no public key: {getattr(e, 'message', e)}")
+    with Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes) as client:
+        try:
+            hello = client.hello()
+        except (NodeUnavailableError, RemoteError) as e:
+            return NodeAnswer(name, None, error=e.message)
+        if hello.get("node") != name:
+            return NodeAnswer(name, None, error=f"{address}: answers as {hello.get('node')!r}")
+        if config.nodes[name].role != "verifier":
+            return NodeAnswer(name, hello)
+        try:
+            status = client.call("status")
+        except (NodeUnavailableError, RemoteError) as e:
+            return NodeAnswer(name, hello, error=f"status: {e.message}")
+        return NodeAnswer(name, hello, status if isinstance(status, dict) else None)
+
+
+def read_supervisord(supervisor: Supervisor) -> SupervisordState:
+    socket = str(supervisor.socket_path)
+    if not supervisor.running():
+        return SupervisordState(socket, None)
+    try:
+        pid = supervisor.pid()
+        table = supervisor.processes()
+    except _SUPERVISOR_ERRORS:  # it stopped between two calls
+        return SupervisordState(socket, None)
+    return SupervisordState(
+        socket,
+        pid,
+        {name: ProgramState(str(info["statename"]), info.get("pid") or None) for name, info in table.items()},
+    )
+
+
+@dataclass
+class StatusReader:
+    """What one round reads, kept open across the rounds of --watch."""
+
+    config: ClusterConfig
+    keys: KeyPair
+    redis_url: str
+    replication: ReplicationLedger
+    executor: Executor
+    supervisor: Supervisor | None = None
+    timeout: float = HELLO_TIMEOUT
+    clock: Callable[[], int] = now_ms
+
+    def read(self) -> ClusterStatus:
+        """One round: the nodes are asked in parallel while Redis is read (RedisServerError if it fails)."""
+        asked: dict[str, Future[NodeAnswer]] = {
+            name: self.executor.submit(ask_node, self.config, name, self.keys, self.timeout)
+            for name in self.config.nodes
+        }
+        roles = {name: node.role for name, node in self.config.nodes.items()}
+        try:
+            ledgers = read_status(self.replication, roles)
+            open_alerts = self.replication.open_alerts()
+        except redis.exceptions.RedisError as e:
+            raise RedisServerError(
+                f"cannot read the cluster's state from Redis at {shown_url(self.redis_url)}: {e}"
+            ) from e
+        finally:
+            answers = {name: future.result() for name, future in asked.items()}
+        supervisord = read_supervisord(self.supervisor) if self.supervisor is not None else None
+        return cluster_status(
+            self.config.name, self.redis_url, roles, answers, ledgers, open_alerts, supervisord, self.clock()
+        )
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def show_status(reader: StatusReader, as_json: bool) -> int:
+    status = reader.read()
+    if as_json:
+        print(json.dumps(status_json(status)), flush=True)
+    else:
+        print_status(status)
+        sys.stdout.flush()
+    return status.exit_code
+
+
+def watch_status(
+    reader: StatusReader, *, as_json: bool, interval: float, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """A round every ``interval`` seconds until interrupted; the last round's exit code.
+
+    A round that cannot reach Redis says so on stderr and the watch goes on.
+    """
+    clear = not as_json and sys.stdout.isatty()
+    code = EXIT_OK
+    try:
+        while True:
+            if clear:
+                print(_CLEAR_SCREEN, end="")
+            if not as_json:
+                print(time.strftime("%Y-%m-%d %H:%M:%S"), end="  ")
+            try:
+                code = show_status(reader, as_json)
+            except VledgerError as e:
+                if not as_json:
+                    print(flush=True)
+                print(f"vledger: error: {e.code}: {e.message}", file=sys.stderr, flush=True)
+                code = EXIT_FAILED
+            if not as_json and not clear:
+                print(flush=True)
+            sleep(interval)
+    except KeyboardInterrupt:
+        return code
+
+
+def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    path = key or environ.get(KEY_ENV)
+    if not path:
+        raise UsageError(f"which key asks the nodes? give --key FILE (a .key_secret file) or set ${KEY_ENV}")
+    return Path(path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    keys = load_client_keys(client_key(args.key))
+    url = os.environ.get("REDIS_URL") or config.redis_url
+    supervisor = None
+    if args.run_dir is not None:
+        supervisor = Supervisor(layout_for(config, args.run_dir, find_redis=False).socket_path)
+    client = connect(url, timeout=REDIS_TIMEOUT)
+    try:
+        with ThreadPoolExecutor(max_workers=min(32, len(config.nodes)), thread_name_prefix="status") as executor:
+            reader = StatusReader(
+                config, keys, url, ReplicationLedger(client), executor, supervisor, timeout=HELLO_TIMEOUT
+            )
+            if args.watch is None:
+                return show_status(reader, args.json)
+            return watch_status(reader, as_json=args.json, interval=args.watch)
+    finally:
+        client.close()
+
+
+def add_status_command(commands: Subparsers) -> None:
+    status = add_command(
+        commands,
+        "status",
+        cmd_status,
+        "the whole cluster: nodes up, replication, the verifier, open alerts",
+        "One view of the cluster. Every node of the configuration is asked hello (each at most\n"
+        f"{HELLO_TIMEOUT:g} s, all at once): up or down, and whether each replica and observer is current.\n"
+        "With --run-dir, supervisord's state and pid of each program too. From the cluster's\n"
+        "Redis (the configuration's [cluster] redis, or $REDIS_URL), as `vledger repl status`:\n"
+        "each ledger's head, every node's held height and lag, the replication counts; and the\n"
+        "open alerts. From each verifier: the records it checked and its oldest complete sweep.\n"
+        "The nodes are asked with --key (or $VLEDGER_KEY): any account's key, e.g. the admin's.",
+    )
+    status.formatter_class = argparse.RawDescriptionHelpFormatter
+    status.epilog = JSON_SHAPE
+    status.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    status.add_argument(
+        "--key", type=Path, metavar="FILE", help=f"the secret key that asks the nodes (default: ${KEY_ENV})"
+    )
+    status.add_argument(
+        "--run-dir", type=Path, metavar="DIR", help="where `vledger supervise` runs the cluster: its process table too"
+    )
+    add_json_option(status)
+    status.add_argument(
+        "--watch", type=seconds, metavar="SECONDS", help="print again every SECONDS until interrupted (Ctrl-C)"
+    )
