@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from vledger.verifier.tally import Snapshot, check_published, counted_hash
 ELECTION = "election"
 ROGUE = "rogue"
 OBSERVERS = ("observer-1", "observer-2")
-VOTERS = 2000
+VOTERS = int(os.environ.get("VLEDGER_ELECTION_VOTERS", "10000"))  # the election size
 
 
 def now_ms() -> int:
