@@ -22,11 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgpack
@@ -47,7 +45,7 @@ from ..node.seal import Seal, seal_from_wire
 from ..node.store import ChainStore
 from .accounts import CachedAccounts
 from .follow import NOT_RELAYED, Follower, Page
-from .loop import RequestLoop
+from .loop import RequestLoop, stopped_by_signals
 from .members import feed_keys, member_callers
 from .outbox import Outbox
 from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys
@@ -277,7 +275,7 @@ def run_follower(
             with RequestLoop(server.socket, service) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
                 reads.start()
-                with _stopped_by_signals(stopping, loop):
+                with stopped_by_signals(stopping, loop):
                     log.info(
                         "%s %s serving reads on %s, following %s", role, name, server.endpoint, ", ".join(node.follow)
                     )
@@ -341,17 +339,3 @@ def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
         replication.alert(alert)
     except REDIS_ERRORS as e:
         log.error("alert not recorded in Redis (%s): %s", e, alert)
-
-
-@contextmanager
-def _stopped_by_signals(stopping: threading.Event, loop: RequestLoop) -> Iterator[None]:
-    def stop(*_: object) -> None:
-        stopping.set()
-        loop.stop()
-
-    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)

@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..broker.accounts import AccountRegistry, bootstrap_admin
@@ -41,23 +42,42 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
     return first
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    run_ingest(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
-    return 0
+# The node processes, by role: each runs until SIGTERM or SIGINT.
+NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None], str, str]] = {
+    "ingest": (
+        run_ingest,
+        "run an ingest node",
+        "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
+        "appends, sealed and published to the replicas, until SIGTERM or SIGINT.",
+    ),
+    "replica": (
+        run_replica,
+        "run a replica node",
+        "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
+        "verify and store every record its home sealed, catch up on any gap, serve the read commands, "
+        "until SIGTERM or SIGINT.",
+    ),
+    "observer": (
+        run_observer,
+        "run an observer node",
+        "Run the observer node NAME of the cluster configuration: follow, verify and store every record "
+        "as a replica does, serve the read commands, re-run every ledger's domain rules from the chain "
+        "(flagging what breaks them) and publish tallies signed with NAME.sign to Redis, until SIGTERM "
+        "or SIGINT.",
+    ),
+    "verifier": (
+        run_verifier,
+        "run the verifier",
+        "Run the verifier NAME of the cluster configuration: check every new record on every copy, compare "
+        "every copy's head with its home's, and sweep every copy from genesis, raising an alert on any "
+        "divergence or tampering, until SIGTERM or SIGINT.",
+    ),
+}
 
 
-def cmd_replica(args: argparse.Namespace) -> int:
-    run_replica(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
-    return 0
-
-
-def cmd_verifier(args: argparse.Namespace) -> int:
-    run_verifier(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
-    return 0
-
-
-def cmd_observer(args: argparse.Namespace) -> int:
-    run_observer(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+def cmd_node(args: argparse.Namespace) -> int:
+    run = NODE_PROCESSES[args.command][0]
+    run(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
     return 0
 
 
@@ -122,57 +142,11 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
 
 
 def add_node_commands(commands: Subparsers) -> None:
-    ingest = add_command(
-        commands,
-        "ingest",
-        cmd_ingest,
-        "run an ingest node",
-        "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client "
-        "commands, durable appends, until SIGTERM or SIGINT.",
-    )
-    ingest.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    ingest.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
-    _add_passphrase_option(ingest, "the node's secret key is protected by a passphrase")
-
-    replica = add_command(
-        commands,
-        "replica",
-        cmd_replica,
-        "run a replica node",
-        "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it "
-        "follows, verify and store every record, catch up on any gap, serve the read commands, "
-        "until SIGTERM or SIGINT.",
-    )
-    replica.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    replica.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which node to run")
-    _add_passphrase_option(replica, "the node's secret key is protected by a passphrase")
-
-    verifier = add_command(
-        commands,
-        "verifier",
-        cmd_verifier,
-        "run the verifier",
-        "Run the verifier NAME of the cluster configuration: check every new record on every copy, "
-        "compare every copy's head with its home's, and sweep every copy from genesis, raising an "
-        "alert on any divergence or tampering, until SIGTERM or SIGINT.",
-    )
-    verifier.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    verifier.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which verifier to run")
-    _add_passphrase_option(verifier, "the verifier's secret key is protected by a passphrase")
-
-    observer = add_command(
-        commands,
-        "observer",
-        cmd_observer,
-        "run an observer node",
-        "Run the observer node NAME of the cluster configuration: follow, verify and store every "
-        "record as a replica does, serve the read commands, re-run every ledger's domain rules from "
-        "the chain (flagging what breaks them) and publish tallies signed with NAME.sign to Redis, "
-        "until SIGTERM or SIGINT.",
-    )
-    observer.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    observer.add_argument("--node", type=node_name, required=True, metavar="NAME", help="which observer to run")
-    _add_passphrase_option(observer, "the observer's secret keys are protected by a passphrase")
+    for role, (_, summary, description) in NODE_PROCESSES.items():
+        node = add_command(commands, role, cmd_node, summary, description)
+        node.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+        node.add_argument("--node", type=node_name, required=True, metavar="NAME", help=f"which {role} node to run")
+        _add_passphrase_option(node, "the node's secret keys are protected by a passphrase")
 
     keygen = add_command(
         commands,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
@@ -28,7 +26,7 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
-from ..ingest.loop import RequestLoop
+from ..ingest.loop import RequestLoop, stopped_by_signals
 from ..ingest.members import member_callers
 from ..ingest.server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
 from ..node.errors import BadRequestError, ForbiddenError, SettingsError, UnknownCommandError, VledgerError
@@ -123,7 +121,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             with RequestLoop(server.socket, service) as loop:
                 answering = threading.Thread(target=loop.serve, name=f"status-{name}", daemon=True)
                 answering.start()
-                with _stopped_by_signals(stopping, loop):
+                with stopped_by_signals(stopping, loop):
                     log.info("verifier %s checking %d nodes; status on %s", name, len(readers), server.endpoint)
                     _check(checks, stopping)
                 loop.stop()
@@ -149,17 +147,3 @@ def _check(checks: ClusterChecks, stopping: threading.Event) -> None:
         except REDIS_ERRORS as e:
             log.warning("Redis unavailable (%s); retrying", e)
             stopping.wait(RETRY_PAUSE)
-
-
-@contextmanager
-def _stopped_by_signals(stopping: threading.Event, loop: RequestLoop) -> Iterator[None]:
-    def stop(*_: object) -> None:
-        stopping.set()
-        loop.stop()
-
-    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
