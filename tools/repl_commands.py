@@ -37,10 +37,11 @@ import redis
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..config.cluster import FOLLOWER_ROLES, load_cluster
-from ..node.errors import RedisServerError, VledgerError
+from ..node.errors import RedisServerError
 from .args import Subparsers, add_command, add_json_option
 from .client_output import table
 from .client_payloads import seconds
+from .watching import watch_rounds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -49,7 +50,6 @@ REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer fails the command, 
 UNKNOWN_ROLE = "unknown"  # a node Redis names that the configuration does not
 SHOWN_ROLES = ("ingest", *FOLLOWER_ROLES)  # the configured nodes listed even if they never reported
 _ROLE_ORDER = {"ingest": 1, **{role: 2 for role in FOLLOWER_ROLES}}
-_CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 JSON_SHAPE = """\
 With --json, one JSON object (with --watch, one per line and round; a round that cannot
@@ -249,26 +249,9 @@ def watch_status(
     A round that cannot reach Redis says so on stderr and the watch goes on: what it
     watches may come back.
     """
-    clear = not as_json and sys.stdout.isatty()
-    code = EXIT_OK
-    try:
-        while True:
-            if clear:
-                print(_CLEAR_SCREEN, end="")
-            if not as_json:
-                print(time.strftime("%Y-%m-%d %H:%M:%S"), end="  ")
-            try:
-                code = show_status(replication, roles, url, as_json)
-            except VledgerError as e:
-                if not as_json:
-                    print(flush=True)  # end the time line
-                print(f"vledger: error: {e.code}: {e.message}", file=sys.stderr, flush=True)
-                code = EXIT_FAILED
-            if not as_json and not clear:
-                print(flush=True)  # a blank line between two rounds in a log
-            sleep(interval)
-    except KeyboardInterrupt:
-        return code
+    return watch_rounds(
+        lambda: show_status(replication, roles, url, as_json), as_json=as_json, interval=interval, sleep=sleep
+    )
 
 
 def cmd_repl_status(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, LedgerStatus, read_statu
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
+from .watching import watch_rounds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,7 +57,6 @@ EXIT_PROBLEM = EXIT_LAGGING  # 3, as `repl status` and `supervise status` (super
 HELLO_TIMEOUT = 1.0  # seconds a node has to answer hello (and a verifier status) before it counts as down
 RUNNING = "RUNNING"  # supervisord's state of a program that runs
 _SUPERVISOR_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
-_CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 JSON_SHAPE = """\
 With --json, one JSON object (with --watch, one per line and round; a round that cannot
@@ -547,26 +547,7 @@ def watch_status(
 
     A round that cannot reach Redis says so on stderr and the watch goes on.
     """
-    clear = not as_json and sys.stdout.isatty()
-    code = EXIT_OK
-    try:
-        while True:
-            if clear:
-                print(_CLEAR_SCREEN, end="")
-            if not as_json:
-                print(time.strftime("%Y-%m-%d %H:%M:%S"), end="  ")
-            try:
-                code = show_status(reader, as_json)
-            except VledgerError as e:
-                if not as_json:
-                    print(flush=True)
-                print(f"vledger: error: {e.code}: {e.message}", file=sys.stderr, flush=True)
-                code = EXIT_FAILED
-            if not as_json and not clear:
-                print(flush=True)
-            sleep(interval)
-    except KeyboardInterrupt:
-        return code
+    return watch_rounds(lambda: show_status(reader, as_json), as_json=as_json, interval=interval, sleep=sleep)
 
 
 def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
