@@ -64,9 +64,13 @@ status: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# 500 kill -9 rounds of the crash test (about two minutes) instead of CI's 25.
+# 500 kill -9 rounds of the crash test (about two minutes) instead of CI's 25; then the end-to-end
+# soaks of tests/e2e (marker soak, which make test skips): a supervised cluster at load for
+# VLEDGER_SOAK_MINUTES (10) without a fault and without a single alert, then VLEDGER_SOAK_ROUNDS (6)
+# rounds of kill -9, Redis restarts and an ingest node held down (about 17 minutes in all).
 soak: $(STAMP)
 	VLEDGER_CRASH_ROUNDS=500 $(BIN)/python -m pytest tests/integration/test_crash.py -q
+	$(BIN)/python -m pytest tests/e2e -m soak -s -q
 
 clean:
 	if [ -x $(BIN)/vledger ]; then $(SUPERVISE) stop; fi

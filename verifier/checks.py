@@ -377,6 +377,9 @@ class ClusterChecks:
 
     def _sweep_copy(self, ledger: str, node: str, copy: CopyState, reader: NodeReader) -> int:
         started = self._clock()
+        # Before the page is read: the copy held at least this much then. Read after it, the
+        # height would count records stored meanwhile, and a growing copy would look cut short.
+        held = self._held(ledger, node)
         try:
             step = copy.sweep.step(reader, reader.page_size)
         except (NodeUnavailableError, RemoteError) as e:
@@ -391,15 +394,20 @@ class ClusterChecks:
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
         elif step.complete:
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
-            self._sweep_complete(ledger, node, step.end)
+            self._sweep_complete(ledger, node, step.end, held)
         return step.verified
 
-    def _sweep_complete(self, ledger: str, node: str, end: int) -> None:
-        """A clean sweep to ``end``: unless the node once held more (a chain cut short), its chain alerts resolve."""
+    def _held(self, ledger: str, node: str) -> int:
+        """The height up to which ``node`` reported holding ``ledger`` (-1: none, or Redis away)."""
         try:
-            held = self.replication.held(ledger).get(node, -1)
+            held = self.replication.client.hget(self.replication.held_key(ledger), node)
         except REDIS_ERRORS:
-            held = -1
+            return -1
+        return -1 if held is None else int(held)
+
+    def _sweep_complete(self, ledger: str, node: str, end: int, held: int) -> None:
+        """A clean sweep to ``end``: unless the node had held more before its last page was read (a
+        chain cut short), its chain alerts resolve."""
         if held > end:
             self.raise_alert(
                 Alert(node, ledger, end + 1, "truncated", f"the copy ends at {end}, but it held up to {held}",
