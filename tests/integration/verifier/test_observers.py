@@ -52,6 +52,7 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         replicas=1,
         observers=2,
         observing={"tally_interval_ms": 200},
+        ingest={"throttle_rate": 1_000_000, "throttle_burst": 1_000_000},  # the test measures counting
         replication={"write_timeout_ms": 1000},
     ) as running:
         yield running
