@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import append, ingest, verify, work
+from . import append, ingest, replication, verifier, verify, work
 from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
 from .report import Environment, Figure, progress, write_results
 
@@ -17,6 +17,8 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "verify": verify.run,
     "pow": work.run,
     "ingest": ingest.run,
+    "replication": replication.run,
+    "verifier": verifier.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

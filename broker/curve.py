@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -158,12 +158,20 @@ def stop_authenticator(ctx: zmq.Context[Any]) -> None:
 
 
 def curve_server_socket(
-    ctx: zmq.Context[Any], socket_type: int, keys: KeyPair, max_message_bytes: int, domain: str = "*"
+    ctx: zmq.Context[Any],
+    socket_type: int,
+    keys: KeyPair,
+    max_message_bytes: int,
+    domain: str = "*",
+    options: Mapping[int, int] | None = None,
 ) -> zmq.Socket[Any]:
     """A socket set up as a CURVE server, not yet bound. It is safe only once a ZAP handler
-    runs in ``ctx``: use :class:`CurveServer`, which makes sure of that."""
+    runs in ``ctx``: use :class:`CurveServer`, which makes sure of that. ``options`` are set
+    before the bind: libzmq copies options such as the high-water marks at bind time."""
     sock: zmq.Socket[Any] = ctx.socket(socket_type)
     sock.linger = 0
+    for option, value in (options or {}).items():
+        sock.setsockopt(option, value)
     sock.curve_secretkey = keys.secret.encode("ascii")
     sock.curve_publickey = keys.public.encode("ascii")
     sock.curve_server = True
@@ -293,6 +301,7 @@ class CurveServer:
         settings: BrokerSettings = DEFAULT_SETTINGS,
         ctx: zmq.Context[Any] | None = None,
         domain: str = "*",
+        options: Mapping[int, int] | None = None,
     ) -> None:
         self.ctx = ctx if ctx is not None else process_context()
         self.keys = keys
@@ -303,7 +312,7 @@ class CurveServer:
         self.authenticator = _acquire_gate(self.ctx, domain, allow_list)
         self._closed = False
         try:
-            self.socket = curve_server_socket(self.ctx, socket_type, keys, settings.max_message_bytes, domain)
+            self.socket = curve_server_socket(self.ctx, socket_type, keys, settings.max_message_bytes, domain, options)
             try:
                 self.socket.bind(endpoint)
             except zmq.ZMQError as e:

@@ -136,10 +136,16 @@ class Publisher:
         self, name: str, keys: KeyPair, endpoint: str, allow_list: AllowList, settings: BrokerSettings, send_hwm: int
     ) -> None:
         self.name = name
+        # The high-water mark is set before the bind: libzmq copies it to each subscriber's pipe then.
         self.server = CurveServer(
-            keys, endpoint, allow_list, socket_type=zmq.PUB, settings=settings, domain=FEED_DOMAIN
+            keys,
+            endpoint,
+            allow_list,
+            socket_type=zmq.PUB,
+            settings=settings,
+            domain=FEED_DOMAIN,
+            options={zmq.SNDHWM: send_hwm},
         )
-        self.server.socket.sndhwm = send_hwm
         self.socket = self.server.socket
         self.sent = 0
 

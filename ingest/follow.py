@@ -219,8 +219,15 @@ class Follower:
                 live.setdefault(message.ledger, {}).setdefault(message.height, message)
         for ledger, records in live.items():
             self._apply(ledger, [records[h] for h in sorted(records)])
+        # One seal per ledger and batch is enough (the highest vouches for all below it), and each
+        # costs a signature check and a commit: the highest that verifies, tried from the top.
+        by_ledger: dict[str, list[tuple[Seal, str]]] = {}
         for seal, sender in seals:
-            self.take_seal(seal, sender)
+            by_ledger.setdefault(seal.ledger, []).append((seal, sender))
+        for candidates in by_ledger.values():
+            for seal, sender in sorted(candidates, key=lambda item: item[0].height, reverse=True):
+                if self.take_seal(seal, sender):
+                    break
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
         state = self._state(ledger)
@@ -236,27 +243,30 @@ class Follower:
         if self._head(ledger) < self.target(ledger) and not state.pending:
             self.catch_up(ledger, self.target(ledger) + 1)
 
-    def take_seal(self, seal: Seal, source: str, *, catch_up: bool = True) -> None:
-        """A seal from ``source``: checked, kept if it is the highest, then what it covers is stored."""
-        try:
-            self.seal_keys.check(seal)
-        except SignatureError as e:
-            self._alert(seal.ledger, seal.height, e, source, b"")
-            return
+    def take_seal(self, seal: Seal, source: str, *, catch_up: bool = True) -> bool:
+        """A seal from ``source``: checked, kept if it is the highest, then what it covers is stored.
+        False if its signature does not verify (reported)."""
         state = self._state(seal.ledger)
+        if seal != state.seal:  # the best seal comes again with every heartbeat: checked once
+            try:
+                self.seal_keys.check(seal)
+            except SignatureError as e:
+                self._alert(seal.ledger, seal.height, e, source, b"")
+                return False
         if state.seal is None or seal.height > state.seal.height:
             state.seal = seal
         if seal.height <= self._head(seal.ledger):
             held = self.store.get(seal.ledger, seal.height)
             if held is not None and held.hash != seal.hash:  # this copy is not the home's chain
                 self._alert(seal.ledger, seal.height, ForkError("the home's seal is of another record"), source, b"")
-            return
+            return True
         # A seal below the best one still vouches for the run up to it.
         base = self._head(seal.ledger) + 1
         covered = seal.height < base + len(state.pending) and state.pending[seal.height - base].link == seal.hash
         self._flush(seal.ledger, seal.height if covered else -1)
         if catch_up and self._head(seal.ledger) < seal.height:
             self.catch_up(seal.ledger, seal.height + 1)
+        return True
 
     def _check_duplicate(self, record: FeedRecord) -> None:
         self.duplicates += 1
