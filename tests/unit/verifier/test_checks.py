@@ -1,0 +1,110 @@
+"""The verifier's head comparison and sweep ends, with made-up nodes and a clock it does not own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.replication import ReplicationLedger
+from vledger.config.cluster import VerifierSettings, cluster_from_mapping
+from vledger.verifier.checks import ClusterChecks
+
+LEDGER = "votes"
+LAG_MS = 30_000
+
+
+class FakeNode:
+    """A node's head and hashes by height, as the verifier's reader would get them."""
+
+    def __init__(self, name: str, hashes: list[bytes]) -> None:
+        self.name = name
+        self.hashes = hashes
+        self.page_size = 500
+
+    def up(self) -> bool:
+        return True
+
+    def down(self, seconds: float, error: Exception) -> None:
+        raise AssertionError(f"{self.name} taken down: {error}")
+
+    def head(self, ledger: str) -> tuple[int, bytes] | None:
+        return (len(self.hashes) - 1, self.hashes[-1]) if self.hashes else None
+
+    def hash_at(self, ledger: str, height: int) -> bytes | None:
+        return self.hashes[height] if height < len(self.hashes) else None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def checks(redis_client: Any, tmp_path: Path) -> tuple[ClusterChecks, dict[str, FakeNode], Clock]:
+    config = cluster_from_mapping(
+        {
+            "cluster": {"default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    chain = [bytes([i]) * 32 for i in range(11)]
+    nodes = {"ingest-1": FakeNode("ingest-1", chain), "replica-1": FakeNode("replica-1", chain[:6])}
+    clock = Clock()
+    repl = ReplicationLedger(redis_client)
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    settings = VerifierSettings(lag_alert_ms=LAG_MS)
+    found = ClusterChecks("verifier-1", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
+    found.start()
+    return found, nodes, clock
+
+
+def open_kinds(checks: ClusterChecks) -> set[str]:
+    return {key.rsplit("|", 1)[1] for key in checks.replication.open_alerts()}
+
+
+def test_a_copy_behind_is_lagging_only_after_lag_alert_ms_and_resolves_once_caught_up(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, clock = checks
+    found.compare_heads()
+    clock.now += LAG_MS / 1000 - 1
+    found.compare_heads()
+    assert open_kinds(found) == set()  # behind, but not for long: transient lag raises nothing
+    clock.now += 2
+    found.compare_heads()
+    assert open_kinds(found) == {"lagging"}
+    (alert,) = found.replication.alerts()
+    assert (alert["node"], alert["ledger"], alert["height"]) == ("replica-1", LEDGER, "6")
+    nodes["replica-1"].hashes = list(nodes["ingest-1"].hashes)
+    found.compare_heads()
+    assert open_kinds(found) == set()
+
+
+def test_a_head_that_differs_from_the_homes_record_at_its_height_is_a_fork(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, _ = checks
+    nodes["replica-1"].hashes[-1] = b"\xff" * 32
+    found.compare_heads()
+    assert open_kinds(found) == {"fork"}
+    (alert,) = found.replication.alerts()
+    assert alert["height"] == "5" and alert["found"] == (b"\xff" * 32).hex()
+
+
+def test_a_sweep_that_ends_below_the_height_held_before_its_last_page_is_truncated(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    found._sweep_complete(LEDGER, "replica-1", end=5, held=5)  # a growing copy: held read before the page
+    assert open_kinds(found) == set()
+    found._sweep_complete(LEDGER, "replica-1", end=5, held=9)
+    assert open_kinds(found) == {"truncated"}
