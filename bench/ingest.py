@@ -69,7 +69,7 @@ redis = "{redis}"
 default_home = "{node}"
 
 [ingest]
-throttle_rate = 1000000000  # the bench measures the node, not its throttle
+throttle_rate = 1000000000  # the bench measures the nodes, not the throttle
 throttle_burst = 1000000000
 
 [nodes.{node}]

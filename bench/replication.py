@@ -73,7 +73,7 @@ from vledger.node.wire import encode_request
 
 from .append import _sqlite_inserts
 from .fixtures import LEDGER, Sizes, entries, genesis, scratch_dir, timed
-from .ingest import ADMIN, SPAWN, TIMEOUT, VLEDGER, _log_tail, _stop, _vledger, _wait_for_hello, _writer
+from .ingest import ADMIN, CLUSTER, SPAWN, TIMEOUT, VLEDGER, _log_tail, _stop, _vledger, _wait_for_hello, _writer
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only replication"
@@ -96,24 +96,6 @@ PROBE_TOPIC = b"*probe"
 FEED_SILENCE_MS = 1_000  # the rate run ends when nothing more arrives for this long
 HEAD_POLL = 0.005  # seconds between two looks at whether a replica reached the head
 
-CLUSTER = """\
-[cluster]
-name = "bench"
-keys = "keys"
-data = "data"
-redis = "{redis}"
-default_home = "{node}"
-
-[ingest]
-throttle_rate = 1000000000  # the bench measures replication, not the throttle
-throttle_burst = 1000000000
-
-[nodes.{node}]
-role = "ingest"
-host = "127.0.0.1"
-port = {port}
-pub_port = {pub_port}
-"""
 
 REPLICA = """
 [nodes.{name}]

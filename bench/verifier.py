@@ -39,7 +39,7 @@ from vledger.node.storefile import DB_NAME
 from vledger.verifier.sweep import LedgerSweep
 
 from .fixtures import LEDGER, ORIGIN, Sizes, entries, open_ledger, scratch_dir
-from .ingest import ADMIN, TIMEOUT, VLEDGER, _log_tail, _stop, _vledger, _wait_for_hello
+from .ingest import ADMIN, CLUSTER, TIMEOUT, VLEDGER, _log_tail, _stop, _vledger, _wait_for_hello
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only verifier"
@@ -51,24 +51,7 @@ SETTINGS = VerifierSettings()  # the verifier runs its defaults: the bench measu
 POLL = 0.005
 ALERT_KEY = f"replica-1|{LEDGER}|bad_link"  # the open alert a rewritten vote in replica-1 raises
 
-CLUSTER = """\
-[cluster]
-name = "bench"
-keys = "keys"
-data = "data"
-redis = "{redis}"
-default_home = "ingest-1"
-
-[ingest]
-throttle_rate = 1000000000
-throttle_burst = 1000000000
-
-[nodes.ingest-1]
-role = "ingest"
-host = "127.0.0.1"
-port = {ingest}
-pub_port = {pub}
-
+NODES = """
 [nodes.replica-1]
 role = "replica"
 host = "127.0.0.1"
@@ -149,7 +132,8 @@ def _cluster(directory: Path) -> Iterator[tuple[Client, Path, ReplicationLedger,
     with RedisServer(directory / "redis") as redis:
         config = directory / "cluster.toml"
         ports = {"ingest": free_port(), "pub": free_port(), "replica": free_port(), "verifier": free_port()}
-        config.write_text(CLUSTER.format(redis=redis.url, **ports))
+        cluster = CLUSTER.format(redis=redis.url, node="ingest-1", port=ports["ingest"], pub_port=ports["pub"])
+        config.write_text(cluster + NODES.format(**ports))
         env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
         keys = directory / "keys"
         _vledger(env, "keygen", "--cluster", str(config))
