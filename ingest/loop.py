@@ -109,6 +109,10 @@ class RequestLoop:
         """Answer what the ROUTER holds, up to a batch, until too many requests wait or a stop."""
         recv = self.socket.recv
         for _ in range(self.read_batch):
+            # Checked before each read, not only after: a stop() that came while poll() waited
+            # must not let the request that woke it be read (stop means no new request).
+            if self._stopping or self._in_flight >= self.max_in_flight:
+                return
             try:
                 identity = recv(_NOBLOCK, copy=False)
             except zmq.Again:
@@ -123,8 +127,6 @@ class RequestLoop:
                 self._send(identity.bytes, reply_error(None, error))
             else:
                 self._answer(identity.bytes, message)
-            if self._stopping or self._in_flight >= self.max_in_flight:
-                return
 
     def _answer(self, identity: bytes, message: zmq.Frame) -> None:
         try:
