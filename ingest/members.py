@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from ..broker.accounts import AccountsSnapshot, Role
+from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot, Role
+from ..broker.curve import AllowList
 from ..broker.keys import load_public
 from ..config.cluster import ClusterConfig
 from ..node.errors import KeyMaterialError
@@ -44,3 +45,24 @@ def feed_keys(snapshot: AccountsSnapshot, members: dict[str, Caller]) -> frozens
     """Who may subscribe to a feed: the members, and enabled accounts of the replica or observer role."""
     accounts = {key for key in snapshot.allowed_keys() if (owner := snapshot.lookup(key)) and owner.role in FEED_ROLES}
     return frozenset(members) | accounts
+
+
+class MemberGates:
+    """A node's two allow-lists, kept current from the account registry: its request socket
+    admits every enabled account and the members; its feed, the members and the accounts of
+    the replica or observer role (:func:`feed_keys`)."""
+
+    def __init__(self, config: ClusterConfig, me: str) -> None:
+        self.members = member_callers(config, me)
+        self.requests = AllowList()
+        self.feed = AllowList()
+
+    def account_cache(self, registry: AccountRegistry, node: str, poll_interval: float) -> AccountCache:
+        """The node's AccountCache, wired to replace both lists at each change of the accounts."""
+
+        def changed(keys: frozenset[str]) -> None:
+            self.requests.replace(keys | self.members.keys())
+            self.feed.replace(feed_keys(cache.snapshot, self.members))
+
+        cache = AccountCache(registry, node, on_change=changed, poll_interval=poll_interval)
+        return cache

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 import msgpack
 
 from .. import __version__
-from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.accounts import AccountRegistry
 from ..broker.client import Client, NodeAddress
-from ..broker.curve import AllowList, CurveServer, process_context, stop_authenticator
+from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import FeedSource, Publisher, Subscriber
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
@@ -46,7 +46,7 @@ from ..node.store import ChainStore
 from .accounts import CachedAccounts
 from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
-from .members import feed_keys, member_callers
+from .members import MemberGates
 from .outbox import Outbox
 from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys
 from .service import AccountAdmin, IngestService
@@ -195,14 +195,9 @@ def run_follower(
     replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
-    members = member_callers(config, name)
-    allow_list, feed_allow_list = AllowList(), AllowList()
-
-    def accounts_changed(keys: frozenset[str]) -> None:
-        allow_list.replace(keys | members.keys())
-        feed_allow_list.replace(feed_keys(cache.snapshot, members))
-
-    cache = AccountCache(registry, name, on_change=accounts_changed, poll_interval=broker.accounts_poll_ms / 1000)
+    gates = MemberGates(config, name)
+    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
+    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
     ctx = process_context()
     clients: list[Client] = []
     outbox: Outbox | None = None

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from .. import __version__
-from ..broker.accounts import AccountCache, AccountRegistry
-from ..broker.curve import AllowList, CurveServer, stop_authenticator
+from ..broker.accounts import AccountRegistry
+from ..broker.curve import CurveServer, stop_authenticator
 from ..broker.feed import Publisher
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
@@ -30,7 +30,7 @@ from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
 from .accounts import CachedAccounts, RegistryAdmin
 from .loop import RequestLoop
-from .members import feed_keys, member_callers
+from .members import MemberGates
 from .outbox import Outbox
 from .service import IngestService
 from .write_concern import ReplicaWatch
@@ -72,15 +72,9 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         settings=config.settings.store,
         domain=domain,
     )
-    members = member_callers(config, name)
-    allow_list = AllowList()
-    feed_allow_list = AllowList()
-
-    def accounts_changed(keys: frozenset[str]) -> None:
-        allow_list.replace(keys | members.keys())
-        feed_allow_list.replace(feed_keys(cache.snapshot, members))
-
-    cache = AccountCache(registry, name, on_change=accounts_changed, poll_interval=broker.accounts_poll_ms / 1000)
+    gates = MemberGates(config, name)
+    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
+    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     watch = ReplicaWatch(name, replication, ignored=[n.name for n in config.nodes_of("observer")])
     outbox: Outbox | None = None

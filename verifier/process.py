@@ -18,16 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.accounts import AccountRegistry
 from ..broker.client import Client, NodeAddress
-from ..broker.curve import AllowList, CurveServer, process_context, stop_authenticator
+from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.keys import KeyPair, load_public, load_secret
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
 from ..ingest.loop import RequestLoop, stopped_by_signals
-from ..ingest.members import member_callers
+from ..ingest.members import MemberGates
 from ..ingest.server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
 from ..node.errors import BadRequestError, ForbiddenError, SettingsError, UnknownCommandError, VledgerError
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
@@ -101,14 +101,9 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     redis_url = os.environ.get("REDIS_URL") or config.redis_url
     registry = AccountRegistry(connect(redis_url))
     replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
-    members = member_callers(config, name)
-    allow_list = AllowList()
-    cache = AccountCache(
-        registry,
-        name,
-        on_change=lambda allowed: allow_list.replace(allowed | members.keys()),
-        poll_interval=config.settings.broker.accounts_poll_ms / 1000,
-    )
+    gates = MemberGates(config, name)  # the verifier has no feed: only its request list is used
+    members, allow_list = gates.members, gates.requests
+    cache = gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)
     readers = node_readers(config, keys, config.verifier.node_timeout_ms / 1000, time.monotonic)
     checks = ClusterChecks(name, config, replication, readers)
     ctx = process_context()
