@@ -149,6 +149,18 @@ class BlobError(StoreError):
     code = "bad_blob"
 
 
+class TreeMismatchError(StoreError):
+    """A store's Merkle tree disagrees with its records (checked on open): never rewritten."""
+
+    code = "tree_mismatch"
+
+
+class TreeSizeError(StoreError):
+    """A proof, root or tile asked for a size or index past the ledger's tree."""
+
+    code = "bad_tree_size"
+
+
 class SettingsError(VledgerError):
     """A settings file or value is invalid; the message names the file and the key."""
 
@@ -249,6 +261,15 @@ class ForkError(RecordError):
     """Two nodes hold different records at one height of a ledger."""
 
     code = "fork"
+
+
+# --- Merkle trees and proofs (vledger.node.tree, docs/PROTOCOL.md section 12) ------------
+
+
+class ProofError(VledgerError):
+    """An inclusion or consistency proof, or its arguments, failed a check; says which."""
+
+    code = "bad_proof"
 
 
 # --- observers and signed tallies (vledger.verifier.observer, docs/PROTOCOL.md section 11) ----

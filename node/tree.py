@@ -1,0 +1,393 @@
+"""The Merkle tree of a ledger: RFC 9162 section 2 (the RFC 6962 tree), pure functions over bytes.
+
+A ledger's records, in height order, are the leaves of one tree (docs/PROTOCOL.md section 12).
+This module hashes leaves and interior nodes, keeps the right edge of a growing tree
+(:class:`Frontier`), builds inclusion and consistency proofs for any past size from the
+hashes of complete subtrees (the caller says where those come from: ``hash_at``), verifies
+proofs exactly as RFC 9162 sections 2.1.3.2 and 2.1.4.2 say, and names C2SP ``tlog-tiles``
+resources. Nothing here does I/O.
+
+Coordinates: the complete subtree at ``(level, index)`` holds the ``2**level`` leaves that
+start at leaf ``index * 2**level``; level 0 is the leaf hashes themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+
+from .errors import BadRequestError, ProofError
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+MAX_PROOF_HASHES = 64  # a tree of at most 2**64 leaves never needs more
+MAX_TREE_SIZE = 2**63 - 1  # the store's heights stop here (SQLite integers)
+
+TILE_HEIGHT = 8
+TILE_WIDTH = 2**TILE_HEIGHT
+MAX_TILE_LEVEL = 63
+
+HashAt = Callable[[int, int], bytes]
+"""``hash_at(level, index)``: the hash of the complete subtree at those coordinates."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """SHA-256(0x00 || data): the hash of a leaf whose input is ``data``."""
+    h = hashlib.sha256(b"\x00")
+    h.update(data)
+    return h.digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """SHA-256(0x01 || left || right): the hash of an interior node."""
+    h = hashlib.sha256(b"\x01")
+    h.update(left)
+    h.update(right)
+    return h.digest()
+
+
+# --- the right edge of a growing tree ---------------------------------------------------
+
+
+class Frontier:
+    """The compact range [0, size): one hash per set bit of ``size``, highest level first.
+
+    That is all a tree needs to grow and to name its root: at most 64 hashes, whatever its
+    size. :meth:`append` also returns every subtree it completed, so a store can keep them.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        """Raises ProofError when ``hashes`` is not one 32-byte hash per set bit of ``size``."""
+        if not 0 <= size <= MAX_TREE_SIZE:
+            raise ProofError(f"a tree size must be in 0..{MAX_TREE_SIZE}, not {size}")
+        if len(hashes) != size.bit_count():
+            raise ProofError(f"a tree of size {size} has {size.bit_count()} edge hashes, not {len(hashes)}")
+        _check_hashes(hashes, "edge hash")
+        self._size = size
+        self._hashes = list(hashes)
+
+    @classmethod
+    def at(cls, size: int, hash_at: HashAt) -> Frontier:
+        """The frontier of the tree of ``size`` leaves, read from its complete subtrees."""
+        return cls(size, [hash_at(level, index) for level, index in edge(size)])
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        return tuple(self._hashes)
+
+    def copy(self) -> Frontier:
+        twin = Frontier.__new__(Frontier)
+        twin._size = self._size
+        twin._hashes = list(self._hashes)
+        return twin
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add the leaf whose hash is ``leaf``; return the subtrees this completed.
+
+        They come as ``(level, index, hash)``, lowest level first: the leaf itself, then one
+        interior node for each trailing one bit of the old size (RFC 9162 2.1.1 pairs them).
+        """
+        if len(leaf) != HASH_SIZE:
+            raise ProofError(f"a leaf hash is {HASH_SIZE} bytes, not {len(leaf)}")
+        if self._size >= MAX_TREE_SIZE:
+            raise ProofError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
+        index = self._size
+        done = [(0, index, leaf)]
+        node = leaf
+        level = 0
+        hashes = self._hashes
+        while index & 1:
+            node = node_hash(hashes.pop(), node)
+            index >>= 1
+            level += 1
+            done.append((level, index, node))
+        hashes.append(node)
+        self._size += 1
+        return done
+
+    def root(self) -> bytes:
+        """MTH of the whole tree: the edge hashes folded from the right; EMPTY_ROOT if empty."""
+        if not self._hashes:
+            return EMPTY_ROOT
+        root = self._hashes[-1]
+        for left in reversed(self._hashes[:-1]):
+            root = node_hash(left, root)
+        return root
+
+    def encode(self) -> bytes:
+        """8 bytes of size (big-endian), then the edge hashes, highest level first."""
+        return self._size.to_bytes(8, "big") + b"".join(self._hashes)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Frontier:
+        """The inverse of :meth:`encode`; raises ProofError on any other length or size."""
+        if len(data) < 8 or (len(data) - 8) % HASH_SIZE:
+            raise ProofError(f"an encoded frontier is 8 + 32*k bytes, not {len(data)}")
+        size = int.from_bytes(data[:8], "big")
+        return cls(size, [data[i : i + HASH_SIZE] for i in range(8, len(data), HASH_SIZE)])
+
+    def __repr__(self) -> str:
+        return f"Frontier(size={self._size}, root={self.root().hex()})"
+
+
+def edge(size: int) -> list[tuple[int, int]]:
+    """The coordinates of the compact range [0, size), highest level first."""
+    out = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            out.append((level, start >> level))
+            start += 1 << level
+    return out
+
+
+# --- roots and proofs from complete subtrees --------------------------------------------
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than ``n`` (n >= 2): where RFC 9162 splits a tree."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _subtree_root(start: int, n: int, hash_at: HashAt) -> bytes:
+    """MTH(D[start:start+n]) for n >= 1, where ``start`` is a multiple of the smallest power of
+    two >= n (so every subtree it splits into is complete and has coordinates)."""
+    if n & (n - 1) == 0:
+        level = n.bit_length() - 1
+        return hash_at(level, start >> level)
+    k = _split(n)
+    return node_hash(_subtree_root(start, k, hash_at), _subtree_root(start + k, n - k, hash_at))
+
+
+def _check_size(size: int, what: str = "tree size") -> None:
+    if not 0 <= size <= MAX_TREE_SIZE:
+        raise ProofError(f"a {what} must be in 0..{MAX_TREE_SIZE}, not {size}")
+
+
+def root_at(size: int, hash_at: HashAt) -> bytes:
+    """MTH of the first ``size`` leaves (EMPTY_ROOT for 0), from complete subtrees only."""
+    _check_size(size)
+    return _subtree_root(0, size, hash_at) if size else EMPTY_ROOT
+
+
+def inclusion_proof(index: int, size: int, hash_at: HashAt) -> list[bytes]:
+    """PATH(index, D[0:size]) of RFC 9162 2.1.3.1, leaf side first.
+
+    Raises ProofError unless 0 <= index < size.
+    """
+    _check_size(size)
+    if not 0 <= index < size:
+        raise ProofError(f"leaf {index} is not in a tree of size {size}")
+    path: list[bytes] = []
+    start, n, m = 0, size, index
+    while n > 1:
+        k = _split(n)
+        if m < k:
+            path.append(_subtree_root(start + k, n - k, hash_at))
+            n = k
+        else:
+            path.append(_subtree_root(start, k, hash_at))
+            start, n, m = start + k, n - k, m - k
+    path.reverse()
+    return path
+
+
+def consistency_proof(old_size: int, new_size: int, hash_at: HashAt) -> list[bytes]:
+    """PROOF(old_size, D[0:new_size]) of RFC 9162 2.1.4.1: empty when the sizes are equal.
+
+    Raises ProofError unless 0 < old_size <= new_size (the RFC defines no proof from the
+    empty tree: every tree extends it, there is nothing to prove).
+    """
+    _check_size(new_size)
+    if not 0 < old_size <= new_size:
+        raise ProofError(f"no consistency proof from size {old_size} to size {new_size}: need 0 < old <= new")
+    path: list[bytes] = []
+    start, n, m, whole = 0, new_size, old_size, True
+    # SUBPROOF(m, D[start:start+n], whole), unrolled: each step adds one hash, then descends.
+    while m != n:
+        k = _split(n)
+        if m <= k:
+            path.append(_subtree_root(start + k, n - k, hash_at))
+            n = k
+        else:
+            path.append(_subtree_root(start, k, hash_at))
+            start, n, m, whole = start + k, n - k, m - k, False
+    if not whole:
+        path.append(_subtree_root(start, n, hash_at))
+    path.reverse()
+    return path
+
+
+# --- verification (RFC 9162 2.1.3.2 and 2.1.4.2) ----------------------------------------
+
+
+def _check_hashes(hashes: Sequence[bytes], what: str) -> None:
+    for i, h in enumerate(hashes):
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            got = len(h) if isinstance(h, bytes) else type(h).__name__
+            raise ProofError(f"{what} {i} is not a {HASH_SIZE}-byte hash ({got})")
+
+
+def _check_proof(proof: Sequence[bytes], *named: tuple[str, bytes]) -> None:
+    """Bound the work before doing any: at most 64 hashes, each (and each named hash) 32 bytes."""
+    if len(proof) > MAX_PROOF_HASHES:
+        raise ProofError(f"a proof has at most {MAX_PROOF_HASHES} hashes, this one {len(proof)}")
+    _check_hashes(proof, "proof hash")
+    for name, value in named:
+        if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+            raise ProofError(f"the {name} is not a {HASH_SIZE}-byte hash")
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
+    """The root that ``proof`` leads to from ``leaf`` at ``index`` (RFC 9162 2.1.3.2, steps 1-5
+    but the final comparison). Raises ProofError when a check of the algorithm fails."""
+    _check_proof(proof, ("leaf hash", leaf))
+    _check_size(size)
+    if not 0 <= index < size:  # step 1
+        raise ProofError(f"leaf index {index} is not below the tree size {size}")
+    fn, sn, r = index, size - 1, leaf  # steps 2, 3
+    for p in proof:  # step 4
+        if sn == 0:
+            raise ProofError(f"the inclusion proof is longer than a tree of size {size} needs ({len(proof)} hashes)")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:  # step 5
+        raise ProofError(f"the inclusion proof is shorter than a tree of size {size} needs ({len(proof)} hashes)")
+    return r
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
+    """Check that ``leaf`` is leaf ``index`` of the tree of ``size`` leaves whose root is ``root``.
+
+    Raises ProofError naming the check that failed: a hash not 32 bytes, a proof over 64
+    hashes, an index not below the size, a proof too long or too short, or a root mismatch.
+    """
+    _check_proof((), ("root", root))
+    if root_from_inclusion(leaf, index, size, proof) != root:
+        raise ProofError(f"the inclusion proof of leaf {index} leads to another root than the tree of size {size}")
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
+    """Check that the tree of ``new_size`` leaves and root ``new_root`` extends the tree of
+    ``old_size`` leaves and root ``old_root`` (RFC 9162 2.1.4.2).
+
+    Equal sizes need an empty proof and equal roots. The RFC defines no proof from the
+    empty tree, so ``old_size == 0`` is refused (a caller that holds no earlier tree has
+    nothing to check). Raises ProofError naming the check that failed.
+    """
+    _check_proof(proof, ("old root", old_root), ("new root", new_root))
+    _check_size(old_size, "old tree size")
+    _check_size(new_size, "new tree size")
+    if old_size > new_size:
+        raise ProofError(f"the old tree size {old_size} is larger than the new tree size {new_size}")
+    if old_size == 0:
+        raise ProofError("there is no consistency proof from the empty tree: it is consistent with every tree")
+    if old_size == new_size:
+        if proof:
+            raise ProofError(f"trees of equal size {old_size} need an empty proof, not {len(proof)} hashes")
+        if old_root != new_root:
+            raise ProofError(f"two trees of size {old_size} have different roots")
+        return
+    if not proof:  # step 1
+        raise ProofError(f"the consistency proof from size {old_size} to {new_size} is empty")
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # step 2
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1  # step 3
+    while fn & 1:  # step 4
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]  # step 5
+    for c in path[1:]:  # step 6
+        if sn == 0:
+            raise ProofError(
+                f"the consistency proof from size {old_size} to {new_size} is too long ({len(proof)} hashes)"
+            )
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:  # step 7
+        raise ProofError(f"the consistency proof from size {old_size} to {new_size} is too short ({len(proof)} hashes)")
+    if fr != old_root:
+        raise ProofError(f"the consistency proof does not lead to the old root of the tree of size {old_size}")
+    if sr != new_root:
+        raise ProofError(f"the consistency proof does not lead to the new root of the tree of size {new_size}")
+
+
+# --- C2SP tlog-tiles ----------------------------------------------------------------------
+
+
+def tile_width(level: int, index: int, size: int) -> int:
+    """How many hashes tile ``index`` of tile level ``level`` holds in a tree of ``size``
+    leaves: 256 when full, 1..255 when partial, 0 when the tree has no such tile yet."""
+    if not 0 <= level <= MAX_TILE_LEVEL or index < 0:
+        return 0
+    available = size >> (TILE_HEIGHT * level)  # floor(size / 256**level) hashes at that level
+    return max(0, min(TILE_WIDTH, available - index * TILE_WIDTH))
+
+
+def tile_hashes(level: int, index: int, width: int, hash_at: HashAt) -> bytes:
+    """The tile's bytes: ``width`` hashes of tree level 8*level from node index*256 on."""
+    if not 0 <= level <= MAX_TILE_LEVEL or index < 0 or not 1 <= width <= TILE_WIDTH:
+        raise ProofError(f"no tile at level {level}, index {index}, width {width}")
+    first = index * TILE_WIDTH
+    return b"".join(hash_at(TILE_HEIGHT * level, first + i) for i in range(width))
+
+
+def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
+    """``tile/<L>/<N>[.p/<W>]`` with N in 3-digit groups, all but the last prefixed with x."""
+    if not 0 <= level <= MAX_TILE_LEVEL or index < 0 or not 1 <= width <= TILE_WIDTH:
+        raise ProofError(f"no tile at level {level}, index {index}, width {width}")
+    groups = [f"{index % 1000:03d}"]
+    index //= 1000
+    while index:
+        groups.append(f"x{index % 1000:03d}")
+        index //= 1000
+    path = f"tile/{level}/{'/'.join(reversed(groups))}"
+    return path if width == TILE_WIDTH else f"{path}.p/{width}"
+
+
+_TILE_PATH = re.compile(r"tile/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+
+
+def parse_tile_path(path: str) -> tuple[int, int, int]:
+    """``(level, index, width)`` of a tile path; raises BadRequestError for anything else.
+
+    Strict, so that one tile has one name: no leading zeros, no empty or x-prefixed last
+    group, a leading group of 000 only for index 0, levels 0..63, widths 1..255.
+    """
+    match = _TILE_PATH.fullmatch(path)
+    if match is None:
+        raise BadRequestError(f"{path[:100]!r} is not a tile path (tile/<L>/<N>[.p/<W>])")
+    level = int(match.group(1))
+    groups = match.group(2).split("/")
+    if len(groups) > 1 and groups[0] == "x000":
+        raise BadRequestError(f"{path[:100]!r}: a tile index has no leading zero groups")
+    index = int("".join(g.lstrip("x") for g in groups))
+    width = int(match.group(3)) if match.group(3) else TILE_WIDTH
+    if level > MAX_TILE_LEVEL or (match.group(3) and width >= TILE_WIDTH):
+        raise BadRequestError(f"{path[:100]!r}: tile level 0..63, partial width 1..255")
+    return level, index, width
