@@ -8,6 +8,11 @@ fsync, so durability does not cost throughput.
 
 Nothing unverified is written: a client's entry must meet its ledger's rules, and a
 placed record (from a replica feed or an import) must extend the head exactly.
+
+Each ledger is also a Merkle tree (docs/PROTOCOL.md section 12): the committer appends each
+record's leaf to the ledger's frontier and writes the subtrees it completes in the records'
+own transaction, so the tree is exactly as durable as the records. Opening a store checks
+the whole stored tree against the records' bytes (or builds it, for a store from before it).
 """
 
 from __future__ import annotations
@@ -35,12 +40,27 @@ from .errors import (
     RequestConflictError,
     StoreClosedError,
     StoreError,
+    TreeMismatchError,
     UnknownLedgerError,
     VledgerError,
 )
 from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
-from .storefile import DB_NAME, MAX_HEIGHT, SCHEMA, SCHEMA_VERSION, connect, iter_pages
+from .storefile import (
+    DB_NAME,
+    INSERT_TREE,
+    MAX_HEIGHT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TREE_KEPT,
+    StoredTree,
+    build_tree,
+    check_tree,
+    connect,
+    iter_pages,
+    tree_kept,
+)
+from .tree import Frontier, leaf_hash
 from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
@@ -163,8 +183,17 @@ class ChainStore:
         clock: Callable[[], int] = _now_ms,
         domain: DomainRules | None = None,
         on_commit: Callable[[list[Record]], None] | None = None,
+        keep_tree: bool = True,
     ) -> None:
+        """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
+        and :meth:`_load_trees` for what is checked and raised.
+
+        ``keep_tree=False`` is only for the benchmark that weighs the tree's cost: the store
+        then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
+        that keeps it next opens this directory.
+        """
         self.directory = directory
+        self.keep_tree = keep_tree
         # Called by the committer with each group's new records, in order, once they are
         # durable (and before their appends are answered): it must be quick and not raise.
         self.on_commit = on_commit
@@ -182,12 +211,16 @@ class ChainStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._heads: dict[str, _Head] = {}
+        # Replaced per ledger (never changed in place) after each group commit: readers take one
+        # and get a size and root that belong together.
+        self._frontiers: dict[str, Frontier] = {}
         self.stats = CommitStats()
         self._closed = False
         try:
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
+            self._load_trees()
             self._replay_domain()
         except BaseException:
             for conn in (self._write, *self._readers):
@@ -224,6 +257,52 @@ class ChainStore:
                 ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(top_record)
                 head = top_record
             self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
+
+    def _load_trees(self) -> None:
+        """Check every ledger's stored tree against its records, or build it if the store has none.
+
+        The check recomputes each tree from every record's stored bytes and compares every
+        stored node (not only the root, and not only since the last tile): a changed record
+        anywhere, or a changed, missing or extra tree row, raises TreeMismatchError, and
+        nothing is rewritten. A store from before the tree (no ``tree`` meta row) gets its
+        rows built here, in one transaction.
+        """
+        if not self.keep_tree:
+            self._write.execute("DELETE FROM meta WHERE key = ?", (TREE_KEPT[0],))
+            return
+        page = self.settings.read_page_size
+        if tree_kept(self._write):
+            stray = self._write.execute(
+                "SELECT DISTINCT ledger FROM tree WHERE ledger NOT IN (SELECT DISTINCT ledger FROM records) LIMIT 1"
+            ).fetchone()
+            if stray is not None:
+                raise TreeMismatchError(
+                    f"{self.path}: the stored tree has nodes of ledger {stray[0]!r}, which has no records"
+                )
+            for ledger in sorted(self._heads):
+                self._frontiers[ledger] = check_tree(self._write, self.path, ledger, page)
+        else:
+            if self._heads:
+                log.warning(
+                    "%s: building the Merkle tree of %d ledgers from their records", self.path, len(self._heads)
+                )
+            self._write.execute("BEGIN IMMEDIATE")
+            try:
+                self._write.execute("DELETE FROM tree")  # what a run without the tree may have left
+                for ledger in sorted(self._heads):
+                    self._frontiers[ledger] = build_tree(self._write, ledger, page)
+                self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", TREE_KEPT)
+                self._write.execute("COMMIT")
+            except BaseException:
+                if self._write.in_transaction:
+                    self._write.execute("ROLLBACK")
+                raise
+        for ledger, frontier in self._frontiers.items():
+            if frontier.size != self._heads[ledger].height + 1:
+                raise TreeMismatchError(
+                    f"{self.path}: ledger {ledger!r}: the tree has {frontier.size} leaves for "
+                    f"{self._heads[ledger].height + 1} records"
+                )
 
     def _replay_domain(self) -> None:
         """Bring the domain rules up to every ledger's head before serving (readers such as
@@ -318,8 +397,25 @@ class ChainStore:
                 batch.append(more)
             self._commit(batch)
 
+    def _grow_trees(self, records: list[tuple[Record, bytes]]) -> tuple[dict[str, Frontier], list[tuple[Any, ...]]]:
+        """The frontiers after this group's records, and the tree rows they complete.
+
+        Grows copies, so a group that fails to commit leaves the frontiers as they were.
+        """
+        grown: dict[str, Frontier] = {}
+        rows: list[tuple[Any, ...]] = []
+        for record, data in records:
+            ledger = record.ledger
+            frontier = grown.get(ledger)
+            if frontier is None:
+                held = self._frontiers.get(ledger)
+                frontier = grown[ledger] = held.copy() if held is not None else Frontier()
+            rows.extend((ledger, level, index, node) for level, index, node in frontier.append(leaf_hash(data)))
+        return grown, rows
+
     def _commit(self, batch: list[_Job]) -> None:
         heads = dict(self._heads)
+        grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
         requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
         done: list[tuple[_Job, Receipt]] = []
@@ -346,14 +442,16 @@ class ChainStore:
             done.append((job, receipt))
         try:
             if staged:
+                encoded = [(r, r.encode()) for r in staged.values()]
+                if self.keep_tree:
+                    grown, tree_rows = self._grow_trees(encoded)
                 self._write.execute("BEGIN IMMEDIATE")
                 self._write.executemany(
                     "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.ledger, r.height, r.hash, r.content.author, r.content.request_id, r.encode())
-                        for r in staged.values()
-                    ],
+                    [(r.ledger, r.height, r.hash, r.content.author, r.content.request_id, data) for r, data in encoded],
                 )
+                if self.keep_tree:
+                    self._write.executemany(INSERT_TREE, tree_rows)
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -370,6 +468,7 @@ class ChainStore:
                 job.future.set_exception(error)
             return
         self._heads = heads
+        self._frontiers.update(grown)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(list(staged.values()))
@@ -507,3 +606,62 @@ class ChainStore:
         """Which of these record hashes this store holds (the "I have / you have" question)."""
         conn = self._reader()
         return [h for h in hashes if conn.execute("SELECT 1 FROM records WHERE hash = ?", (h,)).fetchone()]
+
+    # --- the Merkle tree (docs/PROTOCOL.md section 12) ------------------------------------
+
+    def frontier(self, ledger: str) -> Frontier:
+        """The ledger's tree as of the last group commit: its size and root belong together.
+
+        Raises UnknownLedgerError, or StoreError when this store keeps no tree.
+        """
+        if not self.keep_tree:
+            raise StoreError(f"{self.directory}: this store was opened without its Merkle tree")
+        frontier = self._frontiers.get(ledger)
+        if frontier is None:
+            raise UnknownLedgerError(f"ledger {ledger!r} does not exist")
+        return frontier.copy()
+
+    def _tree(self, ledger: str) -> StoredTree:
+        return StoredTree(self._reader(), ledger, self.frontier(ledger).size)
+
+    def tree_size(self, ledger: str) -> int:
+        """How many leaves the ledger's tree has: every durable record (= :meth:`size`)."""
+        return self.frontier(ledger).size
+
+    def root(self, ledger: str, size: int | None = None) -> bytes:
+        """The root of the ledger's tree of ``size`` leaves (default: now); TreeSizeError past it."""
+        if size is None:
+            return self.frontier(ledger).root()
+        return self._tree(ledger).root(size)
+
+    def inclusion_proof(self, ledger: str, index: int, size: int) -> list[bytes]:
+        """The proof that record ``index`` is in the ledger's tree of ``size`` leaves.
+
+        Raises TreeSizeError when ``size`` is past the tree, ProofError unless index < size.
+        """
+        return self._tree(ledger).inclusion_proof(index, size)
+
+    def consistency_proof(self, ledger: str, old: int, new: int) -> list[bytes]:
+        """The proof that the ledger's tree of ``new`` leaves extends that of ``old`` leaves.
+
+        Raises TreeSizeError when a size is past the tree, ProofError unless 0 < old <= new.
+        """
+        return self._tree(ledger).consistency_proof(old, new)
+
+    def tile(self, ledger: str, level: int, index: int, width: int | None = None) -> bytes:
+        """The tlog-tiles tile (level, index) of the ledger's tree: ``width`` hashes, or as many
+        as the tree holds now. Raises TreeSizeError when the tree has fewer."""
+        return self._tree(ledger).tile(level, index, width)
+
+    def leaf_hash(self, ledger: str, index: int) -> bytes:
+        """SHA-256(0x00 || record ``index``'s bytes), as the tree holds it."""
+        return self._tree(ledger).leaf(index)
+
+    def index_of(self, record_hash: bytes) -> tuple[str, int] | None:
+        """The ledger and tree index (= height) of the record with this hash (its link), if held.
+
+        A lookup by leaf hash would need an index over the tree rows that every append
+        would pay for; the record hash already has one.
+        """
+        row = self._reader().execute("SELECT ledger, height FROM records WHERE hash = ?", (record_hash,)).fetchone()
+        return (row[0], row[1]) if row else None

@@ -3,6 +3,11 @@
 One file holds every ledger of a node: a row per record with the record's exact bytes
 (``data``) and, for lookups, copies of its ledger, height, hash, author and request id.
 Only ``data`` is trusted by verification; the other columns are indexes.
+
+Beside them, ``tree`` holds each ledger's Merkle tree (docs/PROTOCOL.md section 12): the
+hash of every complete subtree, written in the transaction that writes its last record.
+The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
+the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import StoreError
+from . import tree
+from .errors import StoreError, TreeMismatchError, TreeSizeError
 
 DB_NAME = "chain.sqlite3"
 SCHEMA_VERSION = 1
@@ -34,7 +40,16 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_hash ON records (hash);
 CREATE INDEX IF NOT EXISTS records_by_request ON records (ledger, author, request_id);
+CREATE TABLE IF NOT EXISTS tree (
+    ledger TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (ledger, level, idx)
+) WITHOUT ROWID;
 """
+TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
+INSERT_TREE = "INSERT INTO tree (ledger, level, idx, hash) VALUES (?, ?, ?, ?)"
 
 
 class StoreRow(NamedTuple):
@@ -107,6 +122,21 @@ class StoreReader:
         for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
             yield StoreRow(*row)
 
+    def tree(self, ledger: str) -> StoredTree:
+        """The ledger's Merkle tree as the file holds it (the rows are not checked here).
+
+        Raises StoreError when the store's tree was never built (a store from before the
+        tree that no node has opened since), TreeSizeError when the ledger has no records.
+        """
+        if not tree_kept(self._conn):
+            raise StoreError(
+                f"{self.path}: this store has no Merkle tree yet; a node builds it when it opens the store"
+            )
+        row = self._conn.execute("SELECT MAX(idx) FROM tree WHERE ledger = ? AND level = 0", (ledger,)).fetchone()
+        if row[0] is None:
+            raise TreeSizeError(f"ledger {ledger!r} has no records in {self.path}")
+        return StoredTree(self._conn, ledger, row[0] + 1)
+
 
 # The column lists a page may select; each starts with ``height``, the key of the next page.
 _RAW_COLUMNS = "height, data"
@@ -138,3 +168,141 @@ def _pages(
             return
         yield from rows
         start = rows[-1][0] + 1
+
+
+def tree_kept(conn: sqlite3.Connection) -> bool:
+    """Whether the ``tree`` rows cover every record (False for a store from before the tree)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (TREE_KEPT[0],)).fetchone()
+    return row is not None and row[0] == TREE_KEPT[1]
+
+
+class StoredTree:
+    """One ledger's Merkle tree read from the ``tree`` rows of ``conn``, as of ``size`` leaves.
+
+    Every hash it reads is that of a complete subtree, which never changes once written, so
+    a proof is right even while the committer appends; ``size`` is the newest size the caller
+    knows to be durable.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, ledger: str, size: int) -> None:
+        self._conn = conn
+        self.ledger = ledger
+        self.size = size
+
+    def hash_at(self, level: int, index: int) -> bytes:
+        """The hash of the complete subtree at (level, index); TreeMismatchError if it is missing."""
+        row = self._conn.execute(
+            "SELECT hash FROM tree WHERE ledger = ? AND level = ? AND idx = ?", (self.ledger, level, index)
+        ).fetchone()
+        if row is None:
+            raise TreeMismatchError(
+                f"ledger {self.ledger!r}: the store's tree has no node at level {level}, index {index}"
+            )
+        return bytes(row[0])
+
+    def _size(self, size: int | None, what: str = "tree size") -> int:
+        if size is None:
+            return self.size
+        if not 0 <= size <= self.size:
+            raise TreeSizeError(f"ledger {self.ledger!r}: {what} {size} is not in 0..{self.size}")
+        return size
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (default: all); raises TreeSizeError past the tree."""
+        return tree.root_at(self._size(size), self.hash_at)
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash of record ``index``; raises TreeSizeError past the tree."""
+        if not 0 <= index < self.size:
+            raise TreeSizeError(f"ledger {self.ledger!r}: leaf {index} is not in 0..{self.size - 1}")
+        return self.hash_at(0, index)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The proof of leaf ``index`` in the tree of ``size`` leaves (raises TreeSizeError, ProofError)."""
+        return tree.inclusion_proof(index, self._size(size), self.hash_at)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """The proof that the tree of ``new`` leaves extends that of ``old`` (TreeSizeError, ProofError)."""
+        return tree.consistency_proof(self._size(old, "old size"), self._size(new, "new size"), self.hash_at)
+
+    def tile(self, level: int, index: int, width: int | None = None) -> bytes:
+        """The hashes of tlog-tiles tile (level, index): ``width`` of them, or as many as the tree
+        holds now (256 for a full tile). Raises TreeSizeError when the tree has fewer."""
+        available = tree.tile_width(level, index, self.size)
+        want = available if width is None else width
+        if available == 0 or not 1 <= want <= available:
+            raise TreeSizeError(
+                f"ledger {self.ledger!r}: a tree of {self.size} leaves has no tile {level}/{index} of width {want}"
+            )
+        return tree.tile_hashes(level, index, want, self.hash_at)
+
+
+def _level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int) -> Iterator[tuple[int, bytes]]:
+    """(idx, hash) of one level of a ledger's tree rows in index order, a page at a time."""
+    start = 0
+    while True:
+        rows = conn.execute(
+            "SELECT idx, hash FROM tree WHERE ledger = ? AND level = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            (ledger, level, start, page_size),
+        ).fetchall()
+        if not rows:
+            return
+        yield from rows
+        start = rows[-1][0] + 1
+
+
+def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int) -> tree.Frontier:
+    """Recompute a ledger's tree from every record's stored bytes and compare it, row by row,
+    with the stored tree: every node must be there with the recomputed hash, and no other.
+
+    Returns the frontier; raises TreeMismatchError at the first disagreement (a changed
+    record, a changed, missing or extra tree row), and never writes.
+    """
+    frontier = tree.Frontier()
+    levels: dict[int, Iterator[tuple[int, bytes]]] = {}
+    for height, data in iter_pages(conn, ledger, 0, None, page_size):
+        for level, index, node in frontier.append(tree.leaf_hash(data)):
+            rows = levels.get(level)
+            if rows is None:
+                rows = levels[level] = _level_rows(conn, ledger, level, page_size)
+            row = next(rows, None)
+            if row is None or row[0] != index:
+                raise TreeMismatchError(
+                    f"{path}: ledger {ledger!r}: the stored tree lacks its node at level {level}, index {index}"
+                    f" (leaf {height})"
+                )
+            if row[1] != node:
+                what = f"record {height}'s bytes" if level == 0 else f"the records up to {height}"
+                raise TreeMismatchError(
+                    f"{path}: ledger {ledger!r}: the stored tree's node at level {level}, index {index} "
+                    f"does not match {what}"
+                )
+    for level, rows in levels.items():
+        extra = next(rows, None)
+        if extra is not None:
+            raise TreeMismatchError(
+                f"{path}: ledger {ledger!r}: the stored tree has a node at level {level}, index {extra[0]} "
+                f"past its {frontier.size} records"
+            )
+    above = conn.execute(
+        "SELECT level, idx FROM tree WHERE ledger = ? AND level >= ? LIMIT 1", (ledger, len(levels))
+    ).fetchone()
+    if above is not None:
+        raise TreeMismatchError(
+            f"{path}: ledger {ledger!r}: the stored tree has a node at level {above[0]}, index {above[1]} "
+            f"past its {frontier.size} records"
+        )
+    return frontier
+
+
+def build_tree(conn: sqlite3.Connection, ledger: str, page_size: int) -> tree.Frontier:
+    """Write a ledger's tree rows from its records' stored bytes (inside the caller's transaction)."""
+    frontier = tree.Frontier()
+    batch: list[tuple[str, int, int, bytes]] = []
+    for _, data in iter_pages(conn, ledger, 0, None, page_size):
+        batch.extend((ledger, level, index, node) for level, index, node in frontier.append(tree.leaf_hash(data)))
+        if len(batch) >= page_size:
+            conn.executemany(INSERT_TREE, batch)
+            batch.clear()
+    conn.executemany(INSERT_TREE, batch)
+    return frontier
