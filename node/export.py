@@ -85,10 +85,10 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
 
     Checks, in the order of docs/PROTOCOL.md section 5: the length [PayloadTooLargeError],
     the one form of a line and canonical base64 [LineError], the record (step 1 of section 4,
-    its own errors), then that the line's ledger, height and hash are the record's
-    [FieldError]. Every message starts with ``line <number>:``. An error names the line's
-    ledger when the line names one, and the record's height once the record was read
-    (None before: the caller knows the position the record was expected at).
+    its own errors), then that the line's height and hash are the record's [FieldError]; the
+    record's ledger is left to the chain verifier. Every message starts with ``line <number>:``.
+    An error names the line's ledger when the line names one, and the record's height once
+    the record was read (None before: the caller knows the position it was expected at).
     """
     body = line.removesuffix(b"\n")
     named = line_ledger(body)
@@ -151,11 +151,10 @@ def _decode_record(data: bytes, number: int, limits: Limits, ledger: str) -> Rec
 
 
 def _check_agreement(record: Record, ledger: str, height: int, record_hash: str, number: int) -> None:
-    """The line's own fields must repeat what the record says, or a scan by them would lie.
-    The error names the record's height: only the record is trusted."""
+    """The line's height and hash must repeat what the record says, or a scan by them would lie.
+    The error names the record's height: only the record is trusted. The line's ledger is the
+    ledger being verified: a record of another one is the chain verifier's wrong_ledger."""
     where: Where = {"ledger": ledger, "height": record.height}
-    if record.ledger != ledger:
-        _fail(FieldError, number, f"the line says ledger {ledger!r}, the record {record.ledger!r}", **where)
     if record.height != height:
         _fail(FieldError, number, f"the line says height {height}, the record {record.height}", **where)
     if record.hash.hex() != record_hash:

@@ -212,16 +212,17 @@ class ExportChecker:
     the line before it; a first line that names none is a failure of the file. So every ledger
     is read to its end, and a damaged line fails the ledger it may belong to.
 
-    ``start`` makes the verifier for a ledger's first line: from genesis for ``vledger verify``,
-    or after a store's record for ``vledger import``. ``also`` is a further check of each
-    record that verified (the import's comparison with the store); it raises to fail the ledger.
+    ``start`` makes the verifier for a ledger (as its lines name it) at its first line: from
+    genesis for ``vledger verify``, or after a store's record for ``vledger import``. ``also``
+    is a further check of each record that verified (the import's comparison with the store);
+    it raises to fail the ledger.
     """
 
     def __init__(
         self,
         limits: Limits,
         wanted: str | None = None,
-        start: Callable[[Record], ChainVerifier] | None = None,
+        start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
     ) -> None:
         self.limits = limits
@@ -230,7 +231,7 @@ class ExportChecker:
         self.error: RecordError | None = None
         self.error_line: int | None = None
         self._verifiers: dict[str, ChainVerifier] = {}
-        self._start = start or (lambda record: ChainVerifier(record.ledger, limits))
+        self._start = start or (lambda ledger, record: ChainVerifier(ledger, limits))
         self._also = also
         self._last: str | None = None
 
@@ -267,7 +268,7 @@ class ExportChecker:
         try:
             stored = decode_line(line, number, self.limits)
             record = stored.record
-            verifier = verifier or self._start(record)
+            verifier = verifier or self._start(ledger, record)
             self._verifiers[ledger] = verifier
             verifier.feed(record)
             if self._also is not None:

@@ -17,8 +17,9 @@ from vledger.node.errors import (
     MalformedRecordError,
     PayloadTooLargeError,
     RecordError,
+    WrongLedgerError,
 )
-from vledger.node.export import StoredRecord, decode_line, encode_line, max_line_bytes
+from vledger.node.export import StoredRecord, decode_line, encode_line, line_ledger, max_line_bytes
 from vledger.node.record import Record
 from vledger.node.verify import ChainVerifier
 
@@ -157,7 +158,7 @@ def test_record_bytes_that_are_not_a_record(chain: list[Record]) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("ledger", "another-ledger"), ("height", 2), ("hash", "00" * 32)],
+    [("height", 2), ("hash", "00" * 32)],
 )
 def test_fields_must_agree_with_the_record(chain: list[Record], field: str, value: Any) -> None:
     found = expect(FieldError, dumps({**fields_of(chain[1]), field: value}))
@@ -220,4 +221,12 @@ def test_any_changed_byte_is_detected(kit: Any, data: st.DataObject) -> None:
     line[index] = value
     with pytest.raises(RecordError):
         stored = decode_line(bytes(line), 1, LIMITS)
-        ChainVerifier(stored.record.ledger, LIMITS).feed(stored.record)
+        ChainVerifier(line_ledger(bytes(line)) or "", LIMITS).feed(stored.record)
+
+
+def test_a_record_of_another_ledger_is_left_to_the_chain_verifier(chain: list[Record]) -> None:
+    """The line's ledger is the one being verified: another record's ledger is wrong_ledger."""
+    stored = decode_line(dumps({**fields_of(chain[1]), "ledger": "another-ledger"}), 7, LIMITS)
+    verifier = ChainVerifier("another-ledger", LIMITS)
+    with pytest.raises(WrongLedgerError):
+        verifier.feed(stored.record)
