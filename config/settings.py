@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 from ..node.errors import SettingsError
 
 DEFAULT_DIFFICULTY = 16
+# The characters of an export line around its four values: {"ledger":"","height":,"hash":"","record":""}
+_LINE_TEXT = 45
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,6 +27,13 @@ class Limits:
     max_depth: int = 16
     max_name_length: int = 64
     max_request_id_length: int = 128
+
+    @property
+    def max_line_bytes(self) -> int:
+        """The longest export line (its ``\\n`` not counted) of a record within these limits:
+        the line's fixed text, a longest name, a 20-digit height, a hash and the base64 of
+        the largest record (docs/PROTOCOL.md, section 5). Readers refuse longer lines unread."""
+        return _LINE_TEXT + self.max_name_length + 20 + 64 + 4 * ((self.max_record_bytes + 2) // 3)
 
 
 # The protocol's own bounds (docs/PROTOCOL.md): every verifier reads every record with

@@ -80,6 +80,12 @@ class FieldError(MalformedRecordError):
     code = "bad_field"
 
 
+class LineError(MalformedRecordError):
+    """An export line that is not, byte for byte, the one form of an export line (PROTOCOL.md, section 5)."""
+
+    code = "bad_line"
+
+
 class PayloadTooLargeError(RecordError):
     code = "too_large"
 

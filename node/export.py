@@ -1,10 +1,13 @@
-"""The export format: one ledger record per line of JSON, byte-exact (docs/PROTOCOL.md, "Export").
+"""The export format: one ledger record per line, byte-exact (docs/PROTOCOL.md, "Export").
 
-A line is the JSON object ``{"ledger":...,"height":...,"hash":...,"record":...}`` with its
-keys in that order, no spaces, non-ASCII text unescaped and a final ``\\n``. ``record`` is the
-standard base64 (with padding) of the record's exact stored bytes, so an export carries
-what the store holds, never a re-encoding of it; ``ledger``, ``height`` and ``hash`` repeat
-what those bytes say, so that a reader can scan a file without decoding every record.
+A line is ``{"ledger":...,"height":...,"hash":...,"record":...}`` exactly as
+:func:`encode_line` writes it: these keys in this order, no spaces, and a final ``\\n``.
+``record`` is the standard base64 (with padding) of the record's exact stored bytes, so an
+export carries what the store holds, never a re-encoding of it; ``ledger``, ``height`` and
+``hash`` repeat what those bytes say, so that a reader can scan a file without decoding
+every record. Every value of a valid line is plain ASCII that JSON never escapes, so a line
+has exactly one spelling: a reader matches it against that one form and never runs a JSON
+parser on hostile bytes (no depth, no huge numbers, no repeated keys, no escapes to agree on).
 
 This module only turns one line into bytes and back, checking everything a line can get
 wrong. Whether the records form a valid chain is for :class:`vledger.node.verify.ChainVerifier`.
@@ -17,14 +20,13 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ..config.settings import Limits
 from .errors import (
     FieldError,
-    InvalidEncodingError,
+    LineError,
     MalformedRecordError,
-    NonCanonicalError,
     PayloadTooLargeError,
     RecordError,
     Where,
@@ -32,9 +34,15 @@ from .errors import (
 from .record import Record, decode_record
 
 LINE_KEYS = ("ledger", "height", "hash", "record")
-_HEX_HASH = re.compile(r"[0-9a-f]{64}")
-# Room for the keys, the punctuation, a 64-character hash and a 20-digit height.
-_LINE_OVERHEAD = 160
+_NAME = rb"[a-z0-9][a-z0-9._-]{0,63}"
+# The one form of a line (its "\n" aside): the values of section 5, nothing else.
+_LINE = re.compile(
+    rb'\{"ledger":"(' + _NAME + rb')","height":(0|[1-9][0-9]{0,19}),"hash":"([0-9a-f]{64})",'
+    rb'"record":"([A-Za-z0-9+/]*={0,2})"\}'
+)
+# How a line names its ledger: the line's first bytes, as the one form begins.
+_NAMED = re.compile(rb'\{"ledger":"(' + _NAME + rb')",')
+_UINT_MAX = 2**64 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +54,8 @@ class StoredRecord:
 
 
 def max_line_bytes(limits: Limits) -> int:
-    """The longest line a record within ``limits`` can give: readers cap their reads with it."""
-    return 4 * ((limits.max_record_bytes + 2) // 3) + limits.max_name_length + _LINE_OVERHEAD
+    """The longest line (its ``\\n`` not counted) a record within ``limits`` can give."""
+    return limits.max_line_bytes
 
 
 def encode_line(stored: StoredRecord) -> bytes:
@@ -62,109 +70,94 @@ def encode_line(stored: StoredRecord) -> bytes:
     return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def line_ledger(line: bytes) -> str | None:
+    """The ledger a line names: the name it begins with as ``{"ledger":"<name>",``, else None.
+
+    Only the first bytes are read, so that a line damaged further on (overlong, cut, a
+    wrong value) still belongs to its ledger and the reader can go on with the next line.
+    """
+    found = _NAMED.match(line)
+    return found.group(1).decode("ascii") if found else None
+
+
 def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     """Parse and check one export line (with or without its ``\\n``); ``number`` counts from 1.
 
-    Raises a MalformedRecordError subclass (or PayloadTooLargeError for an overlong line)
-    whose message starts with ``line <number>:`` and that names the ledger and height as
-    far as the line states them.
+    Checks, in the order of docs/PROTOCOL.md section 5: the length [PayloadTooLargeError],
+    the one form of a line and canonical base64 [LineError], the record (step 1 of section 4,
+    its own errors), then that the line's height and hash are the record's [FieldError]; the
+    record's ledger is left to the chain verifier. Every message starts with ``line <number>:``.
+    An error names the line's ledger when the line names one, and the record's height once
+    the record was read (None before: the caller knows the position it was expected at).
     """
-    if len(line) > max_line_bytes(limits):
-        raise PayloadTooLargeError(f"line {number}: {len(line)} bytes is longer than any record's line")
     body = line.removesuffix(b"\n")
-    fields = _parse_object(body, number)
-    where: Where = {}
-    ledger = _field(fields, "ledger", str, number, where)
-    where["ledger"] = ledger
-    height = _field(fields, "height", int, number, where)
-    if isinstance(height, bool) or height < 0:
-        _fail(FieldError, number, "height must be a non-negative integer", where)
-    where["height"] = height
-    record_hash = _field(fields, "hash", str, number, where)
-    if not _HEX_HASH.fullmatch(record_hash):
-        _fail(FieldError, number, "hash must be 64 lower-case hexadecimal characters", where)
-    data = _base64(_field(fields, "record", str, number, where), number, where)
-    stored = StoredRecord(_decode_record(data, number, limits, where), data)
-    _check_agreement(stored.record, ledger, height, record_hash, number, where)
-    if encode_line(stored) != body + b"\n":
-        _fail(NonCanonicalError, number, "the line is not in canonical form (key order, spacing or escapes)", where)
-    return stored
+    named = line_ledger(body)
+    if len(body) > max_line_bytes(limits):
+        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any record's line", named)
+    found = _LINE.fullmatch(body)
+    if found is None:
+        _fail(LineError, number, _why_not_a_line(body), named)
+    ledger, height_text, record_hash, text = (group.decode("ascii") for group in found.groups())
+    height = int(height_text)
+    if height > _UINT_MAX:
+        _fail(LineError, number, f"height {height} is over 2**64-1", ledger)
+    data = _base64(text, number, ledger)
+    record = _decode_record(data, number, limits, ledger)
+    _check_agreement(record, ledger, height, record_hash, number)
+    return StoredRecord(record, data)
 
 
-def _fail(error: type[RecordError], number: int, message: str, where: Where) -> NoReturn:
-    raise error(f"line {number}: {message}", **where)
+def _fail(
+    error: type[RecordError], number: int, message: str, ledger: str | None, height: int | None = None
+) -> NoReturn:
+    raise error(f"line {number}: {message}", ledger=ledger, height=height)
 
 
-def _parse_object(body: bytes, number: int) -> dict[str, Any]:
-    """The line's JSON object; refuses invalid UTF-8, invalid JSON, repeated keys and constants."""
+def _why_not_a_line(body: bytes) -> str:
+    """What is wrong with a line that is not of the one form, as far as a first look tells."""
+    if not body:
+        return "an empty line (an export has none)"
+    if body.endswith(b"\r"):
+        return "the line ends in CR LF; an export's lines end in LF alone"
+    if not body.isascii():
+        return "the line holds bytes outside ASCII; a valid line never does"
+    if _NAMED.match(body) is None:
+        return 'the line does not begin {"ledger":"<name>", as an export line does'
+    keys = b'{"ledger":"*","height":*,"hash":"*","record":"*"}'
+    return (
+        f"the line is not of the form {keys.decode()} with no spaces, these four keys in this order, "
+        "a height of digits without leading zeros, a 64-character lower-case hex hash and base64"
+    )
+
+
+def _base64(text: str, number: int, ledger: str) -> bytes:
+    """The record's bytes; ``text`` must be exactly their standard base64 (padded, unused bits zero)."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        _fail(InvalidEncodingError, number, f"not valid UTF-8: {e.reason}", {})
-    try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
-    except _RepeatedKeyError as e:
-        _fail(FieldError, number, str(e), {})
-    except ValueError as e:
-        _fail(InvalidEncodingError, number, f"not valid JSON: {e}", {})
-    if not isinstance(value, dict):
-        _fail(FieldError, number, f"a line must be a JSON object, not {type(value).__name__}", {})
-    if set(value) != set(LINE_KEYS):
-        missing = sorted(set(LINE_KEYS) - set(value))
-        unknown = sorted(set(value) - set(LINE_KEYS))
-        _fail(FieldError, number, f"line fields are wrong (missing {missing}, unknown {unknown})", {})
-    return value
-
-
-class _RepeatedKeyError(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A repeated key would let two readers see two different lines in the same bytes.
-    value: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in value:
-            raise _RepeatedKeyError(f"key {key!r} appears more than once")
-        value[key] = item
-    return value
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _field(fields: dict[str, Any], key: str, kind: type[Any], number: int, where: Where) -> Any:
-    value = fields[key]
-    if not isinstance(value, kind):
-        _fail(FieldError, number, f"{key} must be a {kind.__name__}, not {type(value).__name__}", where)
-    return value
-
-
-def _base64(text: str, number: int, where: Where) -> bytes:
-    try:
-        return binascii.a2b_base64(text, strict_mode=True)
+        data = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as e:
-        _fail(InvalidEncodingError, number, f"record is not strict base64: {e}", where)
+        _fail(LineError, number, f"record is not standard base64: {e}", ledger)
+    if binascii.b2a_base64(data, newline=False).decode("ascii") != text:
+        _fail(LineError, number, "record is not canonical base64 (its unused bits are not zero)", ledger)
+    return data
 
 
-def _decode_record(data: bytes, number: int, limits: Limits, where: Where) -> Record:
-    """decode_record, with the line number and the line's ledger and height on any error."""
+def _decode_record(data: bytes, number: int, limits: Limits, ledger: str) -> Record:
+    """decode_record, with the line number and the line's ledger on any error; the height
+    is the record's when it was read (step 1.6), else left for the caller."""
     try:
         return decode_record(data, limits)
     except (MalformedRecordError, PayloadTooLargeError) as e:
-        located: Where = {
-            "ledger": e.ledger if e.ledger is not None else where.get("ledger"),
-            "height": e.height if e.height is not None else where.get("height"),
-        }
-        raise type(e)(f"line {number}: {e.reason}", **located) from e
+        raise type(e)(f"line {number}: {e.reason}", ledger=ledger, height=e.height) from e
 
 
-def _check_agreement(record: Record, ledger: str, height: int, record_hash: str, number: int, where: Where) -> None:
-    """The line's own fields must repeat what the record says, or a scan by them would lie."""
-    if record.ledger != ledger:
-        _fail(FieldError, number, f"the line says ledger {ledger!r}, the record {record.ledger!r}", where)
+def _check_agreement(record: Record, ledger: str, height: int, record_hash: str, number: int) -> None:
+    """The line's height and hash must repeat what the record says, or a scan by them would lie.
+    The error names the record's height: only the record is trusted. The line's ledger is the
+    ledger being verified: a record of another one is the chain verifier's wrong_ledger."""
+    where: Where = {"ledger": ledger, "height": record.height}
     if record.height != height:
-        _fail(FieldError, number, f"the line says height {height}, the record {record.height}", where)
+        _fail(FieldError, number, f"the line says height {height}, the record {record.height}", **where)
     if record.hash.hex() != record_hash:
-        _fail(FieldError, number, f"the line's hash {record_hash} is not the record's link {record.hash.hex()}", where)
+        _fail(
+            FieldError, number, f"the line's hash {record_hash} is not the record's link {record.hash.hex()}", **where
+        )

@@ -367,6 +367,10 @@ def _new_record(
     return record
 
 
+# The types of a record's fields: a record whose values are all of these holds nothing nested.
+_PLAIN = frozenset((int, bytes, str))
+
+
 def decode_record(data: bytes, limits: Limits) -> Record:
     """Parse a stored record's bytes: structure, types and canonical form, not its hashes.
 
@@ -375,6 +379,12 @@ def decode_record(data: bytes, limits: Limits) -> Record:
     if len(data) > limits.max_record_bytes:
         raise PayloadTooLargeError(f"record is {len(data)} bytes, over the limit of {limits.max_record_bytes}")
     value = canonical.unpack(data)
+    if not (type(value) is dict and data[:1] == b"\x88" and _PLAIN.issuperset(map(type, value.values()))):
+        # Not 8 scalar fields: look for what step 1.2 refuses at any depth (an extension,
+        # a key that is not a string, a repeated key) before any field is looked at.
+        fault = canonical.structure_fault(data)
+        if fault is not None:
+            raise NonCanonicalError(fault)
     if not isinstance(value, dict):
         raise FieldError("a record must be a map")
     if tuple(value) != RECORD_KEYS:
@@ -406,7 +416,9 @@ def decode_record(data: bytes, limits: Limits) -> Record:
     # The values are the decoded ones, keys in RECORD_KEYS order: packing them again is
     # exactly Record.encode().
     if not canonical.packs_to(value, data):
-        raise NonCanonicalError("record is not in its canonical encoding", ledger=content.ledger, height=height)
+        raise NonCanonicalError(
+            "record is not in its canonical encoding (a longer form than needed)", ledger=content.ledger, height=height
+        )
     return _new_record(content, content_bytes, checksum, nonce, height, prev, accepted, origin, link)
 
 

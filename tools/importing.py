@@ -65,10 +65,10 @@ class StoreView:
             return None
         return next((data for _, data in self._reader.iter_raw(ledger, height, height + 1)), None)
 
-    def start(self, record: Record) -> ChainVerifier:
-        """A verifier for a file whose ledger starts at ``record``: from genesis, or after the
+    def start(self, ledger: str, record: Record) -> ChainVerifier:
+        """A verifier for a file whose ``ledger`` starts at ``record``: from genesis, or after the
         store's record just below it (whose rules come from the store's genesis)."""
-        ledger, height = record.ledger, record.height
+        height = record.height
         if height == 0:
             return ChainVerifier(ledger, self.limits)
         below, genesis = self.raw(ledger, height - 1), self.raw(ledger, 0)

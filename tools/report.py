@@ -148,7 +148,7 @@ def verification_json(result: Verification) -> dict[str, Any]:
     return {
         "ledgers": [_ledger_json(r) for r in result.reports],
         "ok": result.ok,
-        "error": _error_json(result.error, None) if result.error is not None else None,
+        "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
     }
 
 
@@ -158,12 +158,15 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "records": report.records,
         "head": report.head.hex() if report.head is not None else None,
         "ok": report.ok,
-        "error": _error_json(report.error, report.error_height) if report.error is not None else None,
+        "error": (
+            _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
+        ),
     }
 
 
-def _error_json(error: VledgerError, height: int | None) -> dict[str, Any]:
-    return {"code": error.code, "height": height, "message": _reason(error)}
+def _error_json(error: VledgerError, height: int | None, line: int | None) -> dict[str, Any]:
+    """An error of a report; ``line`` is the export line it was found on (null in a store)."""
+    return {"code": error.code, "height": height, "line": line, "message": _reason(error)}
 
 
 def _reason(error: VledgerError) -> str:

@@ -19,6 +19,7 @@ from ..config.settings import Limits
 from ..node.errors import (
     HeightGapError,
     IndexMismatchError,
+    LineError,
     MalformedRecordError,
     PayloadTooLargeError,
     RecordError,
@@ -26,7 +27,7 @@ from ..node.errors import (
     UsageError,
     VledgerError,
 )
-from ..node.export import StoredRecord, decode_line, max_line_bytes
+from ..node.export import StoredRecord, decode_line, line_ledger, max_line_bytes
 from ..node.record import Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
 from ..node.verify import ChainVerifier
@@ -45,6 +46,7 @@ class LedgerReport:
     head: bytes | None = None
     error: VledgerError | None = None
     error_height: int | None = None
+    error_line: int | None = None
     imported: int = 0
     present: int = 0
 
@@ -56,19 +58,23 @@ class LedgerReport:
         self.records += 1
         self.head = record.hash
 
-    def fail(self, error: VledgerError, height: int | None) -> None:
-        """Keep the first failure only: what follows a broken link proves nothing more."""
+    def fail(self, error: VledgerError, height: int | None, line: int | None = None) -> None:
+        """Keep the first failure only: what follows a broken link proves nothing more.
+        ``line`` is the export line it was found on (None in a store)."""
         if self.error is None:
             self.error = error
             self.error_height = height
+            self.error_line = line
 
 
 @dataclass(slots=True)
 class Verification:
-    """The reports of every ledger checked, and a failure no ledger owns (a damaged file line)."""
+    """The reports of every ledger checked, and a failure no ledger owns: a first line that
+    names no ledger, or a file of CR LF lines (``error_line`` is its line number)."""
 
     reports: list[LedgerReport] = field(default_factory=list)
     error: VledgerError | None = None
+    error_line: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,74 +192,96 @@ def verify_file(path: Path, wanted: str | None, limits: Limits) -> Verification:
 
 
 def iter_lines(f: BinaryIO, limits: Limits) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of an export; an overlong line is cut at the cap, never read whole."""
-    cap = max_line_bytes(limits) + 1
+    """(line number, line) of an export. An overlong line is cut just past the cap, never read
+    whole, and the rest of it skipped, so that the next line is read as the next line."""
+    cap = max_line_bytes(limits) + 2  # one byte over the cap, and the "\n"
     number = 0
     while line := f.readline(cap):
         number += 1
+        if len(line) == cap and not line.endswith(b"\n"):
+            while (rest := f.readline(cap)) and not rest.endswith(b"\n"):
+                pass
         yield number, line
 
 
 class ExportChecker:
     """Checks an export's lines as they come: one chain verifier per ledger, its first failure kept.
 
-    ``start`` makes the verifier for a ledger's first line: from genesis for ``vledger verify``,
-    or after a store's record for ``vledger import``. ``also`` is a further check of each
-    record that verified (the import's comparison with the store); it raises to fail the ledger.
+    Every line is read, whatever the lines before it held (docs/PROTOCOL.md, section 5): a line
+    belongs to the ledger it names by its first bytes, or, when it names none, to the ledger of
+    the line before it; a first line that names none is a failure of the file. So every ledger
+    is read to its end, and a damaged line fails the ledger it may belong to.
+
+    ``start`` makes the verifier for a ledger (as its lines name it) at its first line: from
+    genesis for ``vledger verify``, or after a store's record for ``vledger import``. ``also``
+    is a further check of each record that verified (the import's comparison with the store);
+    it raises to fail the ledger.
     """
 
     def __init__(
         self,
         limits: Limits,
         wanted: str | None = None,
-        start: Callable[[Record], ChainVerifier] | None = None,
+        start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
     ) -> None:
         self.limits = limits
         self.wanted = wanted
         self.reports: dict[str, LedgerReport] = {}
+        self.error: RecordError | None = None
+        self.error_line: int | None = None
         self._verifiers: dict[str, ChainVerifier] = {}
-        self._start = start or (lambda record: ChainVerifier(record.ledger, limits))
+        self._start = start or (lambda ledger, record: ChainVerifier(ledger, limits))
         self._also = also
+        self._last: str | None = None
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
-        """Check every line, or up to the first one too damaged to name its ledger (an overlong
-        line, a line that is not JSON): after it the file's framing is in doubt."""
+        """Check every line; a file whose first line ends in CR LF gets that one answer."""
         with Progress("verifying") as progress:
-            try:
-                for number, line in lines:
-                    self.check(number, line)
-                    progress.advance()
-            except RecordError as e:
-                return self.result(e)
+            for number, line in lines:
+                if number == 1 and line.endswith(b"\r\n"):
+                    # Every line of such a file would fail alike, each ledger at height 0.
+                    error = LineError(
+                        "line 1: the file's lines end in CR LF; an export's lines end in LF alone"
+                        " (convert the file back, e.g. with dos2unix, then verify it again)"
+                    )
+                    return Verification([], error, 1)
+                self.check(number, line)
+                progress.advance()
         return self.result()
 
     def check(self, number: int, line: bytes) -> None:
-        """Verify the line's record as its ledger's next, unless that ledger already failed.
-
-        Raises the RecordError of a line too damaged to name its ledger.
-        """
-        try:
-            stored = decode_line(line, number, self.limits)
-        except RecordError as e:
-            if e.ledger is None:
-                raise
-            report = self._report(e.ledger)
-            if report is not None:
-                report.fail(e, e.height)
+        """Verify the line's record as its ledger's next, unless that ledger already failed."""
+        ledger = line_ledger(line) or self._last
+        self._last = ledger
+        if ledger is None:
+            try:
+                decode_line(line, number, self.limits)
+            except RecordError as e:
+                if self.error is None:
+                    self.error, self.error_line = e, number
             return
-        record = stored.record
-        report = self._report(record.ledger)
+        report = self._report(ledger)
         if report is None or not report.ok:
             return
+        verifier = self._verifiers.get(ledger)
         try:
-            verifier = self._verifiers.get(record.ledger) or self._start(record)
-            self._verifiers[record.ledger] = verifier
+            stored = decode_line(line, number, self.limits)
+            record = stored.record
+            verifier = verifier or self._start(ledger, record)
+            self._verifiers[ledger] = verifier
             verifier.feed(record)
             if self._also is not None:
                 self._also(stored, report)
+        except RecordError as e:
+            # A record not read as far as its height is named by the position it stood at:
+            # where the ledger's next record was expected.
+            position = verifier.next_height if verifier is not None else report.records
+            located = _locate(e, ledger, position)
+            report.fail(located, located.height, number)
+            return
         except VledgerError as e:
-            report.fail(e, e.height if isinstance(e, RecordError) else record.height)
+            report.fail(e, record.height, number)
             return
         report.accept(record)
 
@@ -262,7 +290,7 @@ class ExportChecker:
             return None
         return self.reports.setdefault(ledger, LedgerReport(ledger))
 
-    def result(self, error: VledgerError | None = None) -> Verification:
-        if error is None and self.wanted is not None and self.wanted not in self.reports:
+    def result(self) -> Verification:
+        if self.error is None and self.wanted is not None and self.wanted not in self.reports:
             raise UnknownLedgerError(f"ledger {self.wanted!r} is not in this file")
-        return Verification(list(self.reports.values()), error)
+        return Verification(list(self.reports.values()), self.error, self.error_line)

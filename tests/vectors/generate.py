@@ -287,6 +287,7 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
             0,
         )
     )
+    cases.extend(_line_and_depth_cases(records, export, with_record))
     return [
         {
             "name": name,
@@ -329,6 +330,130 @@ def tree_vector(records: list[Record]) -> dict[str, Any]:
         },
         "tile": {"path": tile_path(0, 0, size), "hashes_hex": b"".join(leaves).hex()},
     }
+
+
+def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) -> list[tuple[str, str, str, str, int]]:
+    """Export-line faults (section 5), size limits, and the points sections 1 and 4 settle."""
+    r2 = records[2]
+    line2 = export_line(r2)
+    line3 = export_line(records[3])
+    assert line3.endswith('=="}\n')
+    unused = line3[:-6] + chr(ord(line3[-6]) + 1) + line3[-5:]  # a lenient decoder reads the same bytes
+    other = {**r2.content.to_map(), "ledger": "election-2027"}
+    other_record = _reseal(r2, _pack(_sorted(other)))
+    payload = _pack(_sorted(_content_map(r2)))
+    ext_then_bad_utf8 = payload.replace(b"\xa6choice\xa3bob", b"\xa6choice\xd4\x07\x00", 1).replace(
+        b"Zo\xc3\xab", b"Zo\xc3\x28"
+    )
+    timestamp = payload.replace(b"\xa6choice\xa3bob", b"\xa6choice\xd4\xff\x00", 1)
+    deep_nonce = _pack(_outer(r2, nonce=0)).replace(b"\xa5nonce\x00", b"\xa5nonce" + b"\x91" * 2_000 + b"\x00")
+    key_in_nonce = _pack(_outer(r2, nonce=0)).replace(b"\xa5nonce\x00", b"\xa5nonce\x81\x91\x00\x00")
+    repeated = b"\x89" + _pack(_outer(r2))[1:] + b"\xa6origin\xa8Ingest-1"
+    return [
+        (
+            "record-too-large",
+            "record 2 is 81,921 bytes, one over the protocol's limit",
+            export({2: _raw_line(LEDGER, 2, r2.link, _pack(_outer(r2)) + bytes(81_921 - len(r2.encode())))}),
+            "too_large",
+            2,
+        ),
+        (
+            "line-too-long",
+            "line 3 (record 2) is longer than any record's line (109,421 bytes)",
+            export({2: line2[:-3] + "A" * 109_421 + '"}\n'}),
+            "too_large",
+            2,
+        ),
+        ("line-extra-key", "line 3 has a fifth key", export({2: line2[:-2] + ',"hops":1}\n'}), "bad_line", 2),
+        (
+            "line-repeated-key",
+            "line 3 repeats its height key",
+            export({2: line2[:-2] + ',"height":2}\n'}),
+            "bad_line",
+            2,
+        ),
+        (
+            "line-spaced",
+            "line 3 has a space after a colon",
+            export({2: line2.replace('"height":', '"height": ')}),
+            "bad_line",
+            2,
+        ),
+        ("line-crlf", "line 3 ends in CR LF", export({2: line2[:-1] + "\r\n"}), "bad_line", 2),
+        (
+            "line-escaped-character",
+            "line 3 spells a character of its ledger as a JSON escape",
+            export({2: line2.replace('"election-2026"', '"\\u0065lection-2026"')}),
+            "bad_line",
+            2,
+        ),
+        (
+            "line-lone-surrogate",
+            "line 3 names the ledger election-2026 followed by a lone surrogate escape",
+            export({2: line2.replace('"election-2026"', '"election-2026\\ud800"')}),
+            "bad_line",
+            2,
+        ),
+        (
+            "line-deep-nesting",
+            "line 3 has an extra key nested 2,000 arrays deep",
+            export({2: line2[:-2] + ',"x":' + "[" * 2_000 + "]" * 2_000 + "}\n"}),
+            "bad_line",
+            2,
+        ),
+        (
+            "line-huge-height",
+            "line 3's height has 5,000 digits",
+            export({2: line2.replace('"height":2', '"height":' + "9" * 5_000)}),
+            "bad_line",
+            2,
+        ),
+        ("line-base64-unused-bits", "line 4's base64 has a non-zero unused bit", export({3: unused}), "bad_line", 3),
+        ("empty-last-line", "the file ends with an empty line", export() + "\n", "bad_line", 6),
+        (
+            "line-height-differs",
+            "line 3 says height 7; the error names the record's height",
+            export({2: line2.replace('"height":2', '"height":7')}),
+            "bad_field",
+            2,
+        ),
+        (
+            "record-of-another-ledger",
+            "line 3 carries a record of ledger election-2027, re-sealed",
+            with_record(2, other_record),
+            "wrong_ledger",
+            2,
+        ),
+        ("record-key-repeated", "record 2's map repeats the key origin", with_record(2, repeated), "non_canonical", 2),
+        (
+            "key-inside-a-field",
+            "an array as a map key inside record 2's nonce",
+            with_record(2, key_in_nonce),
+            "non_canonical",
+            2,
+        ),
+        (
+            "field-nested-past-2000",
+            "record 2's nonce is nested 2,000 arrays deep",
+            with_record(2, deep_nonce),
+            "bad_field",
+            2,
+        ),
+        (
+            "invalid-utf8-after-an-extension",
+            "an extension type in record 2's payload, and invalid UTF-8 after it",
+            with_record(2, _reseal(r2, ext_then_bad_utf8)),
+            "bad_encoding",
+            2,
+        ),
+        (
+            "malformed-timestamp",
+            "a timestamp extension with 1 byte of data in record 2's payload",
+            with_record(2, _reseal(r2, timestamp)),
+            "bad_encoding",
+            2,
+        ),
+    ]
 
 
 def documents(records: list[Record]) -> dict[str, str]:

@@ -205,17 +205,11 @@ def _encode(value: object, out: list, level: int, max_level: "int | None") -> No
 # other breach of section 1 is recorded as a _Fault (kind, level, message), in byte order,
 # and decoding goes on: the callers then apply the order of section 4 step 1.
 #
-# ASSUMPTION (precedence bad_encoding / non_canonical): when one input holds both a
-# bad_encoding fault and a non_canonical one, bad_encoding is reported, wherever the two
-# faults lie.  Section 4 step 1.5 lists "not msgpack or invalid UTF-8" before "any other
-# rule of section 1", and section 1's complete check decodes first; step 1.2 puts both
-# codes in one item without ordering them.
-#
-# ASSUMPTION (malformed timestamp): an extension of type -1 whose data is not 4, 8 or 12
-# bytes long, or whose nanoseconds field exceeds 999,999,999 (the msgpack timestamp spec;
-# msgpack-python refuses exactly these).  Other extension types, including the reserved
-# negative types -128..-2 (which msgpack-python refuses to decode), are valid msgpack and
-# so "an extension type" [non_canonical].
+# Section 1: when one input holds both a bad_encoding fault and a non_canonical one,
+# bad_encoding is reported, wherever the two faults lie.  A malformed timestamp is an
+# extension of type -1 whose data is not 4, 8 or 12 bytes long, or whose nanoseconds are
+# 1,000,000,000 or more.  Every other extension type, the reserved negative types
+# -128..-2 included, is valid msgpack and so "an extension type" [non_canonical].
 
 FAULT_KINDS = ("ext", "key_type", "float", "unsorted", "repeated", "long_form", "level")
 
@@ -523,7 +517,8 @@ def parse_record(data: bytes) -> tuple:
     # (1.4 or 1.6), as the list is written, not non_canonical.
     record, faults, end = _decode(data, "record")  # raises bad_encoding
     for fault in faults:
-        if fault.kind in ("ext", "key_type"):
+        # Section 4 step 1.2: an extension, a non-string key or a repeated key, at any depth.
+        if fault.kind in ("ext", "key_type", "repeated"):
             raise VerifyError("non_canonical", f"record: {fault.message}")
     if end != len(data):
         raise VerifyError("non_canonical", f"record: {len(data) - end} byte(s) after the top-level value")
@@ -531,10 +526,8 @@ def parse_record(data: bytes) -> tuple:
     if type(record) is not dict:
         raise VerifyError("bad_field", "record: not a map")
     _exact_keys(record, RECORD_KEYS, "record")
-    top = [f for f in faults if f.level == 1 and f.kind in ("unsorted", "repeated")]
-    # ASSUMPTION: "merely unsorted" means no key repeated; a repeated key (even out of
-    # order) is left to step 1.7.  A repeated key's last value is the one checked.
-    if top and all(f.kind == "unsorted" for f in top):
+    top = [f for f in faults if f.level == 1 and f.kind == "unsorted"]
+    if top:  # 1.3: keys all there, merely unsorted (repeated keys were refused at 1.2)
         raise VerifyError("non_canonical", f"record: {top[0].message}")
     # 1.4
     if type(record["content"]) is not bytes:
@@ -630,11 +623,9 @@ class LedgerVerifier:
         # 1. Structure.
         record, content = parse_record(data)
         height = record["height"]
-        # Section 5, third bullet (after step 1, before step 2: so in an export a record of
-        # another ledger is bad_field, and wrong_ledger only arises in verify_records).
+        # Section 5, check 5 (after step 1): the line's height and hash are the record's.
+        # The line's ledger is the ledger being verified: another one is step 2's wrong_ledger.
         if line is not None:
-            if line["ledger"] != content["ledger"]:
-                raise VerifyError("bad_field", "line: ledger differs from the record's", height)
             if line["height"] != height:
                 raise VerifyError("bad_field", "line: height differs from the record's", height)
             if line["hash"] != record["link"].hex():
@@ -684,7 +675,14 @@ def _result(ledger: "str | None", count: int, head: "bytes | None", error: "Veri
         "records": count,
         "head": head.hex() if head is not None else None,
         "ok": error is None,
-        "error": None if error is None else {"code": error.code, "height": error.height, "message": error.message},
+        "error": None
+        if error is None
+        else {
+            "code": error.code,
+            "height": error.height,
+            "line": getattr(error, "line", None),
+            "message": error.message,
+        },
     }
 
 
@@ -705,155 +703,121 @@ def verify_records(ledger: str, records: "list[bytes]") -> dict:
 # --------------------------------------------------------------------------------------
 
 
-class _JsonObject(dict):
-    """A JSON object that remembers its repeated keys and every value of ``ledger``."""
-
-    repeated: list
-    ledgers: list
-
-
-def _object_pairs(pairs: list) -> _JsonObject:
-    obj = _JsonObject()
-    obj.repeated = []
-    obj.ledgers = [value for key, value in pairs if key == "ledger"]
-    for key, value in pairs:
-        if key in obj:
-            obj.repeated.append(key)
-        obj[key] = value
-    return obj
+# Section 5: a line is exactly one form, matched byte for byte; no JSON parser is needed.
+LINE_RE = re.compile(
+    r'\{"ledger":"([a-z0-9][a-z0-9._-]{0,63})","height":(0|[1-9][0-9]{0,19}),"hash":"([0-9a-f]{64})",'
+    r'"record":"([A-Za-z0-9+/]*={0,2})"\}'
+)
+NAMED_RE = re.compile(r'\{"ledger":"([a-z0-9][a-z0-9._-]{0,63})",')
+MAX_LINE_BYTES = 109_421  # section 5: a line, its "\n" not counted
 
 
-class _NotJson(ValueError):
-    pass
+def _text(line: "str | bytes") -> "str | None":
+    """The line as text when it is ASCII (every valid line is), else None."""
+    if type(line) is bytes:
+        return line.decode("ascii") if line.isascii() else None
+    return line if line.isascii() else None  # type: ignore[return-value]
 
 
-def _reject_constant(name: str) -> None:
-    raise _NotJson(f"{name} is not JSON")
+def line_ledger(line: "str | bytes") -> "str | None":
+    """Section 5: the ledger a line names by its first bytes, or None."""
+    head = line[:80]
+    text = head.decode("ascii", errors="replace") if type(head) is bytes else head
+    found = NAMED_RE.match(text)  # type: ignore[arg-type]
+    return found.group(1) if found else None
 
 
 def parse_line(line: "str | bytes") -> tuple:
-    """Check one export line (without its "\\n"), section 5, first bullet.
+    """Checks 1 to 3 of section 5 on one line (without its "\\n").
 
-    Returns (ledger, obj, data, error): ``ledger`` is the ledger the line names, or None when
-    it cannot name one (which ends the reading of the file); ``obj`` the JSON object, ``data``
-    the record bytes, ``error`` a VerifyError (its height not yet set) or None.
+    Returns (data, height, hash, error): the record bytes and the line's height and hash, or
+    a VerifyError (its height not yet set).
     """
-    if type(line) is bytes:
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, None, None, VerifyError("bad_encoding", "line: not valid UTF-8")
-    else:
-        text = line
-        try:
-            text.encode("utf-8")  # lone surrogates (e.g. from surrogateescape) are not UTF-8
-        except UnicodeEncodeError:
-            return None, None, None, VerifyError("bad_encoding", "line: not valid UTF-8")
-    if "\n" in text:
-        return None, None, None, VerifyError("bad_encoding", "line: holds a line break")
-    if text == "":
-        return None, None, None, VerifyError("bad_encoding", "line: empty (an export has no empty lines)")
+    size = len(line if type(line) is bytes else line.encode("utf-8", errors="surrogatepass"))  # type: ignore[union-attr]
+    if size > MAX_LINE_BYTES:
+        return None, None, None, VerifyError("too_large", f"line: {size} bytes > {MAX_LINE_BYTES}")
+    text = _text(line)
+    found = LINE_RE.fullmatch(text) if text is not None else None
+    if found is None:
+        return None, None, None, VerifyError("bad_line", "line: not the one form of an export line")
+    _ledger, height_text, hash_hex, text64 = found.groups()
+    height = int(height_text)
+    if height > U64_MAX:
+        return None, None, None, VerifyError("bad_line", "line: height over 2**64-1")
     try:
-        obj = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        # ASSUMPTION (implementation limit): JSON nested deeper than Python's recursion limit
-        # is reported as not JSON.
-        return None, None, None, VerifyError("bad_encoding", f"line: not JSON ({exc.__class__.__name__})")
-    if type(obj) is not _JsonObject:
-        return None, None, None, VerifyError("bad_field", "line: not a JSON object")
-    ledgers = obj.ledgers
-    # ASSUMPTION: a line whose "ledger" key is repeated with different values cannot name
-    # its ledger.
-    named = ledgers[0] if ledgers and type(ledgers[0]) is str and all(v == ledgers[0] for v in ledgers) else None
-    if obj.repeated:
-        return named, obj, None, VerifyError("bad_field", f"line: repeated key {obj.repeated[0]!r}")
-    try:
-        _exact_keys(obj, LINE_KEYS, "line")
-    except VerifyError as exc:
-        return named, obj, None, exc
-    # ASSUMPTION: "each of its type" includes the forms the format gives: ledger a name,
-    # height a non-negative integer, hash 64 lower-case hex characters, record a string.
-    if not is_name(obj["ledger"]):
-        return named, obj, None, VerifyError("bad_field", "line: ledger is not a name")
-    if type(obj["height"]) is not int or obj["height"] < 0:
-        return named, obj, None, VerifyError("bad_field", "line: height is not a non-negative integer")
-    if not _fullmatch(HASH_RE, obj["hash"]):
-        return named, obj, None, VerifyError("bad_field", "line: hash is not 64 lower-case hex characters")
-    if type(obj["record"]) is not str:
-        return named, obj, None, VerifyError("bad_field", "line: record is not a string")
-    text64 = obj["record"]
-    if not _fullmatch(BASE64_RE, text64):
-        return named, obj, None, VerifyError("bad_encoding", "line: record is not standard padded base64")
-    data = base64.b64decode(text64, validate=True)
+        data = base64.b64decode(text64, validate=True)
+    except ValueError:
+        return None, None, None, VerifyError("bad_line", "line: record is not standard base64")
     if base64.b64encode(data).decode("ascii") != text64:
-        # ASSUMPTION: "strict base64" also refuses non-zero padding bits (RFC 4648 3.5).
-        return named, obj, None, VerifyError("bad_encoding", "line: record has non-zero padding bits")
-    return named, obj, data, None
+        return None, None, None, VerifyError("bad_line", "line: record is not canonical base64")
+    return data, height, hash_hex, None
 
 
 def split_export(text: "str | bytes") -> list:
-    """The lines of a whole export file: split at "\\n"; the last line's "\\n" may be missing."""
-    lines = text.split(b"\n" if type(text) is bytes else "\n")  # type: ignore[arg-type]
-    if lines and lines[-1] in ("", b""):
-        lines.pop()  # the final "\n" ends the last line, it does not start an empty one
+    """The lines of a whole export file, each with its "\\n" (the last one may have none)."""
+    newline = b"\n" if type(text) is bytes else "\n"
+    parts = text.split(newline)  # type: ignore[arg-type]
+    lines = [part + newline for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
     return lines
 
 
 def verify_lines(lines) -> "list[dict]":
-    """Verify every ledger of an export.
+    """Verify every ledger of an export (section 5).
 
     ``lines`` is either a whole export file (str or bytes) or an iterable of its lines (str or
     bytes, each with or without its "\\n", e.g. an open file).
 
     Returns one dict per ledger, in order of first appearance:
-    {"ledger", "records" (lines read for it), "head" (hex link of the last verified record, or
-    None), "ok", "error": None or {"code", "height", "message"}}.
+    {"ledger", "records" (lines that belong to it), "head" (hex link of the last verified
+    record, or None), "ok", "error": None or {"code", "height", "line", "message"}}. A failure
+    of the file itself (a first line that names no ledger, CR LF line endings) is a dict whose
+    "ledger" is None.
     """
     if type(lines) in (str, bytes):
         lines = split_export(lines)
-    groups: dict = {}
-    order: list = []
+    ledgers: dict = {}  # name -> [verifier, lines, head, failure]
+    file_failure = None
     current = None
-    for raw in lines:
+    for number, raw in enumerate(lines, start=1):
         newline = b"\n" if type(raw) is bytes else "\n"
+        cr = b"\r" if type(raw) is bytes else "\r"
         line = raw[:-1] if raw.endswith(newline) else raw
-        named, obj, data, error = parse_line(line)
-        if named is None:
-            # Section 5: a line that cannot name its ledger ends the reading of the file.
-            # ASSUMPTION: its error is reported for the ledger of the line before it (the
-            # ledger None when it is the first line), at that ledger's next position.
-            if current not in groups:
-                groups[current] = []
-                order.append(current)
-            groups[current].append((obj, data, error))
-            break
-        current = named
-        if current not in groups:
-            groups[current] = []
-            order.append(current)
-        groups[current].append((obj, data, error))
-
-    # ASSUMPTION: the checks of section 5 are made record by record, in file order: the
-    # first failing line of a ledger is its error, whether a line check or a step of
-    # section 4 fails (not: every line checked first, then the records).  Ledgers need not
-    # be contiguous nor in name order (the reader's checks do not ask for either).
-    results = []
-    for ledger in order:
-        entries = groups[ledger]
-        verifier = LedgerVerifier(ledger)
-        head = None
-        failure = None
-        for obj, data, error in entries:
-            try:
-                if error is not None:
-                    error.height = verifier.height  # the line's record was never read
-                    raise error
-                head = verifier.feed(data, obj)
-            except VerifyError as exc:
-                failure = exc
-                break
-        results.append(_result(ledger, len(entries), head, failure))
+        if number == 1 and raw.endswith(newline) and line.endswith(cr):
+            # Section 5: a CR LF file gets one answer, and nothing else is checked.
+            error = VerifyError("bad_line", "the file's lines end in CR LF")
+            return [_file_result(error, 1)]
+        current = line_ledger(line) or current
+        if current is None:
+            if file_failure is None:
+                data, _height, _hash, error = parse_line(line)
+                file_failure = (error or VerifyError("bad_line", "line: names no ledger"), number)
+            continue
+        state = ledgers.setdefault(current, [LedgerVerifier(current), 0, None, None])
+        state[1] += 1
+        if state[3] is not None:
+            continue  # after its first failure a ledger's lines prove nothing more
+        verifier = state[0]
+        data, height, hash_hex, error = parse_line(line)
+        try:
+            if error is not None:
+                raise error  # the record was never read: feed() names its position
+            state[2] = verifier.feed(data, {"height": height, "hash": hash_hex})
+        except VerifyError as exc:
+            if exc.height is None:
+                exc.height = verifier.height
+            exc.line = number  # type: ignore[attr-defined]
+            state[3] = exc
+    results = [_result(name, count, head, failure) for name, (_v, count, head, failure) in ledgers.items()]
+    if file_failure is not None:
+        results.insert(0, _file_result(*file_failure))
     return results
+
+
+def _file_result(error: VerifyError, number: int) -> dict:
+    error.line = number  # type: ignore[attr-defined]
+    return _result(None, 0, None, error)
 
 
 def main(argv: "list[str]") -> int:

@@ -40,6 +40,7 @@ HEAD = json.loads(LINES[-1])["hash"]
 
 ERROR_CODES = {
     "bad_encoding",
+    "bad_line",
     "non_canonical",
     "bad_field",
     "too_large",
@@ -329,9 +330,9 @@ def test_flip_a_byte_inside_the_content_ledger_name():
     data = record_bytes(3)
     start = data.index(b"election-2026")
     tampered = data[:start] + b"election-2027" + data[start + 13 :]
-    # The content still decodes, but its ledger now disagrees with the line's (section 5,
-    # checked right after step 1, before the checksum).
-    expect(with_record(LINES, 3, tampered), "bad_field", 3)
+    # The content still decodes, but names another ledger than the line's, the ledger being
+    # verified (section 5): step 2, before the checksum.
+    expect(with_record(LINES, 3, tampered), "wrong_ledger", 3)
 
 
 def test_flip_a_byte_inside_a_multibyte_character():
@@ -507,12 +508,13 @@ def test_repeated_key_in_the_record_map():
     expect(with_record(LINES, 1, tampered), "non_canonical", 1)
 
 
-def test_bad_field_wins_over_a_repeated_key_or_a_longer_form():
-    # 1.6 (origin is not a name) comes before 1.7 (a repeated key, a longer form).
+def test_bad_field_wins_over_a_longer_form_but_not_over_a_repeated_key():
+    # 1.2 (a repeated key, refused outright) comes before 1.6 (origin is not a name), which
+    # comes before 1.7 (a longer form).
     rec = record_map(1)
     rec["origin"] = "Ingest-1"
     pairs = list(rec.items())
-    expect(with_record(LINES, 1, _encode_pairs(pairs[:1] + pairs)), "bad_field", 1)
+    expect(with_record(LINES, 1, _encode_pairs(pairs[:1] + pairs)), "non_canonical", 1)
     data = ov.encode_canonical(rec)
     assert data.count(b"\xa6height\x01") == 1
     expect(with_record(LINES, 1, data.replace(b"\xa6height\x01", b"\xa6height\xcc\x01")), "bad_field", 1)
@@ -686,27 +688,28 @@ def test_line_fields_disagreeing_with_the_record(field):
     assert list(res) == [LEDGER, "election-2027"]
     assert res[LEDGER]["ok"] and res[LEDGER]["records"] == COUNT - 1
     assert res[LEDGER]["head"] == json.loads(LINES[-2])["hash"]
-    # The record passed step 1, so the error names its own height, not its position (0).
-    expect(lines, "bad_field", COUNT - 1, ledger="election-2027")
+    # The line's ledger is the one being verified: the record of election-2026 is step 2's
+    # wrong_ledger, at the record's own height, not its position (0).
+    expect(lines, "wrong_ledger", COUNT - 1, ledger="election-2027")
 
 
 @pytest.mark.parametrize(
     "text,code",
     [
-        ('{"ledger":"election-2026","height":2,"hash":"00"}', "bad_field"),
-        ("extra", "bad_field"),
-        ("height_bool", "bad_field"),
-        ("height_negative", "bad_field"),
-        ("height_float", "bad_field"),
-        ("hash_upper", "bad_field"),
-        ("hash_short", "bad_field"),
-        ("record_int", "bad_field"),
-        ("record_not_base64", "bad_encoding"),
-        ("record_unpadded", "bad_encoding"),
-        ("record_padding_bits", "bad_encoding"),
-        ("record_line_break", "bad_encoding"),
-        ("repeated_key", "bad_field"),
-        ("ledger_not_a_name", "bad_field"),
+        ('{"ledger":"election-2026","height":2,"hash":"00"}', "bad_line"),
+        ("extra", "bad_line"),
+        ("height_bool", "bad_line"),
+        ("height_negative", "bad_line"),
+        ("height_float", "bad_line"),
+        ("hash_upper", "bad_line"),
+        ("hash_short", "bad_line"),
+        ("record_int", "bad_line"),
+        ("record_not_base64", "bad_line"),
+        ("record_unpadded", "bad_line"),
+        ("record_padding_bits", "bad_line"),
+        ("record_line_break", "bad_line"),
+        ("repeated_key", "bad_line"),
+        ("ledger_not_a_name", "bad_line"),
     ],
 )
 def test_malformed_lines_that_name_their_ledger(text, code):
@@ -749,57 +752,71 @@ def test_malformed_lines_that_name_their_ledger(text, code):
     elif not text.startswith("{"):
         text = json.dumps(obj, separators=(",", ":"))
     lines = [*LINES[:at], text, *LINES[at + 1 :]]
-    ledger = "Election-2026" if "Election" in text else LEDGER
-    expect(lines, code, 0 if ledger != LEDGER else at, ledger=ledger)
-    # The line named its ledger: the rest of the file is still read.
-    names = [r["ledger"] for r in results(lines)]
-    assert names == ([LEDGER, ledger] if ledger != LEDGER else [LEDGER])
+    # A line that does not begin with a name (Election-2026) belongs to the ledger before it.
+    expect(lines, code, at)
+    # Every line is read: the ledger's lines after the bad one still belong to it.
+    (res,) = results(lines)
+    assert res["records"] == COUNT and res["error"]["line"] == at + 1
 
 
 @pytest.mark.parametrize(
     "text,code",
     [
-        ("not json", "bad_encoding"),
-        ("", "bad_encoding"),  # an export has no empty lines
-        ('{"ledger":"election-2026","height":NaN,"hash":"","record":""}', "bad_encoding"),
-        ('{"ledger":"election-2026","height":Infinity,"hash":"","record":""}', "bad_encoding"),
-        ("[" * 100_000, "bad_encoding"),
-        ('{"ledger":"election-2026"', "bad_encoding"),
-        ("[1,2]", "bad_field"),
-        ('"election-2026"', "bad_field"),
-        ('{"height":2,"hash":"","record":""}', "bad_field"),
-        ('{"ledger":5,"height":2,"hash":"","record":""}', "bad_field"),
+        ("not json", "bad_line"),
+        ("", "bad_line"),  # an export has no empty lines
+        ('{"ledger":"election-2026","height":NaN,"hash":"","record":""}', "bad_line"),
+        ('{"ledger":"election-2026","height":Infinity,"hash":"","record":""}', "bad_line"),
+        ("[" * 100_000, "bad_line"),
+        ('{"ledger":"election-2026"', "bad_line"),
+        ("[1,2]", "bad_line"),
+        ('"election-2026"', "bad_line"),
+        ('{"height":2,"hash":"","record":""}', "bad_line"),
+        ('{"ledger":5,"height":2,"hash":"","record":""}', "bad_line"),
     ],
     ids=["not-json", "empty", "nan", "infinity", "deep", "cut", "array", "string", "no-ledger", "ledger-int"],
 )
-def test_a_line_that_cannot_name_its_ledger_ends_the_reading(text, code):
+def test_a_line_that_names_no_ledger_belongs_to_the_one_before(text, code):
+    assert code == "bad_line"
     other = chain(small())  # a second, valid ledger after the bad line
     lines = [*LINES[:2], text, *LINES[2:], *other]
     res = results(lines)
-    # Only the ledger being read is reported: the lines after the bad one are never read.
-    assert [r["ledger"] for r in res] == [LEDGER]
-    assert res[0]["records"] == 3 and res[0]["head"] == line_obj(1)["hash"]
-    expect(lines, code, 2)
-    # As the first line of a file, the error belongs to no ledger.
-    (first,) = results([text, *LINES])
-    assert first["ledger"] is None and first["records"] == 1
-    assert (first["error"]["code"], first["error"]["height"]) == (code, 0)
+    # The bad line fails the ledger before it, at its position; reading goes on.
+    assert [r["ledger"] for r in res] == [LEDGER, NAME]
+    assert res[0]["head"] == line_obj(1)["hash"] and res[0]["error"]["line"] == 3
+    assert res[1]["ok"]
+    expect(lines, "bad_line", 2)
+    if ov.line_ledger(text) == LEDGER:  # NaN, Infinity: the line begins with its ledger's name
+        (first,) = results([text, *LINES])
+        assert (first["error"]["code"], first["error"]["height"]) == ("bad_line", 0)
+        return
+    # As the first line of a file, the error belongs to no ledger: the file's own failure.
+    first = results([text, *LINES])
+    assert [r["ledger"] for r in first] == [None, LEDGER] and first[1]["ok"]
+    assert (first[0]["error"]["code"], first[0]["error"]["line"]) == ("bad_line", 1)
 
 
 def test_invalid_utf8_in_a_line():
     raw = EXPORT_TEXT.encode("utf-8").replace(b'"height":3,', b'"height":3,"x":"\xff",')
     res = results(raw)
-    assert len(res) == 1 and res[0]["records"] == 4
-    assert (res[0]["error"]["code"], res[0]["error"]["height"]) == ("bad_encoding", 3)
+    assert len(res) == 1 and res[0]["records"] == COUNT
+    assert (res[0]["error"]["code"], res[0]["error"]["height"]) == ("bad_line", 3)
     # The same line given as a str with a lone surrogate (what surrogateescape yields).
     lines = raw.decode("utf-8", errors="surrogateescape").split("\n")[:-1]
-    expect(lines, "bad_encoding", 3)
+    expect(lines, "bad_line", 3)
 
 
 def test_empty_line_at_the_end():
     assert only(EXPORT_TEXT)["ok"]
-    expect(EXPORT_TEXT + "\n", "bad_encoding", COUNT)
-    expect([*LINES, ""], "bad_encoding", COUNT)
+    expect(EXPORT_TEXT + "\n", "bad_line", COUNT)
+    expect([*LINES, ""], "bad_line", COUNT)
+
+
+def test_a_crlf_file_gets_one_answer():
+    text = EXPORT_TEXT.replace("\n", "\r\n")
+    for given in (text, text.encode()):
+        (res,) = results(given)
+        assert res["ledger"] is None
+        assert (res["error"]["code"], res["error"]["line"]) == ("bad_line", 1)
 
 
 def test_two_ledgers_in_one_file():
@@ -808,13 +825,13 @@ def test_two_ledgers_in_one_file():
     assert [(r["ledger"], r["ok"], r["records"]) for r in res] == [(LEDGER, True, COUNT), (NAME, True, 2)]
 
 
-def test_line_spacing_and_key_order_are_not_checked():
-    # ASSUMPTION: section 5 tells a writer "these keys in this order and no spaces", but the
-    # reader's checks list neither; a reader accepts any JSON object with the four keys.
+def test_line_spacing_and_key_order_are_checked():
+    # Section 5: lines are byte-exact; any other spelling of the same values is bad_line.
     obj = json.loads(LINES[2])
     text = json.dumps({"record": obj["record"], "hash": obj["hash"], "height": 2, "ledger": LEDGER}, indent=None)
     assert " " in text
-    assert only([*LINES[:2], text, *LINES[3:]])["ok"]
+    expect([*LINES[:2], text, *LINES[3:]], "bad_line", 2)
+    expect([*LINES[:2], LINES[2].replace('"height":2', '"height": 2'), *LINES[3:]], "bad_line", 2)
 
 
 # --------------------------------------------------------------------------------------
@@ -853,8 +870,8 @@ def test_appended_genesis_after_height_0():
 
 def test_record_of_another_ledger():
     lines, _ = _append("cast", ledger="fund-1")
-    # In an export the line disagrees with the record (section 5, before step 2) ...
-    expect(lines, "bad_field", COUNT)
+    # In an export the line's ledger is the one being verified: step 2 ...
+    expect(lines, "wrong_ledger", COUNT)
     # ... in a plain list of records of one ledger, step 2 catches it.
     res = ov.verify_records(LEDGER, [base64.b64decode(json.loads(t)["record"]) for t in lines])
     assert (res["ok"], res["error"]["code"], res["error"]["height"]) == (False, "wrong_ledger", COUNT)
@@ -1381,7 +1398,7 @@ def test_cli_invalid_utf8_line(tmp_path):
     code, out = _cli(path)
     assert code == 1
     (res,) = json.loads(out)
-    assert (res["error"]["code"], res["error"]["height"], res["records"]) == ("bad_encoding", 3, 4)
+    assert (res["error"]["code"], res["error"]["height"], res["records"]) == ("bad_line", 3, COUNT)
 
 
 def test_cli_usage():

@@ -220,12 +220,27 @@ def test_decode_refuses_valid_msgpack_outside_the_canonical_types(data: bytes) -
         pytest.param(b"\x92\x01", id="truncated-array"),
         pytest.param(b"\xa5ab", id="truncated-str"),
         pytest.param(b"\xd4\xff\x00", id="malformed-timestamp"),
-        pytest.param(b"\x91" * 100_000 + b"\xc0", id="nesting-past-the-parser-stack"),
+        pytest.param(b"\x92" + b"\x91" * 100_000 + b"\xc0\xc1", id="invalid-after-nesting-past-the-parser-stack"),
+        # Invalid bytes win over a canonical-form fault met before them (PROTOCOL.md, section 1).
+        pytest.param(b"\x92\xd4\x01\x00\xa1\xff", id="invalid-utf8-after-an-extension"),
+        pytest.param(b"\x92\x81\x91\x00\x00\xa1\xff", id="invalid-utf8-after-an-array-key"),
+        pytest.param(b"\x92\xd4\x01\x00\xd4\xff\x00", id="malformed-timestamp-after-an-extension"),
     ],
 )
 def test_decode_refuses_invalid_msgpack(data: bytes) -> None:
-    with pytest.raises(InvalidEncodingError):
+    with pytest.raises(InvalidEncodingError) as info:
         canonical.decode(data)
+    assert info.value.message  # a sentence, never an empty message
+
+
+@pytest.mark.parametrize("levels", [1_100, 81_000])
+def test_nesting_past_the_parser_stack_is_only_too_deep(levels: int) -> None:
+    """Valid msgpack nested deeper than msgpack-c's stack of 1,024 is non_canonical (rule 6),
+    with a message, whatever the depth: no RecursionError, no empty bad_encoding."""
+    with pytest.raises(NonCanonicalError, match="deeper than 16 levels"):
+        canonical.decode(b"\x91" * levels + b"\xc0")
+    with pytest.raises(NonCanonicalError):
+        canonical.decode(b"\x91" * levels + b"\xd4\x05\x00")
 
 
 def test_decode_refuses_too_deep_nesting() -> None:

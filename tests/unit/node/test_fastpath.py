@@ -86,6 +86,8 @@ def oracle_record(data: bytes, limits: Limits) -> Record:
     if len(data) > limits.max_record_bytes:
         raise PayloadTooLargeError("record too large")
     value = canonical.unpack(data)
+    if canonical.structure_fault(data) is not None:  # step 1.2: an extension, a non-string or repeated key
+        raise NonCanonicalError("structure")
     if not isinstance(value, dict):
         raise FieldError("not a map")
     if tuple(value) != RECORD_KEYS:

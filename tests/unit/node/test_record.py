@@ -462,3 +462,46 @@ def test_decode_record_refuses_binary_keys() -> None:
     fields = {(k.encode() if k == "accepted" else k): v for k, v in fields.items()}
     with pytest.raises(RecordError):
         decode_record(pack(fields), LIMITS)
+
+
+# --- step 1.2 at any depth (PROTOCOL.md, section 4) -------------------------------------------
+
+
+def _record_with(field: str, raw_value: bytes) -> bytes:
+    """The record's bytes with ``field``'s value replaced by raw msgpack bytes."""
+    record = a_record()
+    data = record.encode()
+    old = msgpack.packb(field) + msgpack.packb(record_map(record)[field], use_bin_type=True)
+    assert data.count(old) == 1
+    return data.replace(old, msgpack.packb(field) + raw_value)
+
+
+@pytest.mark.parametrize(
+    "raw_value",
+    [
+        pytest.param(b"\x81\x01\x02", id="integer-key-in-a-field"),
+        pytest.param(b"\x91\x81\x91\x00\x02", id="array-key-two-levels-down"),
+        pytest.param(b"\xd6\xff" + bytes(4), id="timestamp-in-a-field"),
+        pytest.param(b"\x91\xd4\x05\x00", id="extension-in-an-array"),
+        pytest.param(b"\x82\xa1a\x00\xa1a\x01", id="repeated-key-in-a-field"),
+    ],
+)
+def test_extensions_and_bad_keys_anywhere_in_a_record_are_non_canonical(raw_value: bytes) -> None:
+    """Step 1.2 reaches every depth, before the placement fields are looked at (1.6)."""
+    with pytest.raises(NonCanonicalError):
+        decode_record(_record_with("nonce", raw_value), LIMITS)
+
+
+def test_a_repeated_record_key_is_refused_whatever_its_values() -> None:
+    """A repeated key is refused outright (step 1.2): no value of it is ever checked."""
+    data = _record_with("origin", b"\xa6node-1\xa6origin\xa1X")  # origin, then origin again, not a name
+    data = b"\x89" + data[1:]  # nine keys: one of them twice
+    with pytest.raises(NonCanonicalError, match="more than once"):
+        decode_record(data, LIMITS)
+
+
+def test_a_field_nested_past_the_parser_stack_is_a_bad_field() -> None:
+    """Nesting inside the record map is a value of the wrong type (1.6), with a sentence,
+    however deep: msgpack-c's stack of 1,024 levels is no limit of the protocol."""
+    with pytest.raises(FieldError, match="nonce"):
+        decode_record(_record_with("nonce", b"\x91" * 5_000 + b"\x00"), LIMITS)

@@ -305,20 +305,75 @@ def test_a_line_whose_hash_lies_fails(tmp_path: Path, capsys: pytest.CaptureFixt
     code, report = run_json(capsys, "verify", path)
     assert code == 1
     error = ledger_entry(report, "alpha")["error"]
-    assert error == {"code": "bad_field", "height": 2, "message": error["message"]}
+    assert error == {"code": "bad_field", "height": 2, "line": 3, "message": error["message"]}
     assert error["message"].startswith("line 3: ")
 
 
-def test_a_line_that_is_not_json_fails_the_whole_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_line_whose_height_lies_names_the_records_height(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "e.jsonl"
     export(capsys, make_store(tmp_path / "s"), path)
-    path.write_bytes(path.read_bytes().replace(b'{"ledger":"beta","height":0', b'{"ledger" "beta","height":0', 1))
+    replace_line(path, 2, {"height": 7})
+    code, report = run_json(capsys, "verify", path)
+    error = ledger_entry(report, "alpha")["error"]
+    assert (code, error["code"], error["height"], error["line"]) == (1, "bad_field", 2, 3)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda line: line[:-2] + b',"hops":1}\n', id="extra-key"),
+        pytest.param(lambda line: line[:-2] + b',"height":2}\n', id="repeated-key"),
+        pytest.param(lambda line: line[:-3] + b"A" * (max_line_bytes(LIMITS) + 10) + b'"}\n', id="overlong"),
+        pytest.param(lambda line: line.replace(b'"ledger":"alpha"', b'"ledger":"alpha\\ud800"'), id="lone-surrogate"),
+        pytest.param(lambda line: line[:-2] + b',"x":' + b"[" * 40_000 + b"]" * 40_000 + b"}\n", id="deep-40000"),
+        pytest.param(lambda line: b"  " + line, id="names-no-ledger"),
+    ],
+)
+def test_one_bad_line_fails_only_its_ledger_and_every_ledger_is_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: Any
+) -> None:
+    """The damaged line (alpha height 2) fails alpha there, with its line; beta is still read
+    to its end. No ledger is ok unless every one of its lines was read and passed."""
+    path = tmp_path / "e.jsonl"
+    lines = export(capsys, make_store(tmp_path / "s"), path)
+    lines[2] = damage(lines[2])
+    path.write_bytes(b"".join(lines))
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1 and report["ok"] is False and report["error"] is None
+    alpha, beta = ledger_entry(report, "alpha"), ledger_entry(report, "beta")
+    assert alpha["ok"] is False and alpha["records"] == 2
+    assert (alpha["error"]["height"], alpha["error"]["line"]) == (2, 3)
+    assert alpha["error"]["code"] == ("too_large" if len(lines[2]) > max_line_bytes(LIMITS) else "bad_line")
+    assert alpha["error"]["message"].startswith("line 3: ") and len(alpha["error"]["message"]) > 10
+    assert beta["ok"] is True and beta["records"] == 4
+    code, out, err = run(capsys, "verify", path)
+    assert "Traceback" not in out + err and "beta: OK, 4 records" in out
+
+
+def test_a_first_line_that_names_no_ledger_fails_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    lines = export(capsys, make_store(tmp_path / "s"), path)
+    path.write_bytes(b"".join([lines[0].replace(b'{"ledger":"alpha"', b'{"ledger" "alpha"'), *lines[1:]]))
     code, report = run_json(capsys, "verify", path)
     assert code == 1 and report["ok"] is False
-    assert report["error"]["code"] == "bad_encoding"
-    assert report["error"]["message"].startswith("line 6: ")
+    assert (report["error"]["code"], report["error"]["line"]) == ("bad_line", 1)
+    assert report["error"]["message"].startswith("line 1: ")
+    # alpha's genesis went with it: alpha starts at height 1; beta is read all the same.
+    assert ledger_entry(report, "alpha")["error"]["code"] == "height_gap"
+    assert ledger_entry(report, "beta")["ok"] is True
     code, out, _ = run(capsys, "verify", path)
-    assert f"{path}: FAILED [bad_encoding]: line 6:" in out
+    assert f"{path}: FAILED [bad_line]: line 1:" in out
+
+
+def test_a_crlf_file_gets_one_answer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "e.jsonl"
+    lines = export(capsys, make_store(tmp_path / "s"), path)
+    path.write_bytes(b"".join(line.replace(b"\n", b"\r\n") for line in lines))
+    code, report = run_json(capsys, "verify", path)
+    assert code == 1 and report["ledgers"] == []
+    assert (report["error"]["code"], report["error"]["line"]) == ("bad_line", 1)
+    assert "CR LF" in report["error"]["message"]
+    assert run_json(capsys, "verify", path, "--ledger", "beta")[1]["error"]["code"] == "bad_line"
 
 
 def test_an_export_missing_its_first_line_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -330,16 +385,18 @@ def test_an_export_missing_its_first_line_fails(tmp_path: Path, capsys: pytest.C
     assert ledger_entry(report, "alpha")["error"]["code"] == "height_gap"
 
 
-def test_an_overlong_line_fails_the_whole_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_overlong_line_fails_its_ledger_and_the_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "e.jsonl"
     lines = export(capsys, make_store(tmp_path / "s"), path)
     path.write_bytes(b"".join([*lines[:2], b"x" * (max_line_bytes(LIMITS) + 10) + b"\n", *lines[2:]]))
     code, report = run_json(capsys, "verify", path)
-    assert code == 1 and report["ok"] is False
-    assert report["error"]["code"] == "too_large" and report["error"]["message"].startswith("line 3: ")
+    assert code == 1 and report["ok"] is False and report["error"] is None
+    error = ledger_entry(report, "alpha")["error"]
+    assert (error["code"], error["height"], error["line"]) == ("too_large", 2, 3)
+    assert ledger_entry(report, "beta")["ok"] is True
     code, out, _ = run(capsys, "import", path, "--store", tmp_path / "copy")
     assert code == 1
-    assert f"{path}: FAILED [too_large]: line 3: " in out and "nothing was imported" in out
+    assert "alpha: FAILED at height 2 [too_large]: line 3: " in out and "nothing was imported" in out
     assert not (tmp_path / "copy").exists()
 
 
