@@ -30,12 +30,12 @@ from .blobs import BlobStore
 from .errors import (
     BadGenesisError,
     LedgerExistsError,
+    NoSuchLedgerError,
     PayloadTooLargeError,
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
     StoreError,
-    UnknownLedgerError,
     VledgerError,
 )
 from .ledger import LedgerRules
@@ -405,7 +405,7 @@ class ChainStore:
             record = entry.place(0, ZERO_LINK, self._clock(), self.origin)
         else:
             if head is None:
-                raise UnknownLedgerError(f"ledger {content.ledger!r} does not exist")
+                raise NoSuchLedgerError(f"ledger {content.ledger!r} does not exist")
             rules = head.rules
             verify_entry(entry, rules)
             # Accepted times never go backwards within a ledger, even if the clock does.
@@ -468,7 +468,7 @@ class ChainStore:
     def rules(self, ledger: str) -> LedgerRules:
         head = self._heads.get(ledger)
         if head is None:
-            raise UnknownLedgerError(f"ledger {ledger!r} does not exist")
+            raise NoSuchLedgerError(f"ledger {ledger!r} does not exist")
         return head.rules
 
     def size(self, ledger: str) -> int:

@@ -24,7 +24,16 @@ from ..node.rules.engine import DOMAINS
 from ..node.rules.votes import ElectionState
 from ..node.sealed import seal, unseal
 from . import client_payloads as build
-from .args import Subparsers, add_command, add_json_option, count_arg, difficulty, ledger_name, node_name
+from .args import (
+    CONFIG_HELP,
+    Subparsers,
+    add_command,
+    add_json_option,
+    count_arg,
+    difficulty,
+    ledger_name,
+    node_name,
+)
 from .client_output import (
     print_account_change,
     print_accounts,
@@ -49,8 +58,6 @@ from .client_payloads import (
     sha256_hex,
 )
 from .client_session import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG,
     DEFAULT_TIMEOUT,
     KEY_ENV,
     ClientOptions,
@@ -94,12 +101,7 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
 
 def add_client_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("connection")
-    group.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
-    )
+    group.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     group.add_argument(
         "--node",
         type=node_name,
@@ -164,7 +166,7 @@ def cmd_whoami(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
-    print_ledgers(reply_field(session.call("ledger.list"), "ledgers", list), as_json=args.json)
+    print_ledgers(session.ledgers(), as_json=args.json)
     return EXIT_OK
 
 
@@ -186,8 +188,14 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
 def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
     _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
-    ledger = _group(commands, "ledger", "list or create ledgers", "List the ledgers a node holds, or start one.")
-    _verb(ledger, "list", cmd_ledger_list, "the ledgers a node holds", "List the ledgers a node holds.")
+    ledger = _group(commands, "ledger", "list or create ledgers", "List the cluster's ledgers, or start one.")
+    _verb(
+        ledger,
+        "list",
+        cmd_ledger_list,
+        "the cluster's ledgers",
+        "List every ledger of the cluster, as its home node reports it (with --node: the ledgers that node holds).",
+    )
     create = _write_verb(
         ledger,
         "create",
@@ -252,7 +260,7 @@ def cmd_head(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_size(session: Session, args: argparse.Namespace) -> int:
-    size = reply_field(session.call("size", {"ledger": args.ledger}), "size", int)
+    size = session.size(args.ledger)
     if args.json:
         print_json({"ledger": args.ledger, "size": size})
     else:
@@ -342,8 +350,7 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     if args.ledger is not None:
         ledgers = [args.ledger]
     else:
-        listed = reply_field(session.call("ledger.list"), "ledgers", list)
-        ledgers = [e["ledger"] for e in listed if isinstance(e, dict) and e.get("type") == ElectionState.type_name]
+        ledgers = [e["ledger"] for e in session.ledgers() if e.get("type") == ElectionState.type_name]
     checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
     found = [check for check in checks if check.records]
     if not found:

@@ -41,7 +41,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
 from ..node.errors import NodeUnavailableError, RedisServerError, RemoteError, UsageError, VledgerError
-from .args import Subparsers, add_command, add_json_option
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
 from .client_session import KEY_ENV, load_client_keys, node_address, now_ms
@@ -558,7 +558,7 @@ def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Pat
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_path(args.config))
     keys = load_client_keys(client_key(args.key))
     url = os.environ.get("REDIS_URL") or config.redis_url
     supervisor = None
@@ -593,7 +593,7 @@ def add_status_command(commands: Subparsers) -> None:
     )
     status.formatter_class = argparse.RawDescriptionHelpFormatter
     status.epilog = JSON_SHAPE
-    status.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_config_option(status)
     status.add_argument(
         "--key", type=Path, metavar="FILE", help=f"the secret key that asks the nodes (default: ${KEY_ENV})"
     )

@@ -20,9 +20,9 @@ from ..node.errors import (
     HeightGapError,
     IndexMismatchError,
     MalformedRecordError,
+    NoSuchLedgerError,
     PayloadTooLargeError,
     RecordError,
-    UnknownLedgerError,
     UsageError,
     VledgerError,
 )
@@ -93,7 +93,7 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
     if wanted is None:
         return ledgers
     if wanted not in ledgers:
-        raise UnknownLedgerError(f"ledger {wanted!r} is not in this store or file")
+        raise NoSuchLedgerError(f"ledger {wanted!r} is not in this store or file")
     return [wanted]
 
 
@@ -264,5 +264,5 @@ class ExportChecker:
 
     def result(self, error: VledgerError | None = None) -> Verification:
         if error is None and self.wanted is not None and self.wanted not in self.reports:
-            raise UnknownLedgerError(f"ledger {self.wanted!r} is not in this file")
+            raise NoSuchLedgerError(f"ledger {self.wanted!r} is not in this file")
         return Verification(list(self.reports.values()), error)

@@ -524,7 +524,7 @@ def test_an_unknown_ledger_is_an_error(tmp_path: Path, capsys: pytest.CaptureFix
     store = make_store(tmp_path / "s")
     code, _, err = run(capsys, "export", store, "--ledger", "nope")
     assert code == 1
-    assert err == "vledger: error: unknown_ledger: ledger 'nope' is not in this store or file\n"
+    assert err == "vledger: error: no_such_ledger: ledger 'nope' is not in this store or file\n"
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -602,3 +602,33 @@ def test_expected_failures_are_record_errors(tmp_path: Path) -> None:
     result = verification.verify_store(store, None, LIMITS)
     assert not result.ok
     assert isinstance(result.reports[0].error, RecordError)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["repl", "status"],
+        ["tally", "zakat"],
+        ["alerts"],
+        ["alerts", "--follow"],
+        ["verify", "--cluster"],
+    ],
+)
+def test_cluster_commands_read_the_configuration_from_vledger_config(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `make run` says: export VLEDGER_CONFIG once, and every command finds the cluster."""
+    exported = tmp_path / "exported.toml"  # missing: the error shows that this is the file read
+    monkeypatch.setenv("VLEDGER_CONFIG", str(exported))
+    assert cli.main(argv) == 1
+    assert f"bad_settings: {exported}: cannot read" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [*argv, "--config", str(tmp_path / "given.toml")]
+            if argv != ["verify", "--cluster"]
+            else ["verify", "--cluster", str(tmp_path / "given.toml")]
+        )
+        == 1
+    )
+    assert f"{tmp_path / 'given.toml'}: cannot read" in capsys.readouterr().err
