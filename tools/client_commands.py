@@ -18,11 +18,11 @@ from pathlib import Path
 from ..broker.keys import check_public_key, load_public
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
-from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, UsageError
+from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.rules.engine import DOMAINS
 from ..node.rules.votes import ElectionState
-from ..node.sealed import seal, unseal
+from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
 from .args import (
     CONFIG_HELP,
@@ -379,8 +379,11 @@ def donor_id(args: argparse.Namespace) -> str:
 
 
 def cmd_donate(session: Session, args: argparse.Namespace) -> int:
-    write = build.donation(donor_id(args), args.fund, args.amount, args.source, args.purpose)
-    return _put_write(session, args, write)
+    donor = donor_id(args)
+    write = build.donation(donor, args.fund, args.amount, args.source, args.purpose)
+    # The donor's id as the chain holds it: what the donor looks their gifts up by.
+    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json, donor=donor)
+    return EXIT_OK
 
 
 def cmd_disburse(session: Session, args: argparse.Namespace) -> int:
@@ -497,7 +500,22 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_unseal(args: argparse.Namespace) -> int:
-    print(unseal(read_seal_key(args.seal_key), args.sealed, args.context))
+    key = read_seal_key(args.seal_key)
+    try:
+        print(unseal(key, args.sealed, args.context))
+    except SealError as e:
+        if not is_sealed(args.sealed):
+            raise
+        # Well formed, yet it does not open: a missing or wrong context is the usual cause.
+        if not args.context:
+            raise SealError(
+                "this id does not open without a context: a donor id is sealed with its ledger's name; "
+                "give --context LEDGER (or check that this is the seal key it was made with)"
+            ) from e
+        raise SealError(
+            f"this id does not open with this key and context {args.context!r}: give the ledger it was "
+            "sealed for as --context, and the seal key it was made with"
+        ) from e
     return EXIT_OK
 
 
@@ -617,7 +635,12 @@ def cmd_user_key_add(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_key_revoke(session: Session, args: argparse.Namespace) -> int:
-    result = session.call("key.revoke", {"key": public_key_argument(args.key_or_file)})
+    key = public_key_argument(args.keyfile)
+    if args.account is not None:  # as `user key add NAME KEYFILE`: the key must be that account's
+        accounts = reply_field(session.call("account.list"), "accounts", list)
+        if not any(a.get("account") == args.account and key in a.get("keys", ()) for a in accounts):
+            raise UsageError(f"key {key} is not bound to account {args.account!r} (see: vledger user list)")
+    result = session.call("key.revoke", {"key": key})
     print_account_change(result, "revoked", as_json=args.json)
     return EXIT_OK
 
@@ -654,7 +677,10 @@ def _add_user_verbs(commands: Subparsers) -> None:
         "refuse a key from its next request",
         "Revoke a key: every node refuses it from its next request.",
     )
-    revoke.add_argument("key_or_file", metavar="KEYFILE.key|Z85", help="the public key file, or the Z85 key")
+    revoke.add_argument(
+        "account", type=account_name, nargs="?", metavar="NAME", help="the account it is bound to (checked first)"
+    )
+    revoke.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
 
 
 # --- registration ------------------------------------------------------------------------------------------

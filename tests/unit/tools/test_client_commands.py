@@ -448,7 +448,10 @@ def test_seal_unseal_and_seal_key_commands(vledger: Run, tmp_path: Path) -> None
     code, out, _ = vledger("unseal", "--key", str(key), sealed, "--context", "zakat")
     assert (code, out) == (0, "Zoë\n")
     code, _, err = vledger("unseal", "--key", str(key), sealed)
-    assert code == 1 and "does not open" in err
+    assert code == 1 and "does not open without a context" in err and "--context LEDGER" in err
+    assert "tampered" not in err
+    code, _, err = vledger("unseal", "--key", str(key), sealed, "--context", "other")
+    assert code == 1 and "context 'other'" in err and "tampered" not in err
 
 
 # --- sessions: options, keys, routing --------------------------------------------------------------
@@ -699,7 +702,8 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     key = tmp_path / "seal.key"
     write_seal_key(key)
     argv = ("--fund", "zakat", "--amount", "1250", "--source", "cash", "--purpose", "")
-    assert vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)[0] == 0
+    code, out, _ = vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)
+    assert code == 0 and f"donor: {seal(read_seal_key(key), 'Zoë', 'zakat')}\n" in out  # the donor's id, to look up
     donor = seal(read_seal_key(key), "Anon", "zakat")
     assert vledger("donate", "zakat", "--donor", donor, *argv)[0] == 0
     assert (
@@ -723,6 +727,7 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     assert code == 1 and "insufficient_funds" in err
     assert vledger("donate", "zakat", "--donor", "Zoë", *argv)[0] == 2
     assert vledger("donate", "zakat", "--donor-info", "Zoë", *argv)[0] == 2  # no --seal-key
+    assert vledger.json("donate", "zakat", "--donor", donor, *argv)["donor"] == donor
     assert vledger("donate", "zakat", "--donor", donor, "--donor-info", "x", *argv)[0] == 2
     code, _, err = vledger("donate", "zakat", "--donor", donor, *argv[:2], "--amount", "12.50", *argv[4:])
     assert code == 2 and "not a whole number" in err
@@ -872,6 +877,18 @@ def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode,
     assert vledger("user", "add", "bob", "--role", "king")[0] == 2
     assert vledger("user", "key", "revoke", "not-a-key")[0] == 2
     assert vledger("user")[0] == 2
+
+
+def test_user_key_revoke_takes_the_arguments_of_user_key_add(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    pair = generate(tmp_path, "bob")
+    bound = {"account": "bob", "role": "writer", "enabled": True, "keys": [pair.public]}
+    node.override["account.list"] = lambda args: {"accounts": [bound]}
+    code, out, err = vledger("user", "key", "revoke", "bob", str(tmp_path / "bob.key"))
+    assert (code, out) == (0, f"key {pair.public}: revoked\n"), err
+    assert node.sent("key.revoke") == [{"key": pair.public}]
+    code, _, err = vledger("user", "key", "revoke", "carol", str(tmp_path / "bob.key"))
+    assert code == 2 and "not bound to account 'carol'" in err
+    assert node.sent("key.revoke") == [{"key": pair.public}]  # nothing revoked for a wrong name
 
 
 def test_a_public_key_argument_is_a_file_or_z85(tmp_path: Path) -> None:
