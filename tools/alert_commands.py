@@ -46,6 +46,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = repl.alerts(args.count)
         for alert in alerts:
             _print_alert(alert, args.json)
+        if not alerts and not args.json:  # silence would look like a command that did nothing
+            print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
         if args.follow:
             _follow(repl, alerts[-1]["id"] if alerts else "$", args.json)
         return EXIT_OK

@@ -203,6 +203,9 @@ def _add_demo(commands: Subparsers) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one command, turn every expected failure into an exit code."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version or a usage error, already printed by argparse

@@ -632,3 +632,11 @@ def test_cluster_commands_read_the_configuration_from_vledger_config(
         == 1
     )
     assert f"{tmp_path / 'given.toml'}: cannot read" in capsys.readouterr().err
+
+
+def test_vledger_without_arguments_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: vledger")
+    for command in ("verify", "status", "tally", "ledger", "put", "get", "range", "alerts", "shell"):
+        assert f"\n    {command} " in err or f"\n    {command}\n" in err, command
