@@ -106,7 +106,8 @@ def verify_store(directory: Path, wanted: str | None, limits: Limits) -> Verific
     with contextlib.closing(StoreReader(directory)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         total = sum(reader.count(ledger) for ledger in ledgers)
-        with Progress("verifying", total) as progress:
+        # Named, so that several stores verified in a row (the cluster demo) tell which is which.
+        with Progress(f"verifying {directory.name}: checksums, work, links", total) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
                 try:

@@ -556,9 +556,24 @@ def test_the_console_script(tmp_path: Path) -> None:
 
 
 def test_render_shows_count_rate_and_eta() -> None:
-    assert render("verifying", 50, 200, 5.0) == "verifying [######------------------] 50/200 (10.0/s, ETA 0:15)"
+    assert render("verifying", 50, 200, 5.0, 10.0) == "verifying [######------------------] 50/200 (10.0/s, ETA 0:15)"
     assert render("verifying", 200, 200, 5.0).endswith("200/200 (40.0/s, ETA 0:00)")
     assert render("verifying", 7, None, 2.0) == "verifying 7 (3.5/s)"
+    # No measured rate yet: no ETA, rather than hours guessed from the start-up.
+    assert render("records", 1, 1000, 7.5).endswith("1/1000 (0.1/s, ETA --:--)")
+
+
+def test_the_first_eta_waits_for_a_measured_rate() -> None:
+    """The demo's first line used to read ETA 2:04:48: one record after 7.5 s of start-up."""
+    stream = io.StringIO()
+    ticks = iter([0.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0])  # start, then a record every 0.5 s
+    with Progress("records", 1000, stream=stream, enabled=True, interval=0.0, clock=lambda: next(ticks)) as progress:
+        for _ in range(5):
+            progress.advance()
+    lines = stream.getvalue().replace("\r", "\n").split()
+    etas = [lines[i + 1] for i, word in enumerate(lines) if word == "ETA"]
+    assert etas[:2] == ["--:--)", "--:--)"]  # at 7.5 s and 8.0 s: no rate over a second yet
+    assert etas[2] == "8:18)"  # at 8.5 s: 2 records a second, 997 left
 
 
 def test_progress_is_silent_off_a_terminal() -> None:
@@ -575,7 +590,7 @@ def test_progress_draws_one_line_on_a_terminal() -> None:
         progress.advance()
         progress.advance()
     text = stream.getvalue()
-    assert text.startswith("\rworking [") and text.endswith("2/2 (0.7/s, ETA 0:00)\n")
+    assert text.startswith("\rworking [") and text.endswith("2/2 (0.5/s, ETA 0:00)\n")
     assert text.count("\n") == 1
 
 
@@ -640,3 +655,23 @@ def test_vledger_without_arguments_lists_its_commands(capsys: pytest.CaptureFixt
     assert err.startswith("usage: vledger")
     for command in ("verify", "status", "tally", "ledger", "put", "get", "range", "alerts", "shell"):
         assert f"\n    {command} " in err or f"\n    {command}\n" in err, command
+
+
+def test_each_store_verification_bar_says_which_store_and_what_it_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels: list[str] = []
+
+    class Recorded(Progress):
+        def __init__(self, label: str, total: int | None = None, **kwargs: Any) -> None:
+            labels.append(label)
+            super().__init__(label, total, **kwargs)
+
+    monkeypatch.setattr(verification, "Progress", Recorded)
+    for node in ("ingest-1", "replica-2"):
+        add_records(tmp_path / node, "election", 3)
+        assert verification.verify_path(tmp_path / node, None, Limits()).ok
+    assert labels == [
+        "verifying ingest-1: checksums, work, links",
+        "verifying replica-2: checksums, work, links",
+    ]
