@@ -10,7 +10,8 @@ SUPERVISE := $(BIN)/vledger supervise --config $(CONFIG) --run-dir $(RUN_DIR)
 .PHONY: help install test lint run stop status bench soak clean
 
 help:
-	@echo "make run    - start the local cluster (Redis, two ingest nodes) under supervisor and show it at work"
+	@echo "make run    - start the cluster of $(CONFIG) under supervisor (Redis, 2 ingest nodes, 3 replicas,"
+	@echo "              2 observers, 1 verifier) and show it at work"
 	@echo "make status - the cluster's processes; make stop - stop them all"
 	@echo "make test   - install into .venv and run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict)"

@@ -3,7 +3,10 @@
 A :class:`Client` holds one CURVE DEALER connection per node it has talked to. ``call``
 sends one request and waits for its reply; ``call_many`` keeps a window of requests in flight
 on one connection, which is how a single client reaches the store's group-commit rate.
-A write answered ``not_home`` is sent again to the home node the answer names, once.
+A request answered ``not_home`` (a write sent to a node that is not its ledger's home, or a
+read of a ledger the node neither holds nor homes: docs/PROTOCOL.md 6.1) is sent again, once,
+to the home node the answer names. A reader that must see one node's own state (the verifier,
+a follower) makes its client with ``follow=False``.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from .curve import curve_client, process_context
 from .keys import KeyPair
 
 log = logging.getLogger(__name__)
-
-WRITES = frozenset(("put", "ledger.create"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +58,10 @@ class Client:
         timeout: float = 10.0,
         max_message_bytes: int = 1024 * 1024,
         ctx: zmq.Context[Any] | None = None,
+        follow: bool = True,
     ) -> None:
         self.node = node
+        self.follow = follow  # send a request answered not_home again to the home it names
         self.keys = keys
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
@@ -103,7 +106,7 @@ class Client:
         return results
 
     def _exchange(self, requests: Sequence[tuple[str, dict[str, Any]]], node: NodeAddress, window: int) -> list[Any]:
-        """Every request's result or RemoteError, in request order; writes follow not_home once."""
+        """Every request's result or RemoteError, in request order; not_home is followed once."""
         connection = self._connection(node)
         results: list[Any] = [None] * len(requests)
         pending: dict[int, int] = {}  # request id -> index
@@ -132,13 +135,13 @@ class Client:
                 continue
             error = _remote_error(reply)
             results[index] = error
-            if error.code == "not_home" and requests[index][0] in WRITES:
+            if error.code == "not_home" and self.follow:
                 redirects.append(index)
         for index in redirects:
             home = _home(results[index])
             if home is None or home.endpoint == node.endpoint:
                 continue
-            log.info("%s is written on %s; sending there", requests[index][0], home)
+            log.info("%s: the ledger's home is %s; sending there", requests[index][0], home)
             results[index] = self._exchange([requests[index]], home, 1)[0]
         return results
 

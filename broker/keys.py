@@ -280,8 +280,18 @@ def load_public(path: Path) -> str:
 
 
 def load_secret(path: Path, passphrase: str | None = None) -> KeyPair:
-    """The key pair in a ``.key_secret`` file; refuses a file that others may read."""
-    text = read_private_text(path)
+    """The key pair in a ``.key_secret`` file; refuses a file that others may read.
+
+    Raises KeyMaterialError for a public ``.key`` file (named as such before its mode is
+    judged: it is meant to be readable), KeyPermissionsError for a secret others may read,
+    PassphraseError for a missing, unneeded or wrong passphrase.
+    """
+    try:
+        text = read_private_text(path)
+    except KeyPermissionsError:
+        if _is_public_key_file(path):
+            raise KeyMaterialError(_PUBLIC_KEY_GIVEN.format(path=path)) from None
+        raise
     if text.lstrip().startswith("{"):
         if passphrase is None:
             raise PassphraseError(f"{path}: this secret key is protected by a passphrase; give it")
@@ -290,8 +300,19 @@ def load_secret(path: Path, passphrase: str | None = None) -> KeyPair:
         raise PassphraseError(f"{path}: this secret key has no passphrase, but one was given")
     public, secret = _certificate_keys(text, path)
     if secret is None:
-        raise KeyMaterialError(f"{path}: holds no secret-key (is it the public .key file?)")
+        raise KeyMaterialError(_PUBLIC_KEY_GIVEN.format(path=path))
     return _matching_pair(public, secret, path)
+
+
+_PUBLIC_KEY_GIVEN = "{path}: this is a public key (it holds no secret-key): pass the .key_secret file"
+
+
+def _is_public_key_file(path: Path) -> bool:
+    """Whether ``path`` is a CURVE certificate holding a public key and no secret key."""
+    try:
+        return _certificate_keys(read_key_text(path), path)[1] is None
+    except KeyMaterialError:
+        return False
 
 
 def read_private_text(path: Path) -> str:

@@ -235,6 +235,7 @@ def run_follower(
                 NodeAddress(followed.endpoint, load_public(config.public_key_path(followed.name))),
                 keys,
                 timeout=SOURCE_TIMEOUT,
+                follow=False,  # a source's records are trusted by who sent them: never another node's
             )
             clients.append(client)
             sources.append(NodeSource(followed.name, client, config.ingest.page_size))

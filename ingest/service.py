@@ -26,6 +26,7 @@ from ..node.errors import (
     BadRequestError,
     BlobError,
     ForbiddenError,
+    NoSuchLedgerError,
     NotFoundError,
     NotHomeError,
     RequestError,
@@ -266,11 +267,27 @@ class IngestService:
             raise ForbiddenError("a record's author must be the account of the key that sends it")
         home = self.config.home_of(entry.content.ledger)
         if home.name != self.node.name:
-            raise NotHomeError(
-                f"ledger {entry.content.ledger!r} is written on node {home.name!r}",
-                home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
-            )
+            raise self._not_home(entry.content.ledger, "written")
         return entry
+
+    def _not_home(self, ledger: str, done: str) -> NotHomeError:
+        home = self.config.home_of(ledger)
+        return NotHomeError(
+            f"ledger {ledger!r} is {done} on node {home.name!r}",
+            home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
+        )
+
+    def held(self, ledger: str) -> str:
+        """``ledger`` if this node holds it, for a read.
+
+        Raises NotHomeError naming the home when this node neither holds nor homes it (the
+        client asks the home instead), NoSuchLedgerError when it is the home and holds none.
+        """
+        if self.store.size(ledger) > 0:
+            return ledger
+        if self.config.home_of(ledger).name != self.node.name:
+            raise self._not_home(ledger, "held")
+        raise NoSuchLedgerError(f"no ledger {ledger!r}")
 
     def _check_file_record(self, entry: Entry) -> None:
         """A file record on a files ledger must name a blob its author uploaded here, of that size."""
@@ -434,7 +451,8 @@ def _get(service: IngestService, caller: Caller, args: Args) -> object:
     if args.has("hash"):
         record = service.store.get_by_hash(args.binary("hash", size=HASH_SIZE))
     else:
-        record = service.store.get(args.text("ledger"), args.uint("height"))
+        ledger, height = args.text("ledger"), args.uint("height")
+        record = service.store.get(service.held(ledger), height)
     return {"record": service._record(record, "such record").encode()}
 
 
@@ -444,6 +462,7 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
     start = args.uint("start")
     page = service.settings.page_size
     limit = args.uint("limit", default=page, maximum=page) or page
+    service.held(ledger)
     # Pages are also bounded in bytes: a client takes in replies of up to twice the request
     # limit, and a page of large records would be cut off by the client's socket, unanswered.
     budget = service.settings.max_message_bytes
@@ -463,13 +482,13 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")
 def _head(service: IngestService, caller: Caller, args: Args) -> object:
-    record = service._record(service.store.head(args.text("ledger")), "such ledger")
+    record = service._record(service.store.head(service.held(args.text("ledger"))), "head")
     return {"height": record.height, "hash": record.hash, "record": record.encode()}
 
 
 @command("size", EVERYONE, "ledger", "how many records the ledger holds")
 def _size(service: IngestService, caller: Caller, args: Args) -> object:
-    return {"size": service.store.size(args.text("ledger"))}
+    return {"size": service.store.size(service.held(args.text("ledger")))}
 
 
 @command("have", EVERYONE, "hashes", "which of these record hashes this node holds")

@@ -131,8 +131,10 @@ class LedgerExistsError(StoreError):
     code = "ledger_exists"
 
 
-class UnknownLedgerError(StoreError):
-    code = "unknown_ledger"
+class NoSuchLedgerError(StoreError):
+    """A ledger that the node (or the file, or the store) does not hold."""
+
+    code = "no_such_ledger"
 
 
 class RequestConflictError(StoreError):

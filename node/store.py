@@ -35,13 +35,13 @@ from .blobs import BlobStore
 from .errors import (
     BadGenesisError,
     LedgerExistsError,
+    NoSuchLedgerError,
     PayloadTooLargeError,
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
     StoreError,
     TreeMismatchError,
-    UnknownLedgerError,
     VledgerError,
 )
 from .ledger import LedgerRules
@@ -504,7 +504,7 @@ class ChainStore:
             record = entry.place(0, ZERO_LINK, self._clock(), self.origin)
         else:
             if head is None:
-                raise UnknownLedgerError(f"ledger {content.ledger!r} does not exist")
+                raise NoSuchLedgerError(f"ledger {content.ledger!r} does not exist")
             rules = head.rules
             verify_entry(entry, rules)
             # Accepted times never go backwards within a ledger, even if the clock does.
@@ -567,7 +567,7 @@ class ChainStore:
     def rules(self, ledger: str) -> LedgerRules:
         head = self._heads.get(ledger)
         if head is None:
-            raise UnknownLedgerError(f"ledger {ledger!r} does not exist")
+            raise NoSuchLedgerError(f"ledger {ledger!r} does not exist")
         return head.rules
 
     def size(self, ledger: str) -> int:
@@ -612,13 +612,13 @@ class ChainStore:
     def frontier(self, ledger: str) -> Frontier:
         """The ledger's tree as of the last group commit: its size and root belong together.
 
-        Raises UnknownLedgerError, or StoreError when this store keeps no tree.
+        Raises NoSuchLedgerError, or StoreError when this store keeps no tree.
         """
         if not self.keep_tree:
             raise StoreError(f"{self.directory}: this store was opened without its Merkle tree")
         frontier = self._frontiers.get(ledger)
         if frontier is None:
-            raise UnknownLedgerError(f"ledger {ledger!r} does not exist")
+            raise NoSuchLedgerError(f"ledger {ledger!r} does not exist")
         return frontier.copy()
 
     def _tree(self, ledger: str) -> StoredTree:

@@ -18,7 +18,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import RedisServerError, UsageError
-from .args import Subparsers, add_command, add_json_option, positive
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, positive
 
 EXIT_OK = 0
 EXIT_ALERTS = 1
@@ -38,7 +38,7 @@ def _redis_failed(config: ClusterConfig, error: Exception) -> RedisServerError:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_path(args.config))
     repl = _replication(config)
     try:
         if args.action == "resolve":
@@ -46,6 +46,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = repl.alerts(args.count)
         for alert in alerts:
             _print_alert(alert, args.json)
+        if not alerts and not args.json:  # silence would look like a command that did nothing
+            print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
         if args.follow:
             _follow(repl, alerts[-1]["id"] if alerts else "$", args.json)
         return EXIT_OK
@@ -126,7 +128,7 @@ def add_alert_commands(commands: Subparsers) -> None:
         "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"
     )
     alerts.add_argument("keys", nargs="*", metavar="KEY", help="resolve: the open alerts' keys, NODE|LEDGER|WHAT")
-    alerts.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_config_option(alerts)
     alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
     alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")
     alerts.add_argument("--all", action="store_true", help="resolve: every open alert")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TypeAlias
 
 from ..config.settings import Limits
@@ -60,6 +62,22 @@ def add_command(
 
 def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
     command.add_argument("--ledger", type=ledger_name, metavar="NAME", help=f"{verb} only this ledger")
+
+
+CONFIG_ENV = "VLEDGER_CONFIG"
+DEFAULT_CONFIG = Path("config/cluster.toml")
+CONFIG_HELP = f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
+
+
+def config_path(given: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The cluster configuration every command reads: ``given`` (``--config``), else
+    ``$VLEDGER_CONFIG`` (what ``make run`` tells the user to export), else config/cluster.toml."""
+    return given or Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def add_config_option(command: argparse.ArgumentParser) -> None:
+    """``--config FILE``, optional: :func:`config_path` says where it defaults from."""
+    command.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
 
 
 def add_json_option(command: argparse.ArgumentParser) -> None:

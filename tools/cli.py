@@ -21,10 +21,13 @@ from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import RemoteError, UsageError, VledgerError
 from .alert_commands import add_alert_commands, verify_cluster
 from .args import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
     Subparsers,
     add_command,
     add_json_option,
     add_ledger_option,
+    config_path,
     difficulty,
     node_name,
     positive,
@@ -57,8 +60,8 @@ def _exit_code(ok: bool) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if args.cluster is not None:
-        return verify_cluster(args.cluster, args.json)
+    if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_path finds
+        return verify_cluster(config_path(Path(args.cluster) if args.cluster else None), args.json)
     result = verify_path(args.path, args.ledger, Limits())
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
@@ -134,7 +137,13 @@ def _add_verify(commands: Subparsers) -> None:
     )
     what = verify.add_mutually_exclusive_group(required=True)
     what.add_argument("path", type=Path, nargs="?", metavar="PATH", help="a store directory or an export file")
-    what.add_argument("--cluster", type=Path, metavar="FILE", help="a cluster configuration: its open alerts")
+    what.add_argument(
+        "--cluster",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help=f"a cluster's open alerts; FILE its configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
+    )
     add_ledger_option(verify, "verify")
     add_json_option(verify)
 
@@ -194,6 +203,9 @@ def _add_demo(commands: Subparsers) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one command, turn every expected failure into an exit code."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version or a usage error, already printed by argparse

@@ -18,13 +18,22 @@ from pathlib import Path
 from ..broker.keys import check_public_key, load_public
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
-from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, UsageError
+from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.rules.engine import DOMAINS
 from ..node.rules.votes import ElectionState
-from ..node.sealed import seal, unseal
+from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
-from .args import Subparsers, add_command, add_json_option, count_arg, difficulty, ledger_name, node_name
+from .args import (
+    CONFIG_HELP,
+    Subparsers,
+    add_command,
+    add_json_option,
+    count_arg,
+    difficulty,
+    ledger_name,
+    node_name,
+)
 from .client_output import (
     print_account_change,
     print_accounts,
@@ -49,8 +58,6 @@ from .client_payloads import (
     sha256_hex,
 )
 from .client_session import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG,
     DEFAULT_TIMEOUT,
     KEY_ENV,
     ClientOptions,
@@ -94,12 +101,7 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
 
 def add_client_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group("connection")
-    group.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
-    )
+    group.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
     group.add_argument(
         "--node",
         type=node_name,
@@ -164,7 +166,7 @@ def cmd_whoami(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
-    print_ledgers(reply_field(session.call("ledger.list"), "ledgers", list), as_json=args.json)
+    print_ledgers(session.ledgers(), as_json=args.json)
     return EXIT_OK
 
 
@@ -186,8 +188,14 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
 def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
     _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
-    ledger = _group(commands, "ledger", "list or create ledgers", "List the ledgers a node holds, or start one.")
-    _verb(ledger, "list", cmd_ledger_list, "the ledgers a node holds", "List the ledgers a node holds.")
+    ledger = _group(commands, "ledger", "list or create ledgers", "List the cluster's ledgers, or start one.")
+    _verb(
+        ledger,
+        "list",
+        cmd_ledger_list,
+        "the cluster's ledgers",
+        "List every ledger of the cluster, as its home node reports it (with --node: the ledgers that node holds).",
+    )
     create = _write_verb(
         ledger,
         "create",
@@ -252,7 +260,7 @@ def cmd_head(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_size(session: Session, args: argparse.Namespace) -> int:
-    size = reply_field(session.call("size", {"ledger": args.ledger}), "size", int)
+    size = session.size(args.ledger)
     if args.json:
         print_json({"ledger": args.ledger, "size": size})
     else:
@@ -342,8 +350,7 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     if args.ledger is not None:
         ledgers = [args.ledger]
     else:
-        listed = reply_field(session.call("ledger.list"), "ledgers", list)
-        ledgers = [e["ledger"] for e in listed if isinstance(e, dict) and e.get("type") == ElectionState.type_name]
+        ledgers = [e["ledger"] for e in session.ledgers() if e.get("type") == ElectionState.type_name]
     checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
     found = [check for check in checks if check.records]
     if not found:
@@ -372,8 +379,11 @@ def donor_id(args: argparse.Namespace) -> str:
 
 
 def cmd_donate(session: Session, args: argparse.Namespace) -> int:
-    write = build.donation(donor_id(args), args.fund, args.amount, args.source, args.purpose)
-    return _put_write(session, args, write)
+    donor = donor_id(args)
+    write = build.donation(donor, args.fund, args.amount, args.source, args.purpose)
+    # The donor's id as the chain holds it: what the donor looks their gifts up by.
+    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json, donor=donor)
+    return EXIT_OK
 
 
 def cmd_disburse(session: Session, args: argparse.Namespace) -> int:
@@ -490,7 +500,22 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_unseal(args: argparse.Namespace) -> int:
-    print(unseal(read_seal_key(args.seal_key), args.sealed, args.context))
+    key = read_seal_key(args.seal_key)
+    try:
+        print(unseal(key, args.sealed, args.context))
+    except SealError as e:
+        if not is_sealed(args.sealed):
+            raise
+        # Well formed, yet it does not open: a missing or wrong context is the usual cause.
+        if not args.context:
+            raise SealError(
+                "this id does not open without a context: a donor id is sealed with its ledger's name; "
+                "give --context LEDGER (or check that this is the seal key it was made with)"
+            ) from e
+        raise SealError(
+            f"this id does not open with this key and context {args.context!r}: give the ledger it was "
+            "sealed for as --context, and the seal key it was made with"
+        ) from e
     return EXIT_OK
 
 
@@ -610,7 +635,12 @@ def cmd_user_key_add(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_key_revoke(session: Session, args: argparse.Namespace) -> int:
-    result = session.call("key.revoke", {"key": public_key_argument(args.key_or_file)})
+    key = public_key_argument(args.keyfile)
+    if args.account is not None:  # as `user key add NAME KEYFILE`: the key must be that account's
+        accounts = reply_field(session.call("account.list"), "accounts", list)
+        if not any(a.get("account") == args.account and key in a.get("keys", ()) for a in accounts):
+            raise UsageError(f"key {key} is not bound to account {args.account!r} (see: vledger user list)")
+    result = session.call("key.revoke", {"key": key})
     print_account_change(result, "revoked", as_json=args.json)
     return EXIT_OK
 
@@ -647,7 +677,10 @@ def _add_user_verbs(commands: Subparsers) -> None:
         "refuse a key from its next request",
         "Revoke a key: every node refuses it from its next request.",
     )
-    revoke.add_argument("key_or_file", metavar="KEYFILE.key|Z85", help="the public key file, or the Z85 key")
+    revoke.add_argument(
+        "account", type=account_name, nargs="?", metavar="NAME", help="the account it is bound to (checked first)"
+    )
+    revoke.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
 
 
 # --- registration ------------------------------------------------------------------------------------------

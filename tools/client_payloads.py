@@ -274,6 +274,16 @@ def receipt_map(receipt: dict[str, Any]) -> dict[str, Any]:
     return {key: jsonable(receipt.get(key)) for key in (*keys, *(("replicas",) if "replicas" in receipt else ()))}
 
 
+MINOR_PER_UNIT = 100  # halalas per riyal, cents per dollar: the charity rules' currencies have 2 places
+
+
+def money_text(minor_units: int) -> str:
+    """An amount in minor units (halalas, cents) as a decimal of 2 places: 225000 -> "2,250.00"."""
+    sign = "-" if minor_units < 0 else ""
+    units, minor = divmod(abs(minor_units), MINOR_PER_UNIT)
+    return f"{sign}{units:,}.{minor:02d}"
+
+
 def time_text(ms: int) -> str:
     """Milliseconds since 1970 UTC as ISO 8601 (UTC), or the number itself when out of range."""
     try:

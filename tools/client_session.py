@@ -4,9 +4,11 @@ Where things come from (the options every client verb takes):
 
 * ``--config FILE``, else ``$VLEDGER_CONFIG``, else ``config/cluster.toml``: the nodes, their
   endpoints and the key directory holding each node's public key;
-* ``--node NAME``, else the configuration's ``default_home``: the node to talk to. Writes
-  go to the ledger's home node as the configuration names it, unless ``--node`` is given
-  (a node that is not the home answers ``not_home`` and the client follows once);
+* ``--node NAME``: the node to talk to. Without it, a request about a ledger (a read or a
+  write) goes to the ledger's home node as the configuration names it, any other to the
+  configuration's ``default_home``, and ``ledger list`` asks every ingest node. A node that
+  neither holds nor homes the ledger answers ``not_home`` naming the home, and the client
+  follows once (docs/PROTOCOL.md 6.1);
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
   key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal.
 
@@ -38,7 +40,6 @@ from ..node.errors import (
     HeightGapError,
     NodeUnavailableError,
     PassphraseError,
-    RemoteError,
     UnknownKindError,
     UsageError,
     WrongLedgerError,
@@ -47,14 +48,13 @@ from ..node.ledger import LedgerRules
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.verify import ChainVerifier, verify_record
+from .args import config_path
 from .client_payloads import Write
 from .node_commands import PASSPHRASE_ENV
 
 log = logging.getLogger(__name__)
 
-CONFIG_ENV = "VLEDGER_CONFIG"
 KEY_ENV = "VLEDGER_KEY"
-DEFAULT_CONFIG = Path("config/cluster.toml")
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -79,7 +79,7 @@ class ClientOptions:
         if not key:
             raise UsageError(f"which key? give --key FILE (your .key_secret file) or set ${KEY_ENV}")
         return cls(
-            config=args.config or Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG),
+            config=config_path(args.config, environ),
             node=args.node,
             key=Path(key),
             timeout=args.timeout or DEFAULT_TIMEOUT,
@@ -172,9 +172,24 @@ class Session:
         home = self.config.home_of(ledger)
         return None if home.name == self.node.name else node_address(self.config, home.name)
 
-    def write_node(self, ledger: str) -> NodeAddress | None:
-        """Where a write on ``ledger`` is sent: the session's node (None) if --node was given, else its home."""
+    def ledger_node(self, ledger: str) -> NodeAddress | None:
+        """Where a request about ``ledger`` is sent: the session's node (None) if --node was given,
+        else the ledger's home."""
         return None if self.pinned else self.home_node(ledger)
+
+    def ledgers(self) -> list[dict[str, Any]]:
+        """Every ledger of the cluster (``ledger.list`` of each ingest node, merged by name, each
+        from its home), or those of the session's node if --node was given."""
+        if self.pinned:
+            return _ledger_entries(self.call("ledger.list"))
+        merged: dict[str, dict[str, Any]] = {}
+        for node in self.config.ingest_nodes():
+            address = None if node.name == self.node.name else node_address(self.config, node.name)
+            for entry in _ledger_entries(self.call("ledger.list", node=address)):
+                name = entry.get("ledger")
+                if isinstance(name, str) and (name not in merged or entry.get("home") == node.name):
+                    merged[name] = entry
+        return [merged[name] for name in sorted(merged)]
 
     @property
     def account(self) -> str:
@@ -185,29 +200,25 @@ class Session:
 
     # --- reading, checked --------------------------------------------------------------------
 
-    def rules(self, ledger: str, node: NodeAddress | None = None) -> LedgerRules:
+    def rules(self, ledger: str) -> LedgerRules:
         """The ledger's rules, read from its genesis record (kept: a genesis never changes).
 
-        Asked of ``node``; if that node does not hold the ledger, of the ledger's home node.
+        Raises RemoteError ``no_such_ledger`` for a ledger the cluster does not hold.
         """
         rules = self._rules.get(ledger)
         if rules is None:
-            args = {"ledger": ledger, "height": 0}
-            try:
-                result = self.call("get", args, node=node)
-            except RemoteError as e:
-                home = self.home_node(ledger)
-                if e.code != "not_found" or home == node:
-                    raise
-                log.info("ledger %s is not on the node asked; reading its genesis on its home node", ledger)
-                result = self.call("get", args, node=home)
+            result = self.call("get", {"ledger": ledger, "height": 0}, node=self.ledger_node(ledger))
             genesis = _expect(_record_of(result), ledger, 0)
             rules = self._rules[ledger] = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
         return rules
 
     def record(self, ledger: str, height: int) -> Record:
         return self._checked(
-            _expect(_record_of(self.call("get", {"ledger": ledger, "height": height})), ledger, height)
+            _expect(
+                _record_of(self.call("get", {"ledger": ledger, "height": height}, node=self.ledger_node(ledger))),
+                ledger,
+                height,
+            )
         )
 
     def record_by_hash(self, digest: bytes) -> Record:
@@ -217,13 +228,17 @@ class Session:
         return self._checked(record)
 
     def head(self, ledger: str) -> Record:
-        result = self.call("head", {"ledger": ledger})
+        result = self.call("head", {"ledger": ledger}, node=self.ledger_node(ledger))
         record = _expect(_record_of(result), ledger, reply_field(result, "height", int))
         if record.link != result.get("hash"):
             raise BadLinkError(
                 "the head's hash is not the link of the record sent", ledger=ledger, height=record.height
             )
         return self._checked(record)
+
+    def size(self, ledger: str) -> int:
+        """How many records ``ledger`` holds; raises RemoteError ``no_such_ledger`` if none."""
+        return int(reply_field(self.call("size", {"ledger": ledger}, node=self.ledger_node(ledger)), "size", int))
 
     def records(self, ledger: str, start: int = 0) -> Iterator[Record]:
         """Records from ``start`` to the head, page by page, each checked as the next of the chain."""
@@ -234,7 +249,7 @@ class Session:
             verifier = ChainVerifier.after(ledger, before.height, before.link, self.rules(ledger), PROTOCOL_LIMITS)
         following: int | None = start
         while following is not None:
-            page = self.call("range", {"ledger": ledger, "start": following})
+            page = self.call("range", {"ledger": ledger, "start": following}, node=self.ledger_node(ledger))
             records = reply_field(page, "records", list)
             for data in records:
                 record = _decode(data)
@@ -261,8 +276,8 @@ class Session:
     ) -> dict[str, Any]:
         """Write one record on its ledger's home node, with its proof of work; returns the receipt
         (once ``replicas`` replicas hold it, when more than 0)."""
-        node = self.write_node(ledger)
-        rules = self.rules(ledger, node)
+        node = self.ledger_node(ledger)
+        rules = self.rules(ledger)
         domain = rules.rules.get("type", PLAIN)
         if write.domain is not None and domain != write.domain:
             raise UsageError(
@@ -282,7 +297,7 @@ class Session:
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
-        receipt = self._send("ledger.create", entry, self.write_node(ledger))
+        receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
         self._rules[ledger] = rules
         return receipt
 
@@ -306,6 +321,10 @@ class Session:
         reply_field(receipt, "height", int)
         reply_field(receipt, "hash", bytes)
         return receipt
+
+
+def _ledger_entries(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [entry for entry in reply_field(result, "ledgers", list) if isinstance(entry, dict)]
 
 
 def _decode(data: object) -> Record:

@@ -80,7 +80,7 @@ def upload_file(
 ) -> Upload:
     """Upload ``path`` in chunks, then write its ``file`` record (with ``request_id`` and ``ts``, if given)."""
     settings = session.config.ingest
-    node = session.write_node(ledger)
+    node = session.ledger_node(ledger)
     with path.open("rb", buffering=0) as f:  # unbuffered: every chunk is read from the file as it is now
         size, sha256 = digest_of(f)
         if size > settings.max_file_bytes:

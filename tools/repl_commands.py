@@ -29,7 +29,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -38,7 +37,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..config.cluster import FOLLOWER_ROLES, load_cluster
 from ..node.errors import RedisServerError
-from .args import Subparsers, add_command, add_json_option
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
 from .watching import watch_rounds
@@ -255,7 +254,7 @@ def watch_status(
 
 
 def cmd_repl_status(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_path(args.config))
     url = os.environ.get("REDIS_URL") or config.redis_url
     roles = {name: node.role for name, node in config.nodes.items()}
     client = connect(url, timeout=REDIS_TIMEOUT)
@@ -289,7 +288,7 @@ def add_repl_commands(commands: Subparsers) -> None:
     )
     status.formatter_class = argparse.RawDescriptionHelpFormatter
     status.epilog = JSON_SHAPE
-    status.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_config_option(status)
     add_json_option(status)
     status.add_argument(
         "--watch", type=seconds, metavar="SECONDS", help="print again every SECONDS until interrupted (Ctrl-C)"

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from ..node.errors import RecordError, VledgerError
+from .client_payloads import money_text
 from .cluster_demo import ELECTION, KINDS, LEDGERS, ClusterDemoRun
 from .demo import DEMO_NODE, DemoRun
 from .exporting import ExportSummary
@@ -101,8 +102,9 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
     )
     charity = run.charity
     print(
-        f"zakat ({charity.currency}): donated {_money(charity.donated)}, disbursed {_money(charity.disbursed)}, "
-        f"balance {_money(charity.balance)}, in {len(charity.funds)} funds"
+        f"zakat ({charity.currency}): donated {money_text(charity.donated)}, "
+        f"disbursed {money_text(charity.disbursed)}, balance {money_text(charity.balance)}, "
+        f"in {len(charity.funds)} funds"
     )
     resources = run.resources
     balances = ", ".join(f"{account} {amount:,}" for account, amount in resources.balances.items())
@@ -137,11 +139,6 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         for line in _report_lines(str(path), result):
             print(f"    {line}")
     print("\nAll OK." if run.ok else "\nFAILED: see above.")
-
-
-def _money(minor_units: int) -> str:
-    """An amount in minor units (halalas, cents) as a decimal of 2 places."""
-    return f"{minor_units // 100:,}.{minor_units % 100:02d}"
 
 
 def verification_json(result: Verification) -> dict[str, Any]:

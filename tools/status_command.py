@@ -40,8 +40,8 @@ from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
-from ..node.errors import NodeUnavailableError, RedisServerError, RemoteError, UsageError, VledgerError
-from .args import Subparsers, add_command, add_json_option
+from ..node.errors import NodeUnavailableError, RemoteError, UsageError, VledgerError
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
 from .client_session import KEY_ENV, load_client_keys, node_address, now_ms
@@ -59,10 +59,12 @@ RUNNING = "RUNNING"  # supervisord's state of a program that runs
 _SUPERVISOR_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
 
 JSON_SHAPE = """\
-With --json, one JSON object (with --watch, one per line and round; a round that cannot
-read Redis prints its error on stderr instead, and the watch goes on):
+With --json, one JSON object (with --watch, one per line and round). Redis down does not
+hide the nodes: they are still asked over CURVE, and "redis_error" says why the ledgers and
+alerts (read from Redis) are empty:
 
-  {"cluster": str, "redis": URL (password hidden), "ok": bool (exit code 0),
+  {"cluster": str, "redis": URL (password hidden), "redis_error": str or null (Redis down),
+   "ok": bool (exit code 0),
    "problems": [str]: one sentence for each thing down, behind or alerted,
    "supervisord": null (no --run-dir)
                   or {"socket": path, "pid": int or null (none answers),
@@ -86,7 +88,8 @@ read Redis prints its error on stderr instead, and the watch goes on):
 
 Exit codes: 0 every node answers, every replica and observer is current, no ledger is
 behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis
-cannot be reached, or the configuration or the key cannot be read; 2 usage; 3 something
+cannot be reached (the nodes are shown all the same), or the configuration or the key cannot
+be read; 2 usage; 3 something
 is down, behind or alerted. With --watch the command runs until interrupted and exits
 with the last round's code."""
 
@@ -164,6 +167,7 @@ class ClusterStatus:
     open_alerts: dict[str, dict[str, Any]]
     supervisord: SupervisordState | None
     problems: tuple[str, ...]
+    redis_error: str | None = None  # Redis did not answer: ledgers and alerts are unknown
 
     @property
     def ok(self) -> bool:
@@ -171,6 +175,8 @@ class ClusterStatus:
 
     @property
     def exit_code(self) -> int:
+        if self.redis_error is not None:
+            return EXIT_FAILED
         return EXIT_OK if self.ok else EXIT_PROBLEM
 
 
@@ -183,12 +189,14 @@ def cluster_status(
     open_alerts: Mapping[str, dict[str, Any]],
     supervisord: SupervisordState | None,
     now_ms: int,
+    redis_error: str | None = None,
 ) -> ClusterStatus:
     """The cluster's status from what was read (pure).
 
     ``roles`` node -> role for every node of the configuration; ``answers`` node -> what it
     answered (a node missing here counts as not answering); ``now_ms`` the clock that dates
-    the verifiers' sweeps (milliseconds since 1970, as theirs).
+    the verifiers' sweeps (milliseconds since 1970, as theirs); ``redis_error`` why Redis
+    could not be read (``ledgers`` and ``open_alerts`` are then empty and unknown).
     """
     order = {role: index for index, role in enumerate(ROLES)}
     names = sorted(roles, key=lambda name: (order.get(roles[name], len(ROLES)), name))
@@ -205,8 +213,18 @@ def cluster_status(
         if roles[name] == "verifier"
     )
     problems = _problems(nodes, ledgers, open_alerts, supervisord)
+    if redis_error is not None:
+        problems.insert(0, f"Redis is down: {redis_error}")
     return ClusterStatus(
-        cluster, redis_url, nodes, tuple(ledgers), verifiers, dict(open_alerts), supervisord, tuple(problems)
+        cluster,
+        redis_url,
+        nodes,
+        tuple(ledgers),
+        verifiers,
+        dict(open_alerts),
+        supervisord,
+        tuple(problems),
+        redis_error,
     )
 
 
@@ -315,6 +333,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
     return {
         "cluster": status.cluster,
         "redis": shown_url(status.redis_url),
+        "redis_error": status.redis_error,
         "ok": status.ok,
         "problems": list(status.problems),
         "supervisord": None
@@ -430,13 +449,18 @@ def print_status(status: ClusterStatus) -> None:
     print()
     table(*node_rows(status))
     print()
-    print_ledgers(list(status.ledgers), status.redis_url)
+    if status.redis_error is not None:
+        print(f"Redis at {shown_url(status.redis_url)}: DOWN ({status.redis_error}): ledgers and alerts unknown")
+    else:
+        print_ledgers(list(status.ledgers), status.redis_url)
     if status.verifiers:
         print()
         for verifier in status.verifiers:
             print(verifier_line(verifier))
     print()
-    if not status.open_alerts:
+    if status.redis_error is not None:
+        print("Open alerts: unknown (they are kept in Redis)")
+    elif not status.open_alerts:
         print("Open alerts: none")
     else:
         print(f"Open alerts: {len(status.open_alerts)}")
@@ -506,24 +530,34 @@ class StatusReader:
     clock: Callable[[], int] = now_ms
 
     def read(self) -> ClusterStatus:
-        """One round: the nodes are asked in parallel while Redis is read (RedisServerError if it fails)."""
+        """One round: the nodes are asked in parallel while Redis is read; Redis down is shown,
+        not raised, since the nodes answer over CURVE without it."""
         asked: dict[str, Future[NodeAnswer]] = {
             name: self.executor.submit(ask_node, self.config, name, self.keys, self.timeout)
             for name in self.config.nodes
         }
         roles = {name: node.role for name, node in self.config.nodes.items()}
+        ledgers: list[LedgerStatus] = []
+        open_alerts: dict[str, dict[str, Any]] = {}
+        redis_error = None
         try:
-            ledgers = read_status(self.replication, roles)
+            ledgers = list(read_status(self.replication, roles))
             open_alerts = self.replication.open_alerts()
         except redis.exceptions.RedisError as e:
-            raise RedisServerError(
-                f"cannot read the cluster's state from Redis at {shown_url(self.redis_url)}: {e}"
-            ) from e
+            redis_error = str(e) or type(e).__name__
         finally:
             answers = {name: future.result() for name, future in asked.items()}
         supervisord = read_supervisord(self.supervisor) if self.supervisor is not None else None
         return cluster_status(
-            self.config.name, self.redis_url, roles, answers, ledgers, open_alerts, supervisord, self.clock()
+            self.config.name,
+            self.redis_url,
+            roles,
+            answers,
+            ledgers,
+            open_alerts,
+            supervisord,
+            self.clock(),
+            redis_error,
         )
 
 
@@ -558,7 +592,7 @@ def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Pat
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_path(args.config))
     keys = load_client_keys(client_key(args.key))
     url = os.environ.get("REDIS_URL") or config.redis_url
     supervisor = None
@@ -593,7 +627,7 @@ def add_status_command(commands: Subparsers) -> None:
     )
     status.formatter_class = argparse.RawDescriptionHelpFormatter
     status.epilog = JSON_SHAPE
-    status.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_config_option(status)
     status.add_argument(
         "--key", type=Path, metavar="FILE", help=f"the secret key that asks the nodes (default: ${KEY_ENV})"
     )

@@ -7,8 +7,9 @@
   ``hello`` to the admin key. A deadline bounds the wait; polls, never a fixed sleep.
 * ``stop``: supervisord stops every program (SIGTERM to its process group) and exits;
   returns once none of those processes is left.
-* ``status``: ``supervisorctl status``, its exit code passed through (0 all RUNNING, 3 one
-  is not); 3 as well, with a sentence, when no supervisord answers.
+* ``status``: ``supervisorctl status``'s table; exit 0 only when every program is RUNNING,
+  3 while one is not (STARTING included, which supervisorctl itself counts as running);
+  3 as well, with a sentence, when no supervisord answers.
 * ``conf``: print the file ``start`` writes.
 
 Every step runs again safely: ``start`` on a running cluster says so and checks it.
@@ -333,12 +334,27 @@ def _named(names: Iterable[str], pids: dict[str, int]) -> str:
 
 
 def status(layout: SupervisorLayout) -> int:
-    """supervisorctl's table and exit code; when no supervisord answers, a sentence and exit 3."""
-    if not Supervisor(layout.socket_path).running():
+    """supervisorctl's table; exit 0 only when every program is RUNNING (status_code), and
+    when no supervisord answers, a sentence and exit 3."""
+    supervisor = Supervisor(layout.socket_path)
+    if not supervisor.running():
         print(f"the cluster is not running (no supervisord answers on {layout.socket_path})")
         return EXIT_NOT_RUNNING
     command = [*venv_command("supervisorctl", "supervisor.supervisorctl"), "-c", str(layout.conf_path), "status"]
-    return subprocess.run(command, check=False).returncode
+    returncode = subprocess.run(command, check=False).returncode
+    try:
+        states = {name: str(info.get("statename")) for name, info in supervisor.processes().items()}
+    except (OSError, xmlrpc.client.Error, http.client.HTTPException):
+        return EXIT_NOT_RUNNING  # it stopped answering meanwhile
+    return status_code(returncode, states)
+
+
+def status_code(returncode: int, states: dict[str, str]) -> int:
+    """``supervisorctl status``'s exit code, made strict: a program still STARTING (or in
+    BACKOFF, which supervisorctl also counts as running) is not up yet, so 3 until all are RUNNING."""
+    if returncode != 0:
+        return returncode
+    return EXIT_OK if states and all(state == "RUNNING" for state in states.values()) else EXIT_NOT_RUNNING
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ the newest height every observer published; with none yet, they are still counti
 disagreement at one height is added to the ``vledger:alerts`` stream (``tally_mismatch``).
 
 Exit codes: 0 every signature verifies and the observers agree; 1 a bad or missing
-signature, a malformed snapshot, a disagreement, or Redis unreachable; 2 usage; 3 still
+signature, a malformed snapshot, a disagreement, no such ledger (``no_such_ledger``), or
+Redis unreachable; 2 usage; 3 still
 counting (an observer has published nothing yet, or no height is common to all), so that
 a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``.
 """
@@ -20,7 +21,6 @@ import argparse
 import json
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -30,7 +30,7 @@ from ..broker.replication import Alert, ReplicationLedger
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
-from ..node.errors import KeyMaterialError, RedisServerError, TallyMismatchError, UsageError
+from ..node.errors import KeyMaterialError, NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
 from ..verifier.tally import (
     AGREE,
     MISMATCH,
@@ -41,8 +41,8 @@ from ..verifier.tally import (
     common_height,
     judge,
 )
-from .args import Subparsers, add_command, add_json_option, ledger_name
-from .client_payloads import jsonable, time_text
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
+from .client_payloads import MINOR_PER_UNIT, jsonable, money_text, time_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -163,13 +163,17 @@ def raise_mismatch(replication: ReplicationLedger, report: TallyReport) -> str:
 
 
 def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
-    return {
+    """A snapshot for scripts: the tally exactly as signed; a charity's says its amounts are minor units."""
+    shown = {
         "height": snapshot.height,
         "head": snapshot.head.hex(),
         "tally": jsonable(snapshot.tally),
         "counted": snapshot.counted.hex(),
         "at_ms": snapshot.at_ms,
     }
+    if snapshot.tally.get("type") == "charity":
+        shown["amounts"] = {"unit": "minor", "currency": snapshot.tally.get("currency"), "per_unit": MINOR_PER_UNIT}
+    return shown
 
 
 def _signature(checked: Checked | None) -> str:
@@ -212,27 +216,35 @@ def _error(checked: Checked | None) -> dict[str, str] | None:
     return {"code": checked.problem.code, "message": checked.problem.message}
 
 
+# A charity tally's amounts (PROTOCOL 11.2), in minor units; people read them in the currency.
+MONEY_KEYS = frozenset(("donated", "disbursed", "balance"))
+
+
 def tally_lines(tally: dict[str, Any], indent: str = "  ") -> list[str]:
-    """A tally map for people: one line per key, maps compact (choices and their counts, funds, balances)."""
+    """A tally map for people: one line per key, maps compact (choices and their counts, funds, balances);
+    a charity's amounts in its currency ("2,250.00 SAR"), never in minor units."""
+    currency = tally.get("currency") if tally.get("type") == "charity" else None
     lines = []
     for key, value in tally.items():
         if key == "type":
             continue
         if isinstance(value, dict):
-            text = ", ".join(f"{k} {_compact(v)}" for k, v in value.items()) or "none"
+            text = ", ".join(f"{k} {_compact(v, currency)}" for k, v in value.items()) or "none"
         else:
-            text = _compact(value)
+            text = _compact(value, currency, key)
         lines.append(f"{indent}{key}: {text}")
     return lines
 
 
-def _compact(value: Any) -> str:
+def _compact(value: Any, currency: Any = None, key: str = "") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(currency, str) and key in MONEY_KEYS:
+            return f"{money_text(value)} {currency}"
         return f"{value:,}"
     if isinstance(value, str):
         return value
-    if isinstance(value, dict):  # a fund's totals: "(donated 1,900, disbursed 950, ...)"
-        return "(" + ", ".join(f"{k} {_compact(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, dict):  # a fund's totals: "(donated 19.00 SAR, disbursed 9.50 SAR, donations 3, ...)"
+        return "(" + ", ".join(f"{k} {_compact(v, currency, k)}" for k, v in value.items()) + ")"
     return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
 
 
@@ -282,17 +294,23 @@ def report_lines(report: TallyReport) -> list[str]:
 
 
 def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport:
-    """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass)."""
+    """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass).
+
+    Raises NoSuchLedgerError when no observer published a tally of ``ledger`` and no home
+    node announced it (``vledger:ledgers``): a misspelt name is not "still counting".
+    """
     keys = observer_keys(config)
     board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
     report = read_tallies(board, ledger, keys)
+    if all(t.checked is None for t in report.observers) and ledger not in ReplicationLedger(client).ledgers():
+        raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
     return report
 
 
 def cmd_tally(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_path(args.config))
     if not config.nodes_of("observer"):
         raise UsageError(f"{config.path} names no observer node")
     url = os.environ.get("REDIS_URL") or config.redis_url
@@ -319,8 +337,8 @@ def add_tally_command(commands: Subparsers) -> None:
         "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
         "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
         "newest height they all counted. Exit 0 all verified and in agreement; 1 a bad signature or a "
-        "disagreement (added to the alerts); 3 still counting.",
+        "disagreement (added to the alerts), or no such ledger; 3 still counting.",
     )
     tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    tally.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_config_option(tally)
     add_json_option(tally)

@@ -21,9 +21,9 @@ from ..node.errors import (
     IndexMismatchError,
     LineError,
     MalformedRecordError,
+    NoSuchLedgerError,
     PayloadTooLargeError,
     RecordError,
-    UnknownLedgerError,
     UsageError,
     VledgerError,
 )
@@ -99,7 +99,7 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
     if wanted is None:
         return ledgers
     if wanted not in ledgers:
-        raise UnknownLedgerError(f"ledger {wanted!r} is not in this store or file")
+        raise NoSuchLedgerError(f"ledger {wanted!r} is not in this store or file")
     return [wanted]
 
 
@@ -112,7 +112,8 @@ def verify_store(directory: Path, wanted: str | None, limits: Limits) -> Verific
     with contextlib.closing(StoreReader(directory)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         total = sum(reader.count(ledger) for ledger in ledgers)
-        with Progress("verifying", total) as progress:
+        # Named, so that several stores verified in a row (the cluster demo) tell which is which.
+        with Progress(f"verifying {directory.name}: checksums, work, links", total) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
                 try:
@@ -292,5 +293,5 @@ class ExportChecker:
 
     def result(self) -> Verification:
         if self.error is None and self.wanted is not None and self.wanted not in self.reports:
-            raise UnknownLedgerError(f"ledger {self.wanted!r} is not in this file")
+            raise NoSuchLedgerError(f"ledger {self.wanted!r} is not in this file")
         return Verification(list(self.reports.values()), self.error, self.error_line)

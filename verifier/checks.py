@@ -57,6 +57,9 @@ CHAIN_FAULTS = (
 )
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
+# A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
+NOT_HELD = frozenset(("not_home", "no_such_ledger"))
+
 
 class NodeReader:
     """One node's read commands, for the verifier; a node that does not answer is left alone a while."""
@@ -81,7 +84,12 @@ class NodeReader:
         self.down_until = self._clock() + seconds
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
-        reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": min(limit, self.page_size)})
+        try:
+            reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": min(limit, self.page_size)})
+        except RemoteError as e:
+            if e.code in NOT_HELD:
+                return []  # a copy that holds none of the ledger: its sweep ends here
+            raise
         records = reply.get("records") if isinstance(reply, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise NodeUnavailableError(f"{self.name}: range answered something else than records")
@@ -92,7 +100,7 @@ class NodeReader:
         try:
             reply = self.client.call("head", {"ledger": ledger})
         except RemoteError as e:
-            if e.code == "not_found":
+            if e.code == "not_found" or e.code in NOT_HELD:
                 return None
             raise
         height, digest = reply.get("height"), reply.get("hash")
@@ -104,7 +112,7 @@ class NodeReader:
         try:
             data = self.client.call("get", {"ledger": ledger, "height": height}).get("record")
         except RemoteError as e:
-            if e.code == "not_found":
+            if e.code == "not_found" or e.code in NOT_HELD:
                 return None
             raise
         if not isinstance(data, bytes):

@@ -87,7 +87,10 @@ def node_readers(
         if node.role == "verifier":
             continue
         client = Client(
-            NodeAddress(node.endpoint, load_public(config.public_key_path(node.name))), keys, timeout=timeout
+            NodeAddress(node.endpoint, load_public(config.public_key_path(node.name))),
+            keys,
+            timeout=timeout,
+            follow=False,  # each node's own copy is checked, never its home's in its place
         )
         readers[node.name] = NodeReader(node, client, config.ingest.page_size, clock)
     return readers

@@ -52,6 +52,7 @@ CLI = [sys.executable, "-m", "vledger.tools.cli"]
 ADMIN = "admin"
 ELECTION = "election"  # home ingest-1: voters register, then cast
 NOTES = "notes"  # home ingest-2: a plain ledger
+NOT_HELD = ("not_home", "no_such_ledger")  # a node's answers about a ledger it holds none of
 CHOICES = ("alice", "bob", "carol")
 RESTART_S = 30.0  # a program killed or started again must answer within this
 CONVERGE_S = 90.0  # every copy at the home's head, every tally and alert settled
@@ -177,9 +178,13 @@ class SupervisedCluster:
         return node_address(self.config, node)
 
     def client(self, key_name: str, node: str, *, timeout: float = 5.0) -> Client:
-        """A client of ``node`` under key ``key_name``, kept until the cluster stops (main thread only)."""
+        """A client of ``node`` under key ``key_name``, kept until the cluster stops (main thread only).
+
+        It does not follow not_home: what it reads is ``node``'s own copy."""
         if (key_name, node) not in self._clients:
-            self._clients[key_name, node] = Client(self.address(node), self.keys[key_name], timeout=timeout)
+            self._clients[key_name, node] = Client(
+                self.address(node), self.keys[key_name], timeout=timeout, follow=False
+            )
         return self._clients[key_name, node]
 
     def answers(self, name: str) -> bool:
@@ -252,13 +257,18 @@ class SupervisedCluster:
     # --- what the nodes hold ---------------------------------------------------------------
 
     def size(self, node: str, ledger: str) -> int:
-        return int(self.client(ADMIN, node).call("size", {"ledger": ledger})["size"])
+        try:
+            return int(self.client(ADMIN, node).call("size", {"ledger": ledger})["size"])
+        except RemoteError as e:
+            if e.code in NOT_HELD:
+                return 0
+            raise
 
     def head(self, node: str, ledger: str) -> tuple[int, bytes] | None:
         try:
             reply = self.client(ADMIN, node).call("head", {"ledger": ledger})
         except RemoteError as e:
-            if e.code == "not_found":
+            if e.code == "not_found" or e.code in NOT_HELD:
                 return None
             raise
         return int(reply["height"]), bytes(reply["hash"])

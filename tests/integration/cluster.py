@@ -355,6 +355,7 @@ class LocalCluster:
         self._wires: list[Wire] = []
         self._taps: list[FeedTap] = []
         self._admins: dict[str, Client] = {}
+        self._inspectors: dict[str, Client] = {}
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.directory}, nodes {', '.join(self.node_names)}, redis db {self.database})"
@@ -403,6 +404,7 @@ class LocalCluster:
             client.close()
         self._clients.clear()
         self._admins.clear()
+        self._inspectors.clear()
         for wire in self._wires:
             wire.close()
         self._wires.clear()
@@ -577,7 +579,19 @@ class LocalCluster:
     def sizes(self, ledger: str, names: Iterable[str] | None = None) -> dict[str, int]:
         """How many records of ``ledger`` each node (default: every running node) holds."""
         names = [n for n in self.procs if self.procs[n].running()] if names is None else list(names)
-        return {name: self.admin(name).call("size", {"ledger": ledger})["size"] for name in names}
+        return {name: self.own_size(name, ledger) for name in names}
+
+    def own_size(self, name: str, ledger: str) -> int:
+        """How many records of ``ledger`` node ``name`` itself holds (0 if none: a node that holds
+        none refers a reader to the home, or says no_such_ledger on the home itself)."""
+        if name not in self._inspectors:
+            self._inspectors[name] = self.client(ADMIN, name, follow=False)
+        try:
+            return self._inspectors[name].call("size", {"ledger": ledger})["size"]  # type: ignore[no-any-return]
+        except RemoteError as e:
+            if e.code in ("not_home", "no_such_ledger"):
+                return 0
+            raise
 
     def tap(self, name: str, key_name: str = "observer", *, receive_hwm: int = 100_000) -> FeedTap:
         """The test's own subscriber to node ``name``'s feed, under key ``key_name`` (closed with the cluster)."""
@@ -608,9 +622,12 @@ class LocalCluster:
 
     # --- clients and accounts --------------------------------------------------------
 
-    def client(self, key_name: str = ADMIN, node: str | None = None, *, timeout: float = 10.0) -> Client:
-        """A protocol client with the key pair ``key_name``, talking first to ``node``."""
-        client = Client(self.address(node), self.keys[key_name], timeout=timeout)
+    def client(
+        self, key_name: str = ADMIN, node: str | None = None, *, timeout: float = 10.0, follow: bool = True
+    ) -> Client:
+        """A protocol client with the key pair ``key_name``, talking first to ``node`` (following
+        not_home answers to the home unless ``follow`` is False)."""
+        client = Client(self.address(node), self.keys[key_name], timeout=timeout, follow=follow)
         self._clients.append(client)
         return client
 

@@ -69,13 +69,22 @@ def test_get_by_height_and_by_hash_give_the_receipted_record(
     }
 
 
-def test_missing_records_are_not_found(cluster: LocalCluster, chain: list[dict[str, Any]]) -> None:
+def test_missing_records_are_not_found_and_missing_ledgers_no_such_ledger(
+    cluster: LocalCluster, chain: list[dict[str, Any]]
+) -> None:
     observer = cluster.client("observer")
     assert remote_error(observer.call, "get", {"ledger": LEDGER, "height": PUTS + 1}).code == "not_found"
-    assert remote_error(observer.call, "get", {"ledger": "no-such-ledger", "height": 0}).code == "not_found"
     assert remote_error(observer.call, "get", {"hash": bytes(32)}).code == "not_found"
-    assert remote_error(observer.call, "head", {"ledger": "no-such-ledger"}).code == "not_found"
-    assert size(observer, "no-such-ledger") == 0
+    # Asked of ingest-2, which is not its home: not_home, followed to ingest-1, which says no_such_ledger.
+    for node in ("ingest-1", "ingest-2"):
+        reader = cluster.client("observer", node)
+        for cmd, args in (
+            ("get", {"ledger": "no-such-ledger", "height": 0}),
+            ("head", {"ledger": "no-such-ledger"}),
+            ("size", {"ledger": "no-such-ledger"}),
+            ("range", {"ledger": "no-such-ledger", "start": 0}),
+        ):
+            assert remote_error(reader.call, cmd, args).code == "no_such_ledger", (node, cmd)
 
 
 def test_range_pages_through_the_chain_and_it_verifies(cluster: LocalCluster, chain: list[dict[str, Any]]) -> None:
@@ -147,7 +156,7 @@ def test_a_write_to_another_node_is_answered_not_home_and_the_client_follows(clu
     on_home = cluster.client("observer", "ingest-2")
     assert decode_record(on_home.call("get", {"hash": receipt["hash"]})["record"], LIMITS).origin == "ingest-2"
     assert size(on_home, "remote") == 2
-    assert size(cluster.client("observer", "ingest-1"), "remote") == 0  # placed on its home only
+    assert cluster.own_size("ingest-1", "remote") == 0  # placed on its home only
     assert "remote" in on_home.call("hello")["ledgers"]
     assert "remote" not in cluster.client("observer", "ingest-1").call("hello")["ledgers"]
     # The client remembers nothing wrong: a retry through ingest-1 again is a duplicate.
@@ -198,7 +207,7 @@ def test_refused_writes_write_nothing(cluster: LocalCluster, chain: list[dict[st
     writer = cluster.client("writer1")
     before = size(writer)
     assert remote_error(admin.create_ledger, genesis(LEDGER, ADMIN, ["note"])).code == "ledger_exists"
-    assert remote_error(writer.put, entry("no-such-ledger", "note", {}, "writer1")).code == "unknown_ledger"
+    assert remote_error(writer.put, entry("no-such-ledger", "note", {}, "writer1")).code == "no_such_ledger"
     assert remote_error(writer.put, entry(LEDGER, "vote", {}, "writer1", difficulty=8)).code == "unknown_kind"
     weak = entry(LEDGER, "note", {}, "writer1")
     weak_args = {"content": weak.content_bytes, "nonce": failing_nonce(weak.content_bytes, 8)}
@@ -207,4 +216,46 @@ def test_refused_writes_write_nothing(cluster: LocalCluster, chain: list[dict[st
     assert remote_error(writer.put, genesis_as_put).code == "forbidden"
     assert remote_error(admin.call, "ledger.create", put_args(entry("sneaky", "note", {}, ADMIN))).code == "bad_genesis"
     assert size(writer) == before
-    assert size(writer, "sneaky") == 0
+    assert remote_error(size, writer, "sneaky").code == "no_such_ledger"
+
+
+def test_a_read_finds_the_ledger_on_its_home(cluster: LocalCluster) -> None:
+    """ingest-1 neither holds nor homes remote-2: it names the home, and the client reads there."""
+    home = cluster.address("ingest-2")
+    cluster.admin().create_ledger(genesis("remote-2", ADMIN, ["note"]))
+    cluster.client("writer1").put(entry("remote-2", "note", {"x": 1}, "writer1"))
+    pinned = cluster.client("observer", "ingest-1", follow=False)
+    for cmd, args in (
+        ("get", {"ledger": "remote-2", "height": 1}),
+        ("head", {"ledger": "remote-2"}),
+        ("size", {"ledger": "remote-2"}),
+        ("range", {"ledger": "remote-2", "start": 0}),
+    ):
+        error = remote_error(pinned.call, cmd, args)
+        assert (error.code, error.details["home"]) == (
+            "not_home",
+            {"node": "ingest-2", "endpoint": home.endpoint, "key": home.key},
+        ), cmd
+    reader = cluster.client("observer", "ingest-1")
+    assert size(reader, "remote-2") == 2
+    assert decode_record(reader.call("get", {"ledger": "remote-2", "height": 1})["record"], LIMITS).origin == "ingest-2"
+    assert reader.call("head", {"ledger": "remote-2"})["height"] == 1
+    assert len(reader.call("range", {"ledger": "remote-2", "start": 0})["records"]) == 2
+
+
+def test_the_cli_reads_any_ledger_and_lists_every_ledger_of_the_cluster(
+    cluster: LocalCluster, chain: list[dict[str, Any]]
+) -> None:
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    cluster.admin().create_ledger(genesis("remote-files", ADMIN, ["note"]))
+    assert cluster.cli("size", "remote-files", *common).stdout == "1\n"
+    assert cluster.cli("get", "remote-files", "0", "--json", *common).stdout
+    assert len(cluster.cli("range", "remote-files", *common).stdout.splitlines()) == 1
+    listed = cluster.cli("ledger", "list", "--json", *common).stdout
+    assert '"remote-files"' in listed and f'"{LEDGER}"' in listed  # homed on ingest-2 and on ingest-1
+    for verb in (["size", "nope"], ["range", "nope"], ["head", "nope"], ["get", "nope", "0"]):
+        done = cluster.cli(*verb, *common, check=False)
+        assert (done.returncode, done.stdout) == (1, ""), verb
+        assert "no_such_ledger" in done.stderr, verb
+    done = cluster.cli("put", "nope", "note", "--payload", "{}", *common, check=False)
+    assert done.returncode == 1 and "no_such_ledger" in done.stderr

@@ -129,7 +129,7 @@ def test_invalid_election_rules_refuse_the_ledger(cluster: LocalCluster, ledgers
         {"type": "election", "choices": ["yes"], "opens": now, "closes": now - 1},
     )
     assert remote_error(cluster.admin().create_ledger, bad).code == "bad_rules"
-    assert size(cluster.admin(), "election-bad") == 0
+    assert remote_error(size, cluster.admin(), "election-bad").code == "no_such_ledger"
 
 
 # --- charity ------------------------------------------------------------------------------

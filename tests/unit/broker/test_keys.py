@@ -241,3 +241,16 @@ def test_nothing_secret_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         keys.load_secret(tmp_path / "p.key_secret", "wrong")
     assert pair.secret not in caplog.text and protected.secret not in caplog.text
     assert PASSPHRASE not in caplog.text
+
+
+def test_a_public_key_given_as_the_secret_is_named_as_such_not_told_to_chmod(tmp_path: Path) -> None:
+    keys.generate(tmp_path, "alice")
+    public = tmp_path / "alice.key"
+    assert stat.S_IMODE(public.stat().st_mode) & 0o044  # readable by others, as a public key is
+    with pytest.raises(KeyMaterialError, match=r"this is a public key .*pass the \.key_secret file") as caught:
+        keys.load_secret(public)
+    assert "chmod" not in caught.value.message
+    secret = tmp_path / "alice.key_secret"
+    secret.chmod(0o644)  # a real secret left readable is still told to chmod
+    with pytest.raises(KeyPermissionsError, match="chmod 600"):
+        keys.load_secret(secret)

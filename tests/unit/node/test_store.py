@@ -21,12 +21,12 @@ from vledger.node.errors import (
     HeightGapError,
     InsufficientWorkError,
     LedgerExistsError,
+    NoSuchLedgerError,
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
     StoreError,
     UnknownKindError,
-    UnknownLedgerError,
     VledgerError,
 )
 from vledger.node.record import Entry, Record, decode_record
@@ -162,7 +162,7 @@ def test_reads_of_what_is_not_there(store: ChainStore) -> None:
     assert list(store.range("nope")) == []
     assert store.have([]) == []
     assert store.find_request(LEDGER, "Zoe.1", "req-1") is None
-    with pytest.raises(UnknownLedgerError):
+    with pytest.raises(NoSuchLedgerError):
         store.rules("nope")
 
 
@@ -226,7 +226,7 @@ def test_the_same_request_id_from_another_author_is_another_request(store: Chain
 
 
 def test_an_entry_for_an_unknown_ledger_is_refused(store: ChainStore, kit: Any) -> None:
-    with pytest.raises(UnknownLedgerError):
+    with pytest.raises(NoSuchLedgerError):
         store.append(kit.entry(1, ledger="nope"))
     assert store.ledgers() == [LEDGER]
     assert rows(store) == 1

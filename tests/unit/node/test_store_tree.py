@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.node import tree
-from vledger.node.errors import ProofError, StoreError, TreeMismatchError, TreeSizeError, UnknownLedgerError
+from vledger.node.errors import NoSuchLedgerError, ProofError, StoreError, TreeMismatchError, TreeSizeError
 from vledger.node.record import Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, StoreReader
@@ -131,7 +131,7 @@ def test_sizes_past_the_tree_are_refused(open_store: OpenStore, kit: Any) -> Non
         store.inclusion_proof(LEDGER, 10, 10)
     with pytest.raises(ProofError):
         store.consistency_proof(LEDGER, 0, 10)
-    with pytest.raises(UnknownLedgerError):
+    with pytest.raises(NoSuchLedgerError):
         store.root("nope")
     assert store.root(LEDGER, 0) == tree.EMPTY_ROOT
 

@@ -581,7 +581,7 @@ def test_an_unknown_ledger_is_an_error(tmp_path: Path, capsys: pytest.CaptureFix
     store = make_store(tmp_path / "s")
     code, _, err = run(capsys, "export", store, "--ledger", "nope")
     assert code == 1
-    assert err == "vledger: error: unknown_ledger: ledger 'nope' is not in this store or file\n"
+    assert err == "vledger: error: no_such_ledger: ledger 'nope' is not in this store or file\n"
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -613,9 +613,24 @@ def test_the_console_script(tmp_path: Path) -> None:
 
 
 def test_render_shows_count_rate_and_eta() -> None:
-    assert render("verifying", 50, 200, 5.0) == "verifying [######------------------] 50/200 (10.0/s, ETA 0:15)"
+    assert render("verifying", 50, 200, 5.0, 10.0) == "verifying [######------------------] 50/200 (10.0/s, ETA 0:15)"
     assert render("verifying", 200, 200, 5.0).endswith("200/200 (40.0/s, ETA 0:00)")
     assert render("verifying", 7, None, 2.0) == "verifying 7 (3.5/s)"
+    # No measured rate yet: no ETA, rather than hours guessed from the start-up.
+    assert render("records", 1, 1000, 7.5).endswith("1/1000 (0.1/s, ETA --:--)")
+
+
+def test_the_first_eta_waits_for_a_measured_rate() -> None:
+    """The demo's first line used to read ETA 2:04:48: one record after 7.5 s of start-up."""
+    stream = io.StringIO()
+    ticks = iter([0.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0])  # start, then a record every 0.5 s
+    with Progress("records", 1000, stream=stream, enabled=True, interval=0.0, clock=lambda: next(ticks)) as progress:
+        for _ in range(5):
+            progress.advance()
+    lines = stream.getvalue().replace("\r", "\n").split()
+    etas = [lines[i + 1] for i, word in enumerate(lines) if word == "ETA"]
+    assert etas[:2] == ["--:--)", "--:--)"]  # at 7.5 s and 8.0 s: no rate over a second yet
+    assert etas[2] == "8:18)"  # at 8.5 s: 2 records a second, 997 left
 
 
 def test_progress_is_silent_off_a_terminal() -> None:
@@ -632,7 +647,7 @@ def test_progress_draws_one_line_on_a_terminal() -> None:
         progress.advance()
         progress.advance()
     text = stream.getvalue()
-    assert text.startswith("\rworking [") and text.endswith("2/2 (0.7/s, ETA 0:00)\n")
+    assert text.startswith("\rworking [") and text.endswith("2/2 (0.5/s, ETA 0:00)\n")
     assert text.count("\n") == 1
 
 
@@ -659,3 +674,61 @@ def test_expected_failures_are_record_errors(tmp_path: Path) -> None:
     result = verification.verify_store(store, None, LIMITS)
     assert not result.ok
     assert isinstance(result.reports[0].error, RecordError)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["repl", "status"],
+        ["tally", "zakat"],
+        ["alerts"],
+        ["alerts", "--follow"],
+        ["verify", "--cluster"],
+    ],
+)
+def test_cluster_commands_read_the_configuration_from_vledger_config(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `make run` says: export VLEDGER_CONFIG once, and every command finds the cluster."""
+    exported = tmp_path / "exported.toml"  # missing: the error shows that this is the file read
+    monkeypatch.setenv("VLEDGER_CONFIG", str(exported))
+    assert cli.main(argv) == 1
+    assert f"bad_settings: {exported}: cannot read" in capsys.readouterr().err
+    assert (
+        cli.main(
+            [*argv, "--config", str(tmp_path / "given.toml")]
+            if argv != ["verify", "--cluster"]
+            else ["verify", "--cluster", str(tmp_path / "given.toml")]
+        )
+        == 1
+    )
+    assert f"{tmp_path / 'given.toml'}: cannot read" in capsys.readouterr().err
+
+
+def test_vledger_without_arguments_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("usage: vledger")
+    for command in ("verify", "status", "tally", "ledger", "put", "get", "range", "alerts", "shell"):
+        assert f"\n    {command} " in err or f"\n    {command}\n" in err, command
+
+
+def test_each_store_verification_bar_says_which_store_and_what_it_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels: list[str] = []
+
+    class Recorded(Progress):
+        def __init__(self, label: str, total: int | None = None, **kwargs: Any) -> None:
+            labels.append(label)
+            super().__init__(label, total, **kwargs)
+
+    monkeypatch.setattr(verification, "Progress", Recorded)
+    for node in ("ingest-1", "replica-2"):
+        add_records(tmp_path / node, "election", 3)
+        assert verification.verify_path(tmp_path / node, None, Limits()).ok
+    assert labels == [
+        "verifying ingest-1: checksums, work, links",
+        "verifying replica-2: checksums, work, links",
+    ]

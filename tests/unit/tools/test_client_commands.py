@@ -228,6 +228,7 @@ def node(tmp_path: Path) -> Iterator[SimulatedNode]:
 @pytest.fixture
 def session(tmp_path: Path, node: SimulatedNode) -> Session:
     config = load_cluster(write_config(tmp_path))
+    generate(tmp_path / "keys", "ingest-2")  # the second ingest node's public key, for its address
     ids = iter(f"req-{i}" for i in range(1000))
     return Session(config, config.node("ingest-1"), node, clock=lambda: T0, request_ids=lambda: next(ids))
 
@@ -447,7 +448,10 @@ def test_seal_unseal_and_seal_key_commands(vledger: Run, tmp_path: Path) -> None
     code, out, _ = vledger("unseal", "--key", str(key), sealed, "--context", "zakat")
     assert (code, out) == (0, "Zoë\n")
     code, _, err = vledger("unseal", "--key", str(key), sealed)
-    assert code == 1 and "does not open" in err
+    assert code == 1 and "does not open without a context" in err and "--context LEDGER" in err
+    assert "tampered" not in err
+    code, _, err = vledger("unseal", "--key", str(key), sealed, "--context", "other")
+    assert code == 1 and "context 'other'" in err and "tampered" not in err
 
 
 # --- sessions: options, keys, routing --------------------------------------------------------------
@@ -488,36 +492,25 @@ def test_a_protected_key_takes_the_environment_or_asks(tmp_path: Path) -> None:
         load_client_keys(path, {"VLEDGER_PASSPHRASE": "wrong"})
 
 
-def test_writes_go_to_the_ledger_home_unless_a_node_is_given(tmp_path: Path, session: Session) -> None:
-    generate(tmp_path / "keys", "ingest-2")
-    home = session.write_node("far")
+def test_requests_about_a_ledger_go_to_its_home_unless_a_node_is_given(tmp_path: Path, session: Session) -> None:
+    home = session.ledger_node("far")
     assert home == NodeAddress("tcp://127.0.0.1:7391", load_public(tmp_path / "keys" / "ingest-2.key"))
-    assert session.write_node("notes") is None  # its home is the session's node
+    assert session.ledger_node("notes") is None  # its home is the session's node
     session.pinned = True
-    assert session.write_node("far") is None
+    assert session.ledger_node("far") is None
 
 
-def test_rules_are_read_from_the_home_when_the_node_given_lacks_the_ledger(
-    tmp_path: Path, vledger: Run, node: SimulatedNode
-) -> None:
-    generate(tmp_path / "keys", "ingest-2")
+def test_reads_go_to_the_ledger_home(tmp_path: Path, vledger: Run, node: SimulatedNode) -> None:
+    """zakat lives on ingest-2: size, range, get and head are asked there, not of the default node."""
     create(vledger, "far")
-    vledger.session.pinned = True  # as with --node ingest-1
-    answers = iter([RemoteError("not_found", "no such record on this node", {})])
-
-    def get_on_a_node_without_it(args: dict[str, Any]) -> Any:
-        error = next(answers, None)
-        if error is not None:
-            raise error
-        return node._get(args)
-
     vledger.session._rules.clear()
-    node.override["get"] = get_on_a_node_without_it
-    code, _, err = vledger("put", "far", "note", "--payload", "{}", "--node", "ingest-1")
-    assert code == 0, err
-    gets = [(args, where) for cmd, args, where in node.calls if cmd == "get"]
-    assert gets[0][1] is None and gets[1][1] is not None and gets[1][1].endpoint.endswith(":7391")
-    assert [where for cmd, _, where in node.calls if cmd == "put"] == [None]
+    node.calls.clear()
+    for verb in (["size", "far"], ["range", "far"], ["get", "far", "0"], ["head", "far"]):
+        code, _, err = vledger(*verb)
+        assert code == 0, (verb, err)
+    asked = {cmd: where for cmd, _, where in node.calls}
+    assert set(asked) == {"size", "range", "get", "head"}
+    assert all(where is not None and where.endpoint.endswith(":7391") for where in asked.values()), asked
 
 
 # --- ledgers and records ----------------------------------------------------------------------------
@@ -709,7 +702,8 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     key = tmp_path / "seal.key"
     write_seal_key(key)
     argv = ("--fund", "zakat", "--amount", "1250", "--source", "cash", "--purpose", "")
-    assert vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)[0] == 0
+    code, out, _ = vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)
+    assert code == 0 and f"donor: {seal(read_seal_key(key), 'Zoë', 'zakat')}\n" in out  # the donor's id, to look up
     donor = seal(read_seal_key(key), "Anon", "zakat")
     assert vledger("donate", "zakat", "--donor", donor, *argv)[0] == 0
     assert (
@@ -733,6 +727,7 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     assert code == 1 and "insufficient_funds" in err
     assert vledger("donate", "zakat", "--donor", "Zoë", *argv)[0] == 2
     assert vledger("donate", "zakat", "--donor-info", "Zoë", *argv)[0] == 2  # no --seal-key
+    assert vledger.json("donate", "zakat", "--donor", donor, *argv)["donor"] == donor
     assert vledger("donate", "zakat", "--donor", donor, "--donor-info", "x", *argv)[0] == 2
     code, _, err = vledger("donate", "zakat", "--donor", donor, *argv[:2], "--amount", "12.50", *argv[4:])
     assert code == 2 and "not a whole number" in err
@@ -884,6 +879,18 @@ def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode,
     assert vledger("user")[0] == 2
 
 
+def test_user_key_revoke_takes_the_arguments_of_user_key_add(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    pair = generate(tmp_path, "bob")
+    bound = {"account": "bob", "role": "writer", "enabled": True, "keys": [pair.public]}
+    node.override["account.list"] = lambda args: {"accounts": [bound]}
+    code, out, err = vledger("user", "key", "revoke", "bob", str(tmp_path / "bob.key"))
+    assert (code, out) == (0, f"key {pair.public}: revoked\n"), err
+    assert node.sent("key.revoke") == [{"key": pair.public}]
+    code, _, err = vledger("user", "key", "revoke", "carol", str(tmp_path / "bob.key"))
+    assert code == 2 and "not bound to account 'carol'" in err
+    assert node.sent("key.revoke") == [{"key": pair.public}]  # nothing revoked for a wrong name
+
+
 def test_a_public_key_argument_is_a_file_or_z85(tmp_path: Path) -> None:
     pair = generate(tmp_path, "bob")
     assert public_key_argument(str(tmp_path / "bob.key")) == pair.public
@@ -1028,3 +1035,24 @@ def test_rules_of_the_created_ledger_are_those_sent(session: Session, node: Simu
     session.create_ledger("notes", rules)
     session._rules.clear()
     assert session.rules("notes") == rules
+
+
+def test_ledger_list_merges_every_ingest_node(tmp_path: Path, vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "notes")
+    on_ingest_1 = node._ledger_list({})["ledgers"]
+    zakat = {**on_ingest_1[0], "ledger": "zakat", "home": "ingest-2"}
+    asked: list[NodeAddress | None] = []
+
+    def per_node(args: dict[str, Any]) -> Any:
+        where = node.calls[-1][2]
+        asked.append(where)
+        return {"ledgers": on_ingest_1 if where is None else [zakat]}
+
+    node.override["ledger.list"] = per_node
+    code, out, err = vledger("ledger", "list", "--json")
+    assert code == 0, err
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == ["notes", "zakat"]
+    assert len(asked) == 2 and asked[0] is None and asked[1] is not None and asked[1].endpoint.endswith(":7391")
+    vledger.session.pinned = True  # as with --node ingest-1: that node's ledgers only
+    code, out, _ = vledger("ledger", "list", "--json")
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == ["notes"]

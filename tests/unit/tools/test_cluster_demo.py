@@ -177,7 +177,7 @@ def test_progress_off_a_terminal_can_write_plain_lines() -> None:
             progress.advance()
     lines = stream.getvalue().splitlines()
     assert lines == [
-        "records [############------------] 2/4 (0.3/s, ETA 0:06)",  # 5 s after the start
-        "records [########################] 4/4 (0.3/s, ETA 0:00)",  # at close
+        "records [############------------] 2/4 (0.2/s, ETA 0:10)",  # 5 s after the start; rate since the first
+        "records [########################] 4/4 (0.2/s, ETA 0:00)",  # at close
     ]
     assert "\r" not in stream.getvalue()

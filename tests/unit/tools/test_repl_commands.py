@@ -305,7 +305,6 @@ def test_an_invalid_configuration_exits_1(capsys: pytest.CaptureFixture[str], tm
     "argv",
     [
         ["repl"],
-        ["repl", "status"],
         ["repl", "status", "--config", "c.toml", "--watch", "0"],
         ["repl", "status", "--config", "c.toml", "--watch", "soon"],
         ["repl", "lag", "--config", "c.toml"],

@@ -243,6 +243,7 @@ def test_the_json_object_and_its_ledgers_as_repl_status_gives_them() -> None:
     assert set(report) == {
         "cluster",
         "redis",
+        "redis_error",
         "ok",
         "problems",
         "supervisord",
@@ -382,22 +383,28 @@ def test_the_key_comes_from_the_environment(
     assert f"  no supervisord answers on {socket}\n" in out  # a problem too
 
 
-def test_unreachable_redis_exits_1_without_the_password(
+def test_redis_down_still_shows_the_nodes_marks_redis_down_and_exits_1_without_the_password(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setattr(status_command, "HELLO_TIMEOUT", 0.1)
     config = write_config(tmp_path, f"redis://:s3cret@127.0.0.1:{free_port()}/0")  # nothing listens there
-    code, out, err = run(capsys, "status", "--config", config, "--key", tmp_path / "keys" / "admin.key_secret")
-    assert code == EXIT_FAILED and out == ""
-    assert err.startswith("vledger: error: redis_server: cannot read the cluster's state from Redis at redis://:***@")
-    assert "s3cret" not in err and len(err.splitlines()) == 1
+    key = tmp_path / "keys" / "admin.key_secret"
+    code, out, err = run(capsys, "status", "--config", config, "--key", key)
+    assert code == EXIT_FAILED and err == ""
+    assert out.startswith("cluster test: 0 of 8 nodes up\n")  # the nodes, asked over CURVE all the same
+    assert "replica-1" in out and "Redis at redis://:***@127.0.0.1:" in out and ": DOWN (" in out
+    assert "Open alerts: unknown" in out and "Open alerts: none" not in out
+    assert "s3cret" not in out
+    code, out, _ = run(capsys, "status", "--config", config, "--key", key, "--json")
+    report = json.loads(out)
+    assert code == EXIT_FAILED and report["redis_error"] and len(report["nodes"]) == 8
+    assert report["problems"][0].startswith("Redis is down: ") and "s3cret" not in out
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["status"],
         ["status", "--config", "c.toml", "--watch", "0"],
         ["status", "--config", "c.toml", "--watch", "soon"],
     ],
