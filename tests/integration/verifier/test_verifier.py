@@ -183,3 +183,39 @@ def test_a_copy_that_differs_from_the_home_is_a_fork(cluster: LocalCluster, ledg
         head = _record(db, ledger, top)
         _write(db, ledger, top, dataclasses.replace(head, link=bytes(32)).encode())
     _alert(cluster, "replica-2", ledger, "fork", top)
+
+
+def _rewritten(original: Record, payload: dict[str, int], prev: bytes | None = None) -> Record:
+    """Another record placed at ``original``'s height: fresh checksum, work and link, as a forger
+    with the chain in hand makes it (it verifies on its own; only the record above betrays it)."""
+    content = dataclasses.replace(original.content, payload=payload)
+    forged = Entry.prepare(content, 4, PROTOCOL_LIMITS)
+    return forged.place(original.height, original.prev if prev is None else prev, original.accepted, original.origin)
+
+
+def test_a_record_rewritten_whole_is_named_at_its_own_height(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        _write(db, ledger, 70, _rewritten(_record(db, ledger, 70), {"n": -1}).encode())
+    _alert(cluster, "replica-1", ledger, "bad_link", 70)
+
+
+def test_a_tail_rewritten_as_a_chain_is_named_where_it_starts(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-2")) as db:
+        top = _size(cluster, "replica-2", ledger) - 1
+        prev = None
+        db.execute("BEGIN")
+        for height in range(top - 5, top + 1):
+            forged = _rewritten(_record(db, ledger, height), {"n": -height}, prev)
+            _write(db, ledger, height, forged.encode())
+            prev = forged.link
+        db.execute("COMMIT")
+    _alert(cluster, "replica-2", ledger, "fork", top - 5)
+
+
+def test_a_forked_head_stays_named_at_its_height_after_one_more_write(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        top = _size(cluster, "replica-1", ledger) - 1
+        _write(db, ledger, top, _rewritten(_record(db, ledger, top), {"n": -1}).encode())
+    _alert(cluster, "replica-1", ledger, "fork", top)
+    cluster.client("writer1").put_many([entry(ledger, "vote", {"late": 1}, "writer1", difficulty=4)])
+    _alert(cluster, "replica-1", ledger, "bad_link", top)
