@@ -134,14 +134,17 @@ class Follower:
         return max(sealed, self._head(ledger))
 
     def behind(self) -> dict[str, int]:
-        """Per ledger, how many records this node lacks of the highest sealed height."""
-        return {
-            ledger: self.target(ledger) - self._head(ledger)
-            for ledger in sorted(self.ledgers)
-            if self._head(ledger) < self.target(ledger)
-        }
+        """Per ledger, how many records this node lacks of the highest sealed height, counted
+        from what its store's file holds: a copy cut short behind the store's back is behind."""
+        behind = {}
+        for ledger in sorted(self.ledgers):
+            lacks = self.target(ledger) + 1 - self.store.stored_size(ledger)
+            if lacks > 0:
+                behind[ledger] = lacks
+        return behind
 
     def status(self) -> dict[str, object]:
+        """What ``hello`` says of this follower (PROTOCOL 10.4): never current while behind."""
         behind = self.behind()
         return {"current": self.caught_up and not behind, "behind": behind}
 

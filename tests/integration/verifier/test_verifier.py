@@ -219,3 +219,18 @@ def test_a_forked_head_stays_named_at_its_height_after_one_more_write(cluster: L
     _alert(cluster, "replica-1", ledger, "fork", top)
     cluster.client("writer1").put_many([entry(ledger, "vote", {"late": 1}, "writer1", difficulty=4)])
     _alert(cluster, "replica-1", ledger, "bad_link", top)
+
+
+def test_a_truncated_replica_reports_what_its_store_holds(cluster: LocalCluster, ledger: str) -> None:
+    """Cut short behind its back, a replica says so: its size and head are its file's, and it is not current."""
+    replica = cluster.admin("replica-2")
+    size = _size(cluster, "replica-2", ledger)
+    with closing(_store(cluster, "replica-2")) as db:
+        db.execute("DELETE FROM records WHERE ledger = ? AND height >= ?", (ledger, 120))
+    assert _size(cluster, "replica-2", ledger) == 120
+    assert replica.call("head", {"ledger": ledger})["height"] == 119
+    hello = replica.call("hello")
+    assert hello["current"] is False and hello["behind"][ledger] == size - 120
+    listed = {item["ledger"]: item for item in replica.call("ledger.list")["ledgers"]}
+    assert listed[ledger]["size"] == 120
+    _alert(cluster, "replica-2", ledger, "truncated", 120)
