@@ -426,7 +426,7 @@ class Follower:
                 detail=str(error),
                 source=source,
                 expected=held.hash.hex() if held is not None else "",
-                found=_hash_of(offered) if offered else "",
+                found=hash_of(offered) if offered else "",
             )
         )
 
@@ -434,7 +434,7 @@ class Follower:
         return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
 
 
-def _hash_of(data: bytes) -> str:
+def hash_of(data: bytes) -> str:
     """The hash (link) a refused record claims, hex; for bytes that are no record, their SHA-256."""
     try:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()

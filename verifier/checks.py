@@ -172,7 +172,7 @@ class ClusterChecks:
         self.settings = settings or config.verifier
         self._clock = clock
         self.ledgers: dict[str, LedgerState] = {}
-        self.open: set[str] = set()  # open alert keys: each is raised once until resolved
+        self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -188,8 +188,13 @@ class ClusterChecks:
         return f"{self.replication.namespace}:sweep:{self.name}"
 
     def start(self) -> None:
-        self.open = set(self.replication.open_alerts())
+        self.refresh_open()
         self.refresh_ledgers()
+
+    def refresh_open(self) -> None:
+        """The open alerts as Redis has them: others raise some (a home, a follower), an operator
+        resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
+        self.open = {key: _int(alert.get("height")) for key, alert in self.replication.open_alerts().items()}
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints."""
@@ -218,6 +223,7 @@ class ClusterChecks:
 
     def tick(self, block_ms: int = 100) -> None:
         now = self._clock()
+        self.refresh_open()
         self.consume(block_ms)
         if now >= self._next_heads:
             self._next_heads = now + self.settings.heads_interval_ms / 1000
@@ -261,13 +267,24 @@ class ClusterChecks:
                 self._check_entries(ledger, entries)
 
     def _check_entries(self, ledger: str, entries: list[Any]) -> int:
-        rows = [(entry_height(entry_id), bytes(fields[b"record"]), entry_id) for entry_id, fields in entries]
+        key = self.replication.stream_key(ledger)
+        gone = [entry_id for entry_id, fields in entries if not fields]  # pending, then deleted (a rewind)
+        if gone:
+            self.replication.client.xack(key, GROUP, *gone)
+        rows = [(entry_height(entry_id), bytes(fields[b"record"]), entry_id) for entry_id, fields in entries if fields]
+        if not rows:
+            return 0
         rows.sort()
+        raised = self.alerts
         self._verify_stream(ledger, rows)
         first, last = rows[0][0], rows[-1][0]
         streamed = {height: data for height, data, _ in rows}
         digests = {height: hashlib.sha256(data).digest() for height, data in streamed.items()}
-        for node in self.holders(ledger):
+        home = self.ledgers[ledger].home
+        # The home first: where its store differs from the stream, the stream is wrong (the store
+        # is the truth, and the home rewrites the stream from it), and the others are compared
+        # with the home's record.
+        for node in sorted(self.holders(ledger), key=lambda name: name != home):
             reader = self.readers.get(node)
             if reader is None or not reader.up():
                 continue  # its sweeps and the heads check cover it once it is back
@@ -279,13 +296,28 @@ class ClusterChecks:
             for offset, data in enumerate(held):
                 height = first + offset
                 expected = digests.get(height)
-                if expected is not None and hashlib.sha256(data).digest() != expected:
+                if expected is not None and hashlib.sha256(data).digest() != expected and node == home:
+                    self.raise_alert(
+                        Alert("redis", ledger, height, "record_conflict", f"the stream's record differs from {home}'s",
+                              source=home, expected=_link_hex(data), found=_link_hex(streamed[height]))
+                    )  # fmt: skip
+                    streamed[height], digests[height] = data, hashlib.sha256(data).digest()
+                elif expected is not None and hashlib.sha256(data).digest() != expected:
                     self.raise_alert(
                         Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
                               source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
                     )  # fmt: skip
-        self.replication.client.xack(self.replication.stream_key(ledger), GROUP, *[r[2] for r in rows])
+        self.replication.client.xack(key, GROUP, *[r[2] for r in rows])
         self.checked += len(rows)
+        if self.alerts == raised:  # a clean check of these heights: the stream's alerts there resolve
+            self.refresh_open()  # a home's alert of the rewrite these entries come from included
+            prefix = f"redis|{ledger}|"
+            fixed = [k for k, height in self.open.items() if k.startswith(prefix) and first <= height <= last]
+            if fixed:
+                self.replication.resolve(fixed)
+                for k in fixed:
+                    del self.open[k]
+                log.info("resolved: %s", ", ".join(fixed))
         return len(rows)
 
     def _verify_stream(self, ledger: str, rows: list[tuple[int, bytes, Any]]) -> None:
@@ -379,7 +411,8 @@ class ClusterChecks:
             first = height
             if f"{node}|{ledger}|fork" not in self.open:
                 first = self._first_difference(ledger, node, reader, height, differs=True)
-            theirs, ours = reference, head[1]
+            theirs: bytes | None = reference
+            ours: bytes | None = head[1]
             if first != height:
                 theirs, ours = home.hash_at(ledger, first), _hash_at(reader, ledger, first)
             self.raise_alert(
@@ -518,14 +551,15 @@ class ClusterChecks:
             alert.detail,
         )
         self.replication.alert(alert)
-        self.open.add(alert.key)
+        self.open[alert.key] = alert.height
         self.alerts += 1
 
     def resolve(self, node: str, ledger: str, kinds: tuple[str, ...]) -> None:
         keys = [f"{node}|{ledger}|{what}" for what in kinds if f"{node}|{ledger}|{what}" in self.open]
         if keys:
             self.replication.resolve(keys)
-            self.open.difference_update(keys)
+            for key in keys:
+                del self.open[key]
             log.info("resolved: %s", ", ".join(keys))
 
     def status(self) -> dict[str, Any]:
@@ -571,6 +605,13 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _text(value: Any) -> str:

@@ -234,3 +234,33 @@ def test_a_truncated_replica_reports_what_its_store_holds(cluster: LocalCluster,
     listed = {item["ledger"]: item for item in replica.call("ledger.list")["ledgers"]}
     assert listed[ledger]["size"] == 120
     _alert(cluster, "replica-2", ledger, "truncated", 120)
+
+
+def test_a_record_injected_into_the_stream_is_replaced_by_the_homes_and_resolved(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    """An intruder on Redis adds a well-made record ahead of the home: the home finds that the
+    stream disagrees with its store, rewrites it from the store, and says so; once the verifier
+    has checked the true entries, the alert resolves."""
+    repl = _repl(cluster)
+    head = cluster.admin("ingest-1").call("head", {"ledger": ledger})
+    top = decode_record(head["record"], PROTOCOL_LIMITS)
+    content = dataclasses.replace(top.content, payload={"n": -7}, request_id="injected")
+    injected = Entry.prepare(content, 4, PROTOCOL_LIMITS).place(top.height + 1, top.link, top.accepted, top.origin)
+    repl.client.xadd(
+        repl.stream_key(ledger), {"record": injected.encode(), "origin": "ingest-1"}, id=f"{top.height + 1}-1"
+    )
+    cluster.client("writer1").put_many([entry(ledger, "vote", {"after": i}, "writer1", difficulty=4) for i in range(3)])
+    alert = _alert(cluster, "redis", ledger, "record_conflict", top.height + 1)
+    assert alert["found"] == injected.hash.hex()
+    true = cluster.admin("ingest-1").call("get", {"ledger": ledger, "height": top.height + 1})["record"]
+    assert alert["expected"] == decode_record(true, PROTOCOL_LIMITS).hash.hex()
+
+    def repaired() -> bool:
+        streamed = [r.data for r in repl.read(ledger, top.height + 1, 3, stop=top.height + 4)]
+        home = cluster.admin("ingest-1").call("range", {"ledger": ledger, "start": top.height + 1, "limit": 3})
+        return streamed == home["records"] and len(streamed) == 3
+
+    wait_until(repaired, DETECTION_SECONDS, "the stream rewritten from the home's store")
+    wait_until(lambda: f"redis|{ledger}|record_conflict" not in repl.open_alerts(), 10, "the alert resolved")
+    assert not [a for a in _alerts_of(cluster, ledger) if a["node"] == "ingest-1"]  # the home is not blamed
