@@ -23,9 +23,10 @@ Keys (``vledger`` is the namespace):
   the ingest nodes that wait on a write concern.
 * ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork), and
   ``vledger:alerts:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
-  value the alert as JSON with its stream id. The verifier resolves a node's chain alerts
-  when a later sweep of that copy is clean; an operator resolves the rest
-  (``vledger alerts resolve``).
+  value the alert as JSON with its stream id. Who resolves which (docs/PROTOCOL.md 10.5):
+  a follower its own refusals once the true records are stored, the verifier a copy's
+  chain alerts after a clean sweep and the stream's after a clean re-check; an operator
+  the rest (``vledger alerts resolve``).
 """
 
 from __future__ import annotations
