@@ -173,6 +173,7 @@ class ClusterChecks:
         self._clock = clock
         self.ledgers: dict[str, LedgerState] = {}
         self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
+        self._mine: set[str] = set()  # the open keys this verifier raised (a follower may share a key)
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -195,6 +196,7 @@ class ClusterChecks:
         """The open alerts as Redis has them: others raise some (a home, a follower), an operator
         resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
         self.open = {key: _int(alert.get("height")) for key, alert in self.replication.open_alerts().items()}
+        self._mine &= self.open.keys()
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints."""
@@ -317,6 +319,7 @@ class ClusterChecks:
                 self.replication.resolve(fixed)
                 for k in fixed:
                     del self.open[k]
+                self._mine.difference_update(fixed)
                 log.info("resolved: %s", ", ".join(fixed))
         return len(rows)
 
@@ -409,7 +412,7 @@ class ClusterChecks:
         if reference is not None and reference != head[1]:
             # Named at the first height that differs, searched once (not while the fork is open).
             first = height
-            if f"{node}|{ledger}|fork" not in self.open:
+            if f"{node}|{ledger}|fork" not in self._mine:
                 first = self._first_difference(ledger, node, reader, height, differs=True)
             theirs: bytes | None = reference
             ours: bytes | None = head[1]
@@ -497,7 +500,7 @@ class ClusterChecks:
         if step.finding is not None:
             finding = step.finding
             height = finding.height
-            if f"{node}|{ledger}|{finding.code}" not in self.open and height > 0:
+            if f"{node}|{ledger}|{finding.code}" not in self._mine and height > 0:
                 # The sweep verified the copy below the finding as a chain: if its record below
                 # differs from the home's, a record was rewritten whole (fresh link and all)
                 # further down, and that is the height to name.
@@ -540,7 +543,9 @@ class ClusterChecks:
     # --- alerts ---------------------------------------------------------------------------
 
     def raise_alert(self, alert: Alert) -> None:
-        if alert.key in self.open:
+        """Add ``alert`` unless its key is open already at its height or below (a follower's
+        alert of the same key at a higher height, e.g. a fork at its seal, gets the first height)."""
+        if self.open.get(alert.key, alert.height + 1) <= alert.height:
             return
         log.warning(
             "ALERT %s: node %s ledger %s height %d: %s",
@@ -552,6 +557,7 @@ class ClusterChecks:
         )
         self.replication.alert(alert)
         self.open[alert.key] = alert.height
+        self._mine.add(alert.key)
         self.alerts += 1
 
     def resolve(self, node: str, ledger: str, kinds: tuple[str, ...]) -> None:
@@ -560,6 +566,7 @@ class ClusterChecks:
             self.replication.resolve(keys)
             for key in keys:
                 del self.open[key]
+            self._mine.difference_update(keys)
             log.info("resolved: %s", ", ".join(keys))
 
     def status(self) -> dict[str, Any]:
