@@ -23,9 +23,10 @@ Keys (``vledger`` is the namespace):
   the ingest nodes that wait on a write concern.
 * ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork), and
   ``vledger:alerts:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
-  value the alert as JSON with its stream id. The verifier resolves a node's chain alerts
-  when a later sweep of that copy is clean; an operator resolves the rest
-  (``vledger alerts resolve``).
+  value the alert as JSON with its stream id. Who resolves which (docs/PROTOCOL.md 10.5):
+  a follower its own refusals once the true records are stored, the verifier a copy's
+  chain alerts after a clean sweep and the stream's after a clean re-check; an operator
+  the rest (``vledger alerts resolve``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ return current
 
 # Append a run of heights to a ledger's stream only where it continues the stream: heights
 # the stream has are skipped, and a gap stops the run. Returns the stream's last height, so
-# the caller sees at once what the stream lacks (after a Redis restart that lost its tail).
+# the caller sees at once what the stream lacks (after a Redis restart that lost its tail),
+# and the first height of the run the stream holds with other bytes or lacks (-1: none),
+# where the caller must rewrite the stream from its store.
 _APPEND = """
 local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -75,8 +78,18 @@ if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 local first = tonumber(ARGV[1])
 for i = 6, #ARGV do
   local height = first + i - 6
-  if height > last then
-    if height ~= last + 1 then return last end
+  if height <= last then
+    local held = redis.call('XRANGE', KEYS[1], height .. '-1', height .. '-1')
+    local same = false
+    if #held > 0 then
+      local fields = held[1][2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'record' then same = fields[j + 1] == ARGV[i] end
+      end
+    end
+    if not same then return {last, height} end
+  else
+    if height ~= last + 1 then return {last, -1} end
     if i == #ARGV and ARGV[5] ~= '' then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
                  'record', ARGV[i], 'origin', ARGV[3], 'seal', ARGV[5])
@@ -88,7 +101,31 @@ for i = 6, #ARGV do
   end
 end
 redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[3])
-return last
+return {last, -1}
+"""
+
+# Cut a ledger's stream back to below height ARGV[1] (the home rewrites it from its store):
+# its entries from there are deleted, its last id set back so those ids can be added again,
+# and every consumer group that read past it goes back too, so it reads the true ones.
+_REWIND = """
+local height = tonumber(ARGV[1])
+local below = '0-0'
+if height > 0 then below = (height - 1) .. '-1' end
+local gone = redis.call('XRANGE', KEYS[1], height .. '-1', '+')
+for _, entry in ipairs(gone) do redis.call('XDEL', KEYS[1], entry[1]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('XSETID', KEYS[1], below)
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, delivered
+  for j = 1, #group, 2 do
+    if group[j] == 'name' then name = group[j + 1] end
+    if group[j] == 'last-delivered-id' then delivered = group[j + 1] end
+  end
+  if tonumber(string.match(delivered, '^(%d+)')) >= height then
+    redis.call('XGROUP', 'SETID', KEYS[1], name, below)
+  end
+end
+return #gone
 """
 
 
@@ -157,6 +194,7 @@ class ReplicationLedger:
         self.stream_max_len = stream_max_len
         self._advance = client.register_script(_ADVANCE)
         self._append = client.register_script(_APPEND)
+        self._rewind = client.register_script(_REWIND)
 
     # --- keys -----------------------------------------------------------------------
 
@@ -225,10 +263,24 @@ class ReplicationLedger:
 
         ``seal`` (the home's seal of the last record, msgpack of its wire form) goes on that
         record's entry, and becomes the ledger's latest seal in ``vledger:seals``."""
+        return self.append_checked(ledger, origin, first, records, seal)[0]
+
+    def append_checked(
+        self, ledger: str, origin: str, first: int, records: Sequence[bytes], seal: bytes = b""
+    ) -> tuple[int, int | None]:
+        """:meth:`append`, and the first height of the run that the stream already holds with
+        other bytes, or skips (None: none). From there the stream is not the caller's chain:
+        nothing of the run above it is added, and the caller rewrites it (:meth:`rewind`)."""
         if not records:
-            return self.last_height(ledger)
+            return self.last_height(ledger), None
         keys = [self.stream_key(ledger), self.ledgers_key, self.seals_key]
-        return int(self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, seal, *records]))
+        last, conflict = self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, seal, *records])
+        return int(last), None if int(conflict) < 0 else int(conflict)
+
+    def rewind(self, ledger: str, height: int) -> int:
+        """Delete the stream's entries from ``height`` on, so that they can be added again, and
+        set back the consumer groups that read past it; returns how many were deleted."""
+        return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
 
     def seals(self) -> dict[str, bytes]:
         """Each ledger's latest seal, as its home wrote it (msgpack of the wire form; unchecked)."""

@@ -50,6 +50,8 @@ NOT_RELAYED = 255  # the hop count given to what catch-up fetched: never republi
 MAX_REMEMBERED_ALERTS = 10_000  # findings already reported, not reported again
 MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their source later
 CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
+ANY_HEIGHT = 1 << 63
+SEAL_FAULTS = ("fork", "bad_signature")  # resolved by a seal, not by a stored record
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 
 
@@ -108,6 +110,7 @@ class Follower:
         seal_keys: SealKeys,
         on_stored: Callable[[list[Record], int], None],
         on_alert: Callable[[Alert], None],
+        on_resolve: Callable[[list[str]], None] = lambda keys: None,
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -117,6 +120,8 @@ class Follower:
         self.seal_keys = seal_keys
         self.on_stored = on_stored
         self.on_alert = on_alert
+        self.on_resolve = on_resolve  # closes open alerts (their keys) whose cause is gone (PROTOCOL 10.5)
+        self._open: dict[str, int] = {}  # the alerts this run raised and left open: key -> highest height
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
         self.ledgers: dict[str, _Ledger] = {}
@@ -134,14 +139,17 @@ class Follower:
         return max(sealed, self._head(ledger))
 
     def behind(self) -> dict[str, int]:
-        """Per ledger, how many records this node lacks of the highest sealed height."""
-        return {
-            ledger: self.target(ledger) - self._head(ledger)
-            for ledger in sorted(self.ledgers)
-            if self._head(ledger) < self.target(ledger)
-        }
+        """Per ledger, how many records this node lacks of the highest sealed height, counted
+        from what its store's file holds: a copy cut short behind the store's back is behind."""
+        behind = {}
+        for ledger in sorted(self.ledgers):
+            lacks = self.target(ledger) + 1 - self.store.stored_size(ledger)
+            if lacks > 0:
+                behind[ledger] = lacks
+        return behind
 
     def status(self) -> dict[str, object]:
+        """What ``hello`` says of this follower (PROTOCOL 10.4): never current while behind."""
         behind = self.behind()
         return {"current": self.caught_up and not behind, "behind": behind}
 
@@ -253,12 +261,15 @@ class Follower:
             except SignatureError as e:
                 self._alert(seal.ledger, seal.height, e, source, b"")
                 return False
+            self._resolve(seal.ledger, ("bad_signature",), ANY_HEIGHT)  # the home's seals get through again
         if state.seal is None or seal.height > state.seal.height:
             state.seal = seal
         if seal.height <= self._head(seal.ledger):
             held = self.store.get(seal.ledger, seal.height)
             if held is not None and held.hash != seal.hash:  # this copy is not the home's chain
                 self._alert(seal.ledger, seal.height, ForkError("the home's seal is of another record"), source, b"")
+            elif held is not None:  # the home vouches for this copy up to here
+                self._resolve(seal.ledger, ("fork",), seal.height)
             return True
         # A seal below the best one still vouches for the run up to it.
         base = self._head(seal.ledger) + 1
@@ -376,6 +387,8 @@ class Follower:
             self.stored += len(stored)
             self._expose(ledger, stored)
             self.on_stored(stored, hops)
+            # What was refused at these heights is moot now that the home's records are stored there.
+            self._resolve(ledger, None, stored[-1].height)
 
     def _expose(self, ledger: str, stored: list[Record]) -> None:
         """Report the suspects that differ from the true records now stored at their heights."""
@@ -412,6 +425,8 @@ class Follower:
         if len(self._alerted) >= MAX_REMEMBERED_ALERTS:
             self._alerted.clear()
         self._alerted.add(key)
+        open_key = f"{self.name}|{ledger}|{error.code}"
+        self._open[open_key] = max(height, self._open.get(open_key, -1))
         log.warning("%s: refused %s height %d from %s: %s: %s", self.name, ledger, height, source, error.code, error)
         held = self.store.get(ledger, height)
         self.on_alert(
@@ -423,15 +438,32 @@ class Follower:
                 detail=str(error),
                 source=source,
                 expected=held.hash.hex() if held is not None else "",
-                found=_hash_of(offered) if offered else "",
+                found=hash_of(offered) if offered else "",
             )
         )
+
+    def _resolve(self, ledger: str, kinds: tuple[str, ...] | None, upto: int) -> None:
+        """Close this run's open alerts of ``ledger`` of these kinds (None: every kind but the
+        seal's own, ``fork`` and ``bad_signature``) raised at heights up to ``upto``."""
+        prefix = f"{self.name}|{ledger}|"
+        keys = [
+            key
+            for key, height in self._open.items()
+            if key.startswith(prefix)
+            and height <= upto
+            and (key[len(prefix) :] in kinds if kinds is not None else key[len(prefix) :] not in SEAL_FAULTS)
+        ]
+        if keys:
+            for key in keys:
+                del self._open[key]
+            log.info("%s: resolved %s", self.name, ", ".join(keys))
+            self.on_resolve(keys)
 
     def _summary(self) -> str:
         return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
 
 
-def _hash_of(data: bytes) -> str:
+def hash_of(data: bytes) -> str:
     """The hash (link) a refused record claims, hex; for bytes that are no record, their SHA-256."""
     try:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()

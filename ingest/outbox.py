@@ -29,12 +29,13 @@ from collections.abc import Callable, Iterable
 import msgpack
 
 from ..broker.feed import Publisher
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.signing import SigningKey, sign_seal
 from ..config.cluster import ReplicationSettings
 from ..node.record import Record
 from ..node.seal import Seal
 from ..node.store import ChainStore
+from .follow import hash_of
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,39 @@ class Outbox:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
         restart that lost its tail), fill it from the store up to the run's end."""
         assert self.replication is not None
-        last = self.replication.append(ledger, self.name, first, records, seal)
-        self._fill(ledger, last, first + len(records) - 1)
+        last, conflict = self.replication.append_checked(ledger, self.name, first, records, seal)
+        end = first + len(records) - 1
+        if conflict is None and last > end:  # the stream holds heights above the run: are they ours?
+            conflict = self._first_foreign(ledger, end + 1, last)
+        if conflict is not None:
+            last = self._repair(ledger, conflict)
+        self._fill(ledger, last, end)
+
+    def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
+        """The first height from ``low`` to ``high`` at which the stream's entry is not the
+        store's record (another record, or one the store does not hold), None if all are."""
+        assert self.replication is not None
+        streamed = {r.height: r.data for r in self.replication.read(ledger, low, high - low + 1, stop=high + 1)}
+        stored = dict(self.store.range_raw(ledger, low, high + 1))
+        return next((h for h in range(low, high + 1) if streamed.get(h) != stored.get(h)), None)
+
+    def _repair(self, ledger: str, height: int) -> int:
+        """The stream's entry at ``height`` is not this home's record: the store is the truth, so
+        the stream is cut back below it (its readers too) and filled again from the store; the
+        finding goes to the alerts, against ``redis``. Returns the stream's last height now."""
+        assert self.replication is not None
+        entry = self.replication.read(ledger, height, 1, stop=height + 1)
+        held = self.store.get(ledger, height)
+        found = hash_of(entry[0].data) if entry else "missing"
+        log.warning("outbox: the stream of %s holds %s at %d, not this node's record: rewriting it from the store",
+                    ledger, found, height)  # fmt: skip
+        self.replication.alert(
+            Alert("redis", ledger, height, "record_conflict", f"the stream's entry is not {self.name}'s record at "
+                  "this height: the home rewrote the stream from its store", source=self.name,
+                  expected=held.hash.hex() if held is not None else "", found=found)
+        )  # fmt: skip
+        self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
+        return height - 1
 
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
@@ -204,7 +236,10 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                for ledger, last in self.replication.last_heights(heads).items():
+                for ledger, streamed in self.replication.last_heights(heads).items():
+                    last = streamed
+                    if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
+                        last = self._repair(ledger, heads[ledger][0] + 1)
                     if last < heads[ledger][0]:
                         self._fill(ledger, last, heads[ledger][0])
             if self.stream:  # a Redis that lost its latest seals gets them back

@@ -251,6 +251,7 @@ def run_follower(
             seal_keys=seal_keys,
             on_stored=stored,
             on_alert=lambda alert: raise_alert(replication, alert),
+            on_resolve=lambda keys: resolve_alerts(replication, keys),
             batch=config.replication.catch_up_batch,
             stopping=stopping.is_set,
         )
@@ -335,3 +336,11 @@ def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
         replication.alert(alert)
     except REDIS_ERRORS as e:
         log.error("alert not recorded in Redis (%s): %s", e, alert)
+
+
+def resolve_alerts(replication: ReplicationLedger, keys: list[str]) -> None:
+    """Close open alerts whose cause is gone; if Redis is down they stay open (an operator resolves them)."""
+    try:
+        replication.resolve(keys)
+    except REDIS_ERRORS as e:
+        log.warning("alerts not resolved in Redis (%s): %s", e, ", ".join(keys))

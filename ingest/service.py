@@ -420,12 +420,12 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     ledgers = []
     for ledger in service.store.ledgers():
         rules = service.store.rules(ledger)
-        head = service.store.head(ledger)
+        head = service.store.stored_head(ledger)  # what the file holds, not a cached head
         ledgers.append(
             {
                 "ledger": ledger,
                 "home": service.config.home_of(ledger).name,
-                "size": service.store.size(ledger),
+                "size": head.height + 1 if head else 0,
                 "head": head.hash if head else None,
                 "difficulty": rules.difficulty,
                 "kinds": list(rules.kinds),
@@ -472,7 +472,7 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
             break
         budget -= len(data)
         records.append(data)
-    size = service.store.size(ledger)
+    size = service.store.stored_size(ledger)
     end = start + len(records)
     seal = service.seal_of(ledger)
     if seal is not None and not start <= seal.height < end:
@@ -482,13 +482,13 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")
 def _head(service: IngestService, caller: Caller, args: Args) -> object:
-    record = service._record(service.store.head(service.held(args.text("ledger"))), "head")
+    record = service._record(service.store.stored_head(service.held(args.text("ledger"))), "head")
     return {"height": record.height, "hash": record.hash, "record": record.encode()}
 
 
 @command("size", EVERYONE, "ledger", "how many records the ledger holds")
 def _size(service: IngestService, caller: Caller, args: Args) -> object:
-    return {"size": service.store.size(service.held(args.text("ledger")))}
+    return {"size": service.store.stored_size(service.held(args.text("ledger")))}
 
 
 @command("have", EVERYONE, "hashes", "which of these record hashes this node holds")

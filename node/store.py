@@ -591,6 +591,19 @@ class ChainStore:
         head = self._heads.get(ledger)
         return self.get(ledger, head.height) if head else None
 
+    def stored_head(self, ledger: str) -> Record | None:
+        """The ledger's highest record as the file holds it now, None if it holds none.
+
+        :meth:`head` and :meth:`size` give the head the committer placed last (what appends
+        build on); this reads the file, so what a node reports about itself stays true when
+        the file was changed behind the store's back (a chain cut short)."""
+        return self._read_one(self._reader(), "WHERE ledger = ? ORDER BY height DESC LIMIT 1", (ledger,))
+
+    def stored_size(self, ledger: str) -> int:
+        """The ledger's highest height the file holds, plus one (0: none); see :meth:`stored_head`."""
+        row = self._reader().execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
     def find_request(self, ledger: str, author: str, request_id: str) -> Record | None:
         return self._read_one(self._reader(), _BY_REQUEST, (ledger, author, request_id))
 

@@ -9,18 +9,23 @@ Three checks, each catching what the others cannot:
   left (``XAUTOCLAIM``).
 * **Heads**: every copy's head is compared with the home node's record at the same height.
   A link commits to every record below it, so equal hashes mean equal prefixes; a different
-  one is a **fork**. A copy that stays behind the home for ``lag_alert_ms`` is **lagging**:
-  transient lag (a replica that has not caught up yet) raises nothing.
+  one is a **fork**. A copy that still lacks a height the home reached more than
+  ``lag_alert_ms`` ago is **lagging**: a copy that trails a busy home by a second, however
+  many records that is, raises nothing, and neither does a copy catching up.
 * **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
   They catch a record rewritten in a node's own store (only its link betrays it), a deleted
   or swapped record, and a chain cut short (a copy that ends below the height it reported).
 
-Every finding becomes an alert (Redis ``vledger:alerts``, and the open set) once; a clean
-sweep of a copy resolves that copy's chain alerts, a caught-up copy its lag alert.
+Every finding names the first height at which the copy differs from the home (another
+holder for the home's own copy): a sweep or a head that goes wrong at h is searched back,
+by record hash, to the lowest height that differs. Every finding becomes an alert (Redis
+``vledger:alerts``, and the open set) once; a clean sweep of a copy resolves that copy's
+chain alerts, a copy no longer behind a record older than ``lag_alert_ms`` its lag alert.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import time
@@ -126,7 +131,6 @@ class CopyState:
 
     sweep: LedgerSweep
     next_sweep_at: float = 0.0
-    behind_since: float | None = None  # when it was first seen behind the home
 
 
 @dataclass(slots=True)
@@ -134,6 +138,26 @@ class LedgerState:
     home: str
     chain: ChainVerifier | None = None  # the stream's records, verified in order
     copies: dict[str, CopyState] = field(default_factory=dict)
+    # (height, when the home was first seen holding it), heights rising: the lag clock. Only
+    # the newest entry older than lag_alert_ms is kept below the window, so it stays small.
+    reached: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
+
+    def home_reached(self, height: int, now: float, window: float) -> None:
+        if not self.reached or height > self.reached[-1][0]:
+            self.reached.append((height, now))
+        while len(self.reached) > 1 and self.reached[1][1] <= now - window:
+            self.reached.popleft()
+
+    def due(self, now: float, window: float) -> tuple[int, float]:
+        """The highest height the home reached at least ``window`` seconds ago (-1: none), and
+        when the home first reached a height above ``due``'s copy (for the alert's text)."""
+        if self.reached and self.reached[0][1] <= now - window:
+            return self.reached[0]
+        return -1, now
+
+    def since(self, height: int, now: float) -> float:
+        """When the home was first seen holding a height above ``height`` (a lower bound)."""
+        return next((when for reached, when in self.reached if reached > height), now)
 
 
 class ClusterChecks:
@@ -156,7 +180,8 @@ class ClusterChecks:
         self.settings = settings or config.verifier
         self._clock = clock
         self.ledgers: dict[str, LedgerState] = {}
-        self.open: set[str] = set()  # open alert keys: each is raised once until resolved
+        self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
+        self._mine: set[str] = set()  # the open keys this verifier raised (a follower may share a key)
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -172,8 +197,14 @@ class ClusterChecks:
         return f"{self.replication.namespace}:sweep:{self.name}"
 
     def start(self) -> None:
-        self.open = set(self.replication.open_alerts())
+        self.refresh_open()
         self.refresh_ledgers()
+
+    def refresh_open(self) -> None:
+        """The open alerts as Redis has them: others raise some (a home, a follower), an operator
+        resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
+        self.open = {key: _int(alert.get("height")) for key, alert in self.replication.open_alerts().items()}
+        self._mine &= self.open.keys()
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints."""
@@ -202,6 +233,7 @@ class ClusterChecks:
 
     def tick(self, block_ms: int = 100) -> None:
         now = self._clock()
+        self.refresh_open()
         self.consume(block_ms)
         if now >= self._next_heads:
             self._next_heads = now + self.settings.heads_interval_ms / 1000
@@ -245,13 +277,24 @@ class ClusterChecks:
                 self._check_entries(ledger, entries)
 
     def _check_entries(self, ledger: str, entries: list[Any]) -> int:
-        rows = [(entry_height(entry_id), bytes(fields[b"record"]), entry_id) for entry_id, fields in entries]
+        key = self.replication.stream_key(ledger)
+        gone = [entry_id for entry_id, fields in entries if not fields]  # pending, then deleted (a rewind)
+        if gone:
+            self.replication.client.xack(key, GROUP, *gone)
+        rows = [(entry_height(entry_id), bytes(fields[b"record"]), entry_id) for entry_id, fields in entries if fields]
+        if not rows:
+            return 0
         rows.sort()
+        raised = self.alerts
         self._verify_stream(ledger, rows)
         first, last = rows[0][0], rows[-1][0]
         streamed = {height: data for height, data, _ in rows}
         digests = {height: hashlib.sha256(data).digest() for height, data in streamed.items()}
-        for node in self.holders(ledger):
+        home = self.ledgers[ledger].home
+        # The home first: where its store differs from the stream, the stream is wrong (the store
+        # is the truth, and the home rewrites the stream from it), and the others are compared
+        # with the home's record.
+        for node in sorted(self.holders(ledger), key=lambda name: name != home):
             reader = self.readers.get(node)
             if reader is None or not reader.up():
                 continue  # its sweeps and the heads check cover it once it is back
@@ -263,13 +306,29 @@ class ClusterChecks:
             for offset, data in enumerate(held):
                 height = first + offset
                 expected = digests.get(height)
-                if expected is not None and hashlib.sha256(data).digest() != expected:
+                if expected is not None and hashlib.sha256(data).digest() != expected and node == home:
+                    self.raise_alert(
+                        Alert("redis", ledger, height, "record_conflict", f"the stream's record differs from {home}'s",
+                              source=home, expected=_link_hex(data), found=_link_hex(streamed[height]))
+                    )  # fmt: skip
+                    streamed[height], digests[height] = data, hashlib.sha256(data).digest()
+                elif expected is not None and hashlib.sha256(data).digest() != expected:
                     self.raise_alert(
                         Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
                               source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
                     )  # fmt: skip
-        self.replication.client.xack(self.replication.stream_key(ledger), GROUP, *[r[2] for r in rows])
+        self.replication.client.xack(key, GROUP, *[r[2] for r in rows])
         self.checked += len(rows)
+        if self.alerts == raised:  # a clean check of these heights: the stream's alerts there resolve
+            self.refresh_open()  # a home's alert of the rewrite these entries come from included
+            prefix = f"redis|{ledger}|"
+            fixed = [k for k, height in self.open.items() if k.startswith(prefix) and first <= height <= last]
+            if fixed:
+                self.replication.resolve(fixed)
+                for k in fixed:
+                    del self.open[k]
+                self._mine.difference_update(fixed)
+                log.info("resolved: %s", ", ".join(fixed))
         return len(rows)
 
     def _verify_stream(self, ledger: str, rows: list[tuple[int, bytes, Any]]) -> None:
@@ -323,12 +382,13 @@ class ClusterChecks:
                 continue
             if home_head is None:
                 continue
-            for node, copy in state.copies.items():
+            state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
+            for node in state.copies:
                 reader = self.readers.get(node)
                 if node == state.home or reader is None or not reader.up():
                     continue
                 try:
-                    self._compare_head(ledger, state, node, copy, reader, home, home_head, now)
+                    self._compare_head(ledger, state, node, reader, home, home_head, now)
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
 
@@ -337,7 +397,6 @@ class ClusterChecks:
         ledger: str,
         state: LedgerState,
         node: str,
-        copy: CopyState,
         reader: NodeReader,
         home: NodeReader,
         home_head: tuple[int, bytes],
@@ -345,27 +404,77 @@ class ClusterChecks:
     ) -> None:
         head = reader.head(ledger)
         height = -1 if head is None else head[0]
-        if height < home_head[0]:
-            copy.behind_since = copy.behind_since if copy.behind_since is not None else now
-            if now - copy.behind_since >= self.settings.lag_alert_ms / 1000:
-                behind = home_head[0] - height
-                self.raise_alert(
-                    Alert(node, ledger, height + 1, "lagging", f"{behind} records behind {state.home} for "
-                          f"{now - copy.behind_since:.0f} s", source=state.home)
-                )  # fmt: skip
+        window = self.settings.lag_alert_ms / 1000
+        due, _ = state.due(now, window)
+        if height < due:
+            behind = state.since(height, now)
+            self.raise_alert(
+                Alert(node, ledger, height + 1, "lagging", f"it lacks height {height + 1}, which {state.home} "
+                      f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
+            )  # fmt: skip
         else:
-            copy.behind_since = None
             self.resolve(node, ledger, ("lagging",))
         if head is None:
             return
         reference = home_head[1] if height == home_head[0] else home.hash_at(ledger, height)
         if reference is not None and reference != head[1]:
+            # Named at the first height that differs, searched once (not while the fork is open).
+            first = height
+            if f"{node}|{ledger}|fork" not in self._mine:
+                first = self._first_difference(ledger, node, reader, height, differs=True)
+            theirs: bytes | None = reference
+            ours: bytes | None = head[1]
+            if first != height:
+                theirs, ours = home.hash_at(ledger, first), _hash_at(reader, ledger, first)
             self.raise_alert(
-                Alert(node, ledger, height, "fork", f"its head differs from {state.home}'s record at that height",
-                      source=state.home, expected=reference.hex(), found=head[1].hex())
+                Alert(node, ledger, first, "fork", f"its record at {first} differs from {state.home}'s (head {height})",
+                      source=state.home, expected=(theirs or b"").hex(), found=(ours or b"").hex())
             )  # fmt: skip
         elif reference is not None:
             self.resolve(node, ledger, ("fork",))
+
+    def _reference(self, ledger: str, node: str) -> NodeReader | None:
+        """The copy another copy is compared with: the home's, or for the home's own copy another holder's."""
+        state = self.ledgers[ledger]
+        names = [state.home] if node != state.home else [n for n in state.copies if n != node]
+        for name in names:
+            reader = self.readers.get(name)
+            if reader is not None and reader.up():
+                return reader
+        return None
+
+    def _first_difference(self, ledger: str, node: str, reader: NodeReader, top: int, *, differs: bool) -> int:
+        """The lowest height at or below ``top`` at which ``node``'s record differs from the
+        reference copy's (a binary search by record hash); ``top + 1`` when they agree at ``top``
+        (``differs`` says they are known to differ there). When the reference cannot say, the
+        answer is ``top`` if ``differs`` else ``top + 1``: the height the caller found.
+
+        Where two copies agree at a height, linked chains agree everywhere below it (a link
+        commits to every record below), so the search is sound over records that are linked
+        up to ``top``: a sweep verified just that below its finding."""
+        low, high = -1, top  # the copies agree at low (or it is -1); they differ at high once checked
+        found = top if differs else top + 1
+        reference = self._reference(ledger, node)
+        if reference is None:
+            return found
+        try:
+            if not differs:
+                theirs = reference.hash_at(ledger, top)
+                if theirs is None or _hash_at(reader, ledger, top) == theirs:
+                    return found
+            while high - low > 1:
+                middle = (low + high) // 2
+                theirs = reference.hash_at(ledger, middle)
+                if theirs is None:
+                    return found
+                if _hash_at(reader, ledger, middle) == theirs:
+                    low = middle
+                else:
+                    high = middle
+        except (NodeUnavailableError, RemoteError) as e:
+            log.info("cannot search %s %s back for its first difference: %s", node, ledger, e)
+            return found
+        return high
 
     # --- sweeps ---------------------------------------------------------------------------
 
@@ -398,7 +507,13 @@ class ClusterChecks:
         copy.next_sweep_at = started + step.verified / self.settings.sweep_rate
         if step.finding is not None:
             finding = step.finding
-            self.raise_alert(Alert(node, ledger, finding.height, finding.code, finding.detail))
+            height = finding.height
+            if f"{node}|{ledger}|{finding.code}" not in self._mine and height > 0:
+                # The sweep verified the copy below the finding as a chain: if its record below
+                # differs from the home's, a record was rewritten whole (fresh link and all)
+                # further down, and that is the height to name.
+                height = self._first_difference(ledger, node, reader, height - 1, differs=False)
+            self.raise_alert(Alert(node, ledger, height, finding.code, finding.detail))
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
         elif step.complete:
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
@@ -436,7 +551,9 @@ class ClusterChecks:
     # --- alerts ---------------------------------------------------------------------------
 
     def raise_alert(self, alert: Alert) -> None:
-        if alert.key in self.open:
+        """Add ``alert`` unless its key is open already at its height or below (a follower's
+        alert of the same key at a higher height, e.g. a fork at its seal, gets the first height)."""
+        if self.open.get(alert.key, alert.height + 1) <= alert.height:
             return
         log.warning(
             "ALERT %s: node %s ledger %s height %d: %s",
@@ -447,14 +564,17 @@ class ClusterChecks:
             alert.detail,
         )
         self.replication.alert(alert)
-        self.open.add(alert.key)
+        self.open[alert.key] = alert.height
+        self._mine.add(alert.key)
         self.alerts += 1
 
     def resolve(self, node: str, ledger: str, kinds: tuple[str, ...]) -> None:
         keys = [f"{node}|{ledger}|{what}" for what in kinds if f"{node}|{ledger}|{what}" in self.open]
         if keys:
             self.replication.resolve(keys)
-            self.open.difference_update(keys)
+            for key in keys:
+                del self.open[key]
+            self._mine.difference_update(keys)
             log.info("resolved: %s", ", ".join(keys))
 
     def status(self) -> dict[str, Any]:
@@ -487,11 +607,26 @@ def _pages(reader: NodeReader, ledger: str, start: int, count: int) -> list[byte
     return held
 
 
+def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:
+    """A copy's record hash at ``height``; a record that does not decode differs from every other."""
+    try:
+        return reader.hash_at(ledger, height)
+    except RecordError:
+        return b""
+
+
 def _link_hex(data: bytes) -> str:
     try:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _text(value: Any) -> str:

@@ -183,3 +183,84 @@ def test_a_copy_that_differs_from_the_home_is_a_fork(cluster: LocalCluster, ledg
         head = _record(db, ledger, top)
         _write(db, ledger, top, dataclasses.replace(head, link=bytes(32)).encode())
     _alert(cluster, "replica-2", ledger, "fork", top)
+
+
+def _rewritten(original: Record, payload: dict[str, int], prev: bytes | None = None) -> Record:
+    """Another record placed at ``original``'s height: fresh checksum, work and link, as a forger
+    with the chain in hand makes it (it verifies on its own; only the record above betrays it)."""
+    content = dataclasses.replace(original.content, payload=payload)
+    forged = Entry.prepare(content, 4, PROTOCOL_LIMITS)
+    return forged.place(original.height, original.prev if prev is None else prev, original.accepted, original.origin)
+
+
+def test_a_record_rewritten_whole_is_named_at_its_own_height(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        _write(db, ledger, 70, _rewritten(_record(db, ledger, 70), {"n": -1}).encode())
+    _alert(cluster, "replica-1", ledger, "bad_link", 70)
+
+
+def test_a_tail_rewritten_as_a_chain_is_named_where_it_starts(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-2")) as db:
+        top = _size(cluster, "replica-2", ledger) - 1
+        prev = None
+        db.execute("BEGIN")
+        for height in range(top - 5, top + 1):
+            forged = _rewritten(_record(db, ledger, height), {"n": -height}, prev)
+            _write(db, ledger, height, forged.encode())
+            prev = forged.link
+        db.execute("COMMIT")
+    _alert(cluster, "replica-2", ledger, "fork", top - 5)
+
+
+def test_a_forked_head_stays_named_at_its_height_after_one_more_write(cluster: LocalCluster, ledger: str) -> None:
+    with closing(_store(cluster, "replica-1")) as db:
+        top = _size(cluster, "replica-1", ledger) - 1
+        _write(db, ledger, top, _rewritten(_record(db, ledger, top), {"n": -1}).encode())
+    _alert(cluster, "replica-1", ledger, "fork", top)
+    cluster.client("writer1").put_many([entry(ledger, "vote", {"late": 1}, "writer1", difficulty=4)])
+    _alert(cluster, "replica-1", ledger, "bad_link", top)
+
+
+def test_a_truncated_replica_reports_what_its_store_holds(cluster: LocalCluster, ledger: str) -> None:
+    """Cut short behind its back, a replica says so: its size and head are its file's, and it is not current."""
+    replica = cluster.admin("replica-2")
+    size = _size(cluster, "replica-2", ledger)
+    with closing(_store(cluster, "replica-2")) as db:
+        db.execute("DELETE FROM records WHERE ledger = ? AND height >= ?", (ledger, 120))
+    assert _size(cluster, "replica-2", ledger) == 120
+    assert replica.call("head", {"ledger": ledger})["height"] == 119
+    hello = replica.call("hello")
+    assert hello["current"] is False and hello["behind"][ledger] == size - 120
+    listed = {item["ledger"]: item for item in replica.call("ledger.list")["ledgers"]}
+    assert listed[ledger]["size"] == 120
+    _alert(cluster, "replica-2", ledger, "truncated", 120)
+
+
+def test_a_record_injected_into_the_stream_is_replaced_by_the_homes_and_resolved(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    """An intruder on Redis adds a well-made record ahead of the home: the home finds that the
+    stream disagrees with its store, rewrites it from the store, and says so; once the verifier
+    has checked the true entries, the alert resolves."""
+    repl = _repl(cluster)
+    head = cluster.admin("ingest-1").call("head", {"ledger": ledger})
+    top = decode_record(head["record"], PROTOCOL_LIMITS)
+    content = dataclasses.replace(top.content, payload={"n": -7}, request_id="injected")
+    injected = Entry.prepare(content, 4, PROTOCOL_LIMITS).place(top.height + 1, top.link, top.accepted, top.origin)
+    repl.client.xadd(
+        repl.stream_key(ledger), {"record": injected.encode(), "origin": "ingest-1"}, id=f"{top.height + 1}-1"
+    )
+    cluster.client("writer1").put_many([entry(ledger, "vote", {"after": i}, "writer1", difficulty=4) for i in range(3)])
+    alert = _alert(cluster, "redis", ledger, "record_conflict", top.height + 1)
+    assert alert["found"] == injected.hash.hex()
+    true = cluster.admin("ingest-1").call("get", {"ledger": ledger, "height": top.height + 1})["record"]
+    assert alert["expected"] == decode_record(true, PROTOCOL_LIMITS).hash.hex()
+
+    def repaired() -> bool:
+        streamed = [r.data for r in repl.read(ledger, top.height + 1, 3, stop=top.height + 4)]
+        home = cluster.admin("ingest-1").call("range", {"ledger": ledger, "start": top.height + 1, "limit": 3})
+        return streamed == home["records"] and len(streamed) == 3
+
+    wait_until(repaired, DETECTION_SECONDS, "the stream rewritten from the home's store")
+    wait_until(lambda: f"redis|{ledger}|record_conflict" not in repl.open_alerts(), 10, "the alert resolved")
+    assert not [a for a in _alerts_of(cluster, ledger) if a["node"] == "ingest-1"]  # the home is not blamed

@@ -111,14 +111,29 @@ def test_append_continues_the_stream_and_says_where_it_ends(repl: ReplicationLed
     assert repl.append(LEDGER, HOME, 0, []) == -1
     assert repl.append(LEDGER, HOME, 0, data(range(3))) == 2
     assert repl.ledgers() == {LEDGER: HOME}
-    assert repl.append(LEDGER, HOME, 1, data(range(1, 6), " again")) == 5  # 1 and 2 kept, 3..5 added
+    assert repl.append(LEDGER, HOME, 1, data(range(1, 6))) == 5  # 1 and 2 the same: kept, 3..5 added
     assert repl.append(LEDGER, HOME, 8, data(range(8, 10))) == 5  # a gap: nothing added, the caller fills
     assert repl.append(LEDGER, HOME, 6, []) == 5
     assert repl.append(LEDGER, HOME, 6, data(range(6, 10))) == 9
-    tags = ["", "", "", " again", " again", " again", "", "", "", ""]
     assert [(r.height, r.data, r.origin) for r in repl.read(LEDGER, 0, 100)] == [
-        (h, f"{LEDGER} {h}{tags[h]}".encode(), HOME) for h in range(10)
+        (h, f"{LEDGER} {h}".encode(), HOME) for h in range(10)
     ]
+
+
+def test_a_stream_entry_that_is_not_the_callers_record_is_found_and_rewound(repl: ReplicationLedger) -> None:
+    """An entry injected ahead of the home (or another record at a height) is named, and the
+    stream cut back there so the home can add its own records again; readers go back too."""
+    repl.append(LEDGER, HOME, 0, [b"r0", b"r1", b"r2"])
+    repl.client.xgroup_create(repl.stream_key(LEDGER), "verifier", id="0")
+    repl.client.xadd(repl.stream_key(LEDGER), {"record": b"forged", "origin": HOME}, id="3-1")
+    repl.client.xreadgroup("verifier", "v", {repl.stream_key(LEDGER): ">"})
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3", b"r4"]) == (3, 3)  # nothing added above it
+    assert repl.append_checked(LEDGER, HOME, 1, [b"r1", b"r2"]) == (3, None)  # the same bytes: fine
+    assert repl.rewind(LEDGER, 3) == 1
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3", b"r4"]) == (4, None)
+    assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3", b"r4"]
+    again = repl.client.xreadgroup("verifier", "v", {repl.stream_key(LEDGER): ">"})
+    assert [fields[b"record"] for _, fields in again[0][1]] == [b"r3", b"r4"]
 
 
 def test_append_after_a_trim_or_a_lost_tail(repl: ReplicationLedger) -> None:

@@ -129,6 +129,7 @@ class Replica:
     follower: Follower
     stored: list[tuple[list[int], int]]  # (heights, hops) of each on_stored call
     alerts: list[Alert]
+    resolved: list[str] = dataclasses.field(default_factory=list)  # keys the follower closed
 
     def heights(self, ledger: str = LEDGER) -> list[int]:
         return [r.height for r in self.store.range(ledger)]
@@ -165,6 +166,7 @@ def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
         made.append(store)
         stored: list[tuple[list[int], int]] = []
         alerts: list[Alert] = []
+        resolved: list[str] = []
         follower = Follower(
             REPLICA,
             store,
@@ -172,10 +174,11 @@ def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
             seal_keys=seal_keys,
             on_stored=lambda records, hops: stored.append(([r.height for r in records], hops)),
             on_alert=alerts.append,
+            on_resolve=resolved.extend,
             batch=batch,
             stopping=stopping,
         )
-        return Replica(store, follower, stored, alerts)
+        return Replica(store, follower, stored, alerts, resolved)
 
     yield make
     for store in made:
@@ -645,3 +648,31 @@ def test_a_seal_inside_the_pending_run_stores_it_even_when_a_higher_one_is_known
     replica.follower.receive([*(live(r) for r in chain[:5]), heads(seal(chain[4]))])  # a batch and its seal
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert replica.follower.behind() == {LEDGER: 5}
+
+
+# --- when a follower's alerts resolve (PROTOCOL 10.5) ---------------------------------------------
+
+
+def test_a_refused_record_alert_resolves_once_the_homes_record_is_stored_at_its_height(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}))
+    held_up_to(replica, chain, 2)
+    replica.follower.receive([live(forged(chain[3]), sender=EVIL)])
+    assert replica.found() == [(3, "bad_link", EVIL)] and replica.resolved == []
+    replica.follower.receive([heads(seal(chain[4]))])  # the true 3 and 4 are stored
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_link"]
+
+
+def test_a_refused_seal_resolves_once_a_true_seal_verifies_and_a_fork_once_a_seal_vouches_for_the_copy(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}))
+    held_up_to(replica, chain, 4)
+    replica.follower.receive([heads(flipped(seal(chain[4])), sender=EVIL)])
+    assert [a.what for a in replica.alerts] == ["bad_signature"] and replica.resolved == []
+    replica.follower.receive([heads(seal(forged(chain[2])), sender=PEER)])  # signed by the home: it verifies
+    assert [a.what for a in replica.alerts] == ["bad_signature", "fork"]
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_signature"]
+    replica.follower.receive([heads(seal(chain[3]))])  # the home vouches for this copy up to 3
+    assert replica.resolved[1:] == [f"{REPLICA}|{LEDGER}|fork"]

@@ -92,9 +92,11 @@ class LoggedReplication(ReplicationLedger):
         super().__init__(client)
         self.appends: list[tuple[str, int, int, bytes]] = []
 
-    def append(self, ledger: str, origin: str, first: int, records: Any, seal: bytes = b"") -> int:
+    def append_checked(
+        self, ledger: str, origin: str, first: int, records: Any, seal: bytes = b""
+    ) -> tuple[int, int | None]:
         self.appends.append((ledger, first, len(records), seal))
-        return super().append(ledger, origin, first, records, seal)
+        return super().append_checked(ledger, origin, first, records, seal)
 
 
 class Home:

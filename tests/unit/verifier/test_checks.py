@@ -108,3 +108,53 @@ def test_a_sweep_that_ends_below_the_height_held_before_its_last_page_is_truncat
     assert open_kinds(found) == set()
     found._sweep_complete(LEDGER, "replica-1", end=5, held=9)
     assert open_kinds(found) == {"truncated"}
+
+
+def test_a_copy_that_trails_a_busy_home_by_a_second_is_never_lagging(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """13 records a second, the copy a second behind: never caught up, yet behind no record for long."""
+    found, nodes, clock = checks
+    home, copy = nodes["ingest-1"], nodes["replica-1"]
+    chain = [bytes([i % 256, i // 256]) * 16 for i in range(13 * 200)]
+    home.hashes, copy.hashes = chain[:13], chain[:1]
+    for _ in range(3 * LAG_MS // 1000):
+        found.compare_heads()
+        clock.now += 1
+        copy.hashes = chain[: len(home.hashes)]  # what the home held a second ago
+        home.hashes = chain[: len(home.hashes) + 13]
+    assert open_kinds(found) == set()
+    copy.hashes = copy.hashes[:]  # now it stops: the record above it gets older than lag_alert_ms
+    stuck = len(copy.hashes)
+    for _ in range(LAG_MS // 1000 + 2):
+        found.compare_heads()
+        clock.now += 1
+        home.hashes = chain[: len(home.hashes) + 13]
+    assert open_kinds(found) == {"lagging"}
+    (alert,) = found.replication.alerts()
+    assert (alert["node"], alert["height"]) == ("replica-1", str(stuck))
+
+
+def test_a_fork_is_named_at_the_first_height_that_differs_not_at_the_head(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, _ = checks
+    nodes["replica-1"].hashes[3:] = [b"\xee" * 32] * 3  # a tail rewritten from height 3
+    found.compare_heads()
+    (alert,) = found.replication.alerts()
+    assert (alert["what"], alert["height"], alert["found"]) == ("fork", "3", (b"\xee" * 32).hex())
+    assert alert["expected"] == nodes["ingest-1"].hashes[3].hex()
+
+
+def test_a_sweep_finding_is_searched_back_to_the_record_rewritten_below_it(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """A record rewritten whole at 3 (fresh link) breaks the link of 4: the sweep finds 4, 3 is named."""
+    found, nodes, _ = checks
+    replica = nodes["replica-1"]
+    assert found._first_difference(LEDGER, "replica-1", replica, 3, differs=False) == 4  # type: ignore[arg-type]
+    replica.hashes[3] = b"\xee" * 32
+    assert found._first_difference(LEDGER, "replica-1", replica, 3, differs=False) == 3  # type: ignore[arg-type]
+    replica.hashes[1] = b"\xdd" * 32  # and everything from 1 on (a linked copy differs from there up)
+    replica.hashes[2] = b"\xdd" * 32
+    assert found._first_difference(LEDGER, "replica-1", replica, 3, differs=False) == 1  # type: ignore[arg-type]
