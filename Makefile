@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest-xdist workers: the suite is mostly waiting on real processes, and CI and this
+# machine have two cores. loadgroup keeps the tests marked xdist_group(NAME) on one worker.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # mypy must see the code under its import name, vledger, whatever this folder is called:
 # a symlink gives it that name without moving the folders.
