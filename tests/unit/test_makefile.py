@@ -26,5 +26,7 @@ def test_make_test_runs_on_two_workers_keeping_groups_together() -> None:
 
 
 def test_xdist_is_a_dev_dependency() -> None:
-    dev = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]["dev"]
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"][
+        "dev"
+    ]
     assert any(requirement.startswith("pytest-xdist") for requirement in dev)
