@@ -19,10 +19,11 @@ def _test_command() -> list[str]:
     return shlex.split(line)
 
 
-def test_make_test_runs_on_two_workers_keeping_groups_together() -> None:
+def test_make_test_runs_on_two_workers_a_module_at_a_time() -> None:
     command = _test_command()
     assert command[command.index("-n") + 1] == "2"
-    assert command[command.index("--dist") + 1] == "loadgroup"
+    # Module-scoped clusters, and tests that build on the ones before them in their module.
+    assert command[command.index("--dist") + 1] == "loadscope"
 
 
 def test_xdist_is_a_dev_dependency() -> None:
