@@ -185,7 +185,6 @@ class ClusterChecks:
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
-        self._checkpoints_saved = 0.0
         self.checked = 0  # stream entries checked
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
