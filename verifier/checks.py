@@ -213,16 +213,19 @@ class ClusterChecks:
         for ledger, home in sorted(announced.items()):
             if ledger in self.ledgers:
                 continue
-            try:
-                self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
-            except Exception as e:  # BUSYGROUP: the group exists, which is what we want
-                if "BUSYGROUP" not in str(e):
-                    raise
+            self._create_group(ledger)
             state = self.ledgers[ledger] = LedgerState(home)
             for node in self.holders(ledger):
                 checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                 state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint))
             self._read_pending = True
+
+    def _create_group(self, ledger: str) -> None:
+        try:
+            self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
+        except Exception as e:  # BUSYGROUP: the group exists, which is what we want
+            if "BUSYGROUP" not in str(e):
+                raise
 
     def holders(self, ledger: str) -> list[str]:
         """The nodes that should hold ``ledger``: its home, every replica and observer."""
@@ -253,9 +256,21 @@ class ClusterChecks:
             return 0
         start = "0" if self._read_pending else ">"
         streams = {self.replication.stream_key(ledger): start for ledger in self.ledgers}
-        replies = self.replication.client.xreadgroup(
-            GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
-        )
+        try:
+            replies = self.replication.client.xreadgroup(
+                GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
+            )
+        except REDIS_ERRORS as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # A Redis that lost the group (a replica promoted before the group reached it, a
+            # restart without its append-only file): made again from the stream's start, which
+            # the homes refill; checking a record twice raises nothing twice.
+            log.warning("the consumer group is gone (%s); creating it again from the start of each stream", e)
+            for ledger in self.ledgers:
+                self._create_group(ledger)
+            self._read_pending = True
+            return 0
         if self._read_pending and not any(entries for _, entries in replies or []):
             self._read_pending = False
         done = 0
