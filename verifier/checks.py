@@ -400,12 +400,38 @@ class ClusterChecks:
             state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
             for node in state.copies:
                 reader = self.readers.get(node)
-                if node == state.home or reader is None or not reader.up():
+                if node == state.home or reader is None:
+                    continue
+                if not reader.up():
+                    self._lag_as_reported(ledger, state, node, now)
                     continue
                 try:
                     self._compare_head(ledger, state, node, reader, home, home_head, now)
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
+
+    def _lagging(self, ledger: str, state: LedgerState, node: str, height: int, now: float, how: str) -> bool:
+        """Raise ``node``'s lagging alert if ``height`` is below what the home held ``lag_alert_ms`` ago."""
+        due, _ = state.due(now, self.settings.lag_alert_ms / 1000)
+        if height >= due:
+            return False
+        behind = state.since(height, now)
+        self.raise_alert(
+            Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} "
+                  f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
+        )  # fmt: skip
+        return True
+
+    def _lag_as_reported(self, ledger: str, state: LedgerState, node: str, now: float) -> None:
+        """A copy that does not answer (cut off, stopped) is judged by the height it last reported
+        to Redis: one that stays away longer than ``lag_alert_ms`` while the home goes on is lagging.
+        Nothing is resolved here; that waits until the copy answers again."""
+        try:
+            held = self.replication.client.hget(self.replication.held_key(ledger), node)
+        except REDIS_ERRORS:
+            return  # Redis away too: nothing to judge by
+        height = -1 if held is None else int(held)
+        self._lagging(ledger, state, node, height, now, "it does not answer and reported lacking")
 
     def _compare_head(
         self,
@@ -419,15 +445,7 @@ class ClusterChecks:
     ) -> None:
         head = reader.head(ledger)
         height = -1 if head is None else head[0]
-        window = self.settings.lag_alert_ms / 1000
-        due, _ = state.due(now, window)
-        if height < due:
-            behind = state.since(height, now)
-            self.raise_alert(
-                Alert(node, ledger, height + 1, "lagging", f"it lacks height {height + 1}, which {state.home} "
-                      f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
-            )  # fmt: skip
-        else:
+        if not self._lagging(ledger, state, node, height, now, "it lacks"):
             self.resolve(node, ledger, ("lagging",))
         if head is None:
             return

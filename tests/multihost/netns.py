@@ -175,7 +175,9 @@ class Network:
         subprocess.run(["ip", "netns", "add", host.namespace], check=True, capture_output=True)
         self.hosts[name] = host
         port = f"p{index}"  # the switch's end; the host's end is its eth0
-        _run_in(self.switch, ["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.namespace])
+        _run_in(
+            self.switch, ["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host.namespace]
+        )
         _run_in(self.switch, ["ip", "link", "set", port, "master", "br0", "up"])
         host.run("ip", "link", "set", "lo", "up")
         host.run("ip", "addr", "add", f"{host.address}/24", "dev", "eth0")
@@ -262,12 +264,14 @@ class Network:
         # NAT applies to a connection's first packet only: a connection opened before is still
         # addressed to the peer after the NAT hook, and is reset, so that it is opened again
         # through the link (ZeroMQ reconnects by itself).
+        to_peers = f"meta mark != {WAN_MARK} ip daddr {{ {peers} }} meta l4proto tcp"
+        drop = f"numgen random mod 100 < {loss_percent} drop"
         host.nft(
             f"""table inet {WAN_TABLE} {{
-  chain loss_in {{ type filter hook input priority -5; ip saddr {{ {peers} }} numgen random mod 100 < {loss_percent} drop; }}
-  chain loss_out {{ type filter hook output priority -5; ip daddr {{ {peers} }} numgen random mod 100 < {loss_percent} drop; }}
-  chain to_link {{ type nat hook output priority -100; meta mark != {WAN_MARK} ip daddr {{ {peers} }} meta l4proto tcp dnat ip to 127.0.0.1:{WAN_PORT}; }}
-  chain old_flows {{ type filter hook output priority 0; meta mark != {WAN_MARK} ip daddr {{ {peers} }} meta l4proto tcp reject with tcp reset; }}
+  chain loss_in {{ type filter hook input priority -5; ip saddr {{ {peers} }} {drop}; }}
+  chain loss_out {{ type filter hook output priority -5; ip daddr {{ {peers} }} {drop}; }}
+  chain to_link {{ type nat hook output priority -100; {to_peers} dnat ip to 127.0.0.1:{WAN_PORT}; }}
+  chain old_flows {{ type filter hook output priority 0; {to_peers} reject with tcp reset; }}
 }}"""
         )
 

@@ -41,7 +41,10 @@ def test_two_replicas_behind_a_slow_lossy_link_keep_up(cluster: HostsCluster, wr
         timeline(f"load stopped ({load}); {load.summary()}")
         probe.read(2.0)
         p50, p99 = probe.percentile(50), probe.percentile(99)
-        timeline(f"replication lag over the slow link: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms ({len(probe.lags)} reports)")
+        timeline(
+            f"replication lag over the slow link: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+            f"({len(probe.lags)} reports)"
+        )
         # The delay is really on the path (a replica reports after its record crossed it) and it keeps up.
         assert DELAY_MS / 1000 * 0.75 <= p50 < 5.0, f"p50 {p50:.3f} s across a {DELAY_MS} ms link"
         check_cluster(cluster, written, timeline)  # over the slow links still
@@ -66,7 +69,11 @@ def test_a_replica_cut_off_for_a_minute_catches_up_with_one_lagging_alert(
         replication = cluster.replication()
         try:
             raised = wait_until(
-                lambda: [k for k, a in replication.open_alerts().items() if a.get("what") == "lagging" and a.get("node") == victim],
+                lambda: [
+                    k
+                    for k, a in replication.open_alerts().items()
+                    if a.get("what") == "lagging" and a.get("node") == victim
+                ],
                 PARTITION_S,
                 f"a lagging alert for {victim} while it is cut off",
                 interval=0.5,

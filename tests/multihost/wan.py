@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import signal
 import socket
@@ -46,10 +47,8 @@ class Link:
             upstream.close()
             writer.close()
             return
-        try:
+        with contextlib.suppress(asyncio.CancelledError):  # the link stops (SIGTERM): its connections end with it
             await asyncio.gather(self.pipe(reader, far_writer), self.pipe(far_reader, writer), return_exceptions=True)
-        except asyncio.CancelledError:
-            pass  # the link stops (SIGTERM): its connections end with it
 
     async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
