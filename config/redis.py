@@ -44,7 +44,9 @@ def check_redis_url(url: str, where: str = "redis") -> SentinelTarget | None:
     """
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES:
-        raise SettingsError(f"{where}: {parts.scheme or 'no'} scheme in the Redis URL; one of {', '.join(REDIS_SCHEMES)}")
+        raise SettingsError(
+            f"{where}: {parts.scheme or 'no'} scheme in the Redis URL; one of {', '.join(REDIS_SCHEMES)}"
+        )
     if parts.scheme != SENTINEL_SCHEME:
         return None
     userinfo, _, hosts = parts.netloc.rpartition("@")
