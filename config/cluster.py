@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..node.errors import SettingsError
+from .redis import check_redis_url
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
 ROLES = ("ingest", "replica", "observer", "verifier")
@@ -253,7 +254,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         name=_name(_text(cluster, "name", f"{where}: cluster", "local"), f"{where}: cluster.name"),
         keys_dir=(base / _text(cluster, "keys", f"{where}: cluster", "keys")).resolve(),
         data_dir=(base / _text(cluster, "data", f"{where}: cluster", "data")).resolve(),
-        redis_url=_text(cluster, "redis", f"{where}: cluster", "redis://127.0.0.1:6379/0"),
+        redis_url=_redis_url(_text(cluster, "redis", f"{where}: cluster", "redis://127.0.0.1:6379/0"), where),
         default_home=default_home,
         nodes=nodes,
         homes=homes,
@@ -282,3 +283,9 @@ def _ingest_settings(table: Any, where: str) -> IngestSettings:
 
 def load_cluster(path: Path) -> ClusterConfig:
     return cluster_from_mapping(read_toml(path), path.resolve())
+
+
+def _redis_url(url: str, where: str) -> str:
+    """``url``, once :func:`check_redis_url` read it (a bad sentinel:// URL fails at load, not at first use)."""
+    check_redis_url(url, f"{where}: cluster.redis")
+    return url
