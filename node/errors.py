@@ -498,6 +498,78 @@ class FileConflictError(RuleError):
     code = "file_conflict"
 
 
+# --- signed notes, checkpoints and cosignatures (node/note.py, docs/PROTOCOL.md section 13) ---
+
+
+class NoteError(VledgerError):
+    """Text that is not a C2SP signed note: bad UTF-8, a control character, no blank line
+    before the signatures, a malformed signature line, or over a limit. Also the base of the
+    checkpoint, cosignature and quorum errors below."""
+
+    code = "bad_note"
+
+
+class NoteKeyError(NoteError):
+    """A verifier key (vkey) or signer key string that is not one: its syntax, its algorithm,
+    its key length, or a key id that does not match its name and key; or a set of keys that
+    cannot be used together (two keys with one name and key id)."""
+
+    code = "bad_note_key"
+
+
+class NoteSignatureError(NoteError):
+    """A signature line whose name and key id match a trusted key, but whose signature does
+    not verify: the whole note is refused (C2SP signed-note)."""
+
+    code = "bad_note_signature"
+
+
+class UnverifiedNoteError(NoteError):
+    """A well-formed note with no verified signature by the key it must be signed by."""
+
+    code = "unverified_note"
+
+
+class CheckpointError(NoteError):
+    """A note text that is not a C2SP checkpoint body (origin, size, root, extension lines)."""
+
+    code = "bad_checkpoint"
+
+
+class WrongOriginError(CheckpointError):
+    """A checkpoint of another log: its origin line is not the one expected."""
+
+    code = "wrong_origin"
+
+
+class CosignatureError(NoteError):
+    """A cosignature line from a trusted witness key that is malformed (length, timestamp)
+    or does not verify over the checkpoint it is attached to."""
+
+    code = "bad_cosignature"
+
+
+class QuorumError(NoteError):
+    """Fewer distinct trusted witnesses cosigned a checkpoint than the quorum asks for, or a
+    quorum that no set of the given witnesses could ever meet."""
+
+    code = "no_quorum"
+
+
+class WitnessRequestError(NoteError):
+    """A C2SP tlog-witness message (an add-checkpoint request or a response) that is not one.
+
+    ``status`` is the HTTP status the tlog-witness spec gives for the failure: 400 for a
+    malformed request, 422 for a proof where none may be.
+    """
+
+    code = "bad_witness_message"
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SealError(VledgerError):
     """A sealed id that does not unseal: malformed, tampered with, another key or another context."""
 
