@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import append, ingest, replication, verifier, verify, work
+from . import append, ingest, replication, tree, verifier, verify, work
 from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
 from .report import Environment, Figure, progress, write_results
 
 SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "append": append.run,
+    "tree": tree.run,
     "verify": verify.run,
     "pow": work.run,
     "ingest": ingest.run,

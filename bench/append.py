@@ -37,6 +37,7 @@ class _Case:
     window: int  # appends in flight per thread; 1 = synchronous ``append``
     records: int
     target: float | None = None
+    keep_tree: bool = True  # False only to weigh the Merkle tree's upkeep (bench/tree.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def _write(store: ChainStore, part: list[Entry], window: int) -> None:
 def _run(case: _Case, prepared: list[Entry]) -> tuple[_Run, list[Row]]:
     """One timed run of ``case`` into a fresh store; returns its rate and mean group, and its rows."""
     with scratch_dir() as directory:
-        store = ChainStore(directory, origin=ORIGIN)
+        store = ChainStore(directory, origin=ORIGIN, keep_tree=case.keep_tree)
         try:
             open_ledger(store, difficulty=0)
             before = dataclasses.replace(store.stats)

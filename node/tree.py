@@ -25,7 +25,7 @@ MAX_PROOF_HASHES = 64  # a tree of at most 2**64 leaves never needs more
 MAX_TREE_SIZE = 2**63 - 1  # the store's heights stop here (SQLite integers)
 
 TILE_HEIGHT = 8
-TILE_WIDTH = 2**TILE_HEIGHT
+TILE_WIDTH = 256  # 2**TILE_HEIGHT
 MAX_TILE_LEVEL = 63
 
 HashAt = Callable[[int, int], bytes]

@@ -20,6 +20,7 @@ from vledger.config.settings import Limits
 from vledger.node.export import StoredRecord, encode_line
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
+from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
 
 HERE = Path(__file__).parent
@@ -297,11 +298,45 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
     ]
 
 
+def tree_vector(records: list[Record]) -> dict[str, Any]:
+    """The ledger's Merkle tree (PROTOCOL section 12): leaves, roots, one proof of each kind, a tile."""
+    leaves = [leaf_hash(r.encode()) for r in records]
+    roots = []
+    levels: dict[tuple[int, int], bytes] = {}
+    frontier = Frontier()
+    for leaf in leaves:
+        levels.update(((level, index), node) for level, index, node in frontier.append(leaf))
+        roots.append(frontier.root())
+    size = len(leaves)
+
+    def hash_at(level: int, index: int) -> bytes:
+        return levels[(level, index)]
+
+    return {
+        "ledger": LEDGER,
+        "size": size,
+        "leaf_hex": [leaf.hex() for leaf in leaves],
+        "root_hex_by_size": {str(n): root.hex() for n, root in enumerate(roots, start=1)},
+        "inclusion": {
+            "index": 2,
+            "size": size,
+            "proof_hex": [h.hex() for h in inclusion_proof(2, size, hash_at)],
+        },
+        "consistency": {
+            "old_size": 3,
+            "new_size": size,
+            "proof_hex": [h.hex() for h in consistency_proof(3, size, hash_at)],
+        },
+        "tile": {"path": tile_path(0, 0, size), "hashes_hex": b"".join(leaves).hex()},
+    }
+
+
 def documents(records: list[Record]) -> dict[str, str]:
     """File name -> exact text, so the test can compare what is committed."""
     vectors = {"ledger": LEDGER, "difficulty": DIFFICULTY, "records": [vector(r) for r in records]}
     return {
         "vectors.json": json.dumps(vectors, indent=2, ensure_ascii=False) + "\n",
+        "tree.json": json.dumps(tree_vector(records), indent=2) + "\n",
         "ledger.jsonl": "".join(export_line(r) for r in records),
         "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
     }
