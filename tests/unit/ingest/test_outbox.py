@@ -22,9 +22,9 @@ from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
+from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
-from vledger.node.checkpoint_log import SIGNED
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
