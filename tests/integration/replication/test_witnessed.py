@@ -23,7 +23,15 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NoteError
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.storefile import DB_NAME
-from vledger.node.witness import CheckpointKeys, Cosigned, WitnessSigner, check_cosigned, home_key, witness_key
+from vledger.node.witness import (
+    CheckpointKeys,
+    Cosigned,
+    WitnessSigner,
+    check_cosigned,
+    home_key,
+    witness_key,
+    witness_name,
+)
 from vledger.tests.integration.cluster import (
     ADMIN,
     LIMITS,
@@ -59,7 +67,8 @@ def cosigned(cluster: LocalCluster, witness: str) -> Cosigned | None:
         return None
     log_key = home_key(CLUSTER, LEDGER, public(cluster, "ingest-1"))
     try:
-        return check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(witness, public(cluster, witness)))
+        key = witness_key(witness_name(CLUSTER, witness), public(cluster, witness))
+        return check_cosigned(note, LEDGER, CLUSTER, log_key, key)
     except NoteError:
         return None
 
@@ -112,12 +121,14 @@ def test_fake_holder_reports_and_fake_cosignatures_never_satisfy_w(start_cluster
     redis.publish("vledger:held", f"ghost-a {LEDGER} 99999999")  # the attack of issue 11
     redis.publish("vledger:held", f"ghost-b {LEDGER} 99999999")
     redis.hset(f"vledger:held:{LEDGER}", mapping={"ghost-a": "99999999", "replica-1": "99999999"})
-    stranger = WitnessSigner("ghost-c", new_signing_key().seed)  # a key no one in the cluster knows
+    stranger = WitnessSigner(
+        witness_name(CLUSTER, "ghost-c"), new_signing_key().seed
+    )  # a key no one in the cluster knows
     latest = ledger.checkpoints()[LEDGER]
     keys = CheckpointKeys(CLUSTER, lambda name: home_key(CLUSTER, name, public(cluster, "ingest-1")))
     checkpoint = keys.check(LEDGER, latest)
     ledger.publish_cosignature(LEDGER, "ghost-c", 99_999_999, stranger.cosign(checkpoint, int(time.time())))
-    wrong_key = WitnessSigner("replica-1", new_signing_key().seed)  # replica-1's name, another key
+    wrong_key = WitnessSigner(witness_name(CLUSTER, "replica-1"), new_signing_key().seed)  # its name, another key
     ledger.publish_cosignature(LEDGER, "replica-1", 99_999_999, wrong_key.cosign(checkpoint, int(time.time())))
     ledger.publish_cosignature(LEDGER, "replica-2", 99_999_999, old)  # replayed: a smaller tree
 
