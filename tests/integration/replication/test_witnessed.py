@@ -271,3 +271,27 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
         assert list(cluster.admin(name).records(LEDGER)) == honest
         found = cosigned(cluster, name)
         assert found is not None and found.size == total
+
+
+# --- the checkpoint key pinned in the genesis ---------------------------------------------------------
+
+
+def test_a_genesis_pins_its_home_s_checkpoint_key_and_only_that_one(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=1)
+    hello = cluster.admin("ingest-1").hello()
+    assert (hello["cluster"], hello["checkpoint_key"]) == (CLUSTER, public(cluster, "ingest-1"))
+    pinned = home_key(CLUSTER, LEDGER, public(cluster, "ingest-1")).encode()
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"], {"checkpoint_key": pinned}))
+    put(cluster, 5)
+    found = wait_cosigned(cluster, ["replica-1"], 6)["replica-1"]  # stored and cosigned under the pinned key
+    assert found.root == home_root(cluster, 6)
+    # Another node's key, or one named for another ledger, is refused by the home: it could never sign them.
+    for key in (
+        home_key(CLUSTER, LEDGER, public(cluster, "ingest-1")).encode(),  # named for another ledger
+        home_key(CLUSTER, "other", public(cluster, "ingest-2")).encode(),  # another node's key
+        "not a vkey",
+    ):
+        refused = remote_error(
+            cluster.admin().create_ledger, genesis("other", ADMIN, ["vote"], {"checkpoint_key": key})
+        )
+        assert refused.code == "bad_genesis"
