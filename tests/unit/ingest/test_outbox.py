@@ -482,3 +482,23 @@ def test_an_outbox_started_while_redis_refuses_writes_goes_on(own_redis: OwnRedi
         outbox.stop()
         store.close()
         client.close()
+
+
+def test_checkpoint_interval_signs_each_ledger_at_most_that_often_and_then_its_head(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, checkpoint_interval_ms=400)
+        outbox = Outbox(HOME, store, FeedLog(), None, settings, signer=HomeSigner(CLUSTER, SIGNER.seed))  # type: ignore[arg-type]
+        store.on_commit = outbox.committed
+        outbox.start()
+        try:
+            started = time.monotonic()
+            for _ in range(5):  # five batches within one interval
+                append(store, LEDGER, 3)
+            wait_until(lambda: outbox.checkpoints.get(LEDGER) is not None, "a first checkpoint")
+            wait_until(lambda: outbox.checkpoints[LEDGER].size == store.size(LEDGER), "the head signed once due")
+            assert time.monotonic() - started >= 0.4  # the head waited for the interval
+        finally:
+            outbox.stop()
+        kept = store.checkpoints.all(LEDGER, SIGNED)
+        assert len(kept) <= 3, [c.size for c in kept]  # at most one now and one per interval passed
+        assert kept[-1].size == 15 and kept[-1].root == store.root(LEDGER, 15)
