@@ -30,11 +30,14 @@ C2SP = {"repo": "github.com/C2SP/C2SP", "commit": "5ba5ee830903e91240fc6f9f3a7a9
 GO_MOD = {"repo": "github.com/golang/mod", "commit": "fe2ec04f7c3c3aa6fad97631aafcff6e49e2d1db"}
 FORMATS = {"repo": "github.com/transparency-dev/formats", "commit": "0b850f1a7b4a5b70deeacac6535e4b8023809d21"}
 # A production checkpoint of the Arche 2025h1 staging CT log (its Ed25519 note key and an
-# RFC 6962 STH signature) with five witness cosignatures, as quoted in a public Python test
-# of c2sp signing (module tlog_scales, test class TestCheckpointSigning); the search index we
-# used did not name that repository. The remora.n621.de witness key is published in
-# transparency-dev/formats, so its cosignature is checked against a key from a second source.
-ARCHE = {"repo": "unknown (python package tlog_scales, TestCheckpointSigning)", "commit": None}
+# RFC 6962 STH signature) with five witness cosignatures, quoted in tlog-scales' test of
+# c2sp signing. The remora.n621.de witness key is also published in transparency-dev/formats,
+# so its cosignature is checked against a key from a second source.
+ARCHE = {
+    "repo": "github.com/florolf/tlog-scales",
+    "commit": "dfd5c4bf3b0c9703a6760e52e80e2515ee53f86e",
+    "path": "tests/test_signing.py",
+}
 
 GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 PETER_SIG = (
@@ -341,6 +344,7 @@ def outside() -> dict[str, Any]:
                 "source": formats_cosig,
                 "line": "— unnamed ZGhGuQAAAABm/qTPeyKXD+R2rzyQsxPiP8mXum7qq/iF0u4vanlqJyocWODBt97w9uL+8qT7S5gxEHWWOworDcFiEBYJXORmnFBOBA==",
                 "timestamp": 1727964367,
+                "why": "formats publishes only the base64; the name unnamed is ours",
                 "key_id_hex": "646846b9",
                 "message": None,
             },
