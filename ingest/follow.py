@@ -291,7 +291,10 @@ class Follower:
         return True
 
     def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
-        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported."""
+        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
+        kept = self.store.checkpoints.at(checkpoint.ledger, EVIDENCE, checkpoint.size)
+        if any(c.note == checkpoint.note for c in kept):
+            return  # it comes again with every heartbeat: kept and told already
         home = self.home_of(checkpoint.ledger)
         error = EquivocationError(
             f"a checkpoint signed with the key of {home} at size {checkpoint.size} has another root "

@@ -23,6 +23,7 @@ from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
+from vledger.node.errors import StoreContradictsCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -266,7 +267,6 @@ def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
     kept = home.store.checkpoints.all(LEDGER, SIGNED)
     assert {4, 6} <= {c.size - 1 for c in kept} and all(c.root == home.store.root(LEDGER, c.size) for c in kept)
     assert home.outbox.covering(LEDGER, 0, 7) == latest_seal(home, LEDGER).note
-    assert unpacked(LEDGER, home.outbox.covering(LEDGER, 0, 3) or b"").size == 3  # none kept there: signed now
 
     # On the feed each seal follows the records it covers.
     published: dict[str, int] = {}
@@ -502,3 +502,21 @@ def test_checkpoint_interval_signs_each_ledger_at_most_that_often_and_then_its_h
         kept = store.checkpoints.all(LEDGER, SIGNED)
         assert len(kept) <= 3, [c.size for c in kept]  # at most one now and one per interval passed
         assert kept[-1].size == 15 and kept[-1].root == store.root(LEDGER, 15)
+
+
+def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 300)  # a store from before checkpoints: none kept
+        outbox = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed))
+        assert outbox.covering(LEDGER, 0, 100) is None  # no multiple of 256 among these: nothing signed
+        note = outbox.covering(LEDGER, 200, 300)
+        assert note is not None and unpacked(LEDGER, note).size == 256
+        assert unpacked(LEDGER, note).root == store.root(LEDGER, 256)
+        assert outbox.covering(LEDGER, 250, 260) == note  # kept, served again
+        assert outbox.covering(LEDGER, 255, 400) == note
+        assert [c.size for c in store.checkpoints.all(LEDGER, SIGNED)] == [256]  # one signature, whatever was asked
+        contradiction = StoreContradictsCheckpointError("a rewritten tail", ledger=LEDGER)
+        refused = Outbox(
+            HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed), refused={LEDGER: contradiction}
+        )
+        assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None
