@@ -16,13 +16,21 @@ import pytest
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.witness import Witness, self_check
+from vledger.ingest.witness import Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
-from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, check_cosigned, home_key, witness_key
+from vledger.node.witness import (
+    CheckpointKeys,
+    HomeSigner,
+    SignedCheckpoint,
+    WitnessSigner,
+    check_cosigned,
+    home_key,
+    witness_key,
+)
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -146,3 +154,18 @@ def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copi
     assert restarted.published() == 12 and len(restarted.alerts) == 1
     assert self_check(restarted.store, COSIGNED) == {} and self_check(restarted.store, SIGNED) == {}
     restarted.store.close()
+
+
+def test_a_home_s_store_is_checked_against_the_checkpoints_published_elsewhere(copies: Any) -> None:
+    home = copies(10)  # a home's store whose table of signed checkpoints was lost
+    keys = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw))
+    held = home.checkpoint(8).note
+    cosigned = WitnessSigner(NAME, WITNESS_KEY.seed).cosign(home.checkpoint(10), 1)
+    assert check_published(home.store, keys, {LEDGER: [held, cosigned]}) == {}
+    other_root = HOME.sign(LEDGER, 9, bytes(32)).note  # the home's key, a tree this store does not have
+    longer = HOME.sign(LEDGER, 12, bytes(32)).note  # more than this store holds
+    stranger = HomeSigner(CLUSTER, WITNESS_KEY.seed).sign(LEDGER, 9, bytes(32)).note  # not the home's: proves nothing
+    assert check_published(home.store, keys, {LEDGER: [stranger, b"not a note"]}) == {}
+    for note, height in ((other_root, 8), (longer, 11)):
+        (found,) = check_published(home.store, keys, {LEDGER: [held, note]}).values()
+        assert (found.code, found.ledger, found.height) == ("store_contradicts_checkpoint", LEDGER, height)
