@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.settings import PROTOCOL_LIMITS
 from ..node.blobs import check_digest
 from ..node.errors import (
     BadGenesisError,
@@ -33,10 +34,10 @@ from ..node.errors import (
     UnknownCommandError,
     VledgerError,
 )
+from ..node.ledger import LedgerRules
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
-from ..node.seal import Seal
 from ..node.store import ChainStore, Receipt
 from ..node.wire import (
     PROTOCOL_VERSION,
@@ -48,6 +49,7 @@ from ..node.wire import (
     reply_ok,
     request_id_of,
 )
+from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -66,9 +68,21 @@ READ_COMMANDS = frozenset(
 
 
 class ReplicaWaiter(Protocol):
-    """Write concern (vledger.ingest.write_concern): a future of the receipt and its replicas."""
+    """Write concern (vledger.ingest.write_concern): a future of the receipt and its witnesses."""
 
     def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]: ...
+
+
+class CheckpointServer(Protocol):
+    """The checkpoints a node serves beside its records (docs/PROTOCOL.md section 10.7)."""
+
+    def latest(self, ledger: str) -> bytes | None:
+        """The latest checkpoint note of ``ledger`` this node holds (a home: signed; else verified)."""
+        ...
+
+    def covering(self, ledger: str, start: int, end: int) -> bytes | None:
+        """A checkpoint note whose size is in ``start + 1 .. end``, if this node has (or signs) one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +169,6 @@ def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callab
     return register
 
 
-def _wire(seal: Seal | None) -> list[Any] | None:
-    return None if seal is None else seal.wire()
-
-
 def _copy_outcome(source: Future[Any], target: Future[Any]) -> None:
     error = source.exception()
     if error is not None:
@@ -198,7 +208,9 @@ class IngestService:
         *,
         replicas: ReplicaWaiter | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
-        seals: Callable[[str], Seal | None] | None = None,
+        checkpoints: CheckpointServer | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
+        checkpoint_key: bytes | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -216,7 +228,10 @@ class IngestService:
         self._executor = executor
         self.replicas = replicas
         self.status = status  # extra fields of hello: a replica says whether it is current
-        self.seals = seals  # each ledger's latest home seal this node holds (PROTOCOL 10.7)
+        self.checkpoints = checkpoints  # each ledger's checkpoints this node serves (PROTOCOL 10.7)
+        # Ledgers whose store contradicts a checkpoint this home signed: no write is taken.
+        self.refused = refused or {}
+        self.checkpoint_key = checkpoint_key  # a home's raw Ed25519 checkpoint key, told in hello
         self.read_only = node.role != "ingest"
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
@@ -307,7 +322,12 @@ class IngestService:
         return False
 
     def _append(self, entry: Entry, replicas: int = 0) -> Later:
-        """The entry's receipt, once its group commit is durable (and ``replicas`` replicas hold it)."""
+        """The entry's receipt, once its group commit is durable (and ``replicas`` witnesses
+        cosigned a checkpoint covering it). Raises the StoreContradictsCheckpointError of a
+        ledger whose store contradicts a checkpoint this home signed."""
+        refusal = self.refused.get(entry.content.ledger)
+        if refusal is not None:
+            raise refusal
         durable = self.store.submit_entry(entry)
         if replicas == 0:
             return Later(durable, receipt_map)
@@ -328,8 +348,11 @@ class IngestService:
         durable.add_done_callback(then_wait)
         return Later(replicated, _replicated_map)
 
-    def seal_of(self, ledger: str) -> Seal | None:
-        return self.seals(ledger) if self.seals is not None else None
+    def latest_checkpoint(self, ledger: str) -> bytes | None:
+        return self.checkpoints.latest(ledger) if self.checkpoints is not None else None
+
+    def covering_checkpoint(self, ledger: str, start: int, end: int) -> bytes | None:
+        return self.checkpoints.covering(ledger, start, end) if self.checkpoints is not None else None
 
     def _record(self, record: Record | None, what: str) -> Record:
         if record is None:
@@ -359,6 +382,8 @@ def _hello(service: IngestService, caller: Caller, args: Args) -> object:
         "account": caller.account,
         "role": caller.role,
         "node_role": service.node.role,
+        "cluster": service.config.name,
+        **({"checkpoint_key": service.checkpoint_key} if service.checkpoint_key is not None else {}),
         **(service.status() if service.status is not None else {}),
     }
 
@@ -393,8 +418,17 @@ def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
 @command("ledger.create", ADMINS, "content nonce", "start a ledger from a genesis entry")
 def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
+    ledger = entry.content.ledger
     if entry.content.kind != GENESIS_KIND:
-        raise BadGenesisError("ledger.create takes a genesis entry", ledger=entry.content.ledger, height=0)
+        raise BadGenesisError("ledger.create takes a genesis entry", ledger=ledger, height=0)
+    if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key
+        pinned = pinned_key(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS), service.config.name)
+        if pinned is not None and pinned != home_key(service.config.name, ledger, service.checkpoint_key):
+            raise BadGenesisError(
+                f"rules.{PINNED_KEY_FIELD} pins another key than {service.node.name}'s checkpoint key",
+                ledger=ledger,
+                height=0,
+            )
     return service._append(entry)
 
 
@@ -413,7 +447,7 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
                 "difficulty": rules.difficulty,
                 "kinds": list(rules.kinds),
                 "type": rules.rules.get("type", "plain"),
-                "seal": _wire(service.seal_of(ledger)),
+                "checkpoint": service.latest_checkpoint(ledger),
             }
         )
     return {"ledgers": ledgers}
@@ -455,10 +489,9 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
         records.append(data)
     size = service.store.size(ledger)
     end = start + len(records)
-    seal = service.seal_of(ledger)
-    if seal is not None and not start <= seal.height < end:
-        seal = None  # only a seal among these records helps the reader store them
-    return {"records": records, "next": end if end < size else None, "seal": _wire(seal)}
+    # Only a checkpoint whose size ends among these records helps the reader store them.
+    checkpoint = service.covering_checkpoint(ledger, start, end) if records else None
+    return {"records": records, "next": end if end < size else None, "checkpoint": checkpoint}
 
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
+from .checkpoint_log import CheckpointLog
 from .errors import (
     BadGenesisError,
     LedgerExistsError,
@@ -222,6 +223,7 @@ class ChainStore:
             self._load_heads()
             self._load_trees()
             self._replay_domain()
+            self.checkpoints = CheckpointLog(self.path)  # signed, cosigned, evidence (PROTOCOL 10.7)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
@@ -324,6 +326,7 @@ class ChainStore:
             self._closed = True
         self._queue.put(None)
         self._committer.join()
+        self.checkpoints.close()
         self._write.close()
         for conn in self._readers:
             conn.close()

@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS tree (
     hash BLOB NOT NULL,
     PRIMARY KEY (ledger, level, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    ledger TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note BLOB NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (ledger, kind, size, root)
+) WITHOUT ROWID;
 """
 TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
 INSERT_TREE = "INSERT INTO tree (ledger, level, idx, hash) VALUES (?, ?, ?, ?)"
