@@ -61,6 +61,7 @@ from .client_session import (
 from .file_transfer import download_file, upload_file
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
+from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
 from .seal_keys import read_seal_key, write_seal_key
 from .shell import Shell
 from .vote_check import check_voter, electronic_id_arg, print_vote_check
@@ -662,6 +663,56 @@ def add_client_verbs(commands: Subparsers) -> None:
     _add_seal_verbs(commands)
     _add_file_verbs(commands)
     _add_user_verbs(commands)
+    _add_receipt_verbs(commands)
+
+
+def _add_receipt_verbs(commands: Subparsers) -> None:
+    receipts = _group(
+        commands,
+        "receipt",
+        "fetch a record's receipt, or check one offline",
+        "A receipt is a record, its inclusion proof and a cosigned checkpoint (docs/PROTOCOL.md section 14).",
+    )
+    get = _verb(
+        receipts,
+        "get",
+        cmd_receipt_get,
+        "fetch and verify a record's receipt",
+        "Fetch the record, a checkpoint covering it with --quorum cosignatures (waiting up to --wait "
+        "seconds for one) and its inclusion proof; verify them all; write the receipt file.",
+    )
+    get.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    get.add_argument("height", type=height, nargs="?", metavar="HEIGHT")
+    get.add_argument("--hash", type=record_hash, metavar="HEX", help="the record's hash instead of its height")
+    get.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the receipt here (default: stdout)")
+    get.add_argument(
+        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures of the cluster's witnesses needed (0)"
+    )
+    get.add_argument(
+        "--wait",
+        type=seconds,
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help=f"wait this long for a checkpoint that covers the record ({DEFAULT_WAIT_SECONDS:g})",
+    )
+    verify = add_command(
+        receipts,
+        "verify",
+        cmd_receipt_verify,
+        "check a receipt offline (exit 0 valid, 1 refused)",
+        "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
+        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys.",
+    )
+    verify.add_argument("file", type=Path, metavar="FILE")
+    verify.add_argument(
+        "--genesis", type=Path, metavar="FILE", help="the ledger's genesis record bytes, or its height-0 receipt"
+    )
+    verify.add_argument("--key", type=vkey_arg, metavar="VKEY", help="the ledger's checkpoint key (a note vkey)")
+    verify.add_argument(
+        "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
+    )
+    verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
+    add_json_option(verify)
 
 
 def shell_parser() -> argparse.ArgumentParser:

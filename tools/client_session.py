@@ -33,24 +33,33 @@ from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair, load_public, load_secret
 from ..config.cluster import ClusterConfig, NodeConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
 from ..node.errors import (
     BadLinkError,
     HeightGapError,
     NodeUnavailableError,
+    NoteKeyError,
+    NotFoundError,
     PassphraseError,
+    ReceiptError,
     RemoteError,
     UnknownKindError,
     UsageError,
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
+from ..node.note import VerifiedCheckpoint, verify_checkpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
+from ..node.tree import verify_consistency
 from ..node.verify import ChainVerifier, verify_record
+from ..node.witness import home_key
 from .client_payloads import Write
 from .node_commands import PASSPHRASE_ENV
 
 log = logging.getLogger(__name__)
+RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 
 CONFIG_ENV = "VLEDGER_CONFIG"
 KEY_ENV = "VLEDGER_KEY"
@@ -253,6 +262,64 @@ class Session:
         else:
             verify_record(record, self.rules(record.ledger))
         return record
+
+    # --- checkpoints and proofs, verified before they are returned -----------------------------
+
+    def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
+        """What this session checks ``ledger``'s checkpoints with: the key its genesis pins, else
+        the key its home node states (``hello``); the witness keys of the cluster's key directory
+        and a quorum of ``witnesses``. Raises NoteKeyError when no checkpoint key is known."""
+        genesis = self.record(ledger, 0)
+        try:
+            return keys_from_genesis(genesis.encode(), ledger, witness_keys(self.config).values(), witnesses)
+        except ReceiptError:
+            pass  # the genesis pins none: the home's configured key
+        hello = self.call("hello", node=self.home_node(ledger))
+        raw = hello.get("checkpoint_key")
+        if not isinstance(raw, bytes):
+            raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
+        log_key = home_key(self.config.name, ledger, raw)
+        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
+
+    def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum})
+        note = reply_field(result, "checkpoint", bytes)
+        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+
+    def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
+        """The receipt of record ``index``: the record, a checkpoint that covers it with
+        ``keys.quorum`` cosignatures (waited for until ``deadline``, a ``time.monotonic``
+        value) and the inclusion proof, all verified. Raises NotFoundError when no such
+        checkpoint came in time, and the failed check's error when something does not verify."""
+        record = self.record(ledger, index)
+        while True:
+            try:
+                checkpoint = self.checkpoint(ledger, keys)
+                if checkpoint.checkpoint.size > index:
+                    break
+            except RemoteError as e:
+                if e.code != "not_found":
+                    raise
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
+                )
+            time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
+        size = checkpoint.checkpoint.size
+        result = self.call("proof.inclusion", {"ledger": ledger, "index": index, "size": size})
+        proof = reply_field(result, "proof", list)
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
+        verify_receipt(receipt, keys)
+        return receipt
+
+    def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
+        """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
+        a, b = old.checkpoint, new.checkpoint
+        result = self.call("proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size})
+        proof: list[bytes] = reply_field(result, "proof", list)
+        verify_consistency(a.size, b.size, a.root, b.root, proof)
+        return proof
 
     # --- writing ------------------------------------------------------------------------------
 
