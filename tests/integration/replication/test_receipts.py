@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
@@ -51,11 +52,7 @@ def test_a_receipt_verifies_offline_after_the_cluster_stopped(
     _cli(cluster, "receipt", "get", LEDGER, "0", "-o", str(genesis_file))
     # The checkpoint command and the proof commands agree with the receipt.
     node = cluster.admin("replica-1")
-    served = wait_until(
-        lambda: (lambda r: r if r["size"] > height else None)(node.call("checkpoint", {"ledger": LEDGER})),
-        10,
-        "a checkpoint on the replica",
-    )
+    served = wait_until(lambda: _covering(node.call("checkpoint", {"ledger": LEDGER}), height), 10, "a checkpoint")
     log_key = home_key(name, LEDGER, cluster_public(cluster))
     checkpoint = verify_checkpoint(served["checkpoint"], log_key).checkpoint
     proof = node.call("proof.inclusion", {"ledger": LEDGER, "hash": receipts[3]["hash"], "size": checkpoint.size})
@@ -72,6 +69,10 @@ def test_a_receipt_verifies_offline_after_the_cluster_stopped(
     tampered.write_text(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8")
     refused = cluster.cli("receipt", "verify", str(tampered), "--genesis", str(genesis_file), check=False)
     assert refused.returncode == 1 and "bad_receipt" in refused.stderr
+
+
+def _covering(reply: dict[str, Any], height: int) -> dict[str, Any] | None:
+    return reply if reply["size"] > height else None
 
 
 def cluster_public(cluster: LocalCluster) -> bytes:
