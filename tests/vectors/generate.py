@@ -9,6 +9,7 @@ fails if our code no longer produces the same bytes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -19,6 +20,8 @@ import msgpack
 from vledger.config.settings import Limits
 from vledger.node.export import StoredRecord, encode_line
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, Note, SignerKey, sign
+from vledger.node.receipt import Receipt
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
@@ -331,6 +334,53 @@ def tree_vector(records: list[Record]) -> dict[str, Any]:
     }
 
 
+def receipt_vector(records: list[Record]) -> dict[str, Any]:
+    """A receipt (PROTOCOL section 14) of the record at height 2, under the checkpoint of
+    note.json (``vledger``: signed by its log key, cosigned by its two witnesses), and receipts
+    that each break one check, with the code a verifier reports."""
+    signed = json.loads((HERE / "note.json").read_text(encoding="utf-8"))["vledger"]
+    note = signed["cosigned"].encode("utf-8")
+    leaves = [leaf_hash(r.encode()) for r in records]
+    levels: dict[tuple[int, int], bytes] = {}
+    frontier = Frontier()
+    for leaf in leaves:
+        levels.update(((level, index), node) for level, index, node in frontier.append(leaf))
+    size = len(leaves)
+    assert frontier.root().hex() == signed["root_hex"], "note.json signs another tree: rerun generate_note.py"
+
+    def receipt(index: int, **changes: Any) -> Receipt:
+        proof = inclusion_proof(index, size, lambda level, i: levels[(level, i)])
+        return dataclasses.replace(Receipt.of(records[index].encode(), proof, note), **changes)
+
+    good = receipt(2)
+    text = note.decode("utf-8")
+    body = text[: text.index("\n\n") + 1]
+    impostor = SignerKey(signed["origin"], ALG_ED25519, bytes(range(32)))  # a forked view's signer
+    forked = Note(body, (sign(body, impostor),)).encode()
+    only_log = text[: text.index("\n\u2014 local/witness/")] + "\n"
+    bad = [
+        ("the index of another height", good.encode().replace(b'"index":2,', b'"index":3,'), "bad_receipt"),
+        ("spaces after the separators", good.encode().replace(b'"v":1,', b'"v": 1,'), "bad_receipt"),
+        ("the hash of another record", receipt(2, hash=records[3].link).encode(), "bad_receipt"),
+        ("the proof of another leaf", receipt(2, proof=receipt(3).proof).encode(), "bad_proof"),
+        ("a proof one hash short", receipt(2, proof=good.proof[:-1]).encode(), "bad_proof"),
+        ("a checkpoint another key signed", receipt(2, checkpoint=forked).encode(), "unverified_note"),
+        ("no witness cosigned (quorum 2)", receipt(2, checkpoint=only_log.encode()).encode(), "no_quorum"),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: receipt_vector",
+        "ledger": LEDGER,
+        "index": 2,
+        "hash_hex": records[2].link.hex(),
+        "log_vkey": signed["log_vkey"],
+        "witness_vkeys": [w["vkey"] for w in signed["witnesses"]],
+        "quorum": 2,
+        "genesis_b64": base64.b64encode(records[0].encode()).decode("ascii"),
+        "receipt": good.encode().decode("utf-8"),
+        "bad": [{"why": why, "receipt": data.decode("utf-8"), "code": code} for why, data, code in bad],
+    }
+
+
 def documents(records: list[Record]) -> dict[str, str]:
     """File name -> exact text, so the test can compare what is committed."""
     vectors = {"ledger": LEDGER, "difficulty": DIFFICULTY, "records": [vector(r) for r in records]}
@@ -339,6 +389,7 @@ def documents(records: list[Record]) -> dict[str, str]:
         "tree.json": json.dumps(tree_vector(records), indent=2) + "\n",
         "ledger.jsonl": "".join(export_line(r) for r in records),
         "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
+        "receipt.json": json.dumps(receipt_vector(records), indent=1, ensure_ascii=False) + "\n",
     }
 
 
