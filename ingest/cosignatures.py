@@ -24,7 +24,7 @@ class KnownCosignatures:
     """Gathers a ledger's cosigned checkpoints from Redis and this node's store.
 
     ``key_of(ledger)`` is the ledger's checkpoint key (None: unknown, nothing is gathered
-    beside the latest note as it is), ``witnesses`` the cluster's witness keys by name.
+    beside the latest note as it is), ``witnesses`` the cluster's witness keys by node name.
     """
 
     def __init__(
@@ -38,7 +38,7 @@ class KnownCosignatures:
         self.cluster = cluster
         self.store = store
         self.replication = replication
-        self.witnesses = dict(witnesses)
+        self.witnesses = tuple(witnesses.values())
         self.key_of = key_of
 
     def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:

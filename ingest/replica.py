@@ -42,7 +42,7 @@ from ..node.errors import SettingsError
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key
+from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
 from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
@@ -244,7 +244,11 @@ def run_follower(
         relay = outbox
         watcher = None if observe is None else observe(store, replication)
         witness = Witness(
-            name, store, WitnessSigner(name, signing.seed), replication, lambda alert: raise_alert(replication, alert)
+            name,
+            store,
+            WitnessSigner(witness_name(config.name, name), signing.seed),
+            replication,
+            lambda alert: raise_alert(replication, alert),
         )
 
         def stored(records: list[Record], hops: int) -> None:

@@ -30,7 +30,7 @@ from ..node.errors import SettingsError
 from ..node.note import VerifierKey
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import HomeSigner, home_key, witness_key
+from ..node.witness import HomeSigner, home_key, witness_key, witness_name
 from .accounts import CachedAccounts, RegistryAdmin
 from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
@@ -61,7 +61,7 @@ def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
     for node in config.nodes.values():
         path = signing_key_paths(config.keys_dir, node.name)[1]
         if node.role in FOLLOWER_ROLES and path.is_file():
-            keys[node.name] = witness_key(node.name, load_verify_key(path).raw)
+            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
     return keys
 
 

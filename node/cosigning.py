@@ -43,11 +43,11 @@ class GatheredCheckpoint:
 
 
 def gather(
-    notes: Iterable[bytes], log_key: VerifierKey, origin: str, witnesses: Mapping[str, VerifierKey]
+    notes: Iterable[bytes], log_key: VerifierKey, origin: str, witnesses: Iterable[VerifierKey]
 ) -> list[GatheredCheckpoint]:
     """Every checkpoint of ``origin`` signed by ``log_key`` among ``notes``, each with every
-    verified cosignature by a key of ``witnesses`` (name -> type 0x04 key) found on any note
-    of the same text; largest size first (more witnesses first at one size).
+    verified cosignature by one of the ``witnesses`` keys (type 0x04) found on any note of
+    the same text; largest size first (more witnesses first at one size).
 
     Never raises for what ``notes`` hold: a malformed note, a text that is no checkpoint of
     ``origin``, a forged log signature or cosignature line is skipped. Raises NoteError only
@@ -56,9 +56,9 @@ def gather(
     if log_key.alg != ALG_ED25519:
         raise NoteError("the log key must be an Ed25519 note key (type 0x01)")
     keys = {}
-    for name, key in witnesses.items():
-        if key.alg != ALG_COSIGNATURE_V1 or key.name != name:
-            raise NoteError(f"witness {name!r} needs a cosignature key (type 0x04) of that name")
+    for key in witnesses:
+        if key.alg != ALG_COSIGNATURE_V1:
+            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
         keys[(key.name, key.key_id)] = key
     lines: dict[str, list[NoteSignature]] = {}
     for data in notes:

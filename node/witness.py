@@ -129,8 +129,13 @@ class CheckpointKeys:
         return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
 
 
+def witness_name(cluster: str, node: str) -> str:
+    """The key name of ``node``'s cosignatures: ``<cluster>/witness/<node>`` (one key, one name)."""
+    return f"{cluster}/witness/{node}"
+
+
 class WitnessSigner:
-    """A witness's cosignatures: its node name as the key name, its Ed25519 seed."""
+    """A witness's cosignatures: its key name (:func:`witness_name`), its Ed25519 seed."""
 
     def __init__(self, name: str, seed: bytes) -> None:
         self.name = name

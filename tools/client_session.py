@@ -18,6 +18,7 @@ under its ledger's genesis rules; a receipt must name the ledger and checksum it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import logging
 import os
@@ -45,6 +46,7 @@ from ..node.errors import (
     RemoteError,
     UnknownKindError,
     UsageError,
+    VledgerError,
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
@@ -54,7 +56,7 @@ from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import verify_consistency
 from ..node.verify import ChainVerifier, verify_record
-from ..node.witness import home_key
+from ..node.witness import PINNED_KEY_FIELD, home_key
 from .client_payloads import Write
 from .node_commands import PASSPHRASE_ENV
 
@@ -346,12 +348,28 @@ class Session:
     def create_ledger(
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
     ) -> dict[str, Any]:
+        """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
+        rules name one, or the home says none (a node from before checkpoints)."""
+        rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.write_node(ledger))
         self._rules[ledger] = rules
         return receipt
+
+    def _pin_checkpoint_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
+        if PINNED_KEY_FIELD in rules.rules:
+            return rules
+        hello = self.call("hello", node=self.home_node(ledger))
+        key, cluster = hello.get("checkpoint_key"), hello.get("cluster")
+        if not isinstance(key, bytes) or not isinstance(cluster, str):
+            return rules
+        try:
+            vkey = home_key(cluster, ledger, key).encode()
+        except VledgerError as e:
+            raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
+        return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
 
     def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
         """A write's request id and client time: given (to repeat a write exactly), else new."""

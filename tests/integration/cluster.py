@@ -264,7 +264,9 @@ class FeedTap:
         """Read until ``count`` more heartbeats arrived: the subscription is live since the first."""
         goal = len(self.beats) + count
         wait_until(
-            lambda: self.read(0.05) >= 0 and len(self.beats) >= goal, timeout, f"{count} checkpoint heartbeats from {self.source.name}"
+            lambda: self.read(0.05) >= 0 and len(self.beats) >= goal,
+            timeout,
+            f"{count} checkpoint heartbeats from {self.source.name}",
         )
 
     def heights(self, ledger: str) -> list[int]:

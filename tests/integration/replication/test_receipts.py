@@ -13,7 +13,7 @@ from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.node import tree
 from vledger.node.note import verify_checkpoint
-from vledger.node.witness import home_key, witness_key
+from vledger.node.witness import home_key, witness_key, witness_name
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
 
 LEDGER = "votes"
@@ -42,7 +42,9 @@ def test_a_receipt_verifies_offline_after_the_cluster_stopped(
     receipts = [admin.put(entry(LEDGER, "vote", {"n": i}, ADMIN)) for i in range(5)]
     height = receipts[3]["height"]
     witnesses = [
-        witness_key(r, load_verify_key(signing_key_paths(cluster.directory / "keys", r)[1]).raw).encode()
+        witness_key(
+            witness_name(name, r), load_verify_key(signing_key_paths(cluster.directory / "keys", r)[1]).raw
+        ).encode()
         for r in cluster.replica_names
     ]
     # Both replicas cosign once they hold the records: a checkpoint with 2 cosignatures comes.

@@ -35,7 +35,8 @@ from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, h
 
 MAX_RECORD = 1024
 HASH = bytes(range(32))
-NOTE = b"local/ledger-a\n8\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\n\u2014 local/ledger-a AAAA\n"  # the shape of one
+# The shape of a checkpoint note: decode_message checks neither its text nor its signature.
+NOTE = "local/ledger-a\n8\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\n\u2014 local/ledger-a AAAA\n".encode()
 RECORD_KEYS = {"v": 1, "ledger": "ledger-a", "height": 7, "hops": 1, "from": "ingest-1", "record": b"record bytes"}
 HEADS_KEYS = {"v": 1, "from": "ingest-1", "checkpoints": {"ledger-a": NOTE}}
 DEADLINE = 10.0  # seconds for a subscription to start delivering
@@ -299,8 +300,9 @@ def test_an_allowed_subscriber_receives_records_and_checkpoints(
         received = publish_until_received(
             sub,
             send,
-            lambda got: any(isinstance(m, FeedRecord) for m in got)
-            and any(isinstance(m, FeedCheckpoints) for m in got),
+            lambda got: (
+                any(isinstance(m, FeedRecord) for m in got) and any(isinstance(m, FeedCheckpoints) for m in got)
+            ),
         )
     finally:
         sub.close()

@@ -23,7 +23,7 @@ from vledger.config.settings import Limits
 from vledger.ingest.follow import NOT_RELAYED, Follower, Page
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import VerifierKey, parse_note
+from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, leaf_hash
@@ -243,7 +243,9 @@ def test_records_in_order_are_stored_once_their_seal_comes(make_replica: MakeRep
     assert replica.stored == [([0, 1, 2], 1), ([3, 4], 2)]
     assert source.fetches == [] and replica.alerts == []
     assert replica.follower.stored == 5
-    assert replica.follower.checkpoint_of(LEDGER) == seal(chain[4]) and replica.follower.checkpoints() == [seal(chain[4])]
+    assert replica.follower.checkpoint_of(LEDGER) == seal(chain[4]) and replica.follower.checkpoints() == [
+        seal(chain[4])
+    ]
 
 
 def test_a_seal_vouches_for_the_whole_verified_run_below_it(make_replica: MakeReplica, chain: list[Record]) -> None:
