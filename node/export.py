@@ -6,6 +6,9 @@ standard base64 (with padding) of the record's exact stored bytes, so an export 
 what the store holds, never a re-encoding of it; ``ledger``, ``height`` and ``hash`` repeat
 what those bytes say, so that a reader can scan a file without decoding every record.
 
+A ledger's checkpoints travel in the same file as lines ``{"ledger":...,"checkpoint":...}``
+(the signed note as a string), each right after the record line that completes its tree.
+
 This module only turns one line into bytes and back, checking everything a line can get
 wrong. Whether the records form a valid chain is for :class:`vledger.node.verify.ChainVerifier`.
 Every failure names the line number.
@@ -25,13 +28,16 @@ from .errors import (
     InvalidEncodingError,
     MalformedRecordError,
     NonCanonicalError,
+    NoteError,
     PayloadTooLargeError,
     RecordError,
     Where,
 )
+from .note import MAX_NOTE_BYTES, Checkpoint, parse_checkpoint, parse_note
 from .record import Record, decode_record
 
 LINE_KEYS = ("ledger", "height", "hash", "record")
+CHECKPOINT_KEYS = ("ledger", "checkpoint")
 _HEX_HASH = re.compile(r"[0-9a-f]{64}")
 # Room for the keys, the punctuation, a 64-character hash and a 20-digit height.
 _LINE_OVERHEAD = 160
@@ -45,9 +51,27 @@ class StoredRecord:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ExportedCheckpoint:
+    """A checkpoint line: the note's exact bytes and the checkpoint its text states (unverified)."""
+
+    ledger: str
+    note: bytes
+    checkpoint: Checkpoint
+
+
 def max_line_bytes(limits: Limits) -> int:
-    """The longest line a record within ``limits`` can give: readers cap their reads with it."""
-    return 4 * ((limits.max_record_bytes + 2) // 3) + limits.max_name_length + _LINE_OVERHEAD
+    """The longest line a record within ``limits`` (or a checkpoint note) can give: readers cap
+    their reads with it."""
+    record = 4 * ((limits.max_record_bytes + 2) // 3) + limits.max_name_length + _LINE_OVERHEAD
+    # A note's newlines are written as two characters each.
+    return max(record, 2 * MAX_NOTE_BYTES + limits.max_name_length + _LINE_OVERHEAD)
+
+
+def encode_checkpoint_line(ledger: str, note: bytes) -> bytes:
+    """The export line of one of ``ledger``'s checkpoint notes, ``\n`` included."""
+    line = {"ledger": ledger, "checkpoint": note.decode("utf-8")}
+    return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def encode_line(stored: StoredRecord) -> bytes:
@@ -69,10 +93,29 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     whose message starts with ``line <number>:`` and that names the ledger and height as
     far as the line states them.
     """
+    decoded = decode_export_line(line, number, limits)
+    if not isinstance(decoded, StoredRecord):
+        _fail(FieldError, number, "a checkpoint line where a record line was expected", {"ledger": decoded.ledger})
+    return decoded
+
+
+def decode_export_line(line: bytes, number: int, limits: Limits) -> StoredRecord | ExportedCheckpoint:
+    """Parse and check one export line of either kind: a record line as :func:`decode_line`
+    says, or a checkpoint line (its note parsed as a checkpoint, nothing verified).
+
+    Raises what :func:`decode_line` raises; for a checkpoint line FieldError [bad_field] when
+    the note is not a checkpoint note, NonCanonicalError for a line not in canonical form.
+    """
     if len(line) > max_line_bytes(limits):
-        raise PayloadTooLargeError(f"line {number}: {len(line)} bytes is longer than any record's line")
+        raise PayloadTooLargeError(f"line {number}: {len(line)} bytes is longer than any export line")
     body = line.removesuffix(b"\n")
     fields = _parse_object(body, number)
+    if tuple(fields) == CHECKPOINT_KEYS:
+        return _checkpoint_line(fields, body, number)
+    if set(fields) != set(LINE_KEYS):
+        missing = sorted(set(LINE_KEYS) - set(fields))
+        unknown = sorted(set(fields) - set(LINE_KEYS))
+        _fail(FieldError, number, f"line fields are wrong (missing {missing}, unknown {unknown})", {})
     where: Where = {}
     ledger = _field(fields, "ledger", str, number, where)
     where["ledger"] = ledger
@@ -109,11 +152,21 @@ def _parse_object(body: bytes, number: int) -> dict[str, Any]:
         _fail(InvalidEncodingError, number, f"not valid JSON: {e}", {})
     if not isinstance(value, dict):
         _fail(FieldError, number, f"a line must be a JSON object, not {type(value).__name__}", {})
-    if set(value) != set(LINE_KEYS):
-        missing = sorted(set(LINE_KEYS) - set(value))
-        unknown = sorted(set(value) - set(LINE_KEYS))
-        _fail(FieldError, number, f"line fields are wrong (missing {missing}, unknown {unknown})", {})
     return value
+
+
+def _checkpoint_line(fields: dict[str, Any], body: bytes, number: int) -> ExportedCheckpoint:
+    ledger = _field(fields, "ledger", str, number, {})
+    where: Where = {"ledger": ledger}
+    text = _field(fields, "checkpoint", str, number, where)
+    try:
+        note = text.encode("utf-8")
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except (UnicodeEncodeError, NoteError) as e:
+        _fail(FieldError, number, f"checkpoint is not a checkpoint note: {getattr(e, 'message', e)}", where)
+    if encode_checkpoint_line(ledger, note) != body + b"\n":
+        _fail(NonCanonicalError, number, "the line is not in canonical form (key order, spacing or escapes)", where)
+    return ExportedCheckpoint(ledger, note, checkpoint)
 
 
 class _RepeatedKeyError(ValueError):

@@ -165,15 +165,23 @@ def keys_from_genesis(
     """
     record = decode_record(genesis, PROTOCOL_LIMITS)
     rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(record)
-    value = rules.rules.get(PINNED_KEY_FIELD)
-    if not isinstance(value, str):
+    key = pinned_checkpoint_key(ledger, rules)
+    if key is None:
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
         )
-    cluster = value.partition("+")[0].rpartition("/")[0]
-    key = pinned_key(ledger, rules, cluster)
-    assert key is not None  # the field is there: pinned_key raised or returned it
     return ReceiptKeys(key, tuple(witnesses), quorum, record)
+
+
+def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
+    """The checkpoint key ``ledger``'s genesis rules pin, or None when they pin none. The
+    cluster is read from the key's own name (``<cluster>/<ledger>``). Raises BadGenesisError
+    when the field is not an Ed25519 note vkey of that name."""
+    value = rules.rules.get(PINNED_KEY_FIELD)
+    if value is None:
+        return None
+    cluster = value.partition("+")[0].rpartition("/")[0] if isinstance(value, str) else ""
+    return pinned_key(ledger, rules, cluster)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,18 +17,23 @@ from typing import BinaryIO
 
 from ..config.settings import Limits
 from ..node.errors import (
+    FieldError,
     HeightGapError,
     IndexMismatchError,
     MalformedRecordError,
     PayloadTooLargeError,
     RecordError,
+    TreeMismatchError,
     UnknownLedgerError,
     UsageError,
     VledgerError,
 )
-from ..node.export import StoredRecord, decode_line, max_line_bytes
+from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, max_line_bytes
+from ..node.note import verify_checkpoint
+from ..node.receipt import pinned_checkpoint_key
 from ..node.record import Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
+from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .paths import export_file, store_dir
 from .progress import Progress
@@ -47,6 +52,7 @@ class LedgerReport:
     error_height: int | None = None
     imported: int = 0
     present: int = 0
+    checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
 
     @property
     def ok(self) -> bool:
@@ -208,6 +214,7 @@ class ExportChecker:
         wanted: str | None = None,
         start: Callable[[Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
+        checkpoints: bool = True,
     ) -> None:
         self.limits = limits
         self.wanted = wanted
@@ -215,6 +222,10 @@ class ExportChecker:
         self._verifiers: dict[str, ChainVerifier] = {}
         self._start = start or (lambda record: ChainVerifier(record.ledger, limits))
         self._also = also
+        # Checkpoint lines are checked against a tree grown from the genesis; a reader that
+        # starts mid-ledger (an import onto a store) skips them.
+        self._checkpoints = checkpoints
+        self._trees: dict[str, Frontier] = {}
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
         """Check every line, or up to the first one too damaged to name its ledger (an overlong
@@ -234,14 +245,21 @@ class ExportChecker:
         Raises the RecordError of a line too damaged to name its ledger.
         """
         try:
-            stored = decode_line(line, number, self.limits)
+            decoded = decode_export_line(line, number, self.limits)
         except RecordError as e:
             if e.ledger is None:
                 raise
             report = self._report(e.ledger)
             if report is not None:
-                report.fail(e, e.height)
+                # A line whose height cannot be read names the position the next record of
+                # its ledger was expected at (PROTOCOL section 4, last paragraph; section 5).
+                report.fail(e, e.height if e.height is not None else report.records)
             return
+        if isinstance(decoded, ExportedCheckpoint):
+            if self._checkpoints:
+                self._check_checkpoint(number, decoded)
+            return
+        stored = decoded
         record = stored.record
         report = self._report(record.ledger)
         if report is None or not report.ok:
@@ -256,6 +274,38 @@ class ExportChecker:
             report.fail(e, e.height if isinstance(e, RecordError) else record.height)
             return
         report.accept(record)
+        if self._checkpoints:
+            self._trees.setdefault(record.ledger, Frontier()).append(leaf_hash(stored.data))
+
+    def _check_checkpoint(self, number: int, line: ExportedCheckpoint) -> None:
+        """A checkpoint line follows the record that completes its tree: its root must be the
+        tree of the records before it, and its note signed by the key the genesis pins."""
+        ledger, checkpoint = line.ledger, line.checkpoint
+        report = self._report(ledger)
+        if report is None or not report.ok:
+            return
+        height = checkpoint.size - 1
+        tree = self._trees.get(ledger)
+        verifier = self._verifiers.get(ledger)
+        try:
+            if tree is None or verifier is None or verifier.rules is None or tree.size != checkpoint.size:
+                raise FieldError(
+                    f"line {number}: a checkpoint of size {checkpoint.size} must follow the record line of "
+                    f"height {height}",
+                    ledger=ledger,
+                    height=height,
+                )
+            if tree.root() != checkpoint.root:
+                raise TreeMismatchError(
+                    f"line {number}: the checkpoint's root is not the tree of the {checkpoint.size} records before it"
+                )
+            key = pinned_checkpoint_key(ledger, verifier.rules)
+            if key is not None:
+                verify_checkpoint(line.note, key)
+        except VledgerError as e:
+            report.fail(e, height)
+            return
+        report.checkpoints += 1
 
     def _report(self, ledger: str) -> LedgerReport | None:
         if self.wanted is not None and ledger != self.wanted:

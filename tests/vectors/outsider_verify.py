@@ -680,11 +680,14 @@ class LedgerVerifier:
         return link
 
 
-def _result(ledger: "str | None", count: int, head: "bytes | None", error: "VerifyError | None") -> dict:
+def _result(
+    ledger: "str | None", count: int, head: "bytes | None", error: "VerifyError | None", checkpoints: int = 0
+) -> dict:
     return {
         "ledger": ledger,
         "records": count,
         "head": head.hex() if head is not None else None,
+        "checkpoints": checkpoints,
         "ok": error is None,
         "error": None if error is None else {"code": error.code, "height": error.height, "message": error.message},
     }
@@ -769,6 +772,8 @@ def parse_line(line: "str | bytes") -> tuple:
     named = ledgers[0] if ledgers and type(ledgers[0]) is str and all(v == ledgers[0] for v in ledgers) else None
     if obj.repeated:
         return named, obj, None, VerifyError("bad_field", f"line: repeated key {obj.repeated[0]!r}")
+    if tuple(obj) == CHECKPOINT_LINE_KEYS:
+        return named, obj, None, _checkpoint_line_error(obj, text)
     try:
         _exact_keys(obj, LINE_KEYS, "line")
     except VerifyError as exc:
@@ -791,6 +796,23 @@ def parse_line(line: "str | bytes") -> tuple:
         # ASSUMPTION: "strict base64" also refuses non-zero padding bits (RFC 4648 3.5).
         return named, obj, None, VerifyError("bad_encoding", "line: record has non-zero padding bits")
     return named, obj, data, None
+
+
+CHECKPOINT_LINE_KEYS = ("ledger", "checkpoint")
+
+
+def _checkpoint_line_error(obj: dict, text: str) -> "VerifyError | None":
+    """Section 5, checkpoint lines, first bullet: the exact encoding, and a checkpoint note."""
+    if not is_name(obj["ledger"]) or type(obj["checkpoint"]) is not str:
+        return VerifyError("bad_field", "checkpoint line: ledger or checkpoint of another type")
+    if json.dumps(dict(obj), separators=(",", ":"), ensure_ascii=False) != text:
+        return VerifyError("non_canonical", "checkpoint line: not the exact encoding of its values")
+    try:
+        note_text, _ = parse_note(obj["checkpoint"].encode("utf-8"))
+        parse_checkpoint(note_text)
+    except (VerifyError, UnicodeEncodeError) as exc:
+        return VerifyError("bad_field", f"checkpoint line: not a checkpoint note ({exc})")
+    return None
 
 
 def split_export(text: "str | bytes") -> list:
@@ -845,17 +867,46 @@ def verify_lines(lines) -> "list[dict]":
         verifier = LedgerVerifier(ledger)
         head = None
         failure = None
+        leaves: list = []  # section 12: the leaf hash of each verified record
+        pinned = None  # section 3: the genesis's rules.checkpoint_key, if any
+        checkpoints = 0
         for obj, data, error in entries:
             try:
                 if error is not None:
                     error.height = verifier.height  # the line's record was never read
                     raise error
+                if obj is not None and tuple(obj) == CHECKPOINT_LINE_KEYS:
+                    _check_checkpoint_line(obj["checkpoint"].encode("utf-8"), ledger, leaves, pinned)
+                    checkpoints += 1
+                    continue
                 head = verifier.feed(data, obj)
+                leaves.append(leaf_hash(data))
+                if verifier.height == 1:
+                    rules = genesis_rules(*parse_record(data))["rules"]
+                    pinned = rules.get("checkpoint_key")
             except VerifyError as exc:
                 failure = exc
                 break
-        results.append(_result(ledger, len(entries), head, failure))
+        # ASSUMPTION: "records" counts record lines only (a checkpoint line counts no record).
+        results.append(_result(ledger, len(entries) - checkpoints, head, failure, checkpoints))
     return results
+
+
+def _check_checkpoint_line(note: bytes, ledger: str, leaves: list, pinned: object) -> None:
+    """Section 5, checkpoint lines, bullets 2 to 4."""
+    text, _ = parse_note(note)
+    _, size, root, _ = parse_checkpoint(text)
+    if size != len(leaves):
+        raise VerifyError("bad_field", f"a checkpoint of size {size} after {len(leaves)} records", max(size - 1, 0))
+    if mth(leaves) != root:
+        raise VerifyError("tree_mismatch", "the checkpoint's root is not the tree of the records", size - 1)
+    if pinned is not None:
+        try:
+            key = parse_vkey(pinned)  # type: ignore[arg-type]
+            verify_checkpoint(note, key, [], 0)
+        except VerifyError as exc:
+            exc.height = size - 1
+            raise
 
 
 # --------------------------------------------------------------------------------------

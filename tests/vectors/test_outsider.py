@@ -182,7 +182,7 @@ def _encode_pairs(pairs: list) -> bytes:
 
 def test_committed_ledger_verifies():
     res = only(LINES)
-    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}
+    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
     assert len(VECTORS["records"]) == COUNT
     assert VECTORS["records"][-1]["link_hex"] == HEAD
     # Also through a file object (lines keep their "\n"), the whole text and its bytes.
@@ -838,7 +838,14 @@ def _append(kind: str, ledger: str = LEDGER) -> tuple:
 
 def test_appended_valid_record():
     lines, own = _append("withdraw")
-    assert only(lines) == {"ledger": LEDGER, "records": COUNT + 1, "head": own.hex(), "ok": True, "error": None}
+    assert only(lines) == {
+        "ledger": LEDGER,
+        "records": COUNT + 1,
+        "head": own.hex(),
+        "checkpoints": 0,
+        "ok": True,
+        "error": None,
+    }
 
 
 def test_appended_unknown_kind():
@@ -1347,7 +1354,9 @@ def _cli(path: Path) -> tuple:
 def test_cli_valid():
     code, out = _cli(HERE / "ledger.jsonl")
     assert code == 0
-    assert json.loads(out) == [{"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}]
+    assert json.loads(out) == [
+        {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
+    ]
 
 
 def test_cli_invalid(tmp_path):
@@ -1546,3 +1555,16 @@ def test_outsider_receipt_command_line(tmp_path: Path) -> None:
         check=False,
     )
     assert run.returncode == 1 and json.loads(run.stdout)["error"]["code"] == "bad_receipt"
+
+
+def test_outsider_export_with_checkpoint_lines() -> None:
+    vector = json.loads((HERE / "export_checkpoints.json").read_text(encoding="utf-8"))
+    for case in vector["cases"]:
+        (result,) = ov.verify_lines(case["export"])
+        error = result["error"]
+        assert (error["code"] if error else None, error["height"] if error else None) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
+        if case["code"] is None:
+            assert result["records"] == vector["records"] and result["checkpoints"] == 2

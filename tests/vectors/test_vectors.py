@@ -125,3 +125,16 @@ def test_the_receipt_vector_verifies_and_each_bad_one_fails_with_its_code() -> N
         with pytest.raises(VledgerError) as e:
             verify_receipt(case["receipt"].encode("utf-8"), keys)
         assert e.value.code == case["code"], case["why"]
+
+
+def test_export_checkpoint_vectors_give_their_codes(tmp_path: Path) -> None:
+    vector = json.loads((HERE / "export_checkpoints.json").read_text(encoding="utf-8"))
+    for number, case in enumerate(vector["cases"]):
+        path = tmp_path / f"{number}.jsonl"
+        path.write_text(case["export"], encoding="utf-8")
+        report = verify_file(path, None, Limits()).reports[0]
+        assert (report.error.code if report.error else None, report.error_height) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
+        assert report.records == vector["records"] or case["code"] is not None

@@ -25,7 +25,7 @@ from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
-from vledger.node.export import decode_line
+from vledger.node.export import StoredRecord, decode_export_line
 from vledger.node.record import Entry
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.votes import ElectionState
@@ -100,7 +100,8 @@ def recount_from_export(cluster: LocalCluster, node: str, ledger: str, tmp: Path
     output = tmp / f"{node}.jsonl"
     cluster.cli("export", str(cluster.store_dir(node)), "--ledger", ledger, "-o", str(output))
     lines = output.read_bytes().splitlines()
-    records = [decode_line(line, n, Limits()).record for n, line in enumerate(lines, 1)]
+    decoded = [decode_export_line(line, n, Limits()) for n, line in enumerate(lines, 1)]
+    records = [d.record for d in decoded if isinstance(d, StoredRecord)]  # checkpoint lines aside
     engine = RulesEngine()
     assert engine.replay(records) == []
     state = engine.state(ledger)
