@@ -345,7 +345,10 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     else:
         listed = reply_field(session.call("ledger.list"), "ledgers", list)
         ledgers = [e["ledger"] for e in listed if isinstance(e, dict) and e.get("type") == ElectionState.type_name]
-    checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+    if args.full:
+        checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+    else:
+        checks = [session.proven_voter_check(ledger, args.electronic_id, args.quorum) for ledger in ledgers]
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
@@ -422,15 +425,22 @@ def _add_vote_verbs(commands: Subparsers) -> None:
         "check",
         cmd_vote_check,
         "find your records on a verified copy of the chain",
-        "Read the whole election from a replica or an observer (default: the configuration's first replica), "
-        "verify every record from genesis to the head, and show the records of an electronic id, their "
-        "heights and hashes, and whether its vote counts. Without ELECTION, every election the node holds. "
+        "Read the election from a replica or an observer (default: the configuration's first replica), find "
+        "the records of an electronic id and prove each by inclusion in the latest signed checkpoint (with "
+        "--full: verify every record from genesis to the head instead); show their heights and hashes and "
+        "whether the vote counts. Without ELECTION, every election the node holds. "
         "Exit 1 if the chain does not verify, or with not_found if the id has no records.",
     )
     add_client_options(check)
     add_json_option(check)
     check.add_argument("ledger", type=ledger_name, nargs="?", metavar="ELECTION")
     check.add_argument("--electronic-id", type=electronic_id_arg, required=True, metavar="E", help="your electronic id")
+    check.add_argument(
+        "--full", action="store_true", help="verify and replay every record from genesis instead of proofs"
+    )
+    check.add_argument(
+        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures the checkpoint needs (default 0)"
+    )
 
 
 def _add_electronic_id(command: argparse.ArgumentParser) -> None:

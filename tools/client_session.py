@@ -54,11 +54,12 @@ from ..node.note import VerifiedCheckpoint, verify_checkpoint
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
-from ..node.tree import verify_consistency
+from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
 from .client_payloads import Write
 from .node_commands import PASSPHRASE_ENV
+from .vote_check import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
@@ -314,6 +315,39 @@ class Session:
         receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
         verify_receipt(receipt, keys)
         return receipt
+
+    def proven_voter_check(self, ledger: str, eid: str, quorum: int) -> VoterCheck:
+        """The records of electronic id ``eid`` in ``ledger`` up to its latest checkpoint with
+        ``quorum`` cosignatures, each checked on its own (section 4's own checks) and proven by
+        its inclusion proof in that verified checkpoint; the other records are only decoded
+        and replayed to find them and state the voter's standing."""
+        keys = self.checkpoint_keys(ledger, quorum)
+        proven = self.checkpoint(ledger, keys)
+        size, root = proven.checkpoint.size, proven.checkpoint.root
+        check = check_voter(ledger, self.decoded_records(ledger, stop=size), eid)
+        for item in check.records:
+            record = self._checked(item.record)
+            result = self.call("proof.inclusion", {"ledger": ledger, "index": record.height, "size": size})
+            verify_inclusion(leaf_hash(record.encode()), record.height, size, reply_field(result, "proof", list), root)
+        return dataclasses.replace(check, proven=proven)
+
+    def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""
+        following: int | None = start
+        while following is not None and (stop is None or following < stop):
+            page = self.call("range", {"ledger": ledger, "start": following})
+            records = reply_field(page, "records", list)
+            for data in records:
+                record = _decode(data)
+                if record.height != following:
+                    raise NodeUnavailableError(f"range: height {record.height} where {following} was due")
+                if stop is not None and record.height >= stop:
+                    return
+                yield record
+                following += 1
+            if not records:
+                return
+            following = page.get("next")
 
     def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
         """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
