@@ -271,8 +271,13 @@ class Follower:
             state.best = checkpoint
         held = self.store.size(ledger)
         if checkpoint.size <= held:
-            if self.store.root(ledger, checkpoint.size) != checkpoint.root:
-                self._equivocation(checkpoint, source)
+            try:
+                held_root = self.store.root(ledger, checkpoint.size)
+            except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
+                self._alert(ledger, checkpoint.height, e, self.name, b"")
+                return True
+            if held_root != checkpoint.root:
+                self._equivocation(checkpoint, source, held_root)
             else:
                 self.on_verified(checkpoint)
             return True
@@ -285,7 +290,7 @@ class Follower:
             self.catch_up(ledger, checkpoint.size)
         return True
 
-    def _equivocation(self, checkpoint: SignedCheckpoint, source: str) -> None:
+    def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
         """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported."""
         home = self.home_of(checkpoint.ledger)
         error = EquivocationError(
@@ -302,7 +307,7 @@ class Follower:
             error,
             home,
             b"",
-            expected=self.store.root(checkpoint.ledger, checkpoint.size).hex(),
+            expected=held_root.hex(),
             found=checkpoint.root.hex(),
         )
 

@@ -97,7 +97,8 @@ class Outbox:
         if self.signer is None or ledger in self.refused or size <= 0:
             return None
         with self._sign_lock:
-            root = self.store.root(ledger, size)
+            frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
+            root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
             kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
             if kept:
                 return SignedCheckpoint(ledger, size, root, kept[0].note)

@@ -45,9 +45,25 @@ def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckp
     return found
 
 
+def _root_or_error(store: ChainStore, ledger: str, size: int) -> str:
+    try:
+        return store.root(ledger, size).hex()
+    except VledgerError as e:
+        return f"{e.code}: {e.message}"
+
+
 def _check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
+    """Raise StoreContradictsCheckpointError unless ``store`` holds ``kept``; a store that cannot
+    even give its root there (rows gone under it) holds nothing."""
     held = store.size(kept.ledger)
-    held_root = store.root(kept.ledger, kept.size) if held >= kept.size else None
+    try:
+        held_root = store.root(kept.ledger, kept.size) if held >= kept.size else None
+    except VledgerError as e:
+        raise StoreContradictsCheckpointError(
+            f"ledger {kept.ledger!r}: the store cannot give its tree root at size {kept.size}: {e.message}",
+            ledger=kept.ledger,
+            height=kept.size - 1,
+        ) from e
     check_extends(kept.ledger, kept.size, kept.root, held, held_root)
 
 
@@ -122,7 +138,7 @@ class Witness:
         record = {
             "checkpoint": checkpoint.note.decode("utf-8"),
             "from": source,
-            "held_root": self.store.root(checkpoint.ledger, checkpoint.size).hex(),
+            "held_root": _root_or_error(self.store, checkpoint.ledger, checkpoint.size),
             "cosigned": last.note.decode("utf-8") if last is not None else "",
         }
         try:
