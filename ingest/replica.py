@@ -47,11 +47,12 @@ from ..node.record import Record
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
+from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
 from .members import MemberGates
 from .outbox import Outbox
-from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys
+from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys, witness_keys
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 
@@ -272,11 +273,12 @@ def run_follower(
             clients.append(client)
             sources.append(NodeSource(followed.name, client, config.ingest.page_size))
         stopping = threading.Event()
+        ledger_keys = checkpoint_keys(config, store)
         follower = Follower(
             name,
             store,
             sources,
-            keys=checkpoint_keys(config, store),
+            keys=ledger_keys,
             home_of=lambda ledger: config.home_of(ledger).name,
             on_stored=stored,
             on_alert=lambda alert: raise_alert(replication, alert),
@@ -299,6 +301,9 @@ def run_follower(
                 version=__version__,
                 status=follower.status,
                 checkpoints=FollowerCheckpoints(follower, store),
+                cosignatures=KnownCosignatures(
+                    config.name, store, replication, witness_keys(config), ledger_keys.key_of
+                ),
             )
             with RequestLoop(server.socket, service) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)

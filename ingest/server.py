@@ -32,6 +32,7 @@ from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
 from .accounts import CachedAccounts, RegistryAdmin
+from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
 from .members import MemberGates
 from .outbox import Outbox
@@ -115,12 +116,13 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
     cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
+    witnesses = witness_keys(config)
     watch = CosignatureWatch(
         name,
         replication,
         store.checkpoints,
         cluster=config.name,
-        witnesses=witness_keys(config),
+        witnesses=witnesses,
         log_key_of=lambda ledger: home_key(config.name, ledger, public),
         on_alert=lambda alert: raise_alert(replication, alert),
         ignored=[n.name for n in config.nodes_of("observer")],
@@ -158,6 +160,9 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 checkpoints=outbox,
                 refused=refused,
                 checkpoint_key=public,
+                cosignatures=KnownCosignatures(
+                    config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
+                ),
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):

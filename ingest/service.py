@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..node import tree
 from ..node.blobs import check_digest
+from ..node.cosigning import GatheredCheckpoint, newest
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -32,10 +34,12 @@ from ..node.errors import (
     NotHomeError,
     RequestError,
     ThrottledError,
+    TreeSizeError,
     UnknownCommandError,
     VledgerError,
 )
 from ..node.ledger import LedgerRules
+from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
@@ -64,7 +68,23 @@ HASH_SIZE = 32
 FILE_KIND = "file"
 # What a replica answers: the reads. A write there is answered not_home, naming the home node.
 READ_COMMANDS = frozenset(
-    ("hello", "ver", "help", "whoami", "ledger.list", "get", "range", "head", "size", "have", "put", "ledger.create")
+    (
+        "hello",
+        "ver",
+        "help",
+        "whoami",
+        "ledger.list",
+        "get",
+        "range",
+        "head",
+        "size",
+        "have",
+        "checkpoint",
+        "proof.inclusion",
+        "proof.consistency",
+        "put",
+        "ledger.create",
+    )
 )
 
 
@@ -83,6 +103,15 @@ class CheckpointServer(Protocol):
 
     def covering(self, ledger: str, start: int, end: int) -> bytes | None:
         """A checkpoint note whose size is in ``start + 1 .. end``, if this node has (or signs) one."""
+        ...
+
+
+class CosignatureSource(Protocol):
+    """The cosignatures a node knows of a ledger's checkpoints (vledger.ingest.cosignatures)."""
+
+    def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
+        """Each checkpoint among ``latest`` and the cosigned notes this node knows, with the
+        cosignatures that verified one by one; largest size first."""
         ...
 
 
@@ -212,6 +241,7 @@ class IngestService:
         checkpoints: CheckpointServer | None = None,
         refused: Mapping[str, VledgerError] | None = None,
         checkpoint_key: bytes | None = None,
+        cosignatures: CosignatureSource | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -233,6 +263,7 @@ class IngestService:
         # Ledgers whose store contradicts a checkpoint this home signed: no write is taken.
         self.refused = refused or {}
         self.checkpoint_key = checkpoint_key  # a home's raw Ed25519 checkpoint key, told in hello
+        self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
@@ -367,6 +398,32 @@ class IngestService:
 
     def latest_checkpoint(self, ledger: str) -> bytes | None:
         return self.checkpoints.latest(ledger) if self.checkpoints is not None else None
+
+    def latest_checkpoint_size(self, ledger: str) -> int:
+        """The size of the latest checkpoint of ``ledger`` this node signed or verified.
+        Raises NotFoundError when there is none (yet)."""
+        latest = self.latest_checkpoint(ledger)
+        if latest is None:
+            raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
+        return parse_checkpoint(parse_note(latest).text).size
+
+    def cosigned_checkpoint(self, ledger: str, witnesses: int = 0) -> GatheredCheckpoint:
+        """The largest checkpoint of ``ledger`` this node knows with at least ``witnesses``
+        verified cosignatures. Raises NotFoundError when there is none (yet)."""
+        latest = self.latest_checkpoint(ledger)
+        if latest is None:
+            raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
+        if self.cosignatures is not None:
+            gathered = self.cosignatures.gathered(ledger, latest)
+        else:
+            checkpoint = parse_checkpoint(parse_note(latest).text)  # this node signed or verified it
+            gathered = [GatheredCheckpoint(checkpoint, latest, ())]
+        found = newest(gathered, witnesses)
+        if found is None:
+            raise NotFoundError(
+                f"no checkpoint of ledger {ledger!r} with {witnesses} cosignatures on node {self.node.name} yet"
+            )
+        return found
 
     def covering_checkpoint(self, ledger: str, start: int, end: int) -> bytes | None:
         return self.checkpoints.covering(ledger, start, end) if self.checkpoints is not None else None
@@ -528,6 +585,68 @@ def _size(service: IngestService, caller: Caller, args: Args) -> object:
 def _have(service: IngestService, caller: Caller, args: Args) -> object:
     hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
     return {"have": service.store.have(hashes)}
+
+
+# --- checkpoints and proofs (docs/PROTOCOL.md section 14) ------------------------------
+
+
+@command("checkpoint", EVERYONE, "ledger [witnesses]", "the latest cosigned checkpoint note this node knows")
+def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
+    # Off the loop thread where there is an executor: the cosignatures may come from Redis.
+    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses)))
+
+
+def _checkpoint_reply(found: GatheredCheckpoint) -> dict[str, Any]:
+    return {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+
+
+def _tree_size(service: IngestService, ledger: str) -> int:
+    """How many records of ``ledger`` this node holds; NotFoundError for a ledger it does not."""
+    if ledger not in service.store.ledgers():
+        raise NotFoundError(f"no ledger {ledger!r} on node {service.node.name}")
+    return service.store.size(ledger)
+
+
+def _checked_size(service: IngestService, ledger: str, args: Args, name: str, held: int) -> int:
+    size = args.uint(name, maximum=tree.MAX_TREE_SIZE)
+    if size > held:
+        raise TreeSizeError(f"{name} {size} is past the {held} records node {service.node.name} holds of {ledger!r}")
+    return size
+
+
+@command("proof.inclusion", EVERYONE, "ledger index | hash [size]", "a record's inclusion proof in a tree size")
+def _proof_inclusion(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    held = _tree_size(service, ledger)
+    if args.has("hash"):
+        if args.has("index"):
+            raise BadRequestError("give index or hash, not both")
+        found = service.store.index_of(args.binary("hash", size=HASH_SIZE))
+        if found is None or found[0] != ledger:
+            raise NotFoundError(f"no record of ledger {ledger!r} with that hash on node {service.node.name}")
+        index = found[1]
+    else:
+        index = args.uint("index", maximum=tree.MAX_TREE_SIZE)
+    if args.has("size"):
+        size = _checked_size(service, ledger, args, "size", held)
+    else:
+        size = service.latest_checkpoint_size(ledger)
+    if index >= size:
+        raise TreeSizeError(f"record {index} is not in the tree of size {size} of {ledger!r}")
+    return {"index": index, "size": size, "proof": service.store.inclusion_proof(ledger, index, size)}
+
+
+@command("proof.consistency", EVERYONE, "ledger old new", "the proof that tree size new extends tree size old")
+def _proof_consistency(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    held = _tree_size(service, ledger)
+    old = _checked_size(service, ledger, args, "old", held)
+    new = _checked_size(service, ledger, args, "new", held)
+    if not 0 < old <= new:
+        raise BadRequestError(f"a consistency proof needs 0 < old <= new, not old {old} and new {new}")
+    return {"old": old, "new": new, "proof": service.store.consistency_proof(ledger, old, new)}
 
 
 # --- accounts ---------------------------------------------------------------------------

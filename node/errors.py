@@ -302,6 +302,14 @@ class EquivocationError(RecordError):
     code = "equivocation"
 
 
+class ReceiptError(VledgerError):
+    """A receipt file that is not one, or whose record is not at the index or hash it states
+    (docs/PROTOCOL.md section 14). Its other checks raise the record's, note's or proof's own
+    errors."""
+
+    code = "bad_receipt"
+
+
 # --- observers and signed tallies (vledger.verifier.observer, docs/PROTOCOL.md section 11) ----
 
 

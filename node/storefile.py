@@ -141,6 +141,23 @@ class StoreReader:
         for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
             yield StoreRow(*row)
 
+    def latest_checkpoints(self, ledger: str) -> list[tuple[int, bytes]]:
+        """(size, note) of the latest checkpoint of ``ledger`` this store signed and of the latest
+        it cosigned (one row each at most; evidence is not among them), smallest size first.
+        A store from before checkpoints has none."""
+        try:
+            rows = self._conn.execute(
+                "SELECT kind, size, note FROM checkpoints WHERE ledger = ? AND kind IN ('signed', 'cosigned') "
+                "ORDER BY size DESC, at_ms DESC",
+                (ledger,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # no checkpoints table yet
+        latest: dict[str, tuple[int, bytes]] = {}
+        for kind, size, note in rows:
+            latest.setdefault(kind, (size, bytes(note)))
+        return sorted(latest.values())
+
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
 
