@@ -18,6 +18,7 @@ from pathlib import Path
 from ..broker.keys import check_public_key, load_public
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
+from ..node import identifiers
 from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.rules.engine import DOMAINS
@@ -171,12 +172,15 @@ def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
 
 
 def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Payload) -> LedgerRules:
-    """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``."""
+    """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``.
+
+    A domain ledger gets the identifier rule (docs/PROTOCOL.md 7.5): every ledger created now has it.
+    """
     domain = DOMAINS.get(rules["type"]) if isinstance(rules.get("type"), str) else None
     allowed = set(kinds or ()) | (domain.kinds if domain is not None else set())
     if not allowed:
         raise UsageError("name the record kinds the ledger allows with --kinds a,b,c")
-    return LedgerRules(tuple(allowed), difficulty, rules)
+    return LedgerRules(tuple(allowed), difficulty, identifiers.with_rule(rules))
 
 
 def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
+from ..node import identifiers
 from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.record import Content, Entry, checksum_of
@@ -211,13 +212,12 @@ def ledger_rules(ledger: str, account: str, difficulty: int, ts: int) -> LedgerR
             "opens": ts - OPENS_BEFORE_MS,
             "closes": ts + ELECTION_DAYS * 86_400_000,
         }
-        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, rules)
+        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, identifiers.with_rule(rules))
     if ledger == ZAKAT:
-        return LedgerRules(
-            tuple(sorted(CharityState.kinds)), difficulty, {"type": CharityState.type_name, "currency": CURRENCY}
-        )
+        rules = {"type": CharityState.type_name, "currency": CURRENCY}
+        return LedgerRules(tuple(sorted(CharityState.kinds)), difficulty, identifiers.with_rule(rules))
     rules = {"type": ResourcesState.type_name, "unit": UNIT, "issuers": [account]}
-    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, rules)
+    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, identifiers.with_rule(rules))
 
 
 # --- what a run found ------------------------------------------------------------------------------
