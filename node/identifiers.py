@@ -8,8 +8,8 @@ states the rule this module checks; a ledger follows it from the genesis that sa
 (``"identifiers": "nfc"`` in its ``rules``), so ledgers created before keep their meaning.
 
 Pure: the domains (node/rules/) check with :func:`identifier_fault`, the ``vledger``
-command normalizes what a person types with :func:`normalize` and escapes what it prints
-with :func:`escape`.
+command normalizes what a person types with :func:`normalize` (refusing what NFC cannot
+make acceptable, with :func:`typed`) and escapes what it prints with :func:`escape`.
 """
 
 from __future__ import annotations
@@ -99,24 +99,27 @@ def normalize(value: str) -> str:
     return unicodedata.normalize("NFC", value)
 
 
-def escape(value: str) -> str:
-    """``value`` safe to print for a person: a backslash doubled, every control, format,
-    separator, private-use, surrogate or unassigned character as ``\\uXXXX`` (or ``\\U00XXXXXX``).
+def escape(value: str, keep: str = "") -> str:
+    """``value`` safe to show a person: every control, format, separator, private-use,
+    surrogate or unassigned character but those in ``keep`` written as ``\\uXXXX``.
 
-    Everything else prints as it is, so ``José-Ñúñez`` stays readable while ``\\u202e`` shows
-    where an override was.
+    A character past U+FFFF is written as its two UTF-16 escapes, as JSON writes it, so text
+    that was JSON stays JSON with the same value. Everything else shows as it is:
+    ``José-Ñúñez`` stays readable while ``\\u202e`` shows where an override was.
     """
     # isprintable() is false for every "Other" (C*) and "Separator" (Z*) but the space: when
     # it is true, nothing below would be escaped.
-    if value.isprintable() and "\\" not in value:
+    if value.isprintable():
         return value
     out: list[str] = []
     for char in value:
-        if char == "\\":
-            out.append("\\\\")
-        elif unicodedata.category(char) in _ESCAPED_CATEGORIES:
-            code = ord(char)
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
+        if char in keep or unicodedata.category(char) not in _ESCAPED_CATEGORIES:
             out.append(char)
+            continue
+        code = ord(char)
+        if code > 0xFFFF:
+            code -= 0x10000
+            out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{code:04x}")
     return "".join(out)

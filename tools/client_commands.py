@@ -21,7 +21,7 @@ from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
 from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
 from ..node.ledger import LedgerRules
-from ..node.rules.engine import DOMAINS
+from ..node.rules.engine import DOMAINS, PLAIN
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
@@ -180,7 +180,9 @@ def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Pa
     allowed = set(kinds or ()) | (domain.kinds if domain is not None else set())
     if not allowed:
         raise UsageError("name the record kinds the ledger allows with --kinds a,b,c")
-    return LedgerRules(tuple(allowed), difficulty, identifiers.with_rule(rules))
+    if domain is not None and domain.type_name != PLAIN:
+        rules = build.typed_rules(identifiers.with_rule(rules))
+    return LedgerRules(tuple(allowed), difficulty, rules)
 
 
 def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:

@@ -74,7 +74,9 @@ def test_a_ledger_without_the_rule_keeps_its_old_meaning(rules_kit: Any) -> None
         ({"identifiers": "nfc", "choices": [NFC, NFD]}, "NFC"),
     ],
 )
-def test_a_genesis_with_a_bad_rule_or_identifier_is_bad_rules(rules_kit: Any, rules: dict[str, Any], named: str) -> None:
+def test_a_genesis_with_a_bad_rule_or_identifier_is_bad_rules(
+    rules_kit: Any, rules: dict[str, Any], named: str
+) -> None:
     with pytest.raises(BadDomainRulesError) as caught:
         rules_kit.election(**rules)
     assert named in caught.value.reason
