@@ -103,10 +103,10 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_seal(acl: AclSer
     repl = ReplicationLedger(replica)
     with pytest.raises(NOPERM):
         repl.append("votes", "ingest-1", 0, [b"forged"])
-    for key, write in (
-        ("vledger:ledgers", lambda: replica.hset("vledger:ledgers", "votes", "replica-1")),
-        ("vledger:seals", lambda: replica.hset("vledger:seals", "votes", b"x")),
-        ("vledger:chain:votes", lambda: replica.xadd("vledger:chain:votes", {"record": b"x"})),
+    for write in (
+        lambda: replica.hset("vledger:ledgers", "votes", "replica-1"),
+        lambda: replica.hset("vledger:seals", "votes", b"x"),
+        lambda: replica.xadd("vledger:chain:votes", {"record": b"x"}),
     ):
         with pytest.raises(NOPERM, match="key"):
             write()
