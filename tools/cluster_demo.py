@@ -496,7 +496,7 @@ class ClusterDemo:
         or a mismatch; else at the deadline."""
         if not self.config.nodes_of("observer"):
             return []
-        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         deadline = time.monotonic() + REPLICATION_WAIT
         reports: list[TallyReport] = []
         try:
@@ -519,7 +519,7 @@ class ClusterDemo:
         ``written_ms`` (or at the deadline)."""
         views = []
         keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
-        repl = ReplicationLedger(connect(self.config.redis_url, timeout=TIMEOUT))
+        repl = ReplicationLedger(connect(self.config.redis_access("admin"), timeout=TIMEOUT))
         try:
             for node in self.config.nodes_of("verifier"):
                 with Client(node_address(self.config, node.name), keys, timeout=TIMEOUT) as client:
@@ -537,7 +537,7 @@ class ClusterDemo:
     def _replication(self, sizes: dict[str, int]) -> list[Replication]:
         """Each ledger's holder heights once every replica holds it all, or at the deadline."""
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
-        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         repl = ReplicationLedger(client)
         deadline = time.monotonic() + REPLICATION_WAIT
         try:
