@@ -24,6 +24,7 @@ what the asker may know: a non-admin must not learn whether an account exists.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import threading
 import time
@@ -252,6 +253,27 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     return AccountsSnapshot(int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners))
 
 
+class ReadOnlyScript:
+    """A Lua script that only reads, run with ``EVALSHA_RO``.
+
+    Redis access control (broker/redis_acl.py) takes the keys of a plain ``EVALSHA`` as
+    written, so a node whose user may only read the accounts could not run even a read
+    script on them; ``EVALSHA_RO`` declares them read. Loaded again when Redis lost it.
+    """
+
+    def __init__(self, client: Any, text: str) -> None:
+        self.client = client
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, *, keys: list[str], args: list[str]) -> Any:
+        try:
+            return self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(self.text)
+            return self.client.evalsha_ro(self.sha, len(keys), *keys, *args)
+
+
 class AccountRegistry:
     """The accounts in Redis: every change atomic, versioned and announced."""
 
@@ -273,8 +295,8 @@ class AccountRegistry:
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
-        self._snapshot = register(_SNAPSHOT)
-        self._lookup = register(_LOOKUP)
+        self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
+        self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
 
     def _account(self, name: str) -> str:

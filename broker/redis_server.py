@@ -5,10 +5,15 @@ The binary is Debian's ``redis-server`` from PATH if there is one, else the one 
 points every :func:`connect` at an existing server instead, or at the Sentinels of a
 replicated set (``sentinel://``, vledger.config.redis): every Redis client of vledger is made
 by :func:`connect`, so every one follows a failover.
+
+With access control (broker/redis_acl.py) a client signs in as its role's user with the
+password from its 0600 file; a ``rediss://`` URL speaks TLS, checking the server's
+certificate against the cluster's CA file when one is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -28,8 +33,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from ..config.cluster import RedisAccess
 from ..config.redis import SentinelTarget, check_redis_url
 from ..node.errors import RedisServerError
+from .redis_acl import read_password
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +56,14 @@ def redis_url(url: str | None = None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-def connect(url: str | None = None, *, decode_responses: bool = False, timeout: float | None = None) -> Any:
+def connect(
+    url: str | RedisAccess | None = None, *, decode_responses: bool = False, timeout: float | None = None
+) -> Any:
     """A client (``redis.Redis``) for :func:`redis_url` ``(url)``; it connects on first use.
 
+    ``url`` may be a :class:`RedisAccess` (ClusterConfig.redis_access): then the client signs
+    in as its user, with the password read now from its file (SettingsError if that file is
+    missing or not private), and a ``rediss://`` URL verifies the server with its CA file.
     With ``timeout`` (seconds), a call to a server that stopped answering fails after that
     long instead of waiting for ever: for the replication paths, which must go on without it.
     A ``sentinel://`` URL gives a client of the service's current primary: it asks the
@@ -61,12 +73,27 @@ def connect(url: str | None = None, *, decode_responses: bool = False, timeout: 
     Raises:
         SettingsError: the URL is not one :func:`vledger.config.redis.check_redis_url` accepts.
     """
+    options: dict[str, Any] = {}
+    if isinstance(url, RedisAccess):
+        access, url = url, url.url
+        if access.username is not None:
+            options["username"] = access.username
+        if access.password_file is not None:
+            options["password"] = read_password(access.password_file)
+        if access.ca_file is not None and url.startswith("rediss://"):
+            options["ssl_ca_certs"] = str(access.ca_file)
     url = redis_url(url)
     target = check_redis_url(url)
     if target is not None:
+        # The role's user signs in to the data nodes; a user in the URL is the fallback.
+        target = dataclasses.replace(
+            target,
+            username=options.get("username", target.username),
+            password=options.get("password", target.password),
+        )
         return sentinel_primary(target, decode_responses=decode_responses, timeout=timeout)
     return redis.Redis.from_url(
-        url, decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
+        url, decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout, **options
     )
 
 
@@ -141,7 +168,9 @@ class RedisServer:
     ``with RedisServer(d) as server: client = connect(server.url)``. A free port is chosen
     when ``port`` is None. Start-up waits until PING answers, up to ``start_timeout``
     seconds; a server that exits or stays silent raises RedisServerError with the end of
-    its log.
+    its log. With ``acl_file`` (broker/redis_acl.py) the server takes its users from it,
+    and ``auth`` (a user of it that may run INFO, the admin, and its password) is how
+    start-up asks whether the server answers.
     """
 
     def __init__(
@@ -152,8 +181,12 @@ class RedisServer:
         executable: Path | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        acl_file: Path | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.acl_file = acl_file
+        self.auth = auth
         self.port = port
         self.executable = executable
         self.start_timeout = start_timeout
@@ -201,10 +234,18 @@ class RedisServer:
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(directory / _LOG_NAME),
+            *(("--aclfile", str(self.acl_file.resolve())) if self.acl_file is not None else ()),
         ]  # fmt: skip
         process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        username, password = self.auth if self.auth is not None else (None, None)
         client = redis.Redis(
-            host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+            host="127.0.0.1",
+            port=port,
+            username=username,
+            password=password,
+            socket_connect_timeout=0.5,
+            socket_timeout=1.0,
+            retry=Retry(NoBackoff(), 0),
         )
         deadline = time.monotonic() + self.start_timeout
         try:

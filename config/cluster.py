@@ -9,6 +9,7 @@ configuration works from wherever a command is run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,33 @@ class NodeConfig:
         return None if self.pub_port is None else f"tcp://{self.bind or self.host}:{self.pub_port}"
 
 
+REDIS_URL_ENV = "REDIS_URL"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedisAccess:
+    """How one process reaches Redis: the URL, and with access control its user and password file.
+
+    ``password_file`` holds the password (0600, made by ``vledger keygen --cluster``); it is
+    read when the client connects, never kept in a setting or logged. ``ca_file`` is the CA
+    that signed the server's certificate, for a ``rediss://`` URL.
+    """
+
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """``[redis]``: per-role users (``passwords``: the directory of their password files and
+    of ``redis.acl``; none: no access control) and ``ca``, a CA file for ``rediss://``."""
+
+    passwords_dir: Path | None = None
+    ca_file: Path | None = None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClusterConfig:
     path: Path
@@ -122,6 +150,18 @@ class ClusterConfig:
     replication: ReplicationSettings = dataclasses.field(default_factory=ReplicationSettings)
     verifier: VerifierSettings = dataclasses.field(default_factory=VerifierSettings)
     observers: ObserverSettings = dataclasses.field(default_factory=ObserverSettings)
+    redis: RedisSettings = dataclasses.field(default_factory=RedisSettings)
+
+    def redis_access(self, role: str) -> RedisAccess:
+        """How a process of ``role`` (a node role, or ``admin`` for the ``vledger`` command)
+        reaches Redis: ``$REDIS_URL`` or ``[cluster] redis``, as the user ``vledger-<role>``
+        when ``[redis] passwords`` is set."""
+        url = os.environ.get(REDIS_URL_ENV) or self.redis_url
+        directory = self.redis.passwords_dir
+        if directory is None:
+            return RedisAccess(url, ca_file=self.redis.ca_file)
+        user = f"vledger-{role}"
+        return RedisAccess(url, user, directory / f"{user}.redis_password", self.redis.ca_file)
 
     def node(self, name: str) -> NodeConfig:
         try:
@@ -229,7 +269,7 @@ def _port(spec: dict[str, Any], key: str, at: str) -> int:
 
 def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     where = str(path)
-    tables = ("cluster", "settings", "ingest", "replication", "verifier", "observers", "nodes", "ledgers")
+    tables = ("cluster", "settings", "ingest", "replication", "verifier", "observers", "nodes", "ledgers", "redis")
     _check_keys(data, tables, where)
     cluster = _table(data, "cluster", where)
     _check_keys(cluster, ("name", "keys", "data", "redis", "default_home"), f"{where}: cluster")
@@ -250,6 +290,12 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
             raise SettingsError(f"{at}: {home!r} is not an ingest node of [nodes]")
     settings_table = _table(data, "settings", where)
     _check_keys(settings_table, ("limits", "store", "broker"), f"{where}: settings")
+    redis_table = _table(data, "redis", where)
+    _check_keys(redis_table, ("passwords", "ca"), f"{where}: redis")
+    passwords, ca = redis_table.get("passwords"), redis_table.get("ca")
+    for key, value in (("passwords", passwords), ("ca", ca)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SettingsError(f"{where}: redis.{key}: expected a path, got {value!r}")
     return ClusterConfig(
         path=path,
         name=_name(_text(cluster, "name", f"{where}: cluster", "local"), f"{where}: cluster.name"),
@@ -268,6 +314,10 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         replication=build_settings(ReplicationSettings, data.get("replication", {}), f"{where}: replication"),
         verifier=build_settings(VerifierSettings, data.get("verifier", {}), f"{where}: verifier"),
         observers=build_settings(ObserverSettings, data.get("observers", {}), f"{where}: observers"),
+        redis=RedisSettings(
+            passwords_dir=None if passwords is None else (base / passwords).resolve(),
+            ca_file=None if ca is None else (base / ca).resolve(),
+        ),
     )
 
 

@@ -114,6 +114,8 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
             "--appendonly", "yes",
             "--dir", str(layout.redis_dir),
         )  # fmt: skip
+        if cluster.redis.passwords_dir is not None:  # access control: the users keygen --cluster wrote
+            redis += ("--aclfile", str(cluster.redis.passwords_dir / "redis.acl"))
         programs.append(Program(REDIS_PROGRAM, REDIS_PROGRAM, redis, 100, python=False))
     for node in sorted(cluster.nodes.values(), key=lambda n: n.name):
         if node.name == REDIS_PROGRAM:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -213,9 +212,9 @@ def run_follower(
     if node.role != role:
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {role}")
     keys = load_secret(config.secret_key_path(name), passphrase)
-    redis_url = os.environ.get("REDIS_URL") or config.redis_url
-    registry = AccountRegistry(connect(redis_url))
-    replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
+    redis_access = config.redis_access(role)
+    registry = AccountRegistry(connect(redis_access))
+    replication = ReplicationLedger(connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT))
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,10 +77,10 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     keys = load_secret(config.secret_key_path(name), passphrase)
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     signer = HomeSigner(config.name, signing.seed)
-    redis_url = os.environ.get("REDIS_URL") or config.redis_url
-    registry = AccountRegistry(connect(redis_url))
+    redis_access = config.redis_access("ingest")
+    registry = AccountRegistry(connect(redis_access))
     replication = ReplicationLedger(
-        connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
+        connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
     )
     # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
     # limit: requests in between get a message_too_large answer rather than a cut connection.

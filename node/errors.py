@@ -468,6 +468,13 @@ class BadPayloadError(RuleError):
     code = "bad_payload"
 
 
+class BadIdentifierError(BadPayloadError):
+    """A payload string breaks the identifier rule of its ledger (docs/PROTOCOL.md 7.5): not in
+    normal form C, or holding a control, bidi-override or unassigned character."""
+
+    code = "bad_identifier"
+
+
 class AlreadyRegisteredError(RuleError):
     code = "already_registered"
 

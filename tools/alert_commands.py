@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ FOLLOW_BLOCK_MS = 1000
 
 
 def _url(config: ClusterConfig) -> str:
-    return os.environ.get("REDIS_URL") or config.redis_url
+    return config.redis_access("admin").url
 
 
 def _replication(config: ClusterConfig) -> ReplicationLedger:
-    return ReplicationLedger(connect(_url(config), timeout=5.0))
+    return ReplicationLedger(connect(config.redis_access("admin"), timeout=5.0))
 
 
 def _redis_failed(config: ClusterConfig, error: Exception) -> RedisServerError:

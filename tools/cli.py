@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import RemoteError, UsageError, VledgerError
+from ..node.identifiers import escape
 from .alert_commands import add_alert_commands, verify_cluster
 from .args import (
     CONFIG_ENV,
@@ -41,6 +42,7 @@ from .logs import LEVELS, configure_logging
 from .node_commands import add_node_commands
 from .repl_commands import add_repl_commands
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
+from .safe_output import escaped_stdout
 from .status_command import add_status_command
 from .supervise import add_supervise_command
 from .tally_command import add_tally_command
@@ -213,14 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with escaped_stdout():
+            return run(args)
     except UsageError as e:
         _error(f"{e.message} (see: vledger {args.command} --help)")
         return EXIT_USAGE
     except VledgerError as e:
         # A note says what had already been done when the error came (see importing.apply_import).
         for note in getattr(e, "__notes__", ()):
-            print(f"vledger: {note}", file=sys.stderr)
+            print(f"vledger: {escape(note)}", file=sys.stderr)
         # A node's refusal already starts with its code; a local failure gets it here.
         _error(e.message if isinstance(e, RemoteError) else f"{e.code}: {e.message}")
         return EXIT_FAILED
@@ -236,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    print(f"vledger: error: {message}", file=sys.stderr)
+    # A node's message may quote what it was sent: escape it as stdout is (safe_output.py).
+    print(f"vledger: error: {escape(message)}", file=sys.stderr)
 
 
 def _os_message(error: OSError) -> str:

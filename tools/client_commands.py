@@ -18,9 +18,10 @@ from pathlib import Path
 from ..broker.keys import check_public_key, load_public
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
+from ..node import identifiers
 from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
 from ..node.ledger import LedgerRules
-from ..node.rules.engine import DOMAINS
+from ..node.rules.engine import DOMAINS, PLAIN
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
@@ -172,11 +173,16 @@ def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
 
 
 def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Payload) -> LedgerRules:
-    """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``."""
+    """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``.
+
+    A domain ledger gets the identifier rule (docs/PROTOCOL.md 7.5): every ledger created now has it.
+    """
     domain = DOMAINS.get(rules["type"]) if isinstance(rules.get("type"), str) else None
     allowed = set(kinds or ()) | (domain.kinds if domain is not None else set())
     if not allowed:
         raise UsageError("name the record kinds the ledger allows with --kinds a,b,c")
+    if domain is not None and domain.type_name != PLAIN:
+        rules = build.typed_rules(identifiers.with_rule(rules))
     return LedgerRules(tuple(allowed), difficulty, rules)
 
 

@@ -6,6 +6,9 @@
 * The domain verbs' payloads carry exactly the fields node/rules/ reads for each kind
   (votes.py, charity.py, resources.py, files.py); :class:`Write` pairs a kind with its payload.
 * argparse types turn a mistyped amount, kind, hash or sealed id into a usage error.
+* What a person types as a name or text (voter ids, choices, funds, purposes, file names) is
+  sent in Unicode normal form C, and a control or bidi-override character in it is a usage
+  error (docs/PROTOCOL.md 7.5): ``José`` typed with a combining accent is the same voter.
 * Records and receipts become JSON-ready maps, binary values as lower-case hex.
 """
 
@@ -20,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ..config.settings import PROTOCOL_LIMITS
+from ..node import identifiers
 from ..node.errors import UsageError, VledgerError
 from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
 from ..node.rules import UINT64_MAX
@@ -174,6 +178,34 @@ def sha256_hex(value: str) -> str:
     return text
 
 
+# --- what a person types ----------------------------------------------------------------------
+
+
+def typed(value: str, what: str) -> str:
+    """``value`` as a person typed it, in normal form C; UsageError naming ``what`` if NFC cannot
+    make it an identifier (a control, bidi-override or unassigned character in it)."""
+    normal = identifiers.normalize(value)
+    fault = identifiers.identifier_fault(normal)
+    if fault is not None:
+        raise UsageError(f"{what} {normal!r} {fault}: identifiers may not hold it")
+    return normal
+
+
+def typed_rules(rules: Payload) -> Payload:
+    """A new domain ledger's rules with every string in them (choices, funds, ...) :func:`typed`."""
+
+    def each(value: Any, what: str) -> Any:
+        if isinstance(value, str):
+            return typed(value, what)
+        if isinstance(value, list):
+            return [each(item, what) for item in value]
+        if isinstance(value, dict):
+            return {key: each(item, f"rules {key}") for key, item in value.items()}
+        return value
+
+    return dict(each(rules, "rules"))
+
+
 # --- domain payloads (node/rules/) -------------------------------------------------------------
 
 
@@ -192,19 +224,20 @@ class Write(NamedTuple):
 
 
 def register(voter_id: str) -> Write:
-    return Write("register", {"voter_id": voter_id}, ELECTION)
+    return Write("register", {"voter_id": typed(voter_id, "voter id")}, ELECTION)
 
 
 def cast(electronic_id: str, choice: str) -> Write:
-    return Write("cast", {"electronic_id": electronic_id, "choice": choice}, ELECTION)
+    eid, choice = typed(electronic_id, "electronic id"), typed(choice, "choice")
+    return Write("cast", {"electronic_id": eid, "choice": choice}, ELECTION)
 
 
 def uncast(electronic_id: str) -> Write:
-    return Write("uncast", {"electronic_id": electronic_id}, ELECTION)
+    return Write("uncast", {"electronic_id": typed(electronic_id, "electronic id")}, ELECTION)
 
 
 def withdraw(electronic_id: str) -> Write:
-    return Write("withdraw", {"electronic_id": electronic_id}, ELECTION)
+    return Write("withdraw", {"electronic_id": typed(electronic_id, "electronic id")}, ELECTION)
 
 
 def donation(donor: str, fund: str, amount: int, source: str, purpose: str) -> Write:
@@ -213,12 +246,14 @@ def donation(donor: str, fund: str, amount: int, source: str, purpose: str) -> W
         raise UsageError(
             f"donor {donor!r} is not a sealed id ({SEALED_PREFIX}...): give --donor-info with --seal-key instead"
         )
+    fund, source, purpose = typed(fund, "fund"), typed(source, "source"), typed(purpose, "purpose")
     return Write(
         "donation", {"donor": donor, "fund": fund, "amount": amount, "source": source, "purpose": purpose}, CHARITY
     )
 
 
 def disbursement(fund: str, target: str, amount: int, purpose: str) -> Write:
+    fund, target, purpose = typed(fund, "fund"), typed(target, "target"), typed(purpose, "purpose")
     return Write("disbursement", {"fund": fund, "target": target, "amount": amount, "purpose": purpose}, CHARITY)
 
 
@@ -232,7 +267,7 @@ def transfer(source: str, target: str, amount: int) -> Write:
 
 
 def file_record(name: str, size: int, sha256: str) -> Write:
-    return Write("file", {"name": name, "size": size, "sha256": sha256}, FILES)
+    return Write("file", {"name": typed(name, "file name"), "size": size, "sha256": sha256}, FILES)
 
 
 # --- what is shown ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
+from ..node import identifiers
 from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError
 from ..node.ledger import LedgerRules
 from ..node.record import Content, Entry, checksum_of
@@ -212,13 +213,12 @@ def ledger_rules(ledger: str, account: str, difficulty: int, ts: int) -> LedgerR
             "opens": ts - OPENS_BEFORE_MS,
             "closes": ts + ELECTION_DAYS * 86_400_000,
         }
-        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, rules)
+        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, identifiers.with_rule(rules))
     if ledger == ZAKAT:
-        return LedgerRules(
-            tuple(sorted(CharityState.kinds)), difficulty, {"type": CharityState.type_name, "currency": CURRENCY}
-        )
+        rules = {"type": CharityState.type_name, "currency": CURRENCY}
+        return LedgerRules(tuple(sorted(CharityState.kinds)), difficulty, identifiers.with_rule(rules))
     rules = {"type": ResourcesState.type_name, "unit": UNIT, "issuers": [account]}
-    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, rules)
+    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, identifiers.with_rule(rules))
 
 
 # --- what a run found ------------------------------------------------------------------------------
@@ -503,7 +503,7 @@ class ClusterDemo:
         or a mismatch; else at the deadline."""
         if not self.config.nodes_of("observer"):
             return []
-        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         deadline = time.monotonic() + REPLICATION_WAIT
         reports: list[TallyReport] = []
         try:
@@ -526,7 +526,7 @@ class ClusterDemo:
         ``written_ms`` (or at the deadline)."""
         views = []
         keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
-        repl = ReplicationLedger(connect(self.config.redis_url, timeout=TIMEOUT))
+        repl = ReplicationLedger(connect(self.config.redis_access("admin"), timeout=TIMEOUT))
         try:
             for node in self.config.nodes_of("verifier"):
                 with Client(node_address(self.config, node.name), keys, timeout=TIMEOUT) as client:
@@ -544,7 +544,7 @@ class ClusterDemo:
     def _replication(self, sizes: dict[str, int]) -> list[Replication]:
         """Each ledger's holder heights once every replica holds it all, or at the deadline."""
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
-        client = connect(self.config.redis_url, timeout=TIMEOUT)
+        client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         repl = ReplicationLedger(client)
         checker = Checker(self.config)
         deadline = time.monotonic() + REPLICATION_WAIT

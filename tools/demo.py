@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from ..config.settings import Limits
+from ..node import identifiers
 from ..node.ledger import LedgerRules
 from ..node.record import Content, Entry
 from ..node.store import ChainStore, Receipt
@@ -81,7 +82,7 @@ def _demo_jobs(store: ChainStore, count: int, difficulty: int, limits: Limits) -
     existing = set(store.ledgers())
     missing = [ledger for ledger in DEMO_LEDGERS if ledger.name not in existing]
     geneses = [
-        LedgerRules(ledger.kinds, difficulty, dict(ledger.rules)).genesis_content(
+        LedgerRules(ledger.kinds, difficulty, identifiers.with_rule(ledger.rules)).genesis_content(
             ledger.name, "demo-admin", "genesis", ts
         )
         for ledger in missing

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..broker import redis_acl
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
@@ -112,6 +113,9 @@ def ensure_cluster_keys(
     and observer (it cosigns, and signs its tallies) also gets an Ed25519 signing key pair,
     ``<name>.sign`` and ``<name>.sign.pub``.
 
+    With ``[redis] passwords``, each Redis user's password file that is missing is made
+    (broker/redis_acl.py) and the ACL file written again from them.
+
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
     """
@@ -130,6 +134,14 @@ def ensure_cluster_keys(
             made.append({**entry, "public": generate_signing_key(config.keys_dir, node.name, passphrase).public_hex})
         except KeyExistsError:
             kept.append({**entry, "public": load_verify_key(public_path).public_hex})
+    directory = config.redis.passwords_dir
+    if directory is not None:  # Redis access control: a password per role, and the server's ACL file
+        written = redis_acl.write_passwords(directory)
+        for role in redis_acl.ROLES:
+            path = redis_acl.password_path(directory, role)
+            entry = {"name": redis_acl.user_name(role), "file": str(path), "public": "Redis password (0600)"}
+            (made if role in written else kept).append(entry)
+        made.append({"name": "redis-acl", "file": str(written["acl"]), "public": "Redis ACL file (0600)"})
     return made, kept
 
 
@@ -137,7 +149,7 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     """The first admin: a local command on a node's host, writing to the cluster's Redis."""
     config = load_cluster(args.config)
     key = load_public(args.key)
-    registry = AccountRegistry(connect(os.environ.get("REDIS_URL") or config.redis_url))
+    registry = AccountRegistry(connect(config.redis_access("admin")))
     version = bootstrap_admin(registry, args.account, key)
     print(f"admin account {args.account!r} holds key {key} (accounts version {version})")
     return 0

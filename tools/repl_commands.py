@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -365,9 +364,10 @@ def watch_status(
 
 def cmd_repl_status(args: argparse.Namespace) -> int:
     config = load_cluster(config_path(args.config))
-    url = os.environ.get("REDIS_URL") or config.redis_url
+    access = config.redis_access("admin")
+    url = access.url
     roles = {name: node.role for name, node in config.nodes.items()}
-    client = connect(url, timeout=REDIS_TIMEOUT)
+    client = connect(access, timeout=REDIS_TIMEOUT)
     try:
         replication = ReplicationLedger(client)
         checker = Checker(config)

@@ -594,11 +594,12 @@ def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Pat
 def cmd_status(args: argparse.Namespace) -> int:
     config = load_cluster(config_path(args.config))
     keys = load_client_keys(client_key(args.key))
-    url = os.environ.get("REDIS_URL") or config.redis_url
+    access = config.redis_access("admin")
+    url = access.url
     supervisor = None
     if args.run_dir is not None:
         supervisor = Supervisor(layout_for(config, args.run_dir, find_redis=False).socket_path)
-    client = connect(url, timeout=REDIS_TIMEOUT)
+    client = connect(access, timeout=REDIS_TIMEOUT)
     try:
         with ThreadPoolExecutor(max_workers=min(32, len(config.nodes)), thread_name_prefix="status") as executor:
             reader = StatusReader(

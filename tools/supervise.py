@@ -20,6 +20,7 @@ so that every process uses the Redis the configuration names.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import os
 import subprocess
@@ -84,9 +85,12 @@ def layout_for(config: ClusterConfig, run_dir: Path | None, *, find_redis: bool 
     )
 
 
-def redis_client(url: str) -> Any:
-    """A client that gives up quickly: a probe asks again rather than hang on a server not up yet."""
-    return connect(url, timeout=ANSWER_TIMEOUT)
+def redis_client(config: ClusterConfig) -> Any:
+    """The admin's client of the configuration's Redis (not ``$REDIS_URL``: the processes
+    supervisord starts never see it), one that gives up quickly: a probe asks again rather
+    than hang on a server not up yet."""
+    access = dataclasses.replace(config.redis_access("admin"), url=config.redis_url)
+    return connect(access, timeout=ANSWER_TIMEOUT)
 
 
 # --- talking to supervisord -----------------------------------------------------------------------
@@ -228,7 +232,7 @@ class Starter:
     def _admin(self) -> None:
         """The admin account holds the cluster's admin key: made once, found again every later start."""
         key = load_public(self.config.public_key_path(ADMIN_KEY))
-        client = redis_client(self.config.redis_url)
+        client = redis_client(self.config)
         try:
             self._until(lambda: _pings(client), f"Redis at {self.config.redis_url} to answer PING")
             registry = AccountRegistry(client)
@@ -275,7 +279,7 @@ class Starter:
     def _probe(self, program: Program) -> tuple[Callable[[], bool], Callable[[], None]]:
         """A check that ``program`` answers, and how to close what it opened."""
         if program.name == REDIS_PROGRAM:
-            client = redis_client(self.config.redis_url)
+            client = redis_client(self.config)
             return (lambda: _pings(client)), client.close
         if program.role in ("ingest", "replica", "observer", "verifier"):
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -313,8 +312,7 @@ def cmd_tally(args: argparse.Namespace) -> int:
     config = load_cluster(config_path(args.config))
     if not config.nodes_of("observer"):
         raise UsageError(f"{config.path} names no observer node")
-    url = os.environ.get("REDIS_URL") or config.redis_url
-    client = connect(url, timeout=REDIS_TIMEOUT)
+    client = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)
     try:
         report = tally_report(config, args.ledger, client)
     except redis.exceptions.RedisError as e:

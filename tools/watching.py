@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from ..node.errors import VledgerError
+from .safe_output import terminal
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 EXIT_FAILED = 1
@@ -26,7 +27,7 @@ def watch_rounds(
     try:
         while True:
             if clear:
-                print(CLEAR_SCREEN, end="")
+                print(CLEAR_SCREEN, end="", file=terminal())
             if not as_json:
                 print(time.strftime("%Y-%m-%d %H:%M:%S"), end="  ")
             try:

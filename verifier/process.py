@@ -11,7 +11,6 @@ hand; what it read and did not acknowledge is read again at the next start.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -101,9 +100,9 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     if node.role != "verifier":
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a verifier")
     keys = load_secret(config.secret_key_path(name), passphrase)
-    redis_url = os.environ.get("REDIS_URL") or config.redis_url
-    registry = AccountRegistry(connect(redis_url))
-    replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
+    redis_access = config.redis_access("verifier")
+    registry = AccountRegistry(connect(redis_access))
+    replication = ReplicationLedger(connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT))
     gates = MemberGates(config, name)  # the verifier has no feed: only its request list is used
     members, allow_list = gates.members, gates.requests
     cache = gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
 from ...config.settings import PROTOCOL_LIMITS
-from ..errors import BadDomainRulesError, BadPayloadError, RuleError, Where
+from ..errors import BadDomainRulesError, BadIdentifierError, BadPayloadError, RuleError, Where
+from ..identifiers import IDENTIFIER_RULE_KEY, NFC_RULE, identifier_fault
 from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
 
@@ -73,6 +74,8 @@ class Domain(ABC):
     type_name: ClassVar[str]
     # The kinds this domain reads; the genesis ``kinds`` must allow them all.
     kinds: ClassVar[frozenset[str]] = frozenset()
+    # Whether the ledger's genesis turned the identifier rule on (7.5); set from GenesisReader.
+    identifiers: bool = False
 
     @abstractmethod
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
@@ -94,9 +97,17 @@ class Domain(ABC):
         Raises a RuleError leaf on the first rule it breaks.
         """
 
+    def fields(self, record: Record, *keys: str) -> Fields:
+        """``record``'s payload read as :class:`Fields`, under this ledger's identifier rule."""
+        return Fields(record, *keys, identifiers=self.identifiers)
+
 
 class GenesisReader:
-    """Reads a genesis ``rules`` map; every fault is a BadDomainRulesError at height 0."""
+    """Reads a genesis ``rules`` map; every fault is a BadDomainRulesError at height 0.
+
+    Also reads the identifier rule (``"identifiers": "nfc"``, any other value refused) into
+    :attr:`identifiers`; with it on, every string the reader returns must follow it.
+    """
 
     def __init__(self, genesis: Record, rules: LedgerRules, domain: type[Domain]) -> None:
         self.where = where(genesis)
@@ -105,14 +116,26 @@ class GenesisReader:
         missing = sorted(domain.kinds - set(rules.kinds))
         if missing:
             self.fail(f"an {self.type_name!r} ledger needs the kinds {missing} in its genesis kinds")
+        rule = self.rules.get(IDENTIFIER_RULE_KEY, None)
+        if rule is not None and rule != NFC_RULE:
+            self.fail(f"{IDENTIFIER_RULE_KEY} must be {NFC_RULE!r} when given, not {rule!r}")
+        self.identifiers = rule == NFC_RULE
+
+    def _check_identifier(self, key: str, value: str) -> None:
+        fault = identifier_fault(value) if self.identifiers else None
+        if fault is not None:
+            self.fail(f"{key}: {value!r} {fault}")
 
     def fail(self, message: str) -> NoReturn:
         raise BadDomainRulesError(f"{self.type_name} rules: {message}", **self.where)
 
     def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
         missing = sorted(set(required) - set(self.rules))
-        # Beside the domain's own fields: its type, and the checkpoint key a genesis may pin (10.7).
-        unknown = sorted(set(self.rules) - set(required) - set(optional) - {"type", "checkpoint_key"})
+        # Beside the domain's own fields: its type, the checkpoint key a genesis may pin (10.7)
+        # and its identifier rule (7.5).
+        unknown = sorted(
+            set(self.rules) - set(required) - set(optional) - {"type", "checkpoint_key", IDENTIFIER_RULE_KEY}
+        )
         if missing or unknown:
             self.fail(f"missing fields {missing}, unknown fields {unknown}")
 
@@ -120,6 +143,7 @@ class GenesisReader:
         value = self.rules[key]
         if not isinstance(value, str) or not value:
             self.fail(f"{key} must be a non-empty string")
+        self._check_identifier(key, value)
         return value
 
     def integer(self, key: str, minimum: int = 0) -> int:
@@ -136,6 +160,7 @@ class GenesisReader:
         for item in value:
             if not isinstance(item, str) or not item or (pattern is not None and not _is_account(item, pattern)):
                 self.fail(f"{key}: {item!r} is not a valid entry")
+            self._check_identifier(key, item)
         if len(set(value)) != len(value):
             self.fail(f"{key} has repeated entries")
         return tuple(value)
@@ -150,10 +175,15 @@ def _is_account(value: str, pattern: re.Pattern[str]) -> bool:
 
 
 class Fields:
-    """A payload whose keys are exactly those named; typed reads raise BadPayloadError."""
+    """A payload whose keys are exactly those named; typed reads raise BadPayloadError.
 
-    def __init__(self, record: Record, *keys: str) -> None:
+    With ``identifiers`` (the ledger's genesis turned the rule of 7.5 on), every string read
+    must follow the identifier rule, else BadIdentifierError.
+    """
+
+    def __init__(self, record: Record, *keys: str, identifiers: bool = False) -> None:
         self.record = record
+        self.identifiers = identifiers
         self.payload = record.content.payload
         if set(self.payload) != set(keys):
             missing = sorted(set(keys) - set(self.payload))
@@ -170,6 +200,9 @@ class Fields:
             self.fail(f"{key} must be a string, not {type(value).__name__}")
         if not value and not allow_empty:
             self.fail(f"{key} must not be empty")
+        fault = identifier_fault(value) if self.identifiers else None
+        if fault is not None:
+            refuse(BadIdentifierError, self.record, f"{key} {value!r} {fault}")
         return value
 
     def account(self, key: str) -> str:

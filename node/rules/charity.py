@@ -33,7 +33,7 @@ from ..errors import InsufficientFundsError, UnknownFundError
 from ..ledger import LedgerRules
 from ..record import Record
 from ..sealed import is_sealed
-from . import Domain, Fields, GenesisReader, Plan, refuse
+from . import Domain, GenesisReader, Plan, refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,7 @@ class CharityState(Domain):
 
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))
+        self.identifiers = reader.identifiers
         reader.keys(("currency",), optional=("funds",))
         self.currency = reader.text("currency")
         self.listed = "funds" in rules.rules
@@ -86,7 +87,7 @@ class CharityState(Domain):
         return Plan()
 
     def _donation(self, record: Record) -> Plan:
-        fields = Fields(record, "donor", "fund", "amount", "source", "purpose")
+        fields = self.fields(record, "donor", "fund", "amount", "source", "purpose")
         donor = fields.text("donor")
         if not is_sealed(donor):
             fields.fail(f"donor {donor!r} is not a sealed id")
@@ -101,7 +102,7 @@ class CharityState(Domain):
         return self._update(fund, replace(totals, donated=totals.donated + amount, donations=totals.donations + 1))
 
     def _disbursement(self, record: Record) -> Plan:
-        fields = Fields(record, "fund", "target", "amount", "purpose")
+        fields = self.fields(record, "fund", "target", "amount", "purpose")
         fund = fields.text("fund")
         fields.text("target")
         amount = fields.amount()

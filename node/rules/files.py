@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from ..errors import FileConflictError, FileTooLargeError
 from ..ledger import LedgerRules
 from ..record import Record
-from . import Domain, Fields, GenesisReader, Plan, Ref, refuse
+from . import Domain, GenesisReader, Plan, Ref, refuse
 
 READ_RULES = ("public", "uploader", "authors")
 MAX_NAME_LENGTH = 255
@@ -68,6 +68,7 @@ class FilesState(Domain):
 
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))
+        self.identifiers = reader.identifiers
         reader.keys(("read",), optional=("max_size",))
         read = rules.rules["read"]
         if read not in READ_RULES:
@@ -87,7 +88,7 @@ class FilesState(Domain):
         return Plan(lambda: self._authors.add(author))
 
     def _file(self, record: Record) -> Plan:
-        fields = Fields(record, "name", "size", "sha256")
+        fields = self.fields(record, "name", "size", "sha256")
         name = fields.text("name")
         if len(name) > MAX_NAME_LENGTH or _NOT_IN_NAME.search(name) or name in {".", ".."}:
             fields.fail(f"name {name!r} is not a display name (1-{MAX_NAME_LENGTH} characters, no path, no control)")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ..errors import InsufficientFundsError, NotIssuerError, NotOwnerError, SelfTransferError
 from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
-from . import Domain, Fields, GenesisReader, Plan, refuse
+from . import Domain, GenesisReader, Plan, refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,7 @@ class ResourcesState(Domain):
 
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))
+        self.identifiers = reader.identifiers
         reader.keys(("unit", "issuers"))
         self.unit = reader.text("unit")
         self.issuers = frozenset(reader.names("issuers", ACCOUNT_PATTERN))
@@ -63,7 +64,7 @@ class ResourcesState(Domain):
         return Plan()
 
     def _issue(self, record: Record) -> Plan:
-        fields = Fields(record, "account", "amount")
+        fields = self.fields(record, "account", "amount")
         account, amount = fields.account("account"), fields.amount()
         author = record.content.author
         if author not in self.issuers:
@@ -77,7 +78,7 @@ class ResourcesState(Domain):
         return Plan(commit)
 
     def _transfer(self, record: Record) -> Plan:
-        fields = Fields(record, "from", "to", "amount")
+        fields = self.fields(record, "from", "to", "amount")
         source, target, amount = fields.account("from"), fields.account("to"), fields.amount()
         author = record.content.author
         if source != author:

@@ -56,7 +56,7 @@ from ..errors import (
 )
 from ..ledger import LedgerRules
 from ..record import Record
-from . import Domain, Fields, GenesisReader, Plan, Ref, refuse
+from . import Domain, GenesisReader, Plan, Ref, refuse
 
 ELECTRONIC_ID_PREFIX = "E-"
 ELECTRONIC_ID_BYTES = 8
@@ -106,6 +106,7 @@ class ElectionState(Domain):
 
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))
+        self.identifiers = reader.identifiers
         reader.keys(("choices", "opens", "closes"))
         self.choices = reader.names("choices")
         self.opens = reader.integer("opens")
@@ -133,7 +134,7 @@ class ElectionState(Domain):
         return Plan()
 
     def _register(self, record: Record) -> Plan:
-        voter_id = Fields(record, "voter_id").text("voter_id")
+        voter_id = self.fields(record, "voter_id").text("voter_id")
         self._check_time(record, "registration", need_open=False)
         if voter_id in self._electronic_ids:
             refuse(AlreadyRegisteredError, record, f"voter id {voter_id!r} is already registered")
@@ -151,7 +152,7 @@ class ElectionState(Domain):
         return Plan(commit, {"electronic_id": eid})
 
     def _cast(self, record: Record) -> Plan:
-        fields = Fields(record, "electronic_id", "choice")
+        fields = self.fields(record, "electronic_id", "choice")
         eid, choice = fields.text("electronic_id"), fields.text("choice")
         self._check_time(record, "voting", need_open=True)
         voter = self._active_voter(record, eid)
@@ -162,7 +163,7 @@ class ElectionState(Domain):
         return self._update(replace(voter, vote=Vote(choice, Ref.of(record))))
 
     def _uncast(self, record: Record) -> Plan:
-        eid = Fields(record, "electronic_id").text("electronic_id")
+        eid = self.fields(record, "electronic_id").text("electronic_id")
         self._check_time(record, "uncasting", need_open=True)
         voter = self._active_voter(record, eid)
         if voter.vote is None:
@@ -170,7 +171,7 @@ class ElectionState(Domain):
         return self._update(replace(voter, vote=None))
 
     def _withdraw(self, record: Record) -> Plan:
-        eid = Fields(record, "electronic_id").text("electronic_id")
+        eid = self.fields(record, "electronic_id").text("electronic_id")
         self._check_time(record, "withdrawal", need_open=False)
         voter = self._active_voter(record, eid)
         plan = self._update(replace(voter, withdrawn=Ref.of(record)))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from vledger.broker.client import Client
 from vledger.broker.redis_server import find_redis_server, free_port
@@ -50,6 +51,9 @@ keys = "keys"
 data = "run/data"
 redis = "redis://127.0.0.1:{ports[0]}/0"
 default_home = "ingest-1"
+
+[redis]
+passwords = "keys/redis"
 
 [nodes.ingest-1]
 role = "ingest"
@@ -136,6 +140,11 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     for name in ("redis", "ingest-1", "ingest-2"):
         assert re.search(rf"^  {name} +RUNNING", out, re.MULTILINE), out
     assert "keys created: ingest-1, ingest-2, admin" in out
+    # Redis runs with access control: a client without the password of a user gets nothing.
+    anonymous = redis.Redis.from_url(load_cluster(config).redis_url, socket_timeout=5.0)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.get("vledger:accounts:version")
+    anonymous.close()
     status = check(cli("supervise", "--config", config, "status"), config)
     assert [line.split()[:2] for line in status.splitlines()] == [
         ["ingest-1", "RUNNING"], ["ingest-2", "RUNNING"], ["redis", "RUNNING"]

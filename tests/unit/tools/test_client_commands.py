@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -688,6 +689,38 @@ def test_vote_verbs(vledger: Run, node: SimulatedNode) -> None:
     ]
     code, _, err = vledger("vote", "cast", "e2026", "--electronic-id", electronic_id, "--choice", "no")
     assert code == 1 and "withdrawn" in err
+
+
+def test_a_voter_id_typed_in_nfd_is_sent_in_nfc_so_it_is_one_voter(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "e2026", "note", ELECTION_RULES)
+    assert node.contents()[0].payload["rules"]["identifiers"] == "nfc"  # a new ledger has the rule
+    composed, decomposed = unicodedata.normalize("NFC", "José-Ñúñez"), unicodedata.normalize("NFD", "José-Ñúñez")
+    assert vledger("vote", "register", "e2026", "--voter-id", composed)[0] == 0
+    code, _, err = vledger("vote", "register", "e2026", "--voter-id", decomposed)
+    assert code == 1 and "already_registered" in err
+    assert [c.payload for c in node.contents()[1:]] == [{"voter_id": composed}] * 2  # sent twice, the same id
+
+
+def test_a_bidi_override_typed_is_refused_before_anything_is_sent(vledger: Run, node: SimulatedNode) -> None:
+    create(vledger, "e2026", "note", ELECTION_RULES)
+    code, out, err = vledger("vote", "register", "e2026", "--voter-id", "V-1\u202eevil")
+    assert code == 2 and out == ""
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in err and "\\u202e" in err and "\u202e" not in err
+    code, _, err = vledger("ledger", "create", "e2", "--rules", json.dumps({**ELECTION_RULES, "choices": ["a\u2067"]}))
+    assert code == 2 and "U+2067" in err
+    assert node.sent("put") == []
+
+
+def test_human_and_json_output_escape_what_a_terminal_cannot_show_safely(vledger: Run, node: SimulatedNode) -> None:
+    # A ledger of before the rule (or a hostile node) may hold anything: show it, never obey it.
+    create(vledger, "notes", "note")
+    payload = {"text": "V-1\u202eevil\x1b[2J\u2028"}
+    assert vledger("put", "notes", "note", "--payload", json.dumps(payload))[0] == 0
+    code, out, _ = vledger("get", "notes", "1")
+    assert code == 0
+    assert "V-1\\u202eevil\\u001b[2J\\u2028" in out
+    assert not any(unicodedata.category(c)[0] == "C" for c in out.replace("\n", ""))
+    assert vledger.json("get", "notes", "1")["payload"] == payload
 
 
 def test_a_domain_verb_on_a_ledger_of_another_domain_writes_nothing(vledger: Run, node: SimulatedNode) -> None:

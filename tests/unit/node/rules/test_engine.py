@@ -320,6 +320,7 @@ CODES = {
     "RuleError": "rule_violation",
     "BadDomainRulesError": "bad_rules",
     "BadPayloadError": "bad_payload",
+    "BadIdentifierError": "bad_identifier",
     "AlreadyRegisteredError": "already_registered",
     "ElectronicIdTakenError": "electronic_id_taken",
     "NotRegisteredError": "not_registered",

@@ -1,0 +1,225 @@
+"""Redis access control: one Redis user per role, with only the commands and keys that role uses.
+
+Without it any host that reaches Redis reads and writes every key: a replica could rewrite a
+ledger's stream or give itself an admin account. With it (``[redis] passwords`` in the
+cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its role:
+
+============  ===========================================================================
+user          may
+============  ===========================================================================
+ingest        append to and repair its ledgers' streams (``chain:*``), name homes and seals,
+              advance held heights, raise and resolve alerts; read the accounts
+replica       read streams, homes and seals; advance its held heights; raise and resolve
+              its alerts; read the accounts
+observer      what a replica may, and publish signed tallies (``tallies:*``, ``tally:latest:*``)
+verifier      read streams, held heights, homes and seals; read streams through its consumer
+              group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes there);
+              keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read the accounts
+admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
+============  ===========================================================================
+
+Every node user may also report which accounts version it applied (``accounts:applied``,
+``accounts:seen``): the admin's ``wait_applied`` reads it. Keys are named by
+broker/replication.py, broker/accounts.py, broker/tallies.py and verifier/checks.py; a
+command a Lua script runs is checked against the caller's user too, so a script cannot
+reach past these rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``,
+``SHUTDOWN``, ``MODULE`` or ``MIGRATE``; the default user is off.
+
+Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..node.errors import SettingsError
+
+ROLES = ("ingest", "replica", "observer", "verifier", "admin")
+USER_PREFIX = "vledger-"
+PASSWORD_SUFFIX = ".redis_password"  # noqa: S105 (a file name)
+ACL_FILE = "redis.acl"
+_PASSWORD_BYTES = 32
+
+# What a client does on every connection: AUTH (always allowed), SELECT the URL's database,
+# PING, and run the Lua scripts (EVALSHA, SCRIPT LOAD when the server lost them). redis-py
+# also names its library (CLIENT SETINFO, Redis 7.2 on) and takes a refusal in its stride.
+_CONNECTION = ("ping", "select", "evalsha", "eval", "evalsha_ro", "eval_ro", "script|load", "script|exists")
+# Accounts as every node reads them (AccountRegistry.snapshot / lookup, AccountCache) and
+# the version each node reports it applied (record_applied: HSET, TIME, PUBLISH).
+_ACCOUNTS_READ = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time", "subscribe", "unsubscribe")
+_ACCOUNTS_REPORT = ("hset", "publish")
+_STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
+_ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
+
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        *_CONNECTION,
+        *_ACCOUNTS_READ,
+        *_ACCOUNTS_REPORT,
+        *_STREAM_READ,
+        *_ALERTS,
+        "hsetnx",
+        "xdel",
+        "xsetid",
+        "xinfo|groups",
+        "xgroup|setid",
+    ),
+    "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    "admin": (
+        *_CONNECTION,
+        *_ACCOUNTS_READ,
+        *_ACCOUNTS_REPORT,
+        *_STREAM_READ,
+        *_ALERTS,
+        "sadd",
+        "srem",
+        "del",
+        "incr",
+        "hsetnx",
+        "xinfo|groups",
+        "psubscribe",
+        "punsubscribe",
+        "info",
+    ),
+}
+
+
+def _keys(ns: str) -> dict[str, tuple[str, ...]]:
+    accounts_read = tuple(
+        f"%R~{ns}:{key}" for key in ("account:*", "accounts:names", "accounts:keys", "accounts:version")
+    )
+    node = (*accounts_read, f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
+    # The script that advances a held height names the channel it publishes on as a key:
+    # nothing is stored under that name, and the script's other key is the node's own.
+    held = (f"~{ns}:held:*", f"~{ns}:held")
+    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:seals", *held)
+    return {
+        "ingest": (*node, f"~{ns}:chain:*", f"~{ns}:ledgers", f"~{ns}:seals", *held),
+        "replica": follower,
+        "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
+        "verifier": (
+            *node,
+            f"%R~{ns}:chain:*",
+            f"%R~{ns}:ledgers",
+            f"%R~{ns}:seals",
+            f"%R~{ns}:held:*",
+            f"~{ns}:sweep:*",
+        ),
+        "admin": (f"~{ns}:*",),
+    }
+
+
+def _channels(ns: str) -> dict[str, tuple[str, ...]]:
+    node = (f"&{ns}:accounts", f"&{ns}:accounts:applied")
+    return {
+        "ingest": (*node, f"&{ns}:held"),
+        "replica": (*node, f"&{ns}:held"),
+        "observer": (*node, f"&{ns}:held"),
+        "verifier": node,
+        "admin": (f"&{ns}:*",),
+    }
+
+
+# The verifier reads each stream through a consumer group: the group's commands write the
+# group's state in the stream key, so they get a selector of their own, and XADD on a
+# stream stays refused.
+def _selectors(ns: str) -> dict[str, tuple[str, ...]]:
+    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:chain:*)",)}
+
+
+def user_name(role: str) -> str:
+    """The Redis user of ``role`` (``vledger-replica``); SettingsError for a role not in :data:`ROLES`."""
+    if role not in ROLES:
+        raise SettingsError(f"no Redis user for role {role!r} (roles: {', '.join(ROLES)})")
+    return USER_PREFIX + role
+
+
+def rules(role: str, namespace: str = "vledger") -> list[str]:
+    """The ACL rules of ``role``'s user, as ``ACL SETUSER`` and an ACL file take them, without
+    its password: reset first, then the commands, keys, channels and selectors allowed."""
+    user_name(role)
+    tokens = ["reset", "on", "-@all"]
+    tokens += [f"+{command}" for command in dict.fromkeys(_COMMANDS[role])]
+    tokens += list(_keys(namespace)[role])
+    tokens += list(_channels(namespace)[role])
+    tokens += list(_selectors(namespace).get(role, ()))
+    return tokens
+
+
+def password_digest(password: str) -> str:
+    """The SHA-256 of ``password`` as an ACL rule takes it (``#<hex>``): the ACL file holds no password."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_file_text(passwords: Mapping[str, str], namespace: str = "vledger") -> str:
+    """An ACL file (redis-server ``--aclfile``): the default user off, one user per role."""
+    lines = ["user default off resetkeys resetchannels -@all"]
+    for role in ROLES:
+        lines.append(" ".join(["user", user_name(role), *rules(role, namespace), password_digest(passwords[role])]))
+    return "\n".join(lines) + "\n"
+
+
+def password_path(directory: Path, role: str) -> Path:
+    return directory / f"{user_name(role)}{PASSWORD_SUFFIX}"
+
+
+def read_password(path: Path) -> str:
+    """A password file's one line; SettingsError if it is missing, empty or readable by others."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"{path}: cannot read the Redis password: {getattr(e, 'strerror', None) or e}") from None
+    if mode & 0o077:
+        raise SettingsError(f"{path}: a Redis password file must be private (chmod 600), not {oct(mode & 0o777)}")
+    if not text:
+        raise SettingsError(f"{path}: the Redis password file is empty")
+    return text
+
+
+def write_passwords(directory: Path, namespace: str = "vledger", *, force: bool = False) -> dict[str, Path]:
+    """A new random password per role, each in its 0600 file, and the ACL file beside them (0600).
+
+    A password file already there is kept (so running processes keep signing in) unless
+    ``force``; the ACL file is always written from the passwords on disk. Returns the paths.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passwords: dict[str, str] = {}
+    written: dict[str, Path] = {}
+    for role in ROLES:
+        path = password_path(directory, role)
+        if path.exists() and not force:
+            passwords[role] = read_password(path)
+            continue
+        passwords[role] = secrets.token_urlsafe(_PASSWORD_BYTES)
+        _write_private(path, passwords[role] + "\n")
+        written[role] = path
+    acl = directory / ACL_FILE
+    _write_private(acl, acl_file_text(passwords, namespace))
+    written["acl"] = acl
+    return written
+
+
+def _write_private(path: Path, text: str) -> None:
+    # Created 0600 (never world-readable for an instant), then moved over the old one.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def apply(client: Any, passwords: Mapping[str, str], namespace: str = "vledger") -> None:
+    """Create or reset every role's user on a running server (``ACL SETUSER``), as the ACL file would."""
+    for role in ROLES:
+        client.execute_command(
+            "ACL", "SETUSER", user_name(role), *rules(role, namespace), password_digest(passwords[role])
+        )

@@ -1,0 +1,176 @@
+"""Redis access control on a real redis-server: each role's user may do its work and nothing more.
+
+The server takes its users from the ACL file ``write_passwords`` makes (as ``vledger keygen
+--cluster`` does); every client signs in the way the processes do (ClusterConfig.redis_access
+-> connect). The refusals are Redis' own (NOPERM), raised by the same calls the nodes make.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from vledger.broker import redis_acl
+from vledger.broker.accounts import AccountRegistry
+from vledger.broker.redis_server import RedisServer, connect, find_redis_server
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.tallies import TallyBoard
+from vledger.config.cluster import RedisAccess
+from vledger.node.errors import SettingsError
+
+NOPERM = redis.exceptions.NoPermissionError
+
+
+class AclServer:
+    def __init__(self, server: RedisServer, passwords_dir: Path) -> None:
+        self.server = server
+        self.passwords_dir = passwords_dir
+        self.clients: list[Any] = []
+
+    def access(self, role: str) -> RedisAccess:
+        user = redis_acl.user_name(role)
+        return RedisAccess(self.server.url, user, redis_acl.password_path(self.passwords_dir, role))
+
+    def client(self, role: str) -> Any:
+        client = connect(self.access(role), timeout=5.0)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
+    passwords = short_tmp / "keys" / "redis"
+    written = redis_acl.write_passwords(passwords)
+    admin = redis_acl.read_password(redis_acl.password_path(passwords, "admin"))
+    with RedisServer(
+        short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
+    ) as server:
+        served = AclServer(server, passwords)
+        yield served
+        for client in served.clients:
+            client.close()
+
+
+def test_password_files_and_the_acl_file_are_private_and_hold_no_password_twice(acl: AclServer) -> None:
+    for role in redis_acl.ROLES:
+        path = redis_acl.password_path(acl.passwords_dir, role)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    acl_file = acl.passwords_dir / redis_acl.ACL_FILE
+    assert os.stat(acl_file).st_mode & 0o777 == 0o600
+    text = acl_file.read_text()
+    for role in redis_acl.ROLES:
+        password = redis_acl.read_password(redis_acl.password_path(acl.passwords_dir, role))
+        assert password not in text and redis_acl.password_digest(password) in text
+
+
+def test_without_a_password_or_with_a_wrong_one_nothing_is_served(acl: AclServer) -> None:
+    anonymous = connect(acl.server.url, timeout=5.0)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.get("vledger:accounts:version")
+    anonymous.close()
+    wrong = redis.Redis.from_url(acl.server.url, username="vledger-admin", password="guess", socket_timeout=5.0)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        wrong.ping()
+    wrong.close()
+
+
+def test_a_password_file_readable_by_others_is_refused(acl: AclServer) -> None:
+    path = redis_acl.password_path(acl.passwords_dir, "replica")
+    path.chmod(0o644)
+    with pytest.raises(SettingsError, match="chmod 600"):
+        connect(acl.access("replica"))
+
+
+def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_seal(acl: AclServer) -> None:
+    AccountRegistry(acl.client("admin")).add_account("alice", "writer")
+    replica = acl.client("replica")
+    accounts = AccountRegistry(replica)
+    assert [a.name for a in accounts.list_accounts()] == ["alice"]  # it reads them
+    for change in (
+        lambda: accounts.add_account("mallory", "admin"),
+        lambda: accounts.set_role("alice", "admin"),
+        lambda: accounts.add_key("alice", "R2+pIa[239DWD+Knx/=d1WCHVT{4rpdPc9]Ro4T?"),
+    ):
+        with pytest.raises(NOPERM):
+            change()
+    with pytest.raises(NOPERM):
+        replica.hset("vledger:account:alice", "role", "admin")
+    repl = ReplicationLedger(replica)
+    with pytest.raises(NOPERM):
+        repl.append("votes", "ingest-1", 0, [b"forged"])
+    for write in (
+        lambda: replica.hset("vledger:ledgers", "votes", "replica-1"),
+        lambda: replica.hset("vledger:seals", "votes", b"x"),
+        lambda: replica.xadd("vledger:chain:votes", {"record": b"x"}),
+    ):
+        with pytest.raises(NOPERM, match="key"):
+            write()
+    assert AccountRegistry(acl.client("admin")).list_accounts()[0].role == "writer"
+
+
+def test_a_replica_does_its_own_work(acl: AclServer) -> None:
+    ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0", b"r1"])
+    replica = acl.client("replica")
+    repl = ReplicationLedger(replica)
+    assert [r.data for r in repl.read("votes", 0, 10)] == [b"r0", b"r1"]
+    assert repl.advance("replica-1", "votes", 1) == 1
+    assert repl.ledgers() == {"votes": "ingest-1"}
+    repl.alert(Alert(node="replica-1", ledger="votes", what="fork", height=1, detail="test"))
+    assert list(repl.open_alerts()) == ["replica-1|votes|fork"]
+    AccountRegistry(replica).record_applied("replica-1", 0)
+    assert AccountRegistry(acl.client("admin")).applied() == {"replica-1": 0}
+
+
+def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
+    TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))
+    for role in ("replica", "verifier", "ingest"):
+        with pytest.raises(NOPERM):
+            TallyBoard(acl.client(role)).publish("votes", "observer-1", 4, b"forged", bytes(64))
+    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
+
+
+def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: AclServer) -> None:
+    ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0"])
+    verifier = acl.client("verifier")
+    verifier.xgroup_create("vledger:chain:votes", "verifier", id="0", mkstream=True)
+    replies = verifier.xreadgroup("verifier", "verifier-1", {"vledger:chain:votes": ">"}, count=10)
+    ((_, entries),) = replies
+    assert verifier.xack("vledger:chain:votes", "verifier", entries[0][0]) == 1
+    verifier.hset("vledger:sweep:verifier-1", "votes", "0")
+    with pytest.raises(NOPERM):
+        verifier.xadd("vledger:chain:votes", {"record": b"x"})
+    with pytest.raises(NOPERM):
+        ReplicationLedger(verifier).advance("verifier-1", "votes", 9)
+    with pytest.raises(NOPERM):
+        AccountRegistry(verifier).add_account("mallory", "admin")
+
+
+def test_an_ingest_node_writes_streams_but_not_accounts(acl: AclServer) -> None:
+    ingest = acl.client("ingest")
+    repl = ReplicationLedger(ingest)
+    assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
+    assert repl.rewind("votes", 1) == 1
+    with pytest.raises(NOPERM):
+        AccountRegistry(ingest).add_account("mallory", "admin")
+
+
+@pytest.mark.parametrize("role", redis_acl.ROLES)
+def test_no_role_may_flush_configure_or_list_keys(acl: AclServer, role: str) -> None:
+    client = acl.client(role)
+    for command in (
+        ("FLUSHALL",),
+        ("CONFIG", "SET", "appendonly", "no"),
+        ("KEYS", "*"),
+        ("ACL", "LIST"),
+        ("FLUSHDB",),
+        ("SCRIPT", "FLUSH"),
+    ):
+        with pytest.raises(NOPERM):
+            client.execute_command(*command)
+    with pytest.raises(NOPERM):
+        client.set("elsewhere:key", "x")  # no key outside the namespace
