@@ -7,14 +7,19 @@ cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its rol
 ============  ===========================================================================
 user          may
 ============  ===========================================================================
-ingest        append to and repair its ledgers' streams (``chain:*``), name homes and seals,
-              advance held heights, raise and resolve alerts; read the accounts
-replica       read streams, homes and seals; advance its held heights; raise and resolve
-              its alerts; read the accounts
+ingest        append to and repair its ledgers' streams (``chain:*``), name homes, keep each
+              ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
+              (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
+              alerts; read and change the accounts (it carries out the admin's account
+              commands, which it checks itself: ingest/accounts.py)
+replica       read streams, homes and checkpoints; as a witness publish its cosignatures
+              (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
+              held heights; raise and resolve its alerts; read the accounts
 observer      what a replica may, and publish signed tallies (``tallies:*``, ``tally:latest:*``)
-verifier      read streams, held heights, homes and seals; read streams through its consumer
-              group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes there);
-              keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read the accounts
+verifier      read streams, held heights, homes and checkpoints; read streams through its
+              consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
+              there); keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read
+              the accounts
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
 ============  ===========================================================================
 
@@ -55,6 +60,10 @@ _ACCOUNTS_READ = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "t
 _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
+# The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
+_ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish")
+# A witness makes its cosignature and the hint on ``cosigned`` one transaction (MULTI/EXEC).
+_TRANSACTION = ("multi", "exec", "discard")
 
 _COMMANDS: dict[str, tuple[str, ...]] = {
     "ingest": (
@@ -63,14 +72,15 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_ACCOUNTS_REPORT,
         *_STREAM_READ,
         *_ALERTS,
+        *_ACCOUNTS_WRITE,
         "hsetnx",
         "xdel",
         "xsetid",
         "xinfo|groups",
         "xgroup|setid",
     ),
-    "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
-    "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
+    "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
     "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
     "admin": (
         *_CONNECTION,
@@ -92,23 +102,34 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def _keys(ns: str) -> dict[str, tuple[str, ...]]:
-    accounts_read = tuple(
-        f"%R~{ns}:{key}" for key in ("account:*", "accounts:names", "accounts:keys", "accounts:version")
-    )
-    node = (*accounts_read, f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
+    accounts = ("account:*", "accounts:names", "accounts:keys", "accounts:version")
+    accounts_read = tuple(f"%R~{ns}:{key}" for key in accounts)
+    reports = (f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
+    node = (*accounts_read, *reports)
     # The script that advances a held height names the channel it publishes on as a key:
     # nothing is stored under that name, and the script's other key is the node's own.
     held = (f"~{ns}:held:*", f"~{ns}:held")
-    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:seals", *held)
+    # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
+    # since whoever counts cosignatures verifies each one (broker/replication.py).
+    witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
+    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", *witness, *held)
     return {
-        "ingest": (*node, f"~{ns}:chain:*", f"~{ns}:ledgers", f"~{ns}:seals", *held),
+        "ingest": (
+            *(f"~{ns}:{key}" for key in accounts),
+            *reports,
+            f"~{ns}:chain:*",
+            f"~{ns}:ledgers",
+            f"~{ns}:checkpoints",
+            f"%R~{ns}:cosig:*",
+            *held,
+        ),
         "replica": follower,
         "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
         "verifier": (
             *node,
             f"%R~{ns}:chain:*",
             f"%R~{ns}:ledgers",
-            f"%R~{ns}:seals",
+            f"%R~{ns}:checkpoints",
             f"%R~{ns}:held:*",
             f"~{ns}:sweep:*",
         ),
@@ -119,9 +140,9 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
 def _channels(ns: str) -> dict[str, tuple[str, ...]]:
     node = (f"&{ns}:accounts", f"&{ns}:accounts:applied")
     return {
-        "ingest": (*node, f"&{ns}:held"),
-        "replica": (*node, f"&{ns}:held"),
-        "observer": (*node, f"&{ns}:held"),
+        "ingest": (*node, f"&{ns}:held", f"&{ns}:cosigned"),
+        "replica": (*node, f"&{ns}:held", f"&{ns}:cosigned"),
+        "observer": (*node, f"&{ns}:held", f"&{ns}:cosigned"),
         "verifier": node,
         "admin": (f"&{ns}:*",),
     }
@@ -182,6 +203,11 @@ def read_password(path: Path) -> str:
     if not text:
         raise SettingsError(f"{path}: the Redis password file is empty")
     return text
+
+
+def read_passwords(directory: Path) -> dict[str, str]:
+    """Every role's password from ``directory`` (:func:`read_password` checks each file)."""
+    return {role: read_password(password_path(directory, role)) for role in ROLES}
 
 
 def write_passwords(directory: Path, namespace: str = "vledger", *, force: bool = False) -> dict[str, Path]:

@@ -18,6 +18,7 @@ Imported as ``vledger.tests.e2e.helpers`` (see tests/integration/cluster.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -39,7 +40,7 @@ from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import KeyPair, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
 from vledger.broker.replication import ReplicationLedger, count_distribution
-from vledger.config.cluster import ClusterConfig, load_cluster
+from vledger.config.cluster import ClusterConfig, RedisAccess, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.record import Entry, decode_record
@@ -114,6 +115,11 @@ class SupervisedCluster:
             'data = "data"',
             f'redis = "redis://127.0.0.1:{port()}/0"',
             'default_home = "ingest-1"',
+            "",
+            # Redis access control, as make run has it: supervise runs redis-server with the
+            # ACL file keygen writes, and each process signs in as its role's user.
+            "[redis]",
+            'passwords = "keys/redis"',
             "",
         ]
         roles = {**dict.fromkeys(self.ingest, "ingest"), **dict.fromkeys(self.replicas, "replica")}
@@ -190,7 +196,7 @@ class SupervisedCluster:
     def answers(self, name: str) -> bool:
         """Whether program ``name`` answers: Redis a PING, a node hello with its own name."""
         if name == "redis":
-            client = connect(self.config.redis_url, timeout=0.5)
+            client = connect(self.redis_access(), timeout=0.5)
             try:
                 return bool(client.ping())
             except redis.exceptions.RedisError:
@@ -203,8 +209,12 @@ class SupervisedCluster:
             except NodeUnavailableError:
                 return False
 
+    def redis_access(self) -> RedisAccess:
+        """The admin's Redis user on this cluster's server (not ``$REDIS_URL``'s)."""
+        return dataclasses.replace(self.config.redis_access("admin"), url=self.config.redis_url)
+
     def replication(self) -> ReplicationLedger:
-        return ReplicationLedger(connect(self.config.redis_url, timeout=5.0))
+        return ReplicationLedger(connect(self.redis_access(), timeout=5.0))
 
     # --- faults --------------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ Each cluster takes a Redis database number of its own and flushes it before and 
 so clusters never see each other's accounts (the registry lives under ``vledger:`` and the
 nodes read their Redis URL from the configuration's ``[cluster] redis``).
 
+The nodes sign in to Redis as their roles' users (``[redis] passwords``, broker/redis_acl.py),
+as under ``make run``: the session's server gets the users once (``redis_acl.apply``), with
+one set of passwords that every cluster on it copies into its keys before ``keygen``. The
+tests' own clients stay the server's default user, to look at and flush what they like.
+
 Imported as ``vledger.tests.integration.cluster``: the editable install maps the package
 ``vledger`` onto the repository, and ``--import-mode=importlib`` puts no test folder on
 ``sys.path``.
@@ -37,6 +42,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 
+from vledger.broker import redis_acl
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
@@ -58,6 +64,40 @@ STRANGER = "stranger"  # a key pair bound to no account: never on any allow-list
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 LOG_TAIL_LINES = 60
+REDIS_PASSWORDS = "keys/redis"  # [redis] passwords, relative to the cluster file
+# Per redis-server (its URL without the database): the directory of its users' passwords.
+# ACL users are the server's, not a database's: clusters on one server share them.
+_ACL_PASSWORDS: dict[str, Path] = {}
+
+
+def acl_passwords(server_url: str) -> Path:
+    """The directory of the password files of ``server_url``'s vledger users, made and
+    applied to that server (ACL SETUSER) on first use; its default user stays as it was."""
+    base = server_url.rsplit("/", 1)[0]
+    directory = _ACL_PASSWORDS.get(base)
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="vl-acl-", dir="/tmp"))
+        redis_acl.write_passwords(directory)
+        passwords = redis_acl.read_passwords(directory)
+        client = connect(server_url)
+        try:
+            redis_acl.apply(client, passwords)
+        finally:
+            client.close()
+        _ACL_PASSWORDS[base] = directory
+    return directory
+
+
+def copy_acl_passwords(server_url: str, keys_dir: Path) -> Path:
+    """Put ``server_url``'s user passwords (0600) where ``[redis] passwords`` names them, so
+    that ``vledger keygen --cluster`` keeps them rather than make new ones the server lacks."""
+    source = acl_passwords(server_url)
+    target = keys_dir / "redis"
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for role in redis_acl.ROLES:
+        shutil.copy2(redis_acl.password_path(source, role), redis_acl.password_path(target, role))
+    return target
+
 
 # Clusters started and not yet stopped: conftest shows their node logs when a test fails.
 ACTIVE: list[LocalCluster] = []
@@ -369,8 +409,9 @@ class LocalCluster:
         try:
             self._flush_redis()
             self._write_config()
-            self.cli("keygen", "--cluster", str(self.config_path))
             keys_dir = self.directory / "keys"
+            copy_acl_passwords(self.redis_url, keys_dir)
+            self.cli("keygen", "--cluster", str(self.config_path))
             self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
             for proc in self.procs.values():
                 proc.public_key = load_public(keys_dir / f"{proc.name}.key")
@@ -465,6 +506,9 @@ class LocalCluster:
             "",
             "[observers]",
             *(f"{key} = {value}" for key, value in self.observing.items()),
+            "",
+            "[redis]",
+            f'passwords = "{REDIS_PASSWORDS}"',
             "",
         ]
         for proc in self.procs.values():

@@ -6,7 +6,10 @@ cluster file (every node at its host's address), the same operator commands (``v
 keygen --cluster``, ``vledger admin bootstrap``, ``vledger <role> --config ... --node ...``),
 each started with ``ip netns exec <host>``. Redis is a primary and a replica on two hosts and
 three Sentinels on three (quorum 2); every node finds the primary through the Sentinels
-(``redis = "sentinel://..."``). The test process itself runs on the host ``client``
+(``redis = "sentinel://..."``) and signs in as its role's Redis user (``[redis] passwords``,
+broker/redis_acl.py): each Redis server gets the users ``keygen`` made (``redis_acl.apply``;
+ACL users are a server's own, not replicated), while its default user stays for Redis'
+replication and the Sentinels. The test process itself runs on the host ``client``
 (:func:`~vledger.tests.multihost.netns.inside`): its clients, the writers and the ``vledger``
 commands it runs reach the nodes as any client on the network would.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import redis
 
+from vledger.broker import redis_acl
 from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import connect, find_redis_server
 from vledger.config.cluster import load_cluster
@@ -83,6 +87,7 @@ class HostsCluster(SupervisedCluster):
     def _write_config(self) -> None:
         lines = ["[cluster]", 'name = "multihost"', 'keys = "keys"', 'data = "data"']
         lines += [f'redis = "{self.redis_url}"', 'default_home = "ingest-1"', ""]
+        lines += ["[redis]", 'passwords = "keys/redis"', ""]
         roles = {**dict.fromkeys(self.ingest, "ingest"), **dict.fromkeys(self.replicas, "replica")}
         roles |= {**dict.fromkeys(self.observers, "observer"), self.verifier: "verifier"}
         for name, role in roles.items():
@@ -106,6 +111,8 @@ class HostsCluster(SupervisedCluster):
             done = self.cli(*args)
             if done.returncode != 0:
                 raise AssertionError(f"vledger {args[0]} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+            if args[0] == "keygen":
+                self.apply_acl()
         self.keys[ADMIN] = load_secret(self.config.secret_key_path(ADMIN))
         for name in [*self.ingest, *self.replicas, *self.observers, self.verifier]:
             role = self.config.node(name).role
@@ -163,6 +170,18 @@ class HostsCluster(SupervisedCluster):
             )  # fmt: skip
             self.launch(f"sentinel-{host}", [server, str(conf), "--sentinel"], host=host)
         wait_until(self._sentinels_ready, START_S, "three Sentinels that know the primary, its replica and each other")
+
+    def apply_acl(self) -> None:
+        """Every Redis server gets the role users whose passwords ``keygen --cluster`` wrote."""
+        directory = self.config.redis.passwords_dir
+        assert directory is not None
+        passwords = redis_acl.read_passwords(directory)
+        for host in REDIS_HOSTS:
+            client = redis.Redis(self.network[host].address, REDIS_PORT, socket_timeout=5, socket_connect_timeout=5)
+            try:
+                redis_acl.apply(client, passwords)
+            finally:
+                client.close()
 
     def _sentinels_ready(self) -> bool:
         for host in SENTINEL_HOSTS:

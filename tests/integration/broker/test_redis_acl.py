@@ -8,6 +8,7 @@ The server takes its users from the ACL file ``write_passwords`` makes (as ``vle
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ def test_a_password_file_readable_by_others_is_refused(acl: AclServer) -> None:
         connect(acl.access("replica"))
 
 
-def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_seal(acl: AclServer) -> None:
+def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_checkpoint(acl: AclServer) -> None:
     AccountRegistry(acl.client("admin")).add_account("alice", "writer")
     replica = acl.client("replica")
     accounts = AccountRegistry(replica)
@@ -105,7 +106,7 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_seal(acl: AclSer
         repl.append("votes", "ingest-1", 0, [b"forged"])
     for write in (
         lambda: replica.hset("vledger:ledgers", "votes", "replica-1"),
-        lambda: replica.hset("vledger:seals", "votes", b"x"),
+        lambda: replica.hset("vledger:checkpoints", "votes", b"x"),
         lambda: replica.xadd("vledger:chain:votes", {"record": b"x"}),
     ):
         with pytest.raises(NOPERM, match="key"):
@@ -124,6 +125,37 @@ def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     assert list(repl.open_alerts()) == ["replica-1|votes|fork"]
     AccountRegistry(replica).record_applied("replica-1", 0)
     assert AccountRegistry(acl.client("admin")).applied() == {"replica-1": 0}
+
+
+def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
+    home = ReplicationLedger(acl.client("ingest"))
+    home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
+    listener = acl.client("ingest").pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(home.cosigned_channel)
+    for role in ("replica", "observer"):
+        witness = ReplicationLedger(acl.client(role))
+        assert witness.checkpoints() == {"votes": b"home note"}
+        witness.publish_cosignature("votes", f"{role}-1", 2, b"cosigned note")
+        witness.keep_evidence(f"{role}-1", "votes", 2, {"note": "other"})
+        with pytest.raises(NOPERM):
+            witness.set_checkpoints({"votes": b"forged"})
+    assert home.cosignatures("votes") == {"replica-1": b"cosigned note", "observer-1": b"cosigned note"}
+    assert ReplicationLedger(acl.client("admin")).evidence() == {
+        f"{role}-1|votes|2": {"note": "other"} for role in ("replica", "observer")
+    }
+    heard = []
+    deadline = time.monotonic() + 5.0
+    while len(heard) < 2 and time.monotonic() < deadline:
+        message = listener.get_message(timeout=0.5)
+        if message is not None:
+            heard.append(message["data"])
+    listener.close()
+    assert heard == [b"replica-1 votes 2", b"observer-1 votes 2"]
+    assert ReplicationLedger(acl.client("verifier")).checkpoints() == {"votes": b"home note"}
+    with pytest.raises(NOPERM):
+        ReplicationLedger(acl.client("verifier")).publish_cosignature("votes", "verifier-1", 2, b"x")
+    with pytest.raises(NOPERM):
+        ReplicationLedger(acl.client("ingest")).publish_cosignature("votes", "ingest-1", 2, b"x")
 
 
 def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
@@ -150,13 +182,19 @@ def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: Ac
         AccountRegistry(verifier).add_account("mallory", "admin")
 
 
-def test_an_ingest_node_writes_streams_but_not_accounts(acl: AclServer) -> None:
+def test_an_ingest_node_writes_streams_and_carries_out_account_changes(acl: AclServer) -> None:
     ingest = acl.client("ingest")
     repl = ReplicationLedger(ingest)
     assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
     assert repl.rewind("votes", 1) == 1
+    # An ingest node carries out the admin's account commands (it checks the caller itself).
+    accounts = AccountRegistry(ingest)
+    accounts.add_account("alice", "writer")
+    accounts.set_role("alice", "observer")
+    accounts.remove_account("alice")
+    assert AccountRegistry(acl.client("admin")).list_accounts() == []
     with pytest.raises(NOPERM):
-        AccountRegistry(ingest).add_account("mallory", "admin")
+        TallyBoard(ingest).publish("votes", "observer-1", 4, b"forged", bytes(64))
 
 
 @pytest.mark.parametrize("role", redis_acl.ROLES)
