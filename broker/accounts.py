@@ -8,7 +8,9 @@ Layout, for namespace ``ns`` (``vledger`` by default):
 * ``ns:accounts:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:accounts:version``: a counter that every change bumps;
 * ``ns:accounts:applied`` / ``ns:accounts:seen``: per node, the version it applied and
-  when it last said so (milliseconds, Redis clock).
+  when it last said so (milliseconds, Redis clock);
+* ``ns:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
+  15.4): the accounts above are a cache of it, and nodes read their grants from it.
 
 Every change is one Lua script: it checks, writes, bumps the version and PUBLISHes the new
 version on channel ``ns:accounts``, all atomically. An :class:`AccountCache` on each node
@@ -46,7 +48,9 @@ from ..node.errors import (
     NoSuchKeyError,
     RoleError,
 )
-from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN
+from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
+from ..node.rules.admin import Grants
+from ..node.rules.engine import RulesEngine
 from .keys import check_public_key, fingerprint
 
 logger = logging.getLogger(__name__)
@@ -205,6 +209,16 @@ redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
 return changed()
 """
 
+# KEYS: version, admin records    ARGV: channel, height, record bytes
+_PUSH_ADMIN_RECORD = """
+local size = redis.call('LLEN', KEYS[2])
+local height = tonumber(ARGV[2])
+if size > height then return unchanged() end
+if size < height then return {'admin_gap', size} end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+return changed()
+"""
+
 # KEYS: version, names, keys    ARGV: account key prefix
 _SNAPSHOT = """
 local accounts = {}
@@ -288,6 +302,7 @@ class AccountRegistry:
         self._version = f"{namespace}:accounts:version"
         self._applied = f"{namespace}:accounts:applied"
         self._seen = f"{namespace}:accounts:seen"
+        self.admin_records_key = f"{namespace}:admin:records"
         register = client.register_script
         self._add_account = register(_CHANGED + _ADD_ACCOUNT)
         self._remove_account = register(_CHANGED + _REMOVE_ACCOUNT)
@@ -295,6 +310,7 @@ class AccountRegistry:
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
+        self._push_admin_record = register(_CHANGED + _PUSH_ADMIN_RECORD)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
@@ -364,6 +380,26 @@ class AccountRegistry:
             account=account,
             key=key,
         )
+
+    # --- the admin ledger's cache (docs/PROTOCOL.md 15.4) ------------------------------------
+
+    def push_admin_record(self, height: int, data: bytes) -> int:
+        """Cache the admin ledger's record at ``height`` (again: no change); the new version,
+        announced like an account change so every node reloads its grants. Raises AccountError
+        when the cache lacks the records before it (the caller pushes those first)."""
+        status, version = self._push_admin_record(
+            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), data]
+        )
+        if _text(status) == "admin_gap":
+            raise AccountError(f"the admin ledger cache holds {version} records, not {height}")
+        return int(version)
+
+    def admin_records(self, start: int = 0) -> list[bytes]:
+        """The cached admin ledger's record bytes from height ``start`` on."""
+        return list(self.client.lrange(self.admin_records_key, start, -1))
+
+    def admin_size(self) -> int:
+        return int(self.client.llen(self.admin_records_key))
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -501,6 +537,8 @@ class AccountCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
+        self._grants: Grants | None = None
+        self._admin_size = 0
 
     # --- reads (any thread) ----------------------------------------------------------------------
 
@@ -515,6 +553,17 @@ class AccountCache:
 
     def lookup(self, public_key: str) -> KeyOwner | None:
         return self.snapshot.lookup(public_key)
+
+    @property
+    def grants(self) -> Grants | None:
+        """The grants of the cached admin ledger (None while there is none); a new object
+        after each change, never one changed in place, so any thread may read it."""
+        return self._grants
+
+    def accepted_floor(self) -> int:
+        """The least accepted time a record placed now may have (PROTOCOL 15.2)."""
+        grants = self._grants
+        return 0 if grants is None else grants.last_accepted + 1
 
     def allowed_keys(self) -> frozenset[str]:
         return self.snapshot.allowed_keys()
@@ -531,6 +580,7 @@ class AccountCache:
         """Load the accounts now (the node that made a change calls this before answering)."""
         with self._reload_lock:
             snapshot = self.registry.snapshot()
+            self._load_grants()
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
@@ -541,6 +591,18 @@ class AccountCache:
                     self._changed.notify_all()
             self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
+
+    def _load_grants(self) -> None:
+        """Rebuild the grants when the cached admin ledger changed (it is small, changes are rare)."""
+        size = self.registry.admin_size()
+        if size == self._admin_size:
+            return
+        engine = RulesEngine()
+        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
+        if violations:
+            logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
+        self._grants = engine.grants()
+        self._admin_size = size
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
         """Give the new allow-list to ``on_change``; False if that failed."""

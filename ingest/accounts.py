@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot
+from ..broker.accounts import (
+    Account,
+    AccountCache,
+    AccountRegistry,
+    AccountsSnapshot,
+    check_account_name,
+    check_role,
+)
 from ..broker.keys import check_public_key
-from ..node.errors import ApplyTimeoutError, BadRequestError
+from ..node.errors import (
+    AccountExistsError,
+    ApplyTimeoutError,
+    BadRequestError,
+    KeyInUseError,
+    NoSuchAccountError,
+    NoSuchKeyError,
+)
+from ..node.rules.admin import grant_problem
 from ..node.wire import Args
+from .admin_ledger import AdminLedger, account_payload
 from .service import Caller
 
 
@@ -44,48 +62,111 @@ class CachedAccounts:
 
 
 class RegistryAdmin:
-    """Runs an admin command on the registry and answers once every live ingest node applied it,
-    so that a revoked key is refused on every node from its next request."""
+    """Runs an admin command: checks it against the current accounts, records it on the admin
+    ledger (when this node homes it, docs/PROTOCOL.md 15.3), applies it to the registry, and
+    answers once every live ingest node applied it, so that a revoked key is refused on every
+    node from its next request."""
 
-    def __init__(self, registry: AccountRegistry, cache: AccountCache, nodes: list[str], wait_ms: int) -> None:
+    def __init__(
+        self,
+        registry: AccountRegistry,
+        cache: AccountCache,
+        nodes: list[str],
+        wait_ms: int,
+        ledger: AdminLedger | None = None,
+    ) -> None:
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
         self.wait_seconds = wait_ms / 1000
+        self.ledger = ledger
 
-    def apply(self, command: str, args: Args) -> dict[str, Any]:
-        registry = self.registry
-        if command == "key.revoke":
-            key = _key(args)
-            version = registry.revoke_key(key)
-            result: dict[str, Any] = {"key": key}
+    def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
+        """Raises the precise account errors (no_such_account, key_in_use, ...), BadRequestError
+        for bad arguments, and the admin ledger's RuleErrors (already_granted, no_such_grant)."""
+        author, via = (caller.account, caller.key) if caller is not None else ("", "")
+        if command in ("grant.add", "grant.revoke"):
+            result = self._grant(command, args, author, via)
+            version = self.registry.version()
         else:
-            account = args.text("account", max_length=64)
-            result = {"account": account}
-            if command == "account.add":
-                version = registry.add_account(account, args.text("role", max_length=16))
-            elif command == "account.remove":
-                version = registry.remove_account(account)
-            elif command == "account.enable":
-                version = registry.enable(account)
-            elif command == "account.disable":
-                version = registry.disable(account)
-            elif command == "key.add":
-                key = _key(args)
-                version = registry.add_key(account, key)
-                result["key"] = key
-            else:
-                raise BadRequestError(f"{command!r} is not an account command")
+            result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
-        live = registry.live_nodes(within=max(30.0, 6 * self.cache.poll_interval)) & set(self.nodes)
+        live = self.registry.live_nodes(within=max(30.0, 6 * self.cache.poll_interval)) & set(self.nodes)
         try:
-            registry.wait_applied(version, sorted(live), self.wait_seconds)
+            self.registry.wait_applied(version, sorted(live), self.wait_seconds)
             result["pending"] = []
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.
             result["pending"] = sorted(e.lagging)
         result["version"] = version
         return result
+
+    def _record(self, kind: str, payload: dict[str, Any], author: str) -> int | None:
+        if self.ledger is None or not author:
+            return None
+        return self.ledger.append(kind, payload, author).height
+
+    def _grant(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
+        ledger = args.text("ledger", max_length=64)
+        kind = args.text("kind", max_length=64)
+        account = args.text("account", max_length=64)
+        problem = grant_problem(ledger, kind, account)
+        if problem is not None:
+            raise BadRequestError(problem)
+        if account not in self.registry.snapshot().accounts:
+            raise NoSuchAccountError(f"no account {account!r}")
+        if self.ledger is None:
+            raise BadRequestError("grants are recorded on the admin ledger, which this node does not home")
+        payload = {"ledger": ledger, "kind": kind, "account": account, "via": via}
+        height = self._record("grant" if command == "grant.add" else "revoke", payload, author)
+        return {"ledger": ledger, "kind": kind, "account": account, "height": height}
+
+    def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:
+        registry = self.registry
+        snapshot = registry.snapshot()
+        if command == "key.revoke":
+            key = _key(args)
+            owner = snapshot.owners.get(key)
+            if owner is None:
+                raise NoSuchKeyError(f"key {key} is bound to no account")
+            keys = sorted(k for k in snapshot.accounts[owner].keys if k != key)
+            payload = {"account": owner, "op": "revoke", "key": key, "keys": keys, "via": via}
+            height = self._record("key", payload, author)
+            return {"key": key, "height": height}, registry.revoke_key(key)
+        account = check_account_name(args.text("account", max_length=64))
+        held = snapshot.accounts.get(account)
+        result: dict[str, Any] = {"account": account}
+        if command == "account.add":
+            role = check_role(args.text("role", max_length=16))
+            if held is not None:
+                raise AccountExistsError(f"account {account!r} already exists")
+            after: Account | None = Account(account, role, True, ())
+            change: Callable[[], int] = lambda: registry.add_account(account, role.value)  # noqa: E731
+        elif command not in ("account.remove", "account.enable", "account.disable", "key.add"):
+            raise BadRequestError(f"{command!r} is not an account command")
+        elif held is None:
+            raise NoSuchAccountError(f"no account {account!r}")
+        elif command == "account.remove":
+            after, change = None, lambda: registry.remove_account(account)
+        elif command in ("account.enable", "account.disable"):
+            enabled = command == "account.enable"
+            after = dataclasses.replace(held, enabled=enabled)
+            change = (lambda: registry.enable(account)) if enabled else (lambda: registry.disable(account))
+        else:
+            key = _key(args)
+            owner = snapshot.owners.get(key)
+            if owner is not None and owner != account:
+                raise KeyInUseError(f"key {key} is already bound to another account")
+            after = dataclasses.replace(held, keys=tuple(sorted({*held.keys, key})))
+            result["key"] = key
+            if owner is None:
+                payload = {"account": account, "op": "add", "key": key, "keys": list(after.keys), "via": via}
+                result["height"] = self._record("key", payload, author)
+            return result, registry.add_key(account, key)
+        if after != held:  # enabling an enabled account records nothing
+            op = command.removeprefix("account.")
+            result["height"] = self._record("account", account_payload(op, after, account, via), author)
+        return result, change()
 
     def list_accounts(self) -> list[dict[str, Any]]:
         return [

@@ -162,7 +162,7 @@ class FollowerCheckpoints:
 class _NoAdmin:
     """A replica runs no admin command (they are not among its read commands)."""
 
-    def apply(self, command: str, args: Any) -> dict[str, Any]:
+    def apply(self, command: str, args: Any, caller: Any = None) -> dict[str, Any]:
         raise AssertionError("a replica serves no admin command")
 
     def list_accounts(self) -> list[dict[str, Any]]:

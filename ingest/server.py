@@ -27,10 +27,12 @@ from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.errors import SettingsError
 from ..node.note import VerifierKey
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
 from .accounts import CachedAccounts, RegistryAdmin
+from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
 from .members import MemberGates
@@ -85,13 +87,19 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
     # limit: requests in between get a message_too_large answer rather than a cut connection.
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
-    domain = RulesEngine()
+    gates = MemberGates(config, name)
+    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
+    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
+    # Grants: the engine judges by the admin ledger it holds (on its home), else by the
+    # cache's copy of it; records placed here come after the last admin record applied.
+    domain = RulesEngine(grants=lambda: cache.grants)
     store = ChainStore(
         config.store_dir(name),
         origin=name,
         limits=config.settings.limits,
         settings=config.settings.store,
         domain=domain,
+        accepted_floor=cache.accepted_floor,
     )
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
@@ -111,9 +119,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         log.error("ingest node %s refuses writes to %s: %s", name, ledger, error)
         kept = store.checkpoints.latest(ledger, SIGNED)
         raise_alert(replication, contradiction_alert(name, kept.root if kept is not None else None, error))
-    gates = MemberGates(config, name)
-    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
-    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
+    admin_ledger = AdminLedger(store, registry) if config.home_of(ADMIN_LEDGER).name == name else None
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     witnesses = witness_keys(config)
     watch = CosignatureWatch(
@@ -128,6 +134,8 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     )
     outbox: Outbox | None = None
     try:
+        if admin_ledger is not None:
+            admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
         cache.start()
         assert node.bind_feed_endpoint is not None  # the configuration requires it of an ingest node
         publisher = Publisher(name, keys, node.bind_feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
@@ -143,7 +151,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
             server.self_test()
             admin = RegistryAdmin(
-                registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms
+                registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms, admin_ledger
             )
             service = IngestService(
                 config,

@@ -41,6 +41,7 @@ from ..node.errors import (
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.record import GENESIS_KIND, Entry, Record
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
 from ..node.store import ChainStore, Receipt
@@ -133,7 +134,7 @@ class AccountLookup(Protocol):
 class AccountAdmin(Protocol):
     """The admin commands' access to the registry; each call answers once every node applied it."""
 
-    def apply(self, command: str, args: Args) -> dict[str, Any]: ...
+    def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]: ...
 
     def list_accounts(self) -> list[dict[str, Any]]: ...
 
@@ -311,6 +312,8 @@ class IngestService:
         )
         if entry.content.author != caller.account:
             raise ForbiddenError("a record's author must be the account of the key that sends it")
+        if entry.content.ledger == ADMIN_LEDGER:
+            raise ForbiddenError(f"the {ADMIN_LEDGER!r} ledger is written by its home node for the admin commands")
         home = self.config.home_of(entry.content.ledger)
         if home.name != self.node.name:
             raise self._not_home(entry.content.ledger, "written")
@@ -654,7 +657,10 @@ def _proof_consistency(service: IngestService, caller: Caller, args: Args) -> ob
 
 def _admin_command(name: str, args_doc: str, summary: str) -> None:
     def run(service: IngestService, caller: Caller, args: Args) -> object:
-        return service._blocking(lambda: service.admin.apply(name, args))
+        # One node orders the admin ledger, so one node runs every change (PROTOCOL 15.3).
+        if service.config.home_of(ADMIN_LEDGER).name != service.node.name:
+            raise service._not_home(ADMIN_LEDGER, "written")
+        return service._blocking(lambda: service.admin.apply(name, args, caller))
 
     command(name, ADMINS, args_doc, summary)(run)
 
@@ -665,6 +671,8 @@ _admin_command("account.enable", "account", "let an account's keys in again")
 _admin_command("account.disable", "account", "refuse an account's keys from their next request")
 _admin_command("key.add", "account key", "bind a CURVE public key (z85) to an account")
 _admin_command("key.revoke", "key", "refuse a key from its next request")
+_admin_command("grant.add", "ledger kind account", "let an account write a kind (or *) of a ledger")
+_admin_command("grant.revoke", "ledger kind account", "end an account's grant")
 
 
 @command("account.list", ADMINS, "", "every account, its role, state and keys")

@@ -533,6 +533,21 @@ class SelfTransferError(RuleError):
     code = "self_transfer"
 
 
+class NotGrantedError(RuleError):
+    """The record's author holds no grant for its kind on its ledger, which the admin ledger
+    closed by granting it to others (docs/PROTOCOL.md section 15)."""
+
+    code = "not_granted"
+
+
+class AlreadyGrantedError(RuleError):
+    code = "already_granted"
+
+
+class NoSuchGrantError(RuleError):
+    code = "no_such_grant"
+
+
 class FileTooLargeError(RuleError):
     code = "file_too_large"
 

@@ -47,6 +47,7 @@ from .errors import (
 )
 from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
+from .rules.admin import ADMIN_LEDGER
 from .storefile import (
     DB_NAME,
     INSERT_TREE,
@@ -187,6 +188,7 @@ class ChainStore:
         domain: DomainRules | None = None,
         on_commit: Callable[[list[Record]], None] | None = None,
         keep_tree: bool = True,
+        accepted_floor: Callable[[], int] | None = None,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -194,6 +196,12 @@ class ChainStore:
         ``keep_tree=False`` is only for the benchmark that weighs the tree's cost: the store
         then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
         that keeps it next opens this directory.
+
+        Accepted times and the admin ledger (docs/PROTOCOL.md 15.2): an admin record placed
+        here is accepted no earlier than any record this store placed before it, and every
+        record placed after it at least a millisecond later, so a record's ``accepted`` time
+        says which admin records came before it. ``accepted_floor`` gives the same floor on
+        a node that does not home the admin ledger (the last admin record it applied, plus 1).
         """
         self.directory = directory
         self.keep_tree = keep_tree
@@ -206,6 +214,9 @@ class ChainStore:
         self._clock = clock
         self._domain = domain
         self._domain_ready: set[str] = set()
+        self._accepted_floor = accepted_floor
+        self._latest_accepted = 0  # the largest accepted time of any record held
+        self._after_admin = 0  # the least accepted time of a record placed after the last admin record
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
@@ -261,6 +272,9 @@ class ChainStore:
                 ChainVerifier.after(ledger, top - 1, below.link, rules, PROTOCOL_LIMITS).check(top_record)
                 head = top_record
             self._heads[ledger] = _Head(head.height, head.link, head.accepted, rules)
+            self._latest_accepted = max(self._latest_accepted, head.accepted)
+            if ledger == ADMIN_LEDGER:
+                self._after_admin = head.accepted + 1
 
     def _load_trees(self) -> None:
         """Check every ledger's stored tree against its records, or build it if the store has none.
@@ -317,7 +331,8 @@ class ChainStore:
         engine still has one user at a time."""
         if self._domain is None:
             return
-        for ledger in sorted(self._heads):
+        # The admin ledger first: the grants of every other ledger's records depend on it.
+        for ledger in sorted(self._heads, key=lambda name: (name != ADMIN_LEDGER, name)):
             violations = self._domain.replay(self.range(ledger))
             if violations:
                 log.warning("ledger %s holds %d records that break its rules", ledger, len(violations))
@@ -514,17 +529,29 @@ class ChainStore:
                 raise LedgerExistsError(f"ledger {content.ledger!r} already exists")
             rules = LedgerRules.from_genesis(content, PROTOCOL_LIMITS)
             verify_entry(entry, rules, 0)
-            record = entry.place(0, ZERO_LINK, self._clock(), self.origin)
+            record = entry.place(0, ZERO_LINK, self._accepted(content.ledger, 0), self.origin)
         else:
             if head is None:
                 raise NoSuchLedgerError(f"ledger {content.ledger!r} does not exist")
             rules = head.rules
             verify_entry(entry, rules)
             # Accepted times never go backwards within a ledger, even if the clock does.
-            record = entry.place(head.height + 1, head.link, max(self._clock(), head.accepted), self.origin)
+            record = entry.place(head.height + 1, head.link, self._accepted(content.ledger, head.accepted), self.origin)
         values = self._check_domain(record, rules)
         heads[content.ledger] = _Head(record.height, record.link, record.accepted, rules)
+        # Only once the record passed every check: a refused admin record moves no floor.
+        self._latest_accepted = max(self._latest_accepted, record.accepted)
+        if content.ledger == ADMIN_LEDGER:
+            self._after_admin = record.accepted + 1
         return Receipt.of(record, values=values), record
+
+    def _accepted(self, ledger: str, head_accepted: int) -> int:
+        """The accepted time of the next record of ``ledger`` (see __init__ on the admin ledger)."""
+        accepted = max(self._clock(), head_accepted)
+        if ledger == ADMIN_LEDGER:
+            return max(accepted, self._latest_accepted)
+        floor = self._accepted_floor() if self._accepted_floor is not None else 0
+        return max(accepted, self._after_admin, floor)
 
     def _check_domain(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         if self._domain is None:

@@ -33,7 +33,7 @@ from .args import (
     node_name,
     positive,
 )
-from .client_commands import add_client_commands
+from .client_commands import add_admin_verbs, add_client_commands
 from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo
 from .demo import DEFAULT_RECORDS, run_demo
 from .exporting import export_store
@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_import(commands)
     _add_demo(commands)
-    add_node_commands(commands)
+    admin_actions = add_node_commands(commands)
     add_client_commands(commands)
+    add_admin_verbs(admin_actions)
     add_supervise_command(commands)
     add_tally_command(commands)
     add_repl_commands(commands)

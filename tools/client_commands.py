@@ -19,12 +19,15 @@ from ..broker.keys import check_public_key, load_public
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
-from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, SealError, UsageError
+from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, RemoteError, SealError, UsageError
 from ..node.ledger import LedgerRules
+from ..node.record import Record
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import DOMAINS, PLAIN
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
+from .admin_log import grant_table, print_grants, print_log
 from .args import (
     CONFIG_HELP,
     Subparsers,
@@ -700,6 +703,77 @@ def _add_user_verbs(commands: Subparsers) -> None:
     revoke.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
 
 
+# --- grants and the admin ledger ---------------------------------------------------------------------------
+
+
+def _grant_action(cmd: str) -> SessionVerb:
+    def run(session: Session, args: argparse.Namespace) -> int:
+        result = session.call(cmd, {"ledger": args.ledger, "kind": args.kind, "account": args.account})
+        if args.json:
+            print_json(result)
+            return EXIT_OK
+        verb = "may now write" if cmd == "grant.add" else "may no longer write"
+        print(
+            f"{args.account} {verb} {args.kind!r} records on {args.ledger} (admin ledger height {result.get('height')})"
+        )
+        pending = result.get("pending") or []
+        if pending:
+            print(f"not yet confirmed by {', '.join(map(str, pending))}: they apply it when they catch up")
+        return EXIT_OK
+
+    return run
+
+
+def cmd_grant_list(session: Session, args: argparse.Namespace) -> int:
+    print_grants(grant_table(_admin_records(session)), as_json=args.json)
+    return EXIT_OK
+
+
+def _admin_records(session: Session) -> list[Record]:
+    try:
+        return list(session.records(ADMIN_LEDGER))
+    except RemoteError as e:
+        if e.code == "no_such_ledger":
+            return []  # no admin command ran yet
+        raise
+
+
+def cmd_admin_log(session: Session, args: argparse.Namespace) -> int:
+    print_log(_admin_records(session), as_json=args.json)
+    return EXIT_OK
+
+
+def _add_grant_verbs(commands: Subparsers) -> None:
+    grants = _group(
+        commands,
+        "grant",
+        "who may write which kind of record (admin)",
+        "Grant or revoke the right to write a kind of record on a ledger (recorded on the admin ledger), "
+        "or list the grants in force.",
+    )
+    for action, cmd, summary in (
+        ("add", "grant.add", "let an account write a kind of record on a ledger"),
+        ("revoke", "grant.revoke", "end an account's grant"),
+    ):
+        command = _verb(grants, action, _grant_action(cmd), summary, summary.capitalize() + ".")
+        command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+        command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
+        command.add_argument("account", type=account_name, metavar="ACCOUNT")
+    _verb(grants, "list", cmd_grant_list, "the grants in force", "The grants in force, replayed from the admin ledger.")
+
+
+def add_admin_verbs(actions: Subparsers) -> None:
+    """``vledger admin log``: the admin ledger, record by record (the ``admin`` group is the node commands')."""
+    _verb(
+        actions,
+        "log",
+        cmd_admin_log,
+        "every account, key and grant change, in order",
+        "Show the admin ledger: each change of an account, key, grant or node key, when, by whom and "
+        "through which key, each record checked as the next of the chain.",
+    )
+
+
 # --- registration ------------------------------------------------------------------------------------------
 
 
@@ -713,6 +787,7 @@ def add_client_verbs(commands: Subparsers) -> None:
     _add_file_verbs(commands)
     _add_user_verbs(commands)
     _add_receipt_verbs(commands)
+    _add_grant_verbs(commands)
 
 
 def _add_receipt_verbs(commands: Subparsers) -> None:

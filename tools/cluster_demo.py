@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..broker.client import Client
+from ..broker.keys import new_keypair
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..config.cluster import ClusterConfig, load_cluster
@@ -380,6 +381,8 @@ class ClusterDemo:
         """The whole demo; ``say`` tells what is about to happen before the long part."""
         account = self.session(ELECTION).account
         created = self._create_missing(account)
+        for line in self._roles(account):
+            say(line)
         before = {ledger: self.read_back(ledger) for ledger in (ELECTION, RESOURCES)}
         election = _domain(before[ELECTION], ElectionState)
         resources = _domain(before[RESOURCES], ResourcesState)
@@ -432,6 +435,47 @@ class ClusterDemo:
                 self.session(ledger).create_ledger(ledger, rules)
                 created.append(ledger)
         return created
+
+    def _roles(self, account: str) -> list[str]:
+        """An election office's roles (README "Roles and grants"): a registrar who may register,
+        a treasurer who may disburse, an auditor who reads; the admin keeps both grants so that
+        its own batch goes on. Then one write without a grant, refused (the registrar's
+        disbursement; a registration of its own would change the demo's voter count). Each change is a record
+        on the admin ledger (`vledger admin log`). Keys are made for this run only."""
+        admin = self.session(ELECTION)
+        keys = {name: new_keypair() for name in ("registrar", "treasurer", "auditor")}
+        roles = {"registrar": "writer", "treasurer": "writer", "auditor": "observer"}
+        for name, role in roles.items():
+            with contextlib.suppress(RemoteError):  # there from an earlier run: it gets another key
+                admin.call("account.add", {"account": name, "role": role})
+            admin.call("key.add", {"account": name, "key": keys[name].public})
+        for ledger, kind, holder in (
+            (ELECTION, "register", "registrar"),
+            (ELECTION, "register", account),
+            (ZAKAT, "disbursement", "treasurer"),
+            (ZAKAT, "disbursement", account),
+        ):
+            try:
+                admin.call("grant.add", {"ledger": ledger, "kind": kind, "account": holder})
+            except RemoteError as e:
+                if e.code != "already_granted":
+                    raise
+        lines = [
+            f"Roles: registrar may register on {ELECTION}, treasurer may disburse from {ZAKAT}, "
+            "auditor reads (see: vledger grant list, vledger admin log)."
+        ]
+        node = self.config.home_of(ELECTION)
+        client = Client(node_address(self.config, node.name), keys["registrar"], timeout=TIMEOUT)
+        registrar = Session(self.config, node, client)
+        try:
+            try:
+                registrar.put(ZAKAT, build.disbursement("general", "mallory-offshore", 1, "none"))
+                lines.append("registrar disbursed to mallory-offshore: ACCEPTED (grants are not enforced!)")
+            except RemoteError as e:
+                lines.append(f"registrar tried to disburse to mallory-offshore: refused, {e.code}.")
+        finally:
+            registrar.close()
+        return lines
 
     def _batch_input(self, account: str, election: ElectionState, resources: ResourcesState, voters: int) -> BatchInput:
         ts = now_ms()

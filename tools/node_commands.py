@@ -155,7 +155,8 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_node_commands(commands: Subparsers) -> None:
+def add_node_commands(commands: Subparsers) -> Subparsers:
+    """The node commands; returns the ``admin`` group, where the client verb ``admin log`` goes."""
     for role, (_, summary, description) in NODE_PROCESSES.items():
         node = add_command(commands, role, cmd_node, summary, description)
         node.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
@@ -176,18 +177,25 @@ def add_node_commands(commands: Subparsers) -> None:
     _add_passphrase_option(keygen, "protect the secret key with a passphrase (scrypt + ChaCha20-Poly1305)")
     add_json_option(keygen)
 
-    admin = add_command(
-        commands,
+    admin = commands.add_parser(
         "admin",
+        help="the first admin, and the admin ledger",
+        description="Create the first admin account (bootstrap) or read the admin ledger (log).",
+    )
+    actions = admin.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    bootstrap = add_command(
+        actions,
+        "bootstrap",
         cmd_admin_bootstrap,
         "create the first admin account (local, on a node's host)",
         "Bind a public key to a new admin account directly in the cluster's Redis. Only for the "
-        "first admin: later accounts are made over the protocol by an admin.",
+        "first admin: later accounts are made over the protocol by an admin, and the first admin "
+        "command records this one on the admin ledger.",
     )
-    admin.add_argument("action", choices=["bootstrap"], help="what to do")
-    admin.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    admin.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
-    admin.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
+    bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
+    bootstrap.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
+    return actions
 
 
 def _add_passphrase_option(command: argparse.ArgumentParser, text: str) -> None:

@@ -32,6 +32,7 @@ from ..config.cluster import ClusterConfig, ObserverSettings
 from ..ingest.replica import StoreWatcher, run_follower
 from ..node.errors import VledgerError
 from ..node.record import Record
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import Violation
 from ..node.store import ChainStore
 from .tally import TallyKeeper
@@ -59,7 +60,11 @@ class Observer:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = _now_ms,
+        admin_current: Callable[[], bool] | None = None,
     ) -> None:
+        """``admin_current``: whether this observer's copy of the admin ledger is as long as
+        its home holds it; until then only the admin ledger is counted, so a grant still in
+        flight is never taken for a missing one (docs/PROTOCOL.md 15.2)."""
         self.name = name
         self.store = store
         self.board = board
@@ -72,14 +77,21 @@ class Observer:
         self._published: dict[str, int] = {}  # ledger -> the height of its last snapshot in Redis
         self._tried: dict[str, float] = {}  # ledger -> when a snapshot was last built (published or not)
         self.flagged = 0
+        self._admin_current = admin_current
 
     def stored(self, records: list[Record]) -> None:
         self.turn()
 
     def turn(self) -> None:
         """Count what the store holds beyond the keeper, then publish the snapshots that are due."""
-        for ledger in self.store.ledgers():
-            self._count(ledger)
+        ledgers = self.store.ledgers()
+        if ADMIN_LEDGER in ledgers:
+            self._count(ADMIN_LEDGER)
+        admin_done = self.keeper.next_height(ADMIN_LEDGER) >= self.store.size(ADMIN_LEDGER)
+        if admin_done and (self._admin_current is None or self._admin_current()):
+            for ledger in ledgers:
+                if ledger != ADMIN_LEDGER:
+                    self._count(ledger)
         self._publish_due()
 
     def _count(self, ledger: str) -> None:
@@ -156,6 +168,23 @@ def run_observer(config: ClusterConfig, name: str, passphrase: str | None = None
         board = TallyBoard(
             replication.client, replication.namespace, stream_max_len=config.observers.tally_stream_max_len
         )
-        return Observer(name, store, board, signer, config.observers, lambda alert: raise_alert(replication, alert))
+        admin_home = config.home_of(ADMIN_LEDGER).name
+
+        def admin_current() -> bool:
+            try:
+                held = replication.held(ADMIN_LEDGER).get(admin_home, -1)
+            except REDIS_ERRORS:
+                return False  # judged once Redis answers again
+            return store.size(ADMIN_LEDGER) > held
+
+        return Observer(
+            name,
+            store,
+            board,
+            signer,
+            config.observers,
+            lambda alert: raise_alert(replication, alert),
+            admin_current=admin_current,
+        )
 
     run_follower(config, name, passphrase, observe=observe)

@@ -186,7 +186,9 @@ class TallyKeeper:
     """
 
     def __init__(self) -> None:
-        self.engine = RulesEngine()
+        # Grants are judged like domain rules (docs/PROTOCOL.md 15.2): a record written without
+        # one is flagged and not counted.
+        self.engine = RulesEngine(audit_grants=True)
         self._counts: dict[str, _LedgerCount] = {}
 
     def ledgers(self) -> list[str]:

@@ -28,15 +28,16 @@ rules; never anything per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...config.settings import PROTOCOL_LIMITS, Limits
-from ..errors import BadDomainRulesError, RuleError, RulesOutOfSyncError
+from ..errors import BadDomainRulesError, NotGrantedError, RuleError, RulesOutOfSyncError
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
+from .admin import ADMIN_LEDGER, AdminState, Grants
 from .charity import CharityState
 from .files import FilesState
 from .resources import ResourcesState
@@ -70,7 +71,7 @@ class UnusableState(Domain):
 
 
 DOMAINS: dict[str, type[Domain]] = {
-    cls.type_name: cls for cls in (ElectionState, CharityState, ResourcesState, FilesState, PlainState)
+    cls.type_name: cls for cls in (ElectionState, CharityState, ResourcesState, FilesState, PlainState, AdminState)
 }
 
 
@@ -111,22 +112,50 @@ class RulesEngine:
     engine per writer, or a lock around it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, grants: Callable[[], Grants | None] | None = None, audit_grants: bool = False) -> None:
+        """``grants``: where the grant table comes from when this engine does not hold the
+        admin ledger itself (an ingest node that is not its home reads it from Redis).
+        ``audit_grants``: a replay judges grants too (observers); an ingest node's replay of
+        its own store does not, since the records it holds were judged when placed."""
         self._ledgers: dict[str, LedgerState] = {}
+        self._grant_source = grants
+        self.audit_grants = audit_grants
+
+    def grants(self) -> Grants | None:
+        """The grant table this engine judges by: its own admin ledger's, else the source's."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is not None and isinstance(held.domain, AdminState):
+            return held.domain.grants
+        return self._grant_source() if self._grant_source is not None else None
 
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 
         Returns the values its receipt would carry (``{"electronic_id": ...}`` for a
-        registration, usually ``{}``).
+        registration, usually ``{}``). The grant rule comes first: NotGrantedError.
         """
+        self._check_grant(record)
         return dict(self._plan(record, rules).values)
 
     def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
+        self._check_grant(record)
         plan = self._plan(record, rules)
         plan.commit()
         return dict(plan.values)
+
+    def _check_grant(self, record: Record) -> None:
+        """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record``."""
+        if record.height == 0:
+            return
+        grants = self.grants()
+        content = record.content
+        if grants is not None and not grants.allows(content.ledger, content.kind, content.author, record.accepted):
+            refuse(
+                NotGrantedError,
+                record,
+                f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
+            )
 
     def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """The receipt values of a record already on the chain (a retried request), unchecked.
@@ -157,6 +186,8 @@ class RulesEngine:
             else:
                 rules = self._held(record).rules
             try:
+                if self.audit_grants:
+                    self._check_grant(record)
                 plan = self._plan(record, rules)
             except RuleError as e:
                 violations.append(Violation(record.height, e))

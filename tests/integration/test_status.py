@@ -92,12 +92,17 @@ def test_all_up_and_current_exits_0(cluster: LocalCluster) -> None:
     assert node(found, "replica-1")["current"] is True and node(found, "observer-1")["current"] is True
     assert node(found, "ingest-1")["current"] is None
     assert found["supervisord"] is None  # no --run-dir
-    (ledger,) = found["ledgers"]
+    # The admin ledger is there too: the cluster's accounts were made by admin commands (PROTOCOL 15).
+    ledgers = {entry["ledger"]: entry for entry in found["ledgers"]}
+    assert set(ledgers) == {LEDGER, "admin"}
+    ledger = ledgers[LEDGER]
     assert (ledger["ledger"], ledger["home"], ledger["head"], ledger["lagging"]) == (LEDGER, "ingest-1", RECORDS, [])
     assert ledger["counts"] == [{"holders": 3, "records": RECORDS + 1}]
     (verifier,) = found["verifiers"]
     assert verifier["up"] is True and verifier["checked"] >= RECORDS + 1
-    assert {c["copy"] for c in verifier["copies"]} == {f"{n}|{LEDGER}" for n in ("ingest-1", "replica-1", "observer-1")}
+    assert {c["copy"] for c in verifier["copies"]} == {
+        f"{n}|{ledger}" for n in ("ingest-1", "replica-1", "observer-1") for ledger in (LEDGER, "admin")
+    }
     assert found["open_alerts"] == {}
 
     code, out = status(cluster)

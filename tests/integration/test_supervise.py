@@ -152,12 +152,13 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
 
     out = check(cli("demo", "--cluster", config, "--voters", "20", "--difficulty", "4"), config)
     assert "created election-2026, zakat, resources" in out and "All OK." in out
+    assert "registrar tried to disburse to mallory-offshore: refused, not_granted." in out
     counts = tally(out)
     assert set(counts) == {"alice", "bob", "carol"}
     counted = re.search(r"([\d,]+) votes counted of 20 voters registered, (\d+) withdrawn: the same as before", out)
     assert counted is not None, out
     assert sum(counts.values()) == int(counted[1]) == 20 - int(counted[2])
-    assert out.count(": OK,") == 3  # each ledger of each node's store verified
+    assert out.count(": OK,") == 4  # each ledger of each node's store verified, the admin ledger too
 
     # Again on a running cluster: it says so, starts what an operator stopped, and nothing fails.
     conf_path = config.parent / "run" / "supervisord.conf"

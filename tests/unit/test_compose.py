@@ -308,7 +308,7 @@ def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(
 ) -> None:
     bootstrap = services["bootstrap"]
     args = vledger_args(bootstrap["command"])
-    assert (args.command, args.action) == ("admin", "bootstrap")
+    assert (args.command, args.admin_action) == ("admin", "bootstrap")
     assert str(args.config) == config_target(bootstrap)
     assert args.key == config.public_key_path("admin")
     assert bootstrap["depends_on"] == {

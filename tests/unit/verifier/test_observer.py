@@ -12,12 +12,16 @@ import redis
 from vledger.broker.replication import Alert
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ObserverSettings
+from vledger.config.settings import Limits
+from vledger.node.record import Content, Entry
+from vledger.node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
 from vledger.node.store import ChainStore
 from vledger.tests.unit.verifier.chains import plan_election, write_election, write_entries
 from vledger.verifier.observer import Observer
 from vledger.verifier.tally import Snapshot
 
 LEDGER = "poll"
+LIMITS = Limits()
 SIGNER = new_signing_key()
 
 
@@ -140,3 +144,34 @@ def test_a_restarted_observer_rebuilds_from_its_store_and_publishes_only_at_its_
     assert board.heights() == [store.size(LEDGER) - 1]  # nothing published half-way through its own store
     before, after = first_board.last(), board.last()
     assert after.same_count(before) and after.tally["counts"] == dict(election.counts)
+
+
+def _admin_entry(kind: str, payload: dict[str, object], serial: int) -> Entry:
+    content = Content(ADMIN_LEDGER, kind, {**payload, "via": ""}, "root", f"admin-{serial}", 0)
+    return Entry.prepare(content, 0, LIMITS)
+
+
+def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_current(store: ChainStore) -> None:
+    """The store has no rules engine: the ungranted record gets past ingest, as an attacker's would."""
+    admin_genesis = admin_genesis_rules().genesis_content(ADMIN_LEDGER, "root", "admin-0", 0)
+    store.create_ledger(Entry.prepare(admin_genesis, 0, LIMITS))
+    election = plan_election(LEDGER, 5, now_ms())
+    write_election(store, election, now_ms())  # written by the clerk while register is open
+    store.append(_admin_entry("grant", {"ledger": LEDGER, "kind": "register", "account": "registrar"}, 1))
+    smuggled = Content(LEDGER, "register", {"voter_id": "smuggled"}, election.author, "smuggled-1", 0)
+    store.append(Entry.prepare(smuggled, 0, LIMITS))
+    granted = Content(LEDGER, "register", {"voter_id": "granted"}, "registrar", "granted-1", 0)
+    store.append(Entry.prepare(granted, 0, LIMITS))
+    board, clock, alerts = Board(), Clock(), []
+    current = [False]
+    settings = ObserverSettings(tally_interval_ms=1000)
+    watcher = Observer(
+        "observer-1", store, board, SIGNER, settings, alerts.append, clock=clock, admin_current=lambda: current[0]
+    )  # type: ignore[arg-type]
+    watcher.turn()
+    assert alerts == [] and board.heights() == [] and board.heights(ADMIN_LEDGER) == [1]  # admin only, for now
+    current[0] = True
+    watcher.turn()
+    size = store.size(LEDGER)
+    assert [(a.ledger, a.height, a.what) for a in alerts] == [(LEDGER, size - 2, "not_granted")]
+    assert board.last().tally["flagged"] == 1 and board.last().tally["registered"] == election.registered + 1

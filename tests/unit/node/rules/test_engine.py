@@ -336,6 +336,9 @@ CODES = {
     "SelfTransferError": "self_transfer",
     "FileTooLargeError": "file_too_large",
     "FileConflictError": "file_conflict",
+    "NotGrantedError": "not_granted",
+    "AlreadyGrantedError": "already_granted",
+    "NoSuchGrantError": "no_such_grant",
 }
 
 

@@ -1,0 +1,131 @@
+"""The admin ledger on its home node: every admin command becomes a record, Redis follows it.
+
+:class:`AdminLedger` writes the admin ledger (docs/PROTOCOL.md section 15) through the
+node's own store, so its records are checked and ordered by the committer like any other
+(node/rules/admin.py), then copies each to the Redis cache (``vledger:admin:records``).
+It creates the ledger on the first admin command, importing every account Redis already
+holds (the first admin of ``vledger admin bootstrap`` included), and on start it fills the
+cache from the store and rebuilds the accounts when Redis lost them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..broker.accounts import Account, AccountRegistry
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import AccountError, VledgerError
+from ..node.record import Content, Entry, Record
+from ..node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
+from ..node.store import ChainStore
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def account_payload(op: str, account: Account | None, name: str, via: str) -> dict[str, Any]:
+    """An ``account`` record's payload: the account's state after ``op`` (None: removed)."""
+    if account is None:
+        return {"account": name, "op": op, "role": "", "enabled": False, "keys": [], "via": via}
+    return {
+        "account": name,
+        "op": op,
+        "role": account.role.value,
+        "enabled": account.enabled,
+        "keys": sorted(account.keys),
+        "via": via,
+    }
+
+
+class AdminLedger:
+    """The admin ledger of the node that homes it. Thread-safe: one command at a time."""
+
+    def __init__(self, store: ChainStore, registry: AccountRegistry) -> None:
+        self.store = store
+        self.registry = registry
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, payload: dict[str, Any], author: str) -> Record:
+        """Append one admin record (creating the ledger first if need be) and cache it.
+
+        Raises the record's RuleError (already_granted, bad_payload, ...) when the admin
+        ledger's rules refuse it; nothing is then written.
+        """
+        with self._lock:
+            if self.store.size(ADMIN_LEDGER) == 0:
+                self._create(author)
+            record = self._write(kind, payload, author)
+            self._cache()
+            return record
+
+    def _write(self, kind: str, payload: dict[str, Any], author: str) -> Record:
+        content = Content(ADMIN_LEDGER, kind, payload, author, f"{kind}-{uuid.uuid4().hex}", _now_ms())
+        receipt = self.store.append(Entry.prepare(content, 0, PROTOCOL_LIMITS))
+        record = self.store.get(ADMIN_LEDGER, receipt.height)
+        assert record is not None  # just appended, durable
+        return record
+
+    def _create(self, author: str) -> None:
+        """The genesis, then one ``import`` record per account Redis holds, so that the chain
+        states every account from the start."""
+        genesis = admin_genesis_rules().genesis_content(ADMIN_LEDGER, author, "admin-genesis", _now_ms())
+        self.store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        for account in self.registry.list_accounts():
+            self._write("account", account_payload("import", account, account.name, ""), author)
+        log.info("admin ledger created by %s", author)
+
+    def _cache(self) -> int:
+        """Copy to Redis what its cache of the admin ledger lacks; the accounts version."""
+        version = self.registry.version()
+        start = self.registry.admin_size()
+        for height, data in self.store.range_raw(ADMIN_LEDGER, start):
+            version = self.registry.push_admin_record(height, data)
+        return version
+
+    def sync(self) -> None:
+        """On start: fill the cache from the store, and rebuild every account from the chain
+        when Redis holds none (a new or flushed Redis). Redis errors are the caller's."""
+        with self._lock:
+            if self.store.size(ADMIN_LEDGER) == 0:
+                return
+            if self.registry.admin_size() > self.store.size(ADMIN_LEDGER):
+                raise AccountError("Redis caches a longer admin ledger than this node's store holds")
+            self._cache()
+            if self.registry.list_accounts():
+                return
+            rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
+            log.warning("Redis held no accounts: %d rebuilt from the admin ledger", rebuilt)
+
+
+def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:
+    """Set every account to its state in the last ``account`` / ``key`` record of it; how many."""
+    final: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.height == 0 or record.content.kind not in ("account", "key"):
+            continue
+        payload = record.content.payload
+        state = final.setdefault(payload["account"], {"role": "", "enabled": False, "keys": []})
+        if record.content.kind == "account":
+            state.update(role=payload["role"], enabled=payload["enabled"])
+        state["keys"] = list(payload["keys"])
+    count = 0
+    for name, state in sorted(final.items()):
+        if not state["role"]:
+            continue  # removed
+        try:
+            registry.add_account(name, state["role"])
+            for key in state["keys"]:
+                registry.add_key(name, key)
+            if not state["enabled"]:
+                registry.disable(name)
+            count += 1
+        except VledgerError as e:
+            log.error("account %s not rebuilt: %s", name, e)
+    return count

@@ -1,0 +1,268 @@
+"""The admin ledger: accounts, keys, grants and key rotations, as a witnessed chain.
+
+One ledger per cluster, named ``admin`` (:data:`ADMIN_LEDGER`), genesis rules
+``{"type": "admin"}`` or ``{"type": "admin", "grants": [[ledger, kind, account], ...]}``
+(grants in force from the genesis on). Every admin command appends one record here, the
+admin's account as its author and the CURVE key the command came through as ``via``, so
+every change of an account, a key or a grant is public, ordered and signed off by the
+chain. Records (docs/PROTOCOL.md section 15), payloads with exactly these fields:
+
+* ``account`` ``{"account", "op", "role", "enabled", "keys", "via"}``: ``op`` one of
+  ``add``, ``remove``, ``enable``, ``disable``, ``import``; the other fields state the
+  account **after** the change (a removed account: role ``""``, not enabled, no keys), so the
+  last such record of an account is its state.
+* ``key`` ``{"account", "op", "key", "keys", "via"}``: ``op`` ``add`` or ``revoke``; ``keys``
+  the account's keys after it.
+* ``grant`` / ``revoke`` ``{"ledger", "kind", "account", "via"}``: ``account`` may write
+  records of ``kind`` (``*``: every kind) on ``ledger`` from this record on / no longer.
+  A grant already held is ``already_granted``, a revoke of one not held ``no_such_grant``.
+* ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
+  these public keys (Z85 CURVE key, hex Ed25519 key); its previous keys work until
+  ``until`` (milliseconds since 1970).
+* ``totp`` ``{"account", "op", "via"}``: ``op`` ``enroll`` or ``reset``: that account's
+  second factor changed (never the secret).
+
+**The grant rule** (:meth:`Grants.allows`). A kind of a ledger is *open* (any account may
+write it, as before grants existed) until the admin ledger grants it, or ``*`` of that
+ledger, to a first account; from then on it is *closed* for good, and only an account
+holding a grant for that kind (or ``*``) may write it. A record accepted at time ``a`` is
+judged by the admin records accepted strictly before ``a``: the node that orders the admin
+ledger gives each admin record an ``accepted`` time at least that of every record it placed
+before, and every record it places after one at least a millisecond later
+(vledger.node.store), so anyone replaying the chains finds the same answer as the
+committer. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...config.settings import PROTOCOL_LIMITS
+from ..errors import AlreadyGrantedError, NoSuchGrantError
+from ..ledger import LedgerRules
+from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
+from . import Domain, Fields, GenesisReader, Plan, refuse
+
+ADMIN_LEDGER = "admin"
+ADMIN_TYPE = "admin"
+ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
+ANY_KIND = "*"
+ACCOUNT_OPS = frozenset(("add", "remove", "enable", "disable", "import"))
+KEY_OPS = frozenset(("add", "revoke"))
+TOTP_OPS = frozenset(("enroll", "reset"))
+
+
+def is_name(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= PROTOCOL_LIMITS.max_name_length
+        and NAME_PATTERN.fullmatch(value) is not None
+    )
+
+
+def is_account(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= PROTOCOL_LIMITS.max_name_length
+        and ACCOUNT_PATTERN.fullmatch(value) is not None
+    )
+
+
+def grant_problem(ledger: object, kind: object, account: object) -> str | None:
+    """What is wrong with a grant's three names, or None (shared by the rules and the node)."""
+    if not is_name(ledger) or ledger == ADMIN_LEDGER:
+        return f"ledger {ledger!r} is not a ledger that takes grants (a name other than {ADMIN_LEDGER!r})"
+    if kind != ANY_KIND and (not is_name(kind) or kind == GENESIS_KIND):
+        return f"kind {kind!r} is not a record kind (a name other than {GENESIS_KIND!r}, or {ANY_KIND!r})"
+    if not is_account(account):
+        return f"account {account!r} is not an account name"
+    return None
+
+
+@dataclass(slots=True)
+class Grants:
+    """Who may write which kind of which ledger, with the time each grant began and ended.
+
+    Built from the admin ledger's records in height order; only grows. Memory: one entry
+    per grant or revoke record.
+    """
+
+    # (ledger, kind, account) -> accepted times of its grant/revoke records, and what each did
+    _events: dict[tuple[str, str, str], tuple[list[int], list[bool]]] = field(default_factory=dict)
+    # (ledger, kind) -> the accepted time of its first grant: closed from then on
+    _closed: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_accepted: int = -1  # the latest admin record applied (any kind)
+
+    def add(self, ledger: str, kind: str, account: str, granted: bool, accepted: int) -> None:
+        times, states = self._events.setdefault((ledger, kind, account), ([], []))
+        times.append(accepted)
+        states.append(granted)
+        if granted:
+            self._closed.setdefault((ledger, kind), accepted)
+        self.last_accepted = max(self.last_accepted, accepted)
+
+    def holds(self, ledger: str, kind: str, account: str, before: int | None = None) -> bool:
+        """Whether ``account`` holds exactly this grant, from records accepted before ``before``
+        (None: every record applied)."""
+        events = self._events.get((ledger, kind, account))
+        if events is None:
+            return False
+        times, states = events
+        index = len(times) if before is None else bisect.bisect_left(times, before)
+        return index > 0 and states[index - 1]
+
+    def closed(self, ledger: str, kind: str, before: int | None = None) -> bool:
+        """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``."""
+        for key in ((ledger, kind), (ledger, ANY_KIND)):
+            since = self._closed.get(key)
+            if since is not None and (before is None or since < before):
+                return True
+        return False
+
+    def allows(self, ledger: str, kind: str, author: str, accepted: int | None = None) -> bool:
+        """The grant rule: ``author`` may write ``kind`` on ``ledger`` at ``accepted``."""
+        if ledger == ADMIN_LEDGER or not self.closed(ledger, kind, accepted):
+            return True
+        return self.holds(ledger, kind, author, accepted) or self.holds(ledger, ANY_KIND, author, accepted)
+
+    def table(self) -> list[tuple[str, str, list[str]]]:
+        """The grants in force now: (ledger, kind, [accounts]) sorted; closed kinds with no
+        holder left are listed with no accounts."""
+        rows: dict[tuple[str, str], list[str]] = {key: [] for key in self._closed}
+        for (ledger, kind, account), (_, states) in self._events.items():
+            if states[-1]:
+                rows.setdefault((ledger, kind), []).append(account)
+        return [(ledger, kind, sorted(accounts)) for (ledger, kind), accounts in sorted(rows.items())]
+
+
+def check_admin_payload(record: Record) -> Fields:
+    """Check an admin record's payload fields (above); raises BadPayloadError."""
+    kind = record.content.kind
+    keys = {
+        "account": ("account", "op", "role", "enabled", "keys", "via"),
+        "key": ("account", "op", "key", "keys", "via"),
+        "grant": ("ledger", "kind", "account", "via"),
+        "revoke": ("ledger", "kind", "account", "via"),
+        "key_rotation": ("node", "curve", "sign", "until", "via"),
+        "totp": ("account", "op", "via"),
+    }[kind]
+    fields = Fields(record, *keys)
+    fields.text("via", allow_empty=True)
+    payload = record.content.payload
+    if kind in ("grant", "revoke"):
+        problem = grant_problem(payload["ledger"], payload["kind"], payload["account"])
+        if problem is not None:
+            fields.fail(problem)
+    elif kind == "key_rotation":
+        if not is_name(payload["node"]):
+            fields.fail(f"node {payload['node']!r} is not a node name")
+        fields.text("curve")
+        fields.text("sign")
+        fields.integer("until", 0)
+    else:
+        fields.account("account")
+        ops = {"account": ACCOUNT_OPS, "key": KEY_OPS, "totp": TOTP_OPS}[kind]
+        if payload["op"] not in ops:
+            fields.fail(f"op {payload['op']!r} is not one of {sorted(ops)}")
+        if kind == "account" and not isinstance(payload["enabled"], bool):
+            fields.fail("enabled must be a boolean")
+        if kind == "account":
+            fields.text("role", allow_empty=True)
+        if kind == "key":
+            fields.text("key")
+        if kind in ("account", "key") and (
+            not isinstance(payload["keys"], list) or not all(isinstance(k, str) for k in payload["keys"])
+        ):
+            fields.fail("keys must be a list of strings")
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTally:
+    accounts: dict[str, dict[str, Any]]  # name -> {"role", "enabled", "keys"}: the last account/key record
+    grants: list[tuple[str, str, list[str]]]
+    rotations: int
+    changes: int  # records after genesis
+
+
+class AdminState(Domain):
+    """The admin ledger's rules: payloads as above, grants that exist before they are revoked."""
+
+    type_name = ADMIN_TYPE
+    kinds = frozenset(ADMIN_KINDS)
+
+    def __init__(self, genesis: Record, rules: LedgerRules) -> None:
+        reader = GenesisReader(genesis, rules, type(self))
+        if genesis.content.ledger != ADMIN_LEDGER:
+            reader.fail(f"only the ledger {ADMIN_LEDGER!r} is an admin ledger")
+        reader.keys((), ("grants",))
+        self.grants = Grants()
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.rotations: dict[str, list[Mapping[str, Any]]] = {}
+        self.changes = 0
+        initial = reader.rules.get("grants", [])
+        if not isinstance(initial, list):
+            reader.fail("grants must be a list of [ledger, kind, account]")
+        for row in initial:
+            if not isinstance(row, list) or len(row) != 3:
+                reader.fail(f"grant {row!r} is not [ledger, kind, account]")
+            problem = grant_problem(*row)
+            if problem is not None:
+                reader.fail(problem)
+            if not self.grants.holds(*row):
+                # In force for every record accepted after the genesis.
+                self.grants.add(row[0], row[1], row[2], True, genesis.accepted)
+        self.grants.last_accepted = max(self.grants.last_accepted, genesis.accepted)
+
+    def plan(self, record: Record) -> Plan:
+        fields = check_admin_payload(record)
+        payload = record.content.payload
+        kind = record.content.kind
+        if kind in ("grant", "revoke"):
+            ledger, granted_kind, account = payload["ledger"], payload["kind"], payload["account"]
+            held = self.grants.holds(ledger, granted_kind, account)
+            if kind == "grant" and held:
+                refuse(AlreadyGrantedError, record, f"{account!r} already holds {granted_kind!r} on {ledger!r}")
+            if kind == "revoke" and not held:
+                refuse(NoSuchGrantError, record, f"{account!r} holds no {granted_kind!r} grant on {ledger!r}")
+
+        def commit() -> None:
+            self.changes += 1
+            if kind in ("grant", "revoke"):
+                self.grants.add(
+                    payload["ledger"], payload["kind"], payload["account"], kind == "grant", record.accepted
+                )
+            else:
+                self.grants.last_accepted = max(self.grants.last_accepted, record.accepted)
+            if kind in ("account", "key"):
+                name = fields.account("account")
+                state = self.accounts.setdefault(name, {"role": "", "enabled": False, "keys": []})
+                if kind == "account":
+                    state["role"], state["enabled"] = payload["role"], payload["enabled"]
+                state["keys"] = sorted(payload["keys"])
+                if kind == "account" and payload["op"] == "remove":
+                    del self.accounts[name]
+            elif kind == "key_rotation":
+                self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
+
+        return Plan(commit)
+
+    def tally(self) -> AdminTally:
+        return AdminTally(
+            {name: dict(state) for name, state in sorted(self.accounts.items())},
+            self.grants.table(),
+            sum(len(r) for r in self.rotations.values()),
+            self.changes,
+        )
+
+
+def admin_genesis_rules(grants: Iterable[tuple[str, str, str]] = ()) -> LedgerRules:
+    """The rules of a new admin ledger (difficulty 0: the node itself writes every record)."""
+    rules: dict[str, Any] = {"type": ADMIN_TYPE}
+    rows = [list(row) for row in grants]
+    if rows:
+        rules["grants"] = rows
+    return LedgerRules(kinds=ADMIN_KINDS, difficulty=0, rules=rules)

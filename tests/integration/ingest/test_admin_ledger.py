@@ -1,0 +1,86 @@
+"""The admin ledger's home and the Redis cache (ingest/admin_ledger.py, docs/PROTOCOL.md 15.4):
+every change reaches Redis from the chain, and a flushed Redis is rebuilt from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.keys import new_keypair
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.accounts import RegistryAdmin
+from vledger.ingest.admin_ledger import AdminLedger
+from vledger.ingest.service import Caller
+from vledger.node.errors import NotGrantedError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.node.rules.engine import RulesEngine
+from vledger.node.store import ChainStore
+from vledger.node.wire import Args
+
+
+@pytest.fixture
+def home(redis_client: Any, tmp_path: Path) -> Iterator[tuple[AccountRegistry, ChainStore, RegistryAdmin]]:
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1").start()
+    yield registry, store, RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry))
+    cache.stop()
+    store.close()
+
+
+ROOT = Caller("root", "admin", new_keypair().public)
+
+
+def test_changes_are_cached_and_a_flushed_redis_is_rebuilt_from_the_chain(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    registry, store, admin = home
+    writer_key = new_keypair().public
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": writer_key}), ROOT)
+    admin.apply("account.add", Args({"account": "gone", "role": "observer"}), ROOT)
+    admin.apply("account.remove", Args({"account": "gone"}), ROOT)
+    admin.apply("account.disable", Args({"account": "treasurer"}), ROOT)
+    result = admin.apply("grant.add", Args({"ledger": "zakat", "kind": "disbursement", "account": "treasurer"}), ROOT)
+    assert result["height"] == store.size(ADMIN_LEDGER) - 1
+    assert registry.admin_size() == store.size(ADMIN_LEDGER)
+    before = {a.name: (a.role, a.enabled, a.keys) for a in registry.list_accounts()}
+    redis_client.flushall()
+    AdminLedger(store, registry).sync()
+    after = {a.name: (a.role, a.enabled, a.keys) for a in registry.list_accounts()}
+    assert after == before and "gone" not in after and after["treasurer"][1] is False
+    assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+
+
+def test_another_node_reads_its_grants_from_the_cache(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], tmp_path: Path
+) -> None:
+    registry, _, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    other = AccountCache(registry, "ingest-2").start()
+    try:
+        store = ChainStore(
+            tmp_path / "ingest-2",
+            origin="ingest-2",
+            domain=RulesEngine(grants=lambda: other.grants),
+            accepted_floor=other.accepted_floor,
+        )
+        rules = LedgerRules(("note",), 0, {})
+        store.create_ledger(Entry.prepare(rules.genesis_content("fund", "root", "g", 0), 0, PROTOCOL_LIMITS))
+        admin.apply("grant.add", Args({"ledger": "fund", "kind": "note", "account": "treasurer"}), ROOT)
+        assert other.grants is not None and other.grants.holds("fund", "note", "treasurer")
+        with pytest.raises(NotGrantedError):
+            store.append(Entry.prepare(Content("fund", "note", {}, "mallory", "m1", 0), 0, PROTOCOL_LIMITS))
+        receipt = store.append(Entry.prepare(Content("fund", "note", {}, "treasurer", "t1", 0), 0, PROTOCOL_LIMITS))
+        record = store.get("fund", receipt.height)
+        assert record is not None and record.accepted > other.grants.last_accepted
+        store.close()
+    finally:
+        other.stop()

@@ -1,0 +1,91 @@
+"""Grants through real nodes (docs/PROTOCOL.md 15): admin commands become admin ledger
+records, a closed kind refuses other writers on its home and on the other ingest node, and
+Redis rebuilds from the chain."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.record import decode_record
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error
+
+from .conftest import REMOTE_LEDGERS
+
+
+def admin_records(cluster: LocalCluster) -> list[tuple[str, str, dict[str, object]]]:
+    client = cluster.admin()
+    return [
+        (r.content.kind, r.content.author, r.content.payload)
+        for r in (decode_record(data, PROTOCOL_LIMITS) for data in client.records(ADMIN_LEDGER))
+    ]
+
+
+def test_a_grant_closes_a_kind_on_either_ingest_node(cluster: LocalCluster) -> None:
+    cluster.add_account("registrar", "writer")
+    cluster.add_account("plain-writer", "writer")
+    for ledger in ("office", REMOTE_LEDGERS[0]):  # homed on ingest-1, then on ingest-2
+        cluster.admin().create_ledger(genesis(ledger, ADMIN, ["note", "register"]))
+        result = cluster.admin().call("grant.add", {"ledger": ledger, "kind": "register", "account": "registrar"})
+        assert result["pending"] == [] and result["height"] >= 1
+        refused = remote_error(cluster.client("plain-writer").put, entry(ledger, "register", {"n": 1}, "plain-writer"))
+        assert refused.code == "not_granted", ledger
+        assert cluster.client("registrar").put(entry(ledger, "register", {"n": 2}, "registrar"))["height"] == 1
+        # Other kinds stay open: only what was granted is closed.
+        assert cluster.client("plain-writer").put(entry(ledger, "note", {"n": 3}, "plain-writer"))["height"] == 2
+    revoked = cluster.admin().call("grant.revoke", {"ledger": "office", "kind": "register", "account": "registrar"})
+    assert revoked["pending"] == []
+    assert remote_error(cluster.client("registrar").put, entry("office", "register", {"n": 4}, "registrar")).code == (
+        "not_granted"
+    )
+    again = remote_error(cluster.admin().call, "grant.revoke", {"ledger": "office", "kind": "register", "account": "x"})
+    assert again.code == "no_such_account"
+    twice = remote_error(
+        cluster.admin().call, "grant.revoke", {"ledger": "office", "kind": "register", "account": "registrar"}
+    )
+    assert twice.code == "no_such_grant"
+
+
+def test_every_admin_command_is_a_record_naming_its_admin_and_key(cluster: LocalCluster) -> None:
+    cluster.add_account("clerk", "writer")
+    cluster.admin().call("account.disable", {"account": "clerk"})
+    records = admin_records(cluster)
+    assert records[0][0] == "genesis"
+    imported = [payload["account"] for kind, _, payload in records if payload.get("op") == "import"]
+    assert ADMIN in imported  # the bootstrapped admin, imported when the ledger was made
+    tail = [(kind, payload["op"]) for kind, _, payload in records[-3:]]
+    assert tail == [("account", "add"), ("key", "add"), ("account", "disable")]
+    assert all(author == ADMIN for _, author, _ in records[1:])
+    assert {payload["via"] for _, _, payload in records[-3:]} == {cluster.keys[ADMIN].public}
+    assert records[-1][2]["enabled"] is False
+
+
+def test_admin_commands_sent_to_another_node_go_to_the_admin_ledger_home(cluster: LocalCluster) -> None:
+    client = cluster.client(ADMIN, "ingest-2", follow=False)
+    error = remote_error(client.call, "account.add", {"account": "elsewhere", "role": "writer"})
+    assert error.code == "not_home"
+    followed = cluster.client(ADMIN, "ingest-2").call("account.add", {"account": "elsewhere", "role": "writer"})
+    assert followed["account"] == "elsewhere"
+
+
+def test_nobody_writes_the_admin_ledger_directly(cluster: LocalCluster) -> None:
+    forged = entry(ADMIN_LEDGER, "grant", {"ledger": "office", "kind": "note", "account": ADMIN, "via": ""}, ADMIN)
+    assert remote_error(cluster.admin().put, forged).code == "forbidden"
+
+
+def test_the_cli_grants_and_shows_the_admin_log(cluster: LocalCluster) -> None:
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    cluster.add_account("auditor", "observer")
+    cluster.admin().create_ledger(genesis("books", ADMIN, ["note"]))
+    done = cluster.cli("grant", "add", "books", "note", "auditor", *common)
+    assert "auditor may now write 'note' records on books" in done.stdout
+    assert re.search(r"^books +note +auditor$", cluster.cli("grant", "list", *common).stdout, re.MULTILINE)
+    log = cluster.cli("admin", "log", *common).stdout
+    assert "admin ledger created" in log and "auditor may now write 'note' on books" in log
+    rows = json.loads(cluster.cli("admin", "log", "--json", *common).stdout)["records"]
+    assert rows[-1]["kind"] == "grant" and rows[-1]["author"] == ADMIN
+    assert rows[-1]["via"] == cluster.keys[ADMIN].public
+    refused = cluster.cli("grant", "revoke", "books", "note", "nobody-here", *common, check=False)
+    assert refused.returncode != 0 and "no_such_account" in refused.stderr + refused.stdout
