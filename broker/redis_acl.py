@@ -11,7 +11,8 @@ ingest        append to and repair its ledgers' streams (``chain:*``), name home
               ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
               (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
               alerts; read and change the accounts (it carries out the admin's account
-              commands, which it checks itself: ingest/accounts.py)
+              commands, which it checks itself: ingest/accounts.py) and the admin ledger's
+              cache (``admin:records``: grants)
 replica       read streams, homes and checkpoints; as a witness publish its cosignatures
               (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
               held heights; raise and resolve its alerts; read the accounts
@@ -23,6 +24,7 @@ verifier      read streams, held heights, homes and checkpoints; read streams th
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
 ============  ===========================================================================
 
+Every node user reads the admin ledger's cache (``admin:records``), where its grants are.
 Every node user may also report which accounts version it applied (``accounts:applied``,
 ``accounts:seen``): the admin's ``wait_applied`` reads it. Keys are named by
 broker/replication.py, broker/accounts.py, broker/tallies.py and verifier/checks.py; a
@@ -54,14 +56,16 @@ _PASSWORD_BYTES = 32
 # PING, and run the Lua scripts (EVALSHA, SCRIPT LOAD when the server lost them). redis-py
 # also names its library (CLIENT SETINFO, Redis 7.2 on) and takes a refusal in its stride.
 _CONNECTION = ("ping", "select", "evalsha", "eval", "evalsha_ro", "eval_ro", "script|load", "script|exists")
-# Accounts as every node reads them (AccountRegistry.snapshot / lookup, AccountCache) and
-# the version each node reports it applied (record_applied: HSET, TIME, PUBLISH).
-_ACCOUNTS_READ = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time", "subscribe", "unsubscribe")
+# Accounts as every node reads them (AccountRegistry.snapshot / lookup, AccountCache), and
+# its grants from the admin ledger's cache (AccountCache._load_grants: LLEN, LRANGE).
+_ACCOUNTS_READ: tuple[str, ...] = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time")
+_ACCOUNTS_READ += ("subscribe", "unsubscribe", "llen", "lrange")
+# The version each node reports it applied (record_applied: HSET, TIME, PUBLISH).
 _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
 # The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
-_ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish")
+_ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
 # A witness makes its cosignature and the hint on ``cosigned`` one transaction (MULTI/EXEC).
 _TRANSACTION = ("multi", "exec", "discard")
 
@@ -102,7 +106,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def _keys(ns: str) -> dict[str, tuple[str, ...]]:
-    accounts = ("account:*", "accounts:names", "accounts:keys", "accounts:version")
+    accounts = ("account:*", "accounts:names", "accounts:keys", "accounts:version", "admin:records")
     accounts_read = tuple(f"%R~{ns}:{key}" for key in accounts)
     reports = (f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
     node = (*accounts_read, *reports)

@@ -114,6 +114,34 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_checkpoint(acl: 
     assert AccountRegistry(acl.client("admin")).list_accounts()[0].role == "writer"
 
 
+def test_a_replica_cannot_write_an_account_or_a_grant_but_reads_both(acl: AclServer) -> None:
+    # A grant reaches the nodes through the admin ledger's cache (PROTOCOL 15.4): its home
+    # (an ingest node) appends the record there; no follower may add, change or drop one.
+    home = AccountRegistry(acl.client("ingest"))
+    home.add_account("alice", "writer")
+    home.push_admin_record(0, b"admin genesis")
+    home.push_admin_record(1, b"grant: alice may write votes")
+    replica = acl.client("replica")
+    accounts = AccountRegistry(replica)
+    for change in (
+        lambda: accounts.add_account("mallory", "writer"),
+        lambda: accounts.remove_account("alice"),
+        lambda: accounts.push_admin_record(2, b"grant: mallory may write votes"),
+        lambda: replica.rpush("vledger:admin:records", b"grant: mallory"),
+        lambda: replica.lset("vledger:admin:records", 1, b"grant: mallory"),
+        lambda: replica.delete("vledger:admin:records"),
+        lambda: replica.hset("vledger:account:mallory", "role", "writer"),
+    ):
+        with pytest.raises(NOPERM):
+            change()
+    assert accounts.admin_records() == [b"admin genesis", b"grant: alice may write votes"]
+    assert [a.name for a in accounts.list_accounts()] == ["alice"]
+    for role in ("observer", "verifier"):
+        with pytest.raises(NOPERM):
+            AccountRegistry(acl.client(role)).push_admin_record(2, b"grant: mallory may write votes")
+        assert AccountRegistry(acl.client(role)).admin_size() == 2
+
+
 def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0", b"r1"])
     replica = acl.client("replica")
