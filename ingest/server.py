@@ -34,6 +34,7 @@ from .admin_ledger import AdminLedger
 from .loop import RequestLoop
 from .members import MemberGates
 from .outbox import Outbox
+from .second_factor import cluster_second_factors
 from .service import IngestService
 from .write_concern import ReplicaWatch
 
@@ -60,6 +61,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     signer = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     redis_url = os.environ.get("REDIS_URL") or config.redis_url
     registry = AccountRegistry(connect(redis_url))
+    factors = cluster_second_factors(config, registry.client)  # production without its key: refused here
     replication = ReplicationLedger(
         connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
     )
@@ -102,7 +104,12 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
             server.self_test()
             admin = RegistryAdmin(
-                registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms, admin_ledger
+                registry,
+                cache,
+                [n.name for n in config.ingest_nodes()],
+                config.ingest.account_wait_ms,
+                admin_ledger,
+                factors,
             )
             service = IngestService(
                 config,
@@ -116,6 +123,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 __version__,
                 replicas=watch,
                 seals=outbox.seals.get,
+                second_factor=factors,
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
+from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
 from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, RemoteError, SealError, UsageError
@@ -71,7 +72,6 @@ from .client_session import (
 from .file_transfer import download_file, upload_file
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
-from .seal_keys import read_seal_key, write_seal_key
 from .shell import Shell
 from .vote_check import check_voter, electronic_id_arg, print_vote_check
 

@@ -13,14 +13,18 @@ from pathlib import Path
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
+from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig, load_cluster
 from ..ingest.replica import run_replica
+from ..ingest.second_factor import SecondFactors, second_factor_issuer
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, node_name
+from .client_output import print_enrollment
 
 log = logging.getLogger(__name__)
 PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
@@ -97,10 +101,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
     else:
-        for entry in made:
-            print(f"created {directory / entry['file']}  public {entry['public']}")
-        for entry in kept:
-            print(f"kept    {directory / entry['file']}  public {entry['public']}")
+        for what, entries in (("created", made), ("kept   ", kept)):
+            for entry in entries:
+                public = f"  public {entry['public']}" if entry["public"] else "  (secret, 0600)"
+                print(f"{what} {directory / entry['file']}{public}")
     return 0
 
 
@@ -110,6 +114,9 @@ def ensure_cluster_keys(
     """Every node's key pair and the admin's that is missing, made; those that exist, kept as they are.
     Each ingest node (it seals what it places) and each observer (it signs its tallies) also
     gets an Ed25519 signing key pair, ``<name>.sign`` and ``<name>.sign.pub``.
+
+    The cluster's second-factor key (``second-factor.seal``, 0600: it seals admins' TOTP
+    secrets, docs/PROTOCOL.md 15.5) is made once too; its entry's ``public`` is empty.
 
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
@@ -128,16 +135,43 @@ def ensure_cluster_keys(
             made.append({**entry, "public": generate_signing_key(config.keys_dir, node.name, passphrase).public_hex})
         except KeyExistsError:
             kept.append({**entry, "public": load_verify_key(public_path).public_hex})
+    seal_path = config.second_factor_key_path()
+    entry = {"name": seal_path.name, "file": seal_path.name, "public": ""}
+    try:
+        write_seal_key(seal_path)
+        made.append(entry)
+    except KeyExistsError:
+        kept.append(entry)
     return made, kept
 
 
 def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
-    """The first admin: a local command on a node's host, writing to the cluster's Redis."""
+    """The first admin: a local command on a node's host, writing to the cluster's Redis.
+    With --totp it also gives the account a new second factor (the way back in for an admin
+    who lost theirs), printed here once."""
     config = load_cluster(args.config)
     key = load_public(args.key)
-    registry = AccountRegistry(connect(os.environ.get("REDIS_URL") or config.redis_url))
+    client = connect(os.environ.get("REDIS_URL") or config.redis_url)
+    registry = AccountRegistry(client)
     version = bootstrap_admin(registry, args.account, key)
+    enrollment = None
+    if args.totp:
+        factors = SecondFactors(
+            SecondFactorStore(client),
+            read_seal_key(config.second_factor_key_path()),
+            production=config.production,
+            issuer=second_factor_issuer(config),
+        )
+        enrollment = factors.enroll(args.account, REPLACE)
+    if args.json:
+        result: dict[str, object] = {"account": args.account, "key": key, "version": version}
+        if enrollment is not None:
+            result.update(uri=enrollment.uri, recovery_codes=list(enrollment.recovery_codes))
+        print(json.dumps(result))
+        return 0
     print(f"admin account {args.account!r} holds key {key} (accounts version {version})")
+    if enrollment is not None:
+        print_enrollment(args.account, enrollment.uri, list(enrollment.recovery_codes))
     return 0
 
 
@@ -181,6 +215,13 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
     bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
     bootstrap.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
+    bootstrap.add_argument(
+        "--totp",
+        action="store_true",
+        help="also give the account a new second factor (replacing any it has): prints its otpauth:// URI and "
+        "recovery codes once",
+    )
+    add_json_option(bootstrap)
     return actions
 
 

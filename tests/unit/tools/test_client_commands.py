@@ -51,7 +51,7 @@ from vledger.tools.client_payloads import Write, parse_json_map
 from vledger.tools.client_session import ClientOptions, Session, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
 from vledger.tools.progress import Progress
-from vledger.tools.seal_keys import read_seal_key, write_seal_key
+from vledger.broker.seal_keys import read_seal_key, write_seal_key
 from vledger.tools.shell import Shell, completions, error_line
 
 T0 = 1_790_000_000_000
