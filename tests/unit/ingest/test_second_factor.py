@@ -1,0 +1,199 @@
+"""An admin's second factor as ingest nodes check it: a real Redis, a fixed clock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from vledger.broker.second_factor import ENROLL, REPLACE, RESET, SecondFactorStore
+from vledger.ingest.second_factor import BAD, REQUIRED, SecondFactors
+from vledger.node import totp
+from vledger.node.errors import (
+    AlreadyEnrolledError,
+    BadRequestError,
+    BadSecondFactorError,
+    NotEnrolledError,
+    SecondFactorRequiredError,
+)
+from vledger.node.sealed import new_seal_key
+
+NOW = 1_800_000_000.0
+KEY = new_seal_key()
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(client: Any, *, production: bool = False, key: bytes | None = KEY, clock: Clock | None = None) -> SecondFactors:
+    return SecondFactors(
+        SecondFactorStore(client), key, production=production, issuer="vledger test", clock=clock or Clock()
+    )
+
+
+def code(enrollment: totp.Enrollment, now: float = NOW, offset: int = 0) -> str:
+    return totp.code_at(enrollment.secret, totp.step_at(now) + offset)
+
+
+def test_production_refuses_an_admin_without_a_code_enrolled_or_not_alike(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    factors.enroll("alice", ENROLL)
+    answers = []
+    for account in ("alice", "bob"):  # bob has no second factor: the answer does not say so
+        with pytest.raises(SecondFactorRequiredError) as refused:
+            factors.check(account, None)
+        answers.append((refused.value.code, str(refused.value)))
+    assert answers[0] == answers[1] == ("second_factor_required", REQUIRED)
+    with pytest.raises(BadSecondFactorError, match="wrong, expired or already used"):
+        factors.check("bob", "123456")  # no code of an account without a second factor is good
+
+
+def test_outside_production_only_enrolled_admins_are_checked(redis_client: Any) -> None:
+    factors = gate(redis_client)
+    factors.check("bob", None)  # not enrolled: goes on, as before second factors existed
+    enrollment = factors.enroll("alice", ENROLL)
+    with pytest.raises(SecondFactorRequiredError):
+        factors.check("alice", None)
+    factors.check("alice", code(enrollment))
+
+
+def test_a_code_is_good_once_and_older_codes_never_again(redis_client: Any) -> None:
+    clock = Clock()
+    factors = gate(redis_client, production=True, clock=clock)
+    enrollment = factors.enroll("alice", ENROLL)
+    first = code(enrollment)
+    factors.check("alice", first)
+    with pytest.raises(BadSecondFactorError) as replay:
+        factors.check("alice", first)
+    assert (replay.value.code, str(replay.value)) == ("bad_second_factor", BAD)
+    factors.check("alice", code(enrollment, offset=1))  # the next step's code, typed early
+    clock.now += totp.STEP_SECONDS
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment, clock.now))  # that step is used now
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment, offset=-1))  # older than the last used
+    clock.now += totp.STEP_SECONDS
+    factors.check("alice", code(enrollment, clock.now))
+
+
+def test_a_wrong_or_expired_code_is_refused(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    right = code(enrollment)
+    for bad in (code(enrollment, offset=-2), code(enrollment, offset=2), f"{(int(right) + 1) % 10**6:06d}", "x"):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", bad)
+    factors.check("alice", right)  # the refusals used nothing up
+
+
+def test_a_code_used_on_one_node_is_refused_on_another(redis_client: Any) -> None:
+    node_a, node_b = gate(redis_client, production=True), gate(redis_client, production=True)
+    enrollment = node_a.enroll("alice", ENROLL)
+    node_a.check("alice", code(enrollment))
+    with pytest.raises(BadSecondFactorError):
+        node_b.check("alice", code(enrollment))
+
+
+def test_of_many_nodes_sent_one_code_at_once_exactly_one_accepts_it(redis_client: Any) -> None:
+    nodes = [gate(redis_client, production=True) for _ in range(8)]
+    enrollment = nodes[0].enroll("alice", ENROLL)
+    same = code(enrollment)
+    start = threading.Barrier(len(nodes))
+    outcomes: list[str] = []
+
+    def send(factors: SecondFactors) -> None:
+        start.wait()
+        try:
+            factors.check("alice", same)
+            outcomes.append("accepted")
+        except BadSecondFactorError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["accepted"] + ["refused"] * (len(nodes) - 1)
+
+
+def test_each_recovery_code_is_good_once(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    first, second = enrollment.recovery_codes[:2]
+    factors.check("alice", first.upper())
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", first)
+    assert factors.store.recovery_left("alice") == totp.RECOVERY_CODES - 1
+    with pytest.raises(BadSecondFactorError):
+        factors.check("bob", second)  # another account's code
+    other = totp.new_enrollment("alice", "x").recovery_codes[0]
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", other)  # spelt right, never issued
+    factors.check("alice", second)
+    factors.check("alice", code(enrollment))  # recovery codes leave the time codes alone
+
+
+def test_enroll_refuses_an_enrolled_account_and_reset_one_that_is_not(redis_client: Any) -> None:
+    factors = gate(redis_client)
+    with pytest.raises(NotEnrolledError):
+        factors.enroll("alice", RESET)
+    old = factors.enroll("alice", ENROLL)
+    with pytest.raises(AlreadyEnrolledError):
+        factors.enroll("alice", ENROLL)
+    factors.check("alice", code(old))
+    new = factors.enroll("alice", RESET)
+    assert new.secret != old.secret
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", old.recovery_codes[0])  # the old recovery codes went with it
+    factors.check("alice", code(new))  # used steps start again with the new secret
+    assert factors.store.unrecorded() == []
+    factors.enroll("alice", REPLACE)  # the host's way back in: either, and noted for the ledger
+    assert factors.store.unrecorded() == ["alice"]
+
+
+def test_a_forgotten_account_has_no_second_factor(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", REPLACE)
+    assert factors.store.forget("alice")
+    assert factors.store.unrecorded() == []
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment))
+
+
+def test_redis_and_the_log_never_hold_a_secret_or_a_code(redis_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    factors.check("alice", code(enrollment))
+    factors.check("alice", enrollment.recovery_codes[0])
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment))
+    stored = b"".join(
+        [key + repr(redis_client.dump(key)).encode() for key in redis_client.keys("*")]
+        + [v for key in redis_client.keys("*") if redis_client.type(key) == b"hash" for v in redis_client.hvals(key)]
+        + [m for key in redis_client.keys("*") if redis_client.type(key) == b"set" for m in redis_client.smembers(key)]
+    )
+    secrets = [enrollment.secret, code(enrollment), *enrollment.recovery_codes]
+    for secret in secrets:
+        assert secret.encode() not in stored
+        assert secret.replace("-", "").encode() not in stored
+        assert secret not in caplog.text
+
+
+def test_a_node_without_the_key_checks_nothing_it_cannot_open(redis_client: Any) -> None:
+    enrollment = gate(redis_client).enroll("alice", ENROLL)
+    keyless = gate(redis_client, key=None)
+    with pytest.raises(BadSecondFactorError):
+        keyless.check("alice", code(enrollment))
+    with pytest.raises(BadRequestError, match="no second-factor key"):
+        keyless.enroll("bob", ENROLL)
+    with pytest.raises(BadSecondFactorError):
+        gate(redis_client, key=new_seal_key()).check("alice", code(enrollment))  # another cluster's key
