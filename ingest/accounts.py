@@ -186,6 +186,9 @@ class RegistryAdmin:
             owner = snapshot.owners.get(key)
             if owner is None:
                 raise NoSuchKeyError(f"key {key} is bound to no account")
+            expected = args.optional_text("account", max_length=64)
+            if expected is not None and owner != expected:  # the caller named whose key it is
+                raise NoSuchKeyError(f"key {key} is not bound to account {expected!r}")
             keys = sorted(k for k in snapshot.accounts[owner].keys if k != key)
             payload = {"account": owner, "op": "revoke", "key": key, "keys": keys, "via": via}
             height = self._record("key", payload, author)

@@ -32,7 +32,9 @@ class Clock:
         return self.now
 
 
-def gate(client: Any, *, production: bool = False, key: bytes | None = KEY, clock: Clock | None = None) -> SecondFactors:
+def gate(
+    client: Any, *, production: bool = False, key: bytes | None = KEY, clock: Clock | None = None
+) -> SecondFactors:
     return SecondFactors(
         SecondFactorStore(client), key, production=production, issuer="vledger test", clock=clock or Clock()
     )
