@@ -22,6 +22,7 @@ import pytest
 
 from vledger.broker.client import NodeAddress
 from vledger.broker.keys import generate, load_public
+from vledger.broker.seal_keys import read_seal_key, write_seal_key
 from vledger.config.cluster import IngestSettings, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import (
@@ -51,7 +52,6 @@ from vledger.tools.client_payloads import Write, parse_json_map
 from vledger.tools.client_session import ClientOptions, Session, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
 from vledger.tools.progress import Progress
-from vledger.broker.seal_keys import read_seal_key, write_seal_key
 from vledger.tools.shell import Shell, completions, error_line
 
 T0 = 1_790_000_000_000
