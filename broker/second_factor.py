@@ -2,7 +2,7 @@
 
 Layout, for namespace ``ns`` (``vledger`` by default):
 
-* ``ns:totp:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
+* ``ns:totp:account:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
   cluster's second-factor key (vledger.node.totp.seal_secret; never the secret itself), and
   ``last``, the last time step a code of it was accepted (-1: none yet);
 * ``ns:totp:recovery:<account>``: the set of the salted digests of its unused recovery codes;
@@ -52,7 +52,7 @@ class SecondFactorStore:
 
     def __init__(self, client: Any, namespace: str = "vledger") -> None:
         self.client = client
-        self._prefix = f"{namespace}:totp:"
+        self._prefix = f"{namespace}:totp:account:"
         self._recovery_prefix = f"{namespace}:totp:recovery:"
         self._unrecorded = f"{namespace}:totp:unrecorded"
         self._enroll = client.register_script(_ENROLL)
