@@ -81,7 +81,7 @@ from .shell import Shell
 from .vote_check import check_voter, electronic_id_arg, print_vote_check
 
 EXIT_OK = 0
-CLIENT_OPTIONS = ("config", "node", "key", "timeout")
+CLIENT_OPTIONS = ("config", "node", "key", "timeout", "otp")  # the shell's: every line's defaults
 ROLES = ("admin", "writer", "observer", "replica")
 
 SessionVerb = Callable[[Session, argparse.Namespace], int]
