@@ -501,7 +501,13 @@ class LocalCluster:
     def cli(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a ``vledger`` command; with ``check``, a failure raises with its output."""
         done = subprocess.run(
-            [*CLI, *args], capture_output=True, text=True, env=self.environment(), timeout=timeout, check=False
+            [*CLI, *args],
+            stdin=subprocess.DEVNULL,  # never a terminal to ask on (a passphrase, a one-time code)
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise AssertionError(f"vledger {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")

@@ -5,6 +5,7 @@ secret."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -17,7 +18,7 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node import totp
 from vledger.node.record import decode_record
 from vledger.node.rules.admin import ADMIN_LEDGER
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, remote_error
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, remote_error
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,8 @@ def test_an_admin_without_a_second_factor_is_refused_in_production(
     # Every admin-only command, not just the account ones; and nothing was done.
     refused = remote_error(cluster.client("deputy").call, "account.add", {"account": "sneaky", "role": "admin"})
     assert refused.code == "second_factor_required"
+    created = remote_error(cluster.admin().create_ledger, genesis("books", ADMIN, ["note"]))
+    assert created.code == "second_factor_required"
     names = [a["account"] for a in cluster.admin().call("account.list", {"otp": next(recovery)})["accounts"]]
     assert "sneaky" not in names and "deputy" in names
 
@@ -86,9 +89,10 @@ def test_enrollment_is_on_the_admin_ledger_without_its_secret(cluster: LocalClus
     clerk_secret = secret_of(enrolled["uri"])
     code = totp.code_at(clerk_secret, totp.step_at(time.time()))
     assert cluster.client("clerk", cluster.node_names[1]).call("account.list", {"otp": code})["accounts"]
-    twice = remote_error(cluster.admin().call, "totp.enroll", {"account": "clerk", "otp": next(recovery)})
+    clerk_codes = iter(enrolled["recovery_codes"][1:])
+    twice = remote_error(cluster.client("clerk").call, "totp.enroll", {"otp": next(clerk_codes)})
     assert twice.code == "already_enrolled"
-    own = remote_error(cluster.admin().call, "totp.reset", {"account": ADMIN, "otp": next(recovery)})
+    own = remote_error(cluster.client("clerk").call, "totp.reset", {"account": "clerk", "otp": next(clerk_codes)})
     assert own.code == "forbidden"
     reset = cluster.admin().call("totp.reset", {"account": "clerk", "otp": next(recovery)})
     assert secret_of(reset["uri"]) != clerk_secret
@@ -110,3 +114,21 @@ def test_enrollment_is_on_the_admin_ledger_without_its_secret(cluster: LocalClus
     for node in cluster.node_names:  # nor the logs
         log = cluster.log_text(node)
         assert clerk_secret not in log and reset["recovery_codes"][0] not in log
+
+
+def test_a_request_sent_to_the_wrong_node_does_not_use_up_its_code(
+    cluster: LocalCluster, recovery: Iterator[str]
+) -> None:
+    code = next(recovery)
+    elsewhere = cluster.client(ADMIN, cluster.node_names[1], follow=False)
+    moved = remote_error(elsewhere.call, "account.add", {"account": "temp", "role": "writer", "otp": code})
+    assert moved.code == "not_home"  # the admin ledger's home runs account commands
+    assert cluster.admin().call("account.add", {"account": "temp", "role": "writer", "otp": code})["account"] == "temp"
+
+
+def test_the_command_line_sends_the_code(cluster: LocalCluster, recovery: Iterator[str]) -> None:
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    refused = cluster.cli("user", "list", *common, check=False)  # no terminal to ask on: refused
+    assert refused.returncode != 0 and "second_factor_required" in refused.stderr
+    listed = cluster.cli("user", "list", "--json", "--otp", next(recovery), *common)
+    assert ADMIN in [a["account"] for a in json.loads(listed.stdout)["accounts"]]
