@@ -494,7 +494,7 @@ class LocalCluster:
         self.config_path.write_text("\n".join(lines))
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VLEDGER_PASSPHRASE")}
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VLEDGER_PASSPHRASE", "VLEDGER_OTP")}
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
