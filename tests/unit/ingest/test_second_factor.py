@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import logging
+import stat
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vledger.broker.second_factor import ENROLL, REPLACE, RESET, SecondFactorStore
-from vledger.ingest.second_factor import BAD, REQUIRED, SecondFactors
+from vledger.config.cluster import cluster_from_mapping
+from vledger.ingest.second_factor import BAD, REQUIRED, SecondFactors, cluster_second_factors
 from vledger.node import totp
 from vledger.node.errors import (
     AlreadyEnrolledError,
     BadRequestError,
     BadSecondFactorError,
+    KeyPermissionsError,
     NotEnrolledError,
     SecondFactorRequiredError,
+    SettingsError,
 )
 from vledger.node.sealed import new_seal_key
+from vledger.tools.node_commands import ensure_cluster_keys
 
 NOW = 1_800_000_000.0
 KEY = new_seal_key()
@@ -199,3 +205,27 @@ def test_a_node_without_the_key_checks_nothing_it_cannot_open(redis_client: Any)
         keyless.enroll("bob", ENROLL)
     with pytest.raises(BadSecondFactorError):
         gate(redis_client, key=new_seal_key()).check("alice", code(enrollment))  # another cluster's key
+
+
+def test_production_without_the_cluster_s_key_refuses_to_start(redis_client: Any, tmp_path: Path) -> None:
+    base = {
+        "cluster": {"name": "t", "keys": "keys", "data": "data", "default_home": "in-1"},
+        "nodes": {"in-1": {"role": "ingest", "port": 7001, "pub_port": 7101}},
+    }
+    (tmp_path / "keys").mkdir()
+    plain = cluster_from_mapping(base, tmp_path / "cluster.toml")
+    assert cluster_second_factors(plain, redis_client).key is None  # outside production: no code to check
+    production = cluster_from_mapping({**base, "cluster": {**base["cluster"], "production": True}}, tmp_path / "c.toml")
+    with pytest.raises(SettingsError, match=r"second-factor\.seal"):
+        cluster_second_factors(production, redis_client)
+    made, _ = ensure_cluster_keys(production)
+    assert "second-factor.seal" in [entry["name"] for entry in made]
+    path = production.second_factor_key_path()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    factors = cluster_second_factors(production, redis_client)
+    assert factors.production and factors.key == path.read_bytes() and factors.issuer == "vledger t"
+    _, kept = ensure_cluster_keys(production)  # made once, then kept: a new key would lock every admin out
+    assert "second-factor.seal" in [entry["name"] for entry in kept]
+    path.chmod(0o644)
+    with pytest.raises(KeyPermissionsError):
+        cluster_second_factors(production, redis_client)
