@@ -7,7 +7,9 @@ Layout, for namespace ``ns`` (``vledger`` by default):
   ``last``, the last time step a code of it was accepted (-1: none yet);
 * ``ns:totp:recovery:<account>``: the set of the salted digests of its unused recovery codes;
 * ``ns:totp:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
-  whose enrollment the admin ledger's home has not recorded yet.
+  whose enrollment the admin ledger's home has not recorded yet;
+* ``ns:totp:failures:<account>``: how many wrong six-digit codes it sent since the first of
+  them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS).
 
 Every step that must not happen twice is one atomic Redis operation, because two ingest
 nodes may receive the same code at once: accepting a time step is a Lua script that moves
@@ -25,12 +27,12 @@ ENROLL = "enroll"  # a first second factor: refused if the account has one
 RESET = "reset"  # a new second factor in place of the account's: refused if it has none
 REPLACE = "replace"  # either (the host's bootstrap: the way back in)
 
-# KEYS: hash, recovery set, unrecorded set    ARGV: sealed secret, mode, account, digests...
+# KEYS: hash, recovery set, unrecorded set, failures    ARGV: sealed secret, mode, account, digests...
 _ENROLL = """
 local exists = redis.call('HEXISTS', KEYS[1], 'secret') == 1
 if exists and ARGV[2] == 'enroll' then return 'already_enrolled' end
 if not exists and ARGV[2] == 'reset' then return 'not_enrolled' end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', '-1')
 for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 if ARGV[2] == 'replace' then redis.call('SADD', KEYS[3], ARGV[3]) end
@@ -46,6 +48,13 @@ redis.call('HSET', KEYS[1], 'last', ARGV[2])
 return 1
 """
 
+# KEYS: failures    ARGV: window in seconds
+_FAILED = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
 
 class SecondFactorStore:
     """The sealed TOTP secrets, used steps and recovery digests of every admin account."""
@@ -55,11 +64,18 @@ class SecondFactorStore:
         self._prefix = f"{namespace}:totp:account:"
         self._recovery_prefix = f"{namespace}:totp:recovery:"
         self._unrecorded = f"{namespace}:totp:unrecorded"
+        self._failures_prefix = f"{namespace}:totp:failures:"
         self._enroll = client.register_script(_ENROLL)
         self._use_step = client.register_script(_USE_STEP)
+        self._failed = client.register_script(_FAILED)
 
     def _keys(self, account: str) -> list[str]:
-        return [self._prefix + account, self._recovery_prefix + account, self._unrecorded]
+        return [
+            self._prefix + account,
+            self._recovery_prefix + account,
+            self._unrecorded,
+            self._failures_prefix + account,
+        ]
 
     def enroll(self, account: str, sealed: bytes, digests: tuple[str, ...], mode: str) -> None:
         """Give ``account`` this sealed secret and these recovery digests, forgetting any it had
@@ -87,6 +103,17 @@ class SecondFactorStore:
         one was accepted already (a replay, on this node or another) or the secret changed."""
         return bool(self._use_step(keys=[self._prefix + account], args=[sealed, str(step)]))
 
+    def failures(self, account: str) -> int:
+        """How many wrong codes the account sent in its current failure window."""
+        return int(self.client.get(self._failures_prefix + account) or 0)
+
+    def failed(self, account: str, window_seconds: int) -> int:
+        """Count one more wrong code (the window starts at the first); the count."""
+        return int(self._failed(keys=[self._failures_prefix + account], args=[str(window_seconds)]))
+
+    def succeeded(self, account: str) -> None:
+        self.client.delete(self._failures_prefix + account)
+
     def use_recovery(self, account: str, digest: str) -> bool:
         """Consume the recovery code whose digest is ``digest``: True once, False after."""
         return bool(self.client.srem(self._recovery_prefix + account, digest))
@@ -97,7 +124,7 @@ class SecondFactorStore:
     def forget(self, account: str) -> bool:
         """Remove the account's second factor (the account was removed); whether it had one."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self._prefix + account, self._recovery_prefix + account)
+        pipe.delete(self._prefix + account, self._recovery_prefix + account, self._failures_prefix + account)
         pipe.srem(self._unrecorded, account)
         removed, _ = pipe.execute()
         return bool(removed)

@@ -64,10 +64,15 @@ class SecondFactors:
             raise BadSecondFactorError(BAD)
         sealed, last = state
         if totp.is_code(otp):
+            if self.store.failures(account) >= totp.MAX_CODE_FAILURES:
+                log.warning("second factor refused: account %s sent too many wrong codes; waiting", account)
+                raise BadSecondFactorError(BAD)
             step = totp.matching_step(self._secret(account, sealed), otp, self.clock(), after=last)
             if step is None or not self.store.use_step(account, sealed, step):
-                log.info("second factor refused: account %s sent a code that is wrong or used", account)
+                failures = self.store.failed(account, totp.FAILURE_WINDOW_SECONDS)
+                log.info("second factor refused: account %s sent a wrong or used code (%d in this window)", account, failures)
                 raise BadSecondFactorError(BAD)
+            self.store.succeeded(account)
             return
         try:
             digest = totp.recovery_digest(account, otp)

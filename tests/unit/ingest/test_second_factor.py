@@ -101,6 +101,25 @@ def test_a_wrong_or_expired_code_is_refused(redis_client: Any) -> None:
     factors.check("alice", right)  # the refusals used nothing up
 
 
+def test_after_too_many_wrong_codes_even_the_right_one_waits_but_recovery_codes_do_not(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    right = code(enrollment)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for _ in range(totp.MAX_CODE_FAILURES):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", wrong)
+    with pytest.raises(BadSecondFactorError) as waiting:
+        factors.check("alice", right)
+    assert str(waiting.value) == BAD  # the same answer: a guesser cannot tell it was right
+    failures = "vledger:totp:failures:alice"
+    assert 0 < redis_client.ttl(failures) <= totp.FAILURE_WINDOW_SECONDS  # counted from the first
+    factors.check("alice", enrollment.recovery_codes[0])
+    redis_client.delete(failures)  # the window ended
+    factors.check("alice", right)
+    assert factors.store.failures("alice") == 0
+
+
 def test_a_code_used_on_one_node_is_refused_on_another(redis_client: Any) -> None:
     node_a, node_b = gate(redis_client, production=True), gate(redis_client, production=True)
     enrollment = node_a.enroll("alice", ENROLL)
