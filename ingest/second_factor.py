@@ -70,7 +70,7 @@ class SecondFactors:
             step = totp.matching_step(self._secret(account, sealed), otp, self.clock(), after=last)
             if step is None or not self.store.use_step(account, sealed, step):
                 failures = self.store.failed(account, totp.FAILURE_WINDOW_SECONDS)
-                log.info("second factor refused: account %s sent a wrong or used code (%d in this window)", account, failures)
+                log.info("second factor refused: account %s sent a wrong or used code (%d so far)", account, failures)
                 raise BadSecondFactorError(BAD)
             self.store.succeeded(account)
             return
