@@ -415,12 +415,6 @@ class IngestService:
             raise NotFoundError(f"no {what} on this node")
         return record
 
-    def _blocking(self, call: Callable[[], object]) -> object:
-        """``call``'s result from the executor; without one, ``call`` runs here and now."""
-        if self._executor is None:
-            return call()
-        return Later(self._executor.submit(call))
-
 
 # --- session commands -------------------------------------------------------------------
 
