@@ -19,6 +19,7 @@ from .redis import check_redis_url
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
 ROLES = ("ingest", "replica", "observer", "verifier")
+SECOND_FACTOR_KEY_FILE = "second-factor.seal"  # in the keys directory, made by vledger keygen --cluster
 FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
 FOLLOWER_ROLES = ("replica", "observer")  # roles whose nodes subscribe to feeds and keep a store
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -145,6 +146,8 @@ class ClusterConfig:
     default_home: str
     nodes: dict[str, NodeConfig]
     homes: dict[str, str]  # ledger -> its home ingest node
+    # [cluster] production: every admin command needs a second factor (docs/PROTOCOL.md 15.5)
+    production: bool = False
     settings: Settings = dataclasses.field(default_factory=Settings)
     ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
     replication: ReplicationSettings = dataclasses.field(default_factory=ReplicationSettings)
@@ -183,6 +186,10 @@ class ClusterConfig:
 
     def secret_key_path(self, name: str) -> Path:
         return self.keys_dir / f"{name}.key_secret"
+
+    def second_factor_key_path(self) -> Path:
+        """The cluster's second-factor key: an AES-SIV key (0600) that seals admins' TOTP secrets."""
+        return self.keys_dir / SECOND_FACTOR_KEY_FILE
 
     def store_dir(self, node: str) -> Path:
         return self.data_dir / node
@@ -272,7 +279,10 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     tables = ("cluster", "settings", "ingest", "replication", "verifier", "observers", "nodes", "ledgers", "redis")
     _check_keys(data, tables, where)
     cluster = _table(data, "cluster", where)
-    _check_keys(cluster, ("name", "keys", "data", "redis", "default_home"), f"{where}: cluster")
+    _check_keys(cluster, ("name", "keys", "data", "redis", "default_home", "production"), f"{where}: cluster")
+    production = cluster.get("production", False)
+    if not isinstance(production, bool):
+        raise SettingsError(f"{where}: cluster.production: expected true or false, got {production!r}")
     nodes = _nodes(_table(data, "nodes", where), where)
     base = path.parent
     default_home = _text(cluster, "default_home", f"{where}: cluster")
@@ -305,6 +315,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         default_home=default_home,
         nodes=nodes,
         homes=homes,
+        production=production,
         settings=Settings(
             limits=build_settings(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
             store=build_settings(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),

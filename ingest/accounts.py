@@ -11,21 +11,27 @@ from ..broker.accounts import (
     AccountCache,
     AccountRegistry,
     AccountsSnapshot,
+    Role,
     check_account_name,
     check_role,
 )
 from ..broker.keys import check_public_key
+from ..broker.second_factor import ENROLL, RESET
 from ..node.errors import (
     AccountExistsError,
+    AlreadyEnrolledError,
     ApplyTimeoutError,
     BadRequestError,
+    ForbiddenError,
     KeyInUseError,
     NoSuchAccountError,
     NoSuchKeyError,
+    NotEnrolledError,
 )
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
+from .second_factor import SecondFactors
 from .service import Caller
 
 
@@ -74,19 +80,25 @@ class RegistryAdmin:
         nodes: list[str],
         wait_ms: int,
         ledger: AdminLedger | None = None,
+        factors: SecondFactors | None = None,
     ) -> None:
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
         self.wait_seconds = wait_ms / 1000
         self.ledger = ledger
+        self.factors = factors
 
     def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
         """Raises the precise account errors (no_such_account, key_in_use, ...), BadRequestError
         for bad arguments, and the admin ledger's RuleErrors (already_granted, no_such_grant)."""
         author, via = (caller.account, caller.key) if caller is not None else ("", "")
+        self._record_host_enrollments()
         if command in ("grant.add", "grant.revoke"):
             result = self._grant(command, args, author, via)
+            version = self.registry.version()
+        elif command in ("totp.enroll", "totp.reset"):
+            result = self._second_factor(command, args, author, via)
             version = self.registry.version()
         else:
             result, version = self._account_change(command, args, author, via)
@@ -121,6 +133,51 @@ class RegistryAdmin:
         height = self._record("grant" if command == "grant.add" else "revoke", payload, author)
         return {"ledger": ledger, "kind": kind, "account": account, "height": height}
 
+    def _second_factor(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
+        """A new second factor for an admin account, recorded (never its secret) on the admin
+        ledger: ``totp.enroll`` for one with none (the caller's own by default), ``totp.reset``
+        for another admin's (yours is reset by another admin, or on a host)."""
+        if self.factors is None:
+            raise BadRequestError("this node keeps no second factors")
+        if command == "totp.enroll":
+            account = check_account_name(args.optional_text("account", max_length=64) or author)
+        else:
+            account = check_account_name(args.text("account", max_length=64))
+            if account == author:
+                raise ForbiddenError(
+                    "an admin's second factor is reset by another admin, or on a node's host "
+                    "(vledger admin bootstrap --totp)"
+                )
+        held = self.registry.snapshot().accounts.get(account)
+        if held is None:
+            raise NoSuchAccountError(f"no account {account!r}")
+        if held.role is not Role.ADMIN:
+            raise BadRequestError(f"account {account!r} is not an admin: only admins have a second factor")
+        enrolled = self.factors.store.state(account) is not None
+        if command == "totp.enroll" and enrolled:
+            raise AlreadyEnrolledError(f"account {account!r} has a second factor already: reset it instead")
+        if command == "totp.reset" and not enrolled:
+            raise NotEnrolledError(f"account {account!r} has no second factor to reset: enroll it instead")
+        op = command.removeprefix("totp.")
+        enrollment = self.factors.enroll(account, ENROLL if op == "enroll" else RESET)
+        height = self._record("totp", {"account": account, "op": op, "via": via}, author)
+        return {
+            "account": account,
+            "uri": enrollment.uri,
+            "recovery_codes": list(enrollment.recovery_codes),
+            "height": height,
+        }
+
+    def _record_host_enrollments(self) -> None:
+        """Record on the admin ledger the enrollments made on a host since the last command
+        (``vledger admin bootstrap --totp`` reaches Redis, not the ledger): author and
+        account the enrolled admin, ``via`` empty."""
+        if self.factors is None or self.ledger is None:
+            return
+        for account in self.factors.store.unrecorded():
+            self.ledger.append("totp", {"account": account, "op": "enroll", "via": ""}, account)
+            self.factors.store.recorded(account)
+
     def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:
         registry = self.registry
         snapshot = registry.snapshot()
@@ -129,6 +186,9 @@ class RegistryAdmin:
             owner = snapshot.owners.get(key)
             if owner is None:
                 raise NoSuchKeyError(f"key {key} is bound to no account")
+            expected = args.optional_text("account", max_length=64)
+            if expected is not None and owner != expected:  # the caller named whose key it is
+                raise NoSuchKeyError(f"key {key} is not bound to account {expected!r}")
             keys = sorted(k for k in snapshot.accounts[owner].keys if k != key)
             payload = {"account": owner, "op": "revoke", "key": key, "keys": keys, "via": via}
             height = self._record("key", payload, author)
@@ -147,7 +207,7 @@ class RegistryAdmin:
         elif held is None:
             raise NoSuchAccountError(f"no account {account!r}")
         elif command == "account.remove":
-            after, change = None, lambda: registry.remove_account(account)
+            after, change = None, lambda: self._remove(account)
         elif command in ("account.enable", "account.disable"):
             enabled = command == "account.enable"
             after = dataclasses.replace(held, enabled=enabled)
@@ -167,6 +227,13 @@ class RegistryAdmin:
             op = command.removeprefix("account.")
             result["height"] = self._record("account", account_payload(op, after, account, via), author)
         return result, change()
+
+    def _remove(self, account: str) -> int:
+        """Remove the account and its second factor: a new account of that name starts with none."""
+        version = self.registry.remove_account(account)
+        if self.factors is not None:
+            self.factors.store.forget(account)
+        return version
 
     def list_accounts(self) -> list[dict[str, Any]]:
         return [

@@ -37,6 +37,7 @@ from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
 from .members import MemberGates
 from .outbox import Outbox
+from .second_factor import cluster_second_factors
 from .service import IngestService
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
@@ -81,6 +82,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     signer = HomeSigner(config.name, signing.seed)
     redis_access = config.redis_access("ingest")
     registry = AccountRegistry(connect(redis_access))
+    factors = cluster_second_factors(config, registry.client)  # production without its key: refused here
     replication = ReplicationLedger(
         connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
     )
@@ -151,7 +153,12 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
             server.self_test()
             admin = RegistryAdmin(
-                registry, cache, [n.name for n in config.ingest_nodes()], config.ingest.account_wait_ms, admin_ledger
+                registry,
+                cache,
+                [n.name for n in config.ingest_nodes()],
+                config.ingest.account_wait_ms,
+                admin_ledger,
+                factors,
             )
             service = IngestService(
                 config,
@@ -170,6 +177,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 cosignatures=KnownCosignatures(
                     config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
                 ),
+                second_factor=factors,
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):

@@ -45,6 +45,7 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
 from ..node.store import ChainStore, Receipt
+from ..node.totp import MAX_CODE_LENGTH
 from ..node.wire import (
     PROTOCOL_VERSION,
     Args,
@@ -131,6 +132,12 @@ class AccountLookup(Protocol):
     def lookup(self, key: str) -> Caller | None: ...
 
 
+class SecondFactorCheck(Protocol):
+    """vledger.ingest.second_factor.SecondFactors: may this admin go on with this code?"""
+
+    def check(self, account: str, otp: str | None) -> None: ...
+
+
 class AccountAdmin(Protocol):
     """The admin commands' access to the registry; each call answers once every node applied it."""
 
@@ -149,6 +156,22 @@ class Later:
 
     future: Future[Any]
     then: Callable[[Any], object] = _as_is
+
+
+@dataclass(frozen=True, slots=True)
+class AfterSecondFactor:
+    """What an admin command's handler returns once it checked what costs no code (arguments,
+    the home node): its work, which runs only once the caller's second factor checks out, so
+    that a code is never used up by a request that is then sent elsewhere."""
+
+    call: Callable[[], object]
+
+
+def _then_into(source: Future[Any], then: Callable[[Any], object], target: Future[Any]) -> None:
+    try:
+        target.set_result(then(source.result()))
+    except BaseException as e:
+        target.set_exception(e)
 
 
 @dataclass(slots=True)
@@ -243,6 +266,7 @@ class IngestService:
         refused: Mapping[str, VledgerError] | None = None,
         checkpoint_key: bytes | None = None,
         cosignatures: CosignatureSource | None = None,
+        second_factor: SecondFactorCheck | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -266,6 +290,7 @@ class IngestService:
         self.checkpoint_key = checkpoint_key  # a home's raw Ed25519 checkpoint key, told in hello
         self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
+        self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -300,9 +325,43 @@ class IngestService:
             raise ForbiddenError(f"the {caller.role} role may not use {request.cmd!r}")
         if self.read_only and found.name not in READ_COMMANDS:
             raise ForbiddenError(f"node {self.node.name} is a {self.node.role}: it serves reads only")
-        return found.handler(self, caller, request.args)
+        result = found.handler(self, caller, request.args)
+        if found.roles == ADMINS:
+            # Every admin command passes the second factor (PROTOCOL 15.5): its handler must
+            # hand its work over rather than do it.
+            if not isinstance(result, AfterSecondFactor):
+                raise TypeError(f"the handler of admin command {found.name!r} did not wait for the second factor")
+            return self._after_second_factor(caller, request.args, result.call)
+        return result
 
     # --- helpers --------------------------------------------------------------------
+
+    def _after_second_factor(self, caller: Caller, args: Args, call: Callable[[], object]) -> object:
+        """``call()``'s result once the caller's ``otp`` checks out. The check and ``call`` run
+        in the executor (Redis round trips); a Later that ``call`` returns is waited on."""
+        otp = args.optional_text("otp", max_length=MAX_CODE_LENGTH)
+        gate = self.second_factor
+        if self._executor is None:
+            if gate is not None:
+                gate.check(caller.account, otp)
+            return call()
+        result: Future[Any] = Future()
+
+        def run() -> None:
+            try:
+                if gate is not None:
+                    gate.check(caller.account, otp)
+                outcome = call()
+            except BaseException as e:
+                result.set_exception(e)
+                return
+            if isinstance(outcome, Later):
+                outcome.future.add_done_callback(lambda done: _then_into(done, outcome.then, result))
+            else:
+                result.set_result(outcome)
+
+        self._executor.submit(run)
+        return Later(result)
 
     def _entry(self, caller: Caller, args: Args) -> Entry:
         entry = Entry.from_wire(
@@ -506,7 +565,7 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 ledger=ledger,
                 height=0,
             )
-    return service._append(entry)
+    return AfterSecondFactor(lambda: service._append(entry))
 
 
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
@@ -660,7 +719,7 @@ def _admin_command(name: str, args_doc: str, summary: str) -> None:
         # One node orders the admin ledger, so one node runs every change (PROTOCOL 15.3).
         if service.config.home_of(ADMIN_LEDGER).name != service.node.name:
             raise service._not_home(ADMIN_LEDGER, "written")
-        return service._blocking(lambda: service.admin.apply(name, args, caller))
+        return AfterSecondFactor(lambda: service.admin.apply(name, args, caller))
 
     command(name, ADMINS, args_doc, summary)(run)
 
@@ -670,14 +729,16 @@ _admin_command("account.remove", "account", "delete an account and its keys")
 _admin_command("account.enable", "account", "let an account's keys in again")
 _admin_command("account.disable", "account", "refuse an account's keys from their next request")
 _admin_command("key.add", "account key", "bind a CURVE public key (z85) to an account")
-_admin_command("key.revoke", "key", "refuse a key from its next request")
+_admin_command("key.revoke", "key [account]", "refuse a key from its next request (that account's, if named)")
 _admin_command("grant.add", "ledger kind account", "let an account write a kind (or *) of a ledger")
 _admin_command("grant.revoke", "ledger kind account", "end an account's grant")
+_admin_command("totp.enroll", "[account]", "a first second factor for an admin (you): its URI and recovery codes")
+_admin_command("totp.reset", "account", "a new second factor for another admin: its URI and recovery codes")
 
 
 @command("account.list", ADMINS, "", "every account, its role, state and keys")
 def _account_list(service: IngestService, caller: Caller, args: Args) -> object:
-    return service._blocking(lambda: {"accounts": service.admin.list_accounts()})
+    return AfterSecondFactor(lambda: {"accounts": service.admin.list_accounts()})
 
 
 # --- files ------------------------------------------------------------------------------

@@ -241,6 +241,20 @@ class ThrottledError(RequestError):
     code = "throttled"
 
 
+class SecondFactorRequiredError(RequestError):
+    """An admin command without a one-time code where one is required (production mode, or
+    an enrolled account): the same answer whether or not the account is enrolled."""
+
+    code = "second_factor_required"
+
+
+class BadSecondFactorError(RequestError):
+    """A one-time code or recovery code that is wrong, expired, already used, or of an account
+    with no second factor: one answer for all, so a guess learns nothing but "no"."""
+
+    code = "bad_second_factor"
+
+
 class NotFoundError(RequestError):
     code = "not_found"
 
@@ -414,6 +428,18 @@ class KeyInUseError(AccountError):
 
 class NoSuchKeyError(AccountError):
     code = "no_such_key"
+
+
+class AlreadyEnrolledError(AccountError):
+    """``totp.enroll`` of an account that has a second factor: ``totp.reset`` replaces one."""
+
+    code = "already_enrolled"
+
+
+class NotEnrolledError(AccountError):
+    """``totp.reset`` of an account that has no second factor to replace."""
+
+    code = "not_enrolled"
 
 
 class ApplyTimeoutError(AccountError):

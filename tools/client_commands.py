@@ -12,10 +12,14 @@ A verb builds what it writes with client_payloads (pure), sends it through a
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
+from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
@@ -41,6 +45,7 @@ from .args import (
 from .client_output import (
     print_account_change,
     print_accounts,
+    print_enrollment,
     print_hello,
     print_json,
     print_ledgers,
@@ -64,6 +69,7 @@ from .client_payloads import (
 from .client_session import (
     DEFAULT_TIMEOUT,
     KEY_ENV,
+    OTP_ENV,
     ClientOptions,
     Session,
     SessionPool,
@@ -73,12 +79,11 @@ from .file_transfer import download_file, upload_file
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
-from .seal_keys import read_seal_key, write_seal_key
 from .shell import Shell
 from .vote_check import check_voter, electronic_id_arg, print_vote_check
 
 EXIT_OK = 0
-CLIENT_OPTIONS = ("config", "node", "key", "timeout")
+CLIENT_OPTIONS = ("config", "node", "key", "timeout", "otp")  # the shell's: every line's defaults
 ROLES = ("admin", "writer", "observer", "replica")
 
 SessionVerb = Callable[[Session, argparse.Namespace], int]
@@ -92,11 +97,17 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         options = ClientOptions.from_args(args)
+        otp = args.otp or os.environ.get(OTP_ENV) or None
+        ask = ask_otp if sys.stdin.isatty() else None
         try:
             if args.pool is not None:
-                return verb(args.pool.session(options), args)
+                session = args.pool.session(options)
+                session.second_factor(otp, ask)
+                return verb(session, args)
             with SessionPool() as pool:
-                return verb(pool.session(options), args)
+                session = pool.session(options)
+                session.second_factor(otp, ask)
+                return verb(session, args)
         except NodeUnavailableError as e:
             e.add_note("a node that refuses a key says nothing: check that it runs and that your key was added")
             raise
@@ -120,9 +131,23 @@ def add_client_options(command: argparse.ArgumentParser) -> None:
         help=f"your secret key, NAME.key_secret (default: ${KEY_ENV}); its passphrase from ${PASSPHRASE_ENV} or asked",
     )
     group.add_argument(
+        "--otp",
+        metavar="CODE",
+        help=f"an admin's one-time code or recovery code (default: ${OTP_ENV}; asked on a terminal when a node "
+        "wants one)",
+    )
+    group.add_argument(
         "--timeout", type=seconds, metavar="SECONDS", help=f"wait this long for each answer ({DEFAULT_TIMEOUT:g})"
     )
     command.set_defaults(pool=None)  # the shell sets its SessionPool after parsing
+
+
+def ask_otp() -> str:
+    """A one-time code typed on the terminal (not echoed, like a passphrase)."""
+    code = getpass.getpass("one-time code (authenticator app, or a recovery code): ").strip()
+    if not code:
+        raise UsageError("no one-time code given")
+    return code
 
 
 def _verb(
@@ -656,11 +681,10 @@ def cmd_user_key_add(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_user_key_revoke(session: Session, args: argparse.Namespace) -> int:
     key = public_key_argument(args.keyfile)
-    if args.account is not None:  # as `user key add NAME KEYFILE`: the key must be that account's
-        accounts = reply_field(session.call("account.list"), "accounts", list)
-        if not any(a.get("account") == args.account and key in a.get("keys", ()) for a in accounts):
-            raise UsageError(f"key {key} is not bound to account {args.account!r} (see: vledger user list)")
-    result = session.call("key.revoke", {"key": key})
+    request = {"key": key}
+    if args.account is not None:  # as `user key add NAME KEYFILE`: the node checks it is that account's
+        request["account"] = args.account
+    result = session.call("key.revoke", request)
     print_account_change(result, "revoked", as_json=args.json)
     return EXIT_OK
 
@@ -762,8 +786,24 @@ def _add_grant_verbs(commands: Subparsers) -> None:
     _verb(grants, "list", cmd_grant_list, "the grants in force", "The grants in force, replayed from the admin ledger.")
 
 
+def _totp_action(cmd: str) -> SessionVerb:
+    def run(session: Session, args: argparse.Namespace) -> int:
+        request = {} if args.account is None else {"account": args.account}
+        result = session.call(cmd, request)
+        if args.json:
+            print_json(result)
+            return EXIT_OK
+        account = reply_field(result, "account", str)
+        print_enrollment(account, reply_field(result, "uri", str), reply_field(result, "recovery_codes", list))
+        print(f"recorded on the admin ledger at height {result.get('height')} (the secret is not)")
+        return EXIT_OK
+
+    return run
+
+
 def add_admin_verbs(actions: Subparsers) -> None:
-    """``vledger admin log``: the admin ledger, record by record (the ``admin`` group is the node commands')."""
+    """``vledger admin log`` and ``vledger admin totp``: the admin ledger, record by record, and
+    admins' second factors (the ``admin`` group is the node commands')."""
     _verb(
         actions,
         "log",
@@ -772,6 +812,32 @@ def add_admin_verbs(actions: Subparsers) -> None:
         "Show the admin ledger: each change of an account, key, grant or node key, when, by whom and "
         "through which key, each record checked as the next of the chain.",
     )
+    totp = actions.add_parser(
+        "totp",
+        help="admins' second factors (TOTP)",
+        description="Give an admin account a second factor: an authenticator app's one-time codes (RFC 6238) "
+        "and ten recovery codes, printed once. Admin commands then need a code (--otp), and in production "
+        "mode ([cluster] production = true) every admin command does.",
+    )
+    totp_actions = totp.add_subparsers(dest="totp_action", required=True, metavar="ACTION")
+    enroll = _verb(
+        totp_actions,
+        "enroll",
+        _totp_action("totp.enroll"),
+        "a first second factor for an admin (default: you)",
+        "Enroll an admin account that has no second factor (default: your own): prints its otpauth:// URI "
+        "and recovery codes once.",
+    )
+    enroll.add_argument("account", type=account_name, nargs="?", metavar="ACCOUNT")
+    reset = _verb(
+        totp_actions,
+        "reset",
+        _totp_action("totp.reset"),
+        "a new second factor for another admin",
+        "Replace another admin's second factor (a lost phone): the old codes and recovery codes stop working; "
+        "prints the new URI and recovery codes once, to hand over.",
+    )
+    reset.add_argument("account", type=account_name, metavar="ACCOUNT")
 
 
 # --- registration ------------------------------------------------------------------------------------------

@@ -150,3 +150,13 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def print_enrollment(account: str, uri: str, recovery_codes: list[str]) -> None:
+    """A new second factor, shown once: the otpauth:// URI (paste it, or make a QR code of it,
+    into an authenticator app) and the recovery codes (each good once)."""
+    print(f"second factor of {account!r}: add this URI to an authenticator app (it is shown only now):")
+    print(f"  {uri}")
+    print("recovery codes, each good once in place of a code (keep them offline; they are shown only now):")
+    for code in recovery_codes:
+        print(f"  {code}")

@@ -10,7 +10,11 @@ Where things come from (the options every client verb takes):
   neither holds nor homes the ledger answers ``not_home`` naming the home, and the client
   follows once (docs/PROTOCOL.md 6.1);
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
-  key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal.
+  key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal;
+* ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent
+  with the verb's requests; without one, a node that asks for it (``second_factor_required``,
+  or ``bad_second_factor`` for a used code) gets one typed on the terminal, once per request
+  (docs/PROTOCOL.md 15.5).
 
 A :class:`Session` checks what it reads before it shows it: a record fetched by height or
 hash must be that record, decode, and pass its own checks (checksum, proof of work, link)
@@ -68,6 +72,8 @@ log = logging.getLogger(__name__)
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 
 KEY_ENV = "VLEDGER_KEY"
+OTP_ENV = "VLEDGER_OTP"
+SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -168,14 +174,33 @@ class Session:
         self._request_ids = request_ids
         self._account: str | None = None
         self._rules: dict[str, LedgerRules] = {}
+        self.otp: str | None = None  # the admin's one-time code, sent with each request
+        self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
 
     def close(self) -> None:
         self.client.close()
 
     # --- requests ---------------------------------------------------------------------------
 
+    def second_factor(self, otp: str | None, ask: Callable[[], str] | None) -> None:
+        """The one-time code this verb's requests carry, and where to ask for one when a node
+        refuses without a good one (None: the refusal is the caller's)."""
+        self.otp, self.ask_otp = otp, ask
+
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
-        result = self.client.call(cmd, args or {}, node=node)
+        """One request's result map; raises RemoteError for a refusal. An admin command refused
+        for its second factor is sent once more with a code typed on the terminal, if there is
+        one: nothing was done for the refused one."""
+        sent = dict(args or {})
+        if self.otp is not None:
+            sent["otp"] = self.otp
+        try:
+            result = self.client.call(cmd, sent, node=node)
+        except RemoteError as e:
+            if e.code not in SECOND_FACTOR_CODES or self.ask_otp is None:
+                raise
+            self.otp = self.ask_otp()
+            result = self.client.call(cmd, {**sent, "otp": self.otp}, node=node)
         if not isinstance(result, dict):
             raise NodeUnavailableError(f"{cmd}: the node's result is not a map")
         return result

@@ -40,6 +40,7 @@ from ..broker.client import Client
 from ..broker.keys import new_keypair
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
+from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
 from ..node import identifiers
@@ -58,7 +59,6 @@ from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
-from .seal_keys import read_seal_key, write_seal_key
 from .tally_command import TallyReport, tally_report
 from .verification import Verification, verify_path
 

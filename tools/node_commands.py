@@ -14,14 +14,18 @@ from ..broker import redis_acl
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
+from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..ingest.replica import run_replica
+from ..ingest.second_factor import SecondFactors, second_factor_issuer
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, node_name
+from .client_output import print_enrollment
 
 log = logging.getLogger(__name__)
 PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
@@ -98,10 +102,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
     else:
-        for entry in made:
-            print(f"created {directory / entry['file']}  public {entry['public']}")
-        for entry in kept:
-            print(f"kept    {directory / entry['file']}  public {entry['public']}")
+        for what, entries in (("created", made), ("kept   ", kept)):
+            for entry in entries:
+                public = f"  public {entry['public']}" if entry["public"] else "  (secret, 0600)"
+                print(f"{what} {directory / entry['file']}{public}")
     return 0
 
 
@@ -115,6 +119,9 @@ def ensure_cluster_keys(
 
     With ``[redis] passwords``, each Redis user's password file that is missing is made
     (broker/redis_acl.py) and the ACL file written again from them.
+
+    The cluster's second-factor key (``second-factor.seal``, 0600: it seals admins' TOTP
+    secrets, docs/PROTOCOL.md 15.5) is made once too; its entry's ``public`` is empty.
 
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
@@ -142,16 +149,43 @@ def ensure_cluster_keys(
             entry = {"name": redis_acl.user_name(role), "file": str(path), "public": "Redis password (0600)"}
             (made if role in written else kept).append(entry)
         made.append({"name": "redis-acl", "file": str(written["acl"]), "public": "Redis ACL file (0600)"})
+    seal_path = config.second_factor_key_path()
+    entry = {"name": seal_path.name, "file": seal_path.name, "public": ""}
+    try:
+        write_seal_key(seal_path)
+        made.append(entry)
+    except KeyExistsError:
+        kept.append(entry)
     return made, kept
 
 
 def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
-    """The first admin: a local command on a node's host, writing to the cluster's Redis."""
+    """The first admin: a local command on a node's host, writing to the cluster's Redis.
+    With --totp it also gives the account a new second factor (the way back in for an admin
+    who lost theirs), printed here once."""
     config = load_cluster(args.config)
     key = load_public(args.key)
-    registry = AccountRegistry(connect(config.redis_access("admin")))
+    client = connect(config.redis_access("admin"))
+    registry = AccountRegistry(client)
     version = bootstrap_admin(registry, args.account, key)
+    enrollment = None
+    if args.totp:
+        factors = SecondFactors(
+            SecondFactorStore(client),
+            read_seal_key(config.second_factor_key_path()),
+            production=config.production,
+            issuer=second_factor_issuer(config),
+        )
+        enrollment = factors.enroll(args.account, REPLACE)
+    if args.json:
+        result: dict[str, object] = {"account": args.account, "key": key, "version": version}
+        if enrollment is not None:
+            result.update(uri=enrollment.uri, recovery_codes=list(enrollment.recovery_codes))
+        print(json.dumps(result))
+        return 0
     print(f"admin account {args.account!r} holds key {key} (accounts version {version})")
+    if enrollment is not None:
+        print_enrollment(args.account, enrollment.uri, list(enrollment.recovery_codes))
     return 0
 
 
@@ -195,6 +229,13 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
     bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
     bootstrap.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
+    bootstrap.add_argument(
+        "--totp",
+        action="store_true",
+        help="also give the account a new second factor (replacing any it has): prints its otpauth:// URI and "
+        "recovery codes once",
+    )
+    add_json_option(bootstrap)
     return actions
 
 

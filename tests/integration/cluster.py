@@ -26,6 +26,7 @@ Imported as ``vledger.tests.integration.cluster``: the editable install maps the
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -354,6 +355,9 @@ class LocalCluster:
     of ``verifier`` in the configuration's ``[verifier]`` table.
     ``observers`` adds observer nodes ``observer-1``... (started after the replicas), with
     the settings of ``observing`` in the ``[observers]`` table.
+    ``production`` sets ``[cluster] production``: the bootstrapped admin then gets a second
+    factor (``admin bootstrap --totp``), its URI and recovery codes in ``enrollment``, and
+    every admin command needs a code (so ``accounts`` is best left empty).
     """
 
     redis_url: str  # the session's server; the cluster picks its own database on it
@@ -369,6 +373,7 @@ class LocalCluster:
     replication: Mapping[str, int] = field(default_factory=dict)
     follow: Mapping[str, Iterable[str]] = field(default_factory=dict)
     relays: Iterable[str] = ()
+    production: bool = False
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -398,6 +403,7 @@ class LocalCluster:
         self._taps: list[FeedTap] = []
         self._admins: dict[str, Client] = {}
         self._inspectors: dict[str, Client] = {}
+        self.enrollment: dict[str, Any] = {}  # production: the admin's {"uri", "recovery_codes"}
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.directory}, nodes {', '.join(self.node_names)}, redis db {self.database})"
@@ -415,7 +421,7 @@ class LocalCluster:
             self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
             for proc in self.procs.values():
                 proc.public_key = load_public(keys_dir / f"{proc.name}.key")
-            self.cli(
+            bootstrapped = self.cli(
                 "admin",
                 "bootstrap",
                 "--config",
@@ -424,7 +430,10 @@ class LocalCluster:
                 ADMIN,
                 "--key",
                 str(keys_dir / f"{ADMIN}.key"),
+                *(("--totp", "--json") if self.production else ()),
             )
+            if self.production:
+                self.enrollment = json.loads(bootstrapped.stdout)
             for name in self.node_names:
                 self.start_node(name)
             for name in [*self.replica_names, *self.observer_names, *self.verifier_names]:
@@ -494,6 +503,7 @@ class LocalCluster:
             'data = "data"',
             f'redis = "{self.cluster_redis_url}"',
             f'default_home = "{self.node_names[0]}"',
+            f"production = {'true' if self.production else 'false'}",
             "",
             "[ingest]",
             *(f"{key} = {value}" for key, value in self.ingest.items()),
@@ -530,14 +540,20 @@ class LocalCluster:
         self.config_path.write_text("\n".join(lines))
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VLEDGER_PASSPHRASE")}
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "VLEDGER_PASSPHRASE", "VLEDGER_OTP")}
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a ``vledger`` command; with ``check``, a failure raises with its output."""
         done = subprocess.run(
-            [*CLI, *args], capture_output=True, text=True, env=self.environment(), timeout=timeout, check=False
+            [*CLI, *args],
+            stdin=subprocess.DEVNULL,  # never a terminal to ask on (a passphrase, a one-time code)
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            timeout=timeout,
+            check=False,
         )
         if check and done.returncode != 0:
             raise AssertionError(f"vledger {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")

@@ -23,6 +23,7 @@ import pytest
 
 from vledger.broker.client import NodeAddress
 from vledger.broker.keys import generate, load_public
+from vledger.broker.seal_keys import read_seal_key, write_seal_key
 from vledger.config.cluster import IngestSettings, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import (
@@ -52,7 +53,6 @@ from vledger.tools.client_payloads import Write, parse_json_map
 from vledger.tools.client_session import ClientOptions, Session, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
 from vledger.tools.progress import Progress
-from vledger.tools.seal_keys import read_seal_key, write_seal_key
 from vledger.tools.shell import Shell, completions, error_line
 
 T0 = 1_790_000_000_000
@@ -914,14 +914,84 @@ def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode,
 
 def test_user_key_revoke_takes_the_arguments_of_user_key_add(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
     pair = generate(tmp_path, "bob")
-    bound = {"account": "bob", "role": "writer", "enabled": True, "keys": [pair.public]}
-    node.override["account.list"] = lambda args: {"accounts": [bound]}
+
+    def revoke(args: dict[str, Any]) -> Any:
+        if args.get("account") != "bob":
+            raise RemoteError("no_such_key", f"key {args['key']} is not bound to account {args['account']!r}", {})
+        return {"key": args["key"]}
+
+    node.override["key.revoke"] = revoke
     code, out, err = vledger("user", "key", "revoke", "bob", str(tmp_path / "bob.key"))
     assert (code, out) == (0, f"key {pair.public}: revoked\n"), err
-    assert node.sent("key.revoke") == [{"key": pair.public}]
     code, _, err = vledger("user", "key", "revoke", "carol", str(tmp_path / "bob.key"))
-    assert code == 2 and "not bound to account 'carol'" in err
-    assert node.sent("key.revoke") == [{"key": pair.public}]  # nothing revoked for a wrong name
+    assert code != 0 and "no_such_key" in err and "not bound to account 'carol'" in err
+    # The node checks the name: one admin request per verb, so one one-time code
+    assert node.sent("key.revoke") == [{"key": pair.public, "account": "bob"}, {"key": pair.public, "account": "carol"}]
+    assert node.sent("account.list") == []
+
+
+# --- second factors ---------------------------------------------------------------------------------------
+
+ENROLLED = {
+    "account": "bob",
+    "uri": "otpauth://totp/vledger%20t:bob?secret=ABC&issuer=vledger%20t",
+    "recovery_codes": ["aaaa-bbbb-cccc-dddd"],
+    "height": 4,
+    "pending": [],
+    "version": 9,
+}
+
+
+def test_the_one_time_code_goes_with_the_verb_s_requests(
+    vledger: Run, node: SimulatedNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert vledger("user", "add", "bob", "--role", "writer", "--otp", "123456")[0] == 0
+    monkeypatch.setenv("VLEDGER_OTP", "654321")
+    assert vledger("user", "enable", "bob")[0] == 0
+    assert vledger("user", "disable", "bob", "--otp", "111111")[0] == 0  # the option wins
+    monkeypatch.delenv("VLEDGER_OTP")
+    assert vledger("user", "remove", "bob")[0] == 0
+    assert [args.get("otp") for _, args, _ in node.calls] == ["123456", "654321", "111111", None]
+
+
+def test_a_refusal_for_the_second_factor_is_the_caller_s_without_a_terminal(vledger: Run, node: SimulatedNode) -> None:
+    def refuse(args: dict[str, Any]) -> Any:
+        raise RemoteError("second_factor_required", "admin commands need a one-time code here", {})
+
+    node.override["account.add"] = refuse
+    code, _, err = vledger("user", "add", "bob", "--role", "writer")  # stdin is not a terminal under pytest
+    assert code != 0 and "second_factor_required" in err
+    assert len(node.sent("account.add")) == 1
+
+
+def test_a_session_asks_for_a_code_once_when_a_node_wants_one(session: Session, node: SimulatedNode) -> None:
+    def needs_code(args: dict[str, Any]) -> Any:
+        if args.get("otp") != "246810":
+            raise RemoteError("bad_second_factor", "the one-time code is wrong, expired or already used", {})
+        return {"account": args["account"]}
+
+    node.override["account.add"] = needs_code
+    asked: list[str] = []
+    session.second_factor("135790", lambda: asked.append("asked") or "246810")
+    assert session.call("account.add", {"account": "bob", "role": "writer"}) == {"account": "bob"}
+    assert asked == ["asked"]
+    assert [args["otp"] for args in node.sent("account.add")] == ["135790", "246810"]
+    session.second_factor(None, lambda: "000000")  # a wrong code typed: the refusal is the caller's
+    with pytest.raises(RemoteError, match="bad_second_factor"):
+        session.call("account.add", {"account": "bob", "role": "writer"})
+    assert len(node.sent("account.add")) == 4  # asked once per request, not in a loop
+
+
+def test_totp_enroll_and_reset_print_the_uri_and_recovery_codes_once(vledger: Run, node: SimulatedNode) -> None:
+    node.override["totp.enroll"] = lambda args: ENROLLED
+    node.override["totp.reset"] = lambda args: ENROLLED
+    code, out, err = vledger("admin", "totp", "enroll", "--otp", "123456")
+    assert code == 0, err
+    assert ENROLLED["uri"] in out and "aaaa-bbbb-cccc-dddd" in out and "height 4" in out
+    assert vledger.json("admin", "totp", "reset", "bob") == ENROLLED
+    assert node.sent("totp.enroll") == [{"otp": "123456"}]
+    assert node.sent("totp.reset") == [{"account": "bob"}]
+    assert vledger("admin", "totp", "reset")[0] == 2  # whose?
 
 
 def test_a_public_key_argument_is_a_file_or_z85(tmp_path: Path) -> None:

@@ -1,0 +1,137 @@
+"""Admins' second factors in Redis, shared by every ingest node (docs/PROTOCOL.md 15.5).
+
+Layout, for namespace ``ns`` (``vledger`` by default):
+
+* ``ns:totp:account:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
+  cluster's second-factor key (vledger.node.totp.seal_secret; never the secret itself), and
+  ``last``, the last time step a code of it was accepted (-1: none yet);
+* ``ns:totp:recovery:<account>``: the set of the salted digests of its unused recovery codes;
+* ``ns:totp:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
+  whose enrollment the admin ledger's home has not recorded yet;
+* ``ns:totp:failures:<account>``: how many wrong six-digit codes it sent since the first of
+  them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS).
+
+Every step that must not happen twice is one atomic Redis operation, because two ingest
+nodes may receive the same code at once: accepting a time step is a Lua script that moves
+``last`` forward only if the step is later (and the secret is still the one the code was
+checked against), consuming a recovery code is one SREM. Nothing here logs a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..node.errors import AccountError, AlreadyEnrolledError, NotEnrolledError
+
+ENROLL = "enroll"  # a first second factor: refused if the account has one
+RESET = "reset"  # a new second factor in place of the account's: refused if it has none
+REPLACE = "replace"  # either (the host's bootstrap: the way back in)
+
+# KEYS: hash, recovery set, unrecorded set, failures    ARGV: sealed secret, mode, account, digests...
+_ENROLL = """
+local exists = redis.call('HEXISTS', KEYS[1], 'secret') == 1
+if exists and ARGV[2] == 'enroll' then return 'already_enrolled' end
+if not exists and ARGV[2] == 'reset' then return 'not_enrolled' end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', '-1')
+for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+if ARGV[2] == 'replace' then redis.call('SADD', KEYS[3], ARGV[3]) end
+return 'ok'
+"""
+
+# KEYS: hash    ARGV: sealed secret the code was checked against, step
+_USE_STEP = """
+local fields = redis.call('HMGET', KEYS[1], 'secret', 'last')
+if fields[1] ~= ARGV[1] then return 0 end
+if tonumber(fields[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'last', ARGV[2])
+return 1
+"""
+
+# KEYS: failures    ARGV: window in seconds
+_FAILED = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+class SecondFactorStore:
+    """The sealed TOTP secrets, used steps and recovery digests of every admin account."""
+
+    def __init__(self, client: Any, namespace: str = "vledger") -> None:
+        self.client = client
+        self._prefix = f"{namespace}:totp:account:"
+        self._recovery_prefix = f"{namespace}:totp:recovery:"
+        self._unrecorded = f"{namespace}:totp:unrecorded"
+        self._failures_prefix = f"{namespace}:totp:failures:"
+        self._enroll = client.register_script(_ENROLL)
+        self._use_step = client.register_script(_USE_STEP)
+        self._failed = client.register_script(_FAILED)
+
+    def _keys(self, account: str) -> list[str]:
+        return [
+            self._prefix + account,
+            self._recovery_prefix + account,
+            self._unrecorded,
+            self._failures_prefix + account,
+        ]
+
+    def enroll(self, account: str, sealed: bytes, digests: tuple[str, ...], mode: str) -> None:
+        """Give ``account`` this sealed secret and these recovery digests, forgetting any it had
+        (and its used steps). ``mode`` :data:`ENROLL` raises AlreadyEnrolledError when it has
+        one, :data:`RESET` NotEnrolledError when it has none, :data:`REPLACE` takes either and
+        marks the account as enrolled on a host (not yet on the admin ledger)."""
+        status = self._enroll(keys=self._keys(account), args=[sealed, mode, account, *digests])
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        if status == "already_enrolled":
+            raise AlreadyEnrolledError(f"account {account!r} has a second factor already: reset it instead")
+        if status == "not_enrolled":
+            raise NotEnrolledError(f"account {account!r} has no second factor to reset: enroll it instead")
+        if status != "ok":
+            raise AccountError(f"unexpected answer from Redis: {status!r}")
+
+    def state(self, account: str) -> tuple[bytes, int] | None:
+        """The account's sealed secret and last used step, or None when it has no second factor."""
+        sealed, last = self.client.hmget(self._prefix + account, ["secret", "last"])
+        if sealed is None:
+            return None
+        return bytes(sealed), int(last if last is not None else -1)
+
+    def use_step(self, account: str, sealed: bytes, step: int) -> bool:
+        """Accept ``step`` for ``account``, atomically: False when a code of this step or a later
+        one was accepted already (a replay, on this node or another) or the secret changed."""
+        return bool(self._use_step(keys=[self._prefix + account], args=[sealed, str(step)]))
+
+    def failures(self, account: str) -> int:
+        """How many wrong codes the account sent in its current failure window."""
+        return int(self.client.get(self._failures_prefix + account) or 0)
+
+    def failed(self, account: str, window_seconds: int) -> int:
+        """Count one more wrong code (the window starts at the first); the count."""
+        return int(self._failed(keys=[self._failures_prefix + account], args=[str(window_seconds)]))
+
+    def succeeded(self, account: str) -> None:
+        self.client.delete(self._failures_prefix + account)
+
+    def use_recovery(self, account: str, digest: str) -> bool:
+        """Consume the recovery code whose digest is ``digest``: True once, False after."""
+        return bool(self.client.srem(self._recovery_prefix + account, digest))
+
+    def recovery_left(self, account: str) -> int:
+        return int(self.client.scard(self._recovery_prefix + account))
+
+    def forget(self, account: str) -> bool:
+        """Remove the account's second factor (the account was removed); whether it had one."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self._prefix + account, self._recovery_prefix + account, self._failures_prefix + account)
+        pipe.srem(self._unrecorded, account)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def unrecorded(self) -> list[str]:
+        """The accounts enrolled on a host since the admin ledger last recorded them, sorted."""
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(self._unrecorded))
+
+    def recorded(self, account: str) -> None:
+        self.client.srem(self._unrecorded, account)

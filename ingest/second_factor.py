@@ -1,0 +1,128 @@
+"""The ingest node's check of an admin's second factor, and enrollment (docs/PROTOCOL.md 15.5).
+
+:class:`SecondFactors` answers one question per admin command: may this account go on, given
+the ``otp`` argument it sent? In production mode (``[cluster] production = true``) every
+admin command needs a valid code; otherwise only accounts that enrolled need one. The
+answers are deliberately few: ``second_factor_required`` (no code where one is needed) and
+``bad_second_factor`` (a wrong, expired or used code, or a code from an account without a
+second factor), the same sentence whatever the reason, so that neither tells a holder of a
+stolen key whether the account is enrolled. The node's log says more, never the code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..broker.seal_keys import read_seal_key
+from ..broker.second_factor import SecondFactorStore
+from ..config.cluster import ClusterConfig
+from ..node import totp
+from ..node.errors import BadRequestError, BadSecondFactorError, SecondFactorRequiredError, SettingsError
+
+log = logging.getLogger(__name__)
+
+REQUIRED = (
+    "admin commands need a one-time code here: give --otp CODE (or set VLEDGER_OTP) with the code of your "
+    "authenticator app or one of your recovery codes; an admin without a second factor is enrolled by another "
+    "admin (vledger admin totp enroll ACCOUNT) or on a node's host (vledger admin bootstrap --totp)"
+)
+BAD = "the one-time code is wrong, expired or already used (a code is good once: wait for the next one)"
+
+
+class SecondFactors:
+    """Checks and enrolls admins' second factors; any thread (each step is atomic in Redis)."""
+
+    def __init__(
+        self,
+        store: SecondFactorStore,
+        key: bytes | None,
+        *,
+        production: bool,
+        issuer: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.key = key  # None: this node holds no second-factor key and can check no code
+        self.production = production
+        self.issuer = issuer
+        self.clock = clock
+
+    def check(self, account: str, otp: str | None) -> None:
+        """Let ``account`` go on, or raise SecondFactorRequiredError (no code where one is
+        needed) or BadSecondFactorError (any code that is not good now). A good code is used
+        up: the same code, or an older one, is refused from then on, on every node."""
+        state = self.store.state(account)
+        if otp is None:
+            if self.production or state is not None:
+                raise SecondFactorRequiredError(REQUIRED)
+            return
+        if state is None:
+            log.info("second factor refused: account %s has none", account)
+            raise BadSecondFactorError(BAD)
+        sealed, last = state
+        if totp.is_code(otp):
+            if self.store.failures(account) >= totp.MAX_CODE_FAILURES:
+                log.warning("second factor refused: account %s sent too many wrong codes; waiting", account)
+                raise BadSecondFactorError(BAD)
+            step = totp.matching_step(self._secret(account, sealed), otp, self.clock(), after=last)
+            if step is None or not self.store.use_step(account, sealed, step):
+                failures = self.store.failed(account, totp.FAILURE_WINDOW_SECONDS)
+                log.info("second factor refused: account %s sent a wrong or used code (%d so far)", account, failures)
+                raise BadSecondFactorError(BAD)
+            self.store.succeeded(account)
+            return
+        try:
+            digest = totp.recovery_digest(account, otp)
+        except ValueError:
+            raise BadSecondFactorError(BAD) from None
+        if not self.store.use_recovery(account, digest):
+            log.info("second factor refused: account %s sent an unknown or used recovery code", account)
+            raise BadSecondFactorError(BAD)
+        log.warning("account %s used a recovery code (%d left)", account, self.store.recovery_left(account))
+
+    def _secret(self, account: str, sealed: bytes) -> str:
+        if self.key is None:
+            log.error("account %s has a second factor, but this node holds no second-factor key", account)
+            raise BadSecondFactorError(BAD)
+        try:
+            return totp.open_secret(self.key, account, sealed)
+        except ValueError:
+            log.error("the sealed second-factor secret of account %s does not open with this node's key", account)
+            raise BadSecondFactorError(BAD) from None
+
+    def enroll(self, account: str, mode: str) -> totp.Enrollment:
+        """A new second factor for ``account`` (mode: vledger.broker.second_factor's ENROLL,
+        RESET or REPLACE), stored sealed; the Enrollment goes to the caller once. Raises
+        AlreadyEnrolledError / NotEnrolledError, or BadRequestError without a key."""
+        if self.key is None:
+            raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
+        enrollment = totp.new_enrollment(account, self.issuer)
+        sealed = totp.seal_secret(self.key, account, enrollment.secret)
+        self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
+        log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
+        return enrollment
+
+
+def second_factor_issuer(config: ClusterConfig) -> str:
+    """The issuer an authenticator app shows beside the account: ``vledger CLUSTER``."""
+    return f"vledger {config.name}"
+
+
+def cluster_second_factors(config: ClusterConfig, client: Any) -> SecondFactors:
+    """The node's SecondFactors, with the cluster's key when the keys directory holds it.
+
+    Raises SettingsError in production mode without the key (no code could be checked), or
+    the key file's own errors (too open, not a key).
+    """
+    path = config.second_factor_key_path()
+    key = read_seal_key(path) if path.exists() else None
+    if key is None and config.production:
+        raise SettingsError(
+            f"{config.path}: cluster.production needs the second-factor key {path} (vledger keygen --cluster makes it)"
+        )
+    return SecondFactors(
+        SecondFactorStore(client), key, production=config.production, issuer=second_factor_issuer(config)
+    )

@@ -1,0 +1,147 @@
+"""Admins' second factor: RFC 6238 time-based one-time codes and one-time recovery codes.
+
+Pure: every function takes the time and the secrets it needs; nothing here reads a clock, a
+file or Redis (vledger.broker.second_factor keeps the sealed secrets and the used steps).
+docs/PROTOCOL.md 15.5 states the rules; in short:
+
+* a secret is 20 random bytes (160 bits, RFC 4226's recommended length), shown to its owner
+  once as base32 inside an ``otpauth://totp/`` URI (SHA-1, 6 digits, 30 s, the defaults every
+  authenticator app reads);
+* a code is accepted at the time step it was made for, or one step either side (clocks
+  drift, people type slowly), and only if that step is later than the last step the account
+  used: a code, once accepted, is never accepted again (RFC 6238 section 5.2), nor is any
+  older one;
+* after :data:`MAX_CODE_FAILURES` wrong codes in :data:`FAILURE_WINDOW_SECONDS`, codes are
+  refused unread until the window ends (recovery codes are not: they cannot be guessed);
+* a recovery code is 80 random bits spelt ``xxxx-xxxx-xxxx-xxxx`` (lower-case base32), kept
+  only as a salted SHA-256 (:func:`recovery_digest`), good once;
+* the secret is stored sealed with AES-SIV (vledger.node.sealed) under a cluster key, bound
+  to its account by the associated data, so a sealed secret moved to another account does
+  not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+import pyotp
+from pyotp.utils import strings_equal
+
+from .sealed import siv_decrypt, siv_encrypt
+
+STEP_SECONDS = 30
+DIGITS = 6
+WINDOW = 1  # steps either side of now that a code may have been made for
+SECRET_BYTES = 20
+RECOVERY_CODES = 10
+RECOVERY_BYTES = 10  # 80 bits: 16 base32 characters
+# RFC 4226 section 7.3's throttling: after this many wrong six-digit codes within the window,
+# an account's codes are refused unread until the window (from the first of them) ends. A
+# guess is right with odds 3 in a million (three steps), so 5 a quarter hour leave a thief
+# of an admin's key about 20,000 hours of guessing; recovery codes (80 bits) stay usable.
+MAX_CODE_FAILURES = 5
+FAILURE_WINDOW_SECONDS = 900
+MAX_CODE_LENGTH = 32  # the longest ``otp`` argument a node reads (a recovery code with spaces)
+_CODE = re.compile(rf"[0-9]{{{DIGITS}}}")
+_RECOVERY = re.compile(r"[a-z2-7]{16}")
+_SEAL_CONTEXT = b"vledger-totp-secret:"
+_RECOVERY_CONTEXT = b"vledger-recovery-code:"
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """What an enrollment hands its owner once (never stored, never logged): the secret's URI
+    and the recovery codes; and what the cluster keeps of the codes (their digests)."""
+
+    secret: str
+    uri: str
+    recovery_codes: tuple[str, ...]
+    recovery_digests: tuple[str, ...]
+
+
+def new_enrollment(account: str, issuer: str, randomness: bytes | None = None) -> Enrollment:
+    """A fresh secret and recovery codes for ``account``; ``randomness`` (tests only) replaces
+    the OS's: ``SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES`` bytes."""
+    size = SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES
+    data = os.urandom(size) if randomness is None else randomness
+    if len(data) != size:
+        raise ValueError(f"an enrollment takes {size} random bytes")
+    secret = base64.b32encode(data[:SECRET_BYTES]).decode("ascii")
+    codes = []
+    for i in range(RECOVERY_CODES):
+        chunk = data[SECRET_BYTES + i * RECOVERY_BYTES : SECRET_BYTES + (i + 1) * RECOVERY_BYTES]
+        text = base64.b32encode(chunk).decode("ascii").lower()
+        codes.append("-".join(text[j : j + 4] for j in range(0, 16, 4)))
+    return Enrollment(
+        secret,
+        provisioning_uri(secret, account, issuer),
+        tuple(codes),
+        tuple(recovery_digest(account, code) for code in codes),
+    )
+
+
+def provisioning_uri(secret: str, account: str, issuer: str) -> str:
+    """The ``otpauth://totp/ISSUER:ACCOUNT?secret=...&issuer=ISSUER`` URI an authenticator app reads."""
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(name=account, issuer_name=issuer)
+
+
+def step_at(now: float) -> int:
+    """The RFC 6238 time step of ``now`` (seconds since 1970)."""
+    return int(now // STEP_SECONDS)
+
+
+def code_at(secret: str, step: int) -> str:
+    """The code of ``secret`` for time step ``step`` (what the authenticator app shows)."""
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).generate_otp(step)
+
+
+def is_code(text: str) -> bool:
+    """Whether ``text`` is spelt as a one-time code (six digits)."""
+    return _CODE.fullmatch(text) is not None
+
+
+def matching_step(secret: str, code: str, now: float, after: int = -1) -> int | None:
+    """The time step within :data:`WINDOW` of ``now`` that ``code`` was made for, later than
+    ``after`` (the account's last used step), or None. The earliest such step wins, so that a
+    code for the next step stays usable once its own step comes."""
+    if not is_code(code):
+        return None
+    found = None
+    current = step_at(now)
+    for step in range(current - WINDOW, current + WINDOW + 1):
+        # Every candidate is compared, in constant time, so the answer's timing says nothing.
+        if strings_equal(code_at(secret, step), code) and step > after and found is None:
+            found = step
+    return found
+
+
+def normalize_recovery(text: str) -> str | None:
+    """A recovery code as stored digests see it (lower case, no dashes or spaces), or None when
+    ``text`` is not spelt as one."""
+    plain = text.replace("-", "").replace(" ", "").lower()
+    return plain if _RECOVERY.fullmatch(plain) else None
+
+
+def recovery_digest(account: str, code: str) -> str:
+    """The salted SHA-256 (hex) that stands for a recovery code; raises ValueError if ``code``
+    is not spelt as one. 80 random bits need no slow hash: the digest of a guess is as hard to
+    find as the code."""
+    plain = normalize_recovery(code)
+    if plain is None:
+        raise ValueError("not a recovery code")
+    return hashlib.sha256(_RECOVERY_CONTEXT + account.encode() + b"\0" + plain.encode()).hexdigest()
+
+
+def seal_secret(key: bytes, account: str, secret: str) -> bytes:
+    """The secret sealed (AES-SIV) under ``key``, bound to ``account``."""
+    return siv_encrypt(key, secret.encode("ascii"), _SEAL_CONTEXT + account.encode())
+
+
+def open_secret(key: bytes, account: str, sealed: bytes) -> str:
+    """The inverse of :func:`seal_secret`; raises ValueError when ``sealed`` was not sealed by
+    ``key`` for ``account`` (tampered, moved, or sealed with another cluster key)."""
+    return siv_decrypt(key, sealed, _SEAL_CONTEXT + account.encode()).decode("ascii")

@@ -1,0 +1,134 @@
+"""Admins' second factor through real nodes in production mode (docs/PROTOCOL.md 15.5): an
+admin without a good code is refused on every ingest node, a code is good once across nodes,
+recovery codes are good once, and enrollments are recorded on the admin ledger without their
+secret."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pyotp
+import pytest
+
+from vledger.broker.keys import new_keypair
+from vledger.broker.redis_server import RedisServer
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node import totp
+from vledger.node.record import decode_record
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, remote_error
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    with LocalCluster(redis_server.url, accounts={}, production=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def recovery(cluster: LocalCluster) -> Iterator[str]:
+    """The bootstrapped admin's recovery codes, one per admin command of the tests (time codes
+    are good once per 30 s, and each test must not wait for the next)."""
+    return iter(cluster.enrollment["recovery_codes"])
+
+
+def secret_of(uri: str) -> str:
+    return pyotp.parse_uri(uri).secret
+
+
+def add_admin(cluster: LocalCluster, name: str, codes: Iterator[str]) -> None:
+    pair = new_keypair()
+    cluster.admin().call("account.add", {"account": name, "role": "admin", "otp": next(codes)})
+    cluster.admin().call("key.add", {"account": name, "key": pair.public, "otp": next(codes)})
+    cluster.keys[name] = pair
+
+
+def test_an_admin_without_a_second_factor_is_refused_in_production(
+    cluster: LocalCluster, recovery: Iterator[str]
+) -> None:
+    add_admin(cluster, "deputy", recovery)  # an admin, but enrolled nowhere
+    answers = set()
+    for node in cluster.node_names:  # the home of admin and the other ingest node alike
+        for account in (ADMIN, "deputy"):
+            refused = remote_error(cluster.client(account, node).call, "account.list")
+            answers.add((refused.code, refused.reason))
+    # One answer whether or not the account is enrolled: it says nothing about the account.
+    assert len(answers) == 1
+    assert next(iter(answers))[0] == "second_factor_required"
+    guessed = remote_error(cluster.client("deputy").call, "account.list", {"otp": "123456"})
+    assert guessed.code == "bad_second_factor"
+    # Every admin-only command, not just the account ones; and nothing was done.
+    refused = remote_error(cluster.client("deputy").call, "account.add", {"account": "sneaky", "role": "admin"})
+    assert refused.code == "second_factor_required"
+    created = remote_error(cluster.admin().create_ledger, genesis("books", ADMIN, ["note"]))
+    assert created.code == "second_factor_required"
+    names = [a["account"] for a in cluster.admin().call("account.list", {"otp": next(recovery)})["accounts"]]
+    assert "sneaky" not in names and "deputy" in names
+
+
+def test_a_code_is_good_once_across_nodes(cluster: LocalCluster, recovery: Iterator[str]) -> None:
+    secret = secret_of(cluster.enrollment["uri"])
+    code = totp.code_at(secret, totp.step_at(time.time()))
+    first, second = cluster.node_names
+    assert cluster.client(ADMIN, second).call("account.list", {"otp": code})["accounts"]
+    for node in (first, second):
+        replay = remote_error(cluster.client(ADMIN, node).call, "account.list", {"otp": code})
+        assert replay.code == "bad_second_factor", node
+    recovery_code = next(recovery)
+    cluster.client(ADMIN, second).call("account.list", {"otp": recovery_code})
+    again = remote_error(cluster.client(ADMIN, first).call, "account.list", {"otp": recovery_code})
+    assert again.code == "bad_second_factor"
+
+
+def test_enrollment_is_on_the_admin_ledger_without_its_secret(cluster: LocalCluster, recovery: Iterator[str]) -> None:
+    add_admin(cluster, "clerk", recovery)
+    enrolled = cluster.admin().call("totp.enroll", {"account": "clerk", "otp": next(recovery)})
+    assert enrolled["account"] == "clerk" and len(enrolled["recovery_codes"]) == totp.RECOVERY_CODES
+    clerk_secret = secret_of(enrolled["uri"])
+    code = totp.code_at(clerk_secret, totp.step_at(time.time()))
+    assert cluster.client("clerk", cluster.node_names[1]).call("account.list", {"otp": code})["accounts"]
+    clerk_codes = iter(enrolled["recovery_codes"][1:])
+    twice = remote_error(cluster.client("clerk").call, "totp.enroll", {"otp": next(clerk_codes)})
+    assert twice.code == "already_enrolled"
+    own = remote_error(cluster.client("clerk").call, "totp.reset", {"account": "clerk", "otp": next(clerk_codes)})
+    assert own.code == "forbidden"
+    reset = cluster.admin().call("totp.reset", {"account": "clerk", "otp": next(recovery)})
+    assert secret_of(reset["uri"]) != clerk_secret
+    stale = remote_error(cluster.client("clerk").call, "account.list", {"otp": enrolled["recovery_codes"][0]})
+    assert stale.code == "bad_second_factor"  # the reset took the old recovery codes too
+    assert cluster.client("clerk").call("account.list", {"otp": reset["recovery_codes"][0]})["accounts"]
+
+    records = [decode_record(data, PROTOCOL_LIMITS) for data in cluster.admin().records(ADMIN_LEDGER)]
+    changes = [(r.content.author, r.content.payload) for r in records if r.content.kind == "totp"]
+    admin_key = cluster.keys[ADMIN].public
+    assert changes == [
+        (ADMIN, {"account": ADMIN, "op": "enroll", "via": ""}),  # the host's bootstrap --totp
+        (ADMIN, {"account": "clerk", "op": "enroll", "via": admin_key}),
+        (ADMIN, {"account": "clerk", "op": "reset", "via": admin_key}),
+    ]
+    chain = b"".join(r.encode() for r in records)
+    for uri in (cluster.enrollment["uri"], enrolled["uri"], reset["uri"]):
+        assert secret_of(uri).encode() not in chain
+    for node in cluster.node_names:  # nor the logs
+        log = cluster.log_text(node)
+        assert clerk_secret not in log and reset["recovery_codes"][0] not in log
+
+
+def test_a_request_sent_to_the_wrong_node_does_not_use_up_its_code(
+    cluster: LocalCluster, recovery: Iterator[str]
+) -> None:
+    code = next(recovery)
+    elsewhere = cluster.client(ADMIN, cluster.node_names[1], follow=False)
+    moved = remote_error(elsewhere.call, "account.add", {"account": "temp", "role": "writer", "otp": code})
+    assert moved.code == "not_home"  # the admin ledger's home runs account commands
+    assert cluster.admin().call("account.add", {"account": "temp", "role": "writer", "otp": code})["account"] == "temp"
+
+
+def test_the_command_line_sends_the_code(cluster: LocalCluster, recovery: Iterator[str]) -> None:
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    refused = cluster.cli("user", "list", *common, check=False)  # no terminal to ask on: refused
+    assert refused.returncode != 0 and "second_factor_required" in refused.stderr
+    listed = cluster.cli("user", "list", "--json", "--otp", next(recovery), *common)
+    assert ADMIN in [a["account"] for a in json.loads(listed.stdout)["accounts"]]

@@ -1,0 +1,250 @@
+"""An admin's second factor as ingest nodes check it: a real Redis, a fixed clock."""
+
+from __future__ import annotations
+
+import logging
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.second_factor import ENROLL, REPLACE, RESET, SecondFactorStore
+from vledger.config.cluster import cluster_from_mapping
+from vledger.ingest.second_factor import BAD, REQUIRED, SecondFactors, cluster_second_factors
+from vledger.node import totp
+from vledger.node.errors import (
+    AlreadyEnrolledError,
+    BadRequestError,
+    BadSecondFactorError,
+    KeyPermissionsError,
+    NotEnrolledError,
+    SecondFactorRequiredError,
+    SettingsError,
+)
+from vledger.node.sealed import new_seal_key
+from vledger.tools.node_commands import ensure_cluster_keys
+
+NOW = 1_800_000_000.0
+KEY = new_seal_key()
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(
+    client: Any, *, production: bool = False, key: bytes | None = KEY, clock: Clock | None = None
+) -> SecondFactors:
+    return SecondFactors(
+        SecondFactorStore(client), key, production=production, issuer="vledger test", clock=clock or Clock()
+    )
+
+
+def code(enrollment: totp.Enrollment, now: float = NOW, offset: int = 0) -> str:
+    return totp.code_at(enrollment.secret, totp.step_at(now) + offset)
+
+
+def test_production_refuses_an_admin_without_a_code_enrolled_or_not_alike(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    factors.enroll("alice", ENROLL)
+    answers = []
+    for account in ("alice", "bob"):  # bob has no second factor: the answer does not say so
+        with pytest.raises(SecondFactorRequiredError) as refused:
+            factors.check(account, None)
+        answers.append((refused.value.code, str(refused.value)))
+    assert answers[0] == answers[1] == ("second_factor_required", REQUIRED)
+    with pytest.raises(BadSecondFactorError, match="wrong, expired or already used"):
+        factors.check("bob", "123456")  # no code of an account without a second factor is good
+
+
+def test_outside_production_only_enrolled_admins_are_checked(redis_client: Any) -> None:
+    factors = gate(redis_client)
+    factors.check("bob", None)  # not enrolled: goes on, as before second factors existed
+    enrollment = factors.enroll("alice", ENROLL)
+    with pytest.raises(SecondFactorRequiredError):
+        factors.check("alice", None)
+    factors.check("alice", code(enrollment))
+
+
+def test_a_code_is_good_once_and_older_codes_never_again(redis_client: Any) -> None:
+    clock = Clock()
+    factors = gate(redis_client, production=True, clock=clock)
+    enrollment = factors.enroll("alice", ENROLL)
+    first = code(enrollment)
+    factors.check("alice", first)
+    with pytest.raises(BadSecondFactorError) as replay:
+        factors.check("alice", first)
+    assert (replay.value.code, str(replay.value)) == ("bad_second_factor", BAD)
+    factors.check("alice", code(enrollment, offset=1))  # the next step's code, typed early
+    clock.now += totp.STEP_SECONDS
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment, clock.now))  # that step is used now
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment, offset=-1))  # older than the last used
+    clock.now += totp.STEP_SECONDS
+    factors.check("alice", code(enrollment, clock.now))
+
+
+def test_a_wrong_or_expired_code_is_refused(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    right = code(enrollment)
+    for bad in (code(enrollment, offset=-2), code(enrollment, offset=2), f"{(int(right) + 1) % 10**6:06d}", "x"):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", bad)
+    factors.check("alice", right)  # the refusals used nothing up
+
+
+def test_after_too_many_wrong_codes_even_the_right_one_waits_but_recovery_codes_do_not(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    right = code(enrollment)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for _ in range(totp.MAX_CODE_FAILURES):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", wrong)
+    with pytest.raises(BadSecondFactorError) as waiting:
+        factors.check("alice", right)
+    assert str(waiting.value) == BAD  # the same answer: a guesser cannot tell it was right
+    failures = "vledger:totp:failures:alice"
+    assert 0 < redis_client.ttl(failures) <= totp.FAILURE_WINDOW_SECONDS  # counted from the first
+    factors.check("alice", enrollment.recovery_codes[0])
+    redis_client.delete(failures)  # the window ended
+    factors.check("alice", right)
+    assert factors.store.failures("alice") == 0
+
+
+def test_a_code_used_on_one_node_is_refused_on_another(redis_client: Any) -> None:
+    node_a, node_b = gate(redis_client, production=True), gate(redis_client, production=True)
+    enrollment = node_a.enroll("alice", ENROLL)
+    node_a.check("alice", code(enrollment))
+    with pytest.raises(BadSecondFactorError):
+        node_b.check("alice", code(enrollment))
+
+
+def test_of_many_nodes_sent_one_code_at_once_exactly_one_accepts_it(redis_client: Any) -> None:
+    nodes = [gate(redis_client, production=True) for _ in range(8)]
+    enrollment = nodes[0].enroll("alice", ENROLL)
+    same = code(enrollment)
+    start = threading.Barrier(len(nodes))
+    outcomes: list[str] = []
+
+    def send(factors: SecondFactors) -> None:
+        start.wait()
+        try:
+            factors.check("alice", same)
+            outcomes.append("accepted")
+        except BadSecondFactorError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in nodes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["accepted"] + ["refused"] * (len(nodes) - 1)
+
+
+def test_each_recovery_code_is_good_once(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    first, second = enrollment.recovery_codes[:2]
+    factors.check("alice", first.upper())
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", first)
+    assert factors.store.recovery_left("alice") == totp.RECOVERY_CODES - 1
+    with pytest.raises(BadSecondFactorError):
+        factors.check("bob", second)  # another account's code
+    other = totp.new_enrollment("alice", "x").recovery_codes[0]
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", other)  # spelt right, never issued
+    factors.check("alice", second)
+    factors.check("alice", code(enrollment))  # recovery codes leave the time codes alone
+
+
+def test_enroll_refuses_an_enrolled_account_and_reset_one_that_is_not(redis_client: Any) -> None:
+    factors = gate(redis_client)
+    with pytest.raises(NotEnrolledError):
+        factors.enroll("alice", RESET)
+    old = factors.enroll("alice", ENROLL)
+    with pytest.raises(AlreadyEnrolledError):
+        factors.enroll("alice", ENROLL)
+    factors.check("alice", code(old))
+    new = factors.enroll("alice", RESET)
+    assert new.secret != old.secret
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", old.recovery_codes[0])  # the old recovery codes went with it
+    factors.check("alice", code(new))  # used steps start again with the new secret
+    assert factors.store.unrecorded() == []
+    factors.enroll("alice", REPLACE)  # the host's way back in: either, and noted for the ledger
+    assert factors.store.unrecorded() == ["alice"]
+
+
+def test_a_forgotten_account_has_no_second_factor(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", REPLACE)
+    assert factors.store.forget("alice")
+    assert factors.store.unrecorded() == []
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment))
+
+
+def test_redis_and_the_log_never_hold_a_secret_or_a_code(redis_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    factors.check("alice", code(enrollment))
+    factors.check("alice", enrollment.recovery_codes[0])
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", code(enrollment))
+    stored = b"".join(
+        [key + repr(redis_client.dump(key)).encode() for key in redis_client.keys("*")]
+        + [v for key in redis_client.keys("*") if redis_client.type(key) == b"hash" for v in redis_client.hvals(key)]
+        + [m for key in redis_client.keys("*") if redis_client.type(key) == b"set" for m in redis_client.smembers(key)]
+    )
+    secrets = [enrollment.secret, code(enrollment), *enrollment.recovery_codes]
+    for secret in secrets:
+        assert secret.encode() not in stored
+        assert secret.replace("-", "").encode() not in stored
+        assert secret not in caplog.text
+
+
+def test_a_node_without_the_key_checks_nothing_it_cannot_open(redis_client: Any) -> None:
+    enrollment = gate(redis_client).enroll("alice", ENROLL)
+    keyless = gate(redis_client, key=None)
+    with pytest.raises(BadSecondFactorError):
+        keyless.check("alice", code(enrollment))
+    with pytest.raises(BadRequestError, match="no second-factor key"):
+        keyless.enroll("bob", ENROLL)
+    with pytest.raises(BadSecondFactorError):
+        gate(redis_client, key=new_seal_key()).check("alice", code(enrollment))  # another cluster's key
+
+
+def test_production_without_the_cluster_s_key_refuses_to_start(redis_client: Any, tmp_path: Path) -> None:
+    base = {
+        "cluster": {"name": "t", "keys": "keys", "data": "data", "default_home": "in-1"},
+        "nodes": {"in-1": {"role": "ingest", "port": 7001, "pub_port": 7101}},
+    }
+    (tmp_path / "keys").mkdir()
+    plain = cluster_from_mapping(base, tmp_path / "cluster.toml")
+    assert cluster_second_factors(plain, redis_client).key is None  # outside production: no code to check
+    production = cluster_from_mapping({**base, "cluster": {**base["cluster"], "production": True}}, tmp_path / "c.toml")
+    with pytest.raises(SettingsError, match=r"second-factor\.seal"):
+        cluster_second_factors(production, redis_client)
+    made, _ = ensure_cluster_keys(production)
+    assert "second-factor.seal" in [entry["name"] for entry in made]
+    path = production.second_factor_key_path()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    factors = cluster_second_factors(production, redis_client)
+    assert factors.production and factors.key == path.read_bytes() and factors.issuer == "vledger t"
+    _, kept = ensure_cluster_keys(production)  # made once, then kept: a new key would lock every admin out
+    assert "second-factor.seal" in [entry["name"] for entry in kept]
+    path.chmod(0o644)
+    with pytest.raises(KeyPermissionsError):
+        cluster_second_factors(production, redis_client)
