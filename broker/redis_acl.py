@@ -12,7 +12,8 @@ ingest        append to and repair its ledgers' streams (``chain:*``), name home
               (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
               alerts; read and change the accounts (it carries out the admin's account
               commands, which it checks itself: ingest/accounts.py) and the admin ledger's
-              cache (``admin:records``: grants)
+              cache (``admin:records``: grants); check and use admins' second factors
+              (``totp:*``, sealed secrets: broker/second_factor.py)
 replica       read streams, homes and checkpoints; as a witness publish its cosignatures
               (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
               held heights; raise and resolve its alerts; read the accounts
@@ -66,6 +67,9 @@ _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
 # The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
 _ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
+# Admins' second factors (broker/second_factor.py): its scripts and calls, and a
+# transaction (MULTI/EXEC) when an account's factor is dropped.
+_SECOND_FACTOR = ("hexists", "hmget", "hset", "del", "sadd", "srem", "scard", "smembers", "incr", "expire", "get")
 # A witness makes its cosignature and the hint on ``cosigned`` one transaction (MULTI/EXEC).
 _TRANSACTION = ("multi", "exec", "discard")
 
@@ -77,6 +81,8 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_STREAM_READ,
         *_ALERTS,
         *_ACCOUNTS_WRITE,
+        *_SECOND_FACTOR,
+        *_TRANSACTION,
         "hsetnx",
         "xdel",
         "xsetid",
@@ -101,6 +107,8 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "psubscribe",
         "punsubscribe",
         "info",
+        *_SECOND_FACTOR,
+        *_TRANSACTION,
     ),
 }
 
@@ -125,6 +133,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"~{ns}:ledgers",
             f"~{ns}:checkpoints",
             f"%R~{ns}:cosig:*",
+            f"~{ns}:totp:*",
             *held,
         ),
         "replica": follower,

@@ -20,6 +20,7 @@ from vledger.broker import redis_acl
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
 from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
 from vledger.node.errors import SettingsError
@@ -140,6 +141,27 @@ def test_a_replica_cannot_write_an_account_or_a_grant_but_reads_both(acl: AclSer
         with pytest.raises(NOPERM):
             AccountRegistry(acl.client(role)).push_admin_record(2, b"grant: mallory may write votes")
         assert AccountRegistry(acl.client(role)).admin_size() == 2
+
+
+def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer) -> None:
+    ingest = SecondFactorStore(acl.client("ingest"))
+    ingest.enroll("root", b"sealed secret", ("digest-1", "digest-2"), ENROLL)
+    assert ingest.state("root") == (b"sealed secret", -1)
+    assert ingest.use_step("root", b"sealed secret", 7)
+    assert ingest.failed("root", 900) == 1
+    ingest.succeeded("root")
+    assert ingest.use_recovery("root", "digest-1") and ingest.recovery_left("root") == 1
+    assert ingest.forget("root")
+    SecondFactorStore(acl.client("admin")).enroll("root", b"sealed again", ("digest-3",), REPLACE)
+    assert ingest.unrecorded() == ["root"]
+    for role in ("replica", "observer", "verifier"):
+        other = SecondFactorStore(acl.client(role))
+        with pytest.raises(NOPERM):
+            other.state("root")
+        with pytest.raises(NOPERM):
+            other.use_step("root", b"sealed again", 9)
+        with pytest.raises(NOPERM):
+            other.enroll("mallory", b"x", (), REPLACE)
 
 
 def test_a_replica_does_its_own_work(acl: AclServer) -> None:
