@@ -79,14 +79,20 @@ def acl_passwords(server_url: str) -> Path:
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="vl-acl-", dir="/tmp"))
         redis_acl.write_passwords(directory)
-        passwords = redis_acl.read_passwords(directory)
-        client = connect(server_url)
-        try:
-            redis_acl.apply(client, passwords)
-        finally:
-            client.close()
         _ACL_PASSWORDS[base] = directory
+        apply_acl(server_url)
     return directory
+
+
+def apply_acl(server_url: str) -> None:
+    """Give ``server_url`` its vledger users again (ACL SETUSER): a restarted server lost them,
+    having no ACL file (its default user serves the tests)."""
+    passwords = redis_acl.read_passwords(acl_passwords(server_url))
+    client = connect(server_url)
+    try:
+        redis_acl.apply(client, passwords)
+    finally:
+        client.close()
 
 
 def copy_acl_passwords(server_url: str, keys_dir: Path) -> Path:

@@ -26,7 +26,7 @@ from vledger.broker.replication import ReplicationLedger, count_distribution
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.record import Entry, decode_record
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, apply_acl, entry, genesis, wait_until
 
 LEDGER = "votes"
 WRITER = "writer1"
@@ -213,6 +213,7 @@ def test_redis_restarted_mid_stream_leaves_puts_acknowledged_and_the_stream_comp
         load.wait_for(800)  # acknowledged without Redis: the store is the truth, the feed goes on
     finally:
         own_redis.start()  # same port, same directory: its append-only file brings the data back
+        apply_acl(own_redis.url)  # not its users: the cluster's nodes sign in again once they are back
     load.wait_for(300)
     acks = load.stop()
     assert load.failures == []
