@@ -31,7 +31,7 @@ Every node user may also report which accounts version it applied (``accounts:ap
 broker/replication.py, broker/accounts.py, broker/tallies.py and verifier/checks.py; a
 command a Lua script runs is checked against the caller's user too, so a script cannot
 reach past these rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``,
-``SHUTDOWN``, ``MODULE`` or ``MIGRATE``; the default user is off.
+``SHUTDOWN``, ``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """
@@ -187,14 +187,23 @@ def rules(role: str, namespace: str = "vledger") -> list[str]:
     return tokens
 
 
+# The default user has no password (``resetpass``, and not ``nopass``): no client can sign in
+# as it. It is not ``off`` with no rights, because a redis-server replaying its append-only
+# file runs each transaction (MULTI/EXEC, which is how a Lua script's writes are logged) as
+# the default user and checks that user's rights again at EXEC: a Redis without the fix of
+# redis/redis#14541 (Debian's 7.0.15 has none) then drops every transaction of the file
+# silently on a restart, which loses the accounts and what the scripts wrote.
+_DEFAULT_USER = "user default on resetpass ~* &* +@all"
+
+
 def password_digest(password: str) -> str:
     """The SHA-256 of ``password`` as an ACL rule takes it (``#<hex>``): the ACL file holds no password."""
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
 def acl_file_text(passwords: Mapping[str, str], namespace: str = "vledger") -> str:
-    """An ACL file (redis-server ``--aclfile``): the default user off, one user per role."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, one user per role."""
+    lines = [_DEFAULT_USER]
     for role in ROLES:
         lines.append(" ".join(["user", user_name(role), *rules(role, namespace), password_digest(passwords[role])]))
     return "\n".join(lines) + "\n"

@@ -81,6 +81,23 @@ def test_without_a_password_or_with_a_wrong_one_nothing_is_served(acl: AclServer
     wrong.close()
 
 
+def test_what_scripts_wrote_outlives_a_restart(acl: AclServer) -> None:
+    # Redis logs a script's writes as MULTI/EXEC in its append-only file and replays them as
+    # the default user: one without rights would drop them all on the restart.
+    AccountRegistry(acl.client("ingest")).add_account("alice", "writer")
+    ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0", b"r1"])
+    for client in acl.clients:
+        client.close()
+    acl.server.stop()
+    acl.server.start()
+    assert [a.name for a in AccountRegistry(acl.client("replica")).list_accounts()] == ["alice"]
+    assert [r.data for r in ReplicationLedger(acl.client("replica")).read("votes", 0, 10)] == [b"r0", b"r1"]
+    anonymous = connect(acl.server.url, timeout=5.0)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.get("vledger:accounts:version")
+    anonymous.close()
+
+
 def test_a_password_file_readable_by_others_is_refused(acl: AclServer) -> None:
     path = redis_acl.password_path(acl.passwords_dir, "replica")
     path.chmod(0o644)
