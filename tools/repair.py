@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -160,6 +161,17 @@ class Sources:
 
 
 # --- is NODE stopped ----------------------------------------------------------------------------------
+
+
+def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``tcp://host:port`` is accepted: a process still holds the port,
+    whatever key it would take (a node may refuse a key the handshake never tells us about)."""
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = ANSWER_TIMEOUT) -> bool:
@@ -485,7 +497,7 @@ class Repair:
         node = config.node(name)
         if node.role == "verifier":
             raise RepairRefusedError(f"{name} is a verifier: it keeps no store to repair")
-        if answers(config, name, self.keys):
+        if answers(config, name, self.keys) or listening(node.endpoint):
             raise RepairRefusedError(
                 f"{name} still answers at {node.endpoint}: stop it first (its store cannot be swapped "
                 "under a running node), or give --restart when supervisord runs it"
@@ -583,10 +595,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
     repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
     try:
         result = repair.run()
-    except RepairRefusedError as e:
+    except BaseException as e:
         if supervisor is not None:
-            supervisor.start_process(name)  # nothing was changed: it runs on its store as before
-        if args.json:
+            supervisor.start_process(name)  # nothing was swapped: it runs on its store as before
+        if args.json and isinstance(e, VledgerError):
             print_json({"ok": False, "node": name, "error": e.code, "message": e.message})
         raise
     if supervisor is not None:

@@ -172,6 +172,14 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     assert "supervisord is already running" in out and "ingest-2 was STOPPED: starting it" in out
     assert re.search(r"^  ingest-2 +RUNNING", out, re.MULTILINE), out
 
+    # repair --restart stops the node through supervisord; a repair it refuses (no witness here can
+    # make a quorum) changes nothing and starts the node again on its own store.
+    refused = cli("repair", "ingest-2", "--config", config, "--restart")
+    assert refused.returncode == 1 and "repair_refused" in refused.stderr, refused.stderr
+    assert "needs as many witnesses" in refused.stderr, refused.stderr
+    wait_until(lambda: greets(config, "ingest-2"), "ingest-2 runs again after the refused repair")
+    assert not [p for p in (config.parent / "run" / "data").iterdir() if p.name.startswith("ingest-2.")]
+
     # A node killed outright comes back by itself, with what it had written.
     layout = layout_for(load_cluster(config), None, find_redis=False)
     supervisor = Supervisor(layout.socket_path)
