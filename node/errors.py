@@ -384,6 +384,13 @@ class SupervisorError(VledgerError):
     code = "supervisor"
 
 
+class RepairRefusedError(VledgerError):
+    """``vledger repair`` will not rebuild a store: no quorum-cosigned checkpoint, no source
+    consistent with it, a fetched record that does not verify, or the node still runs."""
+
+    code = "repair_refused"
+
+
 class AccountError(VledgerError):
     """An account operation failed. Precise on purpose: the server decides what a client may learn."""
 

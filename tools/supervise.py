@@ -122,6 +122,14 @@ class Supervisor:
     def start_process(self, name: str) -> None:
         self._proxy.supervisor.startProcess(name, False)
 
+    def stop_process(self, name: str) -> None:
+        """Stop program ``name`` and return once supervisord saw it exit (a stopped one is left as it is)."""
+        try:
+            self._proxy.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as e:
+            if "NOT_RUNNING" not in e.faultString:
+                raise
+
     def update(self) -> list[str]:
         """Apply the file's changes as ``supervisorctl update`` does; what changed, one line each."""
         [[added, changed, removed]] = self._proxy.supervisor.reloadConfig()
