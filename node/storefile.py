@@ -113,6 +113,30 @@ class StoreReader:
             return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
         return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0])
 
+    def size(self, ledger: str) -> int:
+        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger)."""
+        row = self._conn.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def get(self, ledger: str, height: int) -> bytes | None:
+        """The stored bytes of the record at ``height``, or None."""
+        if not 0 <= height <= MAX_HEIGHT:
+            return None
+        row = self._conn.execute(
+            "SELECT data FROM records WHERE ledger = ? AND height = ?", (ledger, height)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
+        """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
+
+        The column is an unchecked copy: the caller checks the record's link before it trusts it.
+        """
+        row = self._conn.execute(
+            "SELECT ledger, height, data FROM records WHERE hash = ? LIMIT 1", (record_hash,)
+        ).fetchone()
+        return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
         yield from iter_pages(self._conn, ledger, start, stop, self.page_size)
