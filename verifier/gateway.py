@@ -437,7 +437,7 @@ def tally_json(report: TallyReport, keys: dict[str, Any]) -> dict[str, Any]:
     observers = []
     for t in report.observers:
         key = keys.get(t.observer)
-        entry: dict[str, Any] = {"observer": t.observer, "public_key": None if key is None else key.public_hex()}
+        entry: dict[str, Any] = {"observer": t.observer, "public_key": None if key is None else key.public_hex}
         checked = t.checked
         entry |= {
             "signature_ok": checked is not None and checked.ok,
