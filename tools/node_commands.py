@@ -91,7 +91,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 0
     if args.node is None:
         raise UsageError("name the node whose store to serve (--node NAME), or give --list")
-    run_gateway(config, args.node, logs_dir=args.logs, port=args.port)
+    run_gateway(config, args.node, logs_dir=args.logs, host=args.host, port=args.port)
     return 0
 
 
@@ -176,6 +176,9 @@ def add_node_commands(commands: Subparsers) -> None:
     gateway.add_argument("--node", type=node_name, metavar="NAME", help="whose store to serve")
     gateway.add_argument("--list", action="store_true", help="print the configured gateways' addresses and exit")
     gateway.add_argument("--port", type=int, metavar="PORT", help="listen here instead of the node's gateway_port")
+    gateway.add_argument(
+        "--host", metavar="ADDRESS", help="bind this address (a container: 0.0.0.0) instead of the node's bind or host"
+    )
     gateway.add_argument(
         "--logs", type=Path, metavar="DIR", help="the processes' log files (<node>.log), for the dashboard"
     )

@@ -702,8 +702,10 @@ def readiness(gateway: Gateway) -> dict[str, Callable[[], str | None]]:
     return {"store": store, "redis": redis_up}
 
 
-def run_gateway(config: ClusterConfig, name: str, logs_dir: Path | None = None, port: int | None = None) -> None:
-    """Serve the gateway of node ``name`` on its ``gateway_port`` (or ``port``) until SIGTERM or SIGINT.
+def run_gateway(
+    config: ClusterConfig, name: str, logs_dir: Path | None = None, host: str | None = None, port: int | None = None
+) -> None:
+    """Serve the gateway of node ``name`` on its ``gateway_port`` (or ``host``:``port``) until SIGTERM or SIGINT.
 
     Raises SettingsError when the node keeps no store or has no gateway port.
     """
@@ -716,7 +718,7 @@ def run_gateway(config: ClusterConfig, name: str, logs_dir: Path | None = None, 
     stopping = threading.Event()
     handlers = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with HttpThread(app, node.bind_host, bind_port, name=f"gateway-{name}") as server:
+        with HttpThread(app, host or node.bind_host, bind_port, name=f"gateway-{name}") as server:
             log.info("gateway of %s serving http://%s:%d/", name, node.host, server.port)
             stopping.wait()
     finally:
