@@ -28,6 +28,7 @@ from ..node.errors import VledgerError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
+SHUTDOWN_TIMEOUT = 3.0  # seconds open requests get to finish when the server stops
 READ_VERBS = frozenset(("GET", "HEAD"))
 
 # The HTTP status of each code a read can fail with; any other VledgerError is a 400.
@@ -110,7 +111,7 @@ class HttpThread:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

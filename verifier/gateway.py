@@ -586,7 +586,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     r.add_get("/ledgers/{ledger}/{path:tile/.+}", tile)
     add_health_routes(app, checks or {}, gateway.registry)
     app.cleanup_ctx.append(_watcher(gateway))
+    app.on_shutdown.append(lambda _: _end_streams(gateway))
     return app
+
+
+async def _end_streams(gateway: Gateway) -> None:
+    """End every open event stream, so that shutting down does not wait for their clients to leave."""
+    for queue in list(gateway._clients):
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(None)
 
 
 def _counted(metrics: GatewayMetrics) -> Any:
@@ -638,9 +646,6 @@ def _watcher(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        for queue in list(gateway._clients):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
 
     return watch
 
