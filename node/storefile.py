@@ -105,8 +105,15 @@ class StoreReader:
         self._conn.close()
 
     def ledgers(self) -> list[str]:
-        rows = self._conn.execute("SELECT DISTINCT ledger FROM records ORDER BY ledger").fetchall()
-        return [r[0] for r in rows]
+        """The ledgers with records, in name order: one index seek per ledger, not a scan of every record."""
+        names: list[str] = []
+        while True:
+            row = self._conn.execute(
+                "SELECT MIN(ledger) FROM records WHERE ledger > ?", (names[-1] if names else "",)
+            ).fetchone()
+            if row[0] is None:
+                return names
+            names.append(row[0])
 
     def count(self, ledger: str | None = None) -> int:
         if ledger is None:
@@ -258,7 +265,15 @@ class StoredTree:
             raise TreeSizeError(
                 f"ledger {self.ledger!r}: a tree of {self.size} leaves has no tile {level}/{index} of width {want}"
             )
-        return tree.tile_hashes(level, index, want, self.hash_at)
+        # One range read, not one per hash: a tile's hashes are consecutive rows of one tree level.
+        first = index * tree.TILE_WIDTH
+        rows = self._conn.execute(
+            "SELECT idx, hash FROM tree WHERE ledger = ? AND level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (self.ledger, tree.TILE_HEIGHT * level, first, first + want),
+        ).fetchall()
+        if [row[0] for row in rows] != list(range(first, first + want)):
+            raise TreeMismatchError(f"ledger {self.ledger!r}: the store's tree lacks nodes of tile {level}/{index}")
+        return b"".join(bytes(row[1]) for row in rows)
 
 
 def _level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int) -> Iterator[tuple[int, bytes]]:

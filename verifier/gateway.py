@@ -61,7 +61,7 @@ from ..node.errors import (
 )
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.votes import electronic_id
-from ..node.storefile import StoreReader
+from ..node.storefile import StoredTree, StoreReader
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ POLL_SECONDS = 0.25  # how often the store's heads are read for the event stream
 TALLY_POLL_SECONDS = 1.0
 CLUSTER_CACHE_SECONDS = 0.5
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
+TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
@@ -186,7 +187,8 @@ class Gateway:
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
-        self._voters_lock = threading.Lock()
+        self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
+        self._tiles: dict[tuple[str, int, int, int], bytes] = {}
 
     # --- the store ----------------------------------------------------------------------------------
 
@@ -207,12 +209,15 @@ class Gateway:
                 with contextlib.suppress(Exception):  # a connection of another thread: closed at exit anyway
                     reader.close()
 
-    def _size(self, ledger: str) -> int:
-        """The ledger's tree size: the records the store's tree covers (written in their transaction)."""
+    def _tree(self, ledger: str) -> StoredTree:
+        """The ledger's tree as of the records it covers (written in their transaction)."""
         try:
-            return self.reader.tree(ledger).size
+            return self.reader.tree(ledger)
         except TreeSizeError:
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}") from None
+
+    def _size(self, ledger: str) -> int:
+        return self._tree(ledger).size
 
     def _record(self, ledger: str, height: int) -> tuple[Record, bytes]:
         data = self.reader.get(ledger, height)
@@ -262,9 +267,7 @@ class Gateway:
         return record_json(record, found[2])
 
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
-        stored = self.reader.tree(ledger) if ledger in self.reader.ledgers() else None
-        if stored is None:
-            raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
+        stored = self._tree(ledger)
         at = stored.size if size is None else size
         proof = stored.inclusion_proof(index, at)
         return {
@@ -292,10 +295,15 @@ class Gateway:
 
     def tile(self, ledger: str, path: str) -> bytes:
         level, index, width = tree.parse_tile_path(path)
-        stored = self.reader.tree(ledger) if ledger in self.reader.ledgers() else None
-        if stored is None:
-            raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
-        return stored.tile(level, index, width)
+        key = (ledger, level, index, width)
+        cached = self._tiles.get(key)
+        if cached is None:
+            cached = self._tree(ledger).tile(level, index, width)
+            with self._voters_lock:
+                self._tiles[key] = cached
+                if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
+                    del self._tiles[next(iter(self._tiles))]
+        return cached
 
     def entries(self, ledger: str, path: str) -> bytes:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes."""
