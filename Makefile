@@ -28,8 +28,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest-xdist workers: the suite is mostly waiting on real processes, and CI and this
+# machine have two cores. loadscope hands out whole modules: a module's cluster fixture then
+# starts once, and its tests keep the order they are written in (some build on earlier ones).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # mypy must see the code under its import name, vledger, whatever this folder is called:
 # a symlink gives it that name without moving the folders.

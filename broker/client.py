@@ -68,7 +68,6 @@ class Client:
         self._ctx = ctx or process_context()
         self._connections: dict[str, _Connection] = {}
         self._ids = itertools.count(1)
-        self._homes: dict[str, NodeAddress] = {}
 
     def close(self) -> None:
         for connection in self._connections.values():

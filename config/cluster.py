@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..node.errors import SettingsError
+from .redis import check_redis_url
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
 ROLES = ("ingest", "replica", "observer", "verifier")
@@ -33,6 +34,12 @@ class IngestSettings:
     throttle_burst: int = 4000
     file_chunk_bytes: int = 256 * 1024
     max_file_bytes: int = 64 * 1024 * 1024
+    # Partial uploads are disk an account holds on a node before any record pays for it: at most
+    # this many files and bytes per account (at least max_file_bytes, or the largest file could
+    # never arrive), each dropped once untouched for partial_upload_expiry_ms.
+    max_partial_uploads: int = 4
+    max_partial_upload_bytes: int = 128 * 1024 * 1024
+    partial_upload_expiry_ms: int = 3_600_000
     account_wait_ms: int = 2000  # how long an admin change waits for every node to apply it
 
 
@@ -265,7 +272,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         name=_name(_text(cluster, "name", f"{where}: cluster", "local"), f"{where}: cluster.name"),
         keys_dir=(base / _text(cluster, "keys", f"{where}: cluster", "keys")).resolve(),
         data_dir=(base / _text(cluster, "data", f"{where}: cluster", "data")).resolve(),
-        redis_url=_text(cluster, "redis", f"{where}: cluster", "redis://127.0.0.1:6379/0"),
+        redis_url=_redis_url(_text(cluster, "redis", f"{where}: cluster", "redis://127.0.0.1:6379/0"), where),
         default_home=default_home,
         nodes=nodes,
         homes=homes,
@@ -274,12 +281,29 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
             store=build_settings(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
             broker=build_settings(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
         ),
-        ingest=build_settings(IngestSettings, data.get("ingest", {}), f"{where}: ingest"),
+        ingest=_ingest_settings(data.get("ingest", {}), f"{where}: ingest"),
         replication=build_settings(ReplicationSettings, data.get("replication", {}), f"{where}: replication"),
         verifier=build_settings(VerifierSettings, data.get("verifier", {}), f"{where}: verifier"),
         observers=build_settings(ObserverSettings, data.get("observers", {}), f"{where}: observers"),
     )
 
 
+def _ingest_settings(table: Any, where: str) -> IngestSettings:
+    """[ingest], whose partial-upload quota must hold at least one file of the largest size."""
+    ingest = build_settings(IngestSettings, table, where)
+    if ingest.max_partial_upload_bytes < ingest.max_file_bytes:
+        raise SettingsError(
+            f"{where}.max_partial_upload_bytes: {ingest.max_partial_upload_bytes} is below"
+            f" max_file_bytes ({ingest.max_file_bytes}): a file of the largest size could never be uploaded"
+        )
+    return ingest
+
+
 def load_cluster(path: Path) -> ClusterConfig:
     return cluster_from_mapping(read_toml(path), path.resolve())
+
+
+def _redis_url(url: str, where: str) -> str:
+    """``url``, once :func:`check_redis_url` read it (a bad sentinel:// URL fails at load, not at first use)."""
+    check_redis_url(url, f"{where}: cluster.redis")
+    return url

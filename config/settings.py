@@ -60,8 +60,6 @@ class BrokerSettings:
     max_message_bytes: int = 1024 * 1024
     handshake_timeout_ms: int = 3000
     accounts_poll_ms: int = 5000
-    apply_timeout_ms: int = 5000
-    redis_start_timeout_ms: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

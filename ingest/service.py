@@ -210,7 +210,7 @@ class IngestService:
         # The engine is the store's; its committer thread writes it. The reads here (is a file
         # readable) are single dict and set lookups, which CPython makes atomic.
         self.domain = domain
-        self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest.max_file_bytes)
+        self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest)
         self.version = version
         self.settings = config.ingest
         self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)

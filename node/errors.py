@@ -245,6 +245,13 @@ class NotFoundError(RequestError):
     code = "not_found"
 
 
+class UploadQuotaError(RequestError):
+    """An account's partial uploads on a node would pass ``max_partial_uploads`` files or
+    ``max_partial_upload_bytes`` bytes; completing or abandoning one frees its share."""
+
+    code = "upload_quota"
+
+
 class MessageTooLargeError(RequestError):
     code = "message_too_large"
 

@@ -37,7 +37,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from ..broker.accounts import AccountRegistry, Role, bootstrap_admin
 from ..broker.client import Client
 from ..broker.keys import load_public
-from ..broker.redis_server import find_redis_server
+from ..broker.redis_server import connect, find_redis_server
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.supervisor import (
     REDIS_PROGRAM,
@@ -87,7 +87,7 @@ def layout_for(config: ClusterConfig, run_dir: Path | None, *, find_redis: bool 
 
 def redis_client(url: str) -> Any:
     """A client that gives up quickly: a probe asks again rather than hang on a server not up yet."""
-    return redis.Redis.from_url(url, socket_connect_timeout=ANSWER_TIMEOUT, socket_timeout=ANSWER_TIMEOUT)
+    return connect(url, timeout=ANSWER_TIMEOUT)
 
 
 # --- talking to supervisord -----------------------------------------------------------------------

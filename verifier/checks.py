@@ -185,7 +185,6 @@ class ClusterChecks:
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
-        self._checkpoints_saved = 0.0
         self.checked = 0  # stream entries checked
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
@@ -213,16 +212,19 @@ class ClusterChecks:
         for ledger, home in sorted(announced.items()):
             if ledger in self.ledgers:
                 continue
-            try:
-                self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
-            except Exception as e:  # BUSYGROUP: the group exists, which is what we want
-                if "BUSYGROUP" not in str(e):
-                    raise
+            self._create_group(ledger)
             state = self.ledgers[ledger] = LedgerState(home)
             for node in self.holders(ledger):
                 checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                 state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint))
             self._read_pending = True
+
+    def _create_group(self, ledger: str) -> None:
+        try:
+            self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
+        except Exception as e:  # BUSYGROUP: the group exists, which is what we want
+            if "BUSYGROUP" not in str(e):
+                raise
 
     def holders(self, ledger: str) -> list[str]:
         """The nodes that should hold ``ledger``: its home, every replica and observer."""
@@ -253,9 +255,21 @@ class ClusterChecks:
             return 0
         start = "0" if self._read_pending else ">"
         streams = {self.replication.stream_key(ledger): start for ledger in self.ledgers}
-        replies = self.replication.client.xreadgroup(
-            GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
-        )
+        try:
+            replies = self.replication.client.xreadgroup(
+                GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
+            )
+        except REDIS_ERRORS as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # A Redis that lost the group (a replica promoted before the group reached it, a
+            # restart without its append-only file): made again from the stream's start, which
+            # the homes refill; checking a record twice raises nothing twice.
+            log.warning("the consumer group is gone (%s); creating it again from the start of each stream", e)
+            for ledger in self.ledgers:
+                self._create_group(ledger)
+            self._read_pending = True
+            return 0
         if self._read_pending and not any(entries for _, entries in replies or []):
             self._read_pending = False
         done = 0
@@ -385,12 +399,38 @@ class ClusterChecks:
             state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
             for node in state.copies:
                 reader = self.readers.get(node)
-                if node == state.home or reader is None or not reader.up():
+                if node == state.home or reader is None:
+                    continue
+                if not reader.up():
+                    self._lag_as_reported(ledger, state, node, now)
                     continue
                 try:
                     self._compare_head(ledger, state, node, reader, home, home_head, now)
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
+
+    def _lagging(self, ledger: str, state: LedgerState, node: str, height: int, now: float, how: str) -> bool:
+        """Raise ``node``'s lagging alert if ``height`` is below what the home held ``lag_alert_ms`` ago."""
+        due, _ = state.due(now, self.settings.lag_alert_ms / 1000)
+        if height >= due:
+            return False
+        behind = state.since(height, now)
+        self.raise_alert(
+            Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} "
+                  f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
+        )  # fmt: skip
+        return True
+
+    def _lag_as_reported(self, ledger: str, state: LedgerState, node: str, now: float) -> None:
+        """A copy that does not answer (cut off, stopped) is judged by the height it last reported
+        to Redis: one that stays away longer than ``lag_alert_ms`` while the home goes on is lagging.
+        Nothing is resolved here; that waits until the copy answers again."""
+        try:
+            held = self.replication.client.hget(self.replication.held_key(ledger), node)
+        except REDIS_ERRORS:
+            return  # Redis away too: nothing to judge by
+        height = -1 if held is None else int(held)
+        self._lagging(ledger, state, node, height, now, "it does not answer and reported lacking")
 
     def _compare_head(
         self,
@@ -404,15 +444,7 @@ class ClusterChecks:
     ) -> None:
         head = reader.head(ledger)
         height = -1 if head is None else head[0]
-        window = self.settings.lag_alert_ms / 1000
-        due, _ = state.due(now, window)
-        if height < due:
-            behind = state.since(height, now)
-            self.raise_alert(
-                Alert(node, ledger, height + 1, "lagging", f"it lacks height {height + 1}, which {state.home} "
-                      f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
-            )  # fmt: skip
-        else:
+        if not self._lagging(ledger, state, node, height, now, "it lacks"):
             self.resolve(node, ledger, ("lagging",))
         if head is None:
             return

@@ -14,11 +14,11 @@ import json
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from vledger.config.cluster import ROLES, ClusterConfig, load_cluster
+from vledger.config.redis import check_redis_url
 from vledger.tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +31,7 @@ CONFIG_SOURCE = "./config/cluster.compose.toml"  # how the compose file names it
 ONE_SHOTS = ("keys", "bootstrap")
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 DEFAULT_REDIS_PORT = 6379
+REDIS_SET = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")  # beside `redis`: its replica, the Sentinels
 
 
 def read_compose(text: str) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def test_the_build_context_lets_in_only_the_package() -> None:
 
 def test_every_container_command_is_a_vledger_command_line(services: dict[str, dict[str, Any]]) -> None:
     ours = [name for name, service in services.items() if is_vledger(service)]
-    assert set(services) - set(ours) == {"redis"}
+    assert set(services) - set(ours) == {"redis", *REDIS_SET}
     images = {(services[name]["image"], json.dumps(services[name]["build"], sort_keys=True)) for name in ours}
     assert len(images) == 1, "every vledger service runs the one image built from this folder"
     assert services[ours[0]]["build"] == {"context": "."}
@@ -278,11 +279,26 @@ def test_redis_keeps_its_append_only_file_on_a_volume(
     assert options["--appendonly"] == "yes"
     directory = options.get("--dir", "/data")
     assert [target for target, _ in named_volumes(redis).values()] == [directory]
-    url = urlsplit(config.redis_url)
-    assert (url.scheme, url.hostname) == ("redis", "redis")
-    assert url.port == int(options.get("--port", DEFAULT_REDIS_PORT))
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert redis["restart"] == "unless-stopped"
+    replica = services["redis-replica"]
+    assert replica["command"][-3:] == ["--replicaof", "redis", options.get("--port", str(DEFAULT_REDIS_PORT))]
+    assert replica["command"][:-3] == command, "the replica keeps its append-only file as the primary does"
+    assert set(named_volumes(replica)).isdisjoint(named_volumes(redis)), "a volume each"
+
+
+def test_every_node_finds_the_primary_through_three_sentinels(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    target = check_redis_url(config.redis_url)
+    assert target is not None, "the compose cluster's Redis is a sentinel:// URL"
+    sentinels = [name for name in REDIS_SET if name.startswith("sentinel-")]
+    assert [host for host, _ in target.sentinels] == sentinels
+    for name in sentinels:
+        script = services[name]["command"][-1]
+        assert f"sentinel monitor {target.service} redis {DEFAULT_REDIS_PORT} 2" in script, name
+        assert "resolve-hostnames yes" in script, f"{name}: the primary and replica are named, not numbered"
+        assert services[name]["restart"] == "unless-stopped"
 
 
 def test_the_keys_service_makes_the_cluster_keys_and_is_the_only_writer(
@@ -306,7 +322,7 @@ def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(
     assert str(args.config) == config_target(bootstrap)
     assert args.key == config.public_key_path("admin")
     assert bootstrap["depends_on"] == {
-        "redis": {"condition": "service_healthy"},
+        **{name: {"condition": "service_healthy"} for name in REDIS_SET if name.startswith("sentinel-")},
         "keys": {"condition": "service_completed_successfully"},
     }
 

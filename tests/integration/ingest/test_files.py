@@ -19,12 +19,14 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesi
 
 CHUNK = 4096
 MAX_FILE = 65536
+PARTIAL_UPLOADS = 2  # each account's quota of partial uploads on a node
 LEDGER = "files"
 
 
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
-    with LocalCluster(redis_server.url, ingest={"file_chunk_bytes": CHUNK, "max_file_bytes": MAX_FILE}) as running:
+    ingest = {"file_chunk_bytes": CHUNK, "max_file_bytes": MAX_FILE, "max_partial_uploads": PARTIAL_UPLOADS}
+    with LocalCluster(redis_server.url, ingest=ingest) as running:
         running.admin().create_ledger(genesis(LEDGER, ADMIN, ["file"], {"type": "files", "read": "uploader"}))
         yield running
 
@@ -193,3 +195,23 @@ def test_the_uploader_still_reads_the_file_after_a_restart(cluster: LocalCluster
     assert cluster.restart_node("ingest-1") == 0
     writer = cluster.client("writer1")
     assert download(writer, hashlib.sha256(uploaded).hexdigest()) == uploaded
+
+
+def test_partial_uploads_beyond_the_quota_are_refused_until_one_completes(cluster: LocalCluster) -> None:
+    writer, other = cluster.client("writer2"), cluster.client("writer1")
+    files = [os.urandom(2 * CHUNK) for _ in range(PARTIAL_UPLOADS + 1)]
+
+    def first_chunk(client: Client, data: bytes) -> Any:
+        chunk = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "offset": 0, "data": data[:CHUNK]}
+        return client.call("file.upload", chunk)
+
+    for data in files[:PARTIAL_UPLOADS]:
+        assert first_chunk(writer, data) == {"received": CHUNK, "complete": False}
+    refused = remote_error(first_chunk, writer, files[-1])
+    assert refused.code == "upload_quota" and "partial uploads already" in refused.message
+    assert first_chunk(other, files[-1]) == {"received": CHUNK, "complete": False}  # a quota of its own
+    # Completing one frees its place; then every upload is completed, leaving no partial file.
+    assert upload(writer, files[0])[-1] == {"received": 2 * CHUNK, "complete": True}
+    assert first_chunk(writer, files[-1]) == {"received": CHUNK, "complete": False}
+    for client, data in ((writer, files[1]), (writer, files[-1]), (other, files[-1])):
+        assert upload(client, data)[-1]["complete"] is True

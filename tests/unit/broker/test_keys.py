@@ -150,6 +150,7 @@ def test_an_empty_passphrase_is_not_a_passphrase(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("public_key", keys.new_keypair().public), ("n", 2**14), ("salt", "00" * 16)],
+    ids=["public_key", "n", "salt"],  # a fresh key in an id would differ between collections
 )
 def test_a_changed_header_fails_like_a_wrong_passphrase(tmp_path: Path, field: str, value: object) -> None:
     keys.generate(tmp_path, "k", PASSPHRASE)

@@ -110,6 +110,10 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
         ({"nodes__rep-1__role": "auditor"}, "nodes.rep-1.role: 'auditor' is not one of"),
         ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
         ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
+        (
+            {"ingest": {"max_file_bytes": 2000, "max_partial_upload_bytes": 1999}},
+            "ingest.max_partial_upload_bytes: 1999 is below max_file_bytes (2000)",
+        ),
     ],
 )
 def test_mistakes_are_named_with_the_file_and_key(changes: dict[str, Any], named: str) -> None:
