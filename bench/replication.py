@@ -637,7 +637,7 @@ return #ARGV - 3
 """
 
 
-SEAL = bytes(160)  # about a packed seal (PROTOCOL 10.7): the outbox puts one on each call's last record
+CHECKPOINT = bytes(160)  # about a checkpoint note (PROTOCOL 10.7): the outbox puts one on each call's last record
 
 
 def _runs(data: Sequence[bytes], count: int) -> Iterator[tuple[int, list[bytes]]]:
@@ -649,7 +649,7 @@ def _runs(data: Sequence[bytes], count: int) -> Iterator[tuple[int, list[bytes]]
 def _appends(ledger: ReplicationLedger, stream: str, data: Sequence[bytes], count: int) -> int:
     """ReplicationLedger.append (the outbox's call) of ``count`` records to a new stream, ``BATCH`` a call."""
     for first, records in _runs(data, count):
-        last = ledger.append(stream, NODE, first, records, SEAL)
+        last = ledger.append(stream, NODE, first, records, CHECKPOINT)
         if last != first + len(records) - 1:
             raise RuntimeError(f"append of heights {first}.. left the stream at {last}")
     return count
@@ -861,8 +861,8 @@ def run(sizes: Sizes) -> list[Figure]:
         max(m.bare_append_rates),
         "records/s",
         f"one EVALSHA per {BATCH} records of a script that only XADDs each (MAXLEN ~, id <height>-1, record and "
-        "origin): no look at the stream's end, no gap check, no seal, no HSETNX; after each ReplicationLedger.append "
-        "run (which is given a 160-byte seal, as the outbox gives one per call)",
+        "origin): no look at the stream's end, no gap check, no checkpoint, no HSETNX; after each "
+        "ReplicationLedger.append run (which is given a 160-byte checkpoint, as the outbox gives one per call)",
     )
     lag_details = m.lag.details
     return [

@@ -9,6 +9,10 @@ every record. Every value of a valid line is plain ASCII that JSON never escapes
 has exactly one spelling: a reader matches it against that one form and never runs a JSON
 parser on hostile bytes (no depth, no huge numbers, no repeated keys, no escapes to agree on).
 
+A ledger's checkpoints travel in the same file as lines ``{"ledger":...,"checkpoint":...}``
+(the signed note as a JSON string, exactly as :func:`encode_checkpoint_line` writes it), each
+right after the record line that completes its tree.
+
 This module only turns one line into bytes and back, checking everything a line can get
 wrong. Whether the records form a valid chain is for :class:`vledger.node.verify.ChainVerifier`.
 Every failure names the line number.
@@ -27,10 +31,12 @@ from .errors import (
     FieldError,
     LineError,
     MalformedRecordError,
+    NoteError,
     PayloadTooLargeError,
     RecordError,
     Where,
 )
+from .note import Checkpoint, parse_checkpoint, parse_note
 from .record import Record, decode_record
 
 LINE_KEYS = ("ledger", "height", "hash", "record")
@@ -43,6 +49,10 @@ _LINE = re.compile(
 # How a line names its ledger: the line's first bytes, as the one form begins.
 _NAMED = re.compile(rb'\{"ledger":"(' + _NAME + rb')",')
 _UINT_MAX = 2**64 - 1
+CHECKPOINT_KEYS = ("ledger", "checkpoint")
+# A checkpoint line: its note one JSON string (escapes only where JSON must have them; the
+# canonical form is checked by encoding the values again).
+_CHECKPOINT_LINE = re.compile(rb'\{"ledger":"(' + _NAME + rb')","checkpoint":("(?:[^"\\]|\\.)*")\}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +63,24 @@ class StoredRecord:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ExportedCheckpoint:
+    """A checkpoint line: the note's exact bytes and the checkpoint its text states (unverified)."""
+
+    ledger: str
+    note: bytes
+    checkpoint: Checkpoint
+
+
 def max_line_bytes(limits: Limits) -> int:
     """The longest line (its ``\\n`` not counted) a record within ``limits`` can give."""
     return limits.max_line_bytes
+
+
+def encode_checkpoint_line(ledger: str, note: bytes) -> bytes:
+    """The export line of one of ``ledger``'s checkpoint notes, ``\\n`` included."""
+    line = {"ledger": ledger, "checkpoint": note.decode("utf-8")}
+    return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def encode_line(stored: StoredRecord) -> bytes:
@@ -78,6 +103,38 @@ def line_ledger(line: bytes) -> str | None:
     """
     found = _NAMED.match(line)
     return found.group(1).decode("ascii") if found else None
+
+
+def decode_export_line(line: bytes, number: int, limits: Limits) -> StoredRecord | ExportedCheckpoint:
+    """Parse and check one export line of either kind: a record line as :func:`decode_line`
+    says, or a checkpoint line (its note parsed as a checkpoint, nothing verified).
+
+    Raises what :func:`decode_line` raises; for a checkpoint line LineError [bad_line] when it
+    is not the one form :func:`encode_checkpoint_line` writes, FieldError [bad_field] when its
+    note is not a checkpoint note.
+    """
+    body = line.removesuffix(b"\n")
+    if len(body) <= max_line_bytes(limits):
+        found = _CHECKPOINT_LINE.fullmatch(body)
+        if found is not None:
+            return _checkpoint_line(found.group(1).decode("ascii"), found.group(2), body, number)
+    return decode_line(line, number, limits)
+
+
+def _checkpoint_line(ledger: str, literal: bytes, body: bytes, number: int) -> ExportedCheckpoint:
+    try:
+        # A JSON string literal alone: no nesting, no numbers, bounded by the line's length.
+        text = json.loads(literal.decode("utf-8"))
+        note = text.encode("utf-8")
+    except (UnicodeError, ValueError) as e:
+        _fail(LineError, number, f"the checkpoint is not a JSON string of UTF-8 text: {e}", ledger)
+    if encode_checkpoint_line(ledger, note) != body + b"\n":
+        _fail(LineError, number, "the checkpoint line is not in its one form (escapes beyond JSON's own)", ledger)
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except NoteError as e:
+        _fail(FieldError, number, f"checkpoint is not a checkpoint note: {e.message}", ledger)
+    return ExportedCheckpoint(ledger, note, checkpoint)
 
 
 def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:

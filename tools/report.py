@@ -154,6 +154,7 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "ledger": report.ledger,
         "records": report.records,
         "head": report.head.hex() if report.head is not None else None,
+        "checkpoints": report.checkpoints,
         "ok": report.ok,
         "error": (
             _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
@@ -175,7 +176,8 @@ def _report_lines(source: str, result: Verification) -> list[str]:
     lines = []
     for report in result.reports:
         if report.ok:
-            lines.append(f"{report.ledger}: OK, {report.records} records, head {_head(report)}")
+            checked = f", {report.checkpoints} checkpoints" if report.checkpoints else ""
+            lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
     if result.error is not None:

@@ -24,11 +24,11 @@ import math
 import time
 from collections.abc import Callable
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
 from ..broker.signing import SigningKey, load_signing_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, ObserverSettings
-from ..ingest.replica import StoreWatcher, raise_alert, run_follower
+from ..ingest.replica import StoreWatcher, run_follower
 from ..node.errors import VledgerError
 from ..node.record import Record
 from ..node.rules.engine import Violation

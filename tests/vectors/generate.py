@@ -9,6 +9,7 @@ fails if our code no longer produces the same bytes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import msgpack
 
 from vledger.config.settings import Limits
-from vledger.node.export import StoredRecord, encode_line
+from vledger.node.export import StoredRecord, encode_checkpoint_line, encode_line
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
+from vledger.node.receipt import Receipt
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
@@ -456,6 +459,116 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
     ]
 
 
+def receipt_vector(records: list[Record]) -> dict[str, Any]:
+    """A receipt (PROTOCOL section 14) of the record at height 2, under the checkpoint of
+    note.json (``vledger``: signed by its log key, cosigned by its two witnesses), and receipts
+    that each break one check, with the code a verifier reports."""
+    signed = json.loads((HERE / "note.json").read_text(encoding="utf-8"))["vledger"]
+    note = signed["cosigned"].encode("utf-8")
+    leaves = [leaf_hash(r.encode()) for r in records]
+    levels: dict[tuple[int, int], bytes] = {}
+    frontier = Frontier()
+    for leaf in leaves:
+        levels.update(((level, index), node) for level, index, node in frontier.append(leaf))
+    size = len(leaves)
+    assert frontier.root().hex() == signed["root_hex"], "note.json signs another tree: rerun generate_note.py"
+
+    def receipt(index: int, **changes: Any) -> Receipt:
+        proof = inclusion_proof(index, size, lambda level, i: levels[(level, i)])
+        return dataclasses.replace(Receipt.of(records[index].encode(), proof, note), **changes)
+
+    good = receipt(2)
+    text = note.decode("utf-8")
+    body = text[: text.index("\n\n") + 1]
+    impostor = SignerKey(signed["origin"], ALG_ED25519, bytes(range(32)))  # a forked view's signer
+    forked = Note(body, (sign(body, impostor),)).encode()
+    only_log = text[: text.index("\n\u2014 local/witness/")] + "\n"
+    bad = [
+        ("the index of another height", good.encode().replace(b'"index":2,', b'"index":3,'), "bad_receipt"),
+        ("spaces after the separators", good.encode().replace(b'"v":1,', b'"v": 1,'), "bad_receipt"),
+        ("the hash of another record", receipt(2, hash=records[3].link).encode(), "bad_receipt"),
+        ("the proof of another leaf", receipt(2, proof=receipt(3).proof).encode(), "bad_proof"),
+        ("a proof one hash short", receipt(2, proof=good.proof[:-1]).encode(), "bad_proof"),
+        ("a checkpoint another key signed", receipt(2, checkpoint=forked).encode(), "unverified_note"),
+        ("no witness cosigned (quorum 2)", receipt(2, checkpoint=only_log.encode()).encode(), "no_quorum"),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: receipt_vector",
+        "ledger": LEDGER,
+        "index": 2,
+        "hash_hex": records[2].link.hex(),
+        "log_vkey": signed["log_vkey"],
+        "witness_vkeys": [w["vkey"] for w in signed["witnesses"]],
+        "quorum": 2,
+        "genesis_b64": base64.b64encode(records[0].encode()).decode("ascii"),
+        "receipt": good.encode().decode("utf-8"),
+        "bad": [{"why": why, "receipt": data.decode("utf-8"), "code": code} for why, data, code in bad],
+    }
+
+
+def checkpoint_export_vector() -> dict[str, Any]:
+    """Exports with checkpoint lines (PROTOCOL section 5) of a small ledger whose genesis pins
+    its checkpoint key: one valid file, and files that each break one check, with its code."""
+    limits = Limits()
+    ledger = "audit"
+    key = SignerKey(f"local/{ledger}", ALG_ED25519, bytes(range(32)))
+    witness = SignerKey("local/witness/replica-1", ALG_COSIGNATURE_V1, bytes(range(32, 64)))
+    rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": key.verifier().encode()})
+    genesis = Entry.prepare(rules.genesis_content(ledger, "admin", "create-1", T0), 0, limits)
+    records = [genesis.place(0, ZERO_LINK, T0 + 5, ORIGIN)]
+    for i in range(1, 4):
+        entry = Entry.prepare(Content(ledger, "note", {"n": i}, "admin", f"req-{i}", T0 + i), 0, limits)
+        records.append(entry.place(i, records[-1].link, T0 + i + 7, ORIGIN))
+    frontier = Frontier()
+    roots = []
+    for r in records:
+        frontier.append(leaf_hash(r.encode()))
+        roots.append(frontier.root())
+
+    def note(size: int, root: bytes, signer: SignerKey = key, cosigned: bool = False) -> bytes:
+        body = Checkpoint(f"local/{ledger}", size, root).body()
+        lines = [sign(body, signer)] + ([cosign(body, witness, 1_790_000_000).note_signature()] if cosigned else [])
+        return Note(body, tuple(lines)).encode()
+
+    def export(after: dict[int, bytes]) -> str:
+        out = []
+        for r in records:
+            out.append(export_line(r))
+            if r.height in after:
+                out.append(encode_checkpoint_line(ledger, after[r.height]).decode("utf-8"))
+        return "".join(out)
+
+    good = {2: note(3, roots[2]), 3: note(4, roots[3], cosigned=True)}
+    spaced = export(good).replace('","checkpoint":', '", "checkpoint":', 1)
+    not_checkpoint = Note("not a checkpoint\n", (sign("not a checkpoint\n", key),)).encode()
+    cases = [
+        ("valid, two checkpoints (the second cosigned)", export(good), None, None),
+        ("a checkpoint before the record that completes its tree", export({1: note(3, roots[2])}), "bad_field", 2),
+        ("a root that is not the tree of the records", export({2: note(3, roots[1])}), "tree_mismatch", 2),
+        (
+            "signed by another key than the pinned one",
+            export({2: note(3, roots[2], signer=witness_log())}),
+            "unverified_note",
+            2,
+        ),
+        # A fault of the line itself names the position the next record was expected at.
+        ("a space after a separator", spaced, "bad_line", 3),
+        ("a note whose text is not a checkpoint", export({2: not_checkpoint}), "bad_field", 3),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: checkpoint_export_vector",
+        "ledger": ledger,
+        "records": len(records),
+        "checkpoint_vkey": key.verifier().encode(),
+        "cases": [{"why": why, "export": text, "code": code, "height": height} for why, text, code, height in cases],
+    }
+
+
+def witness_log() -> SignerKey:
+    """A log key of the right name that the genesis does not pin (a forked view's signer)."""
+    return SignerKey("local/audit", ALG_ED25519, bytes(range(64, 96)))
+
+
 def documents(records: list[Record]) -> dict[str, str]:
     """File name -> exact text, so the test can compare what is committed."""
     vectors = {"ledger": LEDGER, "difficulty": DIFFICULTY, "records": [vector(r) for r in records]}
@@ -464,6 +577,8 @@ def documents(records: list[Record]) -> dict[str, str]:
         "tree.json": json.dumps(tree_vector(records), indent=2) + "\n",
         "ledger.jsonl": "".join(export_line(r) for r in records),
         "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
+        "receipt.json": json.dumps(receipt_vector(records), indent=1, ensure_ascii=False) + "\n",
+        "export_checkpoints.json": json.dumps(checkpoint_export_vector(), indent=1, ensure_ascii=False) + "\n",
     }
 
 

@@ -183,7 +183,7 @@ def _encode_pairs(pairs: list) -> bytes:
 
 def test_committed_ledger_verifies():
     res = only(LINES)
-    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}
+    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
     assert len(VECTORS["records"]) == COUNT
     assert VECTORS["records"][-1]["link_hex"] == HEAD
     # Also through a file object (lines keep their "\n"), the whole text and its bytes.
@@ -855,7 +855,14 @@ def _append(kind: str, ledger: str = LEDGER) -> tuple:
 
 def test_appended_valid_record():
     lines, own = _append("withdraw")
-    assert only(lines) == {"ledger": LEDGER, "records": COUNT + 1, "head": own.hex(), "ok": True, "error": None}
+    assert only(lines) == {
+        "ledger": LEDGER,
+        "records": COUNT + 1,
+        "head": own.hex(),
+        "checkpoints": 0,
+        "ok": True,
+        "error": None,
+    }
 
 
 def test_appended_unknown_kind():
@@ -1365,7 +1372,9 @@ def _cli(path: Path) -> tuple:
 def test_cli_valid():
     code, out = _cli(HERE / "ledger.jsonl")
     assert code == 0
-    assert json.loads(out) == [{"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}]
+    assert json.loads(out) == [
+        {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
+    ]
 
 
 def test_cli_invalid(tmp_path):
@@ -1405,3 +1414,175 @@ def test_cli_invalid_utf8_line(tmp_path):
 def test_cli_usage():
     proc = subprocess.run([sys.executable, str(HERE / "outsider_verify.py")], capture_output=True, check=False)
     assert proc.returncode == 2
+
+
+# --------------------------------------------------------------------------------------
+# Sections 12 to 14: the tree, checkpoints and cosignatures, receipts (outsider code only)
+# --------------------------------------------------------------------------------------
+
+RFC6962 = json.loads((HERE / "rfc6962.json").read_text(encoding="utf-8"))
+TREE = json.loads((HERE / "tree.json").read_text(encoding="utf-8"))
+NOTES = json.loads((HERE / "note.json").read_text(encoding="utf-8"))
+RECEIPT = json.loads((HERE / "receipt.json").read_text(encoding="utf-8"))
+
+
+def _hx(values: list) -> list:
+    return [bytes.fromhex(v) for v in values]
+
+
+def test_outsider_mth_gives_the_reference_roots() -> None:
+    leaves = [ov.leaf_hash(bytes.fromhex(leaf)) for leaf in RFC6962["leaves"]]
+    for size, root in enumerate(RFC6962["roots"]):
+        assert ov.mth(leaves[:size]).hex() == root
+
+
+def test_outsider_proofs_agree_with_the_reference_vectors() -> None:
+    for case in RFC6962["inclusion"]:
+        args = (bytes.fromhex(case["leafHash"]), case["leafIdx"], case["treeSize"], _hx(case["proof"]))
+        if case["wantErr"]:
+            with pytest.raises(ov.VerifyError):
+                ov.verify_inclusion(*args, bytes.fromhex(case["root"]))
+        else:
+            ov.verify_inclusion(*args, bytes.fromhex(case["root"]))
+    for case in RFC6962["consistency"]:
+        args = (case["size1"], case["size2"], bytes.fromhex(case["root1"]), bytes.fromhex(case["root2"]))
+        # 12.3: a root that is not 32 bytes is refused before anything else, though Go's
+        # verifier only compares the roots of equal sizes ("don't care" placeholders).
+        if case["wantErr"] or len(args[2]) != 32:
+            with pytest.raises(ov.VerifyError):
+                ov.verify_consistency(*args, _hx(case["proof"]))
+        else:
+            ov.verify_consistency(*args, _hx(case["proof"]))
+
+
+def test_outsider_tree_of_the_committed_ledger() -> None:
+    records = [base64.b64decode(json.loads(line)["record"]) for line in LINES]
+    leaves = [ov.leaf_hash(r) for r in records]
+    assert [leaf.hex() for leaf in leaves] == TREE["leaf_hex"]
+    for size, root in TREE["root_hex_by_size"].items():
+        assert ov.mth(leaves[: int(size)]).hex() == root
+    inc, con = TREE["inclusion"], TREE["consistency"]
+    root = bytes.fromhex(TREE["root_hex_by_size"][str(inc["size"])])
+    ov.verify_inclusion(leaves[inc["index"]], inc["index"], inc["size"], _hx(inc["proof_hex"]), root)
+    old, new = (bytes.fromhex(TREE["root_hex_by_size"][str(con[k])]) for k in ("old_size", "new_size"))
+    ov.verify_consistency(con["old_size"], con["new_size"], old, new, _hx(con["proof_hex"]))
+    flipped = _hx(con["proof_hex"])
+    flipped[0] = bytes([flipped[0][0] ^ 1]) + flipped[0][1:]
+    with pytest.raises(ov.VerifyError, match="bad_proof"):
+        ov.verify_consistency(con["old_size"], con["new_size"], old, new, flipped)
+
+
+def test_outsider_keys_notes_and_checkpoints_from_outside() -> None:
+    outside = NOTES["outside"]
+    for case in outside["verifier_keys"]:
+        assert ov.parse_vkey(case["vkey"]).type == case["alg"]
+    for case in outside["bad_verifier_keys"]:
+        with pytest.raises(ov.VerifyError, match="bad_note_key"):
+            ov.parse_vkey(case["vkey"])
+    for case in outside["notes"]:
+        keys = [ov.parse_vkey(v) for v in case["vkeys"]]
+        _, verified = ov.open_note(case["note"].encode("utf-8"), keys)
+        assert [k.name for k, _ in verified] == case["verified"]
+    for case in outside["bad_notes"]:
+        data = bytes.fromhex(case["note_hex"]) if "note_hex" in case else case["note"].encode("utf-8")
+        with pytest.raises(ov.VerifyError) as e:
+            ov.open_note(data, [ov.parse_vkey(v) for v in case["vkeys"]])
+        assert e.value.code == case["code"], case["why"]
+    for case in outside["checkpoint_bodies"]:
+        origin, size, root, extensions = ov.parse_checkpoint(case["body"])
+        assert (origin, size, root.hex(), extensions) == (
+            case["origin"],
+            case["size"],
+            case["root_hex"],
+            case["extensions"],
+        )
+    for case in outside["bad_checkpoint_bodies"]:
+        with pytest.raises(ov.VerifyError, match="bad_checkpoint"):
+            ov.parse_checkpoint(case["body"])
+    for case in outside["checkpoints"]:  # a production checkpoint and a public witness's cosignature
+        witnesses = [ov.parse_vkey(v) for v in case["witness_vkeys"]]
+        got = ov.verify_checkpoint(
+            case["note"].encode("utf-8"), ov.parse_vkey(case["log_vkey"]), witnesses, case["quorum"]
+        )
+        assert (got["origin"], got["size"], got["root"].hex()) == (case["origin"], case["size"], case["root_hex"])
+        assert list(got["witnesses"]) == case["witnesses"]
+        assert list(got["witnesses"].values()) == case["timestamps"]
+
+
+def test_outsider_vledger_checkpoint_and_cosignatures() -> None:
+    ours = NOTES["vledger"]
+    log_key = ov.parse_vkey(ours["log_vkey"])
+    witnesses = [ov.parse_vkey(w["vkey"]) for w in ours["witnesses"]]
+    records = [base64.b64decode(json.loads(line)["record"]) for line in LINES]
+    got = ov.verify_checkpoint(ours["cosigned"].encode("utf-8"), log_key, witnesses, 2)
+    assert got["root"] == ov.mth([ov.leaf_hash(r) for r in records]) and got["size"] == len(records)
+    for w in ours["witnesses"]:
+        assert ov.cosigned_message(ours["body"].encode("utf-8"), w["timestamp"]).hex() == w["message_hex"]
+    with pytest.raises(ov.VerifyError, match="no_quorum"):
+        ov.verify_checkpoint(ours["signed"].encode("utf-8"), log_key, witnesses, 1)
+    # One changed byte of a trusted witness's cosignature refuses the whole note (13.2).
+    line = ours["witnesses"][0]["line"].rstrip("\n")
+    raw = bytearray(base64.b64decode(line.split(" ")[2]))
+    raw[-1] ^= 1
+    bad_line = " ".join([*line.split(" ")[:2], base64.b64encode(bytes(raw)).decode()])
+    tampered = ours["cosigned"].replace(line, bad_line)
+    with pytest.raises(ov.VerifyError, match="bad_cosignature"):
+        ov.verify_checkpoint(tampered.encode("utf-8"), log_key, witnesses, 2)
+
+
+def test_outsider_receipt_vector() -> None:
+    log_key = ov.parse_vkey(RECEIPT["log_vkey"])
+    witnesses = [ov.parse_vkey(v) for v in RECEIPT["witness_vkeys"]]
+    genesis = base64.b64decode(RECEIPT["genesis_b64"])
+    data = RECEIPT["receipt"].encode("utf-8")
+    got = ov.verify_receipt(data, log_key, witnesses, RECEIPT["quorum"], genesis)
+    assert got["size"] == COUNT and len(got["witnesses"]) == 2
+    assert ov.parse_receipt(data)["hash"] == RECEIPT["hash_hex"]
+    for case in RECEIPT["bad"]:
+        with pytest.raises(ov.VerifyError) as e:
+            ov.verify_receipt(case["receipt"].encode("utf-8"), log_key, witnesses, RECEIPT["quorum"], genesis)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_outsider_receipt_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.receipt"
+    path.write_text(RECEIPT["receipt"], encoding="utf-8")
+    witness_args = [a for v in RECEIPT["witness_vkeys"] for a in ("--witness", v)]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "outsider_verify.py"),
+            "receipt",
+            str(path),
+            "--key",
+            RECEIPT["log_vkey"],
+            *witness_args,
+            "--quorum",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0 and json.loads(run.stdout)["ok"], run.stdout + run.stderr
+    path.write_text(RECEIPT["bad"][0]["receipt"], encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(HERE / "outsider_verify.py"), "receipt", str(path), "--key", RECEIPT["log_vkey"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1 and json.loads(run.stdout)["error"]["code"] == "bad_receipt"
+
+
+def test_outsider_export_with_checkpoint_lines() -> None:
+    vector = json.loads((HERE / "export_checkpoints.json").read_text(encoding="utf-8"))
+    for case in vector["cases"]:
+        (result,) = ov.verify_lines(case["export"])
+        error = result["error"]
+        assert (error["code"] if error else None, error["height"] if error else None) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
+        if case["code"] is None:
+            assert result["records"] == vector["records"] and result["checkpoints"] == 2

@@ -1,7 +1,7 @@
 """Outbox: a real home ChainStore's durable records reach the Redis streams and held heights, outages included.
 
 Mostly no feed here (``publisher=None``, or a FeedLog that notes what would be sent): what is
-checked is the stream, the held heights and the seals, on the session's Redis, and on Redis
+checked is the stream, the held heights and the checkpoints, on the session's Redis, and on Redis
 servers of the tests' own that they stop and start.
 """
 
@@ -14,19 +14,19 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
-from vledger.broker.signing import SealKeys, SigningKey, new_signing_key, sign_seal
+from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
+from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
-from vledger.node.seal import Seal, seal_from_wire
 from vledger.node.store import ChainStore
+from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -37,8 +37,9 @@ OTHER = "ledger-b"
 # filling a stream takes several round trips.
 SETTINGS = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3)
 DEADLINE = 15.0  # seconds: the outbox retries Redis once a second
+CLUSTER = "test"
 SIGNER = new_signing_key()  # the home's Ed25519 key
-SEAL_KEYS = SealKeys({HOME: SIGNER.public}, lambda ledger: HOME)
+KEYS = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, SIGNER.public.raw))
 
 
 def append(store: ChainStore, ledger: str, count: int) -> None:
@@ -86,17 +87,17 @@ def caught_up(repl: ReplicationLedger, store: ChainStore) -> Callable[[], bool]:
 
 
 class LoggedReplication(ReplicationLedger):
-    """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, seal)."""
+    """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, checkpoint)."""
 
     def __init__(self, client: Any) -> None:
         super().__init__(client)
         self.appends: list[tuple[str, int, int, bytes]] = []
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Any, seal: bytes = b""
+        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b""
     ) -> tuple[int, int | None]:
-        self.appends.append((ledger, first, len(records), seal))
-        return super().append_checked(ledger, origin, first, records, seal)
+        self.appends.append((ledger, first, len(records), checkpoint))
+        return super().append_checked(ledger, origin, first, records, checkpoint)
 
 
 class Home:
@@ -107,7 +108,8 @@ class Home:
     ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
         self.repl = LoggedReplication(client)
-        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=signer)  # type: ignore[arg-type]
+        home_signer = HomeSigner(CLUSTER, signer.seed) if signer is not None else None
+        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=home_signer)  # type: ignore[arg-type]
         self.store.on_commit = self.outbox.committed
         self.outbox.start()
 
@@ -217,28 +219,27 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
 # --- seals: a home's outbox with a signing key ------------------------------------------------------
 
 
-def unpacked(ledger: str, packed: bytes) -> Seal:
-    """A seal as a stream entry or ``vledger:seals`` holds it, checked for shape and signature."""
-    seal = seal_from_wire(ledger, msgpack.unpackb(packed, raw=False))
-    SEAL_KEYS.check(seal)
-    return seal
+def unpacked(ledger: str, note: bytes) -> SignedCheckpoint:
+    """A checkpoint as a stream entry or ``vledger:checkpoints`` holds it, its signature checked."""
+    return KEYS.check(ledger, note)
 
 
-def sealed_entries(home: Home, ledger: str) -> dict[int, Seal]:
-    """The stream entries of ``ledger`` that carry a seal, by height; each seal names its entry's record."""
+def sealed_entries(home: Home, ledger: str) -> dict[int, SignedCheckpoint]:
+    """The stream entries of ``ledger`` that carry a checkpoint, by height; each is of the tree up to its entry."""
     found = {}
     for entry in home.repl.read(ledger, 0, 1_000_000):
-        if entry.seal:
-            seal = unpacked(ledger, entry.seal)
+        if entry.checkpoint:
+            checkpoint = unpacked(ledger, entry.checkpoint)
             held = home.store.get(ledger, entry.height)
             assert held is not None and held.encode() == entry.data
-            assert (seal.ledger, seal.height, seal.hash, seal.home) == (ledger, entry.height, held.link, HOME)
-            found[entry.height] = seal
+            assert (checkpoint.ledger, checkpoint.height) == (ledger, entry.height)
+            assert checkpoint.root == home.store.root(ledger, entry.height + 1)
+            found[entry.height] = checkpoint
     return found
 
 
-def latest_seal(home: Home, ledger: str) -> Seal:
-    return unpacked(ledger, home.repl.seals()[ledger])
+def latest_seal(home: Home, ledger: str) -> SignedCheckpoint:
+    return unpacked(ledger, home.repl.checkpoints()[ledger])
 
 
 def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
@@ -254,16 +255,20 @@ def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
     wait_until(caught_up(home.repl, home.store), "the next records streamed")
 
     assert home.repl.appends  # every run the outbox appended carries the seal of its last record
-    for ledger, first, count, packed in home.repl.appends:
-        seal = unpacked(ledger, packed)
-        held = home.store.get(ledger, first + count - 1)
-        assert held is not None and (seal.height, seal.hash, seal.home) == (held.height, held.link, HOME)
+    for ledger, first, count, note in home.repl.appends:
+        checkpoint = unpacked(ledger, note)
+        assert (checkpoint.size, checkpoint.root) == (first + count, home.store.root(ledger, first + count))
     assert set(sealed_entries(home, LEDGER)) == {f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER}
     assert {4, 6} <= set(sealed_entries(home, LEDGER))  # the last of each group of appends, at least
     assert set(sealed_entries(home, OTHER)) >= {1}
-    assert latest_seal(home, LEDGER) == sign_seal(SIGNER, LEDGER, 6, home.store.heads()[LEDGER][1], HOME)
+    assert latest_seal(home, LEDGER) == HomeSigner(CLUSTER, SIGNER.seed).sign(LEDGER, 7, home.store.root(LEDGER, 7))
     assert latest_seal(home, OTHER).height == 1
-    assert home.outbox.seals == {LEDGER: latest_seal(home, LEDGER), OTHER: latest_seal(home, OTHER)}
+    assert home.outbox.checkpoints == {LEDGER: latest_seal(home, LEDGER), OTHER: latest_seal(home, OTHER)}
+    # The home keeps every checkpoint it signed, and serves one among the records of a range page.
+    kept = home.store.checkpoints.all(LEDGER, SIGNED)
+    assert {4, 6} <= {c.size - 1 for c in kept} and all(c.root == home.store.root(LEDGER, c.size) for c in kept)
+    assert home.outbox.covering(LEDGER, 0, 7) == latest_seal(home, LEDGER).note
+    assert unpacked(LEDGER, home.outbox.covering(LEDGER, 0, 3) or b"").size == 3  # none kept there: signed now
 
     # On the feed each seal follows the records it covers.
     published: dict[str, int] = {}
@@ -273,7 +278,7 @@ def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
             published[item[0]] = max(published.get(item[0], -1), item[1])
             continue
         for seal in item:
-            SEAL_KEYS.check(seal)
+            KEYS.check(seal.ledger, seal.note)
             assert seal.height <= published.get(seal.ledger, -1), f"{seal} before its record"
             seals_sent.add((seal.ledger, seal.height))
     assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= seals_sent
@@ -284,8 +289,8 @@ def test_a_home_without_a_signing_key_streams_no_seal(redis_client: Any, homes: 
     home = homes(redis_client)
     append(home.store, LEDGER, 4)
     wait_until(caught_up(home.repl, home.store), "the records streamed")
-    assert all(seal == b"" for _, _, _, seal in home.repl.appends)
-    assert sealed_entries(home, LEDGER) == {} and home.repl.seals() == {} and home.outbox.seals == {}
+    assert all(note == b"" for _, _, _, note in home.repl.appends)
+    assert sealed_entries(home, LEDGER) == {} and home.repl.checkpoints() == {} and home.outbox.checkpoints == {}
 
 
 def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path) -> None:
@@ -295,13 +300,14 @@ def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path
         feed = FeedLog()
         settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, max_hops=2)  # a relay republishes
         relay = Outbox("replica-1", store, feed, None, settings, stream=False)  # type: ignore[arg-type]
-        top = sign_seal(SIGNER, LEDGER, 2, records[2].link, HOME)  # the home's, as the follower verified it
+        signer = HomeSigner(CLUSTER, SIGNER.seed)
+        top = signer.sign(LEDGER, 3, store.root(LEDGER, 3))  # the home's, as the follower verified it
         relay.committed(records, 2, [top])
-        relay.committed([], 255, [sign_seal(SIGNER, LEDGER, 1, records[1].link, HOME)])  # an older one: kept out
+        relay.committed([], 255, [signer.sign(LEDGER, 2, store.root(LEDGER, 2))])  # an older one: kept out
         relay.start()
         relay.stop()
     assert feed.sent[:4] == [(LEDGER, 0, 2), (LEDGER, 1, 2), (LEDGER, 2, 2), [top]]
-    assert relay.seals == {LEDGER: top}
+    assert relay.checkpoints == {LEDGER: top}
     assert [top] in feed.sent[4:]  # and the heartbeat sends it again
 
 
@@ -409,15 +415,15 @@ class FeedLog:
     def __init__(self) -> None:
         self.records: list[tuple[str, int, int]] = []
         self.heads_sent = 0
-        self.sent: list[tuple[str, int, int] | list[Seal]] = []  # records and seal messages as they went
+        self.sent: list[tuple[str, int, int] | list[SignedCheckpoint]] = []  # records and checkpoints as they went
 
     def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
         self.records.append((ledger, height, hops))
         self.sent.append((ledger, height, hops))
 
-    def heads(self, seals: Iterable[Seal]) -> None:
+    def checkpoints(self, checkpoints: Iterable[SignedCheckpoint]) -> None:
         self.heads_sent += 1
-        self.sent.append(list(seals))
+        self.sent.append(list(checkpoints))
 
 
 def refuse_writes(client: Any) -> None:
