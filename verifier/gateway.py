@@ -4,13 +4,16 @@ It runs beside a node that keeps a store (a replica, an observer, an ingest node
 that store **read-only** (node/storefile.py's reader): it never writes, needs no account and
 serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
 
-* the C2SP tlog-tiles layout of every ledger under ``/ledgers/<ledger>/``: ``tile/<L>/<N>[.p/<W>]``
+* the C2SP tlog-tiles layout of every ledger under ``/ledgers/<ledger>/``: ``checkpoint`` (the
+  latest checkpoint the home signed, with every witness cosignature that verifies, gathered
+  line by line from the store and Redis: node/cosigning.py), ``tile/<L>/<N>[.p/<W>]``
   (hash tiles, from the store's Merkle tree) and ``tile/entries/<N>[.p/<W>]`` (entry bundles:
   each record's exact bytes behind a big-endian uint16 length). Both never change once
   served, so they are cached for a year (``immutable``).
 * JSON under ``/api/``: ledgers, a ledger's rules, a record by height or hash, ranges (paged,
-  at most ``MAX_PAGE`` records), inclusion and consistency proofs, a voter's records by
-  electronic id (with their inclusion proofs), the observers' signed tallies (with each
+  at most ``MAX_PAGE`` records), the checkpoint with its keys, inclusion and consistency
+  proofs, receipts (node/receipt.py: a record, its proof and the cosigned checkpoint), a
+  voter's records by electronic id (with their receipts), the observers' signed tallies (with each
   signature checked and the bytes it signs, so a browser can check it again), fund balances
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
@@ -49,7 +52,9 @@ from ..broker.replication import ReplicationLedger
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
 from ..node import tree
+from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.errors import (
     BadRequestError,
     NoSuchLedgerError,
@@ -59,9 +64,12 @@ from ..node.errors import (
     TreeSizeError,
     VledgerError,
 )
+from ..node.note import VerifierKey
+from ..node.receipt import Receipt, pinned_checkpoint_key
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
+from ..node.verify import ChainVerifier
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
@@ -152,14 +160,69 @@ class VoterIndex:
         self.next_height = record.height + 1
 
 
+@dataclass(frozen=True, slots=True)
+class ServedCheckpoint:
+    """The checkpoint the gateway serves for a ledger, and the keys it was checked with."""
+
+    ledger: str
+    gathered: GatheredCheckpoint
+    log_key: VerifierKey
+    witness_keys: dict[str, VerifierKey]  # node name -> its cosignature key
+
+    def json(self) -> dict[str, Any]:
+        checkpoint = self.gathered.checkpoint
+        return {
+            "ledger": self.ledger,
+            "size": checkpoint.size,
+            "root": checkpoint.root.hex(),
+            "note": self.gathered.note.decode("utf-8"),
+            "log_key": self.log_key.encode(),
+            "cosigned_by": list(self.gathered.witnesses),
+            "witness_keys": {key.name: key.encode() for key in self.witness_keys.values()},
+        }
+
+
 class GatewayMetrics:
-    """The gateway's own series: requests by route and status, event-stream clients."""
+    """The gateway's own series: requests by route and status, event-stream clients, and per
+    ledger the served checkpoint's age and cosignatures (set when a checkpoint is read)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "vledger_gateway_requests", "HTTP requests answered", ["route", "status"], registry=registry
         )
         self.event_clients = Gauge("vledger_gateway_event_clients", "open event streams", registry=registry)
+        self.checkpoint_size = Gauge(
+            "vledger_checkpoint_size", "size of the latest served checkpoint", ["ledger"], registry=registry
+        )
+        self.checkpoint_lag = Gauge(
+            "vledger_checkpoint_lag_records",
+            "records of the store not yet covered by the latest served checkpoint",
+            ["ledger"],
+            registry=registry,
+        )
+        self.checkpoint_age = Gauge(
+            "vledger_checkpoint_age_seconds",
+            "seconds since the served checkpoint's size last grew (as this gateway saw it)",
+            ["ledger"],
+            registry=registry,
+        )
+        self.cosignatures = Gauge(
+            "vledger_checkpoint_cosignatures",
+            "verified witness cosignatures on the latest served checkpoint",
+            ["ledger"],
+            registry=registry,
+        )
+        self._grown: dict[str, tuple[int, float]] = {}
+
+    def saw(self, ledger: str, size: int, store_size: int, witnesses: int) -> None:
+        seen = self._grown.get(ledger)
+        now = time.monotonic()
+        if seen is None or size > seen[0]:
+            self._grown[ledger] = seen = (size, now)
+        self.checkpoint_size.labels(ledger).set(size)
+        self.checkpoint_lag.labels(ledger).set(max(0, store_size - size))
+        self.checkpoint_age.labels(ledger).set(now - seen[1])
+        self.cosignatures.labels(ledger).set(witnesses)
 
 
 class Gateway:
@@ -184,6 +247,8 @@ class Gateway:
         self.registry = registry or CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self.observer_keys = observer_keys(config)
+        self.witness_keys = witness_keys(config)
+        self._log_keys: dict[str, VerifierKey | None] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
@@ -326,30 +391,79 @@ class Gateway:
             parts.append(struct.pack(">H", len(data)) + data)
         return b"".join(parts)
 
+    def log_key(self, ledger: str) -> VerifierKey | None:
+        """The checkpoint key ``ledger``'s genesis pins (rules.checkpoint_key), None if it pins
+        none. The genesis is checked as section 4 checks a height 0 (raises its error)."""
+        if ledger not in self._log_keys:
+            genesis, _ = self._record(ledger, 0)
+            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+            self._log_keys[ledger] = pinned_checkpoint_key(ledger, rules)
+        return self._log_keys[ledger]
+
+    def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
+        """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
+        checkpoints and the witnesses' notes in Redis, every line checked on its own with the
+        pinned key and the cluster's witness keys (forged lines dropped), the one with the most
+        cosignatures, the largest of those; with ``witnesses``, the largest with at least that many.
+
+        Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
+        (yet), NoSuchLedgerError for a ledger this store does not hold.
+        """
+        store_size = self._size(ledger)
+        key = self.log_key(ledger)
+        if key is None:
+            raise NotFoundError(f"the genesis of {ledger!r} pins no checkpoint key: it has no checkpoints to serve")
+        notes = [note for _, note in self.reader.latest_checkpoints(ledger)]
+        try:
+            notes.extend(ReplicationLedger(self._redis()).cosignatures(ledger).values())
+        except (redis.RedisError, OSError) as e:  # the store's own notes are still served
+            log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
+        gathered = gather(notes, key, key.name, self.witness_keys.values())  # the origin is the key's name
+        if witnesses is None:
+            best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
+        else:
+            best = next((g for g in gathered if len(g.witnesses) >= witnesses), None)
+        if best is None or best.checkpoint.size > store_size:
+            more = "" if witnesses is None else f" with {witnesses} cosignatures"
+            raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
+        self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
+        return ServedCheckpoint(ledger, best, key, self.witness_keys)
+
+    def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
+        """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.
+
+        Raises NotFoundError when no served checkpoint covers that height yet (or no record is there).
+        """
+        served = served or self.checkpoint(ledger)
+        size = served.gathered.checkpoint.size
+        _, data = self._record(ledger, height)
+        if height >= size:
+            raise NotFoundError(
+                f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
+            )
+        proof = self._tree(ledger).inclusion_proof(height, size)
+        return Receipt.of(data, proof, served.gathered.note)
+
     def voter(self, ledger: str, eid: str) -> dict[str, Any]:
-        """The records naming ``eid``, each with its inclusion proof in the tree of the current size."""
-        size = self._size(ledger)
+        """The records naming ``eid``, each with its receipt under the served checkpoint (a
+        record the checkpoint does not cover yet is listed with ``"receipt": null``)."""
+        served = self.checkpoint(ledger)
+        size = served.gathered.checkpoint.size
+        newest = self._size(ledger)
         with self._voters_lock:
             index = self._voters.setdefault(ledger, VoterIndex())
             for _, data in self.reader.iter_raw(ledger, index.next_height, size):
                 index.feed(decode_record(data, PROTOCOL_LIMITS))
-            heights = [h for h in index.heights.get(eid, []) if h < size]
+            heights = [h for h in index.heights.get(eid, []) if h < newest]
         if not heights:
             raise NotFoundError(f"no record names the electronic id {eid} in {ledger!r}")
-        stored = self.reader.tree(ledger)
         records = []
         for height in heights:
             record, data = self._record(ledger, height)
             shown = record_json(record, data)
-            shown["proof"] = [h.hex() for h in stored.inclusion_proof(height, size)]
+            shown["receipt"] = self.receipt(ledger, height, served).encode().decode("utf-8") if height < size else None
             records.append(shown)
-        return {
-            "ledger": ledger,
-            "electronic_id": eid,
-            "size": size,
-            "root": stored.root(size).hex(),
-            "records": records,
-        }
+        return {"ledger": ledger, "electronic_id": eid, "checkpoint": served.json(), "records": records}
 
     def heads(self) -> dict[str, int]:
         return {ledger: self.reader.size(ledger) for ledger in self.reader.ledgers()}
@@ -537,6 +651,29 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
+    async def checkpoint_text(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        served = await in_thread(lambda: gateway.checkpoint(ledger))
+        response = web.Response(body=served.gathered.note, content_type="text/plain", charset="utf-8")
+        response.headers["Cache-Control"] = CHECKPOINT_CACHE
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    async def checkpoint_json(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        witnesses = request.query.get("witnesses")
+        wanted = None if witnesses is None else _int(witnesses, "witnesses", maximum=len(gateway.witness_keys))
+        return json_response((await in_thread(lambda: gateway.checkpoint(ledger, wanted))).json())
+
+    async def receipt(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        height = _int(request.match_info["height"], "height")
+        made = await in_thread(lambda: gateway.receipt(ledger, height))
+        response = web.Response(body=made.encode(), content_type="application/json")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Disposition"] = f'attachment; filename="receipt-{ledger}-{height}.json"'
+        return response
+
     async def voter(request: web.Request) -> web.Response:
         ledger = _ledger(request)
         eid = request.match_info["eid"]
@@ -584,6 +721,8 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     r.add_get("/api/ledgers/{ledger}/records", records)
     r.add_get("/api/ledgers/{ledger}/records/{height}", record)
     r.add_get("/api/records/{hash}", by_hash)
+    r.add_get("/api/ledgers/{ledger}/checkpoint", checkpoint_json)
+    r.add_get("/api/ledgers/{ledger}/receipts/{height}", receipt)
     r.add_get("/api/ledgers/{ledger}/proof/inclusion", inclusion)
     r.add_get("/api/ledgers/{ledger}/proof/consistency", consistency)
     r.add_get("/api/ledgers/{ledger}/voters/{eid}", voter)
@@ -591,6 +730,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     r.add_get("/api/ledgers/{ledger}/funds", funds)
     r.add_get("/api/cluster", cluster)
     r.add_get("/api/events", events)
+    r.add_get("/ledgers/{ledger}/checkpoint", checkpoint_text)
     r.add_get("/ledgers/{ledger}/{path:tile/.+}", tile)
     add_health_routes(app, checks or {}, gateway.registry)
     app.cleanup_ctx.append(_watcher(gateway))

@@ -9,12 +9,15 @@ new heads on its event stream. Every process's /metrics parses and its counters 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +25,13 @@ from Crypto.Signature import eddsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from vledger.broker.redis_server import RedisServer
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
+from vledger.node.witness import home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 
@@ -56,7 +62,11 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def election(cluster: LocalCluster) -> Election:
     planned = plan_election(ELECTION, VOTERS, now_ms(), seed=13, author="writer1")
-    genesis = planned.rules.genesis_content(ELECTION, ADMIN, "genesis", now_ms())
+    config = load_cluster(cluster.config_path)
+    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
+    pin = {"checkpoint_key": home_key(config.name, ELECTION, public).encode()}
+    rules = dataclasses.replace(planned.rules, rules={**planned.rules.rules, **pin})
+    genesis = rules.genesis_content(ELECTION, ADMIN, "genesis", now_ms())
     cluster.admin().create_ledger(Entry.prepare(genesis, 0, Limits()))
     writer = cluster.client("writer1")
     for phase in planned.phases:
@@ -102,6 +112,70 @@ def test_the_gateway_serves_the_replicas_copy(cluster: LocalCluster, election: E
     assert len(page["records"]) == size and page["records"][0]["kind"] == "genesis"
     voter = get_json(f"{gateway}api/ledgers/{ELECTION}/voters/{election.eids[3]}")
     assert voter["records"][0]["kind"] == "register"
+
+
+def _outsider() -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vectors"))
+    import outsider_verify  # the outsider's file, not a package of vledger
+
+    return outsider_verify
+
+
+def _path(m: int, leaves: list[bytes], ov: Any) -> list[bytes]:
+    """RFC 9162 2.1.3.1 PATH(m, D[n]) over leaf hashes: the client's own, from the tiles' hashes."""
+    if len(leaves) <= 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if m < k:
+        return [*_path(m, leaves[:k], ov), ov.mth(leaves[k:])]
+    return [*_path(m - k, leaves[k:], ov), ov.mth(leaves[:k])]
+
+
+def test_an_outside_client_verifies_inclusion_from_the_checkpoint_and_tiles_over_http(
+    cluster: LocalCluster, election: Election
+) -> None:
+    # Only HTTP and tests/vectors/outsider_verify.py (written from PROTOCOL.md alone): the keys
+    # come from the genesis record's bytes (entry bundle 0), the witness keys as the gateway shows
+    # them, the checkpoint from its tlog-tiles path, the leaves from hash tiles.
+    ov = _outsider()
+    gateway = cluster.gateway_url("replica-1")
+
+    def cosigned() -> Any:
+        status, note = get(f"{gateway}ledgers/{ELECTION}/checkpoint")
+        if status != 200:
+            return None
+        shown = get_json(f"{gateway}api/ledgers/{ELECTION}/checkpoint?witnesses=1")
+        return (note, shown) if shown["note"].encode() == note else None
+
+    note, shown = wait_until(cosigned, 30, "a checkpoint a witness cosigned")
+    bundle = get(f"{gateway}ledgers/{ELECTION}/tile/entries/000.p/1")[1]
+    genesis = bundle[2 : 2 + int.from_bytes(bundle[:2], "big")]
+    log_key = ov.genesis_key(genesis, ELECTION)
+    witnesses = [ov.parse_vkey(v) for v in shown["witness_keys"].values()]
+    checkpoint = ov.verify_checkpoint(note, log_key, witnesses, 1)
+    size = checkpoint["size"]
+    assert size > 1 and checkpoint["witnesses"]
+    tile = get(f"{gateway}ledgers/{ELECTION}/tile/0/000" + ("" if size >= 256 else f".p/{size}"))[1]
+    leaves = [tile[32 * i : 32 * i + 32] for i in range(min(size, 256))]
+    assert ov.mth(leaves) == checkpoint["root"]  # the tiles are the checkpoint's tree
+    index = size // 2
+    entries = get(f"{gateway}ledgers/{ELECTION}/tile/entries/000" + ("" if size >= 256 else f".p/{size}"))[1]
+    at, records = 0, []
+    while at < len(entries):
+        length = int.from_bytes(entries[at : at + 2], "big")
+        records.append(entries[at + 2 : at + 2 + length])
+        at += 2 + length
+    leaf = ov.leaf_hash(records[index])
+    ov.verify_inclusion(leaf, index, size, _path(index, leaves, ov), checkpoint["root"])
+    with pytest.raises(ov.VerifyError):
+        ov.verify_inclusion(
+            ov.leaf_hash(records[index] + b"x"), index, size, _path(index, leaves, ov), checkpoint["root"]
+        )
+    # The gateway's own receipt of that record verifies the same way, offline.
+    receipt = get(f"{gateway}api/ledgers/{ELECTION}/receipts/{index}")[1]
+    assert ov.verify_receipt(receipt, log_key, witnesses, 1, genesis)["size"] >= 1
 
 
 def test_signed_tallies_verify_with_the_served_keys(cluster: LocalCluster, election: Election) -> None:

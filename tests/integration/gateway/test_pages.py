@@ -12,6 +12,7 @@ A missing browser skips these tests, except in CI (``CI`` set), where it fails t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -24,11 +25,14 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
+from vledger.node.witness import home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 
@@ -82,12 +86,20 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         yield running
 
 
+def pinned(cluster: LocalCluster, ledger: str, rules: LedgerRules) -> LedgerRules:
+    """``rules`` pinning the home's checkpoint key (as ``vledger ledger create`` does)."""
+    config = load_cluster(cluster.config_path)
+    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
+    return dataclasses.replace(
+        rules, rules={**rules.rules, "checkpoint_key": home_key(config.name, ledger, public).encode()}
+    )
+
+
 @pytest.fixture(scope="module")
 def election(cluster: LocalCluster) -> Election:
     planned = plan_election(ELECTION, 30, now_ms(), seed=7, author="writer1")
-    cluster.admin().create_ledger(
-        Entry.prepare(planned.rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits())
-    )
+    rules = pinned(cluster, ELECTION, planned.rules)
+    cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
     writer = cluster.client("writer1")
     for phase in planned.phases:
         writer.put_many(phase)
@@ -127,10 +139,18 @@ def wait_text(browser: Any, selector: str, wanted: str, what: str) -> str:
 
 
 def receipt(cluster: LocalCluster, eid: str) -> dict[str, Any]:
+    """The voter's records with their receipts, once a checkpoint a witness cosigned covers them all."""
     url = f"{cluster.gateway_url('replica-1')}api/ledgers/{ELECTION}/voters/{eid}"
-    wait_until(lambda: _status(url) == 200, WAIT, "the replica to hold the voter's records")
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+    def covered() -> dict[str, Any] | None:
+        if _status(url) != 200:
+            return None
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            shown: dict[str, Any] = json.loads(answer.read())
+        done = shown["checkpoint"]["cosigned_by"] and all(r["receipt"] for r in shown["records"])
+        return shown if done else None
+
+    return wait_until(covered, WAIT, "a cosigned checkpoint covering the voter's records")  # type: ignore[no-any-return]
 
 
 def _status(url: str) -> int:
@@ -150,7 +170,9 @@ def test_the_voter_page_verifies_a_real_receipt_and_refuses_a_flipped_byte(
     good = receipt(cluster, eid)
     browser.get(f"{cluster.gateway_url('replica-1')}vote.html?eid={eid}")
     wait_text(browser, "#verdict", f"Verified: {len(good['records'])} records of {eid}", "the looked-up vote verified")
-    assert "✗" not in text_of(browser, "#checks")
+    checks = text_of(browser, "#checks")
+    assert "✗" not in checks and good["checkpoint"]["log_key"] in checks
+    assert "Ed25519 signature by the pinned key valid" in checks and "/witness/" in checks and ": valid" in checks
     shot(browser, "vote")
 
     path = tmp_path / "receipt.json"
@@ -161,9 +183,14 @@ def test_the_voter_page_verifies_a_real_receipt_and_refuses_a_flipped_byte(
         browser, "#verdict", f"Verified: {len(good['records'])} records of {eid} (receipt receipt.json)", "the receipt"
     )
 
-    record = bytearray(base64.b64decode(good["records"][0]["record"]))
+    # One byte of the record flipped inside the receipt file (the record shown left as it was omitted).
+    first = json.loads(good["records"][0]["receipt"])
+    record = bytearray(base64.b64decode(first["record"]))
     record[len(record) // 2] ^= 0x01
-    bad = dict(good, records=[dict(good["records"][0], record=base64.b64encode(bytes(record)).decode())])
+    first["record"] = base64.b64encode(bytes(record)).decode()
+    changed = json.dumps(first, separators=(",", ":"), ensure_ascii=False) + "\n"
+    shown = {k: v for k, v in good["records"][0].items() if k != "record"}
+    bad = dict(good, records=[dict(shown, receipt=changed)])
     flipped = tmp_path / "flipped.json"
     flipped.write_text(json.dumps(bad))
     browser.get(f"{cluster.gateway_url('replica-1')}vote.html")

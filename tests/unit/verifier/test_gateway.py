@@ -161,18 +161,16 @@ def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
     )
 
 
-def test_a_voters_records_by_electronic_id_carry_proofs(served: tuple[str, Path]) -> None:
+def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path]) -> None:
+    # The demo's election pins no checkpoint key: there is no checkpoint to give receipts under
+    # (tests/unit/verifier/test_gateway_checkpoint.py serves receipts of a ledger that pins one).
     url, store = served
     reader = StoreReader(store)
     registration = decode_record(reader.get("election-2026", 1) or b"", LIMITS)
     eid = electronic_id(registration)
-    answer = get_json(f"{url}/api/ledgers/election-2026/voters/{eid}")
-    assert answer["records"][0]["height"] == 1
-    root = bytes.fromhex(answer["root"])
-    for record in answer["records"]:
-        leaf = tree.leaf_hash(base64.b64decode(record["record"]))
-        tree.verify_inclusion(leaf, record["height"], answer["size"], [bytes.fromhex(h) for h in record["proof"]], root)
-    assert error_of(f"{url}/api/ledgers/election-2026/voters/E-0000000000000000") == (404, "not_found")
+    status, _, body = get(f"{url}/api/ledgers/election-2026/voters/{eid}")
+    assert status == 404 and b"pins no checkpoint key" in body
+    assert error_of(f"{url}/ledgers/election-2026/checkpoint") == (404, "not_found")
     assert error_of(f"{url}/api/ledgers/election-2026/voters/nonsense") == (400, "bad_request")
 
 
