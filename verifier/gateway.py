@@ -81,6 +81,9 @@ EVENT_RECORDS = 50  # new records sent with one head event; past that, only the 
 POLL_SECONDS = 0.25  # how often the store's heads are read for the event stream
 TALLY_POLL_SECONDS = 1.0
 CLUSTER_CACHE_SECONDS = 0.5
+# A checkpoint gathered (every signature line verified) serves the requests of this long:
+# under load the Ed25519 checks and the Redis read happen once, not once per request.
+CHECKPOINT_SECONDS = 1.0
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
 LOG_LINES = 20
@@ -249,6 +252,7 @@ class Gateway:
         self.observer_keys = observer_keys(config)
         self.witness_keys = witness_keys(config)
         self._log_keys: dict[str, VerifierKey | None] = {}
+        self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
@@ -409,6 +413,9 @@ class Gateway:
         Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
         (yet), NoSuchLedgerError for a ledger this store does not hold.
         """
+        cached = self._checkpoints.get((ledger, witnesses))
+        if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
+            return cached[1]
         store_size = self._size(ledger)
         key = self.log_key(ledger)
         if key is None:
@@ -427,7 +434,10 @@ class Gateway:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
         self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
-        return ServedCheckpoint(ledger, best, key, self.witness_keys)
+        served = ServedCheckpoint(ledger, best, key, self.witness_keys)
+        with self._voters_lock:
+            self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+        return served
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
         """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.

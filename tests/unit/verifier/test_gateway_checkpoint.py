@@ -29,7 +29,7 @@ from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_na
 from vledger.verifier.gateway import Gateway, build_app
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
-import outsider_verify as ov  # noqa: E402
+import outsider_verify as ov
 
 LIMITS = Limits()
 SEED = bytes(range(32))
