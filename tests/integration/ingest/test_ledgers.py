@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.client import Client
+from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import decode_record
 from vledger.node.verify import ChainVerifier
 from vledger.tests.integration.cluster import (
@@ -123,8 +124,9 @@ def test_head_size_have_and_ledger_list(cluster: LocalCluster, chain: list[dict[
     too_many = [bytes([i % 256]) * 32 for i in range(PAGE + 1)]
     assert remote_error(observer.call, "have", {"hashes": too_many}).code == "bad_request"
     listed = {item["ledger"]: item for item in observer.call("ledger.list")["ledgers"]}
-    seal = listed[LEDGER].pop("seal")  # the home's seal of its head (PROTOCOL 10.7)
-    assert seal[:3] == [PUTS, chain[-1]["hash"], "ingest-1"] and len(seal[3]) == 64
+    note = listed[LEDGER].pop("checkpoint")  # the home's signed checkpoint of its head (PROTOCOL 10.7)
+    checkpoint = parse_checkpoint(parse_note(note).text)
+    assert checkpoint.origin.endswith(f"/{LEDGER}") and checkpoint.size == PUTS + 1
     assert listed[LEDGER] == {
         "ledger": LEDGER,
         "home": "ingest-1",
