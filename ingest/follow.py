@@ -51,10 +51,11 @@ MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their 
 MAX_WAITING_CHECKPOINTS = 1024  # verified checkpoints above the store's size kept per ledger
 CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
 ANY_HEIGHT = 1 << 63
-# A checkpoint that did not verify: resolved by one that does, not by a stored record.
-NOTE_FAULTS = ("bad_note", "bad_note_key", "bad_note_signature", "unverified_note", "bad_checkpoint", "wrong_origin")
-# Never resolved by a stored record: evidence against the home stays open for an operator.
-CHECKPOINT_FAULTS = (*NOTE_FAULTS, "equivocation")
+# Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
+# record is stored at its height; a checkpoint that did not verify once one by the home does;
+# a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
+# evidence against the home (equivocation) never: a signed contradiction stays one.
+BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 
 
@@ -132,7 +133,8 @@ class Follower:
         self.on_stored = on_stored
         self.on_alert = on_alert
         self.on_resolve = on_resolve  # closes open alerts (their keys) whose cause is gone (PROTOCOL 10.5)
-        self._open: dict[str, int] = {}  # the alerts this run raised and left open: key -> highest height
+        # The alerts this run raised and left open: key -> (highest height, who resolves it).
+        self._open: dict[str, tuple[int, str]] = {}
         self.on_evidence = on_evidence  # the note, and who sent it: kept verbatim by the caller
         self.on_verified = on_verified
         self.batch = batch
@@ -274,9 +276,9 @@ class Follower:
             try:
                 checkpoint = self.keys.check(ledger, note)
             except NoteError as e:
-                self._alert(ledger, _claimed_height(note), e, source, b"")
+                self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
-            self._resolve(ledger, NOTE_FAULTS, ANY_HEIGHT)  # the home's checkpoints get through again
+        self._resolve(ledger, BY_CHECKPOINT, ANY_HEIGHT)  # the home's checkpoints get through again
         if checkpoint.size == 0:
             return True  # the empty tree: nothing to store, nothing to contradict
         if state.best is None or checkpoint.size > state.best.size:
@@ -286,12 +288,12 @@ class Follower:
             try:
                 held_root = self.store.root(ledger, checkpoint.size)
             except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
-                self._alert(ledger, checkpoint.height, e, self.name, b"")
+                self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
                 return True
             if held_root != checkpoint.root:
                 self._equivocation(checkpoint, source, held_root)
             else:
-                self.on_verified(checkpoint)
+                self._vouched(checkpoint)
             return True
         if checkpoint.size not in state.waiting:
             state.waiting[checkpoint.size] = checkpoint
@@ -303,7 +305,10 @@ class Follower:
         return True
 
     def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
-        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported."""
+        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
+        kept = self.store.checkpoints.at(checkpoint.ledger, EVIDENCE, checkpoint.size)
+        if any(c.note == checkpoint.note for c in kept):
+            return  # it comes again with every heartbeat: kept and told already
         home = self.home_of(checkpoint.ledger)
         error = EquivocationError(
             f"a checkpoint signed with the key of {home} at size {checkpoint.size} has another root "
@@ -321,7 +326,14 @@ class Follower:
             b"",
             expected=held_root.hex(),
             found=checkpoint.root.hex(),
+            resolved_by=BY_OPERATOR,
         )
+
+    def _vouched(self, checkpoint: SignedCheckpoint) -> None:
+        """``checkpoint`` verified and this store has its root at its size: the home vouches for
+        this copy up to there, so its own faults below are gone."""
+        self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
+        self.on_verified(checkpoint)
 
     def _check_duplicate(self, record: FeedRecord) -> None:
         self.duplicates += 1
@@ -423,7 +435,7 @@ class Follower:
         if self._store(ledger, records, sources, hops):
             for size in sizes:
                 del state.waiting[size]
-            self.on_verified(covered)
+            self._vouched(covered)
         return set()
 
     def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> bool:
@@ -446,7 +458,7 @@ class Follower:
             self._expose(ledger, stored)
             self.on_stored(stored, hops)
             # What was refused at these heights is moot now that the home's records are stored there.
-            self._resolve(ledger, None, stored[-1].height)
+            self._resolve(ledger, BY_RECORD, stored[-1].height)
         return ok
 
     def _expose(self, ledger: str, stored: list[Record]) -> None:
@@ -487,6 +499,7 @@ class Follower:
         *,
         expected: str | None = None,
         found: str | None = None,
+        resolved_by: str = BY_RECORD,
     ) -> None:
         key = (ledger, height, error.code, source)
         if key in self._alerted:
@@ -495,7 +508,7 @@ class Follower:
             self._alerted.clear()
         self._alerted.add(key)
         open_key = f"{self.name}|{ledger}|{error.code}"
-        self._open[open_key] = max(height, self._open.get(open_key, -1))
+        self._open[open_key] = (max(height, self._open.get(open_key, (-1, ""))[0]), resolved_by)
         log.warning("%s: refused %s height %d from %s: %s: %s", self.name, ledger, height, source, error.code, error)
         if expected is None:
             held = self.store.get(ledger, height)
@@ -513,16 +526,14 @@ class Follower:
             )
         )
 
-    def _resolve(self, ledger: str, kinds: tuple[str, ...] | None, upto: int) -> None:
-        """Close this run's open alerts of ``ledger`` of these kinds (None: every kind but the
-        checkpoints' own, CHECKPOINT_FAULTS) raised at heights up to ``upto``."""
+    def _resolve(self, ledger: str, by: str, upto: int) -> None:
+        """Close this run's open alerts of ``ledger`` that ``by`` resolves (one of the ``BY_``
+        rules above) raised at heights up to ``upto``."""
         prefix = f"{self.name}|{ledger}|"
         keys = [
             key
-            for key, height in self._open.items()
-            if key.startswith(prefix)
-            and height <= upto
-            and (key[len(prefix) :] in kinds if kinds is not None else key[len(prefix) :] not in CHECKPOINT_FAULTS)
+            for key, (height, resolved_by) in self._open.items()
+            if key.startswith(prefix) and height <= upto and resolved_by == by
         ]
         if keys:
             for key in keys:

@@ -43,6 +43,7 @@ from .follow import hash_of
 log = logging.getLogger(__name__)
 
 REDIS_RETRY_SECONDS = 1.0
+ON_DEMAND_STEP = 256  # a range page without a kept checkpoint gets one signed at a multiple of this
 
 
 class Outbox:
@@ -119,13 +120,18 @@ class Outbox:
     def covering(self, ledger: str, start: int, end: int) -> bytes | None:
         """A home's checkpoint whose size ends among the records ``start .. end - 1`` (what a
         ``range`` reply carries, so its reader can store them): the largest kept, else one
-        signed now at ``end``; None for a refused ledger."""
+        signed now at the last multiple of ON_DEMAND_STEP among them; None if there is none,
+        and for a refused ledger. Whatever pages readers ask for, a home signs on demand at
+        most one checkpoint per ON_DEMAND_STEP records (each is kept and served again)."""
         if self.signer is None or ledger in self.refused:
             return None
         kept = self.store.checkpoints.latest(ledger, SIGNED, at_most=end, above=start)
         if kept is not None:
             return kept.note
-        checkpoint = self.sign(ledger, end) if end <= self.store.size(ledger) else None
+        aligned = end - end % ON_DEMAND_STEP
+        if not start < aligned <= self.store.size(ledger):
+            return None
+        checkpoint = self.sign(ledger, aligned)
         return checkpoint.note if checkpoint is not None else None
 
     def start(self) -> Outbox:
@@ -147,7 +153,10 @@ class Outbox:
         heartbeat = self.settings.heartbeat_ms / 1000
         next_beat = self._clock()  # the first pass syncs with Redis at once
         for ledger, (height, _) in self.store.heads().items():  # what the store held before this start
-            self._keep(self.sign(ledger, height + 1))
+            try:
+                self._keep(self.sign(ledger, height + 1))
+            except VledgerError as e:
+                log.error("outbox: cannot sign a checkpoint of %s at %d: %s", ledger, height + 1, e)
         while True:
             due = min(self._due.values(), default=math.inf)
             self._wake.wait(max(0.0, min(next_beat, due) - self._clock()))

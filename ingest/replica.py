@@ -2,9 +2,12 @@
 
 It holds its own ChainStore and fills it from the feeds of the nodes it follows (CURVE
 SUB, under its node key), with the Redis streams and the followed nodes' ``range``
-command to fill gaps (vledger.ingest.follow). It reports each advance to Redis (the
-replication counts), serves the read commands on its own CURVE ROUTER, and with a
-``pub_port`` republishes what it stores, one hop further, for replicas downstream.
+command to fill gaps (vledger.ingest.follow), storing only what a checkpoint of the home
+covers. It is a witness (vledger.ingest.witness): it cosigns, with its ``<name>.sign`` key,
+the newest checkpoint its store proves and publishes the cosignature in Redis, which is
+what a put's ``w`` counts. It reports each advance to Redis (held heights: hints), serves
+the read commands on its own CURVE ROUTER, and with a ``pub_port`` republishes what it
+stores, one hop further, for replicas downstream.
 
 Start-up order: the store opens and checks its heads, the SUB socket subscribes (so that
 nothing published from then on is missed), the read socket binds and passes its
@@ -13,8 +16,8 @@ SIGTERM and SIGINT stop it cleanly.
 
 An observer (vledger.verifier.observer) runs this same path, follow, catch-up, verify, store,
 holder heights and the read socket, with a :class:`StoreWatcher` beside it. It never
-republishes (an observer has no ``pub_port``), and the write concern of ingest nodes does
-not count its held height (vledger.ingest.write_concern).
+republishes (an observer has no ``pub_port``); it cosigns too, but the write concern of
+ingest nodes does not count it (vledger.ingest.write_concern).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ log = logging.getLogger(__name__)
 RECEIVE_SLICE_MS = 200
 RECEIVE_BATCH = 5000
 SOURCE_TIMEOUT = 5.0
-HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the heads messages
+HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the checkpoint heartbeats
 
 
 class StreamSource:

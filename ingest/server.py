@@ -22,7 +22,7 @@ from ..broker.curve import CurveServer, stop_authenticator
 from ..broker.feed import Publisher
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger, raise_alert
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
@@ -30,7 +30,7 @@ from ..node.errors import SettingsError
 from ..node.note import VerifierKey
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import HomeSigner, home_key, witness_key, witness_name
+from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
 from .accounts import CachedAccounts, RegistryAdmin
 from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
@@ -38,7 +38,7 @@ from .members import MemberGates
 from .metrics import MeteredService, NodeMetrics, gauge_collector, health_server, redis_check, store_collector
 from .outbox import Outbox
 from .service import IngestService
-from .witness import contradiction_alert, self_check
+from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
     return keys
 
 
+def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
+    """The checkpoint notes of ``ledger`` Redis holds: the home's latest and the witnesses' (unchecked)."""
+    latest = replication.checkpoints().get(ledger)
+    return [*([latest] if latest is not None else []), *replication.cosignatures(ledger).values()]
+
+
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     node = config.node(name)
     if node.role != "ingest":
@@ -91,15 +97,26 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
     )
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
+    # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
+    # those its witnesses cosigned): its own table of them may have gone with the store.
+    public = signing.public.raw
     refused = self_check(store, SIGNED)
+    try:
+        published = {ledger: _published(replication, ledger) for ledger in store.ledgers()}
+    except REDIS_ERRORS as e:
+        log.warning("ingest node %s: Redis unavailable (%s): its store is checked against its own table only", name, e)
+        published = {}
+    own = CheckpointKeys(config.name, lambda ledger: home_key(config.name, ledger, public))
+    for ledger, error in check_published(store, own, published).items():
+        refused.setdefault(ledger, error)
     for ledger, error in refused.items():
         log.error("ingest node %s refuses writes to %s: %s", name, ledger, error)
-        raise_alert(replication, contradiction_alert(name, store.checkpoints.latest(ledger, SIGNED), error))
+        kept = store.checkpoints.latest(ledger, SIGNED)
+        raise_alert(replication, contradiction_alert(name, kept.root if kept is not None else None, error))
     gates = MemberGates(config, name)
     members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
     cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
-    public = signing.public.raw
     witnesses = witness_keys(config)
     watch = CosignatureWatch(
         name,

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
-from ..node.checkpoint_log import COSIGNED, KeptCheckpoint
-from ..node.errors import StoreContradictsCheckpointError, VledgerError
+from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
+from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.store import ChainStore
-from ..node.witness import SignedCheckpoint, WitnessSigner, check_extends
+from ..node.witness import CheckpointKeys, SignedCheckpoint, WitnessSigner, check_extends
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,29 @@ def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckp
             _check_holds(store, latest)
         except StoreContradictsCheckpointError as e:
             found[ledger] = e
+    return found
+
+
+def check_published(
+    store: ChainStore, keys: CheckpointKeys, notes: Mapping[str, Iterable[bytes]]
+) -> dict[str, StoreContradictsCheckpointError]:
+    """The ledgers whose store does not hold a checkpoint published elsewhere (``notes``: the
+    home's latest in Redis, the witnesses' cosigned ones) that ``keys`` verifies: one this home
+    signed, even if its own table of them was lost with its store. Notes that do not verify
+    prove nothing and are skipped."""
+    found = {}
+    for ledger, published in sorted(notes.items()):
+        for note in published:
+            try:
+                checkpoint = keys.check(ledger, note)
+            except NoteError:
+                continue
+            kept = KeptCheckpoint(ledger, SIGNED, checkpoint.size, checkpoint.root, note, 0)
+            try:
+                _check_holds(store, kept)
+            except StoreContradictsCheckpointError as e:
+                found[ledger] = e
+                break
     return found
 
 
@@ -67,7 +90,7 @@ def _check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
     check_extends(kept.ledger, kept.size, kept.root, held, held_root)
 
 
-def contradiction_alert(node: str, kept: KeptCheckpoint | None, error: StoreContradictsCheckpointError) -> Alert:
+def contradiction_alert(node: str, expected: bytes | None, error: StoreContradictsCheckpointError) -> Alert:
     """The alert that names ``node`` as holding a store its own checkpoint contradicts."""
     return Alert(
         node=node,
@@ -76,7 +99,7 @@ def contradiction_alert(node: str, kept: KeptCheckpoint | None, error: StoreCont
         what=error.code,
         detail=f"{node}: {error.reason}",
         source=node,
-        expected=kept.root.hex() if kept is not None else "",
+        expected=expected.hex() if expected is not None else "",
     )
 
 
@@ -154,7 +177,7 @@ class Witness:
             if last.ledger not in self._blocked:
                 self._blocked.add(last.ledger)
                 log.error("%s: %s; cosigning no more of %s", self.name, e, last.ledger)
-                self.on_alert(contradiction_alert(self.name, last, e))
+                self.on_alert(contradiction_alert(self.name, last.root, e))
             return False
         self._blocked.discard(last.ledger)
         return True

@@ -10,8 +10,9 @@ has exactly one spelling: a reader matches it against that one form and never ru
 parser on hostile bytes (no depth, no huge numbers, no repeated keys, no escapes to agree on).
 
 A ledger's checkpoints travel in the same file as lines ``{"ledger":...,"checkpoint":...}``
-(the signed note as a JSON string, exactly as :func:`encode_checkpoint_line` writes it), each
-right after the record line that completes its tree.
+(the signed note as a string), each right after the record line that completes its tree.
+A note's text needs escapes (its newlines), so a checkpoint line has one spelling too: only
+``"``, ``\\`` and the newline escaped, everything else as its own UTF-8 bytes.
 
 This module only turns one line into bytes and back, checking everything a line can get
 wrong. Whether the records form a valid chain is for :class:`vledger.node.verify.ChainVerifier`.
@@ -46,13 +47,14 @@ _LINE = re.compile(
     rb'\{"ledger":"(' + _NAME + rb')","height":(0|[1-9][0-9]{0,19}),"hash":"([0-9a-f]{64})",'
     rb'"record":"([A-Za-z0-9+/]*={0,2})"\}'
 )
+# The one form of a checkpoint line: a note's characters, only '"', '\\' and newline escaped.
+_CHECKPOINT_LINE = re.compile(rb'\{"ledger":"(' + _NAME + rb')","checkpoint":"((?:[^"\\\x00-\x1f]|\\["\\n])*)"\}')
+_CHECKPOINT_START = re.compile(rb'\{"ledger":"' + _NAME + rb'","checkpoint":')
+_UNESCAPE = re.compile(rb'\\(["\\n])')
+_UNESCAPED = {b'"': b'"', b"\\": b"\\", b"n": b"\n"}
 # How a line names its ledger: the line's first bytes, as the one form begins.
 _NAMED = re.compile(rb'\{"ledger":"(' + _NAME + rb')",')
 _UINT_MAX = 2**64 - 1
-CHECKPOINT_KEYS = ("ledger", "checkpoint")
-# A checkpoint line: its note one JSON string (escapes only where JSON must have them; the
-# canonical form is checked by encoding the values again).
-_CHECKPOINT_LINE = re.compile(rb'\{"ledger":"(' + _NAME + rb')","checkpoint":("(?:[^"\\]|\\.)*")\}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +75,13 @@ class ExportedCheckpoint:
 
 
 def max_line_bytes(limits: Limits) -> int:
-    """The longest line (its ``\\n`` not counted) a record within ``limits`` can give."""
+    """The longest line (its ``\\n`` not counted) a record within ``limits`` can give; no
+    export line of either kind may be longer (a checkpoint note vledger signs is far shorter)."""
     return limits.max_line_bytes
 
 
 def encode_checkpoint_line(ledger: str, note: bytes) -> bytes:
-    """The export line of one of ``ledger``'s checkpoint notes, ``\\n`` included."""
+    """The one export line of one of ``ledger``'s checkpoint notes, ``\\n`` included."""
     line = {"ledger": ledger, "checkpoint": note.decode("utf-8")}
     return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -105,38 +108,6 @@ def line_ledger(line: bytes) -> str | None:
     return found.group(1).decode("ascii") if found else None
 
 
-def decode_export_line(line: bytes, number: int, limits: Limits) -> StoredRecord | ExportedCheckpoint:
-    """Parse and check one export line of either kind: a record line as :func:`decode_line`
-    says, or a checkpoint line (its note parsed as a checkpoint, nothing verified).
-
-    Raises what :func:`decode_line` raises; for a checkpoint line LineError [bad_line] when it
-    is not the one form :func:`encode_checkpoint_line` writes, FieldError [bad_field] when its
-    note is not a checkpoint note.
-    """
-    body = line.removesuffix(b"\n")
-    if len(body) <= max_line_bytes(limits):
-        found = _CHECKPOINT_LINE.fullmatch(body)
-        if found is not None:
-            return _checkpoint_line(found.group(1).decode("ascii"), found.group(2), body, number)
-    return decode_line(line, number, limits)
-
-
-def _checkpoint_line(ledger: str, literal: bytes, body: bytes, number: int) -> ExportedCheckpoint:
-    try:
-        # A JSON string literal alone: no nesting, no numbers, bounded by the line's length.
-        text = json.loads(literal.decode("utf-8"))
-        note = text.encode("utf-8")
-    except (UnicodeError, ValueError) as e:
-        _fail(LineError, number, f"the checkpoint is not a JSON string of UTF-8 text: {e}", ledger)
-    if encode_checkpoint_line(ledger, note) != body + b"\n":
-        _fail(LineError, number, "the checkpoint line is not in its one form (escapes beyond JSON's own)", ledger)
-    try:
-        checkpoint = parse_checkpoint(parse_note(note).text)
-    except NoteError as e:
-        _fail(FieldError, number, f"checkpoint is not a checkpoint note: {e.message}", ledger)
-    return ExportedCheckpoint(ledger, note, checkpoint)
-
-
 def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     """Parse and check one export line (with or without its ``\\n``); ``number`` counts from 1.
 
@@ -150,7 +121,9 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     body = line.removesuffix(b"\n")
     named = line_ledger(body)
     if len(body) > max_line_bytes(limits):
-        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any record's line", named)
+        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any export line", named)
+    if _CHECKPOINT_START.match(body):
+        _fail(LineError, number, "a checkpoint line where a record line was expected", named)
     found = _LINE.fullmatch(body)
     if found is None:
         _fail(LineError, number, _why_not_a_line(body), named)
@@ -162,6 +135,39 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     record = _decode_record(data, number, limits, ledger)
     _check_agreement(record, ledger, height, record_hash, number)
     return StoredRecord(record, data)
+
+
+def decode_export_line(line: bytes, number: int, limits: Limits) -> StoredRecord | ExportedCheckpoint:
+    """Parse and check one export line of either kind: a record line as :func:`decode_line`
+    says, or a checkpoint line, told apart by its first bytes (its note parsed, not verified).
+
+    For a checkpoint line: PayloadTooLargeError for an overlong one, LineError [bad_line] for
+    one not in its one form, FieldError [bad_field] when its note is not a checkpoint note.
+    """
+    body = line.removesuffix(b"\n")
+    if not _CHECKPOINT_START.match(body):
+        return decode_line(line, number, limits)
+    named = line_ledger(body)
+    if len(body) > max_line_bytes(limits):
+        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any export line", named)
+    found = _CHECKPOINT_LINE.fullmatch(body)
+    if found is None:
+        _fail(
+            LineError,
+            number,
+            'the line is not of the form {"ledger":"<name>","checkpoint":"<note>"} with no spaces, '
+            "only the quote, the backslash and the newline escaped",
+            named,
+        )
+    ledger = found.group(1).decode("ascii")
+    note = _UNESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], found.group(2))
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except NoteError as e:
+        _fail(FieldError, number, f"checkpoint is not a checkpoint note: {e.message}", ledger)
+    if encode_checkpoint_line(ledger, note) != body + b"\n":  # e.g. a character JSON would escape
+        _fail(LineError, number, "the checkpoint line is not in its one form (escapes)", ledger)
+    return ExportedCheckpoint(ledger, note, checkpoint)
 
 
 def _fail(
@@ -176,6 +182,8 @@ def _why_not_a_line(body: bytes) -> str:
         return "an empty line (an export has none)"
     if body.endswith(b"\r"):
         return "the line ends in CR LF; an export's lines end in LF alone"
+    if b'"checkpoint"' in body[:100]:
+        return 'the line is not of the form {"ledger":"<name>","checkpoint":"<note>"} with no spaces'
     if not body.isascii():
         return "the line holds bytes outside ASCII; a valid line never does"
     if _NAMED.match(body) is None:

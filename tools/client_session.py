@@ -302,7 +302,7 @@ class Session:
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
-        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum})
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
         note = reply_field(result, "checkpoint", bytes)
         return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
 
@@ -326,7 +326,9 @@ class Session:
                 )
             time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
         size = checkpoint.checkpoint.size
-        result = self.call("proof.inclusion", {"ledger": ledger, "index": index, "size": size})
+        result = self.call(
+            "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
+        )
         proof = reply_field(result, "proof", list)
         receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
         verify_receipt(receipt, keys)
@@ -343,7 +345,11 @@ class Session:
         check = check_voter(ledger, self.decoded_records(ledger, stop=size), eid)
         for item in check.records:
             record = self._checked(item.record)
-            result = self.call("proof.inclusion", {"ledger": ledger, "index": record.height, "size": size})
+            result = self.call(
+                "proof.inclusion",
+                {"ledger": ledger, "index": record.height, "size": size},
+                node=self.ledger_node(ledger),
+            )
             verify_inclusion(leaf_hash(record.encode()), record.height, size, reply_field(result, "proof", list), root)
         return dataclasses.replace(check, proven=proven)
 
@@ -351,7 +357,7 @@ class Session:
         """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""
         following: int | None = start
         while following is not None and (stop is None or following < stop):
-            page = self.call("range", {"ledger": ledger, "start": following})
+            page = self.call("range", {"ledger": ledger, "start": following}, node=self.ledger_node(ledger))
             records = reply_field(page, "records", list)
             for data in records:
                 record = _decode(data)
@@ -368,7 +374,9 @@ class Session:
     def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
         """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
         a, b = old.checkpoint, new.checkpoint
-        result = self.call("proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size})
+        result = self.call(
+            "proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size}, node=self.ledger_node(ledger)
+        )
         proof: list[bytes] = reply_field(result, "proof", list)
         verify_consistency(a.size, b.size, a.root, b.root, proof)
         return proof

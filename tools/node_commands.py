@@ -49,13 +49,13 @@ NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None]
         run_ingest,
         "run an ingest node",
         "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
-        "appends, sealed and published to the replicas, until SIGTERM or SIGINT.",
+        "appends, checkpointed and published to the replicas, until SIGTERM or SIGINT.",
     ),
     "replica": (
         run_replica,
         "run a replica node",
         "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
-        "verify and store every record its home sealed, catch up on any gap, serve the read commands, "
+        "verify and store every record its home's checkpoints cover, catch up on any gap, serve the read commands, "
         "until SIGTERM or SIGINT.",
     ),
     "observer": (

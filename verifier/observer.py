@@ -3,8 +3,9 @@
 An observer is a read-only follower with a store of its own: it subscribes to the feeds
 of the nodes it follows, catches up, verifies and stores every record, reports how far it
 holds each ledger and serves the read commands, exactly as a replica does
-(vledger.ingest.replica runs both). It never republishes (it has no ``pub_port``), and
-ingest nodes never count it towards a write concern (vledger.ingest.write_concern).
+(vledger.ingest.replica runs both), and like a replica it is a witness: it cosigns the
+checkpoints its store proves. It never republishes (it has no ``pub_port``), and ingest
+nodes never count it towards a write concern (vledger.ingest.write_concern).
 
 Beside that path it counts. Its :class:`~vledger.verifier.tally.TallyKeeper` re-runs every
 domain rule over its own store, each ledger in height order, and never trusts the ingest

@@ -101,7 +101,7 @@ def export_line(record: Record) -> str:
 
 # --- invalid cases ---------------------------------------------------------------------
 # Each case is the valid ledger with one fault, built with raw msgpack and hashlib so that
-# a fault can be non-canonical, and re-sealed (checksum, work, link) as far as the case says,
+# a fault can be non-canonical, and re-placed (checksum, work, link) as far as the case says,
 # so that exactly the intended check is the first to fail.
 
 
@@ -125,7 +125,7 @@ def _outer(record: Record, **fields: Any) -> dict[str, Any]:
     return value
 
 
-def _reseal(record: Record, content: bytes, *, work: bool = True, link: bool = True) -> dict[str, Any]:
+def _replace_content(record: Record, content: bytes, *, work: bool = True, link: bool = True) -> dict[str, Any]:
     """The record with other content bytes: checksum always, then work and link if asked."""
     checksum = hashlib.sha256(content).digest()
     nonce = solve(checksum, DIFFICULTY) if work else record.nonce
@@ -179,21 +179,21 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         (
             "vote-changed-checksum-recomputed",
             "record 2's vote changed and its checksum recomputed",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)), work=False, link=False)),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)), work=False, link=False)),
             "insufficient_work",
             2,
         ),
         (
             "vote-changed-work-recomputed",
             "the same with a valid proof of work: only the link betrays it",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)), link=False)),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)), link=False)),
             "bad_link",
             2,
         ),
         (
             "vote-changed-link-recomputed",
             "the same with the record's own link recomputed: record 3 betrays it",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)))),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)))),
             "bad_link",
             3,
         ),
@@ -202,22 +202,22 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         ("record-repeated", "record 2 repeated", export(order=[0, 1, 2, 2, 3, 4, 5]), "height_gap", 2),
         (
             "float-in-payload",
-            "a float in record 2's payload, everything re-sealed",
-            with_record(2, _reseal(r2, float_content)),
+            "a float in record 2's payload, everything re-placed",
+            with_record(2, _replace_content(r2, float_content)),
             "non_canonical",
             2,
         ),
         (
             "extension-in-payload",
-            "an extension type in record 2's payload, everything re-sealed",
-            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2, blob=msgpack.ExtType(7, b"x")))))),
+            "an extension type in record 2's payload, everything re-placed",
+            with_record(2, _replace_content(r2, _pack(_sorted(_content_map(r2, blob=msgpack.ExtType(7, b"x")))))),
             "non_canonical",
             2,
         ),
         (
             "integer-map-key",
             "an integer map key in record 2's payload",
-            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2))).replace(b"\xa6choice", b"\x07", 1))),
+            with_record(2, _replace_content(r2, _pack(_sorted(_content_map(r2))).replace(b"\xa6choice", b"\x07", 1))),
             "non_canonical",
             2,
         ),
@@ -248,7 +248,8 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
             "version-2",
             "record 2's content says format version 2",
             with_record(
-                2, _reseal(r2, _pack({**r2.content.to_map(), "v": 2} | {"payload": _sorted(r2.content.payload)}))
+                2,
+                _replace_content(r2, _pack({**r2.content.to_map(), "v": 2} | {"payload": _sorted(r2.content.payload)})),
             ),
             "bad_field",
             2,
@@ -273,8 +274,8 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
     cases.append(
         (
             "kind-not-allowed",
-            "the last record's kind is not one of the genesis kinds, re-sealed",
-            with_record(5, _reseal(r5, kind_content)),
+            "the last record's kind is not one of the genesis kinds, re-placed",
+            with_record(5, _replace_content(r5, kind_content)),
             "unknown_kind",
             5,
         )
@@ -285,7 +286,7 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         (
             "genesis-difficulty-65",
             "the genesis asks for 65 bits, over the limit of 64",
-            with_record(0, _reseal(genesis, _pack(_sorted(bad_rules)))),
+            with_record(0, _replace_content(genesis, _pack(_sorted(bad_rules)))),
             "bad_genesis",
             0,
         )
@@ -343,7 +344,7 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
     assert line3.endswith('=="}\n')
     unused = line3[:-6] + chr(ord(line3[-6]) + 1) + line3[-5:]  # a lenient decoder reads the same bytes
     other = {**r2.content.to_map(), "ledger": "election-2027"}
-    other_record = _reseal(r2, _pack(_sorted(other)))
+    other_record = _replace_content(r2, _pack(_sorted(other)))
     payload = _pack(_sorted(_content_map(r2)))
     ext_then_bad_utf8 = payload.replace(b"\xa6choice\xa3bob", b"\xa6choice\xd4\x07\x00", 1).replace(
         b"Zo\xc3\xab", b"Zo\xc3\x28"
@@ -422,7 +423,7 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
         ),
         (
             "record-of-another-ledger",
-            "line 3 carries a record of ledger election-2027, re-sealed",
+            "line 3 carries a record of ledger election-2027, re-placed",
             with_record(2, other_record),
             "wrong_ledger",
             2,
@@ -445,14 +446,14 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
         (
             "invalid-utf8-after-an-extension",
             "an extension type in record 2's payload, and invalid UTF-8 after it",
-            with_record(2, _reseal(r2, ext_then_bad_utf8)),
+            with_record(2, _replace_content(r2, ext_then_bad_utf8)),
             "bad_encoding",
             2,
         ),
         (
             "malformed-timestamp",
             "a timestamp extension with 1 byte of data in record 2's payload",
-            with_record(2, _reseal(r2, timestamp)),
+            with_record(2, _replace_content(r2, timestamp)),
             "bad_encoding",
             2,
         ),
@@ -553,6 +554,7 @@ def checkpoint_export_vector() -> dict[str, Any]:
         ),
         # A fault of the line itself names the position the next record was expected at.
         ("a space after a separator", spaced, "bad_line", 3),
+        ("the note's em dash written as a JSON escape", export(good).replace("\u2014", "\\u2014", 1), "bad_line", 3),
         ("a note whose text is not a checkpoint", export({2: not_checkpoint}), "bad_field", 3),
     ]
     return {

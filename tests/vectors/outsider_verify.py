@@ -758,6 +758,49 @@ def parse_line(line: "str | bytes") -> tuple:
     return data, height, hash_hex, None
 
 
+# Section 5, checkpoint lines: one form too; the note's text with only '"', '\\' and newline escaped.
+CHECKPOINT_LINE_RE = re.compile(
+    r'\{"ledger":"([a-z0-9][a-z0-9._-]{0,63})","checkpoint":"((?:[^"\\\x00-\x1f]|\\["\\n])*)"\}'
+)
+CHECKPOINT_START_RE = re.compile(r'\{"ledger":"[a-z0-9][a-z0-9._-]{0,63}","checkpoint":')
+_UNESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
+
+
+def is_checkpoint_line(line: "str | bytes") -> bool:
+    """Section 5: a line whose first bytes are those of a checkpoint line."""
+    head = line[:100]
+    text = head.decode("ascii", errors="replace") if type(head) is bytes else head
+    return CHECKPOINT_START_RE.match(text) is not None  # type: ignore[arg-type]
+
+
+def parse_checkpoint_line(line: "str | bytes") -> tuple:
+    """Section 5, checkpoint lines, first bullet, on one line (without its "\\n").
+
+    Returns (note, error): the note's bytes, or a VerifyError (its height not yet set).
+    """
+    size = len(line if type(line) is bytes else line.encode("utf-8", errors="surrogatepass"))  # type: ignore[union-attr]
+    if size > MAX_LINE_BYTES:
+        return None, VerifyError("too_large", f"checkpoint line: {size} bytes > {MAX_LINE_BYTES}")
+    try:
+        text = line.decode("utf-8") if type(line) is bytes else line  # type: ignore[union-attr]
+        text.encode("utf-8")  # type: ignore[union-attr]  # lone surrogates are not UTF-8
+    except UnicodeError:
+        return None, VerifyError("bad_line", "checkpoint line: not UTF-8")
+    found = CHECKPOINT_LINE_RE.fullmatch(text)  # type: ignore[arg-type]
+    if found is None:
+        return None, VerifyError("bad_line", "checkpoint line: not the one form of a checkpoint line")
+    ledger, escaped = found.groups()
+    note = re.sub(r'\\(["\\n])', lambda m: _UNESCAPES[m.group(1)], escaped)
+    if json.dumps({"ledger": ledger, "checkpoint": note}, separators=(",", ":"), ensure_ascii=False) != text:
+        return None, VerifyError("bad_line", "checkpoint line: not the one form of a checkpoint line")
+    try:
+        note_text, _ = parse_note(note.encode("utf-8"))
+        parse_checkpoint(note_text)
+    except VerifyError as exc:
+        return None, VerifyError("bad_field", f"checkpoint line: not a checkpoint note ({exc})")
+    return note.encode("utf-8"), None
+
+
 def split_export(text: "str | bytes") -> list:
     """The lines of a whole export file, each with its "\\n" (the last one may have none)."""
     newline = b"\n" if type(text) is bytes else "\n"
@@ -775,15 +818,14 @@ def verify_lines(lines) -> "list[dict]":
     bytes, each with or without its "\\n", e.g. an open file).
 
     Returns one dict per ledger, in order of first appearance:
-    {"ledger", "records" (record lines that belong to it), "head" (hex link of the last verified
-    record, or None), "checkpoints" (checkpoint lines that passed), "ok", "error": None or
-    {"code", "height", "line", "message"}}. A failure
+    {"ledger", "records" (lines that belong to it), "head" (hex link of the last verified
+    record, or None), "ok", "error": None or {"code", "height", "line", "message"}}. A failure
     of the file itself (a first line that names no ledger, CR LF line endings) is a dict whose
     "ledger" is None.
     """
     if type(lines) in (str, bytes):
         lines = split_export(lines)
-    ledgers: dict = {}
+    ledgers: dict = {}  # name -> [verifier, lines, head, failure]
     file_failure = None
     current = None
     for number, raw in enumerate(lines, start=1):
@@ -800,18 +842,19 @@ def verify_lines(lines) -> "list[dict]":
                 data, _height, _hash, error = parse_line(line)
                 file_failure = (error or VerifyError("bad_line", "line: names no ledger"), number)
             continue
-        # [verifier, record lines, head, failure, leaf hashes, pinned key, checkpoints]
+        # [verifier, record lines, head, failure, leaf hashes (section 12), pinned key (section 3), checkpoints]
         state = ledgers.setdefault(current, [LedgerVerifier(current), 0, None, None, [], None, 0])
-        note = checkpoint_line(line)
-        if note is None:
-            state[1] += 1  # a checkpoint line counts no record
+        checkpoint_line = is_checkpoint_line(line)
+        if not checkpoint_line:
+            state[1] += 1  # ASSUMPTION: "records" counts record lines only (a checkpoint line counts none)
         if state[3] is not None:
             continue  # after its first failure a ledger's lines prove nothing more
         verifier = state[0]
         try:
-            if note is not None:
-                if isinstance(note, VerifyError):
-                    raise note  # names the position the next record was expected at
+            if checkpoint_line:
+                note, error = parse_checkpoint_line(line)
+                if error is not None:
+                    raise error  # the line was never read: it names the next record's position
                 _check_checkpoint_line(note, current, state[4], state[5])
                 state[6] += 1
                 continue
@@ -827,7 +870,10 @@ def verify_lines(lines) -> "list[dict]":
                 exc.height = verifier.height
             exc.line = number  # type: ignore[attr-defined]
             state[3] = exc
-    results = [_result(name, s[1], s[2], s[3], s[6]) for name, s in ledgers.items()]
+    results = [
+        _result(name, count, head, failure, checkpoints)
+        for name, (_v, count, head, failure, _leaves, _pinned, checkpoints) in ledgers.items()
+    ]
     if file_failure is not None:
         results.insert(0, _file_result(*file_failure))
     return results
@@ -836,39 +882,6 @@ def verify_lines(lines) -> "list[dict]":
 def _file_result(error: VerifyError, number: int) -> dict:
     error.line = number  # type: ignore[attr-defined]
     return _result(None, 0, None, error)
-
-
-CHECKPOINT_LINE_RE = re.compile(r'\{"ledger":"([a-z0-9][a-z0-9._-]{0,63})","checkpoint":("(?:[^"\\]|\\.)*")\}')
-
-
-def checkpoint_line(line: "str | bytes") -> "bytes | VerifyError | None":
-    """Section 5, checkpoint lines, first bullet: the note's bytes, a VerifyError for a line of
-    that shape that fails it, or None for a line that is not a checkpoint line."""
-    if type(line) is bytes:
-        if len(line) > MAX_LINE_BYTES:
-            return None  # parse_line reports it (too_large)
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    else:
-        text = line  # type: ignore[assignment]
-    found = CHECKPOINT_LINE_RE.fullmatch(text)
-    if found is None:
-        return None
-    try:
-        note = json.loads(found.group(2))
-        again = json.dumps({"ledger": found.group(1), "checkpoint": note}, separators=(",", ":"), ensure_ascii=False)
-        data = note.encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        return VerifyError("bad_line", "checkpoint line: not a JSON string of UTF-8 text")
-    if again != text:
-        return VerifyError("bad_line", "checkpoint line: not the exact encoding of its values")
-    try:
-        parse_checkpoint(parse_note(data)[0])
-    except VerifyError as exc:
-        return VerifyError("bad_field", f"checkpoint line: not a checkpoint note ({exc})")
-    return data
 
 
 def _check_checkpoint_line(note: bytes, ledger: str, leaves: list, pinned: object) -> None:
@@ -1278,20 +1291,19 @@ def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]",
 # Section 14: receipts
 # --------------------------------------------------------------------------------------
 
-# Section 14.2: a receipt is JSON; these refuse repeated keys and the constants NaN and Infinity.
+MAX_RECEIPT_BYTES = 262_144
+RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
 
 
 class _JsonObject(dict):
-    """A JSON object that remembers its repeated keys and every value of ``ledger``."""
+    """A JSON object that remembers its repeated keys."""
 
     repeated: list
-    ledgers: list
 
 
 def _object_pairs(pairs: list) -> _JsonObject:
     obj = _JsonObject()
     obj.repeated = []
-    obj.ledgers = [value for key, value in pairs if key == "ledger"]
     for key, value in pairs:
         if key in obj:
             obj.repeated.append(key)
@@ -1305,10 +1317,6 @@ class _NotJson(ValueError):
 
 def _reject_constant(name: str) -> None:
     raise _NotJson(f"{name} is not JSON")
-
-
-MAX_RECEIPT_BYTES = 262_144
-RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
 
 
 def _receipt_bytes(obj: dict) -> bytes:

@@ -148,6 +148,9 @@ def test_with_one_hop_a_replica_behind_a_relay_catches_up_from_the_stream_and_th
     assert cluster.stop_node("replica-2") == 0
     put(cluster, 0, 800)
     replication = ReplicationLedger(connect(cluster.cluster_redis_url))
+    head = cluster.admin().call("size", {"ledger": LEDGER})["size"] - 1
+    # A put is answered once durable; the outbox streams after that: the last one first reaches the stream.
+    wait_until(lambda: replication.last_height(LEDGER) == head, 30, f"the stream reached height {head}")
     trimmed = replication.read(LEDGER, 0, 1)
     assert trimmed and trimmed[0].height > 500, "the stream still holds the start of the chain"
     cluster.start_node("replica-2")

@@ -228,9 +228,13 @@ def _rewrite_tail(cluster: LocalCluster, node: str, start: int, *, forget_checkp
     return forged
 
 
-@pytest.mark.parametrize("forget_checkpoints", [False, True], ids=["checkpoints-kept", "checkpoints-deleted-too"])
+@pytest.mark.parametrize(
+    ("forget_checkpoints", "wipe_redis"),
+    [(False, False), (True, False), (True, True)],
+    ids=["checkpoints-kept", "checkpoints-deleted-too", "redis-cosignatures-deleted-too"],
+)
 def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
-    start_cluster: Any, forget_checkpoints: bool
+    start_cluster: Any, forget_checkpoints: bool, wipe_redis: bool
 ) -> None:
     cluster: LocalCluster = start_cluster(nodes=1, replicas=2, replication={"heartbeat_ms": 200})
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
@@ -240,10 +244,14 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
     honest = list(cluster.admin().records(LEDGER))
     assert cluster.stop_node("ingest-1") == 0
     forged = _rewrite_tail(cluster, "ingest-1", 20, forget_checkpoints=forget_checkpoints)
+    if wipe_redis:  # the forger reaches Redis too: what the home signed and its witnesses cosigned, gone
+        redis = connect(cluster.cluster_redis_url)
+        redis.delete("vledger:checkpoints", f"vledger:cosig:{LEDGER}")
 
     cluster.start_node("ingest-1")  # the alerts below must come within 5 s of it answering
-    if not forget_checkpoints:
-        # The home checks its tree against the last checkpoint it signed: it refuses writes, and says so.
+    if not wipe_redis:
+        # The home checks its tree against the last checkpoint it signed (kept in its store, else
+        # cosigned in Redis): it refuses writes, and says so naming itself.
         alert = wait_until(
             lambda: next((a for a in alerts(cluster) if a["what"] == "store_contradicts_checkpoint"), None),
             5.0,
@@ -253,8 +261,8 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
         error = remote_error(cluster.client("writer1").put, entry(LEDGER, "vote", {"after": 1}, "writer1"))
         assert error.code == "store_contradicts_checkpoint"
     else:
-        # Nothing left at home to contradict: it signs the forged tree, and every witness, whose copy an
-        # earlier checkpoint of the home covered, keeps that note as evidence and names the home.
+        # Nothing left to contradict it at home: it signs the forged tree, and every witness, whose copy
+        # an earlier checkpoint of the home covered, keeps that note as evidence and names the home.
         alert = wait_until(
             lambda: next((a for a in alerts(cluster) if a["what"] == "equivocation"), None),
             5.0,
@@ -269,8 +277,17 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
     for name in cluster.replica_names:
         assert cluster.admin(name).call("have", {"hashes": forged})["have"] == []
         assert list(cluster.admin(name).records(LEDGER)) == honest
+        kept = {size for size, _ in _cosigned_rows(cluster, name)} if wipe_redis else {0}
         found = cosigned(cluster, name)
-        assert found is not None and found.size == total
+        assert (found is not None and found.size == total) or (wipe_redis and max(kept) == total)
+
+
+def _cosigned_rows(cluster: LocalCluster, node: str) -> list[tuple[int, bytes]]:
+    """What ``node`` kept as cosigned in its store (read-only, beside the running node)."""
+    with sqlite3.connect(f"file:{cluster.store_dir(node) / DB_NAME}?mode=ro", uri=True) as db:
+        return db.execute(
+            "SELECT size, root FROM checkpoints WHERE kind = 'cosigned' AND ledger = ?", (LEDGER,)
+        ).fetchall()
 
 
 # --- the checkpoint key pinned in the genesis ---------------------------------------------------------

@@ -171,7 +171,10 @@ MALFORMED: list[tuple[str, list[bytes]]] = [
     ("checkpoints with a wrong v", heads_frames(v=2)),
     ("checkpoints that are a list", heads_frames(checkpoints=[["ledger-a", NOTE]])),
     ("checkpoints that are nil", heads_frames(checkpoints=None)),
-    ("the seals of old", heads_frames(checkpoints=..., heads={"ledger-a": [7, HASH, "ingest-1", bytes(64)]})),
+    (
+        "the heads of an old version",
+        heads_frames(checkpoints=..., heads={"ledger-a": [7, HASH, "ingest-1", bytes(64)]}),
+    ),
     ("a checkpoint that is a map", heads_frames(checkpoints={"ledger-a": {"size": 8}})),
     ("a checkpoint that is text", heads_frames(checkpoints={"ledger-a": NOTE.decode()})),
     ("a checkpoint that is a list", heads_frames(checkpoints={"ledger-a": [NOTE]})),

@@ -131,7 +131,7 @@ def test_a_signature_of_another_length_or_key_fails() -> None:
         other.verify(b"x", KEY.sign(b"x"))
 
 
-# --- seals (docs/PROTOCOL.md 10.7) -----------------------------------------------------------------
+# --- Ed25519 keys (docs/PROTOCOL.md 10.7) -----------------------------------------------------------
 
 
 def test_the_seed_and_raw_public_key_are_rfc8032_s() -> None:

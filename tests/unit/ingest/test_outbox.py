@@ -23,6 +23,7 @@ from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
+from vledger.node.errors import StoreContradictsCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -216,7 +217,7 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
 
 
-# --- seals: a home's outbox with a signing key ------------------------------------------------------
+# --- checkpoints: a home's outbox with a signing key ------------------------------------------------------
 
 
 def unpacked(ledger: str, note: bytes) -> SignedCheckpoint:
@@ -224,7 +225,7 @@ def unpacked(ledger: str, note: bytes) -> SignedCheckpoint:
     return KEYS.check(ledger, note)
 
 
-def sealed_entries(home: Home, ledger: str) -> dict[int, SignedCheckpoint]:
+def checkpointed_entries(home: Home, ledger: str) -> dict[int, SignedCheckpoint]:
     """The stream entries of ``ledger`` that carry a checkpoint, by height; each is of the tree up to its entry."""
     found = {}
     for entry in home.repl.read(ledger, 0, 1_000_000):
@@ -238,62 +239,65 @@ def sealed_entries(home: Home, ledger: str) -> dict[int, SignedCheckpoint]:
     return found
 
 
-def latest_seal(home: Home, ledger: str) -> SignedCheckpoint:
+def latest_checkpoint(home: Home, ledger: str) -> SignedCheckpoint:
     return unpacked(ledger, home.repl.checkpoints()[ledger])
 
 
-def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
+def test_a_home_signs_a_checkpoint_at_the_last_record_of_each_ledger_in_each_batch(
     redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     feed = FeedLog()
     home = homes(redis_client, SIGNER, feed)
-    wait_until(lambda: feed.heads_sent >= 1, "the outbox's first heartbeat")  # it sealed the (empty) store
+    wait_until(lambda: feed.heads_sent >= 1, "the outbox's first heartbeat")  # it signed the (empty) store
     append(home.store, LEDGER, 5)
     wait_until(caught_up(home.repl, home.store), "the first records streamed")
     append(home.store, OTHER, 2)
     append(home.store, LEDGER, 2)
     wait_until(caught_up(home.repl, home.store), "the next records streamed")
 
-    assert home.repl.appends  # every run the outbox appended carries the seal of its last record
+    assert home.repl.appends  # every run the outbox appended carries the checkpoint up to its last record
     for ledger, first, count, note in home.repl.appends:
         checkpoint = unpacked(ledger, note)
         assert (checkpoint.size, checkpoint.root) == (first + count, home.store.root(ledger, first + count))
-    assert set(sealed_entries(home, LEDGER)) == {f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER}
-    assert {4, 6} <= set(sealed_entries(home, LEDGER))  # the last of each group of appends, at least
-    assert set(sealed_entries(home, OTHER)) >= {1}
-    assert latest_seal(home, LEDGER) == HomeSigner(CLUSTER, SIGNER.seed).sign(LEDGER, 7, home.store.root(LEDGER, 7))
-    assert latest_seal(home, OTHER).height == 1
-    assert home.outbox.checkpoints == {LEDGER: latest_seal(home, LEDGER), OTHER: latest_seal(home, OTHER)}
+    assert set(checkpointed_entries(home, LEDGER)) == {
+        f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER
+    }
+    assert {4, 6} <= set(checkpointed_entries(home, LEDGER))  # the last of each group of appends, at least
+    assert set(checkpointed_entries(home, OTHER)) >= {1}
+    assert latest_checkpoint(home, LEDGER) == HomeSigner(CLUSTER, SIGNER.seed).sign(
+        LEDGER, 7, home.store.root(LEDGER, 7)
+    )
+    assert latest_checkpoint(home, OTHER).height == 1
+    assert home.outbox.checkpoints == {LEDGER: latest_checkpoint(home, LEDGER), OTHER: latest_checkpoint(home, OTHER)}
     # The home keeps every checkpoint it signed, and serves one among the records of a range page.
     kept = home.store.checkpoints.all(LEDGER, SIGNED)
     assert {4, 6} <= {c.size - 1 for c in kept} and all(c.root == home.store.root(LEDGER, c.size) for c in kept)
-    assert home.outbox.covering(LEDGER, 0, 7) == latest_seal(home, LEDGER).note
-    assert unpacked(LEDGER, home.outbox.covering(LEDGER, 0, 3) or b"").size == 3  # none kept there: signed now
+    assert home.outbox.covering(LEDGER, 0, 7) == latest_checkpoint(home, LEDGER).note
 
-    # On the feed each seal follows the records it covers.
+    # On the feed each checkpoint follows the records it covers.
     published: dict[str, int] = {}
-    seals_sent: set[tuple[str, int]] = set()
+    checkpoints_sent: set[tuple[str, int]] = set()
     for item in feed.sent:
         if isinstance(item, tuple):
             published[item[0]] = max(published.get(item[0], -1), item[1])
             continue
-        for seal in item:
-            KEYS.check(seal.ledger, seal.note)
-            assert seal.height <= published.get(seal.ledger, -1), f"{seal} before its record"
-            seals_sent.add((seal.ledger, seal.height))
-    assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= seals_sent
+        for sent in item:
+            KEYS.check(sent.ledger, sent.note)
+            assert sent.height <= published.get(sent.ledger, -1), f"{sent} before its record"
+            checkpoints_sent.add((sent.ledger, sent.height))
+    assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= checkpoints_sent
     assert [r[1] for r in feed.records if r[0] == LEDGER] == list(range(7))
 
 
-def test_a_home_without_a_signing_key_streams_no_seal(redis_client: Any, homes: Callable[..., Home]) -> None:
+def test_a_home_without_a_signing_key_streams_no_checkpoint(redis_client: Any, homes: Callable[..., Home]) -> None:
     home = homes(redis_client)
     append(home.store, LEDGER, 4)
     wait_until(caught_up(home.repl, home.store), "the records streamed")
     assert all(note == b"" for _, _, _, note in home.repl.appends)
-    assert sealed_entries(home, LEDGER) == {} and home.repl.checkpoints() == {} and home.outbox.checkpoints == {}
+    assert checkpointed_entries(home, LEDGER) == {} and home.repl.checkpoints() == {} and home.outbox.checkpoints == {}
 
 
-def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path) -> None:
+def test_a_relay_forwards_the_checkpoints_it_is_given_after_the_records(tmp_path: Path) -> None:
     with ChainStore(tmp_path / "relay", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 3)
         records = list(store.range(LEDGER))
@@ -312,12 +316,12 @@ def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("streamed_before", "sealed"),
+    ("streamed_before", "checkpointed"),
     [(0, {2, 5, 8, 9}), (4, {6, 9})],
     ids=["redis-never-saw-the-store", "the-stream-lags-the-store"],
 )
-def test_a_stream_filled_from_the_store_is_sealed_chunk_by_chunk(
-    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], streamed_before: int, sealed: set[int]
+def test_a_stream_filled_from_the_store_is_checkpointed_chunk_by_chunk(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], streamed_before: int, checkpointed: set[int]
 ) -> None:
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 10)  # no outbox yet
@@ -325,12 +329,12 @@ def test_a_stream_filled_from_the_store_is_sealed_chunk_by_chunk(
         repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, streamed_before)])
     home = homes(redis_client, SIGNER)  # the same directory
     wait_until(caught_up(home.repl, home.store), "the stream filled from the store")
-    # catch_up_batch is 3: each chunk added from the store carries the seal of its last record.
-    assert set(sealed_entries(home, LEDGER)) == sealed
+    # catch_up_batch is 3: each chunk added from the store carries the checkpoint up to its last record.
+    assert set(checkpointed_entries(home, LEDGER)) == checkpointed
     assert [(first, count) for _, first, count, _ in home.repl.appends] == [
         (first, min(3, 10 - first)) for first in range(streamed_before, 10, 3)
     ]
-    assert latest_seal(home, LEDGER).height == 9
+    assert latest_checkpoint(home, LEDGER).height == 9
 
 
 # --- Redis outages ---------------------------------------------------------------------------------
@@ -380,7 +384,7 @@ def test_after_an_outage_the_stream_is_filled_from_the_store(
     [(True, {6, 9, 11}), (False, {2, 5, 8, 11})],
     ids=["redis-kept-its-data", "redis-lost-its-data"],
 )
-def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
+def test_after_an_outage_the_refilled_stream_is_checkpointed_chunk_by_chunk(
     own_redis: OwnRedis, homes: Callable[..., Home], keep_data: bool, refilled: set[int]
 ) -> None:
     own_redis.start()
@@ -390,7 +394,7 @@ def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
         home = homes(client, SIGNER, feed)
         append(home.store, LEDGER, 4)
         wait_until(caught_up(home.repl, home.store), "the first records streamed")
-        before = set(sealed_entries(home, LEDGER))
+        before = set(checkpointed_entries(home, LEDGER))
         assert 3 in before
         own_redis.stop()
         append(home.store, LEDGER, 8)  # while Redis is down
@@ -398,10 +402,10 @@ def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
         wait_until(lambda: len(feed.records) == 14, "the records on the feed, Redis down")  # so not streamed
         own_redis.start(keep_data=keep_data)
         wait_until(caught_up(home.repl, home.store), "the stream filled after the outage")
-        # catch_up_batch is 3: every chunk the outbox added from the store is sealed.
-        assert set(sealed_entries(home, LEDGER)) == (before | refilled if keep_data else refilled)
-        assert set(sealed_entries(home, OTHER)) == {1}
-        assert latest_seal(home, LEDGER).height == 11 and latest_seal(home, OTHER).height == 1
+        # catch_up_batch is 3: every chunk the outbox added from the store carries a checkpoint.
+        assert set(checkpointed_entries(home, LEDGER)) == (before | refilled if keep_data else refilled)
+        assert set(checkpointed_entries(home, OTHER)) == {1}
+        assert latest_checkpoint(home, LEDGER).height == 11 and latest_checkpoint(home, OTHER).height == 1
     finally:
         client.close()
 
@@ -484,3 +488,41 @@ def test_an_outbox_started_while_redis_refuses_writes_goes_on(own_redis: OwnRedi
         outbox.stop()
         store.close()
         client.close()
+
+
+def test_checkpoint_interval_signs_each_ledger_at_most_that_often_and_then_its_head(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, checkpoint_interval_ms=400)
+        outbox = Outbox(HOME, store, FeedLog(), None, settings, signer=HomeSigner(CLUSTER, SIGNER.seed))  # type: ignore[arg-type]
+        store.on_commit = outbox.committed
+        outbox.start()
+        try:
+            started = time.monotonic()
+            for _ in range(5):  # five batches within one interval
+                append(store, LEDGER, 3)
+            wait_until(lambda: outbox.checkpoints.get(LEDGER) is not None, "a first checkpoint")
+            wait_until(lambda: outbox.checkpoints[LEDGER].size == store.size(LEDGER), "the head signed once due")
+            assert time.monotonic() - started >= 0.4  # the head waited for the interval
+        finally:
+            outbox.stop()
+        kept = store.checkpoints.all(LEDGER, SIGNED)
+        assert len(kept) <= 3, [c.size for c in kept]  # at most one now and one per interval passed
+        assert kept[-1].size == 15 and kept[-1].root == store.root(LEDGER, 15)
+
+
+def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 300)  # a store from before checkpoints: none kept
+        outbox = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed))
+        assert outbox.covering(LEDGER, 0, 100) is None  # no multiple of 256 among these: nothing signed
+        note = outbox.covering(LEDGER, 200, 300)
+        assert note is not None and unpacked(LEDGER, note).size == 256
+        assert unpacked(LEDGER, note).root == store.root(LEDGER, 256)
+        assert outbox.covering(LEDGER, 250, 260) == note  # kept, served again
+        assert outbox.covering(LEDGER, 255, 400) == note
+        assert [c.size for c in store.checkpoints.all(LEDGER, SIGNED)] == [256]  # one signature, whatever was asked
+        contradiction = StoreContradictsCheckpointError("a rewritten tail", ledger=LEDGER)
+        refused = Outbox(
+            HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed), refused={LEDGER: contradiction}
+        )
+        assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None
