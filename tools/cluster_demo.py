@@ -52,6 +52,7 @@ from ..node.rules.engine import RulesEngine, Violation
 from ..node.rules.resources import ResourcesState, ResourcesTally
 from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, ElectionState, ElectionTally
 from ..node.sealed import seal
+from ..verifier.tally import TallyReport
 from . import client_payloads as build
 from .client_session import Session, load_client_keys, new_request_id, node_address, now_ms, reply_field
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
@@ -59,7 +60,7 @@ from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
 from .seal_keys import read_seal_key, write_seal_key
-from .tally_command import TallyReport, tally_report
+from .tally_command import tally_report
 from .verification import Verification, verify_path
 
 ELECTION = "election-2026"

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import xmlrpc.client
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -289,6 +290,9 @@ class Starter:
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
             node = Client(node_address(self.config, program.name), keys, timeout=ANSWER_TIMEOUT)
             return (lambda: _greets(node, program.name)), node.close
+        if program.url is not None:
+            url = program.url
+            return (lambda: _healthy(url)), lambda: None
         return (lambda: True), lambda: None
 
     def _until(self, condition: Callable[[], bool], what: str) -> None:
@@ -312,9 +316,20 @@ def _greets(client: Client, name: str) -> bool:
         return False
 
 
+def _healthy(url: str) -> bool:
+    try:
+        # url is the configuration's http://host:port/ (NodeConfig.gateway_url), never outside text
+        with urllib.request.urlopen(url + "healthz", timeout=ANSWER_TIMEOUT) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def _what(name: str, config: ClusterConfig) -> str:
     if name == REDIS_PROGRAM:
         return f"answers PING at {config.redis_url}"
+    if name not in config.nodes:
+        return "answers GET /healthz"
     return f"answers hello at {config.node(name).endpoint}"
 
 
