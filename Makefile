@@ -50,6 +50,8 @@ run: $(STAMP)
 	@echo
 	$(BIN)/vledger demo --cluster $(CONFIG)
 	@echo
+	@echo "Public read-only gateways (the web pages: check my vote, live tally, charity, dashboard):"
+	@$(BIN)/vledger gateway --config $(CONFIG) --list
 	@echo "The cluster stays up: make status, make stop; logs in $(RUN_DIR)/logs. Try, as its admin:"
 	@echo "  . $(BIN)/activate && export VLEDGER_CONFIG=$(CONFIG) VLEDGER_KEY=$(RUN_DIR)/keys/admin.key_secret"
 	@echo "  vledger hello; vledger ledger list; vledger head election-2026; vledger get zakat 1 --node ingest-2"

@@ -44,6 +44,8 @@ class Sizes:
     catch_up_records: int  # puts while a replica is down, per outage
     feed_messages: int  # messages per run through a bare PUB/SUB pair
     xadd_records: int  # records per run added to a Redis stream
+    gateway_records: int  # demo records in the store the gateway serves
+    gateway_requests: int  # requests per run against one route
 
 
 FULL = Sizes(
@@ -63,6 +65,8 @@ FULL = Sizes(
     catch_up_records=20_000,
     feed_messages=100_000,
     xadd_records=50_000,
+    gateway_records=5_000,
+    gateway_requests=5_000,
 )
 
 QUICK = Sizes(
@@ -82,6 +86,8 @@ QUICK = Sizes(
     catch_up_records=2_500,
     feed_messages=5_000,
     xadd_records=2_000,
+    gateway_records=600,
+    gateway_requests=500,
 )
 
 

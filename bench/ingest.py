@@ -418,6 +418,10 @@ class _Measured:
     clients_echo: list[float]
     hello_ms: list[float]
     echo_ms: list[float]
+    proofs: list[float]  # proof.inclusion replies/s, one per run
+    proofs_echo: list[float]
+    proof_tree: int  # the tree size the proofs were asked in
+    proof_message: bytes
 
 
 def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: bytes) -> _Measured:
@@ -474,7 +478,42 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         expected = 1 + reps * (sizes.ingest_records + CLIENTS * sizes.ingest_client_records)
         if stored != expected:
             raise RuntimeError(f"the node holds {stored} records of {LEDGER!r}, not {expected}")
-    return _Measured(solo_runs, solo_echo_runs, client_runs, client_echo_runs, hello_ms, echo_ms)
+
+        progress(f"ingest: 4e {sizes.ingest_records:,} proof.inclusion in a tree of {stored:,}, {WINDOW} in flight")
+        proof_message = encode_request(1, "proof.inclusion", {"ledger": LEDGER, "index": stored // 2, "size": stored})
+        proof_runs, proof_echo_runs = [], []
+        for run_ in range(reps):
+            requests = _proof_requests(stored, sizes.ingest_records, seed=run_)
+            proof_runs.append(timed(partial(_proofs, solo, requests, stored)))
+            proof_echo_runs.append(timed(partial(_echoes, solo_echo, proof_message, len(requests), WINDOW)))
+    return _Measured(
+        solo_runs,
+        solo_echo_runs,
+        client_runs,
+        client_echo_runs,
+        hello_ms,
+        echo_ms,
+        proof_runs,
+        proof_echo_runs,
+        stored,
+        proof_message,
+    )
+
+
+def _proof_requests(size: int, count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` proof.inclusion requests for indexes spread over a tree of ``size`` (a fixed stride)."""
+    stride = 7919 + seed  # a prime: the indexes visit the whole tree, not one subtree's cached paths
+    return [("proof.inclusion", {"ledger": LEDGER, "index": (i * stride) % size, "size": size}) for i in range(count)]
+
+
+def _proofs(client: Client, requests: list[tuple[str, dict[str, Any]]], size: int) -> int:
+    """Send the requests with WINDOW in flight; each reply must be a proof of the asked tree's size."""
+    depth = max(1, (size - 1).bit_length())
+    for reply in client.call_many(requests, window=WINDOW):
+        proof = reply.get("proof") if isinstance(reply, dict) else None
+        if reply.get("size") != size or not isinstance(proof, list) or not 0 < len(proof) <= depth:
+            raise RuntimeError(f"proof.inclusion: not a proof in a tree of {size}: {reply!r}")
+    return len(requests)
 
 
 def run(sizes: Sizes) -> list[Figure]:
@@ -557,5 +596,27 @@ def run(sizes: Sizes) -> list[Figure]:
             command=COMMAND,
             higher_is_better=False,
             details=hello_details,
+        ),
+        Figure(
+            key="4e",
+            name=f"proof.inclusion served over CURVE, 1 client, {WINDOW} in flight",
+            value=max(m.proofs),
+            unit="proofs/s",
+            ceiling=Ceiling(
+                f"CURVE echo, 1 client, {WINDOW} in flight",
+                max(m.proofs_echo),
+                "round trips/s",
+                f"bare DEALER to the same CurveServer ROUTER echo process, {len(m.proof_message)}-byte messages "
+                f"(a proof.inclusion request; the node's reply also carries ~{(m.proof_tree - 1).bit_length()} "
+                f"hashes of 32 bytes), {WINDOW} in flight, after each proof run",
+            ),
+            command=COMMAND,
+            details={
+                "proofs per run": sizes.ingest_records,
+                "tree size": m.proof_tree,
+                "indexes": "spread over the whole tree by a prime stride; each reply's size and depth checked",
+                "runs (proofs/s)": [round(r) for r in m.proofs],
+                "echo runs (round trips/s)": [round(r) for r in m.proofs_echo],
+            },
         ),
     ]

@@ -10,7 +10,7 @@ Layout, for namespace ``ns`` (``vledger`` by default):
 * ``ns:accounts:applied`` / ``ns:accounts:seen``: per node, the version it applied and
   when it last said so (milliseconds, Redis clock);
 * ``ns:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
-  15.4): the accounts above are a cache of it, and nodes read their grants from it.
+  16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
 Every change is one Lua script: it checks, writes, bumps the version and PUBLISHes the new
 version on channel ``ns:accounts``, all atomically. An :class:`AccountCache` on each node
@@ -381,7 +381,7 @@ class AccountRegistry:
             key=key,
         )
 
-    # --- the admin ledger's cache (docs/PROTOCOL.md 15.4) ------------------------------------
+    # --- the admin ledger's cache (docs/PROTOCOL.md 16.4) ------------------------------------
 
     def push_admin_record(self, height: int, data: bytes) -> int:
         """Cache the admin ledger's record at ``height`` (again: no change); the new version,
@@ -561,7 +561,7 @@ class AccountCache:
         return self._grants
 
     def accepted_floor(self) -> int:
-        """The least accepted time a record placed now may have (PROTOCOL 15.2)."""
+        """The least accepted time a record placed now may have (PROTOCOL 16.2)."""
         grants = self._grants
         return 0 if grants is None else grants.last_accepted + 1
 

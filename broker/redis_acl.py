@@ -124,6 +124,8 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
     witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
+    # A node's gateway (verifier/gateway.py) signs in as the node and shows the tallies.
+    tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
     follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", *witness, *held)
     return {
         "ingest": (
@@ -134,9 +136,10 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"~{ns}:checkpoints",
             f"%R~{ns}:cosig:*",
             f"~{ns}:totp:*",
+            *tallies_read,
             *held,
         ),
-        "replica": follower,
+        "replica": (*follower, *tallies_read),
         "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
         "verifier": (
             *node,

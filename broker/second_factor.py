@@ -1,4 +1,4 @@
-"""Admins' second factors in Redis, shared by every ingest node (docs/PROTOCOL.md 15.5).
+"""Admins' second factors in Redis, shared by every ingest node (docs/PROTOCOL.md 16.5).
 
 Layout, for namespace ``ns`` (``vledger`` by default):
 

@@ -22,6 +22,7 @@ ROLES = ("ingest", "replica", "observer", "verifier")
 SECOND_FACTOR_KEY_FILE = "second-factor.seal"  # in the keys directory, made by vledger keygen --cluster
 FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
 FOLLOWER_ROLES = ("replica", "observer")  # roles whose nodes subscribe to feeds and keep a store
+STORE_ROLES = ("ingest", "replica", "observer")  # roles whose nodes keep a store a gateway can serve
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -88,6 +89,8 @@ class NodeConfig:
     pub_port: int | None = None  # where the node publishes its feed (ingest: required)
     follow: tuple[str, ...] = ()  # the nodes whose feeds a replica subscribes to
     bind: str | None = None  # the address its sockets bind (e.g. 0.0.0.0), when not ``host``
+    http_port: int | None = None  # /metrics, /healthz, /readyz of the node's process (local, plain HTTP)
+    gateway_port: int | None = None  # the public read-only HTTP gateway beside the node (its store)
 
     @property
     def endpoint(self) -> str:
@@ -107,6 +110,16 @@ class NodeConfig:
     @property
     def bind_feed_endpoint(self) -> str | None:
         return None if self.pub_port is None else f"tcp://{self.bind or self.host}:{self.pub_port}"
+
+    @property
+    def bind_host(self) -> str:
+        """The address the node's sockets, HTTP ones included, bind."""
+        return self.bind or self.host
+
+    @property
+    def gateway_url(self) -> str | None:
+        """Where the public reaches the gateway beside this node, if it has one."""
+        return None if self.gateway_port is None else f"http://{self.host}:{self.gateway_port}/"
 
 
 REDIS_URL_ENV = "REDIS_URL"
@@ -146,7 +159,7 @@ class ClusterConfig:
     default_home: str
     nodes: dict[str, NodeConfig]
     homes: dict[str, str]  # ledger -> its home ingest node
-    # [cluster] production: every admin command needs a second factor (docs/PROTOCOL.md 15.5)
+    # [cluster] production: every admin command needs a second factor (docs/PROTOCOL.md 16.5)
     production: bool = False
     settings: Settings = dataclasses.field(default_factory=Settings)
     ingest: IngestSettings = dataclasses.field(default_factory=IngestSettings)
@@ -228,7 +241,7 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("role", "host", "port", "pub_port", "follow", "bind"), at)
+        _check_keys(spec, ("role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port"), at)
         role = _text(spec, "role", at)
         if role not in ROLES:
             raise SettingsError(f"{at}.role: {role!r} is not one of {', '.join(ROLES)}")
@@ -239,7 +252,12 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
             raise SettingsError(f"{at}.pub_port: an ingest node publishes its records: give it a port")
         if pub_port is not None and role not in FEED_ROLES:
             raise SettingsError(f"{at}.pub_port: only ingest and replica nodes publish a feed, not the {role} role")
-        for key, value in (("port", port), ("pub_port", pub_port)):
+        http_port = _port(spec, "http_port", at) if "http_port" in spec else None
+        gateway_port = _port(spec, "gateway_port", at) if "gateway_port" in spec else None
+        if gateway_port is not None and role not in STORE_ROLES:
+            raise SettingsError(f"{at}.gateway_port: a gateway serves a node's store; the {role} role keeps none")
+        ports = (("port", port), ("pub_port", pub_port), ("http_port", http_port), ("gateway_port", gateway_port))
+        for key, value in ports:
             if value is None:
                 continue
             if (host, value) in endpoints:
@@ -251,7 +269,7 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if follow and role not in FOLLOWER_ROLES:
             raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
         bind = _text(spec, "bind", at) if "bind" in spec else None
-        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow), bind)
+        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port)
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
     ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))

@@ -8,6 +8,8 @@ One program per process, in start order:
 * one program per node of ``[nodes]``, named as the node: ``vledger --log-level info <role>
   --config <config> --node <name>``: ingest nodes, then replicas (the verifier and
   observers join the same way, by their role).
+* ``gateway-<node>`` for each node with a ``gateway_port``: ``vledger gateway --node <node>``,
+  the public read-only HTTP gateway over that node's store, started last.
 
 Paths inside the run directory are written as ``%(here)s/...`` (supervisor expands it to the
 directory of the file itself), every other path absolute. Nothing secret goes in: each node
@@ -80,6 +82,7 @@ class Program:
     command: tuple[str, ...]
     priority: int  # supervisord starts lower numbers first
     python: bool  # a vledger process (unbuffered output)
+    url: str | None = None  # an HTTP program's address (the gateway's): it answers GET <url>healthz
 
 
 def socket_path(run_dir: Path) -> Path:
@@ -130,7 +133,23 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
         # Home nodes first (a replica's start-up catch-up asks them), the verifier last (it reads them all).
         priority = {"ingest": 200, "verifier": 400}.get(node.role, 300)
         programs.append(Program(node.name, node.role, command, priority, python=True))
+        if node.gateway_port is not None:
+            gateway = (
+                *layout.vledger,
+                "--log-level", "info",
+                "gateway",
+                "--config", str(cluster.path),
+                "--node", node.name,
+                "--logs", str(layout.log_dir),
+            )  # fmt: skip
+            program = Program(gateway_program(node.name), "gateway", gateway, 500, python=True, url=node.gateway_url)
+            programs.append(program)
     return programs
+
+
+def gateway_program(node: str) -> str:
+    """The supervised program that serves ``node``'s store over HTTP."""
+    return f"gateway-{node}"
 
 
 def supervisord_conf(cluster: ClusterConfig, layout: SupervisorLayout) -> str:

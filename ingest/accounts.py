@@ -69,7 +69,7 @@ class CachedAccounts:
 
 class RegistryAdmin:
     """Runs an admin command: checks it against the current accounts, records it on the admin
-    ledger (when this node homes it, docs/PROTOCOL.md 15.3), applies it to the registry, and
+    ledger (when this node homes it, docs/PROTOCOL.md 16.3), applies it to the registry, and
     answers once every live ingest node applied it, so that a revoked key is refused on every
     node from its next request."""
 

@@ -1,6 +1,6 @@
 """The admin ledger on its home node: every admin command becomes a record, Redis follows it.
 
-:class:`AdminLedger` writes the admin ledger (docs/PROTOCOL.md section 15) through the
+:class:`AdminLedger` writes the admin ledger (docs/PROTOCOL.md section 16) through the
 node's own store, so its records are checked and ordered by the committer like any other
 (node/rules/admin.py), then copies each to the Redis cache (``vledger:admin:records``).
 It creates the ledger on the first admin command, importing every account Redis already

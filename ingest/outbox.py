@@ -86,6 +86,10 @@ class Outbox:
 
     # --- any thread -------------------------------------------------------------------
 
+    def backlog(self) -> int:
+        """Commits queued and not yet streamed and published (read by the metrics, any thread)."""
+        return len(self._queue)
+
     def committed(self, records: list[Record], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
         """Queue a group's durable records (the store's ``on_commit``), and for a relay the
         checkpoints that cover them, to go out after them: quick, never raises."""

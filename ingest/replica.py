@@ -50,6 +50,15 @@ from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
 from .members import MemberGates
+from .metrics import (
+    MeteredService,
+    NodeMetrics,
+    current_check,
+    gauge_collector,
+    health_server,
+    redis_check,
+    store_collector,
+)
 from .outbox import Outbox
 from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys, witness_keys
 from .service import AccountAdmin, IngestService
@@ -287,7 +296,18 @@ def run_follower(
             batch=config.replication.catch_up_batch,
             stopping=stopping.is_set,
         )
-        with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
+        metrics = NodeMetrics(node)
+        metrics.collect_with(store_collector(store, config, name, replication))
+        metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
+        ready = {
+            "store": lambda: None,  # open: the process got this far, and closes it only on its way out
+            "redis": redis_check(replication),
+            "current": current_check(store, config, name, replication, config.replication.catch_up_batch),
+        }
+        with (
+            health_server(node, metrics, ready),
+            CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server,
+        ):
             server.self_test()
             admin: AccountAdmin = _NoAdmin()
             service = IngestService(
@@ -304,7 +324,7 @@ def run_follower(
                     config.name, store, replication, witness_keys(config), ledger_keys.key_of
                 ),
             )
-            with RequestLoop(server.socket, service) as loop:
+            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
                 reads.start()
                 with stopped_by_signals(stopping, loop):

@@ -1,4 +1,4 @@
-"""The ingest node's check of an admin's second factor, and enrollment (docs/PROTOCOL.md 15.5).
+"""The ingest node's check of an admin's second factor, and enrollment (docs/PROTOCOL.md 16.5).
 
 :class:`SecondFactors` answers one question per admin command: may this account go on, given
 the ``otp`` argument it sent? In production mode (``[cluster] production = true``) every

@@ -36,6 +36,7 @@ from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
 from .members import MemberGates
+from .metrics import MeteredService, NodeMetrics, gauge_collector, health_server, redis_check, store_collector
 from .outbox import Outbox
 from .second_factor import cluster_second_factors
 from .service import IngestService
@@ -150,7 +151,14 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         store.on_commit = outbox.committed
         outbox.start()
         watch.start()
-        with CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server:
+        metrics = NodeMetrics(node)
+        metrics.collect_with(store_collector(store, config, name, None))
+        metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
+        ready = {"store": lambda: None, "redis": redis_check(replication)}
+        with (
+            health_server(node, metrics, ready),
+            CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server,
+        ):
             server.self_test()
             admin = RegistryAdmin(
                 registry,
@@ -180,7 +188,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 second_factor=factors,
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
-            with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
+            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop, _stopped_by_signals(loop):
                 log.info("ingest node %s serving on %s", name, server.endpoint)
                 loop.serve()
             # Answers still queued in ZeroMQ go out before the process ends: close with a

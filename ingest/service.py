@@ -327,7 +327,7 @@ class IngestService:
             raise ForbiddenError(f"node {self.node.name} is a {self.node.role}: it serves reads only")
         result = found.handler(self, caller, request.args)
         if found.roles == ADMINS:
-            # Every admin command passes the second factor (PROTOCOL 15.5): its handler must
+            # Every admin command passes the second factor (PROTOCOL 16.5): its handler must
             # hand its work over rather than do it.
             if not isinstance(result, AfterSecondFactor):
                 raise TypeError(f"the handler of admin command {found.name!r} did not wait for the second factor")
@@ -716,7 +716,7 @@ def _proof_consistency(service: IngestService, caller: Caller, args: Args) -> ob
 
 def _admin_command(name: str, args_doc: str, summary: str) -> None:
     def run(service: IngestService, caller: Caller, args: Args) -> object:
-        # One node orders the admin ledger, so one node runs every change (PROTOCOL 15.3).
+        # One node orders the admin ledger, so one node runs every change (PROTOCOL 16.3).
         if service.config.home_of(ADMIN_LEDGER).name != service.node.name:
             raise service._not_home(ADMIN_LEDGER, "written")
         return AfterSecondFactor(lambda: service.admin.apply(name, args, caller))

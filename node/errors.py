@@ -398,6 +398,13 @@ class SupervisorError(VledgerError):
     code = "supervisor"
 
 
+class RepairRefusedError(VledgerError):
+    """``vledger repair`` will not rebuild a store: no quorum-cosigned checkpoint, no source
+    consistent with it, a fetched record that does not verify, or the node still runs."""
+
+    code = "repair_refused"
+
+
 class AccountError(VledgerError):
     """An account operation failed. Precise on purpose: the server decides what a client may learn."""
 
@@ -561,7 +568,7 @@ class SelfTransferError(RuleError):
 
 class NotGrantedError(RuleError):
     """The record's author holds no grant for its kind on its ledger, which the admin ledger
-    closed by granting it to others (docs/PROTOCOL.md section 15)."""
+    closed by granting it to others (docs/PROTOCOL.md section 16)."""
 
     code = "not_granted"
 

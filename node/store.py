@@ -197,7 +197,7 @@ class ChainStore:
         then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
         that keeps it next opens this directory.
 
-        Accepted times and the admin ledger (docs/PROTOCOL.md 15.2): an admin record placed
+        Accepted times and the admin ledger (docs/PROTOCOL.md 16.2): an admin record placed
         here is accepted no earlier than any record this store placed before it, and every
         record placed after it at least a millisecond later, so a record's ``accepted`` time
         says which admin records came before it. ``accepted_floor`` gives the same floor on

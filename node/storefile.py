@@ -124,13 +124,44 @@ class StoreReader:
         self._conn.close()
 
     def ledgers(self) -> list[str]:
-        rows = self._conn.execute("SELECT DISTINCT ledger FROM records ORDER BY ledger").fetchall()
-        return [r[0] for r in rows]
+        """The ledgers with records, in name order: one index seek per ledger, not a scan of every record."""
+        names: list[str] = []
+        while True:
+            row = self._conn.execute(
+                "SELECT MIN(ledger) FROM records WHERE ledger > ?", (names[-1] if names else "",)
+            ).fetchone()
+            if row[0] is None:
+                return names
+            names.append(row[0])
 
     def count(self, ledger: str | None = None) -> int:
         if ledger is None:
             return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
         return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0])
+
+    def size(self, ledger: str) -> int:
+        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger)."""
+        row = self._conn.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def get(self, ledger: str, height: int) -> bytes | None:
+        """The stored bytes of the record at ``height``, or None."""
+        if not 0 <= height <= MAX_HEIGHT:
+            return None
+        row = self._conn.execute(
+            "SELECT data FROM records WHERE ledger = ? AND height = ?", (ledger, height)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
+        """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
+
+        The column is an unchecked copy: the caller checks the record's link before it trusts it.
+        """
+        row = self._conn.execute(
+            "SELECT ledger, height, data FROM records WHERE hash = ? LIMIT 1", (record_hash,)
+        ).fetchone()
+        return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
@@ -285,13 +316,24 @@ class StoredTree:
             raise TreeSizeError(
                 f"ledger {self.ledger!r}: a tree of {self.size} leaves has no tile {level}/{index} of width {want}"
             )
-        if level == 0:  # one read of up to 256 records, not one per leaf
-            start = index * tree.TILE_WIDTH
-            return b"".join(
+        first = index * tree.TILE_WIDTH
+        if level == 0:  # leaves are not kept: one read of up to 256 records, not one per leaf
+            leaves = [
                 tree.leaf_hash(data)
-                for _, data in iter_pages(self._conn, self.ledger, start, start + want, self._page_size)
-            )
-        return tree.tile_hashes(level, index, want, self.hash_at)
+                for _, data in iter_pages(self._conn, self.ledger, first, first + want, self._page_size)
+            ]
+            if len(leaves) != want:
+                raise TreeMismatchError(f"ledger {self.ledger!r}: the store lacks records of tile 0/{index}")
+            return b"".join(leaves)
+        # Tile levels from 1 on are tree levels of 8 and more, all kept (STORED_LEVEL): one range
+        # read, not one per hash, since a tile's hashes are consecutive rows of one tree level.
+        rows = self._conn.execute(
+            "SELECT idx, hash FROM tree WHERE ledger = ? AND level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (self.ledger, tree.TILE_HEIGHT * level, first, first + want),
+        ).fetchall()
+        if [row[0] for row in rows] != list(range(first, first + want)):
+            raise TreeMismatchError(f"ledger {self.ledger!r}: the store's tree lacks nodes of tile {level}/{index}")
+        return b"".join(bytes(row[1]) for row in rows)
 
 
 def _level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int) -> Iterator[tuple[int, bytes]]:

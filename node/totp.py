@@ -2,7 +2,7 @@
 
 Pure: every function takes the time and the secrets it needs; nothing here reads a clock, a
 file or Redis (vledger.broker.second_factor keeps the sealed secrets and the used steps).
-docs/PROTOCOL.md 15.5 states the rules; in short:
+docs/PROTOCOL.md 16.5 states the rules; in short:
 
 * a secret is 20 random bytes (160 bits, RFC 4226's recommended length), shown to its owner
   once as base32 inside an ``otpauth://totp/`` URI (SHA-1, 6 digits, 30 s, the defaults every

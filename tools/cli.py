@@ -40,6 +40,7 @@ from .exporting import export_store
 from .importing import import_file
 from .logs import LEVELS, configure_logging
 from .node_commands import add_node_commands
+from .repair import add_repair_command
 from .repl_commands import add_repl_commands
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import escaped_stdout
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_supervise_command(commands)
     add_tally_command(commands)
     add_repl_commands(commands)
+    add_repair_command(commands)
     add_alert_commands(commands)
     add_status_command(commands)
     return parser

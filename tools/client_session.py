@@ -14,7 +14,7 @@ Where things come from (the options every client verb takes):
 * ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent
   with the verb's requests; without one, a node that asks for it (``second_factor_required``,
   or ``bad_second_factor`` for a used code) gets one typed on the terminal, once per request
-  (docs/PROTOCOL.md 15.5).
+  (docs/PROTOCOL.md 16.5).
 
 A :class:`Session` checks what it reads before it shows it: a record fetched by height or
 hash must be that record, decode, and pass its own checks (checksum, proof of work, link)

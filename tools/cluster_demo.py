@@ -43,9 +43,11 @@ from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribu
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
+from ..ingest.server import witness_keys
 from ..node import identifiers
-from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError
+from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError, VledgerError
 from ..node.ledger import LedgerRules
+from ..node.receipt import keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import Content, Entry, checksum_of
 from ..node.rules import Domain, Ref
 from ..node.rules.charity import CharityState, CharityTally
@@ -53,13 +55,14 @@ from ..node.rules.engine import RulesEngine, Violation
 from ..node.rules.resources import ResourcesState, ResourcesTally
 from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, ElectionState, ElectionTally
 from ..node.sealed import seal
+from ..verifier.tally import TallyReport
 from . import client_payloads as build
 from .client_session import Session, load_client_keys, new_request_id, node_address, now_ms, reply_field
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
-from .tally_command import TallyReport, tally_report
+from .tally_command import tally_report
 from .verification import Verification, verify_path
 
 ELECTION = "election-2026"
@@ -278,6 +281,19 @@ class VerifierView:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptView:
+    """One voter's receipt as ``vledger receipt get`` fetches it, and its offline check's outcome."""
+
+    ledger: str
+    index: int
+    kind: str
+    data: bytes  # the receipt file's bytes (docs/PROTOCOL.md 14.2)
+    size: int  # the checkpoint it stands in
+    witnesses: tuple[str, ...]
+    verified: str | None  # None: verified offline with only the genesis; else why not
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterDemoRun:
     cluster: str
     account: str
@@ -293,6 +309,7 @@ class ClusterDemoRun:
     replication_seconds: float = 0.0
     tallies: list[TallyReport] = field(default_factory=list)  # the observers' signed tallies, one per ledger
     verifiers: list[VerifierView] = field(default_factory=list)
+    receipt: ReceiptView | None = None
 
     def chain(self, ledger: str) -> ChainReadBack:
         return next(c for c in self.chains if c.ledger == ledger)
@@ -322,6 +339,7 @@ class ClusterDemoRun:
             and all(r.complete for r in self.replication)
             and all(report.exit_code == 0 for report in self.tallies)
             and all(view.ok for view in self.verifiers)
+            and (self.receipt is None or self.receipt.verified is None)
         )
 
 
@@ -422,7 +440,29 @@ class ClusterDemo:
             replication_seconds=time.monotonic() - started,
             tallies=self._tallies({chain.ledger: chain.head.height for chain in chains}),
             verifiers=self._verifiers({chain.ledger: chain.head.height for chain in chains}, written_ms),
+            receipt=self._receipt(chains[0]),
         )
+
+    def _receipt(self, chain: ChainReadBack) -> ReceiptView:
+        """The receipt of the election's last record (a voter's), fetched as ``vledger receipt get`` does
+        (under a checkpoint a majority of the witnesses cosigned, when there are witnesses), then checked
+        as ``vledger receipt verify --genesis`` does: the file, the genesis record and the witness keys."""
+        session = self.session(chain.ledger)
+        index = chain.head.height
+        witnesses = witness_keys(self.config)
+        quorum = len(witnesses) // 2 + 1 if witnesses else 0  # a majority of the witnesses, as repair asks
+        deadline = time.monotonic() + TIMEOUT
+        receipt = session.receipt(chain.ledger, index, session.checkpoint_keys(chain.ledger, quorum), deadline)
+        data = receipt.encode()
+        genesis = session.record(chain.ledger, 0).encode()
+        kind = session.record(chain.ledger, index).content.kind
+        try:
+            keys = keys_from_genesis(genesis, chain.ledger, witnesses.values(), quorum)
+            verified = verify_receipt(parse_receipt(data), keys)
+        except VledgerError as e:
+            return ReceiptView(chain.ledger, index, kind, data, 0, (), f"{e.code}: {e.message}")
+        checkpoint = verified.checkpoint
+        return ReceiptView(chain.ledger, index, kind, data, checkpoint.checkpoint.size, checkpoint.witnesses, None)
 
     def _create_missing(self, account: str) -> list[str]:
         held: set[str] = set()

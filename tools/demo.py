@@ -59,10 +59,15 @@ class DemoRun:
     verify_seconds: float
 
 
-def run_demo(directory: Path, count: int, difficulty: int, limits: Limits) -> DemoRun:
-    """Create the demo ledgers that are missing, append ``count`` records with real work, verify."""
+def run_demo(
+    directory: Path, count: int, difficulty: int, limits: Limits, pin: Callable[[str], str] | None = None
+) -> DemoRun:
+    """Create the demo ledgers that are missing, append ``count`` records with real work, verify.
+
+    ``pin(ledger)``, when given, is the checkpoint vkey each new genesis pins (rules.checkpoint_key).
+    """
     with ChainStore(directory, origin=DEMO_NODE, limits=limits) as store:
-        created, jobs = _demo_jobs(store, count, difficulty, limits)
+        created, jobs = _demo_jobs(store, count, difficulty, limits, pin)
         started = time.monotonic()
         appended = _append(store, jobs)
         seconds = time.monotonic() - started
@@ -73,7 +78,9 @@ def run_demo(directory: Path, count: int, difficulty: int, limits: Limits) -> De
     return DemoRun(directory, created, appended, hashes, seconds, worker_count(), verification, verify_seconds)
 
 
-def _demo_jobs(store: ChainStore, count: int, difficulty: int, limits: Limits) -> tuple[list[str], list[_Job]]:
+def _demo_jobs(
+    store: ChainStore, count: int, difficulty: int, limits: Limits, pin: Callable[[str], str] | None = None
+) -> tuple[list[str], list[_Job]]:
     """The names of the ledgers to create, and the jobs: their geneses first, then ``count`` records.
 
     A ledger the store already holds keeps the difficulty its genesis set.
@@ -82,9 +89,11 @@ def _demo_jobs(store: ChainStore, count: int, difficulty: int, limits: Limits) -
     existing = set(store.ledgers())
     missing = [ledger for ledger in DEMO_LEDGERS if ledger.name not in existing]
     geneses = [
-        LedgerRules(ledger.kinds, difficulty, identifiers.with_rule(ledger.rules)).genesis_content(
-            ledger.name, "demo-admin", "genesis", ts
-        )
+        LedgerRules(
+            ledger.kinds,
+            difficulty,
+            identifiers.with_rule(ledger.rules) | ({} if pin is None else {"checkpoint_key": pin(ledger.name)}),
+        ).genesis_content(ledger.name, "demo-admin", "genesis", ts)
         for ledger in missing
     ]
     contents = geneses + demo_contents({n: store.size(n) for n in existing}, count, ts)

@@ -22,6 +22,7 @@ from ..ingest.replica import run_replica
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
+from ..verifier.gateway import run_gateway
 from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, node_name
@@ -86,6 +87,19 @@ def cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    if args.list:
+        for node in sorted(config.nodes.values(), key=lambda n: n.name):
+            if node.gateway_url is not None:
+                print(f"{node.gateway_url}  (the store of {node.name}: web pages, /api/, /ledgers/<ledger>/tile/)")
+        return 0
+    if args.node is None:
+        raise UsageError("name the node whose store to serve (--node NAME), or give --list")
+    run_gateway(config, args.node, logs_dir=args.logs, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     """One key pair by name, or with --cluster every node's pair that the configuration names."""
     passphrase = _passphrase(args, confirm=True)
@@ -121,7 +135,7 @@ def ensure_cluster_keys(
     (broker/redis_acl.py) and the ACL file written again from them.
 
     The cluster's second-factor key (``second-factor.seal``, 0600: it seals admins' TOTP
-    secrets, docs/PROTOCOL.md 15.5) is made once too; its entry's ``public`` is empty.
+    secrets, docs/PROTOCOL.md 16.5) is made once too; its entry's ``public`` is empty.
 
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
@@ -196,6 +210,27 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
         node.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
         node.add_argument("--node", type=node_name, required=True, metavar="NAME", help=f"which {role} node to run")
         _add_passphrase_option(node, "the node's secret keys are protected by a passphrase")
+
+    gateway = add_command(
+        commands,
+        "gateway",
+        cmd_gateway,
+        "serve a node's store over public read-only HTTP",
+        "Serve the store of node NAME read-only over HTTP on its gateway_port: the C2SP tlog-tiles of "
+        "every ledger, JSON records, ranges, proofs, voters' records, the observers' signed tallies, "
+        "fund balances, an event stream and the web pages (check my vote, live tally, charity, "
+        "operators' dashboard), until SIGTERM or SIGINT. No account is needed; nothing is written.",
+    )
+    gateway.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    gateway.add_argument("--node", type=node_name, metavar="NAME", help="whose store to serve")
+    gateway.add_argument("--list", action="store_true", help="print the configured gateways' addresses and exit")
+    gateway.add_argument("--port", type=int, metavar="PORT", help="listen here instead of the node's gateway_port")
+    gateway.add_argument(
+        "--host", metavar="ADDRESS", help="bind this address (a container: 0.0.0.0) instead of the node's bind or host"
+    )
+    gateway.add_argument(
+        "--logs", type=Path, metavar="DIR", help="the processes' log files (<node>.log), for the dashboard"
+    )
 
     keygen = add_command(
         commands,

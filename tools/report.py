@@ -140,6 +140,18 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         swept = f"{verifier.swept} of {verifier.copies} copies swept from genesis since the last write"
         print(f"\nThe verifier {verifier.node}: {checked}; {swept}; {alerts}.")
 
+    if run.receipt is not None:
+        r = run.receipt
+        print(f"\nA voter's receipt ({r.ledger} height {r.index}, a {r.kind}), as vledger receipt get writes it:")
+        for line in r.data.decode("utf-8", "replace").splitlines():
+            print(f"  {line}")
+        verdict = (
+            f"valid: in the tree of size {r.size:,}, cosigned by {len(r.witnesses)} witnesses"
+            if r.verified is None
+            else f"REFUSED: {r.verified}"
+        )
+        print(f"  checked offline with only the genesis record (vledger receipt verify --genesis): {verdict}")
+
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:
         print(f"  {node}  {path}")

@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import xmlrpc.client
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -125,6 +126,14 @@ class Supervisor:
 
     def start_process(self, name: str) -> None:
         self._proxy.supervisor.startProcess(name, False)
+
+    def stop_process(self, name: str) -> None:
+        """Stop program ``name`` and return once supervisord saw it exit (a stopped one is left as it is)."""
+        try:
+            self._proxy.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as e:
+            if "NOT_RUNNING" not in e.faultString:
+                raise
 
     def update(self) -> list[str]:
         """Apply the file's changes as ``supervisorctl update`` does; what changed, one line each."""
@@ -285,6 +294,9 @@ class Starter:
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
             node = Client(node_address(self.config, program.name), keys, timeout=ANSWER_TIMEOUT)
             return (lambda: _greets(node, program.name)), node.close
+        if program.url is not None:
+            url = program.url
+            return (lambda: _healthy(url)), lambda: None
         return (lambda: True), lambda: None
 
     def _until(self, condition: Callable[[], bool], what: str) -> None:
@@ -308,9 +320,20 @@ def _greets(client: Client, name: str) -> bool:
         return False
 
 
+def _healthy(url: str) -> bool:
+    try:
+        # url is the configuration's http://host:port/ (NodeConfig.gateway_url), never outside text
+        with urllib.request.urlopen(url + "healthz", timeout=ANSWER_TIMEOUT) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
 def _what(name: str, config: ClusterConfig) -> str:
     if name == REDIS_PROGRAM:
         return f"answers PING at {config.redis_url}"
+    if name not in config.nodes:
+        return "answers GET /healthz"
     return f"answers hello at {config.node(name).endpoint}"
 
 

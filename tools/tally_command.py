@@ -19,124 +19,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from ..broker.redis_server import connect
 from ..broker.replication import Alert, ReplicationLedger
-from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
-from ..broker.tallies import Published, TallyBoard
+from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
-from ..node.errors import KeyMaterialError, NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
+from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
 from ..verifier.tally import (
     AGREE,
+    EXIT_OK,
     MISMATCH,
     Checked,
     Snapshot,
-    Verdict,
-    check_published,
-    common_height,
-    judge,
+    TallyReport,
+    observer_keys,
+    read_tallies,
 )
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
 from .client_payloads import MINOR_PER_UNIT, jsonable, money_text, time_text
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_COUNTING = 3
 REDIS_TIMEOUT = 2.0
 FINDER = "vledger-tally"  # the alert's node: who found the mismatch
-
-
-@dataclass(frozen=True, slots=True)
-class ObserverTally:
-    """One observer's latest snapshot of the ledger, checked; ``checked`` None: it published none."""
-
-    observer: str
-    checked: Checked | None
-
-
-@dataclass(frozen=True, slots=True)
-class TallyReport:
-    ledger: str
-    observers: tuple[ObserverTally, ...]
-    verdict: Verdict
-    compared: dict[str, Snapshot]  # the snapshots compared, all at the verdict's height
-    older: tuple[Checked, ...] = ()  # older entries read to compare at a common height
-    alert: str | None = None  # the stream id of the mismatch alert this run added
-
-    @property
-    def problems(self) -> list[Checked]:
-        """Every entry read that failed its checks."""
-        latest = [t.checked for t in self.observers if t.checked is not None]
-        return [c for c in [*latest, *self.older] if not c.ok]
-
-    @property
-    def exit_code(self) -> int:
-        if self.problems or self.verdict.status == MISMATCH:
-            return EXIT_FAILED
-        return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
-
-
-def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
-    """Each observer's public signing key from the key directory (None: missing or unreadable)."""
-    keys: dict[str, VerifyKey | None] = {}
-    for node in sorted(config.nodes_of("observer"), key=lambda n: n.name):
-        try:
-            keys[node.name] = load_verify_key(signing_key_paths(config.keys_dir, node.name)[1])
-        except KeyMaterialError:
-            keys[node.name] = None
-    return keys
-
-
-def read_tallies(board: TallyBoard, ledger: str, keys: dict[str, VerifyKey | None]) -> TallyReport:
-    """The observers' latest snapshots of ``ledger``, checked, and whether they agree (Redis errors pass)."""
-    latest = board.latest(ledger)
-    tallies = tuple(
-        ObserverTally(
-            name, None if (published := latest.get(name)) is None else check_published(published, key, ledger)
-        )
-        for name, key in keys.items()
-    )
-    valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
-    if len({snapshot.height for snapshot in valid.values()}) <= 1:
-        return TallyReport(ledger, tallies, judge(valid, keys), valid)
-    compared, older = _at_common_height(board, ledger, valid, keys)
-    return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
-
-
-def _at_common_height(
-    board: TallyBoard, ledger: str, latest: dict[str, Snapshot], keys: dict[str, VerifyKey | None]
-) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
-    """The snapshots at the newest height every observer in ``latest`` published, read back from the stream."""
-    seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
-    before: str | None = None
-    height = None
-    while height is None:
-        page = board.history(ledger, before)
-        if not page:
-            break
-        for published in page:
-            if published.observer in seen:
-                seen[published.observer].setdefault(published.height, published)
-        before = page[-1].entry_id
-        height = common_height({name: heights.keys() for name, heights in seen.items()})
-    if height is None:
-        return {}, ()
-    compared: dict[str, Snapshot] = {}
-    older: list[Checked] = []
-    for name, heights in seen.items():
-        found = heights[height]
-        if isinstance(found, Published):
-            checked = check_published(found, keys[name], ledger)
-            older.append(checked)
-            if checked.snapshot is None:
-                continue
-            found = checked.snapshot
-        compared[name] = found
-    return compared, tuple(older)
 
 
 def raise_mismatch(replication: ReplicationLedger, report: TallyReport) -> str:

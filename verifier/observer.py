@@ -64,7 +64,7 @@ class Observer:
     ) -> None:
         """``admin_current``: whether this observer's copy of the admin ledger is as long as
         its home holds it; until then only the admin ledger is counted, so a grant still in
-        flight is never taken for a missing one (docs/PROTOCOL.md 15.2)."""
+        flight is never taken for a missing one (docs/PROTOCOL.md 16.2)."""
         self.name = name
         self.store = store
         self.board = board

@@ -27,6 +27,14 @@ from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
 from ..ingest.loop import RequestLoop, stopped_by_signals
 from ..ingest.members import MemberGates
+from ..ingest.metrics import (
+    MeteredService,
+    NodeMetrics,
+    alerts_collector,
+    counter_collector,
+    health_server,
+    redis_check,
+)
 from ..ingest.server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
 from ..node.errors import BadRequestError, ForbiddenError, SettingsError, UnknownCommandError, VledgerError
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
@@ -112,10 +120,21 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     stopping = threading.Event()
     try:
         cache.start()
-        with CurveServer(keys, node.bind_endpoint, allow_list, settings=config.settings.broker) as server:
+        metrics = NodeMetrics(node)
+        metrics.collect_with(alerts_collector(replication))
+        for series, text, read in (
+            ("vledger_checked_records", "stream entries checked on every copy", lambda: checks.checked),
+            ("vledger_swept_records", "records re-verified by sweeps", lambda: checks.swept),
+            ("vledger_alerts_raised", "alerts this verifier raised", lambda: checks.alerts),
+        ):
+            metrics.collect_with(counter_collector(series, text, read))
+        with (
+            health_server(node, metrics, {"redis": redis_check(replication)}),
+            CurveServer(keys, node.bind_endpoint, allow_list, settings=config.settings.broker) as server,
+        ):
             server.self_test()
             service = StatusService(name, CachedAccounts(cache, members=members), checks.status)
-            with RequestLoop(server.socket, service) as loop:
+            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop:
                 answering = threading.Thread(target=loop.serve, name=f"status-{name}", daemon=True)
                 answering.start()
                 with stopped_by_signals(stopping, loop):

@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker.signing import VerifyKey
-from ..broker.tallies import Published
+from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
+from ..broker.tallies import Published, TallyBoard
+from ..config.cluster import ClusterConfig
 from ..node import canonical
-from ..node.errors import FieldError, SignatureError, VledgerError
+from ..node.errors import FieldError, KeyMaterialError, SignatureError, VledgerError
 from ..node.record import Record
 from ..node.rules import Domain, Ref
 from ..node.rules.charity import CharityState
@@ -42,6 +43,8 @@ BODY_VERSION = 1
 BODY_KEYS = ("at_ms", "counted", "head", "height", "ledger", "observer", "tally", "v")
 HASH_BYTES = 32
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
+# A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting.
+EXIT_OK, EXIT_FAILED, EXIT_COUNTING = 0, 1, 3
 
 
 def counted_hash(hashes: Iterable[bytes]) -> bytes:
@@ -186,7 +189,7 @@ class TallyKeeper:
     """
 
     def __init__(self) -> None:
-        # Grants are judged like domain rules (docs/PROTOCOL.md 15.2): a record written without
+        # Grants are judged like domain rules (docs/PROTOCOL.md 16.2): a record written without
         # one is flagged and not counted.
         self.engine = RulesEngine(audit_grants=True)
         self._counts: dict[str, _LedgerCount] = {}
@@ -298,3 +301,118 @@ def judge(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> Verdic
     if differing:
         return Verdict(MISMATCH, first.height, differing)
     return Verdict(STILL_COUNTING if len(present) < len(names) else AGREE, first.height)
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _hex(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hex(v) for v in value]
+    return value
+
+
+def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
+    """A snapshot as JSON values (bytes as lower-case hex); amounts stay as signed (minor units)."""
+    return {
+        "observer": snapshot.observer,
+        "ledger": snapshot.ledger,
+        "height": snapshot.height,
+        "head": snapshot.head.hex(),
+        "tally": _hex(snapshot.tally),
+        "counted": snapshot.counted.hex(),
+        "at_ms": snapshot.at_ms,
+    }
+
+
+# --- the observers' latest tallies of one ledger, read from Redis and checked ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverTally:
+    """One observer's latest snapshot of the ledger, checked; ``checked`` None: it published none."""
+
+    observer: str
+    checked: Checked | None
+
+
+@dataclass(frozen=True, slots=True)
+class TallyReport:
+    ledger: str
+    observers: tuple[ObserverTally, ...]
+    verdict: Verdict
+    compared: dict[str, Snapshot]  # the snapshots compared, all at the verdict's height
+    older: tuple[Checked, ...] = ()  # older entries read to compare at a common height
+    alert: str | None = None  # the stream id of the mismatch alert this run added
+
+    @property
+    def problems(self) -> list[Checked]:
+        """Every entry read that failed its checks."""
+        latest = [t.checked for t in self.observers if t.checked is not None]
+        return [c for c in [*latest, *self.older] if not c.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems or self.verdict.status == MISMATCH:
+            return EXIT_FAILED
+        return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
+
+
+def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
+    """Each observer's public signing key from the key directory (None: missing or unreadable)."""
+    keys: dict[str, VerifyKey | None] = {}
+    for node in sorted(config.nodes_of("observer"), key=lambda n: n.name):
+        try:
+            keys[node.name] = load_verify_key(signing_key_paths(config.keys_dir, node.name)[1])
+        except KeyMaterialError:
+            keys[node.name] = None
+    return keys
+
+
+def read_tallies(board: TallyBoard, ledger: str, keys: dict[str, VerifyKey | None]) -> TallyReport:
+    """The observers' latest snapshots of ``ledger``, checked, and whether they agree (Redis errors pass)."""
+    latest = board.latest(ledger)
+    tallies = tuple(
+        ObserverTally(
+            name, None if (published := latest.get(name)) is None else check_published(published, key, ledger)
+        )
+        for name, key in keys.items()
+    )
+    valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
+    if len({snapshot.height for snapshot in valid.values()}) <= 1:
+        return TallyReport(ledger, tallies, judge(valid, keys), valid)
+    compared, older = _at_common_height(board, ledger, valid, keys)
+    return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
+
+
+def _at_common_height(
+    board: TallyBoard, ledger: str, latest: dict[str, Snapshot], keys: dict[str, VerifyKey | None]
+) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
+    """The snapshots at the newest height every observer in ``latest`` published, read back from the stream."""
+    seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
+    before: str | None = None
+    height = None
+    while height is None:
+        page = board.history(ledger, before)
+        if not page:
+            break
+        for published in page:
+            if published.observer in seen:
+                seen[published.observer].setdefault(published.height, published)
+        before = page[-1].entry_id
+        height = common_height({name: heights.keys() for name, heights in seen.items()})
+    if height is None:
+        return {}, ()
+    compared: dict[str, Snapshot] = {}
+    older: list[Checked] = []
+    for name, heights in seen.items():
+        found = heights[height]
+        if isinstance(found, Published):
+            checked = check_published(found, keys[name], ledger)
+            older.append(checked)
+            if checked.snapshot is None:
+                continue
+            found = checked.snapshot
+        compared[name] = found
+    return compared, tuple(older)

@@ -5,7 +5,7 @@ One ledger per cluster, named ``admin`` (:data:`ADMIN_LEDGER`), genesis rules
 (grants in force from the genesis on). Every admin command appends one record here, the
 admin's account as its author and the CURVE key the command came through as ``via``, so
 every change of an account, a key or a grant is public, ordered and signed off by the
-chain. Records (docs/PROTOCOL.md section 15), payloads with exactly these fields:
+chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields:
 
 * ``account`` ``{"account", "op", "role", "enabled", "keys", "via"}``: ``op`` one of
   ``add``, ``remove``, ``enable``, ``disable``, ``import``; the other fields state the

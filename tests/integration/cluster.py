@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +335,8 @@ class NodeProcess:
     role: str = "ingest"
     follow: tuple[str, ...] = ()  # a replica's followed nodes; () = every ingest node
     relay: bool = False  # a replica that republishes (has a pub_port)
+    http_port: int = 0  # /metrics, /healthz, /readyz
+    gateway_port: int = 0  # the public gateway over its store, when the cluster runs one
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -380,6 +383,7 @@ class LocalCluster:
     follow: Mapping[str, Iterable[str]] = field(default_factory=dict)
     relays: Iterable[str] = ()
     production: bool = False
+    gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -410,6 +414,7 @@ class LocalCluster:
         self._admins: dict[str, Client] = {}
         self._inspectors: dict[str, Client] = {}
         self.enrollment: dict[str, Any] = {}  # production: the admin's {"uri", "recovery_codes"}
+        self.gateway_procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"LocalCluster({self.directory}, nodes {', '.join(self.node_names)}, redis db {self.database})"
@@ -447,6 +452,8 @@ class LocalCluster:
             for name, role in self.accounts.items():
                 self.add_account(name, role)
             self.keys[STRANGER] = new_keypair()
+            for name in self.gateways:
+                self.start_gateway(name)
         except BaseException:
             self.stop()
             raise
@@ -470,6 +477,15 @@ class LocalCluster:
             tap.close()
         self._taps.clear()
         problems = []
+        for name, gateway in self.gateway_procs.items():
+            gateway.terminate()
+            try:
+                if gateway.wait(STOP_TIMEOUT) != 0:
+                    problems.append(f"the gateway of {name} exited with status {gateway.returncode} on SIGTERM")
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                problems.append(f"the gateway of {name} had to be killed")
+        self.gateway_procs.clear()
         for name in reversed(self.procs):  # the last started first: verifiers, replicas, then homes
             if self.procs[name].running():
                 try:
@@ -530,12 +546,17 @@ class LocalCluster:
         for proc in self.procs.values():
             proc.port = free_port()
             proc.pub_port = free_port() if proc.role == "ingest" or proc.relay else 0
+            proc.http_port = free_port()
+            proc.gateway_port = free_port() if proc.name in set(self.gateways) else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',
                 'host = "127.0.0.1"',
                 f"port = {proc.port}",
+                f"http_port = {proc.http_port}",
             ]
+            if proc.gateway_port:
+                lines.append(f"gateway_port = {proc.gateway_port}")
             if proc.pub_port:
                 lines.append(f"pub_port = {proc.pub_port}")
             if proc.follow:
@@ -592,6 +613,37 @@ class LocalCluster:
                 env=self.environment(),
             )
         self.wait_ready(name, timeout)
+
+    def start_gateway(self, name: str, timeout: float = START_TIMEOUT) -> str:
+        """Start the gateway over node ``name``'s store; its URL once it answers /healthz."""
+        log = self.directory / f"gateway-{name}.log"
+        with log.open("ab") as out:
+            self.gateway_procs[name] = subprocess.Popen(
+                [*CLI, "--log-level", "info", "gateway", "--config", str(self.config_path), "--node", name,
+                 "--logs", str(self.directory)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+            )  # fmt: skip
+        url = self.gateway_url(name)
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(url + "healthz", timeout=1) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                assert self.gateway_procs[name].poll() is None, f"the gateway exited:\n{log.read_text()[-3000:]}"
+                return False
+
+        wait_until(answers, timeout, f"the gateway of {name} to answer", interval=0.1)
+        return url
+
+    def gateway_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.procs[name].gateway_port}/"
+
+    def health_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.procs[name].http_port}/"
 
     def wait_ready(self, name: str, timeout: float = START_TIMEOUT) -> None:
         proc = self.procs[name]

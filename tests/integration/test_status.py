@@ -92,7 +92,7 @@ def test_all_up_and_current_exits_0(cluster: LocalCluster) -> None:
     assert node(found, "replica-1")["current"] is True and node(found, "observer-1")["current"] is True
     assert node(found, "ingest-1")["current"] is None
     assert found["supervisord"] is None  # no --run-dir
-    # The admin ledger is there too: the cluster's accounts were made by admin commands (PROTOCOL 15).
+    # The admin ledger is there too: the cluster's accounts were made by admin commands (PROTOCOL 16).
     ledgers = {entry["ledger"]: entry for entry in found["ledgers"]}
     assert set(ledgers) == {LEDGER, "admin"}
     ledger = ledgers[LEDGER]

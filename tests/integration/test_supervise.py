@@ -159,6 +159,19 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     assert counted is not None, out
     assert sum(counts.values()) == int(counted[1]) == 20 - int(counted[2])
     assert out.count(": OK,") == 4  # each ledger of each node's store verified, the admin ledger too
+    # Each ledger's latest checkpoint is shown, and one voter's receipt verified with only the genesis.
+    assert (
+        len(
+            re.findall(
+                r"^  (election-2026|zakat|resources) +size [\d,]+ +root [0-9a-f]{16}… +0 cosignatures$",
+                out,
+                re.MULTILINE,
+            )
+        )
+        == 3
+    ), out
+    assert re.search(r'^  \{"v":1,"ledger":"election-2026","index":\d+,', out, re.MULTILINE), out
+    assert "(vledger receipt verify --genesis): valid: in the tree of size" in out, out
 
     # Again on a running cluster: it says so, starts what an operator stopped, and nothing fails.
     conf_path = config.parent / "run" / "supervisord.conf"
@@ -168,6 +181,14 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     out = check(cli("supervise", "--config", config, "start"), config)
     assert "supervisord is already running" in out and "ingest-2 was STOPPED: starting it" in out
     assert re.search(r"^  ingest-2 +RUNNING", out, re.MULTILINE), out
+
+    # repair --restart stops the node through supervisord; a repair it refuses (no witness here can
+    # make a quorum) changes nothing and starts the node again on its own store.
+    refused = cli("repair", "ingest-2", "--config", config, "--restart")
+    assert refused.returncode == 1 and "repair_refused" in refused.stderr, refused.stderr
+    assert "needs as many witnesses" in refused.stderr, refused.stderr
+    wait_until(lambda: greets(config, "ingest-2"), "ingest-2 runs again after the refused repair")
+    assert not [p for p in (config.parent / "run" / "data").iterdir() if p.name.startswith("ingest-2.")]
 
     # A node killed outright comes back by itself, with what it had written.
     layout = layout_for(load_cluster(config), None, find_redis=False)

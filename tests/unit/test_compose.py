@@ -180,19 +180,27 @@ def test_every_container_command_is_a_vledger_command_line(services: dict[str, d
         vledger_args(services[name]["command"])
 
 
-def test_every_health_check_is_a_vledger_hello_to_its_own_node(
+PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
+
+
+def test_every_health_check_asks_its_own_nodes_readyz(
     services: dict[str, dict[str, Any]], config: ClusterConfig
 ) -> None:
     for name, (service, _) in node_services(services).items():
+        node = config.node(name)
+        assert node.http_port is not None, f"{name}: an http_port for its probes"
         test = service["healthcheck"]["test"]
-        assert test[:2] == ["CMD", "vledger"], f"{name}: the health check runs vledger without a shell"
-        args = vledger_args(test[2:])
-        assert (args.command, args.node) == ("hello", name)
-        assert str(args.config) == config_target(service)
-        assert args.key is not None
-        assert args.key.parent == config.keys_dir
-        assert args.key.name.endswith(".key_secret")
-        assert args.timeout is not None
+        assert test == ["CMD", "python", "-c", PROBE, f"http://{node.host}:{node.http_port}/readyz"], name
+
+
+def test_the_gateway_serves_a_replicas_volume_and_answers_healthz(services: dict[str, dict[str, Any]]) -> None:
+    gateway = services["gateway-replica-1"]
+    args = vledger_args(gateway["command"])
+    assert (args.command, args.node, args.host, args.port) == ("gateway", "replica-1", "0.0.0.0", 8080)
+    assert published(gateway) == {(8080, 8080)}
+    assert "replica-1-data" in named_volumes(gateway)
+    assert gateway["healthcheck"]["test"] == ["CMD", "python", "-c", PROBE, "http://127.0.0.1:8080/healthz"]
+    assert gateway["depends_on"] == {"replica-1": {"condition": "service_healthy"}}
 
 
 # --- the nodes --------------------------------------------------------------------------------------
@@ -225,7 +233,7 @@ def test_published_ports_are_the_configured_ports(services: dict[str, dict[str, 
         wanted = {node.port} | ({node.pub_port} if node.pub_port is not None else set())
         assert published(service) == {(port, port) for port in wanted}, name
     others = [name for name, service in services.items() if name not in nodes and service.get("ports")]
-    assert not others, f"only nodes publish ports (Redis stays inside): {others}"
+    assert others == ["gateway-replica-1"], f"only nodes and the gateway publish ports (Redis stays inside): {others}"
     every = [host for service in services.values() for host, _ in published(service)]
     assert len(every) == len(set(every))
 
@@ -247,7 +255,9 @@ def test_each_node_has_its_own_data_volume_and_reads_the_keys(
     assert len(set(data_volumes)) == len(data_volumes), "no two nodes share a data volume"
     for volume in data_volumes:
         users = [name for name, service in services.items() if volume in named_volumes(service)]
-        assert len(users) == 1, f"{volume} is mounted by {users}"
+        # The gateway reads its node's store (SQLite mode=ro: it never writes, WAL needs the folder).
+        expected = [volume.removesuffix("-data"), "gateway-replica-1"] if volume == "replica-1-data" else users[:1]
+        assert users == expected, f"{volume} is mounted by {users}"
 
 
 def test_every_named_volume_is_declared_and_used(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:

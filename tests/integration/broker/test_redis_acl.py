@@ -133,7 +133,7 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_checkpoint(acl: 
 
 
 def test_a_replica_cannot_write_an_account_or_a_grant_but_reads_both(acl: AclServer) -> None:
-    # A grant reaches the nodes through the admin ledger's cache (PROTOCOL 15.4): its home
+    # A grant reaches the nodes through the admin ledger's cache (PROTOCOL 16.4): its home
     # (an ingest node) appends the record there; no follower may add, change or drop one.
     home = AccountRegistry(acl.client("ingest"))
     home.add_account("alice", "writer")
@@ -231,6 +231,9 @@ def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
         with pytest.raises(NOPERM):
             TallyBoard(acl.client(role)).publish("votes", "observer-1", 4, b"forged", bytes(64))
     assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
+    # A node's gateway signs in as that node, and shows the tallies.
+    for role in ("replica", "ingest"):
+        assert [p.height for p in TallyBoard(acl.client(role)).history("votes")] == [3]
 
 
 def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: AclServer) -> None:

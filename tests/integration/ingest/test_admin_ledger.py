@@ -1,4 +1,4 @@
-"""The admin ledger's home and the Redis cache (ingest/admin_ledger.py, docs/PROTOCOL.md 15.4):
+"""The admin ledger's home and the Redis cache (ingest/admin_ledger.py, docs/PROTOCOL.md 16.4):
 every change reaches Redis from the chain, and a flushed Redis is rebuilt from it."""
 
 from __future__ import annotations

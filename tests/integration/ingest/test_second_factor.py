@@ -1,4 +1,4 @@
-"""Admins' second factor through real nodes in production mode (docs/PROTOCOL.md 15.5): an
+"""Admins' second factor through real nodes in production mode (docs/PROTOCOL.md 16.5): an
 admin without a good code is refused on every ingest node, a code is good once across nodes,
 recovery codes are good once, and enrollments are recorded on the admin ledger without their
 secret."""

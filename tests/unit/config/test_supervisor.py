@@ -136,3 +136,40 @@ def test_a_percent_sign_in_a_path_is_refused(tmp_path: Path) -> None:
 def test_a_node_may_not_take_the_redis_program_name(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="may not be called 'redis'"):
         cluster_programs(cluster(tmp_path, nodes={"ingest-1": 7101, "redis": 7102}), layout(tmp_path))
+
+
+def test_a_node_with_a_gateway_port_gets_its_gateway_program_last(tmp_path: Path) -> None:
+    data: dict[str, Any] = {
+        "cluster": {"name": "local", "keys": "keys", "data": "run/data", "default_home": "ingest-1"},
+        "nodes": {
+            "ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201},
+            "replica-1": {"role": "replica", "port": 7111, "gateway_port": 8080, "http_port": 7311},
+        },
+    }
+    config = cluster_from_mapping(data, tmp_path / "cluster.toml")
+    run_dir = tmp_path / "run"
+    programs = programs_of(parsed(supervisord_conf(config, layout(run_dir)), run_dir))
+    assert set(programs) == {"redis", "ingest-1", "replica-1", "gateway-replica-1"}
+    gateway = shlex.split(programs["gateway-replica-1"].command)
+    assert gateway == [*VLEDGER, "--log-level", "info", "gateway", "--config", str(config.path),
+                       "--node", "replica-1", "--logs", str(run_dir / "logs")]  # fmt: skip
+    assert programs["gateway-replica-1"].priority > max(
+        p.priority for n, p in programs.items() if n != "gateway-replica-1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"role": "verifier", "port": 7131, "gateway_port": 8080}, "keeps none"),
+        ({"role": "replica", "port": 7111, "http_port": 7101}, "already used"),
+        ({"role": "replica", "port": 7111, "gateway_port": 0}, "port number"),
+    ],
+)
+def test_gateway_and_http_ports_are_checked(tmp_path: Path, spec: dict[str, Any], message: str) -> None:
+    data: dict[str, Any] = {
+        "cluster": {"name": "local", "default_home": "ingest-1"},
+        "nodes": {"ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201}, "other": spec},
+    }
+    with pytest.raises(SettingsError, match=message):
+        cluster_from_mapping(data, tmp_path / "cluster.toml")

@@ -1,0 +1,257 @@
+"""The gateway and the health ports against a running cluster of real processes.
+
+One cluster for the module: an ingest node, a replica with a gateway, two observers and a
+verifier. An election and a charity fund are written over CURVE; the gateway must then show
+the replica's copy, the observers' signed tallies (signatures checked again here with only
+the public keys it serves), fund balances in currency units, the cluster's nodes, and push
+new heads on its event stream. Every process's /metrics parses and its counters move.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from Crypto.Signature import eddsa
+from prometheus_client.parser import text_string_to_metric_families
+
+from vledger.broker.redis_server import RedisServer
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
+from vledger.config.settings import Limits
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Entry
+from vledger.node.sealed import new_seal_key, seal
+from vledger.node.witness import home_key
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, wait_until
+from vledger.tests.unit.verifier.chains import Election, plan_election
+
+ELECTION = "vote"
+FUND = "fund"
+VOTERS = 40
+KEY = new_seal_key()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    with LocalCluster(
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        observers=2,
+        verifiers=1,
+        gateways=["replica-1"],
+        observing={"tally_interval_ms": 200},
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def election(cluster: LocalCluster) -> Election:
+    planned = plan_election(ELECTION, VOTERS, now_ms(), seed=13, author="writer1")
+    config = load_cluster(cluster.config_path)
+    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
+    pin = {"checkpoint_key": home_key(config.name, ELECTION, public).encode()}
+    rules = dataclasses.replace(planned.rules, rules={**planned.rules.rules, **pin})
+    genesis = rules.genesis_content(ELECTION, ADMIN, "genesis", now_ms())
+    cluster.admin().create_ledger(Entry.prepare(genesis, 0, Limits()))
+    writer = cluster.client("writer1")
+    for phase in planned.phases:
+        writer.put_many(phase)
+    rules = LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "EUR", "funds": ["zakat"]})
+    cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
+    for i, amount in enumerate((1250, 775)):
+        payload = {"donor": seal(KEY, f"donor-{i}"), "fund": "zakat", "amount": amount, "source": "s", "purpose": "p"}
+        writer.put(entry(FUND, "donation", payload, "writer1"))
+    return planned
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def get_json(url: str) -> Any:
+    status, body = get(url)
+    assert status == 200, body[:500]
+    return json.loads(body)
+
+
+def metrics(url: str) -> dict[str, float]:
+    status, body = get(url + "metrics")
+    assert status == 200
+    values = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+def test_the_gateway_serves_the_replicas_copy(cluster: LocalCluster, election: Election) -> None:
+    gateway = cluster.gateway_url("replica-1")
+    size = cluster.sizes(ELECTION, ["ingest-1"])["ingest-1"]
+    wait_until(lambda: get_json(f"{gateway}api/ledgers/{ELECTION}")["size"] == size, 30, "the replica at the head")
+    page = get_json(f"{gateway}api/ledgers/{ELECTION}/records?start=0&limit=500")
+    assert len(page["records"]) == size and page["records"][0]["kind"] == "genesis"
+    voter = get_json(f"{gateway}api/ledgers/{ELECTION}/voters/{election.eids[3]}")
+    assert voter["records"][0]["kind"] == "register"
+
+
+def _outsider() -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "vectors"))
+    import outsider_verify  # the outsider's file, not a package of vledger
+
+    return outsider_verify
+
+
+def _path(m: int, leaves: list[bytes], ov: Any) -> list[bytes]:
+    """RFC 9162 2.1.3.1 PATH(m, D[n]) over leaf hashes: the client's own, from the tiles' hashes."""
+    if len(leaves) <= 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if m < k:
+        return [*_path(m, leaves[:k], ov), ov.mth(leaves[k:])]
+    return [*_path(m - k, leaves[k:], ov), ov.mth(leaves[:k])]
+
+
+def test_an_outside_client_verifies_inclusion_from_the_checkpoint_and_tiles_over_http(
+    cluster: LocalCluster, election: Election
+) -> None:
+    # Only HTTP and tests/vectors/outsider_verify.py (written from PROTOCOL.md alone): the keys
+    # come from the genesis record's bytes (entry bundle 0), the witness keys as the gateway shows
+    # them, the checkpoint from its tlog-tiles path, the leaves from hash tiles.
+    ov = _outsider()
+    gateway = cluster.gateway_url("replica-1")
+
+    def cosigned() -> Any:
+        status, note = get(f"{gateway}ledgers/{ELECTION}/checkpoint")
+        if status != 200:
+            return None
+        shown = get_json(f"{gateway}api/ledgers/{ELECTION}/checkpoint?witnesses=1")
+        return (note, shown) if shown["note"].encode() == note else None
+
+    note, shown = wait_until(cosigned, 30, "a checkpoint a witness cosigned")
+    bundle = get(f"{gateway}ledgers/{ELECTION}/tile/entries/000.p/1")[1]
+    genesis = bundle[2 : 2 + int.from_bytes(bundle[:2], "big")]
+    log_key = ov.genesis_key(genesis, ELECTION)
+    witnesses = [ov.parse_vkey(v) for v in shown["witness_keys"].values()]
+    checkpoint = ov.verify_checkpoint(note, log_key, witnesses, 1)
+    size = checkpoint["size"]
+    assert size > 1 and checkpoint["witnesses"]
+    tile = get(f"{gateway}ledgers/{ELECTION}/tile/0/000" + ("" if size >= 256 else f".p/{size}"))[1]
+    leaves = [tile[32 * i : 32 * i + 32] for i in range(min(size, 256))]
+    assert ov.mth(leaves) == checkpoint["root"]  # the tiles are the checkpoint's tree
+    index = size // 2
+    entries = get(f"{gateway}ledgers/{ELECTION}/tile/entries/000" + ("" if size >= 256 else f".p/{size}"))[1]
+    at, records = 0, []
+    while at < len(entries):
+        length = int.from_bytes(entries[at : at + 2], "big")
+        records.append(entries[at + 2 : at + 2 + length])
+        at += 2 + length
+    leaf = ov.leaf_hash(records[index])
+    ov.verify_inclusion(leaf, index, size, _path(index, leaves, ov), checkpoint["root"])
+    with pytest.raises(ov.VerifyError):
+        ov.verify_inclusion(
+            ov.leaf_hash(records[index] + b"x"), index, size, _path(index, leaves, ov), checkpoint["root"]
+        )
+    # The gateway's own receipt of that record verifies the same way, offline.
+    receipt = get(f"{gateway}api/ledgers/{ELECTION}/receipts/{index}")[1]
+    assert ov.verify_receipt(receipt, log_key, witnesses, 1, genesis)["size"] >= 1
+
+
+def test_signed_tallies_verify_with_the_served_keys(cluster: LocalCluster, election: Election) -> None:
+    gateway = cluster.gateway_url("replica-1")
+    head = cluster.sizes(ELECTION, ["ingest-1"])["ingest-1"] - 1
+
+    def agreed() -> Any:
+        shown = get_json(f"{gateway}api/ledgers/{ELECTION}/tally")
+        return shown if shown["verdict"] == {"status": "agree", "height": head, "differing": []} else None
+
+    shown = wait_until(agreed, 30, "the observers to agree")
+    for observer in shown["observers"]:
+        key = eddsa.new(eddsa.import_public_key(bytes.fromhex(observer["public_key"])), "rfc8032")
+        key.verify(bytes.fromhex(observer["body"]), bytes.fromhex(observer["signature"]))
+        assert observer["snapshot"]["tally"]["counts"] == dict(election.counts)
+
+
+def test_fund_balances_are_in_currency_units(cluster: LocalCluster, election: Election) -> None:
+    gateway = cluster.gateway_url("replica-1")
+
+    def counted() -> Any:
+        funds = get_json(f"{gateway}api/ledgers/{FUND}/funds")
+        return funds if funds["funds"] and funds["funds"]["zakat"]["donations"] == 2 else None
+
+    funds = wait_until(counted, 30, "the fund's tally")
+    assert funds["currency"] == "EUR" and funds["funds"]["zakat"]["balance"] == "20.25"
+    status, body = get(f"{gateway}api/ledgers/{ELECTION}/funds")
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+
+
+def test_the_event_stream_pushes_new_heads(cluster: LocalCluster, election: Election) -> None:
+    gateway = cluster.gateway_url("replica-1")
+    host, port = gateway.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"retry:" not in received:
+            received += conn.recv(4096)
+        payload = {"donor": seal(KEY, "late"), "fund": "zakat", "amount": 5, "source": "s", "purpose": "p"}
+        placed = cluster.client("writer1").put(entry(FUND, "donation", payload, "writer1"))
+        deadline = time.monotonic() + 20
+        while f'"height":{placed["height"]}'.encode() not in received:
+            assert time.monotonic() < deadline, received[-500:]
+            received += conn.recv(65536)
+        assert b"event: head" in received
+
+
+def test_the_cluster_view_and_health_of_every_node(cluster: LocalCluster, election: Election) -> None:
+    gateway = cluster.gateway_url("replica-1")
+    state = get_json(f"{gateway}api/cluster")
+    assert {name: node["state"] for name, node in state["nodes"].items()} == dict.fromkeys(cluster.procs, "ready")
+    assert state["ledgers"][ELECTION]["held"]["replica-1"] >= 1
+    assert all(state["logs"][name] for name in cluster.procs)  # each process's latest log lines
+    for name in cluster.procs:
+        assert get_json(cluster.health_url(name) + "healthz") == {"ok": True}
+        assert get_json(cluster.health_url(name) + "readyz")["ok"] is True
+    assert get_json(gateway + "readyz")["ok"] is True
+
+
+def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, election: Election) -> None:
+    ingest = cluster.health_url("ingest-1")
+    before = metrics(ingest)
+    puts = before.get("vledger_requests_total{code=ok,command=put}", 0)
+    payload = {"donor": seal(KEY, "metered"), "fund": "zakat", "amount": 1, "source": "s", "purpose": "p"}
+    cluster.client("writer1").put(entry(FUND, "donation", payload, "writer1"))
+    after = metrics(ingest)
+    assert after["vledger_requests_total{code=ok,command=put}"] == puts + 1
+    assert after["vledger_put_seconds_count{}"] >= 1
+    assert after[f"vledger_store_height{{ledger={FUND}}}"] >= 4
+    replica = metrics(cluster.health_url("replica-1"))
+    assert f"vledger_replica_lag_records{{ledger={ELECTION}}}" in replica
+    verifier = metrics(cluster.health_url("verifier-1"))
+    assert "vledger_alerts_open{}" in verifier and "vledger_checked_records_total{}" in verifier
+    gateway = cluster.gateway_url("replica-1")
+    served = metrics(gateway)
+    get(f"{gateway}api/ledgers/{ELECTION}")
+    again = metrics(gateway)
+    key = "vledger_gateway_requests_total{route=/api/ledgers/{ledger},status=200}"
+    assert again[key] == served.get(key, 0) + 1

@@ -1,0 +1,128 @@
+"""``vledger repair NODE`` on real processes and a real Redis: it rebuilds a store only from a
+source consistent with a checkpoint a quorum of witnesses cosigned, and refuses otherwise.
+
+Issue 11: the old manual repair copied a rewritten home's forgery into an honest replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from vledger.node.storefile import DB_NAME
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis
+from vledger.tests.integration.replication.test_witnessed import (
+    LEDGER,
+    _rewrite_tail,
+    put,
+    size,
+    wait_cosigned,
+)
+
+
+def repair(cluster: LocalCluster, node: str, *extra: str) -> Any:
+    return cluster.cli("repair", node, "--config", str(cluster.config_path), "--json", *extra, check=False)
+
+
+def fingerprint(cluster: LocalCluster, node: str) -> str:
+    """A digest of every record row of ``node``'s store, read without writing to it."""
+    path = cluster.store_dir(node) / DB_NAME
+    digest = hashlib.sha256()
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        for row in db.execute("SELECT ledger, height, data FROM records ORDER BY ledger, height"):
+            digest.update(repr(row).encode())
+    return digest.hexdigest()
+
+
+def leftovers(cluster: LocalCluster, node: str) -> list[Path]:
+    """Directories a repair of ``node`` made beside its store (kept or fresh)."""
+    store = cluster.store_dir(node)
+    return sorted(p for p in store.parent.iterdir() if p.name.startswith(f"{store.name}."))
+
+
+def test_a_tampered_replica_is_rebuilt_from_an_honest_source_and_then_verifies(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 40)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    honest = list(cluster.admin().records(LEDGER))
+
+    refused = repair(cluster, "replica-1")  # still running: refused, nothing touched
+    assert refused.returncode == 1 and "still answers" in refused.stderr
+    assert leftovers(cluster, "replica-1") == []
+
+    assert cluster.stop_node("replica-1") == 0
+    _rewrite_tail(cluster, "replica-1", 10)  # its copy rewritten from height 10 on
+    assert cluster.verify_store("replica-1").returncode == 0  # a consistent forgery: the chain alone verifies
+
+    done = repair(cluster, "replica-1")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    [ledger] = [r for r in result["ledgers"] if r["ledger"] == LEDGER]
+    assert ledger["size"] == total and ledger["source"] in ("replica-2", "ingest-1")
+    assert sorted(ledger["witnesses"]) == cluster.replica_names
+    kept = Path(result["kept"])
+    assert kept.name.startswith("replica-1.broken-") and (kept / DB_NAME).is_file()  # the evidence stays
+    assert cluster.verify_store("replica-1").returncode == 0
+
+    # Started again, it catches up past the checkpoint and holds exactly the honest chain.
+    cluster.start_node("replica-1")
+    put(cluster, 5, phase="after")
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    assert list(cluster.admin("replica-1").records(LEDGER)) == list(cluster.admin().records(LEDGER))
+    assert list(cluster.admin("replica-1").records(LEDGER))[: len(honest)] == honest
+
+    # A store that already holds the quorum checkpoint is left alone unless --force.
+    assert cluster.stop_node("replica-1") == 0
+    again = repair(cluster, "replica-1")
+    assert again.returncode == 1 and "nothing to repair" in again.stderr
+
+
+def test_repair_refuses_to_copy_from_a_home_whose_tail_was_rewritten(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 30)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    for name in ("replica-1", "replica-2", "ingest-1"):
+        assert cluster.stop_node(name) == 0
+    forged = _rewrite_tail(cluster, "ingest-1", 20)
+    cluster.start_node("ingest-1")  # the only source that answers: the forged home
+    before = {name: fingerprint(cluster, name) for name in cluster.replica_names}
+
+    refused = repair(cluster, "replica-1", "--force")
+    assert refused.returncode == 1
+    answer = json.loads(refused.stdout)
+    assert answer["ok"] is False and answer["error"] == "repair_refused"
+    assert "no source is consistent" in answer["message"] and "ingest-1" in answer["message"]
+    assert "another root" in answer["message"]
+    # The honest copies are untouched: no record of the forgery, nothing moved or left beside them.
+    assert {name: fingerprint(cluster, name) for name in cluster.replica_names} == before
+    for name in cluster.replica_names:
+        assert leftovers(cluster, name) == []
+        with sqlite3.connect(f"file:{cluster.store_dir(name) / DB_NAME}?mode=ro", uri=True) as db:
+            hashes = {bytes(h) for (h,) in db.execute("SELECT hash FROM records")}
+        assert hashes.isdisjoint(forged)
+
+
+def test_repair_refuses_without_a_checkpoint_cosigned_by_a_quorum(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=3)
+    for name in ("replica-2", "replica-3"):  # only one of three witnesses ever sees the ledger
+        assert cluster.stop_node(name) == 0
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 10)
+    wait_cosigned(cluster, ["replica-1"], size(cluster))
+    assert cluster.stop_node("replica-1") == 0
+    before = fingerprint(cluster, "replica-1")
+
+    refused = repair(cluster, "replica-1", "--force")  # default quorum: 2 of 3
+    assert refused.returncode == 1
+    assert "no checkpoint cosigned by a quorum of 2" in refused.stderr, refused.stderr
+    assert fingerprint(cluster, "replica-1") == before and leftovers(cluster, "replica-1") == []
+    # With a quorum of one (an operator's explicit choice) the one witness's checkpoint will do.
+    done = repair(cluster, "replica-1", "--force", "--quorum", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ledgers"][0]["witnesses"] == ["replica-1"]

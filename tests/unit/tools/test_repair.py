@@ -1,0 +1,130 @@
+"""The parts of ``vledger repair`` that need no cluster: which checkpoint a quorum vouches for,
+that a copy refuses a record that does not verify or a tree that is not the checkpoint's, that a
+store holding the checkpoint is recognised, and what is carried over from the old store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vledger.config.settings import Limits
+from vledger.node.errors import RepairRefusedError
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import origin_for
+from vledger.node.record import Content, Entry, Record
+from vledger.node.store import ChainStore
+from vledger.node.tree import Frontier, leaf_hash
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_key, witness_name
+from vledger.tools.progress import Progress
+from vledger.tools.repair import (
+    LedgerRepair,
+    already_holds,
+    carry_checkpoints,
+    copy_ledger,
+    default_quorum,
+    quorum_checkpoint,
+)
+
+LIMITS = Limits()
+CLUSTER, LEDGER = "test", "votes"
+HOME = HomeSigner(CLUSTER, bytes(range(32)))
+LOG_KEY = HOME.key(LEDGER).verifier()
+WITNESSES = {f"replica-{i}": WitnessSigner(witness_name(CLUSTER, f"replica-{i}"), bytes([i]) * 32) for i in (1, 2, 3)}
+WITNESS_KEYS = {name: witness_key(w.name, w.key.public_key) for name, w in WITNESSES.items()}
+
+
+def _chain(directory: Path, records: int) -> list[Record]:
+    with ChainStore(directory, origin="ingest-1") as store:
+        rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": LOG_KEY.encode()})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
+        for i in range(1, records):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
+        return list(store.range(LEDGER))
+
+
+def _root(records: list[Record]) -> bytes:
+    frontier = Frontier()
+    for record in records:
+        frontier.append(leaf_hash(record.encode()))
+    return frontier.root()
+
+
+def _target(records: list[Record]) -> LedgerRepair:
+    return LedgerRepair(LEDGER, "ingest-1", len(records), _root(records), (), "replica-2", b"")
+
+
+def _cosigned(size: int, root: bytes, *names: str) -> list[bytes]:
+    checkpoint = HOME.sign(LEDGER, size, root)
+    return [WITNESSES[name].cosign(checkpoint, 1_790_000_000) for name in names] or [checkpoint.note]
+
+
+def test_the_quorum_checkpoint_is_the_largest_a_quorum_cosigned(tmp_path: Path) -> None:
+    records = _chain(tmp_path / "a", 8)
+    notes = [
+        *_cosigned(5, _root(records[:5]), "replica-1", "replica-2"),
+        *_cosigned(8, _root(records), "replica-1"),  # newer, but one cosignature only
+    ]
+    origin = origin_for(CLUSTER, LEDGER)
+    assert default_quorum(len(WITNESS_KEYS)) == 2
+    chosen = quorum_checkpoint(LEDGER, notes, LOG_KEY, origin, WITNESS_KEYS, 2)
+    assert chosen.checkpoint.size == 5
+    assert quorum_checkpoint(LEDGER, notes, LOG_KEY, origin, WITNESS_KEYS, 1).checkpoint.size == 8
+    with pytest.raises(RepairRefusedError, match="no checkpoint cosigned by a quorum of 3"):
+        quorum_checkpoint(LEDGER, notes, LOG_KEY, origin, WITNESS_KEYS, 3)
+    # A cosignature by a key the cluster does not know counts for nothing.
+    stranger = WitnessSigner(witness_name(CLUSTER, "replica-2"), b"\x09" * 32)
+    forged = stranger.cosign(HOME.sign(LEDGER, 8, _root(records)), 1)
+    assert quorum_checkpoint(LEDGER, [*notes, forged], LOG_KEY, origin, WITNESS_KEYS, 2).checkpoint.size == 5
+
+
+def test_a_copy_refuses_a_record_that_does_not_verify_and_a_tree_that_is_not_the_checkpoint_s(
+    tmp_path: Path,
+) -> None:
+    records = _chain(tmp_path / "source", 6)
+    target = _target(records)
+    with ChainStore(tmp_path / "good") as store:
+        copy_ledger(
+            store, iter((r.encode(), r) for r in records), target, LOG_KEY, CLUSTER, Progress("", enabled=False)
+        )
+        assert store.size(LEDGER) == 6 and store.root(LEDGER, 6) == target.root
+
+    other = _chain(tmp_path / "other", 7)[1:6]  # a chain of its own: links that do not follow
+    broken = [records[0], *other]
+    with ChainStore(tmp_path / "bad") as store, pytest.raises(RepairRefusedError, match="does not verify"):
+        copy_ledger(store, iter((r.encode(), r) for r in broken), target, LOG_KEY, CLUSTER, Progress("", enabled=False))
+
+    wrong = LedgerRepair(LEDGER, "ingest-1", 6, b"\x00" * 32, (), "replica-2", b"")
+    with ChainStore(tmp_path / "wrong") as store, pytest.raises(RepairRefusedError, match="do not make"):
+        copy_ledger(store, iter((r.encode(), r) for r in records), wrong, LOG_KEY, CLUSTER, Progress("", enabled=False))
+
+
+def test_a_store_that_holds_the_checkpoint_is_recognised_read_only(tmp_path: Path) -> None:
+    records = _chain(tmp_path / "store", 9)
+    assert already_holds(tmp_path / "store", [_target(records[:5])])
+    assert not already_holds(tmp_path / "store", [LedgerRepair(LEDGER, "h", 5, b"\x01" * 32, (), "s", b"")])
+    assert not already_holds(tmp_path / "store", [_target([*records, records[0]])])  # longer than it holds
+    assert not already_holds(tmp_path / "missing", [_target(records)])
+
+
+def test_evidence_and_the_checkpoints_the_new_copy_proves_are_carried_over(tmp_path: Path) -> None:
+    records = _chain(tmp_path / "old", 9)
+    with ChainStore(tmp_path / "old") as old:
+        proven = HOME.sign(LEDGER, 5, old.root(LEDGER, 5))
+        beyond = HOME.sign(LEDGER, 9, old.root(LEDGER, 9))
+        evidence = HOME.sign(LEDGER, 4, b"\x07" * 32)
+        old.checkpoints.keep(LEDGER, "signed", 5, proven.root, proven.note)
+        old.checkpoints.keep(LEDGER, "signed", 9, beyond.root, beyond.note)  # past what the copy holds
+        old.checkpoints.keep(LEDGER, "evidence", 4, evidence.root, evidence.note)
+    with ChainStore(tmp_path / "new") as new:
+        copy_ledger(
+            new,
+            iter((r.encode(), r) for r in records[:6]),
+            _target(records[:6]),
+            LOG_KEY,
+            CLUSTER,
+            Progress("", enabled=False),
+        )
+        assert carry_checkpoints(tmp_path / "old", new, {LEDGER: LOG_KEY}, CLUSTER) == 2
+        assert [c.size for c in new.checkpoints.all(LEDGER, "signed")] == [5]
+        assert [c.note for c in new.checkpoints.all(LEDGER, "evidence")] == [evidence.note]

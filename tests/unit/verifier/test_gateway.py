@@ -1,0 +1,214 @@
+"""The gateway's routes over a real store, read-only, through real HTTP (aiohttp in a thread).
+
+Tiles are checked against the pure tree code and the outsider's algorithm: an inclusion
+proof is rebuilt from the served hash tiles alone and verified against the served root.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.http import HttpThread
+from vledger.config.cluster import cluster_from_mapping
+from vledger.config.settings import Limits
+from vledger.node import tree
+from vledger.node.record import decode_record
+from vledger.node.rules.votes import electronic_id
+from vledger.node.storefile import StoreReader
+from vledger.tools.demo import run_demo
+from vledger.verifier.gateway import Gateway, build_app
+
+LIMITS = Limits()
+RECORDS = 700  # the election gets more than 256 records: a full tile and a partial one
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    base = tmp_path_factory.mktemp("gw")
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        base / "cluster.toml",
+    )
+    store = base / "data" / "replica-1"
+    run_demo(store, RECORDS, 1, LIMITS)
+    gateway = Gateway(config, "replica-1")
+    with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+        yield f"http://127.0.0.1:{server.port}", store
+    gateway.close()
+
+
+def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def get_json(url: str) -> Any:
+    status, _, body = get(url)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def error_of(url: str, method: str = "GET") -> tuple[int, str]:
+    status, headers, body = get(url, method)
+    assert headers["Content-Type"].startswith("application/json"), body[:200]
+    return status, json.loads(body)["error"]["code"]
+
+
+def test_ledgers_and_records_match_the_store(served: tuple[str, Path]) -> None:
+    url, store = served
+    reader = StoreReader(store)
+    ledgers = {entry["ledger"]: entry for entry in get_json(f"{url}/api/ledgers")["ledgers"]}
+    assert set(ledgers) == set(reader.ledgers())
+    for name, entry in ledgers.items():
+        assert entry["size"] == reader.size(name)
+        assert entry["root"] == reader.tree(name).root().hex()
+    shown = get_json(f"{url}/api/ledgers/election-2026/records/5")
+    data = reader.get("election-2026", 5)
+    assert data is not None and base64.b64decode(shown["record"]) == data
+    assert shown["hash"] == decode_record(data, LIMITS).link.hex()
+    assert get_json(f"{url}/api/records/{shown['hash']}")["height"] == 5
+
+
+def test_ranges_are_paged_and_bounded(served: tuple[str, Path]) -> None:
+    url, _ = served
+    page = get_json(f"{url}/api/ledgers/election-2026/records?start=10&limit=7")
+    assert [r["height"] for r in page["records"]] == list(range(10, 17)) and page["next"] == 17
+    assert error_of(f"{url}/api/ledgers/election-2026/records?limit=100000") == (400, "bad_request")
+    assert error_of(f"{url}/api/ledgers/election-2026/records?start=-1") == (400, "bad_request")
+    assert error_of(f"{url}/api/ledgers/election-2026/records?limit=0") == (400, "bad_request")
+    size = page["size"]
+    last = get_json(f"{url}/api/ledgers/election-2026/records?start={size - 2}&limit=500")
+    assert len(last["records"]) == 2 and last["next"] is None
+
+
+def test_hash_tiles_and_an_inclusion_proof_from_tiles_alone(served: tuple[str, Path]) -> None:
+    url, store = served
+    info = get_json(f"{url}/api/ledgers/election-2026")
+    size, root = info["size"], bytes.fromhex(info["root"])
+    assert size > 256
+    status, headers, full = get(f"{url}/ledgers/election-2026/tile/0/000")
+    assert status == 200 and len(full) == 8192 and "immutable" in headers["Cache-Control"]
+    assert headers["Content-Type"] == "application/octet-stream"
+    width = size % 256
+    status, _, partial = get(f"{url}/ledgers/election-2026/tile/0/001.p/{width}")
+    assert status == 200 and len(partial) == 32 * width
+    level1 = get(f"{url}/ledgers/election-2026/tile/1/000.p/1")[2]
+    # Level 1 holds the root of each full level-0 tile: rebuild it from the tile's hashes.
+    assert level1 == tree.root_at(256, lambda lv, i: full[32 * i : 32 * i + 32] if lv == 0 else _sub(full, lv, i))
+    leaves = [full[32 * i : 32 * i + 32] for i in range(256)] + [partial[32 * i : 32 * i + 32] for i in range(width)]
+    index = 300
+    proof = tree.inclusion_proof(index, size, lambda lv, i: _node(leaves, lv, i))
+    tree.verify_inclusion(leaves[index], index, size, proof, root)
+    served_proof = get_json(f"{url}/api/ledgers/election-2026/proof/inclusion?index={index}&size={size}")
+    assert [bytes.fromhex(h) for h in served_proof["proof"]] == proof
+    data = StoreReader(store).get("election-2026", index)
+    assert data is not None and tree.leaf_hash(data) == leaves[index]
+
+
+def _sub(leaves: bytes, level: int, index: int) -> bytes:
+    return _node([leaves[32 * i : 32 * i + 32] for i in range(len(leaves) // 32)], level, index)
+
+
+def _node(leaves: list[bytes], level: int, index: int) -> bytes:
+    if level == 0:
+        return leaves[index]
+    return tree.node_hash(_node(leaves, level - 1, 2 * index), _node(leaves, level - 1, 2 * index + 1))
+
+
+def test_entry_bundles_hash_to_the_level_0_tile(served: tuple[str, Path]) -> None:
+    url, _ = served
+    status, headers, bundle = get(f"{url}/ledgers/election-2026/tile/entries/000")
+    assert status == 200 and "immutable" in headers["Cache-Control"]
+    tile = get(f"{url}/ledgers/election-2026/tile/0/000")[2]
+    at, i = 0, 0
+    while at < len(bundle):
+        (length,) = struct.unpack(">H", bundle[at : at + 2])
+        entry = bundle[at + 2 : at + 2 + length]
+        assert hashlib.sha256(b"\0" + entry).digest() == tile[32 * i : 32 * i + 32]
+        at, i = at + 2 + length, i + 1
+    assert i == 256
+
+
+def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
+    url, _ = served
+    answer = get_json(f"{url}/api/ledgers/election-2026/proof/consistency?old=100")
+    tree.verify_consistency(
+        100,
+        answer["new"],
+        bytes.fromhex(answer["old_root"]),
+        bytes.fromhex(answer["new_root"]),
+        [bytes.fromhex(h) for h in answer["proof"]],
+    )
+
+
+def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path]) -> None:
+    # The demo's election pins no checkpoint key: there is no checkpoint to give receipts under
+    # (tests/unit/verifier/test_gateway_checkpoint.py serves receipts of a ledger that pins one).
+    url, store = served
+    reader = StoreReader(store)
+    registration = decode_record(reader.get("election-2026", 1) or b"", LIMITS)
+    eid = electronic_id(registration)
+    status, _, body = get(f"{url}/api/ledgers/election-2026/voters/{eid}")
+    assert status == 404 and b"pins no checkpoint key" in body
+    assert error_of(f"{url}/ledgers/election-2026/checkpoint") == (404, "not_found")
+    assert error_of(f"{url}/api/ledgers/election-2026/voters/nonsense") == (400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/api/ledgers/nope", 404, "no_such_ledger"),
+        ("/api/ledgers/NOPE!", 400, "bad_request"),
+        ("/api/ledgers/election-2026/records/99999999", 404, "not_found"),
+        ("/api/ledgers/election-2026/records/01", 400, "bad_request"),
+        ("/api/ledgers/election-2026/records/99999999999999999999999", 400, "bad_request"),
+        ("/api/records/zz", 400, "bad_request"),
+        ("/api/records/" + "0" * 64, 404, "not_found"),
+        ("/ledgers/election-2026/tile/0/00", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/0/x000/001", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/0/005", 404, "bad_tree_size"),
+        ("/ledgers/election-2026/tile/0/001", 404, "bad_tree_size"),
+        ("/ledgers/election-2026/tile/64/000", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/entries/009", 404, "bad_tree_size"),
+        ("/ledgers/nope/tile/0/000", 404, "no_such_ledger"),
+        ("/ledgers/election-2026/tile/../../etc/passwd", 400, "bad_request"),
+        ("/static/../gateway.py", 404, "not_found"),
+        ("/static/%2e%2e/gateway.py", 404, "not_found"),
+        ("/../../etc/passwd", 404, "not_found"),
+        ("/secret.html", 404, "not_found"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=999999", 400, "bad_proof"),
+        ("/api/ledgers/election-2026/proof/inclusion", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/consistency?old=5&new=4", 400, "bad_proof"),
+        ("/nothing/here", 404, "not_found"),
+    ],
+)
+def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
+    url, _ = served
+    assert error_of(url + path) == (status, code)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
+    url, _ = served
+    assert error_of(f"{url}/api/ledgers", method) == (405, "bad_request")
+    assert error_of(f"{url}/ledgers/election-2026/tile/0/000", method) == (405, "bad_request")

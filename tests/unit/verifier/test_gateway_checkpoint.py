@@ -1,0 +1,188 @@
+"""The gateway's signed checkpoint and receipts, over a real store and real HTTP.
+
+A ledger whose genesis pins its home's checkpoint key; the store keeps the home's signed
+checkpoint and a witness's cosigned one; Redis is not reachable (the store's notes are
+served alone) or holds forged cosignature lines (dropped line by line). What the gateway
+serves is checked with the outsider verifier's code only (tests/vectors/outsider_verify.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.http import HttpThread
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.config.cluster import cluster_from_mapping
+from vledger.config.settings import Limits
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.verifier.gateway import Gateway, build_app
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
+import outsider_verify as ov
+
+LIMITS = Limits()
+SEED = bytes(range(32))
+LEDGER = "votes"
+RECORDS = 40
+SIGNED_AT = 30  # the home signed the first 30 records; the witness cosigned the first 20
+COSIGNED_AT = 20
+
+
+class NoRedis:
+    """A Redis that is down: the gateway serves the store's notes alone."""
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def hgetall(self, key: str) -> Any:
+        raise ConnectionError("redis is down")
+
+
+class ForgedRedis:
+    """A Redis where anyone wrote: the witness's real note, a forged line, and garbage."""
+
+    def __init__(self, notes: dict[bytes, bytes]) -> None:
+        self.notes = notes
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return self.notes
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("gwcp")
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        base / "cluster.toml",
+    )
+    generate_signing_key(config.keys_dir, "replica-1")
+    witness_seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
+    witness = WitnessSigner(witness_name("t", "replica-1"), witness_seed)
+    home = HomeSigner("t", SEED)
+    pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
+        for i in range(1, RECORDS):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
+        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
+        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
+        older = home.sign(LEDGER, COSIGNED_AT, store.root(LEDGER, COSIGNED_AT))
+        cosigned = witness.cosign(older, 1_790_000_000)
+        store.checkpoints.keep(LEDGER, "cosigned", COSIGNED_AT, older.root, cosigned)
+    yield {
+        "config": config,
+        "pinned": pinned,
+        "witness": witness,
+        "signed": signed,
+        "cosigned": cosigned,
+    }
+
+
+def serve(cluster: dict[str, Any], redis_client: Any) -> Any:
+    gateway = Gateway(cluster["config"], "replica-1", redis_client=redis_client)
+    return gateway, HttpThread(build_app(gateway), "127.0.0.1", 0)
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def keys_of(shown: dict[str, Any]) -> tuple[ov.NoteKey, list[ov.NoteKey]]:
+    return ov.parse_vkey(shown["log_key"]), [ov.parse_vkey(v) for v in shown["witness_keys"].values()]
+
+
+def test_the_most_cosigned_checkpoint_is_served_with_its_keys_and_verifies_outside(cluster: dict[str, Any]) -> None:
+    gateway, thread = serve(cluster, NoRedis())
+    with thread as server:
+        url = f"http://127.0.0.1:{server.port}"
+        status, headers, note = get(f"{url}/ledgers/{LEDGER}/checkpoint")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        assert headers["Cache-Control"] == "public, max-age=2"  # tlog-tiles: mutable, short-lived
+        shown = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint")[2])
+        assert shown["log_key"] == cluster["pinned"] and shown["cosigned_by"] == ["t/witness/replica-1"]
+        assert shown["note"].encode() == note and shown["size"] == COSIGNED_AT
+        log_key, witnesses = keys_of(shown)
+        got = ov.verify_checkpoint(note, log_key, witnesses, 1)
+        assert got["size"] == COSIGNED_AT and set(got["witnesses"]) == {"t/witness/replica-1"}
+        # Asking for no cosignature gives the largest the home signed.
+        bare = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint?witnesses=0")[2])
+        assert bare["size"] == SIGNED_AT and bare["cosigned_by"] == []
+        status, _, body = get(f"{url}/api/ledgers/{LEDGER}/checkpoint?witnesses=9")
+        assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+    gateway.close()
+
+
+def test_a_receipt_verifies_with_the_outsider_code_and_a_flipped_byte_fails(cluster: dict[str, Any]) -> None:
+    gateway, thread = serve(cluster, NoRedis())
+    with thread as server:
+        url = f"http://127.0.0.1:{server.port}"
+        shown = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint")[2])
+        log_key, witnesses = keys_of(shown)
+        status, headers, receipt = get(f"{url}/api/ledgers/{LEDGER}/receipts/7")
+        assert status == 200 and "attachment" in headers["Content-Disposition"]
+        assert ov.verify_receipt(receipt, log_key, witnesses, 1)["size"] == COSIGNED_AT
+        record_at = receipt.index(b'"record":"') + 20
+        flipped = receipt[:record_at] + bytes([receipt[record_at] ^ 1]) + receipt[record_at + 1 :]
+        with pytest.raises(ov.VerifyError):
+            ov.verify_receipt(flipped, log_key, witnesses, 1)
+        # A record the served checkpoint does not cover yet has no receipt (yet).
+        status, _, body = get(f"{url}/api/ledgers/{LEDGER}/receipts/{COSIGNED_AT}")
+        assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+        status, _, body = get(f"{url}/api/ledgers/{LEDGER}/receipts/99x")
+        assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+    gateway.close()
+
+
+def test_forged_cosignature_lines_in_redis_are_dropped_and_good_ones_kept(cluster: dict[str, Any]) -> None:
+    signed = cluster["signed"]
+    good = cluster["witness"].cosign(signed, 1_790_000_100)  # the witness cosigned the newer one too
+    impostor = WitnessSigner(witness_name("t", "replica-1"), bytes(32)).cosign(signed, 1_790_000_200)
+    redis_notes = {b"replica-1": good, b"mallory": impostor, b"junk": b"not a note"}
+    gateway, thread = serve(cluster, ForgedRedis(redis_notes))
+    with thread as server:
+        url = f"http://127.0.0.1:{server.port}"
+        shown = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint")[2])
+        assert shown["size"] == SIGNED_AT and shown["cosigned_by"] == ["t/witness/replica-1"]
+        log_key, witnesses = keys_of(shown)
+        assert ov.verify_checkpoint(shown["note"].encode(), log_key, witnesses, 1)["size"] == SIGNED_AT
+        metrics = get(f"{url}/metrics")[2].decode()
+        assert f'vledger_checkpoint_cosignatures{{ledger="{LEDGER}"}} 1.0' in metrics
+        assert f'vledger_checkpoint_lag_records{{ledger="{LEDGER}"}} {RECORDS - SIGNED_AT}.0' in metrics
+        assert f'vledger_checkpoint_age_seconds{{ledger="{LEDGER}"}}' in metrics
+    gateway.close()
+
+
+def test_an_unknown_ledger_or_a_bad_name_is_a_json_error(cluster: dict[str, Any]) -> None:
+    gateway, thread = serve(cluster, NoRedis())
+    with thread as server:
+        url = f"http://127.0.0.1:{server.port}"
+        status, _, body = get(f"{url}/ledgers/nosuch/checkpoint")
+        assert status == 404 and json.loads(body)["error"]["code"] == "no_such_ledger"
+        status, _, body = get(f"{url}/ledgers/..%2Fetc/checkpoint")
+        assert status in (400, 404) and "error" in json.loads(body)
+    gateway.close()

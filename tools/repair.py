@@ -1,0 +1,645 @@
+"""``vledger repair NODE``: rebuild a node's store only from copies a quorum of witnesses vouches for.
+
+Issue 11's attack: the old manual repair ("move the store aside, restart") let a replica copy
+whatever its sources served, so a home whose tail was rewritten spread the forgery. This
+command trusts no source and no Redis entry; it trusts the cluster's key directory:
+
+1. **NODE is stopped.** A node that answers ``hello`` is refused: moving a store from under a
+   running process loses what it writes next. There is no override (``--restart`` stops and
+   starts it through supervisord instead).
+2. **The checkpoint.** Per ledger NODE holds (a replica or observer: every ledger Redis names;
+   an ingest node: those it is home to; and every ledger its old store holds), the notes are
+   gathered from Redis (``vledger:checkpoints``, ``vledger:cosig:<ledger>``) and from every
+   other node's ``checkpoint`` command; :func:`vledger.node.cosigning.gather` keeps the log
+   signatures that verify with the home's ``<home>.sign.pub`` and the cosignatures that verify
+   with the witnesses' ``<node>.sign.pub``. The largest checkpoint with at least ``quorum``
+   cosignatures (default: a majority of the cluster's witnesses) is the target; none refuses.
+3. **The source.** The first other node whose tree at that size has that root, proven by the
+   inclusion proof of its record ``size - 1`` (``get`` and ``proof.inclusion``): a home whose
+   tail was rewritten fails here and is never copied from.
+4. **The copy.** Records ``0 .. size - 1`` by ``range`` pages into a fresh store in a
+   directory beside NODE's, each verified as the chain's next (section 4), their Merkle root
+   checked against the checkpoint; the genesis must pin the home's key (or none). Any failure
+   refuses and removes only that fresh directory.
+5. **The swap.** Only then is the old store renamed ``<store>.broken-<UTC time>`` (kept as
+   evidence, never deleted) and the new one put in its place. The old store's evidence rows,
+   and its signed or cosigned checkpoints the new copy proves, are carried over; so are its
+   blobs whose content matches their SHA-256 name.
+
+NODE then catches up past the checkpoint as every follower does, checked against checkpoints.
+A store that already holds every target checkpoint is left alone unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..broker.client import Client, NodeAddress
+from ..broker.keys import KeyPair, load_public
+from ..broker.redis_server import connect
+from ..broker.replication import ReplicationLedger
+from ..broker.signing import load_verify_key, signing_key_paths
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
+from ..node.blobs import BlobStore
+from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
+from ..node.cosigning import GatheredCheckpoint, gather, newest
+from ..node.errors import RepairRefusedError, SupervisorError, VledgerError
+from ..node.note import VerifierKey, origin_for, verify_checkpoint
+from ..node.record import Record, decode_record
+from ..node.store import ChainStore
+from ..node.storefile import DB_NAME
+from ..node.tree import Frontier, leaf_hash, root_from_inclusion
+from ..node.verify import ChainVerifier
+from ..node.witness import home_key, pinned_key
+from .args import Subparsers, add_command, add_json_option, node_name, positive
+from .client_output import print_json
+from .client_payloads import seconds
+from .client_session import load_client_keys
+from .progress import Progress
+from .supervise import Supervisor, layout_for
+
+ANSWER_TIMEOUT = 1.0  # seconds: how long NODE may take to answer before it counts as stopped
+REDIS_TIMEOUT = 2.0
+APPEND_BATCH = 512  # records handed to the new store at once (they share group commits)
+
+
+def default_quorum(witnesses: int) -> int:
+    """A majority of the cluster's witnesses (at least one)."""
+    return witnesses // 2 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRepair:
+    """What one ledger was rebuilt from: the quorum checkpoint and the source that matched it."""
+
+    ledger: str
+    home: str
+    size: int
+    root: bytes
+    witnesses: tuple[str, ...]
+    source: str
+    note: bytes
+
+
+@dataclass(slots=True)
+class RepairResult:
+    node: str
+    store: Path
+    kept: Path | None  # where the old store went; None when there was none
+    quorum: int
+    ledgers: list[LedgerRepair] = field(default_factory=list)
+    carried: int = 0  # checkpoint rows carried over from the old store
+    blobs: int = 0  # blobs carried over
+    restarted: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "node": self.node,
+            "store": str(self.store),
+            "kept": None if self.kept is None else str(self.kept),
+            "quorum": self.quorum,
+            "ledgers": [
+                {
+                    "ledger": r.ledger,
+                    "home": r.home,
+                    "size": r.size,
+                    "root": r.root.hex(),
+                    "witnesses": list(r.witnesses),
+                    "source": r.source,
+                }
+                for r in self.ledgers
+            ],
+            "checkpoints_carried": self.carried,
+            "blobs_carried": self.blobs,
+            "restarted": self.restarted,
+        }
+
+
+class Sources:
+    """One client per other node of the cluster, opened when first asked."""
+
+    def __init__(self, config: ClusterConfig, keys: KeyPair, timeout: float) -> None:
+        self.config = config
+        self.keys = keys
+        self.timeout = timeout
+        self._clients: dict[str, Client] = {}
+
+    def client(self, name: str) -> Client:
+        client = self._clients.get(name)
+        if client is None:
+            node = self.config.node(name)
+            address = NodeAddress(node.endpoint, load_public(self.config.public_key_path(name)))
+            client = Client(
+                address, self.keys, timeout=self.timeout, max_message_bytes=self.config.ingest.max_message_bytes
+            )
+            self._clients[name] = client
+        return client
+
+    def call(self, name: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        result = self.client(name).call(cmd, args)
+        if not isinstance(result, dict):
+            raise RepairRefusedError(f"{name}: {cmd}: the reply is not a map")
+        return result
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+# --- is NODE stopped ----------------------------------------------------------------------------------
+
+
+def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``tcp://host:port`` is accepted: a process still holds the port,
+    whatever key it would take (a node may refuse a key the handshake never tells us about)."""
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = ANSWER_TIMEOUT) -> bool:
+    """Whether node ``name`` answers ``hello`` within ``timeout`` seconds."""
+    node = config.node(name)
+    address = NodeAddress(node.endpoint, load_public(config.public_key_path(name)))
+    with Client(address, keys, timeout=timeout) as client:
+        try:
+            client.hello()
+        except VledgerError:  # no answer (node_unavailable), or a refusal: either way not serving us
+            return False
+    return True
+
+
+# --- which ledgers, which checkpoint -------------------------------------------------------------------
+
+
+def stored_ledgers(store: Path) -> set[str]:
+    """The ledgers a store's file holds, read without writing to it (the store may be evidence)."""
+    path = store / DB_NAME
+    if not path.is_file():
+        return set()
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT DISTINCT ledger FROM records")}
+    except sqlite3.Error:
+        return set()  # a file too damaged to list: the cluster's list is what counts
+
+
+def ledgers_of(config: ClusterConfig, name: str, announced: Mapping[str, str], stored: set[str]) -> dict[str, str]:
+    """ledger -> its home (as the configuration names it) for every ledger NODE should hold."""
+    role = config.node(name).role
+    wanted = set(stored)
+    for ledger in announced:
+        if role in FOLLOWER_ROLES or config.home_of(ledger).name == name:
+            wanted.add(ledger)
+    return {ledger: config.home_of(ledger).name for ledger in sorted(wanted)}
+
+
+def log_key_of(config: ClusterConfig, ledger: str, home: str) -> VerifierKey:
+    """The checkpoint key of ``ledger``: its home's key file in the cluster's key directory."""
+    path = signing_key_paths(config.keys_dir, home)[1]
+    if not path.is_file():
+        raise RepairRefusedError(f"ledger {ledger!r}: no {path} to check its home's checkpoints with")
+    return home_key(config.name, ledger, load_verify_key(path).raw)
+
+
+def quorum_checkpoint(
+    ledger: str,
+    notes: list[bytes],
+    log_key: VerifierKey,
+    origin: str,
+    witnesses: Mapping[str, VerifierKey],
+    quorum: int,
+) -> GatheredCheckpoint:
+    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures (RepairRefusedError if none)."""
+    gathered = gather(notes, log_key, origin, witnesses.values())
+    chosen = newest(gathered, quorum)
+    if chosen is None:
+        best = max(gathered, key=lambda g: len(g.witnesses), default=None)
+        seen = (
+            "no checkpoint that verifies"
+            if best is None
+            else f"at most {len(best.witnesses)} ({', '.join(best.witnesses) or 'none'}, size {best.checkpoint.size})"
+        )
+        raise RepairRefusedError(
+            f"ledger {ledger!r}: no checkpoint cosigned by a quorum of {quorum} of the cluster's "
+            f"{len(witnesses)} witnesses ({seen}); nothing to rebuild from"
+        )
+    return chosen
+
+
+# --- the source and the copy ----------------------------------------------------------------------------
+
+
+def source_root(sources: Sources, node: str, ledger: str, size: int) -> bytes:
+    """``node``'s tree root at ``size``: from its record ``size - 1`` and that record's inclusion proof."""
+    last = sources.call(node, "get", {"ledger": ledger, "height": size - 1}).get("record")
+    if not isinstance(last, bytes):
+        raise RepairRefusedError(f"{node}: get: no record bytes")
+    reply = sources.call(node, "proof.inclusion", {"ledger": ledger, "index": size - 1, "size": size})
+    proof = reply.get("proof")
+    if not isinstance(proof, list):
+        raise RepairRefusedError(f"{node}: proof.inclusion: no proof")
+    return root_from_inclusion(leaf_hash(last), size - 1, size, proof)
+
+
+def choose_source(sources: Sources, candidates: list[str], ledger: str, size: int, root: bytes) -> str:
+    """The first of ``candidates`` whose tree at ``size`` has ``root``; RepairRefusedError naming why each failed."""
+    reasons = []
+    for node in candidates:
+        try:
+            found = source_root(sources, node, ledger, size)
+        except VledgerError as e:
+            reasons.append(f"{node}: {e.code}: {e.message}")
+            continue
+        if found == root:
+            return node
+        reasons.append(f"{node}: its tree of size {size} has another root ({found.hex()[:16]}...)")
+    raise RepairRefusedError(
+        f"ledger {ledger!r}: no source is consistent with the checkpoint of size {size} "
+        f"(root {root.hex()[:16]}...): " + ("; ".join(reasons) or "no other node holds it")
+    )
+
+
+def fetch(sources: Sources, node: str, ledger: str, size: int, page: int) -> Iterator[tuple[bytes, Record]]:
+    """Records ``0 .. size - 1`` of ``ledger`` from ``node``, by ``range`` pages, each decoded (unverified)."""
+    start = 0
+    while start < size:
+        reply = sources.call(node, "range", {"ledger": ledger, "start": start, "limit": min(page, size - start)})
+        records = reply.get("records")
+        if not isinstance(records, list) or not records:
+            raise RepairRefusedError(f"{node}: range from {start} of {ledger!r} sent no records")
+        for data in records:
+            if start >= size:
+                break
+            if not isinstance(data, bytes):
+                raise RepairRefusedError(f"{node}: range: a record that is not bytes")
+            yield data, decode_record(data, PROTOCOL_LIMITS)
+            start += 1
+
+
+def copy_ledger(
+    store: ChainStore,
+    records: Iterator[tuple[bytes, Record]],
+    target: LedgerRepair,
+    log_key: VerifierKey,
+    cluster: str,
+    progress: Progress,
+) -> None:
+    """Verify and append ``records`` to ``store``; RepairRefusedError (nothing kept) unless each is the
+    chain's next, their tree root is the checkpoint's and the genesis pins the home's key (or none)."""
+    verifier = ChainVerifier(target.ledger, PROTOCOL_LIMITS)
+    frontier = Frontier()
+    batch: list[Record] = []
+    for data, record in records:
+        if record.ledger != target.ledger or record.height != verifier.next_height:
+            raise RepairRefusedError(
+                f"{target.source}: sent {record.ledger!r} height {record.height} where {target.ledger!r} "
+                f"height {verifier.next_height} was due"
+            )
+        try:
+            verifier.feed(record)
+        except VledgerError as e:
+            raise RepairRefusedError(
+                f"{target.source}: record {record.height} of {target.ledger!r} does not verify: {e.code}: {e.message}"
+            ) from None
+        if record.height == 0:
+            pinned = pinned_key(target.ledger, verifier.rules, cluster) if verifier.rules is not None else None
+            if pinned is not None and pinned != log_key:
+                raise RepairRefusedError(
+                    f"{target.source}: the genesis of {target.ledger!r} pins another checkpoint key than "
+                    f"{target.home}'s in the key directory"
+                )
+        frontier.append(leaf_hash(data))
+        batch.append(record)
+        if len(batch) >= APPEND_BATCH:
+            store.append_records(batch)
+            progress.advance(len(batch))
+            batch = []
+    if frontier.size != target.size or frontier.root() != target.root:
+        raise RepairRefusedError(
+            f"{target.source}: the records of {target.ledger!r} it sent do not make the checkpoint's tree "
+            f"(size {frontier.size} of {target.size}, or another root)"
+        )
+    store.append_records(batch)
+    progress.advance(len(batch))
+    if store.root(target.ledger, target.size) != target.root:
+        raise RepairRefusedError(f"the new store's tree of {target.ledger!r} is not the checkpoint's")
+
+
+# --- what the old store holds -------------------------------------------------------------------------
+
+
+def already_holds(store: Path, targets: list[LedgerRepair]) -> bool:
+    """Whether the store's records ``0 .. size - 1`` of every ledger make each target's root (read only)."""
+    path = store / DB_NAME
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            for target in targets:
+                frontier = Frontier()
+                rows = db.execute(
+                    "SELECT height, data FROM records WHERE ledger = ? AND height < ? ORDER BY height",
+                    (target.ledger, target.size),
+                )
+                for height, data in rows:
+                    if height != frontier.size:
+                        return False
+                    frontier.append(leaf_hash(bytes(data)))
+                if frontier.size != target.size or frontier.root() != target.root:
+                    return False
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, VerifierKey], cluster: str) -> int:
+    """Copy the old store's evidence rows, and its signed or cosigned rows the new copy proves, into
+    ``new``: each note must verify with its ledger's checkpoint key. Returns how many were carried."""
+    path = old / DB_NAME
+    if not path.is_file():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT ledger, kind, size, root, note FROM checkpoints").fetchall()
+    except sqlite3.Error:
+        return 0  # a store from before checkpoints, or too damaged: it stays aside as it is
+    carried = 0
+    for ledger, kind, size, root, note in rows:
+        key = keys.get(ledger)
+        if key is None:
+            continue
+        try:
+            checkpoint = verify_checkpoint(bytes(note), key, origin=origin_for(cluster, ledger)).checkpoint
+        except VledgerError:
+            continue
+        if (checkpoint.size, checkpoint.root) != (size, bytes(root)):
+            continue
+        if kind in (SIGNED, COSIGNED):
+            # A row the new copy does not prove would make the node refuse (a home) or stop cosigning
+            # (a witness) at once: it stays in the old store, aside.
+            if size > new.tree_size(ledger) or new.root(ledger, size) != checkpoint.root:
+                continue
+        elif kind != EVIDENCE:
+            continue
+        new.checkpoints.keep(ledger, kind, size, checkpoint.root, bytes(note))
+        carried += 1
+    return carried
+
+
+def carry_blobs(old: Path, new: Path) -> int:
+    """Copy the old store's blobs whose content is their SHA-256 name (others stay aside)."""
+    source = old / "blobs"
+    if not source.is_dir():
+        return 0
+    blobs = BlobStore(new / "blobs")
+    carried = 0
+    for path in sorted(source.glob("??/*")):
+        digest = path.name
+        if not path.is_file() or path.parent.name != digest[:2]:
+            continue
+        try:
+            with path.open("rb") as f:
+                blobs.put(iter(lambda: f.read(1 << 20), b""), expected=digest)
+        except (VledgerError, OSError):
+            continue
+        carried += 1
+    return carried
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap(store: Path, fresh: Path, stamp: str) -> Path | None:
+    """Rename ``store`` to ``<store>.broken-<stamp>`` (if it exists) and ``fresh`` to ``store``."""
+    kept = None
+    if store.exists():
+        kept = store.with_name(f"{store.name}.broken-{stamp}")
+        os.rename(store, kept)
+    os.rename(fresh, store)
+    _fsync_dir(store.parent)
+    return kept
+
+
+# --- the whole repair --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Repair:
+    """Repairs one node's store (see the module's docstring for the steps and what each refuses)."""
+
+    config: ClusterConfig
+    node: str
+    keys: KeyPair
+    quorum: int | None = None
+    force: bool = False
+    timeout: float = 10.0
+    show_progress: bool | None = None  # None: on a terminal
+    clock: Callable[[], float] = time.time
+
+    def plan(self, sources: Sources, replication: ReplicationLedger) -> list[LedgerRepair]:
+        config, name = self.config, self.node
+        store = config.store_dir(name)
+        witnesses = witness_keys(config)
+        quorum = self.quorum if self.quorum is not None else default_quorum(len(witnesses))
+        if quorum > len(witnesses):
+            raise RepairRefusedError(f"a quorum of {quorum} needs as many witnesses; the cluster has {len(witnesses)}")
+        self.quorum = quorum
+        ledgers = ledgers_of(config, name, replication.ledgers(), stored_ledgers(store))
+        if not ledgers:
+            raise RepairRefusedError(f"{name} holds no ledger the cluster knows of: nothing to rebuild")
+        others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
+        published = replication.checkpoints()
+        targets = []
+        for ledger, home in ledgers.items():
+            log_key = log_key_of(config, ledger, home)
+            notes = [*replication.cosignatures(ledger).values()]
+            if ledger in published:
+                notes.append(published[ledger])
+            for other in others:
+                with contextlib.suppress(VledgerError):
+                    note = sources.call(other, "checkpoint", {"ledger": ledger}).get("checkpoint")
+                    if isinstance(note, bytes):
+                        notes.append(note)
+            chosen = quorum_checkpoint(ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum)
+            size, root = chosen.checkpoint.size, chosen.checkpoint.root
+            # Followers first: the home is the one node whose copy nothing else checked before it served.
+            candidates = sorted(others, key=lambda n: (n == home, others.index(n)))
+            source = choose_source(sources, candidates, ledger, size, root)
+            cosigners = tuple(sorted(node for node, key in witnesses.items() if key.name in chosen.witnesses))
+            targets.append(LedgerRepair(ledger, home, size, root, cosigners, source, chosen.note))
+        return targets
+
+    def run(self) -> RepairResult:
+        config, name = self.config, self.node
+        node = config.node(name)
+        if node.role == "verifier":
+            raise RepairRefusedError(f"{name} is a verifier: it keeps no store to repair")
+        if answers(config, name, self.keys) or listening(node.endpoint):
+            raise RepairRefusedError(
+                f"{name} still answers at {node.endpoint}: stop it first (its store cannot be swapped "
+                "under a running node), or give --restart when supervisord runs it"
+            )
+        store = config.store_dir(name)
+        sources = Sources(config, self.keys, self.timeout)
+        redis = connect(config.redis_url, timeout=REDIS_TIMEOUT)
+        try:
+            targets = self.plan(sources, ReplicationLedger(redis))
+            if not self.force and already_holds(store, targets):
+                raise RepairRefusedError(
+                    f"{name}'s store already holds every quorum-cosigned checkpoint "
+                    f"({', '.join(f'{t.ledger} at {t.size}' for t in targets)}): nothing to repair "
+                    "(--force rebuilds it anyway)"
+                )
+            return self._rebuild(store, targets, sources)
+        finally:
+            sources.close()
+            redis.close()
+
+    def _rebuild(self, store: Path, targets: list[LedgerRepair], sources: Sources) -> RepairResult:
+        config = self.config
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
+        store.parent.mkdir(parents=True, exist_ok=True)
+        fresh = store.with_name(f"{store.name}.repair-{stamp}")
+        if fresh.exists():
+            raise RepairRefusedError(f"{fresh} exists: another repair is under way, or left it (look, then remove it)")
+        keys = {t.ledger: log_key_of(config, t.ledger, t.home) for t in targets}
+        result = RepairResult(self.node, store, None, self.quorum or 0, list(targets))
+        total = sum(t.size for t in targets)
+        try:
+            with (
+                ChainStore(fresh, origin=self.node, limits=config.settings.limits) as new,
+                contextlib.closing(Progress("copying", total, enabled=self.show_progress)) as progress,
+            ):
+                for target in targets:
+                    records = fetch(sources, target.source, target.ledger, target.size, config.ingest.page_size)
+                    copy_ledger(new, records, target, keys[target.ledger], config.name, progress)
+                result.carried = carry_checkpoints(store, new, keys, config.name)
+            result.blobs = carry_blobs(store, fresh)
+            result.kept = swap(store, fresh, stamp)
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)  # only what this repair made; the old store is untouched
+            raise
+        return result
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+RESTART_TIMEOUT = 60.0
+
+
+def _restart_stop(config: ClusterConfig, name: str, run_dir: Path | None) -> Supervisor:
+    layout = layout_for(config, run_dir, find_redis=False)
+    supervisor = Supervisor(layout.socket_path)
+    if not supervisor.running():
+        raise RepairRefusedError(
+            f"--restart: no supervisord answers on {layout.socket_path}; stop {name} yourself and repair without it"
+        )
+    if name not in supervisor.processes():
+        raise RepairRefusedError(f"--restart: supervisord runs no program {name!r}")
+    supervisor.stop_process(name)
+    return supervisor
+
+
+def _restart_start(config: ClusterConfig, supervisor: Supervisor, name: str, keys: KeyPair) -> None:
+    supervisor.start_process(name)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while not answers(config, name, keys, ANSWER_TIMEOUT):
+        if time.monotonic() > deadline:
+            raise SupervisorError(f"{name} was restarted on its repaired store but does not answer hello")
+
+
+def _print(result: RepairResult) -> None:
+    print(f"{result.node}: store rebuilt at {result.store}")
+    for r in result.ledgers:
+        print(
+            f"  {r.ledger}: {r.size:,} records from {r.source}, tree root {r.root.hex()[:16]}..., the checkpoint "
+            f"{len(r.witnesses)} witnesses cosigned ({', '.join(r.witnesses)})"
+        )
+    print(f"  carried over from the old store: {result.carried} checkpoints, {result.blobs} blobs")
+    print(f"  the old store is kept at {result.kept}" if result.kept is not None else "  there was no old store")
+    print(
+        f"  {result.node} restarted: it catches up past the checkpoints from its sources"
+        if result.restarted
+        else f"  start {result.node} again: it catches up past the checkpoints from its sources"
+    )
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    config = load_cluster(args.config)
+    name = config.node(args.node).name
+    keys = load_client_keys(args.key or config.secret_key_path(name))
+    supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
+    repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
+    try:
+        result = repair.run()
+    except BaseException as e:
+        if supervisor is not None:
+            supervisor.start_process(name)  # nothing was swapped: it runs on its store as before
+        if args.json and isinstance(e, VledgerError):
+            print_json({"ok": False, "node": name, "error": e.code, "message": e.message})
+        raise
+    if supervisor is not None:
+        _restart_start(config, supervisor, name, keys)
+        result.restarted = True
+    if args.json:
+        print_json(result.as_json())
+    else:
+        _print(result)
+    return 0
+
+
+def add_repair_command(commands: Subparsers) -> None:
+    repair = add_command(
+        commands,
+        "repair",
+        cmd_repair,
+        "rebuild a node's store from copies consistent with a quorum-cosigned checkpoint",
+        "Rebuild NODE's store, which must be stopped: per ledger, take the largest checkpoint its home "
+        "signed that a quorum of witnesses cosigned (their keys from the key directory), find another "
+        "node whose tree at that size has that root, copy and verify its records into a fresh store "
+        "beside NODE's, and only then move the old store aside (<store>.broken-<time>, never deleted) "
+        "and put the new one in place. Refuses, saying why and changing nothing, when there is no such "
+        "checkpoint or source, or a record does not verify. Exit 0 repaired, 1 refused, 2 usage.",
+    )
+    repair.add_argument("node", type=node_name, metavar="NODE", help="the node whose store to rebuild")
+    repair.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    repair.add_argument(
+        "--key", type=Path, metavar="FILE", help="the key to read the other nodes with (default: NODE's own)"
+    )
+    repair.add_argument(
+        "--quorum", type=positive, metavar="N", help="cosignatures the checkpoint needs (default: a majority)"
+    )
+    repair.add_argument(
+        "--force", action="store_true", help="rebuild even a store that already holds every quorum checkpoint"
+    )
+    repair.add_argument(
+        "--restart", action="store_true", help="stop NODE through supervisord first, start it again after"
+    )
+    repair.add_argument("--run-dir", type=Path, metavar="DIR", help="supervisord's directory (as for supervise)")
+    repair.add_argument(
+        "--timeout", type=seconds, default=10.0, metavar="SECONDS", help="how long one request may wait (10)"
+    )
+    add_json_option(repair)

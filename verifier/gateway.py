@@ -1,0 +1,892 @@
+"""The public read-only HTTP gateway: `vledger gateway --config FILE --node NAME`.
+
+It runs beside a node that keeps a store (a replica, an observer, an ingest node) and reads
+that store **read-only** (node/storefile.py's reader): it never writes, needs no account and
+serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
+
+* the C2SP tlog-tiles layout of every ledger under ``/ledgers/<ledger>/``: ``checkpoint`` (the
+  latest checkpoint the home signed, with every witness cosignature that verifies, gathered
+  line by line from the store and Redis: node/cosigning.py), ``tile/<L>/<N>[.p/<W>]``
+  (hash tiles, from the store's Merkle tree) and ``tile/entries/<N>[.p/<W>]`` (entry bundles:
+  each record's exact bytes behind a big-endian uint16 length). Both never change once
+  served, so they are cached for a year (``immutable``).
+* JSON under ``/api/``: ledgers, a ledger's rules, a record by height or hash, ranges (paged,
+  at most ``MAX_PAGE`` records), the checkpoint with its keys, inclusion and consistency
+  proofs, receipts (node/receipt.py: a record, its proof and the cosigned checkpoint), a
+  voter's records by electronic id (with their receipts), the observers' signed tallies (with each
+  signature checked and the bytes it signs, so a browser can check it again), fund balances
+  in currency units, and the cluster's state for the operators' dashboard.
+* ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
+  up to ``EVENT_RECORDS``), ``tally`` when an observer signs a new tally.
+* the web pages of ``verifier/web/`` and ``/healthz``, ``/readyz``, ``/metrics``.
+
+Every refusal is JSON with a code of PROTOCOL's table and a 4xx status (broker/http.py).
+It lives in ``verifier/`` because it checks the observers' tallies (verifier/tally.py) and
+imports only go down (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from aiohttp import ClientSession, ClientTimeout, web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..broker.http import HttpThread, add_health_routes, json_errors, json_response
+from ..broker.redis_server import connect
+from ..broker.replication import ReplicationLedger
+from ..broker.tallies import TallyBoard
+from ..config.cluster import ClusterConfig
+from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
+from ..node import tree
+from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.errors import (
+    BadRequestError,
+    NoSuchLedgerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SettingsError,
+    TreeSizeError,
+    VledgerError,
+)
+from ..node.note import VerifierKey
+from ..node.receipt import Receipt, pinned_checkpoint_key
+from ..node.record import NAME_PATTERN, Record, decode_record
+from ..node.rules.votes import electronic_id
+from ..node.storefile import StoredTree, StoreReader
+from ..node.verify import ChainVerifier
+from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
+
+log = logging.getLogger(__name__)
+WEB_DIR = Path(__file__).with_name("web")
+PAGES = ("index", "vote", "tally", "charity", "dashboard")
+MAX_PAGE = 500  # records in one range answer
+MAX_ENTRY = 0xFFFF  # an entry bundle's uint16 length prefix
+EVENT_RECORDS = 50  # new records sent with one head event; past that, only the head
+POLL_SECONDS = 0.25  # how often the store's heads are read for the event stream
+TALLY_POLL_SECONDS = 1.0
+CLUSTER_CACHE_SECONDS = 0.5
+# A checkpoint gathered (every signature line verified) serves the requests of this long:
+# under load the Ed25519 checks and the Redis read happen once, not once per request.
+CHECKPOINT_SECONDS = 1.0
+PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
+TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
+LOG_LINES = 20
+LOG_TAIL_BYTES = 8192
+CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
+IMMUTABLE = "public, max-age=31536000, immutable"
+CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
+VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
+MINOR_PER_UNIT = 100  # PROTOCOL 7.2: charity amounts are in minor units, 100 per currency unit
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def record_json(record: Record, data: bytes) -> dict[str, Any]:
+    """A record for people and scripts: its fields, and its exact bytes (base64) to check them by."""
+    content = record.content
+    return {
+        "ledger": content.ledger,
+        "height": record.height,
+        "hash": record.link.hex(),
+        "leaf_hash": tree.leaf_hash(data).hex(),
+        "kind": content.kind,
+        "author": content.author,
+        "request_id": content.request_id,
+        "ts": content.ts,
+        "accepted": record.accepted,
+        "origin": record.origin,
+        "payload": _jsonable(content.payload),
+        "record": base64.b64encode(data).decode(),
+    }
+
+
+def _ledger(request: web.Request) -> str:
+    name = request.match_info["ledger"]
+    if not NAME_PATTERN.fullmatch(name) or len(name) > PROTOCOL_LIMITS.max_name_length:
+        raise BadRequestError(f"{name[:80]!r} is not a ledger name")
+    return name
+
+
+def _int(value: str | None, what: str, default: int | None = None, maximum: int = tree.MAX_TREE_SIZE) -> int:
+    if value is None or value == "":
+        if default is None:
+            raise BadRequestError(f"{what} is required")
+        return default
+    if not value.isascii() or not value.isdigit() or len(value) > 19 or (len(value) > 1 and value[0] == "0"):
+        raise BadRequestError(f"{what} must be a decimal integer without leading zeros, not {value[:40]!r}")
+    number = int(value)
+    if number > maximum:
+        raise BadRequestError(f"{what} {number} is over {maximum}")
+    return number
+
+
+@dataclass(slots=True)
+class VoterIndex:
+    """One election's electronic ids -> the heights of the records naming them, fed in height order."""
+
+    next_height: int = 0
+    heights: dict[str, list[int]] = field(default_factory=dict)
+
+    def feed(self, record: Record) -> None:
+        kind = record.content.kind
+        eid: object = None
+        if kind == "register":
+            eid = electronic_id(record)
+        elif kind in VOTER_KINDS:
+            eid = record.content.payload.get("electronic_id")
+        if isinstance(eid, str):
+            self.heights.setdefault(eid, []).append(record.height)
+        self.next_height = record.height + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServedCheckpoint:
+    """The checkpoint the gateway serves for a ledger, and the keys it was checked with."""
+
+    ledger: str
+    gathered: GatheredCheckpoint
+    log_key: VerifierKey
+    witness_keys: dict[str, VerifierKey]  # node name -> its cosignature key
+
+    def json(self) -> dict[str, Any]:
+        checkpoint = self.gathered.checkpoint
+        return {
+            "ledger": self.ledger,
+            "size": checkpoint.size,
+            "root": checkpoint.root.hex(),
+            "note": self.gathered.note.decode("utf-8"),
+            "log_key": self.log_key.encode(),
+            "cosigned_by": list(self.gathered.witnesses),
+            "witness_keys": {key.name: key.encode() for key in self.witness_keys.values()},
+        }
+
+
+class GatewayMetrics:
+    """The gateway's own series: requests by route and status, event-stream clients, and per
+    ledger the served checkpoint's age and cosignatures (set when a checkpoint is read)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "vledger_gateway_requests", "HTTP requests answered", ["route", "status"], registry=registry
+        )
+        self.event_clients = Gauge("vledger_gateway_event_clients", "open event streams", registry=registry)
+        self.checkpoint_size = Gauge(
+            "vledger_checkpoint_size", "size of the latest served checkpoint", ["ledger"], registry=registry
+        )
+        self.checkpoint_lag = Gauge(
+            "vledger_checkpoint_lag_records",
+            "records of the store not yet covered by the latest served checkpoint",
+            ["ledger"],
+            registry=registry,
+        )
+        self.checkpoint_age = Gauge(
+            "vledger_checkpoint_age_seconds",
+            "seconds since the served checkpoint's size last grew (as this gateway saw it)",
+            ["ledger"],
+            registry=registry,
+        )
+        self.cosignatures = Gauge(
+            "vledger_checkpoint_cosignatures",
+            "verified witness cosignatures on the latest served checkpoint",
+            ["ledger"],
+            registry=registry,
+        )
+        self._grown: dict[str, tuple[int, float]] = {}
+
+    def saw(self, ledger: str, size: int, store_size: int, witnesses: int) -> None:
+        seen = self._grown.get(ledger)
+        now = time.monotonic()
+        if seen is None or size > seen[0]:
+            self._grown[ledger] = seen = (size, now)
+        self.checkpoint_size.labels(ledger).set(size)
+        self.checkpoint_lag.labels(ledger).set(max(0, store_size - size))
+        self.checkpoint_age.labels(ledger).set(now - seen[1])
+        self.cosignatures.labels(ledger).set(witnesses)
+
+
+class Gateway:
+    """The routes over one store (read-only), the cluster's Redis and its key directory."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: str,
+        *,
+        redis_client: Any = None,
+        logs_dir: Path | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.node = config.node(node)
+        self.store_dir = config.store_dir(node)
+        self._local = threading.local()  # one read-only connection per thread (sqlite3 connections stay in theirs)
+        self._readers: list[StoreReader] = []
+        self.redis = redis_client
+        self.logs_dir = logs_dir
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self.observer_keys = observer_keys(config)
+        self.witness_keys = witness_keys(config)
+        self._log_keys: dict[str, VerifierKey | None] = {}
+        self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
+        self._voters: dict[str, VoterIndex] = {}
+        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._cluster_cache: tuple[float, dict[str, Any]] | None = None
+        self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
+        self._tiles: dict[tuple[str, int, int, int], bytes] = {}
+
+    # --- the store ----------------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> StoreReader:
+        """This thread's read-only view of the store, opened when first needed (the node may
+        create the store after the gateway starts: until then every read is a store_error)."""
+        reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = StoreReader(self.store_dir, page_size=MAX_PAGE)
+            with self._voters_lock:
+                self._readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        with self._voters_lock:
+            for reader in self._readers:
+                with contextlib.suppress(Exception):  # a connection of another thread: closed at exit anyway
+                    reader.close()
+
+    def _tree(self, ledger: str) -> StoredTree:
+        """The ledger's tree as of the records it covers (written in their transaction)."""
+        try:
+            return self.reader.tree(ledger)
+        except TreeSizeError:
+            raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}") from None
+
+    def _size(self, ledger: str) -> int:
+        return self._tree(ledger).size
+
+    def _record(self, ledger: str, height: int) -> tuple[Record, bytes]:
+        data = self.reader.get(ledger, height)
+        if data is None:
+            self._size(ledger)  # an unknown ledger is no_such_ledger, a height past the head not_found
+            raise NotFoundError(f"no record at height {height} of {ledger!r} on {self.node.name}")
+        return decode_record(data, PROTOCOL_LIMITS), data
+
+    def ledgers(self) -> list[dict[str, Any]]:
+        result = []
+        for ledger in self.reader.ledgers():
+            stored = self.reader.tree(ledger)
+            genesis = self.reader.get(ledger, 0)
+            rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
+            kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
+            result.append({"ledger": ledger, "size": stored.size, "root": stored.root().hex(), "type": kind})
+        return result
+
+    def ledger_info(self, ledger: str) -> dict[str, Any]:
+        size = self._size(ledger)
+        genesis, _ = self._record(ledger, 0)
+        return {
+            "ledger": ledger,
+            "size": size,
+            "root": self.reader.tree(ledger).root(size).hex(),
+            "home": self.config.home_of(ledger).name,
+            "node": self.node.name,
+            "genesis": _jsonable(genesis.content.payload),
+        }
+
+    def record_page(self, ledger: str, start: int, limit: int) -> dict[str, Any]:
+        size = self._size(ledger)
+        records = [
+            record_json(decode_record(data, PROTOCOL_LIMITS), data)
+            for _, data in self.reader.iter_raw(ledger, start, min(size, start + limit))
+        ]
+        after = start + len(records)
+        return {"ledger": ledger, "size": size, "records": records, "next": after if after < size else None}
+
+    def by_hash(self, record_hash: bytes) -> dict[str, Any]:
+        found = self.reader.find_hash(record_hash)
+        if found is None:
+            raise NotFoundError(f"no record with hash {record_hash.hex()} on {self.node.name}")
+        record = decode_record(found[2], PROTOCOL_LIMITS)
+        if record.link != record_hash:  # the column is an index; only the record's own link names it
+            raise NotFoundError(f"no record with hash {record_hash.hex()} on {self.node.name}")
+        return record_json(record, found[2])
+
+    def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
+        stored = self._tree(ledger)
+        at = stored.size if size is None else size
+        proof = stored.inclusion_proof(index, at)
+        return {
+            "ledger": ledger,
+            "index": index,
+            "size": at,
+            "leaf_hash": stored.leaf(index).hex(),
+            "root": stored.root(at).hex(),
+            "proof": [h.hex() for h in proof],
+        }
+
+    def consistency(self, ledger: str, old: int, new: int | None) -> dict[str, Any]:
+        size = self._size(ledger)
+        stored = self.reader.tree(ledger)
+        at = size if new is None else new
+        proof = stored.consistency_proof(old, at)
+        return {
+            "ledger": ledger,
+            "old": old,
+            "new": at,
+            "old_root": stored.root(old).hex(),
+            "new_root": stored.root(at).hex(),
+            "proof": [h.hex() for h in proof],
+        }
+
+    def tile(self, ledger: str, path: str) -> bytes:
+        level, index, width = tree.parse_tile_path(path)
+        key = (ledger, level, index, width)
+        cached = self._tiles.get(key)
+        if cached is None:
+            cached = self._tree(ledger).tile(level, index, width)
+            with self._voters_lock:
+                self._tiles[key] = cached
+                if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
+                    del self._tiles[next(iter(self._tiles))]
+        return cached
+
+    def entries(self, ledger: str, path: str) -> bytes:
+        """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes."""
+        if not path.startswith("tile/entries/"):
+            raise BadRequestError(f"{path[:100]!r} is not an entry bundle path")
+        _, index, width = tree.parse_tile_path("tile/0/" + path.removeprefix("tile/entries/"))
+        size = self._size(ledger)
+        if tree.tile_width(0, index, size) < width:
+            raise TreeSizeError(
+                f"ledger {ledger!r}: a tree of {size} leaves has no entry bundle {index} of width {width}"
+            )
+        first = index * tree.TILE_WIDTH
+        parts = []
+        for height, data in self.reader.iter_raw(ledger, first, first + width):
+            if len(data) > MAX_ENTRY:
+                raise PayloadTooLargeError(
+                    f"record {height} of {ledger!r} is {len(data)} bytes, over an entry bundle's {MAX_ENTRY}; "
+                    f"read it at /api/ledgers/{ledger}/records/{height}"
+                )
+            parts.append(struct.pack(">H", len(data)) + data)
+        return b"".join(parts)
+
+    def log_key(self, ledger: str) -> VerifierKey | None:
+        """The checkpoint key ``ledger``'s genesis pins (rules.checkpoint_key), None if it pins
+        none. The genesis is checked as section 4 checks a height 0 (raises its error)."""
+        if ledger not in self._log_keys:
+            genesis, _ = self._record(ledger, 0)
+            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+            self._log_keys[ledger] = pinned_checkpoint_key(ledger, rules)
+        return self._log_keys[ledger]
+
+    def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
+        """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
+        checkpoints and the witnesses' notes in Redis, every line checked on its own with the
+        pinned key and the cluster's witness keys (forged lines dropped), the one with the most
+        cosignatures, the largest of those; with ``witnesses``, the largest with at least that many.
+
+        Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
+        (yet), NoSuchLedgerError for a ledger this store does not hold.
+        """
+        cached = self._checkpoints.get((ledger, witnesses))
+        if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
+            return cached[1]
+        store_size = self._size(ledger)
+        key = self.log_key(ledger)
+        if key is None:
+            raise NotFoundError(f"the genesis of {ledger!r} pins no checkpoint key: it has no checkpoints to serve")
+        notes = [note for _, note in self.reader.latest_checkpoints(ledger)]
+        try:
+            notes.extend(ReplicationLedger(self._redis()).cosignatures(ledger).values())
+        except (redis.RedisError, OSError) as e:  # the store's own notes are still served
+            log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
+        gathered = gather(notes, key, key.name, self.witness_keys.values())  # the origin is the key's name
+        if witnesses is None:
+            best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
+        else:
+            best = next((g for g in gathered if len(g.witnesses) >= witnesses), None)
+        if best is None or best.checkpoint.size > store_size:
+            more = "" if witnesses is None else f" with {witnesses} cosignatures"
+            raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
+        self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
+        served = ServedCheckpoint(ledger, best, key, self.witness_keys)
+        with self._voters_lock:
+            self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+        return served
+
+    def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
+        """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.
+
+        Raises NotFoundError when no served checkpoint covers that height yet (or no record is there).
+        """
+        served = served or self.checkpoint(ledger)
+        size = served.gathered.checkpoint.size
+        _, data = self._record(ledger, height)
+        if height >= size:
+            raise NotFoundError(
+                f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
+            )
+        proof = self._tree(ledger).inclusion_proof(height, size)
+        return Receipt.of(data, proof, served.gathered.note)
+
+    def voter(self, ledger: str, eid: str) -> dict[str, Any]:
+        """The records naming ``eid``, each with its receipt under the served checkpoint (a
+        record the checkpoint does not cover yet is listed with ``"receipt": null``)."""
+        served = self.checkpoint(ledger)
+        size = served.gathered.checkpoint.size
+        newest = self._size(ledger)
+        with self._voters_lock:
+            index = self._voters.setdefault(ledger, VoterIndex())
+            for _, data in self.reader.iter_raw(ledger, index.next_height, size):
+                index.feed(decode_record(data, PROTOCOL_LIMITS))
+            heights = [h for h in index.heights.get(eid, []) if h < newest]
+        if not heights:
+            raise NotFoundError(f"no record names the electronic id {eid} in {ledger!r}")
+        records = []
+        for height in heights:
+            record, data = self._record(ledger, height)
+            shown = record_json(record, data)
+            shown["receipt"] = self.receipt(ledger, height, served).encode().decode("utf-8") if height < size else None
+            records.append(shown)
+        return {"ledger": ledger, "electronic_id": eid, "checkpoint": served.json(), "records": records}
+
+    def heads(self) -> dict[str, int]:
+        return {ledger: self.reader.size(ledger) for ledger in self.reader.ledgers()}
+
+    # --- Redis: tallies and the cluster's state -------------------------------------------------------
+
+    def _redis(self) -> Any:
+        if self.redis is None:
+            # As the Redis user of the node whose store it serves (on that node's host).
+            self.redis = connect(self.config.redis_access(self.node.role), timeout=2.0)
+        return self.redis
+
+    def tally(self, ledger: str) -> dict[str, Any]:
+        board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len)
+        report = read_tallies(board, ledger, self.observer_keys)
+        if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
+            raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
+        return tally_json(report, self.observer_keys)
+
+    def funds(self, ledger: str) -> dict[str, Any]:
+        shown = self.tally(ledger)
+        snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
+        if not snapshots:
+            return {"ledger": ledger, "funds": None, "verdict": shown["verdict"]}
+        tally = max(snapshots, key=lambda s: s["height"])["tally"]
+        if tally.get("type") != "charity":
+            raise BadRequestError(f"{ledger!r} is a {tally.get('type')} ledger, not a charity")
+
+        def units(minor: int) -> str:
+            return f"{minor / MINOR_PER_UNIT:.2f}"
+
+        funds = {
+            name: {key: units(v) if key in ("donated", "disbursed", "balance") else v for key, v in fund.items()}
+            for name, fund in tally.get("funds", {}).items()
+        }
+        return {
+            "ledger": ledger,
+            "currency": tally.get("currency"),
+            "funds": funds,
+            "donated": units(tally.get("donated", 0)),
+            "disbursed": units(tally.get("disbursed", 0)),
+            "balance": units(tally.get("balance", 0)),
+            "height": max(s["height"] for s in snapshots),
+            "verdict": shown["verdict"],
+        }
+
+    def tally_heads(self) -> dict[str, dict[str, str]]:
+        """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
+        client = self._redis()
+        board = TallyBoard(client)
+        pipe = client.pipeline()
+        ledgers = self.reader.ledgers()
+        for ledger in ledgers:
+            pipe.hgetall(board.latest_key(ledger))
+        return {
+            ledger: {_text(k): _text(v) for k, v in ids.items()}
+            for ledger, ids in zip(ledgers, pipe.execute(), strict=True)
+        }
+
+    def cluster_state(self) -> dict[str, Any]:
+        """Heights, alerts and logs (Redis and files); the nodes' health is probed by the caller."""
+        replication = ReplicationLedger(self._redis())
+        ledgers = sorted(replication.ledgers())
+        held = {ledger: replication.held(ledger) for ledger in ledgers}
+        alerts = replication.open_alerts()
+        return {
+            "cluster": self.config.name,
+            "ledgers": {ledger: {"home": self.config.home_of(ledger).name, "held": held[ledger]} for ledger in ledgers},
+            "alerts": [{"key": key, **value} for key, value in sorted(alerts.items())],
+            "logs": {name: self._log_tail(name) for name in sorted(self.config.nodes)},
+        }
+
+    def _log_tail(self, program: str) -> list[str]:
+        """The last lines of ``<logs>/<program>.log``; ``program`` is a node name of the configuration."""
+        if self.logs_dir is None:
+            return []
+        path = self.logs_dir / f"{program}.log"
+        try:
+            with path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        return lines[-LOG_LINES:]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def tally_json(report: TallyReport, keys: dict[str, Any]) -> dict[str, Any]:
+    """Each observer's latest signed tally: the bytes signed, the signature, the key, and what they say."""
+    observers = []
+    for t in report.observers:
+        key = keys.get(t.observer)
+        entry: dict[str, Any] = {"observer": t.observer, "public_key": None if key is None else key.public_hex}
+        checked = t.checked
+        entry |= {
+            "signature_ok": checked is not None and checked.ok,
+            "body": None if checked is None else checked.published.body.hex(),
+            "signature": None if checked is None else checked.published.signature.hex(),
+            "error": None
+            if checked is None or checked.problem is None
+            else {"code": checked.problem.code, "message": checked.problem.message},
+            "snapshot": None if checked is None or checked.snapshot is None else snapshot_fields(checked.snapshot),
+        }
+        observers.append(entry)
+    verdict = report.verdict
+    return {
+        "ledger": report.ledger,
+        "observers": observers,
+        "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
+    }
+
+
+# --- HTTP --------------------------------------------------------------------------------------------
+
+
+def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | None = None) -> web.Application:
+    """The gateway's aiohttp application (routes in the module's docstring)."""
+    app = web.Application(middlewares=[_counted(gateway.metrics), json_errors])
+    r = app.router
+
+    async def in_thread(call: Callable[[], Any]) -> Any:
+        # SQLite and Redis block: off the event loop, which keeps serving the other requests.
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    async def page(request: web.Request) -> web.FileResponse:
+        name = request.match_info.get("page", "index")
+        if name not in PAGES:
+            raise NotFoundError(f"no page {name[:60]!r}")
+        return web.FileResponse(WEB_DIR / f"{name}.html", headers={"Cache-Control": "no-cache"})
+
+    async def ledgers(_: web.Request) -> web.Response:
+        return json_response({"node": gateway.node.name, "ledgers": await in_thread(gateway.ledgers)})
+
+    async def ledger_info(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        return json_response(await in_thread(lambda: gateway.ledger_info(ledger)))
+
+    async def records(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        start = _int(request.query.get("start"), "start", 0)
+        limit = _int(request.query.get("limit"), "limit", 100, maximum=MAX_PAGE)
+        if limit == 0:
+            raise BadRequestError(f"limit must be 1..{MAX_PAGE}")
+        return json_response(await in_thread(lambda: gateway.record_page(ledger, start, limit)))
+
+    async def record(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        height = _int(request.match_info["height"], "height")
+        found, data = await in_thread(lambda: gateway._record(ledger, height))
+        return json_response(record_json(found, data))
+
+    async def by_hash(request: web.Request) -> web.Response:
+        text = request.match_info["hash"]
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise BadRequestError("a record hash is 64 lower-case hex characters")
+        return json_response(await in_thread(lambda: gateway.by_hash(bytes.fromhex(text))))
+
+    async def inclusion(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        index = _int(request.query.get("index"), "index")
+        size = _int(request.query.get("size"), "size", -1)
+        answer = await in_thread(lambda: gateway.inclusion(ledger, index, None if size < 0 else size))
+        return json_response(answer)
+
+    async def consistency(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        old = _int(request.query.get("old"), "old")
+        new = _int(request.query.get("new"), "new", -1)
+        return json_response(await in_thread(lambda: gateway.consistency(ledger, old, None if new < 0 else new)))
+
+    async def tile(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        path = request.match_info["path"]
+        if path.startswith("tile/entries/"):
+            body = await in_thread(lambda: gateway.entries(ledger, path))
+            response = web.Response(body=body, content_type="application/octet-stream")
+            response.enable_compression()
+        else:
+            body = await in_thread(lambda: gateway.tile(ledger, path))
+            response = web.Response(body=body, content_type="application/octet-stream")
+        response.headers["Cache-Control"] = IMMUTABLE
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    async def checkpoint_text(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        served = await in_thread(lambda: gateway.checkpoint(ledger))
+        response = web.Response(body=served.gathered.note, content_type="text/plain", charset="utf-8")
+        response.headers["Cache-Control"] = CHECKPOINT_CACHE
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    async def checkpoint_json(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        witnesses = request.query.get("witnesses")
+        wanted = None if witnesses is None else _int(witnesses, "witnesses", maximum=len(gateway.witness_keys))
+        return json_response((await in_thread(lambda: gateway.checkpoint(ledger, wanted))).json())
+
+    async def receipt(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        height = _int(request.match_info["height"], "height")
+        made = await in_thread(lambda: gateway.receipt(ledger, height))
+        response = web.Response(body=made.encode(), content_type="application/json")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Disposition"] = f'attachment; filename="receipt-{ledger}-{height}.json"'
+        return response
+
+    async def voter(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        eid = request.match_info["eid"]
+        if not (len(eid) == 18 and eid.startswith("E-") and all(c in "0123456789abcdef" for c in eid[2:])):
+            raise BadRequestError("an electronic id is E- and 16 lower-case hex characters")
+        return json_response(await in_thread(lambda: gateway.voter(ledger, eid)))
+
+    async def tally(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        return json_response(await in_thread(lambda: gateway.tally(ledger)))
+
+    async def funds(request: web.Request) -> web.Response:
+        ledger = _ledger(request)
+        return json_response(await in_thread(lambda: gateway.funds(ledger)))
+
+    async def cluster(_: web.Request) -> web.Response:
+        now = time.monotonic()
+        cached = gateway._cluster_cache
+        if cached is None or now - cached[0] > CLUSTER_CACHE_SECONDS:
+            state = await in_thread(gateway.cluster_state)
+            state["nodes"] = await probe_nodes(gateway.config)
+            gateway._cluster_cache = cached = (now, state)
+        return json_response(cached[1])
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
+        gateway._clients.add(queue)
+        gateway.metrics.event_clients.inc()
+        try:
+            await response.write(b"retry: 2000\n\n")
+            while (message := await queue.get()) is not None:
+                await response.write(message)
+        finally:
+            gateway._clients.discard(queue)
+            gateway.metrics.event_clients.dec()
+        return response
+
+    r.add_get("/", page)
+    r.add_get("/{page:[a-z]+}.html", page)
+    r.add_static("/static/", WEB_DIR / "static", follow_symlinks=False)
+    r.add_get("/api/ledgers", ledgers)
+    r.add_get("/api/ledgers/{ledger}", ledger_info)
+    r.add_get("/api/ledgers/{ledger}/records", records)
+    r.add_get("/api/ledgers/{ledger}/records/{height}", record)
+    r.add_get("/api/records/{hash}", by_hash)
+    r.add_get("/api/ledgers/{ledger}/checkpoint", checkpoint_json)
+    r.add_get("/api/ledgers/{ledger}/receipts/{height}", receipt)
+    r.add_get("/api/ledgers/{ledger}/proof/inclusion", inclusion)
+    r.add_get("/api/ledgers/{ledger}/proof/consistency", consistency)
+    r.add_get("/api/ledgers/{ledger}/voters/{eid}", voter)
+    r.add_get("/api/ledgers/{ledger}/tally", tally)
+    r.add_get("/api/ledgers/{ledger}/funds", funds)
+    r.add_get("/api/cluster", cluster)
+    r.add_get("/api/events", events)
+    r.add_get("/ledgers/{ledger}/checkpoint", checkpoint_text)
+    r.add_get("/ledgers/{ledger}/{path:tile/.+}", tile)
+    add_health_routes(app, checks or {}, gateway.registry)
+    app.cleanup_ctx.append(_watcher(gateway))
+    app.on_shutdown.append(lambda _: _end_streams(gateway))
+    return app
+
+
+async def _end_streams(gateway: Gateway) -> None:
+    """End every open event stream, so that shutting down does not wait for their clients to leave."""
+    for queue in list(gateway._clients):
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(None)
+
+
+def _counted(metrics: GatewayMetrics) -> Any:
+    @web.middleware
+    async def counted(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        metrics.requests.labels(name, str(response.status)).inc()
+        return response
+
+    return counted
+
+
+async def probe_nodes(config: ClusterConfig) -> dict[str, dict[str, Any]]:
+    """Each node's role and whether its ``/readyz`` answers ready (nodes without an http_port: unknown)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    async with ClientSession(timeout=ClientTimeout(total=PROBE_TIMEOUT)) as session:
+
+        async def probe(name: str, port: int, host: str) -> None:
+            try:
+                async with session.get(f"http://{host}:{port}/readyz") as answer:
+                    body = await answer.json()
+                    nodes[name]["state"] = "ready" if answer.status == 200 else "not_ready"
+                    nodes[name]["checks"] = body.get("checks")
+            except Exception as e:  # refused, timed out, not JSON: down as far as anyone can tell
+                nodes[name]["state"] = "down"
+                nodes[name]["checks"] = {"probe": type(e).__name__}
+
+        probes = []
+        for node in sorted(config.nodes.values(), key=lambda n: n.name):
+            nodes[node.name] = {"role": node.role, "state": "unknown", "checks": None}
+            if node.http_port is not None:
+                probes.append(probe(node.name, node.http_port, node.host))
+        await asyncio.gather(*probes)
+    return nodes
+
+
+def _event(kind: str, value: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(value, separators=(',', ':'))}\n\n".encode()
+
+
+def _watcher(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The background task that turns new heads and new tallies into events for every open stream."""
+
+    async def watch(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch(gateway))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return watch
+
+
+async def _watch(gateway: Gateway) -> None:
+    loop = asyncio.get_running_loop()
+    heads: dict[str, int] | None = None
+    tallies: dict[str, dict[str, str]] | None = None
+    last_tally = 0.0
+    while True:
+        await asyncio.sleep(POLL_SECONDS)
+        try:
+            now = await loop.run_in_executor(None, gateway.heads)
+        except VledgerError:
+            continue  # no store yet: the node has not created it
+        if heads is not None:
+            for ledger, size in now.items():
+                if size > heads.get(ledger, 0):
+                    start = max(heads.get(ledger, 0), size - EVENT_RECORDS)
+                    page = await loop.run_in_executor(None, gateway.record_page, ledger, start, size - start)
+                    _broadcast(gateway, _event("head", page))
+        heads = now
+        if time.monotonic() - last_tally >= TALLY_POLL_SECONDS:
+            last_tally = time.monotonic()
+            try:
+                latest = await loop.run_in_executor(None, gateway.tally_heads)
+            except (redis.RedisError, OSError):
+                continue
+            if tallies is not None:
+                for ledger, ids in latest.items():
+                    if ids != tallies.get(ledger):
+                        _broadcast(gateway, _event("tally", {"ledger": ledger}))
+            tallies = latest
+
+
+def _broadcast(gateway: Gateway, message: bytes) -> None:
+    for queue in list(gateway._clients):
+        try:
+            queue.put_nowait(message)
+        except asyncio.QueueFull:  # a client this far behind reconnects and reads what it missed
+            gateway._clients.discard(queue)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+
+# --- the process ----------------------------------------------------------------------------------------
+
+
+def readiness(gateway: Gateway) -> dict[str, Callable[[], str | None]]:
+    def store() -> str | None:
+        gateway.reader.ledgers()
+        return None
+
+    def redis_up() -> str | None:
+        gateway._redis().ping()
+        return None
+
+    return {"store": store, "redis": redis_up}
+
+
+def run_gateway(
+    config: ClusterConfig, name: str, logs_dir: Path | None = None, host: str | None = None, port: int | None = None
+) -> None:
+    """Serve the gateway of node ``name`` on its ``gateway_port`` (or ``host``:``port``) until SIGTERM or SIGINT.
+
+    Raises SettingsError when the node keeps no store or has no gateway port.
+    """
+    node = config.node(name)
+    bind_port = port if port is not None else node.gateway_port
+    if bind_port is None:
+        raise SettingsError(f"{config.path}: node {name!r} has no gateway_port")
+    gateway = Gateway(config, name, logs_dir=logs_dir)
+    app = build_app(gateway, readiness(gateway))
+    stopping = threading.Event()
+    handlers = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with HttpThread(app, host or node.bind_host, bind_port, name=f"gateway-{name}") as server:
+            log.info("gateway of %s serving http://%s:%d/", name, node.host, server.port)
+            stopping.wait()
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        gateway.close()
+        log.info("gateway of %s stopped", name)
