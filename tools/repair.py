@@ -55,7 +55,7 @@ from ..ingest.server import witness_keys
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.cosigning import GatheredCheckpoint, gather, newest
-from ..node.errors import RepairRefusedError, SupervisorError, VledgerError
+from ..node.errors import NodeUnavailableError, RepairRefusedError, SupervisorError, VledgerError
 from ..node.note import VerifierKey, origin_for, verify_checkpoint
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
@@ -129,13 +129,16 @@ class RepairResult:
 
 
 class Sources:
-    """One client per other node of the cluster, opened when first asked."""
+    """One client per other node of the cluster, opened when first asked. A node that did not
+    answer once is not asked again in this run: each ledger (the admin ledger too) would
+    otherwise wait the whole timeout on each node that is down, several times over."""
 
     def __init__(self, config: ClusterConfig, keys: KeyPair, timeout: float) -> None:
         self.config = config
         self.keys = keys
         self.timeout = timeout
         self._clients: dict[str, Client] = {}
+        self._down: set[str] = set()
 
     def client(self, name: str) -> Client:
         client = self._clients.get(name)
@@ -149,7 +152,13 @@ class Sources:
         return client
 
     def call(self, name: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = self.client(name).call(cmd, args)
+        if name in self._down:
+            raise NodeUnavailableError(f"{name} did not answer earlier in this repair")
+        try:
+            result = self.client(name).call(cmd, args)
+        except NodeUnavailableError:
+            self._down.add(name)
+            raise
         if not isinstance(result, dict):
             raise RepairRefusedError(f"{name}: {cmd}: the reply is not a map")
         return result
@@ -504,7 +513,7 @@ class Repair:
             )
         store = config.store_dir(name)
         sources = Sources(config, self.keys, self.timeout)
-        redis = connect(config.redis_url, timeout=REDIS_TIMEOUT)
+        redis = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)
         try:
             targets = self.plan(sources, ReplicationLedger(redis))
             if not self.force and already_holds(store, targets):
