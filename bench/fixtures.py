@@ -40,6 +40,7 @@ class Sizes:
     ingest_records: int  # puts per run from one client to a node
     ingest_client_records: int  # puts per run from each of eight client processes
     ingest_hellos: int  # round trips one at a time
+    ingest_sequential: int  # puts one at a time, each waiting for its answer
     replication_seconds: float  # puts at the offered rate while replicas follow
     catch_up_records: int  # puts while a replica is down, per outage
     feed_messages: int  # messages per run through a bare PUB/SUB pair
@@ -59,6 +60,7 @@ FULL = Sizes(
     ingest_records=20_000,
     ingest_client_records=2_500,
     ingest_hellos=5_000,
+    ingest_sequential=5_000,
     replication_seconds=10.0,
     catch_up_records=20_000,
     feed_messages=100_000,
@@ -78,6 +80,7 @@ QUICK = Sizes(
     ingest_records=500,
     ingest_client_records=100,
     ingest_hellos=500,
+    ingest_sequential=250,
     replication_seconds=1.0,
     catch_up_records=2_500,
     feed_messages=5_000,

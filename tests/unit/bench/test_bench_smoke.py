@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 FIGURES = {
-    *("1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "4c", "4d"),
+    *("1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "4f"),
     *("5a-p50", "5a-p99", "5b", "5c", "5d"),
     *("6a", "6b", "6c"),
     "7a",
