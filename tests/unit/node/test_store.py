@@ -363,6 +363,35 @@ def test_close_finishes_the_appends_already_queued(store: ChainStore, kit: Any) 
     assert sorted(f.result().height for f in futures) == list(range(1, 31))
 
 
+def test_flush_commits_on_the_calling_thread_in_one_group(open_store: OpenStore, kit: Any) -> None:
+    committed_on: list[tuple[int, int]] = []  # (thread, records) per group
+    store = open_store(on_commit=lambda records: committed_on.append((threading.get_ident(), len(records))))
+    store.create_ledger(kit.genesis_entry(0))
+    committed_on.clear()
+    futures = [store.submit_entry(kit.entry(i), wake=False) for i in range(1, 11)]
+    assert not any(f.done() for f in futures)  # the committer was not woken for them
+    store.flush()
+    assert all(f.done() for f in futures)
+    assert [f.result().height for f in futures] == list(range(1, 11))  # in the order they were queued
+    assert committed_on == [(threading.get_ident(), 10)]
+
+
+def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committer(
+    open_store: OpenStore, kit: Any
+) -> None:
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    clock.hold()
+    first = store.submit_entry(kit.entry(1))  # the committer takes it and waits inside its group
+    assert clock.entered.wait(DEADLINE)
+    later = [store.submit_entry(kit.entry(i), wake=False) for i in range(2, 6)]
+    store.flush()  # returns at once: it does not wait for the committer's group
+    assert not first.done() and not any(f.done() for f in later)
+    clock.released.set()
+    assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+
+
 # --- reopening -------------------------------------------------------------------------
 
 
