@@ -30,7 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,8 @@ from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
 from .errors import (
     BadGenesisError,
+    BadLinkError,
+    HeightGapError,
     LedgerExistsError,
     NoSuchLedgerError,
     PayloadTooLargeError,
@@ -135,11 +137,35 @@ class _Head:
 
 @dataclass(slots=True)
 class _Job:
-    """One append waiting for the committer: an entry to place, or a placed record."""
+    """Appends waiting for a group commit: an entry to place, or a run of placed records.
+
+    ``many``: the future gets the run's list of receipts, else the one record's receipt.
+    ``verified``: the caller checked each record already (see :meth:`ChainStore.submit_records`).
+    """
 
     entry: Entry | None
-    record: Record | None
-    future: Future[Receipt]
+    records: Sequence[Record]
+    future: Future[Any]
+    many: bool = False
+    verified: bool = False
+
+
+def _extends(record: Record, head: _Head) -> LedgerRules:
+    """What is left to check of a record its caller verified as the chain's next (with a
+    ChainVerifier of its own, from what it read of this store): that it stands right on
+    ``head``. Raises as ChainVerifier.check does; returns the ledger's rules."""
+    ledger, height = record.ledger, record.height
+    if height != head.height + 1:
+        raise HeightGapError(f"expected height {head.height + 1}, found {height}", ledger=ledger, height=height)
+    if record.content.kind == GENESIS_KIND:
+        raise BadGenesisError("a genesis record may only stand at height 0", ledger=ledger, height=height)
+    if record.prev != head.link:
+        raise BadLinkError(
+            f"prev {record.prev.hex()} is not the link of height {head.height} ({head.link.hex()})",
+            ledger=ledger,
+            height=height,
+        )
+    return head.rules
 
 
 def _now_ms() -> int:
@@ -354,15 +380,27 @@ class ChainStore:
         ``wake=False`` leaves the committer thread asleep: the caller must call :meth:`flush`
         once it has queued what it has. Raises StoreClosedError once the store is closed.
         """
-        return self._submit(_Job(entry, None, Future()), wake)
+        return self._submit(_Job(entry, (), Future()), wake)
 
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
 
         Raises StoreClosedError once the store is closed."""
-        return self._submit(_Job(None, record, Future()), True)
+        return self._submit(_Job(None, (record,), Future()), True)
 
-    def _submit(self, job: _Job, wake: bool) -> Future[Receipt]:
+    def submit_records(self, records: Sequence[Record], *, verified: bool = False) -> Future[list[Receipt]]:
+        """Queue a run of placed records (a follower's catch-up page) under one future.
+
+        The run is stored whole or not at all, in one group commit: the future gets a receipt
+        per record (a record already held, byte for byte, is a duplicate), or the first
+        failure, and then none of the run is stored. ``verified=True`` says the caller
+        checked each record as the chain's next (a follower's ChainVerifier): the store then
+        checks only that the run extends its head, height by height and link by link, and
+        not each record's hashes and work a second time. Raises StoreClosedError once closed.
+        """
+        return self._submit(_Job(None, tuple(records), Future(), many=True, verified=verified), True)
+
+    def _submit(self, job: _Job, wake: bool) -> Future[Any]:
         with self._lock:
             if self._closed:
                 raise StoreClosedError(f"{self.directory}: the store is closed")
@@ -453,16 +491,18 @@ class ChainStore:
         grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
         requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
-        done: list[tuple[_Job, Receipt]] = []
+        done: list[tuple[_Job, Any]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
                 continue
             try:
                 if job.entry is not None:
                     receipt, record = self._place(job.entry, heads, requests)
+                    placed = [record] if record is not None else []
+                    result: Any = receipt
                 else:
-                    assert job.record is not None
-                    receipt, record = self._extend(job.record, heads, staged)
+                    receipts, placed = self._extend_run(job.records, heads, staged, job.verified)
+                    result = receipts if job.many else receipts[0]
             except VledgerError as e:
                 job.future.set_exception(e)
                 continue
@@ -470,11 +510,11 @@ class ChainStore:
                 log.exception("append failed unexpectedly")
                 job.future.set_exception(e)
                 continue
-            if record is not None:
+            for record in placed:
                 staged[(record.ledger, record.height)] = record
                 if job.entry is not None:
                     requests.placed(record)
-            done.append((job, receipt))
+            done.append((job, result))
         try:
             if staged:
                 encoded = [(r, r.encode()) for r in staged.values()]
@@ -511,8 +551,8 @@ class ChainStore:
                 log.exception("on_commit listener failed")
         self.stats.groups += 1
         self.stats.appends += len(batch)
-        for job, receipt in done:
-            job.future.set_result(receipt)
+        for job, result in done:
+            job.future.set_result(result)
 
     def _place(self, entry: Entry, heads: dict[str, _Head], requests: _Requests) -> tuple[Receipt, Record | None]:
         if self.origin is None:
@@ -556,8 +596,36 @@ class ChainStore:
         self._domain_ready.add(record.ledger)
         return self._domain.check_and_apply(record, rules)
 
+    def _extend_run(
+        self,
+        records: Sequence[Record],
+        heads: dict[str, _Head],
+        staged: dict[tuple[str, int], Record],
+        verified: bool,
+    ) -> tuple[list[Receipt], list[Record]]:
+        """The receipts of ``records`` and those of them to write; raises the first failure,
+        and then leaves ``heads`` as it was (a run is stored whole or not at all)."""
+        if len(records) == 1:  # nothing to undo: _extend changes heads only once it passed
+            receipt, record = self._extend(records[0], heads, staged, verified)
+            return [receipt], [record] if record is not None else []
+        trial_heads: collections.ChainMap[str, _Head] = collections.ChainMap({}, heads)
+        trial_staged: collections.ChainMap[tuple[str, int], Record] = collections.ChainMap({}, staged)
+        receipts, placed = [], []
+        for record in records:
+            receipt, new = self._extend(record, trial_heads, trial_staged, verified)
+            receipts.append(receipt)
+            if new is not None:
+                trial_staged[(new.ledger, new.height)] = new
+                placed.append(new)
+        heads.update(trial_heads.maps[0])
+        return receipts, placed
+
     def _extend(
-        self, record: Record, heads: dict[str, _Head], staged: dict[tuple[str, int], Record]
+        self,
+        record: Record,
+        heads: MutableMapping[str, _Head],
+        staged: Mapping[tuple[str, int], Record],
+        verified: bool = False,
     ) -> tuple[Receipt, Record | None]:
         head = heads.get(record.ledger)
         if head is not None and record.height <= head.height:
@@ -569,11 +637,14 @@ class ChainStore:
             raise RecordConflictError(
                 f"ledger {record.ledger!r} height {record.height}: a different record is already stored"
             )
-        if head is None:
-            verifier = ChainVerifier(record.ledger, PROTOCOL_LIMITS)
+        if verified and head is not None:
+            rules = _extends(record, head)
         else:
-            verifier = ChainVerifier.after(record.ledger, head.height, head.link, head.rules, PROTOCOL_LIMITS)
-        rules = verifier.check(record)
+            if head is None:
+                verifier = ChainVerifier(record.ledger, PROTOCOL_LIMITS)
+            else:
+                verifier = ChainVerifier.after(record.ledger, head.height, head.link, head.rules, PROTOCOL_LIMITS)
+            rules = verifier.check(record)
         heads[record.ledger] = _Head(record.height, record.link, record.accepted, rules)
         return Receipt.of(record), record
 
