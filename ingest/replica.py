@@ -48,7 +48,8 @@ from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
 from .members import MemberGates
 from .outbox import Outbox
-from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys
+from .runtime import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
+from .server import node_keys
 from .service import AccountAdmin, IngestService
 
 log = logging.getLogger(__name__)

@@ -32,12 +32,11 @@ from .accounts import CachedAccounts, RegistryAdmin
 from .loop import RequestLoop
 from .members import MemberGates
 from .outbox import Outbox
+from .runtime import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
 from .service import IngestService
 from .write_concern import ReplicaWatch
 
 log = logging.getLogger(__name__)
-SHUTDOWN_LINGER_MS = 2000
-REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the outbox goes on without Redis
 
 
 def node_keys(config: ClusterConfig) -> dict[str, str]:

@@ -159,15 +159,13 @@ def test_each_later_completion_wakes_the_loop_again(harness: Callable[..., Harne
         assert _reply(receive(client) or b"")["result"] == {"done": n}
 
 
-def test_futures_done_in_flush_are_answered_without_a_wake_up(
-    harness: Callable[..., Harness], listed: KeyPair
-) -> None:
+def test_futures_done_in_flush_are_answered_without_a_wake_up(harness: Callable[..., Harness], listed: KeyPair) -> None:
     running = harness()
     running.service.done_on_flush = True
     client = running.client(listed)
     for n in range(3):  # one at a time: each is read, flushed and answered in one round
         client.send(b"slow:%d" % n)
-        assert _reply(receive(client) or b"")["result"] == {"done": "slow:%d" % n}
+        assert _reply(receive(client) or b"")["result"] == {"done": f"slow:{n}"}
         assert running.service.flushed[-1] == n + 1
     assert not running.loop._woken  # the loop's own completions wrote no byte to its pipe
     assert select.select([running.loop._wake_read], [], [], 0)[0] == []
