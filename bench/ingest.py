@@ -137,6 +137,7 @@ class _RunningNode:
     address: NodeAddress
     admin: KeyPair
     pid: int
+    redis_pid: int
 
     def cpu_seconds(self) -> float:
         """CPU time of the node process so far, all its threads (user + system, from /proc)."""
@@ -172,7 +173,8 @@ def _node(directory: Path) -> Iterator[_RunningNode]:
             node = NodeAddress(f"tcp://127.0.0.1:{port}", load_public(keys / f"{NODE}.key"))
             admin = load_secret(keys / f"{ADMIN}.key_secret")
             _wait_for_hello(process, node, admin, log)
-            yield _RunningNode(node, admin, process.pid)
+            assert redis.process is not None  # started by the with statement
+            yield _RunningNode(node, admin, process.pid, redis.process.pid)
         finally:
             _stop(process)
 
