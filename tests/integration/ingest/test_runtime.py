@@ -77,18 +77,22 @@ class Hello:
 
 
 def test_a_node_of_another_role_is_refused(config: ClusterConfig) -> None:
-    with pytest.raises(SettingsError, match="is a verifier node, not a replica or observer"):
-        with NodeRuntime.open(config, "verifier-1", ("replica", "observer")):
-            pass
+    with (
+        pytest.raises(SettingsError, match="is a verifier node, not a replica or observer"),
+        NodeRuntime.open(config, "verifier-1", ("replica", "observer")),
+    ):
+        pass
 
 
 def test_what_was_added_closes_in_reverse_order_even_after_a_failure(config: ClusterConfig) -> None:
     closed: list[str] = []
-    with pytest.raises(RuntimeError, match="start-up failed"):
-        with NodeRuntime.open(config, "ingest-1", ("ingest",)) as runtime:
-            for part in ("store", "cache", "outbox"):
-                runtime.closing(lambda part=part: closed.append(part))
-            raise RuntimeError("start-up failed")
+    with (
+        pytest.raises(RuntimeError, match="start-up failed"),
+        NodeRuntime.open(config, "ingest-1", ("ingest",)) as runtime,
+    ):
+        for part in ("store", "cache", "outbox"):
+            runtime.closing(lambda part=part: closed.append(part))
+        raise RuntimeError("start-up failed")
     assert closed == ["outbox", "cache", "store"]
     assert runtime.ctx.closed  # the Context ended after them
 
