@@ -8,21 +8,28 @@ nonce costs two hashes on average, so the build stays fast.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import msgpack
 
-from vledger.node.record import decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.verify import ChainVerifier
 
-from .fixtures import LEDGER, LIMITS, ORIGIN, Sizes, best_rates, entries, open_ledger, scratch_dir
+from .fixtures import LEDGER, LIMITS, ORIGIN, Sizes, best_rates, entries, open_ledger, scratch_dir, timed
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only verify"
 TARGET_PER_CORE = 200_000.0  # records/s
+TARGET_CLI = 200_000.0  # records/s, wall clock, `vledger verify` of 1M records on 2 cores
+SCALE = {"2c-10k": 10_000, "2c-100k": 100_000, "2c-1M": 1_000_000}
+SCALE_10M = "VLEDGER_BENCH_10M"  # set to 1 to add 10M records (a build of about 10 minutes, 2 GB)
 DIFFICULTY = 1
 HASH_INPUT = bytes(range(256)) + bytes(44)  # 300 bytes, about one stored record
 
@@ -37,12 +44,11 @@ def _build(directory: Path, count: int) -> None:
 
 
 def _verify(rows: Iterable[tuple[int, bytes]]) -> int:
-    """What `vledger verify` does per record: decode, check against the chain so far, advance."""
+    """What `vledger verify` does per record: the lean path (feed_fast), the checks one by one if not sure."""
     verifier = ChainVerifier(LEDGER, LIMITS)
     count = 0
     for _, data in rows:
-        record = decode_record(data, LIMITS)
-        verifier.advance(record, verifier.check(record))
+        verifier.feed_raw(data)
         count += 1
     return count
 
@@ -85,6 +91,10 @@ def _hashes(count: int) -> int:
 
 
 def run(sizes: Sizes) -> list[Figure]:
+    return [*_run_core(sizes), *run_scale(sizes)]
+
+
+def _run_core(sizes: Sizes) -> list[Figure]:
     with scratch_dir() as directory:
         progress(f"verify: building a ledger of {sizes.verify_records:,} records (difficulty {DIFFICULTY})")
         _build(directory, sizes.verify_records)
@@ -159,3 +169,89 @@ def run(sizes: Sizes) -> list[Figure]:
             details=details,
         ),
     ]
+
+
+# `vledger verify`'s own function in a process of its own; its worker processes are children of
+# a forkserver whose CPU time no rusage of ours sees, so the workers report theirs.
+_VERIFY_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from vledger.config.settings import Limits
+from vledger.tools.verification import verify_path
+if __name__ == "__main__":
+    result = verify_path(Path(sys.argv[1]), None, Limits())
+    cpu = time.process_time() + result.worker_cpu
+    print(json.dumps({"ok": result.ok, "cpu": cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _cli_verify(directory: Path) -> tuple[float, float, int]:
+    """verify_path (what `vledger verify DIR` runs) in a process of its own: (wall seconds, CPU
+    seconds of it and its workers, its largest RSS in KiB)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _VERIFY_CHILD, str(directory)], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"verify failed: {done.stdout[-500:]!r} {done.stderr[-500:]!r}")
+    measured = json.loads(done.stdout)
+    if not measured["ok"]:
+        raise RuntimeError(f"verify found a fault in the bench's own store: {done.stdout!r}")
+    return wall, float(measured["cpu"]), int(measured["rss"])
+
+
+def run_scale(sizes: Sizes) -> list[Figure]:
+    """Figure 2c: `vledger verify` of stores of 10k, 100k and 1M records (10M on request), with
+    its worker processes, beside the bare loop from the same store times the usable cores."""
+    # Keys name the full size; --quick scales the counts down (at least 1,000 records).
+    counts = {key: max(1_000, n * sizes.verify_records // 100_000) for key, n in SCALE.items()}
+    if os.environ.get(SCALE_10M):
+        counts["2c-10M"] = 10_000_000
+    cores = len(os.sched_getaffinity(0))
+    figures = []
+    for key, count in counts.items():
+        with scratch_dir() as directory:
+            progress(f"verify scale: building {count:,} records")
+            _build(directory, count)
+            wall, cpu, rss = _cli_verify(directory)
+            reader = StoreReader(directory)
+            try:
+                bare = timed(lambda: _bare(reader.iter_raw(LEDGER)))  # noqa: B023 - called at once
+            finally:
+                reader.close()
+        load = os.getloadavg()
+        progress(f"verify scale: {count:,} in {wall:.1f} s wall, {cpu:.1f} s CPU, load {load[0]:.1f}")
+        figures.append(
+            Figure(
+                key=key,
+                name=f"vledger verify of {count:,} records, {cores} cores (wall clock)",
+                value=count / wall,
+                unit="records/s",
+                ceiling=Ceiling(
+                    f"bare loop from SQLite x {cores} cores",
+                    bare * cores,
+                    "records/s",
+                    "the 2a bare loop over this store in the bench process, times the usable cores",
+                ),
+                command=COMMAND,
+                target=TARGET_CLI if key == "2c-1M" else None,
+                also=(
+                    Ceiling(
+                        f"bare loop from SQLite, 1 core, {count:,}",
+                        bare,
+                        "records/s",
+                        "the 2a bare loop over this store, one core",
+                    ),
+                ),
+                details={
+                    "records": count,
+                    "wall s": round(wall, 2),
+                    "cpu s (vledger and its workers)": round(cpu, 2),
+                    "records per cpu s": round(count / cpu),
+                    "max rss MiB (the verifying process)": round(rss / 1024, 1),
+                    "load average 1/5/15 min": [round(x, 1) for x in load],
+                },
+            )
+        )
+    return figures

@@ -120,7 +120,7 @@ def unpack(data: bytes) -> Value:
             # non-canonical, like every other valid msgpack that breaks our rules.
             strict_map_key=False,
             use_list=True,
-            ext_hook=_refuse_ext,
+            ext_hook=refuse_ext,
             # Timestamps (extension -1) bypass ext_hook; they come back as Timestamp
             # objects, which flaw() then refuses.
             timestamp=0,
@@ -311,5 +311,6 @@ def packs_to(value: Value, data: bytes) -> bool:
     return packer.pack(value) == data  # type: ignore[no-any-return]
 
 
-def _refuse_ext(code: int, data: bytes) -> Any:
+def refuse_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook``: every extension type is refused (NonCanonicalError)."""
     raise NonCanonicalError(f"msgpack extension type {code} is not allowed")

@@ -35,7 +35,7 @@ HASH_SIZE = 32
 # Lower-case names for ledgers, kinds and nodes; account names also allow capitals and '@'.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]+")
 
 CONTENT_KEYS = ("author", "kind", "ledger", "payload", "request_id", "ts", "v")
 RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "origin", "prev")
@@ -46,12 +46,13 @@ RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "or
 # once per distinct name. Only exact str objects go in: a subclass could hash and compare
 # as it likes. The length limit is not remembered: it is checked every time.
 _MATCHED: dict[re.Pattern[str], set[str]] = {NAME_PATTERN: set(), ACCOUNT_PATTERN: set()}
-_MATCHED_NAMES = _MATCHED[NAME_PATTERN]
-_MATCHED_ACCOUNTS = _MATCHED[ACCOUNT_PATTERN]
+MATCHED_NAMES = _MATCHED[NAME_PATTERN]
+MATCHED_ACCOUNTS = _MATCHED[ACCOUNT_PATTERN]
 _MATCHED_MAX = 4096
 
 
-def _matches(pattern: re.Pattern[str], value: str) -> bool:
+def matches_name(pattern: re.Pattern[str], value: str) -> bool:
+    """Whether ``value`` fully matches ``pattern``, remembering names that did (see above)."""
     matched = _MATCHED.get(pattern)
     if matched is None or type(value) is not str:
         return pattern.fullmatch(value) is not None
@@ -68,7 +69,7 @@ def _matches(pattern: re.Pattern[str], value: str) -> bool:
 def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, where: Where) -> str:
     if not isinstance(value, str):
         raise FieldError(f"{field} must be a string, not {type(value).__name__}", **where)
-    if not 0 < len(value) <= max_length or not _matches(pattern, value):
+    if not 0 < len(value) <= max_length or not matches_name(pattern, value):
         raise FieldError(f"{field} {value!r} is not a valid name ({pattern.pattern}, at most {max_length})", **where)
     return value
 
@@ -160,17 +161,17 @@ def _is_valid_content(value: Any, data: bytes, limits: Limits) -> bool:
     max_name = limits.max_name_length
     return (
         type(ledger) is str
-        and ledger in _MATCHED_NAMES
+        and ledger in MATCHED_NAMES
         and len(ledger) <= max_name
         and type(kind) is str
-        and kind in _MATCHED_NAMES
+        and kind in MATCHED_NAMES
         and len(kind) <= max_name
         and type(author) is str
-        and author in _MATCHED_ACCOUNTS
+        and author in MATCHED_ACCOUNTS
         and len(author) <= max_name
         and type(request_id) is str
         and 0 < len(request_id) <= limits.max_request_id_length
-        and _REQUEST_ID.fullmatch(request_id) is not None
+        and REQUEST_ID_PATTERN.fullmatch(request_id) is not None
         and type(ts) is int
         and 0 <= ts <= _UINT_MAX
         and type(v) is int
@@ -214,7 +215,7 @@ def validate_content(content: Content, limits: Limits) -> Content:
         raise FieldError(f"payload must be a map, not {type(content.payload).__name__}", **where)
     _text(content.kind, "kind", NAME_PATTERN, limits.max_name_length, where)
     _text(content.author, "author", ACCOUNT_PATTERN, limits.max_name_length, where)
-    _text(content.request_id, "request_id", _REQUEST_ID, limits.max_request_id_length, where)
+    _text(content.request_id, "request_id", REQUEST_ID_PATTERN, limits.max_request_id_length, where)
     _uint(content.ts, "ts", where)
     return content
 
@@ -407,7 +408,7 @@ def decode_record(data: bytes, limits: Limits) -> Record:
         and type(accepted) is int
         and 0 <= accepted <= _UINT_MAX
         and type(origin) is str
-        and origin in _MATCHED_NAMES
+        and origin in MATCHED_NAMES
         and len(origin) <= limits.max_name_length
         and type(link) is bytes
         and len(link) == HASH_SIZE

@@ -3,11 +3,23 @@
 The order of the checks is part of the protocol (docs/PROTOCOL.md, "Verifying a ledger"),
 so that every verifier names the same first failure: structure, ledger, height, genesis,
 checksum, kind, proof of work, the record's own link, then its ``prev``.
+
+:meth:`ChainVerifier.feed_fast` checks a valid record's bytes all at once, in one frame and
+without building a Record; whenever it is not sure it changes nothing and says so, and the
+caller runs the checks one by one (``decode_record`` then :meth:`ChainVerifier.feed`), which
+name the first failure. tests/unit/node/test_fastpath.py holds the two against each other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
+from typing import Any
+
+import msgpack
+
 from ..config.settings import Limits
+from . import canonical
 from .errors import (
     BadChecksumError,
     BadGenesisError,
@@ -18,8 +30,26 @@ from .errors import (
     WrongLedgerError,
 )
 from .ledger import LedgerRules
-from .record import GENESIS_KIND, ZERO_LINK, Content, Entry, Record, checksum_of, link_of
-from .work import meets_difficulty
+from .record import (
+    ACCOUNT_PATTERN,
+    CONTENT_KEYS,
+    FORMAT_VERSION,
+    GENESIS_KIND,
+    MATCHED_ACCOUNTS,
+    MATCHED_NAMES,
+    NAME_PATTERN,
+    RECORD_KEYS,
+    REQUEST_ID_PATTERN,
+    ZERO_LINK,
+    Content,
+    Entry,
+    Record,
+    checksum_of,
+    decode_record,
+    link_of,
+    matches_name,
+)
+from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
 
 def verify_entry(entry: Entry, rules: LedgerRules, height: int | None = None) -> None:
@@ -70,6 +100,7 @@ class ChainVerifier:
         self.next_height = 0
         self.prev = ZERO_LINK
         self.rules: LedgerRules | None = None
+        self._fast: _FastRules | None = None  # feed_fast's view of ``rules``, made when first needed
 
     @classmethod
     def after(cls, ledger: str, height: int, link: bytes, rules: LedgerRules, limits: Limits) -> ChainVerifier:
@@ -112,4 +143,139 @@ class ChainVerifier:
         self.prev = record.link
 
     def feed(self, record: Record) -> None:
+        """Check ``record`` as the next one and take it as the head; raises its first failure."""
         self.advance(record, self.check(record))
+
+    def feed_raw(self, data: bytes) -> dict[str, Any]:
+        """Decode and check the record bytes ``data`` as the next record and take it as the head;
+        return its content map. Raises exactly what ``decode_record`` then :meth:`feed` raise."""
+        content = self.feed_fast(data)
+        if content is None:
+            record = decode_record(data, self.limits)
+            self.feed(record)
+            content = record.content.to_map()
+        return content
+
+    def feed_fast(self, data: bytes) -> dict[str, Any] | None:
+        """Take the record bytes ``data`` as the next record if every check of section 4 passes,
+        and return its content map (its fields as decoded); None when not sure, with nothing
+        changed: the caller then runs the checks one by one to name the failure, if any.
+
+        Genesis records, names not yet remembered and every fault take the None way.
+        """
+        fast = self._fast
+        if fast is None or fast.rules is not self.rules:
+            if self.rules is None:
+                return None  # the genesis: its rules are read the precise way
+            fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
+        limits = self.limits
+        if len(data) > limits.max_record_bytes or data[:1] != b"\x88":
+            return None
+        try:
+            # msgpack's defaults, not canonical.unpack's options, which cost a third of the call:
+            # what they let through differently (an extension, a binary map key) fails a type
+            # check or canonical.flaw below. Any failure to decode is a fault whose code the
+            # precise checks find.
+            value = msgpack.unpackb(data)
+            if type(value) is not dict or tuple(value) != RECORD_KEYS:
+                return None
+            accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
+            if (
+                type(height) is not int
+                or height != self.next_height
+                or prev != self.prev
+                or type(content_bytes) is not bytes
+                or len(content_bytes) > limits.max_content_bytes
+            ):
+                return None
+            content = msgpack.unpackb(content_bytes)
+        except Exception:  # see above: the precise path names it
+            return None
+        if type(content) is not dict or tuple(content) != CONTENT_KEYS:
+            return None
+        author, kind, ledger, payload, request_id, ts, v = content.values()
+        max_name = limits.max_name_length
+        if not (
+            ledger == fast.ledger
+            and type(ledger) is str
+            and type(kind) is str
+            and kind in fast.kinds  # valid names, none of them "genesis"
+            and type(author) is str
+            and len(author) <= max_name
+            and (author in _ACCOUNTS or matches_name(ACCOUNT_PATTERN, author))
+            and type(request_id) is str
+            and 0 < len(request_id) <= limits.max_request_id_length
+            and REQUEST_ID_PATTERN.fullmatch(request_id) is not None
+            and type(ts) is int
+            and 0 <= ts <= _UINT_MAX
+            and type(v) is int
+            and v == FORMAT_VERSION
+            and type(payload) is dict
+            # A payload of scalars under sorted string keys is canonical.flaw's common case,
+            # tested here without the call; anything else goes through it.
+            and (
+                (
+                    _SCALARS.issuperset(map(type, payload.values()))
+                    and _STR.issuperset(map(type, payload))
+                    and (keys := list(payload)) == sorted(keys)
+                    and limits.max_depth > 2
+                )
+                or canonical.flaw(payload, 1, limits.max_depth) is None
+            )
+            and type(nonce) is int
+            and 0 <= nonce <= _UINT_MAX
+            and type(accepted) is int
+            and 0 <= accepted <= _UINT_MAX
+            and type(origin) is str
+            and len(origin) <= max_name
+            and (origin in _NAMES or matches_name(NAME_PATTERN, origin))
+            and canonical.packs_to(content, content_bytes)
+            and canonical.packs_to(value, data)
+        ):
+            return None
+        sha256 = hashlib.sha256
+        # A digest is 32 bytes: equal to one, the checksum and the link are 32 bytes of binary.
+        if sha256(content_bytes).digest() != checksum:
+            return None
+        numbers = _U64X3(height, nonce, accepted)
+        if fast.target is not None and sha256(checksum + numbers[8:16]).digest() >= fast.target:
+            return None
+        if sha256(b"".join((prev, checksum, numbers, origin.encode()))).digest() != link:
+            return None
+        self.next_height = height + 1
+        self.prev = link
+        return content
+
+
+_UINT_MAX = 2**64 - 1
+_SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
+_STR = frozenset((str,))
+_ACCOUNTS = MATCHED_ACCOUNTS  # names known to match: a set lookup instead of a call
+_NAMES = MATCHED_NAMES
+_U64X3 = struct.Struct(">QQQ").pack  # height, nonce, accepted: contiguous in the link's input
+
+
+class _FastRules:
+    """What feed_fast needs of a ledger's rules, worked out once: the kinds it may accept
+    without looking further, and the proof-of-work target (None: no work required)."""
+
+    __slots__ = ("kinds", "ledger", "rules", "target")
+
+    def __init__(self, ledger: str, rules: LedgerRules, limits: Limits) -> None:
+        self.rules = rules
+        # Only names the precise checks accept reach the fast path's comparisons: a ledger or
+        # kind given here that is not a valid name leaves every record to the precise path.
+        valid = NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= limits.max_name_length
+        self.ledger: str | None = ledger if valid else None
+        self.kinds = frozenset(
+            kind
+            for kind in rules.kinds
+            if type(kind) is str
+            and kind != GENESIS_KIND
+            and len(kind) <= limits.max_name_length
+            and NAME_PATTERN.fullmatch(kind) is not None
+        )
+        difficulty = rules.difficulty
+        self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
+        if difficulty > MAX_DIFFICULTY:  # unreachable from a checked genesis; refuse everything fast
+            self.kinds = frozenset()

@@ -26,10 +26,15 @@ def _target(difficulty: int) -> bytes:
 _TARGETS = {difficulty: _target(difficulty) for difficulty in range(1, MAX_DIFFICULTY + 1)}
 
 
+def target_of(difficulty: int) -> bytes:
+    """The 32 bytes a work digest must be below to meet ``difficulty`` (1..MAX_DIFFICULTY) bits."""
+    return _TARGETS.get(difficulty) or _target(difficulty)
+
+
 def meets_difficulty(checksum: bytes, nonce: int, difficulty: int) -> bool:
     if difficulty <= 0:
         return True
-    target = _TARGETS.get(difficulty) or _target(difficulty)
+    target = target_of(difficulty)
     return work_digest(checksum, nonce) < target
 
 

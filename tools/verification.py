@@ -4,13 +4,26 @@ A store's ``data`` column is decoded and fed to a :class:`ChainVerifier` page by
 other columns are indexes, and each must agree with the record that verified. An export file
 is checked line by line, one verifier per ledger. Each ledger keeps its first failure in its
 :class:`LedgerReport`: one ledger's failure stops only that ledger.
+
+A long ledger of a store is checked in chunks of heights by worker processes, one per usable
+core. A worker checks every record of its chunk as the sequential verifier would, except the
+first record's ``prev``, which only the record before the chunk can answer; it returns a
+:class:`ChunkSummary`. The parent joins the chunks in height order: each must start where the
+last ended, at its height, and its first ``prev`` must be the last chunk's last link. At the
+first chunk that is not clean or does not join, the parent goes on alone from the last record
+that joined, with the sequential checks: so the first failure it reports is, by construction,
+the sequential verifier's, code and height.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -28,7 +41,8 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.export import StoredRecord, decode_line, line_ledger, max_line_bytes
-from ..node.record import Record, decode_record
+from ..node.ledger import LedgerRules
+from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
 from ..node.verify import ChainVerifier
 from .paths import export_file, store_dir
@@ -58,6 +72,11 @@ class LedgerReport:
         self.records += 1
         self.head = record.hash
 
+    def accept_many(self, count: int, head: bytes) -> None:
+        """``count`` more records verified, the last of them with the link ``head``."""
+        self.records += count
+        self.head = head
+
     def fail(self, error: VledgerError, height: int | None, line: int | None = None) -> None:
         """Keep the first failure only: what follows a broken link proves nothing more.
         ``line`` is the export line it was found on (None in a store)."""
@@ -75,6 +94,7 @@ class Verification:
     reports: list[LedgerReport] = field(default_factory=list)
     error: VledgerError | None = None
     error_line: int | None = None
+    worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
 
     @property
     def ok(self) -> bool:
@@ -106,24 +126,187 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
 # --- stores -------------------------------------------------------------------------------
 
 
-def verify_store(directory: Path, wanted: str | None, limits: Limits) -> Verification:
-    """Check every record of the selected ledgers from genesis; one ledger's failure stops only it."""
+# Heights a worker checks at a time: a few tenths of a second of work. A ledger shorter than
+# two chunks is checked in the calling process: starting workers would cost more.
+CHUNK_RECORDS = 65_536
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def verify_store(
+    directory: Path,
+    wanted: str | None,
+    limits: Limits,
+    workers: int | None = None,
+    *,
+    chunk: int = CHUNK_RECORDS,
+    executor: Executor | None = None,
+) -> Verification:
+    """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
+
+    ``workers`` processes (default: one per usable core; 1: none) check the ``chunk``-record
+    chunks of each ledger of at least two chunks; ``executor``, when given, runs the chunks
+    instead (the tests' threads). Raises StoreError for what is not a store.
+    """
     result = Verification()
-    with contextlib.closing(StoreReader(directory)) as reader:
+    workers = usable_cores() if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(contextlib.closing(StoreReader(directory)))
         ledgers = select_ledgers(reader.ledgers(), wanted)
-        total = sum(reader.count(ledger) for ledger in ledgers)
+        counts = {ledger: reader.count(ledger) for ledger in ledgers}
+        pool = executor
+        if pool is None and workers > 1 and any(count >= 2 * chunk for count in counts.values()):
+            # forkserver: a worker never inherits a caller's threads (sockets, a committer) mid-flight.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
         # Named, so that several stores verified in a row (the cluster demo) tell which is which.
-        with Progress(f"verifying {directory.name}: checksums, work, links", total) as progress:
+        label = f"verifying {directory.name}: checksums, work, links"
+        with Progress(label, sum(counts.values())) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
                 try:
-                    for stored in scan_ledger(reader, ledger, limits):
-                        report.accept(stored.record)
-                        progress.advance()
+                    if pool is not None and counts[ledger] >= 2 * chunk:
+                        job = _Job(pool, reader, directory, ledger, limits, chunk)
+                        result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress)
+                    else:
+                        _verify_rows(ChainVerifier(ledger, limits), reader.iter_rows(ledger), limits, report, progress)
                 except RecordError as e:
                     report.fail(e, e.height)
                 result.reports.append(report)
     return result
+
+
+def _verify_rows(
+    verifier: ChainVerifier,
+    rows: Iterable[StoreRow],
+    limits: Limits,
+    report: LedgerReport,
+    progress: Progress | None = None,
+) -> None:
+    """Check ``rows`` as the records after ``verifier``'s head, counting each into ``report``;
+    raises the first failure (a RecordError) as :func:`scan_ledger` would."""
+    step = 0
+    for row in rows:
+        prev = verifier.prev
+        content = verifier.feed_fast(row.data) if row.height == verifier.next_height else None
+        if (
+            content is None
+            or row.hash != verifier.prev
+            or row.author != content["author"]
+            or row.request_id != content["request_id"]
+        ):
+            if content is not None:  # only a column disagrees: the checks one by one say which
+                verifier.next_height, verifier.prev = row.height, prev
+            _check_row(verifier, row, limits)
+        report.records += 1
+        report.head = verifier.prev
+        step += 1
+        if progress is not None and step == 1024:
+            progress.advance(step)
+            step = 0
+    if progress is not None:
+        progress.advance(step)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSummary:
+    """What a worker found in heights [start, stop): ``count`` records from ``start`` passed every
+    check but the first one's chain check; ``clean`` when that is the whole chunk."""
+
+    start: int
+    stop: int
+    count: int
+    first_prev: bytes | None  # the first record's prev, for the parent's chain check
+    last_link: bytes | None
+    clean: bool
+    cpu: float = 0.0  # the worker's CPU seconds for this chunk
+
+
+def verify_chunk(directory: Path, ledger: str, start: int, stop: int, limits: Limits) -> ChunkSummary:
+    """A worker's job: check the records of heights [start, stop) of ``ledger`` in the store at
+    ``directory``, as the sequential verifier would after a record whose link is the first
+    one's ``prev``. Stops at the first failure; never raises for what the store holds."""
+    report = LedgerReport(ledger)
+    first_prev: bytes | None = None
+    cpu = time.process_time()
+    try:
+        with contextlib.closing(StoreReader(directory)) as reader:
+            if start == 0:
+                verifier = ChainVerifier(ledger, limits)
+                first_prev = ZERO_LINK
+            else:
+                rules = _genesis_rules(reader, ledger, limits)
+                first = next(reader.iter_raw(ledger, start, start + 1), None)
+                if first is None or first[0] != start:
+                    return ChunkSummary(start, stop, 0, None, None, False)
+                first_prev = decode_record(first[1], limits).prev
+                verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
+                report.head = first_prev
+            _verify_rows(verifier, reader.iter_rows(ledger, start, stop), limits, report)
+    except VledgerError:
+        return ChunkSummary(start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu)
+    clean = report.records == stop - start
+    return ChunkSummary(start, stop, report.records, first_prev, report.head, clean, time.process_time() - cpu)
+
+
+def _genesis_rules(reader: StoreReader, ledger: str, limits: Limits) -> LedgerRules:
+    """The rules of ``ledger``'s genesis row, checked as the first record (raises its failure)."""
+    rows = list(reader.iter_raw(ledger, 0, 1))
+    if not rows:
+        raise HeightGapError("expected height 0, found no genesis row", ledger=ledger, height=0)
+    return ChainVerifier(ledger, limits).check(decode_record(rows[0][1], limits))
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One store's chunked check: where the chunks run, what they read."""
+
+    pool: Executor
+    reader: StoreReader
+    directory: Path
+    ledger: str
+    limits: Limits
+    chunk: int
+
+
+def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progress) -> float:
+    """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
+    the module's docstring); raises the first failure exactly as the sequential checks would.
+    Returns the CPU seconds the chunks took."""
+    ledger, limits = job.ledger, job.limits
+    futures: list[Future[ChunkSummary]] = [
+        job.pool.submit(verify_chunk, job.directory, ledger, start, min(start + job.chunk, count), limits)
+        for start in range(0, count, job.chunk)
+    ]
+    next_height, prev, cpu = 0, ZERO_LINK, 0.0
+    try:
+        for future in futures:
+            try:
+                chunk = future.result()
+            except Exception as e:  # a worker that died: the parent checks the rest alone
+                log.warning("a verifying worker failed (%s); checking %s on in this process", e, ledger)
+                break
+            cpu += chunk.cpu
+            joins = chunk.start == next_height and chunk.first_prev == prev
+            if not (chunk.clean and joins) or chunk.last_link is None:
+                break
+            next_height, prev = chunk.stop, chunk.last_link
+            report.accept_many(chunk.count, prev)
+            progress.advance(chunk.count)
+    finally:
+        for future in futures:
+            future.cancel()
+    # From the last record that joined (normally the ledger's end), one by one as ever.
+    if next_height == 0:
+        verifier = ChainVerifier(ledger, limits)
+    else:
+        rules = _genesis_rules(job.reader, ledger, limits)
+        verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
+    _verify_rows(verifier, job.reader.iter_rows(ledger, next_height), limits, report, progress)
+    return cpu
 
 
 def scan_ledger(reader: StoreReader, ledger: str, limits: Limits) -> Iterator[StoredRecord]:
@@ -135,19 +318,26 @@ def scan_ledger(reader: StoreReader, ledger: str, limits: Limits) -> Iterator[St
     """
     verifier = ChainVerifier(ledger, limits)
     for row in reader.iter_rows(ledger):
-        try:
-            record = decode_record(row.data, limits)
-        except (MalformedRecordError, PayloadTooLargeError) as e:
-            raise _locate(e, ledger, row.height) from e
-        if record.height != row.height:
-            raise HeightGapError(
-                f"the row at height {row.height} holds the record of height {record.height}",
-                ledger=ledger,
-                height=row.height,
-            )
-        verifier.feed(record)
-        check_index_columns(row, record)
-        yield StoredRecord(record, row.data)
+        yield StoredRecord(_check_row(verifier, row, limits), row.data)
+
+
+def _check_row(verifier: ChainVerifier, row: StoreRow, limits: Limits) -> Record:
+    """The checks one by one of ``row`` as the record after ``verifier``'s head, which it becomes;
+    raises the first failure, naming the row's height when the bytes cannot."""
+    ledger = verifier.ledger
+    try:
+        record = decode_record(row.data, limits)
+    except (MalformedRecordError, PayloadTooLargeError) as e:
+        raise _locate(e, ledger, row.height) from e
+    if record.height != row.height:
+        raise HeightGapError(
+            f"the row at height {row.height} holds the record of height {record.height}",
+            ledger=ledger,
+            height=row.height,
+        )
+    verifier.feed(record)
+    check_index_columns(row, record)
+    return record
 
 
 def check_index_columns(row: StoreRow, record: Record) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 FIGURES = {
-    *("1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "4f"),
+    *("1a", "1b", "1c", "1d", "2a", "2b", "2c-10k", "2c-100k", "2c-1M", "3a", "3b", "3c"),
+    *("4a", "4b", "4c", "4d", "4e", "4f"),
     *("5a-p50", "5a-p99", "5b", "5c", "5d"),
     *("6a", "6b", "6c"),
     "7a",

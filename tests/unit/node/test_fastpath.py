@@ -11,6 +11,7 @@ must accept the same record or raise the same error class naming the same ledger
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -436,3 +437,123 @@ def test_an_untouched_chain_verifies_on_both_paths(chain_bytes: list[bytes]) -> 
     assert _verdict(chain_bytes, decode_record) == _verdict(chain_bytes, oracle_record)
     assert _verdict(chain_bytes, decode_record)[:2] == ("accepted", 5)
     assert _verdict(chain_bytes, decode_record)[2] == decode_record(chain_bytes[-1], LIMITS).link
+
+
+# --- ChainVerifier.feed_fast: a whole record's checks at once, or "not sure" ---------------------
+
+
+def _raw_verdict(datas: list[bytes]) -> Outcome:
+    """The verdict of ChainVerifier.feed_raw (feed_fast, else the checks one by one)."""
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    try:
+        for data in datas:
+            verifier.feed_raw(data)
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+    return ("accepted", verifier.next_height, verifier.prev)
+
+
+def _placed(genesis: Record, content_bytes: bytes, **changes: Any) -> bytes:
+    """Record bytes of ``content_bytes`` placed right after ``genesis`` (difficulty 0) with every
+    hash right, so that only the content's own rules (or ``changes``) can fail it."""
+    checksum = hashlib.sha256(content_bytes).digest()
+    value: dict[str, Any] = {
+        "accepted": genesis.accepted + 1,
+        "checksum": checksum,
+        "content": content_bytes,
+        "height": 1,
+        "link": b"",
+        "nonce": 0,
+        "origin": "node-1",
+        "prev": genesis.link,
+    }
+    value.update(changes)
+    value["link"] = record.link_of(genesis.link, checksum, 1, 0, value["accepted"], "node-1")
+    return _pack(value)
+
+
+@pytest.fixture(scope="module")
+def genesis0(kit: Any) -> bytes:
+    return kit.chain(1, difficulty=0)[0].encode()  # type: ignore[no-any-return]
+
+
+# Encodings the link does not cover (it hashes the values, not their msgpack form), on a record
+# whose hashes are all right: the fast path must still refuse each, as the precise one does.
+_FORMS = {
+    "height int8": (b"\xa6height\x01", b"\xa6height\xd0\x01"),
+    "nonce uint8": (b"\xa5nonce\x00", b"\xa5nonce\xcc\x00"),
+    "origin str8": (b"\xa6origin\xa6", b"\xa6origin\xd9\x06"),
+    "link bin16": (b"\xa4link\xc4\x20", b"\xa4link\xc5\x00\x20"),
+    "content bin16": (b"\xa7content\xc4", b"\xa7content\xc5\x00"),
+}
+
+
+@pytest.mark.parametrize("name", [*CRAFTED, *_FORMS])
+def test_feed_fast_gets_the_verdict_of_the_checks_one_by_one(name: str, genesis0: bytes) -> None:
+    genesis = decode_record(genesis0, LIMITS)
+    if name in _FORMS:
+        old, new = _FORMS[name]
+        good = _placed(genesis, GOOD_CONTENT)
+        assert old in good
+        data = good.replace(old, new, 1)
+    else:
+        try:
+            value = msgpack.unpackb(CRAFTED[name], strict_map_key=False)
+        except (ValueError, msgpack.UnpackException):
+            value = None
+        raw = value.get("content") if isinstance(value, dict) else None
+        # A case in the content is placed with every hash right; one in the record's own
+        # encoding keeps its bytes (their hashes are wrong too, so the order of checks decides).
+        in_content = isinstance(raw, bytes) and (raw != GOOD_CONTENT or name == "valid")
+        data = _placed(genesis, raw) if in_content else CRAFTED[name]
+    datas = [genesis0, data]
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    assert (verdict[0] == "accepted") == (name in ("valid", "payload int inside 15")), verdict
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_content_changed_and_rehashed_gets_the_same_verdict_on_feed_fast(genesis0: bytes, data: st.DataObject) -> None:
+    genesis = decode_record(genesis0, LIMITS)
+    content = data.draw(contents.map(lambda c: dataclasses.replace(c, ledger="ledger-a", kind="note")))
+    good = content.encode(LIMITS)
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    changed = good[:at] + bytes((byte,)) + good[at + 1 :]
+    for content_bytes in (good, changed):
+        datas = [genesis0, _placed(genesis, content_bytes)]
+        assert _raw_verdict(datas) == _verdict(datas, oracle_record)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_raw(
+    chain_bytes: list[bytes], data: st.DataObject
+) -> None:
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    assert _raw_verdict(datas) == _verdict(datas, oracle_record)
+
+
+def test_valid_records_past_the_genesis_take_the_fast_path(chain_bytes: list[bytes]) -> None:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    assert verifier.feed_fast(chain_bytes[0]) is None  # the genesis: its rules the precise way
+    verifier.feed_raw(chain_bytes[0])
+    for data in chain_bytes[1:]:
+        decode_record(data, LIMITS)  # its names are remembered
+        content = verifier.feed_fast(data)
+        assert content == decode_record(data, LIMITS).content.to_map()
+    assert _raw_verdict(chain_bytes) == _verdict(chain_bytes, oracle_record)
+
+
+def test_feed_fast_changes_nothing_when_not_sure(chain_bytes: list[bytes]) -> None:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    verifier.feed_raw(chain_bytes[0])
+    before = (verifier.next_height, verifier.prev)
+    assert verifier.feed_fast(chain_bytes[2]) is None  # not the next record
+    assert verifier.feed_fast(chain_bytes[1][:-1]) is None  # truncated
+    assert (verifier.next_height, verifier.prev) == before
