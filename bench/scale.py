@@ -8,8 +8,9 @@ stops rising before the echo does shows where the node stops taking more work.
 8b/8c: the resident memory (VmRSS) of the node process and of redis-server while 8 client
 processes put ``rss_records`` records (a million in ``make bench``), sampled after each tenth.
 The ceiling is the same process's memory after the first tenth: a ratio near 1 says the
-memory stays flat (caches bounded, streams trimmed), a rising one that something grows with
-the ledger.
+memory stays flat (caches bounded), a rising one that something grows with the ledger.
+Redis is meant to grow until each ledger's stream holds ``stream_max_len`` records (a
+million by default, about 400 bytes each), and to stay flat from there on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from vledger.broker.client import Client
+from vledger.config.cluster import ReplicationSettings
 
 from . import ingest
 from .fixtures import Sizes, entries, genesis, scratch_dir
@@ -105,6 +107,7 @@ def run(sizes: Sizes) -> list[Figure]:
     details = {
         "records put": samples[-1][0],
         "client processes": RSS_CLIENTS,
+        "stream_max_len (records Redis keeps per ledger)": ReplicationSettings().stream_max_len,
         "samples (records, node MB, redis-server MB)": [(n, round(a, 1), round(b, 1)) for n, a, b in samples],
     }
     for key, what, column in (("8b", "the ingest node", 1), ("8c", "redis-server", 2)):
