@@ -54,7 +54,7 @@ run: $(STAMP)
 	@echo "  . $(BIN)/activate && export VLEDGER_CONFIG=$(CONFIG) VLEDGER_KEY=$(RUN_DIR)/keys/admin.key_secret"
 	@echo "  vledger hello; vledger ledger list; vledger head election-2026; vledger get zakat 1 --node ingest-2"
 	@echo "  vledger vote register election-2026 --voter-id V-900001"
-	@echo "  vledger put election-2026 ... -w 3    # answered once 3 replicas hold the record"
+	@echo "  vledger put election-2026 ... -w 3    # answered once 3 replicas cosigned a checkpoint of it"
 	@echo "  vledger repl status --config $(CONFIG); vledger tally election-2026 --config $(CONFIG)"
 	@echo "  vledger verify --cluster $(CONFIG); vledger alerts --config $(CONFIG) --follow"
 	@echo "  vledger vote check --electronic-id E-...; vledger verify $(RUN_DIR)/data/replica-1"

@@ -13,7 +13,9 @@ The cluster is what production runs: a redis-server of its own, `vledger keygen 
   on a replica is the first report at or above its height minus the moment its put was
   acknowledged (the writer reading the node's reply, sent once the record is durable at
   home). Its ceiling: the one-way latency of a bare CURVE PUB/SUB pair, same messages,
-  same offered rate, same percentile, measured in the same run.
+  same offered rate, same percentile, measured in the same run. Among the details, the
+  **cosignature latency**: the same, to each replica's report on ``vledger:cosigned`` of a
+  checkpoint whose size covers the record (what ``put -w N`` waits for).
 * 5b, catch-up: one replica is stopped (SIGTERM), records are put while it is down, the
   other replicas reach the head, then it is started again. The rate counts from its first
   answer to hello (its read socket serves, which it does just before its catch-up starts)
@@ -122,9 +124,13 @@ def _percentile(samples: Sequence[float], p: int) -> float:
 
 
 class _HeldListener:
-    """Every advance of a held height of ``LEDGER``, as Redis publishes it, with its arrival time."""
+    """Every advance of a held height of ``LEDGER``, as Redis publishes it, with its arrival time.
 
-    def __init__(self, redis_url: str, channel: str) -> None:
+    On ``vledger:cosigned`` (``<witness> <ledger> <size>``), ``offset`` -1 turns each cosigned
+    size into the last height it covers."""
+
+    def __init__(self, redis_url: str, channel: str, offset: int = 0) -> None:
+        self._offset = offset
         self._client = connect(redis_url)
         self._pubsub = self._client.pubsub()
         self._pubsub.subscribe(channel)
@@ -148,7 +154,7 @@ class _HeldListener:
             now = time.monotonic()
             node, ledger, height = bytes(message["data"]).decode().split(" ")
             if ledger == LEDGER:
-                self.advances.setdefault(node, []).append((now, int(height)))
+                self.advances.setdefault(node, []).append((now, int(height) + self._offset))
 
     def held(self, node: str) -> int:
         advances = self.advances.get(node)
@@ -369,7 +375,9 @@ class _Lag:
     details: dict[str, Any]
 
 
-def _lag_run(cluster: _Cluster, listener: _HeldListener, writer: KeyPair, batch: Sequence[Entry]) -> _Lag:
+def _lag_run(
+    cluster: _Cluster, listener: _HeldListener, cosigned: _HeldListener, writer: KeyPair, batch: Sequence[Entry]
+) -> _Lag:
     warm_up, batch = batch[:WARM_UP], batch[WARM_UP:]
     warm = _paced_puts(cluster.node, writer, warm_up, OFFERED_RATE)  # first uses (caches, buffers) go unmeasured
     listener.wait_for(cluster.replicas, max(warm.heights), "5a, the warm-up")
@@ -380,6 +388,7 @@ def _lag_run(cluster: _Cluster, listener: _HeldListener, writer: KeyPair, batch:
     head = max(paced.heights)
     listener.wait_for(cluster.replicas, head, "5a")
     elapsed = time.monotonic() - started
+    cosigned.wait_for(cluster.replicas, head, "5a, the cosignatures")
     busy = {name: round((_cpu_seconds(pid) - cpu[name]) / elapsed, 2) for name, pid in pids.items()}
 
     per_replica = {name: _lags_ms(paced.acked, paced.heights, listener.advances[name]) for name in cluster.replicas}
@@ -391,6 +400,8 @@ def _lag_run(cluster: _Cluster, listener: _HeldListener, writer: KeyPair, batch:
     home = _lags_ms(paced.acked, paced.heights, listener.advances[NODE])
     ack_ms = [(a - s) * 1000 for s, a in zip(paced.sent, paced.acked, strict=True)]
     reports = {name: sum(1 for t, _ in listener.advances[name] if t >= started) for name in cluster.replicas}
+    per_witness = {name: _lags_ms(paced.acked, paced.heights, cosigned.advances[name]) for name in cluster.replicas}
+    all_cosigned = [max(values) for values in zip(*per_witness.values(), strict=True)]
 
     def p50_p99(values: Sequence[float]) -> list[float]:
         return [round(_percentile(values, 50), 2), round(_percentile(values, 99), 2)]
@@ -410,6 +421,13 @@ def _lag_run(cluster: _Cluster, listener: _HeldListener, writer: KeyPair, batch:
         "put acknowledgement p50/p99 ms (send to reply)": p50_p99(ack_ms),
         "home node's own held report p50/p99 ms after the ack": p50_p99(home),
         "held reports per replica": reports,
+        "cosignature": "from the put's acknowledgement to the bench reading the replica's vledger:cosigned "
+        "report of a checkpoint whose size covers the record (what a put's w waits for, before the home checks it)",
+        "cosignature p50/p99 ms per replica": {name: p50_p99(values) for name, values in per_witness.items()},
+        "cosignature p50/p99 ms until all 3 replicas cosigned (w=3)": p50_p99(all_cosigned),
+        "cosignatures per replica": {
+            name: sum(1 for t, _ in cosigned.advances[name] if t >= started) for name in cluster.replicas
+        },
         "CPU in cores during the run": busy,
     }
     return _Lag(lags, details)
@@ -637,7 +655,7 @@ return #ARGV - 3
 """
 
 
-SEAL = bytes(160)  # about a packed seal (PROTOCOL 10.7): the outbox puts one on each call's last record
+CHECKPOINT = bytes(160)  # about a checkpoint note (PROTOCOL 10.7): the outbox puts one on each call's last record
 
 
 def _runs(data: Sequence[bytes], count: int) -> Iterator[tuple[int, list[bytes]]]:
@@ -649,7 +667,7 @@ def _runs(data: Sequence[bytes], count: int) -> Iterator[tuple[int, list[bytes]]
 def _appends(ledger: ReplicationLedger, stream: str, data: Sequence[bytes], count: int) -> int:
     """ReplicationLedger.append (the outbox's call) of ``count`` records to a new stream, ``BATCH`` a call."""
     for first, records in _runs(data, count):
-        last = ledger.append(stream, NODE, first, records, SEAL)
+        last = ledger.append(stream, NODE, first, records, CHECKPOINT)
         if last != first + len(records) - 1:
             raise RuntimeError(f"append of heights {first}.. left the stream at {last}")
     return count
@@ -743,6 +761,8 @@ def _measure(sizes: Sizes, directory: Path) -> _Measured:
         replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
         listener = _HeldListener(cluster.redis_url, replication.held_channel)
         stack.callback(listener.close)
+        cosigned = _HeldListener(cluster.redis_url, replication.cosigned_channel, offset=-1)
+        stack.callback(cosigned.close)
         admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
         listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
         writer.hello()
@@ -756,7 +776,7 @@ def _measure(sizes: Sizes, directory: Path) -> _Measured:
             f"1 ingest node and {REPLICAS} replicas, "
             "then the bare CURVE PUB/SUB at the same rate"
         )
-        lag = _lag_run(cluster, listener, writer_keys, prepared[:lag_records])
+        lag = _lag_run(cluster, listener, cosigned, writer_keys, prepared[:lag_records])
         feed_latency = feed.latencies_ms(max(500, round((lag_records - WARM_UP) / 4)), OFFERED_RATE)
         m = _Measured(lag, feed_latency, feed_bytes=sum(len(f) for f in frames), feed_sent=sizes.feed_messages)
 
@@ -861,8 +881,8 @@ def run(sizes: Sizes) -> list[Figure]:
         max(m.bare_append_rates),
         "records/s",
         f"one EVALSHA per {BATCH} records of a script that only XADDs each (MAXLEN ~, id <height>-1, record and "
-        "origin): no look at the stream's end, no gap check, no seal, no HSETNX; after each ReplicationLedger.append "
-        "run (which is given a 160-byte seal, as the outbox gives one per call)",
+        "origin): no look at the stream's end, no gap check, no checkpoint, no HSETNX; after each "
+        "ReplicationLedger.append run (which is given a 160-byte checkpoint, as the outbox gives one per call)",
     )
     lag_details = m.lag.details
     return [

@@ -9,6 +9,7 @@ the tree's own work: a leaf hash per record and the frontier's appends.
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 
 from vledger.node.tree import Frontier, leaf_hash
@@ -39,16 +40,23 @@ def run(sizes: Sizes) -> list[Figure]:
     prepared = entries(with_tree.records, difficulty=0)
     on: list[float] = []
     off: list[float] = []
+    # Process CPU per record: on a shared machine it varies far less than a rate does.
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     hashing: list[float] = []
     for i in range(sizes.repeats):
         progress(f"tree: run {i + 1} of {sizes.repeats}, {with_tree.records:,} records with and without the tree")
         # Alternate which goes first, so that neither always meets a warmer (or busier) machine.
         for case in (with_tree, without) if i % 2 == 0 else (without, with_tree):
+            before = resource.getrusage(resource.RUSAGE_SELF)
             measured, rows = _run(case, prepared)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            cpu[case.keep_tree].append(used / case.records * 1e6)
             (on if case.keep_tree else off).append(measured.rate)
         hashing.append(_hashing([row[5] for row in rows]))
     best_on, best_off = max(on), max(off)
     cost = 1 - best_on / best_off
+    cpu_cost = min(cpu[True]) / min(cpu[False]) - 1
     return [
         Figure(
             key=with_tree.key,
@@ -75,6 +83,9 @@ def run(sizes: Sizes) -> list[Figure]:
                 "tree cost (1 - with / without, best runs)": f"{cost:.1%}",
                 "budget": f"{BUDGET:.0%}",
                 "within budget": cost <= BUDGET,
+                "CPU per record with / without the tree (µs, least of runs)": (
+                    f"{min(cpu[True]):.1f} / {min(cpu[False]):.1f} (+{cpu_cost:.1%})"
+                ),
                 "runs with the tree (records/s)": [round(r) for r in on],
                 "runs without the tree (records/s)": [round(r) for r in off],
             },

@@ -6,12 +6,12 @@ A message is two frames (docs/PROTOCOL.md, section 10):
   "hops", "from", "record"}``, where ``record`` is the record's bytes as stored (section 2)
   and ``hops`` counts how many nodes published it (the home node: 1). The envelope is not
   hashed: a relay raises ``hops`` without touching the record.
-* seals: topic ``*heads``; body ``{"v": 1, "from", "heads": {ledger: [height, hash, home,
-  signature]}}``: for each ledger, the latest seal the publisher holds (vledger.node.seal: the
-  home node's signature on a head, which is what makes the records below it acceptable). A
-  home node sends its new seals after each batch of records and all of them every
-  ``heartbeat_ms``; a relay forwards the seals it verified. They also let a subscriber see a
-  gap at the end of a burst, when no later record would reveal it.
+* checkpoints: topic ``*checkpoints``; body ``{"v": 1, "from", "checkpoints": {ledger: note}}``:
+  for each ledger, the latest checkpoint the publisher holds (vledger.node.witness: the home's
+  signed note of a tree size and root, which is what makes the records below it acceptable),
+  its bytes as signed. A home node sends its new checkpoints after each batch of records and
+  all of them every ``heartbeat_ms``; a relay forwards the checkpoints it verified. They also
+  let a subscriber see a gap at the end of a burst, when no later record would reveal it.
 
 PUB/SUB drops messages (slow joiners, full queues): the feed is only the fast path.
 Subscribers find what they missed by height (vledger.ingest.follow), and every message
@@ -30,16 +30,17 @@ import zmq
 
 from ..config.settings import BrokerSettings
 from ..node.errors import FeedError
+from ..node.note import MAX_NOTE_BYTES
 from ..node.record import NAME_PATTERN
-from ..node.seal import Seal, seal_from_wire
 from ..node.storefile import MAX_HEIGHT
+from ..node.witness import SignedCheckpoint
 from .curve import AllowList, CurveServer, curve_client
 from .keys import KeyPair
 
 log = logging.getLogger(__name__)
 
 FEED_VERSION = 1
-HEADS_TOPIC = b"*heads"  # not a ledger name: those start with [a-z0-9]
+CHECKPOINTS_TOPIC = b"*checkpoints"  # not a ledger name: those start with [a-z0-9]
 FEED_DOMAIN = "feed"  # its own ZAP domain: the feed's allow-list is not the request socket's
 MAX_NAME = 64
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -56,12 +57,12 @@ class FeedRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class FeedHeads:
+class FeedCheckpoints:
     sender: str
-    seals: dict[str, Seal]  # ledger -> the latest seal the sender holds (signatures not checked here)
+    checkpoints: dict[str, bytes]  # ledger -> the latest checkpoint note the sender holds (not checked here)
 
 
-FeedMessage = FeedRecord | FeedHeads
+FeedMessage = FeedRecord | FeedCheckpoints
 
 
 def encode_record(ledger: str, height: int, hops: int, sender: str, data: bytes) -> list[bytes]:
@@ -71,15 +72,14 @@ def encode_record(ledger: str, height: int, hops: int, sender: str, data: bytes)
     return [ledger.encode("utf-8"), body]
 
 
-def encode_heads(sender: str, seals: Iterable[Seal]) -> list[bytes]:
-    body = msgpack.packb(
-        {"v": FEED_VERSION, "from": sender, "heads": {s.ledger: s.wire() for s in sorted(seals, key=_ledger)}}
-    )
-    return [HEADS_TOPIC, body]
+def encode_checkpoints(sender: str, checkpoints: Iterable[SignedCheckpoint]) -> list[bytes]:
+    notes = {c.ledger: c.note for c in sorted(checkpoints, key=_ledger)}
+    body = msgpack.packb({"v": FEED_VERSION, "from": sender, "checkpoints": notes})
+    return [CHECKPOINTS_TOPIC, body]
 
 
-def _ledger(seal: Seal) -> str:
-    return seal.ledger
+def _ledger(checkpoint: SignedCheckpoint) -> str:
+    return checkpoint.ledger
 
 
 def _name(value: object, what: str) -> str:
@@ -106,11 +106,15 @@ def decode_message(frames: list[bytes], max_record_bytes: int) -> FeedMessage:
     if not isinstance(message, dict) or type(message.get("v")) is not int or message["v"] != FEED_VERSION:
         raise FeedError("a feed message is a map with v = 1")
     sender = _name(message.get("from"), "from")
-    if topic == HEADS_TOPIC:
-        heads = message.get("heads")
-        if not isinstance(heads, dict) or set(message) != {"v", "from", "heads"}:
-            raise FeedError("a heads message has v, from and heads")
-        return FeedHeads(sender, {ledger: seal_from_wire(ledger, value) for ledger, value in heads.items()})
+    if topic == CHECKPOINTS_TOPIC:
+        notes = message.get("checkpoints")
+        if not isinstance(notes, dict) or set(message) != {"v", "from", "checkpoints"}:
+            raise FeedError("a checkpoints message has v, from and checkpoints")
+        for ledger, note in notes.items():
+            _name(ledger, "checkpoint ledger")
+            if not isinstance(note, bytes) or not 0 < len(note) <= MAX_NOTE_BYTES:
+                raise FeedError(f"a checkpoint is a note of 1 to {MAX_NOTE_BYTES} bytes")
+        return FeedCheckpoints(sender, notes)
     if set(message) != {"v", "ledger", "height", "hops", "from", "record"}:
         raise FeedError("a record message has v, ledger, height, hops, from and record")
     ledger = _name(message["ledger"], "ledger")
@@ -155,8 +159,8 @@ class Publisher:
     def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
         self._send(encode_record(ledger, height, hops, self.name, data))
 
-    def heads(self, seals: Iterable[Seal]) -> None:
-        self._send(encode_heads(self.name, seals))
+    def checkpoints(self, checkpoints: Iterable[SignedCheckpoint]) -> None:
+        self._send(encode_checkpoints(self.name, checkpoints))
 
     def _send(self, frames: list[bytes]) -> None:
         try:

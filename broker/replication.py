@@ -9,18 +9,24 @@ Keys (``vledger`` is the namespace):
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
 * ``vledger:ledgers``: a hash, ledger -> its home node.
-* ``vledger:seals``: a hash, ledger -> the home's latest seal (vledger.node.seal), msgpack of
-  ``[height, hash, home, signature]``; the last entry of each batch in the stream carries
-  its seal too, in the field ``seal``.
+* ``vledger:checkpoints``: a hash, ledger -> the home's latest checkpoint (docs/PROTOCOL.md
+  section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
+  carries its checkpoint too, in the field ``checkpoint``.
+* ``vledger:cosig:<ledger>``: a hash, witness -> the latest checkpoint that witness cosigned,
+  as a signed note with the home's signature line and the witness's cosignature line; and
+  ``vledger:cosigned`` (a pub/sub channel): ``<witness> <ledger> <size>`` on every new one.
+  Only a hint for speed: whoever counts cosignatures verifies each one itself.
+* ``vledger:evidence``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the home's signed
+  checkpoint that contradicts that witness's copy, kept verbatim.
 * ``vledger:held:<ledger>``: a hash, node -> the height up to which the node holds the
-  ledger, every record from genesis on verified. A node stores a ledger strictly in
+  ledger, every record from genesis on verified: a hint (``vledger repl status``), never
+  a proof, since anyone who reaches Redis can write it. A node stores a ledger strictly in
   order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
   the replication count of record h is the number of nodes whose held height is >= h.
   Why not a set of holders per record (``SADD``): it answers the same question exactly,
   is as idempotent (the height only ever grows, a redelivery changes nothing), and costs
   one field per node instead of one key per record and node.
-* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance, for
-  the ingest nodes that wait on a write concern.
+* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
 * ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork), and
   ``vledger:alerts:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
   value the alert as JSON with its stream id. Who resolves which (docs/PROTOCOL.md 10.5):
@@ -92,7 +98,7 @@ for i = 6, #ARGV do
     if height ~= last + 1 then return {last, -1} end
     if i == #ARGV and ARGV[5] ~= '' then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
-                 'record', ARGV[i], 'origin', ARGV[3], 'seal', ARGV[5])
+                 'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[5])
       redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
     else
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
@@ -137,7 +143,7 @@ class StreamRecord:
     height: int
     data: bytes
     origin: str
-    seal: bytes = b""  # the home's seal of this record, on the last record of each batch
+    checkpoint: bytes = b""  # the home's checkpoint of the size up to this record, on each batch's last
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +215,19 @@ class ReplicationLedger:
         return f"{self.namespace}:ledgers"
 
     @property
-    def seals_key(self) -> str:
-        return f"{self.namespace}:seals"
+    def checkpoints_key(self) -> str:
+        return f"{self.namespace}:checkpoints"
+
+    def cosig_key(self, ledger: str) -> str:
+        return f"{self.namespace}:cosig:{ledger}"
+
+    @property
+    def cosigned_channel(self) -> str:
+        return f"{self.namespace}:cosigned"
+
+    @property
+    def evidence_key(self) -> str:
+        return f"{self.namespace}:evidence"
 
     @property
     def held_channel(self) -> str:
@@ -256,25 +273,27 @@ class ReplicationLedger:
                 added += 1
         return added
 
-    def append(self, ledger: str, origin: str, first: int, records: Sequence[bytes], seal: bytes = b"") -> int:
+    def append(self, ledger: str, origin: str, first: int, records: Sequence[bytes], checkpoint: bytes = b"") -> int:
         """Add ``records`` (heights ``first``, ``first + 1``, ...) where they continue the stream,
         atomically; returns the stream's last height afterwards. Below the last of these
         heights, the stream lacks records the caller must add first (from its store).
 
-        ``seal`` (the home's seal of the last record, msgpack of its wire form) goes on that
-        record's entry, and becomes the ledger's latest seal in ``vledger:seals``."""
-        return self.append_checked(ledger, origin, first, records, seal)[0]
+        ``checkpoint`` (the home's signed checkpoint whose size ends at the last record) goes
+        on that record's entry, and becomes the ledger's latest in ``vledger:checkpoints``."""
+        return self.append_checked(ledger, origin, first, records, checkpoint)[0]
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Sequence[bytes], seal: bytes = b""
+        self, ledger: str, origin: str, first: int, records: Sequence[bytes], checkpoint: bytes = b""
     ) -> tuple[int, int | None]:
         """:meth:`append`, and the first height of the run that the stream already holds with
         other bytes, or skips (None: none). From there the stream is not the caller's chain:
         nothing of the run above it is added, and the caller rewrites it (:meth:`rewind`)."""
         if not records:
             return self.last_height(ledger), None
-        keys = [self.stream_key(ledger), self.ledgers_key, self.seals_key]
-        last, conflict = self._append(keys=keys, args=[first, self.stream_max_len, origin, ledger, seal, *records])
+        keys = [self.stream_key(ledger), self.ledgers_key, self.checkpoints_key]
+        last, conflict = self._append(
+            keys=keys, args=[first, self.stream_max_len, origin, ledger, checkpoint, *records]
+        )
         return int(last), None if int(conflict) < 0 else int(conflict)
 
     def rewind(self, ledger: str, height: int) -> int:
@@ -282,13 +301,33 @@ class ReplicationLedger:
         set back the consumer groups that read past it; returns how many were deleted."""
         return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
 
-    def seals(self) -> dict[str, bytes]:
-        """Each ledger's latest seal, as its home wrote it (msgpack of the wire form; unchecked)."""
-        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.seals_key).items()}
+    def checkpoints(self) -> dict[str, bytes]:
+        """Each ledger's latest checkpoint, as its home wrote it (a signed note; unchecked)."""
+        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.checkpoints_key).items()}
 
-    def set_seals(self, seals: dict[str, bytes]) -> None:
-        if seals:
-            self.client.hset(self.seals_key, mapping=seals)
+    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> None:
+        if checkpoints:
+            self.client.hset(self.checkpoints_key, mapping=checkpoints)
+
+    # --- cosignatures and evidence -------------------------------------------------------
+
+    def publish_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
+        """Make ``note`` (a checkpoint with ``witness``'s cosignature) its latest for ``ledger``."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.cosig_key(ledger), witness, note)
+        pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
+        pipe.execute()
+
+    def cosignatures(self, ledger: str) -> dict[str, bytes]:
+        """witness -> the note it says it cosigned last (unchecked: anyone can write this hash)."""
+        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.cosig_key(ledger)).items()}
+
+    def keep_evidence(self, witness: str, ledger: str, size: int, evidence: dict[str, str]) -> None:
+        """Keep ``evidence`` (texts, verbatim) that ``witness`` found at ``size`` of ``ledger``."""
+        self.client.hset(self.evidence_key, f"{witness}|{ledger}|{size}", json.dumps(evidence, sort_keys=True))
+
+    def evidence(self) -> dict[str, dict[str, str]]:
+        return {_text(k): json.loads(_text(v)) for k, v in self.client.hgetall(self.evidence_key).items()}
 
     def last_height(self, ledger: str) -> int:
         """The height of the stream's last record, -1 if it has none."""
@@ -320,7 +359,7 @@ class ReplicationLedger:
                     entry_height(key),
                     bytes(fields[b"record"]),
                     _text(fields.get(b"origin", b"")),
-                    bytes(fields.get(b"seal", b"")),
+                    bytes(fields.get(b"checkpoint", b"")),
                 )
             )
         return records
@@ -370,6 +409,14 @@ class ReplicationLedger:
         return [
             {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}} for key, fields in reversed(entries)
         ]
+
+
+def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
+    """Add ``alert`` to the alerts stream; if Redis is down, the log keeps it."""
+    try:
+        replication.alert(alert)
+    except REDIS_ERRORS as e:
+        log.error("alert not recorded in Redis (%s): %s", e, alert)
 
 
 def count_distribution(held: dict[str, int], size: int) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""Ed25519 signing keys: observers sign their tallies (PROTOCOL section 11), home nodes their seals (10.7).
+"""Ed25519 signing keys: observers sign their tallies (PROTOCOL section 11), home nodes their
+checkpoints and witnesses their cosignatures (10.7).
 
 An observer signs each tally snapshot it publishes; anyone holding its public key file
 checks the signature. Two files per observer, beside the CURVE keys in the cluster's key
@@ -18,7 +19,6 @@ bytes, over the exact bytes signed (for a tally: its canonical msgpack body).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,6 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from ..node.errors import KeyExistsError, KeyMaterialError, PassphraseError, SignatureError
-from ..node.seal import Seal, seal_message
 from .keys import check_name, install_file, read_key_text, read_private_text
 
 logger = logging.getLogger(__name__)
@@ -46,9 +45,14 @@ class VerifyKey:
     key: ECC.EccKey = field(repr=False)
 
     @property
+    def raw(self) -> bytes:
+        """The raw 32-byte public key (RFC 8032)."""
+        return bytes(self.key.export_key(format="raw"))
+
+    @property
     def public_hex(self) -> str:
-        """The raw 32-byte public key (RFC 8032), in hex: what ``keygen`` prints."""
-        return self.key.export_key(format="raw").hex()
+        """The raw public key in hex: what ``keygen`` prints."""
+        return self.raw.hex()
 
     def pem(self) -> str:
         return self.key.export_key(format="PEM") + "\n"
@@ -72,6 +76,11 @@ class SigningKey:
     @property
     def public(self) -> VerifyKey:
         return VerifyKey(self.key.public_key())
+
+    @property
+    def seed(self) -> bytes:
+        """The 32-byte private key of RFC 8032 (what a note signer key holds): never log it."""
+        return bytes(self.key.seed)
 
     def sign(self, data: bytes) -> bytes:
         return eddsa.new(self.key, MODE).sign(data)
@@ -145,26 +154,3 @@ def load_verify_key(path: Path) -> VerifyKey:
     if key.curve != CURVE or key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
     return VerifyKey(key)
-
-
-def sign_seal(key: SigningKey, ledger: str, height: int, link: bytes, home: str) -> Seal:
-    """The seal of ``ledger``'s record at ``height`` (docs/PROTOCOL.md section 10.7), signed by ``home``."""
-    return Seal(ledger, height, link, home, key.sign(seal_message(ledger, height, link, home)))
-
-
-class SealKeys:
-    """The home nodes' public signing keys, and which node is each ledger's home: checks seals."""
-
-    def __init__(self, keys: dict[str, VerifyKey], home_of: Callable[[str], str]) -> None:
-        self.keys = keys
-        self.home_of = home_of
-
-    def check(self, seal: Seal) -> None:
-        """Raise SignatureError unless ``seal`` is signed by its ledger's home with that home's key."""
-        home = self.home_of(seal.ledger)
-        if seal.home != home:
-            raise SignatureError(f"a seal of {seal.ledger!r} signed by {seal.home!r}, not by its home {home!r}")
-        key = self.keys.get(home)
-        if key is None:
-            raise SignatureError(f"no signing key of {home!r} ({home}{PUBLIC_SUFFIX}) to check its seals with")
-        key.verify(seal.message, seal.signature)

@@ -3,27 +3,24 @@
 **Nothing lost** (the ZeroMQ guide's Clone pattern, by chain height). A follower subscribes
 first, then catches up: for each ledger it asks its sources (the Redis stream, then the
 nodes it follows, over their ``range`` command) for every record above what it holds, in
-order, up to the highest sealed height it has heard of. A live record at or below what it
+order, up to the highest checkpoint it has heard of. A live record at or below what it
 holds is a duplicate (checked to be the same bytes, else an alert); one above reveals a gap,
-which it fetches first. Seals arrive after each batch and every second, so a gap at the end
-of a burst is seen too.
+which it fetches first. Checkpoints arrive after each batch and every second, so a gap at
+the end of a burst is seen too.
 
 **Nothing forged.** Anyone can compute a checksum, a proof of work and a link, so a record
 that verifies (docs/PROTOCOL.md section 4) proves nothing about who placed it. A record is
-therefore stored only when the home node vouches for it:
-
-* it came from the home node itself, over a CURVE request to that node's key (its
-  ``range`` command); or
-* a **seal** covers it: the home's Ed25519 signature on the link at some height at or above
-  it (vledger.node.seal). A link commits to every record below it, so a verified chain from
-  this node's head up to a sealed link proves every record in between.
-
-Records from anywhere else (the feed, the stream, a relay) wait, verified as a chain, in a
-pending run above the store's head until a seal reaches them; a pending run that does not
-lead to the seal's link is dropped and reported, and fetched again. A record that fails
-verification is never stored either: it is reported, naming the node it came from, and
-fetched from the next source instead. Nothing here touches a socket: the replica process
-(vledger.ingest.replica) feeds it, and the tests drive it directly.
+therefore stored only under a **checkpoint** (vledger.node.witness): the home's signed note
+of a tree size and root, checked with the ledger's checkpoint key. Records from anywhere (the
+feed, the stream, a relay, the home itself) wait, verified as a chain, in a pending run
+above the store's head; once the Merkle tree of the stored records and the pending run has,
+at a checkpoint's size, that checkpoint's root, the run up to that size is stored. A pending
+run that a checkpoint contradicts is dropped and reported, and fetched again. A checkpoint
+at or below the stored size whose root is not the store's is **evidence** that the home
+signed two different ledgers (an ``equivocation`` alert naming it, the note kept verbatim).
+A record that fails verification is never stored either: it is reported, naming the node
+it came from, and fetched from the next source instead. Nothing here touches a socket: the
+replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
 """
 
 from __future__ import annotations
@@ -34,56 +31,66 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..broker.feed import FeedHeads, FeedMessage, FeedRecord
+from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
-from ..broker.signing import SealKeys
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import ForkError, RecordConflictError, SignatureError, VledgerError
+from ..node.checkpoint_log import EVIDENCE
+from ..node.errors import EquivocationError, NoteError, RecordConflictError, VledgerError
+from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
-from ..node.seal import Seal
 from ..node.store import ChainStore
+from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
+from ..node.witness import CheckpointKeys, SignedCheckpoint
 
 log = logging.getLogger(__name__)
 
 NOT_RELAYED = 255  # the hop count given to what catch-up fetched: never republished
 MAX_REMEMBERED_ALERTS = 10_000  # findings already reported, not reported again
 MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their source later
+MAX_WAITING_CHECKPOINTS = 1024  # verified checkpoints above the store's size kept per ledger
 CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
 ANY_HEIGHT = 1 << 63
-SEAL_FAULTS = ("fork", "bad_signature")  # resolved by a seal, not by a stored record
+# Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
+# record is stored at its height; a checkpoint that did not verify once one by the home does;
+# a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
+# evidence against the home (equivocation) never: a signed contradiction stays one.
+BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """What a source answers: records by height, in order, and the seals it holds among them."""
+    """What a source answers: records by height, in order, and checkpoint notes it holds among them."""
 
     rows: list[tuple[int, bytes]]
-    seals: list[Seal] = field(default_factory=list)  # signatures not checked yet
+    checkpoints: list[bytes] = field(default_factory=list)  # signatures not checked yet
 
 
 class Source(Protocol):
     """Somewhere to fetch a ledger's records from by height."""
 
-    name: str  # a node's name (a request to it is authenticated by its CURVE key), or "redis"
+    name: str  # a node's name, or "redis"
 
     def fetch(self, ledger: str, start: int, count: int) -> Page:
         """Up to ``count`` records from ``start`` on, in order; may begin above ``start`` (a
         trimmed stream) or be empty. Raises VledgerError or OSError when it cannot answer."""
         ...
 
-    def seals(self) -> list[Seal]:
-        """The latest seal of each ledger this source holds (signatures not checked yet)."""
+    def checkpoints(self) -> dict[str, bytes]:
+        """The latest checkpoint note of each ledger this source holds (signatures not checked yet)."""
         ...
 
 
 @dataclass(slots=True)
 class _Ledger:
-    """A ledger as this follower sees it: the best seal heard of, and the run waiting for one."""
+    """A ledger as this follower sees it: the checkpoints heard of, and the run waiting for one."""
 
-    seal: Seal | None = None  # the highest verified seal
+    best: SignedCheckpoint | None = None  # the largest verified checkpoint
+    # Verified checkpoints above the store's size, by size: each may cover a prefix of the run.
+    waiting: dict[int, SignedCheckpoint] = field(default_factory=dict)
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
+    leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
     sources: list[str] = field(default_factory=list)  # where each pending record came from
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
@@ -94,11 +101,12 @@ class _Ledger:
 
 
 class Follower:
-    """Brings ``store`` up to every ledger's sealed head and keeps it there.
+    """Brings ``store`` up to every ledger's latest checkpoint and keeps it there.
 
     ``on_stored(records, hops)`` hears of every record stored (to relay it and report it
-    held); ``on_alert`` of every finding. ``home_of`` names each ledger's home node, whose
-    seals ``seal_keys`` checks. One thread.
+    held); ``on_alert`` of every finding; ``on_verified`` of every checkpoint the store now
+    holds (the tree of the stored records has its root at its size: what a witness may
+    cosign). ``keys`` checks each checkpoint with its ledger's key. One thread.
     """
 
     def __init__(
@@ -107,25 +115,32 @@ class Follower:
         store: ChainStore,
         sources: Iterable[Source],
         *,
-        seal_keys: SealKeys,
+        keys: CheckpointKeys,
+        home_of: Callable[[str], str],
         on_stored: Callable[[list[Record], int], None],
         on_alert: Callable[[Alert], None],
         on_resolve: Callable[[list[str]], None] = lambda keys: None,
+        on_evidence: Callable[[SignedCheckpoint, str], None] = lambda checkpoint, source: None,
+        on_verified: Callable[[SignedCheckpoint], None] = lambda checkpoint: None,
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.name = name
         self.store = store
         self.sources = list(sources)
-        self.seal_keys = seal_keys
+        self.keys = keys
+        self.home_of = home_of
         self.on_stored = on_stored
         self.on_alert = on_alert
         self.on_resolve = on_resolve  # closes open alerts (their keys) whose cause is gone (PROTOCOL 10.5)
-        self._open: dict[str, int] = {}  # the alerts this run raised and left open: key -> highest height
+        # The alerts this run raised and left open: key -> (highest height, who resolves it).
+        self._open: dict[str, tuple[int, str]] = {}
+        self.on_evidence = on_evidence  # the note, and who sent it: kept verbatim by the caller
+        self.on_verified = on_verified
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
         self.ledgers: dict[str, _Ledger] = {}
-        self.caught_up = False  # the start-up catch-up reached every sealed height
+        self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
         self._alerted: set[tuple[str, int, str, str]] = set()
         self.stored = 0
         self.duplicates = 0
@@ -133,13 +148,13 @@ class Follower:
     # --- status ---------------------------------------------------------------------
 
     def target(self, ledger: str) -> int:
-        """The highest height this follower knows the home placed (sealed, or held here)."""
+        """The highest height this follower knows the home placed (checkpointed, or held here)."""
         state = self.ledgers.get(ledger)
-        sealed = state.seal.height if state is not None and state.seal is not None else -1
-        return max(sealed, self._head(ledger))
+        checkpointed = state.best.height if state is not None and state.best is not None else -1
+        return max(checkpointed, self._head(ledger))
 
     def behind(self) -> dict[str, int]:
-        """Per ledger, how many records this node lacks of the highest sealed height, counted
+        """Per ledger, how many records this node lacks of the highest checkpoint, counted
         from what its store's file holds: a copy cut short behind the store's back is behind."""
         behind = {}
         for ledger in sorted(self.ledgers):
@@ -153,26 +168,26 @@ class Follower:
         behind = self.behind()
         return {"current": self.caught_up and not behind, "behind": behind}
 
-    def seals(self) -> list[Seal]:
-        """The best verified seal of each ledger: what a relay forwards, and what ``range`` offers."""
-        return [state.seal for _, state in sorted(self.ledgers.items()) if state.seal is not None]
+    def checkpoints(self) -> list[SignedCheckpoint]:
+        """The best verified checkpoint of each ledger: what a relay forwards."""
+        return [state.best for _, state in sorted(self.ledgers.items()) if state.best is not None]
 
-    def seal_of(self, ledger: str) -> Seal | None:
+    def checkpoint_of(self, ledger: str) -> SignedCheckpoint | None:
         state = self.ledgers.get(ledger)
-        return state.seal if state is not None else None
+        return state.best if state is not None else None
 
     # --- catching up ----------------------------------------------------------------
 
     def start(self) -> None:
-        """The start-up catch-up: the seals the sources hold, then every record up to them."""
+        """The start-up catch-up: the checkpoints the sources hold, then every record up to them."""
         for ledger in self.store.ledgers():
             self._state(ledger)
         for source in self.sources:
             try:
-                for seal in source.seals():
-                    self.take_seal(seal, source.name, catch_up=False)
+                for ledger, note in source.checkpoints().items():
+                    self.take_checkpoint(ledger, note, source.name, catch_up=False)
             except (VledgerError, OSError) as e:
-                log.warning("%s: cannot ask %s for its seals: %s", self.name, source.name, e)
+                log.warning("%s: cannot ask %s for its checkpoints: %s", self.name, source.name, e)
         self.catch_up_all()
         self.caught_up = True
         log.info("%s: caught up: %s", self.name, self._summary())
@@ -186,18 +201,17 @@ class Follower:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``."""
         state = self._state(ledger)
         for source in self.sources:
-            trusted = source.name == self.seal_keys.home_of(ledger)
             while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
                 try:
                     page = source.fetch(ledger, start, min(self.batch, stop - start))
                 except (VledgerError, OSError) as e:
                     log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
                     break
-                for seal in page.seals:
-                    self.take_seal(seal, source.name, catch_up=False)
+                for note in page.checkpoints:
+                    self.take_checkpoint(ledger, note, source.name, catch_up=False)
                 if not page.rows or page.rows[0][0] != start:
                     break  # this source lacks them (or was trimmed past them): ask the next
-                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED, trusted)
+                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED)
                 if outcome == BAD:
                     self._drop_pending(state)  # what this source gave cannot be trusted: ask the next
                     break
@@ -206,7 +220,7 @@ class Follower:
                 return True
         if self._head(ledger) + 1 < stop:
             log.info(
-                "%s: %s stays at %d: no source vouches for height %d",
+                "%s: %s stays at %d: no checkpoint covers height %d yet",
                 self.name,
                 ledger,
                 self._head(ledger),
@@ -217,25 +231,24 @@ class Follower:
     # --- the live feed ------------------------------------------------------------------
 
     def receive(self, messages: Iterable[FeedMessage]) -> None:
-        """Apply a batch of feed messages: records ledger by ledger, then the seals that cover them."""
+        """Apply a batch of feed messages: records ledger by ledger, then the checkpoints that cover them."""
         live: dict[str, dict[int, FeedRecord]] = {}
-        seals: list[tuple[Seal, str]] = []
+        notes: dict[str, list[tuple[bytes, str]]] = {}
         for message in messages:
-            if isinstance(message, FeedHeads):
-                seals.extend((seal, message.sender) for seal in message.seals.values())
+            if isinstance(message, FeedCheckpoints):
+                for ledger, note in message.checkpoints.items():
+                    notes.setdefault(ledger, []).append((note, message.sender))
             else:
                 live.setdefault(message.ledger, {}).setdefault(message.height, message)
         for ledger, records in live.items():
             self._apply(ledger, [records[h] for h in sorted(records)])
-        # One seal per ledger and batch is enough (the highest vouches for all below it), and each
-        # costs a signature check and a commit: the highest that verifies, tried from the top.
-        by_ledger: dict[str, list[tuple[Seal, str]]] = {}
-        for seal, sender in seals:
-            by_ledger.setdefault(seal.ledger, []).append((seal, sender))
-        for candidates in by_ledger.values():
-            for seal, sender in sorted(candidates, key=lambda item: item[0].height, reverse=True):
-                if self.take_seal(seal, sender):
-                    break
+        # Each checkpoint costs a signature check: the same note from several senders, once.
+        for ledger, candidates in notes.items():
+            seen: set[bytes] = set()
+            for note, sender in reversed(candidates):  # the newest first
+                if note not in seen:
+                    seen.add(note)
+                    self.take_checkpoint(ledger, note, sender)
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
         state = self._state(ledger)
@@ -244,40 +257,83 @@ class Follower:
             if record.height <= self._head(ledger):
                 self._check_duplicate(record)
             elif record.height <= top:
-                self.duplicates += 1  # already pending: the seal decides which copy is true
+                self.duplicates += 1  # already pending: the checkpoint decides which copy is true
             elif record.height == top + 1:
-                self._offer(ledger, [(record.height, record.data)], record.sender, record.hops, False)
-            # above top + 1: a gap, fetched once a seal says how far the chain goes
+                self._offer(ledger, [(record.height, record.data)], record.sender, record.hops)
+            # above top + 1: a gap, fetched once a checkpoint says how far the chain goes
         if self._head(ledger) < self.target(ledger) and not state.pending:
             self.catch_up(ledger, self.target(ledger) + 1)
 
-    def take_seal(self, seal: Seal, source: str, *, catch_up: bool = True) -> bool:
-        """A seal from ``source``: checked, kept if it is the highest, then what it covers is stored.
-        False if its signature does not verify (reported)."""
-        state = self._state(seal.ledger)
-        if seal != state.seal:  # the best seal comes again with every heartbeat: checked once
+    def take_checkpoint(self, ledger: str, note: bytes, source: str, *, catch_up: bool = True) -> bool:
+        """A checkpoint note from ``source``: checked with the ledger's key, then what it covers is
+        stored, or it is evidence against the home. False if it does not verify (reported)."""
+        state = self._state(ledger)
+        known = state.best if state.best is not None and state.best.note == note else None
+        known = known or next((c for c in state.waiting.values() if c.note == note), None)
+        if known is not None:  # the best one comes again with every heartbeat: checked once
+            checkpoint = known
+        else:
             try:
-                self.seal_keys.check(seal)
-            except SignatureError as e:
-                self._alert(seal.ledger, seal.height, e, source, b"")
+                checkpoint = self.keys.check(ledger, note)
+            except NoteError as e:
+                self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
-            self._resolve(seal.ledger, ("bad_signature",), ANY_HEIGHT)  # the home's seals get through again
-        if state.seal is None or seal.height > state.seal.height:
-            state.seal = seal
-        if seal.height <= self._head(seal.ledger):
-            held = self.store.get(seal.ledger, seal.height)
-            if held is not None and held.hash != seal.hash:  # this copy is not the home's chain
-                self._alert(seal.ledger, seal.height, ForkError("the home's seal is of another record"), source, b"")
-            elif held is not None:  # the home vouches for this copy up to here
-                self._resolve(seal.ledger, ("fork",), seal.height)
+        self._resolve(ledger, BY_CHECKPOINT, ANY_HEIGHT)  # the home's checkpoints get through again
+        if checkpoint.size == 0:
+            return True  # the empty tree: nothing to store, nothing to contradict
+        if state.best is None or checkpoint.size > state.best.size:
+            state.best = checkpoint
+        held = self.store.size(ledger)
+        if checkpoint.size <= held:
+            try:
+                held_root = self.store.root(ledger, checkpoint.size)
+            except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
+                self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
+                return True
+            if held_root != checkpoint.root:
+                self._equivocation(checkpoint, source, held_root)
+            else:
+                self._vouched(checkpoint)
             return True
-        # A seal below the best one still vouches for the run up to it.
-        base = self._head(seal.ledger) + 1
-        covered = seal.height < base + len(state.pending) and state.pending[seal.height - base].link == seal.hash
-        self._flush(seal.ledger, seal.height if covered else -1)
-        if catch_up and self._head(seal.ledger) < seal.height:
-            self.catch_up(seal.ledger, seal.height + 1)
+        if checkpoint.size not in state.waiting:
+            state.waiting[checkpoint.size] = checkpoint
+            if len(state.waiting) > MAX_WAITING_CHECKPOINTS:  # the nearest ones are needed first
+                del state.waiting[max(state.waiting)]
+        self._flush(ledger)
+        if catch_up and self._head(ledger) < checkpoint.height:
+            self.catch_up(ledger, checkpoint.size)
         return True
+
+    def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
+        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
+        kept = self.store.checkpoints.at(checkpoint.ledger, EVIDENCE, checkpoint.size)
+        if any(c.note == checkpoint.note for c in kept):
+            return  # it comes again with every heartbeat: kept and told already
+        home = self.home_of(checkpoint.ledger)
+        error = EquivocationError(
+            f"a checkpoint signed with the key of {home} at size {checkpoint.size} has another root "
+            f"than this copy, which an earlier checkpoint of {home} covered",
+            ledger=checkpoint.ledger,
+            height=checkpoint.height,
+        )
+        self.store.checkpoints.keep(checkpoint.ledger, EVIDENCE, checkpoint.size, checkpoint.root, checkpoint.note)
+        self.on_evidence(checkpoint, source)
+        self._alert(
+            checkpoint.ledger,
+            checkpoint.height,
+            error,
+            home,
+            b"",
+            expected=held_root.hex(),
+            found=checkpoint.root.hex(),
+            resolved_by=BY_OPERATOR,
+        )
+
+    def _vouched(self, checkpoint: SignedCheckpoint) -> None:
+        """``checkpoint`` verified and this store has its root at its size: the home vouches for
+        this copy up to there, so its own faults below are gone."""
+        self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
+        self.on_verified(checkpoint)
 
     def _check_duplicate(self, record: FeedRecord) -> None:
         self.duplicates += 1
@@ -293,15 +349,14 @@ class Follower:
 
     # --- verifying and storing -------------------------------------------------------------
 
-    def _offer(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, trusted: bool) -> str:
+    def _offer(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int) -> str:
         """Take ``rows`` (which start right above what is held or pending) into the pending run,
-        each verified as the chain's next; store what a seal or a trusted source vouches for.
+        each verified as the chain's next; store what a checkpoint covers.
 
         OK if every row was taken. A row that does not follow the pending run may be the true
         one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
         BAD at a row that fails on its own, or that does not follow the stored head: reported."""
         state = self._state(ledger)
-        vouched = -1
         for height, data in rows:
             top = self._head(ledger) + len(state.pending)
             if height <= top:
@@ -315,11 +370,11 @@ class Follower:
                 chain.feed(record)
             except VledgerError as e:
                 state.chain = None
-                self._flush(ledger, vouched)
+                self._flush(ledger)
                 # A row that does not follow a run another source gave: the run or the row is
-                # wrong, a seal will tell. One that breaks its own source's run is just wrong.
+                # wrong, a checkpoint will tell. One that breaks its own source's run is just wrong.
                 if state.pending and state.sources[-1] != source and e.code in CHAIN_FAULTS and record is not None:
-                    self._drop_pending(state, suspect=True)  # the run or this row: a seal will tell
+                    self._drop_pending(state, suspect=True)
                     if len(state.suspects) < MAX_SUSPECTS:
                         state.suspects.setdefault(height, (record.link, source, data))
                     return RETRY
@@ -327,13 +382,12 @@ class Follower:
                 return BAD
             state.chain = chain
             state.pending.append(record)
+            state.leaves.append(leaf_hash(data))
             state.sources.append(source)
             state.hops = min(state.hops, hops)
-            if trusted:
-                vouched = height
-        dropped = self._flush(ledger, vouched)
+        dropped = self._flush(ledger)
         if source in dropped:
-            return BAD  # the home's seal contradicts what this source gave: ask the next one
+            return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
         return RETRY if dropped else OK
 
     def _chain_after_head(self, ledger: str) -> ChainVerifier:
@@ -343,43 +397,59 @@ class Follower:
             return ChainVerifier(ledger, PROTOCOL_LIMITS)
         return ChainVerifier.after(ledger, head.height, head.link, self.store.rules(ledger), PROTOCOL_LIMITS)
 
-    def _flush(self, ledger: str, vouched: int = -1) -> set[str]:
-        """Store the pending records up to the highest height a seal or a trusted source vouches for.
+    def _flush(self, ledger: str) -> set[str]:
+        """Store the pending records up to the largest checkpoint whose root the tree of the
+        stored and pending records has at its size.
 
-        Returns the sources of a run the best seal contradicts (dropped), else an empty set."""
+        A checkpoint inside the run whose root differs means the run is not the home's
+        chain: it is dropped (kept as suspects) and its sources returned; else an empty set."""
         state = self._state(ledger)
+        base = self.store.size(ledger)  # the size of the stored tree
+        for size in [size for size in state.waiting if size <= base]:
+            del state.waiting[size]
         if not state.pending:
             return set()
-        base = self._head(ledger) + 1
-        top = base + len(state.pending) - 1
-        upto = vouched
-        seal = state.seal
-        if seal is not None and base <= seal.height <= top:
-            if state.pending[seal.height - base].link != seal.hash:
-                dropped = set(state.sources)
+        top = base + len(state.pending)  # the size of the tree with the run
+        sizes = sorted(size for size in state.waiting if size <= top)
+        if not sizes:
+            return set()  # no checkpoint reaches into the run yet: it waits
+        frontier = self.store.frontier(ledger) if base else Frontier()
+        covered: SignedCheckpoint | None = None
+        for size in sizes:
+            while frontier.size < size:
+                frontier.append(state.leaves[frontier.size - base])
+            checkpoint = state.waiting[size]
+            if frontier.root() != checkpoint.root:
+                dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
                 return dropped
-            upto = max(upto, seal.height)
-        if upto < base:  # no seal reaches the pending run yet: it waits
-            return set()
-        count = upto - base + 1
+            covered = checkpoint
+        assert covered is not None
+        count = covered.size - base
         records, state.pending = state.pending[:count], state.pending[count:]
+        state.leaves = state.leaves[count:]
         sources, state.sources = state.sources[:count], state.sources[count:]
         hops = state.hops
         if not state.pending:
             state.hops = NOT_RELAYED
-        self._store(ledger, records, sources, hops)
+        if self._store(ledger, records, sources, hops):
+            for size in sizes:
+                del state.waiting[size]
+            self._vouched(covered)
         return set()
 
-    def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> None:
+    def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> bool:
+        """Store ``records`` (they extend the head); False if the store failed (reported)."""
         futures = [self.store.submit_record(r) for r in records]
         stored: list[Record] = []
+        ok = True
         for record, source, future in zip(records, sources, futures, strict=True):
             try:
                 receipt = future.result()
             except VledgerError as e:  # verified already: only a store failure gets here
                 self._alert(ledger, record.height, e, source, record.encode())
                 self._drop_pending(self._state(ledger))
+                ok = False
                 break
             if not receipt.duplicate:
                 stored.append(record)
@@ -388,7 +458,8 @@ class Follower:
             self._expose(ledger, stored)
             self.on_stored(stored, hops)
             # What was refused at these heights is moot now that the home's records are stored there.
-            self._resolve(ledger, None, stored[-1].height)
+            self._resolve(ledger, BY_RECORD, stored[-1].height)
+        return ok
 
     def _expose(self, ledger: str, stored: list[Record]) -> None:
         """Report the suspects that differ from the true records now stored at their heights."""
@@ -405,7 +476,7 @@ class Follower:
             for record, source in zip(state.pending, state.sources, strict=True):
                 if len(state.suspects) < MAX_SUSPECTS:
                     state.suspects[record.height] = (record.link, source, record.encode())
-        state.pending, state.sources, state.chain, state.hops = [], [], None, NOT_RELAYED
+        state.pending, state.leaves, state.sources, state.chain, state.hops = [], [], [], None, NOT_RELAYED
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -418,7 +489,18 @@ class Follower:
     def _head(self, ledger: str) -> int:
         return self.store.size(ledger) - 1
 
-    def _alert(self, ledger: str, height: int, error: VledgerError, source: str, offered: bytes) -> None:
+    def _alert(
+        self,
+        ledger: str,
+        height: int,
+        error: VledgerError,
+        source: str,
+        offered: bytes,
+        *,
+        expected: str | None = None,
+        found: str | None = None,
+        resolved_by: str = BY_RECORD,
+    ) -> None:
         key = (ledger, height, error.code, source)
         if key in self._alerted:
             return
@@ -426,9 +508,11 @@ class Follower:
             self._alerted.clear()
         self._alerted.add(key)
         open_key = f"{self.name}|{ledger}|{error.code}"
-        self._open[open_key] = max(height, self._open.get(open_key, -1))
+        self._open[open_key] = (max(height, self._open.get(open_key, (-1, ""))[0]), resolved_by)
         log.warning("%s: refused %s height %d from %s: %s: %s", self.name, ledger, height, source, error.code, error)
-        held = self.store.get(ledger, height)
+        if expected is None:
+            held = self.store.get(ledger, height)
+            expected = held.hash.hex() if held is not None else ""
         self.on_alert(
             Alert(
                 node=self.name,
@@ -437,21 +521,19 @@ class Follower:
                 what=error.code,
                 detail=str(error),
                 source=source,
-                expected=held.hash.hex() if held is not None else "",
-                found=hash_of(offered) if offered else "",
+                expected=expected,
+                found=found if found is not None else hash_of(offered) if offered else "",
             )
         )
 
-    def _resolve(self, ledger: str, kinds: tuple[str, ...] | None, upto: int) -> None:
-        """Close this run's open alerts of ``ledger`` of these kinds (None: every kind but the
-        seal's own, ``fork`` and ``bad_signature``) raised at heights up to ``upto``."""
+    def _resolve(self, ledger: str, by: str, upto: int) -> None:
+        """Close this run's open alerts of ``ledger`` that ``by`` resolves (one of the ``BY_``
+        rules above) raised at heights up to ``upto``."""
         prefix = f"{self.name}|{ledger}|"
         keys = [
             key
-            for key, height in self._open.items()
-            if key.startswith(prefix)
-            and height <= upto
-            and (key[len(prefix) :] in kinds if kinds is not None else key[len(prefix) :] not in SEAL_FAULTS)
+            for key, (height, resolved_by) in self._open.items()
+            if key.startswith(prefix) and height <= upto and resolved_by == by
         ]
         if keys:
             for key in keys:
@@ -469,3 +551,11 @@ def hash_of(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _claimed_height(note: bytes) -> int:
+    """The last height a checkpoint note claims to cover, read without checking it; 0 if unreadable."""
+    try:
+        return max(0, parse_checkpoint(parse_note(note).text).size - 1)
+    except NoteError:
+        return 0

@@ -8,38 +8,42 @@ back the outbox reads what the stream lacks from the store: the stream's last he
 the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
 
-A home node's outbox also **seals** (vledger.node.seal): after each batch it signs the link
-of each ledger's last record with the node's Ed25519 key and sends the seals after the
-records, on the feed and in the stream; every heartbeat sends the latest seal of every
-ledger. Followers store what others relay only once a seal covers it.
+A home node's outbox also signs **checkpoints** (vledger.node.witness): after each batch
+(at most once per ``checkpoint_interval_ms`` and ledger; a ledger left unsigned is signed
+once that time has passed) the tree size and root of each ledger it wrote to, signed with
+the node's Ed25519 key, kept in the store and sent after the records, on the feed and in
+the stream; every heartbeat sends the latest checkpoint of every ledger. Followers store
+records only under a checkpoint. A ledger whose store contradicts a checkpoint this home
+signed before (``refused``) is never signed again.
 
-A replica runs an outbox too, with ``stream=False`` and no signing key: the home node's
-outbox fills the streams; a relay republishes what it stored, with one more hop, and
-forwards the home's seals it verified.
+A replica runs an outbox too, with ``stream=False`` and no signer: the home node's outbox
+fills the streams; a relay republishes what it stored, with one more hop, and forwards the
+home's checkpoints it verified.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-
-import msgpack
+from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.feed import Publisher
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
-from ..broker.signing import SigningKey, sign_seal
 from ..config.cluster import ReplicationSettings
+from ..node.checkpoint_log import SIGNED
+from ..node.errors import VledgerError
 from ..node.record import Record
-from ..node.seal import Seal
 from ..node.store import ChainStore
+from ..node.witness import HomeSigner, SignedCheckpoint
 from .follow import hash_of
 
 log = logging.getLogger(__name__)
 
 REDIS_RETRY_SECONDS = 1.0
+ON_DEMAND_STEP = 256  # a range page without a kept checkpoint gets one signed at a multiple of this
 
 
 class Outbox:
@@ -54,7 +58,8 @@ class Outbox:
         settings: ReplicationSettings,
         *,
         stream: bool = True,
-        signer: SigningKey | None = None,
+        signer: HomeSigner | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -64,9 +69,14 @@ class Outbox:
         self.settings = settings
         self.stream = stream and replication is not None
         self._clock = clock
-        self.signer = signer  # a home node's key: it seals what it places
-        self.seals: dict[str, Seal] = {}  # the latest seal of each ledger, sent every heartbeat
-        self._queue: collections.deque[tuple[list[Record], int, list[Seal]]] = collections.deque()
+        self.signer = signer  # a home node's key: it signs checkpoints of what it places
+        self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
+        self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
+        self._interval = settings.checkpoint_interval_ms / 1000
+        self._signed_at: dict[str, float] = {}  # ledger -> when its last checkpoint was signed
+        self._due: dict[str, float] = {}  # ledgers with records no checkpoint covers yet -> when to sign
+        self._sign_lock = threading.Lock()  # the outbox thread and the read path (on demand) both sign
+        self._queue: collections.deque[tuple[list[Record], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,11 +86,49 @@ class Outbox:
 
     # --- any thread -------------------------------------------------------------------
 
-    def committed(self, records: list[Record], hops: int = 1, seals: Iterable[Seal] = ()) -> None:
-        """Queue a group's durable records (the store's ``on_commit``), and for a relay the seals
-        that cover them, to go out after them: quick, never raises."""
-        self._queue.append((records, hops, list(seals)))
+    def committed(self, records: list[Record], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
+        """Queue a group's durable records (the store's ``on_commit``), and for a relay the
+        checkpoints that cover them, to go out after them: quick, never raises."""
+        self._queue.append((records, hops, list(checkpoints)))
         self._wake.set()
+
+    def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
+        """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
+        (an equal one kept before is reused); None without a signer or for a refused ledger.
+        Raises VledgerError when the store cannot give the root or keep the checkpoint."""
+        if self.signer is None or ledger in self.refused or size <= 0:
+            return None
+        with self._sign_lock:
+            frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
+            root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
+            kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
+            if kept:
+                return SignedCheckpoint(ledger, size, root, kept[0].note)
+            checkpoint = self.signer.sign(ledger, size, root)
+            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            return checkpoint
+
+    def latest(self, ledger: str) -> bytes | None:
+        """The latest checkpoint of ``ledger`` this outbox sends (a home signed it)."""
+        checkpoint = self.checkpoints.get(ledger)
+        return checkpoint.note if checkpoint is not None else None
+
+    def covering(self, ledger: str, start: int, end: int) -> bytes | None:
+        """A home's checkpoint whose size ends among the records ``start .. end - 1`` (what a
+        ``range`` reply carries, so its reader can store them): the largest kept, else one
+        signed now at the last multiple of ON_DEMAND_STEP among them; None if there is none,
+        and for a refused ledger. Whatever pages readers ask for, a home signs on demand at
+        most one checkpoint per ON_DEMAND_STEP records (each is kept and served again)."""
+        if self.signer is None or ledger in self.refused:
+            return None
+        kept = self.store.checkpoints.latest(ledger, SIGNED, at_most=end, above=start)
+        if kept is not None:
+            return kept.note
+        aligned = end - end % ON_DEMAND_STEP
+        if not start < aligned <= self.store.size(ledger):
+            return None
+        checkpoint = self.sign(ledger, aligned)
+        return checkpoint.note if checkpoint is not None else None
 
     def start(self) -> Outbox:
         self._thread = threading.Thread(target=self._run, name=f"outbox-{self.name}", daemon=True)
@@ -100,19 +148,23 @@ class Outbox:
     def _run(self) -> None:
         heartbeat = self.settings.heartbeat_ms / 1000
         next_beat = self._clock()  # the first pass syncs with Redis at once
-        if self.signer is not None:  # what the store held before this start, sealed once
-            for ledger, (height, link) in self.store.heads().items():
-                self.seals[ledger] = sign_seal(self.signer, ledger, height, link, self.name)
+        for ledger, (height, _) in self.store.heads().items():  # what the store held before this start
+            try:
+                self._keep(self.sign(ledger, height + 1))
+            except VledgerError as e:
+                log.error("outbox: cannot sign a checkpoint of %s at %d: %s", ledger, height + 1, e)
         while True:
-            self._wake.wait(max(0.0, next_beat - self._clock()))
+            due = min(self._due.values(), default=math.inf)
+            self._wake.wait(max(0.0, min(next_beat, due) - self._clock()))
             self._wake.clear()
             stopping = self._stop.is_set()
             try:
                 self._drain()
+                self._sign_due()
                 if self._clock() >= next_beat:
                     next_beat = self._clock() + heartbeat
                     if self.publisher is not None:
-                        self.publisher.heads(self.seals.values())
+                        self.publisher.checkpoints(self.checkpoints.values())
                     self._sync_redis()
             except Exception:  # the outbox must outlive any one failure: the store has it all
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
@@ -122,15 +174,14 @@ class Outbox:
     def _drain(self) -> None:
         while self._queue:
             batch: list[tuple[Record, bytes, int]] = []
-            relayed: list[Seal] = []
+            relayed: list[SignedCheckpoint] = []
             while self._queue and len(batch) < self.settings.catch_up_batch:
-                records, hops, seals = self._queue.popleft()
+                records, hops, checkpoints = self._queue.popleft()
                 batch.extend((record, record.encode(), hops) for record in records)
-                relayed.extend(seals)
-            fresh = self._seal(batch) if self.signer is not None else relayed
-            for seal in fresh:
-                if seal.ledger not in self.seals or seal.height > self.seals[seal.ledger].height:
-                    self.seals[seal.ledger] = seal
+                relayed.extend(checkpoints)
+            fresh = self._sign_batch(batch) if self.signer is not None else relayed
+            for checkpoint in fresh:
+                self._keep(checkpoint)
             self._to_stream(batch)
             if self.publisher is not None:
                 for record, data, hops in batch:
@@ -138,16 +189,58 @@ class Outbox:
                         self.publisher.record(record.ledger, record.height, data, hops)
                         self.published += 1
                 if fresh:
-                    self.publisher.heads(fresh)  # after the records they cover
+                    self.publisher.checkpoints(fresh)  # after the records they cover
             self._report({record.ledger: record.height for record, _, _ in batch})
 
-    def _seal(self, batch: list[tuple[Record, bytes, int]]) -> list[Seal]:
-        """A home node's seal of each ledger's last record in ``batch``."""
-        assert self.signer is not None
-        last: dict[str, Record] = {}
+    def _keep(self, checkpoint: SignedCheckpoint | None) -> None:
+        if checkpoint is None:
+            return
+        latest = self.checkpoints.get(checkpoint.ledger)
+        if latest is None or checkpoint.size > latest.size:
+            self.checkpoints[checkpoint.ledger] = checkpoint
+
+    def _sign_batch(self, batch: list[tuple[Record, bytes, int]]) -> list[SignedCheckpoint]:
+        """A home's checkpoint of each ledger up to its last record in ``batch``, for the
+        ledgers not signed within ``checkpoint_interval_ms`` (the others are due later)."""
+        sizes: dict[str, int] = {}
         for record, _, _ in batch:
-            last[record.ledger] = record
-        return [sign_seal(self.signer, r.ledger, r.height, r.link, self.name) for r in last.values()]
+            sizes[record.ledger] = record.height + 1
+        now = self._clock()
+        signed = []
+        for ledger, size in sizes.items():
+            ready = self._signed_at.get(ledger, -math.inf) + self._interval
+            if now < ready:
+                self._due.setdefault(ledger, ready)
+                continue
+            checkpoint = self.sign(ledger, size)
+            if checkpoint is not None:
+                self._signed_at[ledger] = now
+                self._due.pop(ledger, None)
+                signed.append(checkpoint)
+        return signed
+
+    def _sign_due(self) -> None:
+        """Sign the ledgers whose records waited ``checkpoint_interval_ms`` for a checkpoint."""
+        now = self._clock()
+        fresh = []
+        for ledger, when in list(self._due.items()):
+            if when > now:
+                continue
+            del self._due[ledger]
+            checkpoint = self.sign(ledger, self.store.size(ledger))
+            if checkpoint is not None:
+                self._signed_at[ledger] = now
+                self._keep(checkpoint)
+                fresh.append(checkpoint)
+        if fresh:
+            if self.stream and self._redis_usable():
+                assert self.replication is not None
+                try:
+                    self.replication.set_checkpoints({c.ledger: c.note for c in fresh})
+                except REDIS_ERRORS as e:
+                    self._redis_failed(e)
+            if self.publisher is not None:
+                self.publisher.checkpoints(fresh)
 
     def _redis_usable(self) -> bool:
         return self.replication is not None and self._clock() >= self._redis_retry_at
@@ -165,17 +258,17 @@ class Outbox:
             runs.setdefault(item[0].ledger, []).append(item)
         try:
             for ledger, run in runs.items():
-                seal = self.seals.get(ledger)
-                packed = _packed(seal) if seal is not None and seal.height == run[-1][0].height else b""
-                self._append(ledger, run[0][0].height, [data for _, data, _ in run], packed)
+                checkpoint = self.checkpoints.get(ledger)
+                note = checkpoint.note if checkpoint is not None and checkpoint.height == run[-1][0].height else b""
+                self._append(ledger, run[0][0].height, [data for _, data, _ in run], note)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 
-    def _append(self, ledger: str, first: int, records: list[bytes], seal: bytes) -> None:
+    def _append(self, ledger: str, first: int, records: list[bytes], checkpoint: bytes) -> None:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
         restart that lost its tail), fill it from the store up to the run's end."""
         assert self.replication is not None
-        last, conflict = self.replication.append_checked(ledger, self.name, first, records, seal)
+        last, conflict = self.replication.append_checked(ledger, self.name, first, records, checkpoint)
         end = first + len(records) - 1
         if conflict is None and last > end:  # the stream holds heights above the run: are they ours?
             conflict = self._first_foreign(ledger, end + 1, last)
@@ -218,12 +311,10 @@ class Outbox:
             if not fill:
                 raise RuntimeError(f"the store has no {ledger} records from {last + 1}")
             log.info("outbox: stream of %s ends at %d: adding %d records from the store", ledger, last, len(fill))
-            seal = b""
-            if self.signer is not None:  # each chunk sealed, so a follower can store it as it comes
-                top = self.store.get(ledger, last + len(fill))
-                if top is not None:
-                    seal = _packed(sign_seal(self.signer, ledger, top.height, top.link, self.name))
-            reached = self.replication.append(ledger, self.name, last + 1, fill, seal)
+            # Each chunk has its checkpoint, so a follower can store it as it comes.
+            checkpoint = self.sign(ledger, last + 1 + len(fill))
+            note = checkpoint.note if checkpoint is not None else b""
+            reached = self.replication.append(ledger, self.name, last + 1, fill, note)
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
@@ -242,8 +333,8 @@ class Outbox:
                         last = self._repair(ledger, heads[ledger][0] + 1)
                     if last < heads[ledger][0]:
                         self._fill(ledger, last, heads[ledger][0])
-            if self.stream:  # a Redis that lost its latest seals gets them back
-                self.replication.set_seals({ledger: _packed(seal) for ledger, seal in self.seals.items()})
+            if self.stream:  # a Redis that lost its latest checkpoints gets them back
+                self.replication.set_checkpoints({ledger: c.note for ledger, c in self.checkpoints.items()})
             self._reported.clear()
             self._report({ledger: height for ledger, (height, _) in heads.items()})
         except REDIS_ERRORS as e:
@@ -260,8 +351,3 @@ class Outbox:
                     self._reported[ledger] = self.replication.advance(self.name, ledger, height)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
-
-
-def _packed(seal: Seal) -> bytes:
-    """A seal as the stream and ``vledger:seals`` hold it: msgpack of its wire form."""
-    return msgpack.packb(seal.wire())  # type: ignore[no-any-return]

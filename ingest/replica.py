@@ -2,9 +2,12 @@
 
 It holds its own ChainStore and fills it from the feeds of the nodes it follows (CURVE
 SUB, under its node key), with the Redis streams and the followed nodes' ``range``
-command to fill gaps (vledger.ingest.follow). It reports each advance to Redis (the
-replication counts), serves the read commands on its own CURVE ROUTER, and with a
-``pub_port`` republishes what it stores, one hop further, for replicas downstream.
+command to fill gaps (vledger.ingest.follow), storing only what a checkpoint of the home
+covers. It is a witness (vledger.ingest.witness): it cosigns, with its ``<name>.sign`` key,
+the newest checkpoint its store proves and publishes the cosignature in Redis, which is
+what a put's ``w`` counts. It reports each advance to Redis (held heights: hints), serves
+the read commands on its own CURVE ROUTER, and with a ``pub_port`` republishes what it
+stores, one hop further, for replicas downstream.
 
 Start-up order: the store opens and checks its heads, the SUB socket subscribes (so that
 nothing published from then on is missed), the read socket binds and passes its
@@ -13,8 +16,8 @@ SIGTERM and SIGINT stop it cleanly.
 
 An observer (vledger.verifier.observer) runs this same path, follow, catch-up, verify, store,
 holder heights and the read socket, with a :class:`StoreWatcher` beside it. It never
-republishes (an observer has no ``pub_port``), and the write concern of ingest nodes does
-not count its held height (vledger.ingest.write_concern).
+republishes (an observer has no ``pub_port``); it cosigns too, but the write concern of
+ingest nodes does not count it (vledger.ingest.write_concern).
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgpack
-
 from .. import __version__
 from ..broker.accounts import AccountRegistry
 from ..broker.client import Client, NodeAddress
@@ -36,28 +37,32 @@ from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import FeedSource, Publisher, Subscriber
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
-from ..broker.signing import SealKeys, load_verify_key, signing_key_paths
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
+from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig, NodeConfig
-from ..node.errors import FeedError, SettingsError
+from ..node.checkpoint_log import COSIGNED
+from ..node.errors import SettingsError
+from ..node.note import VerifierKey
 from ..node.record import Record
-from ..node.seal import Seal, seal_from_wire
 from ..node.store import ChainStore
+from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
+from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
 from .members import MemberGates
 from .outbox import Outbox
 from .runtime import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
-from .server import node_keys
+from .server import node_keys, witness_keys
 from .service import AccountAdmin, IngestService
+from .witness import Witness
 
 log = logging.getLogger(__name__)
 
 RECEIVE_SLICE_MS = 200
 RECEIVE_BATCH = 5000
 SOURCE_TIMEOUT = 5.0
-HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the heads messages
+HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the checkpoint heartbeats
 
 
 class StreamSource:
@@ -73,20 +78,13 @@ class StreamSource:
             entries = self.replication.read(ledger, start, count)
         except REDIS_ERRORS as e:
             raise OSError(f"Redis: {e}") from e
-        seals = []
-        for entry in entries:
-            if entry.seal:
-                seal = _unpacked_seal(ledger, entry.seal)
-                if seal is not None:
-                    seals.append(seal)
-        return Page([(r.height, r.data) for r in entries], seals)
+        return Page([(r.height, r.data) for r in entries], [r.checkpoint for r in entries if r.checkpoint])
 
-    def seals(self) -> list[Seal]:
+    def checkpoints(self) -> dict[str, bytes]:
         try:
-            packed = self.replication.seals()
+            return self.replication.checkpoints()
         except REDIS_ERRORS as e:
             raise OSError(f"Redis: {e}") from e
-        return [seal for ledger, data in packed.items() if (seal := _unpacked_seal(ledger, data)) is not None]
 
 
 class NodeSource:
@@ -103,39 +101,64 @@ class NodeSource:
         records = reply.get("records") if isinstance(reply, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise OSError(f"{self.name}: range answered something else than records")
-        seal = _wire_seal(ledger, reply.get("seal"))
-        return Page([(start + i, data) for i, data in enumerate(records)], [seal] if seal else [])
+        note = reply.get("checkpoint")
+        return Page([(start + i, data) for i, data in enumerate(records)], [note] if isinstance(note, bytes) else [])
 
-    def seals(self) -> list[Seal]:
+    def checkpoints(self) -> dict[str, bytes]:
         reply = self.client.call("ledger.list")
         ledgers = reply.get("ledgers") if isinstance(reply, dict) else None
         if not isinstance(ledgers, list):
             raise OSError(f"{self.name}: ledger.list answered something else")
-        seals = []
+        notes = {}
         for item in ledgers:
-            if isinstance(item, dict) and (seal := _wire_seal(item.get("ledger"), item.get("seal"))) is not None:
-                seals.append(seal)
-        return seals
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("ledger"), str)
+                and isinstance(item.get("checkpoint"), bytes)
+            ):
+                notes[item["ledger"]] = item["checkpoint"]
+        return notes
 
 
-def _wire_seal(ledger: object, value: object) -> Seal | None:
-    """A seal a node sent (shape checked; the follower checks its signature), or None."""
-    if value is None:
-        return None
-    try:
-        return seal_from_wire(ledger, value)
-    except FeedError as e:
-        log.warning("a malformed seal of %r dropped: %s", ledger, e)
-        return None
+def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> CheckpointKeys:
+    """Each ledger's checkpoint key: the one its genesis pins, once this store holds the genesis;
+    else (no genesis here yet, or one that pins none) its home's configured ``<home>.sign.pub``."""
+    configured: dict[str, bytes] = {}
+    for node in config.ingest_nodes():
+        path = signing_key_paths(config.keys_dir, node.name)[1]
+        if path.is_file():
+            configured[node.name] = load_verify_key(path).raw
+
+    def key_of(ledger: str) -> VerifierKey | None:
+        if store.size(ledger) > 0:
+            pinned = pinned_key(ledger, store.rules(ledger), config.name)
+            if pinned is not None:
+                return pinned
+        public = configured.get(config.home_of(ledger).name)
+        return home_key(config.name, ledger, public) if public is not None else None
+
+    return CheckpointKeys(config.name, key_of)
 
 
-def _unpacked_seal(ledger: str, data: bytes) -> Seal | None:
-    try:
-        value = msgpack.unpackb(data, raw=False)
-    except Exception:  # any undecodable bytes: no seal
-        log.warning("an undecodable seal of %r dropped", ledger)
-        return None
-    return _wire_seal(ledger, value)
+class FollowerCheckpoints:
+    """What a follower serves beside its records: the home's checkpoints it verified."""
+
+    def __init__(self, follower: Follower, store: ChainStore) -> None:
+        self.follower = follower
+        self.store = store
+
+    def latest(self, ledger: str) -> bytes | None:
+        checkpoint = self.follower.checkpoint_of(ledger)
+        return checkpoint.note if checkpoint is not None else None
+
+    def covering(self, ledger: str, start: int, end: int) -> bytes | None:
+        """The best checkpoint verified if its size ends among these records, else the largest
+        this witness cosigned there (with its cosignature line: a reader ignores that one)."""
+        best = self.follower.checkpoint_of(ledger)
+        if best is not None and start < best.size <= end:
+            return best.note
+        kept = self.store.checkpoints.latest(ledger, COSIGNED, at_most=end, above=start)
+        return kept.note if kept is not None else None
 
 
 class _NoAdmin:
@@ -195,6 +218,8 @@ def run_follower(
     registry = AccountRegistry(connect(redis_url))
     replication = ReplicationLedger(connect(redis_url, timeout=REPLICATION_REDIS_TIMEOUT))
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
+    # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
+    signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
     gates = MemberGates(config, name)
     members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
@@ -222,11 +247,19 @@ def run_follower(
         outbox = Outbox(name, store, publisher, replication, config.replication, stream=False).start()
         relay = outbox
         watcher = None if observe is None else observe(store, replication)
+        witness = Witness(
+            name,
+            store,
+            WitnessSigner(witness_name(config.name, name), signing.seed),
+            replication,
+            lambda alert: raise_alert(replication, alert),
+        )
 
         def stored(records: list[Record], hops: int) -> None:
-            # Held heights, what a relay republishes, and after them the seals that cover them.
-            seals = [seal for ledger in {r.ledger for r in records} if (seal := follower.seal_of(ledger))]
-            relay.committed(records, hops + 1, seals)
+            # Held heights, what a relay republishes, and after them the checkpoints that cover them.
+            ledgers = {r.ledger for r in records}
+            checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
+            relay.committed(records, hops + 1, checkpoints)
             if watcher is not None:
                 watcher.stored(records)
 
@@ -241,18 +274,18 @@ def run_follower(
             clients.append(client)
             sources.append(NodeSource(followed.name, client, config.ingest.page_size))
         stopping = threading.Event()
-        seal_keys = SealKeys(
-            {n.name: load_verify_key(signing_key_paths(config.keys_dir, n.name)[1]) for n in config.ingest_nodes()},
-            lambda ledger: config.home_of(ledger).name,
-        )
+        ledger_keys = checkpoint_keys(config, store)
         follower = Follower(
             name,
             store,
             sources,
-            seal_keys=seal_keys,
+            keys=ledger_keys,
+            home_of=lambda ledger: config.home_of(ledger).name,
             on_stored=stored,
             on_alert=lambda alert: raise_alert(replication, alert),
             on_resolve=lambda keys: resolve_alerts(replication, keys),
+            on_evidence=witness.evidence,
+            on_verified=witness.verified,
             batch=config.replication.catch_up_batch,
             stopping=stopping.is_set,
         )
@@ -268,7 +301,10 @@ def run_follower(
                 node_keys(config),
                 version=__version__,
                 status=follower.status,
-                seals=follower.seal_of,
+                checkpoints=FollowerCheckpoints(follower, store),
+                cosignatures=KnownCosignatures(
+                    config.name, store, replication, witness_keys(config), ledger_keys.key_of
+                ),
             )
             with RequestLoop(server.socket, service) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
@@ -277,7 +313,7 @@ def run_follower(
                     log.info(
                         "%s %s serving reads on %s, following %s", role, name, server.endpoint, ", ".join(node.follow)
                     )
-                    _follow(follower, subscriber, stopping, watcher, relay)
+                    _follow(follower, witness, subscriber, stopping, watcher, relay)
                 loop.stop()
                 reads.join()
             server.close(linger_ms=SHUTDOWN_LINGER_MS)
@@ -299,13 +335,16 @@ def run_follower(
 
 def _follow(
     follower: Follower,
+    witness: Witness,
     subscriber: Subscriber,
     stopping: threading.Event,
     watcher: StoreWatcher | None,
     relay: Outbox,
 ) -> None:
+    witness.start()
     follower.start()
-    relay.committed([], NOT_RELAYED, follower.seals())  # a relay's heartbeat forwards them
+    witness.turn()
+    relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
     next_check = time.monotonic() + HEADS_EVERY
     while not stopping.is_set():
         if watcher is not None:
@@ -313,30 +352,24 @@ def _follow(
         messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
         if messages:
             follower.receive(messages)
+        witness.turn()
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + HEADS_EVERY
-            _refresh_seals(follower)
+            _refresh_checkpoints(follower)
             follower.catch_up_all()
-            relay.committed([], NOT_RELAYED, follower.seals())
+            witness.turn()
+            relay.committed([], NOT_RELAYED, follower.checkpoints())
 
 
-def _refresh_seals(follower: Follower) -> None:
-    """The seals Redis holds: a safety net when no seal gets through on the feed."""
+def _refresh_checkpoints(follower: Follower) -> None:
+    """The checkpoints Redis holds: a safety net when none gets through on the feed."""
     source = follower.sources[0] if follower.sources else None
     if isinstance(source, StreamSource):
         try:
-            for seal in source.seals():
-                follower.take_seal(seal, source.name, catch_up=False)
+            for ledger, note in source.checkpoints().items():
+                follower.take_checkpoint(ledger, note, source.name, catch_up=False)
         except OSError as e:
-            log.debug("seals from Redis unavailable: %s", e)
-
-
-def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:
-    """Add ``alert`` to the alerts stream; if Redis is down, the log keeps it."""
-    try:
-        replication.alert(alert)
-    except REDIS_ERRORS as e:
-        log.error("alert not recorded in Redis (%s): %s", e, alert)
+            log.debug("checkpoints from Redis unavailable: %s", e)
 
 
 def resolve_alerts(replication: ReplicationLedger, keys: list[str]) -> None:

@@ -22,19 +22,24 @@ from ..broker.curve import CurveServer, stop_authenticator
 from ..broker.feed import Publisher
 from ..broker.keys import load_public, load_secret
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_signing_key, signing_key_paths
-from ..config.cluster import ClusterConfig
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
+from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
+from ..node.checkpoint_log import SIGNED
 from ..node.errors import SettingsError
+from ..node.note import VerifierKey
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
+from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
 from .accounts import CachedAccounts, RegistryAdmin
+from .cosignatures import KnownCosignatures
 from .loop import RequestLoop
 from .members import MemberGates
 from .outbox import Outbox
 from .runtime import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
 from .service import IngestService
-from .write_concern import ReplicaWatch
+from .witness import check_published, contradiction_alert, self_check
+from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +54,29 @@ def node_keys(config: ClusterConfig) -> dict[str, str]:
     return keys
 
 
+def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
+    """The cosignature key of every replica and observer whose ``<name>.sign.pub`` exists."""
+    keys = {}
+    for node in config.nodes.values():
+        path = signing_key_paths(config.keys_dir, node.name)[1]
+        if node.role in FOLLOWER_ROLES and path.is_file():
+            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
+    return keys
+
+
+def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
+    """The checkpoint notes of ``ledger`` Redis holds: the home's latest and the witnesses' (unchecked)."""
+    latest = replication.checkpoints().get(ledger)
+    return [*([latest] if latest is not None else []), *replication.cosignatures(ledger).values()]
+
+
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     node = config.node(name)
     if node.role != "ingest":
         raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not an ingest node")
     keys = load_secret(config.secret_key_path(name), passphrase)
-    signer = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
+    signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
+    signer = HomeSigner(config.name, signing.seed)
     redis_url = os.environ.get("REDIS_URL") or config.redis_url
     registry = AccountRegistry(connect(redis_url))
     replication = ReplicationLedger(
@@ -71,11 +93,39 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         settings=config.settings.store,
         domain=domain,
     )
+    # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
+    # ledger, and said so at once: it is never "fixed" by signing what it holds now.
+    # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
+    # those its witnesses cosigned): its own table of them may have gone with the store.
+    public = signing.public.raw
+    refused = self_check(store, SIGNED)
+    try:
+        published = {ledger: _published(replication, ledger) for ledger in store.ledgers()}
+    except REDIS_ERRORS as e:
+        log.warning("ingest node %s: Redis unavailable (%s): its store is checked against its own table only", name, e)
+        published = {}
+    own = CheckpointKeys(config.name, lambda ledger: home_key(config.name, ledger, public))
+    for ledger, error in check_published(store, own, published).items():
+        refused.setdefault(ledger, error)
+    for ledger, error in refused.items():
+        log.error("ingest node %s refuses writes to %s: %s", name, ledger, error)
+        kept = store.checkpoints.latest(ledger, SIGNED)
+        raise_alert(replication, contradiction_alert(name, kept.root if kept is not None else None, error))
     gates = MemberGates(config, name)
     members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
     cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
-    watch = ReplicaWatch(name, replication, ignored=[n.name for n in config.nodes_of("observer")])
+    witnesses = witness_keys(config)
+    watch = CosignatureWatch(
+        name,
+        replication,
+        store.checkpoints,
+        cluster=config.name,
+        witnesses=witnesses,
+        log_key_of=lambda ledger: home_key(config.name, ledger, public),
+        on_alert=lambda alert: raise_alert(replication, alert),
+        ignored=[n.name for n in config.nodes_of("observer")],
+    )
     outbox: Outbox | None = None
     try:
         cache.start()
@@ -86,7 +136,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         except BaseException:
             publisher.close()
             raise
-        outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer)
+        outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
         store.on_commit = outbox.committed
         outbox.start()
         watch.start()
@@ -106,7 +156,12 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
                 executor,
                 __version__,
                 replicas=watch,
-                seals=outbox.seals.get,
+                checkpoints=outbox,
+                refused=refused,
+                checkpoint_key=public,
+                cosignatures=KnownCosignatures(
+                    config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
+                ),
             )
             # The authenticated socket of the process's one Context, where the ZAP handler runs.
             with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):

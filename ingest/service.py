@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.settings import PROTOCOL_LIMITS
+from ..node import tree
 from ..node.blobs import check_digest
+from ..node.cosigning import GatheredCheckpoint, newest
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -33,13 +36,15 @@ from ..node.errors import (
     NotHomeError,
     RequestError,
     ThrottledError,
+    TreeSizeError,
     UnknownCommandError,
     VledgerError,
 )
+from ..node.ledger import LedgerRules
+from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
-from ..node.seal import Seal
 from ..node.store import ChainStore, Receipt
 from ..node.wire import (
     PROTOCOL_VERSION,
@@ -51,6 +56,7 @@ from ..node.wire import (
     reply_ok,
     request_id_of,
 )
+from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -64,14 +70,51 @@ HASH_SIZE = 32
 FILE_KIND = "file"
 # What a replica answers: the reads. A write there is answered not_home, naming the home node.
 READ_COMMANDS = frozenset(
-    ("hello", "ver", "help", "whoami", "ledger.list", "get", "range", "head", "size", "have", "put", "ledger.create")
+    (
+        "hello",
+        "ver",
+        "help",
+        "whoami",
+        "ledger.list",
+        "get",
+        "range",
+        "head",
+        "size",
+        "have",
+        "checkpoint",
+        "proof.inclusion",
+        "proof.consistency",
+        "put",
+        "ledger.create",
+    )
 )
 
 
 class ReplicaWaiter(Protocol):
-    """Write concern (vledger.ingest.write_concern): a future of the receipt and its replicas."""
+    """Write concern (vledger.ingest.write_concern): a future of the receipt and its witnesses."""
 
     def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]: ...
+
+
+class CheckpointServer(Protocol):
+    """The checkpoints a node serves beside its records (docs/PROTOCOL.md section 10.7)."""
+
+    def latest(self, ledger: str) -> bytes | None:
+        """The latest checkpoint note of ``ledger`` this node holds (a home: signed; else verified)."""
+        ...
+
+    def covering(self, ledger: str, start: int, end: int) -> bytes | None:
+        """A checkpoint note whose size is in ``start + 1 .. end``, if this node has (or signs) one."""
+        ...
+
+
+class CosignatureSource(Protocol):
+    """The cosignatures a node knows of a ledger's checkpoints (vledger.ingest.cosignatures)."""
+
+    def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
+        """Each checkpoint among ``latest`` and the cosigned notes this node knows, with the
+        cosignatures that verified one by one; largest size first."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +201,6 @@ def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callab
     return register
 
 
-def _wire(seal: Seal | None) -> list[Any] | None:
-    return None if seal is None else seal.wire()
-
-
 def _copy_outcome(source: Future[Any], target: Future[Any]) -> None:
     error = source.exception()
     if error is not None:
@@ -201,7 +240,10 @@ class IngestService:
         *,
         replicas: ReplicaWaiter | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
-        seals: Callable[[str], Seal | None] | None = None,
+        checkpoints: CheckpointServer | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
+        checkpoint_key: bytes | None = None,
+        cosignatures: CosignatureSource | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -219,7 +261,11 @@ class IngestService:
         self._executor = executor
         self.replicas = replicas
         self.status = status  # extra fields of hello: a replica says whether it is current
-        self.seals = seals  # each ledger's latest home seal this node holds (PROTOCOL 10.7)
+        self.checkpoints = checkpoints  # each ledger's checkpoints this node serves (PROTOCOL 10.7)
+        # Ledgers whose store contradicts a checkpoint this home signed: no write is taken.
+        self.refused = refused or {}
+        self.checkpoint_key = checkpoint_key  # a home's raw Ed25519 checkpoint key, told in hello
+        self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
         self._queued = False  # entries wait in the store's queue for flush()
 
@@ -334,7 +380,12 @@ class IngestService:
         return False
 
     def _append(self, entry: Entry, replicas: int = 0) -> Later:
-        """The entry's receipt, once its group commit is durable (and ``replicas`` replicas hold it)."""
+        """The entry's receipt, once its group commit is durable (and ``replicas`` witnesses
+        cosigned a checkpoint covering it). Raises the StoreContradictsCheckpointError of a
+        ledger whose store contradicts a checkpoint this home signed."""
+        refusal = self.refused.get(entry.content.ledger)
+        if refusal is not None:
+            raise refusal
         durable = self.store.submit_entry(entry, wake=False)
         self._queued = True
         if replicas == 0:
@@ -356,8 +407,37 @@ class IngestService:
         durable.add_done_callback(then_wait)
         return Later(replicated, _replicated_map)
 
-    def seal_of(self, ledger: str) -> Seal | None:
-        return self.seals(ledger) if self.seals is not None else None
+    def latest_checkpoint(self, ledger: str) -> bytes | None:
+        return self.checkpoints.latest(ledger) if self.checkpoints is not None else None
+
+    def latest_checkpoint_size(self, ledger: str) -> int:
+        """The size of the latest checkpoint of ``ledger`` this node signed or verified.
+        Raises NotFoundError when there is none (yet)."""
+        latest = self.latest_checkpoint(ledger)
+        if latest is None:
+            raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
+        return parse_checkpoint(parse_note(latest).text).size
+
+    def cosigned_checkpoint(self, ledger: str, witnesses: int = 0) -> GatheredCheckpoint:
+        """The largest checkpoint of ``ledger`` this node knows with at least ``witnesses``
+        verified cosignatures. Raises NotFoundError when there is none (yet)."""
+        latest = self.latest_checkpoint(ledger)
+        if latest is None:
+            raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
+        if self.cosignatures is not None:
+            gathered = self.cosignatures.gathered(ledger, latest)
+        else:
+            checkpoint = parse_checkpoint(parse_note(latest).text)  # this node signed or verified it
+            gathered = [GatheredCheckpoint(checkpoint, latest, ())]
+        found = newest(gathered, witnesses)
+        if found is None:
+            raise NotFoundError(
+                f"no checkpoint of ledger {ledger!r} with {witnesses} cosignatures on node {self.node.name} yet"
+            )
+        return found
+
+    def covering_checkpoint(self, ledger: str, start: int, end: int) -> bytes | None:
+        return self.checkpoints.covering(ledger, start, end) if self.checkpoints is not None else None
 
     def _record(self, record: Record | None, what: str) -> Record:
         if record is None:
@@ -387,6 +467,8 @@ def _hello(service: IngestService, caller: Caller, args: Args) -> object:
         "account": caller.account,
         "role": caller.role,
         "node_role": service.node.role,
+        "cluster": service.config.name,
+        **({"checkpoint_key": service.checkpoint_key} if service.checkpoint_key is not None else {}),
         **(service.status() if service.status is not None else {}),
     }
 
@@ -421,8 +503,17 @@ def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
 @command("ledger.create", ADMINS, "content nonce", "start a ledger from a genesis entry")
 def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
+    ledger = entry.content.ledger
     if entry.content.kind != GENESIS_KIND:
-        raise BadGenesisError("ledger.create takes a genesis entry", ledger=entry.content.ledger, height=0)
+        raise BadGenesisError("ledger.create takes a genesis entry", ledger=ledger, height=0)
+    if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key
+        pinned = pinned_key(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS), service.config.name)
+        if pinned is not None and pinned != home_key(service.config.name, ledger, service.checkpoint_key):
+            raise BadGenesisError(
+                f"rules.{PINNED_KEY_FIELD} pins another key than {service.node.name}'s checkpoint key",
+                ledger=ledger,
+                height=0,
+            )
     return service._append(entry)
 
 
@@ -441,7 +532,7 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
                 "difficulty": rules.difficulty,
                 "kinds": list(rules.kinds),
                 "type": rules.rules.get("type", "plain"),
-                "seal": _wire(service.seal_of(ledger)),
+                "checkpoint": service.latest_checkpoint(ledger),
             }
         )
     return {"ledgers": ledgers}
@@ -485,10 +576,9 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
         records.append(data)
     size = service.store.stored_size(ledger)
     end = start + len(records)
-    seal = service.seal_of(ledger)
-    if seal is not None and not start <= seal.height < end:
-        seal = None  # only a seal among these records helps the reader store them
-    return {"records": records, "next": end if end < size else None, "seal": _wire(seal)}
+    # Only a checkpoint whose size ends among these records helps the reader store them.
+    checkpoint = service.covering_checkpoint(ledger, start, end) if records else None
+    return {"records": records, "next": end if end < size else None, "checkpoint": checkpoint}
 
 
 @command("head", EVERYONE, "ledger", "the ledger's last record")
@@ -506,6 +596,68 @@ def _size(service: IngestService, caller: Caller, args: Args) -> object:
 def _have(service: IngestService, caller: Caller, args: Args) -> object:
     hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
     return {"have": service.store.have(hashes)}
+
+
+# --- checkpoints and proofs (docs/PROTOCOL.md section 14) ------------------------------
+
+
+@command("checkpoint", EVERYONE, "ledger [witnesses]", "the latest cosigned checkpoint note this node knows")
+def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
+    # Off the loop thread where there is an executor: the cosignatures may come from Redis.
+    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses)))
+
+
+def _checkpoint_reply(found: GatheredCheckpoint) -> dict[str, Any]:
+    return {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+
+
+def _tree_size(service: IngestService, ledger: str) -> int:
+    """How many records of ``ledger`` this node holds; NotFoundError for a ledger it does not."""
+    if ledger not in service.store.ledgers():
+        raise NotFoundError(f"no ledger {ledger!r} on node {service.node.name}")
+    return service.store.size(ledger)
+
+
+def _checked_size(service: IngestService, ledger: str, args: Args, name: str, held: int) -> int:
+    size = args.uint(name, maximum=tree.MAX_TREE_SIZE)
+    if size > held:
+        raise TreeSizeError(f"{name} {size} is past the {held} records node {service.node.name} holds of {ledger!r}")
+    return size
+
+
+@command("proof.inclusion", EVERYONE, "ledger index | hash [size]", "a record's inclusion proof in a tree size")
+def _proof_inclusion(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    held = _tree_size(service, ledger)
+    if args.has("hash"):
+        if args.has("index"):
+            raise BadRequestError("give index or hash, not both")
+        found = service.store.index_of(args.binary("hash", size=HASH_SIZE))
+        if found is None or found[0] != ledger:
+            raise NotFoundError(f"no record of ledger {ledger!r} with that hash on node {service.node.name}")
+        index = found[1]
+    else:
+        index = args.uint("index", maximum=tree.MAX_TREE_SIZE)
+    if args.has("size"):
+        size = _checked_size(service, ledger, args, "size", held)
+    else:
+        size = service.latest_checkpoint_size(ledger)
+    if index >= size:
+        raise TreeSizeError(f"record {index} is not in the tree of size {size} of {ledger!r}")
+    return {"index": index, "size": size, "proof": service.store.inclusion_proof(ledger, index, size)}
+
+
+@command("proof.consistency", EVERYONE, "ledger old new", "the proof that tree size new extends tree size old")
+def _proof_consistency(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    held = _tree_size(service, ledger)
+    old = _checked_size(service, ledger, args, "old", held)
+    new = _checked_size(service, ledger, args, "new", held)
+    if not 0 < old <= new:
+        raise BadRequestError(f"a consistency proof needs 0 < old <= new, not old {old} and new {new}")
+    return {"old": old, "new": new, "proof": service.store.consistency_proof(ledger, old, new)}
 
 
 # --- accounts ---------------------------------------------------------------------------

@@ -1,29 +1,45 @@
-"""Write concern: answer a put with ``w=N`` once N replicas hold its record, or say they did not.
+"""Write concern by proof: answer a put with ``w=N`` once N witnesses cosigned a checkpoint covering it.
 
-One thread follows the ``held`` channel of Redis (vledger.broker.replication): every
-advance of a node's height on a ledger resolves the waiters it satisfies. A waiter that
-passes its deadline fails with ``replication_timeout``: its record is durable on the home
-node all the same, and the error says so. If Redis is unreachable, waiters time out.
+A witness (a replica) cosigns a checkpoint only once its own store holds it
+(vledger.ingest.witness) and publishes the cosigned note in Redis, in
+``vledger:cosig:<ledger>``. Redis is open to whoever reaches it, so nothing there is
+believed: for each note under a known witness's name, this home checks the witness's
+cosignature with that witness's key (``<witness>.sign.pub``), its own signature, and that
+the checkpoint is one it signed itself (kept in its store). A record at height h counts a
+witness once that witness's verified cosignature is of a checkpoint whose size is > h.
+
+One thread follows the ``vledger:cosigned`` channel: a message there only says which
+ledger to read again (and every ``RECHECK_SECONDS`` each ledger with waiters is read
+again, since pub/sub drops messages). A note under a known witness's name that fails these
+checks raises a ``bad_cosignature`` alert naming that witness, once per note. A waiter
+that passes its deadline fails with ``replication_timeout``: its record is durable on the
+home node all the same, and the error says so. If Redis is unreachable, waiters time out.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
-from ..node.errors import ReplicationTimeoutError
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..node.checkpoint_log import SIGNED, CheckpointLog
+from ..node.errors import CosignatureError, NoteError, ReplicationTimeoutError
+from ..node.note import VerifierKey
 from ..node.store import Receipt
+from ..node.witness import check_cosigned
 
 log = logging.getLogger(__name__)
 
 LISTEN_SLICE = 0.05  # seconds between two deadline checks
 RETRY_PAUSE = 0.5
+RECHECK_SECONDS = 0.5  # how often the cosignatures of ledgers with waiters are read without a message
+MAX_REMEMBERED_NOTES = 10_000
 
 
 @dataclass(slots=True)
@@ -37,49 +53,63 @@ class _Waiter:
 
 @dataclass(slots=True)
 class _Ledger:
-    held: dict[str, int] = field(default_factory=dict)
+    covered: dict[str, int] = field(default_factory=dict)  # witness -> the largest size it verifiably cosigned
     waiters: list[_Waiter] = field(default_factory=list)
 
 
-class ReplicaWatch:
-    """Waits for replicas on behalf of the ingest node ``home`` (whose own copy never counts).
+class CosignatureWatch:
+    """Waits for witness cosignatures on behalf of the ingest node ``home``.
 
-    The nodes in ``ignored`` (the observers: they hold copies, but to count, not to keep them
-    safe) report their held heights too, and never count either.
+    ``witnesses`` maps each witness the cluster knows to its cosignature key; those in
+    ``ignored`` (the observers: they cosign, but hold copies to count, not to keep them
+    safe) never count. ``log_key_of(ledger)`` is this home's checkpoint key for the
+    ledger, ``checkpoints`` its store's kept checkpoints.
     """
 
     def __init__(
         self,
         home: str,
         replication: ReplicationLedger,
+        checkpoints: CheckpointLog,
         *,
+        cluster: str,
+        witnesses: Mapping[str, VerifierKey],
+        log_key_of: Callable[[str], VerifierKey],
+        on_alert: Callable[[Alert], None],
         ignored: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
-        self.ignored = frozenset(ignored) | {home}
         self.replication = replication
+        self.checkpoints = checkpoints
+        self.cluster = cluster
+        self.witnesses = {name: key for name, key in witnesses.items() if name != home}
+        self.log_key_of = log_key_of
+        self.on_alert = on_alert
+        self.ignored = frozenset(ignored) | {home}
         self._clock = clock
         self._lock = threading.Lock()
         self._ledgers: dict[str, _Ledger] = {}
-        self._new: list[str] = []  # ledgers whose heights must be read before they are trusted
+        self._dirty: set[str] = set()  # ledgers whose cosignatures must be read again
+        self._seen: dict[tuple[str, str], bytes] = {}  # (ledger, witness) -> the last note checked
+        self._reported: set[bytes] = set()  # digests of notes already reported as bad
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]:
-        """A future of (receipt, the replicas that hold it), or of a ReplicationTimeoutError."""
+        """A future of (receipt, the witnesses that cosigned past it), or of a ReplicationTimeoutError."""
         future: Future[tuple[Receipt, list[str]]] = Future()
         waiter = _Waiter(receipt, replicas, self._clock() + timeout_ms / 1000, future, timeout_ms)
         with self._lock:
             ledger = self._ledgers.get(receipt.ledger)
             if ledger is None:
                 ledger = self._ledgers[receipt.ledger] = _Ledger()
-                self._new.append(receipt.ledger)
             ledger.waiters.append(waiter)
+            self._dirty.add(receipt.ledger)
             self._settle(ledger)
         return future
 
-    def start(self) -> ReplicaWatch:
+    def start(self) -> CosignatureWatch:
         self._thread = threading.Thread(target=self._follow, name=f"write-concern-{self.home}", daemon=True)
         self._thread.start()
         return self
@@ -99,14 +129,19 @@ class ReplicaWatch:
 
     def _follow(self) -> None:
         pubsub: Any = None
+        next_recheck = self._clock()
         while not self._stop.is_set():
             try:
                 if pubsub is None:
                     pubsub = self.replication.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.replication.held_channel)
+                    pubsub.subscribe(self.replication.cosigned_channel)
                     with self._lock:  # what moved while we were not listening
-                        self._new = list(self._ledgers)
-                self._load_new()
+                        self._dirty.update(self._ledgers)
+                if self._clock() >= next_recheck:
+                    next_recheck = self._clock() + RECHECK_SECONDS
+                    with self._lock:
+                        self._dirty.update(name for name, ledger in self._ledgers.items() if ledger.waiters)
+                self._read_dirty()
                 message = pubsub.get_message(timeout=LISTEN_SLICE)
                 if message is not None and message.get("type") in ("message", b"message"):
                     self._heard(message["data"])
@@ -121,33 +156,77 @@ class ReplicaWatch:
         if pubsub is not None:
             pubsub.close()
 
-    def _load_new(self) -> None:
-        with self._lock:
-            new, self._new = self._new, []
-        for name in new:
-            held = self.replication.held(name)
-            with self._lock:
-                ledger = self._ledgers[name]
-                for node, height in held.items():
-                    ledger.held[node] = max(height, ledger.held.get(node, -1))
-                self._settle(ledger)
-
     def _heard(self, data: bytes | str) -> None:
+        """A hint that a witness cosigned: read that ledger's cosignatures again (if anyone waits)."""
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         parts = text.split(" ")
-        if len(parts) != 3 or not parts[2].isdigit():
-            log.warning("write concern: unexpected message on the held channel")
+        if len(parts) != 3:
+            log.warning("write concern: unexpected message on the cosigned channel")
             return
-        node, name, height = parts[0], parts[1], int(parts[2])
         with self._lock:
-            ledger = self._ledgers.get(name)
-            if ledger is None:
-                return
-            ledger.held[node] = max(height, ledger.held.get(node, -1))
-            self._settle(ledger)
+            if parts[1] in self._ledgers:
+                self._dirty.add(parts[1])
+
+    def _read_dirty(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            notes = self.replication.cosignatures(name)
+            found = {}
+            for witness, note in notes.items():
+                size = self._check(name, witness, note)
+                if size is not None:
+                    found[witness] = size
+            with self._lock:
+                ledger = self._ledgers[name]
+                for witness, size in found.items():
+                    ledger.covered[witness] = max(size, ledger.covered.get(witness, 0))
+                self._settle(ledger)
+
+    def _check(self, ledger: str, witness: str, note: bytes) -> int | None:
+        """The size ``witness`` verifiably cosigned in ``note``, or None (a bad note is reported)."""
+        key = self.witnesses.get(witness)
+        if key is None:
+            return None  # not a witness of this cluster: nothing to check it with, it never counts
+        if self._seen.get((ledger, witness)) == note:
+            return None  # checked before; what it proved is in ``covered`` already
+        if len(self._seen) >= MAX_REMEMBERED_NOTES:
+            self._seen.clear()
+        self._seen[(ledger, witness)] = note
+        try:
+            cosigned = check_cosigned(note, ledger, self.cluster, self.log_key_of(ledger), key)
+        except NoteError as e:
+            self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
+            return None
+        signed = self.checkpoints.at(ledger, SIGNED, cosigned.size)
+        if not any(c.root == cosigned.root for c in signed):
+            self._report(ledger, witness, note, cosigned.size, "is of a checkpoint this home never signed")
+            return None
+        return cosigned.size
+
+    def _report(self, ledger: str, witness: str, note: bytes, size: int, why: str) -> None:
+        digest = hashlib.sha256(note).digest()
+        if digest in self._reported:
+            return
+        if len(self._reported) >= MAX_REMEMBERED_NOTES:
+            self._reported.clear()
+        self._reported.add(digest)
+        error = CosignatureError(f"the cosignature of {witness} on {ledger} in Redis {why}")
+        log.warning("write concern: %s", error.message)
+        self.on_alert(
+            Alert(
+                node=self.home,
+                ledger=ledger,
+                height=max(0, size - 1),
+                what=error.code,
+                detail=error.message,
+                source=witness,
+                found="sha256:" + digest.hex(),
+            )
+        )
 
     def _settle(self, ledger: _Ledger) -> None:
-        """Resolve the waiters that enough replicas now satisfy (the lock is held)."""
+        """Resolve the waiters that enough witnesses now satisfy (the lock is held)."""
         if not ledger.waiters:
             return
         waiting = []
@@ -161,7 +240,7 @@ class ReplicaWatch:
 
     def _holders(self, ledger: _Ledger, waiter: _Waiter) -> list[str]:
         height = waiter.receipt.height
-        return sorted(node for node, held in ledger.held.items() if held >= height and node not in self.ignored)
+        return sorted(w for w, size in ledger.covered.items() if size > height and w not in self.ignored)
 
     def _expire(self) -> None:
         now = self._clock()
@@ -181,8 +260,8 @@ class ReplicaWatch:
         waiter.future.set_exception(
             ReplicationTimeoutError(
                 f"the record is durable on {self.home} (ledger {receipt.ledger!r} height {receipt.height}), "
-                f"but {len(holders)} of the {waiter.replicas} replicas asked for confirmed it "
-                f"within {waiter.timeout_ms} ms",
+                f"but {len(holders)} of the {waiter.replicas} witnesses asked for cosigned a checkpoint "
+                f"covering it within {waiter.timeout_ms} ms",
                 ledger=receipt.ledger,
                 height=receipt.height,
                 hash=receipt.hash,

@@ -287,6 +287,29 @@ class ProofError(VledgerError):
     code = "bad_proof"
 
 
+class StoreContradictsCheckpointError(RecordError):
+    """A node's own store no longer holds a checkpoint the node signed (a home) or cosigned (a
+    witness): shorter than its size, or another tree root there. A home refuses writes to
+    that ledger; an alert names the node (docs/PROTOCOL.md section 10.7)."""
+
+    code = "store_contradicts_checkpoint"
+
+
+class EquivocationError(RecordError):
+    """A checkpoint signed with a ledger's key that contradicts a witness's verified copy: the
+    same size with another root. Kept verbatim as evidence; an alert names the signer."""
+
+    code = "equivocation"
+
+
+class ReceiptError(VledgerError):
+    """A receipt file that is not one, or whose record is not at the index or hash it states
+    (docs/PROTOCOL.md section 14). Its other checks raise the record's, note's or proof's own
+    errors."""
+
+    code = "bad_receipt"
+
+
 # --- observers and signed tallies (vledger.verifier.observer, docs/PROTOCOL.md section 11) ----
 
 

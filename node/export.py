@@ -9,6 +9,11 @@ every record. Every value of a valid line is plain ASCII that JSON never escapes
 has exactly one spelling: a reader matches it against that one form and never runs a JSON
 parser on hostile bytes (no depth, no huge numbers, no repeated keys, no escapes to agree on).
 
+A ledger's checkpoints travel in the same file as lines ``{"ledger":...,"checkpoint":...}``
+(the signed note as a string), each right after the record line that completes its tree.
+A note's text needs escapes (its newlines), so a checkpoint line has one spelling too: only
+``"``, ``\\`` and the newline escaped, everything else as its own UTF-8 bytes.
+
 This module only turns one line into bytes and back, checking everything a line can get
 wrong. Whether the records form a valid chain is for :class:`vledger.node.verify.ChainVerifier`.
 Every failure names the line number.
@@ -27,10 +32,12 @@ from .errors import (
     FieldError,
     LineError,
     MalformedRecordError,
+    NoteError,
     PayloadTooLargeError,
     RecordError,
     Where,
 )
+from .note import Checkpoint, parse_checkpoint, parse_note
 from .record import Record, decode_record
 
 LINE_KEYS = ("ledger", "height", "hash", "record")
@@ -40,6 +47,11 @@ _LINE = re.compile(
     rb'\{"ledger":"(' + _NAME + rb')","height":(0|[1-9][0-9]{0,19}),"hash":"([0-9a-f]{64})",'
     rb'"record":"([A-Za-z0-9+/]*={0,2})"\}'
 )
+# The one form of a checkpoint line: a note's characters, only '"', '\\' and newline escaped.
+_CHECKPOINT_LINE = re.compile(rb'\{"ledger":"(' + _NAME + rb')","checkpoint":"((?:[^"\\\x00-\x1f]|\\["\\n])*)"\}')
+_CHECKPOINT_START = re.compile(rb'\{"ledger":"' + _NAME + rb'","checkpoint":')
+_UNESCAPE = re.compile(rb'\\(["\\n])')
+_UNESCAPED = {b'"': b'"', b"\\": b"\\", b"n": b"\n"}
 # How a line names its ledger: the line's first bytes, as the one form begins.
 _NAMED = re.compile(rb'\{"ledger":"(' + _NAME + rb')",')
 _UINT_MAX = 2**64 - 1
@@ -53,9 +65,25 @@ class StoredRecord:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ExportedCheckpoint:
+    """A checkpoint line: the note's exact bytes and the checkpoint its text states (unverified)."""
+
+    ledger: str
+    note: bytes
+    checkpoint: Checkpoint
+
+
 def max_line_bytes(limits: Limits) -> int:
-    """The longest line (its ``\\n`` not counted) a record within ``limits`` can give."""
+    """The longest line (its ``\\n`` not counted) a record within ``limits`` can give; no
+    export line of either kind may be longer (a checkpoint note vledger signs is far shorter)."""
     return limits.max_line_bytes
+
+
+def encode_checkpoint_line(ledger: str, note: bytes) -> bytes:
+    """The one export line of one of ``ledger``'s checkpoint notes, ``\\n`` included."""
+    line = {"ledger": ledger, "checkpoint": note.decode("utf-8")}
+    return (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def encode_line(stored: StoredRecord) -> bytes:
@@ -93,7 +121,9 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     body = line.removesuffix(b"\n")
     named = line_ledger(body)
     if len(body) > max_line_bytes(limits):
-        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any record's line", named)
+        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any export line", named)
+    if _CHECKPOINT_START.match(body):
+        _fail(LineError, number, "a checkpoint line where a record line was expected", named)
     found = _LINE.fullmatch(body)
     if found is None:
         _fail(LineError, number, _why_not_a_line(body), named)
@@ -105,6 +135,39 @@ def decode_line(line: bytes, number: int, limits: Limits) -> StoredRecord:
     record = _decode_record(data, number, limits, ledger)
     _check_agreement(record, ledger, height, record_hash, number)
     return StoredRecord(record, data)
+
+
+def decode_export_line(line: bytes, number: int, limits: Limits) -> StoredRecord | ExportedCheckpoint:
+    """Parse and check one export line of either kind: a record line as :func:`decode_line`
+    says, or a checkpoint line, told apart by its first bytes (its note parsed, not verified).
+
+    For a checkpoint line: PayloadTooLargeError for an overlong one, LineError [bad_line] for
+    one not in its one form, FieldError [bad_field] when its note is not a checkpoint note.
+    """
+    body = line.removesuffix(b"\n")
+    if not _CHECKPOINT_START.match(body):
+        return decode_line(line, number, limits)
+    named = line_ledger(body)
+    if len(body) > max_line_bytes(limits):
+        _fail(PayloadTooLargeError, number, f"{len(body)} bytes is longer than any export line", named)
+    found = _CHECKPOINT_LINE.fullmatch(body)
+    if found is None:
+        _fail(
+            LineError,
+            number,
+            'the line is not of the form {"ledger":"<name>","checkpoint":"<note>"} with no spaces, '
+            "only the quote, the backslash and the newline escaped",
+            named,
+        )
+    ledger = found.group(1).decode("ascii")
+    note = _UNESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], found.group(2))
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except NoteError as e:
+        _fail(FieldError, number, f"checkpoint is not a checkpoint note: {e.message}", ledger)
+    if encode_checkpoint_line(ledger, note) != body + b"\n":  # e.g. a character JSON would escape
+        _fail(LineError, number, "the checkpoint line is not in its one form (escapes)", ledger)
+    return ExportedCheckpoint(ledger, note, checkpoint)
 
 
 def _fail(
@@ -119,6 +182,8 @@ def _why_not_a_line(body: bytes) -> str:
         return "an empty line (an export has none)"
     if body.endswith(b"\r"):
         return "the line ends in CR LF; an export's lines end in LF alone"
+    if b'"checkpoint"' in body[:100]:
+        return 'the line is not of the form {"ledger":"<name>","checkpoint":"<note>"} with no spaces'
     if not body.isascii():
         return "the line holds bytes outside ASCII; a valid line never does"
     if _NAMED.match(body) is None:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
+from .checkpoint_log import CheckpointLog
 from .errors import (
     BadGenesisError,
     BadLinkError,
@@ -58,8 +59,10 @@ from .storefile import (
     DB_NAME,
     INSERT_TREE,
     MAX_HEIGHT,
+    PUT_EDGE,
     SCHEMA,
     SCHEMA_VERSION,
+    STORED_LEVEL,
     TREE_KEPT,
     StoredTree,
     build_tree,
@@ -258,6 +261,7 @@ class ChainStore:
             self._load_heads()
             self._load_trees()
             self._replay_domain()
+            self.checkpoints = CheckpointLog(self.path)  # signed, cosigned, evidence (PROTOCOL 10.7)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
@@ -311,7 +315,8 @@ class ChainStore:
         page = self.settings.read_page_size
         if tree_kept(self._write):
             stray = self._write.execute(
-                "SELECT DISTINCT ledger FROM tree WHERE ledger NOT IN (SELECT DISTINCT ledger FROM records) LIMIT 1"
+                "SELECT ledger FROM tree_edge WHERE ledger NOT IN (SELECT DISTINCT ledger FROM records) UNION ALL "
+                "SELECT ledger FROM tree WHERE ledger NOT IN (SELECT DISTINCT ledger FROM records) LIMIT 1"
             ).fetchone()
             if stray is not None:
                 raise TreeMismatchError(
@@ -326,7 +331,9 @@ class ChainStore:
                 )
             self._write.execute("BEGIN IMMEDIATE")
             try:
-                self._write.execute("DELETE FROM tree")  # what a run without the tree may have left
+                # What a run without the tree may have left.
+                self._write.execute("DELETE FROM tree")
+                self._write.execute("DELETE FROM tree_edge")
                 for ledger in sorted(self._heads):
                     self._frontiers[ledger] = build_tree(self._write, ledger, page)
                 self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", TREE_KEPT)
@@ -362,6 +369,7 @@ class ChainStore:
             self._closed = True
         self._work.set()
         self._committer.join()
+        self.checkpoints.close()
         self._write.close()
         for conn in self._readers:
             conn.close()
@@ -483,7 +491,11 @@ class ChainStore:
             if frontier is None:
                 held = self._frontiers.get(ledger)
                 frontier = grown[ledger] = held.copy() if held is not None else Frontier()
-            rows.extend((ledger, level, index, node) for level, index, node in frontier.append(leaf_hash(data)))
+            rows.extend(
+                (ledger, level, index, node)
+                for level, index, node in frontier.append(leaf_hash(data))
+                if level >= STORED_LEVEL
+            )
         return grown, rows
 
     def _commit(self, batch: list[_Job]) -> None:
@@ -527,6 +539,7 @@ class ChainStore:
                 )
                 if self.keep_tree:
                     self._write.executemany(INSERT_TREE, tree_rows)
+                    self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -741,7 +754,7 @@ class ChainStore:
         return frontier.copy()
 
     def _tree(self, ledger: str) -> StoredTree:
-        return StoredTree(self._reader(), ledger, self.frontier(ledger).size)
+        return StoredTree(self._reader(), ledger, self.frontier(ledger).size, self.settings.read_page_size)
 
     def tree_size(self, ledger: str) -> int:
         """How many leaves the ledger's tree has: every durable record (= :meth:`size`)."""

@@ -5,7 +5,11 @@ One file holds every ledger of a node: a row per record with the record's exact 
 Only ``data`` is trusted by verification; the other columns are indexes.
 
 Beside them, ``tree`` holds each ledger's Merkle tree (docs/PROTOCOL.md section 12): the
-hash of every complete subtree, written in the transaction that writes its last record.
+hash of every complete subtree of 16 leaves or more (level >= ``STORED_LEVEL``), written in
+the transaction that writes its last record, and ``tree_edge`` the ledger's frontier (its
+right edge, at most 64 hashes), rewritten in each such transaction. Smaller subtrees are
+rehashed from the records when asked for (at most 8 records): the records are the leaves,
+and a row per leaf cost appends more than the issue's budget allows.
 The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
 the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
 """
@@ -47,9 +51,24 @@ CREATE TABLE IF NOT EXISTS tree (
     hash BLOB NOT NULL,
     PRIMARY KEY (ledger, level, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree_edge (
+    ledger TEXT PRIMARY KEY,
+    frontier BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    ledger TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note BLOB NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (ledger, kind, size, root)
+) WITHOUT ROWID;
 """
+STORED_LEVEL = 4  # the tree table holds complete subtrees of 2**4 = 16 leaves and more
 TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
 INSERT_TREE = "INSERT INTO tree (ledger, level, idx, hash) VALUES (?, ?, ?, ?)"
+PUT_EDGE = "INSERT OR REPLACE INTO tree_edge (ledger, frontier) VALUES (?, ?)"
 
 
 class StoreRow(NamedTuple):
@@ -122,6 +141,23 @@ class StoreReader:
         for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
             yield StoreRow(*row)
 
+    def latest_checkpoints(self, ledger: str) -> list[tuple[int, bytes]]:
+        """(size, note) of the latest checkpoint of ``ledger`` this store signed and of the latest
+        it cosigned (one row each at most; evidence is not among them), smallest size first.
+        A store from before checkpoints has none."""
+        try:
+            rows = self._conn.execute(
+                "SELECT kind, size, note FROM checkpoints WHERE ledger = ? AND kind IN ('signed', 'cosigned') "
+                "ORDER BY size DESC, at_ms DESC",
+                (ledger,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # no checkpoints table yet
+        latest: dict[str, tuple[int, bytes]] = {}
+        for kind, size, note in rows:
+            latest.setdefault(kind, (size, bytes(note)))
+        return sorted(latest.values())
+
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
 
@@ -132,10 +168,10 @@ class StoreReader:
             raise StoreError(
                 f"{self.path}: this store has no Merkle tree yet; a node builds it when it opens the store"
             )
-        row = self._conn.execute("SELECT MAX(idx) FROM tree WHERE ledger = ? AND level = 0", (ledger,)).fetchone()
-        if row[0] is None:
+        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+        if row is None:
             raise TreeSizeError(f"ledger {ledger!r} has no records in {self.path}")
-        return StoredTree(self._conn, ledger, row[0] + 1)
+        return StoredTree(self._conn, ledger, tree.Frontier.decode(bytes(row[0])).size, self.page_size)
 
 
 # The column lists a page may select; each starts with ``height``, the key of the next page.
@@ -184,13 +220,28 @@ class StoredTree:
     knows to be durable.
     """
 
-    def __init__(self, conn: sqlite3.Connection, ledger: str, size: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, ledger: str, size: int, page_size: int) -> None:
         self._conn = conn
         self.ledger = ledger
         self.size = size
+        self._page_size = page_size
 
     def hash_at(self, level: int, index: int) -> bytes:
-        """The hash of the complete subtree at (level, index); TreeMismatchError if it is missing."""
+        """The hash of the complete subtree at (level, index); TreeMismatchError if it is missing.
+
+        Below STORED_LEVEL it is rehashed from its (at most 8) records' stored bytes.
+        """
+        if level < STORED_LEVEL:
+            start, n = index << level, 1 << level
+            leaves = [tree.leaf_hash(data) for _, data in iter_pages(self._conn, self.ledger, start, start + n, n)]
+            if len(leaves) != n:
+                raise TreeMismatchError(
+                    f"ledger {self.ledger!r}: the store lacks records of the subtree at level {level}, index {index}"
+                )
+            frontier = tree.Frontier()
+            for leaf in leaves:
+                frontier.append(leaf)
+            return frontier.root()
         row = self._conn.execute(
             "SELECT hash FROM tree WHERE ledger = ? AND level = ? AND idx = ?", (self.ledger, level, index)
         ).fetchone()
@@ -234,6 +285,12 @@ class StoredTree:
             raise TreeSizeError(
                 f"ledger {self.ledger!r}: a tree of {self.size} leaves has no tile {level}/{index} of width {want}"
             )
+        if level == 0:  # one read of up to 256 records, not one per leaf
+            start = index * tree.TILE_WIDTH
+            return b"".join(
+                tree.leaf_hash(data)
+                for _, data in iter_pages(self._conn, self.ledger, start, start + want, self._page_size)
+            )
         return tree.tile_hashes(level, index, want, self.hash_at)
 
 
@@ -253,15 +310,19 @@ def _level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: in
 
 def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int) -> tree.Frontier:
     """Recompute a ledger's tree from every record's stored bytes and compare it, row by row,
-    with the stored tree: every node must be there with the recomputed hash, and no other.
+    with the stored tree: every stored node must be there with the recomputed hash, no other
+    node may be, and the stored edge must be the recomputed frontier (which covers the last
+    records, below any stored node).
 
     Returns the frontier; raises TreeMismatchError at the first disagreement (a changed
-    record, a changed, missing or extra tree row), and never writes.
+    record, a changed, missing or extra tree row, a changed edge), and never writes.
     """
     frontier = tree.Frontier()
     levels: dict[int, Iterator[tuple[int, bytes]]] = {}
     for height, data in iter_pages(conn, ledger, 0, None, page_size):
         for level, index, node in frontier.append(tree.leaf_hash(data)):
+            if level < STORED_LEVEL:
+                continue
             rows = levels.get(level)
             if rows is None:
                 rows = levels[level] = _level_rows(conn, ledger, level, page_size)
@@ -285,12 +346,19 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
                 f"past its {frontier.size} records"
             )
     above = conn.execute(
-        "SELECT level, idx FROM tree WHERE ledger = ? AND level >= ? LIMIT 1", (ledger, len(levels))
+        "SELECT level, idx FROM tree WHERE ledger = ? AND (level < ? OR level >= ?) LIMIT 1",
+        (ledger, STORED_LEVEL, STORED_LEVEL + len(levels)),
     ).fetchone()
     if above is not None:
         raise TreeMismatchError(
             f"{path}: ledger {ledger!r}: the stored tree has a node at level {above[0]}, index {above[1]} "
             f"past its {frontier.size} records"
+        )
+    edge = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+    if edge is None or bytes(edge[0]) != frontier.encode():
+        raise TreeMismatchError(
+            f"{path}: ledger {ledger!r}: the stored tree's right edge does not match the records "
+            f"(its last {frontier.size % (1 << STORED_LEVEL) or 1 << STORED_LEVEL} at least)"
         )
     return frontier
 
@@ -300,9 +368,14 @@ def build_tree(conn: sqlite3.Connection, ledger: str, page_size: int) -> tree.Fr
     frontier = tree.Frontier()
     batch: list[tuple[str, int, int, bytes]] = []
     for _, data in iter_pages(conn, ledger, 0, None, page_size):
-        batch.extend((ledger, level, index, node) for level, index, node in frontier.append(tree.leaf_hash(data)))
+        batch.extend(
+            (ledger, level, index, node)
+            for level, index, node in frontier.append(tree.leaf_hash(data))
+            if level >= STORED_LEVEL
+        )
         if len(batch) >= page_size:
             conn.executemany(INSERT_TREE, batch)
             batch.clear()
     conn.executemany(INSERT_TREE, batch)
+    conn.execute(PUT_EDGE, (ledger, frontier.encode()))
     return frontier

@@ -68,6 +68,7 @@ from .client_session import (
 from .file_transfer import download_file, upload_file
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
+from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
 from .seal_keys import read_seal_key, write_seal_key
 from .shell import Shell
 from .vote_check import check_voter, electronic_id_arg, print_vote_check
@@ -351,7 +352,10 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
         ledgers = [args.ledger]
     else:
         ledgers = [e["ledger"] for e in session.ledgers() if e.get("type") == ElectionState.type_name]
-    checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+    if args.full:
+        checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+    else:
+        checks = [session.proven_voter_check(ledger, args.electronic_id, args.quorum) for ledger in ledgers]
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
@@ -431,15 +435,22 @@ def _add_vote_verbs(commands: Subparsers) -> None:
         "check",
         cmd_vote_check,
         "find your records on a verified copy of the chain",
-        "Read the whole election from a replica or an observer (default: the configuration's first replica), "
-        "verify every record from genesis to the head, and show the records of an electronic id, their "
-        "heights and hashes, and whether its vote counts. Without ELECTION, every election the node holds. "
+        "Read the election from a replica or an observer (default: the configuration's first replica), find "
+        "the records of an electronic id and prove each by inclusion in the latest signed checkpoint (with "
+        "--full: verify every record from genesis to the head instead); show their heights and hashes and "
+        "whether the vote counts. Without ELECTION, every election the node holds. "
         "Exit 1 if the chain does not verify, or with not_found if the id has no records.",
     )
     add_client_options(check)
     add_json_option(check)
     check.add_argument("ledger", type=ledger_name, nargs="?", metavar="ELECTION")
     check.add_argument("--electronic-id", type=electronic_id_arg, required=True, metavar="E", help="your electronic id")
+    check.add_argument(
+        "--full", action="store_true", help="verify and replay every record from genesis instead of proofs"
+    )
+    check.add_argument(
+        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures the checkpoint needs (default 0)"
+    )
 
 
 def _add_electronic_id(command: argparse.ArgumentParser) -> None:
@@ -695,6 +706,56 @@ def add_client_verbs(commands: Subparsers) -> None:
     _add_seal_verbs(commands)
     _add_file_verbs(commands)
     _add_user_verbs(commands)
+    _add_receipt_verbs(commands)
+
+
+def _add_receipt_verbs(commands: Subparsers) -> None:
+    receipts = _group(
+        commands,
+        "receipt",
+        "fetch a record's receipt, or check one offline",
+        "A receipt is a record, its inclusion proof and a cosigned checkpoint (docs/PROTOCOL.md section 14).",
+    )
+    get = _verb(
+        receipts,
+        "get",
+        cmd_receipt_get,
+        "fetch and verify a record's receipt",
+        "Fetch the record, a checkpoint covering it with --quorum cosignatures (waiting up to --wait "
+        "seconds for one) and its inclusion proof; verify them all; write the receipt file.",
+    )
+    get.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    get.add_argument("height", type=height, nargs="?", metavar="HEIGHT")
+    get.add_argument("--hash", type=record_hash, metavar="HEX", help="the record's hash instead of its height")
+    get.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the receipt here (default: stdout)")
+    get.add_argument(
+        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures of the cluster's witnesses needed (0)"
+    )
+    get.add_argument(
+        "--wait",
+        type=seconds,
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help=f"wait this long for a checkpoint that covers the record ({DEFAULT_WAIT_SECONDS:g})",
+    )
+    verify = add_command(
+        receipts,
+        "verify",
+        cmd_receipt_verify,
+        "check a receipt offline (exit 0 valid, 1 refused)",
+        "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
+        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys.",
+    )
+    verify.add_argument("file", type=Path, metavar="FILE")
+    verify.add_argument(
+        "--genesis", type=Path, metavar="FILE", help="the ledger's genesis record bytes, or its height-0 receipt"
+    )
+    verify.add_argument("--key", type=vkey_arg, metavar="VKEY", help="the ledger's checkpoint key (a note vkey)")
+    verify.add_argument(
+        "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
+    )
+    verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
+    add_json_option(verify)
 
 
 def shell_parser() -> argparse.ArgumentParser:

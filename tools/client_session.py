@@ -20,6 +20,7 @@ under its ledger's genesis rules; a receipt must name the ledger and checksum it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import logging
 import os
@@ -35,24 +36,36 @@ from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair, load_public, load_secret
 from ..config.cluster import ClusterConfig, NodeConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
 from ..node.errors import (
     BadLinkError,
     HeightGapError,
     NodeUnavailableError,
+    NoteKeyError,
+    NotFoundError,
     PassphraseError,
+    ReceiptError,
+    RemoteError,
     UnknownKindError,
     UsageError,
+    VledgerError,
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
+from ..node.note import VerifiedCheckpoint, verify_checkpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
+from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
+from ..node.witness import PINNED_KEY_FIELD, home_key
 from .args import config_path
 from .client_payloads import Write
 from .node_commands import PASSPHRASE_ENV
+from .vote_check import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
+RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 
 KEY_ENV = "VLEDGER_KEY"
 DEFAULT_TIMEOUT = 10.0
@@ -269,6 +282,105 @@ class Session:
             verify_record(record, self.rules(record.ledger))
         return record
 
+    # --- checkpoints and proofs, verified before they are returned -----------------------------
+
+    def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
+        """What this session checks ``ledger``'s checkpoints with: the key its genesis pins, else
+        the key its home node states (``hello``); the witness keys of the cluster's key directory
+        and a quorum of ``witnesses``. Raises NoteKeyError when no checkpoint key is known."""
+        genesis = self.record(ledger, 0)
+        try:
+            return keys_from_genesis(genesis.encode(), ledger, witness_keys(self.config).values(), witnesses)
+        except ReceiptError:
+            pass  # the genesis pins none: the home's configured key
+        hello = self.call("hello", node=self.home_node(ledger))
+        raw = hello.get("checkpoint_key")
+        if not isinstance(raw, bytes):
+            raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
+        log_key = home_key(self.config.name, ledger, raw)
+        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
+
+    def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
+        note = reply_field(result, "checkpoint", bytes)
+        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+
+    def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
+        """The receipt of record ``index``: the record, a checkpoint that covers it with
+        ``keys.quorum`` cosignatures (waited for until ``deadline``, a ``time.monotonic``
+        value) and the inclusion proof, all verified. Raises NotFoundError when no such
+        checkpoint came in time, and the failed check's error when something does not verify."""
+        record = self.record(ledger, index)
+        while True:
+            try:
+                checkpoint = self.checkpoint(ledger, keys)
+                if checkpoint.checkpoint.size > index:
+                    break
+            except RemoteError as e:
+                if e.code != "not_found":
+                    raise
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
+                )
+            time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
+        size = checkpoint.checkpoint.size
+        result = self.call(
+            "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
+        )
+        proof = reply_field(result, "proof", list)
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
+        verify_receipt(receipt, keys)
+        return receipt
+
+    def proven_voter_check(self, ledger: str, eid: str, quorum: int) -> VoterCheck:
+        """The records of electronic id ``eid`` in ``ledger`` up to its latest checkpoint with
+        ``quorum`` cosignatures, each checked on its own (section 4's own checks) and proven by
+        its inclusion proof in that verified checkpoint; the other records are only decoded
+        and replayed to find them and state the voter's standing."""
+        keys = self.checkpoint_keys(ledger, quorum)
+        proven = self.checkpoint(ledger, keys)
+        size, root = proven.checkpoint.size, proven.checkpoint.root
+        check = check_voter(ledger, self.decoded_records(ledger, stop=size), eid)
+        for item in check.records:
+            record = self._checked(item.record)
+            result = self.call(
+                "proof.inclusion",
+                {"ledger": ledger, "index": record.height, "size": size},
+                node=self.ledger_node(ledger),
+            )
+            verify_inclusion(leaf_hash(record.encode()), record.height, size, reply_field(result, "proof", list), root)
+        return dataclasses.replace(check, proven=proven)
+
+    def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""
+        following: int | None = start
+        while following is not None and (stop is None or following < stop):
+            page = self.call("range", {"ledger": ledger, "start": following}, node=self.ledger_node(ledger))
+            records = reply_field(page, "records", list)
+            for data in records:
+                record = _decode(data)
+                if record.height != following:
+                    raise NodeUnavailableError(f"range: height {record.height} where {following} was due")
+                if stop is not None and record.height >= stop:
+                    return
+                yield record
+                following += 1
+            if not records:
+                return
+            following = page.get("next")
+
+    def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
+        """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
+        a, b = old.checkpoint, new.checkpoint
+        result = self.call(
+            "proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size}, node=self.ledger_node(ledger)
+        )
+        proof: list[bytes] = reply_field(result, "proof", list)
+        verify_consistency(a.size, b.size, a.root, b.root, proof)
+        return proof
+
     # --- writing ------------------------------------------------------------------------------
 
     def put(
@@ -294,12 +406,28 @@ class Session:
     def create_ledger(
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
     ) -> dict[str, Any]:
+        """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
+        rules name one, or the home says none (a node from before checkpoints)."""
+        rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
         self._rules[ledger] = rules
         return receipt
+
+    def _pin_checkpoint_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
+        if PINNED_KEY_FIELD in rules.rules:
+            return rules
+        hello = self.call("hello", node=self.home_node(ledger))
+        key, cluster = hello.get("checkpoint_key"), hello.get("cluster")
+        if not isinstance(key, bytes) or not isinstance(cluster, str):
+            return rules
+        try:
+            vkey = home_key(cluster, ledger, key).encode()
+        except VledgerError as e:
+            raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
+        return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
 
     def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
         """A write's request id and client time: given (to repeat a write exactly), else new."""

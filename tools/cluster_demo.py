@@ -55,6 +55,7 @@ from .client_session import Session, load_client_keys, new_request_id, node_addr
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .node_commands import ADMIN_KEY
 from .progress import Progress
+from .repl_commands import Checker
 from .seal_keys import read_seal_key, write_seal_key
 from .tally_command import TallyReport, tally_report
 from .verification import Verification, verify_path
@@ -247,10 +248,16 @@ class Replication:
     held: dict[str, int]  # node -> the height it holds up to
     counts: dict[int, int]  # replication count -> how many records have it
     replicas: tuple[str, ...]  # the configuration's replica nodes
+    checkpoint: int | None = None  # the size of the home's latest checkpoint that verifies
+    cosigned: dict[str, int] = field(default_factory=dict)  # witness -> the size its cosignature verifies at
 
     @property
     def complete(self) -> bool:
-        return all(self.held.get(node, -1) >= self.size - 1 for node in self.replicas)
+        """Every replica holds every record, and has cosigned a checkpoint of them all (what w counts)."""
+        return all(
+            self.held.get(node, -1) >= self.size - 1 and self.cosigned.get(node, 0) >= self.size
+            for node in self.replicas
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,14 +546,22 @@ class ClusterDemo:
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
         client = connect(self.config.redis_url, timeout=TIMEOUT)
         repl = ReplicationLedger(client)
+        checker = Checker(self.config)
         deadline = time.monotonic() + REPLICATION_WAIT
         try:
             while True:
-                views = [
-                    Replication(ledger, size, held, count_distribution(held, size), replicas)
-                    for ledger, size in sizes.items()
-                    for held in [self._held(repl, ledger)]
-                ]
+                views = []
+                for ledger, size in sizes.items():
+                    held = self._held(repl, ledger)
+                    home = self.config.home_of(ledger).name
+                    try:
+                        checkpoint = checker.checkpoint(ledger, home, repl.checkpoints().get(ledger))
+                        cosigned = checker.cosigned(ledger, home, repl.cosignatures(ledger))
+                    except REDIS_ERRORS:
+                        checkpoint, cosigned = None, {}
+                    views.append(
+                        Replication(ledger, size, held, count_distribution(held, size), replicas, checkpoint, cosigned)
+                    )
                 if all(view.complete for view in views) or time.monotonic() > deadline:
                     return views
                 time.sleep(POLL)

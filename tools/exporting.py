@@ -1,6 +1,7 @@
 """``vledger export``: a store's records as JSON Lines, each verified before it is written.
 
-Lines come in ledger then height order (docs/PROTOCOL.md, section 5). A store that fails
+Lines come in ledger then height order (docs/PROTOCOL.md, section 5); the latest checkpoint
+the store signed and the latest it cosigned follow the record line that completes their tree. A store that fails
 verification is not exported at all: the error stops the command and the output file never
 appears, so an export file that exists is one that verified when it was written.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config.settings import Limits
-from ..node.export import encode_line
+from ..node.export import encode_checkpoint_line, encode_line
 from ..node.storefile import StoreReader
 from .paths import store_dir
 from .progress import Progress
@@ -41,9 +42,15 @@ def export_store(store: Path, wanted: str | None, output: Path | None, limits: L
         total = sum(reader.count(ledger) for ledger in ledgers)
         with _open_output(output) as out, Progress("exporting", total) as progress:
             for ledger in ledgers:
+                checkpoints = reader.latest_checkpoints(ledger)
                 for stored in scan_ledger(reader, ledger, limits):
                     out.write(encode_line(stored))
                     progress.advance()
+                    size = stored.record.height + 1
+                    while checkpoints and checkpoints[0][0] <= size:
+                        checkpoint_size, note = checkpoints.pop(0)
+                        if checkpoint_size == size:
+                            out.write(encode_checkpoint_line(ledger, note))
     log.info("exported %d records of %d ledgers from %s", progress.done, len(ledgers), directory)
     return ExportSummary(progress.done, len(ledgers), output)
 

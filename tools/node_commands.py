@@ -14,7 +14,7 @@ from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_server import connect
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
-from ..config.cluster import ClusterConfig, load_cluster
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..ingest.replica import run_replica
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
@@ -48,13 +48,13 @@ NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None]
         run_ingest,
         "run an ingest node",
         "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
-        "appends, sealed and published to the replicas, until SIGTERM or SIGINT.",
+        "appends, checkpointed and published to the replicas, until SIGTERM or SIGINT.",
     ),
     "replica": (
         run_replica,
         "run a replica node",
         "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
-        "verify and store every record its home sealed, catch up on any gap, serve the read commands, "
+        "verify and store every record its home's checkpoints cover, catch up on any gap, serve the read commands, "
         "until SIGTERM or SIGINT.",
     ),
     "observer": (
@@ -108,8 +108,9 @@ def ensure_cluster_keys(
     config: ClusterConfig, passphrase: str | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Every node's key pair and the admin's that is missing, made; those that exist, kept as they are.
-    Each ingest node (it seals what it places) and each observer (it signs its tallies) also
-    gets an Ed25519 signing key pair, ``<name>.sign`` and ``<name>.sign.pub``.
+    Each ingest node (it signs its ledgers' checkpoints), replica (it cosigns them as a witness)
+    and observer (it cosigns, and signs its tallies) also gets an Ed25519 signing key pair,
+    ``<name>.sign`` and ``<name>.sign.pub``.
 
     Returns (made, kept), each entry the pair's name, public key and public file's name: safe
     to run at every start.
@@ -121,7 +122,8 @@ def ensure_cluster_keys(
             made.append({**entry, "public": generate(config.keys_dir, name, passphrase).public})
         except KeyExistsError:
             kept.append({**entry, "public": load_public(config.public_key_path(name))})
-    for node in sorted([*config.ingest_nodes(), *config.nodes_of("observer")], key=lambda n: n.name):
+    signers = [n for n in config.nodes.values() if n.role in ("ingest", *FOLLOWER_ROLES)]
+    for node in sorted(signers, key=lambda n: n.name):
         private_path, public_path = signing_key_paths(config.keys_dir, node.name)
         entry = {"name": private_path.name, "file": public_path.name}
         try:

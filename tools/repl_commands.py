@@ -1,8 +1,12 @@
 """``vledger repl status``: how far each node holds each ledger, as the cluster's Redis records it.
 
 Everything comes from the keys of vledger.broker.replication: the ledgers and their home
-nodes (``vledger:ledgers``), each stream's last height and each node's held height. No node
-is asked: the command works while nodes are down, and says what Redis last heard from them.
+nodes (``vledger:ledgers``), each stream's last height, each node's held height, each
+ledger's latest checkpoint and each witness's cosignature. No node is asked: the command
+works while nodes are down, and says what Redis last heard from them. Held heights are
+hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
+once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
+``<witness>.sign.pub``), so the COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **head** is the highest height known to exist: the home's held height, or the
 stream's last entry, or any node's held height if one is ahead of both (the home reports
@@ -35,8 +39,10 @@ import redis
 
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
-from ..config.cluster import FOLLOWER_ROLES, load_cluster
-from ..node.errors import RedisServerError
+from ..broker.signing import load_verify_key, signing_key_paths
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..node.errors import NoteError, RedisServerError, VledgerError
+from ..node.witness import CheckpointKeys, check_cosigned, home_key, witness_key, witness_name
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
@@ -60,9 +66,12 @@ read Redis prints its error on stderr instead, and the watch goes on):
                 "home_held": int or null,
                 "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|...|"unknown",
                            "held": int or null (never reported),
-                           "lag": int or null (head - held), "lagging": bool}],
+                           "lag": int or null (head - held), "lagging": bool,
+                           "cosigned": int or null (the size its verified cosignature is of)}],
                 "counts": [{"holders": int, "records": int}],
-                "lagging": [node names]}]}
+                "lagging": [node names],
+                "checkpoint": int or null (the size of the latest checkpoint that verifies),
+                "cosigned": {witness: int (the size of its cosignature that verifies)}}]}
 
 "counts" is the distribution of replication counts over the records 0..head: how many
 records are held by that many nodes (the home included), fewest holders first.
@@ -82,6 +91,7 @@ class NodeHeight:
     held: int | None  # None: never reported
     lag: int | None  # head - held; None when never reported
     lagging: bool  # a replica or observer that holds less than the head
+    cosigned: int | None = None  # the size of this witness's cosignature that verifies
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,7 @@ class LedgerStatus:
     stream_head: int | None  # None: an empty (or missing) stream
     nodes: tuple[NodeHeight, ...]
     counts: dict[int, int]  # replication count -> how many records have it
+    checkpoint: int | None = None  # the size of the latest checkpoint that verifies
 
     @property
     def home_held(self) -> int | None:
@@ -101,17 +112,29 @@ class LedgerStatus:
     def lagging(self) -> list[str]:
         return [n.node for n in self.nodes if n.lagging]
 
+    @property
+    def cosigned(self) -> dict[str, int]:
+        return {n.node: n.cosigned for n in self.nodes if n.cosigned is not None}
+
 
 def ledger_status(
-    ledger: str, home: str, stream_last: int, held: Mapping[str, int], roles: Mapping[str, str]
+    ledger: str,
+    home: str,
+    stream_last: int,
+    held: Mapping[str, int],
+    roles: Mapping[str, str],
+    checkpoint: int | None = None,
+    cosigned: Mapping[str, int] | None = None,
 ) -> LedgerStatus:
     """The status of one ledger from what Redis holds (pure: the tests feed it directly).
 
     ``stream_last`` is the stream's last height (-1: empty); ``held`` node -> held height;
-    ``roles`` node -> role, for every node of the configuration.
+    ``roles`` node -> role, for every node of the configuration; ``checkpoint`` the size of
+    the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned.
     """
+    cosigned = cosigned or {}
     head = max([stream_last, *held.values()], default=-1)
-    names = {name for name, role in roles.items() if role in SHOWN_ROLES} | set(held) | {home}
+    names = {name for name, role in roles.items() if role in SHOWN_ROLES} | set(held) | {home} | set(cosigned)
 
     def order(name: str) -> tuple[int, str]:
         return (0 if name == home else _ROLE_ORDER.get(roles.get(name, UNKNOWN_ROLE), 3), name)
@@ -122,7 +145,7 @@ def ledger_status(
         height = held.get(name)
         lag = None if height is None else head - height
         lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
-        nodes.append(NodeHeight(name, role, height, lag, lagging))
+        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name)))
     return LedgerStatus(
         ledger=ledger,
         home=home,
@@ -130,15 +153,76 @@ def ledger_status(
         stream_head=stream_last if stream_last >= 0 else None,
         nodes=tuple(nodes),
         counts=count_distribution(dict(held), head + 1),
+        checkpoint=checkpoint,
     )
 
 
-def read_status(replication: ReplicationLedger, roles: Mapping[str, str]) -> list[LedgerStatus]:
+class Checker:
+    """Checks what Redis says of checkpoints and cosignatures with the cluster's key files.
+
+    A ledger's checkpoints are checked with its home's ``<home>.sign.pub`` (the version rule
+    of PROTOCOL 10.7: this command reads no genesis); a key file missing checks nothing."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._raw: dict[str, bytes | None] = {}
+
+    def _public(self, node: str) -> bytes | None:
+        if node not in self._raw:
+            path = signing_key_paths(self.config.keys_dir, node)[1]
+            try:
+                self._raw[node] = load_verify_key(path).raw if path.is_file() else None
+            except VledgerError:
+                self._raw[node] = None
+        return self._raw[node]
+
+    def checkpoint(self, ledger: str, home: str, note: bytes | None) -> int | None:
+        public = self._public(home)
+        if note is None or public is None:
+            return None
+        keys = CheckpointKeys(self.config.name, lambda name: home_key(self.config.name, name, public))
+        try:
+            return keys.check(ledger, note).size
+        except NoteError:
+            return None
+
+    def cosigned(self, ledger: str, home: str, notes: Mapping[str, bytes]) -> dict[str, int]:
+        public = self._public(home)
+        found: dict[str, int] = {}
+        if public is None:
+            return found
+        for witness, note in notes.items():
+            node = self.config.nodes.get(witness)
+            witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
+            if witness_public is None:
+                continue
+            log_key = home_key(self.config.name, ledger, public)
+            key = witness_key(witness_name(self.config.name, witness), witness_public)
+            try:
+                found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
+            except NoteError:
+                continue
+        return found
+
+
+def read_status(
+    replication: ReplicationLedger, roles: Mapping[str, str], checker: Checker | None = None
+) -> list[LedgerStatus]:
     """Every ledger Redis knows of, by name (Redis's errors pass through)."""
     homes = replication.ledgers()
     names = sorted(homes)
     lasts = replication.last_heights(names)
-    return [ledger_status(name, homes[name], lasts[name], replication.held(name), roles) for name in names]
+    notes = replication.checkpoints() if checker is not None else {}
+    statuses = []
+    for name in names:
+        checkpoint, cosigned = None, {}
+        if checker is not None:
+            checkpoint = checker.checkpoint(name, homes[name], notes.get(name))
+            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name))
+        statuses.append(
+            ledger_status(name, homes[name], lasts[name], replication.held(name), roles, checkpoint, cosigned)
+        )
+    return statuses
 
 
 # --- what it prints --------------------------------------------------------------------------------
@@ -156,11 +240,20 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                 "stream_head": s.stream_head,
                 "home_held": s.home_held,
                 "nodes": [
-                    {"node": n.node, "role": n.role, "held": n.held, "lag": n.lag, "lagging": n.lagging}
+                    {
+                        "node": n.node,
+                        "role": n.role,
+                        "held": n.held,
+                        "lag": n.lag,
+                        "lagging": n.lagging,
+                        "cosigned": n.cosigned,
+                    }
                     for n in s.nodes
                 ],
                 "counts": [{"holders": holders, "records": records} for holders, records in s.counts.items()],
                 "lagging": s.lagging,
+                "checkpoint": s.checkpoint,
+                "cosigned": s.cosigned,
             }
             for s in statuses
         ],
@@ -185,6 +278,15 @@ def _counts(counts: dict[int, int]) -> str:
     )
 
 
+def _cosignatures(status: LedgerStatus) -> str:
+    if status.checkpoint is None:
+        return "no checkpoint that verifies"
+    at = [w for w, size in status.cosigned.items() if size >= status.checkpoint]
+    return f"size {status.checkpoint:,}: {len(at)} cosignature{'s' if len(at) != 1 else ''}" + (
+        f" ({', '.join(sorted(at))})" if at else ""
+    )
+
+
 def print_status(statuses: list[LedgerStatus], url: str) -> None:
     print(f"Redis {shown_url(url)}: {len(statuses)} ledger{'s' if len(statuses) != 1 else ''}")
     if not statuses:
@@ -202,16 +304,21 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
                     "home" if node.node == status.home else node.role,
                     _number(node.held),
                     _number(node.lag),
+                    _number(node.cosigned),
                     _state(node),
                 )
             )
     print()
-    table(("LEDGER", "HEAD", "STREAM", "NODE", "ROLE", "HELD", "LAG", "STATE"), rows)
+    table(("LEDGER", "HEAD", "STREAM", "NODE", "ROLE", "HELD", "LAG", "COSIGNED", "STATE"), rows)
     print()
     print("Records by replication count (the home included):")
     width = max(len(s.ledger) for s in statuses)
     for status in statuses:
         print(f"  {status.ledger:<{width}}  {_counts(status.counts)}")
+    print()
+    print("Latest checkpoint and the witnesses whose cosignature of it (or a later one) verifies:")
+    for status in statuses:
+        print(f"  {status.ledger:<{width}}  {_cosignatures(status)}")
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]
     print(f"Behind: {'; '.join(behind)}" if behind else "Every replica and observer holds every ledger up to its head.")
@@ -220,10 +327,12 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
 # --- the command -----------------------------------------------------------------------------------
 
 
-def show_status(replication: ReplicationLedger, roles: Mapping[str, str], url: str, as_json: bool) -> int:
+def show_status(
+    replication: ReplicationLedger, roles: Mapping[str, str], url: str, as_json: bool, checker: Checker | None = None
+) -> int:
     """One round: read, print, and the exit code it makes (0 or 3; RedisServerError if Redis fails)."""
     try:
-        statuses = read_status(replication, roles)
+        statuses = read_status(replication, roles, checker)
     except redis.exceptions.RedisError as e:
         raise RedisServerError(f"cannot read the replication state from Redis at {shown_url(url)}: {e}") from e
     if as_json:
@@ -242,6 +351,7 @@ def watch_status(
     as_json: bool,
     interval: float,
     sleep: Callable[[float], None] = time.sleep,
+    checker: Checker | None = None,
 ) -> int:
     """A round every ``interval`` seconds until interrupted; the last round's exit code.
 
@@ -249,7 +359,7 @@ def watch_status(
     watches may come back.
     """
     return watch_rounds(
-        lambda: show_status(replication, roles, url, as_json), as_json=as_json, interval=interval, sleep=sleep
+        lambda: show_status(replication, roles, url, as_json, checker), as_json=as_json, interval=interval, sleep=sleep
     )
 
 
@@ -260,9 +370,10 @@ def cmd_repl_status(args: argparse.Namespace) -> int:
     client = connect(url, timeout=REDIS_TIMEOUT)
     try:
         replication = ReplicationLedger(client)
+        checker = Checker(config)
         if args.watch is None:
-            return show_status(replication, roles, url, args.json)
-        return watch_status(replication, roles, url, as_json=args.json, interval=args.watch)
+            return show_status(replication, roles, url, args.json, checker)
+        return watch_status(replication, roles, url, as_json=args.json, interval=args.watch, checker=checker)
     finally:
         client.close()
 
@@ -283,8 +394,9 @@ def add_repl_commands(commands: Subparsers) -> None:
         "$REDIS_URL): its head (the stream's last height and the home node's held height),\n"
         "every node's held height and lag (head - held; '-' if it never reported): the\n"
         "configuration's ingest, replica and observer nodes, and any other node Redis names;\n"
-        "and how many records have each replication count. Asks no node: shows what Redis\n"
-        "last heard.",
+        "how many records have each replication count (hints: held heights prove nothing);\n"
+        "and each ledger's latest checkpoint with the witnesses whose cosignature verifies\n"
+        "(what a put's w counts). Asks no node: shows what Redis last heard.",
     )
     status.formatter_class = argparse.RawDescriptionHelpFormatter
     status.epilog = JSON_SHAPE

@@ -117,6 +117,13 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             missing = [node for node in view.replicas if view.held.get(node, -1) < view.size - 1]
             state = f"replicas behind: {', '.join(missing)}" if missing else f"on all {len(view.replicas)} replicas"
             print(f"  {view.ledger:<{width}}  {counts}; {state}")
+        print("\nCheckpoints (signed by each home) and the witnesses whose cosignature of them verifies:")
+        for view in run.replication:
+            if view.checkpoint is None:
+                print(f"  {view.ledger:<{width}}  no checkpoint that verifies")
+                continue
+            at = sorted(name for name, size in view.cosigned.items() if size >= view.checkpoint)
+            print(f"  {view.ledger:<{width}}  size {view.checkpoint:,}: {len(at)} cosignatures ({', '.join(at)})")
 
     if run.tallies:
         print("\nThe observers' signed tallies (vledger tally), each signature checked:")
@@ -154,6 +161,7 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "ledger": report.ledger,
         "records": report.records,
         "head": report.head.hex() if report.head is not None else None,
+        "checkpoints": report.checkpoints,
         "ok": report.ok,
         "error": (
             _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
@@ -175,7 +183,8 @@ def _report_lines(source: str, result: Verification) -> list[str]:
     lines = []
     for report in result.reports:
         if report.ok:
-            lines.append(f"{report.ledger}: OK, {report.records} records, head {_head(report)}")
+            checked = f", {report.checkpoints} checkpoints" if report.checkpoints else ""
+            lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
     if result.error is not None:

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from ..config.settings import Limits
 from ..node.errors import (
+    FieldError,
     HeightGapError,
     IndexMismatchError,
     LineError,
@@ -37,13 +38,17 @@ from ..node.errors import (
     NoSuchLedgerError,
     PayloadTooLargeError,
     RecordError,
+    TreeMismatchError,
     UsageError,
     VledgerError,
 )
-from ..node.export import StoredRecord, decode_line, line_ledger, max_line_bytes
+from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
 from ..node.ledger import LedgerRules
+from ..node.note import verify_checkpoint
+from ..node.receipt import pinned_checkpoint_key
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
+from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .paths import export_file, store_dir
 from .progress import Progress
@@ -63,6 +68,7 @@ class LedgerReport:
     error_line: int | None = None
     imported: int = 0
     present: int = 0
+    checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
 
     @property
     def ok(self) -> bool:
@@ -415,6 +421,7 @@ class ExportChecker:
         wanted: str | None = None,
         start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
+        checkpoints: bool = True,
     ) -> None:
         self.limits = limits
         self.wanted = wanted
@@ -425,6 +432,10 @@ class ExportChecker:
         self._start = start or (lambda ledger, record: ChainVerifier(ledger, limits))
         self._also = also
         self._last: str | None = None
+        # Checkpoint lines are checked against a tree grown from the genesis; a reader that
+        # starts mid-ledger (an import onto a store) skips them.
+        self._checkpoints = checkpoints
+        self._trees: dict[str, Frontier] = {}
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
         """Check every line; a file whose first line ends in CR LF gets that one answer."""
@@ -442,12 +453,13 @@ class ExportChecker:
         return self.result()
 
     def check(self, number: int, line: bytes) -> None:
-        """Verify the line's record as its ledger's next, unless that ledger already failed."""
+        """Verify the line's record as its ledger's next (or its checkpoint against the records
+        before it), unless that ledger already failed."""
         ledger = line_ledger(line) or self._last
         self._last = ledger
         if ledger is None:
             try:
-                decode_line(line, number, self.limits)
+                decode_export_line(line, number, self.limits)
             except RecordError as e:
                 if self.error is None:
                     self.error, self.error_line = e, number
@@ -457,7 +469,12 @@ class ExportChecker:
             return
         verifier = self._verifiers.get(ledger)
         try:
-            stored = decode_line(line, number, self.limits)
+            decoded = decode_export_line(line, number, self.limits)
+            if isinstance(decoded, ExportedCheckpoint):
+                if self._checkpoints:
+                    self._check_checkpoint(number, decoded)
+                return
+            stored = decoded
             record = stored.record
             verifier = verifier or self._start(ledger, record)
             self._verifiers[ledger] = verifier
@@ -475,6 +492,38 @@ class ExportChecker:
             report.fail(e, record.height, number)
             return
         report.accept(record)
+        if self._checkpoints:
+            self._trees.setdefault(ledger, Frontier()).append(leaf_hash(stored.data))
+
+    def _check_checkpoint(self, number: int, line: ExportedCheckpoint) -> None:
+        """A checkpoint line follows the record that completes its tree: its root must be the
+        tree of the records before it, and its note signed by the key the genesis pins."""
+        ledger, checkpoint = line.ledger, line.checkpoint
+        report = self._report(ledger)
+        if report is None or not report.ok:
+            return
+        height = checkpoint.size - 1
+        tree = self._trees.get(ledger)
+        verifier = self._verifiers.get(ledger)
+        try:
+            if tree is None or verifier is None or verifier.rules is None or tree.size != checkpoint.size:
+                raise FieldError(
+                    f"line {number}: a checkpoint of size {checkpoint.size} must follow the record line of "
+                    f"height {height}",
+                    ledger=ledger,
+                    height=height,
+                )
+            if tree.root() != checkpoint.root:
+                raise TreeMismatchError(
+                    f"line {number}: the checkpoint's root is not the tree of the {checkpoint.size} records before it"
+                )
+            key = pinned_checkpoint_key(ledger, verifier.rules)
+            if key is not None:
+                verify_checkpoint(line.note, key)
+        except VledgerError as e:
+            report.fail(e, height, number)
+            return
+        report.checkpoints += 1
 
     def _report(self, ledger: str) -> LedgerReport | None:
         if self.wanted is not None and ledger != self.wanted:

@@ -1,5 +1,10 @@
 """``vledger vote check --electronic-id E``: a voter's own records, read from a copy of the chain and verified.
 
+By default each record found is proven by its inclusion proof in a checkpoint the ledger's
+key signed (with ``--quorum`` cosignatures): the election's records are read to find them,
+but only the voter's own are verified, in O(log n) each. ``--full`` verifies and replays
+every record from genesis instead (what follows describes that mode).
+
 The voter (or anyone holding the id) asks a replica or an observer, by default the first
 replica of the configuration, for the whole election with ``range``. Every record is
 checked as the next of its chain from genesis to the head the node serves (the session's
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..node.errors import NotFoundError
+from ..node.note import VerifiedCheckpoint
 from ..node.record import Record
 from ..node.rules import Ref
 from ..node.rules.engine import RulesEngine
@@ -51,6 +57,7 @@ class VoterCheck:
     head: Ref
     records: tuple[VoterRecord, ...]
     voter: Voter | None  # the voter as the rules state it at the head (None: no valid registration)
+    proven: VerifiedCheckpoint | None = None  # set when each record was proven in this checkpoint
 
 
 def names_voter(record: Record, eid: str) -> bool:
@@ -92,7 +99,18 @@ def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: 
             print(f"  height {record.height:<8} {record.content.kind:<8} {record.link.hex()}{extra}{flag}")
         print(f"  {_standing(check.voter)}")
         print(f"  head: height {check.head.height}, hash {check.head.hash.hex()}")
-    print("chain verified")
+        if check.proven is not None:
+            print(f"  {_proof_sentence(check.proven)}")
+    if all(check.proven is not None for check in checks):
+        print("each record proven by inclusion in a signed checkpoint (--full verifies the whole chain)")
+    else:
+        print("chain verified")
+
+
+def _proof_sentence(proven: VerifiedCheckpoint) -> str:
+    checkpoint = proven.checkpoint
+    witnesses = f", cosigned by {', '.join(proven.witnesses)}" if proven.witnesses else ""
+    return f"proven in the checkpoint of {checkpoint.origin} at size {checkpoint.size}{witnesses}"
 
 
 def _standing(voter: Voter | None) -> str:
@@ -136,4 +154,12 @@ def _check_map(check: VoterCheck) -> dict[str, Any]:
         "vote": _vote(voter),
         "counted": voter is not None and voter.counted,
         "withdrawn": _ref(voter.withdrawn) if voter is not None else None,
+        "checkpoint": None
+        if check.proven is None
+        else {
+            "origin": check.proven.checkpoint.origin,
+            "size": check.proven.checkpoint.size,
+            "root": check.proven.checkpoint.root.hex(),
+            "witnesses": list(check.proven.witnesses),
+        },
     }

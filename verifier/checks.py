@@ -584,7 +584,7 @@ class ClusterChecks:
 
     def raise_alert(self, alert: Alert) -> None:
         """Add ``alert`` unless its key is open already at its height or below (a follower's
-        alert of the same key at a higher height, e.g. a fork at its seal, gets the first height)."""
+        alert of the same key at a higher height, e.g. a fork at its checkpoint, gets the first height)."""
         if self.open.get(alert.key, alert.height + 1) <= alert.height:
             return
         log.warning(

@@ -3,8 +3,9 @@
 An observer is a read-only follower with a store of its own: it subscribes to the feeds
 of the nodes it follows, catches up, verifies and stores every record, reports how far it
 holds each ledger and serves the read commands, exactly as a replica does
-(vledger.ingest.replica runs both). It never republishes (it has no ``pub_port``), and
-ingest nodes never count it towards a write concern (vledger.ingest.write_concern).
+(vledger.ingest.replica runs both), and like a replica it is a witness: it cosigns the
+checkpoints its store proves. It never republishes (it has no ``pub_port``), and ingest
+nodes never count it towards a write concern (vledger.ingest.write_concern).
 
 Beside that path it counts. Its :class:`~vledger.verifier.tally.TallyKeeper` re-runs every
 domain rule over its own store, each ledger in height order, and never trusts the ingest
@@ -24,11 +25,11 @@ import math
 import time
 from collections.abc import Callable
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
 from ..broker.signing import SigningKey, load_signing_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, ObserverSettings
-from ..ingest.replica import StoreWatcher, raise_alert, run_follower
+from ..ingest.replica import StoreWatcher, run_follower
 from ..node.errors import VledgerError
 from ..node.record import Record
 from ..node.rules.engine import Violation

@@ -39,7 +39,7 @@ import zmq
 
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
-from vledger.broker.feed import FeedHeads, FeedRecord, FeedSource, Subscriber
+from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
 from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
 from vledger.config.settings import Limits
@@ -234,7 +234,7 @@ class FeedTap:
 
     Built on the replicas' own :class:`Subscriber` (CURVE SUB, under a key the feed's
     allow-list holds: a member node's or an observer account's). PUB/SUB forgets what was
-    sent before the subscription took: :meth:`wait_heads` proves it took, by the heartbeats.
+    sent before the subscription took: :meth:`wait_beats` proves it took, by the checkpoint heartbeats.
     """
 
     def __init__(self, source: FeedSource, keys: KeyPair, *, receive_hwm: int = 100_000) -> None:
@@ -248,7 +248,7 @@ class FeedTap:
             max_record_bytes=LIMITS.max_record_bytes,
         )
         self.records: list[FeedRecord] = []
-        self.heads: list[FeedHeads] = []
+        self.beats: list[FeedCheckpoints] = []
 
     def read(self, timeout: float = 0.0) -> int:
         """Take in what arrived (waiting up to ``timeout`` s for the first message); how many."""
@@ -257,14 +257,16 @@ class FeedTap:
             if isinstance(message, FeedRecord):
                 self.records.append(message)
             else:
-                self.heads.append(message)
+                self.beats.append(message)
         return len(messages)
 
-    def wait_heads(self, count: int = 1, timeout: float = 10.0) -> None:
+    def wait_beats(self, count: int = 1, timeout: float = 10.0) -> None:
         """Read until ``count`` more heartbeats arrived: the subscription is live since the first."""
-        goal = len(self.heads) + count
+        goal = len(self.beats) + count
         wait_until(
-            lambda: self.read(0.05) >= 0 and len(self.heads) >= goal, timeout, f"{count} heads from {self.source.name}"
+            lambda: self.read(0.05) >= 0 and len(self.beats) >= goal,
+            timeout,
+            f"{count} checkpoint heartbeats from {self.source.name}",
         )
 
     def heights(self, ledger: str) -> list[int]:

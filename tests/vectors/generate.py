@@ -9,6 +9,7 @@ fails if our code no longer produces the same bytes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import msgpack
 
 from vledger.config.settings import Limits
-from vledger.node.export import StoredRecord, encode_line
+from vledger.node.export import StoredRecord, encode_checkpoint_line, encode_line
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
+from vledger.node.receipt import Receipt
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
@@ -98,7 +101,7 @@ def export_line(record: Record) -> str:
 
 # --- invalid cases ---------------------------------------------------------------------
 # Each case is the valid ledger with one fault, built with raw msgpack and hashlib so that
-# a fault can be non-canonical, and re-sealed (checksum, work, link) as far as the case says,
+# a fault can be non-canonical, and re-placed (checksum, work, link) as far as the case says,
 # so that exactly the intended check is the first to fail.
 
 
@@ -122,7 +125,7 @@ def _outer(record: Record, **fields: Any) -> dict[str, Any]:
     return value
 
 
-def _reseal(record: Record, content: bytes, *, work: bool = True, link: bool = True) -> dict[str, Any]:
+def _replace_content(record: Record, content: bytes, *, work: bool = True, link: bool = True) -> dict[str, Any]:
     """The record with other content bytes: checksum always, then work and link if asked."""
     checksum = hashlib.sha256(content).digest()
     nonce = solve(checksum, DIFFICULTY) if work else record.nonce
@@ -176,21 +179,21 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         (
             "vote-changed-checksum-recomputed",
             "record 2's vote changed and its checksum recomputed",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)), work=False, link=False)),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)), work=False, link=False)),
             "insufficient_work",
             2,
         ),
         (
             "vote-changed-work-recomputed",
             "the same with a valid proof of work: only the link betrays it",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)), link=False)),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)), link=False)),
             "bad_link",
             2,
         ),
         (
             "vote-changed-link-recomputed",
             "the same with the record's own link recomputed: record 3 betrays it",
-            with_record(2, _reseal(r2, _pack(_sorted(voted)))),
+            with_record(2, _replace_content(r2, _pack(_sorted(voted)))),
             "bad_link",
             3,
         ),
@@ -199,22 +202,22 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         ("record-repeated", "record 2 repeated", export(order=[0, 1, 2, 2, 3, 4, 5]), "height_gap", 2),
         (
             "float-in-payload",
-            "a float in record 2's payload, everything re-sealed",
-            with_record(2, _reseal(r2, float_content)),
+            "a float in record 2's payload, everything re-placed",
+            with_record(2, _replace_content(r2, float_content)),
             "non_canonical",
             2,
         ),
         (
             "extension-in-payload",
-            "an extension type in record 2's payload, everything re-sealed",
-            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2, blob=msgpack.ExtType(7, b"x")))))),
+            "an extension type in record 2's payload, everything re-placed",
+            with_record(2, _replace_content(r2, _pack(_sorted(_content_map(r2, blob=msgpack.ExtType(7, b"x")))))),
             "non_canonical",
             2,
         ),
         (
             "integer-map-key",
             "an integer map key in record 2's payload",
-            with_record(2, _reseal(r2, _pack(_sorted(_content_map(r2))).replace(b"\xa6choice", b"\x07", 1))),
+            with_record(2, _replace_content(r2, _pack(_sorted(_content_map(r2))).replace(b"\xa6choice", b"\x07", 1))),
             "non_canonical",
             2,
         ),
@@ -245,7 +248,8 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
             "version-2",
             "record 2's content says format version 2",
             with_record(
-                2, _reseal(r2, _pack({**r2.content.to_map(), "v": 2} | {"payload": _sorted(r2.content.payload)}))
+                2,
+                _replace_content(r2, _pack({**r2.content.to_map(), "v": 2} | {"payload": _sorted(r2.content.payload)})),
             ),
             "bad_field",
             2,
@@ -270,8 +274,8 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
     cases.append(
         (
             "kind-not-allowed",
-            "the last record's kind is not one of the genesis kinds, re-sealed",
-            with_record(5, _reseal(r5, kind_content)),
+            "the last record's kind is not one of the genesis kinds, re-placed",
+            with_record(5, _replace_content(r5, kind_content)),
             "unknown_kind",
             5,
         )
@@ -282,7 +286,7 @@ def invalid_cases(records: list[Record]) -> list[dict[str, Any]]:
         (
             "genesis-difficulty-65",
             "the genesis asks for 65 bits, over the limit of 64",
-            with_record(0, _reseal(genesis, _pack(_sorted(bad_rules)))),
+            with_record(0, _replace_content(genesis, _pack(_sorted(bad_rules)))),
             "bad_genesis",
             0,
         )
@@ -340,7 +344,7 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
     assert line3.endswith('=="}\n')
     unused = line3[:-6] + chr(ord(line3[-6]) + 1) + line3[-5:]  # a lenient decoder reads the same bytes
     other = {**r2.content.to_map(), "ledger": "election-2027"}
-    other_record = _reseal(r2, _pack(_sorted(other)))
+    other_record = _replace_content(r2, _pack(_sorted(other)))
     payload = _pack(_sorted(_content_map(r2)))
     ext_then_bad_utf8 = payload.replace(b"\xa6choice\xa3bob", b"\xa6choice\xd4\x07\x00", 1).replace(
         b"Zo\xc3\xab", b"Zo\xc3\x28"
@@ -419,7 +423,7 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
         ),
         (
             "record-of-another-ledger",
-            "line 3 carries a record of ledger election-2027, re-sealed",
+            "line 3 carries a record of ledger election-2027, re-placed",
             with_record(2, other_record),
             "wrong_ledger",
             2,
@@ -442,18 +446,129 @@ def _line_and_depth_cases(records: list[Record], export: Any, with_record: Any) 
         (
             "invalid-utf8-after-an-extension",
             "an extension type in record 2's payload, and invalid UTF-8 after it",
-            with_record(2, _reseal(r2, ext_then_bad_utf8)),
+            with_record(2, _replace_content(r2, ext_then_bad_utf8)),
             "bad_encoding",
             2,
         ),
         (
             "malformed-timestamp",
             "a timestamp extension with 1 byte of data in record 2's payload",
-            with_record(2, _reseal(r2, timestamp)),
+            with_record(2, _replace_content(r2, timestamp)),
             "bad_encoding",
             2,
         ),
     ]
+
+
+def receipt_vector(records: list[Record]) -> dict[str, Any]:
+    """A receipt (PROTOCOL section 14) of the record at height 2, under the checkpoint of
+    note.json (``vledger``: signed by its log key, cosigned by its two witnesses), and receipts
+    that each break one check, with the code a verifier reports."""
+    signed = json.loads((HERE / "note.json").read_text(encoding="utf-8"))["vledger"]
+    note = signed["cosigned"].encode("utf-8")
+    leaves = [leaf_hash(r.encode()) for r in records]
+    levels: dict[tuple[int, int], bytes] = {}
+    frontier = Frontier()
+    for leaf in leaves:
+        levels.update(((level, index), node) for level, index, node in frontier.append(leaf))
+    size = len(leaves)
+    assert frontier.root().hex() == signed["root_hex"], "note.json signs another tree: rerun generate_note.py"
+
+    def receipt(index: int, **changes: Any) -> Receipt:
+        proof = inclusion_proof(index, size, lambda level, i: levels[(level, i)])
+        return dataclasses.replace(Receipt.of(records[index].encode(), proof, note), **changes)
+
+    good = receipt(2)
+    text = note.decode("utf-8")
+    body = text[: text.index("\n\n") + 1]
+    impostor = SignerKey(signed["origin"], ALG_ED25519, bytes(range(32)))  # a forked view's signer
+    forked = Note(body, (sign(body, impostor),)).encode()
+    only_log = text[: text.index("\n\u2014 local/witness/")] + "\n"
+    bad = [
+        ("the index of another height", good.encode().replace(b'"index":2,', b'"index":3,'), "bad_receipt"),
+        ("spaces after the separators", good.encode().replace(b'"v":1,', b'"v": 1,'), "bad_receipt"),
+        ("the hash of another record", receipt(2, hash=records[3].link).encode(), "bad_receipt"),
+        ("the proof of another leaf", receipt(2, proof=receipt(3).proof).encode(), "bad_proof"),
+        ("a proof one hash short", receipt(2, proof=good.proof[:-1]).encode(), "bad_proof"),
+        ("a checkpoint another key signed", receipt(2, checkpoint=forked).encode(), "unverified_note"),
+        ("no witness cosigned (quorum 2)", receipt(2, checkpoint=only_log.encode()).encode(), "no_quorum"),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: receipt_vector",
+        "ledger": LEDGER,
+        "index": 2,
+        "hash_hex": records[2].link.hex(),
+        "log_vkey": signed["log_vkey"],
+        "witness_vkeys": [w["vkey"] for w in signed["witnesses"]],
+        "quorum": 2,
+        "genesis_b64": base64.b64encode(records[0].encode()).decode("ascii"),
+        "receipt": good.encode().decode("utf-8"),
+        "bad": [{"why": why, "receipt": data.decode("utf-8"), "code": code} for why, data, code in bad],
+    }
+
+
+def checkpoint_export_vector() -> dict[str, Any]:
+    """Exports with checkpoint lines (PROTOCOL section 5) of a small ledger whose genesis pins
+    its checkpoint key: one valid file, and files that each break one check, with its code."""
+    limits = Limits()
+    ledger = "audit"
+    key = SignerKey(f"local/{ledger}", ALG_ED25519, bytes(range(32)))
+    witness = SignerKey("local/witness/replica-1", ALG_COSIGNATURE_V1, bytes(range(32, 64)))
+    rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": key.verifier().encode()})
+    genesis = Entry.prepare(rules.genesis_content(ledger, "admin", "create-1", T0), 0, limits)
+    records = [genesis.place(0, ZERO_LINK, T0 + 5, ORIGIN)]
+    for i in range(1, 4):
+        entry = Entry.prepare(Content(ledger, "note", {"n": i}, "admin", f"req-{i}", T0 + i), 0, limits)
+        records.append(entry.place(i, records[-1].link, T0 + i + 7, ORIGIN))
+    frontier = Frontier()
+    roots = []
+    for r in records:
+        frontier.append(leaf_hash(r.encode()))
+        roots.append(frontier.root())
+
+    def note(size: int, root: bytes, signer: SignerKey = key, cosigned: bool = False) -> bytes:
+        body = Checkpoint(f"local/{ledger}", size, root).body()
+        lines = [sign(body, signer)] + ([cosign(body, witness, 1_790_000_000).note_signature()] if cosigned else [])
+        return Note(body, tuple(lines)).encode()
+
+    def export(after: dict[int, bytes]) -> str:
+        out = []
+        for r in records:
+            out.append(export_line(r))
+            if r.height in after:
+                out.append(encode_checkpoint_line(ledger, after[r.height]).decode("utf-8"))
+        return "".join(out)
+
+    good = {2: note(3, roots[2]), 3: note(4, roots[3], cosigned=True)}
+    spaced = export(good).replace('","checkpoint":', '", "checkpoint":', 1)
+    not_checkpoint = Note("not a checkpoint\n", (sign("not a checkpoint\n", key),)).encode()
+    cases = [
+        ("valid, two checkpoints (the second cosigned)", export(good), None, None),
+        ("a checkpoint before the record that completes its tree", export({1: note(3, roots[2])}), "bad_field", 2),
+        ("a root that is not the tree of the records", export({2: note(3, roots[1])}), "tree_mismatch", 2),
+        (
+            "signed by another key than the pinned one",
+            export({2: note(3, roots[2], signer=witness_log())}),
+            "unverified_note",
+            2,
+        ),
+        # A fault of the line itself names the position the next record was expected at.
+        ("a space after a separator", spaced, "bad_line", 3),
+        ("the note's em dash written as a JSON escape", export(good).replace("\u2014", "\\u2014", 1), "bad_line", 3),
+        ("a note whose text is not a checkpoint", export({2: not_checkpoint}), "bad_field", 3),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: checkpoint_export_vector",
+        "ledger": ledger,
+        "records": len(records),
+        "checkpoint_vkey": key.verifier().encode(),
+        "cases": [{"why": why, "export": text, "code": code, "height": height} for why, text, code, height in cases],
+    }
+
+
+def witness_log() -> SignerKey:
+    """A log key of the right name that the genesis does not pin (a forked view's signer)."""
+    return SignerKey("local/audit", ALG_ED25519, bytes(range(64, 96)))
 
 
 def documents(records: list[Record]) -> dict[str, str]:
@@ -464,6 +579,8 @@ def documents(records: list[Record]) -> dict[str, str]:
         "tree.json": json.dumps(tree_vector(records), indent=2) + "\n",
         "ledger.jsonl": "".join(export_line(r) for r in records),
         "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
+        "receipt.json": json.dumps(receipt_vector(records), indent=1, ensure_ascii=False) + "\n",
+        "export_checkpoints.json": json.dumps(checkpoint_export_vector(), indent=1, ensure_ascii=False) + "\n",
     }
 
 

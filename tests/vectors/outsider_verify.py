@@ -1,12 +1,14 @@
 """Standalone vledger ledger verifier, written from docs/PROTOCOL.md (version 1) alone.
 
-Only the Python standard library (hashlib, json, base64, re, sys) and ``msgpack`` are used;
+Only the Python standard library (hashlib, json, base64, re, sys) and ``msgpack`` are used
+(Ed25519, for sections 13 and 14, is written below from RFC 8032 5.1.7 in plain Python);
 the canonical msgpack decoder and encoder below are written from section 1 of the
 specification, so that every encoding rule is checked explicitly.
 
 Usage::
 
     python outsider_verify.py EXPORT.jsonl
+    python outsider_verify.py receipt FILE (--genesis RECORD | --key VKEY) [--witness VKEY ...] [--quorum N]
 
 prints one JSON object per ledger and exits 0 when every ledger is valid, 1 otherwise
 (2 on a usage or I/O error).
@@ -669,11 +671,14 @@ class LedgerVerifier:
         return link
 
 
-def _result(ledger: "str | None", count: int, head: "bytes | None", error: "VerifyError | None") -> dict:
+def _result(
+    ledger: "str | None", count: int, head: "bytes | None", error: "VerifyError | None", checkpoints: int = 0
+) -> dict:
     return {
         "ledger": ledger,
         "records": count,
         "head": head.hex() if head is not None else None,
+        "checkpoints": checkpoints,
         "ok": error is None,
         "error": None
         if error is None
@@ -753,6 +758,49 @@ def parse_line(line: "str | bytes") -> tuple:
     return data, height, hash_hex, None
 
 
+# Section 5, checkpoint lines: one form too; the note's text with only '"', '\\' and newline escaped.
+CHECKPOINT_LINE_RE = re.compile(
+    r'\{"ledger":"([a-z0-9][a-z0-9._-]{0,63})","checkpoint":"((?:[^"\\\x00-\x1f]|\\["\\n])*)"\}'
+)
+CHECKPOINT_START_RE = re.compile(r'\{"ledger":"[a-z0-9][a-z0-9._-]{0,63}","checkpoint":')
+_UNESCAPES = {'"': '"', "\\": "\\", "n": "\n"}
+
+
+def is_checkpoint_line(line: "str | bytes") -> bool:
+    """Section 5: a line whose first bytes are those of a checkpoint line."""
+    head = line[:100]
+    text = head.decode("ascii", errors="replace") if type(head) is bytes else head
+    return CHECKPOINT_START_RE.match(text) is not None  # type: ignore[arg-type]
+
+
+def parse_checkpoint_line(line: "str | bytes") -> tuple:
+    """Section 5, checkpoint lines, first bullet, on one line (without its "\\n").
+
+    Returns (note, error): the note's bytes, or a VerifyError (its height not yet set).
+    """
+    size = len(line if type(line) is bytes else line.encode("utf-8", errors="surrogatepass"))  # type: ignore[union-attr]
+    if size > MAX_LINE_BYTES:
+        return None, VerifyError("too_large", f"checkpoint line: {size} bytes > {MAX_LINE_BYTES}")
+    try:
+        text = line.decode("utf-8") if type(line) is bytes else line  # type: ignore[union-attr]
+        text.encode("utf-8")  # type: ignore[union-attr]  # lone surrogates are not UTF-8
+    except UnicodeError:
+        return None, VerifyError("bad_line", "checkpoint line: not UTF-8")
+    found = CHECKPOINT_LINE_RE.fullmatch(text)  # type: ignore[arg-type]
+    if found is None:
+        return None, VerifyError("bad_line", "checkpoint line: not the one form of a checkpoint line")
+    ledger, escaped = found.groups()
+    note = re.sub(r'\\(["\\n])', lambda m: _UNESCAPES[m.group(1)], escaped)
+    if json.dumps({"ledger": ledger, "checkpoint": note}, separators=(",", ":"), ensure_ascii=False) != text:
+        return None, VerifyError("bad_line", "checkpoint line: not the one form of a checkpoint line")
+    try:
+        note_text, _ = parse_note(note.encode("utf-8"))
+        parse_checkpoint(note_text)
+    except VerifyError as exc:
+        return None, VerifyError("bad_field", f"checkpoint line: not a checkpoint note ({exc})")
+    return note.encode("utf-8"), None
+
+
 def split_export(text: "str | bytes") -> list:
     """The lines of a whole export file, each with its "\\n" (the last one may have none)."""
     newline = b"\n" if type(text) is bytes else "\n"
@@ -794,22 +842,38 @@ def verify_lines(lines) -> "list[dict]":
                 data, _height, _hash, error = parse_line(line)
                 file_failure = (error or VerifyError("bad_line", "line: names no ledger"), number)
             continue
-        state = ledgers.setdefault(current, [LedgerVerifier(current), 0, None, None])
-        state[1] += 1
+        # [verifier, record lines, head, failure, leaf hashes (section 12), pinned key (section 3), checkpoints]
+        state = ledgers.setdefault(current, [LedgerVerifier(current), 0, None, None, [], None, 0])
+        checkpoint_line = is_checkpoint_line(line)
+        if not checkpoint_line:
+            state[1] += 1  # ASSUMPTION: "records" counts record lines only (a checkpoint line counts none)
         if state[3] is not None:
             continue  # after its first failure a ledger's lines prove nothing more
         verifier = state[0]
-        data, height, hash_hex, error = parse_line(line)
         try:
+            if checkpoint_line:
+                note, error = parse_checkpoint_line(line)
+                if error is not None:
+                    raise error  # the line was never read: it names the next record's position
+                _check_checkpoint_line(note, current, state[4], state[5])
+                state[6] += 1
+                continue
+            data, height, hash_hex, error = parse_line(line)
             if error is not None:
                 raise error  # the record was never read: feed() names its position
             state[2] = verifier.feed(data, {"height": height, "hash": hash_hex})
+            state[4].append(leaf_hash(data))
+            if verifier.height == 1:
+                state[5] = genesis_rules(*parse_record(data))["rules"].get("checkpoint_key")
         except VerifyError as exc:
             if exc.height is None:
                 exc.height = verifier.height
             exc.line = number  # type: ignore[attr-defined]
             state[3] = exc
-    results = [_result(name, count, head, failure) for name, (_v, count, head, failure) in ledgers.items()]
+    results = [
+        _result(name, count, head, failure, checkpoints)
+        for name, (_v, count, head, failure, _leaves, _pinned, checkpoints) in ledgers.items()
+    ]
     if file_failure is not None:
         results.insert(0, _file_result(*file_failure))
     return results
@@ -820,9 +884,578 @@ def _file_result(error: VerifyError, number: int) -> dict:
     return _result(None, 0, None, error)
 
 
+def _check_checkpoint_line(note: bytes, ledger: str, leaves: list, pinned: object) -> None:
+    """Section 5, checkpoint lines, bullets 2 to 4."""
+    text, _ = parse_note(note)
+    _, size, root, _ = parse_checkpoint(text)
+    if size != len(leaves):
+        raise VerifyError("bad_field", f"a checkpoint of size {size} after {len(leaves)} records", max(size - 1, 0))
+    if mth(leaves) != root:
+        raise VerifyError("tree_mismatch", "the checkpoint's root is not the tree of the records", size - 1)
+    if pinned is not None:
+        try:
+            key = parse_vkey(pinned)  # type: ignore[arg-type]
+            verify_checkpoint(note, key, [], 0)
+        except VerifyError as exc:
+            exc.height = size - 1
+            raise
+
+
+# --------------------------------------------------------------------------------------
+# Section 12: the Merkle tree (RFC 9162 / RFC 6962)
+# --------------------------------------------------------------------------------------
+
+MAX_PROOF_HASHES = 64  # 12.3
+MAX_INDEX = 2**63 - 1  # 12.3: sizes and indexes
+
+
+def leaf_hash(record_bytes: bytes) -> bytes:
+    """12.1: SHA-256(0x00 || record bytes)."""
+    return hashlib.sha256(b"\x00" + bytes(record_bytes)).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """12.2: the largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(leaves: "list[bytes]") -> bytes:
+    """12.2: MTH over a list of leaf hashes."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def _check_proof_shape(path: list, *hashes: bytes) -> None:
+    """12.3: refused before any other work."""
+    if len(path) > MAX_PROOF_HASHES:
+        raise VerifyError("bad_proof", f"a proof of {len(path)} hashes (more than {MAX_PROOF_HASHES})")
+    for h in [*path, *hashes]:
+        if type(h) is not bytes or len(h) != 32:
+            raise VerifyError("bad_proof", "a hash that is not 32 bytes")
+
+
+def _shift(a: int, b: int) -> tuple:
+    return a >> 1, b >> 1
+
+
+def verify_inclusion(hash_: bytes, m: int, n: int, path: list, root: bytes) -> None:
+    """12.4, step by step. Raises VerifyError('bad_proof')."""
+    _check_proof_shape(path, hash_, root)
+    # ASSUMPTION: sizes and indexes out of 0..2**63-1 (12.3) are refused like step 1.
+    if not (0 <= m <= MAX_INDEX and 0 <= n <= MAX_INDEX):
+        raise VerifyError("bad_proof", "an index or size out of 0..2**63-1")
+    if m >= n:  # 1
+        raise VerifyError("bad_proof", "step 1: index not below the size")
+    fn, sn, r = m, n - 1, hash_  # 2
+    for p in path:  # 3
+        if sn == 0:  # 3.1
+            raise VerifyError("bad_proof", "step 3.1: the proof is too long")
+        if fn & 1 == 1 or fn == sn:  # 3.2
+            r = node_hash(p, r)
+            if fn & 1 == 0:
+                while not (fn & 1 == 1 or fn == 0):
+                    fn, sn = _shift(fn, sn)
+        else:
+            r = node_hash(r, p)
+        fn, sn = _shift(fn, sn)  # 3.3
+    if sn != 0:  # 4
+        raise VerifyError("bad_proof", "step 4: the proof is too short")
+    if r != root:
+        raise VerifyError("bad_proof", "step 4: the proof leads to another root")
+
+
+def verify_consistency(m: int, n: int, old_root: bytes, new_root: bytes, path: list) -> None:
+    """12.5, step by step. Raises VerifyError('bad_proof')."""
+    _check_proof_shape(path, old_root, new_root)
+    if not (0 <= m <= MAX_INDEX and 0 <= n <= MAX_INDEX):
+        raise VerifyError("bad_proof", "a size out of 0..2**63-1")
+    if m > n or m == 0:  # 1
+        raise VerifyError("bad_proof", "step 1: old size 0 or above the new size")
+    if m == n:  # 2
+        if path or old_root != new_root:
+            raise VerifyError("bad_proof", "step 2: equal sizes need an empty proof and equal roots")
+        return
+    if not path:  # 3
+        raise VerifyError("bad_proof", "step 3: empty proof")
+    path = list(path)
+    if m & (m - 1) == 0:  # 4
+        path.insert(0, old_root)
+    fn, sn = m - 1, n - 1  # 5
+    while fn & 1 == 1:
+        fn, sn = _shift(fn, sn)
+    fr = sr = path[0]  # 6
+    for c in path[1:]:  # 7
+        if sn == 0:
+            raise VerifyError("bad_proof", "step 7.1: the proof is too long")
+        if fn & 1 == 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if fn & 1 == 0:
+                while not (fn & 1 == 1 or fn == 0):
+                    fn, sn = _shift(fn, sn)
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = _shift(fn, sn)
+    if sn != 0:  # 8
+        raise VerifyError("bad_proof", "step 8: the proof is too short")
+    if fr != old_root or sr != new_root:
+        raise VerifyError("bad_proof", "step 8: the proof leads to other roots")
+
+
+# --------------------------------------------------------------------------------------
+# Ed25519 verification (RFC 8032 section 5.1.7), pure Python, for section 13
+# --------------------------------------------------------------------------------------
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _add(a: tuple, b: tuple) -> tuple:
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    aa = (y1 - x1) * (y2 - x2) % _P
+    bb = (y1 + x1) * (y2 + x2) % _P
+    cc = 2 * t1 * t2 * _D % _P
+    dd = 2 * z1 * z2 % _P
+    e, f, g, h = bb - aa, dd - cc, dd + cc, bb + aa
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _mul(k: int, point: tuple) -> tuple:
+    result = (0, 1, 1, 0)
+    while k:
+        if k & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        k >>= 1
+    return result
+
+
+def _encode_point(point: tuple) -> bytes:
+    x, y, z, _ = point
+    zi = pow(z, _P - 2, _P)
+    x, y = x * zi % _P, y * zi % _P
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def _decode_point(data: bytes) -> "tuple | None":
+    """RFC 8032 5.1.3; None for bytes that are not a point."""
+    if len(data) != 32:
+        return None
+    y = int.from_bytes(data, "little")
+    sign = y >> 255
+    y &= (1 << 255) - 1
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    if x2 == 0:
+        if sign:
+            return None
+        x = 0
+    else:
+        x = pow(x2, (_P + 3) // 8, _P)
+        if (x * x - x2) % _P != 0:
+            x = x * _SQRT_M1 % _P
+        if (x * x - x2) % _P != 0:
+            return None
+        if x & 1 != sign:
+            x = _P - x
+    return (x, y, 1, x * y % _P)
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_BASE = _decode_point(_GY.to_bytes(32, "little"))
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+    """RFC 8032 5.1.7 (PureEdDSA): [S]B = R + [k]A, compared as encodings."""
+    if len(signature) != 64:
+        return False
+    a = _decode_point(public)
+    r = _decode_point(signature[:32])
+    if a is None or r is None:
+        return False
+    s_ = int.from_bytes(signature[32:], "little")
+    if s_ >= _L:
+        return False
+    k = int.from_bytes(hashlib.sha512(signature[:32] + public + message).digest(), "little") % _L
+    left = _mul(s_, _BASE)
+    right = _add(r, _mul(k, a))
+    return _encode_point(left) == _encode_point(right)
+
+
+# --------------------------------------------------------------------------------------
+# Section 13: keys, signed notes, checkpoints, cosignatures, the quorum
+# --------------------------------------------------------------------------------------
+
+MAX_NOTE_BYTES = 65_536
+MAX_SIGNATURE_LINES = 100
+TYPE_NOTE, TYPE_COSIGNATURE = 0x01, 0x04
+EM_DASH_PREFIX = "\u2014 "
+_WHITE_SPACE = set("\u0009\u000a\u000b\u000c\u000d\u0020\u0085\u00a0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+
+
+class NoteKey(NamedTuple):
+    name: str
+    type: int
+    public: bytes
+
+    @property
+    def key_id(self) -> int:
+        return note_key_id(self.name, self.type, self.public)
+
+
+def is_key_name(name: object) -> bool:
+    """13.1: 1 to 255 bytes of UTF-8, no white space, no '+', nothing below U+0020."""
+    if type(name) is not str:
+        return False
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return 1 <= size <= 255 and not any(c in _WHITE_SPACE or c == "+" or c < " " for c in name)
+
+
+def note_key_id(name: str, type_: int, public: bytes) -> int:
+    """13.1: u32be of SHA-256(name || 0x0A || type || public key)[0:4]."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([type_]) + public).digest()[:4], "big")
+
+
+def _canonical_b64(text: str) -> "bytes | None":
+    """Standard base64 with padding, and only the canonical spelling of its bytes."""
+    if not BASE64_RE.fullmatch(text):
+        return None
+    raw = base64.b64decode(text)
+    return raw if base64.b64encode(raw).decode("ascii") == text else None
+
+
+def parse_vkey(text: str) -> NoteKey:
+    """13.1: <name>+<hex8 key id>+base64(type || public key). Raises VerifyError('bad_note_key')."""
+    # The base64 may hold "+" itself: split at the first two (13.1: a name holds none).
+    parts = text.split("+", 2) if type(text) is str else []
+    if len(parts) != 3 or not is_key_name(parts[0]) or not _HEX8.fullmatch(parts[1]):
+        raise VerifyError("bad_note_key", f"not a verifier key: {str(text)[:60]!r}")
+    raw = _canonical_b64(parts[2])
+    if raw is None or len(raw) != 33:
+        raise VerifyError("bad_note_key", "the key is not the canonical base64 of 33 bytes")
+    if raw[0] not in (TYPE_NOTE, TYPE_COSIGNATURE):
+        raise VerifyError("bad_note_key", f"key type {raw[0]:#04x}")
+    if _decode_point(raw[1:]) is None:
+        raise VerifyError("bad_note_key", "the public key is not an Ed25519 point")
+    key = NoteKey(parts[0], raw[0], raw[1:])
+    if key.key_id != int(parts[1], 16):
+        raise VerifyError("bad_note_key", "the key id is not the one of this name, type and key")
+    return key
+
+
+class NoteLine(NamedTuple):
+    name: str
+    key_id: int
+    signature: bytes  # the bytes after the key id
+
+
+def parse_note(data: bytes) -> tuple:
+    """13.2: (text, [NoteLine]); raises VerifyError('bad_note')."""
+    data = bytes(data)
+    if len(data) > MAX_NOTE_BYTES:
+        raise VerifyError("bad_note", f"a note of {len(data)} bytes")
+    try:
+        message = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerifyError("bad_note", "not UTF-8") from None
+    if any(c < " " and c != "\n" for c in message):
+        raise VerifyError("bad_note", "a character below U+0020 other than newline")
+    split = message.rfind("\n\n")
+    if split < 0:
+        raise VerifyError("bad_note", "no blank line")
+    text, rest = message[: split + 1], message[split + 2 :]
+    if not rest or not rest.endswith("\n"):
+        raise VerifyError("bad_note", "no signature line, or one without its newline")
+    lines = rest[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURE_LINES:
+        raise VerifyError("bad_note", f"{len(lines)} signature lines")
+    parsed = []
+    for line in lines:
+        if not line.startswith(EM_DASH_PREFIX):
+            raise VerifyError("bad_note", "a line after the blank line that is not a signature line")
+        name, space, b64 = line[len(EM_DASH_PREFIX) :].partition(" ")
+        raw = _canonical_b64(b64) if space else None
+        if not is_key_name(name) or raw is None or len(raw) < 5:
+            raise VerifyError("bad_note", "a malformed signature line")
+        parsed.append(NoteLine(name, int.from_bytes(raw[:4], "big"), raw[4:]))
+    return text, parsed
+
+
+def cosigned_message(body: bytes, t: int) -> bytes:
+    """13.4: "cosignature/v1" 0x0A "time " decimal(T) 0x0A body."""
+    return b"cosignature/v1\ntime " + str(t).encode("ascii") + b"\n" + body
+
+
+def line_verifies(text: str, line: NoteLine, key: NoteKey) -> bool:
+    """13.2 / 13.4: one signature line by ``key`` (its name and key id already matched)."""
+    body = text.encode("utf-8")
+    if key.type == TYPE_NOTE:
+        return ed25519_verify(key.public, body, line.signature)
+    if len(line.signature) != 8 + 64:  # 76 bytes with the key id
+        return False
+    t = int.from_bytes(line.signature[:8], "big")
+    if t > 2**63 - 1:
+        return False
+    return ed25519_verify(key.public, cosigned_message(body, t), line.signature[8:])
+
+
+def open_note(data: bytes, keys: "list[NoteKey]") -> tuple:
+    """13.2 "to open a note": (text, [(key, line)] verified). Raises VerifyError."""
+    table: dict = {}
+    for key in keys:
+        if table.setdefault((key.name, key.key_id), key) != key:
+            raise VerifyError("bad_note_key", "two trusted keys with one name and key id")
+    text, lines = parse_note(data)
+    verified = []
+    seen = set()
+    for line in lines:
+        key = table.get((line.name, line.key_id))
+        if key is None or (line.name, line.key_id) in seen:
+            continue
+        seen.add((line.name, line.key_id))
+        if not line_verifies(text, line, key):
+            code = "bad_cosignature" if key.type == TYPE_COSIGNATURE else "bad_note_signature"
+            raise VerifyError(code, f"the signature by {key.name} does not verify")
+        verified.append((key, line))
+    if not verified:
+        raise VerifyError("unverified_note", "no signature by a trusted key")
+    return text, verified
+
+
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+
+
+def parse_checkpoint(text: str) -> tuple:
+    """13.3: (origin, size, root, extensions). Raises VerifyError('bad_checkpoint')."""
+    if not text.endswith("\n"):
+        raise VerifyError("bad_checkpoint", "the body does not end in a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3:
+        raise VerifyError("bad_checkpoint", "fewer than three lines")
+    origin, size, root, *extensions = lines
+    for line in [origin, *extensions]:
+        if not line or any(c < " " for c in line):
+            raise VerifyError("bad_checkpoint", "an empty origin or extension line, or a control character")
+    if not _DECIMAL.fullmatch(size) or int(size) > 2**64 - 1:
+        raise VerifyError("bad_checkpoint", "the size is not decimal without leading zeros, at most 2^64 - 1")
+    raw = _canonical_b64(root)
+    if raw is None or len(raw) != 32:
+        raise VerifyError("bad_checkpoint", "the root is not the canonical base64 of 32 bytes")
+    return origin, int(size), raw, extensions
+
+
+def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]", q: int, origin=None) -> dict:
+    """13.5, steps 1 to 5. Returns {origin, size, root, witnesses: {name: T}}."""
+    names = {w.name for w in witnesses}
+    if type(q) is not int or not 0 <= q <= len(names):  # 1
+        raise VerifyError("no_quorum", f"a quorum of {q} with {len(names)} witnesses")
+    if log_key.type != TYPE_NOTE or any(w.type != TYPE_COSIGNATURE for w in witnesses):
+        raise VerifyError("bad_note_key", "the log key must be type 0x01, each witness key type 0x04")
+    text, verified = open_note(data, [log_key, *witnesses])  # 2
+    if not any(key == log_key for key, _ in verified):  # 3
+        raise VerifyError("unverified_note", "no verified signature by the log key")
+    cp_origin, size, root, _ = parse_checkpoint(text)  # 4
+    if cp_origin != (log_key.name if origin is None else origin):
+        raise VerifyError("wrong_origin", f"origin {cp_origin!r}")
+    counted: dict = {}  # 5
+    for key, line in verified:
+        if key.type == TYPE_COSIGNATURE and key.name not in counted:
+            counted[key.name] = int.from_bytes(line.signature[:8], "big")
+    if len(counted) < q:
+        raise VerifyError("no_quorum", f"{len(counted)} of {q} cosignatures; missing {sorted(names - set(counted))}")
+    return {"origin": cp_origin, "size": size, "root": root, "witnesses": counted}
+
+
+# --------------------------------------------------------------------------------------
+# Section 14: receipts
+# --------------------------------------------------------------------------------------
+
+MAX_RECEIPT_BYTES = 262_144
+RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers its repeated keys."""
+
+    repeated: list
+
+
+def _object_pairs(pairs: list) -> _JsonObject:
+    obj = _JsonObject()
+    obj.repeated = []
+    for key, value in pairs:
+        if key in obj:
+            obj.repeated.append(key)
+        obj[key] = value
+    return obj
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> None:
+    raise _NotJson(f"{name} is not JSON")
+
+
+def _receipt_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def parse_receipt(data: bytes) -> dict:
+    """14.2: the receipt's values, the binary ones decoded. Raises VerifyError('bad_receipt')."""
+    data = bytes(data)
+    if len(data) > MAX_RECEIPT_BYTES:
+        raise VerifyError("bad_receipt", f"{len(data)} bytes")
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, _NotJson):
+        raise VerifyError("bad_receipt", "not UTF-8 JSON") from None
+    if type(obj) is not _JsonObject or tuple(obj) != RECEIPT_KEYS:
+        raise VerifyError("bad_receipt", "not an object with exactly the receipt's keys in order")
+    if type(obj["v"]) is not int or obj["v"] != 1 or type(obj["ledger"]) is not str:
+        raise VerifyError("bad_receipt", "v or ledger")
+    if type(obj["index"]) is not int or not 0 <= obj["index"] <= MAX_INDEX:
+        raise VerifyError("bad_receipt", "index")
+    if not _fullmatch(HASH_RE, obj["hash"]):
+        raise VerifyError("bad_receipt", "hash")
+    record = _canonical_b64(obj["record"]) if type(obj["record"]) is str else None
+    proof = obj["proof"]
+    if record is None or type(proof) is not list or len(proof) > MAX_PROOF_HASHES:
+        raise VerifyError("bad_receipt", "record or proof")
+    hashes = [_canonical_b64(p) if type(p) is str else None for p in proof]
+    if any(h is None for h in hashes) or type(obj["checkpoint"]) is not str:
+        raise VerifyError("bad_receipt", "a proof hash or the checkpoint")
+    try:
+        again = _receipt_bytes(dict(obj))
+    except UnicodeEncodeError:
+        raise VerifyError("bad_receipt", "a lone surrogate") from None
+    if again != data:
+        raise VerifyError("bad_receipt", "not the canonical form of the file")
+    return {**obj, "record": record, "proof": hashes, "checkpoint": obj["checkpoint"].encode("utf-8")}
+
+
+def verify_receipt(data: bytes, log_key: NoteKey, witnesses=(), q: int = 0, genesis: "bytes | None" = None) -> dict:
+    """14.3, steps 1 to 6. Returns the verified checkpoint (verify_checkpoint's result)."""
+    receipt = parse_receipt(data)  # 1
+    ledger = receipt["ledger"]
+    record, content = parse_record(receipt["record"])  # 2
+    if content["ledger"] != ledger:
+        raise VerifyError("wrong_ledger", "the record's ledger")
+    if record["height"] != receipt["index"] or record["link"].hex() != receipt["hash"]:
+        raise VerifyError("bad_receipt", "the record's height or link is not the receipt's")
+    if genesis is not None:  # 3, with the genesis
+        if record["height"] == 0:
+            if bytes(genesis) != receipt["record"]:
+                raise VerifyError("bad_link", "not the genesis given")
+        else:
+            gen_record, gen_content = parse_record(genesis)
+            rules = genesis_rules(gen_record, gen_content)
+            verifier = LedgerVerifier(ledger)
+            verifier.height = record["height"]
+            verifier.prev_link = record["prev"]
+            verifier.difficulty, verifier.kinds = rules["difficulty"], frozenset(rules["kinds"])
+            verifier.feed(receipt["record"])
+    else:  # 3, without
+        if record["checksum"] != checksum_of(record["content"]):
+            raise VerifyError("bad_checksum", "checksum")
+        link = link_of(
+            record["prev"], record["checksum"], record["height"], record["nonce"], record["accepted"], record["origin"]
+        )
+        if link != record["link"]:
+            raise VerifyError("bad_link", "own link")
+    if not log_key.name.endswith("/" + ledger):  # 4
+        raise VerifyError("wrong_origin", "the checkpoint key is of another ledger")
+    checkpoint = verify_checkpoint(receipt["checkpoint"], log_key, list(witnesses), q)  # 5
+    verify_inclusion(  # 6
+        leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
+    )
+    return checkpoint
+
+
+def genesis_key(genesis: bytes, ledger: str) -> NoteKey:
+    """14.3: the checkpoint key a genesis record pins in rules.checkpoint_key."""
+    record, content = parse_record(genesis)
+    if content["ledger"] != ledger or record["height"] != 0:
+        raise VerifyError("wrong_ledger", "not this ledger's genesis")
+    rules = genesis_rules(record, content)["rules"]
+    value = rules.get("checkpoint_key")
+    if type(value) is not str:
+        raise VerifyError("bad_receipt", "the genesis pins no checkpoint key")
+    try:
+        key = parse_vkey(value)
+    except VerifyError as exc:
+        raise VerifyError("bad_genesis", exc.message, 0) from None
+    if key.type != TYPE_NOTE or not key.name.endswith("/" + ledger):
+        raise VerifyError("bad_genesis", "the pinned key is not a type 0x01 key named <cluster>/<ledger>", 0)
+    return key
+
+
+def main_receipt(argv: "list[str]") -> int:
+    """receipt FILE (--genesis FILE | --key VKEY) [--witness VKEY ...] [--quorum N]"""
+    args = argv[2:]
+    options: dict = {"--witness": []}
+    try:
+        path = args.pop(0)
+        while args:
+            flag, value = args.pop(0), args.pop(0)
+            if flag == "--witness":
+                options[flag].append(value)
+            elif flag in ("--genesis", "--key", "--quorum"):
+                options[flag] = value
+            else:
+                raise IndexError(flag)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECEIPT_BYTES + 1)
+        genesis = None
+        if "--genesis" in options:
+            with open(options["--genesis"], "rb") as handle:
+                genesis = handle.read(MAX_RECORD_BYTES + 1)
+    except (IndexError, OSError) as exc:
+        print(
+            f"usage: python outsider_verify.py receipt FILE (--genesis RECORD | --key VKEY) ... ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        ledger = parse_receipt(data)["ledger"]
+        key = genesis_key(genesis, ledger) if genesis is not None else parse_vkey(options["--key"])
+        witnesses = [parse_vkey(w) for w in options["--witness"]]
+        checkpoint = verify_receipt(data, key, witnesses, int(options.get("--quorum", "0")), genesis)
+    except (VerifyError, KeyError, ValueError) as exc:
+        code = exc.code if isinstance(exc, VerifyError) else "usage"
+        print(json.dumps({"ok": False, "error": {"code": code, "message": str(exc)}}))
+        return 1
+    print(json.dumps({"ok": True, "size": checkpoint["size"], "witnesses": sorted(checkpoint["witnesses"])}))
+    return 0
+
+
 def main(argv: "list[str]") -> int:
+    if len(argv) >= 2 and argv[1] == "receipt":
+        return main_receipt(argv)
     if len(argv) != 2:
-        print("usage: python outsider_verify.py EXPORT.jsonl", file=sys.stderr)
+        print("usage: python outsider_verify.py EXPORT.jsonl | receipt FILE ...", file=sys.stderr)
         return 2
     try:
         with open(argv[1], "rb") as handle:

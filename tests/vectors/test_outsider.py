@@ -115,7 +115,7 @@ def with_record(lines: list, i: int, data: bytes, hash_hex: "str | None" = None)
     return out
 
 
-def seal(
+def place(
     content: bytes,
     prev: bytes,
     height: int,
@@ -162,10 +162,10 @@ def expect(lines, code: str, height: int, ledger: str = LEDGER) -> dict:
     return got
 
 
-def reseal_existing(i: int, content: bytes, nonce: "int | None" = None, overrides: "dict | None" = None) -> tuple:
-    """Re-seal record i of the committed ledger with new content (same placement)."""
+def replace_content(i: int, content: bytes, nonce: "int | None" = None, overrides: "dict | None" = None) -> tuple:
+    """Record i of the committed ledger with new content, placed again (same placement)."""
     rec = record_map(i)
-    return seal(content, rec["prev"], i, DIFFICULTY, rec["accepted"], rec["origin"], nonce, overrides)
+    return place(content, rec["prev"], i, DIFFICULTY, rec["accepted"], rec["origin"], nonce, overrides)
 
 
 def _encode_pairs(pairs: list) -> bytes:
@@ -183,7 +183,7 @@ def _encode_pairs(pairs: list) -> bytes:
 
 def test_committed_ledger_verifies():
     res = only(LINES)
-    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}
+    assert res == {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
     assert len(VECTORS["records"]) == COUNT
     assert VECTORS["records"][-1]["link_hex"] == HEAD
     # Also through a file object (lines keep their "\n"), the whole text and its bytes.
@@ -244,7 +244,7 @@ def test_vector_record(vec):
     else:
         assert vec["prev_hex"] == VECTORS["records"][height - 1]["link_hex"]
 
-    data, own2 = seal(content, prev, height, DIFFICULTY, vec["accepted"], vec["origin"], nonce=vec["nonce"])
+    data, own2 = place(content, prev, height, DIFFICULTY, vec["accepted"], vec["origin"], nonce=vec["nonce"])
     assert own2 == own
     assert data.hex() == vec["record_hex"]
     assert len(data) <= 81_920
@@ -283,7 +283,7 @@ def test_record_5_uses_16_bit_forms_and_the_deepest_nesting():
     with pytest.raises(ov.VerifyError) as err:
         ov.decode_canonical(deeper)
     assert err.value.code == "non_canonical"
-    data, own = reseal_existing(5, deeper)
+    data, own = replace_content(5, deeper)
     expect(with_record(LINES, 5, data, own.hex()), "non_canonical", 5)
 
 
@@ -379,21 +379,21 @@ def test_changed_payload_with_recomputed_checksum_fails_the_work():
     content = _changed_vote()
     rec = record_map(2)
     assert not meets(work(sha(content), rec["nonce"]), DIFFICULTY)
-    data, _ = reseal_existing(2, content, rec["nonce"], {"link": rec["link"]})
+    data, _ = replace_content(2, content, rec["nonce"], {"link": rec["link"]})
     expect(with_record(LINES, 2, data), "insufficient_work", 2)
 
 
 def test_recomputed_work_with_stale_link_fails_its_own_link():
     content = _changed_vote()
     rec = record_map(2)
-    data, own = reseal_existing(2, content, None, {"link": rec["link"]})  # new nonce, old link
+    data, own = replace_content(2, content, None, {"link": rec["link"]})  # new nonce, old link
     assert own != rec["link"]
     expect(with_record(LINES, 2, data), "bad_link", 2)
 
 
 def test_recomputed_link_fails_the_next_records_chain():
     content = _changed_vote()
-    data, own = reseal_existing(2, content)
+    data, own = replace_content(2, content)
     tampered = with_record(LINES, 2, data, own.hex())
     assert only(tampered[:3])["ok"]  # a rewritten head cannot be caught inside one copy
     expect(tampered, "bad_link", 3)
@@ -402,11 +402,11 @@ def test_recomputed_link_fails_the_next_records_chain():
 def test_rewriting_every_later_record_is_consistent_again():
     # Section 4: a head rewritten with everything recomputed cannot be caught in one copy.
     lines = list(LINES)
-    data, prev = reseal_existing(2, _changed_vote())
+    data, prev = replace_content(2, _changed_vote())
     lines = with_record(lines, 2, data, prev.hex())
     for i in range(3, COUNT):
         rec = record_map(i)
-        data, prev = seal(rec["content"], prev, i, DIFFICULTY, rec["accepted"], rec["origin"])
+        data, prev = place(rec["content"], prev, i, DIFFICULTY, rec["accepted"], rec["origin"])
         lines = with_record(lines, i, data, prev.hex())
     res = only(lines)
     assert res["ok"] and res["records"] == COUNT and res["head"] == prev.hex() != HEAD
@@ -453,7 +453,7 @@ def test_float_in_a_payload(raw_float):
     assert canonical.count(b"\xa6amount\x00") == 1
     with_float = canonical.replace(b"\xa6amount\x00", b"\xa6amount" + raw_float)
     assert msgpack.unpackb(with_float, raw=False)["payload"]["amount"] == 1.5  # valid msgpack
-    data, own = reseal_existing(4, with_float)  # checksum, work and link all recomputed
+    data, own = replace_content(4, with_float)  # checksum, work and link all recomputed
     expect(with_record(LINES, 4, data, own.hex()), "non_canonical", 4)
 
 
@@ -524,7 +524,7 @@ def test_content_fault_wins_over_a_longer_form_in_the_record():
     # 1.5 (content v is 2) comes before 1.7 (the record's height in a longer form).
     content = content_map(1)
     content["v"] = 2
-    data, own = reseal_existing(1, ov.encode_canonical(content))
+    data, own = replace_content(1, ov.encode_canonical(content))
     assert data.count(b"\xa6height\x01") == 1
     data = data.replace(b"\xa6height\x01", b"\xa6height\xcc\x01")
     got = expect(with_record(LINES, 1, data, own.hex()), "bad_field", 1)
@@ -534,7 +534,7 @@ def test_content_fault_wins_over_a_longer_form_in_the_record():
 def test_unsorted_keys_in_the_content_map():
     content = content_map(1)
     pairs = sorted(content.items(), reverse=True)
-    data, own = reseal_existing(1, _encode_pairs(pairs))
+    data, own = replace_content(1, _encode_pairs(pairs))
     expect(with_record(LINES, 1, data, own.hex()), "non_canonical", 1)
 
 
@@ -543,7 +543,7 @@ def test_unsorted_keys_in_a_payload_map():
     payload = _encode_pairs(sorted(content["payload"].items(), reverse=True))
     canonical_payload = ov.encode_canonical(content["payload"])
     body = ov.encode_canonical(content).replace(canonical_payload, payload)
-    data, own = reseal_existing(1, body)
+    data, own = replace_content(1, body)
     expect(with_record(LINES, 1, data, own.hex()), "non_canonical", 1)
 
 
@@ -552,7 +552,7 @@ def test_content_non_canonical_wins_over_a_bad_content_field():
     content = content_map(1)
     content["extra"] = 1
     pairs = sorted(content.items(), reverse=True)
-    data, own = reseal_existing(1, _encode_pairs(pairs))
+    data, own = replace_content(1, _encode_pairs(pairs))
     expect(with_record(LINES, 1, data, own.hex()), "non_canonical", 1)
 
 
@@ -576,7 +576,7 @@ def test_non_shortest_forms_in_the_record(old, new):
 def test_non_shortest_integer_in_the_content():
     content = ov.encode_canonical(content_map(3))
     assert content.endswith(b"\xa1v\x01")
-    data, own = reseal_existing(3, content[:-1] + b"\xcc\x01")
+    data, own = replace_content(3, content[:-1] + b"\xcc\x01")
     expect(with_record(LINES, 3, data, own.hex()), "non_canonical", 3)
 
 
@@ -604,7 +604,7 @@ def test_trailing_bytes_win_over_a_bad_field():
 )
 def test_invalid_utf8_in_a_content_string(bad):
     content = ov.encode_canonical(content_map(1))
-    data, own = reseal_existing(1, content.replace(b"V-000123", bad))
+    data, own = replace_content(1, content.replace(b"V-000123", bad))
     expect(with_record(LINES, 1, data, own.hex()), "bad_encoding", 1)
 
 
@@ -636,7 +636,7 @@ def _payload_with(raw_value: bytes) -> bytes:
     ids=["ext7", "ts32", "ts96", "ext-2", "ts-1byte", "ts64-ns", "ts96-ns"],
 )
 def test_extension_types_in_a_payload(raw_value, code):
-    data, own = reseal_existing(4, _payload_with(raw_value))
+    data, own = replace_content(4, _payload_with(raw_value))
     expect(with_record(LINES, 4, data, own.hex()), code, 4)
 
 
@@ -656,7 +656,7 @@ def test_invalid_utf8_wins_over_an_extension_type():
     head, sep, tail = body.rpartition(b"\xa8E-7f3a91")
     assert sep and head.index(b"\xd4\x07\x78") > head.index(b"payload")
     body = head + b"\xa8E-7f3a9\xff" + tail
-    data, own = reseal_existing(4, body)
+    data, own = replace_content(4, body)
     expect(with_record(LINES, 4, data, own.hex()), "bad_encoding", 4)
 
 
@@ -849,13 +849,20 @@ def _append(kind: str, ledger: str = LEDGER) -> tuple:
         "ts": 1790000006000,
         "v": 1,
     }
-    data, own = seal(ov.encode_canonical(content), bytes.fromhex(HEAD), COUNT, DIFFICULTY, 1790000006007)
+    data, own = place(ov.encode_canonical(content), bytes.fromhex(HEAD), COUNT, DIFFICULTY, 1790000006007)
     return [*LINES, make_line(LEDGER, COUNT, own.hex(), data)], own
 
 
 def test_appended_valid_record():
     lines, own = _append("withdraw")
-    assert only(lines) == {"ledger": LEDGER, "records": COUNT + 1, "head": own.hex(), "ok": True, "error": None}
+    assert only(lines) == {
+        "ledger": LEDGER,
+        "records": COUNT + 1,
+        "head": own.hex(),
+        "checkpoints": 0,
+        "ok": True,
+        "error": None,
+    }
 
 
 def test_appended_unknown_kind():
@@ -933,7 +940,7 @@ def chain(contents: list, difficulty: int = 0, overrides: "dict | None" = None) 
         extra = dict((overrides or {}).get(height, {}))
         record_prev = extra.pop("prev", prev)
         nonce = extra.pop("nonce", None)
-        data, own = seal(body, record_prev, height, difficulty, 1000 + height, "ingest-1", nonce, extra)
+        data, own = place(body, record_prev, height, difficulty, 1000 + height, "ingest-1", nonce, extra)
         lines.append(make_line(NAME, height, own.hex(), data))
         prev = own
     return lines
@@ -1157,9 +1164,9 @@ def test_content_size_limit():
 def _record_of_size(size: int) -> bytes:
     """Record bytes of exactly ``size`` bytes: a valid content, a too long origin."""
     body = ov.encode_canonical(make_content("note", {"x": "x" * 60_000}))
-    fill = size - len(seal(body, bytes(32), 1, 0, origin="")[0])
+    fill = size - len(place(body, bytes(32), 1, 0, origin="")[0])
     for extra in range(0, 6):
-        data, _ = seal(body, bytes(32), 1, 0, origin="o" * (fill - extra))
+        data, _ = place(body, bytes(32), 1, 0, origin="o" * (fill - extra))
         if len(data) == size:
             return data
     raise AssertionError("no exact size")
@@ -1365,7 +1372,9 @@ def _cli(path: Path) -> tuple:
 def test_cli_valid():
     code, out = _cli(HERE / "ledger.jsonl")
     assert code == 0
-    assert json.loads(out) == [{"ledger": LEDGER, "records": COUNT, "head": HEAD, "ok": True, "error": None}]
+    assert json.loads(out) == [
+        {"ledger": LEDGER, "records": COUNT, "head": HEAD, "checkpoints": 0, "ok": True, "error": None}
+    ]
 
 
 def test_cli_invalid(tmp_path):
@@ -1405,3 +1414,175 @@ def test_cli_invalid_utf8_line(tmp_path):
 def test_cli_usage():
     proc = subprocess.run([sys.executable, str(HERE / "outsider_verify.py")], capture_output=True, check=False)
     assert proc.returncode == 2
+
+
+# --------------------------------------------------------------------------------------
+# Sections 12 to 14: the tree, checkpoints and cosignatures, receipts (outsider code only)
+# --------------------------------------------------------------------------------------
+
+RFC6962 = json.loads((HERE / "rfc6962.json").read_text(encoding="utf-8"))
+TREE = json.loads((HERE / "tree.json").read_text(encoding="utf-8"))
+NOTES = json.loads((HERE / "note.json").read_text(encoding="utf-8"))
+RECEIPT = json.loads((HERE / "receipt.json").read_text(encoding="utf-8"))
+
+
+def _hx(values: list) -> list:
+    return [bytes.fromhex(v) for v in values]
+
+
+def test_outsider_mth_gives_the_reference_roots() -> None:
+    leaves = [ov.leaf_hash(bytes.fromhex(leaf)) for leaf in RFC6962["leaves"]]
+    for size, root in enumerate(RFC6962["roots"]):
+        assert ov.mth(leaves[:size]).hex() == root
+
+
+def test_outsider_proofs_agree_with_the_reference_vectors() -> None:
+    for case in RFC6962["inclusion"]:
+        args = (bytes.fromhex(case["leafHash"]), case["leafIdx"], case["treeSize"], _hx(case["proof"]))
+        if case["wantErr"]:
+            with pytest.raises(ov.VerifyError):
+                ov.verify_inclusion(*args, bytes.fromhex(case["root"]))
+        else:
+            ov.verify_inclusion(*args, bytes.fromhex(case["root"]))
+    for case in RFC6962["consistency"]:
+        args = (case["size1"], case["size2"], bytes.fromhex(case["root1"]), bytes.fromhex(case["root2"]))
+        # 12.3: a root that is not 32 bytes is refused before anything else, though Go's
+        # verifier only compares the roots of equal sizes ("don't care" placeholders).
+        if case["wantErr"] or len(args[2]) != 32:
+            with pytest.raises(ov.VerifyError):
+                ov.verify_consistency(*args, _hx(case["proof"]))
+        else:
+            ov.verify_consistency(*args, _hx(case["proof"]))
+
+
+def test_outsider_tree_of_the_committed_ledger() -> None:
+    records = [base64.b64decode(json.loads(line)["record"]) for line in LINES]
+    leaves = [ov.leaf_hash(r) for r in records]
+    assert [leaf.hex() for leaf in leaves] == TREE["leaf_hex"]
+    for size, root in TREE["root_hex_by_size"].items():
+        assert ov.mth(leaves[: int(size)]).hex() == root
+    inc, con = TREE["inclusion"], TREE["consistency"]
+    root = bytes.fromhex(TREE["root_hex_by_size"][str(inc["size"])])
+    ov.verify_inclusion(leaves[inc["index"]], inc["index"], inc["size"], _hx(inc["proof_hex"]), root)
+    old, new = (bytes.fromhex(TREE["root_hex_by_size"][str(con[k])]) for k in ("old_size", "new_size"))
+    ov.verify_consistency(con["old_size"], con["new_size"], old, new, _hx(con["proof_hex"]))
+    flipped = _hx(con["proof_hex"])
+    flipped[0] = bytes([flipped[0][0] ^ 1]) + flipped[0][1:]
+    with pytest.raises(ov.VerifyError, match="bad_proof"):
+        ov.verify_consistency(con["old_size"], con["new_size"], old, new, flipped)
+
+
+def test_outsider_keys_notes_and_checkpoints_from_outside() -> None:
+    outside = NOTES["outside"]
+    for case in outside["verifier_keys"]:
+        assert ov.parse_vkey(case["vkey"]).type == case["alg"]
+    for case in outside["bad_verifier_keys"]:
+        with pytest.raises(ov.VerifyError, match="bad_note_key"):
+            ov.parse_vkey(case["vkey"])
+    for case in outside["notes"]:
+        keys = [ov.parse_vkey(v) for v in case["vkeys"]]
+        _, verified = ov.open_note(case["note"].encode("utf-8"), keys)
+        assert [k.name for k, _ in verified] == case["verified"]
+    for case in outside["bad_notes"]:
+        data = bytes.fromhex(case["note_hex"]) if "note_hex" in case else case["note"].encode("utf-8")
+        with pytest.raises(ov.VerifyError) as e:
+            ov.open_note(data, [ov.parse_vkey(v) for v in case["vkeys"]])
+        assert e.value.code == case["code"], case["why"]
+    for case in outside["checkpoint_bodies"]:
+        origin, size, root, extensions = ov.parse_checkpoint(case["body"])
+        assert (origin, size, root.hex(), extensions) == (
+            case["origin"],
+            case["size"],
+            case["root_hex"],
+            case["extensions"],
+        )
+    for case in outside["bad_checkpoint_bodies"]:
+        with pytest.raises(ov.VerifyError, match="bad_checkpoint"):
+            ov.parse_checkpoint(case["body"])
+    for case in outside["checkpoints"]:  # a production checkpoint and a public witness's cosignature
+        witnesses = [ov.parse_vkey(v) for v in case["witness_vkeys"]]
+        got = ov.verify_checkpoint(
+            case["note"].encode("utf-8"), ov.parse_vkey(case["log_vkey"]), witnesses, case["quorum"]
+        )
+        assert (got["origin"], got["size"], got["root"].hex()) == (case["origin"], case["size"], case["root_hex"])
+        assert list(got["witnesses"]) == case["witnesses"]
+        assert list(got["witnesses"].values()) == case["timestamps"]
+
+
+def test_outsider_vledger_checkpoint_and_cosignatures() -> None:
+    ours = NOTES["vledger"]
+    log_key = ov.parse_vkey(ours["log_vkey"])
+    witnesses = [ov.parse_vkey(w["vkey"]) for w in ours["witnesses"]]
+    records = [base64.b64decode(json.loads(line)["record"]) for line in LINES]
+    got = ov.verify_checkpoint(ours["cosigned"].encode("utf-8"), log_key, witnesses, 2)
+    assert got["root"] == ov.mth([ov.leaf_hash(r) for r in records]) and got["size"] == len(records)
+    for w in ours["witnesses"]:
+        assert ov.cosigned_message(ours["body"].encode("utf-8"), w["timestamp"]).hex() == w["message_hex"]
+    with pytest.raises(ov.VerifyError, match="no_quorum"):
+        ov.verify_checkpoint(ours["signed"].encode("utf-8"), log_key, witnesses, 1)
+    # One changed byte of a trusted witness's cosignature refuses the whole note (13.2).
+    line = ours["witnesses"][0]["line"].rstrip("\n")
+    raw = bytearray(base64.b64decode(line.split(" ")[2]))
+    raw[-1] ^= 1
+    bad_line = " ".join([*line.split(" ")[:2], base64.b64encode(bytes(raw)).decode()])
+    tampered = ours["cosigned"].replace(line, bad_line)
+    with pytest.raises(ov.VerifyError, match="bad_cosignature"):
+        ov.verify_checkpoint(tampered.encode("utf-8"), log_key, witnesses, 2)
+
+
+def test_outsider_receipt_vector() -> None:
+    log_key = ov.parse_vkey(RECEIPT["log_vkey"])
+    witnesses = [ov.parse_vkey(v) for v in RECEIPT["witness_vkeys"]]
+    genesis = base64.b64decode(RECEIPT["genesis_b64"])
+    data = RECEIPT["receipt"].encode("utf-8")
+    got = ov.verify_receipt(data, log_key, witnesses, RECEIPT["quorum"], genesis)
+    assert got["size"] == COUNT and len(got["witnesses"]) == 2
+    assert ov.parse_receipt(data)["hash"] == RECEIPT["hash_hex"]
+    for case in RECEIPT["bad"]:
+        with pytest.raises(ov.VerifyError) as e:
+            ov.verify_receipt(case["receipt"].encode("utf-8"), log_key, witnesses, RECEIPT["quorum"], genesis)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_outsider_receipt_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.receipt"
+    path.write_text(RECEIPT["receipt"], encoding="utf-8")
+    witness_args = [a for v in RECEIPT["witness_vkeys"] for a in ("--witness", v)]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "outsider_verify.py"),
+            "receipt",
+            str(path),
+            "--key",
+            RECEIPT["log_vkey"],
+            *witness_args,
+            "--quorum",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0 and json.loads(run.stdout)["ok"], run.stdout + run.stderr
+    path.write_text(RECEIPT["bad"][0]["receipt"], encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(HERE / "outsider_verify.py"), "receipt", str(path), "--key", RECEIPT["log_vkey"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1 and json.loads(run.stdout)["error"]["code"] == "bad_receipt"
+
+
+def test_outsider_export_with_checkpoint_lines() -> None:
+    vector = json.loads((HERE / "export_checkpoints.json").read_text(encoding="utf-8"))
+    for case in vector["cases"]:
+        (result,) = ov.verify_lines(case["export"])
+        error = result["error"]
+        assert (error["code"] if error else None, error["height"] if error else None) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
+        if case["code"] is None:
+            assert result["records"] == vector["records"] and result["checkpoints"] == 2

@@ -14,6 +14,9 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node import tree
+from vledger.node.errors import VledgerError
+from vledger.node.note import parse_verifier_key
+from vledger.node.receipt import ReceiptKeys, verify_receipt
 from vledger.node.record import decode_record
 from vledger.node.verify import ChainVerifier
 from vledger.node.work import work_digest
@@ -107,3 +110,31 @@ def test_tree_vector_is_the_tree_of_the_ledger_and_its_proofs_verify() -> None:
     tree.verify_consistency(old, new, roots[old], roots[new], [bytes.fromhex(x) for x in consistency["proof_hex"]])
     assert tree.parse_tile_path(vector["tile"]["path"]) == (0, 0, len(leaves))
     assert bytes.fromhex(vector["tile"]["hashes_hex"]) == b"".join(leaves)
+
+
+def test_the_receipt_vector_verifies_and_each_bad_one_fails_with_its_code() -> None:
+    vector = json.loads((HERE / "receipt.json").read_text(encoding="utf-8"))
+    keys = ReceiptKeys(
+        parse_verifier_key(vector["log_vkey"]),
+        tuple(parse_verifier_key(v) for v in vector["witness_vkeys"]),
+        vector["quorum"],
+    )
+    verified = verify_receipt(vector["receipt"].encode("utf-8"), keys)
+    assert verified.record.link.hex() == vector["hash_hex"] and verified.receipt.index == vector["index"]
+    for case in vector["bad"]:
+        with pytest.raises(VledgerError) as e:
+            verify_receipt(case["receipt"].encode("utf-8"), keys)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_export_checkpoint_vectors_give_their_codes(tmp_path: Path) -> None:
+    vector = json.loads((HERE / "export_checkpoints.json").read_text(encoding="utf-8"))
+    for number, case in enumerate(vector["cases"]):
+        path = tmp_path / f"{number}.jsonl"
+        path.write_text(case["export"], encoding="utf-8")
+        report = verify_file(path, None, Limits()).reports[0]
+        assert (report.error.code if report.error else None, report.error_height) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
+        assert report.records == vector["records"] or case["code"] is not None

@@ -196,7 +196,7 @@ def test_heights_past_the_sqlite_range_are_not_an_internal_error(wire: Wire) -> 
     for args in ({"ledger": LEDGER, "start": 2**63 - 2}, {"ledger": LEDGER, "start": 2**64 - 1, "limit": 1}):
         reply = wire.call("range", args)
         if reply["ok"]:
-            assert reply["result"] == {"records": [], "next": None, "seal": None}
+            assert reply["result"] == {"records": [], "next": None, "checkpoint": None}
         else:
             check_error(reply, "bad_request", wire.last_id)
 

@@ -123,8 +123,9 @@ def test_head_size_have_and_ledger_list(cluster: LocalCluster, chain: list[dict[
     too_many = [bytes([i % 256]) * 32 for i in range(PAGE + 1)]
     assert remote_error(observer.call, "have", {"hashes": too_many}).code == "bad_request"
     listed = {item["ledger"]: item for item in observer.call("ledger.list")["ledgers"]}
-    seal = listed[LEDGER].pop("seal")  # the home's seal of its head (PROTOCOL 10.7)
-    assert seal[:3] == [PUTS, chain[-1]["hash"], "ingest-1"] and len(seal[3]) == 64
+    note = listed[LEDGER].pop("checkpoint")  # the home's checkpoint of its whole tree (PROTOCOL 10.7)
+    assert note.startswith(f"test/{LEDGER}\n{PUTS + 1}\n".encode())
+    assert f"\n\n\u2014 test/{LEDGER} ".encode() in note
     assert listed[LEDGER] == {
         "ledger": LEDGER,
         "home": "ingest-1",

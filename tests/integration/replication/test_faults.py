@@ -236,7 +236,7 @@ def test_a_frozen_replica_past_the_high_water_mark_catches_up(start_cluster: Sta
     # are over 2 MiB: reading the chain back also checks that `range` bounds a page in bytes.)
     cluster = fault_cluster(start_cluster, send_hwm=10, receive_hwm=10)
     tap = cluster.tap("ingest-1", receive_hwm=10)  # the test's own subscriber, frozen as long
-    tap.wait_heads(1)
+    tap.wait_beats(1)
     load = Load(cluster, LEDGER, pad=5000).start()
     load.wait_for(200)
     tap.read()
@@ -253,7 +253,7 @@ def test_a_frozen_replica_past_the_high_water_mark_catches_up(start_cluster: Sta
     assert_converged(cluster, acks)
     assert cluster.admin("replica-1").hello()["current"] is True
     # The proof that the feed dropped records meant for a subscriber frozen that long.
-    tap.wait_heads(2)
+    tap.wait_beats(2)
     heard = set(tap.heights(LEDGER))
     during = {a.height for a in acks[first:frozen]}
     assert during - heard, "the frozen subscriber lost nothing: the burst did not reach the high-water mark"

@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 from vledger.broker.curve import AllowList, CurveServer
-from vledger.broker.feed import FEED_DOMAIN, HEADS_TOPIC, encode_record
+from vledger.broker.feed import CHECKPOINTS_TOPIC, FEED_DOMAIN, encode_record
 from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import ReplicationLedger
@@ -250,7 +250,7 @@ def test_malformed_feed_messages_are_dropped_and_the_replica_serves_on(
         [LEDGER.encode(), pack(height=-1)],
         [LEDGER.encode(), pack(record="not bytes")],
         [LEDGER.encode(), msgpack.packb([1, 2, 3])],
-        [HEADS_TOPIC, msgpack.packb({"v": 1, "from": FORGER, "heads": {LEDGER: [10**9, b"short"]}})],
+        [CHECKPOINTS_TOPIC, msgpack.packb({"v": 1, "from": FORGER, "checkpoints": {LEDGER: [10**9, b"short"]}})],
     ]
     log_before = cluster.log_text(VICTIM).count("feed message dropped")
     before = len(alerts(cluster))
@@ -264,7 +264,7 @@ def test_malformed_feed_messages_are_dropped_and_the_replica_serves_on(
     assert len(alerts(cluster)) == before, "a malformed message was taken for a record"
     victim = cluster.admin(VICTIM)
     assert victim.hello()["node"] == VICTIM
-    # A heads message that failed its checks set no target: replica-2 is not behind.
+    # A checkpoints message that failed its checks set no target: replica-2 is not behind.
     assert victim.hello()["behind"] == {}
     # Its feed loop runs on: a forged record published now is still found, and true records still arrive.
     forged = dataclasses.replace(next_record(cluster), link=os.urandom(32))
@@ -275,7 +275,7 @@ def test_malformed_feed_messages_are_dropped_and_the_replica_serves_on(
     victim_holds_none_of(cluster, [forged])
 
 
-# Two gaps these tests found, closed by seals (PROTOCOL 10.7): a record that verifies proves
+# Two gaps these tests found, closed by checkpoints (PROTOCOL 10.7): a record that verifies proves
 # nothing about who placed it, and a height on a feed message proves nothing either.
 
 
@@ -296,7 +296,7 @@ def test_a_record_a_peer_placed_itself_is_never_stored(cluster: LocalCluster, im
         return reported or cluster.sizes(ledger, [VICTIM])[VICTIM] == size
 
     wait_until(settled, 30, f"{VICTIM} at size {size} of {ledger}, or an alert")
-    # The minted record waited for a seal; the home's seal is of another record: reported, dropped.
+    # The minted record waited for a checkpoint; the home's is of another tree: reported, dropped.
     wait_until(lambda: cluster.sizes(ledger, [VICTIM])[VICTIM] == size, 30, f"{VICTIM} at size {size}")
     assert cluster.admin(VICTIM).call("have", {"hashes": [minted.hash]})["have"] == []
     assert list(cluster.admin(VICTIM).records(ledger)) == list(cluster.admin().records(ledger))

@@ -58,7 +58,7 @@ def live_taps(cluster: LocalCluster, publishers: list[str]) -> dict[str, FeedTap
     """A subscriber on each publisher's feed, each proven live by a heartbeat."""
     taps = {name: cluster.tap(name) for name in publishers}
     for tap in taps.values():
-        tap.wait_heads(1)
+        tap.wait_beats(1)
     return taps
 
 
@@ -73,10 +73,10 @@ def assert_no_loop(taps: Mapping[str, FeedTap], size: int, hops: Mapping[str, in
     """No publisher sent a height twice, each sent its copies with its hop count, and after
     everyone converged the feeds fall silent but for their heartbeats."""
     for tap in taps.values():
-        tap.wait_heads(2)  # sent after convergence: what was in flight then is in
+        tap.wait_beats(2)  # sent after convergence: what was in flight then is in
     settled = {name: len(tap.records) for name, tap in taps.items()}
     for tap in taps.values():
-        tap.wait_heads(2)
+        tap.wait_beats(2)
     assert {name: len(tap.records) for name, tap in taps.items()} == settled, "records still published"
     for name, tap in taps.items():
         heights = tap.heights(LEDGER)
@@ -148,6 +148,9 @@ def test_with_one_hop_a_replica_behind_a_relay_catches_up_from_the_stream_and_th
     assert cluster.stop_node("replica-2") == 0
     put(cluster, 0, 800)
     replication = ReplicationLedger(connect(cluster.cluster_redis_url))
+    head = cluster.admin().call("size", {"ledger": LEDGER})["size"] - 1
+    # A put is answered once durable; the outbox streams after that: the last one first reaches the stream.
+    wait_until(lambda: replication.last_height(LEDGER) == head, 30, f"the stream reached height {head}")
     trimmed = replication.read(LEDGER, 0, 1)
     assert trimmed and trimmed[0].height > 500, "the stream still holds the start of the chain"
     cluster.start_node("replica-2")

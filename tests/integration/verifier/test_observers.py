@@ -25,7 +25,7 @@ from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
-from vledger.node.export import decode_line
+from vledger.node.export import StoredRecord, decode_export_line
 from vledger.node.record import Entry
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.votes import ElectionState
@@ -100,7 +100,8 @@ def recount_from_export(cluster: LocalCluster, node: str, ledger: str, tmp: Path
     output = tmp / f"{node}.jsonl"
     cluster.cli("export", str(cluster.store_dir(node)), "--ledger", ledger, "-o", str(output))
     lines = output.read_bytes().splitlines()
-    records = [decode_line(line, n, Limits()).record for n, line in enumerate(lines, 1)]
+    decoded = [decode_export_line(line, n, Limits()) for n, line in enumerate(lines, 1)]
+    records = [d.record for d in decoded if isinstance(d, StoredRecord)]  # checkpoint lines aside
     engine = RulesEngine()
     assert engine.replay(records) == []
     state = engine.state(ledger)
@@ -246,18 +247,28 @@ def test_observers_signing_different_tallies_at_one_height_raise_a_mismatch_aler
 def test_vote_check_finds_a_voters_records_on_a_verified_chain(cluster: LocalCluster, election: Election) -> None:
     changer = election.phases[2][0].content.payload["electronic_id"]
     key = ["--key", str(cluster.directory / "keys" / "admin.key_secret")]
-    done = cluster.cli("vote", "check", ELECTION, "--electronic-id", changer, *cli_common(cluster), *key, "--json")
-    report = json.loads(done.stdout)
+    size = cluster.admin().call("size", {"ledger": ELECTION})["size"]
+    by_proof = ["vote", "check", ELECTION, "--electronic-id", changer, "--quorum", "1", *cli_common(cluster), *key]
+    # The voter's records are proven in the latest checkpoint a witness cosigned: wait for the
+    # one that covers the whole (quiet) election.
+
+    def whole() -> dict[str, Any] | None:
+        report: dict[str, Any] = json.loads(cluster.cli(*by_proof, "--json").stdout)
+        return report if report["ledgers"][0]["checkpoint"]["size"] == size else None
+
+    report = wait_until(whole, 20, "a cosigned checkpoint of the whole election")
     assert report["node"] == "replica-1" and report["verified"] is True  # the first replica by default
     [found] = report["ledgers"]
     kinds = [r["kind"] for r in found["records"]]
     assert kinds in (["register", "cast", "uncast", "cast"], ["register", "cast", "withdraw"])
     heights = [r["height"] for r in found["records"]]
     assert heights == sorted(heights) and all(len(r["hash"]) == 64 for r in found["records"])
-    assert found["head"]["height"] == cluster.admin().call("size", {"ledger": ELECTION})["size"] - 1
+    assert found["head"]["height"] == size - 1 and len(found["checkpoint"]["witnesses"]) >= 1
 
-    text = cluster.cli("vote", "check", "--electronic-id", changer, "--node", "observer-1", *cli_common(cluster), *key)
+    full = ["vote", "check", "--full", "--electronic-id", changer, "--node", "observer-1"]
+    text = cluster.cli(*full, *cli_common(cluster), *key)
     assert "chain verified" in text.stdout and f"{ELECTION} on observer-1" in text.stdout
+    assert cluster.cli(*by_proof).stdout.count("proven in the checkpoint of") == 1
 
     unknown = cluster.cli(
         "vote", "check", ELECTION, "--electronic-id", "E-0123456789abcdef", *cli_common(cluster), *key, check=False

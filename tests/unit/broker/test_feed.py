@@ -14,39 +14,37 @@ from hypothesis import strategies as st
 
 from vledger.broker.curve import AllowList
 from vledger.broker.feed import (
-    HEADS_TOPIC,
-    FeedHeads,
+    CHECKPOINTS_TOPIC,
+    FeedCheckpoints,
     FeedMessage,
     FeedRecord,
     FeedSource,
     Publisher,
     Subscriber,
     decode_message,
-    encode_heads,
+    encode_checkpoints,
     encode_record,
 )
 from vledger.broker.keys import KeyPair, new_keypair
-from vledger.broker.signing import SealKeys, new_signing_key, sign_seal
+from vledger.broker.signing import new_signing_key
 from vledger.config.settings import BrokerSettings
 from vledger.node.errors import FeedError
-from vledger.node.seal import Seal
+from vledger.node.note import MAX_NOTE_BYTES
 from vledger.node.storefile import MAX_HEIGHT
+from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
 MAX_RECORD = 1024
 HASH = bytes(range(32))
-SIGNATURE = bytes(range(64, 128))  # the shape of one: decode_message does not check signatures
+# The shape of a checkpoint note: decode_message checks neither its text nor its signature.
+NOTE = "local/ledger-a\n8\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\n\u2014 local/ledger-a AAAA\n".encode()
 RECORD_KEYS = {"v": 1, "ledger": "ledger-a", "height": 7, "hops": 1, "from": "ingest-1", "record": b"record bytes"}
-HEADS_KEYS = {"v": 1, "from": "ingest-1", "heads": {"ledger-a": [7, HASH, "ingest-1", SIGNATURE]}}
+HEADS_KEYS = {"v": 1, "from": "ingest-1", "checkpoints": {"ledger-a": NOTE}}
 DEADLINE = 10.0  # seconds for a subscription to start delivering
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
 heights = st.integers(min_value=0, max_value=MAX_HEIGHT - 1)
-# A seal of each ledger named, as a heads message carries them (ledger -> seal).
-seal_maps = st.dictionaries(
-    names,
-    st.tuples(heights, st.binary(min_size=32, max_size=32), names, st.binary(min_size=64, max_size=64)),
-    max_size=5,
-).map(lambda heads: {ledger: Seal(ledger, *fields) for ledger, fields in heads.items()})
+# A checkpoint note of each ledger named, as a checkpoints message carries them (not checked here).
+note_maps = st.dictionaries(names, st.binary(min_size=1, max_size=200), max_size=5)
 
 
 def record_frames(**changes: Any) -> list[bytes]:
@@ -59,18 +57,7 @@ def record_frames(**changes: Any) -> list[bytes]:
 def heads_frames(**changes: Any) -> list[bytes]:
     body = {**HEADS_KEYS, **changes}
     body = {k: v for k, v in body.items() if v is not ...}
-    return [HEADS_TOPIC, msgpack.packb(body)]
-
-
-def wire_seal(**changes: Any) -> list[Any]:
-    """HEADS_KEYS's seal of ledger-a, ``[height, hash, home, signature]``, with ``changes`` to its fields."""
-    fields = {"height": 7, "hash": HASH, "home": "ingest-1", "signature": SIGNATURE, **changes}
-    return list(fields.values())
-
-
-def head(**changes: Any) -> list[bytes]:
-    """A heads message with one seal of ledger-a, with ``changes`` to its fields."""
-    return heads_frames(heads={"ledger-a": wire_seal(**changes)})
+    return [CHECKPOINTS_TOPIC, msgpack.packb(body)]
 
 
 def decode(frames: list[bytes]) -> FeedMessage:
@@ -93,21 +80,20 @@ def test_a_record_message_round_trips(ledger: str, height: int, hops: int, sende
     assert decode(frames) == FeedRecord(ledger, height, hops, sender, data)
 
 
-@given(sender=names, seals=seal_maps)
-def test_a_heads_message_round_trips(sender: str, seals: dict[str, Seal]) -> None:
-    frames = encode_heads(sender, reversed(list(seals.values())))
-    assert frames[0] == HEADS_TOPIC
-    assert decode(frames) == FeedHeads(sender, seals)
-    assert list(msgpack.unpackb(frames[1])["heads"]) == sorted(seals)  # by ledger, whatever the order given
+@given(sender=names, notes=note_maps)
+def test_a_checkpoints_message_round_trips(sender: str, notes: dict[str, bytes]) -> None:
+    checkpoints = [SignedCheckpoint(ledger, 1, HASH, note) for ledger, note in notes.items()]
+    frames = encode_checkpoints(sender, reversed(checkpoints))
+    assert frames[0] == CHECKPOINTS_TOPIC
+    assert decode(frames) == FeedCheckpoints(sender, notes)
+    assert list(msgpack.unpackb(frames[1])["checkpoints"]) == sorted(notes)  # by ledger, whatever the order given
 
 
-def test_a_heads_message_is_each_ledger_s_seal_in_its_wire_form() -> None:
-    assert decode(heads_frames()) == FeedHeads(
-        "ingest-1", {"ledger-a": Seal("ledger-a", 7, HASH, "ingest-1", SIGNATURE)}
-    )
-    seal = sign_seal(new_signing_key(), "ledger-a", 7, HASH, "ingest-1")
-    body = msgpack.unpackb(encode_heads("ingest-2", [seal])[1])
-    assert body == {"v": 1, "from": "ingest-2", "heads": {"ledger-a": [7, HASH, "ingest-1", seal.signature]}}
+def test_a_checkpoints_message_is_each_ledger_s_note_as_signed() -> None:
+    assert decode(heads_frames()) == FeedCheckpoints("ingest-1", {"ledger-a": NOTE})
+    checkpoint = HomeSigner("local", new_signing_key().seed).sign("ledger-a", 8, HASH)
+    body = msgpack.unpackb(encode_checkpoints("ingest-2", [checkpoint])[1])
+    assert body == {"v": 1, "from": "ingest-2", "checkpoints": {"ledger-a": checkpoint.note}}
 
 
 def test_the_limits_of_each_field_are_accepted() -> None:
@@ -117,13 +103,9 @@ def test_the_limits_of_each_field_are_accepted() -> None:
     )
     name = "a" * 64
     assert decode([name.encode(), msgpack.packb({**RECORD_KEYS, "ledger": name, "from": name})]).sender == name
-    assert decode(heads_frames(heads={})) == FeedHeads("ingest-1", {})
-    for height in (0, MAX_HEIGHT - 1):
-        assert decode(head(height=height)) == FeedHeads(
-            "ingest-1", {"ledger-a": Seal("ledger-a", height, HASH, "ingest-1", SIGNATURE)}
-        )
-    sealed = decode(heads_frames(heads={name: [7, HASH, name, SIGNATURE]}))
-    assert sealed == FeedHeads("ingest-1", {name: Seal(name, 7, HASH, name, SIGNATURE)})
+    assert decode(heads_frames(checkpoints={})) == FeedCheckpoints("ingest-1", {})
+    for note in (b"x", bytes(MAX_RECORD)):  # a note is also bounded by the decoder's max_bin_len
+        assert decode(heads_frames(checkpoints={name: note})) == FeedCheckpoints("ingest-1", {name: note})
 
 
 # --- what does not ---------------------------------------------------------------------------------
@@ -180,45 +162,29 @@ MALFORMED: list[tuple[str, list[bytes]]] = [
     ("a topic of another ledger", [b"ledger-b", record_frames()[1]]),
     ("an empty topic", [b"", record_frames()[1]]),
     ("a topic with a trailing byte", [b"ledger-a\x00", record_frames()[1]]),
-    ("a record on the heads topic", [HEADS_TOPIC, record_frames()[1]]),
-    ("heads on a ledger topic", [b"ledger-a", heads_frames()[1]]),
-    ("heads without heads", heads_frames(heads=...)),
-    ("heads with an extra key", heads_frames(extra=1)),
-    ("heads without from", heads_frames(**{"from": ...})),
-    ("heads with a bad sender", heads_frames(**{"from": "Bad Name"})),
-    ("heads with a wrong v", heads_frames(v=2)),
-    ("heads that are a list", heads_frames(heads=[["ledger-a", 7, HASH, "ingest-1", SIGNATURE]])),
-    ("heads that are nil", heads_frames(heads=None)),
-    ("a head that is a map", heads_frames(heads={"ledger-a": {"height": 7, "hash": HASH}})),
-    ("a head that is bytes", heads_frames(heads={"ledger-a": HASH})),
-    ("a head of one item", heads_frames(heads={"ledger-a": [7]})),
-    ("an unsigned head, as before seals", heads_frames(heads={"ledger-a": [7, HASH]})),
-    ("a head of three items", heads_frames(heads={"ledger-a": [7, HASH, "ingest-1"]})),
-    ("a head of five items", heads_frames(heads={"ledger-a": [7, HASH, "ingest-1", SIGNATURE, 1]})),
-    ("a head in another order", heads_frames(heads={"ledger-a": [HASH, 7, "ingest-1", SIGNATURE]})),
-    ("a head with a 31-byte hash", head(hash=HASH[:31])),
-    ("a head with a 33-byte hash", head(hash=HASH + b"\x00")),
-    ("a head with a hex hash", head(hash=HASH.hex())),
-    ("a head with a nil hash", head(hash=None)),
-    ("a head with a negative height", head(height=-1)),
-    ("a head with a huge height", head(height=MAX_HEIGHT)),
-    ("a head with the largest msgpack integer", head(height=2**64 - 1)),
-    ("a head with a boolean height", head(height=False)),
-    ("a head with a float height", head(height=7.0)),
-    ("a head with a text height", head(height="7")),
-    ("a head with an empty home", head(home="")),
-    ("a head with an upper-case home", head(home="Ingest-1")),
-    ("a head with a home of 65 characters", head(home="a" * 65)),
-    ("a head with a home that is bytes", head(home=b"ingest-1")),
-    ("a head with a home that is nil", head(home=None)),
-    ("a head with a 63-byte signature", head(signature=SIGNATURE[:63])),
-    ("a head with a 65-byte signature", head(signature=SIGNATURE + b"\x00")),
-    ("a head with a hex signature", head(signature=SIGNATURE.hex())),
-    ("a head with a nil signature", head(signature=None)),
-    ("a head of a badly named ledger", heads_frames(heads={"Ledger A": [7, HASH, "ingest-1", SIGNATURE]})),
-    ("a head of an empty ledger name", heads_frames(heads={"": [7, HASH, "ingest-1", SIGNATURE]})),
-    ("a head of a ledger of 65 characters", heads_frames(heads={"a" * 65: [7, HASH, "ingest-1", SIGNATURE]})),
-    ("a good head beside a bad one", heads_frames(heads={"ledger-a": wire_seal(), "ledger-b": [7, HASH]})),
+    ("a record on the checkpoints topic", [CHECKPOINTS_TOPIC, record_frames()[1]]),
+    ("checkpoints on a ledger topic", [b"ledger-a", heads_frames()[1]]),
+    ("checkpoints without checkpoints", heads_frames(checkpoints=...)),
+    ("checkpoints with an extra key", heads_frames(extra=1)),
+    ("checkpoints without from", heads_frames(**{"from": ...})),
+    ("checkpoints with a bad sender", heads_frames(**{"from": "Bad Name"})),
+    ("checkpoints with a wrong v", heads_frames(v=2)),
+    ("checkpoints that are a list", heads_frames(checkpoints=[["ledger-a", NOTE]])),
+    ("checkpoints that are nil", heads_frames(checkpoints=None)),
+    (
+        "the heads of an old version",
+        heads_frames(checkpoints=..., heads={"ledger-a": [7, HASH, "ingest-1", bytes(64)]}),
+    ),
+    ("a checkpoint that is a map", heads_frames(checkpoints={"ledger-a": {"size": 8}})),
+    ("a checkpoint that is text", heads_frames(checkpoints={"ledger-a": NOTE.decode()})),
+    ("a checkpoint that is a list", heads_frames(checkpoints={"ledger-a": [NOTE]})),
+    ("a checkpoint that is nil", heads_frames(checkpoints={"ledger-a": None})),
+    ("an empty checkpoint", heads_frames(checkpoints={"ledger-a": b""})),
+    ("a checkpoint over the note limit", heads_frames(checkpoints={"ledger-a": bytes(MAX_NOTE_BYTES + 1)})),
+    ("a checkpoint of a badly named ledger", heads_frames(checkpoints={"Ledger A": NOTE})),
+    ("a checkpoint of an empty ledger name", heads_frames(checkpoints={"": NOTE})),
+    ("a checkpoint of a ledger of 65 characters", heads_frames(checkpoints={"a" * 65: NOTE})),
+    ("a good checkpoint beside a bad one", heads_frames(checkpoints={"ledger-a": NOTE, "ledger-b": 7})),
 ]
 
 
@@ -239,12 +205,12 @@ def test_a_version_that_is_not_the_integer_1_is_refused(version: object) -> None
 
 @given(body=st.binary(max_size=200))
 def test_any_bytes_decode_or_raise_feed_error(body: bytes) -> None:
-    for topic in (b"ledger-a", HEADS_TOPIC):
+    for topic in (b"ledger-a", CHECKPOINTS_TOPIC):
         try:
             message = decode([topic, body])
         except FeedError:
             continue
-        assert isinstance(message, FeedRecord | FeedHeads)
+        assert isinstance(message, FeedRecord | FeedCheckpoints)
 
 
 @given(index=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
@@ -256,7 +222,7 @@ def test_a_changed_byte_decodes_or_raises_feed_error(index: int, value: int) -> 
             message = decode([topic, bytes(changed)])
         except FeedError:
             continue
-        assert isinstance(message, FeedRecord | FeedHeads)
+        assert isinstance(message, FeedRecord | FeedCheckpoints)
 
 
 # --- real CURVE PUB/SUB ----------------------------------------------------------------------------
@@ -320,7 +286,9 @@ def publish_until_received(
     return received
 
 
-def test_an_allowed_subscriber_receives_records_and_seals(ctx: zmq.Context[Any], publishers: PublisherFactory) -> None:
+def test_an_allowed_subscriber_receives_records_and_checkpoints(
+    ctx: zmq.Context[Any], publishers: PublisherFactory
+) -> None:
     keys = new_keypair()
     signer = new_signing_key()
     publisher = publishers("ingest-1", [keys])
@@ -330,22 +298,24 @@ def test_an_allowed_subscriber_receives_records_and_seals(ctx: zmq.Context[Any],
 
         def send(n: int) -> None:
             publisher.record("ledger-a", n, b"record %d" % n)
-            publisher.heads([sign_seal(signer, "ledger-a", n, HASH, "ingest-1")])
+            publisher.checkpoints([HomeSigner("local", signer.seed).sign("ledger-a", n + 1, HASH)])
 
         received = publish_until_received(
             sub,
             send,
-            lambda got: any(isinstance(m, FeedRecord) for m in got) and any(isinstance(m, FeedHeads) for m in got),
+            lambda got: (
+                any(isinstance(m, FeedRecord) for m in got) and any(isinstance(m, FeedCheckpoints) for m in got)
+            ),
         )
     finally:
         sub.close()
     record = next(m for m in received if isinstance(m, FeedRecord))
     assert record == FeedRecord("ledger-a", record.height, 1, "ingest-1", b"record %d" % record.height)
-    heads = next(m for m in received if isinstance(m, FeedHeads))
-    assert heads.sender == "ingest-1" and list(heads.seals) == ["ledger-a"]
-    seal = heads.seals["ledger-a"]
-    assert seal == sign_seal(signer, "ledger-a", seal.height, HASH, "ingest-1")  # Ed25519 signs deterministically
-    SealKeys({"ingest-1": signer.public}, lambda ledger: "ingest-1").check(seal)  # and it verifies as sent
+    heads = next(m for m in received if isinstance(m, FeedCheckpoints))
+    assert heads.sender == "ingest-1" and list(heads.checkpoints) == ["ledger-a"]
+    keys = CheckpointKeys("local", lambda ledger: home_key("local", ledger, signer.public.raw))
+    checkpoint = keys.check("ledger-a", heads.checkpoints["ledger-a"])  # it verifies as sent
+    assert checkpoint.root == HASH
     assert sub.rejected == 0 and publisher.sent >= 2
 
 

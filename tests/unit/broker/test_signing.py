@@ -1,9 +1,8 @@
-"""Observers' Ed25519 signing keys: the files, their permissions, and signatures an outsider can check."""
+"""Ed25519 signing keys of observers, homes and witnesses: the files, their modes, signatures outsiders check."""
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -14,18 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.signing import (
-    SealKeys,
     SigningKey,
     VerifyKey,
     generate_signing_key,
     load_signing_key,
     load_verify_key,
     new_signing_key,
-    sign_seal,
     signing_key_paths,
 )
 from vledger.node.errors import KeyExistsError, KeyMaterialError, KeyPermissionsError, PassphraseError, SignatureError
-from vledger.node.seal import Seal
 
 # RFC 8032, section 7.1, TEST 1: the empty message under a known secret key.
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -135,57 +131,11 @@ def test_a_signature_of_another_length_or_key_fails() -> None:
         other.verify(b"x", KEY.sign(b"x"))
 
 
-# --- seals (docs/PROTOCOL.md 10.7) -----------------------------------------------------------------
-
-LINK = bytes(range(32))
-HOMES = {"ledger-a": "ingest-1", "ledger-b": "ingest-2", "ledger-c": "ingest-1"}
-HOME_KEY, PEER_KEY = new_signing_key(), new_signing_key()
-SEAL_KEYS = SealKeys({"ingest-1": HOME_KEY.public, "ingest-2": PEER_KEY.public}, HOMES.__getitem__)
+# --- Ed25519 keys (docs/PROTOCOL.md 10.7) -----------------------------------------------------------
 
 
-def test_a_seal_is_pure_ed25519_over_the_seal_message() -> None:
-    """What an outsider checks with any Ed25519 library: the signature of the bytes PROTOCOL 10.7 spells out."""
+def test_the_seed_and_raw_public_key_are_rfc8032_s() -> None:
+    """What a note signer key holds (node/note.py): the 32-byte private key and public key of RFC 8032."""
     key = SigningKey(eddsa.import_private_key(RFC8032_SECRET))
-    seal = sign_seal(key, "ledger-a", 258, LINK, "ingest-1")
-    message = b"vledger seal v1\x00ledger-a\x00ingest-1\x00" + (258).to_bytes(8, "big") + LINK
-    assert seal == Seal("ledger-a", 258, LINK, "ingest-1", seal.signature)
-    assert seal.message == message
-    eddsa.new(eddsa.import_public_key(RFC8032_PUBLIC), "rfc8032").verify(message, seal.signature)
-    assert seal.signature == key.sign(message)  # deterministic: the same seal signs the same bytes
-
-
-def test_seal_keys_accept_a_seal_its_ledger_s_home_signed() -> None:
-    SEAL_KEYS.check(sign_seal(HOME_KEY, "ledger-a", 7, LINK, "ingest-1"))
-    SEAL_KEYS.check(sign_seal(PEER_KEY, "ledger-b", 0, LINK, "ingest-2"))
-
-
-def _flip(data: bytes, index: int) -> bytes:
-    return data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
-
-
-def _bad_seals() -> list[tuple[str, Seal]]:
-    good = sign_seal(HOME_KEY, "ledger-a", 7, LINK, "ingest-1")
-    return [
-        ("a changed signature", dataclasses.replace(good, signature=_flip(good.signature, 0))),
-        ("a changed hash", dataclasses.replace(good, hash=_flip(LINK, 31))),
-        ("another height", dataclasses.replace(good, height=8)),
-        ("another ledger of the same home", dataclasses.replace(good, ledger="ledger-c")),
-        ("a seal of a ledger whose home is another node", sign_seal(HOME_KEY, "ledger-b", 7, LINK, "ingest-1")),
-        ("signed by a node that is not the home", sign_seal(PEER_KEY, "ledger-a", 7, LINK, "ingest-2")),
-        ("named the home, signed with another key", sign_seal(PEER_KEY, "ledger-a", 7, LINK, "ingest-1")),
-        ("the home's key under another name", sign_seal(HOME_KEY, "ledger-a", 7, LINK, "ingest-9")),
-        ("a short signature", dataclasses.replace(good, signature=good.signature[:63])),
-    ]
-
-
-@pytest.mark.parametrize("seal", [seal for _, seal in _bad_seals()], ids=[what for what, _ in _bad_seals()])
-def test_seal_keys_refuse_every_other_seal(seal: Seal) -> None:
-    with pytest.raises(SignatureError) as caught:
-        SEAL_KEYS.check(seal)
-    assert caught.value.code == "bad_signature"
-
-
-def test_a_home_without_a_public_key_cannot_seal() -> None:
-    keys = SealKeys({"ingest-2": PEER_KEY.public}, HOMES.__getitem__)  # ingest-1.sign.pub missing
-    with pytest.raises(SignatureError, match=r"ingest-1\.sign\.pub"):
-        keys.check(sign_seal(HOME_KEY, "ledger-a", 7, LINK, "ingest-1"))
+    assert key.seed == RFC8032_SECRET
+    assert key.public.raw == RFC8032_PUBLIC

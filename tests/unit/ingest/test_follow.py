@@ -1,32 +1,38 @@
-"""Follower: a replica's ChainStore brought up to each ledger's sealed head from feed messages and sources.
+"""Follower: a replica's ChainStore brought up to each ledger's latest checkpoint from feed messages and sources.
 
 The records are real: a home ChainStore (origin "home", difficulty 0) places them, and the
-seals are real Ed25519 signatures by the home's key (broker.signing.sign_seal). The sources
-are in memory, and the feed messages are built directly, as the replica process would hand
-them over after decode_message. Only a source named after the home ("home") is trusted;
-everything else ("redis", the feed, relays) is stored only once a verified seal covers it.
+checkpoints are real C2SP signed notes by the home's key (node.witness.HomeSigner) over the
+Merkle root of the chain up to them. The sources are in memory, and the feed messages are
+built directly, as the replica process would hand them over after decode_message. Nothing
+is stored, whatever its source (the home included), until a verified checkpoint covers it.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from vledger.broker.feed import FeedHeads, FeedRecord
+from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
-from vledger.broker.signing import SealKeys, SigningKey, new_signing_key, sign_seal
+from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
 from vledger.ingest.follow import NOT_RELAYED, Follower, Page
+from vledger.node.checkpoint_log import EVIDENCE
+from vledger.node.errors import TreeMismatchError
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record
-from vledger.node.seal import Seal
 from vledger.node.store import ChainStore
+from vledger.node.tree import Frontier, leaf_hash
+from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
+CLUSTER = "test"
 LEDGER = "ledger-a"
 OTHER = "ledger-b"
 HOME = "home"  # every ledger's home node here
@@ -35,7 +41,8 @@ EVIL = "ingest-evil"
 REPLICA = "replica-1"
 HOME_KEY = new_signing_key()
 PEER_KEY = new_signing_key()
-SEAL_KEYS = SealKeys({HOME: HOME_KEY.public, PEER: PEER_KEY.public}, lambda ledger: HOME)
+KEYS = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw))
+KNOWN: dict[bytes, Record] = {}  # every record made here, by hash: a checkpoint's tree follows prev links
 
 
 def home_chain(directory: Path, ledger: str, count: int) -> list[Record]:
@@ -49,32 +56,60 @@ def home_chain(directory: Path, ledger: str, count: int) -> list[Record]:
         ]
         for future in futures:
             future.result()
-        return list(store.range(ledger))
+        records = list(store.range(ledger))
+    KNOWN.update((r.hash, r) for r in records)
+    return records
 
 
 def forged(record: Record, prev: bytes = b"\x11" * 32) -> Record:
     """The same entry placed after another record: well formed, checksummed, but not on this chain."""
-    return record.entry().place(record.height, prev, record.accepted, record.origin)
+    placed = record.entry().place(record.height, prev, record.accepted, record.origin)
+    KNOWN[placed.hash] = placed
+    return placed
 
 
 def minted(after: Record, origin: str = EVIL) -> Record:
     """A record a peer placed itself right after ``after``: valid checksum, work and link; not the home's."""
     content = Content(after.ledger, "note", {"n": 999}, "Mallory.1", "minted-1", T0 + 999)
-    return Entry.prepare(content, 0, LIMITS).place(after.height + 1, after.link, after.accepted + 1, origin)
+    placed = Entry.prepare(content, 0, LIMITS).place(after.height + 1, after.link, after.accepted + 1, origin)
+    KNOWN[placed.hash] = placed
+    return placed
 
 
-def seal(record: Record, key: SigningKey = HOME_KEY, home: str = HOME) -> Seal:
-    """``key``'s seal of ``record``, signed as by ``home``."""
-    return sign_seal(key, record.ledger, record.height, record.hash, home)
+def root_up_to(record: Record) -> bytes:
+    """The Merkle root of the chain that ends at ``record`` (its records found by their prev links)."""
+    prefix = [record]
+    while prefix[-1].height > 0:
+        prefix.append(KNOWN[prefix[-1].prev])
+    frontier = Frontier()
+    for r in reversed(prefix):
+        frontier.append(leaf_hash(r.encode()))
+    return frontier.root()
 
 
-def flipped(s: Seal) -> Seal:
+def signed(record: Record, key: SigningKey = HOME_KEY, cluster: str = CLUSTER) -> SignedCheckpoint:
+    """``key``'s checkpoint of the chain up to ``record``, signed for ``cluster``'s origin."""
+    return HomeSigner(cluster, key.seed).sign(record.ledger, record.height + 1, root_up_to(record))
+
+
+def flipped(s: SignedCheckpoint) -> SignedCheckpoint:
     """``s`` with one bit of its signature changed."""
-    return dataclasses.replace(s, signature=bytes([s.signature[0] ^ 1]) + s.signature[1:])
+    note = parse_note(s.note)
+    (line,) = note.signatures
+    changed = dataclasses.replace(line, signature=bytes([line.signature[0] ^ 1]) + line.signature[1:])
+    return dataclasses.replace(s, note=dataclasses.replace(note, signatures=(changed,)).encode())
 
 
-def heads(*seals: Seal, sender: str = HOME) -> FeedHeads:
-    return FeedHeads(sender, {s.ledger: s for s in seals})
+def resized(s: SignedCheckpoint, size: int) -> SignedCheckpoint:
+    """``s``'s signature under a body that claims another size."""
+    note = parse_note(s.note)
+    origin, _, root, _ = note.text.split("\n")
+    text = f"{origin}\n{size}\n{root}\n"
+    return SignedCheckpoint(s.ledger, size, base64.b64decode(root), dataclasses.replace(note, text=text).encode())
+
+
+def heads(*checkpoints: SignedCheckpoint, sender: str = HOME) -> FeedCheckpoints:
+    return FeedCheckpoints(sender, {c.ledger: c.note for c in checkpoints})
 
 
 def live(record: Record, sender: str = HOME, hops: int = 1, height: int | None = None) -> FeedRecord:
@@ -84,8 +119,9 @@ def live(record: Record, sender: str = HOME, hops: int = 1, height: int | None =
 class MemorySource:
     """A source in memory: serves ``chains`` from ``first`` on (a trimmed stream), or fails.
 
-    ``sealed`` are the seals it holds: a page carries those among its rows (as a stream
-    entry or a ``range`` reply does), and :meth:`seals` the highest of each ledger.
+    ``signed`` are the checkpoints it holds: a page carries those whose size ends among its
+    rows (as a stream entry or a ``range`` reply does), and :meth:`checkpoints` the largest of
+    each ledger.
     """
 
     def __init__(
@@ -95,13 +131,13 @@ class MemorySource:
         *,
         first: int = 0,
         fail: bool = False,
-        sealed: list[Seal] | None = None,
+        signed: list[SignedCheckpoint] | None = None,
     ) -> None:
         self.name = name
         self.chains = chains
         self.first = first
         self.fail = fail
-        self.sealed = list(sealed or [])
+        self.signed = list(signed or [])
         self.fetches: list[tuple[str, int, int]] = []
 
     def fetch(self, ledger: str, start: int, count: int) -> Page:
@@ -111,16 +147,16 @@ class MemorySource:
         rows = [(r.height, r.encode()) for r in self.chains.get(ledger, []) if r.height >= max(start, self.first)]
         rows = rows[:count]
         heights = {height for height, _ in rows}
-        return Page(rows, [s for s in self.sealed if s.ledger == ledger and s.height in heights])
+        return Page(rows, [s.note for s in self.signed if s.ledger == ledger and s.height in heights])
 
-    def seals(self) -> list[Seal]:
+    def checkpoints(self) -> dict[str, bytes]:
         if self.fail:
             raise OSError(f"{self.name} is down")
-        best: dict[str, Seal] = {}
-        for s in self.sealed:
-            if s.ledger not in best or s.height > best[s.ledger].height:
+        best: dict[str, SignedCheckpoint] = {}
+        for s in self.signed:
+            if s.ledger not in best or s.size > best[s.ledger].size:
                 best[s.ledger] = s
-        return list(best.values())
+        return {ledger: s.note for ledger, s in best.items()}
 
 
 @dataclasses.dataclass
@@ -129,6 +165,7 @@ class Replica:
     follower: Follower
     stored: list[tuple[list[int], int]]  # (heights, hops) of each on_stored call
     alerts: list[Alert]
+    verified: list[SignedCheckpoint]  # each on_verified call: what a witness may cosign
     resolved: list[str] = dataclasses.field(default_factory=list)  # keys the follower closed
 
     def heights(self, ledger: str = LEDGER) -> list[int]:
@@ -159,26 +196,29 @@ def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
     def make(
         *sources: MemorySource,
         batch: int = 1000,
-        seal_keys: SealKeys = SEAL_KEYS,
+        keys: CheckpointKeys = KEYS,
         stopping: Callable[[], bool] = lambda: False,
     ) -> Replica:
         store = ChainStore(tmp_path / f"replica-{len(made)}")
         made.append(store)
         stored: list[tuple[list[int], int]] = []
         alerts: list[Alert] = []
+        verified: list[SignedCheckpoint] = []
         resolved: list[str] = []
         follower = Follower(
             REPLICA,
             store,
             sources,
-            seal_keys=seal_keys,
+            keys=keys,
+            home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: stored.append(([r.height for r in records], hops)),
             on_alert=alerts.append,
             on_resolve=resolved.extend,
+            on_verified=verified.append,
             batch=batch,
             stopping=stopping,
         )
-        return Replica(store, follower, stored, alerts, resolved)
+        return Replica(store, follower, stored, alerts, verified, resolved)
 
     yield make
     for store in made:
@@ -186,53 +226,61 @@ def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
 
 
 def held_up_to(replica: Replica, chain: list[Record], height: int) -> None:
-    """Bring ``replica`` to ``chain[:height + 1]`` over the feed, sealed; check that nothing else happened."""
-    replica.follower.receive([*(live(r) for r in chain[: height + 1]), heads(seal(chain[height]))])
+    """Bring ``replica`` to ``chain[:height + 1]`` over the feed, checkpointed; check that nothing else happened."""
+    replica.follower.receive([*(live(r) for r in chain[: height + 1]), heads(signed(chain[height]))])
     assert replica.heights() == list(range(height + 1))
     assert replica.alerts == []
 
 
-# --- the live feed, sealed -------------------------------------------------------------------------
+# --- the live feed, checkpointed -------------------------------------------------------------------------
 
 
-def test_records_in_order_are_stored_once_their_seal_comes(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_records_in_order_are_stored_once_their_checkpoint_comes(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
     source = MemorySource("redis", {LEDGER: chain})
     replica = make_replica(source)
     replica.follower.receive([live(r) for r in chain[:3]])
     assert replica.heights() == [] and replica.stored == []  # anyone can compute these: they wait
-    replica.follower.receive([heads(seal(chain[2]))])
-    replica.follower.receive([*(live(r, hops=2) for r in chain[3:5]), heads(seal(chain[4]))])  # records, then seal
+    replica.follower.receive([heads(signed(chain[2]))])
+    replica.follower.receive(
+        [*(live(r, hops=2) for r in chain[3:5]), heads(signed(chain[4]))]
+    )  # records, then checkpoint
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert [replica.store.get(LEDGER, h) for h in range(5)] == chain[:5]
     assert replica.stored == [([0, 1, 2], 1), ([3, 4], 2)]
     assert source.fetches == [] and replica.alerts == []
     assert replica.follower.stored == 5
-    assert replica.follower.seal_of(LEDGER) == seal(chain[4]) and replica.follower.seals() == [seal(chain[4])]
+    assert replica.follower.checkpoint_of(LEDGER) == signed(chain[4]) and replica.follower.checkpoints() == [
+        signed(chain[4])
+    ]
 
 
-def test_a_seal_vouches_for_the_whole_verified_run_below_it(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_a_checkpoint_vouches_for_the_whole_verified_run_below_it(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
     replica = make_replica(MemorySource("redis", {}))
     replica.follower.receive([live(r) for r in chain[:8]])
     assert replica.heights() == []
-    replica.follower.receive([heads(seal(chain[5]))])  # inside the run: what is above it still waits
+    replica.follower.receive([heads(signed(chain[5]))])  # inside the run: what is above it still waits
     assert replica.heights() == list(range(6))
     assert replica.stored == [([0, 1, 2, 3, 4, 5], 1)]
-    replica.follower.receive([heads(seal(chain[7]))])
+    replica.follower.receive([heads(signed(chain[7]))])
     assert replica.heights() == list(range(8))
     assert replica.stored == [([0, 1, 2, 3, 4, 5], 1), ([6, 7], 1)]
     assert replica.alerts == []
 
 
-def test_a_home_seal_relayed_by_another_node_is_as_good(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_a_home_checkpoint_relayed_by_another_node_is_as_good(make_replica: MakeReplica, chain: list[Record]) -> None:
     replica = make_replica(MemorySource("redis", {}))
-    replica.follower.receive([*(live(r, sender=PEER, hops=2) for r in chain[:3]), heads(seal(chain[2]), sender=PEER)])
+    replica.follower.receive([*(live(r, sender=PEER, hops=2) for r in chain[:3]), heads(signed(chain[2]), sender=PEER)])
     assert replica.heights() == [0, 1, 2]
     assert replica.stored == [([0, 1, 2], 2)] and replica.alerts == []
 
 
 def test_a_batch_out_of_order_is_stored_in_order(make_replica: MakeReplica, chain: list[Record]) -> None:
     replica = make_replica(MemorySource("redis", {}))
-    replica.follower.receive([heads(seal(chain[3])), *(live(chain[h]) for h in (2, 0, 3, 1))])
+    replica.follower.receive([heads(signed(chain[3])), *(live(chain[h]) for h in (2, 0, 3, 1))])
     assert replica.heights() == [0, 1, 2, 3]
     assert replica.stored == [([0, 1, 2, 3], 1)]
     assert replica.alerts == []
@@ -244,22 +292,24 @@ def test_duplicates_are_dropped(make_replica: MakeReplica, chain: list[Record]) 
     replica.follower.receive([live(r, sender="replica-9", hops=2) for r in chain[:4]])  # by another path
     replica.follower.receive([live(chain[1]), live(chain[1]), live(chain[4]), live(chain[4])])  # twice in a batch
     replica.follower.receive([live(chain[4], sender="replica-9", hops=2)])  # already pending
-    replica.follower.receive([heads(seal(chain[4]))])
+    replica.follower.receive([heads(signed(chain[4]))])
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert replica.stored == [([0, 1, 2, 3], 1), ([4], 1)]  # nothing stored twice, so nothing relayed twice
     assert replica.follower.duplicates == 6
     assert replica.alerts == []
 
 
-def test_a_gap_is_filled_from_the_first_source_up_to_the_seal(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_a_gap_is_filled_from_the_first_source_up_to_the_checkpoint(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
     first, second = MemorySource("redis", {LEDGER: chain}), MemorySource(HOME, {LEDGER: chain})
     replica = make_replica(first, second)
     held_up_to(replica, chain, 2)
     replica.follower.receive([live(chain[7]), live(chain[8])])
-    assert replica.heights() == [0, 1, 2] and first.fetches == []  # a live height is no target: the seal is
-    replica.follower.receive([heads(seal(chain[8]))])
+    assert replica.heights() == [0, 1, 2] and first.fetches == []  # a live height is no target: the checkpoint is
+    replica.follower.receive([heads(signed(chain[8]))])
     assert replica.heights() == list(range(9))
-    assert first.fetches == [(LEDGER, 3, 6)]  # heights 3..8, what the seal says the chain has
+    assert first.fetches == [(LEDGER, 3, 6)]  # heights 3..8, what the checkpoint says the chain has
     assert second.fetches == []
     assert replica.stored == [([0, 1, 2], 1), ([3, 4, 5, 6, 7, 8], NOT_RELAYED)]
     assert replica.alerts == []
@@ -269,7 +319,7 @@ def test_a_trimmed_first_source_falls_back_to_the_second(make_replica: MakeRepli
     trimmed = MemorySource("redis", {LEDGER: chain}, first=4)
     home = MemorySource(HOME, {LEDGER: chain})
     replica = make_replica(trimmed, home, batch=3)
-    replica.follower.receive([live(chain[6]), heads(seal(chain[6]))])
+    replica.follower.receive([live(chain[6]), heads(signed(chain[6]))])
     assert replica.heights() == list(range(7))
     assert trimmed.fetches == [(LEDGER, 0, 3)]  # began above 0: ask the next source
     assert home.fetches == [(LEDGER, 0, 3), (LEDGER, 3, 3), (LEDGER, 6, 1)]
@@ -279,24 +329,24 @@ def test_a_trimmed_first_source_falls_back_to_the_second(make_replica: MakeRepli
 def test_a_source_that_fails_falls_back_to_the_next(make_replica: MakeReplica, chain: list[Record]) -> None:
     down, home = MemorySource("redis", {LEDGER: chain}, fail=True), MemorySource(HOME, {LEDGER: chain})
     replica = make_replica(down, home)
-    replica.follower.receive([heads(seal(chain[3]))])
+    replica.follower.receive([heads(signed(chain[3]))])
     assert replica.heights() == [0, 1, 2, 3]
     assert down.fetches == [(LEDGER, 0, 4)] and home.fetches == [(LEDGER, 0, 4)]
 
 
 def test_a_gap_no_source_can_fill_stays_until_one_can(make_replica: MakeReplica, chain: list[Record]) -> None:
-    source = MemorySource("redis", {LEDGER: chain[:2]}, sealed=[seal(chain[1])])
+    source = MemorySource("redis", {LEDGER: chain[:2]}, signed=[signed(chain[1])])
     replica = make_replica(source)
     replica.follower.start()
     assert replica.heights() == [0, 1]
     replica.follower.receive([live(chain[5])])
     assert replica.follower.behind() == {}  # a live record above a gap is no target
-    replica.follower.receive([heads(seal(chain[5]))])
+    replica.follower.receive([heads(signed(chain[5]))])
     assert replica.heights() == [0, 1]  # nobody has 2..5 yet
     assert replica.follower.behind() == {LEDGER: 4}
     assert replica.follower.status() == {"current": False, "behind": {LEDGER: 4}}
     source.chains[LEDGER] = chain
-    replica.follower.receive([heads(seal(chain[5]))])
+    replica.follower.receive([heads(signed(chain[5]))])
     assert replica.heights() == list(range(6))
     assert replica.follower.behind() == {}
     assert replica.follower.status() == {"current": True, "behind": {}}
@@ -319,7 +369,7 @@ def test_a_forged_record_on_the_feed_is_refused_alerted_and_the_true_one_fetched
     assert (alert.node, alert.ledger, alert.height, alert.what, alert.source) == (REPLICA, LEDGER, 3, "bad_link", EVIL)
     assert alert.detail and alert.expected == ""  # nothing was held at height 3 when it came
     assert alert.found == fake.hash.hex()
-    replica.follower.receive([heads(seal(chain[4]))])
+    replica.follower.receive([heads(signed(chain[4]))])
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert replica.store.get(LEDGER, 3) == chain[3]  # the true record, from the source
     assert source.fetches == [(LEDGER, 3, 2)]  # the whole run, 3 and 4, from the source
@@ -339,7 +389,7 @@ def test_a_forged_record_from_a_source_is_alerted_and_the_next_source_asked(
     good = MemorySource(HOME, {LEDGER: chain[:6]})
     replica = make_replica(bad, good)
     held_up_to(replica, chain, 1)
-    replica.follower.receive([heads(seal(chain[5]))])
+    replica.follower.receive([heads(signed(chain[5]))])
     assert replica.heights() == list(range(6))
     assert [replica.store.get(LEDGER, h) for h in range(6)] == chain[:6]
     assert replica.found() == [(2, "bad_link", "redis")]
@@ -355,7 +405,7 @@ def test_an_envelope_that_lies_about_the_height_is_refused(make_replica: MakeRep
     assert replica.heights() == [0, 1]
     assert replica.found() == [(2, "record_conflict", EVIL)]
     assert replica.follower.behind() == {} and source.fetches == []
-    replica.follower.receive([heads(seal(chain[2]))])
+    replica.follower.receive([heads(signed(chain[2]))])
     assert replica.heights() == [0, 1, 2]  # 2 fetched from the source
     assert replica.store.get(LEDGER, 2) == chain[2]
 
@@ -383,9 +433,9 @@ def test_a_conflicting_record_at_a_held_height_raises_a_record_conflict_alert(
     assert len(replica.alerts) == 1  # reported once
 
 
-@pytest.mark.parametrize("true_seal_at", [3, 4], ids=["sealed-at-its-height", "sealed-above-it"])
+@pytest.mark.parametrize("true_checkpoint_at", [3, 4], ids=["checkpointed-at-its-height", "checkpointed-above-it"])
 def test_a_minted_record_at_head_plus_one_is_never_stored_and_reported_once_the_true_one_is(
-    make_replica: MakeReplica, chain: list[Record], true_seal_at: int
+    make_replica: MakeReplica, chain: list[Record], true_checkpoint_at: int
 ) -> None:
     source = MemorySource("redis", {LEDGER: chain})
     replica = make_replica(source)
@@ -394,15 +444,15 @@ def test_a_minted_record_at_head_plus_one_is_never_stored_and_reported_once_the_
     fake = minted(chain[2])
     assert fake.height == 3 and fake.prev == chain[2].link and fake.hash != chain[3].hash  # it verifies as the next
     replica.follower.receive([live(fake, sender=EVIL, hops=1)])
-    replica.follower.receive([heads(seal(chain[2]))])  # the home's seal below it: no help
-    replica.follower.receive([heads(seal(fake, key=PEER_KEY, home=EVIL), sender=EVIL)])  # its maker's "seal"
+    replica.follower.receive([heads(signed(chain[2]))])  # the home's checkpoint below it: no help
+    replica.follower.receive([heads(signed(fake, key=PEER_KEY), sender=EVIL)])  # its maker's "checkpoint"
     assert replica.heights() == [0, 1, 2]
-    assert replica.found() == [(3, "bad_signature", EVIL)]
+    assert replica.found() == [(3, "unverified_note", EVIL)]
     assert replica.follower.status() == {"current": True, "behind": {}}  # a pending record is no target
     assert source.fetches == []
 
-    replica.follower.receive([heads(seal(chain[true_seal_at]))])  # the home's chain goes on
-    assert replica.heights() == list(range(true_seal_at + 1))
+    replica.follower.receive([heads(signed(chain[true_checkpoint_at]))])  # the home's chain goes on
+    assert replica.heights() == list(range(true_checkpoint_at + 1))
     assert replica.store.get(LEDGER, 3) == chain[3]
     assert replica.store.get_by_hash(fake.hash) is None
     conflict = replica.alerts[-1]
@@ -415,44 +465,43 @@ def test_a_minted_record_at_head_plus_one_is_never_stored_and_reported_once_the_
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "code"),
     [
-        pytest.param(lambda r: flipped(seal(r)), id="a-changed-signature"),
-        pytest.param(lambda r: dataclasses.replace(seal(r), height=r.height + 1), id="another-height"),
-        pytest.param(lambda r: dataclasses.replace(seal(r), ledger=OTHER), id="another-ledger"),
-        pytest.param(lambda r: seal(r, key=PEER_KEY, home=PEER), id="signed-by-a-node-that-is-not-its-home"),
-        pytest.param(lambda r: seal(r, key=PEER_KEY, home=HOME), id="said-to-be-the-homes-but-another-key"),
-        pytest.param(lambda r: seal(r, home="ingest-9"), id="the-homes-key-but-another-name"),
+        pytest.param(lambda r: flipped(signed(r)), "bad_note_signature", id="a-changed-signature"),
+        pytest.param(lambda r: resized(signed(r), r.height + 2), "bad_note_signature", id="another-size"),
+        pytest.param(lambda r: dataclasses.replace(signed(r), ledger=OTHER), "unverified_note", id="another-ledger"),
+        pytest.param(lambda r: signed(r, key=PEER_KEY), "unverified_note", id="signed-with-a-key-not-the-homes"),
+        pytest.param(lambda r: signed(r, cluster="other"), "unverified_note", id="the-homes-key-another-origin"),
     ],
 )
-def test_a_seal_that_does_not_verify_is_refused_and_changes_no_target(
-    make_replica: MakeReplica, chain: list[Record], bad: Callable[[Record], Seal]
+def test_a_checkpoint_that_does_not_verify_is_refused_and_changes_no_target(
+    make_replica: MakeReplica, chain: list[Record], bad: Callable[[Record], SignedCheckpoint], code: str
 ) -> None:
     source = MemorySource("redis", {LEDGER: chain})
     replica = make_replica(source)
     replica.follower.start()
     held_up_to(replica, chain, 2)
-    replica.follower.receive([live(r) for r in chain[3:6]])  # pending, waiting for a seal
+    replica.follower.receive([live(r) for r in chain[3:6]])  # pending, waiting for a checkpoint
     forgery = bad(chain[5])
     replica.follower.receive([heads(forgery, sender=EVIL)])
     assert [(a.ledger, a.height, a.what, a.source) for a in replica.alerts] == [
-        (forgery.ledger, forgery.height, "bad_signature", EVIL)
+        (forgery.ledger, forgery.height, code, EVIL)
     ]
     assert replica.heights() == [0, 1, 2]  # the pending run stays unstored
-    assert replica.follower.seal_of(LEDGER) == seal(chain[2]) and replica.follower.seal_of(OTHER) is None
+    assert replica.follower.checkpoint_of(LEDGER) == signed(chain[2]) and replica.follower.checkpoint_of(OTHER) is None
     assert replica.follower.target(LEDGER) == 2 and replica.follower.target(OTHER) == -1
     assert replica.follower.status() == {"current": True, "behind": {}}
     assert source.fetches == []
-    replica.follower.receive([heads(seal(chain[5]))])  # the true seal still works
+    replica.follower.receive([heads(signed(chain[5]))])  # the true checkpoint still works
     assert replica.heights() == list(range(6))
 
 
-def test_a_seal_of_a_home_without_a_key_is_refused(make_replica: MakeReplica, chain: list[Record]) -> None:
-    keys = SealKeys({PEER: PEER_KEY.public}, lambda ledger: HOME)  # the home's .sign.pub is missing
-    replica = make_replica(MemorySource("redis", {LEDGER: chain}), seal_keys=keys)
-    replica.follower.receive([*(live(r) for r in chain[:3]), heads(seal(chain[2]))])
+def test_a_checkpoint_of_a_home_without_a_key_is_refused(make_replica: MakeReplica, chain: list[Record]) -> None:
+    keys = CheckpointKeys(CLUSTER, lambda ledger: None)  # the home's .sign.pub is missing, no genesis pins one
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}), keys=keys)
+    replica.follower.receive([*(live(r) for r in chain[:3]), heads(signed(chain[2]))])
     assert replica.heights() == []
-    assert replica.found() == [(2, "bad_signature", HOME)]
+    assert replica.found() == [(2, "bad_note_key", HOME)]
     assert replica.follower.target(LEDGER) == -1
 
 
@@ -468,7 +517,7 @@ def test_a_seal_of_a_home_without_a_key_is_refused(make_replica: MakeReplica, ch
 def test_a_forged_feed_height_creates_no_target(
     make_replica: MakeReplica, chain: list[Record], message: FeedRecord
 ) -> None:
-    source = MemorySource("redis", {LEDGER: chain[:3]}, sealed=[seal(chain[2])])
+    source = MemorySource("redis", {LEDGER: chain[:3]}, signed=[signed(chain[2])])
     replica = make_replica(source)
     replica.follower.start()
     assert replica.heights() == [0, 1, 2]
@@ -482,79 +531,90 @@ def test_a_forged_feed_height_creates_no_target(
     assert all(a.source == EVIL for a in replica.alerts)  # a record at the next height is reported
 
 
-def test_a_seal_below_the_head_of_another_record_is_a_fork(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_a_checkpoint_of_another_tree_at_a_held_size_is_evidence_against_the_home(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
     replica = make_replica(MemorySource("redis", {LEDGER: chain}))
     held_up_to(replica, chain, 4)
-    other = forged(chain[2])
-    replica.follower.receive([heads(seal(other), sender=PEER)])  # the home signed another record at 2
+    other = minted(chain[1], origin=HOME)  # another record on the same prefix
+    lie = signed(other)  # the home's key on a tree of size 3 whose last leaf is another record
+    replica.follower.receive([heads(lie, sender=PEER)])
     (alert,) = replica.alerts
-    assert (alert.ledger, alert.height, alert.what, alert.source) == (LEDGER, 2, "fork", PEER)
-    assert alert.expected == chain[2].hash.hex()
+    assert (alert.ledger, alert.height, alert.what, alert.source) == (LEDGER, 2, "equivocation", HOME)
+    assert alert.expected == root_up_to(chain[2]).hex() and alert.found == lie.root.hex()
+    (kept,) = replica.store.checkpoints.all(LEDGER, EVIDENCE)
+    assert kept.note == lie.note  # verbatim
     assert replica.heights() == [0, 1, 2, 3, 4] and replica.store.get(LEDGER, 2) == chain[2]
-    assert replica.follower.seal_of(LEDGER) == seal(chain[4])  # the best seal stays
-    replica.follower.receive([heads(seal(chain[2]))])  # the home's seal of what is held: all is well
+    assert replica.follower.checkpoint_of(LEDGER) == signed(chain[4])  # the best checkpoint stays
+    replica.follower.receive([heads(signed(chain[2]))])  # the home's checkpoint of what is held: all is well
     assert len(replica.alerts) == 1
+    assert replica.verified[-1] == signed(chain[2])  # and a witness may cosign it
 
 
-# --- trusted sources -------------------------------------------------------------------------------
+# --- no source is trusted --------------------------------------------------------------------------
 
 
-def test_the_home_node_is_trusted_without_a_seal(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_even_the_home_node_s_records_wait_for_a_checkpoint(make_replica: MakeReplica, chain: list[Record]) -> None:
     home = MemorySource(HOME, {LEDGER: chain})
     replica = make_replica(home, batch=3)
-    assert replica.follower.catch_up(LEDGER, 5) is True
-    assert replica.heights() == [0, 1, 2, 3, 4]
-    assert replica.stored == [([0, 1, 2], NOT_RELAYED), ([3, 4], NOT_RELAYED)]  # stored page by page
-    assert replica.follower.seal_of(LEDGER) is None and replica.alerts == []
+    assert replica.follower.catch_up(LEDGER, 5) is False
+    assert replica.heights() == [] and replica.stored == []
+    home.signed = [signed(chain[2]), signed(chain[4])]  # a range page carries the checkpoint among its records
+    replica2 = make_replica(home, batch=3)
+    assert replica2.follower.catch_up(LEDGER, 5) is True
+    assert replica2.stored == [([0, 1, 2], NOT_RELAYED), ([3, 4], NOT_RELAYED)]  # stored page by page
+    assert replica2.verified == [signed(chain[2]), signed(chain[4])] and replica2.alerts == []
 
 
-def test_another_source_without_a_seal_stores_nothing(make_replica: MakeReplica, chain: list[Record]) -> None:
+def test_another_source_without_a_checkpoint_stores_nothing(make_replica: MakeReplica, chain: list[Record]) -> None:
     relay = MemorySource(PEER, {LEDGER: chain})
     replica = make_replica(relay)
     assert replica.follower.catch_up(LEDGER, 5) is False
-    assert replica.heights() == [] and replica.stored == []  # verified, and waiting for a seal
-    replica.follower.catch_up_all()  # no seal known: no target, nothing fetched
+    assert replica.heights() == [] and replica.stored == []  # verified, and waiting for a checkpoint
+    replica.follower.catch_up_all()  # no checkpoint known: no target, nothing fetched
     assert relay.fetches == [(LEDGER, 0, 5)]
-    relay.sealed = [seal(chain[4])]
-    replica.follower.start()  # the relay now holds the home's seal: what waited is stored
+    relay.signed = [signed(chain[4])]
+    replica.follower.start()  # the relay now holds the home's checkpoint: what waited is stored
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert relay.fetches == [(LEDGER, 0, 5)]  # not fetched again
     assert replica.stored == [([0, 1, 2, 3, 4], NOT_RELAYED)] and replica.alerts == []
 
 
-def test_a_trusted_source_is_checked_all_the_same(make_replica: MakeReplica, chain: list[Record]) -> None:
-    home = MemorySource(HOME, {LEDGER: [*chain[:2], forged(chain[2]), *chain[3:5]]})
+def test_the_home_is_checked_all_the_same(make_replica: MakeReplica, chain: list[Record]) -> None:
+    home = MemorySource(HOME, {LEDGER: [*chain[:2], forged(chain[2]), *chain[3:5]]}, signed=[signed(chain[1])])
     replica = make_replica(home)
     assert replica.follower.catch_up(LEDGER, 5) is False
-    assert replica.heights() == [0, 1]  # what came before the forged row is the home's, and stored
+    assert replica.heights() == [0, 1]  # what its checkpoint covers before the forged row is stored
     assert replica.found() == [(2, "bad_link", HOME)]
 
 
-# --- seals and catch-up ----------------------------------------------------------------------------
+# --- checkpoints and catch-up ----------------------------------------------------------------------------
 
 
-def test_a_seal_above_the_head_triggers_catch_up(
+def test_a_checkpoint_above_the_head_triggers_catch_up(
     make_replica: MakeReplica, chain: list[Record], other_chain: list[Record]
 ) -> None:
     source = MemorySource("redis", {LEDGER: chain, OTHER: other_chain})
     replica = make_replica(source)
     held_up_to(replica, chain, 1)
-    replica.follower.receive([heads(seal(chain[7]), seal(other_chain[3]))])
+    replica.follower.receive([heads(signed(chain[7]), signed(other_chain[3]))])
     assert replica.heights(LEDGER) == list(range(8))
     assert replica.heights(OTHER) == [0, 1, 2, 3]  # a ledger not held before: from its genesis
     fetched = list(source.fetches)
-    replica.follower.receive([heads(seal(chain[5]))])  # below the head, and of what is held: nothing to do
+    replica.follower.receive([heads(signed(chain[5]))])  # below the head, and of what is held: nothing to do
     assert source.fetches == fetched
-    assert replica.follower.seal_of(LEDGER) == seal(chain[7])
+    assert replica.follower.checkpoint_of(LEDGER) == signed(chain[7])
     assert replica.alerts == []
 
 
-def test_start_catches_up_to_the_seals_the_sources_hold(
+def test_start_catches_up_to_the_checkpoints_the_sources_hold(
     make_replica: MakeReplica, chain: list[Record], other_chain: list[Record]
 ) -> None:
-    down = MemorySource("node-x", {}, fail=True)  # cannot say its seals: skipped
+    down = MemorySource("node-x", {}, fail=True)  # cannot say its checkpoints: skipped
     source = MemorySource(
-        "redis", {LEDGER: chain, OTHER: other_chain}, sealed=[seal(chain[4]), seal(chain[11]), seal(other_chain[3])]
+        "redis",
+        {LEDGER: chain, OTHER: other_chain},
+        signed=[signed(chain[4]), signed(chain[11]), signed(other_chain[3])],
     )
     replica = make_replica(down, source)
     assert replica.follower.status() == {"current": False, "behind": {}}  # before the start-up catch-up
@@ -562,12 +622,12 @@ def test_start_catches_up_to_the_seals_the_sources_hold(
     assert replica.heights(LEDGER) == list(range(12)) and replica.heights(OTHER) == [0, 1, 2, 3]
     assert replica.follower.caught_up
     assert replica.follower.status() == {"current": True, "behind": {}}
-    assert replica.follower.seals() == [seal(chain[11]), seal(other_chain[3])]
+    assert replica.follower.checkpoints() == [signed(chain[11]), signed(other_chain[3])]
     assert replica.alerts == []
 
 
-def test_start_without_any_seal_stays_where_it_is(make_replica: MakeReplica, chain: list[Record]) -> None:
-    source = MemorySource("redis", {LEDGER: chain})  # records, but no seal: nothing says they are the home's
+def test_start_without_any_checkpoint_stays_where_it_is(make_replica: MakeReplica, chain: list[Record]) -> None:
+    source = MemorySource("redis", {LEDGER: chain})  # records, but no checkpoint: nothing says they are the home's
     replica = make_replica(source)
     replica.follower.start()
     assert replica.heights() == [] and source.fetches == []
@@ -575,12 +635,12 @@ def test_start_without_any_seal_stays_where_it_is(make_replica: MakeReplica, cha
 
 
 def test_status_says_how_far_behind(make_replica: MakeReplica, chain: list[Record]) -> None:
-    source = MemorySource("redis", {LEDGER: chain[:5]}, sealed=[seal(chain[4])])
+    source = MemorySource("redis", {LEDGER: chain[:5]}, signed=[signed(chain[4])])
     replica = make_replica(source)
     replica.follower.start()
     assert replica.heights() == list(range(5))
     assert replica.follower.status() == {"current": True, "behind": {}}
-    replica.follower.receive([heads(seal(chain[9]))])  # no source has 5..9 yet
+    replica.follower.receive([heads(signed(chain[9]))])  # no source has 5..9 yet
     assert replica.heights() == list(range(5))
     assert replica.follower.status() == {"current": False, "behind": {LEDGER: 5}}
     source.chains[LEDGER] = chain
@@ -596,7 +656,8 @@ def test_stopping_ends_a_catch_up_early(tmp_path: Path, chain: list[Record]) -> 
             REPLICA,
             store,
             [source],
-            seal_keys=SEAL_KEYS,
+            keys=KEYS,
+            home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: None,
             on_alert=lambda a: None,
             stopping=lambda: True,
@@ -608,7 +669,7 @@ def test_stopping_ends_a_catch_up_early(tmp_path: Path, chain: list[Record]) -> 
 # --- catch-up never spins on one source --------------------------------------------------------------
 #
 # Found while writing these tests, and fixed: a source whose own chain breaks, or whose rows the
-# seal contradicts, is left for the next one (not asked again for ever); and a seal below the
+# checkpoint contradicts, is left for the next one (not asked again for ever); and a checkpoint below the
 # highest one heard of still stores the run it covers.
 
 
@@ -618,13 +679,13 @@ def test_a_source_whose_own_rows_do_not_link_is_left_for_the_next(
     bad = MemorySource("redis", {LEDGER: [*chain[:2], forged(chain[2]), *chain[3:6]]})
     good = MemorySource(HOME, {LEDGER: chain[:6]})
     replica = make_replica(bad, good, stopping=lambda: len(bad.fetches) >= 20)
-    replica.follower.receive([heads(seal(chain[5]))])
+    replica.follower.receive([heads(signed(chain[5]))])
     assert bad.fetches == [(LEDGER, 0, 6)]
     assert replica.heights() == list(range(6))
     assert replica.found() == [(2, "bad_link", "redis")]
 
 
-def test_a_source_that_serves_another_chain_than_the_sealed_one_is_left_for_the_next(
+def test_a_source_that_serves_another_chain_than_the_checkpointed_one_is_left_for_the_next(
     make_replica: MakeReplica, chain: list[Record]
 ) -> None:
     fake = minted(chain[2])
@@ -632,20 +693,20 @@ def test_a_source_that_serves_another_chain_than_the_sealed_one_is_left_for_the_
     good = MemorySource(HOME, {LEDGER: chain})
     replica = make_replica(bad, good, stopping=lambda: len(bad.fetches) >= 20)
     held_up_to(replica, chain, 2)
-    replica.follower.receive([heads(seal(chain[3]))])
+    replica.follower.receive([heads(signed(chain[3]))])
     assert bad.fetches == [(LEDGER, 3, 1)]
     assert replica.heights() == [0, 1, 2, 3] and replica.store.get(LEDGER, 3) == chain[3]
     (alert,) = replica.alerts
     assert (alert.height, alert.what, alert.source, alert.found) == (3, "record_conflict", "redis", fake.hash.hex())
 
 
-def test_a_seal_inside_the_pending_run_stores_it_even_when_a_higher_one_is_known(
+def test_a_checkpoint_inside_the_pending_run_stores_it_even_when_a_higher_one_is_known(
     make_replica: MakeReplica, chain: list[Record]
 ) -> None:
     down = MemorySource("redis", {}, fail=True)  # no source can fetch 5..9: only the feed brings records
     replica = make_replica(down)
-    replica.follower.receive([heads(seal(chain[9]))])  # a heartbeat, or Redis's latest seal, came first
-    replica.follower.receive([*(live(r) for r in chain[:5]), heads(seal(chain[4]))])  # a batch and its seal
+    replica.follower.receive([heads(signed(chain[9]))])  # a heartbeat, or Redis's latest checkpoint, came first
+    replica.follower.receive([*(live(r) for r in chain[:5]), heads(signed(chain[4]))])  # a batch and its checkpoint
     assert replica.heights() == [0, 1, 2, 3, 4]
     assert replica.follower.behind() == {LEDGER: 5}
 
@@ -660,19 +721,40 @@ def test_a_refused_record_alert_resolves_once_the_homes_record_is_stored_at_its_
     held_up_to(replica, chain, 2)
     replica.follower.receive([live(forged(chain[3]), sender=EVIL)])
     assert replica.found() == [(3, "bad_link", EVIL)] and replica.resolved == []
-    replica.follower.receive([heads(seal(chain[4]))])  # the true 3 and 4 are stored
+    replica.follower.receive([heads(signed(chain[4]))])  # the true 3 and 4 are stored
     assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_link"]
 
 
-def test_a_refused_seal_resolves_once_a_true_seal_verifies_and_a_fork_once_a_seal_vouches_for_the_copy(
+def test_a_refused_checkpoint_resolves_once_one_by_the_home_verifies_but_equivocation_stays_open(
     make_replica: MakeReplica, chain: list[Record]
 ) -> None:
     replica = make_replica(MemorySource("redis", {LEDGER: chain}))
     held_up_to(replica, chain, 4)
-    replica.follower.receive([heads(flipped(seal(chain[4])), sender=EVIL)])
-    assert [a.what for a in replica.alerts] == ["bad_signature"] and replica.resolved == []
-    replica.follower.receive([heads(seal(forged(chain[2])), sender=PEER)])  # signed by the home: it verifies
-    assert [a.what for a in replica.alerts] == ["bad_signature", "fork"]
-    assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_signature"]
-    replica.follower.receive([heads(seal(chain[3]))])  # the home vouches for this copy up to 3
-    assert replica.resolved[1:] == [f"{REPLICA}|{LEDGER}|fork"]
+    replica.follower.receive([heads(flipped(signed(chain[4])), sender=EVIL)])
+    assert [a.what for a in replica.alerts] == ["bad_note_signature"] and replica.resolved == []
+    lie = signed(minted(chain[1], origin=HOME))  # the home's key on another tree of size 3: it verifies
+    replica.follower.receive([heads(lie, sender=PEER)])
+    assert [a.what for a in replica.alerts] == ["bad_note_signature", "equivocation"]
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_note_signature"]
+    replica.follower.receive([heads(signed(chain[3]))])  # vouches for this copy, but the home signed both
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|bad_note_signature"]  # the evidence is the operator's
+
+
+def test_a_fault_of_the_own_copy_resolves_once_a_checkpoint_at_or_above_it_has_the_copy_s_root(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}))
+    held_up_to(replica, chain, 4)
+    root = replica.store.root
+
+    def damaged(ledger: str, size: int | None = None) -> bytes:
+        raise TreeMismatchError("the stored subtrees are not those of the records")
+
+    monkeypatch.setattr(replica.store, "root", damaged)  # rows gone under the store
+    replica.follower.receive([heads(signed(chain[3]))])
+    assert replica.found() == [(3, "tree_mismatch", REPLICA)] and replica.resolved == []
+    monkeypatch.setattr(replica.store, "root", root)  # repaired
+    replica.follower.receive([heads(signed(chain[2]))])  # below the fault: says nothing of height 3
+    assert replica.resolved == []
+    replica.follower.receive([heads(signed(chain[3]))])  # the home vouches for this copy up to 3
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|tree_mismatch"]

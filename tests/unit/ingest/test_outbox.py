@@ -1,7 +1,7 @@
 """Outbox: a real home ChainStore's durable records reach the Redis streams and held heights, outages included.
 
 Mostly no feed here (``publisher=None``, or a FeedLog that notes what would be sent): what is
-checked is the stream, the held heights and the seals, on the session's Redis, and on Redis
+checked is the stream, the held heights and the checkpoints, on the session's Redis, and on Redis
 servers of the tests' own that they stop and start.
 """
 
@@ -14,19 +14,20 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
-from vledger.broker.signing import SealKeys, SigningKey, new_signing_key, sign_seal
+from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
+from vledger.node.checkpoint_log import SIGNED
+from vledger.node.errors import StoreContradictsCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
-from vledger.node.seal import Seal, seal_from_wire
 from vledger.node.store import ChainStore
+from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -37,8 +38,9 @@ OTHER = "ledger-b"
 # filling a stream takes several round trips.
 SETTINGS = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3)
 DEADLINE = 15.0  # seconds: the outbox retries Redis once a second
+CLUSTER = "test"
 SIGNER = new_signing_key()  # the home's Ed25519 key
-SEAL_KEYS = SealKeys({HOME: SIGNER.public}, lambda ledger: HOME)
+KEYS = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, SIGNER.public.raw))
 
 
 def append(store: ChainStore, ledger: str, count: int) -> None:
@@ -86,17 +88,17 @@ def caught_up(repl: ReplicationLedger, store: ChainStore) -> Callable[[], bool]:
 
 
 class LoggedReplication(ReplicationLedger):
-    """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, seal)."""
+    """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, checkpoint)."""
 
     def __init__(self, client: Any) -> None:
         super().__init__(client)
         self.appends: list[tuple[str, int, int, bytes]] = []
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Any, seal: bytes = b""
+        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b""
     ) -> tuple[int, int | None]:
-        self.appends.append((ledger, first, len(records), seal))
-        return super().append_checked(ledger, origin, first, records, seal)
+        self.appends.append((ledger, first, len(records), checkpoint))
+        return super().append_checked(ledger, origin, first, records, checkpoint)
 
 
 class Home:
@@ -107,7 +109,8 @@ class Home:
     ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
         self.repl = LoggedReplication(client)
-        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=signer)  # type: ignore[arg-type]
+        home_signer = HomeSigner(CLUSTER, signer.seed) if signer is not None else None
+        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=home_signer)  # type: ignore[arg-type]
         self.store.on_commit = self.outbox.committed
         self.outbox.start()
 
@@ -214,104 +217,111 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
 
 
-# --- seals: a home's outbox with a signing key ------------------------------------------------------
+# --- checkpoints: a home's outbox with a signing key ------------------------------------------------------
 
 
-def unpacked(ledger: str, packed: bytes) -> Seal:
-    """A seal as a stream entry or ``vledger:seals`` holds it, checked for shape and signature."""
-    seal = seal_from_wire(ledger, msgpack.unpackb(packed, raw=False))
-    SEAL_KEYS.check(seal)
-    return seal
+def unpacked(ledger: str, note: bytes) -> SignedCheckpoint:
+    """A checkpoint as a stream entry or ``vledger:checkpoints`` holds it, its signature checked."""
+    return KEYS.check(ledger, note)
 
 
-def sealed_entries(home: Home, ledger: str) -> dict[int, Seal]:
-    """The stream entries of ``ledger`` that carry a seal, by height; each seal names its entry's record."""
+def checkpointed_entries(home: Home, ledger: str) -> dict[int, SignedCheckpoint]:
+    """The stream entries of ``ledger`` that carry a checkpoint, by height; each is of the tree up to its entry."""
     found = {}
     for entry in home.repl.read(ledger, 0, 1_000_000):
-        if entry.seal:
-            seal = unpacked(ledger, entry.seal)
+        if entry.checkpoint:
+            checkpoint = unpacked(ledger, entry.checkpoint)
             held = home.store.get(ledger, entry.height)
             assert held is not None and held.encode() == entry.data
-            assert (seal.ledger, seal.height, seal.hash, seal.home) == (ledger, entry.height, held.link, HOME)
-            found[entry.height] = seal
+            assert (checkpoint.ledger, checkpoint.height) == (ledger, entry.height)
+            assert checkpoint.root == home.store.root(ledger, entry.height + 1)
+            found[entry.height] = checkpoint
     return found
 
 
-def latest_seal(home: Home, ledger: str) -> Seal:
-    return unpacked(ledger, home.repl.seals()[ledger])
+def latest_checkpoint(home: Home, ledger: str) -> SignedCheckpoint:
+    return unpacked(ledger, home.repl.checkpoints()[ledger])
 
 
-def test_a_home_seals_the_last_record_of_each_ledger_in_each_batch(
+def test_a_home_signs_a_checkpoint_at_the_last_record_of_each_ledger_in_each_batch(
     redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     feed = FeedLog()
     home = homes(redis_client, SIGNER, feed)
-    wait_until(lambda: feed.heads_sent >= 1, "the outbox's first heartbeat")  # it sealed the (empty) store
+    wait_until(lambda: feed.heads_sent >= 1, "the outbox's first heartbeat")  # it signed the (empty) store
     append(home.store, LEDGER, 5)
     wait_until(caught_up(home.repl, home.store), "the first records streamed")
     append(home.store, OTHER, 2)
     append(home.store, LEDGER, 2)
     wait_until(caught_up(home.repl, home.store), "the next records streamed")
 
-    assert home.repl.appends  # every run the outbox appended carries the seal of its last record
-    for ledger, first, count, packed in home.repl.appends:
-        seal = unpacked(ledger, packed)
-        held = home.store.get(ledger, first + count - 1)
-        assert held is not None and (seal.height, seal.hash, seal.home) == (held.height, held.link, HOME)
-    assert set(sealed_entries(home, LEDGER)) == {f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER}
-    assert {4, 6} <= set(sealed_entries(home, LEDGER))  # the last of each group of appends, at least
-    assert set(sealed_entries(home, OTHER)) >= {1}
-    assert latest_seal(home, LEDGER) == sign_seal(SIGNER, LEDGER, 6, home.store.heads()[LEDGER][1], HOME)
-    assert latest_seal(home, OTHER).height == 1
-    assert home.outbox.seals == {LEDGER: latest_seal(home, LEDGER), OTHER: latest_seal(home, OTHER)}
+    assert home.repl.appends  # every run the outbox appended carries the checkpoint up to its last record
+    for ledger, first, count, note in home.repl.appends:
+        checkpoint = unpacked(ledger, note)
+        assert (checkpoint.size, checkpoint.root) == (first + count, home.store.root(ledger, first + count))
+    assert set(checkpointed_entries(home, LEDGER)) == {
+        f + n - 1 for ledger, f, n, _ in home.repl.appends if ledger == LEDGER
+    }
+    assert {4, 6} <= set(checkpointed_entries(home, LEDGER))  # the last of each group of appends, at least
+    assert set(checkpointed_entries(home, OTHER)) >= {1}
+    assert latest_checkpoint(home, LEDGER) == HomeSigner(CLUSTER, SIGNER.seed).sign(
+        LEDGER, 7, home.store.root(LEDGER, 7)
+    )
+    assert latest_checkpoint(home, OTHER).height == 1
+    assert home.outbox.checkpoints == {LEDGER: latest_checkpoint(home, LEDGER), OTHER: latest_checkpoint(home, OTHER)}
+    # The home keeps every checkpoint it signed, and serves one among the records of a range page.
+    kept = home.store.checkpoints.all(LEDGER, SIGNED)
+    assert {4, 6} <= {c.size - 1 for c in kept} and all(c.root == home.store.root(LEDGER, c.size) for c in kept)
+    assert home.outbox.covering(LEDGER, 0, 7) == latest_checkpoint(home, LEDGER).note
 
-    # On the feed each seal follows the records it covers.
+    # On the feed each checkpoint follows the records it covers.
     published: dict[str, int] = {}
-    seals_sent: set[tuple[str, int]] = set()
+    checkpoints_sent: set[tuple[str, int]] = set()
     for item in feed.sent:
         if isinstance(item, tuple):
             published[item[0]] = max(published.get(item[0], -1), item[1])
             continue
-        for seal in item:
-            SEAL_KEYS.check(seal)
-            assert seal.height <= published.get(seal.ledger, -1), f"{seal} before its record"
-            seals_sent.add((seal.ledger, seal.height))
-    assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= seals_sent
+        for sent in item:
+            KEYS.check(sent.ledger, sent.note)
+            assert sent.height <= published.get(sent.ledger, -1), f"{sent} before its record"
+            checkpoints_sent.add((sent.ledger, sent.height))
+    assert {(LEDGER, 4), (LEDGER, 6), (OTHER, 1)} <= checkpoints_sent
     assert [r[1] for r in feed.records if r[0] == LEDGER] == list(range(7))
 
 
-def test_a_home_without_a_signing_key_streams_no_seal(redis_client: Any, homes: Callable[..., Home]) -> None:
+def test_a_home_without_a_signing_key_streams_no_checkpoint(redis_client: Any, homes: Callable[..., Home]) -> None:
     home = homes(redis_client)
     append(home.store, LEDGER, 4)
     wait_until(caught_up(home.repl, home.store), "the records streamed")
-    assert all(seal == b"" for _, _, _, seal in home.repl.appends)
-    assert sealed_entries(home, LEDGER) == {} and home.repl.seals() == {} and home.outbox.seals == {}
+    assert all(note == b"" for _, _, _, note in home.repl.appends)
+    assert checkpointed_entries(home, LEDGER) == {} and home.repl.checkpoints() == {} and home.outbox.checkpoints == {}
 
 
-def test_a_relay_forwards_the_seals_it_is_given_after_the_records(tmp_path: Path) -> None:
+def test_a_relay_forwards_the_checkpoints_it_is_given_after_the_records(tmp_path: Path) -> None:
     with ChainStore(tmp_path / "relay", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 3)
         records = list(store.range(LEDGER))
         feed = FeedLog()
         settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, max_hops=2)  # a relay republishes
         relay = Outbox("replica-1", store, feed, None, settings, stream=False)  # type: ignore[arg-type]
-        top = sign_seal(SIGNER, LEDGER, 2, records[2].link, HOME)  # the home's, as the follower verified it
+        signer = HomeSigner(CLUSTER, SIGNER.seed)
+        top = signer.sign(LEDGER, 3, store.root(LEDGER, 3))  # the home's, as the follower verified it
         relay.committed(records, 2, [top])
-        relay.committed([], 255, [sign_seal(SIGNER, LEDGER, 1, records[1].link, HOME)])  # an older one: kept out
+        relay.committed([], 255, [signer.sign(LEDGER, 2, store.root(LEDGER, 2))])  # an older one: kept out
         relay.start()
         relay.stop()
     assert feed.sent[:4] == [(LEDGER, 0, 2), (LEDGER, 1, 2), (LEDGER, 2, 2), [top]]
-    assert relay.seals == {LEDGER: top}
+    assert relay.checkpoints == {LEDGER: top}
     assert [top] in feed.sent[4:]  # and the heartbeat sends it again
 
 
 @pytest.mark.parametrize(
-    ("streamed_before", "sealed"),
+    ("streamed_before", "checkpointed"),
     [(0, {2, 5, 8, 9}), (4, {6, 9})],
     ids=["redis-never-saw-the-store", "the-stream-lags-the-store"],
 )
-def test_a_stream_filled_from_the_store_is_sealed_chunk_by_chunk(
-    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], streamed_before: int, sealed: set[int]
+def test_a_stream_filled_from_the_store_is_checkpointed_chunk_by_chunk(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], streamed_before: int, checkpointed: set[int]
 ) -> None:
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 10)  # no outbox yet
@@ -319,12 +329,12 @@ def test_a_stream_filled_from_the_store_is_sealed_chunk_by_chunk(
         repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, streamed_before)])
     home = homes(redis_client, SIGNER)  # the same directory
     wait_until(caught_up(home.repl, home.store), "the stream filled from the store")
-    # catch_up_batch is 3: each chunk added from the store carries the seal of its last record.
-    assert set(sealed_entries(home, LEDGER)) == sealed
+    # catch_up_batch is 3: each chunk added from the store carries the checkpoint up to its last record.
+    assert set(checkpointed_entries(home, LEDGER)) == checkpointed
     assert [(first, count) for _, first, count, _ in home.repl.appends] == [
         (first, min(3, 10 - first)) for first in range(streamed_before, 10, 3)
     ]
-    assert latest_seal(home, LEDGER).height == 9
+    assert latest_checkpoint(home, LEDGER).height == 9
 
 
 # --- Redis outages ---------------------------------------------------------------------------------
@@ -374,7 +384,7 @@ def test_after_an_outage_the_stream_is_filled_from_the_store(
     [(True, {6, 9, 11}), (False, {2, 5, 8, 11})],
     ids=["redis-kept-its-data", "redis-lost-its-data"],
 )
-def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
+def test_after_an_outage_the_refilled_stream_is_checkpointed_chunk_by_chunk(
     own_redis: OwnRedis, homes: Callable[..., Home], keep_data: bool, refilled: set[int]
 ) -> None:
     own_redis.start()
@@ -384,7 +394,7 @@ def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
         home = homes(client, SIGNER, feed)
         append(home.store, LEDGER, 4)
         wait_until(caught_up(home.repl, home.store), "the first records streamed")
-        before = set(sealed_entries(home, LEDGER))
+        before = set(checkpointed_entries(home, LEDGER))
         assert 3 in before
         own_redis.stop()
         append(home.store, LEDGER, 8)  # while Redis is down
@@ -392,10 +402,10 @@ def test_after_an_outage_the_refilled_stream_is_sealed_chunk_by_chunk(
         wait_until(lambda: len(feed.records) == 14, "the records on the feed, Redis down")  # so not streamed
         own_redis.start(keep_data=keep_data)
         wait_until(caught_up(home.repl, home.store), "the stream filled after the outage")
-        # catch_up_batch is 3: every chunk the outbox added from the store is sealed.
-        assert set(sealed_entries(home, LEDGER)) == (before | refilled if keep_data else refilled)
-        assert set(sealed_entries(home, OTHER)) == {1}
-        assert latest_seal(home, LEDGER).height == 11 and latest_seal(home, OTHER).height == 1
+        # catch_up_batch is 3: every chunk the outbox added from the store carries a checkpoint.
+        assert set(checkpointed_entries(home, LEDGER)) == (before | refilled if keep_data else refilled)
+        assert set(checkpointed_entries(home, OTHER)) == {1}
+        assert latest_checkpoint(home, LEDGER).height == 11 and latest_checkpoint(home, OTHER).height == 1
     finally:
         client.close()
 
@@ -409,15 +419,15 @@ class FeedLog:
     def __init__(self) -> None:
         self.records: list[tuple[str, int, int]] = []
         self.heads_sent = 0
-        self.sent: list[tuple[str, int, int] | list[Seal]] = []  # records and seal messages as they went
+        self.sent: list[tuple[str, int, int] | list[SignedCheckpoint]] = []  # records and checkpoints as they went
 
     def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
         self.records.append((ledger, height, hops))
         self.sent.append((ledger, height, hops))
 
-    def heads(self, seals: Iterable[Seal]) -> None:
+    def checkpoints(self, checkpoints: Iterable[SignedCheckpoint]) -> None:
         self.heads_sent += 1
-        self.sent.append(list(seals))
+        self.sent.append(list(checkpoints))
 
 
 def refuse_writes(client: Any) -> None:
@@ -478,3 +488,41 @@ def test_an_outbox_started_while_redis_refuses_writes_goes_on(own_redis: OwnRedi
         outbox.stop()
         store.close()
         client.close()
+
+
+def test_checkpoint_interval_signs_each_ledger_at_most_that_often_and_then_its_head(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, checkpoint_interval_ms=400)
+        outbox = Outbox(HOME, store, FeedLog(), None, settings, signer=HomeSigner(CLUSTER, SIGNER.seed))  # type: ignore[arg-type]
+        store.on_commit = outbox.committed
+        outbox.start()
+        try:
+            started = time.monotonic()
+            for _ in range(5):  # five batches within one interval
+                append(store, LEDGER, 3)
+            wait_until(lambda: outbox.checkpoints.get(LEDGER) is not None, "a first checkpoint")
+            wait_until(lambda: outbox.checkpoints[LEDGER].size == store.size(LEDGER), "the head signed once due")
+            assert time.monotonic() - started >= 0.4  # the head waited for the interval
+        finally:
+            outbox.stop()
+        kept = store.checkpoints.all(LEDGER, SIGNED)
+        assert len(kept) <= 3, [c.size for c in kept]  # at most one now and one per interval passed
+        assert kept[-1].size == 15 and kept[-1].root == store.root(LEDGER, 15)
+
+
+def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tmp_path: Path) -> None:
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 300)  # a store from before checkpoints: none kept
+        outbox = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed))
+        assert outbox.covering(LEDGER, 0, 100) is None  # no multiple of 256 among these: nothing signed
+        note = outbox.covering(LEDGER, 200, 300)
+        assert note is not None and unpacked(LEDGER, note).size == 256
+        assert unpacked(LEDGER, note).root == store.root(LEDGER, 256)
+        assert outbox.covering(LEDGER, 250, 260) == note  # kept, served again
+        assert outbox.covering(LEDGER, 255, 400) == note
+        assert [c.size for c in store.checkpoints.all(LEDGER, SIGNED)] == [256]  # one signature, whatever was asked
+        contradiction = StoreContradictsCheckpointError("a rewritten tail", ledger=LEDGER)
+        refused = Outbox(
+            HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed), refused={LEDGER: contradiction}
+        )
+        assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None

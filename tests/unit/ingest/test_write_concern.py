@@ -1,28 +1,47 @@
-"""ReplicaWatch: a put's write concern, resolved from the held heights of the session's real Redis."""
+"""CosignatureWatch: a put's write concern, resolved only by witness cosignatures that verify.
+
+The home's checkpoints are real (signed with its key and kept in a real store's checkpoint
+table); the witnesses' cosignatures are real C2SP cosignature/v1 lines, published in the
+session's real Redis as a replica would. Everything else Redis may hold (holder heights,
+channel messages, notes under a witness's name that are not its cosignature) must not count.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vledger.broker.redis_server import connect, free_port
-from vledger.broker.replication import ReplicationLedger
-from vledger.ingest.write_concern import ReplicaWatch
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.signing import new_signing_key
+from vledger.ingest.write_concern import CosignatureWatch
+from vledger.node.checkpoint_log import SIGNED, CheckpointLog
 from vledger.node.errors import ReplicationTimeoutError
-from vledger.node.store import Receipt
+from vledger.node.store import ChainStore, Receipt
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, home_key, witness_key
 
+CLUSTER = "test"
 HOME = "ingest-1"
 LEDGER = "ledger-a"
 DEADLINE = 10.0
-SETTLE = 0.3  # seconds given to an advance that must not resolve a waiter
+SETTLE = 0.8  # seconds given to something that must not resolve a waiter (more than RECHECK_SECONDS)
+HOME_KEY = new_signing_key()
+SIGNER = HomeSigner(CLUSTER, HOME_KEY.seed)
+WITNESS_KEYS = {name: new_signing_key() for name in ("replica-1", "replica-2", "replica-3", "observer-1")}
+STRANGER_KEY = new_signing_key()
 
 
 def receipt(height: int, ledger: str = LEDGER) -> Receipt:
     return Receipt(ledger, height, bytes([height % 256]) * 32, b"\x01" * 32)
+
+
+def root(size: int) -> bytes:
+    return size.to_bytes(32, "big")  # any 32 bytes: the watch compares with what the home signed
 
 
 @pytest.fixture
@@ -31,10 +50,49 @@ def repl(redis_client: Any) -> ReplicationLedger:
 
 
 @pytest.fixture
-def watch(repl: ReplicationLedger) -> Iterator[ReplicaWatch]:
-    started = ReplicaWatch(HOME, repl).start()
+def kept(tmp_path: Path) -> Iterator[CheckpointLog]:
+    with ChainStore(tmp_path / "home") as store:  # only its checkpoints table is used
+        yield store.checkpoints
+
+
+def signed(kept: CheckpointLog, size: int, ledger: str = LEDGER) -> SignedCheckpoint:
+    """The home's checkpoint at ``size``, kept as the outbox keeps what it signs."""
+    checkpoint = SIGNER.sign(ledger, size, root(size))
+    kept.keep(ledger, SIGNED, size, checkpoint.root, checkpoint.note)
+    return checkpoint
+
+
+def cosign(repl: ReplicationLedger, witness: str, checkpoint: SignedCheckpoint, key_name: str | None = None) -> bytes:
+    """``witness``'s cosignature (or one made with ``key_name``'s key under its name), published as a witness does."""
+    key = WITNESS_KEYS.get(key_name or witness, STRANGER_KEY)
+    note = WitnessSigner(witness, key.seed).cosign(checkpoint, int(time.time()))
+    repl.publish_cosignature(checkpoint.ledger, witness, checkpoint.size, note)
+    return note
+
+
+@pytest.fixture
+def alerts() -> list[Alert]:
+    return []
+
+
+@pytest.fixture
+def watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> Iterator[CosignatureWatch]:
+    started = make_watch(repl, kept, alerts).start()
     yield started
     started.stop()
+
+
+def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> CosignatureWatch:
+    return CosignatureWatch(
+        HOME,
+        repl,
+        kept,
+        cluster=CLUSTER,
+        witnesses={name: witness_key(name, key.public.raw) for name, key in WITNESS_KEYS.items()},
+        log_key_of=lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        on_alert=alerts.append,
+        ignored=["observer-1"],
+    )
 
 
 def still_waiting(future: Future[Any]) -> bool:
@@ -42,65 +100,94 @@ def still_waiting(future: Future[Any]) -> bool:
     return not future.done()
 
 
-def test_a_waiter_resolves_once_enough_other_nodes_hold_its_height(
-    watch: ReplicaWatch, repl: ReplicationLedger
+def test_a_waiter_resolves_once_enough_witnesses_cosigned_past_its_height(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
 ) -> None:
     future = watch.wait(receipt(5), replicas=2, timeout_ms=10_000)
-    repl.advance(HOME, LEDGER, 9)  # the home's own copy never counts
-    repl.advance("replica-1", LEDGER, 5)
-    repl.advance("replica-2", LEDGER, 4)  # below the height: not yet
+    cosign(repl, "replica-1", signed(kept, 6))  # size 6: heights 0..5
+    cosign(repl, "replica-2", signed(kept, 5))  # heights 0..4: not yet
+    cosign(repl, "observer-1", signed(kept, 9))  # an observer never counts
     assert still_waiting(future)
-    repl.advance("replica-2", LEDGER, 7)
+    cosign(repl, "replica-2", signed(kept, 8))
     got, holders = future.result(timeout=DEADLINE)
     assert got == receipt(5)
     assert holders == ["replica-1", "replica-2"]
+    assert alerts == []
 
 
-def test_ignored_nodes_never_count(repl: ReplicationLedger) -> None:
-    # Observers hold copies to count them, not to keep them safe: a put's w does not count them.
-    watch = ReplicaWatch(HOME, repl, ignored={"observer-1"}).start()
-    try:
-        future = watch.wait(receipt(3), replicas=1, timeout_ms=10_000)
-        repl.advance("observer-1", LEDGER, 9)
-        repl.advance(HOME, LEDGER, 9)
-        assert still_waiting(future)
-        repl.advance("replica-1", LEDGER, 3)
-        assert future.result(timeout=DEADLINE)[1] == ["replica-1"]
-    finally:
-        watch.stop()
-
-
-def test_heights_held_before_the_wait_count_at_once(watch: ReplicaWatch, repl: ReplicationLedger) -> None:
-    for node in ("replica-1", "replica-2", "replica-3"):
-        repl.advance(node, LEDGER, 20)
-    assert watch.wait(receipt(3), replicas=3, timeout_ms=10_000).result(timeout=DEADLINE)[1] == [
+def test_cosignatures_made_before_the_wait_count_at_once(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog
+) -> None:
+    cosign(repl, "replica-1", signed(kept, 10))
+    cosign(repl, "replica-3", signed(kept, 10))
+    assert watch.wait(receipt(9), replicas=2, timeout_ms=10_000).result(timeout=DEADLINE)[1] == [
         "replica-1",
-        "replica-2",
-        "replica-3",
-    ]
-    # A ledger the watch already follows: answered from what it heard, without asking Redis.
-    assert watch.wait(receipt(20), replicas=1, timeout_ms=10_000).result(timeout=DEADLINE)[1] == [
-        "replica-1",
-        "replica-2",
         "replica-3",
     ]
 
 
-def test_waiters_of_one_ledger_resolve_each_at_its_own_height(watch: ReplicaWatch, repl: ReplicationLedger) -> None:
-    low, high = (watch.wait(receipt(h), replicas=1, timeout_ms=10_000) for h in (2, 8))
-    other = watch.wait(receipt(2, ledger="ledger-b"), replicas=1, timeout_ms=10_000)
-    repl.advance("replica-1", LEDGER, 4)
-    assert low.result(timeout=DEADLINE)[1] == ["replica-1"]
-    assert still_waiting(high) and not other.done()  # another ledger's heights are not this one's
-    repl.advance("replica-1", LEDGER, 8)
-    assert high.result(timeout=DEADLINE)[1] == ["replica-1"]
-    repl.advance("replica-1", "ledger-b", 2)
-    assert other.result(timeout=DEADLINE)[1] == ["replica-1"]
+def test_holder_reports_and_channel_messages_prove_nothing(
+    watch: CosignatureWatch, repl: ReplicationLedger, redis_client: Any, alerts: list[Alert]
+) -> None:
+    future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
+    repl.advance("replica-1", LEDGER, 99_999_999)  # the attack of issue 11
+    redis_client.publish(repl.held_channel, f"ghost-a {LEDGER} 99999999")
+    redis_client.hset(repl.held_key(LEDGER), "ghost-b", "99999999")
+    redis_client.publish(repl.cosigned_channel, f"replica-1 {LEDGER} 99999999")
+    redis_client.hset(repl.cosig_key(LEDGER), "ghost-c", b"anything")  # not a witness of this cluster
+    assert still_waiting(future)
+    assert alerts == []  # nothing there named a known witness's key
 
 
-def test_a_waiter_times_out_with_where_its_record_stands(watch: ReplicaWatch, repl: ReplicationLedger) -> None:
-    repl.advance(HOME, LEDGER, 5)
-    repl.advance("replica-1", LEDGER, 5)
+@pytest.mark.parametrize(
+    "forgery",
+    ["wrong-key", "not-a-note", "unsigned-checkpoint", "other-root"],
+)
+def test_a_note_under_a_witness_s_name_that_is_not_its_cosignature_never_counts_and_names_it(
+    watch: CosignatureWatch,
+    repl: ReplicationLedger,
+    kept: CheckpointLog,
+    redis_client: Any,
+    alerts: list[Alert],
+    forgery: str,
+) -> None:
+    future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
+    if forgery == "wrong-key":
+        note = cosign(repl, "replica-2", signed(kept, 20), key_name="stranger")
+    elif forgery == "not-a-note":
+        note = b"replica-2 holds ledger-a up to 99999999"
+        repl.publish_cosignature(LEDGER, "replica-2", 99_999_999, note)
+    elif forgery == "unsigned-checkpoint":  # the witness's own key, on a checkpoint the home never signed
+        other = HomeSigner(CLUSTER, STRANGER_KEY.seed).sign(LEDGER, 20, root(20))
+        note = cosign(repl, "replica-2", other)
+    else:  # the home's key and the witness's, but a root the home never kept at that size
+        checkpoint = SIGNER.sign(LEDGER, 20, root(21))
+        note = cosign(repl, "replica-2", checkpoint)
+    assert still_waiting(future)
+    (alert,) = [a for a in alerts if a.source == "replica-2"]
+    assert (alert.node, alert.ledger, alert.what) == (HOME, LEDGER, "bad_cosignature")
+    assert "replica-2" in alert.detail
+    redis_client.publish(repl.cosigned_channel, f"replica-2 {LEDGER} 20")  # read again: not reported twice
+    time.sleep(SETTLE)
+    assert len(alerts) == 1
+    assert repl.cosignatures(LEDGER)["replica-2"] == note
+
+
+def test_a_replayed_older_cosignature_does_not_cover_a_newer_record(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    old = cosign(repl, "replica-1", signed(kept, 3))
+    signed(kept, 8)
+    future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
+    repl.publish_cosignature(LEDGER, "replica-1", 99_999_999, old)  # replayed, with a lying channel message
+    assert still_waiting(future)
+    assert alerts == []  # it is a true cosignature, of a smaller tree
+
+
+def test_a_waiter_times_out_with_where_its_record_stands(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog
+) -> None:
+    cosign(repl, "replica-1", signed(kept, 6))
     started = time.monotonic()
     future = watch.wait(receipt(5), replicas=3, timeout_ms=300)
     with pytest.raises(ReplicationTimeoutError) as caught:
@@ -110,11 +197,11 @@ def test_a_waiter_times_out_with_where_its_record_stands(watch: ReplicaWatch, re
     assert error.code == "replication_timeout"
     assert error.details == {"ledger": LEDGER, "height": 5, "hash": receipt(5).hash, "replicas": ["replica-1"]}
     assert error.to_wire() == {"code": "replication_timeout", "message": error.message, **error.details}
-    assert "durable on ingest-1" in error.message and "1 of the 3 replicas" in error.message
+    assert "durable on ingest-1" in error.message and "1 of the 3 witnesses" in error.message
 
 
-def test_stop_fails_the_waiters_left(repl: ReplicationLedger) -> None:
-    watch = ReplicaWatch(HOME, repl).start()
+def test_stop_fails_the_waiters_left(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> None:
+    watch = make_watch(repl, kept, alerts).start()
     future = watch.wait(receipt(1), replicas=1, timeout_ms=60_000)
     watch.stop()
     with pytest.raises(ReplicationTimeoutError) as caught:
@@ -122,9 +209,9 @@ def test_stop_fails_the_waiters_left(repl: ReplicationLedger) -> None:
     assert caught.value.details["replicas"] == []
 
 
-def test_an_unreachable_redis_lets_waiters_time_out() -> None:
+def test_an_unreachable_redis_lets_waiters_time_out(kept: CheckpointLog, alerts: list[Alert]) -> None:
     client = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
-    watch = ReplicaWatch(HOME, ReplicationLedger(client)).start()
+    watch = make_watch(ReplicationLedger(client), kept, alerts).start()
     try:
         future = watch.wait(receipt(1), replicas=1, timeout_ms=200)
         with pytest.raises(ReplicationTimeoutError):
@@ -135,12 +222,11 @@ def test_an_unreachable_redis_lets_waiters_time_out() -> None:
 
 
 def test_a_waiter_times_out_even_when_redis_answers_with_an_error(
-    watch: ReplicaWatch, repl: ReplicationLedger, redis_client: Any
+    watch: CosignatureWatch, repl: ReplicationLedger, redis_client: Any
 ) -> None:
-    # Found while writing these tests: an error reply (here WRONGTYPE; NOPERM under an ACL)
-    # raises a ResponseError, which _follow does not catch: the thread ends, and a put with
-    # w > 0 then waits for ever instead of being answered replication_timeout.
-    redis_client.set(repl.held_key(LEDGER), "not a hash")
+    # An error reply (here WRONGTYPE; NOPERM under an ACL) raises a ResponseError: the watch
+    # must survive it, and a put with w > 0 be answered replication_timeout, not wait for ever.
+    redis_client.set(repl.cosig_key(LEDGER), "not a hash")
     future = watch.wait(receipt(1), replicas=1, timeout_ms=200)
     with pytest.raises(ReplicationTimeoutError):
         future.result(timeout=3.0)

@@ -248,7 +248,7 @@ def _flipped(directory: Path, select: str, *args: object) -> bytes:
 
 @pytest.mark.parametrize(
     ("level", "index"),
-    [(0, 3), (1, 10), (5, 1), (6, 0)],  # a leaf, interior nodes, and a node on the right edge
+    [(4, 2), (5, 1), (6, 0)],  # the lowest stored level, up to the largest complete subtree
 )
 def test_a_changed_tree_row_is_found_on_open(
     open_store: OpenStore, kit: Any, tmp_path: Path, level: int, index: int
@@ -279,15 +279,15 @@ def test_a_changed_tree_row_is_found_on_open(
 def test_a_missing_or_extra_tree_row_is_found_on_open(open_store: OpenStore, kit: Any, tmp_path: Path) -> None:
     _filled(open_store, kit, tmp_path / "s", n=40).close()
     with sqlite3.connect(tmp_path / "s" / DB_NAME) as conn:
-        good = conn.execute("SELECT hash FROM tree WHERE ledger = ? AND level = 2 AND idx = 3", (LEDGER,)).fetchone()[0]
+        good = conn.execute("SELECT hash FROM tree WHERE ledger = ? AND level = 4 AND idx = 1", (LEDGER,)).fetchone()[0]
     conn.close()
-    _sql(tmp_path / "s", "DELETE FROM tree WHERE ledger = ? AND level = 2 AND idx = 3", LEDGER)
-    with pytest.raises(TreeMismatchError, match="lacks its node at level 2, index 3"):
+    _sql(tmp_path / "s", "DELETE FROM tree WHERE ledger = ? AND level = 4 AND idx = 1", LEDGER)
+    with pytest.raises(TreeMismatchError, match="lacks its node at level 4, index 1"):
         open_store(tmp_path / "s")
-    _sql(tmp_path / "s", "INSERT INTO tree VALUES (?, 2, 3, ?)", LEDGER, b"\x00" * 32)
-    with pytest.raises(TreeMismatchError, match="level 2, index 3 does not match"):
+    _sql(tmp_path / "s", "INSERT INTO tree VALUES (?, 4, 1, ?)", LEDGER, b"\x00" * 32)
+    with pytest.raises(TreeMismatchError, match="level 4, index 1 does not match"):
         open_store(tmp_path / "s")
-    _sql(tmp_path / "s", "UPDATE tree SET hash = ? WHERE ledger = ? AND level = 2 AND idx = 3", good, LEDGER)
+    _sql(tmp_path / "s", "UPDATE tree SET hash = ? WHERE ledger = ? AND level = 4 AND idx = 1", good, LEDGER)
     open_store(tmp_path / "s").close()  # repaired by hand, it opens again
     for extra in ((0, 40), (9, 0)):
         _sql(tmp_path / "s", "INSERT INTO tree VALUES (?, ?, ?, ?)", LEDGER, *extra, b"\x00" * 32)
@@ -304,7 +304,25 @@ def test_a_changed_record_is_found_on_open(open_store: OpenStore, kit: Any, tmp_
     # Height 10, far below the head: only the tree sees it at open (the chain check reads the head).
     changed = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 10", LEDGER)
     _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 10", changed, LEDGER)
-    with pytest.raises(TreeMismatchError, match="level 0, index 10 does not match record 10's bytes"):
+    with pytest.raises(TreeMismatchError, match="level 4, index 0 does not match the records up to 15"):
+        open_store(tmp_path / "s")
+
+
+def test_a_changed_record_or_edge_past_the_last_stored_node_is_found_on_open(
+    open_store: OpenStore, kit: Any, tmp_path: Path
+) -> None:
+    _filled(open_store, kit, tmp_path / "s", n=100).close()
+    # Records 96..99 are below every stored node: the stored edge covers them.
+    changed = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 97", LEDGER)
+    _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 97", changed, LEDGER)
+    with pytest.raises(TreeMismatchError, match="right edge does not match the records"):
+        open_store(tmp_path / "s")
+    restored = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 97", LEDGER)
+    _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 97", restored, LEDGER)
+    open_store(tmp_path / "s").close()
+    edge = _flipped(tmp_path / "s", "SELECT frontier FROM tree_edge WHERE ledger = ?", LEDGER)
+    _sql(tmp_path / "s", "UPDATE tree_edge SET frontier = ? WHERE ledger = ?", edge, LEDGER)
+    with pytest.raises(TreeMismatchError, match="right edge does not match the records"):
         open_store(tmp_path / "s")
 
 

@@ -136,7 +136,7 @@ def test_verify_json_has_the_documented_shape(tmp_path: Path, capsys: pytest.Cap
     assert report["ok"] is True
     assert [e["ledger"] for e in report["ledgers"]] == ["alpha", "beta"]
     entry = ledger_entry(report, "alpha")
-    assert set(entry) == {"ledger", "records", "head", "ok", "error"}
+    assert set(entry) == {"ledger", "records", "head", "checkpoints", "ok", "error"}
     assert entry["records"] == 5 and entry["ok"] is True and entry["error"] is None
     assert len(entry["head"]) == 64
 

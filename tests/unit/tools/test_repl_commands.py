@@ -16,7 +16,9 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
 from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
 from vledger.node.errors import RedisServerError
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tools import cli, repl_commands
 from vledger.tools.repl_commands import EXIT_FAILED, EXIT_LAGGING, EXIT_OK, ledger_status
 
@@ -181,10 +183,11 @@ def test_every_replica_current_exits_0(
     assert code == EXIT_OK, err
     lines = out.splitlines()
     assert lines[0].endswith(": 1 ledger") and "redis://127.0.0.1:" in lines[0]
-    assert lines[2].split() == ["LEDGER", "HEAD", "STREAM", "NODE", "ROLE", "HELD", "LAG", "STATE"]
-    assert lines[3].split() == ["zakat", "4", "4", "ingest-2", "home", "4", "0"]
-    assert lines[4].split() == ["ingest-1", "ingest", "-", "-"]
-    assert lines[5].split() == ["replica-1", "replica", "4", "0", "current"]
+    assert lines[2].split() == ["LEDGER", "HEAD", "STREAM", "NODE", "ROLE", "HELD", "LAG", "COSIGNED", "STATE"]
+    assert lines[3].split() == ["zakat", "4", "4", "ingest-2", "home", "4", "0", "-"]
+    assert lines[4].split() == ["ingest-1", "ingest", "-", "-", "-"]
+    assert lines[5].split() == ["replica-1", "replica", "4", "0", "-", "current"]
+    assert "zakat  no checkpoint that verifies" in out
     assert "zakat  5 on 3 nodes" in out
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
@@ -208,7 +211,19 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
     assert report["current"] is False
     assert [e["ledger"] for e in report["ledgers"]] == [ELECTION, ZAKAT]
     election = ledger(report, ELECTION)
-    assert set(election) == {"ledger", "home", "head", "stream_head", "home_held", "nodes", "counts", "lagging"}
+    assert set(election) == {
+        "ledger",
+        "home",
+        "head",
+        "stream_head",
+        "home_held",
+        "nodes",
+        "counts",
+        "lagging",
+        "checkpoint",
+        "cosigned",
+    }
+    assert (election["checkpoint"], election["cosigned"]) == (None, {})
     assert (election["home"], election["head"], election["stream_head"], election["home_held"]) == (
         "ingest-1",
         41,
@@ -222,6 +237,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "held": 30,
         "lag": 11,
         "lagging": True,
+        "cosigned": None,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -229,6 +245,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "held": None,
         "lag": None,
         "lagging": False,
+        "cosigned": None,
     }
     assert node(election, "observer-9")["role"] == "unknown"
     assert election["counts"] == [
@@ -245,7 +262,30 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
     assert "Behind: election-2026 (replica-2)" in out
     assert "11 on 2 nodes, 20 on 3 nodes, 11 on 4 nodes" in out
     (row,) = [line for line in out.splitlines() if " replica-2 " in f" {line} " and " 30 " in line]
-    assert row.split() == ["replica-2", "replica", "30", "11", "behind"]
+    assert row.split() == ["replica-2", "replica", "30", "11", "-", "behind"]
+
+
+def test_cosignatures_are_counted_only_when_they_verify_with_the_key_files(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    keys = config.parent / "keys"
+    seeds = {name: generate_signing_key(keys, name) for name in ("ingest-1", "replica-1", "replica-2")}
+    assert all(seeds.values())
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed)
+    stream(repl, ELECTION, "ingest-1", 10)
+    old, latest = home.sign(ELECTION, 6, bytes(32)), home.sign(ELECTION, 10, bytes(range(32)))
+    repl.set_checkpoints({ELECTION: latest.note})
+    for name, checkpoint in (("replica-1", latest), ("replica-2", old)):
+        witness = WitnessSigner(witness_name("test", name), load_signing_key(signing_key_paths(keys, name)[0]).seed)
+        repl.publish_cosignature(ELECTION, name, checkpoint.size, witness.cosign(checkpoint, 1_790_000_000))
+    forged = WitnessSigner(witness_name("test", "replica-2"), new_signing_key().seed).cosign(latest, 1_790_000_000)
+    repl.publish_cosignature(ELECTION, "ghost", 10, forged)  # not a witness of this cluster
+    out = run(capsys, "repl", "status", "--config", config, "--json")[1]
+    election = ledger(json.loads(out), ELECTION)
+    assert (election["checkpoint"], election["cosigned"]) == (10, {"replica-1": 10, "replica-2": 6})
+    repl.publish_cosignature(ELECTION, "replica-2", 10, forged)  # its name, another key: not counted
+    out = run(capsys, "repl", "status", "--config", config)[1]
+    assert "election-2026  size 10: 1 cosignature (replica-1)" in out
 
 
 def test_catching_up_turns_the_exit_code_to_0(

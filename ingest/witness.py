@@ -1,0 +1,208 @@
+"""A witness: a replica or observer that cosigns the home's checkpoints its own copy proves.
+
+The follower (vledger.ingest.follow) reports each checkpoint whose size the store now holds
+with the checkpoint's root (``verified``). On each turn of the follow loop the witness
+cosigns, per ledger, only the newest of them (older ones it skips: at most one cosignature
+per ledger in flight), and only when it is consistent with the last checkpoint it cosigned:
+its store holds that one's size, and the tree there still has that one's root, so the
+store itself proves the old tree is a prefix of the new one. It keeps every cosignature in
+its store and publishes the latest in Redis (``vledger:cosig:<ledger>``, docs/PROTOCOL.md
+section 10.7), where the ingest nodes count them for ``w``.
+
+On start, and before each cosignature, a store that no longer holds the last checkpoint it
+cosigned (shorter, or another root) is reported naming this node
+(``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
+from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
+from ..node.store import ChainStore
+from ..node.witness import CheckpointKeys, SignedCheckpoint, WitnessSigner, check_extends
+
+log = logging.getLogger(__name__)
+
+
+def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckpointError]:
+    """The ledgers whose store no longer holds the latest checkpoint this node kept of ``kind``
+    (SIGNED for a home, COSIGNED for a witness), each with the error that says how."""
+    found = {}
+    for ledger in sorted({*store.ledgers(), *store.checkpoints.ledgers(kind)}):
+        latest = store.checkpoints.latest(ledger, kind)
+        if latest is None:
+            continue
+        try:
+            _check_holds(store, latest)
+        except StoreContradictsCheckpointError as e:
+            found[ledger] = e
+    return found
+
+
+def check_published(
+    store: ChainStore, keys: CheckpointKeys, notes: Mapping[str, Iterable[bytes]]
+) -> dict[str, StoreContradictsCheckpointError]:
+    """The ledgers whose store does not hold a checkpoint published elsewhere (``notes``: the
+    home's latest in Redis, the witnesses' cosigned ones) that ``keys`` verifies: one this home
+    signed, even if its own table of them was lost with its store. Notes that do not verify
+    prove nothing and are skipped."""
+    found = {}
+    for ledger, published in sorted(notes.items()):
+        for note in published:
+            try:
+                checkpoint = keys.check(ledger, note)
+            except NoteError:
+                continue
+            kept = KeptCheckpoint(ledger, SIGNED, checkpoint.size, checkpoint.root, note, 0)
+            try:
+                _check_holds(store, kept)
+            except StoreContradictsCheckpointError as e:
+                found[ledger] = e
+                break
+    return found
+
+
+def _root_or_error(store: ChainStore, ledger: str, size: int) -> str:
+    try:
+        return store.root(ledger, size).hex()
+    except VledgerError as e:
+        return f"{e.code}: {e.message}"
+
+
+def _check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
+    """Raise StoreContradictsCheckpointError unless ``store`` holds ``kept``; a store that cannot
+    even give its root there (rows gone under it) holds nothing."""
+    held = store.size(kept.ledger)
+    try:
+        held_root = store.root(kept.ledger, kept.size) if held >= kept.size else None
+    except VledgerError as e:
+        raise StoreContradictsCheckpointError(
+            f"ledger {kept.ledger!r}: the store cannot give its tree root at size {kept.size}: {e.message}",
+            ledger=kept.ledger,
+            height=kept.size - 1,
+        ) from e
+    check_extends(kept.ledger, kept.size, kept.root, held, held_root)
+
+
+def contradiction_alert(node: str, expected: bytes | None, error: StoreContradictsCheckpointError) -> Alert:
+    """The alert that names ``node`` as holding a store its own checkpoint contradicts."""
+    return Alert(
+        node=node,
+        ledger=error.ledger or "",
+        height=error.height if error.height is not None else 0,
+        what=error.code,
+        detail=f"{node}: {error.reason}",
+        source=node,
+        expected=expected.hex() if expected is not None else "",
+    )
+
+
+class Witness:
+    """Cosigns what the follower verified (one thread: the follow loop's)."""
+
+    def __init__(
+        self,
+        name: str,
+        store: ChainStore,
+        signer: WitnessSigner,
+        replication: ReplicationLedger,
+        on_alert: Callable[[Alert], None],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.signer = signer
+        self.replication = replication
+        self.on_alert = on_alert
+        self._clock = clock
+        self._newest: dict[str, SignedCheckpoint] = {}  # verified, not cosigned yet: the newest per ledger
+        self._last: dict[str, KeptCheckpoint] = {}  # the last checkpoint cosigned, per ledger
+        self._unpublished: dict[str, KeptCheckpoint] = {}  # cosigned, not in Redis yet
+        self._blocked: set[str] = set()  # ledgers whose store contradicts the last cosignature
+        self.cosigned = 0
+
+    def start(self) -> None:
+        """Check the store against the last checkpoint cosigned of each ledger; republish those."""
+        for ledger in self.store.checkpoints.ledgers(COSIGNED):
+            last = self.store.checkpoints.latest(ledger, COSIGNED)
+            if last is None:
+                continue
+            self._last[ledger] = self._unpublished[ledger] = last
+            self._holds(last)
+        self._publish()
+
+    def verified(self, checkpoint: SignedCheckpoint) -> None:
+        """The follower's report: the store now holds ``checkpoint`` (root checked at its size)."""
+        newest = self._newest.get(checkpoint.ledger)
+        if newest is None or checkpoint.size > newest.size:
+            self._newest[checkpoint.ledger] = checkpoint
+
+    def turn(self) -> None:
+        """Cosign the newest verified checkpoint of each ledger, then publish what Redis lacks."""
+        newest, self._newest = self._newest, {}
+        for checkpoint in newest.values():
+            try:
+                self._cosign(checkpoint)
+            except VledgerError as e:
+                log.error("%s: cannot cosign %s at %d: %s", self.name, checkpoint.ledger, checkpoint.size, e)
+        self._publish()
+
+    def evidence(self, checkpoint: SignedCheckpoint, source: str) -> None:
+        """Keep in Redis a checkpoint by the home's key that this copy contradicts, verbatim, beside
+        what this witness cosigned last (the home's other signature, for anyone to compare)."""
+        last = self._last.get(checkpoint.ledger)
+        record = {
+            "checkpoint": checkpoint.note.decode("utf-8"),
+            "from": source,
+            "held_root": _root_or_error(self.store, checkpoint.ledger, checkpoint.size),
+            "cosigned": last.note.decode("utf-8") if last is not None else "",
+        }
+        try:
+            self.replication.keep_evidence(self.name, checkpoint.ledger, checkpoint.size, record)
+        except REDIS_ERRORS as e:
+            log.error("%s: evidence not kept in Redis (%s): %s", self.name, e, json.dumps(record))
+
+    def _holds(self, last: KeptCheckpoint) -> bool:
+        """Whether the store still holds ``last``; if not, the ledger is blocked and reported once."""
+        try:
+            _check_holds(self.store, last)
+        except StoreContradictsCheckpointError as e:
+            if last.ledger not in self._blocked:
+                self._blocked.add(last.ledger)
+                log.error("%s: %s; cosigning no more of %s", self.name, e, last.ledger)
+                self.on_alert(contradiction_alert(self.name, last.root, e))
+            return False
+        self._blocked.discard(last.ledger)
+        return True
+
+    def _cosign(self, checkpoint: SignedCheckpoint) -> None:
+        ledger = checkpoint.ledger
+        last = self._last.get(ledger)
+        if last is not None:
+            if checkpoint.size <= last.size:
+                return  # not newer than what this witness vouched for already
+            if not self._holds(last):
+                return
+        if self.store.size(ledger) < checkpoint.size or self.store.root(ledger, checkpoint.size) != checkpoint.root:
+            return  # the follower verified it; a store that changed since is not vouched for
+        note = self.signer.cosign(checkpoint, int(self._clock()))
+        self.store.checkpoints.keep(ledger, COSIGNED, checkpoint.size, checkpoint.root, note)
+        kept = KeptCheckpoint(ledger, COSIGNED, checkpoint.size, checkpoint.root, note, int(self._clock() * 1000))
+        self._last[ledger] = self._unpublished[ledger] = kept
+        self.cosigned += 1
+
+    def _publish(self) -> None:
+        for ledger, kept in list(self._unpublished.items()):
+            try:
+                self.replication.publish_cosignature(ledger, self.name, kept.size, kept.note)
+            except REDIS_ERRORS as e:
+                log.warning("%s: cosignature of %s not published, Redis unavailable (%s)", self.name, ledger, e)
+                return
+            del self._unpublished[ledger]

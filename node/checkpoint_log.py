@@ -1,0 +1,106 @@
+"""The checkpoints a node signed, cosigned or found contradicted, kept in its store's file.
+
+Three kinds of row, one table (``checkpoints`` in the store's SQLite file, docs/PROTOCOL.md
+section 10.7):
+
+* ``signed``: every checkpoint this node signed as a ledger's home. On open the home checks
+  its tree against the latest one and refuses writes when they differ.
+* ``cosigned``: every checkpoint this node cosigned as a witness, with its cosignature line.
+  A witness cosigns only what is consistent with the latest one.
+* ``evidence``: a checkpoint signed with a home's key that contradicts this node's copy,
+  kept verbatim (the note exactly as received).
+
+Rows are only ever added: nothing here is rewritten to "fix" a contradiction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreError
+from .storefile import MAX_HEIGHT, connect
+
+SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
+KINDS = (SIGNED, COSIGNED, EVIDENCE)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCheckpoint:
+    """One row: a checkpoint of ``ledger`` at ``size`` with tree ``root``, and its note's bytes."""
+
+    ledger: str
+    kind: str
+    size: int
+    root: bytes
+    note: bytes
+    at_ms: int
+
+
+class CheckpointLog:
+    """The ``checkpoints`` table of a store (any thread: one connection behind a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path, shared=True)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
+        """Add a row (durable on return); the same checkpoint kept twice is one row."""
+        if kind not in KINDS:
+            raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
+        try:
+            with self._lock:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
+
+    def latest(self, ledger: str, kind: str, *, at_most: int = MAX_HEIGHT, above: int = -1) -> KeptCheckpoint | None:
+        """The row of ``kind`` with the largest size in ``above < size <= at_most``, or None."""
+        return self._one(
+            "WHERE ledger = ? AND kind = ? AND size > ? AND size <= ? ORDER BY size DESC, at_ms DESC LIMIT 1",
+            (ledger, kind, above, min(at_most, MAX_HEIGHT)),
+        )
+
+    def at(self, ledger: str, kind: str, size: int) -> list[KeptCheckpoint]:
+        """Every row of ``kind`` at exactly ``size`` (one for a consistent signer)."""
+        return self._all("WHERE ledger = ? AND kind = ? AND size = ? ORDER BY at_ms", (ledger, kind, size))
+
+    def ledgers(self, kind: str) -> list[str]:
+        """The ledgers with rows of ``kind``."""
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT DISTINCT ledger FROM checkpoints WHERE kind = ? ORDER BY ledger", (kind,)
+                ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
+        return [r[0] for r in rows]
+
+    def all(self, ledger: str, kind: str) -> list[KeptCheckpoint]:
+        return self._all("WHERE ledger = ? AND kind = ? ORDER BY size, at_ms", (ledger, kind))
+
+    def _one(self, where: str, args: tuple[object, ...]) -> KeptCheckpoint | None:
+        found = self._all(where, args)
+        return found[0] if found else None
+
+    def _all(self, where: str, args: tuple[object, ...]) -> list[KeptCheckpoint]:
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT ledger, kind, size, root, note, at_ms FROM checkpoints {where}", args
+                ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
+        return [KeptCheckpoint(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5]) for r in rows]

@@ -1,0 +1,107 @@
+"""Gathering a checkpoint's cosignatures from places nothing vouches for (Redis, peers, files).
+
+Each witness publishes the latest checkpoint it cosigned as a note of its own: the home's
+signature line and its cosignature line. Anyone can write where those notes are kept, so
+:func:`gather` believes nothing it is given: per checkpoint text it keeps the first log
+signature that verifies with the ledger's checkpoint key, and each trusted witness's first
+cosignature line that verifies **on its own** (``verify_signature``). A bad line is dropped,
+never a reason to drop the good ones: ``verify_checkpoint`` refuses a whole note for one bad
+cosignature by a trusted witness, which is right for a client checking a note it was handed,
+and wrong for a node assembling one from many sources. Pure: bytes and keys in, notes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .errors import NoteError
+from .note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    Checkpoint,
+    Note,
+    NoteSignature,
+    VerifierKey,
+    parse_checkpoint,
+    parse_note,
+    verify_signature,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatheredCheckpoint:
+    """A checkpoint whose log signature verified, with the cosignatures that verified one by one.
+
+    ``note`` holds the log's signature line, then one cosignature line per ``witnesses`` name
+    (in name order): a note that ``verify_checkpoint`` accepts with those witnesses' keys.
+    """
+
+    checkpoint: Checkpoint
+    note: bytes
+    witnesses: tuple[str, ...]
+
+
+def gather(
+    notes: Iterable[bytes], log_key: VerifierKey, origin: str, witnesses: Iterable[VerifierKey]
+) -> list[GatheredCheckpoint]:
+    """Every checkpoint of ``origin`` signed by ``log_key`` among ``notes``, each with every
+    verified cosignature by one of the ``witnesses`` keys (type 0x04) found on any note of
+    the same text; largest size first (more witnesses first at one size).
+
+    Never raises for what ``notes`` hold: a malformed note, a text that is no checkpoint of
+    ``origin``, a forged log signature or cosignature line is skipped. Raises NoteError only
+    for unusable keys (a log key not of type 0x01, a witness key not of type 0x04).
+    """
+    if log_key.alg != ALG_ED25519:
+        raise NoteError("the log key must be an Ed25519 note key (type 0x01)")
+    keys = {}
+    for key in witnesses:
+        if key.alg != ALG_COSIGNATURE_V1:
+            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
+        keys[(key.name, key.key_id)] = key
+    lines: dict[str, list[NoteSignature]] = {}
+    for data in notes:
+        try:
+            note = parse_note(data)
+        except NoteError:
+            continue
+        lines.setdefault(note.text, []).extend(note.signatures)
+    found = []
+    for text, signatures in lines.items():
+        gathered = _gather_text(text, signatures, log_key, origin, keys)
+        if gathered is not None:
+            found.append(gathered)
+    found.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
+    return found
+
+
+def _gather_text(
+    text: str,
+    signatures: list[NoteSignature],
+    log_key: VerifierKey,
+    origin: str,
+    keys: Mapping[tuple[str, int], VerifierKey],
+) -> GatheredCheckpoint | None:
+    try:
+        checkpoint = parse_checkpoint(text)
+    except NoteError:
+        return None
+    if checkpoint.origin != origin:
+        return None
+    log_line = next((s for s in signatures if verify_signature(text, s, log_key)), None)
+    if log_line is None:
+        return None
+    cosigned: dict[str, NoteSignature] = {}
+    for sig in signatures:
+        key = keys.get((sig.name, sig.key_id))
+        if key is not None and sig.name not in cosigned and verify_signature(text, sig, key):
+            cosigned[sig.name] = sig
+    names = tuple(sorted(cosigned))
+    note = Note(text, (log_line, *(cosigned[n] for n in names))).encode()
+    return GatheredCheckpoint(checkpoint, note, names)
+
+
+def newest(gathered: Iterable[GatheredCheckpoint], min_witnesses: int = 0) -> GatheredCheckpoint | None:
+    """The largest checkpoint with at least ``min_witnesses`` cosignatures, or None."""
+    return next((g for g in gathered if len(g.witnesses) >= min_witnesses), None)

@@ -1,0 +1,253 @@
+"""Receipts: one record, proven to stand in a ledger that a home signed and witnesses cosigned.
+
+A receipt holds the record's bytes, its index (height), an inclusion proof and a cosigned
+checkpoint note. Anyone holding the ledger's genesis record (or the checkpoint key it pins)
+checks it offline, with no node to ask (docs/PROTOCOL.md section 14): the record's own
+checks, its leaf hash, the inclusion proof to the checkpoint's root, the home's signature
+and, given witness keys, a quorum of their cosignatures. A receipt for a forked view (a
+checkpoint not signed by the pinned key, or a root the record is not in) is refused.
+
+Names: :class:`Receipt` is this file form; ``vledger.node.store.Receipt`` is what a node
+answers a ``put`` with (the record's height and hash, before any proof exists).
+Pure: bytes and keys in, a dataclass out, a precise error of node/errors.py otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.settings import PROTOCOL_LIMITS
+from .errors import BadChecksumError, BadLinkError, ReceiptError, WrongLedgerError, WrongOriginError
+from .ledger import LedgerRules
+from .note import (
+    MAX_NOTE_BYTES,
+    VerifiedCheckpoint,
+    VerifierKey,
+    verify_checkpoint,
+)
+from .record import Record, checksum_of, decode_record, link_of
+from .tree import HASH_SIZE, MAX_PROOF_HASHES, leaf_hash, verify_inclusion
+from .verify import ChainVerifier
+from .witness import PINNED_KEY_FIELD, pinned_key
+
+RECEIPT_VERSION = 1
+RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
+# The largest receipt: a record (81,920 bytes, 109,228 in base64), 64 proof hashes (46
+# characters each with quotes and comma) and a note (each newline escaped as two bytes).
+MAX_RECEIPT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A receipt: ``record`` (its bytes, 2.4) at ``index`` of ``ledger``, the inclusion
+    ``proof`` (leaf side first) and the cosigned ``checkpoint`` note the proof leads to."""
+
+    ledger: str
+    index: int
+    hash: bytes  # the record's link as the receipt states it; verify_receipt compares them
+    record: bytes
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+
+    @classmethod
+    def of(cls, record: bytes, proof: Sequence[bytes], checkpoint: bytes) -> Receipt:
+        """The receipt of ``record`` (bytes of a valid record: its ledger, height and link
+        are read from it). Raises the record's structure error when it is not one."""
+        decoded = decode_record(record, PROTOCOL_LIMITS)
+        return cls(decoded.ledger, decoded.height, decoded.link, record, tuple(proof), checkpoint)
+
+    def encode(self) -> bytes:
+        """The receipt file's bytes: one JSON object, keys in RECEIPT_KEYS order, no spaces,
+        non-ASCII characters as they are, then a newline (docs/PROTOCOL.md section 14.1)."""
+        return _encode(self.ledger, self.index, self.hash.hex(), self.record, self.proof, self.checkpoint)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _encode(ledger: str, index: int, hash_hex: str, record: bytes, proof: Sequence[bytes], note: bytes) -> bytes:
+    obj = {
+        "v": RECEIPT_VERSION,
+        "ledger": ledger,
+        "index": index,
+        "hash": hash_hex,
+        "record": _b64(record),
+        "proof": [_b64(p) for p in proof],
+        "checkpoint": note.decode("utf-8"),
+    }
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ReceiptError(f"receipt: {what} must be a base64 string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ReceiptError(f"receipt: {what} is not standard base64") from None
+    if _b64(raw) != text:
+        raise ReceiptError(f"receipt: {what} is not canonical base64")
+    return raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ReceiptError(f"receipt: {name} is not JSON")
+
+
+def parse_receipt(data: bytes) -> Receipt:
+    """Read a receipt file. Syntax only: nothing is verified (use :func:`verify_receipt`).
+
+    Raises ReceiptError [bad_receipt] unless ``data`` is at most MAX_RECEIPT_BYTES of UTF-8
+    JSON, an object with exactly the keys of RECEIPT_KEYS in that order, ``v`` 1, ``index`` an
+    integer 0..2**63-1, ``hash`` 64 lower-case hex, ``record`` and each ``proof`` item
+    canonical base64 (at most 64 items), ``checkpoint`` a string, and ``data`` is byte for
+    byte the encoding :meth:`Receipt.encode` gives of what it holds (a newline at the end).
+    """
+    if not isinstance(data, bytes) or len(data) > MAX_RECEIPT_BYTES:
+        raise ReceiptError(f"receipt: a receipt file is at most {MAX_RECEIPT_BYTES} bytes")
+    try:
+        obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ReceiptError("receipt: the file is not UTF-8 JSON") from None
+    if not isinstance(obj, dict) or tuple(obj) != RECEIPT_KEYS:
+        raise ReceiptError(f"receipt: an object with exactly the keys {', '.join(RECEIPT_KEYS)}, in that order")
+    if type(obj["v"]) is not int or obj["v"] != RECEIPT_VERSION:
+        raise ReceiptError(f"receipt: v must be {RECEIPT_VERSION}")
+    ledger, index, hash_hex = obj["ledger"], obj["index"], obj["hash"]
+    if not isinstance(ledger, str) or not ledger:
+        raise ReceiptError("receipt: ledger must be a ledger name")
+    if type(index) is not int or not 0 <= index <= 2**63 - 1:
+        raise ReceiptError("receipt: index must be an integer 0..2**63-1")
+    if not isinstance(hash_hex, str) or len(hash_hex) != 2 * HASH_SIZE or hash_hex.strip("0123456789abcdef"):
+        raise ReceiptError("receipt: hash must be 64 lower-case hex characters")
+    record = _unb64(obj["record"], "record")
+    proof = obj["proof"]
+    if not isinstance(proof, list) or len(proof) > MAX_PROOF_HASHES:
+        raise ReceiptError(f"receipt: proof must be a list of at most {MAX_PROOF_HASHES} hashes")
+    hashes = tuple(_unb64(p, f"proof hash {i}") for i, p in enumerate(proof))
+    note = obj["checkpoint"]
+    if not isinstance(note, str) or len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE_BYTES:
+        raise ReceiptError(f"receipt: checkpoint must be a note of at most {MAX_NOTE_BYTES} bytes")
+    try:
+        note_bytes = note.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ReceiptError("receipt: checkpoint is not UTF-8 text") from None
+    if _encode(ledger, index, hash_hex, record, hashes, note_bytes) != data:
+        raise ReceiptError("receipt: the file is not in its canonical form (key order, spacing, escapes, newline)")
+    return Receipt(ledger, index, bytes.fromhex(hash_hex), record, hashes, note_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptKeys:
+    """What a receipt is checked with: the ledger's checkpoint key (type 0x01), trusted witness
+    keys (type 0x04), how many of them must have cosigned, and the genesis rules when known."""
+
+    log_key: VerifierKey
+    witnesses: tuple[VerifierKey, ...] = ()
+    quorum: int = 0
+    genesis: Record | None = None
+
+
+def keys_from_genesis(
+    genesis: bytes, ledger: str, witnesses: Iterable[VerifierKey] = (), quorum: int = 0
+) -> ReceiptKeys:
+    """The keys a ledger's genesis record pins, to check its receipts with.
+
+    Raises the record's own error when ``genesis`` is not a valid genesis record of
+    ``ledger`` (section 4 at height 0), BadGenesisError when its pinned checkpoint key is
+    not an Ed25519 note key named ``<cluster>/<ledger>``, and ReceiptError when it pins none.
+    """
+    record = decode_record(genesis, PROTOCOL_LIMITS)
+    rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(record)
+    key = pinned_checkpoint_key(ledger, rules)
+    if key is None:
+        raise ReceiptError(
+            f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
+        )
+    return ReceiptKeys(key, tuple(witnesses), quorum, record)
+
+
+def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
+    """The checkpoint key ``ledger``'s genesis rules pin, or None when they pin none. The
+    cluster is read from the key's own name (``<cluster>/<ledger>``). Raises BadGenesisError
+    when the field is not an Ed25519 note vkey of that name."""
+    value = rules.rules.get(PINNED_KEY_FIELD)
+    if value is None:
+        return None
+    cluster = value.partition("+")[0].rpartition("/")[0] if isinstance(value, str) else ""
+    return pinned_key(ledger, rules, cluster)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedReceipt:
+    """A receipt whose every check passed: its record, and the checkpoint it stands in."""
+
+    receipt: Receipt
+    record: Record
+    checkpoint: VerifiedCheckpoint
+
+
+def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
+    """Check a receipt with ``keys`` alone, in the order of docs/PROTOCOL.md section 14.2.
+
+    Raises, at the first failed check: ReceiptError [bad_receipt] for a malformed file or a
+    record whose height or hash is not the file's index or hash; the record's own error for
+    its structure (bad_encoding, non_canonical, bad_field, too_large); WrongLedgerError
+    [wrong_ledger] for a record of another ledger; BadChecksumError, BadLinkError (its own
+    link), and with the genesis known UnknownKindError and InsufficientWorkError; the note
+    errors of ``verify_checkpoint`` (bad_note, unverified_note for a checkpoint the key did
+    not sign, bad_note_signature, bad_cosignature, bad_checkpoint, no_quorum);
+    WrongOriginError [wrong_origin] for a checkpoint of another log or ledger; ProofError
+    [bad_proof] when the index is not below the checkpoint's size or the proof does not lead
+    from the record's leaf hash to the checkpoint's root.
+    """
+    receipt = data if isinstance(data, Receipt) else parse_receipt(data)
+    record = _check_record(receipt, keys)
+    log_key = keys.log_key
+    if not log_key.name.endswith("/" + receipt.ledger):
+        raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
+    verified = verify_checkpoint(receipt.checkpoint, log_key, keys.witnesses, keys.quorum)
+    checkpoint = verified.checkpoint
+    verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
+    return VerifiedReceipt(receipt, record, verified)
+
+
+def _check_record(receipt: Receipt, keys: ReceiptKeys) -> Record:
+    record = decode_record(receipt.record, PROTOCOL_LIMITS)
+    ledger = receipt.ledger
+    if record.ledger != ledger:
+        raise WrongLedgerError(f"the receipt's record belongs to ledger {record.ledger!r}", ledger=ledger)
+    if record.height != receipt.index:
+        raise ReceiptError(f"receipt: the record stands at height {record.height}, the receipt says {receipt.index}")
+    if receipt.hash != record.link:
+        raise ReceiptError(f"receipt: the record's hash is {record.link.hex()}, the receipt says {receipt.hash.hex()}")
+    genesis = keys.genesis
+    if genesis is not None and genesis.ledger != ledger:
+        raise WrongLedgerError(f"the genesis given is of ledger {genesis.ledger!r}", ledger=ledger)
+    if genesis is not None and record.height == 0:
+        if receipt.record != genesis.encode():
+            raise BadLinkError("the receipt's genesis record is not the genesis given", ledger=ledger, height=0)
+        return record
+    if genesis is not None:
+        # The record's own checks of section 4 (5 to 8) under the genesis rules; its prev is
+        # taken as given: the inclusion proof, not a neighbour, places it in the ledger.
+        rules = LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS)
+        ChainVerifier.after(ledger, record.height - 1, record.prev, rules, PROTOCOL_LIMITS).check(record)
+        return record
+    # Without the genesis the difficulty and kinds are unknown: checksum and own link only.
+    if checksum_of(record.content_bytes) != record.checksum:
+        raise BadChecksumError("checksum does not match the content", ledger=ledger, height=record.height)
+    expected = link_of(record.prev, record.checksum, record.height, record.nonce, record.accepted, record.origin)
+    if expected != record.link:
+        raise BadLinkError(
+            f"link {record.link.hex()} does not match the record's fields (expected {expected.hex()})",
+            ledger=ledger,
+            height=record.height,
+        )
+    return record

@@ -1,0 +1,200 @@
+"""Checkpoints and witnesses: what a home signs, whose key checks it, what a witness cosigns.
+
+A ledger's home signs, for the first ``size`` records it holds, the C2SP checkpoint
+``<cluster>/<ledger>``, ``size``, base64(tree root) (vledger.node.note) as a signed note,
+with its Ed25519 key under the key name of that origin. Followers store records only under
+such a checkpoint; witnesses (every replica and observer) add their cosignature/v1 line to
+a checkpoint their own copy proves, and to nothing else (docs/PROTOCOL.md section 10.7).
+
+The key that checks a ledger's checkpoints is the one **pinned in its genesis** (the rules
+field ``checkpoint_key``, a vkey whose name is the ledger's origin); a ledger whose genesis
+pins none falls back to its home's configured ``<home>.sign.pub``. Pure: keys and bytes in,
+dataclasses out, an error of node/errors.py on anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import BadGenesisError, NoteError, NoteKeyError, StoreContradictsCheckpointError, Where
+from .ledger import LedgerRules
+from .note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    MAX_NOTE_BYTES,
+    Checkpoint,
+    Cosignature,
+    Note,
+    SignerKey,
+    VerifierKey,
+    cosign,
+    origin_for,
+    parse_note,
+    parse_verifier_key,
+    sign,
+    verify_checkpoint,
+)
+
+PINNED_KEY_FIELD = "checkpoint_key"  # the genesis rules field that pins a ledger's checkpoint key
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A checkpoint of ``ledger`` (``size`` records, tree ``root``) and its signed note's bytes."""
+
+    ledger: str
+    size: int
+    root: bytes
+    note: bytes
+
+    @property
+    def height(self) -> int:
+        """The height of the last record it covers."""
+        return self.size - 1
+
+
+def pinned_key(ledger: str, rules: LedgerRules, cluster: str) -> VerifierKey | None:
+    """The checkpoint key ``ledger``'s genesis pins, or None when it pins none.
+
+    Raises BadGenesisError when the field is there but not an Ed25519 note vkey (type 0x01)
+    named after the ledger's origin ``<cluster>/<ledger>``.
+    """
+    value = rules.rules.get(PINNED_KEY_FIELD)
+    if value is None:
+        return None
+    where: Where = {"ledger": ledger, "height": 0}
+    if not isinstance(value, str):
+        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD} must be a vkey string", **where)
+    try:
+        key = parse_verifier_key(value)
+    except NoteKeyError as e:
+        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD}: {e.message}", **where) from None
+    origin = origin_for(cluster, ledger)
+    if key.alg != ALG_ED25519 or key.name != origin:
+        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD} must be an Ed25519 note key named {origin!r}", **where)
+    return key
+
+
+def home_key(cluster: str, ledger: str, public_key: bytes) -> VerifierKey:
+    """A home's raw Ed25519 public key as the checkpoint key of ``ledger``."""
+    return VerifierKey(origin_for(cluster, ledger), ALG_ED25519, public_key)
+
+
+class HomeSigner:
+    """A home node's checkpoint signatures: one note key per ledger (named by its origin), one seed."""
+
+    def __init__(self, cluster: str, seed: bytes) -> None:
+        self.cluster = cluster
+        self._seed = seed
+        self._keys: dict[str, SignerKey] = {}
+
+    def key(self, ledger: str) -> SignerKey:
+        key = self._keys.get(ledger)
+        if key is None:
+            key = self._keys[ledger] = SignerKey(origin_for(self.cluster, ledger), ALG_ED25519, self._seed)
+        return key
+
+    def sign(self, ledger: str, size: int, root: bytes) -> SignedCheckpoint:
+        """The checkpoint of ``ledger`` at ``size`` with ``root``, as a signed note."""
+        body = Checkpoint(origin_for(self.cluster, ledger), size, root).body()
+        note = Note(body, (sign(body, self.key(ledger)),)).encode()
+        return SignedCheckpoint(ledger, size, root, note)
+
+
+class CheckpointKeys:
+    """Checks that a note is a checkpoint of a ledger signed by that ledger's checkpoint key.
+
+    ``key_of(ledger)`` names the key (pinned in the genesis, else the home's configured one)
+    or None when there is none to check with.
+    """
+
+    def __init__(self, cluster: str, key_of: Callable[[str], VerifierKey | None]) -> None:
+        self.cluster = cluster
+        self.key_of = key_of
+
+    def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
+        """The checkpoint ``data`` holds, once its log signature verified.
+
+        Raises NoteError (or a leaf: bad_note, bad_checkpoint, wrong_origin,
+        bad_note_signature, unverified_note) when it is not a checkpoint of ``ledger``
+        signed by the ledger's key, or UnverifiedNoteError when no key is known.
+        """
+        key = self.key_of(ledger)
+        if key is None:
+            raise NoteKeyError(f"no checkpoint key of ledger {ledger!r} to check its checkpoints with")
+        if not isinstance(data, bytes) or len(data) > MAX_NOTE_BYTES:
+            raise NoteError(f"a checkpoint is a note of at most {MAX_NOTE_BYTES} bytes")
+        verified = verify_checkpoint(data, key, origin=origin_for(self.cluster, ledger))
+        return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+
+def witness_name(cluster: str, node: str) -> str:
+    """The key name of ``node``'s cosignatures: ``<cluster>/witness/<node>`` (one key, one name)."""
+    return f"{cluster}/witness/{node}"
+
+
+class WitnessSigner:
+    """A witness's cosignatures: its key name (:func:`witness_name`), its Ed25519 seed."""
+
+    def __init__(self, name: str, seed: bytes) -> None:
+        self.name = name
+        self.key = SignerKey(name, ALG_COSIGNATURE_V1, seed)
+
+    def cosign(self, checkpoint: SignedCheckpoint, timestamp: int) -> bytes:
+        """``checkpoint``'s note with this witness's cosignature/v1 line added (at POSIX ``timestamp``)."""
+        note = parse_note(checkpoint.note)
+        line = cosign(note.text, self.key, timestamp).note_signature()
+        return note.with_signatures(line).encode()
+
+
+def witness_key(name: str, public_key: bytes) -> VerifierKey:
+    """A witness's raw Ed25519 public key as its cosignature (type 0x04) key."""
+    return VerifierKey(name, ALG_COSIGNATURE_V1, public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Cosigned:
+    """A cosignature that verified: ``witness`` vouches for ``ledger`` at ``size`` with ``root``."""
+
+    witness: str
+    ledger: str
+    size: int
+    root: bytes
+    cosignature: Cosignature
+
+
+def check_cosigned(data: bytes, ledger: str, cluster: str, log_key: VerifierKey, witness: VerifierKey) -> Cosigned:
+    """The cosignature by ``witness`` on a checkpoint of ``ledger`` signed with ``log_key``.
+
+    Raises NoteError (a leaf) unless ``data`` is such a note: CosignatureError
+    [bad_cosignature] when the witness's line does not verify, QuorumError [no_quorum] when
+    it has no line by that witness's key, NoteSignatureError or UnverifiedNoteError when the
+    log's signature fails or is missing, WrongOriginError for another ledger's checkpoint.
+    """
+    verified = verify_checkpoint(data, log_key, (witness,), 1, origin=origin_for(cluster, ledger))
+    cosignature = verified.cosignatures[0]
+    return Cosigned(witness.name, ledger, verified.checkpoint.size, verified.checkpoint.root, cosignature)
+
+
+def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root: bytes | None) -> None:
+    """That a copy of ``held_size`` records whose root at ``size`` is ``held_root`` still holds the
+    checkpoint (``size``, ``root``) it signed or cosigned.
+
+    Raises StoreContradictsCheckpointError [store_contradicts_checkpoint] when the copy is
+    shorter than ``size`` or has another root there.
+    """
+    if held_size < size:
+        raise StoreContradictsCheckpointError(
+            f"ledger {ledger!r}: the store holds {held_size} records, fewer than the {size} of a checkpoint "
+            "this node signed",
+            ledger=ledger,
+            height=size - 1,
+        )
+    if held_root != root:
+        raise StoreContradictsCheckpointError(
+            f"ledger {ledger!r}: the store's tree of size {size} has another root than the checkpoint this "
+            "node signed at that size",
+            ledger=ledger,
+            height=size - 1,
+        )

@@ -1,0 +1,171 @@
+"""Witness: cosigns the newest checkpoint its store proves, consistent with the last it cosigned.
+
+A real store (its records placed by a home store, copied in), real checkpoints signed by a
+home key, and the session's real Redis, where the cosignatures are published.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.signing import new_signing_key
+from vledger.config.settings import Limits
+from vledger.ingest.witness import Witness, check_published, self_check
+from vledger.node.checkpoint_log import COSIGNED, SIGNED
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, Record
+from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
+from vledger.node.witness import (
+    CheckpointKeys,
+    HomeSigner,
+    SignedCheckpoint,
+    WitnessSigner,
+    check_cosigned,
+    home_key,
+    witness_key,
+)
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+CLUSTER = "test"
+LEDGER = "ledger-a"
+HOME_KEY, WITNESS_KEY = new_signing_key(), new_signing_key()
+HOME = HomeSigner(CLUSTER, HOME_KEY.seed)
+NAME = f"{CLUSTER}/witness/replica-1"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
+    with ChainStore(tmp_path_factory.mktemp("home"), origin="home", clock=lambda: T0) as store:
+        store.create_ledger(
+            Entry.prepare(LedgerRules(("note",), 0, {}).genesis_content(LEDGER, "a", "g", T0), 0, LIMITS)
+        )
+        for i in range(1, 12):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
+        return list(store.range(LEDGER))
+
+
+class Copy:
+    """A witness's store holding a prefix of ``chain``, and its Witness."""
+
+    def __init__(self, directory: Path, chain: list[Record], held: int, client: Any) -> None:
+        self.directory = directory
+        self.store = ChainStore(directory)
+        self.store.append_records(chain[:held])
+        self.repl = ReplicationLedger(client)
+        self.alerts: list[Alert] = []
+        self.witness = Witness(
+            "replica-1", self.store, WitnessSigner(NAME, WITNESS_KEY.seed), self.repl, self.alerts.append
+        )
+        self.witness.start()
+
+    def checkpoint(self, size: int) -> SignedCheckpoint:
+        return HOME.sign(LEDGER, size, self.store.root(LEDGER, size))
+
+    def published(self) -> int | None:
+        note = self.repl.cosignatures(LEDGER).get("replica-1")
+        if note is None:
+            return None
+        log_key = home_key(CLUSTER, LEDGER, HOME_KEY.public.raw)
+        return check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(NAME, WITNESS_KEY.public.raw)).size
+
+
+@pytest.fixture
+def copies(tmp_path: Path, chain: list[Record], redis_client: Any) -> Iterator[Any]:
+    made: list[Copy] = []
+
+    def make(held: int, name: str = "copy") -> Copy:
+        copy = Copy(tmp_path / name, chain, held, redis_client)
+        made.append(copy)
+        return copy
+
+    yield make
+    for copy in made:
+        copy.store.close()
+
+
+def test_it_cosigns_only_the_newest_it_was_told_of_and_keeps_it(copies: Any) -> None:
+    copy = copies(10)
+    for size in (4, 9, 7):
+        copy.witness.verified(copy.checkpoint(size))
+    copy.witness.turn()
+    assert copy.published() == 9 and copy.witness.cosigned == 1  # 4 and 7 skipped: one per turn
+    (kept,) = copy.store.checkpoints.all(LEDGER, COSIGNED)
+    assert (kept.size, kept.root) == (9, copy.store.root(LEDGER, 9))
+    copy.witness.verified(copy.checkpoint(8))  # older than what it vouched for: nothing
+    copy.witness.turn()
+    assert copy.published() == 9 and copy.witness.cosigned == 1
+    assert copy.alerts == []
+
+
+def test_it_cosigns_nothing_its_store_does_not_hold_with_that_root(copies: Any, chain: list[Record]) -> None:
+    copy = copies(6)
+    other = copies(12, "other")
+    copy.witness.verified(other.checkpoint(12))  # beyond what this store holds
+    copy.witness.verified(HOME.sign(LEDGER, 5, bytes(32)))  # a root this store does not have at 5
+    copy.witness.turn()
+    assert copy.published() is None and copy.store.checkpoints.all(LEDGER, COSIGNED) == []
+
+
+def test_after_a_restart_it_republishes_and_goes_on_from_what_it_cosigned(copies: Any, redis_client: Any) -> None:
+    copy = copies(10)
+    copy.witness.verified(copy.checkpoint(8))
+    copy.witness.turn()
+    redis_client.flushdb()  # Redis lost everything
+    copy.store.close()
+    again = Copy(copy.directory, [], 0, redis_client)  # the same store, a new process
+    assert again.published() == 8  # republished at start
+    again.witness.verified(again.checkpoint(10))
+    again.witness.turn()
+    assert again.published() == 10 and again.alerts == []
+    again.store.close()
+
+
+def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copies: Any, chain: list[Record]) -> None:
+    copy = copies(10)
+    copy.witness.verified(copy.checkpoint(10))
+    copy.witness.turn()
+    copy.store.close()
+    with sqlite3.connect(copy.directory / DB_NAME) as db:  # restored from an older backup
+        db.execute("DELETE FROM records WHERE height >= 6")
+        db.execute("DELETE FROM meta WHERE key = 'tree'")
+    restarted = Copy(copy.directory, [], 0, copy.repl.client)
+    (alert,) = restarted.alerts
+    assert (alert.node, alert.source, alert.what, alert.height) == (
+        "replica-1",
+        "replica-1",
+        "store_contradicts_checkpoint",
+        9,
+    )
+    assert list(self_check(restarted.store, COSIGNED)) == [LEDGER]
+    restarted.witness.verified(HOME.sign(LEDGER, 6, restarted.store.root(LEDGER, 6)))
+    restarted.witness.turn()
+    assert restarted.published() == 10  # what it cosigned before stays; nothing smaller or new
+    restarted.store.append_records(chain[6:12])  # refilled with the true records
+    restarted.witness.verified(HOME.sign(LEDGER, 12, restarted.store.root(LEDGER, 12)))
+    restarted.witness.turn()
+    assert restarted.published() == 12 and len(restarted.alerts) == 1
+    assert self_check(restarted.store, COSIGNED) == {} and self_check(restarted.store, SIGNED) == {}
+    restarted.store.close()
+
+
+def test_a_home_s_store_is_checked_against_the_checkpoints_published_elsewhere(copies: Any) -> None:
+    home = copies(10)  # a home's store whose table of signed checkpoints was lost
+    keys = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw))
+    held = home.checkpoint(8).note
+    cosigned = WitnessSigner(NAME, WITNESS_KEY.seed).cosign(home.checkpoint(10), 1)
+    assert check_published(home.store, keys, {LEDGER: [held, cosigned]}) == {}
+    other_root = HOME.sign(LEDGER, 9, bytes(32)).note  # the home's key, a tree this store does not have
+    longer = HOME.sign(LEDGER, 12, bytes(32)).note  # more than this store holds
+    stranger = HomeSigner(CLUSTER, WITNESS_KEY.seed).sign(LEDGER, 9, bytes(32)).note  # not the home's: proves nothing
+    assert check_published(home.store, keys, {LEDGER: [stranger, b"not a note"]}) == {}
+    for note, height in ((other_root, 8), (longer, 11)):
+        (found,) = check_published(home.store, keys, {LEDGER: [held, note]}).values()
+        assert (found.code, found.ledger, found.height) == ("store_contradicts_checkpoint", LEDGER, height)

@@ -1,0 +1,72 @@
+"""node/cosigning.py: cosignatures gathered from notes nothing vouches for, each line on its own."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vledger.node.cosigning import gather, newest
+from vledger.node.errors import NoteError
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    Checkpoint,
+    Note,
+    SignerKey,
+    cosign,
+    sign,
+    verify_checkpoint,
+)
+
+ORIGIN = "local/votes"
+HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
+WITNESSES = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]) * 32) for i in range(3)]
+KEYS = [w.verifier() for w in WITNESSES]
+
+
+def _cosigned(size: int, witness: SignerKey, signer: SignerKey = HOME) -> bytes:
+    body = Checkpoint(ORIGIN, size, hashlib.sha256(str(size).encode()).digest()).body()
+    return Note(body, (sign(body, signer), cosign(body, witness, 1_790_000_000).note_signature())).encode()
+
+
+def test_each_witness_note_adds_its_line_to_one_checkpoint() -> None:
+    notes = [_cosigned(5, w) for w in WITNESSES] + [_cosigned(4, WITNESSES[0])]
+    found = gather(notes, HOME.verifier(), ORIGIN, KEYS)
+    assert [(g.checkpoint.size, len(g.witnesses)) for g in found] == [(5, 3), (4, 1)]
+    best = newest(found, 2)
+    assert best is not None and best.checkpoint.size == 5
+    # The note gathered passes the client's whole check with a quorum of all three.
+    assert verify_checkpoint(best.note, HOME.verifier(), KEYS, 3).witnesses == tuple(w.name for w in WITNESSES)
+    assert newest(found, 4) is None
+
+
+def test_a_bad_line_is_dropped_and_the_good_ones_kept() -> None:
+    good = [_cosigned(5, w) for w in WITNESSES[:2]]
+    forged = bytearray(_cosigned(5, WITNESSES[2]))
+    forged[-3] ^= 1  # the third witness's signature no longer verifies
+    impostor = _cosigned(5, WITNESSES[0], SignerKey(ORIGIN, ALG_ED25519, bytes(32)))  # another log key
+    found = gather([*good, bytes(forged), impostor, b"not a note"], HOME.verifier(), ORIGIN, KEYS)
+    assert len(found) == 1 and found[0].witnesses == (WITNESSES[0].name, WITNESSES[1].name)
+    assert gather([impostor], HOME.verifier(), ORIGIN, KEYS) == []
+    assert gather([_cosigned(5, WITNESSES[0])], HOME.verifier(), "local/other", KEYS) == []
+
+
+def test_unusable_keys_are_refused() -> None:
+    with pytest.raises(NoteError):
+        gather([], WITNESSES[0].verifier(), ORIGIN, KEYS)
+    with pytest.raises(NoteError):
+        gather([], HOME.verifier(), ORIGIN, [HOME.verifier()])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 7))
+def test_any_flipped_byte_never_adds_a_cosignature(position: int, bit: int) -> None:
+    data = bytearray(_cosigned(5, WITNESSES[0]))
+    data[position % len(data)] ^= 1 << bit
+    for g in gather([bytes(data)], HOME.verifier(), ORIGIN, KEYS):
+        # Whatever survives is still exactly what the keys signed.
+        verify_checkpoint(g.note, HOME.verifier(), KEYS, len(g.witnesses))
+        assert g.checkpoint.size == 5

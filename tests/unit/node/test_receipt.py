@@ -1,0 +1,167 @@
+"""node/receipt.py: a receipt is checked with only the genesis (or its pinned keys), and refused
+at the first check that fails, with that check's code; any flipped byte of the file fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vledger.node import tree
+from vledger.node.errors import VledgerError
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    Checkpoint,
+    Note,
+    SignerKey,
+    cosign,
+    sign,
+)
+from vledger.node.receipt import Receipt, ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
+from vledger.node.record import ZERO_LINK, Entry, Record
+
+LEDGER = "ledger-a"
+ORIGIN = f"local/{LEDGER}"
+HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
+OTHER_HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))  # a forked view's signer
+WITNESSES = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 7]) * 32) for i in range(3)]
+T0 = 1_790_000_000_000
+
+
+def _chain(kit: Any, n: int, home: SignerKey = HOME) -> list[Record]:
+    rules = LedgerRules(kinds=("note",), difficulty=4, rules={"checkpoint_key": home.verifier().encode()})
+    genesis = Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 4, kit.limits)
+    records = [genesis.place(0, ZERO_LINK, T0 + 5, "node-1")]
+    for i in range(1, n):
+        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    return records
+
+
+def _hash_at(leaves: list[bytes]) -> tree.HashAt:
+    def hash_at(level: int, index: int) -> bytes:
+        hashes = leaves[index << level : (index + 1) << level]
+        while len(hashes) > 1:
+            hashes = [tree.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        return hashes[0]
+
+    return hash_at
+
+
+def _note(size: int, root: bytes, home: SignerKey = HOME, witnesses: list[SignerKey] = WITNESSES) -> bytes:
+    body = Checkpoint(ORIGIN, size, root).body()
+    lines = [sign(body, home), *(cosign(body, w, 1_790_000_000 + i).note_signature() for i, w in enumerate(witnesses))]
+    return Note(body, tuple(lines)).encode()
+
+
+def _receipt(records: list[Record], index: int, home: SignerKey = HOME) -> Receipt:
+    leaves = [tree.leaf_hash(r.encode()) for r in records]
+    size = len(records)
+    proof = tree.inclusion_proof(index, size, _hash_at(leaves))
+    note = _note(size, tree.root_at(size, _hash_at(leaves)), home)
+    return Receipt.of(records[index].encode(), proof, note)
+
+
+def _keys(records: list[Record], quorum: int = 2) -> ReceiptKeys:
+    return keys_from_genesis(records[0].encode(), LEDGER, [w.verifier() for w in WITNESSES], quorum)
+
+
+@pytest.fixture(scope="module")
+def chain(kit: Any) -> list[Record]:
+    return _chain(kit, 7)
+
+
+def test_a_receipt_verifies_with_only_the_genesis(chain: list[Record]) -> None:
+    for index in range(len(chain)):
+        data = _receipt(chain, index).encode()
+        verified = verify_receipt(data, _keys(chain, quorum=3))
+        assert verified.record == chain[index]
+        assert verified.checkpoint.checkpoint.size == len(chain)
+        assert verified.checkpoint.witnesses == tuple(w.name for w in WITNESSES)
+
+
+def test_the_file_form_is_byte_exact(chain: list[Record]) -> None:
+    receipt = _receipt(chain, 3)
+    data = receipt.encode()
+    assert data.endswith(b"}\n") and b": " not in data and "\u2014".encode() in data
+    assert list(json.loads(data)) == ["v", "ledger", "index", "hash", "record", "proof", "checkpoint"]
+    assert parse_receipt(data) == receipt
+    spaced = json.dumps(json.loads(data)).encode() + b"\n"  # the same object, other spacing
+    with pytest.raises(VledgerError) as e:
+        parse_receipt(spaced)
+    assert e.value.code == "bad_receipt"
+
+
+def test_a_forked_view_is_refused(kit: Any, chain: list[Record]) -> None:
+    # The same records, but a checkpoint signed by a key the genesis does not pin.
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(_receipt(chain, 2, OTHER_HOME).encode(), _keys(chain))
+    assert e.value.code == "unverified_note"
+    # A rewritten tail under the right key: the record is not in the root the key signed.
+    forked = chain[:4] + _chain(kit, 7)[4:]
+    forked[4] = kit.extend(chain[3], kit.entry(99, 4, ledger=LEDGER, kind="note"))
+    honest_note = _receipt(chain, 4).checkpoint
+    lying = dataclasses.replace(_receipt(forked[:5], 4), checkpoint=honest_note)
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(lying, _keys(chain))
+    assert e.value.code == "bad_proof"
+
+
+def test_the_quorum_and_the_witness_keys(chain: list[Record]) -> None:
+    receipt = _receipt(chain, 1)
+    text = receipt.checkpoint.decode().split("\n\n")[0] + "\n"
+    one = dataclasses.replace(receipt, checkpoint=Note(text, (sign(text, HOME),)).encode())  # no cosignature
+    verify_receipt(one, _keys(chain, quorum=0))
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(one, _keys(chain, quorum=1))
+    assert e.value.code == "no_quorum"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda r: dataclasses.replace(r, index=r.index + 1), "bad_receipt"),
+        (lambda r: dataclasses.replace(r, hash=bytes(32)), "bad_receipt"),
+        (lambda r: dataclasses.replace(r, ledger="other"), "wrong_ledger"),
+        (lambda r: dataclasses.replace(r, proof=r.proof[:-1]), "bad_proof"),
+        (lambda r: dataclasses.replace(r, proof=(*r.proof, bytes(32))), "bad_proof"),
+    ],
+)
+def test_each_check_names_its_failure(chain: list[Record], change: Any, code: str) -> None:
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(change(_receipt(chain, 2)), _keys(chain))
+    assert e.value.code == code
+
+
+def test_a_genesis_that_pins_no_key_needs_the_key_given(kit: Any) -> None:
+    genesis = kit.chain(1)[0]
+    with pytest.raises(VledgerError) as e:
+        keys_from_genesis(genesis.encode(), kit.ledger)
+    assert e.value.code == "bad_receipt"
+
+
+def test_without_the_genesis_the_record_is_still_checked(chain: list[Record]) -> None:
+    receipt = _receipt(chain, 5)
+    keys = ReceiptKeys(HOME.verifier(), tuple(w.verifier() for w in WITNESSES), 3)
+    verify_receipt(receipt, keys)
+    wrong_key = ReceiptKeys(SignerKey("local/other", ALG_ED25519, bytes(32)).verifier())
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(receipt, wrong_key)
+    assert e.value.code == "wrong_origin"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_flipped_byte_fails(chain: list[Record], data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(chain) - 1))
+    encoded = _receipt(chain, index).encode()
+    position = data.draw(st.integers(0, len(encoded) - 1))
+    bit = data.draw(st.integers(0, 7))
+    flipped = encoded[:position] + bytes([encoded[position] ^ (1 << bit)]) + encoded[position + 1 :]
+    with pytest.raises(VledgerError):
+        verify_receipt(flipped, _keys(chain, quorum=3))

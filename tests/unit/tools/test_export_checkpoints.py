@@ -1,0 +1,75 @@
+"""Exports carry the store's latest checkpoints, and ``vledger verify`` checks them: each after
+the record that completes its tree, its root that tree's, its note signed by the pinned key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vledger.config.settings import Limits
+from vledger.node.export import decode_export_line
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, home_key
+from vledger.tools.exporting import export_store
+from vledger.tools.verification import verify_file
+
+LIMITS = Limits()
+SEED = bytes(range(32))
+LEDGER = "votes"
+PUBLIC = HomeSigner("local", SEED).key(LEDGER).public_key
+
+
+def _store(directory: Path, records: int, *, pin: bool = True, signer: HomeSigner | None = None) -> Path:
+    rules = {"checkpoint_key": home_key("local", LEDGER, PUBLIC).encode()} if pin else {}
+    with ChainStore(directory, origin="node-1") as store:
+        genesis = LedgerRules(kinds=("note",), difficulty=0, rules=rules).genesis_content(LEDGER, "admin", "g", 1)
+        store.create_ledger(Entry.prepare(genesis, 0, LIMITS))
+        for i in range(1, records):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
+        signed = (signer or HomeSigner("local", SEED)).sign(LEDGER, 3, store.root(LEDGER, 3))
+        store.checkpoints.keep(LEDGER, "signed", 3, signed.root, signed.note)
+    return directory
+
+
+def _export(store: Path, out: Path) -> list[bytes]:
+    export_store(store, None, out, LIMITS)
+    return out.read_bytes().splitlines(keepends=True)
+
+
+def test_the_checkpoint_follows_the_record_that_completes_its_tree(tmp_path: Path) -> None:
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    kinds = [type(decode_export_line(line, n, LIMITS)).__name__ for n, line in enumerate(lines, 1)]
+    assert kinds == ["StoredRecord"] * 3 + ["ExportedCheckpoint"] + ["StoredRecord"] * 3
+    result = verify_file(tmp_path / "e.jsonl", None, LIMITS)
+    assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].records == 6
+
+
+def test_a_checkpoint_out_of_place_or_not_canonical_fails(tmp_path: Path) -> None:
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    moved = tmp_path / "moved.jsonl"
+    moved.write_bytes(b"".join([*lines[:2], lines[3], lines[2], *lines[4:]]))
+    report = verify_file(moved, None, LIMITS).reports[0]
+    assert report.error is not None and report.error.code == "bad_field"  # after 2 records, not 3
+    spaced = tmp_path / "spaced.jsonl"
+    spaced.write_bytes(b"".join([*lines[:3], lines[3].replace(b'","checkpoint":', b'", "checkpoint":'), *lines[4:]]))
+    report = verify_file(spaced, None, LIMITS).reports[0]
+    assert report.error is not None and report.error.code == "bad_line"
+
+
+def test_a_checkpoint_by_another_key_than_the_pinned_one_fails(tmp_path: Path) -> None:
+    lines = _export(_store(tmp_path / "s", 4, signer=HomeSigner("local", SEED[::-1])), tmp_path / "e.jsonl")
+    report = verify_file(tmp_path / "e.jsonl", None, LIMITS).reports[0]
+    assert report.error is not None and report.error.code == "unverified_note", report.error
+    assert len(lines) == 5
+
+
+def test_a_root_that_is_not_the_records_tree_fails(tmp_path: Path) -> None:
+    store = _store(tmp_path / "s", 4, pin=False)
+    with ChainStore(store) as opened:  # a checkpoint of size 4 whose root is the tree of size 3
+        wrong = HomeSigner("local", SEED).sign(LEDGER, 4, opened.root(LEDGER, 3))
+        opened.checkpoints.keep(LEDGER, "signed", 4, wrong.root, wrong.note)
+    _export(store, tmp_path / "e.jsonl")
+    report = verify_file(tmp_path / "e.jsonl", None, LIMITS).reports[0]
+    assert report.error is not None and report.error.code == "tree_mismatch"
+    assert report.checkpoints == 0

@@ -1,0 +1,102 @@
+"""``vledger receipt get|verify``: a record's receipt fetched from a node, and checked offline.
+
+``get`` asks a node for the record, a checkpoint that covers it with the cosignatures asked
+for (waiting for one until ``--wait``), and the inclusion proof; the session verifies all of
+it before it writes the receipt file (docs/PROTOCOL.md section 14). ``verify`` needs no
+cluster: the file, and the ledger's genesis record (its pinned checkpoint key) or the key
+given with ``--key``; witness keys and a quorum when the cosignatures must count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import UsageError
+from ..node.note import VerifierKey, parse_verifier_key
+from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
+from ..node.record import decode_record
+from .client_output import print_json
+from .client_session import Session
+
+EXIT_OK, EXIT_REFUSED = 0, 1
+DEFAULT_WAIT_SECONDS = 10.0
+MAX_FILE_BYTES = 1024 * 1024  # a receipt or genesis file is far smaller: refuse before reading more
+
+
+def vkey_arg(value: str) -> VerifierKey:
+    try:
+        return parse_verifier_key(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
+
+
+def _read(path: Path) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError(f"{path}: over {MAX_FILE_BYTES} bytes, not a receipt or a genesis record")
+    return data
+
+
+def cmd_receipt_get(session: Session, args: argparse.Namespace) -> int:
+    if (args.hash is None) == (args.height is None):
+        raise UsageError("give HEIGHT or --hash HEX")
+    index = args.height if args.hash is None else session.record_by_hash(args.hash).height
+    keys = session.checkpoint_keys(args.ledger, args.quorum)
+    receipt = session.receipt(args.ledger, index, keys, time.monotonic() + args.wait)
+    data = receipt.encode()
+    if args.output is None:
+        sys.stdout.write(data.decode("utf-8"))
+    else:
+        args.output.write_bytes(data)
+        print(f"receipt of {args.ledger} height {index} written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _genesis_bytes(data: bytes) -> bytes:
+    """A genesis file holds the record's bytes (2.4), or is the receipt of height 0."""
+    try:
+        return parse_receipt(data).record
+    except Exception:
+        return data
+
+
+def cmd_receipt_verify(args: argparse.Namespace) -> int:
+    receipt = parse_receipt(_read(args.file))
+    witnesses = tuple(args.witness or ())
+    if args.quorum > len({w.name for w in witnesses}):
+        raise UsageError(f"--quorum {args.quorum} needs as many --witness keys")
+    if args.genesis is not None:
+        if args.key:
+            raise UsageError("give --genesis or --key, not both")
+        keys = keys_from_genesis(_genesis_bytes(_read(args.genesis)), receipt.ledger, witnesses, args.quorum)
+    elif args.key:
+        keys = ReceiptKeys(args.key, witnesses, args.quorum)
+    else:
+        raise UsageError("give the ledger's --genesis FILE or its checkpoint --key VKEY")
+    verified = verify_receipt(receipt, keys)
+    checkpoint = verified.checkpoint.checkpoint
+    record = decode_record(receipt.record, PROTOCOL_LIMITS)
+    if args.json:
+        print_json(
+            {
+                "ok": True,
+                "ledger": receipt.ledger,
+                "height": receipt.index,
+                "hash": record.link.hex(),
+                "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
+                "witnesses": list(verified.checkpoint.witnesses),
+            }
+        )
+        return EXIT_OK
+    cosigned = verified.checkpoint.witnesses
+    print(
+        f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}, in the tree of "
+        f"size {checkpoint.size} that {checkpoint.origin} signed"
+        + (f" and {len(cosigned)} witnesses cosigned ({', '.join(cosigned)})" if cosigned else "")
+    )
+    return EXIT_OK
