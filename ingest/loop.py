@@ -18,11 +18,8 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -189,20 +186,3 @@ class RequestLoop:
             identity, pending = finished.popleft()
             self._in_flight -= 1
             self._send(identity, pending.reply())
-
-
-@contextmanager
-def stopped_by_signals(stopping: threading.Event, loop: RequestLoop) -> Iterator[None]:
-    """While inside: SIGTERM and SIGINT set ``stopping`` (a process's main work loop) and stop
-    ``loop`` (its request socket, served on another thread). Restores the old handlers."""
-
-    def stop(*_: object) -> None:
-        stopping.set()
-        loop.stop()
-
-    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)

@@ -21,7 +21,7 @@ import zmq
 from vledger.broker.curve import AllowList, CurveServer, curve_client, stop_authenticator
 from vledger.broker.keys import KeyPair, new_keypair
 from vledger.ingest.loop import RequestLoop
-from vledger.ingest.server import _stopped_by_signals
+from vledger.ingest.runtime import stopped_by_signals
 from vledger.ingest.service import Pending
 
 ENDPOINT = "tcp://127.0.0.1:*"
@@ -270,7 +270,7 @@ def test_sigterm_stops_a_loop_blocked_in_poll_after_answering_what_is_in_flight(
 
         driver = threading.Thread(target=drive)
         try:
-            with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
+            with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop):
                 driver.start()
                 loop.serve()
             driver.join(TIMEOUT_MS / 1000)
