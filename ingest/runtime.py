@@ -108,7 +108,8 @@ class NodeRuntime:
             raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {' or '.join(roles)}")
         keys = load_secret(config.secret_key_path(name), passphrase)
         with ExitStack() as stack:
-            stack.callback(log.info, "%s %s stopped", node.role, name)
+            # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
+            stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)
             runtime = cls(config, node, keys, stack)
             stack.callback(_end_context, runtime.ctx)  # after every socket added later was closed
             yield runtime
