@@ -6,8 +6,10 @@ authenticated it) and a request's bytes, and returns the reply's bytes at once, 
 command's Redis round trips. Neither ever raises: every failure becomes an error reply
 with a documented code (docs/PROTOCOL.md, section 6), and nothing is written unless the
 whole request was valid. Handlers are plain functions that return their result, or a
-:class:`Later` holding the Future of it; nothing here blocks on slow work. The socket loop
-lives in ``ingest.loop``; tests drive this class directly as well as through real sockets.
+:class:`Later` holding the Future of it; nothing here blocks on slow work. Entries are
+queued on the store without waking its committer: the caller of ``handle`` calls
+:meth:`IngestService.flush` after a batch of requests, which commits their group on its
+own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
 """
 
 from __future__ import annotations
@@ -265,6 +267,7 @@ class IngestService:
         self.checkpoint_key = checkpoint_key  # a home's raw Ed25519 checkpoint key, told in hello
         self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
+        self._queued = False  # entries wait in the store's queue for flush()
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -283,6 +286,13 @@ class IngestService:
             return _error_reply(request_id, e)
         except Exception as e:  # a bug: answer, log, and keep serving
             return _error_reply(request_id, e)
+
+    def flush(self) -> None:
+        """Commit the entries queued since the last call, on this thread (see ChainStore.flush);
+        their futures carry each outcome, so this never raises."""
+        if self._queued:
+            self._queued = False
+            self.store.flush()
 
     def _dispatch(self, key: str, request: Request) -> object:
         caller = self.accounts.lookup(key)
@@ -376,7 +386,8 @@ class IngestService:
         refusal = self.refused.get(entry.content.ledger)
         if refusal is not None:
             raise refusal
-        durable = self.store.submit_entry(entry)
+        durable = self.store.submit_entry(entry, wake=False)
+        self._queued = True
         if replicas == 0:
             return Later(durable, receipt_map)
         watch = self.replicas
