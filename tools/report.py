@@ -140,6 +140,14 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         swept = f"{verifier.swept} of {verifier.copies} copies swept from genesis since the last write"
         print(f"\nThe verifier {verifier.node}: {checked}; {swept}; {alerts}.")
 
+    if run.checkpoints:
+        print("\nLatest checkpoints (signed with the key each genesis pins), and the witnesses that cosigned them:")
+        for cp in run.checkpoints:
+            names = f" ({', '.join(cp.witnesses)})" if cp.witnesses else ""
+            print(
+                f"  {cp.ledger:<{width}}  size {cp.size:,}  root {cp.root.hex()[:16]}…  "
+                f"{len(cp.witnesses)} cosignature{'s' if len(cp.witnesses) != 1 else ''}{names}"
+            )
     if run.receipt is not None:
         r = run.receipt
         print(f"\nA voter's receipt ({r.ledger} height {r.index}, a {r.kind}), as vledger receipt get writes it:")
