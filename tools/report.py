@@ -117,13 +117,6 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             missing = [node for node in view.replicas if view.held.get(node, -1) < view.size - 1]
             state = f"replicas behind: {', '.join(missing)}" if missing else f"on all {len(view.replicas)} replicas"
             print(f"  {view.ledger:<{width}}  {counts}; {state}")
-        print("\nCheckpoints (signed by each home) and the witnesses whose cosignature of them verifies:")
-        for view in run.replication:
-            if view.checkpoint is None:
-                print(f"  {view.ledger:<{width}}  no checkpoint that verifies")
-                continue
-            at = sorted(name for name, size in view.cosigned.items() if size >= view.checkpoint)
-            print(f"  {view.ledger:<{width}}  size {view.checkpoint:,}: {len(at)} cosignatures ({', '.join(at)})")
 
     if run.tallies:
         print("\nThe observers' signed tallies (vledger tally), each signature checked:")
