@@ -47,6 +47,7 @@ from ..node.record import Record
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
+from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
 from .loop import RequestLoop, stopped_by_signals
@@ -174,6 +175,22 @@ def _followed(config: ClusterConfig, node: NodeConfig) -> list[NodeConfig]:
     return [config.node(name) for name in node.follow]
 
 
+def blob_sources(config: ClusterConfig, me: str) -> Callable[[str], list[tuple[str, NodeAddress]]]:
+    """Whom a replica asks for a ledger's file blobs: its home, then the nodes it follows, then
+    every other ingest node and replica of the cluster (any of them may hold a copy)."""
+    node = config.node(me)
+    servers = [n.name for n in config.nodes.values() if n.role in ("ingest", "replica") and n.name != me]
+
+    def sources(ledger: str) -> list[tuple[str, NodeAddress]]:
+        order = [config.home_of(ledger).name, *node.follow, *servers]
+        named = [name for i, name in enumerate(order) if name != me and name not in order[:i]]
+        return [
+            (name, NodeAddress(config.node(name).endpoint, load_public(config.public_key_path(name)))) for name in named
+        ]
+
+    return sources
+
+
 def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
     sources = []
     for followed in _followed(config, node):
@@ -228,6 +245,9 @@ def run_follower(
     outbox: Outbox | None = None
     publisher: Publisher | None = None
     subscriber: Subscriber | None = None
+    fetcher: BlobFetcher | None = None
+    # A replica keeps the files its ledgers record (PROTOCOL 7.4); an observer keeps records only.
+    files = FileRules(store) if observe is None else None
     try:
         cache.start()
         subscriber = Subscriber(
@@ -254,6 +274,19 @@ def run_follower(
             lambda alert: raise_alert(replication, alert),
         )
 
+        if files is not None:
+            fetcher = BlobFetcher(
+                name,
+                store.blobs,
+                keys,
+                blob_sources(config, name),
+                chunk_bytes=config.ingest.file_chunk_bytes,
+                max_message_bytes=broker.max_message_bytes,
+                on_alert=lambda alert: raise_alert(replication, alert),
+            )
+            fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
+            fetcher.start()
+
         def stored(records: list[Record], hops: int) -> None:
             # Held heights, what a relay republishes, and after them the checkpoints that cover them.
             ledgers = {r.ledger for r in records}
@@ -261,6 +294,8 @@ def run_follower(
             relay.committed(records, hops + 1, checkpoints)
             if watcher is not None:
                 watcher.stored(records)
+            if files is not None and fetcher is not None:
+                fetcher.want(files.stored(records))
 
         sources: list[Any] = [StreamSource(replication)]
         for followed in _followed(config, node):
@@ -298,12 +333,14 @@ def run_follower(
                 CachedAccounts(cache, members=members),
                 admin,
                 node_keys(config),
+                domain=files.engine if files is not None else None,
                 version=__version__,
                 status=follower.status,
                 checkpoints=FollowerCheckpoints(follower, store),
                 cosignatures=KnownCosignatures(
                     config.name, store, replication, witness_keys(config), ledger_keys.key_of
                 ),
+                refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
             )
             with RequestLoop(server.socket, service) as loop:
                 reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
@@ -317,6 +354,8 @@ def run_follower(
                 reads.join()
             server.close(linger_ms=SHUTDOWN_LINGER_MS)
     finally:
+        if fetcher is not None:
+            fetcher.stop()
         if outbox is not None:
             outbox.stop()
         if publisher is not None:
@@ -330,6 +369,15 @@ def run_follower(
         stop_authenticator(ctx)
         ctx.destroy(linger=0)
         log.info("%s %s stopped", role, name)
+
+
+def _refetcher(files: FileRules, fetcher: BlobFetcher) -> Callable[[str], None]:
+    def refetch(sha256: str) -> None:
+        wanted = files.find(sha256)
+        if wanted is not None:
+            fetcher.refetch(wanted)
+
+    return refetch
 
 
 def _follow(
