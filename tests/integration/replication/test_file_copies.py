@@ -56,7 +56,7 @@ def _download(client: Client, digest: str) -> bytes:
             return received
 
 
-def _file_get(cluster: LocalCluster, key: Path, node: str, digest: str, out: Path) -> tuple[int, str]:
+def _file_get(cluster: LocalCluster, key: Path, digest: str, out: Path, *options: str) -> tuple[int, str]:
     done = cluster.cli(
         "file",
         "get",
@@ -67,8 +67,7 @@ def _file_get(cluster: LocalCluster, key: Path, node: str, digest: str, out: Pat
         str(cluster.config_path),
         "--key",
         str(key),
-        "--node",
-        node,
+        *options,
         check=False,
     )
     return done.returncode, done.stdout + done.stderr
@@ -85,8 +84,14 @@ def test_a_file_is_read_from_a_replica_once_its_home_is_gone(
         wait_until(lambda r=replica: _blob(cluster, r, digest).is_file(), COPY_TIMEOUT, f"{replica} holds the blob")
     cluster.stop_node("ingest-1")
 
+    key = key_paths(tmp_path, "author")[1]
+    pinned = tmp_path / "pinned.pdf"
+    code, output = _file_get(cluster, key, digest, pinned, "--node", "replica-1")
+    assert code == 0, output
+    assert pinned.read_bytes() == data
+    # Unpinned, the download starts at the default home, which does not answer, and goes on to a replica.
     out = tmp_path / "paper.pdf"
-    code, output = _file_get(cluster, key_paths(tmp_path, "author")[1], "replica-1", digest, out)
+    code, output = _file_get(cluster, key, digest, out, "--timeout", "2")
     assert code == 0, output
     assert out.read_bytes() == data
     assert _download(cluster.client("author", "replica-2", follow=False), digest) == data
