@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair
@@ -112,6 +112,14 @@ def wanted_of(record: Record) -> Wanted | None:
     return Wanted(sha256, size, record.ledger, record.height)
 
 
+class Connection(Protocol):
+    """What the fetcher needs of a :class:`vledger.broker.client.Client` (tests give a simulator)."""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class BlobFetcher:
     """Fetches the blobs it is asked for, from ``sources(ledger)`` in order, on its own thread.
 
@@ -129,6 +137,7 @@ class BlobFetcher:
         max_message_bytes: int,
         on_alert: Callable[[Alert], None],
         clock: Callable[[], float] = time.monotonic,
+        connect: Callable[[NodeAddress], Connection] | None = None,
     ) -> None:
         self.node = node
         self.blobs = blobs
@@ -144,7 +153,8 @@ class BlobFetcher:
         self._ties = itertools.count()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._clients: dict[str, Client] = {}
+        self._connect = connect or self._client
+        self._clients: dict[str, Connection] = {}
         self.fetched = 0  # blobs copied here since the start
 
     def want(self, wanted: Iterable[Wanted]) -> None:
@@ -234,22 +244,26 @@ class BlobFetcher:
             return True
         return False
 
-    def _client(self, address: NodeAddress) -> Client:
-        client = self._clients.get(address.endpoint)
-        if client is None or client.node.key != address.key:
-            client = self._clients[address.endpoint] = Client(
-                address,
-                self.keys,
-                timeout=FETCH_TIMEOUT_S,
-                max_message_bytes=self.max_message_bytes,
-                follow=False,  # ask exactly the node named; the next source is tried on a refusal
-            )
-        return client
+    def _client(self, address: NodeAddress) -> Connection:
+        return Client(
+            address,
+            self.keys,
+            timeout=FETCH_TIMEOUT_S,
+            max_message_bytes=self.max_message_bytes,
+            follow=False,  # ask exactly the node named; the next source is tried on a refusal
+        )
+
+    def _connection(self, address: NodeAddress) -> Connection:
+        key = f"{address.endpoint} {address.key}"
+        connection = self._clients.get(key)
+        if connection is None:
+            connection = self._clients[key] = self._connect(address)
+        return connection
 
     def _chunks(self, name: str, address: NodeAddress, wanted: Wanted) -> Iterator[bytes]:
         """The source's bytes of the blob, chunk by chunk; a refusal or unreachable source raises
         BlobError caused by it, and a stated size other than the record's raises BlobError."""
-        client = self._client(address)
+        client = self._connection(address)
         offset = 0
         while True:
             try:
