@@ -4,7 +4,8 @@ A real cluster of one ingest node and two replicas, 4 KiB chunks so that a file 
 few of them. The file is uploaded to the home and recorded; each replica copies the blob
 by itself; with the home stopped, ``vledger file get`` from a replica gives the same bytes.
 A replica's copy damaged on disk is never served: the replica answers ``bad_blob``, drops it,
-copies it again from another node, and serves the right bytes once it has.
+copies it again from another node, and serves the right bytes once it has; one lost while the
+replica was down is copied again when it starts.
 """
 
 from __future__ import annotations
@@ -118,3 +119,10 @@ def test_a_damaged_copy_is_refused_then_copied_again(start_cluster: Callable[...
     # The copy is fetched again (from the home or the other replica) and is whole once more.
     wait_until(lambda: blob.is_file() and digest_of_file(blob) == digest, COPY_TIMEOUT, "replica-1 copied it again")
     assert _download(reader, digest) == data
+
+    # A copy lost while the replica was down is copied again when it starts.
+    cluster.stop_node("replica-1")
+    blob.unlink()
+    cluster.start_node("replica-1")
+    wait_until(blob.is_file, COPY_TIMEOUT, "replica-1 copied it again after its restart")
+    assert digest_of_file(blob) == digest
