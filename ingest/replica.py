@@ -43,6 +43,7 @@ from ..node.record import Record
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
+from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
 from .metrics import (
@@ -177,6 +178,22 @@ def _followed(config: ClusterConfig, node: NodeConfig) -> list[NodeConfig]:
     return [config.node(name) for name in node.follow]
 
 
+def blob_sources(config: ClusterConfig, me: str) -> Callable[[str], list[tuple[str, NodeAddress]]]:
+    """Whom a replica asks for a ledger's file blobs: its home, then the nodes it follows, then
+    every other ingest node and replica of the cluster (any of them may hold a copy)."""
+    node = config.node(me)
+    servers = [n.name for n in config.nodes.values() if n.role in ("ingest", "replica") and n.name != me]
+
+    def sources(ledger: str) -> list[tuple[str, NodeAddress]]:
+        order = [config.home_of(ledger).name, *node.follow, *servers]
+        named = [name for i, name in enumerate(order) if name != me and name not in order[:i]]
+        return [
+            (name, NodeAddress(config.node(name).endpoint, load_public(config.public_key_path(name)))) for name in named
+        ]
+
+    return sources
+
+
 def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
     sources = []
     for followed in _followed(config, node):
@@ -251,6 +268,21 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         replication,
         lambda alert: raise_alert(replication, alert),
     )
+    # A replica keeps the files its ledgers record (PROTOCOL 7.4, 10.8); an observer keeps records only.
+    files = FileRules(store) if observe is None else None
+    fetcher: BlobFetcher | None = None
+    if files is not None:
+        fetcher = BlobFetcher(
+            name,
+            store.blobs,
+            keys,
+            blob_sources(config, name),
+            chunk_bytes=config.ingest.file_chunk_bytes,
+            max_message_bytes=broker.max_message_bytes,
+            on_alert=lambda alert: raise_alert(replication, alert),
+        )
+        fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
+        runtime.started(fetcher)
 
     def stored(records: list[Record], hops: int) -> None:
         # Held heights, what a relay republishes, and after them the checkpoints that cover them.
@@ -259,6 +291,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         relay.committed(records, hops + 1, checkpoints)
         if watcher is not None:
             watcher.stored(records)
+        if files is not None and fetcher is not None:
+            fetcher.want(files.stored(records))
 
     sources: list[Any] = [StreamSource(replication)]
     for followed in _followed(config, node):
@@ -305,10 +339,12 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         CachedAccounts(cache, members=runtime.gates.members),
         admin,
         node_keys(config),
+        domain=files.engine if files is not None else None,
         version=__version__,
         status=follower.status,
         checkpoints=FollowerCheckpoints(follower, store),
         cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), ledger_keys.key_of),
+        refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
     )
     log.info("%s %s following %s", node.role, name, ", ".join(node.follow))
     runtime.serve(
@@ -316,6 +352,15 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         MeteredService(service, metrics),
         main=partial(_follow, follower, witness, subscriber, runtime.stopping, watcher, relay),
     )
+
+
+def _refetcher(files: FileRules, fetcher: BlobFetcher) -> Callable[[str], None]:
+    def refetch(sha256: str) -> None:
+        wanted = files.find(sha256)
+        if wanted is not None:
+            fetcher.refetch(wanted)
+
+    return refetch
 
 
 def _follow(
