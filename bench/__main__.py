@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import append, gateway, ingest, replication, tree, verifier, verify, work
+from . import append, gateway, ingest, replication, scale, tree, verifier, verify, work
 from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
 from .report import Environment, Figure, progress, write_results
 
@@ -18,6 +18,7 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "verify": verify.run,
     "pow": work.run,
     "ingest": ingest.run,
+    "scale": scale.run,
     "replication": replication.run,
     "verifier": verifier.run,
     "gateway": gateway.run,

@@ -40,6 +40,9 @@ class Sizes:
     ingest_records: int  # puts per run from one client to a node
     ingest_client_records: int  # puts per run from each of eight client processes
     ingest_hellos: int  # round trips one at a time
+    ingest_sequential: int  # puts one at a time, each waiting for its answer
+    scale_records: int  # puts per step of the scale curve (1, 2, 4, 8, 16 client processes)
+    rss_records: int  # puts in all while the processes' resident memory is watched
     replication_seconds: float  # puts at the offered rate while replicas follow
     catch_up_records: int  # puts while a replica is down, per outage
     feed_messages: int  # messages per run through a bare PUB/SUB pair
@@ -61,6 +64,9 @@ FULL = Sizes(
     ingest_records=20_000,
     ingest_client_records=2_500,
     ingest_hellos=5_000,
+    ingest_sequential=5_000,
+    scale_records=32_000,
+    rss_records=1_000_000,
     replication_seconds=10.0,
     catch_up_records=20_000,
     feed_messages=100_000,
@@ -82,6 +88,9 @@ QUICK = Sizes(
     ingest_records=500,
     ingest_client_records=100,
     ingest_hellos=500,
+    ingest_sequential=250,
+    scale_records=320,
+    rss_records=3_200,
     replication_seconds=1.0,
     catch_up_records=2_500,
     feed_messages=5_000,
@@ -126,9 +135,10 @@ def genesis(difficulty: int, author: str = AUTHOR) -> Entry:
     return Entry.prepare(rules.genesis_content(LEDGER, author, "genesis", 0), difficulty, LIMITS)
 
 
-def entries(count: int, difficulty: int, author: str | None = None) -> list[Entry]:
+def entries(count: int, difficulty: int, author: str | None = None, first: int = 1) -> list[Entry]:
     """``count`` distinct entries of about 180 content bytes (records of about 350), from ``AUTHORS`` clients,
-    or all from ``author`` (a node takes only entries of the account whose key sends them)."""
+    or all from ``author`` (a node takes only entries of the account whose key sends them); their
+    request ids count from ``first``, so that batches of one author made apart stay distinct."""
     return [
         Entry.prepare(
             Content(
@@ -142,7 +152,7 @@ def entries(count: int, difficulty: int, author: str | None = None) -> list[Entr
             difficulty,
             LIMITS,
         )
-        for i in range(1, count + 1)
+        for i in range(first, first + count)
     ]
 
 

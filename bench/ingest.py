@@ -6,7 +6,12 @@ The node is what production runs: a redis-server (accounts), `vledger keygen --c
 Entries are prepared before the clock starts, on a ledger of difficulty 0 so that preparing
 them is fast: the figures measure the protocol, the node and its store, not proof of work.
 
-The ceiling of each figure is a bare echo server in a process of its own (a CurveServer and
+Figure 4e/4f is the clerk's desk: one client, one put at a time, each waiting for its answer.
+Its ceiling is what such a put cannot avoid: a CURVE round trip of a put's bytes plus one fsync
+of a small append on the same file system, their medians (p99s) added, measured in blocks
+that take turns with the puts; the node's CPU time per put is given beside it.
+
+The ceiling of each other figure is a bare echo server in a process of its own (a CurveServer and
 its allow-list, ``recv_multipart`` then ``send_multipart``), reached by bare DEALER sockets
 with the same keys, messages of the same size and the same number in flight. Figure runs
 and ceiling runs take turns, so that both see the same load.
@@ -25,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
@@ -53,6 +58,9 @@ DIFFICULTY = 0
 WINDOW = 128  # requests in flight per client
 CLIENTS = 8  # client processes of figure 4b: each its own key, account, Client and interpreter
 HELLO_BLOCK = 250  # round trips to the node, then as many to the echo server, in turn
+SEQUENTIAL_BLOCK = 250  # puts one at a time, then as many echoes and as many fsyncs, in turn
+TARGET_SEQUENTIAL_MEDIAN_MS = 0.5
+SMALL_WRITE = b"\0" * 320  # about a record: what the fsync ceiling appends before each fsync
 NODE = "ingest-1"
 ADMIN = "admin"  # `vledger keygen --cluster` makes this key pair beside the nodes'
 TIMEOUT = 30.0  # seconds: a reply, a start or a stop that takes longer is a failure
@@ -129,6 +137,7 @@ class _RunningNode:
     address: NodeAddress
     admin: KeyPair
     pid: int
+    redis_pid: int
 
     def cpu_seconds(self) -> float:
         """CPU time of the node process so far, all its threads (user + system, from /proc)."""
@@ -164,7 +173,8 @@ def _node(directory: Path) -> Iterator[_RunningNode]:
             node = NodeAddress(f"tcp://127.0.0.1:{port}", load_public(keys / f"{NODE}.key"))
             admin = load_secret(keys / f"{ADMIN}.key_secret")
             _wait_for_hello(process, node, admin, log)
-            yield _RunningNode(node, admin, process.pid)
+            assert redis.process is not None  # started by the with statement
+            yield _RunningNode(node, admin, process.pid, redis.process.pid)
         finally:
             _stop(process)
 
@@ -406,6 +416,57 @@ def _round_trips_ms(call: Callable[[], object], count: int) -> list[float]:
     return times
 
 
+def _fsyncs_ms(path: Path, count: int) -> list[float]:
+    """``count`` times: append a small write to ``path`` and fsync it; the time of each, in ms."""
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            os.write(fd, SMALL_WRITE)
+            os.fsync(fd)
+            times.append((time.perf_counter() - start) * 1_000)
+    finally:
+        os.close(fd)
+    return times
+
+
+@dataclass(slots=True)
+class _Sequential:
+    """Figure 4e/4f's samples: puts one at a time, and the echoes and fsyncs taken in turn."""
+
+    put_ms: list[float] = field(default_factory=list)
+    echo_ms: list[float] = field(default_factory=list)
+    fsync_ms: list[float] = field(default_factory=list)
+    node_cpu_seconds: float = 0.0
+    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def ceiling_ms(self, quantile: Callable[[list[float]], float]) -> float:
+        return quantile(self.echo_ms) + quantile(self.fsync_ms)
+
+
+def _sequential(
+    node: _RunningNode, client: Client, echo: zmq.Socket[Any], batch: list[Entry], put_message: bytes, scratch: Path
+) -> _Sequential:
+    """Figure 4e/4f: ``batch`` put one at a time, in blocks that take turns with as many bare
+    echoes of a put's bytes and as many fsyncs, so that all three see the same load."""
+    measured = _Sequential()
+    for block in range(0, len(batch), SEQUENTIAL_BLOCK):
+        entries_ = batch[block : block + SEQUENTIAL_BLOCK]
+        cpu = node.cpu_seconds()
+        for entry in entries_:
+            start = time.perf_counter()
+            receipt = client.put(entry)
+            measured.put_ms.append((time.perf_counter() - start) * 1_000)
+            if receipt["duplicate"]:
+                raise RuntimeError("a sequential put was a duplicate: the runs overlap")
+        measured.node_cpu_seconds += node.cpu_seconds() - cpu
+        measured.echo_ms += _round_trips_ms(partial(_echoes, echo, put_message, 1, 1), len(entries_))
+        measured.fsync_ms += _fsyncs_ms(scratch / "fsync.bin", len(entries_))
+    measured.load = os.getloadavg()
+    return measured
+
+
 def _p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[98]
 
@@ -418,6 +479,7 @@ class _Measured:
     clients_echo: list[float]
     hello_ms: list[float]
     echo_ms: list[float]
+    sequential: _Sequential
     proofs: list[float]  # proof.inclusion replies/s, one per run
     proofs_echo: list[float]
     proof_tree: int  # the tree size the proofs were asked in
@@ -433,14 +495,16 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
     )
     solo_batches = _batches("writer-0", sizes.ingest_records, reps)
     client_batches = [_batches(f"writer-{i}", sizes.ingest_client_records, reps) for i in range(1, CLIENTS + 1)]
+    sequential_batch = entries(sizes.ingest_sequential, DIFFICULTY, author="writer-seq")
     with ExitStack() as stack:
         progress("ingest: starting redis-server and an ingest node")
         node = stack.enter_context(_node(directory))
         admin = stack.enter_context(Client(node.address, node.admin, timeout=TIMEOUT))
         solo_keys = _writer(admin, "writer-0")
         client_keys = [_writer(admin, f"writer-{i}") for i in range(1, CLIENTS + 1)]
+        sequential_keys = _writer(admin, "writer-seq")
         admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
-        allowed = [node.admin.public, solo_keys.public, *(k.public for k in client_keys)]
+        allowed = [node.admin.public, solo_keys.public, sequential_keys.public, *(k.public for k in client_keys)]
         echo = stack.enter_context(_echo_server(allowed))
         solo = stack.enter_context(Client(node.address, solo_keys, timeout=TIMEOUT))
         solo_echo = _echo_socket(echo, solo_keys)
@@ -453,6 +517,17 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         for batch in solo_batches:
             solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW))))
             solo_echo_runs.append(timed(partial(_echoes, solo_echo, put_message, len(batch), WINDOW)))
+
+        progress(
+            f"ingest: 4e {sizes.ingest_sequential:,} puts one at a time, in blocks of {SEQUENTIAL_BLOCK} "
+            "with the echo and fsync"
+        )
+        sequential_client = stack.enter_context(Client(node.address, sequential_keys, timeout=TIMEOUT))
+        sequential_client.hello()
+        sequential_echo = _echo_socket(echo, sequential_keys)
+        stack.callback(sequential_echo.close, 0)
+        _echoes(sequential_echo, b"ready", 1, 1)
+        sequential = _sequential(node, sequential_client, sequential_echo, sequential_batch, put_message, directory)
 
         progress(
             f"ingest: 4b {CLIENTS} client processes x {sizes.ingest_client_records:,} puts, {WINDOW} in flight each "
@@ -475,11 +550,11 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
             echo_ms += _round_trips_ms(partial(_echoes, solo_echo, hello_message, 1, 1), count)
 
         stored = admin.call("size", {"ledger": LEDGER})["size"]
-        expected = 1 + reps * (sizes.ingest_records + CLIENTS * sizes.ingest_client_records)
+        expected = 1 + reps * (sizes.ingest_records + CLIENTS * sizes.ingest_client_records) + sizes.ingest_sequential
         if stored != expected:
             raise RuntimeError(f"the node holds {stored} records of {LEDGER!r}, not {expected}")
 
-        progress(f"ingest: 4e {sizes.ingest_records:,} proof.inclusion in a tree of {stored:,}, {WINDOW} in flight")
+        progress(f"ingest: 4g {sizes.ingest_records:,} proof.inclusion in a tree of {stored:,}, {WINDOW} in flight")
         proof_message = encode_request(1, "proof.inclusion", {"ledger": LEDGER, "index": stored // 2, "size": stored})
         proof_runs, proof_echo_runs = [], []
         for run_ in range(reps):
@@ -493,6 +568,7 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         client_echo_runs,
         hello_ms,
         echo_ms,
+        sequential,
         proof_runs,
         proof_echo_runs,
         stored,
@@ -550,6 +626,27 @@ def run(sizes: Sizes) -> list[Figure]:
             "echo runs (round trips/s)": [round(r) for r in echoes],
         }
 
+    seq = m.sequential
+
+    def sequential_ceiling(what: str, quantile: Callable[[list[float]], float]) -> Ceiling:
+        return Ceiling(
+            f"CURVE echo round trip + fsync, {what}",
+            seq.ceiling_ms(quantile),
+            "ms",
+            f"the {what} of a bare DEALER send, poll, recv of a {len(put_message)}-byte message (a put request) "
+            f"to the echo process, plus the {what} of os.write of {len(SMALL_WRITE)} bytes (O_APPEND) then "
+            f"os.fsync in the scratch folder, {SEQUENTIAL_BLOCK} of each after each {SEQUENTIAL_BLOCK} puts",
+        )
+
+    sequential_details = {
+        "puts": len(seq.put_ms),
+        "w": 0,
+        "node CPU per put ms (all its threads)": round(seq.node_cpu_seconds / len(seq.put_ms) * 1_000, 3),
+        "put mean ms": round(statistics.fmean(seq.put_ms), 3),
+        "echo round trip p50/p99 ms": [round(statistics.median(seq.echo_ms), 3), round(_p99(seq.echo_ms), 3)],
+        "fsync p50/p99 ms": [round(statistics.median(seq.fsync_ms), 3), round(_p99(seq.fsync_ms), 3)],
+        "load average after the run (1, 5, 15 min)": [round(load, 2) for load in seq.load],
+    }
     hello_details = {
         "samples": len(m.hello_ms),
         "hello mean ms": round(statistics.fmean(m.hello_ms), 3),
@@ -599,6 +696,27 @@ def run(sizes: Sizes) -> list[Figure]:
         ),
         Figure(
             key="4e",
+            name="durable put, 1 client, 1 in flight (each waits for its answer), median",
+            value=statistics.median(seq.put_ms),
+            unit="ms",
+            ceiling=sequential_ceiling("median", statistics.median),
+            command=COMMAND,
+            higher_is_better=False,
+            target=TARGET_SEQUENTIAL_MEDIAN_MS,
+            details=sequential_details,
+        ),
+        Figure(
+            key="4f",
+            name="durable put, 1 client, 1 in flight (each waits for its answer), p99",
+            value=_p99(seq.put_ms),
+            unit="ms",
+            ceiling=sequential_ceiling("p99", _p99),
+            command=COMMAND,
+            higher_is_better=False,
+            details=sequential_details,
+        ),
+        Figure(
+            key="4g",
             name=f"proof.inclusion served over CURVE, 1 client, {WINDOW} in flight",
             value=max(m.proofs),
             unit="proofs/s",

@@ -53,6 +53,9 @@ class ReplicationSettings:
     stream_max_len: int = 1_000_000  # records kept per ledger stream (approximate trim)
     heartbeat_ms: int = 1000  # how often a publisher announces its latest checkpoints
     checkpoint_interval_ms: int = 0  # a home signs each ledger at most this often (0: after every batch)
+    # The outbox sends at most this often: what a lone writer commits meanwhile goes to Redis and the
+    # feed in one round trip, off the request path (0: after every group commit).
+    outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16

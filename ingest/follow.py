@@ -439,27 +439,27 @@ class Follower:
         return set()
 
     def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> bool:
-        """Store ``records`` (they extend the head); False if the store failed (reported)."""
-        futures = [self.store.submit_record(r) for r in records]
-        stored: list[Record] = []
-        ok = True
-        for record, source, future in zip(records, sources, futures, strict=True):
-            try:
-                receipt = future.result()
-            except VledgerError as e:  # verified already: only a store failure gets here
-                self._alert(ledger, record.height, e, source, record.encode())
-                self._drop_pending(self._state(ledger))
-                ok = False
-                break
-            if not receipt.duplicate:
-                stored.append(record)
+        """Store ``records`` (they extend the head); False if the store failed (reported).
+
+        They go to the store as one run under one future, stored whole or not at all, and
+        marked verified: each passed this follower's ChainVerifier from the store's head, so
+        the store checks only that the run still stands on its head (ChainStore.submit_records)."""
+        try:
+            receipts = self.store.submit_records(records, verified=True).result()
+        except VledgerError as e:  # verified already: only a store failure gets here
+            at = getattr(e, "height", None)
+            index = next((i for i, r in enumerate(records) if r.height == at), 0)
+            self._alert(ledger, records[index].height, e, sources[index], records[index].encode())
+            self._drop_pending(self._state(ledger))
+            return False
+        stored = [record for record, receipt in zip(records, receipts, strict=True) if not receipt.duplicate]
         if stored:
             self.stored += len(stored)
             self._expose(ledger, stored)
             self.on_stored(stored, hops)
             # What was refused at these heights is moot now that the home's records are stored there.
             self._resolve(ledger, BY_RECORD, stored[-1].height)
-        return ok
+        return True
 
     def _expose(self, ledger: str, stored: list[Record]) -> None:
         """Report the suspects that differ from the true records now stored at their heights."""

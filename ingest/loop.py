@@ -2,8 +2,11 @@
 
 One thread, no event loop: a ``zmq.Poller`` waits on the ROUTER and on a wake-up pipe.
 Cheap requests are answered as they are read. A request that waits on slow work (a put's
-group commit, an admin command's Redis round trips) is parked on its Future; the thread
-that completes the Future queues the reply and writes one byte to the pipe, only if no
+group commit, an admin command's Redis round trips) is parked on its Future. After each
+batch of requests it read, the loop lets the service start what they queued
+(:meth:`Service.flush`: the ingest node commits their group right here, so a lone writer's
+put crosses no thread on its way to the disk) and then answers what finished. A Future
+completed on another thread queues its reply and writes one byte to the pipe, only if no
 wake-up is pending yet, so a whole group commit wakes the loop once. At most
 ``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
 queues push back on the clients.
@@ -15,11 +18,8 @@ import collections
 import contextlib
 import logging
 import os
-import signal
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol
 
@@ -43,6 +43,10 @@ class Service(Protocol):
     """What the loop serves: ``IngestService``, or a stand-in in the loop's tests."""
 
     def handle(self, key: str, data: bytes) -> bytes | Pending: ...
+
+    def flush(self) -> None:
+        """Start (or do) the slow work of the requests handled since the last call; quick to
+        call when there is none, and never raises."""
 
 
 class RequestLoop:
@@ -73,6 +77,7 @@ class RequestLoop:
         self._woken = False  # a wake-up byte is in the pipe: completions need not write another
         self._stopping = False
         self._in_flight = 0
+        self._thread: int | None = None  # the serving thread: its own completions need no wake-up byte
 
     def close(self) -> None:
         os.close(self._wake_read)
@@ -95,13 +100,19 @@ class RequestLoop:
         everything.register(self._wake_read, zmq.POLLIN)
         wake_only = zmq.Poller()
         wake_only.register(self._wake_read, zmq.POLLIN)
-        while not self._stopping or self._in_flight:
-            reading = not self._stopping and self._in_flight < self.max_in_flight
-            for ready, _ in (everything if reading else wake_only).poll():
-                if ready is self.socket:
-                    self._read()
-                else:
-                    self._answer_finished()
+        self._thread = threading.get_ident()
+        try:
+            while not self._stopping or self._in_flight:
+                reading = not self._stopping and self._in_flight < self.max_in_flight
+                for ready, _ in (everything if reading else wake_only).poll():
+                    if ready is self.socket:
+                        self._read()
+                        self.service.flush()
+                    else:
+                        self._clear_wake()
+                self._answer_finished()
+        finally:
+            self._thread = None
 
     # --- requests -------------------------------------------------------------------
 
@@ -153,7 +164,7 @@ class RequestLoop:
     def _finish(self, identity: bytes, pending: Pending, _: Future[Any]) -> None:
         """Queue a finished request's reply and wake the loop (runs on the completing thread)."""
         self._finished.append((identity, pending))
-        if not self._woken:
+        if not self._woken and threading.get_ident() != self._thread:
             self._woken = True
             self._write_wake_byte()
 
@@ -161,32 +172,17 @@ class RequestLoop:
         with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop will wake anyway
             os.write(self.wake_fd, b"\0")
 
-    def _answer_finished(self) -> None:
-        # Empty the pipe, then say so, then take the queue: a reply queued after the queue was
-        # emptied finds no wake-up pending and writes a byte of its own.
+    def _clear_wake(self) -> None:
+        # Empty the pipe, then say so, then (in _answer_finished) take the queue: a reply queued
+        # after the queue was emptied finds no wake-up pending and writes a byte of its own.
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_read, 4096):
                 pass
         self._woken = False
+
+    def _answer_finished(self) -> None:
         finished = self._finished
         while finished:
             identity, pending = finished.popleft()
             self._in_flight -= 1
             self._send(identity, pending.reply())
-
-
-@contextmanager
-def stopped_by_signals(stopping: threading.Event, loop: RequestLoop) -> Iterator[None]:
-    """While inside: SIGTERM and SIGINT set ``stopping`` (a process's main work loop) and stop
-    ``loop`` (its request socket, served on another thread). Restores the old handlers."""
-
-    def stop(*_: object) -> None:
-        stopping.set()
-        loop.stop()
-
-    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)

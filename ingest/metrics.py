@@ -95,6 +95,9 @@ class MeteredService:
             self._count(command, answer)
         return answer
 
+    def flush(self) -> None:
+        self.service.flush()
+
     def _done(self, command: str, started: float, pending: Pending, _: Future[Any]) -> None:
         if command == "put":
             self.metrics.put_seconds.observe(time.monotonic() - started)

@@ -7,6 +7,9 @@ this node holds them. If Redis is down the feed goes on without it, and once Red
 back the outbox reads what the stream lacks from the store: the stream's last height is
 the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
+It sends at most once per ``outbox_interval_ms``: a lone writer's puts, one group commit
+each, then share a pass (its Redis round trips, publish and signature) instead of paying one
+each while they compete with the request path for the CPU.
 
 A home node's outbox also signs **checkpoints** (vledger.node.witness): after each batch
 (at most once per ``checkpoint_interval_ms`` and ledger; a ledger left unsigned is signed
@@ -157,9 +160,17 @@ class Outbox:
                 self._keep(self.sign(ledger, height + 1))
             except VledgerError as e:
                 log.error("outbox: cannot sign a checkpoint of %s at %d: %s", ledger, height + 1, e)
+        gap = self.settings.outbox_interval_ms / 1000
+        sent = -math.inf  # when the last pass began
         while True:
             due = min(self._due.values(), default=math.inf)
             self._wake.wait(max(0.0, min(next_beat, due) - self._clock()))
+            # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
+            # lone writer's puts wait for the next pass together instead of one pass each (their
+            # acknowledgements do not wait for it, and the pass competes with them for the CPU).
+            if self._clock() < sent + gap:
+                self._stop.wait(sent + gap - self._clock())
+            sent = self._clock()
             self._wake.clear()
             stopping = self._stop.is_set()
             try:

@@ -27,40 +27,36 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from .. import __version__
-from ..broker.accounts import AccountRegistry
 from ..broker.client import Client, NodeAddress
-from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import FeedSource, Publisher, Subscriber
-from ..broker.keys import load_public, load_secret
-from ..broker.redis_server import connect
+from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
-from ..node.errors import SettingsError
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
 from .accounts import CachedAccounts
+from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
-from .loop import RequestLoop, stopped_by_signals
-from .members import MemberGates
 from .metrics import (
     MeteredService,
     NodeMetrics,
     current_check,
     gauge_collector,
-    health_server,
     redis_check,
     store_collector,
 )
 from .outbox import Outbox
-from .server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS, node_keys, witness_keys
+from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
+from .server import node_keys, witness_keys
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 
@@ -182,6 +178,22 @@ def _followed(config: ClusterConfig, node: NodeConfig) -> list[NodeConfig]:
     return [config.node(name) for name in node.follow]
 
 
+def blob_sources(config: ClusterConfig, me: str) -> Callable[[str], list[tuple[str, NodeAddress]]]:
+    """Whom a replica asks for a ledger's file blobs: its home, then the nodes it follows, then
+    every other ingest node and replica of the cluster (any of them may hold a copy)."""
+    node = config.node(me)
+    servers = [n.name for n in config.nodes.values() if n.role in ("ingest", "replica") and n.name != me]
+
+    def sources(ledger: str) -> list[tuple[str, NodeAddress]]:
+        order = [config.home_of(ledger).name, *node.follow, *servers]
+        named = [name for i, name in enumerate(order) if name != me and name not in order[:i]]
+        return [
+            (name, NodeAddress(config.node(name).endpoint, load_public(config.public_key_path(name)))) for name in named
+        ]
+
+    return sources
+
+
 def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
     sources = []
     for followed in _followed(config, node):
@@ -216,139 +228,139 @@ def run_follower(
     config: ClusterConfig, name: str, passphrase: str | None = None, *, observe: WatcherFactory | None = None
 ) -> None:
     """Run a replica node, or with ``observe`` an observer node (docstring above)."""
-    node = config.node(name)
     role = "replica" if observe is None else "observer"
-    if node.role != role:
-        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {role}")
-    keys = load_secret(config.secret_key_path(name), passphrase)
-    redis_access = config.redis_access(role)
-    registry = AccountRegistry(connect(redis_access))
-    replication = ReplicationLedger(connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT))
+    with NodeRuntime.open(config, name, (role,), passphrase) as runtime:
+        _run_follower(runtime, passphrase, observe)
+
+
+def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: WatcherFactory | None) -> None:
+    config, node, name, keys = runtime.config, runtime.node, runtime.name, runtime.keys
+    registry = runtime.registry()
+    replication = runtime.replication()
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
-    gates = MemberGates(config, name)
-    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
-    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
-    ctx = process_context()
-    clients: list[Client] = []
-    outbox: Outbox | None = None
-    publisher: Publisher | None = None
-    subscriber: Subscriber | None = None
-    try:
-        cache.start()
-        subscriber = Subscriber(
-            ctx,
+    runtime.closing(store.close)
+    cache = runtime.accounts(registry)
+    subscriber = Subscriber(
+        runtime.ctx,
+        keys,
+        feed_sources(config, node),
+        receive_hwm=config.replication.receive_hwm,
+        max_message_bytes=broker.max_message_bytes,
+        max_record_bytes=config.settings.limits.max_record_bytes,
+    )
+    runtime.closing(subscriber.close)
+    publisher = None
+    if node.bind_feed_endpoint is not None:
+        publisher = Publisher(
+            name, keys, node.bind_feed_endpoint, runtime.gates.feed, broker, config.replication.send_hwm
+        )
+        runtime.closing(partial(publisher.close, linger_ms=SHUTDOWN_LINGER_MS))  # after the relay stopped
+        publisher.self_test()
+    relay = runtime.started(Outbox(name, store, publisher, replication, config.replication, stream=False))
+    watcher = None if observe is None else observe(store, replication)
+    witness = Witness(
+        name,
+        store,
+        WitnessSigner(witness_name(config.name, name), signing.seed),
+        replication,
+        lambda alert: raise_alert(replication, alert),
+    )
+    # A replica keeps the files its ledgers record (PROTOCOL 7.4, 10.8); an observer keeps records only.
+    files = FileRules(store) if observe is None else None
+    fetcher: BlobFetcher | None = None
+    if files is not None:
+        fetcher = BlobFetcher(
+            name,
+            store.blobs,
             keys,
-            feed_sources(config, node),
-            receive_hwm=config.replication.receive_hwm,
+            blob_sources(config, name),
+            chunk_bytes=config.ingest.file_chunk_bytes,
             max_message_bytes=broker.max_message_bytes,
-            max_record_bytes=config.settings.limits.max_record_bytes,
-        )
-        if node.bind_feed_endpoint is not None:
-            publisher = Publisher(
-                name, keys, node.bind_feed_endpoint, feed_allow_list, broker, config.replication.send_hwm
-            )
-            publisher.self_test()
-        outbox = Outbox(name, store, publisher, replication, config.replication, stream=False).start()
-        relay = outbox
-        watcher = None if observe is None else observe(store, replication)
-        witness = Witness(
-            name,
-            store,
-            WitnessSigner(witness_name(config.name, name), signing.seed),
-            replication,
-            lambda alert: raise_alert(replication, alert),
-        )
-
-        def stored(records: list[Record], hops: int) -> None:
-            # Held heights, what a relay republishes, and after them the checkpoints that cover them.
-            ledgers = {r.ledger for r in records}
-            checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
-            relay.committed(records, hops + 1, checkpoints)
-            if watcher is not None:
-                watcher.stored(records)
-
-        sources: list[Any] = [StreamSource(replication)]
-        for followed in _followed(config, node):
-            client = Client(
-                NodeAddress(followed.endpoint, load_public(config.public_key_path(followed.name))),
-                keys,
-                timeout=SOURCE_TIMEOUT,
-                follow=False,  # a source's records are trusted by who sent them: never another node's
-            )
-            clients.append(client)
-            sources.append(NodeSource(followed.name, client, config.ingest.page_size))
-        stopping = threading.Event()
-        ledger_keys = checkpoint_keys(config, store)
-        follower = Follower(
-            name,
-            store,
-            sources,
-            keys=ledger_keys,
-            home_of=lambda ledger: config.home_of(ledger).name,
-            on_stored=stored,
             on_alert=lambda alert: raise_alert(replication, alert),
-            on_resolve=lambda keys: resolve_alerts(replication, keys),
-            on_evidence=witness.evidence,
-            on_verified=witness.verified,
-            batch=config.replication.catch_up_batch,
-            stopping=stopping.is_set,
         )
-        metrics = NodeMetrics(node)
-        metrics.collect_with(store_collector(store, config, name, replication))
-        metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
-        ready = {
+        fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
+        runtime.started(fetcher)
+
+    def stored(records: list[Record], hops: int) -> None:
+        # Held heights, what a relay republishes, and after them the checkpoints that cover them.
+        ledgers = {r.ledger for r in records}
+        checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
+        relay.committed(records, hops + 1, checkpoints)
+        if watcher is not None:
+            watcher.stored(records)
+        if files is not None and fetcher is not None:
+            fetcher.want(files.stored(records))
+
+    sources: list[Any] = [StreamSource(replication)]
+    for followed in _followed(config, node):
+        client = Client(
+            NodeAddress(followed.endpoint, load_public(config.public_key_path(followed.name))),
+            keys,
+            timeout=SOURCE_TIMEOUT,
+            follow=False,  # a source's records are trusted by who sent them: never another node's
+        )
+        runtime.closing(client.close)
+        sources.append(NodeSource(followed.name, client, config.ingest.page_size))
+    ledger_keys = checkpoint_keys(config, store)
+    follower = Follower(
+        name,
+        store,
+        sources,
+        keys=ledger_keys,
+        home_of=lambda ledger: config.home_of(ledger).name,
+        on_stored=stored,
+        on_alert=lambda alert: raise_alert(replication, alert),
+        on_resolve=lambda keys: resolve_alerts(replication, keys),
+        on_evidence=witness.evidence,
+        on_verified=witness.verified,
+        batch=config.replication.catch_up_batch,
+        stopping=runtime.stopping.is_set,
+    )
+    metrics = NodeMetrics(node)
+    metrics.collect_with(store_collector(store, config, name, replication))
+    metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
+    runtime.health(
+        metrics,
+        {
             "store": lambda: None,  # open: the process got this far, and closes it only on its way out
             "redis": redis_check(replication),
             "current": current_check(store, config, name, replication, config.replication.catch_up_batch),
-        }
-        with (
-            health_server(node, metrics, ready),
-            CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server,
-        ):
-            server.self_test()
-            admin: AccountAdmin = _NoAdmin()
-            service = IngestService(
-                config,
-                node,
-                store,
-                CachedAccounts(cache, members=members),
-                admin,
-                node_keys(config),
-                version=__version__,
-                status=follower.status,
-                checkpoints=FollowerCheckpoints(follower, store),
-                cosignatures=KnownCosignatures(
-                    config.name, store, replication, witness_keys(config), ledger_keys.key_of
-                ),
-            )
-            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop:
-                reads = threading.Thread(target=loop.serve, name=f"reads-{name}", daemon=True)
-                reads.start()
-                with stopped_by_signals(stopping, loop):
-                    log.info(
-                        "%s %s serving reads on %s, following %s", role, name, server.endpoint, ", ".join(node.follow)
-                    )
-                    _follow(follower, witness, subscriber, stopping, watcher, relay)
-                loop.stop()
-                reads.join()
-            server.close(linger_ms=SHUTDOWN_LINGER_MS)
-    finally:
-        if outbox is not None:
-            outbox.stop()
-        if publisher is not None:
-            publisher.close(linger_ms=SHUTDOWN_LINGER_MS)
-        if subscriber is not None:
-            subscriber.close()
-        for client in clients:
-            client.close()
-        cache.stop()
-        store.close()
-        stop_authenticator(ctx)
-        ctx.destroy(linger=0)
-        log.info("%s %s stopped", role, name)
+        },
+    )
+    server = runtime.request_server(broker)
+    admin: AccountAdmin = _NoAdmin()
+    service = IngestService(
+        config,
+        node,
+        store,
+        CachedAccounts(cache, members=runtime.gates.members),
+        admin,
+        node_keys(config),
+        domain=files.engine if files is not None else None,
+        version=__version__,
+        status=follower.status,
+        checkpoints=FollowerCheckpoints(follower, store),
+        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), ledger_keys.key_of),
+        refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
+    )
+    log.info("%s %s following %s", node.role, name, ", ".join(node.follow))
+    runtime.serve(
+        server,
+        MeteredService(service, metrics),
+        main=partial(_follow, follower, witness, subscriber, runtime.stopping, watcher, relay),
+    )
+
+
+def _refetcher(files: FileRules, fetcher: BlobFetcher) -> Callable[[str], None]:
+    def refetch(sha256: str) -> None:
+        wanted = files.find(sha256)
+        if wanted is not None:
+            fetcher.refetch(wanted)
+
+    return refetch
 
 
 def _follow(

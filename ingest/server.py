@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 from .. import __version__
-from ..broker.accounts import AccountRegistry
-from ..broker.curve import CurveServer, stop_authenticator
 from ..broker.feed import Publisher
-from ..broker.keys import load_public, load_secret
-from ..broker.redis_server import connect
+from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
-from ..node.errors import SettingsError
 from ..node.note import VerifierKey
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
@@ -34,18 +27,15 @@ from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, wi
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
-from .loop import RequestLoop
-from .members import MemberGates
-from .metrics import MeteredService, NodeMetrics, gauge_collector, health_server, redis_check, store_collector
+from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
+from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
-SHUTDOWN_LINGER_MS = 2000
-REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the outbox goes on without Redis
 
 
 def node_keys(config: ClusterConfig) -> dict[str, str]:
@@ -75,24 +65,22 @@ def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
 
 
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
-    node = config.node(name)
-    if node.role != "ingest":
-        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not an ingest node")
-    keys = load_secret(config.secret_key_path(name), passphrase)
+    with NodeRuntime.open(config, name, ("ingest",), passphrase) as runtime:
+        _run_ingest(runtime, passphrase)
+
+
+def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
+    config, node, name = runtime.config, runtime.node, runtime.name
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     signer = HomeSigner(config.name, signing.seed)
-    redis_access = config.redis_access("ingest")
-    registry = AccountRegistry(connect(redis_access))
+    registry = runtime.registry()
     factors = cluster_second_factors(config, registry.client)  # production without its key: refused here
-    replication = ReplicationLedger(
-        connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT), stream_max_len=config.replication.stream_max_len
-    )
+    replication = runtime.replication(stream_max_len=config.replication.stream_max_len)
     # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
     # limit: requests in between get a message_too_large answer rather than a cut connection.
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
-    gates = MemberGates(config, name)
-    members, allow_list, feed_allow_list = gates.members, gates.requests, gates.feed
-    cache = gates.account_cache(registry, name, broker.accounts_poll_ms / 1000)
+    # The accounts cache, started below once the admin ledger filled Redis (it reads grants there).
+    cache = runtime.gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)
     # Grants: the engine judges by the admin ledger it holds (on its home), else by the
     # cache's copy of it; records placed here come after the last admin record applied.
     domain = RulesEngine(grants=lambda: cache.grants)
@@ -104,6 +92,7 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         domain=domain,
         accepted_floor=cache.accepted_floor,
     )
+    runtime.closing(store.close)  # last of what follows: the queue committed once nothing else writes
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
     # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
@@ -124,99 +113,66 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
         raise_alert(replication, contradiction_alert(name, kept.root if kept is not None else None, error))
     admin_ledger = AdminLedger(store, registry) if config.home_of(ADMIN_LEDGER).name == name else None
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
+    runtime.closing(lambda: executor.shutdown(wait=True))
+    if admin_ledger is not None:
+        admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+    runtime.started(cache)
     witnesses = witness_keys(config)
-    watch = CosignatureWatch(
-        name,
-        replication,
-        store.checkpoints,
-        cluster=config.name,
-        witnesses=witnesses,
-        log_key_of=lambda ledger: home_key(config.name, ledger, public),
-        on_alert=lambda alert: raise_alert(replication, alert),
-        ignored=[n.name for n in config.nodes_of("observer")],
+    assert node.bind_feed_endpoint is not None  # the configuration requires it of an ingest node
+    publisher = Publisher(
+        name, runtime.keys, node.bind_feed_endpoint, runtime.gates.feed, broker, config.replication.send_hwm
     )
-    outbox: Outbox | None = None
-    try:
-        if admin_ledger is not None:
-            admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
-        cache.start()
-        assert node.bind_feed_endpoint is not None  # the configuration requires it of an ingest node
-        publisher = Publisher(name, keys, node.bind_feed_endpoint, feed_allow_list, broker, config.replication.send_hwm)
-        try:
-            publisher.self_test()
-        except BaseException:
-            publisher.close()
-            raise
-        outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
-        store.on_commit = outbox.committed
-        outbox.start()
-        watch.start()
-        metrics = NodeMetrics(node)
-        metrics.collect_with(store_collector(store, config, name, None))
-        metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
-        ready = {"store": lambda: None, "redis": redis_check(replication)}
-        with (
-            health_server(node, metrics, ready),
-            CurveServer(keys, node.bind_endpoint, allow_list, settings=broker) as server,
-        ):
-            server.self_test()
-            admin = RegistryAdmin(
-                registry,
-                cache,
-                [n.name for n in config.ingest_nodes()],
-                config.ingest.account_wait_ms,
-                admin_ledger,
-                factors,
-            )
-            service = IngestService(
-                config,
-                node,
-                store,
-                CachedAccounts(cache, members=members),
-                admin,
-                node_keys(config),
-                domain,
-                executor,
-                __version__,
-                replicas=watch,
-                checkpoints=outbox,
-                refused=refused,
-                checkpoint_key=public,
-                cosignatures=KnownCosignatures(
-                    config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
-                ),
-                second_factor=factors,
-            )
-            # The authenticated socket of the process's one Context, where the ZAP handler runs.
-            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop, _stopped_by_signals(loop):
-                log.info("ingest node %s serving on %s", name, server.endpoint)
-                loop.serve()
-            # Answers still queued in ZeroMQ go out before the process ends: close with a
-            # linger, stop the ZAP handler, then terminate the Context, which waits for them.
-            server.close(linger_ms=SHUTDOWN_LINGER_MS)
-            outbox.stop()  # what the last group commits made durable goes out before the feed closes
-            publisher.close(linger_ms=SHUTDOWN_LINGER_MS)
-        stop_authenticator(server.ctx)
-        server.ctx.destroy(linger=0)
-    finally:
-        if outbox is not None:
-            outbox.stop()
-        watch.stop()
-        cache.stop()
-        executor.shutdown(wait=True)
-        store.close()
-        log.info("ingest node %s stopped", name)
-
-
-@contextmanager
-def _stopped_by_signals(loop: RequestLoop) -> Iterator[None]:
-    """SIGTERM and SIGINT stop ``loop``, at once even when another thread receives them:
-    the signal's byte on the loop's wake-up pipe ends its poll. Restores the old handlers."""
-    handlers = {signum: signal.signal(signum, lambda *_: loop.stop()) for signum in (signal.SIGTERM, signal.SIGINT)}
-    wakeup_fd = signal.set_wakeup_fd(loop.wake_fd, warn_on_full_buffer=False)
-    try:
-        yield
-    finally:
-        signal.set_wakeup_fd(wakeup_fd)
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    # Closed after the outbox stopped (added before it): what the last group commits made
+    # durable goes out before the feed closes.
+    runtime.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
+    publisher.self_test()
+    outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
+    store.on_commit = outbox.committed
+    runtime.started(outbox)
+    metrics = NodeMetrics(node)
+    metrics.collect_with(store_collector(store, config, name, None))
+    metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
+    runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
+    watch = runtime.started(
+        CosignatureWatch(
+            name,
+            replication,
+            store.checkpoints,
+            cluster=config.name,
+            witnesses=witnesses,
+            log_key_of=lambda ledger: home_key(config.name, ledger, public),
+            on_alert=lambda alert: raise_alert(replication, alert),
+            ignored=[n.name for n in config.nodes_of("observer")],
+        )
+    )
+    # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
+    # first at the end, with a linger: answers still queued in ZeroMQ go out.
+    server = runtime.request_server(broker)
+    admin = RegistryAdmin(
+        registry,
+        cache,
+        [n.name for n in config.ingest_nodes()],
+        config.ingest.account_wait_ms,
+        admin_ledger,
+        factors,
+    )
+    service = IngestService(
+        config,
+        node,
+        store,
+        CachedAccounts(cache, members=runtime.gates.members),
+        admin,
+        node_keys(config),
+        domain,
+        executor,
+        __version__,
+        replicas=watch,
+        checkpoints=outbox,
+        refused=refused,
+        checkpoint_key=public,
+        cosignatures=KnownCosignatures(
+            config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
+        ),
+        second_factor=factors,
+    )
+    runtime.serve(server, MeteredService(service, metrics))

@@ -6,8 +6,10 @@ authenticated it) and a request's bytes, and returns the reply's bytes at once, 
 command's Redis round trips. Neither ever raises: every failure becomes an error reply
 with a documented code (docs/PROTOCOL.md, section 6), and nothing is written unless the
 whole request was valid. Handlers are plain functions that return their result, or a
-:class:`Later` holding the Future of it; nothing here blocks on slow work. The socket loop
-lives in ``ingest.loop``; tests drive this class directly as well as through real sockets.
+:class:`Later` holding the Future of it; nothing here blocks on slow work. Entries are
+queued on the store without waking its committer: the caller of ``handle`` calls
+:meth:`IngestService.flush` after a batch of requests, which commits their group on its
+own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..broker.keys import load_public
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
@@ -29,6 +32,7 @@ from ..node.errors import (
     BadRequestError,
     BlobError,
     ForbiddenError,
+    KeyMaterialError,
     NoSuchLedgerError,
     NotFoundError,
     NotHomeError,
@@ -83,6 +87,7 @@ READ_COMMANDS = frozenset(
         "have",
         "checkpoint",
         "proof.inclusion",
+        "file.download",  # a replica serves the file blobs it copied (PROTOCOL 7.4)
         "proof.consistency",
         "put",
         "ledger.create",
@@ -247,6 +252,17 @@ def receipt_map(receipt: Receipt) -> dict[str, Any]:
     }
 
 
+def _member_keys(config: ClusterConfig) -> dict[str, str]:
+    """The public key of each node of the configuration that has one in the key directory."""
+    keys = {}
+    for node in config.nodes.values():
+        try:
+            keys[node.name] = load_public(config.public_key_path(node.name))
+        except KeyMaterialError:
+            continue  # such a node cannot reach this one (ingest/members.py logs it)
+    return keys
+
+
 class IngestService:
     def __init__(
         self,
@@ -267,6 +283,7 @@ class IngestService:
         checkpoint_key: bytes | None = None,
         cosignatures: CosignatureSource | None = None,
         second_factor: SecondFactorCheck | None = None,
+        refetch: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -278,6 +295,10 @@ class IngestService:
         # readable) are single dict and set lookups, which CPython makes atomic.
         self.domain = domain
         self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest)
+        # A replica's: queue a blob to be copied again from another node (PROTOCOL 7.4); with it,
+        # every download checks the copy's SHA-256 before its first byte is sent.
+        self.refetch = refetch
+        self.members = _member_keys(config)  # node name -> z85 key: the cluster's own nodes
         self.version = version
         self.settings = config.ingest
         self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)
@@ -291,6 +312,7 @@ class IngestService:
         self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
         self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
+        self._queued = False  # entries wait in the store's queue for flush()
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -309,6 +331,13 @@ class IngestService:
             return _error_reply(request_id, e)
         except Exception as e:  # a bug: answer, log, and keep serving
             return _error_reply(request_id, e)
+
+    def flush(self) -> None:
+        """Commit the entries queued since the last call, on this thread (see ChainStore.flush);
+        their futures carry each outcome, so this never raises."""
+        if self._queued:
+            self._queued = False
+            self.store.flush()
 
     def _dispatch(self, key: str, request: Request) -> object:
         caller = self.accounts.lookup(key)
@@ -422,12 +451,17 @@ class IngestService:
         if held != size:
             raise BadRequestError(f"the uploaded file is {held} bytes, the record says {size}")
 
-    def readable_file(self, sha256: str, account: str) -> bool:
+    def readable_file(self, sha256: str, caller: Caller) -> bool:
+        """Whether ``caller`` may read the file: as a files ledger here that records it allows, or
+        as a node of the cluster (a replica copies every file its ledgers record, PROTOCOL 7.4)."""
         if self.domain is None:
             return False
+        member = self.members.get(caller.account) == caller.key
         for ledger in self.store.ledgers():
             state = self.domain.state(ledger)
-            if state is not None and isinstance(state.domain, FilesState) and may_read(state.domain, sha256, account):
+            if state is None or not isinstance(state.domain, FilesState):
+                continue
+            if may_read(state.domain, sha256, caller.account) or (member and state.domain.file(sha256) is not None):
                 return True
         return False
 
@@ -438,7 +472,8 @@ class IngestService:
         refusal = self.refused.get(entry.content.ledger)
         if refusal is not None:
             raise refusal
-        durable = self.store.submit_entry(entry)
+        durable = self.store.submit_entry(entry, wake=False)
+        self._queued = True
         if replicas == 0:
             return Later(durable, receipt_map)
         watch = self.replicas
@@ -761,8 +796,17 @@ def _file_download(service: IngestService, caller: Caller, args: Args) -> object
     sha256 = args.text("sha256", max_length=64)
     offset = args.uint("offset")
     length = args.uint("length", maximum=service.settings.file_chunk_bytes)
-    if not service.readable_file(sha256, caller.account):
+    if not service.readable_file(sha256, caller):
         raise NotFoundError("no such file, or not one you may read")  # the same answer for both
+    if service.refetch is not None:
+        if not service.store.blobs.has(sha256):
+            raise BlobError("this replica has not copied the file yet: ask again shortly, or ask another node")
+        if offset == 0 and not service.store.blobs.intact(sha256):
+            # Never serve a damaged copy: drop it and copy it again from a node that holds it.
+            service.store.blobs.discard(sha256)
+            service.refetch(sha256)
+            log.error("file blob %s was damaged on disk: discarded, being copied again", sha256)
+            raise BlobError("this replica's copy of the file was damaged; it is being copied again: ask again shortly")
     with service.store.blobs.open(sha256) as f:
         size = os.fstat(f.fileno()).st_size
         if offset >= size:  # past the end: no bytes, as a file read gives (and no seek overflow)

@@ -84,6 +84,17 @@ class BlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def intact(self, digest: str) -> bool:
+        """Whether the blob is held and its bytes still hash to its name (False if absent)."""
+        try:
+            return digest_of_file(self.path_of(digest)) == digest
+        except FileNotFoundError:
+            return False
+
+    def discard(self, digest: str) -> None:
+        """Remove the blob (a damaged copy), if held."""
+        self.path_of(digest).unlink(missing_ok=True)
+
     def put_bytes(self, data: bytes) -> str:
         return self.put([data])[0]
 
@@ -97,3 +108,12 @@ class BlobStore:
         with self.open(digest) as f:
             while chunk := f.read(chunk_size):
                 yield chunk
+
+
+def digest_of_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 (hex) of the file's bytes as they are on disk now."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()

@@ -281,6 +281,16 @@ class VerifierView:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointView:
+    """A ledger's latest checkpoint its home serves, verified, and the witnesses whose cosignature verified."""
+
+    ledger: str
+    size: int
+    root: bytes
+    witnesses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptView:
     """One voter's receipt as ``vledger receipt get`` fetches it, and its offline check's outcome."""
 
@@ -309,6 +319,7 @@ class ClusterDemoRun:
     replication_seconds: float = 0.0
     tallies: list[TallyReport] = field(default_factory=list)  # the observers' signed tallies, one per ledger
     verifiers: list[VerifierView] = field(default_factory=list)
+    checkpoints: list[CheckpointView] = field(default_factory=list)
     receipt: ReceiptView | None = None
 
     def chain(self, ledger: str) -> ChainReadBack:
@@ -440,8 +451,15 @@ class ClusterDemo:
             replication_seconds=time.monotonic() - started,
             tallies=self._tallies({chain.ledger: chain.head.height for chain in chains}),
             verifiers=self._verifiers({chain.ledger: chain.head.height for chain in chains}, written_ms),
+            checkpoints=[self._checkpoint(ledger) for ledger in LEDGERS],
             receipt=self._receipt(chains[0]),
         )
+
+    def _checkpoint(self, ledger: str) -> CheckpointView:
+        """The home's latest checkpoint of ``ledger``, verified with the pinned key and the witness keys."""
+        session = self.session(ledger)
+        verified = session.checkpoint(ledger, session.checkpoint_keys(ledger, 0))
+        return CheckpointView(ledger, verified.checkpoint.size, verified.checkpoint.root, verified.witnesses)
 
     def _receipt(self, chain: ChainReadBack) -> ReceiptView:
         """The receipt of the election's last record (a voter's), fetched as ``vledger receipt get`` does

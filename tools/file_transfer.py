@@ -10,6 +10,10 @@ only after its SHA-256 matched: a half-written or corrupted download never lies 
 name asked for. The name is always the one given on the command line, never one a node
 sends. A node's answers are bounded by what was asked: never more bytes than the size it
 stated, never a size over the cluster's ``max_file_bytes``.
+
+Replicas keep copies of the files (PROTOCOL 7.4): unless ``--node`` pins the node, a download
+that the session's node cannot give (it does not answer, or has no sound copy: ``bad_blob``)
+starts over from the next node of the configuration that serves reads, ingest nodes first.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..broker.client import NodeAddress
 from ..config.cluster import IngestSettings
-from ..node.errors import BlobError, NodeUnavailableError, SourceChangedError, UsageError
+from ..node.errors import BlobError, NodeUnavailableError, RemoteError, SourceChangedError, UsageError
 from .client_payloads import file_record
-from .client_session import Session, reply_field
+from .client_session import Session, node_address, reply_field
 from .progress import Progress
 
 # Room for the request map around a chunk's data (id, command, the other arguments).
@@ -123,7 +128,7 @@ def download_file(session: Session, sha256: str, out: Path, force: bool, progres
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            size = _receive(session, sha256, step, limit, f, progress)
+            size = _receive_anywhere(session, sha256, step, limit, f, progress)
             f.flush()
             os.fsync(f.fileno())
         _place(temporary, path, force)
@@ -133,12 +138,46 @@ def download_file(session: Session, sha256: str, out: Path, force: bool, progres
     return path, size
 
 
-def _receive(session: Session, sha256: str, step: int, limit: int, f: BinaryIO, progress: Progress) -> int:
+def _download_nodes(session: Session) -> list[NodeAddress | None]:
+    """Where a download is tried, in order: the session's node (None), then, unless --node
+    pinned it, every other ingest node and replica of the configuration."""
+    if session.pinned:
+        return [None]
+    servers = [n for n in session.config.nodes.values() if n.role in ("ingest", "replica")]
+    others = [n for n in servers if n.name != session.node.name]
+    others.sort(key=lambda n: n.role != "ingest")  # stable: ingest nodes first, in file order
+    return [None, *(node_address(session.config, n.name) for n in others)]
+
+
+def _receive_anywhere(session: Session, sha256: str, step: int, limit: int, f: BinaryIO, progress: Progress) -> int:
+    """The file from the first node that gives all of it; the last node's error if none does."""
+    nodes = _download_nodes(session)
+    for i, node in enumerate(nodes):
+        try:
+            return _receive(session, sha256, step, limit, f, progress, node)
+        except (NodeUnavailableError, RemoteError) as e:
+            if i + 1 == len(nodes) or (isinstance(e, RemoteError) and e.code != "bad_blob"):
+                raise
+            f.seek(0)
+            f.truncate()
+            progress.done = 0
+    raise AssertionError("unreachable: the last node's error is raised")
+
+
+def _receive(
+    session: Session,
+    sha256: str,
+    step: int,
+    limit: int,
+    f: BinaryIO,
+    progress: Progress,
+    node: NodeAddress | None = None,
+) -> int:
     digest = hashlib.sha256()
     offset = 0
     size: int | None = None
     while size is None or offset < size:
-        result = session.call("file.download", {"sha256": sha256, "offset": offset, "length": step})
+        result = session.call("file.download", {"sha256": sha256, "offset": offset, "length": step}, node=node)
         data = reply_field(result, "data", bytes)
         stated = reply_field(result, "size", int)
         if size is None:

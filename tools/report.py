@@ -117,13 +117,6 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             missing = [node for node in view.replicas if view.held.get(node, -1) < view.size - 1]
             state = f"replicas behind: {', '.join(missing)}" if missing else f"on all {len(view.replicas)} replicas"
             print(f"  {view.ledger:<{width}}  {counts}; {state}")
-        print("\nCheckpoints (signed by each home) and the witnesses whose cosignature of them verifies:")
-        for view in run.replication:
-            if view.checkpoint is None:
-                print(f"  {view.ledger:<{width}}  no checkpoint that verifies")
-                continue
-            at = sorted(name for name, size in view.cosigned.items() if size >= view.checkpoint)
-            print(f"  {view.ledger:<{width}}  size {view.checkpoint:,}: {len(at)} cosignatures ({', '.join(at)})")
 
     if run.tallies:
         print("\nThe observers' signed tallies (vledger tally), each signature checked:")
@@ -140,6 +133,14 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         swept = f"{verifier.swept} of {verifier.copies} copies swept from genesis since the last write"
         print(f"\nThe verifier {verifier.node}: {checked}; {swept}; {alerts}.")
 
+    if run.checkpoints:
+        print("\nLatest checkpoints (signed with the key each genesis pins), and the witnesses that cosigned them:")
+        for cp in run.checkpoints:
+            names = f" ({', '.join(cp.witnesses)})" if cp.witnesses else ""
+            print(
+                f"  {cp.ledger:<{width}}  size {cp.size:,}  root {cp.root.hex()[:16]}…  "
+                f"{len(cp.witnesses)} cosignature{'s' if len(cp.witnesses) != 1 else ''}{names}"
+            )
     if run.receipt is not None:
         r = run.receipt
         print(f"\nA voter's receipt ({r.ledger} height {r.index}, a {r.kind}), as vledger receipt get writes it:")

@@ -17,26 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..broker.accounts import AccountRegistry
 from ..broker.client import Client, NodeAddress
-from ..broker.curve import CurveServer, process_context, stop_authenticator
-from ..broker.keys import KeyPair, load_public, load_secret
-from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.keys import KeyPair, load_public
+from ..broker.replication import REDIS_ERRORS
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
-from ..ingest.loop import RequestLoop, stopped_by_signals
-from ..ingest.members import MemberGates
-from ..ingest.metrics import (
-    MeteredService,
-    NodeMetrics,
-    alerts_collector,
-    counter_collector,
-    health_server,
-    redis_check,
-)
-from ..ingest.server import REPLICATION_REDIS_TIMEOUT, SHUTDOWN_LINGER_MS
-from ..node.errors import BadRequestError, ForbiddenError, SettingsError, UnknownCommandError, VledgerError
+from ..ingest.metrics import MeteredService, NodeMetrics, alerts_collector, counter_collector, redis_check
+from ..ingest.runtime import NodeRuntime
+from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, VledgerError
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from .checks import ClusterChecks, NodeReader
 
@@ -85,6 +73,9 @@ class StatusService:
             log.exception("status request failed")
             return reply_error(request_id, BadRequestError("the verifier could not answer; it logged why"))
 
+    def flush(self) -> None:
+        """Nothing of this service waits on slow work: every answer was given at once."""
+
 
 def node_readers(
     config: ClusterConfig, keys: KeyPair, timeout: float, clock: Callable[[], float]
@@ -104,23 +95,14 @@ def node_readers(
 
 
 def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
-    node = config.node(name)
-    if node.role != "verifier":
-        raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a verifier")
-    keys = load_secret(config.secret_key_path(name), passphrase)
-    redis_access = config.redis_access("verifier")
-    registry = AccountRegistry(connect(redis_access))
-    replication = ReplicationLedger(connect(redis_access, timeout=REPLICATION_REDIS_TIMEOUT))
-    gates = MemberGates(config, name)  # the verifier has no feed: only its request list is used
-    members, allow_list = gates.members, gates.requests
-    cache = gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)
-    readers = node_readers(config, keys, config.verifier.node_timeout_ms / 1000, time.monotonic)
-    checks = ClusterChecks(name, config, replication, readers)
-    ctx = process_context()
-    stopping = threading.Event()
-    try:
-        cache.start()
-        metrics = NodeMetrics(node)
+    with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
+        replication = runtime.replication()
+        cache = runtime.accounts(runtime.registry())  # the verifier has no feed: only its request list
+        readers = node_readers(config, runtime.keys, config.verifier.node_timeout_ms / 1000, time.monotonic)
+        for reader in readers.values():
+            runtime.closing(reader.client.close)
+        checks = ClusterChecks(name, config, replication, readers)
+        metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (
             ("vledger_checked_records", "stream entries checked on every copy", lambda: checks.checked),
@@ -128,28 +110,11 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             ("vledger_alerts_raised", "alerts this verifier raised", lambda: checks.alerts),
         ):
             metrics.collect_with(counter_collector(series, text, read))
-        with (
-            health_server(node, metrics, {"redis": redis_check(replication)}),
-            CurveServer(keys, node.bind_endpoint, allow_list, settings=config.settings.broker) as server,
-        ):
-            server.self_test()
-            service = StatusService(name, CachedAccounts(cache, members=members), checks.status)
-            with RequestLoop(server.socket, MeteredService(service, metrics)) as loop:
-                answering = threading.Thread(target=loop.serve, name=f"status-{name}", daemon=True)
-                answering.start()
-                with stopped_by_signals(stopping, loop):
-                    log.info("verifier %s checking %d nodes; status on %s", name, len(readers), server.endpoint)
-                    _check(checks, stopping)
-                loop.stop()
-                answering.join()
-            server.close(linger_ms=SHUTDOWN_LINGER_MS)
-    finally:
-        for reader in readers.values():
-            reader.client.close()
-        cache.stop()
-        stop_authenticator(ctx)
-        ctx.destroy(linger=0)
-        log.info("verifier %s stopped", name)
+        runtime.health(metrics, {"redis": redis_check(replication)})
+        server = runtime.request_server(config.settings.broker)
+        service = StatusService(name, CachedAccounts(cache, members=runtime.gates.members), checks.status)
+        log.info("verifier %s checking %d nodes", name, len(readers))
+        runtime.serve(server, MeteredService(service, metrics), main=lambda: _check(checks, runtime.stopping))
 
 
 def _check(checks: ClusterChecks, stopping: threading.Event) -> None:

@@ -119,6 +119,10 @@ class FilesState(Domain):
     def file(self, sha256: str) -> StoredFile | None:
         return self._files.get(sha256)
 
+    def files(self) -> list[StoredFile]:
+        """Every distinct file the ledger records."""
+        return list(self._files.values())
+
     def is_author(self, account: str) -> bool:
         return account in self._authors
 

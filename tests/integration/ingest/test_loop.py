@@ -7,6 +7,7 @@ test completes when it likes, from another thread as the store's committer does.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import zmq
 from vledger.broker.curve import AllowList, CurveServer, curve_client, stop_authenticator
 from vledger.broker.keys import KeyPair, new_keypair
 from vledger.ingest.loop import RequestLoop
-from vledger.ingest.server import _stopped_by_signals
+from vledger.ingest.runtime import stopped_by_signals
 from vledger.ingest.service import Pending
 
 ENDPOINT = "tcp://127.0.0.1:*"
@@ -30,11 +31,23 @@ QUIET_MS = 200  # how long "no reply" is watched for
 
 class ScriptedService:
     """Answers ``b"slow:<id>"`` with a Pending reply (its Future kept in ``waiting``), anything
-    else at once with ``b"<key>:<request>"``; records what it was asked."""
+    else at once with ``b"<key>:<request>"``; records what it was asked, and when it was flushed.
+    With ``done_on_flush``, flush completes every waiting Future, as the ingest node's group
+    commit does on the loop's own thread."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, bytes]] = []
         self.waiting: dict[bytes, Future[Any]] = {}
+        self.flushed: list[int] = []  # how many requests had been asked at each flush
+
+        self.done_on_flush = False
+
+    def flush(self) -> None:
+        self.flushed.append(len(self.asked))
+        if self.done_on_flush:
+            for name, future in self.waiting.items():
+                if not future.done():
+                    future.set_result(name.decode())
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         self.asked.append((key, data))
@@ -146,6 +159,18 @@ def test_each_later_completion_wakes_the_loop_again(harness: Callable[..., Harne
         assert _reply(receive(client) or b"")["result"] == {"done": n}
 
 
+def test_futures_done_in_flush_are_answered_without_a_wake_up(harness: Callable[..., Harness], listed: KeyPair) -> None:
+    running = harness()
+    running.service.done_on_flush = True
+    client = running.client(listed)
+    for n in range(3):  # one at a time: each is read, flushed and answered in one round
+        client.send(b"slow:%d" % n)
+        assert _reply(receive(client) or b"")["result"] == {"done": f"slow:{n}"}
+        assert running.service.flushed[-1] == n + 1
+    assert not running.loop._woken  # the loop's own completions wrote no byte to its pipe
+    assert select.select([running.loop._wake_read], [], [], 0)[0] == []
+
+
 def test_a_failed_future_becomes_an_error_reply(harness: Callable[..., Harness], listed: KeyPair) -> None:
     running = harness()
     client = running.client(listed)
@@ -245,7 +270,7 @@ def test_sigterm_stops_a_loop_blocked_in_poll_after_answering_what_is_in_flight(
 
         driver = threading.Thread(target=drive)
         try:
-            with RequestLoop(server.socket, service) as loop, _stopped_by_signals(loop):
+            with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop):
                 driver.start()
                 loop.serve()
             driver.join(TIMEOUT_MS / 1000)

@@ -526,3 +526,26 @@ def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tm
             HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed), refused={LEDGER: contradiction}
         )
         assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None
+
+
+def test_group_commits_within_outbox_interval_go_out_in_one_pass(redis_client: Any, tmp_path: Path) -> None:
+    """A lone writer's puts, one group commit each, share the outbox's next pass: one append to
+    the stream (one Redis round trip) for all of them, not one each."""
+    settings = ReplicationSettings(heartbeat_ms=60_000, outbox_interval_ms=300)
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 1)  # the genesis, streamed by the outbox's first pass
+        repl = LoggedReplication(redis_client)
+        outbox = Outbox(HOME, store, FeedLog(), repl, settings)  # type: ignore[arg-type]
+        store.on_commit = outbox.committed
+        outbox.start()
+        try:
+            wait_until(caught_up(repl, store), "the genesis streamed")
+            before = len(repl.appends)
+            for _ in range(5):  # five group commits, one record each, well within one interval
+                append(store, LEDGER, 1)
+            wait_until(caught_up(repl, store), "the five records streamed")
+        finally:
+            outbox.stop()
+        passes = repl.appends[before:]
+        assert sum(count for _, _, count, _ in passes) == 5
+        assert len(passes) <= 2, passes  # the first may go at once; the others wait for the next pass

@@ -363,6 +363,35 @@ def test_close_finishes_the_appends_already_queued(store: ChainStore, kit: Any) 
     assert sorted(f.result().height for f in futures) == list(range(1, 31))
 
 
+def test_flush_commits_on_the_calling_thread_in_one_group(open_store: OpenStore, kit: Any) -> None:
+    committed_on: list[tuple[int, int]] = []  # (thread, records) per group
+    store = open_store(on_commit=lambda records: committed_on.append((threading.get_ident(), len(records))))
+    store.create_ledger(kit.genesis_entry(0))
+    committed_on.clear()
+    futures = [store.submit_entry(kit.entry(i), wake=False) for i in range(1, 11)]
+    assert not any(f.done() for f in futures)  # the committer was not woken for them
+    store.flush()
+    assert all(f.done() for f in futures)
+    assert [f.result().height for f in futures] == list(range(1, 11))  # in the order they were queued
+    assert committed_on == [(threading.get_ident(), 10)]
+
+
+def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committer(
+    open_store: OpenStore, kit: Any
+) -> None:
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    clock.hold()
+    first = store.submit_entry(kit.entry(1))  # the committer takes it and waits inside its group
+    assert clock.entered.wait(DEADLINE)
+    later = [store.submit_entry(kit.entry(i), wake=False) for i in range(2, 6)]
+    store.flush()  # returns at once: it does not wait for the committer's group
+    assert not first.done() and not any(f.done() for f in later)
+    clock.released.set()
+    assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+
+
 # --- reopening -------------------------------------------------------------------------
 
 
@@ -509,6 +538,57 @@ def test_a_record_that_does_not_extend_the_head_is_refused(replica: tuple[ChainS
     assert store.ledgers() == [LEDGER]
     assert store.size(LEDGER) == rows(store) == len(records)
     assert store.append_record(kit.extend(head, kit.entry(9, 2))).height == head.height + 1
+
+
+def test_a_run_of_records_is_stored_whole_under_one_future(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
+    records = kit.chain(8, 2)
+    store = open_store(tmp_path / "replica", origin=None)
+    for verified in (False, True):
+        first = store.submit_records(records[:5], verified=verified)  # verified: the genesis is still checked
+        again = store.submit_records(records[3:], verified=verified)  # two held already: duplicates
+        assert [r.height for r in first.result(DEADLINE)] == [0, 1, 2, 3, 4]
+        assert [(r.height, r.duplicate) for r in again.result(DEADLINE)] == [
+            (3, True),
+            (4, True),
+            (5, False),
+            (6, False),
+            (7, False),
+        ]
+        assert list(store.range(LEDGER)) == records
+        assert verify_stored(store).next_height == len(records)
+        store.close()
+        store = open_store(tmp_path / "replica-2", origin=None)
+
+
+@pytest.mark.parametrize("verified", [False, True])
+def test_a_run_with_one_bad_record_stores_none_of_it(
+    replica: tuple[ChainStore, list[Record]], kit: Any, verified: bool
+) -> None:
+    store, records = replica
+    head = records[-1]
+    good = kit.extend(head, kit.entry(9, 2))
+    after = kit.extend(good, kit.entry(10, 2))
+    unlinked = dataclasses.replace(after, prev=head.link)  # its prev skips the run's first record
+    gap = kit.extend(after, kit.entry(11, 2))
+    for run, error in (([good, unlinked], BadLinkError), ([good, gap], HeightGapError)):
+        with pytest.raises(error):
+            store.submit_records(run, verified=verified).result(DEADLINE)
+        assert store.size(LEDGER) == rows(store) == len(records)  # the good first record was not kept
+    assert [r.height for r in store.submit_records([good, after], verified=verified).result(DEADLINE)] == [
+        head.height + 1,
+        head.height + 2,
+    ]
+
+
+def test_a_verified_run_is_not_hashed_again_by_the_store(replica: tuple[ChainStore, list[Record]], kit: Any) -> None:
+    """The caller's word that it ran a ChainVerifier over the run stands for the record's own
+    hashes and work (not for where the run stands): a record whose nonce was changed after it
+    was placed is refused unless the caller says it verified it."""
+    store, records = replica
+    tampered = dataclasses.replace(kit.extend(records[-1], kit.entry(9, 2)), nonce=records[-1].nonce + 1)
+    with pytest.raises(VledgerError):
+        store.submit_records([tampered]).result(DEADLINE)
+    assert store.submit_records([tampered], verified=True).result(DEADLINE)[0].height == tampered.height
 
 
 def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore, kit: Any) -> None:

@@ -864,6 +864,39 @@ def test_file_get_bounds_what_the_node_sends(
 
 
 @pytest.mark.usefixtures("small_chunks")
+def test_file_get_goes_on_to_another_node_when_its_node_has_no_sound_copy(
+    session: Session, node: SimulatedNode, tmp_path: Path
+) -> None:
+    data = os.urandom(1500)
+    sha256 = hashlib.sha256(data).hexdigest()
+    node.blobs[sha256] = data
+    served = node._file_download
+
+    def damaged_here(args: dict[str, Any]) -> Any:
+        if node.calls[-1][2] is None:  # the session's own node: its copy is being copied again
+            raise RemoteError("bad_blob", "this replica's copy of the file was damaged", {})
+        return served(args)
+
+    node.override["file.download"] = damaged_here
+    path, size = download_file(session, sha256, tmp_path / "x", False, Progress("t", enabled=False))
+    assert (path.read_bytes(), size) == (data, 1500)
+    assert [where is None for cmd, _, where in node.calls if cmd == "file.download"] == [True, False, False]
+
+    session.pinned = True  # --node: that node only
+    with pytest.raises(RemoteError, match="damaged"):
+        download_file(session, sha256, tmp_path / "y", False, Progress("t", enabled=False))
+    session.pinned = False
+
+    def refused(args: dict[str, Any]) -> Any:
+        raise RemoteError("not_found", "no such file", {})
+
+    node.override["file.download"] = refused
+    with pytest.raises(RemoteError, match="no such file"):  # a refusal is the cluster's answer, not one node's
+        download_file(session, sha256, tmp_path / "z", False, Progress("t", enabled=False))
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+@pytest.mark.usefixtures("small_chunks")
 def test_an_upload_of_a_file_that_shrinks_is_stopped(session: Session, node: SimulatedNode, tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 2500)

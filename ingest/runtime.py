@@ -1,0 +1,176 @@
+"""One runtime for every node process: ingest, replica, observer and verifier.
+
+Each process used to wire its keys, Redis clients, accounts cache, CURVE request socket,
+threads and signals by hand, and to undo them in a ``finally`` of its own. A
+:class:`NodeRuntime` does it once: what a process starts it adds to the runtime's
+``contextlib.ExitStack``, which stops and closes everything in the reverse order, whatever
+happened; the process's ZeroMQ Context ends last, after every socket of it closed (with its
+linger, so answers still queued go out). ``serve`` runs the request socket's loop on this
+thread (an ingest node) or beside the process's own main loop (a follower, a verifier),
+until SIGTERM or SIGINT; moving a part of the work into a process of its own is then done
+here once, not in each process.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any, Protocol, Self, TypeVar
+
+import zmq
+
+from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.curve import CurveServer, process_context, stop_authenticator
+from ..broker.http import Check
+from ..broker.keys import KeyPair, load_secret
+from ..broker.redis_server import connect
+from ..broker.replication import ReplicationLedger
+from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.settings import BrokerSettings
+from ..node.errors import SettingsError
+from .loop import RequestLoop, Service
+from .members import MemberGates
+from .metrics import NodeMetrics, health_server
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go out at a stop
+REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the replication work goes on without Redis
+
+
+class Startable(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+@contextmanager
+def stopped_by_signals(loop: RequestLoop, stopping: threading.Event | None = None) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT stop ``loop`` and set ``stopping`` (a process's own
+    main loop, if it has one), at once even when another thread receives them: the signal's
+    byte on the loop's wake-up pipe ends its poll. Restores the old handlers on the way out."""
+
+    def stop(*_: object) -> None:
+        if stopping is not None:
+            stopping.set()
+        loop.stop()
+
+    handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    wakeup_fd = signal.set_wakeup_fd(loop.wake_fd, warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(wakeup_fd)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def _end_context(ctx: zmq.Context[Any]) -> None:
+    stop_authenticator(ctx)  # its ZAP socket first: a Context with a socket open never ends
+    ctx.destroy(linger=0)
+
+
+class NodeRuntime:
+    """A node process's keys, Redis, Context, accounts and request socket, closed in order.
+
+    Use :meth:`open` as a context manager; everything added through the runtime (or to
+    ``stack``) is stopped or closed when it exits, the last added first.
+    """
+
+    def __init__(self, config: ClusterConfig, node: NodeConfig, keys: KeyPair, stack: ExitStack) -> None:
+        self.config = config
+        self.node = node
+        self.name = node.name
+        self.keys = keys
+        self.stack = stack
+        # Its role's Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
+        self.redis_access = config.redis_access(node.role)
+        self.ctx = process_context()
+        self.stopping = threading.Event()  # set by SIGTERM or SIGINT while serving
+        self.gates = MemberGates(config, node.name)
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, config: ClusterConfig, name: str, roles: tuple[str, ...], passphrase: str | None = None
+    ) -> Iterator[Self]:
+        """The runtime of node ``name``, which must have one of ``roles``.
+
+        Raises SettingsError for a node of another role, KeyMaterialError for a key file
+        that cannot be read (or a wrong passphrase).
+        """
+        node = config.node(name)
+        if node.role not in roles:
+            raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {' or '.join(roles)}")
+        keys = load_secret(config.secret_key_path(name), passphrase)
+        with ExitStack() as stack:
+            # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
+            stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)
+            runtime = cls(config, node, keys, stack)
+            stack.callback(_end_context, runtime.ctx)  # after every socket added later was closed
+            yield runtime
+
+    # --- what a process adds -------------------------------------------------------------
+
+    def registry(self) -> AccountRegistry:
+        return AccountRegistry(connect(self.redis_access))
+
+    def replication(self, **options: Any) -> ReplicationLedger:
+        """A ReplicationLedger on a Redis client of its own, whose calls give up after
+        REPLICATION_REDIS_TIMEOUT (the replication work goes on without Redis)."""
+        return ReplicationLedger(connect(self.redis_access, timeout=REPLICATION_REDIS_TIMEOUT), **options)
+
+    def started(self, part: S) -> S:
+        """``part`` started now and stopped when the runtime closes."""
+        part.start()
+        self.stack.callback(part.stop)
+        return part
+
+    def closing(self, close: Callable[[], object]) -> None:
+        """Call ``close`` when the runtime closes (in reverse order of what was added)."""
+        self.stack.callback(close)
+
+    def accounts(self, registry: AccountRegistry) -> AccountCache:
+        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
+        poll = self.config.settings.broker.accounts_poll_ms / 1000
+        return self.started(self.gates.account_cache(registry, self.name, poll))
+
+    def request_server(self, settings: BrokerSettings) -> CurveServer:
+        """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once
+        it has proved that an unlisted key is refused (AuthSelfTestError otherwise)."""
+        server = CurveServer(self.keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx)
+        self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
+        server.self_test()
+        return server
+
+    def health(self, metrics: NodeMetrics, checks: Mapping[str, Check]) -> None:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the node's ``http_port`` (if it has
+        one) until the runtime closes."""
+        self.stack.enter_context(health_server(self.node, metrics, checks))
+
+    # --- serving --------------------------------------------------------------------------
+
+    def serve(self, server: CurveServer, service: Service, main: Callable[[], None] | None = None) -> None:
+        """Answer requests on ``server`` until SIGTERM or SIGINT; then answer those in flight.
+
+        Without ``main`` the loop runs on this thread. With it, the loop runs on a thread of
+        its own while ``main`` runs here; ``main`` must return soon after ``stopping`` is set.
+        """
+        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping):
+            log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
+            if main is None:
+                loop.serve()
+                return
+            serving = threading.Thread(target=loop.serve, name=f"requests-{self.name}", daemon=True)
+            serving.start()
+            try:
+                main()
+            finally:
+                loop.stop()
+                serving.join()
