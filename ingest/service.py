@@ -465,15 +465,19 @@ class IngestService:
                 return True
         return False
 
-    def _append(self, entry: Entry, replicas: int = 0) -> Later:
+    def _append(self, entry: Entry, replicas: int = 0, *, wake: bool = False) -> Later:
         """The entry's receipt, once its group commit is durable (and ``replicas`` witnesses
         cosigned a checkpoint covering it). Raises the StoreContradictsCheckpointError of a
-        ledger whose store contradicts a checkpoint this home signed."""
+        ledger whose store contradicts a checkpoint this home signed.
+
+        The entry waits for the request loop's :meth:`flush`, unless ``wake``: a caller off
+        the loop's thread (an admin command after its second factor) wakes the committer."""
         refusal = self.refused.get(entry.content.ledger)
         if refusal is not None:
             raise refusal
-        durable = self.store.submit_entry(entry, wake=False)
-        self._queued = True
+        durable = self.store.submit_entry(entry, wake=wake)
+        if not wake:  # only the loop's thread sets it (and flush clears it)
+            self._queued = True
         if replicas == 0:
             return Later(durable, receipt_map)
         watch = self.replicas
@@ -600,7 +604,8 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 ledger=ledger,
                 height=0,
             )
-    return AfterSecondFactor(lambda: service._append(entry))
+    # Run in the executor after the code is checked: no flush of the loop's would take it.
+    return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
