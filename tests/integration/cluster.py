@@ -543,11 +543,21 @@ class LocalCluster:
             f'passwords = "{REDIS_PASSWORDS}"',
             "",
         ]
+        taken: set[int] = set()
+
+        def distinct_port() -> int:
+            # free_port() may hand out a port again once its probe socket closed: the cluster
+            # file refuses two nodes on one port, so no two of ours may share one.
+            while (port := free_port()) in taken:
+                pass
+            taken.add(port)
+            return port
+
         for proc in self.procs.values():
-            proc.port = free_port()
-            proc.pub_port = free_port() if proc.role == "ingest" or proc.relay else 0
-            proc.http_port = free_port()
-            proc.gateway_port = free_port() if proc.name in set(self.gateways) else 0
+            proc.port = distinct_port()
+            proc.pub_port = distinct_port() if proc.role == "ingest" or proc.relay else 0
+            proc.http_port = distinct_port()
+            proc.gateway_port = distinct_port() if proc.name in set(self.gateways) else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',

@@ -163,7 +163,7 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     assert (
         len(
             re.findall(
-                r"^  (election-2026|zakat|resources) +size [\d,]+: 0 cosignatures \(\)$",
+                r"^  (election-2026|zakat|resources) +size [\d,]+ +root [0-9a-f]{16}… +0 cosignatures$",
                 out,
                 re.MULTILINE,
             )
