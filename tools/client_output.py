@@ -12,8 +12,9 @@ from typing import Any
 
 from ..broker.keys import fingerprint
 from ..node.errors import BadPublicKeyError
+from ..node.json_values import jsonable
 from ..node.record import Record
-from .client_payloads import jsonable, receipt_map, record_map, time_text
+from .client_payloads import receipt_map, record_map, time_text
 
 
 def print_json(value: Any) -> None:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import identifiers
 from ..node.errors import UsageError, VledgerError
+from ..node.json_values import jsonable
 from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
 from ..node.rules import UINT64_MAX
 from ..node.rules.charity import CharityState
@@ -271,17 +272,6 @@ def file_record(name: str, size: int, sha256: str) -> Write:
 
 
 # --- what is shown ---------------------------------------------------------------------------------
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with every binary value as lower-case hex, ready for json.dumps."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    return value
 
 
 def record_map(record: Record) -> dict[str, Any]:

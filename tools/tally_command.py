@@ -29,6 +29,7 @@ from ..broker.replication import Alert, ReplicationLedger
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
+from ..node.json_values import jsonable
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
@@ -40,7 +41,7 @@ from ..verifier.tally import (
     read_tallies,
 )
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
-from .client_payloads import MINOR_PER_UNIT, jsonable, money_text, time_text
+from .client_payloads import MINOR_PER_UNIT, money_text, time_text
 
 REDIS_TIMEOUT = 2.0
 FINDER = "vledger-tally"  # the alert's node: who found the mismatch

@@ -64,6 +64,7 @@ from ..node.errors import (
     TreeSizeError,
     VledgerError,
 )
+from ..node.json_values import jsonable
 from ..node.note import VerifierKey
 from ..node.receipt import Receipt, pinned_checkpoint_key
 from ..node.record import NAME_PATTERN, Record, decode_record
@@ -95,16 +96,6 @@ VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries 
 MINOR_PER_UNIT = 100  # PROTOCOL 7.2: charity amounts are in minor units, 100 per currency unit
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def record_json(record: Record, data: bytes) -> dict[str, Any]:
     """A record for people and scripts: its fields, and its exact bytes (base64) to check them by."""
     content = record.content
@@ -119,7 +110,7 @@ def record_json(record: Record, data: bytes) -> dict[str, Any]:
         "ts": content.ts,
         "accepted": record.accepted,
         "origin": record.origin,
-        "payload": _jsonable(content.payload),
+        "payload": jsonable(content.payload),
         "record": base64.b64encode(data).decode(),
     }
 
@@ -314,7 +305,7 @@ class Gateway:
             "root": self.reader.tree(ledger).root(size).hex(),
             "home": self.config.home_of(ledger).name,
             "node": self.node.name,
-            "genesis": _jsonable(genesis.content.payload),
+            "genesis": jsonable(genesis.content.payload),
         }
 
     def record_page(self, ledger: str, start: int, limit: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig
 from ..node import canonical
 from ..node.errors import FieldError, KeyMaterialError, SignatureError, VledgerError
+from ..node.json_values import jsonable
 from ..node.record import Record
 from ..node.rules import Domain, Ref
 from ..node.rules.charity import CharityState
@@ -303,16 +304,6 @@ def judge(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> Verdic
     return Verdict(STILL_COUNTING if len(present) < len(names) else AGREE, first.height)
 
 
-def _hex(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): _hex(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_hex(v) for v in value]
-    return value
-
-
 def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as JSON values (bytes as lower-case hex); amounts stay as signed (minor units)."""
     return {
@@ -320,7 +311,7 @@ def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
         "ledger": snapshot.ledger,
         "height": snapshot.height,
         "head": snapshot.head.hex(),
-        "tally": _hex(snapshot.tally),
+        "tally": jsonable(snapshot.tally),
         "counted": snapshot.counted.hex(),
         "at_ms": snapshot.at_ms,
     }
