@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	mkdir -p $(VENV)/typecheck && ln -sfn "$(CURDIR)" $(VENV)/typecheck/vledger
 	cd $(VENV)/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" \
-		-p vledger.node -p vledger.config -p vledger.tools -p vledger.bench -p vledger.ingest -p vledger.broker -p vledger.verifier
+		-p vledger.node -p vledger.config -p vledger.tools -p vledger.bench -p vledger.ingest -p vledger.broker -p vledger.verifier -p vledger.client
 
 # Starts the cluster, or finds it running, then adds a batch of voters, donations and transfers.
 run: $(STAMP)

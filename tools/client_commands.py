@@ -3,7 +3,7 @@
 Every verb that talks to a node takes ``--config``, ``--node``, ``--key`` and ``--timeout``
 (client_session.py says where each defaults from); the ones a script reads take ``--json``.
 A verb builds what it writes with client_payloads (pure), sends it through a
-:class:`~vledger.tools.client_session.Session` and prints with client_output. Exit codes are
+:class:`~vledger.client.session.Session` and prints with client_output. Exit codes are
 ``cli.main``'s: 0 done, 1 refused or failed (``vledger: error: <code>: <message>``), 2 usage.
 
 ``vledger shell`` runs the same verbs line by line over one kept connection (shell.py).
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..client.session import Session, Write, reply_field
+from ..client.voters import check_voter
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
@@ -55,7 +57,6 @@ from .client_output import (
     record_line,
 )
 from .client_payloads import (
-    Write,
     account_name,
     amount,
     height,
@@ -71,16 +72,14 @@ from .client_session import (
     KEY_ENV,
     OTP_ENV,
     ClientOptions,
-    Session,
     SessionPool,
-    reply_field,
 )
 from .file_transfer import download_file, upload_file
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
 from .shell import Shell
-from .vote_check import check_voter, electronic_id_arg, print_vote_check
+from .vote_check import electronic_id_arg, print_vote_check
 
 EXIT_OK = 0
 CLIENT_OPTIONS = ("config", "node", "key", "timeout", "otp")  # the shell's: every line's defaults
@@ -389,7 +388,12 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     if args.full:
         checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
     else:
-        checks = [session.proven_voter_check(ledger, args.electronic_id, args.quorum) for ledger in ledgers]
+        checks = [
+            session.proven_voter_check(
+                ledger, args.electronic_id, session.checkpoint(ledger, session.checkpoint_keys(ledger, args.quorum))
+            )
+            for ledger in ledgers
+        ]
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")

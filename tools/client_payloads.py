@@ -20,8 +20,9 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
+from ..client.session import Write
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import identifiers
 from ..node.errors import UsageError, VledgerError
@@ -214,14 +215,6 @@ ELECTION = ElectionState.type_name
 CHARITY = CharityState.type_name
 RESOURCES = ResourcesState.type_name
 FILES = FilesState.type_name
-
-
-class Write(NamedTuple):
-    """A record to write: its kind, its payload, and the domain of the ledgers it belongs on."""
-
-    kind: str
-    payload: Payload
-    domain: str | None = None  # a genesis rules "type"; None: any ledger that allows the kind
 
 
 def register(voter_id: str) -> Write:

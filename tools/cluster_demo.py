@@ -41,6 +41,7 @@ from ..broker.keys import new_keypair
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..client.session import Session, Write, new_request_id, node_address, now_ms, reply_field
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
 from ..ingest.server import witness_keys
@@ -57,7 +58,7 @@ from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, Electi
 from ..node.sealed import seal
 from ..verifier.tally import TallyReport
 from . import client_payloads as build
-from .client_session import Session, load_client_keys, new_request_id, node_address, now_ms, reply_field
+from .client_session import load_client_keys
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .node_commands import ADMIN_KEY
 from .progress import Progress
@@ -177,7 +178,7 @@ def plan_batch(given: BatchInput, limits: Limits, request_ids: Callable[[], str]
     disbursement and transfers; uncasts and withdrawals; the votes cast again."""
     batch = Batch(voters=list(given.voters))
 
-    def add(phase: int, ledger: str, write: build.Write) -> Content:
+    def add(phase: int, ledger: str, write: Write) -> Content:
         content = Content(ledger, write.kind, write.payload, given.account, request_ids(), given.ts)
         batch.add(phase, content)
         return content

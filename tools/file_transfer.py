@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..broker.client import NodeAddress
+from ..client.session import Session, node_address, reply_field
 from ..config.cluster import IngestSettings
 from ..node.errors import BlobError, NodeUnavailableError, RemoteError, SourceChangedError, UsageError
 from .client_payloads import file_record
-from .client_session import Session, node_address, reply_field
 from .progress import Progress
 
 # Room for the request map around a chunk's data (id, command, the other arguments).

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..client.session import Session
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import UsageError
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from .client_output import print_json
-from .client_session import Session
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 DEFAULT_WAIT_SECONDS = 10.0

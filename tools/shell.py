@@ -26,8 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..client.session import reply_field
 from ..node.errors import RemoteError, UsageError, VledgerError
-from .client_session import ClientOptions, SessionPool, reply_field
+from .client_session import ClientOptions, SessionPool
 
 HISTORY_FILE = ".vledger_history"
 HISTORY_LENGTH = 1000

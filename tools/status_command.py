@@ -39,12 +39,13 @@ from ..broker.client import Client
 from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
+from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
 from ..node.errors import NodeUnavailableError, RemoteError, UsageError, VledgerError
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
-from .client_session import KEY_ENV, load_client_keys, node_address, now_ms
+from .client_session import KEY_ENV, load_client_keys
 from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, LedgerStatus, read_status
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json

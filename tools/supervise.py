@@ -39,6 +39,7 @@ from ..broker.accounts import AccountRegistry, Role, bootstrap_admin
 from ..broker.client import Client
 from ..broker.keys import load_public
 from ..broker.redis_server import connect, find_redis_server
+from ..client.session import node_address
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.supervisor import (
     REDIS_PROGRAM,
@@ -51,7 +52,7 @@ from ..config.supervisor import (
 from ..node.errors import NodeUnavailableError, SupervisorError
 from .args import Subparsers, add_command
 from .client_payloads import seconds
-from .client_session import load_client_keys, node_address
+from .client_session import load_client_keys
 from .node_commands import ADMIN_KEY, ensure_cluster_keys
 
 EXIT_OK = 0

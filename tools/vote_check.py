@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from ..node.errors import NotFoundError
+from ..client.voters import VoterCheck
 from ..node.note import VerifiedCheckpoint
-from ..node.record import Record
 from ..node.rules import Ref
-from ..node.rules.engine import RulesEngine
-from ..node.rules.votes import ElectionState, Voter, electronic_id
+from ..node.rules.votes import Voter
 from .client_output import print_json
 
-VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
 _ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
 
 
@@ -41,48 +36,6 @@ def electronic_id_arg(value: str) -> str:
     if not _ELECTRONIC_ID.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not an electronic id (E- and 16 lower-case hex)")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class VoterRecord:
-    record: Record
-    flagged: str | None  # the rule it breaks (an observer does not count it), else None
-
-
-@dataclass(frozen=True, slots=True)
-class VoterCheck:
-    """One election as read and verified, and what it holds of one electronic id."""
-
-    ledger: str
-    head: Ref
-    records: tuple[VoterRecord, ...]
-    voter: Voter | None  # the voter as the rules state it at the head (None: no valid registration)
-    proven: VerifiedCheckpoint | None = None  # set when each record was proven in this checkpoint
-
-
-def names_voter(record: Record, eid: str) -> bool:
-    """Whether ``record`` is the registration of ``eid`` or a vote record that carries it."""
-    kind = record.content.kind
-    if kind == "register":
-        return electronic_id(record) == eid
-    return kind in VOTER_KINDS and record.content.payload.get("electronic_id") == eid
-
-
-def check_voter(ledger: str, records: Iterable[Record], eid: str) -> VoterCheck:
-    """Replay ``records`` (verified as they come) through the rules; the voter's records, flagged or not."""
-    engine = RulesEngine()
-    found = []
-    head: Ref | None = None
-    for record in records:
-        violations = engine.replay([record])
-        head = Ref.of(record)
-        if names_voter(record, eid):
-            found.append(VoterRecord(record, violations[0].error.code if violations else None))
-    state = engine.state(ledger)
-    if head is None or state is None:
-        raise NotFoundError(f"no ledger {ledger!r} on this node")
-    voter = state.domain.voter(eid) if isinstance(state.domain, ElectionState) else None
-    return VoterCheck(ledger, head, tuple(found), voter)
 
 
 def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: bool) -> None:

@@ -40,13 +40,13 @@ from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import KeyPair, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
 from vledger.broker.replication import ReplicationLedger, count_distribution
+from vledger.client.session import node_address
 from vledger.config.cluster import ClusterConfig, RedisAccess, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.record import Entry, decode_record
 from vledger.node.rules.votes import ElectionState
 from vledger.tests.integration.cluster import entry, genesis, now_ms, wait_until
-from vledger.tools.client_session import node_address
 from vledger.tools.supervise import Supervisor, alive, layout_for
 
 CLI = [sys.executable, "-m", "vledger.tools.cli"]

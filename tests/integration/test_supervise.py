@@ -22,9 +22,10 @@ import redis
 
 from vledger.broker.client import Client
 from vledger.broker.redis_server import find_redis_server, free_port
+from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.node.errors import NodeUnavailableError, RedisServerError
-from vledger.tools.client_session import load_client_keys, node_address
+from vledger.tools.client_session import load_client_keys
 from vledger.tools.supervise import Supervisor, alive, layout_for
 
 pytestmark = pytest.mark.slow

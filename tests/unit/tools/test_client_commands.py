@@ -24,6 +24,7 @@ import pytest
 from vledger.broker.client import NodeAddress
 from vledger.broker.keys import generate, load_public
 from vledger.broker.seal_keys import read_seal_key, write_seal_key
+from vledger.client.session import Session
 from vledger.config.cluster import IngestSettings, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import (
@@ -50,7 +51,7 @@ from vledger.tools import client_payloads as build
 from vledger.tools import shell as shell_module
 from vledger.tools.client_commands import donor_id, ledger_rules, public_key_argument, shell_parser
 from vledger.tools.client_payloads import Write, parse_json_map
-from vledger.tools.client_session import ClientOptions, Session, SessionPool, load_client_keys
+from vledger.tools.client_session import ClientOptions, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
 from vledger.tools.progress import Progress
 from vledger.tools.shell import Shell, completions, error_line

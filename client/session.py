@@ -1,0 +1,475 @@
+"""Verified reads (and writes) over one connection: what :class:`vledger.client.Client` and the CLI share.
+
+A :class:`Reader` checks what it reads before it returns it: a record fetched by height or
+hash must be that record, decode, and pass its own checks (checksum, proof of work, link)
+under its ledger's genesis rules; a range is checked as a chain; a checkpoint's signatures
+with the keys the caller trusts; a proof against a verified checkpoint; a receipt must name
+the ledger and checksum it was sent. It speaks the client protocol's commands
+(docs/PROTOCOL.md section 6) over a :class:`Connection`: the CURVE client of
+broker/client.py, or the gateway's HTTP routes mapped onto the same commands (client/http.py).
+
+A :class:`Session` is a reader over CURVE with a cluster configuration: a request about a
+ledger goes to the ledger's home node (unless the session is pinned to one node), checkpoint
+keys come from the genesis, the key directory and the home's ``hello``; it carries an admin's
+one-time code, and it writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
+
+from ..broker.client import Client, NodeAddress
+from ..broker.keys import KeyPair, load_public
+from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.server import witness_keys
+from ..node.errors import (
+    BadLinkError,
+    HeightGapError,
+    NodeUnavailableError,
+    NoteKeyError,
+    NotFoundError,
+    ReceiptError,
+    RemoteError,
+    UnknownKindError,
+    UsageError,
+    VledgerError,
+    WrongLedgerError,
+)
+from ..node.ledger import LedgerRules
+from ..node.note import VerifiedCheckpoint, verify_checkpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.record import Content, Entry, Record, decode_record
+from ..node.rules.engine import PLAIN
+from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
+from ..node.verify import ChainVerifier, verify_record
+from ..node.witness import PINNED_KEY_FIELD, home_key
+from .voters import VoterCheck, check_voter
+
+log = logging.getLogger(__name__)
+RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
+SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+class Write(NamedTuple):
+    """A record to write: its kind, its payload, and the domain of the ledgers it belongs on."""
+
+    kind: str
+    payload: dict[str, Any]
+    domain: str | None = None  # a genesis rules "type"; None: any ledger that allows the kind
+
+
+class Connection(Protocol):
+    """What a reader needs of :class:`vledger.broker.client.Client`: one request's result, a
+    refusal raised as RemoteError. Tests give a simulator; client/http.py maps the gateway."""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def node_address(config: ClusterConfig, name: str) -> NodeAddress:
+    node = config.node(name)
+    return NodeAddress(node.endpoint, load_public(config.public_key_path(node.name)))
+
+
+def reply_field(result: dict[str, Any], key: str, kind: type[Any]) -> Any:
+    """``result[key]`` if it is a ``kind``; a node that answers otherwise is not understood."""
+    value = result.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise NodeUnavailableError(f"the node's reply has no {kind.__name__} {key!r}")
+    return value
+
+
+class Reader:
+    """Verified reads over one connection; every request goes to the connection's node."""
+
+    def __init__(self, client: Connection) -> None:
+        self.client = client
+        self._rules: dict[str, LedgerRules] = {}
+        self.otp: str | None = None  # the admin's one-time code, sent with each request
+        self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def second_factor(self, otp: str | None, ask: Callable[[], str] | None) -> None:
+        """The one-time code this verb's requests carry, and where to ask for one when a node
+        refuses without a good one (None: the refusal is the caller's)."""
+        self.otp, self.ask_otp = otp, ask
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
+        """One request's result map; raises RemoteError for a refusal. An admin command refused
+        for its second factor is sent once more with a code typed on the terminal, if there is
+        one: nothing was done for the refused one."""
+        sent = dict(args or {})
+        if self.otp is not None:
+            sent["otp"] = self.otp
+        try:
+            result = self.client.call(cmd, sent, node=node)
+        except RemoteError as e:
+            if e.code not in SECOND_FACTOR_CODES or self.ask_otp is None:
+                raise
+            self.otp = self.ask_otp()
+            result = self.client.call(cmd, {**sent, "otp": self.otp}, node=node)
+        if not isinstance(result, dict):
+            raise NodeUnavailableError(f"{cmd}: the node's result is not a map")
+        return result
+
+    def home_node(self, ledger: str) -> NodeAddress | None:
+        """Where a request to ``ledger``'s home goes; None: the connection's node."""
+        return None
+
+    def ledger_node(self, ledger: str) -> NodeAddress | None:
+        """Where a request about ``ledger`` goes; None: the connection's node."""
+        return None
+
+    # --- reading, checked --------------------------------------------------------------------
+
+    def rules(self, ledger: str) -> LedgerRules:
+        """The ledger's rules, read from its genesis record (kept: a genesis never changes).
+
+        Raises RemoteError ``no_such_ledger`` for a ledger the cluster does not hold.
+        """
+        rules = self._rules.get(ledger)
+        if rules is None:
+            result = self.call("get", {"ledger": ledger, "height": 0}, node=self.ledger_node(ledger))
+            genesis = _expect(_record_of(result), ledger, 0)
+            rules = self._rules[ledger] = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+        return rules
+
+    def record(self, ledger: str, height: int) -> Record:
+        return self._checked(
+            _expect(
+                _record_of(self.call("get", {"ledger": ledger, "height": height}, node=self.ledger_node(ledger))),
+                ledger,
+                height,
+            )
+        )
+
+    def record_by_hash(self, digest: bytes) -> Record:
+        record = _record_of(self.call("get", {"hash": digest}))
+        if record.link != digest:
+            raise BadLinkError(f"asked for record {digest.hex()}, the node sent {record.link.hex()}")
+        return self._checked(record)
+
+    def head(self, ledger: str) -> Record:
+        result = self.call("head", {"ledger": ledger}, node=self.ledger_node(ledger))
+        record = _expect(_record_of(result), ledger, reply_field(result, "height", int))
+        if record.link != result.get("hash"):
+            raise BadLinkError(
+                "the head's hash is not the link of the record sent", ledger=ledger, height=record.height
+            )
+        return self._checked(record)
+
+    def size(self, ledger: str) -> int:
+        """How many records ``ledger`` holds; raises RemoteError ``no_such_ledger`` if none."""
+        return int(reply_field(self.call("size", {"ledger": ledger}, node=self.ledger_node(ledger)), "size", int))
+
+    def records(self, ledger: str, start: int = 0) -> Iterator[Record]:
+        """Records from ``start`` to the head, page by page, each checked as the next of the chain."""
+        if start == 0:
+            verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
+        else:
+            before = self.record(ledger, start - 1)
+            verifier = ChainVerifier.after(ledger, before.height, before.link, self.rules(ledger), PROTOCOL_LIMITS)
+        following: int | None = start
+        while following is not None:
+            page = self.call("range", {"ledger": ledger, "start": following}, node=self.ledger_node(ledger))
+            records = reply_field(page, "records", list)
+            for data in records:
+                record = _decode(data)
+                verifier.feed(record)
+                yield record
+            following = page.get("next")
+            if following is not None and (not records or following != verifier.next_height):
+                raise NodeUnavailableError(
+                    f"range: the node says continue at {following!r} after height {verifier.next_height - 1}"
+                )
+
+    def _checked(self, record: Record) -> Record:
+        """``record`` if it passes every check that needs no neighbour, under its genesis' rules."""
+        if record.height == 0:
+            ChainVerifier(record.ledger, PROTOCOL_LIMITS).check(record)
+        else:
+            verify_record(record, self.rules(record.ledger))
+        return record
+
+    # --- checkpoints and proofs, verified before they are returned -----------------------------
+
+    def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
+        """What ``ledger``'s checkpoints are checked with: the key its genesis pins, and no
+        witness key (a subclass knows more). Raises NoteKeyError when the genesis pins none."""
+        try:
+            return keys_from_genesis(self.record(ledger, 0).encode(), ledger, (), witnesses)
+        except ReceiptError:
+            raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key") from None
+
+    def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
+        note = reply_field(result, "checkpoint", bytes)
+        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+
+    def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
+        """The receipt of record ``index``: the record, a checkpoint that covers it with
+        ``keys.quorum`` cosignatures (waited for until ``deadline``, a ``time.monotonic``
+        value) and the inclusion proof, all verified. Raises NotFoundError when no such
+        checkpoint came in time, and the failed check's error when something does not verify."""
+        record = self.record(ledger, index)
+        while True:
+            try:
+                checkpoint = self.checkpoint(ledger, keys)
+                if checkpoint.checkpoint.size > index:
+                    break
+            except RemoteError as e:
+                if e.code != "not_found":
+                    raise
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
+                )
+            time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
+        size = checkpoint.checkpoint.size
+        result = self.call(
+            "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
+        )
+        proof = reply_field(result, "proof", list)
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
+        verify_receipt(receipt, keys)
+        return receipt
+
+    def proven_voter_check(self, ledger: str, eid: str, proven: VerifiedCheckpoint) -> VoterCheck:
+        """The records of electronic id ``eid`` in ``ledger`` up to the verified checkpoint
+        ``proven``, each checked on its own (section 4's own checks) and proven by its inclusion
+        proof in that checkpoint; the other records are only decoded and replayed to find them
+        and state the voter's standing. Raises NotFoundError for a ledger without records, the
+        failed check's error (a RecordError, ProofError) for a record that does not verify."""
+        size, root = proven.checkpoint.size, proven.checkpoint.root
+        check = check_voter(ledger, self.decoded_records(ledger, stop=size), eid)
+        for item in check.records:
+            record = self._checked(item.record)
+            result = self.call(
+                "proof.inclusion",
+                {"ledger": ledger, "index": record.height, "size": size},
+                node=self.ledger_node(ledger),
+            )
+            verify_inclusion(leaf_hash(record.encode()), record.height, size, reply_field(result, "proof", list), root)
+        return dataclasses.replace(check, proven=proven)
+
+    def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""
+        following: int | None = start
+        while following is not None and (stop is None or following < stop):
+            page = self.call("range", {"ledger": ledger, "start": following}, node=self.ledger_node(ledger))
+            records = reply_field(page, "records", list)
+            for data in records:
+                record = _decode(data)
+                if record.height != following:
+                    raise NodeUnavailableError(f"range: height {record.height} where {following} was due")
+                if stop is not None and record.height >= stop:
+                    return
+                yield record
+                following += 1
+            if not records:
+                return
+            following = page.get("next")
+
+    def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
+        """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
+        a, b = old.checkpoint, new.checkpoint
+        result = self.call(
+            "proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size}, node=self.ledger_node(ledger)
+        )
+        proof: list[bytes] = reply_field(result, "proof", list)
+        verify_consistency(a.size, b.size, a.root, b.root, proof)
+        return proof
+
+
+class Session(Reader):
+    """One caller talking to one node of a configured cluster (and to ledgers' home nodes)."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: NodeConfig,
+        client: Connection,
+        *,
+        pinned: bool = False,
+        clock: Callable[[], int] = now_ms,
+        request_ids: Callable[[], str] = new_request_id,
+    ) -> None:
+        super().__init__(client)
+        self.config = config
+        self.node = node
+        self.pinned = pinned  # --node was given: every request goes there
+        self._clock = clock
+        self._request_ids = request_ids
+        self._account: str | None = None
+
+    def home_node(self, ledger: str) -> NodeAddress | None:
+        """The ledger's home node as the configuration names it; None when it is the session's node."""
+        home = self.config.home_of(ledger)
+        return None if home.name == self.node.name else node_address(self.config, home.name)
+
+    def ledger_node(self, ledger: str) -> NodeAddress | None:
+        """Where a request about ``ledger`` is sent: the session's node (None) if --node was given,
+        else the ledger's home."""
+        return None if self.pinned else self.home_node(ledger)
+
+    def ledgers(self) -> list[dict[str, Any]]:
+        """Every ledger of the cluster (``ledger.list`` of each ingest node, merged by name, each
+        from its home), or those of the session's node if --node was given."""
+        if self.pinned:
+            return _ledger_entries(self.call("ledger.list"))
+        merged: dict[str, dict[str, Any]] = {}
+        for node in self.config.ingest_nodes():
+            address = None if node.name == self.node.name else node_address(self.config, node.name)
+            for entry in _ledger_entries(self.call("ledger.list", node=address)):
+                name = entry.get("ledger")
+                if isinstance(name, str) and (name not in merged or entry.get("home") == node.name):
+                    merged[name] = entry
+        return [merged[name] for name in sorted(merged)]
+
+    @property
+    def account(self) -> str:
+        """The caller's account, the author of every record it writes."""
+        if self._account is None:
+            self._account = reply_field(self.call("whoami"), "account", str)
+        return self._account
+
+    def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
+        """What this session checks ``ledger``'s checkpoints with: the key its genesis pins, else
+        the key its home node states (``hello``); the witness keys of the cluster's key directory
+        and a quorum of ``witnesses``. Raises NoteKeyError when no checkpoint key is known."""
+        genesis = self.record(ledger, 0)
+        try:
+            return keys_from_genesis(genesis.encode(), ledger, witness_keys(self.config).values(), witnesses)
+        except ReceiptError:
+            pass  # the genesis pins none: the home's configured key
+        hello = self.call("hello", node=self.home_node(ledger))
+        raw = hello.get("checkpoint_key")
+        if not isinstance(raw, bytes):
+            raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
+        log_key = home_key(self.config.name, ledger, raw)
+        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def put(
+        self, ledger: str, write: Write, request_id: str | None = None, ts: int | None = None, *, replicas: int = 0
+    ) -> dict[str, Any]:
+        """Write one record on its ledger's home node, with its proof of work; returns the receipt
+        (once ``replicas`` replicas hold it, when more than 0)."""
+        node = self.ledger_node(ledger)
+        rules = self.rules(ledger)
+        domain = rules.rules.get("type", PLAIN)
+        if write.domain is not None and domain != write.domain:
+            raise UsageError(
+                f"ledger {ledger!r} has {domain!r} rules; a {write.kind!r} record goes on {write.domain!r} ledgers"
+            )
+        if write.kind not in rules.kinds:
+            raise UnknownKindError(
+                f"kind {write.kind!r} is not one of this ledger's kinds {list(rules.kinds)}", ledger=ledger
+            )
+        content = Content(ledger, write.kind, write.payload, self.account, *self._request(request_id, ts))
+        entry = Entry.prepare(content, rules.difficulty, self.config.settings.limits)
+        return self._send("put", entry, node, replicas)
+
+    def create_ledger(
+        self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
+    ) -> dict[str, Any]:
+        """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
+        rules name one, or the home says none (a node from before checkpoints)."""
+        rules = self._pin_checkpoint_key(ledger, rules)
+        genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
+        LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
+        entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
+        receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
+        self._rules[ledger] = rules
+        return receipt
+
+    def _pin_checkpoint_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
+        if PINNED_KEY_FIELD in rules.rules:
+            return rules
+        hello = self.call("hello", node=self.home_node(ledger))
+        key, cluster = hello.get("checkpoint_key"), hello.get("cluster")
+        if not isinstance(key, bytes) or not isinstance(cluster, str):
+            return rules
+        try:
+            vkey = home_key(cluster, ledger, key).encode()
+        except VledgerError as e:
+            raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
+        return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
+
+    def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
+        """A write's request id and client time: given (to repeat a write exactly), else new."""
+        return request_id or self._request_ids(), self._clock() if ts is None else ts
+
+    def _send(self, cmd: str, entry: Entry, node: NodeAddress | None, replicas: int = 0) -> dict[str, Any]:
+        request_id = entry.content.request_id
+        args: dict[str, Any] = {"content": entry.content_bytes, "nonce": entry.nonce}
+        if replicas:
+            args["w"] = replicas
+        try:
+            receipt = self.call(cmd, args, node=node)
+        except NodeUnavailableError as e:
+            # Written or not: the same content under the same request id is written at most once.
+            e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")
+            raise
+        if receipt.get("ledger") != entry.content.ledger or receipt.get("checksum") != entry.checksum:
+            raise NodeUnavailableError(f"{cmd}: the receipt is not for the record sent (request id {request_id})")
+        reply_field(receipt, "height", int)
+        reply_field(receipt, "hash", bytes)
+        return receipt
+
+
+def _ledger_entries(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [entry for entry in reply_field(result, "ledgers", list) if isinstance(entry, dict)]
+
+
+def _decode(data: object) -> Record:
+    if not isinstance(data, bytes):
+        raise NodeUnavailableError("the node's reply holds no record bytes")
+    return decode_record(data, PROTOCOL_LIMITS)
+
+
+def _record_of(result: dict[str, Any]) -> Record:
+    return _decode(result.get("record"))
+
+
+def _expect(record: Record, ledger: str, height: int) -> Record:
+    """``record`` if it is the one asked for: a node that sends another is caught here."""
+    if record.ledger != ledger:
+        raise WrongLedgerError(f"the node sent a record of ledger {record.ledger!r}", ledger=ledger, height=height)
+    if record.height != height:
+        raise HeightGapError(f"asked for height {height}, the node sent height {record.height}", ledger=ledger)
+    return record
+
+
+def open_session(config: ClusterConfig, keys: KeyPair, node: str | None = None, timeout: float = 10.0) -> Session:
+    """A session over CURVE to ``node`` (default: the configuration's ``default_home``, and each
+    ledger's home for a request about it), as the caller whose key pair is ``keys``.
+
+    Raises SettingsError for a node the configuration does not name, KeyMaterialError when its
+    public key file is missing or bad. Connecting is lazy: a node that is down is found at the
+    first request (NodeUnavailableError)."""
+    chosen = config.node(node or config.default_home)
+    address = node_address(config, chosen.name)
+    client = Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes)
+    return Session(config, chosen, client, pinned=node is not None)
