@@ -260,16 +260,9 @@ class Reader:
         proof in that checkpoint; the other records are only decoded and replayed to find them
         and state the voter's standing. Raises NotFoundError for a ledger without records, the
         failed check's error (a RecordError, ProofError) for a record that does not verify."""
-        size, root = proven.checkpoint.size, proven.checkpoint.root
-        check = check_voter(ledger, self.decoded_records(ledger, stop=size), eid)
+        check = check_voter(ledger, self.decoded_records(ledger, stop=proven.checkpoint.size), eid)
         for item in check.records:
-            record = self._checked(item.record)
-            result = self.call(
-                "proof.inclusion",
-                {"ledger": ledger, "index": record.height, "size": size},
-                node=self.ledger_node(ledger),
-            )
-            verify_inclusion(leaf_hash(record.encode()), record.height, size, reply_field(result, "proof", list), root)
+            self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
 
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
@@ -290,14 +283,26 @@ class Reader:
                 return
             following = page.get("next")
 
-    def consistency_proof(self, ledger: str, old: VerifiedCheckpoint, new: VerifiedCheckpoint) -> list[bytes]:
-        """The node's proof that checkpoint ``new`` extends ``old``, verified (ProofError if not)."""
-        a, b = old.checkpoint, new.checkpoint
+    def inclusion_proof(self, ledger: str, record: Record, proven: VerifiedCheckpoint) -> list[bytes]:
+        """The node's proof that ``record`` stands at its height in the verified checkpoint
+        ``proven``, verified (ProofError if not, a height the checkpoint does not cover included)."""
+        size, root = proven.checkpoint.size, proven.checkpoint.root
         result = self.call(
-            "proof.consistency", {"ledger": ledger, "old": a.size, "new": b.size}, node=self.ledger_node(ledger)
+            "proof.inclusion", {"ledger": ledger, "index": record.height, "size": size}, node=self.ledger_node(ledger)
         )
         proof: list[bytes] = reply_field(result, "proof", list)
-        verify_consistency(a.size, b.size, a.root, b.root, proof)
+        verify_inclusion(leaf_hash(record.encode()), record.height, size, proof, root)
+        return proof
+
+    def consistency_proof(self, ledger: str, old_size: int, old_root: bytes, new: VerifiedCheckpoint) -> list[bytes]:
+        """The node's proof that checkpoint ``new`` extends the tree of ``old_size`` leaves and
+        root ``old_root`` (one verified earlier), verified (ProofError if not)."""
+        b = new.checkpoint
+        result = self.call(
+            "proof.consistency", {"ledger": ledger, "old": old_size, "new": b.size}, node=self.ledger_node(ledger)
+        )
+        proof: list[bytes] = reply_field(result, "proof", list)
+        verify_consistency(old_size, b.size, old_root, b.root, proof)
         return proof
 
 

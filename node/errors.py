@@ -649,6 +649,14 @@ class QuorumError(NoteError):
     code = "no_quorum"
 
 
+class RollbackError(NoteError):
+    """A verified checkpoint smaller than one the client already verified for the same ledger:
+    a log only grows, so a server that shows an older tree is rolling it back (or is behind and
+    must not be believed over what the client saw)."""
+
+    code = "rollback"
+
+
 class WitnessRequestError(NoteError):
     """A C2SP tlog-witness message (an add-checkpoint request or a response) that is not one.
 

@@ -17,7 +17,8 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
   signature checked and the bytes it signs, so a browser can check it again), fund balances
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
-  up to ``EVENT_RECORDS``), ``tally`` when an observer signs a new tally.
+  up to ``EVENT_RECORDS``), ``checkpoint`` when the checkpoint served for a ledger changes
+  (a larger one, or more cosignatures), ``tally`` when an observer signs a new tally.
 * the web pages of ``verifier/web/`` and ``/healthz``, ``/readyz``, ``/metrics``.
 
 Every refusal is JSON with a code of PROTOCOL's table and a 4xx status (broker/http.py).
@@ -804,6 +805,7 @@ async def _watch(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     heads: dict[str, int] | None = None
     tallies: dict[str, dict[str, str]] | None = None
+    checkpoints: dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]] | None = None
     last_tally = 0.0
     while True:
         await asyncio.sleep(POLL_SECONDS)
@@ -820,6 +822,12 @@ async def _watch(gateway: Gateway) -> None:
         heads = now
         if time.monotonic() - last_tally >= TALLY_POLL_SECONDS:
             last_tally = time.monotonic()
+            served = await loop.run_in_executor(None, _served_checkpoints, gateway, list(now))
+            if checkpoints is not None:
+                for ledger, (seen, shown) in served.items():
+                    if seen != checkpoints.get(ledger, (None, None))[0]:
+                        _broadcast(gateway, _event("checkpoint", shown))
+            checkpoints = served
             try:
                 latest = await loop.run_in_executor(None, gateway.tally_heads)
             except (redis.RedisError, OSError):
@@ -829,6 +837,22 @@ async def _watch(gateway: Gateway) -> None:
                     if ids != tallies.get(ledger):
                         _broadcast(gateway, _event("tally", {"ledger": ledger}))
             tallies = latest
+
+
+def _served_checkpoints(
+    gateway: Gateway, ledgers: list[str]
+) -> dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]]:
+    """Each ledger's served checkpoint: its (size, cosigners), what tells a new one, and its JSON.
+    A ledger without one (no pinned key, none verified yet, a store error) is left out."""
+    served = {}
+    for ledger in ledgers:
+        try:
+            checkpoint = gateway.checkpoint(ledger)
+        except VledgerError:
+            continue
+        gathered = checkpoint.gathered
+        served[ledger] = ((gathered.checkpoint.size, tuple(gathered.witnesses)), checkpoint.json())
+    return served
 
 
 def _broadcast(gateway: Gateway, message: bytes) -> None:

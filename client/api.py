@@ -1,0 +1,488 @@
+"""The public client: :class:`Client`, reading a vledger cluster over CURVE or its gateway's HTTP.
+
+Every record and proof is verified before it is returned, with keys the caller trusts, never
+with keys the server sends: a checkpoint by its log signature and its witnesses'
+cosignatures (docs/PROTOCOL.md 13.5) and by a consistency proof from the largest checkpoint
+this client verified before (:mod:`vledger.client.state`); a record by its own checks
+(section 4) and its inclusion proof in such a checkpoint (12.3); a run of records as a chain,
+each page tied to the checkpoint by the inclusion proof of its last record; an observer's
+tally by its Ed25519 signature (section 11). A failed check raises its error of
+:mod:`vledger.node.errors` (the codes of PROTOCOL.md's table); a server that does not answer
+raises NodeUnavailableError, a server's refusal RemoteError with its code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from Crypto.PublicKey import ECC
+
+from ..broker.keys import load_secret
+from ..broker.signing import VerifyKey
+from ..broker.tallies import Published
+from ..config.cluster import load_cluster
+from ..node.errors import (
+    BadGenesisError,
+    KeyMaterialError,
+    NodeUnavailableError,
+    NoteKeyError,
+    NotFoundError,
+    ProofError,
+    RollbackError,
+    UsageError,
+    VledgerError,
+)
+from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key, verify_checkpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.record import Record
+from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published, judge
+from .http import GatewayConnection
+from .session import Reader, Session, Write, open_session
+from .state import Seen, TrustedState
+from .voters import VoterCheck
+
+log = logging.getLogger(__name__)
+CHUNK = 256  # records yielded per inclusion proof by records(): one proof ties the chunk's chain
+DEFAULT_TIMEOUT = 10.0
+FOLLOW_POLL_SECONDS = (
+    1.0  # over CURVE, how often follow() asks for a new checkpoint (one is signed at most each second)
+)
+ELECTION = "election"
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenRecord:
+    """A record that passed its own checks and whose inclusion proof leads to ``checkpoint``."""
+
+    record: Record
+    checkpoint: VerifiedCheckpoint
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReceipt:
+    """A write's receipt from the ledger's home: where the record stands (checked to be the
+    record sent: same ledger and checksum)."""
+
+    ledger: str
+    height: int
+    hash: bytes
+    checksum: bytes
+    duplicate: bool  # the same request was written before: this is that record
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverCount:
+    """One trusted observer's latest tally: its snapshot if the signature and body verified,
+    else the failed check's error; neither when it published none."""
+
+    observer: str
+    snapshot: Snapshot | None
+    problem: VledgerError | None
+
+
+@dataclass(frozen=True, slots=True)
+class TallyCheck:
+    """Every trusted observer's latest signed tally of an election, checked, and the verdict."""
+
+    ledger: str
+    observers: tuple[ObserverCount, ...]
+    verdict: Verdict  # agree, mismatch or still_counting (verifier/tally.py)
+
+    @property
+    def agreed(self) -> Snapshot | None:
+        """The snapshot every observer signed alike, when they agree; else None."""
+        if self.verdict.status != "agree":
+            return None
+        return next(o.snapshot for o in self.observers if o.snapshot is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class FollowEvent:
+    """A newly verified checkpoint of the followed ledger, consistent with the one before, and
+    the records it adds (each checked as the next of the chain, proven in it)."""
+
+    checkpoint: VerifiedCheckpoint
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """What an HTTP client trusts: per ledger its genesis record's bytes (whose pinned
+    checkpoint key is used, and which the gateway's genesis must equal) or its checkpoint key;
+    the witnesses' keys and how many must have cosigned; the observers' signing keys."""
+
+    genesis: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    log_keys: Mapping[str, VerifierKey] = dataclasses.field(default_factory=dict)
+    witnesses: tuple[VerifierKey, ...] = ()
+    quorum: int = 0
+    observers: Mapping[str, VerifyKey] = dataclasses.field(default_factory=dict)
+
+
+def observer_key(raw: bytes | str) -> VerifyKey:
+    """An observer's Ed25519 public key from its 32 raw bytes or their hex (what ``keygen``
+    prints and the gateway shows). Raises KeyMaterialError for anything else."""
+    try:
+        data = bytes.fromhex(raw) if isinstance(raw, str) else raw
+        if len(data) != 32:
+            raise ValueError(f"{len(data)} bytes, not 32")
+        return VerifyKey(ECC.import_key(data, curve_name="Ed25519"))
+    except ValueError as e:
+        raise KeyMaterialError(f"not an observer's Ed25519 public key: {e}") from None
+
+
+def _verifier_key(key: VerifierKey | str) -> VerifierKey:
+    return key if isinstance(key, VerifierKey) else parse_verifier_key(key)
+
+
+class Client:
+    """A verifying client of one cluster. Make one with :meth:`curve` or :meth:`http`; use it
+    as a context manager (or call :meth:`close`). Not for several threads at once."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        *,
+        trust: Trust | None = None,
+        quorum: int = 0,
+        state: TrustedState | None = None,
+        gateway: GatewayConnection | None = None,
+    ) -> None:
+        self.reader = reader
+        self.trust = trust  # None: a CURVE session, which finds keys in its cluster's configuration
+        self.quorum = quorum if trust is None else trust.quorum
+        self.state = state or TrustedState()
+        self.gateway = gateway
+        self._keys: dict[str, ReceiptKeys] = {}
+
+    @classmethod
+    def curve(
+        cls,
+        cluster_file: Path,
+        key_file: Path,
+        *,
+        node: str | None = None,
+        passphrase: str | None = None,
+        quorum: int = 0,
+        state_file: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Client:
+        """A client over CURVE, as the caller whose secret key is ``key_file`` (an account the
+        cluster's admin created), to ``node`` (default: each ledger's home node).
+
+        Checkpoint keys are the ones each ledger's genesis pins (else its home's ``hello``);
+        witness keys are the cluster file's key directory's; ``quorum`` of them must have
+        cosigned each checkpoint. ``state_file`` keeps the largest checkpoint verified per
+        ledger across runs. Raises SettingsError for a bad cluster file or node name,
+        KeyMaterialError (PassphraseError) for a key that cannot be read.
+        """
+        config = load_cluster(cluster_file)
+        session = open_session(config, load_secret(key_file, passphrase), node, timeout)
+        return cls(session, quorum=quorum, state=TrustedState(state_file))
+
+    @classmethod
+    def http(
+        cls,
+        gateway_url: str,
+        *,
+        genesis: Mapping[str, bytes] | None = None,
+        log_keys: Mapping[str, VerifierKey | str] | None = None,
+        witnesses: Iterable[VerifierKey | str] = (),
+        quorum: int = 0,
+        observers: Mapping[str, VerifyKey | bytes | str] | None = None,
+        state_file: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Client:
+        """A client of a public gateway (``http://host:port/``); it needs no account.
+
+        For each ledger it reads, give its genesis record's bytes (``genesis``: the pinned
+        checkpoint key is read from it, and the gateway's genesis must be these bytes) or its
+        checkpoint verifier key (``log_keys``, a note vkey string). ``witnesses`` are the
+        witnesses' vkeys, ``quorum`` how many must have cosigned; ``observers`` the observers'
+        Ed25519 public keys (hex) for :meth:`tally`. Raises UsageError for a URL that is not
+        http(s), NoteKeyError or KeyMaterialError for a key that is not one.
+        """
+        trust = Trust(
+            genesis=dict(genesis or {}),
+            log_keys={ledger: _verifier_key(key) for ledger, key in (log_keys or {}).items()},
+            witnesses=tuple(_verifier_key(key) for key in witnesses),
+            quorum=quorum,
+            observers={
+                name: key if isinstance(key, VerifyKey) else observer_key(key)
+                for name, key in (observers or {}).items()
+            },
+        )
+        gateway = GatewayConnection(gateway_url, timeout=timeout)
+        return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def keys(self, ledger: str) -> ReceiptKeys:
+        """The keys ``ledger``'s checkpoints and receipts are checked with (see :meth:`curve`
+        and :meth:`http`). Raises NoteKeyError when none is known, BadGenesisError when the
+        genesis the server holds is not the one given."""
+        keys = self._keys.get(ledger)
+        if keys is not None:
+            return keys
+        if self.trust is None:
+            keys = self.reader.checkpoint_keys(ledger, self.quorum)
+        elif ledger in self.trust.genesis:
+            pinned = self.trust.genesis[ledger]
+            keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum)
+            if self.reader.record(ledger, 0).encode() != pinned:
+                raise BadGenesisError("the server's genesis is not the one this client trusts", ledger=ledger, height=0)
+        elif ledger in self.trust.log_keys:
+            keys = ReceiptKeys(self.trust.log_keys[ledger], self.trust.witnesses, self.trust.quorum)
+        else:
+            raise NoteKeyError(f"no trusted key for ledger {ledger!r}: give its genesis record or its checkpoint key")
+        self._keys[ledger] = keys
+        return keys
+
+    def checkpoint(self, ledger: str) -> VerifiedCheckpoint:
+        """The server's latest checkpoint of ``ledger`` with this client's quorum of cosignatures,
+        verified with the trusted keys and against the largest one verified before.
+
+        Raises the note's error (NoteSignatureError, UnverifiedNoteError for a note no trusted
+        key signed, QuorumError, WrongOriginError, CheckpointError), RollbackError for a
+        checkpoint smaller than one verified before, ProofError when it does not extend it,
+        RemoteError ``not_found`` when the server has none yet.
+        """
+        keys = self.keys(ledger)
+        return self._accept(ledger, self.reader.checkpoint(ledger, keys))
+
+    def _accept(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
+        """``verified`` once it extends the largest checkpoint seen for ``ledger``; remembered."""
+        new = verified.checkpoint
+        seen = self.state.get(ledger)
+        if seen is not None:
+            if new.size < seen.size:
+                raise RollbackError(
+                    f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
+                    f"one of {seen.size} was verified before"
+                )
+            if new.size == seen.size and new.root != seen.root:
+                raise ProofError(
+                    f"ledger {ledger!r}: two checkpoints of size {new.size} with different roots (a forked log)"
+                )
+            if seen.size < new.size and seen.size > 0:
+                self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
+        self.state.put(ledger, Seen(new.size, new.root))
+        return verified
+
+    # --- records ---------------------------------------------------------------------------------
+
+    def record(self, ledger: str, height: int) -> ProvenRecord:
+        """The record at ``height``, checked (section 4's own checks under its genesis rules)
+        and proven by inclusion in the latest verified checkpoint.
+
+        Raises NotFoundError when that checkpoint does not cover ``height`` yet, the record's
+        error (a RecordError) or ProofError when it does not verify, and what
+        :meth:`checkpoint` raises.
+        """
+        proven = self.checkpoint(ledger)
+        return self._prove(ledger, height, proven)
+
+    def prove_inclusion(self, ledger: str, height: int, checkpoint: VerifiedCheckpoint) -> ProvenRecord:
+        """The record at ``height`` proven in ``checkpoint`` (one this client verified): what
+        :meth:`record` does against a checkpoint of the caller's choice. Raises the same."""
+        return self._prove(ledger, height, checkpoint)
+
+    def _prove(self, ledger: str, height: int, proven: VerifiedCheckpoint) -> ProvenRecord:
+        size = proven.checkpoint.size
+        if height >= size:
+            raise NotFoundError(f"record {height} of {ledger!r} is not in the latest verified checkpoint (size {size})")
+        record = self.reader.record(ledger, height)
+        return ProvenRecord(record, proven, tuple(self.reader.inclusion_proof(ledger, record, proven)))
+
+    def records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
+        """Records ``start`` to ``stop`` (default and at most: the latest verified checkpoint's
+        size), each checked as the next of its chain; a chunk is yielded only once the
+        inclusion proof of its last record in that checkpoint verified (its chain of links
+        ties every record before it). Raises what :meth:`record` raises, at the first failure.
+        """
+        return self._records(ledger, start, stop, self.checkpoint(ledger))
+
+    def _records(self, ledger: str, start: int, stop: int | None, proven: VerifiedCheckpoint) -> Iterator[Record]:
+        end = proven.checkpoint.size if stop is None else min(stop, proven.checkpoint.size)
+        if start >= end:
+            return
+        chunk: list[Record] = []
+        for record in self.reader.records(ledger, start):
+            chunk.append(record)
+            if len(chunk) == CHUNK or record.height == end - 1:
+                self.reader.inclusion_proof(ledger, record, proven)
+                yield from chunk
+                chunk.clear()
+            if record.height == end - 1:
+                return
+        raise NodeUnavailableError(f"ledger {ledger!r}: the server's records end before height {end - 1}")
+
+    def receipt(self, ledger: str, height: int, wait: float = DEFAULT_TIMEOUT) -> Receipt:
+        """The receipt (PROTOCOL 14) of the record at ``height``: the record, a checkpoint that
+        covers it with this client's quorum (waited for up to ``wait`` seconds) and the
+        inclusion proof, all verified; it is checked offline later by ``vledger receipt verify``.
+        Raises NotFoundError when no such checkpoint came in time, and what :meth:`record` raises.
+        """
+        keys = self.keys(ledger)
+        receipt = self.reader.receipt(ledger, height, keys, time.monotonic() + wait)
+        self._accept(ledger, verify_receipt(receipt, keys).checkpoint)
+        return receipt
+
+    def voter_records(self, election: str, electronic_id: str) -> VoterCheck:
+        """The records of ``electronic_id`` in ``election`` up to the latest verified checkpoint
+        (its registration, casts, uncasts, withdrawal), each checked and proven by inclusion, and
+        the voter's standing as the election's rules state it (the other records are replayed,
+        not each proven). ``records`` is empty for an id the election does not hold. Raises what
+        :meth:`record` raises."""
+        return self.reader.proven_voter_check(election, electronic_id, self.checkpoint(election))
+
+    # --- tallies -------------------------------------------------------------------------------
+
+    def tally(self, election: str) -> TallyCheck:
+        """Each trusted observer's latest signed tally of ``election`` (section 11), its
+        signature checked with the key this client holds (not the one the gateway shows), and
+        whether they agree. Over the gateway only: raises UsageError for a CURVE client (read
+        tallies with ``vledger tally``), and RemoteError or NodeUnavailableError from the gateway.
+        """
+        if self.gateway is None or self.trust is None:
+            raise UsageError("tallies are read over a gateway: Client.http(..., observers=...)")
+        shown = self.gateway.tally(election)
+        entries = {e.get("observer"): e for e in shown.get("observers") or [] if isinstance(e, dict)}
+        counts = []
+        for name, key in sorted(self.trust.observers.items()):
+            entry = entries.get(name)
+            if entry is None or not isinstance(entry.get("body"), str) or not isinstance(entry.get("signature"), str):
+                counts.append(ObserverCount(name, None, None))
+                continue
+            snapshot = entry.get("snapshot")
+            stated = snapshot.get("height") if isinstance(snapshot, dict) else None
+            try:
+                body, signature = bytes.fromhex(entry["body"]), bytes.fromhex(entry["signature"])
+            except ValueError:
+                raise NodeUnavailableError(f"the gateway's tally of {name!r} is not hex") from None
+            published = Published("", name, stated if isinstance(stated, int) else -1, body, signature)
+            checked = check_published(published, key, election)
+            counts.append(ObserverCount(name, checked.snapshot, checked.problem))
+        valid = {c.observer: c.snapshot for c in counts if c.snapshot is not None}
+        if len({s.height for s in valid.values()}) > 1:
+            verdict = Verdict(STILL_COUNTING)  # only the latest are served: no common height to compare at
+        else:
+            verdict = judge(valid, sorted(self.trust.observers))
+        return TallyCheck(election, tuple(counts), verdict)
+
+    # --- writes (CURVE) ---------------------------------------------------------------------------
+
+    def put(self, ledger: str, write: Write, *, replicas: int = 0) -> WriteReceipt:
+        """Write one record on ``ledger``'s home node (its proof of work done here), as this
+        client's account; answered once ``replicas`` replicas hold it (0: once the home does).
+
+        Raises UsageError over HTTP (the gateway is read-only) or for a write of another
+        ledger type's domain, UnknownKindError for a kind the ledger's rules do not allow,
+        RemoteError with the node's code for a refusal (a rule broken, ``forbidden``),
+        NodeUnavailableError when the home does not answer: the write may then have been done;
+        repeating it with the same request is safe only through the CLI's ``--request-id``.
+        """
+        if not isinstance(self.reader, Session):
+            raise UsageError("writes go over CURVE: make the client with Client.curve(...)")
+        answer = self.reader.put(ledger, write, replicas=replicas)
+        return WriteReceipt(
+            ledger,
+            answer["height"],
+            answer["hash"],
+            bytes(answer.get("checksum") or b""),
+            bool(answer.get("duplicate")),
+        )
+
+    def vote_register(self, election: str, voter_id: str) -> WriteReceipt:
+        """Register ``voter_id`` in ``election`` (a registrar's write); see :meth:`put`."""
+        return self.put(election, Write("register", {"voter_id": voter_id}, ELECTION))
+
+    def vote_cast(self, election: str, electronic_id: str, choice: str) -> WriteReceipt:
+        """Cast the vote of ``electronic_id`` for ``choice`` in ``election``; see :meth:`put`."""
+        return self.put(election, Write("cast", {"electronic_id": electronic_id, "choice": choice}, ELECTION))
+
+    # --- following -----------------------------------------------------------------------------
+
+    def follow(self, ledger: str) -> Iterator[FollowEvent]:
+        """Verified checkpoints of ``ledger`` as they come: first the current one (with no
+        records), then each larger one (or one with other cosignatures) with the records it
+        adds, each consistent with the one before. Over HTTP it wakes on the gateway's
+        ``checkpoint`` events (a silent or broken stream is reopened); over CURVE it asks once
+        a second. Runs until the caller stops iterating; raises what :meth:`checkpoint` and
+        :meth:`records` raise."""
+        events = self._wakeups(ledger)
+        last = self.checkpoint(ledger)
+        yield FollowEvent(last, ())
+        for note in events:
+            keys = self.keys(ledger)
+            current: VerifiedCheckpoint | None = None
+            if note is not None:
+                try:
+                    current = self._accept(ledger, verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum))
+                except VledgerError as e:
+                    log.info("follow %s: the event's checkpoint is not taken (%s)", ledger, e)
+            if current is None:
+                try:
+                    current = self.checkpoint(ledger)
+                except NotFoundError:
+                    continue
+            a, b = last.checkpoint, current.checkpoint
+            if (b.size, current.witnesses) == (a.size, last.witnesses):
+                continue
+            records = tuple(self._records(ledger, a.size, b.size, current))
+            last = current
+            yield FollowEvent(current, records)
+
+    def _wakeups(self, ledger: str) -> Iterator[bytes | None]:
+        """When to look again: a checkpoint note the gateway announced for ``ledger``, or None
+        (look by asking). The event stream is opened before the first checkpoint is read, so
+        that nothing signed in between is missed."""
+        if self.gateway is None:
+            return _ticks()
+        return _gateway_wakeups(self.gateway, ledger)
+
+
+def _ticks() -> Iterator[bytes | None]:
+    while True:
+        time.sleep(FOLLOW_POLL_SECONDS)
+        yield None
+
+
+def _gateway_wakeups(gateway: GatewayConnection, ledger: str) -> Iterator[bytes | None]:
+    stream: Iterator[tuple[str, Any]] | None = gateway.open_events(2 * gateway.timeout)
+    while True:
+        if stream is None:
+            try:
+                stream = gateway.open_events(2 * gateway.timeout)
+            except NodeUnavailableError as e:
+                log.info("follow %s: the event stream cannot be opened (%s); asking instead", ledger, e)
+                time.sleep(FOLLOW_POLL_SECONDS)
+                yield None
+                continue
+            yield None  # reopened: what was signed meanwhile is read by asking
+        try:
+            kind, data = next(stream)
+        except NodeUnavailableError:
+            stream = None
+            continue
+        if kind == "checkpoint" and isinstance(data, dict) and data.get("ledger") == ledger:
+            note = data.get("note")
+            yield note.encode("utf-8") if isinstance(note, str) else None
