@@ -192,7 +192,7 @@ class GatewayConnection:
 
     def _checkpoint(self, args: dict[str, Any]) -> dict[str, Any]:
         witnesses = _number(args.get("witnesses", 0), "witnesses")
-        answer = self.get_json(f"{self._ledger_path(args)}/checkpoint", {"witnesses": witnesses} if witnesses else None)
+        answer = self.get_json(f"{self._ledger_path(args)}/checkpoint", {"witnesses": witnesses})
         note = answer.get("note")
         if not isinstance(note, str):
             raise NodeUnavailableError(f"{self.base_url}: a checkpoint answer without its note")

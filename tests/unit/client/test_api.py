@@ -1,0 +1,253 @@
+"""vledger.client over a real gateway (a real store, real HTTP), honest and tampered with.
+
+A ledger whose genesis pins its home's checkpoint key; the store keeps the home's checkpoint
+of 30 records and a witness's cosigned one of 20. The client trusts only the genesis bytes
+and the witness's key. Tampering happens where the client reads the gateway's JSON, so that
+each forged answer reaches the client's checks: a flipped byte in a record, a wrong proof
+hash, a checkpoint signed by another key, a rollback to an older checkpoint, a fork. Each
+must fail with its own error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.http import HttpThread
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.client import Client, Write
+from vledger.client.http import GatewayConnection
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
+from vledger.config.settings import Limits
+from vledger.ingest.server import witness_keys
+from vledger.node.errors import (
+    BadChecksumError,
+    BadGenesisError,
+    HeightGapError,
+    NoteKeyError,
+    NotFoundError,
+    ProofError,
+    RemoteError,
+    RollbackError,
+    SettingsError,
+    UnverifiedNoteError,
+    UsageError,
+)
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import ZERO_LINK, Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.verifier.gateway import Gateway, build_app
+
+LIMITS = Limits()
+SEED = bytes(range(32))
+LEDGER = "votes"
+RECORDS = 40
+SIGNED_AT = 30
+COSIGNED_AT = 20
+
+
+class NoRedis:
+    """A Redis that is down: the gateway serves the store's notes alone."""
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def hgetall(self, key: str) -> Any:
+        raise ConnectionError("redis is down")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("client")
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        base / "cluster.toml",
+    )
+    generate_signing_key(config.keys_dir, "replica-1")
+    witness = WitnessSigner(
+        witness_name("t", "replica-1"), load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
+    )
+    home = HomeSigner("t", SEED)
+    pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
+        genesis = Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS)
+        store.create_ledger(genesis)
+        for i in range(1, RECORDS):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
+        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
+        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
+        older = home.sign(LEDGER, COSIGNED_AT, store.root(LEDGER, COSIGNED_AT))
+        store.checkpoints.keep(LEDGER, "cosigned", COSIGNED_AT, older.root, witness.cosign(older, 1_790_000_000))
+        stored_genesis = store.get(LEDGER, 0)
+        assert stored_genesis is not None
+        genesis_bytes = stored_genesis.encode()
+    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
+    with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+        yield {
+            "url": f"http://127.0.0.1:{server.port}/",
+            "config": config,
+            "genesis": genesis_bytes,
+            "home": home,
+            "roots": {SIGNED_AT: signed.root, COSIGNED_AT: older.root},
+        }
+    gateway.close()
+
+
+def http_client(served: dict[str, Any], quorum: int = 0, state_file: Path | None = None) -> Client:
+    config: ClusterConfig = served["config"]
+    return Client.http(
+        served["url"],
+        genesis={LEDGER: served["genesis"]},
+        witnesses=list(witness_keys(config).values()),
+        quorum=quorum,
+        state_file=state_file,
+    )
+
+
+def tamper(monkeypatch: pytest.MonkeyPatch, path_part: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Every JSON answer whose path ends with ``path_part`` is changed by ``change`` before the client reads it."""
+    honest = GatewayConnection.get_json
+
+    def forged(self: GatewayConnection, path: str, query: dict[str, int] | None = None) -> dict[str, Any]:
+        answer = honest(self, path, query)
+        if path.endswith(path_part):
+            change(answer)
+        return answer
+
+    monkeypatch.setattr(GatewayConnection, "get_json", forged)
+
+
+def test_an_honest_gateway_verifies_end_to_end(served: dict[str, Any], tmp_path: Path) -> None:
+    state = tmp_path / "trusted.json"
+    with http_client(served, state_file=state) as client:
+        checkpoint = client.checkpoint(LEDGER)
+        assert checkpoint.checkpoint.size == SIGNED_AT and checkpoint.witnesses == ()
+        proven = client.record(LEDGER, 7)
+        assert proven.record.height == 7 and proven.record.content.payload == {"n": 7}
+        assert proven.checkpoint.checkpoint.root == served["roots"][SIGNED_AT] and proven.proof
+        heights = [record.height for record in client.records(LEDGER, 3)]
+        assert heights == list(range(3, SIGNED_AT))  # up to the checkpoint, not the store's 40
+        receipt = client.receipt(LEDGER, 12)
+        assert receipt.index == 12 and receipt.ledger == LEDGER
+    # The trusted state is kept, owner-only, and read again by the next client.
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    kept = json.loads(state.read_text())
+    assert kept["ledgers"][LEDGER] == {"size": SIGNED_AT, "root": served["roots"][SIGNED_AT].hex()}
+    with http_client(served, state_file=state) as again:
+        assert again.checkpoint(LEDGER).checkpoint.size == SIGNED_AT
+
+
+def test_a_quorum_of_witnesses_picks_the_cosigned_checkpoint(served: dict[str, Any]) -> None:
+    with http_client(served, quorum=1) as client:
+        checkpoint = client.checkpoint(LEDGER)
+        assert checkpoint.checkpoint.size == COSIGNED_AT and checkpoint.witnesses == ("t/witness/replica-1",)
+        with pytest.raises(NotFoundError, match="not in the latest verified checkpoint"):
+            client.record(LEDGER, COSIGNED_AT)
+
+
+def test_a_flipped_byte_in_a_record_is_caught(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    def flip(answer: dict[str, Any]) -> None:
+        data = base64.b64decode(answer["record"])
+        assert data.count(b"\xa1n\x05") == 1  # the payload {"n": 5} in the content's msgpack
+        answer["record"] = base64.b64encode(data.replace(b"\xa1n\x05", b"\xa1n\x04")).decode()
+
+    with http_client(served) as client:
+        client.keys(LEDGER)  # the genesis is read before the tampering starts
+        tamper(monkeypatch, "/records/5", flip)
+        with pytest.raises(BadChecksumError):
+            client.record(LEDGER, 5)
+
+
+def test_a_wrong_inclusion_proof_is_caught(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    def wrong(answer: dict[str, Any]) -> None:
+        first = bytearray.fromhex(answer["proof"][0])
+        first[0] ^= 0x80
+        answer["proof"][0] = first.hex()
+
+    tamper(monkeypatch, "/proof/inclusion", wrong)
+    with http_client(served) as client, pytest.raises(ProofError, match="root"):
+        client.record(LEDGER, 9)
+
+
+def test_a_range_with_a_swapped_record_is_caught(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    def swap(answer: dict[str, Any]) -> None:
+        records = answer["records"]
+        records[4], records[5] = records[5], records[4]
+
+    with http_client(served) as client:
+        client.keys(LEDGER)
+        tamper(monkeypatch, "/records", swap)
+        with pytest.raises(HeightGapError):
+            list(client.records(LEDGER, 1))
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    mallory = HomeSigner("t", bytes(32))  # the same key name, another key
+
+    def forge(answer: dict[str, Any]) -> None:
+        answer["note"] = mallory.sign(LEDGER, answer["size"], bytes.fromhex(answer["root"])).note.decode()
+
+    tamper(monkeypatch, "/checkpoint", forge)
+    with http_client(served) as client, pytest.raises(UnverifiedNoteError):
+        client.checkpoint(LEDGER)
+
+
+def test_a_rollback_to_an_older_checkpoint_is_refused(served: dict[str, Any], tmp_path: Path) -> None:
+    state = tmp_path / "trusted.json"
+    with http_client(served, state_file=state) as client:
+        assert client.checkpoint(LEDGER).checkpoint.size == SIGNED_AT
+    # A later run that is served the smaller checkpoint (here: the cosigned one of 20) refuses it.
+    with http_client(served, quorum=1, state_file=state) as client, pytest.raises(RollbackError):
+        client.checkpoint(LEDGER)
+
+
+def test_a_forked_tree_fails_the_consistency_proof(served: dict[str, Any], tmp_path: Path) -> None:
+    state = tmp_path / "trusted.json"
+    forked = {"version": 1, "ledgers": {LEDGER: {"size": COSIGNED_AT, "root": "ab" * 32}}}
+    state.write_text(json.dumps(forked))
+    with http_client(served, state_file=state) as client, pytest.raises(ProofError):
+        client.checkpoint(LEDGER)
+    # Nothing was remembered from the refused checkpoint.
+    assert json.loads(state.read_text()) == forked
+
+
+def test_what_the_client_is_not_given_it_does_not_trust(served: dict[str, Any], tmp_path: Path) -> None:
+    with Client.http(served["url"]) as client, pytest.raises(NoteKeyError, match="no trusted key"):
+        client.checkpoint(LEDGER)
+    pinned = home_key("t", LEDGER, served["home"].key(LEDGER).public_key).encode()
+    other = LedgerRules(kinds=("memo",), difficulty=0, rules={"checkpoint_key": pinned}).genesis_content(
+        LEDGER, "admin", "x", 1
+    )
+    forged = Entry.prepare(other, 0, LIMITS).place(0, ZERO_LINK, 1, "ingest-1").encode()
+    with Client.http(served["url"], genesis={LEDGER: forged}) as client, pytest.raises(BadGenesisError):
+        client.checkpoint(LEDGER)
+    bad_state = tmp_path / "state.json"
+    bad_state.write_text('{"version": 1, "ledgers": {"votes": {"size": -1, "root": ""}}}')
+    with pytest.raises(SettingsError, match="not a trusted-state file"):
+        http_client(served, state_file=bad_state)
+
+
+def test_refusals_and_writes_over_http(served: dict[str, Any]) -> None:
+    with http_client(served) as client:
+        with pytest.raises(RemoteError) as refused:
+            client.reader.size("nothing-here")
+        assert refused.value.code == "no_such_ledger"
+        with pytest.raises(UsageError, match="CURVE"):
+            client.put(LEDGER, Write("note", {"n": 1}))
+        with pytest.raises(UsageError, match="gateway"):
+            Client.http("file:///etc/passwd")
