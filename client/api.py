@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 
 from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
@@ -133,7 +133,7 @@ def observer_key(raw: bytes | str) -> VerifyKey:
         data = bytes.fromhex(raw) if isinstance(raw, str) else raw
         if len(data) != 32:
             raise ValueError(f"{len(data)} bytes, not 32")
-        return VerifyKey(ECC.import_key(data, curve_name="Ed25519"))
+        return VerifyKey(eddsa.import_public_key(data))
     except ValueError as e:
         raise KeyMaterialError(f"not an observer's Ed25519 public key: {e}") from None
 
