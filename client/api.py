@@ -29,7 +29,6 @@ from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
 from ..node.errors import (
-    BadGenesisError,
     KeyMaterialError,
     NodeUnavailableError,
     NoteKeyError,
@@ -247,8 +246,7 @@ class Client:
         elif ledger in self.trust.genesis:
             pinned = self.trust.genesis[ledger]
             keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum)
-            if self.reader.record(ledger, 0).encode() != pinned:
-                raise BadGenesisError("the server's genesis is not the one this client trusts", ledger=ledger, height=0)
+            self.reader.trust_genesis(ledger, pinned)
         elif ledger in self.trust.log_keys:
             keys = ReceiptKeys(self.trust.log_keys[ledger], self.trust.witnesses, self.trust.quorum)
         else:
@@ -467,7 +465,18 @@ def _ticks() -> Iterator[bytes | None]:
 
 
 def _gateway_wakeups(gateway: GatewayConnection, ledger: str) -> Iterator[bytes | None]:
-    stream: Iterator[tuple[str, Any]] | None = gateway.open_events(2 * gateway.timeout)
+    """The gateway's checkpoint events for ``ledger``; the stream is opened now, not at the first ``next``."""
+    try:
+        stream: Iterator[tuple[str, Any]] | None = gateway.open_events(2 * gateway.timeout)
+    except NodeUnavailableError as e:
+        log.info("follow %s: the event stream cannot be opened (%s); asking instead", ledger, e)
+        stream = None
+    return _announced(gateway, ledger, stream)
+
+
+def _announced(
+    gateway: GatewayConnection, ledger: str, stream: Iterator[tuple[str, Any]] | None
+) -> Iterator[bytes | None]:
     while True:
         if stream is None:
             try:

@@ -29,6 +29,7 @@ from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.server import witness_keys
 from ..node.errors import (
+    BadGenesisError,
     BadLinkError,
     HeightGapError,
     NodeUnavailableError,
@@ -151,6 +152,17 @@ class Reader:
             result = self.call("get", {"ledger": ledger, "height": 0}, node=self.ledger_node(ledger))
             genesis = _expect(_record_of(result), ledger, 0)
             rules = self._rules[ledger] = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+        return rules
+
+    def trust_genesis(self, ledger: str, data: bytes) -> LedgerRules:
+        """Take ``data`` as ``ledger``'s genesis record: its rules check every record read later,
+        and the node's genesis must be these exact bytes. Raises the record's own error when
+        ``data`` is not a valid genesis of ``ledger`` (section 4), BadGenesisError when the
+        node holds another one."""
+        rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(_expect(_decode(data), ledger, 0))
+        if self.record(ledger, 0).encode() != data:
+            raise BadGenesisError("the node's genesis is not the one this client trusts", ledger=ledger, height=0)
+        self._rules[ledger] = rules
         return rules
 
     def record(self, ledger: str, height: int) -> Record:
