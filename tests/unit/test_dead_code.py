@@ -16,7 +16,7 @@ import pytest
 from vledger.config import cluster, settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("broker", "config", "ingest", "node", "tools", "verifier")
+PACKAGES = ("broker", "client", "config", "ingest", "node", "tools", "verifier")
 SETTINGS = (
     settings.Limits,
     settings.StoreSettings,
