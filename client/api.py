@@ -29,6 +29,7 @@ from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
 from ..node.errors import (
+    BadPayloadError,
     KeyMaterialError,
     NodeUnavailableError,
     NoteKeyError,
@@ -45,7 +46,7 @@ from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published,
 from .http import GatewayConnection
 from .session import Reader, Session, Write, open_session
 from .state import Seen, TrustedState
-from .voters import VoterCheck
+from .voters import VoterCheck, names_voter
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # records yielded per inclusion proof by records(): one proof ties the chunk's chain
@@ -351,6 +352,31 @@ class Client:
         not each proven). ``records`` is empty for an id the election does not hold. Raises what
         :meth:`record` raises."""
         return self.reader.proven_voter_check(election, electronic_id, self.checkpoint(election))
+
+    def voter_receipts(self, election: str, electronic_id: str) -> tuple[ProvenRecord, ...]:
+        """The records the gateway lists for ``electronic_id`` (``/api/ledgers/L/voters/E``),
+        each checked on its own, naming that id, and proven by inclusion in the latest verified
+        checkpoint: a few kilobytes however large the election, where :meth:`voter_records`
+        reads it all. What this cannot prove is that the list is complete (a later uncast left
+        out), nor the voter's standing: :meth:`voter_records` replays the election for both.
+        Records the checkpoint does not cover yet are left out. Over the gateway only (UsageError
+        over CURVE); raises what :meth:`record` raises, BadPayloadError for a listed record that
+        does not name the id."""
+        if self.gateway is None:
+            raise UsageError("a voter's receipts are read over a gateway; over CURVE use voter_records()")
+        proven = self.checkpoint(election)
+        found = []
+        for data in self.gateway.voter(election, electronic_id):
+            record = self.reader.checked_bytes(election, data)
+            if not names_voter(record, electronic_id):
+                raise BadPayloadError(
+                    f"the gateway listed a record that does not name {electronic_id}",
+                    ledger=election,
+                    height=record.height,
+                )
+            if record.height < proven.checkpoint.size:
+                found.append(ProvenRecord(record, proven, tuple(self.reader.inclusion_proof(election, record, proven))))
+        return tuple(found)
 
     # --- tallies -------------------------------------------------------------------------------
 

@@ -214,6 +214,15 @@ class GatewayConnection:
         """``/api/ledgers/L/tally`` as served: each observer's signed body and signature (hex)."""
         return self.get_json(f"/api/ledgers/{_quote(ledger, 'ledger')}/tally")
 
+    def voter(self, ledger: str, eid: str) -> list[bytes]:
+        """The bytes of the records ``/api/ledgers/L/voters/E`` lists for electronic id ``eid``
+        (nothing else of the answer is passed on: the caller checks and proves each)."""
+        answer = self.get_json(f"/api/ledgers/{_quote(ledger, 'ledger')}/voters/{_quote(eid, 'electronic id')}")
+        records = answer.get("records")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise NodeUnavailableError(f"{self.base_url}: a voter's answer without a list of records")
+        return [_unbase64(r.get("record")) for r in records]
+
     def open_events(self, idle_timeout: float) -> Iterator[tuple[str, Any]]:
         """The event stream (``/api/events``), opened now: its ``(event, data)`` pairs, data
         parsed as JSON, as they come. Raises NodeUnavailableError when the stream cannot be

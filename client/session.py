@@ -174,6 +174,15 @@ class Reader:
             )
         )
 
+    def checked_bytes(self, ledger: str, data: object) -> Record:
+        """A record of ``ledger`` a server sent as bytes, decoded and checked on its own under
+        the ledger's genesis rules (section 4). Raises its RecordError, WrongLedgerError for a
+        record of another ledger, NodeUnavailableError for what is not bytes."""
+        record = _decode(data)
+        if record.ledger != ledger:
+            raise WrongLedgerError(f"the node sent a record of ledger {record.ledger!r}", ledger=ledger)
+        return self._checked(record)
+
     def record_by_hash(self, digest: bytes) -> Record:
         record = _record_of(self.call("get", {"hash": digest}))
         if record.link != digest:

@@ -30,7 +30,7 @@ from vledger.client.http import GatewayConnection
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.ingest.server import witness_keys
-from vledger.node.errors import RemoteError
+from vledger.node.errors import BadPayloadError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import verify_checkpoint
 from vledger.node.receipt import keys_from_genesis
@@ -129,6 +129,9 @@ def test_both_transports_verify_the_same_voter_records(cluster: LocalCluster, wr
         assert [r.record.link for r in over_http.records] == [r.record.link for r in over_curve.records]
         assert over_http.proven is not None and over_http.proven.witnesses  # proven in a cosigned checkpoint
         assert over_http.voter == over_curve.voter
+        # The gateway's short list, each record proven on its own: the same records, few bytes.
+        receipts = web.voter_receipts(ELECTION, eid)
+        assert [p.record.link for p in receipts] == [r.record.link for r in over_http.records]
         proven = web.record(ELECTION, 1)
         assert proven.record.link == curve.record(ELECTION, 1).record.link
         assert [r.height for r in web.records(ELECTION, 0, 5)] == [0, 1, 2, 3, 4]
@@ -237,3 +240,19 @@ def test_the_event_stream_carries_checkpoints(cluster: LocalCluster, written: di
     # The event's note verifies with the key the fund's genesis pins, as the client checks it.
     keys = keys_from_genesis(written["genesis"][FUND], FUND)
     assert verify_checkpoint(data["note"].encode(), keys.log_key).checkpoint.size == data["size"]
+
+
+def test_a_gateway_listing_another_voters_record_is_caught(
+    cluster: LocalCluster, written: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    election: Election = written["election"]
+    honest = GatewayConnection.voter
+
+    def swapped(self: GatewayConnection, ledger: str, eid: str) -> list[bytes]:
+        return honest(self, ledger, election.eids[4])  # another voter's records
+
+    with http_client(cluster, written) as client:
+        wait_until(lambda: covered(client, ELECTION, 2), WAIT, "a checkpoint of the election")
+        monkeypatch.setattr(GatewayConnection, "voter", swapped)
+        with pytest.raises(BadPayloadError, match="does not name"):
+            client.voter_receipts(ELECTION, election.eids[3])
