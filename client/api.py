@@ -35,6 +35,7 @@ from ..node.errors import (
     NoteKeyError,
     NotFoundError,
     ProofError,
+    RemoteError,
     RollbackError,
     UsageError,
     VledgerError,
@@ -466,7 +467,9 @@ class Client:
             if current is None:
                 try:
                     current = self.checkpoint(ledger)
-                except NotFoundError:
+                except RemoteError as e:  # none with the quorum on this server now: wait for the next
+                    if e.code != "not_found":
+                        raise
                     continue
             a, b = last.checkpoint, current.checkpoint
             if (b.size, current.witnesses) == (a.size, last.witnesses):
