@@ -25,7 +25,10 @@ from pathlib import Path
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.errors import KeyExistsError, KeyMaterialError, PassphraseError, SignatureError
+from ..node.note import VerifierKey
+from ..node.witness import witness_key, witness_name
 from .keys import check_name, install_file, read_key_text, read_private_text
 
 logger = logging.getLogger(__name__)
@@ -154,3 +157,13 @@ def load_verify_key(path: Path) -> VerifyKey:
     if key.curve != CURVE or key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
     return VerifyKey(key)
+
+
+def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
+    """The cosignature key of every replica and observer whose ``<name>.sign.pub`` exists."""
+    keys = {}
+    for node in config.nodes.values():
+        path = signing_key_paths(config.keys_dir, node.name)[1]
+        if node.role in FOLLOWER_ROLES and path.is_file():
+            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
+    return keys

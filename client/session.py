@@ -25,9 +25,9 @@ from typing import Any, NamedTuple, Protocol
 
 from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair, load_public
+from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..ingest.server import witness_keys
 from ..node.errors import (
     BadGenesisError,
     BadLinkError,

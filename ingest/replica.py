@@ -35,7 +35,7 @@ from ..broker.client import Client, NodeAddress
 from ..broker.feed import FeedSource, Publisher, Subscriber
 from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
 from ..node.note import VerifierKey
@@ -56,7 +56,7 @@ from .metrics import (
 )
 from .outbox import Outbox
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
-from .server import node_keys, witness_keys
+from .server import node_keys
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 

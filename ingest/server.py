@@ -16,14 +16,13 @@ from .. import __version__
 from ..broker.feed import Publisher
 from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
+from ..broker.signing import load_signing_key, signing_key_paths, witness_keys
+from ..config.cluster import ClusterConfig
 from ..node.checkpoint_log import SIGNED
-from ..node.note import VerifierKey
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
+from ..node.witness import CheckpointKeys, HomeSigner, home_key
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
@@ -45,16 +44,6 @@ def node_keys(config: ClusterConfig) -> dict[str, str]:
         path = config.public_key_path(node.name)
         if path.is_file():
             keys[node.name] = load_public(path)
-    return keys
-
-
-def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
-    """The cosignature key of every replica and observer whose ``<name>.sign.pub`` exists."""
-    keys = {}
-    for node in config.nodes.values():
-        path = signing_key_paths(config.keys_dir, node.name)[1]
-        if node.role in FOLLOWER_ROLES and path.is_file():
-            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
     return keys
 
 

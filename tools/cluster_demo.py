@@ -41,10 +41,10 @@ from ..broker.keys import new_keypair
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..broker.signing import witness_keys
 from ..client.session import Session, Write, new_request_id, node_address, now_ms, reply_field
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
-from ..ingest.server import witness_keys
 from ..node import identifiers
 from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError, VledgerError
 from ..node.ledger import LedgerRules

@@ -48,10 +48,9 @@ from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair, load_public
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
-from ..ingest.server import witness_keys
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.cosigning import GatheredCheckpoint, gather, newest

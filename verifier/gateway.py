@@ -50,10 +50,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..broker.http import HttpThread, add_health_routes, json_errors, json_response
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
+from ..broker.signing import witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..ingest.server import witness_keys
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.errors import (

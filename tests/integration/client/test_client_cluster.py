@@ -24,12 +24,11 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer
-from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.broker.signing import load_verify_key, signing_key_paths, witness_keys
 from vledger.client import Client, FollowEvent, Write
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
-from vledger.ingest.server import witness_keys
 from vledger.node.errors import BadPayloadError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import verify_checkpoint

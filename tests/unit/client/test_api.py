@@ -21,12 +21,11 @@ from typing import Any
 import pytest
 
 from vledger.broker.http import HttpThread
-from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths, witness_keys
 from vledger.client import Client, Write
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
-from vledger.ingest.server import witness_keys
 from vledger.node.errors import (
     BadChecksumError,
     BadGenesisError,
