@@ -189,6 +189,15 @@ class StoreReader:
             latest.setdefault(kind, (size, bytes(note)))
         return sorted(latest.values())
 
+    def tree_edge(self, ledger: str) -> tree.Frontier | None:
+        """The right edge of ``ledger``'s tree as the file holds it (unchecked), or None when the
+        store keeps no tree (from before the tree) or none of this ledger. Raises ProofError
+        for an edge that does not decode."""
+        if not tree_kept(self._conn):
+            return None
+        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+        return None if row is None else tree.Frontier.decode(bytes(row[0]))
+
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
 

@@ -13,11 +13,19 @@ last ended, at its height, and its first ``prev`` must be the last chunk's last 
 first chunk that is not clean or does not join, the parent goes on alone from the last record
 that joined, with the sequential checks: so the first failure it reports is, by construction,
 the sequential verifier's, code and height.
+
+A store's ledger also has checkpoints (the latest it signed and cosigned) and, kept by its
+node, a Merkle tree. Their roots are checked against the tree of the records that verified
+(docs/PROTOCOL.md, sections 12 and 13), each at the record that completes it, as an export's
+checkpoint lines are: a chunk is ``2**k`` heights at a multiple of ``2**k``, a complete
+subtree, so a worker returns its chunk's frontier (and the frontier at each checkpoint inside
+it) and the parent extends the ledger's tree with it, never touching a leaf.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -36,7 +44,9 @@ from ..node.errors import (
     LineError,
     MalformedRecordError,
     NoSuchLedgerError,
+    NoteError,
     PayloadTooLargeError,
+    ProofError,
     RecordError,
     TreeMismatchError,
     UsageError,
@@ -44,7 +54,7 @@ from ..node.errors import (
 )
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
 from ..node.ledger import LedgerRules
-from ..node.note import verify_checkpoint
+from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.receipt import pinned_checkpoint_key
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
@@ -133,8 +143,11 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
 
 
 # Heights a worker checks at a time: a few tenths of a second of work. A ledger shorter than
-# two chunks is checked in the calling process: starting workers would cost more.
+# two chunks is checked in the calling process: starting workers would cost more. A power of
+# two, so that each chunk is a complete subtree of the ledger's Merkle tree.
 CHUNK_RECORDS = 65_536
+# Leaf hashes folded into a tree at a time outside the workers: few calls, little memory.
+TREE_BATCH = 4096
 
 
 def usable_cores() -> int:
@@ -154,8 +167,12 @@ def verify_store(
 
     ``workers`` processes (default: one per usable core; 1: none) check the ``chunk``-record
     chunks of each ledger of at least two chunks; ``executor``, when given, runs the chunks
-    instead (the tests' threads). Raises StoreError for what is not a store.
+    instead (the tests' threads). Each ledger's checkpoints and stored tree edge are checked
+    against the tree of its records (see the module's docstring). Raises StoreError for what
+    is not a store, UsageError for a ``chunk`` that is not a power of two.
     """
+    if chunk < 1 or chunk & (chunk - 1):
+        raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
     result = Verification()
     workers = usable_cores() if workers is None else workers
     with contextlib.ExitStack() as stack:
@@ -173,16 +190,146 @@ def verify_store(
         with Progress(label, sum(counts.values())) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
+                tree = _StoreTree.of(reader, ledger, limits, report)
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunk:
                         job = _Job(pool, reader, directory, ledger, limits, chunk)
-                        result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress)
+                        result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress, tree)
                     else:
-                        _verify_rows(ChainVerifier(ledger, limits), reader.iter_rows(ledger), limits, report, progress)
+                        verifier = ChainVerifier(ledger, limits)
+                        _verify_rows(verifier, reader.iter_rows(ledger), limits, report, progress, tree)
+                    if tree is not None:
+                        tree.finish()
                 except RecordError as e:
                     report.fail(e, e.height)
+                except _TreeFailure as e:
+                    report.fail(e.error, e.height)
                 result.reports.append(report)
     return result
+
+
+class _TreeFailure(Exception):
+    """A checkpoint or the stored tree disagrees with the records: ``error`` at ``height``."""
+
+    def __init__(self, error: VledgerError, height: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.height = height
+
+
+class _Growth:
+    """A tree that leaf hashes are folded into as records verify, and the sizes (``marks``,
+    ascending) at which ``reached`` must see it: the only sizes a fold may stop short of."""
+
+    def __init__(self, frontier: Frontier, marks: Iterable[int], reached: Callable[[Frontier], None]) -> None:
+        self.frontier = frontier
+        self.marks = sorted(m for m in set(marks) if m > frontier.size)
+        self.reached = reached
+        self.due = TREE_BATCH
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Count :attr:`due` again from the tree's size: the leaves to collect before the next fold."""
+        self.due = min(TREE_BATCH, self.marks[0] - self.frontier.size) if self.marks else TREE_BATCH
+
+    def fold(self, leaves: list[bytes]) -> None:
+        """Add ``leaves`` (at most :attr:`due` of them); at a mark, show the tree to ``reached``."""
+        self.frontier.append_all(leaves)
+        if self.marks and self.frontier.size == self.marks[0]:
+            del self.marks[0]
+            self.reached(self.frontier)
+        self.refresh()
+
+
+class _StoreTree(_Growth):
+    """The parent's tree of one store ledger: its checkpoints (and its stored tree edge) are
+    checked when the records up to their size have verified; :meth:`finish` then fails what
+    the records never reached. Raises :class:`_TreeFailure` for the first that disagrees."""
+
+    def __init__(
+        self, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, notes: list[tuple[int, bytes]]
+    ) -> None:
+        self.reader, self.ledger, self.limits, self.report = reader, ledger, limits, report
+        self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
+        self.unreadable: list[tuple[int, NoteError]] = []
+        for size, note in notes:
+            try:
+                checkpoint = parse_checkpoint(parse_note(note).text)
+            except NoteError as e:
+                self.unreadable.append((size, e))
+                continue
+            self.checkpoints.setdefault(checkpoint.size, []).append((checkpoint, note))
+        self.edge: Frontier | None = None
+        self.edge_error: ProofError | None = None
+        try:
+            self.edge = reader.tree_edge(ledger)
+        except ProofError as e:
+            self.edge_error = e
+        marks = list(self.checkpoints)
+        if self.edge is not None:
+            marks.append(self.edge.size)
+        self._rules: LedgerRules | None = None
+        super().__init__(Frontier(), marks, self.check)
+
+    @classmethod
+    def of(cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport) -> _StoreTree | None:
+        """The ledger's tree check, or None when the store holds no checkpoint and no tree of it."""
+        notes = reader.latest_checkpoints(ledger)
+        with contextlib.suppress(ProofError):  # a broken edge is checked, and fails, in __init__'s way
+            if not notes and reader.tree_edge(ledger) is None:
+                return None
+        return cls(reader, ledger, limits, report, notes)
+
+    def check(self, frontier: Frontier) -> None:
+        """The checkpoints of ``frontier.size``, and the stored edge if it is that size, against it."""
+        size = frontier.size
+        if self.edge is not None and self.edge.size == size and self.edge.hashes != frontier.hashes:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's right edge does not match the {size} records"
+                ),
+                size - 1,
+            )
+        for checkpoint, note in self.checkpoints.get(size, ()):
+            try:
+                if frontier.root() != checkpoint.root:
+                    raise TreeMismatchError(
+                        f"ledger {self.ledger!r}: the stored checkpoint's root is not the tree of the {size} records"
+                    )
+                key = pinned_checkpoint_key(self.ledger, self.rules())
+                if key is not None:
+                    verify_checkpoint(note, key)
+            except VledgerError as e:
+                raise _TreeFailure(e, size - 1) from e
+            self.report.checkpoints += 1
+
+    def rules(self) -> LedgerRules:
+        if self._rules is None:
+            self._rules = _genesis_rules(self.reader, self.ledger, self.limits)
+        return self._rules
+
+    def finish(self) -> None:
+        """After the ledger's last record: a checkpoint larger than the ledger fails at its size."""
+        records = self.frontier.size
+        if self.edge_error is not None:
+            raise _TreeFailure(
+                TreeMismatchError(f"ledger {self.ledger!r}: the stored tree's right edge: {self.edge_error.message}"),
+                max(records - 1, 0),
+            )
+        if self.unreadable:
+            size, e = self.unreadable[0]
+            raise _TreeFailure(
+                FieldError(f"a stored checkpoint note does not read as a checkpoint: {e.message}", ledger=self.ledger),
+                records,
+            )
+        for size in self.marks:
+            if size in self.checkpoints:
+                raise _TreeFailure(
+                    FieldError(
+                        f"a stored checkpoint of size {size}, but the ledger has {records} records", ledger=self.ledger
+                    ),
+                    size - 1,
+                )
 
 
 def _verify_rows(
@@ -191,10 +338,15 @@ def _verify_rows(
     limits: Limits,
     report: LedgerReport,
     progress: Progress | None = None,
+    tree: _Growth | None = None,
 ) -> None:
     """Check ``rows`` as the records after ``verifier``'s head, counting each into ``report``;
-    raises the first failure (a RecordError) as :func:`scan_ledger` would."""
+    raises the first failure (a RecordError) as :func:`scan_ledger` would. With a ``tree``,
+    each record that verified is its next leaf, folded in before the next record is checked
+    whenever a mark is reached (so a checkpoint's failure comes before a later record's)."""
     step = 0
+    sha256 = hashlib.sha256
+    leaves: list[bytes] = []
     for row in rows:
         prev = verifier.prev
         content = verifier.feed_fast(row.data) if row.height == verifier.next_height else None
@@ -209,10 +361,17 @@ def _verify_rows(
             _check_row(verifier, row, limits)
         report.records += 1
         report.head = verifier.prev
+        if tree is not None:
+            leaves.append(sha256(b"\x00" + row.data).digest())  # tree.leaf_hash, inlined
+            if len(leaves) == tree.due:
+                tree.fold(leaves)
+                leaves = []
         step += 1
         if progress is not None and step == 1024:
             progress.advance(step)
             step = 0
+    if tree is not None and leaves:
+        tree.fold(leaves)
     if progress is not None:
         progress.advance(step)
 
@@ -229,15 +388,33 @@ class ChunkSummary:
     last_link: bytes | None
     clean: bool
     cpu: float = 0.0  # the worker's CPU seconds for this chunk
+    tree: tuple[bytes, ...] | None = None  # the frontier of the chunk's leaves, when asked and clean
+    # At each size asked for inside the chunk, (size, the link of record size - 1, the frontier
+    # of the chunk's leaves below that size).
+    marks: tuple[tuple[int, bytes, tuple[bytes, ...]], ...] = ()
 
 
-def verify_chunk(directory: Path, ledger: str, start: int, stop: int, limits: Limits) -> ChunkSummary:
+def verify_chunk(
+    directory: Path, ledger: str, start: int, stop: int, limits: Limits, marks: tuple[int, ...] | None = None
+) -> ChunkSummary:
     """A worker's job: check the records of heights [start, stop) of ``ledger`` in the store at
     ``directory``, as the sequential verifier would after a record whose link is the first
-    one's ``prev``. Stops at the first failure; never raises for what the store holds."""
+    one's ``prev``. Stops at the first failure; never raises for what the store holds.
+
+    With ``marks`` (sizes of the ledger's tree, each in (start, stop]), it also hashes the
+    chunk's leaves and returns their frontier, and the frontier at each mark."""
     report = LedgerReport(ledger)
     first_prev: bytes | None = None
     cpu = time.process_time()
+    tree: _Growth | None = None
+    seen: list[tuple[int, bytes, tuple[bytes, ...]]] = []
+    if marks is not None:
+
+        def reached(frontier: Frontier) -> None:
+            assert report.head is not None  # a mark is reached after a record verified
+            seen.append((start + frontier.size, report.head, frontier.hashes))
+
+        tree = _Growth(Frontier(), (mark - start for mark in marks), reached)
     try:
         with contextlib.closing(StoreReader(directory)) as reader:
             if start == 0:
@@ -251,11 +428,22 @@ def verify_chunk(directory: Path, ledger: str, start: int, stop: int, limits: Li
                 first_prev = decode_record(first[1], limits).prev
                 verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
                 report.head = first_prev
-            _verify_rows(verifier, reader.iter_rows(ledger, start, stop), limits, report)
+            _verify_rows(verifier, reader.iter_rows(ledger, start, stop), limits, report, None, tree)
     except VledgerError:
         return ChunkSummary(start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu)
     clean = report.records == stop - start
-    return ChunkSummary(start, stop, report.records, first_prev, report.head, clean, time.process_time() - cpu)
+    frontier = tree.frontier.hashes if tree is not None and clean else None
+    return ChunkSummary(
+        start,
+        stop,
+        report.records,
+        first_prev,
+        report.head,
+        clean,
+        time.process_time() - cpu,
+        frontier,
+        tuple(seen),
+    )
 
 
 def _genesis_rules(reader: StoreReader, ledger: str, limits: Limits) -> LedgerRules:
@@ -278,14 +466,21 @@ class _Job:
     chunk: int
 
 
-def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progress) -> float:
+def _verify_chunked(
+    job: _Job, count: int, report: LedgerReport, progress: Progress, tree: _StoreTree | None = None
+) -> float:
     """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
-    the module's docstring); raises the first failure exactly as the sequential checks would.
-    Returns the CPU seconds the chunks took."""
+    the module's docstring); raises the first failure exactly as the sequential checks would,
+    a checkpoint's included. Returns the CPU seconds the chunks took."""
     ledger, limits = job.ledger, job.limits
+
+    def marks(start: int, stop: int) -> tuple[int, ...] | None:
+        return None if tree is None else tuple(m for m in tree.marks if start < m <= stop)
+
     futures: list[Future[ChunkSummary]] = [
-        job.pool.submit(verify_chunk, job.directory, ledger, start, min(start + job.chunk, count), limits)
+        job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop))
         for start in range(0, count, job.chunk)
+        for stop in (min(start + job.chunk, count),)
     ]
     next_height, prev, cpu = 0, ZERO_LINK, 0.0
     try:
@@ -299,7 +494,20 @@ def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progr
             joins = chunk.start == next_height and chunk.first_prev == prev
             if not (chunk.clean and joins) or chunk.last_link is None:
                 break
+            if tree is not None:
+                if chunk.tree is None:
+                    break
+                for size, link, hashes in chunk.marks:
+                    # The ledger's tree at the mark: this chunk's subtrees below it, on the chunks before.
+                    report.records, report.head = size, link
+                    at = tree.frontier.copy()
+                    at.extend(Frontier(size - chunk.start, hashes))
+                    tree.marks.remove(size)
+                    tree.check(at)
+                tree.frontier.extend(Frontier(chunk.count, chunk.tree))
+                tree.refresh()
             next_height, prev = chunk.stop, chunk.last_link
+            report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)
             progress.advance(chunk.count)
     finally:
@@ -311,7 +519,7 @@ def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progr
     else:
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
-    _verify_rows(verifier, job.reader.iter_rows(ledger, next_height), limits, report, progress)
+    _verify_rows(verifier, job.reader.iter_rows(ledger, next_height), limits, report, progress, tree)
     return cpu
 
 

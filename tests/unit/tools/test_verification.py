@@ -94,7 +94,7 @@ CHAIN = _chain(13)
 
 def test_a_valid_store_verifies_in_chunks(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     directory = _write(tmp_path / "s", [_row(r) for r in CHAIN])
-    for chunk in (1, 2, 3, 4, 6, 13):
+    for chunk in (1, 2, 4, 8, 16):
         assert _chunked(directory, chunk, pool) == _sequential(directory) == [(LEDGER, 13, None, None)]
 
 
@@ -134,7 +134,7 @@ def test_a_changed_store_gets_the_sequential_verdict_in_chunks(
             if not rows:
                 rows = [list(_row(CHAIN[0]))]
     directory = _write(tmp_path / "s", [tuple(r) for r in rows])  # type: ignore[misc]
-    chunk = data.draw(st.integers(1, 5))
+    chunk = data.draw(st.sampled_from((1, 2, 4)))
     assert _chunked(directory, chunk, pool) == _sequential(directory)
 
 
@@ -173,7 +173,7 @@ def test_each_invalid_vector_in_a_store_gets_the_sequential_verdict_in_chunks(
         pytest.skip("a fault of the export's lines, which a store does not have")
     directory = _write(tmp_path / "s", rows)
     sequential = _sequential(directory)  # a store orders rows by height: a swap in a file may heal here
-    for chunk in (1, 2, 3):
+    for chunk in (1, 2, 4):
         assert _chunked(directory, chunk, pool) == sequential
 
 
