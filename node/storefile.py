@@ -172,6 +172,11 @@ class StoreReader:
         for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
             yield StoreRow(*row)
 
+    def row_pages(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`iter_rows`' rows a page at a time, each row a plain tuple in StoreRow's column
+        order: a bulk reader's way, with no object made per row (``StoreRow(*row)`` names one)."""
+        return _page_lists(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size)
+
     def latest_checkpoints(self, ledger: str) -> list[tuple[int, bytes]]:
         """(size, note) of the latest checkpoint of ``ledger`` this store signed and of the latest
         it cosigned (one row each at most; evidence is not among them), smallest size first.
@@ -233,6 +238,14 @@ def _pages(
 
     ``columns`` is one of the constants above, never outside text: it is put into the SQL.
     """
+    for page in _page_lists(conn, columns, ledger, start, stop, page_size):
+        yield from page
+
+
+def _page_lists(
+    conn: sqlite3.Connection, columns: str, ledger: str, start: int, stop: int | None, page_size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The pages of :func:`_pages`, each as the list SQLite gives."""
     # SQLite integers stop at 2**63 - 1; heights past it cannot be stored, so clamp, not fail.
     end = min(stop, MAX_HEIGHT) if stop is not None else MAX_HEIGHT
     while start < end:
@@ -242,7 +255,7 @@ def _pages(
         ).fetchall()
         if not rows:
             return
-        yield from rows
+        yield rows
         start = rows[-1][0] + 1
 
 

@@ -30,11 +30,11 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..config.settings import Limits
 from ..node.errors import (
@@ -197,7 +197,7 @@ def verify_store(
                         result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress, tree)
                     else:
                         verifier = ChainVerifier(ledger, limits)
-                        _verify_rows(verifier, reader.iter_rows(ledger), limits, report, progress, tree)
+                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree)
                     if tree is not None:
                         tree.finish()
                 except RecordError as e:
@@ -334,46 +334,54 @@ class _StoreTree(_Growth):
 
 def _verify_rows(
     verifier: ChainVerifier,
-    rows: Iterable[StoreRow],
+    pages: Iterable[Sequence[tuple[Any, ...]]],
     limits: Limits,
     report: LedgerReport,
     progress: Progress | None = None,
     tree: _Growth | None = None,
 ) -> None:
-    """Check ``rows`` as the records after ``verifier``'s head, counting each into ``report``;
-    raises the first failure (a RecordError) as :func:`scan_ledger` would. With a ``tree``,
-    each record that verified is its next leaf, folded in before the next record is checked
-    whenever a mark is reached (so a checkpoint's failure comes before a later record's)."""
-    step = 0
+    """Check the rows of ``pages`` (:meth:`StoreReader.row_pages`) as the records after
+    ``verifier``'s head, counting each that verified into ``report``; raises the first failure
+    (a RecordError) as :func:`scan_ledger` would. With a ``tree``, each record that verified is
+    its next leaf, folded in before the next record is checked whenever a mark is reached (so
+    a checkpoint's failure comes before a later record's)."""
     sha256 = hashlib.sha256
+    feed_fast = verifier.feed_fast
     leaves: list[bytes] = []
-    for row in rows:
-        prev = verifier.prev
-        content = verifier.feed_fast(row.data) if row.height == verifier.next_height else None
-        if (
-            content is None
-            or row.hash != verifier.prev
-            or row.author != content["author"]
-            or row.request_id != content["request_id"]
-        ):
-            if content is not None:  # only a column disagrees: the checks one by one say which
-                verifier.next_height, verifier.prev = row.height, prev
-            _check_row(verifier, row, limits)
-        report.records += 1
-        report.head = verifier.prev
-        if tree is not None:
-            leaves.append(sha256(b"\x00" + row.data).digest())  # tree.leaf_hash, inlined
-            if len(leaves) == tree.due:
-                tree.fold(leaves)
-                leaves = []
-        step += 1
-        if progress is not None and step == 1024:
-            progress.advance(step)
-            step = 0
+    due = tree.due if tree is not None else 0
+    # Records verified since ``report`` last counted them, and the last one's link: the report
+    # is brought up to date at each fold and at the end, not at every record.
+    count, head = 0, verifier.prev
+    try:
+        for page in pages:
+            for row in page:
+                height, row_hash, author, request_id, data = row
+                content = feed_fast(data) if height == verifier.next_height else None
+                if (
+                    content is None
+                    or row_hash != verifier.prev
+                    or author != content["author"]
+                    or request_id != content["request_id"]
+                ):
+                    if content is not None:  # only a column disagrees: the checks one by one say which
+                        verifier.next_height, verifier.prev = height, head
+                    _check_row(verifier, StoreRow(*row), limits)
+                count += 1
+                head = verifier.prev
+                if tree is not None:
+                    leaves.append(sha256(b"\x00" + data).digest())  # tree.leaf_hash, inlined
+                    if len(leaves) == due:
+                        report.accept_many(count, head)
+                        count = 0
+                        tree.fold(leaves)
+                        leaves, due = [], tree.due
+            if progress is not None:
+                progress.advance(len(page))
+    finally:
+        if count:
+            report.accept_many(count, head)
     if tree is not None and leaves:
         tree.fold(leaves)
-    if progress is not None:
-        progress.advance(step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +436,7 @@ def verify_chunk(
                 first_prev = decode_record(first[1], limits).prev
                 verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
                 report.head = first_prev
-            _verify_rows(verifier, reader.iter_rows(ledger, start, stop), limits, report, None, tree)
+            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
     except VledgerError:
         return ChunkSummary(start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu)
     clean = report.records == stop - start
@@ -519,7 +527,7 @@ def _verify_chunked(
     else:
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
-    _verify_rows(verifier, job.reader.iter_rows(ledger, next_height), limits, report, progress, tree)
+    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree)
     return cpu
 
 
