@@ -144,8 +144,12 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
 
 # Heights a worker checks at a time: a few tenths of a second of work. A ledger shorter than
 # two chunks is checked in the calling process: starting workers would cost more. A power of
-# two, so that each chunk is a complete subtree of the ledger's Merkle tree.
+# two, so that each chunk is a complete subtree of the ledger's Merkle tree. A ledger too short
+# to give each worker a few chunks gets smaller ones, down to MIN_CHUNK_RECORDS, so that 100k
+# records are shared out too, and evenly.
 CHUNK_RECORDS = 65_536
+MIN_CHUNK_RECORDS = 16_384
+CHUNKS_PER_WORKER = 4
 # Leaf hashes folded into a tree at a time outside the workers: few calls, little memory.
 TREE_BATCH = 4096
 
@@ -165,11 +169,12 @@ def verify_store(
 ) -> Verification:
     """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
 
-    ``workers`` processes (default: one per usable core; 1: none) check the ``chunk``-record
-    chunks of each ledger of at least two chunks; ``executor``, when given, runs the chunks
-    instead (the tests' threads). Each ledger's checkpoints and stored tree edge are checked
-    against the tree of its records (see the module's docstring). Raises StoreError for what
-    is not a store, UsageError for a ``chunk`` that is not a power of two.
+    ``workers`` processes (default: one per usable core; 1: none) check the chunks of each
+    ledger of at least two chunks (``chunk`` records, fewer for a shorter ledger: chunk_size);
+    ``executor``, when given, runs the chunks instead (the tests' threads). Each ledger's
+    checkpoints and stored tree edge are checked against the tree of its records (see the
+    module's docstring). Raises StoreError for what is not a store, UsageError for a
+    ``chunk`` that is not a power of two.
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
@@ -179,8 +184,9 @@ def verify_store(
         reader = stack.enter_context(contextlib.closing(StoreReader(directory)))
         ledgers = select_ledgers(reader.ledgers(), wanted)
         counts = {ledger: reader.count(ledger) for ledger in ledgers}
+        chunks = {ledger: chunk_size(count, workers, chunk) for ledger, count in counts.items()}
         pool = executor
-        if pool is None and workers > 1 and any(count >= 2 * chunk for count in counts.values()):
+        if pool is None and workers > 1 and any(counts[ledger] >= 2 * chunks[ledger] for ledger in ledgers):
             # forkserver: a worker never inherits a caller's threads (sockets, a committer) mid-flight.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
@@ -192,8 +198,8 @@ def verify_store(
                 report = LedgerReport(ledger)
                 tree = _StoreTree.of(reader, ledger, limits, report)
                 try:
-                    if pool is not None and counts[ledger] >= 2 * chunk:
-                        job = _Job(pool, reader, directory, ledger, limits, chunk)
+                    if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
+                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger])
                         result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress, tree)
                     else:
                         verifier = ChainVerifier(ledger, limits)
@@ -206,6 +212,15 @@ def verify_store(
                     report.fail(e.error, e.height)
                 result.reports.append(report)
     return result
+
+
+def chunk_size(count: int, workers: int, chunk: int = CHUNK_RECORDS) -> int:
+    """The chunk for a ledger of ``count`` records: ``chunk``, halved (not below
+    MIN_CHUNK_RECORDS) while it would give ``workers`` fewer than CHUNKS_PER_WORKER each."""
+    size = chunk
+    while size // 2 >= MIN_CHUNK_RECORDS and count < CHUNKS_PER_WORKER * max(workers, 1) * size:
+        size //= 2
+    return size
 
 
 class _TreeFailure(Exception):

@@ -30,7 +30,7 @@ from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, StoreReader
 from vledger.node.tree import Frontier
 from vledger.node.witness import HomeSigner, home_key
-from vledger.tools.verification import scan_ledger, verify_store
+from vledger.tools.verification import CHUNK_RECORDS, MIN_CHUNK_RECORDS, chunk_size, scan_ledger, verify_store
 
 LIMITS = Limits()
 LEDGER = "ledger-a"
@@ -292,3 +292,10 @@ def test_a_chunk_is_a_power_of_two(tmp_path: Path) -> None:
     directory = _write(tmp_path / "s", [_row(r) for r in CHAIN])
     with pytest.raises(UsageError):
         verify_store(directory, None, LIMITS, chunk=3)
+
+
+def test_a_shorter_ledger_gets_smaller_chunks_so_that_every_worker_has_several() -> None:
+    assert chunk_size(1_000_000, 2) == CHUNK_RECORDS  # 15 chunks and a part
+    assert chunk_size(100_000, 2) == MIN_CHUNK_RECORDS  # 6 and a part, not 1 and a part
+    assert chunk_size(300_000, 2) == 32_768
+    assert chunk_size(13, 2, 4) == 4  # a chunk asked for below the smallest is kept
