@@ -29,6 +29,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -111,6 +112,7 @@ class Verification:
     error: VledgerError | None = None
     error_line: int | None = None
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
+    worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
 
     @property
     def ok(self) -> bool:
@@ -200,7 +202,9 @@ def verify_store(
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
                         job = _Job(pool, reader, directory, ledger, limits, chunks[ledger])
-                        result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress, tree)
+                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree)
+                        result.worker_cpu += cpu
+                        result.worker_rss = max(result.worker_rss, rss)
                     else:
                         verifier = ChainVerifier(ledger, limits)
                         _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree)
@@ -411,6 +415,7 @@ class ChunkSummary:
     last_link: bytes | None
     clean: bool
     cpu: float = 0.0  # the worker's CPU seconds for this chunk
+    rss: int = 0  # the worker's largest resident size so far, KiB
     tree: tuple[bytes, ...] | None = None  # the frontier of the chunk's leaves, when asked and clean
     # At each size asked for inside the chunk, (size, the link of record size - 1, the frontier
     # of the chunk's leaves below that size).
@@ -453,7 +458,9 @@ def verify_chunk(
                 report.head = first_prev
             _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
     except VledgerError:
-        return ChunkSummary(start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu)
+        return ChunkSummary(
+            start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, _max_rss()
+        )
     clean = report.records == stop - start
     frontier = tree.frontier.hashes if tree is not None and clean else None
     return ChunkSummary(
@@ -464,9 +471,15 @@ def verify_chunk(
         report.head,
         clean,
         time.process_time() - cpu,
+        _max_rss(),
         frontier,
         tuple(seen),
     )
+
+
+def _max_rss() -> int:
+    """This process's largest resident size so far, in KiB (Linux's ru_maxrss)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _genesis_rules(reader: StoreReader, ledger: str, limits: Limits) -> LedgerRules:
@@ -491,10 +504,11 @@ class _Job:
 
 def _verify_chunked(
     job: _Job, count: int, report: LedgerReport, progress: Progress, tree: _StoreTree | None = None
-) -> float:
+) -> tuple[float, int]:
     """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
     the module's docstring); raises the first failure exactly as the sequential checks would,
-    a checkpoint's included. Returns the CPU seconds the chunks took."""
+    a checkpoint's included. Returns the CPU seconds the chunks took and the largest resident
+    size of a worker (KiB)."""
     ledger, limits = job.ledger, job.limits
 
     def marks(start: int, stop: int) -> tuple[int, ...] | None:
@@ -505,7 +519,7 @@ def _verify_chunked(
         for start in range(0, count, job.chunk)
         for stop in (min(start + job.chunk, count),)
     ]
-    next_height, prev, cpu = 0, ZERO_LINK, 0.0
+    next_height, prev, cpu, rss = 0, ZERO_LINK, 0.0, 0
     try:
         for future in futures:
             try:
@@ -514,6 +528,7 @@ def _verify_chunked(
                 log.warning("a verifying worker failed (%s); checking %s on in this process", e, ledger)
                 break
             cpu += chunk.cpu
+            rss = max(rss, chunk.rss)
             joins = chunk.start == next_height and chunk.first_prev == prev
             if not (chunk.clean and joins) or chunk.last_link is None:
                 break
@@ -543,7 +558,7 @@ def _verify_chunked(
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
     _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree)
-    return cpu
+    return cpu, rss
 
 
 def scan_ledger(reader: StoreReader, ledger: str, limits: Limits) -> Iterator[StoredRecord]:
