@@ -174,14 +174,14 @@ def _run_core(sizes: Sizes) -> list[Figure]:
 # `vledger verify`'s own function in a process of its own; its worker processes are children of
 # a forkserver whose CPU time no rusage of ours sees, so the workers report theirs.
 _VERIFY_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from vledger.config.settings import Limits
-from vledger.tools.verification import verify_path
+from vledger.tools.verification import max_rss, verify_path
 if __name__ == "__main__":
     result = verify_path(Path(sys.argv[1]), None, Limits())
     cpu = time.process_time() + result.worker_cpu
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = max_rss()
     print(json.dumps({"ok": result.ok, "cpu": cpu, "rss": rss, "worker_rss": result.worker_rss}))
 """
 

@@ -459,7 +459,7 @@ def verify_chunk(
             _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
     except VledgerError:
         return ChunkSummary(
-            start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, _max_rss()
+            start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, max_rss()
         )
     clean = report.records == stop - start
     frontier = tree.frontier.hashes if tree is not None and clean else None
@@ -471,14 +471,19 @@ def verify_chunk(
         report.head,
         clean,
         time.process_time() - cpu,
-        _max_rss(),
+        max_rss(),
         frontier,
         tuple(seen),
     )
 
 
-def _max_rss() -> int:
-    """This process's largest resident size so far, in KiB (Linux's ru_maxrss)."""
+def max_rss() -> int:
+    """This process's largest resident size so far, in KiB: Linux's VmHWM, which starts again
+    at exec (ru_maxrss keeps the peak of the process that forked it), else ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
