@@ -341,7 +341,7 @@ class _StoreTree(_Growth):
                 FieldError(f"a stored checkpoint note does not read as a checkpoint: {e.message}", ledger=self.ledger),
                 records,
             )
-        for size in self.marks:
+        for size in self.marks:  # the smallest first: the first failure
             if size in self.checkpoints:
                 raise _TreeFailure(
                     FieldError(
@@ -349,6 +349,14 @@ class _StoreTree(_Growth):
                     ),
                     size - 1,
                 )
+            # The node wrote its edge with its records: records gone from the end show here.
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's right edge covers {size} records, "
+                    f"the ledger has {records}"
+                ),
+                size - 1,
+            )
 
 
 def _verify_rows(

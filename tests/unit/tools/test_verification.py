@@ -261,6 +261,9 @@ def test_a_checkpoint_by_another_key_or_past_the_records_fails(tmp_path: Path, p
     _sql(directory, "DELETE FROM records WHERE height >= 12")
     _sql(directory, "DELETE FROM tree_edge")
     assert _verdicts(directory, pool) == {(PINNED, 12, "bad_field", 15, 0)}
+    junk = _signed_store(tmp_path / "junk", 21, {})
+    _sql(junk, "INSERT INTO checkpoints VALUES (?, 'signed', 5, ?, ?, 0)", PINNED, bytes(32), b"not a note")
+    assert _verdicts(junk, pool) == {(PINNED, 21, "bad_field", 21, 0)}
 
 
 def test_a_stored_tree_edge_that_is_not_the_records_tree_fails(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
@@ -270,6 +273,9 @@ def test_a_stored_tree_edge_that_is_not_the_records_tree_fails(tmp_path: Path, p
     assert edge is not None and edge.size == 21
     _sql(directory, "UPDATE tree_edge SET frontier = ?", Frontier(21, [bytes(32)] * 3).encode())
     assert _verdicts(directory, pool) == {(PINNED, 21, "tree_mismatch", 20, 0)}
+    cut = _signed_store(tmp_path / "cut", 21, {})
+    _sql(cut, "DELETE FROM records WHERE height >= 17")  # the tail cut off: the chain alone cannot tell
+    assert _verdicts(cut, pool) == {(PINNED, 17, "tree_mismatch", 20, 0)}
 
 
 def test_worker_processes_check_checkpoints_as_the_sequential_verifier_does(tmp_path: Path) -> None:
