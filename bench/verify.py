@@ -174,20 +174,21 @@ def _run_core(sizes: Sizes) -> list[Figure]:
 # `vledger verify`'s own function in a process of its own; its worker processes are children of
 # a forkserver whose CPU time no rusage of ours sees, so the workers report theirs.
 _VERIFY_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from vledger.config.settings import Limits
-from vledger.tools.verification import verify_path
+from vledger.tools.verification import max_rss, verify_path
 if __name__ == "__main__":
     result = verify_path(Path(sys.argv[1]), None, Limits())
     cpu = time.process_time() + result.worker_cpu
-    print(json.dumps({"ok": result.ok, "cpu": cpu, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    rss = max_rss()
+    print(json.dumps({"ok": result.ok, "cpu": cpu, "rss": rss, "worker_rss": result.worker_rss}))
 """
 
 
-def _cli_verify(directory: Path) -> tuple[float, float, int]:
+def _cli_verify(directory: Path) -> tuple[float, float, int, int]:
     """verify_path (what `vledger verify DIR` runs) in a process of its own: (wall seconds, CPU
-    seconds of it and its workers, its largest RSS in KiB)."""
+    seconds of it and its workers, its largest RSS and its workers' largest, in KiB)."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _VERIFY_CHILD, str(directory)], capture_output=True, text=True, check=False
@@ -198,7 +199,7 @@ def _cli_verify(directory: Path) -> tuple[float, float, int]:
     measured = json.loads(done.stdout)
     if not measured["ok"]:
         raise RuntimeError(f"verify found a fault in the bench's own store: {done.stdout!r}")
-    return wall, float(measured["cpu"]), int(measured["rss"])
+    return wall, float(measured["cpu"]), int(measured["rss"]), int(measured["worker_rss"])
 
 
 def run_scale(sizes: Sizes) -> list[Figure]:
@@ -214,7 +215,7 @@ def run_scale(sizes: Sizes) -> list[Figure]:
         with scratch_dir() as directory:
             progress(f"verify scale: building {count:,} records")
             _build(directory, count)
-            wall, cpu, rss = _cli_verify(directory)
+            wall, cpu, rss, worker_rss = _cli_verify(directory)
             reader = StoreReader(directory)
             try:
                 bare = timed(lambda: _bare(reader.iter_raw(LEDGER)))  # noqa: B023 - called at once
@@ -250,6 +251,7 @@ def run_scale(sizes: Sizes) -> list[Figure]:
                     "cpu s (vledger and its workers)": round(cpu, 2),
                     "records per cpu s": round(count / cpu),
                     "max rss MiB (the verifying process)": round(rss / 1024, 1),
+                    "max rss MiB (a worker; 0: none started)": round(worker_rss / 1024, 1),
                     "load average 1/5/15 min": [round(x, 1) for x in load],
                 },
             )

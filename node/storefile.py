@@ -172,6 +172,11 @@ class StoreReader:
         for row in _pages(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size):
             yield StoreRow(*row)
 
+    def row_pages(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
+        """:meth:`iter_rows`' rows a page at a time, each row a plain tuple in StoreRow's column
+        order: a bulk reader's way, with no object made per row (``StoreRow(*row)`` names one)."""
+        return _page_lists(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size)
+
     def latest_checkpoints(self, ledger: str) -> list[tuple[int, bytes]]:
         """(size, note) of the latest checkpoint of ``ledger`` this store signed and of the latest
         it cosigned (one row each at most; evidence is not among them), smallest size first.
@@ -188,6 +193,15 @@ class StoreReader:
         for kind, size, note in rows:
             latest.setdefault(kind, (size, bytes(note)))
         return sorted(latest.values())
+
+    def tree_edge(self, ledger: str) -> tree.Frontier | None:
+        """The right edge of ``ledger``'s tree as the file holds it (unchecked), or None when the
+        store keeps no tree (from before the tree) or none of this ledger. Raises ProofError
+        for an edge that does not decode."""
+        if not tree_kept(self._conn):
+            return None
+        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+        return None if row is None else tree.Frontier.decode(bytes(row[0]))
 
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
@@ -224,6 +238,14 @@ def _pages(
 
     ``columns`` is one of the constants above, never outside text: it is put into the SQL.
     """
+    for page in _page_lists(conn, columns, ledger, start, stop, page_size):
+        yield from page
+
+
+def _page_lists(
+    conn: sqlite3.Connection, columns: str, ledger: str, start: int, stop: int | None, page_size: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The pages of :func:`_pages`, each as the list SQLite gives."""
     # SQLite integers stop at 2**63 - 1; heights past it cannot be stored, so clamp, not fail.
     end = min(stop, MAX_HEIGHT) if stop is not None else MAX_HEIGHT
     while start < end:
@@ -233,7 +255,7 @@ def _pages(
         ).fetchall()
         if not rows:
             return
-        yield from rows
+        yield rows
         start = rows[-1][0] + 1
 
 

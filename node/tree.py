@@ -112,6 +112,57 @@ class Frontier:
         self._size += 1
         return done
 
+    @classmethod
+    def of_leaves(cls, leaves: Sequence[bytes]) -> Frontier:
+        """The frontier of the tree whose leaf hashes are ``leaves``, built a level at a time
+        (one list of pairs per level, not a call per leaf: a verifier's bulk path)."""
+        _check_hashes(leaves, "leaf hash")
+        edge: list[bytes] = []  # lowest level first
+        level = list(leaves)
+        sha256 = hashlib.sha256
+        while level:
+            if len(level) & 1:
+                edge.append(level.pop())
+            level = [
+                sha256(b"\x01" + left + right).digest() for left, right in zip(level[::2], level[1::2], strict=True)
+            ]
+        return cls(len(leaves), edge[::-1])
+
+    def extend(self, after: Frontier) -> None:
+        """Add the leaves ``after`` is the frontier of, as the leaves right after this tree's.
+
+        Raises ProofError unless every complete subtree of ``after`` lands on a complete
+        subtree of the joined tree: this tree's size must be a multiple of the largest power
+        of two in ``after``'s size (true of a chunk of ``2**k`` leaves at a multiple of ``2**k``).
+        """
+        if after._size and self._size % (1 << (after._size.bit_length() - 1)):
+            raise ProofError(f"a tree of {after._size} leaves does not start on a subtree at {self._size}")
+        if self._size + after._size > MAX_TREE_SIZE:
+            raise ProofError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
+        hashes = self._hashes
+        for level, subtree in zip(sorted(_bits(after._size), reverse=True), after._hashes, strict=True):
+            index, node = self._size >> level, subtree
+            while index & 1:  # this subtree completes its left neighbour: fold it in, upwards
+                node = node_hash(hashes.pop(), node)
+                index >>= 1
+            hashes.append(node)
+            self._size += 1 << level
+
+    def append_all(self, leaves: Sequence[bytes]) -> None:
+        """Add the leaf hashes ``leaves`` in order: what :meth:`append` of each gives, computed
+        in the largest blocks that land on complete subtrees (:meth:`of_leaves`, :meth:`extend`)."""
+        done, count = 0, len(leaves)
+        while done < count:
+            size = self._size
+            block = 1 << ((count - done).bit_length() - 1)
+            if size:
+                block = min(block, size & -size)  # the largest subtree that can start at ``size``
+            if block == 1:
+                self.append(leaves[done])
+            else:
+                self.extend(Frontier.of_leaves(leaves[done : done + block]))
+            done += block
+
     def root(self) -> bytes:
         """MTH of the whole tree: the edge hashes folded from the right; EMPTY_ROOT if empty."""
         if not self._hashes:
@@ -135,6 +186,11 @@ class Frontier:
 
     def __repr__(self) -> str:
         return f"Frontier(size={self._size}, root={self.root().hex()})"
+
+
+def _bits(size: int) -> list[int]:
+    """The levels of the set bits of ``size``: one complete subtree each in a frontier."""
+    return [level for level in range(size.bit_length()) if size >> level & 1]
 
 
 def edge(size: int) -> list[tuple[int, int]]:

@@ -13,20 +13,29 @@ last ended, at its height, and its first ``prev`` must be the last chunk's last 
 first chunk that is not clean or does not join, the parent goes on alone from the last record
 that joined, with the sequential checks: so the first failure it reports is, by construction,
 the sequential verifier's, code and height.
+
+A store's ledger also has checkpoints (the latest it signed and cosigned) and, kept by its
+node, a Merkle tree. Their roots are checked against the tree of the records that verified
+(docs/PROTOCOL.md, sections 12 and 13), each at the record that completes it, as an export's
+checkpoint lines are: a chunk is ``2**k`` heights at a multiple of ``2**k``, a complete
+subtree, so a worker returns its chunk's frontier (and the frontier at each checkpoint inside
+it) and the parent extends the ledger's tree with it, never touching a leaf.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
+import resource
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..config.settings import Limits
 from ..node.errors import (
@@ -36,7 +45,9 @@ from ..node.errors import (
     LineError,
     MalformedRecordError,
     NoSuchLedgerError,
+    NoteError,
     PayloadTooLargeError,
+    ProofError,
     RecordError,
     TreeMismatchError,
     UsageError,
@@ -44,7 +55,7 @@ from ..node.errors import (
 )
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
 from ..node.ledger import LedgerRules
-from ..node.note import verify_checkpoint
+from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.receipt import pinned_checkpoint_key
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
@@ -101,6 +112,7 @@ class Verification:
     error: VledgerError | None = None
     error_line: int | None = None
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
+    worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
 
     @property
     def ok(self) -> bool:
@@ -133,8 +145,15 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
 
 
 # Heights a worker checks at a time: a few tenths of a second of work. A ledger shorter than
-# two chunks is checked in the calling process: starting workers would cost more.
+# two chunks is checked in the calling process: starting workers would cost more. A power of
+# two, so that each chunk is a complete subtree of the ledger's Merkle tree. A ledger too short
+# to give each worker a few chunks gets smaller ones, down to MIN_CHUNK_RECORDS, so that 100k
+# records are shared out too, and evenly.
 CHUNK_RECORDS = 65_536
+MIN_CHUNK_RECORDS = 16_384
+CHUNKS_PER_WORKER = 4
+# Leaf hashes folded into a tree at a time outside the workers: few calls, little memory.
+TREE_BATCH = 4096
 
 
 def usable_cores() -> int:
@@ -152,18 +171,24 @@ def verify_store(
 ) -> Verification:
     """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
 
-    ``workers`` processes (default: one per usable core; 1: none) check the ``chunk``-record
-    chunks of each ledger of at least two chunks; ``executor``, when given, runs the chunks
-    instead (the tests' threads). Raises StoreError for what is not a store.
+    ``workers`` processes (default: one per usable core; 1: none) check the chunks of each
+    ledger of at least two chunks (``chunk`` records, fewer for a shorter ledger: chunk_size);
+    ``executor``, when given, runs the chunks instead (the tests' threads). Each ledger's
+    checkpoints and stored tree edge are checked against the tree of its records (see the
+    module's docstring). Raises StoreError for what is not a store, UsageError for a
+    ``chunk`` that is not a power of two.
     """
+    if chunk < 1 or chunk & (chunk - 1):
+        raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
     result = Verification()
     workers = usable_cores() if workers is None else workers
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(contextlib.closing(StoreReader(directory)))
         ledgers = select_ledgers(reader.ledgers(), wanted)
         counts = {ledger: reader.count(ledger) for ledger in ledgers}
+        chunks = {ledger: chunk_size(count, workers, chunk) for ledger, count in counts.items()}
         pool = executor
-        if pool is None and workers > 1 and any(count >= 2 * chunk for count in counts.values()):
+        if pool is None and workers > 1 and any(counts[ledger] >= 2 * chunks[ledger] for ledger in ledgers):
             # forkserver: a worker never inherits a caller's threads (sockets, a committer) mid-flight.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload([__name__])
@@ -173,48 +198,217 @@ def verify_store(
         with Progress(label, sum(counts.values())) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
+                tree = _StoreTree.of(reader, ledger, limits, report)
                 try:
-                    if pool is not None and counts[ledger] >= 2 * chunk:
-                        job = _Job(pool, reader, directory, ledger, limits, chunk)
-                        result.worker_cpu += _verify_chunked(job, counts[ledger], report, progress)
+                    if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
+                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger])
+                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree)
+                        result.worker_cpu += cpu
+                        result.worker_rss = max(result.worker_rss, rss)
                     else:
-                        _verify_rows(ChainVerifier(ledger, limits), reader.iter_rows(ledger), limits, report, progress)
+                        verifier = ChainVerifier(ledger, limits)
+                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree)
+                    if tree is not None:
+                        tree.finish()
                 except RecordError as e:
                     report.fail(e, e.height)
+                except _TreeFailure as e:
+                    report.fail(e.error, e.height)
                 result.reports.append(report)
     return result
 
 
+def chunk_size(count: int, workers: int, chunk: int = CHUNK_RECORDS) -> int:
+    """The chunk for a ledger of ``count`` records: ``chunk``, halved (not below
+    MIN_CHUNK_RECORDS) while it would give ``workers`` fewer than CHUNKS_PER_WORKER each."""
+    size = chunk
+    while size // 2 >= MIN_CHUNK_RECORDS and count < CHUNKS_PER_WORKER * max(workers, 1) * size:
+        size //= 2
+    return size
+
+
+class _TreeFailure(Exception):
+    """A checkpoint or the stored tree disagrees with the records: ``error`` at ``height``."""
+
+    def __init__(self, error: VledgerError, height: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.height = height
+
+
+class _Growth:
+    """A tree that leaf hashes are folded into as records verify, and the sizes (``marks``,
+    ascending) at which ``reached`` must see it: the only sizes a fold may stop short of."""
+
+    def __init__(self, frontier: Frontier, marks: Iterable[int], reached: Callable[[Frontier], None]) -> None:
+        self.frontier = frontier
+        self.marks = sorted(m for m in set(marks) if m > frontier.size)
+        self.reached = reached
+        self.due = TREE_BATCH
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Count :attr:`due` again from the tree's size: the leaves to collect before the next fold."""
+        self.due = min(TREE_BATCH, self.marks[0] - self.frontier.size) if self.marks else TREE_BATCH
+
+    def fold(self, leaves: list[bytes]) -> None:
+        """Add ``leaves`` (at most :attr:`due` of them); at a mark, show the tree to ``reached``."""
+        self.frontier.append_all(leaves)
+        if self.marks and self.frontier.size == self.marks[0]:
+            del self.marks[0]
+            self.reached(self.frontier)
+        self.refresh()
+
+
+class _StoreTree(_Growth):
+    """The parent's tree of one store ledger: its checkpoints (and its stored tree edge) are
+    checked when the records up to their size have verified; :meth:`finish` then fails what
+    the records never reached. Raises :class:`_TreeFailure` for the first that disagrees."""
+
+    def __init__(
+        self, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, notes: list[tuple[int, bytes]]
+    ) -> None:
+        self.reader, self.ledger, self.limits, self.report = reader, ledger, limits, report
+        self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
+        self.unreadable: list[tuple[int, NoteError]] = []
+        for size, note in notes:
+            try:
+                checkpoint = parse_checkpoint(parse_note(note).text)
+            except NoteError as e:
+                self.unreadable.append((size, e))
+                continue
+            self.checkpoints.setdefault(checkpoint.size, []).append((checkpoint, note))
+        self.edge: Frontier | None = None
+        self.edge_error: ProofError | None = None
+        try:
+            self.edge = reader.tree_edge(ledger)
+        except ProofError as e:
+            self.edge_error = e
+        marks = list(self.checkpoints)
+        if self.edge is not None:
+            marks.append(self.edge.size)
+        self._rules: LedgerRules | None = None
+        super().__init__(Frontier(), marks, self.check)
+
+    @classmethod
+    def of(cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport) -> _StoreTree | None:
+        """The ledger's tree check, or None when the store holds no checkpoint and no tree of it."""
+        notes = reader.latest_checkpoints(ledger)
+        with contextlib.suppress(ProofError):  # a broken edge is checked, and fails, in __init__'s way
+            if not notes and reader.tree_edge(ledger) is None:
+                return None
+        return cls(reader, ledger, limits, report, notes)
+
+    def check(self, frontier: Frontier) -> None:
+        """The checkpoints of ``frontier.size``, and the stored edge if it is that size, against it."""
+        size = frontier.size
+        if self.edge is not None and self.edge.size == size and self.edge.hashes != frontier.hashes:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's right edge does not match the {size} records"
+                ),
+                size - 1,
+            )
+        for checkpoint, note in self.checkpoints.get(size, ()):
+            try:
+                if frontier.root() != checkpoint.root:
+                    raise TreeMismatchError(
+                        f"ledger {self.ledger!r}: the stored checkpoint's root is not the tree of the {size} records"
+                    )
+                key = pinned_checkpoint_key(self.ledger, self.rules())
+                if key is not None:
+                    verify_checkpoint(note, key)
+            except VledgerError as e:
+                raise _TreeFailure(e, size - 1) from e
+            self.report.checkpoints += 1
+
+    def rules(self) -> LedgerRules:
+        if self._rules is None:
+            self._rules = _genesis_rules(self.reader, self.ledger, self.limits)
+        return self._rules
+
+    def finish(self) -> None:
+        """After the ledger's last record: a checkpoint larger than the ledger fails at its size."""
+        records = self.frontier.size
+        if self.edge_error is not None:
+            raise _TreeFailure(
+                TreeMismatchError(f"ledger {self.ledger!r}: the stored tree's right edge: {self.edge_error.message}"),
+                max(records - 1, 0),
+            )
+        if self.unreadable:
+            size, e = self.unreadable[0]
+            raise _TreeFailure(
+                FieldError(f"a stored checkpoint note does not read as a checkpoint: {e.message}", ledger=self.ledger),
+                records,
+            )
+        for size in self.marks:  # the smallest first: the first failure
+            if size in self.checkpoints:
+                raise _TreeFailure(
+                    FieldError(
+                        f"a stored checkpoint of size {size}, but the ledger has {records} records", ledger=self.ledger
+                    ),
+                    size - 1,
+                )
+            # The node wrote its edge with its records: records gone from the end show here.
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's right edge covers {size} records, "
+                    f"the ledger has {records}"
+                ),
+                size - 1,
+            )
+
+
 def _verify_rows(
     verifier: ChainVerifier,
-    rows: Iterable[StoreRow],
+    pages: Iterable[Sequence[tuple[Any, ...]]],
     limits: Limits,
     report: LedgerReport,
     progress: Progress | None = None,
+    tree: _Growth | None = None,
 ) -> None:
-    """Check ``rows`` as the records after ``verifier``'s head, counting each into ``report``;
-    raises the first failure (a RecordError) as :func:`scan_ledger` would."""
-    step = 0
-    for row in rows:
-        prev = verifier.prev
-        content = verifier.feed_fast(row.data) if row.height == verifier.next_height else None
-        if (
-            content is None
-            or row.hash != verifier.prev
-            or row.author != content["author"]
-            or row.request_id != content["request_id"]
-        ):
-            if content is not None:  # only a column disagrees: the checks one by one say which
-                verifier.next_height, verifier.prev = row.height, prev
-            _check_row(verifier, row, limits)
-        report.records += 1
-        report.head = verifier.prev
-        step += 1
-        if progress is not None and step == 1024:
-            progress.advance(step)
-            step = 0
-    if progress is not None:
-        progress.advance(step)
+    """Check the rows of ``pages`` (:meth:`StoreReader.row_pages`) as the records after
+    ``verifier``'s head, counting each that verified into ``report``; raises the first failure
+    (a RecordError) as :func:`scan_ledger` would. With a ``tree``, each record that verified is
+    its next leaf, folded in before the next record is checked whenever a mark is reached (so
+    a checkpoint's failure comes before a later record's)."""
+    sha256 = hashlib.sha256
+    feed_fast = verifier.feed_fast
+    leaves: list[bytes] = []
+    due = tree.due if tree is not None else 0
+    # Records verified since ``report`` last counted them, and the last one's link: the report
+    # is brought up to date at each fold and at the end, not at every record.
+    count, head = 0, verifier.prev
+    try:
+        for page in pages:
+            for row in page:
+                height, row_hash, author, request_id, data = row
+                content = feed_fast(data) if height == verifier.next_height else None
+                if (
+                    content is None
+                    or row_hash != verifier.prev
+                    or author != content["author"]
+                    or request_id != content["request_id"]
+                ):
+                    if content is not None:  # only a column disagrees: the checks one by one say which
+                        verifier.next_height, verifier.prev = height, head
+                    _check_row(verifier, StoreRow(*row), limits)
+                count += 1
+                head = verifier.prev
+                if tree is not None:
+                    leaves.append(sha256(b"\x00" + data).digest())  # tree.leaf_hash, inlined
+                    if len(leaves) == due:
+                        report.accept_many(count, head)
+                        count = 0
+                        tree.fold(leaves)
+                        leaves, due = [], tree.due
+            if progress is not None:
+                progress.advance(len(page))
+    finally:
+        if count:
+            report.accept_many(count, head)
+    if tree is not None and leaves:
+        tree.fold(leaves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +423,34 @@ class ChunkSummary:
     last_link: bytes | None
     clean: bool
     cpu: float = 0.0  # the worker's CPU seconds for this chunk
+    rss: int = 0  # the worker's largest resident size so far, KiB
+    tree: tuple[bytes, ...] | None = None  # the frontier of the chunk's leaves, when asked and clean
+    # At each size asked for inside the chunk, (size, the link of record size - 1, the frontier
+    # of the chunk's leaves below that size).
+    marks: tuple[tuple[int, bytes, tuple[bytes, ...]], ...] = ()
 
 
-def verify_chunk(directory: Path, ledger: str, start: int, stop: int, limits: Limits) -> ChunkSummary:
+def verify_chunk(
+    directory: Path, ledger: str, start: int, stop: int, limits: Limits, marks: tuple[int, ...] | None = None
+) -> ChunkSummary:
     """A worker's job: check the records of heights [start, stop) of ``ledger`` in the store at
     ``directory``, as the sequential verifier would after a record whose link is the first
-    one's ``prev``. Stops at the first failure; never raises for what the store holds."""
+    one's ``prev``. Stops at the first failure; never raises for what the store holds.
+
+    With ``marks`` (sizes of the ledger's tree, each in (start, stop]), it also hashes the
+    chunk's leaves and returns their frontier, and the frontier at each mark."""
     report = LedgerReport(ledger)
     first_prev: bytes | None = None
     cpu = time.process_time()
+    tree: _Growth | None = None
+    seen: list[tuple[int, bytes, tuple[bytes, ...]]] = []
+    if marks is not None:
+
+        def reached(frontier: Frontier) -> None:
+            assert report.head is not None  # a mark is reached after a record verified
+            seen.append((start + frontier.size, report.head, frontier.hashes))
+
+        tree = _Growth(Frontier(), (mark - start for mark in marks), reached)
     try:
         with contextlib.closing(StoreReader(directory)) as reader:
             if start == 0:
@@ -251,11 +464,35 @@ def verify_chunk(directory: Path, ledger: str, start: int, stop: int, limits: Li
                 first_prev = decode_record(first[1], limits).prev
                 verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
                 report.head = first_prev
-            _verify_rows(verifier, reader.iter_rows(ledger, start, stop), limits, report)
+            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
     except VledgerError:
-        return ChunkSummary(start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu)
+        return ChunkSummary(
+            start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, max_rss()
+        )
     clean = report.records == stop - start
-    return ChunkSummary(start, stop, report.records, first_prev, report.head, clean, time.process_time() - cpu)
+    frontier = tree.frontier.hashes if tree is not None and clean else None
+    return ChunkSummary(
+        start,
+        stop,
+        report.records,
+        first_prev,
+        report.head,
+        clean,
+        time.process_time() - cpu,
+        max_rss(),
+        frontier,
+        tuple(seen),
+    )
+
+
+def max_rss() -> int:
+    """This process's largest resident size so far, in KiB: Linux's VmHWM, which starts again
+    at exec (ru_maxrss keeps the peak of the process that forked it), else ru_maxrss."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _genesis_rules(reader: StoreReader, ledger: str, limits: Limits) -> LedgerRules:
@@ -278,16 +515,24 @@ class _Job:
     chunk: int
 
 
-def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progress) -> float:
+def _verify_chunked(
+    job: _Job, count: int, report: LedgerReport, progress: Progress, tree: _StoreTree | None = None
+) -> tuple[float, int]:
     """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
-    the module's docstring); raises the first failure exactly as the sequential checks would.
-    Returns the CPU seconds the chunks took."""
+    the module's docstring); raises the first failure exactly as the sequential checks would,
+    a checkpoint's included. Returns the CPU seconds the chunks took and the largest resident
+    size of a worker (KiB)."""
     ledger, limits = job.ledger, job.limits
+
+    def marks(start: int, stop: int) -> tuple[int, ...] | None:
+        return None if tree is None else tuple(m for m in tree.marks if start < m <= stop)
+
     futures: list[Future[ChunkSummary]] = [
-        job.pool.submit(verify_chunk, job.directory, ledger, start, min(start + job.chunk, count), limits)
+        job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop))
         for start in range(0, count, job.chunk)
+        for stop in (min(start + job.chunk, count),)
     ]
-    next_height, prev, cpu = 0, ZERO_LINK, 0.0
+    next_height, prev, cpu, rss = 0, ZERO_LINK, 0.0, 0
     try:
         for future in futures:
             try:
@@ -296,10 +541,24 @@ def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progr
                 log.warning("a verifying worker failed (%s); checking %s on in this process", e, ledger)
                 break
             cpu += chunk.cpu
+            rss = max(rss, chunk.rss)
             joins = chunk.start == next_height and chunk.first_prev == prev
             if not (chunk.clean and joins) or chunk.last_link is None:
                 break
+            if tree is not None:
+                if chunk.tree is None:
+                    break
+                for size, link, hashes in chunk.marks:
+                    # The ledger's tree at the mark: this chunk's subtrees below it, on the chunks before.
+                    report.records, report.head = size, link
+                    at = tree.frontier.copy()
+                    at.extend(Frontier(size - chunk.start, hashes))
+                    tree.marks.remove(size)
+                    tree.check(at)
+                tree.frontier.extend(Frontier(chunk.count, chunk.tree))
+                tree.refresh()
             next_height, prev = chunk.stop, chunk.last_link
+            report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)
             progress.advance(chunk.count)
     finally:
@@ -311,8 +570,8 @@ def _verify_chunked(job: _Job, count: int, report: LedgerReport, progress: Progr
     else:
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
-    _verify_rows(verifier, job.reader.iter_rows(ledger, next_height), limits, report, progress)
-    return cpu
+    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree)
+    return cpu, rss
 
 
 def scan_ledger(reader: StoreReader, ledger: str, limits: Limits) -> Iterator[StoredRecord]:

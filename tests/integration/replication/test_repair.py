@@ -57,7 +57,9 @@ def test_a_tampered_replica_is_rebuilt_from_an_honest_source_and_then_verifies(s
 
     assert cluster.stop_node("replica-1") == 0
     _rewrite_tail(cluster, "replica-1", 10)  # its copy rewritten from height 10 on
-    assert cluster.verify_store("replica-1").returncode == 0  # a consistent forgery: the chain alone verifies
+    # A consistent forgery: the chain alone verifies, the checkpoint the replica cosigned does not.
+    forged = cluster.verify_store("replica-1")
+    assert forged.returncode == 1 and "[tree_mismatch]" in forged.stdout, forged.stdout + forged.stderr
 
     done = repair(cluster, "replica-1")
     assert done.returncode == 0, done.stderr

@@ -274,3 +274,30 @@ def test_tile_hashes_are_the_nodes_at_level_8l() -> None:
     tile = tree.tile_hashes(0, 2, 88, t.hash_at)
     assert tile == b"".join(t.levels[0][512:600])
     assert tree.tile_hashes(1, 0, 2, t.hash_at) == t.levels[8][0] + t.levels[8][1]
+
+
+# --- frontiers built in blocks: what a chunked verifier joins ---------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.data())
+def test_a_frontier_built_in_blocks_is_the_one_built_leaf_by_leaf(count: int, data: st.DataObject) -> None:
+    leaves = [tree.leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
+    one_by_one = tree.Frontier()
+    for leaf in leaves:
+        one_by_one.append(leaf)
+    assert tree.Frontier.of_leaves(leaves).hashes == one_by_one.hashes
+    cuts = sorted(data.draw(st.lists(st.integers(0, count), max_size=4)))
+    in_parts = tree.Frontier()
+    for start, stop in zip([0, *cuts], [*cuts, count], strict=True):
+        in_parts.append_all(leaves[start:stop])
+    assert (in_parts.size, in_parts.hashes, in_parts.root()) == (count, one_by_one.hashes, one_by_one.root())
+
+
+def test_a_subtree_joins_only_where_it_lands_on_complete_subtrees() -> None:
+    leaves = [tree.leaf_hash(bytes([i])) for i in range(12)]
+    joined = tree.Frontier.of_leaves(leaves[:8])
+    joined.extend(tree.Frontier.of_leaves(leaves[8:]))  # 4 leaves at 8: a multiple of 4
+    assert joined.root() == tree.Frontier.of_leaves(leaves).root()
+    with pytest.raises(ProofError):
+        tree.Frontier.of_leaves(leaves[:6]).extend(tree.Frontier.of_leaves(leaves[6:]))  # 6 leaves at 6

@@ -23,11 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vledger.config.settings import Limits
-from vledger.node.errors import RecordError
+from vledger.node.errors import RecordError, UsageError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
+from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, StoreReader
-from vledger.tools.verification import scan_ledger, verify_store
+from vledger.node.tree import Frontier
+from vledger.node.witness import HomeSigner, home_key
+from vledger.tools.verification import CHUNK_RECORDS, MIN_CHUNK_RECORDS, chunk_size, scan_ledger, verify_store
 
 LIMITS = Limits()
 LEDGER = "ledger-a"
@@ -94,7 +97,7 @@ CHAIN = _chain(13)
 
 def test_a_valid_store_verifies_in_chunks(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     directory = _write(tmp_path / "s", [_row(r) for r in CHAIN])
-    for chunk in (1, 2, 3, 4, 6, 13):
+    for chunk in (1, 2, 4, 8, 16):
         assert _chunked(directory, chunk, pool) == _sequential(directory) == [(LEDGER, 13, None, None)]
 
 
@@ -134,7 +137,7 @@ def test_a_changed_store_gets_the_sequential_verdict_in_chunks(
             if not rows:
                 rows = [list(_row(CHAIN[0]))]
     directory = _write(tmp_path / "s", [tuple(r) for r in rows])  # type: ignore[misc]
-    chunk = data.draw(st.integers(1, 5))
+    chunk = data.draw(st.sampled_from((1, 2, 4)))
     assert _chunked(directory, chunk, pool) == _sequential(directory)
 
 
@@ -173,7 +176,7 @@ def test_each_invalid_vector_in_a_store_gets_the_sequential_verdict_in_chunks(
         pytest.skip("a fault of the export's lines, which a store does not have")
     directory = _write(tmp_path / "s", rows)
     sequential = _sequential(directory)  # a store orders rows by height: a swap in a file may heal here
-    for chunk in (1, 2, 3):
+    for chunk in (1, 2, 4):
         assert _chunked(directory, chunk, pool) == sequential
 
 
@@ -188,3 +191,117 @@ def test_worker_processes_find_the_first_failure_the_sequential_verifier_finds(t
     expected = _sequential(directory)
     assert expected == [(LEDGER, 9, "index_mismatch", 9)]
     assert _chunked(directory, 8) == expected  # real processes: executor None, workers=2
+
+
+# --- a store's checkpoints and kept tree, checked against the records' tree ----------------
+
+PINNED = "votes"
+SEED = bytes(range(32))
+
+
+def _signed_store(directory: Path, records: int, sizes: dict[str, int], *, signer_seed: bytes = SEED) -> Path:
+    """A real store of ``records`` records whose genesis pins the home key of SEED, holding a
+    checkpoint signed with ``signer_seed`` for each (kind, size) of ``sizes``."""
+    public = HomeSigner("local", SEED).key(PINNED).public_key
+    rules = LedgerRules(
+        kinds=("note",), difficulty=0, rules={"checkpoint_key": home_key("local", PINNED, public).encode()}
+    )
+    with ChainStore(directory, origin="node-1") as store:
+        store.create_ledger(Entry.prepare(rules.genesis_content(PINNED, "admin", "g", 1), 0, LIMITS))
+        for i in range(1, records):
+            store.append(Entry.prepare(Content(PINNED, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
+        for kind, size in sizes.items():
+            signed = HomeSigner("local", signer_seed).sign(PINNED, size, store.root(PINNED, size))
+            store.checkpoints.keep(PINNED, kind, size, signed.root, signed.note)
+    return directory
+
+
+def _sql(directory: Path, statement: str, *args: Any) -> None:
+    with contextlib.closing(sqlite3.connect(directory / DB_NAME)) as db:
+        db.execute(statement, args)
+        db.commit()
+
+
+def _verdicts(directory: Path, pool: ThreadPoolExecutor) -> set[tuple[str, int, Any, Any, int]]:
+    """The one verdict of every way to check ``directory``: sequential, and chunks of 1 to 32."""
+    verdicts = set()
+    for chunk in (1, 2, 4, 8, 32):
+        for r in verify_store(directory, None, LIMITS, workers=2, chunk=chunk, executor=pool).reports:
+            verdicts.add(
+                (r.ledger, r.records, r.error.code if r.error is not None else None, r.error_height, r.checkpoints)
+            )
+    return verdicts
+
+
+def test_a_stores_checkpoints_verify_in_chunks_and_alone(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    directory = _signed_store(tmp_path / "s", 21, {"signed": 16, "cosigned": 3})
+    assert _verdicts(directory, pool) == {(PINNED, 21, None, None, 2)}
+
+
+def test_a_checkpoint_whose_root_is_not_the_records_tree_fails_at_its_last_record(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    directory = _signed_store(tmp_path / "s", 21, {"cosigned": 3})
+    with ChainStore(directory) as store:  # a checkpoint of size 13 whose root is the tree of 12
+        wrong = HomeSigner("local", SEED).sign(PINNED, 13, store.root(PINNED, 12))
+        store.checkpoints.keep(PINNED, "signed", 13, wrong.root, wrong.note)
+    assert _verdicts(directory, pool) == {(PINNED, 13, "tree_mismatch", 12, 1)}
+
+
+def test_a_record_fault_before_a_checkpoint_is_the_first_failure(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    directory = _signed_store(tmp_path / "s", 21, {"signed": 13, "cosigned": 3})
+    _sql(directory, "UPDATE records SET data = CAST(REPLACE(data, X'a16e', X'a16d') AS BLOB) WHERE height = 9")
+    assert _verdicts(directory, pool) == {(PINNED, 9, "bad_checksum", 9, 1)}
+
+
+def test_a_checkpoint_by_another_key_or_past_the_records_fails(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    other = _signed_store(tmp_path / "other", 21, {"signed": 5}, signer_seed=SEED[::-1])
+    assert _verdicts(other, pool) == {(PINNED, 5, "unverified_note", 4, 0)}
+    directory = _signed_store(tmp_path / "s", 21, {"signed": 16})
+    _sql(directory, "DELETE FROM records WHERE height >= 12")
+    _sql(directory, "DELETE FROM tree_edge")
+    assert _verdicts(directory, pool) == {(PINNED, 12, "bad_field", 15, 0)}
+    junk = _signed_store(tmp_path / "junk", 21, {})
+    _sql(junk, "INSERT INTO checkpoints VALUES (?, 'signed', 5, ?, ?, 0)", PINNED, bytes(32), b"not a note")
+    assert _verdicts(junk, pool) == {(PINNED, 21, "bad_field", 21, 0)}
+
+
+def test_a_stored_tree_edge_that_is_not_the_records_tree_fails(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    directory = _signed_store(tmp_path / "s", 21, {})
+    with contextlib.closing(StoreReader(directory)) as reader:
+        edge = reader.tree_edge(PINNED)
+    assert edge is not None and edge.size == 21
+    _sql(directory, "UPDATE tree_edge SET frontier = ?", Frontier(21, [bytes(32)] * 3).encode())
+    assert _verdicts(directory, pool) == {(PINNED, 21, "tree_mismatch", 20, 0)}
+    cut = _signed_store(tmp_path / "cut", 21, {})
+    _sql(cut, "DELETE FROM records WHERE height >= 17")  # the tail cut off: the chain alone cannot tell
+    assert _verdicts(cut, pool) == {(PINNED, 17, "tree_mismatch", 20, 0)}
+
+
+def test_worker_processes_check_checkpoints_as_the_sequential_verifier_does(tmp_path: Path) -> None:
+    directory = _signed_store(tmp_path / "s", 40, {"cosigned": 9})
+    with ChainStore(directory) as store:
+        wrong = HomeSigner("local", SEED).sign(PINNED, 27, store.root(PINNED, 26))
+        store.checkpoints.keep(PINNED, "signed", 27, wrong.root, wrong.note)
+    [report] = verify_store(directory, None, LIMITS, workers=2, chunk=8).reports  # real processes
+    [alone] = verify_store(directory, None, LIMITS, workers=1).reports
+    for r in (report, alone):
+        assert (r.records, r.error.code if r.error else None, r.error_height, r.checkpoints) == (
+            27,
+            "tree_mismatch",
+            26,
+            1,
+        )
+
+
+def test_a_chunk_is_a_power_of_two(tmp_path: Path) -> None:
+    directory = _write(tmp_path / "s", [_row(r) for r in CHAIN])
+    with pytest.raises(UsageError):
+        verify_store(directory, None, LIMITS, chunk=3)
+
+
+def test_a_shorter_ledger_gets_smaller_chunks_so_that_every_worker_has_several() -> None:
+    assert chunk_size(1_000_000, 2) == CHUNK_RECORDS  # 15 chunks and a part
+    assert chunk_size(100_000, 2) == MIN_CHUNK_RECORDS  # 6 and a part, not 1 and a part
+    assert chunk_size(300_000, 2) == 32_768
+    assert chunk_size(13, 2, 4) == 4  # a chunk asked for below the smallest is kept
