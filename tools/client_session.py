@@ -48,6 +48,7 @@ from ..node.errors import (
     NoteKeyError,
     NotFoundError,
     PassphraseError,
+    QuorumError,
     ReceiptError,
     RemoteError,
     UnknownKindError,
@@ -56,8 +57,8 @@ from ..node.errors import (
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint, verify_checkpoint
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.note import VerifiedCheckpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
@@ -326,10 +327,12 @@ class Session:
         return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
-        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
-        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
+        (and, when its genesis lists outside witnesses, with a quorum of theirs: 13.8)."""
+        wanted = keys.quorum + (keys.outside.quorum if keys.outside is not None else 0)
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": wanted}, node=self.ledger_node(ledger))
         note = reply_field(result, "checkpoint", bytes)
-        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+        return verify_witnessed(note, keys)
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with
@@ -345,6 +348,9 @@ class Session:
             except RemoteError as e:
                 if e.code != "not_found":
                     raise
+            except QuorumError:
+                if time.monotonic() >= deadline:
+                    raise  # says which outside witnesses did not cosign
             if time.monotonic() >= deadline:
                 raise NotFoundError(
                     f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
