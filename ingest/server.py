@@ -29,6 +29,7 @@ from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
+from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
@@ -129,9 +130,24 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
     store.on_commit = outbox.committed
     runtime.started(outbox)
+    feeder = runtime.started(
+        WitnessFeeder(
+            name,
+            store,
+            lambda: dict(outbox.checkpoints),
+            config.outside_witnesses,
+            replication,
+            config.replication,
+            on_alert=lambda alert: raise_alert(replication, alert),
+        )
+    )
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, None))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
+    for what, text in FEEDER_METRICS.items():
+        metrics.collect_with(
+            gauge_collector(f"vledger_outside_witness_{what}", text, lambda what=what: getattr(feeder.counts, what))
+        )
     runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
     watch = runtime.started(
         CosignatureWatch(

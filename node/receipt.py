@@ -189,11 +189,13 @@ def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None
 
 @dataclass(frozen=True, slots=True)
 class VerifiedReceipt:
-    """A receipt whose every check passed: its record, and the checkpoint it stands in."""
+    """A receipt whose every check passed: its record, the checkpoint it stands in, and the
+    outside witnesses (of those its genesis lists) whose cosignature verified."""
 
     receipt: Receipt
     record: Record
     checkpoint: VerifiedCheckpoint
+    outside: tuple[str, ...] = ()
 
 
 def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
@@ -217,10 +219,11 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    verified = verify_witnessed(receipt.checkpoint, keys)
+    verified = verify_checkpoint(receipt.checkpoint, log_key, keys.witnesses, keys.quorum)
+    outside = () if keys.outside is None else check_witnessed(receipt.checkpoint, log_key, keys.outside).witnesses
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
-    return VerifiedReceipt(receipt, record, verified)
+    return VerifiedReceipt(receipt, record, verified, outside)
 
 
 def verify_witnessed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:

@@ -58,6 +58,7 @@ from ..node.errors import (
 )
 from ..node.ledger import LedgerRules
 from ..node.note import VerifiedCheckpoint
+from ..node.outside import outside_witnesses
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
@@ -324,7 +325,8 @@ class Session:
         if not isinstance(raw, bytes):
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
         log_key = home_key(self.config.name, ledger, raw)
-        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
+        outside = outside_witnesses(ledger, self.rules(ledger).rules)
+        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis, outside)
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
