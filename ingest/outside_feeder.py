@@ -109,6 +109,10 @@ class WitnessFeeder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def count(self, what: str) -> int:
+        """One of the counts (a FEEDER_METRICS name), for the metrics (any thread)."""
+        return int(getattr(self.counts, what))
+
     def start(self) -> WitnessFeeder:
         self._thread = threading.Thread(target=self._run, name=f"witness-feeder-{self.home}", daemon=True)
         self._thread.start()

@@ -9,6 +9,7 @@ cleanly: no new requests, the ones in flight answered, the store's queue committ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -146,7 +147,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
     for what, text in FEEDER_METRICS.items():
         metrics.collect_with(
-            gauge_collector(f"vledger_outside_witness_{what}", text, lambda what=what: getattr(feeder.counts, what))
+            gauge_collector(f"vledger_outside_witness_{what}", text, functools.partial(feeder.count, what))
         )
     runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
     watch = runtime.started(
