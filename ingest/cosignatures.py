@@ -1,7 +1,8 @@
 """The cosignatures a node knows of a ledger's checkpoints, for the ``checkpoint`` command.
 
-They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, open to
-whoever reaches Redis) and, on a witness, from its own store (the latest checkpoint it
+They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, and
+``vledger:outside:<ledger>``: each outside witness's, as its home got it; open to whoever
+reaches Redis) and, on a witness, from its own store (the latest checkpoint it
 cosigned) and, on a home, the outside witnesses' cosignatures its feeder verified (13.8).
 Nothing there is believed: vledger.node.cosigning checks every line on its own
 with the ledger's checkpoint key, the cluster's witness keys and the outside witness keys
@@ -61,6 +62,8 @@ class KnownCosignatures:
         if self.replication is not None:
             try:
                 notes.extend(self.replication.cosignatures(ledger).values())
+                if outside:
+                    notes.extend(self.replication.outside_cosignatures(ledger).values())
             except REDIS_ERRORS as e:
                 log.warning("checkpoint of %s: Redis unavailable (%s); serving the cosignatures kept here", ledger, e)
         return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *outside))

@@ -7,8 +7,8 @@ saw the witness cosign, 0 at first), the consistency proof from there, and the c
 A 409 names the witness's own size: the request is made again once from that size. A 200's
 cosignature is believed only when it verifies with the key the genesis lists; it is then
 kept in the store (checkpoint log kind ``outside:<witness>``) and published like a cluster
-witness's (``vledger:cosig:<ledger>`` under the witness's key name, and the ``vledger:cosigned``
-channel). Any other answer is a refusal (422: the witness saw a tree this checkpoint does not
+witness's (``vledger:outside:<ledger>`` under the witness's key name, and the
+``vledger:cosigned`` channel). Any other answer is a refusal (422: the witness saw a tree this checkpoint does not
 extend, a fork fed to it or a rewritten tail here): an alert ``witness_refused`` names the
 witness, once per ledger, witness and status. Failures wait before the next try, doubling
 from one second up to ``witness_backoff_max_ms``; each request ends within
@@ -239,7 +239,7 @@ class WitnessFeeder:
             return
         for (ledger, witness), (size, note) in list(self._unpublished.items()):
             try:
-                self.replication.publish_cosignature(ledger, witness, size, note)
+                self.replication.publish_outside_cosignature(ledger, witness, size, note)
             except REDIS_ERRORS as e:
                 log.warning("witness feeder: cosignature of %s by %s not published, Redis unavailable (%s)",
                             ledger, witness, e)  # fmt: skip

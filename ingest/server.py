@@ -63,7 +63,11 @@ def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
 def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
     """The checkpoint notes of ``ledger`` Redis holds: the home's latest and the witnesses' (unchecked)."""
     latest = replication.checkpoints().get(ledger)
-    return [*([latest] if latest is not None else []), *replication.cosignatures(ledger).values()]
+    return [
+        *([latest] if latest is not None else []),
+        *replication.cosignatures(ledger).values(),
+        *replication.outside_cosignatures(ledger).values(),
+    ]
 
 
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:

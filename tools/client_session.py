@@ -354,8 +354,15 @@ class Session:
                 if time.monotonic() >= deadline:
                     raise  # says which outside witnesses did not cosign
             if time.monotonic() >= deadline:
+                outside = keys.outside
                 raise NotFoundError(
                     f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
+                    + (
+                        f" (nor with {outside.quorum} of the outside witnesses its genesis lists: "
+                        f"{', '.join(k.name for k in outside.keys)})"
+                        if outside is not None
+                        else ""
+                    )
                 )
             time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
         size = checkpoint.checkpoint.size
