@@ -247,4 +247,3 @@ class TlogWitness:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._thread = None
-

@@ -115,7 +115,6 @@ def test_the_home_feeds_each_checkpoint_with_a_proof_from_the_last_cosigned(home
     assert home.feeder.counts.cosigned == 2 and not home.alerts
 
 
-
 def test_a_409_is_answered_from_the_size_the_witness_names(home: Home) -> None:
     first = home.grow(4)
     status, _, _ = home.witness.add_checkpoint(add_checkpoint_request(0, [], first.note).encode())
@@ -134,7 +133,8 @@ def test_a_witness_fed_a_fork_refuses_and_the_home_names_it(home: Home) -> None:
     home.feeder.turn()
     assert home.witness.answers == [200, 409, 422] and home.kept() == []
     [alert] = home.alerts
-    assert (alert.what, alert.source, alert.node, alert.height) == ("witness_refused", "witness.example/w1", "ingest-1", 7)
+    assert (alert.what, alert.source, alert.node) == ("witness_refused", "witness.example/w1", "ingest-1")
+    assert alert.height == 7
     assert "422" in alert.detail
     home.clock.now += 1000
     home.feeder.turn()  # tried again later, still refused: one alert per ledger, witness and status

@@ -123,7 +123,7 @@ def test_witnessed_needs_the_genesis_quorum_of_outside_cosignatures() -> None:
     assert listed is not None
     one = read_reply(_ok(W1), NOTE, W1.verifier())
     assert isinstance(one, Cosigned)
-    with pytest.raises(QuorumError, match="outside witnesses .*none from witness.example/w2"):
+    with pytest.raises(QuorumError, match=r"outside witnesses .*none from witness\.example/w2"):
         check_witnessed(one.note, LOG_KEY, listed)
     two = read_reply(_ok(W2), one.note, W2.verifier())
     assert isinstance(two, Cosigned)
