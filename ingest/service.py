@@ -44,6 +44,7 @@ from ..node.errors import (
 )
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
+from ..node.outside import outside_witnesses
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
@@ -604,6 +605,8 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 ledger=ledger,
                 height=0,
             )
+    # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.8), else bad_genesis.
+    outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules)
     # Run in the executor after the code is checked: no flush of the loop's would take it.
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 

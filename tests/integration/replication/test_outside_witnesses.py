@@ -17,7 +17,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.node.note import add_checkpoint_request
 from vledger.node.receipt import Receipt
 from vledger.node.witness import HomeSigner, home_key
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
 from vledger.tests.tlog_witness import TlogWitness
 
 CLUSTER = "test"  # LocalCluster's [cluster] name
@@ -57,6 +57,8 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     assert forked.add_checkpoint(add_checkpoint_request(0, [], fork.note).encode())[0] == 200
 
     admin = cluster.admin()
+    unusable = {"checkpoint_key": home_key(CLUSTER, VOTES, public).encode(), "witnesses": [honest.vkey], "quorum": 2}
+    assert remote_error(admin.create_ledger, genesis(VOTES, ADMIN, ["vote"], unusable)).code == "bad_genesis"
     listed = {VOTES: ([honest.vkey], 1), AUDIT: ([honest.vkey, forked.vkey], 2)}
     for ledger, (vkeys, quorum) in listed.items():
         rules = {"checkpoint_key": home_key(CLUSTER, ledger, public).encode(), "witnesses": vkeys, "quorum": quorum}
