@@ -5,7 +5,10 @@ alert, and a receipt of that ledger short of the genesis quorum is refused offli
 
 from __future__ import annotations
 
+import json
 import secrets
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,7 +47,8 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness], tmp_path: Path
 ) -> None:
     honest, forked = witnesses
-    cluster = start_cluster(nodes=1, outside_witnesses={honest.name: honest.url, forked.name: forked.url})
+    outside = {honest.name: honest.url, forked.name: forked.url}
+    cluster = start_cluster(nodes=1, outside_witnesses=outside, gateways=["ingest-1"])
     keys = cluster.directory / "keys"
     public = load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
     for ledger in (VOTES, AUDIT):
@@ -80,6 +84,14 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     assert (alert["node"], alert["source"], alert["ledger"]) == ("ingest-1", forked.name, AUDIT)
     assert 409 in forked.answers and 422 in forked.answers and forked.latest[f"{CLUSTER}/{AUDIT}"][0] == 2
     assert set(repl.outside_cosignatures(VOTES)) == {honest.name}
+    # The public gateway serves the outside cosignature with the keys and quorum the genesis lists.
+    try:
+        with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{VOTES}/checkpoint") as answer:
+            shown = json.load(answer)
+    except urllib.error.HTTPError as e:
+        raise AssertionError(e.read()) from e
+    assert shown["outside_witnesses"] == {"keys": [honest.vkey], "quorum": 1}
+    assert honest.name in shown["cosigned_by"]
 
     # A receipt of audit with what the cluster has: one of the two outside cosignatures.
     served = admin.call("checkpoint", {"ledger": AUDIT, "witnesses": 1})
