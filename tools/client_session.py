@@ -451,6 +451,7 @@ class Session:
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
+        outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.8)
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
         self._rules[ledger] = rules
