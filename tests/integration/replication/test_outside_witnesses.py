@@ -63,10 +63,13 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     admin = cluster.admin()
     unusable = {"checkpoint_key": home_key(CLUSTER, VOTES, public).encode(), "witnesses": [honest.vkey], "quorum": 2}
     assert remote_error(admin.create_ledger, genesis(VOTES, ADMIN, ["vote"], unusable)).code == "bad_genesis"
-    listed = {VOTES: ([honest.vkey], 1), AUDIT: ([honest.vkey, forked.vkey], 2)}
-    for ledger, (vkeys, quorum) in listed.items():
-        rules = {"checkpoint_key": home_key(CLUSTER, ledger, public).encode(), "witnesses": vkeys, "quorum": quorum}
-        admin.create_ledger(genesis(ledger, ADMIN, ["vote"], rules))
+    # votes by the command line (the home's key pinned from its hello), audit by the library.
+    _cli(cluster, "ledger", "create", VOTES, "--kinds", "vote", "--difficulty", "0", "--outside-witness", honest.vkey)
+    audit = {"witnesses": [honest.vkey, forked.vkey], "quorum": 2}
+    admin.create_ledger(
+        genesis(AUDIT, ADMIN, ["vote"], {"checkpoint_key": home_key(CLUSTER, AUDIT, public).encode(), **audit})
+    )
+    for ledger in (VOTES, AUDIT):
         for n in range(5):
             admin.put(entry(ledger, "vote", {"n": n}, ADMIN))
 
