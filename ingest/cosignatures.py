@@ -68,6 +68,10 @@ class KnownCosignatures:
                 log.warning("checkpoint of %s: Redis unavailable (%s); serving the cosignatures kept here", ledger, e)
         return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *outside))
 
+    def outside_names(self, ledger: str) -> frozenset[str]:
+        """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""
+        return frozenset(key.name for key in self._outside(ledger))
+
     def _outside(self, ledger: str) -> tuple[VerifierKey, ...]:
         """The outside witness keys ``ledger``'s genesis lists (none when it lists none)."""
         keys = self._outside_keys.get(ledger)

@@ -331,8 +331,10 @@ class Session:
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
         (and, when its genesis lists outside witnesses, with a quorum of theirs: 13.8)."""
-        wanted = keys.quorum + (keys.outside.quorum if keys.outside is not None else 0)
-        result = self.call("checkpoint", {"ledger": ledger, "witnesses": wanted}, node=self.ledger_node(ledger))
+        asked: dict[str, Any] = {"ledger": ledger, "witnesses": keys.quorum}
+        if keys.outside is not None:  # the largest checkpoint with that many outside cosignatures
+            asked.update(witnesses=keys.quorum + keys.outside.quorum, outside=keys.outside.quorum)
+        result = self.call("checkpoint", asked, node=self.ledger_node(ledger))
         note = reply_field(result, "checkpoint", bytes)
         return verify_witnessed(note, keys)
 

@@ -96,6 +96,10 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     assert shown["outside_witnesses"] == {"keys": [honest.vkey], "quorum": 1}
     assert honest.name in shown["cosigned_by"]
 
+    # The checkpoint command finds the largest checkpoint with that many outside cosignatures.
+    assert admin.call("checkpoint", {"ledger": VOTES, "outside": 1})["witnesses"] == [honest.name]
+    assert remote_error(admin.call, "checkpoint", {"ledger": AUDIT, "outside": 2}).code == "not_found"
+    assert remote_error(admin.call, "checkpoint", {"ledger": AUDIT, "outside": 33}).code == "bad_request"
     # A receipt of audit with what the cluster has: one of the two outside cosignatures.
     served = admin.call("checkpoint", {"ledger": AUDIT, "witnesses": 1})
     assert served["witnesses"] == [honest.name] and served["size"] == 6
