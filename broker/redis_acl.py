@@ -9,12 +9,13 @@ user          may
 ============  ===========================================================================
 ingest        append to and repair its ledgers' streams (``chain:*``), name homes, keep each
               ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
-              (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
+              (``cosig:*``, channel ``cosigned``), keep its outside witnesses' verified ones
+              (``outside:*``); advance held heights, raise and resolve
               alerts; read and change the accounts (it carries out the admin's account
               commands, which it checks itself: ingest/accounts.py) and the admin ledger's
               cache (``admin:records``: grants); check and use admins' second factors
               (``totp:*``, sealed secrets: broker/second_factor.py)
-replica       read streams, homes and checkpoints; as a witness publish its cosignatures
+replica       read streams, homes, checkpoints and outside cosignatures; as a witness publish its cosignatures
               (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
               held heights; raise and resolve its alerts; read the accounts
 observer      what a replica may, and publish signed tallies (``tallies:*``, ``tally:latest:*``)
@@ -126,7 +127,9 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
     # A node's gateway (verifier/gateway.py) signs in as the node and shows the tallies.
     tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
-    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", *witness, *held)
+    # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
+    outside_read = f"%R~{ns}:outside:*"
+    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", outside_read, *witness, *held)
     return {
         "ingest": (
             *(f"~{ns}:{key}" for key in accounts),
@@ -135,6 +138,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"~{ns}:ledgers",
             f"~{ns}:checkpoints",
             f"%R~{ns}:cosig:*",
+            f"~{ns}:outside:*",
             f"~{ns}:totp:*",
             *tallies_read,
             *held,

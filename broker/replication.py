@@ -221,6 +221,9 @@ class ReplicationLedger:
     def cosig_key(self, ledger: str) -> str:
         return f"{self.namespace}:cosig:{ledger}"
 
+    def outside_key(self, ledger: str) -> str:
+        return f"{self.namespace}:outside:{ledger}"
+
     @property
     def cosigned_channel(self) -> str:
         return f"{self.namespace}:cosigned"
@@ -321,6 +324,19 @@ class ReplicationLedger:
     def cosignatures(self, ledger: str) -> dict[str, bytes]:
         """witness -> the note it says it cosigned last (unchecked: anyone can write this hash)."""
         return {_text(k): bytes(v) for k, v in self.client.hgetall(self.cosig_key(ledger)).items()}
+
+    def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
+        """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
+        cosignature) that witness's latest for ``ledger``, in a hash of its own (only a home
+        writes it; the cluster's witnesses' hash stays theirs)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.outside_key(ledger), witness, note)
+        pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
+        pipe.execute()
+
+    def outside_cosignatures(self, ledger: str) -> dict[str, bytes]:
+        """outside witness -> the note its home says it cosigned last (unchecked)."""
+        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.outside_key(ledger)).items()}
 
     def keep_evidence(self, witness: str, ledger: str, size: int, evidence: dict[str, str]) -> None:
         """Keep ``evidence`` (texts, verbatim) that ``witness`` found at ``size`` of ``ledger``."""

@@ -40,8 +40,8 @@ from ..node.errors import (
     UsageError,
     VledgerError,
 )
-from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key, verify_checkpoint
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
 from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published, judge
 from .http import GatewayConnection
@@ -461,7 +461,7 @@ class Client:
             current: VerifiedCheckpoint | None = None
             if note is not None:
                 try:
-                    current = self._accept(ledger, verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum))
+                    current = self._accept(ledger, verify_witnessed(note, keys))
                 except VledgerError as e:
                     log.info("follow %s: the event's checkpoint is not taken (%s)", ledger, e)
             if current is None:

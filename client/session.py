@@ -35,6 +35,7 @@ from ..node.errors import (
     NodeUnavailableError,
     NoteKeyError,
     NotFoundError,
+    QuorumError,
     ReceiptError,
     RemoteError,
     UnknownKindError,
@@ -43,8 +44,9 @@ from ..node.errors import (
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint, verify_checkpoint
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.note import VerifiedCheckpoint
+from ..node.outside import outside_witnesses
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
@@ -242,10 +244,14 @@ class Reader:
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key") from None
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
-        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
-        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
+        (and, when its genesis lists outside witnesses, with a quorum of theirs: 13.8)."""
+        asked: dict[str, Any] = {"ledger": ledger, "witnesses": keys.quorum}
+        if keys.outside is not None:  # the largest checkpoint with that many outside cosignatures
+            asked.update(witnesses=keys.quorum + keys.outside.quorum, outside=keys.outside.quorum)
+        result = self.call("checkpoint", asked, node=self.ledger_node(ledger))
         note = reply_field(result, "checkpoint", bytes)
-        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+        return verify_witnessed(note, keys)
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with
@@ -261,9 +267,19 @@ class Reader:
             except RemoteError as e:
                 if e.code != "not_found":
                     raise
+            except QuorumError:
+                if time.monotonic() >= deadline:
+                    raise  # says which outside witnesses did not cosign
             if time.monotonic() >= deadline:
+                outside = keys.outside
                 raise NotFoundError(
                     f"no checkpoint of {ledger!r} covering height {index} with {keys.quorum} cosignatures in time"
+                    + (
+                        f" (nor with {outside.quorum} of the outside witnesses its genesis lists: "
+                        f"{', '.join(k.name for k in outside.keys)})"
+                        if outside is not None
+                        else ""
+                    )
                 )
             time.sleep(RECEIPT_POLL_SECONDS)  # a checkpoint is signed at most every second
         size = checkpoint.checkpoint.size
@@ -393,7 +409,8 @@ class Session(Reader):
         if not isinstance(raw, bytes):
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
         log_key = home_key(self.config.name, ledger, raw)
-        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
+        outside = outside_witnesses(ledger, self.rules(ledger).rules)
+        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis, outside)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -425,6 +442,7 @@ class Session(Reader):
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
+        outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.8)
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
         self._rules[ledger] = rules

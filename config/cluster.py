@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from ..node.errors import SettingsError
+from ..node.note import is_valid_name
 from .redis import check_redis_url
 from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
 
@@ -61,6 +63,10 @@ class ReplicationSettings:
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
     receive_hwm: int = 100_000
+    # Outside witnesses ([outside_witnesses], PROTOCOL 13.8): how long one add-checkpoint may
+    # take, and the longest wait between tries at a witness that failed (doubling from 1 s).
+    witness_timeout_ms: int = 5000
+    witness_backoff_max_ms: int = 60_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,6 +176,9 @@ class ClusterConfig:
     verifier: VerifierSettings = dataclasses.field(default_factory=VerifierSettings)
     observers: ObserverSettings = dataclasses.field(default_factory=ObserverSettings)
     redis: RedisSettings = dataclasses.field(default_factory=RedisSettings)
+    # [outside_witnesses]: an outside witness's key name (as a genesis lists it) -> the URL
+    # prefix of its add-checkpoint (c2sp.org/tlog-witness's submission prefix)
+    outside_witnesses: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def redis_access(self, role: str) -> RedisAccess:
         """How a process of ``role`` (a node role, or ``admin`` for the ``vledger`` command)
@@ -297,7 +306,18 @@ def _port(spec: dict[str, Any], key: str, at: str) -> int:
 
 def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     where = str(path)
-    tables = ("cluster", "settings", "ingest", "replication", "verifier", "observers", "nodes", "ledgers", "redis")
+    tables = (
+        "cluster",
+        "settings",
+        "ingest",
+        "replication",
+        "verifier",
+        "observers",
+        "nodes",
+        "ledgers",
+        "redis",
+        "outside_witnesses",
+    )
     _check_keys(data, tables, where)
     cluster = _table(data, "cluster", where)
     _check_keys(cluster, ("name", "keys", "data", "redis", "default_home", "production"), f"{where}: cluster")
@@ -350,7 +370,23 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
             passwords_dir=None if passwords is None else (base / passwords).resolve(),
             ca_file=None if ca is None else (base / ca).resolve(),
         ),
+        outside_witnesses=_outside_witnesses(_table(data, "outside_witnesses", where), f"{where}: outside_witnesses"),
     )
+
+
+def _outside_witnesses(table: dict[str, Any], where: str) -> dict[str, str]:
+    """[outside_witnesses]: key names (13.1) to http(s) URL prefixes with a host, no query or fragment."""
+    urls = {}
+    for name, url in table.items():
+        if not is_valid_name(name):
+            raise SettingsError(f"{where}: {name!r:.80} is not a witness key name (13.1)")
+        if not isinstance(url, str):
+            raise SettingsError(f"{where}.{name}: expected a URL string")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise SettingsError(f"{where}.{name}: {url!r:.120} is not an http(s) URL prefix with a host")
+        urls[name] = url.rstrip("/")
+    return urls
 
 
 def _ingest_settings(table: Any, where: str) -> IngestSettings:

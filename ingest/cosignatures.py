@@ -1,9 +1,12 @@
 """The cosignatures a node knows of a ledger's checkpoints, for the ``checkpoint`` command.
 
-They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, open to
-whoever reaches Redis) and, on a witness, from its own store (the latest checkpoint it
-cosigned). Nothing there is believed: vledger.node.cosigning checks every line on its own
-with the ledger's checkpoint key and the cluster's witness keys, and drops what fails.
+They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, and
+``vledger:outside:<ledger>``: each outside witness's, as its home got it; open to whoever
+reaches Redis) and, on a witness, from its own store (the latest checkpoint it
+cosigned) and, on a home, the outside witnesses' cosignatures its feeder verified (13.8).
+Nothing there is believed: vledger.node.cosigning checks every line on its own
+with the ledger's checkpoint key, the cluster's witness keys and the outside witness keys
+the ledger's genesis lists, and drops what fails.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Callable, Mapping
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.errors import VledgerError
 from ..node.note import VerifierKey, origin_for
+from ..node.outside import outside_kind, outside_witnesses
 from ..node.store import ChainStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,7 @@ class KnownCosignatures:
         self.replication = replication
         self.witnesses = tuple(witnesses.values())
         self.key_of = key_of
+        self._outside_keys: dict[str, tuple[VerifierKey, ...]] = {}
 
     def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
         """Each checkpoint of ``ledger`` among ``latest``, Redis's and this store's cosigned notes,
@@ -48,12 +54,31 @@ class KnownCosignatures:
         if log_key is None:
             return []
         notes = [latest]
-        kept = self.store.checkpoints.latest(ledger, COSIGNED)
-        if kept is not None:
-            notes.append(kept.note)
+        outside = self._outside(ledger)
+        for kind in (COSIGNED, *(outside_kind(key.name) for key in outside)):
+            kept = self.store.checkpoints.latest(ledger, kind)
+            if kept is not None:
+                notes.append(kept.note)
         if self.replication is not None:
             try:
                 notes.extend(self.replication.cosignatures(ledger).values())
+                if outside:
+                    notes.extend(self.replication.outside_cosignatures(ledger).values())
             except REDIS_ERRORS as e:
                 log.warning("checkpoint of %s: Redis unavailable (%s); serving the cosignatures kept here", ledger, e)
-        return gather(notes, log_key, origin_for(self.cluster, ledger), self.witnesses)
+        return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *outside))
+
+    def outside_names(self, ledger: str) -> frozenset[str]:
+        """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""
+        return frozenset(key.name for key in self._outside(ledger))
+
+    def _outside(self, ledger: str) -> tuple[VerifierKey, ...]:
+        """The outside witness keys ``ledger``'s genesis lists (none when it lists none)."""
+        keys = self._outside_keys.get(ledger)
+        if keys is None:
+            try:
+                listed = outside_witnesses(ledger, self.store.rules(ledger).rules)
+            except VledgerError:
+                return ()  # no genesis here yet: asked again next time
+            keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
+        return keys

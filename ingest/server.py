@@ -9,6 +9,7 @@ cleanly: no new requests, the ones in flight answered, the store's queue committ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,7 @@ from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
+from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
@@ -50,7 +52,11 @@ def node_keys(config: ClusterConfig) -> dict[str, str]:
 def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
     """The checkpoint notes of ``ledger`` Redis holds: the home's latest and the witnesses' (unchecked)."""
     latest = replication.checkpoints().get(ledger)
-    return [*([latest] if latest is not None else []), *replication.cosignatures(ledger).values()]
+    return [
+        *([latest] if latest is not None else []),
+        *replication.cosignatures(ledger).values(),
+        *replication.outside_cosignatures(ledger).values(),
+    ]
 
 
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
@@ -118,9 +124,24 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
     store.on_commit = outbox.committed
     runtime.started(outbox)
+    feeder = runtime.started(
+        WitnessFeeder(
+            name,
+            store,
+            lambda: dict(outbox.checkpoints),
+            config.outside_witnesses,
+            replication,
+            config.replication,
+            on_alert=lambda alert: raise_alert(replication, alert),
+        )
+    )
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, None))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
+    for what, text in FEEDER_METRICS.items():
+        metrics.collect_with(
+            gauge_collector(f"vledger_outside_witness_{what}", text, functools.partial(feeder.count, what))
+        )
     runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
     watch = runtime.started(
         CosignatureWatch(

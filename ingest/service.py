@@ -44,6 +44,7 @@ from ..node.errors import (
 )
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
+from ..node.outside import MAX_OUTSIDE_WITNESSES, outside_witnesses
 from ..node.record import GENESIS_KIND, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
@@ -119,6 +120,10 @@ class CosignatureSource(Protocol):
     def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
         """Each checkpoint among ``latest`` and the cosigned notes this node knows, with the
         cosignatures that verified one by one; largest size first."""
+        ...
+
+    def outside_names(self, ledger: str) -> frozenset[str]:
+        """The names of the outside witnesses ``ledger``'s genesis lists (13.8)."""
         ...
 
 
@@ -508,9 +513,10 @@ class IngestService:
             raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
         return parse_checkpoint(parse_note(latest).text).size
 
-    def cosigned_checkpoint(self, ledger: str, witnesses: int = 0) -> GatheredCheckpoint:
+    def cosigned_checkpoint(self, ledger: str, witnesses: int = 0, outside: int = 0) -> GatheredCheckpoint:
         """The largest checkpoint of ``ledger`` this node knows with at least ``witnesses``
-        verified cosignatures. Raises NotFoundError when there is none (yet)."""
+        verified cosignatures, ``outside`` of them by outside witnesses its genesis lists.
+        Raises NotFoundError when there is none (yet)."""
         latest = self.latest_checkpoint(ledger)
         if latest is None:
             raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
@@ -520,9 +526,14 @@ class IngestService:
             checkpoint = parse_checkpoint(parse_note(latest).text)  # this node signed or verified it
             gathered = [GatheredCheckpoint(checkpoint, latest, ())]
         found = newest(gathered, witnesses)
+        if outside > 0:
+            listed = self.cosignatures.outside_names(ledger) if self.cosignatures is not None else frozenset()
+            enough = (g for g in gathered if len(listed.intersection(g.witnesses)) >= outside)
+            found = next((g for g in enough if len(g.witnesses) >= witnesses), None)
         if found is None:
+            more = f" ({outside} by outside witnesses)" if outside else ""
             raise NotFoundError(
-                f"no checkpoint of ledger {ledger!r} with {witnesses} cosignatures on node {self.node.name} yet"
+                f"no checkpoint of ledger {ledger!r} with {witnesses} cosignatures{more} on node {self.node.name} yet"
             )
         return found
 
@@ -604,6 +615,8 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 ledger=ledger,
                 height=0,
             )
+    # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.8), else bad_genesis.
+    outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules)
     # Run in the executor after the code is checked: no flush of the loop's would take it.
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
@@ -692,12 +705,13 @@ def _have(service: IngestService, caller: Caller, args: Args) -> object:
 # --- checkpoints and proofs (docs/PROTOCOL.md section 14) ------------------------------
 
 
-@command("checkpoint", EVERYONE, "ledger [witnesses]", "the latest cosigned checkpoint note this node knows")
+@command("checkpoint", EVERYONE, "ledger [witnesses] [outside]", "the latest cosigned checkpoint note this node knows")
 def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
     witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
+    outside = args.uint("outside", default=0, maximum=MAX_OUTSIDE_WITNESSES)
     # Off the loop thread where there is an executor: the cosignatures may come from Redis.
-    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses)))
+    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses, outside)))
 
 
 def _checkpoint_reply(found: GatheredCheckpoint) -> dict[str, Any]:

@@ -9,6 +9,8 @@ section 10.7):
   A witness cosigns only what is consistent with the latest one.
 * ``evidence``: a checkpoint signed with a home's key that contradicts this node's copy,
   kept verbatim (the note exactly as received).
+* ``outside:<witness>``: on a home, each checkpoint it signed that the outside witness
+  ``<witness>`` (a key name a genesis lists) cosigned, with that cosignature line verified.
 
 Rows are only ever added: nothing here is rewritten to "fix" a contradiction.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
+from .outside import OUTSIDE_KIND_PREFIX
 from .storefile import MAX_HEIGHT, connect
 
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
@@ -54,7 +57,7 @@ class CheckpointLog:
 
     def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
         """Add a row (durable on return); the same checkpoint kept twice is one row."""
-        if kind not in KINDS:
+        if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         try:
             with self._lock:

@@ -671,6 +671,14 @@ class WitnessRequestError(NoteError):
         self.status = status
 
 
+class WitnessRefusedError(NoteError):
+    """An outside witness would not cosign a checkpoint its home fed it (an alert, 13.8): it
+    answered 422 (it saw a tree this one does not extend), 403 or 404 (it does not trust the
+    key or know the origin), or named a size past what the home signed."""
+
+    code = "witness_refused"
+
+
 class SealError(VledgerError):
     """A sealed id that does not unseal: malformed, tampered with, another key or another context."""
 

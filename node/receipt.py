@@ -30,6 +30,7 @@ from .note import (
     VerifierKey,
     verify_checkpoint,
 )
+from .outside import OutsideWitnesses, check_witnessed, outside_witnesses
 from .record import Record, checksum_of, decode_record, link_of
 from .tree import HASH_SIZE, MAX_PROOF_HASHES, leaf_hash, verify_inclusion
 from .verify import ChainVerifier
@@ -146,12 +147,14 @@ def parse_receipt(data: bytes) -> Receipt:
 @dataclass(frozen=True, slots=True)
 class ReceiptKeys:
     """What a receipt is checked with: the ledger's checkpoint key (type 0x01), trusted witness
-    keys (type 0x04), how many of them must have cosigned, and the genesis rules when known."""
+    keys (type 0x04), how many of them must have cosigned, the genesis rules when known, and
+    the outside witnesses that genesis lists (a quorum of them must have cosigned too)."""
 
     log_key: VerifierKey
     witnesses: tuple[VerifierKey, ...] = ()
     quorum: int = 0
     genesis: Record | None = None
+    outside: OutsideWitnesses | None = None
 
 
 def keys_from_genesis(
@@ -170,7 +173,7 @@ def keys_from_genesis(
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
         )
-    return ReceiptKeys(key, tuple(witnesses), quorum, record)
+    return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules))
 
 
 def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
@@ -186,11 +189,13 @@ def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None
 
 @dataclass(frozen=True, slots=True)
 class VerifiedReceipt:
-    """A receipt whose every check passed: its record, and the checkpoint it stands in."""
+    """A receipt whose every check passed: its record, the checkpoint it stands in, and the
+    outside witnesses (of those its genesis lists) whose cosignature verified."""
 
     receipt: Receipt
     record: Record
     checkpoint: VerifiedCheckpoint
+    outside: tuple[str, ...] = ()
 
 
 def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
@@ -203,7 +208,9 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     link), and with the genesis known UnknownKindError and InsufficientWorkError; the note
     errors of ``verify_checkpoint`` (bad_note, unverified_note for a checkpoint the key did
     not sign, bad_note_signature, bad_cosignature, bad_checkpoint, no_quorum);
-    WrongOriginError [wrong_origin] for a checkpoint of another log or ledger; ProofError
+    WrongOriginError [wrong_origin] for a checkpoint of another log or ledger; QuorumError
+    [no_quorum] also when the genesis lists outside witnesses and fewer than its quorum of
+    them cosigned; ProofError
     [bad_proof] when the index is not below the checkpoint's size or the proof does not lead
     from the record's leaf hash to the checkpoint's root.
     """
@@ -213,9 +220,20 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
     verified = verify_checkpoint(receipt.checkpoint, log_key, keys.witnesses, keys.quorum)
+    outside = () if keys.outside is None else check_witnessed(receipt.checkpoint, log_key, keys.outside).witnesses
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
-    return VerifiedReceipt(receipt, record, verified)
+    return VerifiedReceipt(receipt, record, verified, outside)
+
+
+def verify_witnessed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
+    """Check the checkpoint ``note`` with ``keys`` (13.5 with the witness keys and quorum),
+    then, when the genesis lists outside witnesses, that a quorum of them cosigned (13.8).
+    The result counts the cluster's witnesses. Raises what verify_checkpoint raises."""
+    verified = verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+    if keys.outside is not None:
+        check_witnessed(note, keys.log_key, keys.outside)
+    return verified
 
 
 def _check_record(receipt: Receipt, keys: ReceiptKeys) -> Record:

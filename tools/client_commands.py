@@ -27,6 +27,7 @@ from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
 from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, RemoteError, SealError, UsageError
 from ..node.ledger import LedgerRules
+from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import DOMAINS, PLAIN
@@ -215,6 +216,12 @@ def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Pa
 
 def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     rules = ledger_rules(args.kinds, args.difficulty, args.rules)
+    if args.outside_witness:  # after ledger_rules: a vkey is bytes in base64, never a typed identifier
+        quorum = args.outside_quorum if args.outside_quorum is not None else len(args.outside_witness)
+        listed = {WITNESSES_FIELD: [key.encode() for key in args.outside_witness], QUORUM_FIELD: quorum}
+        rules = LedgerRules(rules.kinds, rules.difficulty, {**rules.rules, **listed})
+    elif args.outside_quorum is not None:
+        raise UsageError("--outside-quorum needs --outside-witness keys")
     print_receipt(session.create_ledger(args.ledger, rules, args.request_id, args.ts), as_json=args.json)
     return EXIT_OK
 
@@ -254,6 +261,19 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         default={},
         metavar="JSON",
         help='domain rules, e.g. \'{"type":"election","choices":["a","b"],"opens":MS,"closes":MS}\'',
+    )
+    create.add_argument(
+        "--outside-witness",
+        type=vkey_arg,
+        action="append",
+        metavar="VKEY",
+        help="an outside witness's cosignature key to list in the genesis (repeatable; PROTOCOL 13.8)",
+    )
+    create.add_argument(
+        "--outside-quorum",
+        type=int,
+        metavar="N",
+        help="how many outside witnesses must cosign a checkpoint (default: all listed)",
     )
 
 

@@ -90,6 +90,7 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
                 "hash": record.link.hex(),
                 "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
                 "witnesses": list(verified.checkpoint.witnesses),
+                "outside_witnesses": list(verified.outside),
             }
         )
         return EXIT_OK
@@ -98,5 +99,11 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}, in the tree of "
         f"size {checkpoint.size} that {checkpoint.origin} signed"
         + (f" and {len(cosigned)} witnesses cosigned ({', '.join(cosigned)})" if cosigned else "")
+        + (
+            f"; {len(verified.outside)} outside witnesses cosigned ({', '.join(verified.outside)}), "
+            f"the genesis asks {keys.outside.quorum}"
+            if keys.outside is not None
+            else ""
+        )
     )
     return EXIT_OK

@@ -67,6 +67,7 @@ from ..node.errors import (
 )
 from ..node.json_values import jsonable
 from ..node.note import VerifierKey
+from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, pinned_checkpoint_key
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.votes import electronic_id
@@ -163,6 +164,7 @@ class ServedCheckpoint:
     gathered: GatheredCheckpoint
     log_key: VerifierKey
     witness_keys: dict[str, VerifierKey]  # node name -> its cosignature key
+    outside: OutsideWitnesses | None = None  # the outside witnesses the genesis lists (13.8)
 
     def json(self) -> dict[str, Any]:
         checkpoint = self.gathered.checkpoint
@@ -174,6 +176,9 @@ class ServedCheckpoint:
             "log_key": self.log_key.encode(),
             "cosigned_by": list(self.gathered.witnesses),
             "witness_keys": {key.name: key.encode() for key in self.witness_keys.values()},
+            "outside_witnesses": None
+            if self.outside is None
+            else {"keys": [key.encode() for key in self.outside.keys], "quorum": self.outside.quorum},
         }
 
 
@@ -244,6 +249,7 @@ class Gateway:
         self.observer_keys = observer_keys(config)
         self.witness_keys = witness_keys(config)
         self._log_keys: dict[str, VerifierKey | None] = {}
+        self._outside: dict[str, OutsideWitnesses | None] = {}  # filled beside _log_keys
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
@@ -393,6 +399,11 @@ class Gateway:
         if ledger not in self._log_keys:
             genesis, _ = self._record(ledger, 0)
             rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+            try:
+                self._outside[ledger] = outside_witnesses(ledger, rules.rules)
+            except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
+                log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
+                self._outside[ledger] = None
             self._log_keys[ledger] = pinned_checkpoint_key(ledger, rules)
         return self._log_keys[ledger]
 
@@ -412,12 +423,17 @@ class Gateway:
         key = self.log_key(ledger)
         if key is None:
             raise NotFoundError(f"the genesis of {ledger!r} pins no checkpoint key: it has no checkpoints to serve")
+        outside = self._outside.get(ledger)
         notes = [note for _, note in self.reader.latest_checkpoints(ledger)]
         try:
-            notes.extend(ReplicationLedger(self._redis()).cosignatures(ledger).values())
+            replication = ReplicationLedger(self._redis())
+            notes.extend(replication.cosignatures(ledger).values())
+            if outside is not None:
+                notes.extend(replication.outside_cosignatures(ledger).values())
         except (redis.RedisError, OSError) as e:  # the store's own notes are still served
             log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
-        gathered = gather(notes, key, key.name, self.witness_keys.values())  # the origin is the key's name
+        trusted = (*self.witness_keys.values(), *(outside.keys if outside is not None else ()))
+        gathered = gather(notes, key, key.name, trusted)  # the origin is the key's name
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
@@ -426,7 +442,7 @@ class Gateway:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
         self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
-        served = ServedCheckpoint(ledger, best, key, self.witness_keys)
+        served = ServedCheckpoint(ledger, best, key, self.witness_keys, outside)
         with self._voters_lock:
             self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
         return served

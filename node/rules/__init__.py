@@ -25,7 +25,12 @@ from ...config.settings import PROTOCOL_LIMITS
 from ..errors import BadDomainRulesError, BadIdentifierError, BadPayloadError, RuleError, Where
 from ..identifiers import IDENTIFIER_RULE_KEY, NFC_RULE, identifier_fault
 from ..ledger import LedgerRules
+from ..outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..record import ACCOUNT_PATTERN, Record
+
+# Genesis rules fields a domain allows beside its own: the pinned checkpoint key (10.7) and the
+# outside witnesses with their quorum (13.8).
+BESIDE = ("checkpoint_key", WITNESSES_FIELD, QUORUM_FIELD)
 
 # Account names as docs/PROTOCOL.md section 2 defines them, the authors' own pattern: an
 # account that receives units must be able to author the record that moves them.
@@ -131,11 +136,9 @@ class GenesisReader:
 
     def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
         missing = sorted(set(required) - set(self.rules))
-        # Beside the domain's own fields: its type, the checkpoint key a genesis may pin (10.7)
-        # and its identifier rule (7.5).
-        unknown = sorted(
-            set(self.rules) - set(required) - set(optional) - {"type", "checkpoint_key", IDENTIFIER_RULE_KEY}
-        )
+        # Beside the domain's own fields: its type, the checkpoint key a genesis may pin (10.7),
+        # the outside witnesses it may list (13.8) and its identifier rule (7.5).
+        unknown = sorted(set(self.rules) - set(required) - set(optional) - {"type", IDENTIFIER_RULE_KEY, *BESIDE})
         if missing or unknown:
             self.fail(f"missing fields {missing}, unknown fields {unknown}")
 

@@ -384,6 +384,7 @@ class LocalCluster:
     relays: Iterable[str] = ()
     production: bool = False
     gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
+    outside_witnesses: Mapping[str, str] = field(default_factory=dict)  # key name -> URL prefix
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -541,6 +542,9 @@ class LocalCluster:
             "",
             "[redis]",
             f'passwords = "{REDIS_PASSWORDS}"',
+            "",
+            "[outside_witnesses]",
+            *(f'"{name}" = "{url}"' for name, url in self.outside_witnesses.items()),
             "",
         ]
         taken: set[int] = set()

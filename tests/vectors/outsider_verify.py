@@ -1388,10 +1388,39 @@ def verify_receipt(data: bytes, log_key: NoteKey, witnesses=(), q: int = 0, gene
     if not log_key.name.endswith("/" + ledger):  # 4
         raise VerifyError("wrong_origin", "the checkpoint key is of another ledger")
     checkpoint = verify_checkpoint(receipt["checkpoint"], log_key, list(witnesses), q)  # 5
+    outside = genesis_outside(genesis) if genesis is not None else None
+    if outside is not None:  # 5, the outside witnesses a genesis lists and their quorum (13.8)
+        checkpoint["outside"] = verify_checkpoint(receipt["checkpoint"], log_key, outside[0], outside[1])["witnesses"]
     verify_inclusion(  # 6
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )
     return checkpoint
+
+
+def genesis_outside(genesis: bytes) -> "tuple[list[NoteKey], int] | None":
+    """Section 3: the outside witnesses (type 0x04 keys) and quorum a genesis lists, or None."""
+    record, content = parse_record(genesis)
+    rules = genesis_rules(record, content)["rules"]
+    listed, quorum = rules.get("witnesses"), rules.get("quorum")
+    if listed is None and quorum is None:
+        return None
+    if type(listed) is not list or not 1 <= len(listed) <= 32:
+        raise VerifyError("bad_genesis", "rules.witnesses is not an array of 1 to 32 vkeys", 0)
+    keys = []
+    for value in listed:
+        try:
+            key = parse_vkey(value)
+        except VerifyError as exc:
+            raise VerifyError("bad_genesis", exc.message, 0) from None
+        if key.type != TYPE_COSIGNATURE or any(k.name == key.name or k.public == key.public for k in keys):
+            raise VerifyError("bad_genesis", "rules.witnesses: a key not of type 0x04, or a repeated name or key", 0)
+        keys.append(key)
+    pinned = rules.get("checkpoint_key")
+    if type(pinned) is str and any(k.public == parse_vkey(pinned).public for k in keys):
+        raise VerifyError("bad_genesis", "rules.witnesses lists the checkpoint key's public key", 0)
+    if type(quorum) is not int or not 1 <= quorum <= len(keys):
+        raise VerifyError("bad_genesis", "rules.quorum is not an integer 1..len(witnesses)", 0)
+    return keys, quorum
 
 
 def genesis_key(genesis: bytes, ledger: str) -> NoteKey:

@@ -125,3 +125,29 @@ def test_production_mode_is_off_unless_the_cluster_file_says_so() -> None:
     assert load(config()).production is False
     assert load(config(cluster__production=True)).production is True
     assert load(config()).second_factor_key_path() == Path("/etc/vledger/keys/second-factor.seal")
+
+
+def test_outside_witnesses_map_key_names_to_url_prefixes() -> None:
+    urls = {"witness.example/w1": "https://witness.example/w1/", "w2": "http://10.0.0.7:8080"}
+    loaded = load(config(outside_witnesses=urls))
+    assert loaded.outside_witnesses == {
+        "witness.example/w1": "https://witness.example/w1",
+        "w2": "http://10.0.0.7:8080",
+    }
+    assert load(config()).outside_witnesses == {}
+    assert load(config()).replication.witness_timeout_ms == 5000
+
+
+@pytest.mark.parametrize(
+    ("urls", "named"),
+    [
+        ({"a b": "https://w.example"}, "is not a witness key name"),
+        ({"w+1": "https://w.example"}, "is not a witness key name"),
+        ({"w1": "file:///etc/passwd"}, "outside_witnesses.w1: 'file:///etc/passwd' is not an http(s) URL"),
+        ({"w1": "https://"}, "is not an http(s) URL prefix with a host"),
+        ({"w1": "https://w.example/?x=1"}, "is not an http(s) URL prefix with a host"),
+        ({"w1": 7}, "outside_witnesses.w1: expected a URL string"),
+    ],
+)
+def test_unusable_outside_witnesses_are_refused(urls: dict[str, Any], named: str) -> None:
+    assert named in refused(config(outside_witnesses=urls))

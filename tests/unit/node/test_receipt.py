@@ -4,7 +4,9 @@ at the first check that fails, with that check's code; any flipped byte of the f
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,3 +167,46 @@ def test_any_flipped_byte_fails(chain: list[Record], data: st.DataObject) -> Non
     flipped = encoded[:position] + bytes([encoded[position] ^ (1 << bit)]) + encoded[position + 1 :]
     with pytest.raises(VledgerError):
         verify_receipt(flipped, _keys(chain, quorum=3))
+
+
+def _outsider() -> Any:
+    """tests/vectors/outsider_verify.py, the verifier written from docs/PROTOCOL.md alone."""
+    path = Path(__file__).resolve().parents[2] / "vectors" / "outsider_verify.py"
+    spec = importlib.util.spec_from_file_location("outsider_verify", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
+    outside = WITNESSES[1:]  # listed in the genesis; WITNESSES[0] stays a cluster witness
+    rules = {"checkpoint_key": HOME.verifier().encode(), "witnesses": [w.verifier().encode() for w in outside]}
+    genesis = Entry.prepare(
+        LedgerRules(("note",), 4, {**rules, "quorum": 2}).genesis_content(LEDGER, "admin", "c-2", T0), 4, kit.limits
+    )
+    records = [genesis.place(0, ZERO_LINK, T0 + 5, "node-1")]
+    for i in range(1, 4):
+        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    leaves = [tree.leaf_hash(r.encode()) for r in records]
+    root = tree.root_at(4, _hash_at(leaves))
+    proof = tree.inclusion_proof(2, 4, _hash_at(leaves))
+    keys = keys_from_genesis(records[0].encode(), LEDGER)
+    assert keys.outside is not None and keys.outside.quorum == 2
+    ov = _outsider()
+    log_key = ov.parse_vkey(HOME.verifier().encode())
+    for cosigners, missing in (([WITNESSES[0], outside[0]], outside[1].name), (WITNESSES, None)):
+        receipt = Receipt.of(records[2].encode(), proof, _note(4, root, witnesses=cosigners))
+        if missing is None:
+            assert verify_receipt(receipt, keys).outside == (outside[0].name, outside[1].name)
+            got = ov.verify_receipt(receipt.encode(), log_key, genesis=records[0].encode())
+            assert sorted(got["outside"]) == sorted(w.name for w in outside)
+            continue
+        with pytest.raises(VledgerError) as e:  # one outside cosignature of the two the genesis asks
+            verify_receipt(receipt, keys)
+        assert e.value.code == "no_quorum" and missing in e.value.message
+        with pytest.raises(ov.VerifyError) as refused:
+            ov.verify_receipt(receipt.encode(), log_key, genesis=records[0].encode())
+        assert refused.value.code == "no_quorum"
+        # Given only the key, no outside quorum is asked (14.3 step 5).
+        verify_receipt(receipt, ReceiptKeys(HOME.verifier()))

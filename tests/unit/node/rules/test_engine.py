@@ -91,7 +91,7 @@ def test_an_unknown_type_is_a_bad_genesis(rules_kit: Any, kind: Any) -> None:
         ({"type": "election", "choices": ["a"], "opens": True, "closes": 2}, ELECTION_KINDS),
         ({"type": "election", "choices": ["a"], "opens": -1, "closes": 2}, ELECTION_KINDS),
         ({"type": "election", "choices": ["a"], "opens": 1}, ELECTION_KINDS),
-        ({"type": "election", "choices": ["a"], "opens": 1, "closes": 2, "quorum": 5}, ELECTION_KINDS),
+        ({"type": "election", "choices": ["a"], "opens": 1, "closes": 2, "turnout": 5}, ELECTION_KINDS),
         # charity
         ({"type": "charity"}, ("disbursement", "donation")),
         ({"type": "charity", "currency": ""}, ("disbursement", "donation")),

@@ -1,0 +1,247 @@
+"""A home feeds its checkpoints to the outside witnesses its ledgers' geneses list (PROTOCOL 13.8).
+
+After each checkpoint the outbox signs, for each outside witness a ledger's genesis lists
+(``rules.witnesses``) and the cluster file gives a URL for (``[outside_witnesses]``), one
+thread POSTs a c2sp.org/tlog-witness add-checkpoint: ``old <size>`` (the size this home last
+saw the witness cosign, 0 at first), the consistency proof from there, and the checkpoint.
+A 409 names the witness's own size: the request is made again once from that size. A 200's
+cosignature is believed only when it verifies with the key the genesis lists; it is then
+kept in the store (checkpoint log kind ``outside:<witness>``) and published like a cluster
+witness's (``vledger:outside:<ledger>`` under the witness's key name, and the
+``vledger:cosigned`` channel). Any other answer is a refusal (422: the witness saw a tree this checkpoint does not
+extend, a fork fed to it or a rewritten tail here): an alert ``witness_refused`` names the
+witness, once per ledger, witness and status. Failures wait before the next try, doubling
+from one second up to ``witness_backoff_max_ms``; each request ends within
+``witness_timeout_ms`` per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.witness_http import post_add_checkpoint
+from ..config.cluster import ReplicationSettings
+from ..node.errors import VledgerError, WitnessRefusedError
+from ..node.note import VerifierKey, add_checkpoint_request
+from ..node.outside import (
+    Conflict,
+    Cosigned,
+    OutsideWitnesses,
+    Refused,
+    WitnessReply,
+    outside_kind,
+    outside_witnesses,
+    read_reply,
+)
+from ..node.store import ChainStore
+from ..node.witness import SignedCheckpoint
+
+log = logging.getLogger(__name__)
+
+Post = Callable[[str, bytes, float], WitnessReply]
+FIRST_BACKOFF_SECONDS = 1.0
+POLL_SECONDS = 0.2  # how often the thread looks for a newer signed checkpoint
+MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 409
+
+
+@dataclass(slots=True)
+class _WitnessState:
+    size: int  # the size this home last saw the witness cosign (0: none; a 409 corrects it)
+    retry_at: float = 0.0
+    backoff: float = 0.0
+    alerted: set[int] = field(default_factory=set)  # statuses already reported
+
+
+FEEDER_METRICS = {  # FeederCounts field -> the help text of its metric (vledger_outside_witness_<field>)
+    "cosigned": "outside witness cosignatures verified and kept since start",
+    "conflicts": "409 answers (the witness named another old size) since start",
+    "refused": "add-checkpoint refusals (422, 403, 404, ...) since start",
+    "failed": "add-checkpoint requests that failed (unreachable, timeout, garbage) since start",
+}
+
+
+@dataclass(slots=True)
+class FeederCounts:
+    """What the feeder did since it started (read by the metrics)."""
+
+    cosigned: int = 0
+    conflicts: int = 0
+    refused: int = 0
+    failed: int = 0
+
+
+class WitnessFeeder:
+    """Feeds each ledger's latest signed checkpoint (``latest()``) to its outside witnesses."""
+
+    def __init__(
+        self,
+        home: str,
+        store: ChainStore,
+        latest: Callable[[], Mapping[str, SignedCheckpoint]],
+        urls: Mapping[str, str],
+        replication: ReplicationLedger | None,
+        settings: ReplicationSettings,
+        on_alert: Callable[[Alert], None],
+        *,
+        post: Post = post_add_checkpoint,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.latest = latest
+        self.urls = dict(urls)
+        self.replication = replication
+        self.timeout = settings.witness_timeout_ms / 1000
+        self.max_backoff = settings.witness_backoff_max_ms / 1000
+        self.on_alert = on_alert
+        self.post = post
+        self._clock = clock
+        self.counts = FeederCounts()
+        self._outside: dict[str, OutsideWitnesses | None] = {}
+        self._state: dict[tuple[str, str], _WitnessState] = {}
+        self._unpublished: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._unlisted: set[str] = set()  # witnesses with no URL, logged once
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def count(self, what: str) -> int:
+        """One of the counts (a FEEDER_METRICS name), for the metrics (any thread)."""
+        return int(getattr(self.counts, what))
+
+    def start(self) -> WitnessFeeder:
+        self._thread = threading.Thread(target=self._run, name=f"witness-feeder-{self.home}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self.turn()
+            except Exception:  # the feeder must outlive any one failure; the next turn tries again
+                log.exception("witness feeder: a turn failed")
+
+    def turn(self) -> None:
+        """Feed each ledger's latest checkpoint to each of its outside witnesses not yet past it."""
+        for ledger, checkpoint in sorted(self.latest().items()):
+            if self._stop.is_set():
+                return
+            outside = self._witnesses(ledger)
+            if outside is None:
+                continue
+            for key in outside.keys:
+                url = self.urls.get(key.name)
+                if url is None:
+                    if key.name not in self._unlisted:
+                        self._unlisted.add(key.name)
+                        log.warning("witness feeder: no URL for outside witness %s in [outside_witnesses]", key.name)
+                    continue
+                self._feed(checkpoint, key, url)
+        self._publish()
+
+    def _witnesses(self, ledger: str) -> OutsideWitnesses | None:
+        if ledger not in self._outside:
+            try:
+                self._outside[ledger] = outside_witnesses(ledger, self.store.rules(ledger).rules)
+            except VledgerError as e:  # the genesis was checked when stored: a ledger from before the rule
+                log.error("witness feeder: %s lists no usable outside witnesses: %s", ledger, e)
+                self._outside[ledger] = None
+        return self._outside[ledger]
+
+    def _state_of(self, ledger: str, witness: str) -> _WitnessState:
+        state = self._state.get((ledger, witness))
+        if state is None:
+            kept = self.store.checkpoints.latest(ledger, outside_kind(witness))
+            state = self._state[(ledger, witness)] = _WitnessState(kept.size if kept is not None else 0)
+        return state
+
+    def _feed(self, checkpoint: SignedCheckpoint, key: VerifierKey, url: str) -> None:
+        ledger, size = checkpoint.ledger, checkpoint.size
+        state = self._state_of(ledger, key.name)
+        if state.size >= size or self._clock() < state.retry_at:
+            return  # cosigned already (or it is ahead: a newer checkpoint will come), or waiting
+        old = state.size
+        for _ in range(MAX_TRIES):
+            if old > size:
+                self._refused(checkpoint, key, state, 409, f"it cosigned size {old}, past the {size} signed here")
+                return
+            proof = self.store.consistency_proof(ledger, old, size) if 0 < old < size else []
+            body = add_checkpoint_request(old, proof, checkpoint.note).encode()
+            try:
+                outcome = read_reply(self.post(url, body, self.timeout), checkpoint.note, key)
+            except (OSError, VledgerError) as e:
+                self.counts.failed += 1
+                self._back_off(state)
+                log.warning("witness feeder: %s at %s, %s size %d: %s", key.name, url, ledger, size, e)
+                return
+            if isinstance(outcome, Conflict):
+                self.counts.conflicts += 1
+                old = state.size = outcome.size
+                continue
+            if isinstance(outcome, Refused):
+                self._refused(checkpoint, key, state, outcome.status, outcome.reason or "no reason given")
+                return
+            self._cosigned(checkpoint, key, state, outcome)
+            return
+        self._back_off(state)  # two 409s in a row: the witness moves under us; later
+
+    def _cosigned(self, checkpoint: SignedCheckpoint, key: VerifierKey, state: _WitnessState, got: Cosigned) -> None:
+        ledger = checkpoint.ledger
+        self.store.checkpoints.keep(ledger, outside_kind(key.name), checkpoint.size, checkpoint.root, got.note)
+        state.size = checkpoint.size
+        state.backoff = 0.0
+        state.retry_at = 0.0
+        self._unpublished[(ledger, key.name)] = (checkpoint.size, got.note)
+        self.counts.cosigned += 1
+        log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
+
+    def _refused(self, checkpoint: SignedCheckpoint, key: VerifierKey, state: _WitnessState, status: int,
+                 reason: str) -> None:  # fmt: skip
+        self.counts.refused += 1
+        self._back_off(state)
+        if status in state.alerted:
+            return
+        state.alerted.add(status)
+        error = WitnessRefusedError(
+            f"outside witness {key.name} refused {checkpoint.ledger} at size {checkpoint.size} "
+            f"(HTTP {status}): {reason[:200]}"
+        )
+        log.error("witness feeder: %s", error.message)
+        self.on_alert(
+            Alert(
+                node=self.home,
+                ledger=checkpoint.ledger,
+                height=checkpoint.height,
+                what=error.code,
+                detail=error.message,
+                source=key.name,
+                expected=checkpoint.root.hex(),
+            )
+        )
+
+    def _back_off(self, state: _WitnessState) -> None:
+        state.backoff = min(self.max_backoff, max(FIRST_BACKOFF_SECONDS, 2 * state.backoff))
+        state.retry_at = self._clock() + state.backoff
+
+    def _publish(self) -> None:
+        if self.replication is None:
+            self._unpublished.clear()
+            return
+        for (ledger, witness), (size, note) in list(self._unpublished.items()):
+            try:
+                self.replication.publish_outside_cosignature(ledger, witness, size, note)
+            except REDIS_ERRORS as e:
+                log.warning("witness feeder: cosignature of %s by %s not published, Redis unavailable (%s)",
+                            ledger, witness, e)  # fmt: skip
+                return
+            del self._unpublished[(ledger, witness)]

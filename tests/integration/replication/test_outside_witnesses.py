@@ -1,0 +1,119 @@
+"""Outside witnesses on real processes: a home feeds the tlog-witness written from the C2SP spec
+(tests/tlog_witness.py, over HTTP), receipts carry its cosignature and verify offline with only
+the genesis; a witness that was fed a fork refuses (409, then 422), the home names it in an
+alert, and a receipt of that ledger short of the genesis quorum is refused offline."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from vledger.node.note import add_checkpoint_request
+from vledger.node.receipt import Receipt
+from vledger.node.witness import HomeSigner, home_key
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
+from vledger.tests.tlog_witness import TlogWitness
+
+CLUSTER = "test"  # LocalCluster's [cluster] name
+VOTES, AUDIT = "votes", "audit"  # votes lists the honest witness (quorum 1), audit both (quorum 2)
+WAIT = 30.0
+
+
+@pytest.fixture
+def witnesses() -> Iterator[tuple[TlogWitness, TlogWitness]]:
+    honest = TlogWitness("witness.example/honest", secrets.token_bytes(32), {}).start()
+    forked = TlogWitness("witness.example/forked", secrets.token_bytes(32), {}).start()
+    yield honest, forked
+    honest.stop()
+    forked.stop()
+
+
+def _cli(cluster: LocalCluster, *args: str, check: bool = True) -> tuple[int, str]:
+    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
+    done = cluster.cli(*args[:2], "--config", str(cluster.config_path), "--key", str(key), *args[2:], check=check)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
+    start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness], tmp_path: Path
+) -> None:
+    honest, forked = witnesses
+    outside = {honest.name: honest.url, forked.name: forked.url}
+    cluster = start_cluster(nodes=1, outside_witnesses=outside, gateways=["ingest-1"])
+    keys = cluster.directory / "keys"
+    public = load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
+    for ledger in (VOTES, AUDIT):
+        vkey = home_key(CLUSTER, ledger, public).encode()
+        honest.trust(f"{CLUSTER}/{ledger}", vkey)
+        forked.trust(f"{CLUSTER}/{ledger}", vkey)
+    # Before the ledger exists, someone with the home's key feeds the second witness a tree of
+    # "audit" that the home will never hold: that witness now refuses the true one.
+    fork = HomeSigner(CLUSTER, load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed).sign(AUDIT, 2, bytes(32))
+    assert forked.add_checkpoint(add_checkpoint_request(0, [], fork.note).encode())[0] == 200
+
+    admin = cluster.admin()
+    unusable = {"checkpoint_key": home_key(CLUSTER, VOTES, public).encode(), "witnesses": [honest.vkey], "quorum": 2}
+    assert remote_error(admin.create_ledger, genesis(VOTES, ADMIN, ["vote"], unusable)).code == "bad_genesis"
+    # votes by the command line (the home's key pinned from its hello), audit by the library.
+    _cli(cluster, "ledger", "create", VOTES, "--kinds", "vote", "--difficulty", "0", "--outside-witness", honest.vkey)
+    audit = {"witnesses": [honest.vkey, forked.vkey], "quorum": 2}
+    admin.create_ledger(
+        genesis(AUDIT, ADMIN, ["vote"], {"checkpoint_key": home_key(CLUSTER, AUDIT, public).encode(), **audit})
+    )
+    for ledger in (VOTES, AUDIT):
+        for n in range(5):
+            admin.put(entry(ledger, "vote", {"n": n}, ADMIN))
+
+    # The honest witness cosigns both ledgers as they grow; a receipt of votes carries it.
+    out = tmp_path / "votes.receipt"
+    _cli(cluster, "receipt", "get", VOTES, "3", "--wait", "20", "-o", str(out))
+    wait_until(lambda: honest.latest.get(f"{CLUSTER}/{AUDIT}", (0, b""))[0] == 6, WAIT, "audit cosigned by honest")
+    # The forked witness answered the home 409 (its size 2), then 422 (no proof from its fork).
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+    alert = wait_until(
+        lambda: next((a for a in repl.open_alerts().values() if a["what"] == "witness_refused"), None),
+        WAIT,
+        "the home names the witness that refused",
+    )
+    assert (alert["node"], alert["source"], alert["ledger"]) == ("ingest-1", forked.name, AUDIT)
+    assert 409 in forked.answers and 422 in forked.answers and forked.latest[f"{CLUSTER}/{AUDIT}"][0] == 2
+    assert set(repl.outside_cosignatures(VOTES)) == {honest.name}
+    # The public gateway serves the outside cosignature with the keys and quorum the genesis lists.
+    try:
+        with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{VOTES}/checkpoint") as answer:
+            shown = json.load(answer)
+    except urllib.error.HTTPError as e:
+        raise AssertionError(e.read()) from e
+    assert shown["outside_witnesses"] == {"keys": [honest.vkey], "quorum": 1}
+    assert honest.name in shown["cosigned_by"]
+
+    # The checkpoint command finds the largest checkpoint with that many outside cosignatures.
+    assert admin.call("checkpoint", {"ledger": VOTES, "outside": 1})["witnesses"] == [honest.name]
+    assert remote_error(admin.call, "checkpoint", {"ledger": AUDIT, "outside": 2}).code == "not_found"
+    assert remote_error(admin.call, "checkpoint", {"ledger": AUDIT, "outside": 33}).code == "bad_request"
+    # A receipt of audit with what the cluster has: one of the two outside cosignatures.
+    served = admin.call("checkpoint", {"ledger": AUDIT, "witnesses": 1})
+    assert served["witnesses"] == [honest.name] and served["size"] == 6
+    proof = admin.call("proof.inclusion", {"ledger": AUDIT, "index": 3, "size": 6})["proof"]
+    record = admin.call("get", {"ledger": AUDIT, "height": 3})["record"]
+    short = tmp_path / "audit.receipt"
+    short.write_bytes(Receipt.of(record, proof, served["checkpoint"]).encode())
+    for ledger in (VOTES, AUDIT):
+        (tmp_path / f"{ledger}.genesis").write_bytes(admin.call("get", {"ledger": ledger, "height": 0})["record"])
+    _, refused = _cli(cluster, "receipt", "get", AUDIT, "3", "--wait", "1", "-o", str(tmp_path / "x"), check=False)
+    assert "not_found" in refused and "nor with 2 of the outside witnesses" in refused
+    cluster.stop()
+
+    done = cluster.cli("receipt", "verify", str(out), "--genesis", str(tmp_path / "votes.genesis"))
+    assert "1 outside witnesses cosigned (witness.example/honest), the genesis asks 1" in done.stdout
+    failed = cluster.cli("receipt", "verify", str(short), "--genesis", str(tmp_path / "audit.genesis"), check=False)
+    assert failed.returncode == 1 and "no_quorum" in failed.stderr and forked.name in failed.stderr

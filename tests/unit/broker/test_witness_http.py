@@ -1,0 +1,84 @@
+"""One add-checkpoint POST over real HTTP: the spec witness's answers as they come, and a witness
+that is not there, says nothing, or says too much, ending in a bounded time."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from vledger.broker.witness_http import post_add_checkpoint
+from vledger.node.errors import WitnessRequestError
+from vledger.node.note import add_checkpoint_request
+from vledger.node.witness import HomeSigner, home_key
+from vledger.tests.tlog_witness import TlogWitness
+
+HOME = HomeSigner("test", secrets.token_bytes(32))
+NOTE = HOME.sign("votes", 1, bytes(32)).note  # a root no tree has: fine for a witness at size 0
+
+
+@pytest.fixture
+def witness() -> Iterator[TlogWitness]:
+    vkey = home_key("test", "votes", HOME.key("votes").public_key).encode()
+    served = TlogWitness("witness.example/w1", secrets.token_bytes(32), {"test/votes": vkey}).start()
+    yield served
+    served.stop()
+
+
+def test_the_answers_of_a_witness_come_back_as_they_are(witness: TlogWitness) -> None:
+    body = add_checkpoint_request(0, [], NOTE).encode()
+    ok = post_add_checkpoint(witness.url, body, 5.0)
+    assert ok.status == 200 and ok.body.startswith("\u2014 witness.example/w1 ".encode())
+    again = post_add_checkpoint(witness.url, body, 5.0)  # the same again: the witness is at size 1 now
+    assert (again.status, again.content_type, again.body) == (409, "text/x.tlog.size", b"1\n")
+
+
+class Silent:
+    """A TCP server that accepts and then sends ``answer`` (nothing: it never answers)."""
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answer = answer
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.recv(65536)
+        if self.answer:
+            conn.sendall(self.answer)
+        self.done.wait(10)
+        conn.close()
+        self.sock.close()
+
+
+def test_a_witness_that_never_answers_times_out() -> None:
+    server = Silent()
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        post_add_checkpoint(server.url, b"old 0\n\n", 0.3)
+    assert time.monotonic() - started < 3
+    server.done.set()
+
+
+def test_a_witness_that_says_too_much_is_refused() -> None:
+    body = b"x" * 70_000
+    server = Silent(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    with pytest.raises(WitnessRequestError, match="more than 65536 bytes"):
+        post_add_checkpoint(server.url, b"old 0\n\n", 5.0)
+    server.done.set()
+
+
+def test_a_witness_that_is_not_there_is_an_os_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(OSError):
+        post_add_checkpoint(f"http://127.0.0.1:{port}", b"old 0\n\n", 2.0)

@@ -1,0 +1,198 @@
+"""The witness feeder's protocol handling: a real home store and checkpoints, fed to the
+tlog-witness written from the C2SP spec (tests/tlog_witness.py) in-process, and to answers
+no witness should give (409 storms, 422, garbage, timeouts)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vledger.broker.replication import Alert
+from vledger.config.cluster import ReplicationSettings
+from vledger.config.settings import Limits
+from vledger.ingest.outside_feeder import WitnessFeeder
+from vledger.node.checkpoint_log import SIGNED
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import VerifierKey, add_checkpoint_request, parse_verifier_key, verify_checkpoint
+from vledger.node.outside import WitnessReply, outside_kind
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, SignedCheckpoint, home_key
+from vledger.tests.tlog_witness import TlogWitness
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+CLUSTER, LEDGER = "test", "votes"
+ORIGIN = f"{CLUSTER}/{LEDGER}"
+HOME = HomeSigner(CLUSTER, secrets.token_bytes(32))
+LOG_KEY = home_key(CLUSTER, LEDGER, HOME.key(LEDGER).public_key)
+URL = "http://witness.invalid"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Home:
+    """A home store whose genesis lists ``witness``; its feeder posts through ``post``."""
+
+    def __init__(self, directory: Path, witness: TlogWitness) -> None:
+        self.store = ChainStore(directory, origin="home", clock=lambda: T0)
+        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": [witness.vkey], "quorum": 1}
+        self.store.create_ledger(
+            Entry.prepare(LedgerRules(("note",), 0, rules).genesis_content(LEDGER, "a", "g", T0), 0, LIMITS)
+        )
+        self.witness = witness
+        self.latest: dict[str, SignedCheckpoint] = {}
+        self.alerts: list[Alert] = []
+        self.posted: list[bytes] = []
+        self.clock = Clock()
+        self.answer = self.spec_witness
+        self.feeder = WitnessFeeder(
+            "ingest-1",
+            self.store,
+            lambda: self.latest,
+            {witness.name: URL},
+            None,
+            ReplicationSettings(),
+            self.alerts.append,
+            post=self.post,
+            clock=self.clock,
+        )
+
+    def spec_witness(self, body: bytes) -> WitnessReply:
+        status, content_type, answer = self.witness.add_checkpoint(body)
+        return WitnessReply(status, content_type.split(";")[0], answer)
+
+    def post(self, url: str, body: bytes, timeout: float) -> WitnessReply:
+        assert url == URL and timeout == 5.0
+        self.posted.append(body)
+        return self.answer(body)
+
+    def grow(self, to: int) -> SignedCheckpoint:
+        for i in range(self.store.size(LEDGER), to):
+            self.store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
+        checkpoint = HOME.sign(LEDGER, to, self.store.root(LEDGER, to))
+        self.store.checkpoints.keep(LEDGER, SIGNED, to, checkpoint.root, checkpoint.note)
+        self.latest[LEDGER] = checkpoint
+        return checkpoint
+
+    def witness_key(self) -> VerifierKey:
+        return parse_verifier_key(self.witness.vkey)
+
+    def kept(self) -> list[int]:
+        return [c.size for c in self.store.checkpoints.all(LEDGER, outside_kind(self.witness.name))]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Home]:
+    witness = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+    made = Home(tmp_path / "home", witness)
+    yield made
+    made.store.close()
+
+
+def test_the_home_feeds_each_checkpoint_with_a_proof_from_the_last_cosigned(home: Home) -> None:
+    home.grow(3)
+    home.feeder.turn()
+    assert home.posted[-1].startswith(b"old 0\n\n") and home.kept() == [3]
+    home.feeder.turn()  # nothing newer: nothing sent
+    assert len(home.posted) == 1
+    home.grow(11)
+    home.feeder.turn()
+    assert home.posted[-1].startswith(b"old 3\n") and home.kept() == [3, 11]
+    assert home.witness.latest[ORIGIN] == (11, home.store.root(LEDGER, 11)) and home.witness.answers == [200, 200]
+    kept = home.store.checkpoints.latest(LEDGER, outside_kind(home.witness.name))
+    assert kept is not None
+    assert verify_checkpoint(kept.note, LOG_KEY, (home.witness_key(),), 1).checkpoint.size == 11
+    assert home.feeder.counts.cosigned == 2 and not home.alerts
+
+
+def test_a_409_is_answered_from_the_size_the_witness_names(home: Home) -> None:
+    first = home.grow(4)
+    status, _, _ = home.witness.add_checkpoint(add_checkpoint_request(0, [], first.note).encode())
+    assert status == 200  # someone else fed it size 4: the home does not know
+    home.grow(9)
+    home.feeder.turn()
+    assert [body.split(b"\n", 1)[0] for body in home.posted] == [b"old 0", b"old 4"]
+    assert home.witness.answers == [200, 409, 200] and home.kept() == [9]
+    assert home.feeder.counts.conflicts == 1 and home.feeder.counts.cosigned == 1
+
+
+def test_a_witness_fed_a_fork_refuses_and_the_home_names_it(home: Home) -> None:
+    forked = HOME.sign(LEDGER, 5, bytes(32))  # the home's key, a tree this store never had
+    assert home.witness.add_checkpoint(add_checkpoint_request(0, [], forked.note).encode())[0] == 200
+    home.grow(8)
+    home.feeder.turn()
+    assert home.witness.answers == [200, 409, 422] and home.kept() == []
+    [alert] = home.alerts
+    assert (alert.what, alert.source, alert.node) == ("witness_refused", "witness.example/w1", "ingest-1")
+    assert alert.height == 7
+    assert "422" in alert.detail
+    home.clock.now += 1000
+    home.feeder.turn()  # tried again later, still refused: one alert per ledger, witness and status
+    assert home.witness.answers[-1] == 422 and len(home.alerts) == 1
+
+
+def test_a_witness_ahead_of_the_home_is_named(home: Home) -> None:
+    ahead = HOME.sign(LEDGER, 50, bytes(32))  # a checkpoint of this key larger than the store
+    assert home.witness.add_checkpoint(add_checkpoint_request(0, [], ahead.note).encode())[0] == 200
+    home.grow(6)
+    home.feeder.turn()
+    assert home.witness.answers == [200, 409] and home.kept() == []
+    [alert] = home.alerts
+    assert alert.what == "witness_refused" and "cosigned size 50" in alert.detail
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        WitnessReply(200, "text/plain", b"not a signature line\n"),
+        WitnessReply(200, "text/plain", b""),
+        WitnessReply(409, "text/plain", b"3\n"),
+        WitnessReply(409, "text/x.tlog.size", b"three\n"),
+        None,  # unreachable: the post raises
+    ],
+)
+def test_garbage_or_silence_backs_off_and_is_never_kept(home: Home, answer: WitnessReply | None) -> None:
+    def reply(body: bytes) -> WitnessReply:
+        if answer is None:
+            raise TimeoutError("timed out")
+        return answer
+
+    home.answer = reply
+    home.grow(3)
+    home.feeder.turn()
+    assert len(home.posted) == 1 and home.feeder.counts.failed == 1 and home.kept() == []
+    home.feeder.turn()  # within the backoff: not sent again
+    assert len(home.posted) == 1
+    home.clock.now += 1.5
+    home.feeder.turn()
+    assert len(home.posted) == 2 and home.feeder.counts.failed == 2
+    home.clock.now += 1.5  # the wait doubled to 2 s
+    home.feeder.turn()
+    assert len(home.posted) == 2
+    home.answer = home.spec_witness
+    home.clock.now += 1
+    home.feeder.turn()
+    assert home.kept() == [3] and not home.alerts
+
+
+def test_a_cosignature_by_another_key_under_the_witness_name_is_not_kept(home: Home) -> None:
+    impostor = TlogWitness(home.witness.name, secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+
+    def reply(body: bytes) -> WitnessReply:
+        status, content_type, answer = impostor.add_checkpoint(body)
+        return WitnessReply(status, content_type.split(";")[0], answer)
+
+    home.answer = reply
+    home.grow(3)
+    home.feeder.turn()
+    assert impostor.answers == [200] and home.kept() == [] and home.feeder.counts.failed == 1
