@@ -131,10 +131,13 @@ class GenesisReader:
 
     def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
         missing = sorted(set(required) - set(self.rules))
-        # Beside the domain's own fields: its type, the checkpoint key a genesis may pin (10.7)
-        # and its identifier rule (7.5).
+        # Beside the domain's own fields: its type, the checkpoint keys a genesis may pin (the
+        # home's, 10.7, and its standby's, 10.9) and its identifier rule (7.5).
         unknown = sorted(
-            set(self.rules) - set(required) - set(optional) - {"type", "checkpoint_key", IDENTIFIER_RULE_KEY}
+            set(self.rules)
+            - set(required)
+            - set(optional)
+            - {"type", "checkpoint_key", "standby_key", IDENTIFIER_RULE_KEY}
         )
         if missing or unknown:
             self.fail(f"missing fields {missing}, unknown fields {unknown}")
