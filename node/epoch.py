@@ -15,14 +15,16 @@ Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..config.settings import PROTOCOL_LIMITS
 from .errors import BadEpochError, CheckpointError, FencedError, PromotionRefusedError, UnverifiedNoteError, Where
 from .ledger import LedgerRules
-from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, verify_checkpoint
+from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from .record import NAME_PATTERN, Record
-from .witness import PINNED_KEY_FIELD, pinned_key
+from .witness import PINNED_KEY_FIELD, CheckpointKeys, SignedCheckpoint, pinned_key
 
 STANDBY_KEY_FIELD = "standby_key"  # the genesis rules field that pins the standby's checkpoint key
 EPOCH_KIND = "epoch"  # the kind of a handover record
@@ -115,12 +117,25 @@ class EpochHistory:
         """The keys the genesis pins, the only ones any epoch may sign with."""
         return tuple(k for k in (self.checkpoint_key, self.standby_key) if k is not None)
 
-    def feed(self, records: Iterable[Record]) -> None:
+    def feed(self, records: Iterable[Record]) -> list[BadEpochError]:
         """Read the handover records among ``records`` (the ledger's, after the last one fed,
-        in height order); other kinds are skipped. Raises BadEpochError as :meth:`next_epoch`."""
+        in height order); other kinds are skipped. A handover record that :meth:`next_epoch`
+        refuses opens no epoch (the chain stays valid, 10.9): its error is returned."""
+        refused = []
         for record in records:
             if record.height > 0 and record.content.kind == EPOCH_KIND:
-                self.epochs.append(self.next_epoch(record))
+                try:
+                    self.epochs.append(self.next_epoch(record))
+                except BadEpochError as e:
+                    refused.append(e)
+        return refused
+
+    def extended(self, records: Iterable[Record]) -> EpochHistory:
+        """A copy of this history fed ``records`` (a run not stored yet); this one is unchanged."""
+        duplicate = copy.copy(self)
+        duplicate.epochs = list(self.epochs)
+        duplicate.feed(records)
+        return duplicate
 
     def next_epoch(self, record: Record) -> Epoch:
         """The epoch ``record`` opens, checked as the next one; changes nothing.
@@ -219,6 +234,78 @@ class EpochHistory:
             self.check(verified.checkpoint, key)
             return verified
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
+
+
+class EpochKeys(CheckpointKeys):
+    """CheckpointKeys for ledgers that may hand over: a ledger whose genesis pins a standby key
+    is checked by its epochs (``epochs_of(ledger)``, the history of the records this checker
+    stored), every other ledger with its one key as CheckpointKeys does.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        key_of: Callable[[str], VerifierKey | None],
+        epochs_of: Callable[[str], EpochHistory | None],
+        standby_key_of: Callable[[str], VerifierKey | None] = lambda ledger: None,
+    ) -> None:
+        """``standby_key_of(ledger)``: the configured standby's key, which checks a checkpoint
+        of a later epoch before this checker holds the genesis that pins it."""
+        super().__init__(cluster, key_of)
+        self.epochs_of = epochs_of
+        self.standby_key_of = standby_key_of
+
+    def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
+        """As CheckpointKeys.check; for a ledger with a standby also EpochHistory.verify's
+        errors: BadEpochError [bad_epoch], FencedError [fenced]. Before the genesis is held,
+        a checkpoint with an epoch line is checked with the configured standby's key, and
+        again by :meth:`confirm` with the genesis its run brings."""
+        history = self.epochs_of(ledger)
+        if history is None:
+            standby = self.standby_key_of(ledger)
+            if standby is not None and EPOCH_LINE.encode() in data:
+                try:
+                    verified = verify_checkpoint(data, standby, origin=standby.name)
+                except UnverifiedNoteError:
+                    pass  # a later epoch of the home's key: checked with it below
+                else:
+                    return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+        if history is None or history.standby_key is None:
+            return super().check(ledger, data)
+        verified = history.verify(data)
+        return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+    def confirm(self, checkpoint: SignedCheckpoint, run: list[Record]) -> None:
+        """Check ``checkpoint`` by the epochs of the stored records followed by ``run``: a
+        checkpoint that claimed an epoch ahead of the store must now find it in the run (with
+        the genesis, when the run starts with it). Raises BadEpochError or FencedError as
+        EpochHistory.check, and the genesis' BadGenesisError."""
+        history = self.epochs_of(checkpoint.ledger)
+        claim = epoch_claim(_body(checkpoint))[0]
+        if history is None and run and run[0].height == 0:
+            genesis = run[0]
+            history = EpochHistory(self.cluster, genesis, LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS))
+            run = run[1:]
+        if history is None or history.standby_key is None:
+            if claim > 1:
+                raise BadEpochError(
+                    "a checkpoint with an epoch line of a ledger whose genesis pins no standby key",
+                    ledger=checkpoint.ledger,
+                    height=checkpoint.height,
+                )
+            return
+        ahead = history.extended(run)
+        ahead.verify(checkpoint.note)  # fenced, or signed as another epoch: refused
+        if claim > ahead.current.number:
+            raise BadEpochError(
+                f"a checkpoint of an epoch past {ahead.current.number}, the last one its records open",
+                ledger=checkpoint.ledger,
+                height=checkpoint.height,
+            )
+
+
+def _body(checkpoint: SignedCheckpoint) -> Checkpoint:
+    return parse_checkpoint(parse_note(checkpoint.note).text)
 
 
 def check_promotion(ledger: str, standby: str, held: int, acknowledged: int) -> None:

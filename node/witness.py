@@ -35,6 +35,7 @@ from .note import (
     sign,
     verify_checkpoint,
 )
+from .record import Record
 
 PINNED_KEY_FIELD = "checkpoint_key"  # the genesis rules field that pins a ledger's checkpoint key
 
@@ -129,6 +130,11 @@ class CheckpointKeys:
             raise NoteError(f"a checkpoint is a note of at most {MAX_NOTE_BYTES} bytes")
         verified = verify_checkpoint(data, key, origin=origin_for(self.cluster, ledger))
         return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+    def confirm(self, checkpoint: SignedCheckpoint, run: list[Record]) -> None:
+        """Check ``checkpoint`` again as the store would be with ``run`` (records about to be
+        stored under it). One key per ledger: nothing changes with the run, nothing to do.
+        node/epoch.py's EpochKeys checks there the epoch a checkpoint claimed ahead of the store."""
 
 
 def witness_name(cluster: str, node: str) -> str:

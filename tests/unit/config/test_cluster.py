@@ -111,6 +111,8 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
         ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
         ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
         ({"cluster__production": "yes"}, "cluster.production: expected true or false, got 'yes'"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "in-1"}}}, "votes.standby: the standby must be another"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "rep-1"}}}, "votes.standby: 'rep-1' is not an ingest node"),
         (
             {"ingest": {"max_file_bytes": 2000, "max_partial_upload_bytes": 1999}},
             "ingest.max_partial_upload_bytes: 1999 is below max_file_bytes (2000)",
@@ -125,3 +127,9 @@ def test_production_mode_is_off_unless_the_cluster_file_says_so() -> None:
     assert load(config()).production is False
     assert load(config(cluster__production=True)).production is True
     assert load(config()).second_factor_key_path() == Path("/etc/vledger/keys/second-factor.seal")
+
+
+def test_a_ledger_may_name_a_standby_ingest_node() -> None:
+    cluster = load(config(ledgers={"votes": {"home": "in-1", "standby": "in-2"}}))
+    assert cluster.standby_of("votes").name == "in-2"
+    assert cluster.standby_of("other") is None
