@@ -7,7 +7,7 @@ cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its rol
 ============  ===========================================================================
 user          may
 ============  ===========================================================================
-ingest        append to and repair its ledgers' streams (``chain:*``), name homes, keep each
+ingest        append to and repair its ledgers' streams (``chain:*``), name homes and epochs (``epochs``), keep each
               ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
               (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
               alerts; read and change the accounts (it carries out the admin's account
@@ -126,13 +126,22 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
     # A node's gateway (verifier/gateway.py) signs in as the node and shows the tallies.
     tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
-    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", *witness, *held)
+    follower = (
+        *node,
+        f"%R~{ns}:chain:*",
+        f"%R~{ns}:ledgers",
+        f"%R~{ns}:epochs",
+        f"%R~{ns}:checkpoints",
+        *witness,
+        *held,
+    )
     return {
         "ingest": (
             *(f"~{ns}:{key}" for key in accounts),
             *reports,
             f"~{ns}:chain:*",
             f"~{ns}:ledgers",
+            f"~{ns}:epochs",  # a standby promoted names itself (10.9)
             f"~{ns}:checkpoints",
             f"%R~{ns}:cosig:*",
             f"~{ns}:totp:*",
@@ -145,6 +154,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             *node,
             f"%R~{ns}:chain:*",
             f"%R~{ns}:ledgers",
+            f"%R~{ns}:epochs",
             f"%R~{ns}:checkpoints",
             f"%R~{ns}:held:*",
             f"~{ns}:sweep:*",

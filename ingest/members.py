@@ -14,8 +14,11 @@ import logging
 from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot, Role
 from ..broker.curve import AllowList
 from ..broker.keys import load_public
-from ..config.cluster import ClusterConfig
+from ..broker.signing import load_verify_key, signing_key_paths
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.errors import KeyMaterialError
+from ..node.note import VerifierKey
+from ..node.witness import witness_key, witness_name
 from .service import Caller
 
 log = logging.getLogger(__name__)
@@ -66,3 +69,23 @@ class MemberGates:
 
         cache = AccountCache(registry, node, on_change=changed, poll_interval=poll_interval)
         return cache
+
+
+def node_keys(config: ClusterConfig) -> dict[str, str]:
+    """The public keys of the ingest nodes this node can name in a not_home answer."""
+    keys = {}
+    for node in config.ingest_nodes():
+        path = config.public_key_path(node.name)
+        if path.is_file():
+            keys[node.name] = load_public(path)
+    return keys
+
+
+def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
+    """The cosignature key of every replica and observer whose ``<name>.sign.pub`` exists."""
+    keys = {}
+    for node in config.nodes.values():
+        path = signing_key_paths(config.keys_dir, node.name)[1]
+        if node.role in FOLLOWER_ROLES and path.is_file():
+            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
+    return keys

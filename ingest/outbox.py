@@ -63,6 +63,7 @@ class Outbox:
         stream: bool = True,
         signer: HomeSigner | None = None,
         refused: Mapping[str, VledgerError] | None = None,
+        epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -73,6 +74,8 @@ class Outbox:
         self.stream = stream and replication is not None
         self._clock = clock
         self.signer = signer  # a home node's key: it signs checkpoints of what it places
+        # The epoch lines it signs a size with; None: another node's epoch (10.9), it signs none.
+        self.epochs = epochs
         self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
         self._interval = settings.checkpoint_interval_ms / 1000
@@ -101,9 +104,13 @@ class Outbox:
 
     def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
         """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
-        (an equal one kept before is reused); None without a signer or for a refused ledger.
+        (an equal one kept before is reused); None without a signer, for a refused ledger, and
+        for a size of another home's epoch (10.9).
         Raises VledgerError when the store cannot give the root or keep the checkpoint."""
         if self.signer is None or ledger in self.refused or size <= 0:
+            return None
+        extensions = self.epochs(ledger, size)
+        if extensions is None:
             return None
         with self._sign_lock:
             frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
@@ -111,7 +118,7 @@ class Outbox:
             kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
             if kept:
                 return SignedCheckpoint(ledger, size, root, kept[0].note)
-            checkpoint = self.signer.sign(ledger, size, root)
+            checkpoint = self.signer.sign(ledger, size, root, extensions)
             self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
             return checkpoint
 

@@ -48,6 +48,7 @@ from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
+from .members import node_keys, witness_keys
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -58,7 +59,6 @@ from .metrics import (
 )
 from .outbox import Outbox
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
-from .server import node_keys, witness_keys
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 

@@ -14,48 +14,32 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
 from ..broker.feed import Publisher
-from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
+from ..broker.signing import load_signing_key, signing_key_paths
+from ..config.cluster import ClusterConfig
 from ..node.checkpoint_log import SIGNED
-from ..node.note import VerifierKey
+from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, witness_name
+from ..node.witness import CheckpointKeys, HomeSigner, home_key
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
+from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
+from .members import node_keys, witness_keys
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
+from .standby import StandbyFollow
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
 
-
-def node_keys(config: ClusterConfig) -> dict[str, str]:
-    """The public keys of the ingest nodes this node can name in a not_home answer."""
-    keys = {}
-    for node in config.ingest_nodes():
-        path = config.public_key_path(node.name)
-        if path.is_file():
-            keys[node.name] = load_public(path)
-    return keys
-
-
-def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
-    """The cosignature key of every replica and observer whose ``<name>.sign.pub`` exists."""
-    keys = {}
-    for node in config.nodes.values():
-        path = signing_key_paths(config.keys_dir, node.name)[1]
-        if node.role in FOLLOWER_ROLES and path.is_file():
-            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
-    return keys
+__all__ = ["node_keys", "run_ingest", "witness_keys"]  # node_keys, witness_keys: from .members, as before
 
 
 def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
@@ -126,9 +110,28 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # durable goes out before the feed closes.
     runtime.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
     publisher.self_test()
-    outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
-    store.on_commit = outbox.committed
+    # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
+    # line; writes go to the home of the newest epoch this store or Redis names.
+    book = EpochBook(config.name, store)
+    homes = Homes(config, book, replication)
+    outbox = Outbox(
+        name,
+        store,
+        publisher,
+        replication,
+        config.replication,
+        signer=signer,
+        refused=refused,
+        epochs=lambda ledger, size: book.signing(ledger, size, name),
+    )
+
+    def committed(records: list[Record]) -> None:
+        book.stored(records)  # a handover placed or followed here: before its checkpoint is signed
+        outbox.committed(records)
+
+    store.on_commit = committed
     runtime.started(outbox)
+    runtime.started(HomesRefresh(homes))
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, None))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
@@ -174,5 +177,11 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
         ),
         second_factor=factors,
+        homes=homes.home_of,
+        promotion=Promotion(config, name, homes, replication, witnesses, public),
     )
+    followed = standby_ledgers(config, name)
+    if followed:
+        runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        log.info("ingest node %s is the standby of %s", name, ", ".join(followed))
     runtime.serve(server, MeteredService(service, metrics))

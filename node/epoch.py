@@ -170,6 +170,11 @@ class EpochHistory:
             raise BadEpochError("the epoch's key is not one of the keys the genesis pins", **where)
         return Epoch(number, home, pinned[key], record.height)
 
+    def epoch_at(self, size: int) -> Epoch:
+        """The epoch whose home signs the checkpoint of ``size`` records: the last one opened
+        by a record below that size (epoch 1 for a size that holds no handover)."""
+        return next((e for e in reversed(self.epochs) if e.height < size), self.epochs[0])
+
     def epoch(self, number: int) -> Epoch | None:
         return self.epochs[number - 1] if 1 <= number <= len(self.epochs) else None
 
