@@ -28,6 +28,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
 from ..node.blobs import check_digest
 from ..node.cosigning import GatheredCheckpoint, newest
+from ..node.epoch import STANDBY_KEY_FIELD
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -603,8 +604,10 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     ledger = entry.content.ledger
     if entry.content.kind != GENESIS_KIND:
         raise BadGenesisError("ledger.create takes a genesis entry", ledger=ledger, height=0)
+    rules = LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS)
+    pinned_key(ledger, rules, service.config.name, STANDBY_KEY_FIELD)  # a standby's key of this cluster (10.9)
     if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key
-        pinned = pinned_key(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS), service.config.name)
+        pinned = pinned_key(ledger, rules, service.config.name)
         if pinned is not None and pinned != home_key(service.config.name, ledger, service.checkpoint_key):
             raise BadGenesisError(
                 f"rules.{PINNED_KEY_FIELD} pins another key than {service.node.name}'s checkpoint key",
