@@ -64,6 +64,7 @@ class Outbox:
         signer: HomeSigner | None = None,
         refused: Mapping[str, VledgerError] | None = None,
         epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
+        owns: Callable[[str], bool] = lambda ledger: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -76,6 +77,9 @@ class Outbox:
         self.signer = signer  # a home node's key: it signs checkpoints of what it places
         # The epoch lines it signs a size with; None: another node's epoch (10.9), it signs none.
         self.epochs = epochs
+        # Whether this node is the ledger's home now and so writes its stream: a standby that
+        # follows it, or a home replaced while it was cut off, never repairs it from its store.
+        self.owns = owns
         self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
         self._interval = settings.checkpoint_interval_ms / 1000
@@ -277,7 +281,8 @@ class Outbox:
             return
         runs: dict[str, list[tuple[Record, bytes, int]]] = {}
         for item in batch:
-            runs.setdefault(item[0].ledger, []).append(item)
+            if self.owns(item[0].ledger):
+                runs.setdefault(item[0].ledger, []).append(item)
         try:
             for ledger, run in runs.items():
                 checkpoint = self.checkpoints.get(ledger)
@@ -349,7 +354,7 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                for ledger, streamed in self.replication.last_heights(heads).items():
+                for ledger, streamed in self.replication.last_heights([h for h in heads if self.owns(h)]).items():
                     last = streamed
                     if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
                         last = self._repair(ledger, heads[ledger][0] + 1)

@@ -122,7 +122,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         config.replication,
         signer=signer,
         refused=refused,
-        epochs=lambda ledger, size: book.signing(ledger, size, name),
+        # A home that Redis says was replaced (it was cut off during the handover) signs nothing more.
+        epochs=lambda ledger, size: None if homes.home_of(ledger).name != name else book.signing(ledger, size, name),
+        owns=lambda ledger: homes.home_of(ledger).name == name,
     )
 
     def committed(records: list[Record]) -> None:
@@ -130,8 +132,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         outbox.committed(records)
 
     store.on_commit = committed
-    runtime.started(outbox)
+    # Redis's epochs first: a home replaced while it was down must not sign or "repair" the
+    # stream from its stale store when its outbox starts.
     runtime.started(HomesRefresh(homes))
+    runtime.started(outbox)
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, None))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", outbox.backlog))
