@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
-from .errors import BadChecksumError, BadLinkError, ReceiptError, WrongLedgerError, WrongOriginError
+from .epoch import STANDBY_KEY_FIELD, epoch_claim
+from .errors import (
+    BadChecksumError,
+    BadEpochError,
+    BadLinkError,
+    ReceiptError,
+    UnverifiedNoteError,
+    WrongLedgerError,
+    WrongOriginError,
+)
 from .ledger import LedgerRules
 from .note import (
     MAX_NOTE_BYTES,
@@ -152,6 +161,7 @@ class ReceiptKeys:
     witnesses: tuple[VerifierKey, ...] = ()
     quorum: int = 0
     genesis: Record | None = None
+    standby_key: VerifierKey | None = None  # the standby's key the genesis pins (10.9), if any
 
 
 def keys_from_genesis(
@@ -170,7 +180,8 @@ def keys_from_genesis(
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
         )
-    return ReceiptKeys(key, tuple(witnesses), quorum, record)
+    standby = pinned_key(ledger, rules, key.name.rpartition("/")[0], STANDBY_KEY_FIELD)
+    return ReceiptKeys(key, tuple(witnesses), quorum, record, standby)
 
 
 def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
@@ -212,10 +223,26 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    verified = verify_checkpoint(receipt.checkpoint, log_key, keys.witnesses, keys.quorum)
+    verified = _verify_signed(receipt.checkpoint, keys)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
     return VerifiedReceipt(receipt, record, verified)
+
+
+def _verify_signed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
+    """13.5 with the ledger's checkpoint key, else (10.9) the standby key the genesis pins, whose
+    checkpoints must state an epoch after the first [bad_epoch]."""
+    try:
+        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+    except UnverifiedNoteError:
+        if keys.standby_key is None:
+            raise
+    verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
+    if epoch_claim(verified.checkpoint)[0] < 2:
+        raise BadEpochError(
+            "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
+        )
+    return verified
 
 
 def _check_record(receipt: Receipt, keys: ReceiptKeys) -> Record:
