@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pytest
 
 from vledger.broker.client import Client
-from vledger.config.cluster import load_cluster
 from vledger.node.epoch import epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
@@ -23,29 +22,19 @@ from vledger.node.record import Content, Entry, decode_record
 from vledger.tests.e2e.helpers import ADMIN
 from vledger.tests.integration.cluster import LIMITS, now_ms, wait_until
 from vledger.tests.multihost.conftest import RUNNING
-from vledger.tests.multihost.hosts import REPLICAS, HostsCluster
+from vledger.tests.multihost.hosts import HANDOVER, REPLICAS, HostsCluster, StandbyHostsCluster
 from vledger.tests.multihost.netns import Network, inside
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
 
-LEDGER = "handover"
+LEDGER = HANDOVER
 HOME, STANDBY = "ingest-1", "ingest-2"
 WAIT = 90.0
-
-
-class StandbyHostsCluster(HostsCluster):
-    """The hosts' cluster with one more ledger, homed on ingest-1, whose standby is ingest-2."""
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        with self.config_path.open("a") as f:
-            f.write(f'\n[ledgers.{LEDGER}]\nhome = "{HOME}"\nstandby = "{STANDBY}"\n')
 
 
 @pytest.fixture(scope="module")
 def cluster(network: Network) -> Iterator[HostsCluster]:
     running = StandbyHostsCluster(network)
-    running.config = load_cluster(running.config_path)
     RUNNING.append(running)
     try:
         with inside(network["client"]):
