@@ -87,11 +87,6 @@ class EpochBook:
         epoch = history.epoch_at(size)
         return epoch.extensions() if epoch.home == node else None
 
-    def home(self, ledger: str) -> str | None:
-        """The home of the ledger's current epoch by this store's records, or None if it holds none."""
-        history = self.history(ledger)
-        return None if history is None else history.current.home
-
 
 class Homes:
     """Which node is each ledger's home now: the newest epoch that this store's records or
