@@ -182,7 +182,9 @@ def run(sizes: Sizes) -> list[Figure]:
         with inside(network["client"]):
             try:
                 cluster.start()
-                done = _cli(cluster, "ledger", "create", HANDOVER, "--kinds", "vote", node=INGEST[0])
+                done = _cli(
+                    cluster, "ledger", "create", HANDOVER, "--kinds", "vote", "--difficulty", "0", node=INGEST[0]
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"vledger ledger create {HANDOVER}: {done.stdout}{done.stderr}")
                 wait_until(lambda: cluster.size(INGEST[1], HANDOVER) >= 1, WAIT, "the standby follows", interval=0.2)

@@ -61,7 +61,7 @@ def _put(client: Client, n: int, w: int = 1) -> dict[str, object]:
 
 def test_the_home_s_host_cut_off_its_standby_takes_over(cluster: HostsCluster) -> None:
     # The CLI pins both keys in the genesis (the cluster file names the standby) and allows "epoch".
-    code, out = _cli(cluster, "ledger", "create", LEDGER, "--kinds", "vote", node=HOME)
+    code, out = _cli(cluster, "ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", node=HOME)
     assert code == 0, out
     wait_until(lambda: cluster.size(STANDBY, LEDGER) >= 1, WAIT, "the standby follows the new ledger", interval=0.2)
     acked: dict[str, bytes] = {}
