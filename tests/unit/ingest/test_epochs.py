@@ -15,8 +15,9 @@ import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
+from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook
+from vledger.ingest.epochs import EpochBook, Homes
 from vledger.ingest.follow import Follower
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
@@ -155,3 +156,44 @@ def test_the_book_reads_the_epochs_a_reopened_store_holds(
         store.append_records(handed)
         history = EpochBook(CLUSTER, store).history(LEDGER)
         assert history is not None and history.current.number == 2 and history.current.key == STANDBY_KEY
+
+
+class _NamedEpochs:
+    """Redis's ``vledger:epochs`` as ReplicationLedger.epochs gives it (a test's stand-in)."""
+
+    def __init__(self, named: dict[str, tuple[int, str]]) -> None:
+        self.named = named
+
+    def epochs(self) -> dict[str, tuple[int, str]]:
+        return dict(self.named)
+
+
+def test_homes_take_the_newest_epoch_the_store_or_redis_names(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, _ = chains
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": HOME},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+            },
+            "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # the old home: cut off before the handover reached it
+        redis = _NamedEpochs({})
+        homes = Homes(config, EpochBook(CLUSTER, store), redis)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME
+        redis.named[LEDGER] = (2, STANDBY)  # the standby was promoted meanwhile
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+    with ChainStore(tmp_path / "copy") as store:
+        store.append_records(handed)  # its own records name epoch 2, whatever Redis says
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        assert homes.epoch_of(LEDGER) == (2, STANDBY)
+        assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
