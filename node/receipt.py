@@ -223,15 +223,16 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    verified = _verify_signed(receipt.checkpoint, keys)
+    verified = verify_ledger_checkpoint(receipt.checkpoint, keys)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
     return VerifiedReceipt(receipt, record, verified)
 
 
-def _verify_signed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
+def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
     """13.5 with the ledger's checkpoint key, else (10.9) the standby key the genesis pins, whose
-    checkpoints must state an epoch after the first [bad_epoch]."""
+    checkpoints must state an epoch after the first. Raises verify_checkpoint's errors, and
+    BadEpochError [bad_epoch] for the standby's key without an epoch line."""
     try:
         return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
     except UnverifiedNoteError:

@@ -57,8 +57,8 @@ from ..node.errors import (
     WrongLedgerError,
 )
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint, verify_checkpoint
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.note import VerifiedCheckpoint
+from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_ledger_checkpoint, verify_receipt
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
@@ -330,7 +330,7 @@ class Session:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
         result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
         note = reply_field(result, "checkpoint", bytes)
-        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+        return verify_ledger_checkpoint(note, keys)  # the home's key, or a standby's epoch (10.9)
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with

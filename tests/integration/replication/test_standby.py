@@ -7,6 +7,7 @@ home and the witnesses take none of its checkpoints. Nothing acknowledged with w
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from vledger.broker.redis_server import connect
@@ -42,7 +43,7 @@ def _size(cluster: LocalCluster, node: str) -> int:
     return int(cluster.admin(node).call("size", {"ledger": LEDGER})["size"])
 
 
-def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any) -> None:
+def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any, tmp_path: Path) -> None:
     cluster: LocalCluster = start_cluster(
         nodes=2, replicas=2, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 3000}
     )
@@ -110,6 +111,24 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     )
     redis = ReplicationLedger(connect(cluster.cluster_redis_url))
     assert redis.ledgers()[LEDGER] == "ingest-2" and redis.epochs()[LEDGER] == (2, "ingest-2")
+    # A receipt of epoch 2, cosigned by both replicas, verifies offline from the genesis alone.
+    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
+    common = ("--config", str(cluster.config_path), "--key", str(key), "--node", "ingest-2")
+    receipt_file, genesis_file = tmp_path / "after.receipt", tmp_path / "genesis.receipt"
+    cluster.cli(
+        "receipt",
+        "get",
+        LEDGER,
+        str(after["height"]),
+        *common,
+        "--quorum",
+        "2",
+        "--wait",
+        "20",
+        "-o",
+        str(receipt_file),
+    )
+    cluster.cli("receipt", "get", LEDGER, "0", *common, "-o", str(genesis_file))
 
     # The old home returns: fenced. Its writes are answered not_home naming the new home.
     cluster.start_node("ingest-1")
@@ -129,3 +148,5 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     for name in ("ingest-2", *cluster.replica_names):
         assert cluster.stop_node(name) == 0
         assert cluster.verify_store(name).returncode == 0
+    verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file))
+    assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
