@@ -10,7 +10,7 @@ ingest-2 as its standby (PROTOCOL 10.9).
   rate; the lag is, as Redis hears it, from the home's report of holding a height to each
   replica's first report at or above it (tests/multihost/hosts.py LagProbe). Ceiling: the
   one-way latency of a bare TCP echo across the same link (round trip / 2, same percentile),
-  between processes on ingest-1's and replica-1's hosts, measured right after.
+  from a process on replica-1's host to one on ingest-1's, measured right after.
 * 10b, the write pause of a promotion: a writer puts with w=1 on ingest-1; its host is cut off;
   ``vledger ledger promote handover ingest-2`` is run at once and again until it succeeds; the
   pause is from the last put acknowledged before the cut to the first acknowledged by
@@ -95,17 +95,18 @@ def _lag(cluster: StandbyHostsCluster, records: int, rate: float) -> list[float]
 
 
 def _echo(cluster: StandbyHostsCluster, count: int) -> list[float]:
-    """10a's ceiling: one-way latencies (ms) of a bare TCP echo from ingest-1's host to replica-1's."""
+    """10a's ceiling: one-way latencies (ms) of a bare TCP echo from replica-1's host to ingest-1's
+    (the direction the replicas connect in, which the userspace link relays)."""
     network = cluster.network
     server = subprocess.Popen(
-        [*network[REPLICAS[0]].prefix, sys.executable, "-c", _ECHO_SERVER.format(port=ECHO_PORT)],
+        [*network[INGEST[0]].prefix, sys.executable, "-c", _ECHO_SERVER.format(port=ECHO_PORT)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        code = _ECHO_CLIENT.format(host=network[REPLICAS[0]].address, port=ECHO_PORT, count=count)
+        code = _ECHO_CLIENT.format(host=network[INGEST[0]].address, port=ECHO_PORT, count=count)
         done = subprocess.run(
-            [*network[INGEST[0]].prefix, sys.executable, "-c", code],
+            [*network[REPLICAS[0]].prefix, sys.executable, "-c", code],
             capture_output=True,
             text=True,
             timeout=WAIT,
@@ -214,7 +215,7 @@ def run(sizes: Sizes) -> list[Figure]:
             f"bare TCP echo across the link, one way, p{p}",
             _percentile(echo, p),
             "ms",
-            f"{len(echo)} one-byte pings from ingest-1's host to replica-1's over {link}; round trip / 2",
+            f"{len(echo)} one-byte pings from replica-1's host to ingest-1's over {link}; round trip / 2",
         )
 
     details = {
