@@ -84,18 +84,38 @@ def _cli(cluster: StandbyHostsCluster, *args: str, node: str) -> subprocess.Comp
 
 
 def _lag(cluster: StandbyHostsCluster, records: int, rate: float) -> list[float]:
-    """10a: the lags (ms) of ``records`` puts at ``rate`` a second across the slow link."""
+    """10a: the lags (ms) of ``records`` puts at ``rate`` a second across the slow link. A thread
+    writes; this one reads the reports as they come (a report read late would shorten a lag)."""
     probe = LagProbe(cluster, REPLICAS)
-    client = Client(cluster.address(INGEST[0]), cluster.keys["writer1"], timeout=10.0, follow=False)
-    try:
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def write() -> None:  # in the client host's namespace, its creator's
+        client = Client(cluster.address(INGEST[0]), cluster.keys["writer1"], timeout=10.0, follow=False)
         start = time.monotonic()
-        for n in range(records):
-            _put(client, n, 0)
-            probe.read(max(0.0, start + (n + 1) / rate - time.monotonic()))  # the pace, reading reports meanwhile
+        try:
+            for n in range(records):
+                _put(client, n, 0)
+                due = start + (n + 1) / rate
+                while (left := due - time.monotonic()) > 0:
+                    done.wait(left)  # the pace: the next put is due then
+        except BaseException as e:
+            failed.append(e)
+        finally:
+            client.close()
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while not done.is_set():
+            probe.read(0.2)
         probe.read(3 * DELAY_MS / 1000 + 1.0)  # the last records' reports, across the link
+        writer.join()
+        if failed:
+            raise RuntimeError(f"the paced writer failed: {failed[0]!r}")
         return [lag * 1000 for lag in probe.lags]
     finally:
-        client.close()
         probe.close()
 
 
