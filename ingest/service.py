@@ -557,6 +557,9 @@ def _hello(service: IngestService, caller: Caller, args: Args) -> object:
     homes = {ledger for ledger, node in service.config.homes.items() if node == service.node.name}
     if service.config.default_home == service.node.name:
         homes.update(ledger for ledger in service.store.ledgers() if ledger not in service.config.homes)
+    # A ledger handed over (PROTOCOL 10.9) is its newest epoch's home's: this node's if promoted, not if replaced.
+    homes = {ledger for ledger in homes if service.home_of(ledger).name == service.node.name}
+    homes.update(ledger for ledger in service.store.ledgers() if service.home_of(ledger).name == service.node.name)
     return {
         "node": service.node.name,
         "version": service.version,

@@ -111,6 +111,7 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     )
     redis = ReplicationLedger(connect(cluster.cluster_redis_url))
     assert redis.ledgers()[LEDGER] == "ingest-2" and redis.epochs()[LEDGER] == (2, "ingest-2")
+    assert LEDGER in cluster.admin("ingest-2").call("hello")["ledgers"]
     # A receipt of epoch 2, cosigned by both replicas, verifies offline from the genesis alone.
     key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
     common = ("--config", str(cluster.config_path), "--key", str(key), "--node", "ingest-2")
@@ -138,6 +139,7 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
         put_args(entry(LEDGER, "vote", {"stale": 1}, "writer1")),
     )
     assert error.code == "not_home" and error.details["home"]["node"] == "ingest-2"
+    assert LEDGER not in cluster.admin("ingest-1").call("hello")["ledgers"]
     # The witnesses keep epoch 2: what they hold is the new home's chain.
     for name in cluster.replica_names:
         assert _size(cluster, name) == after["height"] + 1
