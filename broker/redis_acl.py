@@ -7,7 +7,7 @@ cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its rol
 ============  ===========================================================================
 user          may
 ============  ===========================================================================
-ingest        append to and repair its ledgers' streams (``chain:*``), name homes, keep each
+ingest        append to and repair its ledgers' streams (``chain:*``), name homes and epochs (``epochs``), keep each
               ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
               (``cosig:*``, channel ``cosigned``), keep its outside witnesses' verified ones
               (``outside:*``); advance held heights, raise and resolve
@@ -129,13 +129,23 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
     outside_read = f"%R~{ns}:outside:*"
-    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", outside_read, *witness, *held)
+    follower = (
+        *node,
+        f"%R~{ns}:chain:*",
+        f"%R~{ns}:ledgers",
+        f"%R~{ns}:epochs",
+        f"%R~{ns}:checkpoints",
+        outside_read,
+        *witness,
+        *held,
+    )
     return {
         "ingest": (
             *(f"~{ns}:{key}" for key in accounts),
             *reports,
             f"~{ns}:chain:*",
             f"~{ns}:ledgers",
+            f"~{ns}:epochs",  # a standby promoted names itself (10.9)
             f"~{ns}:checkpoints",
             f"%R~{ns}:cosig:*",
             f"~{ns}:outside:*",
@@ -149,6 +159,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             *node,
             f"%R~{ns}:chain:*",
             f"%R~{ns}:ledgers",
+            f"%R~{ns}:epochs",
             f"%R~{ns}:checkpoints",
             f"%R~{ns}:held:*",
             f"~{ns}:sweep:*",

@@ -9,6 +9,7 @@ Keys (``vledger`` is the namespace):
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
 * ``vledger:ledgers``: a hash, ledger -> its home node.
+* ``vledger:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9).
 * ``vledger:checkpoints``: a hash, ledger -> the home's latest checkpoint (docs/PROTOCOL.md
   section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
   carries its checkpoint too, in the field ``checkpoint``.
@@ -77,6 +78,19 @@ return current
 # the caller sees at once what the stream lacks (after a Redis restart that lost its tail),
 # and the first height of the run the stream holds with other bytes or lacks (-1: none),
 # where the caller must rewrite the stream from its store.
+# A promotion (PROTOCOL 10.9) names a ledger's home in a new epoch, never an older or equal one
+# of another home: two promotions of one epoch cannot both win. Returns nil, or what is named.
+_PROMOTE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local wanted = ARGV[2] .. ' ' .. ARGV[3]
+if current and current ~= wanted and tonumber(string.match(current, '^(%d+)')) >= tonumber(ARGV[2]) then
+    return current
+end
+redis.call('HSET', KEYS[1], ARGV[1], wanted)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return false
+"""
+
 _APPEND = """
 local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -201,6 +215,7 @@ class ReplicationLedger:
         self._advance = client.register_script(_ADVANCE)
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
+        self._promote = client.register_script(_PROMOTE)
 
     # --- keys -----------------------------------------------------------------------
 
@@ -213,6 +228,10 @@ class ReplicationLedger:
     @property
     def ledgers_key(self) -> str:
         return f"{self.namespace}:ledgers"
+
+    @property
+    def epochs_key(self) -> str:
+        return f"{self.namespace}:epochs"
 
     @property
     def checkpoints_key(self) -> str:
@@ -383,6 +402,25 @@ class ReplicationLedger:
     def ledgers(self) -> dict[str, str]:
         """Every ledger a home node announced, with its home."""
         return {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+
+    def epochs(self) -> dict[str, tuple[int, str]]:
+        """Each ledger handed over (PROTOCOL 10.9): its latest epoch and that epoch's home."""
+        found = {}
+        for key, value in self.client.hgetall(self.epochs_key).items():
+            number, _, home = _text(value).partition(" ")
+            if number.isdigit() and home:
+                found[_text(key)] = (int(number), home)
+        return found
+
+    def promote(self, ledger: str, epoch: int, home: str) -> tuple[int, str] | None:
+        """Name ``home`` the home of ``ledger`` in ``epoch``, in ``epochs`` and the home map,
+        atomically and only if no epoch as high is named yet (or it is this one): None, else
+        the epoch and home Redis already names."""
+        held = self._promote(keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        if held is None:
+            return None
+        number, _, named = _text(held).partition(" ")
+        return int(number), named
 
     # --- who holds what ---------------------------------------------------------------
 

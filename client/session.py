@@ -28,6 +28,7 @@ from ..broker.keys import KeyPair, load_public
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
 from ..node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -448,7 +449,17 @@ class Session(Reader):
         self._rules[ledger] = rules
         return receipt
 
+    def promote(self, ledger: str, node: str) -> dict[str, Any]:
+        """Make ``node``, the ledger's standby, its home in a new epoch (PROTOCOL 10.9): the
+        receipt of the handover record it placed. The node refuses [promotion_refused] while it
+        lacks a record a witness cosigned."""
+        address = None if node == self.node.name else node_address(self.config, node)
+        receipt: dict[str, Any] = self.call("ledger.promote", {"ledger": ledger}, node=address)
+        reply_field(receipt, "height", int)
+        return receipt
+
     def _pin_checkpoint_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
+        rules = self._pin_standby_key(ledger, rules)
         if PINNED_KEY_FIELD in rules.rules:
             return rules
         hello = self.call("hello", node=self.home_node(ledger))
@@ -461,6 +472,21 @@ class Session(Reader):
             raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
         return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
 
+    def _pin_standby_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
+        """A ledger the cluster file gives a standby pins the standby's checkpoint key (from its
+        ``hello``) and allows the handover kind ``epoch`` (PROTOCOL 10.9)."""
+        standby = self.config.standby_of(ledger)
+        if standby is None or STANDBY_KEY_FIELD in rules.rules:
+            return rules
+        address = None if standby.name == self.node.name else node_address(self.config, standby.name)
+        hello = self.call("hello", node=address)
+        key, cluster = hello.get("checkpoint_key"), hello.get("cluster")
+        if not isinstance(key, bytes) or not isinstance(cluster, str):
+            raise NodeUnavailableError(f"hello: the standby {standby.name} told no checkpoint key")
+        vkey = home_key(cluster, ledger, key).encode()
+        kinds = tuple(sorted({*rules.kinds, EPOCH_KIND}))
+        return dataclasses.replace(rules, kinds=kinds, rules={**rules.rules, STANDBY_KEY_FIELD: vkey})
+
     def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
         """A write's request id and client time: given (to repeat a write exactly), else new."""
         return request_id or self._request_ids(), self._clock() if ts is None else ts
@@ -471,7 +497,17 @@ class Session(Reader):
         if replicas:
             args["w"] = replicas
         try:
-            receipt = self.call(cmd, args, node=node)
+            try:
+                receipt = self.call(cmd, args, node=node)
+            except NodeUnavailableError:
+                # A home gone may have been replaced by its standby (10.9): it serves the write,
+                # or answers not_home naming the home of the newest epoch, which is followed.
+                standby = self.config.standby_of(entry.content.ledger)
+                if standby is None or self.pinned or standby.name == self.config.home_of(entry.content.ledger).name:
+                    raise
+                receipt = self.call(
+                    cmd, args, node=None if standby.name == self.node.name else node_address(self.config, standby.name)
+                )
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
             e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")

@@ -168,6 +168,7 @@ class ClusterConfig:
     default_home: str
     nodes: dict[str, NodeConfig]
     homes: dict[str, str]  # ledger -> its home ingest node
+    standbys: dict[str, str] = dataclasses.field(default_factory=dict)  # ledger -> its standby (PROTOCOL 10.9)
     # [cluster] production: every admin command needs a second factor (docs/PROTOCOL.md 16.5)
     production: bool = False
     settings: Settings = dataclasses.field(default_factory=Settings)
@@ -199,6 +200,11 @@ class ClusterConfig:
 
     def home_of(self, ledger: str) -> NodeConfig:
         return self.nodes[self.homes.get(ledger, self.default_home)]
+
+    def standby_of(self, ledger: str) -> NodeConfig | None:
+        """The ingest node that may take ``ledger`` over from its home (PROTOCOL 10.9), if any."""
+        name = self.standbys.get(ledger)
+        return None if name is None else self.nodes[name]
 
     def ingest_nodes(self) -> list[NodeConfig]:
         return [n for n in self.nodes.values() if n.role == "ingest"]
@@ -328,15 +334,22 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     base = path.parent
     default_home = _text(cluster, "default_home", f"{where}: cluster")
     homes: dict[str, str] = {}
+    standbys: dict[str, str] = {}
     for ledger, spec in _table(data, "ledgers", where).items():
         at = f"{where}: ledgers.{_name(ledger, f'{where}: ledgers')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("home",), at)
+        _check_keys(spec, ("home", "standby"), at)
         homes[ledger] = _text(spec, "home", at)
-    for at, home in [(f"{where}: cluster.default_home", default_home)] + [
-        (f"{where}: ledgers.{ledger}.home", home) for ledger, home in homes.items()
-    ]:
+        if "standby" in spec:
+            standbys[ledger] = _text(spec, "standby", at)
+            if standbys[ledger] == homes[ledger]:
+                raise SettingsError(f"{at}.standby: the standby must be another node than the home")
+    for at, home in (
+        [(f"{where}: cluster.default_home", default_home)]
+        + [(f"{where}: ledgers.{ledger}.home", home) for ledger, home in homes.items()]
+        + [(f"{where}: ledgers.{ledger}.standby", node) for ledger, node in standbys.items()]
+    ):
         if home not in nodes or nodes[home].role != "ingest":
             raise SettingsError(f"{at}: {home!r} is not an ingest node of [nodes]")
     settings_table = _table(data, "settings", where)
@@ -356,6 +369,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         default_home=default_home,
         nodes=nodes,
         homes=homes,
+        standbys=standbys,
         production=production,
         settings=Settings(
             limits=build_settings(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),

@@ -35,7 +35,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import EVIDENCE
-from ..node.errors import EquivocationError, NoteError, RecordConflictError, VledgerError
+from ..node.errors import BadEpochError, EquivocationError, FencedError, NoteError, RecordConflictError, VledgerError
 from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
@@ -275,7 +275,7 @@ class Follower:
         else:
             try:
                 checkpoint = self.keys.check(ledger, note)
-            except NoteError as e:
+            except (NoteError, BadEpochError, FencedError) as e:  # fenced: a replaced home's (10.9)
                 self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
         self._resolve(ledger, BY_CHECKPOINT, ANY_HEIGHT)  # the home's checkpoints get through again
@@ -426,6 +426,16 @@ class Follower:
             covered = checkpoint
         assert covered is not None
         count = covered.size - base
+        try:
+            # A checkpoint that claimed an epoch ahead of the store must find its handover in the run.
+            self.keys.confirm(covered, state.pending[:count])
+        except (BadEpochError, FencedError) as e:
+            self._alert(ledger, covered.height, e, self.home_of(ledger), b"", resolved_by=BY_CHECKPOINT)
+            for size in sizes:
+                del state.waiting[size]
+            dropped = set(state.sources[:count])
+            self._drop_pending(state, suspect=True)
+            return dropped
         records, state.pending = state.pending[:count], state.pending[count:]
         state.leaves = state.leaves[count:]
         sources, state.sources = state.sources[:count], state.sources[count:]

@@ -66,3 +66,13 @@ class MemberGates:
 
         cache = AccountCache(registry, node, on_change=changed, poll_interval=poll_interval)
         return cache
+
+
+def node_keys(config: ClusterConfig) -> dict[str, str]:
+    """The public keys of the ingest nodes this node can name in a not_home answer."""
+    keys = {}
+    for node in config.ingest_nodes():
+        path = config.public_key_path(node.name)
+        if path.is_file():
+            keys[node.name] = load_public(path)
+    return keys

@@ -63,6 +63,8 @@ class Outbox:
         stream: bool = True,
         signer: HomeSigner | None = None,
         refused: Mapping[str, VledgerError] | None = None,
+        epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
+        owns: Callable[[str], bool] = lambda ledger: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -73,6 +75,11 @@ class Outbox:
         self.stream = stream and replication is not None
         self._clock = clock
         self.signer = signer  # a home node's key: it signs checkpoints of what it places
+        # The epoch lines it signs a size with; None: another node's epoch (10.9), it signs none.
+        self.epochs = epochs
+        # Whether this node is the ledger's home now and so writes its stream: a standby that
+        # follows it, or a home replaced while it was cut off, never repairs it from its store.
+        self.owns = owns
         self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
         self._interval = settings.checkpoint_interval_ms / 1000
@@ -101,9 +108,13 @@ class Outbox:
 
     def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
         """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
-        (an equal one kept before is reused); None without a signer or for a refused ledger.
+        (an equal one kept before is reused); None without a signer, for a refused ledger, and
+        for a size of another home's epoch (10.9).
         Raises VledgerError when the store cannot give the root or keep the checkpoint."""
         if self.signer is None or ledger in self.refused or size <= 0:
+            return None
+        extensions = self.epochs(ledger, size)
+        if extensions is None:
             return None
         with self._sign_lock:
             frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
@@ -111,7 +122,7 @@ class Outbox:
             kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
             if kept:
                 return SignedCheckpoint(ledger, size, root, kept[0].note)
-            checkpoint = self.signer.sign(ledger, size, root)
+            checkpoint = self.signer.sign(ledger, size, root, extensions)
             self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
             return checkpoint
 
@@ -270,7 +281,8 @@ class Outbox:
             return
         runs: dict[str, list[tuple[Record, bytes, int]]] = {}
         for item in batch:
-            runs.setdefault(item[0].ledger, []).append(item)
+            if self.owns(item[0].ledger):
+                runs.setdefault(item[0].ledger, []).append(item)
         try:
             for ledger, run in runs.items():
                 checkpoint = self.checkpoints.get(ledger)
@@ -342,7 +354,7 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                for ledger, streamed in self.replication.last_heights(heads).items():
+                for ledger, streamed in self.replication.last_heights([h for h in heads if self.owns(h)]).items():
                     last = streamed
                     if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
                         last = self._repair(ledger, heads[ledger][0] + 1)

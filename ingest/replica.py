@@ -38,6 +38,7 @@ from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
+from ..node.epoch import EpochKeys
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
@@ -45,7 +46,9 @@ from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, 
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
+from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
+from .members import node_keys
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -56,7 +59,6 @@ from .metrics import (
 )
 from .outbox import Outbox
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
-from .server import node_keys
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 
@@ -123,9 +125,10 @@ class NodeSource:
         return notes
 
 
-def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> CheckpointKeys:
+def checkpoint_keys(config: ClusterConfig, store: ChainStore, epochs: EpochBook | None = None) -> CheckpointKeys:
     """Each ledger's checkpoint key: the one its genesis pins, once this store holds the genesis;
-    else (no genesis here yet, or one that pins none) its home's configured ``<home>.sign.pub``."""
+    else (no genesis here yet, or one that pins none) its home's configured ``<home>.sign.pub``.
+    With ``epochs``, a ledger whose genesis pins a standby key is checked by its epochs (10.9)."""
     configured: dict[str, bytes] = {}
     for node in config.ingest_nodes():
         path = signing_key_paths(config.keys_dir, node.name)[1]
@@ -140,6 +143,13 @@ def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> CheckpointKeys:
         public = configured.get(config.home_of(ledger).name)
         return home_key(config.name, ledger, public) if public is not None else None
 
+    def standby_key_of(ledger: str) -> VerifierKey | None:
+        standby = config.standby_of(ledger)
+        public = None if standby is None else configured.get(standby.name)
+        return home_key(config.name, ledger, public) if public is not None else None
+
+    if epochs is not None:
+        return EpochKeys(config.name, key_of, epochs.history, standby_key_of)
     return CheckpointKeys(config.name, key_of)
 
 
@@ -243,6 +253,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
     runtime.closing(store.close)
     cache = runtime.accounts(registry)
+    epochs = EpochBook(config.name, store)
     subscriber = Subscriber(
         runtime.ctx,
         keys,
@@ -285,6 +296,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         runtime.started(fetcher)
 
     def stored(records: list[Record], hops: int) -> None:
+        epochs.stored(records)  # before the next checkpoint is checked by them
         # Held heights, what a relay republishes, and after them the checkpoints that cover them.
         ledgers = {r.ledger for r in records}
         checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
@@ -304,7 +316,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         )
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
-    ledger_keys = checkpoint_keys(config, store)
+    ledger_keys = checkpoint_keys(config, store, epochs)
     follower = Follower(
         name,
         store,

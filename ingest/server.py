@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
 from ..broker.feed import Publisher
-from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig
 from ..node.checkpoint_log import SIGNED
+from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
@@ -27,26 +27,21 @@ from ..node.witness import CheckpointKeys, HomeSigner, home_key
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
+from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
+from .members import node_keys
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
+from .standby import StandbyFollow
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
 
-
-def node_keys(config: ClusterConfig) -> dict[str, str]:
-    """The public keys of the ingest nodes this node can name in a not_home answer."""
-    keys = {}
-    for node in config.ingest_nodes():
-        path = config.public_key_path(node.name)
-        if path.is_file():
-            keys[node.name] = load_public(path)
-    return keys
+__all__ = ["node_keys", "run_ingest"]  # node_keys: from .members, as before
 
 
 def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
@@ -121,8 +116,31 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # durable goes out before the feed closes.
     runtime.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
     publisher.self_test()
-    outbox = Outbox(name, store, publisher, replication, config.replication, signer=signer, refused=refused)
-    store.on_commit = outbox.committed
+    # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
+    # line; writes go to the home of the newest epoch this store or Redis names.
+    book = EpochBook(config.name, store)
+    homes = Homes(config, book, replication)
+    outbox = Outbox(
+        name,
+        store,
+        publisher,
+        replication,
+        config.replication,
+        signer=signer,
+        refused=refused,
+        # A home that Redis says was replaced (it was cut off during the handover) signs nothing more.
+        epochs=lambda ledger, size: None if homes.home_of(ledger).name != name else book.signing(ledger, size, name),
+        owns=lambda ledger: homes.home_of(ledger).name == name,
+    )
+
+    def committed(records: list[Record]) -> None:
+        book.stored(records)  # a handover placed or followed here: before its checkpoint is signed
+        outbox.committed(records)
+
+    store.on_commit = committed
+    # Redis's epochs first: a home replaced while it was down must not sign or "repair" the
+    # stream from its stale store when its outbox starts.
+    runtime.started(HomesRefresh(homes))
     runtime.started(outbox)
     feeder = runtime.started(
         WitnessFeeder(
@@ -184,5 +202,11 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
         ),
         second_factor=factors,
+        homes=homes.home_of,
+        promotion=Promotion(config, name, homes, replication, witnesses, public),
     )
+    followed = standby_ledgers(config, name)
+    if followed:
+        runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        log.info("ingest node %s is the standby of %s", name, ", ".join(followed))
     runtime.serve(server, MeteredService(service, metrics))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
 from ..node.blobs import check_digest
 from ..node.cosigning import GatheredCheckpoint, newest
+from ..node.epoch import STANDBY_KEY_FIELD
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -62,6 +64,7 @@ from ..node.wire import (
     request_id_of,
 )
 from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
+from .epochs import Promotion
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -289,8 +292,13 @@ class IngestService:
         cosignatures: CosignatureSource | None = None,
         second_factor: SecondFactorCheck | None = None,
         refetch: Callable[[str], None] | None = None,
+        homes: Callable[[str], NodeConfig] | None = None,
+        promotion: Promotion | None = None,
     ) -> None:
         self.config = config
+        # Each ledger's home now: of its newest epoch (PROTOCOL 10.9), else the cluster file's.
+        self.home_of = homes or config.home_of
+        self.promotion = promotion  # an ingest node's: ledger.promote when it is a ledger's standby
         self.node = node
         self.store = store
         self.accounts = accounts
@@ -407,13 +415,13 @@ class IngestService:
             raise ForbiddenError("a record's author must be the account of the key that sends it")
         if entry.content.ledger == ADMIN_LEDGER:
             raise ForbiddenError(f"the {ADMIN_LEDGER!r} ledger is written by its home node for the admin commands")
-        home = self.config.home_of(entry.content.ledger)
+        home = self.home_of(entry.content.ledger)
         if home.name != self.node.name:
             raise self._not_home(entry.content.ledger, "written")
         return entry
 
     def _not_home(self, ledger: str, done: str) -> NotHomeError:
-        home = self.config.home_of(ledger)
+        home = self.home_of(ledger)
         return NotHomeError(
             f"ledger {ledger!r} is {done} on node {home.name!r}",
             home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
@@ -427,7 +435,7 @@ class IngestService:
         """
         if self.store.size(ledger) > 0:
             return ledger
-        if self.config.home_of(ledger).name != self.node.name:
+        if self.home_of(ledger).name != self.node.name:
             raise self._not_home(ledger, "held")
         raise NoSuchLedgerError(f"no ledger {ledger!r}")
 
@@ -560,6 +568,9 @@ def _hello(service: IngestService, caller: Caller, args: Args) -> object:
     homes = {ledger for ledger, node in service.config.homes.items() if node == service.node.name}
     if service.config.default_home == service.node.name:
         homes.update(ledger for ledger in service.store.ledgers() if ledger not in service.config.homes)
+    # A ledger handed over (PROTOCOL 10.9) is its newest epoch's home's: this node's if promoted, not if replaced.
+    homes = {ledger for ledger in homes if service.home_of(ledger).name == service.node.name}
+    homes.update(ledger for ledger in service.store.ledgers() if service.home_of(ledger).name == service.node.name)
     return {
         "node": service.node.name,
         "version": service.version,
@@ -607,8 +618,10 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     ledger = entry.content.ledger
     if entry.content.kind != GENESIS_KIND:
         raise BadGenesisError("ledger.create takes a genesis entry", ledger=ledger, height=0)
+    rules = LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS)
+    pinned_key(ledger, rules, service.config.name, STANDBY_KEY_FIELD)  # a standby's key of this cluster (10.9)
     if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key
-        pinned = pinned_key(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS), service.config.name)
+        pinned = pinned_key(ledger, rules, service.config.name)
         if pinned is not None and pinned != home_key(service.config.name, ledger, service.checkpoint_key):
             raise BadGenesisError(
                 f"rules.{PINNED_KEY_FIELD} pins another key than {service.node.name}'s checkpoint key",
@@ -621,6 +634,21 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
+@command("ledger.promote", ADMINS, "ledger", "make this node, the ledger's standby, its home in a new epoch (10.9)")
+def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger", max_length=64)
+    promotion = service.promotion
+    if promotion is None:
+        raise ForbiddenError(f"node {service.node.name} takes over no ledger")
+
+    def promote() -> object:
+        entry = promotion.prepare(ledger, caller.account, int(time.time() * 1000))
+        return service._append(entry, wake=True)
+
+    # Redis round trips and the wait for the handover's fsync: in the executor, after the code.
+    return AfterSecondFactor(promote)
+
+
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
 def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     ledgers = []
@@ -630,7 +658,7 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
         ledgers.append(
             {
                 "ledger": ledger,
-                "home": service.config.home_of(ledger).name,
+                "home": service.home_of(ledger).name,
                 "size": head.height + 1 if head else 0,
                 "head": head.hash if head else None,
                 "difficulty": rules.difficulty,

@@ -309,6 +309,13 @@ class StoreContradictsCheckpointError(RecordError):
     code = "store_contradicts_checkpoint"
 
 
+class FencedError(RecordError):
+    """A home of an earlier epoch: its checkpoint past the handover record, or a write to it,
+    is refused; the node that holds the newer epoch says which home replaced it (10.9)."""
+
+    code = "fenced"
+
+
 class EquivocationError(RecordError):
     """A checkpoint signed with a ledger's key that contradicts a witness's verified copy: the
     same size with another root. Kept verbatim as evidence; an alert names the signer."""
@@ -398,6 +405,14 @@ class SupervisorError(VledgerError):
     code = "supervisor"
 
 
+class PromotionRefusedError(VledgerError):
+    """``vledger ledger promote`` makes no new home: the standby holds fewer records than a
+    write concern acknowledged, it is not the ledger's standby, or the old home still holds
+    the lease; the sentence says which (10.9)."""
+
+    code = "promotion_refused"
+
+
 class RepairRefusedError(VledgerError):
     """``vledger repair`` will not rebuild a store: no quorum-cosigned checkpoint, no source
     consistent with it, a fetched record that does not verify, or the node still runs."""
@@ -470,6 +485,15 @@ class RuleError(RecordError):
     """
 
     code = "rule_violation"
+
+
+class BadEpochError(RuleError):
+    """A handover record (kind ``epoch``, PROTOCOL 10.9) that is not the next epoch of its
+    ledger: a wrong number, a home other than the node that placed it, a key the genesis does
+    not pin, or a ledger whose genesis pins no standby key; or a checkpoint whose epoch line
+    or signer is not the one its epoch names."""
+
+    code = "bad_epoch"
 
 
 class BadDomainRulesError(BadGenesisError, RuleError):

@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
-from .errors import BadChecksumError, BadLinkError, ReceiptError, WrongLedgerError, WrongOriginError
+from .epoch import STANDBY_KEY_FIELD, epoch_claim
+from .errors import (
+    BadChecksumError,
+    BadEpochError,
+    BadLinkError,
+    ReceiptError,
+    UnverifiedNoteError,
+    WrongLedgerError,
+    WrongOriginError,
+)
 from .ledger import LedgerRules
 from .note import (
     MAX_NOTE_BYTES,
@@ -155,6 +164,7 @@ class ReceiptKeys:
     quorum: int = 0
     genesis: Record | None = None
     outside: OutsideWitnesses | None = None
+    standby_key: VerifierKey | None = None  # the standby's key the genesis pins (10.9), if any
 
 
 def keys_from_genesis(
@@ -173,7 +183,8 @@ def keys_from_genesis(
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
         )
-    return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules))
+    standby = pinned_key(ledger, rules, key.name.rpartition("/")[0], STANDBY_KEY_FIELD)
+    return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules), standby)
 
 
 def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
@@ -219,8 +230,8 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    verified = verify_checkpoint(receipt.checkpoint, log_key, keys.witnesses, keys.quorum)
-    outside = () if keys.outside is None else check_witnessed(receipt.checkpoint, log_key, keys.outside).witnesses
+    verified = verify_ledger_checkpoint(receipt.checkpoint, keys)
+    outside = _outside_cosigners(receipt.checkpoint, keys)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
     return VerifiedReceipt(receipt, record, verified, outside)
@@ -230,9 +241,39 @@ def verify_witnessed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
     """Check the checkpoint ``note`` with ``keys`` (13.5 with the witness keys and quorum),
     then, when the genesis lists outside witnesses, that a quorum of them cosigned (13.8).
     The result counts the cluster's witnesses. Raises what verify_checkpoint raises."""
-    verified = verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
-    if keys.outside is not None:
-        check_witnessed(note, keys.log_key, keys.outside)
+    verified = verify_ledger_checkpoint(note, keys)
+    _outside_cosigners(note, keys)
+    return verified
+
+
+def _outside_cosigners(note: bytes, keys: ReceiptKeys) -> tuple[str, ...]:
+    """The outside witnesses that cosigned ``note`` (13.8), a quorum of them checked; none
+    when the genesis lists none. The note is signed by the home's key or, after a handover,
+    by the standby's (10.9). Raises what check_witnessed raises."""
+    if keys.outside is None:
+        return ()
+    try:
+        return check_witnessed(note, keys.log_key, keys.outside).witnesses
+    except UnverifiedNoteError:
+        if keys.standby_key is None:
+            raise
+        return check_witnessed(note, keys.standby_key, keys.outside).witnesses
+
+
+def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
+    """13.5 with the ledger's checkpoint key, else (10.9) the standby key the genesis pins, whose
+    checkpoints must state an epoch after the first. Raises verify_checkpoint's errors, and
+    BadEpochError [bad_epoch] for the standby's key without an epoch line."""
+    try:
+        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+    except UnverifiedNoteError:
+        if keys.standby_key is None:
+            raise
+    verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
+    if epoch_claim(verified.checkpoint)[0] < 2:
+        raise BadEpochError(
+            "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
+        )
     return verified
 
 

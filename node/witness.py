@@ -35,6 +35,7 @@ from .note import (
     sign,
     verify_checkpoint,
 )
+from .record import Record
 
 PINNED_KEY_FIELD = "checkpoint_key"  # the genesis rules field that pins a ledger's checkpoint key
 
@@ -54,25 +55,26 @@ class SignedCheckpoint:
         return self.size - 1
 
 
-def pinned_key(ledger: str, rules: LedgerRules, cluster: str) -> VerifierKey | None:
-    """The checkpoint key ``ledger``'s genesis pins, or None when it pins none.
+def pinned_key(ledger: str, rules: LedgerRules, cluster: str, field: str = PINNED_KEY_FIELD) -> VerifierKey | None:
+    """The checkpoint key ``ledger``'s genesis pins in ``field`` (``checkpoint_key``, or the
+    standby's ``standby_key`` of 10.9), or None when it pins none.
 
     Raises BadGenesisError when the field is there but not an Ed25519 note vkey (type 0x01)
     named after the ledger's origin ``<cluster>/<ledger>``.
     """
-    value = rules.rules.get(PINNED_KEY_FIELD)
+    value = rules.rules.get(field)
     if value is None:
         return None
     where: Where = {"ledger": ledger, "height": 0}
     if not isinstance(value, str):
-        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD} must be a vkey string", **where)
+        raise BadGenesisError(f"rules.{field} must be a vkey string", **where)
     try:
         key = parse_verifier_key(value)
     except NoteKeyError as e:
-        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD}: {e.message}", **where) from None
+        raise BadGenesisError(f"rules.{field}: {e.message}", **where) from None
     origin = origin_for(cluster, ledger)
     if key.alg != ALG_ED25519 or key.name != origin:
-        raise BadGenesisError(f"rules.{PINNED_KEY_FIELD} must be an Ed25519 note key named {origin!r}", **where)
+        raise BadGenesisError(f"rules.{field} must be an Ed25519 note key named {origin!r}", **where)
     return key
 
 
@@ -95,9 +97,10 @@ class HomeSigner:
             key = self._keys[ledger] = SignerKey(origin_for(self.cluster, ledger), ALG_ED25519, self._seed)
         return key
 
-    def sign(self, ledger: str, size: int, root: bytes) -> SignedCheckpoint:
-        """The checkpoint of ``ledger`` at ``size`` with ``root``, as a signed note."""
-        body = Checkpoint(origin_for(self.cluster, ledger), size, root).body()
+    def sign(self, ledger: str, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> SignedCheckpoint:
+        """The checkpoint of ``ledger`` at ``size`` with ``root``, as a signed note; a home of
+        an epoch after the first adds that epoch's line (node/epoch.py) as ``extensions``."""
+        body = Checkpoint(origin_for(self.cluster, ledger), size, root, extensions).body()
         note = Note(body, (sign(body, self.key(ledger)),)).encode()
         return SignedCheckpoint(ledger, size, root, note)
 
@@ -127,6 +130,11 @@ class CheckpointKeys:
             raise NoteError(f"a checkpoint is a note of at most {MAX_NOTE_BYTES} bytes")
         verified = verify_checkpoint(data, key, origin=origin_for(self.cluster, ledger))
         return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+    def confirm(self, checkpoint: SignedCheckpoint, run: list[Record]) -> None:
+        """Check ``checkpoint`` again as the store would be with ``run`` (records about to be
+        stored under it). One key per ledger: nothing changes with the run, nothing to do.
+        node/epoch.py's EpochKeys checks there the epoch a checkpoint claimed ahead of the store."""
 
 
 def witness_name(cluster: str, node: str) -> str:

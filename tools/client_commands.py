@@ -226,6 +226,11 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
+    print_receipt(session.promote(args.ledger, args.node), as_json=args.json)
+    return EXIT_OK
+
+
 def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
     _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
@@ -247,6 +252,17 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "are added to --kinds. The proof of work is done here, before sending.",
     )
     create.add_argument("ledger", type=ledger_name, metavar="NAME", help="the new ledger's name")
+    promote = _verb(
+        ledger,
+        "promote",
+        cmd_ledger_promote,
+        "make a ledger's standby its home (admin)",
+        "Make NODE, the ledger's standby in the cluster file, its home in a new epoch (PROTOCOL 10.9). "
+        "NODE refuses while it lacks a record a witness cosigned; it places the handover record, "
+        "signs the ledger's checkpoints from then on, and the old home is fenced.",
+    )
+    promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
+    promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
     create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
     create.add_argument(
         "--difficulty",

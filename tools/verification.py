@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config.settings import Limits
+from ..node.epoch import EpochHistory
 from ..node.errors import (
     FieldError,
     HeightGapError,
@@ -695,6 +696,8 @@ class ExportChecker:
         # starts mid-ledger (an import onto a store) skips them.
         self._checkpoints = checkpoints
         self._trees: dict[str, Frontier] = {}
+        # A ledger whose genesis pins a standby key: its epochs, from its records (PROTOCOL 10.9).
+        self._epochs: dict[str, EpochHistory | None] = {}
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
         """Check every line; a file whose first line ends in CR LF gets that one answer."""
@@ -753,6 +756,17 @@ class ExportChecker:
         report.accept(record)
         if self._checkpoints:
             self._trees.setdefault(ledger, Frontier()).append(leaf_hash(stored.data))
+            self._follow_epochs(ledger, record, verifier)
+
+    def _follow_epochs(self, ledger: str, record: Record, verifier: ChainVerifier) -> None:
+        if record.height == 0 and verifier.rules is not None:
+            try:
+                history: EpochHistory | None = EpochHistory.from_genesis(record, verifier.rules)
+            except VledgerError:
+                history = None  # its checkpoint lines fail on the pinned key, as before
+            self._epochs[ledger] = history if history is not None and history.standby_key is not None else None
+        elif (history := self._epochs.get(ledger)) is not None:
+            history.feed([record])
 
     def _check_checkpoint(self, number: int, line: ExportedCheckpoint) -> None:
         """A checkpoint line follows the record that completes its tree: its root must be the
@@ -776,8 +790,11 @@ class ExportChecker:
                 raise TreeMismatchError(
                     f"line {number}: the checkpoint's root is not the tree of the {checkpoint.size} records before it"
                 )
+            history = self._epochs.get(ledger)
             key = pinned_checkpoint_key(ledger, verifier.rules)
-            if key is not None:
+            if history is not None:
+                history.verify(line.note)  # either pinned key, as its epoch says (10.9)
+            elif key is not None:
                 verify_checkpoint(line.note, key)
         except VledgerError as e:
             report.fail(e, height, number)

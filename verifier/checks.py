@@ -211,6 +211,13 @@ class ClusterChecks:
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
         for ledger, home in sorted(announced.items()):
             if ledger in self.ledgers:
+                state = self.ledgers[ledger]
+                if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
+                    state.home = home
+                    if home not in state.copies:
+                        state.copies[home] = CopyState(
+                            LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")))
+                        )
                 continue
             self._create_group(ledger)
             state = self.ledgers[ledger] = LedgerState(home)
@@ -227,9 +234,12 @@ class ClusterChecks:
                 raise
 
     def holders(self, ledger: str) -> list[str]:
-        """The nodes that should hold ``ledger``: its home, every replica and observer."""
-        home = self.config.home_of(ledger).name
-        return [n.name for n in self.config.nodes.values() if n.name == home or n.role in HOLDER_ROLES]
+        """The nodes that should hold ``ledger``: its home and its standby (10.9), every replica and observer."""
+        homes = {self.config.home_of(ledger).name}
+        standby = self.config.standby_of(ledger)
+        if standby is not None:
+            homes.add(standby.name)
+        return [n.name for n in self.config.nodes.values() if n.name in homes or n.role in HOLDER_ROLES]
 
     # --- one slice of work ----------------------------------------------------------------
 

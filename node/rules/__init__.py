@@ -30,7 +30,7 @@ from ..record import ACCOUNT_PATTERN, Record
 
 # Genesis rules fields a domain allows beside its own: the pinned checkpoint key (10.7) and the
 # outside witnesses with their quorum (13.8).
-BESIDE = ("checkpoint_key", WITNESSES_FIELD, QUORUM_FIELD)
+BESIDE = ("checkpoint_key", "standby_key", WITNESSES_FIELD, QUORUM_FIELD)
 
 # Account names as docs/PROTOCOL.md section 2 defines them, the authors' own pattern: an
 # account that receives units must be able to author the record that moves them.
@@ -136,7 +136,7 @@ class GenesisReader:
 
     def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
         missing = sorted(set(required) - set(self.rules))
-        # Beside the domain's own fields: its type, the checkpoint key a genesis may pin (10.7),
+        # Beside the domain's own fields: its type, the checkpoint keys a genesis may pin (the home's, 10.7, and its standby's, 10.9),
         # the outside witnesses it may list (13.8) and its identifier rule (7.5).
         unknown = sorted(set(self.rules) - set(required) - set(optional) - {"type", IDENTIFIER_RULE_KEY, *BESIDE})
         if missing or unknown:

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...config.settings import PROTOCOL_LIMITS, Limits
-from ..errors import BadDomainRulesError, NotGrantedError, RuleError, RulesOutOfSyncError
+from ..epoch import EPOCH_KIND, EpochHistory
+from ..errors import (
+    BadDomainRulesError,
+    BadEpochError,
+    BadGenesisError,
+    NotGrantedError,
+    RuleError,
+    RulesOutOfSyncError,
+)
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
@@ -88,6 +96,7 @@ class LedgerState:
     rules: LedgerRules
     domain: Domain
     head: Ref  # the last record applied (or skipped by a replay)
+    epochs: EpochHistory | None = None  # its homes' terms (10.9); None: keys the genesis cannot pin
 
     @property
     def next_height(self) -> int:
@@ -210,12 +219,21 @@ class RulesEngine:
         held = self._held(record)
         if rules is not held.rules and rules != held.rules:
             raise RulesOutOfSyncError("the rules given are not those of the ledger's genesis", **where(record))
+        # A handover record (10.9) is the protocol's, whatever the domain: the next epoch or refused.
+        epoch = None
+        if record.content.kind == EPOCH_KIND and record.height > 0:
+            if held.epochs is None:
+                refuse(BadEpochError, record, "a handover needs a genesis that pins checkpoint_key and standby_key")
+            epoch = held.epochs.next_epoch(record)
         plan = held.domain.plan(record)
         head = Ref.of(record)
+        epochs = held.epochs
 
         def commit() -> None:
             plan.commit()
             held.head = head
+            if epoch is not None and epochs is not None:
+                epochs.epochs.append(epoch)
 
         return Plan(commit, plan.values)
 
@@ -230,7 +248,16 @@ class RulesEngine:
         return Plan(lambda: self._install(record, rules, domain))
 
     def _install(self, record: Record, rules: LedgerRules, domain: Domain) -> None:
-        self._ledgers[record.content.ledger] = LedgerState(rules, domain, Ref.of(record))
+        try:
+            epochs: EpochHistory | None = EpochHistory.from_genesis(record, rules)
+        except BadGenesisError:
+            epochs = None  # keys the home refuses at ledger.create; no handover can be judged
+        self._ledgers[record.content.ledger] = LedgerState(rules, domain, Ref.of(record), epochs)
+
+    def epochs(self, ledger: str) -> EpochHistory | None:
+        """The epochs of ``ledger`` as far as the engine read it, or None."""
+        held = self._ledgers.get(ledger)
+        return None if held is None else held.epochs
 
     def _held(self, record: Record) -> LedgerState:
         held = self._ledgers.get(record.content.ledger)

@@ -372,6 +372,7 @@ class LocalCluster:
     redis_url: str  # the session's server; the cluster picks its own database on it
     nodes: int = 2
     homes: Mapping[str, str] = field(default_factory=dict)
+    standbys: Mapping[str, str] = field(default_factory=dict)  # ledger -> its standby ingest node
     ingest: Mapping[str, int] = field(default_factory=dict)
     accounts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
     replicas: int = 0
@@ -576,8 +577,11 @@ class LocalCluster:
             if proc.follow:
                 lines.append("follow = [" + ", ".join(f'"{name}"' for name in proc.follow) + "]")
             lines.append("")
-        for ledger, home in self.homes.items():
-            lines += [f"[ledgers.{ledger}]", f'home = "{home}"', ""]
+        for ledger in sorted({*self.homes, *self.standbys}):
+            lines += [f"[ledgers.{ledger}]", f'home = "{self.homes.get(ledger, self.node_names[0])}"']
+            if ledger in self.standbys:
+                lines.append(f'standby = "{self.standbys[ledger]}"')
+            lines.append("")
         self.config_path.write_text("\n".join(lines))
 
     def environment(self) -> dict[str, str]:

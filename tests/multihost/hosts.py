@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -187,7 +188,7 @@ class HostsCluster(SupervisedCluster):
         for host in SENTINEL_HOSTS:
             client = redis.Redis(self.network[host].address, SENTINEL_PORT, socket_timeout=1, socket_connect_timeout=1)
             try:
-                primary = client.sentinel_master(SERVICE)
+                primary: Any = client.sentinel_master(SERVICE)  # redis-py types it loosely: a dict here
                 if int(primary["num-slaves"]) < 1 or int(primary["num-other-sentinels"]) < 2:
                     return False
             except redis.exceptions.RedisError:
@@ -202,7 +203,8 @@ class HostsCluster(SupervisedCluster):
         for host in SENTINEL_HOSTS:
             client = redis.Redis(self.network[host].address, SENTINEL_PORT, socket_timeout=1, socket_connect_timeout=1)
             try:
-                address, _ = client.sentinel_get_master_addr_by_name(SERVICE)
+                found: Any = client.sentinel_get_master_addr_by_name(SERVICE)  # (host, port), or None
+                address, _ = found
                 answers.add(_text(address))
             except (redis.exceptions.RedisError, TypeError):
                 continue
@@ -239,6 +241,23 @@ class HostsCluster(SupervisedCluster):
             return False
         finally:
             client.close()
+
+
+HANDOVER = "handover"  # StandbyHostsCluster's ledger: homed on ingest-1, ingest-2 its standby (PROTOCOL 10.9)
+
+
+class StandbyHostsCluster(HostsCluster):
+    """The hosts' cluster with one more ledger, ``handover``, homed on ingest-1 with ingest-2 as
+    its standby (created by the test with ``vledger ledger create``, which pins both keys)."""
+
+    def __init__(self, network: Network) -> None:
+        super().__init__(network)
+        self.homes[HANDOVER] = "ingest-1"  # the lag probe follows it; no e2e writer writes it
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with self.config_path.open("a") as f:
+            f.write(f'\n[ledgers.{HANDOVER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n')
 
 
 def _text(value: bytes | str) -> str:

@@ -363,7 +363,8 @@ def test_the_compose_cluster_is_the_local_cluster(config: ClusterConfig) -> None
         }
 
     assert topology(config) == topology(local)
-    assert (config.homes, config.default_home) == (local.homes, local.default_home)
+    assert (config.homes, config.default_home, config.standbys) == (local.homes, local.default_home, local.standbys)
+    assert all(config.node(n).role == "ingest" for n in config.standbys.values())  # a standby is an ingest service
     assert config.settings == local.settings
     assert config.ingest == local.ingest
     assert config.replication == local.replication

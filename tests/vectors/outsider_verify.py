@@ -864,7 +864,10 @@ def verify_lines(lines) -> "list[dict]":
             state[2] = verifier.feed(data, {"height": height, "hash": hash_hex})
             state[4].append(leaf_hash(data))
             if verifier.height == 1:
-                state[5] = genesis_rules(*parse_record(data))["rules"].get("checkpoint_key")
+                rules = genesis_rules(*parse_record(data))["rules"]
+                state[5] = pinned_keys(rules, *parse_record(data))
+            elif isinstance(state[5], dict) and state[5]["standby"] is not None:
+                follow_epochs(state[5], *parse_record(data))
         except VerifyError as exc:
             if exc.height is None:
                 exc.height = verifier.height
@@ -884,17 +887,81 @@ def _file_result(error: VerifyError, number: int) -> dict:
     return _result(None, 0, None, error)
 
 
+def pinned_keys(rules: dict, record: dict, content: dict) -> "dict | None":
+    """Section 3 and 10.9: the keys a genesis pins, and epoch 1 (the genesis home's)."""
+    key = rules.get("checkpoint_key")
+    if key is None:
+        return None
+    standby = rules.get("standby_key")
+    return {"checkpoint": key, "standby": standby, "epochs": [(1, record["origin"], key, 0)]}
+
+
+def follow_epochs(pinned: dict, record: dict, content: dict) -> None:
+    """10.9: a valid handover record opens the next epoch; any other record (or an invalid
+    handover, which opens none) changes nothing."""
+    if content["kind"] != "epoch":
+        return
+    number, home, _key, height = pinned["epochs"][-1]
+    payload = content["payload"]
+    if (
+        type(payload) is dict
+        and sorted(payload) == ["epoch", "home", "key"]
+        and type(payload["epoch"]) is int
+        and payload["epoch"] == number + 1
+        and payload["home"] == record["origin"]
+        and payload["home"] != home
+        and payload["key"] in (pinned["checkpoint"], pinned["standby"])
+        and record["height"] > height
+    ):
+        pinned["epochs"].append((payload["epoch"], payload["home"], payload["key"], record["height"]))
+
+
+def check_epoch(note: bytes, pinned: dict, size: int, extensions: list) -> None:
+    """10.9, the two rules of a checkpoint of a ledger that pins a standby key."""
+    claims = [line.split(" ") for line in extensions if line.split(" ", 1)[0] == "vledger-epoch"]
+    if len(claims) > 1 or any(
+        len(c) != 3 or not c[1].isdigit() or c[1].startswith("0") or int(c[1]) < 2 or not is_name(c[2]) for c in claims
+    ):
+        raise VerifyError("bad_checkpoint", "an epoch line that is not one", size - 1)
+    number = int(claims[0][1]) if claims else 1
+    epochs = pinned["epochs"]
+    if number > len(epochs):
+        raise VerifyError("bad_epoch", f"a checkpoint of epoch {number}, which no record opened", size - 1)
+    _n, home, key, height = epochs[number - 1]
+    if (claims and claims[0][2] != home) or (number > 1 and size <= height):
+        raise VerifyError("bad_epoch", f"a checkpoint not of epoch {number}'s home", size - 1)
+    try:
+        verify_checkpoint(note, parse_vkey(key), [], 0)
+    except VerifyError as exc:
+        other = [k for k in (pinned["checkpoint"], pinned["standby"]) if k is not None and k != key]
+        if exc.code == "unverified_note" and other:
+            try:
+                verify_checkpoint(note, parse_vkey(other[0]), [], 0, origin=parse_vkey(key).name)
+            except VerifyError:
+                pass
+            else:
+                exc = VerifyError("bad_epoch", f"a checkpoint of epoch {number} signed by another key")
+        exc.height = size - 1
+        raise exc from None
+    if number < len(epochs) and size > epochs[number][3]:
+        raise VerifyError(
+            "fenced", f"a checkpoint of epoch {number} past the handover at {epochs[number][3]}", size - 1
+        )
+
+
 def _check_checkpoint_line(note: bytes, ledger: str, leaves: list, pinned: object) -> None:
     """Section 5, checkpoint lines, bullets 2 to 4."""
     text, _ = parse_note(note)
-    _, size, root, _ = parse_checkpoint(text)
+    _, size, root, extensions = parse_checkpoint(text)
     if size != len(leaves):
         raise VerifyError("bad_field", f"a checkpoint of size {size} after {len(leaves)} records", max(size - 1, 0))
     if mth(leaves) != root:
         raise VerifyError("tree_mismatch", "the checkpoint's root is not the tree of the records", size - 1)
-    if pinned is not None:
+    if isinstance(pinned, dict) and pinned["standby"] is not None:
+        check_epoch(note, pinned, size, extensions)
+    elif isinstance(pinned, dict):
         try:
-            key = parse_vkey(pinned)  # type: ignore[arg-type]
+            key = parse_vkey(pinned["checkpoint"])
             verify_checkpoint(note, key, [], 0)
         except VerifyError as exc:
             exc.height = size - 1
@@ -1387,10 +1454,24 @@ def verify_receipt(data: bytes, log_key: NoteKey, witnesses=(), q: int = 0, gene
             raise VerifyError("bad_link", "own link")
     if not log_key.name.endswith("/" + ledger):  # 4
         raise VerifyError("wrong_origin", "the checkpoint key is of another ledger")
-    checkpoint = verify_checkpoint(receipt["checkpoint"], log_key, list(witnesses), q)  # 5
+    signer = log_key
+    try:  # 5
+        checkpoint = verify_checkpoint(receipt["checkpoint"], log_key, list(witnesses), q)
+    except VerifyError as exc:
+        standby = _standby_key(genesis) if exc.code == "unverified_note" and genesis is not None else None
+        if standby is None:
+            raise
+        signer = standby
+        checkpoint = verify_checkpoint(receipt["checkpoint"], standby, list(witnesses), q, origin=log_key.name)
+        _, _, _, extensions = parse_checkpoint(parse_note(receipt["checkpoint"])[0])
+        epochs = [line.split(" ") for line in extensions if line.split(" ", 1)[0] == "vledger-epoch"]
+        if len(epochs) != 1 or len(epochs[0]) != 3 or not epochs[0][1].isdigit() or int(epochs[0][1]) < 2:
+            raise VerifyError("bad_epoch", "signed by the standby key without an epoch line") from None
     outside = genesis_outside(genesis) if genesis is not None else None
     if outside is not None:  # 5, the outside witnesses a genesis lists and their quorum (13.8)
-        checkpoint["outside"] = verify_checkpoint(receipt["checkpoint"], log_key, outside[0], outside[1])["witnesses"]
+        checkpoint["outside"] = verify_checkpoint(
+            receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
+        )["witnesses"]
     verify_inclusion(  # 6
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )
@@ -1421,6 +1502,12 @@ def genesis_outside(genesis: bytes) -> "tuple[list[NoteKey], int] | None":
     if type(quorum) is not int or not 1 <= quorum <= len(keys):
         raise VerifyError("bad_genesis", "rules.quorum is not an integer 1..len(witnesses)", 0)
     return keys, quorum
+
+
+def _standby_key(genesis: bytes) -> "NoteKey | None":
+    """14.3 step 5 and 10.9: the standby key a genesis pins in rules.standby_key, if any."""
+    value = genesis_rules(*parse_record(genesis))["rules"].get("standby_key")
+    return parse_vkey(value) if type(value) is str else None
 
 
 def genesis_key(genesis: bytes, ledger: str) -> NoteKey:

@@ -111,6 +111,8 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
         ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
         ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
         ({"cluster__production": "yes"}, "cluster.production: expected true or false, got 'yes'"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "in-1"}}}, "votes.standby: the standby must be another"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "rep-1"}}}, "votes.standby: 'rep-1' is not an ingest node"),
         (
             {"ingest": {"max_file_bytes": 2000, "max_partial_upload_bytes": 1999}},
             "ingest.max_partial_upload_bytes: 1999 is below max_file_bytes (2000)",
@@ -151,3 +153,9 @@ def test_outside_witnesses_map_key_names_to_url_prefixes() -> None:
 )
 def test_unusable_outside_witnesses_are_refused(urls: dict[str, Any], named: str) -> None:
     assert named in refused(config(outside_witnesses=urls))
+
+
+def test_a_ledger_may_name_a_standby_ingest_node() -> None:
+    cluster = load(config(ledgers={"votes": {"home": "in-1", "standby": "in-2"}}))
+    assert cluster.standby_of("votes").name == "in-2"
+    assert cluster.standby_of("other") is None

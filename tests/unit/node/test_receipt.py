@@ -55,17 +55,23 @@ def _hash_at(leaves: list[bytes]) -> tree.HashAt:
     return hash_at
 
 
-def _note(size: int, root: bytes, home: SignerKey = HOME, witnesses: list[SignerKey] = WITNESSES) -> bytes:
-    body = Checkpoint(ORIGIN, size, root).body()
+def _note(
+    size: int,
+    root: bytes,
+    home: SignerKey = HOME,
+    witnesses: list[SignerKey] = WITNESSES,
+    extensions: tuple[str, ...] = (),
+) -> bytes:
+    body = Checkpoint(ORIGIN, size, root, extensions).body()
     lines = [sign(body, home), *(cosign(body, w, 1_790_000_000 + i).note_signature() for i, w in enumerate(witnesses))]
     return Note(body, tuple(lines)).encode()
 
 
-def _receipt(records: list[Record], index: int, home: SignerKey = HOME) -> Receipt:
+def _receipt(records: list[Record], index: int, home: SignerKey = HOME, extensions: tuple[str, ...] = ()) -> Receipt:
     leaves = [tree.leaf_hash(r.encode()) for r in records]
     size = len(records)
     proof = tree.inclusion_proof(index, size, _hash_at(leaves))
-    note = _note(size, tree.root_at(size, _hash_at(leaves)), home)
+    note = _note(size, tree.root_at(size, _hash_at(leaves)), home, extensions=extensions)
     return Receipt.of(records[index].encode(), proof, note)
 
 
@@ -112,6 +118,24 @@ def test_a_forked_view_is_refused(kit: Any, chain: list[Record]) -> None:
     with pytest.raises(VledgerError) as e:
         verify_receipt(lying, _keys(chain))
     assert e.value.code == "bad_proof"
+
+
+def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: Any) -> None:
+    # PROTOCOL 10.9: the genesis pins the standby's key; its checkpoints carry their epoch line.
+    pinned = {"checkpoint_key": HOME.verifier().encode(), "standby_key": OTHER_HOME.verifier().encode()}
+    rules = LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=pinned)
+    records = [
+        Entry.prepare(rules.genesis_content(LEDGER, "admin", "c", T0), 4, kit.limits).place(0, ZERO_LINK, T0, "n")
+    ]
+    for i in range(1, 5):
+        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    keys = keys_from_genesis(records[0].encode(), LEDGER, [w.verifier() for w in WITNESSES], 2)
+    assert keys.standby_key == OTHER_HOME.verifier()
+    assert verify_receipt(_receipt(records, 3, OTHER_HOME, ("vledger-epoch 2 node-2",)), keys).record == records[3]
+    assert verify_receipt(_receipt(records, 3), keys).record == records[3]  # epoch 1, the home's key
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(_receipt(records, 3, OTHER_HOME), keys)  # the standby's key, but no epoch line
+    assert e.value.code == "bad_epoch"
 
 
 def test_the_quorum_and_the_witness_keys(chain: list[Record]) -> None:

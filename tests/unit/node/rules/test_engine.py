@@ -339,6 +339,7 @@ CODES = {
     "NotGrantedError": "not_granted",
     "AlreadyGrantedError": "already_granted",
     "NoSuchGrantError": "no_such_grant",
+    "BadEpochError": "bad_epoch",
 }
 
 

@@ -1,0 +1,251 @@
+"""Each ledger's epochs as a node's own store holds them (PROTOCOL 10.9), for its checks.
+
+A follower checks a checkpoint of a ledger that may hand over by the epochs of the records
+it stored (node/epoch.py); a home signs with its epoch's line and refuses writes once its
+store names another home. This book builds a ledger's history from its store on first use
+(only a ledger whose genesis pins a standby key is scanned, and only its records that can
+be handover records are decoded) and is told of every record stored after that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload
+from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
+from ..node.note import VerifierKey
+from ..node.record import Content, Entry, Record, decode_record
+from ..node.store import ChainStore
+from ..node.witness import home_key
+
+log = logging.getLogger(__name__)
+
+# The kind's msgpack string (fixstr of 5 bytes): a record without these bytes is no handover.
+_EPOCH_MARK = b"\xa5" + EPOCH_KIND.encode()
+
+
+class EpochBook:
+    """The epochs of every ledger ``store`` holds. Thread-safe (the follow thread feeds it,
+    the request loop and the outbox read it)."""
+
+    def __init__(self, cluster: str, store: ChainStore) -> None:
+        self.cluster = cluster
+        self.store = store
+        self._lock = threading.Lock()
+        self._histories: dict[str, EpochHistory | None] = {}
+
+    def history(self, ledger: str) -> EpochHistory | None:
+        """The ledger's epochs up to the store's head; None while it holds no genesis, or when
+        the genesis pins keys that are not this cluster's (then only the pinned key checks)."""
+        with self._lock:
+            if ledger in self._histories:
+                return self._histories[ledger]
+            genesis = self.store.get(ledger, 0)
+            if genesis is None:
+                return None
+            try:
+                history: EpochHistory | None = EpochHistory(self.cluster, genesis, self.store.rules(ledger))
+            except BadGenesisError as e:
+                log.warning("no epochs of %s: %s", ledger, e.message)
+                history = None
+            if history is not None and history.standby_key is not None:
+                for error in history.feed(self._handovers(ledger)):
+                    log.warning("%s", error.message)
+            self._histories[ledger] = history
+            return history
+
+    def stored(self, records: Iterable[Record]) -> None:
+        """Records just stored (each ledger's in height order): the handovers among them open epochs."""
+        with self._lock:
+            for record in records:
+                if record.height == 0:
+                    self._histories.pop(record.ledger, None)  # built from the genesis when asked
+                    continue
+                history = self._histories.get(record.ledger)
+                # Already read, when the history was built from the store after it was stored.
+                if history is not None and record.content.kind == EPOCH_KIND and record.height > history.current.height:
+                    for error in history.feed([record]):
+                        log.warning("%s", error.message)
+
+    def _handovers(self, ledger: str) -> Iterable[Record]:
+        for _, data in self.store.range_raw(ledger, 1):
+            if _EPOCH_MARK in data:
+                yield decode_record(data, PROTOCOL_LIMITS)
+
+    def signing(self, ledger: str, size: int, node: str) -> tuple[str, ...] | None:
+        """The extension lines ``node`` signs the checkpoint of ``size`` records of ``ledger``
+        with (none in epoch 1), or None when another node is that epoch's home: a standby that
+        follows a ledger, or a home it replaced, signs nothing of it."""
+        history = self.history(ledger)
+        if history is None:
+            return ()  # a ledger this node places from its genesis on: epoch 1, its own
+        epoch = history.epoch_at(size)
+        return epoch.extensions() if epoch.home == node else None
+
+
+class Homes:
+    """Which node is each ledger's home now: the newest epoch that this store's records or
+    Redis's ``epochs`` hash name (a home cut off during a promotion finds it in Redis: it has
+    no handover record), else the cluster file's home. Thread-safe; :meth:`refresh` reads Redis
+    (a thread calls it every second, and a promotion after it named itself)."""
+
+    def __init__(self, config: ClusterConfig, book: EpochBook, replication: ReplicationLedger | None) -> None:
+        self.config = config
+        self.book = book
+        self.replication = replication
+        self._named: dict[str, tuple[int, str]] = {}
+
+    def refresh(self) -> None:
+        """Read the epochs Redis names; on a Redis error keep the last ones (logged)."""
+        if self.replication is None:
+            return
+        try:
+            self._named = self.replication.epochs()
+        except REDIS_ERRORS as e:
+            log.debug("epochs unavailable in Redis: %s", e)
+
+    def named(self, ledger: str, epoch: int, home: str) -> None:
+        """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
+        self._named = {**self._named, ledger: (epoch, home)}
+
+    def epoch_of(self, ledger: str) -> tuple[int, str]:
+        """The newest epoch known of ``ledger`` and its home."""
+        history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
+        stored = (history.current.number, history.current.home) if history is not None else None
+        named = self._named.get(ledger)
+        candidates = [c for c in (stored, named) if c is not None]
+        if not candidates:
+            return 1, self.config.home_of(ledger).name
+        return max(candidates, key=lambda c: c[0])
+
+    def home_of(self, ledger: str) -> NodeConfig:
+        """The node of the ledger's newest epoch (a name the cluster file does not know: its home)."""
+        home = self.epoch_of(ledger)[1]
+        return self.config.nodes.get(home) or self.config.home_of(ledger)
+
+
+class HomesRefresh:
+    """Reads the epochs Redis names every ``interval`` seconds, on a thread of its own."""
+
+    def __init__(self, homes: Homes, interval: float = 1.0) -> None:
+        self.homes = homes
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.homes.refresh()
+        self._thread = threading.Thread(target=self._run, name="homes-refresh", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.homes.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class Promotion:
+    """What ``ledger.promote`` does on the standby (PROTOCOL 10.9): checks that this store holds
+    everything a witness cosigned, names this node the home of the next epoch in Redis (a
+    compare-and-set: one winner per epoch), and returns the handover entry to place.
+
+    ``witnesses``: every witness's cosignature key by node name; ``public``: this node's raw
+    checkpoint key, the one the genesis must pin as ``standby_key``.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        name: str,
+        homes: Homes,
+        replication: ReplicationLedger,
+        witnesses: Mapping[str, VerifierKey],
+        public: bytes,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.homes = homes
+        self.book = homes.book
+        self.replication = replication
+        self.witnesses = dict(witnesses)
+        self.public = public
+
+    def prepare(self, ledger: str, author: str, now_ms: int) -> Entry:
+        """The handover entry that opens the next epoch with this node as home.
+
+        Raises PromotionRefusedError [promotion_refused] when this node is not the ledger's
+        standby, its genesis pins another standby key, this store holds fewer records than a
+        witness cosigned (or another tree at that size), or Redis names a newer home.
+        """
+        standby = self.config.standby_of(ledger)
+        if standby is None or standby.name != self.name:
+            raise PromotionRefusedError(f"{self.name} is not the standby of {ledger!r} in the cluster file")
+        history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
+        if history is None:
+            raise PromotionRefusedError(f"{self.name} holds no record of {ledger!r}")
+        key = home_key(self.config.name, ledger, self.public)
+        if history.standby_key != key:
+            raise PromotionRefusedError(f"the genesis of {ledger!r} does not pin {self.name}'s key as standby_key")
+        if history.current.home == self.name:
+            raise PromotionRefusedError(
+                f"{self.name} is the home of {ledger!r} already (epoch {history.current.number})"
+            )
+        acknowledged, root = self.acknowledged(ledger, history)
+        held = self.book.store.size(ledger)
+        check_promotion(ledger, self.name, held, acknowledged)
+        if acknowledged and self.book.store.root(ledger, acknowledged) != root:
+            raise PromotionRefusedError(f"{self.name}'s tree of {ledger!r} at {acknowledged} is not the cosigned one")
+        number = history.current.number + 1
+        try:
+            named = self.replication.promote(ledger, number, self.name)
+        except REDIS_ERRORS as e:
+            raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
+        if named is not None:
+            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
+        self.homes.named(ledger, number, self.name)
+        log.warning(
+            "%s promoted to home of %s, epoch %d, at size %d (%d cosigned)",
+            self.name,
+            ledger,
+            number,
+            held,
+            acknowledged,
+        )
+        content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, f"epoch-{number}", now_ms)
+        return Entry.prepare(content, self.book.store.rules(ledger).difficulty, PROTOCOL_LIMITS)
+
+    def acknowledged(self, ledger: str, history: EpochHistory) -> tuple[int, bytes]:
+        """The size and root of the largest checkpoint of ``ledger`` a witness cosigned (what a
+        write concern may have acknowledged), by the notes in Redis that verify; (0, b"") if none.
+        Raises PromotionRefusedError when Redis cannot be read: nothing proves what is safe."""
+        try:
+            notes = self.replication.cosignatures(ledger)
+        except REDIS_ERRORS as e:
+            raise PromotionRefusedError(f"Redis could not give the cosignatures of {ledger!r}: {e}") from e
+        best = (0, b"")
+        for witness, note in notes.items():
+            key = self.witnesses.get(witness)
+            if key is None:
+                continue
+            try:
+                verified = history.verify(note, witnesses=(key,), quorum=1)
+            except VledgerError as e:
+                log.info("a cosignature of %s by %s does not count: %s", ledger, witness, e.message)
+                continue
+            if verified.checkpoint.size > best[0]:
+                best = (verified.checkpoint.size, verified.checkpoint.root)
+        return best
+
+
+def standby_ledgers(config: ClusterConfig, name: str) -> list[str]:
+    """The ledgers whose cluster-file standby is ``name``."""
+    return sorted(ledger for ledger, node in config.standbys.items() if node == name)

@@ -1,0 +1,327 @@
+"""Epochs: a ledger's terms of home, and the handover from its home to its standby (PROTOCOL 10.9).
+
+A ledger's genesis may pin, beside its home's checkpoint key (``rules.checkpoint_key``), the
+key of a **standby** ingest node (``rules.standby_key``). Epoch 1 is the genesis home's term.
+A handover is a record of kind ``epoch`` placed by the new home, whose payload names the
+epoch's number (one more than the last), the new home (the record's own ``origin``) and the
+pinned key it signs checkpoints with from then on. Every checkpoint of a size past that
+record carries the extension line ``vledger-epoch <number> <home>`` and is signed by that
+key; a checkpoint of an earlier epoch past the handover comes from a **fenced** home and is
+refused. The key is authorised by the genesis alone, so receipts still verify offline from
+it; which of the two pinned keys holds the pen is the chain's, and so every witness's, to say.
+
+Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..config.settings import PROTOCOL_LIMITS
+from .errors import BadEpochError, CheckpointError, FencedError, PromotionRefusedError, UnverifiedNoteError, Where
+from .ledger import LedgerRules
+from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
+from .record import NAME_PATTERN, Record
+from .witness import PINNED_KEY_FIELD, CheckpointKeys, SignedCheckpoint, pinned_key
+
+STANDBY_KEY_FIELD = "standby_key"  # the genesis rules field that pins the standby's checkpoint key
+EPOCH_KIND = "epoch"  # the kind of a handover record
+EPOCH_FIELDS = ("epoch", "home", "key")  # its payload's keys, exactly
+EPOCH_LINE = "vledger-epoch"  # the checkpoint extension line "vledger-epoch <number> <home>"
+MAX_NAME = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """One term of a ledger's home: its ``number`` (1 for the genesis home), the ``home`` node,
+    the ``key`` its checkpoints are signed with (None: a genesis that pins none) and the
+    ``height`` of the record that opened it (0, the genesis, for epoch 1)."""
+
+    number: int
+    home: str
+    key: VerifierKey | None
+    height: int
+
+    def extensions(self) -> tuple[str, ...]:
+        """The extension lines of this epoch's checkpoints: none in epoch 1 (so a ledger that
+        never hands over signs exactly what it signed before), else its epoch line."""
+        return () if self.number == 1 else (f"{EPOCH_LINE} {self.number} {self.home}",)
+
+
+def epoch_payload(number: int, home: str, key: VerifierKey) -> dict[str, object]:
+    """The payload of the handover record that opens epoch ``number`` with ``home`` signing with ``key``."""
+    return {"epoch": number, "home": home, "key": key.encode()}
+
+
+def epoch_claim(checkpoint: Checkpoint) -> tuple[int, str | None]:
+    """The epoch a checkpoint states: (1, None) without an epoch line, else its number and home.
+
+    Raises CheckpointError [bad_checkpoint] for more than one epoch line, or one that is not
+    ``vledger-epoch``, a space, a decimal of at least 2 without leading zeros, a space and a
+    node name. Other extension lines are opaque and ignored (c2sp.org/tlog-checkpoint).
+    """
+    found = [line for line in checkpoint.extensions if line.split(" ", 1)[0] == EPOCH_LINE]
+    if not found:
+        return 1, None
+    if len(found) > 1:
+        raise CheckpointError("checkpoint: more than one epoch line")
+    parts = found[0].split(" ")
+    if (
+        len(parts) != 3
+        or not parts[1].isascii()
+        or not parts[1].isdigit()
+        or parts[1].startswith("0")
+        or int(parts[1]) < 2
+        or len(parts[1]) > 20
+        or not _is_name(parts[2])
+    ):
+        raise CheckpointError(f"checkpoint: {found[0]!r} is not '{EPOCH_LINE} <number from 2> <node name>'")
+    return int(parts[1]), parts[2]
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_NAME and NAME_PATTERN.fullmatch(value) is not None
+
+
+class EpochHistory:
+    """The epochs of one ledger, read from its genesis and then its handover records in height order.
+
+    Raises BadGenesisError (from the constructor) when a pinned key field is not an Ed25519
+    note key named after the ledger's origin.
+    """
+
+    def __init__(self, cluster: str, genesis: Record, rules: LedgerRules) -> None:
+        self.cluster = cluster
+        self.rules = rules
+        self.ledger = genesis.ledger
+        self.checkpoint_key = pinned_key(self.ledger, rules, cluster, PINNED_KEY_FIELD)
+        self.standby_key = pinned_key(self.ledger, rules, cluster, STANDBY_KEY_FIELD)
+        self.epochs: list[Epoch] = [Epoch(1, genesis.origin, self.checkpoint_key, 0)]
+
+    @classmethod
+    def from_genesis(cls, genesis: Record, rules: LedgerRules) -> EpochHistory:
+        """The history of a ledger whose cluster is read from its pinned checkpoint key's name
+        (``<cluster>/<ledger>``), as a checker that holds only the chain must. Raises
+        BadGenesisError as the constructor."""
+        value = rules.rules.get(PINNED_KEY_FIELD)
+        cluster = value.partition("+")[0].rpartition("/")[0] if isinstance(value, str) else ""
+        return cls(cluster, genesis, rules)
+
+    @property
+    def current(self) -> Epoch:
+        return self.epochs[-1]
+
+    def pinned(self) -> tuple[VerifierKey, ...]:
+        """The keys the genesis pins, the only ones any epoch may sign with."""
+        return tuple(k for k in (self.checkpoint_key, self.standby_key) if k is not None)
+
+    def feed(self, records: Iterable[Record]) -> list[BadEpochError]:
+        """Read the handover records among ``records`` (the ledger's, after the last one fed,
+        in height order); other kinds are skipped. A handover record that :meth:`next_epoch`
+        refuses opens no epoch (the chain stays valid, 10.9): its error is returned."""
+        refused = []
+        for record in records:
+            if record.height > 0 and record.content.kind == EPOCH_KIND:
+                try:
+                    self.epochs.append(self.next_epoch(record))
+                except BadEpochError as e:
+                    refused.append(e)
+        return refused
+
+    def extended(self, records: Iterable[Record]) -> EpochHistory:
+        """A copy of this history fed ``records`` (a run not stored yet); this one is unchanged."""
+        duplicate = copy.copy(self)
+        duplicate.epochs = list(self.epochs)
+        duplicate.feed(records)
+        return duplicate
+
+    def next_epoch(self, record: Record) -> Epoch:
+        """The epoch ``record`` opens, checked as the next one; changes nothing.
+
+        Raises BadEpochError [bad_epoch] when the genesis pins no standby key, the payload is
+        not exactly ``epoch``, ``home``, ``key``, the number is not one more than the current
+        epoch's, the home is not the record's origin or is the current home, or the key is not
+        one of the two the genesis pins.
+        """
+        where: Where = {"ledger": self.ledger, "height": record.height}
+        if self.standby_key is None or self.checkpoint_key is None:
+            raise BadEpochError("a handover needs a genesis that pins checkpoint_key and standby_key", **where)
+        if record.height <= self.current.height:
+            raise BadEpochError(
+                f"a handover at or below height {self.current.height} of epoch {self.current.number}", **where
+            )
+        payload = record.content.payload
+        if sorted(payload) != sorted(EPOCH_FIELDS):
+            raise BadEpochError(f"an epoch payload has exactly the fields {list(EPOCH_FIELDS)}", **where)
+        number, home, key = payload["epoch"], payload["home"], payload["key"]
+        expected = self.current.number + 1
+        if type(number) is not int or number != expected:
+            raise BadEpochError(f"epoch {number!r} after epoch {self.current.number}: expected {expected}", **where)
+        if not _is_name(home) or home != record.origin:
+            raise BadEpochError(
+                f"the new home {home!r} must be the node that placed the record ({record.origin!r})", **where
+            )
+        if home == self.current.home:
+            raise BadEpochError(f"{home!r} is already the home of epoch {self.current.number}", **where)
+        pinned = {k.encode(): k for k in self.pinned()}
+        if key not in pinned:
+            raise BadEpochError("the epoch's key is not one of the keys the genesis pins", **where)
+        return Epoch(number, home, pinned[key], record.height)
+
+    def epoch_at(self, size: int) -> Epoch:
+        """The epoch whose home signs the checkpoint of ``size`` records: the last one opened
+        by a record below that size (epoch 1 for a size that holds no handover)."""
+        return next((e for e in reversed(self.epochs) if e.height < size), self.epochs[0])
+
+    def epoch(self, number: int) -> Epoch | None:
+        return self.epochs[number - 1] if 1 <= number <= len(self.epochs) else None
+
+    def check(self, checkpoint: Checkpoint, signer: VerifierKey) -> Epoch | None:
+        """The epoch a checkpoint signed by ``signer`` belongs to, by the records fed so far.
+
+        Returns None when it states an epoch past the current one (this copy does not hold its
+        handover yet): ``signer`` is then one of the pinned keys and the caller checks again
+        once it stored the records up to the checkpoint's size. Raises FencedError [fenced]
+        for a checkpoint of an earlier epoch past the next epoch's handover record (its home
+        was replaced), BadEpochError [bad_epoch] when its signer or home is not its epoch's,
+        CheckpointError for a malformed epoch line.
+        """
+        number, home = epoch_claim(checkpoint)
+        epoch = self.epoch(number)
+        if epoch is None:
+            if signer not in self.pinned() or checkpoint.size <= self.current.height + 1:
+                raise BadEpochError(
+                    f"a checkpoint of epoch {number} signed by a key the genesis does not pin, or holding"
+                    f" no record past epoch {self.current.number}",
+                    ledger=self.ledger,
+                )
+            return None
+        if (number > 1 and home != epoch.home) or (epoch.key is not None and signer != epoch.key):
+            raise BadEpochError(
+                f"a checkpoint of epoch {number} not signed as its home {epoch.home!r} signs",
+                ledger=self.ledger,
+                height=epoch.height,
+            )
+        following = self.epoch(number + 1)
+        if following is not None and checkpoint.size > following.height:
+            raise FencedError(
+                f"a checkpoint of epoch {number} ({epoch.home}) of size {checkpoint.size}, past the handover"
+                f" to epoch {following.number} ({following.home}) at height {following.height}",
+                ledger=self.ledger,
+                height=following.height,
+            )
+        if number > 1 and checkpoint.size <= epoch.height:
+            raise BadEpochError(
+                f"a checkpoint of epoch {number} of size {checkpoint.size} that does not hold its handover record",
+                ledger=self.ledger,
+                height=epoch.height,
+            )
+        return epoch
+
+    def verify(self, data: bytes, *, witnesses: Iterable[VerifierKey] = (), quorum: int = 0) -> VerifiedCheckpoint:
+        """Open a checkpoint note signed by one of the pinned keys (13.5 with that key as the
+        log's) and check its epoch as :meth:`check` does; returns the verified checkpoint.
+
+        Raises the note errors of verify_checkpoint (unverified_note when neither pinned key
+        signed it), and those of :meth:`check`.
+        """
+        witnesses = tuple(witnesses)
+        keys = self.pinned() or ((self.current.key,) if self.current.key is not None else ())
+        last: UnverifiedNoteError | None = None
+        for key in keys:
+            try:
+                verified = verify_checkpoint(data, key, witnesses, quorum)
+            except UnverifiedNoteError as e:
+                last = e
+                continue
+            self.check(verified.checkpoint, key)
+            return verified
+        raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
+
+
+class EpochKeys(CheckpointKeys):
+    """CheckpointKeys for ledgers that may hand over: a ledger whose genesis pins a standby key
+    is checked by its epochs (``epochs_of(ledger)``, the history of the records this checker
+    stored), every other ledger with its one key as CheckpointKeys does.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        key_of: Callable[[str], VerifierKey | None],
+        epochs_of: Callable[[str], EpochHistory | None],
+        standby_key_of: Callable[[str], VerifierKey | None] = lambda ledger: None,
+    ) -> None:
+        """``standby_key_of(ledger)``: the configured standby's key, which checks a checkpoint
+        of a later epoch before this checker holds the genesis that pins it."""
+        super().__init__(cluster, key_of)
+        self.epochs_of = epochs_of
+        self.standby_key_of = standby_key_of
+
+    def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
+        """As CheckpointKeys.check; for a ledger with a standby also EpochHistory.verify's
+        errors: BadEpochError [bad_epoch], FencedError [fenced]. Before the genesis is held,
+        a checkpoint with an epoch line is checked with the configured standby's key, and
+        again by :meth:`confirm` with the genesis its run brings."""
+        history = self.epochs_of(ledger)
+        if history is None:
+            standby = self.standby_key_of(ledger)
+            if standby is not None and EPOCH_LINE.encode() in data:
+                try:
+                    verified = verify_checkpoint(data, standby, origin=standby.name)
+                except UnverifiedNoteError:
+                    pass  # a later epoch of the home's key: checked with it below
+                else:
+                    return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+        if history is None or history.standby_key is None:
+            return super().check(ledger, data)
+        verified = history.verify(data)
+        return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+    def confirm(self, checkpoint: SignedCheckpoint, run: list[Record]) -> None:
+        """Check ``checkpoint`` by the epochs of the stored records followed by ``run``: a
+        checkpoint that claimed an epoch ahead of the store must now find it in the run (with
+        the genesis, when the run starts with it). Raises BadEpochError or FencedError as
+        EpochHistory.check, and the genesis' BadGenesisError."""
+        history = self.epochs_of(checkpoint.ledger)
+        claim = epoch_claim(_body(checkpoint))[0]
+        if history is None and run and run[0].height == 0:
+            genesis = run[0]
+            history = EpochHistory(self.cluster, genesis, LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS))
+            run = run[1:]
+        if history is None or history.standby_key is None:
+            if claim > 1:
+                raise BadEpochError(
+                    "a checkpoint with an epoch line of a ledger whose genesis pins no standby key",
+                    ledger=checkpoint.ledger,
+                    height=checkpoint.height,
+                )
+            return
+        ahead = history.extended(run)
+        ahead.verify(checkpoint.note)  # fenced, or signed as another epoch: refused
+        if claim > ahead.current.number:
+            raise BadEpochError(
+                f"a checkpoint of an epoch past {ahead.current.number}, the last one its records open",
+                ledger=checkpoint.ledger,
+                height=checkpoint.height,
+            )
+
+
+def _body(checkpoint: SignedCheckpoint) -> Checkpoint:
+    return parse_checkpoint(parse_note(checkpoint.note).text)
+
+
+def check_promotion(ledger: str, standby: str, held: int, acknowledged: int) -> None:
+    """Whether ``standby``, holding ``held`` records of ``ledger``, may become its home.
+
+    ``acknowledged`` is the largest size a write concern acknowledged: the largest checkpoint
+    a witness cosigned. Raises PromotionRefusedError [promotion_refused] when the standby holds
+    fewer: promoting it would lose records a client was told are safe.
+    """
+    if held < acknowledged:
+        raise PromotionRefusedError(
+            f"{standby} holds {held} records of {ledger!r}, but {acknowledged} were acknowledged"
+            " (cosigned); wait until it caught up"
+        )

@@ -1,0 +1,154 @@
+"""A standby home on real processes (PROTOCOL 10.9): the home is killed under load, its standby
+is promoted once it holds every record a witness cosigned, writes resume there under epoch 2,
+and the old home, started again, is fenced: its writes are answered not_home naming the new
+home and the witnesses take none of its checkpoints. Nothing acknowledged with w=1 is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
+from vledger.node.errors import RemoteError
+from vledger.node.note import parse_checkpoint, parse_note
+from vledger.node.record import decode_record
+from vledger.node.witness import PINNED_KEY_FIELD, home_key
+from vledger.tests.integration.cluster import (
+    ADMIN,
+    LIMITS,
+    LocalCluster,
+    entry,
+    genesis,
+    put_args,
+    remote_error,
+    wait_until,
+)
+
+LEDGER = "votes"
+CLUSTER = "test"
+WAIT = 60.0
+
+
+def _vkey(cluster: LocalCluster, node: str) -> str:
+    public = load_verify_key(signing_key_paths(cluster.directory / "keys", node)[1]).raw
+    return home_key(CLUSTER, LEDGER, public).encode()
+
+
+def _size(cluster: LocalCluster, node: str) -> int:
+    return int(cluster.admin(node).call("size", {"ledger": LEDGER})["size"])
+
+
+def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any, tmp_path: Path) -> None:
+    cluster: LocalCluster = start_cluster(
+        nodes=2, replicas=2, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 3000}
+    )
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+
+    acknowledged: dict[str, bytes] = {}  # request id -> hash of each put answered with w=1
+    stop = threading.Event()
+
+    def write() -> None:
+        writer = cluster.client("writer1", "ingest-1", timeout=3.0)
+        n = 0
+        while not stop.is_set():
+            e = entry(LEDGER, "vote", {"n": n}, "writer1")
+            n += 1
+            try:
+                receipt = writer.call("put", {**put_args(e), "w": 1})
+            except Exception:
+                continue  # the home is gone: nothing acknowledged
+            acknowledged[e.content.request_id] = receipt["hash"]
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 30, WAIT, "30 writes acknowledged with w=1")
+        cluster.kill_node("ingest-1")  # the home's host is gone, mid-load
+    finally:
+        stop.set()
+        writer.join()
+    assert acknowledged
+
+    def promoted() -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
+        except RemoteError as e:
+            assert e.code == "promotion_refused", e
+            return None
+        return result
+
+    receipt = wait_until(promoted, WAIT, "the standby promoted")
+    handover = decode_record(
+        cluster.admin("ingest-2").call("get", {"ledger": LEDGER, "height": receipt["height"]})["record"], LIMITS
+    )
+    assert (handover.content.kind, handover.origin, handover.content.payload["epoch"]) == (EPOCH_KIND, "ingest-2", 2)
+    # Every record acknowledged with w=1 is on the new home, below its handover record.
+    held = {
+        decode_record(data, LIMITS).content.request_id: decode_record(data, LIMITS).link
+        for data in cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 0, "limit": 500})["records"]
+    }
+    assert {rid: held.get(rid) for rid in acknowledged} == acknowledged
+
+    # Writes resume on the new home, sent to the old one's address by the client that follows not_home
+    # (or, with the old home down, straight to the standby), acknowledged by witnesses of epoch 2.
+    writer2 = cluster.client("writer1", "ingest-2")
+    after = writer2.call("put", {**put_args(entry(LEDGER, "vote", {"after": 1}, "writer1")), "w": 2})
+    assert after["height"] == receipt["height"] + 1
+    note = cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": after["height"], "limit": 1})[
+        "checkpoint"
+    ]
+    assert epoch_claim(parse_checkpoint(parse_note(note).text)) == (2, "ingest-2")
+    wait_until(
+        lambda: all(_size(cluster, r) == after["height"] + 1 for r in cluster.replica_names),
+        WAIT,
+        "the replicas hold epoch 2",
+    )
+    redis = ReplicationLedger(connect(cluster.cluster_redis_url))
+    assert redis.ledgers()[LEDGER] == "ingest-2" and redis.epochs()[LEDGER] == (2, "ingest-2")
+    assert LEDGER in cluster.admin("ingest-2").call("hello")["ledgers"]
+    # A receipt of epoch 2, cosigned by both replicas, verifies offline from the genesis alone.
+    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
+    common = ("--config", str(cluster.config_path), "--key", str(key), "--node", "ingest-2")
+    receipt_file, genesis_file = tmp_path / "after.receipt", tmp_path / "genesis.receipt"
+    cluster.cli(
+        "receipt",
+        "get",
+        LEDGER,
+        str(after["height"]),
+        *common,
+        "--quorum",
+        "2",
+        "--wait",
+        "20",
+        "-o",
+        str(receipt_file),
+    )
+    cluster.cli("receipt", "get", LEDGER, "0", *common, "-o", str(genesis_file))
+
+    # The old home returns: fenced. Its writes are answered not_home naming the new home.
+    cluster.start_node("ingest-1")
+    error = remote_error(
+        cluster.client("writer1", "ingest-1", follow=False).call,
+        "put",
+        put_args(entry(LEDGER, "vote", {"stale": 1}, "writer1")),
+    )
+    assert error.code == "not_home" and error.details["home"]["node"] == "ingest-2"
+    assert LEDGER not in cluster.admin("ingest-1").call("hello")["ledgers"]
+    # The witnesses keep epoch 2: what they hold is the new home's chain.
+    for name in cluster.replica_names:
+        assert _size(cluster, name) == after["height"] + 1
+    # The stream stays the new home's: the old one does not "repair" it from its stale store.
+    streamed = redis.read(LEDGER, receipt["height"], 2)
+    assert [(r.height, r.origin) for r in streamed] == [(receipt["height"], "ingest-2"), (after["height"], "ingest-2")]
+    assert not [a for a in redis.alerts(1000) if a.get("what") == "record_conflict" and a.get("node") == "redis"]
+    for name in ("ingest-2", *cluster.replica_names):
+        assert cluster.stop_node(name) == 0
+        assert cluster.verify_store(name).returncode == 0
+    verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file))
+    assert "valid: record" in verified.stdout, verified.stdout + verified.stderr

@@ -1,0 +1,199 @@
+"""ingest/epochs.py and the Follower under EpochKeys: a witness takes the standby's checkpoints
+only through the handover record its own store holds, and fences the old home (PROTOCOL 10.9).
+
+Real stores: the home's ChainStore places a ledger whose genesis pins the home's and the
+standby's keys; the standby's records are placed after it (origin the standby), the
+checkpoints are real notes signed by either key over the real Merkle roots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vledger.broker.feed import FeedCheckpoints, FeedRecord
+from vledger.broker.replication import Alert
+from vledger.config.cluster import cluster_from_mapping
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.epochs import EpochBook, Homes
+from vledger.ingest.follow import Follower
+from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, Record
+from vledger.node.store import ChainStore
+from vledger.node.tree import Frontier, leaf_hash
+from vledger.node.witness import HomeSigner, SignedCheckpoint
+
+CLUSTER = "test"
+LEDGER = "votes"
+HOME, STANDBY = "ingest-1", "ingest-2"
+T0 = 1_790_000_000_000
+HOME_SIGNER = HomeSigner(CLUSTER, bytes(range(32)))
+STANDBY_SIGNER = HomeSigner(CLUSTER, bytes(range(1, 33)))
+HOME_KEY = HOME_SIGNER.key(LEDGER).verifier()
+STANDBY_KEY = STANDBY_SIGNER.key(LEDGER).verifier()
+RULES = LedgerRules((EPOCH_KIND, "note"), 0, {"checkpoint_key": HOME_KEY.encode(), "standby_key": STANDBY_KEY.encode()})
+
+
+def _place(after: Record, kind: str, payload: dict[str, object], origin: str) -> Record:
+    content = Content(LEDGER, kind, payload, "admin", f"r-{after.height + 1}", T0 + after.height + 1)
+    return Entry.prepare(content, 0, PROTOCOL_LIMITS).place(after.height + 1, after.link, after.accepted + 1, origin)
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Record], list[Record]]:
+    """(the ledger as handed over: 5 records of the home, the handover at 5, 3 of the standby;
+    the old home's own tail past 4, placed while it was cut off)."""
+    with ChainStore(tmp_path_factory.mktemp("home"), origin=HOME, clock=lambda: T0) as store:
+        store.create_ledger(Entry.prepare(RULES.genesis_content(LEDGER, "admin", "create", T0), 0, PROTOCOL_LIMITS))
+        for i in range(1, 5):
+            store.submit_entry(
+                Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"n-{i}", T0 + i), 0, PROTOCOL_LIMITS)
+            ).result()
+        home = list(store.range(LEDGER))
+    handed = [*home, _place(home[-1], EPOCH_KIND, epoch_payload(2, STANDBY, STANDBY_KEY), STANDBY)]
+    for i in range(3):
+        handed.append(_place(handed[-1], "note", {"after": i}, STANDBY))
+    cut_off = _place(home[-1], "note", {"cut off": 1}, HOME)
+    return handed, [*home, cut_off, _place(cut_off, "note", {"cut off": 2}, HOME)]
+
+
+def _root(records: list[Record]) -> bytes:
+    frontier = Frontier()
+    for r in records:
+        frontier.append(leaf_hash(r.encode()))
+    return frontier.root()
+
+
+def _checkpoint(records: list[Record], signer: HomeSigner, extensions: tuple[str, ...] = ()) -> SignedCheckpoint:
+    return signer.sign(LEDGER, len(records), _root(records), extensions)
+
+
+EPOCH_2 = ("vledger-epoch 2 ingest-2",)
+
+
+class Witness:
+    def __init__(self, directory: Path) -> None:
+        self.store = ChainStore(directory)
+        self.book = EpochBook(CLUSTER, self.store)
+        self.alerts: list[Alert] = []
+        self.follower = Follower(
+            "replica-1",
+            self.store,
+            [],
+            keys=EpochKeys(CLUSTER, lambda ledger: HOME_KEY, self.book.history, lambda ledger: STANDBY_KEY),
+            home_of=lambda ledger: HOME,
+            on_stored=lambda records, hops: self.book.stored(records),
+            on_alert=self.alerts.append,
+        )
+
+    def send(self, records: list[Record], checkpoint: SignedCheckpoint, sender: str) -> None:
+        self.follower.receive(
+            [
+                *(FeedRecord(LEDGER, r.height, 1, sender, r.encode()) for r in records),
+                FeedCheckpoints(sender, {LEDGER: checkpoint.note}),
+            ]
+        )
+
+    def held(self) -> list[Record]:
+        return list(self.store.range(LEDGER))
+
+
+@pytest.fixture
+def witness(tmp_path: Path) -> Iterator[Witness]:
+    made = Witness(tmp_path / "replica")
+    yield made
+    made.store.close()
+
+
+def test_the_standby_s_checkpoints_are_taken_through_the_handover_record(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, _ = chains
+    witness.send(handed[:5], _checkpoint(handed[:5], HOME_SIGNER), HOME)
+    assert witness.held() == handed[:5]
+    # The new epoch's first checkpoint is ahead of this copy: its run holds the handover, so it is stored.
+    witness.send(handed[5:], _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
+    assert witness.held() == handed and witness.alerts == []
+    history = witness.book.history(LEDGER)
+    assert history is not None and (history.current.number, history.current.home, history.current.height) == (
+        2,
+        STANDBY,
+        5,
+    )
+
+
+def test_the_old_home_is_fenced_past_the_handover(witness: Witness, chains: tuple[list[Record], list[Record]]) -> None:
+    handed, stale = chains
+    witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
+    assert witness.held() == handed
+    # The old home comes back and announces what it placed while cut off, under its own key.
+    witness.follower.receive([FeedCheckpoints(HOME, {LEDGER: _checkpoint(stale, HOME_SIGNER).note})])
+    assert witness.held() == handed
+    assert [(a.what, a.height, a.source) for a in witness.alerts] == [("fenced", len(stale) - 1, HOME)]
+    # Its checkpoints of what it placed before the handover still check out.
+    assert witness.follower.take_checkpoint(LEDGER, _checkpoint(handed[:5], HOME_SIGNER).note, HOME)
+
+
+def test_a_standby_checkpoint_without_a_handover_on_the_chain_stores_nothing(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, stale = chains
+    witness.send(handed[:5], _checkpoint(handed[:5], HOME_SIGNER), HOME)
+    # The standby signs the old home's tail as if it were epoch 2: no handover record in the run.
+    witness.send(stale[5:], _checkpoint(stale, STANDBY_SIGNER, EPOCH_2), STANDBY)
+    assert witness.held() == handed[:5]
+    assert [a.what for a in witness.alerts] == ["bad_epoch"]
+
+
+def test_the_book_reads_the_epochs_a_reopened_store_holds(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, _ = chains
+    with ChainStore(tmp_path / "copy") as store:
+        store.append_records(handed)
+        history = EpochBook(CLUSTER, store).history(LEDGER)
+        assert history is not None and history.current.number == 2 and history.current.key == STANDBY_KEY
+
+
+class _NamedEpochs:
+    """Redis's ``vledger:epochs`` as ReplicationLedger.epochs gives it (a test's stand-in)."""
+
+    def __init__(self, named: dict[str, tuple[int, str]]) -> None:
+        self.named = named
+
+    def epochs(self) -> dict[str, tuple[int, str]]:
+        return dict(self.named)
+
+
+def test_homes_take_the_newest_epoch_the_store_or_redis_names(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, _ = chains
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": HOME},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+            },
+            "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # the old home: cut off before the handover reached it
+        redis = _NamedEpochs({})
+        homes = Homes(config, EpochBook(CLUSTER, store), redis)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME
+        redis.named[LEDGER] = (2, STANDBY)  # the standby was promoted meanwhile
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+    with ChainStore(tmp_path / "copy") as store:
+        store.append_records(handed)  # its own records name epoch 2, whatever Redis says
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        assert homes.epoch_of(LEDGER) == (2, STANDBY)
+        assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home

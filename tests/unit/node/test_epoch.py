@@ -1,0 +1,210 @@
+"""node/epoch.py: a ledger's epochs, the handover record, epoch lines and fencing (PROTOCOL 10.9).
+
+The chain says which of the two keys a genesis pins signs a checkpoint: a handover record
+opens the next epoch; a checkpoint of the replaced home past it is fenced, one of the new home
+without its epoch line, or signed by the other key, is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+
+from vledger.config.settings import PROTOCOL_LIMITS as _LIMITS
+from vledger.node.epoch import (
+    EPOCH_KIND,
+    Epoch,
+    EpochHistory,
+    check_promotion,
+    epoch_claim,
+    epoch_payload,
+)
+from vledger.node.errors import VledgerError
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import Checkpoint, parse_note
+from vledger.node.record import ZERO_LINK, Content, Entry, Record
+from vledger.node.rules.engine import RulesEngine
+from vledger.node.witness import HomeSigner
+
+CLUSTER = "local"
+LEDGER = "votes"
+HOME, STANDBY = "ingest-1", "ingest-2"
+HOME_SIGNER = HomeSigner(CLUSTER, bytes(range(32)))
+STANDBY_SIGNER = HomeSigner(CLUSTER, bytes(range(1, 33)))
+OTHER_SIGNER = HomeSigner(CLUSTER, bytes(range(2, 34)))
+HOME_KEY = HOME_SIGNER.key(LEDGER).verifier()
+STANDBY_KEY = STANDBY_SIGNER.key(LEDGER).verifier()
+ROOT = hashlib.sha256(b"a root").digest()
+T0 = 1_790_000_000_000
+
+
+def _rules(standby: bool = True) -> LedgerRules:
+    pinned: dict[str, Any] = {"checkpoint_key": HOME_KEY.encode()}
+    if standby:
+        pinned["standby_key"] = STANDBY_KEY.encode()
+    return LedgerRules(kinds=(EPOCH_KIND, "note"), difficulty=0, rules=pinned)
+
+
+def _chain(rules: LedgerRules, n: int) -> list[Record]:
+    genesis = Entry.prepare(rules.genesis_content(LEDGER, "admin", "create", T0), 0, _LIMITS)
+    records = [genesis.place(0, ZERO_LINK, T0, HOME)]
+    for i in range(1, n):
+        records.append(_next(records[-1], "note", {"n": i}, HOME))
+    return records
+
+
+def _next(head: Record, kind: str, payload: dict[str, Any], origin: str) -> Record:
+    content = Content(LEDGER, kind, payload, "admin", f"r-{head.height + 1}", T0 + head.height + 1)
+    return Entry.prepare(content, 0, _LIMITS).place(head.height + 1, head.link, head.accepted + 1, origin)
+
+
+def _handed_over(n: int = 4) -> tuple[list[Record], EpochHistory]:
+    """A chain of ``n`` records by the home, then the standby's handover record at height ``n``."""
+    records = _chain(_rules(), n)
+    records.append(_next(records[-1], EPOCH_KIND, epoch_payload(2, STANDBY, STANDBY_KEY), STANDBY))
+    history = EpochHistory(CLUSTER, records[0], _rules())
+    history.feed(records)
+    return records, history
+
+
+def _checkpoint(size: int, extensions: tuple[str, ...] = ()) -> Checkpoint:
+    return Checkpoint(f"{CLUSTER}/{LEDGER}", size, ROOT, extensions)
+
+
+def test_the_genesis_home_holds_epoch_1_and_its_checkpoints_carry_no_epoch_line() -> None:
+    history = EpochHistory(CLUSTER, _chain(_rules(), 1)[0], _rules())
+    assert history.current == Epoch(1, HOME, HOME_KEY, 0)
+    assert history.current.extensions() == ()
+    assert history.check(_checkpoint(5), HOME_KEY) == history.current
+    assert history.pinned() == (HOME_KEY, STANDBY_KEY)
+
+
+def test_a_handover_opens_epoch_2_whose_checkpoints_carry_its_line_and_the_standby_key() -> None:
+    _, history = _handed_over(4)
+    epoch = history.current
+    assert epoch == Epoch(2, STANDBY, STANDBY_KEY, 4)
+    assert epoch.extensions() == ("vledger-epoch 2 ingest-2",)
+    note = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, epoch.extensions()).note
+    # Byte-exact: the body is the checkpoint's three lines, then the epoch line (PROTOCOL 10.9).
+    body = f"local/votes\n9\n{base64.b64encode(ROOT).decode()}\nvledger-epoch 2 ingest-2\n"
+    assert parse_note(note).text == body
+    verified = history.verify(note)
+    assert (verified.checkpoint.size, epoch_claim(verified.checkpoint)) == (9, (2, STANDBY))
+
+
+def test_the_old_home_s_checkpoint_past_the_handover_is_fenced_before_it_is_not() -> None:
+    _, history = _handed_over(4)
+    # Up to the records it placed (heights 0..3), the old home's checkpoints stay true.
+    assert history.check(_checkpoint(4), HOME_KEY).number == 1
+    with pytest.raises(VledgerError) as caught:
+        history.verify(HOME_SIGNER.sign(LEDGER, 5, ROOT).note)
+    assert caught.value.code == "fenced"
+    assert "epoch 2 (ingest-2) at height 4" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("signer", "extensions", "size"),
+    [
+        (STANDBY_SIGNER, (), 9),  # the new key without the epoch line: epoch 1 is not its
+        (HOME_SIGNER, ("vledger-epoch 2 ingest-2",), 9),  # the line, but the old home's key
+        (STANDBY_SIGNER, ("vledger-epoch 2 ingest-1",), 9),  # the line names another home
+        (STANDBY_SIGNER, ("vledger-epoch 2 ingest-2",), 4),  # does not hold its handover record
+    ],
+    ids=["no-line", "old-key", "other-home", "before-handover"],
+)
+def test_a_checkpoint_not_signed_as_its_epoch_is_refused(
+    signer: HomeSigner, extensions: tuple[str, ...], size: int
+) -> None:
+    _, history = _handed_over(4)
+    with pytest.raises(VledgerError) as caught:
+        history.verify(signer.sign(LEDGER, size, ROOT, extensions).note)
+    assert caught.value.code in ("bad_epoch", "fenced")
+
+
+def test_a_key_the_genesis_does_not_pin_signs_no_epoch() -> None:
+    _, history = _handed_over(4)
+    with pytest.raises(VledgerError) as caught:
+        history.verify(OTHER_SIGNER.sign(LEDGER, 9, ROOT, ("vledger-epoch 2 ingest-2",)).note)
+    assert caught.value.code == "unverified_note"
+
+
+def test_a_copy_behind_the_handover_accepts_the_new_epoch_for_now_and_checks_it_once_stored() -> None:
+    records, _ = _handed_over(4)
+    behind = EpochHistory(CLUSTER, records[0], _rules())
+    behind.feed(records[:3])
+    assert behind.check(_checkpoint(9, ("vledger-epoch 2 ingest-2",)), STANDBY_KEY) is None
+    behind.feed(records[3:])
+    assert behind.check(_checkpoint(9, ("vledger-epoch 2 ingest-2",)), STANDBY_KEY) == behind.current
+
+
+@pytest.mark.parametrize(
+    ("payload", "origin", "standby"),
+    [
+        (epoch_payload(3, STANDBY, STANDBY_KEY), STANDBY, True),  # skips epoch 2
+        (epoch_payload(2, STANDBY, STANDBY_KEY), HOME, True),  # placed by another node than it names
+        (epoch_payload(2, HOME, HOME_KEY), HOME, True),  # the home hands over to itself
+        (epoch_payload(2, STANDBY, OTHER_SIGNER.key(LEDGER).verifier()), STANDBY, True),  # key not pinned
+        ({**epoch_payload(2, STANDBY, STANDBY_KEY), "x": 1}, STANDBY, True),  # an unknown field
+        ({"epoch": True, "home": STANDBY, "key": STANDBY_KEY.encode()}, STANDBY, True),  # not an integer
+        (epoch_payload(2, STANDBY, STANDBY_KEY), STANDBY, False),  # the genesis pins no standby
+    ],
+    ids=["skip", "origin", "same-home", "unpinned-key", "extra-field", "bool", "no-standby"],
+)
+def test_a_bad_handover_record_is_refused_by_the_rules_engine(
+    payload: dict[str, Any], origin: str, standby: bool
+) -> None:
+    rules = _rules(standby)
+    records = _chain(rules, 3)
+    engine = RulesEngine()
+    assert engine.replay(records) == []
+    bad = _next(records[-1], EPOCH_KIND, payload, origin)
+    with pytest.raises(VledgerError) as caught:
+        engine.check(bad, rules)
+    assert (caught.value.code, getattr(caught.value, "height", None)) == ("bad_epoch", 3)
+    assert engine.epochs(LEDGER).current.number == 1
+
+
+def test_the_rules_engine_follows_the_epochs_and_reports_a_bad_one_in_a_replay() -> None:
+    records, _ = _handed_over(4)
+    engine = RulesEngine()
+    assert engine.replay(records) == []
+    assert engine.epochs(LEDGER).current == Epoch(2, STANDBY, STANDBY_KEY, 4)
+    # A second handover back to the first home is epoch 3; a repeat of epoch 2 is refused.
+    again = _next(records[-1], EPOCH_KIND, epoch_payload(2, HOME, HOME_KEY), HOME)
+    violations = engine.replay([again])
+    assert [(v.height, v.error.code) for v in violations] == [(5, "bad_epoch")]
+    back = _next(again, EPOCH_KIND, epoch_payload(3, HOME, HOME_KEY), HOME)
+    assert engine.replay([back]) == []
+    assert engine.epochs(LEDGER).current == Epoch(3, HOME, HOME_KEY, 6)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "vledger-epoch 1 ingest-2",
+        "vledger-epoch 02 ingest-2",
+        "vledger-epoch 2",
+        "vledger-epoch 2 Ingest",
+        "vledger-epoch x y",
+    ],
+)
+def test_a_malformed_epoch_line_is_a_bad_checkpoint(line: str) -> None:
+    with pytest.raises(VledgerError) as caught:
+        epoch_claim(_checkpoint(3, (line,)))
+    assert caught.value.code == "bad_checkpoint"
+
+
+def test_other_extension_lines_are_opaque_and_two_epoch_lines_are_refused() -> None:
+    assert epoch_claim(_checkpoint(3, ("other 1",))) == (1, None)
+    with pytest.raises(VledgerError):
+        epoch_claim(_checkpoint(3, ("vledger-epoch 2 a", "vledger-epoch 3 b")))
+
+
+def test_promotion_waits_for_everything_acknowledged() -> None:
+    check_promotion(LEDGER, STANDBY, held=10, acknowledged=10)
+    with pytest.raises(VledgerError) as caught:
+        check_promotion(LEDGER, STANDBY, held=9, acknowledged=10)
+    assert caught.value.code == "promotion_refused"
