@@ -649,6 +649,23 @@ class QuorumError(NoteError):
     code = "no_quorum"
 
 
+class RotationError(RecordError):
+    """A record of kind ``checkpoint_key`` that is no valid key rotation: a ledger whose
+    genesis pins no checkpoint key, a malformed payload, a new key that is not an Ed25519
+    note key of the ledger's origin or was in force before, or a signature that is not the
+    key in force's over the rotation message (docs/PROTOCOL.md section 13.8)."""
+
+    code = "bad_rotation"
+
+
+class RetiredKeyError(NoteError):
+    """A checkpoint signed by a key of the ledger's key chain that is not the one in force at
+    its size: a retired key past its rotation, or a new key before it (section 13.8). The
+    signature itself verified: the note is evidence against whoever held that key."""
+
+    code = "retired_key"
+
+
 class WitnessRequestError(NoteError):
     """A C2SP tlog-witness message (an add-checkpoint request or a response) that is not one.
 

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from ...config.settings import PROTOCOL_LIMITS, Limits
 from ..errors import BadDomainRulesError, NotGrantedError, RuleError, RulesOutOfSyncError
+from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
@@ -210,7 +211,9 @@ class RulesEngine:
         held = self._held(record)
         if rules is not held.rules and rules != held.rules:
             raise RulesOutOfSyncError("the rules given are not those of the ledger's genesis", **where(record))
-        plan = held.domain.plan(record)
+        # A checkpoint key rotation (PROTOCOL 13.8) is the log's, not the domain's: the key
+        # chain checks it, and it changes no tally.
+        plan = Plan(lambda: None) if record.content.kind == ROTATION_KIND else held.domain.plan(record)
         head = Ref.of(record)
 
         def commit() -> None:
