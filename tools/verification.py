@@ -43,9 +43,9 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
+from ..node.key_rotation import pinned_checkpoint_key
 from ..node.ledger import LedgerRules
 from ..node.note import verify_checkpoint
-from ..node.receipt import pinned_checkpoint_key
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
 from ..node.tree import Frontier, leaf_hash

@@ -65,8 +65,9 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.json_values import jsonable
+from ..node.key_rotation import pinned_checkpoint_key
 from ..node.note import VerifierKey
-from ..node.receipt import Receipt, pinned_checkpoint_key
+from ..node.receipt import Receipt
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
