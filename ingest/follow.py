@@ -35,7 +35,15 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import EVIDENCE
-from ..node.errors import EquivocationError, NoteError, RecordConflictError, VledgerError
+from ..node.errors import (
+    EquivocationError,
+    NoteError,
+    RecordConflictError,
+    RetiredKeyError,
+    RotationError,
+    VledgerError,
+)
+from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys
 from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
@@ -275,6 +283,9 @@ class Follower:
         else:
             try:
                 checkpoint = self.keys.check(ledger, note)
+            except RetiredKeyError as e:
+                self._retired(ledger, note, e, source)
+                return False
             except NoteError as e:
                 self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
@@ -303,6 +314,20 @@ class Follower:
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
         return True
+
+    def _retired(self, ledger: str, note: bytes, error: RetiredKeyError, source: str) -> None:
+        """A checkpoint validly signed by a key of the chain that is not in force at its size
+        (13.8): kept verbatim as evidence against whoever holds that key, reported once."""
+        checkpoint = parse_checkpoint(parse_note(note).text)
+        kept = self.store.checkpoints.at(ledger, EVIDENCE, checkpoint.size)
+        if any(c.note == note for c in kept):
+            return
+        self.store.checkpoints.keep(ledger, EVIDENCE, checkpoint.size, checkpoint.root, note)
+        self.on_evidence(SignedCheckpoint(ledger, checkpoint.size, checkpoint.root, note), source)
+        home = self.home_of(ledger)
+        self._alert(
+            ledger, max(checkpoint.size - 1, 0), error, home, b"", found=checkpoint.root.hex(), resolved_by=BY_OPERATOR
+        )
 
     def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
         """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
@@ -368,6 +393,8 @@ class Follower:
                     raise RecordConflictError(f"the record says height {record.height}, it was sent as {height}")
                 chain = state.chain or self._chain_after_head(ledger)
                 chain.feed(record)
+                if record.content.kind == ROTATION_KIND:
+                    self._check_rotation(ledger, record)
             except VledgerError as e:
                 state.chain = None
                 self._flush(ledger)
@@ -389,6 +416,20 @@ class Follower:
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
         return RETRY if dropped else OK
+
+    def pending(self, ledger: str) -> list[Record]:
+        """The records held above the store, verified as the chain's next, not stored yet."""
+        state = self.ledgers.get(ledger)
+        return [] if state is None else list(state.pending)
+
+    def _check_rotation(self, ledger: str, record: Record) -> None:
+        """A ``checkpoint_key`` record must be a valid rotation of the key chain held so far
+        (13.8); raises RotationError [bad_rotation] otherwise."""
+        if isinstance(self.keys, ChainedCheckpointKeys):
+            chain = self.keys.chain_of(ledger)
+            if chain is None:
+                raise RotationError("no checkpoint key is known to rotate", ledger=ledger, height=record.height)
+            chain.after(record)
 
     def _chain_after_head(self, ledger: str) -> ChainVerifier:
         """A verifier that expects the record after the store's head (or a genesis)."""

@@ -41,11 +41,12 @@ from ..node.checkpoint_log import COSIGNED
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
+from ..node.witness import WitnessSigner, home_key, witness_name
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .follow import NOT_RELAYED, Follower, Page
+from .key_chains import KeyChains
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -123,24 +124,21 @@ class NodeSource:
         return notes
 
 
-def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> CheckpointKeys:
-    """Each ledger's checkpoint key: the one its genesis pins, once this store holds the genesis;
-    else (no genesis here yet, or one that pins none) its home's configured ``<home>.sign.pub``."""
+def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> KeyChains:
+    """Each ledger's checkpoint key chain (13.8): from the key its genesis pins, once this store
+    holds the genesis, along its rotation records; else (no genesis here yet, or one that pins
+    none) its home's configured ``<home>.sign.pub``."""
     configured: dict[str, bytes] = {}
     for node in config.ingest_nodes():
         path = signing_key_paths(config.keys_dir, node.name)[1]
         if path.is_file():
             configured[node.name] = load_verify_key(path).raw
 
-    def key_of(ledger: str) -> VerifierKey | None:
-        if store.size(ledger) > 0:
-            pinned = pinned_key(ledger, store.rules(ledger), config.name)
-            if pinned is not None:
-                return pinned
+    def fallback(ledger: str) -> VerifierKey | None:
         public = configured.get(config.home_of(ledger).name)
         return home_key(config.name, ledger, public) if public is not None else None
 
-    return CheckpointKeys(config.name, key_of)
+    return KeyChains(store, fallback)
 
 
 class FollowerCheckpoints:
@@ -304,7 +302,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         )
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
-    ledger_keys = checkpoint_keys(config, store)
+    chains = checkpoint_keys(config, store)
+    ledger_keys = chains.keys(config.name)
     follower = Follower(
         name,
         store,
@@ -319,6 +318,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
     )
+    chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, replication))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
@@ -343,7 +343,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         version=__version__,
         status=follower.status,
         checkpoints=FollowerCheckpoints(follower, store),
-        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), ledger_keys.key_of),
+        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), chains.current),
+        chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
     )
     log.info("%s %s following %s", node.role, name, ", ".join(node.follow))

@@ -42,6 +42,7 @@ from ..node.errors import (
     UnknownCommandError,
     VledgerError,
 )
+from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.record import GENESIS_KIND, Entry, Record
@@ -61,6 +62,7 @@ from ..node.wire import (
     request_id_of,
 )
 from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
+from .key_chains import HomeKeys
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -284,6 +286,8 @@ class IngestService:
         cosignatures: CosignatureSource | None = None,
         second_factor: SecondFactorCheck | None = None,
         refetch: Callable[[str], None] | None = None,
+        keys: HomeKeys | None = None,
+        chains: Callable[[str], KeyChain | None] | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -313,6 +317,8 @@ class IngestService:
         self.read_only = node.role != "ingest"
         self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
         self._queued = False  # entries wait in the store's queue for flush()
+        self.keys = keys  # a home's checkpoint keys: it signs and rotates them (PROTOCOL 13.8)
+        self.chains = chains  # each held ledger's checkpoint key chain, for the checkpoint reply
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -608,6 +614,32 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
+@command("ledger.rotate_key", ADMINS, "ledger", "rotate the ledger's checkpoint key (a record signed by the old key)")
+def _ledger_rotate_key(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    if ledger == ADMIN_LEDGER:
+        raise ForbiddenError(f"the {ADMIN_LEDGER!r} ledger is written by its home node for the admin commands")
+    if service.config.home_of(ledger).name != service.node.name:
+        raise service._not_home(ledger, "written")
+    keys = service.keys
+    if keys is None:
+        raise BadRequestError("this node signs no checkpoints")
+    if service.store.size(ledger) == 0:
+        raise NoSuchLedgerError(f"no ledger {ledger!r}")
+    refusal = service.refused.get(ledger)
+    if refusal is not None:
+        raise refusal
+
+    def rotate() -> object:
+        def append(entry: Entry) -> Receipt:
+            return service.store.submit_entry(entry, wake=True).result()
+
+        receipt = keys.rotate(ledger, caller.account, append)
+        return {**receipt_map(receipt), "key": keys.key_at(ledger, receipt.height + 1).verifier().encode()}
+
+    return AfterSecondFactor(rotate)
+
+
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
 def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     ledgers = []
@@ -635,6 +667,8 @@ def _put(service: IngestService, caller: Caller, args: Args) -> object:
     replicas = args.uint("w", default=0, maximum=service.config.replication.max_write_concern)
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")
+    if entry.content.kind == ROTATION_KIND:
+        raise ForbiddenError("a checkpoint key rotation goes through ledger.rotate_key")
     service._check_file_record(entry)
     return service._append(entry, replicas)
 
@@ -697,11 +731,15 @@ def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
     witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
     # Off the loop thread where there is an executor: the cosignatures may come from Redis.
-    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses)))
+    return service._blocking(lambda: _checkpoint_reply(service, ledger, service.cosigned_checkpoint(ledger, witnesses)))
 
 
-def _checkpoint_reply(found: GatheredCheckpoint) -> dict[str, Any]:
-    return {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+def _checkpoint_reply(service: IngestService, ledger: str, found: GatheredCheckpoint) -> dict[str, Any]:
+    reply = {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+    chain = service.chains(ledger) if service.chains is not None else None
+    # The rotations below its size: what a reader needs to follow the key chain to the checkpoint's key.
+    rotations = [h for h in chain.heights if h < found.checkpoint.size] if chain is not None else []
+    return {**reply, "rotations": rotations}
 
 
 def _tree_size(service: IngestService, ledger: str) -> int:

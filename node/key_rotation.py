@@ -22,29 +22,33 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
+    NoteError,
     NoteKeyError,
     RetiredKeyError,
     RotationError,
     UnverifiedNoteError,
+    WrongOriginError,
 )
 from .ledger import LedgerRules
 from .note import (
     ALG_ED25519,
+    MAX_NOTE_BYTES,
     SignerKey,
     VerifiedCheckpoint,
     VerifierKey,
+    origin_for,
     parse_checkpoint,
     parse_note,
     parse_verifier_key,
     verify_checkpoint,
 )
 from .record import Record
-from .witness import PINNED_KEY_FIELD, pinned_key
+from .witness import PINNED_KEY_FIELD, CheckpointKeys, SignedCheckpoint, pinned_key
 
 ROTATION_KIND = "checkpoint_key"  # the record kind of a rotation; a ledger that may rotate lists it
 ROTATION_HEADER = "vledger/checkpoint-key-rotation/v1"
@@ -226,3 +230,45 @@ def chain_of(ledger: str, rules: LedgerRules, records: Iterable[Record]) -> KeyC
                 raise RotationError("the genesis pins no checkpoint key to rotate", ledger=ledger, height=record.height)
         return None
     return chain.following(records)
+
+
+class ChainedCheckpointKeys(CheckpointKeys):
+    """:class:`CheckpointKeys` that follow each ledger's key chain: a checkpoint must be signed
+    by the key in force at its size. ``chain_of(ledger)`` is the chain as far as the caller
+    holds the ledger (None: no key known)."""
+
+    def __init__(self, cluster: str, chain_of: Callable[[str], KeyChain | None]) -> None:
+        super().__init__(cluster, lambda ledger: _current(chain_of(ledger)))
+        self.chain_of = chain_of
+
+    def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
+        """The checkpoint ``data`` holds, once the key in force at its size verified it.
+
+        Raises NoteKeyError when no key is known, NoteError (or a leaf) as
+        :meth:`CheckpointKeys.check`, and RetiredKeyError [retired_key] for a checkpoint signed
+        by another key of the chain than the one in force at its size (evidence)."""
+        chain = self.chain_of(ledger)
+        if chain is None:
+            raise NoteKeyError(f"no checkpoint key of ledger {ledger!r} to check its checkpoints with")
+        if not isinstance(data, bytes) or len(data) > MAX_NOTE_BYTES:
+            raise NoteError(f"a checkpoint is a note of at most {MAX_NOTE_BYTES} bytes")
+        origin = origin_for(self.cluster, ledger)
+        if chain.origin != origin:
+            raise WrongOriginError(f"the checkpoint key of {ledger!r} is named {chain.origin!r}, not {origin!r}")
+        verified = chain.check(data)
+        return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
+
+    def key_for(self, ledger: str, data: bytes) -> VerifierKey | None:
+        """The key that must have signed the checkpoint note ``data`` (the one in force at the
+        size it states, unverified), or None when none is known or it is no checkpoint."""
+        chain = self.chain_of(ledger)
+        if chain is None:
+            return None
+        try:
+            return chain.key_for_size(parse_checkpoint(parse_note(data).text).size)
+        except NoteError:
+            return None
+
+
+def _current(chain: KeyChain | None) -> VerifierKey | None:
+    return None if chain is None else chain.current

@@ -55,9 +55,10 @@ from ..node.errors import (
     VledgerError,
     WrongLedgerError,
 )
+from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint, verify_checkpoint
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt
+from ..node.note import VerifiedCheckpoint, parse_checkpoint, parse_note, verify_checkpoint
+from ..node.receipt import Receipt, ReceiptKeys, RotationProof, keys_from_genesis, verify_receipt
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
@@ -326,10 +327,34 @@ class Session:
         return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis)
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
-        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified."""
-        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=self.ledger_node(ledger))
+        """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
+        with the key in force at its size (the key chain from ``keys.log_key``, 13.8)."""
+        return self._proven_checkpoint(ledger, keys)[0]
+
+    def _proven_checkpoint(self, ledger: str, keys: ReceiptKeys) -> tuple[VerifiedCheckpoint, list[RotationProof]]:
+        """The latest checkpoint with ``keys.quorum`` cosignatures, and the key rotations below its
+        size (each record with its inclusion proof in it), all verified: the chain from the
+        genesis key to the key that signed it."""
+        node = self.ledger_node(ledger)
+        result = self.call("checkpoint", {"ledger": ledger, "witnesses": keys.quorum}, node=node)
         note = reply_field(result, "checkpoint", bytes)
-        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+        heights = result.get("rotations", [])
+        if not isinstance(heights, list) or not all(type(h) is int and h >= 0 for h in heights):
+            raise NodeUnavailableError("checkpoint: rotations is not a list of heights")
+        if not heights:
+            return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum), []
+        size = parse_checkpoint(parse_note(note).text).size
+        chain = KeyChain(ledger, (keys.log_key,))
+        rotations = []
+        for height in heights:
+            record = self._checked(self.record(ledger, height))
+            chain = chain.after(record)  # bad_rotation unless the key in force signed it
+            proof = self.call("proof.inclusion", {"ledger": ledger, "index": height, "size": size}, node=node)
+            rotations.append(RotationProof(height, record.encode(), tuple(reply_field(proof, "proof", list))))
+        verified = chain.check(note, keys.witnesses, keys.quorum)
+        for rotation in rotations:
+            verify_inclusion(leaf_hash(rotation.record), rotation.index, size, rotation.proof, verified.checkpoint.root)
+        return verified, rotations
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with
@@ -339,7 +364,7 @@ class Session:
         record = self.record(ledger, index)
         while True:
             try:
-                checkpoint = self.checkpoint(ledger, keys)
+                checkpoint, rotations = self._proven_checkpoint(ledger, keys)
                 if checkpoint.checkpoint.size > index:
                     break
             except RemoteError as e:
@@ -355,7 +380,7 @@ class Session:
             "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
         )
         proof = reply_field(result, "proof", list)
-        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode(), rotations)
         verify_receipt(receipt, keys)
         return receipt
 
@@ -452,7 +477,15 @@ class Session:
             vkey = home_key(cluster, ledger, key).encode()
         except VledgerError as e:
             raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
-        return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
+        # A ledger that pins its key may rotate it (13.8): the rotation's kind is one of its kinds.
+        kinds = tuple(sorted({*rules.kinds, ROTATION_KIND}))
+        return dataclasses.replace(rules, kinds=kinds, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
+
+    def rotate_key(self, ledger: str) -> dict[str, Any]:
+        """Rotate ``ledger``'s checkpoint key on its home (admin): the receipt of the rotation
+        record and the new key (``key``, a vkey)."""
+        result: dict[str, Any] = self.call("ledger.rotate_key", {"ledger": ledger}, node=self.home_node(ledger))
+        return result
 
     def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
         """A write's request id and client time: given (to repeat a write exactly), else new."""
