@@ -38,14 +38,14 @@ from ..node.errors import (
     NoSuchLedgerError,
     PayloadTooLargeError,
     RecordError,
+    RotationError,
     TreeMismatchError,
     UsageError,
     VledgerError,
 )
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
-from ..node.key_rotation import pinned_checkpoint_key
+from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
-from ..node.note import verify_checkpoint
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
 from ..node.tree import Frontier, leaf_hash
@@ -436,6 +436,8 @@ class ExportChecker:
         # starts mid-ledger (an import onto a store) skips them.
         self._checkpoints = checkpoints
         self._trees: dict[str, Frontier] = {}
+        # Each ledger's checkpoint key chain (13.8), for the ledgers read from their genesis.
+        self._chains: dict[str, KeyChain | None] = {}
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
         """Check every line; a file whose first line ends in CR LF gets that one answer."""
@@ -479,6 +481,7 @@ class ExportChecker:
             verifier = verifier or self._start(ledger, record)
             self._verifiers[ledger] = verifier
             verifier.feed(record)
+            self._follow_key_chain(ledger, record, verifier)
             if self._also is not None:
                 self._also(stored, report)
         except RecordError as e:
@@ -494,6 +497,17 @@ class ExportChecker:
         report.accept(record)
         if self._checkpoints:
             self._trees.setdefault(ledger, Frontier()).append(leaf_hash(stored.data))
+
+    def _follow_key_chain(self, ledger: str, record: Record, verifier: ChainVerifier) -> None:
+        """Read ``record`` (verified as the chain's next) into the ledger's key chain; raises
+        RotationError [bad_rotation] for a ``checkpoint_key`` record that is no valid rotation."""
+        if record.height == 0 and verifier.rules is not None:
+            self._chains[ledger] = KeyChain.from_rules(ledger, verifier.rules)
+        elif record.content.kind == ROTATION_KIND and ledger in self._chains:  # read from its genesis
+            chain = self._chains[ledger]
+            if chain is None:
+                raise RotationError("the genesis pins no checkpoint key to rotate", ledger=ledger, height=record.height)
+            self._chains[ledger] = chain.after(record)
 
     def _check_checkpoint(self, number: int, line: ExportedCheckpoint) -> None:
         """A checkpoint line follows the record that completes its tree: its root must be the
@@ -517,9 +531,9 @@ class ExportChecker:
                 raise TreeMismatchError(
                     f"line {number}: the checkpoint's root is not the tree of the {checkpoint.size} records before it"
                 )
-            key = pinned_checkpoint_key(ledger, verifier.rules)
-            if key is not None:
-                verify_checkpoint(line.note, key)
+            chain = self._chains.get(ledger)
+            if chain is not None:  # the key in force at its size (13.8); retired_key for another of the chain's
+                chain.check(line.note)
         except VledgerError as e:
             report.fail(e, height, number)
             return
