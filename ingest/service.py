@@ -614,7 +614,7 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
-@command("ledger.rotate_key", ADMINS, "ledger", "rotate the ledger's checkpoint key (a record signed by the old key)")
+@command("ledger.rekey", ADMINS, "ledger", "rotate the ledger's checkpoint key (a record signed by the old key)")
 def _ledger_rotate_key(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
     if ledger == ADMIN_LEDGER:
@@ -668,7 +668,7 @@ def _put(service: IngestService, caller: Caller, args: Args) -> object:
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")
     if entry.content.kind == ROTATION_KIND:
-        raise ForbiddenError("a checkpoint key rotation goes through ledger.rotate_key")
+        raise ForbiddenError("a checkpoint key rotation goes through ledger.rekey")
     service._check_file_record(entry)
     return service._append(entry, replicas)
 

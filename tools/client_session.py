@@ -484,7 +484,7 @@ class Session:
     def rotate_key(self, ledger: str) -> dict[str, Any]:
         """Rotate ``ledger``'s checkpoint key on its home (admin): the receipt of the rotation
         record and the new key (``key``, a vkey)."""
-        result: dict[str, Any] = self.call("ledger.rotate_key", {"ledger": ledger}, node=self.home_node(ledger))
+        result: dict[str, Any] = self.call("ledger.rekey", {"ledger": ledger}, node=self.home_node(ledger))
         return result
 
     def _request(self, request_id: str | None, ts: int | None) -> tuple[str, int]:
