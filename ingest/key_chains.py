@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NoteKeyError, RotationError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain, may_rotate, rotation_payload
+from ..node.ledger import LedgerRules
 from ..node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, origin_for, sign
 from ..node.record import Content, Entry, Record, decode_record
-from ..node.store import ChainStore, Receipt
+from ..node.store import Receipt
 from ..node.witness import HomeSigner, SignedCheckpoint
+
+
+class ChainRows(Protocol):
+    """What a key chain is read from: a store, or a read-only view of one (the gateway's)."""
+
+    def size(self, ledger: str) -> int: ...
+
+    def rules(self, ledger: str) -> LedgerRules: ...
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
 
 
 class KeyChains:
@@ -34,7 +46,7 @@ class KeyChains:
 
     def __init__(
         self,
-        store: ChainStore,
+        store: ChainRows,
         fallback: Callable[[str], VerifierKey | None],
         pending: Callable[[str], Iterable[Record]] = lambda ledger: (),
     ) -> None:
