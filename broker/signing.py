@@ -147,6 +147,15 @@ def generate_checkpoint_key(directory: Path, home: str, passphrase: str | None =
     return signing
 
 
+def home_checkpoint_publics(directory: Path, home: str) -> list[bytes]:
+    """The raw public keys ``home`` has signed checkpoints with: its node key's, then each rotated
+    key's (``.sign.pub`` files); for tools that read checkpoints without the ledger's chain."""
+    check_name(home)
+    paths = [signing_key_paths(directory, home)[1]]
+    paths += sorted(directory.glob(f"{home}{CHECKPOINT_KEY_INFIX}*{PUBLIC_SUFFIX}"))
+    return [load_verify_key(path).raw for path in paths if path.is_file()]
+
+
 def load_checkpoint_keys(directory: Path, home: str, passphrase: str | None = None) -> list[SigningKey]:
     """Every rotated checkpoint key of ``home`` in ``directory`` (see :func:`generate_checkpoint_key`)."""
     check_name(home)
