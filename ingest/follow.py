@@ -41,9 +41,10 @@ from ..node.errors import (
     RecordConflictError,
     RetiredKeyError,
     RotationError,
+    UnverifiedNoteError,
     VledgerError,
 )
-from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys
+from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
@@ -286,6 +287,17 @@ class Follower:
             except RetiredKeyError as e:
                 self._retired(ledger, note, e, source)
                 return False
+            except UnverifiedNoteError as e:
+                claimed = _claimed_height(note)
+                if claimed > self._head(ledger) + len(state.pending) and self._may_rotate(ledger):
+                    # Perhaps a key a rotation this copy does not hold yet names (13.8): the
+                    # records up to it are fetched (each verified), and its next heartbeat is
+                    # checked again. Nothing is stored under it meanwhile.
+                    if catch_up:
+                        self.catch_up(ledger, claimed + 1)
+                    return False
+                self._alert(ledger, claimed, e, source, b"", resolved_by=BY_CHECKPOINT)
+                return False
             except NoteError as e:
                 self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
@@ -314,6 +326,16 @@ class Follower:
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
         return True
+
+    def _may_rotate(self, ledger: str) -> bool:
+        """Whether the stored genesis of ``ledger`` pins a key and lets it rotate (13.8)."""
+        if self.store.size(ledger) == 0:
+            return False
+        rules = self.store.rules(ledger)
+        try:
+            return ROTATION_KIND in rules.kinds and KeyChain.from_rules(ledger, rules) is not None
+        except VledgerError:  # a pinned value that is no key: nothing can rotate
+            return False
 
     def _retired(self, ledger: str, note: bytes, error: RetiredKeyError, source: str) -> None:
         """A checkpoint validly signed by a key of the chain that is not in force at its size

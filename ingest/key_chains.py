@@ -54,50 +54,53 @@ class KeyChains:
         self.fallback = fallback
         self.pending = pending
         self._lock = threading.Lock()
-        self._read: dict[str, tuple[KeyChain | None, int]] = {}  # ledger -> chain, records read
+        # ledger -> its chain, how many records were read, whether its genesis pins a key
+        self._read: dict[str, tuple[KeyChain | None, int, bool]] = {}
 
     def stored(self, ledger: str) -> KeyChain | None:
         """The chain of the records stored. Raises RotationError when one of them is a
         ``checkpoint_key`` record that is no valid rotation (the store holds it: say so)."""
         size = self.store.size(ledger)
         if size == 0:
-            key = self.fallback(ledger)
-            return None if key is None else KeyChain(ledger, (key,))
+            return self._start(ledger, None)[0]
         with self._lock:
-            chain, read = self._read.get(ledger, (None, 0))
+            chain, read, pinned = self._read.get(ledger, (None, 0, False))
             if read == 0 or read > size:  # first look, or the copy was cut below what was read
-                chain = KeyChain.from_rules(ledger, self.store.rules(ledger))
-                pinned = chain is not None
-                if chain is None:
-                    key = self.fallback(ledger)
-                    chain = None if key is None else KeyChain(ledger, (key,))
+                chain, pinned = self._start(ledger, self.store.rules(ledger))
                 read = 1
-            else:
-                pinned = True
-            for height, data in self.store.range_raw(ledger, read, size):
+            for _, data in self.store.range_raw(ledger, read, size):
                 if may_rotate(data):
-                    record = decode_record(data, PROTOCOL_LIMITS)
-                    if record.content.kind == ROTATION_KIND and (chain is None or not pinned):
-                        raise RotationError(
-                            "the genesis pins no checkpoint key to rotate", ledger=ledger, height=height
-                        )
-                    if chain is not None:
-                        chain = chain.after(record)
-            self._read[ledger] = (chain, size)
+                    chain = _follow(chain, pinned, decode_record(data, PROTOCOL_LIMITS))
+            self._read[ledger] = (chain, size, pinned)
             return chain
 
     def chain(self, ledger: str) -> KeyChain | None:
-        """The chain of the stored records and the pending ones; a pending record that is no
-        valid rotation ends it there (its run will be refused)."""
-        chain = self.stored(ledger)
-        if chain is None:
-            return None
-        for record in self.pending(ledger):
+        """The chain of the stored records and the pending ones (a genesis among them included);
+        a pending record that is no valid rotation ends it there (its run will be refused)."""
+        pending = list(self.pending(ledger))
+        if pending and pending[0].height == 0 and self.store.size(ledger) == 0:
             try:
-                chain = chain.after(record)
+                chain, pinned = self._start(ledger, LedgerRules.from_genesis(pending[0].content, PROTOCOL_LIMITS))
+            except VledgerError:
+                return self._start(ledger, None)[0]
+            pending = pending[1:]
+        else:
+            chain = self.stored(ledger)
+            pinned = self._read.get(ledger, (None, 0, False))[2]
+        for record in pending:
+            try:
+                chain = _follow(chain, pinned, record)
             except RotationError:
                 break
         return chain
+
+    def _start(self, ledger: str, rules: LedgerRules | None) -> tuple[KeyChain | None, bool]:
+        """The chain a genesis of ``rules`` starts (None: not held yet), and whether it pins it."""
+        chain = KeyChain.from_rules(ledger, rules) if rules is not None else None
+        if chain is not None:
+            return chain, True
+        key = self.fallback(ledger)
+        return (None if key is None else KeyChain(ledger, (key,))), False
 
     def keys(self, cluster: str) -> ChainedCheckpointKeys:
         """Checkpoint keys that follow these chains."""
@@ -111,6 +114,15 @@ class KeyChains:
         except VledgerError:
             return None
         return None if chain is None else chain.current
+
+
+def _follow(chain: KeyChain | None, pinned: bool, record: Record) -> KeyChain | None:
+    """``chain`` after ``record``; a rotation where the genesis pins no key is RotationError."""
+    if record.content.kind != ROTATION_KIND:
+        return chain
+    if chain is None or not pinned:
+        raise RotationError("the genesis pins no checkpoint key to rotate", ledger=record.ledger, height=record.height)
+    return chain.after(record)
 
 
 class HomeKeys(HomeSigner):
