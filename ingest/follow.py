@@ -45,7 +45,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
-from ..node.note import parse_checkpoint, parse_note
+from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
 from ..node.tree import Frontier, leaf_hash
@@ -289,7 +289,7 @@ class Follower:
                 return False
             except UnverifiedNoteError as e:
                 claimed = _claimed_height(note)
-                if claimed > self._head(ledger) + len(state.pending) and self._may_rotate(ledger):
+                if claimed > self._head(ledger) + len(state.pending) and self._may_be_rotated(ledger, note):
                     # Perhaps a key a rotation this copy does not hold yet names (13.8): the
                     # records up to it are fetched (each verified), and its next heartbeat is
                     # checked again. Nothing is stored under it meanwhile.
@@ -327,15 +327,25 @@ class Follower:
             self.catch_up(ledger, checkpoint.size)
         return True
 
-    def _may_rotate(self, ledger: str) -> bool:
-        """Whether the stored genesis of ``ledger`` pins a key and lets it rotate (13.8)."""
-        if self.store.size(ledger) == 0:
-            return False
-        rules = self.store.rules(ledger)
+    def _may_be_rotated(self, ledger: str, note: bytes) -> bool:
+        """Whether ``note`` may be signed by a key a rotation this copy does not hold yet names
+        (13.8): ``ledger`` may rotate (or its genesis is not held yet) and a signature line is
+        named its origin with a key id of no key this copy knows."""
+        if self.store.size(ledger) > 0:
+            rules = self.store.rules(ledger)
+            try:
+                if ROTATION_KIND not in rules.kinds or KeyChain.from_rules(ledger, rules) is None:
+                    return False
+            except VledgerError:  # a pinned value that is no key: nothing can rotate
+                return False
+        chain = self.keys.chain_of(ledger) if isinstance(self.keys, ChainedCheckpointKeys) else None
+        known = {key.key_id for key in chain.keys} if chain is not None else set()
         try:
-            return ROTATION_KIND in rules.kinds and KeyChain.from_rules(ledger, rules) is not None
-        except VledgerError:  # a pinned value that is no key: nothing can rotate
+            lines = parse_note(note).signatures
+            origin = origin_for(self.keys.cluster, ledger)
+        except NoteError:
             return False
+        return any(line.name == origin and line.key_id not in known for line in lines)
 
     def _retired(self, ledger: str, note: bytes, error: RetiredKeyError, source: str) -> None:
         """A checkpoint validly signed by a key of the chain that is not in force at its size

@@ -12,6 +12,7 @@ witnesses, kept as evidence and named in an alert.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,16 @@ def _cosigned_by(cluster: LocalCluster, witness: str, log_key: VerifierKey) -> C
         return None
 
 
-def _wait_cosigned(cluster: LocalCluster, log_key: VerifierKey, at_least: int) -> dict[str, Cosigned]:
-    """Every replica's cosignature, verified with ``log_key``, of a checkpoint of size >= ``at_least``."""
+def _wait_cosigned(
+    cluster: LocalCluster, log_key: VerifierKey, at_least: int, names: list[str] | None = None
+) -> dict[str, Cosigned]:
+    """Each replica's (of ``names``, default all) cosignature, verified with ``log_key``, of a
+    checkpoint of size >= ``at_least``."""
+    wanted = names or cluster.replica_names
 
     def found() -> dict[str, Cosigned] | None:
-        got = {w: c for w in cluster.replica_names if (c := _cosigned_by(cluster, w, log_key)) and c.size >= at_least}
-        return got if len(got) == len(cluster.replica_names) else None
+        got = {w: c for w in wanted if (c := _cosigned_by(cluster, w, log_key)) and c.size >= at_least}
+        return got if len(got) == len(wanted) else None
 
     result: dict[str, Cosigned] = wait_until(found, WAIT, f"cosignatures of {LEDGER} >= {at_least} by {log_key}")
     return result
@@ -75,6 +80,9 @@ def test_a_key_rotated_on_a_running_cluster(start_cluster: Any, tmp_path: Path) 
     old = SignerKey(ORIGIN, ALG_ED25519, old_seed)
     size = _put(cluster, 3)
     _wait_cosigned(cluster, old.verifier(), size)
+    # replica-2 loses its copy and is away during the rotation: it comes back through it from scratch.
+    assert cluster.stop_node("replica-2") == 0
+    shutil.rmtree(cluster.store_dir("replica-2"))
 
     done = cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common)
     rotated = json.loads(done.stdout)
@@ -85,10 +93,14 @@ def test_a_key_rotated_on_a_running_cluster(start_cluster: Any, tmp_path: Path) 
     assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert load_signing_key(files[0]).public.raw == new.public_key
 
-    # The witnesses keep cosigning: checkpoints past the rotation, of the new key.
+    # The witnesses keep cosigning: checkpoints past the rotation, of the new key; the one that
+    # starts empty after the rotation follows the chain from the genesis it fetches.
     size = _put(cluster, 4)
+    _wait_cosigned(cluster, new, size, ["replica-1"])
+    cluster.start_node("replica-2")
     found = _wait_cosigned(cluster, new, size)
     assert all(c.size > height for c in found.values())
+    assert [a for a in _repl(cluster).alerts(1000) if a["node"] == "replica-2"] == []
 
     # A receipt of a record past the rotation (with 2 cosignatures), then the home restarted:
     # which key is in force comes from its chain, and it signs with the new key again.
