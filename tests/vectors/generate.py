@@ -640,8 +640,47 @@ def rotation_vector() -> dict[str, Any]:
             "bad_proof",
         ),
     ]
+
+    def export(chain: list[Record], after: dict[int, bytes]) -> str:
+        out = []
+        for r in chain:
+            out.append(export_line(r))
+            if r.height in after:
+                out.append(encode_checkpoint_line(ledger, after[r.height]).decode("utf-8"))
+        return "".join(out)
+
+    frontier = Frontier()
+    roots = []
+    for r in records:
+        frontier.append(leaf_hash(r.encode()))
+        roots.append(frontier.root())
+
+    def at(size: int, key: SignerKey) -> bytes:
+        body = Checkpoint(origin, size, roots[size - 1]).body()
+        return Note(body, (sign(body, key),)).encode()
+
+    exports = [
+        (
+            "valid: a checkpoint by each key, each at a size where it is in force",
+            export(records, {2: at(3, keys[0]), 3: at(4, keys[1]), 6: at(7, keys[2])}),
+            None,
+            None,
+        ),
+        ("the old key past its rotation", export(records, {3: at(4, keys[0])}), "retired_key", 3),
+        (
+            "the new key before its rotation, not known yet there",
+            export(records, {2: at(3, keys[1])}),
+            "unverified_note",
+            2,
+        ),
+        ("a rotation signed by a retired key", export(forged, {}), "bad_rotation", 5),
+        ("a rotation replayed", export(replayed, {}), "bad_rotation", 5),
+    ]
     return {
         "source": "tests/vectors/generate.py: rotation_vector",
+        "exports": [
+            {"why": why, "export": text, "code": code, "height": height} for why, text, code, height in exports
+        ],
         "ledger": ledger,
         "keys": [{"vkey": k.verifier().encode(), "skey": k.encode()} for k in keys],
         "records_b64": [base64.b64encode(r.encode()).decode("ascii") for r in records],

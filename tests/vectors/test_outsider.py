@@ -1631,3 +1631,13 @@ def test_outsider_receipt_command_line_past_rotations(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert json.loads(run.stdout)["size"] == len(ROTATION["records_b64"])
+
+
+def test_outsider_rotation_exports() -> None:
+    for case in ROTATION["exports"]:
+        (result,) = ov.verify_lines(case["export"])
+        error = result["error"]
+        assert (error["code"] if error else None, error["height"] if error else None) == (
+            case["code"],
+            case["height"],
+        ), case["why"]

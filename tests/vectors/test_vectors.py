@@ -160,3 +160,16 @@ def test_rotation_vector_follows_the_key_chain() -> None:
         with pytest.raises(VledgerError) as e:
             verify_receipt(case["receipt"].encode("utf-8"), keys)
         assert e.value.code == case["code"], case["why"]
+
+
+def test_rotation_exports_give_their_codes(tmp_path: Path) -> None:
+    """rotation.json's exports: each checkpoint is checked with the key in force at its size."""
+    vector = json.loads((HERE / "rotation.json").read_text(encoding="utf-8"))
+    for number, case in enumerate(vector["exports"]):
+        path = tmp_path / f"{number}.jsonl"
+        path.write_text(case["export"], encoding="utf-8")
+        report = verify_file(path, None, Limits()).reports[0]
+        assert (report.error.code if report.error else None, report.error_height) == (
+            case["code"],
+            case["height"],
+        ), case["why"]
