@@ -21,6 +21,7 @@ from ..node.ledger import LedgerRules
 from ..node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, origin_for, sign
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.store import Receipt
+from ..node.storefile import MAX_HEIGHT
 from ..node.witness import HomeSigner, SignedCheckpoint
 
 
@@ -65,13 +66,17 @@ class KeyChains:
             return self._start(ledger, None)[0]
         with self._lock:
             chain, read, pinned = self._read.get(ledger, (None, 0, False))
-            if read == 0 or read > size:  # first look, or the copy was cut below what was read
-                chain, pinned = self._start(ledger, self.store.rules(ledger))
-                read = 1
+            # First look, or the copy was cut below what was read (a ledger that cannot rotate: never).
+            if read == 0 or (read > size and read != MAX_HEIGHT):
+                rules = self.store.rules(ledger)
+                chain, pinned = self._start(ledger, rules)
+                # A ledger whose genesis lists no kind checkpoint_key holds no rotation (section 4,
+                # step 6): nothing to read, ever.
+                read = 1 if ROTATION_KIND in rules.kinds else MAX_HEIGHT
             for _, data in self.store.range_raw(ledger, read, size):
                 if may_rotate(data):
                     chain = _follow(chain, pinned, decode_record(data, PROTOCOL_LIMITS))
-            self._read[ledger] = (chain, size, pinned)
+            self._read[ledger] = (chain, max(read, size), pinned)
             return chain
 
     def chain(self, ledger: str) -> KeyChain | None:
