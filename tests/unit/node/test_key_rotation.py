@@ -245,3 +245,20 @@ def test_a_receipt_without_rotations_keeps_its_old_form(rotated: list[Record]) -
     # An empty list is not the canonical form of "no rotation".
     with pytest.raises(ReceiptError):
         parse_receipt(data[:-2] + b',"rotations":[]}\n')
+
+
+def test_the_rules_engine_passes_over_a_rotation_in_an_election(kit: Any) -> None:
+    """A rotation is the log's record, not the domain's: an election replays past it with no
+    violation (its domain would refuse a kind of its own it does not know)."""
+    from vledger.node.rules.engine import RulesEngine
+
+    election = {"type": "election", "choices": ["a", "b"], "opens": 0, "closes": 2**40}
+    kinds = (ROTATION_KIND, "cast", "register", "uncast", "withdraw")
+    rules = LedgerRules(kinds=kinds, difficulty=0, rules={**election, "checkpoint_key": K0.verifier().encode()})
+    entry = Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, kit.limits)
+    records = [entry.place(0, ZERO_LINK, T0 + 5, "node-1")]
+    _rotate(kit, records, K0, K1)
+    engine = RulesEngine()
+    assert engine.replay(records) == []
+    state = engine.state(LEDGER)
+    assert state is not None and state.next_height == len(records)
