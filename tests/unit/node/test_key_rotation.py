@@ -248,8 +248,8 @@ def test_a_receipt_without_rotations_keeps_its_old_form(rotated: list[Record]) -
 
 
 def test_the_rules_engine_passes_over_a_rotation_in_an_election(kit: Any) -> None:
-    """A rotation is the log's record, not the domain's: an election replays past it with no
-    violation (its domain would refuse a kind of its own it does not know)."""
+    """A rotation is the log's record, not the domain's (PROTOCOL 3): an election replays past
+    it with no violation, and its height is taken."""
     from vledger.node.rules.engine import RulesEngine
 
     election = {"type": "election", "choices": ["a", "b"], "opens": 0, "closes": 2**40}
