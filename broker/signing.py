@@ -18,6 +18,7 @@ bytes, over the exact bytes signed (for a tally: its canonical msgpack body).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +107,18 @@ def generate_signing_key(directory: Path, name: str, passphrase: str | None = No
     Refuses (KeyExistsError) if either exists: a signing key is never replaced behind the
     back of those who hold its public key.
     """
+    signing = new_signing_key()
+    _install_signing_key(directory, name, signing, passphrase)
+    return signing.public
+
+
+def _install_signing_key(directory: Path, name: str, signing: SigningKey, passphrase: str | None) -> None:
     private_path, public_path = signing_key_paths(directory, name)
     for path in (private_path, public_path):
         if path.exists() or path.is_symlink():
             raise KeyExistsError(f"{path}: already exists; remove it first")
     if passphrase is not None and not passphrase:
         raise PassphraseError("a passphrase must be a non-empty string (use None for no passphrase)")
-    signing = new_signing_key()
     if passphrase is None:
         text = signing.key.export_key(format="PEM")
     else:
@@ -125,7 +131,41 @@ def generate_signing_key(directory: Path, name: str, passphrase: str | None = No
         private_path.unlink(missing_ok=True)
         raise
     logger.info("wrote Ed25519 signing key %s (%s) to %s", name, signing.public.public_hex, directory)
-    return signing.public
+
+
+CHECKPOINT_KEY_INFIX = ".ckpt-"  # <home>.ckpt-<16 hex of SHA-256(public key)>.sign: a rotated checkpoint key
+
+
+def checkpoint_key_name(home: str, public_key: bytes) -> str:
+    """The key name of a checkpoint key ``home`` rotated to: named by its public key's digest,
+    never by a ledger name (no client string becomes a file path)."""
+    return check_name(f"{home}{CHECKPOINT_KEY_INFIX}{hashlib.sha256(public_key).hexdigest()[:16]}")
+
+
+def generate_checkpoint_key(directory: Path, home: str, passphrase: str | None = None) -> SigningKey:
+    """A fresh checkpoint key of ``home``, written beside its node key before it is used:
+    ``<home>.ckpt-<digest>.sign`` (0600, with ``home``'s passphrase if it has one) and ``.sign.pub``."""
+    signing = new_signing_key()
+    _install_signing_key(directory, checkpoint_key_name(home, signing.public.raw), signing, passphrase)
+    return signing
+
+
+def home_checkpoint_publics(directory: Path, home: str) -> list[bytes]:
+    """The raw public keys ``home`` has signed checkpoints with: its node key's, then each rotated
+    key's (``.sign.pub`` files); for tools that read checkpoints without the ledger's chain."""
+    check_name(home)
+    paths = [signing_key_paths(directory, home)[1]]
+    paths += sorted(directory.glob(f"{home}{CHECKPOINT_KEY_INFIX}*{PUBLIC_SUFFIX}"))
+    return [load_verify_key(path).raw for path in paths if path.is_file()]
+
+
+def load_checkpoint_keys(directory: Path, home: str, passphrase: str | None = None) -> list[SigningKey]:
+    """Every rotated checkpoint key of ``home`` in ``directory`` (see :func:`generate_checkpoint_key`)."""
+    check_name(home)
+    return [
+        load_signing_key(path, passphrase)
+        for path in sorted(directory.glob(f"{home}{CHECKPOINT_KEY_INFIX}*{PRIVATE_SUFFIX}"))
+    ]
 
 
 def load_signing_key(path: Path, passphrase: str | None = None) -> SigningKey:

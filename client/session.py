@@ -44,10 +44,18 @@ from ..node.errors import (
     VledgerError,
     WrongLedgerError,
 )
+from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint
+from ..node.note import VerifiedCheckpoint, parse_checkpoint, parse_note
 from ..node.outside import outside_witnesses
-from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
+from ..node.receipt import (
+    Receipt,
+    ReceiptKeys,
+    RotationProof,
+    keys_from_genesis,
+    verify_receipt,
+    verify_witnessed,
+)
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
@@ -246,13 +254,37 @@ class Reader:
 
     def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
-        (and, when its genesis lists outside witnesses, with a quorum of theirs: 13.8)."""
+        with the key in force at its size (the key chain from ``keys.log_key``, 13.8) and, when
+        its genesis lists outside witnesses, with a quorum of theirs (13.9)."""
+        return self._proven_checkpoint(ledger, keys)[0]
+
+    def _proven_checkpoint(self, ledger: str, keys: ReceiptKeys) -> tuple[VerifiedCheckpoint, list[RotationProof]]:
+        """The latest checkpoint with ``keys.quorum`` cosignatures, and the key rotations below its
+        size (each record with its inclusion proof in it), all verified: the chain from the
+        genesis key to the key that signed it."""
+        node = self.ledger_node(ledger)
         asked: dict[str, Any] = {"ledger": ledger, "witnesses": keys.quorum}
         if keys.outside is not None:  # the largest checkpoint with that many outside cosignatures
             asked.update(witnesses=keys.quorum + keys.outside.quorum, outside=keys.outside.quorum)
-        result = self.call("checkpoint", asked, node=self.ledger_node(ledger))
+        result = self.call("checkpoint", asked, node=node)
         note = reply_field(result, "checkpoint", bytes)
-        return verify_witnessed(note, keys)
+        heights = result.get("rotations", [])
+        if not isinstance(heights, list) or not all(type(h) is int and h >= 0 for h in heights):
+            raise NodeUnavailableError("checkpoint: rotations is not a list of heights")
+        if not heights:
+            return verify_witnessed(note, keys), []
+        size = parse_checkpoint(parse_note(note).text).size
+        chain = KeyChain(ledger, (keys.log_key,))
+        rotations = []
+        for height in heights:
+            record = self._checked(self.record(ledger, height))
+            chain = chain.after(record)  # bad_rotation unless the key in force signed it
+            proof = self.call("proof.inclusion", {"ledger": ledger, "index": height, "size": size}, node=node)
+            rotations.append(RotationProof(height, record.encode(), tuple(reply_field(proof, "proof", list))))
+        verified = verify_witnessed(note, keys, chain)
+        for rotation in rotations:
+            verify_inclusion(leaf_hash(rotation.record), rotation.index, size, rotation.proof, verified.checkpoint.root)
+        return verified, rotations
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with
@@ -262,7 +294,7 @@ class Reader:
         record = self.record(ledger, index)
         while True:
             try:
-                checkpoint = self.checkpoint(ledger, keys)
+                checkpoint, rotations = self._proven_checkpoint(ledger, keys)
                 if checkpoint.checkpoint.size > index:
                     break
             except RemoteError as e:
@@ -288,7 +320,7 @@ class Reader:
             "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
         )
         proof = reply_field(result, "proof", list)
-        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode())
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode(), rotations)
         verify_receipt(receipt, keys)
         return receipt
 
@@ -443,7 +475,7 @@ class Session(Reader):
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
-        outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.8)
+        outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.9)
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
         self._rules[ledger] = rules
@@ -470,7 +502,15 @@ class Session(Reader):
             vkey = home_key(cluster, ledger, key).encode()
         except VledgerError as e:
             raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
-        return dataclasses.replace(rules, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
+        # A ledger that pins its key may rotate it (13.8): the rotation's kind is one of its kinds.
+        kinds = tuple(sorted({*rules.kinds, ROTATION_KIND}))
+        return dataclasses.replace(rules, kinds=kinds, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
+
+    def rotate_key(self, ledger: str) -> dict[str, Any]:
+        """Rotate ``ledger``'s checkpoint key on its home (admin): the receipt of the rotation
+        record and the new key (``key``, a vkey)."""
+        result: dict[str, Any] = self.call("ledger.rekey", {"ledger": ledger}, node=self.home_node(ledger))
+        return result
 
     def _pin_standby_key(self, ledger: str, rules: LedgerRules) -> LedgerRules:
         """A ledger the cluster file gives a standby pins the standby's checkpoint key (from its

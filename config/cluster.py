@@ -63,7 +63,7 @@ class ReplicationSettings:
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
     receive_hwm: int = 100_000
-    # Outside witnesses ([outside_witnesses], PROTOCOL 13.8): how long one add-checkpoint may
+    # Outside witnesses ([outside_witnesses], PROTOCOL 13.9): how long one add-checkpoint may
     # take, and the longest wait between tries at a witness that failed (doubling from 1 s).
     witness_timeout_ms: int = 5000
     witness_backoff_max_ms: int = 60_000

@@ -3,7 +3,7 @@
 They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, and
 ``vledger:outside:<ledger>``: each outside witness's, as its home got it; open to whoever
 reaches Redis) and, on a witness, from its own store (the latest checkpoint it
-cosigned) and, on a home, the outside witnesses' cosignatures its feeder verified (13.8).
+cosigned) and, on a home, the outside witnesses' cosignatures its feeder verified (13.9).
 Nothing there is believed: vledger.node.cosigning checks every line on its own
 with the ledger's checkpoint key, the cluster's witness keys and the outside witness keys
 the ledger's genesis lists, and drops what fails.

@@ -35,8 +35,19 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import EVIDENCE
-from ..node.errors import BadEpochError, EquivocationError, FencedError, NoteError, RecordConflictError, VledgerError
-from ..node.note import parse_checkpoint, parse_note
+from ..node.errors import (
+    BadEpochError,
+    EquivocationError,
+    FencedError,
+    NoteError,
+    RecordConflictError,
+    RetiredKeyError,
+    RotationError,
+    UnverifiedNoteError,
+    VledgerError,
+)
+from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
+from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
 from ..node.tree import Frontier, leaf_hash
@@ -275,6 +286,20 @@ class Follower:
         else:
             try:
                 checkpoint = self.keys.check(ledger, note)
+            except RetiredKeyError as e:
+                self._retired(ledger, note, e, source)
+                return False
+            except UnverifiedNoteError as e:
+                claimed = _claimed_height(note)
+                if claimed > self._head(ledger) + len(state.pending) and self._may_be_rotated(ledger, note):
+                    # Perhaps a key a rotation this copy does not hold yet names (13.8): the
+                    # records up to it are fetched (each verified), and its next heartbeat is
+                    # checked again. Nothing is stored under it meanwhile.
+                    if catch_up:
+                        self.catch_up(ledger, claimed + 1)
+                    return False
+                self._alert(ledger, claimed, e, source, b"", resolved_by=BY_CHECKPOINT)
+                return False
             except (NoteError, BadEpochError, FencedError) as e:  # fenced: a replaced home's (10.9)
                 self._alert(ledger, _claimed_height(note), e, source, b"", resolved_by=BY_CHECKPOINT)
                 return False
@@ -303,6 +328,40 @@ class Follower:
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
         return True
+
+    def _may_be_rotated(self, ledger: str, note: bytes) -> bool:
+        """Whether ``note`` may be signed by a key a rotation this copy does not hold yet names
+        (13.8): ``ledger`` may rotate (or its genesis is not held yet) and a signature line is
+        named its origin with a key id of no key this copy knows."""
+        if self.store.size(ledger) > 0:
+            rules = self.store.rules(ledger)
+            try:
+                if ROTATION_KIND not in rules.kinds or KeyChain.from_rules(ledger, rules) is None:
+                    return False
+            except VledgerError:  # a pinned value that is no key: nothing can rotate
+                return False
+        chain = self.keys.chain_of(ledger) if isinstance(self.keys, ChainedCheckpointKeys) else None
+        known = {key.key_id for key in chain.keys} if chain is not None else set()
+        try:
+            lines = parse_note(note).signatures
+            origin = origin_for(self.keys.cluster, ledger)
+        except NoteError:
+            return False
+        return any(line.name == origin and line.key_id not in known for line in lines)
+
+    def _retired(self, ledger: str, note: bytes, error: RetiredKeyError, source: str) -> None:
+        """A checkpoint validly signed by a key of the chain that is not in force at its size
+        (13.8): kept verbatim as evidence against whoever holds that key, reported once."""
+        checkpoint = parse_checkpoint(parse_note(note).text)
+        kept = self.store.checkpoints.at(ledger, EVIDENCE, checkpoint.size)
+        if any(c.note == note for c in kept):
+            return
+        self.store.checkpoints.keep(ledger, EVIDENCE, checkpoint.size, checkpoint.root, note)
+        self.on_evidence(SignedCheckpoint(ledger, checkpoint.size, checkpoint.root, note), source)
+        home = self.home_of(ledger)
+        self._alert(
+            ledger, max(checkpoint.size - 1, 0), error, home, b"", found=checkpoint.root.hex(), resolved_by=BY_OPERATOR
+        )
 
     def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
         """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
@@ -368,6 +427,8 @@ class Follower:
                     raise RecordConflictError(f"the record says height {record.height}, it was sent as {height}")
                 chain = state.chain or self._chain_after_head(ledger)
                 chain.feed(record)
+                if record.content.kind == ROTATION_KIND:
+                    self._check_rotation(ledger, record)
             except VledgerError as e:
                 state.chain = None
                 self._flush(ledger)
@@ -389,6 +450,20 @@ class Follower:
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
         return RETRY if dropped else OK
+
+    def pending(self, ledger: str) -> list[Record]:
+        """The records held above the store, verified as the chain's next, not stored yet."""
+        state = self.ledgers.get(ledger)
+        return [] if state is None else list(state.pending)
+
+    def _check_rotation(self, ledger: str, record: Record) -> None:
+        """A ``checkpoint_key`` record must be a valid rotation of the key chain held so far
+        (13.8); raises RotationError [bad_rotation] otherwise."""
+        if isinstance(self.keys, ChainedCheckpointKeys):
+            chain = self.keys.chain_of(ledger)
+            if chain is None:
+                raise RotationError("no checkpoint key is known to rotate", ledger=ledger, height=record.height)
+            chain.after(record)
 
     def _chain_after_head(self, ledger: str) -> ChainVerifier:
         """A verifier that expects the record after the store's head (or a genesis)."""

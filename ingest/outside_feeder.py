@@ -1,4 +1,4 @@
-"""A home feeds its checkpoints to the outside witnesses its ledgers' geneses list (PROTOCOL 13.8).
+"""A home feeds its checkpoints to the outside witnesses its ledgers' geneses list (PROTOCOL 13.9).
 
 After each checkpoint the outbox signs, for each outside witness a ledger's genesis lists
 (``rules.witnesses``) and the cluster file gives a URL for (``[outside_witnesses]``), one

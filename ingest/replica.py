@@ -42,12 +42,13 @@ from ..node.epoch import EpochKeys
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, WitnessSigner, home_key, pinned_key, witness_name
+from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_name
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
+from .key_chains import KeyChains
 from .members import node_keys
 from .metrics import (
     MeteredService,
@@ -125,32 +126,41 @@ class NodeSource:
         return notes
 
 
-def checkpoint_keys(config: ClusterConfig, store: ChainStore, epochs: EpochBook | None = None) -> CheckpointKeys:
-    """Each ledger's checkpoint key: the one its genesis pins, once this store holds the genesis;
-    else (no genesis here yet, or one that pins none) its home's configured ``<home>.sign.pub``.
-    With ``epochs``, a ledger whose genesis pins a standby key is checked by its epochs (10.9)."""
+def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> KeyChains:
+    """Each ledger's checkpoint key chain (13.8): from the key its genesis pins, once this store
+    holds the genesis, along its rotation records; else (no genesis here yet, or one that pins
+    none) its home's configured ``<home>.sign.pub``."""
     configured: dict[str, bytes] = {}
     for node in config.ingest_nodes():
         path = signing_key_paths(config.keys_dir, node.name)[1]
         if path.is_file():
             configured[node.name] = load_verify_key(path).raw
 
-    def key_of(ledger: str) -> VerifierKey | None:
-        if store.size(ledger) > 0:
-            pinned = pinned_key(ledger, store.rules(ledger), config.name)
-            if pinned is not None:
-                return pinned
+    def fallback(ledger: str) -> VerifierKey | None:
         public = configured.get(config.home_of(ledger).name)
         return home_key(config.name, ledger, public) if public is not None else None
+
+    return KeyChains(store, fallback)
+
+
+def ledger_checkpoint_keys(config: ClusterConfig, chains: KeyChains, epochs: EpochBook | None) -> CheckpointKeys:
+    """What a follower checks checkpoints with: each ledger's key chain (13.8) and, with
+    ``epochs``, a ledger whose genesis pins a standby key by its epochs (10.9)."""
+    chained = chains.keys(config.name)
+    if epochs is None:
+        return chained
+    configured: dict[str, bytes] = {}
+    for node in config.ingest_nodes():
+        path = signing_key_paths(config.keys_dir, node.name)[1]
+        if path.is_file():
+            configured[node.name] = load_verify_key(path).raw
 
     def standby_key_of(ledger: str) -> VerifierKey | None:
         standby = config.standby_of(ledger)
         public = None if standby is None else configured.get(standby.name)
         return home_key(config.name, ledger, public) if public is not None else None
 
-    if epochs is not None:
-        return EpochKeys(config.name, key_of, epochs.history, standby_key_of)
-    return CheckpointKeys(config.name, key_of)
+    return EpochKeys(config.name, chains.current, epochs.history, standby_key_of, base=chained)
 
 
 class FollowerCheckpoints:
@@ -316,7 +326,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         )
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
-    ledger_keys = checkpoint_keys(config, store, epochs)
+    chains = checkpoint_keys(config, store)
+    ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
     follower = Follower(
         name,
         store,
@@ -331,6 +342,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
     )
+    chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, replication))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
@@ -355,7 +367,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         version=__version__,
         status=follower.status,
         checkpoints=FollowerCheckpoints(follower, store),
-        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), ledger_keys.key_of),
+        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), chains.current),
+        chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
     )
     log.info("%s %s following %s", node.role, name, ", ".join(node.follow))

@@ -16,18 +16,25 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import __version__
 from ..broker.feed import Publisher
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, signing_key_paths, witness_keys
+from ..broker.signing import (
+    generate_checkpoint_key,
+    load_checkpoint_keys,
+    load_signing_key,
+    signing_key_paths,
+    witness_keys,
+)
 from ..config.cluster import ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, HomeSigner, home_key
+from ..node.witness import home_key
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
+from .key_chains import HomeKeys, KeyChains
 from .members import node_keys
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
@@ -62,7 +69,6 @@ def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) 
 def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     config, node, name = runtime.config, runtime.node, runtime.name
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
-    signer = HomeSigner(config.name, signing.seed)
     registry = runtime.registry()
     factors = cluster_second_factors(config, registry.client)  # production without its key: refused here
     replication = runtime.replication(stream_max_len=config.replication.stream_max_len)
@@ -88,13 +94,23 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
     # those its witnesses cosigned): its own table of them may have gone with the store.
     public = signing.public.raw
+    # The checkpoint key in force is derived from each ledger's chain (PROTOCOL 13.8): the
+    # genesis key, then each rotation's, whose private keys are files beside the node key.
+    chains = KeyChains(store, lambda ledger: home_key(config.name, ledger, public))
+    signer = HomeKeys(
+        config.name,
+        signing.seed,
+        chains,
+        [key.seed for key in load_checkpoint_keys(config.keys_dir, name, passphrase)],
+        make_seed=lambda: generate_checkpoint_key(config.keys_dir, name, passphrase).seed,
+    )
+    own = chains.keys(config.name)
     refused = self_check(store, SIGNED)
     try:
         published = {ledger: _published(replication, ledger) for ledger in store.ledgers()}
     except REDIS_ERRORS as e:
         log.warning("ingest node %s: Redis unavailable (%s): its store is checked against its own table only", name, e)
         published = {}
-    own = CheckpointKeys(config.name, lambda ledger: home_key(config.name, ledger, public))
     for ledger, error in check_published(store, own, published).items():
         refused.setdefault(ledger, error)
     for ledger, error in refused.items():
@@ -168,7 +184,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             store.checkpoints,
             cluster=config.name,
             witnesses=witnesses,
-            log_key_of=lambda ledger: home_key(config.name, ledger, public),
+            log_key_of=own.key_for,
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
         )
@@ -198,9 +214,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         checkpoints=outbox,
         refused=refused,
         checkpoint_key=public,
-        cosignatures=KnownCosignatures(
-            config.name, store, replication, witnesses, lambda ledger: home_key(config.name, ledger, public)
-        ),
+        cosignatures=KnownCosignatures(config.name, store, replication, witnesses, chains.current),
+        keys=signer,
+        chains=chains.stored,
         second_factor=factors,
         homes=homes.home_of,
         promotion=Promotion(config, name, homes, replication, witnesses, public),

@@ -44,6 +44,7 @@ from ..node.errors import (
     UnknownCommandError,
     VledgerError,
 )
+from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.outside import MAX_OUTSIDE_WITNESSES, outside_witnesses
@@ -65,6 +66,7 @@ from ..node.wire import (
 )
 from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
 from .epochs import Promotion
+from .key_chains import HomeKeys
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -126,7 +128,7 @@ class CosignatureSource(Protocol):
         ...
 
     def outside_names(self, ledger: str) -> frozenset[str]:
-        """The names of the outside witnesses ``ledger``'s genesis lists (13.8)."""
+        """The names of the outside witnesses ``ledger``'s genesis lists (13.9)."""
         ...
 
 
@@ -294,6 +296,8 @@ class IngestService:
         refetch: Callable[[str], None] | None = None,
         homes: Callable[[str], NodeConfig] | None = None,
         promotion: Promotion | None = None,
+        keys: HomeKeys | None = None,
+        chains: Callable[[str], KeyChain | None] | None = None,
     ) -> None:
         self.config = config
         # Each ledger's home now: of its newest epoch (PROTOCOL 10.9), else the cluster file's.
@@ -326,6 +330,8 @@ class IngestService:
         self.read_only = node.role != "ingest"
         self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
         self._queued = False  # entries wait in the store's queue for flush()
+        self.keys = keys  # a home's checkpoint keys: it signs and rotates them (PROTOCOL 13.8)
+        self.chains = chains  # each held ledger's checkpoint key chain, for the checkpoint reply
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
@@ -628,7 +634,7 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 ledger=ledger,
                 height=0,
             )
-    # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.8), else bad_genesis.
+    # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.9), else bad_genesis.
     outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules)
     # Run in the executor after the code is checked: no flush of the loop's would take it.
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
@@ -647,6 +653,35 @@ def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> objec
 
     # Redis round trips and the wait for the handover's fsync: in the executor, after the code.
     return AfterSecondFactor(promote)
+
+
+@command("ledger.rekey", ADMINS, "ledger", "rotate the ledger's checkpoint key (a record signed by the old key)")
+def _ledger_rotate_key(service: IngestService, caller: Caller, args: Args) -> object:
+    ledger = args.text("ledger")
+    if ledger == ADMIN_LEDGER:
+        raise ForbiddenError(f"the {ADMIN_LEDGER!r} ledger is written by its home node for the admin commands")
+    if service.home_of(ledger).name != service.node.name:
+        raise service._not_home(ledger, "written")
+    if service.store.size(ledger) > 0 and STANDBY_KEY_FIELD in service.store.rules(ledger).rules:
+        # Its standby's epochs are checked against the genesis key alone (10.9): not both yet.
+        raise ForbiddenError(f"ledger {ledger!r} has a standby home: its checkpoint key does not rotate")
+    keys = service.keys
+    if keys is None:
+        raise BadRequestError("this node signs no checkpoints")
+    if service.store.size(ledger) == 0:
+        raise NoSuchLedgerError(f"no ledger {ledger!r}")
+    refusal = service.refused.get(ledger)
+    if refusal is not None:
+        raise refusal
+
+    def rotate() -> object:
+        def append(entry: Entry) -> Receipt:
+            return service.store.submit_entry(entry, wake=True).result()
+
+        receipt = keys.rotate(ledger, caller.account, append)
+        return {**receipt_map(receipt), "key": keys.key_at(ledger, receipt.height + 1).verifier().encode()}
+
+    return AfterSecondFactor(rotate)
 
 
 @command("ledger.list", EVERYONE, "", "the ledgers this node holds")
@@ -676,6 +711,8 @@ def _put(service: IngestService, caller: Caller, args: Args) -> object:
     replicas = args.uint("w", default=0, maximum=service.config.replication.max_write_concern)
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")
+    if entry.content.kind == ROTATION_KIND:
+        raise ForbiddenError("a checkpoint key rotation goes through ledger.rekey")
     service._check_file_record(entry)
     return service._append(entry, replicas)
 
@@ -739,11 +776,17 @@ def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
     witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
     outside = args.uint("outside", default=0, maximum=MAX_OUTSIDE_WITNESSES)
     # Off the loop thread where there is an executor: the cosignatures may come from Redis.
-    return service._blocking(lambda: _checkpoint_reply(service.cosigned_checkpoint(ledger, witnesses, outside)))
+    return service._blocking(
+        lambda: _checkpoint_reply(service, ledger, service.cosigned_checkpoint(ledger, witnesses, outside))
+    )
 
 
-def _checkpoint_reply(found: GatheredCheckpoint) -> dict[str, Any]:
-    return {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+def _checkpoint_reply(service: IngestService, ledger: str, found: GatheredCheckpoint) -> dict[str, Any]:
+    reply = {"checkpoint": found.note, "size": found.checkpoint.size, "witnesses": list(found.witnesses)}
+    chain = service.chains(ledger) if service.chains is not None else None
+    # The rotations below its size: what a reader needs to follow the key chain to the checkpoint's key.
+    rotations = [h for h in chain.heights if h < found.checkpoint.size] if chain is not None else []
+    return {**reply, "rotations": rotations}
 
 
 def _tree_size(service: IngestService, ledger: str) -> int:

@@ -22,8 +22,16 @@ from ..broker.replication import ReplicationLedger, raise_alert
 from ..node.store import ChainStore
 from .epochs import EpochBook, Homes
 from .follow import Follower, Page
-from .replica import HEADS_EVERY, RECEIVE_BATCH, RECEIVE_SLICE_MS, SOURCE_TIMEOUT, NodeSource, StreamSource
-from .replica import checkpoint_keys as ledger_checkpoint_keys
+from .replica import (
+    HEADS_EVERY,
+    RECEIVE_BATCH,
+    RECEIVE_SLICE_MS,
+    SOURCE_TIMEOUT,
+    NodeSource,
+    StreamSource,
+    checkpoint_keys,
+    ledger_checkpoint_keys,
+)
 from .runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -85,7 +93,7 @@ class StandbyFollow:
             name,
             store,
             sources,
-            keys=ledger_checkpoint_keys(config, store, book),
+            keys=ledger_checkpoint_keys(config, checkpoint_keys(config, store), book),
             home_of=lambda ledger: homes.home_of(ledger).name,
             on_stored=lambda records, hops: None,  # the store's on_commit tells the book and the outbox
             on_alert=lambda alert: raise_alert(replication, alert),

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.errors import CosignatureError, NoteError, ReplicationTimeoutError
+from ..node.errors import CosignatureError, NoteError, NoteKeyError, ReplicationTimeoutError
 from ..node.note import VerifierKey
 from ..node.store import Receipt
 from ..node.witness import check_cosigned
@@ -62,8 +62,8 @@ class CosignatureWatch:
 
     ``witnesses`` maps each witness the cluster knows to its cosignature key; those in
     ``ignored`` (the observers: they cosign, but hold copies to count, not to keep them
-    safe) never count. ``log_key_of(ledger)`` is this home's checkpoint key for the
-    ledger, ``checkpoints`` its store's kept checkpoints.
+    safe) never count. ``log_key_of(ledger, note)`` is this home's checkpoint key that must have signed
+    ``note`` (the one in force at its size, 13.8), ``checkpoints`` its store's kept checkpoints.
     """
 
     def __init__(
@@ -74,7 +74,7 @@ class CosignatureWatch:
         *,
         cluster: str,
         witnesses: Mapping[str, VerifierKey],
-        log_key_of: Callable[[str], VerifierKey],
+        log_key_of: Callable[[str, bytes], VerifierKey | None],
         on_alert: Callable[[Alert], None],
         ignored: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -194,7 +194,10 @@ class CosignatureWatch:
             self._seen.clear()
         self._seen[(ledger, witness)] = note
         try:
-            cosigned = check_cosigned(note, ledger, self.cluster, self.log_key_of(ledger), key)
+            log_key = self.log_key_of(ledger, note)
+            if log_key is None:
+                raise NoteKeyError(f"no checkpoint key of {ledger!r} for this note")
+            cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
         except NoteError as e:
             self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
             return None

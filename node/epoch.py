@@ -253,12 +253,15 @@ class EpochKeys(CheckpointKeys):
         key_of: Callable[[str], VerifierKey | None],
         epochs_of: Callable[[str], EpochHistory | None],
         standby_key_of: Callable[[str], VerifierKey | None] = lambda ledger: None,
+        base: CheckpointKeys | None = None,
     ) -> None:
         """``standby_key_of(ledger)``: the configured standby's key, which checks a checkpoint
-        of a later epoch before this checker holds the genesis that pins it."""
+        of a later epoch before this checker holds the genesis that pins it. ``base`` checks
+        the ledgers without a standby (default: their one key), e.g. along key chains (13.8)."""
         super().__init__(cluster, key_of)
         self.epochs_of = epochs_of
         self.standby_key_of = standby_key_of
+        self.base = base
 
     def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
         """As CheckpointKeys.check; for a ledger with a standby also EpochHistory.verify's
@@ -276,7 +279,7 @@ class EpochKeys(CheckpointKeys):
                 else:
                     return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
         if history is None or history.standby_key is None:
-            return super().check(ledger, data)
+            return super().check(ledger, data) if self.base is None else self.base.check(ledger, data)
         verified = history.verify(data)
         return SignedCheckpoint(ledger, verified.checkpoint.size, verified.checkpoint.root, data)
 

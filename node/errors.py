@@ -681,6 +681,23 @@ class RollbackError(NoteError):
     code = "rollback"
 
 
+class RotationError(RecordError):
+    """A record of kind ``checkpoint_key`` that is no valid key rotation: a ledger whose
+    genesis pins no checkpoint key, a malformed payload, a new key that is not an Ed25519
+    note key of the ledger's origin or was in force before, or a signature that is not the
+    key in force's over the rotation message (docs/PROTOCOL.md section 13.8)."""
+
+    code = "bad_rotation"
+
+
+class RetiredKeyError(NoteError):
+    """A checkpoint signed by a key of the ledger's key chain that is not the one in force at
+    its size: a retired key past its rotation, or a new key before it (section 13.8). The
+    signature itself verified: the note is evidence against whoever held that key."""
+
+    code = "retired_key"
+
+
 class WitnessRequestError(NoteError):
     """A C2SP tlog-witness message (an add-checkpoint request or a response) that is not one.
 
@@ -696,7 +713,7 @@ class WitnessRequestError(NoteError):
 
 
 class WitnessRefusedError(NoteError):
-    """An outside witness would not cosign a checkpoint its home fed it (an alert, 13.8): it
+    """An outside witness would not cosign a checkpoint its home fed it (an alert, 13.9): it
     answered 422 (it saw a tree this one does not extend), 403 or 404 (it does not trust the
     key or know the origin), or named a size past what the home signed."""
 

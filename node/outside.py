@@ -2,7 +2,7 @@
 
 A ledger's genesis may list, in ``rules.witnesses``, the cosignature keys (C2SP vkeys of
 type 0x04) of witnesses outside the cluster, and in ``rules.quorum`` how many of them must
-cosign a checkpoint for it to count as **witnessed** (docs/PROTOCOL.md 13.8). The home feeds
+cosign a checkpoint for it to count as **witnessed** (docs/PROTOCOL.md 13.9). The home feeds
 them the way c2sp.org/tlog-witness says (an add-checkpoint request: old size, consistency
 proof, checkpoint); this module reads their answers and believes none that does not verify
 with the key the genesis pins. Pure: rules, bytes and keys in, dataclasses out, an error of
@@ -95,14 +95,16 @@ def outside_witnesses(ledger: str, rules: Mapping[str, Any]) -> OutsideWitnesses
     return OutsideWitnesses(tuple(keys), quorum)
 
 
-def check_witnessed(data: bytes, log_key: VerifierKey, outside: OutsideWitnesses) -> VerifiedCheckpoint:
+def check_witnessed(
+    data: bytes, log_key: VerifierKey, outside: OutsideWitnesses, origin: str | None = None
+) -> VerifiedCheckpoint:
     """That the checkpoint note ``data`` is signed by ``log_key`` and cosigned by at least
     ``outside.quorum`` of the outside witnesses (13.5 with their keys and quorum).
 
     Raises what verify_checkpoint raises; QuorumError [no_quorum] names the witnesses missing.
     """
     try:
-        return verify_checkpoint(data, log_key, outside.keys, outside.quorum)
+        return verify_checkpoint(data, log_key, outside.keys, outside.quorum, origin=origin)
     except QuorumError as e:
         raise QuorumError(f"outside witnesses (the genesis asks {outside.quorum}): {e.message}") from None
 

@@ -32,6 +32,7 @@ from .errors import (
     WrongLedgerError,
     WrongOriginError,
 )
+from .key_rotation import ROTATION_KIND, KeyChain, pinned_checkpoint_key
 from .ledger import LedgerRules
 from .note import (
     MAX_NOTE_BYTES,
@@ -47,6 +48,9 @@ from .witness import PINNED_KEY_FIELD, pinned_key
 
 RECEIPT_VERSION = 1
 RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
+ROTATIONS_KEY = "rotations"  # after RECEIPT_KEYS, only when the checkpoint's key is not the genesis key
+ROTATION_KEYS = ("index", "record", "proof")
+MAX_ROTATIONS = 32
 # The largest receipt: a record (81,920 bytes, 109,228 in base64), 64 proof hashes (46
 # characters each with quotes and comma) and a note (each newline escaped as two bytes).
 MAX_RECEIPT_BYTES = 256 * 1024
@@ -63,26 +67,49 @@ class Receipt:
     record: bytes
     proof: tuple[bytes, ...]
     checkpoint: bytes
+    rotations: tuple[RotationProof, ...] = ()  # the key chain from the genesis key to the checkpoint's
 
     @classmethod
-    def of(cls, record: bytes, proof: Sequence[bytes], checkpoint: bytes) -> Receipt:
+    def of(
+        cls, record: bytes, proof: Sequence[bytes], checkpoint: bytes, rotations: Sequence[RotationProof] = ()
+    ) -> Receipt:
         """The receipt of ``record`` (bytes of a valid record: its ledger, height and link
         are read from it). Raises the record's structure error when it is not one."""
         decoded = decode_record(record, PROTOCOL_LIMITS)
-        return cls(decoded.ledger, decoded.height, decoded.link, record, tuple(proof), checkpoint)
+        return cls(decoded.ledger, decoded.height, decoded.link, record, tuple(proof), checkpoint, tuple(rotations))
 
     def encode(self) -> bytes:
-        """The receipt file's bytes: one JSON object, keys in RECEIPT_KEYS order, no spaces,
-        non-ASCII characters as they are, then a newline (docs/PROTOCOL.md section 14.1)."""
-        return _encode(self.ledger, self.index, self.hash.hex(), self.record, self.proof, self.checkpoint)
+        """The receipt file's bytes: one JSON object, keys in RECEIPT_KEYS order (then
+        ``rotations`` when there are any), no spaces, non-ASCII characters as they are, then a
+        newline (docs/PROTOCOL.md section 14.2)."""
+        return _encode(
+            self.ledger, self.index, self.hash.hex(), self.record, self.proof, self.checkpoint, self.rotations
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RotationProof:
+    """A key rotation record (13.8) at ``index`` and its inclusion ``proof`` in the receipt's checkpoint."""
+
+    index: int
+    record: bytes
+    proof: tuple[bytes, ...]
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _encode(ledger: str, index: int, hash_hex: str, record: bytes, proof: Sequence[bytes], note: bytes) -> bytes:
-    obj = {
+def _encode(
+    ledger: str,
+    index: int,
+    hash_hex: str,
+    record: bytes,
+    proof: Sequence[bytes],
+    note: bytes,
+    rotations: Sequence[RotationProof] = (),
+) -> bytes:
+    obj: dict[str, Any] = {
         "v": RECEIPT_VERSION,
         "ledger": ledger,
         "index": index,
@@ -91,6 +118,10 @@ def _encode(ledger: str, index: int, hash_hex: str, record: bytes, proof: Sequen
         "proof": [_b64(p) for p in proof],
         "checkpoint": note.decode("utf-8"),
     }
+    if rotations:
+        obj[ROTATIONS_KEY] = [
+            {"index": r.index, "record": _b64(r.record), "proof": [_b64(p) for p in r.proof]} for r in rotations
+        ]
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -125,8 +156,10 @@ def parse_receipt(data: bytes) -> Receipt:
         obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ReceiptError("receipt: the file is not UTF-8 JSON") from None
-    if not isinstance(obj, dict) or tuple(obj) != RECEIPT_KEYS:
-        raise ReceiptError(f"receipt: an object with exactly the keys {', '.join(RECEIPT_KEYS)}, in that order")
+    if not isinstance(obj, dict) or tuple(obj) not in (RECEIPT_KEYS, (*RECEIPT_KEYS, ROTATIONS_KEY)):
+        raise ReceiptError(
+            f"receipt: an object with exactly the keys {', '.join(RECEIPT_KEYS)} (and {ROTATIONS_KEY}), in that order"
+        )
     if type(obj["v"]) is not int or obj["v"] != RECEIPT_VERSION:
         raise ReceiptError(f"receipt: v must be {RECEIPT_VERSION}")
     ledger, index, hash_hex = obj["ledger"], obj["index"], obj["hash"]
@@ -138,9 +171,8 @@ def parse_receipt(data: bytes) -> Receipt:
         raise ReceiptError("receipt: hash must be 64 lower-case hex characters")
     record = _unb64(obj["record"], "record")
     proof = obj["proof"]
-    if not isinstance(proof, list) or len(proof) > MAX_PROOF_HASHES:
-        raise ReceiptError(f"receipt: proof must be a list of at most {MAX_PROOF_HASHES} hashes")
-    hashes = tuple(_unb64(p, f"proof hash {i}") for i, p in enumerate(proof))
+    hashes = _proof(proof, "proof")
+    rotations = _rotations(obj.get(ROTATIONS_KEY))
     note = obj["checkpoint"]
     if not isinstance(note, str) or len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE_BYTES:
         raise ReceiptError(f"receipt: checkpoint must be a note of at most {MAX_NOTE_BYTES} bytes")
@@ -148,9 +180,35 @@ def parse_receipt(data: bytes) -> Receipt:
         note_bytes = note.encode("utf-8")
     except UnicodeEncodeError:
         raise ReceiptError("receipt: checkpoint is not UTF-8 text") from None
-    if _encode(ledger, index, hash_hex, record, hashes, note_bytes) != data:
+    if _encode(ledger, index, hash_hex, record, hashes, note_bytes, rotations) != data:
         raise ReceiptError("receipt: the file is not in its canonical form (key order, spacing, escapes, newline)")
-    return Receipt(ledger, index, bytes.fromhex(hash_hex), record, hashes, note_bytes)
+    return Receipt(ledger, index, bytes.fromhex(hash_hex), record, hashes, note_bytes, rotations)
+
+
+def _proof(value: object, what: str) -> tuple[bytes, ...]:
+    if not isinstance(value, list) or len(value) > MAX_PROOF_HASHES:
+        raise ReceiptError(f"receipt: {what} must be a list of at most {MAX_PROOF_HASHES} hashes")
+    return tuple(_unb64(p, f"{what} hash {i}") for i, p in enumerate(value))
+
+
+def _rotations(value: object) -> tuple[RotationProof, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_ROTATIONS:
+        raise ReceiptError(f"receipt: {ROTATIONS_KEY} must be a list of 1 to {MAX_ROTATIONS} rotations when given")
+    found = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or tuple(item) != ROTATION_KEYS:
+            raise ReceiptError(f"receipt: rotation {i} is an object with exactly the keys {', '.join(ROTATION_KEYS)}")
+        index = item["index"]
+        if type(index) is not int or not 0 <= index <= 2**63 - 1:
+            raise ReceiptError(f"receipt: rotation {i}: index must be an integer 0..2**63-1")
+        found.append(
+            RotationProof(
+                index, _unb64(item["record"], f"rotation {i} record"), _proof(item["proof"], f"rotation {i} proof")
+            )
+        )
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,17 +245,6 @@ def keys_from_genesis(
     return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules), standby)
 
 
-def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None:
-    """The checkpoint key ``ledger``'s genesis rules pin, or None when they pin none. The
-    cluster is read from the key's own name (``<cluster>/<ledger>``). Raises BadGenesisError
-    when the field is not an Ed25519 note vkey of that name."""
-    value = rules.rules.get(PINNED_KEY_FIELD)
-    if value is None:
-        return None
-    cluster = value.partition("+")[0].rpartition("/")[0] if isinstance(value, str) else ""
-    return pinned_key(ledger, rules, cluster)
-
-
 @dataclass(frozen=True, slots=True)
 class VerifiedReceipt:
     """A receipt whose every check passed: its record, the checkpoint it stands in, and the
@@ -221,51 +268,68 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     not sign, bad_note_signature, bad_cosignature, bad_checkpoint, no_quorum);
     WrongOriginError [wrong_origin] for a checkpoint of another log or ledger; QuorumError
     [no_quorum] also when the genesis lists outside witnesses and fewer than its quorum of
-    them cosigned; ProofError
-    [bad_proof] when the index is not below the checkpoint's size or the proof does not lead
-    from the record's leaf hash to the checkpoint's root.
+    them cosigned; for the
+    rotations it carries (13.8), ReceiptError for one out of order or not of kind
+    ``checkpoint_key``, RotationError [bad_rotation] for one not signed by the key in force
+    before it, RetiredKeyError [retired_key] for a checkpoint signed by another key of the
+    chain than the one in force at its size; ProofError [bad_proof] when the index is not
+    below the checkpoint's size or a proof (the record's, a rotation's) does not lead from
+    its leaf hash to the checkpoint's root.
     """
     receipt = data if isinstance(data, Receipt) else parse_receipt(data)
-    record = _check_record(receipt, keys)
+    record = _check_record(receipt, receipt.index, receipt.hash, receipt.record, keys)
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    verified = verify_ledger_checkpoint(receipt.checkpoint, keys)
-    outside = _outside_cosigners(receipt.checkpoint, keys)
+    chain = KeyChain(receipt.ledger, (log_key,))
+    indexes = [r.index for r in receipt.rotations]
+    if indexes != sorted(set(indexes)):
+        raise ReceiptError("receipt: rotations must be in increasing index order")
+    for rotation in receipt.rotations:
+        # Each rotation is signed by the key in force before it (13.8): the chain from the
+        # genesis key cannot be forged without a key of it. Its place is proven below.
+        rotated = _check_record(receipt, rotation.index, None, rotation.record, keys)
+        if rotated.content.kind != ROTATION_KIND:
+            raise ReceiptError(f"receipt: the record at rotation index {rotation.index} is not a key rotation")
+        chain = chain.after(rotated)
+    verified, signer = _checked_checkpoint(receipt.checkpoint, keys, chain)
+    outside = _outside_cosigners(receipt.checkpoint, keys, signer)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
+    for rotation in receipt.rotations:
+        verify_inclusion(leaf_hash(rotation.record), rotation.index, checkpoint.size, rotation.proof, checkpoint.root)
     return VerifiedReceipt(receipt, record, verified, outside)
 
 
-def verify_witnessed(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
-    """Check the checkpoint ``note`` with ``keys`` (13.5 with the witness keys and quorum),
-    then, when the genesis lists outside witnesses, that a quorum of them cosigned (13.8).
-    The result counts the cluster's witnesses. Raises what verify_checkpoint raises."""
-    verified = verify_ledger_checkpoint(note, keys)
-    _outside_cosigners(note, keys)
+def verify_witnessed(note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None) -> VerifiedCheckpoint:
+    """Check the checkpoint ``note`` with ``keys`` (13.5 with the key in force at its size along
+    ``chain``, default the genesis key alone, or a standby's epoch key; the witness keys and
+    quorum), then, when the genesis lists outside witnesses, that a quorum of them cosigned
+    (13.9). The result counts the cluster's witnesses. Raises what verify_ledger_checkpoint
+    and check_witnessed raise."""
+    verified, signer = _checked_checkpoint(note, keys, chain)
+    _outside_cosigners(note, keys, signer)
     return verified
 
 
-def _outside_cosigners(note: bytes, keys: ReceiptKeys) -> tuple[str, ...]:
-    """The outside witnesses that cosigned ``note`` (13.8), a quorum of them checked; none
-    when the genesis lists none. The note is signed by the home's key or, after a handover,
-    by the standby's (10.9). Raises what check_witnessed raises."""
-    if keys.outside is None:
-        return ()
-    try:
-        return check_witnessed(note, keys.log_key, keys.outside).witnesses
-    except UnverifiedNoteError:
-        if keys.standby_key is None:
-            raise
-        return check_witnessed(note, keys.standby_key, keys.outside).witnesses
-
-
-def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoint:
-    """13.5 with the ledger's checkpoint key, else (10.9) the standby key the genesis pins, whose
-    checkpoints must state an epoch after the first. Raises verify_checkpoint's errors, and
+def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None) -> VerifiedCheckpoint:
+    """13.5 with the key in force at the checkpoint's size along ``chain`` (13.8; default: the
+    ledger's genesis key alone), else (10.9) the standby key the genesis pins, whose
+    checkpoints must state an epoch after the first. Raises verify_checkpoint's errors,
+    RetiredKeyError [retired_key] for a key of the chain not in force at that size, and
     BadEpochError [bad_epoch] for the standby's key without an epoch line."""
+    return _checked_checkpoint(note, keys, chain)[0]
+
+
+def _checked_checkpoint(
+    note: bytes, keys: ReceiptKeys, chain: KeyChain | None
+) -> tuple[VerifiedCheckpoint, VerifierKey]:
+    """verify_ledger_checkpoint, with the key that signed."""
+    if chain is None:
+        chain = KeyChain(keys.log_key.name.rpartition("/")[2], (keys.log_key,))
     try:
-        return verify_checkpoint(note, keys.log_key, keys.witnesses, keys.quorum)
+        verified = chain.check(note, keys.witnesses, keys.quorum)
+        return verified, chain.key_for_size(verified.checkpoint.size)
     except UnverifiedNoteError:
         if keys.standby_key is None:
             raise
@@ -274,23 +338,33 @@ def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys) -> VerifiedCheckpoi
         raise BadEpochError(
             "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
         )
-    return verified
+    return verified, keys.standby_key
 
 
-def _check_record(receipt: Receipt, keys: ReceiptKeys) -> Record:
-    record = decode_record(receipt.record, PROTOCOL_LIMITS)
+def _outside_cosigners(note: bytes, keys: ReceiptKeys, signer: VerifierKey) -> tuple[str, ...]:
+    """The outside witnesses that cosigned ``note`` signed by ``signer`` (13.9), a quorum of
+    them checked; none when the genesis lists none. Raises what check_witnessed raises."""
+    if keys.outside is None:
+        return ()
+    return check_witnessed(note, signer, keys.outside, origin=keys.log_key.name).witnesses
+
+
+def _check_record(receipt: Receipt, index: int, link: bytes | None, data: bytes, keys: ReceiptKeys) -> Record:
+    """Steps 2 and 3 of 14.3 for the record ``data`` the receipt places at ``index`` (with the
+    hash ``link`` it states, None for a rotation's, which states none)."""
+    record = decode_record(data, PROTOCOL_LIMITS)
     ledger = receipt.ledger
     if record.ledger != ledger:
         raise WrongLedgerError(f"the receipt's record belongs to ledger {record.ledger!r}", ledger=ledger)
-    if record.height != receipt.index:
-        raise ReceiptError(f"receipt: the record stands at height {record.height}, the receipt says {receipt.index}")
-    if receipt.hash != record.link:
-        raise ReceiptError(f"receipt: the record's hash is {record.link.hex()}, the receipt says {receipt.hash.hex()}")
+    if record.height != index:
+        raise ReceiptError(f"receipt: the record stands at height {record.height}, the receipt says {index}")
+    if link is not None and link != record.link:
+        raise ReceiptError(f"receipt: the record's hash is {record.link.hex()}, the receipt says {link.hex()}")
     genesis = keys.genesis
     if genesis is not None and genesis.ledger != ledger:
         raise WrongLedgerError(f"the genesis given is of ledger {genesis.ledger!r}", ledger=ledger)
     if genesis is not None and record.height == 0:
-        if receipt.record != genesis.encode():
+        if data != genesis.encode():
             raise BadLinkError("the receipt's genesis record is not the genesis given", ledger=ledger, height=0)
         return record
     if genesis is not None:

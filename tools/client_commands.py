@@ -231,6 +231,12 @@ def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ledger_rotate_key(session: Session, args: argparse.Namespace) -> int:
+    result = session.rotate_key(args.ledger)
+    print_receipt(result, as_json=args.json, checkpoint_key=result.get("key"))
+    return EXIT_OK
+
+
 def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
     _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
@@ -263,6 +269,16 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     )
     promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
     promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
+    rotate = _verb(
+        ledger,
+        "rotate-key",
+        cmd_ledger_rotate_key,
+        "rotate a ledger's checkpoint key (admin)",
+        "Rotate the checkpoint key of a ledger whose genesis pins one: its home makes a new key file "
+        "beside its node key and appends a checkpoint_key record signed by the old key; checkpoints "
+        "past that record are signed by the new key (docs/PROTOCOL.md 13.8).",
+    )
+    rotate.add_argument("ledger", type=ledger_name, metavar="NAME", help="the ledger")
     create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
     create.add_argument(
         "--difficulty",
@@ -283,7 +299,7 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         type=vkey_arg,
         action="append",
         metavar="VKEY",
-        help="an outside witness's cosignature key to list in the genesis (repeatable; PROTOCOL 13.8)",
+        help="an outside witness's cosignature key to list in the genesis (repeatable; PROTOCOL 13.9)",
     )
     create.add_argument(
         "--outside-quorum",

@@ -39,7 +39,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from ..broker.client import Client, NodeAddress
 from ..broker.keys import KeyPair, load_public
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
+from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.blobs import BlobStore
@@ -227,16 +227,26 @@ def log_key_of(config: ClusterConfig, ledger: str, home: str) -> VerifierKey:
     return home_key(config.name, ledger, load_verify_key(path).raw)
 
 
+def log_keys_of(config: ClusterConfig, ledger: str, home: str) -> list[VerifierKey]:
+    """Every checkpoint key of ``ledger``'s home: its node key's, then each rotated key's (13.8).
+    A checkpoint a quorum of witnesses cosigned was the key in force's: they checked that."""
+    first = log_key_of(config, ledger, home)
+    return [first, *(home_key(config.name, ledger, p) for p in home_checkpoint_publics(config.keys_dir, home)[1:])]
+
+
 def quorum_checkpoint(
     ledger: str,
     notes: list[bytes],
-    log_key: VerifierKey,
+    log_key: VerifierKey | Sequence[VerifierKey],
     origin: str,
     witnesses: Mapping[str, VerifierKey],
     quorum: int,
 ) -> GatheredCheckpoint:
-    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures (RepairRefusedError if none)."""
-    gathered = gather(notes, log_key, origin, witnesses.values())
+    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures, signed by
+    ``log_key`` (or one of those keys) (RepairRefusedError if none)."""
+    keys = [log_key] if isinstance(log_key, VerifierKey) else list(log_key)
+    gathered = [g for key in keys for g in gather(notes, key, origin, witnesses.values())]
+    gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
     chosen = newest(gathered, quorum)
     if chosen is None:
         best = max(gathered, key=lambda g: len(g.witnesses), default=None)
@@ -482,7 +492,7 @@ class Repair:
         published = replication.checkpoints()
         targets = []
         for ledger, home in ledgers.items():
-            log_key = log_key_of(config, ledger, home)
+            log_key = log_keys_of(config, ledger, home)
             notes = [*replication.cosignatures(ledger).values()]
             if ledger in published:
                 notes.append(published[ledger])

@@ -38,9 +38,10 @@ import redis
 
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..node.errors import NoteError, RedisServerError, VledgerError
+from ..node.note import VerifierKey
 from ..node.witness import CheckpointKeys, check_cosigned, home_key, witness_key, witness_name
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
@@ -175,32 +176,41 @@ class Checker:
                 self._raw[node] = None
         return self._raw[node]
 
-    def checkpoint(self, ledger: str, home: str, note: bytes | None) -> int | None:
-        public = self._public(home)
-        if note is None or public is None:
-            return None
-        keys = CheckpointKeys(self.config.name, lambda name: home_key(self.config.name, name, public))
+    def _home_keys(self, ledger: str, home: str) -> list[VerifierKey]:
+        """Every checkpoint key ``home`` has (its node key, each rotated one: PROTOCOL 13.8). A
+        status counts what they signed; which of them was in force is the witnesses' check."""
         try:
-            return keys.check(ledger, note).size
-        except NoteError:
+            publics = home_checkpoint_publics(self.config.keys_dir, home)
+        except VledgerError:
+            return []
+        return [home_key(self.config.name, ledger, public) for public in publics]
+
+    def checkpoint(self, ledger: str, home: str, note: bytes | None) -> int | None:
+        if note is None:
             return None
+        for log_key in self._home_keys(ledger, home):
+            keys = CheckpointKeys(self.config.name, lambda name, key=log_key: key)  # type: ignore[misc]
+            try:
+                return keys.check(ledger, note).size
+            except NoteError:
+                continue
+        return None
 
     def cosigned(self, ledger: str, home: str, notes: Mapping[str, bytes]) -> dict[str, int]:
-        public = self._public(home)
         found: dict[str, int] = {}
-        if public is None:
-            return found
+        log_keys = self._home_keys(ledger, home)
         for witness, note in notes.items():
             node = self.config.nodes.get(witness)
             witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
             if witness_public is None:
                 continue
-            log_key = home_key(self.config.name, ledger, public)
             key = witness_key(witness_name(self.config.name, witness), witness_public)
-            try:
-                found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
-            except NoteError:
-                continue
+            for log_key in log_keys:
+                try:
+                    found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
+                    break
+                except NoteError:
+                    continue
         return found
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..config.settings import Limits
-from ..node.epoch import EpochHistory
+from ..node.epoch import STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
     FieldError,
     HeightGapError,
@@ -50,14 +50,15 @@ from ..node.errors import (
     PayloadTooLargeError,
     ProofError,
     RecordError,
+    RotationError,
     TreeMismatchError,
     UsageError,
     VledgerError,
 )
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
+from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkpoint_key
 from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
-from ..node.receipt import pinned_checkpoint_key
 from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import StoreReader, StoreRow
 from ..node.tree import Frontier, leaf_hash
@@ -316,12 +317,30 @@ class _StoreTree(_Growth):
                     raise TreeMismatchError(
                         f"ledger {self.ledger!r}: the stored checkpoint's root is not the tree of the {size} records"
                     )
-                key = pinned_checkpoint_key(self.ledger, self.rules())
-                if key is not None:
-                    verify_checkpoint(note, key)
+                self._check_signature(note, size)
             except VledgerError as e:
                 raise _TreeFailure(e, size - 1) from e
             self.report.checkpoints += 1
+
+    def _check_signature(self, note: bytes, size: int) -> None:
+        """The note signed by the key the genesis pins; for a ledger that may rotate it (13.8) or
+        hand over to a standby (10.9), by the key in force at ``size`` along its records."""
+        rules = self.rules()
+        key = pinned_checkpoint_key(self.ledger, rules)
+        if key is None:
+            return
+        if ROTATION_KIND not in rules.kinds and STANDBY_KEY_FIELD not in rules.rules:
+            verify_checkpoint(note, key)
+            return
+        records = [decode_record(data, self.limits) for _, data in self.reader.iter_raw(self.ledger, 0, size)]
+        if STANDBY_KEY_FIELD in rules.rules:
+            history = EpochHistory.from_genesis(records[0], rules)
+            history.feed(records[1:])
+            history.verify(note)
+            return
+        chain = chain_of(self.ledger, rules, records[1:])
+        if chain is not None:
+            chain.check(note)
 
     def rules(self) -> LedgerRules:
         if self._rules is None:
@@ -698,6 +717,8 @@ class ExportChecker:
         self._trees: dict[str, Frontier] = {}
         # A ledger whose genesis pins a standby key: its epochs, from its records (PROTOCOL 10.9).
         self._epochs: dict[str, EpochHistory | None] = {}
+        # Each ledger's checkpoint key chain (13.8), for the ledgers read from their genesis.
+        self._chains: dict[str, KeyChain | None] = {}
 
     def check_lines(self, lines: Iterable[tuple[int, bytes]]) -> Verification:
         """Check every line; a file whose first line ends in CR LF gets that one answer."""
@@ -741,6 +762,7 @@ class ExportChecker:
             verifier = verifier or self._start(ledger, record)
             self._verifiers[ledger] = verifier
             verifier.feed(record)
+            self._follow_key_chain(ledger, record, verifier)
             if self._also is not None:
                 self._also(stored, report)
         except RecordError as e:
@@ -768,6 +790,17 @@ class ExportChecker:
         elif (history := self._epochs.get(ledger)) is not None:
             history.feed([record])
 
+    def _follow_key_chain(self, ledger: str, record: Record, verifier: ChainVerifier) -> None:
+        """Read ``record`` (verified as the chain's next) into the ledger's key chain; raises
+        RotationError [bad_rotation] for a ``checkpoint_key`` record that is no valid rotation."""
+        if record.height == 0 and verifier.rules is not None:
+            self._chains[ledger] = KeyChain.from_rules(ledger, verifier.rules)
+        elif record.content.kind == ROTATION_KIND and ledger in self._chains:  # read from its genesis
+            chain = self._chains[ledger]
+            if chain is None:
+                raise RotationError("the genesis pins no checkpoint key to rotate", ledger=ledger, height=record.height)
+            self._chains[ledger] = chain.after(record)
+
     def _check_checkpoint(self, number: int, line: ExportedCheckpoint) -> None:
         """A checkpoint line follows the record that completes its tree: its root must be the
         tree of the records before it, and its note signed by the key the genesis pins."""
@@ -791,11 +824,11 @@ class ExportChecker:
                     f"line {number}: the checkpoint's root is not the tree of the {checkpoint.size} records before it"
                 )
             history = self._epochs.get(ledger)
-            key = pinned_checkpoint_key(ledger, verifier.rules)
+            chain = self._chains.get(ledger)
             if history is not None:
                 history.verify(line.note)  # either pinned key, as its epoch says (10.9)
-            elif key is not None:
-                verify_checkpoint(line.note, key)
+            elif chain is not None:  # the key in force at its size (13.8); retired_key for another of the chain's
+                chain.check(line.note)
         except VledgerError as e:
             report.fail(e, height, number)
             return

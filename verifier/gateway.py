@@ -38,7 +38,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from ..broker.signing import witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.errors import (
@@ -66,9 +67,11 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.json_values import jsonable
+from ..node.key_rotation import KeyChain
+from ..node.ledger import LedgerRules
 from ..node.note import VerifierKey
 from ..node.outside import OutsideWitnesses, outside_witnesses
-from ..node.receipt import Receipt, pinned_checkpoint_key
+from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
@@ -162,9 +165,10 @@ class ServedCheckpoint:
 
     ledger: str
     gathered: GatheredCheckpoint
-    log_key: VerifierKey
+    log_key: VerifierKey  # the key in force at its size (PROTOCOL 13.8)
     witness_keys: dict[str, VerifierKey]  # node name -> its cosignature key
-    outside: OutsideWitnesses | None = None  # the outside witnesses the genesis lists (13.8)
+    outside: OutsideWitnesses | None = None  # the outside witnesses the genesis lists (13.9)
+    rotations: tuple[RotationProof, ...] = ()  # the key chain from the genesis key to log_key, proven
 
     def json(self) -> dict[str, Any]:
         checkpoint = self.gathered.checkpoint
@@ -179,7 +183,26 @@ class ServedCheckpoint:
             "outside_witnesses": None
             if self.outside is None
             else {"keys": [key.encode() for key in self.outside.keys], "quorum": self.outside.quorum},
+            "rotations": [
+                {"index": r.index, "record": base64.b64encode(r.record).decode("ascii")} for r in self.rotations
+            ],
         }
+
+
+class _GatewayRows:
+    """The gateway's read-only store as the rows a key chain is read from (ingest/key_chains.py)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def size(self, ledger: str) -> int:
+        return self.gateway.reader.size(ledger)
+
+    def rules(self, ledger: str) -> LedgerRules:
+        return self.gateway.genesis_rules(ledger)
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self.gateway.reader.iter_raw(ledger, start, stop)
 
 
 class GatewayMetrics:
@@ -248,8 +271,8 @@ class Gateway:
         self.metrics = GatewayMetrics(self.registry)
         self.observer_keys = observer_keys(config)
         self.witness_keys = witness_keys(config)
-        self._log_keys: dict[str, VerifierKey | None] = {}
-        self._outside: dict[str, OutsideWitnesses | None] = {}  # filled beside _log_keys
+        self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
+        self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
@@ -393,19 +416,25 @@ class Gateway:
             parts.append(struct.pack(">H", len(data)) + data)
         return b"".join(parts)
 
-    def log_key(self, ledger: str) -> VerifierKey | None:
-        """The checkpoint key ``ledger``'s genesis pins (rules.checkpoint_key), None if it pins
-        none. The genesis is checked as section 4 checks a height 0 (raises its error)."""
-        if ledger not in self._log_keys:
-            genesis, _ = self._record(ledger, 0)
-            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+    def genesis_rules(self, ledger: str) -> LedgerRules:
+        """``ledger``'s rules, its genesis checked as section 4 checks a height 0 (raises its error)."""
+        genesis, _ = self._record(ledger, 0)
+        return ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+
+    def key_chain(self, ledger: str) -> KeyChain | None:
+        """The checkpoint key chain of ``ledger`` (PROTOCOL 13.8): the key its genesis pins and
+        each rotation's; None if it pins none. Raises RotationError for a rotation that is none."""
+        return self._chains.stored(ledger)
+
+    def outside(self, ledger: str) -> OutsideWitnesses | None:
+        """The outside witnesses ``ledger``'s genesis lists (13.9), None if none or unusable."""
+        if ledger not in self._outside:
             try:
-                self._outside[ledger] = outside_witnesses(ledger, rules.rules)
+                self._outside[ledger] = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
             except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
                 log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
                 self._outside[ledger] = None
-            self._log_keys[ledger] = pinned_checkpoint_key(ledger, rules)
-        return self._log_keys[ledger]
+        return self._outside[ledger]
 
     def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
         """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
@@ -420,10 +449,10 @@ class Gateway:
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1]
         store_size = self._size(ledger)
-        key = self.log_key(ledger)
-        if key is None:
+        chain = self.key_chain(ledger)
+        if chain is None:
             raise NotFoundError(f"the genesis of {ledger!r} pins no checkpoint key: it has no checkpoints to serve")
-        outside = self._outside.get(ledger)
+        outside = self.outside(ledger)
         notes = [note for _, note in self.reader.latest_checkpoints(ledger)]
         try:
             replication = ReplicationLedger(self._redis())
@@ -432,8 +461,15 @@ class Gateway:
                 notes.extend(replication.outside_cosignatures(ledger).values())
         except (redis.RedisError, OSError) as e:  # the store's own notes are still served
             log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
+        # Each note with the key in force at its size only (13.8); the origin is the keys' name.
         trusted = (*self.witness_keys.values(), *(outside.keys if outside is not None else ()))
-        gathered = gather(notes, key, key.name, trusted)  # the origin is the key's name
+        gathered = [
+            g
+            for key in chain.keys
+            for g in gather(notes, key, chain.origin, trusted)
+            if chain.key_for_size(g.checkpoint.size) == key
+        ]
+        gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
@@ -442,7 +478,14 @@ class Gateway:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
         self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
-        served = ServedCheckpoint(ledger, best, key, self.witness_keys, outside)
+        size = best.checkpoint.size
+        tree = self._tree(ledger)
+        rotations = tuple(
+            RotationProof(h, self._record(ledger, h)[1], tuple(tree.inclusion_proof(h, size)))
+            for h in chain.heights
+            if h < size
+        )
+        served = ServedCheckpoint(ledger, best, chain.key_for_size(size), self.witness_keys, outside, rotations)
         with self._voters_lock:
             self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
         return served
@@ -460,7 +503,7 @@ class Gateway:
                 f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
             )
         proof = self._tree(ledger).inclusion_proof(height, size)
-        return Receipt.of(data, proof, served.gathered.note)
+        return Receipt.of(data, proof, served.gathered.note, served.rotations)
 
     def voter(self, ledger: str, eid: str) -> dict[str, Any]:
         """The records naming ``eid``, each with its receipt under the served checkpoint (a

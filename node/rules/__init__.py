@@ -29,7 +29,7 @@ from ..outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..record import ACCOUNT_PATTERN, Record
 
 # Genesis rules fields a domain allows beside its own: the pinned checkpoint key (10.7) and the
-# outside witnesses with their quorum (13.8).
+# outside witnesses with their quorum (13.9).
 BESIDE = ("checkpoint_key", "standby_key", WITNESSES_FIELD, QUORUM_FIELD)
 
 # Account names as docs/PROTOCOL.md section 2 defines them, the authors' own pattern: an
@@ -136,8 +136,9 @@ class GenesisReader:
 
     def keys(self, required: Collection[str], optional: Collection[str] = ()) -> None:
         missing = sorted(set(required) - set(self.rules))
-        # Beside the domain's own fields: its type, the checkpoint keys a genesis may pin (the home's, 10.7, and its standby's, 10.9),
-        # the outside witnesses it may list (13.8) and its identifier rule (7.5).
+        # Beside the domain's own fields: its type, the checkpoint keys a genesis may pin (the
+        # home's, 10.7, and its standby's, 10.9), the outside witnesses it may list (13.9) and
+        # its identifier rule (7.5).
         unknown = sorted(set(self.rules) - set(required) - set(optional) - {"type", IDENTIFIER_RULE_KEY, *BESIDE})
         if missing or unknown:
             self.fail(f"missing fields {missing}, unknown fields {unknown}")

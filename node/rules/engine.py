@@ -42,6 +42,7 @@ from ..errors import (
     RuleError,
     RulesOutOfSyncError,
 )
+from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
@@ -225,7 +226,9 @@ class RulesEngine:
             if held.epochs is None:
                 refuse(BadEpochError, record, "a handover needs a genesis that pins checkpoint_key and standby_key")
             epoch = held.epochs.next_epoch(record)
-        plan = held.domain.plan(record)
+        # A checkpoint key rotation (PROTOCOL 13.8) is the log's, not the domain's: the key
+        # chain checks it, and it changes no tally.
+        plan = Plan(lambda: None) if record.content.kind == ROTATION_KIND else held.domain.plan(record)
         head = Ref.of(record)
         epochs = held.epochs
 

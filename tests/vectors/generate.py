@@ -19,9 +19,10 @@ import msgpack
 
 from vledger.config.settings import Limits
 from vledger.node.export import StoredRecord, encode_checkpoint_line, encode_line
+from vledger.node.key_rotation import ROTATION_KIND, rotation_message, rotation_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
-from vledger.node.receipt import Receipt
+from vledger.node.receipt import Receipt, RotationProof
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
@@ -566,6 +567,135 @@ def checkpoint_export_vector() -> dict[str, Any]:
     }
 
 
+def rotation_vector() -> dict[str, Any]:
+    """A ledger that rotates its checkpoint key twice (PROTOCOL 13.8): its records, the
+    rotation messages, a checkpoint by each key, a receipt past both rotations, and receipts
+    that each break one check, with the code a verifier reports."""
+    limits = Limits()
+    ledger = "audit-keys"
+    origin = f"local/{ledger}"
+    keys = [SignerKey(origin, ALG_ED25519, bytes(range(i, i + 32))) for i in (100, 140, 180)]
+    rules = LedgerRules(
+        kinds=(ROTATION_KIND, "note"), difficulty=0, rules={"checkpoint_key": keys[0].verifier().encode()}
+    )
+    genesis = Entry.prepare(rules.genesis_content(ledger, "admin", "create-1", T0), 0, limits)
+    records = [genesis.place(0, ZERO_LINK, T0 + 5, ORIGIN)]
+
+    def append(kind: str, payload: dict[str, Any], on: list[Record]) -> Record:
+        i = len(on)
+        content = Content(ledger, kind, payload, "admin", f"req-{i}", T0 + 1000 * i)
+        record = Entry.prepare(content, 0, limits).place(i, on[-1].link, T0 + 1000 * i + 5, ORIGIN)
+        on.append(record)
+        return record
+
+    for i in (1, 2):
+        append("note", {"n": i}, records)
+    append(ROTATION_KIND, rotation_payload(keys[0], keys[1].verifier()), records)  # height 3
+    append("note", {"n": 4}, records)
+    append(ROTATION_KIND, rotation_payload(keys[1], keys[2].verifier()), records)  # height 5
+    append("note", {"n": 6}, records)
+    size = len(records)
+    leaves = [leaf_hash(r.encode()) for r in records]
+    levels: dict[tuple[int, int], bytes] = {}
+    frontier = Frontier()
+    for leaf in leaves:
+        levels.update(((level, index), node) for level, index, node in frontier.append(leaf))
+    root = frontier.root()
+
+    def proof(index: int) -> tuple[bytes, ...]:
+        return tuple(inclusion_proof(index, size, lambda level, i: levels[(level, i)]))
+
+    def note(key: SignerKey) -> bytes:
+        body = Checkpoint(origin, size, root).body()
+        return Note(body, (sign(body, key),)).encode()
+
+    rotations = (RotationProof(3, records[3].encode(), proof(3)), RotationProof(5, records[5].encode(), proof(5)))
+    good = Receipt.of(records[6].encode(), proof(6), note(keys[2]), rotations)
+    forged = records[:5]
+    append(ROTATION_KIND, rotation_payload(keys[0], keys[2].verifier()), forged)  # by a retired key
+    replayed = records[:5]
+    append(ROTATION_KIND, dict(records[3].content.payload), replayed)  # K0 -> K1 once more
+    swapped = (rotations[1], rotations[0])
+    bad = [
+        (
+            "signed by the key of size 5, retired at 6",
+            dataclasses.replace(good, checkpoint=note(keys[1])),
+            "retired_key",
+        ),
+        ("the rotations left out", dataclasses.replace(good, rotations=()), "unverified_note"),
+        ("rotations out of order", dataclasses.replace(good, rotations=swapped), "bad_receipt"),
+        (
+            "a rotation signed by a retired key",
+            dataclasses.replace(good, rotations=(rotations[0], RotationProof(5, forged[5].encode(), proof(5)))),
+            "bad_rotation",
+        ),
+        (
+            "a rotation replayed",
+            dataclasses.replace(good, rotations=(rotations[0], RotationProof(5, replayed[5].encode(), proof(5)))),
+            "bad_rotation",
+        ),
+        (
+            "a rotation's proof of another leaf",
+            dataclasses.replace(good, rotations=(rotations[0], RotationProof(5, records[5].encode(), proof(4)))),
+            "bad_proof",
+        ),
+    ]
+
+    def export(chain: list[Record], after: dict[int, bytes]) -> str:
+        out = []
+        for r in chain:
+            out.append(export_line(r))
+            if r.height in after:
+                out.append(encode_checkpoint_line(ledger, after[r.height]).decode("utf-8"))
+        return "".join(out)
+
+    frontier = Frontier()
+    roots = []
+    for r in records:
+        frontier.append(leaf_hash(r.encode()))
+        roots.append(frontier.root())
+
+    def at(size: int, key: SignerKey) -> bytes:
+        body = Checkpoint(origin, size, roots[size - 1]).body()
+        return Note(body, (sign(body, key),)).encode()
+
+    exports = [
+        (
+            "valid: a checkpoint by each key, each at a size where it is in force",
+            export(records, {2: at(3, keys[0]), 3: at(4, keys[1]), 6: at(7, keys[2])}),
+            None,
+            None,
+        ),
+        ("the old key past its rotation", export(records, {3: at(4, keys[0])}), "retired_key", 3),
+        (
+            "the new key before its rotation, not known yet there",
+            export(records, {2: at(3, keys[1])}),
+            "unverified_note",
+            2,
+        ),
+        ("a rotation signed by a retired key", export(forged, {}), "bad_rotation", 5),
+        ("a rotation replayed", export(replayed, {}), "bad_rotation", 5),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: rotation_vector",
+        "exports": [
+            {"why": why, "export": text, "code": code, "height": height} for why, text, code, height in exports
+        ],
+        "ledger": ledger,
+        "keys": [{"vkey": k.verifier().encode(), "skey": k.encode()} for k in keys],
+        "records_b64": [base64.b64encode(r.encode()).decode("ascii") for r in records],
+        "rotations": [
+            {"height": h, "message_hex": rotation_message(origin, keys[i].verifier(), keys[i + 1].verifier()).hex()}
+            for i, h in enumerate((3, 5))
+        ],
+        # [checkpoint size, index of the key in force at that size]
+        "key_in_force": [[0, 0], [3, 0], [4, 1], [5, 1], [6, 2], [7, 2]],
+        "checkpoints": {"by_key_2": note(keys[2]).decode("utf-8"), "by_key_0": note(keys[0]).decode("utf-8")},
+        "receipt": good.encode().decode("utf-8"),
+        "bad": [{"why": why, "receipt": r.encode().decode("utf-8"), "code": code} for why, r, code in bad],
+    }
+
+
 def witness_log() -> SignerKey:
     """A log key of the right name that the genesis does not pin (a forked view's signer)."""
     return SignerKey("local/audit", ALG_ED25519, bytes(range(64, 96)))
@@ -581,6 +711,7 @@ def documents(records: list[Record]) -> dict[str, str]:
         "invalid.json": json.dumps(invalid_cases(records), indent=1, ensure_ascii=False) + "\n",
         "receipt.json": json.dumps(receipt_vector(records), indent=1, ensure_ascii=False) + "\n",
         "export_checkpoints.json": json.dumps(checkpoint_export_vector(), indent=1, ensure_ascii=False) + "\n",
+        "rotation.json": json.dumps(rotation_vector(), indent=1, ensure_ascii=False) + "\n",
     }
 
 

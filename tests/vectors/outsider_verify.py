@@ -842,7 +842,7 @@ def verify_lines(lines) -> "list[dict]":
                 data, _height, _hash, error = parse_line(line)
                 file_failure = (error or VerifyError("bad_line", "line: names no ledger"), number)
             continue
-        # [verifier, record lines, head, failure, leaf hashes (section 12), pinned key (section 3), checkpoints]
+        # [verifier, record lines, head, failure, leaf hashes (section 12), key chain (13.8), checkpoints]
         state = ledgers.setdefault(current, [LedgerVerifier(current), 0, None, None, [], None, 0])
         checkpoint_line = is_checkpoint_line(line)
         if not checkpoint_line:
@@ -863,11 +863,18 @@ def verify_lines(lines) -> "list[dict]":
                 raise error  # the record was never read: feed() names its position
             state[2] = verifier.feed(data, {"height": height, "hash": hash_hex})
             state[4].append(leaf_hash(data))
+            record, content = parse_record(data)
             if verifier.height == 1:
-                rules = genesis_rules(*parse_record(data))["rules"]
-                state[5] = pinned_keys(rules, *parse_record(data))
-            elif isinstance(state[5], dict) and state[5]["standby"] is not None:
-                follow_epochs(state[5], *parse_record(data))
+                rules = genesis_rules(record, content)["rules"]
+                state[5] = pinned_keys(rules, record, content)
+                if state[5] is not None:
+                    state[5]["chain"] = KeyChain(parse_vkey(state[5]["checkpoint"]), state[5]["checkpoint"])
+            elif content["kind"] == ROTATION_KIND:
+                if state[5] is None:
+                    raise VerifyError("bad_rotation", "the genesis pins no checkpoint key", record["height"])
+                state[5]["chain"].rotate(record["height"], content)
+            elif state[5] is not None and state[5]["standby"] is not None:
+                follow_epochs(state[5], record, content)
         except VerifyError as exc:
             if exc.height is None:
                 exc.height = verifier.height
@@ -961,8 +968,7 @@ def _check_checkpoint_line(note: bytes, ledger: str, leaves: list, pinned: objec
         check_epoch(note, pinned, size, extensions)
     elif isinstance(pinned, dict):
         try:
-            key = parse_vkey(pinned["checkpoint"])
-            verify_checkpoint(note, key, [], 0)
+            pinned["chain"].check_checkpoint(note, [], 0)  # 13.8: the key in force at its size
         except VerifyError as exc:
             exc.height = size - 1
             raise
@@ -1360,6 +1366,8 @@ def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]",
 
 MAX_RECEIPT_BYTES = 262_144
 RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
+ROTATION_ITEM_KEYS = ("index", "record", "proof")
+MAX_ROTATIONS = 32
 
 
 class _JsonObject(dict):
@@ -1399,7 +1407,7 @@ def parse_receipt(data: bytes) -> dict:
         obj = json.loads(data.decode("utf-8"), object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, _NotJson):
         raise VerifyError("bad_receipt", "not UTF-8 JSON") from None
-    if type(obj) is not _JsonObject or tuple(obj) != RECEIPT_KEYS:
+    if type(obj) is not _JsonObject or tuple(obj) not in (RECEIPT_KEYS, (*RECEIPT_KEYS, "rotations")):
         raise VerifyError("bad_receipt", "not an object with exactly the receipt's keys in order")
     if type(obj["v"]) is not int or obj["v"] != 1 or type(obj["ledger"]) is not str:
         raise VerifyError("bad_receipt", "v or ledger")
@@ -1420,43 +1428,134 @@ def parse_receipt(data: bytes) -> dict:
         raise VerifyError("bad_receipt", "a lone surrogate") from None
     if again != data:
         raise VerifyError("bad_receipt", "not the canonical form of the file")
-    return {**obj, "record": record, "proof": hashes, "checkpoint": obj["checkpoint"].encode("utf-8")}
+    rotations = _parse_rotations(obj.get("rotations"))
+    return {
+        **obj,
+        "record": record,
+        "proof": hashes,
+        "checkpoint": obj["checkpoint"].encode("utf-8"),
+        "rotations": rotations,
+    }
 
 
-def verify_receipt(data: bytes, log_key: NoteKey, witnesses=(), q: int = 0, genesis: "bytes | None" = None) -> dict:
-    """14.3, steps 1 to 6. Returns the verified checkpoint (verify_checkpoint's result)."""
+def _parse_rotations(value: object) -> list:
+    """14.2: the optional rotations, [(index, record bytes, [proof hashes])]."""
+    if value is None:
+        return []
+    if type(value) is not list or not 1 <= len(value) <= MAX_ROTATIONS:
+        raise VerifyError("bad_receipt", "rotations: 1 to 32 items when present")
+    found = []
+    for item in value:
+        if type(item) is not _JsonObject or tuple(item) != ROTATION_ITEM_KEYS or item.repeated:
+            raise VerifyError("bad_receipt", "a rotation is an object with exactly index, record, proof")
+        index, record, proof = item["index"], item["record"], item["proof"]
+        if type(index) is not int or not 0 <= index <= MAX_INDEX:
+            raise VerifyError("bad_receipt", "a rotation's index")
+        raw = _canonical_b64(record) if type(record) is str else None
+        if raw is None or type(proof) is not list or len(proof) > MAX_PROOF_HASHES:
+            raise VerifyError("bad_receipt", "a rotation's record or proof")
+        hashes = [_canonical_b64(p) if type(p) is str else None for p in proof]
+        if any(h is None for h in hashes):
+            raise VerifyError("bad_receipt", "a rotation's proof hash")
+        found.append((index, raw, hashes))
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# Section 13.8: checkpoint key rotation
+# --------------------------------------------------------------------------------------
+
+ROTATION_KIND = "checkpoint_key"
+ROTATION_HEADER = "vledger/checkpoint-key-rotation/v1"
+
+
+class KeyChain:
+    """13.8: the keys K0..Km (with their vkey strings) and the rotation heights h1..hm."""
+
+    def __init__(self, first: NoteKey, first_text: str) -> None:
+        self.keys = [(first, first_text)]
+        self.heights: list = []
+
+    def in_force(self, size: int) -> NoteKey:
+        """The key in force at size n: K_i, i = the number of rotation heights below n."""
+        return self.keys[sum(1 for h in self.heights if h < size)][0]
+
+    def rotate(self, height: int, content: dict) -> None:
+        """Take the rotation record at ``height`` (its content map). Raises VerifyError('bad_rotation')."""
+        if self.heights and height <= self.heights[-1]:
+            raise VerifyError("bad_rotation", "rotations out of height order", height)
+        payload = content["payload"]
+        if type(payload) is not dict or sorted(payload) != ["key", "signature"]:
+            raise VerifyError("bad_rotation", "the payload has exactly key and signature", height)
+        text = payload["key"]
+        try:
+            new = parse_vkey(text)
+        except VerifyError:
+            raise VerifyError("bad_rotation", "the new key is not a vkey", height) from None
+        old, old_text = self.keys[-1]
+        if new.type != TYPE_NOTE or new.name != old.name:
+            raise VerifyError("bad_rotation", "the new key is not a type 0x01 key of the origin", height)
+        if any(k.public == new.public for k, _ in self.keys):
+            raise VerifyError("bad_rotation", "a key used before", height)
+        signature = _canonical_b64(payload["signature"]) if type(payload["signature"]) is str else None
+        if signature is None or len(signature) != 64:
+            raise VerifyError("bad_rotation", "the signature is not the canonical base64 of 64 bytes", height)
+        message = f"{ROTATION_HEADER}\n{old.name}\n{old_text}\n{text}\n".encode()
+        if not ed25519_verify(old.public, message, signature):
+            raise VerifyError("bad_rotation", "not signed by the key in force", height)
+        self.keys.append((new, text))
+        self.heights.append(height)
+
+    def check_checkpoint(self, data: bytes, witnesses: "list[NoteKey]", q: int) -> dict:
+        """A checkpoint must be signed by the key in force at its size; another key of the
+        chain is 'retired_key'."""
+        text, _ = parse_note(data)
+        _, size, _, _ = parse_checkpoint(text)
+        expected = self.in_force(size)
+        try:
+            return verify_checkpoint(data, expected, witnesses, q)
+        except VerifyError as exc:
+            if exc.code != "unverified_note":
+                raise
+            for key, _ in self.keys:
+                if key != expected:
+                    try:
+                        verify_checkpoint(data, key, [], 0)
+                    except VerifyError:
+                        continue
+                    raise VerifyError(
+                        "retired_key", f"signed by another key of the chain than the one at {size}"
+                    ) from None
+            raise
+
+
+def verify_receipt(
+    data: bytes,
+    log_key: NoteKey,
+    witnesses=(),
+    q: int = 0,
+    genesis: "bytes | None" = None,
+    log_key_text: "str | None" = None,
+) -> dict:
+    """14.3, steps 1 to 7. Returns the verified checkpoint (verify_checkpoint's result).
+    ``log_key_text`` is the checkpoint key's vkey string (needed to follow rotations)."""
     receipt = parse_receipt(data)  # 1
     ledger = receipt["ledger"]
-    record, content = parse_record(receipt["record"])  # 2
-    if content["ledger"] != ledger:
-        raise VerifyError("wrong_ledger", "the record's ledger")
-    if record["height"] != receipt["index"] or record["link"].hex() != receipt["hash"]:
-        raise VerifyError("bad_receipt", "the record's height or link is not the receipt's")
-    if genesis is not None:  # 3, with the genesis
-        if record["height"] == 0:
-            if bytes(genesis) != receipt["record"]:
-                raise VerifyError("bad_link", "not the genesis given")
-        else:
-            gen_record, gen_content = parse_record(genesis)
-            rules = genesis_rules(gen_record, gen_content)
-            verifier = LedgerVerifier(ledger)
-            verifier.height = record["height"]
-            verifier.prev_link = record["prev"]
-            verifier.difficulty, verifier.kinds = rules["difficulty"], frozenset(rules["kinds"])
-            verifier.feed(receipt["record"])
-    else:  # 3, without
-        if record["checksum"] != checksum_of(record["content"]):
-            raise VerifyError("bad_checksum", "checksum")
-        link = link_of(
-            record["prev"], record["checksum"], record["height"], record["nonce"], record["accepted"], record["origin"]
-        )
-        if link != record["link"]:
-            raise VerifyError("bad_link", "own link")
+    _check_receipt_record(receipt["record"], receipt["index"], receipt["hash"], ledger, genesis)  # 2, 3
     if not log_key.name.endswith("/" + ledger):  # 4
         raise VerifyError("wrong_origin", "the checkpoint key is of another ledger")
-    signer = log_key
-    try:  # 5
-        checkpoint = verify_checkpoint(receipt["checkpoint"], log_key, list(witnesses), q)
+    indexes = [index for index, _, _ in receipt["rotations"]]  # 5
+    if indexes != sorted(set(indexes)):
+        raise VerifyError("bad_receipt", "rotations not in increasing index order")
+    chain = KeyChain(log_key, log_key_text if log_key_text is not None else "")
+    for index, raw, _ in receipt["rotations"]:
+        _, content = _check_receipt_record(raw, index, None, ledger, genesis)
+        if content["kind"] != ROTATION_KIND:
+            raise VerifyError("bad_receipt", "a rotation that is not of kind checkpoint_key")
+        chain.rotate(index, content)
+    try:  # 6
+        checkpoint = chain.check_checkpoint(receipt["checkpoint"], list(witnesses), q)
+        signer = chain.in_force(checkpoint["size"])
     except VerifyError as exc:
         standby = _standby_key(genesis) if exc.code == "unverified_note" and genesis is not None else None
         if standby is None:
@@ -1468,14 +1567,52 @@ def verify_receipt(data: bytes, log_key: NoteKey, witnesses=(), q: int = 0, gene
         if len(epochs) != 1 or len(epochs[0]) != 3 or not epochs[0][1].isdigit() or int(epochs[0][1]) < 2:
             raise VerifyError("bad_epoch", "signed by the standby key without an epoch line") from None
     outside = genesis_outside(genesis) if genesis is not None else None
-    if outside is not None:  # 5, the outside witnesses a genesis lists and their quorum (13.8)
+    if outside is not None:  # 6, the outside witnesses a genesis lists and their quorum (13.9)
         checkpoint["outside"] = verify_checkpoint(
             receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
         )["witnesses"]
-    verify_inclusion(  # 6
+    verify_inclusion(  # 7
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )
+    for index, raw, proof in receipt["rotations"]:
+        verify_inclusion(leaf_hash(raw), index, checkpoint["size"], proof, checkpoint["root"])
     return checkpoint
+
+
+def _check_receipt_record(data: bytes, index: int, hash_hex: "str | None", ledger: str, genesis) -> tuple:
+    """14.3 steps 2 and 3 for one record the receipt places at ``index``."""
+    record, content = parse_record(data)  # 2
+    if content["ledger"] != ledger:
+        raise VerifyError("wrong_ledger", "the record's ledger")
+    if record["height"] != index or (hash_hex is not None and record["link"].hex() != hash_hex):
+        raise VerifyError("bad_receipt", "the record's height or link is not the receipt's")
+    if genesis is not None:  # 3, with the genesis
+        if record["height"] == 0:
+            if bytes(genesis) != data:
+                raise VerifyError("bad_link", "not the genesis given")
+        else:
+            gen_record, gen_content = parse_record(genesis)
+            rules = genesis_rules(gen_record, gen_content)
+            verifier = LedgerVerifier(ledger)
+            verifier.height = record["height"]
+            verifier.prev_link = record["prev"]
+            verifier.difficulty, verifier.kinds = rules["difficulty"], frozenset(rules["kinds"])
+            verifier.feed(data)
+    else:  # 3, without
+        if record["checksum"] != checksum_of(record["content"]):
+            raise VerifyError("bad_checksum", "checksum")
+        link = link_of(
+            record["prev"], record["checksum"], record["height"], record["nonce"], record["accepted"], record["origin"]
+        )
+        if link != record["link"]:
+            raise VerifyError("bad_link", "own link")
+    return record, content
+
+
+def genesis_key_text(genesis: bytes) -> str:
+    """The vkey string a genesis pins (the first key of the chain, 13.8), as written there."""
+    record, content = parse_record(genesis)
+    return genesis_rules(record, content)["rules"]["checkpoint_key"]
 
 
 def genesis_outside(genesis: bytes) -> "tuple[list[NoteKey], int] | None":
@@ -1557,8 +1694,9 @@ def main_receipt(argv: "list[str]") -> int:
     try:
         ledger = parse_receipt(data)["ledger"]
         key = genesis_key(genesis, ledger) if genesis is not None else parse_vkey(options["--key"])
+        text = genesis_key_text(genesis) if genesis is not None else options["--key"]
         witnesses = [parse_vkey(w) for w in options["--witness"]]
-        checkpoint = verify_receipt(data, key, witnesses, int(options.get("--quorum", "0")), genesis)
+        checkpoint = verify_receipt(data, key, witnesses, int(options.get("--quorum", "0")), genesis, text)
     except (VerifyError, KeyError, ValueError) as exc:
         code = exc.code if isinstance(exc, VerifyError) else "usage"
         print(json.dumps({"ok": False, "error": {"code": code, "message": str(exc)}}))

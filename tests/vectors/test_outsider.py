@@ -1586,3 +1586,58 @@ def test_outsider_export_with_checkpoint_lines() -> None:
         ), case["why"]
         if case["code"] is None:
             assert result["records"] == vector["records"] and result["checkpoints"] == 2
+
+
+ROTATION = json.loads((HERE / "rotation.json").read_text(encoding="utf-8"))
+
+
+def test_outsider_follows_a_rotated_key_chain() -> None:
+    """13.8 from the specification alone: the rotation messages, the key in force at each
+    size, a receipt past two rotations from the genesis alone, and each bad receipt's code."""
+    records = [base64.b64decode(r) for r in ROTATION["records_b64"]]
+    genesis = records[0]
+    ledger = ROTATION["ledger"]
+    key, text = ov.genesis_key(genesis, ledger), ov.genesis_key_text(genesis)
+    chain = ov.KeyChain(key, text)
+    for rotation in ROTATION["rotations"]:
+        _, content = ov.parse_record(records[rotation["height"]])
+        chain.rotate(rotation["height"], content)
+        old, new = chain.keys[-2][1], chain.keys[-1][1]
+        message = f"vledger/checkpoint-key-rotation/v1\nlocal/{ledger}\n{old}\n{new}\n".encode()
+        assert message.hex() == rotation["message_hex"]
+    vkeys = [k["vkey"] for k in ROTATION["keys"]]
+    for size, index in ROTATION["key_in_force"]:
+        assert chain.in_force(size) == ov.parse_vkey(vkeys[index])
+    assert chain.check_checkpoint(ROTATION["checkpoints"]["by_key_2"].encode("utf-8"), [], 0)["size"] == len(records)
+    with pytest.raises(ov.VerifyError, match="retired_key"):
+        chain.check_checkpoint(ROTATION["checkpoints"]["by_key_0"].encode("utf-8"), [], 0)
+    got = ov.verify_receipt(ROTATION["receipt"].encode("utf-8"), key, [], 0, genesis, text)
+    assert got["size"] == len(records)
+    for case in ROTATION["bad"]:
+        with pytest.raises(ov.VerifyError) as e:
+            ov.verify_receipt(case["receipt"].encode("utf-8"), key, [], 0, genesis, text)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_outsider_receipt_command_line_past_rotations(tmp_path: Path) -> None:
+    receipt, genesis = tmp_path / "r.receipt", tmp_path / "genesis.bin"
+    receipt.write_text(ROTATION["receipt"], encoding="utf-8")
+    genesis.write_bytes(base64.b64decode(ROTATION["records_b64"][0]))
+    run = subprocess.run(
+        [sys.executable, str(HERE / "outsider_verify.py"), "receipt", str(receipt), "--genesis", str(genesis)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["size"] == len(ROTATION["records_b64"])
+
+
+def test_outsider_rotation_exports() -> None:
+    for case in ROTATION["exports"]:
+        (result,) = ov.verify_lines(case["export"])
+        error = result["error"]
+        assert (error["code"] if error else None, error["height"] if error else None) == (
+            case["code"],
+            case["height"],
+        ), case["why"]

@@ -14,9 +14,11 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node import tree
-from vledger.node.errors import VledgerError
+from vledger.node.errors import RetiredKeyError, VledgerError
+from vledger.node.key_rotation import chain_of
+from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_verifier_key
-from vledger.node.receipt import ReceiptKeys, verify_receipt
+from vledger.node.receipt import ReceiptKeys, keys_from_genesis, verify_receipt
 from vledger.node.record import decode_record
 from vledger.node.verify import ChainVerifier
 from vledger.node.work import work_digest
@@ -138,3 +140,36 @@ def test_export_checkpoint_vectors_give_their_codes(tmp_path: Path) -> None:
             case["height"],
         ), case["why"]
         assert report.records == vector["records"] or case["code"] is not None
+
+
+def test_rotation_vector_follows_the_key_chain() -> None:
+    """rotation.json (PROTOCOL 13.8): our code verifies its receipt from the genesis alone,
+    refuses each bad one with its code, and derives the key in force it states at each size."""
+    vector = json.loads((HERE / "rotation.json").read_text(encoding="utf-8"))
+    records = [decode_record(base64.b64decode(r), Limits()) for r in vector["records_b64"]]
+    keys = keys_from_genesis(records[0].encode(), vector["ledger"])
+    chain = chain_of(vector["ledger"], LedgerRules.from_genesis(records[0].content, Limits()), records[1:])
+    assert chain is not None
+    vkeys = [k["vkey"] for k in vector["keys"]]
+    for size, index in vector["key_in_force"]:
+        assert chain.key_for_size(size).encode() == vkeys[index]
+    assert verify_receipt(vector["receipt"].encode("utf-8"), keys).checkpoint.checkpoint.size == len(records)
+    with pytest.raises(RetiredKeyError):
+        chain.check(vector["checkpoints"]["by_key_0"].encode("utf-8"))
+    for case in vector["bad"]:
+        with pytest.raises(VledgerError) as e:
+            verify_receipt(case["receipt"].encode("utf-8"), keys)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_rotation_exports_give_their_codes(tmp_path: Path) -> None:
+    """rotation.json's exports: each checkpoint is checked with the key in force at its size."""
+    vector = json.loads((HERE / "rotation.json").read_text(encoding="utf-8"))
+    for number, case in enumerate(vector["exports"]):
+        path = tmp_path / f"{number}.jsonl"
+        path.write_text(case["export"], encoding="utf-8")
+        report = verify_file(path, None, Limits()).reports[0]
+        assert (report.error.code if report.error else None, report.error_height) == (
+            case["code"],
+            case["height"],
+        ), case["why"]

@@ -89,7 +89,7 @@ def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
         kept,
         cluster=CLUSTER,
         witnesses={name: witness_key(name, key.public.raw) for name, key in WITNESS_KEYS.items()},
-        log_key_of=lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
         on_alert=alerts.append,
         ignored=["observer-1"],
     )

@@ -1133,7 +1133,7 @@ def test_completion_of_verbs_subverbs_and_options() -> None:
     parser = shell_parser()
     assert completions(parser, "", "le") == ["ledger"]
     assert "help" in completions(parser, "", "") and "quit" in completions(parser, "", "")
-    assert completions(parser, "ledger ", "") == ["create", "list", "promote"]
+    assert completions(parser, "ledger ", "") == ["create", "list", "promote", "rotate-key"]
     assert completions(parser, "user key ", "") == ["add", "revoke"]
     assert completions(parser, "put notes note ", "--p") == ["--payload"]
     assert "--electronic-id" in completions(parser, "vote cast e ", "--")

@@ -107,12 +107,94 @@ async function verifyCheckpointNote(note, logKey, witnessKeys) {
   return { checkpoint, logOk, cosigned };
 }
 
-// 14.2: a receipt file's values (the canonical encoding is checked by the CLI and the outsider).
+// 14.2: a receipt file's values (the canonical encoding is checked by the CLI and the outsider);
+// "rotations" (13.8) only when the checkpoint's key is not the genesis key.
 function parseReceipt(text) {
   const r = JSON.parse(text);
   const keys = ["v", "ledger", "index", "hash", "record", "proof", "checkpoint"];
-  if (JSON.stringify(Object.keys(r)) !== JSON.stringify(keys) || r.v !== 1) throw new Error("not a receipt (14.2)");
-  return { ...r, record: bytesOfBase64(r.record), proof: r.proof.map(bytesOfBase64) };
+  const got = JSON.stringify(Object.keys(r));
+  if ((got !== JSON.stringify(keys) && got !== JSON.stringify([...keys, "rotations"])) || r.v !== 1) {
+    throw new Error("not a receipt (14.2)");
+  }
+  const rotations = (r.rotations || []).map((x) => ({ index: x.index, record: bytesOfBase64(x.record), proof: x.proof.map(bytesOfBase64) }));
+  return { ...r, record: bytesOfBase64(r.record), proof: r.proof.map(bytesOfBase64), rotations };
+}
+
+// Section 1, read only as far as a record's fields need: nil, bool, int, str, bin, array, map.
+function decodeMsgpack(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const take = (n) => { if (at + n > bytes.length) throw new Error("truncated msgpack"); const b = bytes.slice(at, at + n); at += n; return b; };
+  const uint = (n) => { const v = n === 1 ? view.getUint8(at) : n === 2 ? view.getUint16(at) : n === 4 ? view.getUint32(at) : view.getBigUint64(at); at += n; return v; };
+  const value = () => {
+    const b = uint(1);
+    if (b <= 0x7f) return b;
+    if (b >= 0xe0) return b - 0x100;
+    if ((b & 0xf0) === 0x80) return map(b & 0x0f);
+    if ((b & 0xf0) === 0x90) return array(b & 0x0f);
+    if ((b & 0xe0) === 0xa0) return textOf(take(b & 0x1f));
+    switch (b) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: return take(uint(1));
+      case 0xc5: return take(uint(2));
+      case 0xc6: return take(uint(4));
+      case 0xcc: return uint(1);
+      case 0xcd: return uint(2);
+      case 0xce: return uint(4);
+      case 0xcf: return uint(8);
+      case 0xd0: { const v = view.getInt8(at); at += 1; return v; }
+      case 0xd1: { const v = view.getInt16(at); at += 2; return v; }
+      case 0xd2: { const v = view.getInt32(at); at += 4; return v; }
+      case 0xd3: { const v = view.getBigInt64(at); at += 8; return v; }
+      case 0xd9: return textOf(take(uint(1)));
+      case 0xda: return textOf(take(uint(2)));
+      case 0xdb: return textOf(take(uint(4)));
+      case 0xdc: return array(uint(2));
+      case 0xdd: return array(uint(4));
+      case 0xde: return map(uint(2));
+      case 0xdf: return map(uint(4));
+      default: throw new Error(`msgpack type ${b} is not one a record holds`);
+    }
+  };
+  const array = (n) => Array.from({ length: n }, value);
+  const map = (n) => { const m = {}; for (let i = 0; i < n; i++) { const k = value(); m[k] = value(); } return m; };
+  const result = value();
+  if (at !== bytes.length) throw new Error("bytes after the msgpack value");
+  return result;
+}
+
+// 13.8: from the genesis key, each rotation record must be signed by the key in force before it
+// over "vledger/checkpoint-key-rotation/v1\n<origin>\n<old vkey>\n<new vkey>\n" and name a key
+// never used before; returns the key in force after them. Their places are proven by the caller.
+async function followKeyChain(firstKey, rotations, ledger) {
+  let key = firstKey;
+  const used = [hexOf(firstKey.publicKey)];
+  let last = -1;
+  for (const rotation of rotations) {
+    if (rotation.index <= last) throw new Error("rotations out of order");
+    last = rotation.index;
+    const record = decodeMsgpack(rotation.record);
+    const content = decodeMsgpack(record.content);
+    if (Number(record.height) !== rotation.index || content.ledger !== ledger || content.kind !== "checkpoint_key") {
+      throw new Error(`the record at ${rotation.index} is not a key rotation of ${ledger}`);
+    }
+    const payload = content.payload || {};
+    if (JSON.stringify(Object.keys(payload).sort()) !== JSON.stringify(["key", "signature"])) throw new Error("a malformed rotation");
+    const next = await parseVkey(payload.key);
+    const signature = bytesOfBase64(payload.signature);
+    if (next.alg !== 1 || next.name !== key.name || used.includes(hexOf(next.publicKey)) || signature.length !== 64) {
+      throw new Error(`the rotation at ${rotation.index} names no new key of ${key.name}`);
+    }
+    const message = utf8.encode(`vledger/checkpoint-key-rotation/v1\n${key.name}\n${key.vkey}\n${next.vkey}\n`);
+    if (!await verifyEd25519(key.publicKey, signature, message)) {
+      throw new Error(`the rotation at ${rotation.index} is not signed by the key in force`);
+    }
+    used.push(hexOf(next.publicKey));
+    key = next;
+  }
+  return key;
 }
 
 async function getJSON(path) {
@@ -158,5 +240,6 @@ async function fillLedgers(select, type) {
 
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
-  parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, getJSON, onEvents, el, fillLedgers,
+  parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
+  getJSON, onEvents, el, fillLedgers,
 };

@@ -368,7 +368,7 @@ def test_the_tally_matches_a_simple_model(rules_kit: Any, ops: list[tuple[str, i
 
 
 def test_an_election_may_list_outside_witnesses_beside_its_rules(rules_kit: Any) -> None:
-    # PROTOCOL 3 and 13.8: the genesis fields of outside witnesses are not the domain's to refuse.
+    # PROTOCOL 3 and 13.9: the genesis fields of outside witnesses are not the domain's to refuse.
     listed = "witness.example/w1+5aee1a5a+BEL5vJqSqX4BqNIs3NFKiEoDrrn1P1x9ouN4rBAr/SPr"
     bench = rules_kit.election(witnesses=[listed], quorum=1)
     assert isinstance(bench.engine.state(bench.ledger.name).domain, ElectionState)

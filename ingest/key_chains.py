@@ -1,0 +1,210 @@
+"""Each ledger's checkpoint key chain as a node's store holds it (docs/PROTOCOL.md 13.8).
+
+The chain starts at the key the genesis pins (else, by the version rule of 10.7, the home's
+configured key) and follows every ``checkpoint_key`` record of the ledger. It is derived
+from the store, never kept apart from it, so a restarted node knows which key is in force
+from its records alone. Records are scanned once: a cache per ledger remembers how far it
+read, and only records whose bytes hold the kind's name are decoded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import NoteKeyError, RotationError, VledgerError
+from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain, may_rotate, rotation_payload
+from ..node.ledger import LedgerRules
+from ..node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, origin_for, sign
+from ..node.record import Content, Entry, Record, decode_record
+from ..node.store import Receipt
+from ..node.storefile import MAX_HEIGHT
+from ..node.witness import HomeSigner, SignedCheckpoint
+
+
+class ChainRows(Protocol):
+    """What a key chain is read from: a store, or a read-only view of one (the gateway's)."""
+
+    def size(self, ledger: str) -> int: ...
+
+    def rules(self, ledger: str) -> LedgerRules: ...
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+
+class KeyChains:
+    """The key chains of the ledgers of ``store``; any thread.
+
+    ``fallback(ledger)`` is the key of a ledger whose genesis pins none, or that this store
+    does not hold yet (None: none known). ``pending(ledger)`` gives records a follower holds
+    above its store, verified as the chain's next but not stored yet: a rotation among them
+    is followed too (it must still be valid), so a checkpoint that the new key signed over
+    them can be checked before they are stored.
+    """
+
+    def __init__(
+        self,
+        store: ChainRows,
+        fallback: Callable[[str], VerifierKey | None],
+        pending: Callable[[str], Iterable[Record]] = lambda ledger: (),
+    ) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.pending = pending
+        self._lock = threading.Lock()
+        # ledger -> its chain, how many records were read, whether its genesis pins a key
+        self._read: dict[str, tuple[KeyChain | None, int, bool]] = {}
+
+    def stored(self, ledger: str) -> KeyChain | None:
+        """The chain of the records stored. Raises RotationError when one of them is a
+        ``checkpoint_key`` record that is no valid rotation (the store holds it: say so)."""
+        size = self.store.size(ledger)
+        if size == 0:
+            return self._start(ledger, None)[0]
+        with self._lock:
+            chain, read, pinned = self._read.get(ledger, (None, 0, False))
+            # First look, or the copy was cut below what was read (a ledger that cannot rotate: never).
+            if read == 0 or (read > size and read != MAX_HEIGHT):
+                rules = self.store.rules(ledger)
+                chain, pinned = self._start(ledger, rules)
+                # A ledger whose genesis lists no kind checkpoint_key holds no rotation (section 4,
+                # step 6): nothing to read, ever.
+                read = 1 if ROTATION_KIND in rules.kinds else MAX_HEIGHT
+            for _, data in self.store.range_raw(ledger, read, size):
+                if may_rotate(data):
+                    chain = _follow(chain, pinned, decode_record(data, PROTOCOL_LIMITS))
+            self._read[ledger] = (chain, max(read, size), pinned)
+            return chain
+
+    def chain(self, ledger: str) -> KeyChain | None:
+        """The chain of the stored records and the pending ones (a genesis among them included);
+        a pending record that is no valid rotation ends it there (its run will be refused)."""
+        pending = list(self.pending(ledger))
+        if pending and pending[0].height == 0 and self.store.size(ledger) == 0:
+            try:
+                chain, pinned = self._start(ledger, LedgerRules.from_genesis(pending[0].content, PROTOCOL_LIMITS))
+            except VledgerError:
+                return self._start(ledger, None)[0]
+            pending = pending[1:]
+        else:
+            chain = self.stored(ledger)
+            pinned = self._read.get(ledger, (None, 0, False))[2]
+        for record in pending:
+            try:
+                chain = _follow(chain, pinned, record)
+            except RotationError:
+                break
+        return chain
+
+    def _start(self, ledger: str, rules: LedgerRules | None) -> tuple[KeyChain | None, bool]:
+        """The chain a genesis of ``rules`` starts (None: not held yet), and whether it pins it."""
+        chain = KeyChain.from_rules(ledger, rules) if rules is not None else None
+        if chain is not None:
+            return chain, True
+        key = self.fallback(ledger)
+        return (None if key is None else KeyChain(ledger, (key,))), False
+
+    def keys(self, cluster: str) -> ChainedCheckpointKeys:
+        """Checkpoint keys that follow these chains."""
+        return ChainedCheckpointKeys(cluster, self.chain)
+
+    def current(self, ledger: str) -> VerifierKey | None:
+        """The key in force past the stored records (None: none known, or the stored chain
+        holds a rotation that is no valid one, which the follower reported when it came)."""
+        try:
+            chain = self.stored(ledger)
+        except VledgerError:
+            return None
+        return None if chain is None else chain.current
+
+
+def _follow(chain: KeyChain | None, pinned: bool, record: Record) -> KeyChain | None:
+    """``chain`` after ``record``; a rotation where the genesis pins no key is RotationError."""
+    if record.content.kind != ROTATION_KIND:
+        return chain
+    if chain is None or not pinned:
+        raise RotationError("the genesis pins no checkpoint key to rotate", ledger=record.ledger, height=record.height)
+    return chain.after(record)
+
+
+class HomeKeys(HomeSigner):
+    """A home's checkpoint signatures along each ledger's key chain (13.8), and its rotations.
+
+    ``seeds`` are the private keys it holds: its node key and every rotated key file
+    (:func:`vledger.broker.signing.load_checkpoint_keys`). A checkpoint of size ``n`` is
+    signed only with the key in force at ``n``; with none of its seeds, nothing is signed.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        seed: bytes,
+        chains: KeyChains,
+        seeds: Iterable[bytes] = (),
+        make_seed: Callable[[], bytes] | None = None,
+    ) -> None:
+        super().__init__(cluster, seed)
+        self.chains = chains
+        self._seeds = {SignerKey("k", ALG_ED25519, s).public_key: s for s in (seed, *seeds)}
+        self._make_seed = make_seed  # writes a new key file (0600) and gives its seed
+        self._rotating = threading.Lock()
+
+    def key_at(self, ledger: str, size: int) -> SignerKey:
+        """The private key in force for a checkpoint of ``ledger`` at ``size``.
+
+        Raises NoteKeyError when this home holds no private key of it (a key file gone)."""
+        chain = self.chains.stored(ledger)
+        if chain is None:
+            return self.key(ledger)
+        wanted = chain.key_for_size(size)
+        seed = self._seeds.get(wanted.public_key)
+        if seed is None:
+            raise NoteKeyError(
+                f"this home holds no private key of {wanted.name}+{wanted.key_id:08x}, in force at size {size}"
+            )
+        return SignerKey(wanted.name, ALG_ED25519, seed)
+
+    def sign(self, ledger: str, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> SignedCheckpoint:
+        """The checkpoint of ``ledger`` at ``size`` with ``root``, signed by the key in force there;
+        a standby promoted (an epoch line in ``extensions``, 10.9) signs with its own pinned key."""
+        if extensions:
+            return super().sign(ledger, size, root, extensions)
+        body = Checkpoint(origin_for(self.cluster, ledger), size, root).body()
+        note = Note(body, (sign(body, self.key_at(ledger, size)),)).encode()
+        return SignedCheckpoint(ledger, size, root, note)
+
+    def rotate(self, ledger: str, author: str, append: Callable[[Entry], Receipt]) -> Receipt:
+        """Rotate ``ledger``'s checkpoint key: a new key file, then the rotation record signed by
+        the key in force, appended (durable) by ``append``. One rotation at a time, so each is
+        signed by the key in force at its height.
+
+        Raises RotationError [bad_rotation] for a ledger whose genesis pins no key, NoteKeyError
+        when this home lacks the private key in force or cannot make keys."""
+        if self._make_seed is None:
+            raise NoteKeyError("this node makes no checkpoint keys")
+        with self._rotating:
+            rules = self.chains.store.rules(ledger)
+            if KeyChain.from_rules(ledger, rules) is None:
+                raise RotationError(f"the genesis of {ledger!r} pins no checkpoint key to rotate", ledger=ledger)
+            if ROTATION_KIND not in rules.kinds:
+                raise RotationError(f"the genesis of {ledger!r} lists no kind {ROTATION_KIND!r}", ledger=ledger)
+            # Only rotations change the key and they are one at a time: the key in force past
+            # the stored records is the one in force at the height this record will get.
+            old = self.key_at(ledger, self.chains.store.size(ledger) + 1)
+            seed = self._make_seed()  # durable before the record names it: no record names a lost key
+            new = SignerKey(old.name, ALG_ED25519, seed)
+            self._seeds[new.public_key] = seed
+            ts = time.time_ns() // 1_000_000
+            content = Content(
+                ledger,
+                ROTATION_KIND,
+                rotation_payload(old, new.verifier()),
+                author,
+                f"rotate-{new.key_id:08x}",
+                ts,
+            )
+            entry = Entry.prepare(content, rules.difficulty, PROTOCOL_LIMITS)
+            return append(entry)

@@ -1,0 +1,145 @@
+"""Checkpoint key rotation on real processes and a real Redis (docs/PROTOCOL.md 13.8).
+
+An admin rotates a running ledger's checkpoint key with ``vledger ledger rotate-key``: the
+home writes the new key file (0600) beside its node key and appends the rotation record
+signed by the old key; the witnesses keep cosigning, now checkpoints of the new key; a
+receipt of a record past the rotation verifies offline from the genesis alone, after the
+cluster stopped; the restarted home still signs with the new key (derived from its chain);
+and a checkpoint the retired key signs for a size past the rotation is refused by the
+witnesses, kept as evidence and named in an alert.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from vledger.node.errors import NoteError
+from vledger.node.note import ALG_ED25519, Note, SignerKey, VerifierKey, parse_verifier_key, sign
+from vledger.node.witness import Cosigned, check_cosigned, witness_key, witness_name
+from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
+
+LEDGER = "keyed"
+CLUSTER = "test"  # LocalCluster's [cluster] name
+ORIGIN = f"{CLUSTER}/{LEDGER}"
+WAIT = 30.0
+
+
+def _repl(cluster: LocalCluster) -> ReplicationLedger:
+    return ReplicationLedger(connect(cluster.cluster_redis_url))
+
+
+def _put(cluster: LocalCluster, count: int) -> int:
+    """``count`` records by writer1; the ledger's size afterwards."""
+    cluster.client("writer1").put_many([entry(LEDGER, "vote", {"n": n}, "writer1") for n in range(count)])
+    return int(cluster.admin().call("size", {"ledger": LEDGER})["size"])
+
+
+def _cosigned_by(cluster: LocalCluster, witness: str, log_key: VerifierKey) -> Cosigned | None:
+    note = _repl(cluster).cosignatures(LEDGER).get(witness)
+    if note is None:
+        return None
+    key = witness_key(witness_name(CLUSTER, witness), load_verify_key(_keys(cluster) / f"{witness}.sign.pub").raw)
+    try:
+        return check_cosigned(note, LEDGER, CLUSTER, log_key, key)
+    except NoteError:
+        return None
+
+
+def _wait_cosigned(
+    cluster: LocalCluster, log_key: VerifierKey, at_least: int, names: list[str] | None = None
+) -> dict[str, Cosigned]:
+    """Each replica's (of ``names``, default all) cosignature, verified with ``log_key``, of a
+    checkpoint of size >= ``at_least``."""
+    wanted = names or cluster.replica_names
+
+    def found() -> dict[str, Cosigned] | None:
+        got = {w: c for w in wanted if (c := _cosigned_by(cluster, w, log_key)) and c.size >= at_least}
+        return got if len(got) == len(wanted) else None
+
+    result: dict[str, Cosigned] = wait_until(found, WAIT, f"cosignatures of {LEDGER} >= {at_least} by {log_key}")
+    return result
+
+
+def _keys(cluster: LocalCluster) -> Path:
+    return cluster.directory / "keys"
+
+
+def test_a_key_rotated_on_a_running_cluster(start_cluster: Any, tmp_path: Path) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, replication={"heartbeat_ms": 200})
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
+    old_seed = load_signing_key(signing_key_paths(_keys(cluster), "ingest-1")[0]).seed
+    old = SignerKey(ORIGIN, ALG_ED25519, old_seed)
+    size = _put(cluster, 3)
+    _wait_cosigned(cluster, old.verifier(), size)
+    # replica-2 loses its copy and is away during the rotation: it comes back through it from scratch.
+    assert cluster.stop_node("replica-2") == 0
+    shutil.rmtree(cluster.store_dir("replica-2"))
+
+    done = cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common)
+    rotated = json.loads(done.stdout)
+    height = rotated["height"]
+    new = parse_verifier_key(rotated["checkpoint_key"])
+    assert height == size and new.name == ORIGIN and new.public_key != old.verifier().public_key
+    files = sorted(_keys(cluster).glob("ingest-1.ckpt-*.sign"))
+    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert load_signing_key(files[0]).public.raw == new.public_key
+
+    # The witnesses keep cosigning: checkpoints past the rotation, of the new key; the one that
+    # starts empty after the rotation follows the chain from the genesis it fetches.
+    size = _put(cluster, 4)
+    _wait_cosigned(cluster, new, size, ["replica-1"])
+    cluster.start_node("replica-2")
+    found = _wait_cosigned(cluster, new, size)
+    assert all(c.size > height for c in found.values())
+    assert [a for a in _repl(cluster).alerts(1000) if a["node"] == "replica-2"] == []
+
+    # A receipt of a record past the rotation (with 2 cosignatures), then the home restarted:
+    # which key is in force comes from its chain, and it signs with the new key again.
+    receipt = tmp_path / "vote.receipt"
+    cluster.cli("receipt", "get", LEDGER, str(height + 2), "--quorum", "2", "-o", str(receipt), *common)
+    assert b'"rotations":[{"index":' + str(height).encode() in receipt.read_bytes()
+    assert cluster.restart_node("ingest-1") == 0
+    size = _put(cluster, 2)
+    _wait_cosigned(cluster, new, size)
+
+    # The retired key signs a checkpoint of the true tree past its rotation: the witnesses refuse
+    # it, keep it as evidence and name the home.
+    true_note = cluster.admin().call("checkpoint", {"ledger": LEDGER})["checkpoint"]
+    body = true_note.decode("utf-8").split("\n\n")[0] + "\n"  # the new key's checkpoint body, past the rotation
+    forged = Note(body, (sign(body, old),)).encode()
+    ledger = _repl(cluster)
+
+    def retired_alert() -> dict[str, str] | None:
+        ledger.set_checkpoints({LEDGER: forged})  # the home rewrites the hash as it signs: put it back
+        return next((a for a in ledger.alerts(1000) if a["what"] == "retired_key"), None)
+
+    alert = wait_until(retired_alert, WAIT, "a retired_key alert")
+    assert alert["source"] == "ingest-1" and alert["node"] in cluster.replica_names and alert["ledger"] == LEDGER
+    assert any(LEDGER in key for key in ledger.evidence())
+
+    # Offline, with the cluster stopped: the genesis alone verifies the receipt through the rotation.
+    genesis_file = tmp_path / "genesis.bin"
+    genesis_file.write_bytes(genesis)
+    for name in [*cluster.replica_names, "ingest-1"]:
+        assert cluster.stop_node(name) == 0
+    witness_args = [
+        arg
+        for w in cluster.replica_names
+        for arg in (
+            "--witness",
+            witness_key(witness_name(CLUSTER, w), load_verify_key(_keys(cluster) / f"{w}.sign.pub").raw).encode(),
+        )
+    ]
+    checked = cluster.cli(
+        "receipt", "verify", str(receipt), "--genesis", str(genesis_file), *witness_args, "--quorum", "2"
+    )
+    assert checked.stdout.startswith("valid: "), checked.stdout

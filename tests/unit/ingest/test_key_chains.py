@@ -1,0 +1,142 @@
+"""ingest/key_chains.py and the follower along a rotated key chain (PROTOCOL 13.8), on real stores.
+
+The home rotates with HomeKeys and signs each size with the key in force there, also after a
+restart (derived from its store); a follower stores a run whose checkpoint the new key signed
+(the rotation still pending), refuses a forged rotation in a run, and keeps a checkpoint the
+retired key signed past its rotation as evidence, raising retired_key against the home.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.feed import FeedCheckpoints, FeedRecord
+from vledger.broker.replication import Alert
+from vledger.config.settings import Limits
+from vledger.ingest.follow import Follower
+from vledger.ingest.key_chains import HomeKeys, KeyChains
+from vledger.node.checkpoint_log import EVIDENCE
+from vledger.node.errors import NoteKeyError, RotationError
+from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.record import Content, Entry, Record
+from vledger.node.store import ChainStore
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+CLUSTER = "test"
+LEDGER = "ledger-a"
+ORIGIN = f"{CLUSTER}/{LEDGER}"
+SEED0, SEED1 = bytes(range(32)), bytes(range(1, 33))
+K0, K1 = SignerKey(ORIGIN, ALG_ED25519, SEED0), SignerKey(ORIGIN, ALG_ED25519, SEED1)
+
+
+def _home(directory: Path, *, pin: bool = True, notes: int = 3) -> ChainStore:
+    store = ChainStore(directory, origin="home", clock=lambda: T0)
+    rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": K0.verifier().encode()} if pin else {})
+    store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
+    _notes(store, 1, notes)
+    return store
+
+
+def _notes(store: ChainStore, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        store.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
+
+
+def _keys(store: ChainStore, seeds: tuple[bytes, ...] = (), make: bytes | None = SEED1) -> HomeKeys:
+    chains = KeyChains(store, lambda ledger: None)
+    return HomeKeys(CLUSTER, SEED0, chains, seeds, make_seed=None if make is None else (lambda: make))
+
+
+def test_the_home_signs_each_size_with_the_key_in_force_also_after_a_restart(tmp_path: Path) -> None:
+    with _home(tmp_path / "home") as store:
+        keys = _keys(store)
+        receipt = keys.rotate(LEDGER, "admin", store.append)
+        height = receipt.height
+        assert height == 4
+        _notes(store, 5, 2)
+        assert keys.key_at(LEDGER, height).public_key == K0.public_key  # the rotation's own size: the old key
+        assert keys.key_at(LEDGER, height + 1).public_key == K1.public_key
+        chain = keys.chains.stored(LEDGER)
+        assert chain is not None and chain.heights == (height,)
+        for size in (height, height + 1, store.size(LEDGER)):
+            chain.check(keys.sign(LEDGER, size, store.root(LEDGER, size)).note)  # the key in force signed it
+    with ChainStore(tmp_path / "home", origin="home") as store:
+        again = _keys(store, (SEED1,), make=None)  # a restart: the chain says which key is in force
+        assert again.key_at(LEDGER, store.size(LEDGER)).public_key == K1.public_key
+        without = _keys(store, (), make=None)  # the rotated key file is gone: nothing is signed
+        with pytest.raises(NoteKeyError):
+            without.sign(LEDGER, store.size(LEDGER), store.root(LEDGER))
+        with pytest.raises(NoteKeyError):
+            again.rotate(LEDGER, "admin", store.append)  # this one makes no keys
+
+
+def test_a_ledger_that_pins_no_key_is_not_rotated(tmp_path: Path) -> None:
+    with _home(tmp_path / "home", pin=False) as store:
+        with pytest.raises(RotationError):
+            _keys(store).rotate(LEDGER, "admin", store.append)
+        assert store.size(LEDGER) == 4
+
+
+def _note(key: SignerKey, size: int, root: bytes) -> bytes:
+    body = Checkpoint(ORIGIN, size, root).body()
+    return Note(body, (sign(body, key),)).encode()
+
+
+class _Replica:
+    def __init__(self, directory: Path) -> None:
+        self.store = ChainStore(directory, origin="replica-1")
+        self.alerts: list[Alert] = []
+        self.evidence: list[Any] = []
+        self.chains = KeyChains(self.store, lambda ledger: None)
+        self.follower = Follower(
+            "replica-1",
+            self.store,
+            [],
+            keys=self.chains.keys(CLUSTER),
+            home_of=lambda ledger: "home",
+            on_stored=lambda records, hops: None,
+            on_alert=self.alerts.append,
+            on_evidence=lambda checkpoint, source: self.evidence.append(checkpoint),
+        )
+        self.chains.pending = self.follower.pending
+
+    def feed(self, records: list[Record], note: bytes) -> None:
+        self.follower.receive([FeedRecord(LEDGER, r.height, 1, "home", r.encode()) for r in records])
+        self.follower.receive([FeedCheckpoints("home", {LEDGER: note})])
+
+
+def test_a_follower_stores_under_the_new_key_and_keeps_a_retired_keys_checkpoint_as_evidence(tmp_path: Path) -> None:
+    with _home(tmp_path / "home") as home:
+        _keys(home).rotate(LEDGER, "admin", home.append)
+        _notes(home, 5, 3)
+        records, size, root = list(home.range(LEDGER)), home.size(LEDGER), home.root(LEDGER)
+    replica = _Replica(tmp_path / "replica")
+    with replica.store:
+        # The rotation is still pending when the checkpoint over it, by the new key, arrives.
+        replica.feed(records, _note(K1, size, root))
+        assert replica.store.size(LEDGER) == size and replica.alerts == []
+        # The retired key signs the same true tree past its rotation: refused, kept, the home named.
+        retired = _note(K0, size, root)
+        replica.follower.receive([FeedCheckpoints("home", {LEDGER: retired})])
+        assert [(a.what, a.source) for a in replica.alerts] == [("retired_key", "home")]
+        assert [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)] == [retired]
+        assert len(replica.evidence) == 1
+
+
+def test_a_follower_refuses_a_rotation_the_key_in_force_did_not_sign(tmp_path: Path) -> None:
+    with _home(tmp_path / "home") as home:
+        records = list(home.range(LEDGER))
+        forged = Entry.prepare(
+            Content(LEDGER, ROTATION_KIND, rotation_payload(K1, K0.verifier()), "admin", "rot", T0), 0, LIMITS
+        ).place(len(records), records[-1].link, T0 + 99, "home")
+    replica = _Replica(tmp_path / "replica")
+    with replica.store:
+        replica.feed([*records, forged], _note(K0, len(records) + 1, bytes(32)))
+        assert replica.store.size(LEDGER) < len(records) + 1
+        assert "bad_rotation" in [a.what for a in replica.alerts]

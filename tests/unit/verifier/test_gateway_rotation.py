@@ -1,0 +1,91 @@
+"""The gateway over a ledger whose checkpoint key was rotated (PROTOCOL 13.8).
+
+It serves the checkpoint of the key in force at its size, with the rotation records and
+their proofs; a note the retired key signed past its rotation is never served; its receipts
+verify with the outsider verifier's code from the genesis alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+from typing import Any
+
+from vledger.config.cluster import cluster_from_mapping
+from vledger.config.settings import Limits
+from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.verifier.gateway import Gateway
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
+import outsider_verify as ov
+
+LIMITS = Limits()
+LEDGER = "votes"
+ORIGIN = f"t/{LEDGER}"
+OLD = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
+NEW = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))
+ROTATED_AT = 5
+SIZE = 10
+
+
+class FakeRedis:
+    """Redis holding, under a witness's name, a note the retired key signed past its rotation."""
+
+    def __init__(self, notes: dict[bytes, bytes]) -> None:
+        self.notes = notes
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return self.notes
+
+
+def _note(key: SignerKey, size: int, root: bytes) -> bytes:
+    body = Checkpoint(ORIGIN, size, root).body()
+    return Note(body, (sign(body, key),)).encode()
+
+
+def test_the_gateway_serves_the_key_in_force_and_proves_the_rotation(tmp_path: Path) -> None:
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    pinned = OLD.verifier().encode()
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        rules = LedgerRules(kinds=(ROTATION_KIND, "note"), difficulty=0, rules={"checkpoint_key": pinned})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
+        for i in range(1, SIZE):
+            kind, payload = (
+                (ROTATION_KIND, rotation_payload(OLD, NEW.verifier())) if i == ROTATED_AT else ("note", {"n": i})
+            )
+            store.append(Entry.prepare(Content(LEDGER, kind, payload, "admin", f"r{i}", 1), 0, LIMITS))
+        root = store.root(LEDGER, SIZE)
+        store.checkpoints.keep(LEDGER, "signed", SIZE, root, _note(NEW, SIZE, root))
+        genesis = store.get(LEDGER, 0)
+        assert genesis is not None
+    retired = _note(OLD, SIZE, root)  # valid signature, retired key: must never be served
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": retired}))
+    try:
+        served = gateway.checkpoint(LEDGER)
+        assert served.log_key == NEW.verifier() and served.gathered.note == _note(NEW, SIZE, root)
+        shown: dict[str, Any] = served.json()
+        assert [r["index"] for r in shown["rotations"]] == [ROTATED_AT]
+        assert base64.b64decode(shown["rotations"][0]["record"]) == gateway.reader.get(LEDGER, ROTATED_AT)
+        receipt = gateway.receipt(LEDGER, 8).encode()
+        data = genesis.encode()
+        got = ov.verify_receipt(receipt, ov.genesis_key(data, LEDGER), [], 0, data, ov.genesis_key_text(data))
+        assert got["size"] == SIZE
+    finally:
+        gateway.close()
