@@ -25,6 +25,9 @@ from ..broker.signing import (
 )
 from ..config.cluster import ClusterConfig
 from ..node.checkpoint_log import SIGNED
+from ..node.epoch import EPOCH_LINE
+from ..node.key_rotation import ChainedCheckpointKeys
+from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
@@ -49,6 +52,17 @@ from .write_concern import CosignatureWatch
 log = logging.getLogger(__name__)
 
 __all__ = ["node_keys", "run_ingest"]  # node_keys: from .members, as before
+
+
+def _signing_key(
+    cluster: str, chains: ChainedCheckpointKeys, public: bytes, ledger: str, note: bytes
+) -> VerifierKey | None:
+    """The key this home signed the checkpoint ``note`` with: a checkpoint of a later epoch
+    (10.9), which only a promoted standby signs, with its own node key; else the key in force at
+    its size along the ledger's key chain (13.8)."""
+    if (EPOCH_LINE + " ").encode() in note:
+        return home_key(cluster, ledger, public)
+    return chains.key_for(ledger, note)
 
 
 def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
@@ -184,7 +198,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             store.checkpoints,
             cluster=config.name,
             witnesses=witnesses,
-            log_key_of=own.key_for,
+            log_key_of=functools.partial(_signing_key, config.name, own, public),
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
         )
@@ -200,6 +214,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         admin_ledger,
         factors,
     )
+    def signing_key_now(ledger: str) -> VerifierKey | None:
+        # A standby promoted signs its epochs with its own key (10.9); any other home along the
+        # ledger's key chain (13.8).
+        standby = config.standby_of(ledger)
+        if standby is not None and standby.name == name and homes.home_of(ledger).name == name:
+            return home_key(config.name, ledger, public)
+        return chains.current(ledger)
+
     service = IngestService(
         config,
         node,
@@ -214,7 +236,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         checkpoints=outbox,
         refused=refused,
         checkpoint_key=public,
-        cosignatures=KnownCosignatures(config.name, store, replication, witnesses, chains.current),
+        cosignatures=KnownCosignatures(config.name, store, replication, witnesses, signing_key_now),
         keys=signer,
         chains=chains.stored,
         second_factor=factors,
