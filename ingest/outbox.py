@@ -112,7 +112,7 @@ class Outbox:
             if kept:
                 return SignedCheckpoint(ledger, size, root, kept[0].note)
             checkpoint = self.signer.sign(ledger, size, root)
-            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            self.store.keep_checkpoint(ledger, SIGNED, size, root, checkpoint.note)
             return checkpoint
 
     def latest(self, ledger: str) -> bytes | None:

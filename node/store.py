@@ -474,6 +474,19 @@ class ChainStore:
         futures = [self.submit_record(r) for r in records]
         return [f.result() for f in futures]
 
+    def keep_checkpoint(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
+        """Keep a checkpoint row (durable on return) between two group commits.
+
+        The checkpoint table shares the records' file, and SQLite lets one writer at a time:
+        a writer that finds the file locked waits in SQLite's busy handler, which sleeps 1 ms,
+        then longer. Taking the group commit's lock first makes the other side wait on a lock
+        that wakes it as soon as it is free (a home's outbox keeping a checkpoint at once
+        cost the request loop's next put a millisecond or more). Raises StoreError when the
+        row cannot be written, ValueError for an unknown ``kind``.
+        """
+        with self._committing:
+            self.checkpoints.keep(ledger, kind, size, root, note)
+
     # --- the committer --------------------------------------------------------------
 
     def _commit_loop(self) -> None:
