@@ -392,6 +392,27 @@ def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committ
     assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
 
 
+def test_a_checkpoint_is_kept_between_group_commits_not_during_one(open_store: OpenStore, kit: Any) -> None:
+    # Both write the same file: a keep during a group commit would meet SQLite's lock and
+    # sleep in its busy handler; it waits on the group commit's lock instead.
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    clock.hold()
+    appended = store.submit_entry(kit.entry(1))  # the committer takes it and waits inside its group
+    assert clock.entered.wait(DEADLINE)
+    root = store.root(LEDGER, 1)
+    keeper = threading.Thread(target=store.keep_checkpoint, args=(LEDGER, "signed", 1, root, b"note"))
+    keeper.start()
+    keeper.join(0.2)  # only a wrong keep can end meanwhile: a right one waits for the release below
+    assert keeper.is_alive() and not appended.done()
+    clock.released.set()
+    keeper.join(DEADLINE)
+    assert not keeper.is_alive()
+    assert appended.result(DEADLINE).height == 1
+    assert [(c.size, c.root, c.note) for c in store.checkpoints.at(LEDGER, "signed", 1)] == [(1, root, b"note")]
+
+
 # --- reopening -------------------------------------------------------------------------
 
 
