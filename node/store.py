@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
-from .checkpoint_log import CheckpointLog
+from .checkpoint_log import INSERT_ROW, CheckpointLog, row
 from .errors import (
     BadGenesisError,
     BadLinkError,
@@ -77,6 +77,9 @@ from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
 
+# How long a checkpoint row waits for a group commit of the request loop's to ride in before
+# the committer thread is woken to write it: a lone writer's puts come well within it.
+KEEP_RIDE_SECONDS = 0.002
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
 _BY_REQUESTS = (
@@ -152,6 +155,7 @@ class _Job:
     future: Future[Any]
     many: bool = False
     verified: bool = False
+    checkpoint: tuple[Any, ...] | None = None  # a checkpoint row to keep (ChainStore.keep_checkpoint)
 
 
 def _extends(record: Record, head: _Head) -> LedgerRules:
@@ -475,17 +479,24 @@ class ChainStore:
         return [f.result() for f in futures]
 
     def keep_checkpoint(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
-        """Keep a checkpoint row (durable on return) between two group commits.
+        """Keep a checkpoint row, in a group commit: durable on return.
 
-        The checkpoint table shares the records' file, and SQLite lets one writer at a time:
-        a writer that finds the file locked waits in SQLite's busy handler, which sleeps 1 ms,
-        then longer. Taking the group commit's lock first makes the other side wait on a lock
-        that wakes it as soon as it is free (a home's outbox keeping a checkpoint at once
-        cost the request loop's next put a millisecond or more). Raises StoreError when the
-        row cannot be written, ValueError for an unknown ``kind``.
+        The checkpoint table shares the records' file. Kept on its own connection, each row
+        cost a transaction and an fsync of its own, and whichever of it and a group commit
+        came second slept in SQLite's busy handler (1 ms, then longer): a home's outbox
+        keeping a checkpoint held up the request loop's next put. Queued instead, the row
+        goes into the next group commit, beside the records the request loop flushes (one
+        fsync for both), or, if none is flushed within KEEP_RIDE_SECONDS, into a group of
+        the committer thread's. Never call it from an ``on_commit`` listener (the committer
+        would wait on itself). Raises StoreError when the group cannot be written,
+        StoreClosedError once the store is closed, ValueError for an unknown ``kind``.
         """
-        with self._committing:
-            self.checkpoints.keep(ledger, kind, size, root, note)
+        job = self._submit(_Job(None, (), Future(), checkpoint=row(ledger, kind, size, root, note)), False)
+        try:
+            job.result(KEEP_RIDE_SECONDS)
+        except TimeoutError:
+            self._work.set()
+            job.result()
 
     # --- the committer --------------------------------------------------------------
 
@@ -532,8 +543,13 @@ class ChainStore:
         staged: dict[tuple[str, int], Record] = {}
         requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
         done: list[tuple[_Job, Any]] = []
+        checkpoints: list[tuple[Any, ...]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
+                continue
+            if job.checkpoint is not None:
+                checkpoints.append(job.checkpoint)
+                done.append((job, None))
                 continue
             try:
                 if job.entry is not None:
@@ -556,7 +572,7 @@ class ChainStore:
                     requests.placed(record)
             done.append((job, result))
         try:
-            if staged:
+            if staged or checkpoints:
                 encoded = [(r, r.encode()) for r in staged.values()]
                 if self.keep_tree:
                     grown, tree_rows = self._grow_trees(encoded)
@@ -568,6 +584,7 @@ class ChainStore:
                 if self.keep_tree:
                     self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
+                self._write.executemany(INSERT_ROW, checkpoints)
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -591,7 +608,7 @@ class ChainStore:
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
         self.stats.groups += 1
-        self.stats.appends += len(batch)
+        self.stats.appends += len(batch) - len(checkpoints)
         for job, result in done:
             job.future.set_result(result)
 
