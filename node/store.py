@@ -19,6 +19,7 @@ Each ledger is also a Merkle tree (docs/PROTOCOL.md section 12): the committer a
 record's leaf to the ledger's frontier and writes the subtrees it completes in the records'
 own transaction, so the tree is exactly as durable as the records. Opening a store checks
 the whole stored tree against the records' bytes (or builds it, for a store from before it).
+A home's signed checkpoints are kept in group commits too (:meth:`ChainStore.keep_checkpoint`).
 """
 
 from __future__ import annotations
