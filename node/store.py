@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 
 # How long a checkpoint row waits for a group commit of the request loop's to ride in before
 # the committer thread is woken to write it: a lone writer's puts come well within it.
-KEEP_RIDE_SECONDS = 0.002
+KEEP_RIDE_SECONDS = 0.001
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
 _BY_REQUESTS = (
