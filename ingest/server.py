@@ -214,6 +214,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         admin_ledger,
         factors,
     )
+
     def signing_key_now(ledger: str) -> VerifierKey | None:
         # A standby promoted signs its epochs with its own key (10.9); any other home along the
         # ledger's key chain (13.8).
