@@ -473,8 +473,9 @@ class Gateway:
 
     def _redis(self) -> Any:
         if self.redis is None:
-            # As the Redis user of the node whose store it serves (on that node's host).
-            self.redis = connect(self.config.redis_access(self.node.role), timeout=2.0)
+            # As the read-only gateway user (broker/redis_acl.py): what faces the internet
+            # cannot change what it shows.
+            self.redis = connect(self.config.redis_access("gateway"), timeout=2.0)
         return self.redis
 
     def tally(self, ledger: str) -> dict[str, Any]:
