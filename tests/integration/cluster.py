@@ -384,6 +384,9 @@ class LocalCluster:
     relays: Iterable[str] = ()
     production: bool = False
     gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
+    # The processes reach Redis over TLS: the server's rediss:// URL and the CA in the
+    # cluster file; the tests' own clients keep the plain ``redis_url``.
+    redis_tls: tuple[str, Path] | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -391,6 +394,8 @@ class LocalCluster:
         base = self.redis_url.rsplit("/", 1)[0]
         self.database = next(_databases) % 15 + 1
         self.cluster_redis_url = f"{base}/{self.database}"
+        tls_base = None if self.redis_tls is None else self.redis_tls[0].rsplit("/", 1)[0]
+        self.processes_redis_url = self.cluster_redis_url if tls_base is None else f"{tls_base}/{self.database}"
         self.node_names = [f"ingest-{i}" for i in range(1, self.nodes + 1)]
         self.replica_names = [f"replica-{i}" for i in range(1, self.replicas + 1)]
         self.procs = {name: NodeProcess(name, 0, self.directory / f"{name}.log") for name in self.node_names}
@@ -523,7 +528,7 @@ class LocalCluster:
             'name = "test"',
             'keys = "keys"',
             'data = "data"',
-            f'redis = "{self.cluster_redis_url}"',
+            f'redis = "{self.processes_redis_url}"',
             f'default_home = "{self.node_names[0]}"',
             f"production = {'true' if self.production else 'false'}",
             "",
@@ -541,6 +546,7 @@ class LocalCluster:
             "",
             "[redis]",
             f'passwords = "{REDIS_PASSWORDS}"',
+            *([f'ca = "{self.redis_tls[1]}"'] if self.redis_tls is not None else []),
             "",
         ]
         taken: set[int] = set()
