@@ -83,7 +83,9 @@ class RotatingKeys:
 
         Raises KeyMaterialError when its file is missing, unreadable or holds another key.
         """
-        keys = load_secret(self.keys_dir / f"{generation_name(self.node.name, generation)}.key_secret", self._passphrase)
+        keys = load_secret(
+            self.keys_dir / f"{generation_name(self.node.name, generation)}.key_secret", self._passphrase
+        )
         with self._lock:
             history = self._history
         if history is not None and generation < len(history.generations):

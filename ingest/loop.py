@@ -19,9 +19,9 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq

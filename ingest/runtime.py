@@ -31,8 +31,8 @@ from ..broker.replication import ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import SettingsError
-from .loop import RequestLoop, Service
 from .key_rotation import RotatingKeys, serving_generations
+from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
 

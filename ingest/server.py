@@ -155,6 +155,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         config.ingest.account_wait_ms,
         admin_ledger,
         factors,
+        {n.name: n.role for n in config.nodes.values()},
     )
     service = IngestService(
         config,

@@ -337,6 +337,7 @@ class NodeProcess:
     relay: bool = False  # a replica that republishes (has a pub_port)
     http_port: int = 0  # /metrics, /healthz, /readyz
     gateway_port: int = 0  # the public gateway over its store, when the cluster runs one
+    rotation_port: int = 0  # an ingest node's second request endpoint during a key rotation
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -564,6 +565,7 @@ class LocalCluster:
             proc.pub_port = distinct_port() if proc.role == "ingest" or proc.relay else 0
             proc.http_port = distinct_port()
             proc.gateway_port = distinct_port() if proc.name in set(self.gateways) else 0
+            proc.rotation_port = distinct_port() if proc.role == "ingest" else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',
@@ -573,6 +575,8 @@ class LocalCluster:
             ]
             if proc.gateway_port:
                 lines.append(f"gateway_port = {proc.gateway_port}")
+            if proc.rotation_port:
+                lines.append(f"rotation_port = {proc.rotation_port}")
             if proc.pub_port:
                 lines.append(f"pub_port = {proc.pub_port}")
             if proc.follow:

@@ -123,7 +123,11 @@ def test_nodes_and_the_cli_reach_redis_over_tls_with_the_ca_of_the_cluster_file(
     server, files = tls_server
     assert server.tls_port is not None
     with LocalCluster(
-        server.url, nodes=1, replicas=1, accounts={"writer1": "writer"}, redis_tls=(server.tls_url, files.server.ca_file)
+        server.url,
+        nodes=1,
+        replicas=1,
+        accounts={"writer1": "writer"},
+        redis_tls=(server.tls_url, files.server.ca_file),
     ) as cluster:
         cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
         cluster.client("writer1").put_many([entry(LEDGER, "vote", {"n": i}, "writer1") for i in range(20)])
