@@ -9,6 +9,7 @@ new connection or on the one it had.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.client import Client, NodeAddress
-from vledger.broker.keys import load_public
+from vledger.broker.keys import load_public, new_keypair
 from vledger.broker.redis_server import RedisServer
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -77,6 +78,9 @@ def test_a_rotation_under_load_fails_no_put_and_the_old_key_is_refused_after_the
         assert new_address.also == (config.node(NODE).rotation_endpoint,)
         new = Writer(Client(new_address, cluster.keys["writer1"], timeout=5.0), "new-key")
         new.start()
+        sign = rotated_payload(rotated.stdout)["sign"]
+        # A second rotation while the first one's window is open would cut the old key at once.
+        _refused(new_address, cluster, {"node": NODE, "curve": new_keypair().public, "sign": sign}, "bad_request")
         _until(lambda: len(new.acknowledged) >= 20, 20, "the second writer's puts, on the new key")
         rotation = next(r for r in _admin_records(new_address, cluster) if r.content.kind == "key_rotation")
         until_ms = rotation.content.payload["until"]
@@ -108,6 +112,17 @@ def test_a_rotation_under_load_fails_no_put_and_the_old_key_is_refused_after_the
         for writer in (old, new):
             assert writer.acknowledged, writer.name
             assert {rid: stored.get(rid) for rid in writer.acknowledged} == writer.acknowledged
+        # What node.rotate refuses, on the node that homes the admin ledger.
+        fresh = new_keypair().public
+        for change, code in (
+            ({"node": "ingest-9", "curve": fresh}, "bad_request"),  # no such node
+            ({"curve": cluster.keys["writer1"].public}, "key_in_use"),  # an account's key
+            ({"curve": new_address.key}, "key_in_use"),  # the node's own
+            ({"curve": "not a key"}, "bad_public_key"),
+            ({"curve": fresh, "sign": "xyz"}, "bad_request"),
+            ({"curve": fresh, "window_ms": 10}, "bad_request"),
+        ):
+            _refused(main_only.node, cluster, {"node": NODE, "curve": fresh, "sign": sign} | change, code)
         main_only.close()
         new.client.close()
 
@@ -116,5 +131,20 @@ def _admin_records(address: NodeAddress, cluster: LocalCluster) -> list[Any]:
     admin = Client(address, cluster.keys[ADMIN], timeout=5.0)
     try:
         return [decode_record(data, PROTOCOL_LIMITS) for data in admin.records(ADMIN_LEDGER)]
+    finally:
+        admin.close()
+
+
+def rotated_payload(stdout: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout)
+    return result
+
+
+def _refused(address: NodeAddress, cluster: LocalCluster, args: dict[str, Any], code: str) -> None:
+    admin = Client(address, cluster.keys[ADMIN], timeout=5.0)
+    try:
+        with pytest.raises(RemoteError) as refused:
+            admin.call("node.rotate", {"window_ms": 5000} | args)
+        assert refused.value.code == code, (args, refused.value)
     finally:
         admin.close()
