@@ -94,6 +94,8 @@ class Client:
     def _connection(self, node: NodeAddress) -> _Connection:
         connection = self._connections.get(node.endpoint)
         if connection is None or connection.node != node:
+            if connection is not None:  # the node's key or endpoints changed (a key rotation)
+                connection.close()
             connection = self._connections[node.endpoint] = _Connection(
                 self._ctx, node, self.keys, self.max_message_bytes, self.timeout
             )

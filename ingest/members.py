@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot, Role
+from ..broker.client import Client, NodeAddress
 from ..broker.curve import AllowList
 from ..broker.keys import load_public
 from ..broker.signing import load_verify_key, signing_key_paths
@@ -83,7 +84,9 @@ class MemberGates:
     """
 
     def __init__(self, config: ClusterConfig, me: str) -> None:
+        self.config = config
         self.me = me
+        self._clients: list[tuple[Client, str]] = []  # clients of other nodes, kept on their newest key
         self.originals = original_keys(config)
         self.histories = key_histories(self.originals, ())
         # Changed in place, never replaced: CachedAccounts holds this very dict.
@@ -96,14 +99,39 @@ class MemberGates:
         self._timer: threading.Timer | None = None
         self._stopped = False
 
+    def address_of(self, name: str) -> NodeAddress:
+        """How to reach node ``name`` now: its newest CURVE key in force, on its endpoint and,
+        once its keys rotated, its rotation endpoint (docs/PROTOCOL.md 16.6).
+
+        Raises SettingsError for a node the configuration does not have, KeyMaterialError for
+        one whose key is in neither the key directory nor the admin ledger.
+        """
+        node = self.config.node(name)
+        history = self.histories.get(name)
+        if history is None:
+            raise KeyMaterialError(f"node {name}: no public key in {self.config.keys_dir} nor on the admin ledger")
+        newest = history.in_force(now_ms())[0]
+        also = (node.rotation_endpoint,) if newest.number > 0 and node.rotation_endpoint is not None else ()
+        return NodeAddress(node.endpoint, newest.curve, also)
+
+    def keep_addressed(self, client: Client, name: str) -> None:
+        """Point ``client`` at node ``name`` now and after each of its key rotations."""
+        client.node = self.address_of(name)
+        with self._lock:
+            self._clients.append((client, name))
+
     def account_cache(self, registry: AccountRegistry, node: str, poll_interval: float) -> AccountCache:
         """The node's AccountCache, wired to replace both lists at each change of the accounts."""
 
         def changed(keys: frozenset[str]) -> None:
             self.apply()
 
-        self._cache = AccountCache(registry, node, on_change=changed, poll_interval=poll_interval)
-        return self._cache
+        return self.follow(AccountCache(registry, node, on_change=changed, poll_interval=poll_interval))
+
+    def follow(self, cache: AccountCache) -> AccountCache:
+        """Take the accounts and key rotations from ``cache`` (whose changes call :meth:`apply`)."""
+        self._cache = cache
+        return cache
 
     def apply(self) -> None:
         """Make both lists and the members what the accounts and key rotations say now."""
@@ -123,6 +151,9 @@ class MemberGates:
                 self.feed.replace(feed_keys(cache.snapshot, self.members))
             self._schedule(now)
             histories = self.histories
+            for client, name in self._clients:
+                # Read by the client's own thread at its next call: it then connects anew.
+                client.node = self.address_of(name)
         if self.on_rotation is not None:
             self.on_rotation(histories)
 
@@ -143,3 +174,25 @@ class MemberGates:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+
+class EndpointKeys(Mapping[str, str]):
+    """node name -> the CURVE key its endpoint serves now (the old key during a rotation's
+    window, PROTOCOL 16.6), for the nodes ``names``: what a not_home answer names, so that a
+    client that follows it reaches the node on that endpoint with that key."""
+
+    def __init__(self, gates: MemberGates, names: Iterable[str]) -> None:
+        self.gates = gates
+        self.names = tuple(names)
+
+    def __getitem__(self, name: str) -> str:
+        history = self.gates.histories.get(name) if name in self.names else None
+        if history is None:
+            raise KeyError(name)
+        return history.in_force(now_ms())[-1].curve
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(n for n in self.names if n in self.gates.histories)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

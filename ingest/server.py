@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
 from ..broker.feed import Publisher
-from ..broker.keys import load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
@@ -27,6 +26,7 @@ from ..node.witness import CheckpointKeys, HomeSigner, home_key, witness_key, wi
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
+from .members import EndpointKeys
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
@@ -36,16 +36,6 @@ from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
-
-
-def node_keys(config: ClusterConfig) -> dict[str, str]:
-    """The public keys of the ingest nodes this node can name in a not_home answer."""
-    keys = {}
-    for node in config.ingest_nodes():
-        path = config.public_key_path(node.name)
-        if path.is_file():
-            keys[node.name] = load_public(path)
-    return keys
 
 
 def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
@@ -163,7 +153,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         store,
         CachedAccounts(cache, members=runtime.gates.members),
         admin,
-        node_keys(config),
+        EndpointKeys(runtime.gates, [n.name for n in config.ingest_nodes()]),
         domain,
         executor,
         __version__,

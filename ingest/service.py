@@ -271,7 +271,7 @@ class IngestService:
         store: ChainStore,
         accounts: AccountLookup,
         admin: AccountAdmin,
-        node_keys: dict[str, str],
+        node_keys: Mapping[str, str],
         domain: RulesEngine | None = None,
         executor: Executor | None = None,
         version: str = "0",
