@@ -17,6 +17,7 @@ allow-lists' owner (ingest/members.py) hands every change of the key histories t
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -32,6 +33,9 @@ from ..node.key_rotation import KeyHistory
 from .members import now_ms
 
 log = logging.getLogger(__name__)
+
+REBIND_ATTEMPTS = 250  # a port the old listener still holds, tried again for up to 5 s
+REBIND_PAUSE = 0.02
 
 
 def serving_generations(history: KeyHistory | None, now: int) -> tuple[int, int | None]:
@@ -132,7 +136,7 @@ class RotatingKeys:
     def _switch_main(self, generation: int) -> None:
         endpoint = self.node.bind_endpoint
         try:
-            keys = self.keys_of(generation)
+            keys: KeyPair | None = self.keys_of(generation)
         except KeyMaterialError as e:
             log.error("node %s: cannot load key generation %d: %s", self.node.name, generation, e)
             keys = None
@@ -140,9 +144,25 @@ class RotatingKeys:
         # whether or not the new key could be loaded.
         self._socket.unbind(endpoint)
         self.serving = generation
-        if keys is None:
+        if keys is not None:
+            self._bind_main(endpoint, keys, generation, 1)
+
+    def _bind_main(self, endpoint: str, keys: KeyPair, generation: int, attempt: int) -> None:
+        try:
+            self._bind(endpoint, keys)
+        except zmq.ZMQError as e:
+            # libzmq closes an unbound listener on its I/O thread: the port may still be taken
+            # for a moment. Try again shortly, on the socket's thread (the loop serves meanwhile).
+            if e.errno == errno.EADDRINUSE and attempt < REBIND_ATTEMPTS and self._call_soon is not None:
+                call_soon = self._call_soon
+                retry = threading.Timer(
+                    REBIND_PAUSE, call_soon, args=(lambda: self._bind_main(endpoint, keys, generation, attempt + 1),)
+                )
+                retry.daemon = True
+                retry.start()
+                return
+            log.error("node %s: cannot bind %s with key generation %d: %s", self.node.name, endpoint, generation, e)
             return
-        self._bind(endpoint, keys)
         log.info("node %s: key generation %d (%s) now on %s; the old key is refused",
                  self.node.name, generation, keys.fingerprint, endpoint)  # fmt: skip
 
