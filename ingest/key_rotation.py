@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from ..broker.keys import KeyPair, generation_name, load_secret
+from ..broker.keys import KeyPair, generation_name, key_paths, load_secret
 from ..config.cluster import NodeConfig
 from ..node.errors import KeyMaterialError
 from ..node.key_rotation import KeyHistory
@@ -87,18 +87,15 @@ class RotatingKeys:
 
         Raises KeyMaterialError when its file is missing, unreadable or holds another key.
         """
-        keys = load_secret(
-            self.keys_dir / f"{generation_name(self.node.name, generation)}.key_secret", self._passphrase
-        )
+        keys = load_secret(key_paths(self.keys_dir, generation_name(self.node.name, generation))[1], self._passphrase)
         with self._lock:
             history = self._history
-        if history is not None and generation < len(history.generations):
-            expected = history.generations[generation].curve
-            if generation > 0 and keys.public != expected:
-                raise KeyMaterialError(
-                    f"{self.node.name}: key generation {generation} on disk is {keys.fingerprint}, "
-                    "not the key the admin ledger names"
-                )
+        named = [g.curve for g in history.generations if g.number == generation] if history is not None else []
+        if generation > 0 and keys.public not in named:
+            raise KeyMaterialError(
+                f"{self.node.name}: key generation {generation} on disk is {keys.fingerprint}, "
+                "not the key the admin ledger names"
+            )
         return keys
 
     def apply(self) -> None:
