@@ -516,7 +516,9 @@ class Gateway:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
         client = self._redis()
         board = TallyBoard(client)
-        pipe = client.pipeline()
+        # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and these
+        # hashes need no transaction of their own.
+        pipe = client.pipeline(transaction=False)
         ledgers = self.reader.ledgers()
         for ledger in ledgers:
             pipe.hgetall(board.latest_key(ledger))

@@ -248,6 +248,9 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
     assert [p.height for p in board.history("votes")] == [3]
     published = board.latest("votes")["observer-1"]
     assert published is not None and published.height == 3
+    pipe = gateway.pipeline(transaction=False)  # the live page's poll of the latest tallies
+    pipe.hgetall(board.latest_key("votes"))
+    assert list(pipe.execute()[0]) == [b"observer-1"]
     repl = ReplicationLedger(gateway)
     assert repl.cosignatures("votes") == {"replica-1": b"cosigned note"}
     assert repl.held("votes") == {"ingest-1": 1}
