@@ -538,6 +538,7 @@ class AccountCache:
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
         self._grants: Grants | None = None
+        self._key_rotations: tuple[dict[str, Any], ...] = ()
         self._admin_size = 0
 
     # --- reads (any thread) ----------------------------------------------------------------------
@@ -559,6 +560,12 @@ class AccountCache:
         """The grants of the cached admin ledger (None while there is none); a new object
         after each change, never one changed in place, so any thread may read it."""
         return self._grants
+
+    @property
+    def key_rotations(self) -> tuple[dict[str, Any], ...]:
+        """The cached admin ledger's ``key_rotation`` payloads (each with its ``accepted``), a
+        new tuple after each change (node/node_key_rotation.py makes the nodes' keys of them)."""
+        return self._key_rotations
 
     def accepted_floor(self) -> int:
         """The least accepted time a record placed now may have (PROTOCOL 16.2)."""
@@ -602,6 +609,7 @@ class AccountCache:
         if violations:
             logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
         self._grants = engine.grants()
+        self._key_rotations = tuple(engine.key_rotations())
         self._admin_size = size
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:

@@ -33,17 +33,28 @@ log = logging.getLogger(__name__)
 class NodeAddress:
     endpoint: str
     key: str  # the node's z85 public key
+    # More endpoints of the same node and key: its rotation endpoint, which serves a new key
+    # while the node's main one still serves the old (docs/PROTOCOL.md 16.6).
+    also: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return self.endpoint
 
 
 class _Connection:
-    def __init__(self, ctx: zmq.Context[Any], node: NodeAddress, keys: KeyPair, max_message_bytes: int) -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], node: NodeAddress, keys: KeyPair, max_message_bytes: int, timeout: float
+    ) -> None:
         self.node = node
         self.socket = curve_client(ctx, zmq.DEALER, node.key, keys)
         self.socket.maxmsgsize = 2 * max_message_bytes
-        self.socket.connect(node.endpoint)
+        if node.also:
+            # Requests go only to an endpoint whose handshake succeeded (the one serving this
+            # key), never queued behind one that refuses it; no such endpoint: the send times out.
+            self.socket.immediate = True
+            self.socket.sndtimeo = max(1, int(timeout * 1000))
+        for endpoint in (node.endpoint, *node.also):
+            self.socket.connect(endpoint)
 
     def close(self) -> None:
         self.socket.close(linger=0)
@@ -82,9 +93,11 @@ class Client:
 
     def _connection(self, node: NodeAddress) -> _Connection:
         connection = self._connections.get(node.endpoint)
-        if connection is None or connection.node.key != node.key:
+        if connection is None or connection.node != node:
+            if connection is not None:  # the node's key or endpoints changed (a key rotation)
+                connection.close()
             connection = self._connections[node.endpoint] = _Connection(
-                self._ctx, node, self.keys, self.max_message_bytes
+                self._ctx, node, self.keys, self.max_message_bytes, self.timeout
             )
         return connection
 
@@ -121,7 +134,13 @@ class Client:
                 data = encode_request(request_id, cmd, args)
                 if len(data) > self.max_message_bytes:
                     raise BadRequestError(f"{cmd}: request is {len(data)} bytes, over {self.max_message_bytes}")
-                connection.socket.send(data)
+                try:
+                    connection.socket.send(data)
+                except zmq.Again:
+                    raise NodeUnavailableError(
+                        f"{node.endpoint}: no endpoint of the node accepted its key {node.key[:8]}... "
+                        f"within {self.timeout:g} s"
+                    ) from None
                 pending[request_id] = index
             if not pending:
                 break

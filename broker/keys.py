@@ -147,6 +147,27 @@ def check_name(name: str) -> str:
     return name
 
 
+# A node's key generation g > 0 (PROTOCOL 16.6) is the key named ``<node>@<g>``.
+GENERATION_MARK = "@"
+
+
+def generation_name(name: str, generation: int) -> str:
+    """The key name of ``name``'s key generation ``generation`` (0: ``name`` itself)."""
+    return name if generation == 0 else f"{name}{GENERATION_MARK}{generation}"
+
+
+def newest_generation(directory: Path, name: str) -> int:
+    """The highest generation of ``name`` whose public key file is in ``directory`` (0 if none)."""
+    check_name(name)
+    newest = 0
+    prefix = f"{name}{GENERATION_MARK}"
+    for path in directory.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
+        number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
+        if number.isdigit() and not number.startswith("0"):
+            newest = max(newest, int(number))
+    return newest
+
+
 def key_paths(directory: Path, name: str) -> tuple[Path, Path]:
     """The public and secret file of key ``name`` in ``directory``."""
     check_name(name)

@@ -23,6 +23,8 @@ verifier      read streams, held heights, homes and checkpoints; read streams th
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read
               the accounts
+gateway       read only: the signed tallies, the witnesses' cosignatures, held heights, the
+              ledgers' homes and the open alerts (verifier/gateway.py); no write command at all
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
 ============  ===========================================================================
 
@@ -48,7 +50,7 @@ from typing import Any
 
 from ..node.errors import SettingsError
 
-ROLES = ("ingest", "replica", "observer", "verifier", "admin")
+ROLES = ("ingest", "replica", "observer", "verifier", "gateway", "admin")
 USER_PREFIX = "vledger-"
 PASSWORD_SUFFIX = ".redis_password"  # noqa: S105 (a file name)
 ACL_FILE = "redis.acl"
@@ -93,6 +95,9 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
     "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
     "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    # The public gateway faces the internet: if it is taken over, it must not be able to
+    # change what it shows, so it has read commands only (no EVAL: a script could write).
+    "gateway": ("ping", "select", "get", "hget", "hgetall", "hkeys", "smembers", *_STREAM_READ),
     "admin": (
         *_CONNECTION,
         *_ACCOUNTS_READ,
@@ -125,7 +130,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
     witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
-    # A node's gateway (verifier/gateway.py) signs in as the node and shows the tallies.
+    # The gateway (verifier/gateway.py) shows the tallies, as its own read-only user.
     tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
     outside_read = f"%R~{ns}:outside:*"
@@ -150,10 +155,9 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"%R~{ns}:cosig:*",
             f"~{ns}:outside:*",
             f"~{ns}:totp:*",
-            *tallies_read,
             *held,
         ),
-        "replica": (*follower, *tallies_read),
+        "replica": follower,
         "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
         "verifier": (
             *node,
@@ -163,6 +167,13 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"%R~{ns}:checkpoints",
             f"%R~{ns}:held:*",
             f"~{ns}:sweep:*",
+        ),
+        "gateway": (
+            *tallies_read,
+            f"%R~{ns}:cosig:*",
+            f"%R~{ns}:held:*",
+            f"%R~{ns}:ledgers",
+            f"%R~{ns}:alerts:open",
         ),
         "admin": (f"~{ns}:*",),
     }
@@ -175,6 +186,7 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
         "replica": (*node, f"&{ns}:held", f"&{ns}:cosigned"),
         "observer": (*node, f"&{ns}:held", f"&{ns}:cosigned"),
         "verifier": node,
+        "gateway": (),
         "admin": (f"&{ns}:*",),
     }
 

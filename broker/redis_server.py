@@ -162,6 +162,15 @@ def free_port() -> int:
         return port
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerTls:
+    """A redis-server's TLS files (PEM): its certificate and private key, and the CA that signed it."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 class RedisServer:
     """A redis-server on 127.0.0.1 with its data (append-only file on) in ``directory``.
 
@@ -170,7 +179,9 @@ class RedisServer:
     seconds; a server that exits or stays silent raises RedisServerError with the end of
     its log. With ``acl_file`` (broker/redis_acl.py) the server takes its users from it,
     and ``auth`` (a user of it that may run INFO, the admin, and its password) is how
-    start-up asks whether the server answers.
+    start-up asks whether the server answers. With ``tls`` it also serves TLS on a second
+    free port (:attr:`tls_url`, ``rediss://``; clients show no certificate of their own),
+    beside the plain one start-up asks.
     """
 
     def __init__(
@@ -183,8 +194,11 @@ class RedisServer:
         stop_timeout: float = 10.0,
         acl_file: Path | None = None,
         auth: tuple[str, str] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.directory = directory
+        self.tls = tls
+        self.tls_port: int | None = None
         self.acl_file = acl_file
         self.auth = auth
         self.port = port
@@ -200,6 +214,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise RedisServerError("the redis-server is not started with TLS")
+        return f"rediss://127.0.0.1:{self.tls_port}/0"
+
+    @property
     def log_path(self) -> Path:
         return self.directory / _LOG_NAME
 
@@ -211,6 +231,8 @@ class RedisServer:
         attempts = 1 if self.port is not None else _PORT_ATTEMPTS
         for attempt in range(1, attempts + 1):
             port = self.port if self.port is not None else free_port()
+            if self.tls is not None:
+                self.tls_port = free_port()
             try:
                 self._launch(executable, port)
             except RedisServerError:
@@ -235,6 +257,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(directory / _LOG_NAME),
             *(("--aclfile", str(self.acl_file.resolve())) if self.acl_file is not None else ()),
+            *self._tls_args(),
         ]  # fmt: skip
         process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         username, password = self.auth if self.auth is not None else (None, None)
@@ -269,6 +292,17 @@ class RedisServer:
                 raise RedisServerError(f"redis-server on port {port} exited with status {code}{self._log_tail()}")
         finally:
             client.close()
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None or self.tls_port is None:
+            return []
+        return [
+            "--tls-port", str(self.tls_port),
+            "--tls-cert-file", str(self.tls.cert_file.resolve()),
+            "--tls-key-file", str(self.tls.key_file.resolve()),
+            "--tls-ca-cert-file", str(self.tls.ca_file.resolve()),
+            "--tls-auth-clients", "no",  # clients sign in with their ACL user's password
+        ]  # fmt: skip
 
     def _log_tail(self, lines: int = 5) -> str:
         try:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from ..broker.client import Client, NodeAddress
-from ..broker.keys import KeyPair, load_public
+from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, newest_generation
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -94,8 +94,14 @@ class Connection(Protocol):
 
 
 def node_address(config: ClusterConfig, name: str) -> NodeAddress:
+    """How a client reaches node ``name``: its newest key in the key directory (PROTOCOL 16.6),
+    on its endpoint and, once its keys rotated, its rotation endpoint too (which serves the new
+    key while the endpoint still serves the old one, until the window ends)."""
     node = config.node(name)
-    return NodeAddress(node.endpoint, load_public(config.public_key_path(node.name)))
+    generation = newest_generation(config.keys_dir, node.name)
+    key = load_public(config.keys_dir / f"{generation_name(node.name, generation)}{PUBLIC_SUFFIX}")
+    also = (node.rotation_endpoint,) if generation > 0 and node.rotation_endpoint is not None else ()
+    return NodeAddress(node.endpoint, key, also)
 
 
 def reply_field(result: dict[str, Any], key: str, kind: type[Any]) -> Any:

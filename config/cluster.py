@@ -104,6 +104,9 @@ class NodeConfig:
     bind: str | None = None  # the address its sockets bind (e.g. 0.0.0.0), when not ``host``
     http_port: int | None = None  # /metrics, /healthz, /readyz of the node's process (local, plain HTTP)
     gateway_port: int | None = None  # the public read-only HTTP gateway beside the node (its store)
+    # During a key rotation's window (PROTOCOL 16.6) the request socket also serves the new
+    # CURVE key here, since a CURVE server socket has one key per bound endpoint.
+    rotation_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -119,6 +122,14 @@ class NodeConfig:
         """Where the node's request socket binds: ``bind`` if given (a container behind NAT,
         a host with several addresses), else ``host``."""
         return f"tcp://{self.bind or self.host}:{self.port}"
+
+    @property
+    def rotation_endpoint(self) -> str | None:
+        return None if self.rotation_port is None else f"tcp://{self.host}:{self.rotation_port}"
+
+    @property
+    def bind_rotation_endpoint(self) -> str | None:
+        return None if self.rotation_port is None else f"tcp://{self.bind or self.host}:{self.rotation_port}"
 
     @property
     def bind_feed_endpoint(self) -> str | None:
@@ -263,7 +274,8 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port"), at)
+        known = ("role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port", "rotation_port")
+        _check_keys(spec, known, at)
         role = _text(spec, "role", at)
         if role not in ROLES:
             raise SettingsError(f"{at}.role: {role!r} is not one of {', '.join(ROLES)}")
@@ -278,7 +290,16 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         gateway_port = _port(spec, "gateway_port", at) if "gateway_port" in spec else None
         if gateway_port is not None and role not in STORE_ROLES:
             raise SettingsError(f"{at}.gateway_port: a gateway serves a node's store; the {role} role keeps none")
-        ports = (("port", port), ("pub_port", pub_port), ("http_port", http_port), ("gateway_port", gateway_port))
+        rotation_port = _port(spec, "rotation_port", at) if "rotation_port" in spec else None
+        if rotation_port is not None and role != "ingest":
+            raise SettingsError(f"{at}.rotation_port: only an ingest node's keys rotate (yet), not the {role} role's")
+        ports = (
+            ("port", port),
+            ("pub_port", pub_port),
+            ("http_port", http_port),
+            ("gateway_port", gateway_port),
+            ("rotation_port", rotation_port),
+        )
         for key, value in ports:
             if value is None:
                 continue
@@ -291,7 +312,9 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if follow and role not in FOLLOWER_ROLES:
             raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
         bind = _text(spec, "bind", at) if "bind" in spec else None
-        nodes[name] = NodeConfig(name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port)
+        nodes[name] = NodeConfig(
+            name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port, rotation_port
+        )
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
     ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))

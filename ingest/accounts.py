@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..broker.accounts import (
@@ -28,11 +29,17 @@ from ..node.errors import (
     NoSuchKeyError,
     NotEnrolledError,
 )
+from ..node.node_key_rotation import sign_key_problem
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
 from .second_factor import SecondFactors
 from .service import Caller
+
+# A rotation's window (PROTOCOL 16.6): long enough for every client to learn the new key,
+# short enough that a stolen old key does not stay good for long.
+MIN_ROTATION_WINDOW_MS = 1_000
+MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
 
 
 class CachedAccounts:
@@ -81,7 +88,9 @@ class RegistryAdmin:
         wait_ms: int,
         ledger: AdminLedger | None = None,
         factors: SecondFactors | None = None,
+        node_roles: Mapping[str, str] | None = None,
     ) -> None:
+        self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
@@ -99,6 +108,9 @@ class RegistryAdmin:
             version = self.registry.version()
         elif command in ("totp.enroll", "totp.reset"):
             result = self._second_factor(command, args, author, via)
+            version = self.registry.version()
+        elif command == "node.rotate":
+            result = self._rotate(args, author, via)
             version = self.registry.version()
         else:
             result, version = self._account_change(command, args, author, via)
@@ -132,6 +144,45 @@ class RegistryAdmin:
         payload = {"ledger": ledger, "kind": kind, "account": account, "via": via}
         height = self._record("grant" if command == "grant.add" else "revoke", payload, author)
         return {"ledger": ledger, "kind": kind, "account": account, "height": height}
+
+    def _rotate(self, args: Args, author: str, via: str) -> dict[str, Any]:
+        """Record a rotation of a node's keys (PROTOCOL 16.6): its new CURVE key ``curve`` and
+        Ed25519 key ``sign``, the old ones in force ``window_ms`` more. Refused (bad_request)
+        for a node the cluster does not have or that is not an ingest node, a key that is not
+        one, a window out of bounds, or while the node's previous window is still open; a
+        CURVE key an account or a node already uses is key_in_use."""
+        node = args.text("node", max_length=64)
+        role = self.node_roles.get(node)
+        if role is None:
+            raise BadRequestError(f"no node {node!r} in the cluster")
+        if role != "ingest":
+            raise BadRequestError(f"{node} is a {role} node: only an ingest node's keys rotate (yet)")
+        curve = check_public_key(args.text("curve", max_length=40))
+        sign = args.text("sign", max_length=64)
+        problem = sign_key_problem(sign)
+        if problem is not None:
+            raise BadRequestError(problem)
+        window_ms = args.uint("window_ms", maximum=MAX_ROTATION_WINDOW_MS)
+        if window_ms < MIN_ROTATION_WINDOW_MS:
+            raise BadRequestError(f"window_ms {window_ms} is under {MIN_ROTATION_WINDOW_MS}")
+        if self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys():
+            raise KeyInUseError(f"the key {curve[:8]}... is already in use")
+        now = int(time.time() * 1000)
+        for rotation in self.cache.key_rotations:
+            if rotation["node"] == node and rotation["until"] > now:
+                raise BadRequestError(
+                    f"{node}'s previous rotation is still in its window (until {rotation['until']} ms): "
+                    "rotate again once it ended"
+                )
+        if self.ledger is None:
+            raise BadRequestError("key rotations are recorded on the admin ledger, which this node does not home")
+        until = now + window_ms
+        payload = {"node": node, "curve": curve, "sign": sign, "until": until, "via": via}
+        height = self._record("key_rotation", payload, author)
+        return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
+
+    def _node_keys(self) -> set[str]:
+        return {r["curve"] for r in self.cache.key_rotations}
 
     def _second_factor(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
         """A new second factor for an admin account, recorded (never its secret) on the admin

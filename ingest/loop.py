@@ -38,6 +38,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from typing import Any, Protocol
@@ -97,6 +98,7 @@ class RequestLoop:
         self._stopping = False
         self._in_flight = 0
         self._thread: int | None = None  # the serving thread: its own completions need no wake-up byte
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
 
     def close(self) -> None:
         os.close(self._wake_read)
@@ -112,6 +114,19 @@ class RequestLoop:
         """Stop reading requests; ``serve`` returns once those in flight are answered."""
         self._stopping = True
         self._write_wake_byte()  # always: the loop may have just taken the pending one
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the serving thread, which owns the socket (any thread may ask)."""
+        self._calls.append(call)
+        self._write_wake_byte()
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            call = self._calls.popleft()
+            try:
+                call()
+            except Exception:  # one failed step must not stop the serving of requests
+                log.exception("a call on the request loop failed")
 
     def serve(self) -> None:
         everything = zmq.Poller()
@@ -130,6 +145,7 @@ class RequestLoop:
                     else:
                         self._clear_wake()
                 self._answer_finished()
+                self._run_calls()
         finally:
             self._thread = None
 

@@ -49,7 +49,7 @@ from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
 from .key_chains import KeyChains
-from .members import node_keys
+from .members import EndpointKeys
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -198,18 +198,19 @@ def _followed(config: ClusterConfig, node: NodeConfig) -> list[NodeConfig]:
     return [config.node(name) for name in node.follow]
 
 
-def blob_sources(config: ClusterConfig, me: str) -> Callable[[str], list[tuple[str, NodeAddress]]]:
+def blob_sources(
+    config: ClusterConfig, me: str, address_of: Callable[[str], NodeAddress]
+) -> Callable[[str], list[tuple[str, NodeAddress]]]:
     """Whom a replica asks for a ledger's file blobs: its home, then the nodes it follows, then
-    every other ingest node and replica of the cluster (any of them may hold a copy)."""
+    every other ingest node and replica of the cluster (any of them may hold a copy), each at
+    ``address_of`` its name (its keys in force now: MemberGates.address_of)."""
     node = config.node(me)
     servers = [n.name for n in config.nodes.values() if n.role in ("ingest", "replica") and n.name != me]
 
     def sources(ledger: str) -> list[tuple[str, NodeAddress]]:
         order = [config.home_of(ledger).name, *node.follow, *servers]
         named = [name for i, name in enumerate(order) if name != me and name not in order[:i]]
-        return [
-            (name, NodeAddress(config.node(name).endpoint, load_public(config.public_key_path(name)))) for name in named
-        ]
+        return [(name, address_of(name)) for name in named]
 
     return sources
 
@@ -297,7 +298,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             name,
             store.blobs,
             keys,
-            blob_sources(config, name),
+            blob_sources(config, name, runtime.gates.address_of),
             chunk_bytes=config.ingest.file_chunk_bytes,
             max_message_bytes=broker.max_message_bytes,
             on_alert=lambda alert: raise_alert(replication, alert),
@@ -319,11 +320,12 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     sources: list[Any] = [StreamSource(replication)]
     for followed in _followed(config, node):
         client = Client(
-            NodeAddress(followed.endpoint, load_public(config.public_key_path(followed.name))),
+            runtime.gates.address_of(followed.name),
             keys,
             timeout=SOURCE_TIMEOUT,
             follow=False,  # a source's records are trusted by who sent them: never another node's
         )
+        runtime.gates.keep_addressed(client, followed.name)  # its key rotations followed
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
@@ -362,7 +364,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         store,
         CachedAccounts(cache, members=runtime.gates.members),
         admin,
-        node_keys(config),
+        EndpointKeys(runtime.gates, [n.name for n in config.ingest_nodes()]),
         domain=files.engine if files is not None else None,
         version=__version__,
         status=follower.status,

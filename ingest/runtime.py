@@ -31,8 +31,9 @@ from ..broker.replication import ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import SettingsError
+from .key_rotation import RotatingKeys, serving_generations
 from .loop import RequestLoop, Service
-from .members import MemberGates
+from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,17 @@ class NodeRuntime:
     ``stack``) is stopped or closed when it exits, the last added first.
     """
 
-    def __init__(self, config: ClusterConfig, node: NodeConfig, keys: KeyPair, stack: ExitStack) -> None:
+    def __init__(
+        self, config: ClusterConfig, node: NodeConfig, keys: KeyPair, stack: ExitStack, passphrase: str | None = None
+    ) -> None:
         self.config = config
         self.node = node
         self.name = node.name
         self.keys = keys
         self.stack = stack
+        # The request socket's keys through a rotation (made by request_server).
+        self.rotation: RotatingKeys | None = None
+        self._passphrase = passphrase  # opens the key generations a rotation adds
         # Its role's Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
         self.redis_access = config.redis_access(node.role)
         self.ctx = process_context()
@@ -112,7 +118,7 @@ class NodeRuntime:
         with ExitStack() as stack:
             # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
             stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)
-            runtime = cls(config, node, keys, stack)
+            runtime = cls(config, node, keys, stack, passphrase)
             stack.callback(_end_context, runtime.ctx)  # after every socket added later was closed
             yield runtime
 
@@ -139,12 +145,26 @@ class NodeRuntime:
     def accounts(self, registry: AccountRegistry) -> AccountCache:
         """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
+        self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
         return self.started(self.gates.account_cache(registry, self.name, poll))
 
     def request_server(self, settings: BrokerSettings) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once
-        it has proved that an unlisted key is refused (AuthSelfTestError otherwise)."""
-        server = CurveServer(self.keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx)
+        it has proved that an unlisted key is refused (AuthSelfTestError otherwise).
+
+        It serves the key generation the admin ledger says is in force on its endpoint (the
+        accounts cache, started before, has read it), and follows the node's key rotations
+        from then on (ingest/key_rotation.py). Raises KeyMaterialError when that generation's
+        secret key file is missing or holds another key.
+        """
+        rotation = RotatingKeys(self.node, self.config.keys_dir, self._passphrase, 0)
+        rotation.update(self.gates.histories)
+        serving, _ = serving_generations(self.gates.histories.get(self.name), now_ms())
+        keys = self.keys if serving == 0 else rotation.keys_of(serving)
+        rotation.serving = serving
+        self.rotation = rotation
+        self.gates.on_rotation = rotation.update
+        server = CurveServer(keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx)
         self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
         server.self_test()
         return server
@@ -164,6 +184,8 @@ class NodeRuntime:
         """
         with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping):
             log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
+            if self.rotation is not None:
+                self.rotation.attach(server.socket, loop.call_soon)
             if main is None:
                 loop.serve()
                 return

@@ -38,7 +38,7 @@ from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
-from .members import node_keys
+from .members import EndpointKeys
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
@@ -50,8 +50,6 @@ from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
-
-__all__ = ["node_keys", "run_ingest"]  # node_keys: from .members, as before
 
 
 def _signing_key(
@@ -213,6 +211,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         config.ingest.account_wait_ms,
         admin_ledger,
         factors,
+        {n.name: n.role for n in config.nodes.values()},
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:
@@ -229,7 +228,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         store,
         CachedAccounts(cache, members=runtime.gates.members),
         admin,
-        node_keys(config),
+        EndpointKeys(runtime.gates, [n.name for n in config.ingest_nodes()]),
         domain,
         executor,
         __version__,

@@ -285,7 +285,7 @@ class IngestService:
         store: ChainStore,
         accounts: AccountLookup,
         admin: AccountAdmin,
-        node_keys: dict[str, str],
+        node_keys: Mapping[str, str],
         domain: RulesEngine | None = None,
         executor: Executor | None = None,
         version: str = "0",
@@ -861,6 +861,7 @@ _admin_command("key.add", "account key", "bind a CURVE public key (z85) to an ac
 _admin_command("key.revoke", "key [account]", "refuse a key from its next request (that account's, if named)")
 _admin_command("grant.add", "ledger kind account", "let an account write a kind (or *) of a ledger")
 _admin_command("grant.revoke", "ledger kind account", "end an account's grant")
+_admin_command("node.rotate", "node curve sign window_ms", "a node's new keys; its old ones work window_ms more")
 _admin_command("totp.enroll", "[account]", "a first second factor for an admin (you): its URI and recovery codes")
 _admin_command("totp.reset", "account", "a new second factor for another admin: its URI and recovery codes")
 

@@ -44,6 +44,7 @@ from .args import (
     difficulty,
     ledger_name,
     node_name,
+    positive,
 )
 from .client_output import (
     print_account_change,
@@ -76,6 +77,7 @@ from .client_session import (
     SessionPool,
 )
 from .file_transfer import download_file, upload_file
+from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
@@ -842,6 +844,31 @@ def _add_grant_verbs(commands: Subparsers) -> None:
     _verb(grants, "list", cmd_grant_list, "the grants in force", "The grants in force, replayed from the admin ledger.")
 
 
+def _add_key_verbs(commands: Subparsers) -> None:
+    keys = _group(commands, "key", "rotate a node's keys (admin)", "Rotate a node's keys (PROTOCOL 16.6).")
+    rotate = _verb(
+        keys,
+        "rotate",
+        cmd_key_rotate,
+        "a node's new CURVE key; the old one works until the window ends",
+        "Make a node's next CURVE key pair and record the rotation on the admin ledger. During the window "
+        "the node serves the old key on its port and the new one on its rotation_port; then only the new one.",
+    )
+    rotate.add_argument("node", metavar="NODE")
+    rotate.add_argument(
+        "--window",
+        type=positive,
+        default=DEFAULT_WINDOW_SECONDS,
+        metavar="SECONDS",
+        help=f"how long the old key keeps working (default {DEFAULT_WINDOW_SECONDS})",
+    )
+    rotate.add_argument(
+        "--passphrase",
+        action="store_true",
+        help=f"protect the new secret key with the node's passphrase, from ${PASSPHRASE_ENV}",
+    )
+
+
 def _totp_action(cmd: str) -> SessionVerb:
     def run(session: Session, args: argparse.Namespace) -> int:
         request = {} if args.account is None else {"account": args.account}
@@ -910,6 +937,7 @@ def add_client_verbs(commands: Subparsers) -> None:
     _add_user_verbs(commands)
     _add_receipt_verbs(commands)
     _add_grant_verbs(commands)
+    _add_key_verbs(commands)
 
 
 def _add_receipt_verbs(commands: Subparsers) -> None:

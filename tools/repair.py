@@ -44,11 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..broker.client import Client, NodeAddress
-from ..broker.keys import KeyPair, load_public
+from ..broker.client import Client
+from ..broker.keys import KeyPair
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
+from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.blobs import BlobStore
@@ -142,8 +143,7 @@ class Sources:
     def client(self, name: str) -> Client:
         client = self._clients.get(name)
         if client is None:
-            node = self.config.node(name)
-            address = NodeAddress(node.endpoint, load_public(self.config.public_key_path(name)))
+            address = node_address(self.config, name)  # its newest key (PROTOCOL 16.6)
             client = Client(
                 address, self.keys, timeout=self.timeout, max_message_bytes=self.config.ingest.max_message_bytes
             )
@@ -184,9 +184,7 @@ def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
 
 def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = ANSWER_TIMEOUT) -> bool:
     """Whether node ``name`` answers ``hello`` within ``timeout`` seconds."""
-    node = config.node(name)
-    address = NodeAddress(node.endpoint, load_public(config.public_key_path(name)))
-    with Client(address, keys, timeout=timeout) as client:
+    with Client(node_address(config, name), keys, timeout=timeout) as client:
         try:
             client.hello()
         except VledgerError:  # no answer (node_unavailable), or a refusal: either way not serving us

@@ -533,8 +533,9 @@ class Gateway:
 
     def _redis(self) -> Any:
         if self.redis is None:
-            # As the Redis user of the node whose store it serves (on that node's host).
-            self.redis = connect(self.config.redis_access(self.node.role), timeout=2.0)
+            # As the read-only gateway user (broker/redis_acl.py): what faces the internet
+            # cannot change what it shows.
+            self.redis = connect(self.config.redis_access("gateway"), timeout=2.0)
         return self.redis
 
     def tally(self, ledger: str) -> dict[str, Any]:
@@ -575,7 +576,9 @@ class Gateway:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
         client = self._redis()
         board = TallyBoard(client)
-        pipe = client.pipeline()
+        # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and these
+        # hashes need no transaction of their own.
+        pipe = client.pipeline(transaction=False)
         ledgers = self.reader.ledgers()
         for ledger in ledgers:
             pipe.hgetall(board.latest_key(ledger))

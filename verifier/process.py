@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..broker.client import Client, NodeAddress
-from ..broker.keys import KeyPair, load_public
+from ..broker.client import Client
+from ..broker.keys import KeyPair
 from ..broker.replication import REDIS_ERRORS
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
+from ..ingest.members import MemberGates
 from ..ingest.metrics import MeteredService, NodeMetrics, alerts_collector, counter_collector, redis_check
 from ..ingest.runtime import NodeRuntime
 from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, VledgerError
@@ -78,18 +79,20 @@ class StatusService:
 
 
 def node_readers(
-    config: ClusterConfig, keys: KeyPair, timeout: float, clock: Callable[[], float]
+    config: ClusterConfig, keys: KeyPair, timeout: float, clock: Callable[[], float], gates: MemberGates
 ) -> dict[str, NodeReader]:
+    """A reader of every node's copy, kept on the node's newest key through its key rotations."""
     readers = {}
     for node in config.nodes.values():
         if node.role == "verifier":
             continue
         client = Client(
-            NodeAddress(node.endpoint, load_public(config.public_key_path(node.name))),
+            gates.address_of(node.name),
             keys,
             timeout=timeout,
             follow=False,  # each node's own copy is checked, never its home's in its place
         )
+        gates.keep_addressed(client, node.name)
         readers[node.name] = NodeReader(node, client, config.ingest.page_size, clock)
     return readers
 
@@ -98,7 +101,9 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
         replication = runtime.replication()
         cache = runtime.accounts(runtime.registry())  # the verifier has no feed: only its request list
-        readers = node_readers(config, runtime.keys, config.verifier.node_timeout_ms / 1000, time.monotonic)
+        readers = node_readers(
+            config, runtime.keys, config.verifier.node_timeout_ms / 1000, time.monotonic, runtime.gates
+        )
         for reader in readers.values():
             runtime.closing(reader.client.close)
         checks = ClusterChecks(name, config, replication, readers)

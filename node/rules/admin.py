@@ -43,6 +43,7 @@ from typing import Any
 from ...config.settings import PROTOCOL_LIMITS
 from ..errors import AlreadyGrantedError, NoSuchGrantError
 from ..ledger import LedgerRules
+from ..node_key_rotation import curve_key_problem, sign_key_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
 from . import Domain, Fields, GenesisReader, Plan, refuse
 
@@ -159,9 +160,12 @@ def check_admin_payload(record: Record) -> Fields:
     elif kind == "key_rotation":
         if not is_name(payload["node"]):
             fields.fail(f"node {payload['node']!r} is not a node name")
-        fields.text("curve")
-        fields.text("sign")
-        fields.integer("until", 0)
+        problem = curve_key_problem(payload["curve"]) or sign_key_problem(payload["sign"])
+        if problem is not None:
+            fields.fail(problem)
+        # The old keys' window ends after the record, or the rotation would cut them at once.
+        if fields.integer("until", 0) <= record.accepted:
+            fields.fail(f"until {payload['until']} is not after the record's accepted time {record.accepted}")
     else:
         fields.account("account")
         ops = {"account": ACCOUNT_OPS, "key": KEY_OPS, "totp": TOTP_OPS}[kind]

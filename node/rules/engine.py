@@ -138,6 +138,14 @@ class RulesEngine:
             return held.domain.grants
         return self._grant_source() if self._grant_source is not None else None
 
+    def key_rotations(self) -> list[dict[str, Any]]:
+        """The ``key_rotation`` payloads of this engine's admin ledger, each with its record's
+        ``accepted``, in ledger order per node (none without an admin ledger)."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return []
+        return [dict(r) for rotations in held.domain.rotations.values() for r in rotations]
+
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 

@@ -337,6 +337,7 @@ class NodeProcess:
     relay: bool = False  # a replica that republishes (has a pub_port)
     http_port: int = 0  # /metrics, /healthz, /readyz
     gateway_port: int = 0  # the public gateway over its store, when the cluster runs one
+    rotation_port: int = 0  # an ingest node's second request endpoint during a key rotation
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -386,6 +387,9 @@ class LocalCluster:
     production: bool = False
     gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
     outside_witnesses: Mapping[str, str] = field(default_factory=dict)  # key name -> URL prefix
+    # The processes reach Redis over TLS: the server's rediss:// URL and the CA in the
+    # cluster file; the tests' own clients keep the plain ``redis_url``.
+    redis_tls: tuple[str, Path] | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -393,6 +397,8 @@ class LocalCluster:
         base = self.redis_url.rsplit("/", 1)[0]
         self.database = next(_databases) % 15 + 1
         self.cluster_redis_url = f"{base}/{self.database}"
+        tls_base = None if self.redis_tls is None else self.redis_tls[0].rsplit("/", 1)[0]
+        self.processes_redis_url = self.cluster_redis_url if tls_base is None else f"{tls_base}/{self.database}"
         self.node_names = [f"ingest-{i}" for i in range(1, self.nodes + 1)]
         self.replica_names = [f"replica-{i}" for i in range(1, self.replicas + 1)]
         self.procs = {name: NodeProcess(name, 0, self.directory / f"{name}.log") for name in self.node_names}
@@ -525,7 +531,7 @@ class LocalCluster:
             'name = "test"',
             'keys = "keys"',
             'data = "data"',
-            f'redis = "{self.cluster_redis_url}"',
+            f'redis = "{self.processes_redis_url}"',
             f'default_home = "{self.node_names[0]}"',
             f"production = {'true' if self.production else 'false'}",
             "",
@@ -543,6 +549,7 @@ class LocalCluster:
             "",
             "[redis]",
             f'passwords = "{REDIS_PASSWORDS}"',
+            *([f'ca = "{self.redis_tls[1]}"'] if self.redis_tls is not None else []),
             "",
             "[outside_witnesses]",
             *(f'"{name}" = "{url}"' for name, url in self.outside_witnesses.items()),
@@ -563,6 +570,7 @@ class LocalCluster:
             proc.pub_port = distinct_port() if proc.role == "ingest" or proc.relay else 0
             proc.http_port = distinct_port()
             proc.gateway_port = distinct_port() if proc.name in set(self.gateways) else 0
+            proc.rotation_port = distinct_port() if proc.role == "ingest" else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',
@@ -572,6 +580,8 @@ class LocalCluster:
             ]
             if proc.gateway_port:
                 lines.append(f"gateway_port = {proc.gateway_port}")
+            if proc.rotation_port:
+                lines.append(f"rotation_port = {proc.rotation_port}")
             if proc.pub_port:
                 lines.append(f"pub_port = {proc.pub_port}")
             if proc.follow:

@@ -231,9 +231,60 @@ def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
         with pytest.raises(NOPERM):
             TallyBoard(acl.client(role)).publish("votes", "observer-1", 4, b"forged", bytes(64))
     assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
-    # A node's gateway signs in as that node, and shows the tallies.
-    for role in ("replica", "ingest"):
-        assert [p.height for p in TallyBoard(acl.client(role)).history("votes")] == [3]
+
+
+def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServer) -> None:
+    home = ReplicationLedger(acl.client("ingest"))
+    home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
+    home.advance("ingest-1", "votes", 1)
+    home.alert(Alert(node="ingest-1", ledger="votes", what="fork", height=1, detail="test"))
+    ReplicationLedger(acl.client("replica")).publish_cosignature("votes", "replica-1", 2, b"cosigned note")
+    TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))
+    AccountRegistry(acl.client("admin")).add_account("alice", "writer")
+    SecondFactorStore(acl.client("ingest")).enroll("root", b"sealed secret", ("digest-1",), ENROLL)
+    gateway = acl.client("gateway")
+    # Everything verifier/gateway.py reads from Redis, through the same calls.
+    board = TallyBoard(gateway)
+    assert [p.height for p in board.history("votes")] == [3]
+    published = board.latest("votes")["observer-1"]
+    assert published is not None and published.height == 3
+    pipe = gateway.pipeline(transaction=False)  # the live page's poll of the latest tallies
+    pipe.hgetall(board.latest_key("votes"))
+    assert list(pipe.execute()[0]) == [b"observer-1"]
+    repl = ReplicationLedger(gateway)
+    assert repl.cosignatures("votes") == {"replica-1": b"cosigned note"}
+    assert repl.held("votes") == {"ingest-1": 1}
+    assert repl.ledgers() == {"votes": "ingest-1"}
+    assert list(repl.open_alerts()) == ["ingest-1|votes|fork"]
+    gateway.ping()
+    for write in (
+        lambda: board.publish("votes", "observer-1", 4, b"forged", bytes(64)),
+        lambda: repl.publish_cosignature("votes", "replica-1", 3, b"forged"),
+        lambda: repl.advance("ingest-1", "votes", 9),
+        lambda: repl.alert(Alert(node="ingest-1", ledger="votes", what="fork", height=2, detail="forged")),
+        lambda: repl.resolve(["ingest-1|votes|fork"]),
+        lambda: gateway.hset("vledger:tally:latest:votes", "observer-1", "0-1"),
+        lambda: gateway.xadd("vledger:tallies:votes", {"body": b"forged"}),
+        lambda: gateway.hset("vledger:held:votes", "ingest-1", 9),
+        lambda: gateway.hset("vledger:ledgers", "votes", "mallory"),
+        lambda: gateway.delete("vledger:cosig:votes"),
+        lambda: gateway.publish("vledger:held", "ingest-1 votes 9"),
+        lambda: gateway.eval("return redis.call('del', KEYS[1])", 1, "vledger:ledgers"),
+        lambda: AccountRegistry(gateway).add_account("mallory", "admin"),
+    ):
+        with pytest.raises(NOPERM):
+            write()
+    # Nor does it read what it does not show: accounts, second factors, the chains' streams.
+    for read in (
+        lambda: gateway.hgetall("vledger:account:alice"),
+        lambda: SecondFactorStore(gateway).state("root"),
+        lambda: ReplicationLedger(gateway).read("votes", 0, 10),
+        lambda: ReplicationLedger(gateway).checkpoints(),
+    ):
+        with pytest.raises(NOPERM):
+            read()
+    assert ReplicationLedger(acl.client("admin")).held("votes") == {"ingest-1": 1}
+    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
 
 
 def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: AclServer) -> None:

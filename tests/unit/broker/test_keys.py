@@ -255,3 +255,15 @@ def test_a_public_key_given_as_the_secret_is_named_as_such_not_told_to_chmod(tmp
     secret.chmod(0o644)  # a real secret left readable is still told to chmod
     with pytest.raises(KeyPermissionsError, match="chmod 600"):
         keys.load_secret(secret)
+
+
+def test_a_nodes_key_generations_are_found_by_name(tmp_path: Path) -> None:
+    assert keys.generation_name("ingest-1", 0) == "ingest-1"
+    assert keys.generation_name("ingest-1", 3) == "ingest-1@3"
+    assert keys.newest_generation(tmp_path, "ingest-1") == 0
+    keys.generate(tmp_path, "ingest-1")
+    keys.generate(tmp_path, "ingest-1@2")
+    keys.generate(tmp_path, "ingest-10@7")  # another node whose name starts alike
+    (tmp_path / "ingest-1@x.key").write_text("not a generation")
+    (tmp_path / "ingest-1@09.key").write_text("not a generation either")
+    assert keys.newest_generation(tmp_path, "ingest-1") == 2

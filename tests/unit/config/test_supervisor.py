@@ -173,3 +173,22 @@ def test_gateway_and_http_ports_are_checked(tmp_path: Path, spec: dict[str, Any]
     }
     with pytest.raises(SettingsError, match=message):
         cluster_from_mapping(data, tmp_path / "cluster.toml")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"role": "replica", "port": 7111, "rotation_port": 7112}, "only an ingest node"),
+        ({"role": "ingest", "port": 7102, "pub_port": 7202, "rotation_port": 7101}, "already used"),
+    ],
+)
+def test_a_rotation_port_is_an_ingest_nodes_own(tmp_path: Path, spec: dict[str, Any], message: str) -> None:
+    data: dict[str, Any] = {
+        "cluster": {"name": "local", "default_home": "ingest-1"},
+        "nodes": {"ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201}, "other": spec},
+    }
+    with pytest.raises(SettingsError, match=message):
+        cluster_from_mapping(data, tmp_path / "cluster.toml")
+    data["nodes"]["ingest-1"]["rotation_port"] = 7301
+    node = cluster_from_mapping({**data, "nodes": {"ingest-1": data["nodes"]["ingest-1"]}}, tmp_path / "c.toml")
+    assert node.node("ingest-1").rotation_endpoint == "tcp://127.0.0.1:7301"

@@ -219,3 +219,23 @@ def test_grants_in_the_admin_genesis_are_in_force_after_it(tmp_path: Path) -> No
     assert held is not None and isinstance(held.domain, AdminState)
     assert held.domain.tally().grants == [("notes", "note", ["x"])]
     store.close()
+
+
+def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
+    curve = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    good = {"node": "ingest-1", "curve": curve, "sign": "0f" * 32, "until": now() + 60_000, "via": ""}
+    for bad in (
+        {"curve": "short"},
+        {"curve": curve[:-1] + " "},
+        {"sign": "0F" * 32},  # upper case: one key, one spelling
+        {"sign": "0f" * 31},
+        {"until": 1},  # a window that ended before the record
+        {"node": "Bad Name"},
+    ):
+        with pytest.raises(BadPayloadError):
+            writer.put(ADMIN_LEDGER, "key_rotation", good | bad, "root")
+    writer.put(ADMIN_LEDGER, "key_rotation", good, "root")
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    (kept,) = engine.key_rotations()
+    assert {k: kept[k] for k in good} == good and kept["accepted"] >= 1

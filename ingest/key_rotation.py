@@ -1,0 +1,170 @@
+"""A node's request socket through a rotation of its CURVE key (docs/PROTOCOL.md 16.6).
+
+A ZeroMQ CURVE server socket has one key per bound endpoint: libzmq copies the socket's
+options, the CURVE secret key among them, into each listener when it binds. So during a
+rotation's window the node's ROUTER serves the **old** key on its endpoint (``port``), where
+every client that has not learned the new key still connects, and the **new** key on its
+rotation endpoint (``rotation_port``), where clients that hold the new key connect too. When
+the window ends the endpoint is unbound (which also closes every connection made with the
+old key) and bound again with the new key: from then on the old key gets no handshake. The
+rotation endpoint keeps serving the new key until the process stops, so a client with the
+new key loses nothing when the endpoint switches.
+
+Each step runs on the request loop's thread (ZeroMQ sockets are not thread-safe): the
+allow-lists' owner (ingest/members.py) hands every change of the key histories to
+:meth:`RotatingKeys.update` on whatever thread, which queues :meth:`RotatingKeys.apply`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from ..broker.keys import KeyPair, generation_name, key_paths, load_secret
+from ..config.cluster import NodeConfig
+from ..node.errors import KeyMaterialError
+from ..node.node_key_rotation import KeyHistory
+from .members import now_ms
+
+log = logging.getLogger(__name__)
+
+REBIND_ATTEMPTS = 250  # a port the old listener still holds, tried again for up to 5 s
+REBIND_PAUSE = 0.02
+
+
+def serving_generations(history: KeyHistory | None, now: int) -> tuple[int, int | None]:
+    """(the generation the node's endpoint serves, the one its rotation endpoint serves or None)
+    at ``now``: the oldest generation in force on the endpoint; the newest, if it differs, on
+    the rotation endpoint."""
+    if history is None:
+        return 0, None
+    generations = history.in_force(now)
+    newest, oldest = generations[0].number, generations[-1].number
+    return oldest, (newest if newest != oldest else None)
+
+
+class RotatingKeys:
+    """The keys of node ``node``'s request socket, moved as its key history says.
+
+    ``keys_dir`` holds its secret key files, generation g as ``<node>@<g>.key_secret``;
+    ``passphrase`` opens them (the same as the node's first key's). ``serving`` is the
+    generation the socket's endpoint serves now.
+    """
+
+    def __init__(self, node: NodeConfig, keys_dir: Path, passphrase: str | None, serving: int) -> None:
+        self.node = node
+        self.keys_dir = keys_dir
+        self._passphrase = passphrase
+        self.serving = serving
+        self.rotation_serving: int | None = None
+        self._history: KeyHistory | None = None
+        self._lock = threading.Lock()
+        self._socket: Any = None
+        self._call_soon: Callable[[Callable[[], None]], None] | None = None
+
+    def attach(self, socket: Any, call_soon: Callable[[Callable[[], None]], None]) -> None:
+        """Serve ``socket`` (bound to the node's endpoint), running each step through
+        ``call_soon`` on the thread that owns it; the first step is queued now."""
+        self._socket = socket
+        self._call_soon = call_soon
+        call_soon(self.apply)
+
+    def update(self, histories: Mapping[str, KeyHistory]) -> None:
+        """Take the key histories (any thread); the socket follows on its own thread."""
+        with self._lock:
+            self._history = histories.get(self.node.name)
+        if self._call_soon is not None:
+            self._call_soon(self.apply)
+
+    def keys_of(self, generation: int) -> KeyPair:
+        """Generation ``generation``'s key pair, checked against the admin ledger's key for it.
+
+        Raises KeyMaterialError when its file is missing, unreadable or holds another key.
+        """
+        keys = load_secret(key_paths(self.keys_dir, generation_name(self.node.name, generation))[1], self._passphrase)
+        with self._lock:
+            history = self._history
+        named = [g.curve for g in history.generations if g.number == generation] if history is not None else []
+        if generation > 0 and keys.public not in named:
+            raise KeyMaterialError(
+                f"{self.node.name}: key generation {generation} on disk is {keys.fingerprint}, "
+                "not the key the admin ledger names"
+            )
+        return keys
+
+    def apply(self) -> None:
+        """Bind what the history says now (on the socket's thread). A key that cannot be
+        loaded is logged and not served: the old key stays until the window's end, the node
+        then serves what it can (its rotation endpoint, if bound) rather than an old key."""
+        if self._socket is None:
+            return
+        with self._lock:
+            history = self._history
+        main, side = serving_generations(history, now_ms())
+        if side is not None and self.rotation_serving != side:
+            self._bind_rotation(side)
+        if main != self.serving:
+            self._switch_main(main)
+
+    def _bind_rotation(self, generation: int) -> None:
+        endpoint = self.node.bind_rotation_endpoint
+        if endpoint is None:
+            log.error("node %s: its keys rotated but it has no rotation_port: the new key is served only "
+                      "once the window ends", self.node.name)  # fmt: skip
+            self.rotation_serving = generation
+            return
+        try:
+            keys = self.keys_of(generation)
+            if self.rotation_serving is not None:
+                self._socket.unbind(endpoint)
+            self._bind(endpoint, keys)
+        except (KeyMaterialError, zmq.ZMQError) as e:
+            log.error("node %s: cannot serve key generation %d on %s: %s", self.node.name, generation, endpoint, e)
+            return
+        self.rotation_serving = generation
+        log.info("node %s: key generation %d (%s) served on %s", self.node.name, generation, keys.fingerprint, endpoint)
+
+    def _switch_main(self, generation: int) -> None:
+        endpoint = self.node.bind_endpoint
+        try:
+            keys: KeyPair | None = self.keys_of(generation)
+        except KeyMaterialError as e:
+            log.error("node %s: cannot load key generation %d: %s", self.node.name, generation, e)
+            keys = None
+        # The old key's window is over: its listener (and every connection it accepted) goes,
+        # whether or not the new key could be loaded.
+        self._socket.unbind(endpoint)
+        self.serving = generation
+        if keys is not None:
+            self._bind_main(endpoint, keys, generation, 1)
+
+    def _bind_main(self, endpoint: str, keys: KeyPair, generation: int, attempt: int) -> None:
+        try:
+            self._bind(endpoint, keys)
+        except zmq.ZMQError as e:
+            # libzmq closes an unbound listener on its I/O thread: the port may still be taken
+            # for a moment. Try again shortly, on the socket's thread (the loop serves meanwhile).
+            if e.errno == errno.EADDRINUSE and attempt < REBIND_ATTEMPTS and self._call_soon is not None:
+                call_soon = self._call_soon
+                retry = threading.Timer(
+                    REBIND_PAUSE, call_soon, args=(lambda: self._bind_main(endpoint, keys, generation, attempt + 1),)
+                )
+                retry.daemon = True
+                retry.start()
+                return
+            log.error("node %s: cannot bind %s with key generation %d: %s", self.node.name, endpoint, generation, e)
+            return
+        log.info("node %s: key generation %d (%s) now on %s; the old key is refused",
+                 self.node.name, generation, keys.fingerprint, endpoint)  # fmt: skip
+
+    def _bind(self, endpoint: str, keys: KeyPair) -> None:
+        # Options in force when bind() runs are the listener's own (libzmq copies them).
+        self._socket.curve_secretkey = keys.secret.encode("ascii")
+        self._socket.curve_publickey = keys.public.encode("ascii")
+        self._socket.bind(endpoint)

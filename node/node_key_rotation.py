@@ -1,0 +1,97 @@
+"""Which keys of a node are in force when: its key generations, from the admin ledger.
+
+A node starts with the keys of its files in the key directory (generation 0: ``<node>.key``,
+``<node>.sign.pub``). Each ``key_rotation`` record of the admin ledger (docs/PROTOCOL.md 16.1
+and 16.6) gives it the next generation: its CURVE public key ``curve`` (Z85) and its Ed25519
+key ``sign`` (hex), from the record's ``accepted`` time on, while the generation before it
+stays in force until the record's ``until``. So at any time a node has one or two CURVE keys
+in force: the newest, and the one before it during its overlap window.
+
+Pure: times are milliseconds since 1970 given by the caller, keys are strings; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# A Z85 CURVE public key (40 characters) and a raw Ed25519 public key in lower-case hex.
+_Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+_ED25519_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def curve_key_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a Z85 CURVE public key, or None."""
+    if not isinstance(value, str) or _Z85_KEY.fullmatch(value) is None:
+        return f"curve {value!r} is not a Z85 CURVE public key (40 characters)"
+    return None
+
+
+def sign_key_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as an Ed25519 public key in hex, or None."""
+    if not isinstance(value, str) or _ED25519_HEX.fullmatch(value) is None:
+        return f"sign {value!r} is not an Ed25519 public key (64 lower-case hex digits)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One generation of a node's keys: in force from ``since`` (ms) on; the one before it
+    stays in force until ``overlap_until`` (None for generation 0, which replaced nothing)."""
+
+    number: int
+    curve: str
+    sign: str
+    since: int
+    overlap_until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHistory:
+    """A node's key generations, oldest first (generation 0 from its key files)."""
+
+    node: str
+    generations: tuple[Generation, ...]
+
+    @property
+    def newest(self) -> Generation:
+        return self.generations[-1]
+
+    def in_force(self, now_ms: int) -> tuple[Generation, ...]:
+        """The generations in force at ``now_ms``, newest first: the newest one placed by then,
+        and the one before it while its overlap lasts (``now_ms < overlap_until``)."""
+        placed = [g for g in self.generations if g.since <= now_ms]
+        if not placed:
+            return (self.generations[0],)
+        newest = placed[-1]
+        if len(placed) > 1 and newest.overlap_until is not None and now_ms < newest.overlap_until:
+            return (newest, placed[-2])
+        return (newest,)
+
+    def curve_keys(self, now_ms: int) -> tuple[str, ...]:
+        """The node's CURVE public keys in force at ``now_ms``, newest first."""
+        return tuple(dict.fromkeys(g.curve for g in self.in_force(now_ms)))
+
+    def window_end(self, now_ms: int) -> int | None:
+        """When the overlap in force at ``now_ms`` ends (ms), or None if there is none."""
+        generations = self.in_force(now_ms)
+        return generations[0].overlap_until if len(generations) > 1 else None
+
+
+def key_histories(
+    original: Mapping[str, tuple[str, str]], rotations: Iterable[Mapping[str, Any]]
+) -> dict[str, KeyHistory]:
+    """Each node's KeyHistory: ``original`` maps a node to its generation-0 (curve, sign) keys
+    (its key files; a node missing there starts at its first rotation), ``rotations`` are the
+    ``key_rotation`` payloads in admin-ledger order, each with its record's ``accepted``."""
+    generations: dict[str, list[Generation]] = {
+        node: [Generation(0, curve, sign, 0)] for node, (curve, sign) in original.items()
+    }
+    for rotation in rotations:
+        node = rotation["node"]
+        known = generations.setdefault(node, [])
+        number = known[-1].number + 1 if known else 1
+        known.append(Generation(number, rotation["curve"], rotation["sign"], rotation["accepted"], rotation["until"]))
+    return {node: KeyHistory(node, tuple(known)) for node, known in generations.items() if known}

@@ -1,0 +1,150 @@
+"""A node's CURVE key rotates under load (``vledger key rotate``, docs/PROTOCOL.md 16.6).
+
+Two writers put throughout: one holds only the node's old key (it connected before the
+rotation), the other the new key, reaching the node as the client library does once the
+key directory has the new generation (its endpoint and its rotation endpoint). Every put of
+both is acknowledged and stored; when the window ends, the old key gets no handshake, on a
+new connection or on the one it had.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from vledger.broker.client import Client, NodeAddress
+from vledger.broker.keys import load_public, new_keypair
+from vledger.broker.redis_server import RedisServer
+from vledger.config.cluster import load_cluster
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.record import decode_record
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tools.client_session import node_address
+
+LEDGER = "votes"
+NODE = "ingest-1"
+WINDOW_SECONDS = 6
+
+
+class Writer(threading.Thread):
+    """Puts one record after another until stopped; keeps every acknowledgement and failure."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.client = client
+        self.stop = threading.Event()
+        self.acknowledged: dict[str, int] = {}  # request id -> height
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            e = entry(LEDGER, "vote", {"n": n, "by": self.name}, "writer1")
+            try:
+                result = self.client.put(e)
+            except (NodeUnavailableError, RemoteError) as error:
+                self.failures.append(f"put {n}: {error}")
+                return
+            self.acknowledged[e.content.request_id] = result["height"]
+
+
+def _until(predicate: Callable[[], Any], seconds: float, what: str) -> None:
+    wait_until(predicate, seconds, what)
+
+
+def test_a_rotation_under_load_fails_no_put_and_the_old_key_is_refused_after_the_window(
+    redis_server: RedisServer,
+) -> None:
+    with LocalCluster(redis_server.url, nodes=1, accounts={"writer1": "writer"}) as cluster:
+        cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+        old_address = cluster.address(NODE)
+        old = Writer(Client(old_address, cluster.keys["writer1"], timeout=5.0), "old-key")
+        old.start()
+        _until(lambda: len(old.acknowledged) >= 20, 20, "the first writer's puts")
+        common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+        rotated = cluster.cli("key", "rotate", NODE, "--window", str(WINDOW_SECONDS), "--json", *common)
+        assert '"generation": 1' in rotated.stdout, rotated.stdout
+        config = load_cluster(cluster.config_path)
+        new_address = node_address(config, NODE)
+        assert new_address.key == load_public(config.keys_dir / f"{NODE}@1.key") != old_address.key
+        assert new_address.also == (config.node(NODE).rotation_endpoint,)
+        new = Writer(Client(new_address, cluster.keys["writer1"], timeout=5.0), "new-key")
+        new.start()
+        sign = rotated_payload(rotated.stdout)["sign"]
+        # A second rotation while the first one's window is open would cut the old key at once.
+        _refused(new_address, cluster, {"node": NODE, "curve": new_keypair().public, "sign": sign}, "bad_request")
+        _until(lambda: len(new.acknowledged) >= 20, 20, "the second writer's puts, on the new key")
+        rotation = next(r for r in _admin_records(new_address, cluster) if r.content.kind == "key_rotation")
+        until_ms = rotation.content.payload["until"]
+        assert rotation.content.payload["curve"] == new_address.key
+        # The old key works through the window (a second before its end, to spare the race).
+        while time.time() * 1000 < until_ms - 1000:
+            assert not old.failures, old.failures
+            time.sleep(0.05)
+        old.stop.set()
+        old.join(10)
+        assert not old.failures, old.failures
+        done_before = len(new.acknowledged)
+        _until(lambda: time.time() * 1000 > until_ms + 500, WINDOW_SECONDS + 5, "the window's end")
+        _until(lambda: len(new.acknowledged) >= done_before + 20, 20, "puts on the new key after the window")
+        new.stop.set()
+        new.join(10)
+        assert not new.failures, new.failures
+        # The old key: refused on a new connection, and the connection it had is gone.
+        for client in (Client(old_address, cluster.keys["writer1"], timeout=2.0), old.client):
+            with pytest.raises(NodeUnavailableError):
+                client.call("hello")
+            client.close()
+        # The new key alone (no rotation endpoint) now works on the node's endpoint.
+        main_only = Client(NodeAddress(new_address.endpoint, new_address.key), cluster.keys["writer1"], timeout=5.0)
+        assert main_only.call("hello")
+        # Nothing acknowledged is lost: every put of both writers is in the chain, at its height.
+        records = [decode_record(data, PROTOCOL_LIMITS) for data in main_only.records(LEDGER)]
+        stored = {r.content.request_id: r.height for r in records}
+        for writer in (old, new):
+            assert writer.acknowledged, writer.name
+            assert {rid: stored.get(rid) for rid in writer.acknowledged} == writer.acknowledged
+        # What node.rotate refuses, on the node that homes the admin ledger.
+        fresh = new_keypair().public
+        for change, code in (
+            ({"node": "ingest-9", "curve": fresh}, "bad_request"),  # no such node
+            ({"curve": cluster.keys["writer1"].public}, "key_in_use"),  # an account's key
+            ({"curve": new_address.key}, "key_in_use"),  # the node's own
+            ({"curve": "not a key"}, "bad_public_key"),
+            ({"curve": fresh, "sign": "xyz"}, "bad_request"),
+            ({"curve": fresh, "window_ms": 10}, "bad_request"),
+        ):
+            _refused(main_only.node, cluster, {"node": NODE, "curve": fresh, "sign": sign} | change, code)
+        main_only.close()
+        new.client.close()
+
+
+def _admin_records(address: NodeAddress, cluster: LocalCluster) -> list[Any]:
+    admin = Client(address, cluster.keys[ADMIN], timeout=5.0)
+    try:
+        return [decode_record(data, PROTOCOL_LIMITS) for data in admin.records(ADMIN_LEDGER)]
+    finally:
+        admin.close()
+
+
+def rotated_payload(stdout: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(stdout)
+    return result
+
+
+def _refused(address: NodeAddress, cluster: LocalCluster, args: dict[str, Any], code: str) -> None:
+    admin = Client(address, cluster.keys[ADMIN], timeout=5.0)
+    try:
+        with pytest.raises(RemoteError) as refused:
+            admin.call("node.rotate", {"window_ms": 5000} | args)
+        assert refused.value.code == code, (args, refused.value)
+    finally:
+        admin.close()

@@ -1,0 +1,53 @@
+"""A node's key generations: which CURVE keys are in force when (node/node_key_rotation.py)."""
+
+from __future__ import annotations
+
+from vledger.node.node_key_rotation import curve_key_problem, key_histories, sign_key_problem
+
+K0, K1, K2 = ("A" * 40, "B" * 40, "C" * 40)
+S0, S1, S2 = ("0" * 64, "1" * 64, "2" * 64)
+
+
+def _rotation(node: str, curve: str, sign: str, accepted: int, until: int) -> dict[str, object]:
+    return {"node": node, "curve": curve, "sign": sign, "accepted": accepted, "until": until, "via": ""}
+
+
+def test_without_a_rotation_the_key_files_are_in_force() -> None:
+    history = key_histories({"ingest-1": (K0, S0)}, [])["ingest-1"]
+    assert history.curve_keys(0) == (K0,) and history.curve_keys(10**15) == (K0,)
+    assert history.window_end(5) is None and history.newest.number == 0
+
+
+def test_both_keys_during_the_window_and_only_the_new_one_after_it() -> None:
+    history = key_histories({"ingest-1": (K0, S0)}, [_rotation("ingest-1", K1, S1, 1000, 5000)])["ingest-1"]
+    assert history.curve_keys(999) == (K0,)  # before the record: it is not yet in force
+    assert history.curve_keys(1000) == (K1, K0)
+    assert history.window_end(1000) == 5000
+    assert history.curve_keys(4999) == (K1, K0)
+    assert history.curve_keys(5000) == (K1,)  # until is the first moment the old key is refused
+    assert history.window_end(5000) is None
+    assert history.newest.sign == S1
+
+
+def test_a_second_rotation_ends_the_first_generation_for_good() -> None:
+    rotations = [_rotation("ingest-1", K1, S1, 1000, 5000), _rotation("ingest-1", K2, S2, 3000, 9000)]
+    history = key_histories({"ingest-1": (K0, S0)}, rotations)["ingest-1"]
+    # A rotation during another's window: the newest and the one it replaced, never three.
+    assert history.curve_keys(3000) == (K2, K1)
+    assert history.curve_keys(9000) == (K2,)
+    assert [g.number for g in history.generations] == [0, 1, 2]
+
+
+def test_other_nodes_keep_their_keys_and_a_node_without_files_starts_at_its_rotation() -> None:
+    histories = key_histories(
+        {"ingest-1": (K0, S0), "replica-1": (K2, S2)}, [_rotation("ingest-9", K1, S1, 1000, 5000)]
+    )
+    assert histories["replica-1"].curve_keys(2000) == (K2,)
+    assert histories["ingest-9"].curve_keys(2000) == (K1,)
+    assert histories["ingest-9"].curve_keys(0) == (K1,)
+
+
+def test_key_texts_are_checked() -> None:
+    assert curve_key_problem(K0) is None and sign_key_problem(S0) is None
+    assert curve_key_problem("A" * 39) is not None and curve_key_problem(None) is not None
+    assert sign_key_problem("G" * 64) is not None and sign_key_problem(S0.upper().replace("0", "A")) is not None
