@@ -31,10 +31,10 @@ from ..broker.replication import ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import SettingsError
-from .key_rotation import RotatingKeys, serving_generations
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
+from .node_key_rotation import RotatingKeys, serving_generations
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class NodeRuntime:
 
         It serves the key generation the admin ledger says is in force on its endpoint (the
         accounts cache, started before, has read it), and follows the node's key rotations
-        from then on (ingest/key_rotation.py). Raises KeyMaterialError when that generation's
+        from then on (ingest/node_key_rotation.py). Raises KeyMaterialError when that generation's
         secret key file is missing or holds another key.
         """
         rotation = RotatingKeys(self.node, self.config.keys_dir, self._passphrase, 0)

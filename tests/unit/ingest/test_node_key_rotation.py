@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vledger.ingest.key_rotation import serving_generations
+from vledger.ingest.node_key_rotation import serving_generations
 from vledger.node.node_key_rotation import key_histories
 
 K0, K1, K2 = ("A" * 40, "B" * 40, "C" * 40)

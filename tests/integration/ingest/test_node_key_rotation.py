@@ -20,13 +20,13 @@ import pytest
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import load_public, new_keypair
 from vledger.broker.redis_server import RedisServer
+from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.record import decode_record
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
-from vledger.tools.client_session import node_address
 
 LEDGER = "votes"
 NODE = "ingest-1"
