@@ -7,31 +7,32 @@ cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its rol
 ============  ===========================================================================
 user          may
 ============  ===========================================================================
-ingest        append to and repair its ledgers' streams (``chain:*``), name homes, keep each
-              ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
-              (``cosig:*``, channel ``cosigned``); advance held heights, raise and resolve
+ingest        append to and repair its ledgers' streams (``{*}:chain``), name homes, keep each
+              ledger's latest checkpoint (``{*}:checkpoint``); read the witnesses' cosignatures
+              (``{*}:cosig``, channel ``cosigned``); advance held heights, raise and resolve
               alerts; read and change the accounts (it carries out the admin's account
               commands, which it checks itself: ingest/accounts.py) and the admin ledger's
-              cache (``admin:records``: grants); check and use admins' second factors
-              (``totp:*``, sealed secrets: broker/second_factor.py)
+              cache (``{accounts}:admin:records``: grants); check and use admins' second factors
+              (``{totp}:*``, sealed secrets: broker/second_factor.py)
 replica       read streams, homes and checkpoints; as a witness publish its cosignatures
-              (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
-              held heights; raise and resolve its alerts; read the accounts
-observer      what a replica may, and publish signed tallies (``tallies:*``, ``tally:latest:*``)
+              (``{*}:cosig``, channel ``cosigned``) and keep evidence (``{evidence}``);
+              advance its held heights; raise and resolve its alerts; read the accounts
+observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
 verifier      read streams, held heights, homes and checkpoints; read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read
+              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve alerts; read
               the accounts
-admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
+admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
+              renames of ``vledger admin migrate-keys``)
 ============  ===========================================================================
 
-Every node user reads the admin ledger's cache (``admin:records``), where its grants are.
-Every node user may also report which accounts version it applied (``accounts:applied``,
-``accounts:seen``): the admin's ``wait_applied`` reads it. Keys are named by
-broker/replication.py, broker/accounts.py, broker/tallies.py and verifier/checks.py; a
-command a Lua script runs is checked against the caller's user too, so a script cannot
-reach past these rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``,
-``SHUTDOWN``, ``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
+Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
+grants are. Every node user may also report which accounts version it applied
+(``{accounts}:applied``, ``{accounts}:seen``): the admin's ``wait_applied`` reads it. Keys
+are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
+script runs is checked against the caller's user too, so a script cannot reach past these
+rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
+``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """
@@ -84,6 +85,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_SECOND_FACTOR,
         *_TRANSACTION,
         "hsetnx",
+        "set",  # each ledger's latest checkpoint
         "xdel",
         "xsetid",
         "xinfo|groups",
@@ -107,6 +109,11 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "psubscribe",
         "punsubscribe",
         "info",
+        # vledger admin migrate-keys (broker/redis_keys.py): old key names found and moved.
+        "scan",
+        "type",
+        "renamenx",
+        "set",
         *_SECOND_FACTOR,
         *_TRANSACTION,
     ),
@@ -114,41 +121,38 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def _keys(ns: str) -> dict[str, tuple[str, ...]]:
-    accounts = ("account:*", "accounts:names", "accounts:keys", "accounts:version", "admin:records")
-    accounts_read = tuple(f"%R~{ns}:{key}" for key in accounts)
-    reports = (f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
+    # Key names as broker/redis_keys.py makes them: ``{*}`` is a ledger's hash tag (a ledger
+    # name has no braces or colons), the other tags name a cluster-wide group.
+    group = f"{ns}:{{accounts}}"
+    accounts = tuple(f"{group}:{key}" for key in ("account:*", "names", "keys", "version", "admin:records"))
+    accounts_read = tuple(f"%R~{key}" for key in accounts)
+    alerts = f"{ns}:{{alerts}}"
+    reports = (f"~{group}:applied", f"~{group}:seen", f"~{alerts}", f"~{alerts}:open")
     node = (*accounts_read, *reports)
-    # The script that advances a held height names the channel it publishes on as a key:
-    # nothing is stored under that name, and the script's other key is the node's own.
-    held = (f"~{ns}:held:*", f"~{ns}:held")
+    chain, held, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:held", f"{ns}:{{*}}:checkpoint"
+    ledgers = f"{ns}:{{ledgers}}"
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
-    witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
+    witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}")
     # A node's gateway (verifier/gateway.py) signs in as the node and shows the tallies.
-    tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
-    follower = (*node, f"%R~{ns}:chain:*", f"%R~{ns}:ledgers", f"%R~{ns}:checkpoints", *witness, *held)
+    tallies = (f"{ns}:{{*}}:tallies", f"{ns}:{{*}}:tally:latest")
+    tallies_read = tuple(f"%R~{key}" for key in tallies)
+    follower = (*node, f"%R~{chain}", f"%R~{ledgers}", f"%R~{checkpoint}", *witness, f"~{held}")
     return {
         "ingest": (
-            *(f"~{ns}:{key}" for key in accounts),
+            *(f"~{key}" for key in accounts),
             *reports,
-            f"~{ns}:chain:*",
-            f"~{ns}:ledgers",
-            f"~{ns}:checkpoints",
-            f"%R~{ns}:cosig:*",
-            f"~{ns}:totp:*",
+            f"~{chain}",
+            f"~{ledgers}",
+            f"~{checkpoint}",
+            f"%R~{ns}:{{*}}:cosig",
+            f"~{ns}:{{totp}}:*",
             *tallies_read,
-            *held,
+            f"~{held}",
         ),
         "replica": (*follower, *tallies_read),
-        "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
-        "verifier": (
-            *node,
-            f"%R~{ns}:chain:*",
-            f"%R~{ns}:ledgers",
-            f"%R~{ns}:checkpoints",
-            f"%R~{ns}:held:*",
-            f"~{ns}:sweep:*",
-        ),
+        "observer": (*follower, *(f"~{key}" for key in tallies)),
+        "verifier": (*node, f"%R~{chain}", f"%R~{ledgers}", f"%R~{checkpoint}", f"%R~{held}", f"~{ns}:{{sweep}}:*"),
         "admin": (f"~{ns}:*",),
     }
 
@@ -168,7 +172,7 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
 def _selectors(ns: str) -> dict[str, tuple[str, ...]]:
-    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:chain:*)",)}
+    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",)}
 
 
 def user_name(role: str) -> str:

@@ -1,6 +1,6 @@
 """The cosignatures a node knows of a ledger's checkpoints, for the ``checkpoint`` command.
 
-They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, open to
+They come from Redis (``vledger:{<ledger>}:cosig``: each witness's latest cosigned note, open to
 whoever reaches Redis) and, on a witness, from its own store (the latest checkpoint it
 cosigned). Nothing there is believed: vledger.node.cosigning checks every line on its own
 with the ledger's checkpoint key and the cluster's witness keys, and drops what fails.

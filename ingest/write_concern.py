@@ -2,7 +2,7 @@
 
 A witness (a replica) cosigns a checkpoint only once its own store holds it
 (vledger.ingest.witness) and publishes the cosigned note in Redis, in
-``vledger:cosig:<ledger>``. Redis is open to whoever reaches it, so nothing there is
+``vledger:{<ledger>}:cosig``. Redis is open to whoever reaches it, so nothing there is
 believed: for each note under a known witness's name, this home checks the witness's
 cosignature with that witness's key (``<witness>.sign.pub``), its own signature, and that
 the checkpoint is one it signed itself (kept in its store). A record at height h counts a

@@ -515,7 +515,7 @@ class Gateway:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
         client = self._redis()
         board = TallyBoard(client)
-        pipe = client.pipeline()
+        pipe = client.pipeline(transaction=False)  # one round trip; a MULTI would span the ledgers' slots
         ledgers = self.reader.ledgers()
         for ledger in ledgers:
             pipe.hgetall(board.latest_key(ledger))
