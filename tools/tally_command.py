@@ -30,6 +30,7 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
 from ..node.json_values import jsonable
+from ..node.rules.charity import MINOR_PER_UNIT
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
@@ -41,7 +42,7 @@ from ..verifier.tally import (
     read_tallies,
 )
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
-from .client_payloads import MINOR_PER_UNIT, money_text, time_text
+from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
 FINDER = "vledger-tally"  # the alert's node: who found the mismatch

@@ -68,6 +68,7 @@ from ..node.json_values import jsonable
 from ..node.note import VerifierKey
 from ..node.receipt import Receipt, pinned_checkpoint_key
 from ..node.record import NAME_PATTERN, Record, decode_record
+from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
 from ..node.verify import ChainVerifier
@@ -93,7 +94,6 @@ CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far b
 IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
-MINOR_PER_UNIT = 100  # PROTOCOL 7.2: charity amounts are in minor units, 100 per currency unit
 
 
 def record_json(record: Record, data: bytes) -> dict[str, Any]:
