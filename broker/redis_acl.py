@@ -90,6 +90,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "xsetid",
         "xinfo|groups",
         "xgroup|setid",
+        "xgroup|create",  # a rewind on Redis 7.2+ / Valkey makes the stream and its groups again
     ),
     "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
     "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),

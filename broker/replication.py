@@ -116,6 +116,9 @@ return {last, -1}
 # Cut a ledger's stream back to below height ARGV[1] (the home rewrites it from its store):
 # its entries from there are deleted, its last id set back so those ids can be added again,
 # and every consumer group that read past it goes back too, so it reads the true ones.
+# Redis 7.2 on and Valkey refuse to set the last id below a deleted one (max_deleted_entry_id):
+# there the stream is made again from the entries it keeps, and its groups with it (each at
+# its delivered id or below the cut; their pending lists start empty). Rare: a repair only.
 _REWIND = """
 local height = tonumber(ARGV[1])
 local below = '0-0'
@@ -123,16 +126,25 @@ if height > 0 then below = (height - 1) .. '-1' end
 local gone = redis.call('XRANGE', KEYS[1], height .. '-1', '+')
 for _, entry in ipairs(gone) do redis.call('XDEL', KEYS[1], entry[1]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XSETID', KEYS[1], below)
+local groups = {}
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name, delivered
   for j = 1, #group, 2 do
     if group[j] == 'name' then name = group[j + 1] end
     if group[j] == 'last-delivered-id' then delivered = group[j + 1] end
   end
-  if tonumber(string.match(delivered, '^(%d+)')) >= height then
-    redis.call('XGROUP', 'SETID', KEYS[1], name, below)
-  end
+  if tonumber(string.match(delivered, '^(%d+)')) >= height then delivered = below end
+  table.insert(groups, {name, delivered})
+end
+local set = redis.pcall('XSETID', KEYS[1], below)
+if type(set) == 'table' and set.err then
+  local kept = redis.call('XRANGE', KEYS[1], '-', '+')
+  redis.call('DEL', KEYS[1])
+  for _, entry in ipairs(kept) do redis.call('XADD', KEYS[1], entry[1], unpack(entry[2])) end
+  for _, group in ipairs(groups) do redis.call('XGROUP', 'CREATE', KEYS[1], group[1], group[2], 'MKSTREAM') end
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('XSETID', KEYS[1], below) end
+else
+  for _, group in ipairs(groups) do redis.call('XGROUP', 'SETID', KEYS[1], group[1], group[2]) end
 end
 return #gone
 """

@@ -124,7 +124,7 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_checkpoint(acl: 
         repl.append("votes", "ingest-1", 0, [b"forged"])
     for write in (
         lambda: replica.hset("vledger:{ledgers}", "votes", "replica-1"),
-        lambda: replica.set("vledger:{votes}:checkpoint", b"x"),
+        lambda: replica.hset("vledger:{votes}:checkpoint", "votes", b"x"),
         lambda: replica.xadd("vledger:{votes}:chain", {"record": b"x"}),
     ):
         with pytest.raises(NOPERM, match="key"):
