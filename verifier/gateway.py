@@ -18,7 +18,7 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
   up to ``EVENT_RECORDS``), ``tally`` when an observer signs a new tally.
-* the web pages of ``verifier/web/`` and ``/healthz``, ``/readyz``, ``/metrics``.
+* the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and ``/healthz``, ``/readyz``, ``/metrics``.
 
 Every refusal is JSON with a code of PROTOCOL's table and a 4xx status (broker/http.py).
 It lives in ``verifier/`` because it checks the observers' tallies (verifier/tally.py) and
@@ -72,11 +72,10 @@ from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
 from ..node.verify import ChainVerifier
+from .pages import PAGES, WEB_DIR, render
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
-WEB_DIR = Path(__file__).with_name("web")
-PAGES = ("index", "vote", "tally", "charity", "dashboard")
 MAX_PAGE = 500  # records in one range answer
 MAX_ENTRY = 0xFFFF  # an entry bundle's uint16 length prefix
 EVENT_RECORDS = 50  # new records sent with one head event; past that, only the head
@@ -593,11 +592,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         # SQLite and Redis block: off the event loop, which keeps serving the other requests.
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    async def page(request: web.Request) -> web.FileResponse:
+    rendered = {name: render(name) for name in PAGES}  # once: the files do not change under a running gateway
+
+    async def page(request: web.Request) -> web.Response:
         name = request.match_info.get("page", "index")
-        if name not in PAGES:
+        if name not in rendered:
             raise NotFoundError(f"no page {name[:60]!r}")
-        return web.FileResponse(WEB_DIR / f"{name}.html", headers={"Cache-Control": "no-cache"})
+        return web.Response(
+            body=rendered[name], content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+        )
 
     async def ledgers(_: web.Request) -> web.Response:
         return json_response({"node": gateway.node.name, "ledgers": await in_thread(gateway.ledgers)})
