@@ -18,7 +18,8 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
   up to ``EVENT_RECORDS``), ``tally`` when an observer signs a new tally.
-* the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and ``/healthz``, ``/readyz``, ``/metrics``.
+* the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and
+  ``/healthz``, ``/readyz``, ``/metrics``.
 
 Every refusal is JSON with a code of PROTOCOL's table and a 4xx status (broker/http.py).
 It lives in ``verifier/`` because it checks the observers' tallies (verifier/tally.py) and
