@@ -255,7 +255,8 @@ class ClusterChecks:
         if not self.ledgers:
             return 0
         start = "0" if self._read_pending else ">"
-        streams = {self.replication.stream_key(ledger): start for ledger in self.ledgers}
+        ledger_of = {self.replication.stream_key(ledger): ledger for ledger in self.ledgers}
+        streams = dict.fromkeys(ledger_of, start)
         try:
             replies = self.replication.client.xreadgroup(
                 GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
@@ -276,7 +277,7 @@ class ClusterChecks:
         done = 0
         for stream, entries in replies or []:
             if entries:
-                done += self._check_entries(_text(stream).rsplit(":", 1)[1], entries)
+                done += self._check_entries(ledger_of[_text(stream)], entries)
         return done
 
     def claim_abandoned(self) -> None:
