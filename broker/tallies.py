@@ -2,14 +2,14 @@
 
 Keys (``vledger`` is the namespace, as in broker/replication.py):
 
-* ``vledger:tallies:<ledger>``: a stream with one entry per snapshot any observer published,
+* ``vledger:{<ledger>}:tallies``: a stream with one entry per snapshot any observer published,
   fields ``observer`` (its node name), ``height`` (decimal), ``body`` (the canonical msgpack
   body that is signed) and ``signature`` (64 bytes, Ed25519). Trimmed to about
   ``stream_max_len`` entries.
-* ``vledger:tally:latest:<ledger>``: a hash, observer -> the stream id of its latest entry.
+* ``vledger:{<ledger>}:tally:latest``: a hash, observer -> the stream id of its latest entry.
 
-Both are written by one script, so the hash never names an entry that is not in the stream
-(unless the trim took it since).
+Both are written by one script (they share the ledger's hash tag: one slot), so the hash
+never names an entry that is not in the stream (unless the trim took it since).
 Nothing here checks a signature: a reader does (vledger.verifier.tally).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .replication import NAMESPACE
+from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
 
@@ -70,10 +70,10 @@ class TallyBoard:
         self._publish = client.register_script(_PUBLISH)
 
     def stream_key(self, ledger: str) -> str:
-        return f"{self.namespace}:tallies:{ledger}"
+        return ledger_key(self.namespace, ledger, "tallies")
 
     def latest_key(self, ledger: str) -> str:
-        return f"{self.namespace}:tally:latest:{ledger}"
+        return ledger_key(self.namespace, ledger, "tally:latest")
 
     def publish(self, ledger: str, observer: str, height: int, body: bytes, signature: bytes) -> str:
         """Add a snapshot to the ledger's stream and make it ``observer``'s latest; its entry id."""

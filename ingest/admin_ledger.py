@@ -2,7 +2,7 @@
 
 :class:`AdminLedger` writes the admin ledger (docs/PROTOCOL.md section 16) through the
 node's own store, so its records are checked and ordered by the committer like any other
-(node/rules/admin.py), then copies each to the Redis cache (``vledger:admin:records``).
+(node/rules/admin.py), then copies each to the Redis cache (``vledger:{accounts}:admin:records``).
 It creates the ledger on the first admin command, importing every account Redis already
 holds (the first admin of ``vledger admin bootstrap`` included), and on start it fills the
 cache from the store and rebuilds the accounts when Redis lost them.

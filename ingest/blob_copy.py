@@ -33,6 +33,7 @@ from ..node.record import Record
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState
 from ..node.store import ChainStore
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class BlobFetcher:
+class BlobFetcher(Worker):
     """Fetches the blobs it is asked for, from ``sources(ledger)`` in order, on its own thread.
 
     ``want`` may be called from any thread; the fetch never blocks its caller.
@@ -139,6 +140,7 @@ class BlobFetcher:
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[NodeAddress], Connection] | None = None,
     ) -> None:
+        super().__init__(f"blobs-{node}")
         self.node = node
         self.blobs = blobs
         self.keys = keys
@@ -151,8 +153,6 @@ class BlobFetcher:
         self._due: list[tuple[float, int, Wanted, float]] = []  # (when, tie, blob, next delay)
         self._queued: set[str] = set()
         self._ties = itertools.count()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self._connect = connect or self._client
         self._clients: dict[str, Connection] = {}
         self.fetched = 0  # blobs copied here since the start
@@ -178,17 +178,11 @@ class BlobFetcher:
         with self._cond:
             return len(self._queued)
 
-    def start(self) -> BlobFetcher:
-        self._thread = threading.Thread(target=self._run, name=f"blobs-{self.node}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _wake(self) -> None:
         with self._cond:
-            self._stopping = True
             self._cond.notify()
-        if self._thread is not None:
-            self._thread.join()
+
+    def _stopped(self) -> None:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
@@ -196,9 +190,9 @@ class BlobFetcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and (not self._due or self._due[0][0] > self._clock()):
+                while not self.stopping.is_set() and (not self._due or self._due[0][0] > self._clock()):
                     self._cond.wait(None if not self._due else max(0.0, self._due[0][0] - self._clock()))
-                if self._stopping:
+                if self.stopping.is_set():
                     return
                 _, _, wanted, delay = heapq.heappop(self._due)
             try:

@@ -1,7 +1,7 @@
 """The cosignatures a node knows of a ledger's checkpoints, for the ``checkpoint`` command.
 
-They come from Redis (``vledger:cosig:<ledger>``: each witness's latest cosigned note, and
-``vledger:outside:<ledger>``: each outside witness's, as its home got it; open to whoever
+They come from Redis (``vledger:{<ledger>}:cosig``: each witness's latest cosigned note, and
+``vledger:{<ledger>}:outside``: each outside witness's, as its home got it; open to whoever
 reaches Redis) and, on a witness, from its own store (the latest checkpoint it
 cosigned) and, on a home, the outside witnesses' cosignatures its feeder verified (13.9).
 Nothing there is believed: vledger.node.cosigning checks every line on its own

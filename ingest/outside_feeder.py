@@ -7,7 +7,7 @@ saw the witness cosign, 0 at first), the consistency proof from there, and the c
 A 409 names the witness's own size: the request is made again once from that size. A 200's
 cosignature is believed only when it verifies with the key the genesis lists; it is then
 kept in the store (checkpoint log kind ``outside:<witness>``) and published like a cluster
-witness's (``vledger:outside:<ledger>`` under the witness's key name, and the
+witness's (``vledger:{<ledger>}:outside`` under the witness's key name, and the
 ``vledger:cosigned`` channel). Any other answer is a refusal (422: the witness saw a tree this checkpoint does not
 extend, a fork fed to it or a rewritten tail here): an alert ``witness_refused`` names the
 witness, once per ledger, witness and status. Failures wait before the next try, doubling

@@ -6,7 +6,7 @@ cosigns, per ledger, only the newest of them (older ones it skips: at most one c
 per ledger in flight), and only when it is consistent with the last checkpoint it cosigned:
 its store holds that one's size, and the tree there still has that one's root, so the
 store itself proves the old tree is a prefix of the new one. It keeps every cosignature in
-its store and publishes the latest in Redis (``vledger:cosig:<ledger>``, docs/PROTOCOL.md
+its store and publishes the latest in Redis (``vledger:{<ledger>}:cosig``, docs/PROTOCOL.md
 section 10.7), where the ingest nodes count them for ``w``.
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it

@@ -2,7 +2,7 @@
 
 A witness (a replica) cosigns a checkpoint only once its own store holds it
 (vledger.ingest.witness) and publishes the cosigned note in Redis, in
-``vledger:cosig:<ledger>``. Redis is open to whoever reaches it, so nothing there is
+``vledger:{<ledger>}:cosig``. Redis is open to whoever reaches it, so nothing there is
 believed: for each note under a known witness's name, this home checks the witness's
 cosignature with that witness's key (``<witness>.sign.pub``), its own signature, and that
 the checkpoint is one it signed itself (kept in its store). A record at height h counts a
@@ -33,6 +33,7 @@ from ..node.errors import CosignatureError, NoteError, NoteKeyError, Replication
 from ..node.note import VerifierKey
 from ..node.store import Receipt
 from ..node.witness import check_cosigned
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class _Ledger:
     waiters: list[_Waiter] = field(default_factory=list)
 
 
-class CosignatureWatch:
+class CosignatureWatch(Worker):
     """Waits for witness cosignatures on behalf of the ingest node ``home``.
 
     ``witnesses`` maps each witness the cluster knows to its cosignature key; those in
@@ -79,6 +80,7 @@ class CosignatureWatch:
         ignored: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(f"write-concern-{home}")
         self.home = home
         self.replication = replication
         self.checkpoints = checkpoints
@@ -93,8 +95,6 @@ class CosignatureWatch:
         self._dirty: set[str] = set()  # ledgers whose cosignatures must be read again
         self._seen: dict[tuple[str, str], bytes] = {}  # (ledger, witness) -> the last note checked
         self._reported: set[bytes] = set()  # digests of notes already reported as bad
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]:
         """A future of (receipt, the witnesses that cosigned past it), or of a ReplicationTimeoutError."""
@@ -109,16 +109,7 @@ class CosignatureWatch:
             self._settle(ledger)
         return future
 
-    def start(self) -> CosignatureWatch:
-        self._thread = threading.Thread(target=self._follow, name=f"write-concern-{self.home}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+    def _stopped(self) -> None:
         with self._lock:
             for ledger in self._ledgers.values():
                 for waiter in ledger.waiters:
@@ -127,10 +118,10 @@ class CosignatureWatch:
 
     # --- the watch thread ---------------------------------------------------------------------
 
-    def _follow(self) -> None:
+    def _run(self) -> None:
         pubsub: Any = None
         next_recheck = self._clock()
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
                 if pubsub is None:
                     pubsub = self.replication.client.pubsub(ignore_subscribe_messages=True)
@@ -152,7 +143,7 @@ class CosignatureWatch:
                     pubsub.close()
                     pubsub = None
                 self._expire()
-                self._stop.wait(RETRY_PAUSE)
+                self.stopping.wait(RETRY_PAUSE)
         if pubsub is not None:
             pubsub.close()
 

@@ -1,7 +1,7 @@
 """Alerts: read them, follow them, resolve them, and ``vledger verify --cluster``.
 
 * ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of the
-  ``vledger:alerts`` stream (with ``--follow``, then waits for new ones until interrupted);
+  ``vledger:{alerts}`` stream (with ``--follow``, then waits for new ones until interrupted);
   ``vledger alerts resolve --config FILE KEY... | --all`` closes open ones.
 * ``vledger verify --cluster FILE`` lists the open alerts and exits 1 while there is one.
 """

@@ -29,7 +29,7 @@ from ..node.errors import UsageError, VledgerError
 from ..node.json_values import jsonable
 from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
 from ..node.rules import UINT64_MAX
-from ..node.rules.charity import CharityState
+from ..node.rules.charity import MINOR_PER_UNIT, CharityState
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
@@ -290,9 +290,6 @@ def receipt_map(receipt: dict[str, Any]) -> dict[str, Any]:
     """A receipt (docs/PROTOCOL.md section 6) with its hashes as hex; with a write concern, the replicas."""
     keys = ("ledger", "height", "hash", "checksum", "duplicate", "values")
     return {key: jsonable(receipt.get(key)) for key in (*keys, *(("replicas",) if "replicas" in receipt else ()))}
-
-
-MINOR_PER_UNIT = 100  # halalas per riyal, cents per dollar: the charity rules' currencies have 2 places
 
 
 def money_text(minor_units: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..broker import redis_acl
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
+from ..broker.redis_keys import migrate
 from ..broker.redis_server import connect
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..broker.second_factor import REPLACE, SecondFactorStore
@@ -173,6 +174,27 @@ def ensure_cluster_keys(
     return made, kept
 
 
+def cmd_admin_migrate_keys(args: argparse.Namespace) -> int:
+    """Move the cluster's Redis to the tagged key names (broker/redis_keys.py); 1 when an old
+    key had to be kept because its new name holds other data."""
+    config = load_cluster(args.config)
+    client = connect(config.redis_access("admin"))
+    try:
+        done = migrate(client)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({"moved": done.moved, "kept": done.kept}, sort_keys=True))
+    else:
+        for old, new in sorted(done.moved.items()):
+            print(f"moved {old} -> {new}")
+        for old, new in sorted(done.kept.items()):
+            print(f"kept {old}: {new} exists and holds other data (compare them, then delete one)")
+        if not done.moved and not done.kept:
+            print("no key of the older layout: nothing to do")
+    return 1 if done.kept else 0
+
+
 def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     """The first admin: a local command on a node's host, writing to the cluster's Redis.
     With --totp it also gives the account a new second factor (the way back in for an admin
@@ -271,6 +293,17 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
         "recovery codes once",
     )
     add_json_option(bootstrap)
+    migrate_keys = add_command(
+        actions,
+        "migrate-keys",
+        cmd_admin_migrate_keys,
+        "rename Redis keys of the older layout (before hash tags)",
+        "Rename every Redis key of the layout without hash tags to its tagged name (docs/PROTOCOL.md "
+        "10.10), once, after an upgrade; running it again changes nothing. An old key whose new name "
+        "holds other data is kept and listed, never deleted.",
+    )
+    migrate_keys.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
+    add_json_option(migrate_keys)
     return actions
 
 

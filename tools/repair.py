@@ -9,7 +9,7 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
    starts it through supervisord instead).
 2. **The checkpoint.** Per ledger NODE holds (a replica or observer: every ledger Redis names;
    an ingest node: those it is home to; and every ledger its old store holds), the notes are
-   gathered from Redis (``vledger:checkpoints``, ``vledger:cosig:<ledger>``) and from every
+   gathered from Redis (``vledger:{<ledger>}:checkpoint``, ``vledger:{<ledger>}:cosig``) and from every
    other node's ``checkpoint`` command; :func:`vledger.node.cosigning.gather` keeps the log
    signatures that verify with the home's ``<home>.sign.pub`` and the cosignatures that verify
    with the witnesses' ``<node>.sign.pub``. The largest checkpoint with at least ``quorum``

@@ -1,7 +1,7 @@
 """``vledger repl status``: how far each node holds each ledger, as the cluster's Redis records it.
 
 Everything comes from the keys of vledger.broker.replication: the ledgers and their home
-nodes (``vledger:ledgers``), each stream's last height, each node's held height, each
+nodes (``vledger:{ledgers}``), each stream's last height, each node's held height, each
 ledger's latest checkpoint and each witness's cosignature. No node is asked: the command
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only

@@ -38,6 +38,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from ..broker.accounts import AccountRegistry, Role, bootstrap_admin
 from ..broker.client import Client
 from ..broker.keys import load_public
+from ..broker.redis_keys import migrate
 from ..broker.redis_server import connect, find_redis_server
 from ..client.session import node_address
 from ..config.cluster import ClusterConfig, load_cluster
@@ -245,6 +246,10 @@ class Starter:
         client = redis_client(self.config)
         try:
             self._until(lambda: _pings(client), f"Redis at {self.config.redis_url} to answer PING")
+            # A Redis kept from before the hash tags: its keys move over before the accounts are read.
+            moved = migrate(client)
+            if moved.moved or moved.kept:
+                print(f"  Redis keys of the older layout: {len(moved.moved)} moved, {len(moved.kept)} kept")
             registry = AccountRegistry(client)
             owner = registry.lookup(key)
             account = owner.account if owner is not None and owner.role == Role.ADMIN else ADMIN_ACCOUNT

@@ -6,7 +6,7 @@ with ``<keys>/<observer>.sign.pub`` and its body read (docs/PROTOCOL.md section 
 observers agree when their snapshots at one height state the same head, tally and counted
 hash. When their latest heights differ, the tally stream is read back, newest first, for
 the newest height every observer published; with none yet, they are still counting. A
-disagreement at one height is added to the ``vledger:alerts`` stream (``tally_mismatch``).
+disagreement at one height is added to the ``vledger:{alerts}`` stream (``tally_mismatch``).
 
 Exit codes: 0 every signature verifies and the observers agree; 1 a bad or missing
 signature, a malformed snapshot, a disagreement, no such ledger (``no_such_ledger``), or
@@ -30,6 +30,7 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
 from ..node.json_values import jsonable
+from ..node.rules.charity import MINOR_PER_UNIT
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
@@ -41,7 +42,7 @@ from ..verifier.tally import (
     read_tallies,
 )
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
-from .client_payloads import MINOR_PER_UNIT, money_text, time_text
+from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
 FINDER = "vledger-tally"  # the alert's node: who found the mismatch
@@ -204,7 +205,7 @@ def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport
     """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass).
 
     Raises NoSuchLedgerError when no observer published a tally of ``ledger`` and no home
-    node announced it (``vledger:ledgers``): a misspelt name is not "still counting".
+    node announced it (``vledger:{ledgers}``): a misspelt name is not "still counting".
     """
     keys = observer_keys(config)
     board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)

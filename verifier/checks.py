@@ -19,7 +19,7 @@ Three checks, each catching what the others cannot:
 Every finding names the first height at which the copy differs from the home (another
 holder for the home's own copy): a sweep or a head that goes wrong at h is searched back,
 by record hash, to the lowest height that differs. Every finding becomes an alert (Redis
-``vledger:alerts``, and the open set) once; a clean sweep of a copy resolves that copy's
+``vledger:{alerts}``, and the open set) once; a clean sweep of a copy resolves that copy's
 chain alerts, a copy no longer behind a record older than ``lag_alert_ms`` its lag alert.
 """
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker.client import Client
+from ..broker.redis_keys import group_key
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, entry_height
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
@@ -193,7 +194,7 @@ class ClusterChecks:
 
     @property
     def checkpoints_key(self) -> str:
-        return f"{self.replication.namespace}:sweep:{self.name}"
+        return group_key(self.replication.namespace, "sweep", self.name)
 
     def start(self) -> None:
         self.refresh_open()
@@ -264,7 +265,8 @@ class ClusterChecks:
         if not self.ledgers:
             return 0
         start = "0" if self._read_pending else ">"
-        streams = {self.replication.stream_key(ledger): start for ledger in self.ledgers}
+        ledger_of = {self.replication.stream_key(ledger): ledger for ledger in self.ledgers}
+        streams = dict.fromkeys(ledger_of, start)
         try:
             replies = self.replication.client.xreadgroup(
                 GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
@@ -285,7 +287,7 @@ class ClusterChecks:
         done = 0
         for stream, entries in replies or []:
             if entries:
-                done += self._check_entries(_text(stream).rsplit(":", 1)[1], entries)
+                done += self._check_entries(ledger_of[_text(stream)], entries)
         return done
 
     def claim_abandoned(self) -> None:

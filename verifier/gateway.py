@@ -19,7 +19,8 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
   up to ``EVENT_RECORDS``), ``checkpoint`` when the checkpoint served for a ledger changes
   (a larger one, or more cosignatures), ``tally`` when an observer signs a new tally.
-* the web pages of ``verifier/web/`` and ``/healthz``, ``/readyz``, ``/metrics``.
+* the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and
+  ``/healthz``, ``/readyz``, ``/metrics``.
 
 Every refusal is JSON with a code of PROTOCOL's table and a 4xx status (broker/http.py).
 It lives in ``verifier/`` because it checks the observers' tallies (verifier/tally.py) and
@@ -73,14 +74,14 @@ from ..node.note import VerifierKey
 from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
+from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
 from ..node.verify import ChainVerifier
+from .pages import PAGES, WEB_DIR, render
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
-WEB_DIR = Path(__file__).with_name("web")
-PAGES = ("index", "vote", "tally", "charity", "dashboard")
 MAX_PAGE = 500  # records in one range answer
 MAX_ENTRY = 0xFFFF  # an entry bundle's uint16 length prefix
 EVENT_RECORDS = 50  # new records sent with one head event; past that, only the head
@@ -98,7 +99,6 @@ CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far b
 IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
-MINOR_PER_UNIT = 100  # PROTOCOL 7.2: charity amounts are in minor units, 100 per currency unit
 
 
 def record_json(record: Record, data: bytes) -> dict[str, Any]:
@@ -576,8 +576,8 @@ class Gateway:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
         client = self._redis()
         board = TallyBoard(client)
-        # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and these
-        # hashes need no transaction of their own.
+        # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and a MULTI
+        # would span the ledgers' slots; one round trip all the same.
         pipe = client.pipeline(transaction=False)
         ledgers = self.reader.ledgers()
         for ledger in ledgers:
@@ -656,11 +656,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         # SQLite and Redis block: off the event loop, which keeps serving the other requests.
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    async def page(request: web.Request) -> web.FileResponse:
+    rendered = {name: render(name) for name in PAGES}  # once: the files do not change under a running gateway
+
+    async def page(request: web.Request) -> web.Response:
         name = request.match_info.get("page", "index")
-        if name not in PAGES:
+        if name not in rendered:
             raise NotFoundError(f"no page {name[:60]!r}")
-        return web.FileResponse(WEB_DIR / f"{name}.html", headers={"Cache-Control": "no-cache"})
+        return web.Response(
+            body=rendered[name], content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+        )
 
     async def ledgers(_: web.Request) -> web.Response:
         return json_response({"node": gateway.node.name, "ledgers": await in_thread(gateway.ledgers)})

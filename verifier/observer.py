@@ -9,7 +9,7 @@ nodes never count it towards a write concern (vledger.ingest.write_concern).
 
 Beside that path it counts. Its :class:`~vledger.verifier.tally.TallyKeeper` re-runs every
 domain rule over its own store, each ledger in height order, and never trusts the ingest
-node's decisions: a record that breaks a rule is logged, added to the ``vledger:alerts``
+node's decisions: a record that breaks a rule is logged, added to the ``vledger:{alerts}``
 stream (``what`` is the rule's error code) and not counted. Its snapshots, signed with its
 Ed25519 key ``<keys>/<name>.sign``, go to the ledger's tally stream on Redis
 (broker/tallies.py, docs/PROTOCOL.md section 11): one when a ledger's head changed, at most

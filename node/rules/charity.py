@@ -35,6 +35,10 @@ from ..record import Record
 from ..sealed import is_sealed
 from . import Domain, GenesisReader, Plan, refuse
 
+# Amounts are whole minor units (PROTOCOL 7.2): halalas per riyal, cents per dollar; the
+# currencies these rules serve have 2 decimal places, so a unit is 100 minor units.
+MINOR_PER_UNIT = 100
+
 
 @dataclass(frozen=True, slots=True)
 class FundTotals:

@@ -11,18 +11,18 @@ Tests marked ``soak`` run only when asked for (``pytest -m soak``, which ``make 
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from vledger.broker.redis_server import find_redis_server
 from vledger.node.errors import RedisServerError
 from vledger.tests.e2e.helpers import SupervisedCluster, Topology, Written, create_ledgers
-
-RUNNING: list[SupervisedCluster] = []  # clusters started and not yet stopped
-FAILED: set[str] = set()  # the folders of clusters that saw a failure: kept for their logs
+from vledger.tests.e2e.running import (
+    in_ci,
+    kept_on_failure,
+    pytest_runtest_makereport,  # noqa: F401 (a hook: pytest finds it here by name)
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,40 +34,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        for cluster in RUNNING:
-            FAILED.add(str(cluster.directory))
-            for program, tail in cluster.log_tails():
-                report.sections.append((f"log of {program} ({cluster.layout.log_dir})", tail))
-    return report
-
-
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[SupervisedCluster]:
     try:
         find_redis_server()
     except RedisServerError as e:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        if in_ci():
             pytest.fail(f"CI must provide a redis-server: {e}")
         pytest.skip(str(e))
-    running = SupervisedCluster(getattr(request.module, "TOPOLOGY", Topology()))
-    RUNNING.append(running)
-    try:
+    with kept_on_failure(SupervisedCluster(getattr(request.module, "TOPOLOGY", Topology()))) as running:
         running.start()
         yield running
-    finally:
-        RUNNING.remove(running)
-        stopped = running.stop()
-        if str(running.directory) in FAILED:
-            print(f"\nthe failed cluster's folder is kept: {running.directory} (logs in {running.layout.log_dir})")
-        else:
-            shutil.rmtree(running.directory, ignore_errors=True)
-    assert "still alive" not in stopped, stopped
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     # Redis runs with access control: a client without the password of a user gets nothing.
     anonymous = redis.Redis.from_url(load_cluster(config).redis_url, socket_timeout=5.0)
     with pytest.raises(redis.exceptions.AuthenticationError):
-        anonymous.get("vledger:accounts:version")
+        anonymous.get("vledger:{accounts}:version")
     anonymous.close()
     status = check(cli("supervise", "--config", config, "status"), config)
     assert [line.split()[:2] for line in status.splitlines()] == [

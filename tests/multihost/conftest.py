@@ -7,35 +7,18 @@ iproute2 and nftables). Namespaces a crashed run left behind are removed first.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from vledger.tests.e2e.helpers import Written, create_ledgers
+from vledger.tests.e2e.running import (
+    in_ci,
+    kept_on_failure,
+    pytest_runtest_makereport,  # noqa: F401 (a hook: pytest finds it here by name)
+)
 from vledger.tests.multihost.hosts import HOSTS, HostsCluster
 from vledger.tests.multihost.netns import Network, clean_leftovers, inside, missing
-
-RUNNING: list[HostsCluster] = []
-FAILED: set[str] = set()
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        for cluster in RUNNING:
-            FAILED.add(str(cluster.directory))
-            for program, tail in cluster.log_tails():
-                report.sections.append((f"log of {program} ({cluster.layout.log_dir})", tail))
-    return report
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +40,10 @@ def network() -> Iterator[Network]:
 
 @pytest.fixture(scope="module")
 def cluster(network: Network) -> Iterator[HostsCluster]:
-    running = HostsCluster(network)
-    RUNNING.append(running)
-    try:
-        with inside(network["client"]):
-            running.start()
-            yield running
-    finally:
-        RUNNING.remove(running)
-        stopped = running.stop()
-        if str(running.directory) in FAILED:
-            print(f"\nthe failed cluster's folder is kept: {running.directory} (logs in {running.layout.log_dir})")
-        else:
-            shutil.rmtree(running.directory, ignore_errors=True)
-    assert "still alive" not in stopped, stopped
+    # Started from the client's namespace, stopped (by kept_on_failure) from the host's.
+    with kept_on_failure(HostsCluster(network)) as running, inside(network["client"]):
+        running.start()
+        yield running
 
 
 @pytest.fixture(scope="module")

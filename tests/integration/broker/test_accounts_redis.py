@@ -227,9 +227,9 @@ def test_polling_finds_a_change_that_was_never_announced(
     caches: Callable[..., AccountCache], redis_client: Any
 ) -> None:
     cache = caches("node-1", poll_interval=0.2)
-    redis_client.sadd("vledger:accounts:names", "sneaky")  # written by hand: no PUBLISH
-    redis_client.hset("vledger:account:sneaky", mapping={"role": "writer", "enabled": "1"})
-    v = redis_client.incr("vledger:accounts:version")
+    redis_client.sadd("vledger:{accounts}:names", "sneaky")  # written by hand: no PUBLISH
+    redis_client.hset("vledger:{accounts}:account:sneaky", mapping={"role": "writer", "enabled": "1"})
+    v = redis_client.incr("vledger:{accounts}:version")
     assert cache.wait_for_version(v, DEADLINE)
     assert "sneaky" in cache.snapshot.accounts
 

@@ -73,7 +73,7 @@ def test_password_files_and_the_acl_file_are_private_and_hold_no_password_twice(
 def test_without_a_password_or_with_a_wrong_one_nothing_is_served(acl: AclServer) -> None:
     anonymous = connect(acl.server.url, timeout=5.0)
     with pytest.raises(redis.exceptions.AuthenticationError):
-        anonymous.get("vledger:accounts:version")
+        anonymous.get("vledger:{accounts}:version")
     anonymous.close()
     wrong = redis.Redis.from_url(acl.server.url, username="vledger-admin", password="guess", socket_timeout=5.0)
     with pytest.raises(redis.exceptions.AuthenticationError):
@@ -94,7 +94,7 @@ def test_what_scripts_wrote_outlives_a_restart(acl: AclServer) -> None:
     assert [r.data for r in ReplicationLedger(acl.client("replica")).read("votes", 0, 10)] == [b"r0", b"r1"]
     anonymous = connect(acl.server.url, timeout=5.0)
     with pytest.raises(redis.exceptions.AuthenticationError):
-        anonymous.get("vledger:accounts:version")
+        anonymous.get("vledger:{accounts}:version")
     anonymous.close()
 
 
@@ -118,14 +118,14 @@ def test_a_replica_cannot_write_an_account_a_stream_a_home_or_a_checkpoint(acl: 
         with pytest.raises(NOPERM):
             change()
     with pytest.raises(NOPERM):
-        replica.hset("vledger:account:alice", "role", "admin")
+        replica.hset("vledger:{accounts}:account:alice", "role", "admin")
     repl = ReplicationLedger(replica)
     with pytest.raises(NOPERM):
         repl.append("votes", "ingest-1", 0, [b"forged"])
     for write in (
-        lambda: replica.hset("vledger:ledgers", "votes", "replica-1"),
-        lambda: replica.hset("vledger:checkpoints", "votes", b"x"),
-        lambda: replica.xadd("vledger:chain:votes", {"record": b"x"}),
+        lambda: replica.hset("vledger:{ledgers}", "votes", "replica-1"),
+        lambda: replica.hset("vledger:{votes}:checkpoint", "votes", b"x"),
+        lambda: replica.xadd("vledger:{votes}:chain", {"record": b"x"}),
     ):
         with pytest.raises(NOPERM, match="key"):
             write()
@@ -145,10 +145,10 @@ def test_a_replica_cannot_write_an_account_or_a_grant_but_reads_both(acl: AclSer
         lambda: accounts.add_account("mallory", "writer"),
         lambda: accounts.remove_account("alice"),
         lambda: accounts.push_admin_record(2, b"grant: mallory may write votes"),
-        lambda: replica.rpush("vledger:admin:records", b"grant: mallory"),
-        lambda: replica.lset("vledger:admin:records", 1, b"grant: mallory"),
-        lambda: replica.delete("vledger:admin:records"),
-        lambda: replica.hset("vledger:account:mallory", "role", "writer"),
+        lambda: replica.rpush("vledger:{accounts}:admin:records", b"grant: mallory"),
+        lambda: replica.lset("vledger:{accounts}:admin:records", 1, b"grant: mallory"),
+        lambda: replica.delete("vledger:{accounts}:admin:records"),
+        lambda: replica.hset("vledger:{accounts}:account:mallory", "role", "writer"),
     ):
         with pytest.raises(NOPERM):
             change()
@@ -290,13 +290,13 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
 def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: AclServer) -> None:
     ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0"])
     verifier = acl.client("verifier")
-    verifier.xgroup_create("vledger:chain:votes", "verifier", id="0", mkstream=True)
-    replies = verifier.xreadgroup("verifier", "verifier-1", {"vledger:chain:votes": ">"}, count=10)
+    verifier.xgroup_create("vledger:{votes}:chain", "verifier", id="0", mkstream=True)
+    replies = verifier.xreadgroup("verifier", "verifier-1", {"vledger:{votes}:chain": ">"}, count=10)
     ((_, entries),) = replies
-    assert verifier.xack("vledger:chain:votes", "verifier", entries[0][0]) == 1
-    verifier.hset("vledger:sweep:verifier-1", "votes", "0")
+    assert verifier.xack("vledger:{votes}:chain", "verifier", entries[0][0]) == 1
+    verifier.hset("vledger:{sweep}:verifier-1", "votes", "0")
     with pytest.raises(NOPERM):
-        verifier.xadd("vledger:chain:votes", {"record": b"x"})
+        verifier.xadd("vledger:{votes}:chain", {"record": b"x"})
     with pytest.raises(NOPERM):
         ReplicationLedger(verifier).advance("verifier-1", "votes", 9)
     with pytest.raises(NOPERM):

