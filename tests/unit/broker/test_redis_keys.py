@@ -116,6 +116,8 @@ def _exercise(client: Any) -> None:
     repl.alert(Alert("replica-1", LEDGER, 1, "bad_link", "detail"))
     assert repl.checkpoints() == {LEDGER: b"checkpoint 2"}
     repl.add([StreamRecord("other", 0, b"x", "ingest-2")])
+    assert repl.promote(LEDGER, 2, "ingest-2") is None  # the epochs and homes hashes, one script
+    repl.publish_outside_cosignature(LEDGER, "witness.example/w1", 1, b"note")
     TallyBoard(client).publish(LEDGER, "observer-1", 1, b"body", b"s" * 64)
     registry = AccountRegistry(client)
     key = zmq.curve_keypair()[0].decode()
