@@ -20,8 +20,8 @@ from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry, decode_record
 from vledger.tests.e2e.helpers import ADMIN
+from vledger.tests.e2e.running import kept_on_failure
 from vledger.tests.integration.cluster import LIMITS, now_ms, wait_until
-from vledger.tests.multihost.conftest import RUNNING
 from vledger.tests.multihost.hosts import HANDOVER, REPLICAS, HostsCluster, StandbyHostsCluster
 from vledger.tests.multihost.netns import Network, inside
 
@@ -34,15 +34,10 @@ WAIT = 90.0
 
 @pytest.fixture(scope="module")
 def cluster(network: Network) -> Iterator[HostsCluster]:
-    running = StandbyHostsCluster(network)
-    RUNNING.append(running)
-    try:
-        with inside(network["client"]):
-            running.start()
-            yield running
-    finally:
-        RUNNING.remove(running)
-        running.stop()
+    # Started from the client's namespace, stopped (by kept_on_failure) from the host's.
+    with kept_on_failure(StandbyHostsCluster(network)) as running, inside(network["client"]):
+        running.start()
+        yield running
 
 
 def _cli(cluster: HostsCluster, *args: str, node: str = STANDBY) -> tuple[int, str]:
