@@ -199,6 +199,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             log_key_of=functools.partial(_signing_key, config.name, own, public),
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
+            histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
@@ -212,6 +213,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         admin_ledger,
         factors,
         {n.name: n.role for n in config.nodes.values()},
+        # A lambda: MemberGates replaces its histories at each change, never changes them in place.
+        history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:

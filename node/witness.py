@@ -17,8 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import BadGenesisError, NoteError, NoteKeyError, StoreContradictsCheckpointError, Where
+from .errors import (
+    BadGenesisError,
+    CosignatureError,
+    NoteError,
+    NoteKeyError,
+    QuorumError,
+    StoreContradictsCheckpointError,
+    Where,
+)
 from .ledger import LedgerRules
+from .node_key_rotation import KeyHistory
 from .note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -206,3 +215,33 @@ def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root
             ledger=ledger,
             height=size - 1,
         )
+
+
+def check_cosigned_in_force(
+    data: bytes, ledger: str, cluster: str, log_key: VerifierKey, node: str, history: KeyHistory
+) -> Cosigned:
+    """The cosignature by witness node ``node`` on a checkpoint of ``ledger`` signed with
+    ``log_key``, by one of the Ed25519 keys of ``history`` (its key generations on the admin
+    ledger, docs/PROTOCOL.md 16.6) that was in force at the cosignature's timestamp: the
+    newest key always, an older one only for a timestamp before the ``until`` of the rotation
+    that replaced it.
+
+    Raises what :func:`check_cosigned` raises (QuorumError [no_quorum] when no key of the
+    node made a line), and CosignatureError [bad_cosignature] for a line by a key that was
+    out of force at its timestamp.
+    """
+    name = witness_name(cluster, node)
+    missing: NoteError = QuorumError(f"no cosignature by any key of {node}")
+    for sign_hex in history.sign_keys():
+        try:
+            cosigned = check_cosigned(data, ledger, cluster, log_key, witness_key(name, bytes.fromhex(sign_hex)))
+        except QuorumError as e:
+            missing = e  # no line by this key: maybe by another generation's
+            continue
+        timestamp = cosigned.cosignature.timestamp
+        if not history.signs_at(sign_hex, timestamp * 1000):
+            raise CosignatureError(
+                f"the cosignature of {node} is by its key {sign_hex[:16]}..., out of force at its timestamp {timestamp}"
+            )
+        return cosigned
+    raise missing
