@@ -40,12 +40,12 @@ def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     bad_request, key_in_use, second_factor_required, ...).
     """
     config = session.config
-    node = config.nodes.get(args.node)
+    node = config.nodes.get(args.rotated)
     if node is None or node.role not in ("ingest", *FOLLOWER_ROLES):
-        raise UsageError(f"{args.node!r} is not an ingest node, a replica or an observer of {config.path}")
+        raise UsageError(f"{args.rotated!r} is not an ingest node, a replica or an observer of {config.path}")
     if node.role == "ingest" and node.rotation_port is None:
         raise UsageError(
-            f"{args.node} has no rotation_port in {config.path}: give it one (and restart it) first, so that "
+            f"{args.rotated} has no rotation_port in {config.path}: give it one (and restart it) first, so that "
             "clients holding the new key reach it during the window"
         )
     passphrase = os.environ.get(PASSPHRASE_ENV) if args.passphrase else None
