@@ -36,7 +36,7 @@ from ..broker.feed import FeedSource, Publisher, Subscriber
 from ..broker.keys import generation_name, load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
-from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
 from ..node.errors import VledgerError
@@ -44,14 +44,14 @@ from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_name
+from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_keys_in_force, witness_name
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
 from .key_chains import KeyChains
-from .members import EndpointKeys
+from .members import EndpointKeys, now_ms
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -383,7 +383,19 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         version=__version__,
         status=follower.status,
         checkpoints=FollowerCheckpoints(follower, store),
-        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), chains.current),
+        cosignatures=KnownCosignatures(
+            config.name,
+            store,
+            replication,
+            witness_keys(config),
+            chains.current,
+            rotated=lambda: witness_keys_in_force(
+                config.name,
+                runtime.gates.histories,
+                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
+                now_ms(),
+            ),
+        ),
         chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
     )

@@ -23,7 +23,7 @@ from ..broker.signing import (
     signing_key_paths,
     witness_keys,
 )
-from ..config.cluster import ClusterConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE
 from ..node.key_rotation import ChainedCheckpointKeys
@@ -32,13 +32,13 @@ from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import home_key
+from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
-from .members import EndpointKeys
+from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
@@ -239,7 +239,19 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         checkpoints=outbox,
         refused=refused,
         checkpoint_key=public,
-        cosignatures=KnownCosignatures(config.name, store, replication, witnesses, signing_key_now),
+        cosignatures=KnownCosignatures(
+            config.name,
+            store,
+            replication,
+            witnesses,
+            signing_key_now,
+            rotated=lambda: witness_keys_in_force(
+                config.name,
+                runtime.gates.histories,
+                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
+                now_ms(),
+            ),
+        ),
         keys=signer,
         chains=chains.stored,
         second_factor=factors,

@@ -14,7 +14,7 @@ dataclasses out, an error of node/errors.py on anything else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import (
@@ -215,6 +215,22 @@ def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root
             ledger=ledger,
             height=size - 1,
         )
+
+
+def witness_keys_in_force(
+    cluster: str, histories: Mapping[str, KeyHistory], witnesses: Iterable[str], now_ms: int
+) -> list[VerifierKey]:
+    """The cosignature keys of the witness nodes ``witnesses`` whose Ed25519 key rotated
+    (docs/PROTOCOL.md 16.6), in force at ``now_ms``: each one's newest key and, during its
+    window, the one before it. A node that never rotated is left out (its key file says it)."""
+    keys = []
+    for node in witnesses:
+        history = histories.get(node)
+        if history is None or len(history.generations) < 2:
+            continue
+        name = witness_name(cluster, node)
+        keys += [witness_key(name, bytes.fromhex(s)) for s in history.sign_keys() if history.signs_at(s, now_ms)]
+    return keys
 
 
 def check_cosigned_in_force(

@@ -27,6 +27,7 @@ from vledger.node.witness import (
     home_key,
     pinned_key,
     witness_key,
+    witness_keys_in_force,
     witness_name,
 )
 
@@ -187,3 +188,19 @@ def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_before_
     with pytest.raises(NoteError) as caught:  # a key the witness never had, under its name
         check(stranger, 1)
     assert caught.value.code == "no_quorum"
+
+
+def test_the_keys_in_force_of_rotated_witnesses_are_the_new_one_and_the_old_one_during_its_window() -> None:
+    old, new = _public(WITNESS_SECRET).hex(), _public(bytes(range(1, 33))).hex()
+    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new, "accepted": 1000, "until": 5000, "via": ""}
+    originals = {"replica-1": ("A" * 40, old), "replica-2": ("B" * 40, "2" * 64), "ingest-1": ("C" * 40, "1" * 64)}
+    histories = key_histories(originals, [rotation])
+    witnesses = ["replica-1", "replica-2"]
+    name = witness_name("local", "replica-1")
+    assert [k.encode() for k in witness_keys_in_force("local", histories, witnesses, 4999)] == [
+        witness_key(name, bytes.fromhex(new)).encode(),
+        witness_key(name, bytes.fromhex(old)).encode(),
+    ]  # replica-2 never rotated: its key file speaks for it
+    assert [k.encode() for k in witness_keys_in_force("local", histories, witnesses, 5000)] == [
+        witness_key(name, bytes.fromhex(new)).encode()
+    ]
