@@ -21,7 +21,7 @@ from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import load_public, new_keypair
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import ReplicationLedger
-from vledger.broker.signing import VerifyKey, load_signing_key, load_verify_key, signing_key_paths
+from vledger.broker.signing import VerifyKey, load_signing_key, load_verify_key, new_signing_key, signing_key_paths
 from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -215,6 +215,12 @@ def test_a_replica_s_ed25519_key_rotates_under_w1_puts_and_its_old_key_stops_cou
         writer.stop.set()
         writer.join(15)
         assert not writer.failures, writer.failures  # answered throughout
+        # A witness's CURVE key stays, and it never gets a key it had back (both after the window,
+        # each a valid request but for the one change).
+        curve, fresh_sign = result["curve"], new_signing_key().public.public_hex
+        for change in ({"curve": new_keypair().public}, {"sign": old_key.public_hex}, {"sign": new_key.public_hex}):
+            args = {"node": REPLICA, "curve": curve, "sign": fresh_sign} | change
+            _refused(cluster.address(NODE), cluster, args, "bad_request")
         # After the window, the old key's cosignature counts only when stamped before ``until``:
         # the replica stops, its old key cosigns the checkpoint over each next w=1 put.
         assert cluster.stop_node(REPLICA) == 0
