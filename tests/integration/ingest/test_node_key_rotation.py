@@ -215,6 +215,11 @@ def test_a_replica_s_ed25519_key_rotates_under_w1_puts_and_its_old_key_stops_cou
         writer.stop.set()
         writer.join(15)
         assert not writer.failures, writer.failures  # answered throughout
+        # The checkpoint command serves the replica's cosignature by its new key.
+        served = cluster.admin().call("checkpoint", {"ledger": LEDGER, "witnesses": 1})
+        home_raw = load_verify_key(signing_key_paths(keys, NODE)[1]).raw
+        by_new = witness_key(witness_name(CLUSTER, REPLICA), new_key.raw)
+        assert check_cosigned(served["checkpoint"], LEDGER, CLUSTER, home_key(CLUSTER, LEDGER, home_raw), by_new)
         # A witness's CURVE key stays, and it never gets a key it had back (both after the window,
         # each a valid request but for the one change).
         curve, fresh_sign = result["curve"], new_signing_key().public.public_hex
