@@ -29,7 +29,7 @@ from ..node.errors import (
     NoSuchKeyError,
     NotEnrolledError,
 )
-from ..node.node_key_rotation import sign_key_problem
+from ..node.node_key_rotation import KeyHistory, sign_key_problem
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
@@ -89,8 +89,10 @@ class RegistryAdmin:
         ledger: AdminLedger | None = None,
         factors: SecondFactors | None = None,
         node_roles: Mapping[str, str] | None = None,
+        history_of: Callable[[str], KeyHistory | None] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
+        self.history_of = history_of  # a node's key generations (MemberGates.histories)
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
@@ -147,16 +149,19 @@ class RegistryAdmin:
 
     def _rotate(self, args: Args, author: str, via: str) -> dict[str, Any]:
         """Record a rotation of a node's keys (PROTOCOL 16.6): its new CURVE key ``curve`` and
-        Ed25519 key ``sign``, the old ones in force ``window_ms`` more. Refused (bad_request)
-        for a node the cluster does not have or that is not an ingest node, a key that is not
-        one, a window out of bounds, or while the node's previous window is still open; a
-        CURVE key an account or a node already uses is key_in_use."""
+        Ed25519 key ``sign``, the old ones in force ``window_ms`` more. An ingest node rotates
+        its CURVE key (``sign`` its unchanged key), a replica or an observer its Ed25519 key
+        (``curve`` its CURVE key in force, unchanged). Refused (bad_request) for a node the
+        cluster does not have or of another role, a key that is not one, a replica's or
+        observer's ``curve`` that is not its key in force or ``sign`` that it had before, a
+        window out of bounds, or while the node's previous window is still open; an ingest
+        node's CURVE key that an account or a node already uses is key_in_use."""
         node = args.text("node", max_length=64)
         role = self.node_roles.get(node)
         if role is None:
             raise BadRequestError(f"no node {node!r} in the cluster")
-        if role != "ingest":
-            raise BadRequestError(f"{node} is a {role} node: only an ingest node's keys rotate (yet)")
+        if role not in ("ingest", "replica", "observer"):
+            raise BadRequestError(f"{node} is a {role} node: its keys do not rotate")
         curve = check_public_key(args.text("curve", max_length=40))
         sign = args.text("sign", max_length=64)
         problem = sign_key_problem(sign)
@@ -165,7 +170,18 @@ class RegistryAdmin:
         window_ms = args.uint("window_ms", maximum=MAX_ROTATION_WINDOW_MS)
         if window_ms < MIN_ROTATION_WINDOW_MS:
             raise BadRequestError(f"window_ms {window_ms} is under {MIN_ROTATION_WINDOW_MS}")
-        if self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys():
+        if role != "ingest":
+            # A witness's Ed25519 key rotates; its CURVE key, the one its clients hold, stays.
+            history = self.history_of(node) if self.history_of is not None else None
+            if history is None:
+                raise BadRequestError(f"{node}: its keys in force are unknown to this node")
+            if curve != history.newest.curve:
+                raise BadRequestError(
+                    f"{node} is a {role} node: its CURVE key does not rotate; curve is its key in force"
+                )
+            if sign in history.sign_keys():
+                raise BadRequestError(f"{node} had the Ed25519 key {sign[:16]}... before: sign must be a new key")
+        elif self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys():
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
         now = int(time.time() * 1000)
         for rotation in self.cache.key_rotations:

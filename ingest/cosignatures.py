@@ -12,7 +12,7 @@ the ledger's genesis lists, and drops what fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED
@@ -29,7 +29,8 @@ class KnownCosignatures:
     """Gathers a ledger's cosigned checkpoints from Redis and this node's store.
 
     ``key_of(ledger)`` is the ledger's checkpoint key (None: unknown, nothing is gathered
-    beside the latest note as it is), ``witnesses`` the cluster's witness keys by node name.
+    beside the latest note as it is), ``witnesses`` the cluster's witness keys by node name,
+    ``rotated()`` the keys in force now of those whose key rotated (node.witness.witness_keys_in_force).
     """
 
     def __init__(
@@ -39,8 +40,10 @@ class KnownCosignatures:
         replication: ReplicationLedger | None,
         witnesses: Mapping[str, VerifierKey],
         key_of: Callable[[str], VerifierKey | None],
+        rotated: Callable[[], Iterable[VerifierKey]] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.rotated = rotated
         self.store = store
         self.replication = replication
         self.witnesses = tuple(witnesses.values())
@@ -66,7 +69,9 @@ class KnownCosignatures:
                     notes.extend(self.replication.outside_cosignatures(ledger).values())
             except REDIS_ERRORS as e:
                 log.warning("checkpoint of %s: Redis unavailable (%s); serving the cosignatures kept here", ledger, e)
-        return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *outside))
+        # A witness whose key rotated (PROTOCOL 16.6): its keys in force now, beside its key file's.
+        rotated = tuple(self.rotated()) if self.rotated is not None else ()
+        return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *rotated, *outside))
 
     def outside_names(self, ledger: str) -> frozenset[str]:
         """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""

@@ -111,7 +111,11 @@ class MemberGates:
         if history is None:
             raise KeyMaterialError(f"node {name}: no public key in {self.config.keys_dir} nor on the admin ledger")
         newest = history.in_force(now_ms())[0]
-        also = (node.rotation_endpoint,) if newest.number > 0 and node.rotation_endpoint is not None else ()
+        also = (
+            (node.rotation_endpoint,)
+            if history.curve_generation(newest.number) > 0 and node.rotation_endpoint is not None
+            else ()
+        )
         return NodeAddress(node.endpoint, newest.curve, also)
 
     def keep_addressed(self, client: Client, name: str) -> None:

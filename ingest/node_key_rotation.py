@@ -45,7 +45,8 @@ def serving_generations(history: KeyHistory | None, now: int) -> tuple[int, int 
     if history is None:
         return 0, None
     generations = history.in_force(now)
-    newest, oldest = generations[0].number, generations[-1].number
+    # A generation that kept its CURVE key (an Ed25519 rotation alone) serves the key files it had.
+    newest, oldest = (history.curve_generation(generations[i].number) for i in (0, -1))
     return oldest, (newest if newest != oldest else None)
 
 

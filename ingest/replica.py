@@ -26,30 +26,32 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
 from .. import __version__
 from ..broker.client import Client, NodeAddress
 from ..broker.feed import FeedSource, Publisher, Subscriber
-from ..broker.keys import load_public
+from ..broker.keys import generation_name, load_public
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
-from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
+from ..node.errors import VledgerError
+from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_name
+from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_keys_in_force, witness_name
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
 from .key_chains import KeyChains
-from .members import EndpointKeys
+from .members import EndpointKeys, now_ms
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -357,6 +359,18 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         },
     )
     server = runtime.request_server(broker)
+    # After request_server, which sets the hook for the CURVE key: the witness follows its own
+    # Ed25519 key's rotations too (PROTOCOL 16.6), from the generation in force now on.
+    follow_own_key = witness_key_follower(config, name, passphrase, witness, signing.public.public_hex)
+    follow_own_key(runtime.gates.histories)
+    serve_rotation = runtime.gates.on_rotation
+
+    def rotated(histories: Mapping[str, KeyHistory]) -> None:
+        if serve_rotation is not None:
+            serve_rotation(histories)
+        follow_own_key(histories)
+
+    runtime.gates.on_rotation = rotated
     admin: AccountAdmin = _NoAdmin()
     service = IngestService(
         config,
@@ -369,7 +383,19 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         version=__version__,
         status=follower.status,
         checkpoints=FollowerCheckpoints(follower, store),
-        cosignatures=KnownCosignatures(config.name, store, replication, witness_keys(config), chains.current),
+        cosignatures=KnownCosignatures(
+            config.name,
+            store,
+            replication,
+            witness_keys(config),
+            chains.current,
+            rotated=lambda: witness_keys_in_force(
+                config.name,
+                runtime.gates.histories,
+                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
+                now_ms(),
+            ),
+        ),
         chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
     )
@@ -379,6 +405,38 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         MeteredService(service, metrics),
         main=partial(_follow, follower, witness, subscriber, runtime.stopping, watcher, relay),
     )
+
+
+def witness_key_follower(
+    config: ClusterConfig, name: str, passphrase: str | None, witness: Witness, sign_hex: str
+) -> Callable[[Mapping[str, KeyHistory]], None]:
+    """A hook for the key histories (MemberGates.on_rotation) that makes ``witness`` cosign with
+    the newest Ed25519 key the admin ledger names for node ``name`` (docs/PROTOCOL.md 16.6),
+    read from ``<name>@<g>.sign``; ``sign_hex`` is the key it signs with now. A key file that
+    is missing, unreadable or holds another key is logged, and the witness keeps its key: its
+    cosignatures then stop counting at the window's end, which the write concern shows."""
+    current = [sign_hex]
+
+    def follow(histories: Mapping[str, KeyHistory]) -> None:
+        history = histories.get(name)
+        if history is None or history.newest.sign in ("", current[0]):
+            return
+        newest = history.newest
+        path = signing_key_paths(config.keys_dir, generation_name(name, newest.number))[0]
+        try:
+            signing = load_signing_key(path, passphrase)
+        except VledgerError as e:
+            log.error("node %s: cannot load its Ed25519 key generation %d: %s", name, newest.number, e)
+            return
+        if signing.public.public_hex != newest.sign:
+            log.error("node %s: %s is not the Ed25519 key the admin ledger names for generation %d",
+                      name, path.name, newest.number)  # fmt: skip
+            return
+        witness.signer = WitnessSigner(witness_name(config.name, name), signing.seed)
+        current[0] = newest.sign
+        log.info("node %s: cosigns with its Ed25519 key generation %d (%s)", name, newest.number, newest.sign[:16])
+
+    return follow
 
 
 def _refetcher(files: FileRules, fetcher: BlobFetcher) -> Callable[[str], None]:

@@ -23,7 +23,7 @@ from ..broker.signing import (
     signing_key_paths,
     witness_keys,
 )
-from ..config.cluster import ClusterConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE
 from ..node.key_rotation import ChainedCheckpointKeys
@@ -32,13 +32,13 @@ from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.store import ChainStore
-from ..node.witness import home_key
+from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
-from .members import EndpointKeys
+from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
@@ -199,6 +199,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             log_key_of=functools.partial(_signing_key, config.name, own, public),
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
+            histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
@@ -212,6 +213,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         admin_ledger,
         factors,
         {n.name: n.role for n in config.nodes.values()},
+        # A lambda: MemberGates replaces its histories at each change, never changes them in place.
+        history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:
@@ -236,7 +239,19 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         checkpoints=outbox,
         refused=refused,
         checkpoint_key=public,
-        cosignatures=KnownCosignatures(config.name, store, replication, witnesses, signing_key_now),
+        cosignatures=KnownCosignatures(
+            config.name,
+            store,
+            replication,
+            witnesses,
+            signing_key_now,
+            rotated=lambda: witness_keys_in_force(
+                config.name,
+                runtime.gates.histories,
+                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
+                now_ms(),
+            ),
+        ),
         keys=signer,
         chains=chains.stored,
         second_factor=factors,

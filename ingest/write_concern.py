@@ -30,9 +30,10 @@ from typing import Any
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import SIGNED, CheckpointLog
 from ..node.errors import CosignatureError, NoteError, NoteKeyError, ReplicationTimeoutError
+from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey
 from ..node.store import Receipt
-from ..node.witness import check_cosigned
+from ..node.witness import check_cosigned, check_cosigned_in_force
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ class CosignatureWatch(Worker):
 
     ``witnesses`` maps each witness the cluster knows to its cosignature key; those in
     ``ignored`` (the observers: they cosign, but hold copies to count, not to keep them
-    safe) never count. ``log_key_of(ledger, note)`` is this home's checkpoint key that must have signed
+    safe) never count. ``histories()`` gives the nodes' key generations from the admin ledger
+    (docs/PROTOCOL.md 16.6): a witness whose Ed25519 key rotated counts by its new key, and by
+    its old one only for a cosignature stamped before the rotation's ``until``.
+    ``log_key_of(ledger, note)`` is this home's checkpoint key that must have signed
     ``note`` (the one in force at its size, 13.8), ``checkpoints`` its store's kept checkpoints.
     """
 
@@ -79,6 +83,7 @@ class CosignatureWatch(Worker):
         on_alert: Callable[[Alert], None],
         ignored: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
+        histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
     ) -> None:
         super().__init__(f"write-concern-{home}")
         self.home = home
@@ -87,6 +92,7 @@ class CosignatureWatch(Worker):
         self.cluster = cluster
         self.witnesses = {name: key for name, key in witnesses.items() if name != home}
         self.log_key_of = log_key_of
+        self.histories = histories
         self.on_alert = on_alert
         self.ignored = frozenset(ignored) | {home}
         self._clock = clock
@@ -188,7 +194,11 @@ class CosignatureWatch(Worker):
             log_key = self.log_key_of(ledger, note)
             if log_key is None:
                 raise NoteKeyError(f"no checkpoint key of {ledger!r} for this note")
-            cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
+            history = self.histories().get(witness) if self.histories is not None else None
+            if history is not None and len(history.generations) > 1:
+                cosigned = check_cosigned_in_force(note, ledger, self.cluster, log_key, witness, history)
+            else:
+                cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
         except NoteError as e:
             self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
             return None

@@ -74,6 +74,32 @@ class KeyHistory:
         """The node's CURVE public keys in force at ``now_ms``, newest first."""
         return tuple(dict.fromkeys(g.curve for g in self.in_force(now_ms)))
 
+    def curve_generation(self, number: int) -> int:
+        """The first generation whose CURVE key is generation ``number``'s: a rotation of the
+        Ed25519 key alone (a replica's or an observer's, 16.6) keeps the CURVE key it had."""
+        curve = next(g.curve for g in self.generations if g.number == number)
+        return next(g.number for g in self.generations if g.curve == curve)
+
+    def sign_keys(self) -> tuple[str, ...]:
+        """Every Ed25519 key (hex) the node ever had, newest first (none for ``""``: no key)."""
+        return tuple(dict.fromkeys(g.sign for g in reversed(self.generations) if g.sign))
+
+    def signs_at(self, sign: str, timestamp_ms: int) -> bool:
+        """Whether a signature by Ed25519 key ``sign`` (hex) made at ``timestamp_ms`` (what the
+        signature states, e.g. a cosignature/v1 timestamp) counts: the newest generation's key
+        always; an older generation's only while ``timestamp_ms`` is before the ``until`` of
+        the rotation that replaced it; a key the node never had, never."""
+        generations = self.generations
+        for i, generation in enumerate(generations):
+            if generation.sign != sign:
+                continue
+            if i == len(generations) - 1:
+                return True
+            replaced_until = generations[i + 1].overlap_until
+            if replaced_until is not None and timestamp_ms < replaced_until:
+                return True
+        return False
+
     def window_end(self, now_ms: int) -> int | None:
         """When the overlap in force at ``now_ms`` ends (ms), or None if there is none."""
         generations = self.in_force(now_ms)

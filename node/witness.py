@@ -14,11 +14,20 @@ dataclasses out, an error of node/errors.py on anything else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from .errors import BadGenesisError, NoteError, NoteKeyError, StoreContradictsCheckpointError, Where
+from .errors import (
+    BadGenesisError,
+    CosignatureError,
+    NoteError,
+    NoteKeyError,
+    QuorumError,
+    StoreContradictsCheckpointError,
+    Where,
+)
 from .ledger import LedgerRules
+from .node_key_rotation import KeyHistory
 from .note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -206,3 +215,49 @@ def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root
             ledger=ledger,
             height=size - 1,
         )
+
+
+def witness_keys_in_force(
+    cluster: str, histories: Mapping[str, KeyHistory], witnesses: Iterable[str], now_ms: int
+) -> list[VerifierKey]:
+    """The cosignature keys of the witness nodes ``witnesses`` whose Ed25519 key rotated
+    (docs/PROTOCOL.md 16.6), in force at ``now_ms``: each one's newest key and, during its
+    window, the one before it. A node that never rotated is left out (its key file says it)."""
+    keys = []
+    for node in witnesses:
+        history = histories.get(node)
+        if history is None or len(history.generations) < 2:
+            continue
+        name = witness_name(cluster, node)
+        keys += [witness_key(name, bytes.fromhex(s)) for s in history.sign_keys() if history.signs_at(s, now_ms)]
+    return keys
+
+
+def check_cosigned_in_force(
+    data: bytes, ledger: str, cluster: str, log_key: VerifierKey, node: str, history: KeyHistory
+) -> Cosigned:
+    """The cosignature by witness node ``node`` on a checkpoint of ``ledger`` signed with
+    ``log_key``, by one of the Ed25519 keys of ``history`` (its key generations on the admin
+    ledger, docs/PROTOCOL.md 16.6) that was in force at the cosignature's timestamp: the
+    newest key always, an older one only for a timestamp before the ``until`` of the rotation
+    that replaced it.
+
+    Raises what :func:`check_cosigned` raises (QuorumError [no_quorum] when no key of the
+    node made a line), and CosignatureError [bad_cosignature] for a line by a key that was
+    out of force at its timestamp.
+    """
+    name = witness_name(cluster, node)
+    missing: NoteError = QuorumError(f"no cosignature by any key of {node}")
+    for sign_hex in history.sign_keys():
+        try:
+            cosigned = check_cosigned(data, ledger, cluster, log_key, witness_key(name, bytes.fromhex(sign_hex)))
+        except QuorumError as e:
+            missing = e  # no line by this key: maybe by another generation's
+            continue
+        timestamp = cosigned.cosignature.timestamp
+        if not history.signs_at(sign_hex, timestamp * 1000):
+            raise CosignatureError(
+                f"the cosignature of {node} is by its key {sign_hex[:16]}..., out of force at its timestamp {timestamp}"
+            )
+        return cosigned
+    raise missing

@@ -850,11 +850,14 @@ def _add_key_verbs(commands: Subparsers) -> None:
         keys,
         "rotate",
         cmd_key_rotate,
-        "a node's new CURVE key; the old one works until the window ends",
-        "Make a node's next CURVE key pair and record the rotation on the admin ledger. During the window "
-        "the node serves the old key on its port and the new one on its rotation_port; then only the new one.",
+        "a node's new key; the old one works until the window ends",
+        "Make a node's next key and record the rotation on the admin ledger: an ingest node's CURVE key "
+        "pair (during the window it serves the old key on its port and the new one on its rotation_port; "
+        "then only the new one), a replica's or an observer's Ed25519 cosignature key (its cosignatures by "
+        "the old key count only when stamped before the window's end).",
     )
-    rotate.add_argument("node", metavar="NODE")
+    # Not "node": the global --node option (which node a command goes to) has that name.
+    rotate.add_argument("rotated", metavar="NODE")
     rotate.add_argument(
         "--window",
         type=positive,

@@ -1,4 +1,7 @@
-"""``vledger key rotate NODE``: a node's new CURVE key, with an overlap window (PROTOCOL 16.6).
+"""``vledger key rotate NODE``: a node's new key, with an overlap window (PROTOCOL 16.6).
+
+An ingest node's CURVE request key rotates; a replica's or an observer's Ed25519 cosignature
+key (``<node>@<g>.sign``, 0600, and ``.sign.pub``), which it cosigns with from the record on.
 
 Run where the cluster's key directory is (the operator's machine, as ``keygen --cluster``):
 it writes the node's next key generation, ``<node>@<g>.key`` and ``<node>@<g>.key_secret``
@@ -14,10 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
-from ..broker.keys import generate, generation_name, key_paths, newest_generation
-from ..broker.signing import load_verify_key, signing_key_paths
-from ..client.session import Session
+from ..broker.keys import GENERATION_MARK, generate, generation_name, key_paths, newest_generation
+from ..broker.signing import PUBLIC_SUFFIX, generate_signing_key, load_verify_key, signing_key_paths
+from ..client.session import Session, node_address
+from ..config.cluster import FOLLOWER_ROLES
 from ..node.errors import KeyMaterialError, UsageError, VledgerError
 from .client_output import print_json
 from .node_commands import PASSPHRASE_ENV
@@ -28,45 +33,68 @@ DEFAULT_WINDOW_SECONDS = 24 * 3600
 def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     """Make the node's next key generation and record the rotation; 0 on success.
 
-    Raises UsageError for a node that is not an ingest node of the configuration or has no
-    ``rotation_port``, KeyMaterialError when its Ed25519 key cannot be read, and the node's
-    refusal (RemoteError: bad_request, key_in_use, second_factor_required, ...).
+    An ingest node gets a new CURVE key (``<node>@<g>.key``, ``.key_secret``), a replica or an
+    observer a new Ed25519 cosignature key (``<node>@<g>.sign``, ``.sign.pub``). Raises
+    UsageError for a node of another role or an ingest node without ``rotation_port``,
+    KeyMaterialError when its keys cannot be read, and the node's refusal (RemoteError:
+    bad_request, key_in_use, second_factor_required, ...).
     """
     config = session.config
-    node = config.nodes.get(args.node)
-    if node is None or node.role != "ingest":
+    node = config.nodes.get(args.rotated)
+    if node is None or node.role not in ("ingest", *FOLLOWER_ROLES):
+        raise UsageError(f"{args.rotated!r} is not an ingest node, a replica or an observer of {config.path}")
+    if node.role == "ingest" and node.rotation_port is None:
         raise UsageError(
-            f"{args.node!r} is not an ingest node of {config.path}: only an ingest node's keys rotate (yet)"
-        )
-    if node.rotation_port is None:
-        raise UsageError(
-            f"{args.node} has no rotation_port in {config.path}: give it one (and restart it) first, so that "
+            f"{args.rotated} has no rotation_port in {config.path}: give it one (and restart it) first, so that "
             "clients holding the new key reach it during the window"
         )
-    sign_public = signing_key_paths(config.keys_dir, node.name)[1]
-    try:
-        sign = load_verify_key(sign_public).public_hex
-    except KeyMaterialError as e:
-        raise KeyMaterialError(f"{node.name}: its Ed25519 key is needed for the record: {e}") from None
     passphrase = os.environ.get(PASSPHRASE_ENV) if args.passphrase else None
     if args.passphrase and not passphrase:
         raise UsageError(f"--passphrase: set ${PASSPHRASE_ENV} to the node's passphrase")
-    generation = newest_generation(config.keys_dir, node.name) + 1
+    generation = _newest_generation(config.keys_dir, node.name) + 1
     name = generation_name(node.name, generation)
-    pair = generate(config.keys_dir, name, passphrase)
+    if node.role == "ingest":
+        sign = _sign_key(config.keys_dir, node.name)
+        pair = generate(config.keys_dir, name, passphrase)
+        public, secret = made = key_paths(config.keys_dir, name)
+        curve, fingerprint, what = pair.public, pair.fingerprint, "CURVE"
+    else:
+        # A witness's CURVE key stays (the one its sources admit); its cosignature key rotates.
+        curve = node_address(config, node.name).key
+        sign = generate_signing_key(config.keys_dir, name, passphrase).public_hex
+        secret, public = made = signing_key_paths(config.keys_dir, name)
+        fingerprint, what = sign[:16], "Ed25519"
     try:
-        request = {"node": node.name, "curve": pair.public, "sign": sign, "window_ms": args.window * 1000}
+        request = {"node": node.name, "curve": curve, "sign": sign, "window_ms": args.window * 1000}
         result = session.call("node.rotate", request)
     except (VledgerError, OSError):
-        for path in key_paths(config.keys_dir, name):
+        for path in made:
             path.unlink(missing_ok=True)
         raise
     if args.json:
         print_json({**result, "generation": generation})
         return 0
     until = datetime.fromtimestamp(int(result["until"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    public, secret = key_paths(config.keys_dir, name)
-    print(f"{node.name}: new CURVE key {pair.fingerprint} (generation {generation}, admin ledger height "
+    print(f"{node.name}: new {what} key {fingerprint} (generation {generation}, admin ledger height "
           f"{result.get('height')}); its old key works until {until}")  # fmt: skip
     print(f"copy {public.name} to every host that reaches {node.name}, and {secret.name} to {node.name}'s host")
     return 0
+
+
+def _sign_key(keys_dir: Path, node: str) -> str:
+    try:
+        return load_verify_key(signing_key_paths(keys_dir, node)[1]).public_hex
+    except KeyMaterialError as e:
+        raise KeyMaterialError(f"{node}: its Ed25519 key is needed for the record: {e}") from None
+
+
+def _newest_generation(keys_dir: Path, node: str) -> int:
+    """The node's newest key generation in ``keys_dir``: of its CURVE key files or of its
+    Ed25519 ones (``<node>@<g>.sign.pub``), whichever rotated."""
+    newest = newest_generation(keys_dir, node)
+    prefix = f"{node}{GENERATION_MARK}"
+    for path in keys_dir.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
+        number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
+        if number.isdigit():
+            newest = max(newest, int(number))
+    return newest

@@ -19,13 +19,16 @@ import pytest
 
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import load_public, new_keypair
-from vledger.broker.redis_server import RedisServer
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import VerifyKey, load_signing_key, load_verify_key, new_signing_key, signing_key_paths
 from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.errors import NodeUnavailableError, NoteError, RemoteError
 from vledger.node.record import decode_record
 from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.node.witness import CheckpointKeys, WitnessSigner, check_cosigned, home_key, witness_key, witness_name
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
 
 LEDGER = "votes"
@@ -148,3 +151,128 @@ def _refused(address: NodeAddress, cluster: LocalCluster, args: dict[str, Any], 
         assert refused.value.code == code, (args, refused.value)
     finally:
         admin.close()
+
+
+# --- a replica's Ed25519 cosignature key -----------------------------------------------------------
+
+REPLICA = "replica-1"
+CLUSTER = "test"  # LocalCluster's [cluster] name
+
+
+class WitnessedWriter(Writer):
+    """Puts with ``w=1``: each answer needs a cosignature of the replica that the home verified."""
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            e = entry(LEDGER, "vote", {"n": n, "by": self.name}, "writer1")
+            try:
+                result = self.client.call("put", {"content": e.content_bytes, "nonce": e.nonce, "w": 1})
+            except (NodeUnavailableError, RemoteError) as error:
+                self.failures.append(f"put {n}: {error}")
+                return
+            self.acknowledged[e.content.request_id] = result["height"]
+
+
+def _cosigned_by(cluster: LocalCluster, signing: VerifyKey) -> int:
+    """The size of the replica's cosignature in Redis if ``signing`` made it, else 0."""
+    note = ReplicationLedger(connect(cluster.cluster_redis_url)).cosignatures(LEDGER).get(REPLICA)
+    home = load_verify_key(signing_key_paths(cluster.directory / "keys", NODE)[1]).raw
+    try:
+        key = witness_key(witness_name(CLUSTER, REPLICA), signing.raw)
+        return check_cosigned(note or b"", LEDGER, CLUSTER, home_key(CLUSTER, LEDGER, home), key).size
+    except NoteError:
+        return 0
+
+
+def test_a_replica_s_ed25519_key_rotates_under_w1_puts_and_its_old_key_stops_counting_after_the_window(
+    redis_server: RedisServer,
+) -> None:
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, accounts={"writer1": "writer"}, replication={"write_timeout_ms": 5000}
+    ) as cluster:
+        cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+        keys = cluster.directory / "keys"
+        old_key = load_verify_key(signing_key_paths(keys, REPLICA)[1])
+        writer = WitnessedWriter(Client(cluster.address(NODE), cluster.keys["writer1"], timeout=10.0), "w1")
+        writer.start()
+        _until(lambda: len(writer.acknowledged) >= 5, 30, "the first w=1 puts")
+        common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated = cluster.cli("key", "rotate", REPLICA, "--window", str(WINDOW_SECONDS), "--json", *common)
+        result = rotated_payload(rotated.stdout)
+        assert result["generation"] == 1, rotated.stdout
+        new_key = load_verify_key(signing_key_paths(keys, f"{REPLICA}@1")[1])
+        assert result["sign"] == new_key.public_hex != old_key.public_hex
+        assert result["curve"] == load_public(keys / f"{REPLICA}.key")  # its CURVE key stays
+        # The replica cosigns with the new key from the record on; the home counts it.
+        _until(lambda: _cosigned_by(cluster, new_key) > 0, 30, "a cosignature by the replica's new key")
+        done = len(writer.acknowledged)
+        _until(lambda: len(writer.acknowledged) >= done + 5, 30, "w=1 puts answered on the new key")
+        _until(lambda: time.time() * 1000 > result["until"] + 500, WINDOW_SECONDS + 5, "the window's end")
+        done = len(writer.acknowledged)
+        _until(lambda: len(writer.acknowledged) >= done + 5, 30, "w=1 puts answered after the window")
+        writer.stop.set()
+        writer.join(15)
+        assert not writer.failures, writer.failures  # answered throughout
+        # The checkpoint command serves the replica's cosignature by its new key.
+        served = cluster.admin().call("checkpoint", {"ledger": LEDGER, "witnesses": 1})
+        home_raw = load_verify_key(signing_key_paths(keys, NODE)[1]).raw
+        by_new = witness_key(witness_name(CLUSTER, REPLICA), new_key.raw)
+        assert check_cosigned(served["checkpoint"], LEDGER, CLUSTER, home_key(CLUSTER, LEDGER, home_raw), by_new)
+        # A witness's CURVE key stays, and it never gets a key it had back (both after the window,
+        # each a valid request but for the one change).
+        curve, fresh_sign = result["curve"], new_signing_key().public.public_hex
+        for change in ({"curve": new_keypair().public}, {"sign": old_key.public_hex}, {"sign": new_key.public_hex}):
+            args = {"node": REPLICA, "curve": curve, "sign": fresh_sign} | change
+            _refused(cluster.address(NODE), cluster, args, "bad_request")
+        # After the window, the old key's cosignature counts only when stamped before ``until``:
+        # the replica stops, its old key cosigns the checkpoint over each next w=1 put.
+        assert cluster.stop_node(REPLICA) == 0
+        replication = ReplicationLedger(connect(cluster.cluster_redis_url))
+        home = load_verify_key(signing_key_paths(keys, NODE)[1]).raw
+        checkpoints = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, home))
+        old_signing = WitnessSigner(
+            witness_name(CLUSTER, REPLICA), load_signing_key(signing_key_paths(keys, REPLICA)[0]).seed
+        )
+
+        def put_cosigned_by_old_key(n: int, stamped: int) -> dict[str, Any]:
+            height = int(cluster.admin().call("size", {"ledger": LEDGER})["size"])
+            e = entry(LEDGER, "vote", {"late": n}, "writer1")
+            answer: list[Any] = []
+            put = threading.Thread(
+                target=lambda: answer.append(_outcome(writer.client, {"content": e.content_bytes, "nonce": e.nonce})),
+                daemon=True,
+            )
+            put.start()
+
+            def covering() -> Any:
+                checkpoint = checkpoints.check(LEDGER, replication.checkpoints()[LEDGER])
+                return checkpoint if checkpoint.size > height else None
+
+            checkpoint = wait_until(covering, 4, f"a checkpoint over height {height}")
+            replication.publish_cosignature(LEDGER, REPLICA, checkpoint.size, old_signing.cosign(checkpoint, stamped))
+            put.join(20)
+            result: dict[str, Any] = answer[0]
+            return result
+
+        in_window = put_cosigned_by_old_key(1, result["until"] // 1000 - 1)
+        assert in_window.get("replicas") == [REPLICA], in_window  # stamped before until: it counts
+        after = put_cosigned_by_old_key(2, int(time.time()))
+        assert after.get("error") == "replication_timeout", after  # stamped after: it does not
+        bad = wait_until(
+            lambda: [a for a in replication.alerts(1000) if a["what"] == "bad_cosignature"],
+            30,
+            "a bad_cosignature alert",
+        )
+        assert {a["source"] for a in bad} == {REPLICA} and "out of force" in bad[0]["detail"]
+        writer.client.close()
+
+
+def _outcome(client: Client, args: dict[str, Any]) -> dict[str, Any]:
+    """A put with ``w=1``: its result, or ``{"error": code}`` for a refusal."""
+    try:
+        result: dict[str, Any] = client.call("put", {**args, "w": 1})
+    except RemoteError as e:
+        return {"error": e.code}
+    return result

@@ -22,8 +22,9 @@ from vledger.broker.signing import new_signing_key
 from vledger.ingest.write_concern import CosignatureWatch
 from vledger.node.checkpoint_log import SIGNED, CheckpointLog
 from vledger.node.errors import ReplicationTimeoutError
+from vledger.node.node_key_rotation import key_histories
 from vledger.node.store import ChainStore, Receipt
-from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, home_key, witness_key
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, home_key, witness_key, witness_name
 
 CLUSTER = "test"
 HOME = "ingest-1"
@@ -230,3 +231,42 @@ def test_a_waiter_times_out_even_when_redis_answers_with_an_error(
     future = watch.wait(receipt(1), replicas=1, timeout_ms=200)
     with pytest.raises(ReplicationTimeoutError):
         future.result(timeout=3.0)
+
+
+def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_stamped_before_until(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # replica-1's Ed25519 key rotated (PROTOCOL 16.6); its old key's window ends at UNTIL ms.
+    until, old, new = 1_790_000_000_000, WITNESS_KEYS["replica-1"], new_signing_key()
+    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new.public.public_hex, "accepted": 1, "until": until}
+    histories = key_histories({"replica-1": ("A" * 40, old.public.public_hex)}, [rotation])
+    name = witness_name(CLUSTER, "replica-1")
+    watch = CosignatureWatch(
+        HOME,
+        repl,
+        kept,
+        cluster=CLUSTER,
+        witnesses={"replica-1": witness_key(name, old.public.raw)},
+        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        on_alert=alerts.append,
+        histories=lambda: histories,
+    ).start()
+    try:
+
+        def cosign_at(key: Any, size: int, seconds: int) -> None:
+            note = WitnessSigner(name, key.seed).cosign(signed(kept, size), seconds)
+            repl.publish_cosignature(LEDGER, "replica-1", size, note)
+
+        future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
+        cosign_at(old, 6, until // 1000)  # the old key, stamped at the window's end: refused
+        assert still_waiting(future)
+        (alert,) = alerts
+        assert (alert.source, alert.what) == ("replica-1", "bad_cosignature") and "out of force" in alert.detail
+        cosign_at(old, 6, until // 1000 - 1)  # stamped in the window: it counts
+        assert future.result(timeout=DEADLINE)[1] == ["replica-1"]
+        later = watch.wait(receipt(8), replicas=1, timeout_ms=10_000)
+        cosign_at(new, 9, until // 1000 + 3600)  # the new key, at any time
+        assert later.result(timeout=DEADLINE)[1] == ["replica-1"]
+        assert len(alerts) == 1
+    finally:
+        watch.stop()

@@ -51,3 +51,29 @@ def test_key_texts_are_checked() -> None:
     assert curve_key_problem(K0) is None and sign_key_problem(S0) is None
     assert curve_key_problem("A" * 39) is not None and curve_key_problem(None) is not None
     assert sign_key_problem("G" * 64) is not None and sign_key_problem(S0.upper().replace("0", "A")) is not None
+
+
+def test_an_old_ed25519_key_counts_only_for_signatures_stamped_before_the_window_s_end() -> None:
+    # A replica's rotation: its CURVE key stays, its Ed25519 key changes (PROTOCOL 16.6).
+    history = key_histories({"replica-1": (K0, S0)}, [_rotation("replica-1", K0, S1, 1000, 5000)])["replica-1"]
+    assert history.sign_keys() == (S1, S0)
+    assert history.signs_at(S0, 4999)  # stamped in the window: the old key still counts
+    assert not history.signs_at(S0, 5000)  # at until and after: no longer
+    assert not history.signs_at(S0, 10**15)
+    assert history.signs_at(S1, 0) and history.signs_at(S1, 10**15)  # the newest key always
+    assert not history.signs_at(S2, 1000)  # a key the node never had
+    # Its CURVE key did not rotate: generation 1 serves the files of generation 0.
+    assert history.curve_generation(1) == 0 and history.curve_keys(2000) == (K0,)
+
+
+def test_a_key_kept_through_a_curve_rotation_stays_in_force_and_a_twice_replaced_key_ends_at_its_own_window() -> None:
+    rotations = [
+        _rotation("n", K1, S0, 1000, 5000),
+        _rotation("n", K1, S1, 6000, 8000),
+        _rotation("n", K1, S2, 9000, 12000),
+    ]
+    history = key_histories({"n": (K0, S0)}, rotations)["n"]
+    assert history.curve_generation(1) == 1 and history.curve_generation(3) == 1
+    assert history.signs_at(S0, 7999) and not history.signs_at(S0, 8000)  # replaced by generation 2 only
+    assert history.signs_at(S1, 11_999) and not history.signs_at(S1, 12_000)
+    assert history.signs_at(S2, 12_000)

@@ -15,16 +15,20 @@ from Crypto.Signature import eddsa
 
 from vledger.node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from vledger.node.ledger import LedgerRules
+from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, VerifierKey, parse_note
 from vledger.node.witness import (
     CheckpointKeys,
     HomeSigner,
     WitnessSigner,
     check_cosigned,
+    check_cosigned_in_force,
     check_extends,
     home_key,
     pinned_key,
     witness_key,
+    witness_keys_in_force,
+    witness_name,
 )
 
 # RFC 8032, section 7.1, TEST 1.
@@ -157,3 +161,46 @@ def test_a_store_holds_its_checkpoint_only_at_its_size_with_its_root() -> None:
         with pytest.raises(StoreContradictsCheckpointError) as caught:
             check_extends("votes", 8, ROOT, held, held_root)
         assert caught.value.code == "store_contradicts_checkpoint" and caught.value.height == 7
+
+
+def _public(seed: bytes) -> bytes:
+    return bytes(eddsa.import_private_key(seed).public_key().export_key(format="raw"))
+
+
+def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_before_until() -> None:
+    old_seed, new_seed, stranger = WITNESS_SECRET, bytes(range(1, 33)), bytes(range(2, 34))
+    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": _public(new_seed).hex(), "accepted": 1_000_000,
+                "until": 1_790_000_000_000, "via": ""}  # fmt: skip
+    history = key_histories({"replica-1": ("A" * 40, _public(old_seed).hex())}, [rotation])["replica-1"]
+    log_key = home_key("local", "votes", PUBLIC)
+    checkpoint = HOME.sign("votes", 8, ROOT)
+    name = witness_name("local", "replica-1")
+
+    def check(seed: bytes, timestamp: int) -> int:
+        note = WitnessSigner(name, seed).cosign(checkpoint, timestamp)
+        return check_cosigned_in_force(note, "votes", "local", log_key, "replica-1", history).size
+
+    assert check(old_seed, 1_789_999_999) == 8  # stamped in the window
+    assert check(new_seed, 1_790_000_000) == 8 and check(new_seed, 1) == 8
+    with pytest.raises(NoteError) as caught:  # the old key, stamped at until: refused
+        check(old_seed, 1_790_000_000)
+    assert caught.value.code == "bad_cosignature"
+    with pytest.raises(NoteError) as caught:  # a key the witness never had, under its name
+        check(stranger, 1)
+    assert caught.value.code == "no_quorum"
+
+
+def test_the_keys_in_force_of_rotated_witnesses_are_the_new_one_and_the_old_one_during_its_window() -> None:
+    old, new = _public(WITNESS_SECRET).hex(), _public(bytes(range(1, 33))).hex()
+    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new, "accepted": 1000, "until": 5000, "via": ""}
+    originals = {"replica-1": ("A" * 40, old), "replica-2": ("B" * 40, "2" * 64), "ingest-1": ("C" * 40, "1" * 64)}
+    histories = key_histories(originals, [rotation])
+    witnesses = ["replica-1", "replica-2"]
+    name = witness_name("local", "replica-1")
+    assert [k.encode() for k in witness_keys_in_force("local", histories, witnesses, 4999)] == [
+        witness_key(name, bytes.fromhex(new)).encode(),
+        witness_key(name, bytes.fromhex(old)).encode(),
+    ]  # replica-2 never rotated: its key file speaks for it
+    assert [k.encode() for k in witness_keys_in_force("local", histories, witnesses, 5000)] == [
+        witness_key(name, bytes.fromhex(new)).encode()
+    ]
