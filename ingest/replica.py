@@ -128,15 +128,21 @@ class NodeSource:
         return notes
 
 
-def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> KeyChains:
-    """Each ledger's checkpoint key chain (13.8): from the key its genesis pins, once this store
-    holds the genesis, along its rotation records; else (no genesis here yet, or one that pins
-    none) its home's configured ``<home>.sign.pub``."""
+def _ingest_sign_keys(config: ClusterConfig) -> dict[str, bytes]:
+    """The raw Ed25519 public key of every ingest node whose ``<name>.sign.pub`` exists."""
     configured: dict[str, bytes] = {}
     for node in config.ingest_nodes():
         path = signing_key_paths(config.keys_dir, node.name)[1]
         if path.is_file():
             configured[node.name] = load_verify_key(path).raw
+    return configured
+
+
+def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> KeyChains:
+    """Each ledger's checkpoint key chain (13.8): from the key its genesis pins, once this store
+    holds the genesis, along its rotation records; else (no genesis here yet, or one that pins
+    none) its home's configured ``<home>.sign.pub``."""
+    configured = _ingest_sign_keys(config)
 
     def fallback(ledger: str) -> VerifierKey | None:
         public = configured.get(config.home_of(ledger).name)
@@ -151,11 +157,7 @@ def ledger_checkpoint_keys(config: ClusterConfig, chains: KeyChains, epochs: Epo
     chained = chains.keys(config.name)
     if epochs is None:
         return chained
-    configured: dict[str, bytes] = {}
-    for node in config.ingest_nodes():
-        path = signing_key_paths(config.keys_dir, node.name)[1]
-        if path.is_file():
-            configured[node.name] = load_verify_key(path).raw
+    configured = _ingest_sign_keys(config)
 
     def standby_key_of(ledger: str) -> VerifierKey | None:
         standby = config.standby_of(ledger)
