@@ -54,11 +54,7 @@ class ReplicationSettings:
     max_hops: int = 1  # 1: replicas hear only home nodes; more lets replicas relay to others
     stream_max_len: int = 1_000_000  # records kept per ledger stream (approximate trim)
     heartbeat_ms: int = 1000  # how often a publisher announces its latest checkpoints
-    # A home signs each ledger at most this often (0: after every batch). A signature costs the
-    # outbox an Ed25519 signing and a row in a group commit: 10 ms caps that at 100 a second and
-    # ledger (after every batch it was up to 200, one per outbox pass), while followers, which
-    # store records only under a checkpoint, fall at most 10 ms further behind.
-    checkpoint_interval_ms: int = 10
+    checkpoint_interval_ms: int = 0  # a home signs each ledger at most this often (0: after every batch)
     # The outbox sends at most this often: what a lone writer commits meanwhile goes to Redis and the
     # feed in one round trip, off the request path (0: after every group commit).
     outbox_interval_ms: int = 5

@@ -10,25 +10,6 @@ completed on another thread queues its reply and writes one byte to the pipe, on
 wake-up is pending yet, so a whole group commit wakes the loop once. At most
 ``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
 queues push back on the clients.
-
-Where a lone writer's put spends its time (sequential puts, 1 in flight, perf_counter_ns
-probes around these calls, medians of 3,000 puts on the 2-core machine under a load of 4-9,
-December 2026; the ceiling, a CURVE echo round trip plus an fsync, was 0.22 ms quiet):
-
-* reading and handling it (recv, CURVE user id, parse, account and throttle, decode and check
-  the entry, queue it): 0.08 ms;
-* its group commit, here on this thread (``flush``): 0.27-0.32 ms, of which SQLite's COMMIT
-  (WAL frames and their fsync) 0.16-0.19, the INSERTs and the request-id lookup 0.05, and
-  Python (verify, place, the tree's leaf, the futures and their callbacks) about 0.09;
-* answering it (two sends on the ROUTER, which wake ZeroMQ's I/O thread): 0.06-0.07 ms;
-* the client's CURVE round trip: about 0.08 ms (the bench's echo).
-
-CPU per put: this thread 0.33 ms, the outbox thread 0.08-0.12 ms (its Redis round trips,
-publishes and signatures share this thread's GIL), ZeroMQ's I/O thread 0.04 ms. With the
-outbox silenced (an experiment) the median fell by 0.08 ms, the p90 from 1.2 to 0.7 ms and
-the CPU per put by 0.09-0.15 ms: what moving the outbox into a process of its own would gain.
-Before the home kept its checkpoints in the group commit, its own checkpoint transactions made
-this thread's BEGIN sleep in SQLite's busy handler: 0.24 ms per put on average.
 """
 
 from __future__ import annotations

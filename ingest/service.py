@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..broker.keys import load_public
@@ -196,17 +196,13 @@ class Pending:
     request_id: RequestId
     future: Future[Any]
     then: Callable[[Any], object]
-    # Made once: the metrics read the reply's code too, and each put's would be encoded twice.
-    _reply: bytes | None = field(default=None, init=False, repr=False)
 
     def reply(self) -> bytes:
         """The reply's bytes (the future must be done); never raises."""
-        if self._reply is None:
-            try:
-                self._reply = reply_ok(self.request_id, self.then(self.future.result()))
-            except Exception as e:  # every outcome becomes a reply, a bug included
-                self._reply = _error_reply(self.request_id, e)
-        return self._reply
+        try:
+            return reply_ok(self.request_id, self.then(self.future.result()))
+        except Exception as e:  # every outcome becomes a reply, a bug included
+            return _error_reply(self.request_id, e)
 
 
 def _error_reply(request_id: RequestId, error: Exception) -> bytes:

@@ -29,15 +29,6 @@ from .storefile import MAX_HEIGHT, connect
 
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
 KINDS = (SIGNED, COSIGNED, EVIDENCE)
-# One row; the same checkpoint kept twice is one row. Also written by a store's group commit.
-INSERT_ROW = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)"
-
-
-def row(ledger: str, kind: str, size: int, root: bytes, note: bytes) -> tuple[str, str, int, bytes, bytes, int]:
-    """The values of INSERT_ROW, stamped now. Raises ValueError for an unknown ``kind``."""
-    if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
-        raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
-    return (ledger, kind, size, root, note, time.time_ns() // 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +56,16 @@ class CheckpointLog:
             self._conn.close()
 
     def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
-        """Add a row (durable on return); the same checkpoint kept twice is one row.
-        Raises StoreError when it cannot be written, ValueError for an unknown ``kind``."""
-        values = row(ledger, kind, size, root, note)
+        """Add a row (durable on return); the same checkpoint kept twice is one row."""
+        if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
+            raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         try:
             with self._lock:
-                self._conn.execute(INSERT_ROW, values)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
+                )
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
 

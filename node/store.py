@@ -19,7 +19,6 @@ Each ledger is also a Merkle tree (docs/PROTOCOL.md section 12): the committer a
 record's leaf to the ledger's frontier and writes the subtrees it completes in the records'
 own transaction, so the tree is exactly as durable as the records. Opening a store checks
 the whole stored tree against the records' bytes (or builds it, for a store from before it).
-A home's signed checkpoints are kept in group commits too (:meth:`ChainStore.keep_checkpoint`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
-from .checkpoint_log import INSERT_ROW, CheckpointLog, row
+from .checkpoint_log import CheckpointLog
 from .errors import (
     BadGenesisError,
     BadLinkError,
@@ -78,9 +77,6 @@ from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
 
-# How long a checkpoint row waits for a group commit of the request loop's to ride in before
-# the committer thread is woken to write it: a lone writer's puts come well within it.
-KEEP_RIDE_SECONDS = 0.001
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
 _BY_REQUESTS = (
@@ -156,7 +152,6 @@ class _Job:
     future: Future[Any]
     many: bool = False
     verified: bool = False
-    checkpoint: tuple[Any, ...] | None = None  # a checkpoint row to keep (ChainStore.keep_checkpoint)
 
 
 def _extends(record: Record, head: _Head) -> LedgerRules:
@@ -479,26 +474,6 @@ class ChainStore:
         futures = [self.submit_record(r) for r in records]
         return [f.result() for f in futures]
 
-    def keep_checkpoint(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
-        """Keep a checkpoint row, in a group commit: durable on return.
-
-        The checkpoint table shares the records' file. Kept on its own connection, each row
-        cost a transaction and an fsync of its own, and whichever of it and a group commit
-        came second slept in SQLite's busy handler (1 ms, then longer): a home's outbox
-        keeping a checkpoint held up the request loop's next put. Queued instead, the row
-        goes into the next group commit, beside the records the request loop flushes (one
-        fsync for both), or, if none is flushed within KEEP_RIDE_SECONDS, into a group of
-        the committer thread's. Never call it from an ``on_commit`` listener (the committer
-        would wait on itself). Raises StoreError when the group cannot be written,
-        StoreClosedError once the store is closed, ValueError for an unknown ``kind``.
-        """
-        job = self._submit(_Job(None, (), Future(), checkpoint=row(ledger, kind, size, root, note)), False)
-        try:
-            job.result(KEEP_RIDE_SECONDS)
-        except TimeoutError:
-            self._work.set()
-            job.result()
-
     # --- the committer --------------------------------------------------------------
 
     def _commit_loop(self) -> None:
@@ -544,13 +519,8 @@ class ChainStore:
         staged: dict[tuple[str, int], Record] = {}
         requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
         done: list[tuple[_Job, Any]] = []
-        checkpoints: list[tuple[Any, ...]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
-                continue
-            if job.checkpoint is not None:
-                checkpoints.append(job.checkpoint)
-                done.append((job, None))
                 continue
             try:
                 if job.entry is not None:
@@ -573,7 +543,7 @@ class ChainStore:
                     requests.placed(record)
             done.append((job, result))
         try:
-            if staged or checkpoints:
+            if staged:
                 encoded = [(r, r.encode()) for r in staged.values()]
                 if self.keep_tree:
                     grown, tree_rows = self._grow_trees(encoded)
@@ -585,7 +555,6 @@ class ChainStore:
                 if self.keep_tree:
                     self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
-                self._write.executemany(INSERT_ROW, checkpoints)
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -609,7 +578,7 @@ class ChainStore:
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
         self.stats.groups += 1
-        self.stats.appends += len(batch) - len(checkpoints)
+        self.stats.appends += len(batch)
         for job, result in done:
             job.future.set_result(result)
 

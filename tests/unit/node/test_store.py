@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits, StoreSettings
-from vledger.node import store as store_module
 from vledger.node import work
 from vledger.node.errors import (
     BadGenesisError,
@@ -392,61 +390,6 @@ def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committ
     assert not first.done() and not any(f.done() for f in later)
     clock.released.set()
     assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
-
-
-def test_a_checkpoint_is_kept_between_group_commits_not_during_one(open_store: OpenStore, kit: Any) -> None:
-    # Both write the same file: a keep during a group commit would meet SQLite's lock and
-    # sleep in its busy handler; it goes into the next group instead.
-    clock = GatedClock()
-    store = open_store(clock=clock)
-    store.create_ledger(kit.genesis_entry(0))
-    clock.hold()
-    appended = store.submit_entry(kit.entry(1))  # the committer takes it and waits inside its group
-    assert clock.entered.wait(DEADLINE)
-    root = store.root(LEDGER, 1)
-    keeper = threading.Thread(target=store.keep_checkpoint, args=(LEDGER, "signed", 1, root, b"note"))
-    keeper.start()
-    keeper.join(0.2)  # only a wrong keep can end meanwhile: a right one waits for the release below
-    assert keeper.is_alive() and not appended.done()
-    clock.released.set()
-    keeper.join(DEADLINE)
-    assert not keeper.is_alive()
-    assert appended.result(DEADLINE).height == 1
-    assert [(c.size, c.root, c.note) for c in store.checkpoints.at(LEDGER, "signed", 1)] == [(1, root, b"note")]
-
-
-def test_a_checkpoint_rides_in_the_group_commit_the_request_loop_flushes(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The keep waits for the flush below, however late this thread gets to it on a loaded
-    # machine (else the committer, woken after KEEP_RIDE_SECONDS, would write it alone).
-    monkeypatch.setattr(store_module, "KEEP_RIDE_SECONDS", DEADLINE)
-    store = open_store()
-    store.create_ledger(kit.genesis_entry(0))
-    groups = store.stats.groups
-    appended = store.submit_entry(kit.entry(1), wake=False)
-    root = store.root(LEDGER, 1)
-    keeper = threading.Thread(target=store.keep_checkpoint, args=(LEDGER, "signed", 1, root, b"note"))
-    keeper.start()
-    deadline = time.monotonic() + DEADLINE
-    while len(store._queue) < 2:  # the keep is queued behind the put
-        assert time.monotonic() < deadline, "the checkpoint was never queued"
-        time.sleep(0.001)
-    store.flush()  # the request loop's flush: one transaction, one fsync for both
-    keeper.join(DEADLINE)
-    assert not keeper.is_alive()
-    assert appended.result(0).height == 1
-    assert (store.stats.groups - groups, store.stats.appends) == (1, 2)  # the genesis and the put
-    assert [c.note for c in store.checkpoints.at(LEDGER, "signed", 1)] == [b"note"]
-
-
-def test_a_checkpoint_alone_is_kept_by_the_committer(store: ChainStore) -> None:
-    root = store.root(LEDGER, 1)
-    store.keep_checkpoint(LEDGER, "signed", 1, root, b"note")  # no flush comes: it must not wait for one
-    store.keep_checkpoint(LEDGER, "signed", 1, root, b"note")  # the same checkpoint twice is one row
-    assert [c.note for c in store.checkpoints.at(LEDGER, "signed", 1)] == [b"note"]
-    with pytest.raises(ValueError, match="not a kind"):
-        store.keep_checkpoint(LEDGER, "mine", 1, root, b"note")
 
 
 # --- reopening -------------------------------------------------------------------------
