@@ -13,6 +13,7 @@ here once, not in each process.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -64,9 +65,13 @@ def stopped_by_signals(loop: RequestLoop, stopping: threading.Event | None = Non
 
     handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     wakeup_fd = signal.set_wakeup_fd(loop.wake_fd, warn_on_full_buffer=False)
+    # An operator's `kill -USR1 PID` writes every thread's stack to the process's log (stderr):
+    # what a node that stopped answering is waiting on, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         yield
     finally:
+        faulthandler.unregister(signal.SIGUSR1)
         signal.set_wakeup_fd(wakeup_fd)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
