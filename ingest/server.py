@@ -216,6 +216,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
     )
+
     def signing_key_now(ledger: str) -> VerifierKey | None:
         # A standby promoted signs its epochs with its own key (10.9); any other home along the
         # ledger's key chain (13.8).
