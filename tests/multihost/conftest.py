@@ -7,7 +7,10 @@ iproute2 and nftables). Namespaces a crashed run left behind are removed first.
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,11 @@ from vledger.tests.e2e.running import (
 from vledger.tests.multihost.hosts import HOSTS, HostsCluster
 from vledger.tests.multihost.netns import Network, clean_leftovers, inside, missing
 
+# One network of namespaces at a time on this machine: two clusters of ten processes with
+# Sentinels on 2 cores (the two xdist workers each on a module here) starved each other into
+# Sentinel timeouts. The lock is held for the module's whole run.
+LOCK_FILE = Path(tempfile.gettempdir()) / "vledger-multihost.lock"
+
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
@@ -28,6 +36,12 @@ def network() -> Iterator[Network]:
         if in_ci():
             pytest.fail(f"CI must run the tests across hosts: {why}")
         pytest.skip(why)
+    with LOCK_FILE.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, after the network
+        yield from _network()
+
+
+def _network() -> Iterator[Network]:
     left = clean_leftovers()
     if left:
         print(f"removed namespaces a crashed run left: {', '.join(left)}")
