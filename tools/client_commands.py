@@ -260,27 +260,6 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "are added to --kinds. The proof of work is done here, before sending.",
     )
     create.add_argument("ledger", type=ledger_name, metavar="NAME", help="the new ledger's name")
-    promote = _verb(
-        ledger,
-        "promote",
-        cmd_ledger_promote,
-        "make a ledger's standby its home (admin)",
-        "Make NODE, the ledger's standby in the cluster file, its home in a new epoch (PROTOCOL 10.9). "
-        "NODE refuses while it lacks a record a witness cosigned; it places the handover record, "
-        "signs the ledger's checkpoints from then on, and the old home is fenced.",
-    )
-    promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
-    promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
-    rotate = _verb(
-        ledger,
-        "rotate-key",
-        cmd_ledger_rotate_key,
-        "rotate a ledger's checkpoint key (admin)",
-        "Rotate the checkpoint key of a ledger whose genesis pins one: its home makes a new key file "
-        "beside its node key and appends a checkpoint_key record signed by the old key; checkpoints "
-        "past that record are signed by the new key (docs/PROTOCOL.md 13.8).",
-    )
-    rotate.add_argument("ledger", type=ledger_name, metavar="NAME", help="the ledger")
     create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
     create.add_argument(
         "--difficulty",
@@ -309,6 +288,27 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         metavar="N",
         help="how many outside witnesses must cosign a checkpoint (default: all listed)",
     )
+    promote = _verb(
+        ledger,
+        "promote",
+        cmd_ledger_promote,
+        "make a ledger's standby its home (admin)",
+        "Make NODE, the ledger's standby in the cluster file, its home in a new epoch (PROTOCOL 10.9). "
+        "NODE refuses while it lacks a record a witness cosigned; it places the handover record, "
+        "signs the ledger's checkpoints from then on, and the old home is fenced.",
+    )
+    promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
+    promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
+    rotate = _verb(
+        ledger,
+        "rotate-key",
+        cmd_ledger_rotate_key,
+        "rotate a ledger's checkpoint key (admin)",
+        "Rotate the checkpoint key of a ledger whose genesis pins one: its home makes a new key file "
+        "beside its node key and appends a checkpoint_key record signed by the old key; checkpoints "
+        "past that record are signed by the new key (docs/PROTOCOL.md 13.8).",
+    )
+    rotate.add_argument("ledger", type=ledger_name, metavar="NAME", help="the ledger")
 
 
 # --- records -------------------------------------------------------------------------------------
