@@ -242,7 +242,12 @@ def cmd_ledger_rotate_key(session: Session, args: argparse.Namespace) -> int:
 def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
     _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
-    ledger = _group(commands, "ledger", "list, create, promote or rekey ledgers", "List the cluster's ledgers, start one, hand one to its standby, or rotate its checkpoint key.")
+    ledger = _group(
+        commands,
+        "ledger",
+        "list, create, promote or rekey ledgers",
+        "List the cluster's ledgers, start one, hand one to its standby, or rotate its checkpoint key.",
+    )
     _verb(
         ledger,
         "list",
