@@ -25,6 +25,7 @@ Imported as ``vledger.tests.integration.cluster``: the editable install maps the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -50,11 +51,14 @@ from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
 from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, checksum_of
 from vledger.node.wire import encode_request
+from vledger.node.witness import home_key
 from vledger.node.work import meets_difficulty
 
 LIMITS = Limits()
@@ -767,6 +771,17 @@ class LocalCluster:
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         tail = self.log_text(name).splitlines()[-lines:]
         return f"\n--- last {len(tail)} lines of {name}'s log ---\n" + "\n".join(tail)
+
+    def checkpoint_pin(self, ledger: str, home: str = "ingest-1") -> dict[str, str]:
+        """The genesis rule pinning ``home``'s checkpoint key for ``ledger``, as ``vledger ledger
+        create`` writes it (PROTOCOL 3)."""
+        config = load_cluster(self.config_path)
+        public = load_verify_key(signing_key_paths(config.keys_dir, home)[1]).raw
+        return {"checkpoint_key": home_key(config.name, ledger, public).encode()}
+
+    def pinned(self, ledger: str, rules: LedgerRules, home: str = "ingest-1") -> LedgerRules:
+        """``rules`` with ``home``'s checkpoint key pinned for ``ledger``."""
+        return dataclasses.replace(rules, rules={**rules.rules, **self.checkpoint_pin(ledger, home)})
 
     # --- clients and accounts --------------------------------------------------------
 
