@@ -110,21 +110,25 @@ class MemberGates:
         return self._reach(name, node.endpoint, node.rotation_endpoint)
 
     def feed_address_of(self, name: str) -> NodeAddress:
-        """Where to subscribe to node ``name``'s feed now: as :meth:`address_of`, on its
-        ``pub_port`` and its ``feed_rotation_port`` (PROTOCOL 10.1, 16.6). Raises as it does, and
-        SettingsError for a node without a feed."""
+        """Where to subscribe to node ``name``'s feed now (PROTOCOL 10.1, 16.6): its newest CURVE
+        key in force on its ``pub_port`` and, during a rotation's window, its
+        ``feed_rotation_port``; only during it, since a subscriber on both gets every message
+        twice once both serve the new key. Raises as :meth:`address_of`, and SettingsError for a
+        node without a feed."""
         node = self.config.node(name)
         if node.feed_endpoint is None:
             raise SettingsError(f"node {name} publishes no feed")
-        return self._reach(name, node.feed_endpoint, node.feed_rotation_endpoint)
+        return self._reach(name, node.feed_endpoint, node.feed_rotation_endpoint, window_only=True)
 
-    def _reach(self, name: str, endpoint: str, rotation_endpoint: str | None) -> NodeAddress:
+    def _reach(
+        self, name: str, endpoint: str, rotation_endpoint: str | None, *, window_only: bool = False
+    ) -> NodeAddress:
         history = self.histories.get(name)
         if history is None:
             raise KeyMaterialError(f"node {name}: no public key in {self.config.keys_dir} nor on the admin ledger")
         now = now_ms()
         newest = history.in_force(now)[0]
-        rotated = history.newest_curve_generation(now) > 0
+        rotated = history.newest_curve_generation(now) > 0 and (not window_only or history.window_end(now) is not None)
         also = (rotation_endpoint,) if rotated and rotation_endpoint is not None else ()
         return NodeAddress(endpoint, newest.curve, also)
 

@@ -76,6 +76,9 @@ def test_during_a_window_both_keys_are_members_and_after_it_only_the_new_one(tmp
         assert time.time() * 1000 >= until
         assert old.key not in gates.members and new in gates.members and new in gates.feed
         assert dict(endpoint_keys) == {"ingest-1": new}
+        # Its feed on pub_port alone again: on both, every message would come twice.
+        assert gates.feed_address_of("ingest-1") == NodeAddress("tcp://127.0.0.1:7201", new)
+        assert heard[-1] == new and len(heard) >= 2  # the hooks heard the window's end too
         assert gates.address_of("replica-1").also == ()  # the other node's keys did not move
     finally:
         gates.stop()
