@@ -25,6 +25,7 @@ SECOND_FACTOR_KEY_FILE = "second-factor.seal"  # in the keys directory, made by 
 FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
 FOLLOWER_ROLES = ("replica", "observer")  # roles whose nodes subscribe to feeds and keep a store
 STORE_ROLES = ("ingest", "replica", "observer")  # roles whose nodes keep a store a gateway can serve
+ROTATING_ROLES = ("ingest", "replica", "observer")  # roles whose CURVE keys rotate (PROTOCOL 16.6)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -103,6 +104,8 @@ class NodeConfig:
     # During a key rotation's window (PROTOCOL 16.6) the request socket also serves the new
     # CURVE key here, since a CURVE server socket has one key per bound endpoint.
     rotation_port: int | None = None
+    # The same for the feed (PUB, ``pub_port``): the new key during a rotation's window.
+    feed_rotation_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -130,6 +133,15 @@ class NodeConfig:
     @property
     def bind_feed_endpoint(self) -> str | None:
         return None if self.pub_port is None else f"tcp://{self.bind or self.host}:{self.pub_port}"
+
+    @property
+    def feed_rotation_endpoint(self) -> str | None:
+        return None if self.feed_rotation_port is None else f"tcp://{self.host}:{self.feed_rotation_port}"
+
+    @property
+    def bind_feed_rotation_endpoint(self) -> str | None:
+        port = self.feed_rotation_port
+        return None if port is None else f"tcp://{self.bind or self.host}:{port}"
 
     @property
     def bind_host(self) -> str:
@@ -270,7 +282,10 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        known = ("role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port", "rotation_port")
+        known = (
+            "role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port", "rotation_port",
+            "feed_rotation_port",
+        )  # fmt: skip
         _check_keys(spec, known, at)
         role = _text(spec, "role", at)
         if role not in ROLES:
@@ -287,14 +302,18 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if gateway_port is not None and role not in STORE_ROLES:
             raise SettingsError(f"{at}.gateway_port: a gateway serves a node's store; the {role} role keeps none")
         rotation_port = _port(spec, "rotation_port", at) if "rotation_port" in spec else None
-        if rotation_port is not None and role != "ingest":
-            raise SettingsError(f"{at}.rotation_port: only an ingest node's keys rotate (yet), not the {role} role's")
+        if rotation_port is not None and role not in ROTATING_ROLES:
+            raise SettingsError(f"{at}.rotation_port: the {role} role's keys do not rotate (yet)")
+        feed_rotation_port = _port(spec, "feed_rotation_port", at) if "feed_rotation_port" in spec else None
+        if feed_rotation_port is not None and pub_port is None:
+            raise SettingsError(f"{at}.feed_rotation_port: only a node with a pub_port publishes a feed")
         ports = (
             ("port", port),
             ("pub_port", pub_port),
             ("http_port", http_port),
             ("gateway_port", gateway_port),
             ("rotation_port", rotation_port),
+            ("feed_rotation_port", feed_rotation_port),
         )
         for key, value in ports:
             if value is None:
@@ -309,8 +328,9 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
             raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
         bind = _text(spec, "bind", at) if "bind" in spec else None
         nodes[name] = NodeConfig(
-            name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port, rotation_port
-        )
+            name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port, rotation_port,
+            feed_rotation_port,
+        )  # fmt: skip
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
     ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))

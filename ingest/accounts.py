@@ -150,12 +150,12 @@ class RegistryAdmin:
     def _rotate(self, args: Args, author: str, via: str) -> dict[str, Any]:
         """Record a rotation of a node's keys (PROTOCOL 16.6): its new CURVE key ``curve`` and
         Ed25519 key ``sign``, the old ones in force ``window_ms`` more. An ingest node rotates
-        its CURVE key (``sign`` its unchanged key), a replica or an observer its Ed25519 key
-        (``curve`` its CURVE key in force, unchanged). Refused (bad_request) for a node the
-        cluster does not have or of another role, a key that is not one, a replica's or
-        observer's ``curve`` that is not its key in force or ``sign`` that it had before, a
-        window out of bounds, or while the node's previous window is still open; an ingest
-        node's CURVE key that an account or a node already uses is key_in_use."""
+        its CURVE key (``sign`` its unchanged key); a replica or an observer its Ed25519 key and,
+        unless ``curve`` is its CURVE key in force, its CURVE key too. Refused (bad_request) for
+        a node the cluster does not have or of another role, a key that is not one, a replica's
+        or observer's ``sign`` that it had before, a window out of bounds, or while the node's
+        previous window is still open; a new CURVE key that an account or a node already uses
+        is key_in_use."""
         node = args.text("node", max_length=64)
         role = self.node_roles.get(node)
         if role is None:
@@ -170,18 +170,16 @@ class RegistryAdmin:
         window_ms = args.uint("window_ms", maximum=MAX_ROTATION_WINDOW_MS)
         if window_ms < MIN_ROTATION_WINDOW_MS:
             raise BadRequestError(f"window_ms {window_ms} is under {MIN_ROTATION_WINDOW_MS}")
+        history = self.history_of(node) if self.history_of is not None else None
+        keeps_curve = False
         if role != "ingest":
-            # A witness's Ed25519 key rotates; its CURVE key, the one its clients hold, stays.
-            history = self.history_of(node) if self.history_of is not None else None
+            # A witness's Ed25519 key rotates, with or without its CURVE key.
             if history is None:
                 raise BadRequestError(f"{node}: its keys in force are unknown to this node")
-            if curve != history.newest.curve:
-                raise BadRequestError(
-                    f"{node} is a {role} node: its CURVE key does not rotate; curve is its key in force"
-                )
             if sign in history.sign_keys():
                 raise BadRequestError(f"{node} had the Ed25519 key {sign[:16]}... before: sign must be a new key")
-        elif self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys():
+            keeps_curve = curve == history.newest.curve
+        if not keeps_curve and (self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys()):
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
         now = int(time.time() * 1000)
         for rotation in self.cache.key_rotations:
@@ -198,7 +196,14 @@ class RegistryAdmin:
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
 
     def _node_keys(self) -> set[str]:
-        return {r["curve"] for r in self.cache.key_rotations}
+        """Every CURVE key a node of the cluster has had: its key files' and the rotations'."""
+        keys = {r["curve"] for r in self.cache.key_rotations}
+        if self.history_of is not None:
+            for name in self.node_roles:
+                history = self.history_of(name)
+                if history is not None:
+                    keys.update(g.curve for g in history.generations)
+        return keys
 
     def _second_factor(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
         """A new second factor for an admin account, recorded (never its secret) on the admin

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..broker.client import Client, NodeAddress
-from ..broker.feed import FeedSource, Publisher, Subscriber
-from ..broker.keys import generation_name, load_public
+from ..broker.feed import FeedSource, Subscriber
+from ..broker.keys import generation_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
@@ -61,7 +61,7 @@ from .metrics import (
     store_collector,
 )
 from .outbox import Outbox
-from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
+from .runtime import NodeRuntime
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 
@@ -219,13 +219,15 @@ def blob_sources(
     return sources
 
 
-def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
+def feed_sources(
+    config: ClusterConfig, node: NodeConfig, feed_address_of: Callable[[str], NodeAddress]
+) -> list[FeedSource]:
+    """The feeds node ``node`` subscribes to, each at ``feed_address_of`` its name (its newest
+    key in force, on its ``pub_port`` and its ``feed_rotation_port``: MemberGates.feed_address_of)."""
     sources = []
     for followed in _followed(config, node):
-        assert followed.feed_endpoint is not None  # the configuration checks it
-        sources.append(
-            FeedSource(followed.name, followed.feed_endpoint, load_public(config.public_key_path(followed.name)))
-        )
+        address = feed_address_of(followed.name)
+        sources.append(FeedSource(followed.name, address.endpoint, address.key, address.also))
     return sources
 
 
@@ -259,7 +261,7 @@ def run_follower(
 
 
 def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: WatcherFactory | None) -> None:
-    config, node, name, keys = runtime.config, runtime.node, runtime.name, runtime.keys
+    config, node, name = runtime.config, runtime.node, runtime.name
     registry = runtime.registry()
     replication = runtime.replication()
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
@@ -269,22 +271,26 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     runtime.closing(store.close)
     cache = runtime.accounts(registry)
     epochs = EpochBook(config.name, store)
+    # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
+    keys = runtime.client_keys.current
     subscriber = Subscriber(
         runtime.ctx,
         keys,
-        feed_sources(config, node),
+        feed_sources(config, node, runtime.gates.feed_address_of),
         receive_hwm=config.replication.receive_hwm,
         max_message_bytes=broker.max_message_bytes,
         max_record_bytes=config.settings.limits.max_record_bytes,
     )
     runtime.closing(subscriber.close)
-    publisher = None
-    if node.bind_feed_endpoint is not None:
-        publisher = Publisher(
-            name, keys, node.bind_feed_endpoint, runtime.gates.feed, broker, config.replication.send_hwm
+    # Its own key and the feeds' keys (a rotation's record, a window's end): the next receive
+    # subscribes anew when either changed (a gap meanwhile is fetched by height).
+    runtime.gates.on_rotation(
+        lambda _: subscriber.retarget(
+            runtime.client_keys.current, feed_sources(config, node, runtime.gates.feed_address_of)
         )
-        runtime.closing(partial(publisher.close, linger_ms=SHUTDOWN_LINGER_MS))  # after the relay stopped
-        publisher.self_test()
+    )
+    # A relay's feed, closed after the relay stopped; its key follows the node's rotations (16.6).
+    publisher = runtime.publisher(broker, config.replication.send_hwm) if node.bind_feed_endpoint is not None else None
     relay = runtime.started(Outbox(name, store, publisher, replication, config.replication, stream=False))
     watcher = None if observe is None else observe(store, replication)
     witness = Witness(
@@ -308,6 +314,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             on_alert=lambda alert: raise_alert(replication, alert),
         )
         fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
+        runtime.client_keys.follow(partial(setattr, fetcher, "keys"))  # its next connections use ours
         runtime.started(fetcher)
 
     def stored(records: list[Record], hops: int) -> None:
@@ -330,6 +337,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             follow=False,  # a source's records are trusted by who sent them: never another node's
         )
         runtime.gates.keep_addressed(client, followed.name)  # its key rotations followed
+        runtime.client_keys.follow(partial(setattr, client, "keys"))  # and ours: read at its next call
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
@@ -365,14 +373,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     # Ed25519 key's rotations too (PROTOCOL 16.6), from the generation in force now on.
     follow_own_key = witness_key_follower(config, name, passphrase, witness, signing.public.public_hex)
     follow_own_key(runtime.gates.histories)
-    serve_rotation = runtime.gates.on_rotation
-
-    def rotated(histories: Mapping[str, KeyHistory]) -> None:
-        if serve_rotation is not None:
-            serve_rotation(histories)
-        follow_own_key(histories)
-
-    runtime.gates.on_rotation = rotated
+    runtime.gates.on_rotation(follow_own_key)
     admin: AccountAdmin = _NoAdmin()
     service = IngestService(
         config,

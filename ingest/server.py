@@ -14,7 +14,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
-from ..broker.feed import Publisher
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import (
     generate_checkpoint_key,
@@ -42,7 +41,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
 from .outbox import Outbox
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
+from .runtime import NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow
@@ -136,14 +135,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
     runtime.started(cache)
     witnesses = witness_keys(config)
-    assert node.bind_feed_endpoint is not None  # the configuration requires it of an ingest node
-    publisher = Publisher(
-        name, runtime.keys, node.bind_feed_endpoint, runtime.gates.feed, broker, config.replication.send_hwm
-    )
     # Closed after the outbox stopped (added before it): what the last group commits made
-    # durable goes out before the feed closes.
-    runtime.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
-    publisher.self_test()
+    # durable goes out before the feed closes. Its key follows the node's rotations (16.6).
+    publisher = runtime.publisher(broker, config.replication.send_hwm)
     # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
     # line; writes go to the home of the newest epoch this store or Redis names.
     book = EpochBook(config.name, store)

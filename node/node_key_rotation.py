@@ -100,6 +100,11 @@ class KeyHistory:
                 return True
         return False
 
+    def newest_curve_generation(self, now_ms: int) -> int:
+        """The generation whose key files hold the newest CURVE key in force at ``now_ms``: the
+        key a node connects to others with, and the one its clients reach it with (16.6)."""
+        return self.curve_generation(self.in_force(now_ms)[0].number)
+
     def window_end(self, now_ms: int) -> int | None:
         """When the overlap in force at ``now_ms`` ends (ms), or None if there is none."""
         generations = self.in_force(now_ms)

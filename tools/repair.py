@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..broker.client import Client
-from ..broker.keys import KeyPair
+from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
@@ -606,7 +606,9 @@ def _print(result: RepairResult) -> None:
 def cmd_repair(args: argparse.Namespace) -> int:
     config = load_cluster(args.config)
     name = config.node(args.node).name
-    keys = load_client_keys(args.key or config.secret_key_path(name))
+    # The node's newest key generation (PROTOCOL 16.6): after a rotation's window the others refuse the first.
+    own = key_paths(config.keys_dir, generation_name(name, newest_generation(config.keys_dir, name)))[1]
+    keys = load_client_keys(args.key or own)
     supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
     repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
     try:

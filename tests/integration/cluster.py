@@ -341,7 +341,8 @@ class NodeProcess:
     relay: bool = False  # a replica that republishes (has a pub_port)
     http_port: int = 0  # /metrics, /healthz, /readyz
     gateway_port: int = 0  # the public gateway over its store, when the cluster runs one
-    rotation_port: int = 0  # an ingest node's second request endpoint during a key rotation
+    rotation_port: int = 0  # a node's second request endpoint during a key rotation
+    feed_rotation_port: int = 0  # and its feed's (ingest nodes and relays)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -390,6 +391,8 @@ class LocalCluster:
     relays: Iterable[str] = ()
     production: bool = False
     gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
+    # Replicas and observers with a rotation_port: their CURVE keys rotate (ingest nodes always have one).
+    rotating: Iterable[str] = ()
     outside_witnesses: Mapping[str, str] = field(default_factory=dict)  # key name -> URL prefix
     # The processes reach Redis over TLS: the server's rediss:// URL and the CA in the
     # cluster file; the tests' own clients keep the plain ``redis_url``.
@@ -574,7 +577,8 @@ class LocalCluster:
             proc.pub_port = distinct_port() if proc.role == "ingest" or proc.relay else 0
             proc.http_port = distinct_port()
             proc.gateway_port = distinct_port() if proc.name in set(self.gateways) else 0
-            proc.rotation_port = distinct_port() if proc.role == "ingest" else 0
+            proc.rotation_port = distinct_port() if proc.role == "ingest" or proc.name in set(self.rotating) else 0
+            proc.feed_rotation_port = distinct_port() if proc.pub_port else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',
@@ -588,6 +592,8 @@ class LocalCluster:
                 lines.append(f"rotation_port = {proc.rotation_port}")
             if proc.pub_port:
                 lines.append(f"pub_port = {proc.pub_port}")
+            if proc.feed_rotation_port:
+                lines.append(f"feed_rotation_port = {proc.feed_rotation_port}")
             if proc.follow:
                 lines.append("follow = [" + ", ".join(f'"{name}"' for name in proc.follow) + "]")
             lines.append("")
