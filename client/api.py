@@ -22,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from Crypto.Signature import eddsa
-
 from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
@@ -134,8 +132,8 @@ def observer_key(raw: bytes | str) -> VerifyKey:
         data = bytes.fromhex(raw) if isinstance(raw, str) else raw
         if len(data) != 32:
             raise ValueError(f"{len(data)} bytes, not 32")
-        return VerifyKey(eddsa.import_public_key(data))
-    except ValueError as e:
+        return VerifyKey(data)
+    except (ValueError, KeyMaterialError) as e:
         raise KeyMaterialError(f"not an observer's Ed25519 public key: {e}") from None
 
 

@@ -1153,13 +1153,22 @@ _GY = 4 * pow(5, _P - 2, _P) % _P
 _BASE = _decode_point(_GY.to_bytes(32, "little"))
 
 
+_IDENTITY = (0, 1, 1, 0)
+
+
+def _small_order(point: tuple) -> bool:
+    """13.2: one of the eight points P with [8]P the identity."""
+    return _encode_point(_mul(8, point)) == _encode_point(_IDENTITY)
+
+
 def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """RFC 8032 5.1.7 (PureEdDSA): [S]B = R + [k]A, compared as encodings."""
+    """RFC 8032 5.1.7 (PureEdDSA): [S]B = R + [k]A, compared as encodings; A and R of small
+    order refused (13.2)."""
     if len(signature) != 64:
         return False
     a = _decode_point(public)
     r = _decode_point(signature[:32])
-    if a is None or r is None:
+    if a is None or r is None or _small_order(a) or _small_order(r):
         return False
     s_ = int.from_bytes(signature[32:], "little")
     if s_ >= _L:
@@ -1229,8 +1238,11 @@ def parse_vkey(text: str) -> NoteKey:
         raise VerifyError("bad_note_key", "the key is not the canonical base64 of 33 bytes")
     if raw[0] not in (TYPE_NOTE, TYPE_COSIGNATURE):
         raise VerifyError("bad_note_key", f"key type {raw[0]:#04x}")
-    if _decode_point(raw[1:]) is None:
+    point = _decode_point(raw[1:])
+    if point is None:
         raise VerifyError("bad_note_key", "the public key is not an Ed25519 point")
+    if _small_order(point):
+        raise VerifyError("bad_note_key", "the public key is an Ed25519 point of small order")
     key = NoteKey(parts[0], raw[0], raw[1:])
     if key.key_id != int(parts[1], 16):
         raise VerifyError("bad_note_key", "the key id is not the one of this name, type and key")

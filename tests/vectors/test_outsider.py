@@ -1529,6 +1529,15 @@ def test_outsider_vledger_checkpoint_and_cosignatures() -> None:
     with pytest.raises(ov.VerifyError, match="bad_cosignature"):
         ov.verify_checkpoint(tampered.encode("utf-8"), log_key, witnesses, 2)
 
+    # 13.1 and 13.2 at the edges where Ed25519 verifiers differ.
+    for vkey in ours["edges"]["small_order_vkeys"]:
+        with pytest.raises(ov.VerifyError, match="bad_note_key"):
+            ov.parse_vkey(vkey)
+    for case in ours["edges"]["bad_signatures"]:
+        with pytest.raises(ov.VerifyError) as e:
+            ov.open_note(case["note"].encode("utf-8"), [ov.parse_vkey(case["vkey"])])
+        assert e.value.code == case["code"], case["why"]
+
 
 def test_outsider_receipt_vector() -> None:
     log_key = ov.parse_vkey(RECEIPT["log_vkey"])
