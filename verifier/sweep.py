@@ -112,6 +112,9 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
     return PageSummary(start, len(rows), True, first_prev, verifier.prev)
 
 
+RETRY_SECONDS = 10.0
+
+
 def _worker_pool(workers: int) -> Executor:
     # forkserver: a worker never inherits the verifier's threads (its sockets) mid-flight.
     context = multiprocessing.get_context("forkserver")
@@ -127,7 +130,13 @@ class PagePool:
     ``make`` makes the executor (default: ``workers`` processes); the tests give threads.
     """
 
-    def __init__(self, workers: int, pages: int | None = None, make: Callable[[], Executor] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        pages: int | None = None,
+        make: Callable[[], Executor] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"a page pool has at least one worker, not {workers}")
         self.workers = workers
@@ -135,6 +144,10 @@ class PagePool:
         self.pages = pages or 2 * workers
         self._make = make or (lambda: _worker_pool(workers))
         self._executor: Executor | None = None
+        # After a failure the caller checks alone this long: a pool that cannot start is not
+        # started again for every page.
+        self.retry_seconds = retry_seconds
+        self._retry_at = 0.0
         self.failures = 0  # pages a worker failed to check (each checked in the caller instead)
         self.joined = 0  # pages whose worker's check the sweep took
 
@@ -142,6 +155,8 @@ class PagePool:
         """The page's check on a worker, or None if no worker can take it now."""
         try:
             if self._executor is None:
+                if time.monotonic() < self._retry_at:
+                    return None
                 self._executor = self._make()
             return self._executor.submit(verify_page, ledger, genesis, start, rows)
         except (BrokenExecutor, RuntimeError) as e:
@@ -160,7 +175,10 @@ class PagePool:
 
     def broken(self, error: BaseException) -> None:
         self.failures += 1
-        log.warning("a sweep worker failed (%s); its page is checked in this process", error)
+        self._retry_at = time.monotonic() + self.retry_seconds
+        log.warning(
+            "a sweep worker failed (%s); pages are checked in this process for %.0f s", error, self.retry_seconds
+        )
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)

@@ -199,7 +199,7 @@ def test_worker_processes_find_what_the_sweep_alone_finds(chain: list[bytes]) ->
 
 def test_a_worker_that_dies_leaves_the_sweep_right_and_the_pool_is_made_again(chain: list[bytes]) -> None:
     made: list[ProcessPoolExecutor] = []
-    pool = PagePool(2, make=_processes(made))
+    pool = PagePool(2, make=_processes(made), retry_seconds=0)
     copy = TAMPERINGS["bad checksum"][0](chain, 420)
     try:
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
@@ -219,6 +219,20 @@ def test_a_worker_that_dies_leaves_the_sweep_right_and_the_pool_is_made_again(ch
         pool.close()
         for executor in made:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_pool_that_failed_is_not_made_again_before_its_pause(chain: list[bytes]) -> None:
+    made: list[Executor] = []
+
+    def make() -> Executor:
+        made.append(ThreadPoolExecutor(1))
+        made[-1].shutdown()  # a pool that cannot take work: every submit fails
+        return made[-1]
+
+    pool = PagePool(2, make=make, retry_seconds=3600)
+    _, steps = sweep_to_end(Copy(chain), pool)
+    assert steps[-1].complete and sum(s.verified for s in steps) == RECORDS  # checked in the caller
+    assert len(made) == 1 and pool.failures == 1
 
 
 def test_a_pool_has_a_worker() -> None:
