@@ -140,8 +140,9 @@ class PagePool:
         if workers < 1:
             raise ValueError(f"a page pool has at least one worker, not {workers}")
         self.workers = workers
-        # Two pages a worker: one being checked while the next waits, so no worker idles on a read.
-        self.pages = pages or 2 * workers
+        # Four pages a worker: while one is checked the next are waiting, so a worker idles only
+        # at the end of a step, for its last page's neighbours.
+        self.pages = pages or 4 * workers
         self._make = make or (lambda: _worker_pool(workers))
         self._executor: Executor | None = None
         # After a failure the caller checks alone this long: a pool that cannot start is not

@@ -60,7 +60,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def threads() -> Iterator[PagePool]:
-    pool = PagePool(2, make=lambda: ThreadPoolExecutor(2))
+    pool = PagePool(2, pages=4, make=lambda: ThreadPoolExecutor(2))  # 4 pages a step: several steps a sweep
     yield pool
     pool.close()
 
