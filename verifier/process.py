@@ -1,8 +1,9 @@
 """The verifier process: `vledger verifier --config config/cluster.toml --node NAME`.
 
 One thread runs the checks of vledger.verifier.checks in slices (new records, heads, paced
-sweeps); another serves ``hello``, ``ver`` and ``status`` on the verifier's CURVE ROUTER, so
-that supervise and ``vledger status`` can ask it how far it got. It reads every node with
+sweeps; with two cores or more, worker processes check the sweeps' pages); another serves
+``hello``, ``ver`` and ``status`` on the verifier's CURVE ROUTER, so that supervise and
+``vledger status`` can ask it how far it got. It reads every node with
 its node key (the nodes admit the cluster's members), and writes alerts, checkpoints and its
 consumer group's acknowledgements to Redis. SIGTERM and SIGINT stop it after the slice in
 hand; what it read and did not acknowledge is read again at the next start.
@@ -11,6 +12,7 @@ hand; what it read and did not acknowledge is read again at the next start.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from ..ingest.runtime import NodeRuntime
 from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, VledgerError
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from .checks import ClusterChecks, NodeReader
+from .sweep import PagePool
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,12 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         )
         for reader in readers.values():
             runtime.closing(reader.client.close)
-        checks = ClusterChecks(name, config, replication, readers)
+        # The sweeps' pages are checked by worker processes, one per usable core, when there are two.
+        cores = len(os.sched_getaffinity(0))
+        pool = PagePool(cores) if cores > 1 else None
+        if pool is not None:
+            runtime.closing(pool.close)
+        checks = ClusterChecks(name, config, replication, readers, pool=pool)
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (

@@ -557,3 +557,55 @@ def test_feed_fast_changes_nothing_when_not_sure(chain_bytes: list[bytes]) -> No
     assert verifier.feed_fast(chain_bytes[2]) is None  # not the next record
     assert verifier.feed_fast(chain_bytes[1][:-1]) is None  # truncated
     assert (verifier.next_height, verifier.prev) == before
+
+
+def _chained(genesis: Record, payloads: list[dict[str, Any]]) -> list[bytes]:
+    """Records of ``payloads`` after ``genesis`` (difficulty 0), each linked to the one before."""
+    datas, prev, accepted = [], genesis.link, genesis.accepted
+    for i, payload in enumerate(payloads, start=1):
+        content_bytes = _pack(_content_map(payload=payload, request_id=f"req-{i}"))
+        checksum = hashlib.sha256(content_bytes).digest()
+        accepted += 1
+        link = record.link_of(prev, checksum, i, 0, accepted, "node-1")
+        datas.append(
+            _pack({"accepted": accepted, "checksum": checksum, "content": content_bytes, "height": i,
+                   "link": link, "nonce": 0, "origin": "node-1", "prev": prev})
+        )  # fmt: skip
+        prev = link
+    return datas
+
+
+def test_a_remembered_key_order_lets_no_other_order_through(genesis0: bytes) -> None:
+    # feed_fast remembers the key orders it found sorted; the same keys unsorted are still refused.
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{"n": 1, "text": "a"}, {"n": 2, "text": "b"}, {"text": "c", "n": 3}])]
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    for data in datas[:3]:
+        verifier.feed_raw(data)
+    assert verifier.feed_fast(datas[3]) is None
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    assert verdict[0] is NonCanonicalError
+
+
+def test_a_flood_of_key_orders_keeps_the_verdicts(genesis0: bytes) -> None:
+    # More key orders than feed_fast remembers: it starts its set again and every record still verifies.
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{f"k{i:04d}": i} for i in range(600)])]
+    verdict = _raw_verdict(datas)
+    assert verdict == ("accepted", 601, decode_record(datas[-1], LIMITS).link)
+    assert verdict == _verdict(datas, oracle_record)
+
+
+@pytest.mark.parametrize("max_depth", [1, 2])
+def test_a_depth_limit_too_low_for_a_payload_of_scalars_is_held_on_the_fast_path(
+    genesis0: bytes, max_depth: int
+) -> None:
+    limits = dataclasses.replace(LIMITS, max_depth=max_depth)
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{"n": 1}])]
+    rules = ChainVerifier("ledger-a", LIMITS).check(genesis)
+    verifier = ChainVerifier.after("ledger-a", 0, genesis.link, rules, limits)
+    assert verifier.feed_fast(datas[1]) is None  # the checks one by one refuse it: nested too deep
+    with pytest.raises(NonCanonicalError):
+        verifier.feed_raw(datas[1])
