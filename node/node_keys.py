@@ -195,10 +195,11 @@ def admin_record(data: bytes, index: int) -> Record:
     return record
 
 
-def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] | None = None) -> NodeKeys:
+def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] | None = None) -> NodeKeys | None:
     """The evidence for the key rotations among ``records`` (a copy of the admin ledger from
     height 0, index = height) below the size of checkpoint ``note``, of the nodes ``nodes`` (all
-    when None). Builds only (the note is parsed, not verified: :func:`proven_rotations` does).
+    when None); None when there is none. The last MAX_NODE_ROTATIONS at most. Builds only (the
+    note is parsed, not verified: :func:`proven_rotations` does).
 
     Raises the note's parse errors (bad_note, bad_checkpoint), ProofError [bad_proof] when the
     copy is shorter than the checkpoint, and the record's structure errors.
@@ -216,7 +217,7 @@ def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] |
         node = record.content.payload.get("node") if isinstance(record.content.payload, dict) else None
         if nodes is None or node in nodes:
             proven.append(ProvenRecord(height, records[height], tuple(tree_inclusion_proof(height, size, hash_at))))
-    return NodeKeys(note, tuple(proven[-MAX_NODE_ROTATIONS:]))
+    return NodeKeys(note, tuple(proven[-MAX_NODE_ROTATIONS:])) if proven else None
 
 
 def _hash_at(leaves: list[bytes]) -> Any:
