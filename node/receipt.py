@@ -310,13 +310,19 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     return VerifiedReceipt(receipt, record, verified, outside)
 
 
-def verify_witnessed(note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None) -> VerifiedCheckpoint:
+def verify_witnessed(
+    note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None, node_keys: NodeKeys | None = None
+) -> VerifiedCheckpoint:
     """Check the checkpoint ``note`` with ``keys`` (13.5 with the key in force at its size along
     ``chain``, default the genesis key alone, or a standby's epoch key; the witness keys and
-    quorum), then, when the genesis lists outside witnesses, that a quorum of them cosigned
-    (13.9). The result counts the cluster's witnesses. Raises what verify_ledger_checkpoint
-    and check_witnessed raise."""
+    quorum, with the rotated witness keys ``node_keys`` proves when ``keys`` hold the admin
+    key, each cosignature by a key in force at its time, 16.6), then, when the genesis lists
+    outside witnesses, that a quorum of them cosigned (13.9). The result counts the cluster's
+    witnesses. Raises what verify_ledger_checkpoint, ReceiptKeys.following,
+    check_cosignatures_in_force and check_witnessed raise."""
+    keys, histories = keys.following(node_keys)
     verified, signer = _checked_checkpoint(note, keys, chain)
+    check_cosignatures_in_force(verified, histories)
     _outside_cosigners(note, keys, signer)
     return verified
 
