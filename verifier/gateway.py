@@ -70,7 +70,7 @@ from ..node.errors import (
 from ..node.json_values import jsonable
 from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
-from ..node.node_key_rotation import KeyHistory, key_histories
+from ..node.node_key_rotation import KeyHistory
 from ..node.node_keys import NodeKeys
 from ..node.note import VerifierKey
 from ..node.outside import OutsideWitnesses, outside_witnesses
@@ -82,7 +82,7 @@ from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
-from .node_keys import admin_checkpoint_key, follow_copy
+from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
@@ -540,8 +540,7 @@ class Gateway:
             except (redis.RedisError, OSError) as e:
                 log.warning("the admin ledger's cosigned checkpoints: Redis unavailable (%s)", e)
             evidence, rotations = follow_copy(records, notes, self._admin_key, self.witness_keys)
-            original = {node: ("", key.public_key.hex()) for node, key in self.witness_keys.items()}
-            histories = {n: h for n, h in key_histories(original, rotations).items() if len(h.generations) > 1}
+            histories = witness_histories_of(self.witness_keys, rotations)
         self._node_keys = (time.monotonic(), evidence, histories)
         return evidence, histories
 

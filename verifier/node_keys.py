@@ -11,17 +11,19 @@ inclusion proof. A copy that disagrees with the note proves nothing and is logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..broker.accounts import AccountRegistry
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig
 from ..node.errors import KeyMaterialError, VledgerError
+from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.node_keys import NodeKeys, node_keys_of, proven_rotations
 from ..node.note import ALG_ED25519, VerifierKey, origin_for, verify_checkpoint
 from ..node.rules.admin import ADMIN_LEDGER
+from ..node.witness import witness_keys_in_force
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,23 @@ def follow_copy(
     except VledgerError as e:
         log.warning("the admin ledger's copy does not prove its key rotations (%s: %s)", e.code, e.message)
         return None, ()
+
+
+def witness_histories_of(
+    witnesses: Mapping[str, VerifierKey], rotations: Iterable[Mapping[str, Any]]
+) -> dict[str, KeyHistory]:
+    """The key histories of the witness nodes of ``witnesses`` (node -> its generation-0 key)
+    whose key ``rotations`` rotated, by node."""
+    original = {node: ("", key.public_key.hex()) for node, key in witnesses.items()}
+    histories = key_histories(original, [r for r in rotations if r.get("node") in original])
+    return {node: h for node, h in histories.items() if len(h.generations) > 1}
+
+
+def rotated_witness_keys_now(config: ClusterConfig, client: Any, now_ms: int) -> list[VerifierKey]:
+    """The cosignature keys in force at ``now_ms`` of the cluster's witnesses whose key rotated,
+    as the admin ledger's cache in Redis proves it (:func:`follow_redis`). Raises Redis errors."""
+    histories = witness_histories_of(witness_keys(config), follow_redis(config, client))
+    return witness_keys_in_force(config.name, histories, histories, now_ms)
 
 
 def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ...]:
