@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from vledger.broker.redis_server import connect
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
+from vledger.client import Client
 from vledger.node.errors import VledgerError
 from vledger.node.node_keys import proven_rotations
 from vledger.node.note import ALG_ED25519, VerifierKey, origin_for
@@ -54,7 +56,12 @@ def _tampered(receipt: bytes) -> bytes:
 
 def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path: Path) -> None:
     cluster: LocalCluster = start_cluster(
-        nodes=1, replicas=1, observers=1, observing={"tally_interval_ms": 100}, replication={"heartbeat_ms": 200}
+        nodes=1,
+        replicas=1,
+        observers=1,
+        observing={"tally_interval_ms": 100},
+        replication={"heartbeat_ms": 200},
+        gateways=["replica-1"],
     )
     keys = cluster.directory / "keys"
     common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
@@ -87,13 +94,50 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     receipt = receipt_file.read_bytes()
     assert b'"node_keys":{"checkpoint":' in receipt
 
+    home = load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
+    admin_key = VerifierKey(origin_for(CLUSTER, "admin"), ALG_ED25519, home)
+    generation0 = [
+        witness_key(witness_name(CLUSTER, w), load_verify_key(keys / f"{w}.sign.pub").raw)
+        for w in [*cluster.replica_names, *cluster.observer_names]
+    ]
+
+    # `vledger tally` checks the tally by the observer's new key, proven from Redis's admin cache.
+    counted = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json")
+    shown = json.loads(counted.stdout)
+    assert shown["observers"][0]["signature"] == "ok", counted.stdout
+
+    # The gateway, and the HTTP client with the admin key: the observer's cosignature and tally count.
+    url = cluster.gateway_url("replica-1")
+
+    def gateway_checkpoint() -> Any:
+        try:
+            with urllib.request.urlopen(f"{url}api/ledgers/{LEDGER}/checkpoint?witnesses=2", timeout=5) as answer:
+                shown = json.loads(answer.read())
+        except OSError:
+            return None  # 404 until a checkpoint has both cosignatures
+        return shown if shown["size"] >= size else None
+
+    served = wait_until(gateway_checkpoint, WAIT, "the gateway's checkpoint with 2 cosignatures")
+    assert served["node_keys"] is not None and witness_name(CLUSTER, OBSERVER) in served["cosigned_by"]
+    newest = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign))
+    assert served["witness_keys"][newest.name] == newest.encode()
+    with Client.http(
+        url,
+        genesis={LEDGER: genesis},
+        witnesses=generation0,
+        quorum=2,
+        observers={OBSERVER: first.public_hex},
+        admin_key=admin_key,
+    ) as client:
+        assert client.checkpoint(LEDGER).checkpoint.size >= size
+        (count,) = client.tally(LEDGER).observers
+        assert count.problem is None and count.snapshot is not None, count
+
     # Offline, with the cluster stopped: the genesis, the generation-0 keys and the admin key.
     for name in [*cluster.replica_names, *cluster.observer_names, *cluster.node_names]:
         assert cluster.stop_node(name) == 0
     genesis_file = tmp_path / "genesis.bin"
     genesis_file.write_bytes(genesis)
-    home = load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
-    admin_key = VerifierKey(origin_for(CLUSTER, "admin"), ALG_ED25519, home)
     witnesses = [
         arg
         for w in [*cluster.replica_names, *cluster.observer_names]
