@@ -41,7 +41,7 @@ from .node_key_rotation import KeyHistory, key_histories
 from .note import ALG_ED25519, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from .record import Record, checksum_of, decode_record, link_of
 from .rules.admin import ADMIN_LEDGER, check_admin_payload
-from .tree import MAX_PROOF_HASHES, leaf_hash, node_hash, root_at, verify_inclusion
+from .tree import MAX_PROOF_HASHES, HashAt, leaf_hash, node_hash, verify_inclusion
 from .tree import inclusion_proof as tree_inclusion_proof
 from .witness import witness_key
 
@@ -220,8 +220,8 @@ def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] |
     return NodeKeys(note, tuple(proven[-MAX_NODE_ROTATIONS:])) if proven else None
 
 
-def _hash_at(leaves: list[bytes]) -> Any:
-    # Complete subtrees only (tree.root_at and tree.inclusion_proof ask for nothing else).
+def _hash_at(leaves: list[bytes]) -> HashAt:
+    # Complete subtrees only (tree.inclusion_proof asks for nothing else), each hashed once.
     cache: dict[tuple[int, int], bytes] = {}
 
     def hash_at(level: int, index: int) -> bytes:
@@ -235,11 +235,6 @@ def _hash_at(leaves: list[bytes]) -> Any:
         return found
 
     return hash_at
-
-
-def copy_root(records: Sequence[bytes], size: int) -> bytes:
-    """The Merkle root of the first ``size`` records of a copy."""
-    return root_at(size, _hash_at([leaf_hash(r) for r in records[:size]]))
 
 
 # --- what the rotations say about witnesses and signers -----------------------------------------
