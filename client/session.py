@@ -46,7 +46,7 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
-from ..node.node_keys import NodeKeys, node_keys_of, parse_node_keys
+from ..node.node_keys import NodeKeys, node_keys_of, node_of_witness, parse_node_keys
 from ..node.note import VerifiedCheckpoint, parse_checkpoint, parse_note
 from ..node.outside import outside_witnesses
 from ..node.receipt import (
@@ -317,7 +317,8 @@ class Reader:
             size = parse_checkpoint(parse_note(note).text).size
             if self._admin_copy is None or self._admin_copy[0] != size:
                 records = [r.encode() for _, r in zip(range(size), self.records(ADMIN_LEDGER), strict=False)]
-                self._admin_copy = (size, node_keys_of(records, note))
+                witnesses = {node for key in keys.witnesses if (node := node_of_witness(key)) is not None}
+                self._admin_copy = (size, node_keys_of(records, note, witnesses))
             return self._admin_copy[1]
         except (RemoteError, NodeUnavailableError) as e:
             log.info("the admin ledger cannot be read here (%s): rotated witness keys are not followed", e)
