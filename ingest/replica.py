@@ -35,7 +35,7 @@ from ..broker.client import Client, NodeAddress
 from ..broker.feed import FeedSource, Subscriber
 from ..broker.keys import generation_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
+from ..broker.signing import SigningKey, load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
@@ -242,6 +242,10 @@ class StoreWatcher(Protocol):
         """One turn of the follow loop: at least every RECEIVE_SLICE_MS, and after each batch of the feed."""
         ...
 
+    def signs_with(self, signing: SigningKey) -> None:
+        """The node's Ed25519 key rotated (PROTOCOL 16.6): sign with ``signing`` from now on."""
+        ...
+
 
 # Builds the watcher once the store and Redis are open, before the follow loop starts.
 WatcherFactory = Callable[[ChainStore, ReplicationLedger], StoreWatcher]
@@ -371,7 +375,9 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     server = runtime.request_server(broker)
     # After request_server, which sets the hook for the CURVE key: the witness follows its own
     # Ed25519 key's rotations too (PROTOCOL 16.6), from the generation in force now on.
-    follow_own_key = witness_key_follower(config, name, passphrase, witness, signing.public.public_hex)
+    follow_own_key = witness_key_follower(
+        config, name, passphrase, witness, signing.public.public_hex, None if watcher is None else watcher.signs_with
+    )
     follow_own_key(runtime.gates.histories)
     runtime.gates.on_rotation(follow_own_key)
     admin: AccountAdmin = _NoAdmin()
@@ -411,11 +417,17 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
 
 
 def witness_key_follower(
-    config: ClusterConfig, name: str, passphrase: str | None, witness: Witness, sign_hex: str
+    config: ClusterConfig,
+    name: str,
+    passphrase: str | None,
+    witness: Witness,
+    sign_hex: str,
+    signs_with: Callable[[SigningKey], None] | None = None,
 ) -> Callable[[Mapping[str, KeyHistory]], None]:
     """A hook for the key histories (MemberGates.on_rotation) that makes ``witness`` cosign with
     the newest Ed25519 key the admin ledger names for node ``name`` (docs/PROTOCOL.md 16.6),
-    read from ``<name>@<g>.sign``; ``sign_hex`` is the key it signs with now. A key file that
+    read from ``<name>@<g>.sign``, and hands it to ``signs_with`` (an observer signs its tallies
+    with it); ``sign_hex`` is the key it signs with now. A key file that
     is missing, unreadable or holds another key is logged, and the witness keeps its key: its
     cosignatures then stop counting at the window's end, which the write concern shows."""
     current = [sign_hex]
@@ -436,6 +448,8 @@ def witness_key_follower(
                       name, path.name, newest.number)  # fmt: skip
             return
         witness.signer = WitnessSigner(witness_name(config.name, name), signing.seed)
+        if signs_with is not None:
+            signs_with(signing)
         current[0] = newest.sign
         log.info("node %s: cosigns with its Ed25519 key generation %d (%s)", name, newest.number, newest.sign[:16])
 

@@ -983,7 +983,8 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         cmd_receipt_verify,
         "check a receipt offline (exit 0 valid, 1 refused)",
         "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
-        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys.",
+        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
+        "(with --admin-key, also their rotated keys the receipt proves).",
     )
     verify.add_argument("file", type=Path, metavar="FILE")
     verify.add_argument(
@@ -994,6 +995,13 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
     )
     verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
+    verify.add_argument(
+        "--admin-key",
+        type=vkey_arg,
+        metavar="VKEY",
+        help="the admin ledger's checkpoint key (<cluster>/admin): a witness's rotated keys the receipt "
+        "proves on the admin ledger count as its own (PROTOCOL 16.6)",
+    )
     add_json_option(verify)
 
 
