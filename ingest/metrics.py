@@ -84,6 +84,9 @@ class MeteredService:
     def __init__(self, service: Service, metrics: NodeMetrics) -> None:
         self.service = service
         self.metrics = metrics
+        # Each (command, code)'s counter, looked up once: labels() costs as much as the rest
+        # of the counting. Bounded: _command keeps at most _KNOWN_COMMANDS commands.
+        self._counters: dict[tuple[str, str], Any] = {}
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         started = time.monotonic()
@@ -108,7 +111,10 @@ class MeteredService:
             code = _code(reply)[1]
         except Exception:  # the reply is ours; a surprise here must not cost the answer
             code = "unreadable"
-        self.metrics.requests.labels(command, code).inc()
+        counter = self._counters.get((command, code))
+        if counter is None:
+            counter = self._counters[command, code] = self.metrics.requests.labels(command, code)
+        counter.inc()
 
 
 _KNOWN_COMMANDS = 64  # distinct command labels kept; others are counted as "other"

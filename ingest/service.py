@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..broker.keys import load_public
@@ -196,13 +196,17 @@ class Pending:
     request_id: RequestId
     future: Future[Any]
     then: Callable[[Any], object]
+    # Built once: the metrics' callback reads the reply's code before the loop sends it.
+    _reply: bytes | None = field(default=None, init=False, repr=False)
 
     def reply(self) -> bytes:
-        """The reply's bytes (the future must be done); never raises."""
-        try:
-            return reply_ok(self.request_id, self.then(self.future.result()))
-        except Exception as e:  # every outcome becomes a reply, a bug included
-            return _error_reply(self.request_id, e)
+        """The reply's bytes (the future must be done), built on the first call; never raises."""
+        if self._reply is None:
+            try:
+                self._reply = reply_ok(self.request_id, self.then(self.future.result()))
+            except Exception as e:  # every outcome becomes a reply, a bug included
+                self._reply = _error_reply(self.request_id, e)
+        return self._reply
 
 
 def _error_reply(request_id: RequestId, error: Exception) -> bytes:
