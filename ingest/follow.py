@@ -38,6 +38,7 @@ is fetched and checked anew.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -63,10 +64,11 @@ from ..node.errors import (
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.epoch import EPOCH_KIND
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record
+from ..node.record import Record, decode_record, record_of_checked
 from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
+from .page_check import PageChecker, Start
 from ..node.witness import CheckpointKeys, SignedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,7 @@ class Follower:
         on_verified: Callable[[SignedCheckpoint], None] = lambda checkpoint: None,
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
+        checker: PageChecker | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -185,6 +188,7 @@ class Follower:
         self.on_verified = on_verified
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
+        self.checker = checker  # checks the next catch-up page in its own process (ingest/page_check.py)
         self.ledgers: dict[str, _Ledger] = {}
         self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
         self._alerted: set[tuple[str, int, str, str]] = set()
@@ -247,21 +251,35 @@ class Follower:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``."""
         state = self._state(ledger)
         for source in self.sources:
+            # Pages fetched ahead, each with whether the checker has it: with a checker, the page
+            # after the one being taken is fetched and checked in its process meanwhile.
+            ahead: collections.deque[tuple[Page, bool]] = collections.deque()
             while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
-                try:
-                    page = source.fetch(ledger, start, min(self.batch, stop - start))
-                except (VledgerError, OSError) as e:
-                    log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
-                    break
+                if not ahead:
+                    try:
+                        page = source.fetch(ledger, start, min(self.batch, stop - start))
+                    except (VledgerError, OSError) as e:
+                        log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
+                        break
+                    ahead.append((page, False))
+                page, handed = ahead.popleft()
+                if not handed and page.rows and page.rows[0][0] == start:
+                    handed = self._hand_over(ledger, page, self._start_of(ledger, start))
+                if handed:
+                    self._fetch_ahead(ledger, source, page, stop, ahead)
+                checked = self.checker.result().leaves if handed and self.checker is not None else []
                 for note in page.checkpoints:  # every one checked: each is a claim to hold the home to
                     self._take_checkpoint(ledger, note, source.name, catch_up=False)
                 if not page.rows or page.rows[0][0] != start:
                     break  # this source lacks them (or was trimmed past them): ask the next
-                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED)
+                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED, checked)
+                if outcome != OK:
+                    self._discard(ahead)  # they stood on rows that were not taken
                 if outcome == BAD:
                     self._drop_pending(state)  # what this source gave cannot be trusted: ask the next
                     break
                 # RETRY: the pending run was dropped, this source is asked again from the head
+            self._discard(ahead)
             self._settle(ledger)  # stored (or failed, then asked again) before the next source
             if self._head(ledger) + 1 >= stop:
                 return True
@@ -274,6 +292,52 @@ class Follower:
                 self._head(ledger) + 1,
             )
         return False
+
+    def _start_of(self, ledger: str, start: int) -> Start | None:
+        """Where the checker starts a page at ``start``: the end of this follower's own chain
+        (None without a checker, or before the genesis is held: that is checked here)."""
+        if self.checker is None or self.checker.broken:
+            return None
+        state = self._state(ledger)
+        chain = state.chain or self._chain_after_head(ledger)
+        state.chain = chain
+        if chain.rules is None or chain.next_height != start:
+            return None
+        return Start(chain.next_height, chain.prev, chain.rules)
+
+    def _hand_over(self, ledger: str, page: Page, start: Start | None, *, after: bool = False) -> bool:
+        """Give ``page``'s rows to the checker, from ``start`` or ``after`` the page handed over
+        before; whether it has them (its answer is then taken, once, in order)."""
+        if self.checker is None or self.checker.broken or not page.rows or (start is None and not after):
+            return False
+        self.checker.submit(ledger, [data for _, data in page.rows], start)
+        return True
+
+    def _fetch_ahead(
+        self, ledger: str, source: Source, page: Page, stop: int, ahead: collections.deque[tuple[Page, bool]]
+    ) -> None:
+        """``page`` is with the checker: fetch the page after it and hand it over too, so that
+        the checker's process works on it while this one is taken. A source that cannot serve
+        it is asked again (and its failure told) when it is that page's turn."""
+        if ahead:
+            return
+        after = page.rows[-1][0] + 1
+        if page.rows[0][0] + len(page.rows) != after or after >= stop:
+            return  # not a run of heights, or the last one needed
+        try:
+            following = source.fetch(ledger, after, min(self.batch, stop - after))
+        except (VledgerError, OSError):
+            return
+        if following.rows and following.rows[0][0] == after:
+            ahead.append((following, self._hand_over(ledger, following, None, after=True)))
+
+    def _discard(self, ahead: collections.deque[tuple[Page, bool]]) -> None:
+        """Forget the pages fetched ahead, and the checker's answers for them."""
+        handed = sum(1 for _, was_handed in ahead if was_handed)
+        ahead.clear()
+        for _ in range(handed):
+            assert self.checker is not None
+            self.checker.result()
 
     # --- the live feed ------------------------------------------------------------------
 
@@ -456,24 +520,35 @@ class Follower:
 
     # --- verifying and storing -------------------------------------------------------------
 
-    def _offer(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int) -> str:
+    def _offer(
+        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: list[bytes] | None = None
+    ) -> str:
         """Take ``rows`` (which start right above what is held or pending) into the pending run,
         each verified as the chain's next; store what a checkpoint covers.
 
         OK if every row was taken. A row that does not follow the pending run may be the true
         one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
-        BAD at a row that fails on its own, or that does not follow the stored head: reported."""
+        BAD at a row that fails on its own, or that does not follow the stored head: reported.
+
+        ``checked``: the leaf hashes of the leading rows the page checker passed (see
+        ingest/page_check.py); each is taken only if it stands on this follower's chain."""
         state = self._state(ledger)
+        checked = checked or []
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
-        for height, data in rows:
+        for index, (height, data) in enumerate(rows):
             if height <= top:
                 continue
             record = None
+            leaf = None
             try:
                 chain = state.chain or self._chain_after_head(ledger)
+                if index < len(checked):
+                    record = _on_chain(chain, height, data)
+                    leaf = checked[index] if record is not None else None
                 # All checks at once when the record is sure to pass (it then says this height);
                 # else one by one, which name the first failure.
-                record = chain.feed_record_fast(data) if height == chain.next_height else None
+                if record is None and height == chain.next_height:
+                    record = chain.feed_record_fast(data)
                 if record is None:
                     record = decode_record(data, PROTOCOL_LIMITS)
                     if record.height != height:
@@ -496,7 +571,7 @@ class Follower:
             state.chain = chain
             state.pending.append(record)
             state.data.append(data)
-            state.leaves.append(leaf_hash(data))
+            state.leaves.append(leaf if leaf is not None else leaf_hash(data))
             state.sources.append(source)
             state.hops = min(state.hops, hops)
             top += 1
@@ -712,6 +787,16 @@ class Follower:
 
     def _summary(self) -> str:
         return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
+
+
+def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
+    """The record of bytes the page checker passed, taken as ``chain``'s next if it says the
+    height it was sent as and stands on the chain's last link; else None (nothing changed)."""
+    record = record_of_checked(data)
+    if record.height != height or height != chain.next_height or record.prev != chain.prev or chain.rules is None:
+        return None
+    chain.advance(record, chain.rules)
+    return record
 
 
 def hash_of(data: bytes) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
 from .key_chains import KeyChains
 from .members import EndpointKeys, now_ms
+from .page_check import PageChecker
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -334,6 +336,10 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
+    # The second core checks the next catch-up page while this process takes one (ingest/page_check.py).
+    checker = PageChecker() if len(os.sched_getaffinity(0)) > 1 else None
+    if checker is not None:
+        runtime.closing(checker.close)
     follower = Follower(
         name,
         store,
@@ -347,6 +353,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         on_verified=witness.verified,
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
+        checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     metrics = NodeMetrics(node)

@@ -368,6 +368,28 @@ def new_record(
     return record
 
 
+def record_of_checked(data: bytes) -> Record:
+    """The Record of bytes that ChainVerifier's fast path already took, in another process
+    (a follower's page checker, vledger.ingest.page_check): decoded, nothing checked again.
+
+    Only for such bytes: anything else may give a Record that is not what :func:`decode_record`
+    gives, or raise anything msgpack or the unpacking raises. Its caller still ties each record
+    to its own chain (height and prev)."""
+    accepted, checksum, content_bytes, height, link, nonce, origin, prev = msgpack.unpackb(data).values()
+    author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+    return new_record(
+        new_content(ledger, kind, payload, author, request_id, ts),
+        content_bytes,
+        checksum,
+        nonce,
+        height,
+        prev,
+        accepted,
+        origin,
+        link,
+    )
+
+
 # The types of a record's fields: a record whose values are all of these holds nothing nested.
 _PLAIN = frozenset((int, bytes, str))
 
