@@ -50,6 +50,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import EVIDENCE
+from ..node.epoch import EPOCH_KIND
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
@@ -62,14 +63,13 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
-from ..node.epoch import EPOCH_KIND
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record, record_of_checked
 from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
-from .page_check import PageChecker, Start
 from ..node.witness import CheckpointKeys, SignedCheckpoint
+from .page_check import PageChecker, Start
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ Nothing here touches the store; the follower (vledger.ingest.follow) drives it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -123,10 +124,8 @@ class PageChecker:
     def close(self) -> None:
         """Stop the worker (terminated if it does not stop in ``STOP_WAIT`` seconds)."""
         if not self.broken:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # gone already: terminated below
                 self._conn.send(None)
-            except (OSError, ValueError):
-                pass
         self._conn.close()
         self._process.join(STOP_WAIT)
         if self._process.is_alive():

@@ -53,7 +53,6 @@ from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page
 from .key_chains import KeyChains
 from .members import EndpointKeys, now_ms
-from .page_check import PageChecker
 from .metrics import (
     MeteredService,
     NodeMetrics,
@@ -63,6 +62,7 @@ from .metrics import (
     store_collector,
 )
 from .outbox import Outbox
+from .page_check import PageChecker
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .service import AccountAdmin, IngestService
 from .witness import Witness

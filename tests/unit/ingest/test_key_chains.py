@@ -108,7 +108,9 @@ class _Pages:
 
 
 class _Replica:
-    def __init__(self, directory: Path, sources: list[_Pages] | None = None, checker: PageChecker | None = None) -> None:
+    def __init__(
+        self, directory: Path, sources: list[_Pages] | None = None, checker: PageChecker | None = None
+    ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
         self.evidence: list[Any] = []
