@@ -82,6 +82,11 @@ class PageChecker:
         self.broken = False
         self.passed = 0  # rows it passed, all pages together (what the follower was spared)
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (for the log)."""
+        return self._process.pid
+
     def submit(self, ledger: str, rows: list[bytes], start: Start | None) -> None:
         """Hand ``rows`` (record bytes of ``ledger``, by height) over; ``start`` None: they
         follow the rows handed over last, and are checked only if those passed whole."""

@@ -340,6 +340,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     checker = PageChecker() if len(os.sched_getaffinity(0)) > 1 else None
     if checker is not None:
         runtime.closing(checker.close)
+        log.info("%s: catch-up pages are checked ahead in process %s", name, checker.pid)
     follower = Follower(
         name,
         store,
