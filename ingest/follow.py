@@ -295,8 +295,9 @@ class Follower:
 
     def _start_of(self, ledger: str, start: int) -> Start | None:
         """Where the checker starts a page at ``start``: the end of this follower's own chain
-        (None without a checker, or before the genesis is held: that is checked here)."""
-        if self.checker is None or self.checker.broken:
+        (None without a checker that has started, or before the genesis is held: that is
+        checked here)."""
+        if self.checker is None or not self.checker.ready():
             return None
         state = self._state(ledger)
         chain = state.chain or self._chain_after_head(ledger)
@@ -308,7 +309,7 @@ class Follower:
     def _hand_over(self, ledger: str, page: Page, start: Start | None, *, after: bool = False) -> bool:
         """Give ``page``'s rows to the checker, from ``start`` or ``after`` the page handed over
         before; whether it has them (its answer is then taken, once, in order)."""
-        if self.checker is None or self.checker.broken or not page.rows or (start is None and not after):
+        if self.checker is None or not self.checker.ready() or not page.rows or (start is None and not after):
             return False
         self.checker.submit(ledger, [data for _, data in page.rows], start)
         return True

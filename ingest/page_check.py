@@ -19,7 +19,8 @@ What the worker's word is worth, and what the follower still checks itself:
 * Every row past the prefix, every ``checkpoint_key`` record, every checkpoint note and every
   decision to store goes the follower's own way, as without a checker: a bad row is named
   and refused exactly as before. A checker that fails (its process gone) is dropped, with a
-  warning, and the follower checks everything itself.
+  warning, and the follower checks everything itself. Until the worker has started (it
+  says :data:`READY`), the follower does not wait for it: it checks the pages itself.
 
 Nothing here touches the store; the follower (vledger.ingest.follow) drives it.
 """
@@ -41,6 +42,7 @@ from ..node.verify import ChainVerifier
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds a stopping worker is given before it is terminated
+READY = "ready"  # the worker's first message: it has imported what it checks with
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +82,29 @@ class PageChecker:
         theirs.close()
         self._waiting: collections.deque[int] = collections.deque()  # rows of each page handed over
         self.broken = False
+        self._ready = False
         self.passed = 0  # rows it passed, all pages together (what the follower was spared)
 
     @property
     def pid(self) -> int | None:
         """The worker's process id (for the log)."""
         return self._process.pid
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        """Whether the worker has started, waiting up to ``timeout`` seconds for it to say so."""
+        if not self._ready and not self.broken:
+            try:
+                if self._conn.poll(timeout):
+                    self._take_ready()
+            except (OSError, EOFError) as e:
+                self._fail(e)
+        return self._ready
+
+    def _take_ready(self) -> None:
+        message = self._conn.recv()
+        if message != READY:
+            self._fail(RuntimeError(f"the worker said {message!r} first, not {READY!r}"))
+        self._ready = not self.broken
 
     def submit(self, ledger: str, rows: list[bytes], start: Start | None) -> None:
         """Hand ``rows`` (record bytes of ``ledger``, by height) over; ``start`` None: they
@@ -107,7 +126,9 @@ class PageChecker:
         if self.broken:
             return Checked([])
         try:
-            answer = self._conn.recv()
+            if not self._ready:
+                self._take_ready()
+            answer = self._conn.recv() if not self.broken else None
         except (OSError, EOFError) as e:
             self._fail(e)
             return Checked([])
@@ -161,6 +182,7 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
     """The worker: answers each page with a Checked, until told to stop (None) or the pipe closes."""
     verifier: ChainVerifier | None = None
     try:
+        conn.send(READY)
         while (message := conn.recv()) is not None:
             ledger, rows, start = message
             if start is not None:

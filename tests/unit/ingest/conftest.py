@@ -13,6 +13,7 @@ from vledger.ingest.page_check import PageChecker
 def page_checker() -> Iterator[PageChecker]:
     """One worker process for the whole run: each catch-up hands it a start of its own."""
     checker = PageChecker()
+    assert checker.ready(timeout=60)  # a follower never waits for it to start: the tests do, once
     yield checker
     checker.close()
 

@@ -843,3 +843,35 @@ def test_a_bad_note_in_a_page_is_refused_and_stores_nothing(
     assert replica.heights() == list(range(10))
     assert [(a.height, a.what) for a in replica.alerts] == [(14, "bad_note_signature")]
     assert replica.follower.pending(LEDGER) == long_chain[10:15]
+
+
+class Unstarted(PageChecker):
+    """A page checker whose process has not said it started: never to be handed a page."""
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        return False
+
+    def submit(self, ledger: str, rows: list[bytes], start: object) -> None:
+        raise AssertionError("a page was handed to a checker that has not started")
+
+
+def test_a_page_checker_that_has_not_started_is_not_waited_for(tmp_path: Path, long_chain: list[Record]) -> None:
+    notes = [signed(r) for r in long_chain if r.height % 3 == 2]
+    checker = Unstarted()
+    try:
+        with ChainStore(tmp_path / "replica") as store:
+            follower = Follower(
+                REPLICA,
+                store,
+                [MemorySource("redis", {LEDGER: long_chain}, signed=notes)],
+                keys=KEYS,
+                home_of=lambda ledger: HOME,
+                on_stored=lambda records, hops: None,
+                on_alert=lambda alert: None,
+                batch=4,
+                checker=checker,
+            )
+            assert follower.catch_up(LEDGER, notes[-1].size)
+            assert store.size(LEDGER) == notes[-1].size and store.root(LEDGER) == notes[-1].root
+    finally:
+        checker.close()
