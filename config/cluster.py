@@ -59,6 +59,9 @@ class ReplicationSettings:
     # feed in one round trip, off the request path (0: after every group commit).
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
+    # A follower on more than one core checks the next catch-up page in a worker process
+    # (ingest/page_check.py) while it takes one; false: every page in its own process.
+    catch_up_checker: bool = True
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
