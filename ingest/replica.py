@@ -336,7 +336,8 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
-    # The second core checks the next catch-up page while this process takes one (ingest/page_check.py).
+    # The second core checks the next catch-up page while this process takes one (ingest/page_check.py),
+    # when the cluster turns it on.
     use_checker = config.replication.catch_up_checker and len(os.sched_getaffinity(0)) > 1
     checker = PageChecker() if use_checker else None
     if checker is not None:
