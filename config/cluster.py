@@ -60,6 +60,11 @@ class ReplicationSettings:
     # feed in one round trip, off the request path (0: after every group commit).
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
+    # true: a follower on more than one core checks the next catch-up page in a worker process
+    # (ingest/page_check.py) while it takes one. Off by default: on a loaded 2-core machine the
+    # starved worker made catch-up slower (bench 5b, ratio to raw SQLite 0.18 on, 0.26 off);
+    # to be turned on once a quiet make bench shows it faster.
+    catch_up_checker: bool = False
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops

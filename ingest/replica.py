@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +62,7 @@ from .metrics import (
     store_collector,
 )
 from .outbox import Outbox
+from .page_check import PageChecker
 from .runtime import NodeRuntime
 from .service import AccountAdmin, IngestService
 from .witness import Witness
@@ -346,6 +348,13 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
+    # The second core checks the next catch-up page while this process takes one (ingest/page_check.py),
+    # when the cluster turns it on.
+    use_checker = config.replication.catch_up_checker and len(os.sched_getaffinity(0)) > 1
+    checker = PageChecker() if use_checker else None
+    if checker is not None:
+        runtime.closing(checker.close)
+        log.info("%s: catch-up pages are checked ahead in process %s", name, checker.pid)
     follower = Follower(
         name,
         store,
@@ -359,6 +368,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         on_verified=witness.verified,
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
+        checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     metrics = NodeMetrics(node)

@@ -48,6 +48,8 @@ from .record import (
     decode_record,
     link_of,
     matches_name,
+    new_content,
+    new_record,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
@@ -156,6 +158,28 @@ class ChainVerifier:
             content = record.content.to_map()
         return content
 
+    def feed_record_fast(self, data: bytes) -> Record | None:
+        """:meth:`feed_fast` that returns the record itself: the Record ``decode_record(data)``
+        gives, built from the fields the fast path decoded; None when not sure, with nothing
+        changed (the caller then runs ``decode_record`` and :meth:`feed`)."""
+        taken = self._take_fast(data)
+        if taken is None:
+            return None
+        value, content = taken
+        accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
+        author, kind, ledger, payload, request_id, ts, _ = content.values()
+        return new_record(
+            new_content(ledger, kind, payload, author, request_id, ts),
+            content_bytes,
+            checksum,
+            nonce,
+            height,
+            prev,
+            accepted,
+            origin,
+            link,
+        )
+
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes,
         and return its content map (its fields as decoded); None when not sure, with nothing
@@ -163,6 +187,11 @@ class ChainVerifier:
 
         Genesis records, names not yet remembered and every fault take the None way.
         """
+        taken = self._take_fast(data)
+        return taken[1] if taken is not None else None
+
+    def _take_fast(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """feed_fast's checks: the record's map and its content's map as decoded, or None."""
         fast = self._fast
         if fast is None or fast.rules is not self.rules:
             if self.rules is None:
@@ -242,7 +271,7 @@ class ChainVerifier:
             return None
         self.next_height = height + 1
         self.prev = link
-        return content
+        return value, content
 
 
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested

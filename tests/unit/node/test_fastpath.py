@@ -392,12 +392,12 @@ def test_the_slot_builders_make_what_the_constructors_make(kit: Any) -> None:
     placed = kit.chain(2)[1]
     content_values = [getattr(placed.content, f.name) for f in dataclasses.fields(Content)]
     record_values = [getattr(placed, f.name) for f in dataclasses.fields(Record)]
-    built_content = record._new_content(*content_values)
-    built_record = record._new_record(*record_values)
+    built_content = record.new_content(*content_values)
+    built_record = record.new_record(*record_values)
     assert built_content == Content(*content_values) and type(built_content) is Content
     assert built_record == Record(*record_values) and type(built_record) is Record
-    assert [f.name for f in dataclasses.fields(Record)] == list(record._new_record.__code__.co_varnames[:9])
-    assert [f.name for f in dataclasses.fields(Content)] == list(record._new_content.__code__.co_varnames[:6])
+    assert [f.name for f in dataclasses.fields(Record)] == list(record.new_record.__code__.co_varnames[:9])
+    assert [f.name for f in dataclasses.fields(Content)] == list(record.new_content.__code__.co_varnames[:6])
     with pytest.raises(dataclasses.FrozenInstanceError):
         built_record.height = 3  # type: ignore[misc]
 
@@ -609,3 +609,52 @@ def test_a_depth_limit_too_low_for_a_payload_of_scalars_is_held_on_the_fast_path
     assert verifier.feed_fast(datas[1]) is None  # the checks one by one refuse it: nested too deep
     with pytest.raises(NonCanonicalError):
         verifier.feed_raw(datas[1])
+
+
+# --- ChainVerifier.feed_record_fast: the fast path's fields as the Record decode_record gives ------
+
+
+def _record_verdict(datas: list[bytes]) -> Outcome:
+    """The verdict of feed_record_fast, else the checks one by one (as the follower runs them),
+    each record the fast path returns held against decode_record's."""
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    try:
+        for data in datas:
+            returned = verifier.feed_record_fast(data)
+            if returned is None:
+                verifier.feed(decode_record(data, LIMITS))
+            else:
+                assert returned == decode_record(data, LIMITS)
+                assert returned.encode() == data
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+    return ("accepted", verifier.next_height, verifier.prev)
+
+
+def test_feed_record_fast_returns_the_record_decode_record_gives(chain_bytes: list[bytes]) -> None:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    assert verifier.feed_record_fast(chain_bytes[0]) is None  # the genesis: its rules the precise way
+    verifier.feed(decode_record(chain_bytes[0], LIMITS))
+    assert verifier.feed_record_fast(chain_bytes[2]) is None  # not the next record: nothing changed
+    assert verifier.next_height == 1
+    for data in chain_bytes[1:]:
+        decode_record(data, LIMITS)  # its names are remembered: the fast path builds the record
+        returned = verifier.feed_record_fast(data)
+        expected = decode_record(data, LIMITS)
+        assert returned is not None
+        assert returned == expected and type(returned) is Record and type(returned.content) is Content
+        assert returned.content.payload == expected.content.payload
+    assert _record_verdict(chain_bytes) == _verdict(chain_bytes, oracle_record)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_record_fast(
+    chain_bytes: list[bytes], data: st.DataObject
+) -> None:
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    assert _record_verdict(datas) == _verdict(datas, oracle_record)
