@@ -178,7 +178,6 @@ def test_gateway_and_http_ports_are_checked(tmp_path: Path, spec: dict[str, Any]
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"role": "verifier", "port": 7111, "rotation_port": 7112}, "the verifier role's keys do not rotate"),
         ({"role": "ingest", "port": 7102, "pub_port": 7202, "rotation_port": 7101}, "already used"),
         ({"role": "observer", "port": 7111, "feed_rotation_port": 7112}, "only a node with a pub_port"),
         ({"role": "ingest", "port": 7102, "pub_port": 7202, "feed_rotation_port": 7201}, "already used"),
