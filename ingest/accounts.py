@@ -46,16 +46,19 @@ MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
 class CachedAccounts:
     """Looks keys up in the node's AccountCache: no Redis round trip per request.
 
-    A snapshot of the accounts never changes, so each key's Caller is worked out once per
-    snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. One thread.
+    A snapshot of the accounts never changes, so each key's account Caller is worked out once
+    per snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. A key of
+    no account is looked up in ``members`` at every request: the members change without a new
+    snapshot (a node's old key leaves them when its rotation's window ends, PROTOCOL 16.6),
+    and a request is judged by its key at each message. One thread.
     """
 
     def __init__(self, cache: AccountCache, size: int = 4096, members: dict[str, Caller] | None = None) -> None:
         self.cache = cache
         self.size = size
-        self.members = members or {}  # the cluster's other nodes (vledger.ingest.members)
+        self.members = members or {}  # the cluster's nodes (vledger.ingest.members), changed in place
         self._snapshot: AccountsSnapshot | None = None
-        self._callers: dict[str, Caller | None] = {}
+        self._callers: dict[str, Caller | None | _NoAccount] = {}
 
     def lookup(self, key: str) -> Caller | None:
         snapshot = self.cache.snapshot
@@ -63,16 +66,22 @@ class CachedAccounts:
             self._snapshot = snapshot
             self._callers = {}
         try:
-            return self._callers[key]
+            cached = self._callers[key]
         except KeyError:
-            pass
-        owner = snapshot.lookup(key)
-        if owner is None:
-            caller = self.members.get(key)
-        else:
-            caller = Caller(owner.account, owner.role.value, key) if owner.enabled else None
-        self._callers[key] = caller
-        return caller
+            owner = snapshot.lookup(key)
+            if owner is None:
+                cached = NO_ACCOUNT
+            else:
+                cached = Caller(owner.account, owner.role.value, key) if owner.enabled else None
+            self._callers[key] = cached
+        return self.members.get(key) if isinstance(cached, _NoAccount) else cached
+
+
+class _NoAccount:
+    """A key that no account holds: a member's, or nobody's (looked up at each request)."""
+
+
+NO_ACCOUNT = _NoAccount()
 
 
 class RegistryAdmin:

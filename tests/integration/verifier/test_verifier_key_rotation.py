@@ -120,6 +120,11 @@ def test_the_verifier_s_key_rotates_while_it_checks_and_its_old_client_key_is_re
             10,
             "the verifier's switch to its new client key",
         )
+        # A connection made with the verifier's old client key during the window (as its readers had).
+        old_client = load_secret(keys / f"{VERIFIER}.key_secret")
+        held = {name: Client(node_address(config, name), old_client, timeout=5.0) for name in NODES}
+        for client in held.values():
+            assert client.call("hello")["role"] == "replica"  # a member of the cluster (ingest/members.py)
         # During the window: both status endpoints answer, and the sweeps go on.
         during = _swept_again(lambda: new_status.call("status"), before, "sweeps during the window")
         assert old_status.call("status")["open_alerts"] == []
@@ -142,13 +147,18 @@ def test_the_verifier_s_key_rotates_while_it_checks_and_its_old_client_key_is_re
             client.close()
         with Client(NodeAddress(new_address.endpoint, new_address.key), cluster.keys[ADMIN], timeout=5.0) as main:
             assert main.call("hello")["node_role"] == "verifier"
-        # The verifier's old client key: every node refuses it now; its new one is admitted.
-        old_client = load_secret(keys / f"{VERIFIER}.key_secret")
+        # The verifier's old client key: every node refuses it now, at each message over a
+        # connection made before (forbidden) and at the handshake of a new one; its new key is admitted.
+        for client in held.values():
+            with pytest.raises(RemoteError) as refused:
+                client.call("hello")
+            assert refused.value.code == "forbidden"
+            client.close()
         new_client = load_secret(keys / f"{VERIFIER}@1.key_secret")
         for name in NODES:
             reached = node_address(config, name)
             with Client(reached, old_client, timeout=2.0) as stale, pytest.raises(NodeUnavailableError):
                 stale.call("hello")
             with Client(reached, new_client, timeout=5.0) as fresh:
-                assert fresh.call("hello")["role"] == "replica"  # a member of the cluster (ingest/members.py)
+                assert fresh.call("hello")["role"] == "replica"
         new_status.close()
