@@ -43,6 +43,13 @@ MIN_ROTATION_WINDOW_MS = 1_000
 MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
 
 
+class _NoAccount:
+    """A key that no account holds: a member's, or nobody's (looked up at each request)."""
+
+
+NO_ACCOUNT = _NoAccount()
+
+
 class CachedAccounts:
     """Looks keys up in the node's AccountCache: no Redis round trip per request.
 
@@ -58,7 +65,7 @@ class CachedAccounts:
         self.size = size
         self.members = members or {}  # the cluster's nodes (vledger.ingest.members), changed in place
         self._snapshot: AccountsSnapshot | None = None
-        self._callers: dict[str, Caller | None | _NoAccount] = {}
+        self._callers: dict[str, Caller | _NoAccount | None] = {}
 
     def lookup(self, key: str) -> Caller | None:
         snapshot = self.cache.snapshot
@@ -75,13 +82,6 @@ class CachedAccounts:
                 cached = Caller(owner.account, owner.role.value, key) if owner.enabled else None
             self._callers[key] = cached
         return self.members.get(key) if isinstance(cached, _NoAccount) else cached
-
-
-class _NoAccount:
-    """A key that no account holds: a member's, or nobody's (looked up at each request)."""
-
-
-NO_ACCOUNT = _NoAccount()
 
 
 class RegistryAdmin:
