@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,11 +44,13 @@ MIN_ROTATION_WINDOW_MS = 1_000
 MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
 
 
-class _NoAccount:
+class _NoAccount(enum.Enum):
     """A key that no account holds: a member's, or nobody's (looked up at each request)."""
 
+    KEY = 0
 
-NO_ACCOUNT = _NoAccount()
+
+NO_ACCOUNT = _NoAccount.KEY
 
 
 class CachedAccounts:
@@ -81,7 +84,7 @@ class CachedAccounts:
             else:
                 cached = Caller(owner.account, owner.role.value, key) if owner.enabled else None
             self._callers[key] = cached
-        return self.members.get(key) if isinstance(cached, _NoAccount) else cached
+        return self.members.get(key) if cached is NO_ACCOUNT else cached
 
 
 class RegistryAdmin:
