@@ -2,9 +2,10 @@
 
 An ingest node's CURVE key rotates (its request socket's and its feed's), and a verifier's (the
 client key it reads every node with, and its status socket's; it has no Ed25519 key); a
-replica's or an observer's Ed25519 cosignature key (``<node>@<g>.sign``, 0600, and ``.sign.pub``), which it
-cosigns with from the record on, and with it, when the node has a ``rotation_port``, its CURVE
-key (the one it serves and the one it connects to the others with), in one record.
+replica's or an observer's Ed25519 cosignature key (``<node>@<g>.sign``, 0600, and
+``.sign.pub``), which it cosigns with from the record on, and with it, when the node has a
+``rotation_port``, its CURVE key (the one it serves and the one it connects to the others
+with), in one record.
 
 Run where the cluster's key directory is (the operator's machine, as ``keygen --cluster``):
 it writes the node's next key generation, ``<node>@<g>.key`` and ``<node>@<g>.key_secret``
