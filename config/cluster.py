@@ -25,7 +25,6 @@ SECOND_FACTOR_KEY_FILE = "second-factor.seal"  # in the keys directory, made by 
 FEED_ROLES = ("ingest", "replica")  # roles whose nodes may publish a feed (pub_port)
 FOLLOWER_ROLES = ("replica", "observer")  # roles whose nodes subscribe to feeds and keep a store
 STORE_ROLES = ("ingest", "replica", "observer")  # roles whose nodes keep a store a gateway can serve
-ROTATING_ROLES = ("ingest", "replica", "observer")  # roles whose CURVE keys rotate (PROTOCOL 16.6)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -307,8 +306,6 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if gateway_port is not None and role not in STORE_ROLES:
             raise SettingsError(f"{at}.gateway_port: a gateway serves a node's store; the {role} role keeps none")
         rotation_port = _port(spec, "rotation_port", at) if "rotation_port" in spec else None
-        if rotation_port is not None and role not in ROTATING_ROLES:
-            raise SettingsError(f"{at}.rotation_port: the {role} role's keys do not rotate (yet)")
         feed_rotation_port = _port(spec, "feed_rotation_port", at) if "feed_rotation_port" in spec else None
         if feed_rotation_port is not None and pub_port is None:
             raise SettingsError(f"{at}.feed_rotation_port: only a node with a pub_port publishes a feed")

@@ -859,7 +859,8 @@ def _add_key_verbs(commands: Subparsers) -> None:
         "Make a node's next key and record the rotation on the admin ledger: an ingest node's CURVE key "
         "pair (during the window it serves the old key on its port and the new one on its rotation_port; "
         "then only the new one), a replica's or an observer's Ed25519 cosignature key (its cosignatures by "
-        "the old key count only when stamped before the window's end).",
+        "the old key count only when stamped before the window's end, with its CURVE key if it has a "
+        "rotation_port), a verifier's CURVE key (the key it reads the nodes with and serves status on).",
     )
     # Not "node": the global --node option (which node a command goes to) has that name.
     rotate.add_argument("rotated", metavar="NODE")

@@ -766,6 +766,21 @@ def node_keys_vector() -> dict[str, Any]:
         admin[0].content,
         [("account", account, T0 + 1000), ("key_rotation", rotation | {"until": until + 1}, rotated_at)],
     )
+    # A verifier's CURVE key rotated too: its record's sign is "" (it has no Ed25519 key, 16.1).
+    verifier_rotation = {"node": "verifier-1", "curve": "Hx?2QXp-sVk=5CrG}n4LbT$]8a@e9Ww{M6&hJ<u%", "via": ""}
+    verifier_rotation |= {"sign": "", "until": until}
+
+    def with_second_rotation(second: dict[str, Any]) -> NodeKeys:
+        """The evidence of an admin ledger with one more key_rotation, ``second``, after the witness's."""
+        longer = chain(
+            "admin", admin[0].content, [("account", account, T0 + 1000), ("key_rotation", rotation, rotated_at),
+                                        ("key_rotation", second, rotated_at + 1000)],
+        )  # fmt: skip
+        longer_root, longer_proof = tree_of(longer)
+        longer_body = Checkpoint(admin_home.name, len(longer), longer_root).body()
+        longer_note = Note(longer_body, (sign(longer_body, admin_home),)).encode()
+        return NodeKeys(longer_note, tuple(ProvenRecord(i, longer[i].encode(), longer_proof(i)) for i in (2, 3)))
+
     bad = [
         ("the old key, stamped before until", receipt(note((w0, until // 1000 - 1), (w1, after))), None),
         ("the old key, stamped at until", receipt(note((w0, until // 1000), (w1, after))), "bad_cosignature"),
@@ -791,6 +806,23 @@ def node_keys_vector() -> dict[str, Any]:
             "a record of the ledger itself",
             receipt(good.checkpoint, NodeKeys(admin_note, (ProvenRecord(2, records[2].encode(), admin_proof(2)),))),
             "wrong_ledger",
+        ),
+    ]
+    bad += [
+        (
+            "a verifier's rotation (sign empty) beside the witness's",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation)),
+            None,
+        ),
+        (
+            "a rotation whose sign is null",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation | {"sign": None})),
+            "bad_payload",
+        ),
+        (
+            "a rotation whose sign is upper-case hex",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation | {"sign": "AB" * 32})),
+            "bad_payload",
         ),
     ]
     return {

@@ -1587,7 +1587,10 @@ def verify_receipt(
     if receipt["node_keys"] is not None and admin_key is not None:  # 6
         histories = node_key_histories(receipt["node_keys"], admin_key, log_key, witnesses)
         witnesses += [
-            NoteKey(name, TYPE_COSIGNATURE, public) for name, gens in histories.items() for public, _ in gens[1:]
+            NoteKey(name, TYPE_COSIGNATURE, public)
+            for name, gens in histories.items()
+            for public, _ in gens[1:]
+            if public
         ]
     try:  # 7
         checkpoint = chain.check_checkpoint(receipt["checkpoint"], list(witnesses), q)
@@ -1648,7 +1651,7 @@ def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, w
             or sorted(payload) != ["curve", "node", "sign", "until", "via"]
             or not is_name(payload["node"])
             or not _fullmatch(Z85_KEY_RE, payload["curve"])
-            or not _fullmatch(SIGN_HEX_RE, payload["sign"])
+            or not (payload["sign"] == "" or _fullmatch(SIGN_HEX_RE, payload["sign"]))  # "": no Ed25519 key
             or type(payload["until"]) is not int
             or payload["until"] <= record["accepted"]
             or type(payload["via"]) is not str
@@ -1658,6 +1661,7 @@ def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, w
         witness = by_node.get(payload["node"])
         if witness is not None:
             gens = histories.setdefault(witness.name, [(witness.public, 0)])
+            # A generation without an Ed25519 key (sign "") signs nothing, yet its until ends the one before.
             gens.append((bytes.fromhex(payload["sign"]), payload["until"]))
     return histories
 

@@ -178,7 +178,6 @@ def test_gateway_and_http_ports_are_checked(tmp_path: Path, spec: dict[str, Any]
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"role": "verifier", "port": 7111, "rotation_port": 7112}, "the verifier role's keys do not rotate"),
         ({"role": "ingest", "port": 7102, "pub_port": 7202, "rotation_port": 7101}, "already used"),
         ({"role": "observer", "port": 7111, "feed_rotation_port": 7112}, "only a node with a pub_port"),
         ({"role": "ingest", "port": 7102, "pub_port": 7202, "feed_rotation_port": 7201}, "already used"),
@@ -198,3 +197,7 @@ def test_rotation_ports_are_of_nodes_whose_keys_rotate(tmp_path: Path, spec: dic
     assert node.node("ingest-1").feed_rotation_endpoint == "tcp://127.0.0.1:7302"
     assert node.node("other").rotation_endpoint == "tcp://127.0.0.1:7112"
     assert node.node("other").feed_rotation_endpoint is None
+    data["nodes"]["verifier-1"] = {"role": "verifier", "port": 7131, "rotation_port": 7132}  # every role rotates
+    assert (
+        cluster_from_mapping(data, tmp_path / "c.toml").node("verifier-1").rotation_endpoint == "tcp://127.0.0.1:7132"
+    )

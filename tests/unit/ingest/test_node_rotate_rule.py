@@ -92,7 +92,7 @@ def test_a_replica_may_keep_its_curve_key_and_rotate_its_ed25519_key_alone() -> 
         ({"curve": WRITER_KEY}, KeyInUseError),  # an account's key
         ({"curve": KEYS["ingest-1"][0]}, KeyInUseError),  # another node's key
         ({"sign": KEYS["replica-1"][1]}, BadRequestError),  # an Ed25519 key it had
-        ({"node": "verifier-1"}, BadRequestError),  # a role whose keys do not rotate
+        ({"node": "verifier-1"}, BadRequestError),  # a verifier with an Ed25519 key: it has none
         ({"node": "replica-9"}, BadRequestError),  # no such node
         ({"curve": "x" * 40 + "!"}, BadRequestError),
     ],
@@ -111,3 +111,26 @@ def test_an_ingest_node_s_new_curve_key_must_be_unused_even_by_a_node_s_first_ke
         rotate(made, node="ingest-1", curve=KEYS["replica-1"][0], sign=KEYS["ingest-1"][1])
     with pytest.raises(KeyInUseError):  # its own key in force is no rotation either
         rotate(made, node="ingest-1", curve=KEYS["ingest-1"][0], sign=KEYS["ingest-1"][1])
+
+
+def test_a_verifier_rotates_its_curve_key_with_an_empty_sign() -> None:
+    # A verifier signs nothing: its record's sign is "" (PROTOCOL 16.1, 16.6).
+    made, ledger = admin()
+    curve = new_keypair().public
+    result = rotate(made, node="verifier-1", curve=curve, sign="")
+    assert (result["curve"], result["sign"]) == (curve, "")
+    assert ledger.records == [
+        ("key_rotation", {"node": "verifier-1", "curve": curve, "sign": "", "until": result["until"], "via": ""})
+    ]
+    # Without a sign argument too; and never with a key, nor another node's CURVE key.
+    assert rotate(admin()[0], node="verifier-1", curve=new_keypair().public)["sign"] == ""
+    for change, error in (
+        ({"sign": new_signing_key().public.public_hex}, BadRequestError),
+        ({"sign": None}, BadRequestError),
+        ({"curve": KEYS["ingest-1"][0]}, KeyInUseError),
+        ({"curve": WRITER_KEY}, KeyInUseError),
+    ):
+        fresh, untouched = admin()
+        with pytest.raises(error):
+            rotate(fresh, **({"node": "verifier-1", "curve": new_keypair().public, "sign": ""} | change))
+        assert untouched.records == []

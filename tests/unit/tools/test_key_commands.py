@@ -38,6 +38,13 @@ rotation_port = 7398
 [nodes.replica-2]
 role = "replica"
 port = 7399
+[nodes.verifier-1]
+role = "verifier"
+port = 7400
+rotation_port = 7401
+[nodes.verifier-2]
+role = "verifier"
+port = 7402
 """
 
 
@@ -62,9 +69,10 @@ def config(tmp_path: Path) -> ClusterConfig:
     path = tmp_path / "cluster.toml"
     path.write_text(NODES)
     loaded = load_cluster(path)
-    for name in loaded.nodes:
+    for name, node in loaded.nodes.items():
         generate(loaded.keys_dir, name)
-        generate_signing_key(loaded.keys_dir, name)
+        if node.role != "verifier":  # a verifier has no Ed25519 key (keygen --cluster makes none)
+            generate_signing_key(loaded.keys_dir, name)
     return loaded
 
 
@@ -111,3 +119,21 @@ def test_an_ingest_node_rotates_its_curve_key_and_a_refusal_removes_the_new_file
     with pytest.raises(RemoteError):
         rotate(Admin(config, refuse=True), "replica-1")
     assert not list(config.keys_dir.glob("replica-1@*"))
+
+
+def test_a_verifier_rotates_its_curve_key_with_an_empty_sign_and_needs_a_rotation_port(
+    config: ClusterConfig,
+) -> None:
+    admin = Admin(config)
+    assert rotate(admin, "verifier-1") == 0
+    keys = config.keys_dir
+    sent = admin.sent[0]
+    assert sent["curve"] == load_public(keys / "verifier-1@1.key") != load_public(keys / "verifier-1.key")
+    assert sent["sign"] == ""  # it has no Ed25519 key (PROTOCOL 16.1)
+    assert (keys / "verifier-1@1.key_secret").stat().st_mode & 0o077 == 0
+    assert not list(keys.glob("verifier-1@1.sign*"))
+    with pytest.raises(UsageError, match="rotation_port"):
+        rotate(Admin(config), "verifier-2")
+    assert not list(keys.glob("verifier-2@*"))
+    with pytest.raises(UsageError, match="not a node"):
+        rotate(Admin(config), "verifier-9")
