@@ -36,10 +36,9 @@ import sys
 import time
 import venv
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -191,10 +190,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
         pass
     except subprocess.TimeoutExpired:
         pass
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # a server that hung, or forked children that outlived it
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -272,10 +269,7 @@ def _vledger_client(
 
 
 def _vledger_puts(client: Client, batch: list[Entry], window: int) -> int:
-    if window <= 1:
-        receipts = [client.put(entry) for entry in batch]
-    else:
-        receipts = client.put_many(batch, window=window)
+    receipts = [client.put(entry) for entry in batch] if window <= 1 else client.put_many(batch, window=window)
     if any(r["duplicate"] for r in receipts):
         raise RuntimeError("a put was a duplicate: the runs overlap")
     return len(batch)
@@ -292,7 +286,7 @@ def vledger_rate(keys: Sequence[KeyPair], node: NodeAddress, batches: Sequence[l
     for process in processes:
         process.start()
     try:
-        done = []
+        done: list[tuple[float, float, int, str]] = []
         deadline = time.monotonic() + JOB_TIMEOUT
         while len(done) < len(processes):
             try:

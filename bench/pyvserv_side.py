@@ -25,14 +25,17 @@ USER, PASSWORD = "admin", "bench-1234"
 
 
 def _pyvserv() -> tuple[Any, Any]:
-    """pyvserv's client modules; its modules import each other by bare name, as its own scripts arrange."""
-    from pyvcommon import support  # type: ignore[import-not-found]
+    """pyvserv's client modules; its modules import each other by bare name, as its own scripts arrange.
+
+    Imported here, not at the top: they exist only in pyvserv's virtualenv, and only once sys.path
+    holds pyvcommon (mypy and ruff read this file from vledger's)."""
+    from pyvcommon import support  # type: ignore[import-not-found]  # noqa: PLC0415
 
     here = os.path.dirname(support.__file__)
     sys.path.append(here)
     sys.path.append(os.path.join(os.path.dirname(here), "pyvserver"))
-    import pyclisup  # type: ignore[import-not-found]
-    import pyvhash  # type: ignore[import-not-found]
+    import pyclisup  # type: ignore[import-not-found]  # noqa: PLC0415
+    import pyvhash  # type: ignore[import-not-found]  # noqa: PLC0415
 
     return pyclisup, pyvhash
 
@@ -94,10 +97,7 @@ def _record(i: int, salt: str) -> dict[str, Any]:
 
 def _puts(session: _Session, records: list[dict[str, Any]], window: int) -> None:
     messages = [["rput", "vote", record] for record in records]
-    if window <= 1:
-        replies = [session.call(message) for message in messages]
-    else:
-        replies = session.pipelined(messages, window)
+    replies = [session.call(message) for message in messages] if window <= 1 else session.pipelined(messages, window)
     bad = [r for r in replies if r[0] != "OK"]
     if bad:
         raise RuntimeError(f"{len(bad)} of {len(replies)} rput failed, first: {bad[0]!r}")
@@ -125,8 +125,7 @@ def put(port: int, job: dict[str, Any]) -> dict[str, Any]:
     context = multiprocessing.get_context("fork")
     start_line, results = context.Barrier(job["clients"]), context.Queue()
     processes = [
-        context.Process(target=_client, args=(port, job, rank, start_line, results))
-        for rank in range(job["clients"])
+        context.Process(target=_client, args=(port, job, rank, start_line, results)) for rank in range(job["clients"])
     ]
     for process in processes:
         process.start()
@@ -170,11 +169,11 @@ def fill(port: int, job: dict[str, Any]) -> dict[str, Any]:
     timed), written the way the server's rput writes one (pyvserver/pyvfuncr.py get_rput_func: the
     record under its header in initial.pydb, the header in the hash index, a replication request in
     replic.pydb), but in this process rather than over the wire, to keep the bench short."""
-    from pydbase import twincore  # type: ignore[import-not-found]
+    from pydbase import twincore  # type: ignore[import-not-found]  # noqa: PLC0415
 
     _pyvserv()
-    import pyvindex  # type: ignore[import-not-found]
-    import pyvpacker  # type: ignore[import-not-found]
+    import pyvindex  # type: ignore[import-not-found]  # noqa: PLC0415
+    import pyvpacker  # type: ignore[import-not-found]  # noqa: PLC0415
 
     chain = os.path.join(job["root"], "chain", "vote")
     os.makedirs(chain, exist_ok=True)
