@@ -132,7 +132,8 @@ def render(rows: Sequence[Row], command: str, about: Sequence[str]) -> str:
 def ensure_pyvserv(where: Path) -> Path:
     """The pyvserv virtualenv's python, installing pyvserv into ``where`` first if it is not there."""
     python = where / "bin" / "python"
-    if (where / "bin" / "pyvserv").is_file() and (where / "bin" / "pyvgenkey").is_file():
+    stamp = where / f".installed-pyvserv-{PYVSERV_VERSION}"  # written once both installs succeeded
+    if stamp.is_file():
         return python
     progress(f"pyvserv: installing pyvserv {PYVSERV_VERSION} into {where}")
     try:
@@ -148,27 +149,34 @@ def ensure_pyvserv(where: Path) -> Path:
         )
         if done.returncode != 0:
             raise PyvservUnavailable(f"pip install {' '.join(packages)} failed: {done.stderr.strip()[-800:]}")
+    stamp.touch()
     return python
 
 
 def side(python: Path, name: str, port: int, job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job of bench/pyvserv_side.py in pyvserv's interpreter; its JSON answer."""
+    """Run one job of bench/pyvserv_side.py in pyvserv's interpreter; its JSON answer. The job runs
+    in a process group of its own, killed whole (its client processes too) if this one is interrupted."""
+    process = subprocess.Popen(
+        [str(python), str(SIDE), name, str(port), json.dumps(job)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            [str(python), str(SIDE), name, str(port), json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=JOB_TIMEOUT,
-            check=False,
-            start_new_session=True,  # its client processes go with it if it is killed
-        )
+        stdout, stderr = process.communicate(timeout=JOB_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"pyvserv {name}: no answer within {JOB_TIMEOUT:g} s") from None
-    lines = done.stdout.strip().splitlines()
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # what is left of the job: nothing, once it answered
+        process.wait()
+    lines = stdout.strip().splitlines()
     try:
         answer: dict[str, Any] = json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise RuntimeError(f"pyvserv {name} ({done.returncode}): {done.stderr.strip()[-800:]}") from None
+        raise RuntimeError(f"pyvserv {name} ({process.returncode}): {stderr.strip()[-800:]}") from None
     if "error" in answer:
         raise RuntimeError(f"pyvserv {answer['error']}")
     return answer
@@ -285,6 +293,7 @@ def vledger_rate(keys: Sequence[KeyPair], node: NodeAddress, batches: Sequence[l
     ]
     for process in processes:
         process.start()
+    failed = True
     try:
         done: list[tuple[float, float, int, str]] = []
         deadline = time.monotonic() + JOB_TIMEOUT
@@ -297,9 +306,12 @@ def vledger_rate(keys: Sequence[KeyPair], node: NodeAddress, batches: Sequence[l
         errors = [d[3] for d in done if d[3]]
         if errors:
             raise RuntimeError(f"vledger client: {errors[0]}")
+        failed = False
         return sum(d[2] for d in done) / (max(d[1] for d in done) - min(d[0] for d in done))
     finally:
         for process in processes:
+            if failed:  # interrupted or a client failed: the others need not finish their batches
+                process.terminate()
             process.join(TIMEOUT)
             if process.is_alive():
                 process.kill()
@@ -508,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "-m", "bench.pyvserv", *given])
     sizes = QUICK if args.quick else FULL
-    # SIGTERM as Ctrl-C: the with statements stop the server, the node and their children.
+    # SIGTERM as Ctrl-C (and Ctrl-C even where a shell started us ignoring it): the with
+    # statements then stop the server, the node and their children.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         python = ensure_pyvserv(args.venv.resolve())
         with scratch_dir() as directory:
