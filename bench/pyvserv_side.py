@@ -5,7 +5,7 @@ where pyvserv is installed and nowhere else; bench/pyvserv.py never imports it. 
 given as JSON on the command line; the result is one line of JSON on stdout (``{"error": ...}`` and
 exit status 1 on failure). The client calls are pyvserv 1.1.0's own (pyvclient/pyvcli_rput.py,
 pyvcommon/pyclisup.py): ``CliSup.connect``, ``start_session`` (ECC key exchange, then an AES
-session), ``client(["uini" | "user" | "pass" | "hello" | "rput" | "rcheck", ...])``. Pipelining is
+session), ``client(["uini" | "user" | "pass" | "tout" | "hello" | "rput" | "rcheck", ...])``. Pipelining is
 ``CliSup.wrapx`` + ``sendx`` for each request and ``recvx`` for each reply, in order: the server
 reads one length-prefixed frame at a time from a buffered reader, so frames may queue on the socket.
 """
