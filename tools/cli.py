@@ -62,7 +62,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
 
         return verify_cluster(config_path(Path(args.cluster) if args.cluster else None), args.json)
-    result = verify_path(args.path, args.ledger, Limits())
+    result = verify_path(args.path, args.ledger, Limits(), fork=True)  # one thread: workers start at once
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
