@@ -321,7 +321,7 @@ def test_a_shorter_ledger_gets_smaller_chunks_so_that_every_worker_has_several()
     ("count", "workers", "chunk"), [(1_000_000, 2, CHUNK_RECORDS), (100_000, 2, 16_384), (13, 2, 8)]
 )
 def test_chunks_halve_towards_the_end_and_each_is_a_complete_subtree(count: int, workers: int, chunk: int) -> None:
-    spans = chunk_spans(count, workers, chunk)
+    spans = list(chunk_spans(count, workers, chunk))
     assert [start for start, _ in spans] == [0, *(stop for _, stop in spans[:-1])] and spans[-1][1] == count
     sizes = [stop - start for start, stop in spans]
     assert sizes[0] == (chunk if count > 4 * workers * chunk else sizes[0]) <= chunk
@@ -333,6 +333,20 @@ def test_chunks_halve_towards_the_end_and_each_is_a_complete_subtree(count: int,
     assert spans[-1][0] % last == 0 and sizes[-1] <= last
     # The tail is in chunks of a sixteenth: workers taking chunks in turn end within one of those.
     assert max(sizes[-2:]) <= max(chunk // TAIL_SHRINK, 1)
+
+
+def test_a_row_far_above_the_others_gets_the_sequential_verdict_at_once(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    # The chunks cover heights up to the highest row's: handed out a few at a time, the first
+    # that finds its rows missing ends them, whatever the height (2**60 chunks, were all made).
+    rows = [_row(r) for r in CHAIN]
+    rows[-1] = (rows[-1][0], 2**60, *rows[-1][2:])
+    directory = _write(tmp_path / "s", rows)
+    sequential = _sequential(directory)
+    assert sequential == [(LEDGER, 12, "height_gap", 2**60)]
+    for chunk in (1, 4):
+        assert _chunked(directory, chunk, pool) == sequential
 
 
 def test_the_worker_processes_of_the_command_line_are_forked(tmp_path: Path) -> None:
