@@ -203,9 +203,9 @@ def verify_store(
     with contextlib.closing(StoreReader(directory)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         # Each ledger's highest height + 1, one index seek (COUNT(*) reads every row, 0.05 s at
-        # 1M, before any worker starts): rows missing below it fail a chunk, rows above it are
-        # read after the last chunk, and chunks are handed out a few at a time, so that a
-        # height far above the rows costs nothing (_verify_chunked).
+        # 1M, before any worker starts): a row missing below it fails its chunk, and chunks are
+        # handed out a few at a time, so that a height far above the others costs nothing
+        # (_verify_chunked).
         counts = {ledger: reader.size(ledger) for ledger in ledgers}
     chunks = {ledger: chunk_size(count, workers, chunk) for ledger, count in counts.items()}
     with contextlib.ExitStack() as stack:
