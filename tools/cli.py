@@ -14,7 +14,6 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
@@ -104,17 +103,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415 - 25 ms at start-up, for --version alone
+
     try:
         return metadata.version("vledger")
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's, with the version looked up only when it is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"vledger {_version()}")
+        parser.exit()
+
+
 def build_parser(*, local_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; with ``local_only``, only the LOCAL_COMMANDS (whose parsers are
     the same), without importing the modules of the others."""
     parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
-    parser.add_argument("--version", action="version", version=f"vledger {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_verify(commands)
