@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import itertools
 import logging
 import multiprocessing
 import os
@@ -158,7 +157,7 @@ def select_ledgers(available: Iterable[str], wanted: str | None) -> list[str]:
 CHUNK_RECORDS = 65_536
 MIN_CHUNK_RECORDS = 16_384
 CHUNKS_PER_WORKER = 4
-CHUNKS_AHEAD = 3  # chunks handed out per worker ahead of the one joined next
+CHUNKS_AHEAD = 3  # full chunks' worth of records per worker handed out ahead of the one joined next
 # Towards a ledger's end the chunks halve, down to a sixteenth of the first, while fewer than
 # TAIL_CHUNKS of them are left for each worker: the workers then finish within a small chunk of
 # each other, not a large one (0.6 s of a 5 s run at 65,536 records). Halving keeps every chunk
@@ -595,10 +594,20 @@ def _verify_chunked(
     def submit(start: int, stop: int) -> Future[ChunkSummary]:
         return job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop))
 
-    # A few chunks ahead of the one joined next keep every worker busy; the rest wait, so that
-    # nothing is queued past a chunk that fails (or past the rows, see verify_store).
+    # A few full chunks' worth of records handed out past the one joined next keep every worker
+    # busy (however small the chunks of the tail); the rest wait, so that little is queued past
+    # a chunk that fails (or past the rows, see verify_store).
     spans = chunk_spans(count, job.workers, job.chunk)
-    futures = collections.deque(submit(*span) for span in itertools.islice(spans, CHUNKS_AHEAD * job.workers))
+    futures: collections.deque[Future[ChunkSummary]] = collections.deque()
+    ahead, queued = CHUNKS_AHEAD * job.workers * job.chunk, 0
+
+    def top_up() -> None:
+        nonlocal queued
+        while queued < ahead and (span := next(spans, None)) is not None:
+            futures.append(submit(*span))
+            queued += span[1] - span[0]
+
+    top_up()
     next_height, prev, cpu, rss = 0, ZERO_LINK, 0.0, 0
     try:
         while futures:
@@ -612,7 +621,6 @@ def _verify_chunked(
             joins = chunk.start == next_height and chunk.first_prev == prev
             if not (chunk.clean and joins) or chunk.last_link is None:
                 break
-            futures.extend(submit(*span) for span in itertools.islice(spans, 1))
             if tree is not None:
                 if chunk.tree is None:
                     break
@@ -629,6 +637,8 @@ def _verify_chunked(
             report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)
             progress.advance(chunk.count)
+            queued -= chunk.count
+            top_up()
     finally:
         for future in futures:
             future.cancel()
