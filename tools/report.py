@@ -164,7 +164,7 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         print(f"  {node}  {path}")
         for line in _report_lines(str(path), result):
             print(f"    {line}")
-    print("\nAll OK." if run.ok else "\nFAILED: see above.")
+    print("\nAll OK." if run.ok else f"\nFAILED: {'; '.join(run.failures)}.")
 
 
 def verification_json(result: Verification) -> dict[str, Any]:
