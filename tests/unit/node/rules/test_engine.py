@@ -9,6 +9,7 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node import errors
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import (
     AlreadyVotedError,
     BadDomainRulesError,
@@ -20,7 +21,6 @@ from vledger.node.errors import (
     RuleError,
     RulesOutOfSyncError,
 )
-from vledger.node.epoch import EPOCH_KIND
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Entry
 from vledger.node.rules.charity import CharityState
