@@ -468,6 +468,24 @@ def test_a_closed_store_refuses_a_run_of_entries(store: ChainStore, kit: Any) ->
         store.submit_entries([kit.entry(1)])
 
 
+def test_a_receipt_built_for_a_record_is_what_its_constructor_makes(store: ChainStore, kit: Any) -> None:
+    """Receipt.of sets the slots itself (a receipt per append): the same receipt, still frozen."""
+    receipt = store.append(kit.entry(1))
+    record = store.get(LEDGER, 1)
+    assert record is not None
+    for duplicate, values in ((False, None), (True, {"electronic_id": "E-1"})):
+        built = Receipt.of(record, duplicate=duplicate, values=values)
+        expected = Receipt(LEDGER, 1, record.link, record.checksum, duplicate, values or {})
+        assert (built, repr(built), hash((built.ledger, built.hash))) == (
+            expected,
+            repr(expected),
+            hash((LEDGER, record.link)),
+        )
+    assert Receipt.of(record) == receipt
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        receipt.height = 2  # type: ignore[misc]
+
+
 # --- reopening -------------------------------------------------------------------------
 
 
