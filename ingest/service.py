@@ -6,10 +6,10 @@ authenticated it) and a request's bytes, and returns the reply's bytes at once, 
 command's Redis round trips. Neither ever raises: every failure becomes an error reply
 with a documented code (docs/PROTOCOL.md, section 6), and nothing is written unless the
 whole request was valid. Handlers are plain functions that return their result, or a
-:class:`Later` holding the Future of it; nothing here blocks on slow work. Entries are
-queued on the store without waking its committer: the caller of ``handle`` calls
-:meth:`IngestService.flush` after a batch of requests, which commits their group on its
-own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
+:class:`Later` holding the Future of it; nothing here blocks on slow work. A put's entry
+waits in the service's round: the caller of ``handle`` calls :meth:`IngestService.flush`
+after a batch of requests, which hands the round to the store as one run under one future
+and commits its group on its own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
 """
 
 from __future__ import annotations
