@@ -55,8 +55,9 @@ class ReplicationSettings:
     stream_max_len: int = 1_000_000  # records kept per ledger stream (approximate trim)
     heartbeat_ms: int = 1000  # how often a publisher announces its latest checkpoints
     checkpoint_interval_ms: int = 0  # a home signs each ledger at most this often (0: after every batch)
-    # The outbox sends at most this often: what a lone writer commits meanwhile goes to Redis and the
-    # feed in one round trip, off the request path (0: after every group commit).
+    # An ingest node's outbox sends at most this often: what a lone writer commits meanwhile goes to
+    # Redis and the feed in one round trip, off the request path (0: after every group commit). A
+    # follower's relay sends each stored run at once (ingest/replica.py, relay_settings).
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     # true: a follower on more than one core checks the next catch-up page in a worker process

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +38,7 @@ from ..broker.feed import FeedSource, Subscriber
 from ..broker.keys import generation_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import SigningKey, load_signing_key, load_verify_key, signing_key_paths, witness_keys
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, ReplicationSettings
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
 from ..node.errors import VledgerError
@@ -73,6 +74,10 @@ RECEIVE_SLICE_MS = 200
 RECEIVE_BATCH = 5000
 SOURCE_TIMEOUT = 5.0
 HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the checkpoint heartbeats
+# Python's default switch interval is 5 ms: the follow thread, verifying a batch, kept the GIL
+# that long while the store's committer (its fsync done) or the relay (a held report) waited
+# for it, once or twice per stored run. The ingest process uses the same (ingest/server.py).
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class StreamSource:
@@ -128,6 +133,14 @@ class NodeSource:
             ):
                 notes[item["ledger"]] = item["checkpoint"]
         return notes
+
+
+def relay_settings(replication: ReplicationSettings) -> ReplicationSettings:
+    """What a follower's relay outbox runs with: the cluster's settings without the outbox
+    interval. The interval lets a home's lone writer's puts share one pass; a relay is handed
+    whole stored runs, and its pass reports their held height (what replication lag is
+    counted by), so waiting for the next pass only added up to the interval to the lag."""
+    return dataclasses.replace(replication, outbox_interval_ms=0)
 
 
 def _ingest_sign_keys(config: ClusterConfig) -> dict[str, bytes]:
@@ -262,6 +275,7 @@ def run_follower(
 ) -> None:
     """Run a replica node, or with ``observe`` an observer node (docstring above)."""
     role = "replica" if observe is None else "observer"
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     with NodeRuntime.open(config, name, (role,), passphrase) as runtime:
         _run_follower(runtime, passphrase, observe)
 
@@ -297,7 +311,9 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     )
     # A relay's feed, closed after the relay stopped; its key follows the node's rotations (16.6).
     publisher = runtime.publisher(broker, config.replication.send_hwm) if node.bind_feed_endpoint is not None else None
-    relay = runtime.started(Outbox(name, store, publisher, replication, config.replication, stream=False))
+    relay = runtime.started(
+        Outbox(name, store, publisher, replication, relay_settings(config.replication), stream=False)
+    )
     watcher = None if observe is None else observe(store, replication)
     witness = Witness(
         name,
