@@ -40,7 +40,7 @@ from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
-from .outbox import Outbox
+from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
 from .second_factor import cluster_second_factors
@@ -148,12 +148,15 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # line; writes go to the home of the newest epoch this store or Redis names.
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication)
-    outbox = Outbox(
+    # Its streams and feed are shipped by a process of its own (ingest/outbox_process.py): this
+    # process keeps the request loop, the group commits and the checkpoints' signatures.
+    outbox = OutboxProcess(
         name,
         store,
         publisher,
-        replication,
+        runtime.redis_access,
         config.replication,
+        stream_max_len=config.replication.stream_max_len,
         signer=signer,
         refused=refused,
         # A home that Redis says was replaced (it was cut off during the handover) signs nothing more.
@@ -188,7 +191,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         metrics.collect_with(
             gauge_collector(f"vledger_outside_witness_{what}", text, functools.partial(feeder.count, what))
         )
-    runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
+    runtime.health(
+        metrics,
+        {
+            "store": lambda: None,
+            "redis": redis_check(replication),
+            "outbox": lambda: None if outbox.alive() else "the outbox process is not running",
+        },
+    )
     watch = runtime.started(
         CosignatureWatch(
             name,
