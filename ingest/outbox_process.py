@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -118,7 +119,9 @@ class StoreView:
         self.checkpoints.close()
         with self._lock:
             for reader in self._readers:
-                reader.close()
+                # Another thread's connection cannot be closed from here: it ends with the process.
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    reader.close()
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every ledger's highest height in the file and that record's hash."""
@@ -287,6 +290,16 @@ class OutboxProcess(Outbox):
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+
+    @property
+    def pid(self) -> int | None:
+        """The outbox process's id, None before :meth:`start`."""
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def feed_directory(self) -> Path | None:
+        """The private directory of the proxy's ipc endpoint while it runs."""
+        return self._proxy.directory if self._proxy is not None else None
 
     def alive(self) -> bool:
         """Whether the outbox process runs (a readiness check)."""
