@@ -122,6 +122,9 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
+        # ledger -> the highest height this outbox put in the stream itself (appended or filled
+        # from the store): entries up to it need not be read back to know they are its own.
+        self._streamed: dict[str, int] = {}
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -320,6 +323,7 @@ class Outbox:
     def _redis_failed(self, error: Exception) -> None:
         log.warning("outbox: Redis unavailable (%s); the feed goes on, the stream catches up later", error)
         self._redis_retry_at = self._clock() + REDIS_RETRY_SECONDS
+        self._streamed.clear()  # a Redis that comes back may have lost or been given entries
 
     def _to_stream(self, batch: list[tuple[str, int, bytes, int]]) -> None:
         """Append ``batch`` to its ledgers' streams; whatever a stream lacks below it comes from the store."""
@@ -343,10 +347,17 @@ class Outbox:
         assert self.replication is not None
         last, conflict = self.replication.append_checked(ledger, self.name, first, records, checkpoint)
         end = first + len(records) - 1
-        if conflict is None and last > end:  # the stream holds heights above the run: are they ours?
-            conflict = self._first_foreign(ledger, end + 1, last)
+        # The stream holds heights above the run: are they ours? Only those this outbox did not
+        # add itself are read back. A heartbeat's fill from the store runs ahead of the queue
+        # when the outbox is behind; reading that whole lead again for each run of the queue
+        # made each pass slower the further behind it was, and the queue grew without bound.
+        checked = max(end, self._streamed.get(ledger, -1))
+        if conflict is None and last > checked:
+            conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
             last = self._repair(ledger, conflict)
+        elif last >= end:
+            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
         self._fill(ledger, last, end)
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
@@ -373,6 +384,7 @@ class Outbox:
                   expected=held.hash.hex() if held is not None else "", found=found)
         )  # fmt: skip
         self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
+        self._streamed[ledger] = min(height - 1, self._streamed.get(ledger, -1))
         return height - 1
 
     def _fill(self, ledger: str, last: int, end: int) -> None:
@@ -400,6 +412,7 @@ class Outbox:
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
+            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
 
     def _sync_redis(self) -> None:
         """At start, at each heartbeat and after an outage: fill each stream up to the store's head."""
