@@ -373,6 +373,74 @@ class OutboxProcess(Outbox):
 # --- the outbox process ---------------------------------------------------------------------
 
 
+class ShippingOutbox(Outbox):
+    """The outbox process's Outbox: told each ledger's new heights (:meth:`told`), it reads the
+    records from the store only as it sends them, ``catch_up_batch`` at a time. What waits is a
+    span of heights and the latest checkpoint per ledger, never the records: however far Redis
+    or the proxy fall behind, its memory stays flat (the lesson of putperf's node, whose queue
+    of records grew without bound under 8 pipelining clients)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._told_lock = threading.Lock()
+        self._spans: dict[str, tuple[int, int]] = {}  # ledger -> (first, last) heights not yet read
+        self._waiting: dict[str, SignedCheckpoint] = {}  # ledger -> the latest checkpoint not yet sent
+
+    def told(self, spans: Iterable[tuple[str, int, int]], checkpoints: Iterable[SignedCheckpoint]) -> None:
+        """Note durable heights and the checkpoints that cover them (the pipe's reader thread)."""
+        with self._told_lock:
+            for ledger, first, last in spans:
+                span = self._spans.get(ledger)
+                self._spans[ledger] = (span[0] if span is not None else first, max(last, span[1] if span else last))
+            for checkpoint in checkpoints:
+                # A heartbeat's are mostly sent already (read here, changed only on the outbox thread).
+                sent = self.checkpoints.get(checkpoint.ledger)
+                waiting = self._waiting.get(checkpoint.ledger)
+                if all(c is None or c.size < checkpoint.size for c in (sent, waiting)):
+                    self._waiting[checkpoint.ledger] = checkpoint
+        self._wake.set()
+
+    def backlog(self) -> int:
+        with self._told_lock:
+            return sum(last - first + 1 for first, last in self._spans.values())
+
+    def _drain(self) -> None:
+        while self._take():
+            super()._drain()
+
+    def _take(self) -> bool:
+        """Queue the next page of told records (from the store) and the checkpoints they reach;
+        False when nothing was told."""
+        with self._told_lock:
+            if not self._spans and not self._waiting:
+                return False
+            page: tuple[str, int, int] | None = None
+            if self._spans:
+                ledger, (first, last) = next(iter(self._spans.items()))
+                stop = min(last + 1, first + self.settings.catch_up_batch)
+                page = (ledger, first, stop)
+                if stop > last:
+                    del self._spans[ledger]
+                else:
+                    self._spans[ledger] = (stop, last)
+            # A checkpoint goes once every record below its size is queued: after them.
+            ready = [
+                c
+                for ledger, c in self._waiting.items()
+                if ledger not in self._spans or c.size <= self._spans[ledger][0]
+            ]
+            for checkpoint in ready:
+                del self._waiting[checkpoint.ledger]
+        rows: list[Row] = []
+        if page is not None:
+            ledger, first, stop = page
+            rows = [(ledger, height, bytes(data)) for height, data in self.store.range_raw(ledger, first, stop)]
+            if len(rows) != stop - first:  # cannot be: on_commit runs after COMMIT
+                log.error("the store's file lacks %s below %d: the heartbeat fills the stream", ledger, stop)
+        self._queue.append((rows, 1, ready))
+        return True
+
+
 def ship(setup: ShipperSetup, pipe: Connection) -> None:
     """The outbox process's body: ship what the node says is durable until it says stop or
     its end of the pipe closes (the node ended, even by kill -9), then ship what is queued."""
@@ -391,11 +459,12 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     context: zmq.Context[Any] = zmq.Context()
     pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
     owned: dict[str, bool] = {}
-    outbox = Outbox(
+    outbox = ShippingOutbox(
         setup.name, view, pusher, replication, setup.settings, owns=lambda ledger: owned.get(ledger, False)
-    ).start()
+    )
+    outbox.start()
     try:
-        _serve(pipe, view, outbox, owned)
+        _serve(pipe, outbox, owned)
     finally:
         outbox.stop()
         pusher.close(PROXY_LINGER_MS)
@@ -405,29 +474,22 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
             replication.client.close()
 
 
-def _serve(pipe: Connection, view: StoreView, outbox: Outbox, owned: dict[str, bool]) -> None:
+def _serve(pipe: Connection, outbox: ShippingOutbox, owned: dict[str, bool]) -> None:
     while True:
         try:
             message = msgpack.unpackb(pipe.recv_bytes())
         except EOFError:
-            log.warning("the node's end of the outbox pipe closed: shipping what is queued, then ending")
+            log.warning("the node's end of the outbox pipe closed: shipping what it was told, then ending")
             return
         kind = message[0]
         if kind == STOP:
             return
         if kind == BEAT:
             owned.update(message[1])
-            # Those the outbox lacks (its node signed them at its start) go through its queue:
-            # its thread alone changes what it holds, and sends them on.
-            known = outbox.checkpoints
-            newer = [c for c in _checkpoints(message[2]) if c.ledger not in known or known[c.ledger].size < c.size]
-            if newer:
-                outbox.committed_rows([], 1, newer)
+            outbox.told([], _checkpoints(message[2]))  # those signed at the node's start
             continue
-        rows: list[Row] = []
+        spans = []
         for ledger, first, last, owns in message[1]:
             owned[ledger] = owns
-            rows.extend((ledger, height, bytes(data)) for height, data in view.range_raw(ledger, first, last + 1))
-            if not rows or rows[-1][1] != last:  # cannot be: on_commit runs after COMMIT
-                log.error("the store's file lacks %s up to %d: the heartbeat fills the stream", ledger, last)
-        outbox.committed_rows(rows, 1, _checkpoints(message[2]))
+            spans.append((str(ledger), int(first), int(last)))
+        outbox.told(spans, _checkpoints(message[2]))
