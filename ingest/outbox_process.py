@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import faulthandler
 import logging
 import multiprocessing
@@ -459,8 +460,11 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     context: zmq.Context[Any] = zmq.Context()
     pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
     owned: dict[str, bool] = {}
+    # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait
+    # here would only add to the replication lag.
+    settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
     outbox = ShippingOutbox(
-        setup.name, view, pusher, replication, setup.settings, owns=lambda ledger: owned.get(ledger, False)
+        setup.name, view, pusher, replication, settings, owns=lambda ledger: owned.get(ledger, False)
     )
     outbox.start()
     try:
