@@ -182,7 +182,10 @@ class FeedPusher:
 
 class FeedProxy:
     """Forwards what the outbox process pushes to the node's PUB socket, in a thread that runs
-    libzmq's proxy (it holds no GIL). From :meth:`start` on, that thread owns the PUB socket."""
+    libzmq's proxy (it holds no GIL). From :meth:`start` on, that thread owns the PUB socket:
+    a step that must touch it (a key rotation's re-bind, PROTOCOL 16.6) is handed over with
+    :meth:`call_soon`, which ends the current proxy run; the thread runs the step between two
+    runs, and what was pushed meanwhile waits in the PULL socket."""
 
     def __init__(self, publisher: Publisher, send_hwm: int) -> None:
         self._publisher = publisher
@@ -198,22 +201,40 @@ class FeedProxy:
         self._control.bind(control)
         self._steer = context.socket(zmq.PAIR)
         self._steer.connect(control)
+        self._steer_lock = threading.Lock()  # any thread may steer; a socket is one thread's at a time
+        self._steps: collections.deque[Callable[[], None]] = collections.deque()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> FeedProxy:
-        self._thread = threading.Thread(
-            target=zmq.proxy_steerable,
-            args=(self._pull, self._publisher.socket, None, self._control),
-            name="outbox-proxy",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=self._run, name="outbox-proxy", daemon=True)
         self._thread.start()
         return self
+
+    def call_soon(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the thread that owns the PUB socket, before it forwards more (any thread)."""
+        with self._steer_lock:
+            self._steps.append(step)
+            self._steer.send(b"TERMINATE")  # ends this proxy run; the next one starts after the step
+
+    def _run(self) -> None:
+        while True:
+            while self._steps:
+                step = self._steps.popleft()
+                try:
+                    step()
+                except Exception:  # a re-bind that failed is the rotation's to report; the feed goes on
+                    log.exception("feed proxy: a step on the PUB socket failed")
+            if self._stopping:
+                return
+            zmq.proxy_steerable(self._pull, self._publisher.socket, None, self._control)
 
     def stop(self) -> None:
         """End the proxy (after what it holds was forwarded) and remove its directory."""
         if self._thread is not None:
-            self._steer.send(b"TERMINATE")
+            with self._steer_lock:
+                self._stopping = True
+                self._steer.send(b"TERMINATE")
             self._thread.join()
             self._thread = None
         for socket in (self._pull, self._control, self._steer):
@@ -291,6 +312,14 @@ class OutboxProcess(Outbox):
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
+
+    def feed_call_soon(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the thread that owns the node's PUB socket (the feed proxy's), before
+        it forwards more: what a key rotation's re-bind of the feed must use (any thread).
+        Raises RuntimeError before :meth:`start`."""
+        if self._proxy is None:
+            raise RuntimeError("the outbox process is not started: its feed proxy owns no socket yet")
+        self._proxy.call_soon(step)
 
     @property
     def pid(self) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,3 +195,18 @@ def test_a_stop_ships_what_was_committed_then_ends_the_process(home: Home, redis
     assert replication.held(LEDGER) == {HOME: 59}
     assert not home.outbox.alive()
     assert not directory.exists()
+
+
+def test_a_step_on_the_pub_socket_runs_on_the_proxy_thread_and_the_feed_goes_on(home: Home, feed: Subscriber) -> None:
+    """A key rotation re-binds the feed's socket on the thread that owns it: the proxy's."""
+    append(home.store, 10)
+    ran: list[str] = []
+    home.outbox.feed_call_soon(lambda: ran.append(threading.current_thread().name))
+    wait_until(lambda: ran == ["outbox-proxy"], "the step on the proxy's thread")
+    received: list[FeedMessage] = []
+
+    def heartbeat_arrived() -> bool:  # every 50 ms, for as long as the feed goes on
+        received.extend(feed.receive(20, 10_000))
+        return any(sizes_on_feed(m) == 10 for m in received)
+
+    wait_until(heartbeat_arrived, "the feed going on after the step")
