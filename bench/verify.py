@@ -29,7 +29,9 @@ COMMAND = ".venv/bin/python -m bench --only verify"
 TARGET_PER_CORE = 200_000.0  # records/s
 TARGET_CLI = 200_000.0  # records/s, wall clock, `vledger verify` of 1M records on 2 cores
 SCALE = {"2c-10k": 10_000, "2c-100k": 100_000, "2c-1M": 1_000_000}
-SCALE_10M = "VLEDGER_BENCH_10M"  # set to 1 to add 10M records (a build of about 10 minutes, 2 GB)
+# Set to 1 to add 10M records: a store of about 6 GB (1M records take 585 MB), built through
+# ChainStore at about 10,000 records/s on a quiet 2-core machine (some 17 minutes), so not in make bench.
+SCALE_10M = "VLEDGER_BENCH_10M"
 DIFFICULTY = 1
 HASH_INPUT = bytes(range(256)) + bytes(44)  # 300 bytes, about one stored record
 
@@ -211,6 +213,7 @@ def run_scale(sizes: Sizes) -> list[Figure]:
         counts["2c-10M"] = 10_000_000
     cores = len(os.sched_getaffinity(0))
     figures = []
+    memory: list[tuple[int, int, int]] = []  # records, the verifying process's and a worker's largest RSS (KiB)
     for key, count in counts.items():
         with scratch_dir() as directory:
             progress(f"verify scale: building {count:,} records")
@@ -222,6 +225,7 @@ def run_scale(sizes: Sizes) -> list[Figure]:
             finally:
                 reader.close()
         load = os.getloadavg()
+        memory.append((count, rss, worker_rss))
         progress(f"verify scale: {count:,} in {wall:.1f} s wall, {cpu:.1f} s CPU, load {load[0]:.1f}")
         figures.append(
             Figure(
@@ -254,6 +258,48 @@ def run_scale(sizes: Sizes) -> list[Figure]:
                     "max rss MiB (a worker; 0: none started)": round(worker_rss / 1024, 1),
                     "load average 1/5/15 min": [round(x, 1) for x in load],
                 },
+            )
+        )
+    return [*figures, *_flat_memory(memory)]
+
+
+def _flat_memory(memory: list[tuple[int, int, int]]) -> list[Figure]:
+    """Figures 2d: the largest resident size of `vledger verify` and of one of its workers at the
+    largest store, beside the same at the smallest: a ratio near 1 says memory stays flat."""
+    (small, rss0, _), (large, rss1, worker1) = memory[0], memory[-1]
+    samples = [(n, round(a / 1024, 1), round(b / 1024, 1)) for n, a, b in memory]
+    figures = [
+        Figure(
+            key="2d-verify",
+            name=f"largest resident size of vledger verify, {large:,} records",
+            value=rss1 / 1024,
+            unit="MiB",
+            ceiling=Ceiling(
+                f"the same at {small:,} records", rss0 / 1024, "MiB", "VmHWM of the 2c run of the smallest store"
+            ),
+            command=COMMAND,
+            higher_is_better=False,
+            details={"samples (records, verify MiB, a worker MiB)": samples},
+        )
+    ]
+    # The smallest store may be checked without workers (under two chunks): the first size with one is the base.
+    started = [(n, w) for n, _, w in memory if w]
+    if len(started) > 1 and worker1:
+        figures.append(
+            Figure(
+                key="2d-worker",
+                name=f"largest resident size of a verify worker, {large:,} records",
+                value=worker1 / 1024,
+                unit="MiB",
+                ceiling=Ceiling(
+                    f"the same at {started[0][0]:,} records",
+                    started[0][1] / 1024,
+                    "MiB",
+                    "VmHWM of a worker in the 2c run of the smallest store with workers",
+                ),
+                command=COMMAND,
+                higher_is_better=False,
+                details={"samples (records, verify MiB, a worker MiB)": samples},
             )
         )
     return figures

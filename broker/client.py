@@ -46,6 +46,7 @@ class _Connection:
         self, ctx: zmq.Context[Any], node: NodeAddress, keys: KeyPair, max_message_bytes: int, timeout: float
     ) -> None:
         self.node = node
+        self.keys = keys
         self.socket = curve_client(ctx, zmq.DEALER, node.key, keys)
         self.socket.maxmsgsize = 2 * max_message_bytes
         if node.also:
@@ -93,8 +94,8 @@ class Client:
 
     def _connection(self, node: NodeAddress) -> _Connection:
         connection = self._connections.get(node.endpoint)
-        if connection is None or connection.node != node:
-            if connection is not None:  # the node's key or endpoints changed (a key rotation)
+        if connection is None or connection.node != node or connection.keys != self.keys:
+            if connection is not None:  # the node's key or endpoints, or ours, changed (a key rotation)
                 connection.close()
             connection = self._connections[node.endpoint] = _Connection(
                 self._ctx, node, self.keys, self.max_message_bytes, self.timeout

@@ -21,7 +21,9 @@ is validated here before anything uses it; a bad one raises FeedError and is dro
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +154,13 @@ class Publisher:
         )
         self.socket = self.server.socket
         self.sent = 0
+        # Steps other threads hand the socket's owner (a key rotation's re-binds, PROTOCOL 16.6):
+        # run before the next message goes out, on the thread that sends (a heartbeat at least).
+        self._soon: deque[Callable[[], None]] = deque()
+
+    def call_soon(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the sending thread before its next message (any thread may call)."""
+        self._soon.append(step)
 
     def self_test(self) -> None:
         self.server.self_test()
@@ -163,6 +172,12 @@ class Publisher:
         self._send(encode_checkpoints(self.name, checkpoints))
 
     def _send(self, frames: list[bytes]) -> None:
+        while self._soon:
+            step = self._soon.popleft()
+            try:
+                step()
+            except Exception:  # a re-bind that failed is the rotation's to report; the feed goes on
+                log.exception("feed %s: a step of its key rotation failed", self.name)
         try:
             self.socket.send(frames[0], _SNDMORE_NOBLOCK)
             self.socket.send(frames[1], _NOBLOCK)
@@ -179,10 +194,18 @@ class FeedSource:
     name: str
     endpoint: str
     key: str  # the publisher's z85 public key
+    # More endpoints of the same feed and key: its rotation endpoint, which serves a new key
+    # while ``endpoint`` still serves the old one (PROTOCOL 16.6); the copies are deduplicated by height.
+    also: tuple[str, ...] = ()
 
 
 class Subscriber:
-    """A SUB socket on the feeds of ``sources``, CURVE-authenticated with ``keys`` (one thread)."""
+    """A SUB socket on the feeds of ``sources``, CURVE-authenticated with ``keys`` (one thread).
+
+    :meth:`retarget` (any thread) replaces the keys or the sources after a key rotation: the
+    next :meth:`receive` connects a new socket before it closes the old one. What is published
+    meanwhile may be missed, as on any PUB/SUB: the follower fetches gaps by height.
+    """
 
     def __init__(
         self,
@@ -194,21 +217,52 @@ class Subscriber:
         max_message_bytes: int,
         max_record_bytes: int,
     ) -> None:
+        self.ctx = ctx
+        self.receive_hwm = receive_hwm
+        self.max_message_bytes = max_message_bytes
         self.max_record_bytes = max_record_bytes
-        self.socket: zmq.Socket[Any] | None = None
         self.rejected = 0
+        self.target = (keys, tuple(sources))
+        self._lock = threading.Lock()
+        self._next: tuple[KeyPair, tuple[FeedSource, ...]] | None = None
+        self.socket = self._connect(*self.target)
+
+    def _connect(self, keys: KeyPair, sources: tuple[FeedSource, ...]) -> zmq.Socket[Any] | None:
+        socket: zmq.Socket[Any] | None = None
         for source in sources:
-            if self.socket is None:
-                self.socket = curve_client(ctx, zmq.SUB, source.key, keys)
-                self.socket.rcvhwm = receive_hwm
-                self.socket.maxmsgsize = max_message_bytes
-                self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+            if socket is None:
+                socket = curve_client(self.ctx, zmq.SUB, source.key, keys)
+                socket.rcvhwm = self.receive_hwm
+                socket.maxmsgsize = self.max_message_bytes
+                socket.setsockopt(zmq.SUBSCRIBE, b"")
             else:  # CURVE options apply per connection, at connect time
-                self.socket.curve_serverkey = source.key.encode("ascii")
-            self.socket.connect(source.endpoint)
+                socket.curve_serverkey = source.key.encode("ascii")
+            for endpoint in (source.endpoint, *source.also):
+                socket.connect(endpoint)
+        return socket
+
+    def retarget(self, keys: KeyPair, sources: Iterable[FeedSource]) -> None:
+        """Subscribe with ``keys`` to ``sources`` from the next :meth:`receive` on, if either changed."""
+        target = (keys, tuple(sources))
+        with self._lock:
+            self._next = target if target != self.target else None
+
+    def _switch(self) -> None:
+        with self._lock:
+            target, self._next = self._next, None
+        if target is None:
+            return
+        old, self.socket = self.socket, self._connect(*target)
+        self.target = target
+        if old is not None:
+            old.close(linger=0)
+        log.info("feed subscription now with key %s to %s", target[0].fingerprint,
+                 ", ".join(f"{s.name} ({s.key[:8]}...)" for s in target[1]))  # fmt: skip
 
     def receive(self, timeout_ms: int, max_messages: int) -> list[FeedMessage]:
         """What arrived, waiting up to ``timeout_ms`` for the first message; bad ones dropped."""
+        if self._next is not None:
+            self._switch()
         socket = self.socket
         if socket is None or not socket.poll(timeout_ms, zmq.POLLIN):
             return []

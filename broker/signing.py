@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nacl.signing
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
-from ..node.errors import KeyExistsError, KeyMaterialError, PassphraseError, SignatureError
-from ..node.note import VerifierKey
+from ..node.errors import KeyExistsError, KeyMaterialError, NoteKeyError, PassphraseError, SignatureError
+from ..node.note import ED25519_KEY_BYTES, VerifierKey, ed25519_public_key, ed25519_verify
 from ..node.witness import witness_key, witness_name
 from .keys import check_name, install_file, read_key_text, read_private_text
 
@@ -38,20 +40,24 @@ PRIVATE_SUFFIX = ".sign"
 PUBLIC_SUFFIX = ".sign.pub"
 SIGNATURE_BYTES = 64
 CURVE = "Ed25519"
-MODE = "rfc8032"
 _PROTECTION = "PBKDF2WithHMAC-SHA512AndAES256-CBC"
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyKey:
-    """An Ed25519 public key: checks signatures."""
+    """An Ed25519 public key, its 32 ``raw`` bytes (RFC 8032): checks signatures. Construction
+    refuses bytes that are no point or a point of small order [bad_key]."""
 
-    key: ECC.EccKey = field(repr=False)
+    raw: bytes
+    _key: nacl.signing.VerifyKey = field(init=False, repr=False, compare=False)
 
-    @property
-    def raw(self) -> bytes:
-        """The raw 32-byte public key (RFC 8032)."""
-        return bytes(self.key.export_key(format="raw"))
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != ED25519_KEY_BYTES:
+            raise KeyMaterialError(f"an Ed25519 public key is {ED25519_KEY_BYTES} bytes")
+        try:
+            object.__setattr__(self, "_key", ed25519_public_key(self.raw))
+        except NoteKeyError as e:
+            raise KeyMaterialError(str(e)) from None
 
     @property
     def public_hex(self) -> str:
@@ -59,40 +65,49 @@ class VerifyKey:
         return self.raw.hex()
 
     def pem(self) -> str:
-        return self.key.export_key(format="PEM") + "\n"
+        return str(eddsa.import_public_key(self.raw).export_key(format="PEM")) + "\n"
 
     def verify(self, data: bytes, signature: bytes) -> None:
         """Raise SignatureError unless ``signature`` is this key's Ed25519 signature of ``data``."""
         if len(signature) != SIGNATURE_BYTES:
             raise SignatureError(f"a signature is {SIGNATURE_BYTES} bytes, not {len(signature)}")
-        try:
-            eddsa.new(self.key, MODE).verify(data, signature)
-        except ValueError:
-            raise SignatureError(f"the signature does not verify with key {self.public_hex}") from None
+        if not ed25519_verify(self._key, data, signature):
+            raise SignatureError(f"the signature does not verify with key {self.public_hex}")
 
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """An Ed25519 private key: signs. Never in a repr or a log line."""
+    """An Ed25519 private key, its 32-byte ``seed`` (RFC 8032's private key): signs. Never in
+    a repr or a log line."""
 
-    key: ECC.EccKey = field(repr=False)
+    seed: bytes = field(repr=False)
+    _key: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    _public: VerifyKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bytes) or len(self.seed) != ED25519_KEY_BYTES:
+            raise KeyMaterialError(f"an Ed25519 private key is a {ED25519_KEY_BYTES}-byte seed")
+        object.__setattr__(self, "_key", nacl.signing.SigningKey(self.seed))
+        object.__setattr__(self, "_public", VerifyKey(bytes(self._key.verify_key)))
 
     @property
     def public(self) -> VerifyKey:
-        return VerifyKey(self.key.public_key())
-
-    @property
-    def seed(self) -> bytes:
-        """The 32-byte private key of RFC 8032 (what a note signer key holds): never log it."""
-        return bytes(self.key.seed)
+        return self._public
 
     def sign(self, data: bytes) -> bytes:
-        return eddsa.new(self.key, MODE).sign(data)
+        return self._key.sign(data).signature
+
+    def pem(self, passphrase: str | None = None) -> str:
+        """The PKCS#8 PEM of the key file, encrypted when ``passphrase`` is given."""
+        key = eddsa.import_private_key(self.seed)
+        if passphrase is None:
+            return str(key.export_key(format="PEM"))
+        return str(key.export_key(format="PEM", passphrase=passphrase, protection=_PROTECTION))
 
 
 def new_signing_key() -> SigningKey:
     """A fresh random key, kept in memory only."""
-    return SigningKey(ECC.generate(curve=CURVE))
+    return SigningKey(secrets.token_bytes(ED25519_KEY_BYTES))
 
 
 def signing_key_paths(directory: Path, name: str) -> tuple[Path, Path]:
@@ -119,10 +134,7 @@ def _install_signing_key(directory: Path, name: str, signing: SigningKey, passph
             raise KeyExistsError(f"{path}: already exists; remove it first")
     if passphrase is not None and not passphrase:
         raise PassphraseError("a passphrase must be a non-empty string (use None for no passphrase)")
-    if passphrase is None:
-        text = signing.key.export_key(format="PEM")
-    else:
-        text = signing.key.export_key(format="PEM", passphrase=passphrase, protection=_PROTECTION)
+    text = signing.pem(passphrase)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     install_file(private_path, text + "\n", 0o600, overwrite=False)
     try:
@@ -184,7 +196,7 @@ def load_signing_key(path: Path, passphrase: str | None = None) -> SigningKey:
         raise KeyMaterialError(f"{path}: not an Ed25519 private key in PEM ({e})") from None
     if key.curve != CURVE or not key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 private key (a {key.curve} key)")
-    return SigningKey(key)
+    return SigningKey(bytes(key.seed))
 
 
 def load_verify_key(path: Path) -> VerifyKey:
@@ -196,7 +208,7 @@ def load_verify_key(path: Path) -> VerifyKey:
         raise KeyMaterialError(f"{path}: not an Ed25519 public key in PEM ({e})") from None
     if key.curve != CURVE or key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
-    return VerifyKey(key)
+    return VerifyKey(bytes(key.export_key(format="raw")))
 
 
 def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:

@@ -22,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from Crypto.Signature import eddsa
-
 from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
@@ -40,10 +38,12 @@ from ..node.errors import (
     UsageError,
     VledgerError,
 )
+from ..node.node_key_rotation import KeyHistory
+from ..node.node_keys import parse_node_keys, proven_rotations
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
-from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published, judge
+from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published, judge, observer_histories
 from .http import GatewayConnection
 from .session import Reader, Session, Write, open_session
 from .state import Seen, TrustedState
@@ -125,6 +125,7 @@ class Trust:
     witnesses: tuple[VerifierKey, ...] = ()
     quorum: int = 0
     observers: Mapping[str, VerifyKey] = dataclasses.field(default_factory=dict)
+    admin_key: VerifierKey | None = None  # the admin ledger's checkpoint key: follows rotated keys (16.6)
 
 
 def observer_key(raw: bytes | str) -> VerifyKey:
@@ -134,8 +135,8 @@ def observer_key(raw: bytes | str) -> VerifyKey:
         data = bytes.fromhex(raw) if isinstance(raw, str) else raw
         if len(data) != 32:
             raise ValueError(f"{len(data)} bytes, not 32")
-        return VerifyKey(eddsa.import_public_key(data))
-    except ValueError as e:
+        return VerifyKey(data)
+    except (ValueError, KeyMaterialError) as e:
         raise KeyMaterialError(f"not an observer's Ed25519 public key: {e}") from None
 
 
@@ -198,6 +199,7 @@ class Client:
         witnesses: Iterable[VerifierKey | str] = (),
         quorum: int = 0,
         observers: Mapping[str, VerifyKey | bytes | str] | None = None,
+        admin_key: VerifierKey | str | None = None,
         state_file: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Client:
@@ -207,8 +209,11 @@ class Client:
         checkpoint key is read from it, and the gateway's genesis must be these bytes) or its
         checkpoint verifier key (``log_keys``, a note vkey string). ``witnesses`` are the
         witnesses' vkeys, ``quorum`` how many must have cosigned; ``observers`` the observers'
-        Ed25519 public keys (hex) for :meth:`tally`. Raises UsageError for a URL that is not
-        http(s), NoteKeyError or KeyMaterialError for a key that is not one.
+        Ed25519 public keys (hex) for :meth:`tally`; ``admin_key`` the admin ledger's checkpoint
+        vkey (``<cluster>/admin``, its home's key): with it, a witness's or an observer's rotated
+        keys that the gateway proves on the admin ledger count as its own (PROTOCOL 16.6).
+        Raises UsageError for a URL that is not http(s), NoteKeyError or KeyMaterialError for a
+        key that is not one.
         """
         trust = Trust(
             genesis=dict(genesis or {}),
@@ -219,6 +224,7 @@ class Client:
                 name: key if isinstance(key, VerifyKey) else observer_key(key)
                 for name, key in (observers or {}).items()
             },
+            admin_key=None if admin_key is None else _verifier_key(admin_key),
         )
         gateway = GatewayConnection(gateway_url, timeout=timeout)
         return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
@@ -248,9 +254,12 @@ class Client:
         elif ledger in self.trust.genesis:
             pinned = self.trust.genesis[ledger]
             keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum)
+            keys = dataclasses.replace(keys, admin_key=self.trust.admin_key)
             self.reader.trust_genesis(ledger, pinned)
         elif ledger in self.trust.log_keys:
-            keys = ReceiptKeys(self.trust.log_keys[ledger], self.trust.witnesses, self.trust.quorum)
+            keys = ReceiptKeys(
+                self.trust.log_keys[ledger], self.trust.witnesses, self.trust.quorum, admin_key=self.trust.admin_key
+            )
         else:
             raise NoteKeyError(f"no trusted key for ledger {ledger!r}: give its genesis record or its checkpoint key")
         self._keys[ledger] = keys
@@ -390,6 +399,7 @@ class Client:
         if self.gateway is None or self.trust is None:
             raise UsageError("tallies are read over a gateway: Client.http(..., observers=...)")
         shown = self.gateway.tally(election)
+        histories = self._observer_histories(election)
         entries = {e.get("observer"): e for e in shown.get("observers") or [] if isinstance(e, dict)}
         counts = []
         for name, key in sorted(self.trust.observers.items()):
@@ -404,7 +414,7 @@ class Client:
             except ValueError:
                 raise NodeUnavailableError(f"the gateway's tally of {name!r} is not hex") from None
             published = Published("", name, stated if isinstance(stated, int) else -1, body, signature)
-            checked = check_published(published, key, election)
+            checked = check_published(published, key, election, histories.get(name))
             counts.append(ObserverCount(name, checked.snapshot, checked.problem))
         valid = {c.observer: c.snapshot for c in counts if c.snapshot is not None}
         if len({s.height for s in valid.values()}) > 1:
@@ -412,6 +422,22 @@ class Client:
         else:
             verdict = judge(valid, sorted(self.trust.observers))
         return TallyCheck(election, tuple(counts), verdict)
+
+    def _observer_histories(self, ledger: str) -> dict[str, KeyHistory]:
+        """The trusted observers' rotated keys (16.6), from the evidence the gateway's checkpoint
+        of ``ledger`` carries, verified with the trusted admin key; none without one, or when
+        the gateway shows none. Raises the evidence's check errors (a forged rotation)."""
+        assert self.trust is not None and self.gateway is not None
+        if self.trust.admin_key is None:
+            return {}
+        try:
+            carried = self.gateway.get_json(f"/api/ledgers/{ledger}/checkpoint").get("node_keys")
+        except RemoteError:
+            return {}  # no checkpoint yet: no rotation proven
+        if carried is None:
+            return {}
+        rotations = proven_rotations(parse_node_keys(carried), self.trust.admin_key)
+        return observer_histories(self.trust.observers, rotations)
 
     # --- writes (CURVE) ---------------------------------------------------------------------------
 

@@ -196,7 +196,9 @@ class GatewayConnection:
         note = answer.get("note")
         if not isinstance(note, str):
             raise NodeUnavailableError(f"{self.base_url}: a checkpoint answer without its note")
-        return {"checkpoint": note.encode("utf-8")}
+        # The witnesses' rotated keys as the gateway proves them (16.6): checked by the reader.
+        node_keys = answer.get("node_keys")
+        return {"checkpoint": note.encode("utf-8"), **({"node_keys": node_keys} if node_keys is not None else {})}
 
     def _inclusion(self, args: dict[str, Any]) -> dict[str, Any]:
         query = {"index": _number(args.get("index"), "index"), "size": _number(args.get("size"), "size")}

@@ -46,6 +46,7 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
+from ..node.node_keys import NodeKeys, node_keys_of, node_of_witness, parse_node_keys
 from ..node.note import VerifiedCheckpoint, parse_checkpoint, parse_note
 from ..node.outside import outside_witnesses
 from ..node.receipt import (
@@ -57,10 +58,12 @@ from ..node.receipt import (
     verify_witnessed,
 )
 from ..node.record import Content, Entry, Record, decode_record
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import PLAIN
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
+from ..verifier.node_keys import admin_checkpoint_key
 from .voters import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,7 @@ class Reader:
         self._rules: dict[str, LedgerRules] = {}
         self.otp: str | None = None  # the admin's one-time code, sent with each request
         self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
+        self._admin_copy: tuple[int, NodeKeys | None] | None = None  # (admin checkpoint size, its evidence)
 
     def close(self) -> None:
         self.client.close()
@@ -264,10 +268,13 @@ class Reader:
         its genesis lists outside witnesses, with a quorum of theirs (13.9)."""
         return self._proven_checkpoint(ledger, keys)[0]
 
-    def _proven_checkpoint(self, ledger: str, keys: ReceiptKeys) -> tuple[VerifiedCheckpoint, list[RotationProof]]:
-        """The latest checkpoint with ``keys.quorum`` cosignatures, and the key rotations below its
+    def _proven_checkpoint(
+        self, ledger: str, keys: ReceiptKeys
+    ) -> tuple[VerifiedCheckpoint, list[RotationProof], NodeKeys | None]:
+        """The latest checkpoint with ``keys.quorum`` cosignatures, the key rotations below its
         size (each record with its inclusion proof in it), all verified: the chain from the
-        genesis key to the key that signed it."""
+        genesis key to the key that signed it; and the evidence of the witnesses' rotated keys
+        it was checked with (16.6), if any."""
         node = self.ledger_node(ledger)
         asked: dict[str, Any] = {"ledger": ledger, "witnesses": keys.quorum}
         if keys.outside is not None:  # the largest checkpoint with that many outside cosignatures
@@ -277,8 +284,9 @@ class Reader:
         heights = result.get("rotations", [])
         if not isinstance(heights, list) or not all(type(h) is int and h >= 0 for h in heights):
             raise NodeUnavailableError("checkpoint: rotations is not a list of heights")
+        node_keys = self.node_keys(result, keys)
         if not heights:
-            return verify_witnessed(note, keys), []
+            return verify_witnessed(note, keys, node_keys=node_keys), [], node_keys
         size = parse_checkpoint(parse_note(note).text).size
         chain = KeyChain(ledger, (keys.log_key,))
         rotations = []
@@ -287,10 +295,34 @@ class Reader:
             chain = chain.after(record)  # bad_rotation unless the key in force signed it
             proof = self.call("proof.inclusion", {"ledger": ledger, "index": height, "size": size}, node=node)
             rotations.append(RotationProof(height, record.encode(), tuple(reply_field(proof, "proof", list))))
-        verified = verify_witnessed(note, keys, chain)
+        verified = verify_witnessed(note, keys, chain, node_keys)
         for rotation in rotations:
             verify_inclusion(leaf_hash(rotation.record), rotation.index, size, rotation.proof, verified.checkpoint.root)
-        return verified, rotations
+        return verified, rotations, node_keys
+
+    def node_keys(self, result: dict[str, Any], keys: ReceiptKeys) -> NodeKeys | None:
+        """The evidence of the witnesses' rotated keys (16.6) for a ``checkpoint`` answer: the
+        one it carries (a gateway's), else built from the admin ledger read here, each record
+        checked as the chain's next, under an admin checkpoint (the evidence is verified with
+        ``keys.admin_key`` when used, never believed). None without an admin key or rotation.
+        Raises ReceiptError [bad_receipt] for carried evidence that is not one."""
+        if keys.admin_key is None:
+            return None
+        carried = result.get("node_keys")
+        if carried is not None:
+            return parse_node_keys(carried)
+        try:
+            asked = self.call("checkpoint", {"ledger": ADMIN_LEDGER}, node=self.ledger_node(ADMIN_LEDGER))
+            note = reply_field(asked, "checkpoint", bytes)
+            size = parse_checkpoint(parse_note(note).text).size
+            if self._admin_copy is None or self._admin_copy[0] != size:
+                records = [r.encode() for _, r in zip(range(size), self.records(ADMIN_LEDGER), strict=False)]
+                witnesses = {node for key in keys.witnesses if (node := node_of_witness(key)) is not None}
+                self._admin_copy = (size, node_keys_of(records, note, witnesses))
+            return self._admin_copy[1]
+        except (RemoteError, NodeUnavailableError) as e:
+            log.info("the admin ledger cannot be read here (%s): rotated witness keys are not followed", e)
+            return None
 
     def receipt(self, ledger: str, index: int, keys: ReceiptKeys, deadline: float) -> Receipt:
         """The receipt of record ``index``: the record, a checkpoint that covers it with
@@ -300,7 +332,7 @@ class Reader:
         record = self.record(ledger, index)
         while True:
             try:
-                checkpoint, rotations = self._proven_checkpoint(ledger, keys)
+                checkpoint, rotations, node_keys = self._proven_checkpoint(ledger, keys)
                 if checkpoint.checkpoint.size > index:
                     break
             except RemoteError as e:
@@ -326,7 +358,7 @@ class Reader:
             "proof.inclusion", {"ledger": ledger, "index": index, "size": size}, node=self.ledger_node(ledger)
         )
         proof = reply_field(result, "proof", list)
-        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode(), rotations)
+        receipt = Receipt.of(record.encode(), proof, checkpoint.note.encode(), rotations, node_keys)
         verify_receipt(receipt, keys)
         return receipt
 
@@ -439,8 +471,11 @@ class Session(Reader):
         the key its home node states (``hello``); the witness keys of the cluster's key directory
         and a quorum of ``witnesses``. Raises NoteKeyError when no checkpoint key is known."""
         genesis = self.record(ledger, 0)
+        # The admin ledger's key, from the key directory: a witness's rotated keys count (16.6).
+        admin_key = admin_checkpoint_key(self.config)
         try:
-            return keys_from_genesis(genesis.encode(), ledger, witness_keys(self.config).values(), witnesses)
+            keys = keys_from_genesis(genesis.encode(), ledger, witness_keys(self.config).values(), witnesses)
+            return dataclasses.replace(keys, admin_key=admin_key)
         except ReceiptError:
             pass  # the genesis pins none: the home's configured key
         hello = self.call("hello", node=self.home_node(ledger))
@@ -449,7 +484,9 @@ class Session(Reader):
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
         log_key = home_key(self.config.name, ledger, raw)
         outside = outside_witnesses(ledger, self.rules(ledger).rules)
-        return ReceiptKeys(log_key, tuple(witness_keys(self.config).values()), witnesses, genesis, outside)
+        return ReceiptKeys(
+            log_key, tuple(witness_keys(self.config).values()), witnesses, genesis, outside, admin_key=admin_key
+        )
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -59,6 +59,11 @@ class ReplicationSettings:
     # feed in one round trip, off the request path (0: after every group commit).
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
+    # true: a follower on more than one core checks the next catch-up page in a worker process
+    # (ingest/page_check.py) while it takes one. Off by default: on a loaded 2-core machine the
+    # starved worker made catch-up slower (bench 5b, ratio to raw SQLite 0.18 on, 0.26 off);
+    # to be turned on once a quiet make bench shows it faster.
+    catch_up_checker: bool = False
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
@@ -103,6 +108,8 @@ class NodeConfig:
     # During a key rotation's window (PROTOCOL 16.6) the request socket also serves the new
     # CURVE key here, since a CURVE server socket has one key per bound endpoint.
     rotation_port: int | None = None
+    # The same for the feed (PUB, ``pub_port``): the new key during a rotation's window.
+    feed_rotation_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -130,6 +137,15 @@ class NodeConfig:
     @property
     def bind_feed_endpoint(self) -> str | None:
         return None if self.pub_port is None else f"tcp://{self.bind or self.host}:{self.pub_port}"
+
+    @property
+    def feed_rotation_endpoint(self) -> str | None:
+        return None if self.feed_rotation_port is None else f"tcp://{self.host}:{self.feed_rotation_port}"
+
+    @property
+    def bind_feed_rotation_endpoint(self) -> str | None:
+        port = self.feed_rotation_port
+        return None if port is None else f"tcp://{self.bind or self.host}:{port}"
 
     @property
     def bind_host(self) -> str:
@@ -270,7 +286,10 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         at = f"{where}: nodes.{_name(name, f'{where}: nodes')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        known = ("role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port", "rotation_port")
+        known = (
+            "role", "host", "port", "pub_port", "follow", "bind", "http_port", "gateway_port", "rotation_port",
+            "feed_rotation_port",
+        )  # fmt: skip
         _check_keys(spec, known, at)
         role = _text(spec, "role", at)
         if role not in ROLES:
@@ -287,14 +306,16 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
         if gateway_port is not None and role not in STORE_ROLES:
             raise SettingsError(f"{at}.gateway_port: a gateway serves a node's store; the {role} role keeps none")
         rotation_port = _port(spec, "rotation_port", at) if "rotation_port" in spec else None
-        if rotation_port is not None and role != "ingest":
-            raise SettingsError(f"{at}.rotation_port: only an ingest node's keys rotate (yet), not the {role} role's")
+        feed_rotation_port = _port(spec, "feed_rotation_port", at) if "feed_rotation_port" in spec else None
+        if feed_rotation_port is not None and pub_port is None:
+            raise SettingsError(f"{at}.feed_rotation_port: only a node with a pub_port publishes a feed")
         ports = (
             ("port", port),
             ("pub_port", pub_port),
             ("http_port", http_port),
             ("gateway_port", gateway_port),
             ("rotation_port", rotation_port),
+            ("feed_rotation_port", feed_rotation_port),
         )
         for key, value in ports:
             if value is None:
@@ -309,8 +330,9 @@ def _nodes(table: dict[str, Any], where: str) -> dict[str, NodeConfig]:
             raise SettingsError(f"{at}.follow: only a replica or an observer follows other nodes")
         bind = _text(spec, "bind", at) if "bind" in spec else None
         nodes[name] = NodeConfig(
-            name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port, rotation_port
-        )
+            name, role, host, port, pub_port, tuple(follow), bind, http_port, gateway_port, rotation_port,
+            feed_rotation_port,
+        )  # fmt: skip
     if not any(n.role == "ingest" for n in nodes.values()):
         raise SettingsError(f"{where}: [nodes] has no ingest node")
     ingest = tuple(sorted(n.name for n in nodes.values() if n.role == "ingest"))

@@ -83,6 +83,8 @@ def build_settings(cls: type[_T], table: Any, where: str) -> _T:
             raise SettingsError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
         if type(field.default) is int and (type(value) is not int or value <= 0):
             raise SettingsError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        if type(field.default) is bool and type(value) is not bool:
+            raise SettingsError(f"{where}.{key}: expected true or false, got {value!r}")
         if cls is Limits and value > getattr(PROTOCOL_LIMITS, key):
             raise SettingsError(
                 f"{where}.{key}: {value} is over the protocol's limit of {getattr(PROTOCOL_LIMITS, key)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from ..broker.accounts import (
 )
 from ..broker.keys import check_public_key
 from ..broker.second_factor import ENROLL, RESET
+from ..config.cluster import FOLLOWER_ROLES
 from ..node.errors import (
     AccountExistsError,
     AlreadyEnrolledError,
@@ -29,7 +31,7 @@ from ..node.errors import (
     NoSuchKeyError,
     NotEnrolledError,
 )
-from ..node.node_key_rotation import KeyHistory, sign_key_problem
+from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
@@ -42,19 +44,31 @@ MIN_ROTATION_WINDOW_MS = 1_000
 MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
 
 
+class _NoAccount(enum.Enum):
+    """A key that no account holds: a member's, or nobody's (looked up at each request)."""
+
+    KEY = 0
+
+
+NO_ACCOUNT = _NoAccount.KEY
+
+
 class CachedAccounts:
     """Looks keys up in the node's AccountCache: no Redis round trip per request.
 
-    A snapshot of the accounts never changes, so each key's Caller is worked out once per
-    snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. One thread.
+    A snapshot of the accounts never changes, so each key's account Caller is worked out once
+    per snapshot; a new snapshot (a key revoked, an account disabled) starts afresh. A key of
+    no account is looked up in ``members`` at every request: the members change without a new
+    snapshot (a node's old key leaves them when its rotation's window ends, PROTOCOL 16.6),
+    and a request is judged by its key at each message. One thread.
     """
 
     def __init__(self, cache: AccountCache, size: int = 4096, members: dict[str, Caller] | None = None) -> None:
         self.cache = cache
         self.size = size
-        self.members = members or {}  # the cluster's other nodes (vledger.ingest.members)
+        self.members = members or {}  # the cluster's nodes (vledger.ingest.members), changed in place
         self._snapshot: AccountsSnapshot | None = None
-        self._callers: dict[str, Caller | None] = {}
+        self._callers: dict[str, Caller | _NoAccount | None] = {}
 
     def lookup(self, key: str) -> Caller | None:
         snapshot = self.cache.snapshot
@@ -62,16 +76,15 @@ class CachedAccounts:
             self._snapshot = snapshot
             self._callers = {}
         try:
-            return self._callers[key]
+            cached = self._callers[key]
         except KeyError:
-            pass
-        owner = snapshot.lookup(key)
-        if owner is None:
-            caller = self.members.get(key)
-        else:
-            caller = Caller(owner.account, owner.role.value, key) if owner.enabled else None
-        self._callers[key] = caller
-        return caller
+            owner = snapshot.lookup(key)
+            if owner is None:
+                cached = NO_ACCOUNT
+            else:
+                cached = Caller(owner.account, owner.role.value, key) if owner.enabled else None
+            self._callers[key] = cached
+        return self.members.get(key) if cached is NO_ACCOUNT else cached
 
 
 class RegistryAdmin:
@@ -150,38 +163,41 @@ class RegistryAdmin:
     def _rotate(self, args: Args, author: str, via: str) -> dict[str, Any]:
         """Record a rotation of a node's keys (PROTOCOL 16.6): its new CURVE key ``curve`` and
         Ed25519 key ``sign``, the old ones in force ``window_ms`` more. An ingest node rotates
-        its CURVE key (``sign`` its unchanged key), a replica or an observer its Ed25519 key
-        (``curve`` its CURVE key in force, unchanged). Refused (bad_request) for a node the
-        cluster does not have or of another role, a key that is not one, a replica's or
-        observer's ``curve`` that is not its key in force or ``sign`` that it had before, a
-        window out of bounds, or while the node's previous window is still open; an ingest
-        node's CURVE key that an account or a node already uses is key_in_use."""
+        its CURVE key (``sign`` its unchanged key), a verifier its CURVE key (``sign`` empty or
+        absent: it has no Ed25519 key); a replica or an observer its Ed25519 key and, unless
+        ``curve`` is its CURVE key in force, its CURVE key too. Refused (bad_request) for a node
+        the cluster does not have, a key that is not one (a verifier's ``sign`` other than
+        empty), a replica's or observer's ``sign`` that it had before, a window out of bounds,
+        or while the node's previous window is still open; a new CURVE key that an account or
+        a node already uses is key_in_use."""
         node = args.text("node", max_length=64)
         role = self.node_roles.get(node)
         if role is None:
             raise BadRequestError(f"no node {node!r} in the cluster")
-        if role not in ("ingest", "replica", "observer"):
-            raise BadRequestError(f"{node} is a {role} node: its keys do not rotate")
         curve = check_public_key(args.text("curve", max_length=40))
-        sign = args.text("sign", max_length=64)
-        problem = sign_key_problem(sign)
-        if problem is not None:
-            raise BadRequestError(problem)
+        if role == "verifier":
+            # A verifier signs nothing: its record says so with an empty sign (PROTOCOL 16.1).
+            sign = args.values.get("sign", NO_SIGN_KEY)
+            if sign != NO_SIGN_KEY:
+                raise BadRequestError(f"{node} is a verifier, which has no Ed25519 key: sign must be empty")
+        else:
+            sign = args.text("sign", max_length=64)
+            problem = sign_key_problem(sign)
+            if problem is not None:
+                raise BadRequestError(problem)
         window_ms = args.uint("window_ms", maximum=MAX_ROTATION_WINDOW_MS)
         if window_ms < MIN_ROTATION_WINDOW_MS:
             raise BadRequestError(f"window_ms {window_ms} is under {MIN_ROTATION_WINDOW_MS}")
-        if role != "ingest":
-            # A witness's Ed25519 key rotates; its CURVE key, the one its clients hold, stays.
-            history = self.history_of(node) if self.history_of is not None else None
+        history = self.history_of(node) if self.history_of is not None else None
+        keeps_curve = False
+        if role in FOLLOWER_ROLES:
+            # A witness's Ed25519 key rotates, with or without its CURVE key.
             if history is None:
                 raise BadRequestError(f"{node}: its keys in force are unknown to this node")
-            if curve != history.newest.curve:
-                raise BadRequestError(
-                    f"{node} is a {role} node: its CURVE key does not rotate; curve is its key in force"
-                )
             if sign in history.sign_keys():
                 raise BadRequestError(f"{node} had the Ed25519 key {sign[:16]}... before: sign must be a new key")
-        elif self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys():
+            keeps_curve = curve == history.newest.curve
+        if not keeps_curve and (self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys()):
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
         now = int(time.time() * 1000)
         for rotation in self.cache.key_rotations:
@@ -198,7 +214,14 @@ class RegistryAdmin:
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
 
     def _node_keys(self) -> set[str]:
-        return {r["curve"] for r in self.cache.key_rotations}
+        """Every CURVE key a node of the cluster has had: its key files' and the rotations'."""
+        keys = {r["curve"] for r in self.cache.key_rotations}
+        if self.history_of is not None:
+            for name in self.node_roles:
+                history = self.history_of(name)
+                if history is not None:
+                    keys.update(g.curve for g in history.generations)
+        return keys
 
     def _second_factor(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
         """A new second factor for an admin account, recorded (never its secret) on the admin

@@ -248,7 +248,7 @@ class BlobFetcher(Worker):
         )
 
     def _connection(self, address: NodeAddress) -> Connection:
-        key = f"{address.endpoint} {address.key}"
+        key = f"{address.endpoint} {address.key} {self.keys.public}"  # ours rotates too (PROTOCOL 16.6)
         connection = self._clients.get(key)
         if connection is None:
             connection = self._clients[key] = self._connect(address)

@@ -21,13 +21,28 @@ signed two different ledgers (an ``equivocation`` alert naming it, the note kept
 A record that fails verification is never stored either: it is reported, naming the node
 it came from, and fetched from the next source instead. Nothing here touches a socket: the
 replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
+
+**One run in flight.** A run a checkpoint covers goes to the store (with the bytes as
+received and their leaf hashes, so the store neither encodes nor hashes them again) without
+waiting for its group commit: catch-up fetches and checks the next page, its checkpoint
+notes included, while SQLite writes and fsyncs the one before. The pending run then stands
+on the run being stored, not on the store's head; anything that compares with the store
+(a checkpoint at or below that size, a duplicate, a chain started from the head, an alert)
+first waits for that run, and every public call returns with it durable. What the key
+chains (13.8) and the epochs (10.9) read from the store never lags behind: a run that holds
+a genesis, a ``checkpoint_key`` or an ``epoch`` record is waited for as soon as it is handed
+over, so the next note is checked with the keys and epochs it brings. A run whose commit
+fails is reported, the pending run on it is dropped and its checkpoints wait again, so it
+is fetched and checked anew.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +50,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import EVIDENCE
+from ..node.epoch import EPOCH_KIND
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
@@ -48,11 +64,12 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record
-from ..node.store import ChainStore
+from ..node.record import Record, decode_record, record_of_checked
+from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
+from .page_check import PageChecker, Start
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +85,9 @@ ANY_HEIGHT = 1 << 63
 # evidence against the home (equivocation) never: a signed contradiction stays one.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
+# Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
+# epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
+KEY_KINDS = frozenset((ROTATION_KIND, EPOCH_KIND))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +114,21 @@ class Source(Protocol):
 
 
 @dataclass(slots=True)
+class _Run:
+    """A verified run handed to the store, whose group commit may still be under way: the
+    follower checks the next page meanwhile (one run in flight a ledger, one writer)."""
+
+    future: Future[list[Receipt]]
+    records: list[Record]
+    data: list[bytes]
+    sources: list[str]
+    hops: int
+    covered: list[SignedCheckpoint]  # the waiting checkpoints it reaches, the largest last
+    frontier: Frontier  # the tree of the stored records and this run
+    end: int  # the ledger's size once it is stored
+
+
+@dataclass(slots=True)
 class _Ledger:
     """A ledger as this follower sees it: the checkpoints heard of, and the run waiting for one."""
 
@@ -101,10 +136,12 @@ class _Ledger:
     # Verified checkpoints above the store's size, by size: each may cover a prefix of the run.
     waiting: dict[int, SignedCheckpoint] = field(default_factory=dict)
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
+    data: list[bytes] = field(default_factory=list)  # the bytes of each pending record, as received
     leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
     sources: list[str] = field(default_factory=list)  # where each pending record came from
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
+    storing: _Run | None = None  # the run being stored: the pending run stands on it
     # Pending records dropped because another chain contradicted them, by height: (link,
     # source, bytes). Once the true record at a height is stored, a suspect there that
     # differs is reported against its source.
@@ -135,6 +172,7 @@ class Follower:
         on_verified: Callable[[SignedCheckpoint], None] = lambda checkpoint: None,
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
+        checker: PageChecker | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -150,6 +188,7 @@ class Follower:
         self.on_verified = on_verified
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
+        self.checker = checker  # checks the next catch-up page in its own process (ingest/page_check.py)
         self.ledgers: dict[str, _Ledger] = {}
         self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
         self._alerted: set[tuple[str, int, str, str]] = set()
@@ -212,21 +251,36 @@ class Follower:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``."""
         state = self._state(ledger)
         for source in self.sources:
+            # Pages fetched ahead, each with whether the checker has it: with a checker, the page
+            # after the one being taken is fetched and checked in its process meanwhile.
+            ahead: collections.deque[tuple[Page, bool]] = collections.deque()
             while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
-                try:
-                    page = source.fetch(ledger, start, min(self.batch, stop - start))
-                except (VledgerError, OSError) as e:
-                    log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
-                    break
-                for note in page.checkpoints:
-                    self.take_checkpoint(ledger, note, source.name, catch_up=False)
+                if not ahead:
+                    try:
+                        page = source.fetch(ledger, start, min(self.batch, stop - start))
+                    except (VledgerError, OSError) as e:
+                        log.info("%s: %s cannot serve %s from %d: %s", self.name, source.name, ledger, start, e)
+                        break
+                    ahead.append((page, False))
+                page, handed = ahead.popleft()
+                if not handed and page.rows and page.rows[0][0] == start:
+                    handed = self._hand_over(ledger, page, self._start_of(ledger, start))
+                if handed:
+                    self._fetch_ahead(ledger, source, page, stop, ahead)
+                checked = self.checker.result().leaves if handed and self.checker is not None else []
+                for note in page.checkpoints:  # every one checked: each is a claim to hold the home to
+                    self._take_checkpoint(ledger, note, source.name, catch_up=False)
                 if not page.rows or page.rows[0][0] != start:
                     break  # this source lacks them (or was trimmed past them): ask the next
-                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED)
+                outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED, checked)
+                if outcome != OK:
+                    self._discard(ahead)  # they stood on rows that were not taken
                 if outcome == BAD:
                     self._drop_pending(state)  # what this source gave cannot be trusted: ask the next
                     break
                 # RETRY: the pending run was dropped, this source is asked again from the head
+            self._discard(ahead)
+            self._settle(ledger)  # stored (or failed, then asked again) before the next source
             if self._head(ledger) + 1 >= stop:
                 return True
         if self._head(ledger) + 1 < stop:
@@ -238,6 +292,53 @@ class Follower:
                 self._head(ledger) + 1,
             )
         return False
+
+    def _start_of(self, ledger: str, start: int) -> Start | None:
+        """Where the checker starts a page at ``start``: the end of this follower's own chain
+        (None without a checker that has started, or before the genesis is held: that is
+        checked here)."""
+        if self.checker is None or not self.checker.ready():
+            return None
+        state = self._state(ledger)
+        chain = state.chain or self._chain_after_head(ledger)
+        state.chain = chain
+        if chain.rules is None or chain.next_height != start:
+            return None
+        return Start(chain.next_height, chain.prev, chain.rules)
+
+    def _hand_over(self, ledger: str, page: Page, start: Start | None, *, after: bool = False) -> bool:
+        """Give ``page``'s rows to the checker, from ``start`` or ``after`` the page handed over
+        before; whether it has them (its answer is then taken, once, in order)."""
+        if self.checker is None or not self.checker.ready() or not page.rows or (start is None and not after):
+            return False
+        self.checker.submit(ledger, [data for _, data in page.rows], start)
+        return True
+
+    def _fetch_ahead(
+        self, ledger: str, source: Source, page: Page, stop: int, ahead: collections.deque[tuple[Page, bool]]
+    ) -> None:
+        """``page`` is with the checker: fetch the page after it and hand it over too, so that
+        the checker's process works on it while this one is taken. A source that cannot serve
+        it is asked again (and its failure told) when it is that page's turn."""
+        if ahead:
+            return
+        after = page.rows[-1][0] + 1
+        if page.rows[0][0] + len(page.rows) != after or after >= stop:
+            return  # not a run of heights, or the last one needed
+        try:
+            following = source.fetch(ledger, after, min(self.batch, stop - after))
+        except (VledgerError, OSError):
+            return
+        if following.rows and following.rows[0][0] == after:
+            ahead.append((following, self._hand_over(ledger, following, None, after=True)))
+
+    def _discard(self, ahead: collections.deque[tuple[Page, bool]]) -> None:
+        """Forget the pages fetched ahead, and the checker's answers for them."""
+        handed = sum(1 for _, was_handed in ahead if was_handed)
+        ahead.clear()
+        for _ in range(handed):
+            assert self.checker is not None
+            self.checker.result()
 
     # --- the live feed ------------------------------------------------------------------
 
@@ -253,6 +354,7 @@ class Follower:
                 live.setdefault(message.ledger, {}).setdefault(message.height, message)
         for ledger, records in live.items():
             self._apply(ledger, [records[h] for h in sorted(records)])
+            self._settle(ledger)
         # Each checkpoint costs a signature check: the same note from several senders, once.
         for ledger, candidates in notes.items():
             seen: set[bytes] = set()
@@ -277,7 +379,15 @@ class Follower:
 
     def take_checkpoint(self, ledger: str, note: bytes, source: str, *, catch_up: bool = True) -> bool:
         """A checkpoint note from ``source``: checked with the ledger's key, then what it covers is
-        stored, or it is evidence against the home. False if it does not verify (reported)."""
+        stored, or it is evidence against the home. False if it does not verify (reported).
+        Returns with what it stored durable."""
+        try:
+            return self._take_checkpoint(ledger, note, source, catch_up=catch_up)
+        finally:
+            self._settle(ledger)
+
+    def _take_checkpoint(self, ledger: str, note: bytes, source: str, *, catch_up: bool) -> bool:
+        """take_checkpoint, leaving a run the store is committing in flight (catch-up's pages)."""
         state = self._state(ledger)
         known = state.best if state.best is not None and state.best.note == note else None
         known = known or next((c for c in state.waiting.values() if c.note == note), None)
@@ -308,6 +418,8 @@ class Follower:
             return True  # the empty tree: nothing to store, nothing to contradict
         if state.best is None or checkpoint.size > state.best.size:
             state.best = checkpoint
+        if checkpoint.size <= self._size(ledger):
+            self._settle(ledger)  # what it covers is compared with the store's own tree
         held = self.store.size(ledger)
         if checkpoint.size <= held:
             try:
@@ -396,6 +508,7 @@ class Follower:
 
     def _check_duplicate(self, record: FeedRecord) -> None:
         self.duplicates += 1
+        self._settle(record.ledger)
         held = self.store.get(record.ledger, record.height)
         if held is not None and held.encode() != record.data:
             self._alert(
@@ -408,25 +521,40 @@ class Follower:
 
     # --- verifying and storing -------------------------------------------------------------
 
-    def _offer(self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int) -> str:
+    def _offer(
+        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: list[bytes] | None = None
+    ) -> str:
         """Take ``rows`` (which start right above what is held or pending) into the pending run,
         each verified as the chain's next; store what a checkpoint covers.
 
         OK if every row was taken. A row that does not follow the pending run may be the true
         one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
-        BAD at a row that fails on its own, or that does not follow the stored head: reported."""
+        BAD at a row that fails on its own, or that does not follow the stored head: reported.
+
+        ``checked``: the leaf hashes of the leading rows the page checker passed (see
+        ingest/page_check.py); each is taken only if it stands on this follower's chain."""
         state = self._state(ledger)
-        for height, data in rows:
-            top = self._head(ledger) + len(state.pending)
+        checked = checked or []
+        top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
+        for index, (height, data) in enumerate(rows):
             if height <= top:
                 continue
             record = None
+            leaf = None
             try:
-                record = decode_record(data, PROTOCOL_LIMITS)
-                if record.height != height:
-                    raise RecordConflictError(f"the record says height {record.height}, it was sent as {height}")
                 chain = state.chain or self._chain_after_head(ledger)
-                chain.feed(record)
+                if index < len(checked):
+                    record = _on_chain(chain, height, data)
+                    leaf = checked[index] if record is not None else None
+                # All checks at once when the record is sure to pass (it then says this height);
+                # else one by one, which name the first failure.
+                if record is None and height == chain.next_height:
+                    record = chain.feed_record_fast(data)
+                if record is None:
+                    record = decode_record(data, PROTOCOL_LIMITS)
+                    if record.height != height:
+                        raise RecordConflictError(f"the record says height {record.height}, it was sent as {height}")
+                    chain.feed(record)
                 if record.content.kind == ROTATION_KIND:
                     self._check_rotation(ledger, record)
             except VledgerError as e:
@@ -443,9 +571,11 @@ class Follower:
                 return BAD
             state.chain = chain
             state.pending.append(record)
-            state.leaves.append(leaf_hash(data))
+            state.data.append(data)
+            state.leaves.append(leaf if leaf is not None else leaf_hash(data))
             state.sources.append(source)
             state.hops = min(state.hops, hops)
+            top += 1
         dropped = self._flush(ledger)
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
@@ -467,6 +597,7 @@ class Follower:
 
     def _chain_after_head(self, ledger: str) -> ChainVerifier:
         """A verifier that expects the record after the store's head (or a genesis)."""
+        self._settle(ledger)
         head = self.store.head(ledger)
         if head is None:
             return ChainVerifier(ledger, PROTOCOL_LIMITS)
@@ -474,12 +605,14 @@ class Follower:
 
     def _flush(self, ledger: str) -> set[str]:
         """Store the pending records up to the largest checkpoint whose root the tree of the
-        stored and pending records has at its size.
+        stored (or being stored) and pending records has at its size.
 
         A checkpoint inside the run whose root differs means the run is not the home's
-        chain: it is dropped (kept as suspects) and its sources returned; else an empty set."""
+        chain: it is dropped (kept as suspects) and its sources returned; else an empty set.
+        The run goes to the store without waiting for its commit (see :meth:`_settle`),
+        unless it holds a record the key chains or epochs read (``KEY_KINDS``, a genesis)."""
         state = self._state(ledger)
-        base = self.store.size(ledger)  # the size of the stored tree
+        base = self._size(ledger)  # the size of the stored tree, with the run being stored
         for size in [size for size in state.waiting if size <= base]:
             del state.waiting[size]
         if not state.pending:
@@ -488,18 +621,18 @@ class Follower:
         sizes = sorted(size for size in state.waiting if size <= top)
         if not sizes:
             return set()  # no checkpoint reaches into the run yet: it waits
-        frontier = self.store.frontier(ledger) if base else Frontier()
-        covered: SignedCheckpoint | None = None
+        if state.storing is not None:
+            frontier = state.storing.frontier.copy()
+        else:
+            frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
             while frontier.size < size:
                 frontier.append(state.leaves[frontier.size - base])
-            checkpoint = state.waiting[size]
-            if frontier.root() != checkpoint.root:
+            if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
                 return dropped
-            covered = checkpoint
-        assert covered is not None
+        covered = state.waiting[sizes[-1]]
         count = covered.size - base
         try:
             # A checkpoint that claimed an epoch ahead of the store must find its handover in the run.
@@ -511,39 +644,58 @@ class Follower:
             dropped = set(state.sources[:count])
             self._drop_pending(state, suspect=True)
             return dropped
+        # One run in flight: the one before is durable before this one is handed over. If it
+        # failed, the pending run that stood on it is gone and its checkpoints wait again.
+        if not self._settle(ledger):
+            return set()
         records, state.pending = state.pending[:count], state.pending[count:]
-        state.leaves = state.leaves[count:]
+        data, state.data = state.data[:count], state.data[count:]
+        leaves, state.leaves = state.leaves[:count], state.leaves[count:]
         sources, state.sources = state.sources[:count], state.sources[count:]
         hops = state.hops
         if not state.pending:
             state.hops = NOT_RELAYED
-        if self._store(ledger, records, sources, hops):
-            for size in sizes:
-                del state.waiting[size]
-            self._vouched(covered)
+        try:
+            future = self.store.submit_records(records, verified=True, given=list(zip(data, leaves, strict=True)))
+        except VledgerError as e:  # the store is closed: nothing of it stored
+            self._drop_pending(state)
+            self._alert(ledger, records[0].height, e, sources[0], data[0])
+            return set()
+        state.storing = _Run(
+            future, records, data, sources, hops, [state.waiting.pop(size) for size in sizes], frontier, covered.size
+        )
+        if records[0].height == 0 or any(record.content.kind in KEY_KINDS for record in records):
+            self._settle(ledger)  # the key chains and the epochs read it from the store before the next note
         return set()
 
-    def _store(self, ledger: str, records: list[Record], sources: list[str], hops: int) -> bool:
-        """Store ``records`` (they extend the head); False if the store failed (reported).
+    def _settle(self, ledger: str) -> bool:
+        """Wait for the run being stored, if any, and act on it: False if the store failed
+        (reported; its checkpoints wait again, and the pending run on it is dropped).
 
-        They go to the store as one run under one future, stored whole or not at all, and
-        marked verified: each passed this follower's ChainVerifier from the store's head, so
-        the store checks only that the run still stands on its head (ChainStore.submit_records)."""
+        Each run was checked by this follower's ChainVerifier from the store's head on, so
+        the store checks only that it still stands on its head (ChainStore.submit_records)."""
+        state = self._state(ledger)
+        run, state.storing = state.storing, None
+        if run is None:
+            return True
         try:
-            receipts = self.store.submit_records(records, verified=True).result()
+            receipts = run.future.result()
         except VledgerError as e:  # verified already: only a store failure gets here
             at = getattr(e, "height", None)
-            index = next((i for i, r in enumerate(records) if r.height == at), 0)
-            self._alert(ledger, records[index].height, e, sources[index], records[index].encode())
-            self._drop_pending(self._state(ledger))
+            index = next((i for i, r in enumerate(run.records) if r.height == at), 0)
+            for checkpoint in run.covered:
+                state.waiting.setdefault(checkpoint.size, checkpoint)
+            self._drop_pending(state)
+            self._alert(ledger, run.records[index].height, e, run.sources[index], run.data[index])
             return False
-        stored = [record for record, receipt in zip(records, receipts, strict=True) if not receipt.duplicate]
+        stored = [record for record, receipt in zip(run.records, receipts, strict=True) if not receipt.duplicate]
         if stored:
             self.stored += len(stored)
             self._expose(ledger, stored)
-            self.on_stored(stored, hops)
+            self.on_stored(stored, run.hops)
             # What was refused at these heights is moot now that the home's records are stored there.
             self._resolve(ledger, BY_RECORD, stored[-1].height)
+        self._vouched(run.covered[-1])
         return True
 
     def _expose(self, ledger: str, stored: list[Record]) -> None:
@@ -558,10 +710,11 @@ class Follower:
 
     def _drop_pending(self, state: _Ledger, *, suspect: bool = False) -> None:
         if suspect:
-            for record, source in zip(state.pending, state.sources, strict=True):
+            for record, source, data in zip(state.pending, state.sources, state.data, strict=True):
                 if len(state.suspects) < MAX_SUSPECTS:
-                    state.suspects[record.height] = (record.link, source, record.encode())
-        state.pending, state.leaves, state.sources, state.chain, state.hops = [], [], [], None, NOT_RELAYED
+                    state.suspects[record.height] = (record.link, source, data)
+        state.pending, state.data, state.leaves, state.sources = [], [], [], []
+        state.chain, state.hops = None, NOT_RELAYED
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -572,7 +725,13 @@ class Follower:
         return state
 
     def _head(self, ledger: str) -> int:
-        return self.store.size(ledger) - 1
+        return self._size(ledger) - 1
+
+    def _size(self, ledger: str) -> int:
+        """The ledger's size once the run being stored is: what the pending run stands on."""
+        state = self.ledgers.get(ledger)
+        storing = state.storing if state is not None else None
+        return storing.end if storing is not None else self.store.size(ledger)
 
     def _alert(
         self,
@@ -596,6 +755,7 @@ class Follower:
         self._open[open_key] = (max(height, self._open.get(open_key, (-1, ""))[0]), resolved_by)
         log.warning("%s: refused %s height %d from %s: %s: %s", self.name, ledger, height, source, error.code, error)
         if expected is None:
+            self._settle(ledger)
             held = self.store.get(ledger, height)
             expected = held.hash.hex() if held is not None else ""
         self.on_alert(
@@ -628,6 +788,16 @@ class Follower:
 
     def _summary(self) -> str:
         return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
+
+
+def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
+    """The record of bytes the page checker passed, taken as ``chain``'s next if it says the
+    height it was sent as and stands on the chain's last link; else None (nothing changed)."""
+    record = record_of_checked(data)
+    if record.height != height or height != chain.next_height or record.prev != chain.prev or chain.rules is None:
+        return None
+    chain.advance(record, chain.rules)
+    return record
 
 
 def hash_of(data: bytes) -> str:

@@ -151,6 +151,8 @@ class HomeKeys(HomeSigner):
         self._seeds = {SignerKey("k", ALG_ED25519, s).public_key: s for s in (seed, *seeds)}
         self._make_seed = make_seed  # writes a new key file (0600) and gives its seed
         self._rotating = threading.Lock()
+        # Built once per (name, public key): deriving a key from its seed costs as much as a signature.
+        self._signers: dict[tuple[str, bytes], SignerKey] = {}
 
     def key_at(self, ledger: str, size: int) -> SignerKey:
         """The private key in force for a checkpoint of ``ledger`` at ``size``.
@@ -165,7 +167,10 @@ class HomeKeys(HomeSigner):
             raise NoteKeyError(
                 f"this home holds no private key of {wanted.name}+{wanted.key_id:08x}, in force at size {size}"
             )
-        return SignerKey(wanted.name, ALG_ED25519, seed)
+        signer = self._signers.get((wanted.name, wanted.public_key))
+        if signer is None:
+            signer = self._signers[wanted.name, wanted.public_key] = SignerKey(wanted.name, ALG_ED25519, seed)
+        return signer
 
     def sign(self, ledger: str, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> SignedCheckpoint:
         """The checkpoint of ``ledger`` at ``size`` with ``root``, signed by the key in force there;

@@ -22,7 +22,7 @@ from ..broker.curve import AllowList
 from ..broker.keys import load_public
 from ..broker.signing import load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig
-from ..node.errors import KeyMaterialError
+from ..node.errors import KeyMaterialError, SettingsError
 from ..node.node_key_rotation import KeyHistory, key_histories
 from .service import Caller
 
@@ -80,7 +80,7 @@ class MemberGates:
     (each node's keys in force); its feed, the members and the accounts of the replica or
     observer role (:func:`feed_keys`). When a rotation's window ends, a timer drops the old key.
 
-    ``on_rotation`` (set by the process) hears every node's KeyHistory after each change.
+    Each hook added by :meth:`on_rotation` hears every node's KeyHistory after each change.
     """
 
     def __init__(self, config: ClusterConfig, me: str) -> None:
@@ -93,7 +93,7 @@ class MemberGates:
         self.members = member_callers(self.histories, now_ms())
         self.requests = AllowList()
         self.feed = AllowList()
-        self.on_rotation: Callable[[Mapping[str, KeyHistory]], None] | None = None
+        self._hooks: list[Callable[[Mapping[str, KeyHistory]], None]] = []
         self._cache: AccountCache | None = None
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
@@ -107,16 +107,35 @@ class MemberGates:
         one whose key is in neither the key directory nor the admin ledger.
         """
         node = self.config.node(name)
+        return self._reach(name, node.endpoint, node.rotation_endpoint)
+
+    def feed_address_of(self, name: str) -> NodeAddress:
+        """Where to subscribe to node ``name``'s feed now (PROTOCOL 10.1, 16.6): its newest CURVE
+        key in force on its ``pub_port`` and, during a rotation's window, its
+        ``feed_rotation_port``; only during it, since a subscriber on both gets every message
+        twice once both serve the new key. Raises as :meth:`address_of`, and SettingsError for a
+        node without a feed."""
+        node = self.config.node(name)
+        if node.feed_endpoint is None:
+            raise SettingsError(f"node {name} publishes no feed")
+        return self._reach(name, node.feed_endpoint, node.feed_rotation_endpoint, window_only=True)
+
+    def _reach(
+        self, name: str, endpoint: str, rotation_endpoint: str | None, *, window_only: bool = False
+    ) -> NodeAddress:
         history = self.histories.get(name)
         if history is None:
             raise KeyMaterialError(f"node {name}: no public key in {self.config.keys_dir} nor on the admin ledger")
-        newest = history.in_force(now_ms())[0]
-        also = (
-            (node.rotation_endpoint,)
-            if history.curve_generation(newest.number) > 0 and node.rotation_endpoint is not None
-            else ()
-        )
-        return NodeAddress(node.endpoint, newest.curve, also)
+        now = now_ms()
+        newest = history.in_force(now)[0]
+        rotated = history.newest_curve_generation(now) > 0 and (not window_only or history.window_end(now) is not None)
+        also = (rotation_endpoint,) if rotated and rotation_endpoint is not None else ()
+        return NodeAddress(endpoint, newest.curve, also)
+
+    def on_rotation(self, hook: Callable[[Mapping[str, KeyHistory]], None]) -> None:
+        """Call ``hook`` with every node's KeyHistory after each change (any thread), in the
+        order the hooks were added."""
+        self._hooks.append(hook)
 
     def keep_addressed(self, client: Client, name: str) -> None:
         """Point ``client`` at node ``name`` now and after each of its key rotations."""
@@ -158,8 +177,8 @@ class MemberGates:
             for client, name in self._clients:
                 # Read by the client's own thread at its next call: it then connects anew.
                 client.node = self.address_of(name)
-        if self.on_rotation is not None:
-            self.on_rotation(histories)
+        for hook in list(self._hooks):
+            hook(histories)
 
     def _schedule(self, now: int) -> None:
         ends = [end for history in self.histories.values() if (end := history.window_end(now)) is not None]

@@ -85,7 +85,9 @@ class MeteredService:
     def __init__(self, service: Service, metrics: NodeMetrics) -> None:
         self.service = service
         self.metrics = metrics
-        self._counters: dict[tuple[str, str], Any] = {}  # (command, code) -> its labelled counter
+        # Each (command, code)'s counter, looked up once: labels() costs a lock and a lookup per
+        # call. Bounded: _command keeps at most _KNOWN_COMMANDS commands.
+        self._counters: dict[tuple[str, str], Any] = {}
 
     def handle(self, key: str, data: bytes) -> bytes | Waiting:
         started = time.monotonic()
@@ -113,7 +115,7 @@ class MeteredService:
         except Exception:  # the reply is ours; a surprise here must not cost the answer
             code = "unreadable"
         counter = self._counters.get((command, code))
-        if counter is None:  # prometheus-client's labels() costs a lock and a lookup per call
+        if counter is None:
             counter = self._counters[(command, code)] = self.metrics.requests.labels(command, code)
         counter.inc()
 

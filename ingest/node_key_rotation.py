@@ -1,4 +1,9 @@
-"""A node's request socket through a rotation of its CURVE key (docs/PROTOCOL.md 16.6).
+"""A node's sockets through a rotation of its CURVE key (docs/PROTOCOL.md 16.6).
+
+:class:`RotatingKeys` moves a server socket's listeners: the request socket (``port``,
+``rotation_port``) and the feed (``pub_port``, ``feed_rotation_port``) the same way.
+:class:`ClientKeys` is the key pair the node connects to other nodes with: its newest
+generation from the moment it reads the record (the others admit both during the window).
 
 A ZeroMQ CURVE server socket has one key per bound endpoint: libzmq copies the socket's
 options, the CURVE secret key among them, into each listener when it binds. So during a
@@ -38,6 +43,23 @@ REBIND_ATTEMPTS = 250  # a port the old listener still holds, tried again for up
 REBIND_PAUSE = 0.02
 
 
+def load_generation(
+    keys_dir: Path, node: str, passphrase: str | None, history: KeyHistory | None, generation: int
+) -> KeyPair:
+    """Node ``node``'s key pair of generation ``generation`` (``<node>@<g>.key_secret``; ``<node>``
+    for 0), checked against the admin ledger's key for it in ``history``.
+
+    Raises KeyMaterialError when its file is missing, unreadable or holds another key.
+    """
+    keys = load_secret(key_paths(keys_dir, generation_name(node, generation))[1], passphrase)
+    named = [g.curve for g in history.generations if g.number == generation] if history is not None else []
+    if generation > 0 and keys.public not in named:
+        raise KeyMaterialError(
+            f"{node}: key generation {generation} on disk is {keys.fingerprint}, not the key the admin ledger names"
+        )
+    return keys
+
+
 def serving_generations(history: KeyHistory | None, now: int) -> tuple[int, int | None]:
     """(the generation the node's endpoint serves, the one its rotation endpoint serves or None)
     at ``now``: the oldest generation in force on the endpoint; the newest, if it differs, on
@@ -58,8 +80,19 @@ class RotatingKeys:
     generation the socket's endpoint serves now.
     """
 
-    def __init__(self, node: NodeConfig, keys_dir: Path, passphrase: str | None, serving: int) -> None:
+    def __init__(
+        self,
+        node: NodeConfig,
+        keys_dir: Path,
+        passphrase: str | None,
+        serving: int,
+        endpoints: tuple[str, str | None] | None = None,
+    ) -> None:
         self.node = node
+        # (the endpoint, the rotation endpoint) to bind: the request socket's unless given (the feed's).
+        self.endpoint, self.rotation_endpoint = (
+            endpoints if endpoints is not None else (node.bind_endpoint, node.bind_rotation_endpoint)
+        )
         self.keys_dir = keys_dir
         self._passphrase = passphrase
         self.serving = serving
@@ -88,16 +121,9 @@ class RotatingKeys:
 
         Raises KeyMaterialError when its file is missing, unreadable or holds another key.
         """
-        keys = load_secret(key_paths(self.keys_dir, generation_name(self.node.name, generation))[1], self._passphrase)
         with self._lock:
             history = self._history
-        named = [g.curve for g in history.generations if g.number == generation] if history is not None else []
-        if generation > 0 and keys.public not in named:
-            raise KeyMaterialError(
-                f"{self.node.name}: key generation {generation} on disk is {keys.fingerprint}, "
-                "not the key the admin ledger names"
-            )
-        return keys
+        return load_generation(self.keys_dir, self.node.name, self._passphrase, history, generation)
 
     def apply(self) -> None:
         """Bind what the history says now (on the socket's thread). A key that cannot be
@@ -114,10 +140,10 @@ class RotatingKeys:
             self._switch_main(main)
 
     def _bind_rotation(self, generation: int) -> None:
-        endpoint = self.node.bind_rotation_endpoint
+        endpoint = self.rotation_endpoint
         if endpoint is None:
-            log.error("node %s: its keys rotated but it has no rotation_port: the new key is served only "
-                      "once the window ends", self.node.name)  # fmt: skip
+            log.error("node %s: its keys rotated but %s has no rotation endpoint: the new key is served there "
+                      "only once the window ends", self.node.name, self.endpoint)  # fmt: skip
             self.rotation_serving = generation
             return
         try:
@@ -132,7 +158,7 @@ class RotatingKeys:
         log.info("node %s: key generation %d (%s) served on %s", self.node.name, generation, keys.fingerprint, endpoint)
 
     def _switch_main(self, generation: int) -> None:
-        endpoint = self.node.bind_endpoint
+        endpoint = self.endpoint
         try:
             keys: KeyPair | None = self.keys_of(generation)
         except KeyMaterialError as e:
@@ -169,3 +195,45 @@ class RotatingKeys:
         self._socket.curve_secretkey = keys.secret.encode("ascii")
         self._socket.curve_publickey = keys.public.encode("ascii")
         self._socket.bind(endpoint)
+
+
+class ClientKeys:
+    """The CURVE key pair node ``node`` connects to the other nodes with (a replica's sources and
+    file copies, a follower's feeds): its newest generation from the moment it reads the
+    record (PROTOCOL 16.6; the others admit both keys during the window). Each listener hears
+    the new pair once, on the thread that calls :meth:`update`; it applies it on its own.
+    """
+
+    def __init__(self, node: str, keys_dir: Path, passphrase: str | None, keys: KeyPair) -> None:
+        self.node = node
+        self.keys_dir = keys_dir
+        self._passphrase = passphrase
+        self.current = keys
+        self.generation = 0
+        self._listeners: list[Callable[[KeyPair], None]] = []
+
+    def follow(self, listener: Callable[[KeyPair], None]) -> KeyPair:
+        """Tell ``listener`` of every change from now on; returns the pair in force now."""
+        self._listeners.append(listener)
+        return self.current
+
+    def update(self, histories: Mapping[str, KeyHistory]) -> None:
+        """Take the key histories: a newer generation is loaded and handed to the listeners. One
+        that cannot be loaded is logged and the node keeps its key: the others refuse it from
+        the window's end on, and the log says why."""
+        history = histories.get(self.node)
+        if history is None:
+            return
+        generation = history.newest_curve_generation(now_ms())
+        if generation == self.generation:
+            return
+        try:
+            keys = load_generation(self.keys_dir, self.node, self._passphrase, history, generation)
+        except KeyMaterialError as e:
+            log.error("node %s: cannot connect with its key generation %d: %s", self.node, generation, e)
+            return
+        self.current, self.generation = keys, generation
+        log.info("node %s: connects to the others with its key generation %d (%s)", self.node, generation,
+                 keys.fingerprint)  # fmt: skip
+        for listener in self._listeners:
+            listener(keys)

@@ -212,8 +212,14 @@ class FeedProxy:
         return self
 
     def call_soon(self, step: Callable[[], None]) -> None:
-        """Run ``step`` on the thread that owns the PUB socket, before it forwards more (any thread)."""
+        """Run ``step`` on the thread that owns the PUB socket, before it forwards more (any
+        thread). It runs at once, whether or not messages flow: the proxy run ends for it. After
+        :meth:`stop` the step is dropped (the socket is closing; a key rotation has nothing to
+        serve any more)."""
         with self._steer_lock:
+            if self._stopping:
+                log.debug("feed proxy stopped: a step on the PUB socket dropped")
+                return
             self._steps.append(step)
             self._steer.send(b"TERMINATE")  # ends this proxy run; the next one starts after the step
 
@@ -273,6 +279,7 @@ class OutboxProcess(Outbox):
         self._stream_max_len = stream_max_len
         self._spans: collections.deque[dict[str, tuple[int, int]]] = collections.deque()
         self._proxy: FeedProxy | None = None
+        self._proxy_stopped = False
         self._child: multiprocessing.process.BaseProcess | None = None
         self._pipe: Connection | None = None
         self.restarts = 0
@@ -310,16 +317,21 @@ class OutboxProcess(Outbox):
             self._pipe.close()
             self._pipe = None
         if self._proxy is not None:
+            self._proxy_stopped = True
             self._proxy.stop()
             self._proxy = None
 
     def feed_call_soon(self, step: Callable[[], None]) -> None:
         """Run ``step`` on the thread that owns the node's PUB socket (the feed proxy's), before
         it forwards more: what a key rotation's re-bind of the feed must use (any thread).
-        Raises RuntimeError before :meth:`start`."""
-        if self._proxy is None:
+        Raises RuntimeError before :meth:`start`; after :meth:`stop` the step is dropped."""
+        proxy = self._proxy
+        if proxy is None:
+            if self._proxy_stopped:  # a rotation's timer at shutdown: the feed is closing
+                log.debug("outbox stopped: a step on the feed socket dropped")
+                return
             raise RuntimeError("the outbox process is not started: its feed proxy owns no socket yet")
-        self._proxy.call_soon(step)
+        proxy.call_soon(step)
 
     @property
     def pid(self) -> int | None:

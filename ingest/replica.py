@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,10 +33,10 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..broker.client import Client, NodeAddress
-from ..broker.feed import FeedSource, Publisher, Subscriber
-from ..broker.keys import generation_name, load_public
+from ..broker.feed import FeedSource, Subscriber
+from ..broker.keys import generation_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
-from ..broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
+from ..broker.signing import SigningKey, load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
@@ -61,7 +62,8 @@ from .metrics import (
     store_collector,
 )
 from .outbox import Outbox
-from .runtime import SHUTDOWN_LINGER_MS, NodeRuntime
+from .page_check import PageChecker
+from .runtime import NodeRuntime
 from .service import AccountAdmin, IngestService
 from .witness import Witness
 
@@ -219,13 +221,15 @@ def blob_sources(
     return sources
 
 
-def feed_sources(config: ClusterConfig, node: NodeConfig) -> list[FeedSource]:
+def feed_sources(
+    config: ClusterConfig, node: NodeConfig, feed_address_of: Callable[[str], NodeAddress]
+) -> list[FeedSource]:
+    """The feeds node ``node`` subscribes to, each at ``feed_address_of`` its name (its newest
+    key in force, on its ``pub_port`` and its ``feed_rotation_port``: MemberGates.feed_address_of)."""
     sources = []
     for followed in _followed(config, node):
-        assert followed.feed_endpoint is not None  # the configuration checks it
-        sources.append(
-            FeedSource(followed.name, followed.feed_endpoint, load_public(config.public_key_path(followed.name)))
-        )
+        address = feed_address_of(followed.name)
+        sources.append(FeedSource(followed.name, address.endpoint, address.key, address.also))
     return sources
 
 
@@ -238,6 +242,10 @@ class StoreWatcher(Protocol):
 
     def turn(self) -> None:
         """One turn of the follow loop: at least every RECEIVE_SLICE_MS, and after each batch of the feed."""
+        ...
+
+    def signs_with(self, signing: SigningKey) -> None:
+        """The node's Ed25519 key rotated (PROTOCOL 16.6): sign with ``signing`` from now on."""
         ...
 
 
@@ -259,7 +267,7 @@ def run_follower(
 
 
 def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: WatcherFactory | None) -> None:
-    config, node, name, keys = runtime.config, runtime.node, runtime.name, runtime.keys
+    config, node, name = runtime.config, runtime.node, runtime.name
     registry = runtime.registry()
     replication = runtime.replication()
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
@@ -269,22 +277,26 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     runtime.closing(store.close)
     cache = runtime.accounts(registry)
     epochs = EpochBook(config.name, store)
+    # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
+    keys = runtime.client_keys.current
     subscriber = Subscriber(
         runtime.ctx,
         keys,
-        feed_sources(config, node),
+        feed_sources(config, node, runtime.gates.feed_address_of),
         receive_hwm=config.replication.receive_hwm,
         max_message_bytes=broker.max_message_bytes,
         max_record_bytes=config.settings.limits.max_record_bytes,
     )
     runtime.closing(subscriber.close)
-    publisher = None
-    if node.bind_feed_endpoint is not None:
-        publisher = Publisher(
-            name, keys, node.bind_feed_endpoint, runtime.gates.feed, broker, config.replication.send_hwm
+    # Its own key and the feeds' keys (a rotation's record, a window's end): the next receive
+    # subscribes anew when either changed (a gap meanwhile is fetched by height).
+    runtime.gates.on_rotation(
+        lambda _: subscriber.retarget(
+            runtime.client_keys.current, feed_sources(config, node, runtime.gates.feed_address_of)
         )
-        runtime.closing(partial(publisher.close, linger_ms=SHUTDOWN_LINGER_MS))  # after the relay stopped
-        publisher.self_test()
+    )
+    # A relay's feed, closed after the relay stopped; its key follows the node's rotations (16.6).
+    publisher = runtime.publisher(broker, config.replication.send_hwm) if node.bind_feed_endpoint is not None else None
     relay = runtime.started(Outbox(name, store, publisher, replication, config.replication, stream=False))
     watcher = None if observe is None else observe(store, replication)
     witness = Witness(
@@ -308,6 +320,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             on_alert=lambda alert: raise_alert(replication, alert),
         )
         fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
+        runtime.client_keys.follow(partial(setattr, fetcher, "keys"))  # its next connections use ours
         runtime.started(fetcher)
 
     def stored(records: list[Record], hops: int) -> None:
@@ -330,10 +343,18 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             follow=False,  # a source's records are trusted by who sent them: never another node's
         )
         runtime.gates.keep_addressed(client, followed.name)  # its key rotations followed
+        runtime.client_keys.follow(partial(setattr, client, "keys"))  # and ours: read at its next call
         runtime.closing(client.close)
         sources.append(NodeSource(followed.name, client, config.ingest.page_size))
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
+    # The second core checks the next catch-up page while this process takes one (ingest/page_check.py),
+    # when the cluster turns it on.
+    use_checker = config.replication.catch_up_checker and len(os.sched_getaffinity(0)) > 1
+    checker = PageChecker() if use_checker else None
+    if checker is not None:
+        runtime.closing(checker.close)
+        log.info("%s: catch-up pages are checked ahead in process %s", name, checker.pid)
     follower = Follower(
         name,
         store,
@@ -347,6 +368,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         on_verified=witness.verified,
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
+        checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     metrics = NodeMetrics(node)
@@ -363,16 +385,11 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     server = runtime.request_server(broker)
     # After request_server, which sets the hook for the CURVE key: the witness follows its own
     # Ed25519 key's rotations too (PROTOCOL 16.6), from the generation in force now on.
-    follow_own_key = witness_key_follower(config, name, passphrase, witness, signing.public.public_hex)
+    follow_own_key = witness_key_follower(
+        config, name, passphrase, witness, signing.public.public_hex, None if watcher is None else watcher.signs_with
+    )
     follow_own_key(runtime.gates.histories)
-    serve_rotation = runtime.gates.on_rotation
-
-    def rotated(histories: Mapping[str, KeyHistory]) -> None:
-        if serve_rotation is not None:
-            serve_rotation(histories)
-        follow_own_key(histories)
-
-    runtime.gates.on_rotation = rotated
+    runtime.gates.on_rotation(follow_own_key)
     admin: AccountAdmin = _NoAdmin()
     service = IngestService(
         config,
@@ -410,11 +427,17 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
 
 
 def witness_key_follower(
-    config: ClusterConfig, name: str, passphrase: str | None, witness: Witness, sign_hex: str
+    config: ClusterConfig,
+    name: str,
+    passphrase: str | None,
+    witness: Witness,
+    sign_hex: str,
+    signs_with: Callable[[SigningKey], None] | None = None,
 ) -> Callable[[Mapping[str, KeyHistory]], None]:
     """A hook for the key histories (MemberGates.on_rotation) that makes ``witness`` cosign with
     the newest Ed25519 key the admin ledger names for node ``name`` (docs/PROTOCOL.md 16.6),
-    read from ``<name>@<g>.sign``; ``sign_hex`` is the key it signs with now. A key file that
+    read from ``<name>@<g>.sign``, and hands it to ``signs_with`` (an observer signs its tallies
+    with it); ``sign_hex`` is the key it signs with now. A key file that
     is missing, unreadable or holds another key is logged, and the witness keeps its key: its
     cosignatures then stop counting at the window's end, which the write concern shows."""
     current = [sign_hex]
@@ -435,6 +458,8 @@ def witness_key_follower(
                       name, path.name, newest.number)  # fmt: skip
             return
         witness.signer = WitnessSigner(witness_name(config.name, name), signing.seed)
+        if signs_with is not None:
+            signs_with(signing)
         current[0] = newest.sign
         log.info("node %s: cosigns with its Ed25519 key generation %d (%s)", name, newest.number, newest.sign[:16])
 

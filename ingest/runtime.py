@@ -25,6 +25,7 @@ import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
+from ..broker.feed import Publisher
 from ..broker.http import Check
 from ..broker.keys import KeyPair, load_secret
 from ..broker.redis_server import connect
@@ -35,7 +36,7 @@ from ..node.errors import SettingsError
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
-from .node_key_rotation import RotatingKeys, serving_generations
+from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +100,17 @@ class NodeRuntime:
         self.stack = stack
         # The request socket's keys through a rotation (made by request_server).
         self.rotation: RotatingKeys | None = None
+        # The feed socket's keys through a rotation (made by publisher).
+        self.feed_rotation: RotatingKeys | None = None
         self._passphrase = passphrase  # opens the key generations a rotation adds
         # Its role's Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
         self.redis_access = config.redis_access(node.role)
         self.ctx = process_context()
         self.stopping = threading.Event()  # set by SIGTERM or SIGINT while serving
         self.gates = MemberGates(config, node.name)
+        # The key pair it connects to other nodes with: its newest CURVE generation (PROTOCOL 16.6).
+        self.client_keys = ClientKeys(node.name, config.keys_dir, passphrase, keys)
+        self.gates.on_rotation(self.client_keys.update)
 
     @classmethod
     @contextmanager
@@ -162,17 +168,46 @@ class NodeRuntime:
         from then on (ingest/node_key_rotation.py). Raises KeyMaterialError when that generation's
         secret key file is missing or holds another key.
         """
-        rotation = RotatingKeys(self.node, self.config.keys_dir, self._passphrase, 0)
-        rotation.update(self.gates.histories)
-        serving, _ = serving_generations(self.gates.histories.get(self.name), now_ms())
-        keys = self.keys if serving == 0 else rotation.keys_of(serving)
-        rotation.serving = serving
+        rotation, keys = self._rotating(None)
         self.rotation = rotation
-        self.gates.on_rotation = rotation.update
         server = CurveServer(keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx)
         self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
         server.self_test()
         return server
+
+    def publisher(self, settings: BrokerSettings, send_hwm: int, *, attach: bool = True) -> Publisher:
+        """The node's feed (PROTOCOL 10.1) on its ``pub_port``, admitting ``gates.feed``, once it has
+        proved that an unlisted key is refused; closed (with its linger) when the runtime closes.
+
+        Like the request socket it serves the key generation in force on ``pub_port``, and during
+        a rotation's window the new one on ``feed_rotation_port`` (PROTOCOL 16.6); its re-binds
+        run on the thread that publishes (``Publisher.call_soon``). With ``attach`` false another
+        thread will own the socket (an ingest node's feed proxy): the caller then attaches
+        :attr:`feed_rotation` to that thread once it runs. Raises KeyMaterialError as
+        :meth:`request_server`.
+        """
+        node = self.node
+        assert node.bind_feed_endpoint is not None  # the caller publishes only with a pub_port
+        rotation, keys = self._rotating((node.bind_feed_endpoint, node.bind_feed_rotation_endpoint))
+        self.feed_rotation = rotation
+        publisher = Publisher(self.name, keys, node.bind_feed_endpoint, self.gates.feed, settings, send_hwm)
+        # Closed after what publishes stopped (added before it): what was made durable goes out.
+        self.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
+        publisher.self_test()
+        if attach:
+            rotation.attach(publisher.socket, publisher.call_soon)
+        return publisher
+
+    def _rotating(self, endpoints: tuple[str, str | None] | None) -> tuple[RotatingKeys, KeyPair]:
+        """A RotatingKeys for a server socket of the node's (its request socket's endpoints unless
+        given), following the key histories, and the key pair the socket binds with now."""
+        rotation = RotatingKeys(self.node, self.config.keys_dir, self._passphrase, 0, endpoints)
+        rotation.update(self.gates.histories)
+        serving, _ = serving_generations(self.gates.histories.get(self.name), now_ms())
+        keys = self.keys if serving == 0 else rotation.keys_of(serving)
+        rotation.serving = serving
+        self.gates.on_rotation(rotation.update)
+        return rotation, keys
 
     def health(self, metrics: NodeMetrics, checks: Mapping[str, Check]) -> None:
         """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the node's ``http_port`` (if it has

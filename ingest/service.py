@@ -198,7 +198,8 @@ class Pending:
     then: Callable[[Any], object]
 
     def reply(self) -> bytes:
-        """The reply's bytes (the future must be done); never raises."""
+        """The reply's bytes (the future must be done); never raises. Made anew per call: the
+        loop calls it once, and the metrics count the bytes it returns (``_MeteredReply``)."""
         try:
             return reply_ok(self.request_id, self.then(self.future.result()))
         except Exception as e:  # every outcome becomes a reply, a bug included

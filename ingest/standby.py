@@ -14,14 +14,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from functools import partial
 
-from ..broker.client import Client, NodeAddress
+from ..broker.client import Client
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
-from ..broker.keys import load_public
 from ..broker.replication import ReplicationLedger, raise_alert
 from ..node.store import ChainStore
 from .epochs import EpochBook, Homes
 from .follow import Follower, Page
+from .members import MemberGates
 from .replica import (
     HEADS_EVERY,
     RECEIVE_BATCH,
@@ -72,23 +73,25 @@ class StandbyFollow:
         homes_named = sorted({config.home_of(ledger).name for ledger in ledgers})
         feeds = []
         sources: list[_Only] = [_Only(StreamSource(replication), ledgers)]
+        gates, own = runtime.gates, runtime.client_keys
+        # Each home at its keys in force, with ours, through their rotations (PROTOCOL 16.6).
         for home in homes_named:
-            node = config.node(home)
-            assert node.feed_endpoint is not None  # an ingest node publishes: the configuration checks it
-            public = load_public(config.public_key_path(home))
-            feeds.append(FeedSource(home, node.feed_endpoint, public))
-            client = Client(NodeAddress(node.endpoint, public), runtime.keys, timeout=SOURCE_TIMEOUT, follow=False)
+            feeds.append(self._feed(gates, home))
+            client = Client(gates.address_of(home), own.current, timeout=SOURCE_TIMEOUT, follow=False)
+            gates.keep_addressed(client, home)
+            own.follow(partial(setattr, client, "keys"))
             runtime.closing(client.close)
             sources.append(_Only(NodeSource(home, client, config.ingest.page_size), ledgers))
         self.subscriber = Subscriber(
             runtime.ctx,
-            runtime.keys,
+            own.current,
             feeds,
             receive_hwm=config.replication.receive_hwm,
             max_message_bytes=2 * config.ingest.max_message_bytes,
             max_record_bytes=config.settings.limits.max_record_bytes,
         )
         runtime.closing(self.subscriber.close)
+        gates.on_rotation(lambda _: self.subscriber.retarget(own.current, [self._feed(gates, h) for h in homes_named]))
         self.follower = Follower(
             name,
             store,
@@ -101,6 +104,11 @@ class StandbyFollow:
             stopping=self.stopping.is_set,
         )
         self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _feed(gates: MemberGates, home: str) -> FeedSource:
+        address = gates.feed_address_of(home)
+        return FeedSource(home, address.endpoint, address.key, address.also)
 
     def following(self) -> set[str]:
         """The ledgers it follows now: those another node is home of."""

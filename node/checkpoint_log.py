@@ -56,16 +56,31 @@ class CheckpointLog:
             self._conn.close()
 
     def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
-        """Add a row (durable on return); the same checkpoint kept twice is one row."""
+        """Add a row; the same checkpoint kept twice is one row. Raises ValueError for an
+        unknown ``kind``, StoreError when the row cannot be written.
+
+        A row is durable on return, except a SIGNED one: that one is in the file on return (a
+        crash of the process keeps it) and fsynced with the store's next group commit. A home
+        signs only records already durable, and signs deterministically: a row lost with the
+        machine costs only its signature made again (the same bytes) when it is next needed,
+        and the store still holds every checkpoint that went out. Without its own fsync the
+        row holds SQLite's write lock for microseconds, not for an fsync during which a
+        group commit's BEGIN waits in SQLite's busy handler (which sleeps 1 ms or more)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         try:
             with self._lock:
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
-                )
+                if kind == SIGNED:
+                    self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at this commit
+                try:
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
+                    )
+                finally:
+                    if kind == SIGNED:
+                        self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
 

@@ -3,9 +3,10 @@
 A node starts with the keys of its files in the key directory (generation 0: ``<node>.key``,
 ``<node>.sign.pub``). Each ``key_rotation`` record of the admin ledger (docs/PROTOCOL.md 16.1
 and 16.6) gives it the next generation: its CURVE public key ``curve`` (Z85) and its Ed25519
-key ``sign`` (hex), from the record's ``accepted`` time on, while the generation before it
-stays in force until the record's ``until``. So at any time a node has one or two CURVE keys
-in force: the newest, and the one before it during its overlap window.
+key ``sign`` (hex; ``""`` for a node that has none, the verifier), from the record's
+``accepted`` time on, while the generation before it stays in force until the record's
+``until``. So at any time a node has one or two CURVE keys in force: the newest, and the one
+before it during its overlap window.
 
 Pure: times are milliseconds since 1970 given by the caller, keys are strings; no I/O.
 """
@@ -34,6 +35,18 @@ def sign_key_problem(value: object) -> str | None:
     if not isinstance(value, str) or _ED25519_HEX.fullmatch(value) is None:
         return f"sign {value!r} is not an Ed25519 public key (64 lower-case hex digits)"
     return None
+
+
+# A key_rotation's ``sign`` for a node that has no Ed25519 key (the verifier, PROTOCOL 16.6).
+NO_SIGN_KEY = ""
+
+
+def rotation_sign_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a ``key_rotation`` record's ``sign`` (PROTOCOL 16.1), or
+    None: an Ed25519 public key in hex, or :data:`NO_SIGN_KEY` for a node that signs nothing."""
+    if value == NO_SIGN_KEY:
+        return None
+    return sign_key_problem(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +101,10 @@ class KeyHistory:
         """Whether a signature by Ed25519 key ``sign`` (hex) made at ``timestamp_ms`` (what the
         signature states, e.g. a cosignature/v1 timestamp) counts: the newest generation's key
         always; an older generation's only while ``timestamp_ms`` is before the ``until`` of
-        the rotation that replaced it; a key the node never had, never."""
+        the rotation that replaced it; a key the node never had, never, nor ``""`` (a
+        generation without an Ed25519 key, the verifier's, signs nothing)."""
+        if sign == NO_SIGN_KEY:
+            return False
         generations = self.generations
         for i, generation in enumerate(generations):
             if generation.sign != sign:
@@ -99,6 +115,11 @@ class KeyHistory:
             if replaced_until is not None and timestamp_ms < replaced_until:
                 return True
         return False
+
+    def newest_curve_generation(self, now_ms: int) -> int:
+        """The generation whose key files hold the newest CURVE key in force at ``now_ms``: the
+        key a node connects to others with, and the one its clients reach it with (16.6)."""
+        return self.curve_generation(self.in_force(now_ms)[0].number)
 
     def window_end(self, now_ms: int) -> int | None:
         """When the overlap in force at ``now_ms`` ends (ms), or None if there is none."""

@@ -30,7 +30,8 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from Crypto.PublicKey import ECC
+import nacl.exceptions
+import nacl.signing
 from Crypto.Signature import eddsa
 
 from .errors import (
@@ -72,7 +73,6 @@ SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 COSIGNATURE_HEADER = "cosignature/v1\n"
 SIZE_CONTENT_TYPE = "text/x.tlog.size"  # tlog-witness: a 409 Conflict body
 
-_MODE = "rfc8032"
 _DECIMAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _HEX_KEY_ID = re.compile(r"[0-9a-f]{8}", re.ASCII)
 # Unicode White_Space, as Go's unicode.IsSpace sees it: none may appear in a key name.
@@ -140,11 +140,49 @@ def key_id(name: str, alg: int, public_key: bytes) -> int:
     return int.from_bytes(digest[:KEY_ID_BYTES], "big")
 
 
-def _ed25519_public(public_key: bytes) -> ECC.EccKey:
+# The y coordinates of the eight points of small order (RFC 8032's curve has cofactor 8), as
+# libsodium lists them: a public key or a signature's R among them is refused (PROTOCOL 13.2).
+_SMALL_ORDER_Y = frozenset(
+    {
+        0,
+        1,
+        2**255 - 20,  # p - 1
+        0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+    }
+)
+
+
+def is_small_order(encoded: bytes) -> bool:
+    """Whether the 32-byte point encoding ``encoded`` is one of the eight points of small order
+    (the sign bit aside), which libsodium refuses as a public key and as a signature's R."""
+    return int.from_bytes(encoded, "little") & (2**255 - 1) in _SMALL_ORDER_Y
+
+
+def ed25519_public_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    """The key libsodium verifies with, built once per key.
+
+    Raises NoteKeyError [bad_note_key] for bytes that are no Ed25519 point (RFC 8032 5.1.3) or
+    a point of small order, whose signatures no verifier of PROTOCOL 13.2 accepts."""
     try:
-        return eddsa.import_public_key(public_key)
+        eddsa.import_public_key(public_key)  # RFC 8032 5.1.3 decoding: libsodium has no such call
     except ValueError:
         raise NoteKeyError("the public key is not an Ed25519 point") from None
+    if is_small_order(public_key):
+        raise NoteKeyError("the public key is an Ed25519 point of small order")
+    return nacl.signing.VerifyKey(public_key)
+
+
+def ed25519_verify(key: nacl.signing.VerifyKey, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``key``'s Ed25519 signature of ``message`` (PROTOCOL 13.2:
+    RFC 8032 5.1.7 compared as encodings, small-order R and keys refused, as libsodium does)."""
+    if len(signature) != ED25519_SIGNATURE_BYTES:
+        return False
+    try:
+        key.verify(message, signature)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +193,8 @@ class VerifierKey:
     name: str
     alg: int
     public_key: bytes
-    _key: ECC.EccKey = field(init=False, repr=False, compare=False)
+    _key: nacl.signing.VerifyKey = field(init=False, repr=False, compare=False)
+    _key_id: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name, "verifier key name", NoteKeyError)
@@ -163,11 +202,12 @@ class VerifierKey:
             raise NoteKeyError(f"verifier key {self.name}: unknown signature type {self.alg:#04x}")
         if not isinstance(self.public_key, bytes) or len(self.public_key) != ED25519_KEY_BYTES:
             raise NoteKeyError(f"verifier key {self.name}: an Ed25519 public key is 32 bytes")
-        object.__setattr__(self, "_key", _ed25519_public(self.public_key))
+        object.__setattr__(self, "_key", ed25519_public_key(self.public_key))
+        object.__setattr__(self, "_key_id", key_id(self.name, self.alg, self.public_key))
 
     @property
     def key_id(self) -> int:
-        return key_id(self.name, self.alg, self.public_key)
+        return self._key_id
 
     def encode(self) -> str:
         """The vkey string ``<name>+<8 hex digits of key id>+base64(alg || public key)``."""
@@ -179,13 +219,7 @@ class VerifierKey:
 
     def verify_raw(self, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` is this key's Ed25519 signature (RFC 8032) of ``message``."""
-        if len(signature) != ED25519_SIGNATURE_BYTES:
-            return False
-        try:
-            eddsa.new(self._key, _MODE).verify(message, signature)
-        except ValueError:
-            return False
-        return True
+        return ed25519_verify(self._key, message, signature)
 
 
 def parse_verifier_key(vkey: str) -> VerifierKey:
@@ -219,7 +253,9 @@ class SignerKey:
     name: str
     alg: int
     seed: bytes = field(repr=False)
-    _key: ECC.EccKey = field(init=False, repr=False, compare=False)
+    _key: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    _public_key: bytes = field(init=False, repr=False, compare=False)
+    _key_id: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name, "signer key name", NoteKeyError)
@@ -227,15 +263,20 @@ class SignerKey:
             raise NoteKeyError(f"signer key {self.name}: unknown signature type {self.alg:#04x}")
         if not isinstance(self.seed, bytes) or len(self.seed) != ED25519_KEY_BYTES:
             raise NoteKeyError(f"signer key {self.name}: an Ed25519 seed is 32 bytes")
-        object.__setattr__(self, "_key", eddsa.import_private_key(self.seed))
+        signing = nacl.signing.SigningKey(self.seed)
+        # Derived once: a checkpoint signature names the key id, and deriving both per
+        # signature cost more than the signature itself.
+        object.__setattr__(self, "_key", signing)
+        object.__setattr__(self, "_public_key", bytes(signing.verify_key))
+        object.__setattr__(self, "_key_id", key_id(self.name, self.alg, self._public_key))
 
     @property
     def public_key(self) -> bytes:
-        return bytes(self._key.public_key().export_key(format="raw"))
+        return self._public_key
 
     @property
     def key_id(self) -> int:
-        return key_id(self.name, self.alg, self.public_key)
+        return self._key_id
 
     def verifier(self) -> VerifierKey:
         return VerifierKey(self.name, self.alg, self.public_key)
@@ -246,7 +287,7 @@ class SignerKey:
 
     def sign_raw(self, message: bytes) -> bytes:
         """This key's Ed25519 signature (RFC 8032, deterministic) of ``message``."""
-        return bytes(eddsa.new(self._key, _MODE).sign(message))
+        return self._key.sign(message).signature
 
 
 def parse_signer_key(skey: str) -> SignerKey:

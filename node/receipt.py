@@ -14,11 +14,9 @@ Pure: bytes and keys in, a dataclass out, a precise error of node/errors.py othe
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -34,6 +32,21 @@ from .errors import (
 )
 from .key_rotation import ROTATION_KIND, KeyChain, pinned_checkpoint_key
 from .ledger import LedgerRules
+from .node_key_rotation import KeyHistory
+from .node_keys import (
+    NodeKeys,
+    ProvenRecord,
+    admin_origin_cluster,
+    b64,
+    check_cosignatures_in_force,
+    parse_node_keys,
+    proof_hashes,
+    proven_records,
+    proven_rotations,
+    rotated_witness_keys,
+    unb64,
+    witness_histories,
+)
 from .note import (
     MAX_NOTE_BYTES,
     VerifiedCheckpoint,
@@ -42,15 +55,16 @@ from .note import (
 )
 from .outside import OutsideWitnesses, check_witnessed, outside_witnesses
 from .record import Record, checksum_of, decode_record, link_of
-from .tree import HASH_SIZE, MAX_PROOF_HASHES, leaf_hash, verify_inclusion
+from .tree import HASH_SIZE, leaf_hash, verify_inclusion
 from .verify import ChainVerifier
 from .witness import PINNED_KEY_FIELD, pinned_key
 
 RECEIPT_VERSION = 1
 RECEIPT_KEYS = ("v", "ledger", "index", "hash", "record", "proof", "checkpoint")
 ROTATIONS_KEY = "rotations"  # after RECEIPT_KEYS, only when the checkpoint's key is not the genesis key
-ROTATION_KEYS = ("index", "record", "proof")
+NODE_KEYS_KEY = "node_keys"  # last, only when a witness's Ed25519 key rotated (16.6)
 MAX_ROTATIONS = 32
+RotationProof = ProvenRecord  # a key rotation record (13.8) at its index, proven in the receipt's checkpoint
 # The largest receipt: a record (81,920 bytes, 109,228 in base64), 64 proof hashes (46
 # characters each with quotes and comma) and a note (each newline escaped as two bytes).
 MAX_RECEIPT_BYTES = 256 * 1024
@@ -68,36 +82,38 @@ class Receipt:
     proof: tuple[bytes, ...]
     checkpoint: bytes
     rotations: tuple[RotationProof, ...] = ()  # the key chain from the genesis key to the checkpoint's
+    node_keys: NodeKeys | None = None  # the witnesses' rotated Ed25519 keys, proven on the admin ledger
 
     @classmethod
     def of(
-        cls, record: bytes, proof: Sequence[bytes], checkpoint: bytes, rotations: Sequence[RotationProof] = ()
+        cls,
+        record: bytes,
+        proof: Sequence[bytes],
+        checkpoint: bytes,
+        rotations: Sequence[RotationProof] = (),
+        node_keys: NodeKeys | None = None,
     ) -> Receipt:
         """The receipt of ``record`` (bytes of a valid record: its ledger, height and link
         are read from it). Raises the record's structure error when it is not one."""
         decoded = decode_record(record, PROTOCOL_LIMITS)
-        return cls(decoded.ledger, decoded.height, decoded.link, record, tuple(proof), checkpoint, tuple(rotations))
+        return cls(
+            decoded.ledger, decoded.height, decoded.link, record, tuple(proof), checkpoint, tuple(rotations), node_keys
+        )
 
     def encode(self) -> bytes:
         """The receipt file's bytes: one JSON object, keys in RECEIPT_KEYS order (then
-        ``rotations`` when there are any), no spaces, non-ASCII characters as they are, then a
-        newline (docs/PROTOCOL.md section 14.2)."""
+        ``rotations`` when there are any, then ``node_keys`` when given), no spaces, non-ASCII
+        characters as they are, then a newline (docs/PROTOCOL.md section 14.2)."""
         return _encode(
-            self.ledger, self.index, self.hash.hex(), self.record, self.proof, self.checkpoint, self.rotations
+            self.ledger,
+            self.index,
+            self.hash.hex(),
+            self.record,
+            self.proof,
+            self.checkpoint,
+            self.rotations,
+            self.node_keys,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class RotationProof:
-    """A key rotation record (13.8) at ``index`` and its inclusion ``proof`` in the receipt's checkpoint."""
-
-    index: int
-    record: bytes
-    proof: tuple[bytes, ...]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _encode(
@@ -108,33 +124,30 @@ def _encode(
     proof: Sequence[bytes],
     note: bytes,
     rotations: Sequence[RotationProof] = (),
+    node_keys: NodeKeys | None = None,
 ) -> bytes:
     obj: dict[str, Any] = {
         "v": RECEIPT_VERSION,
         "ledger": ledger,
         "index": index,
         "hash": hash_hex,
-        "record": _b64(record),
-        "proof": [_b64(p) for p in proof],
+        "record": b64(record),
+        "proof": [b64(p) for p in proof],
         "checkpoint": note.decode("utf-8"),
     }
     if rotations:
-        obj[ROTATIONS_KEY] = [
-            {"index": r.index, "record": _b64(r.record), "proof": [_b64(p) for p in r.proof]} for r in rotations
-        ]
+        obj[ROTATIONS_KEY] = [r.json() for r in rotations]
+    if node_keys is not None:
+        obj[NODE_KEYS_KEY] = node_keys.json()
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _unb64(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise ReceiptError(f"receipt: {what} must be a base64 string")
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ReceiptError(f"receipt: {what} is not standard base64") from None
-    if _b64(raw) != text:
-        raise ReceiptError(f"receipt: {what} is not canonical base64")
-    return raw
+_KEY_ORDERS = (
+    RECEIPT_KEYS,
+    (*RECEIPT_KEYS, ROTATIONS_KEY),
+    (*RECEIPT_KEYS, NODE_KEYS_KEY),
+    (*RECEIPT_KEYS, ROTATIONS_KEY, NODE_KEYS_KEY),
+)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -156,9 +169,10 @@ def parse_receipt(data: bytes) -> Receipt:
         obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ReceiptError("receipt: the file is not UTF-8 JSON") from None
-    if not isinstance(obj, dict) or tuple(obj) not in (RECEIPT_KEYS, (*RECEIPT_KEYS, ROTATIONS_KEY)):
+    if not isinstance(obj, dict) or tuple(obj) not in _KEY_ORDERS:
         raise ReceiptError(
-            f"receipt: an object with exactly the keys {', '.join(RECEIPT_KEYS)} (and {ROTATIONS_KEY}), in that order"
+            f"receipt: an object with exactly the keys {', '.join(RECEIPT_KEYS)} (then {ROTATIONS_KEY}, "
+            f"{NODE_KEYS_KEY}, each when given), in that order"
         )
     if type(obj["v"]) is not int or obj["v"] != RECEIPT_VERSION:
         raise ReceiptError(f"receipt: v must be {RECEIPT_VERSION}")
@@ -169,10 +183,11 @@ def parse_receipt(data: bytes) -> Receipt:
         raise ReceiptError("receipt: index must be an integer 0..2**63-1")
     if not isinstance(hash_hex, str) or len(hash_hex) != 2 * HASH_SIZE or hash_hex.strip("0123456789abcdef"):
         raise ReceiptError("receipt: hash must be 64 lower-case hex characters")
-    record = _unb64(obj["record"], "record")
+    record = unb64(obj["record"], "record")
     proof = obj["proof"]
-    hashes = _proof(proof, "proof")
-    rotations = _rotations(obj.get(ROTATIONS_KEY))
+    hashes = proof_hashes(proof, "proof")
+    rotations = () if ROTATIONS_KEY not in obj else proven_records(obj[ROTATIONS_KEY], "rotation", MAX_ROTATIONS)
+    node_keys = None if NODE_KEYS_KEY not in obj else parse_node_keys(obj[NODE_KEYS_KEY])
     note = obj["checkpoint"]
     if not isinstance(note, str) or len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE_BYTES:
         raise ReceiptError(f"receipt: checkpoint must be a note of at most {MAX_NOTE_BYTES} bytes")
@@ -180,35 +195,9 @@ def parse_receipt(data: bytes) -> Receipt:
         note_bytes = note.encode("utf-8")
     except UnicodeEncodeError:
         raise ReceiptError("receipt: checkpoint is not UTF-8 text") from None
-    if _encode(ledger, index, hash_hex, record, hashes, note_bytes, rotations) != data:
+    if _encode(ledger, index, hash_hex, record, hashes, note_bytes, rotations, node_keys) != data:
         raise ReceiptError("receipt: the file is not in its canonical form (key order, spacing, escapes, newline)")
-    return Receipt(ledger, index, bytes.fromhex(hash_hex), record, hashes, note_bytes, rotations)
-
-
-def _proof(value: object, what: str) -> tuple[bytes, ...]:
-    if not isinstance(value, list) or len(value) > MAX_PROOF_HASHES:
-        raise ReceiptError(f"receipt: {what} must be a list of at most {MAX_PROOF_HASHES} hashes")
-    return tuple(_unb64(p, f"{what} hash {i}") for i, p in enumerate(value))
-
-
-def _rotations(value: object) -> tuple[RotationProof, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_ROTATIONS:
-        raise ReceiptError(f"receipt: {ROTATIONS_KEY} must be a list of 1 to {MAX_ROTATIONS} rotations when given")
-    found = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict) or tuple(item) != ROTATION_KEYS:
-            raise ReceiptError(f"receipt: rotation {i} is an object with exactly the keys {', '.join(ROTATION_KEYS)}")
-        index = item["index"]
-        if type(index) is not int or not 0 <= index <= 2**63 - 1:
-            raise ReceiptError(f"receipt: rotation {i}: index must be an integer 0..2**63-1")
-        found.append(
-            RotationProof(
-                index, _unb64(item["record"], f"rotation {i} record"), _proof(item["proof"], f"rotation {i} proof")
-            )
-        )
-    return tuple(found)
+    return Receipt(ledger, index, bytes.fromhex(hash_hex), record, hashes, note_bytes, rotations, node_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +212,23 @@ class ReceiptKeys:
     genesis: Record | None = None
     outside: OutsideWitnesses | None = None
     standby_key: VerifierKey | None = None  # the standby's key the genesis pins (10.9), if any
+    admin_key: VerifierKey | None = None  # the admin ledger's checkpoint key: follows rotated witness keys (16.6)
+
+    def following(self, node_keys: NodeKeys | None) -> tuple[ReceiptKeys, dict[str, KeyHistory]]:
+        """These keys with the witnesses' later generations that ``node_keys`` proves (none
+        without evidence or without ``admin_key``), and those witnesses' key histories by name.
+
+        Raises WrongOriginError [wrong_origin] when ``admin_key`` is not ``<cluster>/admin`` of
+        the checkpoint key's cluster, and what :func:`proven_rotations` raises.
+        """
+        if node_keys is None or self.admin_key is None:
+            return self, {}
+        if admin_origin_cluster(self.admin_key) != self.log_key.name.rpartition("/")[0]:
+            raise WrongOriginError(
+                f"the admin key {self.admin_key.name!r} is of another cluster than {self.log_key.name!r}"
+            )
+        histories = witness_histories(self.witnesses, proven_rotations(node_keys, self.admin_key))
+        return replace(self, witnesses=(*self.witnesses, *rotated_witness_keys(histories))), histories
 
 
 def keys_from_genesis(
@@ -292,7 +298,10 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
         if rotated.content.kind != ROTATION_KIND:
             raise ReceiptError(f"receipt: the record at rotation index {rotation.index} is not a key rotation")
         chain = chain.after(rotated)
+    # A witness's rotated Ed25519 keys, proven on the admin ledger (16.6), count as its own.
+    keys, histories = keys.following(receipt.node_keys)
     verified, signer = _checked_checkpoint(receipt.checkpoint, keys, chain)
+    check_cosignatures_in_force(verified, histories)
     outside = _outside_cosigners(receipt.checkpoint, keys, signer)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
@@ -301,13 +310,19 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     return VerifiedReceipt(receipt, record, verified, outside)
 
 
-def verify_witnessed(note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None) -> VerifiedCheckpoint:
+def verify_witnessed(
+    note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None, node_keys: NodeKeys | None = None
+) -> VerifiedCheckpoint:
     """Check the checkpoint ``note`` with ``keys`` (13.5 with the key in force at its size along
     ``chain``, default the genesis key alone, or a standby's epoch key; the witness keys and
-    quorum), then, when the genesis lists outside witnesses, that a quorum of them cosigned
-    (13.9). The result counts the cluster's witnesses. Raises what verify_ledger_checkpoint
-    and check_witnessed raise."""
+    quorum, with the rotated witness keys ``node_keys`` proves when ``keys`` hold the admin
+    key, each cosignature by a key in force at its time, 16.6), then, when the genesis lists
+    outside witnesses, that a quorum of them cosigned (13.9). The result counts the cluster's
+    witnesses. Raises what verify_ledger_checkpoint, ReceiptKeys.following,
+    check_cosignatures_in_force and check_witnessed raise."""
+    keys, histories = keys.following(node_keys)
     verified, signer = _checked_checkpoint(note, keys, chain)
+    check_cosignatures_in_force(verified, histories)
     _outside_cosigners(note, keys, signer)
     return verified
 

@@ -145,7 +145,7 @@ def decode_content(data: bytes, limits: Limits) -> Content:
     value = canonical.unpack(data)
     if _is_valid_content(value, data, limits):
         author, kind, ledger, payload, request_id, ts, _ = value.values()
-        return _new_content(ledger, kind, payload, author, request_id, ts)
+        return new_content(ledger, kind, payload, author, request_id, ts)
     return _checked_content(value, data, limits)
 
 
@@ -321,7 +321,7 @@ _CONTENT_SLOTS = tuple(Content.__dict__[f.name].__set__ for f in fields(Content)
 _RECORD_SLOTS = tuple(Record.__dict__[f.name].__set__ for f in fields(Record))
 
 
-def _new_content(ledger: str, kind: str, payload: dict[str, Any], author: str, request_id: str, ts: int) -> Content:
+def new_content(ledger: str, kind: str, payload: dict[str, Any], author: str, request_id: str, ts: int) -> Content:
     set_ledger, set_kind, set_payload, set_author, set_request_id, set_ts = _CONTENT_SLOTS
     content: Content = object.__new__(Content)
     set_ledger(content, ledger)
@@ -333,7 +333,7 @@ def _new_content(ledger: str, kind: str, payload: dict[str, Any], author: str, r
     return content
 
 
-def _new_record(
+def new_record(
     content: Content,
     content_bytes: bytes,
     checksum: bytes,
@@ -366,6 +366,28 @@ def _new_record(
     set_origin(record, origin)
     set_link(record, link)
     return record
+
+
+def record_of_checked(data: bytes) -> Record:
+    """The Record of bytes that ChainVerifier's fast path already took, in another process
+    (a follower's page checker, vledger.ingest.page_check): decoded, nothing checked again.
+
+    Only for such bytes: anything else may give a Record that is not what :func:`decode_record`
+    gives, or raise anything msgpack or the unpacking raises. Its caller still ties each record
+    to its own chain (height and prev)."""
+    accepted, checksum, content_bytes, height, link, nonce, origin, prev = msgpack.unpackb(data).values()
+    author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+    return new_record(
+        new_content(ledger, kind, payload, author, request_id, ts),
+        content_bytes,
+        checksum,
+        nonce,
+        height,
+        prev,
+        accepted,
+        origin,
+        link,
+    )
 
 
 # The types of a record's fields: a record whose values are all of these holds nothing nested.
@@ -420,7 +442,7 @@ def decode_record(data: bytes, limits: Limits) -> Record:
         raise NonCanonicalError(
             "record is not in its canonical encoding (a longer form than needed)", ledger=content.ledger, height=height
         )
-    return _new_record(content, content_bytes, checksum, nonce, height, prev, accepted, origin, link)
+    return new_record(content, content_bytes, checksum, nonce, height, prev, accepted, origin, link)
 
 
 def _refuse_record_keys(value: dict[Any, Any]) -> NoReturn:

@@ -145,6 +145,7 @@ class _Job:
 
     ``many``: the future gets the run's list of receipts, else the one record's receipt.
     ``verified``: the caller checked each record already (see :meth:`ChainStore.submit_records`).
+    ``given``: each record's exact bytes and leaf hash, from the caller (None: worked out here).
     """
 
     entry: Entry | None
@@ -152,6 +153,7 @@ class _Job:
     future: Future[Any]
     many: bool = False
     verified: bool = False
+    given: Sequence[tuple[bytes, bytes]] | None = None
 
 
 def _extends(record: Record, head: _Head) -> LedgerRules:
@@ -170,6 +172,28 @@ def _extends(record: Record, head: _Head) -> LedgerRules:
             height=height,
         )
     return head.rules
+
+
+def _stands_on(records: Sequence[Record], heads: Mapping[str, _Head]) -> bool:
+    """Whether a verified run of one ledger is, record after record, what _extends lets
+    through from its head: then it is taken whole without a trial head per record. False
+    sends it the record-by-record way, which names whatever is wrong."""
+    first = records[0]
+    ledger = first.ledger
+    head = heads.get(ledger)
+    if head is None or first.height != head.height + 1:
+        return False  # a new ledger, duplicates or a gap
+    height, link = head.height, head.link
+    for record in records:
+        if (
+            record.height != height + 1
+            or record.prev != link
+            or record.content.ledger != ledger
+            or record.content.kind == GENESIS_KIND
+        ):
+            return False
+        height, link = record.height, record.link
+    return True
 
 
 def _now_ms() -> int:
@@ -411,7 +435,13 @@ class ChainStore:
         Raises StoreClosedError once the store is closed."""
         return self._submit(_Job(None, (record,), Future()), True)
 
-    def submit_records(self, records: Sequence[Record], *, verified: bool = False) -> Future[list[Receipt]]:
+    def submit_records(
+        self,
+        records: Sequence[Record],
+        *,
+        verified: bool = False,
+        given: Sequence[tuple[bytes, bytes]] | None = None,
+    ) -> Future[list[Receipt]]:
         """Queue a run of placed records (a follower's catch-up page) under one future.
 
         The run is stored whole or not at all, in one group commit: the future gets a receipt
@@ -419,9 +449,16 @@ class ChainStore:
         failure, and then none of the run is stored. ``verified=True`` says the caller
         checked each record as the chain's next (a follower's ChainVerifier): the store then
         checks only that the run extends its head, height by height and link by link, and
-        not each record's hashes and work a second time. Raises StoreClosedError once closed.
+        not each record's hashes and work a second time. ``given`` (only with ``verified``):
+        each record's bytes, exactly ``record.encode()`` (what decode_record took them from,
+        having checked they are canonical), and their Merkle leaf hash, so that the store
+        writes them as they are instead of encoding and hashing each record again.
+        Raises ValueError if ``given`` does not pair with ``records`` one to one, and
+        StoreClosedError once closed.
         """
-        return self._submit(_Job(None, tuple(records), Future(), many=True, verified=verified), True)
+        if given is not None and (not verified or len(given) != len(records)):
+            raise ValueError("given bytes and leaf hashes come with a verified run, one pair a record")
+        return self._submit(_Job(None, tuple(records), Future(), many=True, verified=verified, given=given), True)
 
     def _submit(self, job: _Job, wake: bool) -> Future[Any]:
         with self._lock:
@@ -493,30 +530,32 @@ class ChainStore:
             batch = [queued.popleft() for _ in range(min(most, len(queued)))]
             self._commit(batch)
 
-    def _grow_trees(self, records: list[tuple[Record, bytes]]) -> tuple[dict[str, Frontier], list[tuple[Any, ...]]]:
-        """The frontiers after this group's records, and the tree rows they complete.
+    def _grow_trees(
+        self, records: list[tuple[Record, bytes, bytes | None]]
+    ) -> tuple[dict[str, Frontier], list[tuple[Any, ...]]]:
+        """The frontiers after this group's records (each with its bytes and, if its caller
+        gave it, its leaf hash), and the tree rows they complete.
 
         Grows copies, so a group that fails to commit leaves the frontiers as they were.
         """
         grown: dict[str, Frontier] = {}
         rows: list[tuple[Any, ...]] = []
-        for record, data in records:
+        for record, data, leaf in records:
             ledger = record.ledger
             frontier = grown.get(ledger)
             if frontier is None:
                 held = self._frontiers.get(ledger)
                 frontier = grown[ledger] = held.copy() if held is not None else Frontier()
-            rows.extend(
-                (ledger, level, index, node)
-                for level, index, node in frontier.append(leaf_hash(data))
-                if level >= STORED_LEVEL
-            )
+            for level, index, node in frontier.append(leaf if leaf is not None else leaf_hash(data)):
+                if level >= STORED_LEVEL:
+                    rows.append((ledger, level, index, node))
         return grown, rows
 
     def _commit(self, batch: list[_Job]) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
+        given: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # a staged record's bytes and leaf, if given
         requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
         done: list[tuple[_Job, Any]] = []
         for job in batch:
@@ -541,16 +580,30 @@ class ChainStore:
                 staged[(record.ledger, record.height)] = record
                 if job.entry is not None:
                     requests.placed(record)
+            if job.given is not None:
+                # What was placed is the run's records (the same objects) less its duplicates.
+                if len(placed) == len(job.records):
+                    given.update(((r.ledger, r.height), pair) for r, pair in zip(placed, job.given, strict=True))
+                else:
+                    pairs = iter(zip(job.records, job.given, strict=True))
+                    for record in placed:
+                        given[(record.ledger, record.height)] = next(pair for r, pair in pairs if r is record)
             done.append((job, result))
         try:
             if staged:
-                encoded = [(r, r.encode()) for r in staged.values()]
+                encoded: list[tuple[Record, bytes, bytes | None]] = []
+                for key, r in staged.items():
+                    pair = given.get(key)
+                    encoded.append((r, pair[0], pair[1]) if pair is not None else (r, r.encode(), None))
                 if self.keep_tree:
                     grown, tree_rows = self._grow_trees(encoded)
                 self._write.execute("BEGIN IMMEDIATE")
                 self._write.executemany(
                     "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.ledger, r.height, r.hash, r.content.author, r.content.request_id, data) for r, data in encoded],
+                    [
+                        (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
+                        for r, data, _ in encoded
+                    ],
                 )
                 if self.keep_tree:
                     self._write.executemany(INSERT_TREE, tree_rows)
@@ -648,6 +701,10 @@ class ChainStore:
         if len(records) == 1:  # nothing to undo: _extend changes heads only once it passed
             receipt, record = self._extend(records[0], heads, staged, verified)
             return [receipt], [record] if record is not None else []
+        if verified and _stands_on(records, heads):
+            last = records[-1]
+            heads[last.ledger] = _Head(last.height, last.link, last.accepted, heads[last.ledger].rules)
+            return [Receipt.of(record) for record in records], list(records)
         trial_heads: collections.ChainMap[str, _Head] = collections.ChainMap({}, heads)
         trial_staged: collections.ChainMap[tuple[str, int], Record] = collections.ChainMap({}, staged)
         receipts, placed = [], []

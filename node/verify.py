@@ -48,6 +48,8 @@ from .record import (
     decode_record,
     link_of,
     matches_name,
+    new_content,
+    new_record,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
@@ -156,6 +158,28 @@ class ChainVerifier:
             content = record.content.to_map()
         return content
 
+    def feed_record_fast(self, data: bytes) -> Record | None:
+        """:meth:`feed_fast` that returns the record itself: the Record ``decode_record(data)``
+        gives, built from the fields the fast path decoded; None when not sure, with nothing
+        changed (the caller then runs ``decode_record`` and :meth:`feed`)."""
+        taken = self._take_fast(data)
+        if taken is None:
+            return None
+        value, content = taken
+        accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
+        author, kind, ledger, payload, request_id, ts, _ = content.values()
+        return new_record(
+            new_content(ledger, kind, payload, author, request_id, ts),
+            content_bytes,
+            checksum,
+            nonce,
+            height,
+            prev,
+            accepted,
+            origin,
+            link,
+        )
+
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes,
         and return its content map (its fields as decoded); None when not sure, with nothing
@@ -163,20 +187,25 @@ class ChainVerifier:
 
         Genesis records, names not yet remembered and every fault take the None way.
         """
+        taken = self._take_fast(data)
+        return taken[1] if taken is not None else None
+
+    def _take_fast(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """feed_fast's checks: the record's map and its content's map as decoded, or None."""
         fast = self._fast
         if fast is None or fast.rules is not self.rules:
             if self.rules is None:
                 return None  # the genesis: its rules are read the precise way
             fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
-        limits = self.limits
-        if len(data) > limits.max_record_bytes or data[:1] != b"\x88":
+        if len(data) > fast.max_record or data[:1] != b"\x88":
             return None
+        unpackb = msgpack.unpackb
         try:
             # msgpack's defaults, not canonical.unpack's options, which cost a third of the call:
             # what they let through differently (an extension, a binary map key) fails a type
-            # check or canonical.flaw below. Any failure to decode is a fault whose code the
+            # check or the re-encoding below. Any failure to decode is a fault whose code the
             # precise checks find.
-            value = msgpack.unpackb(data)
+            value = unpackb(data)
             if type(value) is not dict or tuple(value) != RECORD_KEYS:
                 return None
             accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
@@ -185,16 +214,17 @@ class ChainVerifier:
                 or height != self.next_height
                 or prev != self.prev
                 or type(content_bytes) is not bytes
-                or len(content_bytes) > limits.max_content_bytes
+                or len(content_bytes) > fast.max_content
             ):
                 return None
-            content = msgpack.unpackb(content_bytes)
+            content = unpackb(content_bytes)
         except Exception:  # see above: the precise path names it
             return None
         if type(content) is not dict or tuple(content) != CONTENT_KEYS:
             return None
         author, kind, ledger, payload, request_id, ts, v = content.values()
-        max_name = limits.max_name_length
+        max_name = fast.max_name
+        # msgpack decodes no integer above 2**64 - 1: a type check and ">= 0" hold an int to a uint64.
         if not (
             ledger == fast.ledger
             and type(ledger) is str
@@ -204,33 +234,29 @@ class ChainVerifier:
             and len(author) <= max_name
             and (author in _ACCOUNTS or matches_name(ACCOUNT_PATTERN, author))
             and type(request_id) is str
-            and 0 < len(request_id) <= limits.max_request_id_length
+            and 0 < len(request_id) <= fast.max_request_id
             and REQUEST_ID_PATTERN.fullmatch(request_id) is not None
             and type(ts) is int
-            and 0 <= ts <= _UINT_MAX
+            and ts >= 0
             and type(v) is int
             and v == FORMAT_VERSION
             and type(payload) is dict
-            # A payload of scalars under sorted string keys is canonical.flaw's common case,
-            # tested here without the call; anything else goes through it.
-            and (
-                (
-                    _SCALARS.issuperset(map(type, payload.values()))
-                    and _STR.issuperset(map(type, payload))
-                    and (keys := list(payload)) == sorted(keys)
-                    and limits.max_depth > 2
-                )
-                or canonical.flaw(payload, 1, limits.max_depth) is None
-            )
             and type(nonce) is int
-            and 0 <= nonce <= _UINT_MAX
+            and nonce >= 0
             and type(accepted) is int
-            and 0 <= accepted <= _UINT_MAX
+            and accepted >= 0
             and type(origin) is str
             and len(origin) <= max_name
             and (origin in _NAMES or matches_name(NAME_PATTERN, origin))
-            and canonical.packs_to(content, content_bytes)
-            and canonical.packs_to(value, data)
+            # A payload of scalars under sorted string keys is canonical.flaw's common case,
+            # tested here without the call (its keys as a remembered shape); anything else
+            # goes through it.
+            and (
+                (_SCALARS.issuperset(map(type, payload.values())) and fast.sorted_keys(tuple(payload)))
+                or canonical.flaw(payload, 1, fast.max_depth) is None
+            )
+            and fast.pack(content) == content_bytes
+            and fast.pack(value) == data
         ):
             return None
         sha256 = hashlib.sha256
@@ -238,31 +264,56 @@ class ChainVerifier:
         if sha256(content_bytes).digest() != checksum:
             return None
         numbers = _U64X3(height, nonce, accepted)
-        if fast.target is not None and sha256(checksum + numbers[8:16]).digest() >= fast.target:
+        target = fast.target
+        if target is not None and sha256(checksum + numbers[8:16]).digest() >= target:
             return None
         if sha256(b"".join((prev, checksum, numbers, origin.encode()))).digest() != link:
             return None
         self.next_height = height + 1
         self.prev = link
-        return content
+        return value, content
 
 
-_UINT_MAX = 2**64 - 1
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
 _ACCOUNTS = MATCHED_ACCOUNTS  # names known to match: a set lookup instead of a call
 _NAMES = MATCHED_NAMES
+_SHAPES_MAX = 256  # payload key orders remembered per ledger
 _U64X3 = struct.Struct(">QQQ").pack  # height, nonce, accepted: contiguous in the link's input
 
 
 class _FastRules:
-    """What feed_fast needs of a ledger's rules, worked out once: the kinds it may accept
-    without looking further, and the proof-of-work target (None: no work required)."""
+    """What feed_fast needs of a ledger's rules and limits, worked out once: the kinds it may
+    accept without looking further, the proof-of-work target (None: no work required), the
+    limits as plain numbers, a packer of its own and the payload key orders already found sorted.
 
-    __slots__ = ("kinds", "ledger", "rules", "target")
+    It belongs to one ChainVerifier, which one thread feeds at a time (its head changes with
+    every record), so its packer is never shared between threads (see canonical.packs_to).
+    """
+
+    __slots__ = (
+        "kinds",
+        "ledger",
+        "max_content",
+        "max_depth",
+        "max_name",
+        "max_record",
+        "max_request_id",
+        "pack",
+        "rules",
+        "shapes",
+        "target",
+    )
 
     def __init__(self, ledger: str, rules: LedgerRules, limits: Limits) -> None:
         self.rules = rules
+        self.max_record = limits.max_record_bytes
+        self.max_content = limits.max_content_bytes
+        self.max_name = limits.max_name_length
+        self.max_request_id = limits.max_request_id_length
+        self.max_depth = limits.max_depth
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+        self.shapes: set[tuple[object, ...]] = set()
         # Only names the precise checks accept reach the fast path's comparisons: a ledger or
         # kind given here that is not a valid name leaves every record to the precise path.
         valid = NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= limits.max_name_length
@@ -279,3 +330,16 @@ class _FastRules:
         self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
         if difficulty > MAX_DIFFICULTY:  # unreachable from a checked genesis; refuse everything fast
             self.kinds = frozenset()
+
+    def sorted_keys(self, keys: tuple[object, ...]) -> bool:
+        """Whether a payload's ``keys`` are strings in sorted order with room for scalars under
+        them (max_depth above 2): what canonical.flaw asks of a map of scalars. A key order found
+        so is remembered; a ledger's records use few, and a flood of them starts the set again."""
+        if keys in self.shapes:
+            return True
+        if not (self.max_depth > 2 and _STR.issuperset(map(type, keys)) and list(keys) == sorted(keys)):  # type: ignore[type-var]
+            return False
+        if len(self.shapes) >= _SHAPES_MAX:
+            self.shapes.clear()
+        self.shapes.add(keys)
+        return True

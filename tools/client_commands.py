@@ -859,7 +859,8 @@ def _add_key_verbs(commands: Subparsers) -> None:
         "Make a node's next key and record the rotation on the admin ledger: an ingest node's CURVE key "
         "pair (during the window it serves the old key on its port and the new one on its rotation_port; "
         "then only the new one), a replica's or an observer's Ed25519 cosignature key (its cosignatures by "
-        "the old key count only when stamped before the window's end).",
+        "the old key count only when stamped before the window's end, with its CURVE key if it has a "
+        "rotation_port), a verifier's CURVE key (the key it reads the nodes with and serves status on).",
     )
     # Not "node": the global --node option (which node a command goes to) has that name.
     rotate.add_argument("rotated", metavar="NODE")
@@ -983,7 +984,8 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         cmd_receipt_verify,
         "check a receipt offline (exit 0 valid, 1 refused)",
         "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
-        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys.",
+        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
+        "(with --admin-key, also their rotated keys the receipt proves).",
     )
     verify.add_argument("file", type=Path, metavar="FILE")
     verify.add_argument(
@@ -994,6 +996,13 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
     )
     verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
+    verify.add_argument(
+        "--admin-key",
+        type=vkey_arg,
+        metavar="VKEY",
+        help="the admin ledger's checkpoint key (<cluster>/admin): a witness's rotated keys the receipt "
+        "proves on the admin ledger count as its own (PROTOCOL 16.6)",
+    )
     add_json_option(verify)
 
 

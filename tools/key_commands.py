@@ -1,7 +1,11 @@
 """``vledger key rotate NODE``: a node's new key, with an overlap window (PROTOCOL 16.6).
 
-An ingest node's CURVE request key rotates; a replica's or an observer's Ed25519 cosignature
-key (``<node>@<g>.sign``, 0600, and ``.sign.pub``), which it cosigns with from the record on.
+An ingest node's CURVE key rotates (its request socket's and its feed's), and a verifier's (the
+client key it reads every node with, and its status socket's; it has no Ed25519 key); a
+replica's or an observer's Ed25519 cosignature key (``<node>@<g>.sign``, 0600, and
+``.sign.pub``), which it cosigns with from the record on, and with it, when the node has a
+``rotation_port``, its CURVE key (the one it serves and the one it connects to the others
+with), in one record.
 
 Run where the cluster's key directory is (the operator's machine, as ``keygen --cluster``):
 it writes the node's next key generation, ``<node>@<g>.key`` and ``<node>@<g>.key_secret``
@@ -24,6 +28,7 @@ from ..broker.signing import PUBLIC_SUFFIX, generate_signing_key, load_verify_ke
 from ..client.session import Session, node_address
 from ..config.cluster import FOLLOWER_ROLES
 from ..node.errors import KeyMaterialError, UsageError, VledgerError
+from ..node.node_key_rotation import NO_SIGN_KEY
 from .client_output import print_json
 from .node_commands import PASSPHRASE_ENV
 
@@ -33,37 +38,52 @@ DEFAULT_WINDOW_SECONDS = 24 * 3600
 def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     """Make the node's next key generation and record the rotation; 0 on success.
 
-    An ingest node gets a new CURVE key (``<node>@<g>.key``, ``.key_secret``), a replica or an
-    observer a new Ed25519 cosignature key (``<node>@<g>.sign``, ``.sign.pub``). Raises
-    UsageError for a node of another role or an ingest node without ``rotation_port``,
+    An ingest node or a verifier gets a new CURVE key (``<node>@<g>.key``, ``.key_secret``), a
+    replica or an observer a new Ed25519 cosignature key (``<node>@<g>.sign``, ``.sign.pub``)
+    and, with a ``rotation_port``, a new CURVE key too. Raises UsageError for a node the
+    cluster file does not have, an ingest node or a verifier without ``rotation_port``, a
+    node with a ``pub_port`` and a ``rotation_port`` but no ``feed_rotation_port``,
     KeyMaterialError when its keys cannot be read, and the node's refusal (RemoteError:
     bad_request, key_in_use, second_factor_required, ...).
     """
     config = session.config
     node = config.nodes.get(args.rotated)
-    if node is None or node.role not in ("ingest", *FOLLOWER_ROLES):
-        raise UsageError(f"{args.rotated!r} is not an ingest node, a replica or an observer of {config.path}")
-    if node.role == "ingest" and node.rotation_port is None:
+    if node is None:
+        raise UsageError(f"{args.rotated!r} is not a node of {config.path}")
+    if node.role in ("ingest", "verifier") and node.rotation_port is None:
         raise UsageError(
             f"{args.rotated} has no rotation_port in {config.path}: give it one (and restart it) first, so that "
             "clients holding the new key reach it during the window"
+        )
+    # A replica or an observer without a rotation_port rotates its Ed25519 key alone.
+    rotates_curve = node.rotation_port is not None
+    if rotates_curve and node.pub_port is not None and node.feed_rotation_port is None:
+        raise UsageError(
+            f"{args.rotated} has a pub_port but no feed_rotation_port in {config.path}: give it one (and restart "
+            "it) first, so that subscribers holding the new key receive its feed during the window"
         )
     passphrase = os.environ.get(PASSPHRASE_ENV) if args.passphrase else None
     if args.passphrase and not passphrase:
         raise UsageError(f"--passphrase: set ${PASSPHRASE_ENV} to the node's passphrase")
     generation = _newest_generation(config.keys_dir, node.name) + 1
     name = generation_name(node.name, generation)
+    made: list[Path] = []
     if node.role == "ingest":
         sign = _sign_key(config.keys_dir, node.name)
+    elif node.role == "verifier":
+        sign = NO_SIGN_KEY  # a verifier signs nothing: its CURVE key alone rotates (PROTOCOL 16.1)
+    else:
+        # A witness's cosignature key rotates with its CURVE key (PROTOCOL 16.6): one record, one window.
+        sign = generate_signing_key(config.keys_dir, name, passphrase).public_hex
+        made.extend(signing_key_paths(config.keys_dir, name))
+    if rotates_curve:
         pair = generate(config.keys_dir, name, passphrase)
-        public, secret = made = key_paths(config.keys_dir, name)
+        made.extend(key_paths(config.keys_dir, name))
         curve, fingerprint, what = pair.public, pair.fingerprint, "CURVE"
     else:
-        # A witness's CURVE key stays (the one its sources admit); its cosignature key rotates.
-        curve = node_address(config, node.name).key
-        sign = generate_signing_key(config.keys_dir, name, passphrase).public_hex
-        secret, public = made = signing_key_paths(config.keys_dir, name)
-        fingerprint, what = sign[:16], "Ed25519"
+        curve, fingerprint, what = node_address(config, node.name).key, sign[:16], "Ed25519"
+    if node.role in FOLLOWER_ROLES and rotates_curve:
+        fingerprint, what = f"{fingerprint}, Ed25519 key {sign[:16]}", "CURVE"
     try:
         request = {"node": node.name, "curve": curve, "sign": sign, "window_ms": args.window * 1000}
         result = session.call("node.rotate", request)
@@ -77,7 +97,10 @@ def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     until = datetime.fromtimestamp(int(result["until"]) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     print(f"{node.name}: new {what} key {fingerprint} (generation {generation}, admin ledger height "
           f"{result.get('height')}); its old key works until {until}")  # fmt: skip
-    print(f"copy {public.name} to every host that reaches {node.name}, and {secret.name} to {node.name}'s host")
+    public = [p.name for p in made if p.name.endswith((".key", PUBLIC_SUFFIX))]
+    secret = [p.name for p in made if p.name not in public]
+    print(f"copy {', '.join(public)} to every host that reaches {node.name}, and {', '.join(secret)} to "
+          f"{node.name}'s host")  # fmt: skip
     return 0
 
 

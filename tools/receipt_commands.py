@@ -4,7 +4,8 @@
 for (waiting for one until ``--wait``), and the inclusion proof; the session verifies all of
 it before it writes the receipt file (docs/PROTOCOL.md section 14). ``verify`` needs no
 cluster: the file, and the ledger's genesis record (its pinned checkpoint key) or the key
-given with ``--key``; witness keys and a quorum when the cosignatures must count.
+given with ``--key``; witness keys and a quorum when the cosignatures must count, and with
+``--admin-key`` (the admin ledger's checkpoint key) their rotated keys the receipt proves (16.6).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..client.session import Session
@@ -78,6 +80,8 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         keys = ReceiptKeys(args.key, witnesses, args.quorum)
     else:
         raise UsageError("give the ledger's --genesis FILE or its checkpoint --key VKEY")
+    if args.admin_key is not None:
+        keys = replace(keys, admin_key=args.admin_key)
     verified = verify_receipt(receipt, keys)
     checkpoint = verified.checkpoint.checkpoint
     record = decode_record(receipt.record, PROTOCOL_LIMITS)

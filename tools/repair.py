@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..broker.client import Client
-from ..broker.keys import KeyPair
+from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
@@ -63,6 +63,7 @@ from ..node.storefile import DB_NAME
 from ..node.tree import Frontier, leaf_hash, root_from_inclusion
 from ..node.verify import ChainVerifier
 from ..node.witness import home_key, pinned_key
+from ..verifier.node_keys import rotated_witness_keys_now
 from .args import Subparsers, add_command, add_json_option, node_name, positive
 from .client_output import print_json
 from .client_payloads import seconds
@@ -239,11 +240,13 @@ def quorum_checkpoint(
     origin: str,
     witnesses: Mapping[str, VerifierKey],
     quorum: int,
+    rotated: Sequence[VerifierKey] = (),
 ) -> GatheredCheckpoint:
-    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures, signed by
-    ``log_key`` (or one of those keys) (RepairRefusedError if none)."""
+    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures (by the
+    ``witnesses``' keys, or the ``rotated`` keys in force of those whose key rotated), signed
+    by ``log_key`` (or one of those keys) (RepairRefusedError if none)."""
     keys = [log_key] if isinstance(log_key, VerifierKey) else list(log_key)
-    gathered = [g for key in keys for g in gather(notes, key, origin, witnesses.values())]
+    gathered = [g for key in keys for g in gather(notes, key, origin, (*witnesses.values(), *rotated))]
     gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
     chosen = newest(gathered, quorum)
     if chosen is None:
@@ -488,6 +491,8 @@ class Repair:
             raise RepairRefusedError(f"{name} holds no ledger the cluster knows of: nothing to rebuild")
         others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
         published = replication.checkpoints()
+        # A witness whose key rotated counts by its keys in force now, proven on the admin ledger (16.6).
+        rotated = rotated_witness_keys_now(config, replication.client, int(self.clock() * 1000))
         targets = []
         for ledger, home in ledgers.items():
             log_key = log_keys_of(config, ledger, home)
@@ -499,7 +504,9 @@ class Repair:
                     note = sources.call(other, "checkpoint", {"ledger": ledger}).get("checkpoint")
                     if isinstance(note, bytes):
                         notes.append(note)
-            chosen = quorum_checkpoint(ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum)
+            chosen = quorum_checkpoint(
+                ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum, rotated
+            )
             size, root = chosen.checkpoint.size, chosen.checkpoint.root
             # Followers first: the home is the one node whose copy nothing else checked before it served.
             candidates = sorted(others, key=lambda n: (n == home, others.index(n)))
@@ -606,7 +613,9 @@ def _print(result: RepairResult) -> None:
 def cmd_repair(args: argparse.Namespace) -> int:
     config = load_cluster(args.config)
     name = config.node(args.node).name
-    keys = load_client_keys(args.key or config.secret_key_path(name))
+    # The node's newest key generation (PROTOCOL 16.6): after a rotation's window the others refuse the first.
+    own = key_paths(config.keys_dir, generation_name(name, newest_generation(config.keys_dir, name)))[1]
+    keys = load_client_keys(args.key or own)
     supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
     repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
     try:

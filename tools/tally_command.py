@@ -2,7 +2,9 @@
 
 Everything comes from the cluster's Redis (broker/tallies.py) and key directory: for each
 observer of the configuration, its latest snapshot of the ledger, its signature checked
-with ``<keys>/<observer>.sign.pub`` and its body read (docs/PROTOCOL.md section 11). The
+with ``<keys>/<observer>.sign.pub`` (or, once its key rotated, with its key in force at the
+body's ``at_ms``, the rotations proven by the admin ledger's cache and its home's checkpoint,
+docs/PROTOCOL.md 16.6) and its body read (docs/PROTOCOL.md section 11). The
 observers agree when their snapshots at one height state the same head, tally and counted
 hash. When their latest heights differ, the tally stream is read back, newest first, for
 the newest height every observer published; with none yet, they are still counting. A
@@ -31,6 +33,7 @@ from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
 from ..node.json_values import jsonable
 from ..node.rules.charity import MINOR_PER_UNIT
+from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
@@ -38,6 +41,7 @@ from ..verifier.tally import (
     Checked,
     Snapshot,
     TallyReport,
+    observer_histories,
     observer_keys,
     read_tallies,
 )
@@ -208,8 +212,10 @@ def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport
     node announced it (``vledger:{ledgers}``): a misspelt name is not "still counting".
     """
     keys = observer_keys(config)
+    # An observer whose key rotated signs with its newest generation: proven on the admin ledger (16.6).
+    histories = observer_histories(keys, follow_redis(config, client))
     board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
-    report = read_tallies(board, ledger, keys)
+    report = read_tallies(board, ledger, keys, histories)
     if all(t.checked is None for t in report.observers) and ledger not in ReplicationLedger(client).ledgers():
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:

@@ -41,7 +41,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
 from ..node.record import decode_record
 from ..node.verify import ChainVerifier
-from .sweep import Checkpoint, LedgerSweep
+from .sweep import Checkpoint, LedgerSweep, PagePool
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,10 @@ class ClusterChecks:
         *,
         settings: VerifierSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pool: PagePool | None = None,
     ) -> None:
         self.name = name
+        self.pool = pool  # worker processes that check the sweeps' pages (None: this process alone)
         self.config = config
         self.replication = replication
         self.readers = readers
@@ -217,14 +219,14 @@ class ClusterChecks:
                     state.home = home
                     if home not in state.copies:
                         state.copies[home] = CopyState(
-                            LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")))
+                            LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
                         )
                 continue
             self._create_group(ledger)
             state = self.ledgers[ledger] = LedgerState(home)
             for node in self.holders(ledger):
                 checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
-                state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint))
+                state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
             self._read_pending = True
 
     def _create_group(self, ledger: str) -> None:

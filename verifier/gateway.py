@@ -70,14 +70,19 @@ from ..node.errors import (
 from ..node.json_values import jsonable
 from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
+from ..node.node_key_rotation import KeyHistory
+from ..node.node_keys import NodeKeys
 from ..node.note import VerifierKey
 from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
 from ..node.storefile import StoredTree, StoreReader
 from ..node.verify import ChainVerifier
+from ..node.witness import witness_key, witness_keys_in_force
+from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
 
@@ -169,6 +174,7 @@ class ServedCheckpoint:
     witness_keys: dict[str, VerifierKey]  # node name -> its cosignature key
     outside: OutsideWitnesses | None = None  # the outside witnesses the genesis lists (13.9)
     rotations: tuple[RotationProof, ...] = ()  # the key chain from the genesis key to log_key, proven
+    node_keys: NodeKeys | None = None  # the witnesses' rotated keys, proven on the admin ledger (16.6)
 
     def json(self) -> dict[str, Any]:
         checkpoint = self.gathered.checkpoint
@@ -186,6 +192,7 @@ class ServedCheckpoint:
             "rotations": [
                 {"index": r.index, "record": base64.b64encode(r.record).decode("ascii")} for r in self.rotations
             ],
+            "node_keys": None if self.node_keys is None else self.node_keys.json(),
         }
 
 
@@ -270,7 +277,9 @@ class Gateway:
         self.registry = registry or CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self.observer_keys = observer_keys(config)
-        self.witness_keys = witness_keys(config)
+        self.witness_keys = witness_keys(config)  # generation 0: each follower's key file
+        self._admin_key = admin_checkpoint_key(config)
+        self._node_keys: tuple[float, NodeKeys | None, dict[str, KeyHistory]] | None = None
         self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
         self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
@@ -462,7 +471,10 @@ class Gateway:
         except (redis.RedisError, OSError) as e:  # the store's own notes are still served
             log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
         # Each note with the key in force at its size only (13.8); the origin is the keys' name.
-        trusted = (*self.witness_keys.values(), *(outside.keys if outside is not None else ()))
+        # A witness whose key rotated: its keys in force now too (16.6), proven on the admin ledger.
+        node_keys, histories = self.node_keys()
+        rotated = witness_keys_in_force(self.config.name, histories, histories, time.time_ns() // 1_000_000)
+        trusted = (*self.witness_keys.values(), *rotated, *(outside.keys if outside is not None else ()))
         gathered = [
             g
             for key in chain.keys
@@ -485,7 +497,11 @@ class Gateway:
             for h in chain.heights
             if h < size
         )
-        served = ServedCheckpoint(ledger, best, chain.key_for_size(size), self.witness_keys, outside, rotations)
+        shown = dict(self.witness_keys)
+        for node, history in histories.items():
+            if node in shown:
+                shown[node] = witness_key(shown[node].name, bytes.fromhex(history.newest.sign))
+        served = ServedCheckpoint(ledger, best, chain.key_for_size(size), shown, outside, rotations, node_keys)
         with self._voters_lock:
             self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
         return served
@@ -503,7 +519,30 @@ class Gateway:
                 f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
             )
         proof = self._tree(ledger).inclusion_proof(height, size)
-        return Receipt.of(data, proof, served.gathered.note, served.rotations)
+        return Receipt.of(data, proof, served.gathered.note, served.rotations, served.node_keys)
+
+    def node_keys(self) -> tuple[NodeKeys | None, dict[str, KeyHistory]]:
+        """The followers' rotated Ed25519 keys (PROTOCOL 16.6), by node: proven by this store's copy
+        of the admin ledger under the largest of its checkpoints (the store's and the witnesses'
+        in Redis) that verifies with the admin ledger's key (its home's key file), with that
+        evidence for receipts; none before the first rotation. Read again at most once per
+        CHECKPOINT_SECONDS."""
+        cached = self._node_keys
+        if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
+            return cached[1], cached[2]
+        evidence: NodeKeys | None = None
+        histories: dict[str, KeyHistory] = {}
+        if self._admin_key is not None and ADMIN_LEDGER in self.reader.ledgers():
+            records = [data for _, data in self.reader.iter_raw(ADMIN_LEDGER, 0, self.reader.size(ADMIN_LEDGER))]
+            notes = [note for _, note in self.reader.latest_checkpoints(ADMIN_LEDGER)]
+            try:
+                notes.extend(ReplicationLedger(self._redis()).cosignatures(ADMIN_LEDGER).values())
+            except (redis.RedisError, OSError) as e:
+                log.warning("the admin ledger's cosigned checkpoints: Redis unavailable (%s)", e)
+            evidence, rotations = follow_copy(records, notes, self._admin_key, self.witness_keys)
+            histories = witness_histories_of(self.witness_keys, rotations)
+        self._node_keys = (time.monotonic(), evidence, histories)
+        return evidence, histories
 
     def voter(self, ledger: str, eid: str) -> dict[str, Any]:
         """The records naming ``eid``, each with its receipt under the served checkpoint (a
@@ -540,10 +579,11 @@ class Gateway:
 
     def tally(self, ledger: str) -> dict[str, Any]:
         board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len)
-        report = read_tallies(board, ledger, self.observer_keys)
+        histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
+        report = read_tallies(board, ledger, self.observer_keys, histories)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
-        return tally_json(report, self.observer_keys)
+        return tally_json(report, self.observer_keys, histories)
 
     def funds(self, ledger: str) -> dict[str, Any]:
         shown = self.tally(ledger)
@@ -619,12 +659,17 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def tally_json(report: TallyReport, keys: dict[str, Any]) -> dict[str, Any]:
-    """Each observer's latest signed tally: the bytes signed, the signature, the key, and what they say."""
+def tally_json(
+    report: TallyReport, keys: dict[str, Any], histories: dict[str, KeyHistory] | None = None
+) -> dict[str, Any]:
+    """Each observer's latest signed tally: the bytes signed, the signature, the key (its newest
+    generation's once it rotated), and what they say."""
     observers = []
     for t in report.observers:
         key = keys.get(t.observer)
-        entry: dict[str, Any] = {"observer": t.observer, "public_key": None if key is None else key.public_hex}
+        history = (histories or {}).get(t.observer)
+        public = history.newest.sign if history is not None else None if key is None else key.public_hex
+        entry: dict[str, Any] = {"observer": t.observer, "public_key": public}
         checked = t.checked
         entry |= {
             "signature_ok": checked is not None and checked.ok,

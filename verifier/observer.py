@@ -11,11 +11,11 @@ Beside that path it counts. Its :class:`~vledger.verifier.tally.TallyKeeper` re-
 domain rule over its own store, each ledger in height order, and never trusts the ingest
 node's decisions: a record that breaks a rule is logged, added to the ``vledger:{alerts}``
 stream (``what`` is the rule's error code) and not counted. Its snapshots, signed with its
-Ed25519 key ``<keys>/<name>.sign``, go to the ledger's tally stream on Redis
-(broker/tallies.py, docs/PROTOCOL.md section 11): one when a ledger's head changed, at most
-one per ``tally_interval_ms`` and ledger, so the last one, once the ledger is quiet, is at
-its head. After a restart the keeper replays the observer's own store from every genesis
-and publishes again once it reached the store's head.
+Ed25519 key ``<keys>/<name>.sign`` (after a rotation its newest generation's, PROTOCOL 16.6),
+go to the ledger's tally stream on Redis (broker/tallies.py, docs/PROTOCOL.md section 11):
+one when a ledger's head changed, at most one per ``tally_interval_ms`` and ledger, so the
+last one, once the ledger is quiet, is at its head. After a restart the keeper replays the
+observer's own store from every genesis and publishes again once it reached the store's head.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ class Observer:
 
     def stored(self, records: list[Record]) -> None:
         self.turn()
+
+    def signs_with(self, signing: SigningKey) -> None:
+        """Sign the next snapshots with ``signing``: the observer's newest Ed25519 key
+        generation (docs/PROTOCOL.md 16.6), set by the rotation hook on another thread (one
+        reference replaced: the follow thread signs with one key or the other, whole)."""
+        self.signer = signing
 
     def turn(self) -> None:
         """Count what the store holds beyond the keeper, then publish the snapshots that are due."""

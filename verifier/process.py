@@ -1,9 +1,13 @@
 """The verifier process: `vledger verifier --config config/cluster.toml --node NAME`.
 
 One thread runs the checks of vledger.verifier.checks in slices (new records, heads, paced
-sweeps); another serves ``hello``, ``ver`` and ``status`` on the verifier's CURVE ROUTER, so
-that supervise and ``vledger status`` can ask it how far it got. It reads every node with
-its node key (the nodes admit the cluster's members), and writes alerts, checkpoints and its
+sweeps; with two cores or more, worker processes check the sweeps' pages); another serves
+``hello``, ``ver`` and ``status`` on the verifier's CURVE ROUTER, so that supervise and
+``vledger status`` can ask it how far it got. It reads every node with
+its node key (the nodes admit the cluster's members); when that key rotates (``vledger key
+rotate``, PROTOCOL 16.6) it reads with the new one from the record on and serves its ROUTER
+as every node does (the old key on ``port`` and the new on ``rotation_port`` during the
+window, the new on both after it). It writes alerts, checkpoints and its
 consumer group's acknowledgements to Redis. SIGTERM and SIGINT stop it after the slice in
 hand; what it read and did not acknowledge is read again at the next start.
 """
@@ -11,23 +15,26 @@ hand; what it read and did not acknowledge is read again at the next start.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .. import __version__
 from ..broker.client import Client
-from ..broker.keys import KeyPair
 from ..broker.replication import REDIS_ERRORS
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
 from ..ingest.members import MemberGates
 from ..ingest.metrics import MeteredService, NodeMetrics, alerts_collector, counter_collector, redis_check
+from ..ingest.node_key_rotation import ClientKeys
 from ..ingest.runtime import NodeRuntime
 from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, VledgerError
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from .checks import ClusterChecks, NodeReader
+from .sweep import PagePool
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +86,23 @@ class StatusService:
 
 
 def node_readers(
-    config: ClusterConfig, keys: KeyPair, timeout: float, clock: Callable[[], float], gates: MemberGates
+    config: ClusterConfig, keys: ClientKeys, timeout: float, clock: Callable[[], float], gates: MemberGates
 ) -> dict[str, NodeReader]:
-    """A reader of every node's copy, kept on the node's newest key through its key rotations."""
+    """A reader of every node's copy, kept on the node's newest key through its key rotations,
+    and on the verifier's own newest client key through its rotations (PROTOCOL 16.6)."""
     readers = {}
     for node in config.nodes.values():
         if node.role == "verifier":
             continue
         client = Client(
             gates.address_of(node.name),
-            keys,
+            keys.current,
             timeout=timeout,
             follow=False,  # each node's own copy is checked, never its home's in its place
         )
         gates.keep_addressed(client, node.name)
+        # Read by the client at its next call, which then connects anew with the new key.
+        keys.follow(partial(setattr, client, "keys"))
         readers[node.name] = NodeReader(node, client, config.ingest.page_size, clock)
     return readers
 
@@ -102,11 +112,16 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         replication = runtime.replication()
         cache = runtime.accounts(runtime.registry())  # the verifier has no feed: only its request list
         readers = node_readers(
-            config, runtime.keys, config.verifier.node_timeout_ms / 1000, time.monotonic, runtime.gates
+            config, runtime.client_keys, config.verifier.node_timeout_ms / 1000, time.monotonic, runtime.gates
         )
         for reader in readers.values():
             runtime.closing(reader.client.close)
-        checks = ClusterChecks(name, config, replication, readers)
+        # The sweeps' pages are checked by worker processes, one per usable core, when there are two.
+        cores = len(os.sched_getaffinity(0))
+        pool = PagePool(cores) if cores > 1 else None
+        if pool is not None:
+            runtime.closing(pool.close)
+        checks = ClusterChecks(name, config, replication, readers, pool=pool)
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (

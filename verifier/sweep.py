@@ -7,11 +7,22 @@ re-reads the genesis (for the ledger's rules) and then goes on from the checkpoi
 holds a whole chain in memory. When the sweep reaches the node's head it is complete, and
 the next one starts again from genesis, so a record changed below an old checkpoint is
 caught by the next sweep.
+
+With a :class:`PagePool`, a step reads several pages and worker processes check them, one
+page each, while the next page is read. A worker checks every record of its page as the
+sequential verifier would, except the first record's ``prev``, which only the page before can
+answer. The sweep joins the pages in height order; a page that is not clean, does not join, or
+whose worker failed is checked again in the calling process, one record at a time, so that a
+finding is the one a sequential sweep makes, code and height.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +31,8 @@ from ..node.errors import RecordError
 from ..node.ledger import LedgerRules
 from ..node.record import ZERO_LINK, decode_record
 from ..node.verify import ChainVerifier
+
+log = logging.getLogger(__name__)
 
 
 class PageSource(Protocol):
@@ -61,36 +74,177 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class PageSummary:
+    """What a worker found in a page of records from height ``start``: ``count`` of them passed
+    every check but the first one's ``prev`` (all of them: ``clean``)."""
+
+    start: int
+    count: int
+    clean: bool
+    first_prev: bytes | None  # the first record's prev, for the caller's chain check
+    last_link: bytes | None  # the link of the last record that passed
+
+
+def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) -> PageSummary:
+    """A worker's job: check ``rows``, the records of ``ledger`` from height ``start``, as the
+    sequential verifier would after a record whose link is the first one's ``prev``, under the
+    rules of the genesis record ``genesis``. Stops at the first failure; never raises for what
+    the rows hold."""
+    first_prev: bytes | None = None
+    verifier: ChainVerifier | None = None
+    try:
+        if start == 0:
+            verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
+            first_prev = ZERO_LINK
+        else:
+            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
+            first_prev = decode_record(rows[0], PROTOCOL_LIMITS).prev if rows else None
+            if first_prev is None:
+                return PageSummary(start, 0, False, None, None)
+            verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, PROTOCOL_LIMITS)
+        for data in rows:
+            verifier.feed_raw(data)
+    except RecordError:
+        if verifier is None or verifier.next_height == start:
+            return PageSummary(start, 0, False, first_prev, None)
+        return PageSummary(start, verifier.next_height - start, False, first_prev, verifier.prev)
+    return PageSummary(start, len(rows), True, first_prev, verifier.prev)
+
+
+RETRY_SECONDS = 10.0
+
+
+def _worker_pool(workers: int) -> Executor:
+    # forkserver: a worker never inherits the verifier's threads (its sockets) mid-flight.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
+class PagePool:
+    """Worker processes that check a sweep's pages (:func:`verify_page`), ``pages`` of them a
+    step. A pool that breaks (a worker died) is shut down and a new one made at the next submit;
+    the pages it held are checked in the calling process meanwhile.
+
+    ``make`` makes the executor (default: ``workers`` processes); the tests give threads.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        pages: int | None = None,
+        make: Callable[[], Executor] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"a page pool has at least one worker, not {workers}")
+        self.workers = workers
+        # Four pages a worker: while one is checked the next are waiting, so a worker idles only
+        # at the end of a step, for its last page's neighbours.
+        self.pages = pages or 4 * workers
+        self._make = make or (lambda: _worker_pool(workers))
+        self._executor: Executor | None = None
+        # After a failure the caller checks alone this long: a pool that cannot start is not
+        # started again for every page.
+        self.retry_seconds = retry_seconds
+        self._retry_at = 0.0
+        self.failures = 0  # pages a worker failed to check (each checked in the caller instead)
+        self.joined = 0  # pages whose worker's check the sweep took
+
+    def submit(self, ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> Future[PageSummary] | None:
+        """The page's check on a worker, or None if no worker can take it now."""
+        try:
+            if self._executor is None:
+                if time.monotonic() < self._retry_at:
+                    return None
+                self._executor = self._make()
+            return self._executor.submit(verify_page, ledger, genesis, start, rows)
+        except (BrokenExecutor, RuntimeError) as e:
+            self.broken(e)
+            return None
+
+    def result(self, future: Future[PageSummary] | None) -> PageSummary | None:
+        """The worker's summary; None if it failed (the pool is then replaced)."""
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception as e:  # a worker that died, or a bug in one: the caller checks the page
+            self.broken(e)
+            return None
+
+    def broken(self, error: BaseException) -> None:
+        self.failures += 1
+        self._retry_at = time.monotonic() + self.retry_seconds
+        log.warning(
+            "a sweep worker failed (%s); pages are checked in this process for %.0f s", error, self.retry_seconds
+        )
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
 class LedgerSweep:
     """Sweeps of ``node``'s copy of ``ledger``, one after another, from a checkpoint."""
 
-    def __init__(self, node: str, ledger: str, checkpoint: Checkpoint | None = None) -> None:
+    def __init__(
+        self, node: str, ledger: str, checkpoint: Checkpoint | None = None, pool: PagePool | None = None
+    ) -> None:
         self.node = node
         self.ledger = ledger
         self.checkpoint = checkpoint or Checkpoint(started_ms=_now_ms())
+        self.pool = pool
         self._verifier: ChainVerifier | None = None
+        self._genesis: bytes | None = None  # the genesis record's bytes, for the pool's workers
         self.last_complete_ms = 0  # when the last sweep without a finding ended
         self.last_records = 0  # how many records that sweep verified
 
     def step(self, source: PageSource, limit: int) -> SweepStep:
-        """Verify up to ``limit`` records (a page); a finding ends this sweep and starts a new one."""
+        """Verify up to ``limit`` records (a page; with a pool, up to ``pool.pages`` pages); a
+        finding ends this sweep and starts a new one."""
         cp = self.checkpoint
         height, link = cp.height, cp.link
+        short = False
+        pages: list[tuple[int, list[bytes], Future[PageSummary] | None]] = []
         try:
             verifier = self._verifier or self._resume(source)
-            rows = source.page(self.ledger, cp.height + 1, limit)
-            for data in rows:
-                # The lean path for a valid record, the checks one by one for anything else.
-                verifier.feed_raw(data)
-                height, link = verifier.next_height - 1, verifier.prev
+            pages = self._pages(source, verifier, limit)
+            for start, rows, future in pages:
+                summary = self.pool.result(future) if self.pool is not None else None
+                if (
+                    summary is not None
+                    and summary.clean
+                    and summary.start == verifier.next_height
+                    and summary.first_prev == verifier.prev
+                    and summary.last_link is not None
+                ):
+                    verifier.next_height, verifier.prev = start + len(rows), summary.last_link
+                    self.pool.joined += 1  # type: ignore[union-attr]  # a summary comes only from a pool
+                    height, link = verifier.next_height - 1, verifier.prev
+                else:
+                    for data in rows:
+                        # The lean path for a valid record, the checks one by one for anything else.
+                        verifier.feed_raw(data)
+                        height, link = verifier.next_height - 1, verifier.prev
+                short = len(rows) < limit
         except RecordError as e:
             # The finding names the first height at which this copy goes wrong: where the next
             # record should stand (a deleted record's height, not that of the one after it).
             finding = Finding(height + 1, e.code, e.reason)
             self._restart()
             return SweepStep(height - cp.height, finding, False, height)
+        finally:
+            for _, _, future in pages:  # the pages after a finding are of no more use
+                if future is not None:
+                    future.cancel()
         verified = height - cp.height
-        if len(rows) < limit:  # the node's end: this sweep is complete
+        if short:  # the node's end: this sweep is complete
             self.last_complete_ms = _now_ms()
             self.last_records = height + 1
             self.checkpoint = Checkpoint(sweeps=cp.sweeps + 1, started_ms=self.last_complete_ms)
@@ -99,8 +253,40 @@ class LedgerSweep:
         self.checkpoint = Checkpoint(height, link, cp.sweeps, cp.started_ms)
         return SweepStep(verified, None, False, height)
 
+    def _pages(
+        self, source: PageSource, verifier: ChainVerifier, limit: int
+    ) -> list[tuple[int, list[bytes], Future[PageSummary] | None]]:
+        """This step's pages, read in height order up to the node's end: (first height, rows, the
+        check a worker runs of them, if any). Each page goes to a worker as soon as it is read,
+        so the workers check while the next page is read. The genesis page stays in the caller:
+        it sets the rules."""
+        pool = self.pool
+        count = 1 if pool is None else pool.pages
+        pages: list[tuple[int, list[bytes], Future[PageSummary] | None]] = []
+        start = verifier.next_height
+        try:
+            for _ in range(count):
+                rows = source.page(self.ledger, start, limit)
+                if start == 0 and rows:
+                    # The genesis the caller checks first in this page: its rules are the workers'.
+                    self._genesis = rows[0]
+                future = None
+                if pool is not None and start > 0 and rows and self._genesis is not None:
+                    future = pool.submit(self.ledger, self._genesis, start, rows)
+                pages.append((start, rows, future))
+                if len(rows) < limit:
+                    break
+                start += len(rows)
+        except BaseException:
+            for _, _, future in pages:
+                if future is not None:
+                    future.cancel()
+            raise
+        return pages
+
     def _resume(self, source: PageSource) -> ChainVerifier:
         cp = self.checkpoint
+        self._genesis = None
         if cp.height < 0:
             self._verifier = ChainVerifier(self.ledger, PROTOCOL_LIMITS)
             return self._verifier
@@ -109,6 +295,7 @@ class LedgerSweep:
             raise RecordError("the node no longer has a genesis record", ledger=self.ledger, height=0)
         genesis = decode_record(rows[0], PROTOCOL_LIMITS)
         rules: LedgerRules = ChainVerifier(self.ledger, PROTOCOL_LIMITS).check(genesis)
+        self._genesis = rows[0]
         self._verifier = ChainVerifier.after(self.ledger, cp.height, cp.link, rules, PROTOCOL_LIMITS)
         return self._verifier
 

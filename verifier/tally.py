@@ -32,6 +32,8 @@ from ..config.cluster import ClusterConfig
 from ..node import canonical
 from ..node.errors import FieldError, KeyMaterialError, SignatureError, VledgerError
 from ..node.json_values import jsonable
+from ..node.node_key_rotation import KeyHistory, key_histories
+from ..node.note import ALG_ED25519, VerifierKey
 from ..node.record import Record
 from ..node.rules import Domain, Ref
 from ..node.rules.charity import CharityState
@@ -251,12 +253,20 @@ class Checked:
         return self.snapshot is not None
 
 
-def check_published(published: Published, key: VerifyKey | None, ledger: str) -> Checked:
-    """Verify the signature with the observer's key (None: no key file), then the body's fields."""
+def check_published(
+    published: Published, key: VerifyKey | None, ledger: str, history: KeyHistory | None = None
+) -> Checked:
+    """Verify the signature with the observer's key (None: no key file), then the body's fields.
+
+    With ``history`` (the observer's Ed25519 key generations, proven on the admin ledger,
+    docs/PROTOCOL.md 16.6), any of its keys may have signed, and the key must have been in
+    force at the body's ``at_ms``: the newest always, a replaced one only before the ``until``
+    of the rotation that replaced it. The problem is a SignatureError [bad_signature] for a
+    signature by none of the keys or by one out of force, a FieldError [bad_field] (or the
+    body's encoding error) for a body that is not one or states another observer, ledger or height.
+    """
     try:
-        if key is None:
-            raise SignatureError(f"no public signing key for observer {published.observer!r}")
-        key.verify(published.body, published.signature)
+        signer = _signer(published, key, history)
         snapshot = Snapshot.decode(published.body)
         stated = (snapshot.observer, snapshot.ledger, snapshot.height)
         if stated != (published.observer, ledger, published.height):
@@ -264,9 +274,37 @@ def check_published(published: Published, key: VerifyKey | None, ledger: str) ->
                 f"the signed body says {stated}, the stream entry ({published.observer!r}, {ledger!r}, "
                 f"{published.height})"
             )
+        if history is not None and not history.signs_at(signer, snapshot.at_ms):
+            raise SignatureError(
+                f"the tally of {published.observer!r} is signed by its key {signer[:16]}..., replaced before "
+                f"its at_ms {snapshot.at_ms}"
+            )
     except VledgerError as e:
         return Checked(published, None, e)
     return Checked(published, snapshot, None)
+
+
+def _signer(published: Published, key: VerifyKey | None, history: KeyHistory | None) -> str:
+    """The key (hex) whose signature ``published`` carries; raises SignatureError for none."""
+    if history is None:
+        if key is None:
+            raise SignatureError(f"no public signing key for observer {published.observer!r}")
+        key.verify(published.body, published.signature)
+        return key.public_hex
+    for sign in history.sign_keys():
+        if VerifierKey("tally", ALG_ED25519, bytes.fromhex(sign)).verify_raw(published.body, published.signature):
+            return sign
+    raise SignatureError(f"the signature does not verify with any key of observer {published.observer!r}")
+
+
+def observer_histories(
+    keys: Mapping[str, VerifyKey | None], rotations: Iterable[Mapping[str, Any]]
+) -> dict[str, KeyHistory]:
+    """The key histories of the observers of ``keys`` whose Ed25519 key ``rotations`` (proven
+    on the admin ledger, verifier/node_keys.py) rotated: generation 0 is the key file's."""
+    original = {name: ("", key.public_hex) for name, key in keys.items() if key is not None}
+    histories = key_histories(original, [r for r in rotations if r.get("node") in original])
+    return {name: h for name, h in histories.items() if len(h.generations) > 1}
 
 
 def common_height(heights: Mapping[str, Iterable[int]]) -> int | None:
@@ -361,24 +399,38 @@ def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
     return keys
 
 
-def read_tallies(board: TallyBoard, ledger: str, keys: dict[str, VerifyKey | None]) -> TallyReport:
-    """The observers' latest snapshots of ``ledger``, checked, and whether they agree (Redis errors pass)."""
+def read_tallies(
+    board: TallyBoard,
+    ledger: str,
+    keys: dict[str, VerifyKey | None],
+    histories: Mapping[str, KeyHistory] | None = None,
+) -> TallyReport:
+    """The observers' latest snapshots of ``ledger``, checked (with ``histories`` for those whose
+    key rotated), and whether they agree (Redis errors pass)."""
+    histories = histories or {}
     latest = board.latest(ledger)
     tallies = tuple(
         ObserverTally(
-            name, None if (published := latest.get(name)) is None else check_published(published, key, ledger)
+            name,
+            None
+            if (published := latest.get(name)) is None
+            else check_published(published, key, ledger, histories.get(name)),
         )
         for name, key in keys.items()
     )
     valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
     if len({snapshot.height for snapshot in valid.values()}) <= 1:
         return TallyReport(ledger, tallies, judge(valid, keys), valid)
-    compared, older = _at_common_height(board, ledger, valid, keys)
+    compared, older = _at_common_height(board, ledger, valid, keys, histories)
     return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
 
 
 def _at_common_height(
-    board: TallyBoard, ledger: str, latest: dict[str, Snapshot], keys: dict[str, VerifyKey | None]
+    board: TallyBoard,
+    ledger: str,
+    latest: dict[str, Snapshot],
+    keys: dict[str, VerifyKey | None],
+    histories: Mapping[str, KeyHistory],
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from the stream."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
@@ -400,7 +452,7 @@ def _at_common_height(
     for name, heights in seen.items():
         found = heights[height]
         if isinstance(found, Published):
-            checked = check_published(found, keys[name], ledger)
+            checked = check_published(found, keys[name], ledger, histories.get(name))
             older.append(checked)
             if checked.snapshot is None:
                 continue

@@ -17,8 +17,8 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
   records of ``kind`` (``*``: every kind) on ``ledger`` from this record on / no longer.
   A grant already held is ``already_granted``, a revoke of one not held ``no_such_grant``.
 * ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
-  these public keys (Z85 CURVE key, hex Ed25519 key); its previous keys work until
-  ``until`` (milliseconds since 1970).
+  these public keys (Z85 CURVE key, hex Ed25519 key or ``""`` for a node that has no
+  Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
 * ``totp`` ``{"account", "op", "via"}``: ``op`` ``enroll`` or ``reset``: that account's
   second factor changed (never the secret).
 
@@ -43,7 +43,7 @@ from typing import Any
 from ...config.settings import PROTOCOL_LIMITS
 from ..errors import AlreadyGrantedError, NoSuchGrantError
 from ..ledger import LedgerRules
-from ..node_key_rotation import curve_key_problem, sign_key_problem
+from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
 from . import Domain, Fields, GenesisReader, Plan, refuse
 
@@ -160,7 +160,7 @@ def check_admin_payload(record: Record) -> Fields:
     elif kind == "key_rotation":
         if not is_name(payload["node"]):
             fields.fail(f"node {payload['node']!r} is not a node name")
-        problem = curve_key_problem(payload["curve"]) or sign_key_problem(payload["sign"])
+        problem = curve_key_problem(payload["curve"]) or rotation_sign_problem(payload["sign"])
         if problem is not None:
             fields.fail(problem)
         # The old keys' window ends after the record, or the rotation would cut them at once.

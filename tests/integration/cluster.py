@@ -25,6 +25,7 @@ Imported as ``vledger.tests.integration.cluster``: the editable install maps the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -50,11 +51,14 @@ from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
 from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, checksum_of
 from vledger.node.wire import encode_request
+from vledger.node.witness import home_key
 from vledger.node.work import meets_difficulty
 
 LIMITS = Limits()
@@ -337,7 +341,8 @@ class NodeProcess:
     relay: bool = False  # a replica that republishes (has a pub_port)
     http_port: int = 0  # /metrics, /healthz, /readyz
     gateway_port: int = 0  # the public gateway over its store, when the cluster runs one
-    rotation_port: int = 0  # an ingest node's second request endpoint during a key rotation
+    rotation_port: int = 0  # a node's second request endpoint during a key rotation
+    feed_rotation_port: int = 0  # and its feed's (ingest nodes and relays)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -386,6 +391,8 @@ class LocalCluster:
     relays: Iterable[str] = ()
     production: bool = False
     gateways: Iterable[str] = ()  # nodes with a gateway_port, whose gateway start() runs last
+    # Replicas and observers with a rotation_port: their CURVE keys rotate (ingest nodes always have one).
+    rotating: Iterable[str] = ()
     outside_witnesses: Mapping[str, str] = field(default_factory=dict)  # key name -> URL prefix
     # The processes reach Redis over TLS: the server's rediss:// URL and the CA in the
     # cluster file; the tests' own clients keep the plain ``redis_url``.
@@ -570,7 +577,8 @@ class LocalCluster:
             proc.pub_port = distinct_port() if proc.role == "ingest" or proc.relay else 0
             proc.http_port = distinct_port()
             proc.gateway_port = distinct_port() if proc.name in set(self.gateways) else 0
-            proc.rotation_port = distinct_port() if proc.role == "ingest" else 0
+            proc.rotation_port = distinct_port() if proc.role == "ingest" or proc.name in set(self.rotating) else 0
+            proc.feed_rotation_port = distinct_port() if proc.pub_port else 0
             lines += [
                 f"[nodes.{proc.name}]",
                 f'role = "{proc.role}"',
@@ -584,6 +592,8 @@ class LocalCluster:
                 lines.append(f"rotation_port = {proc.rotation_port}")
             if proc.pub_port:
                 lines.append(f"pub_port = {proc.pub_port}")
+            if proc.feed_rotation_port:
+                lines.append(f"feed_rotation_port = {proc.feed_rotation_port}")
             if proc.follow:
                 lines.append("follow = [" + ", ".join(f'"{name}"' for name in proc.follow) + "]")
             lines.append("")
@@ -767,6 +777,17 @@ class LocalCluster:
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         tail = self.log_text(name).splitlines()[-lines:]
         return f"\n--- last {len(tail)} lines of {name}'s log ---\n" + "\n".join(tail)
+
+    def checkpoint_pin(self, ledger: str, home: str = "ingest-1") -> dict[str, str]:
+        """The genesis rule pinning ``home``'s checkpoint key for ``ledger``, as ``vledger ledger
+        create`` writes it (PROTOCOL 3)."""
+        config = load_cluster(self.config_path)
+        public = load_verify_key(signing_key_paths(config.keys_dir, home)[1]).raw
+        return {"checkpoint_key": home_key(config.name, ledger, public).encode()}
+
+    def pinned(self, ledger: str, rules: LedgerRules, home: str = "ingest-1") -> LedgerRules:
+        """``rules`` with ``home``'s checkpoint key pinned for ``ledger``."""
+        return dataclasses.replace(rules, rules={**rules.rules, **self.checkpoint_pin(ledger, home)})
 
     # --- clients and accounts --------------------------------------------------------
 

@@ -88,12 +88,17 @@ def test_the_home_s_host_cut_off_its_standby_takes_over(cluster: HostsCluster) -
         writer.join()
     try:
         # Refused (promotion_refused) until the standby holds every record a witness cosigned.
-        promoted = wait_until(
-            lambda: (done := _cli(cluster, "ledger", "promote", LEDGER, STANDBY))[0] == 0 and done[1],
-            WAIT,
-            "vledger ledger promote succeeds",
-            interval=0.5,
-        )
+        last: list[str] = []
+
+        def promote() -> str | bool:
+            code, out = _cli(cluster, "ledger", "promote", LEDGER, STANDBY)
+            last[:] = [out]
+            return code == 0 and out
+
+        try:
+            promoted = wait_until(promote, WAIT, "vledger ledger promote succeeds", interval=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the last refusal: {last}") from None
         paused = time.monotonic() - cut
         new_client = cluster.client("writer1", STANDBY)
         after = _put(new_client, 10_000, w=2)  # both replicas hold and cosign epoch 2

@@ -21,9 +21,11 @@ from vledger.config.settings import Limits
 from vledger.node.export import StoredRecord, encode_checkpoint_line, encode_line
 from vledger.node.key_rotation import ROTATION_KIND, rotation_message, rotation_payload
 from vledger.node.ledger import LedgerRules
+from vledger.node.node_keys import NodeKeys, ProvenRecord
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
 from vledger.node.receipt import Receipt, RotationProof
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
+from vledger.node.rules.admin import admin_genesis_rules
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
 
@@ -696,6 +698,148 @@ def rotation_vector() -> dict[str, Any]:
     }
 
 
+def node_keys_vector() -> dict[str, Any]:
+    """A witness whose Ed25519 key rotated (PROTOCOL 16.6, 14.2, 14.3): the admin ledger with its
+    key_rotation record and an admin checkpoint, a receipt cosigned by the witness's new key and
+    another witness that verifies with the admin key, and receipts that each break one check."""
+    limits = Limits()
+    cluster, ledger = "local", "audit-witnessed"
+    origin = f"{cluster}/{ledger}"
+    home = SignerKey(origin, ALG_ED25519, bytes(range(200, 232)))
+    admin_home = SignerKey(f"{cluster}/admin", ALG_ED25519, bytes(range(200, 232)))  # the same home key
+    w0 = SignerKey(f"{cluster}/witness/replica-1", ALG_COSIGNATURE_V1, bytes([21]) * 32)
+    w0_new = SignerKey(w0.name, ALG_COSIGNATURE_V1, bytes([22]) * 32)
+    w1 = SignerKey(f"{cluster}/witness/observer-1", ALG_COSIGNATURE_V1, bytes([23]) * 32)
+    rotated_at, until = T0 + 60_000, T0 + 3_660_000
+
+    def chain(name: str, genesis: Content, rest: list[tuple[str, dict[str, Any], int]]) -> list[Record]:
+        records = [Entry.prepare(genesis, 0, limits).place(0, ZERO_LINK, T0 + 5, ORIGIN)]
+        for kind, payload, accepted in rest:
+            content = Content(name, kind, payload, "admin", f"req-{len(records)}", accepted - 5)
+            records.append(Entry.prepare(content, 0, limits).place(len(records), records[-1].link, accepted, ORIGIN))
+        return records
+
+    def tree_of(records: list[Record]) -> tuple[bytes, Any]:
+        levels: dict[tuple[int, int], bytes] = {}
+        frontier = Frontier()
+        for r in records:
+            levels.update(((level, index), node) for level, index, node in frontier.append(leaf_hash(r.encode())))
+        size = len(records)
+        return frontier.root(), lambda index: tuple(inclusion_proof(index, size, lambda lv, i: levels[(lv, i)]))
+
+    rotation = {"node": "replica-1", "curve": "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "via": ""}
+    rotation |= {"sign": w0_new.verifier().public_key.hex(), "until": until}
+    account = {"account": "ops", "op": "add", "role": "writer", "enabled": True, "keys": [], "via": ""}
+    admin = chain(
+        "admin",
+        admin_genesis_rules().genesis_content("admin", "admin", "admin-genesis", T0),
+        [("account", account, T0 + 1000), ("key_rotation", rotation, rotated_at)],
+    )
+    admin_root, admin_proof = tree_of(admin)
+    admin_body = Checkpoint(admin_home.name, len(admin), admin_root).body()
+    admin_note = Note(admin_body, (sign(admin_body, admin_home),)).encode()
+    forged_body = Checkpoint(admin_home.name, len(admin), admin_root).body()
+    impostor = SignerKey(admin_home.name, ALG_ED25519, bytes(range(1, 33)))
+    forged_note = Note(forged_body, (sign(forged_body, impostor),)).encode()
+    evidence = NodeKeys(admin_note, (ProvenRecord(2, admin[2].encode(), admin_proof(2)),))
+
+    rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": home.verifier().encode()})
+    records = chain(
+        ledger,
+        rules.genesis_content(ledger, "admin", "create-1", T0),
+        [("note", {"n": i}, until + 1000 * i) for i in (1, 2, 3)],
+    )
+    root, proof = tree_of(records)
+    body = Checkpoint(origin, len(records), root).body()
+    after = until // 1000 + 10
+
+    def note(*cosigners: tuple[SignerKey, int]) -> bytes:
+        return Note(body, (sign(body, home), *(cosign(body, w, t).note_signature() for w, t in cosigners))).encode()
+
+    def receipt(cosigned: bytes, node_keys: NodeKeys | None = evidence) -> Receipt:
+        return Receipt.of(records[3].encode(), proof(3), cosigned, node_keys=node_keys)
+
+    good = receipt(note((w0_new, after), (w1, after)))
+    other_account = chain("admin", admin[0].content, [("account", account, T0 + 1000), ("account", account, T0 + 2000)])
+    changed = chain(
+        "admin",
+        admin[0].content,
+        [("account", account, T0 + 1000), ("key_rotation", rotation | {"until": until + 1}, rotated_at)],
+    )
+    # A verifier's CURVE key rotated too: its record's sign is "" (it has no Ed25519 key, 16.1).
+    verifier_rotation = {"node": "verifier-1", "curve": "Hx?2QXp-sVk=5CrG}n4LbT$]8a@e9Ww{M6&hJ<u%", "via": ""}
+    verifier_rotation |= {"sign": "", "until": until}
+
+    def with_second_rotation(second: dict[str, Any]) -> NodeKeys:
+        """The evidence of an admin ledger with one more key_rotation, ``second``, after the witness's."""
+        longer = chain(
+            "admin", admin[0].content, [("account", account, T0 + 1000), ("key_rotation", rotation, rotated_at),
+                                        ("key_rotation", second, rotated_at + 1000)],
+        )  # fmt: skip
+        longer_root, longer_proof = tree_of(longer)
+        longer_body = Checkpoint(admin_home.name, len(longer), longer_root).body()
+        longer_note = Note(longer_body, (sign(longer_body, admin_home),)).encode()
+        return NodeKeys(longer_note, tuple(ProvenRecord(i, longer[i].encode(), longer_proof(i)) for i in (2, 3)))
+
+    bad = [
+        ("the old key, stamped before until", receipt(note((w0, until // 1000 - 1), (w1, after))), None),
+        ("the old key, stamped at until", receipt(note((w0, until // 1000), (w1, after))), "bad_cosignature"),
+        ("the node keys left out", receipt(good.checkpoint, None), "no_quorum"),
+        (
+            "the admin checkpoint by another key",
+            receipt(good.checkpoint, NodeKeys(forged_note, evidence.rotations)),
+            "unverified_note",
+        ),
+        (
+            "a rotation record changed",
+            receipt(good.checkpoint, NodeKeys(admin_note, (ProvenRecord(2, changed[2].encode(), admin_proof(2)),))),
+            "bad_proof",
+        ),
+        (
+            "a record that is no key_rotation",
+            receipt(
+                good.checkpoint, NodeKeys(admin_note, (ProvenRecord(2, other_account[2].encode(), admin_proof(2)),))
+            ),
+            "bad_receipt",
+        ),
+        (
+            "a record of the ledger itself",
+            receipt(good.checkpoint, NodeKeys(admin_note, (ProvenRecord(2, records[2].encode(), admin_proof(2)),))),
+            "wrong_ledger",
+        ),
+    ]
+    bad += [
+        (
+            "a verifier's rotation (sign empty) beside the witness's",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation)),
+            None,
+        ),
+        (
+            "a rotation whose sign is null",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation | {"sign": None})),
+            "bad_payload",
+        ),
+        (
+            "a rotation whose sign is upper-case hex",
+            receipt(good.checkpoint, with_second_rotation(verifier_rotation | {"sign": "AB" * 32})),
+            "bad_payload",
+        ),
+    ]
+    return {
+        "source": "tests/vectors/generate.py: node_keys_vector",
+        "ledger": ledger,
+        "genesis_b64": base64.b64encode(records[0].encode()).decode("ascii"),
+        "admin_key": admin_home.verifier().encode(),
+        "witnesses": [w0.verifier().encode(), w1.verifier().encode()],
+        "rotated_witness_key": w0_new.verifier().encode(),
+        "quorum": 2,
+        "admin_records_b64": [base64.b64encode(r.encode()).decode("ascii") for r in admin],
+        "until": until,
+        "receipt": good.encode().decode("utf-8"),
+        "cases": [{"why": why, "receipt": r.encode().decode("utf-8"), "code": code} for why, r, code in bad],
+    }
+
+
 def witness_log() -> SignerKey:
     """A log key of the right name that the genesis does not pin (a forked view's signer)."""
     return SignerKey("local/audit", ALG_ED25519, bytes(range(64, 96)))
@@ -712,6 +856,7 @@ def documents(records: list[Record]) -> dict[str, str]:
         "receipt.json": json.dumps(receipt_vector(records), indent=1, ensure_ascii=False) + "\n",
         "export_checkpoints.json": json.dumps(checkpoint_export_vector(), indent=1, ensure_ascii=False) + "\n",
         "rotation.json": json.dumps(rotation_vector(), indent=1, ensure_ascii=False) + "\n",
+        "node_keys.json": json.dumps(node_keys_vector(), indent=1, ensure_ascii=False) + "\n",
     }
 
 

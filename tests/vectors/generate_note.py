@@ -17,10 +17,14 @@ committed file byte for byte.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 
 from vledger.node import note
 
@@ -393,6 +397,21 @@ WITNESS_SEEDS = {
 }
 COSIGNED_AT = 1_790_000_000  # 2026-09-21, POSIX seconds
 
+# Ed25519 (RFC 8032): the group order L, the base point B, and the eight points of small order,
+# one encoding each (the sign bit of x set where x is odd), as libsodium's list has them.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+BASE_POINT = bytes.fromhex("58" + "66" * 31)
+SMALL_ORDER_POINTS = [
+    "0100000000000000000000000000000000000000000000000000000000000000",  # the identity, order 1
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # (0, -1), order 2
+    "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+    "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+]
+
 
 def rfc6962_root(leaves: list[bytes]) -> bytes:
     """MTH of RFC 6962 section 2.1, the recursive definition, for the vector ledger only."""
@@ -439,7 +458,66 @@ def vledger_vectors() -> dict[str, Any]:
         "signed": signed.encode().decode("utf-8"),
         "cosigned": cosigned.encode().decode("utf-8"),
         "add_checkpoint": note.add_checkpoint_request(0, [], cosigned.encode()).encode().decode("utf-8"),
+        "edges": edge_vectors(log),
     }
+
+
+def _point(encoded: bytes) -> ECC.EccPoint:
+    return eddsa.import_public_key(encoded).pointQ
+
+
+def _encode(point: ECC.EccPoint) -> bytes:
+    return (int(point.y) | (int(point.x) & 1) << 255).to_bytes(32, "little")
+
+
+def _sign_with_r(seed: bytes, r: int, torsion: bytes, public: bytes, message: bytes) -> bytes:
+    """An Ed25519 signature whose R is [r]B plus the point ``torsion`` of small order: with the
+    identity it passes the cofactorless equation [S]B = R + [k]A (as Go checks it), with a
+    point of order 8 only the cofactored one [8][S]B = [8]R + [8k]A."""
+    digest = hashlib.sha512(seed).digest()
+    a = int.from_bytes(digest[:32], "little") & (2**254 - 8) | 2**254  # RFC 8032 5.1.5
+    big_r = _point(BASE_POINT) * r + _point(torsion) if r else _point(torsion)
+    encoded_r = _encode(big_r)
+    k = int.from_bytes(hashlib.sha512(encoded_r + public + message).digest(), "little") % ED25519_L
+    return encoded_r + ((r + k * a) % ED25519_L).to_bytes(32, "little")
+
+
+def edge_vectors(log: note.SignerKey) -> dict[str, Any]:
+    """PROTOCOL 13.1 and 13.2 at the edges where Ed25519 verifiers differ: keys of small order
+    (refused), a signature whose R is the identity (Go accepts it, libsodium and 13.2 refuse
+    it) and one whose R has a part of order 8 (only a cofactored verifier accepts it)."""
+    text = "vledger edge vector\n"
+    public = log.public_key
+    identity, order_8 = bytes.fromhex(SMALL_ORDER_POINTS[0]), bytes.fromhex(SMALL_ORDER_POINTS[4])
+    cases = [
+        (
+            "R is the identity: [S]B = R + [k]A holds, R is of small order",
+            _sign_with_r(LOG_SEED, 0, identity, public, text.encode()),
+        ),
+        (
+            "R = [r]B + T, T of order 8: only [8][S]B = [8]R + [8k]A holds",
+            _sign_with_r(LOG_SEED, 2**200 + 12345, order_8, public, text.encode()),
+        ),
+    ]
+    return {
+        "small_order_vkeys": [_unchecked_vkey("small", note.ALG_ED25519, bytes.fromhex(p)) for p in SMALL_ORDER_POINTS],
+        "bad_signatures": [
+            {
+                "note": note.Note(text, (note.NoteSignature(log.name, log.key_id, signature),))
+                .encode()
+                .decode("utf-8"),
+                "vkey": log.verifier().encode(),
+                "code": "bad_note_signature",
+                "why": why,
+            }
+            for why, signature in cases
+        ],
+    }
+
+
+def _unchecked_vkey(name: str, alg: int, public: bytes) -> str:
+    """The vkey string of a public key VerifierKey refuses to hold."""
+    return f"{name}+{note.key_id(name, alg, public):08x}+{base64.b64encode(bytes([alg]) + public).decode()}"
 
 
 def build() -> dict[str, Any]:

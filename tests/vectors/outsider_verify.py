@@ -1153,13 +1153,22 @@ _GY = 4 * pow(5, _P - 2, _P) % _P
 _BASE = _decode_point(_GY.to_bytes(32, "little"))
 
 
+_IDENTITY = (0, 1, 1, 0)
+
+
+def _small_order(point: tuple) -> bool:
+    """13.2: one of the eight points P with [8]P the identity."""
+    return _encode_point(_mul(8, point)) == _encode_point(_IDENTITY)
+
+
 def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """RFC 8032 5.1.7 (PureEdDSA): [S]B = R + [k]A, compared as encodings."""
+    """RFC 8032 5.1.7 (PureEdDSA): [S]B = R + [k]A, compared as encodings; A and R of small
+    order refused (13.2)."""
     if len(signature) != 64:
         return False
     a = _decode_point(public)
     r = _decode_point(signature[:32])
-    if a is None or r is None:
+    if a is None or r is None or _small_order(a) or _small_order(r):
         return False
     s_ = int.from_bytes(signature[32:], "little")
     if s_ >= _L:
@@ -1229,8 +1238,11 @@ def parse_vkey(text: str) -> NoteKey:
         raise VerifyError("bad_note_key", "the key is not the canonical base64 of 33 bytes")
     if raw[0] not in (TYPE_NOTE, TYPE_COSIGNATURE):
         raise VerifyError("bad_note_key", f"key type {raw[0]:#04x}")
-    if _decode_point(raw[1:]) is None:
+    point = _decode_point(raw[1:])
+    if point is None:
         raise VerifyError("bad_note_key", "the public key is not an Ed25519 point")
+    if _small_order(point):
+        raise VerifyError("bad_note_key", "the public key is an Ed25519 point of small order")
     key = NoteKey(parts[0], raw[0], raw[1:])
     if key.key_id != int(parts[1], 16):
         raise VerifyError("bad_note_key", "the key id is not the one of this name, type and key")
@@ -1352,12 +1364,14 @@ def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]",
     if cp_origin != (log_key.name if origin is None else origin):
         raise VerifyError("wrong_origin", f"origin {cp_origin!r}")
     counted: dict = {}  # 5
+    signers: dict = {}  # name -> the key whose line counted
     for key, line in verified:
         if key.type == TYPE_COSIGNATURE and key.name not in counted:
             counted[key.name] = int.from_bytes(line.signature[:8], "big")
+            signers[key.name] = key
     if len(counted) < q:
         raise VerifyError("no_quorum", f"{len(counted)} of {q} cosignatures; missing {sorted(names - set(counted))}")
-    return {"origin": cp_origin, "size": size, "root": root, "witnesses": counted}
+    return {"origin": cp_origin, "size": size, "root": root, "witnesses": counted, "signers": signers}
 
 
 # --------------------------------------------------------------------------------------
@@ -1407,7 +1421,8 @@ def parse_receipt(data: bytes) -> dict:
         obj = json.loads(data.decode("utf-8"), object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, _NotJson):
         raise VerifyError("bad_receipt", "not UTF-8 JSON") from None
-    if type(obj) is not _JsonObject or tuple(obj) not in (RECEIPT_KEYS, (*RECEIPT_KEYS, "rotations")):
+    orders = [(*RECEIPT_KEYS, *more) for more in ((), ("rotations",), ("node_keys",), ("rotations", "node_keys"))]
+    if type(obj) is not _JsonObject or tuple(obj) not in orders:
         raise VerifyError("bad_receipt", "not an object with exactly the receipt's keys in order")
     if type(obj["v"]) is not int or obj["v"] != 1 or type(obj["ledger"]) is not str:
         raise VerifyError("bad_receipt", "v or ledger")
@@ -1429,13 +1444,26 @@ def parse_receipt(data: bytes) -> dict:
     if again != data:
         raise VerifyError("bad_receipt", "not the canonical form of the file")
     rotations = _parse_rotations(obj.get("rotations"))
+    node_keys = _parse_node_keys(obj.get("node_keys"))
     return {
         **obj,
         "record": record,
         "proof": hashes,
         "checkpoint": obj["checkpoint"].encode("utf-8"),
         "rotations": rotations,
+        "node_keys": node_keys,
     }
+
+
+def _parse_node_keys(value: object) -> "tuple | None":
+    """14.2: the optional node keys, (admin checkpoint note bytes, [(index, record, [proof])])."""
+    if value is None:
+        return None
+    if type(value) is not _JsonObject or tuple(value) != ("checkpoint", "rotations") or value.repeated:
+        raise VerifyError("bad_receipt", "node_keys is an object with exactly checkpoint, rotations")
+    if type(value["checkpoint"]) is not str:
+        raise VerifyError("bad_receipt", "node_keys checkpoint")
+    return value["checkpoint"].encode("utf-8"), _parse_rotations(value["rotations"])
 
 
 def _parse_rotations(value: object) -> list:
@@ -1536,9 +1564,11 @@ def verify_receipt(
     q: int = 0,
     genesis: "bytes | None" = None,
     log_key_text: "str | None" = None,
+    admin_key: "NoteKey | None" = None,
 ) -> dict:
-    """14.3, steps 1 to 7. Returns the verified checkpoint (verify_checkpoint's result).
-    ``log_key_text`` is the checkpoint key's vkey string (needed to follow rotations)."""
+    """14.3, steps 1 to 8. Returns the verified checkpoint (verify_checkpoint's result).
+    ``log_key_text`` is the checkpoint key's vkey string (needed to follow rotations);
+    ``admin_key`` the admin ledger's checkpoint key (needed to follow rotated witness keys)."""
     receipt = parse_receipt(data)  # 1
     ledger = receipt["ledger"]
     _check_receipt_record(receipt["record"], receipt["index"], receipt["hash"], ledger, genesis)  # 2, 3
@@ -1553,7 +1583,16 @@ def verify_receipt(
         if content["kind"] != ROTATION_KIND:
             raise VerifyError("bad_receipt", "a rotation that is not of kind checkpoint_key")
         chain.rotate(index, content)
-    try:  # 6
+    witnesses, histories = list(witnesses), {}
+    if receipt["node_keys"] is not None and admin_key is not None:  # 6
+        histories = node_key_histories(receipt["node_keys"], admin_key, log_key, witnesses)
+        witnesses += [
+            NoteKey(name, TYPE_COSIGNATURE, public)
+            for name, gens in histories.items()
+            for public, _ in gens[1:]
+            if public
+        ]
+    try:  # 7
         checkpoint = chain.check_checkpoint(receipt["checkpoint"], list(witnesses), q)
         signer = chain.in_force(checkpoint["size"])
     except VerifyError as exc:
@@ -1566,17 +1605,65 @@ def verify_receipt(
         epochs = [line.split(" ") for line in extensions if line.split(" ", 1)[0] == "vledger-epoch"]
         if len(epochs) != 1 or len(epochs[0]) != 3 or not epochs[0][1].isdigit() or int(epochs[0][1]) < 2:
             raise VerifyError("bad_epoch", "signed by the standby key without an epoch line") from None
+    for name, key in checkpoint.get("signers", {}).items():  # 7: a replaced key only before its until
+        gens = histories.get(name, [])
+        for i, (public, _) in enumerate(gens[:-1]):
+            if key.public == public and checkpoint["witnesses"][name] * 1000 >= gens[i + 1][1]:
+                raise VerifyError("bad_cosignature", f"{name}: a replaced key, stamped at or after its until")
     outside = genesis_outside(genesis) if genesis is not None else None
-    if outside is not None:  # 6, the outside witnesses a genesis lists and their quorum (13.9)
+    if outside is not None:  # 7, the outside witnesses a genesis lists and their quorum (13.9)
         checkpoint["outside"] = verify_checkpoint(
             receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
         )["witnesses"]
-    verify_inclusion(  # 7
+    verify_inclusion(  # 8
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )
     for index, raw, proof in receipt["rotations"]:
         verify_inclusion(leaf_hash(raw), index, checkpoint["size"], proof, checkpoint["root"])
     return checkpoint
+
+
+Z85_KEY_RE = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+SIGN_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, witnesses: list) -> dict:
+    """14.3 step 6 (16.6): {witness key name: [(public key, since/until ms), ...]}, generation 0
+    first (the witness key given, its value 0), then each key_rotation of its node (its
+    ``sign``, and the ``until`` of that rotation, when the generation before it stops)."""
+    cluster, _, ledger = admin_key.name.rpartition("/")
+    if admin_key.type != TYPE_NOTE or ledger != "admin" or cluster != log_key.name.rpartition("/")[0]:
+        raise VerifyError("wrong_origin", "the admin key is not <cluster>/admin of the checkpoint key's cluster")
+    note, rotations = node_keys
+    checkpoint = verify_checkpoint(note, admin_key, [], 0)
+    indexes = [index for index, _, _ in rotations]
+    if indexes != sorted(set(indexes)):
+        raise VerifyError("bad_receipt", "node_keys rotations not in increasing index order")
+    histories: dict = {}
+    by_node = {w.name.rpartition("/witness/")[2]: w for w in witnesses if "/witness/" in w.name}
+    for index, raw, proof in rotations:
+        record, content = _check_receipt_record(raw, index, None, "admin", None)
+        if content["kind"] != "key_rotation":
+            raise VerifyError("bad_receipt", "a node_keys record that is not a key_rotation")
+        payload = content["payload"]
+        if (
+            type(payload) is not dict
+            or sorted(payload) != ["curve", "node", "sign", "until", "via"]
+            or not is_name(payload["node"])
+            or not _fullmatch(Z85_KEY_RE, payload["curve"])
+            or not (payload["sign"] == "" or _fullmatch(SIGN_HEX_RE, payload["sign"]))  # "": no Ed25519 key
+            or type(payload["until"]) is not int
+            or payload["until"] <= record["accepted"]
+            or type(payload["via"]) is not str
+        ):
+            raise VerifyError("bad_payload", "a key_rotation payload of another form than 16.1")
+        verify_inclusion(leaf_hash(raw), index, checkpoint["size"], proof, checkpoint["root"])
+        witness = by_node.get(payload["node"])
+        if witness is not None:
+            gens = histories.setdefault(witness.name, [(witness.public, 0)])
+            # A generation without an Ed25519 key (sign "") signs nothing, yet its until ends the one before.
+            gens.append((bytes.fromhex(payload["sign"]), payload["until"]))
+    return histories
 
 
 def _check_receipt_record(data: bytes, index: int, hash_hex: "str | None", ledger: str, genesis) -> tuple:
@@ -1668,14 +1755,14 @@ def genesis_key(genesis: bytes, ledger: str) -> NoteKey:
 def main_receipt(argv: "list[str]") -> int:
     """receipt FILE (--genesis FILE | --key VKEY) [--witness VKEY ...] [--quorum N]"""
     args = argv[2:]
-    options: dict = {"--witness": []}
+    options: dict = {"--witness": []}  # and --admin-key VKEY: follow rotated witness keys (14.3 step 6)
     try:
         path = args.pop(0)
         while args:
             flag, value = args.pop(0), args.pop(0)
             if flag == "--witness":
                 options[flag].append(value)
-            elif flag in ("--genesis", "--key", "--quorum"):
+            elif flag in ("--genesis", "--key", "--quorum", "--admin-key"):
                 options[flag] = value
             else:
                 raise IndexError(flag)
@@ -1696,7 +1783,8 @@ def main_receipt(argv: "list[str]") -> int:
         key = genesis_key(genesis, ledger) if genesis is not None else parse_vkey(options["--key"])
         text = genesis_key_text(genesis) if genesis is not None else options["--key"]
         witnesses = [parse_vkey(w) for w in options["--witness"]]
-        checkpoint = verify_receipt(data, key, witnesses, int(options.get("--quorum", "0")), genesis, text)
+        admin = parse_vkey(options["--admin-key"]) if "--admin-key" in options else None
+        checkpoint = verify_receipt(data, key, witnesses, int(options.get("--quorum", "0")), genesis, text, admin)
     except (VerifyError, KeyError, ValueError) as exc:
         code = exc.code if isinstance(exc, VerifyError) else "usage"
         print(json.dumps({"ok": False, "error": {"code": code, "message": str(exc)}}))

@@ -1529,6 +1529,15 @@ def test_outsider_vledger_checkpoint_and_cosignatures() -> None:
     with pytest.raises(ov.VerifyError, match="bad_cosignature"):
         ov.verify_checkpoint(tampered.encode("utf-8"), log_key, witnesses, 2)
 
+    # 13.1 and 13.2 at the edges where Ed25519 verifiers differ.
+    for vkey in ours["edges"]["small_order_vkeys"]:
+        with pytest.raises(ov.VerifyError, match="bad_note_key"):
+            ov.parse_vkey(vkey)
+    for case in ours["edges"]["bad_signatures"]:
+        with pytest.raises(ov.VerifyError) as e:
+            ov.open_note(case["note"].encode("utf-8"), [ov.parse_vkey(case["vkey"])])
+        assert e.value.code == case["code"], case["why"]
+
 
 def test_outsider_receipt_vector() -> None:
     log_key = ov.parse_vkey(RECEIPT["log_vkey"])
@@ -1641,3 +1650,45 @@ def test_outsider_rotation_exports() -> None:
             case["code"],
             case["height"],
         ), case["why"]
+
+
+NODE_KEYS = json.loads((HERE / "node_keys.json").read_text(encoding="utf-8"))
+
+
+def test_outsider_follows_a_rotated_witness_key() -> None:
+    """14.3 step 6 from the specification alone: a receipt cosigned by a rotated witness key
+    verifies with the admin key, and each bad case gives its code."""
+    genesis = base64.b64decode(NODE_KEYS["genesis_b64"])
+    ledger = NODE_KEYS["ledger"]
+    key, text = ov.genesis_key(genesis, ledger), ov.genesis_key_text(genesis)
+    witnesses = [ov.parse_vkey(w) for w in NODE_KEYS["witnesses"]]
+    admin = ov.parse_vkey(NODE_KEYS["admin_key"])
+    q = NODE_KEYS["quorum"]
+    got = ov.verify_receipt(NODE_KEYS["receipt"].encode("utf-8"), key, witnesses, q, genesis, text, admin)
+    assert sorted(got["witnesses"]) == sorted(w.name for w in witnesses)
+    with pytest.raises(ov.VerifyError, match="no_quorum"):  # without the admin key
+        ov.verify_receipt(NODE_KEYS["receipt"].encode("utf-8"), key, witnesses, q, genesis, text)
+    for case in NODE_KEYS["cases"]:
+        data = case["receipt"].encode("utf-8")
+        if case["code"] is None:
+            assert ov.verify_receipt(data, key, witnesses, q, genesis, text, admin)["size"] == got["size"]
+            continue
+        with pytest.raises(ov.VerifyError) as e:
+            ov.verify_receipt(data, key, witnesses, q, genesis, text, admin)
+        assert e.value.code == case["code"], case["why"]
+
+
+def test_outsider_receipt_command_line_with_the_admin_key(tmp_path: Path) -> None:
+    receipt, genesis = tmp_path / "r.receipt", tmp_path / "genesis.bin"
+    receipt.write_text(NODE_KEYS["receipt"], encoding="utf-8")
+    genesis.write_bytes(base64.b64decode(NODE_KEYS["genesis_b64"]))
+    witnesses = [arg for w in NODE_KEYS["witnesses"] for arg in ("--witness", w)]
+    run = subprocess.run(
+        [sys.executable, str(HERE / "outsider_verify.py"), "receipt", str(receipt), "--genesis", str(genesis),
+         *witnesses, "--quorum", "2", "--admin-key", NODE_KEYS["admin_key"]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["witnesses"] == sorted(ov.parse_vkey(w).name for w in NODE_KEYS["witnesses"])

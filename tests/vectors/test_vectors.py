@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -173,3 +174,22 @@ def test_rotation_exports_give_their_codes(tmp_path: Path) -> None:
             case["code"],
             case["height"],
         ), case["why"]
+
+
+def test_node_keys_vector_follows_a_rotated_witness() -> None:
+    """node_keys.json (PROTOCOL 14.3 step 6, 16.6): our code verifies its receipt, cosigned by a
+    rotated witness key, with the admin key, and refuses each bad case with its code."""
+    vector = json.loads((HERE / "node_keys.json").read_text(encoding="utf-8"))
+    genesis = base64.b64decode(vector["genesis_b64"])
+    witnesses = [parse_verifier_key(w) for w in vector["witnesses"]]
+    keys = keys_from_genesis(genesis, vector["ledger"], witnesses, vector["quorum"])
+    keys = dataclasses.replace(keys, admin_key=parse_verifier_key(vector["admin_key"]))
+    verified = verify_receipt(vector["receipt"].encode("utf-8"), keys)
+    assert sorted(verified.checkpoint.witnesses) == sorted(w.name for w in witnesses)
+    for case in vector["cases"]:
+        if case["code"] is None:
+            assert verify_receipt(case["receipt"].encode("utf-8"), keys), case["why"]
+            continue
+        with pytest.raises(VledgerError) as e:
+            verify_receipt(case["receipt"].encode("utf-8"), keys)
+        assert e.value.code == case["code"], case["why"]

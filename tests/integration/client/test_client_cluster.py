@@ -10,7 +10,6 @@ checkpoints; a fresh script that imports only vledger.client reads and verifies 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import subprocess
@@ -35,8 +34,7 @@ from vledger.node.note import verify_checkpoint
 from vledger.node.receipt import keys_from_genesis
 from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
-from vledger.node.witness import home_key
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 
 ELECTION = "vote"
@@ -44,10 +42,6 @@ FUND = "fund"
 VOTERS = 30
 KEY = new_seal_key()
 WAIT = 30.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,6 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 def written(cluster: LocalCluster) -> dict[str, Any]:
     """The election and the fund, written over CURVE; their genesis records' bytes."""
     config = load_cluster(cluster.config_path)
-    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
     planned = plan_election(ELECTION, VOTERS, now_ms(), seed=17, author="writer1")
     genesis = {}
     for ledger, rules in (
@@ -77,8 +70,7 @@ def written(cluster: LocalCluster) -> dict[str, Any]:
             LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "EUR", "funds": ["zakat"]}),
         ),
     ):
-        pin = {"checkpoint_key": home_key(config.name, ledger, public).encode()}
-        pinned = dataclasses.replace(rules, rules={**rules.rules, **pin})
+        pinned = cluster.pinned(ledger, rules)
         cluster.admin().create_ledger(Entry.prepare(pinned.genesis_content(ledger, ADMIN, "g", now_ms()), 0, Limits()))
         genesis[ledger] = cluster.admin().call("get", {"ledger": ledger, "height": 0})["record"]
     writer = cluster.client("writer1")

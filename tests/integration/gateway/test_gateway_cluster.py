@@ -9,7 +9,6 @@ new heads on its event stream. Every process's /metrics parses and its counters 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import sys
@@ -25,24 +24,17 @@ from Crypto.Signature import eddsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from vledger.broker.redis_server import RedisServer
-from vledger.broker.signing import load_verify_key, signing_key_paths
-from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
-from vledger.node.witness import home_key
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 
 ELECTION = "vote"
 FUND = "fund"
 VOTERS = 40
 KEY = new_seal_key()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +54,7 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def election(cluster: LocalCluster) -> Election:
     planned = plan_election(ELECTION, VOTERS, now_ms(), seed=13, author="writer1")
-    config = load_cluster(cluster.config_path)
-    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
-    pin = {"checkpoint_key": home_key(config.name, ELECTION, public).encode()}
-    rules = dataclasses.replace(planned.rules, rules={**planned.rules.rules, **pin})
+    rules = cluster.pinned(ELECTION, planned.rules)
     genesis = rules.genesis_content(ELECTION, ADMIN, "genesis", now_ms())
     cluster.admin().create_ledger(Entry.prepare(genesis, 0, Limits()))
     writer = cluster.client("writer1")

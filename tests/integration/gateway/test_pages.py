@@ -12,7 +12,6 @@ A missing browser skips these tests, except in CI (``CI`` set), where it fails t
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import shutil
@@ -25,15 +24,12 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer
-from vledger.broker.signing import load_verify_key, signing_key_paths
-from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
-from vledger.node.witness import home_key
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 
 ELECTION = "election-2026"
@@ -46,10 +42,6 @@ WAIT = 20.0  # seconds a page may take to show what it must
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +78,10 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         yield running
 
 
-def pinned(cluster: LocalCluster, ledger: str, rules: LedgerRules) -> LedgerRules:
-    """``rules`` pinning the home's checkpoint key (as ``vledger ledger create`` does)."""
-    config = load_cluster(cluster.config_path)
-    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
-    return dataclasses.replace(
-        rules, rules={**rules.rules, "checkpoint_key": home_key(config.name, ledger, public).encode()}
-    )
-
-
 @pytest.fixture(scope="module")
 def election(cluster: LocalCluster) -> Election:
     planned = plan_election(ELECTION, 30, now_ms(), seed=7, author="writer1")
-    rules = pinned(cluster, ELECTION, planned.rules)
+    rules = cluster.pinned(ELECTION, planned.rules)
     cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
     writer = cluster.client("writer1")
     for phase in planned.phases:

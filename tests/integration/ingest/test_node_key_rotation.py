@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from vledger.broker.client import Client, NodeAddress
-from vledger.broker.keys import load_public, new_keypair
+from vledger.broker.feed import FeedSource
+from vledger.broker.keys import load_public, load_secret, new_keypair
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import VerifyKey, load_signing_key, load_verify_key, new_signing_key, signing_key_paths
@@ -29,7 +30,7 @@ from vledger.node.errors import NodeUnavailableError, NoteError, RemoteError
 from vledger.node.record import decode_record
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.witness import CheckpointKeys, WitnessSigner, check_cosigned, home_key, witness_key, witness_name
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, FeedTap, LocalCluster, entry, genesis, wait_until
 
 LEDGER = "votes"
 NODE = "ingest-1"
@@ -220,12 +221,18 @@ def test_a_replica_s_ed25519_key_rotates_under_w1_puts_and_its_old_key_stops_cou
         home_raw = load_verify_key(signing_key_paths(keys, NODE)[1]).raw
         by_new = witness_key(witness_name(CLUSTER, REPLICA), new_key.raw)
         assert check_cosigned(served["checkpoint"], LEDGER, CLUSTER, home_key(CLUSTER, LEDGER, home_raw), by_new)
-        # A witness's CURVE key stays, and it never gets a key it had back (both after the window,
-        # each a valid request but for the one change).
+        # A witness never gets an Ed25519 key it had back, nor a CURVE key another node has (both
+        # after the window, each a valid request but for the one change).
         curve, fresh_sign = result["curve"], new_signing_key().public.public_hex
-        for change in ({"curve": new_keypair().public}, {"sign": old_key.public_hex}, {"sign": new_key.public_hex}):
+        for change in ({"sign": old_key.public_hex}, {"sign": new_key.public_hex}):
             args = {"node": REPLICA, "curve": curve, "sign": fresh_sign} | change
             _refused(cluster.address(NODE), cluster, args, "bad_request")
+        _refused(
+            cluster.address(NODE),
+            cluster,
+            {"node": REPLICA, "curve": cluster.address(NODE).key, "sign": fresh_sign},
+            "key_in_use",
+        )
         # After the window, the old key's cosignature counts only when stamped before ``until``:
         # the replica stops, its old key cosigns the checkpoint over each next w=1 put.
         assert cluster.stop_node(REPLICA) == 0
@@ -276,3 +283,151 @@ def _outcome(client: Client, args: dict[str, Any]) -> dict[str, Any]:
     except RemoteError as e:
         return {"error": e.code}
     return result
+
+
+# --- a replica's CURVE key, with its Ed25519 key ---------------------------------------------------
+
+
+def test_a_replica_s_curve_key_rotates_under_w1_puts_and_its_old_key_gets_no_handshake_after_the_window(
+    redis_server: RedisServer,
+) -> None:
+    with LocalCluster(
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        rotating=[REPLICA],
+        accounts={"writer1": "writer"},
+        replication={"write_timeout_ms": 5000},
+    ) as cluster:
+        cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+        keys = cluster.directory / "keys"
+        config = load_cluster(cluster.config_path)
+        old_address = cluster.address(REPLICA)
+        reader = Client(old_address, cluster.keys["writer1"], timeout=5.0)  # connected before: the old key
+        assert reader.call("hello")
+        writer = WitnessedWriter(Client(cluster.address(NODE), cluster.keys["writer1"], timeout=10.0), "w1")
+        writer.start()
+        _until(lambda: len(writer.acknowledged) >= 5, 30, "the first w=1 puts")
+        common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated = cluster.cli("key", "rotate", REPLICA, "--window", str(WINDOW_SECONDS), "--json", *common)
+        result = rotated_payload(rotated.stdout)
+        assert result["generation"] == 1, rotated.stdout
+        # One record, both keys: the CURVE pair and the Ed25519 key of generation 1.
+        assert result["curve"] == load_public(keys / f"{REPLICA}@1.key") != old_address.key
+        assert result["sign"] == load_verify_key(signing_key_paths(keys, f"{REPLICA}@1")[1]).public_hex
+        new_address = node_address(config, REPLICA)
+        assert new_address == NodeAddress(
+            old_address.endpoint, result["curve"], (config.node(REPLICA).rotation_endpoint,)
+        )
+        new_reader = Client(new_address, cluster.keys["writer1"], timeout=5.0)
+        # During the window both keys are served (the old on port, the new on rotation_port).
+        while time.time() * 1000 < result["until"] - 1000:
+            assert reader.call("size", {"ledger": LEDGER})["size"] > 0
+            assert new_reader.call("size", {"ledger": LEDGER})["size"] > 0
+            assert not writer.failures, writer.failures
+            time.sleep(0.2)
+        # The replica connects to the home with its new key from the record on.
+        _until(
+            lambda: "connects to the others with its key generation 1" in cluster.log_text(REPLICA),
+            10,
+            "the replica's switch to its new client key",
+        )
+        _until(lambda: time.time() * 1000 > result["until"] + 500, WINDOW_SECONDS + 5, "the window's end")
+        done = len(writer.acknowledged)
+        _until(lambda: len(writer.acknowledged) >= done + 5, 30, "w=1 puts answered after the window")
+        writer.stop.set()
+        writer.join(15)
+        assert not writer.failures, writer.failures  # answered throughout: no failed request
+        # The old server key: refused on a new connection and on the one it had.
+        for client in (Client(old_address, cluster.keys["writer1"], timeout=2.0), reader):
+            with pytest.raises(NodeUnavailableError):
+                client.call("hello")
+            client.close()
+        main_only = Client(NodeAddress(new_address.endpoint, new_address.key), cluster.keys["writer1"], timeout=5.0)
+        assert main_only.call("size", {"ledger": LEDGER})["size"] >= len(writer.acknowledged)
+        # The old client key: the home admits the replica's new key only.
+        home = config.node(NODE)
+        old_client = load_secret(keys / f"{REPLICA}.key_secret")
+        new_client = load_secret(keys / f"{REPLICA}@1.key_secret")
+        stale = Client(NodeAddress(home.endpoint, cluster.address(NODE).key), old_client, timeout=2.0)
+        with stale, pytest.raises(NodeUnavailableError):
+            stale.call("hello")
+        with Client(NodeAddress(home.endpoint, cluster.address(NODE).key), new_client, timeout=5.0) as fresh:
+            assert fresh.call("hello")
+        main_only.close()
+        new_reader.close()
+        writer.client.close()
+
+
+# --- the home's feed key -----------------------------------------------------------------------------
+
+
+def test_the_home_s_feed_key_rotates_while_puts_flow_and_every_replica_ends_with_every_record(
+    redis_server: RedisServer,
+) -> None:
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=2, accounts={"writer1": "writer", "sub": "observer"}
+    ) as cluster:
+        cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+        keys = cluster.directory / "keys"
+        home = load_cluster(cluster.config_path).node(NODE)
+        assert home.feed_endpoint is not None and home.feed_rotation_endpoint is not None
+        old_key = cluster.address(NODE).key
+        writer = Writer(Client(cluster.address(NODE), cluster.keys["writer1"], timeout=5.0), "w")
+        writer.start()
+        _until(lambda: len(writer.acknowledged) >= 20, 20, "the first puts")
+        common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated = rotated_payload(
+            cluster.cli("key", "rotate", NODE, "--window", str(WINDOW_SECONDS), "--json", *common).stdout
+        )
+        new_key = rotated["curve"]
+        # The writer learns the new request key as the client library does (the feed is what is tested).
+        writer.client.node = node_address(load_cluster(cluster.config_path), NODE)
+        # During the window: the old key on pub_port, the new one on feed_rotation_port.
+        in_window = [
+            FeedTap(FeedSource(NODE, home.feed_endpoint, old_key), cluster.keys["sub"]),
+            FeedTap(FeedSource(NODE, home.feed_rotation_endpoint, new_key), cluster.keys["sub"]),
+        ]
+        for tap in in_window:
+            tap.wait_beats(1, 10)
+            tap.close()
+        _until(lambda: time.time() * 1000 > rotated["until"] + 500, WINDOW_SECONDS + 5, "the window's end")
+        done = len(writer.acknowledged)
+        _until(lambda: len(writer.acknowledged) >= done + 20, 20, "puts after the window")
+        # After it: the old key gets nothing on either endpoint, the new one gets the feed on both.
+        old_taps = [
+            FeedTap(FeedSource(NODE, endpoint, old_key), cluster.keys["sub"])
+            for endpoint in (home.feed_endpoint, home.feed_rotation_endpoint)
+        ]
+        new_tap = FeedTap(FeedSource(NODE, home.feed_endpoint, new_key), cluster.keys["sub"])
+        new_tap.wait_beats(2, 10)
+        for tap in old_taps:
+            tap.read(1.0)
+            assert tap.records == [] and tap.beats == [], tap.source
+            tap.close()
+        new_tap.close()
+        writer.stop.set()
+        writer.join(10)
+        assert not writer.failures, writer.failures
+        # Nothing lost across the switch: every replica ends with every record, the home's head.
+        config = load_cluster(cluster.config_path)
+        inspectors = {
+            name: Client(node_address(config, name), cluster.keys[ADMIN], follow=False)
+            for name in (NODE, "replica-1", "replica-2")
+        }
+        size = inspectors[NODE].call("size", {"ledger": LEDGER})["size"]
+        assert size > max(writer.acknowledged.values())
+        _until(
+            lambda: all(
+                inspectors[r].call("size", {"ledger": LEDGER})["size"] == size for r in ("replica-1", "replica-2")
+            ),
+            30,
+            "every replica at the home's size",
+        )
+        head_of = {name: client.call("head", {"ledger": LEDGER})["hash"] for name, client in inspectors.items()}
+        assert len(set(head_of.values())) == 1, head_of
+        # The replicas followed the feed's new key (their subscriptions were retargeted).
+        for replica in ("replica-1", "replica-2"):
+            assert "feed subscription now with key" in cluster.log_text(replica), replica
+        for client in (writer.client, *inspectors.values()):
+            client.close()

@@ -21,11 +21,8 @@ LEDGER = "votes"
 
 def _pinned_cluster(start_cluster: Callable[..., LocalCluster]) -> tuple[LocalCluster, str]:
     cluster = start_cluster(nodes=1, replicas=2)
-    config = load_cluster(cluster.config_path)
-    public = load_verify_key(signing_key_paths(config.keys_dir, "ingest-1")[1]).raw
-    vkey = home_key(config.name, LEDGER, public).encode()
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"], {"checkpoint_key": vkey}))
-    return cluster, config.name
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"], cluster.checkpoint_pin(LEDGER)))
+    return cluster, load_cluster(cluster.config_path).name
 
 
 def _cli(cluster: LocalCluster, *args: str, check: bool = True) -> tuple[int, str]:

@@ -30,7 +30,7 @@ from vledger.node.record import Entry
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.votes import ElectionState
 from vledger.node.store import ChainStore
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, remote_error, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, remote_error, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election, write_election
 from vledger.verifier.tally import Snapshot, check_published, counted_hash
 
@@ -38,10 +38,6 @@ ELECTION = "election"
 ROGUE = "rogue"
 OBSERVERS = ("observer-1", "observer-2")
 VOTERS = int(os.environ.get("VLEDGER_ELECTION_VOTERS", "10000"))  # the election size
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module")

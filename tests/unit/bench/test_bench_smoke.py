@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[3]
 # Across hosts (bench/hosts.py): network namespaces need root; elsewhere the section says why and skips.
 HOSTS_FIGURES = ("10a-p50", "10a-p99", "10b")
 FIGURES = {
-    *("1a", "1b", "1c", "1d", "2a", "2b", "2c-10k", "2c-100k", "2c-1M", "3a", "3b", "3c"),
+    *("1a", "1b", "1c", "1d", "2a", "2b", "2c-10k", "2c-100k", "2c-1M", "2d-verify", "3a", "3b", "3c"),
     *("4a", "4b", "4c", "4d", "4e", "4f", "4g"),
     *("5a-p50", "5a-p99", "5b", "5c", "5d"),
-    *("6a", "6b", "6c"),
+    *("6a", "6a-1", "6b", "6c"),  # 2d-worker only when the curve's stores are large enough for workers
     "7a",
     *("8a", "8b", "8c", "8d"),
     *("9a-1", "9a-2", "9a-4", "9a-8", "9a-16", "9b", "9c"),

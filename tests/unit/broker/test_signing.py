@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from Crypto.Signature import eddsa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,8 +33,8 @@ KEY = new_signing_key()
 
 def test_signatures_are_pure_ed25519_as_rfc8032_defines_them() -> None:
     """The RFC's own test vector: what an outsider's Ed25519 library computes, byte for byte."""
-    key = SigningKey(eddsa.import_private_key(RFC8032_SECRET))
-    assert key.public.key.export_key(format="raw") == RFC8032_PUBLIC
+    key = SigningKey(RFC8032_SECRET)
+    assert key.public.raw == RFC8032_PUBLIC
     assert key.sign(b"") == RFC8032_SIGNATURE
     key.public.verify(b"", RFC8032_SIGNATURE)
 
@@ -136,6 +135,39 @@ def test_a_signature_of_another_length_or_key_fails() -> None:
 
 def test_the_seed_and_raw_public_key_are_rfc8032_s() -> None:
     """What a note signer key holds (node/note.py): the 32-byte private key and public key of RFC 8032."""
-    key = SigningKey(eddsa.import_private_key(RFC8032_SECRET))
+    key = SigningKey(RFC8032_SECRET)
     assert key.seed == RFC8032_SECRET
     assert key.public.raw == RFC8032_PUBLIC
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes([1]) + bytes(31),
+        bytes(32),
+        bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    ],
+)
+def test_a_public_key_of_small_order_is_refused(raw: bytes, tmp_path: Path) -> None:
+    """PROTOCOL 11.3 and 13.2: no signature by such a key verifies, so the key is refused outright."""
+    with pytest.raises(KeyMaterialError, match="small order"):
+        VerifyKey(raw)
+    path = tmp_path / "small.sign.pub"
+    path.write_text(
+        "-----BEGIN PUBLIC KEY-----\n"
+        + base64.b64encode(bytes.fromhex("302a300506032b6570032100") + raw).decode()
+        + "\n-----END PUBLIC KEY-----\n"
+    )
+    with pytest.raises(KeyMaterialError, match="small order"):
+        load_verify_key(path)
+
+
+def test_keys_round_trip_their_pem_files(tmp_path: Path) -> None:
+    """The key files pycryptodome writes are read back to the same seed and public key."""
+    generate_signing_key(tmp_path, "home-1", "a passphrase")
+    private_path, public_path = signing_key_paths(tmp_path, "home-1")
+    signing = load_signing_key(private_path, "a passphrase")
+    assert load_verify_key(public_path) == signing.public
+    assert SigningKey(signing.seed).sign(b"m") == signing.sign(b"m")
+    with pytest.raises(KeyMaterialError):
+        SigningKey(signing.seed[:31])

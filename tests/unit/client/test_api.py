@@ -62,7 +62,7 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
-    def pipeline(self) -> Any:
+    def pipeline(self, transaction: bool = True) -> Any:
         raise ConnectionError("redis is down")
 
 

@@ -110,6 +110,7 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
         ({"nodes__rep-1__role": "auditor"}, "nodes.rep-1.role: 'auditor' is not one of"),
         ({"replication": {"max_hops": 0}}, "replication.max_hops: expected a positive integer"),
         ({"replication": {"hops": 2}}, "replication.hops: unknown key"),
+        ({"replication": {"catch_up_checker": 1}}, "replication.catch_up_checker: expected true or false, got 1"),
         ({"cluster__production": "yes"}, "cluster.production: expected true or false, got 'yes'"),
         ({"ledgers": {"votes": {"home": "in-1", "standby": "in-1"}}}, "votes.standby: the standby must be another"),
         ({"ledgers": {"votes": {"home": "in-1", "standby": "rep-1"}}}, "votes.standby: 'rep-1' is not an ingest node"),

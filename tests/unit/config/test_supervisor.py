@@ -178,17 +178,26 @@ def test_gateway_and_http_ports_are_checked(tmp_path: Path, spec: dict[str, Any]
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"role": "replica", "port": 7111, "rotation_port": 7112}, "only an ingest node"),
         ({"role": "ingest", "port": 7102, "pub_port": 7202, "rotation_port": 7101}, "already used"),
+        ({"role": "observer", "port": 7111, "feed_rotation_port": 7112}, "only a node with a pub_port"),
+        ({"role": "ingest", "port": 7102, "pub_port": 7202, "feed_rotation_port": 7201}, "already used"),
     ],
 )
-def test_a_rotation_port_is_an_ingest_nodes_own(tmp_path: Path, spec: dict[str, Any], message: str) -> None:
+def test_rotation_ports_are_of_nodes_whose_keys_rotate(tmp_path: Path, spec: dict[str, Any], message: str) -> None:
     data: dict[str, Any] = {
         "cluster": {"name": "local", "default_home": "ingest-1"},
         "nodes": {"ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201}, "other": spec},
     }
     with pytest.raises(SettingsError, match=message):
         cluster_from_mapping(data, tmp_path / "cluster.toml")
-    data["nodes"]["ingest-1"]["rotation_port"] = 7301
-    node = cluster_from_mapping({**data, "nodes": {"ingest-1": data["nodes"]["ingest-1"]}}, tmp_path / "c.toml")
+    data["nodes"]["ingest-1"] |= {"rotation_port": 7301, "feed_rotation_port": 7302}
+    data["nodes"]["other"] = {"role": "replica", "port": 7111, "rotation_port": 7112}
+    node = cluster_from_mapping(data, tmp_path / "c.toml")
     assert node.node("ingest-1").rotation_endpoint == "tcp://127.0.0.1:7301"
+    assert node.node("ingest-1").feed_rotation_endpoint == "tcp://127.0.0.1:7302"
+    assert node.node("other").rotation_endpoint == "tcp://127.0.0.1:7112"
+    assert node.node("other").feed_rotation_endpoint is None
+    data["nodes"]["verifier-1"] = {"role": "verifier", "port": 7131, "rotation_port": 7132}  # every role rotates
+    assert (
+        cluster_from_mapping(data, tmp_path / "c.toml").node("verifier-1").rotation_endpoint == "tcp://127.0.0.1:7132"
+    )

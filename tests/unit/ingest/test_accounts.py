@@ -61,3 +61,16 @@ def test_many_keys_do_not_grow_the_memory_past_its_size() -> None:
         assert accounts.lookup(new_keypair().public) is None
     assert len(accounts._callers) <= 3
     assert accounts.lookup(BOB) == Caller("bob", "writer", BOB)
+
+
+def test_a_member_key_that_leaves_the_members_is_refused_at_its_next_lookup_with_no_new_snapshot() -> None:
+    # A node's old key leaves the members when its rotation's window ends (PROTOCOL 16.6); the
+    # accounts do not change then, yet a connection made before is judged at each message.
+    old, new = new_keypair().public, new_keypair().public
+    members = {old: Caller("verifier-1", "replica", old), new: Caller("verifier-1", "replica", new)}
+    accounts = accounts_of(FakeCache(snapshot(1)), members=members)
+    assert accounts.lookup(old) == members[old] and accounts.lookup(new) == members[new]
+    del members[old]
+    assert accounts.lookup(old) is None
+    assert accounts.lookup(new) == Caller("verifier-1", "replica", new)
+    assert accounts.lookup(ALICE) == Caller("alice", "admin", ALICE)  # an account's key: as before

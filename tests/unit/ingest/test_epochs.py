@@ -18,7 +18,8 @@ from vledger.broker.replication import Alert
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.epochs import EpochBook, Homes
-from vledger.ingest.follow import Follower
+from vledger.ingest.follow import Follower, Page
+from vledger.ingest.page_check import PageChecker
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
@@ -74,19 +75,39 @@ def _checkpoint(records: list[Record], signer: HomeSigner, extensions: tuple[str
 EPOCH_2 = ("vledger-epoch 2 ingest-2",)
 
 
+class Pages:
+    """A stream in memory: records by height, each page with the notes of the sizes that end
+    among its rows (as the outbox puts a checkpoint on a stream entry)."""
+
+    name = "redis"
+
+    def __init__(self, records: list[Record], notes: list[SignedCheckpoint]) -> None:
+        self.records = records
+        self.notes = notes
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        rows = [(r.height, r.encode()) for r in self.records[start : start + count]]
+        return Page(rows, [n.note for n in self.notes if start < n.size <= start + len(rows)])
+
+    def checkpoints(self) -> dict[str, bytes]:
+        return {}
+
+
 class Witness:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sources: list[Pages] | None = None, checker: PageChecker | None = None) -> None:
         self.store = ChainStore(directory)
         self.book = EpochBook(CLUSTER, self.store)
         self.alerts: list[Alert] = []
         self.follower = Follower(
             "replica-1",
             self.store,
-            [],
+            sources or [],
             keys=EpochKeys(CLUSTER, lambda ledger: HOME_KEY, self.book.history, lambda ledger: STANDBY_KEY),
             home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: self.book.stored(records),
             on_alert=self.alerts.append,
+            batch=2,
+            checker=checker,
         )
 
     def send(self, records: list[Record], checkpoint: SignedCheckpoint, sender: str) -> None:
@@ -197,3 +218,27 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
         assert homes.epoch_of(LEDGER) == (2, STANDBY)
         assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
+
+
+def test_a_catch_up_fences_the_old_home_right_after_the_handover_s_page(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]], checker: PageChecker | None
+) -> None:
+    """Pages of 2: the run holding the handover goes to the store (and the book) before the
+    next page's notes are checked, so the old home's note over its own tail, in that page, is
+    fenced, as on the feed, and the standby's records are stored."""
+    handed, stale = chains
+    notes = [
+        _checkpoint(handed[:2], HOME_SIGNER),
+        _checkpoint(handed[:4], HOME_SIGNER),
+        _checkpoint(handed[:6], STANDBY_SIGNER, EPOCH_2),
+        _checkpoint(stale, HOME_SIGNER),
+        _checkpoint(handed, STANDBY_SIGNER, EPOCH_2),
+    ]
+    assert len(stale) == 7 and len(handed) == 9  # the old home's note comes in the page after the handover's
+    witness = Witness(tmp_path / "replica", [Pages(handed, notes)], checker)
+    try:
+        assert witness.follower.catch_up(LEDGER, len(handed))
+        assert witness.held() == handed
+        assert [(a.what, a.height, a.source) for a in witness.alerts] == [("fenced", len(stale) - 1, "redis")]
+    finally:
+        witness.store.close()

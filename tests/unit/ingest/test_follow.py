@@ -21,6 +21,7 @@ from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
 from vledger.ingest.follow import NOT_RELAYED, Follower, Page
+from vledger.ingest.page_check import PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.errors import TreeMismatchError
 from vledger.node.ledger import LedgerRules
@@ -190,7 +191,7 @@ def other_chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
 
 
 @pytest.fixture
-def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
+def make_replica(tmp_path: Path, checker: PageChecker | None) -> Iterator[MakeReplica]:
     made: list[ChainStore] = []
 
     def make(
@@ -217,6 +218,7 @@ def make_replica(tmp_path: Path) -> Iterator[MakeReplica]:
             on_verified=verified.append,
             batch=batch,
             stopping=stopping,
+            checker=checker,
         )
         return Replica(store, follower, stored, alerts, verified, resolved)
 
@@ -758,3 +760,118 @@ def test_a_fault_of_the_own_copy_resolves_once_a_checkpoint_at_or_above_it_has_t
     assert replica.resolved == []
     replica.follower.receive([heads(signed(chain[3]))])  # the home vouches for this copy up to 3
     assert replica.resolved == [f"{REPLICA}|{LEDGER}|tree_mismatch"]
+
+
+# --- catch-up in pages, with and without a page checker -------------------------------------------------
+
+
+class CountingKeys(CheckpointKeys):
+    """The home's key, counting each note it checks: which notes a follower checked."""
+
+    def __init__(self) -> None:
+        super().__init__(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw))
+        self.checked: list[bytes] = []
+
+    def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
+        self.checked.append(data)
+        return super().check(ledger, data)
+
+
+class TamperedSource(MemorySource):
+    """A MemorySource that serves other bytes at some heights."""
+
+    def __init__(self, name: str, chains: dict[str, list[Record]], served: dict[int, bytes], **kwargs: object) -> None:
+        super().__init__(name, chains, **kwargs)  # type: ignore[arg-type]
+        self.served = served
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        page = super().fetch(ledger, start, count)
+        return Page([(h, self.served.get(h, data)) for h, data in page.rows], page.checkpoints)
+
+
+@pytest.fixture(scope="module")
+def long_chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
+    return home_chain(tmp_path_factory.mktemp("home-long"), LEDGER, 40)
+
+
+def test_a_catch_up_in_pages_checks_every_note_its_pages_bring(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
+) -> None:
+    """Runs go to the store while the next page is checked, yet no note is left unchecked:
+    each one a page carries is a claim of the home's, checked with its key."""
+    notes = [signed(r) for r in long_chain if r.height % 3 == 2]
+    keys = CountingKeys()
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}, signed=notes), batch=4, keys=keys)
+    passed = checker.passed if checker is not None else 0
+    assert replica.follower.catch_up(LEDGER, notes[-1].size)
+    assert replica.heights() == list(range(notes[-1].size))
+    assert replica.store.root(LEDGER) == notes[-1].root and replica.alerts == []
+    assert sorted(set(keys.checked)) == sorted(n.note for n in notes)
+    assert replica.verified[-1] == notes[-1]  # what a witness may cosign now
+    if checker is not None:  # all but the first page (the genesis, checked here) passed the checker
+        assert checker.passed - passed >= notes[-1].size - 4
+
+
+def test_a_bad_record_mid_page_is_refused_and_fetched_from_the_next_source(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
+) -> None:
+    """A changed byte in a record in the middle of a page (the checker passes the rows before
+    it, and no further): the record is named, nothing from its source past the last
+    checkpoint before it is stored, and the true one comes from the next source."""
+    data = bytearray(long_chain[13].encode())
+    data[data.index(b"Zoe")] = ord("X")
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    evil = TamperedSource(EVIL, {LEDGER: long_chain}, {13: bytes(data)}, signed=notes)
+    home = MemorySource(HOME, {LEDGER: long_chain}, signed=notes)
+    replica = make_replica(evil, home, batch=4)
+    assert replica.follower.catch_up(LEDGER, 30)
+    assert replica.found() == [(13, "bad_checksum", EVIL)]
+    assert replica.heights() == list(range(30)) and replica.store.get(LEDGER, 13) == long_chain[13]
+    assert replica.store.root(LEDGER) == notes[5].root
+    assert home.fetches[0] == (LEDGER, 10, 4)  # what the evil source gave up to the checkpoint at 10 stayed
+
+
+def test_a_bad_note_in_a_page_is_refused_and_stores_nothing(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
+) -> None:
+    """A page's note with one bit of its signature changed is reported and covers nothing: the
+    records above the last good checkpoint wait."""
+    good = [signed(long_chain[4]), signed(long_chain[9])]
+    bad = flipped(signed(long_chain[14]))
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}, signed=[*good, bad]), batch=4)
+    assert not replica.follower.catch_up(LEDGER, 15)
+    assert replica.heights() == list(range(10))
+    assert [(a.height, a.what) for a in replica.alerts] == [(14, "bad_note_signature")]
+    assert replica.follower.pending(LEDGER) == long_chain[10:15]
+
+
+class Unstarted(PageChecker):
+    """A page checker whose process has not said it started: never to be handed a page."""
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        return False
+
+    def submit(self, ledger: str, rows: list[bytes], start: object) -> None:
+        raise AssertionError("a page was handed to a checker that has not started")
+
+
+def test_a_page_checker_that_has_not_started_is_not_waited_for(tmp_path: Path, long_chain: list[Record]) -> None:
+    notes = [signed(r) for r in long_chain if r.height % 3 == 2]
+    checker = Unstarted()
+    try:
+        with ChainStore(tmp_path / "replica") as store:
+            follower = Follower(
+                REPLICA,
+                store,
+                [MemorySource("redis", {LEDGER: long_chain}, signed=notes)],
+                keys=KEYS,
+                home_of=lambda ledger: HOME,
+                on_stored=lambda records, hops: None,
+                on_alert=lambda alert: None,
+                batch=4,
+                checker=checker,
+            )
+            assert follower.catch_up(LEDGER, notes[-1].size)
+            assert store.size(LEDGER) == notes[-1].size and store.root(LEDGER) == notes[-1].root
+    finally:
+        checker.close()

@@ -16,8 +16,9 @@ import pytest
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.config.settings import Limits
-from vledger.ingest.follow import Follower
+from vledger.ingest.follow import Follower, Page
 from vledger.ingest.key_chains import HomeKeys, KeyChains
+from vledger.ingest.page_check import PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.errors import NoteKeyError, RotationError
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
@@ -88,8 +89,28 @@ def _note(key: SignerKey, size: int, root: bytes) -> bytes:
     return Note(body, (sign(body, key),)).encode()
 
 
+class _Pages:
+    """A stream in memory: the home's records by height, each page with the notes of the sizes
+    that end among its rows (as the outbox puts a checkpoint on a stream entry)."""
+
+    name = "redis"
+
+    def __init__(self, records: list[Record], notes: list[tuple[int, bytes]]) -> None:
+        self.records = records
+        self.notes = notes
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        rows = [(r.height, r.encode()) for r in self.records[start : start + count]]
+        return Page(rows, [note for size, note in self.notes if start < size <= start + len(rows)])
+
+    def checkpoints(self) -> dict[str, bytes]:
+        return {}
+
+
 class _Replica:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, sources: list[_Pages] | None = None, checker: PageChecker | None = None
+    ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
         self.evidence: list[Any] = []
@@ -97,12 +118,14 @@ class _Replica:
         self.follower = Follower(
             "replica-1",
             self.store,
-            [],
+            sources or [],
             keys=self.chains.keys(CLUSTER),
             home_of=lambda ledger: "home",
             on_stored=lambda records, hops: None,
             on_alert=self.alerts.append,
             on_evidence=lambda checkpoint, source: self.evidence.append(checkpoint),
+            batch=3,
+            checker=checker,
         )
         self.chains.pending = self.follower.pending
 
@@ -140,3 +163,25 @@ def test_a_follower_refuses_a_rotation_the_key_in_force_did_not_sign(tmp_path: P
         replica.feed([*records, forged], _note(K0, len(records) + 1, bytes(32)))
         assert replica.store.size(LEDGER) < len(records) + 1
         assert "bad_rotation" in [a.what for a in replica.alerts]
+
+
+def test_a_catch_up_through_a_rotation_checks_each_later_note_with_the_new_key(
+    tmp_path: Path, checker: PageChecker | None
+) -> None:
+    """Pages of 3, a note over every size past the first page: the run holding the rotation goes to the store
+    before the next page's notes (by the new key) are checked, so they verify, and a note the
+    retired key signed over the true tree past the rotation is evidence, as on the feed."""
+    with _home(tmp_path / "home") as home:
+        keys = _keys(home)
+        keys.rotate(LEDGER, "admin", home.append)  # height 4
+        _notes(home, 5, 6)
+        records, size = list(home.range(LEDGER)), home.size(LEDGER)
+        # From the second page on: the first page's notes would come before the genesis that pins the key.
+        notes = [(n, keys.sign(LEDGER, n, home.root(LEDGER, n)).note) for n in range(4, size + 1)]
+        retired = _note(K0, size, home.root(LEDGER))
+    replica = _Replica(tmp_path / "replica", [_Pages(records, [*notes, (size, retired)])], checker)
+    with replica.store:
+        assert replica.follower.catch_up(LEDGER, size)
+        assert list(replica.store.range(LEDGER)) == records
+        assert [(a.what, a.source) for a in replica.alerts] == [("retired_key", "home")]
+        assert [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)] == [retired]

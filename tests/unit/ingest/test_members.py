@@ -25,7 +25,13 @@ def config(tmp_path: Path) -> ClusterConfig:
     data: dict[str, Any] = {
         "cluster": {"name": "local", "default_home": "ingest-1", "keys": "keys"},
         "nodes": {
-            "ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201, "rotation_port": 7301},
+            "ingest-1": {
+                "role": "ingest",
+                "port": 7101,
+                "pub_port": 7201,
+                "rotation_port": 7301,
+                "feed_rotation_port": 7401,
+            },
             "replica-1": {"role": "replica", "port": 7111},
         },
     }
@@ -45,6 +51,9 @@ def test_during_a_window_both_keys_are_members_and_after_it_only_the_new_one(tmp
     client = Client(old, new_keypair())
     gates.keep_addressed(client, "ingest-1")
     endpoint_keys = EndpointKeys(gates, ["ingest-1"])
+    heard: list[str] = []
+    gates.on_rotation(lambda histories: heard.append(histories["ingest-1"].newest.curve))
+    assert gates.feed_address_of("ingest-1") == NodeAddress("tcp://127.0.0.1:7201", old.key)
     new = new_keypair().public
     until = now_ms() + 600
     rotation = {"node": "ingest-1", "curve": new, "sign": "1" * 64, "until": until, "accepted": now_ms()}
@@ -57,6 +66,9 @@ def test_during_a_window_both_keys_are_members_and_after_it_only_the_new_one(tmp
         # key, the one its endpoint still serves.
         assert client.node == NodeAddress("tcp://127.0.0.1:7101", new, ("tcp://127.0.0.1:7301",))
         assert dict(endpoint_keys) == {"ingest-1": old.key}
+        # Its feed likewise: the new key on its pub_port and its feed_rotation_port.
+        assert gates.feed_address_of("ingest-1") == NodeAddress("tcp://127.0.0.1:7201", new, ("tcp://127.0.0.1:7401",))
+        assert heard == [new]  # every hook hears each change
         deadline = time.monotonic() + 5  # the timer at the window's end drops the old key
         while old.key in gates.requests and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -64,6 +76,9 @@ def test_during_a_window_both_keys_are_members_and_after_it_only_the_new_one(tmp
         assert time.time() * 1000 >= until
         assert old.key not in gates.members and new in gates.members and new in gates.feed
         assert dict(endpoint_keys) == {"ingest-1": new}
+        # Its feed on pub_port alone again: on both, every message would come twice.
+        assert gates.feed_address_of("ingest-1") == NodeAddress("tcp://127.0.0.1:7201", new)
+        assert heard[-1] == new and len(heard) >= 2  # the hooks heard the window's end too
         assert gates.address_of("replica-1").also == ()  # the other node's keys did not move
     finally:
         gates.stop()

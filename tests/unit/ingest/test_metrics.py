@@ -10,7 +10,7 @@ import msgpack
 from vledger.config.cluster import NodeConfig
 from vledger.ingest.metrics import MeteredService, NodeMetrics
 from vledger.ingest.service import Pending
-from vledger.node.errors import ThrottledError
+from vledger.node.errors import NoSuchLedgerError, ThrottledError
 from vledger.node.wire import encode_request, reply_error
 
 
@@ -92,3 +92,28 @@ def test_error_replies_are_counted_by_their_code() -> None:
         metered.handle("key", encode_request(1, "put", {}))
     assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "throttled"}) == 3
     assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) is None
+
+
+def test_requests_are_counted_by_command_and_code_a_failed_wait_by_its_error_code() -> None:
+    metrics = _metrics()
+    metered = MeteredService(_Service(), metrics)
+    metered.handle("key", encode_request(1, "hello", {}))
+    metered.handle("key", encode_request(2, "hello", {}))
+    failed: Future[Any] = Future()
+    metered.service = _Pending(Pending(4, failed, lambda result: result))
+    answer = metered.handle("key", encode_request(4, "put", {}))
+    assert not isinstance(answer, bytes)
+    failed.set_exception(NoSuchLedgerError("no ledger 'x'"))
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) is None
+    answer.reply()  # the loop takes the reply: counted now, once
+    assert _sample(metrics, "vledger_requests_total", {"command": "hello", "code": "ok"}) == 2
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
+
+
+class _Pending(_Service):
+    def __init__(self, pending: Pending) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def handle(self, key: str, data: bytes) -> bytes | Pending:
+        return self.pending

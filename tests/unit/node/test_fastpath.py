@@ -392,12 +392,12 @@ def test_the_slot_builders_make_what_the_constructors_make(kit: Any) -> None:
     placed = kit.chain(2)[1]
     content_values = [getattr(placed.content, f.name) for f in dataclasses.fields(Content)]
     record_values = [getattr(placed, f.name) for f in dataclasses.fields(Record)]
-    built_content = record._new_content(*content_values)
-    built_record = record._new_record(*record_values)
+    built_content = record.new_content(*content_values)
+    built_record = record.new_record(*record_values)
     assert built_content == Content(*content_values) and type(built_content) is Content
     assert built_record == Record(*record_values) and type(built_record) is Record
-    assert [f.name for f in dataclasses.fields(Record)] == list(record._new_record.__code__.co_varnames[:9])
-    assert [f.name for f in dataclasses.fields(Content)] == list(record._new_content.__code__.co_varnames[:6])
+    assert [f.name for f in dataclasses.fields(Record)] == list(record.new_record.__code__.co_varnames[:9])
+    assert [f.name for f in dataclasses.fields(Content)] == list(record.new_content.__code__.co_varnames[:6])
     with pytest.raises(dataclasses.FrozenInstanceError):
         built_record.height = 3  # type: ignore[misc]
 
@@ -557,3 +557,104 @@ def test_feed_fast_changes_nothing_when_not_sure(chain_bytes: list[bytes]) -> No
     assert verifier.feed_fast(chain_bytes[2]) is None  # not the next record
     assert verifier.feed_fast(chain_bytes[1][:-1]) is None  # truncated
     assert (verifier.next_height, verifier.prev) == before
+
+
+def _chained(genesis: Record, payloads: list[dict[str, Any]]) -> list[bytes]:
+    """Records of ``payloads`` after ``genesis`` (difficulty 0), each linked to the one before."""
+    datas, prev, accepted = [], genesis.link, genesis.accepted
+    for i, payload in enumerate(payloads, start=1):
+        content_bytes = _pack(_content_map(payload=payload, request_id=f"req-{i}"))
+        checksum = hashlib.sha256(content_bytes).digest()
+        accepted += 1
+        link = record.link_of(prev, checksum, i, 0, accepted, "node-1")
+        datas.append(
+            _pack({"accepted": accepted, "checksum": checksum, "content": content_bytes, "height": i,
+                   "link": link, "nonce": 0, "origin": "node-1", "prev": prev})
+        )  # fmt: skip
+        prev = link
+    return datas
+
+
+def test_a_remembered_key_order_lets_no_other_order_through(genesis0: bytes) -> None:
+    # feed_fast remembers the key orders it found sorted; the same keys unsorted are still refused.
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{"n": 1, "text": "a"}, {"n": 2, "text": "b"}, {"text": "c", "n": 3}])]
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    for data in datas[:3]:
+        verifier.feed_raw(data)
+    assert verifier.feed_fast(datas[3]) is None
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    assert verdict[0] is NonCanonicalError
+
+
+def test_a_flood_of_key_orders_keeps_the_verdicts(genesis0: bytes) -> None:
+    # More key orders than feed_fast remembers: it starts its set again and every record still verifies.
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{f"k{i:04d}": i} for i in range(600)])]
+    verdict = _raw_verdict(datas)
+    assert verdict == ("accepted", 601, decode_record(datas[-1], LIMITS).link)
+    assert verdict == _verdict(datas, oracle_record)
+
+
+@pytest.mark.parametrize("max_depth", [1, 2])
+def test_a_depth_limit_too_low_for_a_payload_of_scalars_is_held_on_the_fast_path(
+    genesis0: bytes, max_depth: int
+) -> None:
+    limits = dataclasses.replace(LIMITS, max_depth=max_depth)
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [{"n": 1}])]
+    rules = ChainVerifier("ledger-a", LIMITS).check(genesis)
+    verifier = ChainVerifier.after("ledger-a", 0, genesis.link, rules, limits)
+    assert verifier.feed_fast(datas[1]) is None  # the checks one by one refuse it: nested too deep
+    with pytest.raises(NonCanonicalError):
+        verifier.feed_raw(datas[1])
+
+
+# --- ChainVerifier.feed_record_fast: the fast path's fields as the Record decode_record gives ------
+
+
+def _record_verdict(datas: list[bytes]) -> Outcome:
+    """The verdict of feed_record_fast, else the checks one by one (as the follower runs them),
+    each record the fast path returns held against decode_record's."""
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    try:
+        for data in datas:
+            returned = verifier.feed_record_fast(data)
+            if returned is None:
+                verifier.feed(decode_record(data, LIMITS))
+            else:
+                assert returned == decode_record(data, LIMITS)
+                assert returned.encode() == data
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+    return ("accepted", verifier.next_height, verifier.prev)
+
+
+def test_feed_record_fast_returns_the_record_decode_record_gives(chain_bytes: list[bytes]) -> None:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    assert verifier.feed_record_fast(chain_bytes[0]) is None  # the genesis: its rules the precise way
+    verifier.feed(decode_record(chain_bytes[0], LIMITS))
+    assert verifier.feed_record_fast(chain_bytes[2]) is None  # not the next record: nothing changed
+    assert verifier.next_height == 1
+    for data in chain_bytes[1:]:
+        decode_record(data, LIMITS)  # its names are remembered: the fast path builds the record
+        returned = verifier.feed_record_fast(data)
+        expected = decode_record(data, LIMITS)
+        assert returned is not None
+        assert returned == expected and type(returned) is Record and type(returned.content) is Content
+        assert returned.content.payload == expected.content.payload
+    assert _record_verdict(chain_bytes) == _verdict(chain_bytes, oracle_record)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_record_fast(
+    chain_bytes: list[bytes], data: st.DataObject
+) -> None:
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    assert _record_verdict(datas) == _verdict(datas, oracle_record)

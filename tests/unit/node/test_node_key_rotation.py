@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from vledger.node.node_key_rotation import curve_key_problem, key_histories, sign_key_problem
+from vledger.node.node_key_rotation import (
+    NO_SIGN_KEY,
+    curve_key_problem,
+    key_histories,
+    rotation_sign_problem,
+    sign_key_problem,
+)
 
 K0, K1, K2 = ("A" * 40, "B" * 40, "C" * 40)
 S0, S1, S2 = ("0" * 64, "1" * 64, "2" * 64)
@@ -77,3 +83,18 @@ def test_a_key_kept_through_a_curve_rotation_stays_in_force_and_a_twice_replaced
     assert history.signs_at(S0, 7999) and not history.signs_at(S0, 8000)  # replaced by generation 2 only
     assert history.signs_at(S1, 11_999) and not history.signs_at(S1, 12_000)
     assert history.signs_at(S2, 12_000)
+
+
+def test_a_verifier_s_rotation_has_no_ed25519_key_and_its_curve_keys_rotate_as_any_node_s() -> None:
+    # A verifier signs nothing: generation 0 and each rotation have sign "" (PROTOCOL 16.6).
+    history = key_histories({"verifier-1": (K0, "")}, [_rotation("verifier-1", K1, "", 1000, 5000)])["verifier-1"]
+    assert history.curve_keys(4999) == (K1, K0) and history.curve_keys(5000) == (K1,)
+    assert history.newest_curve_generation(1000) == 1
+    assert history.sign_keys() == ()  # no Ed25519 key ever: nothing counts as its signature
+    assert not history.signs_at("", 0)
+
+
+def test_a_rotation_s_sign_is_a_key_or_empty_for_a_node_without_one() -> None:
+    assert rotation_sign_problem(S0) is None and rotation_sign_problem(NO_SIGN_KEY) is None
+    for bad in (None, " ", "0", S0.upper().replace("0", "A"), 0, b""):
+        assert rotation_sign_problem(bad) is not None, bad

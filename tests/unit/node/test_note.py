@@ -393,6 +393,36 @@ def test_size_responses() -> None:
         note.encode_cosignature_response([])
 
 
+EDGES = OURS["edges"]
+
+
+@pytest.mark.parametrize("vkey", EDGES["small_order_vkeys"])
+def test_keys_of_small_order_are_refused(vkey: str) -> None:
+    """13.1: anyone can make signatures that such a key verifies; libsodium refuses them too."""
+    public = base64.b64decode(vkey.split("+", 2)[2])[1:]
+    assert note.is_small_order(public)
+    with pytest.raises(errors.NoteKeyError, match="small order"):
+        note.parse_verifier_key(vkey)
+    with pytest.raises(errors.NoteKeyError, match="small order"):
+        note.VerifierKey("small", note.ALG_COSIGNATURE_V1, public)
+
+
+@pytest.mark.parametrize("vector", EDGES["bad_signatures"], ids=lambda v: v["why"][:30])
+def test_signatures_only_a_lenient_verifier_accepts_are_refused(vector: dict[str, Any]) -> None:
+    """13.2: an R of small order (which Go's verifier accepts) and an R with a part of order 8
+    (which a cofactored verifier, pycryptodome's, accepts) refuse the note."""
+    with pytest.raises(errors.NoteError) as e:
+        note.open_note(vector["note"].encode("utf-8"), _keys([vector["vkey"]]))
+    assert e.value.code == vector["code"]
+
+
+def test_a_signer_keys_public_key_and_key_id_are_derived_once_and_right() -> None:
+    log, _ = _ours()
+    assert log.public_key is log.public_key  # cached, not derived per signature
+    assert log.key_id == note.key_id(log.name, log.alg, log.public_key) == log.verifier().key_id
+    assert log.verifier().encode() == OURS["log_vkey"]
+
+
 # --- properties --------------------------------------------------------------------------------
 
 _COSIGNED = OURS["cosigned"].encode()

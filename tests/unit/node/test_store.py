@@ -32,6 +32,7 @@ from vledger.node.errors import (
 from vledger.node.record import Entry, Record, decode_record
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.storefile import DB_NAME
+from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.verify import ChainVerifier
 
 LIMITS = Limits()
@@ -589,6 +590,33 @@ def test_a_verified_run_is_not_hashed_again_by_the_store(replica: tuple[ChainSto
     with pytest.raises(VledgerError):
         store.submit_records([tampered]).result(DEADLINE)
     assert store.submit_records([tampered], verified=True).result(DEADLINE)[0].height == tampered.height
+
+
+def test_a_verified_run_is_written_with_the_bytes_and_leaf_hashes_its_caller_gives(
+    replica: tuple[ChainStore, list[Record]], kit: Any
+) -> None:
+    """A follower hands over each record's bytes (as received, checked canonical) and leaf hash:
+    the store writes those, and grows its tree with those leaves, instead of working them out."""
+    store, records = replica
+    run = [kit.extend(records[-1], kit.entry(9, 2))]
+    run.append(kit.extend(run[-1], kit.entry(10, 2)))
+    given = [(r.encode(), leaf_hash(r.encode())) for r in run]
+    with pytest.raises(ValueError):
+        store.submit_records(run, given=given)  # only for a run its caller verified
+    with pytest.raises(ValueError):
+        store.submit_records(run, verified=True, given=given[:1])  # a pair for each record
+    marked = (given[0][0], b"\x01" * 32)  # the store's trust in its caller, made visible
+    overlapping = [records[-1], *run]  # the held record is a duplicate: the pairs still line up
+    given = [(records[-1].encode(), leaf_hash(records[-1].encode())), marked, given[1]]
+    receipts = store.submit_records(overlapping, verified=True, given=given).result(DEADLINE)
+    assert [(r.height, r.duplicate) for r in receipts] == [(4, True), (5, False), (6, False)]
+    assert [data for _, data in store.range_raw(LEDGER, 5)] == [r.encode() for r in run]
+    more = kit.extend(run[-1], kit.entry(11, 2))
+    store.submit_records([more], verified=True).result(DEADLINE)  # none given: worked out here
+    expected = Frontier()
+    for leaf in [leaf_hash(r.encode()) for r in records] + [b"\x01" * 32, given[2][1], leaf_hash(more.encode())]:
+        expected.append(leaf)
+    assert store.frontier(LEDGER).root() == expected.root()
 
 
 def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore, kit: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vledger.broker.signing import new_signing_key
+from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.broker.tallies import Published
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
 from vledger.node.ledger import LedgerRules
+from vledger.node.node_key_rotation import KeyHistory
 from vledger.node.record import Content, Entry, Record
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
@@ -30,6 +32,7 @@ from vledger.verifier.tally import (
     common_height,
     counted_hash,
     judge,
+    observer_histories,
 )
 
 LEDGER = "poll"
@@ -296,3 +299,50 @@ def test_a_replay_by_the_rules_engine_agrees_with_the_keeper(store: ChainStore) 
     state = engine.state(LEDGER)
     assert state is not None
     assert keeper.snapshot("o", LEDGER, 0).tally["counts"] == state.domain.tally().counts  # type: ignore[attr-defined]
+
+
+# --- an observer whose Ed25519 key rotated (PROTOCOL 16.6) ---------------------------------------------
+
+NEW_SIGNER = new_signing_key()
+ROTATED_AT, UNTIL = SNAPSHOT.at_ms - 60_000, SNAPSHOT.at_ms + 60_000
+
+
+def _rotated_history() -> dict[str, KeyHistory]:
+    rotation = {"node": "observer-1", "curve": "", "sign": NEW_SIGNER.public.public_hex, "until": UNTIL}
+    other = {"node": "observer-9", "curve": "", "sign": NEW_SIGNER.public.public_hex, "until": UNTIL}
+    return observer_histories({"observer-1": SIGNER.public}, [dict(rotation, accepted=ROTATED_AT), other])
+
+
+def _signed(snapshot: Snapshot, signer: SigningKey) -> Published:
+    body = snapshot.body()
+    return Published("1-0", "observer-1", snapshot.height, body, signer.sign(body))
+
+
+@pytest.mark.parametrize(
+    ("signer", "at_ms", "ok"),
+    [
+        (NEW_SIGNER, UNTIL + 1, True),  # the newest key, whatever the time
+        (NEW_SIGNER, ROTATED_AT - 1, True),
+        (SIGNER, UNTIL - 1, True),  # the old key, stamped before the window's end
+        (SIGNER, UNTIL, False),  # ... and at it or later
+    ],
+)
+def test_a_rotated_observer_s_tally_counts_by_its_key_in_force_at_at_ms(
+    signer: SigningKey, at_ms: int, ok: bool
+) -> None:
+    histories = _rotated_history()
+    assert list(histories) == ["observer-1"]  # a rotation of a node that is no observer given is left out
+    snapshot = dataclasses.replace(SNAPSHOT, at_ms=at_ms)
+    checked = check_published(_signed(snapshot, signer), SIGNER.public, "poll", histories["observer-1"])
+    assert checked.ok is ok
+    if not ok:
+        assert isinstance(checked.problem, SignatureError) and "replaced" in checked.problem.message
+    # Without the history (a checker that does not follow rotations), only the key file's key counts.
+    assert check_published(_signed(snapshot, signer), SIGNER.public, "poll").ok is (signer is SIGNER)
+
+
+def test_a_key_the_observer_never_had_is_refused_with_its_history() -> None:
+    checked = check_published(
+        _signed(SNAPSHOT, new_signing_key()), SIGNER.public, "poll", _rotated_history()["observer-1"]
+    )
+    assert isinstance(checked.problem, SignatureError)

@@ -239,3 +239,22 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
     (kept,) = engine.key_rotations()
     assert {k: kept[k] for k in good} == good and kept["accepted"] >= 1
+
+
+def test_a_verifier_s_rotation_has_no_ed25519_key_and_a_malformed_sign_is_refused(writer: Writer) -> None:
+    # A verifier signs nothing: its record's sign is "" (PROTOCOL 16.1); any other non-key is refused.
+    curve = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    good = {"node": "verifier-1", "curve": curve, "sign": "", "until": now() + 60_000, "via": ""}
+    for bad in ({"sign": None}, {"sign": " "}, {"sign": "0"}, {"sign": 0}, {"sign": b""}, {"sign": [""]}):
+        with pytest.raises(BadPayloadError):
+            writer.put(ADMIN_LEDGER, "key_rotation", good | bad, "root")
+    without_sign = {k: v for k, v in good.items() if k != "sign"}
+    with pytest.raises(BadPayloadError):
+        writer.put(ADMIN_LEDGER, "key_rotation", without_sign, "root")
+    with pytest.raises(BadPayloadError):
+        writer.put(ADMIN_LEDGER, "key_rotation", good | {"curve": ""}, "root")  # the CURVE key is never empty
+    writer.put(ADMIN_LEDGER, "key_rotation", good, "root")
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    (kept,) = engine.key_rotations()
+    assert kept["node"] == "verifier-1" and kept["sign"] == "" and kept["curve"] == curve

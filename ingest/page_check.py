@@ -1,0 +1,203 @@
+"""Catch-up pages checked ahead in a second process: the follower's use of the second core.
+
+A follower catching up spends most of its time on each record's checks (docs/PROTOCOL.md
+section 4: canonical form, checksum, proof of work, link) and its Merkle leaf hash, all on
+one core under the GIL. A ``PageChecker`` runs those checks in a worker process on the
+page *after* the one the follower is taking: the follower hands it a page as soon as it is
+fetched and, by the time it needs it, gets back how many leading rows passed
+(``ChainVerifier``'s fast path, every check of section 4 at once) and their leaf hashes.
+
+What the worker's word is worth, and what the follower still checks itself:
+
+* The worker checks a page's rows in order as a chain: from the start the follower gives it
+  (the height, link and rules its own chain stands on), or from where the worker's previous
+  page ended, when that page passed whole. Any row it is not sure of ends the passed prefix.
+* The follower builds the passed rows' Records from their bytes without checking them again
+  (vledger.node.record.record_of_checked), and takes each only if it says the height it was
+  sent as and its ``prev`` is the link of the row before, the first one the link its own
+  chain ends on: so the worker's chain is tied to the follower's, row by row.
+* Every row past the prefix, every ``checkpoint_key`` record, every checkpoint note and every
+  decision to store goes the follower's own way, as without a checker: a bad row is named
+  and refused exactly as before. A checker that fails (its process gone) is dropped, with a
+  warning, and the follower checks everything itself. Until the worker has started (it
+  says :data:`READY`), the follower does not wait for it: it checks the pages itself.
+
+Nothing here touches the store; the follower (vledger.ingest.follow) drives it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+from dataclasses import dataclass
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.ledger import LedgerRules
+from ..node.tree import leaf_hash
+from ..node.verify import ChainVerifier
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT = 5.0  # seconds a stopping worker is given before it is terminated
+READY = "ready"  # the worker's first message: it has imported what it checks with
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a page's chain starts: the height its first row must have, the link it must
+    stand on, and the ledger's rules (the genesis held: the worker never checks a genesis)."""
+
+    height: int
+    prev: bytes
+    rules: LedgerRules
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The worker's answer for a page: its first ``len(leaves)`` rows passed every check of
+    section 4 as a chain, and these are their Merkle leaf hashes (docs/PROTOCOL.md 12)."""
+
+    leaves: list[bytes]
+
+
+class PageChecker:
+    """A worker process that checks pages for one follower, in the order they are handed over.
+
+    ``submit`` hands a page over and returns at once; ``result`` gives the answers in the same
+    order. One thread (the follower's) uses it. Raises nothing once started: a worker that
+    cannot be reached makes :attr:`broken` true and every later answer empty.
+    """
+
+    def __init__(self) -> None:
+        # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
+        ours, theirs = context.Pipe()
+        self._conn: multiprocessing.connection.Connection = ours
+        self._process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
+        self._process.start()
+        theirs.close()
+        self._waiting: collections.deque[int] = collections.deque()  # rows of each page handed over
+        self.broken = False
+        self._ready = False
+        self.passed = 0  # rows it passed, all pages together (what the follower was spared)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (for the log)."""
+        return self._process.pid
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        """Whether the worker has started, waiting up to ``timeout`` seconds for it to say so."""
+        if not self._ready and not self.broken:
+            try:
+                if self._conn.poll(timeout):
+                    self._take_ready()
+            except (OSError, EOFError) as e:
+                self._fail(e)
+        return self._ready
+
+    def _take_ready(self) -> None:
+        message = self._conn.recv()
+        if message != READY:
+            self._fail(RuntimeError(f"the worker said {message!r} first, not {READY!r}"))
+        self._ready = not self.broken
+
+    def submit(self, ledger: str, rows: list[bytes], start: Start | None) -> None:
+        """Hand ``rows`` (record bytes of ``ledger``, by height) over; ``start`` None: they
+        follow the rows handed over last, and are checked only if those passed whole."""
+        if self.broken:
+            self._waiting.append(0)
+            return
+        try:
+            self._conn.send((ledger, rows, start))
+        except (OSError, ValueError) as e:
+            self._fail(e)
+        self._waiting.append(len(rows))
+
+    def result(self) -> Checked:
+        """The answer for the oldest page handed over and not answered yet (empty if broken)."""
+        if not self._waiting:
+            raise RuntimeError("no page was handed over")
+        self._waiting.popleft()
+        if self.broken:
+            return Checked([])
+        try:
+            if not self._ready:
+                self._take_ready()
+            answer = self._conn.recv() if not self.broken else None
+        except (OSError, EOFError) as e:
+            self._fail(e)
+            return Checked([])
+        if not isinstance(answer, Checked):  # the worker's own failure, as text
+            self._fail(RuntimeError(str(answer)))
+            return Checked([])
+        self.passed += len(answer.leaves)
+        return answer
+
+    def waiting(self) -> int:
+        """How many pages were handed over whose answer was not taken yet."""
+        return len(self._waiting)
+
+    def discard(self) -> None:
+        """Drop the answers of every page handed over (the follower will not use them)."""
+        while self._waiting:
+            self.result()
+
+    def close(self) -> None:
+        """Stop the worker (terminated if it does not stop in ``STOP_WAIT`` seconds)."""
+        if not self.broken:
+            with contextlib.suppress(OSError, ValueError):  # gone already: terminated below
+                self._conn.send(None)
+        self._conn.close()
+        self._process.join(STOP_WAIT)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(STOP_WAIT)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.broken:
+            log.warning("page checker gone (%s): the follower checks every record itself", error)
+        self.broken = True
+
+
+def check_page(verifier: ChainVerifier | None, rows: list[bytes]) -> tuple[list[bytes], bool]:
+    """The leaf hashes of the leading ``rows`` that ``verifier``'s fast path takes, in order
+    (advancing it), and whether every row passed. None checks nothing."""
+    leaves: list[bytes] = []
+    if verifier is None:
+        return leaves, False
+    feed_fast = verifier.feed_fast
+    for data in rows:
+        if feed_fast(data) is None:
+            return leaves, False
+        leaves.append(leaf_hash(data))
+    return leaves, True
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    """The worker: answers each page with a Checked, until told to stop (None) or the pipe closes."""
+    verifier: ChainVerifier | None = None
+    try:
+        conn.send(READY)
+        while (message := conn.recv()) is not None:
+            ledger, rows, start = message
+            if start is not None:
+                verifier = ChainVerifier.after(ledger, start.height - 1, start.prev, start.rules, PROTOCOL_LIMITS)
+            elif verifier is not None and verifier.ledger != ledger:
+                verifier = None
+            try:
+                leaves, whole = check_page(verifier, rows)
+            except Exception as e:  # a fault of this worker: reported to the follower, which checks itself
+                conn.send(f"{type(e).__name__}: {e}")
+                continue
+            if not whole:
+                verifier = None  # the next page continues from nowhere: checked only with a start
+            conn.send(Checked(leaves))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass  # the follower is gone: nothing to answer
+    finally:
+        conn.close()

@@ -1,0 +1,172 @@
+"""An observer's Ed25519 key rotated on a running cluster, then checked offline (docs/PROTOCOL.md 16.6).
+
+``vledger key rotate observer-1`` gives the observer a new Ed25519 key: it cosigns and signs its
+tallies with it. After the window, a receipt of a record made after the rotation (fetched with
+``vledger receipt get``, cosigned by the replica and the observer's new key) and the observer's
+signed tally verify with the cluster stopped, from the genesis and the key directory's
+generation-0 keys alone, the new key learnt from the admin ledger's rotation record the
+receipt proves; a tampered rotation record proves nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.redis_server import connect
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
+from vledger.client import Client
+from vledger.node.errors import VledgerError
+from vledger.node.node_keys import proven_rotations
+from vledger.node.note import ALG_ED25519, VerifierKey, origin_for
+from vledger.node.receipt import parse_receipt
+from vledger.node.witness import witness_key, witness_name
+from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
+from vledger.verifier.tally import check_published, observer_histories
+
+LEDGER = "polls"
+CLUSTER = "test"  # LocalCluster's [cluster] name
+OBSERVER = "observer-1"
+WINDOW_SECONDS = 2
+WAIT = 30.0
+
+
+def _put(cluster: LocalCluster, count: int, tag: str) -> int:
+    cluster.client("writer1").put_many([entry(LEDGER, "vote", {tag: n}, "writer1") for n in range(count)])
+    return int(cluster.admin().call("size", {"ledger": LEDGER})["size"])
+
+
+def _tampered(receipt: bytes) -> bytes:
+    """The receipt with a byte of its first rotation record changed, re-encoded canonically."""
+    obj = json.loads(receipt)
+    proven = obj["node_keys"]["rotations"][0]
+    record = base64.b64decode(proven["record"])
+    changed = record.replace(b"until", b"untim", 1)
+    assert changed != record
+    proven["record"] = base64.b64encode(changed).decode("ascii")
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path: Path) -> None:
+    cluster: LocalCluster = start_cluster(
+        nodes=1,
+        replicas=1,
+        observers=1,
+        observing={"tally_interval_ms": 100},
+        replication={"heartbeat_ms": 200},
+        gateways=["replica-1"],
+    )
+    keys = cluster.directory / "keys"
+    common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
+    _put(cluster, 3, "before")
+    first = load_verify_key(signing_key_paths(keys, OBSERVER)[1])
+
+    rotated = json.loads(
+        cluster.cli("key", "rotate", OBSERVER, "--window", str(WINDOW_SECONDS), "--json", *common).stdout
+    )
+    new_sign = load_verify_key(signing_key_paths(keys, f"{OBSERVER}@1")[1]).public_hex
+    assert rotated["sign"] == new_sign != first.public_hex
+    wait_until(lambda: time.time() * 1000 > rotated["until"] + 200, WINDOW_SECONDS + 5, "the window's end")
+    size = _put(cluster, 3, "after")
+
+    # The observer's tally at the head, signed after the window: by its new key.
+    board = TallyBoard(connect(cluster.cluster_redis_url))
+
+    def tally_at_head() -> Any:
+        published = board.latest(LEDGER).get(OBSERVER)
+        return published if published is not None and published.height == size - 1 else None
+
+    tally = wait_until(tally_at_head, WAIT, "the observer's tally at the head")
+    assert not check_published(tally, first, LEDGER).ok  # not by its key file's key
+
+    # A receipt of a record made after the rotation, cosigned by the replica and the observer.
+    receipt_file = tmp_path / "vote.receipt"
+    cluster.cli("receipt", "get", LEDGER, str(size - 1), "--quorum", "2", "-o", str(receipt_file), *common)
+    receipt = receipt_file.read_bytes()
+    assert b'"node_keys":{"checkpoint":' in receipt
+
+    home = load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
+    admin_key = VerifierKey(origin_for(CLUSTER, "admin"), ALG_ED25519, home)
+    generation0 = [
+        witness_key(witness_name(CLUSTER, w), load_verify_key(keys / f"{w}.sign.pub").raw)
+        for w in [*cluster.replica_names, *cluster.observer_names]
+    ]
+
+    # `vledger tally` checks the tally by the observer's new key, proven from Redis's admin cache.
+    counted = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json")
+    shown = json.loads(counted.stdout)
+    assert shown["observers"][0]["signature"] == "ok", counted.stdout
+
+    # The gateway, and the HTTP client with the admin key: the observer's cosignature and tally count.
+    url = cluster.gateway_url("replica-1")
+
+    def gateway_checkpoint() -> Any:
+        try:
+            with urllib.request.urlopen(f"{url}api/ledgers/{LEDGER}/checkpoint?witnesses=2", timeout=5) as answer:
+                shown = json.loads(answer.read())
+        except OSError:
+            return None  # 404 until a checkpoint has both cosignatures
+        return shown if shown["size"] >= size else None
+
+    served = wait_until(gateway_checkpoint, WAIT, "the gateway's checkpoint with 2 cosignatures")
+    assert served["node_keys"] is not None and witness_name(CLUSTER, OBSERVER) in served["cosigned_by"]
+    newest = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign))
+    assert served["witness_keys"][newest.name] == newest.encode()
+    with Client.http(
+        url,
+        genesis={LEDGER: genesis},
+        witnesses=generation0,
+        quorum=2,
+        observers={OBSERVER: first.public_hex},
+        admin_key=admin_key,
+    ) as client:
+        assert client.checkpoint(LEDGER).checkpoint.size >= size
+        (count,) = client.tally(LEDGER).observers
+        assert count.problem is None and count.snapshot is not None, count
+
+    # Offline, with the cluster stopped: the genesis, the generation-0 keys and the admin key.
+    for name in [*cluster.replica_names, *cluster.observer_names, *cluster.node_names]:
+        assert cluster.stop_node(name) == 0
+    genesis_file = tmp_path / "genesis.bin"
+    genesis_file.write_bytes(genesis)
+    witnesses = [
+        arg
+        for w in [*cluster.replica_names, *cluster.observer_names]
+        for arg in (
+            "--witness",
+            witness_key(witness_name(CLUSTER, w), load_verify_key(keys / f"{w}.sign.pub").raw).encode(),
+        )
+    ]
+    verify = ["receipt", "verify", "--genesis", str(genesis_file), *witnesses, "--quorum", "2"]
+    checked = cluster.cli(*verify, str(receipt_file), "--admin-key", admin_key.encode())
+    assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
+    # Without the admin ledger's key the observer's new key is unknown: no quorum.
+    refused = cluster.cli(*verify, str(receipt_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr
+    # A tampered rotation record is not the one the admin checkpoint holds.
+    tampered_file = tmp_path / "tampered.receipt"
+    tampered_file.write_bytes(_tampered(receipt))
+    refused = cluster.cli(*verify, str(tampered_file), "--admin-key", admin_key.encode(), check=False)
+    assert refused.returncode == 1, refused.stdout
+
+    # The signed tally, offline: by the observer's key in force at its at_ms, learnt from the
+    # rotation the receipt proves; not from a tampered one.
+    evidence = parse_receipt(receipt).node_keys
+    assert evidence is not None
+    histories = observer_histories({OBSERVER: first}, proven_rotations(evidence, admin_key))
+    checked_tally = check_published(tally, first, LEDGER, histories[OBSERVER])
+    assert checked_tally.ok and checked_tally.snapshot is not None, checked_tally.problem
+    assert checked_tally.snapshot.at_ms > rotated["until"]
+    forged = parse_receipt(_tampered(receipt)).node_keys
+    assert forged is not None
+    with pytest.raises(VledgerError):  # the record's own checks, or its proof
+        proven_rotations(forged, admin_key)

@@ -1,0 +1,95 @@
+"""ingest/page_check.py: a worker process checks catch-up pages as a chain, ahead of the follower.
+
+Real records from a real home store (difficulty 0) and a real worker process; what it answers
+is held against ChainVerifier in this process. Its word only spares the follower work: a
+worker that is gone answers nothing, and the follower (tests/unit/ingest/test_follow.py) then
+checks every row itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.page_check import PageChecker, Start, check_page
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, Record, decode_record, record_of_checked
+from vledger.node.store import ChainStore
+from vledger.node.tree import leaf_hash
+from vledger.node.verify import ChainVerifier
+
+T0 = 1_790_000_000_000
+LEDGER = "ledger-a"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
+    with ChainStore(tmp_path_factory.mktemp("home"), origin="home", clock=lambda: T0) as store:
+        rules = LedgerRules(("note",), 0, {})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "c-1", T0), 0, PROTOCOL_LIMITS))
+        for i in range(1, 12):
+            content = Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i)
+            store.submit_entry(Entry.prepare(content, 0, PROTOCOL_LIMITS)).result()
+        return list(store.range(LEDGER))
+
+
+def _start(chain: list[Record], height: int) -> Start:
+    rules = LedgerRules.from_genesis(chain[0].content, PROTOCOL_LIMITS)
+    return Start(height, chain[height - 1].link, rules)
+
+
+def _changed(record: Record) -> bytes:
+    data = bytearray(record.encode())
+    data[data.index(b"Zoe")] = ord("X")  # the checksum no longer matches
+    return bytes(data)
+
+
+def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(chain: list[Record]) -> None:
+    start = _start(chain, 1)
+    rows = [r.encode() for r in chain[1:]]
+    verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
+    assert check_page(verifier, rows) == ([leaf_hash(data) for data in rows], True)
+    verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
+    assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == ([leaf_hash(d) for d in rows[:4]], False)
+    verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
+    assert check_page(verifier, rows[1:]) == ([], False)  # not the next height: nothing passed
+    assert check_page(None, rows) == ([], False)
+
+
+def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -> None:
+    for record in chain[1:]:
+        built = record_of_checked(record.encode())
+        assert built == decode_record(record.encode(), PROTOCOL_LIMITS) == record
+        assert built.encode() == record.encode()
+
+
+def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain: list[Record], tmp_path: Path) -> None:
+    rows = [r.encode() for r in chain]
+    checker = PageChecker()
+    try:
+        checker.submit(LEDGER, rows[1:4], _start(chain, 1))
+        checker.submit(LEDGER, rows[4:7], None)  # continues where the page before ended
+        checker.submit(LEDGER, [rows[7], _changed(chain[8]), rows[9]], None)
+        checker.submit(LEDGER, rows[10:], None)  # after a page that did not pass whole: nothing
+        checker.submit(LEDGER, rows[10:], _start(chain, 10))  # a start of its own: checked
+        checker.submit("ledger-b", rows[10:], None)  # another ledger never continues this one
+        answers = [checker.result().leaves for _ in range(6)]
+        assert answers == [
+            [leaf_hash(d) for d in rows[1:4]],
+            [leaf_hash(d) for d in rows[4:7]],
+            [leaf_hash(rows[7])],
+            [],
+            [leaf_hash(d) for d in rows[10:]],
+            [],
+        ]
+        assert checker.passed == 3 + 3 + 1 + 2 and not checker.waiting() and not checker.broken
+        checker.submit(LEDGER, rows[1:4], _start(chain, 1))
+        checker.discard()
+        assert not checker.waiting()
+    finally:
+        checker.close()
+    # Gone: it answers nothing (the follower then checks every row itself), and raises nothing.
+    checker.submit(LEDGER, rows[1:4], _start(chain, 1))
+    assert checker.broken and checker.result().leaves == []

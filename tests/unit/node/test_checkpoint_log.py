@@ -1,0 +1,77 @@
+"""The checkpoints table: rows only added, a home's signed rows without an fsync of their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vledger.node.checkpoint_log import COSIGNED, SIGNED, CheckpointLog
+from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
+
+ROOT = bytes(range(32))
+
+
+def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        log = store.checkpoints
+        log.keep("l", SIGNED, 3, ROOT, b"note 3")
+        log.keep("l", SIGNED, 3, ROOT, b"note 3")  # the same checkpoint twice: one row
+        log.keep("l", SIGNED, 5, ROOT, b"note 5")
+        log.keep("l", COSIGNED, 5, ROOT, b"cosigned 5")
+        assert [(r.size, r.note) for r in log.all("l", SIGNED)] == [(3, b"note 3"), (5, b"note 5")]
+        assert log.latest("l", SIGNED, at_most=4) is not None
+        assert [r.note for r in log.at("l", COSIGNED, 5)] == [b"cosigned 5"]
+        with pytest.raises(ValueError, match="not a kind"):
+            log.keep("l", "made-up", 1, ROOT, b"x")
+
+
+def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) -> None:
+    """The signed row's commit skips the fsync; every other row's (and the next) does not."""
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        log = store.checkpoints
+        log.keep("l", SIGNED, 1, ROOT, b"note")
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        # Seen at once by another connection: the row is in the file, not in a buffer.
+        other = sqlite3.connect(tmp_path / DB_NAME)
+        try:
+            assert other.execute("SELECT note FROM checkpoints WHERE kind = 'signed'").fetchall() == [(b"note",)]
+        finally:
+            other.close()
+
+
+def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
+    """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from vledger.node.store import ChainStore
+        store = ChainStore(Path({str(tmp_path)!r}), origin="ingest-1")
+        store.checkpoints.keep("l", "signed", 7, bytes(range(32)), b"kept before the kill")
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    assert os.path.exists(tmp_path / f"{DB_NAME}-wal")  # never checkpointed: the kill came first
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        kept = store.checkpoints.latest("l", SIGNED)
+        assert kept is not None and kept.note == b"kept before the kill"
+
+
+def test_a_log_opened_on_its_own_reads_what_the_store_kept(tmp_path: Path) -> None:
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        store.checkpoints.keep("l", SIGNED, 2, ROOT, b"two")
+    log = CheckpointLog(tmp_path / DB_NAME)
+    try:
+        assert [r.size for r in log.all("l", SIGNED)] == [2]
+    finally:
+        log.close()

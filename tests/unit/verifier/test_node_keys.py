@@ -1,0 +1,50 @@
+"""verifier/node_keys.py: a copy of the admin ledger and notes nothing vouches for give the key
+rotations only under the largest note the admin key signed that the copy reaches, and a copy
+that is not the signed tree gives none (docs/PROTOCOL.md 16.6)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from vledger.node import tree
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
+from vledger.verifier.node_keys import follow_copy, witness_histories_of
+
+VECTOR = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text(encoding="utf-8"))
+RECORDS = [base64.b64decode(r) for r in VECTOR["admin_records_b64"]]  # genesis, account, key_rotation
+ADMIN = SignerKey("local/admin", ALG_ED25519, bytes(range(40, 72)))
+OTHER = SignerKey("local/admin", ALG_ED25519, bytes(range(80, 112)))
+
+
+def _note(records: list[bytes], signer: SignerKey = ADMIN) -> bytes:
+    leaves = [tree.leaf_hash(r) for r in records]
+    frontier = tree.Frontier()
+    for leaf in leaves:
+        frontier.append(leaf)
+    body = Checkpoint(signer.name, len(records), frontier.root()).body()
+    return Note(body, (sign(body, signer),)).encode()
+
+
+def test_the_largest_note_the_admin_key_signed_proves_the_rotation() -> None:
+    notes = [_note(RECORDS[:2]), _note(RECORDS, OTHER), _note(RECORDS), b"not a note"]
+    evidence, rotations = follow_copy(RECORDS, notes, ADMIN.verifier())
+    assert evidence is not None and [r.index for r in evidence.rotations] == [2]
+    assert [(r["node"], r["until"]) for r in rotations] == [("replica-1", VECTOR["until"])]
+    witnesses = {"replica-1": parse_verifier_key(VECTOR["witnesses"][0])}
+    history = witness_histories_of(witnesses, rotations)["replica-1"]
+    assert history.newest.sign == parse_verifier_key(VECTOR["rotated_witness_key"]).public_key.hex()
+    # Below the rotation, or only notes of another key: nothing is proven.
+    assert follow_copy(RECORDS, [_note(RECORDS[:2])], ADMIN.verifier()) == (None, ())
+    assert follow_copy(RECORDS, [_note(RECORDS, OTHER)], ADMIN.verifier()) == (None, ())
+    # Of other nodes only.
+    assert follow_copy(RECORDS, [_note(RECORDS)], ADMIN.verifier(), {"observer-1"}) == (None, ())
+
+
+def test_a_note_past_the_copy_or_a_copy_that_is_not_the_signed_tree_proves_nothing() -> None:
+    assert follow_copy(RECORDS[:2], [_note(RECORDS)], ADMIN.verifier()) == (None, ())
+    changed = next(c for c in VECTOR["cases"] if c["code"] == "bad_proof")  # another until, same height
+    record = base64.b64decode(json.loads(changed["receipt"])["node_keys"]["rotations"][0]["record"])
+    assert record != RECORDS[2]
+    assert follow_copy([*RECORDS[:2], record], [_note(RECORDS)], ADMIN.verifier()) == (None, ())

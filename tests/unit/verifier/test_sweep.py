@@ -1,0 +1,249 @@
+"""Sweeps of a copy, alone and with worker processes checking their pages: the same findings.
+
+A copy is a list of record bytes served a page at a time; each tampering is made to it, and
+the sweep with a :class:`PagePool` must name the code and height the sequential sweep names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pytest
+
+from vledger.config.settings import Limits
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry, decode_record, link_of
+from vledger.node.store import ChainStore
+from vledger.node.work import meets_difficulty, solve
+from vledger.verifier.sweep import LedgerSweep, PagePool, SweepStep, verify_page
+
+LIMITS = Limits()
+LEDGER = "sweep-test"
+RECORDS = 700
+PAGE = 50
+DIFFICULTY = 2  # a quarter of nonces fail: a changed nonce can be made to fail the work
+
+
+class Copy:
+    """A node's copy as ``range`` serves it: pages of the record bytes held."""
+
+    def __init__(self, records: list[bytes]) -> None:
+        self.records = records
+        self.reads = 0
+
+    def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        self.reads += 1
+        return self.records[start : start + limit] if ledger == LEDGER else []
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    directory = tmp_path_factory.mktemp("sweep-chain")
+    rules = LedgerRules(("note",), DIFFICULTY, {})
+    with ChainStore(directory, origin="node-1") as store:
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "clerk", "g", 1), DIFFICULTY, LIMITS))
+        entries = [
+            Entry.prepare(
+                Content(LEDGER, "note", {"n": i, "text": f"note {i}"}, "clerk", f"r{i}", 2 + i), DIFFICULTY, LIMITS
+            )
+            for i in range(RECORDS - 1)
+        ]
+        for future in [store.submit_entry(entry) for entry in entries]:
+            future.result()
+        return [data for _, data in store.range_raw(LEDGER)]
+
+
+@pytest.fixture(scope="module")
+def threads() -> Iterator[PagePool]:
+    pool = PagePool(2, pages=4, make=lambda: ThreadPoolExecutor(2))  # 4 pages a step: several steps a sweep
+    yield pool
+    pool.close()
+
+
+def sweep_to_end(copy: Copy, pool: PagePool | None) -> tuple[LedgerSweep, list[SweepStep]]:
+    sweep = LedgerSweep("node-1", LEDGER, pool=pool)
+    steps = []
+    while True:
+        steps.append(sweep.step(copy, PAGE))
+        if steps[-1].complete or steps[-1].finding is not None:
+            return sweep, steps
+
+
+def _forged(data: bytes, payload: dict[str, object], *, relink: bool) -> bytes:
+    """The record with another payload, a fresh checksum and proof of work; its own link
+    recomputed too when ``relink`` (then only the next record's prev betrays it)."""
+    original = decode_record(data, LIMITS)
+    content = dataclasses.replace(original.content, payload=payload)
+    entry = Entry.prepare(content, DIFFICULTY, LIMITS)
+    forged = dataclasses.replace(
+        original, content=entry.content, content_bytes=entry.content_bytes, checksum=entry.checksum, nonce=entry.nonce
+    )
+    if relink:
+        link = link_of(forged.prev, forged.checksum, forged.height, forged.nonce, forged.accepted, forged.origin)
+        forged = dataclasses.replace(forged, link=link)
+    return forged.encode()
+
+
+def _bad_work(data: bytes) -> bytes:
+    record = decode_record(data, LIMITS)
+    nonce = next(
+        n
+        for n in range(record.nonce + 1, record.nonce + 10_000)
+        if not meets_difficulty(record.checksum, n, DIFFICULTY)
+    )
+    return dataclasses.replace(record, nonce=nonce).encode()
+
+
+def _bad_checksum(data: bytes) -> bytes:
+    record = decode_record(data, LIMITS)
+    content_bytes = record.content_bytes.replace(b"note ", b"NOTE ", 1)
+    return dataclasses.replace(record, content_bytes=content_bytes).encode()
+
+
+TAMPERINGS: dict[str, tuple[Callable[[list[bytes], int], list[bytes]], str, int]] = {
+    # name: (what is done to the copy at height h, the code found, the height named minus h)
+    "bad checksum": (lambda r, h: [*r[:h], _bad_checksum(r[h]), *r[h + 1 :]], "bad_checksum", 0),
+    "bad proof of work": (lambda r, h: [*r[:h], _bad_work(r[h]), *r[h + 1 :]], "insufficient_work", 0),
+    "rewritten, link kept": (lambda r, h: [*r[:h], _forged(r[h], {"n": -1}, relink=False), *r[h + 1 :]], "bad_link", 0),
+    "rewritten whole (a diverging copy)": (
+        lambda r, h: [*r[:h], _forged(r[h], {"n": -1}, relink=True), *r[h + 1 :]],
+        "bad_link",
+        1,
+    ),
+    "record deleted": (lambda r, h: [*r[:h], *r[h + 1 :]], "height_gap", 0),
+}
+
+
+@pytest.mark.parametrize("height", [137, 150, 199, 649])  # inside a page, a page's first, a page's last
+@pytest.mark.parametrize("name", sorted(TAMPERINGS))
+def test_a_worker_page_names_the_record_a_sequential_sweep_names(
+    chain: list[bytes], threads: PagePool, name: str, height: int
+) -> None:
+    tamper, code, offset = TAMPERINGS[name]
+    copy = tamper(chain, height)
+    _, alone = sweep_to_end(Copy(copy), None)
+    joined = threads.joined
+    _, pooled = sweep_to_end(Copy(copy), threads)
+    assert threads.joined - joined == (height + offset) // PAGE - 1  # the pages below the finding, but the genesis page
+    finding = alone[-1].finding
+    assert finding is not None and (finding.code, finding.height) == (code, height + offset)
+    assert pooled[-1].finding == finding
+    assert sum(s.verified for s in pooled) == sum(s.verified for s in alone) == height + offset
+
+
+def test_a_clean_copy_is_swept_to_its_end_a_few_pages_a_step(chain: list[bytes], threads: PagePool) -> None:
+    joined = threads.joined
+    sweep, steps = sweep_to_end(Copy(chain), threads)
+    assert steps[-1].complete and steps[-1].end == RECORDS - 1
+    assert threads.joined - joined == RECORDS // PAGE - 1  # every full page but the genesis's, by a worker
+    assert sum(s.verified for s in steps) == RECORDS
+    assert all(s.verified == PAGE * threads.pages for s in steps[:-1])  # each step did its pages
+    assert sweep.checkpoint.sweeps == 1 and sweep.last_records == RECORDS
+    # The next sweep starts again from genesis, resumes from its checkpoint as before.
+    again = sweep.step(Copy(chain), PAGE)
+    assert again.end == PAGE * threads.pages - 1 and not again.complete
+    resumed = LedgerSweep("node-1", LEDGER, sweep.checkpoint, pool=threads)
+    assert resumed.step(Copy(chain), PAGE).end == 2 * PAGE * threads.pages - 1
+
+
+def test_a_page_that_does_not_join_is_checked_in_the_caller(chain: list[bytes]) -> None:
+    # A worker checks a page whose first prev is its own: only the caller can tell that it does not join.
+    later = verify_page(LEDGER, chain[0], 300, chain[300:350])
+    assert later.clean and later.count == 50 and later.first_prev == decode_record(chain[300], LIMITS).prev
+    copy = [*chain[:300], *chain[301:]]  # a page from 300 on starts with record 301, clean by itself
+    assert verify_page(LEDGER, chain[0], 300, copy[300:350]).count == 0  # its height is not 300
+    # Record 299 rewritten whole: both pages around it are clean alone; the one at 300 does not join.
+    spliced = [*chain[:299], _forged(chain[299], {"n": -2}, relink=True), *chain[300:]]
+    assert verify_page(LEDGER, chain[0], 250, spliced[250:300]).clean
+    assert verify_page(LEDGER, chain[0], 300, spliced[300:350]).clean
+    _, steps = sweep_to_end(Copy(spliced), PagePool(2, make=lambda: ThreadPoolExecutor(2)))
+    assert steps[-1].finding is not None and (steps[-1].finding.code, steps[-1].finding.height) == ("bad_link", 300)
+
+
+def test_a_tampered_genesis_is_found_before_any_worker_trusts_its_rules(chain: list[bytes], threads: PagePool) -> None:
+    genesis = decode_record(chain[0], LIMITS)
+    forged = dataclasses.replace(genesis, nonce=solve(genesis.checksum, DIFFICULTY, genesis.nonce + 1)).encode()
+    copy = [forged, *chain[1:]]
+    _, alone = sweep_to_end(Copy(copy), None)
+    _, pooled = sweep_to_end(Copy(copy), threads)
+    assert alone[-1].finding is not None and alone[-1].finding.height == 0
+    assert pooled[-1].finding == alone[-1].finding
+
+
+def _processes(made: list[ProcessPoolExecutor]) -> Callable[[], Executor]:
+    def make() -> Executor:
+        made.append(ProcessPoolExecutor(2))
+        return made[-1]
+
+    return make
+
+
+def test_worker_processes_find_what_the_sweep_alone_finds(chain: list[bytes]) -> None:
+    made: list[ProcessPoolExecutor] = []
+    pool = PagePool(2, make=_processes(made))
+    try:
+        _, steps = sweep_to_end(Copy(chain), pool)
+        assert steps[-1].complete and sum(s.verified for s in steps) == RECORDS
+        copy = TAMPERINGS["rewritten, link kept"][0](chain, 333)
+        _, steps = sweep_to_end(Copy(copy), pool)
+        assert steps[-1].finding is not None and (steps[-1].finding.code, steps[-1].finding.height) == ("bad_link", 333)
+        assert pool.failures == 0 and len(made) == 1
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_leaves_the_sweep_right_and_the_pool_is_made_again(chain: list[bytes]) -> None:
+    made: list[ProcessPoolExecutor] = []
+    pool = PagePool(2, make=_processes(made), retry_seconds=0)
+    copy = TAMPERINGS["bad checksum"][0](chain, 420)
+    try:
+        sweep = LedgerSweep("node-1", LEDGER, pool=pool)
+        first = sweep.step(Copy(copy), PAGE)  # pool made, its workers started
+        assert first.finding is None and len(made) == 1
+        dying = made[0].submit(os._exit, 1)  # a worker dies: the pool breaks
+        assert isinstance(dying.exception(timeout=60), BrokenProcessPool)
+        steps = [first]
+        while steps[-1].finding is None:
+            steps.append(sweep.step(Copy(copy), PAGE))
+        finding = steps[-1].finding
+        assert finding is not None and (finding.code, finding.height) == ("bad_checksum", 420)
+        assert pool.failures >= 1 and len(made) >= 2  # broken once, made again for the next pages
+        _, clean = sweep_to_end(Copy(chain), pool)
+        assert clean[-1].complete and sum(s.verified for s in clean) == RECORDS
+    finally:
+        pool.close()
+        for executor in made:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_a_pool_that_failed_is_not_made_again_before_its_pause(chain: list[bytes]) -> None:
+    made: list[Executor] = []
+
+    def make() -> Executor:
+        made.append(ThreadPoolExecutor(1))
+        made[-1].shutdown()  # a pool that cannot take work: every submit fails
+        return made[-1]
+
+    pool = PagePool(2, make=make, retry_seconds=3600)
+    _, steps = sweep_to_end(Copy(chain), pool)
+    assert steps[-1].complete and sum(s.verified for s in steps) == RECORDS  # checked in the caller
+    assert len(made) == 1 and pool.failures == 1
+
+
+def test_a_pool_has_a_worker() -> None:
+    with pytest.raises(ValueError):
+        PagePool(0)
+
+
+def test_the_default_pool_starts_worker_processes(chain: list[bytes], tmp_path: Path) -> None:
+    pool = PagePool(2)
+    try:
+        _, steps = sweep_to_end(Copy(chain), pool)
+        assert steps[-1].complete and pool.failures == 0
+    finally:
+        pool.close()

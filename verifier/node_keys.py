@@ -1,0 +1,95 @@
+"""The nodes' rotated Ed25519 keys, for checkers that hold only the key directory (PROTOCOL 16.6).
+
+A checker outside the nodes (``vledger tally``, the gateway) reads a copy of the admin ledger
+(the Redis cache ``{accounts}:admin:records``, or a store) and checkpoint notes of it, and
+believes neither: the largest note that verifies with the admin ledger's checkpoint key (its
+home's ``<home>.sign.pub`` of the key directory, named ``<cluster>/admin``; the admin genesis pins
+none, 16.1) is the one the rotations are proven in (node/node_keys.py), each record by its
+inclusion proof. A copy that disagrees with the note proves nothing and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from ..broker.accounts import AccountRegistry
+from ..broker.replication import ReplicationLedger
+from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
+from ..config.cluster import ClusterConfig
+from ..node.errors import KeyMaterialError, VledgerError
+from ..node.node_key_rotation import KeyHistory, key_histories
+from ..node.node_keys import NodeKeys, node_keys_of, proven_rotations
+from ..node.note import ALG_ED25519, VerifierKey, origin_for, verify_checkpoint
+from ..node.rules.admin import ADMIN_LEDGER
+from ..node.witness import witness_keys_in_force
+
+log = logging.getLogger(__name__)
+
+
+def admin_checkpoint_key(config: ClusterConfig) -> VerifierKey | None:
+    """The admin ledger's checkpoint key: its home's public key file, named ``<cluster>/admin``;
+    None when the file is missing or unreadable (logged)."""
+    home = config.home_of(ADMIN_LEDGER).name
+    try:
+        raw = load_verify_key(signing_key_paths(config.keys_dir, home)[1]).raw
+    except KeyMaterialError as e:
+        log.warning("the admin ledger's checkpoint key (%s) cannot be read: %s; rotated keys are not followed", home, e)
+        return None
+    return VerifierKey(origin_for(config.name, ADMIN_LEDGER), ALG_ED25519, raw)
+
+
+def follow_copy(
+    records: Sequence[bytes], notes: Iterable[bytes], admin_key: VerifierKey, nodes: Collection[str] | None = None
+) -> tuple[NodeKeys | None, tuple[dict[str, Any], ...]]:
+    """The evidence of the rotations of ``nodes`` (all when None) in the copy ``records`` (from
+    height 0) under the largest of ``notes`` that verifies with ``admin_key`` and that the copy
+    reaches, and the rotations it proves; (None, ()) when there is none. A note that does not
+    verify is skipped; evidence that does not prove (a copy that is not the signed tree) is
+    logged and gives none."""
+    best: tuple[int, bytes] | None = None
+    for note in notes:
+        try:
+            size = verify_checkpoint(note, admin_key).checkpoint.size
+        except VledgerError:
+            continue
+        if size <= len(records) and (best is None or size > best[0]):
+            best = (size, note)
+    if best is None:
+        return None, ()
+    try:
+        evidence = node_keys_of(records, best[1], nodes)
+        return evidence, (() if evidence is None else proven_rotations(evidence, admin_key))
+    except VledgerError as e:
+        log.warning("the admin ledger's copy does not prove its key rotations (%s: %s)", e.code, e.message)
+        return None, ()
+
+
+def witness_histories_of(
+    witnesses: Mapping[str, VerifierKey], rotations: Iterable[Mapping[str, Any]]
+) -> dict[str, KeyHistory]:
+    """The key histories of the witness nodes of ``witnesses`` (node -> its generation-0 key)
+    whose key ``rotations`` rotated, by node."""
+    original = {node: ("", key.public_key.hex()) for node, key in witnesses.items()}
+    histories = key_histories(original, [r for r in rotations if r.get("node") in original])
+    return {node: h for node, h in histories.items() if len(h.generations) > 1}
+
+
+def rotated_witness_keys_now(config: ClusterConfig, client: Any, now_ms: int) -> list[VerifierKey]:
+    """The cosignature keys in force at ``now_ms`` of the cluster's witnesses whose key rotated,
+    as the admin ledger's cache in Redis proves it (:func:`follow_redis`). Raises Redis errors."""
+    histories = witness_histories_of(witness_keys(config), follow_redis(config, client))
+    return witness_keys_in_force(config.name, histories, histories, now_ms)
+
+
+def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ...]:
+    """The key rotations proven by the admin ledger's cache in Redis and its home's latest
+    checkpoint there (``vledger:{admin}:checkpoint``); () when there is none or no key to check
+    them with. Raises Redis errors."""
+    admin_key = admin_checkpoint_key(config)
+    if admin_key is None:
+        return ()
+    records = AccountRegistry(client).admin_records()
+    note = client.get(ReplicationLedger(client).checkpoint_key(ADMIN_LEDGER))
+    return follow_copy(records, [note] if note else [], admin_key)[1]
