@@ -7,7 +7,7 @@ RUN_DIR ?= run
 CONFIG ?= config/cluster.toml
 SUPERVISE := $(BIN)/vledger supervise --config $(CONFIG) --run-dir $(RUN_DIR)
 
-.PHONY: help install test lint run stop status bench soak clean
+.PHONY: help install test lint run stop status bench bench-pyvserv soak clean
 
 help:
 	@echo "make run    - start the cluster of $(CONFIG) under supervisor (Redis, 2 ingest nodes, 3 replicas,"
@@ -16,6 +16,7 @@ help:
 	@echo "make test   - install into .venv and run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict)"
 	@echo "make bench  - print every benchmark figure beside its ceiling"
+	@echo "make bench-pyvserv - the same put, hello and verify figures from pyvserv 1.1.0 and vledger, side by side"
 	@echo "make soak   - the long fault runs that CI does not have time for"
 
 $(STAMP): pyproject.toml
@@ -70,6 +71,10 @@ status: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Not in make bench nor make test: installs pyvserv on first use into .venv-pyvserv (git-ignored).
+bench-pyvserv: $(STAMP)
+	$(BIN)/python -m bench.pyvserv
+
 # 500 kill -9 rounds of the crash test (about two minutes) instead of CI's 25; then the end-to-end
 # soaks of tests/e2e (marker soak, which make test skips): a supervised cluster at load for
 # VLEDGER_SOAK_MINUTES (10) without a fault and without a single alert, then VLEDGER_SOAK_ROUNDS (6)
@@ -80,4 +85,4 @@ soak: $(STAMP)
 
 clean:
 	if [ -x $(BIN)/vledger ]; then $(SUPERVISE) stop; fi
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-pyvserv $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

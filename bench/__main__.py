@@ -28,7 +28,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog="Beside pyvserv (not a section of make bench): python -m bench.pyvserv, or make bench-pyvserv; "
+        "it installs pyvserv 1.1.0 on first use into .venv-pyvserv and writes results/pyvserv.md.",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows that every figure is produced")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder for latest.md and latest.json ({RESULTS})")
     parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only this section (repeatable)")

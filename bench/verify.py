@@ -173,15 +173,17 @@ def _run_core(sizes: Sizes) -> list[Figure]:
     ]
 
 
-# `vledger verify`'s own function in a process of its own; its worker processes are children of
-# a forkserver whose CPU time no rusage of ours sees, so the workers report theirs.
+# `vledger verify`'s own function in a process of its own, after the command line's imports, with
+# its forked workers (cmd_verify's call); the workers report their CPU time, which no rusage of
+# ours would see were they a forkserver's children.
 _VERIFY_CHILD = """
 import json, sys, time
 from pathlib import Path
+import vledger.tools.cli
 from vledger.config.settings import Limits
 from vledger.tools.verification import max_rss, verify_path
 if __name__ == "__main__":
-    result = verify_path(Path(sys.argv[1]), None, Limits())
+    result = verify_path(Path(sys.argv[1]), None, Limits(), fork=True)
     cpu = time.process_time() + result.worker_cpu
     rss = max_rss()
     print(json.dumps({"ok": result.ok, "cpu": cpu, "rss": rss, "worker_rss": result.worker_rss}))

@@ -6,10 +6,10 @@ authenticated it) and a request's bytes, and returns the reply's bytes at once, 
 command's Redis round trips. Neither ever raises: every failure becomes an error reply
 with a documented code (docs/PROTOCOL.md, section 6), and nothing is written unless the
 whole request was valid. Handlers are plain functions that return their result, or a
-:class:`Later` holding the Future of it; nothing here blocks on slow work. Entries are
-queued on the store without waking its committer: the caller of ``handle`` calls
-:meth:`IngestService.flush` after a batch of requests, which commits their group on its
-own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
+:class:`Later` holding the Future of it; nothing here blocks on slow work. A put's entry
+waits in the service's round: the caller of ``handle`` calls :meth:`IngestService.flush`
+after a batch of requests, which hands the round to the store as one run under one future
+and commits its group on its own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from ..broker.keys import load_public
@@ -165,6 +166,10 @@ def _as_is(result: object) -> object:
     return result
 
 
+def _as_receipt(result: Receipt) -> Receipt:
+    return result
+
+
 @dataclass(slots=True)  # one per put; a frozen dataclass takes three times as long to build
 class Later:
     """A handler's result that slow work delivers: ``then(future.result())``, once it is done."""
@@ -245,6 +250,27 @@ def _copy_outcome(source: Future[Any], target: Future[Any]) -> None:
         target.set_exception(error)
     else:
         target.set_result(source.result())
+
+
+@dataclass(slots=True)
+class _Round:
+    """The puts the request loop queued since its last flush: their entries, and the one future
+    that each of their replies waits on (it gets each entry's receipt or error, in order)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    future: Future[list[Receipt | Exception]] = field(default_factory=Future)
+
+
+def _receipt_of(index: int, outcomes: list[Receipt | Exception]) -> Receipt:
+    """Put ``index``'s receipt among a round's outcomes; raises what refused it."""
+    outcome = outcomes[index]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def _receipt_reply(receipt_of: Callable[[Any], Receipt], outcome: Any) -> dict[str, Any]:
+    return receipt_map(receipt_of(outcome))
 
 
 def _replicated_map(outcome: tuple[Receipt, list[str]]) -> dict[str, Any]:
@@ -330,7 +356,7 @@ class IngestService:
         self.cosignatures = cosignatures  # what the checkpoint command adds to a checkpoint
         self.read_only = node.role != "ingest"
         self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
-        self._queued = False  # entries wait in the store's queue for flush()
+        self._round: _Round | None = None  # the request loop's puts, waiting for flush()
         self.keys = keys  # a home's checkpoint keys: it signs and rotates them (PROTOCOL 13.8)
         self.chains = chains  # each held ledger's checkpoint key chain, for the checkpoint reply
 
@@ -353,11 +379,19 @@ class IngestService:
             return _error_reply(request_id, e)
 
     def flush(self) -> None:
-        """Commit the entries queued since the last call, on this thread (see ChainStore.flush);
-        their futures carry each outcome, so this never raises."""
-        if self._queued:
-            self._queued = False
-            self.store.flush()
+        """Commit the puts handled since the last call, on this thread (see ChainStore.flush),
+        as one run of entries under one future (ChainStore.submit_entries): a put costs no
+        future of its own. Their round's future carries each outcome, so this never raises."""
+        queued, self._round = self._round, None
+        if queued is None:
+            return
+        try:
+            submitted = self.store.submit_entries(queued.entries, wake=False)
+        except VledgerError as e:  # the store is closed: every put of the round is answered so
+            queued.future.set_exception(e)
+            return
+        submitted.add_done_callback(partial(_copy_outcome, target=queued.future))
+        self.store.flush()
 
     def _dispatch(self, key: str, request: Request) -> object:
         caller = self.accounts.lookup(key)
@@ -490,25 +524,33 @@ class IngestService:
         cosigned a checkpoint covering it). Raises the StoreContradictsCheckpointError of a
         ledger whose store contradicts a checkpoint this home signed.
 
-        The entry waits for the request loop's :meth:`flush`, unless ``wake``: a caller off
-        the loop's thread (an admin command after its second factor) wakes the committer."""
+        The entry waits in the round of the request loop's :meth:`flush`, unless ``wake``: a
+        caller off the loop's thread (an admin command after its second factor) has it queued
+        and wakes the committer."""
         refusal = self.refused.get(entry.content.ledger)
+        watch = self.replicas
         if refusal is not None:
             raise refusal
-        durable = self.store.submit_entry(entry, wake=wake)
-        if not wake:  # only the loop's thread sets it (and flush clears it)
-            self._queued = True
-        if replicas == 0:
-            return Later(durable, receipt_map)
-        watch = self.replicas
-        if watch is None:
+        if replicas > 0 and watch is None:
             raise BadRequestError("this node does not track replication: a put here takes no w")
+        if wake:
+            durable: Future[Any] = self.store.submit_entry(entry, wake=True)
+            receipt_of: Callable[[Any], Receipt] = _as_receipt
+        else:  # only the loop's thread queues here (and flush takes the round)
+            queued = self._round
+            if queued is None:
+                queued = self._round = _Round()
+            receipt_of = partial(_receipt_of, len(queued.entries))
+            queued.entries.append(entry)
+            durable = queued.future
+        if replicas == 0 or watch is None:
+            return Later(durable, partial(_receipt_reply, receipt_of))
         timeout_ms = self.config.replication.write_timeout_ms
         replicated: Future[tuple[Receipt, list[str]]] = Future()
 
-        def then_wait(done: Future[Receipt]) -> None:
+        def then_wait(done: Future[Any]) -> None:
             try:
-                receipt = done.result()
+                receipt = receipt_of(done.result())
             except BaseException as e:
                 replicated.set_exception(e)
                 return

@@ -267,7 +267,10 @@ class Entry:
     def place(self, height: int, prev: bytes, accepted: int, origin: str) -> Record:
         """The record this entry becomes at ``height`` after ``prev``, accepted by ``origin``."""
         link = link_of(prev, self.checksum, height, self.nonce, accepted, origin)
-        return Record(self.content, self.content_bytes, self.checksum, self.nonce, height, prev, accepted, origin, link)
+        # new_record: the committer places one entry a put (see new_record on the cost of __init__).
+        return new_record(
+            self.content, self.content_bytes, self.checksum, self.nonce, height, prev, accepted, origin, link
+        )
 
 
 @dataclass(frozen=True, slots=True)

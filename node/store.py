@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,7 +98,20 @@ class Receipt:
 
     @classmethod
     def of(cls, record: Record, duplicate: bool = False, values: dict[str, Any] | None = None) -> Receipt:
-        return cls(record.ledger, record.height, record.hash, record.checksum, duplicate, values or {})
+        # One per append, built on the committer: the slots set through their descriptors,
+        # as record.new_record does, cost a third of the frozen dataclass's __init__.
+        set_ledger, set_height, set_hash, set_checksum, set_duplicate, set_values = _RECEIPT_SLOTS
+        receipt: Receipt = object.__new__(cls)
+        set_ledger(receipt, record.content.ledger)
+        set_height(receipt, record.height)
+        set_hash(receipt, record.link)
+        set_checksum(receipt, record.checksum)
+        set_duplicate(receipt, duplicate)
+        set_values(receipt, values or {})
+        return receipt
+
+
+_RECEIPT_SLOTS = tuple(Receipt.__dict__[f.name].__set__ for f in fields(Receipt))
 
 
 class DomainRules(Protocol):
@@ -141,8 +154,11 @@ class _Head:
 
 @dataclass(slots=True)
 class _Job:
-    """Appends waiting for a group commit: an entry to place, or a run of placed records.
+    """Appends waiting for a group commit: an entry to place, entries each placed on its own,
+    or a run of placed records.
 
+    ``entries``: the future gets each entry's receipt or error, in order (see
+    :meth:`ChainStore.submit_entries`).
     ``many``: the future gets the run's list of receipts, else the one record's receipt.
     ``verified``: the caller checked each record already (see :meth:`ChainStore.submit_records`).
     ``given``: each record's exact bytes and leaf hash, from the caller (None: worked out here).
@@ -154,6 +170,12 @@ class _Job:
     many: bool = False
     verified: bool = False
     given: Sequence[tuple[bytes, bytes]] | None = None
+    entries: Sequence[Entry] = ()
+
+    @property
+    def size(self) -> int:
+        """How many appends the job counts for in a group (a run of records counts once)."""
+        return len(self.entries) or 1
 
 
 def _extends(record: Record, head: _Head) -> LedgerRules:
@@ -429,6 +451,20 @@ class ChainStore:
         """
         return self._submit(_Job(entry, (), Future()), wake)
 
+    def submit_entries(self, entries: Sequence[Entry], *, wake: bool = True) -> Future[list[Receipt | Exception]]:
+        """Queue clients' entries under one future, each placed on its own: one refused does
+        not keep the others out. The future resolves once the group commit that placed them is
+        durable, to each entry's receipt or what refused it (a VledgerError; any other
+        exception is a bug, logged), in order; or to the commit's
+        StoreError, and then none of them was stored. The entries go to one group commit
+        whatever ``group_commit_max`` says, so a caller keeps such a run to a round of requests.
+
+        One future for many entries, not one each: a request loop that queues a round of puts
+        (``wake=False``, then :meth:`flush`) pays for one future, and one queue lock, a round.
+        Raises StoreClosedError once the store is closed.
+        """
+        return self._submit(_Job(None, (), Future(), entries=tuple(entries)), wake)
+
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
 
@@ -527,8 +563,13 @@ class ChainStore:
         """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
-            batch = [queued.popleft() for _ in range(min(most, len(queued)))]
-            self._commit(batch)
+            batch = [queued.popleft()]
+            size = batch[0].size
+            while queued and size + queued[0].size <= most:
+                job = queued.popleft()
+                batch.append(job)
+                size += job.size
+            self._commit(batch, size)
 
     def _grow_trees(
         self, records: list[tuple[Record, bytes, bytes | None]]
@@ -551,15 +592,21 @@ class ChainStore:
                     rows.append((ledger, level, index, node))
         return grown, rows
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _commit(self, batch: list[_Job], appends: int) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
         given: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # a staged record's bytes and leaf, if given
-        requests = _Requests(self._write, [job.entry for job in batch if job.entry is not None])
+        requests = _Requests(
+            self._write,
+            [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
+        )
         done: list[tuple[_Job, Any]] = []
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
+                continue
+            if job.entries:
+                done.append((job, self._place_each(job.entries, heads, requests, staged)))
                 continue
             try:
                 if job.entry is not None:
@@ -631,9 +678,35 @@ class ChainStore:
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
         self.stats.groups += 1
-        self.stats.appends += len(batch)
+        self.stats.appends += appends
         for job, result in done:
             job.future.set_result(result)
+
+    def _place_each(
+        self,
+        entries: Sequence[Entry],
+        heads: dict[str, _Head],
+        requests: _Requests,
+        staged: dict[tuple[str, int], Record],
+    ) -> list[Receipt | Exception]:
+        """Place each entry on its own (see :meth:`submit_entries`): its receipt, or the
+        exception that refused it; a bug fails its entry loudly, not the committer."""
+        outcomes: list[Receipt | Exception] = []
+        for entry in entries:
+            try:
+                receipt, record = self._place(entry, heads, requests)
+            except VledgerError as e:
+                outcomes.append(e)
+                continue
+            except Exception as e:  # a bug: this entry's request gets it, the others go on
+                log.exception("append failed unexpectedly")
+                outcomes.append(e)
+                continue
+            if record is not None:
+                staged[(record.ledger, record.height)] = record
+                requests.placed(record)
+            outcomes.append(receipt)
+        return outcomes
 
     def _place(self, entry: Entry, heads: dict[str, _Head], requests: _Requests) -> tuple[Receipt, Record | None]:
         if self.origin is None:

@@ -13,6 +13,7 @@ name the first failure. tests/unit/node/test_fastpath.py holds the two against e
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from typing import Any
 
@@ -235,7 +236,7 @@ class ChainVerifier:
             and (author in _ACCOUNTS or matches_name(ACCOUNT_PATTERN, author))
             and type(request_id) is str
             and 0 < len(request_id) <= fast.max_request_id
-            and REQUEST_ID_PATTERN.fullmatch(request_id) is not None
+            and _REQUEST_ID(request_id) is not None
             and type(ts) is int
             and ts >= 0
             and type(v) is int
@@ -252,7 +253,10 @@ class ChainVerifier:
             # tested here without the call (its keys as a remembered shape); anything else
             # goes through it.
             and (
-                (_SCALARS.issuperset(map(type, payload.values())) and fast.sorted_keys(tuple(payload)))
+                (
+                    _SCALARS.issuperset(map(type, payload.values()))
+                    and ((keys := tuple(payload)) in fast.shapes or fast.sorted_keys(keys))
+                )
                 or canonical.flaw(payload, 1, fast.max_depth) is None
             )
             and fast.pack(content) == content_bytes
@@ -274,6 +278,8 @@ class ChainVerifier:
         return value, content
 
 
+# REQUEST_ID_PATTERN.fullmatch, a third cheaper as a match to the end (the same strings).
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.pattern + r"\Z").match
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
 _ACCOUNTS = MATCHED_ACCOUNTS  # names known to match: a set lookup instead of a call

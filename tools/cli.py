@@ -14,13 +14,11 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import RemoteError, UsageError, VledgerError
 from ..node.identifiers import escape
-from .alert_commands import add_alert_commands, verify_cluster
 from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -33,21 +31,17 @@ from .args import (
     node_name,
     positive,
 )
-from .client_commands import add_admin_verbs, add_client_commands
-from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo
-from .demo import DEFAULT_RECORDS, run_demo
 from .exporting import export_store
-from .importing import import_file
 from .logs import LEVELS, configure_logging
-from .node_commands import add_node_commands
-from .repair import add_repair_command
-from .repl_commands import add_repl_commands
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import escaped_stdout
-from .status_command import add_status_command
-from .supervise import add_supervise_command
-from .tally_command import add_tally_command
 from .verification import verify_path
+
+# The modules of every other command, and what they import (aiohttp, redis, zmq, prometheus-client),
+# cost ~0.9 s of CPU at start-up: a fifth of `vledger verify` of a million records on two cores. They
+# are imported where a command needs them (the imports marked PLC0415), and a command line that names
+# one of these commands builds only their parsers (see main).
+LOCAL_COMMANDS = frozenset(("verify", "export", "import"))
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,8 +58,10 @@ def _exit_code(ok: bool) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_path finds
+        from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
+
         return verify_cluster(config_path(Path(args.cluster) if args.cluster else None), args.json)
-    result = verify_path(args.path, args.ledger, Limits())
+    result = verify_path(args.path, args.ledger, Limits(), fork=True)  # one thread: workers start at once
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
@@ -77,6 +73,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .importing import import_file  # noqa: PLC0415 - a store's writer: see LOCAL_COMMANDS
+
     result = import_file(args.file, args.store, args.node, Limits())
     print_import(str(args.file), result, as_json=args.json)
     return _exit_code(result.ok)
@@ -84,6 +82,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """What `make run` shows, on a running cluster or a local store; safe to run again."""
+    from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo  # noqa: PLC0415 - see LOCAL_COMMANDS
+    from .demo import DEFAULT_RECORDS, run_demo  # noqa: PLC0415
+
     if args.cluster is not None:
         if args.records is not None:
             raise UsageError("--records is for --store; a cluster demo takes --voters")
@@ -102,21 +103,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415 - 25 ms at start-up, for --version alone
+
     try:
         return metadata.version("vledger")
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's, with the version looked up only when it is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"vledger {_version()}")
+        parser.exit()
+
+
+def build_parser(*, local_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``local_only``, only the LOCAL_COMMANDS (whose parsers are
+    the same), without importing the modules of the others."""
     parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
-    parser.add_argument("--version", action="version", version=f"vledger {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_verify(commands)
     _add_export(commands)
     _add_import(commands)
-    _add_demo(commands)
+    if not local_only:
+        _add_demo(commands)
+        _add_cluster_commands(commands)
+    return parser
+
+
+def _add_cluster_commands(commands: Subparsers) -> None:
+    """The commands of nodes and clusters: their modules are imported here (see LOCAL_COMMANDS)."""
+    from .alert_commands import add_alert_commands  # noqa: PLC0415
+    from .client_commands import add_admin_verbs, add_client_commands  # noqa: PLC0415
+    from .node_commands import add_node_commands  # noqa: PLC0415
+    from .repair import add_repair_command  # noqa: PLC0415
+    from .repl_commands import add_repl_commands  # noqa: PLC0415
+    from .status_command import add_status_command  # noqa: PLC0415
+    from .supervise import add_supervise_command  # noqa: PLC0415
+    from .tally_command import add_tally_command  # noqa: PLC0415
+
     admin_actions = add_node_commands(commands)
     add_client_commands(commands)
     add_admin_verbs(admin_actions)
@@ -126,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_repair_command(commands)
     add_alert_commands(commands)
     add_status_command(commands)
-    return parser
 
 
 def _add_verify(commands: Subparsers) -> None:
@@ -182,6 +213,9 @@ def _add_import(commands: Subparsers) -> None:
 
 
 def _add_demo(commands: Subparsers) -> None:
+    from .cluster_demo import DEFAULT_VOTERS  # noqa: PLC0415 - see LOCAL_COMMANDS
+    from .demo import DEFAULT_RECORDS  # noqa: PLC0415
+
     demo = add_command(
         commands,
         "demo",
@@ -207,8 +241,9 @@ def _add_demo(commands: Subparsers) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one command, turn every expected failure into an exit code."""
-    parser = build_parser()
-    if not (sys.argv[1:] if argv is None else argv):
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(local_only=_command_word(words) in LOCAL_COMMANDS)
+    if not words:
         parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
         return EXIT_USAGE
     try:
@@ -239,6 +274,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _command_word(words: Sequence[str]) -> str | None:
+    """The command ``words`` name when only ``--log-level`` (and its value) comes before it, else
+    None: an option such as ``--help`` or ``--version`` before the command is the full parser's."""
+    rest = iter(words)
+    for word in rest:
+        if not word.startswith("-"):
+            return word
+        name = word.partition("=")[0]
+        # argparse takes any unambiguous prefix of an option: "--log" is --log-level.
+        if len(name) < 3 or not "--log-level".startswith(name):
+            return None
+        if "=" not in word:
+            next(rest, None)  # its value
+    return None
 
 
 def _error(message: str) -> None:

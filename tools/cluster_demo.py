@@ -343,16 +343,24 @@ class ClusterDemoRun:
         return self.election.counts == self.expected
 
     @property
+    def failures(self) -> list[str]:
+        """What went wrong, one phrase each (empty when all is well)."""
+        failed = {
+            "the recount differs from what was written": not self.tally_matches,
+            "a chain broke a rule": any(c.violations for c in self.chains),
+            "a store did not verify": not all(result.ok for _, _, result in self.stores),
+            "a ledger is not on every replica": not all(r.complete for r in self.replication),
+            "the observers' tallies did not agree": not all(report.exit_code == 0 for report in self.tallies),
+            "a verifier did not check every record and sweep every copy, or has open alerts": not all(
+                view.ok for view in self.verifiers
+            ),
+            "the receipt did not verify offline": self.receipt is not None and self.receipt.verified is not None,
+        }
+        return [what for what, bad in failed.items() if bad]
+
+    @property
     def ok(self) -> bool:
-        return (
-            self.tally_matches
-            and not any(c.violations for c in self.chains)
-            and all(result.ok for _, _, result in self.stores)
-            and all(r.complete for r in self.replication)
-            and all(report.exit_code == 0 for report in self.tallies)
-            and all(view.ok for view in self.verifiers)
-            and (self.receipt is None or self.receipt.verified is None)
-        )
+        return not self.failures
 
 
 _D = TypeVar("_D", bound=Domain)
@@ -649,7 +657,7 @@ class ClusterDemo:
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
         client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         repl = ReplicationLedger(client)
-        checker = Checker(self.config)
+        checker = Checker(self.config, client)
         deadline = time.monotonic() + REPLICATION_WAIT
         try:
             while True:

@@ -38,11 +38,20 @@ import redis
 
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
-from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths
+from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..node.errors import NoteError, RedisServerError, VledgerError
+from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey
-from ..node.witness import CheckpointKeys, check_cosigned, home_key, witness_key, witness_name
+from ..node.witness import (
+    CheckpointKeys,
+    check_cosigned,
+    check_cosigned_in_force,
+    home_key,
+    witness_key,
+    witness_name,
+)
+from ..verifier.node_keys import follow_redis, witness_histories_of
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
@@ -161,11 +170,23 @@ class Checker:
     """Checks what Redis says of checkpoints and cosignatures with the cluster's key files.
 
     A ledger's checkpoints are checked with its home's ``<home>.sign.pub`` (the version rule
-    of PROTOCOL 10.7: this command reads no genesis); a key file missing checks nothing."""
+    of PROTOCOL 10.7: this command reads no genesis); a key file missing checks nothing. Given
+    ``client``, a witness whose key rotated is checked by its keys in force (PROTOCOL 16.6),
+    the rotations proven by the admin ledger's cache in that Redis."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, client: Any = None) -> None:
         self.config = config
+        self.client = client
         self._raw: dict[str, bytes | None] = {}
+
+    def _histories(self) -> dict[str, KeyHistory]:
+        """The key generations of the witnesses whose key rotated; {} when Redis cannot say."""
+        if self.client is None:
+            return {}
+        try:
+            return witness_histories_of(witness_keys(self.config), follow_redis(self.config, self.client))
+        except (redis.RedisError, OSError, VledgerError):
+            return {}
 
     def _public(self, node: str) -> bytes | None:
         if node not in self._raw:
@@ -199,15 +220,21 @@ class Checker:
     def cosigned(self, ledger: str, home: str, notes: Mapping[str, bytes]) -> dict[str, int]:
         found: dict[str, int] = {}
         log_keys = self._home_keys(ledger, home)
+        histories = self._histories() if notes else {}
         for witness, note in notes.items():
             node = self.config.nodes.get(witness)
             witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
             if witness_public is None:
                 continue
             key = witness_key(witness_name(self.config.name, witness), witness_public)
+            history = histories.get(witness)
             for log_key in log_keys:
                 try:
-                    found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
+                    if history is None:
+                        found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
+                    else:
+                        cosigned = check_cosigned_in_force(note, ledger, self.config.name, log_key, witness, history)
+                        found[witness] = cosigned.size
                     break
                 except NoteError:
                     continue
@@ -380,7 +407,7 @@ def cmd_repl_status(args: argparse.Namespace) -> int:
     client = connect(access, timeout=REDIS_TIMEOUT)
     try:
         replication = ReplicationLedger(client)
-        checker = Checker(config)
+        checker = Checker(config, client)
         if args.watch is None:
             return show_status(replication, roles, url, args.json, checker)
         return watch_status(replication, roles, url, as_json=args.json, interval=args.watch, checker=checker)

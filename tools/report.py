@@ -7,15 +7,15 @@ in the shape scripts rely on (``{"ledgers": [...], "ok": ..., "error": ...}``).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..node.errors import RecordError, VledgerError
-from .client_payloads import money_text
-from .cluster_demo import ELECTION, KINDS, LEDGERS, ClusterDemoRun
-from .demo import DEMO_NODE, DemoRun
-from .exporting import ExportSummary
-from .tally_command import report_lines
 from .verification import LedgerReport, Verification
+
+if TYPE_CHECKING:  # the demos' modules are imported when a demo prints (see cli.LOCAL_COMMANDS)
+    from .cluster_demo import ClusterDemoRun
+    from .demo import DemoRun
+    from .exporting import ExportSummary
 
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
@@ -50,6 +50,8 @@ def print_export(summary: ExportSummary) -> None:
 
 
 def print_demo(run: DemoRun) -> None:
+    from .demo import DEMO_NODE  # noqa: PLC0415 - see cli.LOCAL_COMMANDS
+
     directory, result = run.directory, run.verification
     created = f"created {', '.join(run.created)}" if run.created else "reopened its ledgers"
     rate = run.appended / run.seconds if run.seconds > 0 else 0.0
@@ -73,6 +75,10 @@ def print_demo(run: DemoRun) -> None:
 
 def print_cluster_demo(run: ClusterDemoRun) -> None:
     """The end of a cluster demo (its start was said as it began: the cluster, the voters)."""
+    from .client_payloads import money_text  # noqa: PLC0415 - see cli.LOCAL_COMMANDS
+    from .cluster_demo import ELECTION, KINDS, LEDGERS  # noqa: PLC0415
+    from .tally_command import report_lines  # noqa: PLC0415
+
     written = sum(run.written.values())
     rate = written / run.seconds if run.seconds > 0 else 0.0
     print(f"Wrote {written:,} records in {run.seconds:.1f} s ({rate:.1f} records/s):")
@@ -158,7 +164,7 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
         print(f"  {node}  {path}")
         for line in _report_lines(str(path), result):
             print(f"    {line}")
-    print("\nAll OK." if run.ok else "\nFAILED: see above.")
+    print("\nAll OK." if run.ok else f"\nFAILED: {'; '.join(run.failures)}.")
 
 
 def verification_json(result: Verification) -> dict[str, Any]:

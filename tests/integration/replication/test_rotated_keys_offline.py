@@ -106,6 +106,15 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     shown = json.loads(counted.stdout)
     assert shown["observers"][0]["signature"] == "ok", counted.stdout
 
+    # `vledger repl status` (and make run's demo) counts the observer's cosignature by its new key.
+    def status_cosigned() -> Any:
+        shown = json.loads(cluster.cli("repl", "status", "--config", str(cluster.config_path), "--json").stdout)
+        (ledger,) = [entry for entry in shown["ledgers"] if entry["ledger"] == LEDGER]
+        (node,) = [n for n in ledger["nodes"] if n["node"] == OBSERVER]
+        return node["cosigned"] is not None and node["cosigned"] >= size
+
+    wait_until(status_cosigned, WAIT, "repl status counts the observer's cosignature by its new key")
+
     # The gateway, and the HTTP client with the admin key: the observer's cosignature and tally count.
     url = cluster.gateway_url("replica-1")
 

@@ -393,6 +393,99 @@ def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committ
     assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
 
 
+def test_a_run_of_entries_places_each_on_its_own_under_one_future(open_store: OpenStore, kit: Any) -> None:
+    """submit_entries (the request loop's round of puts): each entry gets its own receipt or
+    error, in order, and one refused entry keeps none of the others out."""
+    committed: list[int] = []
+    store = open_store(on_commit=lambda records: committed.append(len(records)))
+    store.create_ledger(kit.genesis_entry(8))
+    good = [kit.entry(i, 8) for i in range(1, 5)]
+    lazy_nonce = next(n for n in range(10_000) if not work.meets_difficulty(kit.entry(10, 8).checksum, n, 8))
+    no_work = dataclasses.replace(kit.entry(10, 8), nonce=lazy_nonce)
+    elsewhere = Entry.prepare(dataclasses.replace(kit.content(12), ledger="no-such-ledger"), 0, LIMITS)
+    committed.clear()
+    appends_before = store.stats.appends
+
+    run = store.submit_entries([good[0], no_work, good[1], elsewhere, good[2], good[0], good[3]], wake=False)
+    assert not run.done()  # the committer was not woken for it
+    store.flush()
+    out = run.result(DEADLINE)
+    assert isinstance(out[1], InsufficientWorkError)
+    assert isinstance(out[3], NoSuchLedgerError)
+    receipts = [out[0], out[2], out[4], out[5], out[6]]
+    assert all(isinstance(r, Receipt) for r in receipts)
+    assert [r.height for r in receipts if isinstance(r, Receipt)] == [1, 2, 3, 1, 4]
+    assert out[5] == dataclasses.replace(out[0], duplicate=True)  # a retry inside the same run
+    assert committed == [4]  # one group, its four new records
+    assert store.size(LEDGER) == rows(store) == 5
+    assert store.stats.appends - appends_before == 7  # a run counts as its entries
+    again = store.submit_entries([good[2]]).result(DEADLINE)  # a retry of a stored request, later
+    assert again == [dataclasses.replace(out[4], duplicate=True)]
+    verify_stored(store)
+
+
+def test_a_run_of_entries_is_one_group_and_counts_as_its_entries(open_store: OpenStore, kit: Any) -> None:
+    """A run is never split between groups; beside it, group_commit_max counts its entries."""
+    committed: list[int] = []
+    store = open_store(
+        settings=StoreSettings(group_commit_max=4), on_commit=lambda records: committed.append(len(records))
+    )
+    store.create_ledger(kit.genesis_entry(0))
+    committed.clear()
+    groups_before = store.stats.groups
+    singles = [store.submit_entry(kit.entry(i), wake=False) for i in (1, 2)]
+    run = store.submit_entries([kit.entry(i) for i in range(3, 9)], wake=False)  # six: more than a group
+    last = store.submit_entry(kit.entry(9), wake=False)
+    store.flush()
+    assert committed == [2, 6, 1]
+    assert store.stats.groups - groups_before == 3
+    assert [f.result(DEADLINE).height for f in singles] == [1, 2]
+    assert [r.height for r in run.result(DEADLINE) if isinstance(r, Receipt)] == list(range(3, 9))
+    assert last.result(DEADLINE).height == 9
+
+
+def test_a_run_of_entries_whose_group_fails_is_refused_whole(open_store: OpenStore, kit: Any, tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s")
+    store.create_ledger(kit.genesis_entry(0))
+    # Another connection holds the write lock past the busy timeout: the next group fails.
+    blocker = sqlite3.connect(tmp_path / "s" / DB_NAME, isolation_level=None, timeout=0)
+    store._write.execute("PRAGMA busy_timeout=50")
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        run = store.submit_entries([kit.entry(1), kit.entry(2)])
+        with pytest.raises(StoreError, match="write failed"):
+            run.result(DEADLINE)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.size(LEDGER) == rows(store) == 1
+    assert [r.height for r in store.submit_entries([kit.entry(1), kit.entry(2)]).result(DEADLINE)] == [1, 2]  # type: ignore[union-attr]
+
+
+def test_a_closed_store_refuses_a_run_of_entries(store: ChainStore, kit: Any) -> None:
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.submit_entries([kit.entry(1)])
+
+
+def test_a_receipt_built_for_a_record_is_what_its_constructor_makes(store: ChainStore, kit: Any) -> None:
+    """Receipt.of sets the slots itself (a receipt per append): the same receipt, still frozen."""
+    receipt = store.append(kit.entry(1))
+    record = store.get(LEDGER, 1)
+    assert record is not None
+    for duplicate, values in ((False, None), (True, {"electronic_id": "E-1"})):
+        built = Receipt.of(record, duplicate=duplicate, values=values)
+        expected = Receipt(LEDGER, 1, record.link, record.checksum, duplicate, values or {})
+        assert (built, repr(built), hash((built.ledger, built.hash))) == (
+            expected,
+            repr(expected),
+            hash((LEDGER, record.link)),
+        )
+    assert Receipt.of(record) == receipt
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        receipt.height = 2  # type: ignore[misc]
+
+
 # --- reopening -------------------------------------------------------------------------
 
 

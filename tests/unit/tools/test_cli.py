@@ -609,6 +609,60 @@ def test_the_console_script(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.startswith("vledger: error:")
 
 
+# What only the commands of nodes and clusters need: `vledger verify` must start without them.
+CLUSTER_MODULES = ("aiohttp", "redis", "zmq", "prometheus_client", "vledger.tools.client_commands")
+
+
+def imported_by(argv: list[str]) -> tuple[int, list[str]]:
+    """main(argv)'s exit code in a fresh interpreter, and which CLUSTER_MODULES it imported."""
+    probe = (
+        "import json, sys\nfrom vledger.tools.cli import main\n"
+        f"code = main({argv!r})\n"
+        f"print(json.dumps([code, [m for m in {CLUSTER_MODULES!r} if m in sys.modules]]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    code, modules = json.loads(done.stdout.splitlines()[-1])
+    return code, modules
+
+
+def test_a_local_command_imports_no_cluster_module(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    assert imported_by(["--log", "info", "verify", str(store), "--json"]) == (0, [])
+    # A cluster's command builds the full parser, which does import them.
+    assert imported_by(["status", "--help"]) == (0, list(CLUSTER_MODULES))
+
+
+@pytest.mark.parametrize(
+    ("words", "command"),
+    [
+        (["verify", "x"], "verify"),
+        (["--log-level", "debug", "export", "s"], "export"),
+        (["--log", "debug", "import", "f"], "import"),
+        (["--log-level=debug", "verify"], "verify"),
+        (["--help", "verify"], None),
+        (["--version", "verify"], None),
+        (["-h"], None),
+        (["--", "verify"], None),
+        (["--log-level"], None),
+        ([], None),
+        (["status", "verify"], "status"),
+    ],
+)
+def test_the_command_word_is_found_only_behind_the_log_level(words: list[str], command: str | None) -> None:
+    assert cli._command_word(words) == command
+
+
+def test_the_local_parser_parses_its_commands_as_the_full_one(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in sorted(cli.LOCAL_COMMANDS):
+        helps = []
+        for parser in (cli.build_parser(), cli.build_parser(local_only=True)):
+            with pytest.raises(SystemExit):
+                parser.parse_args([command, "--help"])
+            helps.append(capsys.readouterr().out)
+        assert helps[0] == helps[1] and f"usage: vledger {command}" in helps[0]
+
+
 # --- progress and logs --------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +31,16 @@ from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, StoreReader
 from vledger.node.tree import Frontier
 from vledger.node.witness import HomeSigner, home_key
-from vledger.tools.verification import CHUNK_RECORDS, MIN_CHUNK_RECORDS, chunk_size, scan_ledger, verify_store
+from vledger.tools.verification import (
+    CHUNK_RECORDS,
+    MIN_CHUNK_RECORDS,
+    TAIL_SHRINK,
+    _worker_context,
+    chunk_size,
+    chunk_spans,
+    scan_ledger,
+    verify_store,
+)
 
 LIMITS = Limits()
 LEDGER = "ledger-a"
@@ -305,3 +315,57 @@ def test_a_shorter_ledger_gets_smaller_chunks_so_that_every_worker_has_several()
     assert chunk_size(100_000, 2) == MIN_CHUNK_RECORDS  # 6 and a part, not 1 and a part
     assert chunk_size(300_000, 2) == 32_768
     assert chunk_size(13, 2, 4) == 4  # a chunk asked for below the smallest is kept
+
+
+@pytest.mark.parametrize(
+    ("count", "workers", "chunk"), [(1_000_000, 2, CHUNK_RECORDS), (100_000, 2, 16_384), (13, 2, 8)]
+)
+def test_chunks_halve_towards_the_end_and_each_is_a_complete_subtree(count: int, workers: int, chunk: int) -> None:
+    spans = list(chunk_spans(count, workers, chunk))
+    assert [start for start, _ in spans] == [0, *(stop for _, stop in spans[:-1])] and spans[-1][1] == count
+    sizes = [stop - start for start, stop in spans]
+    assert sizes[0] == (chunk if count > 4 * workers * chunk else sizes[0]) <= chunk
+    assert sizes == sorted(sizes, reverse=True)
+    for start, stop in spans[:-1]:
+        size = stop - start
+        assert size & (size - 1) == 0 and start % size == 0  # a power of two at a multiple of itself
+    last = spans[-1][0] - spans[-2][0]  # the last chunk's full size: it starts at a multiple of it
+    assert spans[-1][0] % last == 0 and sizes[-1] <= last
+    # The tail is in chunks of a sixteenth: workers taking chunks in turn end within one of those.
+    assert max(sizes[-2:]) <= max(chunk // TAIL_SHRINK, 1)
+
+
+def test_a_row_far_above_the_others_gets_the_sequential_verdict_at_once(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    # The chunks cover heights up to the highest row's: handed out a few at a time, the first
+    # that finds its rows missing ends them, whatever the height (2**60 chunks, were all made).
+    rows = [_row(r) for r in CHAIN]
+    rows[-1] = (rows[-1][0], 2**60, *rows[-1][2:])
+    directory = _write(tmp_path / "s", rows)
+    sequential = _sequential(directory)
+    assert sequential == [(LEDGER, 12, "height_gap", 2**60)]
+    for chunk in (1, 4):
+        assert _chunked(directory, chunk, pool) == sequential
+
+
+def test_the_worker_processes_of_the_command_line_are_forked(tmp_path: Path) -> None:
+    directory = _write(tmp_path / "s", [_row(r) for r in CHAIN])
+    forked = verify_store(directory, None, LIMITS, workers=2, chunk=8, fork=True)
+    served = verify_store(directory, None, LIMITS, workers=2, chunk=8)
+    assert [(r.records, r.head, r.error) for r in forked.reports] == [
+        (r.records, r.head, r.error) for r in served.reports
+    ]
+    assert forked.reports[0].records == len(CHAIN)
+    # fork only where no other thread can be caught mid-flight; the forkserver when not asked.
+    alone = threading.active_count() == 1
+    assert _worker_context(True).get_start_method() == ("fork" if alone else "forkserver")
+    assert _worker_context(False).get_start_method() == "forkserver"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert _worker_context(True).get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        other.join()

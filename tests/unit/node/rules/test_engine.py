@@ -9,9 +9,11 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node import errors
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import (
     AlreadyVotedError,
     BadDomainRulesError,
+    BadEpochError,
     BadGenesisError,
     InsufficientFundsError,
     NotRegisteredError,
@@ -66,6 +68,27 @@ def test_a_plain_ledger_accepts_every_record(rules_kit: Any) -> None:
     assert bench.submit("cast", {"electronic_id": "E-nobody", "choice": "x"}) == {}
     assert bench.submit("note", {}) == {}
     assert bench.engine.state(bench.ledger.name).next_height == 3
+
+
+def test_a_plain_ledger_still_checks_height_rules_and_protocol_kinds_on_apply(rules_kit: Any) -> None:
+    # check_and_apply takes a short way for a plain ledger's next record: it must refuse
+    # what the full way refuses, and change nothing when it does.
+    bench = rules_kit.bench({}, ("note", EPOCH_KIND))
+    bench.submit("note", {})
+    record = bench.ledger.make("note", {})
+    for height in (1, 3):
+        with pytest.raises(RulesOutOfSyncError, match="expects height 2"):
+            bench.engine.check_and_apply(dataclasses.replace(record, height=height), bench.ledger.rules)
+    other = dataclasses.replace(bench.ledger.rules, kinds=("note",))
+    with pytest.raises(RulesOutOfSyncError):
+        bench.engine.check_and_apply(record, other)
+    assert bench.engine.state(bench.ledger.name).next_height == 2
+    bench.refuse(EPOCH_KIND, {}, BadEpochError)  # a handover is the protocol's, whatever the domain
+    equal = LedgerRules(bench.ledger.rules.kinds, 0, dict(bench.ledger.rules.rules))
+    assert bench.engine.check_and_apply(record, equal) == {}  # an equal copy takes the full way
+    bench.ledger.push(record)
+    assert bench.submit("note", {}) == {}
+    assert bench.engine.state(bench.ledger.name).head == (3, bench.ledger.head.link)
 
 
 @pytest.mark.parametrize("kind", ["lottery", "Election", 1, None, True])
