@@ -29,7 +29,6 @@ import zmq
 from ..broker.curve import SenderKeys
 from ..node.errors import BadRequestError, CurveError
 from ..node.wire import reply_error
-from .service import Pending
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,21 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 
 
+class Waiting(Protocol):
+    """A request's answer that waits on slow work: the service's ``Pending``, or a wrapper of
+    it (the metrics'). The loop calls :meth:`reply` once, when the future is done."""
+
+    @property
+    def future(self) -> Future[Any]: ...
+
+    def reply(self) -> bytes:
+        """The reply's bytes; never raises."""
+
+
 class Service(Protocol):
     """What the loop serves: ``IngestService``, or a stand-in in the loop's tests."""
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending: ...
+    def handle(self, key: str, data: bytes) -> bytes | Waiting: ...
 
     def flush(self) -> None:
         """Start (or do) the slow work of the requests handled since the last call; quick to
@@ -74,7 +84,7 @@ class RequestLoop:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self.wake_fd, False)
         self._senders = SenderKeys()
-        self._finished: collections.deque[tuple[bytes, Pending]] = collections.deque()
+        self._finished: collections.deque[tuple[bytes, Waiting]] = collections.deque()
         self._woken = False  # a wake-up byte is in the pipe: completions need not write another
         self._stopping = False
         self._in_flight = 0
@@ -177,7 +187,7 @@ class RequestLoop:
 
     # --- replies to requests that waited ----------------------------------------------
 
-    def _finish(self, identity: bytes, pending: Pending, _: Future[Any]) -> None:
+    def _finish(self, identity: bytes, pending: Waiting, _: Future[Any]) -> None:
         """Queue a finished request's reply and wake the loop (runs on the completing thread)."""
         self._finished.append((identity, pending))
         if not self._woken and threading.get_ident() != self._thread:

@@ -33,8 +33,7 @@ from ..broker.http import Check, HttpThread, health_app
 from ..broker.replication import ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..node.store import ChainStore
-from .loop import Service
-from .service import Pending
+from .loop import Service, Waiting
 
 log = logging.getLogger(__name__)
 PUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -72,6 +71,8 @@ class _Collector(Collector):
 
 def _code(reply: bytes) -> tuple[str, str]:
     """(ok or the error code) of a reply's bytes."""
+    if b"\xa5error" not in reply:  # msgpack's "error": a reply without those bytes has no error key
+        return "ok", "ok"
     value = msgpack.unpackb(reply, raw=False)
     if isinstance(value, dict) and isinstance(value.get("error"), dict):
         return "error", str(value["error"].get("code", "error"))
@@ -84,27 +85,29 @@ class MeteredService:
     def __init__(self, service: Service, metrics: NodeMetrics) -> None:
         self.service = service
         self.metrics = metrics
-        # Each (command, code)'s counter, looked up once: labels() costs as much as the rest
-        # of the counting. Bounded: _command keeps at most _KNOWN_COMMANDS commands.
+        # Each (command, code)'s counter, looked up once: labels() costs a lock and a lookup per
+        # call. Bounded: _command keeps at most _KNOWN_COMMANDS commands.
         self._counters: dict[tuple[str, str], Any] = {}
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def handle(self, key: str, data: bytes) -> bytes | Waiting:
         started = time.monotonic()
         answer = self.service.handle(key, data)
         command = _command(data)
-        if isinstance(answer, Pending):
-            answer.future.add_done_callback(lambda future: self._done(command, started, answer, future))
-        else:
+        if isinstance(answer, bytes):
             self._count(command, answer)
-        return answer
+            return answer
+        # Counted when the loop takes its reply, from the bytes it sends: a callback on the
+        # future made each put's reply twice (once for the count, once for the client).
+        return _MeteredReply(answer, self, command, started)
 
     def flush(self) -> None:
         self.service.flush()
 
-    def _done(self, command: str, started: float, pending: Pending, _: Future[Any]) -> None:
+    def answered(self, command: str, started: float, reply: bytes) -> None:
+        """Count a waiting request's reply, and time a put, as the loop sends it."""
         if command == "put":
             self.metrics.put_seconds.observe(time.monotonic() - started)
-        self._count(command, pending.reply())
+        self._count(command, reply)
 
     def _count(self, command: str, reply: bytes) -> None:
         try:
@@ -113,8 +116,29 @@ class MeteredService:
             code = "unreadable"
         counter = self._counters.get((command, code))
         if counter is None:
-            counter = self._counters[command, code] = self.metrics.requests.labels(command, code)
+            counter = self._counters[(command, code)] = self.metrics.requests.labels(command, code)
         counter.inc()
+
+
+class _MeteredReply:
+    """A waiting request's answer whose reply is counted once, when the loop takes it."""
+
+    __slots__ = ("_command", "_metered", "_pending", "_started")
+
+    def __init__(self, pending: Waiting, metered: MeteredService, command: str, started: float) -> None:
+        self._pending = pending
+        self._metered = metered
+        self._command = command
+        self._started = started
+
+    @property
+    def future(self) -> Future[Any]:
+        return self._pending.future
+
+    def reply(self) -> bytes:
+        reply = self._pending.reply()
+        self._metered.answered(self._command, self._started, reply)
+        return reply
 
 
 _KNOWN_COMMANDS = 64  # distinct command labels kept; others are counted as "other"

@@ -31,15 +31,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
-from ..broker.feed import Publisher
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
-from ..node.checkpoint_log import SIGNED
+from ..node.checkpoint_log import SIGNED, CheckpointLog
 from ..node.errors import VledgerError
 from ..node.record import Record
-from ..node.store import ChainStore
+from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .follow import hash_of
 
@@ -48,6 +48,36 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_SECONDS = 1.0
 ON_DEMAND_STEP = 256  # a range page without a kept checkpoint gets one signed at a multiple of this
 
+Row = tuple[str, int, bytes]  # a durable record as the outbox sends it: ledger, height, its bytes
+
+
+class OutboxStore(Protocol):
+    """What an outbox reads of a store: a node's ChainStore, or (in the outbox's own process,
+    ingest/outbox_process.py) a read-only view of the same file, which has no tree and no
+    signer, so only the first five are used there."""
+
+    checkpoints: CheckpointLog
+
+    def heads(self) -> dict[str, tuple[int, bytes]]: ...
+
+    def size(self, ledger: str) -> int: ...
+
+    def get(self, ledger: str, height: int) -> Record | None: ...
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+    def frontier(self, ledger: str) -> Frontier: ...
+
+    def root(self, ledger: str, size: int | None = None) -> bytes: ...
+
+
+class FeedSink(Protocol):
+    """Where an outbox publishes: the node's Publisher, or the outbox process's pipe to it."""
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None: ...
+
+    def checkpoints(self, checkpoints: Iterable[SignedCheckpoint]) -> None: ...
+
 
 class Outbox:
     """Streams and publishes a store's new records, on a thread of its own (:meth:`start`)."""
@@ -55,8 +85,8 @@ class Outbox:
     def __init__(
         self,
         name: str,
-        store: ChainStore,
-        publisher: Publisher | None,
+        store: OutboxStore,
+        publisher: FeedSink | None,
         replication: ReplicationLedger | None,
         settings: ReplicationSettings,
         *,
@@ -86,11 +116,15 @@ class Outbox:
         self._signed_at: dict[str, float] = {}  # ledger -> when its last checkpoint was signed
         self._due: dict[str, float] = {}  # ledgers with records no checkpoint covers yet -> when to sign
         self._sign_lock = threading.Lock()  # the outbox thread and the read path (on demand) both sign
-        self._queue: collections.deque[tuple[list[Record], int, list[SignedCheckpoint]]] = collections.deque()
+        # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
+        self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
+        # ledger -> the highest height this outbox put in the stream itself (appended or filled
+        # from the store): entries up to it need not be read back to know they are its own.
+        self._streamed: dict[str, int] = {}
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -104,6 +138,11 @@ class Outbox:
         """Queue a group's durable records (the store's ``on_commit``), and for a relay the
         checkpoints that cover them, to go out after them: quick, never raises."""
         self._queue.append((records, hops, list(checkpoints)))
+        self._wake.set()
+
+    def committed_rows(self, rows: list[Row], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
+        """:meth:`committed` for records read back from the store as bytes (the outbox process)."""
+        self._queue.append((rows, hops, list(checkpoints)))
         self._wake.set()
 
     def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
@@ -186,37 +225,46 @@ class Outbox:
             stopping = self._stop.is_set()
             try:
                 self._drain()
-                self._sign_due()
+                self._ship_checkpoints(self._sign_due())
                 if self._clock() >= next_beat:
                     next_beat = self._clock() + heartbeat
-                    if self.publisher is not None:
-                        self.publisher.checkpoints(self.checkpoints.values())
-                    self._sync_redis()
+                    self._heartbeat()
             except Exception:  # the outbox must outlive any one failure: the store has it all
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return
 
+    def _heartbeat(self) -> None:
+        """Every ``heartbeat_ms``: the latest checkpoints on the feed, the streams synced with the store."""
+        if self.publisher is not None:
+            self.publisher.checkpoints(self.checkpoints.values())
+        self._sync_redis()
+
     def _drain(self) -> None:
         while self._queue:
-            batch: list[tuple[Record, bytes, int]] = []
+            batch: list[tuple[str, int, bytes, int]] = []
             relayed: list[SignedCheckpoint] = []
             while self._queue and len(batch) < self.settings.catch_up_batch:
                 records, hops, checkpoints = self._queue.popleft()
-                batch.extend((record, record.encode(), hops) for record in records)
+                for item in records:
+                    if isinstance(item, Record):
+                        batch.append((item.ledger, item.height, item.encode(), hops))
+                    else:
+                        batch.append((*item, hops))
                 relayed.extend(checkpoints)
-            fresh = self._sign_batch(batch) if self.signer is not None else relayed
+            sizes = {ledger: height + 1 for ledger, height, _, _ in batch}
+            fresh = self._sign_batch(sizes) if self.signer is not None else relayed
             for checkpoint in fresh:
                 self._keep(checkpoint)
             self._to_stream(batch)
             if self.publisher is not None:
-                for record, data, hops in batch:
+                for ledger, height, data, hops in batch:
                     if hops <= self.settings.max_hops:
-                        self.publisher.record(record.ledger, record.height, data, hops)
+                        self.publisher.record(ledger, height, data, hops)
                         self.published += 1
                 if fresh:
                     self.publisher.checkpoints(fresh)  # after the records they cover
-            self._report({record.ledger: record.height for record, _, _ in batch})
+            self._report({ledger: size - 1 for ledger, size in sizes.items()})
 
     def _keep(self, checkpoint: SignedCheckpoint | None) -> None:
         if checkpoint is None:
@@ -225,12 +273,9 @@ class Outbox:
         if latest is None or checkpoint.size > latest.size:
             self.checkpoints[checkpoint.ledger] = checkpoint
 
-    def _sign_batch(self, batch: list[tuple[Record, bytes, int]]) -> list[SignedCheckpoint]:
-        """A home's checkpoint of each ledger up to its last record in ``batch``, for the
-        ledgers not signed within ``checkpoint_interval_ms`` (the others are due later)."""
-        sizes: dict[str, int] = {}
-        for record, _, _ in batch:
-            sizes[record.ledger] = record.height + 1
+    def _sign_batch(self, sizes: Mapping[str, int]) -> list[SignedCheckpoint]:
+        """A home's checkpoint of each ledger at its size in ``sizes`` (a batch's last record
+        + 1), for the ledgers not signed within ``checkpoint_interval_ms`` (the others are due later)."""
         now = self._clock()
         signed = []
         for ledger, size in sizes.items():
@@ -245,7 +290,7 @@ class Outbox:
                 signed.append(checkpoint)
         return signed
 
-    def _sign_due(self) -> None:
+    def _sign_due(self) -> list[SignedCheckpoint]:
         """Sign the ledgers whose records waited ``checkpoint_interval_ms`` for a checkpoint."""
         now = self._clock()
         fresh = []
@@ -258,6 +303,10 @@ class Outbox:
                 self._signed_at[ledger] = now
                 self._keep(checkpoint)
                 fresh.append(checkpoint)
+        return fresh
+
+    def _ship_checkpoints(self, fresh: list[SignedCheckpoint]) -> None:
+        """Send checkpoints signed without a batch of records (``_sign_due``) to Redis and the feed."""
         if fresh:
             if self.stream and self._redis_usable():
                 assert self.replication is not None
@@ -274,20 +323,21 @@ class Outbox:
     def _redis_failed(self, error: Exception) -> None:
         log.warning("outbox: Redis unavailable (%s); the feed goes on, the stream catches up later", error)
         self._redis_retry_at = self._clock() + REDIS_RETRY_SECONDS
+        self._streamed.clear()  # a Redis that comes back may have lost or been given entries
 
-    def _to_stream(self, batch: list[tuple[Record, bytes, int]]) -> None:
+    def _to_stream(self, batch: list[tuple[str, int, bytes, int]]) -> None:
         """Append ``batch`` to its ledgers' streams; whatever a stream lacks below it comes from the store."""
         if not self.stream or not self._redis_usable():
             return
-        runs: dict[str, list[tuple[Record, bytes, int]]] = {}
+        runs: dict[str, list[tuple[str, int, bytes, int]]] = {}
         for item in batch:
-            if self.owns(item[0].ledger):
-                runs.setdefault(item[0].ledger, []).append(item)
+            if self.owns(item[0]):
+                runs.setdefault(item[0], []).append(item)
         try:
             for ledger, run in runs.items():
                 checkpoint = self.checkpoints.get(ledger)
-                note = checkpoint.note if checkpoint is not None and checkpoint.height == run[-1][0].height else b""
-                self._append(ledger, run[0][0].height, [data for _, data, _ in run], note)
+                note = checkpoint.note if checkpoint is not None and checkpoint.height == run[-1][1] else b""
+                self._append(ledger, run[0][1], [data for _, _, data, _ in run], note)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 
@@ -297,10 +347,17 @@ class Outbox:
         assert self.replication is not None
         last, conflict = self.replication.append_checked(ledger, self.name, first, records, checkpoint)
         end = first + len(records) - 1
-        if conflict is None and last > end:  # the stream holds heights above the run: are they ours?
-            conflict = self._first_foreign(ledger, end + 1, last)
+        # The stream holds heights above the run: are they ours? Only those this outbox did not
+        # add itself are read back. A heartbeat's fill from the store runs ahead of the queue
+        # when the outbox is behind; reading that whole lead again for each run of the queue
+        # made each pass slower the further behind it was, and the queue grew without bound.
+        checked = max(end, self._streamed.get(ledger, -1))
+        if conflict is None and last > checked:
+            conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
             last = self._repair(ledger, conflict)
+        elif last >= end:
+            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
         self._fill(ledger, last, end)
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
@@ -327,6 +384,7 @@ class Outbox:
                   expected=held.hash.hex() if held is not None else "", found=found)
         )  # fmt: skip
         self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
+        self._streamed[ledger] = min(height - 1, self._streamed.get(ledger, -1))
         return height - 1
 
     def _fill(self, ledger: str, last: int, end: int) -> None:
@@ -334,6 +392,13 @@ class Outbox:
         assert self.replication is not None
         while last < end:
             stop = min(end + 1, last + 1 + self.settings.catch_up_batch)
+            kept = None
+            if self.signer is None:
+                # An outbox that does not sign (the outbox process) ends a chunk at the largest
+                # checkpoint its node kept within it, and sends that checkpoint with it.
+                kept = self.store.checkpoints.latest(ledger, SIGNED, at_most=stop, above=last + 1)
+                if kept is not None:
+                    stop = kept.size
             fill = [data for _, data in self.store.range_raw(ledger, last + 1, stop)]
             if not fill:
                 raise RuntimeError(f"the store has no {ledger} records from {last + 1}")
@@ -341,10 +406,13 @@ class Outbox:
             # Each chunk has its checkpoint, so a follower can store it as it comes.
             checkpoint = self.sign(ledger, last + 1 + len(fill))
             note = checkpoint.note if checkpoint is not None else b""
+            if kept is not None and kept.size == last + 1 + len(fill):
+                note = kept.note
             reached = self.replication.append(ledger, self.name, last + 1, fill, note)
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
+            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
 
     def _sync_redis(self) -> None:
         """At start, at each heartbeat and after an outage: fill each stream up to the store's head."""

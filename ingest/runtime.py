@@ -100,6 +100,8 @@ class NodeRuntime:
         self.stack = stack
         # The request socket's keys through a rotation (made by request_server).
         self.rotation: RotatingKeys | None = None
+        # The feed socket's keys through a rotation (made by publisher).
+        self.feed_rotation: RotatingKeys | None = None
         self._passphrase = passphrase  # opens the key generations a rotation adds
         # Its role's Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
         self.redis_access = config.redis_access(node.role)
@@ -173,22 +175,27 @@ class NodeRuntime:
         server.self_test()
         return server
 
-    def publisher(self, settings: BrokerSettings, send_hwm: int) -> Publisher:
+    def publisher(self, settings: BrokerSettings, send_hwm: int, *, attach: bool = True) -> Publisher:
         """The node's feed (PROTOCOL 10.1) on its ``pub_port``, admitting ``gates.feed``, once it has
         proved that an unlisted key is refused; closed (with its linger) when the runtime closes.
 
         Like the request socket it serves the key generation in force on ``pub_port``, and during
         a rotation's window the new one on ``feed_rotation_port`` (PROTOCOL 16.6); its re-binds
-        run on the thread that publishes. Raises KeyMaterialError as :meth:`request_server`.
+        run on the thread that publishes (``Publisher.call_soon``). With ``attach`` false another
+        thread will own the socket (an ingest node's feed proxy): the caller then attaches
+        :attr:`feed_rotation` to that thread once it runs. Raises KeyMaterialError as
+        :meth:`request_server`.
         """
         node = self.node
         assert node.bind_feed_endpoint is not None  # the caller publishes only with a pub_port
         rotation, keys = self._rotating((node.bind_feed_endpoint, node.bind_feed_rotation_endpoint))
+        self.feed_rotation = rotation
         publisher = Publisher(self.name, keys, node.bind_feed_endpoint, self.gates.feed, settings, send_hwm)
         # Closed after what publishes stopped (added before it): what was made durable goes out.
         self.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
         publisher.self_test()
-        rotation.attach(publisher.socket, publisher.call_soon)
+        if attach:
+            rotation.attach(publisher.socket, publisher.call_soon)
         return publisher
 
     def _rotating(self, endpoints: tuple[str, str | None] | None) -> tuple[RotatingKeys, KeyPair]:

@@ -40,7 +40,7 @@ from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
-from .outbox import Outbox
+from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import NodeRuntime
 from .second_factor import cluster_second_factors
@@ -78,7 +78,8 @@ def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
 
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     # A put's thread gives the GIL up at each fsync and send; another thread that took it
-    # meanwhile (the outbox, mostly) keeps it up to the switch interval when it does not block.
+    # meanwhile (the outbox's signing thread, mostly: its shipping runs in a process of its own)
+    # keeps it up to the switch interval when it does not block.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     with NodeRuntime.open(config, name, ("ingest",), passphrase) as runtime:
         _run_ingest(runtime, passphrase)
@@ -143,18 +144,22 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     runtime.started(cache)
     witnesses = witness_keys(config)
     # Closed after the outbox stopped (added before it): what the last group commits made
-    # durable goes out before the feed closes. Its key follows the node's rotations (16.6).
-    publisher = runtime.publisher(broker, config.replication.send_hwm)
+    # durable goes out before the feed closes. Its key follows the node's rotations (16.6) once
+    # the outbox's feed proxy, the thread that owns the socket from then on, runs (below).
+    publisher = runtime.publisher(broker, config.replication.send_hwm, attach=False)
     # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
     # line; writes go to the home of the newest epoch this store or Redis names.
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication)
-    outbox = Outbox(
+    # Its streams and feed are shipped by a process of its own (ingest/outbox_process.py): this
+    # process keeps the request loop, the group commits and the checkpoints' signatures.
+    outbox = OutboxProcess(
         name,
         store,
         publisher,
-        replication,
+        runtime.redis_access,
         config.replication,
+        stream_max_len=config.replication.stream_max_len,
         signer=signer,
         refused=refused,
         # A home that Redis says was replaced (it was cut off during the handover) signs nothing more.
@@ -171,6 +176,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # stream from its stale store when its outbox starts.
     runtime.started(HomesRefresh(homes))
     runtime.started(outbox)
+    # No thread of this process publishes (Publisher.call_soon would never run): the re-binds
+    # of a key rotation go to the proxy's thread, which runs them even when nothing is sent.
+    assert runtime.feed_rotation is not None
+    runtime.feed_rotation.attach(publisher.socket, outbox.feed_call_soon)
     feeder = runtime.started(
         WitnessFeeder(
             name,
@@ -189,7 +198,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         metrics.collect_with(
             gauge_collector(f"vledger_outside_witness_{what}", text, functools.partial(feeder.count, what))
         )
-    runtime.health(metrics, {"store": lambda: None, "redis": redis_check(replication)})
+    runtime.health(
+        metrics,
+        {
+            "store": lambda: None,
+            "redis": redis_check(replication),
+            "outbox": lambda: None if outbox.alive() else "the outbox process is not running",
+        },
+    )
     watch = runtime.started(
         CosignatureWatch(
             name,

@@ -201,17 +201,14 @@ class Pending:
     request_id: RequestId
     future: Future[Any]
     then: Callable[[Any], object]
-    # Built once: the metrics' callback reads the reply's code before the loop sends it.
-    _reply: bytes | None = field(default=None, init=False, repr=False)
 
     def reply(self) -> bytes:
-        """The reply's bytes (the future must be done), built on the first call; never raises."""
-        if self._reply is None:
-            try:
-                self._reply = reply_ok(self.request_id, self.then(self.future.result()))
-            except Exception as e:  # every outcome becomes a reply, a bug included
-                self._reply = _error_reply(self.request_id, e)
-        return self._reply
+        """The reply's bytes (the future must be done); never raises. Made anew per call: the
+        loop calls it once, and the metrics count the bytes it returns (``_MeteredReply``)."""
+        try:
+            return reply_ok(self.request_id, self.then(self.future.result()))
+        except Exception as e:  # every outcome becomes a reply, a bug included
+            return _error_reply(self.request_id, e)
 
 
 def _error_reply(request_id: RequestId, error: Exception) -> bytes:

@@ -89,7 +89,9 @@ def make_run_config(directory: Path) -> Path:
         return found
 
     text = (ROOT / "config" / "cluster.toml").read_text(encoding="utf-8")
-    text, nodes = re.subn(r"^(port|pub_port) = \d+", lambda m: f"{m[1]} = {port()}", text, flags=re.MULTILINE)
+    # Every listening port, the HTTP ones too: a `make run` of the repository may hold them meanwhile.
+    ports = r"^((?:feed_rotation_|rotation_|pub_|http_|gateway_)?port) = \d+"
+    text, nodes = re.subn(ports, lambda m: f"{m[1]} = {port()}", text, flags=re.MULTILINE)
     text, redis = re.subn(r"redis://127\.0\.0\.1:\d+/", lambda _: f"redis://127.0.0.1:{port()}/", text)
     assert nodes >= 9 and redis == 1, "config/cluster.toml changed shape: this test must learn it"
     path = directory / "config" / "cluster.toml"

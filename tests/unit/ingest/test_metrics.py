@@ -5,11 +5,13 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+import msgpack
+
 from vledger.config.cluster import NodeConfig
 from vledger.ingest.metrics import MeteredService, NodeMetrics
 from vledger.ingest.service import Pending
-from vledger.node.errors import NoSuchLedgerError
-from vledger.node.wire import encode_request
+from vledger.node.errors import NoSuchLedgerError, ThrottledError
+from vledger.node.wire import encode_request, reply_error
 
 
 class _Service:
@@ -46,34 +48,66 @@ def test_a_metered_service_answers_what_the_service_answers() -> None:
     assert inner.handled == ["key"]
 
 
-def test_requests_are_counted_by_command_and_code_and_a_pending_reply_is_built_once() -> None:
-    """The reply the metrics read is the one the loop sends: built once, by the first reader."""
+def _sample(metrics: NodeMetrics, name: str, labels: dict[str, str]) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_waiting_put_is_counted_and_timed_once_from_the_reply_the_client_gets() -> None:
+    made: list[int] = []
+
+    class _Waits(_Service):
+        def __init__(self) -> None:
+            super().__init__()
+            self.future: Future[Any] = Future()
+
+        def handle(self, key: str, data: bytes) -> bytes | Pending:
+            def then(result: object) -> object:
+                made.append(1)  # each call makes the reply's bytes anew
+                return result
+
+            return Pending(7, self.future, then)
+
+    inner = _Waits()
+    metrics = _metrics()
+    metered = MeteredService(inner, metrics)
+    answer = metered.handle("key", encode_request(7, "put", {"entry": b"x"}))
+    assert not isinstance(answer, bytes)
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) is None  # not yet answered
+    inner.future.set_result({"height": 3})
+    reply = answer.reply()  # what the request loop sends, once
+    assert msgpack.unpackb(reply) == {"id": 7, "ok": True, "result": {"height": 3}}
+    assert made == [1]  # made once: the count read the bytes the client got
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) == 1
+    assert _sample(metrics, "vledger_put_seconds_count", {}) == 1
+
+
+def test_error_replies_are_counted_by_their_code() -> None:
+    class _Refuses(_Service):
+        def handle(self, key: str, data: bytes) -> bytes | Pending:
+            return reply_error(1, ThrottledError("slow down"))
+
+    metrics = _metrics()
+    metered = MeteredService(_Refuses(), metrics)
+    for _ in range(3):
+        metered.handle("key", encode_request(1, "put", {}))
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "throttled"}) == 3
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) is None
+
+
+def test_requests_are_counted_by_command_and_code_a_failed_wait_by_its_error_code() -> None:
     metrics = _metrics()
     metered = MeteredService(_Service(), metrics)
     metered.handle("key", encode_request(1, "hello", {}))
     metered.handle("key", encode_request(2, "hello", {}))
-    calls: list[object] = []
-    future: Future[Any] = Future()
-
-    def then(result: object) -> object:
-        calls.append(result)
-        return {"height": result}
-
-    pending = Pending(3, future, then)
-    metered.service = _Pending(pending)
-    assert metered.handle("key", encode_request(3, "put", {})) is pending
-    future.set_result(7)  # runs the metrics' callback, which reads the reply
-    assert calls == [7]
-    assert pending.reply() is pending.reply() and calls == [7]
-    assert metrics.registry.get_sample_value("vledger_requests_total", {"command": "hello", "code": "ok"}) == 2
-    assert metrics.registry.get_sample_value("vledger_requests_total", {"command": "put", "code": "ok"}) == 1
     failed: Future[Any] = Future()
-    metered.service = _Pending(Pending(4, failed, then))
-    metered.handle("key", encode_request(4, "put", {}))
+    metered.service = _Pending(Pending(4, failed, lambda result: result))
+    answer = metered.handle("key", encode_request(4, "put", {}))
+    assert not isinstance(answer, bytes)
     failed.set_exception(NoSuchLedgerError("no ledger 'x'"))
-    assert (
-        metrics.registry.get_sample_value("vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
-    )
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) is None
+    answer.reply()  # the loop takes the reply: counted now, once
+    assert _sample(metrics, "vledger_requests_total", {"command": "hello", "code": "ok"}) == 2
+    assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
 
 
 class _Pending(_Service):

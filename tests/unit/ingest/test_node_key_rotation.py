@@ -16,6 +16,7 @@ from vledger.config.cluster import NodeConfig
 from vledger.config.settings import BrokerSettings
 from vledger.ingest.members import now_ms
 from vledger.ingest.node_key_rotation import ClientKeys, RotatingKeys, serving_generations
+from vledger.ingest.outbox_process import FeedProxy, FeedPusher
 from vledger.node.node_key_rotation import KeyHistory, key_histories
 
 K0, K1, K2 = ("A" * 40, "B" * 40, "C" * 40)
@@ -123,6 +124,67 @@ def test_a_feed_serves_the_new_key_on_its_rotation_port_then_on_its_port_and_the
     finally:
         holds_old.close()
         holds_new.close()
+        publisher.close()
+        ctx.destroy(linger=0)
+
+
+def _wait(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _heard_through(pusher: FeedPusher, sub: Subscriber, seconds: float) -> set[int]:
+    """As :func:`_heard`, through an ingest node's feed proxy (the outbox process's PUSH socket)."""
+    heard: set[int] = set()
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        pusher.record("votes", n, b"r")
+        heard.update(m.height for m in sub.receive(20, 1000) if isinstance(m, FeedRecord))
+    return heard
+
+
+def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent(tmp_path: Path) -> None:
+    """An ingest node publishes through its outbox's feed proxy: that thread owns the PUB
+    socket and runs the rotation's re-binds at once, even when no message flows."""
+    node, keys_dir = _feed_node(tmp_path)
+    old, new = generate(keys_dir, "ingest-1"), generate(keys_dir, "ingest-1@1")
+    member = new_keypair()
+    allow = AllowList()
+    allow.replace({member.public})
+    assert node.bind_feed_endpoint is not None and node.bind_feed_rotation_endpoint is not None
+    publisher = Publisher("ingest-1", old, node.bind_feed_endpoint, allow, BrokerSettings(), send_hwm=10_000)
+    proxy = FeedProxy(publisher, 10_000).start()
+    rotation = RotatingKeys(node, keys_dir, None, 0, (node.bind_feed_endpoint, node.bind_feed_rotation_endpoint))
+    rotation.attach(publisher.socket, proxy.call_soon)
+    ctx: zmq.Context[Any] = zmq.Context()
+    pusher = FeedPusher(ctx, "ingest-1", proxy.endpoint, 10_000)
+    feed, side = node.bind_feed_endpoint, node.bind_feed_rotation_endpoint
+    holds_new = _subscriber(ctx, member, new.public, side)
+    try:
+        until = now_ms() + 1000
+        rotation.update(_history("ingest-1", old, new, until))
+        _wait(lambda: rotation.rotation_serving == 1, "the rotation port bound, nothing sent")
+        deadline = time.monotonic() + DEADLINE
+        while not _heard_through(pusher, holds_new, 0.2):
+            assert time.monotonic() < deadline, "nothing arrived on the rotation port"
+        while now_ms() <= until:
+            time.sleep(0.05)
+        rotation.update(_history("ingest-1", old, new, until))  # what MemberGates' timer does
+        _wait(lambda: rotation.serving == 1, "the port re-bound with the new key, nothing sent")
+        main_only = _subscriber(ctx, member, new.public, feed)
+        deadline = time.monotonic() + DEADLINE
+        while not _heard_through(pusher, main_only, 0.2):
+            assert time.monotonic() < deadline, "the new key is not served on the port"
+        main_only.close()
+    finally:
+        holds_new.close()
+        pusher.close(0)
+        proxy.stop()
+        proxy.call_soon(lambda: None)  # a rotation's timer at shutdown: dropped, no error
         publisher.close()
         ctx.destroy(linger=0)
 

@@ -549,3 +549,47 @@ def test_group_commits_within_outbox_interval_go_out_in_one_pass(redis_client: A
         passes = repl.appends[before:]
         assert sum(count for _, _, count, _ in passes) == 5
         assert len(passes) <= 2, passes  # the first may go at once; the others wait for the next pass
+
+
+class ReadLogged(LoggedReplication):
+    """Notes each read of the stream as well: (ledger, start, count)."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.reads: list[tuple[str, int, int]] = []
+
+    def read(self, ledger: str, start: int, count: int, stop: int | None = None) -> list[StreamRecord]:
+        self.reads.append((ledger, start, count))
+        return super().read(ledger, start, count, stop)
+
+
+def test_entries_the_outbox_streamed_itself_are_not_read_back_but_others_above_a_run_are(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """A heartbeat's fill from the store runs ahead of a queue that is behind; the queue's runs
+    then find the stream above them. What this outbox added itself is not read back for each
+    run (that made each pass slower the further behind it was), while an entry above a run that
+    it did not add is still found, and the stream rewritten from the store."""
+    settings = ReplicationSettings(heartbeat_ms=60_000, catch_up_batch=8)
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        repl = ReadLogged(redis_client)
+        outbox = Outbox(HOME, store, None, repl, settings)
+        store.on_commit = outbox.committed
+        # Not started: its passes are run here, one step at a time.
+        for _ in range(5):
+            append(store, LEDGER, 8)  # queued, 5 group commits
+        outbox._sync_redis()  # the heartbeat: fills the stream from the store, ahead of the queue
+        outbox._drain()  # each run finds the stream above it
+        assert repl.reads == []
+        assert streamed(repl, LEDGER) == in_store(store, LEDGER)
+        assert redis_client.xlen(repl.stream_key(LEDGER)) == 40  # each height once
+
+        append(store, LEDGER, 1)  # height 40, queued
+        data = store.get(LEDGER, 40)
+        assert data is not None
+        repl.append(LEDGER, HOME, 40, [data.encode(), b"not a record of the home"])
+        repl.reads.clear()
+        outbox._drain()
+        assert repl.reads[0] == (LEDGER, 41, 1)  # only what this outbox did not add
+        assert streamed(repl, LEDGER) == in_store(store, LEDGER)  # cut back to the store's chain
+        outbox.stop()

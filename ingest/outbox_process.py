@@ -1,0 +1,540 @@
+"""An ingest node's outbox in a process of its own, so that the request loop keeps the GIL.
+
+In one process the outbox's Redis round trips, feed envelopes and publishes took the GIL
+from the request loop, whose group commits and replies are what a client waits for. Here
+the node keeps only what needs its key and its store's writer: :class:`OutboxProcess`, an
+:class:`~vledger.ingest.outbox.Outbox` whose thread signs each batch's checkpoints (kept
+in the store, as before) and hands the child, over a pipe, each ledger's new heights, whether
+this node owns the ledger's stream, and those checkpoints: a few bytes per pass, never a
+record. The child (:func:`ship`, a ``spawn``-ed process) reads the records from the store's
+file (SQLite WAL lets a reader run beside the writer, and ``on_commit`` runs only after
+COMMIT, so every height it is told of is there), then runs the same ``Outbox`` code as
+before, without a signer: streams, holder heights, repairs and fills from the store, the
+heartbeat. It publishes into a PUSH socket over ``ipc://`` in a private directory (mode
+0700); a thread of the node runs libzmq's proxy (no GIL) from there into the node's CURVE
+PUB socket, where the feed's ZAP allow-list (the accounts, rotated keys) already lives.
+
+Nothing in the guarantees moves: the store is still the only truth, acknowledged before
+anything is sent, and the child fills each stream from it at start and every heartbeat, so
+a child that dies (the node starts another at its next heartbeat) or a node killed while
+heights were in the pipe (the child ships what it was told, then ends at the pipe's end)
+costs only latency. Records and checkpoints go out in the order the node signed them:
+one pipe, one PUSH socket, one proxy.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import faulthandler
+import logging
+import multiprocessing
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from ..broker.feed import Publisher, encode_checkpoints, encode_record
+from ..broker.redis_server import connect
+from ..broker.replication import ReplicationLedger
+from ..config.cluster import RedisAccess, ReplicationSettings
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.checkpoint_log import CheckpointLog
+from ..node.errors import StoreError, VledgerError
+from ..node.record import Record, decode_record
+from ..node.store import ChainStore
+from ..node.storefile import DB_NAME, StoreReader
+from ..node.tree import Frontier
+from ..node.witness import HomeSigner, SignedCheckpoint
+from .outbox import Outbox, Row
+
+log = logging.getLogger(__name__)
+
+# Pipe messages (msgpack lists), node to outbox process.
+SHIP = 0  # [SHIP, [[ledger, first, last, owns], ...], [[ledger, size, root, note], ...]]
+BEAT = 1  # [BEAT, {ledger: owns}, [[ledger, size, root, note], ...]]: every ledger, every heartbeat
+STOP = 2  # [STOP]: ship what was sent, then end
+CHILD_STOP_SECONDS = 30.0  # a stopping node waits this long for the outbox process to ship its queue
+PROXY_LINGER_MS = 2000  # what the outbox process pushed at its end gets this long to reach the proxy
+REDIS_TIMEOUT = 2.0  # seconds, as the node's own replication client (runtime.REPLICATION_REDIS_TIMEOUT)
+
+
+def _checkpoint_rows(checkpoints: Iterable[SignedCheckpoint]) -> list[list[Any]]:
+    return [[c.ledger, c.size, c.root, c.note] for c in checkpoints]
+
+
+def _checkpoints(rows: Iterable[list[Any]]) -> list[SignedCheckpoint]:
+    return [SignedCheckpoint(str(ledger), int(size), bytes(root), bytes(note)) for ledger, size, root, note in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ShipperSetup:
+    """What the outbox process is started with (pickled by ``spawn``; no secret: the Redis
+    password stays in its file, which the process reads itself)."""
+
+    name: str
+    store_dir: Path
+    read_page_size: int
+    redis: RedisAccess
+    stream_max_len: int
+    settings: ReplicationSettings
+    feed_endpoint: str  # the node's proxy, ipc:// in a private directory
+    send_hwm: int
+    log_level: int
+
+
+class StoreView:
+    """The read side of a node's store file, as the outbox process's :class:`Outbox` reads it:
+    one read-only connection per thread (the pipe reader and the outbox thread), and the
+    checkpoints table. It has no tree and signs nothing: :meth:`frontier` and :meth:`root`
+    raise StoreError."""
+
+    def __init__(self, directory: Path, page_size: int) -> None:
+        self.directory = directory
+        self.page_size = page_size
+        self._local = threading.local()
+        self._readers: list[StoreReader] = []
+        self._lock = threading.Lock()
+        self.checkpoints = CheckpointLog(directory / DB_NAME)
+
+    def _reader(self) -> StoreReader:
+        reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = StoreReader(self.directory, self.page_size)
+            with self._lock:
+                self._readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        self.checkpoints.close()
+        with self._lock:
+            for reader in self._readers:
+                # Another thread's connection cannot be closed from here: it ends with the process.
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    reader.close()
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        """Every ledger's highest height in the file and that record's hash."""
+        reader = self._reader()
+        heads = {}
+        for ledger in reader.ledgers():
+            height = reader.size(ledger) - 1
+            data = reader.get(ledger, height)
+            heads[ledger] = (height, decode_record(data, PROTOCOL_LIMITS).hash if data is not None else b"")
+        return heads
+
+    def size(self, ledger: str) -> int:
+        return self._reader().size(ledger)
+
+    def get(self, ledger: str, height: int) -> Record | None:
+        data = self._reader().get(ledger, height)
+        return decode_record(data, PROTOCOL_LIMITS) if data is not None else None
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self._reader().iter_raw(ledger, start, stop)
+
+    def frontier(self, ledger: str) -> Frontier:
+        raise StoreError(f"{self.directory}: the outbox process reads no tree (it signs nothing)")
+
+    def root(self, ledger: str, size: int | None = None) -> bytes:
+        raise StoreError(f"{self.directory}: the outbox process reads no tree (it signs nothing)")
+
+
+class FeedPusher:
+    """The outbox process's feed: a PUSH socket into the node's proxy to its PUB socket. Like
+    the PUB socket, it never blocks: a message the proxy cannot take now is dropped (the
+    subscribers catch up by height)."""
+
+    def __init__(self, context: zmq.Context[Any], name: str, endpoint: str, send_hwm: int) -> None:
+        self.name = name
+        self.socket = context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, send_hwm)
+        self.socket.connect(endpoint)
+        self.dropped = 0
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
+        self._send(encode_record(ledger, height, hops, self.name, data))
+
+    def checkpoints(self, checkpoints: Iterable[SignedCheckpoint]) -> None:
+        self._send(encode_checkpoints(self.name, checkpoints))
+
+    def _send(self, frames: list[bytes]) -> None:
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            log.debug("feed message dropped: the node's proxy is behind")
+
+    def close(self, linger_ms: int) -> None:
+        self.socket.close(linger=linger_ms)
+
+
+class FeedProxy:
+    """Forwards what the outbox process pushes to the node's PUB socket, in a thread that runs
+    libzmq's proxy (it holds no GIL). From :meth:`start` on, that thread owns the PUB socket:
+    a step that must touch it (a key rotation's re-bind, PROTOCOL 16.6) is handed over with
+    :meth:`call_soon`, which ends the current proxy run; the thread runs the step between two
+    runs, and what was pushed meanwhile waits in the PULL socket."""
+
+    def __init__(self, publisher: Publisher, send_hwm: int) -> None:
+        self._publisher = publisher
+        context = publisher.socket.context
+        # mkdtemp: a directory only this user can enter, so no other user can push feed messages.
+        self.directory = Path(tempfile.mkdtemp(prefix="vledger-outbox-"))
+        self.endpoint = f"ipc://{self.directory}/feed"
+        self._pull = context.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.RCVHWM, send_hwm)
+        self._pull.bind(self.endpoint)
+        control = f"inproc://outbox-proxy-{id(self)}"
+        self._control = context.socket(zmq.PAIR)
+        self._control.bind(control)
+        self._steer = context.socket(zmq.PAIR)
+        self._steer.connect(control)
+        self._steer_lock = threading.Lock()  # any thread may steer; a socket is one thread's at a time
+        self._steps: collections.deque[Callable[[], None]] = collections.deque()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedProxy:
+        self._thread = threading.Thread(target=self._run, name="outbox-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def call_soon(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the thread that owns the PUB socket, before it forwards more (any
+        thread). It runs at once, whether or not messages flow: the proxy run ends for it. After
+        :meth:`stop` the step is dropped (the socket is closing; a key rotation has nothing to
+        serve any more)."""
+        with self._steer_lock:
+            if self._stopping:
+                log.debug("feed proxy stopped: a step on the PUB socket dropped")
+                return
+            self._steps.append(step)
+            self._steer.send(b"TERMINATE")  # ends this proxy run; the next one starts after the step
+
+    def _run(self) -> None:
+        while True:
+            while self._steps:
+                step = self._steps.popleft()
+                try:
+                    step()
+                except Exception:  # a re-bind that failed is the rotation's to report; the feed goes on
+                    log.exception("feed proxy: a step on the PUB socket failed")
+            if self._stopping:
+                return
+            zmq.proxy_steerable(self._pull, self._publisher.socket, None, self._control)
+
+    def stop(self) -> None:
+        """End the proxy (after what it holds was forwarded) and remove its directory."""
+        if self._thread is not None:
+            with self._steer_lock:
+                self._stopping = True
+                self._steer.send(b"TERMINATE")
+            self._thread.join()
+            self._thread = None
+        for socket in (self._pull, self._control, self._steer):
+            socket.close(linger=0)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class OutboxProcess(Outbox):
+    """An ingest node's outbox whose shipping runs in a process of its own (see the module).
+
+    Here, on the outbox thread: the checkpoints (signed per batch, kept in the store; ``sign``,
+    ``latest`` and ``covering`` as in :class:`Outbox`), and the hand-off to the child. The
+    committer's ``on_commit`` (:meth:`committed`) only notes each ledger's heights.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: ChainStore,
+        publisher: Publisher,
+        redis: RedisAccess,
+        settings: ReplicationSettings,
+        *,
+        stream_max_len: int,
+        signer: HomeSigner | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
+        epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
+        owns: Callable[[str], bool] = lambda ledger: True,
+    ) -> None:
+        super().__init__(
+            name, store, None, None, settings, stream=False, signer=signer, refused=refused, epochs=epochs, owns=owns
+        )
+        self._store = store
+        self._publisher = publisher
+        self._redis = redis
+        self._stream_max_len = stream_max_len
+        self._spans: collections.deque[dict[str, tuple[int, int]]] = collections.deque()
+        self._proxy: FeedProxy | None = None
+        self._proxy_stopped = False
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._pipe: Connection | None = None
+        self.restarts = 0
+
+    def backlog(self) -> int:
+        return len(self._spans)
+
+    def committed(self, records: list[Record], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
+        """Note a group's durable heights per ledger (the store's ``on_commit``): quick, never raises."""
+        spans: dict[str, tuple[int, int]] = {}
+        for record in records:
+            span = spans.get(record.ledger)
+            spans[record.ledger] = (span[0] if span is not None else record.height, record.height)
+        self._spans.append(spans)
+        self._wake.set()
+
+    def start(self) -> OutboxProcess:
+        self._proxy = FeedProxy(self._publisher, self.settings.send_hwm).start()
+        self._start_child()
+        super().start()
+        return self
+
+    def stop(self) -> None:
+        """Hand over what is queued, let the outbox process ship it and end, then stop the proxy."""
+        super().stop()
+        if self._pipe is not None:
+            self._send([STOP])
+        if self._child is not None:
+            self._child.join(CHILD_STOP_SECONDS)
+            if self._child.is_alive():
+                log.error("outbox process %d did not stop in %.0f s: killed", self._child.pid, CHILD_STOP_SECONDS)
+                self._child.kill()
+                self._child.join()
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+        if self._proxy is not None:
+            self._proxy_stopped = True
+            self._proxy.stop()
+            self._proxy = None
+
+    def feed_call_soon(self, step: Callable[[], None]) -> None:
+        """Run ``step`` on the thread that owns the node's PUB socket (the feed proxy's), before
+        it forwards more: what a key rotation's re-bind of the feed must use (any thread).
+        Raises RuntimeError before :meth:`start`; after :meth:`stop` the step is dropped."""
+        proxy = self._proxy
+        if proxy is None:
+            if self._proxy_stopped:  # a rotation's timer at shutdown: the feed is closing
+                log.debug("outbox stopped: a step on the feed socket dropped")
+                return
+            raise RuntimeError("the outbox process is not started: its feed proxy owns no socket yet")
+        proxy.call_soon(step)
+
+    @property
+    def pid(self) -> int | None:
+        """The outbox process's id, None before :meth:`start`."""
+        return self._child.pid if self._child is not None else None
+
+    @property
+    def feed_directory(self) -> Path | None:
+        """The private directory of the proxy's ipc endpoint while it runs."""
+        return self._proxy.directory if self._proxy is not None else None
+
+    def alive(self) -> bool:
+        """Whether the outbox process runs (a readiness check)."""
+        return self._child is not None and self._child.is_alive()
+
+    # --- the outbox thread ----------------------------------------------------------------
+
+    def _start_child(self) -> None:
+        assert self._proxy is not None
+        setup = ShipperSetup(
+            self.name,
+            self._store.directory,
+            self._store.settings.read_page_size,
+            self._redis,
+            self._stream_max_len,
+            self.settings,
+            self._proxy.endpoint,
+            self.settings.send_hwm,
+            logging.getLogger("vledger").getEffectiveLevel(),
+        )
+        context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
+        ours, theirs = context.Pipe(duplex=False)
+        child = context.Process(target=ship, args=(setup, ours), name=f"outbox-{self.name}", daemon=True)
+        child.start()
+        ours.close()
+        self._child, self._pipe = child, theirs
+        log.info("outbox process %d started for %s", child.pid, self.name)
+
+    def _send(self, message: list[Any]) -> None:
+        assert self._pipe is not None
+        try:
+            self._pipe.send_bytes(msgpack.packb(message))
+        except OSError as e:  # the outbox process died: the next heartbeat starts another
+            log.warning("outbox process unreachable (%s): the next heartbeat starts another", e)
+
+    def _drain(self) -> None:
+        spans: dict[str, tuple[int, int]] = {}
+        while self._spans:
+            for ledger, (first, last) in self._spans.popleft().items():
+                span = spans.get(ledger)
+                spans[ledger] = (span[0] if span is not None else first, last)
+        if not spans:
+            return
+        fresh = self._sign_batch({ledger: last + 1 for ledger, (_, last) in spans.items()})
+        for checkpoint in fresh:
+            self._keep(checkpoint)
+        self._send(
+            [
+                SHIP,
+                [[ledger, first, last, self.owns(ledger)] for ledger, (first, last) in spans.items()],
+                _checkpoint_rows(fresh),
+            ]
+        )
+
+    def _ship_checkpoints(self, fresh: list[SignedCheckpoint]) -> None:
+        if fresh:
+            self._send([SHIP, [], _checkpoint_rows(fresh)])
+
+    def _heartbeat(self) -> None:
+        if self._child is not None and not self._child.is_alive():
+            # The store holds everything: a new process fills the streams from it as it starts.
+            log.error("outbox process %d ended (exit code %s): starting another", self._child.pid, self._child.exitcode)
+            self.restarts += 1
+            if self._pipe is not None:
+                self._pipe.close()
+            self._start_child()
+        owns = {ledger: self.owns(ledger) for ledger in self._store.ledgers()}
+        self._send([BEAT, owns, _checkpoint_rows(self.checkpoints.values())])
+
+
+# --- the outbox process ---------------------------------------------------------------------
+
+
+class ShippingOutbox(Outbox):
+    """The outbox process's Outbox: told each ledger's new heights (:meth:`told`), it reads the
+    records from the store only as it sends them, ``catch_up_batch`` at a time. What waits is a
+    span of heights and the latest checkpoint per ledger, never the records: however far Redis
+    or the proxy fall behind, its memory stays flat (the lesson of putperf's node, whose queue
+    of records grew without bound under 8 pipelining clients)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._told_lock = threading.Lock()
+        self._spans: dict[str, tuple[int, int]] = {}  # ledger -> (first, last) heights not yet read
+        self._waiting: dict[str, SignedCheckpoint] = {}  # ledger -> the latest checkpoint not yet sent
+
+    def told(self, spans: Iterable[tuple[str, int, int]], checkpoints: Iterable[SignedCheckpoint]) -> None:
+        """Note durable heights and the checkpoints that cover them (the pipe's reader thread)."""
+        with self._told_lock:
+            for ledger, first, last in spans:
+                span = self._spans.get(ledger)
+                self._spans[ledger] = (span[0] if span is not None else first, max(last, span[1] if span else last))
+            for checkpoint in checkpoints:
+                # A heartbeat's are mostly sent already (read here, changed only on the outbox thread).
+                sent = self.checkpoints.get(checkpoint.ledger)
+                waiting = self._waiting.get(checkpoint.ledger)
+                if all(c is None or c.size < checkpoint.size for c in (sent, waiting)):
+                    self._waiting[checkpoint.ledger] = checkpoint
+        self._wake.set()
+
+    def backlog(self) -> int:
+        with self._told_lock:
+            return sum(last - first + 1 for first, last in self._spans.values())
+
+    def _drain(self) -> None:
+        while self._take():
+            super()._drain()
+
+    def _take(self) -> bool:
+        """Queue the next page of told records (from the store) and the checkpoints they reach;
+        False when nothing was told."""
+        with self._told_lock:
+            if not self._spans and not self._waiting:
+                return False
+            page: tuple[str, int, int] | None = None
+            if self._spans:
+                ledger, (first, last) = next(iter(self._spans.items()))
+                stop = min(last + 1, first + self.settings.catch_up_batch)
+                page = (ledger, first, stop)
+                if stop > last:
+                    del self._spans[ledger]
+                else:
+                    self._spans[ledger] = (stop, last)
+            # A checkpoint goes once every record below its size is queued: after them.
+            ready = [
+                c
+                for ledger, c in self._waiting.items()
+                if ledger not in self._spans or c.size <= self._spans[ledger][0]
+            ]
+            for checkpoint in ready:
+                del self._waiting[checkpoint.ledger]
+        rows: list[Row] = []
+        if page is not None:
+            ledger, first, stop = page
+            rows = [(ledger, height, bytes(data)) for height, data in self.store.range_raw(ledger, first, stop)]
+            if len(rows) != stop - first:  # cannot be: on_commit runs after COMMIT
+                log.error("the store's file lacks %s below %d: the heartbeat fills the stream", ledger, stop)
+        self._queue.append((rows, 1, ready))
+        return True
+
+
+def ship(setup: ShipperSetup, pipe: Connection) -> None:
+    """The outbox process's body: ship what the node says is durable until it says stop or
+    its end of the pipe closes (the node ended, even by kill -9), then ship what is queued."""
+    # The node stops it through the pipe; a terminal's Ctrl-C or a group's SIGTERM must not
+    # cut it short before it shipped what it was told.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack to the log
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s outbox-{setup.name} %(name)s: %(message)s"))
+    root = logging.getLogger("vledger")
+    root.addHandler(handler)
+    root.setLevel(setup.log_level)
+    view = StoreView(setup.store_dir, setup.read_page_size)
+    replication = ReplicationLedger(connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len)
+    context: zmq.Context[Any] = zmq.Context()
+    pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
+    owned: dict[str, bool] = {}
+    # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait
+    # here would only add to the replication lag.
+    settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
+    outbox = ShippingOutbox(
+        setup.name, view, pusher, replication, settings, owns=lambda ledger: owned.get(ledger, False)
+    )
+    outbox.start()
+    try:
+        _serve(pipe, outbox, owned)
+    finally:
+        outbox.stop()
+        pusher.close(PROXY_LINGER_MS)
+        context.term()
+        view.close()
+        with contextlib.suppress(Exception):
+            replication.client.close()
+
+
+def _serve(pipe: Connection, outbox: ShippingOutbox, owned: dict[str, bool]) -> None:
+    while True:
+        try:
+            message = msgpack.unpackb(pipe.recv_bytes())
+        except EOFError:
+            log.warning("the node's end of the outbox pipe closed: shipping what it was told, then ending")
+            return
+        kind = message[0]
+        if kind == STOP:
+            return
+        if kind == BEAT:
+            owned.update(message[1])
+            outbox.told([], _checkpoints(message[2]))  # those signed at the node's start
+            continue
+        spans = []
+        for ledger, first, last, owns in message[1]:
+            owned[ledger] = owns
+            spans.append((str(ledger), int(first), int(last)))
+        outbox.told(spans, _checkpoints(message[2]))

@@ -1,0 +1,212 @@
+"""The ingest node's outbox process: a real store, a real CURVE feed, a real Redis and a real
+child process. What the committer made durable reaches the stream and the feed (records before
+the checkpoint that covers them), a killed child is replaced and the stream filled from the
+store, and a stop ships everything before the child ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from vledger.broker.curve import AllowList
+from vledger.broker.feed import FeedCheckpoints, FeedMessage, FeedRecord, FeedSource, Publisher, Subscriber
+from vledger.broker.keys import KeyPair, new_keypair
+from vledger.broker.redis_server import RedisServer
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import new_signing_key
+from vledger.config.cluster import RedisAccess, ReplicationSettings
+from vledger.config.settings import BrokerSettings, Limits
+from vledger.ingest.outbox_process import OutboxProcess
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import CheckpointKeys, HomeSigner, home_key
+
+LIMITS = Limits()
+T0 = 1_790_000_000_000
+HOME = "home"
+LEDGER = "ledger-a"
+CLUSTER = "test"
+SIGNER = new_signing_key()
+KEYS = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, SIGNER.public.raw))
+SETTINGS = ReplicationSettings(heartbeat_ms=50, catch_up_batch=16)  # a dead child is replaced within 50 ms
+DEADLINE = 20.0  # seconds: a spawned interpreter imports vledger first
+
+
+def append(store: ChainStore, count: int) -> None:
+    """``count`` more records on LEDGER (its genesis first if it is new), a few per group commit."""
+    entries = []
+    if LEDGER not in store.ledgers():
+        rules = LedgerRules(("note",), 0, {})
+        entries.append(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
+    start = store.size(LEDGER) + len(entries)
+    for i in range(start, start + count - len(entries)):
+        entries.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
+    for future in [store.submit_entry(e) for e in entries]:
+        future.result()
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+class Home:
+    """A home's store, its CURVE feed and its outbox process, started; closed by the fixture."""
+
+    def __init__(self, directory: Path, redis: RedisServer, subscriber_keys: KeyPair) -> None:
+        self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
+        self.publisher = Publisher(
+            HOME, new_keypair(), "tcp://127.0.0.1:*", AllowList([subscriber_keys.public]), BrokerSettings(), 10_000
+        )
+        self.outbox = OutboxProcess(
+            HOME,
+            self.store,
+            self.publisher,
+            RedisAccess(redis.url),
+            SETTINGS,
+            stream_max_len=100_000,
+            signer=HomeSigner(CLUSTER, SIGNER.seed),
+        )
+        self.store.on_commit = self.outbox.committed
+        self.outbox.start()
+        self.stopped = False
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.outbox.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self.publisher.close()
+        self.store.close()
+
+
+@pytest.fixture
+def feed_keys() -> KeyPair:
+    return new_keypair()
+
+
+@pytest.fixture
+def home(short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair) -> Iterator[Home]:
+    running = Home(short_tmp / "store", redis_server, feed_keys)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def feed(home: Home, feed_keys: KeyPair) -> Iterator[Subscriber]:
+    context: zmq.Context[Any] = zmq.Context()
+    server = home.publisher.server
+    subscriber = Subscriber(
+        context,
+        feed_keys,
+        [FeedSource(HOME, server.connect_endpoint, server.keys.public)],
+        receive_hwm=100_000,
+        max_message_bytes=1 << 20,
+        max_record_bytes=1 << 16,
+    )
+    yield subscriber
+    subscriber.close()
+    context.destroy(linger=0)
+
+
+def streamed(replication: ReplicationLedger) -> list[tuple[int, bytes]]:
+    return [(r.height, r.data) for r in replication.read(LEDGER, 0, 1_000_000)]
+
+
+def stored(store: ChainStore) -> list[tuple[int, bytes]]:
+    return list(store.range_raw(LEDGER))
+
+
+def sizes_on_feed(message: FeedMessage) -> int | None:
+    """The size of LEDGER's checkpoint in a checkpoints message, checked with the home's key."""
+    if not isinstance(message, FeedCheckpoints) or LEDGER not in message.checkpoints:
+        return None
+    return KEYS.check(LEDGER, message.checkpoints[LEDGER]).size
+
+
+def test_durable_records_reach_the_stream_and_the_feed_before_their_checkpoint(
+    home: Home, feed: Subscriber, redis_client: Any
+) -> None:
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 1)
+    received: list[FeedMessage] = []
+
+    def arrived(condition: Callable[[FeedMessage], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            received.extend(feed.receive(20, 10_000))
+            return any(condition(m) for m in received)
+
+        return check
+
+    # The subscription is up once a heartbeat's checkpoints arrive (a slow joiner misses the first).
+    wait_until(arrived(lambda m: sizes_on_feed(m) is not None), "a heartbeat on the feed")
+    assert home.outbox.pid not in (None, os.getpid())
+    received.clear()
+    for _ in range(6):
+        append(home.store, 25)
+    size = home.store.size(LEDGER)
+    wait_until(arrived(lambda m: sizes_on_feed(m) == size), "the head's checkpoint on the feed")
+    records = [m for m in received if isinstance(m, FeedRecord)]
+    # The genesis may have gone out before the subscription was up, or after the heartbeat.
+    assert [m.height for m in records] in (list(range(size)), list(range(1, size)))  # each once, in order
+    assert [(m.height, m.data) for m in records if m.height > 0] == stored(home.store)[1:]
+    first_at_head = next(i for i, m in enumerate(received) if sizes_on_feed(m) == size)
+    assert received.index(records[-1]) < first_at_head  # the records before the checkpoint that covers them
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+    wait_until(lambda: replication.held(LEDGER).get(HOME) == size - 1, "Redis knows the home holds the head")
+
+
+def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_store(
+    home: Home, redis_client: Any
+) -> None:
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 20)
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+    killed = home.outbox.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    append(home.store, 40)  # handed to a dead process, or to none: only the store has them
+    wait_until(lambda: home.outbox.restarts >= 1 and home.outbox.alive(), "another outbox process")
+    assert home.outbox.pid != killed
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream filled from the store")
+    assert redis_client.xlen(replication.stream_key(LEDGER)) == home.store.size(LEDGER)  # each height once
+
+
+def test_a_stop_ships_what_was_committed_then_ends_the_process(home: Home, redis_client: Any) -> None:
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 60)
+    directory = home.outbox.feed_directory
+    assert directory is not None and directory.stat().st_mode & 0o077 == 0  # no other user pushes feed messages
+    home.stop()  # at once: the heights were handed over when their appends returned
+    assert streamed(replication) == stored(home.store)
+    assert replication.held(LEDGER) == {HOME: 59}
+    assert not home.outbox.alive()
+    assert not directory.exists()
+
+
+def test_a_step_on_the_pub_socket_runs_on_the_proxy_thread_and_the_feed_goes_on(home: Home, feed: Subscriber) -> None:
+    """A key rotation re-binds the feed's socket on the thread that owns it: the proxy's."""
+    append(home.store, 10)
+    ran: list[str] = []
+    home.outbox.feed_call_soon(lambda: ran.append(threading.current_thread().name))
+    wait_until(lambda: ran == ["outbox-proxy"], "the step on the proxy's thread")
+    received: list[FeedMessage] = []
+
+    def heartbeat_arrived() -> bool:  # every 50 ms, for as long as the feed goes on
+        received.extend(feed.receive(20, 10_000))
+        return any(sizes_on_feed(m) == 10 for m in received)
+
+    wait_until(heartbeat_arrived, "the feed going on after the step")
