@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -74,10 +73,6 @@ RECEIVE_SLICE_MS = 200
 RECEIVE_BATCH = 5000
 SOURCE_TIMEOUT = 5.0
 HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the checkpoint heartbeats
-# Python's default switch interval is 5 ms: the follow thread, verifying a batch, kept the GIL
-# that long while the store's committer (its fsync done) or the relay (a held report) waited
-# for it, once or twice per stored run. The ingest process uses the same (ingest/server.py).
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class StreamSource:
@@ -275,7 +270,6 @@ def run_follower(
 ) -> None:
     """Run a replica node, or with ``observe`` an observer node (docstring above)."""
     role = "replica" if observe is None else "observer"
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     with NodeRuntime.open(config, name, (role,), passphrase) as runtime:
         _run_follower(runtime, passphrase, observe)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -39,6 +40,12 @@ from .metrics import NodeMetrics, health_server
 from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
 
 log = logging.getLogger(__name__)
+
+# Python's default switch interval is 5 ms. A node's threads give the GIL up at each fsync and
+# send; another thread that took it meanwhile keeps it up to the interval when it does not block:
+# a put waiting after its fsync (sequential puts, 2 x 3,000 under load: p50 0.62 -> 0.58 and
+# 0.63 -> 0.55 ms), a replica's committer or relay behind the thread verifying a batch.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go out at a stop
 REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the replication work goes on without Redis
@@ -126,6 +133,7 @@ class NodeRuntime:
         if node.role not in roles:
             raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {' or '.join(roles)}")
         keys = load_secret(config.secret_key_path(name), passphrase)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         with ExitStack() as stack:
             # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
             stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)

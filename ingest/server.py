@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
@@ -50,9 +49,6 @@ from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
-# Python's default is 5 ms: a put waiting for the GIL after its fsync waited up to that long.
-# Measured on sequential puts (2 x 3,000, under load): p50 0.62 -> 0.58 and 0.63 -> 0.55 ms.
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def _signing_key(
@@ -77,10 +73,6 @@ def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
 
 
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
-    # A put's thread gives the GIL up at each fsync and send; another thread that took it
-    # meanwhile (the outbox's signing thread, mostly: its shipping runs in a process of its own)
-    # keeps it up to the switch interval when it does not block.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     with NodeRuntime.open(config, name, ("ingest",), passphrase) as runtime:
         _run_ingest(runtime, passphrase)
 
