@@ -378,8 +378,16 @@ def record_of_checked(data: bytes) -> Record:
     Only for such bytes: anything else may give a Record that is not what :func:`decode_record`
     gives, or raise anything msgpack or the unpacking raises. Its caller still ties each record
     to its own chain (height and prev)."""
-    accepted, checksum, content_bytes, height, link, nonce, origin, prev = msgpack.unpackb(data).values()
-    author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+    value = msgpack.unpackb(data)
+    return record_of_maps(value, msgpack.unpackb(value["content"]))
+
+
+def record_of_maps(value: dict[str, Any], content: dict[str, Any]) -> Record:
+    """The Record of a record's map and its content's map as msgpack decoded them from
+    canonical bytes (keys in canonical order), nothing checked: for the fast paths, whose
+    bytes were checked already."""
+    accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
+    author, kind, ledger, payload, request_id, ts, _ = content.values()
     return new_record(
         new_content(ledger, kind, payload, author, request_id, ts),
         content_bytes,

@@ -49,8 +49,7 @@ from .record import (
     decode_record,
     link_of,
     matches_name,
-    new_content,
-    new_record,
+    record_of_maps,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
@@ -167,19 +166,7 @@ class ChainVerifier:
         if taken is None:
             return None
         value, content = taken
-        accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
-        author, kind, ledger, payload, request_id, ts, _ = content.values()
-        return new_record(
-            new_content(ledger, kind, payload, author, request_id, ts),
-            content_bytes,
-            checksum,
-            nonce,
-            height,
-            prev,
-            accepted,
-            origin,
-            link,
-        )
+        return record_of_maps(value, content)
 
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes,
