@@ -265,7 +265,9 @@ def test_a_replica_s_ed25519_key_rotates_under_w1_puts_and_its_old_key_stops_cou
 
         in_window = put_cosigned_by_old_key(1, result["until"] // 1000 - 1)
         assert in_window.get("replicas") == [REPLICA], in_window  # stamped before until: it counts
-        after = put_cosigned_by_old_key(2, int(time.time()))
+        # The first whole second at or after ``until``: a time.time() truncated to seconds could
+        # still fall before ``until`` when the test runs within a second of the window's end.
+        after = put_cosigned_by_old_key(2, -(-result["until"] // 1000))
         assert after.get("error") == "replication_timeout", after  # stamped after: it does not
         bad = wait_until(
             lambda: [a for a in replication.alerts(1000) if a["what"] == "bad_cosignature"],
