@@ -23,15 +23,13 @@ from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
-from vledger.config.settings import BrokerSettings, Limits
+from vledger.config.settings import BrokerSettings
 from vledger.ingest.outbox_process import OutboxProcess
-from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, home_key
+from vledger.tests.unit.ingest.note_chain import T0
+from vledger.tests.unit.ingest.note_chain import append as append_notes
 
-LIMITS = Limits()
-T0 = 1_790_000_000_000
 HOME = "home"
 LEDGER = "ledger-a"
 CLUSTER = "test"
@@ -43,15 +41,7 @@ DEADLINE = 20.0  # seconds: a spawned interpreter imports vledger first
 
 def append(store: ChainStore, count: int) -> None:
     """``count`` more records on LEDGER (its genesis first if it is new), a few per group commit."""
-    entries = []
-    if LEDGER not in store.ledgers():
-        rules = LedgerRules(("note",), 0, {})
-        entries.append(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
-    start = store.size(LEDGER) + len(entries)
-    for i in range(start, start + count - len(entries)):
-        entries.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
-    for future in [store.submit_entry(e) for e in entries]:
-        future.result()
+    append_notes(store, LEDGER, count)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:

@@ -20,17 +20,13 @@ from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
-from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import StoreContradictsCheckpointError
-from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
+from vledger.tests.unit.ingest.note_chain import T0, append
 
-LIMITS = Limits()
-T0 = 1_790_000_000_000
 HOME = "home"
 LEDGER = "ledger-a"
 OTHER = "ledger-b"
@@ -41,19 +37,6 @@ DEADLINE = 15.0  # seconds: the outbox retries Redis once a second
 CLUSTER = "test"
 SIGNER = new_signing_key()  # the home's Ed25519 key
 KEYS = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, SIGNER.public.raw))
-
-
-def append(store: ChainStore, ledger: str, count: int) -> None:
-    """``count`` more records on ``ledger`` (its genesis first if it is new), in one group commit or a few."""
-    entries = []
-    if ledger not in store.ledgers():
-        rules = LedgerRules(("note",), 0, {})
-        entries.append(Entry.prepare(rules.genesis_content(ledger, "admin", "create-1", T0), 0, LIMITS))
-    start = store.size(ledger) + len(entries)
-    for i in range(start, start + count - len(entries)):
-        entries.append(Entry.prepare(Content(ledger, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
-    for future in [store.submit_entry(e) for e in entries]:
-        future.result()
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = DEADLINE) -> None:

@@ -10,30 +10,19 @@ from typing import Any
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ReplicationSettings
-from vledger.config.settings import Limits
 from vledger.ingest.outbox_process import ShippingOutbox, StoreView
-from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, SignedCheckpoint
+from vledger.tests.unit.ingest.note_chain import T0
+from vledger.tests.unit.ingest.note_chain import append as append_notes
 
-LIMITS = Limits()
-T0 = 1_790_000_000_000
 HOME = "home"
 LEDGER = "ledger-a"
 SIGNER = HomeSigner("test", new_signing_key().seed)
 
 
 def append(store: ChainStore, count: int) -> None:
-    entries = []
-    if LEDGER not in store.ledgers():
-        rules = LedgerRules(("note",), 0, {})
-        entries.append(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
-    start = store.size(LEDGER) + len(entries)
-    for i in range(start, start + count - len(entries)):
-        entries.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
-    for future in [store.submit_entry(e) for e in entries]:
-        future.result()
+    append_notes(store, LEDGER, count)
 
 
 class FeedLog:

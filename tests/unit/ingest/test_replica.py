@@ -8,15 +8,12 @@ from typing import Any
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
-from vledger.config.settings import Limits
 from vledger.ingest.outbox import Outbox
 from vledger.ingest.replica import relay_settings
-from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
+from vledger.tests.unit.ingest.note_chain import T0
+from vledger.tests.unit.ingest.note_chain import append as append_notes
 
-LIMITS = Limits()
-T0 = 1_790_000_000_000
 NAME = "replica-1"
 LEDGER = "ledger-a"
 # The cluster's outbox interval, long beside what a held report may take: a relay that waited
@@ -33,16 +30,9 @@ def test_relay_settings_drop_only_the_outbox_interval() -> None:
 
 def _store_run(store: ChainStore, count: int) -> list[Any]:
     """``count`` more records on LEDGER (its genesis first), durable on return, in order."""
-    entries = []
-    if LEDGER not in store.ledgers():
-        rules = LedgerRules(("note",), 0, {})
-        entries.append(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
-    start = store.size(LEDGER) + len(entries)
-    for i in range(start, start + count - len(entries)):
-        entries.append(Entry.prepare(Content(LEDGER, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, LIMITS))
-    for future in [store.submit_entry(e) for e in entries]:
-        future.result()
-    return list(store.range(LEDGER, start - len(entries)))
+    start = store.size(LEDGER)
+    append_notes(store, LEDGER, count)
+    return list(store.range(LEDGER, start))
 
 
 def _held(replication: ReplicationLedger, height: int) -> float:
