@@ -66,8 +66,9 @@ def _subscriber(ctx: zmq.Context[Any], keys: KeyPair, server: str, *endpoints: s
     return Subscriber(ctx, keys, [source], receive_hwm=10_000, max_message_bytes=1 << 20, max_record_bytes=1 << 16)
 
 
-def _heard(publisher: Publisher, sub: Subscriber, seconds: float) -> set[int]:
-    """The heights ``sub`` received while ``publisher`` sent one a tick for ``seconds``."""
+def _heard(publisher: Publisher | FeedPusher, sub: Subscriber, seconds: float) -> set[int]:
+    """The heights ``sub`` received while ``publisher`` (a PUB socket, or the outbox process's
+    PUSH socket into an ingest node's feed proxy) sent one a tick for ``seconds``."""
     heard: set[int] = set()
     deadline = time.monotonic() + seconds
     n = 0
@@ -135,18 +136,6 @@ def _wait(condition: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def _heard_through(pusher: FeedPusher, sub: Subscriber, seconds: float) -> set[int]:
-    """As :func:`_heard`, through an ingest node's feed proxy (the outbox process's PUSH socket)."""
-    heard: set[int] = set()
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        pusher.record("votes", n, b"r")
-        heard.update(m.height for m in sub.receive(20, 1000) if isinstance(m, FeedRecord))
-    return heard
-
-
 def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent(tmp_path: Path) -> None:
     """An ingest node publishes through its outbox's feed proxy: that thread owns the PUB
     socket and runs the rotation's re-binds at once, even when no message flows."""
@@ -169,7 +158,7 @@ def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent
         rotation.update(_history("ingest-1", old, new, until))
         _wait(lambda: rotation.rotation_serving == 1, "the rotation port bound, nothing sent")
         deadline = time.monotonic() + DEADLINE
-        while not _heard_through(pusher, holds_new, 0.2):
+        while not _heard(pusher, holds_new, 0.2):
             assert time.monotonic() < deadline, "nothing arrived on the rotation port"
         while now_ms() <= until:
             time.sleep(0.05)
@@ -177,7 +166,7 @@ def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent
         _wait(lambda: rotation.serving == 1, "the port re-bound with the new key, nothing sent")
         main_only = _subscriber(ctx, member, new.public, feed)
         deadline = time.monotonic() + DEADLINE
-        while not _heard_through(pusher, main_only, 0.2):
+        while not _heard(pusher, main_only, 0.2):
             assert time.monotonic() < deadline, "the new key is not served on the port"
         main_only.close()
     finally:
