@@ -166,6 +166,9 @@ def ledger_status(
     )
 
 
+HISTORIES_FOR_S = 1.0  # how long Checker keeps the witnesses' key histories it read
+
+
 class Checker:
     """Checks what Redis says of checkpoints and cosignatures with the cluster's key files.
 
@@ -178,15 +181,22 @@ class Checker:
         self.config = config
         self.client = client
         self._raw: dict[str, bytes | None] = {}
+        self._read: tuple[float, dict[str, KeyHistory]] | None = None  # (monotonic time, histories)
 
     def _histories(self) -> dict[str, KeyHistory]:
-        """The key generations of the witnesses whose key rotated; {} when Redis cannot say."""
+        """The key generations of the witnesses whose key rotated; {} when Redis cannot say.
+        Read at most once a second: a status asks for every ledger in turn, and the admin
+        ledger's cache (every record, a checkpoint checked) does not change between them."""
         if self.client is None:
             return {}
+        if self._read is not None and time.monotonic() - self._read[0] < HISTORIES_FOR_S:
+            return self._read[1]
         try:
-            return witness_histories_of(witness_keys(self.config), follow_redis(self.config, self.client))
+            histories = witness_histories_of(witness_keys(self.config), follow_redis(self.config, self.client))
         except (redis.RedisError, OSError, VledgerError):
             return {}
+        self._read = (time.monotonic(), histories)
+        return histories
 
     def _public(self, node: str) -> bytes | None:
         if node not in self._raw:
