@@ -135,7 +135,6 @@ def tally(output: str) -> dict[str, int]:
 
 
 def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
-    started = time.monotonic()
     out = check(cli("supervise", "--config", config, "start"), config)
     assert "supervisord started" in out and "cluster supervised is up" in out
     for name in ("redis", "ingest-1", "ingest-2"):
@@ -214,4 +213,3 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     assert check(cli("supervise", "--config", config, "stop"), config).startswith("the cluster is not running")
     status = cli("supervise", "--config", config, "status")
     assert status.returncode == 3 and status.stdout.startswith("the cluster is not running"), status.stdout
-    assert time.monotonic() - started < 60

@@ -29,6 +29,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.receipt import Receipt, RotationProof, keys_from_genesis, parse_receipt, verify_receipt
 from vledger.node.record import ZERO_LINK, Entry, Record
+from vledger.tests.unit.node.tree_oracle import hash_at_of
 
 LEDGER = "ledger-a"
 ORIGIN = f"local/{LEDGER}"
@@ -86,16 +87,6 @@ def _note(size: int, root: bytes, key: SignerKey) -> bytes:
 
 def _leaves(records: list[Record]) -> list[bytes]:
     return [tree.leaf_hash(r.encode()) for r in records]
-
-
-def _hash_at(leaves: list[bytes]) -> tree.HashAt:
-    def hash_at(level: int, index: int) -> bytes:
-        hashes = leaves[index << level : (index + 1) << level]
-        while len(hashes) > 1:
-            hashes = [tree.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-        return hashes[0]
-
-    return hash_at
 
 
 def test_the_key_in_force_changes_right_after_each_rotation(rotated: list[Record]) -> None:
@@ -198,7 +189,7 @@ def test_a_ledger_that_pins_no_key_cannot_rotate(kit: Any) -> None:
 def _receipt(records: list[Record], index: int, key: SignerKey, rotations: tuple[int, ...]) -> Receipt:
     leaves = _leaves(records)
     size = len(records)
-    hash_at = _hash_at(leaves)
+    hash_at = hash_at_of(leaves)
     note = _note(size, tree.root_at(size, hash_at), key)
     proofs = [RotationProof(h, records[h].encode(), tuple(tree.inclusion_proof(h, size, hash_at))) for h in rotations]
     return Receipt.of(records[index].encode(), tree.inclusion_proof(index, size, hash_at), note, proofs)

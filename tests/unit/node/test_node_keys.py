@@ -18,6 +18,7 @@ from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note,
 from vledger.node.receipt import Receipt, ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.admin import admin_genesis_rules
+from vledger.tests.unit.node.tree_oracle import hash_at_of
 
 CLUSTER = "local"
 LEDGER = "ledger-a"
@@ -33,18 +34,8 @@ UNTIL = ROTATED_AT + 3_600_000  # the old key's window ends (ms)
 CURVE = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 
 
-def _hash_at(leaves: list[bytes]) -> tree.HashAt:
-    def hash_at(level: int, index: int) -> bytes:
-        hashes = leaves[index << level : (index + 1) << level]
-        while len(hashes) > 1:
-            hashes = [tree.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-        return hashes[0]
-
-    return hash_at
-
-
 def _root(records: list[bytes]) -> bytes:
-    return tree.root_at(len(records), _hash_at([tree.leaf_hash(r) for r in records]))
+    return tree.root_at(len(records), hash_at_of([tree.leaf_hash(r) for r in records]))
 
 
 def _place(kit: Any, records: list[Record], content: Content, accepted: int) -> Record:
@@ -84,7 +75,7 @@ def _receipt(records: list[Record], cosigners: list[tuple[SignerKey, int]], node
     data = [r.encode() for r in records]
     body = Checkpoint(ORIGIN, len(data), _root(data)).body()
     note = Note(body, (sign(body, HOME), *(cosign(body, w, t).note_signature() for w, t in cosigners))).encode()
-    proof = tree.inclusion_proof(2, len(data), _hash_at([tree.leaf_hash(r) for r in data]))
+    proof = tree.inclusion_proof(2, len(data), hash_at_of([tree.leaf_hash(r) for r in data]))
     return Receipt.of(data[2], proof, note, node_keys=node_keys).encode()
 
 

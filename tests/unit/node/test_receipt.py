@@ -27,6 +27,7 @@ from vledger.node.note import (
 )
 from vledger.node.receipt import Receipt, ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from vledger.node.record import ZERO_LINK, Entry, Record
+from vledger.tests.unit.node.tree_oracle import hash_at_of
 
 LEDGER = "ledger-a"
 ORIGIN = f"local/{LEDGER}"
@@ -45,16 +46,6 @@ def _chain(kit: Any, n: int, home: SignerKey = HOME) -> list[Record]:
     return records
 
 
-def _hash_at(leaves: list[bytes]) -> tree.HashAt:
-    def hash_at(level: int, index: int) -> bytes:
-        hashes = leaves[index << level : (index + 1) << level]
-        while len(hashes) > 1:
-            hashes = [tree.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-        return hashes[0]
-
-    return hash_at
-
-
 def _note(
     size: int,
     root: bytes,
@@ -70,8 +61,8 @@ def _note(
 def _receipt(records: list[Record], index: int, home: SignerKey = HOME, extensions: tuple[str, ...] = ()) -> Receipt:
     leaves = [tree.leaf_hash(r.encode()) for r in records]
     size = len(records)
-    proof = tree.inclusion_proof(index, size, _hash_at(leaves))
-    note = _note(size, tree.root_at(size, _hash_at(leaves)), home, extensions=extensions)
+    proof = tree.inclusion_proof(index, size, hash_at_of(leaves))
+    note = _note(size, tree.root_at(size, hash_at_of(leaves)), home, extensions=extensions)
     return Receipt.of(records[index].encode(), proof, note)
 
 
@@ -213,8 +204,8 @@ def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
     for i in range(1, 4):
         records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
     leaves = [tree.leaf_hash(r.encode()) for r in records]
-    root = tree.root_at(4, _hash_at(leaves))
-    proof = tree.inclusion_proof(2, 4, _hash_at(leaves))
+    root = tree.root_at(4, hash_at_of(leaves))
+    proof = tree.inclusion_proof(2, 4, hash_at_of(leaves))
     keys = keys_from_genesis(records[0].encode(), LEDGER)
     assert keys.outside is not None and keys.outside.quorum == 2
     ov = _outsider()
