@@ -4,8 +4,9 @@ One thread, no event loop: a ``zmq.Poller`` waits on the ROUTER and on a wake-up
 Cheap requests are answered as they are read. A request that waits on slow work (a put's
 group commit, an admin command's Redis round trips) is parked on its Future. After each
 batch of requests it read, the loop lets the service start what they queued
-(:meth:`Service.flush`: the ingest node commits their group right here, so a lone writer's
-put crosses no thread on its way to the disk) and then answers what finished. A Future
+(:meth:`Service.flush`: the ingest node commits a lone writer's put right here, so it crosses
+no thread on its way to the disk, and hands a pipelined round to the store's committer thread,
+so the loop reads on meanwhile) and then answers what finished. A Future
 completed on another thread queues its reply and writes one byte to the pipe, only if no
 wake-up is pending yet, so a whole group commit wakes the loop once. At most
 ``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
