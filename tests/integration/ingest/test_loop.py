@@ -33,8 +33,9 @@ class ScriptedService:
     """Answers ``b"slow:<id>"`` with a Pending reply (its Future kept in ``waiting``),
     ``b"shared:<group>:<n>"`` with a Pending reply on its group's one Future (in ``shared``), as
     a round of puts waits on one group commit, and anything else at once with
-    ``b"<key>:<request>"``; records what it was asked, and when it was flushed. With ``done_on_flush``, flush completes every waiting Future, as the ingest node's group
-    commit does on the loop's own thread."""
+    ``b"<key>:<request>"``; records what it was asked, and when it was flushed. With
+    ``done_on_flush``, flush completes every waiting Future, as the ingest node's group commit
+    does on the loop's own thread."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, bytes]] = []
