@@ -45,6 +45,11 @@ class IngestSettings:
     max_partial_upload_bytes: int = 128 * 1024 * 1024
     partial_upload_expiry_ms: int = 3_600_000
     account_wait_ms: int = 2000  # how long an admin change waits for every node to apply it
+    # A round of at most this many puts (what the request loop read between two flushes) is
+    # committed on the loop's own thread: a lone writer's put crosses no thread. A larger round,
+    # which pipelined clients make, goes to the store's committer thread, so that the loop reads
+    # and checks the next round while this one's SQLite writes and fsync run without the GIL.
+    inline_commit_max: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

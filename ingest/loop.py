@@ -4,10 +4,12 @@ One thread, no event loop: a ``zmq.Poller`` waits on the ROUTER and on a wake-up
 Cheap requests are answered as they are read. A request that waits on slow work (a put's
 group commit, an admin command's Redis round trips) is parked on its Future. After each
 batch of requests it read, the loop lets the service start what they queued
-(:meth:`Service.flush`: the ingest node commits their group right here, so a lone writer's
-put crosses no thread on its way to the disk) and then answers what finished. A Future
+(:meth:`Service.flush`: the ingest node commits a lone writer's put right here, so it crosses
+no thread on its way to the disk, and hands a pipelined round to the store's committer thread,
+so the loop reads on meanwhile) and then answers what finished. A Future
 completed on another thread queues its reply and writes one byte to the pipe, only if no
-wake-up is pending yet, so a whole group commit wakes the loop once. At most
+wake-up is pending yet, so a whole group commit wakes the loop once. Requests that wait on one
+Future (a round of puts shares its group commit's) cost it one callback, not one each. At most
 ``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
 queues push back on the clients.
 """
@@ -21,7 +23,6 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -84,7 +85,11 @@ class RequestLoop:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self.wake_fd, False)
         self._senders = SenderKeys()
-        self._finished: collections.deque[tuple[bytes, Waiting]] = collections.deque()
+        # The requests waiting on each Future, in the order they were read; only the serving
+        # thread touches it. A completed Future is queued in _finished (by any thread), and
+        # the serving thread answers its requests.
+        self._waiters: dict[Future[Any], list[tuple[bytes, Waiting]]] = {}
+        self._finished: collections.deque[Future[Any]] = collections.deque()
         self._woken = False  # a wake-up byte is in the pipe: completions need not write another
         self._stopping = False
         self._in_flight = 0
@@ -176,7 +181,13 @@ class RequestLoop:
             self._send(identity, reply)
             return
         self._in_flight += 1
-        reply.future.add_done_callback(partial(self._finish, identity, reply))
+        future = reply.future
+        waiters = self._waiters.get(future)
+        if waiters is None:
+            self._waiters[future] = [(identity, reply)]
+            future.add_done_callback(self._finish)  # at once, here, if already done
+        else:  # not yet answered (only this thread pops the list): it goes out with the others
+            waiters.append((identity, reply))
 
     def _send(self, identity: bytes, reply: bytes) -> None:
         try:
@@ -187,9 +198,10 @@ class RequestLoop:
 
     # --- replies to requests that waited ----------------------------------------------
 
-    def _finish(self, identity: bytes, pending: Waiting, _: Future[Any]) -> None:
-        """Queue a finished request's reply and wake the loop (runs on the completing thread)."""
-        self._finished.append((identity, pending))
+    def _finish(self, future: Future[Any]) -> None:
+        """Queue a done Future's requests to be answered and wake the loop (runs on the
+        completing thread)."""
+        self._finished.append(future)
         if not self._woken and threading.get_ident() != self._thread:
             self._woken = True
             self._write_wake_byte()
@@ -207,8 +219,8 @@ class RequestLoop:
         self._woken = False
 
     def _answer_finished(self) -> None:
-        finished = self._finished
+        finished, waiters = self._finished, self._waiters
         while finished:
-            identity, pending = finished.popleft()
-            self._in_flight -= 1
-            self._send(identity, pending.reply())
+            for identity, pending in waiters.pop(finished.popleft()):
+                self._in_flight -= 1
+                self._send(identity, pending.reply())

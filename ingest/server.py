@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,6 +50,22 @@ from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
 log = logging.getLogger(__name__)
+
+# Net allocations of tracked objects between two collections of the cyclic collector's youngest
+# generation (CPython's default is 700). Pipelined puts keep up to MAX_IN_FLIGHT requests'
+# objects alive (each its reply's future, entry and payload): at the default a young collection
+# ran every few dozen puts and moved them on to older generations, which cost more to collect.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _settle_heap() -> None:
+    """Keep the cyclic collector off what start-up built (the store's heads and trees, the
+    accounts, the rules' state): it lives as long as the node, and every older-generation
+    collection would walk it again. Only objects made after this are ever collected."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _signing_key(
@@ -271,4 +288,5 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     if followed:
         runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
         log.info("ingest node %s is the standby of %s", name, ", ".join(followed))
+    _settle_heap()
     runtime.serve(server, MeteredService(service, metrics))

@@ -9,7 +9,9 @@ whole request was valid. Handlers are plain functions that return their result, 
 :class:`Later` holding the Future of it; nothing here blocks on slow work. A put's entry
 waits in the service's round: the caller of ``handle`` calls :meth:`IngestService.flush`
 after a batch of requests, which hands the round to the store as one run under one future
-and commits its group on its own thread. The socket loop lives in ``ingest.loop``; tests drive it through real sockets.
+and commits a small round (a lone put) on its own thread, a larger one on the store's
+committer thread (``[ingest] inline_commit_max``). The socket loop lives in ``ingest.loop``;
+tests drive it through real sockets.
 """
 
 from __future__ import annotations
@@ -379,19 +381,24 @@ class IngestService:
             return _error_reply(request_id, e)
 
     def flush(self) -> None:
-        """Commit the puts handled since the last call, on this thread (see ChainStore.flush),
-        as one run of entries under one future (ChainStore.submit_entries): a put costs no
-        future of its own. Their round's future carries each outcome, so this never raises."""
+        """Commit the puts handled since the last call as one run of entries under one future
+        (ChainStore.submit_entries): a put costs no future of its own. A round of at most
+        ``inline_commit_max`` puts is committed here, on this thread (see ChainStore.flush); a
+        larger one is handed to the store's committer thread and this returns at once, so
+        that the caller reads on while it is written. Their round's future carries each
+        outcome, so this never raises."""
         queued, self._round = self._round, None
         if queued is None:
             return
+        inline = len(queued.entries) <= self.settings.inline_commit_max
         try:
-            submitted = self.store.submit_entries(queued.entries, wake=False)
+            submitted = self.store.submit_entries(queued.entries, wake=not inline)
         except VledgerError as e:  # the store is closed: every put of the round is answered so
             queued.future.set_exception(e)
             return
         submitted.add_done_callback(partial(_copy_outcome, target=queued.future))
-        self.store.flush()
+        if inline:
+            self.store.flush()
 
     def _dispatch(self, key: str, request: Request) -> object:
         caller = self.accounts.lookup(key)

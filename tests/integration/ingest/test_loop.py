@@ -30,14 +30,17 @@ QUIET_MS = 200  # how long "no reply" is watched for
 
 
 class ScriptedService:
-    """Answers ``b"slow:<id>"`` with a Pending reply (its Future kept in ``waiting``), anything
-    else at once with ``b"<key>:<request>"``; records what it was asked, and when it was flushed.
-    With ``done_on_flush``, flush completes every waiting Future, as the ingest node's group
-    commit does on the loop's own thread."""
+    """Answers ``b"slow:<id>"`` with a Pending reply (its Future kept in ``waiting``),
+    ``b"shared:<group>:<n>"`` with a Pending reply on its group's one Future (in ``shared``), as
+    a round of puts waits on one group commit, and anything else at once with
+    ``b"<key>:<request>"``; records what it was asked, and when it was flushed. With
+    ``done_on_flush``, flush completes every waiting Future, as the ingest node's group commit
+    does on the loop's own thread."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, bytes]] = []
         self.waiting: dict[bytes, Future[Any]] = {}
+        self.shared: dict[bytes, Future[Any]] = {}
         self.flushed: list[int] = []  # how many requests had been asked at each flush
 
         self.done_on_flush = False
@@ -55,6 +58,10 @@ class ScriptedService:
             future: Future[Any] = Future()
             self.waiting[data] = future
             return Pending(data.decode(), future, lambda result: {"done": result})
+        if data.startswith(b"shared:"):
+            group = data.split(b":")[1]
+            shared = self.shared.setdefault(group, Future())
+            return Pending(data.decode(), shared, lambda result: {"done": result})
         return key.encode() + b":" + data
 
 
@@ -201,6 +208,31 @@ def test_many_futures_done_at_once_are_all_answered(harness: Callable[..., Harne
     threading.Thread(target=complete).start()
     answered = {_reply(receive(client) or b"")["id"] for _ in names}
     assert answered == {name.decode() for name in names}
+
+
+def test_requests_waiting_on_one_future_are_answered_in_the_order_they_were_read(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness()
+    client = running.client(listed)
+    for n in range(50):  # two rounds, interleaved, each waiting on its own Future
+        client.send(b"shared:a:%d" % n)
+        client.send(b"shared:b:%d" % n)
+    for _ in range(100):
+        if len(running.service.asked) == 100:
+            break
+        receive(client, 20)
+    assert len(running.service.asked) == 100
+    first = running.service.shared[b"a"]
+    assert len(first._done_callbacks) == 1  # one callback for the 50 requests, not one each
+    threading.Thread(target=first.set_result, args=("a",)).start()
+    assert [_reply(receive(client) or b"")["id"] for _ in range(50)] == [f"shared:a:{n}" for n in range(50)]
+    assert receive(client, QUIET_MS) is None  # round b is not done: none of it is answered
+    running.service.shared[b"b"].set_result("b")
+    assert [_reply(receive(client) or b"")["id"] for _ in range(50)] == [f"shared:b:{n}" for n in range(50)]
+    client.send(b"shared:a:late")  # a Future already done answers a request that comes later at once
+    assert _reply(receive(client) or b"") == {"id": "shared:a:late", "ok": True, "result": {"done": "a"}}
+    assert running.loop._in_flight == 0 and running.loop._waiters == {}
 
 
 def test_a_request_of_several_frames_is_refused_and_the_loop_goes_on(

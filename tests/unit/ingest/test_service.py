@@ -1,0 +1,194 @@
+"""IngestService's put rounds, in process over a real ChainStore: where each round is committed.
+
+A round of at most ``[ingest] inline_commit_max`` puts is committed on the thread that calls
+``flush`` (the request loop's); a larger one goes to the store's committer thread, and ``flush``
+returns before it is durable. Either way each put is answered in its order, with its own
+receipt or its own documented error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from vledger.config.cluster import ClusterConfig, IngestSettings, cluster_from_mapping
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.service import Caller, IngestService, Pending
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.wire import Args, encode_request
+
+NODE = "ingest-1"
+LEDGER = "orders"
+KIND = "order"
+WRITER = "alice"
+KEY = "k" * 40  # the CURVE key the loop would pass; the accounts below know only this one
+TIMEOUT = 10.0
+
+
+class OneAccount:
+    def lookup(self, key: str) -> Caller | None:
+        return Caller(WRITER, "writer", key) if key == KEY else None
+
+
+class NoAdmin:
+    def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
+        raise AssertionError("no admin command is sent here")
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        raise AssertionError("no admin command is sent here")
+
+
+def _config(tmp_path: Path, inline_commit_max: int) -> ClusterConfig:
+    config = cluster_from_mapping(
+        {
+            "cluster": {
+                "name": "local",
+                "keys": "keys",
+                "data": "data",
+                "redis": "redis://127.0.0.1:1/0",
+                "default_home": NODE,
+            },
+            "nodes": {NODE: {"role": "ingest", "port": 7101, "pub_port": 7201}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    return dataclasses.replace(config, ingest=IngestSettings(inline_commit_max=inline_commit_max))
+
+
+def _entry(number: int, author: str = WRITER) -> Entry:
+    content = Content(LEDGER, KIND, {"n": number}, author, f"req-{number}", 1_700_000_000_000 + number)
+    return Entry.prepare(content, 0, PROTOCOL_LIMITS)
+
+
+def _put(request_id: int, entry: Entry) -> bytes:
+    return encode_request(request_id, "put", {"content": entry.content_bytes, "nonce": entry.nonce})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChainStore]:
+    with ChainStore(tmp_path / "store", origin=NODE) as opened:
+        genesis = LedgerRules(kinds=(KIND,), difficulty=0).genesis_content(LEDGER, WRITER, "genesis", 0)
+        opened.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        yield opened
+
+
+def _service(tmp_path: Path, store: ChainStore, inline_commit_max: int) -> IngestService:
+    config = _config(tmp_path, inline_commit_max)
+    return IngestService(config, config.nodes[NODE], store, OneAccount(), NoAdmin(), {})
+
+
+def _pending(reply: object) -> Pending:
+    assert isinstance(reply, Pending), reply
+    return reply
+
+
+def _answer(pending: Pending) -> dict[str, Any]:
+    pending.future.result(TIMEOUT)
+    value: dict[str, Any] = msgpack.unpackb(pending.reply(), raw=False)
+    return value
+
+
+def _committing_threads(pendings: list[Pending]) -> set[int]:
+    """The threads that complete each reply's future (its done callback runs on that thread,
+    or on this one when the future is already done)."""
+    threads: set[int] = set()
+    for pending in pendings:
+        pending.future.add_done_callback(lambda _: threads.add(threading.get_ident()))
+    return threads
+
+
+def test_a_lone_put_is_durable_when_flush_returns_on_the_calling_thread(tmp_path: Path, store: ChainStore) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    pending = _pending(service.handle(KEY, _put(7, _entry(1))))
+    threads = _committing_threads([pending])
+    service.flush()
+    assert pending.future.done()  # no wait: committed here
+    assert threads == {threading.get_ident()}
+    answer = _answer(pending)
+    assert answer["id"] == 7 and answer["ok"] and answer["result"]["height"] == 1
+
+
+def test_a_round_over_the_inline_limit_is_committed_by_the_committer_thread(tmp_path: Path, store: ChainStore) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    store_held = threading.Event()
+    release = threading.Event()
+
+    # The committer's group cannot finish before the test has seen flush return: the store's
+    # on_commit (called inside the group commit, before any future is done) waits for it.
+    def hold(_: object) -> None:
+        store_held.set()
+        assert release.wait(TIMEOUT)
+
+    store.on_commit = hold
+    pendings = [_pending(service.handle(KEY, _put(i, _entry(i)))) for i in range(1, 6)]
+    threads = _committing_threads(pendings)
+    service.flush()
+    assert store_held.wait(TIMEOUT)  # the round is being committed elsewhere, and flush returned
+    assert not any(p.future.done() for p in pendings)
+    release.set()
+    answers = [_answer(p) for p in pendings]
+    assert [a["id"] for a in answers] == [1, 2, 3, 4, 5]
+    assert [a["result"]["height"] for a in answers] == [1, 2, 3, 4, 5]  # placed in the order read
+    assert threading.get_ident() not in threads and len(threads) == 1
+
+
+def test_a_round_within_a_raised_inline_limit_is_committed_on_the_calling_thread(
+    tmp_path: Path, store: ChainStore
+) -> None:
+    service = _service(tmp_path, store, inline_commit_max=8)
+    pendings = [_pending(service.handle(KEY, _put(i, _entry(i)))) for i in range(1, 6)]
+    service.flush()
+    assert all(p.future.done() for p in pendings)
+    assert [_answer(p)["result"]["height"] for p in pendings] == [1, 2, 3, 4, 5]
+
+
+def test_a_refused_put_in_a_handed_over_round_gets_its_own_error_and_the_others_their_receipts(
+    tmp_path: Path, store: ChainStore
+) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    first = _entry(1)
+    # The same request id with other content is refused by the store (request_conflict);
+    # malformed bytes and another author's entry are refused before the round (bad_request, forbidden).
+    conflicting = Entry.prepare(dataclasses.replace(first.content, payload={"n": 99}), 0, PROTOCOL_LIMITS)
+    replies = [
+        service.handle(KEY, _put(1, first)),
+        service.handle(KEY, b"\x93not a request"),
+        service.handle(KEY, _put(3, _entry(3, author="mallory"))),
+        service.handle(KEY, _put(4, conflicting)),
+        service.handle(KEY, _put(5, _entry(5))),
+    ]
+    service.flush()
+    errors = [msgpack.unpackb(r, raw=False) for r in replies if isinstance(r, bytes)]
+    assert [e["error"]["code"] for e in errors] == ["bad_request", "forbidden"]
+    answers = [_answer(r) for r in replies if isinstance(r, Pending)]
+    assert [a["id"] for a in answers] == [1, 4, 5]
+    assert answers[0]["ok"] and answers[0]["result"]["height"] == 1
+    assert not answers[1]["ok"] and answers[1]["error"]["code"] == "request_conflict"
+    assert answers[2]["ok"] and answers[2]["result"]["height"] == 2
+
+
+def test_a_round_handed_over_after_the_store_closed_is_answered_with_its_error(
+    tmp_path: Path, store: ChainStore
+) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    pendings = [_pending(service.handle(KEY, _put(i, _entry(i)))) for i in (1, 2)]
+    store.close()
+    service.flush()
+    answers = [_answer_even_failed(p) for p in pendings]
+    assert [a["error"]["code"] for a in answers] == ["store_closed"] * 2
+
+
+def _answer_even_failed(pending: Pending) -> dict[str, Any]:
+    done: Future[Any] = pending.future
+    done.exception(TIMEOUT)
+    value: dict[str, Any] = msgpack.unpackb(pending.reply(), raw=False)
+    return value
