@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -810,6 +811,40 @@ def test_a_catch_up_in_pages_checks_every_note_its_pages_bring(
     assert replica.verified[-1] == notes[-1]  # what a witness may cosign now
     if checker is not None:  # all but the first page (the genesis, checked here) passed the checker
         assert checker.passed - passed >= notes[-1].size - 4
+
+
+class GcWatchingSource(MemorySource):
+    """A MemorySource that notes, at each fetch, whether Python's cyclic collector is on."""
+
+    def __init__(self, name: str, chains: dict[str, list[Record]], **kwargs: object) -> None:
+        super().__init__(name, chains, **kwargs)  # type: ignore[arg-type]
+        self.collecting: list[bool] = []
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        self.collecting.append(gc.isenabled())
+        return super().fetch(ledger, start, count)
+
+
+@pytest.mark.parametrize("on_before", [True, False])
+def test_the_cyclic_collector_is_paused_for_each_page_and_left_as_it_was(
+    make_replica: MakeReplica, long_chain: list[Record], on_before: bool
+) -> None:
+    """Each page is fetched and taken with the collector off (its many objects are freed by
+    their counts); it is on again afterwards, unless something else had turned it off."""
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    source = GcWatchingSource("redis", {LEDGER: long_chain}, signed=notes)
+    replica = make_replica(source, batch=5)
+    was = gc.isenabled()
+    if not on_before:
+        gc.disable()
+    try:
+        assert replica.follower.catch_up(LEDGER, notes[-1].size)
+        assert gc.isenabled() is on_before
+    finally:
+        if was:
+            gc.enable()
+    assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
+    assert len(source.collecting) == notes[-1].size // 5 and not any(source.collecting)
 
 
 def test_a_bad_record_mid_page_is_refused_and_fetched_from_the_next_source(
