@@ -24,6 +24,10 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "gateway": gateway.run,
     "hosts": hosts.run,  # root only (network namespaces): skipped, and said so, without it
 }
+# Narrower runs of a section's figures, only when named with --only (make bench has them in their section).
+NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
+    "catchup": replication.run_catch_up,  # figure 5b alone
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -36,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows that every figure is produced")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder for latest.md and latest.json ({RESULTS})")
-    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only this section (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted({*SECTIONS, *NARROW}),
+        help="run only this section (repeatable); catchup: figure 5b alone",
+    )
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = "make bench" if not given else " ".join(["python -m bench", *given])
@@ -45,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     figures: list[Figure] = []
-    for name, section in SECTIONS.items():
-        if args.only is None or name in args.only:
+    for name, section in {**SECTIONS, **NARROW}.items():
+        if (args.only is None and name in SECTIONS) or (args.only is not None and name in args.only):
             section_started = time.perf_counter()
             figures += section(sizes)
             progress(f"{name}: {time.perf_counter() - section_started:.0f} s")

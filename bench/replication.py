@@ -79,6 +79,7 @@ from .ingest import ADMIN, CLUSTER, SPAWN, TIMEOUT, VLEDGER, _log_tail, _stop, _
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only replication"
+CATCH_UP_COMMAND = ".venv/bin/python -m bench --only catchup"  # 5b alone
 TARGET_LAG_P99_MS = 50.0  # issue 15
 TARGET_CATCH_UP = 50_000.0  # records/s (issue 15)
 OFFERED_RATE = 2_000  # puts/s of figure 5a
@@ -727,12 +728,19 @@ def _raw_adds(address: tuple[str, int], batches: Sequence[tuple[bytes, int]]) ->
 
 
 @dataclass
+class _CatchUps:
+    """5b's runs, and the ceilings measured after each."""
+
+    runs: list[_CatchUp] = field(default_factory=list)
+    sqlite_rates: list[float] = field(default_factory=list)
+    xrange_rates: list[float] = field(default_factory=list)
+
+
+@dataclass
 class _Measured:
     lag: _Lag
     feed_latency_ms: list[float]
-    catch_ups: list[_CatchUp] = field(default_factory=list)
-    sqlite_rates: list[float] = field(default_factory=list)
-    xrange_rates: list[float] = field(default_factory=list)
+    catch_up: _CatchUps = field(default_factory=_CatchUps)
     curve_rates: list[float] = field(default_factory=list)
     plain_rates: list[float] = field(default_factory=list)
     received: list[int] = field(default_factory=list)
@@ -745,6 +753,18 @@ class _Measured:
     xadd_records: int = 0  # records per run of 5d
     record_bytes: float = 0.0  # mean size of the records of 5d
     exits: list[str] = field(default_factory=list)
+
+
+def _catch_up_runs(
+    cluster: _Cluster, listener: _HeldListener, writer: Client, prepared: Sequence[Entry], each: int, m: _CatchUps
+) -> None:
+    """5b: an outage while ``each`` of ``prepared`` at a time are put, then its ceilings, into ``m``."""
+    for first in range(0, len(prepared) - each + 1, each):
+        caught_up, (start, stop) = _catch_up_run(cluster, listener, writer, prepared[first : first + each])
+        m.runs.append(caught_up)
+        rows = _rows(cluster, start, stop)
+        m.sqlite_rates.append(_sqlite_inserts(rows, BATCH))
+        m.xrange_rates.append(timed(lambda: _xranges(cluster.redis_url, start, stop)))  # noqa: B023
 
 
 def _measure(sizes: Sizes, directory: Path) -> _Measured:
@@ -784,15 +804,7 @@ def _measure(sizes: Sizes, directory: Path) -> _Measured:
             f"replication: 5b {OUTAGE} down while {sizes.catch_up_records:,} records are put, then its catch-up "
             f"x {catch_up_runs}, with raw SQLite and XRANGE"
         )
-        for run_ in range(catch_up_runs):
-            first = lag_records + run_ * sizes.catch_up_records
-            caught_up, (start, stop) = _catch_up_run(
-                cluster, listener, writer, prepared[first : first + sizes.catch_up_records]
-            )
-            m.catch_ups.append(caught_up)
-            rows = _rows(cluster, start, stop)
-            m.sqlite_rates.append(_sqlite_inserts(rows, BATCH))
-            m.xrange_rates.append(timed(lambda: _xranges(cluster.redis_url, start, stop)))  # noqa: B023
+        _catch_up_runs(cluster, listener, writer, prepared[lag_records:], sizes.catch_up_records, m.catch_up)
 
         progress(
             f"replication: 5c {sizes.feed_messages:,} feed messages over CURVE PUB/SUB, then plain, x {sizes.repeats}"
@@ -836,6 +848,41 @@ def _measure(sizes: Sizes, directory: Path) -> _Measured:
     return m
 
 
+def _catch_up_figure(m: _CatchUps, command: str = COMMAND) -> Figure:
+    """Figure 5b: the best catch-up, beside raw SQLite and bare XRANGE."""
+    best_catch_up = max(m.runs, key=lambda c: c.rate)
+    sqlite = Ceiling(
+        f"raw SQLite, {BATCH} rows/txn",
+        max(m.sqlite_rates),
+        "records/s",
+        "executemany INSERT of the missed records' rows (read from the home node's store) into a fresh database "
+        f"of the store's schema, WAL, synchronous=FULL, BEGIN IMMEDIATE..COMMIT around each {BATCH}, after each "
+        "catch-up",
+    )
+    xrange = Ceiling(
+        f"XRANGE, {BATCH} a read",
+        max(m.xrange_rates),
+        "records/s",
+        f"redis-py xrange of the missed heights from the ledger's stream, count={BATCH}, after each catch-up",
+    )
+    return Figure(
+        key="5b",
+        name="catch-up of a replica after an outage (from its start-up's end to the head)",
+        value=best_catch_up.rate,
+        unit="records/s",
+        ceiling=sqlite,
+        command=command,
+        target=TARGET_CATCH_UP,
+        also=(xrange,),
+        details={
+            **best_catch_up.details,
+            "runs (records/s)": [round(c.rate) for c in m.runs],
+            "SQLite runs (records/s)": [round(r) for r in m.sqlite_rates],
+            "XRANGE runs (records/s)": [round(r) for r in m.xrange_rates],
+        },
+    )
+
+
 def run(sizes: Sizes) -> list[Figure]:
     with scratch_dir() as directory:
         m = _measure(sizes, directory)
@@ -854,21 +901,6 @@ def run(sizes: Sizes) -> list[Figure]:
             "sent; received minus sent, right after 5a's puts",
         )
 
-    best_catch_up = max(m.catch_ups, key=lambda c: c.rate)
-    sqlite = Ceiling(
-        f"raw SQLite, {BATCH} rows/txn",
-        max(m.sqlite_rates),
-        "records/s",
-        "executemany INSERT of the missed records' rows (read from the home node's store) into a fresh database "
-        f"of the store's schema, WAL, synchronous=FULL, BEGIN IMMEDIATE..COMMIT around each {BATCH}, after each "
-        "catch-up",
-    )
-    xrange = Ceiling(
-        f"XRANGE, {BATCH} a read",
-        max(m.xrange_rates),
-        "records/s",
-        f"redis-py xrange of the missed heights from the ledger's stream, count={BATCH}, after each catch-up",
-    )
     plain = Ceiling(
         "plain PUB/SUB",
         max(m.plain_rates),
@@ -907,22 +939,7 @@ def run(sizes: Sizes) -> list[Figure]:
             target=TARGET_LAG_P99_MS,
             details={"see": "5a-p50"},
         ),
-        Figure(
-            key="5b",
-            name="catch-up of a replica after an outage (from its start-up's end to the head)",
-            value=best_catch_up.rate,
-            unit="records/s",
-            ceiling=sqlite,
-            command=COMMAND,
-            target=TARGET_CATCH_UP,
-            also=(xrange,),
-            details={
-                **best_catch_up.details,
-                "runs (records/s)": [round(c.rate) for c in m.catch_ups],
-                "SQLite runs (records/s)": [round(r) for r in m.sqlite_rates],
-                "XRANGE runs (records/s)": [round(r) for r in m.xrange_rates],
-            },
-        ),
+        _catch_up_figure(m.catch_up),
         Figure(
             key="5c",
             name="CURVE PUB/SUB, bare sockets, subscriber side",
@@ -959,3 +976,29 @@ def run(sizes: Sizes) -> list[Figure]:
             },
         ),
     ]
+
+
+def run_catch_up(sizes: Sizes) -> list[Figure]:
+    """Figure 5b alone (``--only catchup``, not part of ``make bench``): the same cluster and
+    outages as in the replication section, without 5a, 5c and 5d before and after them."""
+    runs = min(CATCH_UP_RUNS, sizes.repeats)
+    progress(f"catch-up: preparing {runs * sizes.catch_up_records:,} entries (difficulty 0)")
+    prepared = entries(runs * sizes.catch_up_records, DIFFICULTY, author=WRITER)
+    m = _CatchUps()
+    with scratch_dir() as directory, ExitStack() as stack:
+        progress(f"catch-up: starting redis-server, an ingest node and {REPLICAS} replicas")
+        cluster = stack.enter_context(_cluster(directory))
+        admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
+        writer = stack.enter_context(Client(cluster.node, _writer(admin, WRITER), timeout=TIMEOUT))
+        replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
+        listener = _HeldListener(cluster.redis_url, replication.held_channel)
+        stack.callback(listener.close)
+        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
+        listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
+        writer.hello()
+        progress(f"catch-up: 5b {OUTAGE} down while {sizes.catch_up_records:,} records are put, its catch-up x {runs}")
+        _catch_up_runs(cluster, listener, writer, prepared, sizes.catch_up_records, m)
+        exits = cluster.exits
+    if exits:
+        raise RuntimeError(f"a replica did not stop cleanly: {exits[0]}")
+    return [_catch_up_figure(m, CATCH_UP_COMMAND)]

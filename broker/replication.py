@@ -217,7 +217,9 @@ def entry_id(height: int) -> str:
 
 def entry_height(key: Any) -> int:
     """The height of a stream entry id ``<height>-1``."""
-    return int(_text(key).split("-", 1)[0])
+    if isinstance(key, bytes):  # as Redis answers: int() takes the ASCII digits as they are
+        return int(key.partition(b"-")[0])
+    return int(str(key).partition("-")[0])
 
 
 class ReplicationLedger:
@@ -427,6 +429,20 @@ class ReplicationLedger:
                 )
             )
         return records
+
+    def read_rows(self, ledger: str, start: int, count: int) -> tuple[list[tuple[int, bytes]], list[bytes]]:
+        """:meth:`read`'s records as (height, bytes), and the checkpoints among them, in order:
+        what a catch-up page needs, without a StreamRecord or an origin decoded per record
+        (they cost a replica catching up a tenth of its fetch)."""
+        entries = self.client.xrange(self.stream_key(ledger), min=entry_id(start), max="+", count=count)
+        rows = []
+        checkpoints = []
+        for key, fields in entries:
+            rows.append((entry_height(key), bytes(fields[b"record"])))
+            checkpoint = fields.get(b"checkpoint")
+            if checkpoint:
+                checkpoints.append(bytes(checkpoint))
+        return rows, checkpoints
 
     def ledgers(self) -> dict[str, str]:
         """Every ledger a home node announced, with its home."""

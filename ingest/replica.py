@@ -85,10 +85,9 @@ class StreamSource:
 
     def fetch(self, ledger: str, start: int, count: int) -> Page:
         try:
-            entries = self.replication.read(ledger, start, count)
+            return Page(*self.replication.read_rows(ledger, start, count))
         except REDIS_ERRORS as e:
             raise OSError(f"Redis: {e}") from e
-        return Page([(r.height, r.data) for r in entries], [r.checkpoint for r in entries if r.checkpoint])
 
     def checkpoints(self) -> dict[str, bytes]:
         try:

@@ -212,8 +212,20 @@ class RulesEngine:
         out of order RulesOutOfSyncError.
         """
         violations: list[Violation] = []
+        audit = self.audit_grants
         for record in records:
             held = self._ledgers.get(record.content.ledger)
+            if (
+                not audit
+                and held is not None
+                and type(held.domain) is PlainState
+                and record.height == held.head.height + 1
+                and record.content.kind not in _PROTOCOL_KINDS
+            ):
+                # check_and_apply's short way (what _plan comes to for a plain ledger's next
+                # record): a replica replays each stored run, and this was a tenth of its catch-up.
+                held.head = Ref(record.height, record.link)
+                continue
             if held is None and record.height == 0:
                 rules = LedgerRules.from_genesis(record.content, limits)
             else:

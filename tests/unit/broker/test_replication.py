@@ -161,6 +161,21 @@ def test_read_ranges(repl: ReplicationLedger) -> None:
     assert repl.read("absent", 0, 10) == []
 
 
+def test_read_rows_gives_what_read_gives_as_a_catch_up_page(repl: ReplicationLedger) -> None:
+    """Heights and bytes as read() has them, and each checkpoint in stream order (on the
+    last record of each append that had one), from ``start`` on; nothing of an absent stream."""
+    repl.append(LEDGER, HOME, 0, [b"r0", b"r1", b"r2"], b"note-3")
+    repl.append(LEDGER, HOME, 3, [b"r3", b"r4"])
+    repl.append(LEDGER, HOME, 5, [b"r5"], b"note-6")
+    assert repl.read_rows(LEDGER, 0, 100) == (
+        [(r.height, r.data) for r in repl.read(LEDGER, 0, 100)],
+        [b"note-3", b"note-6"],
+    )
+    assert repl.read_rows(LEDGER, 1, 3) == ([(1, b"r1"), (2, b"r2"), (3, b"r3")], [b"note-3"])
+    assert repl.read_rows(LEDGER, 3, 2) == ([(3, b"r3"), (4, b"r4")], [])
+    assert repl.read_rows("absent", 0, 10) == ([], [])
+
+
 def test_a_trimmed_stream_reads_from_its_first_entry_and_still_refuses_replays(repl: ReplicationLedger) -> None:
     repl.add(records(LEDGER, range(10)))
     repl.client.xtrim(repl.stream_key(LEDGER), maxlen=3, approximate=False)

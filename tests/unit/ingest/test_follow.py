@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -810,6 +813,96 @@ def test_a_catch_up_in_pages_checks_every_note_its_pages_bring(
     assert replica.verified[-1] == notes[-1]  # what a witness may cosign now
     if checker is not None:  # all but the first page (the genesis, checked here) passed the checker
         assert checker.passed - passed >= notes[-1].size - 4
+
+
+class GcWatchingSource(MemorySource):
+    """A MemorySource that notes, at each fetch, whether Python's cyclic collector is on."""
+
+    def __init__(self, name: str, chains: dict[str, list[Record]], **kwargs: object) -> None:
+        super().__init__(name, chains, **kwargs)  # type: ignore[arg-type]
+        self.collecting: list[bool] = []
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        self.collecting.append(gc.isenabled())
+        return super().fetch(ledger, start, count)
+
+
+@pytest.mark.parametrize("on_before", [True, False])
+def test_the_cyclic_collector_is_paused_for_each_page_and_left_as_it_was(
+    make_replica: MakeReplica, long_chain: list[Record], on_before: bool
+) -> None:
+    """Each page is fetched and taken with the collector off (its many objects are freed by
+    their counts); it is on again afterwards, unless something else had turned it off."""
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    source = GcWatchingSource("redis", {LEDGER: long_chain}, signed=notes)
+    replica = make_replica(source, batch=5)
+    was = gc.isenabled()
+    if not on_before:
+        gc.disable()
+    try:
+        assert replica.follower.catch_up(LEDGER, notes[-1].size)
+        assert gc.isenabled() is on_before
+    finally:
+        if was:
+            gc.enable()
+    assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
+    assert len(source.collecting) == notes[-1].size // 5 and not any(source.collecting)
+
+
+class ThreadWatchingSource(MemorySource):
+    """A MemorySource that notes which thread asks it for each page, fails (OSError) from
+    height ``fail_at`` on, and fails the test if it is ever asked twice at once."""
+
+    def __init__(
+        self, name: str, chains: dict[str, list[Record]], fail_at: int | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(name, chains, **kwargs)  # type: ignore[arg-type]
+        self.fail_at = fail_at
+        self.threads: list[str] = []
+        self.busy = threading.Lock()
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        assert self.busy.acquire(blocking=False), "asked for a page while answering another"
+        try:
+            self.threads.append(threading.current_thread().name)
+            time.sleep(0.001)  # an answer takes a while: a second call would overlap it
+            if self.fail_at is not None and start >= self.fail_at:
+                self.fetches.append((ledger, start, count))
+                raise OSError(f"{self.name} is down")
+            return super().fetch(ledger, start, count)
+        finally:
+            self.busy.release()
+
+
+def test_the_next_page_is_fetched_on_the_fetch_thread_while_one_is_taken(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
+) -> None:
+    """Without a page checker each page after the first is asked for on the fetch thread,
+    one at a time, and every one of them is taken."""
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    source = ThreadWatchingSource("redis", {LEDGER: long_chain}, signed=notes)
+    replica = make_replica(source, batch=5)
+    assert replica.follower.catch_up(LEDGER, notes[-1].size)
+    assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
+    assert source.fetches == [(LEDGER, start, 5) for start in range(0, notes[-1].size, 5)]  # none twice, none lost
+    if checker is None:
+        assert source.threads[0] == threading.current_thread().name
+        assert all(name.startswith(f"fetch:{REPLICA}") for name in source.threads[1:])
+
+
+def test_a_page_the_fetch_thread_cannot_get_is_asked_of_the_next_source(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
+) -> None:
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    failing = ThreadWatchingSource("redis", {LEDGER: long_chain}, fail_at=10, signed=notes)
+    home = ThreadWatchingSource(HOME, {LEDGER: long_chain}, signed=notes)
+    replica = make_replica(failing, home, batch=5)
+    assert replica.follower.catch_up(LEDGER, notes[-1].size)
+    assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
+    # The failure ends its turn (a page fetched ahead for the checker that failed is asked again).
+    again = [(LEDGER, 10, 5)] if checker is not None else []
+    assert failing.fetches == [(LEDGER, 0, 5), (LEDGER, 5, 5), (LEDGER, 10, 5), *again]
+    assert home.fetches[0] == (LEDGER, 10, 5)
 
 
 def test_a_bad_record_mid_page_is_refused_and_fetched_from_the_next_source(

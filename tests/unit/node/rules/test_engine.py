@@ -23,6 +23,8 @@ from vledger.node.errors import (
 )
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Entry
+from vledger.node.rules import Ref
+from vledger.node.rules.admin import Grants
 from vledger.node.rules.charity import CharityState
 from vledger.node.rules.engine import PlainState, RulesEngine, UnusableState, Violation
 from vledger.node.rules.files import FilesState
@@ -320,6 +322,26 @@ def test_replay_needs_a_gapless_chain(rules_kit: Any) -> None:
         RulesEngine().replay([*ledger.records[:3], *ledger.records[4:]])
     with pytest.raises(RulesOutOfSyncError, match="expects height 0"):
         RulesEngine().replay(ledger.records[1:])
+
+
+def test_a_plain_ledger_s_replay_refuses_what_apply_refuses(rules_kit: Any) -> None:
+    # replay takes check_and_apply's short way for a plain ledger's next record: a gap, a
+    # handover it cannot judge and an audit of grants still take the full way.
+    bench = rules_kit.bench({}, ("note", EPOCH_KIND))
+    for _ in range(4):
+        bench.ledger.add("note", {})
+    records = bench.ledger.records
+    engine = RulesEngine()
+    assert engine.replay(records[:3]) == [] and engine.state(bench.ledger.name).head == Ref.of(records[2])
+    with pytest.raises(RulesOutOfSyncError, match="expects height 3"):
+        engine.replay(records[4:])
+    assert engine.replay(records[3:]) == [] and engine.state(bench.ledger.name).next_height == len(records)
+    handover = bench.ledger.make(EPOCH_KIND, {})
+    assert [(v.height, v.error.code) for v in engine.replay([handover])] == [(handover.height, "bad_epoch")]
+    grants = Grants()
+    grants.add(bench.ledger.name, "note", "someone-else", True, 0)  # notes closed to their author
+    audited = RulesEngine(grants=lambda: grants, audit_grants=True)
+    assert [(v.height, v.error.code) for v in audited.replay(records)] == [(h, "not_granted") for h in (1, 2, 3, 4)]
 
 
 def test_replay_raises_a_protocol_genesis_error(rules_kit: Any) -> None:
