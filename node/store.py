@@ -218,6 +218,66 @@ def _stands_on(records: Sequence[Record], heads: Mapping[str, _Head]) -> bool:
     return True
 
 
+# SQLite's own default for wal_autocheckpoint: the WAL is copied into the database about this often.
+CHECKPOINT_PAGES = 1000
+# Past this many frames in the WAL (the checkpointer never caught up with a writer that never
+# paused), the committer checkpoints itself after its next group: the WAL stays bounded.
+CHECKPOINT_INLINE_FRAMES = 20 * CHECKPOINT_PAGES
+
+
+class _Checkpointer:
+    """Copies the WAL into the database on a thread and connection of its own, so that no
+    append waits for it: with SQLite's automatic checkpoint, the group commit that passed
+    ``CHECKPOINT_PAGES`` copied them all and fsynced the database before its appends were
+    answered. A checkpoint is PASSIVE (it never blocks the committer, nor waits for it), so
+    the committer restarts the WAL at its next BEGIN once a checkpoint has copied every frame.
+
+    ``due()`` from the committer after each group (with the pages it wrote, roughly) wakes
+    the thread every ``CHECKPOINT_PAGES``. Should the WAL still hold more than
+    ``CHECKPOINT_INLINE_FRAMES`` frames after a checkpoint (writes that never paused long
+    enough for one to catch up), :attr:`behind` asks the committer to checkpoint inline.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._path = path
+        self._pages = 0
+        self._wake = threading.Event()
+        self._stop = False
+        self.behind = False
+        self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint:{name}", daemon=True)
+        self._thread.start()
+
+    def due(self, pages: int) -> None:
+        """The committer wrote about ``pages`` pages more (only the committer calls this)."""
+        self._pages += pages
+        if self._pages >= CHECKPOINT_PAGES:
+            self._pages = 0
+            self._wake.set()
+
+    def _run(self) -> None:
+        conn = connect(self._path)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stop:
+                    return
+                try:
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as e:  # the committer's inline checkpoint is the fallback
+                    log.warning("%s: WAL checkpoint failed: %s", self._path, e)
+                    self.behind = True
+                    continue
+                self.behind = frames > CHECKPOINT_INLINE_FRAMES
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -303,6 +363,8 @@ class ChainStore:
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
         self._write = connect(self.path, shared=True)
+        # Checkpoints are the checkpointer's (see _Checkpointer): none runs inside a group commit.
+        self._write.execute("PRAGMA wal_autocheckpoint=0")
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -326,6 +388,7 @@ class ChainStore:
         self._queue: collections.deque[_Job] = collections.deque()
         self._work = threading.Event()  # set when the committer has appends to look at, or must stop
         self._committing = threading.Lock()  # held by whichever thread commits a group
+        self._checkpointer = _Checkpointer(self.path, directory.name)
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
         self._committer.start()
 
@@ -430,6 +493,7 @@ class ChainStore:
             self._closed = True
         self._work.set()
         self._committer.join()
+        self._checkpointer.close()
         self.checkpoints.close()
         self._write.close()
         for conn in self._readers:
@@ -656,6 +720,8 @@ class ChainStore:
                     self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 self._write.execute("COMMIT")
+                # Roughly: each record, and a page each of the indexes and the tree's edge.
+                self._checkpointer.due(len(staged) + 3)
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -681,6 +747,21 @@ class ChainStore:
         self.stats.appends += appends
         for job, result in done:
             job.future.set_result(result)
+        if self._checkpointer.behind:  # after the answers: this group's appends do not wait for it
+            self._checkpoint_inline()
+
+    def _checkpoint_inline(self) -> None:
+        """Checkpoint here, between group commits, so that every frame is copied and the
+        next BEGIN restarts the WAL; a failure is left for the next group to try again."""
+        try:
+            busy, frames, copied = self._write.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as e:
+            log.warning("%s: inline WAL checkpoint failed: %s", self.path, e)
+            return
+        if busy:  # the checkpointer's own is under way: the next group looks again
+            return
+        log.info("%s: the WAL checkpointer fell behind: %d of %d frames copied inline", self.path, copied, frames)
+        self._checkpointer.behind = False
 
     def _place_each(
         self,
