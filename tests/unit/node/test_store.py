@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -30,6 +32,7 @@ from vledger.node.errors import (
     VledgerError,
 )
 from vledger.node.record import Entry, Record, decode_record
+from vledger.node import store as store_module
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
@@ -721,6 +724,63 @@ def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore,
 def test_a_bad_node_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FieldError, match="origin"):
         ChainStore(tmp_path / "x", origin="Node 1")
+
+
+# --- WAL checkpoints -------------------------------------------------------------------
+
+
+def db_bytes(store: ChainStore) -> int:
+    """The size of the database file proper: it grows only when a checkpoint copies the WAL into it."""
+    return store.path.stat().st_size
+
+
+def test_group_commits_do_not_checkpoint_the_wal(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With SQLite's automatic checkpoint, the commit that passed 1000 WAL frames copied them
+    # into the database (and fsynced it) before its appends were answered. ~300 lone appends
+    # write ~1200 frames: the database file must not grow while the checkpointer sleeps.
+    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 10**9)
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    before = db_bytes(store)
+    fill(store, kit, 300)
+    assert db_bytes(store) == before
+    assert store.path.with_name(DB_NAME + "-wal").stat().st_size > 1000 * 4096  # the frames are all in the WAL
+
+
+def test_the_checkpointer_copies_the_wal_into_the_database(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 8)
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    before = db_bytes(store)
+    fill(store, kit, 20)
+    deadline = time.monotonic() + DEADLINE
+    while db_bytes(store) == before:
+        assert time.monotonic() < deadline, "the checkpointer never copied the WAL"
+        time.sleep(0.01)
+    assert [r.height for r in store.range(LEDGER)] == list(range(21))
+
+
+def test_the_committer_checkpoints_when_the_checkpointer_falls_behind(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Writes that never pause could keep a PASSIVE checkpoint from ever copying the last
+    # frame, and then the WAL never restarts: past the bound the committer checkpoints itself.
+    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 4)
+    monkeypatch.setattr(store_module, "CHECKPOINT_INLINE_FRAMES", 0)
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    deadline = time.monotonic() + DEADLINE
+    i = 0
+    with caplog.at_level(logging.INFO, logger=store_module.__name__):
+        while "fell behind" not in caplog.text:
+            assert time.monotonic() < deadline, "the committer never checkpointed inline"
+            i += 1
+            store.append(kit.entry(i))
+    assert [r.height for r in store.range(LEDGER)] == list(range(i + 1))
 
 
 # --- paging and closing -----------------------------------------------------------------
