@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits, StoreSettings
+from vledger.node import store as store_module
 from vledger.node import work
 from vledger.node.errors import (
     BadGenesisError,
@@ -32,7 +33,6 @@ from vledger.node.errors import (
     VledgerError,
 )
 from vledger.node.record import Entry, Record, decode_record
-from vledger.node import store as store_module
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
