@@ -220,22 +220,22 @@ def _stands_on(records: Sequence[Record], heads: Mapping[str, _Head]) -> bool:
 
 # SQLite's own default for wal_autocheckpoint: the WAL is copied into the database about this often.
 CHECKPOINT_PAGES = 1000
-# Past this many frames in the WAL (the checkpointer never caught up with a writer that never
-# paused), the committer checkpoints itself after its next group: the WAL stays bounded.
-CHECKPOINT_INLINE_FRAMES = 20 * CHECKPOINT_PAGES
 
 
 class _Checkpointer:
     """Copies the WAL into the database on a thread and connection of its own, so that no
     append waits for it: with SQLite's automatic checkpoint, the group commit that passed
     ``CHECKPOINT_PAGES`` copied them all and fsynced the database before its appends were
-    answered. A checkpoint is PASSIVE (it never blocks the committer, nor waits for it), so
-    the committer restarts the WAL at its next BEGIN once a checkpoint has copied every frame.
+    answered. A checkpoint is PASSIVE: it never blocks the committer, nor waits for it.
+
+    The WAL restarts (is written again from its start instead of growing) only at a BEGIN
+    that finds every frame copied, and appends committed during the checkpoint leave it a
+    few short: so :attr:`unfinished` asks the committer to copy those few itself, after it
+    answered its next group. The WAL then stays about as long as SQLite's own checkpoints
+    keep it, and cannot grow without bound while writes never pause.
 
     ``due()`` from the committer after each group (with the pages it wrote, roughly) wakes
-    the thread every ``CHECKPOINT_PAGES``. Should the WAL still hold more than
-    ``CHECKPOINT_INLINE_FRAMES`` frames after a checkpoint (writes that never paused long
-    enough for one to catch up), :attr:`behind` asks the committer to checkpoint inline.
+    the thread every ``CHECKPOINT_PAGES``.
     """
 
     def __init__(self, path: Path, name: str) -> None:
@@ -243,7 +243,7 @@ class _Checkpointer:
         self._pages = 0
         self._wake = threading.Event()
         self._stop = False
-        self.behind = False
+        self.unfinished = False
         self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint:{name}", daemon=True)
         self._thread.start()
 
@@ -263,12 +263,10 @@ class _Checkpointer:
                 if self._stop:
                     return
                 try:
-                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as e:  # the committer's inline checkpoint is the fallback
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:  # the committer's checkpoint copies what this one did not
                     log.warning("%s: WAL checkpoint failed: %s", self._path, e)
-                    self.behind = True
-                    continue
-                self.behind = frames > CHECKPOINT_INLINE_FRAMES
+                self.unfinished = True
         finally:
             conn.close()
 
@@ -747,21 +745,20 @@ class ChainStore:
         self.stats.appends += appends
         for job, result in done:
             job.future.set_result(result)
-        if self._checkpointer.behind:  # after the answers: this group's appends do not wait for it
-            self._checkpoint_inline()
+        if self._checkpointer.unfinished:  # after the answers: this group's appends do not wait for it
+            self._finish_checkpoint()
 
-    def _checkpoint_inline(self) -> None:
-        """Checkpoint here, between group commits, so that every frame is copied and the
-        next BEGIN restarts the WAL; a failure is left for the next group to try again."""
+    def _finish_checkpoint(self) -> None:
+        """Copy the frames the checkpointer's last checkpoint left (see _Checkpointer), here
+        between group commits, so that the next BEGIN finds every frame copied and restarts
+        the WAL. A failure, or the checkpointer busy with its next one, is left for the next group."""
         try:
-            busy, frames, copied = self._write.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, _, _ = self._write.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:
-            log.warning("%s: inline WAL checkpoint failed: %s", self.path, e)
+            log.warning("%s: WAL checkpoint failed: %s", self.path, e)
             return
-        if busy:  # the checkpointer's own is under way: the next group looks again
-            return
-        log.info("%s: the WAL checkpointer fell behind: %d of %d frames copied inline", self.path, copied, frames)
-        self._checkpointer.behind = False
+        if not busy:
+            self._checkpointer.unfinished = False
 
     def _place_each(
         self,

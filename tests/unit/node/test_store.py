@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sqlite3
 import threading
 import time
@@ -764,23 +763,33 @@ def test_the_checkpointer_copies_the_wal_into_the_database(
     assert [r.height for r in store.range(LEDGER)] == list(range(21))
 
 
-def test_the_committer_checkpoints_when_the_checkpointer_falls_behind(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def wal_restarts(store: ChainStore) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it restarts the WAL."""
+    with store.path.with_name(DB_NAME + "-wal").open("rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_the_committer_finishes_a_checkpoint_so_that_the_wal_restarts(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Writes that never pause could keep a PASSIVE checkpoint from ever copying the last
-    # frame, and then the WAL never restarts: past the bound the committer checkpoints itself.
-    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 4)
-    monkeypatch.setattr(store_module, "CHECKPOINT_INLINE_FRAMES", 0)
+    # A PASSIVE checkpoint beside appends that never pause leaves the frames they committed
+    # meanwhile, and a WAL restarts only at a BEGIN that finds every frame copied: after its
+    # next group the committer copies those few, or the WAL would grow on (each fsync with it).
+    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 10**9)  # the checkpointer sleeps: the test plays it
     store = open_store()
     store.create_ledger(kit.genesis_entry(0))
+    fill(store, kit, 20)
+    first = wal_restarts(store)
+    store._checkpointer.unfinished = True  # what its checkpoint of all but the last frames leaves
+    fill(store, kit, 1, first=21)
     deadline = time.monotonic() + DEADLINE
-    i = 0
-    with caplog.at_level(logging.INFO, logger=store_module.__name__):
-        while "fell behind" not in caplog.text:
-            assert time.monotonic() < deadline, "the committer never checkpointed inline"
-            i += 1
-            store.append(kit.entry(i))
-    assert [r.height for r in store.range(LEDGER)] == list(range(i + 1))
+    while store._checkpointer.unfinished:  # the copy follows the group's answers
+        assert time.monotonic() < deadline, "the committer never finished the checkpoint"
+        time.sleep(0.001)
+    assert wal_restarts(store) == first  # the answered group's BEGIN came before the copy
+    fill(store, kit, 1, first=22)
+    assert wal_restarts(store) == first + 1
+    assert [r.height for r in store.range(LEDGER)] == list(range(23))
 
 
 # --- paging and closing -----------------------------------------------------------------
