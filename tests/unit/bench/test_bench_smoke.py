@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vledger.bench.__main__ import SECTIONS
+from vledger.bench.__main__ import PART_OF, SECTIONS
 
 REPO = Path(__file__).resolve().parents[3]
 # Across hosts (bench/hosts.py): network namespaces need root; elsewhere the section says why and skips.
@@ -37,7 +37,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     # Every section but the one across hosts: its cluster of network namespaces, started beside
     # tests/multihost's on the other worker, starved both on 2 cores (Sentinel timeouts). Its
     # figures come from `make bench` and the paths it drives are tests/multihost's own.
-    only = [arg for name in SECTIONS if name != "hosts" for arg in ("--only", name)]
+    # Sections that repeat part of another (PART_OF) are left to their own test.
+    only = [arg for name in SECTIONS if name != "hosts" and name not in PART_OF for arg in ("--only", name)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), *only],
         cwd=REPO,
@@ -67,3 +68,20 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     for key in expected:
         assert f"| {key} " in table, key
     assert done.stdout == table
+
+
+def test_quick_ingest_desk_writes_only_figures_4c_to_4f(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--only", "ingest-desk"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads((out / "latest.json").read_text())["figures"]}
+    assert set(figures) == {"4c", "4d", "4e", "4f"}
+    for key, figure in figures.items():
+        assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
+        assert figure["command"].endswith("--only ingest-desk"), key
