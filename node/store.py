@@ -218,64 +218,6 @@ def _stands_on(records: Sequence[Record], heads: Mapping[str, _Head]) -> bool:
     return True
 
 
-# SQLite's own default for wal_autocheckpoint: the WAL is copied into the database about this often.
-CHECKPOINT_PAGES = 1000
-
-
-class _Checkpointer:
-    """Copies the WAL into the database on a thread and connection of its own, so that no
-    append waits for it: with SQLite's automatic checkpoint, the group commit that passed
-    ``CHECKPOINT_PAGES`` copied them all and fsynced the database before its appends were
-    answered. A checkpoint is PASSIVE: it never blocks the committer, nor waits for it.
-
-    The WAL restarts (is written again from its start instead of growing) only at a BEGIN
-    that finds every frame copied, and appends committed during the checkpoint leave it a
-    few short: so :attr:`unfinished` asks the committer to copy those few itself, after it
-    answered its next group. The WAL then stays about as long as SQLite's own checkpoints
-    keep it, and cannot grow without bound while writes never pause.
-
-    ``due()`` from the committer after each group (with the pages it wrote, roughly) wakes
-    the thread every ``CHECKPOINT_PAGES``.
-    """
-
-    def __init__(self, path: Path, name: str) -> None:
-        self._path = path
-        self._pages = 0
-        self._wake = threading.Event()
-        self._stop = False
-        self.unfinished = False
-        self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint:{name}", daemon=True)
-        self._thread.start()
-
-    def due(self, pages: int) -> None:
-        """The committer wrote about ``pages`` pages more (only the committer calls this)."""
-        self._pages += pages
-        if self._pages >= CHECKPOINT_PAGES:
-            self._pages = 0
-            self._wake.set()
-
-    def _run(self) -> None:
-        conn = connect(self._path)
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop:
-                    return
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as e:  # the committer's checkpoint copies what this one did not
-                    log.warning("%s: WAL checkpoint failed: %s", self._path, e)
-                self.unfinished = True
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -361,8 +303,6 @@ class ChainStore:
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
         self._write = connect(self.path, shared=True)
-        # Checkpoints are the checkpointer's (see _Checkpointer): none runs inside a group commit.
-        self._write.execute("PRAGMA wal_autocheckpoint=0")
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -386,7 +326,6 @@ class ChainStore:
         self._queue: collections.deque[_Job] = collections.deque()
         self._work = threading.Event()  # set when the committer has appends to look at, or must stop
         self._committing = threading.Lock()  # held by whichever thread commits a group
-        self._checkpointer = _Checkpointer(self.path, directory.name)
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
         self._committer.start()
 
@@ -491,7 +430,6 @@ class ChainStore:
             self._closed = True
         self._work.set()
         self._committer.join()
-        self._checkpointer.close()
         self.checkpoints.close()
         self._write.close()
         for conn in self._readers:
@@ -718,8 +656,6 @@ class ChainStore:
                     self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 self._write.execute("COMMIT")
-                # Roughly: each record, and a page each of the indexes and the tree's edge.
-                self._checkpointer.due(len(staged) + 3)
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -745,20 +681,6 @@ class ChainStore:
         self.stats.appends += appends
         for job, result in done:
             job.future.set_result(result)
-        if self._checkpointer.unfinished:  # after the answers: this group's appends do not wait for it
-            self._finish_checkpoint()
-
-    def _finish_checkpoint(self) -> None:
-        """Copy the frames the checkpointer's last checkpoint left (see _Checkpointer), here
-        between group commits, so that the next BEGIN finds every frame copied and restarts
-        the WAL. A failure, or the checkpointer busy with its next one, is left for the next group."""
-        try:
-            busy, _, _ = self._write.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as e:
-            log.warning("%s: WAL checkpoint failed: %s", self.path, e)
-            return
-        if not busy:
-            self._checkpointer.unfinished = False
 
     def _place_each(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits, StoreSettings
-from vledger.node import store as store_module
 from vledger.node import work
 from vledger.node.errors import (
     BadGenesisError,
@@ -723,73 +721,6 @@ def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore,
 def test_a_bad_node_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FieldError, match="origin"):
         ChainStore(tmp_path / "x", origin="Node 1")
-
-
-# --- WAL checkpoints -------------------------------------------------------------------
-
-
-def db_bytes(store: ChainStore) -> int:
-    """The size of the database file proper: it grows only when a checkpoint copies the WAL into it."""
-    return store.path.stat().st_size
-
-
-def test_group_commits_do_not_checkpoint_the_wal(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # With SQLite's automatic checkpoint, the commit that passed 1000 WAL frames copied them
-    # into the database (and fsynced it) before its appends were answered. ~300 lone appends
-    # write ~1200 frames: the database file must not grow while the checkpointer sleeps.
-    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 10**9)
-    store = open_store()
-    store.create_ledger(kit.genesis_entry(0))
-    before = db_bytes(store)
-    fill(store, kit, 300)
-    assert db_bytes(store) == before
-    assert store.path.with_name(DB_NAME + "-wal").stat().st_size > 1000 * 4096  # the frames are all in the WAL
-
-
-def test_the_checkpointer_copies_the_wal_into_the_database(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 8)
-    store = open_store()
-    store.create_ledger(kit.genesis_entry(0))
-    before = db_bytes(store)
-    fill(store, kit, 20)
-    deadline = time.monotonic() + DEADLINE
-    while db_bytes(store) == before:
-        assert time.monotonic() < deadline, "the checkpointer never copied the WAL"
-        time.sleep(0.01)
-    assert [r.height for r in store.range(LEDGER)] == list(range(21))
-
-
-def wal_restarts(store: ChainStore) -> int:
-    """The WAL header's checkpoint sequence number: SQLite adds one each time it restarts the WAL."""
-    with store.path.with_name(DB_NAME + "-wal").open("rb") as wal:
-        return int.from_bytes(wal.read(16)[12:16], "big")
-
-
-def test_the_committer_finishes_a_checkpoint_so_that_the_wal_restarts(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A PASSIVE checkpoint beside appends that never pause leaves the frames they committed
-    # meanwhile, and a WAL restarts only at a BEGIN that finds every frame copied: after its
-    # next group the committer copies those few, or the WAL would grow on (each fsync with it).
-    monkeypatch.setattr(store_module, "CHECKPOINT_PAGES", 10**9)  # the checkpointer sleeps: the test plays it
-    store = open_store()
-    store.create_ledger(kit.genesis_entry(0))
-    fill(store, kit, 20)
-    first = wal_restarts(store)
-    store._checkpointer.unfinished = True  # what its checkpoint of all but the last frames leaves
-    fill(store, kit, 1, first=21)
-    deadline = time.monotonic() + DEADLINE
-    while store._checkpointer.unfinished:  # the copy follows the group's answers
-        assert time.monotonic() < deadline, "the committer never finished the checkpoint"
-        time.sleep(0.001)
-    assert wal_restarts(store) == first  # the answered group's BEGIN came before the copy
-    fill(store, kit, 1, first=22)
-    assert wal_restarts(store) == first + 1
-    assert [r.height for r in store.range(LEDGER)] == list(range(23))
 
 
 # --- paging and closing -----------------------------------------------------------------
