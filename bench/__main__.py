@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
 # Narrower runs of a section's figures, only when named with --only (make bench has them in their section).
 NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
     "catchup": replication.run_catch_up,  # figure 5b alone
+    "ingest-desk": ingest.run_desk,  # figures 4c-4f alone
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

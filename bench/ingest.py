@@ -51,6 +51,7 @@ from .fixtures import LEDGER, Sizes, entries, genesis, scratch_dir, timed
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only ingest"
+DESK_COMMAND = ".venv/bin/python -m bench --only ingest-desk"
 TARGET_ONE_CLIENT = 5_000.0  # records/s
 TARGET_CLIENTS = 20_000.0  # records/s, durable on the home, tree and checkpoints on (issue 15)
 TARGET_HELLO_MEDIAN_MS = 0.15
@@ -576,6 +577,35 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
     )
 
 
+def _measure_desk(sizes: Sizes, directory: Path, put_message: bytes) -> tuple[_Sequential, list[float], list[float]]:
+    """Figures 4c-4f alone, on a node that holds only the ledger's genesis (the whole section's
+    4e runs after 4a's puts): the sequential puts beside the echo and fsync, then the hellos."""
+    sequential_batch = entries(sizes.ingest_sequential, DIFFICULTY, author="writer-seq")
+    hello_message = encode_request(1, "hello", {})
+    with ExitStack() as stack:
+        progress("ingest: starting redis-server and an ingest node")
+        node = stack.enter_context(_node(directory))
+        admin = stack.enter_context(Client(node.address, node.admin, timeout=TIMEOUT))
+        sequential_keys = _writer(admin, "writer-seq")
+        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
+        echo = stack.enter_context(_echo_server([node.admin.public, sequential_keys.public]))
+        client = stack.enter_context(Client(node.address, sequential_keys, timeout=TIMEOUT))
+        client.hello()  # both CURVE handshakes before any clock starts
+        echo_socket = _echo_socket(echo, sequential_keys)
+        stack.callback(echo_socket.close, 0)
+        _echoes(echo_socket, b"ready", 1, 1)
+        progress(f"ingest: 4e {sizes.ingest_sequential:,} puts one at a time, with the echo and fsync")
+        sequential = _sequential(node, client, echo_socket, sequential_batch, put_message, directory)
+        progress(f"ingest: 4c {sizes.ingest_hellos:,} hellos one at a time, with the echo")
+        hello_ms: list[float] = []
+        echo_ms: list[float] = []
+        for block in range(0, sizes.ingest_hellos, HELLO_BLOCK):
+            count = min(HELLO_BLOCK, sizes.ingest_hellos - block)
+            hello_ms += _round_trips_ms(client.hello, count)
+            echo_ms += _round_trips_ms(partial(_echoes, echo_socket, hello_message, 1, 1), count)
+    return sequential, hello_ms, echo_ms
+
+
 def _proof_requests(size: int, count: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
     """``count`` proof.inclusion requests for indexes spread over a tree of ``size`` (a fixed stride)."""
     stride = 7919 + seed  # a prime: the indexes visit the whole tree, not one subtree's cached paths
@@ -592,21 +622,15 @@ def _proofs(client: Client, requests: list[tuple[str, dict[str, Any]]], size: in
     return len(requests)
 
 
-def run(sizes: Sizes) -> list[Figure]:
-    put_message = _put_request(entries(1, DIFFICULTY, author="writer-0")[0])
-    hello_message = encode_request(1, "hello", {})
-    with scratch_dir() as directory:
-        m = _measure(sizes, directory, put_message, hello_message)
-
-    def echo(clients: str, rate: float) -> Ceiling:
-        return Ceiling(
-            f"CURVE echo, {clients}, {WINDOW} in flight",
-            rate,
-            "round trips/s",
-            f"bare DEALER of {clients} to a CurveServer ROUTER process (allow-list, recv_multipart then "
-            f"send_multipart), {len(put_message)}-byte messages (a put request), {WINDOW} in flight, "
-            "after each put run",
-        )
+def _desk_figures(
+    seq: _Sequential,
+    hello_ms: list[float],
+    echo_ms: list[float],
+    put_message: bytes,
+    hello_message: bytes,
+    command: str,
+) -> list[Figure]:
+    """Figures 4c-4f: the hello round trip and the sequential put, each beside its ceiling."""
 
     def echo_time(what: str, value: float) -> Ceiling:
         return Ceiling(
@@ -616,17 +640,6 @@ def run(sizes: Sizes) -> list[Figure]:
             f"bare DEALER send, poll, recv of a {len(hello_message)}-byte message (a hello request) to the "
             f"same echo process, one in flight, {HELLO_BLOCK} after each {HELLO_BLOCK} hellos",
         )
-
-    def put_details(records: int, runs: list[_PutRun], echoes: list[float]) -> dict[str, Any]:
-        return {
-            "records per run": records,
-            "entries": f"prepared before timing, difficulty {DIFFICULTY} (no proof of work to do)",
-            "node CPU in cores (best run)": round(max(runs, key=lambda r: r.rate).node_cores, 2),
-            "runs (records/s)": [round(r.rate) for r in runs],
-            "echo runs (round trips/s)": [round(r) for r in echoes],
-        }
-
-    seq = m.sequential
 
     def sequential_ceiling(what: str, quantile: Callable[[list[float]], float]) -> Ceiling:
         return Ceiling(
@@ -648,10 +661,89 @@ def run(sizes: Sizes) -> list[Figure]:
         "load average after the run (1, 5, 15 min)": [round(load, 2) for load in seq.load],
     }
     hello_details = {
-        "samples": len(m.hello_ms),
-        "hello mean ms": round(statistics.fmean(m.hello_ms), 3),
-        "hello max ms": round(max(m.hello_ms), 3),
+        "samples": len(hello_ms),
+        "hello mean ms": round(statistics.fmean(hello_ms), 3),
+        "hello max ms": round(max(hello_ms), 3),
     }
+    return [
+        Figure(
+            key="4c",
+            name="hello round trip, 1 in flight, median",
+            value=statistics.median(hello_ms),
+            unit="ms",
+            ceiling=echo_time("median", statistics.median(echo_ms)),
+            command=command,
+            higher_is_better=False,
+            target=TARGET_HELLO_MEDIAN_MS,
+            details=hello_details,
+        ),
+        Figure(
+            key="4d",
+            name="hello round trip, 1 in flight, p99",
+            value=_p99(hello_ms),
+            unit="ms",
+            ceiling=echo_time("p99", _p99(echo_ms)),
+            command=command,
+            higher_is_better=False,
+            details=hello_details,
+        ),
+        Figure(
+            key="4e",
+            name="durable put, 1 client, 1 in flight (each waits for its answer), median",
+            value=statistics.median(seq.put_ms),
+            unit="ms",
+            ceiling=sequential_ceiling("median", statistics.median),
+            command=command,
+            higher_is_better=False,
+            target=TARGET_SEQUENTIAL_MEDIAN_MS,
+            details=sequential_details,
+        ),
+        Figure(
+            key="4f",
+            name="durable put, 1 client, 1 in flight (each waits for its answer), p99",
+            value=_p99(seq.put_ms),
+            unit="ms",
+            ceiling=sequential_ceiling("p99", _p99),
+            command=command,
+            higher_is_better=False,
+            details=sequential_details,
+        ),
+    ]
+
+
+def run_desk(sizes: Sizes) -> list[Figure]:
+    """Only figures 4c-4f (``--only ingest-desk``): a minute instead of the section's many."""
+    put_message = _put_request(entries(1, DIFFICULTY, author="writer-0")[0])
+    with scratch_dir() as directory:
+        seq, hello_ms, echo_ms = _measure_desk(sizes, directory, put_message)
+    return _desk_figures(seq, hello_ms, echo_ms, put_message, encode_request(1, "hello", {}), DESK_COMMAND)
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    put_message = _put_request(entries(1, DIFFICULTY, author="writer-0")[0])
+    hello_message = encode_request(1, "hello", {})
+    with scratch_dir() as directory:
+        m = _measure(sizes, directory, put_message, hello_message)
+
+    def echo(clients: str, rate: float) -> Ceiling:
+        return Ceiling(
+            f"CURVE echo, {clients}, {WINDOW} in flight",
+            rate,
+            "round trips/s",
+            f"bare DEALER of {clients} to a CurveServer ROUTER process (allow-list, recv_multipart then "
+            f"send_multipart), {len(put_message)}-byte messages (a put request), {WINDOW} in flight, "
+            "after each put run",
+        )
+
+    def put_details(records: int, runs: list[_PutRun], echoes: list[float]) -> dict[str, Any]:
+        return {
+            "records per run": records,
+            "entries": f"prepared before timing, difficulty {DIFFICULTY} (no proof of work to do)",
+            "node CPU in cores (best run)": round(max(runs, key=lambda r: r.rate).node_cores, 2),
+            "runs (records/s)": [round(r.rate) for r in runs],
+            "echo runs (round trips/s)": [round(r) for r in echoes],
+        }
+
     return [
         Figure(
             key="4a",
@@ -673,48 +765,7 @@ def run(sizes: Sizes) -> list[Figure]:
             target=TARGET_CLIENTS,
             details=put_details(CLIENTS * sizes.ingest_client_records, m.clients, m.clients_echo),
         ),
-        Figure(
-            key="4c",
-            name="hello round trip, 1 in flight, median",
-            value=statistics.median(m.hello_ms),
-            unit="ms",
-            ceiling=echo_time("median", statistics.median(m.echo_ms)),
-            command=COMMAND,
-            higher_is_better=False,
-            target=TARGET_HELLO_MEDIAN_MS,
-            details=hello_details,
-        ),
-        Figure(
-            key="4d",
-            name="hello round trip, 1 in flight, p99",
-            value=_p99(m.hello_ms),
-            unit="ms",
-            ceiling=echo_time("p99", _p99(m.echo_ms)),
-            command=COMMAND,
-            higher_is_better=False,
-            details=hello_details,
-        ),
-        Figure(
-            key="4e",
-            name="durable put, 1 client, 1 in flight (each waits for its answer), median",
-            value=statistics.median(seq.put_ms),
-            unit="ms",
-            ceiling=sequential_ceiling("median", statistics.median),
-            command=COMMAND,
-            higher_is_better=False,
-            target=TARGET_SEQUENTIAL_MEDIAN_MS,
-            details=sequential_details,
-        ),
-        Figure(
-            key="4f",
-            name="durable put, 1 client, 1 in flight (each waits for its answer), p99",
-            value=_p99(seq.put_ms),
-            unit="ms",
-            ceiling=sequential_ceiling("p99", _p99),
-            command=COMMAND,
-            higher_is_better=False,
-            details=sequential_details,
-        ),
+        *_desk_figures(m.sequential, m.hello_ms, m.echo_ms, put_message, hello_message, COMMAND),
         Figure(
             key="4g",
             name=f"proof.inclusion served over CURVE, 1 client, {WINDOW} in flight",

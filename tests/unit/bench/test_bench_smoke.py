@@ -37,6 +37,7 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     # Every section but the one across hosts: its cluster of network namespaces, started beside
     # tests/multihost's on the other worker, starved both on 2 cores (Sentinel timeouts). Its
     # figures come from `make bench` and the paths it drives are tests/multihost's own.
+    # The narrower runs (NARROW: part of a section, by --only alone) are left to their own tests.
     only = [arg for name in SECTIONS if name != "hosts" for arg in ("--only", name)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), *only],
@@ -67,3 +68,20 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     for key in expected:
         assert f"| {key} " in table, key
     assert done.stdout == table
+
+
+def test_quick_ingest_desk_writes_only_figures_4c_to_4f(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--only", "ingest-desk"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads((out / "latest.json").read_text())["figures"]}
+    assert set(figures) == {"4c", "4d", "4e", "4f"}
+    for key, figure in figures.items():
+        assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
+        assert figure["command"].endswith("--only ingest-desk"), key
