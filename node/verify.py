@@ -12,9 +12,11 @@ name the first failure. tests/unit/node/test_fastpath.py holds the two against e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -33,13 +35,9 @@ from .errors import (
 from .ledger import LedgerRules
 from .record import (
     ACCOUNT_PATTERN,
-    CONTENT_KEYS,
     FORMAT_VERSION,
     GENESIS_KIND,
-    MATCHED_ACCOUNTS,
-    MATCHED_NAMES,
     NAME_PATTERN,
-    RECORD_KEYS,
     REQUEST_ID_PATTERN,
     ZERO_LINK,
     Content,
@@ -48,7 +46,6 @@ from .record import (
     checksum_of,
     decode_record,
     link_of,
-    matches_name,
     record_of_maps,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
@@ -148,153 +145,183 @@ class ChainVerifier:
         """Check ``record`` as the next one and take it as the head; raises its first failure."""
         self.advance(record, self.check(record))
 
-    def feed_raw(self, data: bytes) -> dict[str, Any]:
-        """Decode and check the record bytes ``data`` as the next record and take it as the head;
-        return its content map. Raises exactly what ``decode_record`` then :meth:`feed` raise."""
-        content = self.feed_fast(data)
-        if content is None:
-            record = decode_record(data, self.limits)
-            self.feed(record)
-            content = record.content.to_map()
-        return content
+    def feed_raw(self, data: bytes) -> None:
+        """Decode and check the record bytes ``data`` as the next record and take it as the head.
+        Raises exactly what ``decode_record`` then :meth:`feed` raise."""
+        if not self.take_fast(data):
+            self.feed(decode_record(data, self.limits))
 
     def feed_record_fast(self, data: bytes) -> Record | None:
-        """:meth:`feed_fast` that returns the record itself: the Record ``decode_record(data)``
-        gives, built from the fields the fast path decoded; None when not sure, with nothing
+        """:meth:`take_fast` that returns the record itself: the Record ``decode_record(data)``
+        gives, decoded once the bytes are known good; None when not sure, with nothing
         changed (the caller then runs ``decode_record`` and :meth:`feed`)."""
-        taken = self._take_fast(data)
-        if taken is None:
+        content_bytes = self._take(data)
+        if content_bytes is None:
             return None
-        value, content = taken
-        return record_of_maps(value, content)
+        return record_of_maps(msgpack.unpackb(data), msgpack.unpackb(content_bytes))
 
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
-        """Take the record bytes ``data`` as the next record if every check of section 4 passes,
-        and return its content map (its fields as decoded); None when not sure, with nothing
-        changed: the caller then runs the checks one by one to name the failure, if any.
+        """:meth:`take_fast` that returns the record's content map (its fields as decoded); None
+        when not sure, with nothing changed."""
+        content_bytes = self._take(data)
+        return None if content_bytes is None else msgpack.unpackb(content_bytes)
 
-        Genesis records, names not yet remembered and every fault take the None way.
+    def take_fast(self, data: bytes) -> bool:
+        """Take the record bytes ``data`` as the next record if every check of section 4 passes
+        (True); False when not sure, with nothing changed: the caller then runs the checks one
+        by one to name the failure, if any. Genesis records and every fault take the False way."""
+        return self._take(data) is not None
+
+    def _take(self, data: bytes) -> bytes | None:
+        """The fast path's checks; the record's content bytes if it was taken, else None.
+
+        The record and its content are matched against their only canonical form by one
+        regular expression each (_FastRules), which leaves no room for another encoding of
+        the same values: only the payload is decoded, and held to canonical form by its own
+        re-encoding. Nothing but the fields the hashes need is converted to Python values.
         """
-        taken = self._take_fast(data)
-        return taken[1] if taken is not None else None
-
-    def _take_fast(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """feed_fast's checks: the record's map and its content's map as decoded, or None."""
         fast = self._fast
         if fast is None or fast.rules is not self.rules:
             if self.rules is None:
                 return None  # the genesis: its rules are read the precise way
             fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
-        if len(data) > fast.max_record or data[:1] != b"\x88":
+        if len(data) > fast.max_record:
             return None
-        unpackb = msgpack.unpackb
+        head = fast.head(data)
+        if head is None:
+            return None
+        accepted, checksum, short, long = head.groups()
+        start = head.end()
+        end = start + (short[0] if long is None else int.from_bytes(long, "big"))
+        tail = fast.tail(data, end)
+        if tail is None:
+            return None
+        height, link, nonce, origin, prev = tail.groups()
+        # A uint's value is its bytes after the marker, or the byte itself for a fixint.
+        height_value = int.from_bytes(height[len(height) > 1 :], "big")
+        if height_value != self.next_height or prev != self.prev or end - start > fast.max_content:
+            return None
+        content_bytes = data[start:end]
+        content = fast.content(content_bytes)
+        if content is None:
+            return None
+        payload_bytes = content[1]
         try:
-            # msgpack's defaults, not canonical.unpack's options, which cost a third of the call:
-            # what they let through differently (an extension, a binary map key) fails a type
-            # check or the re-encoding below. Any failure to decode is a fault whose code the
-            # precise checks find.
-            value = unpackb(data)
-            if type(value) is not dict or tuple(value) != RECORD_KEYS:
-                return None
-            accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
-            if (
-                type(height) is not int
-                or height != self.next_height
-                or prev != self.prev
-                or type(content_bytes) is not bytes
-                or len(content_bytes) > fast.max_content
-            ):
-                return None
-            content = unpackb(content_bytes)
-        except Exception:  # see above: the precise path names it
+            payload = msgpack.unpackb(payload_bytes)
+        except Exception:  # not one msgpack map: the precise path names it
             return None
-        if type(content) is not dict or tuple(content) != CONTENT_KEYS:
-            return None
-        author, kind, ledger, payload, request_id, ts, v = content.values()
-        max_name = fast.max_name
-        # msgpack decodes no integer above 2**64 - 1: a type check and ">= 0" hold an int to a uint64.
-        if not (
-            ledger == fast.ledger
-            and type(ledger) is str
-            and type(kind) is str
-            and kind in fast.kinds  # valid names, none of them "genesis"
-            and type(author) is str
-            and len(author) <= max_name
-            and (author in _ACCOUNTS or matches_name(ACCOUNT_PATTERN, author))
-            and type(request_id) is str
-            and 0 < len(request_id) <= fast.max_request_id
-            and _REQUEST_ID(request_id) is not None
-            and type(ts) is int
-            and ts >= 0
-            and type(v) is int
-            and v == FORMAT_VERSION
-            and type(payload) is dict
-            and type(nonce) is int
-            and nonce >= 0
-            and type(accepted) is int
-            and accepted >= 0
-            and type(origin) is str
-            and len(origin) <= max_name
-            and (origin in _NAMES or matches_name(NAME_PATTERN, origin))
-            # A payload of scalars under sorted string keys is canonical.flaw's common case,
-            # tested here without the call (its keys as a remembered shape); anything else
-            # goes through it.
-            and (
+        # A payload of scalars under sorted string keys is canonical.flaw's common case,
+        # tested here without the call (its keys as a remembered shape); anything else
+        # goes through it. Re-encoding then finds longer forms and repeated keys.
+        if (
+            type(payload) is not dict
+            or not (
                 (
                     _SCALARS.issuperset(map(type, payload.values()))
                     and ((keys := tuple(payload)) in fast.shapes or fast.sorted_keys(keys))
                 )
                 or canonical.flaw(payload, 1, fast.max_depth) is None
             )
-            and fast.pack(content) == content_bytes
-            and fast.pack(value) == data
+            or fast.pack(payload) != payload_bytes
         ):
             return None
         sha256 = hashlib.sha256
-        # A digest is 32 bytes: equal to one, the checksum and the link are 32 bytes of binary.
         if sha256(content_bytes).digest() != checksum:
             return None
-        numbers = _U64X3(height, nonce, accepted)
+        numbers = _U64X3(
+            height_value,
+            int.from_bytes(nonce[len(nonce) > 1 :], "big"),
+            int.from_bytes(accepted[len(accepted) > 1 :], "big"),
+        )
         target = fast.target
         if target is not None and sha256(checksum + numbers[8:16]).digest() >= target:
             return None
-        if sha256(b"".join((prev, checksum, numbers, origin.encode()))).digest() != link:
+        if sha256(b"".join((prev, checksum, numbers, origin))).digest() != link:
             return None
-        self.next_height = height + 1
+        self.next_height = height_value + 1
         self.prev = link
-        return value, content
+        return content_bytes
 
 
-# REQUEST_ID_PATTERN.fullmatch, a third cheaper as a match to the end (the same strings).
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.pattern + r"\Z").match
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
-_ACCOUNTS = MATCHED_ACCOUNTS  # names known to match: a set lookup instead of a call
-_NAMES = MATCHED_NAMES
 _SHAPES_MAX = 256  # payload key orders remembered per ledger
 _U64X3 = struct.Struct(">QQQ").pack  # height, nonce, accepted: contiguous in the link's input
 
+# The canonical msgpack forms the fast path's expressions accept (docs/PROTOCOL.md, "Canonical
+# encoding"): a uint in its shortest form (a positive fixint, or uint8/16/32/64 holding a value
+# too large for the form below it); a 32-byte digest as bin8.
+_UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8})"
+_DIGEST = rb"\xc4\x20(.{32})"
+_Matcher = Callable[..., "re.Match[bytes] | None"]
+_MAX_STR8 = 255  # longer names take str16: left to the precise path
+
+
+def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: bool = False) -> bytes:
+    """An expression for a string of 1..``max_length`` characters matching ``pattern`` in its
+    shortest form (fixstr, else str8), then the bytes ``before`` (the next key). The lookahead
+    ties the length the marker states to where ``before`` starts; the pattern (ASCII classes
+    only, so never ``before``'s first byte, 0xa0 or above) then covers each byte between."""
+    lengths = range(1, min(max_length, _MAX_STR8) + 1)
+    fixstr = [re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in lengths if n < 32]
+    str8 = [re.escape(bytes((n,))) + b".{%d}" % n for n in lengths if n >= 32]
+    forms = b"|".join(fixstr + ([b"\xd9(?:" + b"|".join(str8) + b")"] if str8 else []))
+    text = pattern.pattern.encode("ascii")
+    text = b"(" + text + b")" if capture else b"(?:" + text + b")"
+    return b"(?=(?:" + forms + b")" + re.escape(before) + b")(?:[\xa1-\xbf]|\xd9.)" + text + re.escape(before)
+
+
+@functools.lru_cache(maxsize=64)
+def _matchers(
+    ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int
+) -> tuple[_Matcher, _Matcher, _Matcher]:
+    """The fast path's expressions for a ledger whose records may have ``kinds`` (valid names):
+    the record up to its content (groups: accepted, checksum, the content's length as bin8 or
+    bin16), the record after its content (height, link, nonce, the origin's characters, prev),
+    and the content (the payload's bytes). Made once per ledger and limits, not per verifier
+    (a sweep's worker makes one a page)."""
+    head = rb"\x88\xa8accepted(" + _UINT + rb")\xa8checksum" + _DIGEST + rb"\xa7content(?:\xc4(.)|\xc5([\x01-\xff].))"
+    tail = (
+        rb"\xa6height(" + _UINT + rb")\xa4link" + _DIGEST + rb"\xa5nonce(" + _UINT + rb")\xa6origin"
+        + _name(NAME_PATTERN, max_name, b"\xa4prev", capture=True) + _DIGEST
+    )  # fmt: skip
+    if kinds:
+        content = (
+            rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
+            + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
+            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger)) + rb"\xa7payload(.*)\xaarequest_id"
+            + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
+            + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
+        )  # fmt: skip
+    else:
+        content = b"(?!)"  # nothing the fast path may take
+    return (
+        re.compile(head, re.DOTALL).match,
+        re.compile(tail, re.DOTALL).fullmatch,
+        re.compile(content, re.DOTALL).fullmatch,
+    )
+
 
 class _FastRules:
-    """What feed_fast needs of a ledger's rules and limits, worked out once: the kinds it may
-    accept without looking further, the proof-of-work target (None: no work required), the
-    limits as plain numbers, a packer of its own and the payload key orders already found sorted.
+    """What the fast path needs of a ledger's rules and limits, worked out once: its matchers
+    (which hold the kinds it may take without looking further), the proof-of-work target (None:
+    no work required), the limits as plain numbers, a packer of its own and the payload key
+    orders already found sorted.
 
     It belongs to one ChainVerifier, which one thread feeds at a time (its head changes with
     every record), so its packer is never shared between threads (see canonical.packs_to).
     """
 
     __slots__ = (
-        "kinds",
-        "ledger",
+        "content",
+        "head",
         "max_content",
         "max_depth",
-        "max_name",
         "max_record",
-        "max_request_id",
         "pack",
         "rules",
         "shapes",
+        "tail",
         "target",
     )
 
@@ -302,27 +329,28 @@ class _FastRules:
         self.rules = rules
         self.max_record = limits.max_record_bytes
         self.max_content = limits.max_content_bytes
-        self.max_name = limits.max_name_length
-        self.max_request_id = limits.max_request_id_length
         self.max_depth = limits.max_depth
         self.pack = msgpack.Packer(use_bin_type=True).pack
         self.shapes: set[tuple[object, ...]] = set()
-        # Only names the precise checks accept reach the fast path's comparisons: a ledger or
-        # kind given here that is not a valid name leaves every record to the precise path.
-        valid = NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= limits.max_name_length
-        self.ledger: str | None = ledger if valid else None
-        self.kinds = frozenset(
+        max_name = limits.max_name_length
+        # Only names the precise checks accept may stand in the matchers: a ledger or kind given
+        # here that is not a valid name leaves every record to the precise path.
+        kinds = frozenset(
             kind
             for kind in rules.kinds
             if type(kind) is str
             and kind != GENESIS_KIND
-            and len(kind) <= limits.max_name_length
+            and len(kind) <= max_name
             and NAME_PATTERN.fullmatch(kind) is not None
         )
+        valid = type(ledger) is str and NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= max_name
         difficulty = rules.difficulty
         self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
-        if difficulty > MAX_DIFFICULTY:  # unreachable from a checked genesis; refuse everything fast
-            self.kinds = frozenset()
+        if not valid or difficulty > MAX_DIFFICULTY:  # the latter unreachable from a checked genesis
+            kinds = frozenset()
+        self.head, self.tail, self.content = _matchers(
+            ledger if valid else "", kinds, max_name, limits.max_request_id_length
+        )
 
     def sorted_keys(self, keys: tuple[object, ...]) -> bool:
         """Whether a payload's ``keys`` are strings in sorted order with room for scalars under
