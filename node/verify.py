@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -190,32 +189,33 @@ class ChainVerifier:
         head = fast.head(data)
         if head is None:
             return None
-        accepted, checksum, short, long = head.groups()
+        accepted, checksum, length = head.groups()
         start = head.end()
-        end = start + (short[0] if long is None else int.from_bytes(long, "big"))
+        end = start + int.from_bytes(length, "big")
         tail = fast.tail(data, end)
         if tail is None:
             return None
+        # The three uints come as their value's big-endian bytes (the marker left out).
         height, link, nonce, origin, prev = tail.groups()
-        # A uint's value is its bytes after the marker, or the byte itself for a fixint.
-        height_value = int.from_bytes(height[len(height) > 1 :], "big")
+        height_value = int.from_bytes(height, "big")
         if height_value != self.next_height or prev != self.prev or end - start > fast.max_content:
             return None
         content_bytes = data[start:end]
         content = fast.content(content_bytes)
         if content is None:
             return None
-        payload_bytes = content[1]
+        # Empty groups at the payload's ends: a group around it would cost the expression its
+        # quick scan for the next key.
+        payload_bytes = content_bytes[content.end(1) : content.start(2) - _AFTER_PAYLOAD]
         try:
-            payload = msgpack.unpackb(payload_bytes)
-        except Exception:  # not one msgpack map: the precise path names it
+            payload = msgpack.unpackb(payload_bytes)  # a map: the expression saw its marker
+        except Exception:  # not one msgpack value: the precise path names the fault
             return None
         # A payload of scalars under sorted string keys is canonical.flaw's common case,
         # tested here without the call (its keys as a remembered shape); anything else
         # goes through it. Re-encoding then finds longer forms and repeated keys.
         if (
-            type(payload) is not dict
-            or not (
+            not (
                 (
                     _SCALARS.issuperset(map(type, payload.values()))
                     and ((keys := tuple(payload)) in fast.shapes or fast.sorted_keys(keys))
@@ -228,15 +228,12 @@ class ChainVerifier:
         sha256 = hashlib.sha256
         if sha256(content_bytes).digest() != checksum:
             return None
-        numbers = _U64X3(
-            height_value,
-            int.from_bytes(nonce[len(nonce) > 1 :], "big"),
-            int.from_bytes(accepted[len(accepted) > 1 :], "big"),
-        )
+        nonce = nonce.rjust(8, b"\0")
         target = fast.target
-        if target is not None and sha256(checksum + numbers[8:16]).digest() >= target:
+        if target is not None and sha256(checksum + nonce).digest() >= target:
             return None
-        if sha256(b"".join((prev, checksum, numbers, origin))).digest() != link:
+        numbers = (prev, checksum, height.rjust(8, b"\0"), nonce, accepted.rjust(8, b"\0"), origin)
+        if sha256(b"".join(numbers)).digest() != link:
             return None
         self.next_height = height_value + 1
         self.prev = link
@@ -246,14 +243,20 @@ class ChainVerifier:
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
 _SHAPES_MAX = 256  # payload key orders remembered per ledger
-_U64X3 = struct.Struct(">QQQ").pack  # height, nonce, accepted: contiguous in the link's input
 
 # The canonical msgpack forms the fast path's expressions accept (docs/PROTOCOL.md, "Canonical
 # encoding"): a uint in its shortest form (a positive fixint, or uint8/16/32/64 holding a value
 # too large for the form below it); a 32-byte digest as bin8.
 _UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8})"
+# The same, capturing the value's big-endian bytes: the byte itself for a fixint (the marker
+# left out; no key before a uint ends in a marker's byte), else those after the marker.
+_UINT_VALUE = (
+    rb"[\xcc-\xcf]?((?<![\xcc-\xcf])[\x00-\x7f]|(?<=\xcc)[\x80-\xff]|(?<=\xcd)[\x01-\xff]."
+    rb"|(?<=\xce)(?!\x00\x00)....|(?<=\xcf)(?!\x00{4}).{8})"
+)
 _DIGEST = rb"\xc4\x20(.{32})"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
+_AFTER_PAYLOAD = len(b"\xaarequest_id")
 _MAX_STR8 = 255  # longer names take str16: left to the precise path
 
 
@@ -280,16 +283,19 @@ def _matchers(
     bin16), the record after its content (height, link, nonce, the origin's characters, prev),
     and the content (the payload's bytes). Made once per ledger and limits, not per verifier
     (a sweep's worker makes one a page)."""
-    head = rb"\x88\xa8accepted(" + _UINT + rb")\xa8checksum" + _DIGEST + rb"\xa7content(?:\xc4(.)|\xc5([\x01-\xff].))"
+    head = (
+        rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
+        + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
+    )  # fmt: skip
     tail = (
-        rb"\xa6height(" + _UINT + rb")\xa4link" + _DIGEST + rb"\xa5nonce(" + _UINT + rb")\xa6origin"
+        rb"\xa6height" + _UINT_VALUE + rb"\xa4link" + _DIGEST + rb"\xa5nonce" + _UINT_VALUE + rb"\xa6origin"
         + _name(NAME_PATTERN, max_name, b"\xa4prev", capture=True) + _DIGEST
     )  # fmt: skip
     if kinds:
         content = (
             rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
-            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger)) + rb"\xa7payload(.*)\xaarequest_id"
+            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger)) + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
         )  # fmt: skip
