@@ -147,7 +147,7 @@ class ChainVerifier:
     def feed_raw(self, data: bytes) -> None:
         """Decode and check the record bytes ``data`` as the next record and take it as the head.
         Raises exactly what ``decode_record`` then :meth:`feed` raise."""
-        if not self.take_fast(data):
+        if self._take(data) is None:
             self.feed(decode_record(data, self.limits))
 
     def feed_record_fast(self, data: bytes) -> Record | None:

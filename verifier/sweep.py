@@ -98,18 +98,37 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
             verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
             first_prev = ZERO_LINK
         else:
-            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
+            rules = _genesis_rules(ledger, genesis)
             first_prev = decode_record(rows[0], PROTOCOL_LIMITS).prev if rows else None
             if first_prev is None:
                 return PageSummary(start, 0, False, None, None)
             verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, PROTOCOL_LIMITS)
+        take = verifier.take_fast
         for data in rows:
-            verifier.feed_raw(data)
+            if not take(data):  # the lean path for a valid record, the checks one by one for anything else
+                verifier.feed(decode_record(data, PROTOCOL_LIMITS))
     except RecordError:
         if verifier is None or verifier.next_height == start:
             return PageSummary(start, 0, False, first_prev, None)
         return PageSummary(start, verifier.next_height - start, False, first_prev, verifier.prev)
     return PageSummary(start, len(rows), True, first_prev, verifier.prev)
+
+
+# A worker's rules by the genesis record they were read from: each page of a sweep brings the
+# same genesis, read once per worker rather than once a page. A few ledgers' worth are kept.
+_RULES: dict[tuple[str, bytes], LedgerRules] = {}
+_RULES_MAX = 16
+
+
+def _genesis_rules(ledger: str, genesis: bytes) -> LedgerRules:
+    """The rules of ``ledger``'s genesis record ``genesis``; raises its first failure."""
+    rules = _RULES.get((ledger, genesis))
+    if rules is None:
+        rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
+        if len(_RULES) >= _RULES_MAX:
+            _RULES.clear()
+        _RULES[(ledger, genesis)] = rules
+    return rules
 
 
 RETRY_SECONDS = 10.0
@@ -229,8 +248,7 @@ class LedgerSweep:
                     height, link = verifier.next_height - 1, verifier.prev
                 else:
                     for data in rows:
-                        # The lean path for a valid record, the checks one by one for anything else.
-                        verifier.feed_raw(data)
+                        verifier.feed_raw(data)  # the lean path, or the checks one by one
                         height, link = verifier.next_height - 1, verifier.prev
                 short = len(rows) < limit
         except RecordError as e:
