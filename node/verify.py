@@ -174,9 +174,9 @@ class ChainVerifier:
     def _take(self, data: bytes) -> bytes | None:
         """The fast path's checks; the record's content bytes if it was taken, else None.
 
-        The record and its content are matched against their only canonical form by one
-        regular expression each (_FastRules), which leaves no room for another encoding of
-        the same values: only the payload is decoded, and held to canonical form by its own
+        The record, its content included, is matched against its only canonical form by two
+        regular expressions (see _matchers), which leave no room for another encoding of the
+        same values: only the payload is decoded, and held to canonical form by its own
         re-encoding. Nothing but the fields the hashes need is converted to Python values.
         """
         fast = self._fast
@@ -186,27 +186,26 @@ class ChainVerifier:
             fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
         if len(data) > fast.max_record:
             return None
-        head = fast.head(data)
-        if head is None:
+        found = fast.record(data)  # the record up to the end of its content
+        if found is None:
             return None
-        accepted, checksum, length = head.groups()
-        start = head.end()
-        end = start + int.from_bytes(length, "big")
+        accepted, checksum, length, _, _ = found.groups()
+        start, end = found.end(3), found.end()
+        # The expression found where the content's own form ends; the bin's length must agree.
+        if end - start != int.from_bytes(length, "big") or end - start > fast.max_content:
+            return None
         tail = fast.tail(data, end)
         if tail is None:
             return None
         # The three uints come as their value's big-endian bytes (the marker left out).
         height, link, nonce, origin, prev = tail.groups()
         height_value = int.from_bytes(height, "big")
-        if height_value != self.next_height or prev != self.prev or end - start > fast.max_content:
+        if height_value != self.next_height or prev != self.prev:
             return None
         content_bytes = data[start:end]
-        content = fast.content(content_bytes)
-        if content is None:
-            return None
         # Empty groups at the payload's ends: a group around it would cost the expression its
         # quick scan for the next key.
-        payload_bytes = content_bytes[content.end(1) : content.start(2) - _AFTER_PAYLOAD]
+        payload_bytes = data[found.end(4) : found.start(5) - _AFTER_PAYLOAD]
         try:
             payload = msgpack.unpackb(payload_bytes)  # a map: the expression saw its marker
         except Exception:  # not one msgpack value: the precise path names the fault
@@ -275,37 +274,34 @@ def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: boo
 
 
 @functools.lru_cache(maxsize=64)
-def _matchers(
-    ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int
-) -> tuple[_Matcher, _Matcher, _Matcher]:
+def _matchers(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> tuple[_Matcher, _Matcher]:
     """The fast path's expressions for a ledger whose records may have ``kinds`` (valid names):
-    the record up to its content (groups: accepted, checksum, the content's length as bin8 or
-    bin16), the record after its content (height, link, nonce, the origin's characters, prev),
-    and the content (the payload's bytes). Made once per ledger and limits, not per verifier
-    (a sweep's worker makes one a page)."""
-    head = (
-        rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
-        + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
-    )  # fmt: skip
+    the record up to the end of its content (groups: accepted, checksum, the content's length as
+    bin8 or bin16, then two empty groups at the payload's start and after the key that follows
+    it), and the record after its content (height, link, nonce, the origin's characters, prev).
+    Made once per ledger and limits, not per verifier.
+
+    The content's end is where its own form ends (the next key, height, must follow): its
+    bin length, which no expression can count, is held to it afterwards."""
     tail = (
         rb"\xa6height" + _UINT_VALUE + rb"\xa4link" + _DIGEST + rb"\xa5nonce" + _UINT_VALUE + rb"\xa6origin"
         + _name(NAME_PATTERN, max_name, b"\xa4prev", capture=True) + _DIGEST
     )  # fmt: skip
     if kinds:
-        content = (
-            rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
+        record = (
+            rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
+            + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
+            + rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
-            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger)) + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
+            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
+            + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
+            + rb"(?=\xa6height)"
         )  # fmt: skip
     else:
-        content = b"(?!)"  # nothing the fast path may take
-    return (
-        re.compile(head, re.DOTALL).match,
-        re.compile(tail, re.DOTALL).fullmatch,
-        re.compile(content, re.DOTALL).fullmatch,
-    )
+        record = b"(?!)"  # nothing the fast path may take
+    return re.compile(record, re.DOTALL).match, re.compile(tail, re.DOTALL).fullmatch
 
 
 class _FastRules:
@@ -319,12 +315,11 @@ class _FastRules:
     """
 
     __slots__ = (
-        "content",
-        "head",
         "max_content",
         "max_depth",
         "max_record",
         "pack",
+        "record",
         "rules",
         "shapes",
         "tail",
@@ -354,9 +349,7 @@ class _FastRules:
         self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
         if not valid or difficulty > MAX_DIFFICULTY:  # the latter unreachable from a checked genesis
             kinds = frozenset()
-        self.head, self.tail, self.content = _matchers(
-            ledger if valid else "", kinds, max_name, limits.max_request_id_length
-        )
+        self.record, self.tail = _matchers(ledger if valid else "", kinds, max_name, limits.max_request_id_length)
 
     def sorted_keys(self, keys: tuple[object, ...]) -> bool:
         """Whether a payload's ``keys`` are strings in sorted order with room for scalars under

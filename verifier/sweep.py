@@ -98,11 +98,11 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
             verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
             first_prev = ZERO_LINK
         else:
-            rules = _genesis_rules(ledger, genesis)
             first_prev = decode_record(rows[0], PROTOCOL_LIMITS).prev if rows else None
             if first_prev is None:
                 return PageSummary(start, 0, False, None, None)
-            verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, PROTOCOL_LIMITS)
+            verifier = _page_verifier(ledger, genesis)
+            verifier.next_height, verifier.prev = start, first_prev
         take = verifier.take_fast
         for data in rows:
             if not take(data):  # the lean path for a valid record, the checks one by one for anything else
@@ -114,21 +114,24 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
     return PageSummary(start, len(rows), True, first_prev, verifier.prev)
 
 
-# A worker's rules by the genesis record they were read from: each page of a sweep brings the
-# same genesis, read once per worker rather than once a page. A few ledgers' worth are kept.
-_RULES: dict[tuple[str, bytes], LedgerRules] = {}
-_RULES_MAX = 16
+# A worker's verifiers by the genesis record whose rules they hold: each page of a sweep brings
+# the same genesis, read once per worker rather than once a page, and the verifier's fast path
+# keeps what it worked out of those rules. Each page sets the verifier's head before it starts.
+_VERIFIERS: dict[tuple[str, bytes], ChainVerifier] = {}
+_VERIFIERS_MAX = 16
 
 
-def _genesis_rules(ledger: str, genesis: bytes) -> LedgerRules:
-    """The rules of ``ledger``'s genesis record ``genesis``; raises its first failure."""
-    rules = _RULES.get((ledger, genesis))
-    if rules is None:
+def _page_verifier(ledger: str, genesis: bytes) -> ChainVerifier:
+    """A verifier of ``ledger`` under the rules of its genesis record ``genesis`` (raises the
+    genesis's first failure), its head to be set by the caller."""
+    verifier = _VERIFIERS.get((ledger, genesis))
+    if verifier is None:
         rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
-        if len(_RULES) >= _RULES_MAX:
-            _RULES.clear()
-        _RULES[(ledger, genesis)] = rules
-    return rules
+        verifier = ChainVerifier.after(ledger, 0, ZERO_LINK, rules, PROTOCOL_LIMITS)
+        if len(_VERIFIERS) >= _VERIFIERS_MAX:
+            _VERIFIERS.clear()
+        _VERIFIERS[(ledger, genesis)] = verifier
+    return verifier
 
 
 RETRY_SECONDS = 10.0
