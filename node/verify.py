@@ -45,7 +45,8 @@ from .record import (
     checksum_of,
     decode_record,
     link_of,
-    record_of_maps,
+    new_content,
+    new_record,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
@@ -152,18 +153,35 @@ class ChainVerifier:
 
     def feed_record_fast(self, data: bytes) -> Record | None:
         """:meth:`take_fast` that returns the record itself: the Record ``decode_record(data)``
-        gives, decoded once the bytes are known good; None when not sure, with nothing
-        changed (the caller then runs ``decode_record`` and :meth:`feed`)."""
-        content_bytes = self._take(data)
-        if content_bytes is None:
+        gives, built once the bytes are known good; None when not sure, with nothing changed
+        (the caller then runs ``decode_record`` and :meth:`feed`)."""
+        taken = self._take(data)
+        if taken is None:
             return None
-        return record_of_maps(msgpack.unpackb(data), msgpack.unpackb(content_bytes))
+        found, tail = taken
+        height, link, nonce, origin, prev = tail.groups()
+        content_bytes = data[found.end(_CONTENT_LENGTH) : found.end()]
+        author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+        return new_record(
+            new_content(ledger, kind, payload, author, request_id, ts),
+            content_bytes,
+            found[2],
+            int.from_bytes(nonce, "big"),
+            int.from_bytes(height, "big"),
+            prev,
+            int.from_bytes(found[1], "big"),
+            origin.decode(),
+            link,
+        )
 
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
         """:meth:`take_fast` that returns the record's content map (its fields as decoded); None
         when not sure, with nothing changed."""
-        content_bytes = self._take(data)
-        return None if content_bytes is None else msgpack.unpackb(content_bytes)
+        taken = self._take(data)
+        if taken is None:
+            return None
+        found = taken[0]
+        return msgpack.unpackb(data[found.end(_CONTENT_LENGTH) : found.end()])  # type: ignore[no-any-return]
 
     def take_fast(self, data: bytes) -> bool:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes
@@ -171,8 +189,8 @@ class ChainVerifier:
         by one to name the failure, if any. Genesis records and every fault take the False way."""
         return self._take(data) is not None
 
-    def _take(self, data: bytes) -> bytes | None:
-        """The fast path's checks; the record's content bytes if it was taken, else None.
+    def _take(self, data: bytes) -> tuple[re.Match[bytes], re.Match[bytes]] | None:
+        """The fast path's checks; the record's two matches (see _matchers) if it was taken, else None.
 
         The record, its content included, is matched against its only canonical form by two
         regular expressions (see _matchers), which leave no room for another encoding of the
@@ -190,7 +208,7 @@ class ChainVerifier:
         if found is None:
             return None
         accepted, checksum, length, _, _ = found.groups()
-        start, end = found.end(3), found.end()
+        start, end = found.end(_CONTENT_LENGTH), found.end()
         # The expression found where the content's own form ends; the bin's length must agree.
         if end - start != int.from_bytes(length, "big") or end - start > fast.max_content:
             return None
@@ -236,7 +254,7 @@ class ChainVerifier:
             return None
         self.next_height = height_value + 1
         self.prev = link
-        return content_bytes
+        return found, tail
 
 
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
@@ -256,6 +274,7 @@ _UINT_VALUE = (
 _DIGEST = rb"\xc4\x20(.{32})"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 _AFTER_PAYLOAD = len(b"\xaarequest_id")
+_CONTENT_LENGTH = 3  # the record expression's group of the content's bin length
 _MAX_STR8 = 255  # longer names take str16: left to the precise path
 
 
