@@ -4,10 +4,13 @@ The order of the checks is part of the protocol (docs/PROTOCOL.md, "Verifying a 
 so that every verifier names the same first failure: structure, ledger, height, genesis,
 checksum, kind, proof of work, the record's own link, then its ``prev``.
 
-:meth:`ChainVerifier.feed_fast` checks a valid record's bytes all at once, in one frame and
-without building a Record; whenever it is not sure it changes nothing and says so, and the
-caller runs the checks one by one (``decode_record`` then :meth:`ChainVerifier.feed`), which
-name the first failure. tests/unit/node/test_fastpath.py holds the two against each other.
+:meth:`ChainVerifier.take_fast` (and ``feed_fast``, ``feed_record_fast``, which return what
+they took) checks a valid record's bytes all at once, in one frame and without decoding more
+than its payload: the rest is matched against its only canonical form. Whenever it is not sure
+it changes nothing and says so, and the caller runs the checks one by one (``decode_record``
+then :meth:`ChainVerifier.feed`), which name the first failure. tests/unit/node/test_fastpath.py
+holds the two against each other, tests/unit/node/test_verify_lean.py the fast path against
+the one before it, which decoded and re-encoded the whole record.
 """
 
 from __future__ import annotations
