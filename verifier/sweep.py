@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
@@ -117,20 +118,25 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
 # A worker's verifiers by the genesis record whose rules they hold: each page of a sweep brings
 # the same genesis, read once per worker rather than once a page, and the verifier's fast path
 # keeps what it worked out of those rules. Each page sets the verifier's head before it starts.
-_VERIFIERS: dict[tuple[str, bytes], ChainVerifier] = {}
+# Per thread: a verifier is fed by one thread at a time (a pool of threads shares this module).
+_verifiers = threading.local()
 _VERIFIERS_MAX = 16
 
 
 def _page_verifier(ledger: str, genesis: bytes) -> ChainVerifier:
     """A verifier of ``ledger`` under the rules of its genesis record ``genesis`` (raises the
     genesis's first failure), its head to be set by the caller."""
-    verifier = _VERIFIERS.get((ledger, genesis))
+    try:
+        verifiers: dict[tuple[str, bytes], ChainVerifier] = _verifiers.by_genesis
+    except AttributeError:
+        verifiers = _verifiers.by_genesis = {}
+    verifier = verifiers.get((ledger, genesis))
     if verifier is None:
         rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
         verifier = ChainVerifier.after(ledger, 0, ZERO_LINK, rules, PROTOCOL_LIMITS)
-        if len(_VERIFIERS) >= _VERIFIERS_MAX:
-            _VERIFIERS.clear()
-        _VERIFIERS[(ledger, genesis)] = verifier
+        if len(verifiers) >= _VERIFIERS_MAX:
+            verifiers.clear()
+        verifiers[(ledger, genesis)] = verifier
     return verifier
 
 
