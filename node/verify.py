@@ -279,6 +279,7 @@ _Matcher = Callable[..., "re.Match[bytes] | None"]
 _AFTER_PAYLOAD = len(b"\xaarequest_id")
 _CONTENT_LENGTH = 3  # the record expression's group of the content's bin length
 _MAX_STR8 = 255  # longer names take str16: left to the precise path
+_CLASSES_ONLY = re.compile(r"(?:\[[A-Za-z0-9._@:-]+\][*+]?)+")
 
 
 def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: bool = False) -> bytes:
@@ -286,6 +287,10 @@ def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: boo
     shortest form (fixstr, else str8), then the bytes ``before`` (the next key). The lookahead
     ties the length the marker states to where ``before`` starts; the pattern (ASCII classes
     only, so never ``before``'s first byte, 0xa0 or above) then covers each byte between."""
+    # Bracketed ASCII classes match the same characters in bytes as in text; a pattern with
+    # anything else (a dot, \w) might not, and would make this path take what the checks refuse.
+    if _CLASSES_ONLY.fullmatch(pattern.pattern) is None:
+        raise ValueError(f"the fast path cannot match {pattern.pattern!r} on bytes")
     lengths = range(1, min(max_length, _MAX_STR8) + 1)
     fixstr = [re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in lengths if n < 32]
     str8 = [re.escape(bytes((n,))) + b".{%d}" % n for n in lengths if n >= 32]

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from vledger.config.settings import Limits
-from vledger.node import canonical, record
+from vledger.node import canonical, record, verify
 from vledger.node.errors import RecordError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import (
@@ -358,3 +358,12 @@ def test_tighter_limits_are_held_alike(limits: Limits) -> None:
     assert verifier.feed_fast(data) is None
     assert old_take(old, _old_rules(LEDGER, rules, limits), data) is None
     assert ChainVerifier.after(LEDGER, 0, genesis.link, rules, LIMITS).feed_fast(data) is not None
+
+
+def test_a_name_pattern_the_fast_path_cannot_match_on_bytes_is_refused() -> None:
+    # A dot or \w matches otherwise in bytes than in text: the fast path must not guess.
+    for pattern in (r"[a-z].*", r"\w+", r"[a-z]+$"):
+        with pytest.raises(ValueError):
+            verify._name(re.compile(pattern), 8, b"\xa4kind")
+    for pattern in (NAME_PATTERN, ACCOUNT_PATTERN, REQUEST_ID_PATTERN):
+        verify._name(pattern, 8, b"\xa4kind")
