@@ -4,17 +4,21 @@ The order of the checks is part of the protocol (docs/PROTOCOL.md, "Verifying a 
 so that every verifier names the same first failure: structure, ledger, height, genesis,
 checksum, kind, proof of work, the record's own link, then its ``prev``.
 
-:meth:`ChainVerifier.feed_fast` checks a valid record's bytes all at once, in one frame and
-without building a Record; whenever it is not sure it changes nothing and says so, and the
-caller runs the checks one by one (``decode_record`` then :meth:`ChainVerifier.feed`), which
-name the first failure. tests/unit/node/test_fastpath.py holds the two against each other.
+:meth:`ChainVerifier.take_fast` (and ``feed_fast``, ``feed_record_fast``, which return what
+they took) checks a valid record's bytes all at once, in one frame and without decoding more
+than its payload: the rest is matched against its only canonical form. Whenever it is not sure
+it changes nothing and says so, and the caller runs the checks one by one (``decode_record``
+then :meth:`ChainVerifier.feed`), which name the first failure. tests/unit/node/test_fastpath.py
+holds the two against each other, tests/unit/node/test_verify_lean.py the fast path against
+the one before it, which decoded and re-encoded the whole record.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -33,13 +37,9 @@ from .errors import (
 from .ledger import LedgerRules
 from .record import (
     ACCOUNT_PATTERN,
-    CONTENT_KEYS,
     FORMAT_VERSION,
     GENESIS_KIND,
-    MATCHED_ACCOUNTS,
-    MATCHED_NAMES,
     NAME_PATTERN,
-    RECORD_KEYS,
     REQUEST_ID_PATTERN,
     ZERO_LINK,
     Content,
@@ -48,8 +48,8 @@ from .record import (
     checksum_of,
     decode_record,
     link_of,
-    matches_name,
-    record_of_maps,
+    new_content,
+    new_record,
 )
 from .work import MAX_DIFFICULTY, meets_difficulty, target_of
 
@@ -148,153 +148,208 @@ class ChainVerifier:
         """Check ``record`` as the next one and take it as the head; raises its first failure."""
         self.advance(record, self.check(record))
 
-    def feed_raw(self, data: bytes) -> dict[str, Any]:
-        """Decode and check the record bytes ``data`` as the next record and take it as the head;
-        return its content map. Raises exactly what ``decode_record`` then :meth:`feed` raise."""
-        content = self.feed_fast(data)
-        if content is None:
-            record = decode_record(data, self.limits)
-            self.feed(record)
-            content = record.content.to_map()
-        return content
+    def feed_raw(self, data: bytes) -> None:
+        """Decode and check the record bytes ``data`` as the next record and take it as the head.
+        Raises exactly what ``decode_record`` then :meth:`feed` raise."""
+        if self._take(data) is None:
+            self.feed(decode_record(data, self.limits))
 
     def feed_record_fast(self, data: bytes) -> Record | None:
-        """:meth:`feed_fast` that returns the record itself: the Record ``decode_record(data)``
-        gives, built from the fields the fast path decoded; None when not sure, with nothing
-        changed (the caller then runs ``decode_record`` and :meth:`feed`)."""
-        taken = self._take_fast(data)
+        """:meth:`take_fast` that returns the record itself: the Record ``decode_record(data)``
+        gives, built once the bytes are known good; None when not sure, with nothing changed
+        (the caller then runs ``decode_record`` and :meth:`feed`)."""
+        taken = self._take(data)
         if taken is None:
             return None
-        value, content = taken
-        return record_of_maps(value, content)
+        found, tail = taken
+        height, link, nonce, origin, prev = tail.groups()
+        content_bytes = data[found.end(_CONTENT_LENGTH) : found.end()]
+        author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+        return new_record(
+            new_content(ledger, kind, payload, author, request_id, ts),
+            content_bytes,
+            found[2],
+            int.from_bytes(nonce, "big"),
+            int.from_bytes(height, "big"),
+            prev,
+            int.from_bytes(found[1], "big"),
+            origin.decode(),
+            link,
+        )
 
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
-        """Take the record bytes ``data`` as the next record if every check of section 4 passes,
-        and return its content map (its fields as decoded); None when not sure, with nothing
-        changed: the caller then runs the checks one by one to name the failure, if any.
+        """:meth:`take_fast` that returns the record's content map (its fields as decoded); None
+        when not sure, with nothing changed."""
+        taken = self._take(data)
+        if taken is None:
+            return None
+        found = taken[0]
+        return msgpack.unpackb(data[found.end(_CONTENT_LENGTH) : found.end()])  # type: ignore[no-any-return]
 
-        Genesis records, names not yet remembered and every fault take the None way.
+    def take_fast(self, data: bytes) -> bool:
+        """Take the record bytes ``data`` as the next record if every check of section 4 passes
+        (True); False when not sure, with nothing changed: the caller then runs the checks one
+        by one to name the failure, if any. Genesis records and every fault take the False way."""
+        return self._take(data) is not None
+
+    def _take(self, data: bytes) -> tuple[re.Match[bytes], re.Match[bytes]] | None:
+        """The fast path's checks; the record's two matches (see _matchers) if it was taken, else None.
+
+        The record, its content included, is matched against its only canonical form by two
+        regular expressions (see _matchers), which leave no room for another encoding of the
+        same values: only the payload is decoded, and held to canonical form by its own
+        re-encoding. Nothing but the fields the hashes need is converted to Python values.
         """
-        taken = self._take_fast(data)
-        return taken[1] if taken is not None else None
-
-    def _take_fast(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """feed_fast's checks: the record's map and its content's map as decoded, or None."""
         fast = self._fast
         if fast is None or fast.rules is not self.rules:
             if self.rules is None:
                 return None  # the genesis: its rules are read the precise way
             fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
-        if len(data) > fast.max_record or data[:1] != b"\x88":
+        if len(data) > fast.max_record:
             return None
-        unpackb = msgpack.unpackb
+        found = fast.record(data)  # the record up to the end of its content
+        if found is None:
+            return None
+        accepted, checksum, length, _, _ = found.groups()
+        start, end = found.end(_CONTENT_LENGTH), found.end()
+        # The expression found where the content's own form ends; the bin's length must agree.
+        if end - start != int.from_bytes(length, "big") or end - start > fast.max_content:
+            return None
+        tail = fast.tail(data, end)
+        if tail is None:
+            return None
+        # The three uints come as their value's big-endian bytes (the marker left out).
+        height, link, nonce, origin, prev = tail.groups()
+        height_value = int.from_bytes(height, "big")
+        if height_value != self.next_height or prev != self.prev:
+            return None
+        content_bytes = data[start:end]
+        # Empty groups at the payload's ends: a group around it would cost the expression its
+        # quick scan for the next key.
+        payload_bytes = data[found.end(4) : found.start(5) - _AFTER_PAYLOAD]
         try:
-            # msgpack's defaults, not canonical.unpack's options, which cost a third of the call:
-            # what they let through differently (an extension, a binary map key) fails a type
-            # check or the re-encoding below. Any failure to decode is a fault whose code the
-            # precise checks find.
-            value = unpackb(data)
-            if type(value) is not dict or tuple(value) != RECORD_KEYS:
-                return None
-            accepted, checksum, content_bytes, height, link, nonce, origin, prev = value.values()
-            if (
-                type(height) is not int
-                or height != self.next_height
-                or prev != self.prev
-                or type(content_bytes) is not bytes
-                or len(content_bytes) > fast.max_content
-            ):
-                return None
-            content = unpackb(content_bytes)
-        except Exception:  # see above: the precise path names it
+            payload = msgpack.unpackb(payload_bytes)  # a map: the expression saw its marker
+        except Exception:  # not one msgpack value: the precise path names the fault
             return None
-        if type(content) is not dict or tuple(content) != CONTENT_KEYS:
-            return None
-        author, kind, ledger, payload, request_id, ts, v = content.values()
-        max_name = fast.max_name
-        # msgpack decodes no integer above 2**64 - 1: a type check and ">= 0" hold an int to a uint64.
-        if not (
-            ledger == fast.ledger
-            and type(ledger) is str
-            and type(kind) is str
-            and kind in fast.kinds  # valid names, none of them "genesis"
-            and type(author) is str
-            and len(author) <= max_name
-            and (author in _ACCOUNTS or matches_name(ACCOUNT_PATTERN, author))
-            and type(request_id) is str
-            and 0 < len(request_id) <= fast.max_request_id
-            and _REQUEST_ID(request_id) is not None
-            and type(ts) is int
-            and ts >= 0
-            and type(v) is int
-            and v == FORMAT_VERSION
-            and type(payload) is dict
-            and type(nonce) is int
-            and nonce >= 0
-            and type(accepted) is int
-            and accepted >= 0
-            and type(origin) is str
-            and len(origin) <= max_name
-            and (origin in _NAMES or matches_name(NAME_PATTERN, origin))
-            # A payload of scalars under sorted string keys is canonical.flaw's common case,
-            # tested here without the call (its keys as a remembered shape); anything else
-            # goes through it.
-            and (
+        # A payload of scalars under sorted string keys is canonical.flaw's common case,
+        # tested here without the call (its keys as a remembered shape); anything else
+        # goes through it. Re-encoding then finds longer forms and repeated keys.
+        if (
+            not (
                 (
                     _SCALARS.issuperset(map(type, payload.values()))
                     and ((keys := tuple(payload)) in fast.shapes or fast.sorted_keys(keys))
                 )
                 or canonical.flaw(payload, 1, fast.max_depth) is None
             )
-            and fast.pack(content) == content_bytes
-            and fast.pack(value) == data
+            or fast.pack(payload) != payload_bytes
         ):
             return None
         sha256 = hashlib.sha256
-        # A digest is 32 bytes: equal to one, the checksum and the link are 32 bytes of binary.
         if sha256(content_bytes).digest() != checksum:
             return None
-        numbers = _U64X3(height, nonce, accepted)
+        nonce = nonce.rjust(8, b"\0")
         target = fast.target
-        if target is not None and sha256(checksum + numbers[8:16]).digest() >= target:
+        if target is not None and sha256(checksum + nonce).digest() >= target:
             return None
-        if sha256(b"".join((prev, checksum, numbers, origin.encode()))).digest() != link:
+        numbers = (prev, checksum, height.rjust(8, b"\0"), nonce, accepted.rjust(8, b"\0"), origin)
+        if sha256(b"".join(numbers)).digest() != link:
             return None
-        self.next_height = height + 1
+        self.next_height = height_value + 1
         self.prev = link
-        return value, content
+        return found, tail
 
 
-# REQUEST_ID_PATTERN.fullmatch, a third cheaper as a match to the end (the same strings).
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.pattern + r"\Z").match
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
-_ACCOUNTS = MATCHED_ACCOUNTS  # names known to match: a set lookup instead of a call
-_NAMES = MATCHED_NAMES
 _SHAPES_MAX = 256  # payload key orders remembered per ledger
-_U64X3 = struct.Struct(">QQQ").pack  # height, nonce, accepted: contiguous in the link's input
+
+# The canonical msgpack forms the fast path's expressions accept (docs/PROTOCOL.md, "Canonical
+# encoding"): a uint in its shortest form (a positive fixint, or uint8/16/32/64 holding a value
+# too large for the form below it); a 32-byte digest as bin8.
+_UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8})"
+# The same, capturing the value's big-endian bytes: the byte itself for a fixint (the marker
+# left out; no key before a uint ends in a marker's byte), else those after the marker.
+_UINT_VALUE = (
+    rb"[\xcc-\xcf]?((?<![\xcc-\xcf])[\x00-\x7f]|(?<=\xcc)[\x80-\xff]|(?<=\xcd)[\x01-\xff]."
+    rb"|(?<=\xce)(?!\x00\x00)....|(?<=\xcf)(?!\x00{4}).{8})"
+)
+_DIGEST = rb"\xc4\x20(.{32})"
+_Matcher = Callable[..., "re.Match[bytes] | None"]
+_AFTER_PAYLOAD = len(b"\xaarequest_id")
+_CONTENT_LENGTH = 3  # the record expression's group of the content's bin length
+_MAX_STR8 = 255  # longer names take str16: left to the precise path
+_CLASSES_ONLY = re.compile(r"(?:\[[A-Za-z0-9._@:-]+\][*+]?)+")
+
+
+def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: bool = False) -> bytes:
+    """An expression for a string of 1..``max_length`` characters matching ``pattern`` in its
+    shortest form (fixstr, else str8), then the bytes ``before`` (the next key). The lookahead
+    ties the length the marker states to where ``before`` starts; the pattern (ASCII classes
+    only, so never ``before``'s first byte, 0xa0 or above) then covers each byte between."""
+    # Bracketed ASCII classes match the same characters in bytes as in text; a pattern with
+    # anything else (a dot, \w) might not, and would make this path take what the checks refuse.
+    if _CLASSES_ONLY.fullmatch(pattern.pattern) is None:
+        raise ValueError(f"the fast path cannot match {pattern.pattern!r} on bytes")
+    lengths = range(1, min(max_length, _MAX_STR8) + 1)
+    fixstr = [re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in lengths if n < 32]
+    str8 = [re.escape(bytes((n,))) + b".{%d}" % n for n in lengths if n >= 32]
+    forms = b"|".join(fixstr + ([b"\xd9(?:" + b"|".join(str8) + b")"] if str8 else []))
+    text = pattern.pattern.encode("ascii")
+    text = b"(" + text + b")" if capture else b"(?:" + text + b")"
+    return b"(?=(?:" + forms + b")" + re.escape(before) + b")(?:[\xa1-\xbf]|\xd9.)" + text + re.escape(before)
+
+
+@functools.lru_cache(maxsize=64)
+def _matchers(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> tuple[_Matcher, _Matcher]:
+    """The fast path's expressions for a ledger whose records may have ``kinds`` (valid names):
+    the record up to the end of its content (groups: accepted, checksum, the content's length as
+    bin8 or bin16, then two empty groups at the payload's start and after the key that follows
+    it), and the record after its content (height, link, nonce, the origin's characters, prev).
+    Made once per ledger and limits, not per verifier.
+
+    The content's end is where its own form ends (the next key, height, must follow): its
+    bin length, which no expression can count, is held to it afterwards."""
+    tail = (
+        rb"\xa6height" + _UINT_VALUE + rb"\xa4link" + _DIGEST + rb"\xa5nonce" + _UINT_VALUE + rb"\xa6origin"
+        + _name(NAME_PATTERN, max_name, b"\xa4prev", capture=True) + _DIGEST
+    )  # fmt: skip
+    if kinds:
+        record = (
+            rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
+            + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
+            + rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
+            + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
+            + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
+            + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
+            + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
+            + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
+            + rb"(?=\xa6height)"
+        )  # fmt: skip
+    else:
+        record = b"(?!)"  # nothing the fast path may take
+    return re.compile(record, re.DOTALL).match, re.compile(tail, re.DOTALL).fullmatch
 
 
 class _FastRules:
-    """What feed_fast needs of a ledger's rules and limits, worked out once: the kinds it may
-    accept without looking further, the proof-of-work target (None: no work required), the
-    limits as plain numbers, a packer of its own and the payload key orders already found sorted.
+    """What the fast path needs of a ledger's rules and limits, worked out once: its matchers
+    (which hold the kinds it may take without looking further), the proof-of-work target (None:
+    no work required), the limits as plain numbers, a packer of its own and the payload key
+    orders already found sorted.
 
     It belongs to one ChainVerifier, which one thread feeds at a time (its head changes with
     every record), so its packer is never shared between threads (see canonical.packs_to).
     """
 
     __slots__ = (
-        "kinds",
-        "ledger",
         "max_content",
         "max_depth",
-        "max_name",
         "max_record",
-        "max_request_id",
         "pack",
+        "record",
         "rules",
         "shapes",
+        "tail",
         "target",
     )
 
@@ -302,27 +357,26 @@ class _FastRules:
         self.rules = rules
         self.max_record = limits.max_record_bytes
         self.max_content = limits.max_content_bytes
-        self.max_name = limits.max_name_length
-        self.max_request_id = limits.max_request_id_length
         self.max_depth = limits.max_depth
         self.pack = msgpack.Packer(use_bin_type=True).pack
         self.shapes: set[tuple[object, ...]] = set()
-        # Only names the precise checks accept reach the fast path's comparisons: a ledger or
-        # kind given here that is not a valid name leaves every record to the precise path.
-        valid = NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= limits.max_name_length
-        self.ledger: str | None = ledger if valid else None
-        self.kinds = frozenset(
+        max_name = limits.max_name_length
+        # Only names the precise checks accept may stand in the matchers: a ledger or kind given
+        # here that is not a valid name leaves every record to the precise path.
+        kinds = frozenset(
             kind
             for kind in rules.kinds
             if type(kind) is str
             and kind != GENESIS_KIND
-            and len(kind) <= limits.max_name_length
+            and len(kind) <= max_name
             and NAME_PATTERN.fullmatch(kind) is not None
         )
+        valid = type(ledger) is str and NAME_PATTERN.fullmatch(ledger) is not None and len(ledger) <= max_name
         difficulty = rules.difficulty
         self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
-        if difficulty > MAX_DIFFICULTY:  # unreachable from a checked genesis; refuse everything fast
-            self.kinds = frozenset()
+        if not valid or difficulty > MAX_DIFFICULTY:  # the latter unreachable from a checked genesis
+            kinds = frozenset()
+        self.record, self.tail = _matchers(ledger if valid else "", kinds, max_name, limits.max_request_id_length)
 
     def sorted_keys(self, keys: tuple[object, ...]) -> bool:
         """Whether a payload's ``keys`` are strings in sorted order with room for scalars under

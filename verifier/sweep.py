@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
@@ -98,18 +99,45 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
             verifier = ChainVerifier(ledger, PROTOCOL_LIMITS)
             first_prev = ZERO_LINK
         else:
-            rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
             first_prev = decode_record(rows[0], PROTOCOL_LIMITS).prev if rows else None
             if first_prev is None:
                 return PageSummary(start, 0, False, None, None)
-            verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, PROTOCOL_LIMITS)
+            verifier = _page_verifier(ledger, genesis)
+            verifier.next_height, verifier.prev = start, first_prev
+        take = verifier.take_fast
         for data in rows:
-            verifier.feed_raw(data)
+            if not take(data):  # the lean path for a valid record, the checks one by one for anything else
+                verifier.feed(decode_record(data, PROTOCOL_LIMITS))
     except RecordError:
         if verifier is None or verifier.next_height == start:
             return PageSummary(start, 0, False, first_prev, None)
         return PageSummary(start, verifier.next_height - start, False, first_prev, verifier.prev)
     return PageSummary(start, len(rows), True, first_prev, verifier.prev)
+
+
+# A worker's verifiers by the genesis record whose rules they hold: each page of a sweep brings
+# the same genesis, read once per worker rather than once a page, and the verifier's fast path
+# keeps what it worked out of those rules. Each page sets the verifier's head before it starts.
+# Per thread: a verifier is fed by one thread at a time (a pool of threads shares this module).
+_verifiers = threading.local()
+_VERIFIERS_MAX = 16
+
+
+def _page_verifier(ledger: str, genesis: bytes) -> ChainVerifier:
+    """A verifier of ``ledger`` under the rules of its genesis record ``genesis`` (raises the
+    genesis's first failure), its head to be set by the caller."""
+    try:
+        verifiers: dict[tuple[str, bytes], ChainVerifier] = _verifiers.by_genesis
+    except AttributeError:
+        verifiers = _verifiers.by_genesis = {}
+    verifier = verifiers.get((ledger, genesis))
+    if verifier is None:
+        rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis, PROTOCOL_LIMITS))
+        verifier = ChainVerifier.after(ledger, 0, ZERO_LINK, rules, PROTOCOL_LIMITS)
+        if len(verifiers) >= _VERIFIERS_MAX:
+            verifiers.clear()
+        verifiers[(ledger, genesis)] = verifier
+    return verifier
 
 
 RETRY_SECONDS = 10.0
@@ -229,8 +257,7 @@ class LedgerSweep:
                     height, link = verifier.next_height - 1, verifier.prev
                 else:
                     for data in rows:
-                        # The lean path for a valid record, the checks one by one for anything else.
-                        verifier.feed_raw(data)
+                        verifier.feed_raw(data)  # the lean path, or the checks one by one
                         height, link = verifier.next_height - 1, verifier.prev
                 short = len(rows) < limit
         except RecordError as e:

@@ -247,3 +247,18 @@ def test_the_default_pool_starts_worker_processes(chain: list[bytes], tmp_path: 
         assert steps[-1].complete and pool.failures == 0
     finally:
         pool.close()
+
+
+def test_a_worker_keeps_its_verifier_and_each_page_sets_its_head(chain: list[bytes]) -> None:
+    # A worker reuses one verifier per genesis across pages; pages in any order, a faulty one
+    # between them, each is checked from its own first record.
+    genesis = chain[0]
+    later, earlier = verify_page(LEDGER, genesis, 101, chain[101:151]), verify_page(LEDGER, genesis, 1, chain[1:51])
+    faulty = verify_page(LEDGER, genesis, 51, [*chain[51:60], _bad_checksum(chain[60]), *chain[61:101]])
+    again = verify_page(LEDGER, genesis, 51, chain[51:101])
+    assert (earlier.clean, later.clean, again.clean) == (True, True, True)
+    assert earlier.last_link == decode_record(chain[50], LIMITS).link
+    assert later.first_prev == decode_record(chain[100], LIMITS).link
+    assert later.last_link == decode_record(chain[150], LIMITS).link
+    assert (faulty.clean, faulty.count, faulty.last_link) == (False, 9, decode_record(chain[59], LIMITS).link)
+    assert again.first_prev == decode_record(chain[50], LIMITS).link == earlier.last_link
