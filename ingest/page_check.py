@@ -170,9 +170,9 @@ def check_page(verifier: ChainVerifier | None, rows: list[bytes]) -> tuple[list[
     leaves: list[bytes] = []
     if verifier is None:
         return leaves, False
-    feed_fast = verifier.feed_fast
+    take_fast = verifier.take_fast
     for data in rows:
-        if feed_fast(data) is None:
+        if not take_fast(data):
             return leaves, False
         leaves.append(leaf_hash(data))
     return leaves, True
