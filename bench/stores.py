@@ -71,8 +71,8 @@ def build(directory: Path, count: int) -> None:
     the one fixtures.genesis and fixtures.content describe. Raises what ChainStore raises
     if a run does not extend the ledger (a bug here), RuntimeError if the count is wrong."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    workers = max(1, len(os.sched_getaffinity(0)))
     spans = [(first, min(first + RUN, count)) for first in range(1, count, RUN)]
+    workers = max(1, min(len(os.sched_getaffinity(0)), len(spans)))
     with ChainStore(directory, origin=ORIGIN) as store:
         store.create_ledger(genesis(DIFFICULTY))
         head = store.head(LEDGER)
@@ -144,7 +144,7 @@ def _prune(keep: str) -> None:
     now = time.time()
     for path in CACHE_ROOT.iterdir():
         if path.name.startswith(".build-"):
-            pid = int(path.name.split("-")[2])
+            pid = int(path.name.split("-")[1])
             gone = not Path(f"/proc/{pid}").exists()
         else:
             gone = not path.name.startswith(keep) and now - path.stat().st_mtime > UNUSED_SECONDS
