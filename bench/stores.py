@@ -27,7 +27,9 @@ A store is built in a folder of its own and renamed into place only once complet
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import multiprocessing
 import os
 import resource
@@ -84,7 +86,18 @@ def build(directory: Path, count: int) -> None:
         pending: list[Future[list[Receipt]]] = []
         # Spawned, not forked: the bench process may hold ZeroMQ contexts and threads.
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for (first, _), parts in zip(spans, pool.imap(_entry_parts, spans), strict=True):
+            # A few chunks ahead, no more: Pool.imap would make every chunk as fast as the
+            # workers can, and hold them all here while the store takes them.
+            waiting = iter(spans)
+            made = collections.deque(
+                (span[0], pool.apply_async(_entry_parts, (span,))) for span in itertools.islice(waiting, 2 * workers)
+            )
+            while made:
+                first, chunk = made.popleft()
+                parts = chunk.get()
+                following = next(waiting, None)
+                if following is not None:
+                    made.append((following[0], pool.apply_async(_entry_parts, (following,))))
                 records, given = [], []
                 for height, (content_bytes, checksum, nonce) in enumerate(parts, first):
                     accepted = first_accepted + height // ACCEPTED_PER_MS
