@@ -28,9 +28,10 @@ COMMAND = ".venv/bin/python -m bench --only verify"
 TARGET_PER_CORE = 200_000.0  # records/s
 TARGET_CLI = 200_000.0  # records/s, wall clock, `vledger verify` of 1M records on 2 cores
 SCALE = {"2c-10k": 10_000, "2c-100k": 100_000, "2c-1M": 1_000_000}
-# Set to 1 to add 10M records: a store of about 6 GB (1M records take 600 MB) whose build takes
-# some 450 CPU seconds (bench/stores.py), near 5 minutes of a quiet 2-core machine at each change
-# of the node's code, more than make bench can spare; bench/results/verify-10m.md has its last figures.
+# Set to 1 to add 10M records: a store of 5.7 GiB (1M records take 574 MiB) whose build takes
+# some 500 CPU seconds (bench/stores.py), 4 to 5 minutes of a quiet 2-core machine after each change
+# of the node's code, then 100 CPU seconds of verify: more than make bench can spare.
+# bench/results/verify-10m.md has its last figures.
 SCALE_10M = "VLEDGER_BENCH_10M"
 HASH_INPUT = bytes(range(256)) + bytes(44)  # 300 bytes, about one stored record
 
