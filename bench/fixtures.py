@@ -49,6 +49,7 @@ class Sizes:
     xadd_records: int  # records per run added to a Redis stream
     gateway_records: int  # demo records in the store the gateway serves
     gateway_requests: int  # requests per run against one route
+    store_cache: bool  # keep the verify figures' large stores between runs (bench/stores.py)
 
 
 FULL = Sizes(
@@ -73,6 +74,7 @@ FULL = Sizes(
     xadd_records=50_000,
     gateway_records=5_000,
     gateway_requests=5_000,
+    store_cache=True,
 )
 
 QUICK = Sizes(
@@ -97,6 +99,7 @@ QUICK = Sizes(
     xadd_records=2_000,
     gateway_records=600,
     gateway_requests=500,
+    store_cache=False,
 )
 
 
@@ -135,25 +138,23 @@ def genesis(difficulty: int, author: str = AUTHOR) -> Entry:
     return Entry.prepare(rules.genesis_content(LEDGER, author, "genesis", 0), difficulty, LIMITS)
 
 
+def content(i: int, author: str | None = None) -> Content:
+    """The ``i``-th benchmark content: about 180 bytes, from one of ``AUTHORS`` clients or from ``author``."""
+    return Content(
+        LEDGER,
+        KIND,
+        {"amount": 1_000 + i, "memo": f"invoice {i:09d} for services rendered", "to": f"account-{i % 977}"},
+        author or f"client-{i % AUTHORS:04d}",
+        f"req-{i:09d}",
+        1_700_000_000_000 + i,
+    )
+
+
 def entries(count: int, difficulty: int, author: str | None = None, first: int = 1) -> list[Entry]:
     """``count`` distinct entries of about 180 content bytes (records of about 350), from ``AUTHORS`` clients,
     or all from ``author`` (a node takes only entries of the account whose key sends them); their
     request ids count from ``first``, so that batches of one author made apart stay distinct."""
-    return [
-        Entry.prepare(
-            Content(
-                LEDGER,
-                KIND,
-                {"amount": 1_000 + i, "memo": f"invoice {i:09d} for services rendered", "to": f"account-{i % 977}"},
-                author or f"client-{i % AUTHORS:04d}",
-                f"req-{i:09d}",
-                1_700_000_000_000 + i,
-            ),
-            difficulty,
-            LIMITS,
-        )
-        for i in range(first, first + count)
-    ]
+    return [Entry.prepare(content(i, author), difficulty, LIMITS) for i in range(first, first + count)]
 
 
 def open_ledger(store: ChainStore, difficulty: int) -> None:

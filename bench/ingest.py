@@ -147,14 +147,15 @@ class _RunningNode:
 
 
 @contextmanager
-def _node(directory: Path) -> Iterator[_RunningNode]:
-    """A one-node cluster in ``directory``, its node answering hello."""
+def _node(directory: Path, nodes: str = "") -> Iterator[_RunningNode]:
+    """A cluster in ``directory`` of one ingest node, answering hello, and of ``nodes`` (more
+    ``[nodes.NAME]`` tables, for the caller to start: their keys are made with the node's)."""
     if not VLEDGER.is_file():
         raise RuntimeError(f"no {VLEDGER}: run the bench with the virtualenv's python (.venv/bin/python -m bench)")
     with RedisServer(directory / "redis") as redis:
         config = directory / "cluster.toml"
         port = free_port()
-        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=free_port()))
+        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=free_port()) + nodes)
         env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
         keys = directory / "keys"
         _vledger(env, "keygen", "--cluster", str(config))

@@ -49,7 +49,7 @@ from vledger.broker.keys import KeyPair
 from vledger.broker.redis_server import free_port
 from vledger.node.record import Entry
 
-from . import ingest, verify
+from . import ingest, stores
 from .fixtures import LEDGER, entries, genesis, scratch_dir
 from .report import progress
 
@@ -433,7 +433,7 @@ def measure(python: Path, sizes: Sizes, rounds: int, directory: Path) -> tuple[l
     side(python, "fill", 0, {"root": str(pyv_root), "size": sizes.verify})
     vl_store = directory / "verify-vledger"
     vl_store.mkdir()
-    verify._build(vl_store, sizes.verify)
+    stores.build(vl_store, sizes.verify)
     rcheck_modes: dict[str, list[float]] = {}
     with pyvserv_server(python, pyv_root) as verify_port:
         for run_ in range(rounds):

@@ -5,38 +5,138 @@ processes, each its own account, key and interpreter, 128 puts in flight each, b
 CURVE echo reached by the same N processes right after (figure 4's ceiling). A curve that
 stops rising before the echo does shows where the node stops taking more work.
 
-9b/9c: the resident memory (VmRSS) of the node process and of redis-server while 8 client
-processes put ``rss_records`` records (a million in ``make bench``), sampled after each tenth.
-The ceiling is the same process's memory after the first tenth: a ratio near 1 says the
-memory stays flat (caches bounded), a rising one that something grows with the ledger.
-Redis is meant to grow until each ledger's stream holds ``stream_max_len`` records (a
-million by default, about 400 bytes each), and to stay flat from there on.
+9b-9f: the resident memory (VmRSS) of each process kind of a cluster while 8 client processes
+put ``rss_records`` records (a million in ``make bench``) to its ingest node: the node (9b),
+its redis-server (9c), and a replica (9d), an observer (9e) and the verifier (9f) that follow
+it, in a cluster of their own started after 9a (so that 9a's puts share the cores with no
+follower). Sampled after each tenth, once the followers hold every record put so far (the
+replica and the observer report the height, the verifier's consumer group has nothing left
+to read or acknowledge). The ceiling is the same process's memory after the first tenth: a
+ratio near 1 says the memory stays flat (caches bounded), a rising one that something grows
+with the ledger. The children of each process (the node's outbox process, worker processes)
+are in the details. Redis is meant to grow until each ledger's stream holds
+``stream_max_len`` records (a million by default, about 400 bytes each), and to stay flat
+from there on.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from vledger.broker.client import Client
+from vledger.broker.client import Client, NodeAddress
+from vledger.broker.keys import load_public
+from vledger.broker.redis_server import connect, free_port
+from vledger.broker.replication import ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
+from vledger.verifier.checks import GROUP
 
 from . import ingest
-from .fixtures import Sizes, entries, genesis, scratch_dir
+from .fixtures import LEDGER, Sizes, entries, genesis, scratch_dir
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only scale"
 STEPS = (1, 2, 4, 8, 16)  # client processes
 RSS_CLIENTS = 8
 RSS_SAMPLES = 10
+CATCH_UP_SECONDS = 300.0  # the most the followers may take to hold what was put, at a sample
+POLL = 0.05  # seconds between looks at the followers' progress
+# The followers of 9d-9f: their [nodes] tables, and which figure shows each.
+FOLLOWERS = {"replica-1": ("replica", "9d"), "observer-1": ("observer", "9e"), "verifier-1": ("verifier", "9f")}
+FOLLOWER_NODE = """
+[nodes.{name}]
+role = "{role}"
+host = "127.0.0.1"
+port = {port}
+"""
 
 
 def _rss_mb(pid: int) -> float:
-    """The resident memory of process ``pid`` (VmRSS of /proc/<pid>/status), in MB."""
+    """The resident memory of process ``pid`` (VmRSS of /proc/<pid>/status), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"process {pid} reports no VmRSS")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (their parent id, from /proc/<child>/stat)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _rss_of(pid: int) -> tuple[float, list[float]]:
+    """The resident memory of ``pid`` and of each of its children, in MiB."""
+    children = []
+    for child in _children(pid):
+        try:
+            children.append(round(_rss_mb(child), 1))
+        except (OSError, RuntimeError):  # ended meanwhile
+            continue
+    return _rss_mb(pid), children
+
+
+@contextmanager
+def _followers(directory: Path, node: ingest._RunningNode, ports: dict[str, int]) -> Iterator[dict[str, int]]:
+    """Start the FOLLOWERS of the cluster in ``directory`` (made by ingest._node with their
+    tables) and yield their pids by name once each answers hello; stop them afterwards."""
+    config = directory / "cluster.toml"
+    redis_url = tomllib.loads(config.read_text())["cluster"]["redis"]
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, (role, _) in FOLLOWERS.items():  # all start together: their interpreters load side by side
+            with (directory / f"{name}.log").open("ab") as out:
+                processes[name] = subprocess.Popen(
+                    [str(ingest.VLEDGER), role, "--config", str(config), "--node", name],
+                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+        for name, process in processes.items():
+            address = NodeAddress(f"tcp://127.0.0.1:{ports[name]}", load_public(directory / "keys" / f"{name}.key"))
+            ingest._wait_for_hello(process, address, node.admin, directory / f"{name}.log")
+        yield {name: process.pid for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            ingest._stop(process)
+
+
+def _wait_for_followers(replication: ReplicationLedger, height: int, directory: Path) -> float:
+    """Until the replica and the observer hold ``height`` and the verifier has read and
+    acknowledged every stream entry; returns the seconds waited. Raises RuntimeError after
+    CATCH_UP_SECONDS."""
+    started = time.monotonic()
+    stream = replication.stream_key(LEDGER)
+    while True:
+        held = replication.held(LEDGER)
+        groups = {g["name"]: g for g in replication.client.xinfo_groups(stream)}
+        checked = groups.get(GROUP.encode())
+        if (
+            all(held.get(name, -1) >= height for name, (role, _) in FOLLOWERS.items() if role != "verifier")
+            and checked is not None
+            and checked["lag"] == 0
+            and checked["pending"] == 0
+        ):
+            return time.monotonic() - started
+        if time.monotonic() - started > CATCH_UP_SECONDS:
+            logs = {name: ingest._log_tail(directory / f"{name}.log", 3) for name in FOLLOWERS}
+            raise RuntimeError(
+                f"the followers did not reach height {height:,} in {CATCH_UP_SECONDS:g} s: held {held}, "
+                f"verifier group {checked}; logs {logs}"
+            )
+        time.sleep(POLL)
 
 
 class _Writers:
@@ -57,10 +157,14 @@ class _Writers:
 
 
 def run(sizes: Sizes) -> list[Figure]:
+    return [*_curve(sizes), *_memory(sizes)]
+
+
+def _curve(sizes: Sizes) -> list[Figure]:
+    """Figures 9a: puts per second as client processes are added, beside the CURVE echo."""
     put_message = ingest._put_request(entries(1, ingest.DIFFICULTY, author="scale-0")[0])
     writers = _Writers(max(STEPS))
     curve: dict[int, tuple[float, float]] = {}
-    samples: list[tuple[int, float, float]] = []  # records put so far, node MB, redis-server MB
     with scratch_dir() as directory, ExitStack() as stack:
         progress("scale: starting redis-server and an ingest node")
         node = stack.enter_context(ingest._node(directory))
@@ -75,17 +179,7 @@ def run(sizes: Sizes) -> list[Figure]:
                 rate = processes.rate(writers.jobs(clients, each))
                 echo_rate = processes.rate([ingest._EchoJob(put_message, each, ingest.WINDOW)] * clients)
             curve[clients] = (rate, echo_rate)
-        each = max(1, sizes.rss_records // RSS_SAMPLES // RSS_CLIENTS)
-        progress(f"scale: 9b {RSS_CLIENTS} client processes put {each * RSS_CLIENTS * RSS_SAMPLES:,} records")
-        with ingest._client_processes(keys[:RSS_CLIENTS], node.address, echo) as processes:
-            for sample in range(1, RSS_SAMPLES + 1):
-                processes.rate(writers.jobs(RSS_CLIENTS, each))
-                samples.append((sample * each * RSS_CLIENTS, _rss_mb(node.pid), _rss_mb(node.redis_pid)))
-                progress(
-                    f"scale: {samples[-1][0]:,} records, node {samples[-1][1]:.0f} MB, redis {samples[-1][2]:.0f} MB"
-                )
-
-    figures = [
+    return [
         Figure(
             key=f"9a-{clients}",
             name=f"durable put over CURVE, {clients} client process{'es' if clients > 1 else ''}, "
@@ -104,29 +198,79 @@ def run(sizes: Sizes) -> list[Figure]:
         )
         for clients, (rate, echo_rate) in curve.items()
     ]
-    details = {
-        "records put": samples[-1][0],
+
+
+def _memory(sizes: Sizes) -> list[Figure]:
+    """Figures 9b-9f: each process's resident memory as the ledger grows (see the module's doc)."""
+    writers = _Writers(RSS_CLIENTS)
+    each = max(1, sizes.rss_records // RSS_SAMPLES // RSS_CLIENTS)
+    # records put so far, then per process (its MiB, its children's MiB), and the seconds waited for the followers
+    samples: list[tuple[int, dict[str, tuple[float, list[float]]], float]] = []
+    ports = {name: free_port() for name in FOLLOWERS}
+    nodes = "".join(
+        FOLLOWER_NODE.format(name=name, role=role, port=ports[name]) for name, (role, _) in FOLLOWERS.items()
+    )
+    with scratch_dir() as directory, ExitStack() as stack:
+        progress("scale: starting a cluster: redis-server, an ingest node, a replica, an observer, the verifier")
+        node = stack.enter_context(ingest._node(directory, nodes))
+        admin = stack.enter_context(Client(node.address, node.admin, timeout=ingest.TIMEOUT))
+        keys = [ingest._writer(admin, name) for name in writers.names]
+        admin.create_ledger(genesis(ingest.DIFFICULTY, author=ingest.ADMIN))
+        echo = stack.enter_context(ingest._echo_server([node.admin.public, *(k.public for k in keys)]))
+        followers = stack.enter_context(_followers(directory, node, ports))
+        pids = {"node": node.pid, "redis-server": node.redis_pid, **followers}
+        redis_url = tomllib.loads((directory / "cluster.toml").read_text())["cluster"]["redis"]
+        replication = ReplicationLedger(connect(redis_url))
+        progress(f"scale: 9b {RSS_CLIENTS} client processes put {each * RSS_CLIENTS * RSS_SAMPLES:,} records")
+        with ingest._client_processes(keys, node.address, echo) as processes:
+            for sample in range(1, RSS_SAMPLES + 1):
+                processes.rate(writers.jobs(RSS_CLIENTS, each))
+                put = sample * each * RSS_CLIENTS
+                waited = _wait_for_followers(replication, put, directory)
+                samples.append((put, {name: _rss_of(pid) for name, pid in pids.items()}, waited))
+                progress(
+                    f"scale: {put:,} records, "
+                    + ", ".join(f"{name} {mib:.0f} MiB" for name, (mib, _) in samples[-1][1].items())
+                    + f" (waited {waited:.1f} s for the followers)"
+                )
+
+    first, last = samples[0], samples[-1]
+    common = {
+        "records put": last[0],
         "client processes": RSS_CLIENTS,
-        "stream_max_len (records Redis keeps per ledger)": ReplicationSettings().stream_max_len,
-        "samples (records, node MB, redis-server MB)": [(n, round(a, 1), round(b, 1)) for n, a, b in samples],
+        "seconds waited for the followers, per sample": [round(w, 1) for _, _, w in samples],
     }
-    for key, what, column in (("9b", "the ingest node", 1), ("9c", "redis-server", 2)):
-        first = samples[0]
-        figures.append(
-            Figure(
-                key=key,
-                name=f"resident memory of {what} after {samples[-1][0]:,} records",
-                value=samples[-1][column],
-                unit="MB",
-                ceiling=Ceiling(
-                    f"{what}'s resident memory after {first[0]:,} records",
-                    first[column],
-                    "MB",
-                    f"VmRSS of {what} after the first of {RSS_SAMPLES} equal batches of the same run",
-                ),
-                command=COMMAND,
-                higher_is_better=False,
-                details=details,
-            )
+    kinds = {
+        "9b": ("node", "the ingest node"),
+        "9c": ("redis-server", "redis-server"),
+        **{key: (name, f"the {role} ({name})") for name, (role, key) in FOLLOWERS.items()},
+    }
+
+    def details(name: str) -> dict[str, object]:
+        ours: dict[str, object] = {
+            **common,
+            "samples (records, MiB)": [(n, round(rss[name][0], 1)) for n, rss, _ in samples],
+            "its children's MiB (first sample, last)": (first[1][name][1], last[1][name][1]),
+        }
+        if name == "redis-server":
+            ours["stream_max_len (records Redis keeps per ledger)"] = ReplicationSettings().stream_max_len
+        return ours
+
+    return [
+        Figure(
+            key=key,
+            name=f"resident memory of {what} after {last[0]:,} records",
+            value=last[1][name][0],
+            unit="MiB",
+            ceiling=Ceiling(
+                f"{what}'s resident memory after {first[0]:,} records",
+                first[1][name][0],
+                "MiB",
+                f"VmRSS of {what} after the first of {RSS_SAMPLES} equal batches of the same run",
+            ),
+            command=COMMAND,
+            higher_is_better=False,
+            details=details(name),
         )
-    return figures
+        for key, (name, what) in kinds.items()
+    ]

@@ -1,8 +1,7 @@
 """Figure 2: full verification of a stored ledger on one core, beside a bare decode-and-hash loop.
 
-The ledger is built at difficulty 1, not 0: at 0 the verifier skips the proof-of-work hash, but
-at any real difficulty it computes one per record (as the ceiling does). Making a difficulty-1
-nonce costs two hashes on average, so the build stays fast.
+The ledgers come from bench/stores.py: built fast with the store's own code, at difficulty 1
+(at 0 the verifier would skip the proof-of-work hash), and kept between runs of `make bench`.
 """
 
 from __future__ import annotations
@@ -18,31 +17,23 @@ from pathlib import Path
 
 import msgpack
 
-from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.verify import ChainVerifier
 
-from .fixtures import LEDGER, LIMITS, ORIGIN, Sizes, best_rates, entries, open_ledger, scratch_dir, timed
+from .fixtures import LEDGER, LIMITS, Sizes, best_rates, timed
 from .report import Ceiling, Figure, progress
+from .stores import DIFFICULTY, ledger_store
 
 COMMAND = ".venv/bin/python -m bench --only verify"
 TARGET_PER_CORE = 200_000.0  # records/s
 TARGET_CLI = 200_000.0  # records/s, wall clock, `vledger verify` of 1M records on 2 cores
 SCALE = {"2c-10k": 10_000, "2c-100k": 100_000, "2c-1M": 1_000_000}
-# Set to 1 to add 10M records: a store of about 6 GB (1M records take 585 MB), built through
-# ChainStore at about 10,000 records/s on a quiet 2-core machine (some 17 minutes), so not in make bench.
+# Set to 1 to add 10M records: a store of 5.7 GiB (1M records take 574 MiB) whose build takes
+# some 500 CPU seconds (bench/stores.py), 4 to 5 minutes of a quiet 2-core machine after each change
+# of the node's code, then 100 CPU seconds of verify: more than make bench can spare.
+# bench/results/verify-10m.md has its last figures.
 SCALE_10M = "VLEDGER_BENCH_10M"
-DIFFICULTY = 1
 HASH_INPUT = bytes(range(256)) + bytes(44)  # 300 bytes, about one stored record
-
-
-def _build(directory: Path, count: int) -> None:
-    """A store holding one ledger of ``count`` records (genesis included), appended pipelined."""
-    prepared = entries(count - 1, DIFFICULTY)
-    with ChainStore(directory, origin=ORIGIN) as store:
-        open_ledger(store, DIFFICULTY)
-        for future in [store.submit_entry(entry) for entry in prepared]:
-            future.result()
 
 
 def _verify(rows: Iterable[tuple[int, bytes]]) -> int:
@@ -97,9 +88,7 @@ def run(sizes: Sizes) -> list[Figure]:
 
 
 def _run_core(sizes: Sizes) -> list[Figure]:
-    with scratch_dir() as directory:
-        progress(f"verify: building a ledger of {sizes.verify_records:,} records (difficulty {DIFFICULTY})")
-        _build(directory, sizes.verify_records)
+    with ledger_store(sizes.verify_records, sizes.store_cache) as directory:
         reader = StoreReader(directory)
         try:
             memory = list(reader.iter_raw(LEDGER))
@@ -217,9 +206,7 @@ def run_scale(sizes: Sizes) -> list[Figure]:
     figures = []
     memory: list[tuple[int, int, int]] = []  # records, the verifying process's and a worker's largest RSS (KiB)
     for key, count in counts.items():
-        with scratch_dir() as directory:
-            progress(f"verify scale: building {count:,} records")
-            _build(directory, count)
+        with ledger_store(count, sizes.store_cache) as directory:
             wall, cpu, rss, worker_rss = _cli_verify(directory)
             reader = StoreReader(directory)
             try:
