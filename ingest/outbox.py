@@ -1,9 +1,9 @@
 """The outbox: every record a node's store makes durable goes to its Redis stream, then on the feed.
 
 The store is the source of truth. The committer hands each group's records over (a
-callback that only queues them); one thread adds them to the ledgers' streams in a
-pipelined round trip, then publishes them on the node's PUB socket, then records that
-this node holds them. If Redis is down the feed goes on without it, and once Redis is
+callback that only queues them); one thread publishes them on the node's PUB socket, then
+adds them to the ledgers' streams in one round trip, then records that this node holds
+them. If Redis is down the feed goes on without it, and once Redis is
 back the outbox reads what the stream lacks from the store: the stream's last height is
 the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
@@ -214,7 +214,7 @@ class Outbox:
         sent = -math.inf  # when the last pass began
         while True:
             due = min(self._due.values(), default=math.inf)
-            self._wake.wait(max(0.0, min(next_beat, due) - self._clock()))
+            self._await(max(0.0, min(next_beat, due) - self._clock()))
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
             # acknowledgements do not wait for it, and the pass competes with them for the CPU).
@@ -233,6 +233,10 @@ class Outbox:
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return
+
+    def _await(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""
+        self._wake.wait(seconds)
 
     def _heartbeat(self) -> None:
         """Every ``heartbeat_ms``: the latest checkpoints on the feed, the streams synced with the store."""
@@ -256,7 +260,9 @@ class Outbox:
             fresh = self._sign_batch(sizes) if self.signer is not None else relayed
             for checkpoint in fresh:
                 self._keep(checkpoint)
-            self._to_stream(batch)
+            # The feed first: it is what followers wait on (replication lag), and a Redis round
+            # trip before it added its whole time, and more when Redis waited for the CPU. The
+            # stream is the complete path (a follower that finds it short asks the home's range).
             if self.publisher is not None:
                 for ledger, height, data, hops in batch:
                     if hops <= self.settings.max_hops:
@@ -264,6 +270,7 @@ class Outbox:
                         self.published += 1
                 if fresh:
                     self.publisher.checkpoints(fresh)  # after the records they cover
+            self._to_stream(batch)
             self._report({ledger: size - 1 for ledger, size in sizes.items()})
 
     def _keep(self, checkpoint: SignedCheckpoint | None) -> None:
