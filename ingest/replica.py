@@ -65,7 +65,7 @@ from .outbox import Outbox
 from .page_check import PageChecker
 from .runtime import NodeRuntime
 from .service import AccountAdmin, IngestService
-from .witness import Witness
+from .witness import Cosigner, Witness
 
 log = logging.getLogger(__name__)
 
@@ -494,23 +494,24 @@ def _follow(
     relay: Outbox,
 ) -> None:
     witness.start()
-    follower.start()
-    witness.turn()
-    relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
-    next_check = time.monotonic() + HEADS_EVERY
-    while not stopping.is_set():
-        if watcher is not None:
-            watcher.turn()
-        messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
-        if messages:
-            follower.receive(messages)
-        witness.turn()
-        if time.monotonic() >= next_check:
-            next_check = time.monotonic() + HEADS_EVERY
-            _refresh_checkpoints(follower)
-            follower.catch_up_all()
-            witness.turn()
-            relay.committed([], NOT_RELAYED, follower.checkpoints())
+    cosigner = Cosigner(witness).start()  # cosigns beside this loop, which goes on receiving
+    try:
+        follower.start()
+        relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
+        next_check = time.monotonic() + HEADS_EVERY
+        while not stopping.is_set():
+            if watcher is not None:
+                watcher.turn()
+            messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
+            if messages:
+                follower.receive(messages)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + HEADS_EVERY
+                _refresh_checkpoints(follower)
+                follower.catch_up_all()
+                relay.committed([], NOT_RELAYED, follower.checkpoints())
+    finally:
+        cosigner.stop()
 
 
 def _refresh_checkpoints(follower: Follower) -> None:
