@@ -116,6 +116,7 @@ class Outbox:
         self._signed_at: dict[str, float] = {}  # ledger -> when its last checkpoint was signed
         self._due: dict[str, float] = {}  # ledgers with records no checkpoint covers yet -> when to sign
         self._sign_lock = threading.Lock()  # the outbox thread and the read path (on demand) both sign
+        self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
@@ -158,11 +159,18 @@ class Outbox:
         with self._sign_lock:
             frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
             root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
-            kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
-            if kept:
-                return SignedCheckpoint(ledger, size, root, kept[0].note)
+            # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
+            # signed rows, and its first signature of a ledger looks): the look-up, a read that
+            # also let the request thread take the GIL, is spared on each batch's checkpoint.
+            signed = self._signed_max.get(ledger)
+            if signed is None or size <= signed:
+                kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
+                if kept:
+                    self._signed_max[ledger] = max(size, signed or 0)
+                    return SignedCheckpoint(ledger, size, root, kept[0].note)
             checkpoint = self.signer.sign(ledger, size, root, extensions)
             self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            self._signed_max[ledger] = max(size, signed or 0)
             return checkpoint
 
     def latest(self, ledger: str) -> bytes | None:
