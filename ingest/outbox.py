@@ -253,6 +253,9 @@ class Outbox:
         self._sync_redis()
 
     def _drain(self) -> None:
+        # A follower's outbox that neither publishes nor streams (no pub_port) only reports held
+        # heights: its records are not encoded again for nothing, beside the follow loop's work.
+        ships = self.publisher is not None or self.stream
         while self._queue:
             batch: list[tuple[str, int, bytes, int]] = []
             relayed: list[SignedCheckpoint] = []
@@ -260,7 +263,7 @@ class Outbox:
                 records, hops, checkpoints = self._queue.popleft()
                 for item in records:
                     if isinstance(item, Record):
-                        batch.append((item.ledger, item.height, item.encode(), hops))
+                        batch.append((item.ledger, item.height, item.encode() if ships else b"", hops))
                     else:
                         batch.append((*item, hops))
                 relayed.extend(checkpoints)
