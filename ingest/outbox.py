@@ -1,4 +1,4 @@
-"""The outbox: every record a node's store makes durable goes to its Redis stream, then on the feed.
+"""The outbox: every record a node's store makes durable goes on the feed, then to its Redis stream.
 
 The store is the source of truth. The committer hands each group's records over (a
 callback that only queues them); one thread publishes them on the node's PUB socket, then

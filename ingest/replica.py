@@ -5,9 +5,10 @@ SUB, under its node key), with the Redis streams and the followed nodes' ``range
 command to fill gaps (vledger.ingest.follow), storing only what a checkpoint of the home
 covers. It is a witness (vledger.ingest.witness): it cosigns, with its ``<name>.sign`` key,
 the newest checkpoint its store proves and publishes the cosignature in Redis, which is
-what a put's ``w`` counts. It reports each advance to Redis (held heights: hints), serves
-the read commands on its own CURVE ROUTER, and with a ``pub_port`` republishes what it
-stores, one hop further, for replicas downstream.
+what a put's ``w`` counts; a thread of its own does that (a Cosigner), beside the follow
+loop. It reports each advance to Redis (held heights: hints), serves the read commands on
+its own CURVE ROUTER, and with a ``pub_port`` republishes what it stores, one hop further,
+for replicas downstream.
 
 Start-up order: the store opens and checks its heads, the SUB socket subscribes (so that
 nothing published from then on is missed), the read socket binds and passes its
