@@ -336,11 +336,10 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
 
     def stored(records: list[Record], hops: int) -> None:
         epochs.stored(records)  # before the next checkpoint is checked by them
-        if publisher is not None:  # what a relay republishes, and after it the checkpoints that cover it
-            ledgers = {r.ledger for r in records}
-            checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
-            relay.committed(records, hops + 1, checkpoints)
-        # The held height, at once (without a feed, the outbox's thread only reports at its heartbeat).
+        # Held heights, what a relay republishes, and after them the checkpoints that cover them.
+        ledgers = {r.ledger for r in records}
+        checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
+        relay.committed(records, hops + 1, checkpoints)
         relay.report({records[-1].ledger: records[-1].height})  # one ledger's run, in height order
         if watcher is not None:
             watcher.stored(records)
