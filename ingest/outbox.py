@@ -146,14 +146,6 @@ class Outbox:
         self._queue.append((rows, hops, list(checkpoints)))
         self._wake.set()
 
-    def report(self, heights: Mapping[str, int]) -> None:
-        """Tell Redis now, on the caller's thread, how far this node holds each ledger (a
-        follower's loop, right after a run is stored: through the outbox's thread the report
-        waited for the GIL while the loop verified the next batch, and replication lag is
-        counted to it). Heights reported already are not sent again; while Redis is down, none
-        is tried until the outbox's retry time, and the next heartbeat reports every head."""
-        self._report(dict(heights))
-
     def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
         """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
         (an equal one kept before is reused); None without a signer, for a refused ledger, and

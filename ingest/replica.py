@@ -340,7 +340,6 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
         ledgers = {r.ledger for r in records}
         checkpoints = [c for ledger in ledgers if (c := follower.checkpoint_of(ledger)) is not None]
         relay.committed(records, hops + 1, checkpoints)
-        relay.report({records[-1].ledger: records[-1].height})  # one ledger's run, in height order
         if watcher is not None:
             watcher.stored(records)
         if files is not None and fetcher is not None:

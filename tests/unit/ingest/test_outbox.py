@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
@@ -510,44 +509,6 @@ def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tm
             HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed), refused={LEDGER: contradiction}
         )
         assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None
-
-
-class CountedAdvances(ReplicationLedger):
-    """The real ReplicationLedger, noting each held height sent to Redis; ``down`` fails them."""
-
-    def __init__(self, client: Any) -> None:
-        super().__init__(client)
-        self.advances: list[tuple[str, int]] = []
-        self.down = False
-
-    def advance(self, node: str, ledger: str, height: int) -> int:
-        if self.down:
-            raise redis.ConnectionError("Redis is down")
-        self.advances.append((ledger, height))
-        return super().advance(node, ledger, height)
-
-
-def test_report_tells_redis_on_the_callers_thread_each_height_once(tmp_path: Path, redis_client: Any) -> None:
-    """A follower's loop reports a stored run at once (no outbox pass in between); what was
-    reported is not sent again by it or by the outbox's pass, and a Redis that failed is not
-    tried again before the retry time."""
-    now = [100.0]
-    with ChainStore(tmp_path / "replica", origin=HOME, clock=lambda: T0) as store:
-        repl = CountedAdvances(redis_client)
-        relay = Outbox("replica-1", store, None, repl, SETTINGS, stream=False, clock=lambda: now[0])
-        relay.report({LEDGER: 4})  # not started: nothing but this call reports
-        assert repl.held(LEDGER) == {"replica-1": 4} and repl.advances == [(LEDGER, 4)]
-        relay.report({LEDGER: 4})
-        relay._report({LEDGER: 3})  # the outbox's own pass, behind the loop: nothing to tell
-        assert repl.advances == [(LEDGER, 4)]
-        repl.down = True
-        relay.report({LEDGER: 6})  # fails: Redis is given up on for REDIS_RETRY_SECONDS
-        repl.down = False
-        relay.report({LEDGER: 7})
-        assert repl.advances == [(LEDGER, 4)] and repl.held(LEDGER) == {"replica-1": 4}
-        now[0] += 1.5
-        relay.report({LEDGER: 7})
-        assert repl.advances == [(LEDGER, 4), (LEDGER, 7)] and repl.held(LEDGER) == {"replica-1": 7}
 
 
 def test_a_checkpoint_kept_before_is_reused_and_a_new_size_is_signed_once(tmp_path: Path) -> None:
