@@ -1,9 +1,9 @@
-"""The outbox: every record a node's store makes durable goes to its Redis stream, then on the feed.
+"""The outbox: every record a node's store makes durable goes on the feed, then to its Redis stream.
 
 The store is the source of truth. The committer hands each group's records over (a
-callback that only queues them); one thread adds them to the ledgers' streams in a
-pipelined round trip, then publishes them on the node's PUB socket, then records that
-this node holds them. If Redis is down the feed goes on without it, and once Redis is
+callback that only queues them); one thread publishes them on the node's PUB socket, then
+adds them to the ledgers' streams in one round trip, then records that this node holds
+them. If Redis is down the feed goes on without it, and once Redis is
 back the outbox reads what the stream lacks from the store: the stream's last height is
 the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
@@ -116,6 +116,7 @@ class Outbox:
         self._signed_at: dict[str, float] = {}  # ledger -> when its last checkpoint was signed
         self._due: dict[str, float] = {}  # ledgers with records no checkpoint covers yet -> when to sign
         self._sign_lock = threading.Lock()  # the outbox thread and the read path (on demand) both sign
+        self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
@@ -158,11 +159,18 @@ class Outbox:
         with self._sign_lock:
             frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
             root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
-            kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
-            if kept:
-                return SignedCheckpoint(ledger, size, root, kept[0].note)
+            # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
+            # signed rows, and its first signature of a ledger looks): the look-up, a read that
+            # also let the request thread take the GIL, is spared on each batch's checkpoint.
+            signed = self._signed_max.get(ledger)
+            if signed is None or size <= signed:
+                kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
+                if kept:
+                    self._signed_max[ledger] = max(size, signed or 0)
+                    return SignedCheckpoint(ledger, size, root, kept[0].note)
             checkpoint = self.signer.sign(ledger, size, root, extensions)
             self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            self._signed_max[ledger] = max(size, signed or 0)
             return checkpoint
 
     def latest(self, ledger: str) -> bytes | None:
@@ -214,7 +222,7 @@ class Outbox:
         sent = -math.inf  # when the last pass began
         while True:
             due = min(self._due.values(), default=math.inf)
-            self._wake.wait(max(0.0, min(next_beat, due) - self._clock()))
+            self._await(max(0.0, min(next_beat, due) - self._clock()))
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
             # acknowledgements do not wait for it, and the pass competes with them for the CPU).
@@ -234,6 +242,10 @@ class Outbox:
             if stopping and not self._queue:
                 return
 
+    def _await(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""
+        self._wake.wait(seconds)
+
     def _heartbeat(self) -> None:
         """Every ``heartbeat_ms``: the latest checkpoints on the feed, the streams synced with the store."""
         if self.publisher is not None:
@@ -241,6 +253,9 @@ class Outbox:
         self._sync_redis()
 
     def _drain(self) -> None:
+        # A follower's outbox that neither publishes nor streams (no pub_port) only reports held
+        # heights: its records are not encoded again for nothing, beside the follow loop's work.
+        ships = self.publisher is not None or self.stream
         while self._queue:
             batch: list[tuple[str, int, bytes, int]] = []
             relayed: list[SignedCheckpoint] = []
@@ -248,7 +263,7 @@ class Outbox:
                 records, hops, checkpoints = self._queue.popleft()
                 for item in records:
                     if isinstance(item, Record):
-                        batch.append((item.ledger, item.height, item.encode(), hops))
+                        batch.append((item.ledger, item.height, item.encode() if ships else b"", hops))
                     else:
                         batch.append((*item, hops))
                 relayed.extend(checkpoints)
@@ -256,7 +271,9 @@ class Outbox:
             fresh = self._sign_batch(sizes) if self.signer is not None else relayed
             for checkpoint in fresh:
                 self._keep(checkpoint)
-            self._to_stream(batch)
+            # The feed first: it is what followers wait on (replication lag), and a Redis round
+            # trip before it added its whole time, and more when Redis waited for the CPU. The
+            # stream is the complete path (a follower that finds it short asks the home's range).
             if self.publisher is not None:
                 for ledger, height, data, hops in batch:
                     if hops <= self.settings.max_hops:
@@ -264,6 +281,7 @@ class Outbox:
                         self.published += 1
                 if fresh:
                     self.publisher.checkpoints(fresh)  # after the records they cover
+            self._to_stream(batch)
             self._report({ledger: size - 1 for ledger, size in sizes.items()})
 
     def _keep(self, checkpoint: SignedCheckpoint | None) -> None:

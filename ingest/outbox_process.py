@@ -416,35 +416,72 @@ class OutboxProcess(Outbox):
 
 
 class ShippingOutbox(Outbox):
-    """The outbox process's Outbox: told each ledger's new heights (:meth:`told`), it reads the
-    records from the store only as it sends them, ``catch_up_batch`` at a time. What waits is a
-    span of heights and the latest checkpoint per ledger, never the records: however far Redis
-    or the proxy fall behind, its memory stays flat (the lesson of putperf's node, whose queue
-    of records grew without bound under 8 pipelining clients)."""
+    """The outbox process's Outbox: told each ledger's new heights over the pipe from the node,
+    it reads the records from the store only as it sends them, ``catch_up_batch`` at a time.
+    What waits is a span of heights and the latest checkpoint per ledger, never the records:
+    however far Redis or the proxy fall behind, its memory stays flat (the lesson of putperf's
+    node, whose queue of records grew without bound under 8 pipelining clients).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._told_lock = threading.Lock()
+    It runs on the process's one thread (:meth:`serve`), which reads the pipe itself where an
+    outbox waits for work: a reader thread that woke it cost each batch a hand-off between two
+    threads of a process that waits for the CPU, and their turns at the GIL."""
+
+    def __init__(self, pipe: Connection, *args: Any, **kwargs: Any) -> None:
+        self._owned: dict[str, bool] = {}  # ledger -> whether the node owns its stream (it says so)
+        super().__init__(*args, owns=self._owns_stream, **kwargs)
+        self._pipe = pipe
         self._spans: dict[str, tuple[int, int]] = {}  # ledger -> (first, last) heights not yet read
         self._waiting: dict[str, SignedCheckpoint] = {}  # ledger -> the latest checkpoint not yet sent
 
+    def _owns_stream(self, ledger: str) -> bool:
+        return self._owned.get(ledger, False)
+
+    def serve(self) -> None:
+        """Ship what the node says is durable until it says stop or its end of the pipe closes
+        (the node ended, even by kill -9), then ship what is told and end (on this thread)."""
+        self._run()
+
+    def _await(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the node's next message, then take every one that came."""
+        if self._stop.is_set() or not self._pipe.poll(seconds):
+            return
+        while not self._stop.is_set() and self._pipe.poll(0):
+            try:
+                message = msgpack.unpackb(self._pipe.recv_bytes())
+            except (EOFError, OSError):
+                log.warning("the node's end of the outbox pipe closed: shipping what it was told, then ending")
+                self._stop.set()
+                return
+            self._take_message(message)
+
+    def _take_message(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == STOP:
+            self._stop.set()
+        elif kind == BEAT:
+            self._owned.update(message[1])
+            self.told([], _checkpoints(message[2]))  # those signed at the node's start
+        else:
+            spans = []
+            for ledger, first, last, owns in message[1]:
+                self._owned[ledger] = owns
+                spans.append((str(ledger), int(first), int(last)))
+            self.told(spans, _checkpoints(message[2]))
+
     def told(self, spans: Iterable[tuple[str, int, int]], checkpoints: Iterable[SignedCheckpoint]) -> None:
-        """Note durable heights and the checkpoints that cover them (the pipe's reader thread)."""
-        with self._told_lock:
-            for ledger, first, last in spans:
-                span = self._spans.get(ledger)
-                self._spans[ledger] = (span[0] if span is not None else first, max(last, span[1] if span else last))
-            for checkpoint in checkpoints:
-                # A heartbeat's are mostly sent already (read here, changed only on the outbox thread).
-                sent = self.checkpoints.get(checkpoint.ledger)
-                waiting = self._waiting.get(checkpoint.ledger)
-                if all(c is None or c.size < checkpoint.size for c in (sent, waiting)):
-                    self._waiting[checkpoint.ledger] = checkpoint
-        self._wake.set()
+        """Note durable heights and the checkpoints that cover them."""
+        for ledger, first, last in spans:
+            span = self._spans.get(ledger)
+            self._spans[ledger] = (span[0] if span is not None else first, max(last, span[1] if span else last))
+        for checkpoint in checkpoints:
+            # A heartbeat's are mostly sent already.
+            sent = self.checkpoints.get(checkpoint.ledger)
+            waiting = self._waiting.get(checkpoint.ledger)
+            if all(c is None or c.size < checkpoint.size for c in (sent, waiting)):
+                self._waiting[checkpoint.ledger] = checkpoint
 
     def backlog(self) -> int:
-        with self._told_lock:
-            return sum(last - first + 1 for first, last in self._spans.values())
+        return sum(last - first + 1 for first, last in self._spans.values())
 
     def _drain(self) -> None:
         while self._take():
@@ -453,26 +490,23 @@ class ShippingOutbox(Outbox):
     def _take(self) -> bool:
         """Queue the next page of told records (from the store) and the checkpoints they reach;
         False when nothing was told."""
-        with self._told_lock:
-            if not self._spans and not self._waiting:
-                return False
-            page: tuple[str, int, int] | None = None
-            if self._spans:
-                ledger, (first, last) = next(iter(self._spans.items()))
-                stop = min(last + 1, first + self.settings.catch_up_batch)
-                page = (ledger, first, stop)
-                if stop > last:
-                    del self._spans[ledger]
-                else:
-                    self._spans[ledger] = (stop, last)
-            # A checkpoint goes once every record below its size is queued: after them.
-            ready = [
-                c
-                for ledger, c in self._waiting.items()
-                if ledger not in self._spans or c.size <= self._spans[ledger][0]
-            ]
-            for checkpoint in ready:
-                del self._waiting[checkpoint.ledger]
+        if not self._spans and not self._waiting:
+            return False
+        page: tuple[str, int, int] | None = None
+        if self._spans:
+            ledger, (first, last) = next(iter(self._spans.items()))
+            stop = min(last + 1, first + self.settings.catch_up_batch)
+            page = (ledger, first, stop)
+            if stop > last:
+                del self._spans[ledger]
+            else:
+                self._spans[ledger] = (stop, last)
+        # A checkpoint goes once every record below its size is queued: after them.
+        ready = [
+            c for ledger, c in self._waiting.items() if ledger not in self._spans or c.size <= self._spans[ledger][0]
+        ]
+        for checkpoint in ready:
+            del self._waiting[checkpoint.ledger]
         rows: list[Row] = []
         if page is not None:
             ledger, first, stop = page
@@ -500,41 +534,15 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     replication = ReplicationLedger(connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len)
     context: zmq.Context[Any] = zmq.Context()
     pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
-    owned: dict[str, bool] = {}
     # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait
     # here would only add to the replication lag.
     settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
-    outbox = ShippingOutbox(
-        setup.name, view, pusher, replication, settings, owns=lambda ledger: owned.get(ledger, False)
-    )
-    outbox.start()
+    outbox = ShippingOutbox(pipe, setup.name, view, pusher, replication, settings)
     try:
-        _serve(pipe, outbox, owned)
+        outbox.serve()
     finally:
-        outbox.stop()
         pusher.close(PROXY_LINGER_MS)
         context.term()
         view.close()
         with contextlib.suppress(Exception):
             replication.client.close()
-
-
-def _serve(pipe: Connection, outbox: ShippingOutbox, owned: dict[str, bool]) -> None:
-    while True:
-        try:
-            message = msgpack.unpackb(pipe.recv_bytes())
-        except EOFError:
-            log.warning("the node's end of the outbox pipe closed: shipping what it was told, then ending")
-            return
-        kind = message[0]
-        if kind == STOP:
-            return
-        if kind == BEAT:
-            owned.update(message[1])
-            outbox.told([], _checkpoints(message[2]))  # those signed at the node's start
-            continue
-        spans = []
-        for ledger, first, last, owns in message[1]:
-            owned[ledger] = owns
-            spans.append((str(ledger), int(first), int(last)))
-        outbox.told(spans, _checkpoints(message[2]))

@@ -5,9 +5,10 @@ SUB, under its node key), with the Redis streams and the followed nodes' ``range
 command to fill gaps (vledger.ingest.follow), storing only what a checkpoint of the home
 covers. It is a witness (vledger.ingest.witness): it cosigns, with its ``<name>.sign`` key,
 the newest checkpoint its store proves and publishes the cosignature in Redis, which is
-what a put's ``w`` counts. It reports each advance to Redis (held heights: hints), serves
-the read commands on its own CURVE ROUTER, and with a ``pub_port`` republishes what it
-stores, one hop further, for replicas downstream.
+what a put's ``w`` counts; a thread of its own does that (a Cosigner), beside the follow
+loop. It reports each advance to Redis (held heights: hints), serves the read commands on
+its own CURVE ROUTER, and with a ``pub_port`` republishes what it stores, one hop further,
+for replicas downstream.
 
 Start-up order: the store opens and checks its heads, the SUB socket subscribes (so that
 nothing published from then on is missed), the read socket binds and passes its
@@ -65,7 +66,7 @@ from .outbox import Outbox
 from .page_check import PageChecker
 from .runtime import NodeRuntime
 from .service import AccountAdmin, IngestService
-from .witness import Witness
+from .witness import Cosigner, Witness
 
 log = logging.getLogger(__name__)
 
@@ -493,23 +494,24 @@ def _follow(
     relay: Outbox,
 ) -> None:
     witness.start()
-    follower.start()
-    witness.turn()
-    relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
-    next_check = time.monotonic() + HEADS_EVERY
-    while not stopping.is_set():
-        if watcher is not None:
-            watcher.turn()
-        messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
-        if messages:
-            follower.receive(messages)
-        witness.turn()
-        if time.monotonic() >= next_check:
-            next_check = time.monotonic() + HEADS_EVERY
-            _refresh_checkpoints(follower)
-            follower.catch_up_all()
-            witness.turn()
-            relay.committed([], NOT_RELAYED, follower.checkpoints())
+    cosigner = Cosigner(witness).start()  # cosigns beside this loop, which goes on receiving
+    try:
+        follower.start()
+        relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
+        next_check = time.monotonic() + HEADS_EVERY
+        while not stopping.is_set():
+            if watcher is not None:
+                watcher.turn()
+            messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
+            if messages:
+                follower.receive(messages)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + HEADS_EVERY
+                _refresh_checkpoints(follower)
+                follower.catch_up_all()
+                relay.committed([], NOT_RELAYED, follower.checkpoints())
+    finally:
+        cosigner.stop()
 
 
 def _refresh_checkpoints(follower: Follower) -> None:

@@ -12,12 +12,17 @@ section 10.7), where the ingest nodes count them for ``w``.
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
 cosigned (shorter, or another root) is reported naming this node
 (``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again.
+
+A follower node runs the witness's turns on a thread of its own (:class:`Cosigner`): a
+cosignature costs a signature, an fsync of its row and a Redis round trip, which the follow
+loop used to wait for after each batch before it received the next (replication lag).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -26,8 +31,11 @@ from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, SignedCheckpoint, WitnessSigner, check_extends
+from .worker import Worker
 
 log = logging.getLogger(__name__)
+
+PUBLISH_RETRY_SECONDS = 1.0  # a Cosigner's turn at least this often: a cosignature Redis missed goes again
 
 
 def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckpointError]:
@@ -104,7 +112,8 @@ def contradiction_alert(node: str, expected: bytes | None, error: StoreContradic
 
 
 class Witness:
-    """Cosigns what the follower verified (one thread: the follow loop's)."""
+    """Cosigns what the follower verified: :meth:`verified` on the follow loop's thread,
+    :meth:`turn` on one thread (a :class:`Cosigner`'s, or the same)."""
 
     def __init__(
         self,
@@ -123,6 +132,8 @@ class Witness:
         self.on_alert = on_alert
         self._clock = clock
         self._newest: dict[str, SignedCheckpoint] = {}  # verified, not cosigned yet: the newest per ledger
+        self._newest_lock = threading.Lock()  # verified() and turn() may run on two threads
+        self.wake: Callable[[], None] = lambda: None  # told of each verified checkpoint (a Cosigner)
         self._last: dict[str, KeptCheckpoint] = {}  # the last checkpoint cosigned, per ledger
         self._unpublished: dict[str, KeptCheckpoint] = {}  # cosigned, not in Redis yet
         self._blocked: set[str] = set()  # ledgers whose store contradicts the last cosignature
@@ -140,13 +151,16 @@ class Witness:
 
     def verified(self, checkpoint: SignedCheckpoint) -> None:
         """The follower's report: the store now holds ``checkpoint`` (root checked at its size)."""
-        newest = self._newest.get(checkpoint.ledger)
-        if newest is None or checkpoint.size > newest.size:
-            self._newest[checkpoint.ledger] = checkpoint
+        with self._newest_lock:
+            newest = self._newest.get(checkpoint.ledger)
+            if newest is None or checkpoint.size > newest.size:
+                self._newest[checkpoint.ledger] = checkpoint
+        self.wake()
 
     def turn(self) -> None:
         """Cosign the newest verified checkpoint of each ledger, then publish what Redis lacks."""
-        newest, self._newest = self._newest, {}
+        with self._newest_lock:
+            newest, self._newest = self._newest, {}
         for checkpoint in newest.values():
             try:
                 self._cosign(checkpoint)
@@ -206,3 +220,31 @@ class Witness:
                 log.warning("%s: cosignature of %s not published, Redis unavailable (%s)", self.name, ledger, e)
                 return
             del self._unpublished[ledger]
+
+
+class Cosigner(Worker):
+    """Runs ``witness``'s turns on a thread of its own: woken by each checkpoint the follower
+    verified, and at least every PUBLISH_RETRY_SECONDS (a cosignature Redis did not take is
+    published again). Start it after :meth:`Witness.start`; :meth:`stop` runs a last turn."""
+
+    def __init__(self, witness: Witness) -> None:
+        super().__init__(f"cosign-{witness.name}")
+        self.witness = witness
+        self._event = threading.Event()
+        witness.wake = self._event.set
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self._event.wait(PUBLISH_RETRY_SECONDS)
+            self._event.clear()
+            self._turn()
+        self._turn()  # what was verified before the stop is cosigned (its store is still open)
+
+    def _turn(self) -> None:
+        try:
+            self.witness.turn()
+        except Exception:  # the next checkpoint is cosigned anyway: the thread must outlive one failure
+            log.exception("%s: a cosigning turn failed", self.witness.name)
+
+    def _wake(self) -> None:
+        self._event.set()

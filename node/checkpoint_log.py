@@ -49,11 +49,14 @@ class CheckpointLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn = connect(path, shared=True)
+        self._unsynced: sqlite3.Connection | None = None  # SIGNED rows' (see keep), opened at the first
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            if self._unsynced is not None:
+                self._unsynced.close()
 
     def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
         """Add a row; the same checkpoint kept twice is one row. Raises ValueError for an
@@ -65,22 +68,24 @@ class CheckpointLog:
         machine costs only its signature made again (the same bytes) when it is next needed,
         and the store still holds every checkpoint that went out. Without its own fsync the
         row holds SQLite's write lock for microseconds, not for an fsync during which a
-        group commit's BEGIN waits in SQLite's busy handler (which sleeps 1 ms or more)."""
+        group commit's BEGIN waits in SQLite's busy handler (which sleeps 1 ms or more). Those
+        rows go through a connection of their own set so once: one statement per row (each
+        call into SQLite lets a home's request thread take the GIL from its signing thread)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         try:
             with self._lock:
+                conn = self._conn
                 if kind == SIGNED:
-                    self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at this commit
-                try:
-                    self._conn.execute(
-                        "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
-                    )
-                finally:
-                    if kind == SIGNED:
-                        self._conn.execute("PRAGMA synchronous=FULL")
+                    if self._unsynced is None:
+                        self._unsynced = connect(self.path, shared=True)
+                        self._unsynced.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at its commits
+                    conn = self._unsynced
+                conn.execute(
+                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
+                )
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
 

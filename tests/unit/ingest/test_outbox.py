@@ -511,6 +511,26 @@ def test_a_range_page_without_a_kept_checkpoint_gets_one_at_a_multiple_of_256(tm
         assert refused.covering(LEDGER, 200, 300) is None and refused.sign(LEDGER, 300) is None
 
 
+def test_a_checkpoint_kept_before_is_reused_and_a_new_size_is_signed_once(tmp_path: Path) -> None:
+    """What an earlier run (here with another key: a rotation) signed at a size is served again,
+    never signed anew; sizes past every one signed get one row each, whatever asks first."""
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        earlier = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, new_signing_key().seed))
+        before = earlier.sign(LEDGER, 10)
+        assert before is not None
+        outbox = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed))
+        assert outbox.sign(LEDGER, 10) == before  # its first look at the ledger finds the kept row
+        append(store, LEDGER, 5)
+        fresh = outbox.sign(LEDGER, 15)
+        assert fresh is not None and fresh.note != before.note and unpacked(LEDGER, fresh.note).size == 15
+        assert outbox.sign(LEDGER, 15) == fresh and outbox.sign(LEDGER, 10) == before
+        assert [(c.size, c.note) for c in store.checkpoints.all(LEDGER, SIGNED)] == [
+            (10, before.note),
+            (15, fresh.note),
+        ]
+
+
 def test_group_commits_within_outbox_interval_go_out_in_one_pass(redis_client: Any, tmp_path: Path) -> None:
     """A lone writer's puts, one group commit each, share the outbox's next pass: one append to
     the stream (one Redis round trip) for all of them, not one each."""

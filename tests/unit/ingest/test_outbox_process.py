@@ -1,16 +1,20 @@
 """The outbox process's parts on their own: the store view it reads and the ShippingOutbox,
-which is told heights and reads the records only as it sends them, a page at a time."""
+which is told heights over the pipe and reads the records only as it sends them, a page at a time."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ReplicationSettings
-from vledger.ingest.outbox_process import ShippingOutbox, StoreView
+from vledger.ingest.outbox_process import BEAT, SHIP, STOP, ShippingOutbox, StoreView
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, SignedCheckpoint
 from vledger.tests.unit.ingest.note_chain import T0
@@ -52,6 +56,15 @@ class Appends(ReplicationLedger):
         return super().append_checked(ledger, origin, first, records, checkpoint)
 
 
+def tell(pipe: Connection, message: list[Any]) -> None:
+    """What the node's OutboxProcess sends: a msgpack list over the pipe."""
+    pipe.send_bytes(msgpack.packb(message))
+
+
+def rows(checkpoints: Iterable[SignedCheckpoint]) -> list[list[Any]]:
+    return [[c.ledger, c.size, c.root, c.note] for c in checkpoints]
+
+
 def test_the_store_view_reads_what_the_open_store_committed(tmp_path: Path) -> None:
     with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
         append(store, 5)
@@ -76,11 +89,13 @@ def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_aft
         view = StoreView(store.directory, page_size=100)
         feed = FeedLog()
         replication = Appends(redis_client)
-        outbox = ShippingOutbox(HOME, view, feed, replication, settings, owns=lambda ledger: True)
+        theirs, ours = multiprocessing.Pipe(duplex=False)
+        outbox = ShippingOutbox(theirs, HOME, view, feed, replication, settings)
         try:
-            # Not started: its passes run here. Told in two messages, merged into one span.
-            outbox.told([(LEDGER, 0, 11)], [])
-            outbox.told([(LEDGER, 12, 29)], [checkpoint])
+            # Its passes run here. Told in two messages, merged into one span.
+            tell(ours, [SHIP, [[LEDGER, 0, 11, True]], []])
+            tell(ours, [SHIP, [[LEDGER, 12, 29, True]], rows([checkpoint])])
+            outbox._await(5.0)
             assert outbox.backlog() == 30  # heights, not records, wait
             outbox._drain()
         finally:
@@ -89,6 +104,49 @@ def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_aft
         assert replication.appends == [(0, 8, False), (8, 8, False), (16, 8, False), (24, 6, True)]
         assert feed.sent == [*(("r", h) for h in range(30)), ("c", 30)]
         assert [(r.height, r.data) for r in replication.read(LEDGER, 0, 100)] == list(store.range_raw(LEDGER))
-        outbox.told([], [checkpoint])  # a heartbeat's, sent already: not sent again
+        tell(ours, [BEAT, {LEDGER: True}, rows([checkpoint])])  # a heartbeat's, sent already: not sent again
+        outbox._await(5.0)
         outbox._drain()
         assert feed.sent[-1] == ("c", 30) and len(feed.sent) == 31
+
+
+def test_it_ships_what_it_was_told_before_the_stop_then_ends_on_its_own_thread(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """serve() reads the pipe on the calling thread: what came before STOP goes out, in order."""
+    settings = ReplicationSettings(heartbeat_ms=60_000, catch_up_batch=8)
+    with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
+        append(store, 20)
+        checkpoint = SIGNER.sign(LEDGER, 20, store.root(LEDGER, 20), ())
+        view = StoreView(store.directory, page_size=100)
+        feed = FeedLog()
+        theirs, ours = multiprocessing.Pipe(duplex=False)
+        outbox = ShippingOutbox(theirs, HOME, view, feed, ReplicationLedger(redis_client), settings)
+        tell(ours, [SHIP, [[LEDGER, 0, 19, False]], rows([checkpoint])])
+        tell(ours, [STOP])
+        try:
+            outbox.serve()
+        finally:
+            view.close()
+    # Its first pass is also its first heartbeat, which sends the latest checkpoint again.
+    assert feed.sent[:21] == [*(("r", h) for h in range(20)), ("c", 20)]
+    assert set(feed.sent[21:]) <= {("c", 20)}
+    assert ReplicationLedger(redis_client).last_heights([LEDGER]) == {LEDGER: -1}  # not its stream: untouched
+
+
+def test_a_closed_pipe_ends_it_after_what_was_told(tmp_path: Path, redis_client: Any) -> None:
+    """A node killed with heights in the pipe: the child ships them, then ends."""
+    settings = ReplicationSettings(heartbeat_ms=60_000, catch_up_batch=8)
+    with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
+        append(store, 5)
+        view = StoreView(store.directory, page_size=100)
+        feed = FeedLog()
+        theirs, ours = multiprocessing.Pipe(duplex=False)
+        outbox = ShippingOutbox(theirs, HOME, view, feed, ReplicationLedger(redis_client), settings)
+        tell(ours, [SHIP, [[LEDGER, 0, 4, True]], []])
+        ours.close()
+        try:
+            outbox.serve()
+        finally:
+            view.close()
+    assert feed.sent == [("r", h) for h in range(5)]

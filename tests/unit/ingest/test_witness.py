@@ -7,6 +7,8 @@ home key, and the session's real Redis, where the cosignatures are published.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.witness import Witness, check_published, self_check
+from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
@@ -103,6 +105,33 @@ def test_it_cosigns_only_the_newest_it_was_told_of_and_keeps_it(copies: Any) -> 
     copy.witness.turn()
     assert copy.published() == 9 and copy.witness.cosigned == 1
     assert copy.alerts == []
+
+
+def test_a_cosigner_cosigns_each_verified_checkpoint_on_its_own_thread(copies: Any) -> None:
+    """The follow loop only tells of a verified checkpoint; the Cosigner's thread cosigns and
+    publishes it, and its stop cosigns what was told last."""
+    copy = copies(10)
+    cosigning: list[str] = []
+    cosign = copy.witness._cosign
+
+    def noted(checkpoint: SignedCheckpoint) -> None:
+        cosigning.append(threading.current_thread().name)
+        cosign(checkpoint)
+
+    copy.witness._cosign = noted  # type: ignore[method-assign]
+    cosigner = Cosigner(copy.witness).start()
+    try:
+        copy.witness.verified(copy.checkpoint(6))
+        deadline = time.monotonic() + 10
+        while copy.published() != 6:  # no turn() called here: the thread's
+            assert time.monotonic() < deadline, "the cosigner's thread did not cosign size 6 within 10 s"
+            time.sleep(0.01)
+        assert cosigning == ["cosign-replica-1"]
+    finally:
+        copy.witness.verified(copy.checkpoint(9))
+        cosigner.stop()
+    assert copy.published() == 9 and copy.witness.cosigned == 2  # the last one, by the stop's turn
+    assert [c.size for c in copy.store.checkpoints.all(LEDGER, COSIGNED)] == [6, 9]
 
 
 def test_it_cosigns_nothing_its_store_does_not_hold_with_that_root(copies: Any, chain: list[Record]) -> None:

@@ -34,11 +34,13 @@ def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) -> None:
-    """The signed row's commit skips the fsync; every other row's (and the next) does not."""
+    """The signed row's commit skips the fsync (a connection of its own, NORMAL); every other
+    row's (and the next) does not."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
         log.keep("l", SIGNED, 1, ROOT, b"note")
         assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
         # Seen at once by another connection: the row is in the file, not in a buffer.
         other = sqlite3.connect(tmp_path / DB_NAME)
         try:
