@@ -17,6 +17,7 @@ verifier's ``checked_records_total``, ``swept_records_total``, ``alerts_raised_t
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import time
@@ -25,9 +26,12 @@ from concurrent.futures import Future
 from typing import Any
 
 import msgpack
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics import _use_created
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from ..broker.http import Check, HttpThread, health_app
 from ..broker.replication import ReplicationLedger
@@ -37,6 +41,8 @@ from .loop import Service, Waiting
 
 log = logging.getLogger(__name__)
 PUT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Each bucket's le label as prometheus_client's Histogram writes it ("0.001", "1.0", "+Inf").
+_PUT_LE: tuple[str, ...] = tuple(floatToGoString(b) for b in (*PUT_BUCKETS, float("inf")))  # type: ignore[no-untyped-call]
 
 
 class NodeMetrics:
@@ -45,17 +51,74 @@ class NodeMetrics:
     def __init__(self, node: NodeConfig) -> None:
         self.node = node
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "vledger_requests", "requests answered, by command and outcome code", ["command", "code"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.put_seconds = Histogram(
-            "vledger_put_seconds", "a put from request to durable answer", buckets=PUT_BUCKETS, registry=self.registry
-        )
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
 
     def collect_with(self, collect: Callable[[], Iterable[Any]]) -> None:
         """Add a collector that yields metric families when scraped."""
         self.registry.register(_Collector(collect))
+
+
+class RequestCounts(Collector):
+    """``vledger_requests_total{command,code}`` and ``vledger_put_seconds``, the series a
+    prometheus_client Counter and Histogram would give (``_created`` samples included), kept
+    in plain ints and floats.
+
+    Why not those classes: each inc() or observe() takes a lock and walks Python code (the
+    histogram its buckets one by one), about a tenth of the request thread's time under
+    pipelined puts. Here a count is one dict update and a put's time one bisect. Only one
+    thread may call :meth:`count` and :meth:`observe_put` (the request loop's, through
+    :class:`MeteredService`); a scrape reads from another, copying under the GIL, so it sees
+    each count as of some moment (a histogram's sum may lag its buckets by the put being
+    added, as prometheus_client's own may)."""
+
+    def __init__(self) -> None:
+        self._created = time.time()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._counts_created: dict[tuple[str, str], float] = {}
+        self._put_buckets = [0] * (len(PUT_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self._put_sum = 0.0
+
+    def count(self, command: str, code: str) -> None:
+        """One more answer to ``command`` with outcome ``code``."""
+        key = (command, code)
+        counts = self._counts
+        if key in counts:
+            counts[key] += 1
+        else:
+            # The series' creation time first: a scrape that sees the count sees its time.
+            self._counts_created[key] = time.time()
+            counts[key] = 1
+
+    def observe_put(self, seconds: float) -> None:
+        """One put answered ``seconds`` after its request was read."""
+        # A bucket counts the puts at or under its bound (Prometheus's le): bisect_left finds it.
+        self._put_buckets[bisect.bisect_left(PUT_BUCKETS, seconds)] += 1
+        self._put_sum += seconds
+
+    def collect(self) -> Iterable[Any]:
+        requests = CounterMetricFamily(
+            "vledger_requests", "requests answered, by command and outcome code", labels=["command", "code"]
+        )
+        created = dict(self._counts_created)
+        for key, value in list(self._counts.items()):
+            requests.add_metric(key, value, created=created[key] if _use_created else None)
+        yield requests
+        put_sum = self._put_sum
+        cumulative, total = [], 0
+        for le, count in zip(_PUT_LE, list(self._put_buckets), strict=True):
+            total += count
+            cumulative.append((le, total))
+        put_seconds = HistogramMetricFamily("vledger_put_seconds", "a put from request to durable answer")
+        put_seconds.add_metric([], cumulative, put_sum)
+        if _use_created:
+            put_seconds.samples.append(Sample("vledger_put_seconds_created", {}, self._created))
+        yield put_seconds
+
+    def describe(self) -> Iterable[Any]:
+        # Registered names, without a scrape (a registry asks to detect duplicates).
+        yield CounterMetricFamily("vledger_requests", "", labels=["command", "code"])
+        yield HistogramMetricFamily("vledger_put_seconds", "")
 
 
 class _Collector(Collector):
@@ -85,14 +148,15 @@ class MeteredService:
     def __init__(self, service: Service, metrics: NodeMetrics) -> None:
         self.service = service
         self.metrics = metrics
-        # Each (command, code)'s counter, looked up once: labels() costs a lock and a lookup per
-        # call. Bounded: _command keeps at most _KNOWN_COMMANDS commands.
-        self._counters: dict[tuple[str, str], Any] = {}
+        self._requests = metrics.requests
 
     def handle(self, key: str, data: bytes) -> bytes | Waiting:
         started = time.monotonic()
         answer = self.service.handle(key, data)
-        command = _command(data)
+        # The command the service parsed, when it says (IngestService.last_command): decoding
+        # the request again here cost a put as much as a tenth of its parse.
+        parsed = getattr(self.service, "last_command", None)
+        command = _command(data) if parsed is None else _bounded(parsed)
         if isinstance(answer, bytes):
             self._count(command, answer)
             return answer
@@ -106,7 +170,7 @@ class MeteredService:
     def answered(self, command: str, started: float, reply: bytes) -> None:
         """Count a waiting request's reply, and time a put, as the loop sends it."""
         if command == "put":
-            self.metrics.put_seconds.observe(time.monotonic() - started)
+            self._requests.observe_put(time.monotonic() - started)
         self._count(command, reply)
 
     def _count(self, command: str, reply: bytes) -> None:
@@ -114,10 +178,7 @@ class MeteredService:
             code = _code(reply)[1]
         except Exception:  # the reply is ours; a surprise here must not cost the answer
             code = "unreadable"
-        counter = self._counters.get((command, code))
-        if counter is None:
-            counter = self._counters[(command, code)] = self.metrics.requests.labels(command, code)
-        counter.inc()
+        self._requests.count(command, code)
 
 
 class _MeteredReply:
@@ -152,9 +213,19 @@ def _command(data: bytes) -> str:
         cmd = value.get("cmd") if isinstance(value, dict) else None
     except Exception:
         return "malformed"
-    if not isinstance(cmd, str) or len(cmd) > 32:
+    if not isinstance(cmd, str):
         return "malformed"
-    if cmd not in _seen and len(_seen) >= _KNOWN_COMMANDS:
+    return _bounded(cmd)
+
+
+def _bounded(cmd: str) -> str:
+    """``cmd`` as a label: "malformed" if longer than 32 characters, "other" once
+    _KNOWN_COMMANDS distinct commands were seen."""
+    if cmd in _seen:
+        return cmd
+    if len(cmd) > 32:
+        return "malformed"
+    if len(_seen) >= _KNOWN_COMMANDS:
         return "other"
     _seen.add(cmd)
     return cmd

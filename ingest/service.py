@@ -359,6 +359,9 @@ class IngestService:
         self.read_only = node.role != "ingest"
         self.second_factor = second_factor  # None: admin commands need no code (no Redis to check it)
         self._round: _Round | None = None  # the request loop's puts, waiting for flush()
+        # The cmd of the request handle() parsed last (None when it did not parse), read by the
+        # metrics layer (ingest/metrics.py) for its label, so that it need not decode it again.
+        self.last_command: str | None = None
         self.keys = keys  # a home's checkpoint keys: it signs and rotates them (PROTOCOL 13.8)
         self.chains = chains  # each held ledger's checkpoint key chain, for the checkpoint reply
 
@@ -366,9 +369,11 @@ class IngestService:
         """The reply to one request, or the Pending reply of one that waits on slow work;
         never raises."""
         request_id = None
+        self.last_command = None
         try:
             request = parse_request(data, self.settings.max_message_bytes)
             request_id = request.id
+            self.last_command = request.cmd
             result = self._dispatch(key, request)
             if isinstance(result, Later):
                 return Pending(request_id, result.future, result.then)

@@ -141,7 +141,8 @@ def _check_content_size(data: bytes, limits: Limits, ledger: str | None = None) 
 
 def decode_content(data: bytes, limits: Limits) -> Content:
     """Parse and validate content bytes; raises a MalformedRecordError or PayloadTooLargeError."""
-    _check_content_size(data, limits)
+    if len(data) > limits.max_content_bytes:
+        _check_content_size(data, limits)
     value = canonical.unpack(data)
     if _is_valid_content(value, data, limits):
         author, kind, ledger, payload, request_id, ts, _ = value.values()
@@ -258,11 +259,17 @@ class Entry:
 
     @classmethod
     def from_wire(cls, content_bytes: bytes, nonce: object, limits: Limits) -> Entry:
-        """An entry as received: its content parsed and validated, its nonce range-checked."""
+        """An entry as received: its content parsed and validated (raises what
+        :func:`decode_content` raises), then its nonce range-checked (FieldError)."""
         content = decode_content(content_bytes, limits)
-        _uint(nonce, "nonce", {"ledger": content.ledger})
-        assert isinstance(nonce, int)
-        return cls(content, content_bytes, checksum_of(content_bytes), nonce)
+        # The checks of _uint at once; a value they refuse (or an int subclass) goes through it.
+        checked = (
+            nonce
+            if type(nonce) is int and 0 <= nonce <= _UINT_MAX
+            else _uint(nonce, "nonce", {"ledger": content.ledger})
+        )
+        # new_entry: the request thread takes one entry a put (see new_record on the cost of __init__).
+        return new_entry(content, content_bytes, hashlib.sha256(content_bytes).digest(), checked)
 
     def place(self, height: int, prev: bytes, accepted: int, origin: str) -> Record:
         """The record this entry becomes at ``height`` after ``prev``, accepted by ``origin``."""
@@ -315,12 +322,13 @@ class Record:
         )
 
 
-# Decoding makes a Content and a Record for every record read. A frozen dataclass's __init__
+# Decoding makes a Content and a Record for every record read (an Entry for every put). A frozen dataclass's __init__
 # sets each field through object.__setattr__; setting the slots through their descriptors
 # takes half the time. These two make exactly what Content(...) and Record(...) make (the
 # classes have no __post_init__ or defaults to apply); tests/unit/node/test_fastpath.py
 # compares them.
 _CONTENT_SLOTS = tuple(Content.__dict__[f.name].__set__ for f in fields(Content))
+_ENTRY_SLOTS = tuple(Entry.__dict__[f.name].__set__ for f in fields(Entry))
 _RECORD_SLOTS = tuple(Record.__dict__[f.name].__set__ for f in fields(Record))
 
 
@@ -334,6 +342,16 @@ def new_content(ledger: str, kind: str, payload: dict[str, Any], author: str, re
     set_request_id(content, request_id)
     set_ts(content, ts)
     return content
+
+
+def new_entry(content: Content, content_bytes: bytes, checksum: bytes, nonce: int) -> Entry:
+    set_content, set_content_bytes, set_checksum, set_nonce = _ENTRY_SLOTS
+    entry: Entry = object.__new__(Entry)
+    set_content(entry, content)
+    set_content_bytes(entry, content_bytes)
+    set_checksum(entry, checksum)
+    set_nonce(entry, nonce)
+    return entry
 
 
 def new_record(

@@ -8,7 +8,7 @@ names it. Nothing from the wire is used before it has been checked here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
@@ -114,17 +114,42 @@ def parse_request(data: bytes, max_bytes: int) -> Request:
         raise BadRequestError(f"request is not valid msgpack: {e}") from e
     if type(value) is not dict:
         raise BadRequestError("request must be a msgpack map")
-    unknown = set(value) - {"id", "cmd", "args"}
-    if unknown:
-        raise BadRequestError(f"request has unknown fields {sorted(unknown)}")
+    if not _REQUEST_FIELDS.issuperset(value):
+        raise BadRequestError(f"request has unknown fields {sorted(set(value) - _REQUEST_FIELDS)}")
     request_id = _check_id(value.get("id"))
     cmd = value.get("cmd")
-    if type(cmd) is not str or not _COMMAND.fullmatch(cmd):
+    if type(cmd) is not str or (cmd not in _COMMANDS_SEEN and not _is_command(cmd)):
         raise BadRequestError("cmd must be a command name such as 'hello' or 'ledger.list'")
     args = value.get("args", {})
     if type(args) is not dict:
         raise BadRequestError("args must be a map")
-    return Request(request_id, cmd, Args(args))
+    # Through the slots: a frozen dataclass's __init__ costs twice as much, and every request
+    # makes these two (node/record.py's new_record says more).
+    request: Request = object.__new__(Request)
+    arguments: Args = object.__new__(Args)
+    _set_args_values(arguments, args)
+    _set_request_id(request, request_id)
+    _set_request_cmd(request, cmd)
+    _set_request_args(request, arguments)
+    return request
+
+
+_REQUEST_FIELDS = frozenset(("id", "cmd", "args"))
+_set_args_values = Args.__dict__["values"].__set__
+_set_request_id, _set_request_cmd, _set_request_args = (Request.__dict__[f.name].__set__ for f in fields(Request))
+# Command names that matched _COMMAND (a client sends few): each is matched once. Bounded, as
+# a client may send many names that match and are no command.
+_COMMANDS_SEEN: set[str] = set()
+_COMMANDS_KEPT = 256
+
+
+def _is_command(cmd: str) -> bool:
+    """Whether ``cmd`` (a str) matches _COMMAND; remembers it if so."""
+    if _COMMAND.fullmatch(cmd) is None:
+        return False
+    if len(_COMMANDS_SEEN) < _COMMANDS_KEPT:
+        _COMMANDS_SEEN.add(cmd)
+    return True
 
 
 def encode_request(request_id: RequestId, cmd: str, args: dict[str, Any] | None = None) -> bytes:

@@ -220,6 +220,38 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
 
 
+def test_a_home_kept_between_puts_follows_the_handover_the_store_takes_and_a_promotion(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Homes keeps each ledger's home between calls: the handover record stored after it (told
+    to the book by the store's on_commit, as the node wires it) and a promotion this node makes
+    change the answer at once."""
+    handed, _ = chains
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": HOME},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+            },
+            "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    with ChainStore(tmp_path / "copy") as store:
+        book = EpochBook(CLUSTER, store)
+        store.on_commit = book.stored
+        homes = Homes(config, book, _NamedEpochs({}))  # type: ignore[arg-type]
+        assert homes.home_of(LEDGER).name == HOME  # not held yet: the cluster file's home
+        store.append_records(handed[:5])
+        assert homes.home_of(LEDGER).name == HOME
+        assert homes.home_of(LEDGER).name == HOME  # kept
+        store.append_records(handed[5:])  # the handover to the standby, and its records
+        assert homes.home_of(LEDGER).name == STANDBY
+        homes.named(LEDGER, 3, HOME)  # this node promoted itself again
+        assert homes.home_of(LEDGER).name == HOME
+
+
 def test_a_catch_up_fences_the_old_home_right_after_the_handover_s_page(
     tmp_path: Path, chains: tuple[list[Record], list[Record]], checker: PageChecker | None
 ) -> None:

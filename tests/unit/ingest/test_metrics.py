@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import re
 from concurrent.futures import Future
 from typing import Any
 
 import msgpack
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from vledger.config.cluster import NodeConfig
-from vledger.ingest.metrics import MeteredService, NodeMetrics
+from vledger.ingest.metrics import PUT_BUCKETS, MeteredService, NodeMetrics
 from vledger.ingest.service import Pending
 from vledger.node.errors import NoSuchLedgerError, ThrottledError
 from vledger.node.wire import encode_request, reply_error
@@ -117,3 +120,47 @@ class _Pending(_Service):
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         return self.pending
+
+
+def _scrape(registry: CollectorRegistry) -> str:
+    """The text exposition with the _created timestamps (times of creation) masked."""
+    return re.sub(r"(_created(\{[^}]*\})?) \S+", r"\1 T", generate_latest(registry).decode())
+
+
+def test_the_request_series_are_exposed_as_prometheus_clients_counter_and_histogram_expose_them() -> None:
+    # The oracle: prometheus_client's own classes, fed the same answers and put times, in the
+    # same order (so that the float sums are the same), bucket bounds exactly included.
+    oracle = CollectorRegistry()
+    counter = Counter(
+        "vledger_requests", "requests answered, by command and outcome code", ["command", "code"], registry=oracle
+    )
+    histogram = Histogram(
+        "vledger_put_seconds", "a put from request to durable answer", buckets=PUT_BUCKETS, registry=oracle
+    )
+    metrics = _metrics()
+    rng = random.Random(7)
+    times = [*PUT_BUCKETS, 0.0, 7.5, *(rng.uniform(0, 6) for _ in range(300)), *(b * (1 + 1e-12) for b in PUT_BUCKETS)]
+    for seconds in times:
+        histogram.observe(seconds)
+        metrics.requests.observe_put(seconds)
+    for _ in range(200):
+        command, code = rng.choice(["put", "hello", "get"]), rng.choice(["ok", "throttled", "not_home"])
+        counter.labels(command, code).inc()
+        metrics.requests.count(command, code)
+    assert _scrape(metrics.registry) == _scrape(oracle)
+
+
+def test_the_command_label_is_the_one_the_service_parsed_when_it_says() -> None:
+    class _Parsed(_Service):
+        last_command: str | None = "get"
+
+    metrics = _metrics()
+    metered = MeteredService(_Parsed(), metrics)
+    metered.handle("key", b"\xc1")  # not msgpack: only the service's word names the command
+    assert _sample(metrics, "vledger_requests_total", {"command": "get", "code": "ok"}) == 1
+    metered.service = _Parsed()
+    metered.service.last_command = None  # it did not parse the request: the label is read from the bytes
+    metered.handle("key", encode_request(1, "hello", {}))
+    metered.handle("key", b"\xc1")
+    assert _sample(metrics, "vledger_requests_total", {"command": "hello", "code": "ok"}) == 1
+    assert _sample(metrics, "vledger_requests_total", {"command": "malformed", "code": "ok"}) == 1

@@ -658,3 +658,65 @@ def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_record_fast
     byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
     datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
     assert _record_verdict(datas) == _verdict(datas, oracle_record)
+
+
+# --- an entry as a put brings it: content bytes and a nonce -----------------------------------
+
+
+def oracle_entry(data: bytes, nonce: object, limits: Limits) -> Entry:
+    content = oracle_content(data, limits)
+    checked = record._uint(nonce, "nonce", {"ledger": content.ledger})  # the message a client gets
+    return Entry(content, data, hashlib.sha256(data).digest(), checked)
+
+
+class _Nonce(int):
+    """An int subclass: what isinstance accepts and an exact type test does not."""
+
+
+nonces = (
+    st.integers(-3, UINT_MAX + 3)
+    | st.sampled_from([0, UINT_MAX, UINT_MAX + 1, -1, True, False, None, 1.0, "1", b"\x01", _Nonce(5), _Nonce(-1)])
+    | st.floats()
+)
+
+
+def _told(call: Callable[[], Entry]) -> Outcome:
+    """The entry, or the error's class, code, message, ledger and height."""
+    try:
+        return ("accepted", call())
+    except RecordError as e:
+        return (type(e), e.code, e.message, e.ledger, e.height)
+
+
+@settings(max_examples=200, deadline=None)
+@given(contents, nonces)
+def test_an_entry_from_the_wire_is_the_oracle_s_whatever_the_nonce(content: Content, nonce: object) -> None:
+    data = content.encode(LIMITS)
+    expected = _told(lambda: oracle_entry(data, nonce, LIMITS))
+    assert _told(lambda: Entry.from_wire(data, nonce, LIMITS)) == expected
+    if expected[0] == "accepted":
+        entry = Entry.from_wire(data, nonce, LIMITS)
+        assert type(entry) is Entry and entry.nonce is nonce
+
+
+@settings(max_examples=200, deadline=None)
+@given(contents, u64, st.data())
+def test_an_entry_with_a_changed_byte_gets_the_oracle_s_verdict(
+    content: Content, nonce: int, data: st.DataObject
+) -> None:
+    raw = bytearray(content.encode(LIMITS))
+    raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    changed = bytes(raw)
+    expected = outcome(lambda d, limits: oracle_entry(d, nonce, limits), changed)
+    assert outcome(lambda d, limits: Entry.from_wire(d, nonce, limits), changed) == expected
+    assert outcome(lambda d, limits: Entry.from_wire(d, nonce, limits), changed) == expected  # names remembered
+
+
+def test_the_entry_slot_builder_makes_what_the_constructor_makes() -> None:
+    content = Content("l", "k", {"a": 1}, "Zoe", "r-1", 5)
+    data = content.encode(LIMITS)
+    built = record.new_entry(content, data, checksum_of(data), 7)
+    assert built == Entry(content, data, checksum_of(data), 7) and type(built) is Entry
+    assert [f.name for f in dataclasses.fields(Entry)] == list(record.new_entry.__code__.co_varnames[:4])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.nonce = 3  # type: ignore[misc]
