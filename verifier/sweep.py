@@ -170,8 +170,9 @@ class PagePool:
         if workers < 1:
             raise ValueError(f"a page pool has at least one worker, not {workers}")
         self.workers = workers
-        # Four pages a worker: while one is checked the next are waiting, so a worker idles only
-        # at the end of a step, for its last page's neighbours.
+        # Four pages a worker a step: while one is checked the next are waiting; and a step hands
+        # the next step's pages over before it joins its own (LedgerSweep._read_ahead), so a worker
+        # does not idle at a step's end either.
         self.pages = pages or 4 * workers
         self._make = make or (lambda: _worker_pool(workers))
         self._executor: Executor | None = None
