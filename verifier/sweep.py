@@ -13,7 +13,9 @@ page each, while the next page is read. A worker checks every record of its page
 sequential verifier would, except the first record's ``prev``, which only the page before can
 answer. The sweep joins the pages in height order; a page that is not clean, does not join, or
 whose worker failed is checked again in the calling process, one record at a time, so that a
-finding is the one a sequential sweep makes, code and height.
+finding is the one a sequential sweep makes, code and height. A step also reads the next step's
+full pages and hands them to the workers before it joins its own, so the workers do not wait
+at a step's end; the page that reaches the node's end is always read by the step that ends.
 """
 
 from __future__ import annotations
@@ -168,8 +170,9 @@ class PagePool:
         if workers < 1:
             raise ValueError(f"a page pool has at least one worker, not {workers}")
         self.workers = workers
-        # Four pages a worker: while one is checked the next are waiting, so a worker idles only
-        # at the end of a step, for its last page's neighbours.
+        # Four pages a worker a step: while one is checked the next are waiting; and a step hands
+        # the next step's pages over before it joins its own (LedgerSweep._read_ahead), so a worker
+        # does not idle at a step's end either.
         self.pages = pages or 4 * workers
         self._make = make or (lambda: _worker_pool(workers))
         self._executor: Executor | None = None
@@ -218,6 +221,10 @@ class PagePool:
             executor.shutdown(wait=True, cancel_futures=True)
 
 
+# A page of a step: its first height, its rows, and the check a worker runs of them (if any).
+_Page = tuple[int, list[bytes], "Future[PageSummary] | None"]
+
+
 class LedgerSweep:
     """Sweeps of ``node``'s copy of ``ledger``, one after another, from a checkpoint."""
 
@@ -230,19 +237,24 @@ class LedgerSweep:
         self.pool = pool
         self._verifier: ChainVerifier | None = None
         self._genesis: bytes | None = None  # the genesis record's bytes, for the pool's workers
+        self._ahead: list[_Page] = []  # full pages read and handed to the workers for the next step
+        self._ahead_limit = 0  # the page size they were read with
         self.last_complete_ms = 0  # when the last sweep without a finding ended
         self.last_records = 0  # how many records that sweep verified
 
     def step(self, source: PageSource, limit: int) -> SweepStep:
         """Verify up to ``limit`` records (a page; with a pool, up to ``pool.pages`` pages); a
-        finding ends this sweep and starts a new one."""
+        finding ends this sweep and starts a new one. With a pool, the next step's pages are read
+        and handed to the workers before this step's are joined (see :meth:`_read_ahead`)."""
         cp = self.checkpoint
         height, link = cp.height, cp.link
         short = False
-        pages: list[tuple[int, list[bytes], Future[PageSummary] | None]] = []
+        pages: list[_Page] = []
         try:
             verifier = self._verifier or self._resume(source)
             pages = self._pages(source, verifier, limit)
+            if pages and len(pages[-1][1]) == limit:
+                self._read_ahead(source, pages[-1][0] + limit, limit)
             for start, rows, future in pages:
                 summary = self.pool.result(future) if self.pool is not None else None
                 if (
@@ -266,54 +278,87 @@ class LedgerSweep:
             finding = Finding(height + 1, e.code, e.reason)
             self._restart()
             return SweepStep(height - cp.height, finding, False, height)
+        except BaseException:
+            self._drop_ahead()  # the next step starts from the checkpoint, as if nothing was read
+            raise
         finally:
-            for _, _, future in pages:  # the pages after a finding are of no more use
-                if future is not None:
-                    future.cancel()
+            _cancel(pages)  # the pages after a finding are of no more use
         verified = height - cp.height
         if short:  # the node's end: this sweep is complete
             self.last_complete_ms = _now_ms()
             self.last_records = height + 1
             self.checkpoint = Checkpoint(sweeps=cp.sweeps + 1, started_ms=self.last_complete_ms)
             self._verifier = None
+            self._drop_ahead()
             return SweepStep(verified, None, True, height)
         self.checkpoint = Checkpoint(height, link, cp.sweeps, cp.started_ms)
         return SweepStep(verified, None, False, height)
 
-    def _pages(
-        self, source: PageSource, verifier: ChainVerifier, limit: int
-    ) -> list[tuple[int, list[bytes], Future[PageSummary] | None]]:
-        """This step's pages, read in height order up to the node's end: (first height, rows, the
-        check a worker runs of them, if any). Each page goes to a worker as soon as it is read,
-        so the workers check while the next page is read. The genesis page stays in the caller:
-        it sets the rules."""
+    def _pages(self, source: PageSource, verifier: ChainVerifier, limit: int) -> list[_Page]:
+        """This step's pages, in height order up to the node's end: (first height, rows, the check
+        a worker runs of them, if any). The pages the last step read ahead come first, if they
+        start where the verifier stands and are of this ``limit``; the rest are read now, each
+        going to a worker as soon as it is read, so the workers check while the next page is
+        read. The genesis page stays in the caller: it sets the rules."""
         pool = self.pool
         count = 1 if pool is None else pool.pages
-        pages: list[tuple[int, list[bytes], Future[PageSummary] | None]] = []
-        start = verifier.next_height
+        pages: list[_Page] = []
+        ahead, self._ahead = self._ahead, []
+        if ahead and self._ahead_limit == limit and ahead[0][0] == verifier.next_height:
+            pages, ahead = ahead[:count], ahead[count:]
+            self._ahead = ahead
+        else:
+            _cancel(ahead)
+        start = pages[-1][0] + limit if pages else verifier.next_height
         try:
-            for _ in range(count):
+            while len(pages) < count:
                 rows = source.page(self.ledger, start, limit)
                 if start == 0 and rows:
                     # The genesis the caller checks first in this page: its rules are the workers'.
                     self._genesis = rows[0]
-                future = None
-                if pool is not None and start > 0 and rows and self._genesis is not None:
-                    future = pool.submit(self.ledger, self._genesis, start, rows)
-                pages.append((start, rows, future))
+                pages.append((start, rows, self._submit(start, rows)))
                 if len(rows) < limit:
                     break
                 start += len(rows)
         except BaseException:
-            for _, _, future in pages:
-                if future is not None:
-                    future.cancel()
+            _cancel(pages)
             raise
         return pages
+
+    def _read_ahead(self, source: PageSource, start: int, limit: int) -> None:
+        """Read the next step's pages from height ``start`` (up to ``pool.pages`` of them, counting
+        those read ahead already) and hand them to the workers now, so that they check them while
+        this step's pages are joined and no worker idles at a step's end. Only full pages are
+        kept: the page that reaches the node's end is read again by the step that ends the sweep,
+        so a sweep's end is the node's end when that step began (the verifier compares it with the
+        height the node held then: a copy that grew meanwhile is not one cut short)."""
+        pool = self.pool
+        if pool is None or self._genesis is None:
+            return
+        ahead = self._ahead
+        if ahead:
+            start = ahead[-1][0] + limit
+        self._ahead_limit = limit
+        while len(ahead) < pool.pages:
+            rows = source.page(self.ledger, start, limit)
+            if len(rows) < limit:
+                return
+            ahead.append((start, rows, self._submit(start, rows)))
+            start += limit
+
+    def _submit(self, start: int, rows: list[bytes]) -> Future[PageSummary] | None:
+        if self.pool is None or start == 0 or not rows or self._genesis is None:
+            return None
+        return self.pool.submit(self.ledger, self._genesis, start, rows)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, []
+        _cancel(ahead)
 
     def _resume(self, source: PageSource) -> ChainVerifier:
         cp = self.checkpoint
         self._genesis = None
+        self._drop_ahead()  # read under another verifier
         if cp.height < 0:
             self._verifier = ChainVerifier(self.ledger, PROTOCOL_LIMITS)
             return self._verifier
@@ -329,3 +374,10 @@ class LedgerSweep:
     def _restart(self) -> None:
         self.checkpoint = Checkpoint(sweeps=self.checkpoint.sweeps, started_ms=_now_ms())
         self._verifier = None
+        self._drop_ahead()
+
+
+def _cancel(pages: Sequence[_Page]) -> None:
+    for _, _, future in pages:
+        if future is not None:
+            future.cancel()

@@ -151,6 +151,75 @@ def test_a_clean_copy_is_swept_to_its_end_a_few_pages_a_step(chain: list[bytes],
     assert resumed.step(Copy(chain), PAGE).end == 2 * PAGE * threads.pages - 1
 
 
+class LoggedCopy(Copy):
+    """A copy that notes the first height of each page read."""
+
+    def __init__(self, records: list[bytes]) -> None:
+        super().__init__(records)
+        self.starts: list[int] = []
+
+    def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        self.starts.append(start)
+        return super().page(ledger, start, limit)
+
+
+def test_a_step_hands_the_next_steps_pages_to_the_workers_before_it_joins_its_own(chain: list[bytes]) -> None:
+    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    try:
+        copy = LoggedCopy(chain)
+        sweep = LedgerSweep("node-1", LEDGER, pool=pool)
+        first = sweep.step(copy, PAGE)
+        # Its own two pages, then the next step's two, read and submitted: only its own are verified.
+        assert copy.starts == [0, 50, 100, 150] and first.verified == 2 * PAGE and first.end == 99
+        second = sweep.step(copy, PAGE)
+        assert copy.starts[4:] == [200, 250] and second.verified == 2 * PAGE and second.end == 199
+        joined = pool.joined
+        steps = [first, second]
+        while not steps[-1].complete:
+            steps.append(sweep.step(copy, PAGE))
+        assert sum(s.verified for s in steps) == RECORDS and steps[-1].end == RECORDS - 1
+        assert pool.joined - joined == (RECORDS - 200) // PAGE  # each page read ahead was checked by a worker
+        assert len(copy.starts) == len(set(copy.starts)) + 1  # read once each, but the end (see below)
+    finally:
+        pool.close()
+
+
+def test_the_step_that_ends_a_sweep_reads_the_nodes_end_itself(chain: list[bytes]) -> None:
+    # A page read ahead that reaches the node's end is not kept: the copy may grow before the next
+    # step, and a sweep that ended where the node stood a step ago would call a grown copy short.
+    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    try:
+        copy = Copy(chain[:180])  # pages from 0, 50 and 100 full; the one from 150 holds 30 records
+        sweep = LedgerSweep("node-1", LEDGER, pool=pool)
+        assert sweep.step(copy, PAGE).end == 99  # read ahead: 100 (kept) and 150 (short: dropped)
+        copy.records = chain[:250]  # the node stored 70 more meanwhile
+        steps = [sweep.step(copy, PAGE)]
+        while not steps[-1].complete:
+            steps.append(sweep.step(copy, PAGE))
+        assert steps[-1].end == 249 and sum(s.verified for s in steps) == 150
+    finally:
+        pool.close()
+
+
+def test_a_finding_drops_the_pages_read_ahead(chain: list[bytes]) -> None:
+    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    try:
+        copy = Copy(TAMPERINGS["bad checksum"][0](chain, 120))
+        sweep = LedgerSweep("node-1", LEDGER, pool=pool)
+        assert sweep.step(copy, PAGE).finding is None
+        found = sweep.step(copy, PAGE).finding  # the pages from 100 and 150 were read ahead
+        assert found is not None and (found.code, found.height) == ("bad_checksum", 120)
+        copy.records = chain  # mended: the next sweep starts from genesis, nothing kept from before
+        again = sweep.step(copy, PAGE)
+        assert again.finding is None and again.end == 99 and sweep.checkpoint.height == 99
+        steps = [again]
+        while not steps[-1].complete:
+            steps.append(sweep.step(copy, PAGE))
+        assert steps[-1].finding is None and steps[-1].end == RECORDS - 1
+    finally:
+        pool.close()
+
+
 def test_a_page_that_does_not_join_is_checked_in_the_caller(chain: list[bytes]) -> None:
     # A worker checks a page whose first prev is its own: only the caller can tell that it does not join.
     later = verify_page(LEDGER, chain[0], 300, chain[300:350])
@@ -199,7 +268,9 @@ def test_worker_processes_find_what_the_sweep_alone_finds(chain: list[bytes]) ->
 
 def test_a_worker_that_dies_leaves_the_sweep_right_and_the_pool_is_made_again(chain: list[bytes]) -> None:
     made: list[ProcessPoolExecutor] = []
-    pool = PagePool(2, make=_processes(made), retry_seconds=0)
+    # Two pages a step: the pages read ahead by the first step are not the whole copy, so some are
+    # handed to the pool after it broke.
+    pool = PagePool(2, pages=2, make=_processes(made), retry_seconds=0)
     copy = TAMPERINGS["bad checksum"][0](chain, 420)
     try:
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
