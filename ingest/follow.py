@@ -36,6 +36,14 @@ a genesis, a ``checkpoint_key`` or an ``epoch`` record is waited for as soon as 
 over, so the next note is checked with the keys and epochs it brings. A run whose commit
 fails is reported, the pending run on it is dropped and its checkpoints wait again, so it
 is fetched and checked anew.
+
+**Runs in flight on the live feed.** The replica's follow loop (``receive(wait=False)``) keeps
+up to LIVE_IN_FLIGHT runs a ledger in the store's queue, each standing on the one before, and
+checks the next batch meanwhile; each run is reported stored (``on_stored``, ``on_verified``)
+once its commit is done, oldest first (:meth:`Follower.reap`). A duplicate of a height in
+flight is compared with the run's bytes, and a heartbeat of a checkpoint a run covers is left
+to that run, without waiting; a run that fails takes the runs after it along (they stood on
+it): all their checkpoints wait again and only the first failure is reported.
 """
 
 from __future__ import annotations
