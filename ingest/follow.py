@@ -625,8 +625,9 @@ class Follower:
                 # checkpoint's root covers it) whether or not its commit is done yet.
                 if run.data[record.height - first] == record.data:
                     return
+                self._settle(record.ledger)  # the alert names what is stored there
                 break
-        self._settle(record.ledger)
+        # Below the runs in flight: in the store already (they stand on its head).
         held = self.store.get(record.ledger, record.height)
         if held is not None and held.encode() != record.data:
             self._alert(

@@ -1021,9 +1021,11 @@ def test_the_live_path_checks_the_next_batch_while_runs_commit_and_reports_them_
     assert held.heights() == [[1, 2, 3], [4, 5, 6]] and follower.in_flight()
     assert replica.stored == [([0], 1)] and replica.verified == [signed(chain[0])] and replica.heights() == [0]
     assert follower.target(LEDGER) == 6
-    # A duplicate of an in-flight height and a heartbeat of a covered checkpoint do not wait.
-    follower.receive([live(chain[2], sender="replica-9", hops=2), heads(signed(chain[3]))], wait=False)
-    assert replica.alerts == [] and follower.duplicates == 1
+    # Duplicates of a stored and of an in-flight height, and a heartbeat of a covered checkpoint,
+    # do not wait for the commits.
+    duplicates = [live(chain[0], sender="replica-9", hops=2), live(chain[2], sender="replica-9", hops=2)]
+    follower.receive([*duplicates, heads(signed(chain[3]))], wait=False)
+    assert replica.alerts == [] and follower.duplicates == 2
     held.release()
     follower.reap()
     assert replica.stored == [([0], 1), ([1, 2, 3], 1)] and replica.verified[1:] == [signed(chain[3])]
