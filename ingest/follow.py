@@ -36,6 +36,14 @@ a genesis, a ``checkpoint_key`` or an ``epoch`` record is waited for as soon as 
 over, so the next note is checked with the keys and epochs it brings. A run whose commit
 fails is reported, the pending run on it is dropped and its checkpoints wait again, so it
 is fetched and checked anew.
+
+**Runs in flight on the live feed.** The replica's follow loop (``receive(wait=False)``) keeps
+up to LIVE_IN_FLIGHT runs a ledger in the store's queue, each standing on the one before, and
+checks the next batch meanwhile; each run is reported stored (``on_stored``, ``on_verified``)
+once its commit is done, oldest first (:meth:`Follower.reap`). A duplicate of a height in
+flight is compared with the run's bytes, and a heartbeat of a checkpoint a run covers is left
+to that run, without waiting; a run that fails takes the runs after it along (they stood on
+it): all their checkpoints wait again and only the first failure is reported.
 """
 
 from __future__ import annotations
@@ -93,6 +101,9 @@ OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run c
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
 KEY_KINDS = frozenset((ROTATION_KIND, EPOCH_KIND))
+# Runs a ledger may have in the store's queue on the live feed: the follow loop verifies the
+# next batch while the store commits (and fsyncs) the ones before. Catch-up keeps one.
+LIVE_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +170,9 @@ class _Ledger:
     sources: list[str] = field(default_factory=list)  # where each pending record came from
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
-    storing: _Run | None = None  # the run being stored: the pending run stands on it
+    # The runs being stored, oldest first, each standing on the one before: the pending run
+    # stands on the last. One during catch-up; up to LIVE_IN_FLIGHT on the live feed.
+    storing: collections.deque[_Run] = field(default_factory=collections.deque)
     # Pending records dropped because another chain contradicted them, by height: (link,
     # source, bytes). Once the true record at a height is stored, a suspect there that
     # differs is reported against its source.
@@ -213,6 +226,7 @@ class Follower:
         self._alerted: set[tuple[str, int, str, str]] = set()
         self.stored = 0
         self.duplicates = 0
+        self._in_flight = 1  # runs a ledger may have in the store's queue now (see LIVE_IN_FLIGHT)
 
     # --- status ---------------------------------------------------------------------
 
@@ -267,7 +281,15 @@ class Follower:
                 self.catch_up(ledger, self.target(ledger) + 1)
 
     def catch_up(self, ledger: str, stop: int) -> bool:
-        """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``."""
+        """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``.
+        Returns with what it stored durable."""
+        in_flight, self._in_flight = self._in_flight, 1  # one run in flight a page (see _flush)
+        try:
+            return self._catch_up(ledger, stop)
+        finally:
+            self._in_flight = in_flight
+
+    def _catch_up(self, ledger: str, stop: int) -> bool:
         state = self._state(ledger)
         for source in self.sources:
             # Pages fetched ahead, each with whether the checker has it: with a checker, the page
@@ -395,8 +417,41 @@ class Follower:
 
     # --- the live feed ------------------------------------------------------------------
 
-    def receive(self, messages: Iterable[FeedMessage]) -> None:
-        """Apply a batch of feed messages: records ledger by ledger, then the checkpoints that cover them."""
+    def receive(self, messages: Iterable[FeedMessage], *, wait: bool = True) -> None:
+        """Apply a batch of feed messages: records ledger by ledger, then the checkpoints that cover them.
+
+        ``wait=False`` (the replica's follow loop): the runs they let this follower store stay
+        in the store's queue, up to LIVE_IN_FLIGHT a ledger, so that the next batch is checked
+        while they commit; each is reported stored (``on_stored``, ``on_verified``) once its
+        commit is done, in order, by a later call or :meth:`reap`. Else returns with them durable."""
+        self.reap()
+        self._in_flight = LIVE_IN_FLIGHT
+        try:
+            self._receive(messages)
+        finally:
+            self._in_flight = 1
+        if wait:
+            self.settle()
+        else:
+            self.reap()
+
+    def in_flight(self) -> bool:
+        """Whether a run handed to the store has not been reported stored (or failed) yet."""
+        return any(state.storing for state in self.ledgers.values())
+
+    def reap(self) -> None:
+        """Report the runs whose commit is done, oldest first, without waiting for the others."""
+        for ledger, state in list(self.ledgers.items()):
+            while state.storing and state.storing[0].future.done():
+                if not self._settle_oldest(ledger):
+                    break
+
+    def settle(self) -> None:
+        """Wait for every run handed to the store, and report it."""
+        for ledger in list(self.ledgers):
+            self._settle(ledger)
+
+    def _receive(self, messages: Iterable[FeedMessage]) -> None:
         live: dict[str, dict[int, FeedRecord]] = {}
         notes: dict[str, list[tuple[bytes, str]]] = {}
         for message in messages:
@@ -407,21 +462,20 @@ class Follower:
                 live.setdefault(message.ledger, {}).setdefault(message.height, message)
         for ledger, records in live.items():
             self._apply(ledger, [records[h] for h in sorted(records)])
-            self._settle(ledger)
         # Each checkpoint costs a signature check: the same note from several senders, once.
         for ledger, candidates in notes.items():
             seen: set[bytes] = set()
             for note, sender in reversed(candidates):  # the newest first
                 if note not in seen:
                     seen.add(note)
-                    self.take_checkpoint(ledger, note, sender)
+                    self._take_checkpoint(ledger, note, sender, catch_up=True)
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
         state = self._state(ledger)
         for record in records:
             top = self._head(ledger) + len(state.pending)
             if record.height <= self._head(ledger):
-                self._check_duplicate(record)
+                self._check_duplicate(state, record)
             elif record.height <= top:
                 self.duplicates += 1  # already pending: the checkpoint decides which copy is true
             elif record.height == top + 1:
@@ -471,6 +525,8 @@ class Follower:
             return True  # the empty tree: nothing to store, nothing to contradict
         if state.best is None or checkpoint.size > state.best.size:
             state.best = checkpoint
+        if any(checkpoint in run.covered for run in state.storing):
+            return True  # its run's commit decides: vouched once stored, waits again if it fails
         if checkpoint.size <= self._size(ledger):
             self._settle(ledger)  # what it covers is compared with the store's own tree
         held = self.store.size(ledger)
@@ -559,9 +615,19 @@ class Follower:
         self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
         self.on_verified(checkpoint)
 
-    def _check_duplicate(self, record: FeedRecord) -> None:
+    def _check_duplicate(self, state: _Ledger, record: FeedRecord) -> None:
+        """A live record at a height held (or being stored): the same bytes, else an alert."""
         self.duplicates += 1
-        self._settle(record.ledger)
+        for run in state.storing:
+            first = run.records[0].height
+            if first <= record.height < run.end:
+                # Checked against the run's bytes, as received: the run is the home's chain (a
+                # checkpoint's root covers it) whether or not its commit is done yet.
+                if run.data[record.height - first] == record.data:
+                    return
+                self._settle(record.ledger)  # the alert names what is stored there
+                break
+        # Below the runs in flight: in the store already (they stand on its head).
         held = self.store.get(record.ledger, record.height)
         if held is not None and held.encode() != record.data:
             self._alert(
@@ -674,8 +740,8 @@ class Follower:
         sizes = sorted(size for size in state.waiting if size <= top)
         if not sizes:
             return set()  # no checkpoint reaches into the run yet: it waits
-        if state.storing is not None:
-            frontier = state.storing.frontier.copy()
+        if state.storing:
+            frontier = state.storing[-1].frontier.copy()
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
@@ -697,9 +763,10 @@ class Follower:
             dropped = set(state.sources[:count])
             self._drop_pending(state, suspect=True)
             return dropped
-        # One run in flight: the one before is durable before this one is handed over. If it
-        # failed, the pending run that stood on it is gone and its checkpoints wait again.
-        if not self._settle(ledger):
+        # At most self._in_flight runs in flight (one in catch-up: the one before is durable
+        # before this one is handed over). If one failed, the pending run that stood on it is
+        # gone and its checkpoints wait again.
+        if not self._make_room(ledger):
             return set()
         records, state.pending = state.pending[:count], state.pending[count:]
         data, state.data = state.data[:count], state.data[count:]
@@ -714,30 +781,61 @@ class Follower:
             self._drop_pending(state)
             self._alert(ledger, records[0].height, e, sources[0], data[0])
             return set()
-        state.storing = _Run(
-            future, records, data, sources, hops, [state.waiting.pop(size) for size in sizes], frontier, covered.size
+        state.storing.append(
+            _Run(
+                future,
+                records,
+                data,
+                sources,
+                hops,
+                [state.waiting.pop(size) for size in sizes],
+                frontier,
+                covered.size,
+            )
         )
         if records[0].height == 0 or any(record.content.kind in KEY_KINDS for record in records):
             self._settle(ledger)  # the key chains and the epochs read it from the store before the next note
         return set()
 
     def _settle(self, ledger: str) -> bool:
-        """Wait for the run being stored, if any, and act on it: False if the store failed
-        (reported; its checkpoints wait again, and the pending run on it is dropped).
+        """Wait for the runs being stored, if any, and act on each in order: False if the store
+        failed one (reported; the checkpoints of it and of the runs after it wait again, and
+        the pending run is dropped).
 
         Each run was checked by this follower's ChainVerifier from the store's head on, so
         the store checks only that it still stands on its head (ChainStore.submit_records)."""
         state = self._state(ledger)
-        run, state.storing = state.storing, None
-        if run is None:
-            return True
+        while state.storing:
+            if not self._settle_oldest(ledger):
+                return False
+        return True
+
+    def _make_room(self, ledger: str) -> bool:
+        """Report the runs whose commit is done, then wait for the oldest ones until fewer than
+        ``self._in_flight`` are in flight; False if one failed (see :meth:`_settle`)."""
+        state = self._state(ledger)
+        while state.storing and (state.storing[0].future.done() or len(state.storing) >= self._in_flight):
+            if not self._settle_oldest(ledger):
+                return False
+        return True
+
+    def _settle_oldest(self, ledger: str) -> bool:
+        """Wait for the oldest run being stored and act on it (see :meth:`_settle`)."""
+        state = self._state(ledger)
+        run = state.storing.popleft()
         try:
             receipts = run.future.result()
         except VledgerError as e:  # verified already: only a store failure gets here
+            # The runs after it stood on it: none can extend the store's head now. Once the
+            # store is done with them, their checkpoints wait again too, and all is fetched anew.
+            later = list(state.storing)
+            state.storing.clear()
+            futures.wait([after.future for after in later])
+            for failed in [run, *later]:
+                for checkpoint in failed.covered:
+                    state.waiting.setdefault(checkpoint.size, checkpoint)
             at = getattr(e, "height", None)
             index = next((i for i, r in enumerate(run.records) if r.height == at), 0)
-            for checkpoint in run.covered:
-                state.waiting.setdefault(checkpoint.size, checkpoint)
             self._drop_pending(state)
             self._alert(ledger, run.records[index].height, e, run.sources[index], run.data[index])
             return False
@@ -783,8 +881,9 @@ class Follower:
     def _size(self, ledger: str) -> int:
         """The ledger's size once the run being stored is: what the pending run stands on."""
         state = self.ledgers.get(ledger)
-        storing = state.storing if state is not None else None
-        return storing.end if storing is not None else self.store.size(ledger)
+        if state is not None and state.storing:
+            return state.storing[-1].end
+        return self.store.size(ledger)
 
     def _alert(
         self,

@@ -71,6 +71,7 @@ from .witness import Cosigner, Witness
 log = logging.getLogger(__name__)
 
 RECEIVE_SLICE_MS = 200
+IN_FLIGHT_SLICE_MS = 1  # the feed polled this long while a stored run is not reported yet
 RECEIVE_BATCH = 5000
 SOURCE_TIMEOUT = 5.0
 HEADS_EVERY = 1.0  # seconds between two checks of the targets, beside the checkpoint heartbeats
@@ -502,14 +503,21 @@ def _follow(
         while not stopping.is_set():
             if watcher is not None:
                 watcher.turn()
-            messages = subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
+            # While runs are in the store's queue, the feed is polled briefly so that each is
+            # reported stored (held, relayed, cosigned) soon after its commit is done.
+            in_flight = follower.in_flight()
+            messages = subscriber.receive(IN_FLIGHT_SLICE_MS if in_flight else RECEIVE_SLICE_MS, RECEIVE_BATCH)
             if messages:
-                follower.receive(messages)
+                follower.receive(messages, wait=False)  # checks the next batch while the store commits
+            elif in_flight:
+                follower.reap()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + HEADS_EVERY
+                follower.settle()
                 _refresh_checkpoints(follower)
                 follower.catch_up_all()
                 relay.committed([], NOT_RELAYED, follower.checkpoints())
+        follower.settle()  # what is in the store's queue is reported before the store closes
     finally:
         cosigner.stop()
 

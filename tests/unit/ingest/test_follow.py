@@ -15,6 +15,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,14 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.follow import NOT_RELAYED, Follower, Page
+from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
-from vledger.node.errors import TreeMismatchError
+from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record
-from vledger.node.store import ChainStore
+from vledger.node.store import ChainStore, Receipt
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 
@@ -968,3 +969,128 @@ def test_a_page_checker_that_has_not_started_is_not_waited_for(tmp_path: Path, l
             assert store.size(LEDGER) == notes[-1].size and store.root(LEDGER) == notes[-1].root
     finally:
         checker.close()
+
+
+# --- the live feed with runs in flight (receive(wait=False), the replica's follow loop) ------------------
+
+
+class HeldCommits:
+    """Stands between a follower and its store's submit_records: each run is queued here, its
+    commit not done, until :meth:`release` commits it for real. The future handed to the
+    follower fails the test if it is ever waited for before that (the live path must not)."""
+
+    def __init__(self, store: ChainStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.submit = store.submit_records
+        self.held: list[tuple[list[Record], dict[str, object], Future[list[Receipt]]]] = []
+        monkeypatch.setattr(store, "submit_records", self._hold)
+
+    def _hold(self, records: list[Record], **kwargs: object) -> Future[list[Receipt]]:
+        future: Future[list[Receipt]] = _NeverWaited()
+        self.held.append((list(records), kwargs, future))
+        return future
+
+    def heights(self) -> list[list[int]]:
+        """The heights of each run handed over and not released yet."""
+        return [[r.height for r in records] for records, _, future in self.held if not future.done()]
+
+    def release(self, *, fail: bool = False) -> None:
+        """Commit the oldest run still held (or fail it as the store would: nothing stored)."""
+        records, kwargs, future = next(held for held in self.held if not held[2].done())
+        if fail:
+            future.set_exception(StoreError("disk full"))
+        else:
+            future.set_result(self.submit(records, **kwargs).result())  # type: ignore[arg-type]
+
+
+class _NeverWaited(Future[list[Receipt]]):
+    def result(self, timeout: float | None = None) -> list[Receipt]:
+        assert self.done(), "the follower waited for a commit that was not done"
+        return super().result(timeout)
+
+
+def test_the_live_path_checks_the_next_batch_while_runs_commit_and_reports_them_in_order(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)  # a genesis is always waited for: the rules come with it
+    held = HeldCommits(replica.store, monkeypatch)
+    follower = replica.follower
+    follower.receive([*(live(r) for r in chain[1:4]), heads(signed(chain[3]))], wait=False)
+    follower.receive([*(live(r) for r in chain[4:7]), heads(signed(chain[6]))], wait=False)
+    # Both runs handed over, the second standing on the first, neither reported yet.
+    assert held.heights() == [[1, 2, 3], [4, 5, 6]] and follower.in_flight()
+    assert replica.stored == [([0], 1)] and replica.verified == [signed(chain[0])] and replica.heights() == [0]
+    assert follower.target(LEDGER) == 6
+    # Duplicates of a stored and of an in-flight height, and a heartbeat of a covered checkpoint,
+    # do not wait for the commits.
+    duplicates = [live(chain[0], sender="replica-9", hops=2), live(chain[2], sender="replica-9", hops=2)]
+    follower.receive([*duplicates, heads(signed(chain[3]))], wait=False)
+    assert replica.alerts == [] and follower.duplicates == 2
+    held.release()
+    follower.reap()
+    assert replica.stored == [([0], 1), ([1, 2, 3], 1)] and replica.verified[1:] == [signed(chain[3])]
+    follower.reap()  # the second is still committing: nothing more
+    assert replica.stored == [([0], 1), ([1, 2, 3], 1)] and follower.in_flight()
+    held.release()
+    follower.reap()
+    assert replica.stored == [([0], 1), ([1, 2, 3], 1), ([4, 5, 6], 1)]
+    assert replica.verified[1:] == [signed(chain[3]), signed(chain[6])]
+    assert replica.heights() == list(range(7)) and not follower.in_flight() and replica.alerts == []
+
+
+def test_a_different_record_at_an_in_flight_height_is_alerted(
+    make_replica: MakeReplica, chain: list[Record], other_chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    replica.follower.receive([*(live(r) for r in chain[1:3]), heads(signed(chain[2]))], wait=False)
+    forged_two = forged(chain[2])
+    held.release()  # the alert names what is stored there: the run is waited for
+    replica.follower.receive([FeedRecord(LEDGER, 2, 2, EVIL, forged_two.encode())], wait=False)
+    assert replica.found() == [(2, "record_conflict", EVIL)]
+    assert replica.alerts[0].expected == chain[2].hash.hex()
+
+
+def test_the_live_path_keeps_a_bounded_number_of_runs_in_flight(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    for height in range(1, LIVE_IN_FLIGHT + 1):
+        replica.follower.receive([live(chain[height]), heads(signed(chain[height]))], wait=False)
+    assert len(held.heights()) == LIVE_IN_FLIGHT
+    # One more needs room: the oldest must be done first (the follower would wait for it).
+    held.release()
+    nxt = chain[LIVE_IN_FLIGHT + 1]
+    replica.follower.receive([live(nxt), heads(signed(nxt))], wait=False)
+    assert len(held.heights()) == LIVE_IN_FLIGHT and replica.stored == [([0], 1), ([1], 1)]
+    after = chain[nxt.height + 1]
+    with pytest.raises(AssertionError, match="waited for a commit"):
+        replica.follower.receive([live(after), heads(signed(after))], wait=False)
+
+
+def test_a_failed_commit_drops_the_runs_after_it_and_they_are_fetched_again(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(source)
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    follower = replica.follower
+    follower.receive([*(live(r) for r in chain[1:4]), heads(signed(chain[3]))], wait=False)
+    follower.receive([*(live(r) for r in chain[4:7]), heads(signed(chain[6]))], wait=False)
+    follower.receive([*(live(r) for r in chain[7:9])], wait=False)  # pending above the runs
+    assert held.heights() == [[1, 2, 3], [4, 5, 6]]
+    held.release(fail=True)  # the first fails; the second cannot stand on it
+    held.release(fail=True)
+    follower.reap()
+    assert replica.found() == [(1, "store_error", HOME)]  # told once, for the run that failed
+    assert replica.stored == [([0], 1)] and replica.verified == [signed(chain[0])] and not follower.in_flight()
+    assert follower.pending(LEDGER) == [] and follower.target(LEDGER) == 6 and replica.heights() == [0]
+    monkeypatch.undo()  # the store works again: the next heartbeat fetches what was dropped
+    follower.receive([heads(signed(chain[6]))], wait=False)
+    follower.settle()
+    assert replica.heights() == list(range(7))
+    assert source.fetches[0][1] == 1
