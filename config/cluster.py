@@ -66,9 +66,10 @@ class ReplicationSettings:
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     # true: a follower on more than one core checks the next catch-up page in a worker process
-    # (ingest/page_check.py) while it takes one. Off by default: on a loaded 2-core machine the
-    # starved worker made catch-up slower (bench 5b, ratio to raw SQLite 0.18 on, 0.26 off);
-    # to be turned on once a quiet make bench shows it faster.
+    # (ingest/page_check.py) while it takes one. On a quiet 2-core machine it is faster
+    # (`bench --only catchup`, 2 interleaved pairs: best runs 38.8k/36.6k rec/s on, 31.7k/30.4k
+    # off); on a loaded one the starved worker made catch-up slower. Off by default while the
+    # worker is started with every follower, not at its first catch-up page.
     catch_up_checker: bool = False
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16
