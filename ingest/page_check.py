@@ -72,35 +72,52 @@ class PageChecker:
     """
 
     def __init__(self) -> None:
-        # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
-        ours, theirs = context.Pipe()
-        self._conn: multiprocessing.connection.Connection = ours
-        self._process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
-        self._process.start()
-        theirs.close()
+        # Started at the first catch-up page (ready or submit), not with the follower: a follower
+        # that never falls behind never pays for a process, and a cluster's start-up stays short.
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
         self._waiting: collections.deque[int] = collections.deque()  # rows of each page handed over
         self.broken = False
         self._ready = False
         self.passed = 0  # rows it passed, all pages together (what the follower was spared)
 
+    def _start(self) -> multiprocessing.connection.Connection | None:
+        """The pipe to the worker, which is started on the first call (None once broken)."""
+        if self._conn is None and not self.broken:
+            # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
+            try:
+                process.start()
+            except OSError as e:
+                ours.close()
+                self._fail(e)
+                return None
+            finally:
+                theirs.close()
+            self._conn, self._process = ours, process
+            log.info("catch-up pages are checked ahead in process %s", process.pid)
+        return None if self.broken else self._conn
+
     @property
     def pid(self) -> int | None:
-        """The worker's process id (for the log)."""
-        return self._process.pid
+        """The worker's process id; None before the first catch-up page."""
+        return self._process.pid if self._process is not None else None
 
     def ready(self, timeout: float = 0.0) -> bool:
         """Whether the worker has started, waiting up to ``timeout`` seconds for it to say so."""
-        if not self._ready and not self.broken:
+        if not self._ready and not self.broken and (conn := self._start()) is not None:
             try:
-                if self._conn.poll(timeout):
+                if conn.poll(timeout):
                     self._take_ready()
             except (OSError, EOFError) as e:
                 self._fail(e)
         return self._ready
 
     def _take_ready(self) -> None:
+        assert self._conn is not None  # only after _start
         message = self._conn.recv()
         if message != READY:
             self._fail(RuntimeError(f"the worker said {message!r} first, not {READY!r}"))
@@ -109,11 +126,12 @@ class PageChecker:
     def submit(self, ledger: str, rows: list[bytes], start: Start | None) -> None:
         """Hand ``rows`` (record bytes of ``ledger``, by height) over; ``start`` None: they
         follow the rows handed over last, and are checked only if those passed whole."""
-        if self.broken:
+        conn = self._start()
+        if conn is None:
             self._waiting.append(0)
             return
         try:
-            self._conn.send((ledger, rows, start))
+            conn.send((ledger, rows, start))
         except (OSError, ValueError) as e:
             self._fail(e)
         self._waiting.append(len(rows))
@@ -128,7 +146,7 @@ class PageChecker:
         try:
             if not self._ready:
                 self._take_ready()
-            answer = self._conn.recv() if not self.broken else None
+            answer = self._conn.recv() if self._conn is not None and not self.broken else None
         except (OSError, EOFError) as e:
             self._fail(e)
             return Checked([])
@@ -148,7 +166,11 @@ class PageChecker:
             self.result()
 
     def close(self) -> None:
-        """Stop the worker (terminated if it does not stop in ``STOP_WAIT`` seconds)."""
+        """Stop the worker (terminated if it does not stop in ``STOP_WAIT`` seconds); one never
+        started stays so (later calls find it broken)."""
+        if self._conn is None or self._process is None:
+            self.broken = True
+            return
         if not self.broken:
             with contextlib.suppress(OSError, ValueError):  # gone already: terminated below
                 self._conn.send(None)

@@ -360,12 +360,11 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
     # The second core checks the next catch-up page while this process takes one (ingest/page_check.py),
-    # when the cluster turns it on.
+    # when the cluster turns it on; its process starts at the first catch-up page.
     use_checker = config.replication.catch_up_checker and len(os.sched_getaffinity(0)) > 1
     checker = PageChecker() if use_checker else None
     if checker is not None:
         runtime.closing(checker.close)
-        log.info("%s: catch-up pages are checked ahead in process %s", name, checker.pid)
     follower = Follower(
         name,
         store,

@@ -93,3 +93,18 @@ def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain
     # Gone: it answers nothing (the follower then checks every row itself), and raises nothing.
     checker.submit(LEDGER, rows[1:4], _start(chain, 1))
     assert checker.broken and checker.result().leaves == []
+
+
+def test_the_worker_starts_at_the_first_page_not_with_the_follower(chain: list[Record]) -> None:
+    checker = PageChecker()
+    try:
+        assert checker.pid is None  # a follower that never catches up never pays for a process
+        assert checker.ready(timeout=60) and checker.pid is not None
+        checker.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
+        assert checker.result().leaves == [leaf_hash(chain[1].encode())]
+    finally:
+        checker.close()
+    unused = PageChecker()
+    unused.close()  # never started: nothing to stop, and it says it is of no use
+    unused.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
+    assert unused.pid is None and unused.broken and unused.result().leaves == []
