@@ -15,7 +15,7 @@ import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
-from vledger.config.cluster import cluster_from_mapping
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.epochs import EpochBook, Homes
 from vledger.ingest.follow import Follower, Page
@@ -189,11 +189,9 @@ class _NamedEpochs:
         return dict(self.named)
 
 
-def test_homes_take_the_newest_epoch_the_store_or_redis_names(
-    tmp_path: Path, chains: tuple[list[Record], list[Record]]
-) -> None:
-    handed, _ = chains
-    config = cluster_from_mapping(
+def _home_and_standby(tmp_path: Path) -> ClusterConfig:
+    """A cluster of two ingest nodes: LEDGER's home and its standby."""
+    return cluster_from_mapping(
         {
             "cluster": {"name": CLUSTER, "default_home": HOME},
             "nodes": {
@@ -204,6 +202,13 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         },
         tmp_path / "cluster.toml",
     )
+
+
+def test_homes_take_the_newest_epoch_the_store_or_redis_names(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
     with ChainStore(tmp_path / "old-home") as store:
         store.append_records(handed[:5])  # the old home: cut off before the handover reached it
         redis = _NamedEpochs({})
@@ -227,17 +232,7 @@ def test_a_home_kept_between_puts_follows_the_handover_the_store_takes_and_a_pro
     to the book by the store's on_commit, as the node wires it) and a promotion this node makes
     change the answer at once."""
     handed, _ = chains
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": CLUSTER, "default_home": HOME},
-            "nodes": {
-                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
-                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
-            },
-            "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = _home_and_standby(tmp_path)
     with ChainStore(tmp_path / "copy") as store:
         book = EpochBook(CLUSTER, store)
         store.on_commit = book.stored
