@@ -57,6 +57,19 @@ PLAIN = "plain"
 _PROTOCOL_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
 
 
+def _took_plain_next(held: LedgerState, record: Record) -> bool:
+    """Take ``record`` as a plain ledger's next record, if it is one (what _plan comes to for
+    it, without a Plan and its closure per record); whether it was taken."""
+    if (
+        type(held.domain) is PlainState
+        and record.height == held.head.height + 1
+        and record.content.kind not in _PROTOCOL_KINDS
+    ):
+        held.head = Ref(record.height, record.link)
+        return True
+    return False
+
+
 class PlainState(Domain):
     """A ledger without domain rules: every record that the protocol accepts is fine."""
 
@@ -161,17 +174,9 @@ class RulesEngine:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
         self._check_grant(record)
         held = self._ledgers.get(record.content.ledger)
-        if (
-            held is not None
-            and type(held.domain) is PlainState
-            and rules is held.rules
-            and record.height == held.head.height + 1
-            and record.content.kind not in _PROTOCOL_KINDS
-        ):
-            # What _plan comes to for a plain ledger's next record, without a Plan and its
-            # closure per record: most puts are of plain ledgers, and the committer runs this
-            # once a put. A rules object other than the held one takes the full way.
-            held.head = Ref(record.height, record.link)
+        # Most puts are of plain ledgers, and the committer runs this once a put. A rules object
+        # other than the held one takes the full way.
+        if held is not None and rules is held.rules and _took_plain_next(held, record):
             return {}
         plan = self._plan(record, rules)
         plan.commit()
@@ -215,16 +220,8 @@ class RulesEngine:
         audit = self.audit_grants
         for record in records:
             held = self._ledgers.get(record.content.ledger)
-            if (
-                not audit
-                and held is not None
-                and type(held.domain) is PlainState
-                and record.height == held.head.height + 1
-                and record.content.kind not in _PROTOCOL_KINDS
-            ):
-                # check_and_apply's short way (what _plan comes to for a plain ledger's next
-                # record): a replica replays each stored run, and this was a tenth of its catch-up.
-                held.head = Ref(record.height, record.link)
+            # A replica replays each stored run: the full way was a tenth of its catch-up.
+            if not audit and held is not None and _took_plain_next(held, record):
                 continue
             if held is None and record.height == 0:
                 rules = LedgerRules.from_genesis(record.content, limits)
