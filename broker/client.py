@@ -5,14 +5,17 @@ sends one request and waits for its reply; ``call_many`` keeps a window of reque
 on one connection, which is how a single client reaches the store's group-commit rate.
 A request answered ``not_home`` (a write sent to a node that is not its ledger's home, or a
 read of a ledger the node neither holds nor homes: docs/PROTOCOL.md 6.1) is sent again, once,
-to the home node the answer names. A reader that must see one node's own state (the verifier,
-a follower) makes its client with ``follow=False``.
+to the home node the answer names. A request answered ``throttled`` is sent again after the
+``retry_after_ms`` the node asks for, for up to ``timeout`` seconds in all; nothing was done for
+it (the throttle answers before any command runs), so sending it again is safe. A reader that
+must see one node's own state (the verifier, a follower) makes its client with ``follow=False``.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +115,20 @@ class Client:
         self, requests: Sequence[tuple[str, dict[str, Any]]], *, node: NodeAddress | None = None, window: int = 64
     ) -> list[Any]:
         """Results of many requests, sent with up to ``window`` in flight; raises the first refusal."""
-        results = self._exchange(requests, node or self.node, window)
+        node = node or self.node
+        results = self._exchange(requests, node, window)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            throttled = [i for i, r in enumerate(results) if isinstance(r, RemoteError) and r.code == "throttled"]
+            if not throttled:
+                break
+            wait = max(_retry_after_s(results[i]) for i in throttled)
+            if time.monotonic() + wait > deadline:
+                break  # the key stays throttled past the client's patience: the refusal is the answer
+            time.sleep(wait)
+            again = self._exchange([requests[i] for i in throttled], node, window)
+            for index, result in zip(throttled, again, strict=True):
+                results[index] = result
         failed = next((r for r in results if isinstance(r, RemoteError)), None)
         if failed is not None:
             raise failed
@@ -212,6 +228,14 @@ def _remote_error(reply: dict[str, Any]) -> RemoteError:
     message = error.get("message")
     details = {k: v for k, v in error.items() if k not in ("code", "message")}
     return RemoteError(str(code), str(message), details)
+
+
+def _retry_after_s(error: RemoteError) -> float:
+    """How long a throttled request waits before it is sent again: what the node asked, within reason."""
+    asked = error.details.get("retry_after_ms")
+    if not isinstance(asked, int) or isinstance(asked, bool):
+        asked = 100
+    return min(max(asked, 1), 10_000) / 1000
 
 
 def _home(error: Any) -> NodeAddress | None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer
+from vledger.node.errors import RemoteError
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, Wire, entry, genesis, put_args, wait_until
 
 RATE = 4
@@ -24,7 +25,7 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         redis_server.url,
         nodes=1,
         ingest={"throttle_rate": RATE, "throttle_burst": BURST},
-        accounts={"writer1": "writer", "observer": "observer"},
+        accounts={"writer1": "writer", "observer": "observer", "patient": "observer", "hasty": "observer"},
     ) as running:
         running.admin().create_ledger(genesis(LEDGER, ADMIN, ["note"]))
         yield running
@@ -76,3 +77,21 @@ def test_a_throttled_put_writes_nothing(cluster: LocalCluster) -> None:
         what="a size request gets through the throttle",
     )
     assert size == 1 + len(written)
+
+
+def test_the_client_waits_out_the_throttle_and_gets_every_answer(cluster: LocalCluster) -> None:
+    # Twice the burst at once: the second half is throttled, and the client sends it again after
+    # the retry_after_ms the node asks for, so the caller sees every request answered.
+    client = cluster.client("patient", timeout=10.0)
+    results = client.call_many([("size", {"ledger": LEDGER})] * (2 * BURST))
+    assert len(results) == 2 * BURST
+    assert all(r["size"] >= 1 for r in results), results
+
+
+def test_the_client_gives_up_on_the_throttle_after_its_timeout(cluster: LocalCluster) -> None:
+    # With less patience than the bucket needs to refill, the refusal reaches the caller.
+    client = cluster.client("hasty", timeout=0.2)
+    with pytest.raises(RemoteError) as refused:
+        client.call_many([("ver", {})] * (4 * BURST))
+    assert refused.value.code == "throttled"
+    assert isinstance(refused.value.details["retry_after_ms"], int)
