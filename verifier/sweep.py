@@ -108,10 +108,7 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
                 return PageSummary(start, 0, False, None, None)
             verifier = _page_verifier(ledger, genesis)
             verifier.next_height, verifier.prev = start, first_prev
-        take = verifier.take_fast
-        for data in rows:
-            if not take(data):  # the lean path for a valid record, the checks one by one for anything else
-                verifier.feed(decode_record(data, PROTOCOL_LIMITS))
+        verifier.feed_many(rows)  # the lean path for valid records, the checks one by one for anything else
     except RecordError:
         if verifier is None or verifier.next_height == start:
             return PageSummary(start, 0, False, first_prev, None)
@@ -277,8 +274,9 @@ class LedgerSweep:
                     self.pool.joined += 1  # type: ignore[union-attr]  # a summary comes only from a pool
                     height, link = verifier.next_height - 1, verifier.prev
                 else:
-                    for data in rows:
-                        verifier.feed_raw(data)  # the lean path, or the checks one by one
+                    try:
+                        verifier.feed_many(rows)  # the lean path, or the checks one by one
+                    finally:  # a finding's height: the record after the last one that verified
                         height, link = verifier.next_height - 1, verifier.prev
                 short = len(rows) < limit
         except RecordError as e:

@@ -539,6 +539,47 @@ def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_raw(
     assert _raw_verdict(datas) == _verdict(datas, oracle_record)
 
 
+def _many_verdict(datas: list[bytes], page: int) -> Outcome:
+    """The verdict of ChainVerifier.feed_many, ``page`` records a call (as a sweep feeds its pages)."""
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    try:
+        for start in range(0, len(datas), page):
+            verifier.feed_many(datas[start : start + page])
+    except RecordError as e:
+        return (type(e), e.ledger, e.height)
+    return ("accepted", verifier.next_height, verifier.prev)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_many(
+    chain_bytes: list[bytes], data: st.DataObject
+) -> None:
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    page = data.draw(st.integers(1, len(datas)))
+    assert _many_verdict(datas, page) == _verdict(datas, oracle_record)
+
+
+def test_take_many_stops_at_the_first_record_it_does_not_take(chain_bytes: list[bytes]) -> None:
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    assert verifier.take_many(chain_bytes) == 0  # the genesis: its rules the precise way
+    verifier.feed_raw(chain_bytes[0])
+    assert verifier.take_many(chain_bytes, 1) == len(chain_bytes)
+    assert (verifier.next_height, verifier.prev) == (len(chain_bytes), decode_record(chain_bytes[-1], LIMITS).link)
+
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    verifier.feed_raw(chain_bytes[0])
+    broken = [*chain_bytes[:3], chain_bytes[3][:-1], *chain_bytes[4:]]  # height 3 truncated
+    assert verifier.take_many(broken, 1) == 3
+    assert (verifier.next_height, verifier.prev) == (3, decode_record(chain_bytes[2], LIMITS).link)
+    assert verifier.take_many(broken, 3) == 3  # nothing taken, nothing changed
+    assert (verifier.next_height, verifier.prev) == (3, decode_record(chain_bytes[2], LIMITS).link)
+
+
 def test_valid_records_past_the_genesis_take_the_fast_path(chain_bytes: list[bytes]) -> None:
     verifier = ChainVerifier("ledger-a", LIMITS)
     assert verifier.feed_fast(chain_bytes[0]) is None  # the genesis: its rules the precise way
