@@ -13,7 +13,9 @@ page each, while the next page is read. A worker checks every record of its page
 sequential verifier would, except the first record's ``prev``, which only the page before can
 answer. The sweep joins the pages in height order; a page that is not clean, does not join, or
 whose worker failed is checked again in the calling process, one record at a time, so that a
-finding is the one a sequential sweep makes, code and height. A step also reads the next step's
+finding is the one a sequential sweep makes, code and height. A page reaches its worker packed
+into a slot of the pool's shared memory (readable by this user only), and the worker answers
+with a small summary: the sweeping process copies each page once, and no pipe carries it. A step also reads the next step's
 full pages and hands them to the workers before it joins its own, so the workers do not wait
 at a step's end; the page that reaches the node's end is always read by the step that ends.
 """
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol
 
 import msgpack
@@ -118,9 +121,44 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
 
 def verify_packed_page(ledger: str, genesis: bytes, start: int, packed: bytes) -> PageSummary:
     """:func:`verify_page` of the rows ``msgpack.packb`` packed into ``packed``: what a pool's
-    worker is sent, one bytes object a page. Pickled, a list of 500 rows cost the sweeping
-    process some 0.4 us a record (pickle memoizes every object); packed, 0.04."""
+    worker is sent when its page does not fit a slot of shared memory (see :class:`PagePool`).
+    Pickled, a list of 500 rows cost the sweeping process some 0.4 us a record (pickle
+    memoizes every object); packed, 0.04."""
     return verify_page(ledger, genesis, start, msgpack.unpackb(packed))
+
+
+def verify_shared_page(ledger: str, genesis: bytes, start: int, shared: str, offset: int, length: int) -> PageSummary:
+    """:func:`verify_page` of the rows packed (``msgpack.packb``) into the ``length`` bytes at
+    ``offset`` of the pool's shared memory ``shared``: what a pool's worker is sent, a few dozen
+    bytes a page instead of the page itself through a pipe."""
+    with _buffer(_attached(shared))[offset : offset + length] as packed:
+        rows = msgpack.unpackb(packed)  # bytes objects of their own: the slot may be reused after this
+    return verify_page(ledger, genesis, start, rows)
+
+
+_SHARED_MAX = 4  # segments a worker keeps attached: a pool made anew after a failure has a new one
+_shared: dict[str, SharedMemory] = {}
+_shared_lock = threading.Lock()
+
+
+def _buffer(segment: SharedMemory) -> memoryview:
+    buffer = segment.buf
+    if buffer is None:
+        raise ValueError(f"shared memory {segment.name} is closed")
+    return buffer
+
+
+def _attached(name: str) -> SharedMemory:
+    """The pool's shared memory ``name``, attached once per worker."""
+    with _shared_lock:
+        segment = _shared.get(name)
+        if segment is None:
+            if len(_shared) >= _SHARED_MAX:
+                for old in _shared.values():
+                    old.close()
+                _shared.clear()
+            segment = _shared[name] = SharedMemory(name)
+        return segment
 
 
 # A worker's verifiers by the genesis record whose rules they hold: each page of a sweep brings
@@ -149,6 +187,7 @@ def _page_verifier(ledger: str, genesis: bytes) -> ChainVerifier:
 
 
 RETRY_SECONDS = 10.0
+SLOT_BYTES = 512 * 1024  # shared memory a page in flight (a 500-record page packs to ~180 KB)
 
 
 def _worker_pool(workers: int) -> Executor:
@@ -188,6 +227,14 @@ class PagePool:
         self._retry_at = 0.0
         self.failures = 0  # pages a worker failed to check (each checked in the caller instead)
         self.joined = 0  # pages whose worker's check the sweep took
+        # Pages reach the workers through shared memory, a slot a page in flight: through the
+        # executor's pipe, each page's bytes cost the sweeping process as much CPU as the rest of
+        # its part of the sweep (the pipe's 64 KiB at a time, a feeder thread's wake-ups). A page
+        # too large for a slot, or beyond the slots (several copies' read-ahead), goes inline.
+        self._slots = 2 * self.pages + workers  # a step's pages, the next step's, one more each
+        self._segment: SharedMemory | None = None
+        self._free_slots: list[int] = []
+        self._slots_lock = threading.Lock()
 
     def submit(self, ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> Future[PageSummary] | None:
         """The page's check on a worker, or None if no worker can take it now."""
@@ -196,10 +243,43 @@ class PagePool:
                 if time.monotonic() < self._retry_at:
                     return None
                 self._executor = self._make()
-            return self._executor.submit(verify_packed_page, ledger, genesis, start, msgpack.packb(rows))
+            packed = msgpack.packb(rows)
+            slot = self._slot(len(packed))
+            if slot is None:
+                return self._executor.submit(verify_packed_page, ledger, genesis, start, packed)
+            segment, offset = slot
+            size = len(packed)
+            _buffer(segment)[offset : offset + size] = packed
+            future = self._executor.submit(verify_shared_page, ledger, genesis, start, segment.name, offset, size)
+            # Free again once the worker has read it, or it never will: done, failed or cancelled
+            # before it ran (a future that runs cannot be cancelled).
+            future.add_done_callback(lambda _: self._free(segment, offset))
+            return future
         except (BrokenExecutor, RuntimeError) as e:
             self.broken(e)
             return None
+
+    def _slot(self, size: int) -> tuple[SharedMemory, int] | None:
+        """A free slot of shared memory for a page of ``size`` bytes: (the segment, its offset); None if none."""
+        if size > SLOT_BYTES:
+            return None
+        with self._slots_lock:
+            if self._segment is None:
+                try:
+                    self._segment = SharedMemory(create=True, size=self._slots * SLOT_BYTES)
+                except OSError as e:  # no /dev/shm, or full: every page goes inline
+                    log.warning("no shared memory for the sweep's pages (%s); they go through pipes", e)
+                    self._slots = 0
+                    return None
+                self._free_slots = [i * SLOT_BYTES for i in range(self._slots)]
+            if not self._free_slots:
+                return None
+            return self._segment, self._free_slots.pop()
+
+    def _free(self, segment: SharedMemory, offset: int) -> None:
+        with self._slots_lock:
+            if segment is self._segment:  # not one closed meanwhile
+                self._free_slots.append(offset)
 
     def result(self, future: Future[PageSummary] | None) -> PageSummary | None:
         """The worker's summary; None if it failed (the pool is then replaced)."""
@@ -225,6 +305,12 @@ class PagePool:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        with self._slots_lock:
+            segment, self._segment = self._segment, None
+            self._free_slots = []
+        if segment is not None:
+            segment.close()
+            segment.unlink()
 
 
 # A page of a step: its first height, its rows, and the check a worker runs of them (if any).

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from vledger.config.settings import Limits
@@ -20,6 +22,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, decode_record, link_of
 from vledger.node.store import ChainStore
 from vledger.node.work import meets_difficulty, solve
+from vledger.verifier import sweep as sweep_module
 from vledger.verifier.sweep import LedgerSweep, PagePool, SweepStep, verify_page
 
 LIMITS = Limits()
@@ -333,3 +336,48 @@ def test_a_worker_keeps_its_verifier_and_each_page_sets_its_head(chain: list[byt
     assert later.last_link == decode_record(chain[150], LIMITS).link
     assert (faulty.clean, faulty.count, faulty.last_link) == (False, 9, decode_record(chain[59], LIMITS).link)
     assert again.first_prev == decode_record(chain[50], LIMITS).link == earlier.last_link
+
+
+@pytest.mark.parametrize("slot_bytes", [0, 13_800, sweep_module.SLOT_BYTES], ids=["inline", "some fit", "shared"])
+def test_pages_inline_or_in_shared_memory_get_the_same_findings(
+    chain: list[bytes], slot_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page goes to its worker in a slot of shared memory when it fits one and one is free,
+    # inline otherwise (a 50-record page packs to 13.5-14 KB here: at 13,800 bytes the short ones
+    # fit). Two copies swept turn about share the pool: more pages in flight than its slots.
+    monkeypatch.setattr(sweep_module, "SLOT_BYTES", slot_bytes)
+    made: list[ProcessPoolExecutor] = []
+    pool = PagePool(2, pages=4, make=_processes(made))
+    copies = {"clean": Copy(chain), "tampered": Copy(TAMPERINGS["bad proof of work"][0](chain, 377))}
+    sweeps = {name: LedgerSweep("node-1", LEDGER, pool=pool) for name in copies}
+    steps: dict[str, list[SweepStep]] = {name: [] for name in copies}
+    try:
+        while any(not s or not (s[-1].complete or s[-1].finding) for s in steps.values()):
+            for name, sweep in sweeps.items():
+                if not steps[name] or not (steps[name][-1].complete or steps[name][-1].finding):
+                    steps[name].append(sweep.step(copies[name], PAGE))
+        assert steps["clean"][-1].complete and sum(s.verified for s in steps["clean"]) == RECORDS
+        finding = steps["tampered"][-1].finding
+        assert finding is not None and (finding.code, finding.height) == ("insufficient_work", 377)
+        assert pool.failures == 0 and pool.joined > 0
+        # The test looks inside: every slot is free again once no page is in flight, and the
+        # segment is removed with the pool.
+        _cancel_ahead(sweeps.values())
+        segment = pool._segment
+        assert segment is None or sorted(pool._free_slots) == [i * slot_bytes for i in range(pool._slots)]
+        assert (segment is not None) == (slot_bytes > 0)
+        sizes = {len(msgpack.packb(chain[start : start + PAGE])) for start in range(0, RECORDS, PAGE)}
+        assert slot_bytes != 13_800 or min(sizes) <= slot_bytes < max(sizes)
+    finally:
+        pool.close()
+    if segment is not None:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(segment.name)
+
+
+def _cancel_ahead(sweeps: Iterable[LedgerSweep]) -> None:
+    """Wait out the pages the sweeps read ahead (their workers' checks)."""
+    for sweep in sweeps:
+        for _, _, future in sweep._ahead:
+            if future is not None:
+                future.cancel() or future.exception()
