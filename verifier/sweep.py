@@ -15,9 +15,10 @@ answer. The sweep joins the pages in height order; a page that is not clean, doe
 whose worker failed is checked again in the calling process, one record at a time, so that a
 finding is the one a sequential sweep makes, code and height. A page reaches its worker packed
 into a slot of the pool's shared memory (readable by this user only), and the worker answers
-with a small summary: the sweeping process copies each page once, and no pipe carries it. A step also reads the next step's
-full pages and hands them to the workers before it joins its own, so the workers do not wait
-at a step's end; the page that reaches the node's end is always read by the step that ends.
+with a small summary: the sweeping process copies each page once, and no pipe carries it. A
+step also reads the next step's full pages and hands them to the workers before it joins its
+own, so the workers do not wait at a step's end; the page that reaches the node's end is
+always read by the step that ends.
 """
 
 from __future__ import annotations
