@@ -28,6 +28,8 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
 NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
     "catchup": replication.run_catch_up,  # figure 5b alone
     "ingest-desk": ingest.run_desk,  # figures 4c-4f alone
+    "sweep": verifier.run_sweep,  # figures 6a and 6a-1 alone
+    "verify-core": verify.run_core,  # figures 2a and 2b alone
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=sorted({*SECTIONS, *NARROW}),
-        help="run only this section (repeatable); catchup: figure 5b alone",
+        help="run only this section (repeatable); catchup: figure 5b alone; sweep: 6a and 6a-1; verify-core: 2a and 2b",
     )
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv

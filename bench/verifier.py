@@ -46,6 +46,7 @@ from .report import Ceiling, Figure, progress
 from .verify import _bare
 
 COMMAND = ".venv/bin/python -m bench --only verifier"
+SWEEP_COMMAND = ".venv/bin/python -m bench --only sweep"
 TARGET_SWEEP_RATIO = 0.5  # of the bare loop over the same pages, on as many cores (issue 15)
 TARGET_ALERT_S = 5.0
 RECORD_BYTES = 300  # about one stored record, as bench/verify.py hashes
@@ -222,11 +223,8 @@ def _alert_seconds(directory: Path, size: int, rounds: int) -> list[float]:
     return times
 
 
-def run(sizes: Sizes) -> list[Figure]:
-    sha_rate = _sha256_rate(sizes.hash_loop)
-    per_record = Ceiling(
-        "SHA-256 rate / 3", sha_rate / 3, "records/s", "hashlib.sha256 of 300 bytes in a loop, 3 per record"
-    )
+def _sweep_figures(sizes: Sizes, per_record: Ceiling, command: str) -> list[Figure]:
+    """Figures 6a and 6a-1: the sweep with its workers and alone, beside the bare loop."""
     cores = len(os.sched_getaffinity(0))
     with scratch_dir() as directory, ChainStore(directory, origin=ORIGIN) as store:
         open_ledger(store, 1)
@@ -250,6 +248,36 @@ def run(sizes: Sizes) -> list[Figure]:
         "msgpack.unpackb of each record of the same range pages, then sha256 of its content, of checksum+nonce, "
         "of its link fields",
     )
+    return [
+        Figure(
+            "6a", f"sweep of one copy, re-verified from genesis, {cores} worker processes", pooled, "records/s",
+            Ceiling(f"bare loop over the sweep's pages x {cores} cores", bare * cores, "records/s",
+                    "the 6a-1 bare loop times the usable cores"),
+            command, target=TARGET_SWEEP_RATIO * bare * cores,
+            also=(bare_loop,),
+            details={"records": sizes.verify_records, "pages per step": pool.pages, "page": PAGE,
+                     "of the 1-core bare loop": round(pooled / bare, 2)},
+        ),
+        Figure(
+            "6a-1", "sweep of one copy, re-verified from genesis, 1 core (no workers)", sweep, "records/s", bare_loop,
+            command, target=TARGET_SWEEP_RATIO * bare, also=(per_record,), details={"records": sizes.verify_records},
+        ),
+    ]  # fmt: skip
+
+
+def _per_record(sizes: Sizes) -> Ceiling:
+    sha_rate = _sha256_rate(sizes.hash_loop)
+    return Ceiling("SHA-256 rate / 3", sha_rate / 3, "records/s", "hashlib.sha256 of 300 bytes in a loop, 3 per record")
+
+
+def run_sweep(sizes: Sizes) -> list[Figure]:
+    """Only figures 6a and 6a-1 (``--only sweep``): no cluster, a minute instead of the section's several."""
+    return _sweep_figures(sizes, _per_record(sizes), SWEEP_COMMAND)
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    per_record = _per_record(sizes)
+    sweeps = _sweep_figures(sizes, per_record, COMMAND)
     records = _election_records(max(200, sizes.verify_records // 5))
     tally = max(_tally_rate(records) for _ in range(sizes.verify_repeats))
     progress(f"verifier: tally {tally:,.0f} records/s")
@@ -260,19 +288,7 @@ def run(sizes: Sizes) -> list[Figure]:
     bound = SETTINGS.sweep_interval_ms / 1000 + size / SETTINGS.sweep_rate
     pacing = Ceiling("verifier pacing", bound, "s", "sweep_interval_ms + copy size / sweep_rate: its designed bound")
     return [
-        Figure(
-            "6a", f"sweep of one copy, re-verified from genesis, {cores} worker processes", pooled, "records/s",
-            Ceiling(f"bare loop over the sweep's pages x {cores} cores", bare * cores, "records/s",
-                    "the 6a-1 bare loop times the usable cores"),
-            COMMAND, target=TARGET_SWEEP_RATIO * bare * cores,
-            also=(bare_loop,),
-            details={"records": sizes.verify_records, "pages per step": pool.pages, "page": PAGE,
-                     "of the 1-core bare loop": round(pooled / bare, 2)},
-        ),
-        Figure(
-            "6a-1", "sweep of one copy, re-verified from genesis, 1 core (no workers)", sweep, "records/s", bare_loop,
-            COMMAND, target=TARGET_SWEEP_RATIO * bare, also=(per_record,), details={"records": sizes.verify_records},
-        ),
+        *sweeps,
         Figure(
             "6b", f"tampered byte to alert, median of {len(alerts)} (copy of {size:,} records)",
             statistics.median(alerts), "s", pacing, COMMAND, higher_is_better=False, target=TARGET_ALERT_S,

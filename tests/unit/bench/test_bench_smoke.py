@@ -85,3 +85,21 @@ def test_quick_ingest_desk_writes_only_figures_4c_to_4f(tmp_path: Path) -> None:
     for key, figure in figures.items():
         assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
         assert figure["command"].endswith("--only ingest-desk"), key
+
+
+def test_quick_sweep_and_verify_core_write_only_figures_6a_and_2a_2b(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--only", "sweep", "--only", "verify-core"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = {f["key"]: f for f in json.loads((out / "latest.json").read_text())["figures"]}
+    assert set(figures) == {"2a", "2b", "6a", "6a-1"}
+    for key, figure in figures.items():
+        assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
+        only = "verify-core" if key.startswith("2") else "sweep"
+        assert figure["command"].endswith(f"--only {only}"), key
