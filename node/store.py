@@ -688,11 +688,44 @@ class ChainStore:
         staged: dict[tuple[str, int], Record],
     ) -> list[Receipt | Exception]:
         """Place each entry on its own (see :meth:`submit_entries`): its receipt, or the
-        exception that refused it; a bug fails its entry loudly, not the committer."""
+        exception that refused it; a bug fails its entry loudly, not the committer.
+
+        A round of puts is mostly each ledger's next record from a new request: those take
+        :meth:`_place`'s way here, with the clock and the accepted floor read once for the
+        round (its records are accepted at one moment, as they are made durable at one), and
+        without its calls per put. Anything else (a retry, a genesis, the admin ledger, a
+        ledger the rules have not read yet) goes through :meth:`_place` itself."""
         outcomes: list[Receipt | Exception] = []
+        origin, domain, ready = self.origin, self._domain, self._domain_ready
+        earlier, placed, max_bytes = requests.earlier, requests.placed, self.limits.max_content_bytes
+        least = -1  # the round's least accepted time (see _least_accepted); -1: not read yet
         for entry in entries:
+            content = entry.content
+            ledger = content.ledger
+            head = heads.get(ledger)
             try:
-                receipt, record = self._place(entry, heads, requests)
+                if (
+                    origin is None
+                    or head is None
+                    or ledger == ADMIN_LEDGER
+                    or content.kind == GENESIS_KIND
+                    or (domain is not None and ledger not in ready)
+                    or len(entry.content_bytes) > max_bytes
+                    or earlier(ledger, content.author, content.request_id) is not None
+                ):
+                    receipt, record = self._place(entry, heads, requests)
+                    least = -1  # an admin record placed raises the floor
+                else:
+                    rules = head.rules
+                    verify_entry(entry, rules)
+                    if least < 0:
+                        least = self._least_accepted()
+                    accepted = least if least > head.accepted else head.accepted
+                    record = entry.place(head.height + 1, head.link, accepted, origin)
+                    values = domain.check_and_apply(record, rules) if domain is not None else {}
+                    heads[ledger] = _Head(record.height, record.link, accepted, rules)
+                    self._latest_accepted = max(self._latest_accepted, accepted)
+                    receipt = Receipt.of(record, values=values)
             except VledgerError as e:
                 outcomes.append(e)
                 continue
@@ -701,8 +734,8 @@ class ChainStore:
                 outcomes.append(e)
                 continue
             if record is not None:
-                staged[(record.ledger, record.height)] = record
-                requests.placed(record)
+                staged[(ledger, record.height)] = record
+                placed(record)
             outcomes.append(receipt)
         return outcomes
 
@@ -746,11 +779,14 @@ class ChainStore:
 
     def _accepted(self, ledger: str, head_accepted: int) -> int:
         """The accepted time of the next record of ``ledger`` (see __init__ on the admin ledger)."""
-        accepted = max(self._clock(), head_accepted)
         if ledger == ADMIN_LEDGER:
-            return max(accepted, self._latest_accepted)
+            return max(self._clock(), head_accepted, self._latest_accepted)
+        return max(self._least_accepted(), head_accepted)
+
+    def _least_accepted(self) -> int:
+        """The least accepted time of a record placed now on a ledger other than the admin ledger."""
         floor = self._accepted_floor() if self._accepted_floor is not None else 0
-        return max(accepted, self._after_admin, floor)
+        return max(self._clock(), self._after_admin, floor)
 
     def _check_domain(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         if self._domain is None:
