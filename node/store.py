@@ -691,14 +691,16 @@ class ChainStore:
         exception that refused it; a bug fails its entry loudly, not the committer.
 
         A round of puts is mostly each ledger's next record from a new request: those take
-        :meth:`_place`'s way here, with the clock and the accepted floor read once for the
-        round (its records are accepted at one moment, as they are made durable at one), and
-        without its calls per put. Anything else (a retry, a genesis, the admin ledger, a
-        ledger the rules have not read yet) goes through :meth:`_place` itself."""
+        :meth:`_place`'s way here, with the clock read once for the round (its records are
+        accepted at one moment, as they are made durable at one), and without its calls per
+        put. The accepted floor is read for each record, just before its grants are (16.2).
+        Anything else (a retry, a genesis, the admin ledger, a ledger the rules have not read
+        yet) goes through :meth:`_place` itself."""
         outcomes: list[Receipt | Exception] = []
         origin, domain, ready = self.origin, self._domain, self._domain_ready
         earlier, placed, max_bytes = requests.earlier, requests.placed, self.limits.max_content_bytes
-        least = -1  # the round's least accepted time (see _least_accepted); -1: not read yet
+        floor = self._accepted_floor
+        now = -1  # the round's clock, and the floor an admin record placed here sets; -1: not read yet
         for entry in entries:
             content = entry.content
             ledger = content.ledger
@@ -714,13 +716,14 @@ class ChainStore:
                     or earlier(ledger, content.author, content.request_id) is not None
                 ):
                     receipt, record = self._place(entry, heads, requests)
-                    least = -1  # an admin record placed raises the floor
+                    now = -1  # an admin record placed raises _after_admin
                 else:
                     rules = head.rules
                     verify_entry(entry, rules)
-                    if least < 0:
-                        least = self._least_accepted()
-                    accepted = least if least > head.accepted else head.accepted
+                    if now < 0:
+                        now = max(self._clock(), self._after_admin)
+                    # _accepted's time for a ledger other than the admin ledger.
+                    accepted = max(now, head.accepted, floor() if floor is not None else 0)
                     record = entry.place(head.height + 1, head.link, accepted, origin)
                     values = domain.check_and_apply(record, rules) if domain is not None else {}
                     heads[ledger] = _Head(record.height, record.link, accepted, rules)
@@ -779,14 +782,11 @@ class ChainStore:
 
     def _accepted(self, ledger: str, head_accepted: int) -> int:
         """The accepted time of the next record of ``ledger`` (see __init__ on the admin ledger)."""
+        accepted = max(self._clock(), head_accepted)
         if ledger == ADMIN_LEDGER:
-            return max(self._clock(), head_accepted, self._latest_accepted)
-        return max(self._least_accepted(), head_accepted)
-
-    def _least_accepted(self) -> int:
-        """The least accepted time of a record placed now on a ledger other than the admin ledger."""
+            return max(accepted, self._latest_accepted)
         floor = self._accepted_floor() if self._accepted_floor is not None else 0
-        return max(self._clock(), self._after_admin, floor)
+        return max(accepted, self._after_admin, floor)
 
     def _check_domain(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         if self._domain is None:

@@ -424,9 +424,10 @@ def test_a_run_of_entries_places_each_on_its_own_under_one_future(open_store: Op
     verify_stored(store)
 
 
-def test_a_run_of_entries_is_accepted_at_one_time_read_once(open_store: OpenStore, kit: Any) -> None:
-    """A round's records are accepted at one moment: the clock (1 ms a call here) and the
-    accepted floor are read once for the run, not once an entry; the next run reads them again."""
+def test_a_run_of_entries_is_accepted_at_one_clock_reading(open_store: OpenStore, kit: Any) -> None:
+    """A round's records are accepted at one moment: the clock (1 ms a call here) is read
+    once for the run, the next run reads it again; the accepted floor (16.2) is read for each
+    record, just before its grants are."""
     floor_reads: list[int] = []
     store = open_store(accepted_floor=lambda: floor_reads.append(1) or 0)
     store.create_ledger(kit.genesis_entry(0))
@@ -436,7 +437,7 @@ def test_a_run_of_entries_is_accepted_at_one_time_read_once(open_store: OpenStor
     accepted = [r.accepted for r in store.range(LEDGER, 1)]
     assert len(set(accepted[:4])) == 1 and len(set(accepted[4:])) == 1
     assert accepted[4] > accepted[0]
-    assert len(floor_reads) == 2
+    assert len(floor_reads) == 7
     verify_stored(store)
 
 
