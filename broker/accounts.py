@@ -551,8 +551,9 @@ class AccountCache:
 
     @property
     def snapshot(self) -> AccountsSnapshot:
-        with self._changed:
-            return self._snapshot
+        """The accounts as last loaded: a new object at each load, never one changed in place,
+        so reading the one reference needs no lock (an ingest node reads it at every request)."""
+        return self._snapshot
 
     @property
     def version(self) -> int:

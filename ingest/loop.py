@@ -38,6 +38,10 @@ READ_BATCH = 1024  # messages read per round, so that finished replies go out in
 # Plain ints: OR-ing zmq's flag enums for every message would cost as much as a send.
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+# pyzmq's compiled send, without the Python wrapper of zmq.Socket.send (which only adds the
+# DRAFT routing_id and group arguments, unused here): a reply costs two sends, and the wrapper
+# took twice as long as the send itself (1.05 against 0.37 us a call).
+_send = zmq.backend.Socket.send
 
 
 class Waiting(Protocol):
@@ -191,8 +195,8 @@ class RequestLoop:
 
     def _send(self, identity: bytes, reply: bytes) -> None:
         try:
-            self.socket.send(identity, _SNDMORE_NOBLOCK)
-            self.socket.send(reply, _NOBLOCK)
+            _send(self.socket, identity, _SNDMORE_NOBLOCK)
+            _send(self.socket, reply, _NOBLOCK)
         except zmq.ZMQError as e:  # the client is gone: nothing to answer
             log.debug("reply not sent: %s", e)
 

@@ -289,11 +289,11 @@ class OutboxProcess(Outbox):
 
     def committed(self, records: list[Record], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
         """Note a group's durable heights per ledger (the store's ``on_commit``): quick, never raises."""
-        spans: dict[str, tuple[int, int]] = {}
-        for record in records:
-            span = spans.get(record.ledger)
-            spans[record.ledger] = (span[0] if span is not None else record.height, record.height)
-        self._spans.append(spans)
+        # Each ledger's records come in height order: its first and its last height, each
+        # found by a comprehension (this runs on the committer, once a put).
+        last = {record.content.ledger: record.height for record in records}
+        first = {record.content.ledger: record.height for record in reversed(records)}
+        self._spans.append({ledger: (first[ledger], height) for ledger, height in last.items()})
         self._wake.set()
 
     def start(self) -> OutboxProcess:

@@ -263,16 +263,25 @@ class _Round:
     future: Future[list[Receipt | Exception]] = field(default_factory=Future)
 
 
-def _receipt_of(index: int, outcomes: list[Receipt | Exception]) -> Receipt:
-    """Put ``index``'s receipt among a round's outcomes; raises what refused it."""
-    outcome = outcomes[index]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+class _InRound:
+    """Put ``index`` of a round: its receipt among the round's outcomes. One small object a
+    put, called once (two partials and a wrapper function cost a put twice as much)."""
 
+    __slots__ = ("index",)
 
-def _receipt_reply(receipt_of: Callable[[Any], Receipt], outcome: Any) -> dict[str, Any]:
-    return receipt_map(receipt_of(outcome))
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, outcomes: list[Receipt | Exception]) -> Receipt:
+        """The put's receipt; raises what refused it."""
+        outcome = outcomes[self.index]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def reply(self, outcomes: list[Receipt | Exception]) -> dict[str, Any]:
+        """The put's reply result (:func:`receipt_map`); raises what refused it."""
+        return receipt_map(self(outcomes))
 
 
 def _replicated_map(outcome: tuple[Receipt, list[str]]) -> dict[str, Any]:
@@ -548,15 +557,17 @@ class IngestService:
         if wake:
             durable: Future[Any] = self.store.submit_entry(entry, wake=True)
             receipt_of: Callable[[Any], Receipt] = _as_receipt
+            reply_of: Callable[[Any], object] = receipt_map
         else:  # only the loop's thread queues here (and flush takes the round)
             queued = self._round
             if queued is None:
                 queued = self._round = _Round()
-            receipt_of = partial(_receipt_of, len(queued.entries))
+            receipt_of = in_round = _InRound(len(queued.entries))
+            reply_of = in_round.reply
             queued.entries.append(entry)
             durable = queued.future
         if replicas == 0 or watch is None:
-            return Later(durable, partial(_receipt_reply, receipt_of))
+            return Later(durable, reply_of)
         timeout_ms = self.config.replication.write_timeout_ms
         replicated: Future[tuple[Receipt, list[str]]] = Future()
 

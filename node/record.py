@@ -307,7 +307,7 @@ class Record:
         return Entry(self.content, self.content_bytes, self.checksum, self.nonce)
 
     def encode(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
+        return canonical.pack(
             {
                 "accepted": self.accepted,
                 "checksum": self.checksum,
@@ -318,7 +318,6 @@ class Record:
                 "origin": self.origin,
                 "prev": self.prev,
             },
-            use_bin_type=True,
         )
 
 

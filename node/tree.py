@@ -112,6 +112,36 @@ class Frontier:
         self._size += 1
         return done
 
+    def grow(self, leaves: Sequence[bytes], min_level: int = 0) -> list[tuple[int, int, bytes]]:
+        """Add the leaves whose hashes are ``leaves``, in order; return the subtrees they
+        completed at ``min_level`` and above, in the order :meth:`append` gives them.
+
+        One call for a group commit's leaves of a ledger: no list per leaf, and no tuple for
+        the levels below ``min_level``, which a store does not keep. Raises ProofError, before
+        adding any, for a leaf that is not a 32-byte hash or more leaves than the tree takes.
+        """
+        _check_hashes(leaves, "leaf hash")
+        if len(leaves) > MAX_TREE_SIZE - self._size:
+            raise ProofError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
+        done: list[tuple[int, int, bytes]] = []
+        hashes = self._hashes
+        size = self._size
+        sha256 = hashlib.sha256
+        for leaf in leaves:
+            if min_level <= 0:
+                done.append((0, size, leaf))
+            node, index, level = leaf, size, 0
+            while index & 1:
+                node = sha256(b"\x01" + hashes.pop() + node).digest()  # node_hash, inlined
+                index >>= 1
+                level += 1
+                if level >= min_level:
+                    done.append((level, index, node))
+            hashes.append(node)
+            size += 1
+        self._size = size
+        return done
+
     @classmethod
     def of_leaves(cls, leaves: Sequence[bytes]) -> Frontier:
         """The frontier of the tree whose leaf hashes are ``leaves``, built a level at a time

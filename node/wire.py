@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from .canonical import pack
 from .errors import BadRequestError, MessageTooLargeError, VledgerError
 
 PROTOCOL_VERSION = 1
@@ -153,12 +154,12 @@ def _is_command(cmd: str) -> bool:
 
 
 def encode_request(request_id: RequestId, cmd: str, args: dict[str, Any] | None = None) -> bytes:
-    return msgpack.packb({"id": request_id, "cmd": cmd, "args": args or {}}, use_bin_type=True)  # type: ignore[no-any-return]
+    return pack({"id": request_id, "cmd": cmd, "args": args or {}})
 
 
 def reply_ok(request_id: RequestId, result: object) -> bytes:
-    return msgpack.packb({"id": request_id, "ok": True, "result": result}, use_bin_type=True)  # type: ignore[no-any-return]
+    return pack({"id": request_id, "ok": True, "result": result})
 
 
 def reply_error(request_id: RequestId, error: VledgerError) -> bytes:
-    return msgpack.packb({"id": request_id, "ok": False, "error": error.to_wire()}, use_bin_type=True)  # type: ignore[no-any-return]
+    return pack({"id": request_id, "ok": False, "error": error.to_wire()})

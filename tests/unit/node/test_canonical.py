@@ -330,3 +330,11 @@ def test_a_flipped_bit_gives_an_error_or_another_canonical_value(value: Any, dat
     except MalformedRecordError:
         return
     assert canonical.encode(decoded) == bytes(mutated) != encoded
+
+
+@given(values(), st.sampled_from(["\udc80", 1.5j, object()]))
+def test_pack_gives_packbs_bytes_also_after_a_refused_value(value: Any, unpackable: Any) -> None:
+    # pack() reuses one Packer per thread: a value it refused half-way must leave nothing behind.
+    with pytest.raises((TypeError, UnicodeEncodeError)):
+        canonical.pack([value, unpackable])
+    assert canonical.pack(value) == msgpack.packb(value, use_bin_type=True)

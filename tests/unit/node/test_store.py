@@ -424,6 +424,23 @@ def test_a_run_of_entries_places_each_on_its_own_under_one_future(open_store: Op
     verify_stored(store)
 
 
+def test_a_run_of_entries_is_accepted_at_one_clock_reading(open_store: OpenStore, kit: Any) -> None:
+    """A round's records are accepted at one moment: the clock (1 ms a call here) is read
+    once for the run, the next run reads it again; the accepted floor (16.2) is read for each
+    record, just before its grants are."""
+    floor_reads: list[int] = []
+    store = open_store(accepted_floor=lambda: floor_reads.append(1) or 0)
+    store.create_ledger(kit.genesis_entry(0))
+    floor_reads.clear()
+    for run in ((1, 2, 3, 4), (5, 6, 7)):
+        assert all(isinstance(r, Receipt) for r in store.submit_entries([kit.entry(i) for i in run]).result(DEADLINE))
+    accepted = [r.accepted for r in store.range(LEDGER, 1)]
+    assert len(set(accepted[:4])) == 1 and len(set(accepted[4:])) == 1
+    assert accepted[4] > accepted[0]
+    assert len(floor_reads) == 7
+    verify_stored(store)
+
+
 def test_a_run_of_entries_is_one_group_and_counts_as_its_entries(open_store: OpenStore, kit: Any) -> None:
     """A run is never split between groups; beside it, group_commit_max counts its entries."""
     committed: list[int] = []

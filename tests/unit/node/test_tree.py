@@ -87,6 +87,32 @@ def test_frontier_append_returns_each_completed_subtree() -> None:
     assert sorted(seen) == sorted((lv, i, h) for lv, hashes in enumerate(NODES) for i, h in enumerate(hashes))
 
 
+@settings(max_examples=100)
+@given(st.integers(0, 40), st.lists(st.integers(0, 12), max_size=6), st.integers(0, 5))
+def test_frontier_grow_is_append_leaf_by_leaf_from_min_level(start: int, runs: list[int], min_level: int) -> None:
+    # A group commit grows a ledger's frontier by runs of leaves: the same frontier, and the
+    # same subtrees from min_level up, as appending each leaf in turn.
+    leaves = [hashlib.sha256(n.to_bytes(4, "big")).digest() for n in range(start + sum(runs))]
+    one_by_one, by_runs = tree.Frontier(), tree.Frontier()
+    for leaf in leaves[:start]:
+        one_by_one.append(leaf)
+        by_runs.append(leaf)
+    at = start
+    for run in runs:
+        expected = [done for leaf in leaves[at : at + run] for done in one_by_one.append(leaf) if done[0] >= min_level]
+        assert by_runs.grow(leaves[at : at + run], min_level) == expected
+        assert by_runs.encode() == one_by_one.encode()
+        at += run
+
+
+def test_frontier_grow_refuses_a_bad_leaf_before_adding_any() -> None:
+    frontier = tree.Frontier()
+    frontier.append(tree.leaf_hash(b"a"))
+    with pytest.raises(ProofError, match="leaf hash 1"):
+        frontier.grow([tree.leaf_hash(b"b"), b"short"])
+    assert frontier.size == 1
+
+
 @pytest.mark.parametrize("probe", VECTORS["inclusion"], ids=lambda p: p["file"].removeprefix("testdata/"))
 def test_inclusion_vectors(probe: dict[str, Any]) -> None:
     args = (_hex(probe, "leafHash"), probe["leafIdx"], probe["treeSize"], _proof(probe), _hex(probe, "root"))
