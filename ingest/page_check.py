@@ -72,8 +72,11 @@ class PageChecker:
     """A worker process that checks pages for one follower, in the order they are handed over.
 
     ``submit`` hands a page over and returns at once; ``result`` gives the answers in the same
-    order. One thread (the follower's) uses it. Raises nothing once started: a worker that
-    cannot be reached makes :attr:`broken` true and every later answer empty.
+    order. Once :meth:`ready`, pages may be submitted on one thread (the follower's fetch
+    thread) while answers are taken on another (the follower's): the pipe's two directions
+    are apart and the pages waiting are a deque (append and popleft are atomic); everything
+    else is one thread's. Raises nothing once started: a worker that cannot be reached makes
+    :attr:`broken` true and every later answer empty.
     """
 
     def __init__(self) -> None:
