@@ -763,8 +763,7 @@ class Follower:
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
-            while frontier.size < size:
-                frontier.append(state.leaves[frontier.size - base])
+            frontier.append_all(state.leaves[frontier.size - base : size - base])
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
