@@ -66,7 +66,7 @@ class ReplicationSettings:
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     # true: a follower on more than one core checks the next catch-up page in a worker process
-    # (ingest/page_check.py, started at its first catch-up page, off the follower's thread) while
+    # (ingest/page_check.py, started with the replica, off the follower's thread) while
     # it takes one. On a quiet 2-core machine it is faster (`bench --only catchup`, 2 interleaved
     # pairs: best runs 38.8k/36.6k rec/s on, 31.7k/30.4k off). test_relays' failures with it on
     # were a process start that held the follower's thread (fixed) and a home outbox bug that

@@ -146,3 +146,18 @@ def test_a_checker_closed_while_its_worker_starts_stops_it(chain: list[Record]) 
     go.set()
     checker.close()  # waits for the start under way, then stops the process it started
     assert checker.pid is not None and checker._process is not None and not checker._process.is_alive()
+
+
+def test_begin_starts_the_worker_without_waiting_for_it(chain: list[Record]) -> None:
+    go = threading.Event()
+    checker = HeldStart(go)
+    try:
+        checker.begin()  # a replica at its start: returns at once, the worker starts meanwhile
+        assert checker._starting is not None and checker._starting.is_alive() and checker.pid is None
+        go.set()
+        assert checker.ready(timeout=60) and checker.pid is not None
+        checker.begin()  # started already: nothing more
+        checker.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
+        assert checker.result().leaves == [leaf_hash(chain[1].encode())]
+    finally:
+        checker.close()
