@@ -763,7 +763,8 @@ class Follower:
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
-            frontier.append_all(state.leaves[frontier.size - base : size - base])
+            while frontier.size < size:
+                frontier.append(state.leaves[frontier.size - base])
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in

@@ -579,15 +579,17 @@ class ChainStore:
 
         Grows copies, so a group that fails to commit leaves the frontiers as they were.
         """
-        leaves: dict[str, list[bytes]] = {}  # each ledger's, in order: grown a run at a time
-        for record, data, leaf in records:
-            leaves.setdefault(record.ledger, []).append(leaf if leaf is not None else leaf_hash(data))
         grown: dict[str, Frontier] = {}
         rows: list[tuple[Any, ...]] = []
-        for ledger, run in leaves.items():
-            held = self._frontiers.get(ledger)
-            frontier = grown[ledger] = held.copy() if held is not None else Frontier()
-            rows.extend((ledger, level, index, node) for level, index, node in frontier.append_run(run, STORED_LEVEL))
+        for record, data, leaf in records:
+            ledger = record.ledger
+            frontier = grown.get(ledger)
+            if frontier is None:
+                held = self._frontiers.get(ledger)
+                frontier = grown[ledger] = held.copy() if held is not None else Frontier()
+            for level, index, node in frontier.append(leaf if leaf is not None else leaf_hash(data)):
+                if level >= STORED_LEVEL:
+                    rows.append((ledger, level, index, node))
         return grown, rows
 
     def _commit(self, batch: list[_Job], appends: int) -> None:

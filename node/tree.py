@@ -112,36 +112,6 @@ class Frontier:
         self._size += 1
         return done
 
-    def append_run(self, leaves: Sequence[bytes], lowest: int = 0) -> list[tuple[int, int, bytes]]:
-        """Add the leaves whose hashes are ``leaves``, in order: what :meth:`append` of each
-        does, in one loop (a run of a catch-up or a group commit at a time). Returns the
-        subtrees they completed at ``lowest`` level and above, as ``(level, index, hash)``.
-
-        Raises ProofError, with nothing added, when a leaf is not a 32-byte hash or the tree
-        would pass MAX_TREE_SIZE leaves."""
-        _check_hashes(leaves, "leaf hash")
-        size = self._size
-        if size + len(leaves) > MAX_TREE_SIZE:
-            raise ProofError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
-        done: list[tuple[int, int, bytes]] = []
-        hashes = self._hashes
-        pop, push, sha256 = hashes.pop, hashes.append, hashlib.sha256
-        for leaf in leaves:
-            index, node, level = size, leaf, 0
-            if lowest <= 0:
-                done.append((0, index, leaf))
-            while index & 1:
-                # node_hash, inlined: this loop is a catch-up's tree upkeep, twice per record.
-                node = sha256(b"\x01" + pop() + node).digest()
-                index >>= 1
-                level += 1
-                if level >= lowest:
-                    done.append((level, index, node))
-            push(node)
-            size += 1
-        self._size = size
-        return done
-
     @classmethod
     def of_leaves(cls, leaves: Sequence[bytes]) -> Frontier:
         """The frontier of the tree whose leaf hashes are ``leaves``, built a level at a time

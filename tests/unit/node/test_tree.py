@@ -87,27 +87,6 @@ def test_frontier_append_returns_each_completed_subtree() -> None:
     assert sorted(seen) == sorted((lv, i, h) for lv, hashes in enumerate(NODES) for i, h in enumerate(hashes))
 
 
-@settings(max_examples=60)
-@given(st.integers(0, 70), st.integers(0, 70), st.integers(0, 8))
-def test_frontier_append_run_is_append_of_each_leaf(before: int, count: int, lowest: int) -> None:
-    leaves = [tree.leaf_hash(b"leaf %d" % i) for i in range(before + count)]
-    appended, extended = tree.Frontier(), tree.Frontier()
-    for leaf in leaves[:before]:
-        appended.append(leaf)
-        extended.append(leaf)
-    seen = [node for leaf in leaves[before:] for node in appended.append(leaf) if node[0] >= lowest]
-    assert extended.append_run(leaves[before:], lowest) == seen
-    assert extended.encode() == appended.encode() and extended.root() == appended.root()
-
-
-def test_frontier_append_run_refuses_a_bad_leaf_and_adds_nothing() -> None:
-    frontier = tree.Frontier()
-    frontier.append(tree.leaf_hash(b"a"))
-    with pytest.raises(ProofError):
-        frontier.append_run([tree.leaf_hash(b"b"), b"short"])
-    assert frontier.size == 1 and frontier.root() == tree.leaf_hash(b"a")
-
-
 @pytest.mark.parametrize("probe", VECTORS["inclusion"], ids=lambda p: p["file"].removeprefix("testdata/"))
 def test_inclusion_vectors(probe: dict[str, Any]) -> None:
     args = (_hex(probe, "leafHash"), probe["leafIdx"], probe["treeSize"], _proof(probe), _hex(probe, "root"))
