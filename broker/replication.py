@@ -100,6 +100,7 @@ local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
 local first = tonumber(ARGV[1])
+local bottom = nil
 for i = 5, #ARGV do
   local height = first + i - 5
   if height <= last then
@@ -110,6 +111,12 @@ for i = 5, #ARGV do
       for j = 1, #fields, 2 do
         if fields[j] == 'record' then same = fields[j + 1] == ARGV[i] end
       end
+    else
+      -- Trimmed from the stream's front (MAXLEN): nothing there disagrees with the caller.
+      if bottom == nil then
+        bottom = tonumber(string.match(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1], '^(%d+)'))
+      end
+      same = height < bottom
     end
     if not same then return {last, height} end
   else

@@ -66,11 +66,12 @@ class ReplicationSettings:
     outbox_interval_ms: int = 5
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     # true: a follower on more than one core checks the next catch-up page in a worker process
-    # (ingest/page_check.py, started at its first catch-up page) while it takes one. On a quiet
-    # 2-core machine it is faster (`bench --only catchup`, 2 interleaved pairs: best runs
-    # 38.8k/36.6k rec/s on, 31.7k/30.4k off). Still off by default: with it on,
-    # tests/integration/replication/test_relays.py's one-hop test failed 3 runs of 8 (the home's
-    # stream did not reach the last put within 30 s; 5 of 5 passed with it off), not explained yet.
+    # (ingest/page_check.py, started with the replica, off the follower's thread) while it takes
+    # one. On a quiet 2-core machine it was faster (`bench --only catchup`, 2 interleaved pairs:
+    # best runs 38.8k/36.6k rec/s on, 31.7k/30.4k off); on a loaded one it is not (it needs the
+    # idle core: 8 interleaved rounds at load 9-23, no gain, the last two main 16.4k/20.8k vs
+    # on 13.9k/15.6k). Off until a quiet A/B says on. test_relays' failures with it on were a
+    # process start that held the follower's thread and a home outbox bug (both fixed).
     catch_up_checker: bool = False
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16

@@ -292,15 +292,17 @@ class Follower:
     def _catch_up(self, ledger: str, stop: int) -> bool:
         state = self._state(ledger)
         for source in self.sources:
-            # Pages fetched ahead, each with whether the checker has it: with a checker, the page
-            # after the one being taken is fetched and checked in its process meanwhile.
-            ahead: collections.deque[tuple[Page, bool]] = collections.deque()
+            # With a checker, the page after the one being taken is fetched on the fetch thread and
+            # handed to the checker's process there, meanwhile: each with whether the checker has
+            # it, None if the source could not serve it (it is asked again when it is its turn).
+            ahead: collections.deque[Future[tuple[Page, bool] | None]] = collections.deque()
             # Without one, the page after it is fetched on the fetch thread meanwhile.
             following: _Following | None = None
             try:
                 while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
                     with _cyclic_gc_paused():  # see _cyclic_gc_paused
-                        if not ahead:
+                        taken = ahead.popleft().result() if ahead else None
+                        if taken is None:
                             try:
                                 page = self._fetch(source, ledger, start, stop, following)
                             except (VledgerError, OSError) as e:
@@ -308,8 +310,8 @@ class Follower:
                                 break
                             finally:
                                 following = None
-                            ahead.append((page, False))
-                        page, handed = ahead.popleft()
+                            taken = (page, False)
+                        page, handed = taken
                         if not handed and page.rows and page.rows[0][0] == start:
                             handed = self._hand_over(ledger, page, self._start_of(ledger, start))
                         if handed:
@@ -331,7 +333,7 @@ class Follower:
             finally:
                 if following is not None:  # the source is never asked twice at once, nor left asked
                     following.drop()
-            self._discard(ahead)
+                self._discard(ahead)
             self._settle(ledger)  # stored (or failed, then asked again) before the next source
             if self._head(ledger) + 1 >= stop:
                 return True
@@ -390,30 +392,46 @@ class Follower:
         return True
 
     def _fetch_ahead(
-        self, ledger: str, source: Source, page: Page, stop: int, ahead: collections.deque[tuple[Page, bool]]
+        self,
+        ledger: str,
+        source: Source,
+        page: Page,
+        stop: int,
+        ahead: collections.deque[Future[tuple[Page, bool] | None]],
     ) -> None:
-        """``page`` is with the checker: fetch the page after it and hand it over too, so that
-        the checker's process works on it while this one is taken. A source that cannot serve
-        it is asked again (and its failure told) when it is that page's turn."""
+        """``page`` is with the checker: fetch the page after it on the fetch thread and hand it
+        over there too, so that Redis or the node answers and the checker's process works on it
+        while this thread takes ``page`` (fetched here, the answer's wait and its parsing cost
+        this thread a sixth of its time)."""
         if ahead:
             return
         after = page.rows[-1][0] + 1
         if page.rows[0][0] + len(page.rows) != after or after >= stop:
             return  # not a run of heights, or the last one needed
-        try:
-            following = source.fetch(ledger, after, min(self.batch, stop - after))
-        except (VledgerError, OSError):
-            return
-        if following.rows and following.rows[0][0] == after:
-            ahead.append((following, self._hand_over(ledger, following, None, after=True)))
+        if self._fetcher is None:
+            self._fetcher = ThreadPoolExecutor(1, thread_name_prefix=f"fetch:{self.name}")
+        ahead.append(self._fetcher.submit(self._fetch_handed, ledger, source, after, min(self.batch, stop - after)))
 
-    def _discard(self, ahead: collections.deque[tuple[Page, bool]]) -> None:
-        """Forget the pages fetched ahead, and the checker's answers for them."""
-        handed = sum(1 for _, was_handed in ahead if was_handed)
-        ahead.clear()
-        for _ in range(handed):
-            assert self.checker is not None
-            self.checker.result()
+    def _fetch_handed(self, ledger: str, source: Source, start: int, count: int) -> tuple[Page, bool] | None:
+        """On the fetch thread: the page at ``start`` and whether the checker has it (handed over
+        after the page before, which it got first); None if the source cannot serve it (it is
+        asked again, and its failure told, when it is that page's turn)."""
+        try:
+            page = source.fetch(ledger, start, count)
+        except (VledgerError, OSError):
+            return None
+        if not page.rows or page.rows[0][0] != start:
+            return None
+        return page, self._hand_over(ledger, page, None, after=True)
+
+    def _discard(self, ahead: collections.deque[Future[tuple[Page, bool] | None]]) -> None:
+        """Forget the pages fetched ahead (once their fetch is over: the source is free again),
+        and the checker's answers for them."""
+        while ahead:
+            taken = ahead.popleft().result()
+            if taken is not None and taken[1]:
+                assert self.checker is not None
+                self.checker.result()
 
     # --- the live feed ------------------------------------------------------------------
 

@@ -20,7 +20,10 @@ What the worker's word is worth, and what the follower still checks itself:
   decision to store goes the follower's own way, as without a checker: a bad row is named
   and refused exactly as before. A checker that fails (its process gone) is dropped, with a
   warning, and the follower checks everything itself. Until the worker has started (it
-  says :data:`READY`), the follower does not wait for it: it checks the pages itself.
+  says :data:`READY`), the follower does not wait for it: it checks the pages itself. Nor
+  does it wait for the process to be started: that runs on a thread of the checker's (a
+  second on a loaded machine, the first time, with the forkserver), so the follower's
+  thread, which also takes the live feed, never stands still for it.
 
 Nothing here touches the store; the follower (vledger.ingest.follow) drives it.
 """
@@ -32,6 +35,8 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import threading
+import time
 from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -67,50 +72,78 @@ class PageChecker:
     """A worker process that checks pages for one follower, in the order they are handed over.
 
     ``submit`` hands a page over and returns at once; ``result`` gives the answers in the same
-    order. One thread (the follower's) uses it. Raises nothing once started: a worker that
-    cannot be reached makes :attr:`broken` true and every later answer empty.
+    order. Once :meth:`ready`, pages may be submitted on one thread (the follower's fetch
+    thread) while answers are taken on another (the follower's): the pipe's two directions
+    are apart and the pages waiting are a deque (append and popleft are atomic); everything
+    else is one thread's. Raises nothing once started: a worker that cannot be reached makes
+    :attr:`broken` true and every later answer empty.
     """
 
     def __init__(self) -> None:
-        # Started at the first catch-up page (ready or submit), not with the follower: a follower
-        # that never falls behind never pays for a process, and a cluster's start-up stays short.
+        # Started by begin (a replica, at its start), else at the first catch-up page (ready or
+        # submit): not by making one, so that a follower that never catches up needs no process.
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
+        # The process is started on a thread of its own: starting it (and, the first time, the
+        # forkserver, which imports the checks) takes a second of a loaded machine, and the
+        # follower's thread, which also takes the live feed, must not stand still that long.
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
         self._waiting: collections.deque[int] = collections.deque()  # rows of each page handed over
         self.broken = False
         self._ready = False
         self.passed = 0  # rows it passed, all pages together (what the follower was spared)
 
-    def _start(self) -> multiprocessing.connection.Connection | None:
-        """The pipe to the worker, which is started on the first call (None once broken)."""
-        if self._conn is None and not self.broken:
-            # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
-            try:
-                process.start()
-            except OSError as e:
-                ours.close()
-                self._fail(e)
+    def begin(self) -> None:
+        """Start the worker now, on the checker's own thread, and return at once: a catch-up
+        that starts before the worker is ready checks its pages itself (a loaded machine takes
+        seconds to start one: it missed most of a 20,000-record catch-up)."""
+        self._start(timeout=0.0)
+
+    def _start(self, timeout: float | None = None) -> multiprocessing.connection.Connection | None:
+        """The pipe to the worker, whose start is begun on the first call; None while it is
+        still starting after ``timeout`` seconds (None: waits until it has), or once broken."""
+        if self._starting is None and not self.broken:
+            self._starting = threading.Thread(target=self._launch, name="page-check-start", daemon=True)
+            self._starting.start()
+        if self._starting is not None and self._conn is None and not self.broken:
+            self._starting.join(timeout)
+            if self._starting.is_alive():
                 return None
-            finally:
-                theirs.close()
-            self._conn, self._process = ours, process
-            log.info("catch-up pages are checked ahead in process %s", process.pid)
+            if self._start_error is not None:  # read only once the starting thread is over
+                self._fail(self._start_error)
         return None if self.broken else self._conn
+
+    def _launch(self) -> None:
+        """On the starting thread: start the worker's process (what ``_start`` waits for)."""
+        # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
+        try:
+            process.start()
+        except OSError as e:
+            ours.close()
+            self._start_error = e
+            return
+        finally:
+            theirs.close()
+        log.info("catch-up pages are checked ahead in process %s", process.pid)
+        self._process = process
+        self._conn = ours  # last: _start reads the others once the thread is over
 
     @property
     def pid(self) -> int | None:
-        """The worker's process id; None before the first catch-up page."""
+        """The worker's process id; None until it is started (:meth:`begin`, or the first catch-up page)."""
         return self._process.pid if self._process is not None else None
 
     def ready(self, timeout: float = 0.0) -> bool:
         """Whether the worker has started, waiting up to ``timeout`` seconds for it to say so."""
-        if not self._ready and not self.broken and (conn := self._start()) is not None:
+        deadline = time.monotonic() + timeout
+        if not self._ready and not self.broken and (conn := self._start(timeout)) is not None:
             try:
-                if conn.poll(timeout):
+                if conn.poll(max(0.0, deadline - time.monotonic())):
                     self._take_ready()
             except (OSError, EOFError) as e:
                 self._fail(e)
@@ -168,6 +201,8 @@ class PageChecker:
     def close(self) -> None:
         """Stop the worker (terminated if it does not stop in ``STOP_WAIT`` seconds); one never
         started stays so (later calls find it broken)."""
+        if self._starting is not None:
+            self._starting.join(STOP_WAIT)  # a start under way ends first: its process is stopped below
         if self._conn is None or self._process is None:
             self.broken = True
             return

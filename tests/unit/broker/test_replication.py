@@ -145,6 +145,22 @@ def test_append_after_a_trim_or_a_lost_tail(repl: ReplicationLedger) -> None:
     assert repl.append(LEDGER, HOME, 0, [b"r"] * 12) == 11
 
 
+def test_heights_trimmed_from_the_stream_are_no_conflict(repl: ReplicationLedger) -> None:
+    """An outbox behind a heartbeat's fill from the store appends runs the stream has already
+    trimmed (MAXLEN): nothing is held there to disagree with, so nothing is rewound. (It was
+    taken for a foreign entry: the home rewound the whole stream and stalled on an empty one
+    whose last id was above it; test_relays' one-hop test, stream_max_len = 100.)"""
+    repl.append(LEDGER, HOME, 0, [b"r%d" % h for h in range(10)])
+    repl.client.xtrim(repl.stream_key(LEDGER), maxlen=3, approximate=False)
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2", b"r3"]) == (9, None)
+    assert repl.append_checked(LEDGER, HOME, 5, [b"r5", b"r6", b"r7", b"r8", b"r9", b"r10"]) == (10, None)
+    # A held entry is still compared, and one missing inside what the stream holds is no trim.
+    assert repl.append_checked(LEDGER, HOME, 6, [b"r6", b"r7", b"forged"]) == (10, 8)
+    repl.client.xdel(repl.stream_key(LEDGER), "9-1")
+    assert repl.append_checked(LEDGER, HOME, 8, [b"r8", b"r9"]) == (10, 9)
+    assert [r.height for r in repl.read(LEDGER, 0, 100)] == [7, 8, 10]
+
+
 def test_read_ranges(repl: ReplicationLedger) -> None:
     repl.add(records(LEDGER, range(10)))
 

@@ -878,17 +878,19 @@ class ThreadWatchingSource(MemorySource):
 def test_the_next_page_is_fetched_on_the_fetch_thread_while_one_is_taken(
     make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None
 ) -> None:
-    """Without a page checker each page after the first is asked for on the fetch thread,
-    one at a time, and every one of them is taken."""
+    """Each page after the first is asked for on the fetch thread (with a page checker, and
+    handed to it there), one at a time, and every one of them is taken."""
     notes = [signed(r) for r in long_chain if r.height % 5 == 4]
     source = ThreadWatchingSource("redis", {LEDGER: long_chain}, signed=notes)
     replica = make_replica(source, batch=5)
+    passed = checker.passed if checker is not None else 0
     assert replica.follower.catch_up(LEDGER, notes[-1].size)
     assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
     assert source.fetches == [(LEDGER, start, 5) for start in range(0, notes[-1].size, 5)]  # none twice, none lost
-    if checker is None:
-        assert source.threads[0] == threading.current_thread().name
-        assert all(name.startswith(f"fetch:{REPLICA}") for name in source.threads[1:])
+    assert source.threads[0] == threading.current_thread().name
+    assert all(name.startswith(f"fetch:{REPLICA}") for name in source.threads[1:])
+    if checker is not None:  # all but the first page (the genesis, checked here) passed the checker
+        assert checker.passed - passed >= notes[-1].size - 5
 
 
 def test_a_page_the_fetch_thread_cannot_get_is_asked_of_the_next_source(

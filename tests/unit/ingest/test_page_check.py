@@ -8,6 +8,7 @@ checks every row itself.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,55 @@ def test_the_worker_starts_at_the_first_page_not_with_the_follower(chain: list[R
     unused.close()  # never started: nothing to stop, and it says it is of no use
     unused.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
     assert unused.pid is None and unused.broken and unused.result().leaves == []
+
+
+class HeldStart(PageChecker):
+    """A page checker whose process is started only once ``go`` is set (a slow start)."""
+
+    def __init__(self, go: threading.Event) -> None:
+        super().__init__()
+        self.go = go
+
+    def _launch(self) -> None:
+        assert self.go.wait(60)
+        super()._launch()
+
+
+def test_the_worker_is_started_off_the_callers_thread(chain: list[Record]) -> None:
+    go = threading.Event()
+    checker = HeldStart(go)
+    try:
+        # Its start is held back: the caller (the follower's thread, which takes the live feed
+        # too) is answered at once, and checks its pages itself meanwhile.
+        assert not checker.ready() and not checker.ready(timeout=0.05)
+        assert checker.pid is None and not checker.broken
+        go.set()
+        assert checker.ready(timeout=60) and checker.pid is not None
+        checker.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
+        assert checker.result().leaves == [leaf_hash(chain[1].encode())]
+    finally:
+        checker.close()
+
+
+def test_a_checker_closed_while_its_worker_starts_stops_it(chain: list[Record]) -> None:
+    go = threading.Event()
+    checker = HeldStart(go)
+    assert not checker.ready()
+    go.set()
+    checker.close()  # waits for the start under way, then stops the process it started
+    assert checker.pid is not None and checker._process is not None and not checker._process.is_alive()
+
+
+def test_begin_starts_the_worker_without_waiting_for_it(chain: list[Record]) -> None:
+    go = threading.Event()
+    checker = HeldStart(go)
+    try:
+        checker.begin()  # a replica at its start: returns at once, the worker starts meanwhile
+        assert checker._starting is not None and checker._starting.is_alive() and checker.pid is None
+        go.set()
+        assert checker.ready(timeout=60) and checker.pid is not None
+        checker.begin()  # started already: nothing more
+        checker.submit(LEDGER, [chain[1].encode()], _start(chain, 1))
+        assert checker.result().leaves == [leaf_hash(chain[1].encode())]
+    finally:
+        checker.close()
