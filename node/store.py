@@ -451,7 +451,13 @@ class ChainStore:
         """
         return self._submit(_Job(entry, (), Future()), wake)
 
-    def submit_entries(self, entries: Sequence[Entry], *, wake: bool = True) -> Future[list[Receipt | Exception]]:
+    def submit_entries(
+        self,
+        entries: Sequence[Entry],
+        *,
+        wake: bool = True,
+        future: Future[list[Receipt | Exception]] | None = None,
+    ) -> Future[list[Receipt | Exception]]:
         """Queue clients' entries under one future, each placed on its own: one refused does
         not keep the others out. The future resolves once the group commit that placed them is
         durable, to each entry's receipt or what refused it (a VledgerError; any other
@@ -461,9 +467,11 @@ class ChainStore:
 
         One future for many entries, not one each: a request loop that queues a round of puts
         (``wake=False``, then :meth:`flush`) pays for one future, and one queue lock, a round.
-        Raises StoreClosedError once the store is closed.
+        ``future``: the caller's own, not yet running, to be completed instead of a new one (a
+        request loop that handed it to its replies before the round was queued). Raises
+        StoreClosedError once the store is closed.
         """
-        return self._submit(_Job(None, (), Future(), entries=tuple(entries)), wake)
+        return self._submit(_Job(None, (), future or Future(), entries=tuple(entries)), wake)
 
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
