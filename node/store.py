@@ -288,7 +288,8 @@ class ChainStore:
         self.directory = directory
         self.keep_tree = keep_tree
         # Called by the committer with each group's new records, in order, once they are
-        # durable (and before their appends are answered): it must be quick and not raise.
+        # durable (and before their appends' futures are done, except in flush()): it must be
+        # quick and not raise.
         self.on_commit = on_commit
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
@@ -520,12 +521,18 @@ class ChainStore:
         If a group commit is under way on another thread, the committer thread is woken to
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
+
+        Here each group's futures are completed as soon as its COMMIT returned, before
+        ``on_commit`` runs: their callbacks run on this thread, so a caller that answers its
+        clients from them (the request loop) sends the answers first, and whatever it does
+        next, it does once ``on_commit`` has run. A group committed by the committer thread
+        runs ``on_commit`` first: a thread that waits on a future may act at once.
         """
         if not self._committing.acquire(blocking=False):
             self._work.set()
             return
         try:
-            self._commit_queued()
+            self._commit_queued(answer_first=True)
         finally:
             self._committing.release()
 
@@ -567,8 +574,9 @@ class ChainStore:
             if stopping:  # nothing can be queued once closed: the queue was emptied above
                 return
 
-    def _commit_queued(self) -> None:
-        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``."""
+    def _commit_queued(self, answer_first: bool = False) -> None:
+        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``.
+        ``answer_first``: see :meth:`flush`."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
             batch = [queued.popleft()]
@@ -577,7 +585,7 @@ class ChainStore:
                 job = queued.popleft()
                 batch.append(job)
                 size += job.size
-            self._commit(batch, size)
+            self._commit(batch, size, answer_first)
 
     def _grow_trees(
         self, records: list[tuple[Record, bytes, bytes | None]]
@@ -600,7 +608,7 @@ class ChainStore:
                     rows.append((ledger, level, index, node))
         return grown, rows
 
-    def _commit(self, batch: list[_Job], appends: int) -> None:
+    def _commit(self, batch: list[_Job], appends: int, answer_first: bool = False) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
@@ -680,15 +688,19 @@ class ChainStore:
             return
         self._heads = heads
         self._frontiers.update(grown)
+        self.stats.groups += 1
+        self.stats.appends += appends
+        if answer_first:
+            for job, result in done:
+                job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(list(staged.values()))
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
-        self.stats.groups += 1
-        self.stats.appends += appends
-        for job, result in done:
-            job.future.set_result(result)
+        if not answer_first:
+            for job, result in done:
+                job.future.set_result(result)
 
     def _place_each(
         self,
