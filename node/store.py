@@ -669,7 +669,8 @@ class ChainStore:
                     ],
                 )
                 if self.keep_tree:
-                    self._write.executemany(INSERT_TREE, tree_rows)
+                    if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
+                        self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
