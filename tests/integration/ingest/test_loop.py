@@ -44,18 +44,20 @@ class ScriptedService:
         self.flushed: list[int] = []  # how many requests had been asked at each flush
 
         self.done_on_flush = False
-        # Run in flush once the futures are done, as the store's on_commit runs after a lone
-        # put's future is done; what it returns is kept.
+        # Run in a flush that completed futures, once they are done, as the store's on_commit
+        # runs after a lone put's future is done; what it returns is kept.
         self.after_done: Callable[[], object] | None = None
         self.after_done_returned: list[object] = []
 
     def flush(self) -> None:
         self.flushed.append(len(self.asked))
         if self.done_on_flush:
+            completed = False
             for name, future in self.waiting.items():
                 if not future.done():
                     future.set_result(name.decode())
-            if self.after_done is not None:
+                    completed = True
+            if completed and self.after_done is not None:
                 self.after_done_returned.append(self.after_done())
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
