@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol
 
 from ..broker.keys import load_public
@@ -406,11 +405,11 @@ class IngestService:
             return
         inline = len(queued.entries) <= self.settings.inline_commit_max
         try:
-            submitted = self.store.submit_entries(queued.entries, wake=not inline)
+            # The round's own future, which its replies already wait on: the store completes it.
+            self.store.submit_entries(queued.entries, wake=not inline, future=queued.future)
         except VledgerError as e:  # the store is closed: every put of the round is answered so
             queued.future.set_exception(e)
             return
-        submitted.add_done_callback(partial(_copy_outcome, target=queued.future))
         if inline:
             self.store.flush()
 

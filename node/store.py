@@ -288,7 +288,8 @@ class ChainStore:
         self.directory = directory
         self.keep_tree = keep_tree
         # Called by the committer with each group's new records, in order, once they are
-        # durable (and before their appends are answered): it must be quick and not raise.
+        # durable (and before their appends' futures are done, except in flush()): it must be
+        # quick and not raise.
         self.on_commit = on_commit
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
@@ -451,7 +452,13 @@ class ChainStore:
         """
         return self._submit(_Job(entry, (), Future()), wake)
 
-    def submit_entries(self, entries: Sequence[Entry], *, wake: bool = True) -> Future[list[Receipt | Exception]]:
+    def submit_entries(
+        self,
+        entries: Sequence[Entry],
+        *,
+        wake: bool = True,
+        future: Future[list[Receipt | Exception]] | None = None,
+    ) -> Future[list[Receipt | Exception]]:
         """Queue clients' entries under one future, each placed on its own: one refused does
         not keep the others out. The future resolves once the group commit that placed them is
         durable, to each entry's receipt or what refused it (a VledgerError; any other
@@ -461,9 +468,11 @@ class ChainStore:
 
         One future for many entries, not one each: a request loop that queues a round of puts
         (``wake=False``, then :meth:`flush`) pays for one future, and one queue lock, a round.
-        Raises StoreClosedError once the store is closed.
+        ``future``: the caller's own, not yet running, to be completed instead of a new one (a
+        request loop that handed it to its replies before the round was queued). Raises
+        StoreClosedError once the store is closed.
         """
-        return self._submit(_Job(None, (), Future(), entries=tuple(entries)), wake)
+        return self._submit(_Job(None, (), future or Future(), entries=tuple(entries)), wake)
 
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
@@ -512,12 +521,18 @@ class ChainStore:
         If a group commit is under way on another thread, the committer thread is woken to
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
+
+        Here each group's futures are completed as soon as its COMMIT returned, before
+        ``on_commit`` runs: their callbacks run on this thread, so a caller that answers its
+        clients from them (the request loop) sends the answers first, and whatever it does
+        next, it does once ``on_commit`` has run. A group committed by the committer thread
+        runs ``on_commit`` first: a thread that waits on a future may act at once.
         """
         if not self._committing.acquire(blocking=False):
             self._work.set()
             return
         try:
-            self._commit_queued()
+            self._commit_queued(answer_first=True)
         finally:
             self._committing.release()
 
@@ -559,8 +574,9 @@ class ChainStore:
             if stopping:  # nothing can be queued once closed: the queue was emptied above
                 return
 
-    def _commit_queued(self) -> None:
-        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``."""
+    def _commit_queued(self, answer_first: bool = False) -> None:
+        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``.
+        ``answer_first``: see :meth:`flush`."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
             batch = [queued.popleft()]
@@ -569,7 +585,7 @@ class ChainStore:
                 job = queued.popleft()
                 batch.append(job)
                 size += job.size
-            self._commit(batch, size)
+            self._commit(batch, size, answer_first)
 
     def _grow_trees(
         self, records: list[tuple[Record, bytes, bytes | None]]
@@ -590,7 +606,7 @@ class ChainStore:
             rows.extend((ledger, level, index, node) for level, index, node in frontier.grow(hashes, STORED_LEVEL))
         return grown, rows
 
-    def _commit(self, batch: list[_Job], appends: int) -> None:
+    def _commit(self, batch: list[_Job], appends: int, answer_first: bool = False) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
         staged: dict[tuple[str, int], Record] = {}
@@ -651,7 +667,8 @@ class ChainStore:
                     ],
                 )
                 if self.keep_tree:
-                    self._write.executemany(INSERT_TREE, tree_rows)
+                    if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
+                        self._write.executemany(INSERT_TREE, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
@@ -670,15 +687,19 @@ class ChainStore:
             return
         self._heads = heads
         self._frontiers.update(grown)
+        self.stats.groups += 1
+        self.stats.appends += appends
+        if answer_first:
+            for job, result in done:
+                job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(list(staged.values()))
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
-        self.stats.groups += 1
-        self.stats.appends += appends
-        for job, result in done:
-            job.future.set_result(result)
+        if not answer_first:
+            for job, result in done:
+                job.future.set_result(result)
 
     def _place_each(
         self,

@@ -44,13 +44,21 @@ class ScriptedService:
         self.flushed: list[int] = []  # how many requests had been asked at each flush
 
         self.done_on_flush = False
+        # Run in a flush that completed futures, once they are done, as the store's on_commit
+        # runs after a lone put's future is done; what it returns is kept.
+        self.after_done: Callable[[], object] | None = None
+        self.after_done_returned: list[object] = []
 
     def flush(self) -> None:
         self.flushed.append(len(self.asked))
         if self.done_on_flush:
+            completed = False
             for name, future in self.waiting.items():
                 if not future.done():
                     future.set_result(name.decode())
+                    completed = True
+            if completed and self.after_done is not None:
+                self.after_done_returned.append(self.after_done())
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         self.asked.append((key, data))
@@ -176,6 +184,24 @@ def test_futures_done_in_flush_are_answered_without_a_wake_up(harness: Callable[
         assert running.service.flushed[-1] == n + 1
     assert not running.loop._woken  # the loop's own completions wrote no byte to its pipe
     assert select.select([running.loop._wake_read], [], [], 0)[0] == []
+
+
+def test_a_future_done_in_flush_is_answered_before_flush_returns(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    """A lone put's answer goes out from its future's callback, before the rest of the group
+    commit's work (the store's on_commit): here flush holds until the client has the answer."""
+    running = harness()
+    answered = threading.Event()
+    running.service.done_on_flush = True
+    running.service.after_done = lambda: answered.wait(QUIET_MS * 5 / 1000)
+    client = running.client(listed)
+    client.send(b"slow:1")
+    assert _reply(receive(client) or b"")["result"] == {"done": "slow:1"}
+    answered.set()
+    client.send(b"quick")  # read only once that flush returned
+    assert receive(client) == listed.public.encode() + b":quick"
+    assert running.service.after_done_returned == [True]  # it had the answer while flush held
 
 
 def test_a_failed_future_becomes_an_error_reply(harness: Callable[..., Harness], listed: KeyPair) -> None:
