@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
 # Narrower runs of a section's figures, only when named with --only (make bench has them in their section).
 NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
     "catchup": replication.run_catch_up,  # figure 5b alone
+    "lag": replication.run_lag,  # figures 5a alone
     "ingest-desk": ingest.run_desk,  # figures 4c-4f alone
 }
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=sorted({*SECTIONS, *NARROW}),
-        help="run only this section (repeatable); catchup: figure 5b alone",
+        help="run only this section (repeatable); catchup: figure 5b alone; lag: figures 5a alone",
     )
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
