@@ -310,6 +310,7 @@ class ChainStore:
         # Replaced per ledger (never changed in place) after each group commit: readers take one
         # and get a size and root that belong together.
         self._frontiers: dict[str, Frontier] = {}
+        self._committing = threading.Lock()  # held by whichever thread commits a group
         self.stats = CommitStats()
         self._closed = False
         try:
@@ -318,14 +319,14 @@ class ChainStore:
             self._load_heads()
             self._load_trees()
             self._replay_domain()
-            self.checkpoints = CheckpointLog(self.path)  # signed, cosigned, evidence (PROTOCOL 10.7)
+            # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
+            self.checkpoints = CheckpointLog(self.path, writer=self._committing)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
             raise
         self._queue: collections.deque[_Job] = collections.deque()
         self._work = threading.Event()  # set when the committer has appends to look at, or must stop
-        self._committing = threading.Lock()  # held by whichever thread commits a group
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
         self._committer.start()
 
