@@ -76,10 +76,11 @@ class CheckpointLog:
         signs only records already durable, and signs deterministically: a row lost with the
         machine costs only its signature made again (the same bytes) when it is next needed,
         and the store still holds every checkpoint that went out. Without its own fsync the
-        row holds the file's write lock (and the store's ``writer`` lock, which it waits
-        on for a group commit under way) for microseconds, not for an fsync that a group commit
-        would wait for. Those rows go through a connection of their own set so once: one statement per row (each
-        call into SQLite lets a home's request thread take the GIL from its signing thread)."""
+        row holds the file's write lock (and the store's ``writer`` lock, which it waits on
+        for a group commit under way) for microseconds, not for an fsync that a group commit
+        would wait for. Those rows go through a connection of their own set so once: one
+        statement per row (each call into SQLite lets a home's request thread take the GIL
+        from its signing thread)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         try:
