@@ -17,7 +17,6 @@ Rows are only ever added: nothing here is rewritten to "fix" a contradiction.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
@@ -30,6 +29,7 @@ from .storefile import MAX_HEIGHT, connect
 
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
 KINDS = (SIGNED, COSIGNED, EVIDENCE)
+GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +47,13 @@ class KeptCheckpoint:
 class CheckpointLog:
     """The ``checkpoints`` table of a store (any thread: one connection behind a lock).
 
-    ``writer``: the lock the store holds around each group commit (ChainStore's). A row is
-    written holding it, so the two writers of the file take turns on a lock that wakes the
-    next at once. Without it, a row that met a group commit waited in SQLite's busy handler,
-    which sleeps (1, 2, 5 ... 100 ms) and looks again only when it wakes: under load, with
-    group commits back to back, a home's checkpoint waited hundreds of milliseconds for its
-    row, and the replicas for the checkpoint (the slowest 1% of 5a's lags)."""
+    ``writer``: the lock the store's committer holds while it commits groups (ChainStore's). A
+    row is written holding it, and the committer lets waiting rows go first between two groups
+    (:meth:`give_way`): the two writers of the file take turns, each woken at once. Without it,
+    a row that met a group commit waited in SQLite's busy handler, which sleeps (1, 2, 5 ...
+    100 ms) and looks again only when it wakes: under load, with group commits back to back, a
+    home's checkpoint waited hundreds of milliseconds for its row, and the replicas for the
+    checkpoint (the slowest 1% of 5a's lags)."""
 
     def __init__(self, path: Path, writer: threading.Lock | None = None) -> None:
         self.path = path
@@ -60,6 +61,8 @@ class CheckpointLog:
         self._unsynced: sqlite3.Connection | None = None  # SIGNED rows' (see keep), opened at the first
         self._lock = threading.Lock()
         self._writer = writer
+        self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
+        self._waiting = 0  # keep calls waiting for (or holding) the writer lock
 
     def close(self) -> None:
         with self._lock:
@@ -83,9 +86,37 @@ class CheckpointLog:
         from its signing thread)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
+        if self._writer is None:
+            self._insert(ledger, kind, size, root, note)
+            return
+        with self._turns:
+            self._waiting += 1
         try:
             # The store's lock first, as its committer takes them (it may read rows while it holds it).
-            with self._writer or contextlib.nullcontext(), self._lock:
+            with self._writer:
+                self._insert(ledger, kind, size, root, note)
+        finally:
+            with self._turns:
+                self._waiting -= 1
+                self._turns.notify_all()
+
+    def give_way(self) -> None:
+        """For the store's committer, between two groups, holding the writer lock: if a row
+        waits for that lock, let it go first, and return once none waits (or after
+        GIVE_WAY_SECONDS). A committer with groups queued back to back would otherwise take the
+        lock again before the waiting thread wakes, group after group."""
+        if self._writer is None or not self._waiting:  # read without the condition: a late one waits a group
+            return
+        self._writer.release()
+        try:
+            with self._turns:
+                self._turns.wait_for(lambda: self._waiting == 0, GIVE_WAY_SECONDS)
+        finally:
+            self._writer.acquire()
+
+    def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
+        try:
+            with self._lock:
                 conn = self._conn
                 if kind == SIGNED:
                     if self._unsynced is None:

@@ -556,14 +556,17 @@ class ChainStore:
             self._work.clear()  # before taking the queue: an append queued after it sets it again
             stopping = self._closed
             with self._committing:
-                self._commit_queued()
+                self._commit_queued(between=self.checkpoints.give_way)
             if stopping:  # nothing can be queued once closed: the queue was emptied above
                 return
 
-    def _commit_queued(self) -> None:
-        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``."""
+    def _commit_queued(self, between: Callable[[], None] = lambda: None) -> None:
+        """Commit the queue in groups of at most ``group_commit_max``, calling ``between`` before
+        each (the committer thread lets a checkpoint row waiting for the file go first); the
+        caller holds ``_committing``."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
+            between()
             batch = [queued.popleft()]
             size = batch[0].size
             while queued and size + queued[0].size <= most:
