@@ -567,6 +567,8 @@ class ChainStore:
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
             between()
+            if not queued:  # a flush on another thread took the lock meanwhile and committed them
+                return
             batch = [queued.popleft()]
             size = batch[0].size
             while queued and size + queued[0].size <= most:
