@@ -27,6 +27,7 @@ SECTIONS: dict[str, Callable[[Sizes], list[Figure]]] = {
 # Narrower runs of a section's figures, only when named with --only (make bench has them in their section).
 NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
     "catchup": replication.run_catch_up,  # figure 5b alone
+    "lag": replication.run_lag,  # figures 5a alone
     "ingest-desk": ingest.run_desk,  # figures 4c-4f alone
     "sweep": verifier.run_sweep,  # figures 6a and 6a-1 alone
     "verify-core": verify.run_core,  # figures 2a and 2b alone
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=sorted({*SECTIONS, *NARROW}),
-        help="run only this section (repeatable); catchup: figure 5b alone; sweep: 6a and 6a-1; verify-core: 2a and 2b",
+        help=(
+            "run only this section (repeatable); catchup: figure 5b alone; lag: figures 5a alone; "
+            "sweep: 6a and 6a-1; verify-core: 2a and 2b"
+        ),
     )
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv

@@ -80,6 +80,7 @@ from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only replication"
 CATCH_UP_COMMAND = ".venv/bin/python -m bench --only catchup"  # 5b alone
+LAG_COMMAND = ".venv/bin/python -m bench --only lag"  # 5a alone
 TARGET_LAG_P99_MS = 50.0  # issue 15
 TARGET_CATCH_UP = 50_000.0  # records/s (issue 15)
 OFFERED_RATE = 2_000  # puts/s of figure 5a
@@ -96,6 +97,10 @@ BATCH = SETTINGS.catch_up_batch  # records per XRANGE when catching up, per XADD
 FEED_HWM = SETTINGS.receive_hwm  # both ends of the bare PUB/SUB, as the nodes set them
 FEED_TOPIC = LEDGER.encode()
 PROBE_TOPIC = b"*probe"
+FEED_HOW = (
+    "a CurveServer PUB (allow-list) in a process of its own sends feed messages "
+    "(2 frames: topic, msgpack envelope of a real record) to a bare SUB in the bench process"
+)
 FEED_SILENCE_MS = 1_000  # the rate run ends when nothing more arrives for this long
 HEAD_POLL = 0.005  # seconds between two looks at whether a replica reached the head
 
@@ -883,23 +888,48 @@ def _catch_up_figure(m: _CatchUps, command: str = COMMAND) -> Figure:
     )
 
 
-def run(sizes: Sizes) -> list[Figure]:
-    with scratch_dir() as directory:
-        m = _measure(sizes, directory)
-
-    feed_how = (
-        f"a CurveServer PUB (allow-list) in a process of its own sends {m.feed_bytes}-byte feed messages "
-        f"(2 frames: topic, msgpack envelope of a real record) to a bare SUB in the bench process"
-    )
+def _lag_figures(lag: _Lag, feed_latency_ms: Sequence[float], command: str = COMMAND) -> list[Figure]:
+    """Figures 5a-p50 and 5a-p99, each beside the bare CURVE PUB/SUB's one-way latency."""
 
     def one_way(p: int) -> Ceiling:
         return Ceiling(
             f"CURVE PUB/SUB one-way latency, p{p}",
-            _percentile(m.feed_latency_ms, p),
+            _percentile(feed_latency_ms, p),
             "ms",
-            f"{feed_how}, {len(m.feed_latency_ms):,} at {OFFERED_RATE:,}/s, each stamped with time.monotonic() when "
+            f"{FEED_HOW}, {len(feed_latency_ms):,} at {OFFERED_RATE:,}/s, each stamped with time.monotonic() when "
             "sent; received minus sent, right after 5a's puts",
         )
+
+    return [
+        Figure(
+            key="5a-p50",
+            name=f"replication lag to {REPLICAS} replicas at {OFFERED_RATE:,} puts/s, p50 (from the put's ack)",
+            value=_percentile(lag.lags_ms, 50),
+            unit="ms",
+            ceiling=one_way(50),
+            command=command,
+            higher_is_better=False,
+            details=lag.details,
+        ),
+        Figure(
+            key="5a-p99",
+            name=f"replication lag to {REPLICAS} replicas at {OFFERED_RATE:,} puts/s, p99 (from the put's ack)",
+            value=_percentile(lag.lags_ms, 99),
+            unit="ms",
+            ceiling=one_way(99),
+            command=command,
+            higher_is_better=False,
+            target=TARGET_LAG_P99_MS,
+            details={"see": "5a-p50"},
+        ),
+    ]
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    with scratch_dir() as directory:
+        m = _measure(sizes, directory)
+
+    feed_how = FEED_HOW.replace("feed messages", f"feed messages of {m.feed_bytes} bytes")
 
     plain = Ceiling(
         "plain PUB/SUB",
@@ -916,29 +946,8 @@ def run(sizes: Sizes) -> list[Figure]:
         "origin): no look at the stream's end, no gap check, no checkpoint, no HSETNX; after each "
         "ReplicationLedger.append run (which is given a 160-byte checkpoint, as the outbox gives one per call)",
     )
-    lag_details = m.lag.details
     return [
-        Figure(
-            key="5a-p50",
-            name=f"replication lag to {REPLICAS} replicas at {OFFERED_RATE:,} puts/s, p50 (from the put's ack)",
-            value=_percentile(m.lag.lags_ms, 50),
-            unit="ms",
-            ceiling=one_way(50),
-            command=COMMAND,
-            higher_is_better=False,
-            details=lag_details,
-        ),
-        Figure(
-            key="5a-p99",
-            name=f"replication lag to {REPLICAS} replicas at {OFFERED_RATE:,} puts/s, p99 (from the put's ack)",
-            value=_percentile(m.lag.lags_ms, 99),
-            unit="ms",
-            ceiling=one_way(99),
-            command=COMMAND,
-            higher_is_better=False,
-            target=TARGET_LAG_P99_MS,
-            details={"see": "5a-p50"},
-        ),
+        *_lag_figures(m.lag, m.feed_latency_ms),
         _catch_up_figure(m.catch_up),
         Figure(
             key="5c",
@@ -1002,3 +1011,32 @@ def run_catch_up(sizes: Sizes) -> list[Figure]:
     if exits:
         raise RuntimeError(f"a replica did not stop cleanly: {exits[0]}")
     return [_catch_up_figure(m, CATCH_UP_COMMAND)]
+
+
+def run_lag(sizes: Sizes) -> list[Figure]:
+    """Figures 5a alone (``--only lag``, not part of ``make bench``): the same cluster, warm-up and
+    paced puts as in the replication section, and the bare PUB/SUB's latency right after, without
+    5b, 5c and 5d."""
+    lag_records = round(OFFERED_RATE * sizes.replication_seconds) + WARM_UP
+    progress(f"lag: preparing {lag_records:,} entries (difficulty 0)")
+    prepared = entries(lag_records, DIFFICULTY, author=WRITER)
+    with scratch_dir() as directory, ExitStack() as stack:
+        progress(f"lag: starting redis-server, an ingest node and {REPLICAS} replicas")
+        cluster = stack.enter_context(_cluster(directory))
+        admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
+        writer_keys = _writer(admin, WRITER)
+        replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
+        listener = _HeldListener(cluster.redis_url, replication.held_channel)
+        stack.callback(listener.close)
+        cosigned = _HeldListener(cluster.redis_url, replication.cosigned_channel, offset=-1)
+        stack.callback(cosigned.close)
+        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
+        listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
+        feed = _Feed(stack, encode_record(LEDGER, 1, 1, NODE, _rows(cluster, 0, 1)[0][5]))
+        progress(f"lag: 5a {lag_records - WARM_UP:,} puts (after {WARM_UP} unmeasured) at {OFFERED_RATE:,}/s")
+        lag = _lag_run(cluster, listener, cosigned, writer_keys, prepared)
+        feed_latency = feed.latencies_ms(max(500, round((lag_records - WARM_UP) / 4)), OFFERED_RATE)
+        exits = cluster.exits
+    if exits:
+        raise RuntimeError(f"a replica did not stop cleanly: {exits[0]}")
+    return _lag_figures(lag, feed_latency, LAG_COMMAND)

@@ -311,6 +311,7 @@ class ChainStore:
         # Replaced per ledger (never changed in place) after each group commit: readers take one
         # and get a size and root that belong together.
         self._frontiers: dict[str, Frontier] = {}
+        self._committing = threading.Lock()  # held by whichever thread commits a group
         self.stats = CommitStats()
         self._closed = False
         try:
@@ -319,14 +320,14 @@ class ChainStore:
             self._load_heads()
             self._load_trees()
             self._replay_domain()
-            self.checkpoints = CheckpointLog(self.path)  # signed, cosigned, evidence (PROTOCOL 10.7)
+            # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
+            self.checkpoints = CheckpointLog(self.path, writer=self._committing)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
             raise
         self._queue: collections.deque[_Job] = collections.deque()
         self._work = threading.Event()  # set when the committer has appends to look at, or must stop
-        self._committing = threading.Lock()  # held by whichever thread commits a group
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
         self._committer.start()
 
@@ -570,15 +571,19 @@ class ChainStore:
             self._work.clear()  # before taking the queue: an append queued after it sets it again
             stopping = self._closed
             with self._committing:
-                self._commit_queued()
+                self._commit_queued(between=self.checkpoints.give_way)
             if stopping:  # nothing can be queued once closed: the queue was emptied above
                 return
 
-    def _commit_queued(self, answer_first: bool = False) -> None:
-        """Commit the queue in groups of at most ``group_commit_max``; the caller holds ``_committing``.
-        ``answer_first``: see :meth:`flush`."""
+    def _commit_queued(self, between: Callable[[], None] = lambda: None, answer_first: bool = False) -> None:
+        """Commit the queue in groups of at most ``group_commit_max``, calling ``between`` before
+        each (the committer thread lets a checkpoint row waiting for the file go first); the
+        caller holds ``_committing``. ``answer_first``: see :meth:`flush`."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
+            between()
+            if not queued:  # a flush on another thread took the lock meanwhile and committed them
+                return
             batch = [queued.popleft()]
             size = batch[0].size
             while queued and size + queued[0].size <= most:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,36 @@ def test_a_log_opened_on_its_own_reads_what_the_store_kept(tmp_path: Path) -> No
         assert [r.size for r in log.all("l", SIGNED)] == [2]
     finally:
         log.close()
+
+
+def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> None:
+    """A row met by a group commit waits on the store's lock (woken as the group ends), never in
+    SQLite's busy handler, which sleeps up to 100 ms between looks: with the busy timeout at
+    0, meeting the group's write lock in SQLite would fail at once."""
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        log = store.checkpoints
+        log.keep("l", SIGNED, 1, ROOT, b"note 1")  # opens the signed rows' connection
+        assert log._unsynced is not None
+        for conn in (log._conn, log._unsynced):
+            conn.execute("PRAGMA busy_timeout=0")
+        failures: list[BaseException] = []
+
+        def keep_both() -> None:
+            try:
+                log.keep("l", SIGNED, 2, ROOT, b"note 2")
+                log.keep("l", COSIGNED, 2, ROOT, b"cosigned 2")
+            except BaseException as e:  # reported to the test's thread
+                failures.append(e)
+
+        with store._committing:  # what a group commit holds, from before its BEGIN to after its COMMIT
+            store._write.execute("BEGIN IMMEDIATE")
+            store._write.execute("INSERT INTO meta VALUES ('test', 'a group in progress')")
+            keeper = threading.Thread(target=keep_both)
+            keeper.start()
+            keeper.join(0.2)
+            assert keeper.is_alive() and not failures  # waiting for the group, not failed in SQLite
+            store._write.execute("COMMIT")
+        keeper.join(30)
+        assert not keeper.is_alive() and not failures
+        assert [r.size for r in log.all("l", SIGNED)] == [1, 2]
+        assert [r.note for r in log.at("l", COSIGNED, 2)] == [b"cosigned 2"]

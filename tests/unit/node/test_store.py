@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits, StoreSettings
-from vledger.node import work
+from vledger.node import checkpoint_log, work
+from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -875,3 +877,65 @@ def test_the_domain_rules_are_replayed_when_a_store_opens(tmp_path: Path) -> Non
     with ChainStore(tmp_path / "s", origin="n1", domain=engine):
         state = engine.state("vote")
         assert state is not None and state.next_height == 2
+
+
+def test_a_checkpoint_row_goes_between_two_groups_of_a_busy_committer(open_store: OpenStore, kit: Any) -> None:
+    """A committer with groups queued back to back lets a checkpoint row waiting for the file
+    go first, between two groups: it does not wait for the queue to be empty."""
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    seen_at_second: list[bool] = []
+
+    def on_commit(records: list[Record]) -> None:
+        if records[0].height == 2:  # the second group: is the row in the file by now?
+            with sqlite3.connect(store.path) as conn:
+                seen_at_second.append(conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 1)
+
+    store.on_commit = on_commit
+    clock.hold()
+    first = store.submit_entry(kit.entry(1))
+    assert clock.entered.wait(DEADLINE)  # the committer is inside the first group, holding the file
+    second = store.submit_entry(kit.entry(2))  # queued: the committer's next group
+    keeper = threading.Thread(target=store.checkpoints.keep, args=(LEDGER, SIGNED, 2, bytes(32), b"note"))
+    keeper.start()
+    deadline = time.monotonic() + DEADLINE
+    while store.checkpoints._waiting == 0:  # the row waits for the file
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    clock.released.set()
+    assert first.result(DEADLINE).height == 1 and second.result(DEADLINE).height == 2
+    keeper.join(DEADLINE)
+    assert not keeper.is_alive()
+    assert seen_at_second == [True]
+
+
+def test_a_committer_that_gave_way_finds_the_queue_taken_by_a_flush(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the committer gives way to a checkpoint row, a flush on another thread may take the
+    lock and commit the queue: the committer then finds it empty, and commits what comes next."""
+    monkeypatch.setattr(checkpoint_log, "GIVE_WAY_SECONDS", DEADLINE)
+    clock = GatedClock()
+    store = open_store(clock=clock)
+    store.create_ledger(kit.genesis_entry(0))
+    log = store.checkpoints
+    clock.hold()
+    first = store.submit_entry(kit.entry(1))
+    assert clock.entered.wait(DEADLINE)  # the committer is inside the first group
+    second = store.submit_entry(kit.entry(2))
+    with log._turns:
+        log._waiting += 1  # as a row waiting for the file: the committer gives way before the next group
+    clock.released.set()
+    assert first.result(DEADLINE).height == 1
+    deadline = time.monotonic() + DEADLINE
+    while store._committing.locked():  # it gave way: the lock is free
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert not second.done()  # the committer waits, its next group not taken
+    store.flush()  # this thread takes the lock and commits the queue
+    assert second.done() and second.result().height == 2
+    with log._turns:
+        log._waiting -= 1
+        log._turns.notify_all()
+    assert store.submit_entry(kit.entry(3)).result(DEADLINE).height == 3  # the committer still commits
