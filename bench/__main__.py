@@ -33,6 +33,7 @@ NARROW: dict[str, Callable[[Sizes], list[Figure]]] = {
     "verify-core": verify.run_core,  # figures 2a and 2b alone
 }
 RESULTS = Path(__file__).resolve().parent / "results"
+PARTIAL = RESULTS / "partial"  # git-ignored: what --only and --quick runs write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         "it installs pyvserv 1.1.0 on first use into .venv-pyvserv and writes results/pyvserv.md.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: shows that every figure is produced")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"folder for latest.md and latest.json ({RESULTS})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"folder for latest.md and latest.json (a full run: {RESULTS}; --only or --quick: {PARTIAL})",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -67,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             figures += section(sizes)
             progress(f"{name}: {time.perf_counter() - section_started:.0f} s")
     progress(f"done in {time.perf_counter() - started:.0f} s")
-    print(write_results(args.out, env, figures), end="")
+    # A narrow or quick run must not overwrite the full run's table, which the README cites.
+    out = args.out or (RESULTS if args.only is None and not args.quick else PARTIAL)
+    print(write_results(out, env, figures), end="")
     return 0
 
 
