@@ -67,12 +67,11 @@ class ReplicationSettings:
     catch_up_batch: int = 1000  # records per XRANGE or range request when catching up
     # true: a follower on more than one core checks the next catch-up page in a worker process
     # (ingest/page_check.py, started with the replica, off the follower's thread) while it takes
-    # one. On a quiet 2-core machine it was faster (`bench --only catchup`, 2 interleaved pairs:
-    # best runs 38.8k/36.6k rec/s on, 31.7k/30.4k off); on a loaded one it is not (it needs the
-    # idle core: 8 interleaved rounds at load 9-23, no gain, the last two main 16.4k/20.8k vs
-    # on 13.9k/15.6k). Off until a quiet A/B says on. test_relays' failures with it on were a
-    # process start that held the follower's thread and a home outbox bug (both fixed).
-    catch_up_checker: bool = False
+    # one. Quiet 2-core machine, `bench --only catchup`, 3 interleaved pairs: 32.7k/28.6k/28.4k
+    # rec/s on against 25.8k/24.3k/23.5k off. It needs an idle core: on a machine loaded by other
+    # work (load 9-23 on 2 cores) it gained nothing and lost up to a quarter, so a replica that
+    # shares its host with busy processes may want it off.
+    catch_up_checker: bool = True
     write_timeout_ms: int = 5000  # how long a put with w=N waits for N replicas
     max_write_concern: int = 16
     send_hwm: int = 100_000  # messages a PUB socket queues per subscriber before it drops
