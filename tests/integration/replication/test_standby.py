@@ -75,15 +75,22 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
         writer.join()
     assert acknowledged
 
+    refusals: list[str] = []
+
     def promoted() -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
         except RemoteError as e:
             assert e.code == "promotion_refused", e
+            refusals.append(str(e))
             return None
         return result
 
-    receipt = wait_until(promoted, WAIT, "the standby promoted")
+    try:
+        receipt = wait_until(promoted, WAIT, "the standby promoted")
+    except AssertionError as e:  # say why it was refused: the standby's size, the cosigned one
+        sizes = {name: _size(cluster, name) for name in ("ingest-2", *cluster.replica_names)}
+        raise AssertionError(f"{e}; last refusal: {refusals[-1:]}; sizes {sizes}") from None
     handover = decode_record(
         cluster.admin("ingest-2").call("get", {"ledger": LEDGER, "height": receipt["height"]})["record"], LIMITS
     )
