@@ -74,7 +74,9 @@ def test_another_node_reads_its_grants_from_the_cache(
         )
         rules = LedgerRules(("note",), 0, {})
         store.create_ledger(Entry.prepare(rules.genesis_content("fund", "root", "g", 0), 0, PROTOCOL_LIMITS))
-        admin.apply("grant.add", Args({"ledger": "fund", "kind": "note", "account": "treasurer"}), ROOT)
+        granted = admin.apply("grant.add", Args({"ledger": "fund", "kind": "note", "account": "treasurer"}), ROOT)
+        # ingest-2 is not among the nodes the admin waits for: it learns the change from its announcement.
+        assert other.wait_for_version(granted["version"], 10.0)
         assert other.grants is not None and other.grants.holds("fund", "note", "treasurer")
         with pytest.raises(NotGrantedError):
             store.append(Entry.prepare(Content("fund", "note", {}, "mallory", "m1", 0), 0, PROTOCOL_LIMITS))
