@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from vledger.bench import __main__ as bench_main
 from vledger.bench.__main__ import SECTIONS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -70,10 +73,18 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert done.stdout == table
 
 
-def test_quick_ingest_desk_writes_only_figures_4c_to_4f(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("only", "sections"),
+    [
+        (["ingest-desk"], {"4c": "ingest-desk", "4d": "ingest-desk", "4e": "ingest-desk", "4f": "ingest-desk"}),
+        (["sweep", "verify-core"], {"2a": "verify-core", "2b": "verify-core", "6a": "sweep", "6a-1": "sweep"}),
+    ],
+    ids=["ingest-desk", "sweep+verify-core"],
+)
+def test_a_narrow_run_writes_only_its_figures(tmp_path: Path, only: list[str], sections: dict[str, str]) -> None:
     out = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--only", "ingest-desk"],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), *(a for o in only for a in ("--only", o))],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -81,25 +92,15 @@ def test_quick_ingest_desk_writes_only_figures_4c_to_4f(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     figures = {f["key"]: f for f in json.loads((out / "latest.json").read_text())["figures"]}
-    assert set(figures) == {"4c", "4d", "4e", "4f"}
+    assert set(figures) == set(sections)
     for key, figure in figures.items():
         assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
-        assert figure["command"].endswith("--only ingest-desk"), key
+        assert figure["command"].endswith(f"--only {sections[key]}"), key
 
 
-def test_quick_sweep_and_verify_core_write_only_figures_6a_and_2a_2b(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--only", "sweep", "--only", "verify-core"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    figures = {f["key"]: f for f in json.loads((out / "latest.json").read_text())["figures"]}
-    assert set(figures) == {"2a", "2b", "6a", "6a-1"}
-    for key, figure in figures.items():
-        assert _finite(figure["value"]) and _finite(figure["ceiling"]["value"]), key
-        only = "verify-core" if key.startswith("2") else "sweep"
-        assert figure["command"].endswith(f"--only {only}"), key
+def test_a_narrow_run_leaves_the_full_runs_table_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full, partial = tmp_path / "results", tmp_path / "results" / "partial"
+    monkeypatch.setattr(bench_main, "RESULTS", full)
+    monkeypatch.setattr(bench_main, "PARTIAL", partial)
+    assert bench_main.main(["--quick", "--only", "verify-core"]) == 0
+    assert (partial / "latest.md").is_file() and not (full / "latest.md").exists()

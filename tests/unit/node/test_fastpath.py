@@ -423,11 +423,7 @@ def chain_bytes(kit: Any) -> list[bytes]:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_a_chain_with_one_changed_byte_gets_the_same_verdict(chain_bytes: list[bytes], data: st.DataObject) -> None:
-    which = data.draw(st.integers(0, len(chain_bytes) - 1))
-    good = chain_bytes[which]
-    at = data.draw(st.integers(0, len(good) - 1))
-    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
-    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    datas = _one_byte_changed(chain_bytes, data)
     verdict = _verdict(datas, decode_record)
     assert verdict == _verdict(datas, oracle_record)
     assert verdict[0] != "accepted"  # every byte of a record is covered by a hash or a rule
@@ -526,16 +522,21 @@ def test_content_changed_and_rehashed_gets_the_same_verdict_on_feed_fast(genesis
         assert _raw_verdict(datas) == _verdict(datas, oracle_record)
 
 
+def _one_byte_changed(chain_bytes: list[bytes], data: st.DataObject) -> list[bytes]:
+    """The chain with one byte of one record changed to another value, both drawn."""
+    which = data.draw(st.integers(0, len(chain_bytes) - 1))
+    good = chain_bytes[which]
+    at = data.draw(st.integers(0, len(good) - 1))
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
+    return [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_raw(
     chain_bytes: list[bytes], data: st.DataObject
 ) -> None:
-    which = data.draw(st.integers(0, len(chain_bytes) - 1))
-    good = chain_bytes[which]
-    at = data.draw(st.integers(0, len(good) - 1))
-    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
-    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    datas = _one_byte_changed(chain_bytes, data)
     assert _raw_verdict(datas) == _verdict(datas, oracle_record)
 
 
@@ -555,11 +556,7 @@ def _many_verdict(datas: list[bytes], page: int) -> Outcome:
 def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_many(
     chain_bytes: list[bytes], data: st.DataObject
 ) -> None:
-    which = data.draw(st.integers(0, len(chain_bytes) - 1))
-    good = chain_bytes[which]
-    at = data.draw(st.integers(0, len(good) - 1))
-    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
-    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    datas = _one_byte_changed(chain_bytes, data)
     page = data.draw(st.integers(1, len(datas)))
     assert _many_verdict(datas, page) == _verdict(datas, oracle_record)
 
@@ -693,11 +690,7 @@ def test_feed_record_fast_returns_the_record_decode_record_gives(chain_bytes: li
 def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_record_fast(
     chain_bytes: list[bytes], data: st.DataObject
 ) -> None:
-    which = data.draw(st.integers(0, len(chain_bytes) - 1))
-    good = chain_bytes[which]
-    at = data.draw(st.integers(0, len(good) - 1))
-    byte = data.draw(st.integers(0, 255).filter(lambda b: b != good[at]))
-    datas = [*chain_bytes[:which], good[:at] + bytes((byte,)) + good[at + 1 :], *chain_bytes[which + 1 :]]
+    datas = _one_byte_changed(chain_bytes, data)
     assert _record_verdict(datas) == _verdict(datas, oracle_record)
 
 
