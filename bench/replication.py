@@ -772,25 +772,46 @@ def _catch_up_runs(
         m.xrange_rates.append(timed(lambda: _xranges(cluster.redis_url, start, stop)))  # noqa: B023
 
 
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """A replication cluster with its ledger created and every node holding its genesis."""
+
+    cluster: _Cluster
+    admin: Client
+    writer_keys: KeyPair
+    writer: Client
+    replication: ReplicationLedger
+    listener: _HeldListener  # the held reports
+    cosigned: _HeldListener  # the cosigned reports
+
+
+def _start(stack: ExitStack, directory: Path, what: str) -> _Started:
+    """Start the cluster in ``directory`` (closed with ``stack``), create the ledger and wait for its genesis."""
+    progress(f"{what}: starting redis-server, an ingest node and {REPLICAS} replicas")
+    cluster = stack.enter_context(_cluster(directory))
+    admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
+    writer_keys = _writer(admin, WRITER)
+    writer = stack.enter_context(Client(cluster.node, writer_keys, timeout=TIMEOUT))
+    replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
+    listener = _HeldListener(cluster.redis_url, replication.held_channel)
+    stack.callback(listener.close)
+    cosigned = _HeldListener(cluster.redis_url, replication.cosigned_channel, offset=-1)
+    stack.callback(cosigned.close)
+    admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
+    listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
+    writer.hello()
+    return _Started(cluster, admin, writer_keys, writer, replication, listener, cosigned)
+
+
 def _measure(sizes: Sizes, directory: Path) -> _Measured:
     lag_records = round(OFFERED_RATE * sizes.replication_seconds) + WARM_UP
     catch_up_runs = min(CATCH_UP_RUNS, sizes.repeats)
     progress(f"replication: preparing {lag_records + catch_up_runs * sizes.catch_up_records:,} entries (difficulty 0)")
     prepared = entries(lag_records + catch_up_runs * sizes.catch_up_records, DIFFICULTY, author=WRITER)
     with ExitStack() as stack:
-        progress(f"replication: starting redis-server, an ingest node and {REPLICAS} replicas")
-        cluster = stack.enter_context(_cluster(directory))
-        admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
-        writer_keys = _writer(admin, WRITER)
-        writer = stack.enter_context(Client(cluster.node, writer_keys, timeout=TIMEOUT))
-        replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
-        listener = _HeldListener(cluster.redis_url, replication.held_channel)
-        stack.callback(listener.close)
-        cosigned = _HeldListener(cluster.redis_url, replication.cosigned_channel, offset=-1)
-        stack.callback(cosigned.close)
-        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
-        listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
-        writer.hello()
+        started = _start(stack, directory, "replication")
+        cluster, admin, writer_keys, writer = started.cluster, started.admin, started.writer_keys, started.writer
+        replication, listener, cosigned = started.replication, started.listener, started.cosigned
 
         record = _rows(cluster, 0, 1)[0][5]
         frames = encode_record(LEDGER, 1, 1, NODE, record)
@@ -995,16 +1016,8 @@ def run_catch_up(sizes: Sizes) -> list[Figure]:
     prepared = entries(runs * sizes.catch_up_records, DIFFICULTY, author=WRITER)
     m = _CatchUps()
     with scratch_dir() as directory, ExitStack() as stack:
-        progress(f"catch-up: starting redis-server, an ingest node and {REPLICAS} replicas")
-        cluster = stack.enter_context(_cluster(directory))
-        admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
-        writer = stack.enter_context(Client(cluster.node, _writer(admin, WRITER), timeout=TIMEOUT))
-        replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
-        listener = _HeldListener(cluster.redis_url, replication.held_channel)
-        stack.callback(listener.close)
-        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
-        listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
-        writer.hello()
+        started = _start(stack, directory, "catch-up")
+        cluster, listener, writer = started.cluster, started.listener, started.writer
         progress(f"catch-up: 5b {OUTAGE} down while {sizes.catch_up_records:,} records are put, its catch-up x {runs}")
         _catch_up_runs(cluster, listener, writer, prepared, sizes.catch_up_records, m)
         exits = cluster.exits
@@ -1021,20 +1034,11 @@ def run_lag(sizes: Sizes) -> list[Figure]:
     progress(f"lag: preparing {lag_records:,} entries (difficulty 0)")
     prepared = entries(lag_records, DIFFICULTY, author=WRITER)
     with scratch_dir() as directory, ExitStack() as stack:
-        progress(f"lag: starting redis-server, an ingest node and {REPLICAS} replicas")
-        cluster = stack.enter_context(_cluster(directory))
-        admin = stack.enter_context(Client(cluster.node, cluster.admin, timeout=TIMEOUT))
-        writer_keys = _writer(admin, WRITER)
-        replication = ReplicationLedger(stack.enter_context(connect(cluster.redis_url)))
-        listener = _HeldListener(cluster.redis_url, replication.held_channel)
-        stack.callback(listener.close)
-        cosigned = _HeldListener(cluster.redis_url, replication.cosigned_channel, offset=-1)
-        stack.callback(cosigned.close)
-        admin.create_ledger(genesis(DIFFICULTY, author=ADMIN))
-        listener.wait_for([NODE, *cluster.replicas], 0, "genesis")
+        started = _start(stack, directory, "lag")
+        cluster, listener, cosigned = started.cluster, started.listener, started.cosigned
         feed = _Feed(stack, encode_record(LEDGER, 1, 1, NODE, _rows(cluster, 0, 1)[0][5]))
         progress(f"lag: 5a {lag_records - WARM_UP:,} puts (after {WARM_UP} unmeasured) at {OFFERED_RATE:,}/s")
-        lag = _lag_run(cluster, listener, cosigned, writer_keys, prepared)
+        lag = _lag_run(cluster, listener, cosigned, started.writer_keys, prepared)
         feed_latency = feed.latencies_ms(max(500, round((lag_records - WARM_UP) / 4)), OFFERED_RATE)
         exits = cluster.exits
     if exits:
