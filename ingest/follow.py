@@ -77,12 +77,12 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record, record_of_checked
+from ..node.record import Record, decode_record
 from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
-from .page_check import PageChecker, Start
+from .page_check import Checked, Fields, PageChecker, Start, record_of_fields
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class Follower:
                             self._fetch_ahead(ledger, source, page, stop, ahead)
                         elif not ahead:
                             following = self._fetch_next(source, ledger, page, start, stop)
-                        checked = self.checker.result().leaves if handed and self.checker is not None else []
+                        checked = self.checker.result() if handed and self.checker is not None else None
                         for note in page.checkpoints:  # every one checked: each is a claim to hold the home to
                             self._take_checkpoint(ledger, note, source.name, catch_up=False)
                         if not page.rows or page.rows[0][0] != start:
@@ -659,7 +659,7 @@ class Follower:
     # --- verifying and storing -------------------------------------------------------------
 
     def _offer(
-        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: list[bytes] | None = None
+        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: Checked | None = None
     ) -> str:
         """Take ``rows`` (which start right above what is held or pending) into the pending run,
         each verified as the chain's next; store what a checkpoint covers.
@@ -668,10 +668,11 @@ class Follower:
         one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
         BAD at a row that fails on its own, or that does not follow the stored head: reported.
 
-        ``checked``: the leaf hashes of the leading rows the page checker passed (see
-        ingest/page_check.py); each is taken only if it stands on this follower's chain."""
+        ``checked``: the leaf hashes and fields of the leading rows the page checker passed
+        (see ingest/page_check.py); each is taken only if it stands on this follower's chain."""
         state = self._state(ledger)
-        checked = checked or []
+        leaves, fields = (checked.leaves, checked.fields) if checked is not None else ([], [])
+        passed = min(len(leaves), len(fields))
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
         for index, (height, data) in enumerate(rows):
             if height <= top:
@@ -680,9 +681,9 @@ class Follower:
             leaf = None
             try:
                 chain = state.chain or self._chain_after_head(ledger)
-                if index < len(checked):
-                    record = _on_chain(chain, height, data)
-                    leaf = checked[index] if record is not None else None
+                if index < passed:
+                    record = _on_chain(chain, height, fields[index])
+                    leaf = leaves[index] if record is not None else None
                 # All checks at once when the record is sure to pass (it then says this height);
                 # else one by one, which name the first failure.
                 if record is None and height == chain.next_height:
@@ -980,12 +981,20 @@ def _cyclic_gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
-    """The record of bytes the page checker passed, taken as ``chain``'s next if it says the
-    height it was sent as and stands on the chain's last link; else None (nothing changed)."""
-    record = record_of_checked(data)
-    if record.height != height or height != chain.next_height or record.prev != chain.prev or chain.rules is None:
+def _on_chain(chain: ChainVerifier, height: int, fields: Fields) -> Record | None:
+    """The record the page checker passed (its fields), taken as ``chain``'s next if it says
+    the height it was sent as, of ``chain``'s ledger, and stands on the chain's last link;
+    else None (nothing changed)."""
+    # ledger, height and prev, by their places in Fields (see page_check.fields_of)
+    if (
+        fields[9] != height
+        or height != chain.next_height
+        or fields[10] != chain.prev
+        or fields[0] != chain.ledger
+        or chain.rules is None
+    ):
         return None
+    record = record_of_fields(fields)
     chain.advance(record, chain.rules)
     return record
 
