@@ -82,11 +82,9 @@ def fields_of(record: Record) -> Fields:
 def record_of_fields(fields: Fields) -> Record:
     """The Record of a checked record's :func:`fields_of`, nothing checked again: only for
     what the worker passed (its caller ties each to its own chain, by height and prev)."""
-    ledger, kind, payload, author, request_id, ts, content_bytes, checksum, nonce, height, prev, accepted, origin, link = (
-        fields
-    )
+    ledger, kind, payload, author, request_id, ts, body, checksum, nonce, height, prev, accepted, origin, link = fields
     content = new_content(ledger, kind, payload, author, request_id, ts)
-    return new_record(content, content_bytes, checksum, nonce, height, prev, accepted, origin, link)
+    return new_record(content, body, checksum, nonce, height, prev, accepted, origin, link)
 
 
 @dataclass(frozen=True, slots=True)
