@@ -871,6 +871,8 @@ class Follower:
     def _expose(self, ledger: str, stored: list[Record]) -> None:
         """Report the suspects that differ from the true records now stored at their heights."""
         suspects = self._state(ledger).suspects
+        if not suspects:  # the usual case: no loop over a catch-up page's records
+            return
         for record in stored:
             suspect = suspects.pop(record.height, None)
             if suspect is not None and suspect[0] != record.link:
