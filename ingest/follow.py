@@ -674,7 +674,12 @@ class Follower:
         leaves, fields = (checked.leaves, checked.fields) if checked is not None else ([], [])
         passed = min(len(leaves), len(fields))
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
-        for index, (height, data) in enumerate(rows):
+        begin = 0
+        if passed:
+            begin = self._take_checked(ledger, state, rows, leaves, fields[:passed], top, source, hops)
+            top = self._head(ledger) + len(state.pending)
+        for index in range(begin, len(rows)):
+            height, data = rows[index]
             if height <= top:
                 continue
             record = None
@@ -718,6 +723,56 @@ class Follower:
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
         return RETRY if dropped else OK
+
+    def _take_checked(
+        self,
+        ledger: str,
+        state: _Ledger,
+        rows: list[tuple[int, bytes]],
+        leaves: list[bytes],
+        fields: list[Fields],
+        top: int,
+        source: str,
+        hops: int,
+    ) -> int:
+        """Take the leading ``rows`` the page checker passed (``fields``, with ``leaves``) into
+        the pending run as one piece, each only if it stands on this follower's chain (see
+        :func:`_on_chain`); the index of the first row left to :meth:`_offer`'s own loop.
+
+        Rows at or below ``top`` (held or pending) are passed over, as that loop does. A
+        ``checkpoint_key`` record, and every row after it, is left to that loop (its rotation
+        is checked there). The run's lists are extended once, not appended to a row at a time."""
+        chain = state.chain or self._chain_after_head(ledger)
+        rules = chain.rules
+        if rules is None:
+            return 0  # the genesis is not held: the loop checks it
+        index, stop = 0, len(fields)
+        while index < stop and rows[index][0] <= top:
+            index += 1
+        begin = index
+        expected, prev = chain.next_height, chain.prev
+        records: list[Record] = []
+        for row, (height, _) in zip(fields[begin:], rows[begin:stop], strict=True):
+            # height, prev, ledger and kind, by their places in Fields (see page_check.fields_of)
+            if height != expected or row[9] != expected or row[10] != prev or row[0] != ledger:
+                break
+            if row[1] == ROTATION_KIND:
+                break
+            records.append(record_of_fields(row))
+            expected += 1
+            prev = row[13]
+        if not records:
+            state.chain = chain
+            return begin
+        chain.advance(records[-1], rules)
+        state.chain = chain
+        end = begin + len(records)
+        state.pending.extend(records)
+        state.data.extend([data for _, data in rows[begin:end]])
+        state.leaves.extend(leaves[begin:end])
+        state.sources.extend([source] * len(records))
+        state.hops = min(state.hops, hops)
+        return end
 
     def pending(self, ledger: str) -> list[Record]:
         """The records held above the store, verified as the chain's next, not stored yet."""
