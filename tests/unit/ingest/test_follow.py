@@ -24,8 +24,8 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, Follower, Page
-from vledger.ingest.page_check import PageChecker
+from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
+from vledger.ingest.page_check import Checked, PageChecker, fields_of
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
@@ -939,6 +939,32 @@ def test_a_bad_note_in_a_page_is_refused_and_stores_nothing(
     assert replica.heights() == list(range(10))
     assert [(a.height, a.what) for a in replica.alerts] == [(14, "bad_note_signature")]
     assert replica.follower.pending(LEDGER) == long_chain[10:15]
+
+
+def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain(
+    make_replica: MakeReplica, long_chain: list[Record]
+) -> None:
+    """The page checker's fields and leaves make the pending run as one piece, row by row tied
+    to the follower's chain: a row whose fields stand elsewhere (here another prev) is checked
+    from its bytes, and the rows after it are taken from the checker again."""
+    marked = [bytes([h]) * 32 for h in range(10)]  # the follower's trust in the checker, made visible
+    for wrong in (None, 4):
+        replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
+        follower = replica.follower
+        assert follower._offer(LEDGER, [(0, long_chain[0].encode())], "redis", NOT_RELAYED) == OK  # the genesis
+        rows = [(r.height, r.encode()) for r in long_chain[1:10]]
+        fields = [fields_of(r) for r in long_chain[1:10]]
+        if wrong is not None:
+            fields[wrong - 1] = fields_of(dataclasses.replace(long_chain[wrong], prev=bytes(32)))
+        checked = Checked(marked[1:10], fields)
+        assert follower._offer(LEDGER, rows, "redis", NOT_RELAYED, checked) == OK
+        assert follower.pending(LEDGER) == long_chain[:10]
+        expected = [leaf_hash(long_chain[0].encode()), *marked[1:10]]
+        if wrong is not None:
+            expected[wrong] = leaf_hash(long_chain[wrong].encode())  # worked out from its bytes
+        assert follower.ledgers[LEDGER].leaves == expected
+        assert follower.ledgers[LEDGER].data == [r.encode() for r in long_chain[:10]]
+        assert follower.ledgers[LEDGER].chain is not None and follower.ledgers[LEDGER].chain.next_height == 10
 
 
 class Unstarted(PageChecker):
