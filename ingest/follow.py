@@ -77,12 +77,12 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record
+from ..node.record import Record, decode_record, record_of_checked
 from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
-from .page_check import Checked, Fields, PageChecker, Start, record_of_fields
+from .page_check import Checked, PageChecker, Start
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ ANY_HEIGHT = 1 << 63
 # a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
 # evidence against the home (equivocation) never: a signed contradiction stays one.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
+NO_SUBTREES = 64  # a level above any tree's: Frontier.grow then lists none of the subtrees it completes
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
@@ -668,15 +669,15 @@ class Follower:
         one: the run is dropped (kept as suspects) and RETRY says to fetch again from the head.
         BAD at a row that fails on its own, or that does not follow the stored head: reported.
 
-        ``checked``: the leaf hashes and fields of the leading rows the page checker passed
-        (see ingest/page_check.py); each is taken only if it stands on this follower's chain."""
+        ``checked``: the leaf hashes of the leading rows the page checker passed (see
+        ingest/page_check.py); each is taken only if it stands on this follower's chain."""
         state = self._state(ledger)
-        leaves, fields = (checked.leaves, checked.fields) if checked is not None else ([], [])
-        passed = min(len(leaves), len(fields))
+        leaves = checked.leaves if checked is not None else []
+        passed = len(leaves)
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
         begin = 0
         if passed:
-            begin = self._take_checked(ledger, state, rows, leaves, fields[:passed], top, source, hops)
+            begin = self._take_checked(ledger, state, rows, leaves, top, source, hops)
             top = self._head(ledger) + len(state.pending)
         for index in range(begin, len(rows)):
             height, data = rows[index]
@@ -687,7 +688,7 @@ class Follower:
             try:
                 chain = state.chain or self._chain_after_head(ledger)
                 if index < passed:
-                    record = _on_chain(chain, height, fields[index])
+                    record = _on_chain(chain, height, data)
                     leaf = leaves[index] if record is not None else None
                 # All checks at once when the record is sure to pass (it then says this height);
                 # else one by one, which name the first failure.
@@ -730,14 +731,13 @@ class Follower:
         state: _Ledger,
         rows: list[tuple[int, bytes]],
         leaves: list[bytes],
-        fields: list[Fields],
         top: int,
         source: str,
         hops: int,
     ) -> int:
-        """Take the leading ``rows`` the page checker passed (``fields``, with ``leaves``) into
-        the pending run as one piece, each only if it stands on this follower's chain (see
-        :func:`_on_chain`); the index of the first row left to :meth:`_offer`'s own loop.
+        """Take the leading ``rows`` the page checker passed (their ``leaves``) into the pending
+        run as one piece, each only if it stands on this follower's chain (see :func:`_on_chain`);
+        the index of the first row left to :meth:`_offer`'s own loop.
 
         Rows at or below ``top`` (held or pending) are passed over, as that loop does. A
         ``checkpoint_key`` record, and every row after it, is left to that loop (its rotation
@@ -746,21 +746,22 @@ class Follower:
         rules = chain.rules
         if rules is None:
             return 0  # the genesis is not held: the loop checks it
-        index, stop = 0, len(fields)
+        index, stop = 0, len(leaves)
         while index < stop and rows[index][0] <= top:
             index += 1
         begin = index
         expected, prev = chain.next_height, chain.prev
         records: list[Record] = []
-        for row, (height, _) in zip(fields[begin:], rows[begin:stop], strict=True):
-            # height, prev, ledger and kind, by their places in Fields (see page_check.fields_of)
-            if height != expected or row[9] != expected or row[10] != prev or row[0] != ledger:
+        for height, data in rows[begin:stop]:
+            record = record_of_checked(data)
+            content = record.content
+            if height != expected or record.height != expected or record.prev != prev or content.ledger != ledger:
                 break
-            if row[1] == ROTATION_KIND:
+            if content.kind == ROTATION_KIND:
                 break
-            records.append(record_of_fields(row))
+            records.append(record)
             expected += 1
-            prev = row[13]
+            prev = record.link
         if not records:
             state.chain = chain
             return begin
@@ -819,8 +820,9 @@ class Follower:
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
-            while frontier.size < size:
-                frontier.append(state.leaves[frontier.size - base])
+            if frontier.size < size:
+                # One call for the leaves up to this checkpoint, not one a leaf; no subtree wanted.
+                frontier.grow(state.leaves[frontier.size - base : size - base], min_level=NO_SUBTREES)
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
@@ -1038,20 +1040,19 @@ def _cyclic_gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _on_chain(chain: ChainVerifier, height: int, fields: Fields) -> Record | None:
-    """The record the page checker passed (its fields), taken as ``chain``'s next if it says
-    the height it was sent as, of ``chain``'s ledger, and stands on the chain's last link;
-    else None (nothing changed)."""
-    # ledger, height and prev, by their places in Fields (see page_check.fields_of)
+def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
+    """The record of bytes the page checker passed, taken as ``chain``'s next if it says the
+    height it was sent as, of ``chain``'s ledger, and stands on the chain's last link; else
+    None (nothing changed)."""
+    record = record_of_checked(data)
     if (
-        fields[9] != height
+        record.height != height
         or height != chain.next_height
-        or fields[10] != chain.prev
-        or fields[0] != chain.ledger
+        or record.prev != chain.prev
+        or record.content.ledger != chain.ledger
         or chain.rules is None
     ):
         return None
-    record = record_of_fields(fields)
     chain.advance(record, chain.rules)
     return record
 

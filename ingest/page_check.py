@@ -12,12 +12,10 @@ What the worker's word is worth, and what the follower still checks itself:
 * The worker checks a page's rows in order as a chain: from the start the follower gives it
   (the height, link and rules its own chain stands on), or from where the worker's previous
   page ended, when that page passed whole. Any row it is not sure of ends the passed prefix.
-* The worker hands back each passed row's fields as its fast path read them (:data:`Fields`,
-  a flat tuple: unpickled and made a Record on the follower's side for 1.5 us a row, where
-  decoding the bytes again cost 3.4), and the follower takes each only if it says the height
-  it was sent as and its ``prev`` is the link of the row before, the first one the link its
-  own chain ends on: so the worker's chain is tied to the follower's, row by row. The bytes
-  the follower stores are its own, the very bytes it handed over.
+* The follower builds the passed rows' Records from their bytes without checking them again
+  (vledger.node.record.record_of_checked), and takes each only if it says the height it was
+  sent as and its ``prev`` is the link of the row before, the first one the link its own
+  chain ends on: so the worker's chain is tied to the follower's, row by row.
 * Every row past the prefix, every ``checkpoint_key`` record, every checkpoint note and every
   decision to store goes the follower's own way, as without a checker: a bad row is named
   and refused exactly as before. A checker that fails (its process gone) is dropped, with a
@@ -40,11 +38,9 @@ import multiprocessing.connection
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.ledger import LedgerRules
-from ..node.record import Record, new_content, new_record
 from ..node.tree import leaf_hash
 from ..node.verify import ChainVerifier
 
@@ -52,39 +48,6 @@ log = logging.getLogger(__name__)
 
 STOP_WAIT = 5.0  # seconds a stopping worker is given before it is terminated
 READY = "ready"  # the worker's first message: it has imported what it checks with
-
-# A checked record's fields, flat (see fields_of): a tuple of plain values pickles and unpickles
-# in a third of the time a Record takes, and makes a Record faster than its bytes decode to one.
-Fields = tuple[str, str, dict[str, Any], str, str, int, bytes, bytes, int, int, bytes, int, str, bytes]
-
-
-def fields_of(record: Record) -> Fields:
-    """``record``'s fields in the order :func:`record_of_fields` takes them."""
-    content = record.content
-    return (
-        content.ledger,
-        content.kind,
-        content.payload,
-        content.author,
-        content.request_id,
-        content.ts,
-        record.content_bytes,
-        record.checksum,
-        record.nonce,
-        record.height,
-        record.prev,
-        record.accepted,
-        record.origin,
-        record.link,
-    )
-
-
-def record_of_fields(fields: Fields) -> Record:
-    """The Record of a checked record's :func:`fields_of`, nothing checked again: only for
-    what the worker passed (its caller ties each to its own chain, by height and prev)."""
-    ledger, kind, payload, author, request_id, ts, body, checksum, nonce, height, prev, accepted, origin, link = fields
-    content = new_content(ledger, kind, payload, author, request_id, ts)
-    return new_record(content, body, checksum, nonce, height, prev, accepted, origin, link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +63,9 @@ class Start:
 @dataclass(frozen=True, slots=True)
 class Checked:
     """The worker's answer for a page: its first ``len(leaves)`` rows passed every check of
-    section 4 as a chain, and these are their Merkle leaf hashes (docs/PROTOCOL.md 12) and
-    their fields (:func:`fields_of`), one each."""
+    section 4 as a chain, and these are their Merkle leaf hashes (docs/PROTOCOL.md 12)."""
 
     leaves: list[bytes]
-    fields: list[Fields]
 
 
 class PageChecker:
@@ -214,17 +175,17 @@ class PageChecker:
             raise RuntimeError("no page was handed over")
         self._waiting.popleft()
         if self.broken:
-            return Checked([], [])
+            return Checked([])
         try:
             if not self._ready:
                 self._take_ready()
             answer = self._conn.recv() if self._conn is not None and not self.broken else None
         except (OSError, EOFError) as e:
             self._fail(e)
-            return Checked([], [])
+            return Checked([])
         if not isinstance(answer, Checked):  # the worker's own failure, as text
             self._fail(RuntimeError(str(answer)))
-            return Checked([], [])
+            return Checked([])
         self.passed += len(answer.leaves)
         return answer
 
@@ -260,21 +221,18 @@ class PageChecker:
         self.broken = True
 
 
-def check_page(verifier: ChainVerifier | None, rows: list[bytes]) -> tuple[list[bytes], list[Fields], bool]:
-    """The leaf hashes and the fields of the leading ``rows`` that ``verifier``'s fast path
-    takes, in order (advancing it), and whether every row passed. None checks nothing."""
+def check_page(verifier: ChainVerifier | None, rows: list[bytes]) -> tuple[list[bytes], bool]:
+    """The leaf hashes of the leading ``rows`` that ``verifier``'s fast path takes, in order
+    (advancing it), and whether every row passed. None checks nothing."""
     leaves: list[bytes] = []
-    fields: list[Fields] = []
     if verifier is None:
-        return leaves, fields, False
-    feed_record_fast = verifier.feed_record_fast
+        return leaves, False
+    take_fast = verifier.take_fast
     for data in rows:
-        record = feed_record_fast(data)
-        if record is None:
-            return leaves, fields, False
+        if not take_fast(data):
+            return leaves, False
         leaves.append(leaf_hash(data))
-        fields.append(fields_of(record))
-    return leaves, fields, True
+    return leaves, True
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
@@ -289,13 +247,13 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             elif verifier is not None and verifier.ledger != ledger:
                 verifier = None
             try:
-                leaves, fields, whole = check_page(verifier, rows)
+                leaves, whole = check_page(verifier, rows)
             except Exception as e:  # a fault of this worker: reported to the follower, which checks itself
                 conn.send(f"{type(e).__name__}: {e}")
                 continue
             if not whole:
                 verifier = None  # the next page continues from nowhere: checked only with a start
-            conn.send(Checked(leaves, fields))
+            conn.send(Checked(leaves))
     except (EOFError, OSError, KeyboardInterrupt):
         pass  # the follower is gone: nothing to answer
     finally:

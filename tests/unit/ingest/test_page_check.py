@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.page_check import PageChecker, Start, check_page, fields_of, record_of_fields
+from vledger.ingest.page_check import PageChecker, Start, check_page
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry, Record, decode_record
+from vledger.node.record import Content, Entry, Record, decode_record, record_of_checked
 from vledger.node.store import ChainStore
 from vledger.node.tree import leaf_hash
 from vledger.node.verify import ChainVerifier
@@ -51,24 +51,18 @@ def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(c
     start = _start(chain, 1)
     rows = [r.encode() for r in chain[1:]]
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    fields = [fields_of(decode_record(data, PROTOCOL_LIMITS)) for data in rows]
-    assert check_page(verifier, rows) == ([leaf_hash(data) for data in rows], fields, True)
+    assert check_page(verifier, rows) == ([leaf_hash(data) for data in rows], True)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == (
-        [leaf_hash(d) for d in rows[:4]],
-        fields[:4],
-        False,
-    )
+    assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == ([leaf_hash(d) for d in rows[:4]], False)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, rows[1:]) == ([], [], False)  # not the next height: nothing passed
-    assert check_page(None, rows) == ([], [], False)
+    assert check_page(verifier, rows[1:]) == ([], False)  # not the next height: nothing passed
+    assert check_page(None, rows) == ([], False)
 
 
-def test_record_of_fields_gives_what_decode_record_gives(chain: list[Record]) -> None:
+def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -> None:
     for record in chain[1:]:
-        decoded = decode_record(record.encode(), PROTOCOL_LIMITS)
-        built = record_of_fields(fields_of(decoded))
-        assert built == decoded == record
+        built = record_of_checked(record.encode())
+        assert built == decode_record(record.encode(), PROTOCOL_LIMITS) == record
         assert built.encode() == record.encode()
 
 
@@ -82,17 +76,7 @@ def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain
         checker.submit(LEDGER, rows[10:], None)  # after a page that did not pass whole: nothing
         checker.submit(LEDGER, rows[10:], _start(chain, 10))  # a start of its own: checked
         checker.submit("ledger-b", rows[10:], None)  # another ledger never continues this one
-        results = [checker.result() for _ in range(6)]
-        # Each passed row's fields, as its own process read them, make the record it is.
-        assert [[record_of_fields(f) for f in r.fields] for r in results] == [
-            chain[1:4],
-            chain[4:7],
-            [chain[7]],
-            [],
-            chain[10:],
-            [],
-        ]
-        answers = [r.leaves for r in results]
+        answers = [checker.result().leaves for _ in range(6)]
         assert answers == [
             [leaf_hash(d) for d in rows[1:4]],
             [leaf_hash(d) for d in rows[4:7]],
