@@ -67,7 +67,8 @@ class ReplicationSettings:
     # Records per XRANGE or range request when catching up (a range request is also capped by
     # the node's page_size), and per chunk the outbox ships. 3000, not 1000: a third of the
     # pages, fetches, checker round trips and group commits (interleaved `bench --only catchup`
-    # under load, 2 pairs: 35.3k/37.0k best, 31.4k mean against 28.3k/29.5k, 24.0k at 1000).
+    # under load, two rounds of 2 pairs: mean of 6 runs 31.4k and 24.6k against 24.4k and 24.1k
+    # at 1000; noisy, the first round's gain did not repeat in the second).
     # A page's bytes are not capped: up to 3000 x max_record_bytes (240 MB; ~1 MB at 350 B).
     catch_up_batch: int = 3000
     # true: a follower on more than one core checks the next catch-up page in a worker process
