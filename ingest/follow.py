@@ -82,7 +82,7 @@ from ..node.store import ChainStore, Receipt
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
-from .page_check import PageChecker, Start
+from .page_check import Checked, PageChecker, Start
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ ANY_HEIGHT = 1 << 63
 # a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
 # evidence against the home (equivocation) never: a signed contradiction stays one.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
+NO_SUBTREES = 64  # a level above any tree's: Frontier.grow then lists none of the subtrees it completes
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
@@ -318,7 +319,7 @@ class Follower:
                             self._fetch_ahead(ledger, source, page, stop, ahead)
                         elif not ahead:
                             following = self._fetch_next(source, ledger, page, start, stop)
-                        checked = self.checker.result().leaves if handed and self.checker is not None else []
+                        checked = self.checker.result() if handed and self.checker is not None else None
                         for note in page.checkpoints:  # every one checked: each is a claim to hold the home to
                             self._take_checkpoint(ledger, note, source.name, catch_up=False)
                         if not page.rows or page.rows[0][0] != start:
@@ -659,7 +660,7 @@ class Follower:
     # --- verifying and storing -------------------------------------------------------------
 
     def _offer(
-        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: list[bytes] | None = None
+        self, ledger: str, rows: list[tuple[int, bytes]], source: str, hops: int, checked: Checked | None = None
     ) -> str:
         """Take ``rows`` (which start right above what is held or pending) into the pending run,
         each verified as the chain's next; store what a checkpoint covers.
@@ -671,18 +672,24 @@ class Follower:
         ``checked``: the leaf hashes of the leading rows the page checker passed (see
         ingest/page_check.py); each is taken only if it stands on this follower's chain."""
         state = self._state(ledger)
-        checked = checked or []
+        leaves = checked.leaves if checked is not None else []
+        passed = len(leaves)
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
-        for index, (height, data) in enumerate(rows):
+        begin = 0
+        if passed:
+            begin = self._take_checked(ledger, state, rows, leaves, top, source, hops)
+            top = self._head(ledger) + len(state.pending)
+        for index in range(begin, len(rows)):
+            height, data = rows[index]
             if height <= top:
                 continue
             record = None
             leaf = None
             try:
                 chain = state.chain or self._chain_after_head(ledger)
-                if index < len(checked):
+                if index < passed:
                     record = _on_chain(chain, height, data)
-                    leaf = checked[index] if record is not None else None
+                    leaf = leaves[index] if record is not None else None
                 # All checks at once when the record is sure to pass (it then says this height);
                 # else one by one, which name the first failure.
                 if record is None and height == chain.next_height:
@@ -717,6 +724,56 @@ class Follower:
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
         return RETRY if dropped else OK
+
+    def _take_checked(
+        self,
+        ledger: str,
+        state: _Ledger,
+        rows: list[tuple[int, bytes]],
+        leaves: list[bytes],
+        top: int,
+        source: str,
+        hops: int,
+    ) -> int:
+        """Take the leading ``rows`` the page checker passed (their ``leaves``) into the pending
+        run as one piece, each only if it stands on this follower's chain (see :func:`_on_chain`);
+        the index of the first row left to :meth:`_offer`'s own loop.
+
+        Rows at or below ``top`` (held or pending) are passed over, as that loop does. A
+        ``checkpoint_key`` record, and every row after it, is left to that loop (its rotation
+        is checked there). The run's lists are extended once, not appended to a row at a time."""
+        chain = state.chain or self._chain_after_head(ledger)
+        rules = chain.rules
+        if rules is None:
+            return 0  # the genesis is not held: the loop checks it
+        index, stop = 0, len(leaves)
+        while index < stop and rows[index][0] <= top:
+            index += 1
+        begin = index
+        expected, prev = chain.next_height, chain.prev
+        records: list[Record] = []
+        for height, data in rows[begin:stop]:
+            record = record_of_checked(data)
+            content = record.content
+            if height != expected or record.height != expected or record.prev != prev or content.ledger != ledger:
+                break
+            if content.kind == ROTATION_KIND:
+                break
+            records.append(record)
+            expected += 1
+            prev = record.link
+        if not records:
+            state.chain = chain
+            return begin
+        chain.advance(records[-1], rules)
+        state.chain = chain
+        end = begin + len(records)
+        state.pending.extend(records)
+        state.data.extend([data for _, data in rows[begin:end]])
+        state.leaves.extend(leaves[begin:end])
+        state.sources.extend([source] * len(records))
+        state.hops = min(state.hops, hops)
+        return end
 
     def pending(self, ledger: str) -> list[Record]:
         """The records held above the store, verified as the chain's next, not stored yet."""
@@ -763,8 +820,9 @@ class Follower:
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
-            while frontier.size < size:
-                frontier.append(state.leaves[frontier.size - base])
+            if frontier.size < size:
+                # One call for the leaves up to this checkpoint, not one a leaf; no subtree wanted.
+                frontier.grow(state.leaves[frontier.size - base : size - base], min_level=NO_SUBTREES)
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
@@ -870,6 +928,8 @@ class Follower:
     def _expose(self, ledger: str, stored: list[Record]) -> None:
         """Report the suspects that differ from the true records now stored at their heights."""
         suspects = self._state(ledger).suspects
+        if not suspects:  # the usual case: no loop over a catch-up page's records
+            return
         for record in stored:
             suspect = suspects.pop(record.height, None)
             if suspect is not None and suspect[0] != record.link:
@@ -982,9 +1042,16 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
     """The record of bytes the page checker passed, taken as ``chain``'s next if it says the
-    height it was sent as and stands on the chain's last link; else None (nothing changed)."""
+    height it was sent as, of ``chain``'s ledger, and stands on the chain's last link; else
+    None (nothing changed)."""
     record = record_of_checked(data)
-    if record.height != height or height != chain.next_height or record.prev != chain.prev or chain.rules is None:
+    if (
+        record.height != height
+        or height != chain.next_height
+        or record.prev != chain.prev
+        or record.content.ledger != chain.ledger
+        or chain.rules is None
+    ):
         return None
     chain.advance(record, chain.rules)
     return record

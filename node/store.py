@@ -222,6 +222,62 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Staged(MutableMapping[tuple[str, int], Record]):
+    """A group's records to write, by (ledger, height), in the order they were placed, each
+    with its bytes and leaf hash when its caller gave them (else None: worked out at COMMIT).
+
+    A verified run that stands on its head (a follower's catch-up page) is kept as one piece,
+    not a dict entry a record: the committer spent ~4 us a row keying, pairing and re-listing
+    the run's records, for lookups that only a duplicate in the same group makes.
+    """
+
+    def __init__(self) -> None:
+        self._one: dict[tuple[str, int], Record] = {}
+        self._runs: list[tuple[str, int, Sequence[Record]]] = []  # ledger, first height, records
+        self.records: list[Record] = []  # in the order placed
+        self.data: list[bytes | None] = []  # each record's bytes, if given
+        self.leaves: list[bytes | None] = []  # each record's leaf hash, if given
+
+    def add(self, record: Record, given: tuple[bytes, bytes] | None = None) -> None:
+        """Stage ``record`` (and its bytes and leaf hash, if given)."""
+        self._one[(record.content.ledger, record.height)] = record
+        self.records.append(record)
+        self.data.append(given[0] if given is not None else None)
+        self.leaves.append(given[1] if given is not None else None)
+
+    def add_run(self, records: Sequence[Record], given: Sequence[tuple[bytes, bytes]]) -> None:
+        """Stage a run of one ledger's consecutive heights with their bytes and leaf hashes."""
+        first = records[0]
+        self._runs.append((first.content.ledger, first.height, records))
+        self.records.extend(records)
+        self.data.extend([pair[0] for pair in given])
+        self.leaves.extend([pair[1] for pair in given])
+
+    def __getitem__(self, key: tuple[str, int]) -> Record:
+        record = self._one.get(key)
+        if record is not None:
+            return record
+        ledger, height = key
+        for run_ledger, first, records in self._runs:
+            if run_ledger == ledger and first <= height < first + len(records):
+                return records[height - first]
+        raise KeyError(key)
+
+    def __setitem__(self, key: tuple[str, int], record: Record) -> None:
+        if key != (record.content.ledger, record.height):
+            raise KeyError(key)
+        self.add(record)
+
+    def __delitem__(self, key: tuple[str, int]) -> None:
+        raise TypeError("a staged record stays staged: a failed group drops them all")
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return ((record.content.ledger, record.height) for record in self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
 class _Requests:
     """The records of a group's request ids: those already stored, and those placed in this group.
 
@@ -593,16 +649,20 @@ class ChainStore:
             self._commit(batch, size, answer_first)
 
     def _grow_trees(
-        self, records: list[tuple[Record, bytes, bytes | None]]
+        self, records: Sequence[Record], data: Sequence[bytes], given: Sequence[bytes | None]
     ) -> tuple[dict[str, Frontier], list[tuple[Any, ...]]]:
         """The frontiers after this group's records (each with its bytes and, if its caller
-        gave it, its leaf hash), and the tree rows they complete.
+        gave it, its leaf hash, else None), and the tree rows they complete.
 
         Grows copies, so a group that fails to commit leaves the frontiers as they were.
         """
         leaves: dict[str, list[bytes]] = {}  # each ledger's, in order (a group's ledgers may interleave)
-        for record, data, leaf in records:
-            leaves.setdefault(record.content.ledger, []).append(leaf if leaf is not None else leaf_hash(data))
+        first = records[0].content.ledger
+        if None not in given and all(record.content.ledger == first for record in records):
+            leaves[first] = given  # type: ignore[assignment]  # no None in it, as just checked
+        else:
+            for record, encoded, leaf in zip(records, data, given, strict=True):
+                leaves.setdefault(record.content.ledger, []).append(leaf if leaf is not None else leaf_hash(encoded))
         grown: dict[str, Frontier] = {}
         rows: list[tuple[Any, ...]] = []
         for ledger, hashes in leaves.items():
@@ -614,8 +674,7 @@ class ChainStore:
     def _commit(self, batch: list[_Job], appends: int, answer_first: bool = False) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
-        staged: dict[tuple[str, int], Record] = {}
-        given: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # a staged record's bytes and leaf, if given
+        staged = _Staged()
         requests = _Requests(
             self._write,
             [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
@@ -632,6 +691,17 @@ class ChainStore:
                     receipt, record = self._place(job.entry, heads, requests)
                     placed = [record] if record is not None else []
                     result: Any = receipt
+                elif job.given is not None and len(job.records) > 1 and _stands_on(job.records, heads):
+                    # A verified run (given is only ever with verified) right on its head: a
+                    # catch-up page. Staged whole, without a lookup entry or pairing a record.
+                    records = job.records
+                    last = records[-1]
+                    heads[last.content.ledger] = _Head(
+                        last.height, last.link, last.accepted, heads[last.content.ledger].rules
+                    )
+                    staged.add_run(records, job.given)
+                    done.append((job, [Receipt.of(record) for record in records]))
+                    continue
                 else:
                     receipts, placed = self._extend_run(job.records, heads, staged, job.verified)
                     result = receipts if job.many else receipts[0]
@@ -642,33 +712,29 @@ class ChainStore:
                 log.exception("append failed unexpectedly")
                 job.future.set_exception(e)
                 continue
-            for record in placed:
-                staged[(record.ledger, record.height)] = record
-                if job.entry is not None:
-                    requests.placed(record)
-            if job.given is not None:
+            if job.given is None:
+                for record in placed:
+                    staged.add(record)
+                    if job.entry is not None:
+                        requests.placed(record)
+            else:
                 # What was placed is the run's records (the same objects) less its duplicates.
-                if len(placed) == len(job.records):
-                    given.update(((r.ledger, r.height), pair) for r, pair in zip(placed, job.given, strict=True))
-                else:
-                    pairs = iter(zip(job.records, job.given, strict=True))
-                    for record in placed:
-                        given[(record.ledger, record.height)] = next(pair for r, pair in pairs if r is record)
+                pairs = iter(zip(job.records, job.given, strict=True))
+                for record in placed:
+                    staged.add(record, next(pair for r, pair in pairs if r is record))
             done.append((job, result))
         try:
             if staged:
-                encoded: list[tuple[Record, bytes, bytes | None]] = []
-                for key, r in staged.items():
-                    pair = given.get(key)
-                    encoded.append((r, pair[0], pair[1]) if pair is not None else (r, r.encode(), None))
+                records = staged.records
+                encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
                 if self.keep_tree:
-                    grown, tree_rows = self._grow_trees(encoded)
+                    grown, tree_rows = self._grow_trees(records, encoded, staged.leaves)
                 self._write.execute("BEGIN IMMEDIATE")
                 self._write.executemany(
                     "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
                     [
                         (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
-                        for r, data, _ in encoded
+                        for r, data in zip(records, encoded, strict=True)
                     ],
                 )
                 if self.keep_tree:
@@ -681,7 +747,7 @@ class ChainStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._write.execute("ROLLBACK")
             log.error("group commit of %d records failed: %s", len(staged), e)
-            for ledger in {record.ledger for record in staged.values()}:
+            for ledger in {record.content.ledger for record in staged.records}:
                 # The rules saw records that are not durable: rebuild from the chain next time.
                 self._domain_ready.discard(ledger)
                 if self._domain is not None:
@@ -699,7 +765,7 @@ class ChainStore:
                 job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
-                self.on_commit(list(staged.values()))
+                self.on_commit(staged.records)
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
         if not answer_first:
@@ -711,7 +777,7 @@ class ChainStore:
         entries: Sequence[Entry],
         heads: dict[str, _Head],
         requests: _Requests,
-        staged: dict[tuple[str, int], Record],
+        staged: _Staged,
     ) -> list[Receipt | Exception]:
         """Place each entry on its own (see :meth:`submit_entries`): its receipt, or the
         exception that refused it; a bug fails its entry loudly, not the committer.
@@ -763,7 +829,7 @@ class ChainStore:
                 outcomes.append(e)
                 continue
             if record is not None:
-                staged[(ledger, record.height)] = record
+                staged.add(record)
                 placed(record)
             outcomes.append(receipt)
         return outcomes
@@ -826,7 +892,7 @@ class ChainStore:
         self,
         records: Sequence[Record],
         heads: dict[str, _Head],
-        staged: dict[tuple[str, int], Record],
+        staged: _Staged,
         verified: bool,
     ) -> tuple[list[Receipt], list[Record]]:
         """The receipts of ``records`` and those of them to write; raises the first failure,

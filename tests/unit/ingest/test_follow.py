@@ -24,8 +24,8 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, Follower, Page
-from vledger.ingest.page_check import PageChecker
+from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
+from vledger.ingest.page_check import Checked, PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
@@ -939,6 +939,37 @@ def test_a_bad_note_in_a_page_is_refused_and_stores_nothing(
     assert replica.heights() == list(range(10))
     assert [(a.height, a.what) for a in replica.alerts] == [(14, "bad_note_signature")]
     assert replica.follower.pending(LEDGER) == long_chain[10:15]
+
+
+def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain(
+    make_replica: MakeReplica, long_chain: list[Record], other_chain: list[Record]
+) -> None:
+    """The rows the page checker passed join the pending run as one piece with its leaves, each
+    tied to the follower's chain: a row that stands elsewhere (here a record of another chain,
+    as a lying checker would pass it) stops the piece and is checked from its bytes (refused)."""
+    marked = [bytes([h]) * 32 for h in range(10)]  # the follower's trust in the checker, made visible
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
+    follower = replica.follower
+    assert follower._offer(LEDGER, [(0, long_chain[0].encode())], "redis", NOT_RELAYED) == OK  # the genesis
+    rows = [(r.height, r.encode()) for r in long_chain[1:10]]
+    assert follower._offer(LEDGER, rows, "redis", NOT_RELAYED, Checked(marked[1:6])) == OK
+    assert follower.pending(LEDGER) == long_chain[:10]
+    assert follower.ledgers[LEDGER].leaves == [
+        leaf_hash(long_chain[0].encode()),
+        *marked[1:6],
+        *[leaf_hash(r.encode()) for r in long_chain[6:10]],  # past what the checker passed: worked out here
+    ]
+    assert follower.ledgers[LEDGER].data == [r.encode() for r in long_chain[:10]]
+    chain = follower.ledgers[LEDGER].chain
+    assert chain is not None and chain.next_height == 10 and chain.prev == long_chain[9].link
+
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
+    follower = replica.follower
+    assert follower._offer(LEDGER, [(0, long_chain[0].encode())], "redis", NOT_RELAYED) == OK
+    stranger = (3, other_chain[3].encode())  # "passed" by the checker, yet not on this chain
+    assert follower._offer(LEDGER, [*rows[:2], stranger, *rows[3:]], "redis", NOT_RELAYED, Checked(marked[1:10])) != OK
+    assert [a.height for a in replica.alerts] == [3]
+    assert follower.pending(LEDGER) in ([], long_chain[:3])  # nothing of the stranger or after it
 
 
 class Unstarted(PageChecker):

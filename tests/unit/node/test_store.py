@@ -755,6 +755,39 @@ def test_a_verified_run_is_written_with_the_bytes_and_leaf_hashes_its_caller_giv
     assert store.frontier(LEDGER).root() == expected.root()
 
 
+def test_verified_runs_in_one_group_find_each_others_records(
+    replica: tuple[ChainStore, list[Record]], kit: Any
+) -> None:
+    """Runs a follower hands over are staged whole (no lookup entry a record): a run in the
+    same group that overlaps one still finds its records there, as duplicates if the same and
+    refused if not; the group writes each record once, in order, and tells on_commit so."""
+    store, records = replica
+    committed: list[list[int]] = []
+    store.on_commit = lambda staged: committed.append([r.height for r in staged])
+    run = [kit.extend(records[-1], kit.entry(9, 2))]
+    for i in range(10, 13):
+        run.append(kit.extend(run[-1], kit.entry(i, 2)))
+    given = [(r.encode(), leaf_hash(r.encode())) for r in run]
+    other = kit.extend(run[1], kit.entry(99, 2))  # a different record at run[2]'s height
+    with store._committing:  # the committer waits: all four jobs make one group
+        first = store.submit_records(run[:3], verified=True, given=given[:3])
+        again = store.submit_records(run[1:], verified=True, given=given[1:])  # two staged above
+        conflict = store.submit_records([run[1], other], verified=True, given=[given[1], (other.encode(), b"x" * 32)])
+        alone = store.submit_records([run[0]], verified=True)
+    store.flush()
+    assert [r.height for r in first.result(DEADLINE)] == [5, 6, 7]
+    assert [(r.height, r.duplicate) for r in again.result(DEADLINE)] == [(6, True), (7, True), (8, False)]
+    with pytest.raises(RecordConflictError):
+        conflict.result(DEADLINE)
+    assert alone.result(DEADLINE)[0].duplicate
+    assert committed == [[5, 6, 7, 8]]
+    assert [data for _, data in store.range_raw(LEDGER, 5)] == [data for data, _ in given]
+    expected = Frontier()
+    for leaf in [leaf_hash(r.encode()) for r in [*records, *run]]:
+        expected.append(leaf)
+    assert store.frontier(LEDGER).root() == expected.root()
+
+
 def test_a_store_without_a_node_name_cannot_place_entries(open_store: OpenStore, kit: Any) -> None:
     store = open_store(origin=None)
     with pytest.raises(StoreError, match="no node name"):
