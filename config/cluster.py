@@ -65,12 +65,11 @@ class ReplicationSettings:
     # follower's relay sends each stored run at once (ingest/replica.py, relay_settings).
     outbox_interval_ms: int = 5
     # Records per XRANGE or range request when catching up (a range request is also capped by
-    # the node's page_size), and per chunk the outbox ships. 3000, not 1000: a third of the
-    # pages, fetches, checker round trips and group commits (interleaved `bench --only catchup`
-    # under load, two rounds of 2 pairs: mean of 6 runs 31.4k and 24.6k against 24.4k and 24.1k
-    # at 1000; noisy, the first round's gain did not repeat in the second).
-    # A page's bytes are not capped: up to 3000 x max_record_bytes (240 MB; ~1 MB at 350 B).
-    catch_up_batch: int = 3000
+    # the node's page_size), and per chunk the outbox ships. 3000 was tried: no gain on a quiet
+    # machine (`bench --only catchup`, 3 interleaved pairs: 30.3k/32.5k/33.4k rec/s against
+    # 31.0k/33.7k/29.2k at 1000), while a page's bytes (not capped: up to catch_up_batch x
+    # max_record_bytes) and how far behind a follower may be and still be `current` triple.
+    catch_up_batch: int = 1000
     # true: a follower on more than one core checks the next catch-up page in a worker process
     # (ingest/page_check.py, started with the replica, off the follower's thread) while it takes
     # one. Quiet 2-core machine, `bench --only catchup`, 3 interleaved pairs: 32.7k/28.6k/28.4k
