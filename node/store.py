@@ -218,6 +218,13 @@ def _stands_on(records: Sequence[Record], heads: Mapping[str, _Head]) -> bool:
     return True
 
 
+def _take_standing(records: Sequence[Record], heads: dict[str, _Head]) -> list[Receipt]:
+    """Take a run that :func:`_stands_on` its head whole: the head moves to its last record."""
+    last = records[-1]
+    heads[last.ledger] = _Head(last.height, last.link, last.accepted, heads[last.ledger].rules)
+    return [Receipt.of(record) for record in records]
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -691,16 +698,11 @@ class ChainStore:
                     receipt, record = self._place(job.entry, heads, requests)
                     placed = [record] if record is not None else []
                     result: Any = receipt
-                elif job.given is not None and len(job.records) > 1 and _stands_on(job.records, heads):
-                    # A verified run (given is only ever with verified) right on its head: a
-                    # catch-up page. Staged whole, without a lookup entry or pairing a record.
-                    records = job.records
-                    last = records[-1]
-                    heads[last.content.ledger] = _Head(
-                        last.height, last.link, last.accepted, heads[last.content.ledger].rules
-                    )
-                    staged.add_run(records, job.given)
-                    done.append((job, [Receipt.of(record) for record in records]))
+                elif job.verified and job.given is not None and len(job.records) > 1 and _stands_on(job.records, heads):
+                    # A verified run right on its head with its bytes and leaves: a catch-up
+                    # page. Staged whole, without a lookup entry or pairing a record.
+                    done.append((job, _take_standing(job.records, heads)))
+                    staged.add_run(job.records, job.given)
                     continue
                 else:
                     receipts, placed = self._extend_run(job.records, heads, staged, job.verified)
@@ -901,9 +903,7 @@ class ChainStore:
             receipt, record = self._extend(records[0], heads, staged, verified)
             return [receipt], [record] if record is not None else []
         if verified and _stands_on(records, heads):
-            last = records[-1]
-            heads[last.ledger] = _Head(last.height, last.link, last.accepted, heads[last.ledger].rules)
-            return [Receipt.of(record) for record in records], list(records)
+            return _take_standing(records, heads), list(records)
         trial_heads: collections.ChainMap[str, _Head] = collections.ChainMap({}, heads)
         trial_staged: collections.ChainMap[tuple[str, int], Record] = collections.ChainMap({}, staged)
         receipts, placed = [], []
