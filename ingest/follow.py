@@ -97,7 +97,6 @@ ANY_HEIGHT = 1 << 63
 # a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
 # evidence against the home (equivocation) never: a signed contradiction stays one.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
-NO_SUBTREES = 64  # a level above any tree's: Frontier.grow then lists none of the subtrees it completes
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
@@ -821,8 +820,8 @@ class Follower:
             frontier = self.store.frontier(ledger) if base else Frontier()
         for size in sizes:
             if frontier.size < size:
-                # One call for the leaves up to this checkpoint, not one a leaf; no subtree wanted.
-                frontier.grow(state.leaves[frontier.size - base : size - base], min_level=NO_SUBTREES)
+                # One call for the leaves up to this checkpoint, not one a leaf.
+                frontier.append_all(state.leaves[frontier.size - base : size - base])
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
