@@ -133,9 +133,18 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         make_seed=lambda: generate_checkpoint_key(config.keys_dir, name, passphrase).seed,
     )
     own = chains.keys(config.name)
+    # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
+    # line; writes go to the home of the newest epoch this store or Redis names.
+    book = EpochBook(config.name, store)
+    homes = Homes(config, book, replication)
+    homes.refresh()
     refused = self_check(store, SIGNED)
+    # Only the ledgers it is home of: a standby that was away is behind its home's checkpoints,
+    # signed with the home's key (which its chain names), and catches up; refused, it could
+    # never take over.
+    homed = [ledger for ledger in store.ledgers() if homes.home_of(ledger).name == name]
     try:
-        published = {ledger: _published(replication, ledger) for ledger in store.ledgers()}
+        published = {ledger: _published(replication, ledger) for ledger in homed}
     except REDIS_ERRORS as e:
         log.warning("ingest node %s: Redis unavailable (%s): its store is checked against its own table only", name, e)
         published = {}
@@ -156,10 +165,6 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # durable goes out before the feed closes. Its key follows the node's rotations (16.6) once
     # the outbox's feed proxy, the thread that owns the socket from then on, runs (below).
     publisher = runtime.publisher(broker, config.replication.send_hwm, attach=False)
-    # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
-    # line; writes go to the home of the newest epoch this store or Redis names.
-    book = EpochBook(config.name, store)
-    homes = Homes(config, book, replication)
     # Its streams and feed are shipped by a process of its own (ingest/outbox_process.py): this
     # process keeps the request loop, the group commits and the checkpoints' signatures.
     outbox = OutboxProcess(

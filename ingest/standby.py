@@ -2,10 +2,16 @@
 
 The cluster file may name, per ledger, a ``standby`` ingest node. That node follows those
 ledgers into its own store as a replica does (vledger.ingest.follow: the home's feed, the
-Redis stream, the home's ``range``; stored only under a checkpoint, checked by the ledger's
-epochs), so that ``ledger.promote`` finds every acknowledged record there. It follows a
-ledger only while another node is its home: once it is promoted (or its store's records
-name it home) it places the ledger's records itself and ignores the feed of it.
+Redis stream, the replicas' and the home's ``range``; stored only under a checkpoint, checked by
+the ledger's epochs), so that ``ledger.promote`` finds every acknowledged record there. It
+follows a ledger only while another node is its home: once it is promoted (or its store's
+records name it home) it places the ledger's records itself and ignores the feed of it.
+
+A home killed between a record's feed message and its Redis stream entry leaves a record the
+replicas hold and cosigned, but the stream lacks and the feed may not have brought here (each
+subscriber's queue dies with the publisher): the standby's targets therefore also come from
+the cosigned checkpoints in Redis (what a promotion counts as acknowledged), and the replicas
+are sources it catches up from.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import threading
 import time
 from collections.abc import Iterable
 from functools import partial
+from typing import Protocol
 
 from ..broker.client import Client
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
-from ..broker.replication import ReplicationLedger, raise_alert
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..node.store import ChainStore
 from .epochs import EpochBook, Homes
 from .follow import Follower, Page
@@ -72,16 +79,25 @@ class StandbyFollow:
         self.stopping = threading.Event()
         homes_named = sorted({config.home_of(ledger).name for ledger in ledgers})
         feeds = []
-        sources: list[_Only] = [_Only(StreamSource(replication), ledgers)]
+        self.replication = replication
+        self.stream = _Only(StreamSource(replication), ledgers)
+        sources: list[_Only] = [self.stream]
         gates, own = runtime.gates, runtime.client_keys
-        # Each home at its keys in force, with ours, through their rotations (PROTOCOL 16.6).
-        for home in homes_named:
-            feeds.append(self._feed(gates, home))
-            client = Client(gates.address_of(home), own.current, timeout=SOURCE_TIMEOUT, follow=False)
-            gates.keep_addressed(client, home)
+
+        def source(node: str) -> _Only:
+            # At its keys in force, with ours, through their rotations (PROTOCOL 16.6).
+            client = Client(gates.address_of(node), own.current, timeout=SOURCE_TIMEOUT, follow=False)
+            gates.keep_addressed(client, node)
             own.follow(partial(setattr, client, "keys"))
             runtime.closing(client.close)
-            sources.append(_Only(NodeSource(home, client, config.ingest.page_size), ledgers))
+            return _Only(NodeSource(node, client, config.ingest.page_size), ledgers)
+
+        # The replicas before the homes: a home that is gone would hold each catch-up for its
+        # client's timeout, and what a replica gives is stored only under a checkpoint too.
+        sources.extend(source(replica.name) for replica in config.nodes_of("replica"))
+        for home in homes_named:
+            feeds.append(self._feed(gates, home))
+            sources.append(source(home))
         self.subscriber = Subscriber(
             runtime.ctx,
             own.current,
@@ -134,11 +150,44 @@ class StandbyFollow:
                     self.follower.receive(_narrowed(messages, followed))
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + HEADS_EVERY
+                    self._refresh_targets(followed)
                     for ledger in sorted(followed):
                         if self.follower.target(ledger) > store_head(self.follower.store, ledger):
                             self.follower.catch_up(ledger, self.follower.target(ledger) + 1)
         except Exception:  # a bug: the node goes on placing its own ledgers; say so loudly
             log.exception("%s: the standby follow stopped", self.name)
+
+    def _refresh_targets(self, followed: set[str]) -> None:
+        """Take the checkpoints Redis holds of ``followed`` as targets (see redis_checkpoints)."""
+        try:
+            notes = redis_checkpoints(self.stream, self.replication, followed)
+        except (OSError, *REDIS_ERRORS) as e:
+            log.debug("%s: checkpoints from Redis unavailable: %s", self.name, e)
+            return
+        for ledger, note, source in notes:
+            self.follower.take_checkpoint(ledger, note, source, catch_up=False)
+
+
+class _Checkpoints(Protocol):
+    def checkpoints(self) -> dict[str, bytes]: ...
+
+
+class _Cosignatures(Protocol):
+    def cosignatures(self, ledger: str) -> dict[str, bytes]: ...
+
+
+def redis_checkpoints(
+    stream: _Checkpoints, replication: _Cosignatures, followed: set[str]
+) -> list[tuple[str, bytes, str]]:
+    """The checkpoints of ``followed`` that Redis holds, each as (ledger, note, who it is from):
+    the home's latest (``stream``), then each witness's last cosigned one, by witness name.
+    Unchecked: anyone who reaches Redis can write them, so each is checked with the ledger's
+    key like any other (a forged one is an alert, never a target)."""
+    notes = [(ledger, note, "redis") for ledger, note in sorted(stream.checkpoints().items()) if ledger in followed]
+    for ledger in sorted(followed):
+        cosigned = replication.cosignatures(ledger)
+        notes.extend((ledger, note, f"redis:cosigned:{witness}") for witness, note in sorted(cosigned.items()))
+    return notes
 
 
 def store_head(store: ChainStore, ledger: str) -> int:

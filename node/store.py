@@ -687,6 +687,7 @@ class ChainStore:
             [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
         )
         done: list[tuple[_Job, Any]] = []
+        followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
                 continue
@@ -703,10 +704,12 @@ class ChainStore:
                     # page. Staged whole, without a lookup entry or pairing a record.
                     done.append((job, _take_standing(job.records, heads)))
                     staged.add_run(job.records, job.given)
+                    followed.extend(job.records)
                     continue
                 else:
                     receipts, placed = self._extend_run(job.records, heads, staged, job.verified)
                     result = receipts if job.many else receipts[0]
+                    followed.extend(placed)
             except VledgerError as e:
                 job.future.set_exception(e)
                 continue
@@ -760,6 +763,8 @@ class ChainStore:
             return
         self._heads = heads
         self._frontiers.update(grown)
+        if followed and self._domain is not None:
+            self._follow_domain(followed)
         self.stats.groups += 1
         self.stats.appends += appends
         if answer_first:
@@ -773,6 +778,28 @@ class ChainStore:
         if not answer_first:
             for job, result in done:
                 job.future.set_result(result)
+
+    def _follow_domain(self, records: list[Record]) -> None:
+        """Move the domain rules on by ``records``, just stored as a follower's: a standby that
+        is promoted places the next record under them (PROTOCOL 10.9). A ledger the rules have
+        not read yet is replayed from its chain when first needed, and so is one they cannot
+        continue. On the committer thread, the rules' one user."""
+        assert self._domain is not None
+        runs: dict[str, list[Record]] = {}
+        for record in records:
+            runs.setdefault(record.ledger, []).append(record)
+        for ledger, run in runs.items():
+            if ledger not in self._domain_ready:
+                continue
+            try:
+                violations = self._domain.replay(run)
+            except VledgerError as e:
+                log.warning("ledger %s: the rules cannot follow the stored records (%s): read again", ledger, e)
+                self._domain_ready.discard(ledger)
+                self._domain.forget(ledger)
+                continue
+            if violations:
+                log.warning("ledger %s: %d records stored from its home break its rules", ledger, len(violations))
 
     def _place_each(
         self,

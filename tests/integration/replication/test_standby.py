@@ -159,3 +159,52 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
         assert cluster.verify_store(name).returncode == 0
     verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file))
     assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
+
+
+def test_the_standby_catches_up_from_the_replicas_what_the_stream_never_got(start_cluster: Any) -> None:
+    """A home killed after its last records went out on the feed (the replicas cosigned them) but
+    before its outbox appended them to the Redis stream, while its standby was away: the standby
+    finds them on the replicas, and its promotion loses none of them."""
+    cluster: LocalCluster = start_cluster(
+        nodes=2, replicas=2, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 3000}
+    )
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    writer = cluster.client("writer1", "ingest-1")
+    acknowledged: dict[str, bytes] = {}
+
+    def put(n: int) -> int:
+        e = entry(LEDGER, "vote", {"n": n}, "writer1")
+        receipt = writer.call("put", {**put_args(e), "w": 2})
+        acknowledged[e.content.request_id] = receipt["hash"]
+        return int(receipt["height"])
+
+    for n in range(5):
+        put(n)
+    wait_until(lambda: _size(cluster, "ingest-2") == 6, WAIT, "the standby holds the first records")
+    cluster.kill_node("ingest-2")
+    last = max(put(n) for n in range(5, 12))
+    cluster.kill_node("ingest-1")
+    redis = ReplicationLedger(connect(cluster.cluster_redis_url))
+    stream = redis.stream_key(LEDGER)
+    deleted = redis.client.xdel(stream, *(f"{h}-1" for h in range(8, last + 1)))
+    assert deleted == last + 1 - 8  # the stream ends at height 7, the replicas hold up to `last`
+    assert all(_size(cluster, r) == last + 1 for r in cluster.replica_names)
+
+    cluster.start_node("ingest-2")
+
+    def promoted() -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
+        except RemoteError as e:
+            assert e.code == "promotion_refused", e
+            return None
+        return result
+
+    receipt = wait_until(promoted, WAIT, "the standby promoted")
+    assert receipt["height"] == last + 1
+    held = {
+        decode_record(data, LIMITS).content.request_id: decode_record(data, LIMITS).link
+        for data in cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 0, "limit": 500})["records"]
+    }
+    assert {rid: held.get(rid) for rid in acknowledged} == acknowledged

@@ -912,6 +912,47 @@ def test_the_domain_rules_are_replayed_when_a_store_opens(tmp_path: Path) -> Non
         assert state is not None and state.next_height == 2
 
 
+def test_the_domain_rules_follow_records_stored_from_another_home(tmp_path: Path) -> None:
+    """A standby stores its home's records (appended, not placed); once promoted it places the
+    next record under rules that saw them all, with or without the rules read before."""
+    from vledger.config.settings import Limits
+    from vledger.node.ledger import LedgerRules
+    from vledger.node.record import Content
+    from vledger.node.rules.engine import RulesEngine
+    from vledger.node.rules.votes import electronic_id
+
+    rules = LedgerRules(
+        kinds=("cast", "register", "uncast", "withdraw"),
+        difficulty=0,
+        rules={"type": "election", "choices": ["a", "b"], "opens": 0, "closes": 2**62},
+    )
+
+    def entry(kind: str, payload: dict[str, Any], n: int) -> Entry:
+        return Entry.prepare(Content("vote", kind, payload, "auth", f"r{n}", n + 1), 0, Limits())
+
+    with ChainStore(tmp_path / "home", origin="home") as home:
+        home.create_ledger(Entry.prepare(rules.genesis_content("vote", "auth", "g", 1), 0, Limits()))
+        home.append(entry("register", {"voter_id": "V-1"}, 1))
+        home.append(entry("register", {"voter_id": "V-2"}, 2))
+        records = list(home.range("vote"))
+    engine = RulesEngine()
+    with ChainStore(tmp_path / "standby", origin="standby", domain=engine) as standby:
+        standby.append_records(records[:2])
+        voter1, voter2 = electronic_id(records[1]), electronic_id(records[2])
+        standby.append(entry("cast", {"electronic_id": voter1, "choice": "a"}, 3))  # rules read from the chain
+    with ChainStore(tmp_path / "standby2", origin="standby") as standby:
+        standby.append_records(records[:2])
+    engine = RulesEngine()
+    with ChainStore(tmp_path / "standby2", origin="standby", domain=engine) as standby:  # the rules read it
+        standby.append_records(records[2:])  # then follow what comes after
+        state = engine.state("vote")
+        assert state is not None and state.next_height == 3
+        receipt = standby.append(entry("cast", {"electronic_id": voter2, "choice": "b"}, 3))
+        assert receipt.height == 3
+        with pytest.raises(VledgerError, match="already"):  # the rules saw V-2 registered, then its vote
+            standby.append(entry("cast", {"electronic_id": voter2, "choice": "a"}, 4))
+
+
 def test_a_checkpoint_row_goes_between_two_groups_of_a_busy_committer(open_store: OpenStore, kit: Any) -> None:
     """A committer with groups queued back to back lets a checkpoint row waiting for the file
     go first, between two groups: it does not wait for the queue to be empty."""
