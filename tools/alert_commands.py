@@ -88,8 +88,8 @@ def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
     source = f" (from {alert['source']})" if alert.get("source") else ""
     state = "open" if is_open else "closed"
     print(
-        f"{alert.get('id', '')}  {state:<6}  {alert.get('what', '?'):<16} {alert.get('node', '?')} {alert.get('ledger', '?')} "
-        f"height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
+        f"{alert.get('id', '')}  {state:<6}  {alert.get('what', '?'):<16} {alert.get('node', '?')} "
+        f"{alert.get('ledger', '?')} height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
         flush=True,
     )
 
