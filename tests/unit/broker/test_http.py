@@ -36,7 +36,7 @@ def test_any_other_error_keeps_its_level_and_traceback() -> None:
     try:
         raise ValueError("a bug")
     except ValueError:
-        bug = logging.LogRecord(protocol_log.name, logging.ERROR, __file__, 1, "Error handling request", (), sys.exc_info())
+        bug = logging.LogRecord(protocol_log.name, logging.ERROR, __file__, 1, "Error handling", (), sys.exc_info())
     for f in protocol_log.filters:
         assert isinstance(f, logging.Filter) and f.filter(bug)
     assert bug.levelno == logging.ERROR and bug.exc_info is not None
