@@ -790,6 +790,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             body = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
             response.enable_compression()
+            # Gzip or not by the client's Accept-Encoding, under an immutable public cache header:
+            # without Vary a shared cache would hand gzip bytes to a client that did not ask.
+            response.headers["Vary"] = "Accept-Encoding"
         else:
             body = await in_thread(lambda: gateway.tile(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")

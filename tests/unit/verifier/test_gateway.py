@@ -149,6 +149,19 @@ def test_entry_bundles_hash_to_the_level_0_tile(served: tuple[str, Path]) -> Non
     assert i == 256
 
 
+def test_an_entry_bundle_varies_by_accept_encoding(served: tuple[str, Path]) -> None:
+    # Gzip only when asked, under an immutable public cache header: a shared cache must key it
+    # by Accept-Encoding, or a client that did not ask for gzip may be handed gzip bytes.
+    url, _ = served
+    request = urllib.request.Request(
+        f"{url}/ledgers/election-2026/tile/entries/000", headers={"Accept-Encoding": "gzip"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["Content-Encoding"] == "gzip" and answer.headers["Vary"] == "Accept-Encoding"
+    _, plain, _ = get(f"{url}/ledgers/election-2026/tile/entries/000")
+    assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+
+
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
     url, _ = served
     answer = get_json(f"{url}/api/ledgers/election-2026/proof/consistency?old=100")
