@@ -124,7 +124,8 @@ def add_client_options(command: argparse.ArgumentParser) -> None:
         "--node",
         type=node_name,
         metavar="NAME",
-        help="the node to talk to (default: the configuration's default_home; writes go to the ledger's home)",
+        help="the node to talk to (default: the ledger's home as the configuration names it, its default_home "
+        "for a command of no ledger; vote check: its first replica); a write goes on to the ledger's home",
     )
     group.add_argument(
         "--key",
