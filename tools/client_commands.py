@@ -180,6 +180,19 @@ def _write_verb(
     return command
 
 
+def _add_write_concern(command: argparse.ArgumentParser) -> None:
+    """``-w N``, for every verb that writes one record with ``session.put`` (PROTOCOL 10.3)."""
+    command.add_argument(
+        "-w",
+        "--replicas",
+        type=count_arg,
+        default=0,
+        metavar="N",
+        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
+        "stays written at home)",
+    )
+
+
 def _group(commands: Subparsers, name: str, summary: str, description: str) -> Subparsers:
     group = commands.add_parser(name, help=summary, description=description)
     return group.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
@@ -374,15 +387,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
     put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     put.add_argument("kind", metavar="KIND", help="one of the kinds the ledger's genesis allows")
     put.add_argument("--payload", type=json_map, required=True, metavar="JSON", help="a JSON object")
-    put.add_argument(
-        "-w",
-        "--replicas",
-        type=count_arg,
-        default=0,
-        metavar="N",
-        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
-        "stays written at home)",
-    )
+    _add_write_concern(put)
 
     get = _verb(
         commands,
@@ -417,12 +422,12 @@ def _add_record_verbs(commands: Subparsers) -> None:
 
 
 def _put_write(session: Session, args: argparse.Namespace, write: Write) -> int:
-    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json)
+    print_receipt(session.put(args.ledger, write, args.request_id, args.ts, replicas=args.replicas), as_json=args.json)
     return EXIT_OK
 
 
 def cmd_vote_register(session: Session, args: argparse.Namespace) -> int:
-    receipt = session.put(args.ledger, build.register(args.voter_id), args.request_id, args.ts)
+    receipt = session.put(args.ledger, build.register(args.voter_id), args.request_id, args.ts, replicas=args.replicas)
     electronic_id = reply_field(reply_field(receipt, "values", dict), "electronic_id", str)
     print_receipt(receipt, as_json=args.json, electronic_id=electronic_id)
     return EXIT_OK
@@ -484,7 +489,8 @@ def cmd_donate(session: Session, args: argparse.Namespace) -> int:
     donor = donor_id(args)
     write = build.donation(donor, args.fund, args.amount, args.source, args.purpose)
     # The donor's id as the chain holds it: what the donor looks their gifts up by.
-    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json, donor=donor)
+    receipt = session.put(args.ledger, write, args.request_id, args.ts, replicas=args.replicas)
+    print_receipt(receipt, as_json=args.json, donor=donor)
     return EXIT_OK
 
 
@@ -505,6 +511,7 @@ def _domain_verb(
 ) -> argparse.ArgumentParser:
     command = _write_verb(commands, name, verb, summary, description)
     command.add_argument("ledger", type=ledger_name, metavar=ledger)
+    _add_write_concern(command)  # a donation or a vote may need to be on N replicas as much as a put
     return command
 
 
