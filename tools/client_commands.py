@@ -39,6 +39,7 @@ from .args import (
     CONFIG_HELP,
     Subparsers,
     add_command,
+    add_config_option,
     add_json_option,
     count_arg,
     difficulty,
@@ -80,7 +81,7 @@ from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
-from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
+from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
 from .shell import Shell
 from .vote_check import electronic_id_arg, print_vote_check
 
@@ -1012,6 +1013,18 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "proves on the admin ledger count as its own (PROTOCOL 16.6)",
     )
     add_json_option(verify)
+    keys = add_command(
+        receipts,
+        "keys",
+        cmd_receipt_keys,
+        "print the cluster's witness and admin keys as receipt verify options",
+        "Print each witness's cosignature key (its <node>.sign.pub in the key directory, generation 0) as "
+        "--witness VKEY and the admin ledger's checkpoint key as --admin-key VKEY, the vkey strings "
+        "receipt verify takes: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. "
+        "Give a receipt reader these from a key directory you trust, not from the receipt's source.",
+    )
+    add_config_option(keys)
+    add_json_option(keys)
 
 
 def shell_parser() -> argparse.ArgumentParser:
