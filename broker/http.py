@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..node.errors import VledgerError
@@ -44,6 +45,26 @@ STATUS_OF_CODE: Mapping[str, int] = {
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
 
 Check = Callable[[], str | None]  # None when ready, else the reason it is not
+
+
+class _OneLineRefusals(logging.Filter):
+    """aiohttp logs every request it cannot parse (a header over 8,190 bytes, a bad request
+    line) with a traceback at ERROR, and answers it 400 itself: on the public gateway anyone
+    could fill the log that way. Such a record becomes one DEBUG line; others pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = str(error.message).strip().splitlines()[0][:200] if error.message else type(error).__name__
+            record.msg, record.args = "%s: %s", (record.getMessage(), reason)
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# The server side of each connection logs here instead of aiohttp's "aiohttp.server".
+protocol_log = logging.getLogger(__name__ + ".protocol")
+protocol_log.addFilter(_OneLineRefusals())
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -111,7 +132,9 @@ class HttpThread:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, logger=protocol_log
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

@@ -138,7 +138,19 @@ def unpack(data: bytes) -> Value:
     except msgpack.ExtraData as e:
         raise NonCanonicalError("trailing bytes after the value") from e
     except (ValueError, msgpack.UnpackException) as e:
-        raise InvalidEncodingError(f"not valid msgpack: {e or type(e).__name__}") from e
+        raise InvalidEncodingError(f"not valid msgpack: {unpack_reason(e)}") from e
+
+
+# msgpack raises these with an empty message; an exception object is true even then.
+_SILENT_ERRORS: dict[type[Exception], str] = {
+    msgpack.FormatError: "the reserved byte 0xc1",
+    msgpack.StackError: "values nested deeper than the decoder's stack",
+}
+
+
+def unpack_reason(error: Exception) -> str:
+    """Why msgpack refused some bytes, as a phrase: its message, or one for the errors it raises without."""
+    return str(error) or _SILENT_ERRORS.get(type(error), type(error).__name__)
 
 
 @dataclass(frozen=True, slots=True)

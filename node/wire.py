@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .canonical import pack
+from .canonical import pack, unpack_reason
 from .errors import BadRequestError, MessageTooLargeError, VledgerError
 
 PROTOCOL_VERSION = 1
@@ -112,7 +112,7 @@ def parse_request(data: bytes, max_bytes: int) -> Request:
     except UnicodeDecodeError as e:
         raise BadRequestError(f"request holds invalid UTF-8: {e.reason}") from e
     except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise BadRequestError(f"request is not valid msgpack: {e}") from e
+        raise BadRequestError(f"request is not valid msgpack: {unpack_reason(e)}") from e
     if type(value) is not dict:
         raise BadRequestError("request must be a msgpack map")
     if not _REQUEST_FIELDS.issuperset(value):

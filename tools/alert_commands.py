@@ -1,7 +1,8 @@
 """Alerts: read them, follow them, resolve them, and ``vledger verify --cluster``.
 
 * ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of the
-  ``vledger:{alerts}`` stream (with ``--follow``, then waits for new ones until interrupted);
+  ``vledger:{alerts}`` stream, each marked open or closed (resolved, or raised again later
+  under a newer id) by the open hash (with ``--follow``, then waits for new ones until interrupted);
   ``vledger alerts resolve --config FILE KEY... | --all`` closes open ones.
 * ``vledger verify --cluster FILE`` lists the open alerts and exits 1 while there is one.
 """
@@ -43,8 +44,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         if args.action == "resolve":
             return _resolve(repl, args)
         alerts = repl.alerts(args.count)
+        # The stream keeps every alert ever raised; the open hash names, by stream id, those
+        # still open. Without the mark a resolved alert reads like a current one.
+        open_ids = {alert.get("id") for alert in repl.open_alerts().values()}
         for alert in alerts:
-            _print_alert(alert, args.json)
+            _print_alert(alert, args.json, alert.get("id") in open_ids)
         if not alerts and not args.json:  # silence would look like a command that did nothing
             print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
         if args.follow:
@@ -73,17 +77,19 @@ def _follow(repl: ReplicationLedger, last: str, as_json: bool) -> None:
         for _, entries in replies or []:
             for entry_id, fields in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                _print_alert({"id": last, **{_text(k): _text(v) for k, v in fields.items()}}, as_json)
+                # Just raised: open (an alert is only ever resolved after it is raised).
+                _print_alert({"id": last, **{_text(k): _text(v) for k, v in fields.items()}}, as_json, True)
 
 
-def _print_alert(alert: dict[str, str], as_json: bool) -> None:
+def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
     if as_json:
-        print(json.dumps(alert, sort_keys=True), flush=True)
+        print(json.dumps({**alert, "open": is_open}, sort_keys=True), flush=True)
         return
     source = f" (from {alert['source']})" if alert.get("source") else ""
+    state = "open" if is_open else "closed"
     print(
-        f"{alert.get('id', '')}  {alert.get('what', '?'):<16} {alert.get('node', '?')} {alert.get('ledger', '?')} "
-        f"height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
+        f"{alert.get('id', '')}  {state:<6}  {alert.get('what', '?'):<16} {alert.get('node', '?')} "
+        f"{alert.get('ledger', '?')} height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
         flush=True,
     )
 
@@ -120,8 +126,8 @@ def add_alert_commands(commands: Subparsers) -> None:
         cmd_alerts,
         "list, follow or resolve alerts",
         "List the latest alerts (a node, ledger and height, what failed, expected and found), "
-        "oldest first; --follow then prints new ones as they come. 'resolve' closes open alerts "
-        "(vledger verify --cluster lists them).",
+        "oldest first, each marked open or closed (resolved, or raised again since); --follow then "
+        "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them).",
     )
     alerts.add_argument(
         "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"

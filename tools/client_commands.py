@@ -39,6 +39,7 @@ from .args import (
     CONFIG_HELP,
     Subparsers,
     add_command,
+    add_config_option,
     add_json_option,
     count_arg,
     difficulty,
@@ -80,7 +81,7 @@ from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
-from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_verify, vkey_arg
+from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
 from .shell import Shell
 from .vote_check import electronic_id_arg, print_vote_check
 
@@ -124,7 +125,8 @@ def add_client_options(command: argparse.ArgumentParser) -> None:
         "--node",
         type=node_name,
         metavar="NAME",
-        help="the node to talk to (default: the configuration's default_home; writes go to the ledger's home)",
+        help="the node to talk to (default: the ledger's home as the configuration names it, its default_home "
+        "for a command of no ledger; vote check: its first replica); a write goes on to the ledger's home",
     )
     group.add_argument(
         "--key",
@@ -177,6 +179,19 @@ def _write_verb(
         help="the record's client time, ms since 1970 UTC (default: now); with --request-id, repeats a write",
     )
     return command
+
+
+def _add_write_concern(command: argparse.ArgumentParser) -> None:
+    """``-w N``, for every verb that writes one record with ``session.put`` (PROTOCOL 10.3)."""
+    command.add_argument(
+        "-w",
+        "--replicas",
+        type=count_arg,
+        default=0,
+        metavar="N",
+        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
+        "stays written at home)",
+    )
 
 
 def _group(commands: Subparsers, name: str, summary: str, description: str) -> Subparsers:
@@ -373,15 +388,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
     put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     put.add_argument("kind", metavar="KIND", help="one of the kinds the ledger's genesis allows")
     put.add_argument("--payload", type=json_map, required=True, metavar="JSON", help="a JSON object")
-    put.add_argument(
-        "-w",
-        "--replicas",
-        type=count_arg,
-        default=0,
-        metavar="N",
-        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
-        "stays written at home)",
-    )
+    _add_write_concern(put)
 
     get = _verb(
         commands,
@@ -416,12 +423,12 @@ def _add_record_verbs(commands: Subparsers) -> None:
 
 
 def _put_write(session: Session, args: argparse.Namespace, write: Write) -> int:
-    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json)
+    print_receipt(session.put(args.ledger, write, args.request_id, args.ts, replicas=args.replicas), as_json=args.json)
     return EXIT_OK
 
 
 def cmd_vote_register(session: Session, args: argparse.Namespace) -> int:
-    receipt = session.put(args.ledger, build.register(args.voter_id), args.request_id, args.ts)
+    receipt = session.put(args.ledger, build.register(args.voter_id), args.request_id, args.ts, replicas=args.replicas)
     electronic_id = reply_field(reply_field(receipt, "values", dict), "electronic_id", str)
     print_receipt(receipt, as_json=args.json, electronic_id=electronic_id)
     return EXIT_OK
@@ -483,7 +490,8 @@ def cmd_donate(session: Session, args: argparse.Namespace) -> int:
     donor = donor_id(args)
     write = build.donation(donor, args.fund, args.amount, args.source, args.purpose)
     # The donor's id as the chain holds it: what the donor looks their gifts up by.
-    print_receipt(session.put(args.ledger, write, args.request_id, args.ts), as_json=args.json, donor=donor)
+    receipt = session.put(args.ledger, write, args.request_id, args.ts, replicas=args.replicas)
+    print_receipt(receipt, as_json=args.json, donor=donor)
     return EXIT_OK
 
 
@@ -504,6 +512,7 @@ def _domain_verb(
 ) -> argparse.ArgumentParser:
     command = _write_verb(commands, name, verb, summary, description)
     command.add_argument("ledger", type=ledger_name, metavar=ledger)
+    _add_write_concern(command)  # a donation or a vote may need to be on N replicas as much as a put
     return command
 
 
@@ -1004,6 +1013,18 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "proves on the admin ledger count as its own (PROTOCOL 16.6)",
     )
     add_json_option(verify)
+    keys = add_command(
+        receipts,
+        "keys",
+        cmd_receipt_keys,
+        "print the cluster's witness and admin keys as receipt verify options",
+        "Print each witness's cosignature key (its <node>.sign.pub in the key directory, generation 0) as "
+        "--witness VKEY and the admin ledger's checkpoint key as --admin-key VKEY, the vkey strings "
+        "receipt verify takes: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. "
+        "Give a receipt reader these from a key directory you trust, not from the receipt's source.",
+    )
+    add_config_option(keys)
+    add_json_option(keys)
 
 
 def shell_parser() -> argparse.ArgumentParser:

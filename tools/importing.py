@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from ..config.settings import Limits, StoreSettings
 from ..node.errors import HeightGapError, RecordConflictError, SourceChangedError, VledgerError
-from ..node.export import StoredRecord, decode_line
+from ..node.export import StoredRecord, decode_export_line
 from ..node.ledger import LedgerRules
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore, Receipt
@@ -146,7 +146,10 @@ def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limit
 
 
 def _new_record(number: int, line: bytes, plan: ImportPlan, limits: Limits) -> Record | None:
-    record = decode_line(line, number, limits).record
+    decoded = decode_export_line(line, number, limits)
+    if not isinstance(decoded, StoredRecord):  # a checkpoint line: pass 1 checked it, nothing to append
+        return None
+    record = decoded.record
     first = plan.new_from.get(record.ledger)
     return record if first is not None and record.height >= first else None
 

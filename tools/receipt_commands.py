@@ -1,4 +1,5 @@
-"""``vledger receipt get|verify``: a record's receipt fetched from a node, and checked offline.
+"""``vledger receipt get|verify|keys``: a record's receipt fetched from a node, checked offline,
+and the keys to check it with.
 
 ``get`` asks a node for the record, a checkpoint that covers it with the cosignatures asked
 for (waiting for one until ``--wait``), and the inclusion proof; the session verifies all of
@@ -6,6 +7,8 @@ it before it writes the receipt file (docs/PROTOCOL.md section 14). ``verify`` n
 cluster: the file, and the ledger's genesis record (its pinned checkpoint key) or the key
 given with ``--key``; witness keys and a quorum when the cosignatures must count, and with
 ``--admin-key`` (the admin ledger's checkpoint key) their rotated keys the receipt proves (16.6).
+``keys`` prints those vkeys from a cluster's key directory (the witnesses' ``<node>.sign.pub``
+and the admin home's), as ``verify`` options: the files hold PEM, the options want vkeys.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..broker.signing import witness_keys
 from ..client.session import Session
+from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import UsageError
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
+from ..verifier.node_keys import admin_checkpoint_key
+from .args import config_path
 from .client_output import print_json
 
 EXIT_OK, EXIT_REFUSED = 0, 1
@@ -110,4 +117,23 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    return EXIT_OK
+
+
+def cmd_receipt_keys(args: argparse.Namespace) -> int:
+    """The cluster's witness keys (generation 0, from the key directory) and the admin ledger's
+    checkpoint key, as ``--witness VKEY`` and ``--admin-key VKEY`` for ``receipt verify``.
+
+    Raises KeyMaterialError [bad_key] for a witness's ``.sign.pub`` that is not an Ed25519 key.
+    """
+    config = load_cluster(config_path(args.config))
+    witnesses = {name: key.encode() for name, key in sorted(witness_keys(config).items())}
+    admin = admin_checkpoint_key(config)
+    if args.json:
+        print_json({"witnesses": witnesses, "admin_key": None if admin is None else admin.encode()})
+        return EXIT_OK
+    for vkey in witnesses.values():
+        print(f"--witness {vkey}")
+    if admin is not None:
+        print(f"--admin-key {admin.encode()}")
     return EXIT_OK

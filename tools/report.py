@@ -202,7 +202,8 @@ def _report_lines(source: str, result: Verification) -> list[str]:
     lines = []
     for report in result.reports:
         if report.ok:
-            checked = f", {report.checkpoints} checkpoints" if report.checkpoints else ""
+            plural = "" if report.checkpoints == 1 else "s"
+            checked = f", {report.checkpoints} checkpoint{plural}" if report.checkpoints else ""
             lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))

@@ -46,7 +46,7 @@ from .args import Subparsers, add_command, add_config_option, add_json_option, c
 from .client_output import table
 from .client_payloads import seconds
 from .client_session import KEY_ENV, load_client_keys
-from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, LedgerStatus, read_status
+from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, read_status
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
@@ -529,6 +529,12 @@ class StatusReader:
     supervisor: Supervisor | None = None
     timeout: float = HELLO_TIMEOUT
     clock: Callable[[], int] = now_ms
+    # Checks the cosignatures in Redis with the key files, as repl status does: without it
+    # the COSIGNED column was always empty. Kept across --watch rounds (it caches key histories).
+    checker: Checker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.checker = Checker(self.config, self.replication.client)
 
     def read(self) -> ClusterStatus:
         """One round: the nodes are asked in parallel while Redis is read; Redis down is shown,
@@ -542,7 +548,7 @@ class StatusReader:
         open_alerts: dict[str, dict[str, Any]] = {}
         redis_error = None
         try:
-            ledgers = list(read_status(self.replication, roles))
+            ledgers = list(read_status(self.replication, roles, self.checker))
             open_alerts = self.replication.open_alerts()
         except redis.exceptions.RedisError as e:
             redis_error = str(e) or type(e).__name__

@@ -366,8 +366,18 @@ class Gateway:
         return record_json(record, found[2])
 
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
+        """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the whole tree).
+
+        The arguments are checked as the CURVE command's (PROTOCOL 14.1), with its codes: a size
+        past the tree or an index not below the size is TreeSizeError (bad_tree_size), never
+        bad_proof, which says that a proof did not verify.
+        """
         stored = self._tree(ledger)
         at = stored.size if size is None else size
+        if at > stored.size:
+            raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
+        if index >= at:
+            raise TreeSizeError(f"ledger {ledger!r}: record {index} is not in the tree of size {at}")
         proof = stored.inclusion_proof(index, at)
         return {
             "ledger": ledger,
@@ -379,9 +389,20 @@ class Gateway:
         }
 
     def consistency(self, ledger: str, old: int, new: int | None) -> dict[str, Any]:
-        size = self._size(ledger)
-        stored = self.reader.tree(ledger)
-        at = size if new is None else new
+        """The proof that the tree of ``new`` leaves (default: the whole tree) extends that of ``old``.
+
+        Checked as the CURVE command (PROTOCOL 14.1): a size past the tree is TreeSizeError
+        (bad_tree_size), then sizes other than ``0 < old <= new`` BadRequestError (bad_request).
+        """
+        stored = self._tree(ledger)
+        at = stored.size if new is None else new
+        for name, value in (("old", old), ("new", at)):
+            if value > stored.size:
+                raise TreeSizeError(
+                    f"ledger {ledger!r}: {name} size {value} is past the {stored.size} records of {self.node.name}"
+                )
+        if not 0 < old <= at:
+            raise BadRequestError(f"a consistency proof needs 0 < old <= new, not old {old} and new {at}")
         proof = stored.consistency_proof(old, at)
         return {
             "ledger": ledger,
@@ -408,7 +429,12 @@ class Gateway:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes."""
         if not path.startswith("tile/entries/"):
             raise BadRequestError(f"{path[:100]!r} is not an entry bundle path")
-        _, index, width = tree.parse_tile_path("tile/0/" + path.removeprefix("tile/entries/"))
+        try:
+            _, index, width = tree.parse_tile_path("tile/0/" + path.removeprefix("tile/entries/"))
+        except BadRequestError:  # its message would name the hash tile path it was parsed as
+            raise BadRequestError(
+                f"{path[:100]!r} is not an entry bundle path (tile/entries/<N>[.p/<W>], W 1..255)"
+            ) from None
         size = self._size(ledger)
         if tree.tile_width(0, index, size) < width:
             raise TreeSizeError(
@@ -592,22 +618,19 @@ class Gateway:
             return {"ledger": ledger, "funds": None, "verdict": shown["verdict"]}
         tally = max(snapshots, key=lambda s: s["height"])["tally"]
         if tally.get("type") != "charity":
-            raise BadRequestError(f"{ledger!r} is a {tally.get('type')} ledger, not a charity")
-
-        def units(minor: int) -> str:
-            return f"{minor / MINOR_PER_UNIT:.2f}"
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {tally.get('type')!r}")
 
         funds = {
-            name: {key: units(v) if key in ("donated", "disbursed", "balance") else v for key, v in fund.items()}
+            name: {key: amount_text(v) if key in ("donated", "disbursed", "balance") else v for key, v in fund.items()}
             for name, fund in tally.get("funds", {}).items()
         }
         return {
             "ledger": ledger,
             "currency": tally.get("currency"),
             "funds": funds,
-            "donated": units(tally.get("donated", 0)),
-            "disbursed": units(tally.get("disbursed", 0)),
-            "balance": units(tally.get("balance", 0)),
+            "donated": amount_text(tally.get("donated", 0)),
+            "disbursed": amount_text(tally.get("disbursed", 0)),
+            "balance": amount_text(tally.get("balance", 0)),
             "height": max(s["height"] for s in snapshots),
             "verdict": shown["verdict"],
         }
@@ -653,6 +676,15 @@ class Gateway:
         except OSError:
             return []
         return lines[-LOG_LINES:]
+
+
+def amount_text(minor: int) -> str:
+    """An amount of minor units as a decimal string of currency units: 2025 -> ``"20.25"``.
+
+    Integer arithmetic: a float holds 53 bits, and an amount may be up to 2**64 - 1 minor units.
+    """
+    whole, cents = divmod(abs(minor), MINOR_PER_UNIT)
+    return f"{'-' if minor < 0 else ''}{whole}.{cents:02d}"
 
 
 def _text(value: Any) -> str:
@@ -758,6 +790,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             body = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
             response.enable_compression()
+            # Gzip or not by the client's Accept-Encoding, under an immutable public cache header:
+            # without Vary a shared cache would hand gzip bytes to a client that did not ask.
+            response.headers["Vary"] = "Accept-Encoding"
         else:
             body = await in_thread(lambda: gateway.tile(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")

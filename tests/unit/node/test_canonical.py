@@ -338,3 +338,9 @@ def test_pack_gives_packbs_bytes_also_after_a_refused_value(value: Any, unpackab
     with pytest.raises((TypeError, UnicodeEncodeError)):
         canonical.pack([value, unpackable])
     assert canonical.pack(value) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_the_reserved_byte_s_refusal_names_it() -> None:
+    # msgpack's FormatError has no message: the refusal read "not valid msgpack: " and stopped.
+    with pytest.raises(InvalidEncodingError, match="not valid msgpack: the reserved byte 0xc1"):
+        canonical.unpack(b"\x92\x01\xc1")

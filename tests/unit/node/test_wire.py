@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vledger.node import wire
+from vledger.node.canonical import unpack_reason
 from vledger.node.errors import BadRequestError, MessageTooLargeError, VledgerError
 from vledger.node.wire import Args, Request, encode_request, parse_request
 
@@ -33,7 +34,7 @@ def oracle(data: bytes, max_bytes: int) -> Request:
     except UnicodeDecodeError as e:
         raise BadRequestError(f"request holds invalid UTF-8: {e.reason}") from e
     except (ValueError, TypeError, msgpack.UnpackException) as e:
-        raise BadRequestError(f"request is not valid msgpack: {e}") from e
+        raise BadRequestError(f"request is not valid msgpack: {unpack_reason(e)}") from e
     if type(value) is not dict:
         raise BadRequestError("request must be a msgpack map")
     unknown = set(value) - {"id", "cmd", "args"}
@@ -112,3 +113,14 @@ def test_remembered_command_names_are_bounded_and_a_bad_one_is_never_remembered(
         name = "c" + "".join(chr(ord("a") + int(d)) for d in str(i))
         assert parse_request(encode_request(1, name), MAX_BYTES).cmd == name
     assert len(wire._COMMANDS_SEEN) == wire._COMMANDS_KEPT
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"\xc1", "reserved byte 0xc1"), (b"\x91" * 5000 + b"\xc0", "nested deeper"), (b"\x81\xa2id", "incomplete input")],
+)
+def test_an_unreadable_request_s_refusal_says_why(data: bytes, reason: str) -> None:
+    # msgpack raises some of its errors with no message: the reply named no reason at all.
+    with pytest.raises(BadRequestError) as refused:
+        parse_request(data, len(data))
+    assert str(refused.value).startswith("request is not valid msgpack: ") and reason in str(refused.value)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vledger.broker.redis_server import RedisServer
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.tools import alert_commands, cli
 
 
@@ -41,3 +43,25 @@ def test_no_alert_is_said_not_left_silent(
     assert followed == (["$"] if follow else [])
     assert cli.main(["alerts", "--config", str(config), "--json", *follow]) == 0
     assert capsys.readouterr().out == ""  # JSON lines stay JSON lines
+
+
+def test_each_listed_alert_says_whether_it_is_still_open(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The stream keeps resolved alerts too: listed alone, a resolved one read as a current fault.
+    repl = ReplicationLedger(redis_client)
+    repl.alert(Alert("redis", "zakat", 7, "record_conflict", "the home rewrote the stream", source="ingest-2"))
+    repl.alert(Alert("replica-3", "votes", 100, "bad_checksum", "checksum does not match the content"))
+    assert repl.resolve(["redis|zakat|record_conflict"]) == 1
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:3] for line in lines] == [["closed", "record_conflict"], ["open", "bad_checksum"]]
+    assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(a["what"], a["open"]) for a in shown] == [("record_conflict", False), ("bad_checksum", True)]

@@ -782,6 +782,27 @@ def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: Simulat
     assert code == 1 and "insufficient_funds" in err
 
 
+def test_every_domain_verb_takes_a_write_concern(vledger: Run, node: SimulatedNode, tmp_path: Path) -> None:
+    # Only put had -w: a donation or a vote that must be on N replicas before it counts could not ask.
+    create(vledger, "e2026", "note", ELECTION_RULES)
+    create(vledger, "zakat", "note", CHARITY_RULES)
+    create(vledger, "credits", "note", RESOURCES_RULES)
+    electronic_id = vledger.json("vote", "register", "e2026", "--voter-id", "V-1", "-w", "2")["electronic_id"]
+    write_seal_key(tmp_path / "seal.key")
+    donor = seal(read_seal_key(tmp_path / "seal.key"), "Anon", "zakat")
+    for argv in (
+        ("vote", "cast", "e2026", "--electronic-id", electronic_id, "--choice", "yes"),
+        ("donate", "zakat", "--donor", donor, "--fund", "zakat", "--amount", "5", "--source", "s", "--purpose", ""),
+        ("disburse", "zakat", "--fund", "zakat", "--target", "t", "--amount", "1", "--purpose", "p"),
+        ("issue", "credits", "--account", "alice", "--amount", "10"),
+        ("transfer", "credits", "--to", "bob", "--amount", "4"),
+    ):
+        assert vledger(*argv, "-w", "3")[0] == 0, argv
+    assert [args.get("w") for args in node.sent("put")] == [2, 3, 3, 3, 3, 3]
+    assert vledger("vote", "uncast", "e2026", "--electronic-id", electronic_id)[0] == 0
+    assert "w" not in node.sent("put")[-1]  # none asked: none sent
+
+
 # --- files ----------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tools.exporting import export_store
+from vledger.tools.importing import import_file
 from vledger.tools.verification import verify_file
 
 LIMITS = Limits()
@@ -73,3 +74,14 @@ def test_a_root_that_is_not_the_records_tree_fails(tmp_path: Path) -> None:
     report = verify_file(tmp_path / "e.jsonl", None, LIMITS).reports[0]
     assert report.error is not None and report.error.code == "tree_mismatch"
     assert report.checkpoints == 0
+
+
+def test_an_export_with_checkpoint_lines_imports(tmp_path: Path) -> None:
+    # Pass 1 skipped the checkpoint lines, pass 2 read every line as a record line and refused
+    # the first checkpoint (bad_line) after pass 1 had said the file verified.
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    assert any(b'"checkpoint":' in line for line in lines)
+    result = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)
+    assert result.ok and result.reports[0].imported == 6
+    with ChainStore(tmp_path / "copy") as copy, ChainStore(tmp_path / "s") as original:
+        assert copy.size(LEDGER) == 6 and copy.root(LEDGER, 6) == original.root(LEDGER, 6)

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer, free_port
-from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
+from vledger.broker.signing import load_signing_key, new_signing_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.node.errors import RedisServerError
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tools import cli, status_command
 from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.tools.repl_commands import ledger_status
@@ -485,3 +487,23 @@ def test_watch_goes_on_when_a_round_fails(capsys: pytest.CaptureFixture[str]) ->
     out, err = capsys.readouterr()
     assert out.count("cluster test: 4 of 4 nodes up") == 1
     assert err == "vledger: error: redis_server: cannot read the cluster's state from Redis\n"
+
+
+def test_the_cosignatures_that_verify_are_shown_as_repl_status_shows_them(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    # status read Redis without the key files' checker, so its COSIGNED column was always empty.
+    keys = config.parent / "keys"
+    repl = ReplicationLedger(redis_client)
+    repl.add([StreamRecord(ELECTION, h, f"record {h}".encode(), "ingest-1") for h in range(10)])
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed)
+    checkpoint = home.sign(ELECTION, 10, bytes(32))
+    repl.set_checkpoints({ELECTION: checkpoint.note})
+    seeds = {"replica-1": load_signing_key(signing_key_paths(keys, "replica-1")[0]).seed}
+    seeds["replica-2"] = new_signing_key().seed  # its name, another key
+    for name, seed in seeds.items():
+        cosignature = WitnessSigner(witness_name("test", name), seed).cosign(checkpoint, 1)
+        repl.publish_cosignature(ELECTION, name, 10, cosignature)
+    _, out, err = run(capsys, "status", "--config", config, "--key", keys / "admin.key_secret", "--json")
+    (election,) = [entry for entry in json.loads(out)["ledgers"] if entry["ledger"] == ELECTION]
+    assert election["cosigned"] == {"replica-1": 10}, err  # replica-2's is by another key: not counted

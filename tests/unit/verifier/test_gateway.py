@@ -26,7 +26,7 @@ from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
 from vledger.node.storefile import StoreReader
 from vledger.tools.demo import run_demo
-from vledger.verifier.gateway import Gateway, build_app
+from vledger.verifier.gateway import Gateway, amount_text, build_app
 
 LIMITS = Limits()
 RECORDS = 700  # the election gets more than 256 records: a full tile and a partial one
@@ -149,6 +149,19 @@ def test_entry_bundles_hash_to_the_level_0_tile(served: tuple[str, Path]) -> Non
     assert i == 256
 
 
+def test_an_entry_bundle_varies_by_accept_encoding(served: tuple[str, Path]) -> None:
+    # Gzip only when asked, under an immutable public cache header: a shared cache must key it
+    # by Accept-Encoding, or a client that did not ask for gzip may be handed gzip bytes.
+    url, _ = served
+    request = urllib.request.Request(
+        f"{url}/ledgers/election-2026/tile/entries/000", headers={"Accept-Encoding": "gzip"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["Content-Encoding"] == "gzip" and answer.headers["Vary"] == "Accept-Encoding"
+    _, plain, _ = get(f"{url}/ledgers/election-2026/tile/entries/000")
+    assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+
+
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
     url, _ = served
     answer = get_json(f"{url}/api/ledgers/election-2026/proof/consistency?old=100")
@@ -196,15 +209,41 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/static/%2e%2e/gateway.py", 404, "not_found"),
         ("/../../etc/passwd", 404, "not_found"),
         ("/secret.html", 404, "not_found"),
-        ("/api/ledgers/election-2026/proof/inclusion?index=999999", 400, "bad_proof"),
+        # The proof routes check their arguments as the CURVE commands do (PROTOCOL 14.1), with
+        # their codes: bad_proof would say that a proof failed to verify.
+        ("/api/ledgers/election-2026/proof/inclusion?index=999999", 404, "bad_tree_size"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=5&size=5", 404, "bad_tree_size"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=0&size=0", 404, "bad_tree_size"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=0&size=999999", 404, "bad_tree_size"),
         ("/api/ledgers/election-2026/proof/inclusion", 400, "bad_request"),
-        ("/api/ledgers/election-2026/proof/consistency?old=5&new=4", 400, "bad_proof"),
+        ("/api/ledgers/election-2026/proof/consistency?old=5&new=4", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/consistency?old=0&new=4", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/consistency?old=999999", 404, "bad_tree_size"),
+        ("/api/ledgers/election-2026/proof/consistency?old=5&new=999999", 404, "bad_tree_size"),
+        ("/ledgers/election-2026/tile/entries/000.p/256", 400, "bad_request"),
         ("/nothing/here", 404, "not_found"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
     url, _ = served
     assert error_of(url + path) == (status, code)
+
+
+def test_a_bad_entry_bundle_path_is_named_as_given(served: tuple[str, Path]) -> None:
+    # It is parsed as a hash tile's path: the refusal must not name that path instead.
+    url, _ = served
+    status, _, body = get(f"{url}/ledgers/election-2026/tile/entries/000.p/256")
+    message = json.loads(body)["error"]["message"]
+    assert status == 400 and "tile/entries/000.p/256" in message and "tile/0/" not in message
+
+
+@pytest.mark.parametrize(
+    ("minor", "text"),
+    [(0, "0.00"), (5, "0.05"), (2025, "20.25"), (-150, "-1.50"), (2**64 - 1, "184467440737095516.15")],
+)
+def test_amounts_are_exact_decimals(minor: int, text: str) -> None:
+    # 2**64 - 1 through a float would read 184467440737095520.00.
+    assert amount_text(minor) == text
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

@@ -1,0 +1,52 @@
+"""``vledger receipt keys``: the vkeys ``receipt verify`` takes, from a cluster's key directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.config.cluster import load_cluster
+from vledger.node.note import ALG_ED25519, parse_verifier_key
+from vledger.tools import cli
+from vledger.tools.node_commands import ensure_cluster_keys
+from vledger.tools.receipt_commands import vkey_arg
+
+NODES = [("ingest-1", "ingest"), ("replica-1", "replica"), ("observer-1", "observer"), ("verifier-1", "verifier")]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    lines = ["[cluster]", 'name = "town"', 'redis = "redis://127.0.0.1:1/0"', 'default_home = "ingest-1"', ""]
+    for port, (name, role) in enumerate(NODES, 7600):
+        lines += [f"[nodes.{name}]", f'role = "{role}"', f"port = {port}"]
+        lines += [f"pub_port = {port + 100}"] if role == "ingest" else []
+        lines.append("")
+    path = tmp_path / "cluster.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    ensure_cluster_keys(load_cluster(path))
+    return path
+
+
+def test_the_keys_are_the_key_files_as_vkeys(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The .sign.pub files are PEM; receipt verify wants vkeys, which no command printed before.
+    keys = load_cluster(config).keys_dir
+    assert cli.main(["receipt", "keys", "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert sorted(shown["witnesses"]) == ["observer-1", "replica-1"]  # followers only: a verifier signs nothing
+    for node, text in shown["witnesses"].items():
+        key = parse_verifier_key(text)
+        assert key.name == f"town/witness/{node}" and key.alg == 0x04
+        assert key.public_key == load_verify_key(signing_key_paths(keys, node)[1]).raw
+    admin = parse_verifier_key(shown["admin_key"])
+    assert admin.name == "town/admin" and admin.alg == ALG_ED25519
+    assert admin.public_key == load_verify_key(signing_key_paths(keys, "ingest-1")[1]).raw
+
+
+def test_the_text_is_receipt_verify_s_options(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["receipt", "keys", "--config", str(config)]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[0::2] == ["--witness", "--witness", "--admin-key"]
+    assert all(vkey_arg(text) for text in words[1::2])
