@@ -19,6 +19,7 @@ reads its own keys from the key directory its configuration names.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,17 +135,28 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
         priority = {"ingest": 200, "verifier": 400}.get(node.role, 300)
         programs.append(Program(node.name, node.role, command, priority, python=True))
         if node.gateway_port is not None:
+            # The dashboard shows the processes' log tails to whoever reaches the gateway: only
+            # where that is this host alone.
+            logs = ("--logs", str(layout.log_dir)) if _loopback(node.bind or node.host) else ()
             gateway = (
                 *layout.vledger,
                 "--log-level", "info",
                 "gateway",
                 "--config", str(cluster.path),
                 "--node", node.name,
-                "--logs", str(layout.log_dir),
+                *logs,
             )  # fmt: skip
             program = Program(gateway_program(node.name), "gateway", gateway, 500, python=True, url=node.gateway_url)
             programs.append(program)
     return programs
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this host only: 127.0.0.0/8, ::1, localhost."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def gateway_program(node: str) -> str:

@@ -251,7 +251,11 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
         "--host", metavar="ADDRESS", help="bind this address (a container: 0.0.0.0) instead of the node's bind or host"
     )
     gateway.add_argument(
-        "--logs", type=Path, metavar="DIR", help="the processes' log files (<node>.log), for the dashboard"
+        "--logs",
+        type=Path,
+        metavar="DIR",
+        help="the processes' log files (<node>.log): their last lines are shown on the dashboard (/api/cluster) "
+        "to whoever reaches the gateway, so give it only to a gateway this host alone reaches",
     )
 
     keygen = add_command(

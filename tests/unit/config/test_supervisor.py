@@ -159,6 +159,25 @@ def test_a_node_with_a_gateway_port_gets_its_gateway_program_last(tmp_path: Path
 
 
 @pytest.mark.parametrize(
+    ("bind", "shown"), [("127.0.0.2", True), ("localhost", True), ("0.0.0.0", False), ("10.0.0.5", False)]
+)
+def test_the_dashboard_shows_log_tails_only_on_a_gateway_this_host_alone_reaches(
+    tmp_path: Path, bind: str, shown: bool
+) -> None:
+    data: dict[str, Any] = {
+        "cluster": {"name": "local", "default_home": "ingest-1"},
+        "nodes": {
+            "ingest-1": {"role": "ingest", "port": 7101, "pub_port": 7201},
+            "replica-1": {"role": "replica", "port": 7111, "gateway_port": 8080, "bind": bind},
+        },
+    }
+    config = cluster_from_mapping(data, tmp_path / "cluster.toml")
+    run_dir = tmp_path / "run"
+    programs = programs_of(parsed(supervisord_conf(config, layout(run_dir)), run_dir))
+    assert ("--logs" in shlex.split(programs["gateway-replica-1"].command)) is shown
+
+
+@pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"role": "verifier", "port": 7131, "gateway_port": 8080}, "keeps none"),
