@@ -77,6 +77,8 @@ from .verify import ChainVerifier, verify_entry
 
 log = logging.getLogger(__name__)
 
+READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often (see _reader)
+
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
 _BY_REQUESTS = (
@@ -977,13 +979,21 @@ class ChainStore:
         """One read connection per thread: WAL lets reads run beside the committer."""
         if self._closed:
             raise StoreClosedError(f"{self.directory}: the store is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is None:
             # shared: close() runs on whichever thread closes the store.
             conn = connect(self.path, shared=True)
-            self._local.conn = conn
+            local.conn = conn
+            local.fresh_until = time.monotonic() + READ_CACHE_SECONDS
             with self._lock:
                 self._readers.append(conn)
+        elif (now := time.monotonic()) >= local.fresh_until:
+            # SQLite keeps a connection's pages while no write changes the WAL's index: a byte
+            # changed on the disk behind its back (rot, a hand) would be served from memory,
+            # and the sweeps (which read through this node) would never see it.
+            conn.execute("PRAGMA shrink_memory")
+            local.fresh_until = now + READ_CACHE_SECONDS
         return conn
 
     def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:

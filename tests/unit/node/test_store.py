@@ -15,6 +15,7 @@ import pytest
 
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
+from vledger.node import store as store_module
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import (
     BadGenesisError,
@@ -570,6 +571,23 @@ def a_store_on_disk(open_store: OpenStore, directory: Path, kit: Any, count: int
     store.create_ledger(kit.genesis_entry(4))
     fill(store, kit, count - 1, difficulty=4)
     store.close()
+
+
+def test_a_byte_changed_on_the_disk_behind_sqlite_s_back_is_read_within_a_second(
+    open_store: OpenStore, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read connection keeps its pages while no write changes the WAL's index: without
+    dropping them, a node serves a rotted (or hand-edited) record from memory and its sweeps
+    never see it. Here every read drops them (READ_CACHE_SECONDS 0: the store's is 1 s)."""
+    monkeypatch.setattr(store_module, "READ_CACHE_SECONDS", 0.0)
+    a_store_on_disk(open_store, tmp_path / "s", kit)
+    store = open_store(tmp_path / "s")
+    first = dict(store.range_raw(LEDGER))[2]  # its page is now in the read connection's cache
+    path = tmp_path / "s" / DB_NAME
+    disk = path.read_bytes()
+    at = disk.index(b"message 0002")
+    path.write_bytes(disk[:at] + b"massage 0002" + disk[at + 12 :])  # no SQLite on the way
+    assert dict(store.range_raw(LEDGER))[2] == first.replace(b"message 0002", b"massage 0002")
 
 
 @pytest.mark.parametrize(
