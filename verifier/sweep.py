@@ -145,11 +145,11 @@ def serve_pages(conn: Connection) -> None:
 
 
 def _check_message(message: bytes) -> bytes:
-    """The packed summary of the page ``message`` names (:meth:`PagePool.submit`): the rows
-    themselves, or where in the pool's shared memory they were packed."""
+    """The packed summary of the page ``message`` names (:meth:`PagePool.submit`): its rows
+    packed (``msgpack.packb``), there or in the pool's shared memory."""
     ledger, genesis, start, shared, offset, length, inline = msgpack.unpackb(message)
     if shared is None:
-        rows = inline
+        rows = msgpack.unpackb(inline)
     else:
         with _buffer(_attached(shared))[offset : offset + length] as packed:
             rows = msgpack.unpackb(packed)  # bytes objects of their own: the slot may be reused after this
@@ -320,20 +320,20 @@ class PagePool:
                 self._answers(worker, worker.jobs[0])
             packer = self._packer
             packer.pack(rows)
-            with packer.getbuffer() as packed:
-                size = len(packed)
-                slot = self._slot(size)
-                if slot is not None:
-                    segment, slot_offset = slot
-                    _buffer(segment)[slot_offset : slot_offset + size] = packed
-            packer.reset()
-            if slot is None:
-                message = msgpack.packb([ledger, genesis, start, None, 0, 0, rows])
-            else:
-                message = msgpack.packb([ledger, genesis, start, segment.name, slot_offset, size, None])
+            try:
+                with packer.getbuffer() as packed:
+                    slot = self._slot(len(packed))
+                    if slot is None:
+                        message = [ledger, genesis, start, None, 0, 0, bytes(packed)]
+                    else:
+                        segment, offset = slot
+                        _buffer(segment)[offset : offset + len(packed)] = packed
+                        message = [ledger, genesis, start, segment.name, offset, len(packed), None]
+            finally:
+                packer.reset()
             job = PageJob(start, worker, None if slot is None else slot[1])
             worker.jobs.append(job)  # before the send: a worker that fails it frees the slot too
-            worker.conn.send_bytes(message)
+            worker.conn.send_bytes(msgpack.packb(message))
             return job
         except (OSError, EOFError, ValueError, RuntimeError) as e:  # a worker gone (its pipe broken), or none started
             self.broken(e)

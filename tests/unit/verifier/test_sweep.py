@@ -402,8 +402,8 @@ def test_pages_inline_or_in_shared_memory_get_the_same_findings(
         finding = steps["tampered"][-1].finding
         assert finding is not None and (finding.code, finding.height) == ("insufficient_work", 377)
         assert pool.failures == 0 and pool.joined > 0
-        # The test looks inside: every slot is free again once no page is in flight (the pool
-        # reads the answers of the pages read ahead), and the segment is removed with the pool.
+        # The test looks inside: every slot is free again once no page is in flight (once the
+        # pool has read every answer), and the segment is removed with the pool.
         _drop_ahead(sweeps.values(), pool)
         segment = pool._segment
         every_slot = [i * slot_bytes for i in range(pool._slots)]
@@ -419,9 +419,11 @@ def test_pages_inline_or_in_shared_memory_get_the_same_findings(
 
 
 def _drop_ahead(sweeps: Iterable[LedgerSweep], pool: PagePool) -> None:
-    """Wait out the pages the sweeps read ahead (their workers' checks), then drop them."""
+    """Drop the pages the sweeps read ahead, and wait out every page in flight (the pages a
+    finding dropped included): the pool has read all their answers."""
     for sweep in sweeps:
-        for _, _, job in sweep._ahead:
-            if job is not None:
-                assert pool.result(job) is not None
         sweep._ahead = []
+    for worker in pool._workers:
+        if worker.jobs:
+            pool.result(worker.jobs[-1])  # the answers come in order: the last one's reads all
+        assert not worker.jobs
