@@ -165,7 +165,7 @@ class StoreReader:
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
-        yield from iter_pages(self._conn, ledger, start, stop, self.page_size)
+        return iter_pages(self._conn, ledger, start, stop, self.page_size)
 
     def iter_rows(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[StoreRow]:
         """Every column of each row in height order, a page at a time, for checking the indexes."""
@@ -228,7 +228,10 @@ def iter_pages(
     conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
 ) -> Iterator[tuple[int, bytes]]:
     """(height column, record bytes) in height order, a page at a time."""
-    yield from _pages(conn, _RAW_COLUMNS, ledger, start, stop, page_size)
+    # One generator over the pages' rows, not one per layer: each layer's ``yield from`` cost
+    # every row of a full verify some 0.02 us (StoreReader.iter_raw went through three).
+    for page in _page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size):
+        yield from page
 
 
 def _pages(

@@ -159,21 +159,20 @@ class ChainVerifier:
         """:meth:`take_fast` that returns the record itself: the Record ``decode_record(data)``
         gives, built once the bytes are known good; None when not sure, with nothing changed
         (the caller then runs ``decode_record`` and :meth:`feed`)."""
-        taken = self._take(data)
-        if taken is None:
+        found = self._take(data)
+        if found is None:
             return None
-        found, tail = taken
-        height, link, nonce, origin, prev = tail.groups()
-        content_bytes = data[found.end(_CONTENT_LENGTH) : found.end()]
+        accepted, checksum, _, _, _, _, height, link, nonce, origin, prev = found.groups()
+        content_bytes = data[found.end(_CONTENT_LENGTH) : found.start(_CONTENT_END)]
         author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
         return new_record(
             new_content(ledger, kind, payload, author, request_id, ts),
             content_bytes,
-            found[2],
+            checksum,
             int.from_bytes(nonce, "big"),
             int.from_bytes(height, "big"),
             prev,
-            int.from_bytes(found[1], "big"),
+            int.from_bytes(accepted, "big"),
             origin.decode(),
             link,
         )
@@ -181,11 +180,10 @@ class ChainVerifier:
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
         """:meth:`take_fast` that returns the record's content map (its fields as decoded); None
         when not sure, with nothing changed."""
-        taken = self._take(data)
-        if taken is None:
+        found = self._take(data)
+        if found is None:
             return None
-        found = taken[0]
-        return msgpack.unpackb(data[found.end(_CONTENT_LENGTH) : found.end()])  # type: ignore[no-any-return]
+        return msgpack.unpackb(data[found.end(_CONTENT_LENGTH) : found.start(_CONTENT_END)])  # type: ignore[no-any-return]
 
     def take_fast(self, data: bytes) -> bool:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes
@@ -208,19 +206,17 @@ class ChainVerifier:
         not taken is changed: the caller runs the checks one by one on it."""
         return self._take_run(rows, begin)[0]
 
-    def _take(self, data: bytes) -> tuple[re.Match[bytes], re.Match[bytes]] | None:
-        """The fast path's checks of one record: its two matches (see _matchers) if it was taken, else None."""
-        taken, found, tail = self._take_run((data,), 0)
-        return (found, tail) if taken and found is not None and tail is not None else None
+    def _take(self, data: bytes) -> re.Match[bytes] | None:
+        """The fast path's checks of one record: its match (see _matcher) if it was taken, else None."""
+        taken, found = self._take_run((data,), 0)
+        return found if taken else None
 
-    def _take_run(
-        self, rows: Sequence[bytes], begin: int
-    ) -> tuple[int, re.Match[bytes] | None, re.Match[bytes] | None]:
+    def _take_run(self, rows: Sequence[bytes], begin: int) -> tuple[int, re.Match[bytes] | None]:
         """The fast path's checks of ``rows[begin:]`` in turn, up to the first record not taken:
-        that record's index, and the last record taken's two matches (see _matchers), if any.
+        that record's index, and the last record taken's match (see _matcher), if any.
 
-        Each record, its content included, is matched against its only canonical form by two
-        regular expressions (see _matchers), which leave no room for another encoding of the
+        Each record, its content included, is matched against its only canonical form by one
+        regular expression (see _matcher), which leaves no room for another encoding of the
         same values: only the payload is decoded, and held to canonical form by its own
         re-encoding. Nothing but the fields the hashes need is converted to Python values.
         The run is one loop over the rows: what the checks use is looked up once a run (a
@@ -229,31 +225,26 @@ class ChainVerifier:
         fast = self._fast
         if fast is None or fast.rules is not self.rules:
             if self.rules is None:
-                return begin, None, None  # the genesis: its rules are read the precise way
+                return begin, None  # the genesis: its rules are read the precise way
             fast = self._fast = _FastRules(self.ledger, self.rules, self.limits)
-        match_record, match_tail, pack, shapes = fast.record, fast.tail, fast.pack, fast.shapes
+        match_record, pack, shapes = fast.record, fast.pack, fast.shapes
         max_record, max_content, target = fast.max_record, fast.max_content, fast.target
         sha256, unpackb, from_bytes, scalars = hashlib.sha256, msgpack.unpackb, int.from_bytes, _SCALARS
         next_height, prev = self.next_height, self.prev
-        found = tail = None
-        index, stop = begin, len(rows)
-        while index < stop:
+        found = None
+        for index in range(begin, len(rows)):  # else: all of them taken
             data = rows[index]
             if len(data) > max_record:
                 break
-            found_here = match_record(data)  # the record up to the end of its content
+            found_here = match_record(data)  # the whole record, in one call
             if found_here is None:
                 break
-            accepted, checksum, length, _, _ = found_here.groups()
-            start, end = found_here.end(_CONTENT_LENGTH), found_here.end()
+            # The three uints come as their value's big-endian bytes (the marker left out).
+            accepted, checksum, length, _, _, _, height, link, nonce, origin, record_prev = found_here.groups()
+            start, end = found_here.end(_CONTENT_LENGTH), found_here.start(_CONTENT_END)
             # The expression found where the content's own form ends; the bin's length must agree.
             if end - start != from_bytes(length, "big") or end - start > max_content:
                 break
-            tail_here = match_tail(data, end)
-            if tail_here is None:
-                break
-            # The three uints come as their value's big-endian bytes (the marker left out).
-            height, link, nonce, origin, record_prev = tail_here.groups()
             if from_bytes(height, "big") != next_height or record_prev != prev:
                 break
             # Empty groups at the payload's ends: a group around it would cost the expression its
@@ -287,17 +278,18 @@ class ChainVerifier:
                 break
             next_height += 1
             prev = link
-            found, tail = found_here, tail_here
-            index += 1
+            found = found_here
+        else:
+            index = len(rows)
         self.next_height, self.prev = next_height, prev
-        return index, found, tail
+        return index, found
 
 
 _SCALARS = frozenset((type(None), bool, int, str, bytes))  # canonical.flaw's, nothing nested
 _STR = frozenset((str,))
 _SHAPES_MAX = 256  # payload key orders remembered per ledger
 
-# The canonical msgpack forms the fast path's expressions accept (docs/PROTOCOL.md, "Canonical
+# The canonical msgpack forms the fast path's expression accepts (docs/PROTOCOL.md, "Canonical
 # encoding"): a uint in its shortest form (a positive fixint, or uint8/16/32/64 holding a value
 # too large for the form below it); a 32-byte digest as bin8.
 _UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8})"
@@ -311,6 +303,7 @@ _DIGEST = rb"\xc4\x20(.{32})"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 _AFTER_PAYLOAD = len(b"\xaarequest_id")
 _CONTENT_LENGTH = 3  # the record expression's group of the content's bin length
+_CONTENT_END = 6  # its empty group where the content ends
 _MAX_STR8 = 255  # longer names take str16: left to the precise path
 _CLASSES_ONLY = re.compile(r"(?:\[[A-Za-z0-9._@:-]+\][*+]?)+")
 
@@ -334,12 +327,13 @@ def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: boo
 
 
 @functools.lru_cache(maxsize=64)
-def _matchers(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> tuple[_Matcher, _Matcher]:
-    """The fast path's expressions for a ledger whose records may have ``kinds`` (valid names):
-    the record up to the end of its content (groups: accepted, checksum, the content's length as
-    bin8 or bin16, then two empty groups at the payload's start and after the key that follows
-    it), and the record after its content (height, link, nonce, the origin's characters, prev).
-    Made once per ledger and limits, not per verifier.
+def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> _Matcher:
+    """The fast path's expression for a whole record of a ledger whose records may have
+    ``kinds`` (valid names). Groups: accepted, checksum, the content's length as bin8 or bin16,
+    two empty groups at the payload's start and after the key that follows it, an empty group
+    where the content ends, then height, link, nonce, the origin's characters and prev. Made
+    once per ledger and limits, not per verifier. One expression, not one for the record up to
+    its content's end and one for the rest: a call and its match object less a record.
 
     The content's end is where its own form ends (the next key, height, must follow): its
     bin length, which no expression can count, is held to it afterwards."""
@@ -357,16 +351,16 @@ def _matchers(ledger: str, kinds: frozenset[str], max_name: int, max_request_id:
             + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
-            + rb"(?=\xa6height)"
+            + b"()" + tail
         )  # fmt: skip
     else:
         record = b"(?!)"  # nothing the fast path may take
-    return re.compile(record, re.DOTALL).match, re.compile(tail, re.DOTALL).fullmatch
+    return re.compile(record, re.DOTALL).fullmatch
 
 
 class _FastRules:
-    """What the fast path needs of a ledger's rules and limits, worked out once: its matchers
-    (which hold the kinds it may take without looking further), the proof-of-work target (None:
+    """What the fast path needs of a ledger's rules and limits, worked out once: its matcher
+    (which holds the kinds it may take without looking further), the proof-of-work target (None:
     no work required), the limits as plain numbers, a packer of its own and the payload key
     orders already found sorted.
 
@@ -382,7 +376,6 @@ class _FastRules:
         "record",
         "rules",
         "shapes",
-        "tail",
         "target",
     )
 
@@ -394,7 +387,7 @@ class _FastRules:
         self.pack = msgpack.Packer(use_bin_type=True).pack
         self.shapes: set[tuple[object, ...]] = set()
         max_name = limits.max_name_length
-        # Only names the precise checks accept may stand in the matchers: a ledger or kind given
+        # Only names the precise checks accept may stand in the matcher: a ledger or kind given
         # here that is not a valid name leaves every record to the precise path.
         kinds = frozenset(
             kind
@@ -409,7 +402,7 @@ class _FastRules:
         self.target = target_of(difficulty) if 0 < difficulty <= MAX_DIFFICULTY else None
         if not valid or difficulty > MAX_DIFFICULTY:  # the latter unreachable from a checked genesis
             kinds = frozenset()
-        self.record, self.tail = _matchers(ledger if valid else "", kinds, max_name, limits.max_request_id_length)
+        self.record = _matcher(ledger if valid else "", kinds, max_name, limits.max_request_id_length)
 
     def sorted_keys(self, keys: tuple[object, ...]) -> bool:
         """Whether a payload's ``keys`` are strings in sorted order with room for scalars under

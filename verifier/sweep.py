@@ -14,22 +14,26 @@ sequential verifier would, except the first record's ``prev``, which only the pa
 answer. The sweep joins the pages in height order; a page that is not clean, does not join, or
 whose worker failed is checked again in the calling process, one record at a time, so that a
 finding is the one a sequential sweep makes, code and height. A page reaches its worker packed
-into a slot of the pool's shared memory (readable by this user only), and the worker answers
-with a small summary: the sweeping process copies each page once, and no pipe carries it. A
-step also reads the next step's full pages and hands them to the workers before it joins its
+into a slot of the pool's shared memory (readable by this user only), named by a few dozen
+bytes on the worker's own pipe, and the worker answers on it with a small summary: the sweeping
+process copies each page once, no pipe carries it, and no thread of the pool's runs beside the
+sweep (an executor's management and feeder threads cost the sweeping process as much CPU as
+the rest of its part). A step also reads the next step's full pages and hands them to the workers before it joins its
 own, so the workers do not wait at a step's end; the page that reaches the node's end is
 always read by the step that ends.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
+import multiprocessing.process
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol
 
@@ -120,21 +124,38 @@ def verify_page(ledger: str, genesis: bytes, start: int, rows: Sequence[bytes]) 
     return PageSummary(start, len(rows), True, first_prev, verifier.prev)
 
 
-def verify_packed_page(ledger: str, genesis: bytes, start: int, packed: bytes) -> PageSummary:
-    """:func:`verify_page` of the rows ``msgpack.packb`` packed into ``packed``: what a pool's
-    worker is sent when its page does not fit a slot of shared memory (see :class:`PagePool`).
-    Pickled, a list of 500 rows cost the sweeping process some 0.4 us a record (pickle
-    memoizes every object); packed, 0.04."""
-    return verify_page(ledger, genesis, start, msgpack.unpackb(packed))
+def serve_pages(conn: Connection) -> None:
+    """A pool worker's loop (see :class:`PagePool`): each message a page to check, each answer
+    its :class:`PageSummary` packed, in the order the pages came; returns when the pool closes
+    its end. A page that cannot be read or checked (a bug) is answered with the error's text."""
+    with conn:
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            try:
+                answer = _check_message(message)
+            except Exception as e:  # the pool hears of it and checks the page itself
+                answer = msgpack.packb([f"{type(e).__name__}: {e}"])
+            try:
+                conn.send_bytes(answer)
+            except OSError:
+                return
 
 
-def verify_shared_page(ledger: str, genesis: bytes, start: int, shared: str, offset: int, length: int) -> PageSummary:
-    """:func:`verify_page` of the rows packed (``msgpack.packb``) into the ``length`` bytes at
-    ``offset`` of the pool's shared memory ``shared``: what a pool's worker is sent, a few dozen
-    bytes a page instead of the page itself through a pipe."""
-    with _buffer(_attached(shared))[offset : offset + length] as packed:
-        rows = msgpack.unpackb(packed)  # bytes objects of their own: the slot may be reused after this
-    return verify_page(ledger, genesis, start, rows)
+def _check_message(message: bytes) -> bytes:
+    """The packed summary of the page ``message`` names (:meth:`PagePool.submit`): its rows
+    packed (``msgpack.packb``), there or in the pool's shared memory."""
+    ledger, genesis, start, shared, offset, length, inline = msgpack.unpackb(message)
+    if shared is None:
+        rows = msgpack.unpackb(inline)
+    else:
+        with _buffer(_attached(shared))[offset : offset + length] as packed:
+            rows = msgpack.unpackb(packed)  # bytes objects of their own: the slot may be reused after this
+    summary = verify_page(ledger, genesis, start, rows)
+    answer: bytes = msgpack.packb([summary.start, summary.count, summary.clean, summary.first_prev, summary.last_link])
+    return answer
 
 
 _SHARED_MAX = 4  # segments a worker keeps attached: a pool made anew after a failure has a new one
@@ -165,7 +186,7 @@ def _attached(name: str) -> SharedMemory:
 # A worker's verifiers by the genesis record whose rules they hold: each page of a sweep brings
 # the same genesis, read once per worker rather than once a page, and the verifier's fast path
 # keeps what it worked out of those rules. Each page sets the verifier's head before it starts.
-# Per thread: a verifier is fed by one thread at a time (a pool of threads shares this module).
+# Per thread: a verifier is fed by one thread at a time (the tests' workers are threads of one process).
 _verifiers = threading.local()
 _VERIFIERS_MAX = 16
 
@@ -189,28 +210,71 @@ def _page_verifier(ledger: str, genesis: bytes) -> ChainVerifier:
 
 RETRY_SECONDS = 10.0
 SLOT_BYTES = 512 * 1024  # shared memory a page in flight (a 500-record page packs to ~180 KB)
+STOP_WAIT = 5.0  # seconds a closing pool gives each worker to end before it is terminated
+# Pages a worker may hold unanswered: past this, a submit first waits for its oldest answer. Its
+# answers (~120 bytes each) then always fit the pipe's buffer, so a worker never blocks writing
+# one while the pool blocks writing it a page.
+IN_FLIGHT_MAX = 128
 
 
-def _worker_pool(workers: int) -> Executor:
+class WorkerRunner(Protocol):
+    """A started worker (a process, or in the tests a thread) running :func:`serve_pages`."""
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+def start_process(conn: Connection) -> WorkerRunner:
+    """A worker process (forkserver) serving ``conn``'s other end: the pool's default."""
     # forkserver: a worker never inherits the verifier's threads (its sockets) mid-flight.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(workers, mp_context=context)
+    context.set_forkserver_preload([__name__])  # the server imports the checks once, not each worker
+    process = context.Process(target=serve_pages, args=(conn,), name="vledger-sweep-worker", daemon=True)
+    try:
+        process.start()
+    finally:
+        conn.close()  # the worker holds its own: the pipe ends when the worker does
+    return process
+
+
+@dataclass(slots=True)
+class PageJob:
+    """A page handed to a worker: its answer once the pool has read it."""
+
+    start: int
+    worker: _Worker
+    offset: int | None  # its slot of shared memory, None: sent inline
+    answered: bool = False
+    summary: PageSummary | None = None  # None once answered: the worker failed to check it
+
+
+@dataclass(slots=True)
+class _Worker:
+    conn: Connection  # the pool's end of the worker's pipe
+    runner: WorkerRunner
+    jobs: collections.deque[PageJob]  # sent and not yet answered, oldest first: a worker answers in order
 
 
 class PagePool:
     """Worker processes that check a sweep's pages (:func:`verify_page`), ``pages`` of them a
-    step. A pool that breaks (a worker died) is shut down and a new one made at the next submit;
-    the pages it held are checked in the calling process meanwhile.
+    step, each over a pipe of its own; the caller (one thread at a time, :meth:`close` included)
+    drives them, with no thread of the pool's: a page goes to the worker with the fewest in
+    hand as a few dozen bytes naming its slot of shared memory, and the answers are read from
+    the pipe when the caller asks for one (:meth:`result`, then those before it) or hands a
+    page over (those ready). A page handed over is checked even if the sweep drops it (after
+    a finding): its answer is read and dropped, which frees its slot. A pool that breaks (a
+    worker died) is closed and a new one made at the next submit; the pages it held are
+    checked in the calling process meanwhile.
 
-    ``make`` makes the executor (default: ``workers`` processes); the tests give threads.
+    ``start_worker`` starts a worker on a pipe's end (default: a process); the tests give threads.
     """
 
     def __init__(
         self,
         workers: int,
         pages: int | None = None,
-        make: Callable[[], Executor] | None = None,
+        start_worker: Callable[[Connection], WorkerRunner] = start_process,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         if workers < 1:
@@ -220,102 +284,160 @@ class PagePool:
         # the next step's pages over before it joins its own (LedgerSweep._read_ahead), so a worker
         # does not idle at a step's end either.
         self.pages = pages or 4 * workers
-        self._make = make or (lambda: _worker_pool(workers))
-        self._executor: Executor | None = None
+        self._start_worker = start_worker
+        self._workers: list[_Worker] = []
         # After a failure the caller checks alone this long: a pool that cannot start is not
         # started again for every page.
         self.retry_seconds = retry_seconds
         self._retry_at = 0.0
         self.failures = 0  # pages a worker failed to check (each checked in the caller instead)
         self.joined = 0  # pages whose worker's check the sweep took
-        # Pages reach the workers through shared memory, a slot a page in flight: through the
-        # executor's pipe, each page's bytes cost the sweeping process as much CPU as the rest of
-        # its part of the sweep (the pipe's 64 KiB at a time, a feeder thread's wake-ups). A page
-        # too large for a slot, or beyond the slots (several copies' read-ahead), goes inline.
+        # Pages reach the workers through shared memory, a slot a page in flight: through a pipe,
+        # each page's bytes cost the sweeping process as much CPU as the rest of its part of the
+        # sweep. A page too large for a slot, or beyond the slots (several copies' read-ahead),
+        # goes inline.
         self._slots = 2 * self.pages + workers  # a step's pages, the next step's, one more each
         self._segment: SharedMemory | None = None
         self._free_slots: list[int] = []
-        self._slots_lock = threading.Lock()
+        # Packs each page straight into its slot: its buffer is kept from page to page, where
+        # packb made a new one and a bytes object of a page's size for each (the sweeping
+        # process's time in the kernel, zeroing fresh pages of memory, went up by as much).
+        self._packer = msgpack.Packer(autoreset=False)
 
-    def submit(self, ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> Future[PageSummary] | None:
-        """The page's check on a worker, or None if no worker can take it now."""
+    def submit(self, ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> PageJob | None:
+        """Hand the page ``rows`` (of ``ledger`` from height ``start``, under the rules of the
+        genesis record ``genesis``) to a worker; None if no worker can take it now."""
+        workers = self._workers
         try:
-            if self._executor is None:
+            if not workers:
                 if time.monotonic() < self._retry_at:
                     return None
-                self._executor = self._make()
-            packed = msgpack.packb(rows)
-            slot = self._slot(len(packed))
-            if slot is None:
-                return self._executor.submit(verify_packed_page, ledger, genesis, start, packed)
-            segment, offset = slot
-            size = len(packed)
-            _buffer(segment)[offset : offset + size] = packed
-            future = self._executor.submit(verify_shared_page, ledger, genesis, start, segment.name, offset, size)
-            # Free again once the worker has read it, or it never will: done, failed or cancelled
-            # before it ran (a future that runs cannot be cancelled).
-            future.add_done_callback(lambda _: self._free(segment, offset))
-            return future
-        except (BrokenExecutor, RuntimeError) as e:
+                self._start()
+            for worker in workers:  # answers ready free their slots
+                self._answers(worker, None)
+            worker = min(workers, key=lambda w: len(w.jobs))
+            while len(worker.jobs) >= IN_FLIGHT_MAX:
+                self._answers(worker, worker.jobs[0])
+            packer = self._packer
+            packer.pack(rows)
+            try:
+                with packer.getbuffer() as packed:
+                    slot = self._slot(len(packed))
+                    if slot is None:
+                        message = [ledger, genesis, start, None, 0, 0, bytes(packed)]
+                    else:
+                        segment, offset = slot
+                        _buffer(segment)[offset : offset + len(packed)] = packed
+                        message = [ledger, genesis, start, segment.name, offset, len(packed), None]
+            finally:
+                packer.reset()
+            job = PageJob(start, worker, None if slot is None else slot[1])
+            worker.jobs.append(job)  # before the send: a worker that fails it frees the slot too
+            worker.conn.send_bytes(msgpack.packb(message))
+            return job
+        except (OSError, EOFError, ValueError, RuntimeError) as e:  # a worker gone (its pipe broken), or none started
             self.broken(e)
             return None
+
+    def _start(self) -> None:
+        for _ in range(self.workers):
+            ours, theirs = multiprocessing.Pipe()
+            try:
+                runner = self._start_worker(theirs)
+            except BaseException:
+                ours.close()
+                theirs.close()
+                raise
+            self._workers.append(_Worker(ours, runner, collections.deque()))
+
+    def _answers(self, worker: _Worker, until: PageJob | None) -> None:
+        """Read ``worker``'s answers in order, up to ``until``'s (None: those ready); raises
+        EOFError or OSError if it is gone."""
+        conn, jobs = worker.conn, worker.jobs
+        while jobs and (until is not None or conn.poll()):
+            reply = msgpack.unpackb(conn.recv_bytes())
+            job = jobs.popleft()
+            self._free(job.offset)
+            job.answered = True
+            if len(reply) == 1:  # a page the worker could not check: the caller checks it
+                self.failures += 1
+                log.warning("a sweep worker failed to check the page from %d: %s", job.start, reply[0])
+            else:
+                job.summary = PageSummary(*reply)
+            if job is until:
+                return
 
     def _slot(self, size: int) -> tuple[SharedMemory, int] | None:
         """A free slot of shared memory for a page of ``size`` bytes: (the segment, its offset); None if none."""
         if size > SLOT_BYTES:
             return None
-        with self._slots_lock:
-            if self._segment is None:
-                try:
-                    self._segment = SharedMemory(create=True, size=self._slots * SLOT_BYTES)
-                except OSError as e:  # no /dev/shm, or full: every page goes inline
-                    log.warning("no shared memory for the sweep's pages (%s); they go through pipes", e)
-                    self._slots = 0
-                    return None
-                self._free_slots = [i * SLOT_BYTES for i in range(self._slots)]
-            if not self._free_slots:
+        if self._segment is None:
+            if self._slots == 0:
                 return None
-            return self._segment, self._free_slots.pop()
-
-    def _free(self, segment: SharedMemory, offset: int) -> None:
-        with self._slots_lock:
-            if segment is self._segment:  # not one closed meanwhile
-                self._free_slots.append(offset)
-
-    def result(self, future: Future[PageSummary] | None) -> PageSummary | None:
-        """The worker's summary; None if it failed (the pool is then replaced)."""
-        if future is None:
+            try:
+                self._segment = SharedMemory(create=True, size=self._slots * SLOT_BYTES)
+            except OSError as e:  # no /dev/shm, or full: every page goes inline
+                log.warning("no shared memory for the sweep's pages (%s); they go through pipes", e)
+                self._slots = 0
+                return None
+            self._free_slots = [i * SLOT_BYTES for i in range(self._slots)]
+        if not self._free_slots:
             return None
-        try:
-            return future.result()
-        except Exception as e:  # a worker that died, or a bug in one: the caller checks the page
-            self.broken(e)
+        return self._segment, self._free_slots.pop()
+
+    def _free(self, offset: int | None) -> None:
+        if offset is not None:
+            self._free_slots.append(offset)
+
+    def result(self, job: PageJob | None) -> PageSummary | None:
+        """The worker's summary of ``job``'s page; None if it failed (a worker gone: the pool is
+        then made anew at the next submit)."""
+        if job is None:
             return None
+        if not job.answered:
+            try:
+                self._answers(job.worker, job)
+            except (OSError, EOFError, ValueError) as e:
+                self.broken(e)
+        return job.summary
 
     def broken(self, error: BaseException) -> None:
+        """A worker failed (``error``): the pool's workers are ended and every page they held
+        answered with nothing (the caller checks those); the caller checks alone for
+        ``retry_seconds``, then a new pool is made."""
         self.failures += 1
         self._retry_at = time.monotonic() + self.retry_seconds
         log.warning(
             "a sweep worker failed (%s); pages are checked in this process for %.0f s", error, self.retry_seconds
         )
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.conn.close()  # a worker reads the end of its pipe and returns
+        for worker in workers:
+            worker.runner.join(STOP_WAIT)
+            if worker.runner.is_alive() and isinstance(worker.runner, multiprocessing.process.BaseProcess):
+                worker.runner.kill()
+                worker.runner.join()
+            for job in worker.jobs:  # answered with nothing; no worker reads their slots any more
+                job.answered = True
+                self._free(job.offset)
+            worker.jobs.clear()
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        with self._slots_lock:
-            segment, self._segment = self._segment, None
-            self._free_slots = []
+        """End the workers (each finishes its page) and remove the shared memory."""
+        self._stop_workers()
+        segment, self._segment = self._segment, None
+        self._free_slots = []
         if segment is not None:
             segment.close()
             segment.unlink()
 
 
 # A page of a step: its first height, its rows, and the check a worker runs of them (if any).
-_Page = tuple[int, list[bytes], "Future[PageSummary] | None"]
+_Page = tuple[int, list[bytes], "PageJob | None"]
 
 
 class LedgerSweep:
@@ -375,8 +497,6 @@ class LedgerSweep:
         except BaseException:
             self._drop_ahead()  # the next step starts from the checkpoint, as if nothing was read
             raise
-        finally:
-            _cancel(pages)  # the pages after a finding are of no more use
         verified = height - cp.height
         if short:  # the node's end: this sweep is complete
             self.last_complete_ms = _now_ms()
@@ -399,24 +519,18 @@ class LedgerSweep:
         pages: list[_Page] = []
         ahead, self._ahead = self._ahead, []
         if ahead and self._ahead_limit == limit and ahead[0][0] == verifier.next_height:
-            pages, ahead = ahead[:count], ahead[count:]
-            self._ahead = ahead
-        else:
-            _cancel(ahead)
+            self._ahead = ahead[count:]
+            pages = ahead[:count]
         start = pages[-1][0] + limit if pages else verifier.next_height
-        try:
-            while len(pages) < count:
-                rows = source.page(self.ledger, start, limit)
-                if start == 0 and rows:
-                    # The genesis the caller checks first in this page: its rules are the workers'.
-                    self._genesis = rows[0]
-                pages.append((start, rows, self._submit(start, rows)))
-                if len(rows) < limit:
-                    break
-                start += len(rows)
-        except BaseException:
-            _cancel(pages)
-            raise
+        while len(pages) < count:
+            rows = source.page(self.ledger, start, limit)
+            if start == 0 and rows:
+                # The genesis the caller checks first in this page: its rules are the workers'.
+                self._genesis = rows[0]
+            pages.append((start, rows, self._submit(start, rows)))
+            if len(rows) < limit:
+                break
+            start += len(rows)
         return pages
 
     def _read_ahead(self, source: PageSource, start: int, limit: int) -> None:
@@ -440,14 +554,13 @@ class LedgerSweep:
             ahead.append((start, rows, self._submit(start, rows)))
             start += limit
 
-    def _submit(self, start: int, rows: list[bytes]) -> Future[PageSummary] | None:
+    def _submit(self, start: int, rows: list[bytes]) -> PageJob | None:
         if self.pool is None or start == 0 or not rows or self._genesis is None:
             return None
         return self.pool.submit(self.ledger, self._genesis, start, rows)
 
     def _drop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, []
-        _cancel(ahead)
+        self._ahead = []  # their workers' answers are read and dropped by the pool
 
     def _resume(self, source: PageSource) -> ChainVerifier:
         cp = self.checkpoint
@@ -469,9 +582,3 @@ class LedgerSweep:
         self.checkpoint = Checkpoint(sweeps=self.checkpoint.sweeps, started_ms=_now_ms())
         self._verifier = None
         self._drop_ahead()
-
-
-def _cancel(pages: Sequence[_Page]) -> None:
-    for _, _, future in pages:
-        if future is not None:
-            future.cancel()

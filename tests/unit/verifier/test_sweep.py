@@ -7,11 +7,12 @@ the sweep with a :class:`PagePool` must name the code and height the sequential 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing.process
 import os
-import time
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from vledger.node.record import Content, Entry, decode_record, link_of
 from vledger.node.store import ChainStore
 from vledger.node.work import meets_difficulty, solve
 from vledger.verifier import sweep as sweep_module
-from vledger.verifier.sweep import LedgerSweep, PagePool, SweepStep, verify_page
+from vledger.verifier.sweep import (
+    LedgerSweep,
+    PagePool,
+    SweepStep,
+    WorkerRunner,
+    serve_pages,
+    start_process,
+    verify_page,
+)
 
 LIMITS = Limits()
 LEDGER = "sweep-test"
@@ -62,9 +71,16 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         return [data for _, data in store.range_raw(LEDGER)]
 
 
+def start_thread(conn: Connection) -> WorkerRunner:
+    """A pool's worker as a thread of the test's process: the same loop, no process to start."""
+    thread = threading.Thread(target=serve_pages, args=(conn,), daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="module")
 def threads() -> Iterator[PagePool]:
-    pool = PagePool(2, pages=4, make=lambda: ThreadPoolExecutor(2))  # 4 pages a step: several steps a sweep
+    pool = PagePool(2, pages=4, start_worker=start_thread)  # 4 pages a step: several steps a sweep
     yield pool
     pool.close()
 
@@ -168,7 +184,7 @@ class LoggedCopy(Copy):
 
 
 def test_a_step_hands_the_next_steps_pages_to_the_workers_before_it_joins_its_own(chain: list[bytes]) -> None:
-    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    pool = PagePool(2, pages=2, start_worker=start_thread)
     try:
         copy = LoggedCopy(chain)
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
@@ -191,7 +207,7 @@ def test_a_step_hands_the_next_steps_pages_to_the_workers_before_it_joins_its_ow
 def test_the_step_that_ends_a_sweep_reads_the_nodes_end_itself(chain: list[bytes]) -> None:
     # A page read ahead that reaches the node's end is not kept: the copy may grow before the next
     # step, and a sweep that ended where the node stood a step ago would call a grown copy short.
-    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    pool = PagePool(2, pages=2, start_worker=start_thread)
     try:
         copy = Copy(chain[:180])  # pages from 0, 50 and 100 full; the one from 150 holds 30 records
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
@@ -206,7 +222,7 @@ def test_the_step_that_ends_a_sweep_reads_the_nodes_end_itself(chain: list[bytes
 
 
 def test_a_finding_drops_the_pages_read_ahead(chain: list[bytes]) -> None:
-    pool = PagePool(2, pages=2, make=lambda: ThreadPoolExecutor(2))
+    pool = PagePool(2, pages=2, start_worker=start_thread)
     try:
         copy = Copy(TAMPERINGS["bad checksum"][0](chain, 120))
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
@@ -234,7 +250,7 @@ def test_a_page_that_does_not_join_is_checked_in_the_caller(chain: list[bytes]) 
     spliced = [*chain[:299], _forged(chain[299], {"n": -2}, relink=True), *chain[300:]]
     assert verify_page(LEDGER, chain[0], 250, spliced[250:300]).clean
     assert verify_page(LEDGER, chain[0], 300, spliced[300:350]).clean
-    _, steps = sweep_to_end(Copy(spliced), PagePool(2, make=lambda: ThreadPoolExecutor(2)))
+    _, steps = sweep_to_end(Copy(spliced), PagePool(2, start_worker=start_thread))
     assert steps[-1].finding is not None and (steps[-1].finding.code, steps[-1].finding.height) == ("bad_link", 300)
 
 
@@ -248,66 +264,91 @@ def test_a_tampered_genesis_is_found_before_any_worker_trusts_its_rules(chain: l
     assert pooled[-1].finding == alone[-1].finding
 
 
-def _processes(made: list[ProcessPoolExecutor]) -> Callable[[], Executor]:
-    def make() -> Executor:
-        made.append(ProcessPoolExecutor(2))
+def _processes(made: list[WorkerRunner]) -> Callable[[Connection], WorkerRunner]:
+    """The default worker processes, each noted in ``made``."""
+
+    def start(conn: Connection) -> WorkerRunner:
+        made.append(start_process(conn))
         return made[-1]
 
-    return make
+    return start
 
 
 def test_worker_processes_find_what_the_sweep_alone_finds(chain: list[bytes]) -> None:
-    made: list[ProcessPoolExecutor] = []
-    pool = PagePool(2, make=_processes(made))
+    made: list[WorkerRunner] = []
+    pool = PagePool(2, start_worker=_processes(made))
     try:
         _, steps = sweep_to_end(Copy(chain), pool)
         assert steps[-1].complete and sum(s.verified for s in steps) == RECORDS
         copy = TAMPERINGS["rewritten, link kept"][0](chain, 333)
         _, steps = sweep_to_end(Copy(copy), pool)
         assert steps[-1].finding is not None and (steps[-1].finding.code, steps[-1].finding.height) == ("bad_link", 333)
-        assert pool.failures == 0 and len(made) == 1
+        assert pool.failures == 0 and len(made) == 2 and pool.joined > 0
     finally:
         pool.close()
+    assert not any(worker.is_alive() for worker in made)  # closing the pool ends its workers
 
 
 def test_a_worker_that_dies_leaves_the_sweep_right_and_the_pool_is_made_again(chain: list[bytes]) -> None:
-    made: list[ProcessPoolExecutor] = []
+    made: list[WorkerRunner] = []
     # Two pages a step: the pages read ahead by the first step are not the whole copy, so some are
     # handed to the pool after it broke.
-    pool = PagePool(2, pages=2, make=_processes(made), retry_seconds=0)
+    pool = PagePool(2, pages=2, start_worker=_processes(made), retry_seconds=0)
     copy = TAMPERINGS["bad checksum"][0](chain, 420)
     try:
         sweep = LedgerSweep("node-1", LEDGER, pool=pool)
         first = sweep.step(Copy(copy), PAGE)  # pool made, its workers started
-        assert first.finding is None and len(made) == 1
-        dying = made[0].submit(os._exit, 1)  # a worker dies: the pool breaks
-        assert isinstance(dying.exception(timeout=60), BrokenProcessPool)
+        assert first.finding is None and len(made) == 2
+        dying = made[0]
+        assert isinstance(dying, multiprocessing.process.BaseProcess) and dying.pid is not None
+        os.kill(dying.pid, signal.SIGKILL)  # a worker dies: the pool breaks
+        dying.join(60)
         steps = [first]
         while steps[-1].finding is None:
             steps.append(sweep.step(Copy(copy), PAGE))
         finding = steps[-1].finding
         assert finding is not None and (finding.code, finding.height) == ("bad_checksum", 420)
-        assert pool.failures >= 1 and len(made) >= 2  # broken once, made again for the next pages
+        assert pool.failures >= 1 and len(made) >= 4  # broken once, made again for the next pages
         _, clean = sweep_to_end(Copy(chain), pool)
         assert clean[-1].complete and sum(s.verified for s in clean) == RECORDS
     finally:
         pool.close()
-        for executor in made:
-            executor.shutdown(wait=True, cancel_futures=True)
+    assert not any(worker.is_alive() for worker in made)
 
 
 def test_a_pool_that_failed_is_not_made_again_before_its_pause(chain: list[bytes]) -> None:
-    made: list[Executor] = []
+    tries: list[Connection] = []
 
-    def make() -> Executor:
-        made.append(ThreadPoolExecutor(1))
-        made[-1].shutdown()  # a pool that cannot take work: every submit fails
-        return made[-1]
+    def start(conn: Connection) -> WorkerRunner:
+        tries.append(conn)
+        raise OSError("no process can be started")  # every start fails
 
-    pool = PagePool(2, make=make, retry_seconds=3600)
+    pool = PagePool(2, start_worker=start, retry_seconds=3600)
     _, steps = sweep_to_end(Copy(chain), pool)
     assert steps[-1].complete and sum(s.verified for s in steps) == RECORDS  # checked in the caller
-    assert len(made) == 1 and pool.failures == 1
+    assert len(tries) == 1 and pool.failures == 1 and tries[0].closed
+
+
+def test_a_page_a_worker_cannot_check_is_checked_in_the_caller(
+    chain: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that fails on a page (a bug) answers with the error: the caller checks that page.
+    real = sweep_module.verify_page
+
+    def failing(ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> object:
+        if start == 500:
+            raise RuntimeError("a bug")
+        return real(ledger, genesis, start, rows)
+
+    monkeypatch.setattr(sweep_module, "verify_page", failing)  # the workers are threads: they see it
+    pool = PagePool(1, pages=2, start_worker=start_thread)
+    try:
+        sweep, steps = sweep_to_end(Copy(chain), pool)
+        assert steps[-1].complete and steps[-1].end == RECORDS - 1 and sweep.last_records == RECORDS
+        assert pool.failures == 1 and pool.joined == RECORDS // PAGE - 2  # all but the genesis page and 500's
+        assert len(pool._workers) == 1  # the pool went on
+    finally:
+        pool.close()
 
 
 def test_a_pool_has_a_worker() -> None:
@@ -319,7 +360,8 @@ def test_the_default_pool_starts_worker_processes(chain: list[bytes], tmp_path: 
     pool = PagePool(2)
     try:
         _, steps = sweep_to_end(Copy(chain), pool)
-        assert steps[-1].complete and pool.failures == 0
+        assert steps[-1].complete and pool.failures == 0 and pool.joined == RECORDS // PAGE - 1
+        assert all(isinstance(w.runner, multiprocessing.process.BaseProcess) for w in pool._workers)
     finally:
         pool.close()
 
@@ -347,8 +389,7 @@ def test_pages_inline_or_in_shared_memory_get_the_same_findings(
     # inline otherwise (a 50-record page packs to 13.5-14 KB here: at 13,800 bytes the short ones
     # fit). Two copies swept turn about share the pool: more pages in flight than its slots.
     monkeypatch.setattr(sweep_module, "SLOT_BYTES", slot_bytes)
-    made: list[ProcessPoolExecutor] = []
-    pool = PagePool(2, pages=4, make=_processes(made))
+    pool = PagePool(2, pages=4)
     copies = {"clean": Copy(chain), "tampered": Copy(TAMPERINGS["bad proof of work"][0](chain, 377))}
     sweeps = {name: LedgerSweep("node-1", LEDGER, pool=pool) for name in copies}
     steps: dict[str, list[SweepStep]] = {name: [] for name in copies}
@@ -361,15 +402,11 @@ def test_pages_inline_or_in_shared_memory_get_the_same_findings(
         finding = steps["tampered"][-1].finding
         assert finding is not None and (finding.code, finding.height) == ("insufficient_work", 377)
         assert pool.failures == 0 and pool.joined > 0
-        # The test looks inside: every slot is free again once no page is in flight, and the
-        # segment is removed with the pool.
-        _cancel_ahead(sweeps.values())
+        # The test looks inside: every slot is free again once no page is in flight (once the
+        # pool has read every answer), and the segment is removed with the pool.
+        _drop_ahead(sweeps.values(), pool)
         segment = pool._segment
         every_slot = [i * slot_bytes for i in range(pool._slots)]
-        # A future's done callbacks (which free its slot) run just after its waiters wake.
-        deadline = time.monotonic() + 10
-        while segment is not None and sorted(pool._free_slots) != every_slot and time.monotonic() < deadline:
-            time.sleep(0.01)
         assert segment is None or sorted(pool._free_slots) == every_slot
         assert (segment is not None) == (slot_bytes > 0)
         sizes = {len(msgpack.packb(chain[start : start + PAGE])) for start in range(0, RECORDS, PAGE)}
@@ -381,9 +418,12 @@ def test_pages_inline_or_in_shared_memory_get_the_same_findings(
             SharedMemory(segment.name)
 
 
-def _cancel_ahead(sweeps: Iterable[LedgerSweep]) -> None:
-    """Wait out the pages the sweeps read ahead (their workers' checks)."""
+def _drop_ahead(sweeps: Iterable[LedgerSweep], pool: PagePool) -> None:
+    """Drop the pages the sweeps read ahead, and wait out every page in flight (the pages a
+    finding dropped included): the pool has read all their answers."""
     for sweep in sweeps:
-        for _, _, future in sweep._ahead:
-            if future is not None:
-                future.cancel() or future.exception()
+        sweep._ahead = []
+    for worker in pool._workers:
+        if worker.jobs:
+            pool.result(worker.jobs[-1])  # the answers come in order: the last one's reads all
+        assert not worker.jobs
