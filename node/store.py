@@ -85,6 +85,65 @@ _BY_REQUESTS = (
 )
 
 
+_INSERT_RECORD = "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)"
+# A group's rows in one statement (see _insert_records): its hashes and its records' bytes each
+# one blob, and a JSON list of each row's ledger, height, author, request id and bytes' place.
+_INSERT_RECORDS = (
+    "INSERT INTO records (ledger, height, hash, author, request_id, data) "
+    "SELECT json_extract(row.value, '$[0]'), json_extract(row.value, '$[1]'), substr(?1, row.key * 32 + 1, 32), "
+    "json_extract(row.value, '$[2]'), json_extract(row.value, '$[3]'), "
+    "substr(?2, json_extract(row.value, '$[4]'), json_extract(row.value, '$[5]')) "
+    "FROM json_each(?3) AS row"
+)
+ONE_STATEMENT_MIN = 32  # records of a group from which they go in with one statement
+ONE_STATEMENT_BYTES = 1 << 24  # record bytes a statement takes at most (SQLite's blobs end at 1 GB)
+
+
+def _insert_records(conn: sqlite3.Connection, records: Sequence[Record], encoded: Sequence[bytes]) -> None:
+    """INSERT a row of ``records`` for each record, its bytes in ``encoded``. Raises sqlite3.Error.
+
+    From ONE_STATEMENT_MIN records on (a catch-up page, a round of pipelined puts) they go in
+    with one statement per ONE_STATEMENT_BYTES of record bytes, their values packed into three
+    parameters that SQLite unpacks itself: executemany binds each row in Python and releases the
+    GIL around each row's step, and with another thread busy (the follower's, the request
+    loop's) the committer then waited up to the interpreter's switch interval to take it back,
+    a row at a time. One statement runs its rows without the GIL, and costs less CPU (3.4 against
+    6 us a row in memory). Every value is a plain JSON string or integer: names and request ids
+    are ASCII without escapes (node/record.py's patterns), heights within SQLite's integers.
+    """
+    if len(records) < ONE_STATEMENT_MIN:
+        conn.executemany(
+            _INSERT_RECORD,
+            [
+                (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
+                for r, data in zip(records, encoded, strict=True)
+            ],
+        )
+        return
+    begin, count = 0, len(records)
+    while begin < count:
+        rows: list[tuple[str, int, str, str, int, int]] = []
+        place = 1  # where the record's bytes start in the blob (SQLite's substr counts from 1)
+        end = begin
+        while end < count and (end == begin or place + len(encoded[end]) <= ONE_STATEMENT_BYTES):
+            content, size = records[end].content, len(encoded[end])
+            rows.append((content.ledger, records[end].height, content.author, content.request_id, place, size))
+            place += size
+            end += 1
+        hashes = b"".join([record.link for record in records[begin:end]])
+        if len(hashes) != 32 * (end - begin):  # each row's hash is found by its place
+            raise StoreError("a record's link is not 32 bytes")
+        conn.execute(
+            _INSERT_RECORDS,
+            (
+                hashes,
+                b"".join(encoded[begin:end]),
+                json.dumps(rows, separators=(",", ":")),
+            ),
+        )
+        begin = end
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """What an append answers: where the record stands and its hash (= its link)."""
@@ -732,13 +791,7 @@ class ChainStore:
                 if self.keep_tree:
                     grown, tree_rows = self._grow_trees(records, encoded, staged.leaves)
                 self._write.execute("BEGIN IMMEDIATE")
-                self._write.executemany(
-                    "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
-                        for r, data in zip(records, encoded, strict=True)
-                    ],
-                )
+                _insert_records(self._write, records, encoded)
                 if self.keep_tree:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         self._write.executemany(INSERT_TREE, tree_rows)

@@ -15,6 +15,7 @@ import pytest
 
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
+from vledger.node import store as store_module
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import (
     BadGenesisError,
@@ -32,7 +33,7 @@ from vledger.node.errors import (
     VledgerError,
 )
 from vledger.node.record import Entry, Record, decode_record
-from vledger.node.store import ChainStore, Receipt
+from vledger.node.store import ONE_STATEMENT_MIN, ChainStore, Receipt
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.verify import ChainVerifier
@@ -695,6 +696,35 @@ def test_a_run_of_records_is_stored_whole_under_one_future(open_store: OpenStore
         assert verify_stored(store).next_height == len(records)
         store.close()
         store = open_store(tmp_path / "replica-2", origin=None)
+
+
+@pytest.mark.parametrize("statement_bytes", [store_module.ONE_STATEMENT_BYTES, 1_000])
+def test_a_big_group_is_written_in_one_statement_as_each_row_on_its_own(
+    open_store: OpenStore, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch, statement_bytes: int
+) -> None:
+    # 1,000 bytes: a few records a statement, so a group takes several.
+    monkeypatch.setattr(store_module, "ONE_STATEMENT_BYTES", statement_bytes)
+    chains = [kit.chain(ONE_STATEMENT_MIN + 9, 0), kit.chain(ONE_STATEMENT_MIN + 1, 0, ledger="ledger-b")]
+    store = open_store(tmp_path / "replica", origin=None)
+    for chain in chains:
+        given = [(record.encode(), leaf_hash(record.encode())) for record in chain]
+        store.submit_records(chain[:1]).result(DEADLINE)
+        store.submit_records(chain[1:], verified=True, given=given[1:]).result(DEADLINE)
+    expected = sorted(
+        (
+            *(r.ledger, "text", r.height, "integer", r.link, "blob"),
+            *(r.content.author, "text", r.content.request_id, "text", r.encode(), "blob"),
+        )
+        for chain in chains
+        for r in chain
+    )
+    with sqlite3.connect(store.path) as conn:
+        held = conn.execute(
+            "SELECT ledger, typeof(ledger), height, typeof(height), hash, typeof(hash), author, typeof(author), "
+            "request_id, typeof(request_id), data, typeof(data) FROM records ORDER BY ledger, height"
+        ).fetchall()
+    assert held == expected
+    assert [r.height for r in store.range("ledger-b")] == list(range(ONE_STATEMENT_MIN + 1))
 
 
 @pytest.mark.parametrize("verified", [False, True])
