@@ -57,6 +57,7 @@ from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
 from .rules.admin import ADMIN_LEDGER
 from .storefile import (
+    BY_HASH,
     DB_NAME,
     INSERT_TREE,
     MAX_HEIGHT,
@@ -1056,7 +1057,7 @@ class ChainStore:
         return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
 
     def get_by_hash(self, record_hash: bytes) -> Record | None:
-        return self._read_one(self._reader(), "WHERE hash = ?", (record_hash,))
+        return self._read_one(self._reader(), f"WHERE {BY_HASH}", (record_hash,))
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every ledger's head height and hash, as of the last group commit."""
@@ -1093,7 +1094,7 @@ class ChainStore:
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""
         conn = self._reader()
-        return [h for h in hashes if conn.execute("SELECT 1 FROM records WHERE hash = ?", (h,)).fetchone()]
+        return [h for h in hashes if conn.execute(f"SELECT 1 FROM records WHERE {BY_HASH}", (h,)).fetchone()]
 
     # --- the Merkle tree (docs/PROTOCOL.md section 12) ------------------------------------
 
@@ -1151,5 +1152,5 @@ class ChainStore:
         A lookup by leaf hash would need an index over the tree rows that every append
         would pay for; the record hash already has one.
         """
-        row = self._reader().execute("SELECT ledger, height FROM records WHERE hash = ?", (record_hash,)).fetchone()
+        row = self._reader().execute(f"SELECT ledger, height FROM records WHERE {BY_HASH}", (record_hash,)).fetchone()
         return (row[0], row[1]) if row else None
