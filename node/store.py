@@ -115,17 +115,12 @@ def _insert_records(conn: sqlite3.Connection, records: Sequence[Record], encoded
     GIL around each row's step, and with another thread busy (the follower's, the request
     loop's) the committer then waited up to the interpreter's switch interval to take it back,
     a row at a time. One statement runs its rows without the GIL, and costs less CPU (3.4 against
-    6 us a row in memory). Every value is a plain JSON string or integer: names and request ids
-    are ASCII without escapes (node/record.py's patterns), heights within SQLite's integers.
+    6 us a row in memory). Every value is a JSON string (UTF-8, escaped only where JSON must;
+    SQLite gives it back the same) or an integer within SQLite's. Text holding a NUL, which
+    SQLite's JSON would cut there (node/record.py's patterns allow none), goes row by row.
     """
     if len(records) < ONE_STATEMENT_MIN:
-        conn.executemany(
-            _INSERT_RECORD,
-            [
-                (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
-                for r, data in zip(records, encoded, strict=True)
-            ],
-        )
+        _insert_each(conn, records, encoded)
         return
     begin, count = 0, len(records)
     while begin < count:
@@ -138,31 +133,36 @@ def _insert_records(conn: sqlite3.Connection, records: Sequence[Record], encoded
             place += size
             end += 1
         hashes = b"".join([record.link for record in records[begin:end]])
-        if len(hashes) != 32 * (end - begin):  # each row's hash is found by its place
-            raise StoreError("a record's link is not 32 bytes")
-        conn.execute(
-            _INSERT_RECORDS,
-            (
-                hashes,
-                b"".join(encoded[begin:end]),
-                json.dumps(rows, separators=(",", ":")),
-            ),
-        )
+        text = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+        if len(hashes) != 32 * (end - begin) or "\\u0000" in text:  # each hash is found by its place
+            _insert_each(conn, records[begin:end], encoded[begin:end])
+        else:
+            conn.execute(_INSERT_RECORDS, (hashes, b"".join(encoded[begin:end]), text))
         begin = end
+
+
+def _insert_each(conn: sqlite3.Connection, records: Sequence[Record], encoded: Sequence[bytes]) -> None:
+    """INSERT a row of ``records`` for each record, one statement a row (see _insert_records)."""
+    conn.executemany(
+        _INSERT_RECORD,
+        [
+            (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
+            for r, data in zip(records, encoded, strict=True)
+        ],
+    )
 
 
 def _insert_tree_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
     """INSERT ``rows`` (ledger, level, index, hash) into ``tree``, from ONE_STATEMENT_MIN rows on
     with one statement, as :func:`_insert_records` does and for the same reason (a catch-up page
-    of 1,000 records completes some 125 subtrees). Raises sqlite3.Error, StoreError."""
-    if len(rows) < ONE_STATEMENT_MIN:
-        conn.executemany(INSERT_TREE, rows)
-        return
-    hashes = b"".join([row[3] for row in rows])
-    if len(hashes) != 32 * len(rows):  # each row's hash is found by its place
-        raise StoreError("a tree hash is not 32 bytes")
-    places = json.dumps([row[:3] for row in rows], separators=(",", ":"))
-    conn.execute(_INSERT_TREE_ROWS, (hashes, places))
+    of 1,000 records completes some 125 subtrees). Raises sqlite3.Error."""
+    if len(rows) >= ONE_STATEMENT_MIN:
+        hashes = b"".join([row[3] for row in rows])
+        places = json.dumps([row[:3] for row in rows], separators=(",", ":"), ensure_ascii=False)
+        if len(hashes) == 32 * len(rows) and "\\u0000" not in places:  # each hash is found by its place
+            conn.execute(_INSERT_TREE_ROWS, (hashes, places))
+            return
+    conn.executemany(INSERT_TREE, rows)
 
 
 @dataclass(frozen=True, slots=True)
