@@ -22,20 +22,23 @@ A record that fails verification is never stored either: it is reported, naming 
 it came from, and fetched from the next source instead. Nothing here touches a socket: the
 replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
 
-**One run in flight.** A run a checkpoint covers goes to the store (with the bytes as
-received and their leaf hashes, so the store neither encodes nor hashes them again) without
-waiting for its group commit: catch-up fetches and checks the next page, its checkpoint
-notes included, while SQLite writes and fsyncs the one before. The page after the one being
-taken is fetched meanwhile on a fetch thread of the follower's (one call to a source at a
-time), so that the source's answer is not waited for. The pending run then stands
-on the run being stored, not on the store's head; anything that compares with the store
-(a checkpoint at or below that size, a duplicate, a chain started from the head, an alert)
-first waits for that run, and every public call returns with it durable. What the key
+**Runs in flight in catch-up.** A run a checkpoint covers goes to the store (with the bytes
+as received and their leaf hashes, so the store neither encodes nor hashes them again)
+without waiting for its group commit: catch-up fetches and checks the next pages, their
+checkpoint notes included, while SQLite writes and fsyncs the ones before, up to
+CATCH_UP_IN_FLIGHT runs a ledger, each standing on the one before; the runs queued while a
+commit is under way go into the store's next group commit together (one transaction and one
+fsync for several pages). The page after the one being taken is fetched meanwhile on a
+fetch thread of the follower's (one call to a source at a time), so that the source's answer
+is not waited for. The pending run then stands on the last run being stored, not on the
+store's head; anything that compares with the store (a checkpoint at or below that size, a
+duplicate, a chain started from the head, an alert) first waits for the runs being stored,
+and every public call returns with them durable, reported stored oldest first. What the key
 chains (13.8) and the epochs (10.9) read from the store never lags behind: a run that holds
 a genesis, a ``checkpoint_key`` or an ``epoch`` record is waited for as soon as it is handed
 over, so the next note is checked with the keys and epochs it brings. A run whose commit
-fails is reported, the pending run on it is dropped and its checkpoints wait again, so it
-is fetched and checked anew.
+fails is reported, takes the runs after it along (they stood on it), the pending run is
+dropped and all their checkpoints wait again, so it is fetched and checked anew.
 
 **Runs in flight on the live feed.** The replica's follow loop (``receive(wait=False)``) keeps
 up to LIVE_IN_FLIGHT runs a ledger in the store's queue, each standing on the one before, and
@@ -102,8 +105,12 @@ OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run c
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
 KEY_KINDS = frozenset((ROTATION_KIND, EPOCH_KIND))
 # Runs a ledger may have in the store's queue on the live feed: the follow loop verifies the
-# next batch while the store commits (and fsyncs) the ones before. Catch-up keeps one.
+# next batch while the store commits (and fsyncs) the ones before.
 LIVE_IN_FLIGHT = 4
+# Runs a ledger may have in the store's queue in catch-up (a page's run each, at most): the
+# store commits those queued behind a commit under way in one transaction, so the slower its
+# fsync, the more pages share one; a run waited for costs the follower's thread a page of idle.
+CATCH_UP_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,7 @@ class Source(Protocol):
 @dataclass(slots=True)
 class _Run:
     """A verified run handed to the store, whose group commit may still be under way: the
-    follower checks the next page meanwhile (one run in flight a ledger, one writer)."""
+    follower checks the next page meanwhile (a few runs in flight a ledger, one writer)."""
 
     future: Future[list[Receipt]]
     records: list[Record]
@@ -171,7 +178,7 @@ class _Ledger:
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
     # The runs being stored, oldest first, each standing on the one before: the pending run
-    # stands on the last. One during catch-up; up to LIVE_IN_FLIGHT on the live feed.
+    # stands on the last. Up to CATCH_UP_IN_FLIGHT in catch-up, LIVE_IN_FLIGHT on the live feed.
     storing: collections.deque[_Run] = field(default_factory=collections.deque)
     # Pending records dropped because another chain contradicted them, by height: (link,
     # source, bytes). Once the true record at a height is stored, a suspect there that
@@ -226,7 +233,7 @@ class Follower:
         self._alerted: set[tuple[str, int, str, str]] = set()
         self.stored = 0
         self.duplicates = 0
-        self._in_flight = 1  # runs a ledger may have in the store's queue now (see LIVE_IN_FLIGHT)
+        self._in_flight = 1  # runs a ledger may have in the store's queue now (see CATCH_UP_IN_FLIGHT)
 
     # --- status ---------------------------------------------------------------------
 
@@ -283,7 +290,7 @@ class Follower:
     def catch_up(self, ledger: str, stop: int) -> bool:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``.
         Returns with what it stored durable."""
-        in_flight, self._in_flight = self._in_flight, 1  # one run in flight a page (see _flush)
+        in_flight, self._in_flight = self._in_flight, CATCH_UP_IN_FLIGHT  # see _flush
         try:
             return self._catch_up(ledger, stop)
         finally:
@@ -838,9 +845,9 @@ class Follower:
             dropped = set(state.sources[:count])
             self._drop_pending(state, suspect=True)
             return dropped
-        # At most self._in_flight runs in flight (one in catch-up: the one before is durable
-        # before this one is handed over). If one failed, the pending run that stood on it is
-        # gone and its checkpoints wait again.
+        # At most self._in_flight runs in flight (CATCH_UP_IN_FLIGHT in catch-up, LIVE_IN_FLIGHT
+        # on the live feed, else one). If one failed, the pending run that stood on it is gone
+        # and its checkpoints wait again.
         if not self._make_room(ledger):
             return set()
         records, state.pending = state.pending[:count], state.pending[count:]

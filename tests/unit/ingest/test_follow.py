@@ -24,7 +24,7 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
-from vledger.ingest.follow import LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
+from vledger.ingest.follow import CATCH_UP_IN_FLIGHT, LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
 from vledger.ingest.page_check import Checked, PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
@@ -1102,6 +1102,63 @@ def test_the_live_path_keeps_a_bounded_number_of_runs_in_flight(
     after = chain[nxt.height + 1]
     with pytest.raises(AssertionError, match="waited for a commit"):
         replica.follower.receive([live(after), heads(signed(after))], wait=False)
+
+
+class CommitsOnWait:
+    """Stands between a follower and its store's submit_records: each run is held, its commit not
+    begun, until the follower waits for one; then the runs held up to it are committed, oldest
+    first. ``waited_with`` says how many runs were held each time the follower waited."""
+
+    def __init__(self, store: ChainStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.submit = store.submit_records
+        self.held: list[tuple[list[Record], dict[str, object], Future[list[Receipt]]]] = []
+        self.waited_with: list[int] = []
+        monkeypatch.setattr(store, "submit_records", self._hold)
+
+    def _hold(self, records: list[Record], **kwargs: object) -> Future[list[Receipt]]:
+        future = _CommittedOnWait(self)
+        self.held.append((list(records), kwargs, future))
+        return future
+
+    def commit_up_to(self, future: Future[list[Receipt]]) -> None:
+        self.waited_with.append(len(self.held))
+        while self.held:
+            records, kwargs, held = self.held.pop(0)
+            held.set_result(self.submit(records, **kwargs).result())  # type: ignore[arg-type]
+            if held is future:
+                return
+
+
+class _CommittedOnWait(Future[list[Receipt]]):
+    def __init__(self, commits: CommitsOnWait) -> None:
+        super().__init__()
+        self._commits = commits
+
+    def result(self, timeout: float | None = None) -> list[Receipt]:
+        if not self.done():
+            self._commits.commit_up_to(self)
+        return super().result(timeout)
+
+
+def test_a_catch_up_keeps_its_pages_runs_in_flight_and_reports_them_in_order(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint ends each page of two: six runs, heights 1-2, 3-4, ..., 9-10 and 11.
+    notes = [signed(chain[height]) for height in (2, 4, 6, 8, 10, 11)]
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}, signed=notes), batch=2)
+    held_up_to(replica, chain, 0)
+    commits = CommitsOnWait(replica.store, monkeypatch)
+    replica.follower.take_checkpoint(LEDGER, notes[-1].note, "redis", catch_up=False)
+    assert replica.follower.catch_up(LEDGER, 12)
+    # The follower waited only with CATCH_UP_IN_FLIGHT runs in the store's queue, then for the
+    # last ones at the end (the catch-up returns with them durable).
+    runs = len(notes)
+    assert commits.waited_with == [CATCH_UP_IN_FLIGHT] * (runs - CATCH_UP_IN_FLIGHT) + list(
+        range(CATCH_UP_IN_FLIGHT, 0, -1)
+    )
+    assert replica.heights() == list(range(12)) and replica.alerts == []
+    assert replica.stored == [([0], 1), *(([h, h + 1], NOT_RELAYED) for h in (1, 3, 5, 7, 9)), ([11], NOT_RELAYED)]
+    assert replica.verified[1:] == notes and not replica.follower.in_flight()
 
 
 def test_a_failed_commit_drops_the_runs_after_it_and_they_are_fetched_again(

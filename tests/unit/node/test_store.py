@@ -32,9 +32,9 @@ from vledger.node.errors import (
     UnknownKindError,
     VledgerError,
 )
-from vledger.node.record import Entry, Record, decode_record
-from vledger.node.store import ChainStore, Receipt
-from vledger.node.storefile import DB_NAME
+from vledger.node.record import Entry, Record, decode_record, new_content, new_record
+from vledger.node.store import ONE_STATEMENT_MIN, ChainStore, Receipt
+from vledger.node.storefile import DB_NAME, SCHEMA
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.verify import ChainVerifier
 
@@ -713,6 +713,70 @@ def test_a_run_of_records_is_stored_whole_under_one_future(open_store: OpenStore
         assert verify_stored(store).next_height == len(records)
         store.close()
         store = open_store(tmp_path / "replica-2", origin=None)
+
+
+@pytest.mark.parametrize("statement_bytes", [store_module.ONE_STATEMENT_BYTES, 1_000])
+def test_a_big_group_is_written_in_one_statement_as_each_row_on_its_own(
+    open_store: OpenStore, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch, statement_bytes: int
+) -> None:
+    # 1,000 bytes: a few records a statement, so a group takes several.
+    monkeypatch.setattr(store_module, "ONE_STATEMENT_BYTES", statement_bytes)
+    chains = [kit.chain(ONE_STATEMENT_MIN + 9, 0), kit.chain(ONE_STATEMENT_MIN + 1, 0, ledger="ledger-b")]
+    store = open_store(tmp_path / "replica", origin=None)
+    for chain in chains:
+        given = [(record.encode(), leaf_hash(record.encode())) for record in chain]
+        store.submit_records(chain[:1]).result(DEADLINE)
+        store.submit_records(chain[1:], verified=True, given=given[1:]).result(DEADLINE)
+    expected = sorted(
+        (
+            *(r.ledger, "text", r.height, "integer", r.link, "blob"),
+            *(r.content.author, "text", r.content.request_id, "text", r.encode(), "blob"),
+        )
+        for chain in chains
+        for r in chain
+    )
+    with sqlite3.connect(store.path) as conn:
+        held = conn.execute(
+            "SELECT ledger, typeof(ledger), height, typeof(height), hash, typeof(hash), author, typeof(author), "
+            "request_id, typeof(request_id), data, typeof(data) FROM records ORDER BY ledger, height"
+        ).fetchall()
+    assert held == expected
+    assert [r.height for r in store.range("ledger-b")] == list(range(ONE_STATEMENT_MIN + 1))
+
+
+@pytest.mark.parametrize(
+    ("texts", "row_by_row"),
+    [
+        (['quote " back \\ slash', "line\nbreak\x1f", "Zoë ünïcode", "emoji \U0001f600", "é" * 300], False),
+        (["a NUL \x00 inside"], True),  # SQLite's JSON would cut it there
+    ],
+)
+def test_one_statement_gives_back_any_text_json_escapes(
+    tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch, texts: list[str], row_by_row: bool
+) -> None:
+    # Names and request ids never hold such text (node/record.py's patterns): the insert does not rely on it.
+    records = []
+    for i, record in enumerate(kit.chain(ONE_STATEMENT_MIN, 0)):
+        c = record.content
+        text = texts[i % len(texts)]
+        content = new_content(c.ledger, c.kind, c.payload, text, f"{text}-{i}", c.ts)
+        records.append(
+            new_record(
+                *(content, record.content_bytes, record.checksum, record.nonce, record.height, record.prev),
+                *(record.accepted, record.origin, record.link),
+            )
+        )
+    encoded = [record.encode() for record in records]
+    each: list[int] = []
+    insert_each = store_module._insert_each
+    monkeypatch.setattr(store_module, "_insert_each", lambda *args: each.append(1) or insert_each(*args))
+    with sqlite3.connect(tmp_path / DB_NAME, isolation_level=None) as conn:
+        conn.executescript(SCHEMA)
+        store_module._insert_records(conn, records, encoded)
+        held = conn.execute("SELECT height, author, request_id, data FROM records ORDER BY height").fetchall()
+    expected = [(r.height, r.content.author, r.content.request_id, e) for r, e in zip(records, encoded, strict=True)]
+    assert held == expected
+    assert bool(each) == row_by_row
 
 
 @pytest.mark.parametrize("verified", [False, True])

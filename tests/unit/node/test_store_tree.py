@@ -333,3 +333,28 @@ def test_a_placed_chain_gets_the_same_tree_as_its_home(open_store: OpenStore, ki
     replica.append_records(records)
     assert replica.root(LEDGER) == home.root(LEDGER)
     assert replica.consistency_proof(LEDGER, 13, 80) == home.consistency_proof(LEDGER, 13, 80)
+
+
+def _tree_rows(store: ChainStore) -> list[tuple[object, ...]]:
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(
+            "SELECT ledger, typeof(ledger), level, typeof(level), idx, typeof(idx), hash, typeof(hash) FROM tree "
+            "ORDER BY ledger, level, idx"
+        ).fetchall()
+
+
+def test_a_page_s_tree_rows_in_one_statement_are_those_of_small_groups(
+    open_store: OpenStore, kit: Any, tmp_path: Path
+) -> None:
+    records: list[Record] = kit.chain(700, 0)
+    small = open_store(tmp_path / "small", origin=None)
+    for first in range(0, len(records), 10):  # a group of 10 records completes at most 2 stored subtrees
+        small.submit_records(records[first : first + 10]).result(30)
+    page = open_store(tmp_path / "page", origin=None)
+    page.submit_records(records[:1]).result(30)
+    given = [(record.encode(), tree.leaf_hash(record.encode())) for record in records[1:]]
+    page.submit_records(records[1:], verified=True, given=given).result(30)  # one group: 82 tree rows
+    rows = _tree_rows(page)
+    assert len(rows) == 82 and rows == _tree_rows(small)
+    page.close()
+    assert open_store(tmp_path / "page", origin=None).root(LEDGER) == small.root(LEDGER)  # checked on open

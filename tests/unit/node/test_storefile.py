@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from vledger.config.settings import Limits
 from vledger.node.errors import StoreError
+from vledger.node.record import decode_record
 from vledger.node.store import ChainStore
-from vledger.node.storefile import DB_NAME, StoreReader
+from vledger.node.storefile import BY_HASH, DB_NAME, StoreReader
 
 
 @pytest.fixture
@@ -72,3 +74,54 @@ def test_reader_refuses_another_schema_version(store_dir: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="'99'"):
         StoreReader(store_dir)
+
+
+def _indexes(directory: Path) -> set[str]:
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def _plan(directory: Path, select: str) -> str:
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        return " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {select}", (b"\0" * 32,)))
+
+
+def test_hash_lookups_seek_the_prefix_index_and_tell_records_of_one_prefix_apart(store_dir: Path) -> None:
+    assert "records_by_hash_prefix" in _indexes(store_dir) and "records_by_hash" not in _indexes(store_dir)
+    assert "USING INDEX records_by_hash_prefix" in _plan(store_dir, f"SELECT data FROM records WHERE {BY_HASH}")
+    with ChainStore(store_dir) as store:
+        records = list(store.range("ledger-a"))
+    # Two rows whose hash columns share the first 8 bytes: each found by its own hash only.
+    first, second = records[1], records[2]
+    twin = first.link[:8] + second.link[8:]
+    with sqlite3.connect(store_dir / DB_NAME) as conn:
+        conn.execute("UPDATE records SET hash = ? WHERE ledger = 'ledger-a' AND height = 2", (twin,))
+    reader = StoreReader(store_dir)
+    try:
+        assert reader.find_hash(first.link) == ("ledger-a", 1, first.encode())
+        assert reader.find_hash(twin) == ("ledger-a", 2, second.encode())
+        assert reader.find_hash(first.link[:8] + b"\xff" * 24) is None
+    finally:
+        reader.close()
+
+
+def test_a_store_from_before_is_looked_up_by_its_whole_hash_index_until_opened_then_swapped(
+    store_dir: Path,
+) -> None:
+    with sqlite3.connect(store_dir / DB_NAME) as conn:  # the index as the previous version made it
+        conn.execute("DROP INDEX records_by_hash_prefix")
+        conn.execute("CREATE INDEX records_by_hash ON records (hash)")
+    assert "USING COVERING INDEX records_by_hash" in _plan(store_dir, f"SELECT 1 FROM records WHERE {BY_HASH}")
+    reader = StoreReader(store_dir)
+    try:
+        data = reader.get("ledger-b", 1)
+        assert data is not None
+        record = decode_record(data, Limits())
+        assert reader.find_hash(record.link) == ("ledger-b", 1, data)
+        with ChainStore(store_dir) as store:
+            assert store.get_by_hash(record.link) == record and store.index_of(record.link) == ("ledger-b", 1)
+        assert reader.find_hash(record.link) == ("ledger-b", 1, data)
+    finally:
+        reader.close()
+    indexes = _indexes(store_dir)
+    assert "records_by_hash_prefix" in indexes and "records_by_hash" not in indexes
