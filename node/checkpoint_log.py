@@ -63,6 +63,7 @@ class CheckpointLog:
         self._writer = writer
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
         self._waiting = 0  # keep calls waiting for (or holding) the writer lock
+        self._brief = 0  # SIGNED rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
 
     def close(self) -> None:
         with self._lock:
@@ -89,8 +90,10 @@ class CheckpointLog:
         if self._writer is None:
             self._insert(ledger, kind, size, root, note)
             return
+        brief = kind == SIGNED
         with self._turns:
             self._waiting += 1
+            self._brief += brief
         try:
             # The store's lock first, as its committer takes them (it may read rows while it holds it).
             with self._writer:
@@ -98,7 +101,15 @@ class CheckpointLog:
         finally:
             with self._turns:
                 self._waiting -= 1
+                self._brief -= brief
                 self._turns.notify_all()
+
+    def holds_briefly(self) -> bool:
+        """Whether a SIGNED row's keep waits for or holds the writer lock: an INSERT without an
+        fsync, which lets go of it within microseconds. Counted from before it asks for the lock,
+        so a keep that was just given the lock and waits for the GIL counts too. Read without a
+        lock: a hint, not a promise."""
+        return self._brief > 0
 
     def give_way(self) -> None:
         """For the store's committer, between two groups, holding the writer lock: if a row

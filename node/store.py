@@ -79,6 +79,9 @@ from .verify import ChainVerifier, verify_entry
 log = logging.getLogger(__name__)
 
 READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often (see _reader)
+# The most flush() waits for a signed checkpoint row that holds the commit lock (it takes
+# microseconds; past this the lock has moved on to a group commit, which is the committer's).
+BRIEF_WAIT_SECONDS = 0.002
 
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
@@ -673,14 +676,22 @@ class ChainStore:
         clients from them (the request loop) sends the answers first, and whatever it does
         next, it does once ``on_commit`` has run. A group committed by the committer thread
         runs ``on_commit`` first: a thread that waits on a future may act at once.
+
+        A home's signed checkpoint row (CheckpointLog.keep, no fsync) that holds the lock is
+        waited for, up to BRIEF_WAIT_SECONDS: its INSERT takes microseconds, while handing a lone
+        put to the committer thread costs it two thread wake-ups and its answer a trip through
+        the request loop's wake-up pipe.
         """
-        if not self._committing.acquire(blocking=False):
+        committing = self._committing
+        if not committing.acquire(blocking=False) and not (
+            self.checkpoints.holds_briefly() and committing.acquire(timeout=BRIEF_WAIT_SECONDS)
+        ):
             self._work.set()
             return
         try:
             self._commit_queued(answer_first=True)
         finally:
-            self._committing.release()
+            committing.release()
 
     def append(self, entry: Entry) -> Receipt:
         """Place ``entry`` on its ledger and return once it is durable.
