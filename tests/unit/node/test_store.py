@@ -16,7 +16,7 @@ import pytest
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
 from vledger.node import store as store_module
-from vledger.node.checkpoint_log import SIGNED
+from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -1095,3 +1095,55 @@ def test_a_committer_that_gave_way_finds_the_queue_taken_by_a_flush(
         log._waiting -= 1
         log._turns.notify_all()
     assert store.submit_entry(kit.entry(3)).result(DEADLINE).height == 3  # the committer still commits
+
+
+class HeldRow:
+    """A checkpoint row of ``kind`` whose INSERT waits, holding the store's commit lock, until
+    ``release`` is set (on a thread of its own, as an outbox keeps a signed row)."""
+
+    def __init__(self, store: ChainStore, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inside, self.release = threading.Event(), threading.Event()
+        insert = store.checkpoints._insert
+
+        def held_insert(*args: Any) -> None:
+            self.inside.set()
+            assert self.release.wait(DEADLINE)
+            insert(*args)
+
+        monkeypatch.setattr(store.checkpoints, "_insert", held_insert)
+        self.thread = threading.Thread(target=store.checkpoints.keep, args=(LEDGER, kind, 2, bytes(32), b"note"))
+        self.thread.start()
+        assert self.inside.wait(DEADLINE)  # it holds the lock
+
+    def join(self) -> None:
+        self.release.set()
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive()
+
+
+def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A home's signed checkpoint row (no fsync) holds the lock for microseconds: a lone put's
+    flush waits for it and commits on its own thread; a row that is fsynced (cosigned) is not
+    waited for, the committer thread takes the put once the row is written."""
+    monkeypatch.setattr(store_module, "BRIEF_WAIT_SECONDS", DEADLINE)
+    committed_on: list[int] = []
+    store = open_store(on_commit=lambda records: committed_on.append(threading.get_ident()))
+    store.create_ledger(kit.genesis_entry(0))
+    committed_on.clear()
+    row = HeldRow(store, SIGNED, monkeypatch)
+    waited = store.submit_entry(kit.entry(1), wake=False)
+    threading.Timer(0.05, row.release.set).start()  # lets go while flush waits (or before: the same outcome)
+    store.flush()
+    row.join()
+    assert waited.done() and waited.result().height == 1
+    assert committed_on == [threading.get_ident()]
+
+    row = HeldRow(store, COSIGNED, monkeypatch)
+    handed = store.submit_entry(kit.entry(2), wake=False)
+    store.flush()  # returns at once: the row may wait for an fsync
+    assert not handed.done()
+    row.join()
+    assert handed.result(DEADLINE).height == 2
+    assert committed_on[1] != threading.get_ident()  # the committer thread committed it
