@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
@@ -232,14 +233,20 @@ class Command:
     roles: frozenset[str]
     args: str
     summary: str
+    takes: frozenset[str]  # the argument names it reads: any other is refused, never ignored
 
 
 COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as command ``name``; ``args`` names every argument it reads
+    (``[x]`` optional, ``a | b`` one or the other). Any command may carry ``otp`` (a client
+    holding a code sends it with each request); only the admin commands read it."""
+    takes = frozenset(re.findall(r"[a-z_]+", args)) | {"otp"}
+
     def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(name, handler, roles, args, summary)
+        COMMANDS[name] = Command(name, handler, roles, args, summary, takes)
         return handler
 
     return register
@@ -428,6 +435,10 @@ class IngestService:
             raise ForbiddenError(f"the {caller.role} role may not use {request.cmd!r}")
         if self.read_only and found.name not in READ_COMMANDS:
             raise ForbiddenError(f"node {self.node.name} is a {self.node.role}: it serves reads only")
+        if not request.args.values.keys() <= found.takes:
+            # A misspelt option ("W" for "w") must not be done without: say so.
+            unknown = sorted(set(request.args.values) - found.takes)
+            raise BadRequestError(f"{request.cmd!r} takes no argument {', '.join(map(repr, unknown))}")
         result = found.handler(self, caller, request.args)
         if found.roles == ADMINS:
             # Every admin command passes the second factor (PROTOCOL 16.5): its handler must

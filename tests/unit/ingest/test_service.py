@@ -192,3 +192,36 @@ def _answer_even_failed(pending: Pending) -> dict[str, Any]:
     done.exception(TIMEOUT)
     value: dict[str, Any] = msgpack.unpackb(pending.reply(), raw=False)
     return value
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args"),
+    [
+        ("put", {"W": 2}),  # a misspelt write concern: never a put without it
+        ("put", {"zzz": 1}),
+        ("size", {"ledger": LEDGER, "start": 0}),
+        ("hello", {"verbose": True}),
+    ],
+)
+def test_an_argument_a_command_does_not_take_is_refused_naming_it(
+    tmp_path: Path, store: ChainStore, cmd: str, args: dict[str, Any]
+) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    sent = {"content": _entry(1).content_bytes, "nonce": _entry(1).nonce, **args} if cmd == "put" else args
+    reply = msgpack.unpackb(service.handle(KEY, encode_request(7, cmd, sent)), raw=False)  # type: ignore[arg-type]
+    unknown = sorted(set(sent) - {"content", "nonce", "ledger"})
+    assert reply["error"]["code"] == "bad_request", reply
+    assert all(repr(name) in reply["error"]["message"] for name in unknown)
+    assert store.size(LEDGER) == 1  # nothing was written
+
+
+def test_otp_may_come_with_any_command_and_the_taken_arguments_pass(tmp_path: Path, store: ChainStore) -> None:
+    service = _service(tmp_path, store, inline_commit_max=1)
+    entry = _entry(1)
+    pending = service.handle(
+        KEY, encode_request(8, "put", {"content": entry.content_bytes, "nonce": entry.nonce, "w": 0, "otp": "123456"})
+    )
+    service.flush()
+    assert _answer(_pending(pending))["result"]["height"] == 1
+    reply = msgpack.unpackb(service.handle(KEY, encode_request(9, "size", {"ledger": LEDGER, "otp": "1"})), raw=False)  # type: ignore[arg-type]
+    assert reply["result"]["size"] == 2
