@@ -142,8 +142,31 @@ class _RunningNode:
 
     def cpu_seconds(self) -> float:
         """CPU time of the node process so far, all its threads (user + system, from /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.pid)
+
+    def outbox_pids(self) -> list[int]:
+        """The node's child processes (its outbox process), from /proc."""
+        return _children(self.pid)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far, all its threads (user + system, from /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (every thread's children, from /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return found
 
 
 @contextmanager
@@ -324,6 +347,10 @@ class _ClientProcesses:
             for i, (pair, jobs) in enumerate(zip(keys, self._jobs, strict=True))
         ]
 
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes if process.pid is not None]
+
     def start(self) -> None:
         for process in self._processes:
             process.start()
@@ -386,13 +413,32 @@ def _client_processes(keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddr
 class _PutRun:
     rate: float  # records/s
     node_cores: float  # the node's CPU seconds per second of the run (all its threads)
+    # CPU microseconds per put of each process of the machine that took part (the node, its
+    # outbox process, redis-server, the clients): where the machine's two cores went.
+    us_per_put: dict[str, float] = field(default_factory=dict)
 
 
-def _watching(node: _RunningNode, work: Callable[[], float]) -> _PutRun:
-    """``work``'s rate, and how busy the node was meanwhile."""
-    cpu, start = node.cpu_seconds(), time.perf_counter()
+def _machine_cpu(node: _RunningNode, clients: Sequence[int]) -> dict[str, float]:
+    """CPU seconds so far of each process that takes part in a put, by role."""
+    return {
+        "node": node.cpu_seconds(),
+        "outbox process": sum(_cpu_seconds(pid) for pid in node.outbox_pids()),
+        "redis-server": _cpu_seconds(node.redis_pid),
+        "clients": sum(_cpu_seconds(pid) for pid in clients),
+    }
+
+
+def _watching(node: _RunningNode, work: Callable[[], float], count: int, clients: Sequence[int] = ()) -> _PutRun:
+    """``work``'s rate (of ``count`` puts), how busy the node was meanwhile, and the CPU time per
+    put of each process that took part (``clients``: the client processes; none: this one)."""
+    pids = list(clients) or [os.getpid()]
+    cpu, start = _machine_cpu(node, pids), time.perf_counter()
     rate = work()
-    return _PutRun(rate, (node.cpu_seconds() - cpu) / (time.perf_counter() - start))
+    elapsed = time.perf_counter() - start
+    after = _machine_cpu(node, pids)
+    us = {role: (after[role] - cpu[role]) / count * 1e6 for role in cpu}
+    us["all"] = sum(us.values())
+    return _PutRun(rate, (after["node"] - cpu["node"]) / elapsed, us)
 
 
 def _batches(author: str, size: int, count: int) -> list[list[Entry]]:
@@ -517,7 +563,7 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         progress(f"ingest: 4a {sizes.ingest_records:,} puts, 1 client, {WINDOW} in flight x {reps}, with the echo")
         solo_runs, solo_echo_runs = [], []
         for batch in solo_batches:
-            solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW))))
+            solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW)), len(batch)))
             solo_echo_runs.append(timed(partial(_echoes, solo_echo, put_message, len(batch), WINDOW)))
 
         progress(
@@ -540,7 +586,11 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         with _client_processes(client_keys, node.address, echo) as clients:
             for run_ in range(reps):
                 put_jobs = [_PutJob(batches[run_], WINDOW) for batches in client_batches]
-                client_runs.append(_watching(node, partial(clients.rate, put_jobs)))
+                client_runs.append(
+                    _watching(
+                        node, partial(clients.rate, put_jobs), CLIENTS * sizes.ingest_client_records, clients.pids
+                    )
+                )
                 client_echo_runs.append(clients.rate(echo_jobs))
 
         progress(f"ingest: 4c {sizes.ingest_hellos:,} hellos one at a time, in blocks of {HELLO_BLOCK} with the echo")
@@ -741,6 +791,9 @@ def run(sizes: Sizes) -> list[Figure]:
             "records per run": records,
             "entries": f"prepared before timing, difficulty {DIFFICULTY} (no proof of work to do)",
             "node CPU in cores (best run)": round(max(runs, key=lambda r: r.rate).node_cores, 2),
+            "CPU us per put by process (median of runs)": {
+                role: round(statistics.median(r.us_per_put[role] for r in runs), 1) for role in runs[0].us_per_put
+            },
             "runs (records/s)": [round(r.rate) for r in runs],
             "echo runs (round trips/s)": [round(r) for r in echoes],
         }
