@@ -291,6 +291,7 @@ class _Done:
     end: float
     count: int
     error: str = ""
+    cpu: float = 0.0  # the process's CPU seconds from start to end (all its threads: its ZeroMQ I/O's too)
 
 
 def _client_process(
@@ -310,18 +311,19 @@ def _client_process(
             while True:
                 try:
                     start = end = time.monotonic()
+                    cpu = 0.0
                     if job is None:  # the start: both CURVE handshakes before any clock starts
                         client.hello()
                         count = _echoes(socket, b"ready", 1, 1)
                     else:
                         start_line.wait(TIMEOUT)
-                        start = time.monotonic()
+                        start, cpu = time.monotonic(), time.process_time()
                         if isinstance(job, _PutJob):
                             count = _puts(client, job.batch, job.window)
                         else:
                             count = _echoes(socket, job.message, job.count, job.window)
-                        end = time.monotonic()
-                    results.put(_Done(start, end, count))
+                        end, cpu = time.monotonic(), time.process_time() - cpu
+                    results.put(_Done(start, end, count, cpu=cpu))
                 except Exception as e:
                     results.put(_Done(0.0, 0.0, 0, repr(e)))
                 if (job := jobs.get()) is None:
@@ -336,6 +338,7 @@ class _ClientProcesses:
     def __init__(self, keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddress) -> None:
         self._results: Queue[_Done] = SPAWN.Queue()
         self._jobs: list[Queue[_PutJob | _EchoJob | None]] = [SPAWN.Queue() for _ in keys]
+        self.last_cpu = 0.0  # the CPU seconds all processes spent on their last job (each measures its own)
         self._start_line = SPAWN.Barrier(len(keys))  # kept: the children rebuild it from this one
         self._processes = [
             SPAWN.Process(
@@ -346,10 +349,6 @@ class _ClientProcesses:
             )
             for i, (pair, jobs) in enumerate(zip(keys, self._jobs, strict=True))
         ]
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self._processes if process.pid is not None]
 
     def start(self) -> None:
         for process in self._processes:
@@ -377,6 +376,7 @@ class _ClientProcesses:
         for jobs_in, job in zip(self._jobs, jobs, strict=True):
             jobs_in.put(job)
         done = self._collect()
+        self.last_cpu = sum(d.cpu for d in done)
         return sum(d.count for d in done) / (max(d.end for d in done) - min(d.start for d in done))
 
     def close(self, at_once: bool = False) -> None:
@@ -418,25 +418,27 @@ class _PutRun:
     us_per_put: dict[str, float] = field(default_factory=dict)
 
 
-def _machine_cpu(node: _RunningNode, clients: Sequence[int]) -> dict[str, float]:
-    """CPU seconds so far of each process that takes part in a put, by role."""
+def _machine_cpu(node: _RunningNode) -> dict[str, float]:
+    """CPU seconds so far of each server process that takes part in a put, by role."""
     return {
         "node": node.cpu_seconds(),
         "outbox process": sum(_cpu_seconds(pid) for pid in node.outbox_pids()),
         "redis-server": _cpu_seconds(node.redis_pid),
-        "clients": sum(_cpu_seconds(pid) for pid in clients),
     }
 
 
-def _watching(node: _RunningNode, work: Callable[[], float], count: int, clients: Sequence[int] = ()) -> _PutRun:
+def _watching(
+    node: _RunningNode, work: Callable[[], float], count: int, clients: _ClientProcesses | None = None
+) -> _PutRun:
     """``work``'s rate (of ``count`` puts), how busy the node was meanwhile, and the CPU time per
-    put of each process that took part (``clients``: the client processes; none: this one)."""
-    pids = list(clients) or [os.getpid()]
-    cpu, start = _machine_cpu(node, pids), time.perf_counter()
+    put of each process that took part. The clients' is what ``clients`` measured of their puts
+    (not of taking their job: unpickling its entries), or this process's (None: it put them)."""
+    cpu, own, start = _machine_cpu(node), time.process_time(), time.perf_counter()
     rate = work()
-    elapsed = time.perf_counter() - start
-    after = _machine_cpu(node, pids)
+    elapsed, own = time.perf_counter() - start, time.process_time() - own
+    after = _machine_cpu(node)
     us = {role: (after[role] - cpu[role]) / count * 1e6 for role in cpu}
+    us["clients"] = (clients.last_cpu if clients is not None else own) / count * 1e6
     us["all"] = sum(us.values())
     return _PutRun(rate, (after["node"] - cpu["node"]) / elapsed, us)
 
@@ -587,9 +589,7 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
             for run_ in range(reps):
                 put_jobs = [_PutJob(batches[run_], WINDOW) for batches in client_batches]
                 client_runs.append(
-                    _watching(
-                        node, partial(clients.rate, put_jobs), CLIENTS * sizes.ingest_client_records, clients.pids
-                    )
+                    _watching(node, partial(clients.rate, put_jobs), CLIENTS * sizes.ingest_client_records, clients)
                 )
                 client_echo_runs.append(clients.rate(echo_jobs))
 
