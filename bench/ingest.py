@@ -142,8 +142,31 @@ class _RunningNode:
 
     def cpu_seconds(self) -> float:
         """CPU time of the node process so far, all its threads (user + system, from /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.pid)
+
+    def outbox_pids(self) -> list[int]:
+        """The node's child processes (its outbox process), from /proc."""
+        return _children(self.pid)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` so far, all its threads (user + system, from /proc); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (every thread's children, from /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return found
 
 
 @contextmanager
@@ -268,6 +291,7 @@ class _Done:
     end: float
     count: int
     error: str = ""
+    cpu: float = 0.0  # the process's CPU seconds from start to end (all its threads: its ZeroMQ I/O's too)
 
 
 def _client_process(
@@ -287,18 +311,19 @@ def _client_process(
             while True:
                 try:
                     start = end = time.monotonic()
+                    cpu = 0.0
                     if job is None:  # the start: both CURVE handshakes before any clock starts
                         client.hello()
                         count = _echoes(socket, b"ready", 1, 1)
                     else:
                         start_line.wait(TIMEOUT)
-                        start = time.monotonic()
+                        start, cpu = time.monotonic(), time.process_time()
                         if isinstance(job, _PutJob):
                             count = _puts(client, job.batch, job.window)
                         else:
                             count = _echoes(socket, job.message, job.count, job.window)
-                        end = time.monotonic()
-                    results.put(_Done(start, end, count))
+                        end, cpu = time.monotonic(), time.process_time() - cpu
+                    results.put(_Done(start, end, count, cpu=cpu))
                 except Exception as e:
                     results.put(_Done(0.0, 0.0, 0, repr(e)))
                 if (job := jobs.get()) is None:
@@ -313,6 +338,7 @@ class _ClientProcesses:
     def __init__(self, keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddress) -> None:
         self._results: Queue[_Done] = SPAWN.Queue()
         self._jobs: list[Queue[_PutJob | _EchoJob | None]] = [SPAWN.Queue() for _ in keys]
+        self.last_cpu = 0.0  # the CPU seconds all processes spent on their last job (each measures its own)
         self._start_line = SPAWN.Barrier(len(keys))  # kept: the children rebuild it from this one
         self._processes = [
             SPAWN.Process(
@@ -350,6 +376,7 @@ class _ClientProcesses:
         for jobs_in, job in zip(self._jobs, jobs, strict=True):
             jobs_in.put(job)
         done = self._collect()
+        self.last_cpu = sum(d.cpu for d in done)
         return sum(d.count for d in done) / (max(d.end for d in done) - min(d.start for d in done))
 
     def close(self, at_once: bool = False) -> None:
@@ -386,13 +413,34 @@ def _client_processes(keys: Sequence[KeyPair], node: NodeAddress, echo: NodeAddr
 class _PutRun:
     rate: float  # records/s
     node_cores: float  # the node's CPU seconds per second of the run (all its threads)
+    # CPU microseconds per put of each process of the machine that took part (the node, its
+    # outbox process, redis-server, the clients): where the machine's two cores went.
+    us_per_put: dict[str, float] = field(default_factory=dict)
 
 
-def _watching(node: _RunningNode, work: Callable[[], float]) -> _PutRun:
-    """``work``'s rate, and how busy the node was meanwhile."""
-    cpu, start = node.cpu_seconds(), time.perf_counter()
+def _machine_cpu(node: _RunningNode) -> dict[str, float]:
+    """CPU seconds so far of each server process that takes part in a put, by role."""
+    return {
+        "node": node.cpu_seconds(),
+        "outbox process": sum(_cpu_seconds(pid) for pid in node.outbox_pids()),
+        "redis-server": _cpu_seconds(node.redis_pid),
+    }
+
+
+def _watching(
+    node: _RunningNode, work: Callable[[], float], count: int, clients: _ClientProcesses | None = None
+) -> _PutRun:
+    """``work``'s rate (of ``count`` puts), how busy the node was meanwhile, and the CPU time per
+    put of each process that took part. The clients' is what ``clients`` measured of their puts
+    (not of taking their job: unpickling its entries), or this process's (None: it put them)."""
+    cpu, own, start = _machine_cpu(node), time.process_time(), time.perf_counter()
     rate = work()
-    return _PutRun(rate, (node.cpu_seconds() - cpu) / (time.perf_counter() - start))
+    elapsed, own = time.perf_counter() - start, time.process_time() - own
+    after = _machine_cpu(node)
+    us = {role: (after[role] - cpu[role]) / count * 1e6 for role in cpu}
+    us["clients"] = (clients.last_cpu if clients is not None else own) / count * 1e6
+    us["all"] = sum(us.values())
+    return _PutRun(rate, (after["node"] - cpu["node"]) / elapsed, us)
 
 
 def _batches(author: str, size: int, count: int) -> list[list[Entry]]:
@@ -517,7 +565,7 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         progress(f"ingest: 4a {sizes.ingest_records:,} puts, 1 client, {WINDOW} in flight x {reps}, with the echo")
         solo_runs, solo_echo_runs = [], []
         for batch in solo_batches:
-            solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW))))
+            solo_runs.append(_watching(node, partial(timed, partial(_puts, solo, batch, WINDOW)), len(batch)))
             solo_echo_runs.append(timed(partial(_echoes, solo_echo, put_message, len(batch), WINDOW)))
 
         progress(
@@ -540,7 +588,9 @@ def _measure(sizes: Sizes, directory: Path, put_message: bytes, hello_message: b
         with _client_processes(client_keys, node.address, echo) as clients:
             for run_ in range(reps):
                 put_jobs = [_PutJob(batches[run_], WINDOW) for batches in client_batches]
-                client_runs.append(_watching(node, partial(clients.rate, put_jobs)))
+                client_runs.append(
+                    _watching(node, partial(clients.rate, put_jobs), CLIENTS * sizes.ingest_client_records, clients)
+                )
                 client_echo_runs.append(clients.rate(echo_jobs))
 
         progress(f"ingest: 4c {sizes.ingest_hellos:,} hellos one at a time, in blocks of {HELLO_BLOCK} with the echo")
@@ -741,6 +791,9 @@ def run(sizes: Sizes) -> list[Figure]:
             "records per run": records,
             "entries": f"prepared before timing, difficulty {DIFFICULTY} (no proof of work to do)",
             "node CPU in cores (best run)": round(max(runs, key=lambda r: r.rate).node_cores, 2),
+            "CPU us per put by process (median of runs)": {
+                role: round(statistics.median(r.us_per_put[role] for r in runs), 1) for role in runs[0].us_per_put
+            },
             "runs (records/s)": [round(r.rate) for r in runs],
             "echo runs (round trips/s)": [round(r) for r in echoes],
         }

@@ -30,6 +30,9 @@ from .curve import curve_client, process_context
 from .keys import KeyPair
 
 log = logging.getLogger(__name__)
+# pyzmq's compiled send, without the Python wrapper of zmq.Socket.send (which only adds the
+# DRAFT routing_id and group arguments, unused here): one call a request.
+_send = zmq.backend.Socket.send
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ class _Connection:
         self.keys = keys
         self.socket = curve_client(ctx, zmq.DEALER, node.key, keys)
         self.socket.maxmsgsize = 2 * max_message_bytes
+        # A reply is waited for inside libzmq's recv (the GIL released), not by a poll first:
+        # pyzmq's Socket.poll builds a Poller each call, and a recv that found nothing raised
+        # zmq.Again before it; under pipelined puts a client waited so about once a reply.
+        self.socket.rcvtimeo = max(1, int(timeout * 1000))
         if node.also:
             # Requests go only to an endpoint whose handshake succeeded (the one serving this
             # key), never queued behind one that refuses it; no such endpoint: the send times out.
@@ -152,7 +159,7 @@ class Client:
                 if len(data) > self.max_message_bytes:
                     raise BadRequestError(f"{cmd}: request is {len(data)} bytes, over {self.max_message_bytes}")
                 try:
-                    connection.socket.send(data)
+                    _send(connection.socket, data)
                 except zmq.Again:
                     raise NodeUnavailableError(
                         f"{node.endpoint}: no endpoint of the node accepted its key {node.key[:8]}... "
@@ -181,17 +188,13 @@ class Client:
         return results
 
     def _receive(self, connection: _Connection) -> dict[str, Any]:
-        # A reply already queued is taken at once: with many requests in flight most are, and
-        # Socket.poll builds a Poller each call (it cost a pipelined put more than the recv).
         try:
-            data = connection.socket.recv(zmq.NOBLOCK)
+            data = connection.socket.recv()  # waits up to the socket's rcvtimeo (self.timeout)
         except zmq.Again:
-            if not connection.socket.poll(int(self.timeout * 1000)):
-                # Forget the connection: a late reply must not be read as the answer to a later request.
-                connection.close()
-                self._connections.pop(connection.node.endpoint, None)
-                raise NodeUnavailableError(f"{connection.node}: no answer within {self.timeout:g} s") from None
-            data = connection.socket.recv()
+            # Forget the connection: a late reply must not be read as the answer to a later request.
+            connection.close()
+            self._connections.pop(connection.node.endpoint, None)
+            raise NodeUnavailableError(f"{connection.node}: no answer within {self.timeout:g} s") from None
         try:
             reply = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.UnpackException) as e:

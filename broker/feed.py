@@ -31,6 +31,7 @@ import msgpack
 import zmq
 
 from ..config.settings import BrokerSettings
+from ..node.canonical import pack
 from ..node.errors import FeedError
 from ..node.note import MAX_NOTE_BYTES
 from ..node.record import NAME_PATTERN
@@ -47,6 +48,7 @@ FEED_DOMAIN = "feed"  # its own ZAP domain: the feed's allow-list is not the req
 MAX_NAME = 64
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_send_frame = zmq.backend.Socket.send  # pyzmq's compiled send, without the sugar layer's wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,9 @@ FeedMessage = FeedRecord | FeedCheckpoints
 
 
 def encode_record(ledger: str, height: int, hops: int, sender: str, data: bytes) -> list[bytes]:
-    body = msgpack.packb(
-        {"v": FEED_VERSION, "ledger": ledger, "height": height, "hops": hops, "from": sender, "record": data}
-    )
+    # canonical.pack: msgpack.packb's bytes through a kept Packer (packb makes one per call,
+    # which cost the outbox process about a tenth of its time: one message a record).
+    body = pack({"v": FEED_VERSION, "ledger": ledger, "height": height, "hops": hops, "from": sender, "record": data})
     return [ledger.encode("utf-8"), body]
 
 
@@ -179,8 +181,8 @@ class Publisher:
             except Exception:  # a re-bind that failed is the rotation's to report; the feed goes on
                 log.exception("feed %s: a step of its key rotation failed", self.name)
         try:
-            self.socket.send(frames[0], _SNDMORE_NOBLOCK)
-            self.socket.send(frames[1], _NOBLOCK)
+            _send_frame(self.socket, frames[0], _SNDMORE_NOBLOCK)
+            _send_frame(self.socket, frames[1], _NOBLOCK)
             self.sent += 1
         except zmq.Again:  # PUB never says so for a full queue; a busy socket is the same loss
             log.debug("feed message dropped")

@@ -78,6 +78,9 @@ def test_a_record_message_round_trips(ledger: str, height: int, hops: int, sende
     frames = encode_record(ledger, height, hops, sender, data)
     assert frames[0] == ledger.encode()
     assert decode(frames) == FeedRecord(ledger, height, hops, sender, data)
+    # Its kept Packer gives msgpack.packb's very bytes (PROTOCOL 10), call after call.
+    body = {"v": 1, "ledger": ledger, "height": height, "hops": hops, "from": sender, "record": data}
+    assert frames[1] == msgpack.packb(body) == encode_record(ledger, height, hops, sender, data)[1]
 
 
 @given(sender=names, notes=note_maps)

@@ -1,0 +1,78 @@
+"""The Python client against a real CURVE server on 127.0.0.1 that answers only when told to:
+a node that does not answer costs a call its timeout, never more, and never a wrong reply."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from vledger.broker.client import Client, NodeAddress
+from vledger.broker.curve import AllowList, CurveServer, stop_authenticator
+from vledger.broker.keys import KeyPair, new_keypair
+from vledger.node.errors import NodeUnavailableError
+
+TIMEOUT = 0.3  # seconds: the client's patience in these tests
+STOP_WAIT = 5.0
+
+
+@dataclass
+class Server:
+    """Reads every request; answers each with its own id only while ``answering`` is set."""
+
+    server: CurveServer
+    answering: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    read: int = 0
+
+    def run(self) -> None:
+        socket = self.server.socket
+        while not self.stopping.is_set():
+            if not socket.poll(20):
+                continue
+            identity, data = socket.recv_multipart()
+            self.read += 1
+            if self.answering.is_set():
+                request = msgpack.unpackb(data)
+                reply = {"id": request["id"], "ok": True, "result": {"cmd": request["cmd"]}}
+                socket.send_multipart([identity, msgpack.packb(reply)])
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Server, NodeAddress, KeyPair]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    server_keys, client_keys = new_keypair(), new_keypair()
+    server = Server(CurveServer(server_keys, "tcp://127.0.0.1:*", AllowList([client_keys.public]), ctx=ctx))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server, NodeAddress(server.server.connect_endpoint, server_keys.public), client_keys
+    finally:
+        server.stopping.set()
+        thread.join(STOP_WAIT)
+        server.server.close()
+        stop_authenticator(ctx)
+        ctx.destroy(linger=0)
+
+
+def test_a_silent_node_costs_a_call_its_timeout_then_a_new_connection_answers(
+    served: tuple[Server, NodeAddress, KeyPair],
+) -> None:
+    server, node, keys = served
+    with Client(node, keys, timeout=TIMEOUT) as client:
+        started = time.monotonic()
+        with pytest.raises(NodeUnavailableError, match="no answer within"):
+            client.call("hello")
+        waited = time.monotonic() - started
+        assert TIMEOUT * 0.9 <= waited < TIMEOUT + 2.0
+        assert server.read == 1  # it was sent, and read, but not answered
+        server.answering.set()
+        # A new connection: no late reply to the first call can be taken for this one's.
+        assert client.call("ver") == {"cmd": "ver"}
+        assert client.call_many([("hello", {}), ("ver", {})], window=2) == [{"cmd": "hello"}, {"cmd": "ver"}]
