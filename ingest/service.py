@@ -243,7 +243,7 @@ def command(name: str, roles: frozenset[str], args: str, summary: str) -> Callab
     """Register ``handler`` as command ``name``; ``args`` names every argument it reads
     (``[x]`` optional, ``a | b`` one or the other). Any command may carry ``otp`` (a client
     holding a code sends it with each request); only the admin commands read it."""
-    takes = frozenset(re.findall(r"[a-z_]+", args)) | {"otp"}
+    takes = frozenset(re.findall(r"[a-z_][a-z0-9_]*", args)) | {"otp"}
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = Command(name, handler, roles, args, summary, takes)
