@@ -33,7 +33,6 @@ import multiprocessing
 import shutil
 import signal
 import sqlite3
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -46,6 +45,7 @@ import msgpack
 import zmq
 
 from ..broker.feed import Publisher, encode_checkpoints, encode_record
+from ..broker.logs import LEVELS, configure_logging
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..config.cluster import RedisAccess, ReplicationSettings
@@ -531,11 +531,8 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack to the log
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s outbox-{setup.name} %(name)s: %(message)s"))
-    root = logging.getLogger("vledger")
-    root.addHandler(handler)
-    root.setLevel(setup.log_level)
+    level = logging.getLevelName(setup.log_level).lower()  # the node's, in the node's form (logfmt)
+    configure_logging(level if level in LEVELS else "warning")
     view = StoreView(setup.store_dir, setup.read_page_size)
     replication = ReplicationLedger(connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len)
     context: zmq.Context[Any] = zmq.Context()

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..broker.logs import LEVELS, configure_logging
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import RemoteError, UsageError, VledgerError
 from ..node.identifiers import escape
@@ -32,7 +33,6 @@ from .args import (
     positive,
 )
 from .exporting import export_store
-from .logs import LEVELS, configure_logging
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import escaped_stdout
 from .verification import verify_path

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from vledger.broker.logs import KeyValueFormatter, configure_logging
 from vledger.config.settings import Limits
 from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError
 from vledger.node.export import max_line_bytes
@@ -22,7 +23,6 @@ from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.tools import cli, demo, importing, verification
-from vledger.tools.logs import KeyValueFormatter, configure_logging
 from vledger.tools.progress import Progress, render
 
 LIMITS = Limits()
