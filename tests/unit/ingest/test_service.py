@@ -261,3 +261,13 @@ def test_a_replica_serves_the_commands_protocol_6_1_says() -> None:
     assert said is not None
     writes = {"put", "ledger.create"}  # answered not_home, as the same sentence says
     assert set(re.findall(r"`([a-z.]+)`", said.group(1))) == READ_COMMANDS - writes
+
+
+def test_binary_argument_names_are_refused_with_the_others(tmp_path: Path, store: ChainStore) -> None:
+    # msgpack lets a map key be bin as well as str: the refusal must name both kinds, not
+    # fail sorting them together (a TypeError, answered as a bug).
+    service = _service(tmp_path, store, inline_commit_max=1)
+    args: dict[Any, Any] = {b"ledger": LEDGER, "x": 1}
+    reply = msgpack.unpackb(service.handle(KEY, encode_request(7, "size", args)), raw=False)  # type: ignore[arg-type]
+    assert reply["error"]["code"] == "bad_request", reply
+    assert "b'ledger'" in reply["error"]["message"] and "'x'" in reply["error"]["message"]
