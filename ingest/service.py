@@ -437,8 +437,9 @@ class IngestService:
             raise ForbiddenError(f"node {self.node.name} is a {self.node.role}: it serves reads only")
         if not request.args.values.keys() <= found.takes:
             # A misspelt option ("W" for "w") must not be done without: say so.
-            unknown = sorted(set(request.args.values) - found.takes)
-            raise BadRequestError(f"{request.cmd!r} takes no argument {', '.join(map(repr, unknown))}")
+            # By repr: a msgpack map key may be bin as well as str, and the two do not sort together.
+            unknown = sorted(map(repr, set(request.args.values) - found.takes))
+            raise BadRequestError(f"{request.cmd!r} takes no argument {', '.join(unknown)}")
         result = found.handler(self, caller, request.args)
         if found.roles == ADMINS:
             # Every admin command passes the second factor (PROTOCOL 16.5): its handler must

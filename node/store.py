@@ -880,8 +880,11 @@ class ChainStore:
                 continue
             try:
                 violations = self._domain.replay(run)
-            except VledgerError as e:
-                log.warning("ledger %s: the rules cannot follow the stored records (%s): read again", ledger, e)
+            except Exception as e:  # a bug too: the records are durable, their futures must be answered
+                if isinstance(e, VledgerError):
+                    log.warning("ledger %s: the rules cannot follow the stored records (%s): read again", ledger, e)
+                else:
+                    log.exception("ledger %s: the rules failed to follow the stored records: read again", ledger)
                 self._domain_ready.discard(ledger)
                 self._domain.forget(ledger)
                 continue

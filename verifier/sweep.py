@@ -137,7 +137,8 @@ def serve_pages(conn: Connection) -> None:
             try:
                 answer = _check_message(message)
             except Exception as e:  # the pool hears of it and checks the page itself
-                answer = msgpack.packb([f"{type(e).__name__}: {e}"])
+                # Cut short: an answer must fit the pipe's buffer (see IN_FLIGHT_MAX).
+                answer = msgpack.packb([f"{type(e).__name__}: {e}"[:FAILURE_TEXT_MAX]])
             try:
                 conn.send_bytes(answer)
             except OSError:
@@ -212,9 +213,11 @@ RETRY_SECONDS = 10.0
 SLOT_BYTES = 512 * 1024  # shared memory a page in flight (a 500-record page packs to ~180 KB)
 STOP_WAIT = 5.0  # seconds a closing pool gives each worker to end before it is terminated
 # Pages a worker may hold unanswered: past this, a submit first waits for its oldest answer. Its
-# answers (~120 bytes each) then always fit the pipe's buffer, so a worker never blocks writing
-# one while the pool blocks writing it a page.
+# answers (~120 bytes each, a failure's text at most FAILURE_TEXT_MAX characters) then always
+# fit the pipe's buffer, so a worker never blocks writing one while the pool blocks writing it
+# a page.
 IN_FLIGHT_MAX = 128
+FAILURE_TEXT_MAX = 200  # characters of a failure's text a worker answers (a bug's message may be long)
 
 
 class WorkerRunner(Protocol):

@@ -37,6 +37,7 @@ def test_any_other_error_keeps_its_level_and_traceback() -> None:
         raise ValueError("a bug")
     except ValueError:
         bug = logging.LogRecord(protocol_log.name, logging.ERROR, __file__, 1, "Error handling", (), sys.exc_info())
+    assert protocol_log.filters  # else the loop below would pass having checked nothing
     for f in protocol_log.filters:
         assert isinstance(f, logging.Filter) and f.filter(bug)
     assert bug.levelno == logging.ERROR and bug.exc_info is not None

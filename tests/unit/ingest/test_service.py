@@ -9,6 +9,7 @@ receipt or its own documented error.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -225,3 +226,48 @@ def test_otp_may_come_with_any_command_and_the_taken_arguments_pass(tmp_path: Pa
     assert _answer(_pending(pending))["result"]["height"] == 1
     reply = msgpack.unpackb(service.handle(KEY, encode_request(9, "size", {"ledger": LEDGER, "otp": "1"})), raw=False)  # type: ignore[arg-type]
     assert reply["result"]["size"] == 2
+
+
+PROTOCOL = Path(__file__).parents[3] / "docs" / "PROTOCOL.md"
+
+
+def _section_6_1() -> str:
+    text = PROTOCOL.read_text(encoding="utf-8")
+    section = text[text.index("### 6.1 Commands") :]
+    return section[: section.index("\n### ", 1)]
+
+
+def test_each_command_takes_the_arguments_protocol_6_1_lists() -> None:
+    """An argument a command does not take is refused: the table an outsider reads must name
+    every one a command takes, and none it would refuse."""
+    from vledger.ingest.service import COMMANDS
+
+    listed = 0
+    for line in _section_6_1().splitlines():
+        row = re.match(r"\| (`[^|]*) \| ([^|]*) \|", line)
+        if row is None:
+            continue
+        documented = set(re.findall(r'"([a-z_0-9]+)"', row.group(2)))
+        for name in re.findall(r"`([a-z.]+)`", row.group(1)):
+            assert COMMANDS[name].takes - {"otp"} == documented, name
+            listed += 1
+    assert listed >= 20
+
+
+def test_a_replica_serves_the_commands_protocol_6_1_says() -> None:
+    from vledger.ingest.service import READ_COMMANDS
+
+    said = re.search(r"A replica node serves only (.*?); a write sent there", _section_6_1(), re.S)
+    assert said is not None
+    writes = {"put", "ledger.create"}  # answered not_home, as the same sentence says
+    assert set(re.findall(r"`([a-z.]+)`", said.group(1))) == READ_COMMANDS - writes
+
+
+def test_binary_argument_names_are_refused_with_the_others(tmp_path: Path, store: ChainStore) -> None:
+    # msgpack lets a map key be bin as well as str: the refusal must name both kinds, not
+    # fail sorting them together (a TypeError, answered as a bug).
+    service = _service(tmp_path, store, inline_commit_max=1)
+    args: dict[Any, Any] = {b"ledger": LEDGER, "x": 1}
+    reply = msgpack.unpackb(service.handle(KEY, encode_request(7, "size", args)), raw=False)  # type: ignore[arg-type]
+    assert reply["error"]["code"] == "bad_request", reply
+    assert "b'ledger'" in reply["error"]["message"] and "'x'" in reply["error"]["message"]

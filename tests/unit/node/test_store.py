@@ -1035,6 +1035,42 @@ def test_the_domain_rules_follow_records_stored_from_another_home(tmp_path: Path
             standby.append(entry("cast", {"electronic_id": voter2, "choice": "a"}, 4))
 
 
+def test_rules_that_fail_on_followed_records_leave_the_commit_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the domain rules while they follow stored records (not a VledgerError) must
+    not leave the group's futures unanswered (the follower would wait forever) nor skip
+    on_commit: the records are durable. The rules read the ledger again from its chain."""
+    from vledger.config.settings import Limits
+    from vledger.node.ledger import LedgerRules
+    from vledger.node.record import Content
+    from vledger.node.rules.engine import RulesEngine
+
+    rules = LedgerRules(
+        kinds=("register",), difficulty=0, rules={"type": "election", "choices": ["a"], "opens": 0, "closes": 2**62}
+    )
+    with ChainStore(tmp_path / "home", origin="home") as home:
+        home.create_ledger(Entry.prepare(rules.genesis_content("vote", "auth", "g", 1), 0, Limits()))
+        home.append(Entry.prepare(Content("vote", "register", {"voter_id": "V-1"}, "auth", "r1", 2), 0, Limits()))
+        records = list(home.range("vote"))
+    with ChainStore(tmp_path / "standby", origin="standby") as standby:
+        standby.append_records(records[:1])
+    engine = RulesEngine()
+    with ChainStore(tmp_path / "standby", origin="standby", domain=engine) as standby:
+        assert engine.state("vote") is not None  # the rules read the ledger at open: they follow it
+
+        def broken(_records: object, *_: object) -> list[object]:
+            raise RuntimeError("a bug in the rules")
+
+        committed: list[int] = []
+        standby.on_commit = lambda stored: committed.extend(r.height for r in stored)
+        monkeypatch.setattr(engine, "replay", broken)
+        future = standby.submit_records(records[1:])
+        assert [r.height for r in future.result(timeout=10)] == [1]
+        assert committed == [1]
+        assert engine.state("vote") is None  # forgotten: read again from the chain when needed
+
+
 def test_a_checkpoint_row_goes_between_two_groups_of_a_busy_committer(open_store: OpenStore, kit: Any) -> None:
     """A committer with groups queued back to back lets a checkpoint row waiting for the file
     go first, between two groups: it does not wait for the queue to be empty."""

@@ -26,6 +26,7 @@ from vledger.node.store import ChainStore
 from vledger.node.work import meets_difficulty, solve
 from vledger.verifier import sweep as sweep_module
 from vledger.verifier.sweep import (
+    SLOT_BYTES,
     LedgerSweep,
     PagePool,
     SweepStep,
@@ -39,6 +40,7 @@ LIMITS = Limits()
 LEDGER = "sweep-test"
 RECORDS = 700
 PAGE = 50
+DEADLINE = 10.0  # seconds a test waits for what must happen at once
 DIFFICULTY = 2  # a quarter of nonces fail: a changed nonce can be made to fail the work
 
 
@@ -427,3 +429,52 @@ def _drop_ahead(sweeps: Iterable[LedgerSweep], pool: PagePool) -> None:
         if worker.jobs:
             pool.result(worker.jobs[-1])  # the answers come in order: the last one's reads all
         assert not worker.jobs
+
+
+class _SendWatch:
+    """The pool's end of a worker's pipe, setting ``big_send`` as a page too large for a slot
+    starts out on it (inline)."""
+
+    def __init__(self, conn: Connection, big_send: threading.Event) -> None:
+        self._conn, self._big_send = conn, big_send
+
+    def send_bytes(self, data: bytes) -> None:
+        if len(data) > SLOT_BYTES:
+            self._big_send.set()
+        self._conn.send_bytes(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_a_long_failure_answer_never_blocks_a_worker_while_the_pool_sends_it_a_page(
+    chain: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pool reads answers only between its sends: a worker must never need it to read
+    # while it writes one. Its summaries are small; a failure's text must be too, or a long
+    # one fills the pipe while the pool writes an inline page the worker no longer reads.
+    big_send = threading.Event()
+
+    def failing(ledger: str, genesis: bytes, start: int, rows: list[bytes]) -> object:
+        assert big_send.wait(DEADLINE)  # the pool has polled for answers and is sending a big page
+        raise RuntimeError("x" * (4 << 20))
+
+    monkeypatch.setattr(sweep_module, "verify_page", failing)  # the workers are threads: they see it
+    pool = PagePool(1, pages=1, start_worker=start_thread)
+    summaries: list[object] = []
+
+    def run() -> None:
+        first = pool.submit(LEDGER, chain[0], 1, chain[1:3])
+        worker = pool._workers[0]
+        worker.conn = _SendWatch(worker.conn, big_send)  # type: ignore[assignment]
+        second = pool.submit(LEDGER, chain[0], 3, [b"r" * 1000] * (SLOT_BYTES // 900))  # inline
+        summaries.extend([pool.result(first), pool.result(second)])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert not thread.is_alive(), "the pool and its worker wait on each other"
+    try:
+        assert summaries == [None, None] and pool.failures == 2  # the caller checks both pages
+    finally:
+        pool.close()
