@@ -746,7 +746,14 @@ class ChainStore:
                 job = queued.popleft()
                 batch.append(job)
                 size += job.size
-            self._commit(batch, size, answer_first)
+            try:
+                self._commit(batch, size, answer_first)
+            except Exception as e:  # a bug: answer what is left, keep the committer, say it loudly
+                log.exception("group commit of %d appends failed unexpectedly", size)
+                error = StoreError(f"{self.path}: the group commit failed unexpectedly: {e}")
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
 
     def _grow_trees(
         self, records: Sequence[Record], data: Sequence[bytes], given: Sequence[bytes | None]

@@ -1183,3 +1183,25 @@ def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
     row.join()
     assert handed.result(DEADLINE).height == 2
     assert committed_on[1] != threading.get_ident()  # the committer thread committed it
+
+
+def test_a_bug_in_a_group_commit_answers_its_appends_and_the_committer_goes_on(
+    store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever escapes a group commit, its appends are answered (with StoreError) and the
+    committer thread takes the next group: no write hangs behind a dead thread."""
+    commit = store._commit
+    calls = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_commit", failing_once)
+    first = store.submit_entry(kit.entry(1), wake=True)
+    with pytest.raises(StoreError, match="failed unexpectedly: a bug"):
+        first.result(10)
+    second = store.submit_entry(kit.entry(2), wake=True)
+    assert second.result(10).height == 1
