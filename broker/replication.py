@@ -340,12 +340,24 @@ class ReplicationLedger:
             return self.last_height(ledger), None
         # The home is named before its records are appended, in the same round trip: the
         # ledgers hash is cluster-wide, so no script of one ledger's slot may write it.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hsetnx(self.ledgers_key, ledger, origin)
         keys = [self.stream_key(ledger), self.checkpoint_key(ledger)]
-        self._append(keys=keys, args=[first, self.stream_max_len, origin, checkpoint, *records], client=pipe)
-        _, (last, conflict) = pipe.execute()
-        return int(last), None if int(conflict) < 0 else int(conflict)
+        args = [first, self.stream_max_len, origin, checkpoint, *records]
+        for tries_left in (1, 0):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hsetnx(self.ledgers_key, ledger, origin)
+            # EVALSHA itself: a pipeline holding a Script object asks SCRIPT EXISTS first, a
+            # round trip more on every pass of the outbox. A Redis that does not hold the script
+            # (new, restarted) answers NOSCRIPT and ran nothing of it: load it, send again.
+            pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+            try:
+                _, (last, conflict) = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if not tries_left:
+                    raise
+                self._append.sha = self.client.script_load(_APPEND)
+                continue
+            return int(last), None if int(conflict) < 0 else int(conflict)
+        raise AssertionError("unreachable: the second try returns or raises")
 
     def rewind(self, ledger: str, height: int) -> int:
         """Delete the stream's entries from ``height`` on, so that they can be added again, and

@@ -62,6 +62,7 @@ class _Recorder:
         self.scripts: dict[str, list[list[str]]] = {}  # script text -> the key lists it was called with
         self.prefixes: dict[str, list[str]] = {}  # script text -> ARGV it builds key names from
         self.transactions: list[list[str]] = []
+        self.texts: dict[str, str] = {}  # a registered script's sha -> its text
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -69,14 +70,18 @@ class _Recorder:
     def register_script(self, text: str) -> Any:
         script = self.client.register_script(text)
         self.scripts.setdefault(text, [])
+        self.texts[script.sha] = text
         recorder = self
 
-        def call(keys: list[str], args: list[Any], client: Any = None) -> Any:
-            recorder.scripts[text].append([str(k) for k in keys])
-            target = client._pipe if isinstance(client, _Pipe) else client
-            return script(keys=keys, args=args, client=target)
+        class Recorded:  # the Script's call, and its sha for an EVALSHA sent in a pipeline
+            sha = script.sha
 
-        return call
+            def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
+                recorder.scripts[text].append([str(k) for k in keys])
+                target = client._pipe if isinstance(client, _Pipe) else client
+                return script(keys=keys, args=args, client=target)
+
+        return Recorded()
 
     def evalsha_ro(self, sha: str, numkeys: int, *rest: Any) -> Any:
         self.scripts.setdefault(sha, []).append([str(k) for k in rest[:numkeys]])
@@ -93,6 +98,13 @@ class _Pipe:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._pipe, name)
+        if name == "evalsha":  # a registered script sent by its sha: its keys, as for a call
+
+            def evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
+                self._recorder.scripts[self._recorder.texts[sha]].append([str(k) for k in rest[:numkeys]])
+                return method(sha, numkeys, *rest)
+
+            return evalsha
         if name in ("execute", "publish"):  # a channel is no key
             if name == "execute" and self._transaction:
                 self._recorder.transactions.append(self._keys)

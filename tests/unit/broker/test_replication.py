@@ -120,6 +120,25 @@ def test_append_continues_the_stream_and_says_where_it_ends(repl: ReplicationLed
     ]
 
 
+def test_an_append_asks_redis_once_and_loads_its_script_when_redis_lost_it(repl: ReplicationLedger) -> None:
+    """An outbox pass appends in one round trip (no SCRIPT EXISTS before it), and a Redis that
+    lost its scripts (restarted, flushed) gets the script again without losing the append."""
+
+    def calls(command: str) -> int:
+        stats = repl.client.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    repl.client.script_flush()
+    assert repl.append_checked(LEDGER, HOME, 0, [b"r0"]) == (0, None)  # NOSCRIPT, loaded, sent again
+    exists, loads, evals = calls("script|exists"), calls("script|load"), calls("evalsha")
+    assert repl.append_checked(LEDGER, HOME, 1, [b"r1"]) == (1, None)
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2"]) == (2, None)
+    assert (calls("script|exists"), calls("script|load"), calls("evalsha")) == (exists, loads, evals + 2)
+    repl.client.script_flush()
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3"]) == (3, None)
+    assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3"]
+
+
 def test_a_stream_entry_that_is_not_the_callers_record_is_found_and_rewound(repl: ReplicationLedger) -> None:
     """An entry injected ahead of the home (or another record at a height) is named, and the
     stream cut back there so the home can add its own records again; readers go back too."""
