@@ -533,6 +533,7 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: every thread's stack to the log
     level = logging.getLevelName(setup.log_level).lower()  # the node's, in the node's form (logfmt)
     configure_logging(level if level in LEVELS else "warning")
+    logging.getLogger("vledger").setLevel(setup.log_level)  # the node's own, also outside the four names
     view = StoreView(setup.store_dir, setup.read_page_size)
     replication = ReplicationLedger(connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len)
     context: zmq.Context[Any] = zmq.Context()

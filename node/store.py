@@ -463,6 +463,9 @@ class ChainStore:
         self.stats = CommitStats()
         self._closed = False
         try:
+            old_index = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_hash'"
+            if self._write.execute(old_index).fetchone() is not None:
+                log.warning("%s: a store of an earlier version: its hash index is built anew, once", self.path)
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
