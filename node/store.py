@@ -850,10 +850,7 @@ class ChainStore:
                     self._write.execute("ROLLBACK")
             log.error("group commit of %d records failed: %s", len(staged), e)
             for ledger in {record.content.ledger for record in staged.records}:
-                # The rules saw records that are not durable: rebuild from the chain next time.
-                self._domain_ready.discard(ledger)
-                if self._domain is not None:
-                    self._domain.forget(ledger)
+                self._read_domain_again(ledger)  # the rules saw records that are not durable
             error = StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
@@ -876,6 +873,13 @@ class ChainStore:
             for job, result in done:
                 job.future.set_result(result)
 
+    def _read_domain_again(self, ledger: str) -> None:
+        """Drop what the domain rules hold of ``ledger``: they replay it from its chain when next
+        asked (:meth:`_check_domain`)."""
+        self._domain_ready.discard(ledger)
+        if self._domain is not None:
+            self._domain.forget(ledger)
+
     def _follow_domain(self, records: list[Record]) -> None:
         """Move the domain rules on by ``records``, just stored as a follower's: a standby that
         is promoted places the next record under them (PROTOCOL 10.9). A ledger the rules have
@@ -895,8 +899,7 @@ class ChainStore:
                     log.warning("ledger %s: the rules cannot follow the stored records (%s): read again", ledger, e)
                 else:
                     log.exception("ledger %s: the rules failed to follow the stored records: read again", ledger)
-                self._domain_ready.discard(ledger)
-                self._domain.forget(ledger)
+                self._read_domain_again(ledger)
                 continue
             if violations:
                 log.warning("ledger %s: %d records stored from its home break its rules", ledger, len(violations))
