@@ -131,6 +131,21 @@ class NodeSource:
         return notes
 
 
+def node_source(runtime: NodeRuntime, name: str) -> NodeSource:
+    """Node ``name``'s ``range`` as a catch-up source of this process: reached at its keys in
+    force and with ours, through both's rotations (PROTOCOL 16.6), closed with the process."""
+    client = Client(
+        runtime.gates.address_of(name),
+        runtime.client_keys.current,
+        timeout=SOURCE_TIMEOUT,
+        follow=False,  # a source's records are trusted by who sent them: never another node's
+    )
+    runtime.gates.keep_addressed(client, name)  # its key rotations followed
+    runtime.client_keys.follow(partial(setattr, client, "keys"))  # and ours: read at its next call
+    runtime.closing(client.close)
+    return NodeSource(name, client, runtime.config.ingest.page_size)
+
+
 def relay_settings(replication: ReplicationSettings) -> ReplicationSettings:
     """What a follower's relay outbox runs with: the cluster's settings without the outbox
     interval. The interval lets a home's lone writer's puts share one pass; a relay is handed
@@ -346,17 +361,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
             fetcher.want(files.stored(records))
 
     sources: list[Any] = [StreamSource(replication)]
-    for followed in _followed(config, node):
-        client = Client(
-            runtime.gates.address_of(followed.name),
-            keys,
-            timeout=SOURCE_TIMEOUT,
-            follow=False,  # a source's records are trusted by who sent them: never another node's
-        )
-        runtime.gates.keep_addressed(client, followed.name)  # its key rotations followed
-        runtime.client_keys.follow(partial(setattr, client, "keys"))  # and ours: read at its next call
-        runtime.closing(client.close)
-        sources.append(NodeSource(followed.name, client, config.ingest.page_size))
+    sources.extend(node_source(runtime, followed.name) for followed in _followed(config, node))
     chains = checkpoint_keys(config, store)
     ledger_keys = ledger_checkpoint_keys(config, chains, epochs)
     # The second core checks the next catch-up page while this process takes one (ingest/page_check.py),

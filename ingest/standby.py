@@ -20,10 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from functools import partial
 from typing import Protocol
 
-from ..broker.client import Client
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..node.store import ChainStore
@@ -34,11 +32,11 @@ from .replica import (
     HEADS_EVERY,
     RECEIVE_BATCH,
     RECEIVE_SLICE_MS,
-    SOURCE_TIMEOUT,
     NodeSource,
     StreamSource,
     checkpoint_keys,
     ledger_checkpoint_keys,
+    node_source,
 )
 from .runtime import NodeRuntime
 
@@ -83,21 +81,12 @@ class StandbyFollow:
         self.stream = _Only(StreamSource(replication), ledgers)
         sources: list[_Only] = [self.stream]
         gates, own = runtime.gates, runtime.client_keys
-
-        def source(node: str) -> _Only:
-            # At its keys in force, with ours, through their rotations (PROTOCOL 16.6).
-            client = Client(gates.address_of(node), own.current, timeout=SOURCE_TIMEOUT, follow=False)
-            gates.keep_addressed(client, node)
-            own.follow(partial(setattr, client, "keys"))
-            runtime.closing(client.close)
-            return _Only(NodeSource(node, client, config.ingest.page_size), ledgers)
-
         # The replicas before the homes: a home that is gone would hold each catch-up for its
         # client's timeout, and what a replica gives is stored only under a checkpoint too.
-        sources.extend(source(replica.name) for replica in config.nodes_of("replica"))
+        sources.extend(_Only(node_source(runtime, replica.name), ledgers) for replica in config.nodes_of("replica"))
         for home in homes_named:
             feeds.append(self._feed(gates, home))
-            sources.append(source(home))
+            sources.append(_Only(node_source(runtime, home), ledgers))
         self.subscriber = Subscriber(
             runtime.ctx,
             own.current,
