@@ -884,12 +884,14 @@ class ChainStore:
         """Move the domain rules on by ``records``, just stored as a follower's: a standby that
         is promoted places the next record under them (PROTOCOL 10.9). A ledger the rules have
         not read yet is replayed from its chain when first needed, and so is one they cannot
-        continue. On the committer thread, the rules' one user."""
+        continue. The admin ledger first, as placements and the opening replay take it: the
+        grants of the other ledgers' records in the group may be among its records. On the
+        committer thread, the rules' one user."""
         assert self._domain is not None
         runs: dict[str, list[Record]] = {}
         for record in records:
             runs.setdefault(record.ledger, []).append(record)
-        for ledger, run in runs.items():
+        for ledger, run in sorted(runs.items(), key=lambda item: (item[0] != ADMIN_LEDGER, item[0])):
             if ledger not in self._domain_ready:
                 continue
             try:

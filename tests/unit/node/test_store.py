@@ -1071,6 +1071,42 @@ def test_rules_that_fail_on_followed_records_leave_the_commit_answered(
         assert engine.state("vote") is None  # forgotten: read again from the chain when needed
 
 
+def test_followed_records_reach_the_rules_admin_ledger_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of followed records of several ledgers goes into the rules admin ledger first,
+    whatever order the records came in (then by name, as placements and the opening replay
+    take them): a grant among the admin records may be what another ledger's records need."""
+    from vledger.config.settings import Limits
+    from vledger.node.ledger import LedgerRules
+    from vledger.node.record import Content
+    from vledger.node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
+    from vledger.node.rules.engine import RulesEngine
+
+    notes = LedgerRules(kinds=("note",), difficulty=0)
+    ledgers = {"zzz": notes, ADMIN_LEDGER: admin_genesis_rules(), "aaa": notes}
+    with ChainStore(tmp_path / "home", origin="home") as home:  # no rules: it places what it is given
+        for ledger, rules in ledgers.items():
+            home.create_ledger(Entry.prepare(rules.genesis_content(ledger, "auth", "g", 1), 0, Limits()))
+        for ledger, kind in (("zzz", "note"), (ADMIN_LEDGER, "account"), ("aaa", "note")):
+            home.append(Entry.prepare(Content(ledger, kind, {"n": 1}, "auth", "r1", 2), 0, Limits()))
+        records = {ledger: list(home.range(ledger)) for ledger in ledgers}
+    with ChainStore(tmp_path / "standby", origin="standby") as standby:
+        standby.append_records(run[0] for run in records.values())
+    engine = RulesEngine()
+    with ChainStore(tmp_path / "standby", origin="standby", domain=engine) as standby:
+        assert all(engine.state(ledger) is not None for ledger in ledgers)  # read at open: they follow them
+        replayed: list[str] = []
+        replay = engine.replay
+
+        def recording(run: list[Record], *args: Any) -> Any:
+            replayed.append(run[0].ledger)
+            return replay(run, *args)
+
+        monkeypatch.setattr(engine, "replay", recording)
+        group = [run[1] for run in records.values()]  # in arrival order zzz, admin, aaa: one group
+        assert [r.height for r in standby.submit_records(group).result(timeout=10)] == [1, 1, 1]
+        assert replayed == [ADMIN_LEDGER, "aaa", "zzz"]
+
+
 def test_a_checkpoint_row_goes_between_two_groups_of_a_busy_committer(open_store: OpenStore, kit: Any) -> None:
     """A committer with groups queued back to back lets a checkpoint row waiting for the file
     go first, between two groups: it does not wait for the queue to be empty."""
