@@ -11,6 +11,10 @@ section 10.7):
   kept verbatim (the note exactly as received).
 * ``outside:<witness>``: on a home, each checkpoint it signed that the outside witness
   ``<witness>`` (a key name a genesis lists) cosigned, with that cosignature line verified.
+* ``imported:signed`` and ``imported:cosigned``: a checkpoint line of an export that
+  ``vledger import`` verified (its root, its note with the ledger's key), as a home signed
+  it or with a witness's cosignature lines. Never read as what this node signed or cosigned:
+  only served and exported again beside its own (storefile.StoreReader.latest_checkpoints).
 
 Rows are only ever added: nothing here is rewritten to "fix" a contradiction.
 """
@@ -28,7 +32,8 @@ from .outside import OUTSIDE_KIND_PREFIX
 from .storefile import MAX_HEIGHT, connect
 
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
-KINDS = (SIGNED, COSIGNED, EVIDENCE)
+IMPORTED_SIGNED, IMPORTED_COSIGNED = "imported:signed", "imported:cosigned"
+KINDS = (SIGNED, COSIGNED, EVIDENCE, IMPORTED_SIGNED, IMPORTED_COSIGNED)
 GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
 
 

@@ -186,12 +186,14 @@ class StoreReader:
         return _page_lists(self._conn, _ROW_COLUMNS, ledger, start, stop, self.page_size)
 
     def latest_checkpoints(self, ledger: str) -> list[tuple[int, bytes]]:
-        """(size, note) of the latest checkpoint of ``ledger`` this store signed and of the latest
-        it cosigned (one row each at most; evidence is not among them), smallest size first.
-        A store from before checkpoints has none."""
+        """(size, note) of the latest checkpoint of ``ledger`` this store signed, of the latest
+        it cosigned, and of the latest of each kind ``vledger import`` kept (one row per kind
+        at most, one per note; evidence is not among them), smallest size first. A store from
+        before checkpoints has none."""
         try:
             rows = self._conn.execute(
-                "SELECT kind, size, note FROM checkpoints WHERE ledger = ? AND kind IN ('signed', 'cosigned') "
+                "SELECT kind, size, note FROM checkpoints WHERE ledger = ? "
+                "AND kind IN ('signed', 'cosigned', 'imported:signed', 'imported:cosigned') "
                 "ORDER BY size DESC, at_ms DESC",
                 (ledger,),
             ).fetchall()
@@ -200,7 +202,7 @@ class StoreReader:
         latest: dict[str, tuple[int, bytes]] = {}
         for kind, size, note in rows:
             latest.setdefault(kind, (size, bytes(note)))
-        return sorted(latest.values())
+        return sorted(set(latest.values()))  # a store's own row and the same note imported: one
 
     def tree_edge(self, ledger: str) -> tree.Frontier | None:
         """The right edge of ``ledger``'s tree as the file holds it (unchecked), or None when the

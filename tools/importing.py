@@ -4,7 +4,9 @@ Two passes over the file. The first verifies every line, compares each record th
 already holds byte for byte, and keeps a digest of each chunk of lines; it writes nothing,
 not even an empty store. Only if everything verified does the second pass append the new
 records, a chunk per group commit, each chunk first matched against its digest, so that
-only bytes that were verified go in.
+only bytes that were verified go in, and keeps each checkpoint line (verified in the first
+pass as ``vledger verify`` checks one: its root, its note with the ledger's key) once the
+records of its tree are in: an imported store serves and exports them as its source did.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config.settings import Limits, StoreSettings
+from ..node.checkpoint_log import IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.errors import HeightGapError, RecordConflictError, SourceChangedError, VledgerError
-from ..node.export import StoredRecord, decode_export_line
+from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line
 from ..node.ledger import LedgerRules
+from ..node.note import parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore, Receipt
 from ..node.storefile import StoreReader
@@ -44,11 +48,11 @@ def import_file(file: Path, store: Path, node: str | None, limits: Limits) -> Ve
         finally:
             view.close()
         result = plan.verification
-        if result.ok and plan.new_from:
+        if result.ok and (plan.new_from or plan.checkpoints):
             f.seek(0)
             with ChainStore(store, origin=node, limits=limits) as target:
                 appended = apply_import(f, plan, target, limits, chunk_size)
-            log.info("imported %d records from %s into %s", appended, path, store)
+            log.info("imported %d records and %d checkpoints from %s into %s", appended, plan.checkpoints, path, store)
     return result
 
 
@@ -81,6 +85,12 @@ class StoreView:
         rules: LedgerRules = ChainVerifier(ledger, self.limits).check(decode_record(genesis, self.limits))
         return ChainVerifier.after(ledger, height - 1, decode_record(below, self.limits).link, rules, self.limits)
 
+    def below(self, ledger: str, height: int) -> Iterator[bytes]:
+        """The bytes of the store's records of ``ledger`` under ``height``, in height order."""
+        if self._reader is not None:
+            for _, data in self._reader.iter_raw(ledger, 0, height):
+                yield data
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -88,11 +98,13 @@ class StoreView:
 
 @dataclass(slots=True)
 class ImportPlan:
-    """What the verifying pass found: per ledger the first height to append, per chunk a digest."""
+    """What the verifying pass found: per ledger the first height to append, per chunk a digest,
+    and how many checkpoint lines verified (each to be kept)."""
 
     verification: Verification
     new_from: dict[str, int] = field(default_factory=dict)
     digests: list[bytes] = field(default_factory=list)
+    checkpoints: int = 0
 
 
 def plan_import(f: BinaryIO, view: StoreView, limits: Limits, chunk_size: int) -> ImportPlan:
@@ -102,9 +114,9 @@ def plan_import(f: BinaryIO, view: StoreView, limits: Limits, chunk_size: int) -
     def compare(stored: StoredRecord, report: LedgerReport) -> None:
         _compare_with_store(stored, report, view, plan)
 
-    # Checkpoint lines are not imported (a store keeps only what it signed or cosigned itself).
-    checker = ExportChecker(limits, start=view.start, also=compare, checkpoints=False)
+    checker = ExportChecker(limits, start=view.start, also=compare, below=view.below)
     plan.verification = checker.check_lines(_digested(iter_lines(f, limits), chunk_size, plan.digests))
+    plan.checkpoints = sum(r.checkpoints for r in plan.verification.reports)
     return plan
 
 
@@ -122,7 +134,10 @@ def _compare_with_store(stored: StoredRecord, report: LedgerReport, view: StoreV
 
 
 def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limits, chunk_size: int) -> int:
-    """Pass 2: append the new records, a chunk per group commit, each chunk exactly as verified."""
+    """Pass 2: append the new records, a chunk per group commit, each chunk exactly as verified,
+    then keep the chunk's checkpoint lines (each after the records of its tree, so the store
+    never holds a checkpoint past its records). Raises SourceChangedError for a chunk whose
+    bytes are not the verified ones, what the store raises otherwise."""
     appended = 0
     total = sum(r.imported for r in plan.verification.reports)
     reports = {r.ledger: r for r in plan.verification.reports}
@@ -132,9 +147,13 @@ def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limit
                 raise SourceChangedError(
                     f"the file changed while it was imported; {appended} verified records were appended"
                 )
-            records = [_new_record(number, line, plan, limits) for number, line in chunk]
+            decoded = [decode_export_line(line, number, limits) for number, line in chunk]
+            records = [_new_record(d, plan) for d in decoded]
             try:
                 receipts = store.append_records(r for r in records if r is not None)
+                for line in decoded:
+                    if isinstance(line, ExportedCheckpoint):
+                        _keep(store, line)
             except VledgerError as e:
                 # What was appended stays appended (each chunk verified); the command says how much.
                 e.add_note(f"import stopped after appending {appended} verified records")
@@ -145,9 +164,19 @@ def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limit
     return appended
 
 
-def _new_record(number: int, line: bytes, plan: ImportPlan, limits: Limits) -> Record | None:
-    decoded = decode_export_line(line, number, limits)
-    if not isinstance(decoded, StoredRecord):  # a checkpoint line: pass 1 checked it, nothing to append
+def _keep(store: ChainStore, line: ExportedCheckpoint) -> None:
+    """Keep a verified checkpoint line as imported: ``imported:cosigned`` when its note carries
+    cosignature lines (a witness's), else ``imported:signed`` (a home's). Never as ``signed`` or
+    ``cosigned``: those say what this store's own node signed or cosigned (its self-checks, its
+    cosigning and the write concern read them), and a witness would publish another's
+    cosignature as its own."""
+    checkpoint = line.checkpoint
+    kind = IMPORTED_COSIGNED if len(parse_note(line.note).signatures) > 1 else IMPORTED_SIGNED
+    store.checkpoints.keep(line.ledger, kind, checkpoint.size, checkpoint.root, line.note)
+
+
+def _new_record(decoded: StoredRecord | ExportedCheckpoint, plan: ImportPlan) -> Record | None:
+    if not isinstance(decoded, StoredRecord):  # a checkpoint line: kept once the records are in
         return None
     record = decoded.record
     first = plan.new_from.get(record.ledger)

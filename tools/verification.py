@@ -749,7 +749,10 @@ class ExportChecker:
     ``start`` makes the verifier for a ledger (as its lines name it) at its first line: from
     genesis for ``vledger verify``, or after a store's record for ``vledger import``. ``also``
     is a further check of each record that verified (the import's comparison with the store);
-    it raises to fail the ledger.
+    it raises to fail the ledger. ``below(ledger, height)`` gives the bytes of a store's
+    records under a ledger's first line when that is not its genesis (the import onto a store):
+    checkpoint lines are checked against the tree and key chain of those records and the
+    file's, as from a genesis.
     """
 
     def __init__(
@@ -758,7 +761,7 @@ class ExportChecker:
         wanted: str | None = None,
         start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
-        checkpoints: bool = True,
+        below: Callable[[str, int], Iterable[bytes]] | None = None,
     ) -> None:
         self.limits = limits
         self.wanted = wanted
@@ -769,9 +772,9 @@ class ExportChecker:
         self._start = start or (lambda ledger, record: ChainVerifier(ledger, limits))
         self._also = also
         self._last: str | None = None
-        # Checkpoint lines are checked against a tree grown from the genesis; a reader that
-        # starts mid-ledger (an import onto a store) skips them.
-        self._checkpoints = checkpoints
+        # Checkpoint lines are checked against a tree grown from the genesis: a ledger whose
+        # first line is above it starts from the store's records below (``below``).
+        self._below = below
         self._trees: dict[str, Frontier] = {}
         # A ledger whose genesis pins a standby key: its epochs, from its records (PROTOCOL 10.9).
         self._epochs: dict[str, EpochHistory | None] = {}
@@ -812,13 +815,14 @@ class ExportChecker:
         try:
             decoded = decode_export_line(line, number, self.limits)
             if isinstance(decoded, ExportedCheckpoint):
-                if self._checkpoints:
-                    self._check_checkpoint(number, decoded)
+                self._check_checkpoint(number, decoded)
                 return
             stored = decoded
             record = stored.record
-            verifier = verifier or self._start(ledger, record)
-            self._verifiers[ledger] = verifier
+            if verifier is None:
+                verifier = self._verifiers[ledger] = self._start(ledger, record)
+                if record.height > 0 and self._below is not None:
+                    self._grow_below(ledger, record.height, verifier)
             verifier.feed(record)
             self._follow_key_chain(ledger, record, verifier)
             if self._also is not None:
@@ -834,8 +838,19 @@ class ExportChecker:
             report.fail(e, record.height, number)
             return
         report.accept(record)
-        if self._checkpoints:
-            self._trees.setdefault(ledger, Frontier()).append(leaf_hash(stored.data))
+        self._trees.setdefault(ledger, Frontier()).append(leaf_hash(stored.data))
+        self._follow_epochs(ledger, record, verifier)
+
+    def _grow_below(self, ledger: str, height: int, verifier: ChainVerifier) -> None:
+        """The tree, key chain and epochs of ``ledger`` grown from the store's records under
+        ``height`` (trusted as the store's: the verifier starts after them). Raises what
+        reading them into the key chain or epochs raises."""
+        assert self._below is not None
+        tree = self._trees[ledger] = Frontier()
+        for data in self._below(ledger, height):
+            record = decode_record(data, self.limits)
+            tree.append(leaf_hash(data))
+            self._follow_key_chain(ledger, record, verifier)
             self._follow_epochs(ledger, record, verifier)
 
     def _follow_epochs(self, ledger: str, record: Record, verifier: ChainVerifier) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from vledger.config.settings import Limits
-from vledger.node.export import decode_export_line
+from vledger.node.checkpoint_log import COSIGNED, IMPORTED_COSIGNED, IMPORTED_SIGNED, SIGNED
+from vledger.node.export import decode_export_line, encode_checkpoint_line
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.node.witness import HomeSigner, home_key
+from vledger.node.storefile import StoreReader
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key
 from vledger.tools.exporting import export_store
 from vledger.tools.importing import import_file
 from vledger.tools.verification import verify_file
@@ -85,3 +87,61 @@ def test_an_export_with_checkpoint_lines_imports(tmp_path: Path) -> None:
     assert result.ok and result.reports[0].imported == 6
     with ChainStore(tmp_path / "copy") as copy, ChainStore(tmp_path / "s") as original:
         assert copy.size(LEDGER) == 6 and copy.root(LEDGER, 6) == original.root(LEDGER, 6)
+
+
+def _latest(store: Path) -> list[tuple[int, bytes]]:
+    reader = StoreReader(store)
+    try:
+        return reader.latest_checkpoints(LEDGER)
+    finally:
+        reader.close()
+
+
+def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(tmp_path: Path) -> None:
+    # A store both signed (size 3) and cosigned (size 5, a witness's line on the home's note):
+    # the copy holds both as imported rows, serves the same latest checkpoints and exports
+    # the same bytes.
+    original = _store(tmp_path / "s", 6)
+    with ChainStore(original) as store:
+        signed = HomeSigner("local", SEED).sign(LEDGER, 5, store.root(LEDGER, 5))
+        cosigned = WitnessSigner("local/witness/replica-1", SEED[::-1]).cosign(signed, 1_790_000_000)
+        store.checkpoints.keep(LEDGER, COSIGNED, 5, signed.root, cosigned)
+    lines = _export(original, tmp_path / "e.jsonl")
+    result = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)
+    assert result.ok and result.reports[0].checkpoints == 2
+    with ChainStore(tmp_path / "copy") as copy:
+        assert [c.size for c in copy.checkpoints.all(LEDGER, IMPORTED_SIGNED)] == [3]
+        assert [c.note for c in copy.checkpoints.all(LEDGER, IMPORTED_COSIGNED)] == [cosigned]
+        # Not the copy's own: its self-checks and cosigning read only these kinds.
+        assert copy.checkpoints.all(LEDGER, SIGNED) == [] and copy.checkpoints.all(LEDGER, COSIGNED) == []
+    assert _latest(tmp_path / "copy") == _latest(original)
+    assert _export(tmp_path / "copy", tmp_path / "again.jsonl") == lines
+    again = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)  # idempotent
+    assert again.ok and _latest(tmp_path / "copy") == _latest(original)
+
+
+def test_an_import_refuses_a_forged_checkpoint_line_and_writes_nothing(tmp_path: Path) -> None:
+    _export(_store(tmp_path / "s", 4, signer=HomeSigner("local", SEED[::-1])), tmp_path / "e.jsonl")
+    result = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)
+    report = result.reports[0]
+    assert not result.ok and report.error is not None and report.error.code == "unverified_note"
+    assert report.error_line == 4 and not (tmp_path / "copy").exists()
+
+
+def test_an_import_onto_a_store_checks_its_checkpoints_with_the_records_below(tmp_path: Path) -> None:
+    # The file starts at height 2 on a store that holds heights 0 and 1: a checkpoint of size
+    # 3 is the tree of the store's two records and the file's first; a root that is not fails.
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    (tmp_path / "head.jsonl").write_bytes(b"".join(lines[:2]))
+    assert import_file(tmp_path / "head.jsonl", tmp_path / "copy", None, LIMITS).ok
+    tail = tmp_path / "tail.jsonl"
+    tail.write_bytes(b"".join(lines[2:]))
+    wrong_root = tmp_path / "wrong.jsonl"
+    with ChainStore(tmp_path / "s") as opened:
+        wrong = HomeSigner("local", SEED).sign(LEDGER, 3, opened.root(LEDGER, 2))
+    wrong_root.write_bytes(b"".join([lines[2], encode_checkpoint_line(LEDGER, wrong.note), *lines[4:]]))
+    refused = import_file(wrong_root, tmp_path / "copy", None, LIMITS)
+    assert refused.reports[0].error is not None and refused.reports[0].error.code == "tree_mismatch"
+    result = import_file(tail, tmp_path / "copy", None, LIMITS)
+    assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].imported == 4
+    assert _latest(tmp_path / "copy") == _latest(tmp_path / "s")
