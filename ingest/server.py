@@ -39,7 +39,7 @@ from .cosignatures import KnownCosignatures
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
-from .metrics import MeteredService, NodeMetrics, gauge_collector, redis_check, store_collector
+from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import NodeRuntime
@@ -291,7 +291,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     )
     followed = standby_ledgers(config, name)
     if followed:
-        runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        standby = runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        metrics.collect_with(
+            counter_collector(
+                "vledger_standby_follow_restarts",
+                "times the standby follow ran again after a bug",
+                lambda: standby.restarts.count,
+            )
+        )
         log.info("ingest node %s is the standby of %s", name, ", ".join(followed))
     _settle_heap()
     runtime.serve(server, MeteredService(service, metrics))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
@@ -41,6 +41,9 @@ from .replica import (
 from .runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
+
+RESTART_FIRST_SECONDS = 1.0  # the wait before the standby follow runs again after a bug
+RESTART_MOST_SECONDS = 60.0  # the longest such wait (each failure in a row doubles it)
 
 
 class _Only:
@@ -108,6 +111,7 @@ class StandbyFollow:
             batch=config.replication.catch_up_batch,
             stopping=self.stopping.is_set,
         )
+        self.restarts = Restarts(f"{name}: the standby follow")
         self._thread: threading.Thread | None = None
 
     @staticmethod
@@ -129,22 +133,26 @@ class StandbyFollow:
             self._thread.join()
 
     def _run(self) -> None:
-        try:
-            self.follower.start()
-            next_check = time.monotonic() + HEADS_EVERY
-            while not self.stopping.is_set():
-                messages = self.subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
-                followed = self.following()
-                if messages:
-                    self.follower.receive(_narrowed(messages, followed))
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + HEADS_EVERY
-                    self._refresh_targets(followed)
-                    for ledger in sorted(followed):
-                        if self.follower.target(ledger) > store_head(self.follower.store, ledger):
-                            self.follower.catch_up(ledger, self.follower.target(ledger) + 1)
-        except Exception:  # a bug: the node goes on placing its own ledgers; say so loudly
-            log.exception("%s: the standby follow stopped", self.name)
+        # A bug must not end the follow for good: a standby that stops following can never be
+        # promoted (its store lacks what was acknowledged). The node goes on placing its own
+        # ledgers meanwhile; each restart is logged with its traceback and counted.
+        self.restarts.run(self._follow, self.stopping)
+
+    def _follow(self) -> None:
+        """Catch up, then follow the feed (and the targets Redis holds) until stopped."""
+        self.follower.start()
+        next_check = time.monotonic() + HEADS_EVERY
+        while not self.stopping.is_set():
+            messages = self.subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
+            followed = self.following()
+            if messages:
+                self.follower.receive(_narrowed(messages, followed))
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + HEADS_EVERY
+                self._refresh_targets(followed)
+                for ledger in sorted(followed):
+                    if self.follower.target(ledger) > store_head(self.follower.store, ledger):
+                        self.follower.catch_up(ledger, self.follower.target(ledger) + 1)
 
     def _refresh_targets(self, followed: set[str]) -> None:
         """Take the checkpoints Redis holds of ``followed`` as targets (see redis_checkpoints)."""
@@ -155,6 +163,38 @@ class StandbyFollow:
             return
         for ledger, note, source in notes:
             self.follower.take_checkpoint(ledger, note, source, catch_up=False)
+
+
+class Restarts:
+    """Runs a loop again after it failed with a bug, waiting longer after each failure in a
+    row: ``first`` seconds, doubled each time, at most ``most``; a run that lasted ``most``
+    or longer before it failed starts the waits again from ``first``. ``count`` is the number
+    of restarts (read from any thread: a metric)."""
+
+    def __init__(self, what: str, first: float = RESTART_FIRST_SECONDS, most: float = RESTART_MOST_SECONDS) -> None:
+        self.what = what
+        self.first = first
+        self.most = most
+        self.count = 0
+
+    def run(self, body: Callable[[], None], stopping: threading.Event) -> None:
+        """Call ``body`` until it returns or ``stopping`` is set, again after each exception
+        (logged with its traceback) once the back-off has passed. Raises nothing but what is
+        not an Exception (KeyboardInterrupt, SystemExit)."""
+        delay = self.first
+        while not stopping.is_set():
+            began = time.monotonic()
+            try:
+                body()
+                return
+            except Exception:
+                if time.monotonic() - began >= self.most:  # it had run well: not a failure in a row
+                    delay = self.first
+                self.count += 1
+                log.exception("%s failed (a bug): restart %d in %.1f s", self.what, self.count, delay)
+            if stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.most)
 
 
 class _Checkpoints(Protocol):

@@ -1,8 +1,15 @@
-"""The standby's targets from Redis (ingest/standby.py): what a promotion counts as acknowledged."""
+"""The standby (ingest/standby.py): its targets from Redis (what a promotion counts as
+acknowledged), and its follow thread, which a bug does not end for good."""
 
 from __future__ import annotations
 
-from vledger.ingest.standby import redis_checkpoints
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from vledger.ingest.standby import Restarts, StandbyFollow, redis_checkpoints
 
 
 class _Redis:
@@ -37,3 +44,79 @@ def test_nothing_followed_nothing_asked() -> None:
     redis = _Redis({"votes": b"home votes"}, {"votes": {"replica-1": b"n"}})
     assert redis_checkpoints(redis, redis, set()) == []
     assert redis.asked == []
+
+
+class _Stopping(threading.Event):
+    """A stop event whose waits return at once, each timeout noted; set after ``waits`` of them."""
+
+    def __init__(self, waits: int) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+        self._left = waits
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        self._left -= 1
+        if self._left <= 0:
+            self.set()
+        return self.is_set()
+
+
+def test_a_loop_that_fails_runs_again_after_waits_that_double_up_to_a_bound(caplog: pytest.LogCaptureFixture) -> None:
+    failures = iter(range(6))
+    calls: list[int] = []
+
+    def body() -> None:
+        calls.append(1)
+        if next(failures, None) is not None:
+            raise RuntimeError("a bug")
+
+    restarts = Restarts("the follow", first=1.0, most=5.0)
+    stopping = _Stopping(waits=100)
+    with caplog.at_level(logging.ERROR):
+        restarts.run(body, stopping)
+    assert len(calls) == 7 and restarts.count == 6  # six failures, the seventh run returned
+    assert stopping.timeouts == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert sum("restart 6 in 5.0 s" in r.getMessage() for r in caplog.records) == 1
+    assert all(r.exc_info is not None for r in caplog.records)  # each with its traceback
+
+
+def test_a_stop_during_the_back_off_ends_the_loop() -> None:
+    calls: list[int] = []
+
+    def body() -> None:
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    restarts = Restarts("the follow", first=0.5, most=8.0)
+    restarts.run(body, _Stopping(waits=2))
+    assert len(calls) == 2 and restarts.count == 2
+
+
+class _Follower:
+    """A follower whose start fails with a bug the first ``failures`` times."""
+
+    def __init__(self, failures: int, stopping: threading.Event) -> None:
+        self.failures = failures
+        self.stopping = stopping
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts <= self.failures:
+            raise KeyError("a bug in the catch-up")
+        self.stopping.set()  # the follow loop then ends at once
+
+
+def test_the_standby_follow_runs_again_after_a_bug_and_counts_it() -> None:
+    standby: Any = object.__new__(StandbyFollow)  # only what _run uses: no sockets, no Redis
+    standby.name = "ingest-2"
+    standby.stopping = threading.Event()
+    standby.follower = _Follower(failures=2, stopping=standby.stopping)
+    standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
+    standby._thread = None
+    standby.start()
+    thread = standby._thread
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert standby.follower.starts == 3 and standby.restarts.count == 2
