@@ -31,6 +31,7 @@ from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
+from vledger.verifier.gateway import amount_text
 
 ELECTION = "election-2026"
 FUND = "zakat"
@@ -218,8 +219,25 @@ def test_the_charity_page_shows_balances_in_currency_units(
 ) -> None:
     browser.get(f"{cluster.gateway_url('replica-1')}charity.html?ledger={FUND}")
     wait_text(browser, "#funds td.balance", "2225.50 SAR", "the fund's balance")
-    assert "family-07" in wait_text(browser, "#latest", "family-07", "the latest records")
+    latest = wait_text(browser, "#latest", "family-07", "the latest records")
+    assert "2500.00" in latest and "125.50" in latest and "400.00" in latest  # as the funds' strings
     shot(browser, "charity")
+
+
+def test_amounts_are_shown_from_their_digits_as_the_gateway_writes_them(browser: Any) -> None:
+    """The pages' amountText (verifier/web/static/vledger.js) gives the gateway's amount_text
+    for any amount: 2**53 + 1 minor units divided as a float would show 90071992547409.92."""
+    script = (REPO / "verifier" / "web" / "static" / "vledger.js").read_text(encoding="utf-8")
+    amounts = [0, 5, 99, 2025, -2025, -1, 40_000, 2**53 + 1, 2**64 - 1]
+    browser.get("about:blank")
+    shown = browser.execute_script(
+        script + "\nreturn arguments[0].map((a) => [window.vledger.amountText(BigInt(a)),"
+        " Math.abs(Number(a)) <= Number.MAX_SAFE_INTEGER ? window.vledger.amountText(Number(a)) : null]);",
+        [str(a) for a in amounts],
+    )
+    assert [big for big, _ in shown] == [amount_text(a) for a in amounts]
+    assert [small for _, small in shown][:7] == [amount_text(a) for a in amounts[:7]]
+    assert shown[7][0] == "90071992547409.93"
 
 
 def test_the_dashboard_shows_a_node_going_down_within_seconds(

@@ -197,6 +197,16 @@ async function followKeyChain(firstKey, rotations, ledger) {
   return key;
 }
 
+// An amount of minor units (an integer Number, or a BigInt as decodeMsgpack gives one past 2**32)
+// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds): 2025 gives
+// "20.25". From its digits, never divided as a float: a double is exact only to 2**53, and an
+// amount may be up to 2**64 - 1. Throws RangeError for a Number that is not an integer.
+function amountText(minor) {
+  const value = BigInt(minor);
+  const digits = (value < 0n ? -value : value).toString().padStart(3, "0");
+  return `${value < 0n ? "-" : ""}${digits.slice(0, -2)}.${digits.slice(-2)}`;
+}
+
 async function getJSON(path) {
   const answer = await fetch(path, { headers: { Accept: "application/json" } });
   const body = await answer.json();
@@ -241,5 +251,5 @@ async function fillLedgers(select, type) {
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
-  getJSON, onEvents, el, fillLedgers,
+  getJSON, onEvents, el, fillLedgers, amountText,
 };
