@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vledger.broker.shm import remove_stale, take_ownership
+
 from . import append, gateway, hosts, ingest, replication, scale, tree, verifier, verify, work
 from .fixtures import FULL, QUICK, SCRATCH_ROOT, Sizes
 from .report import Environment, Figure, progress, write_results
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     command = "make bench" if not given else " ".join(["python -m bench", *given])
     sizes = QUICK if args.quick else FULL
+    # The bench's queues and barriers are named by this process, and what earlier runs killed
+    # with their process groups left in /dev/shm is removed.
+    take_ownership()
     env = Environment.here(command, SCRATCH_ROOT, args.quick)
 
     started = time.perf_counter()
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     # A narrow or quick run must not overwrite the full run's table, which the README cites.
     out = args.out or (RESULTS if args.only is None and not args.quick else PARTIAL)
     print(write_results(out, env, figures), end="")
+    remove_stale()  # what the bench's own process-group kills left
     return 0
 
 

@@ -39,6 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..broker.shm import take_ownership
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.ledger import LedgerRules
 from ..node.tree import leaf_hash
@@ -119,6 +120,7 @@ class PageChecker:
         # forkserver: the worker never inherits the node's threads (its committer, its sockets) mid-flight.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])  # the server imports this module once, not each worker
+        take_ownership()  # what a node killed with its process group left in /dev/shm is removed
         ours, theirs = context.Pipe()
         process = context.Process(target=_serve, args=(theirs,), name="vledger-page-check", daemon=True)
         try:

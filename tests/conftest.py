@@ -3,6 +3,10 @@
 One server for the whole session, in a short directory under /tmp, flushed before and after
 each test that takes ``redis_client``. Without a redis-server the tests that need one are
 skipped, except in CI (``CI`` set), where that is a failure: CI must have installed one.
+
+A session names its semaphores as vledger's and removes, at its start and its end, what
+processes killed with their process groups (its own tests', an earlier session's) left in
+/dev/shm (vledger.broker.shm).
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
+from vledger.broker.shm import remove_stale, take_ownership
 from vledger.node.errors import RedisServerError
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    take_ownership()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    remove_stale()
 
 
 def _in_ci() -> bool:

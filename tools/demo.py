@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from ..broker.shm import take_ownership
 from ..config.settings import Limits
 from ..node import identifiers
 from ..node.ledger import LedgerRules
@@ -116,6 +117,7 @@ def prepare_entries(jobs: Sequence[_Job], progress: Progress) -> Iterator[Entry]
     a process with threads can copy a held lock into the child.
     """
     context = multiprocessing.get_context("spawn")
+    take_ownership()  # the pool's semaphores are named by this process; a killed one's removed
     with ProcessPoolExecutor(max_workers=worker_count(), mp_context=context) as pool:
         for entry in pool.map(_prepare, jobs, chunksize=4):
             progress.advance()

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..broker.shm import take_ownership
 from ..config.settings import Limits
 from ..node.epoch import STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
@@ -210,6 +211,7 @@ def verify_store(
     with contextlib.ExitStack() as stack:
         pool = executor
         if pool is None and workers > 1 and any(counts[ledger] >= 2 * chunks[ledger] for ledger in ledgers):
+            take_ownership()  # the pool's semaphores are named by this process; a killed one's removed
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context(fork)))
             pool.submit(os.getpid)  # starts the workers now (with fork, all at the first call)
         reader = stack.enter_context(contextlib.closing(StoreReader(directory)))

@@ -39,6 +39,7 @@ from typing import Protocol
 
 import msgpack
 
+from ..broker.shm import shared_memory, take_ownership
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import RecordError
 from ..node.ledger import LedgerRules
@@ -282,6 +283,7 @@ class PagePool:
     ) -> None:
         if workers < 1:
             raise ValueError(f"a page pool has at least one worker, not {workers}")
+        take_ownership()  # its slots' shared memory is named by this process; a killed one's removed
         self.workers = workers
         # Four pages a worker a step: while one is checked the next are waiting; and a step hands
         # the next step's pages over before it joins its own (LedgerSweep._read_ahead), so a worker
@@ -378,7 +380,7 @@ class PagePool:
             if self._slots == 0:
                 return None
             try:
-                self._segment = SharedMemory(create=True, size=self._slots * SLOT_BYTES)
+                self._segment = shared_memory(self._slots * SLOT_BYTES)
             except OSError as e:  # no /dev/shm, or full: every page goes inline
                 log.warning("no shared memory for the sweep's pages (%s); they go through pipes", e)
                 self._slots = 0
