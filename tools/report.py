@@ -39,8 +39,12 @@ def print_import(source: str, result: Verification, *, as_json: bool) -> None:
         print("import FAILED: nothing was imported")
         return
     for report in result.reports:
-        print(f"{report.ledger}: {report.imported} imported, {report.present} already present, head {_head(report)}")
-    print(f"imported {sum(r.imported for r in result.reports)} records")
+        print(
+            f"{report.ledger}: {report.imported} imported, {report.present} already present, "
+            f"{report.checkpoints} checkpoints kept, head {_head(report)}"
+        )
+    checkpoints = sum(r.checkpoints for r in result.reports)
+    print(f"imported {sum(r.imported for r in result.reports)} records and kept {checkpoints} checkpoints")
 
 
 def print_export(summary: ExportSummary) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from vledger.config.settings import Limits
 from vledger.node.checkpoint_log import COSIGNED, IMPORTED_COSIGNED, IMPORTED_SIGNED, SIGNED
 from vledger.node.export import decode_export_line, encode_checkpoint_line
@@ -15,6 +17,7 @@ from vledger.node.storefile import StoreReader
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key
 from vledger.tools.exporting import export_store
 from vledger.tools.importing import import_file
+from vledger.tools.report import print_import
 from vledger.tools.verification import verify_file
 
 LIMITS = Limits()
@@ -97,7 +100,9 @@ def _latest(store: Path) -> list[tuple[int, bytes]]:
         reader.close()
 
 
-def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(tmp_path: Path) -> None:
+def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A store both signed (size 3) and cosigned (size 5, a witness's line on the home's note):
     # the copy holds both as imported rows, serves the same latest checkpoints and exports
     # the same bytes.
@@ -109,6 +114,8 @@ def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(tmp_path: P
     lines = _export(original, tmp_path / "e.jsonl")
     result = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)
     assert result.ok and result.reports[0].checkpoints == 2
+    print_import("e.jsonl", result, as_json=False)
+    assert "votes: 6 imported, 0 already present, 2 checkpoints kept" in capsys.readouterr().out
     with ChainStore(tmp_path / "copy") as copy:
         assert [c.size for c in copy.checkpoints.all(LEDGER, IMPORTED_SIGNED)] == [3]
         assert [c.note for c in copy.checkpoints.all(LEDGER, IMPORTED_COSIGNED)] == [cosigned]
