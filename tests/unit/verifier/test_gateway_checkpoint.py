@@ -9,6 +9,7 @@ serves is checked with the outsider verifier's code only (tests/vectors/outsider
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -26,6 +27,8 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tools.exporting import export_store
+from vledger.tools.importing import import_file
 from vledger.verifier.gateway import Gateway, build_app
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
@@ -191,3 +194,32 @@ def test_an_unknown_ledger_or_a_bad_name_is_a_json_error(cluster: dict[str, Any]
         status, _, body = get(f"{url}/ledgers/..%2Fetc/checkpoint")
         assert status in (400, 404) and "error" in json.loads(body)
     gateway.close()
+
+
+def test_an_imported_copy_of_the_store_serves_the_same_checkpoints(cluster: dict[str, Any], tmp_path: Path) -> None:
+    """`vledger export` then `vledger import` elsewhere: the copy keeps the checkpoint lines
+    (imported rows), and its gateway answers as the original's does."""
+    config = cluster["config"]
+    copy = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    shutil.copytree(config.keys_dir, copy.keys_dir)
+    export_store(config.store_dir("replica-1"), None, tmp_path / "e.jsonl", LIMITS)
+    assert import_file(tmp_path / "e.jsonl", copy.store_dir("replica-1"), None, LIMITS).ok
+    answers = []
+    for served in (config, copy):
+        gateway = Gateway(served, "replica-1", redis_client=NoRedis())
+        with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}/api/ledgers/{LEDGER}"
+            answers.append([get(f"{url}/checkpoint{query}")[2] for query in ("", "?witnesses=0", "?witnesses=1")])
+            answers[-1].append(get(f"{url}/receipts/7")[2])
+        gateway.close()
+    assert answers[0] == answers[1]
+    assert json.loads(answers[1][0])["size"] == COSIGNED_AT and json.loads(answers[1][1])["size"] == SIGNED_AT
