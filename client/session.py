@@ -36,6 +36,7 @@ from ..node.errors import (
     NodeUnavailableError,
     NoteKeyError,
     NotFoundError,
+    ProofError,
     QuorumError,
     ReceiptError,
     RemoteError,
@@ -60,7 +61,7 @@ from ..node.receipt import (
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import PLAIN
-from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
+from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
 from ..verifier.node_keys import admin_checkpoint_key
@@ -366,9 +367,26 @@ class Reader:
         """The records of electronic id ``eid`` in ``ledger`` up to the verified checkpoint
         ``proven``, each checked on its own (section 4's own checks) and proven by its inclusion
         proof in that checkpoint; the other records are only decoded and replayed to find them
-        and state the voter's standing. Raises NotFoundError for a ledger without records, the
-        failed check's error (a RecordError, ProofError) for a record that does not verify."""
-        check = check_voter(ledger, self.decoded_records(ledger, stop=proven.checkpoint.size), eid)
+        and state the voter's standing, and their Merkle tree must have the checkpoint's root, so
+        that what is found (or not found) is the whole signed chain. Raises NotFoundError for a
+        ledger without records, ProofError when the records read are not the checkpoint's tree,
+        the failed check's error (a RecordError, ProofError) for a record that does not verify."""
+        size, root = proven.checkpoint.size, proven.checkpoint.root
+        tree = Frontier()
+
+        def leaves(records: Iterator[Record]) -> Iterator[Record]:
+            for record in records:
+                tree.append(leaf_hash(record.encode()))
+                yield record
+
+        check = check_voter(ledger, leaves(self.decoded_records(ledger, stop=size)), eid)
+        # Every record up to the checkpoint was read: their tree must be the one it signs, or
+        # the node served another chain (a forked tail) and "no records" would prove nothing.
+        if tree.size != size or tree.root() != root:
+            raise ProofError(
+                f"the {tree.size} records of {ledger!r} this node served are not the tree of "
+                f"{size} records its signed checkpoint states: the node serves another chain"
+            )
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
