@@ -391,6 +391,30 @@ class Reader:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
 
+    def full_voter_check(self, ledger: str, eid: str, proven: VerifiedCheckpoint | None) -> VoterCheck:
+        """The records of electronic id ``eid`` in ``ledger``: every record from genesis to the
+        node's head checked as the chain's next (section 4) and replayed through the rules.
+        With a verified checkpoint ``proven``, the tree of the chain's first records must be
+        its tree (its size and root) [ProofError]: a chain anyone could compute, served in
+        place of the signed one, is refused. Records past the checkpoint are checked as the
+        chain's next only."""
+        tree = Frontier()
+        size = proven.checkpoint.size if proven is not None else 0
+
+        def leaves(records: Iterator[Record]) -> Iterator[Record]:
+            for record in records:
+                if tree.size < size:
+                    tree.append(leaf_hash(record.encode()))
+                yield record
+
+        check = check_voter(ledger, leaves(self.records(ledger)), eid)
+        if proven is not None and (tree.size != size or tree.root() != proven.checkpoint.root):
+            raise ProofError(
+                f"the first {tree.size} records of {ledger!r} this node served are not the tree of "
+                f"{size} records its signed checkpoint states: the node serves another chain"
+            )
+        return check
+
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
         """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""
         following: int | None = start

@@ -83,3 +83,23 @@ def test_a_forked_tail_under_the_honest_checkpoint_is_refused_not_reported_as_no
     finally:
         honest.close()
         forked.close()
+
+
+def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(tmp_path: Path) -> None:
+    # --full verifies every record as the chain's next: a forked chain passes that (anyone can
+    # compute checksums, work and links), so it must also be the signed checkpoint's tree.
+    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
+    try:
+        proven = _signed(honest)
+        mine = honest.get(LEDGER, 5)
+        assert mine is not None
+        eid = electronic_id(mine)
+        found = Reader(Served(honest)).full_voter_check(LEDGER, eid, proven)
+        assert [item.record.height for item in found.records] == [5]
+        assert Reader(Served(forked)).full_voter_check(LEDGER, eid, None).records == ()  # the chain alone
+        with pytest.raises(ProofError, match="not the tree of 6 records"):
+            Reader(Served(forked)).full_voter_check(LEDGER, eid, proven)
+    finally:
+        honest.close()
+        forked.close()
