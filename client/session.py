@@ -68,6 +68,7 @@ from ..verifier.node_keys import admin_checkpoint_key
 from .voters import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
+PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
 
@@ -390,6 +391,30 @@ class Reader:
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
+
+    def proven_records(self, ledger: str, start: int, proven: VerifiedCheckpoint | None) -> Iterator[Record]:
+        """Records from ``start`` to the head, each checked as the next of the chain; those below
+        the verified checkpoint ``proven`` come in runs of at most PROVEN_RUN, each yielded only
+        once the inclusion proof of its last record in that checkpoint verified (its links tie
+        every record of the run to it) [ProofError: the node serves another chain]. Records past
+        the checkpoint (and every record, without one) are checked as the chain's next only."""
+        size = proven.checkpoint.size if proven is not None else 0
+        run: list[Record] = []
+        for record in self.records(ledger, start):
+            if record.height >= size:
+                yield record
+                continue
+            assert proven is not None
+            run.append(record)
+            if len(run) == PROVEN_RUN or record.height == size - 1:
+                self.inclusion_proof(ledger, record, proven)
+                yield from run
+                run.clear()
+        if run:  # the node's chain ended below the checkpoint it signed or cosigned
+            raise ProofError(
+                f"the records of {ledger!r} this node served end at height {run[-1].height}, "
+                f"below its signed checkpoint of {size} records"
+            )
 
     def full_voter_check(self, ledger: str, eid: str, proven: VerifiedCheckpoint | None) -> VoterCheck:
         """The records of electronic id ``eid`` in ``ledger``: every record from genesis to the

@@ -362,7 +362,10 @@ def cmd_get(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_range(session: Session, args: argparse.Namespace) -> int:
-    for record in session.records(args.ledger, args.start):
+    # Below the node's signed checkpoint each run of records is proven in it before it is shown:
+    # a chain anyone could compute, served by a node in place of the signed one, is refused.
+    proven = _signed_checkpoint(session, args.ledger, 0)
+    for record in session.proven_records(args.ledger, args.start, proven):
         if args.json:
             print_json(build.record_map(record))
         else:
@@ -415,7 +418,9 @@ def _add_record_verbs(commands: Subparsers) -> None:
         cmd_range,
         "list a ledger's records",
         "List a ledger's records from a height to its head, a page at a time, checking each one as the "
-        "next of the chain (with --json: one JSON object per line).",
+        "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
+        "proof in it (bad_proof: the node serves another chain) before it is shown (with --json: one JSON "
+        "object per line).",
     )
     ranged.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")

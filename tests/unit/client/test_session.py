@@ -103,3 +103,21 @@ def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(t
     finally:
         honest.close()
         forked.close()
+
+
+def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(tmp_path: Path) -> None:
+    # `vledger range --node NAME` printed a lying node's forked tail: each record checked only as
+    # the next of the chain that node served. Below the checkpoint, each run is proven in it.
+    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
+    try:
+        proven = _signed(honest)
+        assert [r.height for r in Reader(Served(honest)).proven_records(LEDGER, 2, proven)] == [2, 3, 4, 5]
+        assert [r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, None)] == [2, 3, 4, 5]
+        shown: list[int] = []
+        with pytest.raises(ProofError):
+            shown.extend(r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, proven))
+        assert shown == []  # nothing of the run was yielded before its proof failed
+    finally:
+        honest.close()
+        forked.close()
