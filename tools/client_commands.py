@@ -484,12 +484,23 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
 
 
 def _signed_checkpoint(session: Session, ledger: str, quorum: int) -> VerifiedCheckpoint | None:
-    """The node's latest checkpoint of ``ledger``, verified; None for a ledger that pins no key."""
+    """The node's latest checkpoint of ``ledger``, verified; None (the chain alone is checked)
+    for a ledger that pins no key, or when the node has no such checkpoint yet (said on stderr:
+    a ledger created a moment ago, or a node that keeps its checkpoints from the reader)."""
     try:
         keys = session.checkpoint_keys(ledger, quorum)
     except NoteKeyError:
         return None  # a ledger made before keys were pinned: its chain alone is checked
-    return session.checkpoint(ledger, keys)
+    try:
+        return session.checkpoint(ledger, keys)
+    except RemoteError as e:
+        if e.code != "not_found":
+            raise
+        print(
+            f"vledger: note: no signed checkpoint of {ledger!r} from this node: checked as a chain only",
+            file=sys.stderr,
+        )
+        return None
 
 
 def cmd_vote_check(args: argparse.Namespace) -> int:
