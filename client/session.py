@@ -36,6 +36,7 @@ from ..node.errors import (
     NodeUnavailableError,
     NoteKeyError,
     NotFoundError,
+    ProofError,
     QuorumError,
     ReceiptError,
     RemoteError,
@@ -60,13 +61,14 @@ from ..node.receipt import (
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import PLAIN
-from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
+from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
 from ..verifier.node_keys import admin_checkpoint_key
 from .voters import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
+PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
 
@@ -366,12 +368,77 @@ class Reader:
         """The records of electronic id ``eid`` in ``ledger`` up to the verified checkpoint
         ``proven``, each checked on its own (section 4's own checks) and proven by its inclusion
         proof in that checkpoint; the other records are only decoded and replayed to find them
-        and state the voter's standing. Raises NotFoundError for a ledger without records, the
-        failed check's error (a RecordError, ProofError) for a record that does not verify."""
-        check = check_voter(ledger, self.decoded_records(ledger, stop=proven.checkpoint.size), eid)
+        and state the voter's standing, and their Merkle tree must have the checkpoint's root, so
+        that what is found (or not found) is the whole signed chain. Raises NotFoundError for a
+        ledger without records, ProofError when the records read are not the checkpoint's tree,
+        the failed check's error (a RecordError, ProofError) for a record that does not verify."""
+        size, root = proven.checkpoint.size, proven.checkpoint.root
+        tree = Frontier()
+
+        def leaves(records: Iterator[Record]) -> Iterator[Record]:
+            for record in records:
+                tree.append(leaf_hash(record.encode()))
+                yield record
+
+        check = check_voter(ledger, leaves(self.decoded_records(ledger, stop=size)), eid)
+        # Every record up to the checkpoint was read: their tree must be the one it signs, or
+        # the node served another chain (a forked tail) and "no records" would prove nothing.
+        if tree.size != size or tree.root() != root:
+            raise ProofError(
+                f"the {tree.size} records of {ledger!r} this node served are not the tree of "
+                f"{size} records its signed checkpoint states: the node serves another chain"
+            )
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
+
+    def proven_records(self, ledger: str, start: int, proven: VerifiedCheckpoint | None) -> Iterator[Record]:
+        """Records from ``start`` to the head, each checked as the next of the chain; those below
+        the verified checkpoint ``proven`` come in runs of at most PROVEN_RUN, each yielded only
+        once the inclusion proof of its last record in that checkpoint verified (its links tie
+        every record of the run to it) [ProofError: the node serves another chain]. Records past
+        the checkpoint (and every record, without one) are checked as the chain's next only."""
+        size = proven.checkpoint.size if proven is not None else 0
+        run: list[Record] = []
+        for record in self.records(ledger, start):
+            if record.height >= size:
+                yield record
+                continue
+            assert proven is not None
+            run.append(record)
+            if len(run) == PROVEN_RUN or record.height == size - 1:
+                self.inclusion_proof(ledger, record, proven)
+                yield from run
+                run.clear()
+        if run:  # the node's chain ended below the checkpoint it signed or cosigned
+            raise ProofError(
+                f"the records of {ledger!r} this node served end at height {run[-1].height}, "
+                f"below its signed checkpoint of {size} records"
+            )
+
+    def full_voter_check(self, ledger: str, eid: str, proven: VerifiedCheckpoint | None) -> VoterCheck:
+        """The records of electronic id ``eid`` in ``ledger``: every record from genesis to the
+        node's head checked as the chain's next (section 4) and replayed through the rules.
+        With a verified checkpoint ``proven``, the tree of the chain's first records must be
+        its tree (its size and root) [ProofError]: a chain anyone could compute, served in
+        place of the signed one, is refused. Records past the checkpoint are checked as the
+        chain's next only."""
+        tree = Frontier()
+        size = proven.checkpoint.size if proven is not None else 0
+
+        def leaves(records: Iterator[Record]) -> Iterator[Record]:
+            for record in records:
+                if tree.size < size:
+                    tree.append(leaf_hash(record.encode()))
+                yield record
+
+        check = check_voter(ledger, leaves(self.records(ledger)), eid)
+        if proven is not None and (tree.size != size or tree.root() != proven.checkpoint.root):
+            raise ProofError(
+                f"the first {tree.size} records of {ledger!r} this node served are not the tree of "
+                f"{size} records its signed checkpoint states: the node serves another chain"
+            )
+        return check
 
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
         """Records from ``start`` to ``stop`` (default: the head), decoded but not verified."""

@@ -796,7 +796,13 @@ def _put(service: IngestService, caller: Caller, args: Args) -> object:
 
 @command("get", EVERYONE, "ledger height | hash", "one record's bytes")
 def _get(service: IngestService, caller: Caller, args: Args) -> object:
+    """The record at a ledger's height, or the record with a hash in any ledger this node holds.
+
+    Both forms at once is bad_request: the hash form ignores ledgers, so a ``ledger`` beside a
+    hash would be answered with another ledger's record as if it were that ledger's."""
     if args.has("hash"):
+        if args.has("ledger") or args.has("height"):
+            raise BadRequestError("give ledger and height, or hash, not both")
         record = service.store.get_by_hash(args.binary("hash", size=HASH_SIZE))
     else:
         ledger, height = args.text("ledger"), args.uint("height")

@@ -37,6 +37,7 @@ from .replica import (
     checkpoint_keys,
     ledger_checkpoint_keys,
     node_source,
+    resolve_alerts,
 )
 from .runtime import NodeRuntime
 
@@ -108,6 +109,9 @@ class StandbyFollow:
             home_of=lambda ledger: homes.home_of(ledger).name,
             on_stored=lambda records, hops: None,  # the store's on_commit tells the book and the outbox
             on_alert=lambda alert: raise_alert(replication, alert),
+            # Its refusals close once the home's records are stored at their heights, as a
+            # replica's do (PROTOCOL 10.5); without this they stayed open for ever.
+            on_resolve=lambda keys: resolve_alerts(replication, keys),
             batch=config.replication.catch_up_batch,
             stopping=self.stopping.is_set,
         )

@@ -261,11 +261,19 @@ class CosignatureWatch(Worker):
     def _fail(self, waiter: _Waiter, holders: list[str] | None = None) -> None:
         receipt = waiter.receipt
         holders = holders or []
+        countable = sum(1 for name in self.witnesses if name not in self.ignored)
+        # "2 of the 5 asked for" reads as two slow witnesses; with three replicas it never could be 5.
+        never = (
+            f"; w={waiter.replicas} can never be met here: only {countable} witnesses count for w "
+            "(replicas other than the home; observers cosign but are not counted)"
+            if waiter.replicas > countable
+            else ""
+        )
         waiter.future.set_exception(
             ReplicationTimeoutError(
                 f"the record is durable on {self.home} (ledger {receipt.ledger!r} height {receipt.height}), "
                 f"but {len(holders)} of the {waiter.replicas} witnesses asked for cosigned a checkpoint "
-                f"covering it within {waiter.timeout_ms} ms",
+                f"covering it within {waiter.timeout_ms} ms{never}",
                 ledger=receipt.ledger,
                 height=receipt.height,
                 hash=receipt.hash,

@@ -21,12 +21,20 @@ from pathlib import Path
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..client.session import Session, Write, reply_field
-from ..client.voters import check_voter
 from ..config.cluster import load_cluster
 from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
-from ..node.errors import BadPublicKeyError, NodeUnavailableError, NotFoundError, RemoteError, SealError, UsageError
+from ..node.errors import (
+    BadPublicKeyError,
+    NodeUnavailableError,
+    NoteKeyError,
+    NotFoundError,
+    RemoteError,
+    SealError,
+    UsageError,
+)
 from ..node.ledger import LedgerRules
+from ..node.note import VerifiedCheckpoint
 from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
@@ -354,7 +362,10 @@ def cmd_get(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_range(session: Session, args: argparse.Namespace) -> int:
-    for record in session.records(args.ledger, args.start):
+    # Below the node's signed checkpoint each run of records is proven in it before it is shown:
+    # a chain anyone could compute, served by a node in place of the signed one, is refused.
+    proven = _signed_checkpoint(session, args.ledger, 0)
+    for record in session.proven_records(args.ledger, args.start, proven):
         if args.json:
             print_json(build.record_map(record))
         else:
@@ -407,7 +418,9 @@ def _add_record_verbs(commands: Subparsers) -> None:
         cmd_range,
         "list a ledger's records",
         "List a ledger's records from a height to its head, a page at a time, checking each one as the "
-        "next of the chain (with --json: one JSON object per line).",
+        "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
+        "proof in it (bad_proof: the node serves another chain) before it is shown (with --json: one JSON "
+        "object per line).",
     )
     ranged.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")
@@ -452,7 +465,10 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     else:
         ledgers = [e["ledger"] for e in session.ledgers() if e.get("type") == ElectionState.type_name]
     if args.full:
-        checks = [check_voter(ledger, session.records(ledger), args.electronic_id) for ledger in ledgers]
+        checks = [
+            session.full_voter_check(ledger, args.electronic_id, _signed_checkpoint(session, ledger, args.quorum))
+            for ledger in ledgers
+        ]
     else:
         checks = [
             session.proven_voter_check(
@@ -465,6 +481,26 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
     print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json)
     return EXIT_OK
+
+
+def _signed_checkpoint(session: Session, ledger: str, quorum: int) -> VerifiedCheckpoint | None:
+    """The node's latest checkpoint of ``ledger``, verified; None (the chain alone is checked)
+    for a ledger that pins no key, or when the node has no such checkpoint yet (said on stderr:
+    a ledger created a moment ago, or a node that keeps its checkpoints from the reader)."""
+    try:
+        keys = session.checkpoint_keys(ledger, quorum)
+    except NoteKeyError:
+        return None  # a ledger made before keys were pinned: its chain alone is checked
+    try:
+        return session.checkpoint(ledger, keys)
+    except RemoteError as e:
+        if e.code != "not_found":
+            raise
+        print(
+            f"vledger: note: no signed checkpoint of {ledger!r} from this node: checked as a chain only",
+            file=sys.stderr,
+        )
+        return None
 
 
 def cmd_vote_check(args: argparse.Namespace) -> int:
@@ -543,8 +579,9 @@ def _add_vote_verbs(commands: Subparsers) -> None:
         "find your records on a verified copy of the chain",
         "Read the election from a replica or an observer (default: the configuration's first replica), find "
         "the records of an electronic id and prove each by inclusion in the latest signed checkpoint (with "
-        "--full: verify every record from genesis to the head instead); show their heights and hashes and "
-        "whether the vote counts. Without ELECTION, every election the node holds. "
+        "--full: verify every record from genesis to the head instead); either way the records read must make "
+        "the tree of that checkpoint (bad_proof: the node serves another chain). Show their heights and hashes "
+        "and whether the vote counts. Without ELECTION, every election the node holds. "
         "Exit 1 if the chain does not verify, or with not_found if the id has no records.",
     )
     add_client_options(check)
@@ -552,7 +589,10 @@ def _add_vote_verbs(commands: Subparsers) -> None:
     check.add_argument("ledger", type=ledger_name, nargs="?", metavar="ELECTION")
     check.add_argument("--electronic-id", type=electronic_id_arg, required=True, metavar="E", help="your electronic id")
     check.add_argument(
-        "--full", action="store_true", help="verify and replay every record from genesis instead of proofs"
+        "--full",
+        action="store_true",
+        help="verify and replay every record from genesis instead of proofs (their tree must still be the "
+        "signed checkpoint's)",
     )
     check.add_argument(
         "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures the checkpoint needs (default 0)"

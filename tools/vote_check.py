@@ -13,8 +13,11 @@ as an observer counts it. What it shows: the records that name the electronic id
 (the registration whose id it is, and the casts, uncasts and withdrawal that carry it),
 their heights and hashes, whether the vote counts, and the head that was verified.
 
-An id without records is ``not_found`` and nothing else is said. A chain that does not
-verify fails with the error of its first bad record (exit 1).
+Either way the tree of the records read up to the node's latest signed checkpoint must be
+that checkpoint's (``bad_proof``): a node serving a forked chain, valid record by record, is
+refused rather than believed, and "no records" is said of the signed chain only. An id without
+records is ``not_found`` and nothing else is said. A chain that does not verify fails with
+the error of its first bad record (exit 1).
 """
 
 from __future__ import annotations

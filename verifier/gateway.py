@@ -724,9 +724,20 @@ def tally_json(
 # --- HTTP --------------------------------------------------------------------------------------------
 
 
+@web.middleware
+async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a query that names a parameter twice (bad_request): the routes read the first of
+    them, so ``?index=0&index=1`` would be answered for 0 while a cache or a log sees both."""
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | None = None) -> web.Application:
     """The gateway's aiohttp application (routes in the module's docstring)."""
-    app = web.Application(middlewares=[_counted(gateway.metrics), json_errors])
+    app = web.Application(middlewares=[_counted(gateway.metrics), json_errors, _query_once])
     r = app.router
 
     async def in_thread(call: Callable[[], Any]) -> Any:
@@ -786,6 +797,10 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     async def tile(request: web.Request) -> web.Response:
         ledger = _ledger(request)
         path = request.match_info["path"]
+        if "%" in request.raw_path:
+            # aiohttp decodes %2F to "/" before routing: tile/0%2F000 would be served as tile/0/000,
+            # a second name for an immutable object. A tile has one spelling (PROTOCOL 12.6).
+            raise BadRequestError(f"{request.raw_path[:100]!r}: a tile path is spelt without percent-escapes")
         if path.startswith("tile/entries/"):
             body = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")

@@ -271,3 +271,19 @@ def test_binary_argument_names_are_refused_with_the_others(tmp_path: Path, store
     reply = msgpack.unpackb(service.handle(KEY, encode_request(7, "size", args)), raw=False)  # type: ignore[arg-type]
     assert reply["error"]["code"] == "bad_request", reply
     assert "b'ledger'" in reply["error"]["message"] and "'x'" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("beside", [{"ledger": "other"}, {"ledger": LEDGER}, {"height": 0}])
+def test_get_by_hash_with_a_ledger_or_height_beside_it_is_refused(
+    tmp_path: Path, store: ChainStore, beside: dict[str, Any]
+) -> None:
+    # The hash form finds a record in any ledger: a ledger named beside it would be answered
+    # with a record of another ledger, as though it were that ledger's.
+    service = _service(tmp_path, store, inline_commit_max=1)
+    genesis = store.get(LEDGER, 0)
+    assert genesis is not None
+    args = {"hash": genesis.hash, **beside}
+    reply = msgpack.unpackb(service.handle(KEY, encode_request(7, "get", args)), raw=False)  # type: ignore[arg-type]
+    assert reply["error"] == {"code": "bad_request", "message": "give ledger and height, or hash, not both"}
+    alone = msgpack.unpackb(service.handle(KEY, encode_request(8, "get", {"hash": genesis.hash})), raw=False)  # type: ignore[arg-type]
+    assert alone["result"]["record"] == genesis.encode()

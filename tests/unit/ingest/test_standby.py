@@ -120,3 +120,33 @@ def test_the_standby_follow_runs_again_after_a_bug_and_counts_it() -> None:
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert standby.follower.starts == 3 and standby.restarts.count == 2
+
+
+def test_the_standby_s_follower_closes_in_redis_the_alerts_it_resolves() -> None:
+    # A standby refuses a forked record a replica served during its catch-up (record_conflict,
+    # PROTOCOL 10.5) and resolves that alert once the home's record is stored at its height:
+    # the resolution must reach Redis, or the alert stays open for ever.
+    from unittest import mock
+
+    from vledger.ingest import standby
+
+    resolved: list[list[str]] = []
+
+    class Replication:
+        def resolve(self, keys: list[str]) -> int:
+            resolved.append(keys)
+            return len(keys)
+
+    runtime = mock.MagicMock()
+    runtime.config.nodes_of.return_value = []
+    with (
+        mock.patch.object(standby, "Follower") as follower,
+        mock.patch.object(standby, "Subscriber"),
+        mock.patch.object(standby, "StreamSource"),
+        mock.patch.object(standby, "checkpoint_keys"),
+        mock.patch.object(standby, "ledger_checkpoint_keys"),
+    ):
+        standby.StandbyFollow(runtime, mock.MagicMock(), Replication(), mock.MagicMock(), mock.MagicMock(), ["votes"])  # type: ignore[arg-type]
+    on_resolve = follower.call_args.kwargs["on_resolve"]
+    on_resolve(["ingest-2|votes|record_conflict"])
+    assert resolved == [["ingest-2|votes|record_conflict"]]

@@ -201,6 +201,19 @@ def test_a_waiter_times_out_with_where_its_record_stands(
     assert "durable on ingest-1" in error.message and "1 of the 3 witnesses" in error.message
 
 
+def test_a_timeout_says_when_more_witnesses_were_asked_for_than_can_ever_count(watch: CosignatureWatch) -> None:
+    # Three replicas count here (observer-1 cosigns but is not counted): "1 of the 4 asked for"
+    # alone reads as slow witnesses, not as a w this cluster can never meet.
+    future = watch.wait(receipt(5), replicas=4, timeout_ms=300)
+    with pytest.raises(ReplicationTimeoutError) as caught:
+        future.result(timeout=DEADLINE)
+    assert "w=4 can never be met here: only 3 witnesses count for w" in caught.value.message
+    within = watch.wait(receipt(5), replicas=3, timeout_ms=300)
+    with pytest.raises(ReplicationTimeoutError) as plain:
+        within.result(timeout=DEADLINE)
+    assert "never" not in plain.value.message
+
+
 def test_stop_fails_the_waiters_left(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> None:
     watch = make_watch(repl, kept, alerts).start()
     future = watch.wait(receipt(1), replicas=1, timeout_ms=60_000)

@@ -511,7 +511,8 @@ def test_reads_go_to_the_ledger_home(tmp_path: Path, vledger: Run, node: Simulat
         code, _, err = vledger(*verb)
         assert code == 0, (verb, err)
     asked = {cmd: where for cmd, _, where in node.calls}
-    assert set(asked) == {"size", "range", "get", "head"}
+    # range also asks for the home's checkpoint key (hello: "far" pins none) to prove its runs.
+    assert {"size", "range", "get", "head"} <= set(asked) <= {"size", "range", "get", "head", "hello", "checkpoint"}
     assert all(where is not None and where.endpoint.endswith(":7391") for where in asked.values()), asked
 
 
@@ -1214,3 +1215,27 @@ def test_ledger_list_merges_every_ingest_node(tmp_path: Path, vledger: Run, node
     vledger.session.pinned = True  # as with --node ingest-1: that node's ledgers only
     code, out, _ = vledger("ledger", "list", "--json")
     assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == ["notes"]
+
+
+def test_a_node_without_a_signed_checkpoint_is_read_as_a_chain_and_the_reader_told(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # range and vote check --full prove what a node serves against its signed checkpoint; a
+    # ledger created a moment ago has none yet: its chain is checked alone, and stderr says so.
+    from vledger.tools.client_commands import _signed_checkpoint
+
+    class NoCheckpoint:
+        refusal = RemoteError("not_found", "no checkpoint of 'notes' yet", {})
+
+        def checkpoint_keys(self, ledger: str, quorum: int) -> object:
+            return object()
+
+        def checkpoint(self, ledger: str, keys: object) -> object:
+            raise self.refusal
+
+    assert _signed_checkpoint(NoCheckpoint(), "notes", 0) is None  # type: ignore[arg-type]
+    assert "no signed checkpoint of 'notes' from this node: checked as a chain only" in capsys.readouterr().err
+    other = NoCheckpoint()
+    other.refusal = RemoteError("forbidden", "not for you", {})
+    with pytest.raises(RemoteError, match="forbidden"):
+        _signed_checkpoint(other, "notes", 0)  # type: ignore[arg-type]

@@ -222,6 +222,15 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/api/ledgers/election-2026/proof/consistency?old=5&new=999999", 404, "bad_tree_size"),
         ("/ledgers/election-2026/tile/entries/000.p/256", 400, "bad_request"),
         ("/nothing/here", 404, "not_found"),
+        # One spelling per tile (PROTOCOL 12.6): aiohttp decodes %2F before routing, so without
+        # the check these were served as tile/0/000.p/4 and an entry bundle under other names.
+        ("/ledgers/election-2026/tile/0%2F000.p/4", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/entries%2F000.p/4", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/0/%30%30%30.p/4", 400, "bad_request"),
+        ("/ledgers/election-2026/tile/0/000%2F..%2F..", 400, "bad_request"),
+        # A parameter named twice: the route would answer for the first one only.
+        ("/api/ledgers/election-2026/proof/inclusion?index=0&index=1&size=4", 400, "bad_request"),
+        ("/api/ledgers/election-2026/records?start=0&start=5", 400, "bad_request"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:

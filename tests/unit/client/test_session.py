@@ -1,0 +1,123 @@
+"""Reader.proven_voter_check (client/session.py) against a node that serves another chain.
+
+A voter asks one node for the election. The node may lie: here it serves a forked tail (each
+record valid on its own and linked to the one before, as anyone can make them) under the
+home's honest signed checkpoint. The voter's records then are not found in what it serves,
+and "no records" must not be the answer: the tree of what it served is not the checkpoint's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.client.session import Reader
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.errors import ProofError
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
+from vledger.node.record import Content, Entry
+from vledger.node.rules.votes import electronic_id
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, home_key
+
+LEDGER = "council"
+ELECTION = {"type": "election", "choices": ["alice", "bob"], "opens": 0, "closes": 2**62}
+KINDS = ("cast", "register", "uncast", "withdraw")
+SIZE = 6  # the genesis and five registrations
+
+
+class Served:
+    """A node's answers to range, get and proof.inclusion, from one store."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
+        args = args or {}
+        if cmd == "range":
+            records = [data for _, data in self.store.range_raw(LEDGER, args["start"])]
+            return {"records": records, "next": None}
+        if cmd == "get":
+            record = self.store.get(LEDGER, args["height"])
+            assert record is not None
+            return {"record": record.encode()}
+        if cmd == "proof.inclusion":
+            return {"proof": self.store.inclusion_proof(LEDGER, args["index"], args["size"])}
+        raise AssertionError(f"not asked here: {cmd}")
+
+    def close(self) -> None:
+        return None
+
+
+def _chain(path: Path, voters: list[str]) -> ChainStore:
+    store = ChainStore(path, origin="ingest-1")
+    genesis = LedgerRules(kinds=KINDS, difficulty=0, rules=ELECTION).genesis_content(LEDGER, "admin", "g", 1)
+    store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+    for i, voter in enumerate(voters):
+        content = Content(LEDGER, "register", {"voter_id": voter}, "admin", f"r{i}", 2)
+        store.append(Entry.prepare(content, 0, PROTOCOL_LIMITS))
+    return store
+
+
+def _signed(store: ChainStore) -> VerifiedCheckpoint:
+    home = HomeSigner("t", bytes(range(32)))
+    signed = home.sign(LEDGER, SIZE, store.root(LEDGER, SIZE))
+    return verify_checkpoint(signed.note, home_key("t", LEDGER, home.key(LEDGER).public_key))
+
+
+def test_a_forked_tail_under_the_honest_checkpoint_is_refused_not_reported_as_no_records(tmp_path: Path) -> None:
+    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])  # same up to height 3
+    try:
+        proven = _signed(honest)
+        mine = honest.get(LEDGER, 5)
+        assert mine is not None
+        eid = electronic_id(mine)
+        found = Reader(Served(honest)).proven_voter_check(LEDGER, eid, proven)
+        assert [item.record.height for item in found.records] == [5]
+        with pytest.raises(ProofError, match="not the tree of 6 records"):
+            Reader(Served(forked)).proven_voter_check(LEDGER, eid, proven)
+    finally:
+        honest.close()
+        forked.close()
+
+
+def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(tmp_path: Path) -> None:
+    # --full verifies every record as the chain's next: a forked chain passes that (anyone can
+    # compute checksums, work and links), so it must also be the signed checkpoint's tree.
+    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
+    try:
+        proven = _signed(honest)
+        mine = honest.get(LEDGER, 5)
+        assert mine is not None
+        eid = electronic_id(mine)
+        found = Reader(Served(honest)).full_voter_check(LEDGER, eid, proven)
+        assert [item.record.height for item in found.records] == [5]
+        assert Reader(Served(forked)).full_voter_check(LEDGER, eid, None).records == ()  # the chain alone
+        with pytest.raises(ProofError, match="not the tree of 6 records"):
+            Reader(Served(forked)).full_voter_check(LEDGER, eid, proven)
+    finally:
+        honest.close()
+        forked.close()
+
+
+def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(tmp_path: Path) -> None:
+    # `vledger range --node NAME` printed a lying node's forked tail: each record checked only as
+    # the next of the chain that node served. Below the checkpoint, each run is proven in it.
+    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
+    try:
+        proven = _signed(honest)
+        assert [r.height for r in Reader(Served(honest)).proven_records(LEDGER, 2, proven)] == [2, 3, 4, 5]
+        assert [r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, None)] == [2, 3, 4, 5]
+        shown: list[int] = []
+        with pytest.raises(ProofError):
+            shown.extend(r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, proven))
+        assert shown == []  # nothing of the run was yielded before its proof failed
+    finally:
+        honest.close()
+        forked.close()
