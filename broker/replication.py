@@ -121,13 +121,20 @@ for i = 5, #ARGV do
     if not same then return {last, height} end
   else
     if height ~= last + 1 then return {last, -1} end
+    local added
     if i == #ARGV and ARGV[4] ~= '' then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
-                 'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[4])
-      redis.call('SET', KEYS[2], ARGV[4])
+      added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
+                          'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[4])
     else
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
+      added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
     end
+    if type(added) == 'table' and added.err then
+      -- The stream's last id is above its last entry: entries were deleted from its tail (XDEL
+      -- does not lower the last id), and nothing can be appended until the caller rewinds it.
+      if string.find(added.err, 'equal or smaller', 1, true) then return {last, height} end
+      return redis.error_reply(added.err)
+    end
+    if i == #ARGV and ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4]) end
     last = height
   end
 end
@@ -334,8 +341,10 @@ class ReplicationLedger:
         self, ledger: str, origin: str, first: int, records: Sequence[bytes], checkpoint: bytes = b""
     ) -> tuple[int, int | None]:
         """:meth:`append`, and the first height of the run that the stream already holds with
-        other bytes, or skips (None: none). From there the stream is not the caller's chain:
-        nothing of the run above it is added, and the caller rewrites it (:meth:`rewind`)."""
+        other bytes, or skips, or cannot take because entries were deleted from the stream's
+        tail (its last id stays above them: None: none). From there the stream is not the
+        caller's chain: nothing of the run above it is added, and the caller rewrites it
+        (:meth:`rewind`)."""
         if not records:
             return self.last_height(ledger), None
         # The home is named before its records are appended, in the same round trip: the

@@ -408,6 +408,7 @@ class Outbox:
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
         assert self.replication is not None
+        repaired = False
         while last < end:
             stop = min(end + 1, last + 1 + self.settings.catch_up_batch)
             kept = None
@@ -426,7 +427,13 @@ class Outbox:
             note = checkpoint.note if checkpoint is not None else b""
             if kept is not None and kept.size == last + 1 + len(fill):
                 note = kept.note
-            reached = self.replication.append(ledger, self.name, last + 1, fill, note)
+            reached, conflict = self.replication.append_checked(ledger, self.name, last + 1, fill, note)
+            if conflict is not None and not repaired:
+                # The stream cannot take what follows its last entry (its tail was deleted):
+                # rewound once, with the alert, then filled as before.
+                repaired = True
+                last = self._repair(ledger, conflict)
+                continue
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached

@@ -180,6 +180,20 @@ def test_heights_trimmed_from_the_stream_are_no_conflict(repl: ReplicationLedger
     assert [r.height for r in repl.read(LEDGER, 0, 100)] == [7, 8, 10]
 
 
+def test_a_tail_deleted_from_the_stream_is_a_conflict_not_an_error(repl: ReplicationLedger) -> None:
+    """XDEL leaves a stream's last id where it was: an append after the entries that are left
+    would be refused by Redis for ever (the home's outbox logged it as Redis unavailable every
+    heartbeat and its held heights froze). It is a conflict at the first height the stream
+    cannot take, nothing of the run is added, and a rewind makes the stream take it again."""
+    repl.append(LEDGER, HOME, 0, [b"r%d" % h for h in range(6)])
+    repl.client.xdel(repl.stream_key(LEDGER), "4-1", "5-1")
+    assert repl.append_checked(LEDGER, HOME, 4, [b"r4", b"r5", b"r6"]) == (3, 4)
+    assert [r.height for r in repl.read(LEDGER, 0, 100)] == [0, 1, 2, 3]
+    repl.rewind(LEDGER, 4)
+    assert repl.append_checked(LEDGER, HOME, 4, [b"r4", b"r5", b"r6"]) == (6, None)
+    assert [r.data for r in repl.read(LEDGER, 0, 100)] == [b"r%d" % h for h in range(7)]
+
+
 def test_read_ranges(repl: ReplicationLedger) -> None:
     repl.add(records(LEDGER, range(10)))
 

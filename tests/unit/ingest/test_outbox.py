@@ -200,6 +200,25 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
 
 
+def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """Someone deleted the stream's last entries (XDEL: its last id stays above them). The home
+    cannot append after what is left until it rewinds the stream: it fills it again from its
+    store and says so in an alert, instead of failing every heartbeat with held heights frozen."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        repl = ReplicationLedger(redis_client)
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, 10)])
+    redis_client.xdel(repl.stream_key(LEDGER), "7-1", "8-1", "9-1")
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream filled again from height 7")
+    append(home.store, LEDGER, 2)
+    wait_until(caught_up(home.repl, home.store), "and then the new records")
+    alerts = [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+    assert [(a["node"], a["ledger"], a["height"], a["found"]) for a in alerts] == [("redis", LEDGER, "7", "missing")]
+
+
 # --- checkpoints: a home's outbox with a signing key ------------------------------------------------------
 
 
