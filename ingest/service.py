@@ -480,7 +480,7 @@ class IngestService:
 
     def _entry(self, caller: Caller, args: Args) -> Entry:
         entry = Entry.from_wire(
-            args.binary("content", max_size=self.config.settings.limits.max_content_bytes),
+            args.binary("content"),  # its size is checked by Entry.from_wire: too_large, as PROTOCOL 4 says
             args.uint("nonce"),
             self.config.settings.limits,
         )

@@ -161,6 +161,7 @@ def test_content_that_is_not_a_record_is_refused_and_writes_nothing(cluster: Loc
         "bad_encoding": {"content": b"\xc1", "nonce": 0},
         "non_canonical": {"content": raw_content(LEDGER, "note", {"amount": 1.5}, "writer1"), "nonce": 0},
         "bad_field": {"content": pack({"author": "writer1", "kind": "note"}), "nonce": 0},
+        "too_large": {"content": raw_content(LEDGER, "note", {"text": "x" * 70_000}, "writer1"), "nonce": 0},
     }
     for code, args in cases.items():
         check_error(wire.call("put", args), code, wire.last_id)
