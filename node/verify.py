@@ -248,7 +248,7 @@ class ChainVerifier:
                 checksum,
                 length,
                 content,
-                _, _,
+                payload_key,
                 h1, h2, h3, h4, h5,
                 link,
                 n1, n2, n3, n4, n5,
@@ -262,9 +262,7 @@ class ChainVerifier:
             height = h1 or h2 or h3 or h4 or h5
             if from_bytes(height, "big") != next_height or record_prev != prev:
                 break
-            # Empty groups at the payload's ends: a group around it would cost the expression its
-            # quick scan for the next key.
-            payload_bytes = data[found_here.end(_PAYLOAD + 1) : found_here.start(_PAYLOAD + 2) - _AFTER_PAYLOAD]
+            payload_bytes = payload_key[:-1]  # the payload and the next key's marker (see _matcher)
             try:
                 payload = unpackb(payload_bytes)  # a map: the expression saw its marker
             except Exception:  # not one msgpack value: the precise path names the fault
@@ -309,10 +307,9 @@ _UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|
 _UINT_VALUE = rb"(?:\xcf(?!\x00{4})(.{8})|\xce(?!\x00\x00)(....)|\xcd([\x01-\xff].)|\xcc([\x80-\xff])|([\x00-\x7f]))"
 _DIGEST = rb"\xc4\x20(.{32})"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
-_AFTER_PAYLOAD = len(b"\xaarequest_id")
 # Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
-_ACCEPTED, _CHECKSUM, _CONTENT, _PAYLOAD = 0, 5, 7, 8
-_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 10, 15, 16, 21, 22
+_ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 7
+_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 9, 14, 15, 20, 21
 
 
 def _uint_at(groups: tuple[Any, ...], first: int) -> bytes:
@@ -348,8 +345,10 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     """The fast path's expression for a whole record of a ledger whose records may have
     ``kinds`` (valid names). Groups (their places in groups(): _ACCEPTED and the others):
     accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 or bin16, the
-    content, two empty groups at the payload's start and after the key that follows it, then
-    height (five), link, nonce (five), the origin's characters and prev. Made
+    content, the payload with the marker of the key after it, then height (five), link, nonce
+    (five), the origin's characters and prev. The payload's group takes that marker in: a group
+    that closed right after the payload's ``.*`` would cost the expression its quick scan for the
+    byte that follows (sre's literal check after a repeat). Made
     once per ledger and limits, not per verifier. One expression, not one for the record up to
     its content's end and one for the rest: a call and its match object less a record.
 
@@ -366,7 +365,7 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
             + rb"(\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
             + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
-            + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
+            + rb"\xa7payload([\x80-\x8f\xde\xdf].*\xaa)request_id"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
             + b")" + tail
