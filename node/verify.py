@@ -246,7 +246,8 @@ class ChainVerifier:
             (
                 a1, a2, a3, a4, a5,
                 checksum,
-                length,
+                length8,
+                length16,
                 content,
                 payload_key,
                 h1, h2, h3, h4, h5,
@@ -257,7 +258,7 @@ class ChainVerifier:
             ) = found_here.groups()  # fmt: skip
             # The expression found where the content's own form ends; the bin's length must agree.
             size = len(content)
-            if size != from_bytes(length, "big") or size > max_content:
+            if (length8[0] if length8 else from_bytes(length16, "big")) != size or size > max_content:
                 break
             height = h1 or h2 or h3 or h4 or h5
             if from_bytes(height, "big") != next_height or record_prev != prev:
@@ -308,8 +309,8 @@ _UINT_VALUE = rb"(?:\xcf(?!\x00{4})(.{8})|\xce(?!\x00\x00)(....)|\xcd([\x01-\xff
 _DIGEST = rb"\xc4\x20(.{32})"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 # Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
-_ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 7
-_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 9, 14, 15, 20, 21
+_ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 8
+_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 10, 15, 16, 21, 22
 
 
 def _uint_at(groups: tuple[Any, ...], first: int) -> bytes:
@@ -344,8 +345,8 @@ def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: boo
 def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> _Matcher:
     """The fast path's expression for a whole record of a ledger whose records may have
     ``kinds`` (valid names). Groups (their places in groups(): _ACCEPTED and the others):
-    accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 or bin16, the
-    content, the payload with the marker of the key after it, then height (five), link, nonce
+    accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 and as bin16 (one
+    of them None), the content, the payload with the marker of the key after it, then height (five), link, nonce
     (five), the origin's characters and prev. The payload's group takes that marker in: a group
     that closed right after the payload's ``.*`` would cost the expression its quick scan for the
     byte that follows (sre's literal check after a repeat). Made
@@ -361,7 +362,7 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     if kinds:
         record = (
             rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
-            + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
+            + rb"\xa7content(?:\xc4(.)|\xc5([\x01-\xff].))"  # bin8, or bin16 for 256 bytes or more
             + rb"(\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
             + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
