@@ -250,6 +250,7 @@ class ChainVerifier:
                 length16,
                 content,
                 payload_key,
+                scalars_only,
                 h1, h2, h3, h4, h5,
                 link,
                 n1, n2, n3, n4, n5,
@@ -271,14 +272,26 @@ class ChainVerifier:
             # A payload of scalars under sorted string keys is canonical.flaw's common case,
             # tested here without the call (its keys as the last record's key order, or one
             # remembered, compared without hashing them); anything else goes through it.
-            # Re-encoding then finds longer forms and repeated keys.
-            if scalars.issuperset(map(type, payload.values())) and (
-                (keys := tuple(payload)) == shape or keys in shapes or fast.sorted_keys(keys)
-            ):
+            if scalars_only is not None:
+                # The expression matched each of its items in canonical form (_SCALARS_MAP): left
+                # are the keys' order and a repeated key, which the map would hold fewer than
+                # its marker counts; decoding checked the strings' UTF-8.
+                if len(payload) != payload_bytes[0] - 0x80 or not (
+                    (keys := tuple(payload)) == shape or keys in shapes or fast.sorted_keys(keys)
+                ):
+                    break
                 shape = keys
-            elif canonical.flaw(payload, 1, fast.max_depth) is not None:
-                break
-            if pack(payload) != payload_bytes or sha256(content).digest() != checksum:
+            else:
+                if scalars.issuperset(map(type, payload.values())) and (
+                    (keys := tuple(payload)) == shape or keys in shapes or fast.sorted_keys(keys)
+                ):
+                    shape = keys
+                elif canonical.flaw(payload, 1, fast.max_depth) is not None:
+                    break
+                # Re-encoding finds longer forms and repeated keys.
+                if pack(payload) != payload_bytes:
+                    break
+            if sha256(content).digest() != checksum:
                 break
             nonce = (n1 or n2 or n3 or n4 or n5).rjust(8, b"\0")
             if target is not None and sha256(checksum + nonce).digest() >= target:
@@ -307,10 +320,37 @@ _UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|
 # marker) in one of five groups, the widest forms first: only the one that matched is not None.
 _UINT_VALUE = rb"(?:\xcf(?!\x00{4})(.{8})|\xce(?!\x00\x00)(....)|\xcd([\x01-\xff].)|\xcc([\x80-\xff])|([\x00-\x7f]))"
 _DIGEST = rb"\xc4\x20(.{32})"
+
+
+def _sized(marker: bytes, lengths: range) -> bytes:
+    """An expression for ``marker``, a length byte n in ``lengths``, then n bytes."""
+    return marker + b"(?:" + b"|".join(re.escape(bytes((n,))) + b".{%d}" % n for n in lengths) + b")"
+
+
+# Every canonical scalar but a string or binary of 256 bytes or more (str16/bin16: no expression
+# can count so far). A string's bytes are any here: decoding the map checks their UTF-8.
+_STR_FORM = b"(?:" + b"|".join(re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in range(32))
+_STR_FORM += b"|" + _sized(rb"\xd9", range(32, 256)) + b")"  # fixstr below 32 bytes, else str8
+_SCALAR_FORM = (
+    rb"(?:[\xc0\xc2\xc3]|" + _STR_FORM + b"|" + _sized(rb"\xc4", range(256))  # nil, false, true; str; bin8
+    + rb"|[\x00-\x7f\xe0-\xff]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8}"
+    # int8/16/32/64 only for a value below the form before it: -33 and less, -129 and less, ...
+    + rb"|\xd0[\x80-\xdf]|\xd1(?:[\x80-\xfe].|\xff[\x00-\x7f])"
+    + rb"|\xd2(?:[\x80-\xfe]...|\xff(?:[\x00-\xfe]..|\xff[\x00-\x7f].))"
+    + rb"|\xd3(?:[\x80-\xfe].{7}|\xff(?:[\x00-\xfe].{6}|\xff(?:[\x00-\xfe].{5}"
+    + rb"|\xff(?:[\x00-\xfe].{4}|\xff[\x00-\x7f]...)))))"
+)  # fmt: skip
+# A payload as a fixmap of string keys and such scalars, up to the next key's marker, then an
+# empty group that says this form matched. Its items are matched one after the other, never
+# backtracked (possessive), and stop before the next key, request_id: a payload that has a
+# key of that name takes the expression's other form. Whether the marker counts as many items
+# as were matched, the caller asks of the decoded map.
+_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _STR_FORM + _SCALAR_FORM + rb")*+()\xaa"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 # Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
 _ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 8
-_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 10, 15, 16, 21, 22
+_SCALARS_ONLY = 10  # the empty group of _SCALARS_MAP
+_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 11, 16, 17, 22, 23
 
 
 def _uint_at(groups: tuple[Any, ...], first: int) -> bytes:
@@ -346,12 +386,13 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     """The fast path's expression for a whole record of a ledger whose records may have
     ``kinds`` (valid names). Groups (their places in groups(): _ACCEPTED and the others):
     accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 and as bin16 (one
-    of them None), the content, the payload with the marker of the key after it, then height (five), link, nonce
-    (five), the origin's characters and prev. The payload's group takes that marker in: a group
-    that closed right after the payload's ``.*`` would cost the expression its quick scan for the
-    byte that follows (sre's literal check after a repeat). Made
-    once per ledger and limits, not per verifier. One expression, not one for the record up to
-    its content's end and one for the rest: a call and its match object less a record.
+    of them None), the content, the payload with the marker of the key after it, an empty
+    group when the payload took the _SCALARS_MAP form (else None), then height (five), link,
+    nonce (five), the origin's characters and prev. The payload's group takes that marker in:
+    a group that closed right after the other form's ``.*`` would cost the expression its quick
+    scan for the byte that follows (sre's literal check after a repeat). Made once per ledger
+    and limits, not per verifier. One expression, not one for the record up to its content's
+    end and one for the rest: a call and its match object less a record.
 
     The content's end is where its own form ends (the next key, height, must follow): its
     bin length, which no expression can count, is held to it afterwards."""
@@ -366,7 +407,7 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
             + rb"(\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
             + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
-            + rb"\xa7payload([\x80-\x8f\xde\xdf].*\xaa)request_id"
+            + rb"\xa7payload((?:" + _SCALARS_MAP + rb"|[\x80-\x8f\xde\xdf].*\xaa))request_id"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
             + b")" + tail
