@@ -217,8 +217,10 @@ class ChainVerifier:
 
         Each record, its content included, is matched against its only canonical form by one
         regular expression (see _matcher), which leaves no room for another encoding of the
-        same values: only the payload is decoded, and held to canonical form by its own
-        re-encoding. Nothing but the fields the hashes need is converted to Python values.
+        same values: only the payload is decoded. A payload of scalars the expression matched
+        item by item (_SCALARS_MAP) is left with its keys' order and count to check; any other
+        is held to canonical form by canonical.flaw and its own re-encoding. Nothing but the
+        fields the hashes need is converted to Python values.
         The run is one loop over the rows: what the checks use is looked up once a run (a
         call and a dozen attribute lookups a record were ~8% of a record's time).
         """
