@@ -331,8 +331,8 @@ def _sized(marker: bytes, lengths: range) -> bytes:
 
 # Every canonical scalar but a string or binary of 256 bytes or more (str16/bin16: no expression
 # can count so far). A string's bytes are any here: decoding the map checks their UTF-8.
-_STR_FORM = b"(?:" + b"|".join(re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in range(32))
-_STR_FORM += b"|" + _sized(rb"\xd9", range(32, 256)) + b")"  # fixstr below 32 bytes, else str8
+_FIXSTR_FORM = b"(?:" + b"|".join(re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in range(32)) + b")"
+_STR_FORM = b"(?:" + _FIXSTR_FORM + b"|" + _sized(rb"\xd9", range(32, 256)) + b")"  # fixstr below 32 bytes, else str8
 _SCALAR_FORM = (
     rb"(?:[\xc0\xc2\xc3]|" + _STR_FORM + b"|" + _sized(rb"\xc4", range(256))  # nil, false, true; str; bin8
     + rb"|[\x00-\x7f\xe0-\xff]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8}"
@@ -342,12 +342,13 @@ _SCALAR_FORM = (
     + rb"|\xd3(?:[\x80-\xfe].{7}|\xff(?:[\x00-\xfe].{6}|\xff(?:[\x00-\xfe].{5}"
     + rb"|\xff(?:[\x00-\xfe].{4}|\xff[\x00-\x7f]...)))))"
 )  # fmt: skip
-# A payload as a fixmap of string keys and such scalars, up to the next key's marker, then an
-# empty group that says this form matched. Its items are matched one after the other, never
+# A payload as a fixmap of string keys (fixstr: a key of 32 bytes or more takes the other form,
+# and the expression compiles in half the time) and such scalars, up to the next key's marker,
+# then an empty group that says this form matched. Its items are matched one after the other, never
 # backtracked (possessive), and stop before the next key, request_id: a payload that has a
 # key of that name takes the expression's other form. Whether the marker counts as many items
 # as were matched, the caller asks of the decoded map.
-_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _STR_FORM + _SCALAR_FORM + rb")*+()\xaa"
+_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _FIXSTR_FORM + _SCALAR_FORM + rb")*+()\xaa"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 # Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
 _ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 8

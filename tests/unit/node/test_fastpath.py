@@ -797,6 +797,8 @@ def test_a_payload_item_in_any_form_gets_the_verdict_of_the_checks_one_by_one(
         ("a list", {"a": [1]}, True, False),
         ("a string of 256 bytes", {"a": "x" * 256}, True, False),
         ("sixteen keys", {f"k{i:02d}": i for i in range(16)}, True, False),
+        ("a key of 32 bytes", {"k" * 32: 1}, True, False),
+        ("a value of 32 bytes", {"k": "v" * 32}, True, True),
         ("keys unsorted", {"b": 1, "a": 2}, False, True),
     ],
 )
