@@ -251,8 +251,8 @@ class ChainVerifier:
                 length8,
                 length16,
                 content,
-                payload_key,
-                scalars_only,
+                scalars_payload,
+                other_payload,
                 h1, h2, h3, h4, h5,
                 link,
                 n1, n2, n3, n4, n5,
@@ -266,7 +266,8 @@ class ChainVerifier:
             height = h1 or h2 or h3 or h4 or h5
             if from_bytes(height, "big") != next_height or record_prev != prev:
                 break
-            payload_bytes = payload_key[:-1]  # the payload and the next key's marker (see _matcher)
+            # The payload as one of two groups (see _matcher): the other holds the next key's marker too.
+            payload_bytes = other_payload[:-1] if scalars_payload is None else scalars_payload
             try:
                 payload = unpackb(payload_bytes)  # a map: the expression saw its marker
             except Exception:  # not one msgpack value: the precise path names the fault
@@ -274,7 +275,7 @@ class ChainVerifier:
             # A payload of scalars under sorted string keys is canonical.flaw's common case,
             # tested here without the call (its keys as the last record's key order, or one
             # remembered, compared without hashing them); anything else goes through it.
-            if scalars_only is not None:
+            if scalars_payload is not None:
                 # The expression matched each of its items in canonical form (_SCALARS_MAP): left
                 # are the keys' order and a repeated key, which the map would hold fewer than
                 # its marker counts; decoding checked the strings' UTF-8.
@@ -343,16 +344,15 @@ _SCALAR_FORM = (
     + rb"|\xff(?:[\x00-\xfe].{4}|\xff[\x00-\x7f]...)))))"
 )  # fmt: skip
 # A payload as a fixmap of string keys (fixstr: a key of 32 bytes or more takes the other form,
-# and the expression compiles in half the time) and such scalars, up to the next key's marker,
-# then an empty group that says this form matched. Its items are matched one after the other, never
-# backtracked (possessive), and stop before the next key, request_id: a payload that has a
-# key of that name takes the expression's other form. Whether the marker counts as many items
-# as were matched, the caller asks of the decoded map.
-_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _FIXSTR_FORM + _SCALAR_FORM + rb")*+()\xaa"
+# and the expression compiles in half the time) and such scalars. Its items are matched one
+# after the other, never backtracked (possessive), and stop before the next key, request_id: a
+# payload that has a key of that name takes the expression's other form. Whether the marker
+# counts as many items as were matched, the caller asks of the decoded map.
+_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _FIXSTR_FORM + _SCALAR_FORM + rb")*+"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
 # Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
 _ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 8
-_SCALARS_ONLY = 10  # the empty group of _SCALARS_MAP
+_SCALARS_PAYLOAD = 9  # the payload's group when it took the _SCALARS_MAP form
 _HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 11, 16, 17, 22, 23
 
 
@@ -389,11 +389,11 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     """The fast path's expression for a whole record of a ledger whose records may have
     ``kinds`` (valid names). Groups (their places in groups(): _ACCEPTED and the others):
     accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 and as bin16 (one
-    of them None), the content, the payload with the marker of the key after it, an empty
-    group when the payload took the _SCALARS_MAP form (else None), then height (five), link,
-    nonce (five), the origin's characters and prev. The payload's group takes that marker in:
-    a group that closed right after the other form's ``.*`` would cost the expression its quick
-    scan for the byte that follows (sre's literal check after a repeat). Made once per ledger
+    of them None), the content, the payload as two groups (one of them None): in the
+    _SCALARS_MAP form, else any map with the marker of the key after it, then height (five),
+    link, nonce (five), the origin's characters and prev. The latter takes that marker in: a
+    group that closed right after its ``.*`` would cost the expression its quick scan for the
+    byte that follows (sre's literal check after a repeat). Made once per ledger
     and limits, not per verifier. One expression, not one for the record up to its content's
     end and one for the rest: a call and its match object less a record.
 
@@ -410,7 +410,7 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
             + rb"(\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
             + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
-            + rb"\xa7payload((?:" + _SCALARS_MAP + rb"|[\x80-\x8f\xde\xdf].*\xaa))request_id"
+            + rb"\xa7payload(?:(" + _SCALARS_MAP + rb")\xaa|([\x80-\x8f\xde\xdf].*\xaa))request_id"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
             + b")" + tail

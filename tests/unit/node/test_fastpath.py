@@ -768,7 +768,7 @@ def _with_payload_item(form: bytes) -> bytes:
 
 def _takes_scalars_form(data: bytes) -> bool:
     found = verify._matcher("ledger-a", frozenset({"note"}), LIMITS.max_name_length, LIMITS.max_request_id_length)(data)
-    return found is not None and found.groups()[verify._SCALARS_ONLY] is not None
+    return found is not None and found.groups()[verify._SCALARS_PAYLOAD] is not None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
