@@ -393,9 +393,9 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     _SCALARS_MAP form, else any map with the marker of the key after it, then height (five),
     link, nonce (five), the origin's characters and prev. The latter takes that marker in: a
     group that closed right after its ``.*`` would cost the expression its quick scan for the
-    byte that follows (sre's literal check after a repeat). Made once per ledger
-    and limits, not per verifier. One expression, not one for the record up to its content's
-    end and one for the rest: a call and its match object less a record.
+    byte that follows (sre's literal check after a repeat). Made once per ledger and limits,
+    not per verifier. One expression, not one for the record up to its content's end and one
+    for the rest: a call and its match object less a record.
 
     The content's end is where its own form ends (the next key, height, must follow): its
     bin length, which no expression can count, is held to it afterwards."""
