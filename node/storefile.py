@@ -16,6 +16,7 @@ the tree (or one run without it) lacks the key, and ChainStore builds the rows o
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,10 +239,9 @@ def iter_pages(
     conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
 ) -> Iterator[tuple[int, bytes]]:
     """(height column, record bytes) in height order, a page at a time."""
-    # One generator over the pages' rows, not one per layer: each layer's ``yield from`` cost
-    # every row of a full verify some 0.02 us (StoreReader.iter_raw went through three).
-    for page in _page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size):
-        yield from page
+    # The pages' rows through chain's C loop, with no generator frame resumed a row: a layer of
+    # ``yield from`` cost every row of a full verify some 0.02 us (iter_raw once went through three).
+    return itertools.chain.from_iterable(_page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size))
 
 
 def _pages(

@@ -162,19 +162,19 @@ class ChainVerifier:
         found = self._take(data)
         if found is None:
             return None
-        accepted, checksum, _, _, _, _, height, link, nonce, origin, prev = found.groups()
-        content_bytes = data[found.end(_CONTENT_LENGTH) : found.start(_CONTENT_END)]
+        groups = found.groups()
+        content_bytes = groups[_CONTENT]
         author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
         return new_record(
             new_content(ledger, kind, payload, author, request_id, ts),
             content_bytes,
-            checksum,
-            int.from_bytes(nonce, "big"),
-            int.from_bytes(height, "big"),
-            prev,
-            int.from_bytes(accepted, "big"),
-            origin.decode(),
-            link,
+            groups[_CHECKSUM],
+            int.from_bytes(_uint_at(groups, _NONCE), "big"),
+            int.from_bytes(_uint_at(groups, _HEIGHT), "big"),
+            groups[_PREV],
+            int.from_bytes(_uint_at(groups, _ACCEPTED), "big"),
+            groups[_ORIGIN].decode(),
+            groups[_LINK],
         )
 
     def feed_fast(self, data: bytes) -> dict[str, Any] | None:
@@ -183,7 +183,7 @@ class ChainVerifier:
         found = self._take(data)
         if found is None:
             return None
-        return msgpack.unpackb(data[found.end(_CONTENT_LENGTH) : found.start(_CONTENT_END)])  # type: ignore[no-any-return]
+        return msgpack.unpackb(found.group(_CONTENT + 1))  # type: ignore[no-any-return]
 
     def take_fast(self, data: bytes) -> bool:
         """Take the record bytes ``data`` as the next record if every check of section 4 passes
@@ -217,8 +217,10 @@ class ChainVerifier:
 
         Each record, its content included, is matched against its only canonical form by one
         regular expression (see _matcher), which leaves no room for another encoding of the
-        same values: only the payload is decoded, and held to canonical form by its own
-        re-encoding. Nothing but the fields the hashes need is converted to Python values.
+        same values: only the payload is decoded. A payload of scalars the expression matched
+        item by item (_SCALARS_MAP) is left with its keys' order and count to check; any other
+        is held to canonical form by canonical.flaw and its own re-encoding. Nothing but the
+        fields the hashes need is converted to Python values.
         The run is one loop over the rows: what the checks use is looked up once a run (a
         call and a dozen attribute lookups a record were ~8% of a record's time).
         """
@@ -231,6 +233,7 @@ class ChainVerifier:
         max_record, max_content, target = fast.max_record, fast.max_content, fast.target
         sha256, unpackb, from_bytes, scalars = hashlib.sha256, msgpack.unpackb, int.from_bytes, _SCALARS
         next_height, prev = self.next_height, self.prev
+        shape = None  # the key order of the last payload taken: its records' usual one
         found = None
         for index in range(begin, len(rows)):  # else: all of them taken
             data = rows[index]
@@ -239,42 +242,65 @@ class ChainVerifier:
             found_here = match_record(data)  # the whole record, in one call
             if found_here is None:
                 break
-            # The three uints come as their value's big-endian bytes (the marker left out).
-            accepted, checksum, length, _, _, _, height, link, nonce, origin, record_prev = found_here.groups()
-            start, end = found_here.end(_CONTENT_LENGTH), found_here.start(_CONTENT_END)
+            # Each uint as five groups, one per form, of which the one that matched holds the
+            # value's big-endian bytes (the marker left out): a branch per form costs the
+            # expression less than one group after lookbehinds at the marker.
+            (
+                a1, a2, a3, a4, a5,
+                checksum,
+                length8,
+                length16,
+                content,
+                scalars_payload,
+                other_payload,
+                h1, h2, h3, h4, h5,
+                link,
+                n1, n2, n3, n4, n5,
+                origin,
+                record_prev,
+            ) = found_here.groups()  # fmt: skip
             # The expression found where the content's own form ends; the bin's length must agree.
-            if end - start != from_bytes(length, "big") or end - start > max_content:
+            size = len(content)
+            if (length8[0] if length8 else from_bytes(length16, "big")) != size or size > max_content:
                 break
+            height = h1 or h2 or h3 or h4 or h5
             if from_bytes(height, "big") != next_height or record_prev != prev:
                 break
-            # Empty groups at the payload's ends: a group around it would cost the expression its
-            # quick scan for the next key.
-            payload_bytes = data[found_here.end(4) : found_here.start(5) - _AFTER_PAYLOAD]
+            # The payload as one of two groups (see _matcher): the other holds the next key's marker too.
+            payload_bytes = other_payload[:-1] if scalars_payload is None else scalars_payload
             try:
                 payload = unpackb(payload_bytes)  # a map: the expression saw its marker
             except Exception:  # not one msgpack value: the precise path names the fault
                 break
             # A payload of scalars under sorted string keys is canonical.flaw's common case,
-            # tested here without the call (its keys as a remembered shape); anything else
-            # goes through it. Re-encoding then finds longer forms and repeated keys.
-            if (
-                not (
-                    (
-                        scalars.issuperset(map(type, payload.values()))
-                        and ((keys := tuple(payload)) in shapes or fast.sorted_keys(keys))
-                    )
-                    or canonical.flaw(payload, 1, fast.max_depth) is None
-                )
-                or pack(payload) != payload_bytes
-            ):
+            # tested here without the call (its keys as the last record's key order, or one
+            # remembered, compared without hashing them); anything else goes through it.
+            if scalars_payload is not None:
+                # The expression matched each of its items in canonical form (_SCALARS_MAP): left
+                # are the keys' order and a repeated key, which the map would hold fewer than
+                # its marker counts; decoding checked the strings' UTF-8.
+                if len(payload) != payload_bytes[0] - 0x80 or not (
+                    (keys := tuple(payload)) == shape or keys in shapes or fast.sorted_keys(keys)
+                ):
+                    break
+                shape = keys
+            else:
+                if scalars.issuperset(map(type, payload.values())) and (
+                    (keys := tuple(payload)) == shape or keys in shapes or fast.sorted_keys(keys)
+                ):
+                    shape = keys
+                elif canonical.flaw(payload, 1, fast.max_depth) is not None:
+                    break
+                # Re-encoding finds longer forms and repeated keys.
+                if pack(payload) != payload_bytes:
+                    break
+            if sha256(content).digest() != checksum:
                 break
-            if sha256(data[start:end]).digest() != checksum:
-                break
-            nonce = nonce.rjust(8, b"\0")
+            nonce = (n1 or n2 or n3 or n4 or n5).rjust(8, b"\0")
             if target is not None and sha256(checksum + nonce).digest() >= target:
                 break
-            numbers = (prev, checksum, height.rjust(8, b"\0"), nonce, accepted.rjust(8, b"\0"), origin)
-            if sha256(b"".join(numbers)).digest() != link:
+            accepted = (a1 or a2 or a3 or a4 or a5).rjust(8, b"\0")
+            if sha256(b"".join((prev, checksum, height.rjust(8, b"\0"), nonce, accepted, origin))).digest() != link:
                 break
             next_height += 1
             prev = link
@@ -293,17 +319,49 @@ _SHAPES_MAX = 256  # payload key orders remembered per ledger
 # encoding"): a uint in its shortest form (a positive fixint, or uint8/16/32/64 holding a value
 # too large for the form below it); a 32-byte digest as bin8.
 _UINT = rb"(?:[\x00-\x7f]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8})"
-# The same, capturing the value's big-endian bytes: the byte itself for a fixint (the marker
-# left out; no key before a uint ends in a marker's byte), else those after the marker.
-_UINT_VALUE = (
-    rb"[\xcc-\xcf]?((?<![\xcc-\xcf])[\x00-\x7f]|(?<=\xcc)[\x80-\xff]|(?<=\xcd)[\x01-\xff]."
-    rb"|(?<=\xce)(?!\x00\x00)....|(?<=\xcf)(?!\x00{4}).{8})"
-)
+# The same, the value's big-endian bytes (the byte itself for a fixint, else those after the
+# marker) in one of five groups, the widest forms first: only the one that matched is not None.
+_UINT_VALUE = rb"(?:\xcf(?!\x00{4})(.{8})|\xce(?!\x00\x00)(....)|\xcd([\x01-\xff].)|\xcc([\x80-\xff])|([\x00-\x7f]))"
 _DIGEST = rb"\xc4\x20(.{32})"
+
+
+def _sized(marker: bytes, lengths: range) -> bytes:
+    """An expression for ``marker``, a length byte n in ``lengths``, then n bytes."""
+    return marker + b"(?:" + b"|".join(re.escape(bytes((n,))) + b".{%d}" % n for n in lengths) + b")"
+
+
+# Every canonical scalar but a string or binary of 256 bytes or more (str16/bin16: no expression
+# can count so far). A string's bytes are any here: decoding the map checks their UTF-8.
+_FIXSTR_FORM = b"(?:" + b"|".join(re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in range(32)) + b")"
+_STR_FORM = b"(?:" + _FIXSTR_FORM + b"|" + _sized(rb"\xd9", range(32, 256)) + b")"  # fixstr below 32 bytes, else str8
+_SCALAR_FORM = (
+    rb"(?:[\xc0\xc2\xc3]|" + _STR_FORM + b"|" + _sized(rb"\xc4", range(256))  # nil, false, true; str; bin8
+    + rb"|[\x00-\x7f\xe0-\xff]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8}"
+    # int8/16/32/64 only for a value below the form before it: -33 and less, -129 and less, ...
+    + rb"|\xd0[\x80-\xdf]|\xd1(?:[\x80-\xfe].|\xff[\x00-\x7f])"
+    + rb"|\xd2(?:[\x80-\xfe]...|\xff(?:[\x00-\xfe]..|\xff[\x00-\x7f].))"
+    + rb"|\xd3(?:[\x80-\xfe].{7}|\xff(?:[\x00-\xfe].{6}|\xff(?:[\x00-\xfe].{5}"
+    + rb"|\xff(?:[\x00-\xfe].{4}|\xff[\x00-\x7f]...)))))"
+)  # fmt: skip
+# A payload as a fixmap of string keys (fixstr: a key of 32 bytes or more takes the other form,
+# and the expression compiles in half the time) and such scalars. Its items are matched one
+# after the other, never backtracked (possessive), and stop before the next key, request_id: a
+# payload that has a key of that name takes the expression's other form. Whether the marker
+# counts as many items as were matched, the caller asks of the decoded map.
+_SCALARS_MAP = rb"[\x80-\x8f](?:(?!\xaarequest_id)" + _FIXSTR_FORM + _SCALAR_FORM + rb")*+"
 _Matcher = Callable[..., "re.Match[bytes] | None"]
-_AFTER_PAYLOAD = len(b"\xaarequest_id")
-_CONTENT_LENGTH = 3  # the record expression's group of the content's bin length
-_CONTENT_END = 6  # its empty group where the content ends
+# Where the record expression's groups stand in its groups() (see _matcher); a uint takes five.
+_ACCEPTED, _CHECKSUM, _CONTENT = 0, 5, 8
+_SCALARS_PAYLOAD = 9  # the payload's group when it took the _SCALARS_MAP form
+_HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 11, 16, 17, 22, 23
+
+
+def _uint_at(groups: tuple[Any, ...], first: int) -> bytes:
+    """The value bytes of the uint whose five groups (see _UINT_VALUE) start at ``first``."""
+    a, b, c, d, e = groups[first : first + 5]
+    return a or b or c or d or e  # type: ignore[no-any-return]
+
+
 _MAX_STR8 = 255  # longer names take str16: left to the precise path
 _CLASSES_ONLY = re.compile(r"(?:\[[A-Za-z0-9._@:-]+\][*+]?)+")
 
@@ -329,11 +387,15 @@ def _name(pattern: re.Pattern[str], max_length: int, before: bytes, capture: boo
 @functools.lru_cache(maxsize=64)
 def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: int) -> _Matcher:
     """The fast path's expression for a whole record of a ledger whose records may have
-    ``kinds`` (valid names). Groups: accepted, checksum, the content's length as bin8 or bin16,
-    two empty groups at the payload's start and after the key that follows it, an empty group
-    where the content ends, then height, link, nonce, the origin's characters and prev. Made
-    once per ledger and limits, not per verifier. One expression, not one for the record up to
-    its content's end and one for the rest: a call and its match object less a record.
+    ``kinds`` (valid names). Groups (their places in groups(): _ACCEPTED and the others):
+    accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 and as bin16 (one
+    of them None), the content, the payload as two groups (one of them None): in the
+    _SCALARS_MAP form, else any map with the marker of the key after it, then height (five),
+    link, nonce (five), the origin's characters and prev. The latter takes that marker in: a
+    group that closed right after its ``.*`` would cost the expression its quick scan for the
+    byte that follows (sre's literal check after a repeat). Made once per ledger and limits,
+    not per verifier. One expression, not one for the record up to its content's end and one
+    for the rest: a call and its match object less a record.
 
     The content's end is where its own form ends (the next key, height, must follow): its
     bin length, which no expression can count, is held to it afterwards."""
@@ -344,14 +406,14 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     if kinds:
         record = (
             rb"\x88\xa8accepted" + _UINT_VALUE + rb"\xa8checksum" + _DIGEST
-            + rb"\xa7content[\xc4\xc5]((?<=\xc4).|(?<=\xc5)[\x01-\xff].)"  # bin8, or bin16 for 256 bytes or more
-            + rb"\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
+            + rb"\xa7content(?:\xc4(.)|\xc5([\x01-\xff].))"  # bin8, or bin16 for 256 bytes or more
+            + rb"(\x87\xa6author" + _name(ACCOUNT_PATTERN, max_name, b"\xa4kind")
             + b"(?:" + b"|".join(re.escape(msgpack.packb(kind)) for kind in sorted(kinds)) + b")"
             + rb"\xa6ledger" + re.escape(msgpack.packb(ledger))
-            + rb"\xa7payload()[\x80-\x8f\xde\xdf].*\xaarequest_id()"
+            + rb"\xa7payload(?:(" + _SCALARS_MAP + rb")\xaa|([\x80-\x8f\xde\xdf].*\xaa))request_id"
             + _name(REQUEST_ID_PATTERN, max_request_id, b"\xa2ts") + _UINT
             + rb"\xa1v" + re.escape(msgpack.packb(FORMAT_VERSION))
-            + b"()" + tail
+            + b")" + tail
         )  # fmt: skip
     else:
         record = b"(?!)"  # nothing the fast path may take

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vledger.config.settings import Limits
-from vledger.node import canonical, record
+from vledger.node import canonical, record, verify
 from vledger.node.errors import FieldError, NonCanonicalError, PayloadTooLargeError, RecordError, Where
 from vledger.node.record import (
     CONTENT_KEYS,
@@ -692,6 +692,137 @@ def test_a_chain_with_one_changed_byte_gets_the_same_verdict_on_feed_record_fast
 ) -> None:
     datas = _one_byte_changed(chain_bytes, data)
     assert _record_verdict(datas) == _verdict(datas, oracle_record)
+
+
+# --- a payload of scalars, matched item by item (verify._SCALARS_MAP) ---------------------------
+
+
+def _int_forms(value: int) -> list[bytes]:
+    """Every msgpack encoding of the integer ``value``: each marker whose range holds it."""
+    forms = []
+    if 0 <= value <= 0x7F or -32 <= value < 0:
+        forms.append(value.to_bytes(1, "big", signed=True))
+    for marker, size in ((0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8)):
+        if 0 <= value < 1 << (8 * size):
+            forms.append(bytes((marker,)) + value.to_bytes(size, "big"))
+    for marker, size in ((0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        if -(1 << (8 * size - 1)) <= value < 1 << (8 * size - 1):
+            forms.append(bytes((marker,)) + value.to_bytes(size, "big", signed=True))
+    return forms
+
+
+def _sized_forms(data: bytes, fixed: int | None, markers: tuple[int, int, int]) -> list[bytes]:
+    """Every msgpack encoding of a string's (``fixed``: its fixstr base) or binary's ``data``."""
+    n = len(data)
+    forms = [bytes((fixed + n,)) + data] if fixed is not None and n < 32 else []
+    for marker, size in zip(markers, (1, 2, 4), strict=True):
+        if n < 1 << (8 * size):
+            forms.append(bytes((marker,)) + n.to_bytes(size, "big") + data)
+    return forms
+
+
+def _scalar_forms(value: Any) -> list[bytes]:
+    if type(value) is int:
+        return _int_forms(value)
+    if type(value) is str:
+        return _sized_forms(value.encode(), 0xA0, (0xD9, 0xDA, 0xDB))
+    return _sized_forms(value, None, (0xC4, 0xC5, 0xC6))
+
+
+_INT_EDGES = sorted({e + d for e in (0, 32, 128, 256, 1 << 15, 1 << 16, 1 << 31, 1 << 32, 1 << 63) for d in (-1, 0, 1)})
+scalar_values = (
+    st.sampled_from([*_INT_EDGES, *(-e for e in _INT_EDGES if e <= 1 << 63), UINT_MAX])
+    | st.integers(-(1 << 63), UINT_MAX)
+    | st.text(max_size=300)
+    | st.binary(max_size=300)
+    | st.sampled_from(["", "x" * 31, "x" * 32, "x" * 255, "x" * 256, b"", b"x" * 255, b"x" * 256])
+)
+_SCALAR_FORM = re.compile(verify._SCALAR_FORM, re.DOTALL).fullmatch
+
+
+@settings(max_examples=400, deadline=None)
+@given(scalar_values)
+def test_the_scalar_form_takes_exactly_a_scalar_s_canonical_encoding(value: Any) -> None:
+    canonical_form = _pack(value)
+    for form in _scalar_forms(value):
+        # str16 and bin16 are left to the expression's other form, canonical or not.
+        expected = form == canonical_form and not (type(value) is not int and len(form) > 257)
+        assert (_SCALAR_FORM(form) is not None) == expected, form[:12]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [b"\xc0", b"\xc2", b"\xc3", _pack(1.5), _pack(1.5).replace(b"\xcb?\xf8" + bytes(6), b"\xca?\xc0\x00\x00"),
+     _pack(msgpack.Timestamp(1, 2)), _pack(msgpack.ExtType(5, b"x")), _pack([]), _pack([1]), _pack({}),
+     _pack({"a": 1}), b"\xc1"],
+)  # fmt: skip
+def test_the_scalar_form_takes_nil_and_booleans_and_nothing_else(form: bytes) -> None:
+    assert (_SCALAR_FORM(form) is not None) == (form in (b"\xc0", b"\xc2", b"\xc3"))
+
+
+def _with_payload_item(form: bytes) -> bytes:
+    """Content bytes whose payload is {"a": the item ``form``, "b": 1}, whatever ``form`` is."""
+    good = _pack(_content_map(payload={"a": 0, "b": 1}))
+    return good.replace(b"\x82\xa1a\x00\xa1b\x01", b"\x82\xa1a" + form + b"\xa1b\x01", 1)
+
+
+def _takes_scalars_form(data: bytes) -> bool:
+    found = verify._matcher("ledger-a", frozenset({"note"}), LIMITS.max_name_length, LIMITS.max_request_id_length)(data)
+    return found is not None and found.groups()[verify._SCALARS_PAYLOAD] is not None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scalar_values, st.data())
+def test_a_payload_item_in_any_form_gets_the_verdict_of_the_checks_one_by_one(
+    genesis0: bytes, value: Any, data: st.DataObject
+) -> None:
+    genesis = decode_record(genesis0, LIMITS)
+    form = data.draw(st.sampled_from(_scalar_forms(value)))
+    datas = [genesis0, _placed(genesis, _with_payload_item(form))]
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    canonical_form = form == _pack(value)  # st.text draws no lone surrogate: every value has one
+    assert (verdict[0] == "accepted") == canonical_form
+    # An item goes through the item-by-item form exactly when the scalar form takes it.
+    assert _takes_scalars_form(datas[1]) == (_SCALAR_FORM(form) is not None)
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "accepted", "scalars_form"),
+    [
+        ("scalars", {"a": -40000, "b": b"\xff", "c": None, "d": True, "e": "é"}, True, True),
+        ("empty", {}, True, True),
+        ("a key named request_id", {"a": 1, "request_id": "r", "z": 2}, True, False),
+        ("a nested map", {"a": {"b": 1}}, True, False),
+        ("a list", {"a": [1]}, True, False),
+        ("a string of 256 bytes", {"a": "x" * 256}, True, False),
+        ("sixteen keys", {f"k{i:02d}": i for i in range(16)}, True, False),
+        ("a key of 32 bytes", {"k" * 32: 1}, True, False),
+        ("a value of 32 bytes", {"k": "v" * 32}, True, True),
+        ("keys unsorted", {"b": 1, "a": 2}, False, True),
+    ],
+)
+def test_a_payload_takes_the_form_it_may_and_the_checks_verdict(
+    genesis0: bytes, name: str, payload: dict[str, Any], accepted: bool, scalars_form: bool
+) -> None:
+    genesis = decode_record(genesis0, LIMITS)
+    datas = [genesis0, *_chained(genesis, [payload])]
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    assert (verdict[0] == "accepted") == accepted, name
+    assert _takes_scalars_form(datas[1]) == scalars_form, name
+
+
+@pytest.mark.parametrize("repeated", [b"\x83\xa1a\x01\xa1a\x02\xa1b\x03", b"\x83\xa1a\x01\xa1b\x02\xa1b\x03"])
+def test_a_repeated_payload_key_is_refused_though_each_item_is_canonical(genesis0: bytes, repeated: bytes) -> None:
+    genesis = decode_record(genesis0, LIMITS)
+    good = _pack(_content_map(payload={"a": 1, "b": 3}))
+    content_bytes = good.replace(b"\x82\xa1a\x01\xa1b\x03", repeated, 1)
+    datas = [genesis0, _placed(genesis, content_bytes)]
+    assert _takes_scalars_form(datas[1])  # the expression cannot see the repeat: the decoded map does
+    verdict = _raw_verdict(datas)
+    assert verdict == _verdict(datas, oracle_record)
+    assert verdict[0] is NonCanonicalError
 
 
 # --- an entry as a put brings it: content bytes and a nonce -----------------------------------
