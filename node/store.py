@@ -57,7 +57,6 @@ from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
 from .rules.admin import ADMIN_LEDGER
 from .storefile import (
-    BY_HASH,
     DB_NAME,
     INSERT_TREE,
     MAX_HEIGHT,
@@ -70,7 +69,12 @@ from .storefile import (
     build_tree,
     check_tree,
     connect,
+    fill_hashes,
+    filled_hash,
+    filled_marks,
+    find_hash,
     iter_pages,
+    tail_hashes,
     tree_kept,
 )
 from .tree import Frontier, leaf_hash
@@ -82,6 +86,12 @@ READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often
 # The most flush() waits for a signed checkpoint row that holds the commit lock (it takes
 # microseconds; past this the lock has moved on to a group commit, which is the committer's).
 BRIEF_WAIT_SECONDS = 0.002
+# Records written since record_hashes was last filled, all ledgers together, from which the
+# group commit that brings them there fills it (storefile's docstring): a lookup by hash reads
+# fewer rows than this past the index. Filled a page at a time, a catch-up wrote an index page
+# for nearly each record (the hashes go in at random places); filled this many at once, each
+# index page is written once for many of them.
+HASH_FILL_AT = 8192
 
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
@@ -419,6 +429,7 @@ class ChainStore:
         on_commit: Callable[[list[Record]], None] | None = None,
         keep_tree: bool = True,
         accepted_floor: Callable[[], int] | None = None,
+        hash_fill_at: int = HASH_FILL_AT,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -426,6 +437,9 @@ class ChainStore:
         ``keep_tree=False`` is only for the benchmark that weighs the tree's cost: the store
         then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
         that keeps it next opens this directory.
+
+        ``hash_fill_at``: the records written since record_hashes was last filled from which
+        it is filled (HASH_FILL_AT; tests make it small, the benchmark's store builder large).
 
         Accepted times and the admin ledger (docs/PROTOCOL.md 16.2): an admin record placed
         here is accepted no earlier than any record this store placed before it, and every
@@ -435,6 +449,7 @@ class ChainStore:
         """
         self.directory = directory
         self.keep_tree = keep_tree
+        self.hash_fill_at = hash_fill_at
         # Called by the committer with each group's new records, in order, once they are
         # durable (and before their appends' futures are done, except in flush()): it must be
         # quick and not raise.
@@ -463,12 +478,29 @@ class ChainStore:
         self.stats = CommitStats()
         self._closed = False
         try:
-            old_index = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_hash'"
+            old_index = (
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' "
+                "AND name IN ('records_by_hash', 'records_by_hash_prefix')"
+            )
             if self._write.execute(old_index).fetchone() is not None:
                 log.warning("%s: a store of an earlier version: its hash index is built anew, once", self.path)
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
+            self._filled = filled_marks(self._write)  # replaced, never changed in place (see _tails)
+            self._unfilled = sum(
+                max(0, head.height + 1 - self._filled.get(ledger, 0)) for ledger, head in self._heads.items()
+            )
+            if self._unfilled >= hash_fill_at:  # a store from before, or filled by a build with a larger one
+                self._write.execute("BEGIN IMMEDIATE")
+                try:
+                    filled = self._fill_hashes(self._heads)
+                    self._write.execute("COMMIT")
+                except BaseException:
+                    if self._write.in_transaction:
+                        self._write.execute("ROLLBACK")
+                    raise
+                self._filled, self._unfilled = filled, 0
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
@@ -790,6 +822,7 @@ class ChainStore:
             [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
         )
         done: list[tuple[_Job, Any]] = []
+        filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -843,6 +876,9 @@ class ChainStore:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
+                if self._unfilled + len(records) >= self.hash_fill_at:
+                    # With the records that bring it there: durable together (see storefile).
+                    filled = self._fill_hashes(heads)
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -857,6 +893,10 @@ class ChainStore:
             return
         self._heads = heads
         self._frontiers.update(grown)
+        if filled is not None:
+            self._filled, self._unfilled = filled, 0
+        else:
+            self._unfilled += len(staged.records)
         if followed and self._domain is not None:
             self._follow_domain(followed)
         self.stats.groups += 1
@@ -872,6 +912,16 @@ class ChainStore:
         if not answer_first:
             for job, result in done:
                 job.future.set_result(result)
+
+    def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
+        """Fill record_hashes with every record above its ledger's filled mark, up to ``heads``,
+        and move the marks there, in the caller's transaction; returns the new marks, for
+        ``_filled`` once it is committed. Raises sqlite3.Error."""
+        filled = self._filled
+        moved = {ledger: head.height + 1 for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)}
+        for ledger, size in moved.items():
+            fill_hashes(self._write, ledger, filled.get(ledger, 0), size)
+        return {**filled, **moved}
 
     def _read_domain_again(self, ledger: str) -> None:
         """Drop what the domain rules hold of ``ledger``: they replay it from its chain when next
@@ -1120,8 +1170,21 @@ class ChainStore:
             return None
         return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
 
+    def _tails(self) -> list[tuple[str, int]]:
+        """(ledger, filled mark) of each ledger with records above its mark: where a lookup by
+        hash reads past record_hashes. The marks are taken before the heads, and before the
+        lookup's reads: an older mark only means more rows read (see storefile.find_hash)."""
+        filled = self._filled
+        heads = self._heads
+        return [
+            (ledger, filled.get(ledger, 0)) for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)
+        ]
+
     def get_by_hash(self, record_hash: bytes) -> Record | None:
-        return self._read_one(self._reader(), f"WHERE {BY_HASH}", (record_hash,))
+        """The record whose hash is ``record_hash`` (the hash column's copy), or None."""
+        tails = self._tails()
+        found = find_hash(self._reader(), record_hash, tails)
+        return None if found is None else decode_record(found[2], PROTOCOL_LIMITS)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every ledger's head height and hash, as of the last group commit."""
@@ -1157,8 +1220,10 @@ class ChainStore:
 
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""
+        tails = self._tails()
         conn = self._reader()
-        return [h for h in hashes if conn.execute(f"SELECT 1 FROM records WHERE {BY_HASH}", (h,)).fetchone()]
+        above = tail_hashes(conn, tails)  # the rows past record_hashes, read once for all
+        return [h for h in hashes if h in above or filled_hash(conn, h) is not None]
 
     # --- the Merkle tree (docs/PROTOCOL.md section 12) ------------------------------------
 
@@ -1216,5 +1281,6 @@ class ChainStore:
         A lookup by leaf hash would need an index over the tree rows that every append
         would pay for; the record hash already has one.
         """
-        row = self._reader().execute(f"SELECT ledger, height FROM records WHERE {BY_HASH}", (record_hash,)).fetchone()
-        return (row[0], row[1]) if row else None
+        tails = self._tails()
+        found = find_hash(self._reader(), record_hash, tails)
+        return None if found is None else (found[0], found[1])
