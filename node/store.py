@@ -72,9 +72,9 @@ from .storefile import (
     fill_hashes,
     filled_hash,
     filled_marks,
-    find_hash,
+    hash_at,
     iter_pages,
-    tail_hashes,
+    tail_rows,
     tree_kept,
 )
 from .tree import Frontier, leaf_hash
@@ -429,7 +429,7 @@ class ChainStore:
         on_commit: Callable[[list[Record]], None] | None = None,
         keep_tree: bool = True,
         accepted_floor: Callable[[], int] | None = None,
-        hash_fill_at: int = HASH_FILL_AT,
+        hash_fill_at: int | None = HASH_FILL_AT,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -439,7 +439,9 @@ class ChainStore:
         that keeps it next opens this directory.
 
         ``hash_fill_at``: the records written since record_hashes was last filled from which
-        it is filled (HASH_FILL_AT; tests make it small, the benchmark's store builder large).
+        it is filled (HASH_FILL_AT; tests make it small). None is only for the benchmark's
+        store builder, which fills it itself once the rows are in: the store then neither
+        fills it nor keeps the hashes above it, and a lookup by hash raises StoreError.
 
         Accepted times and the admin ledger (docs/PROTOCOL.md 16.2): an admin record placed
         here is accepted no earlier than any record this store placed before it, and every
@@ -487,20 +489,29 @@ class ChainStore:
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
-            self._filled = filled_marks(self._write)  # replaced, never changed in place (see _tails)
-            self._unfilled = sum(
-                max(0, head.height + 1 - self._filled.get(ledger, 0)) for ledger, head in self._heads.items()
-            )
-            if self._unfilled >= hash_fill_at:  # a store from before, or filled by a build with a larger one
-                self._write.execute("BEGIN IMMEDIATE")
-                try:
-                    filled = self._fill_hashes(self._heads)
-                    self._write.execute("COMMIT")
-                except BaseException:
-                    if self._write.in_transaction:
-                        self._write.execute("ROLLBACK")
-                    raise
-                self._filled, self._unfilled = filled, 0
+            self._filled = filled_marks(self._write)  # each ledger's, as committed
+            # The hashes of the records above the filled marks, by hash: (ledger, height). Kept
+            # by the committer (replaced when it fills record_hashes, else added to after each
+            # commit, before its appends are answered), so a lookup by hash reads no rows past
+            # the index. Fewer than hash_fill_at, rebuilt from the rows when opened.
+            self._tail: dict[bytes, tuple[str, int]] = {}
+            if hash_fill_at is not None:
+                unfilled = sum(
+                    max(0, head.height + 1 - self._filled.get(ledger, 0)) for ledger, head in self._heads.items()
+                )
+                if unfilled >= hash_fill_at:  # a store from before (or one filled less often)
+                    self._write.execute("BEGIN IMMEDIATE")
+                    try:
+                        filled = self._fill_hashes(self._heads)
+                        self._write.execute("COMMIT")
+                    except BaseException:
+                        if self._write.in_transaction:
+                            self._write.execute("ROLLBACK")
+                        raise
+                    self._filled = filled
+                for ledger in self._heads:
+                    rows = tail_rows(self._write, ledger, self._filled.get(ledger, 0))
+                    self._tail.update((h, (ledger, height)) for h, height in rows)
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
@@ -876,7 +887,7 @@ class ChainStore:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
-                if self._unfilled + len(records) >= self.hash_fill_at:
+                if self.hash_fill_at is not None and len(self._tail) + len(records) >= self.hash_fill_at:
                     # With the records that bring it there: durable together (see storefile).
                     filled = self._fill_hashes(heads)
                 self._write.execute("COMMIT")
@@ -894,9 +905,12 @@ class ChainStore:
         self._heads = heads
         self._frontiers.update(grown)
         if filled is not None:
-            self._filled, self._unfilled = filled, 0
-        else:
-            self._unfilled += len(staged.records)
+            self._filled, self._tail = filled, {}
+        elif staged and self.hash_fill_at is not None:
+            records = staged.records
+            self._tail.update(
+                zip([r.link for r in records], [(r.content.ledger, r.height) for r in records], strict=True)
+            )
         if followed and self._domain is not None:
             self._follow_domain(followed)
         self.stats.groups += 1
@@ -1170,20 +1184,21 @@ class ChainStore:
             return None
         return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
 
-    def _tails(self) -> list[tuple[str, int]]:
-        """(ledger, filled mark) of each ledger with records above its mark: where a lookup by
-        hash reads past record_hashes. The marks are taken before the heads, and before the
-        lookup's reads: an older mark only means more rows read (see storefile.find_hash)."""
-        filled = self._filled
-        heads = self._heads
-        return [
-            (ledger, filled.get(ledger, 0)) for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)
-        ]
+    def _find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
+        """(ledger, height, bytes) of the row whose hash column is ``record_hash``: among the
+        records above the filled marks, else through record_hashes. Raises StoreError when
+        the store keeps no hash index (see __init__'s ``hash_fill_at``)."""
+        if self.hash_fill_at is None:
+            raise StoreError(f"{self.directory}: this store was opened without its hash index")
+        # The hashes above the marks are taken before record_hashes is read: the committer
+        # replaces them only once the records are in the index.
+        place = self._tail.get(record_hash)
+        conn = self._reader()
+        return filled_hash(conn, record_hash) if place is None else hash_at(conn, record_hash, *place)
 
     def get_by_hash(self, record_hash: bytes) -> Record | None:
-        """The record whose hash is ``record_hash`` (the hash column's copy), or None."""
-        tails = self._tails()
-        found = find_hash(self._reader(), record_hash, tails)
+        """The record whose hash column is ``record_hash``, or None; raises as :meth:`_find_hash`."""
+        found = self._find_hash(record_hash)
         return None if found is None else decode_record(found[2], PROTOCOL_LIMITS)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
@@ -1220,10 +1235,7 @@ class ChainStore:
 
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""
-        tails = self._tails()
-        conn = self._reader()
-        above = tail_hashes(conn, tails)  # the rows past record_hashes, read once for all
-        return [h for h in hashes if h in above or filled_hash(conn, h) is not None]
+        return [h for h in hashes if self._find_hash(h) is not None]
 
     # --- the Merkle tree (docs/PROTOCOL.md section 12) ------------------------------------
 
@@ -1281,6 +1293,5 @@ class ChainStore:
         A lookup by leaf hash would need an index over the tree rows that every append
         would pay for; the record hash already has one.
         """
-        tails = self._tails()
-        found = find_hash(self._reader(), record_hash, tails)
+        found = self._find_hash(record_hash)
         return None if found is None else (found[0], found[1])

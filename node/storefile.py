@@ -29,7 +29,7 @@ up through its old index.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,8 +97,8 @@ _BY_FILLED_HASH = (
     "SELECT r.ledger, r.height, r.data FROM record_hashes AS h JOIN records AS r "
     "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1 LIMIT 1"
 )
-# The rows of one ledger above its filled mark whose hash is ?3 (a range of the table's key).
-_BY_TAIL_HASH = "SELECT ledger, height, data FROM records WHERE ledger = ?1 AND height >= ?2 AND hash = ?3 LIMIT 1"
+# The row at a ledger and height if its hash column is ?3.
+_AT_HASH = "SELECT ledger, height, data FROM records WHERE ledger = ?1 AND height = ?2 AND hash = ?3"
 # Fill record_hashes with one ledger's rows from a height on, in the index's order.
 _FILL_HASHES = (
     "INSERT INTO record_hashes (prefix, ledger, height) "
@@ -151,6 +151,10 @@ class StoreReader:
         self.page_size = page_size
         self._conn = connect(path, readonly=True)
         self._check_schema()
+        # The rows above the filled marks as last read (see _read_tails): hash -> (ledger, height),
+        # and per ledger the mark they were read under and the height read up to.
+        self._tail: dict[bytes, tuple[str, int]] = {}
+        self._tail_read: dict[str, tuple[int, int]] = {}
 
     def _check_schema(self) -> None:
         try:
@@ -206,10 +210,29 @@ class StoreReader:
         # One read transaction: the marks and the rows they split are of one moment.
         self._conn.execute("BEGIN")
         try:
-            marks = filled_marks(self._conn)
-            return find_hash(self._conn, record_hash, [(ledger, marks.get(ledger, 0)) for ledger in self.ledgers()])
+            self._read_tails()
+            found = filled_hash(self._conn, record_hash)
+            place = self._tail.get(record_hash) if found is None else None
+            return found if place is None else hash_at(self._conn, record_hash, *place)
         finally:
             self._conn.execute("COMMIT")
+
+    def _read_tails(self) -> None:
+        """Bring the hashes of the rows above the filled marks up to date, reading only the
+        rows written since the last lookup (a gateway looks up by hash at each request), and
+        forgetting those filled since (and those past a chain cut short behind the store's back)."""
+        marks = filled_marks(self._conn)
+        for ledger in self.ledgers():
+            mark, size = marks.get(ledger, 0), self.size(ledger)
+            seen_mark, read_to = self._tail_read.get(ledger, (0, 0))
+            if mark != seen_mark or size < read_to:
+                read_to = min(read_to, size)
+                self._tail = {
+                    h: place for h, place in self._tail.items() if place[0] != ledger or mark <= place[1] < read_to
+                }
+            rows = tail_rows(self._conn, ledger, max(mark, read_to))
+            self._tail.update((h, (ledger, height)) for h, height in rows)
+            self._tail_read[ledger] = (mark, max(mark, read_to, rows[-1][1] + 1 if rows else 0))
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
@@ -323,31 +346,23 @@ def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
     return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
 
 
-def find_hash(
-    conn: sqlite3.Connection, record_hash: bytes, tails: Iterable[tuple[str, int]]
-) -> tuple[str, int, bytes] | None:
-    """(ledger, height, bytes) of a record whose hash column is ``record_hash``, or None: looked
-    up in ``record_hashes``, then read among the rows of each (ledger, filled mark) of ``tails``
-    from the mark on. The marks must be read before this (they only grow, and the index with
-    them): then the two reads together cover every record, even while the committer fills."""
+def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
+    """(hash column, height) of ``ledger``'s rows from ``start`` on: from its filled mark on,
+    the rows record_hashes does not hold yet (fewer than store.HASH_FILL_AT in all)."""
+    rows = conn.execute("SELECT hash, height FROM records WHERE ledger = ? AND height >= ?", (ledger, start))
+    return [(bytes(h), int(height)) for h, height in rows]
+
+
+def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
+    """(ledger, height, bytes) of a record below its filled mark whose hash column is ``record_hash``."""
     row = conn.execute(_BY_FILLED_HASH, (record_hash,)).fetchone()
-    for ledger, mark in tails:
-        if row is not None:
-            break
-        row = conn.execute(_BY_TAIL_HASH, (ledger, mark, record_hash)).fetchone()
     return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
 
-def tail_hashes(conn: sqlite3.Connection, tails: Iterable[tuple[str, int]]) -> set[bytes]:
-    """The hash columns of the rows of each (ledger, filled mark) of ``tails`` from the mark on:
-    what ``record_hashes`` does not hold yet (fewer than store.HASH_FILL_AT rows in all)."""
-    found: set[bytes] = set()
-    for ledger, mark in tails:
-        found.update(
-            bytes(h)
-            for (h,) in conn.execute("SELECT hash FROM records WHERE ledger = ? AND height >= ?", (ledger, mark))
-        )
-    return found
+def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: int) -> tuple[str, int, bytes] | None:
+    """(ledger, height, bytes) of the row at ``ledger`` and ``height`` if its hash column is ``record_hash``."""
+    row = conn.execute(_AT_HASH, (ledger, height, record_hash)).fetchone()
+    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
 
 def fill_hashes(conn: sqlite3.Connection, ledger: str, mark: int, size: int) -> None:
@@ -355,12 +370,6 @@ def fill_hashes(conn: sqlite3.Connection, ledger: str, mark: int, size: int) -> 
     and make ``size`` its mark, inside the caller's transaction. Raises sqlite3.Error."""
     conn.execute(_FILL_HASHES, (ledger, mark, size))
     conn.execute(_PUT_FILLED, (ledger, size))
-
-
-def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int] | None:
-    """(ledger, height) of a record below its filled mark whose hash column is ``record_hash``."""
-    row = conn.execute(_BY_FILLED_HASH, (record_hash,)).fetchone()
-    return None if row is None else (row[0], int(row[1]))
 
 
 def tree_kept(conn: sqlite3.Connection) -> bool:

@@ -116,24 +116,25 @@ def test_hash_lookups_seek_record_hashes_and_tell_records_of_one_prefix_apart(st
 
 
 def test_lookups_by_hash_find_every_record_below_and_above_the_filled_marks(store_dir: Path, kit: Any) -> None:
-    with ChainStore(store_dir, origin="node-1", hash_fill_at=4) as store:
-        seen = []
-        for i in range(7, 13):  # fills at the opening (9 records), then once 4 more are written
-            store.append(kit.entry(i, ledger="ledger-a"))
-            marks = _marks(store_dir)
-            records = [r for ledger in ("ledger-a", "ledger-b") for r in store.range(ledger)]
-            hashes = [r.link for r in records]
-            assert store.have([*hashes, b"\x07" * 32]) == hashes
-            for record in records:
-                assert store.get_by_hash(record.link) == record
-                assert store.index_of(record.link) == (record.ledger, record.height)
-            assert store.get_by_hash(b"\x07" * 32) is None and store.index_of(b"\x07" * 32) is None
-            seen.append(marks["ledger-a"])
-        assert seen == [7, 7, 7, 11, 11, 11]  # 9 at the opening, then the 4th record after it
-    reader = StoreReader(store_dir)
+    reader = StoreReader(store_dir)  # open all along: it reads the rows above the marks as they come
     try:
-        for record in records:
-            assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+        with ChainStore(store_dir, origin="node-1", hash_fill_at=4) as store:
+            seen = []
+            for i in range(7, 13):  # fills at the opening (9 records), then once 4 more are written
+                store.append(kit.entry(i, ledger="ledger-a"))
+                records = [r for ledger in ("ledger-a", "ledger-b") for r in store.range(ledger)]
+                hashes = [r.link for r in records]
+                assert store.have([*hashes, b"\x07" * 32]) == hashes
+                for record in records:
+                    assert store.get_by_hash(record.link) == record
+                    assert store.index_of(record.link) == (record.ledger, record.height)
+                    assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+                assert store.get_by_hash(b"\x07" * 32) is None and store.index_of(b"\x07" * 32) is None
+                assert reader.find_hash(b"\x07" * 32) is None
+                seen.append(_marks(store_dir)["ledger-a"])
+            assert seen == [7, 7, 7, 11, 11, 11]  # 9 at the opening, then the 4th record after it
+        with ChainStore(store_dir, hash_fill_at=None) as store, pytest.raises(StoreError, match="without its hash"):
+            store.get_by_hash(records[0].link)
     finally:
         reader.close()
 
