@@ -16,7 +16,8 @@ the tree (or one run without it) lacks the key, and ChainStore builds the rows o
 Records are found by their hash through ``record_hashes``: the hash's first 8 bytes, then the
 record's ledger and height, for the records of each ledger below its size in ``hashes_filled``
 (none listed: none). The records above it, fewer than ``store.HASH_FILL_AT`` in all, are found
-by reading them (:func:`find_hash`). A record's hash goes in at a random place of that index,
+by their rows' hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads
+them as they come). A record's hash goes in at a random place of that index,
 so filling it a record at a time rewrote an index page for nearly each record of a catch-up
 page; ChainStore fills it for many thousands at once, in the transaction that writes the
 records which bring the rows above the marks to that count: the rows and their marks are
