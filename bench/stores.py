@@ -11,8 +11,9 @@ the same records come from the same code, faster:
   height, prev, accepted time, origin, link), encodes each record and its Merkle leaf hash, and
   hands runs of ``RUN`` records to ChainStore.submit_records (verified, with their bytes), the
   path a replica's catch-up takes: one transaction a run, the store's own inserts and tree rows;
-* the two lookup indexes of ``records`` (by hash, by request) are dropped while the rows go in
-  and made again from storefile.SCHEMA at the end: SQLite builds each by one sort instead of
+* the lookup index of ``records`` by request is dropped while the rows go in and made again
+  from storefile.SCHEMA at the end, and ``record_hashes`` (by hash) is filled once at the end
+  (the store is opened with ``hash_fill_at=None``): SQLite builds each by one sort instead of
   millions of inserts at random places. The file then holds what the node would have written.
 
 Nothing here is taken on trust: each figure runs `vledger verify` over its store and fails if
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from vledger.node.record import link_of, new_record
 from vledger.node.store import ChainStore, Receipt
-from vledger.node.storefile import DB_NAME, SCHEMA, StoreReader, connect
+from vledger.node.storefile import DB_NAME, SCHEMA, StoreReader, connect, fill_hashes
 from vledger.node.tree import leaf_hash
 
 from .fixtures import LEDGER, LIMITS, ORIGIN, SCRATCH_ROOT, content, entries, genesis, scratch_dir
@@ -56,7 +57,7 @@ UNUSED_SECONDS = 3600.0
 RUN = 25_000  # records a transaction (and an entry worker's chunk)
 IN_FLIGHT = 2  # runs handed to the store and not yet durable
 ACCEPTED_PER_MS = 10  # records accepted in the same millisecond
-LOOKUP_INDEXES = ("records_by_hash_prefix", "records_by_request")  # storefile.SCHEMA's indexes on records
+LOOKUP_INDEXES = ("records_by_request",)  # storefile.SCHEMA's index on records
 _PACKAGE = Path(__file__).resolve().parent.parent  # the repository root: the vledger package
 _FORMAT_SOURCES = ("node", "config")  # vledger's folders whose code makes or reads a store
 _BENCH_SOURCES = ("stores.py", "fixtures.py")
@@ -75,7 +76,7 @@ def build(directory: Path, count: int) -> None:
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     spans = [(first, min(first + RUN, count)) for first in range(1, count, RUN)]
     workers = max(1, min(len(os.sched_getaffinity(0)), len(spans)))
-    with ChainStore(directory, origin=ORIGIN) as store:
+    with ChainStore(directory, origin=ORIGIN, hash_fill_at=None) as store:
         store.create_ledger(genesis(DIFFICULTY))
         head = store.head(LEDGER)
         assert head is not None  # just created
@@ -119,6 +120,9 @@ def build(directory: Path, count: int) -> None:
     with closing(connect(directory / DB_NAME)) as schema:
         schema.execute("PRAGMA cache_size = -262144")  # 256 MiB for the sorts
         schema.executescript(SCHEMA)  # the dropped indexes, as the store makes them
+        schema.execute("BEGIN IMMEDIATE")
+        fill_hashes(schema, LEDGER, 0, count)  # record_hashes, as the store fills it
+        schema.execute("COMMIT")
     reader = StoreReader(directory)
     try:
         held = reader.count(LEDGER)

@@ -57,7 +57,6 @@ from .ledger import LedgerRules
 from .record import GENESIS_KIND, ZERO_LINK, Entry, Record, check_node_name, decode_record
 from .rules.admin import ADMIN_LEDGER
 from .storefile import (
-    BY_HASH,
     DB_NAME,
     INSERT_TREE,
     MAX_HEIGHT,
@@ -70,7 +69,12 @@ from .storefile import (
     build_tree,
     check_tree,
     connect,
+    fill_hashes,
+    filled_hash,
+    filled_marks,
+    hash_at,
     iter_pages,
+    tail_rows,
     tree_kept,
 )
 from .tree import Frontier, leaf_hash
@@ -82,6 +86,12 @@ READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often
 # The most flush() waits for a signed checkpoint row that holds the commit lock (it takes
 # microseconds; past this the lock has moved on to a group commit, which is the committer's).
 BRIEF_WAIT_SECONDS = 0.002
+# Records written since record_hashes was last filled, all ledgers together, from which the
+# group commit that brings them there fills it (storefile's docstring): a lookup by hash reads
+# fewer rows than this past the index. Filled a page at a time, a catch-up wrote an index page
+# for nearly each record (the hashes go in at random places); filled this many at once, each
+# index page is written once for many of them.
+HASH_FILL_AT = 8192
 
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
@@ -419,6 +429,7 @@ class ChainStore:
         on_commit: Callable[[list[Record]], None] | None = None,
         keep_tree: bool = True,
         accepted_floor: Callable[[], int] | None = None,
+        hash_fill_at: int | None = HASH_FILL_AT,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -426,6 +437,11 @@ class ChainStore:
         ``keep_tree=False`` is only for the benchmark that weighs the tree's cost: the store
         then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
         that keeps it next opens this directory.
+
+        ``hash_fill_at``: the records written since record_hashes was last filled from which
+        it is filled (HASH_FILL_AT; tests make it small). None is only for the benchmark's
+        store builder, which fills it itself once the rows are in: the store then neither
+        fills it nor keeps the hashes above it, and a lookup by hash raises StoreError.
 
         Accepted times and the admin ledger (docs/PROTOCOL.md 16.2): an admin record placed
         here is accepted no earlier than any record this store placed before it, and every
@@ -435,6 +451,7 @@ class ChainStore:
         """
         self.directory = directory
         self.keep_tree = keep_tree
+        self.hash_fill_at = hash_fill_at
         # Called by the committer with each group's new records, in order, once they are
         # durable (and before their appends' futures are done, except in flush()): it must be
         # quick and not raise.
@@ -463,12 +480,38 @@ class ChainStore:
         self.stats = CommitStats()
         self._closed = False
         try:
-            old_index = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'records_by_hash'"
+            old_index = (
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' "
+                "AND name IN ('records_by_hash', 'records_by_hash_prefix')"
+            )
             if self._write.execute(old_index).fetchone() is not None:
                 log.warning("%s: a store of an earlier version: its hash index is built anew, once", self.path)
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._load_heads()
+            self._filled = filled_marks(self._write)  # each ledger's, as committed
+            # The hashes of the records above the filled marks, by hash: (ledger, height). Kept
+            # by the committer (replaced when it fills record_hashes, else added to after each
+            # commit, before its appends are answered), so a lookup by hash reads no rows past
+            # the index. Fewer than hash_fill_at, rebuilt from the rows when opened.
+            self._tail: dict[bytes, tuple[str, int]] = {}
+            if hash_fill_at is not None:
+                unfilled = sum(
+                    max(0, head.height + 1 - self._filled.get(ledger, 0)) for ledger, head in self._heads.items()
+                )
+                if unfilled >= hash_fill_at:  # a store from before (or one filled less often)
+                    self._write.execute("BEGIN IMMEDIATE")
+                    try:
+                        filled = self._fill_hashes(self._heads)
+                        self._write.execute("COMMIT")
+                    except BaseException:
+                        if self._write.in_transaction:
+                            self._write.execute("ROLLBACK")
+                        raise
+                    self._filled = filled
+                for ledger in self._heads:
+                    rows = tail_rows(self._write, ledger, self._filled.get(ledger, 0))
+                    self._tail.update((h, (ledger, height)) for h, height in rows)
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
@@ -790,6 +833,7 @@ class ChainStore:
             [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
         )
         done: list[tuple[_Job, Any]] = []
+        filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -843,6 +887,9 @@ class ChainStore:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
+                if self.hash_fill_at is not None and len(self._tail) + len(records) >= self.hash_fill_at:
+                    # With the records that bring it there: durable together (see storefile).
+                    filled = self._fill_hashes(heads)
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -857,6 +904,13 @@ class ChainStore:
             return
         self._heads = heads
         self._frontiers.update(grown)
+        if filled is not None:
+            self._filled, self._tail = filled, {}
+        elif staged and self.hash_fill_at is not None:
+            records = staged.records
+            self._tail.update(
+                zip([r.link for r in records], [(r.content.ledger, r.height) for r in records], strict=True)
+            )
         if followed and self._domain is not None:
             self._follow_domain(followed)
         self.stats.groups += 1
@@ -872,6 +926,16 @@ class ChainStore:
         if not answer_first:
             for job, result in done:
                 job.future.set_result(result)
+
+    def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
+        """Fill record_hashes with every record above its ledger's filled mark, up to ``heads``,
+        and move the marks there, in the caller's transaction; returns the new marks, for
+        ``_filled`` once it is committed. Raises sqlite3.Error."""
+        filled = self._filled
+        moved = {ledger: head.height + 1 for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)}
+        for ledger, size in moved.items():
+            fill_hashes(self._write, ledger, filled.get(ledger, 0), size)
+        return {**filled, **moved}
 
     def _read_domain_again(self, ledger: str) -> None:
         """Drop what the domain rules hold of ``ledger``: they replay it from its chain when next
@@ -1122,8 +1186,22 @@ class ChainStore:
             return None
         return self._read_one(self._reader(), "WHERE ledger = ? AND height = ?", (ledger, height))
 
+    def _find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
+        """(ledger, height, bytes) of the row whose hash column is ``record_hash``: among the
+        records above the filled marks, else through record_hashes. Raises StoreError when
+        the store keeps no hash index (see __init__'s ``hash_fill_at``)."""
+        if self.hash_fill_at is None:
+            raise StoreError(f"{self.directory}: this store was opened without its hash index")
+        # The hashes above the marks are taken before record_hashes is read: the committer
+        # replaces them only once the records are in the index.
+        place = self._tail.get(record_hash)
+        conn = self._reader()
+        return filled_hash(conn, record_hash) if place is None else hash_at(conn, record_hash, *place)
+
     def get_by_hash(self, record_hash: bytes) -> Record | None:
-        return self._read_one(self._reader(), f"WHERE {BY_HASH}", (record_hash,))
+        """The record whose hash column is ``record_hash``, or None; raises as :meth:`_find_hash`."""
+        found = self._find_hash(record_hash)
+        return None if found is None else decode_record(found[2], PROTOCOL_LIMITS)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every ledger's head height and hash, as of the last group commit."""
@@ -1159,8 +1237,7 @@ class ChainStore:
 
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""
-        conn = self._reader()
-        return [h for h in hashes if conn.execute(f"SELECT 1 FROM records WHERE {BY_HASH}", (h,)).fetchone()]
+        return [h for h in hashes if self._find_hash(h) is not None]
 
     # --- the Merkle tree (docs/PROTOCOL.md section 12) ------------------------------------
 
@@ -1218,5 +1295,5 @@ class ChainStore:
         A lookup by leaf hash would need an index over the tree rows that every append
         would pay for; the record hash already has one.
         """
-        row = self._reader().execute(f"SELECT ledger, height FROM records WHERE {BY_HASH}", (record_hash,)).fetchone()
-        return (row[0], row[1]) if row else None
+        found = self._find_hash(record_hash)
+        return None if found is None else (found[0], found[1])

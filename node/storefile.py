@@ -12,6 +12,19 @@ rehashed from the records when asked for (at most 8 records): the records are th
 and a row per leaf cost appends more than the issue's budget allows.
 The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
 the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
+
+Records are found by their hash through ``record_hashes``: the hash's first 8 bytes, then the
+record's ledger and height, for the records of each ledger below its size in ``hashes_filled``
+(none listed: none). The records above it, fewer than ``store.HASH_FILL_AT`` in all, are found
+by their rows' hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads
+them as they come). A record's hash goes in at a random place of that index,
+so filling it a record at a time rewrote an index page for nearly each record of a catch-up
+page; ChainStore fills it for many thousands at once, in the transaction that writes the
+records which bring the rows above the marks to that count: the rows and their marks are
+durable together, and what a lookup reads (the index below a mark, the rows above it) always
+covers every record, whenever the process was killed. A store from before (an index on the
+records' hash column) gets its index filled when ChainStore opens it; read-only, it is looked
+up through its old index.
 """
 
 from __future__ import annotations
@@ -44,7 +57,17 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (ledger, height)
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS records_by_hash;
-CREATE INDEX IF NOT EXISTS records_by_hash_prefix ON records (substr(hash, 1, 8));
+DROP INDEX IF EXISTS records_by_hash_prefix;
+CREATE TABLE IF NOT EXISTS record_hashes (
+    prefix BLOB NOT NULL,
+    ledger TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    PRIMARY KEY (prefix, ledger, height)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hashes_filled (
+    ledger TEXT PRIMARY KEY,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_request ON records (ledger, author, request_id);
 CREATE TABLE IF NOT EXISTS tree (
     ledger TEXT NOT NULL,
@@ -67,13 +90,23 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (ledger, kind, size, root)
 ) WITHOUT ROWID;
 """
-# Finds a record by its hash (the one parameter) through records_by_hash_prefix: the index keeps
-# the hash's first 8 bytes, not all 32, for its entries go in at random places (a hash is
-# random), and each catch-up page of 1,000 records wrote hundreds of that index's pages; a
-# prefix shared by two records is told apart by the whole hash. A store from before holds
-# records_by_hash (the whole hash) until ChainStore opens it (SCHEMA drops it and makes this
-# one); read-only, this lookup uses that index there.
+# Finds a record by its hash (the one parameter) in a store from before record_hashes, through
+# the index on the hash column it holds (records_by_hash_prefix, or records_by_hash before it)
+# until ChainStore opens it: SCHEMA drops that index and record_hashes is filled instead.
 BY_HASH = "substr(hash, 1, 8) = substr(?1, 1, 8) AND hash = ?1"
+# A record by its hash through record_hashes (the records below their ledger's filled mark).
+_BY_FILLED_HASH = (
+    "SELECT r.ledger, r.height, r.data FROM record_hashes AS h JOIN records AS r "
+    "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1 LIMIT 1"
+)
+# The row at a ledger and height if its hash column is ?3.
+_AT_HASH = "SELECT ledger, height, data FROM records WHERE ledger = ?1 AND height = ?2 AND hash = ?3"
+# Fill record_hashes with one ledger's rows from a height on, in the index's order.
+_FILL_HASHES = (
+    "INSERT INTO record_hashes (prefix, ledger, height) "
+    "SELECT substr(hash, 1, 8), ledger, height FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY 1"
+)
+_PUT_FILLED = "INSERT OR REPLACE INTO hashes_filled (ledger, size) VALUES (?, ?)"
 STORED_LEVEL = 4  # the tree table holds complete subtrees of 2**4 = 16 leaves and more
 TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
 INSERT_TREE = "INSERT INTO tree (ledger, level, idx, hash) VALUES (?, ?, ?, ?)"
@@ -120,6 +153,10 @@ class StoreReader:
         self.page_size = page_size
         self._conn = connect(path, readonly=True)
         self._check_schema()
+        # The rows above the filled marks as last read (see _read_tails): hash -> (ledger, height),
+        # and per ledger the mark they were read under and the height read up to.
+        self._tail: dict[bytes, tuple[str, int]] = {}
+        self._tail_read: dict[str, tuple[int, int]] = {}
 
     def _check_schema(self) -> None:
         try:
@@ -167,10 +204,37 @@ class StoreReader:
 
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
-        row = self._conn.execute(
-            f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
-        ).fetchone()
-        return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+        if not hashes_kept(self._conn):  # a store from before: its index on the hash column
+            row = self._conn.execute(
+                f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
+            ).fetchone()
+            return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+        # One read transaction: the marks and the rows they split are of one moment.
+        self._conn.execute("BEGIN")
+        try:
+            self._read_tails()
+            found = filled_hash(self._conn, record_hash)
+            place = self._tail.get(record_hash) if found is None else None
+            return found if place is None else hash_at(self._conn, record_hash, *place)
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _read_tails(self) -> None:
+        """Bring the hashes of the rows above the filled marks up to date, reading only the
+        rows written since the last lookup (a gateway looks up by hash at each request), and
+        forgetting those filled since (and those past a chain cut short behind the store's back)."""
+        marks = filled_marks(self._conn)
+        for ledger in self.ledgers():
+            mark, size = marks.get(ledger, 0), self.size(ledger)
+            seen_mark, read_to = self._tail_read.get(ledger, (0, 0))
+            if mark != seen_mark or size < read_to:
+                read_to = min(read_to, size)
+                self._tail = {
+                    h: place for h, place in self._tail.items() if place[0] != ledger or mark <= place[1] < read_to
+                }
+            rows = tail_rows(self._conn, ledger, max(mark, read_to))
+            self._tail.update((h, (ledger, height)) for h, height in rows)
+            self._tail_read[ledger] = (mark, max(mark, read_to, rows[-1][1] + 1 if rows else 0))
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
@@ -270,6 +334,45 @@ def _page_lists(
             return
         yield rows
         start = rows[-1][0] + 1
+
+
+def hashes_kept(conn: sqlite3.Connection) -> bool:
+    """Whether the store finds records by their hash through ``record_hashes`` (False: a store
+    from before, with an index on the hash column, that no ChainStore has opened since)."""
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record_hashes'").fetchone()
+    return row is not None
+
+
+def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each ledger's filled mark: its records below it are in ``record_hashes`` (a ledger not
+    listed: none of them)."""
+    return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
+
+
+def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
+    """(hash column, height) of ``ledger``'s rows from ``start`` on: from its filled mark on,
+    the rows record_hashes does not hold yet (fewer than store.HASH_FILL_AT in all)."""
+    rows = conn.execute("SELECT hash, height FROM records WHERE ledger = ? AND height >= ?", (ledger, start))
+    return [(bytes(h), int(height)) for h, height in rows]
+
+
+def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
+    """(ledger, height, bytes) of a record below its filled mark whose hash column is ``record_hash``."""
+    row = conn.execute(_BY_FILLED_HASH, (record_hash,)).fetchone()
+    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+
+
+def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: int) -> tuple[str, int, bytes] | None:
+    """(ledger, height, bytes) of the row at ``ledger`` and ``height`` if its hash column is ``record_hash``."""
+    row = conn.execute(_AT_HASH, (ledger, height, record_hash)).fetchone()
+    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+
+
+def fill_hashes(conn: sqlite3.Connection, ledger: str, mark: int, size: int) -> None:
+    """Put ``ledger``'s records from its filled mark ``mark`` up to ``size`` into record_hashes
+    and make ``size`` its mark, inside the caller's transaction. Raises sqlite3.Error."""
+    conn.execute(_FILL_HASHES, (ledger, mark, size))
+    conn.execute(_PUT_FILLED, (ledger, size))
 
 
 def tree_kept(conn: sqlite3.Connection) -> bool:

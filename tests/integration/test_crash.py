@@ -5,6 +5,9 @@ append the store acknowledged. After each kill the parent reopens the store and 
 that every acknowledged record is there with the hash it was acknowledged with, that no
 request was written twice, and that every ledger verifies from genesis without a gap.
 
+The writer fills the store's hash index (record_hashes) every few groups: after each kill,
+every record is found by its hash, and the index holds exactly the records below its marks.
+
 The kill moments come from a seeded generator; the seed is printed, and
 VLEDGER_CRASH_SEED=<seed> replays the same schedule. VLEDGER_CRASH_ROUNDS sets the number
 of kills (``make soak`` runs many more than the default).
@@ -17,15 +20,18 @@ import os
 import random
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.verify import ChainVerifier
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -186,6 +192,19 @@ def check_store(directory: Path, acknowledged: Acknowledged) -> int:
                 height = placed.setdefault(request, record.height)
                 assert height == record.height, f"{ledger}: {request} is stored twice: {height}, {record.height}"
             assert len(chain) == store.size(ledger), f"{ledger}: {len(chain)} records, but its head is higher"
+        hashes = [h for chain in chains.values() for h, _ in chain]
+        assert store.have(hashes) == hashes, "a record is not found by its hash"
+        for ledger, chain in chains.items():
+            for height, (record_hash, _) in enumerate(chain):
+                assert store.index_of(record_hash) == (ledger, height), f"{ledger} {height}: found elsewhere"
+    with closing(sqlite3.connect(directory / DB_NAME)) as db:
+        marks = sum(size for (size,) in db.execute("SELECT size FROM hashes_filled"))
+        indexed = db.execute("SELECT COUNT(*) FROM record_hashes").fetchone()[0]
+        below = db.execute(
+            "SELECT COUNT(*) FROM records AS r JOIN hashes_filled AS f ON f.ledger = r.ledger AND r.height < f.size "
+            "JOIN record_hashes AS h ON h.prefix = substr(r.hash, 1, 8) AND h.ledger = r.ledger AND h.height = r.height"
+        ).fetchone()[0]
+    assert marks == indexed == below, f"record_hashes holds {indexed} rows, {below} of the {marks} below its marks"
     for (ledger, height), ack in acknowledged.by_place.items():
         chain = chains.get(ledger, [])
         assert height < len(chain), f"acknowledged {ack} is lost: ledger {ledger} has {len(chain)} records"

@@ -24,6 +24,7 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import Limits
+from vledger.ingest import follow
 from vledger.ingest.follow import CATCH_UP_IN_FLIGHT, LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
 from vledger.ingest.page_check import Checked, PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
@@ -826,6 +827,34 @@ class GcWatchingSource(MemorySource):
     def fetch(self, ledger: str, start: int, count: int) -> Page:
         self.collecting.append(gc.isenabled())
         return super().fetch(ledger, start, count)
+
+
+@pytest.mark.parametrize("pause", [0.0, 3600.0])
+def test_the_collector_stays_off_from_page_to_page_and_collects_the_younger_generations_after_its_pause(
+    make_replica: MakeReplica, long_chain: list[Record], monkeypatch: pytest.MonkeyPatch, pause: float
+) -> None:
+    """Turned on between two pages, the collector walked every object of the pages in flight:
+    it stays off for the whole catch-up, and the two younger generations are collected between
+    two pages once it has been off GC_PAUSE_SECONDS (cycles other threads make wait that long)."""
+    monkeypatch.setattr(follow, "GC_PAUSE_SECONDS", pause)
+    notes = [signed(r) for r in long_chain if r.height % 5 == 4]
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}, signed=notes), batch=5)
+    paused: list[int] = []  # the generation of each collection made while the collector is off
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and not gc.isenabled():
+            paused.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(watch)
+    try:
+        assert replica.follower.catch_up(LEDGER, notes[-1].size)
+    finally:
+        gc.callbacks.remove(watch)
+    assert gc.isenabled()
+    assert replica.heights() == list(range(notes[-1].size)) and replica.alerts == []
+    pages = notes[-1].size // 5
+    assert paused == ([] if pause else [1] * pages)
 
 
 @pytest.mark.parametrize("on_before", [True, False])

@@ -12,8 +12,8 @@ import pytest
 from vledger.config.settings import Limits
 from vledger.node.errors import StoreError
 from vledger.node.record import decode_record
-from vledger.node.store import ChainStore
-from vledger.node.storefile import BY_HASH, DB_NAME, StoreReader
+from vledger.node.store import HASH_FILL_AT, ChainStore
+from vledger.node.storefile import _BY_FILLED_HASH, BY_HASH, DB_NAME, StoreReader
 
 
 @pytest.fixture
@@ -87,9 +87,14 @@ def _plan(directory: Path, select: str) -> str:
         return " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {select}", (b"\0" * 32,)))
 
 
-def test_hash_lookups_seek_the_prefix_index_and_tell_records_of_one_prefix_apart(store_dir: Path) -> None:
-    assert "records_by_hash_prefix" in _indexes(store_dir) and "records_by_hash" not in _indexes(store_dir)
-    assert "USING INDEX records_by_hash_prefix" in _plan(store_dir, f"SELECT data FROM records WHERE {BY_HASH}")
+def _marks(directory: Path) -> dict[str, int]:
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        return dict(conn.execute("SELECT ledger, size FROM hashes_filled"))
+
+
+def test_hash_lookups_seek_record_hashes_and_tell_records_of_one_prefix_apart(store_dir: Path) -> None:
+    assert "USING PRIMARY KEY (prefix=?)" in _plan(store_dir, _BY_FILLED_HASH)
+    assert not {"records_by_hash", "records_by_hash_prefix"} & _indexes(store_dir)
     with ChainStore(store_dir) as store:
         records = list(store.range("ledger-a"))
     # Two rows whose hash columns share the first 8 bytes: each found by its own hash only.
@@ -97,33 +102,67 @@ def test_hash_lookups_seek_the_prefix_index_and_tell_records_of_one_prefix_apart
     twin = first.link[:8] + second.link[8:]
     with sqlite3.connect(store_dir / DB_NAME) as conn:
         conn.execute("UPDATE records SET hash = ? WHERE ledger = 'ledger-a' AND height = 2", (twin,))
-    reader = StoreReader(store_dir)
+    for fill_at in (HASH_FILL_AT, 1):  # nothing filled yet (9 records), then all filled at the opening
+        with ChainStore(store_dir, hash_fill_at=fill_at):
+            pass
+        reader = StoreReader(store_dir)
+        try:
+            assert reader.find_hash(first.link) == ("ledger-a", 1, first.encode())
+            assert reader.find_hash(twin) == ("ledger-a", 2, second.encode())
+            assert reader.find_hash(first.link[:8] + b"\xff" * 24) is None
+        finally:
+            reader.close()
+    assert _marks(store_dir) == {"ledger-a": 7, "ledger-b": 2}
+
+
+def test_lookups_by_hash_find_every_record_below_and_above_the_filled_marks(store_dir: Path, kit: Any) -> None:
+    reader = StoreReader(store_dir)  # open all along: it reads the rows above the marks as they come
     try:
-        assert reader.find_hash(first.link) == ("ledger-a", 1, first.encode())
-        assert reader.find_hash(twin) == ("ledger-a", 2, second.encode())
-        assert reader.find_hash(first.link[:8] + b"\xff" * 24) is None
+        with ChainStore(store_dir, origin="node-1", hash_fill_at=4) as store:
+            seen = []
+            for i in range(7, 13):  # fills at the opening (9 records), then once 4 more are written
+                store.append(kit.entry(i, ledger="ledger-a"))
+                records = [r for ledger in ("ledger-a", "ledger-b") for r in store.range(ledger)]
+                hashes = [r.link for r in records]
+                assert store.have([*hashes, b"\x07" * 32]) == hashes
+                for record in records:
+                    assert store.get_by_hash(record.link) == record
+                    assert store.index_of(record.link) == (record.ledger, record.height)
+                    assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+                assert store.get_by_hash(b"\x07" * 32) is None and store.index_of(b"\x07" * 32) is None
+                assert reader.find_hash(b"\x07" * 32) is None
+                seen.append(_marks(store_dir)["ledger-a"])
+            assert seen == [7, 7, 7, 11, 11, 11]  # 9 at the opening, then the 4th record after it
+        with ChainStore(store_dir, hash_fill_at=None) as store, pytest.raises(StoreError, match="without its hash"):
+            store.get_by_hash(records[0].link)
     finally:
         reader.close()
 
 
-def test_a_store_from_before_is_looked_up_by_its_whole_hash_index_until_opened_then_swapped(
-    store_dir: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("old_index", ["records_by_hash", "records_by_hash_prefix"])
+def test_a_store_from_before_is_looked_up_by_its_own_index_until_opened_then_filled(
+    store_dir: Path, caplog: pytest.LogCaptureFixture, old_index: str
 ) -> None:
-    with sqlite3.connect(store_dir / DB_NAME) as conn:  # the index as the previous version made it
-        conn.execute("DROP INDEX records_by_hash_prefix")
-        conn.execute("CREATE INDEX records_by_hash ON records (hash)")
-    assert "USING COVERING INDEX records_by_hash" in _plan(store_dir, f"SELECT 1 FROM records WHERE {BY_HASH}")
+    with sqlite3.connect(store_dir / DB_NAME) as conn:  # the layout as an earlier version made it
+        conn.execute("DROP TABLE record_hashes")
+        conn.execute("DROP TABLE hashes_filled")
+        column = "hash" if old_index == "records_by_hash" else "substr(hash, 1, 8)"
+        conn.execute(f"CREATE INDEX {old_index} ON records ({column})")
+    assert f"INDEX {old_index}" in _plan(store_dir, f"SELECT 1 FROM records WHERE {BY_HASH}")
     reader = StoreReader(store_dir)
     try:
         data = reader.get("ledger-b", 1)
         assert data is not None
         record = decode_record(data, Limits())
         assert reader.find_hash(record.link) == ("ledger-b", 1, data)
-        with caplog.at_level(logging.WARNING, logger="vledger.node.store"), ChainStore(store_dir) as store:
+        with (
+            caplog.at_level(logging.WARNING, logger="vledger.node.store"),
+            ChainStore(store_dir, hash_fill_at=1) as store,
+        ):
             assert store.get_by_hash(record.link) == record and store.index_of(record.link) == ("ledger-b", 1)
         assert "its hash index is built anew, once" in caplog.text  # an operator sees why it opens slowly
         assert reader.find_hash(record.link) == ("ledger-b", 1, data)
     finally:
         reader.close()
-    indexes = _indexes(store_dir)
-    assert "records_by_hash_prefix" in indexes and "records_by_hash" not in indexes
+    assert old_index not in _indexes(store_dir)
+    assert _marks(store_dir) == {"ledger-a": 7, "ledger-b": 2}
