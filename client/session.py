@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from ..broker.client import Client, NodeAddress
@@ -115,6 +115,33 @@ def reply_field(result: dict[str, Any], key: str, kind: type[Any]) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise NodeUnavailableError(f"the node's reply has no {kind.__name__} {key!r}")
     return value
+
+
+class _SignedTree:
+    """The Merkle tree of a ledger's first records as a reader takes them, to be checked
+    against a verified checkpoint: the records a node served up to its size must be the signed
+    chain, not another that anyone could compute record by record."""
+
+    def __init__(self, ledger: str, proven: VerifiedCheckpoint) -> None:
+        self.ledger = ledger
+        self.size = proven.checkpoint.size
+        self.root = proven.checkpoint.root
+        self.tree = Frontier()
+
+    def leaves(self, records: Iterable[Record]) -> Iterator[Record]:
+        """``records`` as they come, the first ``size`` of them grown into the tree."""
+        for record in records:
+            if self.tree.size < self.size:
+                self.tree.append(leaf_hash(record.encode()))
+            yield record
+
+    def check(self) -> None:
+        """Raise ProofError unless the records taken make the checkpoint's tree."""
+        if self.tree.size != self.size or self.tree.root() != self.root:
+            raise ProofError(
+                f"the first {self.tree.size} records of {self.ledger!r} this node served are not the tree of "
+                f"{self.size} records its signed checkpoint states: the node serves another chain"
+            )
 
 
 class Reader:
@@ -372,22 +399,11 @@ class Reader:
         that what is found (or not found) is the whole signed chain. Raises NotFoundError for a
         ledger without records, ProofError when the records read are not the checkpoint's tree,
         the failed check's error (a RecordError, ProofError) for a record that does not verify."""
-        size, root = proven.checkpoint.size, proven.checkpoint.root
-        tree = Frontier()
-
-        def leaves(records: Iterator[Record]) -> Iterator[Record]:
-            for record in records:
-                tree.append(leaf_hash(record.encode()))
-                yield record
-
-        check = check_voter(ledger, leaves(self.decoded_records(ledger, stop=size)), eid)
+        tree = _SignedTree(ledger, proven)
+        check = check_voter(ledger, tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)), eid)
         # Every record up to the checkpoint was read: their tree must be the one it signs, or
         # the node served another chain (a forked tail) and "no records" would prove nothing.
-        if tree.size != size or tree.root() != root:
-            raise ProofError(
-                f"the {tree.size} records of {ledger!r} this node served are not the tree of "
-                f"{size} records its signed checkpoint states: the node serves another chain"
-            )
+        tree.check()
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
@@ -423,21 +439,11 @@ class Reader:
         its tree (its size and root) [ProofError]: a chain anyone could compute, served in
         place of the signed one, is refused. Records past the checkpoint are checked as the
         chain's next only."""
-        tree = Frontier()
-        size = proven.checkpoint.size if proven is not None else 0
-
-        def leaves(records: Iterator[Record]) -> Iterator[Record]:
-            for record in records:
-                if tree.size < size:
-                    tree.append(leaf_hash(record.encode()))
-                yield record
-
-        check = check_voter(ledger, leaves(self.records(ledger)), eid)
-        if proven is not None and (tree.size != size or tree.root() != proven.checkpoint.root):
-            raise ProofError(
-                f"the first {tree.size} records of {ledger!r} this node served are not the tree of "
-                f"{size} records its signed checkpoint states: the node serves another chain"
-            )
+        if proven is None:
+            return check_voter(ledger, self.records(ledger), eid)
+        tree = _SignedTree(ledger, proven)
+        check = check_voter(ledger, tree.leaves(self.records(ledger)), eid)
+        tree.check()
         return check
 
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
