@@ -205,10 +205,9 @@ class StoreReader:
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
         if not hashes_kept(self._conn):  # a store from before: its index on the hash column
-            row = self._conn.execute(
-                f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
-            ).fetchone()
-            return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+            return _found(
+                self._conn, f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
+            )
         # One read transaction: the marks and the rows they split are of one moment.
         self._conn.execute("BEGIN")
         try:
@@ -358,13 +357,17 @@ def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[b
 
 def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
     """(ledger, height, bytes) of a record below its filled mark whose hash column is ``record_hash``."""
-    row = conn.execute(_BY_FILLED_HASH, (record_hash,)).fetchone()
-    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+    return _found(conn, _BY_FILLED_HASH, (record_hash,))
 
 
 def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: int) -> tuple[str, int, bytes] | None:
     """(ledger, height, bytes) of the row at ``ledger`` and ``height`` if its hash column is ``record_hash``."""
-    row = conn.execute(_AT_HASH, (ledger, height, record_hash)).fetchone()
+    return _found(conn, _AT_HASH, (ledger, height, record_hash))
+
+
+def _found(conn: sqlite3.Connection, query: str, params: tuple[object, ...]) -> tuple[str, int, bytes] | None:
+    """(ledger, height, bytes) of the first row ``query`` selects, or None."""
+    row = conn.execute(query, params).fetchone()
     return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
 
