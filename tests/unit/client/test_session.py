@@ -8,6 +8,7 @@ and "no records" must not be the answer: the tree of what it served is not the c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,56 +69,57 @@ def _signed(store: ChainStore) -> VerifiedCheckpoint:
     return verify_checkpoint(signed.note, home_key("t", LEDGER, home.key(LEDGER).public_key))
 
 
-def test_a_forked_tail_under_the_honest_checkpoint_is_refused_not_reported_as_no_records(tmp_path: Path) -> None:
-    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
-    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])  # same up to height 3
-    try:
-        proven = _signed(honest)
-        mine = honest.get(LEDGER, 5)
-        assert mine is not None
-        eid = electronic_id(mine)
-        found = Reader(Served(honest)).proven_voter_check(LEDGER, eid, proven)
-        assert [item.record.height for item in found.records] == [5]
-        with pytest.raises(ProofError, match="not the tree of 6 records"):
-            Reader(Served(forked)).proven_voter_check(LEDGER, eid, proven)
-    finally:
-        honest.close()
-        forked.close()
+@pytest.fixture
+def honest(tmp_path: Path) -> Iterator[ChainStore]:
+    store = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
+    yield store
+    store.close()
 
 
-def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(tmp_path: Path) -> None:
+@pytest.fixture
+def forked(tmp_path: Path) -> Iterator[ChainStore]:
+    """A chain the same as ``honest``'s up to height 3, then another (valid record by record)."""
+    store = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
+    yield store
+    store.close()
+
+
+def test_a_forked_tail_under_the_honest_checkpoint_is_refused_not_reported_as_no_records(
+    honest: ChainStore, forked: ChainStore
+) -> None:
+    proven = _signed(honest)
+    mine = honest.get(LEDGER, 5)
+    assert mine is not None
+    eid = electronic_id(mine)
+    found = Reader(Served(honest)).proven_voter_check(LEDGER, eid, proven)
+    assert [item.record.height for item in found.records] == [5]
+    with pytest.raises(ProofError, match="not the tree of 6 records"):
+        Reader(Served(forked)).proven_voter_check(LEDGER, eid, proven)
+
+
+def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(
+    honest: ChainStore, forked: ChainStore
+) -> None:
     # --full verifies every record as the chain's next: a forked chain passes that (anyone can
     # compute checksums, work and links), so it must also be the signed checkpoint's tree.
-    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
-    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
-    try:
-        proven = _signed(honest)
-        mine = honest.get(LEDGER, 5)
-        assert mine is not None
-        eid = electronic_id(mine)
-        found = Reader(Served(honest)).full_voter_check(LEDGER, eid, proven)
-        assert [item.record.height for item in found.records] == [5]
-        assert Reader(Served(forked)).full_voter_check(LEDGER, eid, None).records == ()  # the chain alone
-        with pytest.raises(ProofError, match="not the tree of 6 records"):
-            Reader(Served(forked)).full_voter_check(LEDGER, eid, proven)
-    finally:
-        honest.close()
-        forked.close()
+    proven = _signed(honest)
+    mine = honest.get(LEDGER, 5)
+    assert mine is not None
+    eid = electronic_id(mine)
+    found = Reader(Served(honest)).full_voter_check(LEDGER, eid, proven)
+    assert [item.record.height for item in found.records] == [5]
+    assert Reader(Served(forked)).full_voter_check(LEDGER, eid, None).records == ()  # the chain alone
+    with pytest.raises(ProofError, match="not the tree of 6 records"):
+        Reader(Served(forked)).full_voter_check(LEDGER, eid, proven)
 
 
-def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(tmp_path: Path) -> None:
+def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(honest: ChainStore, forked: ChainStore) -> None:
     # `vledger range --node NAME` printed a lying node's forked tail: each record checked only as
     # the next of the chain that node served. Below the checkpoint, each run is proven in it.
-    honest = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
-    forked = _chain(tmp_path / "forked", ["V-1", "V-2", "V-3", "V-4x", "V-5x"])
-    try:
-        proven = _signed(honest)
-        assert [r.height for r in Reader(Served(honest)).proven_records(LEDGER, 2, proven)] == [2, 3, 4, 5]
-        assert [r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, None)] == [2, 3, 4, 5]
-        shown: list[int] = []
-        with pytest.raises(ProofError):
-            shown.extend(r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, proven))
-        assert shown == []  # nothing of the run was yielded before its proof failed
-    finally:
-        honest.close()
-        forked.close()
+    proven = _signed(honest)
+    assert [r.height for r in Reader(Served(honest)).proven_records(LEDGER, 2, proven)] == [2, 3, 4, 5]
+    assert [r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, None)] == [2, 3, 4, 5]
+    shown: list[int] = []
+    with pytest.raises(ProofError):
+        shown.extend(r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, proven))
+    assert shown == []  # nothing of the run was yielded before its proof failed
