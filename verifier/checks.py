@@ -39,8 +39,10 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, entry_h
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
+from ..node.note import VerifierKey
 from ..node.record import decode_record
 from ..node.verify import ChainVerifier
+from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ CHAIN_FAULTS = (
     "bad_genesis",
     "truncated",
 )
+ASK_NODES_SECONDS = 10.0  # how often a ledger's nodes are asked for a checkpoint Redis cannot give
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
@@ -114,7 +117,8 @@ class NodeReader:
             raise NodeUnavailableError(f"{self.name}: head answered something else")
         return height, digest
 
-    def hash_at(self, ledger: str, height: int) -> bytes | None:
+    def record(self, ledger: str, height: int) -> bytes | None:
+        """The node's record bytes at ``height``, None if it holds none there."""
         try:
             data = self.client.call("get", {"ledger": ledger, "height": height}).get("record")
         except RemoteError as e:
@@ -123,7 +127,40 @@ class NodeReader:
             raise
         if not isinstance(data, bytes):
             raise NodeUnavailableError(f"{self.name}: get answered something else")
-        return decode_record(data, PROTOCOL_LIMITS).hash
+        return data
+
+    def hash_at(self, ledger: str, height: int) -> bytes | None:
+        data = self.record(ledger, height)
+        return None if data is None else decode_record(data, PROTOCOL_LIMITS).hash
+
+    def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
+        """The inclusion proof of leaf ``index`` in the node's tree of ``size`` leaves (PROTOCOL
+        12.3), None when the node cannot give one (it lacks that size)."""
+        try:
+            reply = self.client.call("proof.inclusion", {"ledger": ledger, "index": index, "size": size})
+        except RemoteError as e:
+            if e.code in CANNOT_ANSWER:
+                return None
+            raise
+        proof = proof_hashes(reply)
+        if proof is None:
+            raise NodeUnavailableError(f"{self.name}: proof.inclusion answered something else")
+        return proof
+
+    def checkpoint(self, ledger: str) -> tuple[bytes, list[int]] | None:
+        """The node's latest checkpoint note of ``ledger`` and the rotation heights below its
+        size (PROTOCOL 6.1), None when it holds none."""
+        try:
+            reply = self.client.call("checkpoint", {"ledger": ledger})
+        except RemoteError as e:
+            if e.code in CANNOT_ANSWER:
+                return None
+            raise
+        note = reply.get("checkpoint") if isinstance(reply, dict) else None
+        heights = heights_of(reply.get("rotations", []) if isinstance(reply, dict) else None)
+        if not isinstance(note, bytes) or heights is None:
+            raise NodeUnavailableError(f"{self.name}: checkpoint answered something else")
+        return note, heights
 
 
 @dataclass(slots=True)
@@ -142,6 +179,11 @@ class LedgerState:
     # (height, when the home was first seen holding it), heights rising: the lag clock. Only
     # the newest entry older than lag_alert_ms is kept below the window, so it stays small.
     reached: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
+    checkpoint: LedgerCheckpoint | None = None  # the largest checkpoint verified, and its key chain
+    # copy -> (checkpoint size, its head height, head hash) when its tree at that size was the
+    # checkpoint's root: asked again only once one of them moves.
+    roots: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
+    ask_nodes_at: float = 0.0  # when the nodes may next be asked for a checkpoint
 
     def home_reached(self, height: int, now: float, window: float) -> None:
         if not self.reached or height > self.reached[-1][0]:
@@ -174,8 +216,12 @@ class ClusterChecks:
         settings: VerifierSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         pool: PagePool | None = None,
+        home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
     ) -> None:
         self.name = name
+        # The configured checkpoint key of a ledger's home (its <home>.sign.pub), for a ledger
+        # whose genesis pins none (PROTOCOL 10.7's version rule).
+        self._fallback_key = home_keys
         self.pool = pool  # worker processes that check the sweeps' pages (None: this process alone)
         self.config = config
         self.replication = replication
@@ -398,30 +444,176 @@ class ClusterChecks:
     # --- heads ----------------------------------------------------------------------------
 
     def compare_heads(self) -> None:
+        """Each copy's head against the home's record at its height, and each copy's tree against
+        the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
+        notes = self._checkpoint_notes()
         for ledger, state in self.ledgers.items():
             home = self.readers.get(state.home)
-            if home is None or not home.up():
-                continue
-            try:
-                home_head = home.head(ledger)
-            except (NodeUnavailableError, RemoteError) as e:
-                home.down(self.settings.node_timeout_ms / 1000, e)
-                continue
-            if home_head is None:
-                continue
-            state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
+            home_head: tuple[int, bytes] | None = None
+            if home is not None and home.up():
+                try:
+                    home_head = home.head(ledger)
+                except (NodeUnavailableError, RemoteError) as e:
+                    home.down(self.settings.node_timeout_ms / 1000, e)
+            if home_head is not None:
+                state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
+            heads: dict[str, tuple[int, bytes] | None] = {}
             for node in state.copies:
                 reader = self.readers.get(node)
                 if node == state.home or reader is None:
                     continue
                 if not reader.up():
-                    self._lag_as_reported(ledger, state, node, now)
+                    if home_head is not None:
+                        self._lag_as_reported(ledger, state, node, now)
                     continue
                 try:
-                    self._compare_head(ledger, state, node, reader, home, home_head, now)
+                    head = reader.head(ledger)
+                    agrees = False
+                    if home is not None and home_head is not None:
+                        agrees = self._compare_head(ledger, state, node, head, home, home_head, now)
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
+                    continue
+                if not agrees:  # a copy whose head is the home's record needs no proof: its prefix is the home's
+                    heads[node] = head
+            if heads:  # only copies the home did not vouch for need a checkpoint
+                self._learn_checkpoint(ledger, state, notes.get(ledger), now)
+                self._check_roots(ledger, state, heads, home_compared=home_head is not None)
+
+    # --- copies' trees against the largest verified checkpoint -----------------------------
+
+    def _checkpoint_notes(self) -> dict[str, bytes]:
+        """Each ledger's latest checkpoint note as Redis has it (its home wrote it; unverified)."""
+        try:
+            return self.replication.checkpoints()
+        except REDIS_ERRORS:
+            return {}  # Redis away: the checkpoints verified before still hold
+
+    def _learn_checkpoint(self, ledger: str, state: LedgerState, note: bytes | None, now: float) -> None:
+        """Take a larger verified checkpoint of ``ledger``: Redis's note, else (at most every
+        ``ASK_NODES_SECONDS``, when Redis's is none or does not verify with the keys known, e.g.
+        signed by a key a rotation named) a node's ``checkpoint`` answer with its rotations proven."""
+        if state.checkpoint is None:
+            state.checkpoint = LedgerCheckpoint(
+                ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger)
+            )
+        held = state.checkpoint
+        if note is not None and (held.offer(note) or (held.proven is not None and size_of(note) <= held.proven.size)):
+            return
+        if now < state.ask_nodes_at:
+            return
+        state.ask_nodes_at = now + ASK_NODES_SECONDS
+        for name in sorted(state.copies, key=lambda n: n != state.home):
+            reader = self.readers.get(name)
+            if reader is None or not reader.up():
+                continue
+            try:
+                if held.learn_from(reader):
+                    return
+            except (NodeUnavailableError, RemoteError) as e:
+                log.info("no checkpoint of %s from %s: %s", ledger, name, e)
+
+    def _genesis(self, ledger: str) -> bytes | None:
+        """``ledger``'s genesis as the stream has it, else as its home serves it, else as a holder does
+        (a copy forked at its genesis pins another key, under which no note of the home verifies)."""
+        try:
+            rows = self.replication.read(ledger, 0, 1, stop=1)
+        except REDIS_ERRORS:
+            rows = []
+        if rows:
+            return rows[0].data
+        state = self.ledgers[ledger]
+        for name in sorted(state.copies, key=lambda n: n != state.home):
+            reader = self.readers.get(name)
+            if reader is None or not reader.up():
+                continue
+            try:
+                page = reader.page(ledger, 0, 1)
+            except (NodeUnavailableError, RemoteError):
+                continue
+            if page:
+                return page[0]
+        return None
+
+    def _check_roots(
+        self, ledger: str, state: LedgerState, heads: dict[str, tuple[int, bytes] | None], *, home_compared: bool
+    ) -> None:
+        """Each copy of ``heads`` that reaches the ledger's largest verified checkpoint: its tree at
+        that size must be the checkpoint's root, else it is a fork. Asked again only when the
+        checkpoint or the copy's head moved. The forks are named once every copy was asked, so
+        that a copy just proven can be the reference whose records the search compares."""
+        proven = None if state.checkpoint is None else state.checkpoint.proven
+        if proven is None:
+            return
+        forked = []
+        for node, head in heads.items():
+            if head is None or head[0] + 1 < proven.size:
+                continue  # behind the checkpoint: nothing to hold it against yet
+            mark = (proven.size, head[0], head[1])
+            if state.roots.get(node) == mark:
+                continue
+            reader = self.readers[node]
+            try:
+                root = copy_root(reader, ledger, proven.size)
+            except (NodeUnavailableError, RemoteError) as e:
+                reader.down(self.settings.node_timeout_ms / 1000, e)
+                continue
+            if root is None:
+                continue  # it cannot answer: as a copy behind, not a fork
+            if root == proven.root:
+                state.roots[node] = mark
+                if not home_compared and self.open.get(f"{node}|{ledger}|fork", proven.size) < proven.size:
+                    self.resolve(node, ledger, ("fork",))  # its records below the checkpoint are the home's
+            else:
+                state.roots.pop(node, None)
+                forked.append((node, reader, root))
+        for node, reader, root in forked:
+            self._root_fork(ledger, state, node, reader, root, proven.size, proven.root)
+
+    def _root_fork(
+        self, ledger: str, state: LedgerState, node: str, reader: NodeReader, root: bytes, size: int, expected: bytes
+    ) -> None:
+        """Raise ``node``'s fork: its tree at ``size`` has ``root``, not the checkpoint's ``expected``.
+        Named at the first height at which its record differs from a reference copy's (the home,
+        or a copy whose tree at ``size`` is the checkpoint's), searched once; at ``size - 1``
+        without one."""
+        top = first = size - 1
+        theirs: bytes | None = None
+        ours: bytes | None = None
+        reference = self._reference(ledger, node) or self._proven_copy(ledger, state, node, size)
+        if reference is not None:
+            try:
+                theirs, ours = reference.hash_at(ledger, top), _hash_at(reader, ledger, top)
+            except (NodeUnavailableError, RemoteError) as e:
+                log.info("cannot compare %s %s with %s: %s", node, ledger, reference.name, e)
+                theirs = ours = None
+            if theirs is not None and theirs == ours:
+                # Its records are the home's; only the proof it serves is not: no fork of the chain.
+                log.warning(
+                    "%s serves a tree of %s at %d that is not its records' (root %s)", node, ledger, size, root.hex()
+                )
+                return
+            if theirs is not None and f"{node}|{ledger}|fork" not in self._mine:
+                first = self._first_difference(ledger, node, reader, top, differs=True, reference=reference)
+                if first != top:
+                    theirs, ours = reference.hash_at(ledger, first), _hash_at(reader, ledger, first)
+        elif f"{node}|{ledger}|fork" not in self._mine:
+            ours = _hash_at(reader, ledger, top)
+        self.raise_alert(
+            Alert(node, ledger, first, "fork",
+                  f"its tree at size {size} has root {root.hex()}, not that of {state.home}'s checkpoint "
+                  f"({expected.hex()}): its record at {first} is not the home's",
+                  source=state.home, expected=(theirs or b"").hex(), found=(ours or b"").hex())
+        )  # fmt: skip
+
+    def _proven_copy(self, ledger: str, state: LedgerState, node: str, size: int) -> NodeReader | None:
+        """A copy other than ``node`` whose tree at ``size`` was found to be the checkpoint's."""
+        for name, (proven_size, _, _) in sorted(state.roots.items()):
+            reader = self.readers.get(name)
+            if name != node and proven_size == size and reader is not None and reader.up():
+                return reader
+        return None
 
     def _lagging(self, ledger: str, state: LedgerState, node: str, height: int, now: float, how: str) -> bool:
         """Raise ``node``'s lagging alert if ``height`` is below what the home held ``lag_alert_ms`` ago."""
@@ -451,17 +643,19 @@ class ClusterChecks:
         ledger: str,
         state: LedgerState,
         node: str,
-        reader: NodeReader,
+        head: tuple[int, bytes] | None,
         home: NodeReader,
         home_head: tuple[int, bytes],
         now: float,
-    ) -> None:
-        head = reader.head(ledger)
+    ) -> bool:
+        """Raise or resolve ``node``'s lagging and fork alerts by the home; True when the copy's
+        head is the home's record at its height (so its whole prefix is the home's)."""
+        reader = self.readers[node]
         height = -1 if head is None else head[0]
         if not self._lagging(ledger, state, node, height, now, "it lacks"):
             self.resolve(node, ledger, ("lagging",))
         if head is None:
-            return
+            return False
         reference = home_head[1] if height == home_head[0] else home.hash_at(ledger, height)
         if reference is not None and reference != head[1]:
             # Named at the first height that differs, searched once (not while the fork is open).
@@ -478,6 +672,8 @@ class ClusterChecks:
             )  # fmt: skip
         elif reference is not None:
             self.resolve(node, ledger, ("fork",))
+            return True
+        return False
 
     def _reference(self, ledger: str, node: str) -> NodeReader | None:
         """The copy another copy is compared with: the home's, or for the home's own copy another holder's."""
@@ -489,7 +685,16 @@ class ClusterChecks:
                 return reader
         return None
 
-    def _first_difference(self, ledger: str, node: str, reader: NodeReader, top: int, *, differs: bool) -> int:
+    def _first_difference(
+        self,
+        ledger: str,
+        node: str,
+        reader: NodeReader,
+        top: int,
+        *,
+        differs: bool,
+        reference: NodeReader | None = None,
+    ) -> int:
         """The lowest height at or below ``top`` at which ``node``'s record differs from the
         reference copy's (a binary search by record hash); ``top + 1`` when they agree at ``top``
         (``differs`` says they are known to differ there). When the reference cannot say, the
@@ -500,7 +705,7 @@ class ClusterChecks:
         up to ``top``: a sweep verified just that below its finding."""
         low, high = -1, top  # the copies agree at low (or it is -1); they differ at high once checked
         found = top if differs else top + 1
-        reference = self._reference(ledger, node)
+        reference = reference or self._reference(ledger, node)
         if reference is None:
             return found
         try:

@@ -25,6 +25,7 @@ from typing import Any
 from .. import __version__
 from ..broker.client import Client
 from ..broker.replication import REDIS_ERRORS
+from ..broker.signing import load_verify_key, signing_key_paths
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
 from ..ingest.members import MemberGates
@@ -32,7 +33,9 @@ from ..ingest.metrics import MeteredService, NodeMetrics, alerts_collector, coun
 from ..ingest.node_key_rotation import ClientKeys
 from ..ingest.runtime import NodeRuntime
 from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, VledgerError
+from ..node.note import VerifierKey
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
+from ..node.witness import home_key
 from .checks import ClusterChecks, NodeReader
 from .sweep import PagePool
 
@@ -107,6 +110,15 @@ def node_readers(
     return readers
 
 
+def home_sign_key(config: ClusterConfig, ledger: str) -> VerifierKey | None:
+    """The checkpoint key of ``ledger``'s home as the key directory has it (``<home>.sign.pub``),
+    None without that file: what checks a ledger whose genesis pins no key (PROTOCOL 10.7)."""
+    path = signing_key_paths(config.keys_dir, config.home_of(ledger).name)[1]
+    if not path.is_file():
+        return None
+    return home_key(config.name, ledger, load_verify_key(path).raw)
+
+
 def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
         replication = runtime.replication()
@@ -121,7 +133,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         pool = PagePool(cores) if cores > 1 else None
         if pool is not None:
             runtime.closing(pool.close)
-        checks = ClusterChecks(name, config, replication, readers, pool=pool)
+        checks = ClusterChecks(name, config, replication, readers, pool=pool, home_keys=partial(home_sign_key, config))
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (

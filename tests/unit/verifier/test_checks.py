@@ -35,6 +35,9 @@ class FakeNode:
     def hash_at(self, ledger: str, height: int) -> bytes | None:
         return self.hashes[height] if height < len(self.hashes) else None
 
+    def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
+
 
 class Clock:
     def __init__(self) -> None:

@@ -1,0 +1,256 @@
+"""The verifier holds each copy's tree against the largest checkpoint it verified, home up or down.
+
+The copies are real stores (their records, trees and proofs as a node serves them); the home's
+signed note is in a real Redis, as the home's outbox leaves it. A copy forked below the
+checkpoint (every record valid on its own, linked to the one before: anyone can make them) is
+a fork while the home is away; an honest copy, one behind the checkpoint and one across a
+checkpoint-key rotation raise nothing, and an unchanged copy is not asked again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.replication import ReplicationLedger
+from vledger.config.cluster import VerifierSettings, cluster_from_mapping
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.verifier.checks import ClusterChecks
+
+LEDGER = "votes"
+ORIGIN = f"test/{LEDGER}"
+K0 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))  # the key the genesis pins
+K1 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))  # the key a rotation names
+VOTES = 12
+FORK_AT = 6  # the forked copy's first record that is not the home's
+
+
+class StoreNode:
+    """A node's read commands over one store, as the verifier's NodeReader answers them."""
+
+    def __init__(self, name: str, store: ChainStore) -> None:
+        self.name = name
+        self.store = store
+        self.page_size = 500
+        self.answering = True
+        self.asked: Counter[str] = Counter()
+        self.served_checkpoint: tuple[bytes, list[int]] | None = None
+
+    def up(self) -> bool:
+        return self.answering
+
+    def down(self, seconds: float, error: Exception) -> None:
+        raise AssertionError(f"{self.name} taken down: {error}")
+
+    def head(self, ledger: str) -> tuple[int, bytes] | None:
+        record = self.store.head(ledger)
+        return None if record is None else (record.height, record.hash)
+
+    def record(self, ledger: str, height: int) -> bytes | None:
+        self.asked["get"] += 1
+        record = self.store.get(ledger, height)
+        return None if record is None else record.encode()
+
+    def hash_at(self, ledger: str, height: int) -> bytes | None:
+        record = self.store.get(ledger, height)
+        return None if record is None else record.hash
+
+    def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        return [data for _, data in self.store.range_raw(ledger, start, start + limit)]
+
+    def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
+        self.asked["proof.inclusion"] += 1
+        if size > self.store.size(ledger):
+            return None  # bad_tree_size
+        return self.store.inclusion_proof(ledger, index, size)
+
+    def checkpoint(self, ledger: str) -> tuple[bytes, list[int]] | None:
+        self.asked["checkpoint"] += 1
+        return self.served_checkpoint
+
+
+def _store(path: Path, votes: list[int], rotate_at: int | None = None) -> ChainStore:
+    """A home's ledger pinning K0, then ``votes`` (and, at height ``rotate_at``, the rotation to K1)."""
+    store = ChainStore(path, origin="ingest-1")
+    kinds = ("vote",) if rotate_at is None else ("vote", ROTATION_KIND)  # a ledger that cannot rotate, or one that may
+    rules = LedgerRules(kinds=kinds, difficulty=0, rules={"checkpoint_key": K0.verifier().encode()})
+    store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
+    for i, n in enumerate(votes):
+        if store.size(LEDGER) == rotate_at:
+            rotation = Content(LEDGER, ROTATION_KIND, rotation_payload(K0, K1.verifier()), "admin", "rotate", 2)
+            store.append(Entry.prepare(rotation, 0, PROTOCOL_LIMITS))
+        _vote(store, n, f"r{i}")
+    return store
+
+
+def _vote(store: ChainStore, n: int, request_id: str) -> None:
+    store.append(Entry.prepare(Content(LEDGER, "vote", {"n": n}, "admin", request_id, 2), 0, PROTOCOL_LIMITS))
+
+
+def _copy(path: Path, source: ChainStore, size: int, forked: int = 0) -> ChainStore:
+    """A follower's store: ``source``'s first ``size`` records, byte for byte, then ``forked``
+    records of its own (each valid on its own and linked: a fork)."""
+    store = ChainStore(path, origin="ingest-1")
+    store.append_records(source.range(LEDGER, 0, size))
+    for n in range(forked):
+        _vote(store, -n - 1, f"forked-{n}")
+    return store
+
+
+def _note(store: ChainStore, size: int, key: SignerKey = K0) -> bytes:
+    body = Checkpoint(ORIGIN, size, store.root(LEDGER, size)).body()
+    return Note(body, (sign(body, key),)).encode()
+
+
+class Cluster:
+    """A home and two replicas as stores, and the verifier's checks over them."""
+
+    def __init__(self, redis_client: Any, tmp_path: Path, rotate_at: int | None = None) -> None:
+        home = _store(tmp_path / "home", list(range(VOTES)), rotate_at)
+        size = home.size(LEDGER)
+        self.stores = {
+            "ingest-1": home,
+            "replica-1": _copy(tmp_path / "r1", home, size),
+            "replica-2": _copy(tmp_path / "r2", home, FORK_AT, size - FORK_AT),  # heights FORK_AT.. differ
+        }
+        self.nodes = {name: StoreNode(name, store) for name, store in self.stores.items()}
+        config = cluster_from_mapping(
+            {
+                "cluster": {"name": "test", "default_home": "ingest-1"},
+                "nodes": {
+                    "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                    "replica-1": {"role": "replica", "port": 7011},
+                    "replica-2": {"role": "replica", "port": 7012},
+                },
+            },
+            tmp_path / "cluster.toml",
+        )
+        self.repl = ReplicationLedger(redis_client)
+        self.repl.client.hset(self.repl.ledgers_key, LEDGER, "ingest-1")
+        self.checks = ClusterChecks(
+            "verifier-1", config, self.repl, self.nodes, settings=VerifierSettings(), clock=lambda: 1000.0
+        )  # type: ignore[arg-type]
+        self.checks.start()
+
+    @property
+    def size(self) -> int:
+        return self.stores["ingest-1"].size(LEDGER)
+
+    def home_down(self) -> None:
+        self.nodes["ingest-1"].answering = False
+
+    def publish(self, note: bytes) -> None:
+        self.repl.set_checkpoints({LEDGER: note})
+
+    def alerts(self) -> list[dict[str, str]]:
+        return [a for a in self.repl.alerts(100) if a["ledger"] == LEDGER]
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+@pytest.fixture
+def cluster(redis_client: Any, tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(redis_client, tmp_path)
+    yield running
+    running.close()
+
+
+def test_with_the_home_away_a_copy_forked_below_the_checkpoint_is_a_fork_named_where_it_starts(
+    cluster: Cluster,
+) -> None:
+    cluster.home_down()
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    (alert,) = cluster.alerts()
+    honest, forked = cluster.stores["replica-1"], cluster.stores["replica-2"]
+    assert (alert["node"], alert["what"], alert["height"], alert["source"]) == (
+        "replica-2",
+        "fork",
+        str(FORK_AT),
+        "ingest-1",
+    )
+    assert alert["expected"] == honest.get(LEDGER, FORK_AT).hash.hex()  # type: ignore[union-attr]
+    assert alert["found"] == forked.get(LEDGER, FORK_AT).hash.hex()  # type: ignore[union-attr]
+    assert set(cluster.repl.open_alerts()) == {f"replica-2|{LEDGER}|fork"}
+
+
+def test_honest_copies_raise_nothing_one_behind_is_not_asked_and_an_unchanged_copy_is_asked_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.home_down()
+    cluster.stores["replica-2"].close()
+    cluster.stores["replica-2"] = _copy(
+        tmp_path / "behind", cluster.stores["ingest-1"], cluster.size - 2
+    )  # behind the checkpoint
+    cluster.nodes["replica-2"].store = cluster.stores["replica-2"]
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    for _ in range(3):
+        cluster.checks.compare_heads()
+    assert cluster.alerts() == []
+    assert cluster.nodes["replica-1"].asked == Counter({"get": 1, "proof.inclusion": 1})
+    assert cluster.nodes["replica-2"].asked == Counter()
+    # A larger checkpoint (a record more on the home and replica-1): asked again, once.
+    _vote(cluster.stores["ingest-1"], 99, "late")
+    cluster.stores["replica-1"].append_records([cluster.stores["ingest-1"].head(LEDGER)])  # type: ignore[list-item]
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    assert cluster.alerts() == [] and cluster.nodes["replica-1"].asked["proof.inclusion"] == 2
+
+
+def test_a_fork_found_by_the_checkpoint_resolves_once_the_copy_holds_its_tree_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.home_down()
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    assert set(cluster.repl.open_alerts()) == {f"replica-2|{LEDGER}|fork"}
+    cluster.stores["replica-2"].close()
+    cluster.stores["replica-2"] = _copy(
+        tmp_path / "repaired", cluster.stores["ingest-1"], cluster.size
+    )  # rebuilt from an honest copy
+    cluster.nodes["replica-2"].store = cluster.stores["replica-2"]
+    cluster.checks.compare_heads()
+    assert cluster.repl.open_alerts() == {}
+
+
+def test_a_note_that_does_not_verify_proves_nothing(cluster: Cluster) -> None:
+    cluster.home_down()
+    cluster.publish(_note(cluster.stores["replica-2"], cluster.size, K1))  # the fork's tree, by a key never pinned
+    cluster.checks.compare_heads()
+    assert cluster.alerts() == []
+    assert cluster.nodes["replica-1"].asked["proof.inclusion"] == 0
+
+
+def test_across_a_key_rotation_the_checkpoint_of_the_new_key_is_proven_and_the_retired_key_s_is_not(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    rotated = Cluster(redis_client, tmp_path, rotate_at=3)
+    try:
+        home = rotated.stores["ingest-1"]
+        rotated.home_down()
+        # The retired key signs the forked tree past the rotation: refused, nothing raised on it.
+        rotated.publish(_note(rotated.stores["replica-2"], rotated.size, K0))
+        rotated.checks.compare_heads()
+        assert rotated.alerts() == []
+        # The key in force's note: its rotation is learned from a node's checkpoint answer (the
+        # record, a valid rotation, proven included in the checkpoint's tree).
+        note = _note(home, rotated.size, K1)
+        rotated.publish(note)
+        rotated.nodes["replica-1"].served_checkpoint = (note, [3])
+        rotated.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+        rotated.checks.compare_heads()
+        (alert,) = rotated.alerts()
+        assert (alert["node"], alert["what"], alert["height"]) == ("replica-2", "fork", str(FORK_AT))
+    finally:
+        rotated.close()

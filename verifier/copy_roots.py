@@ -1,0 +1,195 @@
+"""Each copy's tree held against the ledger's largest verified checkpoint, home up or down.
+
+The heads check compares a copy with the home; while the home does not answer, a copy that
+serves a forked tail (each record valid on its own: anyone can compute checksums, work and
+links) would go unnoticed. A checkpoint the home signed needs no home to be checked: the
+verifier keeps, per ledger, the largest checkpoint it verified (:class:`LedgerCheckpoint`,
+the home's latest note from Redis, else from a node's ``checkpoint`` answer; checked with the
+key in force at its size, PROTOCOL 13.8, along the key chain from the genesis), and asks each
+copy that holds that size for its record at ``size - 1`` and the inclusion proof of that leaf
+in its own tree of ``size`` leaves (:func:`copy_root`): the root they lead to is the copy's
+tree at that size, which must be the checkpoint's. Nothing is believed because of where it
+came from: a note counts once its signature verifies, a rotation record once it is a valid
+rotation and included in the checkpoint's tree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import NodeUnavailableError, ProofError, ReceiptError, RemoteError, VledgerError
+from ..node.key_rotation import ROTATION_KIND, KeyChain
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
+from ..node.receipt import ReceiptKeys, keys_from_genesis, verify_ledger_checkpoint
+from ..node.record import decode_record
+from ..node.tree import leaf_hash, root_from_inclusion, verify_inclusion
+
+log = logging.getLogger(__name__)
+
+# A node's answers to a request it cannot serve from its copy (PROTOCOL 6.1, 12.5): not a fork.
+CANNOT_ANSWER = frozenset(("not_found", "not_home", "no_such_ledger", "bad_tree_size"))
+
+
+class CopyReader(Protocol):
+    """What is read from a copy here (verifier.checks.NodeReader)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def record(self, ledger: str, height: int) -> bytes | None: ...
+
+    def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None: ...
+
+    def checkpoint(self, ledger: str) -> tuple[bytes, list[int]] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """A checkpoint whose signature verified: ``size`` records whose tree has ``root``."""
+
+    size: int
+    root: bytes
+
+
+def size_of(note: bytes) -> int:
+    """The size a checkpoint note states (unverified), -1 when it is no checkpoint."""
+    try:
+        return parse_checkpoint(parse_note(note).text).size
+    except VledgerError:
+        return -1
+
+
+class LedgerCheckpoint:
+    """The largest checkpoint of one ledger the verifier verified, and the key chain it was checked with.
+
+    ``genesis()`` gives the ledger's genesis bytes (None: none to be had now); ``fallback()``
+    the home's configured key for a genesis that pins none (PROTOCOL 10.7's version rule).
+    """
+
+    def __init__(
+        self,
+        ledger: str,
+        genesis: Callable[[], bytes | None],
+        fallback: Callable[[], VerifierKey | None],
+    ) -> None:
+        self.ledger = ledger
+        self._genesis = genesis
+        self._fallback = fallback
+        self.keys: ReceiptKeys | None = None
+        self.chain: KeyChain | None = None  # the key chain as far as rotations were proven
+        self.rotatable = False  # its genesis pins a key and lists the rotation's kind
+        self.chain_to = 0  # the size up to which the chain's rotations are known
+        self.proven: Proven | None = None
+
+    def _known_keys(self) -> ReceiptKeys | None:
+        if self.keys is None:
+            data = self._genesis()
+            if data is None:
+                return None
+            try:
+                self.keys = keys_from_genesis(data, self.ledger)
+                genesis = self.keys.genesis
+                self.rotatable = genesis is not None and ROTATION_KIND in genesis.content.payload.get("kinds", ())
+            except ReceiptError:  # the genesis pins no key: the home's configured one (10.7)
+                key = self._fallback()
+                self.keys = None if key is None else ReceiptKeys(key)
+            except VledgerError as e:
+                log.info("no checkpoint key of %s from its genesis yet: %s", self.ledger, e)
+                return None
+            if self.keys is not None:
+                self.chain = KeyChain(self.ledger, (self.keys.log_key,))
+        return self.keys
+
+    def offer(self, note: bytes) -> bool:
+        """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
+        key in force at its size along the chain known; True when it was kept. A ledger that may
+        rotate its key takes it only up to the size its rotations are known to (:meth:`learn_from`):
+        past it, a retired key could sign a tree without the rotation that retired it (13.8)."""
+        size = size_of(note)
+        if self.proven is not None and size <= self.proven.size:
+            return False
+        keys = self._known_keys()
+        if keys is None or (self.rotatable and size > self.chain_to):
+            return False
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+        except VledgerError as e:
+            log.debug("checkpoint of %s not verified with the keys known: %s", self.ledger, e)
+            return False
+        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root)
+        return True
+
+    def learn_from(self, reader: CopyReader) -> bool:
+        """``reader``'s latest checkpoint and the key rotations below its size (PROTOCOL 6.1
+        ``checkpoint``), each rotation record a valid rotation (13.8) and included in the
+        checkpoint's tree, the note signed by the key in force at its size: True when it was
+        kept (a larger checkpoint than the one held). Raises NodeUnavailableError or
+        RemoteError when the node does not answer as the protocol says."""
+        keys = self._known_keys()
+        if keys is None or self.chain is None:
+            return False
+        answer = reader.checkpoint(self.ledger)
+        if answer is None:
+            return False
+        note, heights = answer
+        size = size_of(note)
+        if size < 0 or (self.proven is not None and size <= self.proven.size):
+            return False
+        chain, rotations = self.chain, []
+        try:
+            last = chain.heights[-1] if chain.heights else 0
+            for height in (h for h in heights if last < h < size):  # the rotations not proven yet
+                data = reader.record(self.ledger, height)
+                proof = reader.inclusion(self.ledger, height, size)
+                if data is None or proof is None:
+                    return False
+                chain = chain.after(decode_record(data, PROTOCOL_LIMITS))
+                rotations.append((height, data, proof))
+            verified = verify_ledger_checkpoint(note, keys, chain)
+            for height, data, proof in rotations:
+                verify_inclusion(leaf_hash(data), height, size, proof, verified.checkpoint.root)
+        except VledgerError as e:
+            if isinstance(e, (NodeUnavailableError, RemoteError)):
+                raise
+            log.info("%s's checkpoint of %s not proven: %s", reader.name, self.ledger, e)
+            return False
+        self.chain, self.chain_to = chain, size
+        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root)
+        return True
+
+
+def copy_root(reader: CopyReader, ledger: str, size: int) -> bytes | None:
+    """The root of ``reader``'s tree of ``size`` leaves, from its record at ``size - 1`` and that
+    leaf's inclusion proof in its tree (PROTOCOL 12.4): None when the copy cannot answer (it
+    lacks the height or the tree size, or serves a proof no tree of that size has). Raises
+    NodeUnavailableError or RemoteError when it does not answer at all."""
+    data = reader.record(ledger, size - 1)
+    if data is None:
+        return None
+    proof = reader.inclusion(ledger, size - 1, size)
+    if proof is None:
+        return None
+    try:
+        return root_from_inclusion(leaf_hash(data), size - 1, size, proof)
+    except ProofError as e:
+        log.info("%s served a proof of %s at %d that no tree has: %s", reader.name, ledger, size, e)
+        return None
+
+
+def proof_hashes(reply: Any) -> list[bytes] | None:
+    """The ``proof`` of a ``proof.inclusion`` answer, None when it is not a list of bytes."""
+    proof = reply.get("proof") if isinstance(reply, dict) else None
+    if not isinstance(proof, list) or not all(isinstance(p, bytes) for p in proof):
+        return None
+    return proof
+
+
+def heights_of(value: Any) -> list[int] | None:
+    """A ``checkpoint`` answer's ``rotations``, None when it is not a list of heights."""
+    if not isinstance(value, list) or not all(type(h) is int and h >= 0 for h in value):
+        return None
+    return sorted(value)
