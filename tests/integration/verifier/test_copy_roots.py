@@ -58,7 +58,8 @@ def _rebuild_as_fork(directory: Path, keep: int) -> None:
 def test_a_replica_forked_while_the_home_is_stopped_is_a_fork_and_the_honest_one_raises_nothing(
     redis_server: RedisServer,
 ) -> None:
-    with LocalCluster(redis_server.url, nodes=1, replicas=2, verifiers=1, verifier={"sweep_interval_ms": 200}) as cluster:
+    settings = {"sweep_interval_ms": 200}
+    with LocalCluster(redis_server.url, nodes=1, replicas=2, verifiers=1, verifier=settings) as cluster:
         keys = cluster.directory / "keys"
         common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
         cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
@@ -90,6 +91,7 @@ def test_a_replica_forked_while_the_home_is_stopped_is_a_fork_and_the_honest_one
         print(f"fork alert {time.monotonic() - started:.1f} s after the liar answered again, the home stopped")
         assert int(alert["height"]) == size - FORKED and alert["source"] == HOME
         honest_record = cluster.admin(HONEST).call("get", {"ledger": LEDGER, "height": size - FORKED})["record"]
-        assert alert["expected"] == decode_record(honest_record, PROTOCOL_LIMITS).hash.hex()  # searched on the honest copy
+        # Searched back against the honest copy, whose tree at the checkpoint's size it proved.
+        assert alert["expected"] == decode_record(honest_record, PROTOCOL_LIMITS).hash.hex()
         assert not cluster.procs[HOME].running()
         assert [a for a in repl.alerts(1000) if a["node"] == HONEST] == []
