@@ -12,8 +12,9 @@ Three checks, each catching what the others cannot:
   one is a **fork**. A copy the home does not vouch for so (the home is away, or the copy
   differs) is held against the largest checkpoint verified (vledger.verifier.copy_roots): its
   tree at that size must have the checkpoint's root, else it is a **fork** too. A copy that
-  still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy that trails a busy home by a second, however
-  many records that is, raises nothing, and neither does a copy catching up.
+  still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy
+  that trails a busy home by a second, however many records that is, raises nothing, and
+  neither does a copy catching up.
 * **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
   They catch a record rewritten in a node's own store (only its link betrays it), a deleted
   or swapped record, and a chain cut short (a copy that ends below the height it reported).
