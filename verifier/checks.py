@@ -572,7 +572,10 @@ class ClusterChecks:
                 state.roots.pop(node, None)
                 forked.append((node, reader, root))
         for node, reader, root in forked:
-            self._root_fork(ledger, state, node, reader, root, proven.size, proven.root)
+            try:
+                self._root_fork(ledger, state, node, reader, root, proven.size, proven.root)
+            except (NodeUnavailableError, RemoteError) as e:
+                reader.down(self.settings.node_timeout_ms / 1000, e)  # raised at its next answer
 
     def _root_fork(
         self, ledger: str, state: LedgerState, node: str, reader: NodeReader, root: bytes, size: int, expected: bytes

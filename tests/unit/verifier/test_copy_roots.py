@@ -44,6 +44,7 @@ class StoreNode:
         self.answering = True
         self.asked: Counter[str] = Counter()
         self.served_checkpoint: tuple[bytes, list[int]] | None = None
+        self.proofs = "kept"  # "none": answers bad_tree_size; "short": a proof no tree of that size has
 
     def up(self) -> bool:
         return self.answering
@@ -69,9 +70,10 @@ class StoreNode:
 
     def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
         self.asked["proof.inclusion"] += 1
-        if size > self.store.size(ledger):
+        if size > self.store.size(ledger) or self.proofs == "none":
             return None  # bad_tree_size
-        return self.store.inclusion_proof(ledger, index, size)
+        proof = self.store.inclusion_proof(ledger, index, size)
+        return proof[1:] if self.proofs == "short" else proof
 
     def checkpoint(self, ledger: str) -> tuple[bytes, list[int]] | None:
         self.asked["checkpoint"] += 1
@@ -222,6 +224,25 @@ def test_a_fork_found_by_the_checkpoint_resolves_once_the_copy_holds_its_tree_ag
     cluster.nodes["replica-2"].store = cluster.stores["replica-2"]
     cluster.checks.compare_heads()
     assert cluster.repl.open_alerts() == {}
+
+
+@pytest.mark.parametrize("proofs", ["none", "short"])
+def test_a_copy_that_cannot_prove_its_tree_is_not_a_fork(cluster: Cluster, proofs: str) -> None:
+    cluster.home_down()
+    cluster.nodes["replica-2"].proofs = proofs
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    assert cluster.alerts() == []
+    assert cluster.nodes["replica-2"].asked["proof.inclusion"] == 1
+
+
+def test_with_the_home_up_a_copy_it_vouches_for_is_not_asked_and_a_fork_is_raised_once(cluster: Cluster) -> None:
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    (alert,) = cluster.alerts()
+    assert (alert["node"], alert["what"], alert["height"]) == ("replica-2", "fork", str(FORK_AT))
+    assert cluster.nodes["replica-1"].asked == Counter()  # its head is the home's record: its prefix is too
 
 
 def test_a_note_that_does_not_verify_proves_nothing(cluster: Cluster) -> None:
