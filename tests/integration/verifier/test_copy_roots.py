@@ -79,8 +79,9 @@ def test_a_replica_forked_while_the_home_is_stopped_is_a_fork_and_the_honest_one
         assert cluster.stop_node(HOME) == 0
         assert cluster.stop_node(LIAR) == 0
         _rebuild_as_fork(cluster.store_dir(LIAR), size - FORKED)
-        cluster.start_node(LIAR)
         started = time.monotonic()
+        cluster.start_node(LIAR)
+        answered = time.monotonic()
 
         def fork_alert() -> dict[str, str] | None:
             return next(
@@ -88,7 +89,8 @@ def test_a_replica_forked_while_the_home_is_stopped_is_a_fork_and_the_honest_one
             )
 
         alert: dict[str, str] = wait_until(fork_alert, DETECTION_SECONDS, "a fork alert for the liar, home stopped")
-        print(f"fork alert {time.monotonic() - started:.1f} s after the liar answered again, the home stopped")
+        now = time.monotonic()
+        print(f"fork alert {now - started:.1f} s after the liar was started, {now - answered:.1f} s after it answered")
         assert int(alert["height"]) == size - FORKED and alert["source"] == HOME
         honest_record = cluster.admin(HONEST).call("get", {"ledger": LEDGER, "height": size - FORKED})["record"]
         # Searched back against the honest copy, whose tree at the checkpoint's size it proved.
