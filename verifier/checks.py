@@ -461,7 +461,7 @@ class ClusterChecks:
                     home.down(self.settings.node_timeout_ms / 1000, e)
             if home_head is not None:
                 state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
-            heads: dict[str, tuple[int, bytes] | None] = {}
+            heads: dict[str, tuple[int, bytes]] = {}  # the copies the home did not vouch for
             for node in state.copies:
                 reader = self.readers.get(node)
                 if node == state.home or reader is None:
@@ -478,7 +478,7 @@ class ClusterChecks:
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
                     continue
-                if not agrees:  # a copy whose head is the home's record needs no proof: its prefix is the home's
+                if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
             if heads:  # only copies the home did not vouch for need a checkpoint
                 self._learn_checkpoint(ledger, state, notes.get(ledger), now)
@@ -502,8 +502,8 @@ class ClusterChecks:
                 ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger)
             )
         held = state.checkpoint
-        if note is not None and (held.offer(note) or (held.proven is not None and size_of(note) <= held.proven.size)):
-            return
+        if note is not None and (held.offer(note) or size_of(note) <= held.size):
+            return  # Redis's note taken, or no larger than the one held (the home is away, or idle)
         if now < state.ask_nodes_at:
             return
         state.ask_nodes_at = now + ASK_NODES_SECONDS
@@ -540,7 +540,7 @@ class ClusterChecks:
         return None
 
     def _check_roots(
-        self, ledger: str, state: LedgerState, heads: dict[str, tuple[int, bytes] | None], *, home_compared: bool
+        self, ledger: str, state: LedgerState, heads: dict[str, tuple[int, bytes]], *, home_compared: bool
     ) -> None:
         """Each copy of ``heads`` that reaches the ledger's largest verified checkpoint: its tree at
         that size must be the checkpoint's root, else it is a fork. Asked again only when the
@@ -551,7 +551,7 @@ class ClusterChecks:
             return
         forked = []
         for node, head in heads.items():
-            if head is None or head[0] + 1 < proven.size:
+            if head[0] + 1 < proven.size:
                 continue  # behind the checkpoint: nothing to hold it against yet
             mark = (proven.size, head[0], head[1])
             if state.roots.get(node) == mark:

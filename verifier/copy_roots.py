@@ -85,6 +85,11 @@ class LedgerCheckpoint:
         self.chain_to = 0  # the size up to which the chain's rotations are known
         self.proven: Proven | None = None
 
+    @property
+    def size(self) -> int:
+        """The size of the checkpoint held (0: none)."""
+        return 0 if self.proven is None else self.proven.size
+
     def _known_keys(self) -> ReceiptKeys | None:
         if self.keys is None:
             data = self._genesis()
@@ -110,7 +115,7 @@ class LedgerCheckpoint:
         rotate its key takes it only up to the size its rotations are known to (:meth:`learn_from`):
         past it, a retired key could sign a tree without the rotation that retired it (13.8)."""
         size = size_of(note)
-        if self.proven is not None and size <= self.proven.size:
+        if size <= self.size:
             return False
         keys = self._known_keys()
         if keys is None or (self.rotatable and size > self.chain_to):
@@ -137,7 +142,7 @@ class LedgerCheckpoint:
             return False
         note, heights = answer
         size = size_of(note)
-        if size < 0 or (self.proven is not None and size <= self.proven.size):
+        if size <= self.size:
             return False
         chain, rotations = self.chain, []
         try:
