@@ -450,7 +450,7 @@ class ClusterChecks:
         """Each copy's head against the home's record at its height, and each copy's tree against
         the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
-        notes = self._checkpoint_notes()
+        notes: dict[str, bytes] | None = None  # read from Redis once a copy needs a checkpoint
         for ledger, state in self.ledgers.items():
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
@@ -481,6 +481,7 @@ class ClusterChecks:
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
             if heads:  # only copies the home did not vouch for need a checkpoint
+                notes = self._checkpoint_notes() if notes is None else notes
                 self._learn_checkpoint(ledger, state, notes.get(ledger), now)
                 self._check_roots(ledger, state, heads, home_compared=home_head is not None)
 
