@@ -199,10 +199,13 @@ class Reader:
         """
         rules = self._rules.get(ledger)
         if rules is None:
-            result = self.call("get", {"ledger": ledger, "height": 0}, node=self.ledger_node(ledger))
-            genesis = _expect(_record_of(result), ledger, 0)
-            rules = self._rules[ledger] = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
+            rules = self._rules[ledger] = self._genesis_rules(ledger, self.ledger_node(ledger))
         return rules
+
+    def _genesis_rules(self, ledger: str, node: NodeAddress | None) -> LedgerRules:
+        """The rules of ``ledger``'s genesis as ``node`` serves it, checked as a genesis."""
+        result = self.call("get", {"ledger": ledger, "height": 0}, node=node)
+        return ChainVerifier(ledger, PROTOCOL_LIMITS).check(_expect(_record_of(result), ledger, 0))
 
     def trust_genesis(self, ledger: str, data: bytes) -> LedgerRules:
         """Take ``data`` as ``ledger``'s genesis record: its rules check every record read later,
@@ -507,6 +510,7 @@ class Session(Reader):
         self._clock = clock
         self._request_ids = request_ids
         self._account: str | None = None
+        self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
 
     def home_node(self, ledger: str) -> NodeAddress | None:
         """The ledger's home node as the configuration names it; None when it is the session's node."""
@@ -516,7 +520,33 @@ class Session(Reader):
     def ledger_node(self, ledger: str) -> NodeAddress | None:
         """Where a request about ``ledger`` is sent: the session's node (None) if --node was given,
         else the ledger's home."""
+        if ledger in self._home_silent:
+            return self.standby_node(ledger, NodeUnavailableError(f"the home of {ledger!r} did not answer"))
         return None if self.pinned else self.home_node(ledger)
+
+    def standby_node(self, ledger: str, unanswered: NodeUnavailableError) -> NodeAddress | None:
+        """Where a request goes when the ledger's configured home did not answer (``unanswered``):
+        its standby (None: the session's node), which may have been promoted in its place
+        (PROTOCOL 10.9). Raises ``unanswered`` again when --node was given or the ledger has no
+        standby."""
+        standby = self.config.standby_of(ledger)
+        if standby is None or self.pinned or standby.name == self.config.home_of(ledger).name:
+            raise unanswered
+        self._home_silent.add(ledger)  # the session's later requests about it skip the wait
+        return None if standby.name == self.node.name else node_address(self.config, standby.name)
+
+    def rules(self, ledger: str) -> LedgerRules:
+        """The ledger's rules, read from its genesis record: from its home, or, when the home
+        does not answer, from its standby (a write then goes there too: 10.9).
+
+        Raises RemoteError ``no_such_ledger`` for a ledger the cluster does not hold, and
+        NodeUnavailableError when neither answers.
+        """
+        try:
+            return super().rules(ledger)
+        except NodeUnavailableError as e:
+            rules = self._rules[ledger] = self._genesis_rules(ledger, self.standby_node(ledger, e))
+            return rules
 
     def ledgers(self) -> list[dict[str, Any]]:
         """Every ledger of the cluster (``ledger.list`` of each ingest node, merged by name, each
@@ -538,6 +568,15 @@ class Session(Reader):
         if self._account is None:
             self._account = reply_field(self.call("whoami"), "account", str)
         return self._account
+
+    def author_of(self, ledger: str) -> str:
+        """The caller's account, as the author of a record of ``ledger``: asked of the ledger's
+        standby when the session's node does not answer (the home it may have replaced, 10.9)."""
+        try:
+            return self.account
+        except NodeUnavailableError as e:
+            self._account = reply_field(self.call("whoami", node=self.standby_node(ledger, e)), "account", str)
+            return self._account
 
     def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
         """What this session checks ``ledger``'s checkpoints with: the key its genesis pins, else
@@ -568,7 +607,6 @@ class Session(Reader):
     ) -> dict[str, Any]:
         """Write one record on its ledger's home node, with its proof of work; returns the receipt
         (once ``replicas`` replicas hold it, when more than 0)."""
-        node = self.ledger_node(ledger)
         rules = self.rules(ledger)
         domain = rules.rules.get("type", PLAIN)
         if write.domain is not None and domain != write.domain:
@@ -579,9 +617,9 @@ class Session(Reader):
             raise UnknownKindError(
                 f"kind {write.kind!r} is not one of this ledger's kinds {list(rules.kinds)}", ledger=ledger
             )
-        content = Content(ledger, write.kind, write.payload, self.account, *self._request(request_id, ts))
+        content = Content(ledger, write.kind, write.payload, self.author_of(ledger), *self._request(request_id, ts))
         entry = Entry.prepare(content, rules.difficulty, self.config.settings.limits)
-        return self._send("put", entry, node, replicas)
+        return self._send("put", entry, self.ledger_node(ledger), replicas)
 
     def create_ledger(
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
@@ -655,15 +693,10 @@ class Session(Reader):
         try:
             try:
                 receipt = self.call(cmd, args, node=node)
-            except NodeUnavailableError:
+            except NodeUnavailableError as e:
                 # A home gone may have been replaced by its standby (10.9): it serves the write,
                 # or answers not_home naming the home of the newest epoch, which is followed.
-                standby = self.config.standby_of(entry.content.ledger)
-                if standby is None or self.pinned or standby.name == self.config.home_of(entry.content.ledger).name:
-                    raise
-                receipt = self.call(
-                    cmd, args, node=None if standby.name == self.node.name else node_address(self.config, standby.name)
-                )
+                receipt = self.call(cmd, args, node=self.standby_node(entry.content.ledger, e))
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
             e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")

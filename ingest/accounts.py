@@ -29,9 +29,11 @@ from ..node.errors import (
     KeyInUseError,
     NoSuchAccountError,
     NoSuchKeyError,
+    NoteKeyError,
     NotEnrolledError,
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
+from ..node.note import ed25519_public_key
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
@@ -167,7 +169,8 @@ class RegistryAdmin:
         absent: it has no Ed25519 key); a replica or an observer its Ed25519 key and, unless
         ``curve`` is its CURVE key in force, its CURVE key too. Refused (bad_request) for a node
         the cluster does not have, a key that is not one (a verifier's ``sign`` other than
-        empty), a replica's or observer's ``sign`` that it had before, a window out of bounds,
+        empty; an Ed25519 ``sign`` that is no point or of small order), a replica's or
+        observer's ``sign`` that it had before, a window out of bounds,
         or while the node's previous window is still open; a new CURVE key that an account or
         a node already uses is key_in_use."""
         node = args.text("node", max_length=64)
@@ -185,6 +188,12 @@ class RegistryAdmin:
             problem = sign_key_problem(sign)
             if problem is not None:
                 raise BadRequestError(problem)
+            try:
+                # The record's rule takes any 64 hex digits (16.1); a key no signature can verify
+                # with (no point, or of small order) would only silence the node's cosignatures.
+                ed25519_public_key(bytes.fromhex(sign))
+            except NoteKeyError as e:
+                raise BadRequestError(f"sign {sign[:16]}...: {e.message}") from None
         window_ms = args.uint("window_ms", maximum=MAX_ROTATION_WINDOW_MS)
         if window_ms < MIN_ROTATION_WINDOW_MS:
             raise BadRequestError(f"window_ms {window_ms} is under {MIN_ROTATION_WINDOW_MS}")

@@ -204,14 +204,14 @@ def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root
     if held_size < size:
         raise StoreContradictsCheckpointError(
             f"ledger {ledger!r}: the store holds {held_size} records, fewer than the {size} of a checkpoint "
-            "this node signed",
+            "this node signed or cosigned",
             ledger=ledger,
             height=size - 1,
         )
     if held_root != root:
         raise StoreContradictsCheckpointError(
             f"ledger {ledger!r}: the store's tree of size {size} has another root than the checkpoint this "
-            "node signed at that size",
+            "node signed or cosigned at that size",
             ledger=ledger,
             height=size - 1,
         )

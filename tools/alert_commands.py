@@ -17,7 +17,7 @@ from typing import Any
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, load_cluster
-from ..node.errors import RedisServerError, UsageError
+from ..node.errors import NotFoundError, RedisServerError, UsageError
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, positive
 
 EXIT_OK = 0
@@ -43,6 +43,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     try:
         if args.action == "resolve":
             return _resolve(repl, args)
+        if args.keys:
+            raise UsageError(f"keys are for resolve: 'alerts list' takes none, not {' '.join(args.keys)}")
         alerts = repl.alerts(args.count)
         # The stream keeps every alert ever raised; the open hash names, by stream id, those
         # still open. Without the mark a resolved alert reads like a current one.
@@ -66,6 +68,14 @@ def _resolve(repl: ReplicationLedger, args: argparse.Namespace) -> int:
         raise UsageError(
             "name the open alerts to resolve (NODE|LEDGER|WHAT, as vledger verify --cluster lists them), or --all"
         )
+    if not args.all:
+        # A mistyped key closes nothing: said, and none of the others closed, so that a
+        # script's exit status 0 means every alert it named was open and is now closed.
+        unknown = sorted(set(keys) - set(repl.open_alerts()))
+        if unknown:
+            raise NotFoundError(
+                f"no open alert {', '.join(unknown)}: nothing resolved (vledger verify --cluster lists the open ones)"
+            )
     closed = repl.resolve(keys)
     print(json.dumps({"resolved": closed}) if args.json else f"resolved {closed} of {len(keys)} alerts")
     return EXIT_OK
@@ -133,6 +143,7 @@ def add_alert_commands(commands: Subparsers) -> None:
         "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"
     )
     alerts.add_argument("keys", nargs="*", metavar="KEY", help="resolve: the open alerts' keys, NODE|LEDGER|WHAT")
+    alerts.set_defaults(trailing="keys")  # keys also after options: cli.main
     add_config_option(alerts)
     alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
     alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")

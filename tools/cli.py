@@ -247,7 +247,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
         return EXIT_USAGE
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # argparse fills a list of positionals (nargs="*") only from the words before the first
+        # option after them: `alerts resolve --config F KEY` left KEY over. A command that
+        # names such a list (``trailing``) takes the words left over; anything else is refused.
+        trailing: str | None = getattr(args, "trailing", None)
+        if extra and (trailing is None or any(word.startswith("-") for word in extra)):
+            args = parser.parse_args(argv)  # argparse's own usage error
+        elif extra and trailing is not None:
+            getattr(args, trailing).extend(extra)
     except SystemExit as e:  # --help, --version or a usage error, already printed by argparse
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     configure_logging(args.log_level)

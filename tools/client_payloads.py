@@ -113,7 +113,7 @@ def amount(value: str) -> int:
             "(write 1250 for 12.50 in a currency of 2 decimals)"
         )
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= UINT64_MAX:
-        raise UsageError(f"{value!r} is not an amount: a whole number of minor units, 1 or more")
+        raise UsageError(f"{value!r} is not an amount: a whole number of minor units, 1 to {UINT64_MAX} (2**64 - 1)")
     return int(value)
 
 

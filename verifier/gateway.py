@@ -137,12 +137,13 @@ def _int(value: str | None, what: str, default: int | None = None, maximum: int 
         if default is None:
             raise BadRequestError(f"{what} is required")
         return default
-    if not value.isascii() or not value.isdigit() or len(value) > 19 or (len(value) > 1 and value[0] == "0"):
+    if not value.isascii() or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
         raise BadRequestError(f"{what} must be a decimal integer without leading zeros, not {value[:40]!r}")
-    number = int(value)
-    if number > maximum:
-        raise BadRequestError(f"{what} {number} is over {maximum}")
-    return number
+    # Over 19 digits it is over any maximum: said so without converting a number of any length.
+    if len(value) > len(str(maximum)) or int(value) > maximum:
+        shown = value if len(value) <= 40 else f"{value[:20]}... ({len(value)} digits)"
+        raise BadRequestError(f"{what} {shown} is over {maximum}")
+    return int(value)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Reader.proven_voter_check (client/session.py) against a node that serves another chain.
+"""client/session.py: Reader.proven_voter_check against a node that serves another chain, and a
+Session whose ledger home is gone (its standby answers).
 
 A voter asks one node for the election. The node may lie: here it serves a forked tail (each
 record valid on its own and linked to the one before, as anyone can make them) under the
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from vledger.client.session import Reader
+from vledger.broker.keys import generate
+from vledger.client.session import Reader, Session, Write, node_address
+from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.node.errors import ProofError
+from vledger.node.errors import NodeUnavailableError, ProofError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
 from vledger.node.record import Content, Entry
@@ -123,3 +126,67 @@ def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(honest: ChainS
     with pytest.raises(ProofError):
         shown.extend(r.height for r in Reader(Served(forked)).proven_records(LEDGER, 2, proven))
     assert shown == []  # nothing of the run was yielded before its proof failed
+
+
+# --- Session: a home gone, replaced by its standby (PROTOCOL 10.9) ----------------------------
+
+
+class HomeGone:
+    """The cluster with its configured home silent: the standby (a Served store) answers for it,
+    and every request is logged with the node it was sent to."""
+
+    def __init__(self, store: ChainStore, home: object) -> None:
+        self.standby = Served(store)
+        self.home = home
+        self.sent: list[tuple[str, object]] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
+        self.sent.append((cmd, node))
+        if node == self.home:
+            raise NodeUnavailableError("no answer within 1 s")
+        if cmd == "whoami":
+            return {"account": "admin", "role": "admin", "key": "k"}
+        if cmd == "put":
+            entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
+            placed = self.standby.store.append(entry)
+            return {"ledger": placed.ledger, "height": placed.height, "hash": placed.hash, "checksum": entry.checksum}
+        return self.standby.call(cmd, args, node=node)
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def standby_session(tmp_path: Path, honest: ChainStore) -> Iterator[tuple[Session, HomeGone]]:
+    """A session of the node ``ingest-2``, the standby of LEDGER, whose home ``ingest-1`` is gone."""
+    (tmp_path / "cluster.toml").write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-1"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
+        f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
+    )
+    generate(tmp_path / "keys", "ingest-1")  # the home's public key, for its address
+    config = load_cluster(tmp_path / "cluster.toml")
+    cluster = HomeGone(honest, node_address(config, "ingest-1"))
+    yield Session(config, config.node("ingest-2"), cluster), cluster
+
+
+def test_a_write_whose_home_does_not_answer_reads_the_genesis_of_the_standby_and_goes_there(
+    standby_session: tuple[Session, HomeGone],
+) -> None:
+    """The genesis (the rules a write is built by) is read from the standby too: before, the
+    home's silence failed every write before the standby was tried (`vledger vote register`
+    after a promotion exited `unavailable`, README's "sends a write ... to the standby")."""
+    session, cluster = standby_session
+    receipt = session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+    assert receipt["height"] == SIZE
+    assert [cmd for cmd, node in cluster.sent if node == cluster.home] == ["get"]  # asked once, then skipped
+    assert ("put", None) in cluster.sent
+
+
+def test_a_session_given_a_node_never_turns_to_the_standby(standby_session: tuple[Session, HomeGone]) -> None:
+    session, cluster = standby_session
+    session.pinned = True
+    session.client = HomeGone(cluster.standby.store, None)  # --node: the given node is the silent one
+    with pytest.raises(NodeUnavailableError):
+        session.put(LEDGER, Write("register", {"voter_id": "V-7"}))

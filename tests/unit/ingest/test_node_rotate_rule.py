@@ -95,6 +95,9 @@ def test_a_replica_may_keep_its_curve_key_and_rotate_its_ed25519_key_alone() -> 
         ({"node": "verifier-1"}, BadRequestError),  # a verifier with an Ed25519 key: it has none
         ({"node": "replica-9"}, BadRequestError),  # no such node
         ({"curve": "x" * 40 + "!"}, BadRequestError),
+        ({"sign": "00" * 32}, BadRequestError),  # a point of small order: no signature verifies with it
+        ({"sign": "01" + "00" * 31}, BadRequestError),  # the neutral point, of small order too
+        ({"sign": "02" + "00" * 31}, BadRequestError),  # y = 2 is on no Ed25519 point
     ],
 )
 def test_what_a_replica_s_rotation_refuses(change: dict[str, Any], error: type[Exception]) -> None:

@@ -161,6 +161,8 @@ def test_a_store_holds_its_checkpoint_only_at_its_size_with_its_root() -> None:
         with pytest.raises(StoreContradictsCheckpointError) as caught:
             check_extends("votes", 8, ROOT, held, held_root)
         assert caught.value.code == "store_contradicts_checkpoint" and caught.value.height == 7
+        # A witness's alert reads it too: it cosigned the checkpoint, it did not sign it.
+        assert "signed or cosigned" in caught.value.message
 
 
 def _public(seed: bytes) -> bytes:

@@ -65,3 +65,27 @@ def test_each_listed_alert_says_whether_it_is_still_open(
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
     shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(a["what"], a["open"]) for a in shown] == [("record_conflict", False), ("bad_checksum", True)]
+
+
+def test_resolving_a_key_that_is_not_open_fails_and_closes_nothing(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A mistyped key said "resolved 0 of 1 alerts" with exit status 0."""
+    repl = ReplicationLedger(redis_client)
+    repl.alert(Alert("replica-3", "votes", 100, "bad_checksum", "checksum does not match the content"))
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    typo = "replica-3|votes|bad_chcksum"
+    assert cli.main(["alerts", "resolve", "--config", str(config), "replica-3|votes|bad_checksum", typo]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"not_found: no open alert {typo}: nothing resolved" in err
+    assert list(repl.open_alerts()) == ["replica-3|votes|bad_checksum"]
+    assert cli.main(["alerts", "resolve", "--config", str(config), "replica-3|votes|bad_checksum"]) == 0
+    assert capsys.readouterr().out == "resolved 1 of 1 alerts\n"
+    assert repl.open_alerts() == {}
+    assert cli.main(["alerts", "list", "--config", str(config), typo]) == 2  # a key means resolve was meant
+    assert "keys are for resolve" in capsys.readouterr().err

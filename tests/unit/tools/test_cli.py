@@ -786,3 +786,14 @@ def test_each_store_verification_bar_says_which_store_and_what_it_checks(
         "verifying ingest-1: checksums, work, links",
         "verifying replica-2: checksums, work, links",
     ]
+
+
+def test_words_left_after_options_are_refused_unless_the_command_takes_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """cli.main takes words argparse leaves over only for a command that names a list for them
+    (``alerts resolve --config F KEY``); for any other command they stay a usage error."""
+    assert cli.main(["size", "zakat", "--timeout", "1", "stray"]) == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
+    assert cli.main(["alerts", "resolve", "--json", "--bogus", "a|b|c"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

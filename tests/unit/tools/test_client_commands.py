@@ -324,6 +324,8 @@ def test_amounts_are_positive_whole_minor_units() -> None:
     assert "not a whole number" in _argument_error(build.amount, "12.50")
     for bad in ("0", "-5", "1e3", "abc", "²", str(2**64), ""):
         assert "not an amount" in _argument_error(build.amount, bad)
+    # 2**64 is a whole number of 1 or more: the message says the upper bound it passed
+    assert "1 to 18446744073709551615" in _argument_error(build.amount, str(2**64))
 
 
 def test_kinds_heights_hashes_and_accounts() -> None:

@@ -22,11 +22,13 @@ from vledger.broker.http import HttpThread
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
+from vledger.node.errors import BadRequestError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
 from vledger.node.storefile import StoreReader
 from vledger.tools.demo import run_demo
 from vledger.verifier.gateway import Gateway, amount_text, build_app
+from vledger.verifier.gateway import _int as gateway_int
 
 LIMITS = Limits()
 RECORDS = 700  # the election gets more than 256 records: a full tile and a partial one
@@ -260,3 +262,19 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
     url, _ = served
     assert error_of(f"{url}/api/ledgers", method) == (405, "bad_request")
     assert error_of(f"{url}/ledgers/election-2026/tile/0/000", method) == (405, "bad_request")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (str(2**63), "height 9223372036854775808 is over 9223372036854775807"),
+        (str(2**64 - 1), "height 18446744073709551615 is over 9223372036854775807"),  # was "not a decimal integer"
+        ("9" * 5000, "height 99999999999999999999... (5000 digits) is over 9223372036854775807"),
+        ("01", "height must be a decimal integer without leading zeros, not '01'"),
+        ("-1", "height must be a decimal integer without leading zeros, not '-1'"),
+    ],
+)
+def test_a_number_too_large_is_told_apart_from_no_number(value: str, said: str) -> None:
+    with pytest.raises(BadRequestError) as raised:
+        gateway_int(value, "height")
+    assert raised.value.message == said
