@@ -55,8 +55,6 @@ import collections
 import gc
 import hashlib
 import logging
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -114,9 +112,6 @@ LIVE_IN_FLIGHT = 4
 # fsync, the more pages share one; a run waited for costs the follower's thread a page of idle.
 CATCH_UP_IN_FLIGHT = 4
 GC_PAUSE_SECONDS = 1.0  # the longest catch-up holds the cyclic collector off (see _CyclicGcPaused)
-# The interpreter's switch interval while catch-up takes its pages (see _ShortSwitches); 5 ms
-# (Python's own) otherwise.
-CATCH_UP_SWITCH_SECONDS = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +307,7 @@ class Follower:
             # Without one, the page after it is fetched on the fetch thread meanwhile.
             following: _Following | None = None
             try:
-                with _CyclicGcPaused() as collector, _ShortSwitches():  # see each
+                with _CyclicGcPaused() as collector:  # see _CyclicGcPaused
                     while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
                         collector.between_pages()
                         taken = ahead.popleft().result() if ahead else None
@@ -1066,39 +1061,6 @@ class _CyclicGcPaused:
         if self._paused:
             self._paused = False
             gc.enable()
-
-
-class _ShortSwitches:
-    """The interpreter's switch interval held at CATCH_UP_SWITCH_SECONDS while catch-up takes
-    its pages, by every follower of the process together (the first sets it, the last one out
-    puts back what it found).
-
-    Catch-up is three threads and a process handing each page on: the fetch thread reads a
-    source's answer from its socket, the follower's thread takes the page, the store's
-    committer writes it. Each of them gives up the GIL many times a page (each socket read of
-    an answer, each SQLite statement, each wait for the page checker) and, to take it back
-    from a thread that runs Python, waits until that thread is asked to let go: up to the
-    switch interval, 5 ms, each time. Some fifteen such waits a page, against ~20 ms of work
-    for a page of 1,000 records. Shorter switches cost each thread's pure Python a switch
-    every half millisecond (microseconds each)."""
-
-    _lock = threading.Lock()
-    _holders = 0
-    _before = 0.0
-
-    def __enter__(self) -> _ShortSwitches:
-        with _ShortSwitches._lock:
-            if _ShortSwitches._holders == 0:
-                _ShortSwitches._before = sys.getswitchinterval()
-                sys.setswitchinterval(min(_ShortSwitches._before, CATCH_UP_SWITCH_SECONDS))
-            _ShortSwitches._holders += 1
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with _ShortSwitches._lock:
-            _ShortSwitches._holders -= 1
-            if _ShortSwitches._holders == 0:
-                sys.setswitchinterval(_ShortSwitches._before)
 
 
 def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
