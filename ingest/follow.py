@@ -81,7 +81,7 @@ from ..node.errors import (
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record, record_of_checked
-from ..node.store import ChainStore, Receipt
+from ..node.store import ChainStore, GrownTree, Receipt, grow_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
@@ -827,10 +827,11 @@ class Follower:
             frontier = state.storing[-1].frontier.copy()
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
+        kept: list[tuple[int, int, bytes]] = []  # the subtrees the store keeps, handed to it with the run
         for size in sizes:
             if frontier.size < size:
                 # One call for the leaves up to this checkpoint, not one a leaf.
-                frontier.append_all(state.leaves[frontier.size - base : size - base])
+                kept.extend(grow_kept(frontier, state.leaves[frontier.size - base : size - base]))
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
@@ -860,7 +861,10 @@ class Follower:
         if not state.pending:
             state.hops = NOT_RELAYED
         try:
-            future = self.store.submit_records(records, verified=True, given=list(zip(data, leaves, strict=True)))
+            # The tree just grown (its root is the checkpoint's) goes along: the store does not grow it again.
+            future = self.store.submit_records(
+                records, verified=True, given=list(zip(data, leaves, strict=True)), grown=GrownTree(frontier, kept)
+            )
         except VledgerError as e:  # the store is closed: nothing of it stored
             self._drop_pending(state)
             self._alert(ledger, records[0].height, e, sources[0], data[0])
