@@ -863,7 +863,11 @@ class Follower:
         try:
             # The tree just grown (its root is the checkpoint's) goes along: the store does not grow it again.
             future = self.store.submit_records(
-                records, verified=True, given=list(zip(data, leaves, strict=True)), grown=GrownTree(frontier, kept)
+                records,
+                verified=True,
+                given=list(zip(data, leaves, strict=True)),
+                grown=GrownTree(frontier, kept),
+                receipts=False,  # only duplicates matter here: a run stored whole has none
             )
         except VledgerError as e:  # the store is closed: nothing of it stored
             self._drop_pending(state)
@@ -927,7 +931,12 @@ class Follower:
             self._drop_pending(state)
             self._alert(ledger, run.records[index].height, e, run.sources[index], run.data[index])
             return False
-        stored = [record for record, receipt in zip(run.records, receipts, strict=True) if not receipt.duplicate]
+        # [] for a run stored whole on the head (none a duplicate: submit_records' receipts=False).
+        stored = (
+            [record for record, receipt in zip(run.records, receipts, strict=True) if not receipt.duplicate]
+            if receipts
+            else run.records
+        )
         if stored:
             self.stored += len(stored)
             self._expose(ledger, stored)
