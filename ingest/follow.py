@@ -23,7 +23,8 @@ it came from, and fetched from the next source instead. Nothing here touches a s
 replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
 
 **Runs in flight in catch-up.** A run a checkpoint covers goes to the store (with the bytes
-as received and their leaf hashes, so the store neither encodes nor hashes them again)
+as received, their leaf hashes and the tree grown from them whose root is the checkpoint's,
+so the store neither encodes, hashes nor grows them again)
 without waiting for its group commit: catch-up fetches and checks the next pages, their
 checkpoint notes included, while SQLite writes and fsyncs the ones before, up to
 CATCH_UP_IN_FLIGHT runs a ledger, each standing on the one before; the runs queued while a
