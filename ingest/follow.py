@@ -23,7 +23,8 @@ it came from, and fetched from the next source instead. Nothing here touches a s
 replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
 
 **Runs in flight in catch-up.** A run a checkpoint covers goes to the store (with the bytes
-as received and their leaf hashes, so the store neither encodes nor hashes them again)
+as received, their leaf hashes and the tree grown from them whose root is the checkpoint's,
+so the store neither encodes, hashes nor grows them again)
 without waiting for its group commit: catch-up fetches and checks the next pages, their
 checkpoint notes included, while SQLite writes and fsyncs the ones before, up to
 CATCH_UP_IN_FLIGHT runs a ledger, each standing on the one before; the runs queued while a
@@ -81,7 +82,7 @@ from ..node.errors import (
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record, record_of_checked
-from ..node.store import ChainStore, Receipt
+from ..node.store import ChainStore, GrownTree, Receipt, grow_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, SignedCheckpoint
@@ -827,10 +828,11 @@ class Follower:
             frontier = state.storing[-1].frontier.copy()
         else:
             frontier = self.store.frontier(ledger) if base else Frontier()
+        kept: list[tuple[int, int, bytes]] = []  # the subtrees the store keeps, handed to it with the run
         for size in sizes:
             if frontier.size < size:
                 # One call for the leaves up to this checkpoint, not one a leaf.
-                frontier.append_all(state.leaves[frontier.size - base : size - base])
+                kept.extend(grow_kept(frontier, state.leaves[frontier.size - base : size - base]))
             if frontier.root() != state.waiting[size].root:
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
@@ -860,7 +862,14 @@ class Follower:
         if not state.pending:
             state.hops = NOT_RELAYED
         try:
-            future = self.store.submit_records(records, verified=True, given=list(zip(data, leaves, strict=True)))
+            # The tree just grown (its root is the checkpoint's) goes along: the store does not grow it again.
+            future = self.store.submit_records(
+                records,
+                verified=True,
+                given=list(zip(data, leaves, strict=True)),
+                grown=GrownTree(frontier, kept),
+                receipts=False,  # only duplicates matter here: a run stored whole has none
+            )
         except VledgerError as e:  # the store is closed: nothing of it stored
             self._drop_pending(state)
             self._alert(ledger, records[0].height, e, sources[0], data[0])
@@ -923,7 +932,12 @@ class Follower:
             self._drop_pending(state)
             self._alert(ledger, run.records[index].height, e, run.sources[index], run.data[index])
             return False
-        stored = [record for record, receipt in zip(run.records, receipts, strict=True) if not receipt.duplicate]
+        # [] for a run stored whole on the head (none a duplicate: submit_records' receipts=False).
+        stored = (
+            [record for record, receipt in zip(run.records, receipts, strict=True) if not receipt.duplicate]
+            if receipts
+            else run.records
+        )
         if stored:
             self.stored += len(stored)
             self._expose(ledger, stored)

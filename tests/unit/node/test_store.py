@@ -837,6 +837,23 @@ def test_a_verified_run_is_written_with_the_bytes_and_leaf_hashes_its_caller_giv
     assert store.frontier(LEDGER).root() == expected.root()
 
 
+def test_a_run_stored_whole_on_its_head_answers_no_receipts_when_none_are_asked_for(
+    replica: tuple[ChainStore, list[Record]], kit: Any
+) -> None:
+    """receipts=False (a follower's catch-up page): a run taken whole right on the head answers
+    [] (none of it can be a duplicate); one that overlaps what is held takes the record-by-record
+    way and answers its receipts, duplicates marked, as ever."""
+    store, records = replica
+    run = [kit.extend(records[-1], kit.entry(9, 2))]
+    for i in range(10, 13):
+        run.append(kit.extend(run[-1], kit.entry(i, 2)))
+    given = [(r.encode(), leaf_hash(r.encode())) for r in run]
+    assert store.submit_records(run[:2], verified=True, given=given[:2], receipts=False).result(DEADLINE) == []
+    receipts = store.submit_records(run[1:], verified=True, given=given[1:], receipts=False).result(DEADLINE)
+    assert [(r.height, r.duplicate) for r in receipts] == [(6, True), (7, False), (8, False)]
+    assert [data for _, data in store.range_raw(LEDGER, 5)] == [data for data, _ in given]
+
+
 def test_verified_runs_in_one_group_find_each_others_records(
     replica: tuple[ChainStore, list[Record]], kit: Any
 ) -> None:

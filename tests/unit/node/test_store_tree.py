@@ -13,7 +13,7 @@ import pytest
 from vledger.node import tree
 from vledger.node.errors import NoSuchLedgerError, ProofError, StoreError, TreeMismatchError, TreeSizeError
 from vledger.node.record import Record
-from vledger.node.store import ChainStore
+from vledger.node.store import ChainStore, GrownTree, grow_kept
 from vledger.node.storefile import DB_NAME, StoreReader
 
 LEDGER = "ledger-a"
@@ -358,3 +358,59 @@ def test_a_page_s_tree_rows_in_one_statement_are_those_of_small_groups(
     assert len(rows) == 82 and rows == _tree_rows(small)
     page.close()
     assert open_store(tmp_path / "page", origin=None).root(LEDGER) == small.root(LEDGER)  # checked on open
+
+
+def test_runs_handed_over_with_the_tree_their_caller_grew_store_that_tree(
+    open_store: OpenStore, kit: Any, tmp_path: Path
+) -> None:
+    """A follower hands each page over with the tree it grew for it (grow_kept from the tree
+    below the page; its root is the checkpoint's): pages queued into one group, and pages one
+    group each, store the same tree rows and frontier as small groups grown by the store, and
+    the store opens again (every stored node checked against the records)."""
+    records: list[Record] = kit.chain(700, 0)
+    small = open_store(tmp_path / "small", origin=None)
+    for first in range(0, len(records), 10):
+        small.submit_records(records[first : first + 10]).result(30)
+    for name, together in (("together", True), ("apart", False)):
+        page = open_store(tmp_path / name, origin=None)
+        page.submit_records(records[:1]).result(30)
+        frontier = page.frontier(LEDGER)
+        futures = []
+        held = page._committing if together else threading.Lock()
+        with held:  # together: the committer waits, so the pages make one group
+            for first in range(1, len(records), 100):
+                run = records[first : first + 100]
+                given = [(record.encode(), tree.leaf_hash(record.encode())) for record in run]
+                frontier = frontier.copy()
+                grown = GrownTree(frontier, grow_kept(frontier, [leaf for _, leaf in given]))
+                futures.append(page.submit_records(run, verified=True, given=given, grown=grown, receipts=False))
+        page.flush()
+        assert [future.result(30) for future in futures] == [[]] * len(futures)  # none asked for: none made
+        assert _tree_rows(page) == _tree_rows(small)
+        assert page.frontier(LEDGER).root() == small.root(LEDGER)
+        page.close()
+        assert open_store(tmp_path / name, origin=None).root(LEDGER) == small.root(LEDGER)  # checked on open
+
+
+def test_a_handed_tree_is_taken_only_where_it_stands_on_the_stored_one(
+    open_store: OpenStore, kit: Any, tmp_path: Path
+) -> None:
+    """The store takes a run's tree as its caller grew it (its trust made visible: a marked
+    frontier becomes the store's) only if its size is the stored tree's plus the run; one that
+    does not stand there is ignored and the tree is grown from the leaves given."""
+    records: list[Record] = kit.chain(40, 0)
+    store = open_store(tmp_path / "replica", origin=None)
+    store.submit_records(records[:1]).result(30)
+    given = [(record.encode(), tree.leaf_hash(record.encode())) for record in records[1:]]
+    with pytest.raises(ValueError):  # a tree comes with the leaves it was grown from
+        store.submit_records(records[1:20], verified=True, grown=GrownTree(tree.Frontier(), []))
+    marked = tree.Frontier()
+    marked.append_all([b"\x01" * 32] * 20)  # 20 leaves: the one held and this run of 19
+    store.submit_records(records[1:20], verified=True, given=given[:19], grown=GrownTree(marked, [])).result(30)
+    assert store.frontier(LEDGER).root() == marked.root()
+    wrong = tree.Frontier()
+    wrong.append_all([b"\x02" * 32] * 7)  # not 20 + 20 leaves: not taken
+    store.submit_records(records[20:], verified=True, given=given[19:], grown=GrownTree(wrong, [])).result(30)
+    expected = marked.copy()
+    expected.append_all([leaf for _, leaf in given[19:]])
+    assert store.frontier(LEDGER).root() == expected.root()
