@@ -93,6 +93,7 @@ class LedgerReport:
     imported: int = 0
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
+    kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
 
     @property
     def ok(self) -> bool:
