@@ -16,6 +16,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -67,15 +68,21 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     """Node ``node``'s ChainStore at ``directory`` (``options`` as ChainStore takes them).
 
     A store that fails a check made when it opens (a changed record or tree row, a head that
-    is not its record: a StoreError or RecordError) is logged, raises the ``store_damaged``
-    alert naming the node, the check's code and where (PROTOCOL 10.5), and then
-    StoreDamagedError, which ends the process with EXIT_STORE_DAMAGED: supervisord does not
-    start it again on the same store (config/supervisor.py). A store that opens resolves the
+    is not its record: a StoreError or RecordError; a file SQLite finds malformed) is logged,
+    raises the ``store_damaged`` alert naming the node, the check's code and where (PROTOCOL
+    10.5), and then StoreDamagedError, which ends the process with EXIT_STORE_DAMAGED:
+    supervisord does not start it again on the same store (config/supervisor.py). A store that opens resolves the
     node's ``store_damaged`` alert (it was repaired or restored). Redis down costs only the
     alert or its resolution (the log keeps what happened).
     """
     try:
-        store = ChainStore(directory, **options)
+        try:
+            store = ChainStore(directory, **options)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):
+                raise  # locked, busy, out of space: not what the file holds, a restart may do
+            # "file is not a database", "database disk image is malformed": a damaged file.
+            raise StoreError(f"{directory}: the store's file is damaged: {e}") from e
     except (StoreError, RecordError) as e:
         alert = store_damaged_alert(node, e)
         log.error("node %s: its store does not open, the node does not start: %s", node, alert.detail)

@@ -111,3 +111,19 @@ def test_a_sound_store_resolves_only_its_own_node_s_alert(redis_client: Any, tmp
     _filled(tmp_path / NAME)
     open_node_store(NAME, tmp_path / NAME, replication).close()
     assert list(replication.open_alerts()) == [other]
+
+
+def test_a_file_sqlite_finds_malformed_is_a_damaged_store_too(redis_client: Any, tmp_path: Path) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory)
+    path = directory / DB_NAME
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    path.write_bytes(data[: 2 * page] + b"\xff" * page + data[3 * page :])  # its third page overwritten
+    with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*malformed"):
+        open_node_store(NAME, directory, replication)
+    assert replication.open_alerts()[KEY]["detail"].startswith("[store_error] ")
+    path.write_bytes(b"\x00" * 100 + data[100:])  # its header gone: SQLite does not open it at all
+    with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*not a database"):
+        open_node_store(NAME, directory, replication)
