@@ -40,6 +40,12 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_REDIS_PORT = 6379
 STOP_WAIT_SECONDS = 20
 START_RETRIES = 5
+# The exit status of a node whose own store does not open (a changed record or tree row,
+# PROTOCOL 10.5's store_damaged): expected, so supervisord leaves it EXITED rather than
+# starting it again on the same store for ever (a node that fails within startsecs is
+# retried START_RETRIES times, then FATAL). sysexits' EX_DATAERR. Any other exit restarts.
+EXIT_STORE_DAMAGED = 65
+NODE_ROLES = frozenset({"ingest", "replica", "observer", "verifier"})  # the programs that run a node
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +207,7 @@ def _program_lines(program: Program, layout: SupervisorLayout, here: _Here) -> l
         f"directory={here(layout.run_dir)}",
         f"priority={program.priority}",
         "autostart=true",
-        "autorestart=true",
+        *_restart_lines(program),
         "startsecs=1",
         f"startretries={START_RETRIES}",
         "stopsignal=TERM",
@@ -216,6 +222,13 @@ def _program_lines(program: Program, layout: SupervisorLayout, here: _Here) -> l
     if program.python:
         lines.append('environment=PYTHONUNBUFFERED="1"')
     return lines
+
+
+def _restart_lines(program: Program) -> tuple[str, ...]:
+    """A node is started again after any exit but EXIT_STORE_DAMAGED's; Redis and a gateway after any."""
+    if program.role in NODE_ROLES:
+        return "autorestart=unexpected", f"exitcodes={EXIT_STORE_DAMAGED}"
+    return ("autorestart=true",)
 
 
 def _check_no_percent(cluster: ClusterConfig, layout: SupervisorLayout) -> None:

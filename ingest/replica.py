@@ -297,8 +297,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
-    store = ChainStore(config.store_dir(name), limits=config.settings.limits, settings=config.settings.store)
-    runtime.closing(store.close)
+    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store)
     cache = runtime.accounts(registry)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).

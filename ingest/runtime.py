@@ -16,10 +16,12 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
 import zmq
@@ -30,10 +32,11 @@ from ..broker.feed import Publisher
 from ..broker.http import Check
 from ..broker.keys import KeyPair, load_secret
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
-from ..node.errors import SettingsError
+from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.store import ChainStore
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -49,6 +52,48 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go out at a stop
 REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the replication work goes on without Redis
+STORE_DAMAGED = StoreDamagedError.code  # the alert of a node whose own store does not open (PROTOCOL 10.5)
+
+
+def store_damaged_alert(node: str, error: StoreError | RecordError) -> Alert:
+    """The alert of a node whose own store failed ``error``'s check when it opened (PROTOCOL
+    10.5): ``ledger`` empty (one per node), ``height`` the failed record's when the check names
+    one, and ``detail`` the check's code and its sentence (the file, ledger, level and index)."""
+    height = error.height if isinstance(error, RecordError) and error.height is not None else 0
+    detail = f"[{error.code}] {error.message}"
+    return Alert(node, "", height, STORE_DAMAGED, detail, source=node)
+
+
+def open_node_store(node: str, directory: Path, replication: ReplicationLedger, **options: Any) -> ChainStore:
+    """Node ``node``'s ChainStore at ``directory`` (``options`` as ChainStore takes them).
+
+    A store that fails a check made when it opens (a changed record or tree row, a head that
+    is not its record: a StoreError or RecordError; a file SQLite finds malformed) is logged,
+    raises the ``store_damaged`` alert naming the node, the check's code and where (PROTOCOL
+    10.5), and then StoreDamagedError, which ends the process with EXIT_STORE_DAMAGED:
+    supervisord does not start it again on the same store (config/supervisor.py). A store that opens resolves the
+    node's ``store_damaged`` alert (it was repaired or restored). Redis down costs only the
+    alert or its resolution (the log keeps what happened).
+    """
+    try:
+        try:
+            store = ChainStore(directory, **options)
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):
+                raise  # locked, busy, out of space: not what the file holds, a restart may do
+            # "file is not a database", "database disk image is malformed": a damaged file.
+            raise StoreError(f"{directory}: the store's file is damaged: {e}") from e
+    except (StoreError, RecordError) as e:
+        alert = store_damaged_alert(node, e)
+        log.error("node %s: its store does not open, the node does not start: %s", node, alert.detail)
+        raise_alert(replication, alert)
+        raise StoreDamagedError(alert.detail) from e
+    try:
+        if replication.resolve_node(node, "", [STORE_DAMAGED]):
+            log.info("node %s: its store opens again: its %s alert is resolved", node, STORE_DAMAGED)
+    except REDIS_ERRORS as e:
+        log.warning("node %s: Redis unavailable (%s): an open %s alert of it stays open", node, e, STORE_DAMAGED)
+    return store
 
 
 class Startable(Protocol):
@@ -150,6 +195,13 @@ class NodeRuntime:
         """A ReplicationLedger on a Redis client of its own, whose calls give up after
         REPLICATION_REDIS_TIMEOUT (the replication work goes on without Redis)."""
         return ReplicationLedger(connect(self.redis_access, timeout=REPLICATION_REDIS_TIMEOUT), **options)
+
+    def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
+        """The node's ChainStore in its store directory (``options`` as ChainStore takes them),
+        closed when the runtime closes; see :func:`open_node_store` for what a damaged one does."""
+        store = open_node_store(self.name, self.config.store_dir(self.name), replication, **options)
+        self.closing(store.close)
+        return store
 
     def started(self, part: S) -> S:
         """``part`` started now and stopped when the runtime closes."""

@@ -31,7 +31,6 @@ from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
-from ..node.store import ChainStore
 from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
@@ -108,15 +107,15 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # Grants: the engine judges by the admin ledger it holds (on its home), else by the
     # cache's copy of it; records placed here come after the last admin record applied.
     domain = RulesEngine(grants=lambda: cache.grants)
-    store = ChainStore(
-        config.store_dir(name),
+    # Closed last of what follows: the queue committed once nothing else writes.
+    store = runtime.store(
+        replication,
         origin=name,
         limits=config.settings.limits,
         settings=config.settings.store,
         domain=domain,
         accepted_floor=cache.accepted_floor,
     )
-    runtime.closing(store.close)  # last of what follows: the queue committed once nothing else writes
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
     # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and

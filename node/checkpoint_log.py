@@ -76,9 +76,9 @@ class CheckpointLog:
             if self._unsynced is not None:
                 self._unsynced.close()
 
-    def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
-        """Add a row; the same checkpoint kept twice is one row. Raises ValueError for an
-        unknown ``kind``, StoreError when the row cannot be written.
+    def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
+        """Add a row; the same checkpoint kept twice is one row: True when this call added it.
+        Raises ValueError for an unknown ``kind``, StoreError when the row cannot be written.
 
         A row is durable on return, except a SIGNED one: that one is in the file on return (a
         crash of the process keeps it) and fsynced with the store's next group commit. A home
@@ -93,8 +93,7 @@ class CheckpointLog:
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
-            self._insert(ledger, kind, size, root, note)
-            return
+            return self._insert(ledger, kind, size, root, note)
         brief = kind == SIGNED
         with self._turns:
             self._waiting += 1
@@ -102,7 +101,7 @@ class CheckpointLog:
         try:
             # The store's lock first, as its committer takes them (it may read rows while it holds it).
             with self._writer:
-                self._insert(ledger, kind, size, root, note)
+                return self._insert(ledger, kind, size, root, note)
         finally:
             with self._turns:
                 self._waiting -= 1
@@ -130,7 +129,7 @@ class CheckpointLog:
         finally:
             self._writer.acquire()
 
-    def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> None:
+    def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
         try:
             with self._lock:
                 conn = self._conn
@@ -139,13 +138,14 @@ class CheckpointLog:
                         self._unsynced = connect(self.path, shared=True)
                         self._unsynced.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at its commits
                     conn = self._unsynced
-                conn.execute(
+                added = conn.execute(
                     "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
-                )
+                ).rowcount
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
+        return added > 0
 
     def latest(self, ledger: str, kind: str, *, at_most: int = MAX_HEIGHT, above: int = -1) -> KeptCheckpoint | None:
         """The row of ``kind`` with the largest size in ``above < size <= at_most``, or None."""

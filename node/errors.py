@@ -163,6 +163,14 @@ class TreeMismatchError(StoreError):
     code = "tree_mismatch"
 
 
+class StoreDamagedError(StoreError):
+    """A node's own store failed a check made when it opens (a changed record or tree row, a
+    head that is not its record, ...): the node does not start on it. The message starts with
+    the failed check's own code; the node raised the ``store_damaged`` alert (PROTOCOL 10.5)."""
+
+    code = "store_damaged"
+
+
 class TreeSizeError(StoreError):
     """A proof, root or tile asked for a size or index past the ledger's tree."""
 

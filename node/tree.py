@@ -193,6 +193,53 @@ class Frontier:
                 self.extend(Frontier.of_leaves(leaves[done : done + block]))
             done += block
 
+    def append_keeping(self, leaves: Sequence[bytes], level: int) -> list[bytes]:
+        """Add the leaf hashes ``leaves`` in order, as :meth:`append_all`; return the hashes of
+        the complete subtrees of ``2**level`` leaves they completed, in order (what a store keeps
+        at its lowest stored level, checked by a verifier as it folds the records' leaves in).
+
+        The leaves up to the next multiple of ``2**level`` go one at a time, the groups of
+        ``2**level`` after them a level at a time (the same hashes :meth:`append_all` computes,
+        none twice), then the few left over one at a time. Raises ProofError as :meth:`grow`.
+        """
+        _check_hashes(leaves, "leaf hash")
+        group = 1 << level
+        kept: list[bytes] = []
+        done, count = 0, len(leaves)
+        while done < count and self._size % group:
+            kept.extend(node for at, _, node in self.append(leaves[done]) if at == level)
+            done += 1
+        whole = (count - done) // group * group
+        if whole:
+            nodes = list(leaves[done : done + whole])
+            sha256 = hashlib.sha256
+            for _ in range(level):
+                pairs = zip(nodes[::2], nodes[1::2], strict=True)
+                nodes = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
+            self.append_subtrees(nodes, level)
+            kept.extend(nodes)
+            done += whole
+        for leaf in leaves[done:]:  # fewer than a group: they complete none
+            self.append(leaf)
+        return kept
+
+    def append_subtrees(self, nodes: Sequence[bytes], level: int) -> None:
+        """Add complete subtrees of ``2**level`` leaves each, whose hashes are ``nodes``, in order.
+
+        Raises ProofError unless the tree's size is a multiple of ``2**level`` (they would not
+        be complete subtrees of the joined tree), or past MAX_TREE_SIZE.
+        """
+        if self._size % (1 << level):
+            raise ProofError(f"subtrees of {1 << level} leaves do not start on a subtree at {self._size}")
+        done, count = 0, len(nodes)
+        while done < count:
+            units = self._size >> level
+            block = 1 << ((count - done).bit_length() - 1)
+            if units:
+                block = min(block, units & -units)  # the largest subtree that can start here
+            self.extend(Frontier(block << level, Frontier.of_leaves(nodes[done : done + block]).hashes))
+            done += block
+
     def root(self) -> bytes:
         """MTH of the whole tree: the edge hashes folded from the right; EMPTY_ROOT if empty."""
         if not self._hashes:

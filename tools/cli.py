@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..broker.logs import LEVELS, configure_logging
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from ..node.errors import RemoteError, UsageError, VledgerError
+from ..config.supervisor import EXIT_STORE_DAMAGED
+from ..node.errors import RemoteError, StoreDamagedError, UsageError, VledgerError
 from ..node.identifiers import escape
 from .args import (
     CONFIG_ENV,
@@ -266,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         _error(f"{e.message} (see: vledger {args.command} --help)")
         return EXIT_USAGE
+    except StoreDamagedError as e:
+        # A node whose store does not open: supervisord takes this status as final (config/supervisor.py).
+        _error(f"{e.code}: {e.message}")
+        return EXIT_STORE_DAMAGED
     except VledgerError as e:
         # A note says what had already been done when the error came (see importing.apply_import).
         for note in getattr(e, "__notes__", ()):

@@ -52,7 +52,8 @@ def import_file(file: Path, store: Path, node: str | None, limits: Limits) -> Ve
             f.seek(0)
             with ChainStore(store, origin=node, limits=limits) as target:
                 appended = apply_import(f, plan, target, limits, chunk_size)
-            log.info("imported %d records and %d checkpoints from %s into %s", appended, plan.checkpoints, path, store)
+            kept = sum(r.kept for r in result.reports)
+            log.info("imported %d records and kept %d checkpoints from %s into %s", appended, kept, path, store)
     return result
 
 
@@ -152,8 +153,8 @@ def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limit
             try:
                 receipts = store.append_records(r for r in records if r is not None)
                 for line in decoded:
-                    if isinstance(line, ExportedCheckpoint):
-                        _keep(store, line)
+                    if isinstance(line, ExportedCheckpoint) and _keep(store, line):
+                        reports[line.ledger].kept += 1
             except VledgerError as e:
                 # What was appended stays appended (each chunk verified); the command says how much.
                 e.add_note(f"import stopped after appending {appended} verified records")
@@ -164,15 +165,16 @@ def apply_import(f: BinaryIO, plan: ImportPlan, store: ChainStore, limits: Limit
     return appended
 
 
-def _keep(store: ChainStore, line: ExportedCheckpoint) -> None:
+def _keep(store: ChainStore, line: ExportedCheckpoint) -> bool:
     """Keep a verified checkpoint line as imported: ``imported:cosigned`` when its note carries
     cosignature lines (a witness's), else ``imported:signed`` (a home's). Never as ``signed`` or
     ``cosigned``: those say what this store's own node signed or cosigned (its self-checks, its
     cosigning and the write concern read them), and a witness would publish another's
-    cosignature as its own."""
+    cosignature as its own. True when it added a row (a line kept before, or twice in the
+    file, adds none)."""
     checkpoint = line.checkpoint
     kind = IMPORTED_COSIGNED if len(parse_note(line.note).signatures) > 1 else IMPORTED_SIGNED
-    store.checkpoints.keep(line.ledger, kind, checkpoint.size, checkpoint.root, line.note)
+    return store.checkpoints.keep(line.ledger, kind, checkpoint.size, checkpoint.root, line.note)
 
 
 def _new_record(decoded: StoredRecord | ExportedCheckpoint, plan: ImportPlan) -> Record | None:

@@ -12,8 +12,15 @@ it writes the node's next key generation, ``<node>@<g>.key`` and ``<node>@<g>.ke
 (0600), and asks the home of ``admin`` to record the rotation (``node.rotate``, an admin
 command: second factor as for the others). Every node learns the new key from the admin
 ledger; the rotated node serves it on its ``rotation_port`` at once, and on its ``port``
-once the window ends, when its old key stops working. If the command is refused, the new
-files are removed again, so that the next attempt makes the same generation.
+once the window ends, when its old key stops working.
+
+The generation number comes from the admin ledger, the authority the nodes read: one more
+than the ``key_rotation`` records that name the node (PROTOCOL 16.6), whatever files this key
+directory holds (a rotation recorded from another machine, or by a raw ``node.rotate``, made
+none here). Files of that generation already here were left by an attempt that was never
+recorded: refused, rather than sent again or overwritten. If the command is refused, the new
+files are removed again, so that the next attempt makes the same generation; if the home
+does not answer, they are kept (the rotation may have been recorded, naming them).
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..broker.keys import GENERATION_MARK, generate, generation_name, key_paths, newest_generation
+from ..broker.keys import generate, generation_name, key_paths
 from ..broker.signing import PUBLIC_SUFFIX, generate_signing_key, load_verify_key, signing_key_paths
 from ..client.session import Session, node_address
 from ..config.cluster import FOLLOWER_ROLES
-from ..node.errors import KeyMaterialError, UsageError, VledgerError
+from ..node.errors import KeyExistsError, KeyMaterialError, RemoteError, UsageError, VledgerError
 from ..node.node_key_rotation import NO_SIGN_KEY
+from ..node.rules.admin import ADMIN_LEDGER
 from .client_output import print_json
 from .node_commands import PASSPHRASE_ENV
 
@@ -43,7 +51,8 @@ def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     and, with a ``rotation_port``, a new CURVE key too. Raises UsageError for a node the
     cluster file does not have, an ingest node or a verifier without ``rotation_port``, a
     node with a ``pub_port`` and a ``rotation_port`` but no ``feed_rotation_port``,
-    KeyMaterialError when its keys cannot be read, and the node's refusal (RemoteError:
+    KeyMaterialError when its keys cannot be read, KeyExistsError when files of the next
+    generation the admin ledger gives are here already, and the node's refusal (RemoteError:
     bad_request, key_in_use, second_factor_required, ...).
     """
     config = session.config
@@ -65,8 +74,9 @@ def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     passphrase = os.environ.get(PASSPHRASE_ENV) if args.passphrase else None
     if args.passphrase and not passphrase:
         raise UsageError(f"--passphrase: set ${PASSPHRASE_ENV} to the node's passphrase")
-    generation = _newest_generation(config.keys_dir, node.name) + 1
+    generation = recorded_generation(session, node.name) + 1
     name = generation_name(node.name, generation)
+    _check_unused(config.keys_dir, node.name, generation)
     made: list[Path] = []
     if node.role == "ingest":
         sign = _sign_key(config.keys_dir, node.name)
@@ -87,9 +97,15 @@ def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     try:
         request = {"node": node.name, "curve": curve, "sign": sign, "window_ms": args.window * 1000}
         result = session.call("node.rotate", request)
-    except (VledgerError, OSError):
+    except RemoteError:  # refused: nothing was recorded
         for path in made:
             path.unlink(missing_ok=True)
+        raise
+    except (VledgerError, OSError) as e:  # no answer: it may have been recorded, naming these keys
+        e.add_note(
+            f"the rotation may have been recorded (see: vledger admin log); {', '.join(p.name for p in made)} "
+            f"are kept in {config.keys_dir}: if it was not, remove them before trying again"
+        )
         raise
     if args.json:
         print_json({**result, "generation": generation})
@@ -111,13 +127,31 @@ def _sign_key(keys_dir: Path, node: str) -> str:
         raise KeyMaterialError(f"{node}: its Ed25519 key is needed for the record: {e}") from None
 
 
-def _newest_generation(keys_dir: Path, node: str) -> int:
-    """The node's newest key generation in ``keys_dir``: of its CURVE key files or of its
-    Ed25519 ones (``<node>@<g>.sign.pub``), whichever rotated."""
-    newest = newest_generation(keys_dir, node)
-    prefix = f"{node}{GENERATION_MARK}"
-    for path in keys_dir.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
-        number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
-        if number.isdigit():
-            newest = max(newest, int(number))
-    return newest
+def recorded_generation(session: Session, node: str) -> int:
+    """The newest key generation of ``node`` that the admin ledger records: how many of its
+    ``key_rotation`` records name it (PROTOCOL 16.6), read from the home of ``admin``, each
+    record checked as the chain's next; 0 before the first admin record. Raises RemoteError
+    or NodeUnavailableError as :meth:`Session.records`."""
+    try:
+        return sum(
+            1
+            for record in session.records(ADMIN_LEDGER)
+            if record.content.kind == "key_rotation" and record.content.payload.get("node") == node
+        )
+    except RemoteError as e:
+        if e.code == "no_such_ledger":
+            return 0
+        raise
+
+
+def _check_unused(keys_dir: Path, node: str, generation: int) -> None:
+    """Refuse (KeyExistsError) when files of ``node``'s generation ``generation`` are here
+    already: the admin ledger does not record it, so an attempt that never reached it (or whose
+    answer was lost and was not recorded) left them; they may have been copied elsewhere."""
+    name = generation_name(node, generation)
+    found = [path.name for path in (*key_paths(keys_dir, name), *signing_key_paths(keys_dir, name)) if path.exists()]
+    if found:
+        raise KeyExistsError(
+            f"{keys_dir}: {', '.join(found)} exist, but the admin ledger records {generation - 1} rotations of "
+            f"{node}: files of an attempt that was never recorded; move them aside, then run this again"
+        )

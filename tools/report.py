@@ -30,7 +30,7 @@ def print_import(source: str, result: Verification, *, as_json: bool) -> None:
     if as_json:
         value = verification_json(result)
         for entry, report in zip(value["ledgers"], result.reports, strict=True):
-            entry.update(imported=report.imported if result.ok else 0, present=report.present)
+            entry.update(imported=report.imported if result.ok else 0, present=report.present, kept=report.kept)
         _print_json(value)
         return
     if not result.ok:
@@ -41,10 +41,11 @@ def print_import(source: str, result: Verification, *, as_json: bool) -> None:
     for report in result.reports:
         print(
             f"{report.ledger}: {report.imported} imported, {report.present} already present, "
-            f"{report.checkpoints} checkpoints kept, head {_head(report)}"
+            f"{report.kept} checkpoints kept (of {report.checkpoints} verified), head {_head(report)}"
         )
-    checkpoints = sum(r.checkpoints for r in result.reports)
-    print(f"imported {sum(r.imported for r in result.reports)} records and kept {checkpoints} checkpoints")
+    # Rows added to the store, not lines verified: a line held already, or twice in the file, adds none.
+    kept = sum(r.kept for r in result.reports)
+    print(f"imported {sum(r.imported for r in result.reports)} records and kept {kept} checkpoints")
 
 
 def print_export(summary: ExportSummary) -> None:

@@ -41,7 +41,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
-from ..node.errors import NodeUnavailableError, RemoteError, UsageError, VledgerError
+from ..node.errors import NodeUnavailableError, RemoteError, StoreDamagedError, UsageError, VledgerError
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
 from .client_output import table
 from .client_payloads import seconds
@@ -286,7 +286,14 @@ def _problems(
             if program.state != RUNNING
         ]
     for node in nodes:
-        if not node.up:
+        # A node whose store did not open said why before it exited (PROTOCOL 10.5).
+        damaged = open_alerts.get(f"{node.node}||{StoreDamagedError.code}")
+        if not node.up and damaged is not None:
+            problems.append(
+                f"{node.node} does not answer hello: its store does not open ({StoreDamagedError.code}): "
+                f"{damaged.get('detail', '')}"
+            )
+        elif not node.up:
             problems.append(f"{node.node} does not answer hello: {node.error}")
         elif node.error is not None:
             problems.append(f"{node.node}: {node.error}")

@@ -269,7 +269,9 @@ class Starter:
                     info = table.get(name)
                     if info is None:
                         raise SupervisorError(f"{name}: supervisord does not know it (is another conf running?)")
-                    if info["statename"] == "FATAL":
+                    # FATAL: it failed every start; EXITED: it ended with a status that says do not
+                    # start it again (a store that does not open, config/supervisor.py).
+                    if info["statename"] in ("FATAL", "EXITED"):
                         raise SupervisorError(
                             f"{name} could not start ({info['statename']}); the end of its log:\n"
                             + log_tail(self.layout.log_path(name))

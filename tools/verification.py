@@ -20,6 +20,12 @@ node, a Merkle tree. Their roots are checked against the tree of the records tha
 checkpoint lines are: a chunk is ``2**k`` heights at a multiple of ``2**k``, a complete
 subtree, so a worker returns its chunk's frontier (and the frontier at each checkpoint inside
 it) and the parent extends the ledger's tree with it, never touching a leaf.
+
+The node's stored tree rows (every complete subtree of 16 leaves and more, PROTOCOL 12.6) are
+checked as the node checks them when it opens the store: the lowest stored level against the
+subtrees of 16 leaves that the records' leaves give (a worker returns its chunk's), each level
+above against the nodes recomputed from those, so every row is compared with the records'
+hash, at the record that completes it; a missing or extra row fails too.
 """
 
 from __future__ import annotations
@@ -63,7 +69,9 @@ from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkp
 from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.record import ZERO_LINK, Record, decode_record
-from ..node.storefile import StoreReader, StoreRow
+
+# _level_rows: the node's own reader of a tree level (its open check, check_tree); shared, not copied.
+from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, _level_rows, connect, tree_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .paths import export_file, store_dir
@@ -85,6 +93,7 @@ class LedgerReport:
     imported: int = 0
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
+    kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
 
     @property
     def ok(self) -> bool:
@@ -190,9 +199,9 @@ def verify_store(
     ``executor``, when given, runs the chunks instead (the tests' threads). The workers are
     forked from this process when ``fork`` is asked for and it runs one thread (the command
     line's case: they start in milliseconds), else from a forkserver. Each ledger's
-    checkpoints and stored tree edge are checked against the tree of its records (see the
-    module's docstring). Raises StoreError for what is not a store, UsageError for a
-    ``chunk`` that is not a power of two.
+    checkpoints, stored tree rows and edge are checked against the tree of its records (see
+    the module's docstring): the first that differs is the ledger's TreeMismatchError. Raises
+    StoreError for what is not a store, UsageError for a ``chunk`` that is not a power of two.
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
@@ -215,12 +224,16 @@ def verify_store(
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context(fork)))
             pool.submit(os.getpid)  # starts the workers now (with fork, all at the first call)
         reader = stack.enter_context(contextlib.closing(StoreReader(directory)))
+        # The stored tree rows' own connection: read a level at a time beside the records' pages.
+        tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True)))
+        kept = tree_kept(tree_rows)
         # Named, so that several stores verified in a row (the cluster demo) tell which is which.
         label = f"verifying {directory.name}: checksums, work, links"
         with Progress(label, sum(counts.values())) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
-                tree = _StoreTree.of(reader, ledger, limits, report)
+                rows = _StoredRows(tree_rows, ledger, reader.page_size) if kept else None
+                tree = _StoreTree.of(reader, ledger, limits, report, rows)
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
                         job = _Job(pool, reader, directory, ledger, limits, chunks[ledger], workers)
@@ -292,6 +305,8 @@ class _Growth:
         self.marks = sorted(m for m in set(marks) if m > frontier.size)
         self.reached = reached
         self.due = TREE_BATCH
+        # The complete subtrees of 2**STORED_LEVEL leaves folded in, in order (by :meth:`completed`).
+        self.bottom: list[bytes] = []
         self.refresh()
 
     def refresh(self) -> None:
@@ -300,11 +315,77 @@ class _Growth:
 
     def fold(self, leaves: list[bytes]) -> None:
         """Add ``leaves`` (at most :attr:`due` of them); at a mark, show the tree to ``reached``."""
-        self.frontier.append_all(leaves)
+        self.completed(self.frontier.append_keeping(leaves, STORED_LEVEL))
         if self.marks and self.frontier.size == self.marks[0]:
             del self.marks[0]
             self.reached(self.frontier)
         self.refresh()
+
+    def completed(self, nodes: Sequence[bytes]) -> None:
+        """The next complete subtrees of 2**STORED_LEVEL leaves: kept (a worker returns them)."""
+        self.bottom.extend(nodes)
+
+
+class _StoredRows:
+    """One ledger's stored tree rows, compared with the tree of the records that verified as
+    its complete subtrees of 2**STORED_LEVEL leaves come (:meth:`add`): each row of that level
+    with the subtree its 16 records give, each row above with the node recomputed from them.
+    Raises :class:`_TreeFailure` (TreeMismatchError naming ledger, level and index) at the
+    first missing or different row, at the height of the record that completes it."""
+
+    def __init__(self, conn: Any, ledger: str, page_size: int) -> None:
+        self.conn, self.ledger, self.page_size = conn, ledger, page_size
+        self.upper = Frontier()  # the tree whose leaves are the subtrees of the lowest stored level
+        self.levels: dict[int, Iterator[tuple[int, bytes]]] = {}
+
+    def add(self, nodes: Sequence[bytes]) -> None:
+        for level, index, node in self.upper.grow(nodes):
+            self._compare(level + STORED_LEVEL, index, node)
+
+    def _compare(self, level: int, index: int, node: bytes) -> None:
+        rows = self.levels.get(level)
+        if rows is None:
+            rows = self.levels[level] = _level_rows(self.conn, self.ledger, level, self.page_size)
+        row = next(rows, None)
+        last = ((index + 1) << level) - 1  # the record that completes the node
+        if row is None or row[0] != index:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree lacks its node at level {level}, index {index}"
+                ),
+                last,
+            )
+        if bytes(row[1]) != node:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's node at level {level}, index {index} "
+                    f"does not match the records up to {last}"
+                ),
+                last,
+            )
+
+    def finish(self, records: int) -> None:
+        """After the ledger's last record: a stored row that no complete subtree of its records
+        gives (past its end, or at a level they do not reach) fails at the last record."""
+        for level, rows in sorted(self.levels.items()):
+            extra = next(rows, None)
+            if extra is not None:
+                self._past(level, extra[0], records)
+        other = self.conn.execute(
+            "SELECT level, idx FROM tree WHERE ledger = ? AND (level < ? OR level >= ?) ORDER BY level, idx LIMIT 1",
+            (self.ledger, STORED_LEVEL, STORED_LEVEL + len(self.levels)),
+        ).fetchone()
+        if other is not None:
+            self._past(other[0], other[1], records)
+
+    def _past(self, level: int, index: int, records: int) -> None:
+        raise _TreeFailure(
+            TreeMismatchError(
+                f"ledger {self.ledger!r}: the stored tree has a node at level {level}, index {index} "
+                f"past its {records} records"
+            ),
+            max(records - 1, 0),
+        )
 
 
 class _StoreTree(_Growth):
@@ -313,9 +394,16 @@ class _StoreTree(_Growth):
     the records never reached. Raises :class:`_TreeFailure` for the first that disagrees."""
 
     def __init__(
-        self, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, notes: list[tuple[int, bytes]]
+        self,
+        reader: StoreReader,
+        ledger: str,
+        limits: Limits,
+        report: LedgerReport,
+        notes: list[tuple[int, bytes]],
+        rows: _StoredRows | None = None,
     ) -> None:
         self.reader, self.ledger, self.limits, self.report = reader, ledger, limits, report
+        self.rows = rows  # the stored tree rows, when the store keeps its tree
         self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
         self.unreadable: list[tuple[int, NoteError]] = []
         for size, note in notes:
@@ -338,13 +426,55 @@ class _StoreTree(_Growth):
         super().__init__(Frontier(), marks, self.check)
 
     @classmethod
-    def of(cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport) -> _StoreTree | None:
-        """The ledger's tree check, or None when the store holds no checkpoint and no tree of it."""
+    def of(
+        cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, rows: _StoredRows | None
+    ) -> _StoreTree | None:
+        """The ledger's tree check, or None when the store holds no checkpoint and no tree of it
+        (``rows``: its stored tree rows, None for a store from before the tree)."""
         notes = reader.latest_checkpoints(ledger)
-        with contextlib.suppress(ProofError):  # a broken edge is checked, and fails, in __init__'s way
-            if not notes and reader.tree_edge(ledger) is None:
-                return None
-        return cls(reader, ledger, limits, report, notes)
+        if not notes and rows is None:
+            return None
+        return cls(reader, ledger, limits, report, notes, rows)
+
+    def completed(self, nodes: Sequence[bytes]) -> None:
+        """The next complete subtrees of 2**STORED_LEVEL leaves: the stored rows they give, checked."""
+        if self.rows is not None:
+            try:
+                self.rows.add(nodes)
+            except _TreeFailure as e:
+                # The records up to the one that completes the row verified, whatever batch or
+                # chunk brought them: the same count sequentially and in chunks.
+                self.report.records = e.height + 1
+                raise
+
+    def join(self, chunk: ChunkSummary) -> None:
+        """Add a clean chunk's records (``chunk.tree``) after those folded in: the stored rows
+        its subtrees give and the checkpoints of its marks, checked in height order."""
+        first = chunk.start >> STORED_LEVEL  # the index of chunk.bottom[0], which starts on a subtree
+        checked = 0
+        for size, link, hashes in chunk.marks:
+            below = max((size >> STORED_LEVEL) - first, checked)  # the subtrees completed by the mark
+            self.completed(chunk.bottom[checked:below])
+            checked = below
+            # The ledger's tree at the mark: this chunk's subtrees below it, on the chunks before.
+            self.report.records, self.report.head = size, link
+            at = self.frontier.copy()
+            at.extend(Frontier(size - chunk.start, hashes))
+            self.marks.remove(size)
+            self.check(at)
+        bottom = chunk.bottom[checked:]
+        group = 1 << STORED_LEVEL
+        partial = self.frontier.size % group
+        if partial or chunk.count < group:
+            # A chunk smaller than a stored subtree (a test's): the subtree it completes, if any,
+            # from the edge's hashes below that level and the chunk's.
+            edge = self.frontier.hashes
+            part = Frontier(partial, edge[len(edge) - partial.bit_count() :])
+            part.extend(Frontier(chunk.count, chunk.tree or ()))
+            bottom = part.hashes if part.size == group else ()
+        self.frontier.extend(Frontier(chunk.count, chunk.tree or ()))
+        self.completed(bottom)
+        self.refresh()
 
     def check(self, frontier: Frontier) -> None:
         """The checkpoints of ``frontier.size``, and the stored edge if it is that size, against it."""
@@ -422,6 +552,13 @@ class _StoreTree(_Growth):
                 ),
                 size - 1,
             )
+        if self.rows is not None:
+            if self.edge is None:  # the node writes it with the records' first tree rows
+                raise _TreeFailure(
+                    TreeMismatchError(f"ledger {self.ledger!r}: the stored tree has no right edge"),
+                    max(records - 1, 0),
+                )
+            self.rows.finish(records)
 
 
 def _verify_rows(
@@ -493,6 +630,9 @@ class ChunkSummary:
     # At each size asked for inside the chunk, (size, the link of record size - 1, the frontier
     # of the chunk's leaves below that size).
     marks: tuple[tuple[int, bytes, tuple[bytes, ...]], ...] = ()
+    # The chunk's complete subtrees of 2**STORED_LEVEL leaves, in order, when asked and clean
+    # (what the parent checks the lowest stored tree rows against).
+    bottom: tuple[bytes, ...] = ()
 
 
 def verify_chunk(
@@ -547,6 +687,7 @@ def verify_chunk(
         max_rss(),
         frontier,
         tuple(seen),
+        tuple(tree.bottom) if tree is not None and clean else (),
     )
 
 
@@ -626,15 +767,7 @@ def _verify_chunked(
             if tree is not None:
                 if chunk.tree is None:
                     break
-                for size, link, hashes in chunk.marks:
-                    # The ledger's tree at the mark: this chunk's subtrees below it, on the chunks before.
-                    report.records, report.head = size, link
-                    at = tree.frontier.copy()
-                    at.extend(Frontier(size - chunk.start, hashes))
-                    tree.marks.remove(size)
-                    tree.check(at)
-                tree.frontier.extend(Frontier(chunk.count, chunk.tree))
-                tree.refresh()
+                tree.join(chunk)
             next_height, prev = chunk.stop, chunk.last_link
             report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)

@@ -8,7 +8,9 @@ order a cluster lives: all well (exit 0), an open alert (exit 3, listed), the re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,8 @@ from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import load_cluster
+from vledger.config.supervisor import EXIT_STORE_DAMAGED
+from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
 from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
 
@@ -160,3 +164,32 @@ def test_a_killed_replica_is_down_exits_3_and_costs_one_timeout(cluster: LocalCl
         client.close()
     assert [n.node for n in round_status.nodes if not n.up] == ["replica-1"]
     assert HELLO_TIMEOUT * 0.9 <= took < HELLO_TIMEOUT + 1.0, f"{took:.2f} s"
+
+
+def test_a_replica_whose_store_was_damaged_while_stopped_says_so_and_is_not_restarted(cluster: LocalCluster) -> None:
+    """A tree row changed under a stopped replica: it exits with EXIT_STORE_DAMAGED (what
+    supervisord takes as final) and the reason, after raising store_damaged, which `vledger
+    status` shows beside "does not answer hello"; restored, it starts and resolves the alert."""
+    if cluster.node("replica-1").running():
+        cluster.stop_node("replica-1")
+    db = cluster.store_dir("replica-1") / DB_NAME
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        select = "SELECT hash FROM tree WHERE ledger = ? AND level = 4 AND idx = 0"
+        good = bytes(conn.execute(select, (LEDGER,)).fetchone()[0])
+        update = "UPDATE tree SET hash = ? WHERE ledger = ? AND level = 4 AND idx = 0"
+        conn.execute(update, (bytes(32), LEDGER))
+    done = cluster.cli("replica", "--config", str(cluster.config_path), "--node", "replica-1", check=False)
+    assert done.returncode == EXIT_STORE_DAMAGED, done.stdout + done.stderr
+    assert "store_damaged: [tree_mismatch]" in done.stderr and "level 4, index 0" in done.stderr, done.stderr
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM
+    alert = found["open_alerts"]["replica-1||store_damaged"]
+    assert alert["detail"].startswith("[tree_mismatch] ") and str(db) in alert["detail"]
+    assert any(
+        p.startswith("replica-1 does not answer hello: its store does not open (store_damaged): [tree_mismatch]")
+        for p in found["problems"]
+    ), found["problems"]
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(update, (good, LEDGER))
+    cluster.start_node("replica-1")
+    until_ok(cluster, "status exits 0 once the replica opened its restored store")

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from supervisor.datatypes import RestartUnconditionally
+from supervisor.datatypes import RestartUnconditionally, RestartWhenExitUnexpected
 from supervisor.options import ServerOptions
 
 from vledger.broker.keys import generate
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.supervisor import (
+    EXIT_STORE_DAMAGED,
     MAX_SOCKET_PATH,
     SupervisorLayout,
     cluster_programs,
@@ -67,12 +68,23 @@ def test_every_process_is_a_program_redis_first(tmp_path: Path) -> None:
     ingest = shlex.split(programs["ingest-2"].command)
     assert ingest == [*VLEDGER, "--log-level", "info", "ingest", "--config", str(config.path), "--node", "ingest-2"]
     for program in programs.values():
-        assert program.autorestart is RestartUnconditionally
         assert program.stopasgroup and program.killasgroup
         assert program.startsecs == 1 and program.stopsignal == 15
         assert program.stdout_logfile == str(run_dir / "logs" / f"{program.name}.log")
         assert program.redirect_stderr
     assert programs["ingest-1"].environment == {"PYTHONUNBUFFERED": "1"}
+
+
+def test_a_node_whose_store_does_not_open_is_not_started_again(tmp_path: Path) -> None:
+    """A node ends with EXIT_STORE_DAMAGED when its store fails its open checks: supervisord
+    takes that status as expected and leaves it EXITED (it used to restart it for ever); every
+    other exit of a node, 0 included, and any exit of Redis still restarts it."""
+    run_dir = tmp_path / "run"
+    programs = programs_of(parsed(supervisord_conf(cluster(tmp_path), layout(run_dir)), run_dir))
+    for name in ("ingest-1", "ingest-2"):
+        assert programs[name].autorestart is RestartWhenExitUnexpected
+        assert programs[name].exitcodes == [EXIT_STORE_DAMAGED]
+    assert programs["redis"].autorestart is RestartUnconditionally
 
 
 def test_every_path_is_absolute_and_under_the_run_directory_or_given(tmp_path: Path) -> None:

@@ -320,6 +320,33 @@ def test_a_frontier_built_in_blocks_is_the_one_built_leaf_by_leaf(count: int, da
     assert (in_parts.size, in_parts.hashes, in_parts.root()) == (count, one_by_one.hashes, one_by_one.root())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.sampled_from((0, 1, 4)), st.data())
+def test_a_frontier_grown_in_parts_keeps_each_complete_subtree_of_a_level(
+    count: int, level: int, data: st.DataObject
+) -> None:
+    """append_keeping: the frontier of append_all, and every subtree of 2**level leaves it
+    completed, in order, whatever the parts (as a verifier's batches, cut at checkpoints)."""
+    leaves = [tree.leaf_hash(i.to_bytes(4, "big")) for i in range(count)]
+    one_by_one = tree.Frontier()
+    expected = [node for at, _, node in one_by_one.grow(leaves, level) if at == level]
+    cuts = sorted(data.draw(st.lists(st.integers(0, count), max_size=4)))
+    in_parts, kept = tree.Frontier(), []
+    for start, stop in zip([0, *cuts], [*cuts, count], strict=True):
+        kept += in_parts.append_keeping(leaves[start:stop], level)
+    assert (in_parts.size, in_parts.hashes) == (count, one_by_one.hashes)
+    assert kept == expected and len(kept) == count >> level
+
+
+def test_subtrees_join_only_on_their_own_boundary() -> None:
+    leaves = [tree.leaf_hash(bytes([i])) for i in range(48)]
+    joined = tree.Frontier()
+    joined.append_subtrees([tree.Frontier.of_leaves(leaves[i : i + 16]).root() for i in (0, 16, 32)], 4)
+    assert (joined.size, joined.hashes) == (48, tree.Frontier.of_leaves(leaves).hashes)
+    with pytest.raises(ProofError, match="do not start on a subtree"):
+        tree.Frontier.of_leaves(leaves[:3]).append_subtrees([joined.hashes[0]], 4)
+
+
 def test_a_subtree_joins_only_where_it_lands_on_complete_subtrees() -> None:
     leaves = [tree.leaf_hash(bytes([i])) for i in range(12)]
     joined = tree.Frontier.of_leaves(leaves[:8])

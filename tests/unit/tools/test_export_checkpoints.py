@@ -3,6 +3,7 @@ the record that completes its tree, its root that tree's, its note signed by the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(
     result = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)
     assert result.ok and result.reports[0].checkpoints == 2
     print_import("e.jsonl", result, as_json=False)
-    assert "votes: 6 imported, 0 already present, 2 checkpoints kept" in capsys.readouterr().out
+    assert "votes: 6 imported, 0 already present, 2 checkpoints kept (of 2 verified)" in capsys.readouterr().out
     with ChainStore(tmp_path / "copy") as copy:
         assert [c.size for c in copy.checkpoints.all(LEDGER, IMPORTED_SIGNED)] == [3]
         assert [c.note for c in copy.checkpoints.all(LEDGER, IMPORTED_COSIGNED)] == [cosigned]
@@ -125,6 +126,25 @@ def test_an_import_keeps_the_checkpoint_lines_and_exports_them_again(
     assert _export(tmp_path / "copy", tmp_path / "again.jsonl") == lines
     again = import_file(tmp_path / "e.jsonl", tmp_path / "copy", None, LIMITS)  # idempotent
     assert again.ok and _latest(tmp_path / "copy") == _latest(original)
+    # It added nothing, and says so: "kept" counts rows added, not lines that verified.
+    print_import("e.jsonl", again, as_json=False)
+    out = capsys.readouterr().out
+    assert "votes: 0 imported, 6 already present, 0 checkpoints kept (of 2 verified)" in out
+    assert out.rstrip().endswith("imported 0 records and kept 0 checkpoints")
+
+
+def test_a_checkpoint_line_twice_in_the_file_is_one_row_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    # The checkpoint of size 3 follows record 2 (line 4), here twice.
+    (tmp_path / "twice.jsonl").write_bytes(b"".join([*lines[:4], lines[3], *lines[4:]]))
+    result = import_file(tmp_path / "twice.jsonl", tmp_path / "copy", None, LIMITS)
+    assert result.ok and result.reports[0].checkpoints == 2 and result.reports[0].kept == 1
+    print_import("twice.jsonl", result, as_json=True)
+    assert json.loads(capsys.readouterr().out)["ledgers"][0]["kept"] == 1
+    with ChainStore(tmp_path / "copy") as copy:
+        assert len(copy.checkpoints.all(LEDGER, IMPORTED_SIGNED)) == 1
 
 
 def test_an_import_refuses_a_forged_checkpoint_line_and_writes_nothing(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -12,7 +14,7 @@ from vledger.broker.keys import generate, load_public
 from vledger.broker.signing import generate_signing_key, load_verify_key
 from vledger.client.session import Session
 from vledger.config.cluster import ClusterConfig, load_cluster
-from vledger.node.errors import RemoteError, UsageError
+from vledger.node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError
 from vledger.tools.key_commands import cmd_key_rotate
 
 NODES = """
@@ -49,11 +51,14 @@ port = 7402
 
 
 class Admin:
-    """The session's one call: node.rotate, answered (or refused) as the home of admin would."""
+    """The home of admin as the command sees it: node.rotate answered (or refused, or not
+    answered), and the admin ledger's key_rotation records (``recorded``: the nodes they name)."""
 
-    def __init__(self, config: ClusterConfig, refuse: bool = False) -> None:
+    def __init__(self, config: ClusterConfig, refuse: bool = False, recorded: tuple[str, ...] = ()) -> None:
         self.config = config
         self.refuse = refuse
+        self.silent = False  # records the rotation, but the answer is lost
+        self.recorded = list(recorded)
         self.sent: list[dict[str, Any]] = []
 
     def call(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +66,18 @@ class Admin:
         self.sent.append(args)
         if self.refuse:
             raise RemoteError("key_in_use", "the key is already in use", {})
+        self.recorded.append(args["node"])
+        if self.silent:
+            raise NodeUnavailableError("no answer within 5 s")
         return {"node": args["node"], "curve": args["curve"], "sign": args["sign"], "until": 1, "height": 3}
+
+    def records(self, ledger: str) -> Iterator[Any]:
+        assert ledger == "admin"
+        if not self.recorded:
+            raise RemoteError("no_such_ledger", "no ledger 'admin'", {})
+        yield SimpleNamespace(content=SimpleNamespace(kind="genesis", payload={}))
+        for node in self.recorded:
+            yield SimpleNamespace(content=SimpleNamespace(kind="key_rotation", payload={"node": node}))
 
 
 @pytest.fixture
@@ -137,3 +153,37 @@ def test_a_verifier_rotates_its_curve_key_with_an_empty_sign_and_needs_a_rotatio
     assert not list(keys.glob("verifier-2@*"))
     with pytest.raises(UsageError, match="not a node"):
         rotate(Admin(config), "verifier-9")
+
+
+def test_the_generation_is_the_admin_ledger_s_not_the_key_files(config: ClusterConfig) -> None:
+    """Two rotations of ingest-1 were recorded without files here (a raw node.rotate, another
+    operator's machine): the next is generation 3, as the node will look for it, not 1."""
+    admin = Admin(config, recorded=("ingest-1", "replica-1", "ingest-1"))
+    assert rotate(admin, "ingest-1") == 0
+    keys = config.keys_dir
+    assert admin.sent[0]["curve"] == load_public(keys / "ingest-1@3.key")
+    assert sorted(p.name for p in keys.glob("ingest-1@*")) == ["ingest-1@3.key", "ingest-1@3.key_secret"]
+    # A recorded rotation whose files were made on another machine: the next is 2, though none is here.
+    assert rotate(Admin(config, recorded=("replica-1",)), "replica-1") == 0
+    assert (keys / "replica-1@2.sign.pub").exists() and not (keys / "replica-1@1.sign.pub").exists()
+
+
+def test_files_of_an_unrecorded_generation_are_refused_not_reused(config: ClusterConfig) -> None:
+    generate(config.keys_dir, "ingest-1@1")  # left by an attempt the admin ledger never recorded
+    admin = Admin(config)
+    with pytest.raises(KeyExistsError, match="records 0 rotations of ingest-1"):
+        rotate(admin, "ingest-1")
+    assert admin.sent == []
+
+
+def test_a_lost_answer_keeps_the_files_the_record_may_name(config: ClusterConfig) -> None:
+    admin = Admin(config)
+    admin.silent = True
+    with pytest.raises(NodeUnavailableError) as raised:
+        rotate(admin, "ingest-1")
+    assert (config.keys_dir / "ingest-1@1.key_secret").exists()
+    assert "may have been recorded" in " ".join(getattr(raised.value, "__notes__", []))
+    # It was recorded: the retry makes the next generation, the ledger's.
+    admin.silent = False
+    assert rotate(admin, "ingest-1") == 0
+    assert admin.sent[-1]["curve"] == load_public(config.keys_dir / "ingest-1@2.key")

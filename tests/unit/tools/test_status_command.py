@@ -136,6 +136,19 @@ def test_a_node_that_does_not_answer_is_down_and_a_problem() -> None:
     assert node_rows(status)[1][1] == ("replica-1", "replica", "down", "", "tcp://127.0.0.1:7111: no answer within 1 s")
 
 
+def test_a_node_down_with_its_store_damaged_alert_says_why() -> None:
+    """A node whose store did not open is not only "does not answer hello": its alert's reason."""
+    down = NodeAnswer("replica-1", None, error="no answer")
+    detail = "[tree_mismatch] /data/replica-1/store.db: ledger 'e': the stored tree's node at level 4, index 1 ..."
+    alert = {"id": "1-0", "node": "replica-1", "ledger": "", "height": "0", "what": "store_damaged", "detail": detail}
+    status = status_of(answers(replica_1=down), open_alerts={"replica-1||store_damaged": alert})
+    assert status.problems == (
+        f"replica-1 does not answer hello: its store does not open (store_damaged): {detail}",
+        "1 open alert: replica-1||store_damaged",
+    )
+    assert status.exit_code == EXIT_PROBLEM
+
+
 def test_a_node_missing_from_the_answers_counts_as_down() -> None:
     node_answers = answers()
     del node_answers["ingest-1"]

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vledger.config.settings import Limits
-from vledger.node.errors import RecordError, UsageError
+from vledger.node.errors import RecordError, TreeMismatchError, UsageError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.store import ChainStore
@@ -369,3 +369,61 @@ def test_the_worker_processes_of_the_command_line_are_forked(tmp_path: Path) -> 
     finally:
         stop.set()
         other.join()
+
+
+# --- the stored tree rows: what the node checks when it opens the store ------------------------
+
+
+def _tree_row(directory: Path, level: int, index: int) -> bytes:
+    with contextlib.closing(sqlite3.connect(directory / DB_NAME)) as db:
+        row = db.execute("SELECT hash FROM tree WHERE level = ? AND idx = ?", (level, index)).fetchone()
+    return bytes(row[0])
+
+
+@pytest.mark.parametrize(("level", "index"), [(4, 0), (4, 2), (5, 1), (6, 0)])
+def test_a_changed_tree_row_fails_at_the_record_that_completes_it(
+    tmp_path: Path, pool: ThreadPoolExecutor, level: int, index: int
+) -> None:
+    """A stored subtree changed under a stopped node: the node refuses the store (tree_mismatch),
+    and so does verify, naming the row, at its last record, sequentially and in chunks."""
+    directory = _signed_store(tmp_path / "s", 100, {})
+    good = _tree_row(directory, level, index)
+    _sql(directory, "UPDATE tree SET hash = ? WHERE level = ? AND idx = ?", good[::-1], level, index)
+    last = ((index + 1) << level) - 1
+    assert _verdicts(directory, pool) == {(PINNED, last + 1, "tree_mismatch", last, 0)}
+    [report] = verify_store(directory, None, LIMITS, workers=1).reports
+    assert report.error is not None
+    assert f"ledger {PINNED!r}: the stored tree's node at level {level}, index {index} does not match" in str(
+        report.error.message
+    )
+    with pytest.raises(TreeMismatchError, match=f"level {level}, index {index}"):
+        ChainStore(directory).close()  # what the node says of the same store
+
+
+def test_a_missing_or_extra_tree_row_fails(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    directory = _signed_store(tmp_path / "s", 100, {})
+    _sql(directory, "DELETE FROM tree WHERE level = 4 AND idx = 3")
+    assert _verdicts(directory, pool) == {(PINNED, 64, "tree_mismatch", 63, 0)}
+    extra = _signed_store(tmp_path / "extra", 100, {})
+    _sql(extra, "INSERT INTO tree VALUES (?, 4, 6, ?)", PINNED, bytes(32))  # 6 * 16 + 16 > 100 records
+    assert _verdicts(extra, pool) == {(PINNED, 100, "tree_mismatch", 99, 0)}
+    above = _signed_store(tmp_path / "above", 100, {})
+    _sql(above, "INSERT INTO tree VALUES (?, 7, 0, ?)", PINNED, bytes(32))  # a level 100 records do not reach
+    [report] = verify_store(above, None, LIMITS, workers=1).reports
+    assert report.error is not None and "level 7, index 0 past its 100 records" in report.error.message
+    gone = _signed_store(tmp_path / "gone", 100, {})
+    _sql(gone, "DELETE FROM tree_edge")
+    assert _verdicts(gone, pool) == {(PINNED, 100, "tree_mismatch", 99, 0)}
+
+
+def test_worker_processes_check_the_tree_rows_of_their_chunks(tmp_path: Path) -> None:
+    """Chunks of 16 and more (real processes) return their subtrees: the same verdict."""
+    directory = _signed_store(tmp_path / "s", 200, {})
+    _sql(directory, "UPDATE tree SET hash = ? WHERE level = 4 AND idx = 9", bytes(32))
+    for chunk in (16, 32):
+        [report] = verify_store(directory, None, LIMITS, workers=2, chunk=chunk).reports
+        assert (report.records, report.error.code if report.error else None, report.error_height) == (
+            160,
+            "tree_mismatch",
+            159,
+        )

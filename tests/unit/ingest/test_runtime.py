@@ -1,0 +1,129 @@
+"""A node's store that does not open: the store_damaged alert, raised and resolved (PROTOCOL 10.5)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.replication import ReplicationLedger
+from vledger.ingest.runtime import STORE_DAMAGED, open_node_store
+from vledger.node.errors import StoreDamagedError
+from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
+from vledger.tests.unit.ingest.note_chain import append as append_notes
+
+NAME = "replica-1"
+LEDGER = "ledger-a"
+KEY = f"{NAME}||{STORE_DAMAGED}"
+
+
+def _filled(directory: Path, count: int = 40) -> None:
+    with ChainStore(directory, origin="home") as store:
+        append_notes(store, LEDGER, count)
+
+
+def _sql(directory: Path, statement: str, *args: object) -> None:
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        conn.execute(statement, args)
+    conn.close()
+
+
+def _flip_tree_row(directory: Path, level: int, index: int) -> bytes:
+    """Change one byte of a stored tree row; returns the row's true hash."""
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        good = bytes(
+            conn.execute(
+                "SELECT hash FROM tree WHERE ledger = ? AND level = ? AND idx = ?", (LEDGER, level, index)
+            ).fetchone()[0]
+        )
+    conn.close()
+    _sql(
+        directory,
+        "UPDATE tree SET hash = ? WHERE ledger = ? AND level = ? AND idx = ?",
+        good[:-1] + bytes([good[-1] ^ 1]),
+        LEDGER,
+        level,
+        index,
+    )
+    return good
+
+
+def test_a_tree_row_changed_under_a_stopped_node_raises_store_damaged_until_it_opens(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory)
+    good = _flip_tree_row(directory, 4, 1)
+    with pytest.raises(StoreDamagedError, match=r"^\[tree_mismatch\] .*level 4, index 1 does not match"):
+        open_node_store(NAME, directory, replication)
+    alert = replication.open_alerts()[KEY]
+    assert alert["what"] == STORE_DAMAGED and alert["node"] == NAME and alert["source"] == NAME
+    assert alert["detail"].startswith("[tree_mismatch] ") and str(directory) in alert["detail"]
+    assert "level 4, index 1" in alert["detail"]
+    assert [a["what"] for a in replication.alerts()] == [STORE_DAMAGED]
+    # A second failed start is the same open alert (one per node), not a second one.
+    with pytest.raises(StoreDamagedError):
+        open_node_store(NAME, directory, replication)
+    assert list(replication.open_alerts()) == [KEY]
+    # Restored: the node opens it and resolves its alert; the stream keeps the history.
+    _sql(directory, "UPDATE tree SET hash = ? WHERE ledger = ? AND level = 4 AND idx = 1", good, LEDGER)
+    open_node_store(NAME, directory, replication).close()
+    assert replication.open_alerts() == {}
+    assert len(replication.alerts()) == 2
+
+
+def test_a_changed_head_record_names_its_height(redis_client: Any, tmp_path: Path) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory, 20)
+    with sqlite3.connect(directory / DB_NAME) as conn:
+        data = bytes(conn.execute("SELECT data FROM records WHERE ledger = ? AND height = 19", (LEDGER,)).fetchone()[0])
+    conn.close()
+    _sql(directory, "UPDATE records SET data = ? WHERE ledger = ? AND height = 19", data[:-1] + b"\x00", LEDGER)
+    with pytest.raises(StoreDamagedError):
+        open_node_store(NAME, directory, replication)
+    alert = replication.open_alerts()[KEY]
+    assert alert["height"] == "19" and alert["detail"].startswith("[")
+
+
+def test_redis_down_still_stops_the_node_with_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import redis
+
+    down = ReplicationLedger(redis.Redis(port=1, socket_connect_timeout=0.2))  # nothing listens on port 1
+    directory = tmp_path / NAME
+    _filled(directory)
+    _flip_tree_row(directory, 5, 0)
+    with pytest.raises(StoreDamagedError, match="tree_mismatch"):
+        open_node_store(NAME, directory, down)
+    assert "alert not recorded in Redis" in caplog.text and "level 5, index 0" in caplog.text
+
+
+def test_a_sound_store_resolves_only_its_own_node_s_alert(redis_client: Any, tmp_path: Path) -> None:
+    replication = ReplicationLedger(redis_client)
+    other = f"replica-2||{STORE_DAMAGED}"
+    redis_client.hset(replication.open_alerts_key, other, json.dumps({"what": STORE_DAMAGED}))
+    redis_client.hset(replication.open_alerts_key, KEY, json.dumps({"what": STORE_DAMAGED}))
+    _filled(tmp_path / NAME)
+    open_node_store(NAME, tmp_path / NAME, replication).close()
+    assert list(replication.open_alerts()) == [other]
+
+
+def test_a_file_sqlite_finds_malformed_is_a_damaged_store_too(redis_client: Any, tmp_path: Path) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory)
+    path = directory / DB_NAME
+    data = path.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    path.write_bytes(data[: 2 * page] + b"\xff" * page + data[3 * page :])  # its third page overwritten
+    with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*malformed"):
+        open_node_store(NAME, directory, replication)
+    assert replication.open_alerts()[KEY]["detail"].startswith("[store_error] ")
+    path.write_bytes(b"\x00" * 100 + data[100:])  # its header gone: SQLite does not open it at all
+    with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*not a database"):
+        open_node_store(NAME, directory, replication)
