@@ -30,8 +30,9 @@ up through its old index.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,12 +59,20 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS records_by_hash;
 DROP INDEX IF EXISTS records_by_hash_prefix;
-CREATE TABLE IF NOT EXISTS record_hashes (
+CREATE TABLE IF NOT EXISTS hash_rows (
+    run INTEGER NOT NULL,
     prefix BLOB NOT NULL,
     ledger TEXT NOT NULL,
     height INTEGER NOT NULL,
-    PRIMARY KEY (prefix, ledger, height)
+    PRIMARY KEY (run, prefix, ledger, height)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hash_runs (
+    run INTEGER PRIMARY KEY,
+    level INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    into_run INTEGER,
+    cursor BLOB
+);
 CREATE TABLE IF NOT EXISTS hashes_filled (
     ledger TEXT PRIMARY KEY,
     size INTEGER NOT NULL
@@ -90,22 +99,54 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (ledger, kind, size, root)
 ) WITHOUT ROWID;
 """
-# Finds a record by its hash (the one parameter) in a store from before record_hashes, through
-# the index on the hash column it holds (records_by_hash_prefix, or records_by_hash before it)
-# until ChainStore opens it: SCHEMA drops that index and record_hashes is filled instead.
+# Finds a record by its hash (the one parameter) in a store from before the hash index (an index
+# on the records' hash column: records_by_hash_prefix, or records_by_hash before it), until
+# ChainStore opens it: SCHEMA drops that index and the hash index is filled instead.
 BY_HASH = "substr(hash, 1, 8) = substr(?1, 1, 8) AND hash = ?1"
-# A record by its hash through record_hashes (the records below their ledger's filled mark).
+# A record by its hash through the runs of hash_rows (the records below their ledger's filled
+# mark): one seek a run, every run of hash_runs, since each row is in exactly one run.
+_BY_RUN_HASH = (
+    "SELECT r.ledger, r.height, r.data FROM hash_rows AS h JOIN records AS r "
+    "ON r.ledger = h.ledger AND r.height = h.height "
+    "WHERE h.run IN (SELECT run FROM hash_runs) AND h.prefix = substr(?1, 1, 8) AND r.hash = ?1"
+)
+# The same through record_hashes, the one sorted table of a store from before the runs.
 _BY_FILLED_HASH = (
     "SELECT r.ledger, r.height, r.data FROM record_hashes AS h JOIN records AS r "
-    "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1 LIMIT 1"
+    "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1"
 )
+# A record by its hash among the rows above the filled marks (fewer than store.HASH_FILL_AT and
+# a group): each ledger found by one seek (no scan of the records), then its rows from its mark.
+_ABOVE_MARKS_HASH = (
+    "SELECT r.ledger, r.height, r.data FROM names JOIN records AS r ON r.ledger = names.ledger "
+    "AND r.height >= coalesce((SELECT size FROM hashes_filled AS f WHERE f.ledger = names.ledger), 0) "
+    "WHERE r.hash = ?1"
+)
+_LEDGER_NAMES = (
+    "WITH RECURSIVE names(ledger) AS (SELECT (SELECT MIN(ledger) FROM records) UNION ALL "
+    "SELECT (SELECT MIN(ledger) FROM records WHERE ledger > names.ledger) FROM names WHERE names.ledger IS NOT NULL) "
+)
+# What StoreReader.find_hash runs, by the store's layout: one statement, so one snapshot of the
+# index and of the marks that split the records between it and the rows above them.
+_READER_BY_HASH = {
+    "runs": f"{_LEDGER_NAMES}{_BY_RUN_HASH} UNION ALL {_ABOVE_MARKS_HASH} LIMIT 1",
+    "filled": f"{_LEDGER_NAMES}{_BY_FILLED_HASH} UNION ALL {_ABOVE_MARKS_HASH} LIMIT 1",
+    "column": f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1",
+}
 # The row at a ledger and height if its hash column is ?3.
 _AT_HASH = "SELECT ledger, height, data FROM records WHERE ledger = ?1 AND height = ?2 AND hash = ?3"
-# Fill record_hashes with one ledger's rows from a height on, in the index's order.
-_FILL_HASHES = (
-    "INSERT INTO record_hashes (prefix, ledger, height) "
-    "SELECT substr(hash, 1, 8), ledger, height FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY 1"
+# A new run from the hashes in memory, sorted: ?2 their prefixes, 8 bytes each, ?3 a JSON list
+# of their [ledger, height], in one statement (executemany would give the GIL up a row).
+_INSERT_RUN_ROWS = (
+    "INSERT INTO hash_rows (run, prefix, ledger, height) SELECT ?1, substr(?2, row.key * 8 + 1, 8), "
+    "json_extract(row.value, '$[0]'), json_extract(row.value, '$[1]') FROM json_each(?3) AS row"
 )
+# A new run from one ledger's rows from a height on (a store from before the runs, opened).
+_FILL_RUN = (
+    "INSERT INTO hash_rows (run, prefix, ledger, height) SELECT ?, substr(hash, 1, 8), ledger, height "
+    "FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY 2, 3, 4"
+)
+_ADD_RUN = "INSERT INTO hash_runs (run, level, rows) VALUES (?, ?, ?)"
 _PUT_FILLED = "INSERT OR REPLACE INTO hashes_filled (ledger, size) VALUES (?, ?)"
 STORED_LEVEL = 4  # the tree table holds complete subtrees of 2**4 = 16 leaves and more
 TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
@@ -153,10 +194,8 @@ class StoreReader:
         self.page_size = page_size
         self._conn = connect(path, readonly=True)
         self._check_schema()
-        # The rows above the filled marks as last read (see _read_tails): hash -> (ledger, height),
-        # and per ledger the mark they were read under and the height read up to.
-        self._tail: dict[bytes, tuple[str, int]] = {}
-        self._tail_read: dict[str, tuple[int, int]] = {}
+        self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
+        self._layout_seen = "column"
 
     def _check_schema(self) -> None:
         try:
@@ -202,38 +241,37 @@ class StoreReader:
     def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
 
+        One statement, whatever the store's layout: the index (runs, or the one sorted table of
+        a store from before them) below each ledger's filled mark and the rows above it, of one
+        snapshot; a store older still through its index on the hash column. Raises StoreError
+        when the file cannot be read.
+
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
-        if not hashes_kept(self._conn):  # a store from before: its index on the hash column
-            return _found(
-                self._conn, f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
-            )
-        # One read transaction: the marks and the rows they split are of one moment.
-        self._conn.execute("BEGIN")
-        try:
-            self._read_tails()
-            found = filled_hash(self._conn, record_hash)
-            place = self._tail.get(record_hash) if found is None else None
-            return found if place is None else hash_at(self._conn, record_hash, *place)
-        finally:
-            self._conn.execute("COMMIT")
+        for attempt in (1, 2):
+            try:
+                return _found(self._conn, _READER_BY_HASH[self._layout()], (record_hash,))
+            except sqlite3.OperationalError as e:
+                # A node converted the layout since it was read (its old table is gone): read it again.
+                self._schema_seen = None
+                if attempt == 2:
+                    raise StoreError(f"{self.path}: cannot look a record up by its hash: {e}") from e
+        raise AssertionError("unreachable")
 
-    def _read_tails(self) -> None:
-        """Bring the hashes of the rows above the filled marks up to date, reading only the
-        rows written since the last lookup (a gateway looks up by hash at each request), and
-        forgetting those filled since (and those past a chain cut short behind the store's back)."""
-        marks = filled_marks(self._conn)
-        for ledger in self.ledgers():
-            mark, size = marks.get(ledger, 0), self.size(ledger)
-            seen_mark, read_to = self._tail_read.get(ledger, (0, 0))
-            if mark != seen_mark or size < read_to:
-                read_to = min(read_to, size)
-                self._tail = {
-                    h: place for h, place in self._tail.items() if place[0] != ledger or mark <= place[1] < read_to
-                }
-            rows = tail_rows(self._conn, ledger, max(mark, read_to))
-            self._tail.update((h, (ledger, height)) for h, height in rows)
-            self._tail_read[ledger] = (mark, max(mark, read_to, rows[-1][1] + 1 if rows else 0))
+    def _layout(self) -> str:
+        """The store's hash index: ``runs``, ``filled`` (record_hashes) or ``column`` (an index
+        on the hash column), read again only when the schema changed (the header's counter)."""
+        version = int(self._conn.execute("PRAGMA schema_version").fetchone()[0])
+        if version != self._schema_seen:
+            tables = {
+                name
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('record_hashes', 'hash_runs')"
+                )
+            }
+            self._layout_seen = "filled" if "record_hashes" in tables else "runs" if "hash_runs" in tables else "column"
+            self._schema_seen = version
+        return self._layout_seen
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
@@ -335,29 +373,22 @@ def _page_lists(
         start = rows[-1][0] + 1
 
 
-def hashes_kept(conn: sqlite3.Connection) -> bool:
-    """Whether the store finds records by their hash through ``record_hashes`` (False: a store
-    from before, with an index on the hash column, that no ChainStore has opened since)."""
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record_hashes'").fetchone()
-    return row is not None
-
-
 def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
-    """Each ledger's filled mark: its records below it are in ``record_hashes`` (a ledger not
+    """Each ledger's filled mark: its records below it are in the hash index (a ledger not
     listed: none of them)."""
     return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
 
 
 def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
     """(hash column, height) of ``ledger``'s rows from ``start`` on: from its filled mark on,
-    the rows record_hashes does not hold yet (fewer than store.HASH_FILL_AT in all)."""
+    the rows the hash index does not hold yet (fewer than store.HASH_FILL_AT and a group in all)."""
     rows = conn.execute("SELECT hash, height FROM records WHERE ledger = ? AND height >= ?", (ledger, start))
     return [(bytes(h), int(height)) for h, height in rows]
 
 
-def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
+def indexed_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
     """(ledger, height, bytes) of a record below its filled mark whose hash column is ``record_hash``."""
-    return _found(conn, _BY_FILLED_HASH, (record_hash,))
+    return _found(conn, f"{_BY_RUN_HASH} LIMIT 1", (record_hash,))
 
 
 def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: int) -> tuple[str, int, bytes] | None:
@@ -371,11 +402,158 @@ def _found(conn: sqlite3.Connection, query: str, params: tuple[object, ...]) -> 
     return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
 
-def fill_hashes(conn: sqlite3.Connection, ledger: str, mark: int, size: int) -> None:
-    """Put ``ledger``'s records from its filled mark ``mark`` up to ``size`` into record_hashes
-    and make ``size`` its mark, inside the caller's transaction. Raises sqlite3.Error."""
-    conn.execute(_FILL_HASHES, (ledger, mark, size))
-    conn.execute(_PUT_FILLED, (ledger, size))
+# --- the hash index: sorted runs, merged in bounded steps --------------------------------
+
+MERGE_FANOUT = 8  # runs of one level merged into one run of the next
+PREFIX_END = 1 << 64  # past the largest 8-byte prefix
+MERGE_STEPS_MOST = 4  # steps one call of merge_hash_runs takes at most, however little each moved
+
+
+class HashRun(NamedTuple):
+    """A row of ``hash_runs``: a run of ``hash_rows``, sorted by prefix, ledger and height.
+
+    ``into_run``: set on the sources of a merge in progress, the run their rows move into.
+    ``cursor``: set on that run while it is built: its sources' rows with a prefix below it
+    have moved into it (and are gone from the sources), so each row is in exactly one run.
+    ``rows``: how many rows the run holds; for a source, as the merge found it.
+    """
+
+    run: int
+    level: int
+    rows: int
+    into_run: int | None
+    cursor: bytes | None
+
+
+def hash_runs(conn: sqlite3.Connection) -> list[HashRun]:
+    """Every run of the hash index, oldest first."""
+    return [
+        HashRun(int(run), int(level), int(rows), into, None if cursor is None else bytes(cursor))
+        for run, level, rows, into, cursor in conn.execute(
+            "SELECT run, level, rows, into_run, cursor FROM hash_runs ORDER BY run"
+        )
+    ]
+
+
+def run_level(rows: int, fill_at: int) -> int:
+    """The level a run of ``rows`` rows is given when it is not made by a merge (a store of an
+    earlier layout, filled or copied at once): that of the runs merges make about its size."""
+    level, size = 0, max(fill_at, 1) * MERGE_FANOUT
+    while rows >= size:
+        level, size = level + 1, size * MERGE_FANOUT
+    return level
+
+
+def _new_run(conn: sqlite3.Connection, level: int, rows: int) -> int:
+    """Add a run to hash_runs and return its id: above every run's, so its rows go in at the
+    right edge of hash_rows (a merge's target is above its sources: the largest id never falls)."""
+    row = conn.execute("SELECT MAX(run) FROM hash_runs").fetchone()
+    run = 0 if row[0] is None else int(row[0]) + 1
+    conn.execute(_ADD_RUN, (run, level, rows))
+    return run
+
+
+def add_run(conn: sqlite3.Connection, hashes: list[tuple[bytes, str, int]], marks: Mapping[str, int]) -> None:
+    """Write ``hashes`` ((hash, ledger, height), sorted by hash) as a new run of level 0 and
+    set each ledger's filled mark in ``marks``, inside the caller's transaction: the rows are
+    appended past every other run's, a few pages, whatever the index holds. Raises sqlite3.Error."""
+    if hashes:
+        run = _new_run(conn, 0, len(hashes))
+        prefixes = b"".join(h[:8] for h, _, _ in hashes)
+        places = json.dumps([[ledger, height] for _, ledger, height in hashes], ensure_ascii=False)
+        conn.execute(_INSERT_RUN_ROWS, (run, prefixes, places))
+    conn.executemany(_PUT_FILLED, marks.items())
+
+
+def fill_run(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]], fill_at: int) -> None:
+    """Write the records of each ledger's range of heights [mark, size) in ``ranges`` as one new
+    run, read from their rows, and make each ``size`` its ledger's mark, inside the caller's
+    transaction (a store whose index is behind, opened: once). Raises sqlite3.Error."""
+    rows = sum(size - mark for mark, size in ranges.values())
+    run = _new_run(conn, run_level(rows, fill_at), rows)
+    for ledger, (mark, size) in ranges.items():
+        conn.execute(_FILL_RUN, (run, ledger, mark, size))
+    conn.executemany(_PUT_FILLED, [(ledger, size) for ledger, (_, size) in ranges.items()])
+
+
+def adopt_record_hashes(conn: sqlite3.Connection, fill_at: int) -> bool:
+    """Make the ``record_hashes`` table of a store from before the runs (sorted by prefix,
+    ledger and height: already a run) the index's first run and drop it, inside the caller's
+    transaction; False when the store has none. Raises sqlite3.Error."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record_hashes'").fetchone() is None:
+        return False
+    rows = int(conn.execute("SELECT COUNT(*) FROM record_hashes").fetchone()[0])
+    if rows:
+        run = _new_run(conn, run_level(rows, fill_at), rows)
+        conn.execute(
+            "INSERT INTO hash_rows (run, prefix, ledger, height) "
+            "SELECT ?, prefix, ledger, height FROM record_hashes ORDER BY prefix, ledger, height",
+            (run,),
+        )
+    conn.execute("DROP TABLE record_hashes")
+    return True
+
+
+def merge_hash_runs(conn: sqlite3.Connection, budget: int) -> int | None:
+    """Move about ``budget`` rows (more when a step's range holds more) of the merges in progress
+    into their targets, the lowest level first, inside the caller's transaction; first start a
+    merge of each level that has MERGE_FANOUT runs free (none merging there yet). A step moves
+    the sources' rows of the next prefix range (its width from the rows the sources hold:
+    prefixes are uniform), and the merge's last step makes its target a plain run and drops
+    its sources. Returns the rows moved, or None when no merge is left to work on.
+    Raises sqlite3.Error."""
+    runs = _start_merges(conn, hash_runs(conn))
+    targets = sorted((r for r in runs if r.cursor is not None), key=lambda r: (r.level, r.run))
+    if not targets:
+        return None
+    moved = steps = 0
+    for target in targets:
+        sources = [r for r in runs if r.into_run == target.run]
+        total = max(sum(r.rows for r in sources), 1)
+        ids = ",".join(str(r.run) for r in sources)  # integers read from hash_runs, not outside text
+        low, rows = int.from_bytes(target.cursor or b"", "big"), target.rows
+        while moved < budget and steps < MERGE_STEPS_MOST:
+            high = low + -(-PREFIX_END * (budget - moved) // total)
+            bounds = ([" AND prefix >= ?"] if low else []) + ([" AND prefix < ?"] if high < PREFIX_END else [])
+            where = f"run IN ({ids})" + "".join(bounds)
+            params = [b.to_bytes(8, "big") for b, on in ((low, low), (high, high < PREFIX_END)) if on]
+            conn.execute(
+                "INSERT OR IGNORE INTO hash_rows (run, prefix, ledger, height) "
+                f"SELECT ?, prefix, ledger, height FROM hash_rows WHERE {where} ORDER BY 2, 3, 4",
+                (target.run, *params),
+            )
+            n = conn.execute(f"DELETE FROM hash_rows WHERE {where}", params).rowcount
+            moved, steps, rows, low = moved + max(n, 1), steps + 1, rows + n, high
+            if high >= PREFIX_END:
+                conn.execute("UPDATE hash_runs SET rows = ?, cursor = NULL WHERE run = ?", (rows, target.run))
+                conn.execute("DELETE FROM hash_runs WHERE into_run = ?", (target.run,))
+                break
+        else:
+            conn.execute(
+                "UPDATE hash_runs SET rows = ?, cursor = ? WHERE run = ?", (rows, low.to_bytes(8, "big"), target.run)
+            )
+            return moved
+    return moved
+
+
+def _start_merges(conn: sqlite3.Connection, runs: list[HashRun]) -> list[HashRun]:
+    """Start a merge of each level with MERGE_FANOUT runs free and no merge from it under way:
+    its oldest runs become the sources of a new, empty run of the next level. Returns the runs
+    as they are now."""
+    building = {r.level for r in runs if r.cursor is not None}
+    free: dict[int, list[HashRun]] = {}
+    for r in runs:
+        if r.into_run is None and r.cursor is None and r.level + 1 not in building:
+            free.setdefault(r.level, []).append(r)
+    started = False
+    for level, level_runs in sorted(free.items()):
+        if len(level_runs) >= MERGE_FANOUT:
+            target = _new_run(conn, level + 1, 0)
+            conn.execute("UPDATE hash_runs SET cursor = ? WHERE run = ?", (bytes(8), target))
+            sources = [r.run for r in level_runs[:MERGE_FANOUT]]
+            conn.executemany("UPDATE hash_runs SET into_run = ? WHERE run = ?", [(target, r) for r in sources])
+            started = True
+    return hash_runs(conn) if started else runs
 
 
 def tree_kept(conn: sqlite3.Connection) -> bool:
