@@ -550,7 +550,8 @@ class ChainStore:
         }
         conn.execute("BEGIN IMMEDIATE")
         try:
-            adopt_record_hashes(conn, fill_at)
+            if adopt_record_hashes(conn, fill_at):
+                log.warning("%s: a store of an earlier version: its hash index is converted to runs, once", self.path)
             conn.executemany(
                 "DELETE FROM hashes_filled WHERE ledger = ?", [(x,) for x in self._filled if x not in heads]
             )
