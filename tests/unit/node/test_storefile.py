@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vledger.config.settings import Limits
 from vledger.node.errors import StoreError
-from vledger.node.record import Record, decode_record
+from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
 
