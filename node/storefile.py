@@ -13,18 +13,26 @@ and a row per leaf cost appends more than the issue's budget allows.
 The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
 the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
 
-Records are found by their hash through ``record_hashes``: the hash's first 8 bytes, then the
-record's ledger and height, for the records of each ledger below its size in ``hashes_filled``
-(none listed: none). The records above it, fewer than ``store.HASH_FILL_AT`` in all, are found
-by their rows' hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads
-them as they come). A record's hash goes in at a random place of that index,
-so filling it a record at a time rewrote an index page for nearly each record of a catch-up
-page; ChainStore fills it for many thousands at once, in the transaction that writes the
-records which bring the rows above the marks to that count: the rows and their marks are
-durable together, and what a lookup reads (the index below a mark, the rows above it) always
-covers every record, whenever the process was killed. A store from before (an index on the
-records' hash column) gets its index filled when ChainStore opens it; read-only, it is looked
-up through its old index.
+Records are found by their hash through an index of sorted runs: ``hash_rows`` holds rows
+(run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,
+for the records of each ledger below its size in ``hashes_filled`` (none listed: none). The
+records above it, fewer than ``store.HASH_FILL_AT`` and a group in all, are found by their rows'
+hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads them in the
+lookup's own statement). A record's hash is random, so a table sorted by it takes each new
+hash at a random page: filled a thousand at a time it still rewrote a page for nearly every
+record once it outgrew the fill. Here ChainStore writes the hashes above the marks, sorted,
+as a new run in the transaction whose records bring them to HASH_FILL_AT: run ids only grow,
+so a run is appended at the index's right edge, a few pages, and the run and the marks are
+durable together. Eight runs of one level are merged into one of the next
+(:func:`merge_hash_runs`), in steps inside the ordinary group commits: each step moves the
+sources' rows of the next range of prefixes into the new run (SQLite sorts that small range)
+and deletes them from the sources, and saves the cursor, so a row is in exactly one run at
+every commit: a lookup seeks each run listed in ``hash_runs`` for the prefix and compares the
+record's whole hash, and a kill at any moment leaves a merge that the next commits go on with.
+A store of an earlier layout is converted when ChainStore opens it: its sorted
+``record_hashes`` table (already a run) is copied as the first run, an index on the records'
+hash column (earlier still) dropped and the index filled from the rows. Read-only, either is
+looked up as it is.
 """
 
 from __future__ import annotations
