@@ -123,22 +123,17 @@ _BY_FILLED_HASH = (
     "SELECT r.ledger, r.height, r.data FROM record_hashes AS h JOIN records AS r "
     "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1"
 )
-# A record by its hash among the rows above the filled marks (fewer than store.HASH_FILL_AT and
-# a group): each ledger found by one seek (no scan of the records), then its rows from its mark.
-_ABOVE_MARKS_HASH = (
-    "SELECT r.ledger, r.height, r.data FROM names JOIN records AS r ON r.ledger = names.ledger "
-    "AND r.height >= coalesce((SELECT size FROM hashes_filled AS f WHERE f.ledger = names.ledger), 0) "
-    "WHERE r.hash = ?1"
-)
-_LEDGER_NAMES = (
+# Each ledger's name, filled mark and size, one seek a ledger (no scan of the records).
+_MARKS_AND_SIZES = (
     "WITH RECURSIVE names(ledger) AS (SELECT (SELECT MIN(ledger) FROM records) UNION ALL "
     "SELECT (SELECT MIN(ledger) FROM records WHERE ledger > names.ledger) FROM names WHERE names.ledger IS NOT NULL) "
+    "SELECT ledger, coalesce((SELECT size FROM hashes_filled AS f WHERE f.ledger = names.ledger), 0), "
+    "(SELECT MAX(height) FROM records AS r WHERE r.ledger = names.ledger) + 1 FROM names WHERE ledger IS NOT NULL"
 )
-# What StoreReader.find_hash runs, by the store's layout: one statement, so one snapshot of the
-# index and of the marks that split the records between it and the rows above them.
+# What StoreReader.find_hash asks the index, by the store's layout.
 _READER_BY_HASH = {
-    "runs": f"{_LEDGER_NAMES}{_BY_RUN_HASH} UNION ALL {_ABOVE_MARKS_HASH} LIMIT 1",
-    "filled": f"{_LEDGER_NAMES}{_BY_FILLED_HASH} UNION ALL {_ABOVE_MARKS_HASH} LIMIT 1",
+    "runs": f"{_BY_RUN_HASH} LIMIT 1",
+    "filled": f"{_BY_FILLED_HASH} LIMIT 1",
     "column": f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1",
 }
 # The row at a ledger and height if its hash column is ?3.
@@ -204,6 +199,10 @@ class StoreReader:
         self._check_schema()
         self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
         self._layout_seen = "column"
+        # The rows above the filled marks as last read (see _read_tails): hash -> (ledger, height),
+        # and per ledger the mark they were read under and the height read up to.
+        self._tail: dict[bytes, tuple[str, int]] = {}
+        self._tail_read: dict[str, tuple[int, int]] = {}
 
     def _check_schema(self) -> None:
         try:
@@ -249,22 +248,50 @@ class StoreReader:
     def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
 
-        One statement, whatever the store's layout: the index (runs, or the one sorted table of
-        a store from before them) below each ledger's filled mark and the rows above it, of one
-        snapshot; a store older still through its index on the hash column. Raises StoreError
-        when the file cannot be read.
+        In one read transaction: the index (runs, or the one sorted table of a store from
+        before them) for the records below each ledger's filled mark, then, if it is not
+        there, the rows above the marks (read as they come, see :meth:`_read_tails`); a
+        store older still through its index on the hash column. Raises StoreError when the
+        file cannot be read.
 
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
         for attempt in (1, 2):
+            self._conn.execute("BEGIN")
             try:
-                return _found(self._conn, _READER_BY_HASH[self._layout()], (record_hash,))
+                layout = self._layout()
+                found = _found(self._conn, _READER_BY_HASH[layout], (record_hash,))
+                if found is None and layout != "column":
+                    self._read_tails()
+                    place = self._tail.get(record_hash)
+                    found = None if place is None else hash_at(self._conn, record_hash, *place)
+                return found
             except sqlite3.OperationalError as e:
                 # A node converted the layout since it was read (its old table is gone): read it again.
                 self._schema_seen = None
                 if attempt == 2:
                     raise StoreError(f"{self.path}: cannot look a record up by its hash: {e}") from e
+            finally:
+                self._conn.execute("COMMIT")
         raise AssertionError("unreachable")
+
+    def _read_tails(self) -> None:
+        """Bring the hashes of the rows above the filled marks up to date, reading only the
+        rows written since they were last read (and the marks and sizes of every ledger, one
+        statement), forgetting those filled since (and those past a chain cut short behind
+        the store's back)."""
+        for ledger, mark, size in self._conn.execute(_MARKS_AND_SIZES).fetchall():
+            seen_mark, read_to = self._tail_read.get(ledger, (0, 0))
+            if mark == seen_mark and size == read_to:
+                continue
+            if mark != seen_mark or size < read_to:
+                read_to = min(read_to, size)
+                self._tail = {
+                    h: place for h, place in self._tail.items() if place[0] != ledger or mark <= place[1] < read_to
+                }
+            rows = tail_rows(self._conn, ledger, max(mark, read_to))
+            self._tail.update((h, (ledger, height)) for h, height in rows)
+            self._tail_read[ledger] = (mark, max(mark, read_to, rows[-1][1] + 1 if rows else 0))
 
     def _layout(self) -> str:
         """The store's hash index: ``runs``, ``filled`` (record_hashes) or ``column`` (an index
