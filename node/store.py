@@ -100,8 +100,8 @@ HASH_FILL_AT = 1024
 # The runs are merged in steps inside the group commits (storefile.merge_hash_runs): each record
 # written gives this many rows of merging to do, done once they reach MERGE_STEP_LEAST (a step's
 # fixed cost, a seek a source run, is then small beside its rows) and at most MERGE_CREDIT_MOST
-# in one group. A record is moved once a level (3 levels at 200k records, 4 at 1.5M), so
-# merges keep up with any store below 1024 * 8**6 records while a level stays under 8 runs.
+# in one group. A record is moved once for each level it climbs (twice by 200k records, three
+# times by 1.5M), so the merges keep up, lowest level first, for any store below 1024 * 8**6.
 MERGE_ROWS_PER_RECORD = 6
 MERGE_STEP_LEAST = 256
 MERGE_CREDIT_MOST = 8192
