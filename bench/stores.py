@@ -12,7 +12,7 @@ the same records come from the same code, faster:
   hands runs of ``RUN`` records to ChainStore.submit_records (verified, with their bytes), the
   path a replica's catch-up takes: one transaction a run, the store's own inserts and tree rows;
 * the lookup index of ``records`` by request is dropped while the rows go in and made again
-  from storefile.SCHEMA at the end, and ``record_hashes`` (by hash) is filled once at the end
+  from storefile.SCHEMA at the end, and the hash index is filled once at the end, as one run
   (the store is opened with ``hash_fill_at=None``): SQLite builds each by one sort instead of
   millions of inserts at random places. The file then holds what the node would have written.
 
@@ -42,8 +42,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from vledger.node.record import link_of, new_record
-from vledger.node.store import ChainStore, Receipt
-from vledger.node.storefile import DB_NAME, SCHEMA, StoreReader, connect, fill_hashes
+from vledger.node.store import HASH_FILL_AT, ChainStore, Receipt
+from vledger.node.storefile import DB_NAME, SCHEMA, StoreReader, connect, fill_run
 from vledger.node.tree import leaf_hash
 
 from .fixtures import LEDGER, LIMITS, ORIGIN, SCRATCH_ROOT, content, entries, genesis, scratch_dir
@@ -121,7 +121,7 @@ def build(directory: Path, count: int) -> None:
         schema.execute("PRAGMA cache_size = -262144")  # 256 MiB for the sorts
         schema.executescript(SCHEMA)  # the dropped indexes, as the store makes them
         schema.execute("BEGIN IMMEDIATE")
-        fill_hashes(schema, LEDGER, 0, count)  # record_hashes, as the store fills it
+        fill_run(schema, {LEDGER: (0, count)}, HASH_FILL_AT)  # the hash index: one run, sorted once
         schema.execute("COMMIT")
     reader = StoreReader(directory)
     try:

@@ -66,14 +66,17 @@ from .storefile import (
     STORED_LEVEL,
     TREE_KEPT,
     StoredTree,
+    add_run,
+    adopt_record_hashes,
     build_tree,
     check_tree,
     connect,
-    fill_hashes,
-    filled_hash,
+    fill_run,
     filled_marks,
     hash_at,
+    indexed_hash,
     iter_pages,
+    merge_hash_runs,
     tail_rows,
     tree_kept,
 )
@@ -86,14 +89,22 @@ READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often
 # The most flush() waits for a signed checkpoint row that holds the commit lock (it takes
 # microseconds; past this the lock has moved on to a group commit, which is the committer's).
 BRIEF_WAIT_SECONDS = 0.002
-# Records written since record_hashes was last filled, all ledgers together, from which the
-# group commit that brings them there fills it (storefile's docstring): a lookup by hash reads
-# fewer rows than this past the index. Filled a page at a time, a catch-up wrote an index page
-# for nearly each record (the hashes go in at random places); filled this many at once, each
-# index page is written once for many of them. Not more: the group that fills stalls every
-# commit behind it (8,192 at a time took 9-19 ms and put replication lag's p99 at 48-92 ms
-# against 24-28 ms with 1,024, measured in `bench --only lag`; catch-up lost ~5%).
+# Records written since the hash index was last filled, all ledgers together, from which the
+# group commit that brings them there writes them as a new run (storefile's docstring): a lookup
+# by hash reads fewer rows than this (and a group) past the index. A run is the hashes the
+# committer holds in memory, sorted: a few pages appended at the index's right edge, where
+# filling one sorted table wrote a page at a random place for nearly each record (~11 us a put
+# at 4b) and a larger fill stalled every commit behind it (8,192 at a time put replication lag's
+# p99 at 48-92 ms).
 HASH_FILL_AT = 1024
+# The runs are merged in steps inside the group commits (storefile.merge_hash_runs): each record
+# written gives this many rows of merging to do, done once they reach MERGE_STEP_LEAST (a step's
+# fixed cost, a seek a source run, is then small beside its rows) and at most MERGE_CREDIT_MOST
+# in one group. A record is moved once for each level it climbs (twice by 200k records, three
+# times by 1.5M), so the merges keep up, lowest level first, for any store below 1024 * 8**6.
+MERGE_ROWS_PER_RECORD = 6
+MERGE_STEP_LEAST = 256
+MERGE_CREDIT_MOST = 8192
 
 # Without statistics SQLite would rather scan the ledger's primary key than use this index.
 _BY_REQUEST = "INDEXED BY records_by_request WHERE ledger = ? AND author = ? AND request_id = ?"
@@ -461,6 +472,7 @@ class ChainStore:
         keep_tree: bool = True,
         accepted_floor: Callable[[], int] | None = None,
         hash_fill_at: int | None = HASH_FILL_AT,
+        hash_merge_step: int = MERGE_STEP_LEAST,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -469,10 +481,13 @@ class ChainStore:
         then keeps no Merkle tree, serves no proofs, and builds the tree anew when a store
         that keeps it next opens this directory.
 
-        ``hash_fill_at``: the records written since record_hashes was last filled from which
-        it is filled (HASH_FILL_AT; tests make it small). None is only for the benchmark's
-        store builder, which fills it itself once the rows are in: the store then neither
-        fills it nor keeps the hashes above it, and a lookup by hash raises StoreError.
+        ``hash_fill_at``: the records written since the hash index was last filled from which
+        a run is added to it (HASH_FILL_AT), ``hash_merge_step`` the fewest rows a merge step
+        moves (MERGE_STEP_LEAST); tests make both small. ``hash_fill_at=None`` is only for the
+        benchmark's store builder, which fills the index itself once the rows are in: the store
+        then neither fills nor merges it nor keeps the hashes above it, and a lookup by hash
+        raises StoreError. Opening converts a store of an earlier layout (see
+        :meth:`_open_hash_index`).
 
         Accepted times and the admin ledger (docs/PROTOCOL.md 16.2): an admin record placed
         here is accepted no earlier than any record this store placed before it, and every
@@ -483,6 +498,8 @@ class ChainStore:
         self.directory = directory
         self.keep_tree = keep_tree
         self.hash_fill_at = hash_fill_at
+        self.hash_merge_step = hash_merge_step
+        self._merge_credit = 0  # rows of merging owed (see MERGE_ROWS_PER_RECORD)
         # Called by the committer with each group's new records, in order, once they are
         # durable (and before their appends' futures are done, except in flush()): it must be
         # quick and not raise.
@@ -522,27 +539,12 @@ class ChainStore:
             self._load_heads()
             self._filled = filled_marks(self._write)  # each ledger's, as committed
             # The hashes of the records above the filled marks, by hash: (ledger, height). Kept
-            # by the committer (replaced when it fills record_hashes, else added to after each
+            # by the committer (replaced when it fills the index, else added to after each
             # commit, before its appends are answered), so a lookup by hash reads no rows past
             # the index. Fewer than hash_fill_at, rebuilt from the rows when opened.
             self._tail: dict[bytes, tuple[str, int]] = {}
             if hash_fill_at is not None:
-                unfilled = sum(
-                    max(0, head.height + 1 - self._filled.get(ledger, 0)) for ledger, head in self._heads.items()
-                )
-                if unfilled >= hash_fill_at:  # a store from before (or one filled less often)
-                    self._write.execute("BEGIN IMMEDIATE")
-                    try:
-                        filled = self._fill_hashes(self._heads)
-                        self._write.execute("COMMIT")
-                    except BaseException:
-                        if self._write.in_transaction:
-                            self._write.execute("ROLLBACK")
-                        raise
-                    self._filled = filled
-                for ledger in self._heads:
-                    rows = tail_rows(self._write, ledger, self._filled.get(ledger, 0))
-                    self._tail.update((h, (ledger, height)) for h, height in rows)
+                self._open_hash_index(hash_fill_at)
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
@@ -557,6 +559,47 @@ class ChainStore:
         self._committer.start()
 
     # --- lifecycle ------------------------------------------------------------------
+
+    def _open_hash_index(self, fill_at: int) -> None:
+        """Bring the hash index up to this layout and to the records, in one transaction, and
+        read the hashes above its marks into memory. A store from before the runs has its
+        sorted ``record_hashes`` table made the first run (no sort: it is one); a mark above
+        its ledger's head (a chain cut short behind the store's back) comes down to it, and a
+        ledger that is gone loses its mark, so the records written there next are indexed;
+        and ``fill_at`` records or more above the marks (a store from before any index, or
+        one filled less often) are written as one run from their rows. Raises sqlite3.Error."""
+        conn, heads = self._write, self._heads
+        marks = {
+            ledger: min(size, heads[ledger].height + 1) for ledger, size in self._filled.items() if ledger in heads
+        }
+        above = {
+            ledger: (marks.get(ledger, 0), head.height + 1)
+            for ledger, head in heads.items()
+            if head.height + 1 > marks.get(ledger, 0)
+        }
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if adopt_record_hashes(conn, fill_at):
+                log.warning("%s: a store of an earlier version: its hash index is converted to runs, once", self.path)
+            conn.executemany(
+                "DELETE FROM hashes_filled WHERE ledger = ?", [(x,) for x in self._filled if x not in heads]
+            )
+            conn.executemany(
+                "UPDATE hashes_filled SET size = ? WHERE ledger = ?",
+                [(size, ledger) for ledger, size in marks.items() if size != self._filled[ledger]],
+            )
+            if sum(size - mark for mark, size in above.values()) >= fill_at:
+                fill_run(conn, above, fill_at)
+                marks.update((ledger, size) for ledger, (_, size) in above.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._filled = marks
+        for ledger in heads:
+            rows = tail_rows(conn, ledger, marks.get(ledger, 0))
+            self._tail.update((h, (ledger, height)) for h, height in rows)
 
     def _load_heads(self) -> None:
         """Check each ledger's genesis, head and the record below it, so a damaged file fails at open.
@@ -951,9 +994,11 @@ class ChainStore:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
-                if self.hash_fill_at is not None and len(self._tail) + len(records) >= self.hash_fill_at:
-                    # With the records that bring it there: durable together (see storefile).
-                    filled = self._fill_hashes(heads)
+                if self.hash_fill_at is not None:
+                    if len(self._tail) + len(records) >= self.hash_fill_at:
+                        # With the records that bring it there: durable together (see storefile).
+                        filled = self._fill_hashes(heads, records)
+                    self._merge_hashes(len(records))
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -991,15 +1036,27 @@ class ChainStore:
             for job, result in done:
                 job.future.set_result(result)
 
-    def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
-        """Fill record_hashes with every record above its ledger's filled mark, up to ``heads``,
-        and move the marks there, in the caller's transaction; returns the new marks, for
-        ``_filled`` once it is committed. Raises sqlite3.Error."""
+    def _fill_hashes(self, heads: Mapping[str, _Head], records: Sequence[Record]) -> dict[str, int]:
+        """Write the hashes above the filled marks (those held in memory and this group's
+        ``records``), sorted, as a new run of the index and move the marks to ``heads``, in the
+        caller's transaction; returns the new marks, for ``_filled`` once it is committed.
+        Raises sqlite3.Error."""
         filled = self._filled
+        hashes = [(h, ledger, height) for h, (ledger, height) in self._tail.items()]
+        hashes.extend((r.link, r.content.ledger, r.height) for r in records)
+        hashes.sort()
         moved = {ledger: head.height + 1 for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)}
-        for ledger, size in moved.items():
-            fill_hashes(self._write, ledger, filled.get(ledger, 0), size)
+        add_run(self._write, hashes, moved)
         return {**filled, **moved}
+
+    def _merge_hashes(self, records: int) -> None:
+        """Owe MERGE_ROWS_PER_RECORD rows of merging for each of a group's ``records`` and, once
+        at least ``hash_merge_step`` are owed, move them (storefile.merge_hash_runs), in the
+        caller's transaction. Raises sqlite3.Error."""
+        self._merge_credit = min(self._merge_credit + MERGE_ROWS_PER_RECORD * records, MERGE_CREDIT_MOST)
+        if self._merge_credit >= self.hash_merge_step:
+            moved = merge_hash_runs(self._write, self._merge_credit)
+            self._merge_credit = 0 if moved is None else max(0, self._merge_credit - moved)
 
     def _read_domain_again(self, ledger: str) -> None:
         """Drop what the domain rules hold of ``ledger``: they replay it from its chain when next
@@ -1252,15 +1309,15 @@ class ChainStore:
 
     def _find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the row whose hash column is ``record_hash``: among the
-        records above the filled marks, else through record_hashes. Raises StoreError when
+        records above the filled marks, else through the index's runs. Raises StoreError when
         the store keeps no hash index (see __init__'s ``hash_fill_at``)."""
         if self.hash_fill_at is None:
             raise StoreError(f"{self.directory}: this store was opened without its hash index")
-        # The hashes above the marks are taken before record_hashes is read: the committer
+        # The hashes above the marks are taken before the index is read: the committer
         # replaces them only once the records are in the index.
         place = self._tail.get(record_hash)
         conn = self._reader()
-        return filled_hash(conn, record_hash) if place is None else hash_at(conn, record_hash, *place)
+        return indexed_hash(conn, record_hash) if place is None else hash_at(conn, record_hash, *place)
 
     def get_by_hash(self, record_hash: bytes) -> Record | None:
         """The record whose hash column is ``record_hash``, or None; raises as :meth:`_find_hash`."""

@@ -13,25 +13,34 @@ and a row per leaf cost appends more than the issue's budget allows.
 The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
 the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
 
-Records are found by their hash through ``record_hashes``: the hash's first 8 bytes, then the
-record's ledger and height, for the records of each ledger below its size in ``hashes_filled``
-(none listed: none). The records above it, fewer than ``store.HASH_FILL_AT`` in all, are found
-by their rows' hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads
-them as they come). A record's hash goes in at a random place of that index,
-so filling it a record at a time rewrote an index page for nearly each record of a catch-up
-page; ChainStore fills it for many thousands at once, in the transaction that writes the
-records which bring the rows above the marks to that count: the rows and their marks are
-durable together, and what a lookup reads (the index below a mark, the rows above it) always
-covers every record, whenever the process was killed. A store from before (an index on the
-records' hash column) gets its index filled when ChainStore opens it; read-only, it is looked
-up through its old index.
+Records are found by their hash through an index of sorted runs: ``hash_rows`` holds rows
+(run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,
+for the records of each ledger below its size in ``hashes_filled`` (none listed: none). The
+records above it, fewer than ``store.HASH_FILL_AT`` and a group in all, are found by their rows'
+hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads them in the
+lookup's own statement). A record's hash is random, so a table sorted by it takes each new
+hash at a random page: filled a thousand at a time it still rewrote a page for nearly every
+record once it outgrew the fill. Here ChainStore writes the hashes above the marks, sorted,
+as a new run in the transaction whose records bring them to HASH_FILL_AT: run ids only grow,
+so a run is appended at the index's right edge, a few pages, and the run and the marks are
+durable together. Eight runs of one level are merged into one of the next
+(:func:`merge_hash_runs`), in steps inside the ordinary group commits: each step moves the
+sources' rows of the next range of prefixes into the new run (SQLite sorts that small range)
+and deletes them from the sources, and saves the cursor, so a row is in exactly one run at
+every commit: a lookup seeks each run listed in ``hash_runs`` for the prefix and compares the
+record's whole hash, and a kill at any moment leaves a merge that the next commits go on with.
+A store of an earlier layout is converted when ChainStore opens it: its sorted
+``record_hashes`` table (already a run) is copied as the first run, an index on the records'
+hash column (earlier still) dropped and the index filled from the rows. Read-only, either is
+looked up as it is.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,12 +67,20 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 DROP INDEX IF EXISTS records_by_hash;
 DROP INDEX IF EXISTS records_by_hash_prefix;
-CREATE TABLE IF NOT EXISTS record_hashes (
+CREATE TABLE IF NOT EXISTS hash_rows (
+    run INTEGER NOT NULL,
     prefix BLOB NOT NULL,
     ledger TEXT NOT NULL,
     height INTEGER NOT NULL,
-    PRIMARY KEY (prefix, ledger, height)
+    PRIMARY KEY (run, prefix, ledger, height)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hash_runs (
+    run INTEGER PRIMARY KEY,
+    level INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    into_run INTEGER,
+    cursor BLOB
+);
 CREATE TABLE IF NOT EXISTS hashes_filled (
     ledger TEXT PRIMARY KEY,
     size INTEGER NOT NULL
@@ -90,22 +107,50 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (ledger, kind, size, root)
 ) WITHOUT ROWID;
 """
-# Finds a record by its hash (the one parameter) in a store from before record_hashes, through
-# the index on the hash column it holds (records_by_hash_prefix, or records_by_hash before it)
-# until ChainStore opens it: SCHEMA drops that index and record_hashes is filled instead.
+# Finds a record by its hash (the one parameter) in a store from before the hash index (an index
+# on the records' hash column: records_by_hash_prefix, or records_by_hash before it), until
+# ChainStore opens it: SCHEMA drops that index and the hash index is filled instead.
 BY_HASH = "substr(hash, 1, 8) = substr(?1, 1, 8) AND hash = ?1"
-# A record by its hash through record_hashes (the records below their ledger's filled mark).
+# A record by its hash through the runs of hash_rows (the records below their ledger's filled
+# mark): one seek a run, every run of hash_runs, since each row is in exactly one run.
+_BY_RUN_HASH = (
+    "SELECT r.ledger, r.height, r.data FROM hash_rows AS h JOIN records AS r "
+    "ON r.ledger = h.ledger AND r.height = h.height "
+    "WHERE h.run IN (SELECT run FROM hash_runs) AND h.prefix = substr(?1, 1, 8) AND r.hash = ?1"
+)
+# The same through record_hashes, the one sorted table of a store from before the runs.
 _BY_FILLED_HASH = (
     "SELECT r.ledger, r.height, r.data FROM record_hashes AS h JOIN records AS r "
-    "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1 LIMIT 1"
+    "ON r.ledger = h.ledger AND r.height = h.height WHERE h.prefix = substr(?1, 1, 8) AND r.hash = ?1"
 )
+# Each ledger's name, filled mark and size, one seek a ledger (no scan of the records).
+_MARKS_AND_SIZES = (
+    "WITH RECURSIVE names(ledger) AS (SELECT (SELECT MIN(ledger) FROM records) UNION ALL "
+    "SELECT (SELECT MIN(ledger) FROM records WHERE ledger > names.ledger) FROM names WHERE names.ledger IS NOT NULL) "
+    "SELECT ledger, coalesce((SELECT size FROM hashes_filled AS f WHERE f.ledger = names.ledger), 0), "
+    "(SELECT MAX(height) FROM records AS r WHERE r.ledger = names.ledger) + 1 FROM names WHERE ledger IS NOT NULL"
+)
+# What StoreReader.find_hash asks the index, by the store's layout.
+_READER_BY_HASH = {
+    "runs": f"{_BY_RUN_HASH} LIMIT 1",
+    "filled": f"{_BY_FILLED_HASH} LIMIT 1",
+    "column": f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1",
+}
 # The row at a ledger and height if its hash column is ?3.
 _AT_HASH = "SELECT ledger, height, data FROM records WHERE ledger = ?1 AND height = ?2 AND hash = ?3"
-# Fill record_hashes with one ledger's rows from a height on, in the index's order.
-_FILL_HASHES = (
-    "INSERT INTO record_hashes (prefix, ledger, height) "
-    "SELECT substr(hash, 1, 8), ledger, height FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY 1"
+# A new run's rows of one ledger from the hashes in memory, sorted: ?2 their prefixes, 8 bytes
+# each, ?3 the ledger, ?4 a JSON list of their heights, in one statement (executemany would give
+# the GIL up a row; a list of [ledger, height] pairs took twice the time to unpack).
+_INSERT_RUN_ROWS = (
+    "INSERT INTO hash_rows (run, prefix, ledger, height) "
+    "SELECT ?1, substr(?2, row.key * 8 + 1, 8), ?3, row.value FROM json_each(?4) AS row"
 )
+# A new run from one ledger's rows from a height on (a store from before the runs, opened).
+_FILL_RUN = (
+    "INSERT INTO hash_rows (run, prefix, ledger, height) SELECT ?, substr(hash, 1, 8), ledger, height "
+    "FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY 2, 3, 4"
+)
+_ADD_RUN = "INSERT INTO hash_runs (run, level, rows) VALUES (?, ?, ?)"
 _PUT_FILLED = "INSERT OR REPLACE INTO hashes_filled (ledger, size) VALUES (?, ?)"
 STORED_LEVEL = 4  # the tree table holds complete subtrees of 2**4 = 16 leaves and more
 TREE_KEPT = ("tree", "kept")  # the meta row that says the tree rows cover every record
@@ -153,6 +198,8 @@ class StoreReader:
         self.page_size = page_size
         self._conn = connect(path, readonly=True)
         self._check_schema()
+        self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
+        self._layout_seen = "column"
         # The rows above the filled marks as last read (see _read_tails): hash -> (ledger, height),
         # and per ledger the mark they were read under and the height read up to.
         self._tail: dict[bytes, tuple[str, int]] = {}
@@ -202,30 +249,42 @@ class StoreReader:
     def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
 
+        In one read transaction: the index (runs, or the one sorted table of a store from
+        before them) for the records below each ledger's filled mark, then, if it is not
+        there, the rows above the marks (read as they come, see :meth:`_read_tails`); a
+        store older still through its index on the hash column. Raises StoreError when the
+        file cannot be read.
+
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
-        if not hashes_kept(self._conn):  # a store from before: its index on the hash column
-            return _found(
-                self._conn, f"SELECT ledger, height, data FROM records WHERE {BY_HASH} LIMIT 1", (record_hash,)
-            )
-        # One read transaction: the marks and the rows they split are of one moment.
-        self._conn.execute("BEGIN")
-        try:
-            self._read_tails()
-            found = filled_hash(self._conn, record_hash)
-            place = self._tail.get(record_hash) if found is None else None
-            return found if place is None else hash_at(self._conn, record_hash, *place)
-        finally:
-            self._conn.execute("COMMIT")
+        for attempt in (1, 2):
+            self._conn.execute("BEGIN")
+            try:
+                layout = self._layout()
+                found = _found(self._conn, _READER_BY_HASH[layout], (record_hash,))
+                if found is None and layout != "column":
+                    self._read_tails()
+                    place = self._tail.get(record_hash)
+                    found = None if place is None else hash_at(self._conn, record_hash, *place)
+                return found
+            except sqlite3.OperationalError as e:
+                # A node converted the layout since it was read (its old table is gone): read it again.
+                self._schema_seen = None
+                if attempt == 2:
+                    raise StoreError(f"{self.path}: cannot look a record up by its hash: {e}") from e
+            finally:
+                self._conn.execute("COMMIT")
+        raise AssertionError("unreachable")
 
     def _read_tails(self) -> None:
         """Bring the hashes of the rows above the filled marks up to date, reading only the
-        rows written since the last lookup (a gateway looks up by hash at each request), and
-        forgetting those filled since (and those past a chain cut short behind the store's back)."""
-        marks = filled_marks(self._conn)
-        for ledger in self.ledgers():
-            mark, size = marks.get(ledger, 0), self.size(ledger)
+        rows written since they were last read (and the marks and sizes of every ledger, one
+        statement), forgetting those filled since (and those past a chain cut short behind
+        the store's back)."""
+        for ledger, mark, size in self._conn.execute(_MARKS_AND_SIZES).fetchall():
             seen_mark, read_to = self._tail_read.get(ledger, (0, 0))
+            if mark == seen_mark and size == read_to:
+                continue
             if mark != seen_mark or size < read_to:
                 read_to = min(read_to, size)
                 self._tail = {
@@ -234,6 +293,21 @@ class StoreReader:
             rows = tail_rows(self._conn, ledger, max(mark, read_to))
             self._tail.update((h, (ledger, height)) for h, height in rows)
             self._tail_read[ledger] = (mark, max(mark, read_to, rows[-1][1] + 1 if rows else 0))
+
+    def _layout(self) -> str:
+        """The store's hash index: ``runs``, ``filled`` (record_hashes) or ``column`` (an index
+        on the hash column), read again only when the schema changed (the header's counter)."""
+        version = int(self._conn.execute("PRAGMA schema_version").fetchone()[0])
+        if version != self._schema_seen:
+            tables = {
+                name
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('record_hashes', 'hash_runs')"
+                )
+            }
+            self._layout_seen = "filled" if "record_hashes" in tables else "runs" if "hash_runs" in tables else "column"
+            self._schema_seen = version
+        return self._layout_seen
 
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
@@ -335,29 +409,22 @@ def _page_lists(
         start = rows[-1][0] + 1
 
 
-def hashes_kept(conn: sqlite3.Connection) -> bool:
-    """Whether the store finds records by their hash through ``record_hashes`` (False: a store
-    from before, with an index on the hash column, that no ChainStore has opened since)."""
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record_hashes'").fetchone()
-    return row is not None
-
-
 def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
-    """Each ledger's filled mark: its records below it are in ``record_hashes`` (a ledger not
+    """Each ledger's filled mark: its records below it are in the hash index (a ledger not
     listed: none of them)."""
     return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
 
 
 def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
     """(hash column, height) of ``ledger``'s rows from ``start`` on: from its filled mark on,
-    the rows record_hashes does not hold yet (fewer than store.HASH_FILL_AT in all)."""
+    the rows the hash index does not hold yet (fewer than store.HASH_FILL_AT and a group in all)."""
     rows = conn.execute("SELECT hash, height FROM records WHERE ledger = ? AND height >= ?", (ledger, start))
     return [(bytes(h), int(height)) for h, height in rows]
 
 
-def filled_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
+def indexed_hash(conn: sqlite3.Connection, record_hash: bytes) -> tuple[str, int, bytes] | None:
     """(ledger, height, bytes) of a record below its filled mark whose hash column is ``record_hash``."""
-    return _found(conn, _BY_FILLED_HASH, (record_hash,))
+    return _found(conn, f"{_BY_RUN_HASH} LIMIT 1", (record_hash,))
 
 
 def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: int) -> tuple[str, int, bytes] | None:
@@ -371,11 +438,161 @@ def _found(conn: sqlite3.Connection, query: str, params: tuple[object, ...]) -> 
     return None if row is None else (row[0], int(row[1]), bytes(row[2]))
 
 
-def fill_hashes(conn: sqlite3.Connection, ledger: str, mark: int, size: int) -> None:
-    """Put ``ledger``'s records from its filled mark ``mark`` up to ``size`` into record_hashes
-    and make ``size`` its mark, inside the caller's transaction. Raises sqlite3.Error."""
-    conn.execute(_FILL_HASHES, (ledger, mark, size))
-    conn.execute(_PUT_FILLED, (ledger, size))
+# --- the hash index: sorted runs, merged in bounded steps --------------------------------
+
+MERGE_FANOUT = 8  # runs of one level merged into one run of the next
+PREFIX_END = 1 << 64  # past the largest 8-byte prefix
+MERGE_STEPS_MOST = 4  # steps one call of merge_hash_runs takes at most, however little each moved
+
+
+class HashRun(NamedTuple):
+    """A row of ``hash_runs``: a run of ``hash_rows``, sorted by prefix, ledger and height.
+
+    ``into_run``: set on the sources of a merge in progress, the run their rows move into.
+    ``cursor``: set on that run while it is built: its sources' rows with a prefix below it
+    have moved into it (and are gone from the sources), so each row is in exactly one run.
+    ``rows``: how many rows the run holds; for a source, as the merge found it.
+    """
+
+    run: int
+    level: int
+    rows: int
+    into_run: int | None
+    cursor: bytes | None
+
+
+def hash_runs(conn: sqlite3.Connection) -> list[HashRun]:
+    """Every run of the hash index, oldest first."""
+    return [
+        HashRun(int(run), int(level), int(rows), into, None if cursor is None else bytes(cursor))
+        for run, level, rows, into, cursor in conn.execute(
+            "SELECT run, level, rows, into_run, cursor FROM hash_runs ORDER BY run"
+        )
+    ]
+
+
+def run_level(rows: int, fill_at: int) -> int:
+    """The level a run of ``rows`` rows is given when it is not made by a merge (a store of an
+    earlier layout, filled or copied at once): that of the runs merges make about its size."""
+    level, size = 0, max(fill_at, 1) * MERGE_FANOUT
+    while rows >= size:
+        level, size = level + 1, size * MERGE_FANOUT
+    return level
+
+
+def _new_run(conn: sqlite3.Connection, level: int, rows: int) -> int:
+    """Add a run to hash_runs and return its id: above every run's, so its rows go in at the
+    right edge of hash_rows (a merge's target is above its sources: the largest id never falls)."""
+    row = conn.execute("SELECT MAX(run) FROM hash_runs").fetchone()
+    run = 0 if row[0] is None else int(row[0]) + 1
+    conn.execute(_ADD_RUN, (run, level, rows))
+    return run
+
+
+def add_run(conn: sqlite3.Connection, hashes: list[tuple[bytes, str, int]], marks: Mapping[str, int]) -> None:
+    """Write ``hashes`` ((hash, ledger, height), sorted by hash) as a new run of level 0 and
+    set each ledger's filled mark in ``marks``, inside the caller's transaction: the rows are
+    appended past every other run's, a few pages, whatever the index holds. Raises sqlite3.Error."""
+    if hashes:
+        run = _new_run(conn, 0, len(hashes))
+        ledgers: dict[str, list[tuple[bytes, int]]] = {}
+        for h, ledger, height in hashes:
+            ledgers.setdefault(ledger, []).append((h, height))
+        for ledger, rows in ledgers.items():
+            prefixes = b"".join(h[:8] for h, _ in rows)
+            conn.execute(_INSERT_RUN_ROWS, (run, prefixes, ledger, json.dumps([height for _, height in rows])))
+    conn.executemany(_PUT_FILLED, marks.items())
+
+
+def fill_run(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]], fill_at: int) -> None:
+    """Write the records of each ledger's range of heights [mark, size) in ``ranges`` as one new
+    run, read from their rows, and make each ``size`` its ledger's mark, inside the caller's
+    transaction (a store whose index is behind, opened: once). Raises sqlite3.Error."""
+    rows = sum(size - mark for mark, size in ranges.values())
+    run = _new_run(conn, run_level(rows, fill_at), rows)
+    for ledger, (mark, size) in ranges.items():
+        conn.execute(_FILL_RUN, (run, ledger, mark, size))
+    conn.executemany(_PUT_FILLED, [(ledger, size) for ledger, (_, size) in ranges.items()])
+
+
+def adopt_record_hashes(conn: sqlite3.Connection, fill_at: int) -> bool:
+    """Make the ``record_hashes`` table of a store from before the runs (sorted by prefix,
+    ledger and height: already a run) the index's first run and drop it, inside the caller's
+    transaction; False when the store has none. Raises sqlite3.Error."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'record_hashes'").fetchone() is None:
+        return False
+    rows = int(conn.execute("SELECT COUNT(*) FROM record_hashes").fetchone()[0])
+    if rows:
+        run = _new_run(conn, run_level(rows, fill_at), rows)
+        conn.execute(
+            "INSERT INTO hash_rows (run, prefix, ledger, height) "
+            "SELECT ?, prefix, ledger, height FROM record_hashes ORDER BY prefix, ledger, height",
+            (run,),
+        )
+    conn.execute("DROP TABLE record_hashes")
+    return True
+
+
+def merge_hash_runs(conn: sqlite3.Connection, budget: int) -> int | None:
+    """Move about ``budget`` rows (more when a step's range holds more) of the merges in progress
+    into their targets, the lowest level first, inside the caller's transaction; first start a
+    merge of each level that has MERGE_FANOUT runs free (none merging there yet). A step moves
+    the sources' rows of the next prefix range (its width from the rows the sources hold:
+    prefixes are uniform), and the merge's last step makes its target a plain run and drops
+    its sources. Returns the rows moved, or None when no merge is left to work on.
+    Raises sqlite3.Error."""
+    runs = _start_merges(conn, hash_runs(conn))
+    targets = sorted((r for r in runs if r.cursor is not None), key=lambda r: (r.level, r.run))
+    if not targets:
+        return None
+    moved = steps = 0
+    for target in targets:
+        sources = [r for r in runs if r.into_run == target.run]
+        total = max(sum(r.rows for r in sources), 1)
+        ids = ",".join(str(r.run) for r in sources)  # integers read from hash_runs, not outside text
+        low, rows = int.from_bytes(target.cursor or b"", "big"), target.rows
+        while moved < budget and steps < MERGE_STEPS_MOST:
+            high = low + -(-PREFIX_END * (budget - moved) // total)
+            bounds = ([" AND prefix >= ?"] if low else []) + ([" AND prefix < ?"] if high < PREFIX_END else [])
+            where = f"run IN ({ids})" + "".join(bounds)
+            params = [b.to_bytes(8, "big") for b, on in ((low, low), (high, high < PREFIX_END)) if on]
+            conn.execute(
+                "INSERT OR IGNORE INTO hash_rows (run, prefix, ledger, height) "
+                f"SELECT ?, prefix, ledger, height FROM hash_rows WHERE {where} ORDER BY 2, 3, 4",
+                (target.run, *params),
+            )
+            n = conn.execute(f"DELETE FROM hash_rows WHERE {where}", params).rowcount
+            moved, steps, rows, low = moved + max(n, 1), steps + 1, rows + n, high
+            if high >= PREFIX_END:
+                conn.execute("UPDATE hash_runs SET rows = ?, cursor = NULL WHERE run = ?", (rows, target.run))
+                conn.execute("DELETE FROM hash_runs WHERE into_run = ?", (target.run,))
+                break
+        else:
+            conn.execute(
+                "UPDATE hash_runs SET rows = ?, cursor = ? WHERE run = ?", (rows, low.to_bytes(8, "big"), target.run)
+            )
+            return moved
+    return moved
+
+
+def _start_merges(conn: sqlite3.Connection, runs: list[HashRun]) -> list[HashRun]:
+    """Start a merge of each level with MERGE_FANOUT runs free and no merge from it under way:
+    its oldest runs become the sources of a new, empty run of the next level. Returns the runs
+    as they are now."""
+    building = {r.level for r in runs if r.cursor is not None}
+    free: dict[int, list[HashRun]] = {}
+    for r in runs:
+        if r.into_run is None and r.cursor is None and r.level + 1 not in building:
+            free.setdefault(r.level, []).append(r)
+    started = False
+    for level, level_runs in sorted(free.items()):
+        if len(level_runs) >= MERGE_FANOUT:
+            target = _new_run(conn, level + 1, 0)
+            conn.execute("UPDATE hash_runs SET cursor = ? WHERE run = ?", (bytes(8), target))
+            sources = [r.run for r in level_runs[:MERGE_FANOUT]]
+            conn.executemany("UPDATE hash_runs SET into_run = ? WHERE run = ?", [(target, r) for r in sources])
+            started = True
+    return hash_runs(conn) if started else runs
 
 
 def tree_kept(conn: sqlite3.Connection) -> bool:

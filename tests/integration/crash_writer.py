@@ -37,7 +37,8 @@ IN_FLIGHT = 8  # appends each writer keeps queued with submit_entry
 SYNC_EVERY = 7  # every so many appends, a writer uses the blocking append() instead
 RETRY_EVERY = 11  # every so many appends, a writer sends an acknowledged request again
 RECENT = 32  # how many of the previous run's last records per writer are retried at start
-HASH_FILL_AT = 24  # record_hashes filled every group or two: kills land in fills and between them
+HASH_FILL_AT = 24  # a run of the hash index filled every group or two: kills land in fills and between them
+HASH_MERGE_STEP = 8  # merges of 8 runs in steps of a few rows: kills land inside merges too
 SAFETY_LIMIT_S = 120.0  # the parent kills us long before; this only bounds an orphan's life
 
 LIMITS = Limits()
@@ -146,7 +147,7 @@ def guarded(target: Callable[..., None], *args: object) -> None:
 
 def main() -> None:
     directory, run = Path(sys.argv[1]), int(sys.argv[2])
-    store = ChainStore(directory, origin="crash-node", hash_fill_at=HASH_FILL_AT)
+    store = ChainStore(directory, origin="crash-node", hash_fill_at=HASH_FILL_AT, hash_merge_step=HASH_MERGE_STEP)
     for ledger in LEDGERS:
         # Every run creates the ledgers again: after the first, the store answers a duplicate.
         entry = genesis_entry(ledger)

@@ -5,8 +5,9 @@ append the store acknowledged. After each kill the parent reopens the store and 
 that every acknowledged record is there with the hash it was acknowledged with, that no
 request was written twice, and that every ledger verifies from genesis without a gap.
 
-The writer fills the store's hash index (record_hashes) every few groups: after each kill,
-every record is found by its hash, and the index holds exactly the records below its marks.
+The writer adds a run to the store's hash index every few groups and merges runs in small
+steps: after each kill, every record is found by its hash, the index holds each record below
+its marks exactly once, in a run hash_runs lists, and the merges killed midway go on.
 
 The kill moments come from a seeded generator; the seed is printed, and
 VLEDGER_CRASH_SEED=<seed> replays the same schedule. VLEDGER_CRASH_ROUNDS sets the number
@@ -177,8 +178,9 @@ class Acknowledged:
                 assert earlier == ack, f"two acknowledgements disagree: {earlier} and {ack}"
 
 
-def check_store(directory: Path, acknowledged: Acknowledged) -> int:
-    """Reopen the store after a crash; check it whole. Returns how many records it holds."""
+def check_store(directory: Path, acknowledged: Acknowledged) -> tuple[int, int]:
+    """Reopen the store after a crash; check it whole. Returns how many records it holds and how
+    many merges of its hash index's runs were left midway."""
     chains: dict[str, list[tuple[bytes, str]]] = {}  # per ledger, (hash, request id) by height
     with ChainStore(directory) as store:
         for ledger in store.ledgers():
@@ -199,17 +201,20 @@ def check_store(directory: Path, acknowledged: Acknowledged) -> int:
                 assert store.index_of(record_hash) == (ledger, height), f"{ledger} {height}: found elsewhere"
     with closing(sqlite3.connect(directory / DB_NAME)) as db:
         marks = sum(size for (size,) in db.execute("SELECT size FROM hashes_filled"))
-        indexed = db.execute("SELECT COUNT(*) FROM record_hashes").fetchone()[0]
+        indexed = db.execute("SELECT COUNT(*) FROM hash_rows").fetchone()[0]
         below = db.execute(
             "SELECT COUNT(*) FROM records AS r JOIN hashes_filled AS f ON f.ledger = r.ledger AND r.height < f.size "
-            "JOIN record_hashes AS h ON h.prefix = substr(r.hash, 1, 8) AND h.ledger = r.ledger AND h.height = r.height"
+            "JOIN hash_rows AS h ON h.prefix = substr(r.hash, 1, 8) AND h.ledger = r.ledger AND h.height = r.height"
         ).fetchone()[0]
-    assert marks == indexed == below, f"record_hashes holds {indexed} rows, {below} of the {marks} below its marks"
+        unlisted = db.execute("SELECT COUNT(*) FROM hash_rows WHERE run NOT IN (SELECT run FROM hash_runs)").fetchone()
+        merging = db.execute("SELECT COUNT(*) FROM hash_runs WHERE cursor IS NOT NULL").fetchone()[0]
+    assert marks == indexed == below, f"hash_rows holds {indexed} rows, {below} of the {marks} below its marks"
+    assert unlisted == (0,), f"{unlisted[0]} rows of the hash index are in runs hash_runs does not list"
     for (ledger, height), ack in acknowledged.by_place.items():
         chain = chains.get(ledger, [])
         assert height < len(chain), f"acknowledged {ack} is lost: ledger {ledger} has {len(chain)} records"
         assert chain[height] == (ack.hash, ack.request_id), f"acknowledged {ack} is now {chain[height]}"
-    return sum(len(chain) for chain in chains.values())
+    return sum(len(chain) for chain in chains.values()), merging
 
 
 @pytest.mark.slow
@@ -218,6 +223,7 @@ def test_kill_9_never_loses_an_acknowledged_append(short_tmp: Path) -> None:
     print(f"crash test: seed {SEED} (VLEDGER_CRASH_SEED={SEED} replays it), {ROUNDS} rounds")
     started = time.monotonic()
     stores: list[Acknowledged] = []
+    midway = 0  # kills that left a merge of the hash index's runs midway
     for round_ in range(ROUNDS):
         store_number, run = divmod(round_, ROUNDS_PER_STORE)
         if run == 0:
@@ -230,7 +236,8 @@ def test_kill_9_never_loses_an_acknowledged_append(short_tmp: Path) -> None:
             writer.run_until(plan)
             acks = writer.kill()
             stores[-1].add(acks)
-            held = check_store(directory, stores[-1])
+            held, merging = check_store(directory, stores[-1])
+            midway += merging > 0
         except Exception as e:
             raise AssertionError(f"{context}: {e}") from e
         finally:
@@ -240,6 +247,6 @@ def test_kill_9_never_loses_an_acknowledged_append(short_tmp: Path) -> None:
     lines = sum(acknowledged.lines for acknowledged in stores)
     print(
         f"crash test: {ROUNDS} kills, {checked} acknowledged records ({lines} acks with retries) all present, "
-        f"{time.monotonic() - started:.1f} s"
+        f"{time.monotonic() - started:.1f} s, {midway} with a merge of the hash index midway"
     )
     assert checked > ROUNDS, "the writer acknowledged too little for the test to mean anything"

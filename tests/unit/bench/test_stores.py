@@ -35,9 +35,9 @@ def test_a_built_store_verifies_and_opens_like_the_nodes(tmp_path: Path, monkeyp
     assert record.content == content(777) and record.origin == ORIGIN
     with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        filled = db.execute("SELECT size, (SELECT COUNT(*) FROM record_hashes) FROM hashes_filled").fetchall()
+        filled = db.execute("SELECT size, (SELECT COUNT(*) FROM hash_rows) FROM hashes_filled").fetchall()
     assert set(stores.LOOKUP_INDEXES) <= indexes
-    assert filled == [(1_000, 1_000)]  # every record in record_hashes, as the store fills it
+    assert filled == [(1_000, 1_000)]  # every record in the hash index, as the store fills it
     # Opening checks every ledger's head and its whole stored tree against the records.
     with ChainStore(tmp_path, origin=ORIGIN) as store:
         assert store.size(LEDGER) == 1_000

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from vledger.config.settings import Limits
 from vledger.node.errors import StoreError
-from vledger.node.record import decode_record
+from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore
-from vledger.node.storefile import _BY_FILLED_HASH, BY_HASH, DB_NAME, StoreReader
+from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
 
 
 @pytest.fixture
@@ -92,8 +96,8 @@ def _marks(directory: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT ledger, size FROM hashes_filled"))
 
 
-def test_hash_lookups_seek_record_hashes_and_tell_records_of_one_prefix_apart(store_dir: Path) -> None:
-    assert "USING PRIMARY KEY (prefix=?)" in _plan(store_dir, _BY_FILLED_HASH)
+def test_hash_lookups_seek_each_run_and_tell_records_of_one_prefix_apart(store_dir: Path) -> None:
+    assert "USING PRIMARY KEY (run=? AND prefix=?)" in _plan(store_dir, _BY_RUN_HASH)
     assert not {"records_by_hash", "records_by_hash_prefix"} & _indexes(store_dir)
     with ChainStore(store_dir) as store:
         records = list(store.range("ledger-a"))
@@ -139,30 +143,170 @@ def test_lookups_by_hash_find_every_record_below_and_above_the_filled_marks(stor
         reader.close()
 
 
-@pytest.mark.parametrize("old_index", ["records_by_hash", "records_by_hash_prefix"])
-def test_a_store_from_before_is_looked_up_by_its_own_index_until_opened_then_filled(
+def _runs(directory: Path) -> list[HashRun]:
+    with closing(sqlite3.connect(directory / DB_NAME)) as conn:
+        return hash_runs(conn)
+
+
+def _index_rows(directory: Path) -> list[tuple[int, bytes, str, int]]:
+    with closing(sqlite3.connect(directory / DB_NAME)) as conn:
+        return [(run, bytes(p), ledger, height) for run, p, ledger, height in conn.execute("SELECT * FROM hash_rows")]
+
+
+def _check_index(directory: Path, records: list[Record]) -> None:
+    """Every record below its mark is in exactly one run, every run with rows is listed, each
+    run's rows are counted, and both a store and a reader find every record by its hash."""
+    marks, rows, runs = _marks(directory), _index_rows(directory), _runs(directory)
+    below = sorted((r.link[:8], r.ledger, r.height) for r in records if r.height < marks.get(r.ledger, 0))
+    assert sorted(row[1:] for row in rows) == below
+    counts = collections.Counter(row[0] for row in rows)
+    listed = {run.run: run for run in runs}
+    assert set(counts) <= set(listed)
+    for run in runs:
+        if run.cursor is None and run.into_run is None:  # a plain run: counted exactly
+            assert counts[run.run] == run.rows, run
+    reader = StoreReader(directory)
+    try:
+        for record in records:
+            assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+    finally:
+        reader.close()
+
+
+def test_runs_are_merged_eight_into_one_in_steps_and_every_record_is_found_meanwhile(tmp_path: Path, kit: Any) -> None:
+    chain = kit.chain(8 * 6 + 3)
+    directory = tmp_path / "store"
+    with ChainStore(directory, origin="node-1", hash_fill_at=6, hash_merge_step=10**9) as store:
+        for start in range(0, len(chain), 6):  # a group of 6 a time: each fills a run of level 0
+            store.append_records(chain[start : start + 6])
+    runs = _runs(directory)
+    assert [(run.level, run.rows, run.into_run, run.cursor) for run in runs] == [(0, 6, None, None)] * 8
+    assert _index_rows(directory) == sorted(_index_rows(directory))  # each run's rows at the right edge
+    _check_index(directory, chain)
+    states = []
+    with ChainStore(directory, origin="node-1", hash_fill_at=6, hash_merge_step=3) as store:
+        extra = kit.chain(len(chain) + 40)[len(chain) :]
+        for record in extra:  # each record owes 6 rows of merging: a step of ~6 rows a record
+            store.append_record(record)
+            chain.append(record)
+            states.append([(run.level, run.into_run is not None, run.cursor is not None) for run in _runs(directory)])
+            for held in chain:
+                assert store.get_by_hash(held.link) == held
+            _check_index(directory, chain)
+    merging = [(0, True, False)] * 8 + [(1, False, True)]
+    assert states[0] == merging  # started by the first group, 6 rows moved of 48
+    assert sum((1, False, True) in state for state in states) >= 6  # moved over as many records' groups
+    levels = [run.level for run in _runs(directory)]
+    assert levels[0] == 1 and levels[1:] == [0] * (len(levels) - 1)  # one run of 48 rows, then the new fills
+    assert _runs(directory)[0].rows == 48
+
+
+@pytest.mark.parametrize("old_index", ["records_by_hash", "records_by_hash_prefix", "record_hashes"])
+def test_a_store_of_an_earlier_layout_is_read_as_it_is_until_opened_then_converted(
     store_dir: Path, caplog: pytest.LogCaptureFixture, old_index: str
 ) -> None:
     with sqlite3.connect(store_dir / DB_NAME) as conn:  # the layout as an earlier version made it
-        conn.execute("DROP TABLE record_hashes")
-        conn.execute("DROP TABLE hashes_filled")
-        column = "hash" if old_index == "records_by_hash" else "substr(hash, 1, 8)"
-        conn.execute(f"CREATE INDEX {old_index} ON records ({column})")
-    assert f"INDEX {old_index}" in _plan(store_dir, f"SELECT 1 FROM records WHERE {BY_HASH}")
-    reader = StoreReader(store_dir)
+        conn.execute("DROP TABLE hash_rows")
+        conn.execute("DROP TABLE hash_runs")
+        if old_index == "record_hashes":  # one table sorted by prefix, ledger-a filled to 5
+            conn.execute(
+                "CREATE TABLE record_hashes (prefix BLOB NOT NULL, ledger TEXT NOT NULL, height INTEGER NOT NULL, "
+                "PRIMARY KEY (prefix, ledger, height)) WITHOUT ROWID"
+            )
+            conn.execute(
+                "INSERT INTO record_hashes SELECT substr(hash, 1, 8), ledger, height FROM records "
+                "WHERE ledger = 'ledger-a' AND height < 5"
+            )
+            conn.execute("INSERT INTO hashes_filled VALUES ('ledger-a', 5)")
+        else:
+            conn.execute("DROP TABLE hashes_filled")
+            column = "hash" if old_index == "records_by_hash" else "substr(hash, 1, 8)"
+            conn.execute(f"CREATE INDEX {old_index} ON records ({column})")
+    if old_index != "record_hashes":
+        assert f"INDEX {old_index}" in _plan(store_dir, f"SELECT 1 FROM records WHERE {BY_HASH}")
+    reader = StoreReader(store_dir)  # open across the conversion
     try:
-        data = reader.get("ledger-b", 1)
-        assert data is not None
-        record = decode_record(data, Limits())
-        assert reader.find_hash(record.link) == ("ledger-b", 1, data)
         with (
             caplog.at_level(logging.WARNING, logger="vledger.node.store"),
-            ChainStore(store_dir, hash_fill_at=1) as store,
+            ChainStore(store_dir, hash_fill_at=HASH_FILL_AT, hash_merge_step=1) as store,
         ):
-            assert store.get_by_hash(record.link) == record and store.index_of(record.link) == ("ledger-b", 1)
-        assert "its hash index is built anew, once" in caplog.text  # an operator sees why it opens slowly
-        assert reader.find_hash(record.link) == ("ledger-b", 1, data)
+            records = [r for ledger in ("ledger-a", "ledger-b") for r in store.range(ledger)]
+        # An operator sees why it opens slowly.
+        assert ("converted to runs" if old_index == "record_hashes" else "built anew, once") in caplog.text
+        for record in records:
+            assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+        reader.close()
+        reader = StoreReader(store_dir)  # before: one of the old layouts; now the runs
+        with ChainStore(store_dir, hash_fill_at=1) as store:
+            for record in records:
+                assert store.get_by_hash(record.link) == record
+                assert store.index_of(record.link) == (record.ledger, record.height)
+        for record in records:
+            assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
     finally:
         reader.close()
-    assert old_index not in _indexes(store_dir)
+    assert not {old_index} & _indexes(store_dir)
     assert _marks(store_dir) == {"ledger-a": 7, "ledger-b": 2}
+    _check_index(store_dir, records)
+
+
+def test_a_mark_above_a_chain_cut_short_comes_down_so_its_new_records_are_found(store_dir: Path, kit: Any) -> None:
+    with ChainStore(store_dir, origin="node-1", hash_fill_at=1):  # every record filled at the opening
+        pass
+    with sqlite3.connect(store_dir / DB_NAME) as conn:  # an older copy put back behind the store's back
+        conn.execute("DELETE FROM records WHERE ledger = 'ledger-a' AND height >= 4")
+        conn.execute("DELETE FROM records WHERE ledger = 'ledger-b'")
+        conn.execute("DELETE FROM tree")
+        conn.execute("DELETE FROM meta WHERE key = 'tree'")
+    with ChainStore(store_dir, origin="node-1", hash_fill_at=3) as store:
+        assert _marks(store_dir) == {"ledger-a": 4}
+        for i in range(40, 45):  # other records at the heights the index held before
+            store.append(kit.entry(i, ledger="ledger-a"))
+        records = list(store.range("ledger-a"))
+        for record in records:
+            assert store.get_by_hash(record.link) == record
+    assert _marks(store_dir)["ledger-a"] >= 7
+    reader = StoreReader(store_dir)
+    try:
+        for record in records:
+            assert reader.find_hash(record.link) == (record.ledger, record.height, record.encode())
+    finally:
+        reader.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.one_of(st.tuples(st.integers(1, 40), st.integers(1, 8)), st.just("reopen")),
+        min_size=1,
+        max_size=12,
+    ),
+    fill_at=st.integers(2, 8),
+    merge_step=st.integers(1, 12),
+)
+def test_any_sequence_of_fills_merge_steps_and_reopens_keeps_every_hash_findable(
+    kit: Any, steps: list[tuple[int, int] | str], fill_at: int, merge_step: int
+) -> None:
+    """Each step appends k records in groups of g (a group's records owe its merging), or reopens."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "store"
+        chains = {ledger: kit.chain(12 * 40, ledger=ledger) for ledger in ("ledger-a", "ledger-b")}
+        held: list[Record] = []
+        store = ChainStore(directory, origin="node-1", hash_fill_at=fill_at, hash_merge_step=merge_step)
+        try:
+            for n, step in enumerate(steps):
+                if step == "reopen":
+                    store.close()
+                    store = ChainStore(directory, origin="node-1", hash_fill_at=fill_at, hash_merge_step=merge_step)
+                    continue
+                assert isinstance(step, tuple)
+                chain = chains["ledger-a" if n % 3 else "ledger-b"]
+                start, (k, g) = store.size(chain[0].ledger), step
+                for first in range(start, start + k, g):
+                    store.append_records(chain[first : min(first + g, start + k)])
+                held.extend(chain[start : start + k])
+                for record in held:
+                    assert store.get_by_hash(record.link) == record
+        finally:
+            store.close()
+        _check_index(directory, held)
