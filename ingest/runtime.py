@@ -220,7 +220,7 @@ class NodeRuntime:
     def health(self, metrics: NodeMetrics, checks: Mapping[str, Check]) -> None:
         """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the node's ``http_port`` (if it has
         one) until the runtime closes."""
-        self.stack.enter_context(health_server(self.node, metrics, checks))
+        self.stack.enter_context(health_server(self.node, metrics, checks, self.config.http))
 
     # --- serving --------------------------------------------------------------------------
 
