@@ -60,6 +60,7 @@ STATUS_OF_CODE: Mapping[str, int] = {
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
 
 Check = Callable[[], str | None]  # None when ready, else the reason it is not
+Details = Callable[[], Mapping[str, Any]]  # more fields of a /readyz body, beside "ok" and "checks"
 
 
 class _OneLineRefusals(logging.Filter):
@@ -367,8 +368,11 @@ def run_checks(checks: Mapping[str, Check]) -> dict[str, str | None]:
     return results
 
 
-def add_health_routes(app: web.Application, checks: Mapping[str, Check], registry: CollectorRegistry) -> None:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``app`` (see the module's docstring)."""
+def add_health_routes(
+    app: web.Application, checks: Mapping[str, Check], registry: CollectorRegistry, details: Details | None = None
+) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``app`` (see the module's docstring); the
+    fields ``details`` gives (a standby's follow restarts) are added to each ``/readyz`` body."""
 
     async def healthz(_: web.Request) -> web.Response:
         return json_response({"ok": True})
@@ -377,7 +381,8 @@ def add_health_routes(app: web.Application, checks: Mapping[str, Check], registr
         # Checks may block on Redis for their timeout: off the event loop.
         results = await asyncio.get_running_loop().run_in_executor(None, run_checks, checks)
         ready = all(reason is None for reason in results.values())
-        return json_response({"ok": ready, "checks": results}, status=200 if ready else 503)
+        body = {**(details() if details is not None else {}), "ok": ready, "checks": results}
+        return json_response(body, status=200 if ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
@@ -388,8 +393,10 @@ def add_health_routes(app: web.Application, checks: Mapping[str, Check], registr
     app.router.add_get("/metrics", metrics)
 
 
-def health_app(checks: Mapping[str, Check], registry: CollectorRegistry) -> web.Application:
+def health_app(
+    checks: Mapping[str, Check], registry: CollectorRegistry, details: Details | None = None
+) -> web.Application:
     """An application with only the three probes, for a node's ``http_port``."""
     app = web.Application(middlewares=[json_errors])
-    add_health_routes(app, checks, registry)
+    add_health_routes(app, checks, registry, details)
     return app

@@ -8,14 +8,16 @@ import logging
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
+from prometheus_client import CollectorRegistry
 
-from vledger.broker.http import HttpThread, address_key, json_errors, protocol_log
+from vledger.broker.http import HttpThread, address_key, health_app, json_errors, protocol_log
 from vledger.config.cluster import HttpSettings
 
 DEADLINE = 5.0
@@ -217,3 +219,17 @@ def test_connections_past_the_caps_per_address_and_in_all_get_503_throttled() ->
 )
 def test_connections_count_by_ipv4_address_or_ipv6_slash_64(peer: Any, key: str) -> None:
     assert address_key(peer) == key
+
+
+def test_readyz_adds_the_details_given_beside_its_checks() -> None:
+    # A standby's follow restarts (ingest/server.py) reach /readyz this way.
+    restarts = [0]
+    app = health_app(
+        {"store": lambda: None}, CollectorRegistry(), lambda: {"standby": {"follow_restarts": restarts[0]}}
+    )
+    with HttpThread(app, "127.0.0.1", 0) as server:
+        url = f"http://127.0.0.1:{server.port}/readyz"
+        restarts[0] = 2
+        with urllib.request.urlopen(url, timeout=DEADLINE) as answer:
+            body = json.loads(answer.read())
+    assert body == {"ok": True, "checks": {"store": None}, "standby": {"follow_restarts": 2}}
