@@ -25,12 +25,14 @@ import logging
 import resource
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..config.cluster import HttpSettings
 from ..node.errors import VledgerError
@@ -196,6 +198,24 @@ class ConnectionGuard:
             del self.by_address[address]
 
 
+class GuardMetrics(Collector):
+    """``vledger_http_connections`` (open now), ``vledger_http_connections_refused_total`` (answered
+    503) and ``vledger_http_heads_late_total`` (closed for a head not complete in time) of a port."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self.guard
+        yield GaugeMetricFamily("vledger_http_connections", "open HTTP connections", value=guard.open)
+        yield CounterMetricFamily(
+            "vledger_http_connections_refused", "HTTP connections refused past a cap (503)", value=guard.refused
+        )
+        yield CounterMetricFamily(
+            "vledger_http_heads_late", "HTTP connections closed for a request head late", value=guard.late
+        )
+
+
 class GuardedHandler(web.RequestHandler):
     """aiohttp's handler of one connection, with :class:`ConnectionGuard`'s caps and the head deadline.
 
@@ -203,7 +223,8 @@ class GuardedHandler(web.RequestHandler):
     byte after an answer for each later one (the idle time before it is aiohttp's keep-alive
     timeout); it ends when aiohttp has parsed a whole head. A connection still without a head
     then, and with no request being answered, is closed with no answer (as Go's
-    ReadHeaderTimeout and nginx's client_header_timeout do).
+    ReadHeaderTimeout and nginx's client_header_timeout do). Bytes that come while a request is
+    answered (a pipelined head) start no deadline: the idle timeout after the answer bounds them.
     """
 
     def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, guard: ConnectionGuard) -> None:
@@ -251,8 +272,8 @@ class GuardedHandler(web.RequestHandler):
 
     def _head_late(self) -> None:
         self._head_timer = None
-        # A head parsed meanwhile (the timer was not stopped: a pipelined head came with a
-        # body's bytes) or a request still answered is no late head.
+        # A head parsed since the timer started (bytes of a body may have started it) or a
+        # request still being answered is no late head.
         if self._request_count == self._heads_before and not self._request_in_progress:
             self._guard.late += 1
             log.debug("closed a connection whose request head was not complete in %.1f s", self._guard.header_timeout)
@@ -286,7 +307,8 @@ class HttpThread:
     """Serve ``app`` on ``host:port`` from a daemon thread with its own event loop.
 
     Every connection passes a :class:`ConnectionGuard` with ``settings`` (its caps and
-    deadlines, ``[http]``'s defaults when None; the thread's ``guard``). :meth:`start` returns
+    deadlines, ``[http]``'s defaults when None; the thread's ``guard``, whose counts go to
+    ``registry`` when given: :class:`GuardMetrics`). :meth:`start` returns
     once the port is bound (``port`` then holds the bound port, useful with 0) and raises
     OSError when it cannot be; :meth:`stop` closes every connection.
     """
@@ -298,11 +320,14 @@ class HttpThread:
         port: int,
         name: str = "http",
         settings: HttpSettings | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.guard = ConnectionGuard(settings or HttpSettings(), name)
+        if registry is not None:
+            registry.register(GuardMetrics(self.guard))
         self._name = name
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None

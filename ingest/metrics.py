@@ -321,5 +321,6 @@ def health_server(
         yield
         return
     app = health_app(checks, metrics.registry, details)
-    with HttpThread(app, node.bind_host, node.http_port, name=f"http-{node.name}", settings=settings):
+    name = f"http-{node.name}"
+    with HttpThread(app, node.bind_host, node.http_port, name=name, settings=settings, registry=metrics.registry):
         yield

@@ -77,14 +77,14 @@ def _ok_app() -> web.Application:
     return app
 
 
-def _server(per_address: int = 64, most: int = 8192) -> HttpThread:
+def _server(per_address: int = 64, most: int = 8192, registry: CollectorRegistry | None = None) -> HttpThread:
     settings = HttpSettings(
         header_timeout_ms=int(HEAD_S * 1000),
         idle_timeout_ms=int(IDLE_S * 1000),
         max_connections=most,
         max_connections_per_address=per_address,
     )
-    return HttpThread(_ok_app(), "127.0.0.1", 0, settings=settings)
+    return HttpThread(_ok_app(), "127.0.0.1", 0, settings=settings, registry=registry)
 
 
 def _connect(server: HttpThread, source: str = "127.0.0.1") -> socket.socket:
@@ -126,7 +126,8 @@ def _wait(condition: Callable[[], bool]) -> None:
 
 def test_a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline_and_others_are_served_meanwhile() -> None:
     # The slowloris attack: aiohttp alone kept such a connection for as long as bytes came.
-    with _server() as server:
+    registry = CollectorRegistry()
+    with _server(registry=registry) as server:
         head = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-A: b\r\n" * 1000
         served_meanwhile = False
         with _connect(server) as slow:
@@ -152,6 +153,7 @@ def test_a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline_and_others_are_serv
             assert HEAD_S * 0.9 <= closed_at < HEAD_S + 1.5
             assert sent > 5 and served_meanwhile  # bytes kept coming until then, and others were answered
             assert server.guard.late == 1
+            assert registry.get_sample_value("vledger_http_heads_late_total") == 1
 
 
 def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline() -> None:
@@ -187,7 +189,8 @@ def _refusal_of(conn: socket.socket) -> dict[str, Any]:
 
 
 def test_connections_past_the_caps_per_address_and_in_all_get_503_throttled() -> None:
-    with _server(per_address=2, most=3) as server:
+    registry = CollectorRegistry()
+    with _server(per_address=2, most=3, registry=registry) as server:
         with _connect(server) as a1, _connect(server) as a2, _connect(server, "127.0.0.2") as b1:
             for conn in (a1, a2, b1):
                 assert _get(conn) == (200, b"ok")
@@ -198,6 +201,8 @@ def test_connections_past_the_caps_per_address_and_in_all_get_503_throttled() ->
                 error = _refusal_of(c1)
                 assert error["code"] == "throttled" and "(at most 3)" in error["message"]
             assert server.guard.refused == 2
+            assert registry.get_sample_value("vledger_http_connections_refused_total") == 2
+            assert registry.get_sample_value("vledger_http_connections") == 3
             a1.close()
             _wait(lambda: server.guard.open == 2)
             with _connect(server) as a4:  # the place a1 held is free again
