@@ -104,7 +104,8 @@ async def _attack(port: int, connections: int, hold: float) -> None:
     marks = [1, 5, 9, 11, 15, 20, 30, 45, 60, 90, 120]
     for mark in (m for m in marks if m <= hold):
         await asyncio.sleep(max(0.0, start + mark - time.monotonic()))
-        print(f"  t={mark:>3} s: attacker's connections still open {connections - len(held):>5}", flush=True)
+        still = sum(not task.done() for task in slow)
+        print(f"  t={mark:>3} s: attacker's connections still open {still:>5}", flush=True)
     await asyncio.gather(*slow)
     await prober
     kept = [seconds for seconds, closed in held if not closed]

@@ -48,10 +48,10 @@ FILES_KEPT = 256
 # with the client's request unread would reset the connection and could lose the answer.
 REFUSAL_LINGER = 1.0
 REFUSALS_LINGERING = 256  # past this many lingering at once, a refused connection is closed at once
-# Connections the kernel queues before the loop accepts them (capped by net.core.somaxconn):
-# with aiohttp's 128, a burst of connects (3,000 from one attacker) overflowed the queue and
-# everyone's SYNs were dropped and retried after 1 s, 3 s, 7 s, the prober's too.
-LISTEN_BACKLOG = 1024
+# Connections the kernel queues before the loop accepts them: aiohttp's TCPSite's. 1,024 was
+# tried against a burst of 3,000 connects (bench/slowloris.py): the prober's first answer still
+# took 8.9 s (8.3 s with 128), so no gain.
+LISTEN_BACKLOG = 128
 
 # The HTTP status of each code a read can fail with; any other VledgerError is a 400.
 STATUS_OF_CODE: Mapping[str, int] = {
