@@ -5,6 +5,10 @@
   a bug is a 500 with the code ``error``, logged here, its details kept out of the answer.
 * :class:`HttpThread`: an aiohttp application served from a thread of its own (its own event
   loop), so that the node processes, which are threads around ZeroMQ sockets, can add one.
+  Each connection passes :class:`ConnectionGuard` (config ``[http]``): a deadline on every
+  request's head, an idle keep-alive timeout, and caps on open connections per client address
+  and in all, which aiohttp alone does not have (a client sending its headers a byte at a time
+  held a connection for ever, and ~20k such held the process's file limit).
 * :func:`health_app`: ``/healthz`` (the process is alive), ``/readyz`` (every readiness check
   passes: store open, Redis reachable, copy current) and ``/metrics`` (Prometheus text).
 
@@ -15,22 +19,39 @@ Events connections and keeps up with a cache's tile requests (README, "Public HT
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import resource
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from ..config.cluster import HttpSettings
 from ..node.errors import VledgerError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
 SHUTDOWN_TIMEOUT = 3.0  # seconds open requests get to finish when the server stops
 READ_VERBS = frozenset(("GET", "HEAD"))
+# Files the process keeps for itself beside its HTTP connections (store, Redis, logs, sockets):
+# the cap in all is lowered to the file limit less these, so accept() never runs out first.
+FILES_KEPT = 256
+# A refused connection gets its 503, then up to this long for the client to close first: closing
+# with the client's request unread would reset the connection and could lose the answer.
+REFUSAL_LINGER = 1.0
+REFUSALS_LINGERING = 256  # past this many lingering at once, a refused connection is closed at once
+# Connections the kernel queues before the loop accepts them: aiohttp's TCPSite's. 1,024 was
+# tried against a burst of 3,000 connects (bench/slowloris.py): the prober's first answer still
+# took 8.9 s (8.3 s with 128), so no gain.
+LISTEN_BACKLOG = 128
 
 # The HTTP status of each code a read can fail with; any other VledgerError is a 400.
 STATUS_OF_CODE: Mapping[str, int] = {
@@ -45,6 +66,7 @@ STATUS_OF_CODE: Mapping[str, int] = {
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
 
 Check = Callable[[], str | None]  # None when ready, else the reason it is not
+Details = Callable[[], Mapping[str, Any]]  # more fields of a /readyz body, beside "ok" and "checks"
 
 
 class _OneLineRefusals(logging.Filter):
@@ -104,20 +126,212 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "error", "internal error; the server logged it")
 
 
+def address_key(peer: Any) -> str:
+    """The client address a connection counts against: an IPv4 address, an IPv6 address's /64
+    (one host or home network is given a whole /64, so counting single addresses would cap
+    nothing), an IPv4-mapped IPv6 address as its IPv4 address; anything else as its text."""
+    host = peer[0] if isinstance(peer, tuple) and peer else peer
+    try:
+        address = ipaddress.ip_address(str(host).split("%", 1)[0])
+    except ValueError:
+        return str(host)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _refusal(message: str) -> bytes:
+    body = json.dumps({"error": {"code": "throttled", "message": message}}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class ConnectionGuard:
+    """The counts behind ``[http]``'s caps, for one listening port (its event loop's thread only).
+
+    :meth:`admit` takes a place for a new connection or says why there is none; :meth:`release`
+    gives it back. The cap in all is ``max_connections``, lowered to the process's file limit
+    less :data:`FILES_KEPT` (logged once) so that the cap, not EMFILE, is what a flood meets.
+    """
+
+    def __init__(self, settings: HttpSettings, name: str = "http") -> None:
+        self.settings = settings
+        self.header_timeout = settings.header_timeout_ms / 1000
+        self.idle_timeout = settings.idle_timeout_ms / 1000
+        self.per_address = settings.max_connections_per_address
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.most = settings.max_connections
+        if soft != resource.RLIM_INFINITY and soft - FILES_KEPT < self.most:
+            self.most = max(1, soft - FILES_KEPT)
+            log.warning(
+                "%s: at most %d connections (max_connections %d, but the file limit is %d)",
+                name,
+                self.most,
+                settings.max_connections,
+                soft,
+            )
+        self.open = 0
+        self.by_address: Counter[str] = Counter()
+        self.refused = 0  # connections answered 503 since the start
+        self.late = 0  # connections closed for a request head not complete in time
+        self.lingering: set[asyncio.Transport] = set()  # refused connections given time to close
+
+    def admit(self, address: str) -> str | None:
+        """Take a place for a connection from ``address``: None, or the reason it is refused."""
+        if self.by_address[address] >= self.per_address:
+            return f"too many open connections from this address (at most {self.per_address})"
+        if self.open >= self.most:
+            return f"too many open connections (at most {self.most})"
+        self.open += 1
+        self.by_address[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        self.by_address[address] -= 1
+        if not self.by_address[address]:
+            del self.by_address[address]
+
+
+class GuardMetrics(Collector):
+    """``vledger_http_connections`` (open now), ``vledger_http_connections_refused_total`` (answered
+    503) and ``vledger_http_heads_late_total`` (closed for a head not complete in time) of a port."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self.guard
+        yield GaugeMetricFamily("vledger_http_connections", "open HTTP connections", value=guard.open)
+        yield CounterMetricFamily(
+            "vledger_http_connections_refused", "HTTP connections refused past a cap (503)", value=guard.refused
+        )
+        yield CounterMetricFamily(
+            "vledger_http_heads_late", "HTTP connections closed for a request head late", value=guard.late
+        )
+
+
+class GuardedHandler(web.RequestHandler):
+    """aiohttp's handler of one connection, with :class:`ConnectionGuard`'s caps and the head deadline.
+
+    The deadline runs from the connection's opening for its first request, and from the first
+    byte after an answer for each later one (the idle time before it is aiohttp's keep-alive
+    timeout); it ends when aiohttp has parsed a whole head. A connection still without a head
+    then, and with no request being answered, is closed with no answer (as Go's
+    ReadHeaderTimeout and nginx's client_header_timeout do). Bytes that come while a request is
+    answered (a pipelined head) start no deadline: the idle timeout after the answer bounds them.
+    """
+
+    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, guard: ConnectionGuard) -> None:
+        super().__init__(
+            manager,
+            loop=loop,
+            keepalive_timeout=guard.idle_timeout,
+            logger=protocol_log,
+            access_log=None,  # type: ignore[arg-type]  # no access log: what AppRunner(access_log=None) passes
+        )
+        self._guard = guard
+        self._address: str | None = None  # set once admitted
+        self._refused: asyncio.Transport | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._heads_before = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = address_key(transport.get_extra_info("peername"))
+        reason = self._guard.admit(address)
+        if reason is not None:
+            self._refuse(transport, reason)
+            return
+        self._address = address
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def _refuse(self, transport: asyncio.BaseTransport, reason: str) -> None:
+        guard = self._guard
+        guard.refused += 1
+        log.debug("refused a connection: %s", reason)
+        tcp = transport if isinstance(transport, asyncio.Transport) else None
+        if tcp is None or len(guard.lingering) >= REFUSALS_LINGERING:
+            transport.close()
+            return
+        self._refused = tcp
+        guard.lingering.add(tcp)
+        tcp.write(_refusal(reason))
+        if tcp.can_write_eof():
+            tcp.write_eof()  # the client's EOF then closes it (aiohttp's eof_received: a transport closes on EOF)
+        self._loop.call_later(REFUSAL_LINGER, tcp.close)
+
+    def _start_head_timer(self) -> None:
+        self._heads_before = self._request_count
+        self._head_timer = self._loop.call_later(self._guard.header_timeout, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        # A head parsed since the timer started (bytes of a body may have started it) or a
+        # request still being answered is no late head.
+        if self._request_count == self._heads_before and not self._request_in_progress:
+            self._guard.late += 1
+            log.debug("closed a connection whose request head was not complete in %.1f s", self._guard.header_timeout)
+            self.force_close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused is not None:
+            return  # read and dropped: the 503 is on its way, the connection closing
+        if self._head_timer is None and data and not self._request_in_progress:
+            self._start_head_timer()
+        super().data_received(data)
+        if self._head_timer is not None and self._request_count != self._heads_before:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._refused is not None:
+            self._guard.lingering.discard(self._refused)
+            self._refused = None
+            return  # aiohttp never saw this connection
+        if self._address is not None:
+            self._guard.release(self._address)
+            self._address = None
+            super().connection_lost(exc)
+
+
 class HttpThread:
     """Serve ``app`` on ``host:port`` from a daemon thread with its own event loop.
 
-    :meth:`start` returns once the port is bound (``port`` then holds the bound port, useful
-    with 0) and raises OSError when it cannot be; :meth:`stop` closes every connection.
+    Every connection passes a :class:`ConnectionGuard` with ``settings`` (its caps and
+    deadlines, ``[http]``'s defaults when None; the thread's ``guard``, whose counts go to
+    ``registry`` when given: :class:`GuardMetrics`). :meth:`start` returns
+    once the port is bound (``port`` then holds the bound port, useful with 0) and raises
+    OSError when it cannot be; :meth:`stop` closes every connection.
     """
 
-    def __init__(self, app: web.Application, host: str, port: int, name: str = "http") -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        name: str = "http",
+        settings: HttpSettings | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.guard = ConnectionGuard(settings or HttpSettings(), name)
+        if registry is not None:
+            registry.register(GuardMetrics(self.guard))
         self._name = name
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
 
     def start(self) -> HttpThread:
@@ -136,19 +350,31 @@ class HttpThread:
             self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, logger=protocol_log
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        server = site._server  # the bound socket tells the port chosen for 0
-        if server is not None and self.port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
+        server = self._runner.server
+        assert server is not None  # setup made it
+        # Not a TCPSite: it would build aiohttp's own handler, which has no head deadline or caps.
+        self._listener = await self._loop.create_server(
+            lambda: GuardedHandler(server, loop=self._loop, guard=self.guard),
+            self.host,
+            self.port,
+            reuse_address=True,
+            backlog=LISTEN_BACKLOG,
+        )
+        if self.port == 0:  # the bound socket tells the port chosen
+            self.port = self._listener.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        for transport in list(self.guard.lingering):
+            transport.close()
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes the connections aiohttp serves
 
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(START_TIMEOUT)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(START_TIMEOUT)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(START_TIMEOUT)
         self._loop.close()
@@ -171,8 +397,11 @@ def run_checks(checks: Mapping[str, Check]) -> dict[str, str | None]:
     return results
 
 
-def add_health_routes(app: web.Application, checks: Mapping[str, Check], registry: CollectorRegistry) -> None:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``app`` (see the module's docstring)."""
+def add_health_routes(
+    app: web.Application, checks: Mapping[str, Check], registry: CollectorRegistry, details: Details | None = None
+) -> None:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``app`` (see the module's docstring); the
+    fields ``details`` gives (a standby's follow restarts) are added to each ``/readyz`` body."""
 
     async def healthz(_: web.Request) -> web.Response:
         return json_response({"ok": True})
@@ -181,7 +410,8 @@ def add_health_routes(app: web.Application, checks: Mapping[str, Check], registr
         # Checks may block on Redis for their timeout: off the event loop.
         results = await asyncio.get_running_loop().run_in_executor(None, run_checks, checks)
         ready = all(reason is None for reason in results.values())
-        return json_response({"ok": ready, "checks": results}, status=200 if ready else 503)
+        body = {**(details() if details is not None else {}), "ok": ready, "checks": results}
+        return json_response(body, status=200 if ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
@@ -192,8 +422,10 @@ def add_health_routes(app: web.Application, checks: Mapping[str, Check], registr
     app.router.add_get("/metrics", metrics)
 
 
-def health_app(checks: Mapping[str, Check], registry: CollectorRegistry) -> web.Application:
+def health_app(
+    checks: Mapping[str, Check], registry: CollectorRegistry, details: Details | None = None
+) -> web.Application:
     """An application with only the three probes, for a node's ``http_port``."""
     app = web.Application(middlewares=[json_errors])
-    add_health_routes(app, checks, registry)
+    add_health_routes(app, checks, registry, details)
     return app

@@ -71,14 +71,24 @@ log = logging.getLogger(__name__)
 PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
+_MS_MASK = (1 << 48) - 1  # 12 hex digits of milliseconds: until the year 10889
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_request_id() -> str:
-    return secrets.token_hex(16)
+def new_request_id(clock: Callable[[], int] = now_ms) -> str:
+    """A put's default request id: the time in milliseconds as 12 hex digits, then 20 random hex
+    digits (80 bits: unguessable, and two writers' ids never meet). 32 characters of
+    ``[0-9a-f]``, within PROTOCOL 2's request ids.
+
+    Time first so that an author's ids sort in the order they were made: the store's index on
+    ``(ledger, author, request_id)`` then takes each put's row on the last page of that author's
+    range, not on a random one (with ``secrets.token_hex(16)``, each put of a long-lived writer
+    dirtied a random index page).
+    """
+    return f"{clock() & _MS_MASK:012x}{secrets.token_hex(10)}"
 
 
 class Write(NamedTuple):

@@ -108,6 +108,25 @@ class ObserverSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``[http]``: what one client may hold of a process's HTTP port (the gateway's, a node's
+    ``http_port``): aiohttp alone sets no deadline on a request's head, so connections that send
+    their headers a byte at a time were held for ever (docs/PROTOCOL.md, section 15)."""
+
+    # A request's head (request line and headers) must be complete this long after the
+    # connection opened, or, on a kept-alive connection, after its first byte; else the
+    # connection is closed without an answer.
+    header_timeout_ms: int = 10_000
+    # A kept-alive connection with no request for this long after its last answer is closed.
+    idle_timeout_ms: int = 30_000
+    # Open connections in all, and from one client address (an IPv6 address counts by its /64);
+    # past either, a new connection is answered 503 [throttled] and closed. Behind a reverse
+    # proxy every connection comes from the proxy's address: raise the second to the first.
+    max_connections: int = 8192
+    max_connections_per_address: int = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
     role: str
@@ -217,6 +236,7 @@ class ClusterConfig:
     verifier: VerifierSettings = dataclasses.field(default_factory=VerifierSettings)
     observers: ObserverSettings = dataclasses.field(default_factory=ObserverSettings)
     redis: RedisSettings = dataclasses.field(default_factory=RedisSettings)
+    http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
     # [outside_witnesses]: an outside witness's key name (as a genesis lists it) -> the URL
     # prefix of its add-checkpoint (c2sp.org/tlog-witness's submission prefix)
     outside_witnesses: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -380,6 +400,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         "nodes",
         "ledgers",
         "redis",
+        "http",
         "outside_witnesses",
     )
     _check_keys(data, tables, where)
@@ -442,6 +463,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
             passwords_dir=None if passwords is None else (base / passwords).resolve(),
             ca_file=None if ca is None else (base / ca).resolve(),
         ),
+        http=_http_settings(data.get("http", {}), f"{where}: http"),
         outside_witnesses=_outside_witnesses(_table(data, "outside_witnesses", where), f"{where}: outside_witnesses"),
     )
 
@@ -470,6 +492,17 @@ def _ingest_settings(table: Any, where: str) -> IngestSettings:
             f" max_file_bytes ({ingest.max_file_bytes}): a file of the largest size could never be uploaded"
         )
     return ingest
+
+
+def _http_settings(table: Any, where: str) -> HttpSettings:
+    """[http], whose cap per address is at most the cap in all (a larger one could never be reached)."""
+    http = build_settings(HttpSettings, table, where)
+    if http.max_connections_per_address > http.max_connections:
+        raise SettingsError(
+            f"{where}.max_connections_per_address: {http.max_connections_per_address} is over"
+            f" max_connections ({http.max_connections})"
+        )
+    return http
 
 
 def load_cluster(path: Path) -> ClusterConfig:

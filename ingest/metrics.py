@@ -33,9 +33,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from ..broker.http import Check, HttpThread, health_app
+from ..broker.http import Check, Details, HttpThread, health_app
 from ..broker.replication import ReplicationLedger
-from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.cluster import ClusterConfig, HttpSettings, NodeConfig
 from ..node.store import ChainStore
 from .loop import Service, Waiting
 
@@ -308,10 +308,19 @@ def current_check(
 
 
 @contextlib.contextmanager
-def health_server(node: NodeConfig, metrics: NodeMetrics, checks: Mapping[str, Check]) -> Iterator[None]:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the node's ``http_port`` while inside (none: nothing)."""
+def health_server(
+    node: NodeConfig,
+    metrics: NodeMetrics,
+    checks: Mapping[str, Check],
+    settings: HttpSettings | None = None,
+    details: Details | None = None,
+) -> Iterator[None]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` (with ``details``' fields) on the node's
+    ``http_port`` while inside (none: nothing), with ``[http]``'s ``settings`` (its defaults when None)."""
     if node.http_port is None:
         yield
         return
-    with HttpThread(health_app(checks, metrics.registry), node.bind_host, node.http_port, name=f"http-{node.name}"):
+    app = health_app(checks, metrics.registry, details)
+    name = f"http-{node.name}"
+    with HttpThread(app, node.bind_host, node.http_port, name=name, settings=settings, registry=metrics.registry):
         yield

@@ -29,7 +29,7 @@ import zmq
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import Publisher
-from ..broker.http import Check
+from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
@@ -269,10 +269,10 @@ class NodeRuntime:
         self.gates.on_rotation(rotation.update)
         return rotation, keys
 
-    def health(self, metrics: NodeMetrics, checks: Mapping[str, Check]) -> None:
-        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on the node's ``http_port`` (if it has
-        one) until the runtime closes."""
-        self.stack.enter_context(health_server(self.node, metrics, checks))
+    def health(self, metrics: NodeMetrics, checks: Mapping[str, Check], details: Details | None = None) -> None:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` (with ``details``' fields) on the node's
+        ``http_port`` (if it has one) until the runtime closes."""
+        self.stack.enter_context(health_server(self.node, metrics, checks, self.config.http, details))
 
     # --- serving --------------------------------------------------------------------------
 

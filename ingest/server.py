@@ -13,6 +13,7 @@ import functools
 import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import __version__
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
@@ -44,7 +45,7 @@ from .outside_feeder import FEEDER_METRICS, WitnessFeeder
 from .runtime import NodeRuntime
 from .second_factor import cluster_second_factors
 from .service import IngestService
-from .standby import StandbyFollow
+from .standby import StandbyFollow, standby_report
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
@@ -211,6 +212,15 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         metrics.collect_with(
             gauge_collector(f"vledger_outside_witness_{what}", text, functools.partial(feeder.count, what))
         )
+    followed = standby_ledgers(config, name)
+    standby: StandbyFollow | None = None  # made once the service is
+
+    def standby_fields() -> dict[str, Any]:
+        # A standby's follow restarts where an operator looks (hello, vledger status, /readyz), not only in metrics.
+        if not followed:
+            return {}
+        return {"standby": standby.report() if standby is not None else standby_report(followed, 0)}
+
     runtime.health(
         metrics,
         {
@@ -218,6 +228,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             "redis": redis_check(replication),
             "outbox": lambda: None if outbox.alive() else "the outbox process is not running",
         },
+        standby_fields,
     )
     watch = runtime.started(
         CosignatureWatch(
@@ -287,15 +298,16 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         second_factor=factors,
         homes=homes.home_of,
         promotion=Promotion(config, name, homes, replication, witnesses, public),
+        status=standby_fields,
     )
-    followed = standby_ledgers(config, name)
     if followed:
-        standby = runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        follow = runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))
+        standby = follow
         metrics.collect_with(
             counter_collector(
                 "vledger_standby_follow_restarts",
                 "times the standby follow ran again after a bug",
-                lambda: standby.restarts.count,
+                lambda: follow.restarts.count,
             )
         )
         log.info("ingest node %s is the standby of %s", name, ", ".join(followed))

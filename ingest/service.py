@@ -365,7 +365,7 @@ class IngestService:
         self.throttle = Throttle(config.ingest.throttle_rate, config.ingest.throttle_burst)
         self._executor = executor
         self.replicas = replicas
-        self.status = status  # extra fields of hello: a replica says whether it is current
+        self.status = status  # extra fields of hello: a replica says whether it is current, a standby its restarts
         self.checkpoints = checkpoints  # each ledger's checkpoints this node serves (PROTOCOL 10.7)
         # Ledgers whose store contradicts a checkpoint this home signed: no write is taken.
         self.refused = refused or {}

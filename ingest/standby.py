@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
@@ -123,6 +123,11 @@ class StandbyFollow:
         address = gates.feed_address_of(home)
         return FeedSource(home, address.endpoint, address.key, address.also)
 
+    def report(self) -> dict[str, Any]:
+        """What ``hello`` and ``/readyz`` say of it (PROTOCOL 6, 15.3): the ledgers it is the
+        standby of and how often its follow ran again after a bug (it counts since the node started)."""
+        return standby_report(self.ledgers, self.restarts.count)
+
     def following(self) -> set[str]:
         """The ledgers it follows now: those another node is home of."""
         return {ledger for ledger in self.ledgers if self.homes.home_of(ledger).name != self.name}
@@ -167,6 +172,11 @@ class StandbyFollow:
             return
         for ledger, note, source in notes:
             self.follower.take_checkpoint(ledger, note, source, catch_up=False)
+
+
+def standby_report(ledgers: Iterable[str], restarts: int) -> dict[str, Any]:
+    """``{"ledgers": [names, sorted], "follow_restarts": restarts}``: a standby's part of ``hello`` and ``/readyz``."""
+    return {"ledgers": sorted(ledgers), "follow_restarts": restarts}
 
 
 class Restarts:

@@ -74,6 +74,10 @@ def print_hello(result: dict[str, Any], *, as_json: bool) -> None:
     print(f"node {result.get('node')}: vledger {result.get('version')}, protocol {result.get('protocol')}")
     print(f"you are {result.get('account')} ({result.get('role')})")
     print(f"home to: {ledgers}")
+    standby = result.get("standby")
+    if isinstance(standby, dict):
+        restarts = standby.get("follow_restarts")
+        print(f"standby of: {', '.join(standby.get('ledgers') or []) or 'none'} (follow restarts: {restarts})")
 
 
 def print_whoami(result: dict[str, Any], *, as_json: bool) -> None:

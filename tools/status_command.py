@@ -75,6 +75,9 @@ alerts (read from Redis) are empty:
               failed status), "version": str or null,
               "current": bool or null (replicas and observers: caught up and behind nothing),
               "behind": {ledger: records},
+              "standby": null, or for an ingest node that is a standby (its hello's):
+                         {"ledgers": [names], "follow_restarts": int (its follow ran again
+                          after a bug, since the node started: see its log)},
               "process": {"state": str, "pid": int or null} or null (not supervised here)}],
    "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "head", "stream_head",
                "home_held", "nodes": [{"node", "role", "held", "lag", "lagging"}],
@@ -134,6 +137,13 @@ class NodeStatus:
     current: bool | None  # replicas and observers that answered; None for the others
     behind: dict[str, int]  # ledger -> records it lacks, as the node says
     process: ProgramState | None  # supervisord's view; None: not asked or not a program there
+    standby: StandbyState | None = None  # an ingest node that is some ledgers' standby, as its hello says
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyState:
+    ledgers: tuple[str, ...]
+    follow_restarts: int  # its follow ran again after a bug, since the node started
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +252,17 @@ def _node_status(name: str, role: str, answer: NodeAnswer, process: ProgramState
         current=bool(hello.get("current")) if follower else None,
         behind={str(k): v for k, v in behind.items() if _is_int(v)} if follower and isinstance(behind, dict) else {},
         process=process,
+        standby=_standby(hello.get("standby")),
+    )
+
+
+def _standby(value: object) -> StandbyState | None:
+    if not isinstance(value, dict):
+        return None
+    ledgers = value.get("ledgers")
+    return StandbyState(
+        tuple(str(ledger) for ledger in ledgers) if isinstance(ledgers, list) else (),
+        _int(value.get("follow_restarts")),
     )
 
 
@@ -360,6 +381,9 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
                 "version": n.version,
                 "current": n.current,
                 "behind": n.behind,
+                "standby": None
+                if n.standby is None
+                else {"ledgers": list(n.standby.ledgers), "follow_restarts": n.standby.follow_restarts},
                 "process": None if n.process is None else _program_json(n.process),
             }
             for n in status.nodes
@@ -395,13 +419,22 @@ def node_rows(status: ClusterStatus) -> tuple[tuple[str, ...], list[tuple[str, .
     rows = []
     for node in status.nodes:
         process = (_process(node.process),) if supervised else ()
-        rows.append((node.node, node.role, "up" if node.up else "down", *process, _sync(node), node.error or ""))
+        note = "; ".join(text for text in (node.error, _restarts(node.standby)) if text)
+        rows.append((node.node, node.role, "up" if node.up else "down", *process, _sync(node), note))
     if status.supervisord is not None:  # the programs that are no node: the Redis run here
         names = {node.node for node in status.nodes}
         for name, program in sorted(status.supervisord.programs.items()):
             if name not in names:
                 rows.append((name, "-", "up" if program.state == RUNNING else "down", _process(program), "", ""))
     return header, rows
+
+
+def _restarts(standby: StandbyState | None) -> str | None:
+    """A standby's follow restarts for the NOTE column (none: nothing to say)."""
+    if standby is None or not standby.follow_restarts:
+        return None
+    times = "once" if standby.follow_restarts == 1 else f"{standby.follow_restarts:,} times"
+    return f"standby follow ({', '.join(standby.ledgers)}) restarted {times} after a bug: see its log"
 
 
 def _process(program: ProgramState | None) -> str:

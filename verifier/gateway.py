@@ -1059,7 +1059,14 @@ def run_gateway(
     stopping = threading.Event()
     handlers = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with HttpThread(app, host or node.bind_host, bind_port, name=f"gateway-{name}") as server:
+        with HttpThread(
+            app,
+            host or node.bind_host,
+            bind_port,
+            name=f"gateway-{name}",
+            settings=config.http,
+            registry=gateway.registry,
+        ) as server:
             log.info("gateway of %s serving http://%s:%d/", name, node.host, server.port)
             stopping.wait()
     finally:

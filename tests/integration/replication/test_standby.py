@@ -6,7 +6,9 @@ home and the witnesses take none of its checkpoints. Nothing acknowledged with w
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,13 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     )
     rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    # Where an operator looks (hello, so vledger status; /readyz), the standby shows what it
+    # follows and how often its follow restarted after a bug (PROTOCOL 6, 15.3); the home shows none.
+    standby = {"ledgers": [LEDGER], "follow_restarts": 0}
+    assert cluster.admin("ingest-2").call("hello")["standby"] == standby
+    assert "standby" not in cluster.admin("ingest-1").call("hello")
+    with urllib.request.urlopen(cluster.health_url("ingest-2") + "readyz", timeout=10) as answer:
+        assert json.loads(answer.read())["standby"] == standby
 
     acknowledged: dict[str, bytes] = {}  # request id -> hash of each put answered with w=1
     stop = threading.Event()

@@ -1,17 +1,24 @@
-"""The shared HTTP plumbing: what a request aiohttp cannot parse leaves in the log."""
+"""The shared HTTP plumbing: what a request aiohttp cannot parse leaves in the log; the head
+deadline, idle timeout and connection caps every HTTP port has (real sockets)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
+from prometheus_client import CollectorRegistry
 
-from vledger.broker.http import HttpThread, json_errors, protocol_log
+from vledger.broker.http import HttpThread, address_key, health_app, json_errors, protocol_log
+from vledger.config.cluster import HttpSettings
 
 DEADLINE = 5.0
 
@@ -52,3 +59,182 @@ def test_the_filter_reads_aiohttp_s_parse_error() -> None:
     for f in protocol_log.filters:
         assert isinstance(f, logging.Filter) and f.filter(record)
     assert record.levelno == logging.DEBUG and record.exc_info is None
+
+
+# --- the head deadline, the idle timeout and the connection caps ([http]) ------------------------
+
+HEAD_S = 0.4  # the head deadline of the servers below
+IDLE_S = 2.5  # their idle keep-alive timeout
+
+
+def _ok_app() -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/", ok)
+    return app
+
+
+def _server(per_address: int = 64, most: int = 8192, registry: CollectorRegistry | None = None) -> HttpThread:
+    settings = HttpSettings(
+        header_timeout_ms=int(HEAD_S * 1000),
+        idle_timeout_ms=int(IDLE_S * 1000),
+        max_connections=most,
+        max_connections_per_address=per_address,
+    )
+    return HttpThread(_ok_app(), "127.0.0.1", 0, settings=settings, registry=registry)
+
+
+def _connect(server: HttpThread, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE, source_address=(source, 0))
+
+
+def _get(conn: socket.socket) -> tuple[int, bytes]:
+    """One GET / on a kept-alive connection: the status and the body."""
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed after {answer!r}"
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        assert chunk
+        body += chunk
+    return int(head.split(b" ")[1]), body
+
+
+def _until_closed(conn: socket.socket) -> float:
+    """Seconds until the server closes ``conn`` (it sends nothing meanwhile); fails past DEADLINE."""
+    start = time.monotonic()
+    assert conn.recv(1) == b""
+    return time.monotonic() - start
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline_and_others_are_served_meanwhile() -> None:
+    # The slowloris attack: aiohttp alone kept such a connection for as long as bytes came.
+    registry = CollectorRegistry()
+    with _server(registry=registry) as server:
+        head = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-A: b\r\n" * 1000
+        served_meanwhile = False
+        with _connect(server) as slow:
+            start = time.monotonic()
+            slow.settimeout(0.02)
+            sent = 0
+            closed_at = None
+            while closed_at is None:
+                assert time.monotonic() - start < DEADLINE, "still open"
+                if not served_meanwhile and time.monotonic() - start > HEAD_S / 2:
+                    with _connect(server) as other:
+                        assert _get(other) == (200, b"ok")
+                    served_meanwhile = True
+                try:
+                    slow.sendall(head[sent : sent + 1])
+                    sent += 1
+                    if slow.recv(1) == b"":
+                        closed_at = time.monotonic() - start
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at = time.monotonic() - start
+            assert HEAD_S * 0.9 <= closed_at < HEAD_S + 1.5
+            assert sent > 5 and served_meanwhile  # bytes kept coming until then, and others were answered
+            assert server.guard.late == 1
+            assert registry.get_sample_value("vledger_http_heads_late_total") == 1
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_head_deadline() -> None:
+    with _server() as server, _connect(server) as conn:
+        assert HEAD_S * 0.9 <= _until_closed(conn) < HEAD_S + 1.5
+        _wait(lambda: server.guard.open == 0)
+
+
+def test_a_kept_alive_connection_idles_to_its_timeout_and_the_next_head_has_its_own_deadline() -> None:
+    with _server() as server, _connect(server) as conn:
+        assert _get(conn) == (200, b"ok")
+        time.sleep(HEAD_S * 2)  # idle longer than a head may take: the head deadline does not run
+        assert _get(conn) == (200, b"ok")
+        conn.sendall(b"GET / HT")  # a head begun after the answer, never finished
+        assert HEAD_S * 0.9 <= _until_closed(conn) < HEAD_S + 1.5
+        assert server.guard.late == 1
+    with _server() as server, _connect(server) as conn:
+        assert _get(conn) == (200, b"ok")
+        assert IDLE_S * 0.9 <= _until_closed(conn) < IDLE_S + 2.0
+        assert server.guard.late == 0  # an idle close is no late head
+
+
+def _refusal_of(conn: socket.socket) -> dict[str, Any]:
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    answer = b""
+    while chunk := conn.recv(4096):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), answer
+    assert b"Connection: close" in head and b"Retry-After: 1" in head
+    error: dict[str, Any] = json.loads(body)["error"]
+    return error
+
+
+def test_connections_past_the_caps_per_address_and_in_all_get_503_throttled() -> None:
+    registry = CollectorRegistry()
+    with _server(per_address=2, most=3, registry=registry) as server:
+        with _connect(server) as a1, _connect(server) as a2, _connect(server, "127.0.0.2") as b1:
+            for conn in (a1, a2, b1):
+                assert _get(conn) == (200, b"ok")
+            with _connect(server) as a3:
+                error = _refusal_of(a3)
+                assert error["code"] == "throttled" and "from this address (at most 2)" in error["message"]
+            with _connect(server, "127.0.0.3") as c1:
+                error = _refusal_of(c1)
+                assert error["code"] == "throttled" and "(at most 3)" in error["message"]
+            assert server.guard.refused == 2
+            assert registry.get_sample_value("vledger_http_connections_refused_total") == 2
+            assert registry.get_sample_value("vledger_http_connections") == 3
+            a1.close()
+            _wait(lambda: server.guard.open == 2)
+            with _connect(server) as a4:  # the place a1 held is free again
+                assert _get(a4) == (200, b"ok")
+        _wait(lambda: server.guard.open == 0 and not server.guard.lingering)
+        assert not server.guard.by_address
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        (("203.0.113.7", 4711), "203.0.113.7"),
+        (("2001:db8:1:2:aaaa::1", 4711, 0, 0), "2001:db8:1:2::/64"),
+        (("2001:db8:1:2:bbbb::9", 80, 0, 0), "2001:db8:1:2::/64"),  # the same /64: one client
+        (("::ffff:198.51.100.2", 4711, 0, 0), "198.51.100.2"),
+        (("fe80::1%eth0", 4711, 0, 2), "fe80::/64"),
+        (None, "None"),
+    ],
+)
+def test_connections_count_by_ipv4_address_or_ipv6_slash_64(peer: Any, key: str) -> None:
+    assert address_key(peer) == key
+
+
+def test_readyz_adds_the_details_given_beside_its_checks() -> None:
+    # A standby's follow restarts (ingest/server.py) reach /readyz this way.
+    restarts = [0]
+    app = health_app(
+        {"store": lambda: None}, CollectorRegistry(), lambda: {"standby": {"follow_restarts": restarts[0]}}
+    )
+    with HttpThread(app, "127.0.0.1", 0) as server:
+        url = f"http://127.0.0.1:{server.port}/readyz"
+        restarts[0] = 2
+        with urllib.request.urlopen(url, timeout=DEADLINE) as answer:
+            body = json.loads(answer.read())
+    assert body == {"ok": True, "checks": {"store": None}, "standby": {"follow_restarts": 2}}

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from vledger.broker.keys import generate
-from vledger.client.session import Reader, Session, Write, node_address
+from vledger.client.session import Reader, Session, Write, new_request_id, node_address, now_ms
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, ProofError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
-from vledger.node.record import Content, Entry
+from vledger.node.record import REQUEST_ID_PATTERN, Content, Entry
 from vledger.node.rules.votes import electronic_id
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, home_key
@@ -190,3 +190,28 @@ def test_a_session_given_a_node_never_turns_to_the_standby(standby_session: tupl
     session.client = HomeGone(cluster.standby.store, None)  # --node: the given node is the silent one
     with pytest.raises(NodeUnavailableError):
         session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+
+
+# --- the default request id -------------------------------------------------------------------
+
+
+def test_default_request_ids_sort_by_time_and_stay_unguessable() -> None:
+    # Time first: an author's ids sort as they were made, so the store's (ledger, author,
+    # request_id) index takes each put on the last page of the author's range.
+    times = iter(range(1_764_000_000_000, 1_764_000_000_000 + 5_000 * 7, 7))
+    made = [new_request_id(lambda: next(times)) for _ in range(5_000)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    for request_id in made:
+        assert len(request_id) == 32 <= PROTOCOL_LIMITS.max_request_id_length
+        assert REQUEST_ID_PATTERN.fullmatch(request_id) and request_id == request_id.lower()
+    assert made[0][:12] == f"{1_764_000_000_000:012x}"
+    # Within one millisecond the 80 random bits differ: two writers' ids never meet.
+    same_ms = {new_request_id(lambda: 1_764_000_000_000) for _ in range(5_000)}
+    assert len(same_ms) == 5_000 and {i[:12] for i in same_ms} == {f"{1_764_000_000_000:012x}"}
+    tails = [int(i[12:], 16) for i in same_ms]
+    assert max(tails) - min(tails) > 2**70  # spread over the 80 bits, not a counter
+    # The real clock: ids made later never sort before earlier ones (to the millisecond).
+    first, second = new_request_id(), new_request_id()
+    assert first[:12] <= second[:12]
+    assert abs(int(first[:12], 16) - now_ms()) < 60_000

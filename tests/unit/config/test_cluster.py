@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vledger.config.cluster import ReplicationSettings, cluster_from_mapping, load_cluster
+from vledger.config.cluster import HttpSettings, ReplicationSettings, cluster_from_mapping, load_cluster
 from vledger.node.errors import SettingsError
 
 REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "cluster.toml"
@@ -118,10 +118,24 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
             {"ingest": {"max_file_bytes": 2000, "max_partial_upload_bytes": 1999}},
             "ingest.max_partial_upload_bytes: 1999 is below max_file_bytes (2000)",
         ),
+        ({"http": {"header_timeout_ms": 0}}, "http.header_timeout_ms: expected a positive integer, got 0"),
+        ({"http": {"read_timeout_ms": 10}}, "http.read_timeout_ms: unknown key"),
+        (
+            {"http": {"max_connections": 10, "max_connections_per_address": 11}},
+            "http.max_connections_per_address: 11 is over max_connections (10)",
+        ),
     ],
 )
 def test_mistakes_are_named_with_the_file_and_key(changes: dict[str, Any], named: str) -> None:
     assert named in refused(config(**changes))
+
+
+def test_http_limits_have_defaults_and_may_be_set() -> None:
+    assert load(config()).http == HttpSettings()
+    assert HttpSettings().header_timeout_ms == 10_000  # the default PROTOCOL 15 states
+    http = load(config(http={"header_timeout_ms": 5000, "max_connections_per_address": 8})).http
+    assert (http.header_timeout_ms, http.max_connections_per_address) == (5000, 8)
+    assert http.idle_timeout_ms == HttpSettings().idle_timeout_ms
 
 
 def test_production_mode_is_off_unless_the_cluster_file_says_so() -> None:

@@ -114,12 +114,16 @@ def test_the_standby_follow_runs_again_after_a_bug_and_counts_it() -> None:
     standby.stopping = threading.Event()
     standby.follower = _Follower(failures=2, stopping=standby.stopping)
     standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
+    standby.ledgers = ["votes", "election-2026"]
     standby._thread = None
+    assert standby.report() == {"ledgers": ["election-2026", "votes"], "follow_restarts": 0}
     standby.start()
     thread = standby._thread
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert standby.follower.starts == 3 and standby.restarts.count == 2
+    # What hello and /readyz say of it (PROTOCOL 6, 15.3), not only the metric.
+    assert standby.report() == {"ledgers": ["election-2026", "votes"], "follow_restarts": 2}
 
 
 def test_the_standby_s_follower_closes_in_redis_the_alerts_it_resolves() -> None:

@@ -50,6 +50,7 @@ from vledger.tools import cli, client_commands
 from vledger.tools import client_payloads as build
 from vledger.tools import shell as shell_module
 from vledger.tools.client_commands import donor_id, ledger_rules, public_key_argument, shell_parser
+from vledger.tools.client_output import print_hello
 from vledger.tools.client_payloads import Write, parse_json_map
 from vledger.tools.client_session import ClientOptions, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
@@ -1241,3 +1242,11 @@ def test_a_node_without_a_signed_checkpoint_is_read_as_a_chain_and_the_reader_to
     other.refusal = RemoteError("forbidden", "not for you", {})
     with pytest.raises(RemoteError, match="forbidden"):
         _signed_checkpoint(other, "notes", 0)  # type: ignore[arg-type]
+
+
+def test_hello_of_a_standby_shows_its_follow_restarts(capsys: pytest.CaptureFixture[str]) -> None:
+    hello = {"node": "ingest-2", "version": "0.1.0", "protocol": 1, "ledgers": [], "account": "a", "role": "admin"}
+    print_hello(hello, as_json=False)
+    assert "standby" not in capsys.readouterr().out
+    print_hello({**hello, "standby": {"ledgers": ["votes", "x"], "follow_restarts": 2}}, as_json=False)
+    assert capsys.readouterr().out.endswith("home to: none yet\nstandby of: votes, x (follow restarts: 2)\n")

@@ -126,6 +126,26 @@ def test_everything_up_and_current_is_ok() -> None:
     ]
 
 
+def test_a_standby_s_follow_restarts_show_in_the_table_and_the_json_but_are_no_problem() -> None:
+    standby = {"ledgers": ["votes", "election-2026"], "follow_restarts": 3}
+    status = status_of(answers(ingest_1=NodeAnswer("ingest-1", hello("ingest-1", "ingest", standby=standby))))
+    _, rows = node_rows(status)
+    assert rows[0] == (
+        "ingest-1",
+        "ingest",
+        "up",
+        "",
+        "standby follow (votes, election-2026) restarted 3 times after a bug: see its log",
+    )
+    assert status_json(status)["nodes"][0]["standby"] == standby
+    assert status.ok  # it follows again: the count is for the operator to read, not an exit code
+    quiet = status_of(
+        answers(ingest_1=NodeAnswer("ingest-1", hello("ingest-1", "ingest", standby={**standby, "follow_restarts": 0})))
+    )
+    assert node_rows(quiet)[1][0][-1] == ""
+    assert status_json(quiet)["nodes"][0]["standby"]["follow_restarts"] == 0
+
+
 def test_a_node_that_does_not_answer_is_down_and_a_problem() -> None:
     down = NodeAnswer("replica-1", None, error="tcp://127.0.0.1:7111: no answer within 1 s")
     status = status_of(answers(replica_1=down))
@@ -281,6 +301,7 @@ def test_the_json_object_and_its_ledgers_as_repl_status_gives_them() -> None:
         "version": "0.1.0",
         "current": True,
         "behind": {},
+        "standby": None,
         "process": {"state": "RUNNING", "pid": 102},
     }
     (verifier,) = report["verifiers"]
