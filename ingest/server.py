@@ -282,6 +282,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
                 [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
                 now_ms(),
             ),
+            epochs_of=book.history,
         ),
         keys=signer,
         chains=chains.stored,
