@@ -218,6 +218,15 @@ class Homes:
                 self._homes[ledger] = found
             return found
 
+    def replaced(self, ledger: str, name: str) -> bool:
+        """Whether ``name`` holds ``ledger`` only as a home a newer epoch replaced (10.9): an
+        epoch from 2 on names another home, and ``name`` is not the cluster file's standby
+        (which follows the home as a replica does). Its copy is then not the ledger's."""
+        if self.home_of(ledger).name == name:  # the home's question, answered from the cache
+            return False
+        standby = self.config.standby_of(ledger)
+        return (standby is None or standby.name != name) and self.epoch_of(ledger)[0] >= 2
+
 
 _HOMES_KEPT = 100_000  # ledgers whose home is kept; past that, the others' is found each time
 

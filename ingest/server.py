@@ -288,6 +288,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         chains=chains.stored,
         second_factor=factors,
         homes=homes.home_of,
+        replaced=functools.partial(homes.replaced, name=name),
         promotion=Promotion(config, name, homes, replication, witnesses, public),
     )
     followed = standby_ledgers(config, name)
