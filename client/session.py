@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
+# The reads of one ledger (PROTOCOL 6.1) that any holder of it answers alike: a silent home's go to its standby.
+LEDGER_READS = frozenset(("get", "range", "head", "size", "checkpoint", "proof.inclusion", "proof.consistency"))
 
 
 def now_ms() -> int:
@@ -511,6 +513,19 @@ class Session(Reader):
         self._request_ids = request_ids
         self._account: str | None = None
         self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
+        """As Reader.call; a read of a ledger sent to its configured home that does not answer
+        is sent to the ledger's standby (PROTOCOL 10.9: promoted in its place, or following it),
+        and the session's later requests about that ledger go there too. A home that answers
+        but was replaced names the new home (not_home), which the connection follows."""
+        try:
+            return super().call(cmd, args, node=node)
+        except NodeUnavailableError as e:
+            ledger = (args or {}).get("ledger")
+            if cmd not in LEDGER_READS or not isinstance(ledger, str) or self.pinned or node != self.home_node(ledger):
+                raise
+            return super().call(cmd, args, node=self.standby_node(ledger, e))
 
     def home_node(self, ledger: str) -> NodeAddress | None:
         """The ledger's home node as the configuration names it; None when it is the session's node."""

@@ -190,3 +190,12 @@ def test_a_session_given_a_node_never_turns_to_the_standby(standby_session: tupl
     session.client = HomeGone(cluster.standby.store, None)  # --node: the given node is the silent one
     with pytest.raises(NodeUnavailableError):
         session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+
+
+def test_a_read_whose_home_does_not_answer_goes_to_the_standby(standby_session: tuple[Session, HomeGone]) -> None:
+    """After a promotion with the old home down, `vledger size` and `get` read the ledger from
+    its standby (the new home) instead of failing `unavailable` at the configured home."""
+    session, cluster = standby_session
+    assert [r.height for r in session.records(LEDGER)] == list(range(SIZE))
+    assert session.record(LEDGER, SIZE - 1).height == SIZE - 1
+    assert [cmd for cmd, node in cluster.sent if node == cluster.home] == ["range"]  # asked once, then skipped
