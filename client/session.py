@@ -28,7 +28,7 @@ from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, 
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -126,24 +126,37 @@ class _SignedTree:
 
     def __init__(self, ledger: str, proven: VerifiedCheckpoint) -> None:
         self.ledger = ledger
+        self.proven = proven
         self.size = proven.checkpoint.size
         self.root = proven.checkpoint.root
         self.tree = Frontier()
+        self.epochs: list[Record] = []  # the genesis and the handover records among the tree's (10.9)
 
     def leaves(self, records: Iterable[Record]) -> Iterator[Record]:
         """``records`` as they come, the first ``size`` of them grown into the tree."""
         for record in records:
             if self.tree.size < self.size:
                 self.tree.append(leaf_hash(record.encode()))
+                if record.height == 0 or record.content.kind == EPOCH_KIND:
+                    self.epochs.append(record)
             yield record
 
     def check(self) -> None:
-        """Raise ProofError unless the records taken make the checkpoint's tree."""
+        """Raise ProofError unless the records taken make the checkpoint's tree; for a ledger
+        whose genesis pins a standby key, the checkpoint must also be of its epoch by those
+        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover."""
         if self.tree.size != self.size or self.tree.root() != self.root:
             raise ProofError(
                 f"the first {self.tree.size} records of {self.ledger!r} this node served are not the tree of "
                 f"{self.size} records its signed checkpoint states: the node serves another chain"
             )
+        genesis = self.epochs[0] if self.epochs and self.epochs[0].height == 0 else None
+        rules = LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS) if genesis is not None else None
+        if genesis is None or rules is None or STANDBY_KEY_FIELD not in rules.rules:
+            return
+        history = EpochHistory.from_genesis(genesis, rules)
+        history.feed(self.epochs[1:])
+        history.verify(self.proven.note.encode())
 
 
 class Reader:
