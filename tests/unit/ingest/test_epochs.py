@@ -308,6 +308,7 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
             return reply
 
         assert call("size", {"ledger": LEDGER})["result"] == {"size": len(cut_off)}  # epoch 1: its own
+        assert call("have", {"hashes": [cut_off[-1].link]})["result"] == {"have": [cut_off[-1].link]}
         homes.named(LEDGER, 2, STANDBY)  # Redis names the promoted standby (read every second)
         assert homes.replaced(LEDGER, HOME) and not homes.replaced(LEDGER, STANDBY)
         reads: list[tuple[str, dict[str, Any]]] = [
@@ -326,6 +327,7 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
             assert error["home"] == {"node": STANDBY, "endpoint": config.nodes[STANDBY].endpoint, "key": "standby-key"}
             assert "replaced" in error["message"]
         assert call("ledger.list", {})["result"] == {"ledgers": []}  # its copy is not the ledger's
+        assert call("have", {"hashes": [cut_off[-1].link]})["result"] == {"have": []}
     with ChainStore(tmp_path / "standby") as store:
         store.append_records(handed[:5])  # the standby, following: its reads are the ledger's
         homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
