@@ -28,7 +28,7 @@ from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, 
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -72,6 +72,8 @@ PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the r
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
 _MS_MASK = (1 << 48) - 1  # 12 hex digits of milliseconds: until the year 10889
+# The reads of one ledger (PROTOCOL 6.1) that any holder of it answers alike: a silent home's go to its standby.
+LEDGER_READS = frozenset(("get", "range", "head", "size", "checkpoint", "proof.inclusion", "proof.consistency"))
 
 
 def now_ms() -> int:
@@ -134,24 +136,37 @@ class _SignedTree:
 
     def __init__(self, ledger: str, proven: VerifiedCheckpoint) -> None:
         self.ledger = ledger
+        self.proven = proven
         self.size = proven.checkpoint.size
         self.root = proven.checkpoint.root
         self.tree = Frontier()
+        self.epochs: list[Record] = []  # the genesis and the handover records among the tree's (10.9)
 
     def leaves(self, records: Iterable[Record]) -> Iterator[Record]:
         """``records`` as they come, the first ``size`` of them grown into the tree."""
         for record in records:
             if self.tree.size < self.size:
                 self.tree.append(leaf_hash(record.encode()))
+                if record.height == 0 or record.content.kind == EPOCH_KIND:
+                    self.epochs.append(record)
             yield record
 
     def check(self) -> None:
-        """Raise ProofError unless the records taken make the checkpoint's tree."""
+        """Raise ProofError unless the records taken make the checkpoint's tree; for a ledger
+        whose genesis pins a standby key, the checkpoint must also be of its epoch by those
+        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover."""
         if self.tree.size != self.size or self.tree.root() != self.root:
             raise ProofError(
                 f"the first {self.tree.size} records of {self.ledger!r} this node served are not the tree of "
                 f"{self.size} records its signed checkpoint states: the node serves another chain"
             )
+        genesis = self.epochs[0] if self.epochs and self.epochs[0].height == 0 else None
+        rules = LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS) if genesis is not None else None
+        if genesis is None or rules is None or STANDBY_KEY_FIELD not in rules.rules:
+            return
+        history = EpochHistory.from_genesis(genesis, rules)
+        history.feed(self.epochs[1:])
+        history.verify(self.proven.note.encode())
 
 
 class Reader:
@@ -521,6 +536,19 @@ class Session(Reader):
         self._request_ids = request_ids
         self._account: str | None = None
         self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
+        """As Reader.call; a read of a ledger sent to its configured home that does not answer
+        is sent to the ledger's standby (PROTOCOL 10.9: promoted in its place, or following it),
+        and the session's later requests about that ledger go there too. A home that answers
+        but was replaced names the new home (not_home), which the connection follows."""
+        try:
+            return super().call(cmd, args, node=node)
+        except NodeUnavailableError as e:
+            ledger = (args or {}).get("ledger")
+            if cmd not in LEDGER_READS or not isinstance(ledger, str) or self.pinned or node != self.home_node(ledger):
+                raise
+            return super().call(cmd, args, node=self.standby_node(ledger, e))
 
     def home_node(self, ledger: str) -> NodeAddress | None:
         """The ledger's home node as the configuration names it; None when it is the session's node."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.epoch import EpochHistory, gather_in_epochs
 from ..node.errors import VledgerError
 from ..node.note import VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
@@ -30,7 +31,10 @@ class KnownCosignatures:
 
     ``key_of(ledger)`` is the ledger's checkpoint key (None: unknown, nothing is gathered
     beside the latest note as it is), ``witnesses`` the cluster's witness keys by node name,
-    ``rotated()`` the keys in force now of those whose key rotated (node.witness.witness_keys_in_force).
+    ``rotated()`` the keys in force now of those whose key rotated (node.witness.witness_keys_in_force),
+    ``epochs_of(ledger)`` the epochs of the records this node stored (PROTOCOL 10.9): a ledger
+    whose genesis pins a standby key is gathered by them, so that a promoted standby's
+    checkpoints count and a fenced home's do not.
     """
 
     def __init__(
@@ -41,8 +45,10 @@ class KnownCosignatures:
         witnesses: Mapping[str, VerifierKey],
         key_of: Callable[[str], VerifierKey | None],
         rotated: Callable[[], Iterable[VerifierKey]] | None = None,
+        epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
     ) -> None:
         self.cluster = cluster
+        self.epochs_of = epochs_of
         self.rotated = rotated
         self.store = store
         self.replication = replication
@@ -71,7 +77,11 @@ class KnownCosignatures:
                 log.warning("checkpoint of %s: Redis unavailable (%s); serving the cosignatures kept here", ledger, e)
         # A witness whose key rotated (PROTOCOL 16.6): its keys in force now, beside its key file's.
         rotated = tuple(self.rotated()) if self.rotated is not None else ()
-        return gather(notes, log_key, origin_for(self.cluster, ledger), (*self.witnesses, *rotated, *outside))
+        trusted = (*self.witnesses, *rotated, *outside)
+        history = self.epochs_of(ledger)
+        if history is not None and history.standby_key is not None:
+            return gather_in_epochs(notes, history, trusted)
+        return gather(notes, log_key, origin_for(self.cluster, ledger), trusted)
 
     def outside_names(self, ledger: str) -> frozenset[str]:
         """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""

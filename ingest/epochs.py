@@ -21,7 +21,9 @@ from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.store import ChainStore
+from ..node.storefile import MAX_HEIGHT
 from ..node.witness import home_key
+from .key_chains import ChainRows
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,56 @@ class EpochBook:
         return epoch.extensions() if epoch.home == node else None
 
 
+class ReadEpochs:
+    """The epochs of the ledgers of rows a process only reads (the gateway's view of a node's
+    store), which grow without telling it: each call reads the records stored since the last
+    one (only those whose bytes can be a handover are decoded). Any thread; a history handed
+    out is never changed afterwards (a newer call makes a new one)."""
+
+    def __init__(self, cluster: str, rows: ChainRows) -> None:
+        self.cluster = cluster
+        self.rows = rows
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[EpochHistory | None, int]] = {}  # ledger -> its history, records read
+
+    def history(self, ledger: str) -> EpochHistory | None:
+        """The ledger's epochs up to the rows' head, None while they hold no genesis, or when
+        its genesis pins no standby key (a ledger that never hands over) or keys of another
+        cluster. Raises what the rows raise."""
+        size = self.rows.size(ledger)
+        if size == 0:
+            return None
+        with self._lock:
+            history, read = self._read.get(ledger, (None, 0))
+            if read == 0 or (read > size and read != MAX_HEIGHT):  # first look, or a copy cut below it
+                history, read = self._start(ledger), 1
+                if history is None:
+                    read = MAX_HEIGHT  # nothing to follow, ever: the genesis does not change
+            if history is not None and read < size:
+                handovers = [
+                    decode_record(data, PROTOCOL_LIMITS)
+                    for _, data in self.rows.range_raw(ledger, read, size)
+                    if _EPOCH_MARK in data
+                ]
+                if handovers:
+                    history = history.extended(handovers)  # a copy: histories handed out stay as they were
+            self._read[ledger] = (history, max(read, size))
+            return history
+
+    def _start(self, ledger: str) -> EpochHistory | None:
+        genesis_data = next(iter(self.rows.range_raw(ledger, 0, 1)), None)
+        if genesis_data is None:
+            return None
+        try:
+            history = EpochHistory(
+                self.cluster, decode_record(genesis_data[1], PROTOCOL_LIMITS), self.rows.rules(ledger)
+            )
+        except BadGenesisError as e:
+            log.warning("no epochs of %s: %s", ledger, e.message)
+            return None
+        return history if history.standby_key is not None else None
+
+
 class Homes:
     """Which node is each ledger's home now: the newest epoch that this store's records or
     Redis's ``epochs`` hash name (a home cut off during a promotion finds it in Redis: it has
@@ -165,6 +217,15 @@ class Homes:
             if held and len(self._homes) < _HOMES_KEPT:
                 self._homes[ledger] = found
             return found
+
+    def replaced(self, ledger: str, name: str) -> bool:
+        """Whether ``name`` holds ``ledger`` only as a home a newer epoch replaced (10.9): an
+        epoch from 2 on names another home, and ``name`` is not the cluster file's standby
+        (which follows the home as a replica does). Its copy is then not the ledger's."""
+        if self.home_of(ledger).name == name:  # the home's question, answered from the cache
+            return False
+        standby = self.config.standby_of(ledger)
+        return (standby is None or standby.name != name) and self.epoch_of(ledger)[0] >= 2
 
 
 _HOMES_KEPT = 100_000  # ledgers whose home is kept; past that, the others' is found each time

@@ -431,6 +431,7 @@ def _run_follower(runtime: NodeRuntime, passphrase: str | None, observe: Watcher
                 [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
                 now_ms(),
             ),
+            epochs_of=epochs.history,
         ),
         chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),

@@ -292,11 +292,13 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
                 [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
                 now_ms(),
             ),
+            epochs_of=book.history,
         ),
         keys=signer,
         chains=chains.stored,
         second_factor=factors,
         homes=homes.home_of,
+        replaced=functools.partial(homes.replaced, name=name),
         promotion=Promotion(config, name, homes, replication, witnesses, public),
         status=standby_fields,
     )

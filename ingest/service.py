@@ -342,8 +342,12 @@ class IngestService:
         promotion: Promotion | None = None,
         keys: HomeKeys | None = None,
         chains: Callable[[str], KeyChain | None] | None = None,
+        replaced: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
+        # An ingest node's: whether a newer epoch of a ledger it holds has another home and
+        # this node does not follow it (PROTOCOL 10.9): its copy is no longer the ledger.
+        self.replaced = replaced or (lambda ledger: False)
         # Each ledger's home now: of its newest epoch (PROTOCOL 10.9), else the cluster file's.
         self.home_of = homes or config.home_of
         self.promotion = promotion  # an ingest node's: ledger.promote when it is a ledger's standby
@@ -500,13 +504,25 @@ class IngestService:
             home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
         )
 
+    def _replaced(self, ledger: str) -> NotHomeError:
+        home = self.home_of(ledger)
+        return NotHomeError(
+            f"ledger {ledger!r} is read on node {home.name!r}, its home now: node {self.node.name} was"
+            " replaced as its home (PROTOCOL 10.9), and its copy is not the ledger's",
+            home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
+        )
+
     def held(self, ledger: str) -> str:
         """``ledger`` if this node holds it, for a read.
 
-        Raises NotHomeError naming the home when this node neither holds nor homes it (the
-        client asks the home instead), NoSuchLedgerError when it is the home and holds none.
+        Raises NotHomeError naming the home when this node neither holds nor homes it, or holds
+        it as a home that a newer epoch replaced (10.9: its records past the handover are not
+        the ledger's, and it does not follow the new home); the client asks the home instead.
+        Raises NoSuchLedgerError when it is the home and holds none.
         """
         if self.store.size(ledger) > 0:
+            if self.replaced(ledger):
+                raise self._replaced(ledger)
             return ledger
         if self.home_of(ledger).name != self.node.name:
             raise self._not_home(ledger, "held")
@@ -765,6 +781,8 @@ def _ledger_rotate_key(service: IngestService, caller: Caller, args: Args) -> ob
 def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
     ledgers = []
     for ledger in service.store.ledgers():
+        if service.replaced(ledger):
+            continue  # a copy that is no longer the ledger's (10.9): its new home lists it
         rules = service.store.rules(ledger)
         head = service.store.stored_head(ledger)  # what the file holds, not a cached head
         ledgers.append(
@@ -804,6 +822,8 @@ def _get(service: IngestService, caller: Caller, args: Args) -> object:
         if args.has("ledger") or args.has("height"):
             raise BadRequestError("give ledger and height, or hash, not both")
         record = service.store.get_by_hash(args.binary("hash", size=HASH_SIZE))
+        if record is not None:
+            service.held(record.ledger)  # not a replaced home's copy (10.9)
     else:
         ledger, height = args.text("ledger"), args.uint("height")
         record = service.store.get(service.held(ledger), height)
@@ -847,7 +867,9 @@ def _size(service: IngestService, caller: Caller, args: Args) -> object:
 @command("have", EVERYONE, "hashes", "which of these record hashes this node holds")
 def _have(service: IngestService, caller: Caller, args: Args) -> object:
     hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
-    return {"have": service.store.have(hashes)}
+    held = service.store.have(hashes)
+    # A replaced home's records are not the ledger's (10.9): it does not say it has them.
+    return {"have": [h for h in held if (found := service.store.index_of(h)) is None or not service.replaced(found[0])]}
 
 
 # --- checkpoints and proofs (docs/PROTOCOL.md section 14) ------------------------------
@@ -858,6 +880,8 @@ def _checkpoint(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
     witnesses = args.uint("witnesses", default=0, maximum=MAX_SIGNATURES - 1)
     outside = args.uint("outside", default=0, maximum=MAX_OUTSIDE_WITNESSES)
+    if service.replaced(ledger):
+        raise service._replaced(ledger)  # its checkpoints past the handover are fenced ones
     # Off the loop thread where there is an executor: the cosignatures may come from Redis.
     return service._blocking(
         lambda: _checkpoint_reply(service, ledger, service.cosigned_checkpoint(ledger, witnesses, outside))
@@ -876,6 +900,8 @@ def _tree_size(service: IngestService, ledger: str) -> int:
     """How many records of ``ledger`` this node holds; NotFoundError for a ledger it does not."""
     if ledger not in service.store.ledgers():
         raise NotFoundError(f"no ledger {ledger!r} on node {service.node.name}")
+    if service.replaced(ledger):
+        raise service._replaced(ledger)
     return service.store.size(ledger)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
+from .cosigning import GatheredCheckpoint, gather
 from .errors import BadEpochError, CheckpointError, FencedError, PromotionRefusedError, UnverifiedNoteError, Where
 from .ledger import LedgerRules
 from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
@@ -239,6 +240,34 @@ class EpochHistory:
             self.check(verified.checkpoint, key)
             return verified
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
+
+
+def gather_in_epochs(
+    notes: Iterable[bytes], history: EpochHistory, witnesses: Iterable[VerifierKey]
+) -> list[GatheredCheckpoint]:
+    """Every checkpoint among ``notes`` that one of the keys the genesis pins signed and that
+    passes 10.9's epoch rules by ``history`` (the epochs of the records the caller holds), each
+    with every verified cosignature by a ``witnesses`` key (node/cosigning.py's gather, whose
+    notes nothing vouches for); largest first, more witnesses first at one size.
+
+    Left out, never raised: a note no pinned key signed, a checkpoint of an epoch not signed as
+    that epoch signs or not holding its handover record [bad_epoch], one of an earlier epoch
+    past the next handover (a fenced home's) [fenced], a malformed epoch line, and one stating
+    an epoch past the records held (it is checked once they are: until then it proves nothing
+    to this holder). Raises NoteError only for unusable keys, as gather does.
+    """
+    notes, witnesses = list(notes), tuple(witnesses)
+    found = []
+    for key in history.pinned():
+        for gathered in gather(notes, key, key.name, witnesses):
+            try:
+                epoch = history.check(gathered.checkpoint, key)
+            except (BadEpochError, FencedError, CheckpointError):
+                continue
+            if epoch is not None:
+                found.append(gathered)
+    found.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
+    return found
 
 
 class EpochKeys(CheckpointKeys):

@@ -55,6 +55,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.cosigning import GatheredCheckpoint, gather, newest
+from ..node.epoch import EpochHistory
 from ..node.errors import NodeUnavailableError, RepairRefusedError, SupervisorError, VledgerError
 from ..node.note import VerifierKey, origin_for, verify_checkpoint
 from ..node.record import Record, decode_record
@@ -209,13 +210,30 @@ def stored_ledgers(store: Path) -> set[str]:
 
 
 def ledgers_of(config: ClusterConfig, name: str, announced: Mapping[str, str], stored: set[str]) -> dict[str, str]:
-    """ledger -> its home (as the configuration names it) for every ledger NODE should hold."""
+    """ledger -> its home for every ledger NODE should hold: the home Redis announces (after a
+    handover, PROTOCOL 10.9, the promoted standby), else the configuration's. An ingest node
+    holds the ledgers it is home or standby of."""
     role = config.node(name).role
     wanted = set(stored)
-    for ledger in announced:
-        if role in FOLLOWER_ROLES or config.home_of(ledger).name == name:
+    for ledger, home in announced.items():
+        standby = config.standby_of(ledger)
+        if role in FOLLOWER_ROLES or name in (home, config.home_of(ledger).name, standby and standby.name):
             wanted.add(ledger)
-    return {ledger: config.home_of(ledger).name for ledger in sorted(wanted)}
+    return {ledger: announced.get(ledger) or config.home_of(ledger).name for ledger in sorted(wanted)}
+
+
+def epoch_log_keys(config: ClusterConfig, ledger: str, home: str) -> list[VerifierKey]:
+    """The checkpoint keys of ``ledger``'s checkpoints: its home's (log_keys_of) and, for a
+    ledger with a standby (10.9), those of the other of the configured home and the standby:
+    either may have signed the largest checkpoint a quorum cosigned, and the records fetched
+    under it decide which epoch it is (copy_ledger). A key file missing is no key."""
+    keys = log_keys_of(config, ledger, home)
+    standby = config.standby_of(ledger)
+    if standby is not None:
+        for other in {config.home_of(ledger).name, standby.name} - {home}:
+            with contextlib.suppress(RepairRefusedError):
+                keys.extend(log_keys_of(config, ledger, other))
+    return keys
 
 
 def log_key_of(config: ClusterConfig, ledger: str, home: str) -> VerifierKey:
@@ -322,10 +340,13 @@ def copy_ledger(
     progress: Progress,
 ) -> None:
     """Verify and append ``records`` to ``store``; RepairRefusedError (nothing kept) unless each is the
-    chain's next, their tree root is the checkpoint's and the genesis pins the home's key (or none)."""
+    chain's next, their tree root is the checkpoint's and the genesis pins the home's key (or none;
+    for a ledger with a standby, as either pinned key, and the checkpoint must then be of its
+    epoch by the records fetched: not a replaced home's past the handover, PROTOCOL 10.9)."""
     verifier = ChainVerifier(target.ledger, PROTOCOL_LIMITS)
     frontier = Frontier()
     batch: list[Record] = []
+    epochs: EpochHistory | None = None
     for data, record in records:
         if record.ledger != target.ledger or record.height != verifier.next_height:
             raise RepairRefusedError(
@@ -338,7 +359,13 @@ def copy_ledger(
             raise RepairRefusedError(
                 f"{target.source}: record {record.height} of {target.ledger!r} does not verify: {e.code}: {e.message}"
             ) from None
-        if record.height == 0:
+        if record.height == 0 and verifier.rules is not None:
+            with contextlib.suppress(VledgerError):  # keys of another cluster: the check below says so
+                epochs = EpochHistory(cluster, record, verifier.rules)
+            epochs = epochs if epochs is not None and epochs.standby_key is not None else None
+        if epochs is not None:
+            epochs.feed([record])
+        elif record.height == 0:
             pinned = pinned_key(target.ledger, verifier.rules, cluster) if verifier.rules is not None else None
             if pinned is not None and pinned != log_key:
                 raise RepairRefusedError(
@@ -356,6 +383,14 @@ def copy_ledger(
             f"{target.source}: the records of {target.ledger!r} it sent do not make the checkpoint's tree "
             f"(size {frontier.size} of {target.size}, or another root)"
         )
+    if epochs is not None:
+        try:
+            epochs.verify(target.note)  # signed by its epoch's pinned key, and not fenced
+        except VledgerError as e:
+            raise RepairRefusedError(
+                f"the checkpoint of {target.ledger!r} at {target.size} is not of its epoch by the records"
+                f" {target.source} sent: {e.code}: {e.message}"
+            ) from None
     store.append_records(batch)
     progress.advance(len(batch))
     if store.root(target.ledger, target.size) != target.root:
@@ -495,7 +530,7 @@ class Repair:
         rotated = rotated_witness_keys_now(config, replication.client, int(self.clock() * 1000))
         targets = []
         for ledger, home in ledgers.items():
-            log_key = log_keys_of(config, ledger, home)
+            log_key = epoch_log_keys(config, ledger, home)
             notes = [*replication.cosignatures(ledger).values()]
             if ledger in published:
                 notes.append(published[ledger])

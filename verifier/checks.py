@@ -71,6 +71,9 @@ HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an inges
 
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
 NOT_HELD = frozenset(("not_home", "no_such_ledger"))
+# A home's alerts that its replacement (10.9) explains: a copy no longer the ledger's is not
+# behind it, nor a fork of it. Its chain faults (a record rewritten in its store) stay open.
+REPLACED_RESOLVES = ("lagging", "fork")
 
 
 class NodeReader:
@@ -258,10 +261,16 @@ class ClusterChecks:
         self._mine &= self.open.keys()
 
     def refresh_ledgers(self) -> None:
-        """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints."""
+        """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,
+        and the handovers (PROTOCOL 10.9) since: the new home's copy is the truth, and a home
+        replaced is no holder any more (it answers the ledger's reads not_home; its records
+        past the handover are not the ledger's), so its copy is dropped and its lag and fork
+        alerts are resolved."""
         announced = self.replication.ledgers()
+        epochs = self.replication.epochs()
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
         for ledger, home in sorted(announced.items()):
+            replaced = self.replaced(ledger, home, epochs.get(ledger))
             if ledger in self.ledgers:
                 state = self.ledgers[ledger]
                 if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
@@ -270,13 +279,27 @@ class ClusterChecks:
                         state.copies[home] = CopyState(
                             LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
                         )
-                continue
-            self._create_group(ledger)
-            state = self.ledgers[ledger] = LedgerState(home)
-            for node in self.holders(ledger):
-                checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
-                state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
-            self._read_pending = True
+            else:
+                self._create_group(ledger)
+                state = self.ledgers[ledger] = LedgerState(home)
+                for node in self.holders(ledger):
+                    checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
+                    state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
+                self._read_pending = True
+            for node in replaced:
+                if state.copies.pop(node, None) is not None:
+                    state.roots.pop(node, None)
+                    log.info("%s was replaced as the home of %s: its copy is no longer checked", node, ledger)
+                self.resolve(node, ledger, REPLACED_RESOLVES)
+
+    def replaced(self, ledger: str, home: str, named: tuple[int, str] | None) -> frozenset[str]:
+        """The node a handover replaced as ``ledger``'s home (10.9): with an epoch from 2 on
+        named in Redis, the cluster file's home unless it is ``home`` again; else none. (The
+        cluster file's standby is never replaced: it follows whoever is home.)"""
+        if named is None or named[0] < 2:
+            return frozenset()
+        configured = self.config.home_of(ledger).name
+        return frozenset() if configured == home else frozenset((configured,))
 
     def _create_group(self, ledger: str) -> None:
         try:
@@ -371,7 +394,7 @@ class ClusterChecks:
         # The home first: where its store differs from the stream, the stream is wrong (the store
         # is the truth, and the home rewrites the stream from it), and the others are compared
         # with the home's record.
-        for node in sorted(self.holders(ledger), key=lambda name: name != home):
+        for node in sorted(self.ledgers[ledger].copies, key=lambda name: name != home):
             reader = self.readers.get(node)
             if reader is None or not reader.up():
                 continue  # its sweeps and the heads check cover it once it is back

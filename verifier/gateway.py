@@ -55,9 +55,11 @@ from ..broker.signing import witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.epochs import ReadEpochs
 from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.epoch import gather_in_epochs
 from ..node.errors import (
     BadRequestError,
     NoSuchLedgerError,
@@ -283,6 +285,7 @@ class Gateway:
         self._node_keys: tuple[float, NodeKeys | None, dict[str, KeyHistory]] | None = None
         self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
         self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
+        self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[asyncio.Queue[bytes | None]] = set()
@@ -502,13 +505,19 @@ class Gateway:
         node_keys, histories = self.node_keys()
         rotated = witness_keys_in_force(self.config.name, histories, histories, time.time_ns() // 1_000_000)
         trusted = (*self.witness_keys.values(), *rotated, *(outside.keys if outside is not None else ()))
-        gathered = [
-            g
-            for key in chain.keys
-            for g in gather(notes, key, chain.origin, trusted)
-            if chain.key_for_size(g.checkpoint.size) == key
-        ]
-        gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
+        # A ledger that may hand over: each note by the epochs its records open (10.9), so
+        # that a promoted standby's are served and a fenced home's are not.
+        epochs = self._epochs.history(ledger)
+        if epochs is not None:
+            gathered = gather_in_epochs(notes, epochs, trusted)
+        else:
+            gathered = [
+                g
+                for key in chain.keys
+                for g in gather(notes, key, chain.origin, trusted)
+                if chain.key_for_size(g.checkpoint.size) == key
+            ]
+            gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
@@ -528,7 +537,9 @@ class Gateway:
         for node, history in histories.items():
             if node in shown:
                 shown[node] = witness_key(shown[node].name, bytes.fromhex(history.newest.sign))
-        served = ServedCheckpoint(ledger, best, chain.key_for_size(size), shown, outside, rotations, node_keys)
+        # The key of the checkpoint's epoch (a history is kept only of a genesis that pins both keys).
+        log_key = (epochs.epoch_at(size).key if epochs is not None else None) or chain.key_for_size(size)
+        served = ServedCheckpoint(ledger, best, log_key, shown, outside, rotations, node_keys)
         with self._voters_lock:
             self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
         return served

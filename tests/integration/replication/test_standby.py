@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,13 @@ def _size(cluster: LocalCluster, node: str) -> int:
 
 def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any, tmp_path: Path) -> None:
     cluster: LocalCluster = start_cluster(
-        nodes=2, replicas=2, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 3000}
+        nodes=2,
+        replicas=2,
+        standbys={LEDGER: "ingest-2"},
+        replication={"write_timeout_ms": 3000},
+        verifiers=1,
+        verifier={"lag_alert_ms": 1000, "heads_interval_ms": 200},
+        gateways=["replica-1"],
     )
     rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
@@ -156,6 +163,37 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     )
     assert error.code == "not_home" and error.details["home"]["node"] == "ingest-2"
     assert LEDGER not in cluster.admin("ingest-1").call("hello")["ledgers"]
+    # So are its reads: its copy is not the ledger's (it lacks epoch 2; it may hold records it
+    # placed past the handover). A client that follows not_home reads the new home's ledger.
+    stale = cluster.client("writer1", "ingest-1", follow=False)
+    for cmd, args in (("size", {"ledger": LEDGER}), ("get", {"ledger": LEDGER, "height": after["height"]})):
+        error = remote_error(stale.call, cmd, args)
+        assert error.code == "not_home" and error.details["home"]["node"] == "ingest-2", (cmd, error)
+    assert cluster.client("writer1", "ingest-1").call("size", {"ledger": LEDGER})["size"] == after["height"] + 1
+    shown = cluster.cli("size", LEDGER, "--config", str(cluster.config_path), "--key", str(key), "--json")
+    assert json.loads(shown.stdout)["size"] == after["height"] + 1  # asked of the configured home, ingest-1
+    # Epoch 2's checkpoints are served: by a replica's checkpoint command (a receipt of an epoch-1
+    # record under it, from replica-1) and by its gateway (the vote page's checkpoint and receipts).
+    from_replica = tmp_path / "replica.receipt"
+    cluster.cli(
+        "receipt", "get", LEDGER, "5", "--config", str(cluster.config_path), "--key", str(key),
+        "--node", "replica-1", "--quorum", "1", "--wait", "20", "-o", str(from_replica),
+    )  # fmt: skip
+    served = wait_until(
+        lambda: _gateway_json(cluster, f"api/ledgers/{LEDGER}/checkpoint"), WAIT, "the gateway's checkpoint"
+    )
+    assert served["size"] == after["height"] + 1 and "vledger-epoch 2 ingest-2" in served["note"]
+    assert served["log_key"] == _vkey(cluster, "ingest-2")
+    assert _gateway_json(cluster, f"api/ledgers/{LEDGER}/receipts/{after['height']}") is not None
+    # The verifier takes the new home as the home and the old one as no copy: no alert of it stays open.
+    verifier = cluster.admin("verifier-1")
+
+    def copies() -> set[str]:
+        return {c for c in verifier.call("status")["copies"] if c.endswith(f"|{LEDGER}")}
+
+    expected = {f"{n}|{LEDGER}" for n in ("ingest-2", *cluster.replica_names)}
+    wait_until(lambda: copies() == expected, WAIT, "the verifier's copies after the handover")
+    assert not [k for k in redis.open_alerts() if k.startswith(f"ingest-1|{LEDGER}|")], redis.open_alerts()
     # The witnesses keep epoch 2: what they hold is the new home's chain.
     for name in cluster.replica_names:
         assert _size(cluster, name) == after["height"] + 1
@@ -166,8 +204,20 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     for name in ("ingest-2", *cluster.replica_names):
         assert cluster.stop_node(name) == 0
         assert cluster.verify_store(name).returncode == 0
-    verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file))
-    assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
+    for kept in (receipt_file, from_replica):
+        verified = cluster.cli("receipt", "verify", str(kept), "--genesis", str(genesis_file))
+        assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
+
+
+def _gateway_json(cluster: LocalCluster, path: str) -> Any:
+    """The gateway's JSON answer at ``path``, None while it answers 404 (nothing to serve yet)."""
+    try:
+        with urllib.request.urlopen(cluster.gateway_url("replica-1") + path, timeout=10) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
 
 
 def test_the_standby_catches_up_from_the_replicas_what_the_stream_never_got(start_cluster: Any) -> None:

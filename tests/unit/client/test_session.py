@@ -19,7 +19,8 @@ from vledger.broker.keys import generate
 from vledger.client.session import Reader, Session, Write, new_request_id, node_address, now_ms
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.node.errors import NodeUnavailableError, ProofError
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
+from vledger.node.errors import FencedError, NodeUnavailableError, ProofError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
 from vledger.node.record import REQUEST_ID_PATTERN, Content, Entry
@@ -190,6 +191,47 @@ def test_a_session_given_a_node_never_turns_to_the_standby(standby_session: tupl
     session.client = HomeGone(cluster.standby.store, None)  # --node: the given node is the silent one
     with pytest.raises(NodeUnavailableError):
         session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+
+
+def test_a_read_whose_home_does_not_answer_goes_to_the_standby(standby_session: tuple[Session, HomeGone]) -> None:
+    """After a promotion with the old home down, `vledger size` and `get` read the ledger from
+    its standby (the new home) instead of failing `unavailable` at the configured home."""
+    session, cluster = standby_session
+    assert [r.height for r in session.records(LEDGER)] == list(range(SIZE))
+    assert session.record(LEDGER, SIZE - 1).height == SIZE - 1
+    assert [cmd for cmd, node in cluster.sent if node == cluster.home] == ["range"]  # asked once, then skipped
+
+
+def test_a_vote_check_under_a_replaced_home_s_checkpoint_past_the_handover_is_fenced(tmp_path: Path) -> None:
+    """PROTOCOL 10.9: the records read up to a checkpoint hold its ledger's epochs. Epoch 2's
+    checkpoint (the standby's key and line) proves them; the old home's of the same tree, past
+    the handover record, is a fenced home's and proves nothing."""
+    home, standby = HomeSigner("t", bytes(range(32))), HomeSigner("t", bytes(range(1, 33)))
+    home_vkey = home_key("t", LEDGER, home.key(LEDGER).public_key)
+    standby_vkey = home_key("t", LEDGER, standby.key(LEDGER).public_key)
+    rules = {**ELECTION, "checkpoint_key": home_vkey.encode(), "standby_key": standby_vkey.encode()}
+    with ChainStore(tmp_path / "handed", origin="ingest-1") as store:
+        genesis = LedgerRules(kinds=(EPOCH_KIND, *KINDS), difficulty=0, rules=rules).genesis_content(
+            LEDGER, "a", "g", 1
+        )
+        store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        store.append(Entry.prepare(Content(LEDGER, "register", {"voter_id": "V-1"}, "a", "r1", 2), 0, PROTOCOL_LIMITS))
+        head = store.head(LEDGER)
+        assert head is not None
+        handover = Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_vkey), "a", "epoch-2", 3)
+        store.append_record(Entry.prepare(handover, 0, PROTOCOL_LIMITS).place(2, head.link, 3, "ingest-2"))
+        size, root = 3, store.root(LEDGER, 3)
+        mine = store.get(LEDGER, 1)
+        assert mine is not None
+        eid = electronic_id(mine)
+        epoch_2 = verify_checkpoint(standby.sign(LEDGER, size, root, ("vledger-epoch 2 ingest-2",)).note, standby_vkey)
+        found = Reader(Served(store)).proven_voter_check(LEDGER, eid, epoch_2)
+        assert [item.record.height for item in found.records] == [1]
+        fenced = verify_checkpoint(home.sign(LEDGER, size, root).note, home_vkey)
+        with pytest.raises(FencedError):
+            Reader(Served(store)).proven_voter_check(LEDGER, eid, fenced)
+        with pytest.raises(FencedError):
+            Reader(Served(store)).full_voter_check(LEDGER, eid, fenced)
 
 
 # --- the default request id -------------------------------------------------------------------

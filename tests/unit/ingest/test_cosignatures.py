@@ -8,6 +8,9 @@ from pathlib import Path
 
 from vledger.config.settings import Limits
 from vledger.ingest.cosignatures import KnownCosignatures
+from vledger.ingest.epochs import EpochBook
+from vledger.node.checkpoint_log import COSIGNED
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, cosign, parse_note
 from vledger.node.outside import outside_kind
@@ -41,3 +44,38 @@ def test_outside_cosignatures_are_gathered_with_the_keys_the_genesis_lists(tmp_p
             # The latest kept of the witness is gathered; the impostor's line (the listed name,
             # another key) verifies with no listed key and is dropped.
             assert [(g.checkpoint.size, g.witnesses) for g in known.gathered(LEDGER, latest)] == found
+
+
+def test_a_promoted_standby_s_checkpoints_are_gathered_by_the_epochs_and_a_fenced_home_s_are_not(
+    tmp_path: Path,
+) -> None:
+    """A replica checks a ledger's notes with its genesis key chain, which never names the
+    standby's key: by the epochs of its records (10.9) epoch 2 counts, the old home past it does not."""
+    standby = HomeSigner(CLUSTER, secrets.token_bytes(32))
+    standby_key = home_key(CLUSTER, LEDGER, standby.key(LEDGER).public_key)
+    witness = SignerKey(f"{CLUSTER}/witness/replica-1", ALG_COSIGNATURE_V1, secrets.token_bytes(32))
+    with ChainStore(tmp_path, origin="ingest-1", clock=lambda: T0) as store:
+        rules = {"checkpoint_key": LOG_KEY.encode(), "standby_key": standby_key.encode()}
+        genesis = LedgerRules((EPOCH_KIND, "n"), 0, rules).genesis_content(LEDGER, "a", "g", T0)
+        store.create_ledger(Entry.prepare(genesis, 0, Limits()))
+        store.append(Entry.prepare(Content(LEDGER, "n", {"i": 1}, "Zoe.1", "r1", T0 + 1), 0, Limits()))
+        head = store.head(LEDGER)
+        assert head is not None
+        handover = Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_key), "a", "epoch-2", T0 + 2)
+        store.append_record(Entry.prepare(handover, 0, Limits()).place(2, head.link, T0 + 2, "ingest-2"))
+        size, root = 3, store.root(LEDGER, 3)
+
+        def cosigned(signer: HomeSigner, extensions: tuple[str, ...] = ()) -> bytes:
+            note = parse_note(signer.sign(LEDGER, size, root, extensions).note)
+            return note.with_signatures(cosign(note.text, witness, T0 // 1000).note_signature()).encode()
+
+        epoch_2, fenced = cosigned(standby, ("vledger-epoch 2 ingest-2",)), cosigned(HOME)
+        store.checkpoints.keep(LEDGER, COSIGNED, size, root, epoch_2)
+        book = EpochBook(CLUSTER, store)
+        known = KnownCosignatures(CLUSTER, store, None, {"replica-1": witness.verifier()}, lambda ledger: LOG_KEY)
+        assert known.gathered(LEDGER, epoch_2) == []  # the genesis key alone: nothing of epoch 2
+        known.epochs_of = book.history
+        assert [(g.checkpoint.size, g.witnesses) for g in known.gathered(LEDGER, epoch_2)] == [(3, (witness.name,))]
+        # The old home's note of the same size past the handover (signed while cut off) is dropped.
+        texts = [parse_note(g.note).text for g in known.gathered(LEDGER, fenced)]
+        assert texts == [parse_note(epoch_2).text]

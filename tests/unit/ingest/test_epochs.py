@@ -8,9 +8,12 @@ checkpoints are real notes signed by either key over the real Merkle roots.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
@@ -20,11 +23,13 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.epochs import EpochBook, Homes
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
+from vledger.ingest.service import Caller, IngestService
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, leaf_hash
+from vledger.node.wire import encode_request
 from vledger.node.witness import HomeSigner, SignedCheckpoint
 
 CLUSTER = "test"
@@ -269,3 +274,61 @@ def test_a_catch_up_fences_the_old_home_right_after_the_handover_s_page(
         assert [(a.what, a.height, a.source) for a in witness.alerts] == [("fenced", len(stale) - 1, "redis")]
     finally:
         witness.store.close()
+
+
+class _Reader:
+    def lookup(self, key: str) -> Caller | None:
+        return Caller("Zoe.1", "writer", key)
+
+
+def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new_home(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The old home came back holding records it placed while cut off, past the handover (not
+    the ledger's, 10.9): every read of the ledger is answered not_home naming the new home, as
+    its writes are; the standby, which follows its home, goes on serving them."""
+    handed, cut_off = chains
+    config = _home_and_standby(tmp_path)
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(cut_off)
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        service = IngestService(
+            config,
+            config.nodes[HOME],
+            store,
+            _Reader(),
+            None,  # type: ignore[arg-type]
+            {STANDBY: "standby-key"},
+            homes=homes.home_of,
+            replaced=functools.partial(homes.replaced, name=HOME),
+        )
+
+        def call(cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+            reply: dict[str, Any] = msgpack.unpackb(service.handle("k", encode_request(1, cmd, args)), raw=False)
+            return reply
+
+        assert call("size", {"ledger": LEDGER})["result"] == {"size": len(cut_off)}  # epoch 1: its own
+        assert call("have", {"hashes": [cut_off[-1].link]})["result"] == {"have": [cut_off[-1].link]}
+        homes.named(LEDGER, 2, STANDBY)  # Redis names the promoted standby (read every second)
+        assert homes.replaced(LEDGER, HOME) and not homes.replaced(LEDGER, STANDBY)
+        reads: list[tuple[str, dict[str, Any]]] = [
+            ("size", {"ledger": LEDGER}),
+            ("head", {"ledger": LEDGER}),
+            ("get", {"ledger": LEDGER, "height": len(cut_off) - 1}),
+            ("get", {"hash": cut_off[-1].link}),
+            ("range", {"ledger": LEDGER, "start": 0}),
+            ("checkpoint", {"ledger": LEDGER}),
+            ("proof.inclusion", {"ledger": LEDGER, "index": 0, "size": 1}),
+            ("proof.consistency", {"ledger": LEDGER, "old": 1, "new": 2}),
+        ]
+        for cmd, args in reads:
+            error = call(cmd, args)["error"]
+            assert error["code"] == "not_home", (cmd, error)
+            assert error["home"] == {"node": STANDBY, "endpoint": config.nodes[STANDBY].endpoint, "key": "standby-key"}
+            assert "replaced" in error["message"]
+        assert call("ledger.list", {})["result"] == {"ledgers": []}  # its copy is not the ledger's
+        assert call("have", {"hashes": [cut_off[-1].link]})["result"] == {"have": []}
+    with ChainStore(tmp_path / "standby") as store:
+        store.append_records(handed[:5])  # the standby, following: its reads are the ledger's
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        assert not homes.replaced(LEDGER, STANDBY) and not homes.replaced(LEDGER, HOME)

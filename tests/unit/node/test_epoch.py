@@ -21,10 +21,11 @@ from vledger.node.epoch import (
     check_promotion,
     epoch_claim,
     epoch_payload,
+    gather_in_epochs,
 )
 from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import Checkpoint, parse_note
+from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.witness import HomeSigner
@@ -208,3 +209,30 @@ def test_promotion_waits_for_everything_acknowledged() -> None:
     with pytest.raises(VledgerError) as caught:
         check_promotion(LEDGER, STANDBY, held=9, acknowledged=10)
     assert caught.value.code == "promotion_refused"
+
+
+WITNESS = SignerKey("local/witness/r1", ALG_COSIGNATURE_V1, bytes([41]) * 32)
+
+
+def _witnessed(signer: HomeSigner, size: int, extensions: tuple[str, ...] = ()) -> bytes:
+    """A witness's note: ``signer``'s checkpoint of ``size`` with the witness's cosignature."""
+    note = parse_note(signer.sign(LEDGER, size, ROOT, extensions).note)
+    return Note(note.text, (*note.signatures, cosign(note.text, WITNESS, T0 // 1000).note_signature())).encode()
+
+
+def test_gathering_after_a_handover_keeps_each_epoch_s_checkpoints_and_drops_the_fenced_and_the_forged() -> None:
+    _, history = _handed_over(4)
+    line = ("vledger-epoch 2 ingest-2",)
+    notes = [
+        _witnessed(HOME_SIGNER, 3),  # epoch 1, below the handover: true
+        _witnessed(HOME_SIGNER, 6),  # epoch 1 past the handover at 4: the fenced home's
+        _witnessed(STANDBY_SIGNER, 9, line),  # epoch 2: the standby's key and line
+        STANDBY_SIGNER.sign(LEDGER, 8, ROOT).note,  # the standby's key without the line
+        _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 3 ingest-1",)),  # an epoch the records do not open yet
+        _witnessed(OTHER_SIGNER, 11, line),  # a key the genesis does not pin
+    ]
+    found = gather_in_epochs(notes, history, [WITNESS.verifier()])
+    assert [(g.checkpoint.size, g.witnesses) for g in found] == [(9, ("local/witness/r1",)), (3, ("local/witness/r1",))]
+    # Before the handover is held, the old home's size 6 was a true checkpoint of epoch 1.
+    before = EpochHistory(CLUSTER, _chain(_rules(), 1)[0], _rules())
+    assert [g.checkpoint.size for g in gather_in_epochs(notes, before, [WITNESS.verifier()])] == [6, 3]

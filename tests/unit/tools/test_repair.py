@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.errors import RepairRefusedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import origin_for
@@ -23,6 +25,7 @@ from vledger.tools.repair import (
     carry_checkpoints,
     copy_ledger,
     default_quorum,
+    ledgers_of,
     quorum_checkpoint,
 )
 
@@ -128,3 +131,50 @@ def test_evidence_and_the_checkpoints_the_new_copy_proves_are_carried_over(tmp_p
         assert carry_checkpoints(tmp_path / "old", new, {LEDGER: LOG_KEY}, CLUSTER) == 2
         assert [c.size for c in new.checkpoints.all(LEDGER, "signed")] == [5]
         assert [c.note for c in new.checkpoints.all(LEDGER, "evidence")] == [evidence.note]
+
+
+def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_checkpoint(tmp_path: Path) -> None:
+    """PROTOCOL 10.9: after a promotion the quorum checkpoint is the standby's, signed with its
+    pinned key and the epoch line; the records fetched under it decide its epoch, and the old
+    home's checkpoint of a tree past the handover (a fenced home's) rebuilds nothing."""
+    standby = HomeSigner(CLUSTER, bytes(range(1, 33)))
+    standby_key = standby.key(LEDGER).verifier()
+    rules = {"checkpoint_key": LOG_KEY.encode(), "standby_key": standby_key.encode()}
+    with ChainStore(tmp_path / "source", origin="ingest-1") as store:
+        genesis = LedgerRules(kinds=(EPOCH_KIND, "note"), difficulty=0, rules=rules).genesis_content(
+            LEDGER, "a", "g", 1
+        )
+        store.create_ledger(Entry.prepare(genesis, 0, LIMITS))
+        store.append(Entry.prepare(Content(LEDGER, "note", {"n": 1}, "admin", "r1", 1), 0, LIMITS))
+        head = store.head(LEDGER)
+        assert head is not None
+        handover = Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_key), "a", "epoch-2", 2)
+        store.append_record(Entry.prepare(handover, 0, LIMITS).place(2, head.link, 2, "ingest-2"))
+        records = list(store.range(LEDGER))
+    root = _root(records)
+    epoch_2 = standby.sign(LEDGER, 3, root, ("vledger-epoch 2 ingest-2",)).note
+    good = LedgerRepair(LEDGER, "ingest-2", 3, root, (), "replica-2", epoch_2)
+    with ChainStore(tmp_path / "good") as store:
+        copy_ledger(
+            store, iter((r.encode(), r) for r in records), good, standby_key, CLUSTER, Progress("", enabled=False)
+        )
+        assert store.size(LEDGER) == 3
+    fenced = LedgerRepair(LEDGER, "ingest-1", 3, root, (), "replica-2", HOME.sign(LEDGER, 3, root).note)
+    with ChainStore(tmp_path / "fenced") as store, pytest.raises(RepairRefusedError, match="fenced"):
+        copy_ledger(
+            store, iter((r.encode(), r) for r in records), fenced, LOG_KEY, CLUSTER, Progress("", enabled=False)
+        )
+    # The home to rebuild from is the one Redis announces after the handover; the standby holds it too.
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+            },
+            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    assert ledgers_of(config, "ingest-2", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}
+    assert ledgers_of(config, "ingest-1", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.replication import ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.verifier.checks import ClusterChecks
 
@@ -161,3 +161,61 @@ def test_a_sweep_finding_is_searched_back_to_the_record_rewritten_below_it(
     replica.hashes[1] = b"\xdd" * 32  # and everything from 1 on (a linked copy differs from there up)
     replica.hashes[2] = b"\xdd" * 32
     assert found._first_difference(LEDGER, "replica-1", replica, 3, differs=False) == 1  # type: ignore[arg-type]
+
+
+class StoppedNode(FakeNode):
+    """A node that does not answer."""
+
+    def up(self) -> bool:
+        return False
+
+
+def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """PROTOCOL 10.9: ingest-1 stopped, its standby ingest-2 promoted and writing on. The old
+    home's copy is no longer the ledger's (it answers reads not_home): the verifier neither
+    holds it lagging ("it does not answer") nor keeps the alert it raised before open, while
+    a replica behind the new home still is."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    chain = [bytes([i]) * 32 for i in range(16)]
+    nodes: dict[str, FakeNode] = {
+        "ingest-1": StoppedNode("ingest-1", chain[:11]),
+        "ingest-2": FakeNode("ingest-2", chain[:11]),
+        "replica-1": FakeNode("replica-1", chain[:11]),
+    }
+    clock = Clock()
+    repl = ReplicationLedger(redis_client)
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    repl.advance("ingest-1", LEDGER, 10)
+    settings = VerifierSettings(lag_alert_ms=LAG_MS)
+    found = ClusterChecks("verifier-1", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
+    found.start()
+    assert set(found.ledgers[LEDGER].copies) == {"ingest-1", "ingest-2", "replica-1"}
+    # Raised while the old home was away (by this verifier before it knew of the handover).
+    found.raise_alert(Alert("ingest-1", LEDGER, 11, "lagging", "it does not answer and reported lacking height 11"))
+    assert repl.promote(LEDGER, 2, "ingest-2") is None
+    nodes["ingest-2"].hashes = list(chain)  # the new home writes on
+    found.refresh_ledgers()
+    assert found.ledgers[LEDGER].home == "ingest-2"
+    assert set(found.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
+    assert open_kinds(found) == set()
+    found.compare_heads()
+    clock.now += LAG_MS / 1000 + 1
+    found.compare_heads()
+    assert set(repl.open_alerts()) == {f"replica-1|{LEDGER}|lagging"}  # the replica is behind ingest-2
+    # A verifier started after the handover never takes the old home as a copy.
+    again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
+    again.start()
+    assert set(again.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
