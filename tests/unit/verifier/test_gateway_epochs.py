@@ -25,25 +25,14 @@ from vledger.verifier.gateway import Gateway
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
+from vledger.tests.unit.verifier.fakes import FakeRedis
+
 LIMITS = Limits()
 CLUSTER, LEDGER = "t", "votes"
 OLD, NEW = HomeSigner(CLUSTER, bytes(range(32))), HomeSigner(CLUSTER, bytes(range(1, 33)))
 HANDOVER = 5  # the height of the handover record
 SIZE = 9
 T0 = 1_790_000_000_000
-
-
-class FakeRedis:
-    """Redis's witness notes: what ``hgetall`` of the cosignatures hash gives."""
-
-    def __init__(self, notes: dict[bytes, bytes]) -> None:
-        self.notes = notes
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return self.notes
 
 
 def _next(head: Record, kind: str, payload: dict[str, Any], origin: str) -> Record:

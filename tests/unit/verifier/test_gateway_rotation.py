@@ -24,6 +24,8 @@ from vledger.verifier.gateway import Gateway
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
+from vledger.tests.unit.verifier.fakes import FakeRedis
+
 LIMITS = Limits()
 LEDGER = "votes"
 ORIGIN = f"t/{LEDGER}"
@@ -31,19 +33,6 @@ OLD = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
 NEW = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))
 ROTATED_AT = 5
 SIZE = 10
-
-
-class FakeRedis:
-    """Redis holding, under a witness's name, a note the retired key signed past its rotation."""
-
-    def __init__(self, notes: dict[bytes, bytes]) -> None:
-        self.notes = notes
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return self.notes
 
 
 def _note(key: SignerKey, size: int, root: bytes) -> bytes:
