@@ -84,6 +84,10 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
             # "file is not a database", "database disk image is malformed": a damaged file.
             raise StoreError(f"{directory}: the store's file is damaged: {e}") from e
     except (StoreError, RecordError) as e:
+        if isinstance(e.__cause__, sqlite3.OperationalError):
+            # storefile.connect and the store wrap SQLite's errors: locked, busy, out of space or
+            # file handles is what the moment holds, not the file: a restart may do.
+            raise
         alert = store_damaged_alert(node, e)
         log.error("node %s: its store does not open, the node does not start: %s", node, alert.detail)
         raise_alert(replication, alert)

@@ -11,7 +11,7 @@ import pytest
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.ingest.runtime import STORE_DAMAGED, open_node_store
-from vledger.node.errors import StoreDamagedError
+from vledger.node.errors import StoreDamagedError, StoreError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.tests.unit.ingest.note_chain import append as append_notes
@@ -127,3 +127,17 @@ def test_a_file_sqlite_finds_malformed_is_a_damaged_store_too(redis_client: Any,
     path.write_bytes(b"\x00" * 100 + data[100:])  # its header gone: SQLite does not open it at all
     with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*not a database"):
         open_node_store(NAME, directory, replication)
+
+
+def test_a_store_that_cannot_be_opened_now_is_not_a_damaged_one(redis_client: Any, tmp_path: Path) -> None:
+    # SQLite cannot open the file (here: a directory where the file goes; as locked, busy, out
+    # of space or file handles): what the moment holds, not the file. The node fails as any
+    # other error (supervisord starts it again), and raises no store_damaged alert.
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    (directory / DB_NAME).mkdir(parents=True)
+    with pytest.raises(StoreError) as raised:
+        open_node_store(NAME, directory, replication)
+    assert not isinstance(raised.value, StoreDamagedError)
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert replication.open_alerts() == {}
