@@ -43,6 +43,7 @@ from ..broker.redis_server import connect, find_redis_server
 from ..client.session import node_address
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.supervisor import (
+    EXIT_STORE_DAMAGED,
     REDIS_PROGRAM,
     Program,
     SupervisorLayout,
@@ -68,6 +69,15 @@ _GONE_STATES = frozenset({"FATAL", "EXITED", "STOPPED", "UNKNOWN"})
 
 
 # --- what runs what ------------------------------------------------------------------------------
+
+
+def gave_up(info: dict[str, Any]) -> bool:
+    """Whether supervisord will not start this program again (``info``: its getProcessInfo):
+    FATAL, it failed every start; EXITED with EXIT_STORE_DAMAGED, it said not to
+    (config/supervisor.py). Any other EXITED is restarted at supervisord's next tick."""
+    return info["statename"] == "FATAL" or (
+        info["statename"] == "EXITED" and info.get("exitstatus") == EXIT_STORE_DAMAGED
+    )
 
 
 def venv_command(script: str, module: str) -> tuple[str, ...]:
@@ -269,9 +279,7 @@ class Starter:
                     info = table.get(name)
                     if info is None:
                         raise SupervisorError(f"{name}: supervisord does not know it (is another conf running?)")
-                    # FATAL: it failed every start; EXITED: it ended with a status that says do not
-                    # start it again (a store that does not open, config/supervisor.py).
-                    if info["statename"] in ("FATAL", "EXITED"):
+                    if gave_up(info):
                         raise SupervisorError(
                             f"{name} could not start ({info['statename']}); the end of its log:\n"
                             + log_tail(self.layout.log_path(name))

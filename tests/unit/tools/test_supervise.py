@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 
 from vledger.config.cluster import load_cluster
+from vledger.config.supervisor import EXIT_STORE_DAMAGED
+from vledger.tools import supervise
 from vledger.tools.supervise import EXIT_NOT_RUNNING, EXIT_OK, status_code
 
 
@@ -30,3 +32,13 @@ def test_make_help_names_what_make_run_starts() -> None:
     }
     flat = " ".join(help_text.split())
     assert "Redis" in flat and all(text in flat for text in said.values()), (said, flat)
+
+
+def test_only_fatal_or_the_store_damaged_exit_is_given_up() -> None:
+    # A program that ended with any other status sits in EXITED until supervisord's next tick
+    # restarts it: `supervise start` must wait for it, not fail.
+    assert supervise.gave_up({"statename": "FATAL", "exitstatus": 1})
+    assert supervise.gave_up({"statename": "EXITED", "exitstatus": EXIT_STORE_DAMAGED})
+    assert not supervise.gave_up({"statename": "EXITED", "exitstatus": 1})
+    assert not supervise.gave_up({"statename": "EXITED", "exitstatus": 0})
+    assert not supervise.gave_up({"statename": "BACKOFF", "exitstatus": EXIT_STORE_DAMAGED})
