@@ -501,6 +501,9 @@ class ClusterChecks:
                 except (NodeUnavailableError, RemoteError) as e:
                     reader.down(self.settings.node_timeout_ms / 1000, e)
                     continue
+                except RecordError as e:  # a record that does not decode: the record checks name it
+                    log.warning("cannot compare %s's head of %s with %s's: %s", node, ledger, state.home, e)
+                    continue
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
             if heads:  # only copies the home did not vouch for need a checkpoint
@@ -600,6 +603,8 @@ class ClusterChecks:
                 self._root_fork(ledger, state, node, reader, root, proven.size, proven.root)
             except (NodeUnavailableError, RemoteError) as e:
                 reader.down(self.settings.node_timeout_ms / 1000, e)  # raised at its next answer
+            except RecordError as e:  # a reference's record that does not decode: the record checks name it
+                log.warning("cannot name the fork of %s's %s: %s", node, ledger, e)
 
     def _root_fork(
         self, ledger: str, state: LedgerState, node: str, reader: NodeReader, root: bytes, size: int, expected: bytes
@@ -614,7 +619,7 @@ class ClusterChecks:
         reference = self._reference(ledger, node) or self._proven_copy(ledger, state, node, size)
         if reference is not None:
             try:
-                theirs, ours = reference.hash_at(ledger, top), _hash_at(reader, ledger, top)
+                theirs, ours = _hash_at(reference, ledger, top), _hash_at(reader, ledger, top)
             except (NodeUnavailableError, RemoteError) as e:
                 log.info("cannot compare %s %s with %s: %s", node, ledger, reference.name, e)
                 theirs = ours = None
@@ -627,7 +632,10 @@ class ClusterChecks:
             if theirs is not None and f"{node}|{ledger}|fork" not in self._mine:
                 first = self._first_difference(ledger, node, reader, top, differs=True, reference=reference)
                 if first != top:
-                    theirs, ours = reference.hash_at(ledger, first), _hash_at(reader, ledger, first)
+                    try:
+                        theirs, ours = _hash_at(reference, ledger, first), _hash_at(reader, ledger, first)
+                    except (NodeUnavailableError, RemoteError) as e:
+                        log.info("cannot compare %s %s with %s at %d: %s", node, ledger, reference.name, first, e)
         elif f"{node}|{ledger}|fork" not in self._mine:
             ours = _hash_at(reader, ledger, top)
         self.raise_alert(
