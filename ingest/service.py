@@ -867,9 +867,9 @@ def _size(service: IngestService, caller: Caller, args: Args) -> object:
 @command("have", EVERYONE, "hashes", "which of these record hashes this node holds")
 def _have(service: IngestService, caller: Caller, args: Args) -> object:
     hashes = args.binary_list("hashes", size=HASH_SIZE, max_items=service.settings.page_size)
-    held = service.store.have(hashes)
     # A replaced home's records are not the ledger's (10.9): it does not say it has them.
-    return {"have": [h for h in held if (found := service.store.index_of(h)) is None or not service.replaced(found[0])]}
+    found = [(h, service.store.index_of(h)) for h in hashes]
+    return {"have": [h for h, at in found if at is not None and not service.replaced(at[0])]}
 
 
 # --- checkpoints and proofs (docs/PROTOCOL.md section 14) ------------------------------
