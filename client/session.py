@@ -573,19 +573,6 @@ class Session(Reader):
         self._home_silent.add(ledger)  # the session's later requests about it skip the wait
         return None if standby.name == self.node.name else node_address(self.config, standby.name)
 
-    def rules(self, ledger: str) -> LedgerRules:
-        """The ledger's rules, read from its genesis record: from its home, or, when the home
-        does not answer, from its standby (a write then goes there too: 10.9).
-
-        Raises RemoteError ``no_such_ledger`` for a ledger the cluster does not hold, and
-        NodeUnavailableError when neither answers.
-        """
-        try:
-            return super().rules(ledger)
-        except NodeUnavailableError as e:
-            rules = self._rules[ledger] = self._genesis_rules(ledger, self.standby_node(ledger, e))
-            return rules
-
     def ledgers(self) -> list[dict[str, Any]]:
         """Every ledger of the cluster (``ledger.list`` of each ingest node, merged by name, each
         from its home), or those of the session's node if --node was given."""
