@@ -17,8 +17,8 @@ Records are found by their hash through an index of sorted runs: ``hash_rows`` h
 (run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,
 for the records of each ledger below its size in ``hashes_filled`` (none listed: none). The
 records above it, fewer than ``store.HASH_FILL_AT`` and a group in all, are found by their rows'
-hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads them in the
-lookup's own statement). A record's hash is random, so a table sorted by it takes each new
+hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader reads them, as they
+come, only when the index misses). A record's hash is random, so a table sorted by it takes each new
 hash at a random page: filled a thousand at a time it still rewrote a page for nearly every
 record once it outgrew the fill. Here ChainStore writes the hashes above the marks, sorted,
 as a new run in the transaction whose records bring them to HASH_FILL_AT: run ids only grow,
