@@ -99,6 +99,9 @@ ROLES = ("admin", "writer", "observer", "replica")
 
 SessionVerb = Callable[[Session, argparse.Namespace], int]
 
+# A Z85 key may start with "-", which argparse would take for an option: `--` ends the options.
+KEY_ARGUMENT_HELP = "the public key file, or the Z85 key itself (one that starts with - goes after --)"
+
 
 # --- how a verb gets its session ---------------------------------------------------------------
 
@@ -825,7 +828,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
         key_actions, "add", cmd_user_key_add, "bind a public key to an account", "Bind a public key to an account."
     )
     key_add.add_argument("account", type=account_name, metavar="NAME")
-    key_add.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
+    key_add.add_argument("keyfile", metavar="KEYFILE.key", help=KEY_ARGUMENT_HELP)
     revoke = _verb(
         key_actions,
         "revoke",
@@ -836,7 +839,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
     revoke.add_argument(
         "account", type=account_name, nargs="?", metavar="NAME", help="the account it is bound to (checked first)"
     )
-    revoke.add_argument("keyfile", metavar="KEYFILE.key", help="the public key file (or the Z85 key itself)")
+    revoke.add_argument("keyfile", metavar="KEYFILE.key", help=KEY_ARGUMENT_HELP)
 
 
 # --- grants and the admin ledger ---------------------------------------------------------------------------

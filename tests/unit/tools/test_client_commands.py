@@ -954,7 +954,7 @@ def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode,
     for action in ("remove", "enable", "disable"):
         assert vledger("user", action, "bob")[0] == 0
     assert vledger("user", "key", "add", "bob", str(tmp_path / "bob.key"))[0] == 0
-    code, out, _ = vledger("user", "key", "revoke", pair.public)
+    code, out, _ = vledger("user", "key", "revoke", "--", pair.public)  # a Z85 key may start with "-"
     assert code == 0 and out == f"key {pair.public}: revoked\n"
     assert vledger.json("user", "list")["accounts"][0]["account"] == "alice"
     assert [(cmd, args) for cmd, args, _ in node.calls] == [
