@@ -32,7 +32,7 @@ import collections
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,15 +139,23 @@ class NodeReader:
         data = self.record(ledger, height)
         return None if data is None else decode_record(data, PROTOCOL_LIMITS).hash
 
-    def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
-        """The inclusion proof of leaf ``index`` in the node's tree of ``size`` leaves (PROTOCOL
-        12.3), None when the node cannot give one (it lacks that size)."""
+    def _answer(self, cmd: str, args: dict[str, Any]) -> Any:
+        """The node's reply to ``cmd``, None when it answers that its copy cannot serve it
+        (CANNOT_ANSWER: it lacks the height, the tree size or the ledger). Raises RemoteError
+        for any other refusal, NodeUnavailableError when it does not answer."""
         try:
-            reply = self.client.call("proof.inclusion", {"ledger": ledger, "index": index, "size": size})
+            return self.client.call(cmd, args)
         except RemoteError as e:
             if e.code in CANNOT_ANSWER:
                 return None
             raise
+
+    def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
+        """The inclusion proof of leaf ``index`` in the node's tree of ``size`` leaves (PROTOCOL
+        12.3), None when the node cannot give one (it lacks that size)."""
+        reply = self._answer("proof.inclusion", {"ledger": ledger, "index": index, "size": size})
+        if reply is None:
+            return None
         proof = proof_hashes(reply)
         if proof is None:
             raise NodeUnavailableError(f"{self.name}: proof.inclusion answered something else")
@@ -156,12 +164,9 @@ class NodeReader:
     def checkpoint(self, ledger: str) -> tuple[bytes, list[int]] | None:
         """The node's latest checkpoint note of ``ledger`` and the rotation heights below its
         size (PROTOCOL 6.1), None when it holds none."""
-        try:
-            reply = self.client.call("checkpoint", {"ledger": ledger})
-        except RemoteError as e:
-            if e.code in CANNOT_ANSWER:
-                return None
-            raise
+        reply = self._answer("checkpoint", {"ledger": ledger})
+        if reply is None:
+            return None
         note = reply.get("checkpoint") if isinstance(reply, dict) else None
         heights = heights_of(reply.get("rotations", []) if isinstance(reply, dict) else None)
         if not isinstance(note, bytes) or heights is None:
@@ -534,15 +539,19 @@ class ClusterChecks:
         if now < state.ask_nodes_at:
             return
         state.ask_nodes_at = now + ASK_NODES_SECONDS
-        for name in sorted(state.copies, key=lambda n: n != state.home):
-            reader = self.readers.get(name)
-            if reader is None or not reader.up():
-                continue
+        for reader in self._copies_up(state):
             try:
                 if held.learn_from(reader):
                     return
             except (NodeUnavailableError, RemoteError) as e:
-                log.info("no checkpoint of %s from %s: %s", ledger, name, e)
+                log.info("no checkpoint of %s from %s: %s", ledger, reader.name, e)
+
+    def _copies_up(self, state: LedgerState) -> Iterator[NodeReader]:
+        """The readers of the ledger's copies that answer, the home's first."""
+        for name in sorted(state.copies, key=lambda n: n != state.home):
+            reader = self.readers.get(name)
+            if reader is not None and reader.up():
+                yield reader
 
     def _genesis(self, ledger: str) -> bytes | None:
         """``ledger``'s genesis as the stream has it, else as its home serves it, else as a holder does
@@ -553,11 +562,7 @@ class ClusterChecks:
             rows = []
         if rows:
             return rows[0].data
-        state = self.ledgers[ledger]
-        for name in sorted(state.copies, key=lambda n: n != state.home):
-            reader = self.readers.get(name)
-            if reader is None or not reader.up():
-                continue
+        for reader in self._copies_up(self.ledgers[ledger]):
             try:
                 page = reader.page(ledger, 0, 1)
             except (NodeUnavailableError, RemoteError):
