@@ -497,20 +497,19 @@ class IngestService:
             raise self._not_home(entry.content.ledger, "written")
         return entry
 
-    def _not_home(self, ledger: str, done: str) -> NotHomeError:
+    def _not_home(self, ledger: str, done: str, why: str = "") -> NotHomeError:
         home = self.home_of(ledger)
         return NotHomeError(
-            f"ledger {ledger!r} is {done} on node {home.name!r}",
+            f"ledger {ledger!r} is {done} on node {home.name!r}{why}",
             home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
         )
 
     def _replaced(self, ledger: str) -> NotHomeError:
-        home = self.home_of(ledger)
-        return NotHomeError(
-            f"ledger {ledger!r} is read on node {home.name!r}, its home now: node {self.node.name} was"
-            " replaced as its home (PROTOCOL 10.9), and its copy is not the ledger's",
-            home={"node": home.name, "endpoint": home.endpoint, "key": self.node_keys.get(home.name, "")},
+        why = (
+            f", its home now: node {self.node.name} was replaced as its home (PROTOCOL 10.9),"
+            " and its copy is not the ledger's"
         )
+        return self._not_home(ledger, "read", why)
 
     def held(self, ledger: str) -> str:
         """``ledger`` if this node holds it, for a read.
