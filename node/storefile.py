@@ -694,7 +694,7 @@ class StoredTree:
         return b"".join(bytes(row[1]) for row in rows)
 
 
-def _level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int) -> Iterator[tuple[int, bytes]]:
+def level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int) -> Iterator[tuple[int, bytes]]:
     """(idx, hash) of one level of a ledger's tree rows in index order, a page at a time."""
     start = 0
     while True:
@@ -725,7 +725,7 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
                 continue
             rows = levels.get(level)
             if rows is None:
-                rows = levels[level] = _level_rows(conn, ledger, level, page_size)
+                rows = levels[level] = level_rows(conn, ledger, level, page_size)
             row = next(rows, None)
             if row is None or row[0] != index:
                 raise TreeMismatchError(

@@ -70,8 +70,8 @@ from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.record import ZERO_LINK, Record, decode_record
 
-# _level_rows: the node's own reader of a tree level (its open check, check_tree); shared, not copied.
-from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, _level_rows, connect, tree_kept
+# level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
+from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, level_rows, tree_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .paths import export_file, store_dir
@@ -345,7 +345,7 @@ class _StoredRows:
     def _compare(self, level: int, index: int, node: bytes) -> None:
         rows = self.levels.get(level)
         if rows is None:
-            rows = self.levels[level] = _level_rows(self.conn, self.ledger, level, self.page_size)
+            rows = self.levels[level] = level_rows(self.conn, self.ledger, level, self.page_size)
         row = next(rows, None)
         last = ((index + 1) << level) - 1  # the record that completes the node
         if row is None or row[0] != index:
