@@ -34,6 +34,8 @@ from vledger.verifier.gateway import Gateway, build_app
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
+from vledger.tests.unit.verifier.fakes import FakeRedis
+
 LIMITS = Limits()
 SEED = bytes(range(32))
 LEDGER = "votes"
@@ -55,19 +57,6 @@ class NoRedis:
         # The live-events poller reads the tally heads through a pipeline (a slow machine reaches
         # its first tally poll within a test): its first command fails as a down Redis would.
         return self
-
-
-class ForgedRedis:
-    """A Redis where anyone wrote: the witness's real note, a forged line, and garbage."""
-
-    def __init__(self, notes: dict[bytes, bytes]) -> None:
-        self.notes = notes
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return self.notes
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +160,7 @@ def test_forged_cosignature_lines_in_redis_are_dropped_and_good_ones_kept(cluste
     good = cluster["witness"].cosign(signed, 1_790_000_100)  # the witness cosigned the newer one too
     impostor = WitnessSigner(witness_name("t", "replica-1"), bytes(32)).cosign(signed, 1_790_000_200)
     redis_notes = {b"replica-1": good, b"mallory": impostor, b"junk": b"not a note"}
-    gateway, thread = serve(cluster, ForgedRedis(redis_notes))
+    gateway, thread = serve(cluster, FakeRedis(redis_notes))
     with thread as server:
         url = f"http://127.0.0.1:{server.port}"
         shown = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint")[2])
