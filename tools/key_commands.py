@@ -36,6 +36,7 @@ from ..client.session import Session, node_address
 from ..config.cluster import FOLLOWER_ROLES
 from ..node.errors import KeyExistsError, KeyMaterialError, RemoteError, UsageError, VledgerError
 from ..node.node_key_rotation import NO_SIGN_KEY
+from ..node.node_keys import ROTATION_RECORD_KIND
 from ..node.rules.admin import ADMIN_LEDGER
 from .client_output import print_json
 from .node_commands import PASSPHRASE_ENV
@@ -136,7 +137,7 @@ def recorded_generation(session: Session, node: str) -> int:
         return sum(
             1
             for record in session.records(ADMIN_LEDGER)
-            if record.content.kind == "key_rotation" and record.content.payload.get("node") == node
+            if record.content.kind == ROTATION_RECORD_KIND and record.content.payload.get("node") == node
         )
     except RemoteError as e:
         if e.code == "no_such_ledger":
