@@ -76,19 +76,15 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     alert or its resolution (the log keeps what happened).
     """
     try:
-        try:
-            store = ChainStore(directory, **options)
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError):
-                raise  # locked, busy, out of space: not what the file holds, a restart may do
-            # "file is not a database", "database disk image is malformed": a damaged file.
-            raise StoreError(f"{directory}: the store's file is damaged: {e}") from e
-    except (StoreError, RecordError) as e:
-        if isinstance(e.__cause__, sqlite3.OperationalError):
-            # storefile.connect and the store wrap SQLite's errors: locked, busy, out of space or
-            # file handles is what the moment holds, not the file: a restart may do.
-            raise
-        alert = store_damaged_alert(node, e)
+        store = ChainStore(directory, **options)
+    except (StoreError, RecordError, sqlite3.DatabaseError) as e:
+        # The store wraps SQLite's errors (storefile.connect), and some come through bare.
+        cause = e if isinstance(e, sqlite3.Error) else e.__cause__
+        if isinstance(cause, sqlite3.OperationalError):
+            raise  # locked, busy, out of space or file handles: what the moment holds, not the file
+        # Else a check failed, or the file is "not a database" / "malformed": a damaged file.
+        failed = StoreError(f"{directory}: the store's file is damaged: {e}") if isinstance(e, sqlite3.Error) else e
+        alert = store_damaged_alert(node, failed)
         log.error("node %s: its store does not open, the node does not start: %s", node, alert.detail)
         raise_alert(replication, alert)
         raise StoreDamagedError(alert.detail) from e
