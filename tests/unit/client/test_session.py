@@ -73,6 +73,13 @@ def _signed(store: ChainStore) -> VerifiedCheckpoint:
     return verify_checkpoint(signed.note, home_key("t", LEDGER, home.key(LEDGER).public_key))
 
 
+def _last_voter(store: ChainStore) -> str:
+    """The electronic id of the voter registered last (height 5), whose vote check is tried."""
+    mine = store.get(LEDGER, 5)
+    assert mine is not None
+    return electronic_id(mine)
+
+
 @pytest.fixture
 def honest(tmp_path: Path) -> Iterator[ChainStore]:
     store = _chain(tmp_path / "honest", ["V-1", "V-2", "V-3", "V-4", "V-5"])
@@ -91,10 +98,7 @@ def forked(tmp_path: Path) -> Iterator[ChainStore]:
 def test_a_forked_tail_under_the_honest_checkpoint_is_refused_not_reported_as_no_records(
     honest: ChainStore, forked: ChainStore
 ) -> None:
-    proven = _signed(honest)
-    mine = honest.get(LEDGER, 5)
-    assert mine is not None
-    eid = electronic_id(mine)
+    proven, eid = _signed(honest), _last_voter(honest)
     found = Reader(Served(honest)).proven_voter_check(LEDGER, eid, proven)
     assert [item.record.height for item in found.records] == [5]
     with pytest.raises(ProofError, match="not the tree of 6 records"):
@@ -106,10 +110,7 @@ def test_full_check_refuses_a_forked_chain_the_signed_checkpoint_does_not_make(
 ) -> None:
     # --full verifies every record as the chain's next: a forked chain passes that (anyone can
     # compute checksums, work and links), so it must also be the signed checkpoint's tree.
-    proven = _signed(honest)
-    mine = honest.get(LEDGER, 5)
-    assert mine is not None
-    eid = electronic_id(mine)
+    proven, eid = _signed(honest), _last_voter(honest)
     found = Reader(Served(honest)).full_voter_check(LEDGER, eid, proven)
     assert [item.record.height for item in found.records] == [5]
     assert Reader(Served(forked)).full_voter_check(LEDGER, eid, None).records == ()  # the chain alone
