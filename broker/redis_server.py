@@ -191,6 +191,17 @@ def free_port() -> int:
             return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports as :func:`free_port` gives them (each call alone may give a port
+    an earlier call gave: a cluster file naming it twice is refused)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerTls:
     """A redis-server's TLS files (PEM): its certificate and private key, and the CA that signed it."""

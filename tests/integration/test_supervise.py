@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from vledger.broker.client import Client
-from vledger.broker.redis_server import find_redis_server, free_port
+from vledger.broker.redis_server import find_redis_server, free_ports
 from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.node.errors import NodeUnavailableError, RedisServerError
@@ -43,7 +43,7 @@ def cli(*args: str | Path, timeout: float = 120.0) -> subprocess.CompletedProces
 
 def write_config(directory: Path) -> Path:
     path = directory / "cluster.toml"
-    ports = [free_port() for _ in range(5)]
+    ports = free_ports(5)
     path.write_text(
         f"""
 [cluster]

@@ -71,3 +71,11 @@ def test_free_ports_lie_below_the_ephemeral_range() -> None:
     ports = {redis_server.free_port() for _ in range(50)}
     assert all(10000 <= p < low for p in ports)
     assert len(ports) > 40  # spread, so parallel workers rarely pick the same one
+
+
+def test_free_ports_are_distinct_even_when_the_draws_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each free_port() alone may give a port an earlier call gave (a cluster file naming one port
+    # twice is refused): free_ports draws again until it has as many distinct ones.
+    draws = iter([12001, 12002, 12001, 12002, 12003])
+    monkeypatch.setattr(redis_server, "free_port", lambda: next(draws))
+    assert redis_server.free_ports(3) == [12001, 12002, 12003]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.redis_server import RedisServer, free_port
+from vledger.broker.redis_server import RedisServer, free_port, free_ports
 from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.broker.signing import load_signing_key, new_signing_key, signing_key_paths
 from vledger.config.cluster import load_cluster
@@ -365,9 +365,10 @@ def write_config(directory: Path, redis_url: str) -> Path:
     nodes += [("replica-3", "replica"), ("observer-1", "observer"), ("observer-2", "observer")]
     nodes += [("verifier-1", "verifier")]
     lines = ["[cluster]", 'name = "test"', f'redis = "{redis_url}"', 'default_home = "ingest-1"', ""]
+    ports = iter(free_ports(len(nodes) + sum(role == "ingest" for _, role in nodes)))
     for name, role in nodes:
-        lines += [f"[nodes.{name}]", f'role = "{role}"', 'host = "127.0.0.1"', f"port = {free_port()}"]
-        lines += [f"pub_port = {free_port()}"] if role == "ingest" else []
+        lines += [f"[nodes.{name}]", f'role = "{role}"', 'host = "127.0.0.1"', f"port = {next(ports)}"]
+        lines += [f"pub_port = {next(ports)}"] if role == "ingest" else []
         lines += ['follow = ["ingest-1", "ingest-2"]'] if role in ("replica", "observer") else []
         lines.append("")
     path = directory / "cluster.toml"
