@@ -326,6 +326,48 @@ def test_a_group_finds_stored_requests_of_each_author_beside_new_ones(open_store
     verify_stored(store)
 
 
+def test_request_ids_in_any_order_are_each_placed_once(store: ChainStore, kit: Any) -> None:
+    """The newest stored request id of an author spares a lookup only for ids after it: one that
+    sorts before it ("req-10" < "req-9") is looked up, a new one placed, a retry found."""
+    nine, ten = store.append(kit.entry(9)), store.append(kit.entry(10))
+    assert (nine.height, ten.height) == (1, 2)
+    assert store.append(kit.entry(9)) == dataclasses.replace(nine, duplicate=True)
+    assert store.append(kit.entry(10)) == dataclasses.replace(ten, duplicate=True)
+    assert store.append(kit.entry(1)).height == 3  # before both in order, but new
+    assert store.append(kit.entry(99)).height == 4
+    with pytest.raises(RequestConflictError):
+        store.append(Entry.prepare(dataclasses.replace(kit.content(99), payload={"n": 0}), 0, LIMITS))
+    assert rows(store) == 5
+
+
+def test_a_followed_record_raises_its_authors_newest_request_id(store: ChainStore, kit: Any) -> None:
+    """A record stored as a follower's (a standby's, before it places entries again) counts as
+    stored for its author: the same request sent later as an entry is its duplicate, not a new record."""
+    store.append(kit.entry(1))  # the store now remembers Zoe's newest id: req-1
+    followed = kit.extend(store.head(LEDGER), kit.entry(5))
+    assert store.append_record(followed).height == 2
+    again = store.append(kit.entry(5))
+    assert (again.height, again.hash, again.duplicate) == (2, followed.hash, True)
+    assert rows(store) == 3
+
+
+def test_newest_requests_forget_past_their_bound_and_read_again(tmp_path: Path, kit: Any) -> None:
+    conn = sqlite3.connect(tmp_path / "ids.sqlite3")
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT INTO records (ledger, height, hash, author, request_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (LEDGER, 1, b"h" * 32, "Zoe.1", "req-7", b""),
+    )
+    newest = store_module.NewestRequests(most=2)
+    assert newest.of(conn, LEDGER, "Zoe.1") == "req-7"
+    assert newest.of(conn, LEDGER, "Bob") == ""
+    newest.committed([kit.extend(kit.chain(1)[0], kit.entry(8))])  # Zoe's req-8: raised in memory only
+    assert newest.of(conn, LEDGER, "Zoe.1") == "req-8"
+    assert newest.of(conn, LEDGER, "Ann") == ""  # a third author: the memory was dropped, then refilled
+    assert newest.of(conn, LEDGER, "Zoe.1") == "req-7"  # read again from the table
+    conn.close()
+
+
 def test_concurrent_appends_are_placed_once_each_without_gaps(store: ChainStore, kit: Any) -> None:
     threads_n, per_thread = 8, 200
     entries = [[kit.entry(i, author=f"writer-{t}") for i in range(per_thread)] for t in range(threads_n)]
