@@ -36,7 +36,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_a
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
-from ..node.store import ChainStore
+from ..node.store import ChainStore, fill_phase
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -199,6 +199,7 @@ class NodeRuntime:
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
         """The node's ChainStore in its store directory (``options`` as ChainStore takes them),
         closed when the runtime closes; see :func:`open_node_store` for what a damaged one does."""
+        options.setdefault("hash_fill_phase", fill_phase(self.name))  # the copies on one host fill apart
         store = open_node_store(self.name, self.config.store_dir(self.name), replication, **options)
         self.closing(store.close)
         return store

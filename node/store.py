@@ -30,6 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
@@ -97,6 +98,17 @@ BRIEF_WAIT_SECONDS = 0.002
 # at 4b) and a larger fill stalled every commit behind it (8,192 at a time put replication lag's
 # p99 at 48-92 ms).
 HASH_FILL_AT = 1024
+
+
+def fill_phase(name: str, fill_at: int = HASH_FILL_AT) -> int:
+    """How many records before ``fill_at`` the store of node ``name`` fills its hash index
+    first (then every ``fill_at``): stable per node, spread over half a fill. Every copy of a
+    ledger counts the same heights, so without it the home and each replica on one host filled
+    in the same group commit, each stalling its commits behind the others' for the same
+    milliseconds (replication lag's p99)."""
+    return zlib.crc32(name.encode()) % max(1, fill_at // 2)
+
+
 # The runs are merged in steps inside the group commits (storefile.merge_hash_runs): each record
 # written gives this many rows of merging to do, done once they reach MERGE_STEP_LEAST (a step's
 # fixed cost, a seek a source run, is then small beside its rows) and at most MERGE_CREDIT_MOST
@@ -518,6 +530,7 @@ class ChainStore:
         accepted_floor: Callable[[], int] | None = None,
         hash_fill_at: int | None = HASH_FILL_AT,
         hash_merge_step: int = MERGE_STEP_LEAST,
+        hash_fill_phase: int = 0,
     ) -> None:
         """Open (or create) the store in ``directory`` and check it; see :meth:`_load_heads`
         and :meth:`_load_trees` for what is checked and raised.
@@ -528,7 +541,9 @@ class ChainStore:
 
         ``hash_fill_at``: the records written since the hash index was last filled from which
         a run is added to it (HASH_FILL_AT), ``hash_merge_step`` the fewest rows a merge step
-        moves (MERGE_STEP_LEAST); tests make both small. ``hash_fill_at=None`` is only for the
+        moves (MERGE_STEP_LEAST); tests make both small. ``hash_fill_phase`` (below
+        ``hash_fill_at``): the first fill after opening comes that many records early
+        (:func:`fill_phase`; a node's store takes its name's). ``hash_fill_at=None`` is only for the
         benchmark's store builder, which fills the index itself once the rows are in: the store
         then neither fills nor merges it nor keeps the hashes above it, and a lookup by hash
         raises StoreError. Opening converts a store of an earlier layout (see
@@ -543,6 +558,10 @@ class ChainStore:
         self.directory = directory
         self.keep_tree = keep_tree
         self.hash_fill_at = hash_fill_at
+        if hash_fill_at is not None and not 0 <= hash_fill_phase < hash_fill_at:
+            raise ValueError(f"a fill phase is below the fill size {hash_fill_at}, not {hash_fill_phase}")
+        # The tail's size at which the next group commit fills: early by the phase once, then every hash_fill_at.
+        self._fill_due = (hash_fill_at or 0) - hash_fill_phase
         self.hash_merge_step = hash_merge_step
         self._merge_credit = 0  # rows of merging owed (see MERGE_ROWS_PER_RECORD)
         # Called by the committer with each group's new records, in order, once they are
@@ -1042,7 +1061,7 @@ class ChainStore:
                         _insert_tree_rows(self._write, tree_rows)
                     self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
                 if self.hash_fill_at is not None:
-                    if len(self._tail) + len(records) >= self.hash_fill_at:
+                    if len(self._tail) + len(records) >= self._fill_due:
                         # With the records that bring it there: durable together (see storefile).
                         filled = self._fill_hashes(heads, records)
                     self._merge_hashes(len(records))
@@ -1063,6 +1082,7 @@ class ChainStore:
         self._frontiers.update(grown)
         if filled is not None:
             self._filled, self._tail = filled, {}
+            self._fill_due = self.hash_fill_at or 0
         elif staged and self.hash_fill_at is not None:
             records = staged.records
             self._tail.update(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from vledger.node.errors import StoreError
 from vledger.node.record import Record
-from vledger.node.store import HASH_FILL_AT, ChainStore
+from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
 
 
@@ -199,6 +199,27 @@ def test_runs_are_merged_eight_into_one_in_steps_and_every_record_is_found_meanw
     levels = [run.level for run in _runs(directory)]
     assert levels[0] == 1 and levels[1:] == [0] * (len(levels) - 1)  # one run of 48 rows, then the new fills
     assert _runs(directory)[0].rows == 48
+
+
+def test_a_fill_phase_brings_the_first_fill_early_then_every_fill_comes_a_fill_apart(tmp_path: Path, kit: Any) -> None:
+    """Copies of one ledger count the same heights: a node's phase (fill_phase of its name) moves
+    its fills off the others', so that the home and its replicas on one host do not stall together."""
+    chain = kit.chain(1 + 5 + 8 + 8 + 3)
+    directory = tmp_path / "store"
+    sizes = []
+    with ChainStore(directory, origin="node-1", hash_fill_at=8, hash_fill_phase=3, hash_merge_step=10**9) as store:
+        for record in chain:
+            store.append_record(record)
+            sizes.append(sum(run.rows for run in _runs(directory)))
+    # One record a group: the first fill at 5 records (8 - 3), then at 8 more each time.
+    assert [
+        i + 1 for i, (before, after) in enumerate(zip([0, *sizes[:-1]], sizes, strict=True)) if after != before
+    ] == [5, 13, 21]
+    _check_index(directory, chain)
+    with pytest.raises(ValueError, match="fill phase"):
+        ChainStore(tmp_path / "other", hash_fill_at=8, hash_fill_phase=8)
+    assert {fill_phase(f"replica-{n}") for n in range(1, 4)} | {fill_phase("ingest-1")} != {fill_phase("ingest-1")}
+    assert all(0 <= fill_phase(f"node-{n}") < HASH_FILL_AT // 2 for n in range(100))
 
 
 @pytest.mark.parametrize("old_index", ["records_by_hash", "records_by_hash_prefix", "record_hashes"])
