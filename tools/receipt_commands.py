@@ -30,6 +30,7 @@ from ..node.record import decode_record
 from ..verifier.node_keys import admin_checkpoint_key
 from .args import config_path
 from .client_output import print_json
+from .paths import output_file
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 DEFAULT_WAIT_SECONDS = 10.0
@@ -54,6 +55,8 @@ def _read(path: Path) -> bytes:
 def cmd_receipt_get(session: Session, args: argparse.Namespace) -> int:
     if (args.hash is None) == (args.height is None):
         raise UsageError("give HEIGHT or --hash HEX")
+    if args.output is not None:
+        output_file(args.output)
     index = args.height if args.hash is None else session.record_by_hash(args.hash).height
     keys = session.checkpoint_keys(args.ledger, args.quorum)
     receipt = session.receipt(args.ledger, index, keys, time.monotonic() + args.wait)
