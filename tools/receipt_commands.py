@@ -23,7 +23,7 @@ from ..broker.signing import witness_keys
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import UsageError
+from ..node.errors import RecordError, UsageError
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
@@ -85,7 +85,12 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     if args.genesis is not None:
         if args.key:
             raise UsageError("give --genesis or --key, not both")
-        keys = keys_from_genesis(_genesis_bytes(_read(args.genesis)), receipt.ledger, witnesses, args.quorum)
+        genesis = _genesis_bytes(_read(args.genesis))
+        try:
+            keys = keys_from_genesis(genesis, receipt.ledger, witnesses, args.quorum)
+        except RecordError as e:  # name the file: a gateway's 404 answer saved read only "trailing bytes..."
+            e.message = f"--genesis {args.genesis}: {e.message}"
+            raise
     elif args.key:
         keys = ReceiptKeys(args.key, witnesses, args.quorum)
     else:
