@@ -31,6 +31,21 @@ def store_dir(path: Path) -> Path:
     raise UsageError(f"{path}: not a vledger store directory")
 
 
+def store_target(path: Path) -> Path:
+    """``path`` if a command may write a store there: a store, a new or an empty directory.
+
+    Never a directory of other files: ``import --store run/keys`` made a store in the key
+    directory, beside the secrets.
+    """
+    if is_store(path) or not path.exists():
+        return path
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a directory")
+    if any(path.iterdir()):
+        raise UsageError(f"{path}: a directory of other files, not a vledger store (no {DB_NAME} in it)")
+    return path
+
+
 def export_file(path: Path) -> Path:
     """``path`` if it is a file other than a store's database (whose directory was meant)."""
     if path.is_dir():

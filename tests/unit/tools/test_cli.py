@@ -441,6 +441,24 @@ def test_export_import_round_trip_is_byte_identical(tmp_path: Path, capsys: pyte
     assert run(capsys, "verify", tmp_path / "copy")[0] == 0
 
 
+def test_import_and_demo_make_no_store_among_other_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `import FILE --store run/keys` and `demo --store run/keys` made a store (and blobs/) in the
+    # key directory, beside the secrets: a directory of other files is no store to write into.
+    store = make_store(tmp_path / "s")
+    export(capsys, store, tmp_path / "e.jsonl")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "admin.key_secret").write_text("secret")
+    for argv in (("import", tmp_path / "e.jsonl", "--store", keys), ("demo", "--store", keys, "--records", "2")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "a directory of other files, not a vledger store" in err, err
+    assert sorted(p.name for p in keys.iterdir()) == ["admin.key_secret"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "import", tmp_path / "e.jsonl", "--store", empty)[0] == 0  # an empty one is fine
+    assert rows(empty) == rows(store)
+
+
 def test_import_of_a_tampered_export_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "e.jsonl"
     export(capsys, make_store(tmp_path / "s"), path)
