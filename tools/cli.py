@@ -34,6 +34,7 @@ from .args import (
     positive,
 )
 from .exporting import export_store
+from .paths import store_target
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import escaped_stdout
 from .verification import verify_path
@@ -95,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _exit_code(cluster_run.ok)
     if args.voters is not None:
         raise UsageError("--voters is for --cluster; a store demo takes --records")
-    run = run_demo(args.store, args.records or DEFAULT_RECORDS, args.difficulty, Limits())
+    run = run_demo(store_target(args.store), args.records or DEFAULT_RECORDS, args.difficulty, Limits())
     print_demo(run)
     return _exit_code(run.verification.ok)
 

@@ -20,7 +20,7 @@ from typing import BinaryIO
 from ..config.settings import Limits
 from ..node.export import encode_checkpoint_line, encode_line
 from ..node.storefile import StoreReader
-from .paths import store_dir
+from .paths import output_file, store_dir
 from .progress import Progress
 from .verification import scan_ledger, select_ledgers
 
@@ -37,6 +37,8 @@ class ExportSummary:
 def export_store(store: Path, wanted: str | None, output: Path | None, limits: Limits) -> ExportSummary:
     """Write every verified record of the selected ledgers to ``output`` (stdout if None)."""
     directory = store_dir(store)
+    if output is not None:
+        output_file(output)
     with contextlib.closing(StoreReader(directory)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         total = sum(reader.count(ledger) for ledger in ledgers)

@@ -32,6 +32,7 @@ from ..client.session import Session, node_address, reply_field
 from ..config.cluster import IngestSettings
 from ..node.errors import BlobError, NodeUnavailableError, RemoteError, SourceChangedError, UsageError
 from .client_payloads import file_record
+from .paths import output_file
 from .progress import Progress
 
 # Room for the request map around a chunk's data (id, command, the other arguments).
@@ -117,7 +118,7 @@ def destination(out: Path, sha256: str, force: bool) -> Path:
     path = out / sha256 if out.is_dir() else out
     if not force and (path.exists() or path.is_symlink()):
         raise UsageError(f"{path}: already exists; remove it first or give --force")
-    return path
+    return output_file(path)
 
 
 def download_file(session: Session, sha256: str, out: Path, force: bool, progress: Progress) -> tuple[Path, int]:

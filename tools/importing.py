@@ -28,7 +28,7 @@ from ..node.record import Record, decode_record
 from ..node.store import ChainStore, Receipt
 from ..node.storefile import StoreReader
 from ..node.verify import ChainVerifier
-from .paths import export_file, is_store
+from .paths import export_file, is_store, store_target
 from .progress import Progress
 from .verification import ExportChecker, LedgerReport, Verification, iter_lines
 
@@ -40,6 +40,7 @@ _Line = tuple[int, bytes]
 def import_file(file: Path, store: Path, node: str | None, limits: Limits) -> Verification:
     """All or nothing, as far as verification is concerned: the store changes only if all verified."""
     path = export_file(file)
+    store_target(store)
     chunk_size = StoreSettings().group_commit_max
     with path.open("rb") as f:
         view = StoreView(store, limits)

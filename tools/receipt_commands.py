@@ -23,13 +23,14 @@ from ..broker.signing import witness_keys
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import UsageError
+from ..node.errors import RecordError, UsageError
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..verifier.node_keys import admin_checkpoint_key
 from .args import config_path
 from .client_output import print_json
+from .paths import output_file
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 DEFAULT_WAIT_SECONDS = 10.0
@@ -54,6 +55,8 @@ def _read(path: Path) -> bytes:
 def cmd_receipt_get(session: Session, args: argparse.Namespace) -> int:
     if (args.hash is None) == (args.height is None):
         raise UsageError("give HEIGHT or --hash HEX")
+    if args.output is not None:
+        output_file(args.output)
     index = args.height if args.hash is None else session.record_by_hash(args.hash).height
     keys = session.checkpoint_keys(args.ledger, args.quorum)
     receipt = session.receipt(args.ledger, index, keys, time.monotonic() + args.wait)
@@ -82,7 +85,12 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     if args.genesis is not None:
         if args.key:
             raise UsageError("give --genesis or --key, not both")
-        keys = keys_from_genesis(_genesis_bytes(_read(args.genesis)), receipt.ledger, witnesses, args.quorum)
+        genesis = _genesis_bytes(_read(args.genesis))
+        try:
+            keys = keys_from_genesis(genesis, receipt.ledger, witnesses, args.quorum)
+        except RecordError as e:  # name the file: a gateway's 404 answer saved read only "trailing bytes..."
+            e.message = f"--genesis {args.genesis}: {e.message}"
+            raise
     elif args.key:
         keys = ReceiptKeys(args.key, witnesses, args.quorum)
     else:

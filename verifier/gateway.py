@@ -81,7 +81,7 @@ from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
-from ..node.storefile import StoredTree, StoreReader
+from ..node.storefile import DB_NAME, StoredTree, StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
@@ -98,6 +98,7 @@ CLUSTER_CACHE_SECONDS = 0.5
 # A checkpoint gathered (every signature line verified) serves the requests of this long:
 # under load the Ed25519 checks and the Redis read happen once, not once per request.
 CHECKPOINT_SECONDS = 1.0
+STORE_LOOK_SECONDS = 1.0  # how often a thread looks whether the store's file was replaced
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
 LOG_LINES = 20
@@ -146,6 +147,15 @@ def _int(value: str | None, what: str, default: int | None = None, maximum: int 
         shown = value if len(value) <= 40 else f"{value[:20]}... ({len(value)} digits)"
         raise BadRequestError(f"{what} {shown} is over {maximum}")
     return int(value)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` names now (device, inode); None while nothing is there."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 @dataclass(slots=True)
@@ -298,13 +308,41 @@ class Gateway:
     @property
     def reader(self) -> StoreReader:
         """This thread's read-only view of the store, opened when first needed (the node may
-        create the store after the gateway starts: until then every read is a store_error)."""
+        create the store after the gateway starts: until then every read is a store_error),
+        and opened again when the store's file is another than the one it opened."""
         reader: StoreReader | None = getattr(self._local, "reader", None)
+        now = time.monotonic()
+        if reader is not None and now >= self._local.look_at:
+            self._local.look_at = now + STORE_LOOK_SECONDS
+            if _file_identity(reader.path) != self._local.identity:
+                self._drop_reader(reader)
+                reader = None
         if reader is None:
-            reader = self._local.reader = StoreReader(self.store_dir, page_size=MAX_PAGE)
+            identity = _file_identity(self.store_dir / DB_NAME)  # before opening: a race opens it once more
+            reader = StoreReader(self.store_dir, page_size=MAX_PAGE)
+            self._local.reader, self._local.identity = reader, identity
+            self._local.look_at = now + STORE_LOOK_SECONDS
             with self._voters_lock:
                 self._readers.append(reader)
         return reader
+
+    def _drop_reader(self, reader: StoreReader) -> None:
+        """Close a view of a store file that is no longer the store's: `vledger repair` moved
+        it aside (kept as evidence, maybe damaged) and put a rebuilt one in its place, or an
+        operator put a copy back. Served on, the old file would be stale or wrong for good.
+        What was read from it (tiles, checkpoints, voters, key chains, epochs) goes with it."""
+        log.warning("the store of %s at %s was replaced: reading the new one", self.node.name, self.store_dir)
+        self._local.reader = None
+        with self._voters_lock:
+            with contextlib.suppress(ValueError):
+                self._readers.remove(reader)
+            self._tiles.clear()
+            self._checkpoints.clear()
+            self._voters.clear()
+        self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)
+        self._epochs = ReadEpochs(self.config.name, _GatewayRows(self))
+        with contextlib.suppress(Exception):
+            reader.close()
 
     def close(self) -> None:
         with self._voters_lock:

@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -279,6 +281,32 @@ def test_export_of_a_damaged_store_fails_and_leaves_no_file(tmp_path: Path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
+def test_export_never_takes_the_place_of_a_store_s_database_or_a_special_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -o chain.sqlite3 of a running node's store replaced its database by the export; -o /dev/full
+    # (as root) replaced the device by a regular file: both rename a file over what was there.
+    store = make_store(tmp_path / "s")
+    before = (store / DB_NAME).read_bytes()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(before)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target, says in (
+        (store / DB_NAME, "store's database"),
+        (store / f"{DB_NAME}-wal", "store's database"),
+        (copy, "SQLite database"),
+        (fifo, "not a regular file"),
+        (tmp_path, "not a regular file"),
+    ):
+        code, _, err = run(capsys, "export", store, "-o", target)
+        assert code == 2 and says in err, (target, err)
+    assert (store / DB_NAME).read_bytes() == before and copy.read_bytes() == before
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "fifo", "s"]
+    assert run(capsys, "verify", store)[0] == 0
+
+
 def test_verify_a_valid_export_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = make_store(tmp_path / "s")
     export(capsys, store, tmp_path / "e.jsonl")
@@ -411,6 +439,24 @@ def test_export_import_round_trip_is_byte_identical(tmp_path: Path, capsys: pyte
     assert "alpha: 5 imported, 0 already present" in out
     assert rows(tmp_path / "copy") == rows(store)
     assert run(capsys, "verify", tmp_path / "copy")[0] == 0
+
+
+def test_import_and_demo_make_no_store_among_other_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `import FILE --store run/keys` and `demo --store run/keys` made a store (and blobs/) in the
+    # key directory, beside the secrets: a directory of other files is no store to write into.
+    store = make_store(tmp_path / "s")
+    export(capsys, store, tmp_path / "e.jsonl")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "admin.key_secret").write_text("secret")
+    for argv in (("import", tmp_path / "e.jsonl", "--store", keys), ("demo", "--store", keys, "--records", "2")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "a directory of other files, not a vledger store" in err, err
+    assert sorted(p.name for p in keys.iterdir()) == ["admin.key_secret"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "import", tmp_path / "e.jsonl", "--store", empty)[0] == 0  # an empty one is fine
+    assert rows(empty) == rows(store)
 
 
 def test_import_of_a_tampered_export_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

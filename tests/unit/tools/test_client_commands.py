@@ -945,6 +945,26 @@ def test_a_download_goes_under_the_name_given(tmp_path: Path) -> None:
     assert destination(tmp_path / "a.txt", "ab" * 32, force=True) == tmp_path / "a.txt"
 
 
+def test_a_download_or_a_receipt_never_takes_the_place_of_a_store_s_database_or_a_special_file(
+    vledger: Run, node: SimulatedNode, tmp_path: Path
+) -> None:
+    # `receipt get -o run/data/replica-2/chain.sqlite3` truncated a running replica's database in
+    # place (it answered `error` from then on), and `file get --force` renamed over a device.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    store = tmp_path / "store"
+    ChainStore(store, origin="n").close()
+    database = store / "chain.sqlite3"
+    before = database.read_bytes()
+    for target in (fifo, database):
+        with pytest.raises(UsageError):
+            destination(target, "ab" * 32, force=True)
+        code, _, err = vledger("receipt", "get", "votes", "1", "-o", str(target))
+        assert code == 2 and str(target) in err
+    assert node.calls == []  # refused before anything was asked
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and database.read_bytes() == before
+
+
 # --- accounts ---------------------------------------------------------------------------------------------
 
 

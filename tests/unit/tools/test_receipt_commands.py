@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -50,3 +51,23 @@ def test_the_text_is_receipt_verify_s_options(config: Path, capsys: pytest.Captu
     words = capsys.readouterr().out.split()
     assert words[0::2] == ["--witness", "--witness", "--admin-key"]
     assert all(vkey_arg(text) for text in words[1::2])
+
+
+def test_a_genesis_file_that_is_none_is_named_in_the_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The README's donor saves the gateway's /receipts/0 with curl; a 404 answer saved so was
+    # refused as "non_canonical: trailing bytes after the value", naming neither file nor genesis.
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(vector["receipt"], encoding="utf-8")
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(genesis)]) == 1
+    assert "pins no checkpoint key" in capsys.readouterr().err  # a genesis: its own sentence
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"error": {"code": "not_found", "message": "no checkpoint yet"}}')
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(answer)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"vledger: error: non_canonical: --genesis {answer}: trailing bytes")
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(receipt)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"vledger: error: height_gap: --genesis {receipt}: ledger 'election-2026' height 2: ")

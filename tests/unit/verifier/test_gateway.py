@@ -278,3 +278,41 @@ def test_a_number_too_large_is_told_apart_from_no_number(value: str, said: str) 
     with pytest.raises(BadRequestError) as raised:
         gateway_int(value, "height")
     assert raised.value.message == said
+
+
+def test_a_store_replaced_under_the_gateway_is_read_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `vledger repair NODE --restart` moves the node's store aside and puts a rebuilt one in its
+    # place, restarting the node only: the gateway beside it went on serving the old file for good
+    # (stale sizes, a 404 checkpoint once the new store's was larger, and its damage if any).
+    monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    store = tmp_path / "data" / "replica-1"
+    run_demo(store, 20, 1, LIMITS)
+    rebuilt = tmp_path / "rebuilt"
+    run_demo(rebuilt, 40, 1, LIMITS)
+    gateway = Gateway(config, "replica-1")
+    try:
+        with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            sizes = {e["ledger"]: e["size"] for e in get_json(f"{url}/api/ledgers")["ledgers"]}
+            assert get(f"{url}/ledgers/election-2026/tile/0/000.p/{sizes['election-2026']}")[0] == 200
+            store.rename(tmp_path / "data" / "replica-1.broken-1")  # as vledger repair does
+            rebuilt.rename(store)
+            reader = StoreReader(store)
+            shown = {e["ledger"]: e["size"] for e in get_json(f"{url}/api/ledgers")["ledgers"]}
+            assert shown == {ledger: reader.size(ledger) for ledger in reader.ledgers()} != sizes
+            size = shown["election-2026"]
+            assert get(f"{url}/ledgers/election-2026/tile/0/000.p/{size}")[2] == reader.tree("election-2026").tile(
+                0, 0, size
+            )
+    finally:
+        gateway.close()
