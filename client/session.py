@@ -151,10 +151,11 @@ class _SignedTree:
                     self.epochs.append(record)
             yield record
 
-    def check(self) -> None:
+    def check(self) -> EpochHistory | None:
         """Raise ProofError unless the records taken make the checkpoint's tree; for a ledger
         whose genesis pins a standby key, the checkpoint must also be of its epoch by those
-        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover."""
+        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover.
+        Returns those epochs (None: a ledger without a standby, whose one epoch never ends)."""
         if self.tree.size != self.size or self.tree.root() != self.root:
             raise ProofError(
                 f"the first {self.tree.size} records of {self.ledger!r} this node served are not the tree of "
@@ -163,10 +164,11 @@ class _SignedTree:
         genesis = self.epochs[0] if self.epochs and self.epochs[0].height == 0 else None
         rules = LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS) if genesis is not None else None
         if genesis is None or rules is None or STANDBY_KEY_FIELD not in rules.rules:
-            return
+            return None
         history = EpochHistory.from_genesis(genesis, rules)
         history.feed(self.epochs[1:])
         history.verify(self.proven.note.encode())
+        return history
 
 
 class Reader:
@@ -435,6 +437,20 @@ class Reader:
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
+
+    def epochs_under(self, ledger: str, proven: VerifiedCheckpoint) -> EpochHistory | None:
+        """The epochs (10.9) of ``ledger``'s records up to the verified checkpoint ``proven``,
+        read from the node (decoded, not each checked: their Merkle tree must be the
+        checkpoint's), which must be of its epoch by them; None, with nothing read, for a
+        ledger whose genesis pins no standby key (one epoch, no handover to fence). Raises
+        ProofError when the records read are not the checkpoint's tree, FencedError [fenced]
+        for a replaced home's checkpoint past the handover, BadEpochError [bad_epoch]."""
+        if STANDBY_KEY_FIELD not in self.rules(ledger).rules:
+            return None
+        tree = _SignedTree(ledger, proven)
+        for _ in tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)):
+            pass
+        return tree.check()
 
     def proven_records(self, ledger: str, start: int, proven: VerifiedCheckpoint | None) -> Iterator[Record]:
         """Records from ``start`` to the head, each checked as the next of the chain; those below
