@@ -593,17 +593,19 @@ class Session(Reader):
         later request. Raises ``refusal`` when it names no other node."""
         home = refusal.details.get("home")
         name = home.get("node") if isinstance(home, dict) else None
-        kept = ledger is not None and not self.pinned and isinstance(name, str) and name in self._homes_allowed(ledger)
-        address = self._address(name) if kept and isinstance(name, str) else named_home(refusal)
-        if address is None and not kept:
+        trusted = None
+        if isinstance(name, str) and ledger is not None and not self.pinned and name in self._homes_allowed(ledger):
+            trusted = name
+        address = named_home(refusal) if trusted is None else self._address(trusted)
+        if address is None and trusted is None:
             raise refusal  # it names no home
         if (self.node.endpoint if address is None else address.endpoint) == (asked or self.node).endpoint:
             raise refusal  # the node asked names itself: nowhere else to go
-        if kept and ledger is not None and isinstance(name, str):
-            if name == self.config.home_of(ledger).name:
+        if trusted is not None and ledger is not None:
+            if trusted == self.config.home_of(ledger).name:
                 self._moved.pop(ledger, None)  # handed back (10.9): the configured home again
             else:
-                self._moved[ledger] = name
+                self._moved[ledger] = trusted
         return address
 
     def _homes_allowed(self, ledger: str) -> set[str]:
