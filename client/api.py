@@ -513,7 +513,7 @@ class Client:
                 continue
             records = tuple(self._records(ledger, a.size, b.size, current))
             if epochs is not None:  # the handover records it adds count for it, and for the next
-                epochs = _in_epochs_of(epochs.extended(records), current)
+                epochs = self.reader.held_epochs(ledger, _in_epochs_of(epochs.extended(records), current))
             last = self._accept(ledger, current)
             yield FollowEvent(current, records)
 

@@ -180,6 +180,7 @@ class Reader:
         self.otp: str | None = None  # the admin's one-time code, sent with each request
         self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
         self._admin_copy: tuple[int, NodeKeys | None] | None = None  # (admin checkpoint size, its evidence)
+        self._epoch_homes: dict[str, set[str]] = {}  # ledger -> the homes of its epochs proven so far (10.9)
 
     def close(self) -> None:
         self.client.close()
@@ -433,7 +434,7 @@ class Reader:
         check = check_voter(ledger, tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)), eid)
         # Every record up to the checkpoint was read: their tree must be the one it signs, or
         # the node served another chain (a forked tail) and "no records" would prove nothing.
-        tree.check()
+        self.held_epochs(ledger, tree.check())
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
@@ -450,7 +451,14 @@ class Reader:
         tree = _SignedTree(ledger, proven)
         for _ in tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)):
             pass
-        return tree.check()
+        return self.held_epochs(ledger, tree.check())
+
+    def held_epochs(self, ledger: str, epochs: EpochHistory | None) -> EpochHistory | None:
+        """``epochs``, the epochs of ``ledger``'s records proven in a verified checkpoint, kept:
+        their homes are nodes a not_home may move a session to (10.9); returns ``epochs``."""
+        if epochs is not None:
+            self._epoch_homes.setdefault(ledger, set()).update(e.home for e in epochs.epochs)
+        return epochs
 
     def proven_records(self, ledger: str, start: int, proven: VerifiedCheckpoint | None) -> Iterator[Record]:
         """Records from ``start`` to the head, each checked as the next of the chain; those below
@@ -487,7 +495,7 @@ class Reader:
             return check_voter(ledger, self.records(ledger), eid)
         tree = _SignedTree(ledger, proven)
         check = check_voter(ledger, tree.leaves(self.records(ledger)), eid)
-        tree.check()
+        self.held_epochs(ledger, tree.check())
         return check
 
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
@@ -610,10 +618,13 @@ class Session(Reader):
 
     def _homes_allowed(self, ledger: str) -> set[str]:
         """The nodes a not_home about ``ledger`` may move the session to: its configured home
-        and standby, the only nodes that can be home of one of its epochs (10.9: a promotion is
-        refused to a node the cluster file does not name the standby)."""
+        and standby (10.9: a promotion is refused to a node the cluster file does not name the
+        standby), and the home of each handover record this session read proven in a verified
+        checkpoint (a cluster file changed since), if the configuration names it an ingest node."""
         standby = self.config.standby_of(ledger)
-        return {self.config.home_of(ledger).name, *((standby.name,) if standby is not None else ())}
+        proven = {name for name in self._epoch_homes.get(ledger, ()) if name in self.config.nodes}
+        proven = {name for name in proven if self.config.nodes[name].role == "ingest"}
+        return {self.config.home_of(ledger).name, *((standby.name,) if standby is not None else ()), *proven}
 
     def _address(self, name: str) -> NodeAddress | None:
         """Node ``name``'s address from the configuration; None for the session's own node."""

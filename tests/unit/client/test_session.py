@@ -348,3 +348,47 @@ def test_a_pinned_session_keeps_its_node(three_nodes: ClusterConfig, honest: Cha
     assert session.record(LEDGER, 4).height == 4
     assert cluster.asked(home) == ["get", "get", "get"]
     assert session.ledger_node(LEDGER) is None
+
+
+def test_a_session_keeps_the_home_of_a_handover_it_read_proven(tmp_path: Path) -> None:
+    """A cluster file that names no standby (changed since the promotion): a not_home naming
+    ingest-2 is followed once each time, until the session has read, proven in a verified
+    checkpoint, the handover record that made ingest-2 the home; then it is kept."""
+    (tmp_path / "cluster.toml").write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-3"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
+        '[nodes.ingest-3]\nrole = "ingest"\nport = 7394\npub_port = 7395\n'
+        f'[ledgers.{LEDGER}]\nhome = "ingest-1"\n'
+    )
+    for name in ("ingest-1", "ingest-2", "ingest-3"):
+        generate(tmp_path / "keys", name)
+    config = load_cluster(tmp_path / "cluster.toml")
+    standby = HomeSigner("t", bytes(range(1, 33)))
+    standby_vkey = home_key("t", LEDGER, standby.key(LEDGER).public_key)
+    home_vkey = home_key("t", LEDGER, HomeSigner("t", bytes(range(32))).key(LEDGER).public_key)
+    rules = {**ELECTION, "checkpoint_key": home_vkey.encode(), "standby_key": standby_vkey.encode()}
+    with ChainStore(tmp_path / "handed", origin="ingest-1") as store:
+        genesis = LedgerRules(kinds=(EPOCH_KIND, *KINDS), difficulty=0, rules=rules).genesis_content(
+            LEDGER, "a", "g", 1
+        )
+        store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        store.append(Entry.prepare(Content(LEDGER, "register", {"voter_id": "V-1"}, "a", "r1", 2), 0, PROTOCOL_LIMITS))
+        head = store.head(LEDGER)
+        assert head is not None
+        handover = Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_vkey), "a", "epoch-2", 3)
+        store.append_record(Entry.prepare(handover, 0, PROTOCOL_LIMITS).place(2, head.link, 3, "ingest-2"))
+        epoch_2 = verify_checkpoint(
+            standby.sign(LEDGER, 3, store.root(LEDGER, 3), ("vledger-epoch 2 ingest-2",)).note, standby_vkey
+        )
+        cluster = Replaced(store, config.node("ingest-1").endpoint, "ingest-2", config.node("ingest-2").endpoint)
+        session = Session(config, config.node("ingest-3"), cluster)
+        assert session.record(LEDGER, 1).height == 1
+        assert session.ledger_node(LEDGER) == node_address(config, "ingest-1")  # followed, not kept
+        epochs = session.epochs_under(LEDGER, epoch_2)
+        assert epochs is not None and epochs.current.home == "ingest-2"
+        assert session.record(LEDGER, 2).height == 2
+        assert session.ledger_node(LEDGER) == node_address(config, "ingest-2")
+        asked = len(cluster.asked(config.node("ingest-1").endpoint))
+        assert session.record(LEDGER, 1).height == 1
+        assert len(cluster.asked(config.node("ingest-1").endpoint)) == asked  # the old home is skipped
