@@ -140,3 +140,19 @@ def test_a_fenced_checkpoint_to_start_from_is_refused(node: Followed, monkeypatc
     node.home_signs(4)
     with pytest.raises(FencedError):
         next(_follow(node, monkeypatch))
+
+
+def test_an_announced_fenced_checkpoint_is_not_taken_and_the_node_is_asked(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway's event that carries the old home's note past the handover (Redis fed by it)
+    is not taken: the checkpoint is asked of the node, and epoch 2's is followed."""
+    fenced = HOME.sign(LEDGER, 5, node.store.root(LEDGER, 5)).note
+    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([fenced]))
+    node.standby_signs(4)
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == 4
+    node.standby_signs(5)
+    event = next(events)
+    assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
+    assert "vledger-epoch 2 ingest-2" in event.checkpoint.checkpoint.extensions
