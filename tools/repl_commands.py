@@ -6,7 +6,9 @@ ledger's latest checkpoint and each witness's cosignature. No node is asked: the
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
 once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
-``<witness>.sign.pub``), so the COSIGNED column is what a ``put``'s ``w`` counts.
+``<witness>.sign.pub``) and state the ledger's newest epoch (PROTOCOL 10.9, as
+``vledger:{ledgers}:epochs`` names it: never a replaced home's), so the COSIGNED column is
+what a ``put``'s ``w`` counts.
 
 A ledger's **head** is the highest height known to exist: the home's held height, or the
 stream's last entry, or any node's held height if one is ahead of both (the home reports
@@ -40,9 +42,10 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..node.epoch import epoch_claim
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.witness import (
     CheckpointKeys,
     check_cosigned,
@@ -166,6 +169,7 @@ def ledger_status(
     )
 
 
+Epoch = tuple[int, str]  # a ledger's newest epoch as Redis names it: (number, home)
 HISTORIES_FOR_S = 1.0  # how long Checker keeps the witnesses' key histories it read
 
 
@@ -216,8 +220,10 @@ class Checker:
             return []
         return [home_key(self.config.name, ledger, public) for public in publics]
 
-    def checkpoint(self, ledger: str, home: str, note: bytes | None) -> int | None:
-        if note is None:
+    def checkpoint(self, ledger: str, home: str, note: bytes | None, epoch: Epoch | None = None) -> int | None:
+        """The size of ``note`` if ``home``'s key signed it and it is of the newest epoch
+        (``epoch``, what Redis names: see :func:`of_newest_epoch`), else None."""
+        if note is None or not of_newest_epoch(note, epoch):
             return None
         for log_key in self._home_keys(ledger, home):
             keys = CheckpointKeys(self.config.name, lambda name, key=log_key: key)  # type: ignore[misc]
@@ -227,11 +233,16 @@ class Checker:
                 continue
         return None
 
-    def cosigned(self, ledger: str, home: str, notes: Mapping[str, bytes]) -> dict[str, int]:
+    def cosigned(
+        self, ledger: str, home: str, notes: Mapping[str, bytes], epoch: Epoch | None = None
+    ) -> dict[str, int]:
+        """Witness -> the size of its cosigned note that verifies and is of the newest epoch."""
         found: dict[str, int] = {}
         log_keys = self._home_keys(ledger, home)
         histories = self._histories() if notes else {}
         for witness, note in notes.items():
+            if not of_newest_epoch(note, epoch):
+                continue
             node = self.config.nodes.get(witness)
             witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
             if witness_public is None:
@@ -251,6 +262,21 @@ class Checker:
         return found
 
 
+def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:
+    """Whether checkpoint ``note`` states the newest epoch of its ledger, ``epoch`` (the number
+    and home ``vledger:{ledgers}:epochs`` names; None: never handed over, epoch 1). PROTOCOL
+    10.9 refuses a checkpoint of an earlier epoch past the next handover (a fenced home's);
+    this command reads no record, so it cannot tell one from an earlier epoch's below its
+    handover, and counts neither: the latest checkpoint and cosignatures of a ledger are its
+    newest epoch's (before, a home replaced and later home again signed with the same key,
+    and its fenced epoch-1 notes counted)."""
+    try:
+        claim = epoch_claim(parse_checkpoint(parse_note(note).text))
+    except NoteError:
+        return False
+    return claim == ((1, None) if epoch is None else epoch)
+
+
 def read_status(
     replication: ReplicationLedger, roles: Mapping[str, str], checker: Checker | None = None
 ) -> list[LedgerStatus]:
@@ -259,12 +285,14 @@ def read_status(
     names = sorted(homes)
     lasts = replication.last_heights(names)
     notes = replication.checkpoints() if checker is not None else {}
+    epochs = replication.epochs() if checker is not None else {}
     statuses = []
     for name in names:
         checkpoint, cosigned = None, {}
         if checker is not None:
-            checkpoint = checker.checkpoint(name, homes[name], notes.get(name))
-            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name))
+            epoch = epochs.get(name)
+            checkpoint = checker.checkpoint(name, homes[name], notes.get(name), epoch)
+            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name), epoch)
         statuses.append(
             ledger_status(name, homes[name], lasts[name], replication.held(name), roles, checkpoint, cosigned)
         )

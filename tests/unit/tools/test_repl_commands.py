@@ -443,3 +443,32 @@ def test_show_status_turns_redis_errors_into_redis_server_errors(redis_server: R
             repl_commands.show_status(ReplicationLedger(client), ROLES, "redis://nowhere/0", as_json=True)
     finally:
         client.close()
+
+
+def test_a_checkpoint_of_an_epoch_before_the_newest_is_not_counted(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """PROTOCOL 10.9: ingest-1 handed the ledger to ingest-2 (epoch 2), which handed it back
+    (epoch 3). ingest-1's key signs its epoch-3 checkpoints, with their epoch line; an epoch-1
+    note of its key (the fenced home it was) verified with that key alike and was counted,
+    with the cosignature a witness gave it."""
+    keys = config.parent / "keys"
+    for name in ("ingest-1", "replica-1"):
+        generate_signing_key(keys, name)
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed)
+    witness = WitnessSigner(
+        witness_name("test", "replica-1"), load_signing_key(signing_key_paths(keys, "replica-1")[0]).seed
+    )
+    stream(repl, ELECTION, "ingest-1", 10)
+    assert repl.promote(ELECTION, 2, "ingest-2") is None
+    assert repl.promote(ELECTION, 3, "ingest-1") is None
+    fenced = home.sign(ELECTION, 10, bytes(range(32)))  # epoch 1's form: no epoch line
+    repl.set_checkpoints({ELECTION: fenced.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 10, witness.cosign(fenced, 1_790_000_000))
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["checkpoint"], election["cosigned"]) == ("ingest-1", None, {})
+    current = home.sign(ELECTION, 10, bytes(range(32)), ("vledger-epoch 3 ingest-1",))
+    repl.set_checkpoints({ELECTION: current.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 10, witness.cosign(current, 1_790_000_000))
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["checkpoint"], election["cosigned"]) == (10, {"replica-1": 10})
