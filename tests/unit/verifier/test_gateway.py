@@ -262,6 +262,8 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
     url, _ = served
     assert error_of(f"{url}/api/ledgers", method) == (405, "bad_request")
     assert error_of(f"{url}/ledgers/election-2026/tile/0/000", method) == (405, "bad_request")
+    # RFC 9110 15.5.6: a 405 names the methods that are served.
+    assert get(f"{url}/api/ledgers", method)[1]["Allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
