@@ -135,7 +135,9 @@ def _ledger(request: web.Request) -> str:
 
 
 def _int(value: str | None, what: str, default: int | None = None, maximum: int = tree.MAX_TREE_SIZE) -> int:
-    if value is None or value == "":
+    # Only an absent parameter takes the default: "?size=" names no number (PROTOCOL 15), and
+    # answering it as the default would serve the tree's current size to a client that sent one.
+    if value is None:
         if default is None:
             raise BadRequestError(f"{what} is required")
         return default

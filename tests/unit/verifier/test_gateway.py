@@ -233,6 +233,12 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         # A parameter named twice: the route would answer for the first one only.
         ("/api/ledgers/election-2026/proof/inclusion?index=0&index=1&size=4", 400, "bad_request"),
         ("/api/ledgers/election-2026/records?start=0&start=5", 400, "bad_request"),
+        # An empty value names no number (PROTOCOL 15): it is refused, not taken as the default.
+        ("/api/ledgers/election-2026/records?start=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/records?limit", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=0&size=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/consistency?old=1&new=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/checkpoint?witnesses=", 400, "bad_request"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
@@ -274,6 +280,7 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
         ("9" * 5000, "height 99999999999999999999... (5000 digits) is over 9223372036854775807"),
         ("01", "height must be a decimal integer without leading zeros, not '01'"),
         ("-1", "height must be a decimal integer without leading zeros, not '-1'"),
+        ("", "height must be a decimal integer without leading zeros, not ''"),
     ],
 )
 def test_a_number_too_large_is_told_apart_from_no_number(value: str, said: str) -> None:
