@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import threading
@@ -104,6 +105,7 @@ LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
 IMMUTABLE = "public, max-age=31536000, immutable"
+QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
 
@@ -692,6 +694,25 @@ class Gateway:
         return lines[-LOG_LINES:]
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110 12.5.3): ``gzip`` (or ``x-gzip``)
+    listed with a weight above 0, or, with neither listed, ``*`` so. An entry bundle is gzip
+    or identity only (PROTOCOL 15.1): a client written from that page reads no other coding."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                weight = float(value) if QVALUE.fullmatch(value) else 0.0
+        weights.setdefault(coding.strip(), weight)
+    listed = [weights[c] for c in ("gzip", "x-gzip") if c in weights]
+    if listed:
+        return max(listed) > 0
+    return weights.get("*", 0.0) > 0
+
+
 def amount_text(minor: int) -> str:
     """An amount of minor units as a decimal string of currency units: 2025 -> ``"20.25"``.
 
@@ -818,9 +839,12 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         if path.startswith("tile/entries/"):
             body = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
-            response.enable_compression()
-            # Gzip or not by the client's Accept-Encoding, under an immutable public cache header:
-            # without Vary a shared cache would hand gzip bytes to a client that did not ask.
+            # Gzip or not by the client's Accept-Encoding, never another coding: aiohttp's own
+            # choice served deflate to "deflate, gzip" and gzip to "gzip;q=0". Under an immutable
+            # public cache header: without Vary a shared cache would hand gzip bytes to a client
+            # that did not ask.
+            if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+                response.enable_compression(web.ContentCoding.gzip)
             response.headers["Vary"] = "Accept-Encoding"
         else:
             body = await in_thread(lambda: gateway.tile(ledger, path))

@@ -7,6 +7,7 @@ proof is rebuilt from the served hash tiles alone and verified against the serve
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import struct
@@ -162,6 +163,34 @@ def test_an_entry_bundle_varies_by_accept_encoding(served: tuple[str, Path]) -> 
         assert answer.headers["Content-Encoding"] == "gzip" and answer.headers["Vary"] == "Accept-Encoding"
     _, plain, _ = get(f"{url}/ledgers/election-2026/tile/entries/000")
     assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize(
+    ("accept", "coding"),
+    [
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("deflate, gzip", "gzip"),  # was deflate: a coding PROTOCOL 15.1 never names
+        ("gzip;q=0.5, identity", "gzip"),
+        ("*", "gzip"),
+        ("gzip;q=0", None),  # was gzip: q=0 is "not acceptable" (RFC 9110 12.5.3)
+        ("*, gzip;q=0", None),
+        ("deflate", None),
+        ("br", None),
+        ("identity", None),
+        ("gzip;q=2", None),  # no qvalue: refused rather than guessed
+    ],
+)
+def test_an_entry_bundle_is_gzip_or_identity(served: tuple[str, Path], accept: str, coding: str | None) -> None:
+    url, _ = served
+    request = urllib.request.Request(
+        f"{url}/ledgers/election-2026/tile/entries/000", headers={"Accept-Encoding": accept}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        body = answer.read()
+        assert answer.headers["Content-Encoding"] == coding and answer.headers["Vary"] == "Accept-Encoding"
+    _, _, plain = get(f"{url}/ledgers/election-2026/tile/entries/000")
+    assert (gzip.decompress(body) if coding else body) == plain
 
 
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
