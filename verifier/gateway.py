@@ -903,6 +903,11 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
+        if request.method == "HEAD":
+            # The head alone: aiohttp would send what is written after it, a body a HEAD answer
+            # must not have, and the stream would then hold the connection for good.
+            await response.write_eof()
+            return response
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
         gateway._clients.add(queue)
         gateway.metrics.event_clients.inc()

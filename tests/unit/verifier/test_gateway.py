@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
 import json
 import struct
 import urllib.error
@@ -191,6 +192,24 @@ def test_an_entry_bundle_is_gzip_or_identity(served: tuple[str, Path], accept: s
         assert answer.headers["Content-Encoding"] == coding and answer.headers["Vary"] == "Accept-Encoding"
     _, _, plain = get(f"{url}/ledgers/election-2026/tile/entries/000")
     assert (gzip.decompress(body) if coding else body) == plain
+
+
+def test_head_of_the_event_stream_is_a_head_alone(served: tuple[str, Path]) -> None:
+    # It was the stream's first bytes after the head, and the stream went on: the next request
+    # on that connection read "retry: 2000" as its status line, or waited for good.
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("HEAD", "/api/events")
+        head = connection.getresponse()
+        assert head.status == 200 and head.getheader("Content-Type") == "text/event-stream"
+        assert head.read() == b""
+        connection.request("GET", "/healthz")
+        after = connection.getresponse()
+        assert after.status == 200 and json.loads(after.read()) == {"ok": True}
+    finally:
+        connection.close()
 
 
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
