@@ -628,6 +628,11 @@ class Gateway:
         return tally_json(report, self.observer_keys, histories)
 
     def funds(self, ledger: str) -> dict[str, Any]:
+        # The genesis says first what the ledger is: without it an election with no verified tally
+        # yet was answered as a charity whose funds are not counted yet.
+        declared = self.genesis_rules(ledger).rules.get("type")
+        if declared != "charity":
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         shown = self.tally(ledger)
         snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
         if not snapshots:

@@ -287,6 +287,9 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/api/ledgers/election-2026/proof/inclusion?index=0&size=", 400, "bad_request"),
         ("/api/ledgers/election-2026/proof/consistency?old=1&new=", 400, "bad_request"),
         ("/api/ledgers/election-2026/checkpoint?witnesses=", 400, "bad_request"),
+        # Funds of a ledger that is no charity, judged from its genesis (no tally needed).
+        ("/api/ledgers/election-2026/funds", 400, "bad_request"),
+        ("/api/ledgers/nope/funds", 404, "no_such_ledger"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
