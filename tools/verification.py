@@ -37,6 +37,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,6 +61,7 @@ from ..node.errors import (
     ProofError,
     RecordError,
     RotationError,
+    StoreError,
     TreeMismatchError,
     UsageError,
     VledgerError,
@@ -74,6 +76,7 @@ from ..node.record import ZERO_LINK, Record, decode_record
 from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, level_rows, tree_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
+from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
 from .paths import export_file, store_dir
 from .progress import Progress
 
@@ -94,6 +97,7 @@ class LedgerReport:
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
     kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
+    index: IndexSum | None = None  # (store) the sum of its records below the hash index's mark, once verified
 
     @property
     def ok(self) -> bool:
@@ -227,6 +231,10 @@ def verify_store(
         # The stored tree rows' own connection: read a level at a time beside the records' pages.
         tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True)))
         kept = tree_kept(tree_rows)
+        # The hash index is summed on a thread of its own while the records verify (hash_index.py).
+        key = new_key()
+        index = stack.enter_context(_IndexScanThread(reader.path, key))
+        marks = index.marks()
         # Named, so that several stores verified in a row (the cluster demo) tell which is which.
         label = f"verifying {directory.name}: checksums, work, links"
         with Progress(label, sum(counts.values())) as progress:
@@ -234,23 +242,123 @@ def verify_store(
                 report = LedgerReport(ledger)
                 rows = _StoredRows(tree_rows, ledger, reader.page_size) if kept else None
                 tree = _StoreTree.of(reader, ledger, limits, report, rows)
+                summed = None if marks is None else _Indexed(IndexSum(key), marks.get(ledger, 0))
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
-                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger], workers)
-                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree)
+                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger], workers, key)
+                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree, summed)
                         result.worker_cpu += cpu
                         result.worker_rss = max(result.worker_rss, rss)
                     else:
                         verifier = ChainVerifier(ledger, limits)
-                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree)
+                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree, summed)
                     if tree is not None:
                         tree.finish()
                 except RecordError as e:
                     report.fail(e, e.height)
                 except _TreeFailure as e:
                     report.fail(e.error, e.height)
+                if summed is not None:
+                    report.index = summed.sum
                 result.reports.append(report)
+        if marks is not None:
+            _check_index(index.result(), tree_rows, reader, result, counts, wanted)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    """A ledger's records' side of the hash index check: their sum, and the mark below which
+    the index holds them."""
+
+    sum: IndexSum
+    mark: int
+
+
+class _IndexScanThread:
+    """:func:`scan_index` on a thread with its own connection: :meth:`marks` waits for the
+    marks it read (None for a store whose index is the hash column's: nothing to check),
+    :meth:`result` for the sums (raising what the scan raised)."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._path, self._key = path, key
+        self._marks: dict[str, int] | None = None
+        self._marks_read = threading.Event()
+        self._scan: IndexScan | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="verify:hash-index", daemon=True)
+
+    def __enter__(self) -> _IndexScanThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with contextlib.closing(connect(self._path, readonly=True)) as conn:
+                self._scan = scan_index(conn, self._key, self._got_marks)
+        except sqlite3.Error as e:
+            self._error = StoreError(f"{self._path}: cannot read the hash index: {e}")
+        except BaseException as e:  # handed to the caller, which raises it
+            self._error = e
+        finally:
+            self._marks_read.set()
+
+    def _got_marks(self, layout: str, marks: dict[str, int]) -> None:
+        self._marks = None if layout == "none" else marks
+        self._marks_read.set()
+
+    def marks(self) -> dict[str, int] | None:
+        self._marks_read.wait()
+        if self._error is not None:
+            raise self._error
+        return self._marks
+
+    def result(self) -> IndexScan:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._scan is not None
+        return self._scan
+
+
+def _check_index(
+    scan: IndexScan,
+    conn: sqlite3.Connection,
+    reader: StoreReader,
+    result: Verification,
+    counts: dict[str, int],
+    wanted: str | None,
+) -> None:
+    """Compare each ledger's index sum with its records' (a ledger that failed already is left
+    as it is); name the first wrong height of one that differs (IndexMismatchError). Rows of a
+    ledger with no records, or of a run hash_runs does not list, fail the store."""
+    for report in result.reports:
+        ledger = report.ledger
+        held = scan.sums.pop(ledger, None)
+        if not report.ok or report.index is None:
+            continue
+        records = report.index
+        if held is None:
+            held = IndexSum(b"\0" * 16)  # no rows: the count alone differs, if the mark says any
+        if held.damaged or held.count != records.count or held.total != records.total:
+            mark = scan.marks.get(ledger, 0)
+            error = first_difference(conn, scan.layout, ledger, mark, reader.iter_rows(ledger, 0, mark), counts[ledger])
+            report.records = min(report.records, error.height or 0)
+            report.fail(error, error.height)
+    if wanted is not None:
+        return
+    if scan.unlisted:
+        result.error = IndexMismatchError(
+            f"the hash index has rows in run {scan.unlisted[0]}, which hash_runs does not list"
+        )
+    elif scan.sums:
+        ledger, held = next(iter(sorted(scan.sums.items())))
+        result.error = IndexMismatchError(
+            f"the hash index has {held.count} rows of ledger {ledger!r}, which has no records"
+        )
 
 
 def _worker_context(fork: bool) -> multiprocessing.context.BaseContext:
@@ -568,12 +676,14 @@ def _verify_rows(
     report: LedgerReport,
     progress: Progress | None = None,
     tree: _Growth | None = None,
+    index: _Indexed | None = None,
 ) -> None:
     """Check the rows of ``pages`` (:meth:`StoreReader.row_pages`) as the records after
     ``verifier``'s head, counting each that verified into ``report``; raises the first failure
     (a RecordError) as :func:`scan_ledger` would. With a ``tree``, each record that verified is
     its next leaf, folded in before the next record is checked whenever a mark is reached (so
-    a checkpoint's failure comes before a later record's)."""
+    a checkpoint's failure comes before a later record's). With an ``index``, each page's rows
+    below its mark are added to its sum once they verified."""
     sha256 = hashlib.sha256
     feed_fast = verifier.feed_fast
     leaves: list[bytes] = []
@@ -604,6 +714,8 @@ def _verify_rows(
                         count = 0
                         tree.fold(leaves)
                         leaves, due = [], tree.due
+            if index is not None:
+                add_record_page(index.sum, page, index.mark)
             if progress is not None:
                 progress.advance(len(page))
     finally:
@@ -633,17 +745,27 @@ class ChunkSummary:
     # The chunk's complete subtrees of 2**STORED_LEVEL leaves, in order, when asked and clean
     # (what the parent checks the lowest stored tree rows against).
     bottom: tuple[bytes, ...] = ()
+    # The rows below the hash index's mark that verified, when asked: how many, and their sum.
+    index_count: int = 0
+    index_total: int = 0
 
 
 def verify_chunk(
-    directory: Path, ledger: str, start: int, stop: int, limits: Limits, marks: tuple[int, ...] | None = None
+    directory: Path,
+    ledger: str,
+    start: int,
+    stop: int,
+    limits: Limits,
+    marks: tuple[int, ...] | None = None,
+    index: tuple[bytes, int] | None = None,
 ) -> ChunkSummary:
     """A worker's job: check the records of heights [start, stop) of ``ledger`` in the store at
     ``directory``, as the sequential verifier would after a record whose link is the first
     one's ``prev``. Stops at the first failure; never raises for what the store holds.
 
     With ``marks`` (sizes of the ledger's tree, each in (start, stop]), it also hashes the
-    chunk's leaves and returns their frontier, and the frontier at each mark."""
+    chunk's leaves and returns their frontier, and the frontier at each mark. With ``index``
+    (a key and the hash index's mark), it sums the rows below the mark (hash_index.py)."""
     report = LedgerReport(ledger)
     first_prev: bytes | None = None
     cpu = time.process_time()
@@ -656,6 +778,7 @@ def verify_chunk(
             seen.append((start + frontier.size, report.head, frontier.hashes))
 
         tree = _Growth(Frontier(), (mark - start for mark in marks), reached)
+    summed = None if index is None else _Indexed(IndexSum(index[0]), index[1])
     try:
         with contextlib.closing(StoreReader(directory)) as reader:
             if start == 0:
@@ -669,7 +792,7 @@ def verify_chunk(
                 first_prev = decode_record(first[1], limits).prev
                 verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
                 report.head = first_prev
-            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
+            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree, summed)
     except VledgerError:
         return ChunkSummary(
             start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, max_rss()
@@ -688,6 +811,8 @@ def verify_chunk(
         frontier,
         tuple(seen),
         tuple(tree.bottom) if tree is not None and clean else (),
+        summed.sum.count if summed is not None else 0,
+        summed.sum.total if summed is not None else 0,
     )
 
 
@@ -720,10 +845,16 @@ class _Job:
     limits: Limits
     chunk: int
     workers: int
+    key: bytes  # the hash index sums' key
 
 
 def _verify_chunked(
-    job: _Job, count: int, report: LedgerReport, progress: Progress, tree: _StoreTree | None = None
+    job: _Job,
+    count: int,
+    report: LedgerReport,
+    progress: Progress,
+    tree: _StoreTree | None = None,
+    index: _Indexed | None = None,
 ) -> tuple[float, int]:
     """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
     the module's docstring); raises the first failure exactly as the sequential checks would,
@@ -735,7 +866,8 @@ def _verify_chunked(
         return None if tree is None else tuple(m for m in tree.marks if start < m <= stop)
 
     def submit(start: int, stop: int) -> Future[ChunkSummary]:
-        return job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop))
+        summed = None if index is None else (job.key, index.mark)
+        return job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop), summed)
 
     # A few full chunks' worth of records handed out past the one joined next keep every worker
     # busy (however small the chunks of the tail); the rest wait, so that little is queued past
@@ -769,6 +901,8 @@ def _verify_chunked(
                     break
                 tree.join(chunk)
             next_height, prev = chunk.stop, chunk.last_link
+            if index is not None:
+                index.sum.add_sum(chunk.index_count, chunk.index_total)
             report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)
             progress.advance(chunk.count)
@@ -783,7 +917,7 @@ def _verify_chunked(
     else:
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
-    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree)
+    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree, index)
     return cpu, rss
 
 
