@@ -50,6 +50,7 @@ from ..broker.shm import take_ownership
 from ..config.settings import Limits
 from ..node.epoch import STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
+    CosignatureError,
     FieldError,
     HeightGapError,
     IndexMismatchError,
@@ -69,7 +70,7 @@ from ..node.errors import (
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
 from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkpoint_key
 from ..node.ledger import LedgerRules
-from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
+from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, verify_signature
 from ..node.record import ZERO_LINK, Record, decode_record
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
@@ -97,6 +98,8 @@ class LedgerReport:
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
     kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
+    cosigned: int = 0  # cosignature lines of its checkpoints that verified with a witness key given
+    unchecked: int = 0  # cosignature lines by a witness no key given names: not checked
     index: IndexSum | None = None  # (store) the sum of its records below the hash index's mark, once verified
 
     @property
@@ -129,6 +132,7 @@ class Verification:
     reports: list[LedgerReport] = field(default_factory=list)
     error: VledgerError | None = None
     error_line: int | None = None
+    witness_keys: int = 0  # witness keys the cosignatures were checked with (0: none checked)
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
     worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
 
@@ -137,15 +141,18 @@ class Verification:
         return self.error is None and all(r.ok for r in self.reports)
 
 
-def verify_path(path: Path, wanted: str | None, limits: Limits, *, fork: bool = False) -> Verification:
+def verify_path(
+    path: Path, wanted: str | None, limits: Limits, *, fork: bool = False, witnesses: Sequence[VerifierKey] = ()
+) -> Verification:
     """``vledger verify PATH``: a store directory or an export file, checked from every genesis.
-    ``fork``: see :func:`verify_store`. Raises UsageError for a path that is neither."""
+    ``fork``: see :func:`verify_store`; ``witnesses``: see :func:`check_cosignatures`. Raises
+    UsageError for a path that is neither."""
     if not path.exists():
         raise UsageError(f"{path}: no such store directory or export file")
     if path.is_dir():
-        result = verify_store(store_dir(path), wanted, limits, fork=fork)
+        result = verify_store(store_dir(path), wanted, limits, fork=fork, witnesses=witnesses)
     else:
-        result = verify_file(export_file(path), wanted, limits)
+        result = verify_file(export_file(path), wanted, limits, witnesses)
     log.info("verified %s: ok=%s", path, result.ok)
     return result
 
@@ -195,6 +202,7 @@ def verify_store(
     chunk: int = CHUNK_RECORDS,
     executor: Executor | None = None,
     fork: bool = False,
+    witnesses: Sequence[VerifierKey] = (),
 ) -> Verification:
     """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
 
@@ -209,7 +217,8 @@ def verify_store(
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
-    result = Verification()
+    result = Verification(witness_keys=len({key.name for key in witnesses}))
+    witness_table = witness_keys_table(witnesses)
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
     # parent's reader opens for the records (they open their own).
@@ -241,7 +250,7 @@ def verify_store(
             for ledger in ledgers:
                 report = LedgerReport(ledger)
                 rows = _StoredRows(tree_rows, ledger, reader.page_size) if kept else None
-                tree = _StoreTree.of(reader, ledger, limits, report, rows)
+                tree = _StoreTree.of(reader, ledger, limits, report, rows, witness_table)
                 summed = None if marks is None else _Indexed(IndexSum(key), marks.get(ledger, 0))
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
@@ -509,8 +518,10 @@ class _StoreTree(_Growth):
         report: LedgerReport,
         notes: list[tuple[int, bytes]],
         rows: _StoredRows | None = None,
+        witnesses: WitnessTable | None = None,
     ) -> None:
         self.reader, self.ledger, self.limits, self.report = reader, ledger, limits, report
+        self.witnesses = witnesses or {}
         self.rows = rows  # the stored tree rows, when the store keeps its tree
         self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
         self.unreadable: list[tuple[int, NoteError]] = []
@@ -535,14 +546,20 @@ class _StoreTree(_Growth):
 
     @classmethod
     def of(
-        cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, rows: _StoredRows | None
+        cls,
+        reader: StoreReader,
+        ledger: str,
+        limits: Limits,
+        report: LedgerReport,
+        rows: _StoredRows | None,
+        witnesses: WitnessTable | None = None,
     ) -> _StoreTree | None:
         """The ledger's tree check, or None when the store holds no checkpoint and no tree of it
         (``rows``: its stored tree rows, None for a store from before the tree)."""
         notes = reader.latest_checkpoints(ledger)
         if not notes and rows is None:
             return None
-        return cls(reader, ledger, limits, report, notes, rows)
+        return cls(reader, ledger, limits, report, notes, rows, witnesses)
 
     def completed(self, nodes: Sequence[bytes]) -> None:
         """The next complete subtrees of 2**STORED_LEVEL leaves: the stored rows they give, checked."""
@@ -601,6 +618,7 @@ class _StoreTree(_Growth):
                         f"ledger {self.ledger!r}: the stored checkpoint's root is not the tree of the {size} records"
                     )
                 self._check_signature(note, size)
+                check_cosignatures(note, checkpoint.origin, self.witnesses, self.report)
             except VledgerError as e:
                 raise _TreeFailure(e, size - 1) from e
             self.report.checkpoints += 1
@@ -988,10 +1006,11 @@ def _locate(error: RecordError, ledger: str, height: int) -> RecordError:
 # --- export files -------------------------------------------------------------------------
 
 
-def verify_file(path: Path, wanted: str | None, limits: Limits) -> Verification:
-    """Check an export file line by line, every ledger from its genesis."""
+def verify_file(path: Path, wanted: str | None, limits: Limits, witnesses: Sequence[VerifierKey] = ()) -> Verification:
+    """Check an export file line by line, every ledger from its genesis (its checkpoints'
+    cosignatures by ``witnesses`` too)."""
     with path.open("rb") as f:
-        return ExportChecker(limits, wanted).check_lines(iter_lines(f, limits))
+        return ExportChecker(limits, wanted, witnesses=witnesses).check_lines(iter_lines(f, limits))
 
 
 def iter_lines(f: BinaryIO, limits: Limits) -> Iterator[tuple[int, bytes]]:
@@ -1031,8 +1050,10 @@ class ExportChecker:
         start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
         below: Callable[[str, int], Iterable[bytes]] | None = None,
+        witnesses: Sequence[VerifierKey] = (),
     ) -> None:
         self.limits = limits
+        self._witnesses = witness_keys_table(witnesses)
         self.wanted = wanted
         self.reports: dict[str, LedgerReport] = {}
         self.error: RecordError | None = None
@@ -1171,6 +1192,7 @@ class ExportChecker:
                 history.verify(line.note)  # either pinned key, as its epoch says (10.9)
             elif chain is not None:  # the key in force at its size (13.8); retired_key for another of the chain's
                 chain.check(line.note)
+            check_cosignatures(line.note, checkpoint.origin, self._witnesses, report, number)
         except VledgerError as e:
             report.fail(e, height, number)
             return
@@ -1184,4 +1206,43 @@ class ExportChecker:
     def result(self) -> Verification:
         if self.error is None and self.wanted is not None and self.wanted not in self.reports:
             raise NoSuchLedgerError(f"ledger {self.wanted!r} is not in this file")
-        return Verification(list(self.reports.values()), self.error, self.error_line)
+        keys = len({key.name for key in self._witnesses.values()})
+        return Verification(list(self.reports.values()), self.error, self.error_line, witness_keys=keys)
+
+
+WitnessTable = dict[tuple[str, int], VerifierKey]
+
+
+def witness_keys_table(witnesses: Iterable[VerifierKey]) -> WitnessTable:
+    """Witness keys by (name, key id), as a note's signature lines name them."""
+    return {(key.name, key.key_id): key for key in witnesses}
+
+
+def check_cosignatures(
+    note: bytes, origin: str, witnesses: WitnessTable, report: LedgerReport, line: int | None = None
+) -> None:
+    """Check a verified checkpoint's cosignature lines (its signature lines not by the log,
+    whose key is named by the origin, 13.5): each by a key in ``witnesses`` must verify (two
+    lines by one key count once, the first checked, as 13.5 counts them), counted into
+    ``report.cosigned``; one by a witness no key names is counted into ``report.unchecked``.
+    Raises CosignatureError [bad_cosignature] for one that does not verify (``line``: the
+    export line it is on)."""
+    parsed = parse_note(note)
+    seen: set[tuple[str, int]] = set()
+    for signature in parsed.signatures:
+        if signature.name == origin:
+            continue
+        where = (signature.name, signature.key_id)
+        key = witnesses.get(where)
+        if key is None:
+            report.unchecked += 1
+            continue
+        if where in seen:
+            continue
+        seen.add(where)
+        if not verify_signature(parsed.text, signature, key):
+            at = f"line {line}: " if line is not None else ""
+            raise CosignatureError(
+                f"{at}the cosignature by witness {key.name} ({key.key_id:08x}) does not verify over the checkpoint"
+            )
+        report.cosigned += 1
