@@ -159,6 +159,22 @@ def test_a_truncated_chain_is_reported(cluster: LocalCluster, ledger: str) -> No
     _alert(cluster, "replica-1", ledger, "truncated", 120)
 
 
+def test_held_heights_forged_in_redis_accuse_no_node(cluster: LocalCluster, ledger: str) -> None:
+    """Any role's Redis user can write vledger:{L}:held: a height the node denies, and one of a
+    name no configuration knows, raise nothing over two more sweeps of every copy."""
+    repl = _repl(cluster)
+    repl.client.hset(repl.held_key(ledger), mapping={"replica-1": "99999", "evil": "99999"})
+    verifier = cluster.admin("verifier-1")
+
+    def sweeps() -> dict[str, int]:
+        copies = verifier.call("status")["copies"]
+        return {k: int(c["sweeps"]) for k, c in copies.items() if k.endswith(f"|{ledger}")}
+
+    before = sweeps()
+    wait_until(lambda: all(n >= before[k] + 2 for k, n in sweeps().items()), 20, "two more sweeps of every copy")
+    assert _alerts_of(cluster, ledger) == []
+
+
 def test_two_swapped_records_are_caught(cluster: LocalCluster, ledger: str) -> None:
     with closing(_store(cluster, "replica-2")) as db:
         a, b = _record(db, ledger, 20).encode(), _record(db, ledger, 21).encode()
