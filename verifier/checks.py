@@ -11,7 +11,10 @@ Three checks, each catching what the others cannot:
   A link commits to every record below it, so equal hashes mean equal prefixes; a different
   one is a **fork**. A copy the home does not vouch for so (the home is away, or the copy
   differs) is held against the largest checkpoint verified (vledger.verifier.copy_roots): its
-  tree at that size must have the checkpoint's root, else it is a **fork** too. A copy that
+  tree at that size must have the checkpoint's root, else it is a **fork** too. The home's
+  word is not the last one: before a copy that differs from it is named, the home's own tree
+  is held against that checkpoint, and a home that contradicts what its key signed is named
+  (``store_contradicts_checkpoint``), the copies then judged by the checkpoint alone. A copy that
   still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy
   that trails a busy home by a second, however many records that is, raises nothing, and
   neither does a copy catching up.
@@ -213,6 +216,10 @@ class LedgerState:
     # checkpoint's root: asked again only once one of them moves.
     roots: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
     ask_nodes_at: float = 0.0  # when the nodes may next be asked for a checkpoint
+    # Whether the home's own tree contradicts the largest verified checkpoint (its key signed it,
+    # so its copy is no reference then), and the (checkpoint size, home head) it was decided at.
+    home_contradicts: bool = False
+    home_checked: tuple[int, int, bytes] | None = None
 
     def home_reached(self, height: int, now: float, window: float) -> None:
         if not self.reached or height > self.reached[-1][0]:
@@ -267,6 +274,7 @@ class ClusterChecks:
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
+        self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -497,7 +505,7 @@ class ClusterChecks:
         """Each copy's head against the home's record at its height, and each copy's tree against
         the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
-        notes: dict[str, bytes] | None = None  # read from Redis once a copy needs a checkpoint
+        self._notes = None  # read from Redis once a copy needs a checkpoint
         for ledger, state in self.ledgers.items():
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
@@ -536,9 +544,60 @@ class ClusterChecks:
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
             if heads:  # only copies the home did not vouch for need a checkpoint
-                notes = self._checkpoint_notes() if notes is None else notes
-                self._learn_checkpoint(ledger, state, notes.get(ledger), now)
-                self._check_roots(ledger, state, heads, home_compared=home_head is not None)
+                self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
+                home_compared = home_head is not None and not state.home_contradicts
+                self._check_roots(ledger, state, heads, home_compared=home_compared)
+
+    def _round_notes(self) -> dict[str, bytes]:
+        """The ledgers' latest checkpoint notes in Redis, read once per heads round."""
+        if self._notes is None:
+            self._notes = self._checkpoint_notes()
+        return self._notes
+
+    def _home_contradicts(
+        self, ledger: str, state: LedgerState, home: NodeReader, home_head: tuple[int, bytes], now: float
+    ) -> bool:
+        """Whether the home's own copy contradicts the largest checkpoint the verifier verified,
+        asked when a copy's record differs from the home's: which of the two to blame. The home's
+        key signed that checkpoint (and witnesses cosigned it), so a home whose tree at its size
+        is not its root, or which holds fewer records, was changed behind its back: it raises
+        ``store_contradicts_checkpoint`` against the home, and the checkpoint, not the home's
+        copy, is the reference the copies are held against (PROTOCOL 10.6, step 2). Decided again
+        only once the checkpoint or the home's head moved."""
+        self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
+        proven = None if state.checkpoint is None else state.checkpoint.proven
+        if proven is None:
+            state.home_contradicts, state.home_checked = False, None
+            return False
+        mark = (proven.size, home_head[0], home_head[1])
+        if state.home_checked == mark:
+            return state.home_contradicts
+        try:
+            found = self._home_root(ledger, home, proven.size)
+        except (NodeUnavailableError, RemoteError) as e:
+            home.down(self.settings.node_timeout_ms / 1000, e)
+            return True  # no reference this round: nobody is blamed on the home's word
+        if found is None:
+            return False  # it cannot answer for that size now (a proof it lacks): not evidence
+        state.home_checked = mark
+        state.home_contradicts = found != proven.root
+        if state.home_contradicts:
+            held = "holds fewer records" if not found else f"has root {found.hex()} there"
+            self.raise_alert(
+                Alert(state.home, ledger, proven.size - 1, "store_contradicts_checkpoint",
+                      f"its store no longer holds the checkpoint of size {proven.size} it signed (root "
+                      f"{proven.root.hex()}): its tree {held}; its copy is not the reference for the others",
+                      source=state.home, expected=proven.root.hex(), found=found.hex())
+            )  # fmt: skip
+        return state.home_contradicts
+
+    def _home_root(self, ledger: str, home: NodeReader, size: int) -> bytes | None:
+        """The home's tree root at ``size`` (b"" when it answers that it holds fewer records), None
+        when it cannot give one for another reason."""
+        fresh = home.head(ledger)  # asked again: the checkpoint may be newer than the head read before it
+        if fresh is None or fresh[0] + 1 < size:
+            return b""
+        return copy_root(home, ledger, size)
 
     def _log_strangers(self, ledger: str) -> None:
         """Log once each name Redis gives a held height of ``ledger`` that the configuration does
@@ -736,6 +795,12 @@ class ClusterChecks:
         if head is None:
             return False
         reference = home_head[1] if height == home_head[0] else home.hash_at(ledger, height)
+        if (
+            reference is not None
+            and reference != head[1]
+            and self._home_contradicts(ledger, state, home, home_head, now)
+        ):
+            return False  # the home is the one changed: the copy is held against the checkpoint instead
         if reference is not None and reference != head[1]:
             # Named at the first height that differs, searched once (not while the fork is open).
             first = height
@@ -757,6 +822,8 @@ class ClusterChecks:
     def _reference(self, ledger: str, node: str) -> NodeReader | None:
         """The copy another copy is compared with: the home's, or for the home's own copy another holder's."""
         state = self.ledgers[ledger]
+        if node != state.home and state.home_contradicts:
+            return None  # a home that contradicts its own checkpoint is no reference: a proven copy is
         names = [state.home] if node != state.home else [n for n in state.copies if n != node]
         for name in names:
             reader = self.readers.get(name)
