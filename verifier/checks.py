@@ -518,6 +518,9 @@ class ClusterChecks:
                 state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
                 if state.home in state.copies:
                     state.copies[state.home].answered(home_head[0])
+            if home is not None and home_head is not None and state.home_contradicts:
+                # Decided again as the home moves, until its store holds the checkpoint again.
+                self._home_contradicts(ledger, state, home, home_head, now)
             self._log_strangers(ledger)
             heads: dict[str, tuple[int, bytes]] = {}  # the copies the home did not vouch for
             for node in state.copies:

@@ -319,3 +319,7 @@ def test_a_home_that_contradicts_its_verified_checkpoint_is_named_not_the_copies
     fork = next(a for a in cluster.alerts() if a["what"] == "fork" and a["node"] == "replica-2")
     assert fork["height"] == str(FORK_AT + 2)
     assert fork["expected"] == cluster.stores["replica-1"].get(LEDGER, FORK_AT + 2).hash.hex()  # type: ignore[union-attr]
+    # The home's store restored: it is the reference again (the alert is the operator's to resolve).
+    _swap(cluster, "ingest-1", _copy(tmp_path / "home-restored", cluster.stores["replica-1"], size))
+    cluster.checks.compare_heads()
+    assert cluster.checks.ledgers[LEDGER].home_contradicts is False
