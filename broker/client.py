@@ -180,7 +180,7 @@ class Client:
             if error.code == "not_home" and self.follow:
                 redirects.append(index)
         for index in redirects:
-            home = _home(results[index])
+            home = named_home(results[index])
             if home is None or home.endpoint == node.endpoint:
                 continue
             log.info("%s: the ledger's home is %s; sending there", requests[index][0], home)
@@ -246,7 +246,8 @@ def _retry_after_s(error: RemoteError) -> float:
     return min(max(asked, 1), 10_000) / 1000
 
 
-def _home(error: Any) -> NodeAddress | None:
+def named_home(error: Any) -> NodeAddress | None:
+    """The address a ``not_home`` refusal names (its ``"home"``), as the answering node states it."""
     if not isinstance(error, RemoteError):
         return None
     home = error.details.get("home")

@@ -89,10 +89,10 @@ protocol_log = logging.getLogger(__name__ + ".protocol")
 protocol_log.addFilter(_OneLineRefusals())
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached."""
     body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 def json_response(value: Any, *, cache: str = "no-cache", status: int = 200) -> web.Response:
@@ -108,7 +108,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every refusal as JSON: unknown paths, other verbs, VledgerErrors, bugs."""
     if request.method not in READ_VERBS:
-        return error_response(405, "bad_request", f"{request.method} is not served: this is read-only (GET, HEAD)")
+        # RFC 9110 15.5.6: a 405 must say which methods the resource has.
+        return error_response(
+            405, "bad_request", f"{request.method} is not served: this is read-only (GET, HEAD)", {"Allow": "GET, HEAD"}
+        )
     try:
         return await handler(request)
     except web.HTTPException as e:

@@ -525,8 +525,15 @@ class ReplicationLedger:
         return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
 
     def held(self, ledger: str) -> dict[str, int]:
-        """node -> the height up to which it holds ``ledger``."""
-        return {_text(k): int(v) for k, v in self.client.hgetall(self.held_key(ledger)).items()}
+        """node -> the height up to which it says it holds ``ledger`` (claims: anyone who reaches
+        Redis can write them; a value that is no height, which no node writes, is left out)."""
+        held = {}
+        for k, v in self.client.hgetall(self.held_key(ledger)).items():
+            try:
+                held[_text(k)] = int(v)
+            except ValueError:
+                continue
+        return held
 
     def holders(self, ledger: str, height: int) -> list[str]:
         """The nodes that hold record ``height`` of ``ledger``."""

@@ -26,7 +26,9 @@ from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
+from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
+    BadEpochError,
     BadPayloadError,
     KeyMaterialError,
     NodeUnavailableError,
@@ -478,21 +480,30 @@ class Client:
         adds, each consistent with the one before. Over HTTP it wakes on the gateway's
         ``checkpoint`` events (a silent or broken stream is reopened); over CURVE it asks once
         a second. Runs until the caller stops iterating; raises what :meth:`checkpoint` and
-        :meth:`records` raise."""
+        :meth:`records` raise.
+
+        A ledger whose genesis pins a standby key may hand over to it (PROTOCOL 10.9): its
+        records up to the first checkpoint are read once (their tree must be its) to know its
+        epochs, and each checkpoint is held to the epochs of the records below it, the ones it
+        adds included, before it or they are taken: a replaced home's past the handover raises
+        FencedError [fenced] (an announced one is only not taken), one not signed as its epoch
+        signs BadEpochError [bad_epoch]."""
         events = self._wakeups(ledger)
-        last = self.checkpoint(ledger)
+        keys = self.keys(ledger)
+        first = self.reader.checkpoint(ledger, keys)
+        epochs = self.reader.epochs_under(ledger, first)
+        last = self._accept(ledger, first)
         yield FollowEvent(last, ())
         for note in events:
-            keys = self.keys(ledger)
             current: VerifiedCheckpoint | None = None
             if note is not None:
                 try:
-                    current = self._accept(ledger, verify_witnessed(note, keys))
+                    current = _in_epochs(epochs, verify_witnessed(note, keys))
                 except VledgerError as e:
                     log.info("follow %s: the event's checkpoint is not taken (%s)", ledger, e)
             if current is None:
                 try:
-                    current = self.checkpoint(ledger)
+                    current = _in_epochs(epochs, self.reader.checkpoint(ledger, keys))
                 except RemoteError as e:  # none with the quorum on this server now: wait for the next
                     if e.code != "not_found":
                         raise
@@ -501,7 +512,9 @@ class Client:
             if (b.size, current.witnesses) == (a.size, last.witnesses):
                 continue
             records = tuple(self._records(ledger, a.size, b.size, current))
-            last = current
+            if epochs is not None:  # the handover records it adds count for it, and for the next
+                epochs = self.reader.held_epochs(ledger, _in_epochs_of(epochs.extended(records), current))
+            last = self._accept(ledger, current)
             yield FollowEvent(current, records)
 
     def _wakeups(self, ledger: str) -> Iterator[bytes | None]:
@@ -511,6 +524,28 @@ class Client:
         if self.gateway is None:
             return _ticks()
         return _gateway_wakeups(self.gateway, ledger)
+
+
+def _in_epochs(epochs: EpochHistory | None, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
+    """``verified`` unless ``epochs`` (those of the records held) refuse it (10.9): FencedError
+    for an earlier epoch's past the next handover, BadEpochError. One of an epoch whose
+    handover is not held yet passes: it is held to the epochs of the records it adds."""
+    if epochs is not None:
+        epochs.verify(verified.note.encode())
+    return verified
+
+
+def _in_epochs_of(epochs: EpochHistory, verified: VerifiedCheckpoint) -> EpochHistory:
+    """``epochs`` (up to ``verified``'s size) once ``verified`` is of one of them: raises as
+    :func:`_in_epochs`, and BadEpochError for an epoch its own records do not open."""
+    _in_epochs(epochs, verified)
+    claim = epoch_claim(verified.checkpoint)[0]
+    if claim > epochs.current.number:
+        raise BadEpochError(
+            f"a checkpoint of epoch {claim}, past epoch {epochs.current.number}, the last its records open",
+            ledger=epochs.ledger,
+        )
+    return epochs
 
 
 def _ticks() -> Iterator[bytes | None]:

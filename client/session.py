@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
-from ..broker.client import Client, NodeAddress
+from ..broker.client import Client, NodeAddress, named_home
 from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, newest_generation
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
@@ -151,10 +151,11 @@ class _SignedTree:
                     self.epochs.append(record)
             yield record
 
-    def check(self) -> None:
+    def check(self) -> EpochHistory | None:
         """Raise ProofError unless the records taken make the checkpoint's tree; for a ledger
         whose genesis pins a standby key, the checkpoint must also be of its epoch by those
-        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover."""
+        records (10.9): BadEpochError, or FencedError for a replaced home's past the handover.
+        Returns those epochs (None: a ledger without a standby, whose one epoch never ends)."""
         if self.tree.size != self.size or self.tree.root() != self.root:
             raise ProofError(
                 f"the first {self.tree.size} records of {self.ledger!r} this node served are not the tree of "
@@ -163,10 +164,11 @@ class _SignedTree:
         genesis = self.epochs[0] if self.epochs and self.epochs[0].height == 0 else None
         rules = LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS) if genesis is not None else None
         if genesis is None or rules is None or STANDBY_KEY_FIELD not in rules.rules:
-            return
+            return None
         history = EpochHistory.from_genesis(genesis, rules)
         history.feed(self.epochs[1:])
         history.verify(self.proven.note.encode())
+        return history
 
 
 class Reader:
@@ -178,6 +180,7 @@ class Reader:
         self.otp: str | None = None  # the admin's one-time code, sent with each request
         self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
         self._admin_copy: tuple[int, NodeKeys | None] | None = None  # (admin checkpoint size, its evidence)
+        self._epoch_homes: dict[str, set[str]] = {}  # ledger -> the homes of its epochs proven so far (10.9)
 
     def close(self) -> None:
         self.client.close()
@@ -431,10 +434,31 @@ class Reader:
         check = check_voter(ledger, tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)), eid)
         # Every record up to the checkpoint was read: their tree must be the one it signs, or
         # the node served another chain (a forked tail) and "no records" would prove nothing.
-        tree.check()
+        self.held_epochs(ledger, tree.check())
         for item in check.records:
             self.inclusion_proof(ledger, self._checked(item.record), proven)
         return dataclasses.replace(check, proven=proven)
+
+    def epochs_under(self, ledger: str, proven: VerifiedCheckpoint) -> EpochHistory | None:
+        """The epochs (10.9) of ``ledger``'s records up to the verified checkpoint ``proven``,
+        read from the node (decoded, not each checked: their Merkle tree must be the
+        checkpoint's), which must be of its epoch by them; None, with nothing read, for a
+        ledger whose genesis pins no standby key (one epoch, no handover to fence). Raises
+        ProofError when the records read are not the checkpoint's tree, FencedError [fenced]
+        for a replaced home's checkpoint past the handover, BadEpochError [bad_epoch]."""
+        if STANDBY_KEY_FIELD not in self.rules(ledger).rules:
+            return None
+        tree = _SignedTree(ledger, proven)
+        for _ in tree.leaves(self.decoded_records(ledger, stop=proven.checkpoint.size)):
+            pass
+        return self.held_epochs(ledger, tree.check())
+
+    def held_epochs(self, ledger: str, epochs: EpochHistory | None) -> EpochHistory | None:
+        """``epochs``, the epochs of ``ledger``'s records proven in a verified checkpoint, kept:
+        their homes are nodes a not_home may move a session to (10.9); returns ``epochs``."""
+        if epochs is not None:
+            self._epoch_homes.setdefault(ledger, set()).update(e.home for e in epochs.epochs)
+        return epochs
 
     def proven_records(self, ledger: str, start: int, proven: VerifiedCheckpoint | None) -> Iterator[Record]:
         """Records from ``start`` to the head, each checked as the next of the chain; those below
@@ -471,7 +495,7 @@ class Reader:
             return check_voter(ledger, self.records(ledger), eid)
         tree = _SignedTree(ledger, proven)
         check = check_voter(ledger, tree.leaves(self.records(ledger)), eid)
-        tree.check()
+        self.held_epochs(ledger, tree.check())
         return check
 
     def decoded_records(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[Record]:
@@ -536,19 +560,75 @@ class Session(Reader):
         self._request_ids = request_ids
         self._account: str | None = None
         self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
+        self._moved: dict[str, str] = {}  # ledger -> the home a verified not_home named (10.9)
 
-    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
+    def call(
+        self,
+        cmd: str,
+        args: dict[str, Any] | None = None,
+        *,
+        node: NodeAddress | None = None,
+        ledger: str | None = None,
+    ) -> dict[str, Any]:
         """As Reader.call; a read of a ledger sent to its configured home that does not answer
         is sent to the ledger's standby (PROTOCOL 10.9: promoted in its place, or following it),
-        and the session's later requests about that ledger go there too. A home that answers
-        but was replaced names the new home (not_home), which the connection follows."""
+        and the session's later requests about that ledger go there too. A node that answers
+        not_home is followed once (6.1); when it names the ledger's standby or configured home
+        (10.9: the only nodes a promotion can make its home), the session's later requests
+        about the ledger go there (see :meth:`ledger_node`). ``ledger``: the ledger a write is
+        of (a read names it in ``args``)."""
+        if ledger is None and isinstance((args or {}).get("ledger"), str):
+            ledger = (args or {})["ledger"]
         try:
-            return super().call(cmd, args, node=node)
-        except NodeUnavailableError as e:
-            ledger = (args or {}).get("ledger")
-            if cmd not in LEDGER_READS or not isinstance(ledger, str) or self.pinned or node != self.home_node(ledger):
+            try:
+                return super().call(cmd, args, node=node)
+            except NodeUnavailableError as e:
+                if cmd not in LEDGER_READS or ledger is None or self.pinned or node != self.home_node(ledger):
+                    raise
+                node = self.standby_node(ledger, e)
+                return super().call(cmd, args, node=node)
+        except RemoteError as e:
+            if e.code != "not_home":
                 raise
-            return super().call(cmd, args, node=self.standby_node(ledger, e))
+            return super().call(cmd, args, node=self._named_home(ledger, node, e))
+
+    def _named_home(self, ledger: str | None, asked: NodeAddress | None, refusal: RemoteError) -> NodeAddress | None:
+        """Where a request answered ``refusal`` (not_home) by ``asked`` (None: the session's node)
+        goes once more. A home it names that the configuration makes ``ledger``'s standby or
+        home is reached at the configuration's address and kept for the session (the old home,
+        while up, would cost every read a round trip); any other node named is asked at the
+        address the answer gives, this once, as PROTOCOL 6.1 says: a lying node redirects no
+        later request. Raises ``refusal`` when it names no other node."""
+        home = refusal.details.get("home")
+        name = home.get("node") if isinstance(home, dict) else None
+        trusted = None
+        if isinstance(name, str) and ledger is not None and not self.pinned and name in self._homes_allowed(ledger):
+            trusted = name
+        address = named_home(refusal) if trusted is None else self._address(trusted)
+        if address is None and trusted is None:
+            raise refusal  # it names no home
+        if (self.node.endpoint if address is None else address.endpoint) == (asked or self.node).endpoint:
+            raise refusal  # the node asked names itself: nowhere else to go
+        if trusted is not None and ledger is not None:
+            if trusted == self.config.home_of(ledger).name:
+                self._moved.pop(ledger, None)  # handed back (10.9): the configured home again
+            else:
+                self._moved[ledger] = trusted
+        return address
+
+    def _homes_allowed(self, ledger: str) -> set[str]:
+        """The nodes a not_home about ``ledger`` may move the session to: its configured home
+        and standby (10.9: a promotion is refused to a node the cluster file does not name the
+        standby), and the home of each handover record this session read proven in a verified
+        checkpoint (a cluster file changed since), if the configuration names it an ingest node."""
+        standby = self.config.standby_of(ledger)
+        proven = {name for name in self._epoch_homes.get(ledger, ()) if name in self.config.nodes}
+        proven = {name for name in proven if self.config.nodes[name].role == "ingest"}
+        return {self.config.home_of(ledger).name, *((standby.name,) if standby is not None else ()), *proven}
+
+    def _address(self, name: str) -> NodeAddress | None:
+        """Node ``name``'s address from the configuration; None for the session's own node."""
+        return None if name == self.node.name else node_address(self.config, name)
 
     def home_node(self, ledger: str) -> NodeAddress | None:
         """The ledger's home node as the configuration names it; None when it is the session's node."""
@@ -557,9 +637,11 @@ class Session(Reader):
 
     def ledger_node(self, ledger: str) -> NodeAddress | None:
         """Where a request about ``ledger`` is sent: the session's node (None) if --node was given,
-        else the ledger's home."""
+        else the ledger's home: the configured one, or the one a verified not_home named."""
         if ledger in self._home_silent:
             return self.standby_node(ledger, NodeUnavailableError(f"the home of {ledger!r} did not answer"))
+        if ledger in self._moved and not self.pinned:
+            return self._address(self._moved[ledger])
         return None if self.pinned else self.home_node(ledger)
 
     def standby_node(self, ledger: str, unanswered: NodeUnavailableError) -> NodeAddress | None:
@@ -717,11 +799,13 @@ class Session(Reader):
             args["w"] = replicas
         try:
             try:
-                receipt = self.call(cmd, args, node=node)
+                receipt = self.call(cmd, args, node=node, ledger=entry.content.ledger)
             except NodeUnavailableError as e:
                 # A home gone may have been replaced by its standby (10.9): it serves the write,
                 # or answers not_home naming the home of the newest epoch, which is followed.
-                receipt = self.call(cmd, args, node=self.standby_node(entry.content.ledger, e))
+                receipt = self.call(
+                    cmd, args, node=self.standby_node(entry.content.ledger, e), ledger=entry.content.ledger
+                )
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
             e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")
@@ -765,5 +849,6 @@ def open_session(config: ClusterConfig, keys: KeyPair, node: str | None = None, 
     first request (NodeUnavailableError)."""
     chosen = config.node(node or config.default_home)
     address = node_address(config, chosen.name)
-    client = Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes)
+    # The session follows not_home itself (Session.call), to keep a verified new home.
+    client = Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes, follow=False)
     return Session(config, chosen, client, pinned=node is not None)

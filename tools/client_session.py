@@ -9,7 +9,8 @@ module resolves the options every client verb takes:
   write) goes to the ledger's home node as the configuration names it, any other to the
   configuration's ``default_home``, and ``ledger list`` asks every ingest node. A node that
   neither holds nor homes the ledger answers ``not_home`` naming the home, and the client
-  follows once (docs/PROTOCOL.md 6.1);
+  follows once (docs/PROTOCOL.md 6.1); one naming the ledger's standby or configured home
+  (a replaced home's, 10.9) is where the verb's later requests of that ledger go;
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
   key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal;
 * ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent

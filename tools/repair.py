@@ -27,7 +27,9 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
    blobs whose content matches their SHA-256 name.
 
 NODE then catches up past the checkpoint as every follower does, checked against checkpoints.
-A store that already holds every target checkpoint is left alone unless ``--force``.
+A store that already holds every target checkpoint, and the latest checkpoint it keeps as
+signed and as cosigned (a forged row its records contradict makes its node refuse the ledger
+at start: that store is rebuilt), is left alone unless ``--force``.
 """
 
 from __future__ import annotations
@@ -401,27 +403,61 @@ def copy_ledger(
 
 
 def already_holds(store: Path, targets: list[LedgerRepair]) -> bool:
-    """Whether the store's records ``0 .. size - 1`` of every ledger make each target's root (read only)."""
+    """Whether the store's records ``0 .. size - 1`` of every ledger make each target's root, and
+    the latest checkpoint of each ledger it keeps as signed and as cosigned (the ones a node
+    checks its store against when it starts, ingest/witness.py's self_check) too (read only).
+
+    A store whose records are whole but which keeps a signed or cosigned row they contradict
+    (a forged or corrupted row) makes its node refuse the ledger at start
+    [store_contradicts_checkpoint]: it is no store to keep, and a rebuild carries over only the
+    rows the new copy proves."""
     path = store / DB_NAME
     if not path.is_file():
         return False
+    expected: dict[str, dict[int, bytes]] = {}  # ledger -> size -> the root the store must make there
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            for target in targets:
-                frontier = Frontier()
-                rows = db.execute(
-                    "SELECT height, data FROM records WHERE ledger = ? AND height < ? ORDER BY height",
-                    (target.ledger, target.size),
-                )
-                for height, data in rows:
-                    if height != frontier.size:
-                        return False
-                    frontier.append(leaf_hash(bytes(data)))
-                if frontier.size != target.size or frontier.root() != target.root:
+            wanted = [(t.ledger, t.size, t.root) for t in targets] + _latest_own_checkpoints(db)
+            for ledger, size, root in wanted:
+                if expected.setdefault(ledger, {}).setdefault(size, root) != root:
+                    return False  # two roots at one size: the store makes at most one of them
+            for ledger, roots in expected.items():
+                if not _makes_roots(db, ledger, roots):
                     return False
     except sqlite3.Error:
         return False
     return True
+
+
+def _latest_own_checkpoints(db: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
+    """(ledger, size, root) of the largest signed and the largest cosigned row of each ledger
+    (none in a store from before checkpoints)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoints'").fetchone() is None:
+        return []
+    rows = db.execute(
+        "SELECT ledger, kind, size, root FROM checkpoints WHERE kind IN (?, ?) ORDER BY size DESC, at_ms DESC",
+        (SIGNED, COSIGNED),
+    )
+    latest: dict[tuple[str, str], tuple[str, int, bytes]] = {}
+    for ledger, kind, size, root in rows:
+        latest.setdefault((ledger, kind), (ledger, int(size), bytes(root)))
+    return list(latest.values())
+
+
+def _makes_roots(db: sqlite3.Connection, ledger: str, roots: Mapping[int, bytes]) -> bool:
+    """Whether ``ledger``'s records in the store, from height 0 without a gap, make each root of
+    ``roots`` (size -> root) at its size."""
+    frontier = Frontier()
+    rows = db.execute(
+        "SELECT height, data FROM records WHERE ledger = ? AND height < ? ORDER BY height", (ledger, max(roots))
+    )
+    for height, data in rows:
+        if height != frontier.size:
+            return False
+        frontier.append(leaf_hash(bytes(data)))
+        if frontier.size in roots and frontier.root() != roots[frontier.size]:
+            return False
+    return frontier.size >= max(roots)
 
 
 def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, VerifierKey], cluster: str) -> int:

@@ -6,16 +6,23 @@ ledger's latest checkpoint and each witness's cosignature. No node is asked: the
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
 once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
-``<witness>.sign.pub``), so the COSIGNED column is what a ``put``'s ``w`` counts.
+``<witness>.sign.pub``) and state the ledger's newest epoch (PROTOCOL 10.9, as
+``vledger:{ledgers}:epochs`` names it: never a replaced home's), so the COSIGNED column is
+what a ``put``'s ``w`` counts.
 
-A ledger's **head** is the highest height known to exist: the home's held height, or the
-stream's last entry, or any node's held height if one is ahead of both (the home reports
-after it streams, and a replica may report before the home does after a Redis outage).
-A node's **lag** is head - held. Replicas and observers (the roles that follow the feeds
-and keep a store, config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it
-holds less than the head, including one that never reported. An ingest node that is not
-the ledger's home is shown but never expected to hold it; a verifier holds nothing and is
-shown only if Redis names it.
+A ledger's **head** is what its home signed: the size - 1 of its largest checkpoint that
+verifies with the home's key file (the latest in Redis, or one a witness verifiably
+cosigned). Without one (no key file, no checkpoint yet), it is the home's held height or
+the stream's last entry, whichever is higher. Never another node's held height: anyone who
+reaches Redis can write one (HSET ``vledger:{L}:held replica-3 99999``), and a head taken
+from it would show every honest node behind. A held height above the head is shown as
+**unverified** (no lag, not lagging, not counted above the head), and a name no
+configuration knows is shown but counted nowhere. A node's **lag** is head - held.
+Replicas and observers (the roles that follow the feeds and keep a store,
+config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it holds less than the
+head, including one that never reported. An ingest node that is not the ledger's home is
+shown but never expected to hold it; a verifier holds nothing and is shown only if Redis
+names it.
 
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis cannot
 be reached or answers with an error (``vledger: error: redis_server: ...``), or the
@@ -40,9 +47,10 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..node.epoch import epoch_claim
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.witness import (
     CheckpointKeys,
     check_cosigned,
@@ -71,19 +79,25 @@ read Redis prints its error on stderr instead, and the watch goes on):
 
   {"redis": URL (password hidden), "current": bool (no replica or observer lags),
    "ledgers": [{"ledger": str, "home": node,
-                "head": int (-1: no record yet), "stream_head": int or null,
-                "home_held": int or null,
+                "head": int (-1: no record yet), "head_from": "checkpoint" (the latest
+                checkpoint that verifies, size - 1) or "home" (none verifies: the
+                home's held height or the stream's last, whichever is higher),
+                "stream_head": int or null, "home_held": int or null,
                 "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|...|"unknown",
                            "held": int or null (never reported),
-                           "lag": int or null (head - held), "lagging": bool,
-                           "cosigned": int or null (the size its verified cosignature is of)}],
+                           "lag": int or null (head - held; null when unverified),
+                           "lagging": bool,
+                           "cosigned": int or null (the size its verified cosignature is of),
+                           "unverified": bool (held above the head: a claim nothing signed
+                                           confirms; anyone who reaches Redis can write it)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),
                 "cosigned": {witness: int (the size of its cosignature that verifies)}}]}
 
 "counts" is the distribution of replication counts over the records 0..head: how many
-records are held by that many nodes (the home included), fewest holders first.
+records are held by that many nodes (the home included), fewest holders first; only the
+configuration's ingest, replica and observer nodes count (a held height is still a claim).
 
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
 unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
@@ -101,6 +115,7 @@ class NodeHeight:
     lag: int | None  # head - held; None when never reported
     lagging: bool  # a replica or observer that holds less than the head
     cosigned: int | None = None  # the size of this witness's cosignature that verifies
+    unverified: bool = False  # it claims more than the head: nothing signed shows those records exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +127,11 @@ class LedgerStatus:
     nodes: tuple[NodeHeight, ...]
     counts: dict[int, int]  # replication count -> how many records have it
     checkpoint: int | None = None  # the size of the latest checkpoint that verifies
+
+    @property
+    def head_from(self) -> str:
+        """Where the head comes from: "checkpoint" (signed by the home), else "home" (its claims)."""
+        return "checkpoint" if self.checkpoint is not None or self.cosigned else "home"
 
     @property
     def home_held(self) -> int | None:
@@ -140,9 +160,15 @@ def ledger_status(
     ``stream_last`` is the stream's last height (-1: empty); ``held`` node -> held height;
     ``roles`` node -> role, for every node of the configuration; ``checkpoint`` the size of
     the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned.
+    The head is the largest of those checkpoints' size - 1, else the home's held height or the
+    stream's last.
     """
     cosigned = cosigned or {}
-    head = max([stream_last, *held.values()], default=-1)
+    if checkpoint is not None or cosigned:
+        # A verified cosignature is of a checkpoint the home's key signed too (10.3).
+        head = max([checkpoint or 0, *cosigned.values()]) - 1
+    else:
+        head = max(stream_last, held.get(home, -1))
     names = {name for name, role in roles.items() if role in SHOWN_ROLES} | set(held) | {home} | set(cosigned)
 
     def order(name: str) -> tuple[int, str]:
@@ -152,20 +178,24 @@ def ledger_status(
     for name in sorted(names, key=order):
         role = roles.get(name, UNKNOWN_ROLE)
         height = held.get(name)
-        lag = None if height is None else head - height
+        unverified = height is not None and height > head
+        lag = None if height is None or unverified else head - height
         lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
-        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name)))
+        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified))
+    # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing.
+    holders = {name: height for name, height in held.items() if roles.get(name) in SHOWN_ROLES or name == home}
     return LedgerStatus(
         ledger=ledger,
         home=home,
         head=head,
         stream_head=stream_last if stream_last >= 0 else None,
         nodes=tuple(nodes),
-        counts=count_distribution(dict(held), head + 1),
+        counts=count_distribution(holders, head + 1),
         checkpoint=checkpoint,
     )
 
 
+Epoch = tuple[int, str]  # a ledger's newest epoch as Redis names it: (number, home)
 HISTORIES_FOR_S = 1.0  # how long Checker keeps the witnesses' key histories it read
 
 
@@ -216,8 +246,10 @@ class Checker:
             return []
         return [home_key(self.config.name, ledger, public) for public in publics]
 
-    def checkpoint(self, ledger: str, home: str, note: bytes | None) -> int | None:
-        if note is None:
+    def checkpoint(self, ledger: str, home: str, note: bytes | None, epoch: Epoch | None = None) -> int | None:
+        """The size of ``note`` if ``home``'s key signed it and it is of the newest epoch
+        (``epoch``, what Redis names: see :func:`of_newest_epoch`), else None."""
+        if note is None or not of_newest_epoch(note, epoch):
             return None
         for log_key in self._home_keys(ledger, home):
             keys = CheckpointKeys(self.config.name, lambda name, key=log_key: key)  # type: ignore[misc]
@@ -227,11 +259,16 @@ class Checker:
                 continue
         return None
 
-    def cosigned(self, ledger: str, home: str, notes: Mapping[str, bytes]) -> dict[str, int]:
+    def cosigned(
+        self, ledger: str, home: str, notes: Mapping[str, bytes], epoch: Epoch | None = None
+    ) -> dict[str, int]:
+        """Witness -> the size of its cosigned note that verifies and is of the newest epoch."""
         found: dict[str, int] = {}
         log_keys = self._home_keys(ledger, home)
         histories = self._histories() if notes else {}
         for witness, note in notes.items():
+            if not of_newest_epoch(note, epoch):
+                continue
             node = self.config.nodes.get(witness)
             witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
             if witness_public is None:
@@ -251,6 +288,21 @@ class Checker:
         return found
 
 
+def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:
+    """Whether checkpoint ``note`` states the newest epoch of its ledger, ``epoch`` (the number
+    and home ``vledger:{ledgers}:epochs`` names; None: never handed over, epoch 1). PROTOCOL
+    10.9 refuses a checkpoint of an earlier epoch past the next handover (a fenced home's);
+    this command reads no record, so it cannot tell one from an earlier epoch's below its
+    handover, and counts neither: the latest checkpoint and cosignatures of a ledger are its
+    newest epoch's (before, a home replaced and later home again signed with the same key,
+    and its fenced epoch-1 notes counted)."""
+    try:
+        claim = epoch_claim(parse_checkpoint(parse_note(note).text))
+    except NoteError:
+        return False
+    return claim == ((1, None) if epoch is None else epoch)
+
+
 def read_status(
     replication: ReplicationLedger, roles: Mapping[str, str], checker: Checker | None = None
 ) -> list[LedgerStatus]:
@@ -259,12 +311,14 @@ def read_status(
     names = sorted(homes)
     lasts = replication.last_heights(names)
     notes = replication.checkpoints() if checker is not None else {}
+    epochs = replication.epochs() if checker is not None else {}
     statuses = []
     for name in names:
         checkpoint, cosigned = None, {}
         if checker is not None:
-            checkpoint = checker.checkpoint(name, homes[name], notes.get(name))
-            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name))
+            epoch = epochs.get(name)
+            checkpoint = checker.checkpoint(name, homes[name], notes.get(name), epoch)
+            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name), epoch)
         statuses.append(
             ledger_status(name, homes[name], lasts[name], replication.held(name), roles, checkpoint, cosigned)
         )
@@ -283,6 +337,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                 "ledger": s.ledger,
                 "home": s.home,
                 "head": s.head,
+                "head_from": s.head_from,
                 "stream_head": s.stream_head,
                 "home_held": s.home_held,
                 "nodes": [
@@ -293,6 +348,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                         "lag": n.lag,
                         "lagging": n.lagging,
                         "cosigned": n.cosigned,
+                        "unverified": n.unverified,
                     }
                     for n in s.nodes
                 ],
@@ -311,6 +367,8 @@ def _number(value: int | None) -> str:
 
 
 def _state(node: NodeHeight) -> str:
+    if node.unverified:
+        return "unverified"
     if node.lagging:
         return "behind"
     return "current" if node.role in FOLLOWER_ROLES else ""
@@ -438,9 +496,11 @@ def add_repl_commands(commands: Subparsers) -> None:
         cmd_repl_status,
         "each ledger's head, every node's held height and lag, the replication counts",
         "For every ledger in the cluster's Redis (the configuration's [cluster] redis, or\n"
-        "$REDIS_URL): its head (the stream's last height and the home node's held height),\n"
-        "every node's held height and lag (head - held; '-' if it never reported): the\n"
-        "configuration's ingest, replica and observer nodes, and any other node Redis names;\n"
+        "$REDIS_URL): its head (what the home signed: its latest checkpoint that verifies;\n"
+        "without one, the home's held height or the stream's last), the stream's last height,\n"
+        "every node's held height and lag (head - held; '-' if it never reported; a held\n"
+        "height above the head is 'unverified'): the configuration's ingest, replica and\n"
+        "observer nodes, and any other node Redis names (counted nowhere);\n"
         "how many records have each replication count (hints: held heights prove nothing);\n"
         "and each ledger's latest checkpoint with the witnesses whose cosignature verifies\n"
         "(what a put's w counts). Asks no node: shows what Redis last heard.",

@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import threading
@@ -105,6 +106,7 @@ LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
 IMMUTABLE = "public, max-age=31536000, immutable"
+QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
 
@@ -136,7 +138,9 @@ def _ledger(request: web.Request) -> str:
 
 
 def _int(value: str | None, what: str, default: int | None = None, maximum: int = tree.MAX_TREE_SIZE) -> int:
-    if value is None or value == "":
+    # Only an absent parameter takes the default: "?size=" names no number (PROTOCOL 15), and
+    # answering it as the default would serve the tree's current size to a client that sent one.
+    if value is None:
         if default is None:
             raise BadRequestError(f"{what} is required")
         return default
@@ -662,6 +666,11 @@ class Gateway:
         return tally_json(report, self.observer_keys, histories)
 
     def funds(self, ledger: str) -> dict[str, Any]:
+        # The genesis says first what the ledger is: without it an election with no verified tally
+        # yet was answered as a charity whose funds are not counted yet.
+        declared = self.genesis_rules(ledger).rules.get("type")
+        if declared != "charity":
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         shown = self.tally(ledger)
         snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
         if not snapshots:
@@ -726,6 +735,25 @@ class Gateway:
         except OSError:
             return []
         return lines[-LOG_LINES:]
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110 12.5.3): ``gzip`` (or ``x-gzip``)
+    listed with a weight above 0, or, with neither listed, ``*`` so. An entry bundle is gzip
+    or identity only (PROTOCOL 15.1): a client written from that page reads no other coding."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                weight = float(value) if QVALUE.fullmatch(value) else 0.0
+        weights.setdefault(coding.strip(), weight)
+    listed = [weights[c] for c in ("gzip", "x-gzip") if c in weights]
+    if listed:
+        return max(listed) > 0
+    return weights.get("*", 0.0) > 0
 
 
 def amount_text(minor: int) -> str:
@@ -854,9 +882,12 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         if path.startswith("tile/entries/"):
             body = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
-            response.enable_compression()
-            # Gzip or not by the client's Accept-Encoding, under an immutable public cache header:
-            # without Vary a shared cache would hand gzip bytes to a client that did not ask.
+            # Gzip or not by the client's Accept-Encoding, never another coding: aiohttp's own
+            # choice served deflate to "deflate, gzip" and gzip to "gzip;q=0". Under an immutable
+            # public cache header: without Vary a shared cache would hand gzip bytes to a client
+            # that did not ask.
+            if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+                response.enable_compression(web.ContentCoding.gzip)
             response.headers["Vary"] = "Accept-Encoding"
         else:
             body = await in_thread(lambda: gateway.tile(ledger, path))
@@ -915,6 +946,11 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     async def events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
+        if request.method == "HEAD":
+            # The head alone: aiohttp would send what is written after it, a body a HEAD answer
+            # must not have, and the stream would then hold the connection for good.
+            await response.write_eof()
+            return response
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
         gateway._clients.add(queue)
         gateway.metrics.event_clients.inc()

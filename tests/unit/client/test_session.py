@@ -17,10 +17,10 @@ import pytest
 
 from vledger.broker.keys import generate
 from vledger.client.session import Reader, Session, Write, new_request_id, node_address, now_ms
-from vledger.config.cluster import load_cluster
+from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import FencedError, NodeUnavailableError, ProofError
+from vledger.node.errors import FencedError, NodeUnavailableError, ProofError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
 from vledger.node.record import REQUEST_ID_PATTERN, Content, Entry
@@ -258,3 +258,137 @@ def test_default_request_ids_sort_by_time_and_stay_unguessable() -> None:
     first, second = new_request_id(), new_request_id()
     assert first[:12] <= second[:12]
     assert abs(int(first[:12], 16) - now_ms()) < 60_000
+
+
+# --- Session: a replaced home that answers not_home (PROTOCOL 10.9) ----------------------------
+
+
+class Replaced:
+    """The cluster after a promotion, with the old home ``ingest-1`` up: it answers every request
+    not_home naming ``named`` (at ``endpoint``: a lying node may state any); any other node
+    serves the new home's store. Every request is logged with the endpoint it was sent to."""
+
+    def __init__(self, store: ChainStore, home: str, named: str, endpoint: str, own: str = "") -> None:
+        self.served = Served(store)
+        self.home = home
+        self.own = own  # the endpoint of the session's node (asked as node=None)
+        self.named = {"node": named, "endpoint": endpoint, "key": "k" * 40}
+        self.sent: list[tuple[str, str]] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: Any = None) -> Any:
+        endpoint = self.own if node is None else node.endpoint
+        self.sent.append((cmd, endpoint))
+        if endpoint == self.home:
+            raise RemoteError("not_home", "ledger 'council' is read on node 'ingest-2'", {"home": self.named})
+        return self.served.call(cmd, args, node=node)
+
+    def close(self) -> None:
+        return None
+
+    def asked(self, endpoint: str) -> list[str]:
+        return [cmd for cmd, sent_to in self.sent if sent_to == endpoint]
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path) -> ClusterConfig:
+    """ingest-1 homes LEDGER, ingest-2 is its standby, ingest-3 is neither (the session's node)."""
+    (tmp_path / "cluster.toml").write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-3"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
+        '[nodes.ingest-3]\nrole = "ingest"\nport = 7394\npub_port = 7395\n'
+        f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
+    )
+    for name in ("ingest-1", "ingest-2", "ingest-3"):
+        generate(tmp_path / "keys", name)
+    return load_cluster(tmp_path / "cluster.toml")
+
+
+def test_a_session_keeps_the_standby_a_replaced_home_names(three_nodes: ClusterConfig, honest: ChainStore) -> None:
+    """While the old home is up, each read of the ledger cost a not_home round trip to it; the
+    session now asks it once and then the new home, at the address the configuration gives
+    (the endpoint the answer states is not used), for reads and writes alike."""
+    config = three_nodes
+    home, standby = config.node("ingest-1").endpoint, config.node("ingest-2").endpoint
+    cluster = Replaced(honest, home, "ingest-2", "tcp://203.0.113.9:7391")
+    session = Session(config, config.node("ingest-3"), cluster)
+    assert [r.height for r in session.records(LEDGER)] == list(range(SIZE))
+    assert session.record(LEDGER, 3).height == 3
+    assert session.record(LEDGER, 4).height == 4
+    assert cluster.asked(home) == ["range"]  # once, then skipped
+    assert cluster.asked(standby) == ["range", "get", "get", "get"]  # the genesis' rules: one get
+    assert cluster.asked("tcp://203.0.113.9:7391") == []
+    assert session.ledger_node(LEDGER) == node_address(config, "ingest-2")
+
+
+def test_a_not_home_naming_a_node_that_cannot_be_the_home_is_followed_once_never_kept(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """A lying (or confused) node names ingest-3, neither the ledger's home nor its standby:
+    each request is sent there once, as PROTOCOL 6.1 says, but the session keeps asking the
+    configured home: no reply moves the session's later requests anywhere it likes."""
+    config = three_nodes
+    home = config.node("ingest-1").endpoint
+    cluster = Replaced(honest, home, "ingest-3", "tcp://203.0.113.9:7394")
+    session = Session(config, config.node("ingest-2"), cluster)
+    assert session.record(LEDGER, 3).height == 3
+    assert session.record(LEDGER, 4).height == 4
+    assert cluster.asked(home) == ["get", "get", "get"]  # the genesis, 3 and 4: each asked there first
+    assert cluster.asked("tcp://203.0.113.9:7394") == ["get", "get", "get"]
+    assert session.ledger_node(LEDGER) == node_address(config, "ingest-1")
+
+
+def test_a_pinned_session_keeps_its_node(three_nodes: ClusterConfig, honest: ChainStore) -> None:
+    """--node names the node every request goes to: its not_home is followed each time, not kept."""
+    config = three_nodes
+    home, standby = config.node("ingest-1").endpoint, config.node("ingest-2").endpoint
+    cluster = Replaced(honest, home, "ingest-2", standby, own=home)
+    session = Session(config, config.node("ingest-1"), cluster, pinned=True)
+    assert session.record(LEDGER, 3).height == 3
+    assert session.record(LEDGER, 4).height == 4
+    assert cluster.asked(home) == ["get", "get", "get"]
+    assert session.ledger_node(LEDGER) is None
+
+
+def test_a_session_keeps_the_home_of_a_handover_it_read_proven(tmp_path: Path) -> None:
+    """A cluster file that names no standby (changed since the promotion): a not_home naming
+    ingest-2 is followed once each time, until the session has read, proven in a verified
+    checkpoint, the handover record that made ingest-2 the home; then it is kept."""
+    (tmp_path / "cluster.toml").write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-3"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
+        '[nodes.ingest-3]\nrole = "ingest"\nport = 7394\npub_port = 7395\n'
+        f'[ledgers.{LEDGER}]\nhome = "ingest-1"\n'
+    )
+    for name in ("ingest-1", "ingest-2", "ingest-3"):
+        generate(tmp_path / "keys", name)
+    config = load_cluster(tmp_path / "cluster.toml")
+    standby = HomeSigner("t", bytes(range(1, 33)))
+    standby_vkey = home_key("t", LEDGER, standby.key(LEDGER).public_key)
+    home_vkey = home_key("t", LEDGER, HomeSigner("t", bytes(range(32))).key(LEDGER).public_key)
+    rules = {**ELECTION, "checkpoint_key": home_vkey.encode(), "standby_key": standby_vkey.encode()}
+    with ChainStore(tmp_path / "handed", origin="ingest-1") as store:
+        genesis = LedgerRules(kinds=(EPOCH_KIND, *KINDS), difficulty=0, rules=rules).genesis_content(
+            LEDGER, "a", "g", 1
+        )
+        store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        store.append(Entry.prepare(Content(LEDGER, "register", {"voter_id": "V-1"}, "a", "r1", 2), 0, PROTOCOL_LIMITS))
+        head = store.head(LEDGER)
+        assert head is not None
+        handover = Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_vkey), "a", "epoch-2", 3)
+        store.append_record(Entry.prepare(handover, 0, PROTOCOL_LIMITS).place(2, head.link, 3, "ingest-2"))
+        epoch_2 = verify_checkpoint(
+            standby.sign(LEDGER, 3, store.root(LEDGER, 3), ("vledger-epoch 2 ingest-2",)).note, standby_vkey
+        )
+        cluster = Replaced(store, config.node("ingest-1").endpoint, "ingest-2", config.node("ingest-2").endpoint)
+        session = Session(config, config.node("ingest-3"), cluster)
+        assert session.record(LEDGER, 1).height == 1
+        assert session.ledger_node(LEDGER) == node_address(config, "ingest-1")  # followed, not kept
+        epochs = session.epochs_under(LEDGER, epoch_2)
+        assert epochs is not None and epochs.current.home == "ingest-2"
+        assert session.record(LEDGER, 2).height == 2
+        assert session.ledger_node(LEDGER) == node_address(config, "ingest-2")
+        asked = len(cluster.asked(config.node("ingest-1").endpoint))
+        assert session.record(LEDGER, 1).height == 1
+        assert len(cluster.asked(config.node("ingest-1").endpoint)) == asked  # the old home is skipped

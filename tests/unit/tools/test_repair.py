@@ -110,6 +110,27 @@ def test_a_store_that_holds_the_checkpoint_is_recognised_read_only(tmp_path: Pat
     assert not already_holds(tmp_path / "missing", [_target(records)])
 
 
+@pytest.mark.parametrize("kind", ["signed", "cosigned"])
+def test_a_store_whose_own_checkpoint_row_its_records_contradict_is_not_held(tmp_path: Path, kind: str) -> None:
+    """Its records make the quorum checkpoint, but it keeps a forged row of what it signed (or
+    cosigned) that they contradict: its node refuses the ledger at start
+    [store_contradicts_checkpoint], and repair said "nothing to repair" without --force."""
+    records = _chain(tmp_path / "store", 9)
+    target = _target(records[:5])
+    with ChainStore(tmp_path / "store") as store:
+        honest = HOME.sign(LEDGER, 7, _root(records[:7]))
+        store.checkpoints.keep(LEDGER, kind, 7, honest.root, honest.note)
+    assert already_holds(tmp_path / "store", [target])  # its own rows hold too
+    with ChainStore(tmp_path / "store") as store:
+        forged = HOME.sign(LEDGER, 8, b"\x07" * 32)
+        store.checkpoints.keep(LEDGER, kind, 8, forged.root, forged.note)
+    assert not already_holds(tmp_path / "store", [target])
+    with ChainStore(tmp_path / "store") as store:
+        past = HOME.sign(LEDGER, 12, b"\x08" * 32)  # more records than it holds
+        store.checkpoints.keep(LEDGER, kind, 12, past.root, past.note)
+    assert not already_holds(tmp_path / "store", [target])
+
+
 def test_evidence_and_the_checkpoints_the_new_copy_proves_are_carried_over(tmp_path: Path) -> None:
     records = _chain(tmp_path / "old", 9)
     with ChainStore(tmp_path / "old") as old:

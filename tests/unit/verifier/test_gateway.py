@@ -7,7 +7,9 @@ proof is rebuilt from the served hash tiles alone and verified against the serve
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import http.client
 import json
 import struct
 import urllib.error
@@ -164,6 +166,52 @@ def test_an_entry_bundle_varies_by_accept_encoding(served: tuple[str, Path]) -> 
     assert "Content-Encoding" not in plain and plain["Vary"] == "Accept-Encoding"
 
 
+@pytest.mark.parametrize(
+    ("accept", "coding"),
+    [
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("deflate, gzip", "gzip"),  # was deflate: a coding PROTOCOL 15.1 never names
+        ("gzip;q=0.5, identity", "gzip"),
+        ("*", "gzip"),
+        ("gzip;q=0", None),  # was gzip: q=0 is "not acceptable" (RFC 9110 12.5.3)
+        ("*, gzip;q=0", None),
+        ("deflate", None),
+        ("br", None),
+        ("identity", None),
+        ("gzip;q=2", None),  # no qvalue: refused rather than guessed
+    ],
+)
+def test_an_entry_bundle_is_gzip_or_identity(served: tuple[str, Path], accept: str, coding: str | None) -> None:
+    url, _ = served
+    request = urllib.request.Request(
+        f"{url}/ledgers/election-2026/tile/entries/000", headers={"Accept-Encoding": accept}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        body = answer.read()
+        assert answer.headers["Content-Encoding"] == coding and answer.headers["Vary"] == "Accept-Encoding"
+    _, _, plain = get(f"{url}/ledgers/election-2026/tile/entries/000")
+    assert (gzip.decompress(body) if coding else body) == plain
+
+
+def test_head_of_the_event_stream_is_a_head_alone(served: tuple[str, Path]) -> None:
+    # It was the stream's first bytes after the head, and the stream went on: the next request
+    # on that connection read "retry: 2000" as its status line, or waited for good.
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("HEAD", "/api/events")
+        head = connection.getresponse()
+        assert head.status == 200 and head.getheader("Content-Type") == "text/event-stream"
+        assert head.read() == b""
+        connection.request("GET", "/healthz")
+        after = connection.getresponse()
+        assert after.status == 200 and json.loads(after.read()) == {"ok": True}
+    finally:
+        connection.close()
+
+
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
     url, _ = served
     answer = get_json(f"{url}/api/ledgers/election-2026/proof/consistency?old=100")
@@ -233,6 +281,15 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         # A parameter named twice: the route would answer for the first one only.
         ("/api/ledgers/election-2026/proof/inclusion?index=0&index=1&size=4", 400, "bad_request"),
         ("/api/ledgers/election-2026/records?start=0&start=5", 400, "bad_request"),
+        # An empty value names no number (PROTOCOL 15): it is refused, not taken as the default.
+        ("/api/ledgers/election-2026/records?start=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/records?limit", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/inclusion?index=0&size=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/proof/consistency?old=1&new=", 400, "bad_request"),
+        ("/api/ledgers/election-2026/checkpoint?witnesses=", 400, "bad_request"),
+        # Funds of a ledger that is no charity, judged from its genesis (no tally needed).
+        ("/api/ledgers/election-2026/funds", 400, "bad_request"),
+        ("/api/ledgers/nope/funds", 404, "no_such_ledger"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
@@ -262,6 +319,8 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
     url, _ = served
     assert error_of(f"{url}/api/ledgers", method) == (405, "bad_request")
     assert error_of(f"{url}/ledgers/election-2026/tile/0/000", method) == (405, "bad_request")
+    # RFC 9110 15.5.6: a 405 names the methods that are served.
+    assert get(f"{url}/api/ledgers", method)[1]["Allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
@@ -272,6 +331,7 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
         ("9" * 5000, "height 99999999999999999999... (5000 digits) is over 9223372036854775807"),
         ("01", "height must be a decimal integer without leading zeros, not '01'"),
         ("-1", "height must be a decimal integer without leading zeros, not '-1'"),
+        ("", "height must be a decimal integer without leading zeros, not ''"),
     ],
 )
 def test_a_number_too_large_is_told_apart_from_no_number(value: str, said: str) -> None:

@@ -1,0 +1,158 @@
+"""client/api.py: Client.follow on a ledger handed over to its standby (PROTOCOL 10.9).
+
+The node followed serves one store's records and whichever checkpoint note the test sets. The
+ledger's genesis pins its home's key (ingest-1) and its standby's (ingest-2); ingest-2 placed
+the handover record at height 2, opening epoch 2. A checkpoint of epoch 1 (the home's key, no
+epoch line) of a size past 2 is a fenced home's: follow refuses it with ``fenced`` and yields
+none of its records, whether the handover came among the records it follows or below the
+checkpoint it started from; epoch 2's checkpoints are followed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.client import api
+from vledger.client.api import Client, FollowEvent, Trust
+from vledger.client.session import Reader
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
+from vledger.node.errors import FencedError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, home_key
+
+LEDGER = "fund"
+HANDOVER = 2  # the height of the record that opens epoch 2
+HOME = HomeSigner("t", bytes(range(32)))  # ingest-1, the genesis home
+STANDBY = HomeSigner("t", bytes(range(1, 33)))  # ingest-2, its standby, home of epoch 2
+
+
+class Followed:
+    """A node that serves ``store`` and, as its latest checkpoint, ``note``."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self.note = b""
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
+        args = args or {}
+        if cmd == "checkpoint":
+            return {"checkpoint": self.note}
+        if cmd == "range":
+            return {"records": [data for _, data in self.store.range_raw(LEDGER, args["start"])], "next": None}
+        if cmd == "get":
+            record = self.store.get(LEDGER, args["height"])
+            assert record is not None
+            return {"record": record.encode()}
+        if cmd == "proof.inclusion":
+            return {"proof": self.store.inclusion_proof(LEDGER, args["index"], args["size"])}
+        if cmd == "proof.consistency":
+            return {"proof": self.store.consistency_proof(LEDGER, args["old"], args["new"])}
+        raise AssertionError(f"not asked here: {cmd}")
+
+    def close(self) -> None:
+        return None
+
+    def home_signs(self, size: int) -> None:
+        """The genesis home's checkpoint of ``size`` records: epoch 1's, no epoch line."""
+        self.note = HOME.sign(LEDGER, size, self.store.root(LEDGER, size)).note
+
+    def standby_signs(self, size: int) -> None:
+        """Epoch 2's checkpoint of ``size`` records, as its home ingest-2 signs it."""
+        self.note = STANDBY.sign(LEDGER, size, self.store.root(LEDGER, size), ("vledger-epoch 2 ingest-2",)).note
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Followed]:
+    """The ledger: genesis and a record by ingest-1, the handover to ingest-2, two records by it."""
+    pins = {
+        "checkpoint_key": home_key("t", LEDGER, HOME.key(LEDGER).public_key).encode(),
+        "standby_key": home_key("t", LEDGER, STANDBY.key(LEDGER).public_key).encode(),
+    }
+    with ChainStore(tmp_path / "store", origin="ingest-1") as store:
+        genesis = LedgerRules(kinds=(EPOCH_KIND, "note"), difficulty=0, rules=pins).genesis_content(
+            LEDGER, "admin", "g", 1
+        )
+        store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        store.append(Entry.prepare(Content(LEDGER, "note", {"n": 1}, "admin", "r1", 2), 0, PROTOCOL_LIMITS))
+        standby_key = home_key("t", LEDGER, STANDBY.key(LEDGER).public_key)
+        for height, content in (
+            (HANDOVER, Content(LEDGER, EPOCH_KIND, epoch_payload(2, "ingest-2", standby_key), "admin", "epoch-2", 3)),
+            (3, Content(LEDGER, "note", {"n": 3}, "admin", "r3", 4)),
+            (4, Content(LEDGER, "note", {"n": 4}, "admin", "r4", 5)),
+        ):
+            head = store.head(LEDGER)
+            assert head is not None
+            store.append_record(Entry.prepare(content, 0, PROTOCOL_LIMITS).place(height, head.link, 3, "ingest-2"))
+        yield Followed(store)
+
+
+def _follow(node: Followed, monkeypatch: pytest.MonkeyPatch) -> Iterator[FollowEvent]:
+    monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0)
+    genesis = node.store.get(LEDGER, 0)
+    assert genesis is not None
+    client = Client(Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}))
+    return client.follow(LEDGER)
+
+
+def test_the_standby_s_epoch_is_followed(node: Followed, monkeypatch: pytest.MonkeyPatch) -> None:
+    node.home_signs(HANDOVER)  # epoch 1's last checkpoint: it holds no handover record
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == HANDOVER
+    node.standby_signs(4)
+    event = next(events)
+    assert event.checkpoint.checkpoint.size == 4 and [r.height for r in event.records] == [2, 3]
+
+
+def test_a_replaced_home_s_checkpoint_over_the_handover_it_brings_is_fenced(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records it adds hold the handover: the old home's checkpoint over them is fenced,
+    and none of them is yielded (before, they came as the home's next event)."""
+    node.home_signs(HANDOVER)
+    events = _follow(node, monkeypatch)
+    next(events)
+    node.home_signs(4)
+    with pytest.raises(FencedError):
+        next(events)
+
+
+def test_a_replaced_home_s_checkpoint_after_the_new_epoch_s_is_fenced(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Followed into epoch 2, a node that serves the old home's checkpoint of the same tree
+    (consistent, so no proof fails) is refused fenced before any record is read."""
+    node.standby_signs(4)
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == 4
+    node.home_signs(5)
+    with pytest.raises(FencedError):
+        next(events)
+
+
+def test_a_fenced_checkpoint_to_start_from_is_refused(node: Followed, monkeypatch: pytest.MonkeyPatch) -> None:
+    node.home_signs(4)
+    with pytest.raises(FencedError):
+        next(_follow(node, monkeypatch))
+
+
+def test_an_announced_fenced_checkpoint_is_not_taken_and_the_node_is_asked(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway's event that carries the old home's note past the handover (Redis fed by it)
+    is not taken: the checkpoint is asked of the node, and epoch 2's is followed."""
+    fenced = HOME.sign(LEDGER, 5, node.store.root(LEDGER, 5)).note
+    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([fenced]))
+    node.standby_signs(4)
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == 4
+    node.standby_signs(5)
+    event = next(events)
+    assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
+    assert "vledger-epoch 2 ingest-2" in event.checkpoint.checkpoint.extensions
