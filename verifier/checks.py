@@ -43,7 +43,7 @@ from typing import Any
 
 from ..broker.client import Client
 from ..broker.redis_keys import group_key
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, entry_height
+from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
@@ -267,6 +267,9 @@ class ClusterChecks:
         self.ledgers: dict[str, LedgerState] = {}
         self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
         self._mine: set[str] = set()  # the open keys this verifier raised (a follower may share a key)
+        # The open alerts only an operator resolves, as last seen in the open hash: one that
+        # vanishes without the operator's note is put back (see _reopen_vanished).
+        self._operator_open: dict[str, dict[str, str]] = {}
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -289,8 +292,31 @@ class ClusterChecks:
     def refresh_open(self) -> None:
         """The open alerts as Redis has them: others raise some (a home, a follower), an operator
         resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
-        self.open = {key: _int(alert.get("height")) for key, alert in self.replication.open_alerts().items()}
+        found = self.replication.open_alerts()
+        self._reopen_vanished(found)
+        self.open = {key: _int(alert.get("height")) for key, alert in found.items()}
         self._mine &= self.open.keys()
+
+    def _reopen_vanished(self, found: dict[str, dict[str, str]]) -> None:
+        """Put back into ``found`` and the open hash each alert only an operator resolves that
+        was open at the last look and is gone now, unless the operator noted its resolution
+        (``vledger alerts resolve``, PROTOCOL 10.5): every node's Redis user may delete a field
+        of the open hash (Redis ACLs grant a key, not a field), and no other user may hide an
+        equivocation or a store that contradicts its checkpoints. What was raised and deleted
+        between two looks, or while this verifier was down, is not seen here."""
+        vanished = [key for key in self._operator_open if key not in found]
+        resolved = self.replication.operator_resolved(vanished) if vanished else {}
+        for key in vanished:
+            alert = self._operator_open.pop(key)
+            done = resolved.get(key)
+            if done is not None and _stream_id(done) >= _stream_id(alert.get("id", "")):
+                continue  # the operator resolved it (or a later one under its key)
+            log.warning("open alert %s was deleted without an operator's resolution: opened again", key)
+            self.replication.reopen(key, alert)
+            found[key] = alert
+        for key, alert in found.items():
+            if alert.get("what") in OPERATOR_RESOLVED:
+                self._operator_open[key] = alert
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,
@@ -1062,6 +1088,15 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as numbers, for order; (-1, -1) when it is none."""
+    ms, _, seq = value.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return -1, -1
 
 
 def _int(value: Any) -> int:

@@ -234,7 +234,19 @@ def test_a_forked_head_stays_named_at_its_height_after_one_more_write(cluster: L
         _write(db, ledger, top, _rewritten(_record(db, ledger, top), {"n": -1}).encode())
     _alert(cluster, "replica-1", ledger, "fork", top)
     cluster.client("writer1").put_many([entry(ledger, "vote", {"late": 1}, "writer1", difficulty=4)])
-    _alert(cluster, "replica-1", ledger, "bad_link", top)
+    # replica-1 finds its tree no longer the home's checkpoint's, with nothing that proves the home
+    # wrong: it names itself (never the home: no equivocation) and takes no more of the ledger.
+    wait_until(
+        lambda: any(
+            (a["node"], a["source"], a["what"]) == ("replica-1", "replica-1", "store_contradicts_checkpoint")
+            for a in _alerts_of(cluster, ledger)
+        ),
+        DETECTION_SECONDS,
+        "replica-1 naming itself",
+    )
+    chain_alerts = [a for a in _alerts_of(cluster, ledger) if a["what"] in ("fork", "bad_link")]
+    assert {(a["node"], int(a["height"])) for a in chain_alerts} == {("replica-1", top)}  # at its height still
+    assert not any(a["what"] == "equivocation" for a in _alerts_of(cluster, ledger))
 
 
 def test_a_truncated_replica_reports_what_its_store_holds(cluster: LocalCluster, ledger: str) -> None:

@@ -260,3 +260,32 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
     again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
     again.start()
     assert set(again.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
+
+
+def test_an_alert_only_an_operator_resolves_is_opened_again_when_another_user_deletes_it(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    evidence = Alert(
+        node="replica-1", ledger=LEDGER, what="equivocation", height=3, detail="two roots", source="ingest-1"
+    )
+    refusal = Alert(node="replica-1", ledger=LEDGER, what="bad_link", height=4, detail="refused", source="ingest-1")
+    repl.alert(evidence)
+    repl.alert(refusal)
+    found.refresh_open()
+    raised = repl.open_alerts()[evidence.key]
+    repl.resolve([evidence.key, refusal.key])  # HDEL, as any node's Redis user may
+    found.refresh_open()
+    # The equivocation is back, as it was (its stream id too); a follower's own refusal is its to resolve.
+    assert repl.open_alerts() == {evidence.key: raised}
+    assert evidence.key in found.open and refusal.key not in found.open
+    repl.resolve_as_operator([evidence.key])  # vledger alerts resolve: noted where only the admin writes
+    assert repl.operator_resolved([evidence.key]) == {evidence.key: raised["id"]}
+    found.refresh_open()
+    assert repl.open_alerts() == {} and found.open == {}
+    repl.alert(evidence)  # raised again later: a new alert, which the old resolution does not cover
+    found.refresh_open()
+    repl.resolve([evidence.key])
+    found.refresh_open()
+    assert list(repl.open_alerts()) == [evidence.key]
