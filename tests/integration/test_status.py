@@ -186,10 +186,65 @@ def test_a_replica_whose_store_was_damaged_while_stopped_says_so_and_is_not_rest
     alert = found["open_alerts"]["replica-1||store_damaged"]
     assert alert["detail"].startswith("[tree_mismatch] ") and str(db) in alert["detail"]
     assert any(
-        p.startswith("replica-1 does not answer hello: its store does not open (store_damaged): [tree_mismatch]")
+        p.startswith("replica-1 does not answer hello: its store is damaged (store_damaged): [tree_mismatch]")
         for p in found["problems"]
     ), found["problems"]
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(update, (good, LEDGER))
     cluster.start_node("replica-1")
     until_ok(cluster, "status exits 0 once the replica opened its restored store")
+
+
+def overwrite_pages(db: Path) -> None:
+    """Put the records in the main file (an empty WAL), then overwrite every page but the
+    first (the schema) with bytes SQLite cannot read as a b-tree page, in place: what a disk
+    that rots or a hand that writes into the file does while the node runs."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        wait_until(
+            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, DEADLINE, "a WAL checkpoint"
+        )
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    with db.open("r+b") as file:
+        pages = file.seek(0, 2) // page_size
+        for page in range(1, pages):
+            file.seek(page * page_size)
+            file.write(b"\xa5" * page_size)
+        file.flush()
+
+
+def test_a_replica_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exits_65(cluster: LocalCluster) -> None:
+    """Pages of a running replica's chain.sqlite3 overwritten in place: the next read that meets
+    them is answered store_damaged (not left unanswered, not an internal error), and the replica
+    raises store_damaged (naming the file) and exits with EXIT_STORE_DAMAGED, as at a start."""
+    until_ok(cluster, "all well before the replica's store is damaged")
+    db = cluster.store_dir("replica-1") / DB_NAME
+    overwrite_pages(db)
+    wire = cluster.wire(ADMIN, "replica-1")
+    errors: list[dict[str, Any]] = []
+
+    def refused() -> bool:  # its read connection drops its cached pages within READ_CACHE_SECONDS
+        reply = wire.call("range", {"ledger": LEDGER, "start": 0})
+        if not reply["ok"]:
+            errors.append(reply["error"])
+        return not reply["ok"]
+
+    wait_until(refused, DEADLINE, "a range on the damaged store refused", interval=0.2)
+    assert errors[-1]["code"] == "store_damaged", errors
+    process = cluster.node("replica-1").process
+    assert process is not None
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail("replica-1")
+    assert "its store is damaged while it runs" in cluster.log_text("replica-1")
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM
+    alert = found["open_alerts"]["replica-1||store_damaged"]
+    assert alert["detail"].startswith("[store_error] ") and str(db) in alert["detail"], alert
+    assert "malformed" in alert["detail"] or "not a database" in alert["detail"], alert
+    assert any(
+        p.startswith("replica-1 does not answer hello: its store is damaged (store_damaged)") for p in found["problems"]
+    ), found["problems"]
+    # Rebuilt (here: emptied, it catches up from its home), it starts and resolves the alert.
+    for path in cluster.store_dir("replica-1").iterdir():
+        if path.name.startswith(DB_NAME):
+            path.unlink()
+    cluster.start_node("replica-1")
+    until_ok(cluster, "status exits 0 once the replica opened a new store")
