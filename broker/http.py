@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from ..config.cluster import HttpSettings
 from ..node.errors import VledgerError
+from ..node.storefile import damaged_file
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
@@ -61,6 +62,7 @@ STATUS_OF_CODE: Mapping[str, int] = {
     "too_large": 413,
     "store_error": 503,
     "store_closed": 503,
+    "store_damaged": 503,
     "tree_mismatch": 500,
 }
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
@@ -121,7 +123,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        damaged = damaged_file(e)
+        if damaged is not None:  # the store it reads is malformed: no bug of ours, and no passing fault
+            log.error("%s %s: the store's file is damaged: %s", request.method, request.path[:200], damaged)
+            message = f"the store this server reads is damaged ({damaged}): its node raises store_damaged"
+            return error_response(STATUS_OF_CODE["store_damaged"], "store_damaged", message)
         log.exception("%s %s failed", request.method, request.path[:200])
         return error_response(500, "error", "internal error; the server logged it")
 

@@ -73,6 +73,7 @@ from .storefile import (
     build_tree,
     check_tree,
     connect,
+    damaged_file,
     fill_run,
     filled_marks,
     hash_at,
@@ -512,21 +513,6 @@ class NewestRequests:
             kept = newest.get(key)
             if kept is not None and content.request_id > kept:
                 newest[key] = content.request_id
-
-
-def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
-    """The SQLite error that says the store's file itself is damaged ("database disk image is
-    malformed", "file is not a database"), if ``error`` is one or was raised from one; None for
-    anything else. An OperationalError (locked, busy, out of space or file handles) is what the
-    moment holds, not the file: None."""
-    cause: BaseException | None = error
-    for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
-        if cause is None:
-            return None
-        if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
-            return cause
-        cause = cause.__cause__
-    return None
 
 
 class ChainStore:
