@@ -30,8 +30,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from ..config.cluster import HttpSettings
@@ -66,6 +67,10 @@ STATUS_OF_CODE: Mapping[str, int] = {
     "tree_mismatch": 500,
 }
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
+
+# The text format PROTOCOL 15.3 names, which generate_latest writes (its names escaped to
+# underscores, as 0.0.4 has them): CONTENT_TYPE_LATEST followed the library (1.0.0 in 0.26).
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 Check = Callable[[], str | None]  # None when ready, else the reason it is not
 Details = Callable[[], Mapping[str, Any]]  # more fields of a /readyz body, beside "ok" and "checks"
@@ -422,7 +427,7 @@ def add_health_routes(
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -242,6 +242,14 @@ def test_readyz_adds_the_details_given_beside_its_checks() -> None:
     assert body == {"ok": True, "checks": {"store": None}, "standby": {"follow_restarts": 2}}
 
 
+def test_metrics_say_the_text_format_the_protocol_names() -> None:
+    # PROTOCOL 15.3: Prometheus text format 0.0.4, whatever prometheus-client calls its latest.
+    with HttpThread(health_app({}, CollectorRegistry()), "127.0.0.1", 0) as server:
+        answer = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=DEADLINE)
+        with answer:
+            assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
 def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(caplog: pytest.LogCaptureFixture) -> None:
     """A gateway reads a node's store: a file SQLite finds malformed is said as such (503
     store_damaged, one error line, no traceback); a locked one stays what it was (a 500 bug)."""
