@@ -843,3 +843,25 @@ def test_words_left_after_options_are_refused_unless_the_command_takes_them(
     assert "unrecognized arguments: stray" in capsys.readouterr().err
     assert cli.main(["alerts", "resolve", "--json", "--bogus", "a|b|c"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_failure_with_json_is_one_json_object_on_stdout_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A script reading stdout got nothing at all; the line on stderr stays as it was.
+    store = make_store(tmp_path / "s")
+    code, out, err = run(capsys, "verify", store, "--ledger", "nosuch", "--json")
+    assert code == 1
+    assert json.loads(out) == {
+        "error": {"code": "no_such_ledger", "message": "ledger 'nosuch' is not in this store or file"}
+    }
+    assert out.count("\n") == 1
+    assert err.startswith("vledger: error: no_such_ledger: ledger 'nosuch")
+    code, out, err = run(capsys, "verify", tmp_path / "missing", "--json")
+    assert code == 2
+    assert (
+        json.loads(out)["error"]["code"] == "usage" and str(tmp_path / "missing") in json.loads(out)["error"]["message"]
+    )
+    assert "(see: vledger verify --help)" in err
+    code, out, err = run(capsys, "verify", tmp_path / "missing")
+    assert code == 2 and out == "" and "no such store directory" in err
