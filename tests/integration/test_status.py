@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, put_args, wait_until
 from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
 
 LEDGER = "votes"
@@ -248,3 +249,30 @@ def test_a_replica_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exi
             path.unlink()
     cluster.start_node("replica-1")
     until_ok(cluster, "status exits 0 once the replica opened a new store")
+
+
+def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_65(cluster: LocalCluster) -> None:
+    """The same under the ingest node: the put whose group commit meets the damage is answered
+    store_damaged (so never acknowledged), the node raises the alert and exits 65; its store
+    put back, it starts and resolves the alert."""
+    until_ok(cluster, "all well before the home's store is damaged")
+    directory = cluster.store_dir("ingest-1")
+    backup = directory.parent / "ingest-1.backup"
+    cluster.stop_node("ingest-1")
+    shutil.copytree(directory, backup)
+    cluster.start_node("ingest-1")
+    overwrite_pages(directory / DB_NAME)
+    wire = cluster.wire("writer1", "ingest-1")
+    reply = wire.call("put", put_args(entry(LEDGER, "vote", {"n": RECORDS}, "writer1")), timeout=DEADLINE)
+    assert not reply["ok"] and reply["error"]["code"] == "store_damaged", reply
+    process = cluster.node("ingest-1").process
+    assert process is not None
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail("ingest-1")
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM
+    alert = found["open_alerts"]["ingest-1||store_damaged"]
+    assert alert["detail"].startswith("[store_error] ") and str(directory / DB_NAME) in alert["detail"], alert
+    shutil.rmtree(directory)
+    backup.rename(directory)
+    cluster.start_node("ingest-1")
+    until_ok(cluster, "status exits 0 once the home opened its store put back")
