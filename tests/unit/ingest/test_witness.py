@@ -198,3 +198,24 @@ def test_a_home_s_store_is_checked_against_the_checkpoints_published_elsewhere(c
     for note, height in ((other_root, 8), (longer, 11)):
         (found,) = check_published(home.store, keys, {LEDGER: [held, note]}).values()
         assert (found.code, found.ledger, found.height) == ("store_contradicts_checkpoint", LEDGER, height)
+
+
+def test_a_cosigning_turn_that_meets_a_damaged_store_tells_the_store(tmp_path: Path) -> None:
+    # The turn's thread outlives the failure as before; a malformed file is no bug of its, and
+    # the store's on_damaged hook (the runtime: alert, stop) hears of it.
+    with ChainStore(tmp_path / "s") as store:
+        heard: list[Exception] = []
+        store.on_damaged = heard.append
+
+        class Failing:
+            name = "replica-1"
+            wake: Any = None
+
+            def __init__(self) -> None:
+                self.store = store
+
+            def turn(self) -> None:
+                raise sqlite3.DatabaseError("database disk image is malformed")
+
+        Cosigner(Failing())._turn()  # type: ignore[arg-type]
+        assert len(heard) == 1 and "the store's file is damaged" in str(heard[0])
