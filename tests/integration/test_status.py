@@ -213,14 +213,18 @@ def overwrite_pages(db: Path) -> None:
         file.flush()
 
 
-def test_a_replica_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exits_65(cluster: LocalCluster) -> None:
-    """Pages of a running replica's chain.sqlite3 overwritten in place: the next read that meets
-    them is answered store_damaged (not left unanswered, not an internal error), and the replica
-    raises store_damaged (naming the file) and exits with EXIT_STORE_DAMAGED, as at a start."""
-    until_ok(cluster, "all well before the replica's store is damaged")
-    db = cluster.store_dir("replica-1") / DB_NAME
+@pytest.mark.parametrize("name", ["replica-1", "observer-1"])
+def test_a_follower_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exits_65(
+    cluster: LocalCluster, name: str
+) -> None:
+    """Pages of a running replica's (an observer's) chain.sqlite3 overwritten in place: the next
+    read that meets them is answered store_damaged (not left unanswered, not an internal error),
+    and the node raises store_damaged (naming the file) and exits with EXIT_STORE_DAMAGED, as at
+    a start. (Without the main loop's handler a replica exited 1 here, which supervisord restarts.)"""
+    until_ok(cluster, f"all well before {name}'s store is damaged")
+    db = cluster.store_dir(name) / DB_NAME
     overwrite_pages(db)
-    wire = cluster.wire(ADMIN, "replica-1")
+    wire = cluster.wire(ADMIN, name)
     errors: list[dict[str, Any]] = []
 
     def refused() -> bool:  # its read connection drops its cached pages within READ_CACHE_SECONDS
@@ -231,24 +235,24 @@ def test_a_replica_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exi
 
     wait_until(refused, DEADLINE, "a range on the damaged store refused", interval=0.2)
     assert errors[-1]["code"] == "store_damaged", errors
-    process = cluster.node("replica-1").process
+    process = cluster.node(name).process
     assert process is not None
-    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail("replica-1")
-    assert "its store is damaged while it runs" in cluster.log_text("replica-1")
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail(name)
+    assert "its store is damaged while it runs" in cluster.log_text(name)
     code, found = report(cluster)
     assert code == EXIT_PROBLEM
-    alert = found["open_alerts"]["replica-1||store_damaged"]
+    alert = found["open_alerts"][f"{name}||store_damaged"]
     assert alert["detail"].startswith("[store_error] ") and str(db) in alert["detail"], alert
     assert "malformed" in alert["detail"] or "not a database" in alert["detail"], alert
     assert any(
-        p.startswith("replica-1 does not answer hello: its store is damaged (store_damaged)") for p in found["problems"]
+        p.startswith(f"{name} does not answer hello: its store is damaged (store_damaged)") for p in found["problems"]
     ), found["problems"]
     # Rebuilt (here: emptied, it catches up from its home), it starts and resolves the alert.
-    for path in cluster.store_dir("replica-1").iterdir():
+    for path in cluster.store_dir(name).iterdir():
         if path.name.startswith(DB_NAME):
             path.unlink()
-    cluster.start_node("replica-1")
-    until_ok(cluster, "status exits 0 once the replica opened a new store")
+    cluster.start_node(name)
+    until_ok(cluster, f"status exits 0 once {name} opened a new store")
 
 
 def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_65(cluster: LocalCluster) -> None:
