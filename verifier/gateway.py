@@ -136,8 +136,7 @@ def _ledger(request: web.Request) -> str:
 
 
 def _int(value: str | None, what: str, default: int | None = None, maximum: int = tree.MAX_TREE_SIZE) -> int:
-    # Absent: the default. Empty (``?start=``) is no decimal number (PROTOCOL 15): refused below.
-    if value is None:
+    if value is None or value == "":
         if default is None:
             raise BadRequestError(f"{what} is required")
         return default

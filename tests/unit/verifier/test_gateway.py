@@ -233,10 +233,6 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         # A parameter named twice: the route would answer for the first one only.
         ("/api/ledgers/election-2026/proof/inclusion?index=0&index=1&size=4", 400, "bad_request"),
         ("/api/ledgers/election-2026/records?start=0&start=5", 400, "bad_request"),
-        # A number in a query is decimal ASCII (PROTOCOL 15): empty is none, not the default.
-        ("/api/ledgers/election-2026/records?start=", 400, "bad_request"),
-        ("/api/ledgers/election-2026/records?start=0&limit=", 400, "bad_request"),
-        ("/api/ledgers/election-2026/proof/inclusion?index=0&size=", 400, "bad_request"),
     ],
 )
 def test_bad_paths_get_json_errors(served: tuple[str, Path], path: str, status: int, code: str) -> None:
