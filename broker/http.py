@@ -30,12 +30,14 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from ..config.cluster import HttpSettings
 from ..node.errors import VledgerError
+from ..node.storefile import damaged_file
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
@@ -61,9 +63,14 @@ STATUS_OF_CODE: Mapping[str, int] = {
     "too_large": 413,
     "store_error": 503,
     "store_closed": 503,
+    "store_damaged": 503,
     "tree_mismatch": 500,
 }
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
+
+# The text format PROTOCOL 15.3 names, which generate_latest writes (its names escaped to
+# underscores, as 0.0.4 has them): CONTENT_TYPE_LATEST followed the library (1.0.0 in 0.26).
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 Check = Callable[[], str | None]  # None when ready, else the reason it is not
 Details = Callable[[], Mapping[str, Any]]  # more fields of a /readyz body, beside "ok" and "checks"
@@ -124,7 +131,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        damaged = damaged_file(e)
+        if damaged is not None:  # the store it reads is malformed: no bug of ours, and no passing fault
+            log.error("%s %s: the store's file is damaged: %s", request.method, request.path[:200], damaged)
+            message = f"the store this server reads is damaged ({damaged}): its node raises store_damaged"
+            return error_response(STATUS_OF_CODE["store_damaged"], "store_damaged", message)
         log.exception("%s %s failed", request.method, request.path[:200])
         return error_response(500, "error", "internal error; the server logged it")
 
@@ -418,7 +430,7 @@ def add_health_routes(
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -14,6 +14,7 @@ here once, not in each process.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import signal
 import sqlite3
@@ -163,6 +164,11 @@ class NodeRuntime:
         # The key pair it connects to other nodes with: its newest CURVE generation (PROTOCOL 16.6).
         self.client_keys = ClientKeys(node.name, config.keys_dir, passphrase, keys)
         self.gates.on_rotation(self.client_keys.update)
+        # Set once a read or write of the running node's store found its file damaged: the
+        # node stops, and serve() then raises it (the process ends with EXIT_STORE_DAMAGED).
+        self.damaged: StoreDamagedError | None = None
+        self._loop: RequestLoop | None = None  # the request loop while serve() runs it
+        self._store: ChainStore | None = None  # the node's store, once opened (store())
 
     @classmethod
     @contextmanager
@@ -202,7 +208,24 @@ class NodeRuntime:
         options.setdefault("hash_fill_phase", fill_phase(self.name))  # the copies on one host fill apart
         store = open_node_store(self.name, self.config.store_dir(self.name), replication, **options)
         self.closing(store.close)
+        store.on_damaged = functools.partial(self._store_damaged, replication)
+        self._store = store
         return store
+
+    def _store_damaged(self, replication: ReplicationLedger, error: StoreDamagedError) -> None:
+        """The store's file was found damaged while the node runs (ChainStore.damaged, on
+        whichever thread read or wrote it): raise ``store_damaged`` as a store that does not
+        open does (PROTOCOL 10.5), then stop. The requests in flight are answered (the one that
+        found it, and any write of the failed commit, with ``store_damaged``: not acknowledged),
+        and :meth:`serve` raises ``error``, which ends the process with EXIT_STORE_DAMAGED."""
+        alert = store_damaged_alert(self.name, StoreError(error.message))
+        log.error("node %s: its store is damaged while it runs, the node stops: %s", self.name, alert.detail)
+        raise_alert(replication, alert)
+        self.damaged = error
+        self.stopping.set()
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
 
     def started(self, part: S) -> S:
         """``part`` started now and stopped when the runtime closes."""
@@ -282,18 +305,29 @@ class NodeRuntime:
 
         Without ``main`` the loop runs on this thread. With it, the loop runs on a thread of
         its own while ``main`` runs here; ``main`` must return soon after ``stopping`` is set.
+        Raises the StoreDamagedError of a store found damaged meanwhile (:meth:`store`), once
+        the requests in flight were answered.
         """
         with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping):
             log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
+            self._loop = loop
+            if self.damaged is not None:  # found before the loop was there to stop
+                loop.stop()
             if self.rotation is not None:
                 self.rotation.attach(server.socket, loop.call_soon)
             if main is None:
                 loop.serve()
-                return
-            serving = threading.Thread(target=loop.serve, name=f"requests-{self.name}", daemon=True)
-            serving.start()
-            try:
-                main()
-            finally:
-                loop.stop()
-                serving.join()
+            else:
+                serving = threading.Thread(target=loop.serve, name=f"requests-{self.name}", daemon=True)
+                serving.start()
+                try:
+                    main()
+                except Exception as e:  # a read of the main loop's (a follower's) met a damaged file
+                    if self._store is None or self._store.damaged(e) is None:
+                        raise
+                finally:
+                    loop.stop()
+                    serving.join()
+            self._loop = None
+        if self.damaged is not None:
+            raise self.damaged

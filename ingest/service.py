@@ -401,8 +401,8 @@ class IngestService:
             if request_id is None:
                 request_id = request_id_of(data)
             return _error_reply(request_id, e)
-        except Exception as e:  # a bug: answer, log, and keep serving
-            return _error_reply(request_id, e)
+        except Exception as e:  # a bug (answer, log, and keep serving), or a damaged store
+            return _error_reply(request_id, self.store.damaged(e) or e)
 
     def flush(self) -> None:
         """Commit the puts handled since the last call as one run of entries under one future
@@ -472,7 +472,7 @@ class IngestService:
                     gate.check(caller.account, otp)
                 outcome = call()
             except BaseException as e:
-                result.set_exception(e)
+                result.set_exception(self.store.damaged(e) or e)
                 return
             if isinstance(outcome, Later):
                 outcome.future.add_done_callback(lambda done: _then_into(done, outcome.then, result))
@@ -655,7 +655,18 @@ class IngestService:
         """``call``'s result from the executor; without one, ``call`` runs here and now."""
         if self._executor is None:
             return call()
-        return Later(self._executor.submit(call))
+        return Later(self._executor.submit(self._reading, call))
+
+    def _reading(self, call: Callable[[], object]) -> object:
+        """``call()`` on an executor thread, a damaged store's error said as one (handle() does
+        the same on the loop's thread)."""
+        try:
+            return call()
+        except Exception as e:
+            damaged = self.store.damaged(e)
+            if damaged is None:
+                raise
+            raise damaged from e
 
 
 # --- session commands -------------------------------------------------------------------

@@ -248,8 +248,9 @@ class Cosigner(Worker):
     def _turn(self) -> None:
         try:
             self.witness.turn()
-        except Exception:  # the next checkpoint is cosigned anyway: the thread must outlive one failure
-            log.exception("%s: a cosigning turn failed", self.witness.name)
+        except Exception as e:  # the next checkpoint is cosigned anyway: the thread must outlive one failure
+            if self.witness.store.damaged(e) is None:  # damaged: logged, and the node stops (runtime)
+                log.exception("%s: a cosigning turn failed", self.witness.name)
 
     def _wake(self) -> None:
         self._event.set()

@@ -50,6 +50,7 @@ from .errors import (
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
+    StoreDamagedError,
     StoreError,
     TreeMismatchError,
     VledgerError,
@@ -73,6 +74,7 @@ from .storefile import (
     check_hash_runs,
     check_tree,
     connect,
+    damaged_file,
     fill_run,
     filled_marks,
     hash_at,
@@ -569,6 +571,10 @@ class ChainStore:
         # durable (and before their appends' futures are done, except in flush()): it must be
         # quick and not raise.
         self.on_commit = on_commit
+        # Called once, with the StoreDamagedError, the first time a read or write of a running
+        # store finds its file damaged (see :meth:`damaged`): the node raises its alert and stops.
+        self.on_damaged: Callable[[StoreDamagedError], None] | None = None
+        self._damaged: StoreDamagedError | None = None
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
         self.origin = check_node_name(origin, self.limits) if origin is not None else None
@@ -775,6 +781,26 @@ class ChainStore:
         for conn in self._readers:
             conn.close()
 
+    def damaged(self, error: BaseException) -> StoreDamagedError | None:
+        """The StoreDamagedError that ``error`` is, if it says the file is damaged
+        (:func:`damaged_file`), else None. The first calls :attr:`on_damaged`. Called only where
+        an error was already caught (the committer's handlers, a service's reply to a failed
+        request): it costs no append and no read anything."""
+        cause = damaged_file(error)
+        if cause is None:
+            return None
+        with self._lock:
+            first = self._damaged is None
+            if first:
+                self._damaged = StoreDamagedError(f"{self.path}: the store's file is damaged: {cause}")
+            damaged = self._damaged
+            assert damaged is not None
+        if first:
+            log.error("%s", damaged.message)
+            if self.on_damaged is not None:
+                self.on_damaged(damaged)
+        return damaged
+
     def __enter__(self) -> ChainStore:
         return self
 
@@ -956,7 +982,7 @@ class ChainStore:
                 self._commit(batch, size, answer_first)
             except Exception as e:  # a bug: answer what is left, keep the committer, say it loudly
                 log.exception("group commit of %d appends failed unexpectedly", size)
-                error = StoreError(f"{self.path}: the group commit failed unexpectedly: {e}")
+                error = self.damaged(e) or StoreError(f"{self.path}: the group commit failed unexpectedly: {e}")
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(error)
@@ -1039,7 +1065,7 @@ class ChainStore:
                 continue
             except Exception as e:  # a bug must fail this append loudly, not kill the committer
                 log.exception("append failed unexpectedly")
-                job.future.set_exception(e)
+                job.future.set_exception(self.damaged(e) or e)  # a damaged file: no bug
                 continue
             if job.given is None:
                 for record in placed:
@@ -1078,7 +1104,8 @@ class ChainStore:
             log.error("group commit of %d records failed: %s", len(staged), e)
             for ledger in {record.content.ledger for record in staged.records}:
                 self._read_domain_again(ledger)  # the rules saw records that are not durable
-            error = StoreError(f"{self.path}: write failed: {e}")
+            # A damaged file stops the node (on_damaged); anything else is the moment's.
+            error = self.damaged(e) or StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
             return
@@ -1218,7 +1245,7 @@ class ChainStore:
                 continue
             except Exception as e:  # a bug: this entry's request gets it, the others go on
                 log.exception("append failed unexpectedly")
-                outcomes.append(e)
+                outcomes.append(self.damaged(e) or e)  # a damaged file: no bug
                 continue
             if record is not None:
                 staged.add(record)

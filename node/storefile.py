@@ -372,6 +372,21 @@ _RAW_COLUMNS = "height, data"
 _ROW_COLUMNS = "height, hash, author, request_id, data"
 
 
+def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
+    """The SQLite error that says the store's file itself is damaged ("database disk image is
+    malformed", "file is not a database"), if ``error`` is one or was raised from one; None for
+    anything else. An OperationalError (locked, busy, out of space or file handles) is what the
+    moment holds, not the file: None."""
+    cause: BaseException | None = error
+    for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
+        if cause is None:
+            return None
+        if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
 def iter_pages(
     conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
 ) -> Iterator[tuple[int, bytes]]:

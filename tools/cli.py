@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -266,28 +267,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     configure_logging(args.log_level)
     run: Callable[[argparse.Namespace], int] = args.run
+    # With --json, a failure is also one JSON object on stdout, where a script reads the answer.
+    error = functools.partial(_error, as_json=bool(getattr(args, "json", False)))
     try:
         with escaped_stdout():
             return run(args)
     except UsageError as e:
-        _error(f"{e.message} (see: vledger {args.command} --help)")
+        error(f"{e.message} (see: vledger {args.command} --help)", e.code, e.message)
         return EXIT_USAGE
     except StoreDamagedError as e:
         # A node whose store does not open: supervisord takes this status as final (config/supervisor.py).
-        _error(f"{e.code}: {e.message}")
+        error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_STORE_DAMAGED
     except VledgerError as e:
         # A note says what had already been done when the error came (see importing.apply_import).
         for note in getattr(e, "__notes__", ()):
             print(f"vledger: {escape(note)}", file=sys.stderr)
         # A node's refusal already starts with its code; a local failure gets it here.
-        _error(e.message if isinstance(e, RemoteError) else f"{e.code}: {e.message}")
+        if isinstance(e, RemoteError):
+            error(e.message, e.code, e.reason)
+        else:
+            error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_FAILED
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_FAILED
     except OSError as e:
-        _error(_os_message(e))
+        error(_os_message(e), VledgerError.code, _os_message(e))
         return EXIT_FAILED
     except KeyboardInterrupt:
         _error("interrupted")
@@ -310,9 +316,15 @@ def _command_word(words: Sequence[str]) -> str | None:
     return None
 
 
-def _error(message: str) -> None:
+def _error(message: str, code: str | None = None, text: str = "", *, as_json: bool = False) -> None:
+    """``message`` on stderr; with ``as_json``, also ``{"error": {"code", "message"}}`` (``code``
+    and ``text``) on stdout, one line."""
     # A node's message may quote what it was sent: escape it as stdout is (safe_output.py).
     print(f"vledger: error: {escape(message)}", file=sys.stderr)
+    if as_json and code is not None:
+        # ensure_ascii: every control or non-ASCII character is a \u escape, nothing for a terminal to run.
+        with contextlib.suppress(OSError):
+            print(json.dumps({"error": {"code": code, "message": text}}, ensure_ascii=True), flush=True)
 
 
 def _os_message(error: OSError) -> str:

@@ -312,7 +312,7 @@ def _problems(
         damaged = open_alerts.get(f"{node.node}||{StoreDamagedError.code}")
         if not node.up and damaged is not None:
             problems.append(
-                f"{node.node} does not answer hello: its store does not open ({StoreDamagedError.code}): "
+                f"{node.node} does not answer hello: its store is damaged ({StoreDamagedError.code}): "
                 f"{damaged.get('detail', '')}"
             )
         elif not node.up:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, put_args, wait_until
 from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
 
 LEDGER = "votes"
@@ -186,10 +187,96 @@ def test_a_replica_whose_store_was_damaged_while_stopped_says_so_and_is_not_rest
     alert = found["open_alerts"]["replica-1||store_damaged"]
     assert alert["detail"].startswith("[tree_mismatch] ") and str(db) in alert["detail"]
     assert any(
-        p.startswith("replica-1 does not answer hello: its store does not open (store_damaged): [tree_mismatch]")
+        p.startswith("replica-1 does not answer hello: its store is damaged (store_damaged): [tree_mismatch]")
         for p in found["problems"]
     ), found["problems"]
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(update, (good, LEDGER))
     cluster.start_node("replica-1")
     until_ok(cluster, "status exits 0 once the replica opened its restored store")
+
+
+def overwrite_pages(db: Path) -> None:
+    """Put the records in the main file (an empty WAL), then overwrite every page but the
+    first (the schema) with bytes SQLite cannot read as a b-tree page, in place: what a disk
+    that rots or a hand that writes into the file does while the node runs."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        wait_until(
+            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, DEADLINE, "a WAL checkpoint"
+        )
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    with db.open("r+b") as file:
+        pages = file.seek(0, 2) // page_size
+        for page in range(1, pages):
+            file.seek(page * page_size)
+            file.write(b"\xa5" * page_size)
+        file.flush()
+
+
+@pytest.mark.parametrize("name", ["replica-1", "observer-1"])
+def test_a_follower_whose_store_is_damaged_while_it_runs_raises_the_alert_and_exits_65(
+    cluster: LocalCluster, name: str
+) -> None:
+    """Pages of a running replica's (an observer's) chain.sqlite3 overwritten in place: the next
+    read that meets them is answered store_damaged (not left unanswered, not an internal error),
+    and the node raises store_damaged (naming the file) and exits with EXIT_STORE_DAMAGED, as at
+    a start. (Without the main loop's handler a replica exited 1 here, which supervisord restarts.)"""
+    until_ok(cluster, f"all well before {name}'s store is damaged")
+    db = cluster.store_dir(name) / DB_NAME
+    overwrite_pages(db)
+    wire = cluster.wire(ADMIN, name)
+    errors: list[dict[str, Any]] = []
+
+    def refused() -> bool:  # its read connection drops its cached pages within READ_CACHE_SECONDS
+        reply = wire.call("range", {"ledger": LEDGER, "start": 0})
+        if not reply["ok"]:
+            errors.append(reply["error"])
+        return not reply["ok"]
+
+    wait_until(refused, DEADLINE, "a range on the damaged store refused", interval=0.2)
+    assert errors[-1]["code"] == "store_damaged", errors
+    process = cluster.node(name).process
+    assert process is not None
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail(name)
+    assert "its store is damaged while it runs" in cluster.log_text(name)
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM
+    alert = found["open_alerts"][f"{name}||store_damaged"]
+    assert alert["detail"].startswith("[store_error] ") and str(db) in alert["detail"], alert
+    assert "malformed" in alert["detail"] or "not a database" in alert["detail"], alert
+    assert any(
+        p.startswith(f"{name} does not answer hello: its store is damaged (store_damaged)") for p in found["problems"]
+    ), found["problems"]
+    # Rebuilt (here: emptied, it catches up from its home), it starts and resolves the alert.
+    for path in cluster.store_dir(name).iterdir():
+        if path.name.startswith(DB_NAME):
+            path.unlink()
+    cluster.start_node(name)
+    until_ok(cluster, f"status exits 0 once {name} opened a new store")
+
+
+def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_65(cluster: LocalCluster) -> None:
+    """The same under the ingest node: the put whose group commit meets the damage is answered
+    store_damaged (so never acknowledged), the node raises the alert and exits 65; its store
+    put back, it starts and resolves the alert."""
+    until_ok(cluster, "all well before the home's store is damaged")
+    directory = cluster.store_dir("ingest-1")
+    backup = directory.parent / "ingest-1.backup"
+    cluster.stop_node("ingest-1")
+    shutil.copytree(directory, backup)
+    cluster.start_node("ingest-1")
+    overwrite_pages(directory / DB_NAME)
+    wire = cluster.wire("writer1", "ingest-1")
+    reply = wire.call("put", put_args(entry(LEDGER, "vote", {"n": RECORDS}, "writer1")), timeout=DEADLINE)
+    assert not reply["ok"] and reply["error"]["code"] == "store_damaged", reply
+    process = cluster.node("ingest-1").process
+    assert process is not None
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail("ingest-1")
+    code, found = report(cluster)
+    assert code == EXIT_PROBLEM
+    alert = found["open_alerts"]["ingest-1||store_damaged"]
+    assert alert["detail"].startswith("[store_error] ") and str(directory / DB_NAME) in alert["detail"], alert
+    shutil.rmtree(directory)
+    backup.rename(directory)
+    cluster.start_node("ingest-1")
+    until_ok(cluster, "status exits 0 once the home opened its store put back")

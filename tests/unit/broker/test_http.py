@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -238,3 +240,40 @@ def test_readyz_adds_the_details_given_beside_its_checks() -> None:
         with urllib.request.urlopen(url, timeout=DEADLINE) as answer:
             body = json.loads(answer.read())
     assert body == {"ok": True, "checks": {"store": None}, "standby": {"follow_restarts": 2}}
+
+
+def test_metrics_say_the_text_format_the_protocol_names() -> None:
+    # PROTOCOL 15.3: Prometheus text format 0.0.4, whatever prometheus-client calls its latest.
+    with HttpThread(health_app({}, CollectorRegistry()), "127.0.0.1", 0) as server:
+        answer = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=DEADLINE)
+        with answer:
+            assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(caplog: pytest.LogCaptureFixture) -> None:
+    """A gateway reads a node's store: a file SQLite finds malformed is said as such (503
+    store_damaged, one error line, no traceback); a locked one stays what it was (a 500 bug)."""
+    app = web.Application(middlewares=[json_errors])
+    errors = {
+        "/malformed": sqlite3.DatabaseError("database disk image is malformed"),
+        "/locked": sqlite3.OperationalError("database is locked"),
+    }
+
+    async def fail(request: web.Request) -> web.Response:
+        raise errors[request.path]
+
+    for path in errors:
+        app.router.add_get(path, fail)
+    caplog.set_level(logging.ERROR)
+    with HttpThread(app, "127.0.0.1", 0) as server:
+        answers = {}
+        for path in errors:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=DEADLINE)
+            except urllib.error.HTTPError as e:
+                answers[path] = (e.code, json.loads(e.read())["error"])
+    assert answers["/malformed"][0] == 503 and answers["/malformed"][1]["code"] == "store_damaged"
+    assert "database disk image is malformed" in answers["/malformed"][1]["message"]
+    assert answers["/locked"] == (500, {"code": "error", "message": "internal error; the server logged it"})
+    damaged = [r for r in caplog.records if "the store's file is damaged" in r.getMessage()]
+    assert len(damaged) == 1 and damaged[0].exc_info is None

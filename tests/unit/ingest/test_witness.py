@@ -222,3 +222,24 @@ def test_evidence_in_redis_carries_the_other_note_and_the_consistency_proof_anyo
     assert held_root != signed_lie.root  # ... is not the one the home also signed at 6
     copy.witness.evidence(lie, "ingest-2")  # no proof (a retired key's note): the fields are empty
     assert (copy.repl.evidence()[f"replica-1|{LEDGER}|6"]["proved_by"], kept["cosigned"]) == ("", "")
+
+
+def test_a_cosigning_turn_that_meets_a_damaged_store_tells_the_store(tmp_path: Path) -> None:
+    # The turn's thread outlives the failure as before; a malformed file is no bug of its, and
+    # the store's on_damaged hook (the runtime: alert, stop) hears of it.
+    with ChainStore(tmp_path / "s") as store:
+        heard: list[Exception] = []
+        store.on_damaged = heard.append
+
+        class Failing:
+            name = "replica-1"
+            wake: Any = None
+
+            def __init__(self) -> None:
+                self.store = store
+
+            def turn(self) -> None:
+                raise sqlite3.DatabaseError("database disk image is malformed")
+
+        Cosigner(Failing())._turn()  # type: ignore[arg-type]
+        assert len(heard) == 1 and "the store's file is damaged" in str(heard[0])

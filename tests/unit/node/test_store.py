@@ -28,6 +28,7 @@ from vledger.node.errors import (
     RecordConflictError,
     RequestConflictError,
     StoreClosedError,
+    StoreDamagedError,
     StoreError,
     UnknownKindError,
     VledgerError,
@@ -1300,3 +1301,34 @@ def test_a_bug_in_a_group_commit_answers_its_appends_and_the_committer_goes_on(
         first.result(10)
     second = store.submit_entry(kit.entry(2), wake=True)
     assert second.result(10).height == 1
+
+
+def test_a_file_damaged_under_a_running_store_fails_its_writes_as_store_damaged_and_says_so_once(
+    store: ChainStore, kit: Any
+) -> None:
+    """Pages overwritten in place while the store runs: a write that meets them is refused
+    store_damaged (not acknowledged, not a bug's error), and on_damaged hears of it once."""
+    fill(store, kit, 40)
+    heard: list[StoreDamagedError] = []
+    store.on_damaged = heard.append
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    with store.path.open("r+b") as file:
+        pages = file.seek(0, 2) // page_size
+        for page in range(1, pages):
+            file.seek(page * page_size)
+            file.write(b"\xa5" * page_size)
+    store._write.execute("PRAGMA shrink_memory")  # its cached pages are the good ones
+    for i in (41, 42):
+        with pytest.raises(StoreDamagedError, match=r"the store's file is damaged: .*malformed"):
+            store.submit_entry(kit.entry(i)).result(DEADLINE)
+    assert store.size(LEDGER) == 41
+    assert [e.message for e in heard] == [
+        f"{store.path}: the store's file is damaged: database disk image is malformed"
+    ]
+    # A read that met the damage is told apart from a bug, and from what the moment holds.
+    assert store.damaged(sqlite3.DatabaseError("database disk image is malformed")) is not None
+    assert store.damaged(sqlite3.OperationalError("database is locked")) is None
+    assert store.damaged(StoreError("x")) is None
+    assert len(heard) == 1

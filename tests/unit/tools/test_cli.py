@@ -18,7 +18,7 @@ import pytest
 
 from vledger.broker.logs import KeyValueFormatter, configure_logging
 from vledger.config.settings import Limits
-from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError
+from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError, TreeMismatchError
 from vledger.node.export import max_line_bytes
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
@@ -844,3 +844,45 @@ def test_words_left_after_options_are_refused_unless_the_command_takes_them(
     assert "unrecognized arguments: stray" in capsys.readouterr().err
     assert cli.main(["alerts", "resolve", "--json", "--bogus", "a|b|c"]) == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_a_failure_with_json_is_one_json_object_on_stdout_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A script reading stdout got nothing at all; the line on stderr stays as it was.
+    store = make_store(tmp_path / "s")
+    code, out, err = run(capsys, "verify", store, "--ledger", "nosuch", "--json")
+    assert code == 1
+    assert json.loads(out) == {
+        "error": {"code": "no_such_ledger", "message": "ledger 'nosuch' is not in this store or file"}
+    }
+    assert out.count("\n") == 1
+    assert err.startswith("vledger: error: no_such_ledger: ledger 'nosuch")
+    code, out, err = run(capsys, "verify", tmp_path / "missing", "--json")
+    assert code == 2
+    assert (
+        json.loads(out)["error"]["code"] == "usage" and str(tmp_path / "missing") in json.loads(out)["error"]["message"]
+    )
+    assert "(see: vledger verify --help)" in err
+    code, out, err = run(capsys, "verify", tmp_path / "missing")
+    assert code == 2 and out == "" and "no such store directory" in err
+
+
+def test_verify_names_the_changed_record_where_the_node_names_the_tree_row_over_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # README: a record whose bytes changed fails the node's open check at the stored subtree
+    # over it (leaves 96..111: level 4, index 6), and `vledger verify DIR` at the record itself.
+    store = make_store(tmp_path / "s", {"alpha": 120})
+    flip_byte(store, "alpha", 100)
+    with pytest.raises(TreeMismatchError, match="level 4, index 6"):
+        ChainStore(store, origin="test-node").close()
+    code, report = run_json(capsys, "verify", store)
+    assert code == 1 and ledger_entry(report, "alpha")["error"]["height"] == 100
+    # A tree row changed with its records intact: both name that row.
+    make_store(tmp_path / "t", {"alpha": 120})
+    sql(tmp_path / "t", "UPDATE tree SET hash = ? WHERE ledger = 'alpha' AND level = 4 AND idx = 6", bytes(32))
+    with pytest.raises(TreeMismatchError, match="level 4, index 6"):
+        ChainStore(tmp_path / "t", origin="test-node").close()
+    code, out, _ = run(capsys, "verify", tmp_path / "t")
+    assert code == 1 and "level 4, index 6" in out, out

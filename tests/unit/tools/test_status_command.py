@@ -163,7 +163,7 @@ def test_a_node_down_with_its_store_damaged_alert_says_why() -> None:
     alert = {"id": "1-0", "node": "replica-1", "ledger": "", "height": "0", "what": "store_damaged", "detail": detail}
     status = status_of(answers(replica_1=down), open_alerts={"replica-1||store_damaged": alert})
     assert status.problems == (
-        f"replica-1 does not answer hello: its store does not open (store_damaged): {detail}",
+        f"replica-1 does not answer hello: its store is damaged (store_damaged): {detail}",
         "1 open alert: replica-1||store_damaged",
     )
     assert status.exit_code == EXIT_PROBLEM
