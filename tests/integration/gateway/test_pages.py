@@ -220,8 +220,8 @@ class Hostile:
     """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
     genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
     receipt with that key (the witnesses' cosignatures kept: they sign the body only), and serves
-    observer-1's tally signed with a key of its own, stated as observer-1's. Everything else
-    is forwarded."""
+    observer-1's tally signed with a key of its own, stated as observer-1's, with false
+    decoded counts and verdict beside the signed bodies. Everything else is forwarded."""
 
     def __init__(self, real: str, origin: str, store: Path) -> None:
         self.real = real
@@ -287,7 +287,10 @@ class Hostile:
             body = json.dumps(shown).encode()
         elif path == f"/api/ledgers/{ELECTION}/tally":
             shown = json.loads(body)
+            shown["verdict"] = {"status": "mismatch", "height": 0, "differing": ["observer-2"]}
             for o in shown["observers"]:
+                if o["snapshot"]:  # its decoding of the signed body: the pages read the bytes
+                    o["snapshot"]["tally"]["counts"] = {"mallory": 999}
                 if o["observer"] == "observer-1" and o["body"]:
                     o["signature"] = self.tally_key.sign(bytes.fromhex(o["body"])).signature.hex()
                     o["public_key"] = self.tally_key.verify_key.encode().hex()
@@ -345,7 +348,8 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     browser.get(f"{hostile.url}tally.html?ledger={ELECTION}")
     verdict = wait_text(browser, "#verdict", "observers agree", "the unanchored tally")
     assert "NOT checked against the publisher's anchors" in verdict
-    assert text_of(browser, "#observers tbody").count("✓ Ed25519 valid") == 2
+    shown = text_of(browser, "#observers tbody")
+    assert shown.count("✓ Ed25519 valid") == 2 and "mallory" not in shown and "alice" in shown
     named = f"#gateway={urllib.parse.quote(hostile.url, safe='')}&anchors={anchors}"
     browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{named}")
     wait_text(
