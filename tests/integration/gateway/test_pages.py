@@ -219,9 +219,10 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
 class Hostile:
     """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
     genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
-    receipt with that key (the witnesses' cosignatures kept: they sign the body only), and serves
-    observer-1's tally signed with a key of its own, stated as observer-1's, with false
-    decoded counts and verdict beside the signed bodies. Everything else is forwarded."""
+    receipt with that key (the witnesses' cosignatures kept: they sign the body only) beside a
+    false decoded choice, and serves observer-1's tally signed with a key of its own, stated as
+    observer-1's, with false decoded counts and verdict beside the signed bodies. Everything
+    else is forwarded."""
 
     def __init__(self, real: str, origin: str, store: Path) -> None:
         self.real = real
@@ -280,6 +281,8 @@ class Hostile:
         elif path.startswith(f"/api/ledgers/{ELECTION}/voters/"):
             shown = json.loads(body)
             for r in shown["records"]:
+                if isinstance(r.get("payload"), dict) and "choice" in r["payload"]:
+                    r["payload"]["choice"] = "mallory"  # its decoding: the page reads the proven bytes
                 if r["receipt"]:
                     made = json.loads(r["receipt"])
                     made["checkpoint"] = self._sign(made["checkpoint"])
@@ -332,6 +335,8 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     )
     assert "NOT checked against the publisher's anchors" in verdict and forged in text_of(browser, "#checks")
     assert "Not checked against the publisher's anchors" in text_of(browser, "#anchors")
+    rows = text_of(browser, "#records tbody")
+    assert "mallory" not in rows and any(c in rows for c in ("alice", "bob", "carol"))
     shot(browser, "vote-unanchored")
 
     # The same gateway named from a copy of the page the voter trusts, with the publisher's
