@@ -32,6 +32,8 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import Limits
+from vledger.node.anchors import parse_anchors
+from vledger.node.errors import SettingsError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import generate_signer_key
 from vledger.node.record import Entry
@@ -40,6 +42,7 @@ from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
+from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.gateway import amount_text
 from vledger.verifier.pages import WEB_DIR, render
@@ -385,6 +388,31 @@ def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_a
     browser.get(f"{(tmp_path / 'tally.html').as_uri()}?ledger={ELECTION}{fragment}")
     verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the anchored tally")
     assert "NOT checked" not in verdict and text_of(browser, "#observers tbody").count("✓ Ed25519 valid") == 2
+
+
+def test_the_pages_parse_anchors_as_vledger_does(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """The pages' parseAnchors (verifier/web/static/vledger.js) takes and refuses what
+    node/anchors.py does (PROTOCOL 15.5): the printed anchors and each refused case of its tests."""
+    printed = base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode()
+    lines = printed.splitlines(keepends=True)
+    texts = [printed, lines[0] + "".join(reversed(lines[1:])), *REFUSED]
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const parsed = (t) => window.vledger.parseAnchors(t).then(() => true, () => false);"
+        "Promise.all(arguments[0].map(parsed)).then(done);",
+        texts,
+    )
+    wanted = []
+    for text in texts:
+        try:
+            parse_anchors(text.encode())
+            wanted.append(True)
+        except SettingsError:
+            wanted.append(False)
+    assert got == wanted and wanted[:2] == [True, True] and not any(wanted[2:])
 
 
 def _rows(browser: Any) -> list[str]:

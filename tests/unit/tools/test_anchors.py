@@ -67,28 +67,31 @@ def test_the_text_is_sorted_and_parses_back() -> None:
     assert parse_anchors(("".join([lines[0], *reversed(lines[1:])])).encode()) == anchors
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "vledger-anchors v2\n",
-        f"{HEADER}",  # no final newline
-        f"{HEADER}\nledger zakat {LINK.hex()}",
-        f"{HEADER}\nledger zakat {LINK.hex().upper()}\n",
-        f"{HEADER}\nledger zakat {LINK.hex()[:-2]}\n",
-        f"{HEADER}\nledger Zakat {LINK.hex()}\n",
-        f"{HEADER}\nledger zakat {LINK.hex()}\nledger zakat {LINK.hex()}\n",
-        f"{HEADER}\nledger zakat  {LINK.hex()}\n",
-        f"{HEADER}\nwitness {KEY.encode()}\nwitness {KEY.encode()}\n",
-        f"{HEADER}\nwitness {VerifierKey('local/zakat', ALG_ED25519, KEY.public_key).encode()}\n",
-        f"{HEADER}\nwitness {KEY.encode()[:-2]}AA\n",
-        f"{HEADER}\nobserver {OTHER.encode()}\n",
-        f"{HEADER}\nobserver o/1 {OTHER.encode()}\n",
-        f"{HEADER}\n\n",
-        f"{HEADER}\nkey {KEY.encode()}\n",
-        f"{HEADER}\r\n",
-    ],
-)
+# Refused by node/anchors.py, and by the pages' parseAnchors (tests/integration/gateway/test_pages.py).
+REFUSED = [
+    "",
+    "vledger-anchors v2\n",
+    f"{HEADER}",  # no final newline
+    f"{HEADER}\nledger zakat {LINK.hex()}",
+    f"{HEADER}\nledger zakat {LINK.hex().upper()}\n",
+    f"{HEADER}\nledger zakat {LINK.hex()[:-2]}\n",
+    f"{HEADER}\nledger Zakat {LINK.hex()}\n",
+    f"{HEADER}\nledger zakat {LINK.hex()}\nledger zakat {LINK.hex()}\n",
+    f"{HEADER}\nledger zakat  {LINK.hex()}\n",
+    f"{HEADER}\nwitness {KEY.encode()}\nwitness {KEY.encode()}\n",
+    f"{HEADER}\nwitness {VerifierKey('local/zakat', ALG_ED25519, KEY.public_key).encode()}\n",
+    f"{HEADER}\nwitness {KEY.encode()[:-2]}AA\n",
+    f"{HEADER}\nobserver {OTHER.encode()}\n",
+    f"{HEADER}\nobserver o/1 {OTHER.encode()}\n",
+    f"{HEADER}\n\n",
+    f"{HEADER}\nkey {KEY.encode()}\n",
+    f"{HEADER}\r\n",
+    f"{HEADER}\nwitness {KEY.encode()}\r\n",
+    f"{HEADER}\nwitness {KEY.encode()[:20]}\t{KEY.encode()[20:]}\n",
+]
+
+
+@pytest.mark.parametrize("text", REFUSED)
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(SettingsError) as refused:
         parse_anchors(text.encode())

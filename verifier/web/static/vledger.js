@@ -231,6 +231,8 @@ async function anchoredKey(vkey, where) {
 // 15.5: "vledger-anchors v1", then ledger, witness and observer lines in any order.
 async function parseAnchors(text) {
   if (!text.endsWith("\n")) throw new Error("the anchors' last line does not end in a newline");
+  // atob skips white space, so a CR or a tab inside a vkey would pass here as 15.5 refuses it.
+  if (/[\x00-\x09\x0b-\x1f]/.test(text) || text.length > 65536) throw new Error("not an anchors text");
   const lines = text.slice(0, -1).split("\n");
   if (lines[0] !== "vledger-anchors v1") throw new Error("not an anchors text (no vledger-anchors v1 line)");
   const ledgers = new Map(), witnesses = new Map(), observers = new Map();
