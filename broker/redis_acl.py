@@ -11,25 +11,38 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
               (``{*}:checkpoint``); read the witnesses' cosignatures (``{*}:cosig``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
-              held heights, raise and resolve alerts; read and change the accounts (it carries
-              out the admin's account commands, which it checks itself: ingest/accounts.py) and
-              the admin ledger's cache (``{accounts}:admin:records``: grants); check and use
-              admins' second factors (``{totp}:*``, sealed secrets: broker/second_factor.py)
+              held heights, raise and resolve alerts (any node's: see Alerts below); read and
+              change the accounts (it carries out the admin's account commands, which it checks
+              itself: ingest/accounts.py) and the admin ledger's cache
+              (``{accounts}:admin:records``: grants); check and use admins' second factors
+              (``{totp}:*``, sealed secrets: broker/second_factor.py)
 replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep evidence
-              (``{evidence}``); advance its held heights; raise and resolve its alerts; read the
-              accounts
+              (``{evidence}``); advance held heights; raise and resolve alerts (any node's: see
+              Alerts below); read the accounts
 observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
 verifier      read streams, held heights, homes and checkpoints; read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve alerts; read
-              the accounts
+              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve alerts, read
+              the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: the signed tallies, the witnesses' and outside witnesses' cosignatures,
               held heights, the ledgers' homes and the open alerts (verifier/gateway.py); no
               write command at all
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
               renames of ``vledger admin migrate-keys``)
 ============  ===========================================================================
+
+**Alerts.** Every node user (ingest, replica, observer, verifier) adds to the alerts stream
+(``{alerts}``: ``XADD``) and sets and deletes fields of the open alerts (``{alerts}:open``:
+``HSET``, ``HDEL``), its own and any other node's: Redis ACLs grant a command on a key, never
+on a field of a hash or on what an entry says, and the users are per role, not per node (all
+replicas share one). So an alert's ``node`` is a claim, any node user can plant one or delete
+one, and ``XADD``'s ``MAXLEN`` lets it trim the stream. What holds regardless: only the admin
+user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each alert it
+resolves, and the verifier (reading it) opens again an alert only an operator resolves
+(broker/replication.py OPERATOR_RESOLVED: ``equivocation``, ``store_contradicts_checkpoint``,
+...) that left the open hash without that note; its own findings it raises again while their
+cause remains (docs/PROTOCOL.md 10.5).
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Every node user may also report which accounts version it applied
@@ -176,6 +189,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
         "observer": (*follower, *(f"~{key}" for key in tallies)),
         "verifier": (
             *node,
+            f"%R~{alerts}:resolved",  # what the operator resolved: an alert gone without it is put back
             f"%R~{chain}",
             f"%R~{ledgers}",
             f"%R~{epochs}",

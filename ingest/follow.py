@@ -17,7 +17,10 @@ above the store's head; once the Merkle tree of the stored records and the pendi
 at a checkpoint's size, that checkpoint's root, the run up to that size is stored. A pending
 run that a checkpoint contradicts is dropped and reported, and fetched again. A checkpoint
 at or below the stored size whose root is not the store's is **evidence** that the home
-signed two different ledgers (an ``equivocation`` alert naming it, the note kept verbatim).
+signed two different ledgers (an ``equivocation`` alert naming it, the notes kept verbatim)
+only when another note of the home's key proves this copy (see :meth:`Follower._proof_for_copy`);
+else it is this copy that changed behind its back: it blames itself and stops following the
+ledger until repaired (:meth:`Follower._copy_at_fault`).
 A record that fails verification is never stored either: it is reported, naming the node
 it came from, and fetched from the next source instead. Nothing here touches a socket: the
 replica process (vledger.ingest.replica) feeds it, and the tests drive it directly.
@@ -66,7 +69,7 @@ from typing import Protocol
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.checkpoint_log import EVIDENCE
+from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.epoch import EPOCH_KIND
 from ..node.errors import (
     BadEpochError,
@@ -76,6 +79,7 @@ from ..node.errors import (
     RecordConflictError,
     RetiredKeyError,
     RotationError,
+    StoreContradictsCheckpointError,
     UnverifiedNoteError,
     VledgerError,
 )
@@ -83,9 +87,9 @@ from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record, record_of_checked
 from ..node.store import ChainStore, GrownTree, Receipt, grow_kept
-from ..node.tree import Frontier, leaf_hash
+from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.verify import ChainVerifier
-from ..node.witness import CheckpointKeys, SignedCheckpoint
+from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint
 from .page_check import Checked, PageChecker, Start
 
 log = logging.getLogger(__name__)
@@ -99,7 +103,8 @@ ANY_HEIGHT = 1 << 63
 # Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
 # record is stored at its height; a checkpoint that did not verify once one by the home does;
 # a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
-# evidence against the home (equivocation) never: a signed contradiction stays one.
+# evidence against the home (equivocation), and a copy that contradicts the home with nothing
+# to prove the home wrong (store_contradicts_checkpoint), never: the operator's.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
@@ -112,6 +117,9 @@ LIVE_IN_FLIGHT = 4
 # store commits those queued behind a commit under way in one transaction, so the slower its
 # fsync, the more pages share one; a run waited for costs the follower's thread a page of idle.
 CATCH_UP_IN_FLIGHT = 4
+# The rows of a store that may hold another note of the home's key, which proves this copy
+# when a checkpoint contradicts it (each checked with the ledger's key again before it counts).
+PROVING_KINDS = (COSIGNED, IMPORTED_SIGNED, IMPORTED_COSIGNED)
 GC_PAUSE_SECONDS = 1.0  # the longest catch-up holds the cyclic collector off (see _CyclicGcPaused)
 
 
@@ -186,6 +194,11 @@ class _Ledger:
     # source, bytes). Once the true record at a height is stored, a suspect there that
     # differs is reported against its source.
     suspects: dict[int, tuple[bytes, str, bytes]] = field(default_factory=dict)
+    vouched: SignedCheckpoint | None = None  # the last checkpoint whose root the store was found to have
+    # The note of a home checkpoint this copy contradicts with nothing to prove the home wrong:
+    # the copy is at fault, and nothing more of the ledger is fetched or stored until it is
+    # repaired (a node restarted on a repaired store starts afresh). None while the copy is sound.
+    fault: bytes | None = None
 
 
 class Follower:
@@ -208,7 +221,7 @@ class Follower:
         on_stored: Callable[[list[Record], int], None],
         on_alert: Callable[[Alert], None],
         on_resolve: Callable[[list[str]], None] = lambda keys: None,
-        on_evidence: Callable[[SignedCheckpoint, str], None] = lambda checkpoint, source: None,
+        on_evidence: Callable[[SignedCheckpoint, str, Contradiction | None], None] = lambda c, source, proof: None,
         on_verified: Callable[[SignedCheckpoint], None] = lambda checkpoint: None,
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
@@ -224,7 +237,7 @@ class Follower:
         self.on_resolve = on_resolve  # closes open alerts (their keys) whose cause is gone (PROTOCOL 10.5)
         # The alerts this run raised and left open: key -> (highest height, who resolves it).
         self._open: dict[str, tuple[int, str]] = {}
-        self.on_evidence = on_evidence  # the note, and who sent it: kept verbatim by the caller
+        self.on_evidence = on_evidence  # the note, who sent it and what proves it wrong: kept by the caller
         self.on_verified = on_verified
         self.batch = batch
         self.stopping = stopping  # a long catch-up ends early once this says so
@@ -292,6 +305,8 @@ class Follower:
     def catch_up(self, ledger: str, stop: int) -> bool:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``.
         Returns with what it stored durable."""
+        if self._state(ledger).fault is not None:
+            return False  # a copy at fault fetches nothing (see _copy_at_fault)
         in_flight, self._in_flight = self._in_flight, CATCH_UP_IN_FLIGHT  # see _flush
         try:
             return self._catch_up(ledger, stop)
@@ -500,6 +515,8 @@ class Follower:
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
         state = self._state(ledger)
+        if state.fault is not None:
+            return  # a copy at fault takes nothing, nor blames a sender for what its own store lacks
         for record in records:
             top = self._head(ledger) + len(state.pending)
             if record.height <= self._head(ledger):
@@ -565,10 +582,12 @@ class Follower:
                 self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
                 return True
             if held_root != checkpoint.root:
-                self._equivocation(checkpoint, source, held_root)
+                self._contradicted(checkpoint, source, held_root)
             else:
                 self._vouched(checkpoint)
             return True
+        if state.fault is not None:
+            return True  # a copy at fault stores nothing more
         if checkpoint.size not in state.waiting:
             state.waiting[checkpoint.size] = checkpoint
             if len(state.waiting) > MAX_WAITING_CHECKPOINTS:  # the nearest ones are needed first
@@ -606,26 +625,108 @@ class Follower:
         if any(c.note == note for c in kept):
             return
         self.store.checkpoints.keep(ledger, EVIDENCE, checkpoint.size, checkpoint.root, note)
-        self.on_evidence(SignedCheckpoint(ledger, checkpoint.size, checkpoint.root, note), source)
+        self.on_evidence(SignedCheckpoint(ledger, checkpoint.size, checkpoint.root, note), source, None)
         home = self.home_of(ledger)
         self._alert(
             ledger, max(checkpoint.size - 1, 0), error, home, b"", found=checkpoint.root.hex(), resolved_by=BY_OPERATOR
         )
 
-    def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
-        """A checkpoint by the ledger's key that this verified copy contradicts: kept, reported (once)."""
+    def _contradicted(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes) -> None:
+        """A verified checkpoint at a size this copy holds whose root is not the copy's there
+        (``held_root``): ``equivocation`` against the home only when another note of the home's
+        key proves this copy (:meth:`_proof_for_copy`), else this copy is at fault."""
+        state = self._state(checkpoint.ledger)
+        if state.fault == checkpoint.note:
+            return  # it comes again with every heartbeat: judged and told already
         kept = self.store.checkpoints.at(checkpoint.ledger, EVIDENCE, checkpoint.size)
         if any(c.note == checkpoint.note for c in kept):
-            return  # it comes again with every heartbeat: kept and told already
+            return  # kept and told already
+        proof = self._proof_for_copy(checkpoint, held_root)
+        if proof is None:
+            self._copy_at_fault(checkpoint, held_root)
+        else:
+            self._equivocation(checkpoint, source, held_root, proof)
+
+    def _proof_for_copy(self, checkpoint: SignedCheckpoint, held_root: bytes) -> Contradiction | None:
+        """Another checkpoint of the home's key, of a size at least ``checkpoint``'s, whose root
+        this copy's tree still has, with the consistency proof (from this tree) that its tree
+        at ``checkpoint``'s size has ``held_root``: the home signed two trees that cannot both be
+        true. None when this copy keeps no such note: then nothing shows the home wrong.
+
+        Taken from what this run verified (the last checkpoint the store was found to hold, the
+        largest one heard of) and from the notes the store keeps (cosigned, imported): those
+        are checked with the ledger's key again, since a store's rows prove nothing by
+        themselves. Only the rare contradiction comes here."""
+        ledger, size = checkpoint.ledger, checkpoint.size
+        state = self._state(ledger)
+        held = self.store.size(ledger)
+        candidates = [(c, False) for c in (state.vouched, state.best) if c is not None]
+        for kind in PROVING_KINDS:
+            rows = [*self.store.checkpoints.at(ledger, kind, size)]
+            latest = self.store.checkpoints.latest(ledger, kind, at_most=held, above=size)
+            rows += [latest] if latest is not None else []
+            candidates += [(SignedCheckpoint(ledger, r.size, r.root, r.note), True) for r in rows]
+        for found, unchecked in candidates:
+            if not size <= found.size <= held or found.note == checkpoint.note:
+                continue
+            try:
+                other = self.keys.check(ledger, found.note) if unchecked else found
+                if not size <= other.size <= held or self.store.root(ledger, other.size) != other.root:
+                    continue  # this copy no longer holds that one either
+                proof = self.store.consistency_proof(ledger, size, other.size) if other.size > size else []
+                verify_consistency(size, other.size, held_root, other.root, proof)
+            except VledgerError:
+                continue  # not the home's, or this store cannot prove it: no evidence
+            return Contradiction(other, proof)
+        return None
+
+    def _copy_at_fault(self, checkpoint: SignedCheckpoint, held_root: bytes) -> None:
+        """This copy's tree at ``checkpoint``'s size is not the home's, and nothing it keeps shows
+        the home signed another: its store changed behind its back (a rewritten or cut tail, and
+        the checkpoints that covered it gone), or the note that would prove the home wrong is
+        lost. Either way this copy cannot be trusted: it says so naming itself, and takes
+        nothing more of the ledger (a record the home sends after its true head does not link
+        on a rewritten one, and would blame the home) until it is repaired."""
+        ledger = checkpoint.ledger
+        state = self._state(ledger)
+        state.fault = checkpoint.note
+        self._drop_pending(state)
+        state.waiting.clear()
+        home = self.home_of(ledger)
+        error = StoreContradictsCheckpointError(
+            f"{self.name}: ledger {ledger!r}: its tree of size {checkpoint.size} has another root than the "
+            f"checkpoint {home} signed at that size, and it keeps no checkpoint of {home} at or above that size "
+            "that its tree still has: its store changed (a rewritten or cut tail), or lost the note that would "
+            "prove the home signed two trees; it fetches and stores no more of the ledger until it is repaired",
+            ledger=ledger,
+            height=checkpoint.height,
+        )
+        self._alert(
+            ledger,
+            checkpoint.height,
+            error,
+            self.name,
+            b"",
+            expected=checkpoint.root.hex(),
+            found=held_root.hex(),
+            resolved_by=BY_OPERATOR,
+        )
+
+    def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes, proof: Contradiction) -> None:
+        """A checkpoint by the ledger's key that this copy contradicts, and ``proof`` that the
+        home signed the copy's tree: both notes kept, reported (once)."""
         home = self.home_of(checkpoint.ledger)
+        other = proof.checkpoint
+        how = "the same size" if other.size == checkpoint.size else f"size {other.size}, which this copy's extends"
         error = EquivocationError(
-            f"a checkpoint signed with the key of {home} at size {checkpoint.size} has another root "
-            f"than this copy, which an earlier checkpoint of {home} covered",
+            f"a checkpoint signed with the key of {home} at size {checkpoint.size} has another root than this "
+            f"copy, whose tree is that of another checkpoint of {home}'s key at {how} (both notes kept as evidence)",
             ledger=checkpoint.ledger,
             height=checkpoint.height,
         )
-        self.store.checkpoints.keep(checkpoint.ledger, EVIDENCE, checkpoint.size, checkpoint.root, checkpoint.note)
-        self.on_evidence(checkpoint, source)
+        for note in (other, checkpoint):
+            self.store.checkpoints.keep(note.ledger, EVIDENCE, note.size, note.root, note.note)
+        self.on_evidence(checkpoint, source, proof)
         self._alert(
             checkpoint.ledger,
             checkpoint.height,
@@ -640,6 +741,7 @@ class Follower:
     def _vouched(self, checkpoint: SignedCheckpoint) -> None:
         """``checkpoint`` verified and this store has its root at its size: the home vouches for
         this copy up to there, so its own faults below are gone."""
+        self._state(checkpoint.ledger).vouched = checkpoint
         self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
         self.on_verified(checkpoint)
 

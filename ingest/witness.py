@@ -20,6 +20,7 @@ loop used to wait for after each batch before it received the next (replication 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -30,7 +31,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, SignedCheckpoint, WitnessSigner, check_extends
+from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint, WitnessSigner, check_extends
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -168,15 +169,19 @@ class Witness:
                 log.error("%s: cannot cosign %s at %d: %s", self.name, checkpoint.ledger, checkpoint.size, e)
         self._publish()
 
-    def evidence(self, checkpoint: SignedCheckpoint, source: str) -> None:
+    def evidence(self, checkpoint: SignedCheckpoint, source: str, proof: Contradiction | None = None) -> None:
         """Keep in Redis a checkpoint by the home's key that this copy contradicts, verbatim, beside
-        what this witness cosigned last (the home's other signature, for anyone to compare)."""
+        what this witness cosigned last and, for an equivocation, the home's other note that this
+        copy's tree has with the consistency proof from the contradicted size to it (base64 lines):
+        anyone can check both notes with the home's key and the proof, without this copy."""
         last = self._last.get(checkpoint.ledger)
         record = {
             "checkpoint": checkpoint.note.decode("utf-8"),
             "from": source,
             "held_root": _root_or_error(self.store, checkpoint.ledger, checkpoint.size),
             "cosigned": last.note.decode("utf-8") if last is not None else "",
+            "proved_by": proof.checkpoint.note.decode("utf-8") if proof is not None else "",
+            "consistency": "\n".join(base64.b64encode(h).decode("ascii") for h in proof.proof) if proof else "",
         }
         try:
             self.replication.keep_evidence(self.name, checkpoint.ledger, checkpoint.size, record)

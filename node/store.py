@@ -70,6 +70,7 @@ from .storefile import (
     add_run,
     adopt_record_hashes,
     build_tree,
+    check_hash_runs,
     check_tree,
     connect,
     fill_run,
@@ -628,12 +629,16 @@ class ChainStore:
     def _open_hash_index(self, fill_at: int) -> None:
         """Bring the hash index up to this layout and to the records, in one transaction, and
         read the hashes above its marks into memory. A store from before the runs has its
-        sorted ``record_hashes`` table made the first run (no sort: it is one); a mark above
-        its ledger's head (a chain cut short behind the store's back) comes down to it, and a
+        sorted ``record_hashes`` table made the first run (no sort: it is one); each run's rows
+        are counted against ``hash_runs`` first (storefile.check_hash_runs: a row deleted or
+        added raises IndexMismatchError, and the store does not open); a mark above its
+        ledger's head (a chain cut short behind the store's back) comes down to it, and a
         ledger that is gone loses its mark, so the records written there next are indexed;
         and ``fill_at`` records or more above the marks (a store from before any index, or
-        one filled less often) are written as one run from their rows. Raises sqlite3.Error."""
+        one filled less often) are written as one run from their rows. Raises sqlite3.Error,
+        IndexMismatchError."""
         conn, heads = self._write, self._heads
+        check_hash_runs(conn, self.path)
         marks = {
             ledger: min(size, heads[ledger].height + 1) for ledger, size in self._filled.items() if ledger in heads
         }

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import tree
-from .errors import StoreError, TreeMismatchError, TreeSizeError
+from .errors import IndexMismatchError, StoreError, TreeMismatchError, TreeSizeError
 
 DB_NAME = "chain.sqlite3"
 SCHEMA_VERSION = 1
@@ -469,6 +469,37 @@ def hash_runs(conn: sqlite3.Connection) -> list[HashRun]:
             "SELECT run, level, rows, into_run, cursor FROM hash_runs ORDER BY run"
         )
     ]
+
+
+def check_hash_runs(conn: sqlite3.Connection, path: Path) -> None:
+    """Count each run's rows against ``hash_runs`` (a store's open check: one pass over the
+    index in its order, no sort): a plain run holds the rows it lists, a merge's target the
+    rows moved into it and its sources the rest of what they held, and no row is in a run
+    it does not list. Raises IndexMismatchError for a row deleted or added behind the store's
+    back; a changed row is `vledger verify`'s to find (tools/hash_index.py)."""
+    counts = {int(run): int(n) for run, n in conn.execute("SELECT run, COUNT(*) FROM hash_rows GROUP BY run")}
+    runs = hash_runs(conn)
+    listed = {r.run for r in runs}
+    stray = sorted(set(counts) - listed)
+    if stray:
+        raise IndexMismatchError(
+            f"{path}: the hash index has {counts[stray[0]]} rows in run {stray[0]}, which hash_runs does not list"
+        )
+    for r in runs:
+        if r.into_run is not None:
+            continue
+        if counts.get(r.run, 0) != r.rows:
+            raise IndexMismatchError(
+                f"{path}: the hash index's run {r.run} holds {counts.get(r.run, 0)} rows, hash_runs says {r.rows}"
+            )
+        if r.cursor is not None:
+            sources = [s for s in runs if s.into_run == r.run]
+            held, expected = sum(counts.get(s.run, 0) for s in sources), sum(s.rows for s in sources) - r.rows
+            if held != expected:
+                raise IndexMismatchError(
+                    f"{path}: the hash index's runs {', '.join(str(s.run) for s in sources)}, merging into run "
+                    f"{r.run}, hold {held} rows, hash_runs says {expected}"
+                )
 
 
 def run_level(rows: int, fill_at: int) -> int:

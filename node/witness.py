@@ -194,6 +194,18 @@ def check_cosigned(data: bytes, ledger: str, cluster: str, log_key: VerifierKey,
     return Cosigned(witness.name, ledger, verified.checkpoint.size, verified.checkpoint.root, cosignature)
 
 
+@dataclass(frozen=True, slots=True)
+class Contradiction:
+    """What makes a checkpoint evidence of equivocation: ``checkpoint``, another note of the
+    home's key (of the contradicted one's size or larger) whose root this copy's tree has, and
+    ``proof``, the consistency proof from this tree at the contradicted size to it (empty for
+    equal sizes). Both notes verify with the home's key and the proof leads from the copy's
+    root to ``checkpoint``'s: no tree of the contradicted root is a prefix of it."""
+
+    checkpoint: SignedCheckpoint
+    proof: list[bytes]
+
+
 def check_extends(ledger: str, size: int, root: bytes, held_size: int, held_root: bytes | None) -> None:
     """That a copy of ``held_size`` records whose root at ``size`` is ``held_root`` still holds the
     checkpoint (``size``, ``root``) it signed or cosigned.

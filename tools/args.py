@@ -10,6 +10,7 @@ from typing import TypeAlias
 
 from ..config.settings import Limits
 from ..node.errors import VledgerError
+from ..node.note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
 from ..node.record import check_ledger_name, check_node_name
 
 
@@ -46,6 +47,31 @@ def difficulty(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"{value!r} is not a difficulty in 0..64")
     return int(value)
+
+
+def witness_key(value: str) -> VerifierKey:
+    """A witness's cosignature key: a vkey of type 0x04, as `vledger receipt keys` prints it."""
+    try:
+        key = parse_verifier_key(value)
+    except VledgerError as e:
+        raise argparse.ArgumentTypeError(f"not a verifier key: {e.message}") from e
+    if key.alg != ALG_COSIGNATURE_V1:
+        raise argparse.ArgumentTypeError(
+            f"{key.name}: a witness key is a cosignature key (type 0x04), not of type {key.alg:#04x}"
+        )
+    return key
+
+
+def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:
+    command.add_argument(
+        "--witness",
+        type=witness_key,
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help=f"a witness's cosignature key: {verb} each checkpoint's cosignature by it, which must verify "
+        "(repeatable; `vledger receipt keys` prints a cluster's). Without one, cosignatures are not checked",
+    )
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -28,6 +28,7 @@ from .args import (
     add_command,
     add_json_option,
     add_ledger_option,
+    add_witness_option,
     config_path,
     difficulty,
     node_name,
@@ -63,7 +64,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
 
         return verify_cluster(config_path(Path(args.cluster) if args.cluster else None), args.json)
-    result = verify_path(args.path, args.ledger, Limits(), fork=True)  # one thread: workers start at once
+    # One thread: the workers start at once.
+    result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
@@ -77,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .importing import import_file  # noqa: PLC0415 - a store's writer: see LOCAL_COMMANDS
 
-    result = import_file(args.file, args.store, args.node, Limits())
+    result = import_file(args.file, args.store, args.node, Limits(), args.witness)
     print_import(str(args.file), result, as_json=args.json)
     return _exit_code(result.ok)
 
@@ -185,6 +187,7 @@ def _add_verify(commands: Subparsers) -> None:
         help=f"a cluster's open alerts; FILE its configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
     )
     add_ledger_option(verify, "verify")
+    add_witness_option(verify, "check")
     add_json_option(verify)
 
 
@@ -213,6 +216,7 @@ def _add_import(commands: Subparsers) -> None:
     imp.add_argument("file", type=Path, metavar="FILE", help="an export file")
     imp.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store to import into")
     imp.add_argument("--node", type=node_name, metavar="NAME", help="this store's node name")
+    add_witness_option(imp, "check")
     add_json_option(imp)
 
 

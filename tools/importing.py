@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +23,7 @@ from ..node.checkpoint_log import IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.errors import HeightGapError, RecordConflictError, SourceChangedError, VledgerError
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line
 from ..node.ledger import LedgerRules
-from ..node.note import parse_note
+from ..node.note import VerifierKey, parse_note
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore, Receipt
 from ..node.storefile import StoreReader
@@ -37,15 +37,18 @@ log = logging.getLogger(__name__)
 _Line = tuple[int, bytes]
 
 
-def import_file(file: Path, store: Path, node: str | None, limits: Limits) -> Verification:
-    """All or nothing, as far as verification is concerned: the store changes only if all verified."""
+def import_file(
+    file: Path, store: Path, node: str | None, limits: Limits, witnesses: Sequence[VerifierKey] = ()
+) -> Verification:
+    """All or nothing, as far as verification is concerned: the store changes only if all verified
+    (each checkpoint's cosignatures by ``witnesses`` included)."""
     path = export_file(file)
     store_target(store)
     chunk_size = StoreSettings().group_commit_max
     with path.open("rb") as f:
         view = StoreView(store, limits)
         try:
-            plan = plan_import(f, view, limits, chunk_size)
+            plan = plan_import(f, view, limits, chunk_size, witnesses)
         finally:
             view.close()
         result = plan.verification
@@ -109,14 +112,16 @@ class ImportPlan:
     checkpoints: int = 0
 
 
-def plan_import(f: BinaryIO, view: StoreView, limits: Limits, chunk_size: int) -> ImportPlan:
+def plan_import(
+    f: BinaryIO, view: StoreView, limits: Limits, chunk_size: int, witnesses: Sequence[VerifierKey] = ()
+) -> ImportPlan:
     """Pass 1: verify the whole file against the store, writing nothing."""
     plan = ImportPlan(Verification())
 
     def compare(stored: StoredRecord, report: LedgerReport) -> None:
         _compare_with_store(stored, report, view, plan)
 
-    checker = ExportChecker(limits, start=view.start, also=compare, below=view.below)
+    checker = ExportChecker(limits, start=view.start, also=compare, below=view.below, witnesses=witnesses)
     plan.verification = checker.check_lines(_digested(iter_lines(f, limits), chunk_size, plan.digests))
     plan.checkpoints = sum(r.checkpoints for r in plan.verification.reports)
     return plan

@@ -10,14 +10,19 @@ once they verify with the keys in the cluster's key directory (``<home>.sign.pub
 ``vledger:{ledgers}:epochs`` names it: never a replaced home's), so the COSIGNED column is
 what a ``put``'s ``w`` counts.
 
-A ledger's **head** is the highest height known to exist: the home's held height, or the
-stream's last entry, or any node's held height if one is ahead of both (the home reports
-after it streams, and a replica may report before the home does after a Redis outage).
-A node's **lag** is head - held. Replicas and observers (the roles that follow the feeds
-and keep a store, config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it
-holds less than the head, including one that never reported. An ingest node that is not
-the ledger's home is shown but never expected to hold it; a verifier holds nothing and is
-shown only if Redis names it.
+A ledger's **head** is what its home signed: the size - 1 of its largest checkpoint that
+verifies with the home's key file (the latest in Redis, or one a witness verifiably
+cosigned). Without one (no key file, no checkpoint yet), it is the home's held height or
+the stream's last entry, whichever is higher. Never another node's held height: anyone who
+reaches Redis can write one (HSET ``vledger:{L}:held replica-3 99999``), and a head taken
+from it would show every honest node behind. A held height above the head is shown as
+**unverified** (no lag, not lagging, not counted above the head), and a name no
+configuration knows is shown but counted nowhere. A node's **lag** is head - held.
+Replicas and observers (the roles that follow the feeds and keep a store,
+config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it holds less than the
+head, including one that never reported. An ingest node that is not the ledger's home is
+shown but never expected to hold it; a verifier holds nothing and is shown only if Redis
+names it.
 
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis cannot
 be reached or answers with an error (``vledger: error: redis_server: ...``), or the
@@ -74,19 +79,25 @@ read Redis prints its error on stderr instead, and the watch goes on):
 
   {"redis": URL (password hidden), "current": bool (no replica or observer lags),
    "ledgers": [{"ledger": str, "home": node,
-                "head": int (-1: no record yet), "stream_head": int or null,
-                "home_held": int or null,
+                "head": int (-1: no record yet), "head_from": "checkpoint" (the latest
+                checkpoint that verifies, size - 1) or "home" (none verifies: the
+                home's held height or the stream's last, whichever is higher),
+                "stream_head": int or null, "home_held": int or null,
                 "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|...|"unknown",
                            "held": int or null (never reported),
-                           "lag": int or null (head - held), "lagging": bool,
-                           "cosigned": int or null (the size its verified cosignature is of)}],
+                           "lag": int or null (head - held; null when unverified),
+                           "lagging": bool,
+                           "cosigned": int or null (the size its verified cosignature is of),
+                           "unverified": bool (held above the head: a claim nothing signed
+                                           confirms; anyone who reaches Redis can write it)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),
                 "cosigned": {witness: int (the size of its cosignature that verifies)}}]}
 
 "counts" is the distribution of replication counts over the records 0..head: how many
-records are held by that many nodes (the home included), fewest holders first.
+records are held by that many nodes (the home included), fewest holders first; only the
+configuration's ingest, replica and observer nodes count (a held height is still a claim).
 
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
 unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
@@ -104,6 +115,7 @@ class NodeHeight:
     lag: int | None  # head - held; None when never reported
     lagging: bool  # a replica or observer that holds less than the head
     cosigned: int | None = None  # the size of this witness's cosignature that verifies
+    unverified: bool = False  # it claims more than the head: nothing signed shows those records exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,11 @@ class LedgerStatus:
     nodes: tuple[NodeHeight, ...]
     counts: dict[int, int]  # replication count -> how many records have it
     checkpoint: int | None = None  # the size of the latest checkpoint that verifies
+
+    @property
+    def head_from(self) -> str:
+        """Where the head comes from: "checkpoint" (signed by the home), else "home" (its claims)."""
+        return "checkpoint" if self.checkpoint is not None or self.cosigned else "home"
 
     @property
     def home_held(self) -> int | None:
@@ -143,9 +160,15 @@ def ledger_status(
     ``stream_last`` is the stream's last height (-1: empty); ``held`` node -> held height;
     ``roles`` node -> role, for every node of the configuration; ``checkpoint`` the size of
     the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned.
+    The head is the largest of those checkpoints' size - 1, else the home's held height or the
+    stream's last.
     """
     cosigned = cosigned or {}
-    head = max([stream_last, *held.values()], default=-1)
+    if checkpoint is not None or cosigned:
+        # A verified cosignature is of a checkpoint the home's key signed too (10.3).
+        head = max([checkpoint or 0, *cosigned.values()]) - 1
+    else:
+        head = max(stream_last, held.get(home, -1))
     names = {name for name, role in roles.items() if role in SHOWN_ROLES} | set(held) | {home} | set(cosigned)
 
     def order(name: str) -> tuple[int, str]:
@@ -155,16 +178,19 @@ def ledger_status(
     for name in sorted(names, key=order):
         role = roles.get(name, UNKNOWN_ROLE)
         height = held.get(name)
-        lag = None if height is None else head - height
+        unverified = height is not None and height > head
+        lag = None if height is None or unverified else head - height
         lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
-        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name)))
+        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified))
+    # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing.
+    holders = {name: height for name, height in held.items() if roles.get(name) in SHOWN_ROLES or name == home}
     return LedgerStatus(
         ledger=ledger,
         home=home,
         head=head,
         stream_head=stream_last if stream_last >= 0 else None,
         nodes=tuple(nodes),
-        counts=count_distribution(dict(held), head + 1),
+        counts=count_distribution(holders, head + 1),
         checkpoint=checkpoint,
     )
 
@@ -311,6 +337,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                 "ledger": s.ledger,
                 "home": s.home,
                 "head": s.head,
+                "head_from": s.head_from,
                 "stream_head": s.stream_head,
                 "home_held": s.home_held,
                 "nodes": [
@@ -321,6 +348,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                         "lag": n.lag,
                         "lagging": n.lagging,
                         "cosigned": n.cosigned,
+                        "unverified": n.unverified,
                     }
                     for n in s.nodes
                 ],
@@ -339,6 +367,8 @@ def _number(value: int | None) -> str:
 
 
 def _state(node: NodeHeight) -> str:
+    if node.unverified:
+        return "unverified"
     if node.lagging:
         return "behind"
     return "current" if node.role in FOLLOWER_ROLES else ""
@@ -466,9 +496,11 @@ def add_repl_commands(commands: Subparsers) -> None:
         cmd_repl_status,
         "each ledger's head, every node's held height and lag, the replication counts",
         "For every ledger in the cluster's Redis (the configuration's [cluster] redis, or\n"
-        "$REDIS_URL): its head (the stream's last height and the home node's held height),\n"
-        "every node's held height and lag (head - held; '-' if it never reported): the\n"
-        "configuration's ingest, replica and observer nodes, and any other node Redis names;\n"
+        "$REDIS_URL): its head (what the home signed: its latest checkpoint that verifies;\n"
+        "without one, the home's held height or the stream's last), the stream's last height,\n"
+        "every node's held height and lag (head - held; '-' if it never reported; a held\n"
+        "height above the head is 'unverified'): the configuration's ingest, replica and\n"
+        "observer nodes, and any other node Redis names (counted nowhere);\n"
         "how many records have each replication count (hints: held heights prove nothing);\n"
         "and each ledger's latest checkpoint with the witnesses whose cosignature verifies\n"
         "(what a put's w counts). Asks no node: shows what Redis last heard.",

@@ -22,7 +22,7 @@ def print_verification(source: str, result: Verification, *, as_json: bool) -> N
     if as_json:
         _print_json(verification_json(result))
         return
-    for line in [*_report_lines(source, result), _verdict(result)]:
+    for line in [*_report_lines(source, result), *_cosignature_lines(result), _verdict(result)]:
         print(line)
 
 
@@ -43,6 +43,8 @@ def print_import(source: str, result: Verification, *, as_json: bool) -> None:
             f"{report.ledger}: {report.imported} imported, {report.present} already present, "
             f"{report.kept} checkpoints kept (of {report.checkpoints} verified), head {_head(report)}"
         )
+    for line in _cosignature_lines(result):
+        print(line)
     # Rows added to the store, not lines verified: a line held already, or twice in the file, adds none.
     kept = sum(r.kept for r in result.reports)
     print(f"imported {sum(r.imported for r in result.reports)} records and kept {kept} checkpoints")
@@ -177,6 +179,12 @@ def verification_json(result: Verification) -> dict[str, Any]:
         "ledgers": [_ledger_json(r) for r in result.reports],
         "ok": result.ok,
         "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
+        # Whether the checkpoints' cosignatures were checked at all (with --witness keys), and how many.
+        "cosignatures": {
+            "witness_keys": result.witness_keys,
+            "checked": sum(r.cosigned for r in result.reports),
+            "unchecked": sum(r.unchecked for r in result.reports),
+        },
     }
 
 
@@ -186,6 +194,7 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "records": report.records,
         "head": report.head.hex() if report.head is not None else None,
         "checkpoints": report.checkpoints,
+        "cosignatures": {"checked": report.cosigned, "unchecked": report.unchecked},
         "ok": report.ok,
         "error": (
             _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
@@ -209,12 +218,29 @@ def _report_lines(source: str, result: Verification) -> list[str]:
         if report.ok:
             plural = "" if report.checkpoints == 1 else "s"
             checked = f", {report.checkpoints} checkpoint{plural}" if report.checkpoints else ""
+            if report.cosigned:
+                checked += f" ({report.cosigned} cosignature{'' if report.cosigned == 1 else 's'} verified)"
             lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
     if result.error is not None:
         lines.append(f"{source}: FAILED [{result.error.code}]: {result.error.message}")
     return lines
+
+
+def _cosignature_lines(result: Verification) -> list[str]:
+    """What was not checked of the checkpoints' cosignatures, if anything: a reader must not
+    take "OK" for "the witnesses' signatures verified"."""
+    unchecked = sum(r.unchecked for r in result.reports)
+    if not unchecked:
+        return []
+    lines = "line" if unchecked == 1 else "lines"
+    if not result.witness_keys:
+        return [
+            f"cosignatures NOT checked: {unchecked} cosignature {lines}, and no --witness key given "
+            "(`vledger receipt keys` prints a cluster's)"
+        ]
+    return [f"cosignatures: {unchecked} {lines} by witnesses no --witness key names, NOT checked"]
 
 
 def _failure_line(report: LedgerReport) -> str:

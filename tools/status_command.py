@@ -79,9 +79,10 @@ alerts (read from Redis) are empty:
                          {"ledgers": [names], "follow_restarts": int (its follow ran again
                           after a bug, since the node started: see its log)},
               "process": {"state": str, "pid": int or null} or null (not supervised here)}],
-   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "head", "stream_head",
-               "home_held", "nodes": [{"node", "role", "held", "lag", "lagging"}],
-               "counts": [{"holders", "records"}], "lagging": [node]}],
+   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "head", "head_from",
+               "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
+               "cosigned", "unverified"}], "counts": [{"holders", "records"}], "lagging": [node],
+               "checkpoint", "cosigned"}],
    "verifiers": [{"node": str, "up": bool, "checked": int or null (stream entries checked),
                   "swept": int or null (records re-verified by sweeps),
                   "copies": [{"copy": "node|ledger", "sweeps": int, "records": int,

@@ -1,6 +1,10 @@
 """``vledger supervise``: run a cluster configuration's processes on this host under supervisord.
 
-* ``start``: the first-run setup (the key pairs that are missing, the admin account), then
+* ``start``: unless its supervisord runs already, first every port the configuration's
+  processes bind must be free: one held by another process (another checkout's cluster on
+  the same fixed ports, whose Redis this one's nodes would reach) fails the start
+  at once, naming each such port, before anything is written or started. Then
+  the first-run setup (the key pairs that are missing, the admin account), then
   ``<run>/supervisord.conf`` (config/supervisor.py), then supervisord itself unless one is
   already running there (it then takes the file's changes, as ``supervisorctl update``
   would). Returns once every program is RUNNING and answers: Redis PING, each ingest node
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -203,6 +209,8 @@ class Starter:
     def run(self) -> None:
         started = time.monotonic()
         print(f"cluster {self.config.name} from {self.config.path}")
+        if not self.supervisor.running():  # else its own processes hold the ports
+            self._ports_free()
         self._keys()
         self._write_conf()
         self._supervisord()
@@ -212,6 +220,19 @@ class Starter:
         self._admin()
         self._wait([p for p in self.programs if p.name != REDIS_PROGRAM])
         print(f"cluster {self.config.name} is up ({time.monotonic() - started:.1f} s); logs in {self.layout.log_dir}")
+
+    def _ports_free(self) -> None:
+        """Raise SupervisorError, before anything is written or started, if a port this cluster's
+        processes bind is held already: else supervisord would start them to fail to bind one
+        by one, and its nodes would meanwhile reach the Redis that holds its Redis port."""
+        busy = held_ports(self.config, self.layout)
+        if busy:
+            ports = ", ".join(f"{what} {host}:{port}" for what, host, port in busy)
+            raise SupervisorError(
+                f"port{'s' if len(busy) > 1 else ''} in use by another process: {ports}. Nothing was started. "
+                "Is another checkout's cluster running on the same ports? Stop it there (make stop, or "
+                "vledger supervise stop --config FILE), or give this configuration other ports."
+            )
 
     def _keys(self) -> None:
         made, kept = ensure_cluster_keys(self.config)
@@ -320,6 +341,41 @@ class Starter:
             if time.monotonic() > self.deadline:
                 raise SupervisorError(f"waited {self.timeout:g} s for {what}")
             time.sleep(POLL_INTERVAL)
+
+
+_NODE_PORTS = ("port", "pub_port", "http_port", "gateway_port", "rotation_port", "feed_rotation_port")
+
+
+def held_ports(config: ClusterConfig, layout: SupervisorLayout) -> list[tuple[str, str, int]]:
+    """(what, host, port) of each port the cluster's processes bind on this host (its local
+    Redis's, each node's at its bind address) that something already listens on."""
+    wanted: list[tuple[str, str, int]] = []
+    redis_port = local_redis_port(config.redis_url)
+    if redis_port is not None and layout.redis_server is not None:
+        wanted.append((REDIS_PROGRAM, "127.0.0.1", redis_port))
+    for node in sorted(config.nodes.values(), key=lambda n: n.name):
+        for key in _NODE_PORTS:
+            port = getattr(node, key)
+            if port is not None:
+                wanted.append((f"{node.name}.{key}", node.bind or node.host, port))
+    return [(what, host, port) for what, host, port in wanted if port_held(host, port)]
+
+
+def port_held(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails because it is in use. SO_REUSEADDR, as ZeroMQ and
+    redis-server bind: a port a stopped cluster left in TIME_WAIT is free. An address that is
+    not this host's (a configuration for several hosts) is not ours to check: not held."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return False
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
 
 
 def _pings(client: Any) -> bool:

@@ -37,6 +37,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,6 +50,7 @@ from ..broker.shm import take_ownership
 from ..config.settings import Limits
 from ..node.epoch import STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
+    CosignatureError,
     FieldError,
     HeightGapError,
     IndexMismatchError,
@@ -60,6 +62,7 @@ from ..node.errors import (
     ProofError,
     RecordError,
     RotationError,
+    StoreError,
     TreeMismatchError,
     UsageError,
     VledgerError,
@@ -67,13 +70,14 @@ from ..node.errors import (
 from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, line_ledger, max_line_bytes
 from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkpoint_key
 from ..node.ledger import LedgerRules
-from ..node.note import Checkpoint, parse_checkpoint, parse_note, verify_checkpoint
+from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, verify_signature
 from ..node.record import ZERO_LINK, Record, decode_record
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
 from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, level_rows, tree_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
+from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
 from .paths import export_file, store_dir
 from .progress import Progress
 
@@ -94,6 +98,9 @@ class LedgerReport:
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
     kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
+    cosigned: int = 0  # cosignature lines of its checkpoints that verified with a witness key given
+    unchecked: int = 0  # cosignature lines by a witness no key given names: not checked
+    index: IndexSum | None = None  # (store) the sum of its records below the hash index's mark, once verified
 
     @property
     def ok(self) -> bool:
@@ -125,6 +132,7 @@ class Verification:
     reports: list[LedgerReport] = field(default_factory=list)
     error: VledgerError | None = None
     error_line: int | None = None
+    witness_keys: int = 0  # witness keys the cosignatures were checked with (0: none checked)
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
     worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
 
@@ -133,15 +141,18 @@ class Verification:
         return self.error is None and all(r.ok for r in self.reports)
 
 
-def verify_path(path: Path, wanted: str | None, limits: Limits, *, fork: bool = False) -> Verification:
+def verify_path(
+    path: Path, wanted: str | None, limits: Limits, *, fork: bool = False, witnesses: Sequence[VerifierKey] = ()
+) -> Verification:
     """``vledger verify PATH``: a store directory or an export file, checked from every genesis.
-    ``fork``: see :func:`verify_store`. Raises UsageError for a path that is neither."""
+    ``fork``: see :func:`verify_store`; ``witnesses``: see :func:`check_cosignatures`. Raises
+    UsageError for a path that is neither."""
     if not path.exists():
         raise UsageError(f"{path}: no such store directory or export file")
     if path.is_dir():
-        result = verify_store(store_dir(path), wanted, limits, fork=fork)
+        result = verify_store(store_dir(path), wanted, limits, fork=fork, witnesses=witnesses)
     else:
-        result = verify_file(export_file(path), wanted, limits)
+        result = verify_file(export_file(path), wanted, limits, witnesses)
     log.info("verified %s: ok=%s", path, result.ok)
     return result
 
@@ -191,6 +202,7 @@ def verify_store(
     chunk: int = CHUNK_RECORDS,
     executor: Executor | None = None,
     fork: bool = False,
+    witnesses: Sequence[VerifierKey] = (),
 ) -> Verification:
     """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
 
@@ -205,7 +217,8 @@ def verify_store(
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
-    result = Verification()
+    result = Verification(witness_keys=len({key.name for key in witnesses}))
+    witness_table = witness_keys_table(witnesses)
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
     # parent's reader opens for the records (they open their own).
@@ -227,30 +240,134 @@ def verify_store(
         # The stored tree rows' own connection: read a level at a time beside the records' pages.
         tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True)))
         kept = tree_kept(tree_rows)
+        # The hash index is summed on a thread of its own while the records verify (hash_index.py).
+        key = new_key()
+        index = stack.enter_context(_IndexScanThread(reader.path, key))
+        marks = index.marks()
         # Named, so that several stores verified in a row (the cluster demo) tell which is which.
         label = f"verifying {directory.name}: checksums, work, links"
         with Progress(label, sum(counts.values())) as progress:
             for ledger in ledgers:
                 report = LedgerReport(ledger)
                 rows = _StoredRows(tree_rows, ledger, reader.page_size) if kept else None
-                tree = _StoreTree.of(reader, ledger, limits, report, rows)
+                tree = _StoreTree.of(reader, ledger, limits, report, rows, witness_table)
+                summed = None if marks is None else _Indexed(IndexSum(key), marks.get(ledger, 0))
                 try:
                     if pool is not None and counts[ledger] >= 2 * chunks[ledger]:
-                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger], workers)
-                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree)
+                        job = _Job(pool, reader, directory, ledger, limits, chunks[ledger], workers, key)
+                        cpu, rss = _verify_chunked(job, counts[ledger], report, progress, tree, summed)
                         result.worker_cpu += cpu
                         result.worker_rss = max(result.worker_rss, rss)
                     else:
                         verifier = ChainVerifier(ledger, limits)
-                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree)
+                        _verify_rows(verifier, reader.row_pages(ledger), limits, report, progress, tree, summed)
                     if tree is not None:
                         tree.finish()
                 except RecordError as e:
                     report.fail(e, e.height)
                 except _TreeFailure as e:
                     report.fail(e.error, e.height)
+                if summed is not None:
+                    report.index = summed.sum
                 result.reports.append(report)
+        if marks is not None:
+            _check_index(index.result(), tree_rows, reader, result, counts, wanted)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    """A ledger's records' side of the hash index check: their sum, and the mark below which
+    the index holds them."""
+
+    sum: IndexSum
+    mark: int
+
+
+class _IndexScanThread:
+    """:func:`scan_index` on a thread with its own connection: :meth:`marks` waits for the
+    marks it read (None for a store whose index is the hash column's: nothing to check),
+    :meth:`result` for the sums (raising what the scan raised)."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._path, self._key = path, key
+        self._marks: dict[str, int] | None = None
+        self._marks_read = threading.Event()
+        self._scan: IndexScan | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="verify:hash-index", daemon=True)
+
+    def __enter__(self) -> _IndexScanThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            with contextlib.closing(connect(self._path, readonly=True)) as conn:
+                self._scan = scan_index(conn, self._key, self._got_marks)
+        except sqlite3.Error as e:
+            self._error = StoreError(f"{self._path}: cannot read the hash index: {e}")
+        except BaseException as e:  # handed to the caller, which raises it
+            self._error = e
+        finally:
+            self._marks_read.set()
+
+    def _got_marks(self, layout: str, marks: dict[str, int]) -> None:
+        self._marks = None if layout == "none" else marks
+        self._marks_read.set()
+
+    def marks(self) -> dict[str, int] | None:
+        self._marks_read.wait()
+        if self._error is not None:
+            raise self._error
+        return self._marks
+
+    def result(self) -> IndexScan:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._scan is not None
+        return self._scan
+
+
+def _check_index(
+    scan: IndexScan,
+    conn: sqlite3.Connection,
+    reader: StoreReader,
+    result: Verification,
+    counts: dict[str, int],
+    wanted: str | None,
+) -> None:
+    """Compare each ledger's index sum with its records' (a ledger that failed already is left
+    as it is); name the first wrong height of one that differs (IndexMismatchError). Rows of a
+    ledger with no records, or of a run hash_runs does not list, fail the store."""
+    for report in result.reports:
+        ledger = report.ledger
+        held = scan.sums.pop(ledger, None)
+        if not report.ok or report.index is None:
+            continue
+        records = report.index
+        if held is None:
+            held = IndexSum(b"\0" * 16)  # no rows: the count alone differs, if the mark says any
+        if held.damaged or held.count != records.count or held.total != records.total:
+            mark = scan.marks.get(ledger, 0)
+            error = first_difference(conn, scan.layout, ledger, mark, reader.iter_rows(ledger, 0, mark), counts[ledger])
+            report.records = min(report.records, error.height or 0)
+            report.fail(error, error.height)
+    if wanted is not None:
+        return
+    if scan.unlisted:
+        result.error = IndexMismatchError(
+            f"the hash index has rows in run {scan.unlisted[0]}, which hash_runs does not list"
+        )
+    elif scan.sums:
+        ledger, held = next(iter(sorted(scan.sums.items())))
+        result.error = IndexMismatchError(
+            f"the hash index has {held.count} rows of ledger {ledger!r}, which has no records"
+        )
 
 
 def _worker_context(fork: bool) -> multiprocessing.context.BaseContext:
@@ -401,8 +518,10 @@ class _StoreTree(_Growth):
         report: LedgerReport,
         notes: list[tuple[int, bytes]],
         rows: _StoredRows | None = None,
+        witnesses: WitnessTable | None = None,
     ) -> None:
         self.reader, self.ledger, self.limits, self.report = reader, ledger, limits, report
+        self.witnesses = witnesses or {}
         self.rows = rows  # the stored tree rows, when the store keeps its tree
         self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
         self.unreadable: list[tuple[int, NoteError]] = []
@@ -427,14 +546,20 @@ class _StoreTree(_Growth):
 
     @classmethod
     def of(
-        cls, reader: StoreReader, ledger: str, limits: Limits, report: LedgerReport, rows: _StoredRows | None
+        cls,
+        reader: StoreReader,
+        ledger: str,
+        limits: Limits,
+        report: LedgerReport,
+        rows: _StoredRows | None,
+        witnesses: WitnessTable | None = None,
     ) -> _StoreTree | None:
         """The ledger's tree check, or None when the store holds no checkpoint and no tree of it
         (``rows``: its stored tree rows, None for a store from before the tree)."""
         notes = reader.latest_checkpoints(ledger)
         if not notes and rows is None:
             return None
-        return cls(reader, ledger, limits, report, notes, rows)
+        return cls(reader, ledger, limits, report, notes, rows, witnesses)
 
     def completed(self, nodes: Sequence[bytes]) -> None:
         """The next complete subtrees of 2**STORED_LEVEL leaves: the stored rows they give, checked."""
@@ -493,6 +618,7 @@ class _StoreTree(_Growth):
                         f"ledger {self.ledger!r}: the stored checkpoint's root is not the tree of the {size} records"
                     )
                 self._check_signature(note, size)
+                check_cosignatures(note, checkpoint.origin, self.witnesses, self.report)
             except VledgerError as e:
                 raise _TreeFailure(e, size - 1) from e
             self.report.checkpoints += 1
@@ -568,12 +694,14 @@ def _verify_rows(
     report: LedgerReport,
     progress: Progress | None = None,
     tree: _Growth | None = None,
+    index: _Indexed | None = None,
 ) -> None:
     """Check the rows of ``pages`` (:meth:`StoreReader.row_pages`) as the records after
     ``verifier``'s head, counting each that verified into ``report``; raises the first failure
     (a RecordError) as :func:`scan_ledger` would. With a ``tree``, each record that verified is
     its next leaf, folded in before the next record is checked whenever a mark is reached (so
-    a checkpoint's failure comes before a later record's)."""
+    a checkpoint's failure comes before a later record's). With an ``index``, each page's rows
+    below its mark are added to its sum once they verified."""
     sha256 = hashlib.sha256
     feed_fast = verifier.feed_fast
     leaves: list[bytes] = []
@@ -604,6 +732,8 @@ def _verify_rows(
                         count = 0
                         tree.fold(leaves)
                         leaves, due = [], tree.due
+            if index is not None:
+                add_record_page(index.sum, page, index.mark)
             if progress is not None:
                 progress.advance(len(page))
     finally:
@@ -633,17 +763,27 @@ class ChunkSummary:
     # The chunk's complete subtrees of 2**STORED_LEVEL leaves, in order, when asked and clean
     # (what the parent checks the lowest stored tree rows against).
     bottom: tuple[bytes, ...] = ()
+    # The rows below the hash index's mark that verified, when asked: how many, and their sum.
+    index_count: int = 0
+    index_total: int = 0
 
 
 def verify_chunk(
-    directory: Path, ledger: str, start: int, stop: int, limits: Limits, marks: tuple[int, ...] | None = None
+    directory: Path,
+    ledger: str,
+    start: int,
+    stop: int,
+    limits: Limits,
+    marks: tuple[int, ...] | None = None,
+    index: tuple[bytes, int] | None = None,
 ) -> ChunkSummary:
     """A worker's job: check the records of heights [start, stop) of ``ledger`` in the store at
     ``directory``, as the sequential verifier would after a record whose link is the first
     one's ``prev``. Stops at the first failure; never raises for what the store holds.
 
     With ``marks`` (sizes of the ledger's tree, each in (start, stop]), it also hashes the
-    chunk's leaves and returns their frontier, and the frontier at each mark."""
+    chunk's leaves and returns their frontier, and the frontier at each mark. With ``index``
+    (a key and the hash index's mark), it sums the rows below the mark (hash_index.py)."""
     report = LedgerReport(ledger)
     first_prev: bytes | None = None
     cpu = time.process_time()
@@ -656,6 +796,7 @@ def verify_chunk(
             seen.append((start + frontier.size, report.head, frontier.hashes))
 
         tree = _Growth(Frontier(), (mark - start for mark in marks), reached)
+    summed = None if index is None else _Indexed(IndexSum(index[0]), index[1])
     try:
         with contextlib.closing(StoreReader(directory)) as reader:
             if start == 0:
@@ -669,7 +810,7 @@ def verify_chunk(
                 first_prev = decode_record(first[1], limits).prev
                 verifier = ChainVerifier.after(ledger, start - 1, first_prev, rules, limits)
                 report.head = first_prev
-            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree)
+            _verify_rows(verifier, reader.row_pages(ledger, start, stop), limits, report, None, tree, summed)
     except VledgerError:
         return ChunkSummary(
             start, stop, report.records, first_prev, report.head, False, time.process_time() - cpu, max_rss()
@@ -688,6 +829,8 @@ def verify_chunk(
         frontier,
         tuple(seen),
         tuple(tree.bottom) if tree is not None and clean else (),
+        summed.sum.count if summed is not None else 0,
+        summed.sum.total if summed is not None else 0,
     )
 
 
@@ -720,10 +863,16 @@ class _Job:
     limits: Limits
     chunk: int
     workers: int
+    key: bytes  # the hash index sums' key
 
 
 def _verify_chunked(
-    job: _Job, count: int, report: LedgerReport, progress: Progress, tree: _StoreTree | None = None
+    job: _Job,
+    count: int,
+    report: LedgerReport,
+    progress: Progress,
+    tree: _StoreTree | None = None,
+    index: _Indexed | None = None,
 ) -> tuple[float, int]:
     """Check ``job.ledger``'s ``count`` records in chunks on ``job.pool``, then join them (see
     the module's docstring); raises the first failure exactly as the sequential checks would,
@@ -735,7 +884,8 @@ def _verify_chunked(
         return None if tree is None else tuple(m for m in tree.marks if start < m <= stop)
 
     def submit(start: int, stop: int) -> Future[ChunkSummary]:
-        return job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop))
+        summed = None if index is None else (job.key, index.mark)
+        return job.pool.submit(verify_chunk, job.directory, ledger, start, stop, limits, marks(start, stop), summed)
 
     # A few full chunks' worth of records handed out past the one joined next keep every worker
     # busy (however small the chunks of the tail); the rest wait, so that little is queued past
@@ -769,6 +919,8 @@ def _verify_chunked(
                     break
                 tree.join(chunk)
             next_height, prev = chunk.stop, chunk.last_link
+            if index is not None:
+                index.sum.add_sum(chunk.index_count, chunk.index_total)
             report.records = chunk.start  # as it stood before this chunk's marks
             report.accept_many(chunk.count, prev)
             progress.advance(chunk.count)
@@ -783,7 +935,7 @@ def _verify_chunked(
     else:
         rules = _genesis_rules(job.reader, ledger, limits)
         verifier = ChainVerifier.after(ledger, next_height - 1, prev, rules, limits)
-    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree)
+    _verify_rows(verifier, job.reader.row_pages(ledger, next_height), limits, report, progress, tree, index)
     return cpu, rss
 
 
@@ -854,10 +1006,11 @@ def _locate(error: RecordError, ledger: str, height: int) -> RecordError:
 # --- export files -------------------------------------------------------------------------
 
 
-def verify_file(path: Path, wanted: str | None, limits: Limits) -> Verification:
-    """Check an export file line by line, every ledger from its genesis."""
+def verify_file(path: Path, wanted: str | None, limits: Limits, witnesses: Sequence[VerifierKey] = ()) -> Verification:
+    """Check an export file line by line, every ledger from its genesis (its checkpoints'
+    cosignatures by ``witnesses`` too)."""
     with path.open("rb") as f:
-        return ExportChecker(limits, wanted).check_lines(iter_lines(f, limits))
+        return ExportChecker(limits, wanted, witnesses=witnesses).check_lines(iter_lines(f, limits))
 
 
 def iter_lines(f: BinaryIO, limits: Limits) -> Iterator[tuple[int, bytes]]:
@@ -897,8 +1050,10 @@ class ExportChecker:
         start: Callable[[str, Record], ChainVerifier] | None = None,
         also: Callable[[StoredRecord, LedgerReport], None] | None = None,
         below: Callable[[str, int], Iterable[bytes]] | None = None,
+        witnesses: Sequence[VerifierKey] = (),
     ) -> None:
         self.limits = limits
+        self._witnesses = witness_keys_table(witnesses)
         self.wanted = wanted
         self.reports: dict[str, LedgerReport] = {}
         self.error: RecordError | None = None
@@ -1037,6 +1192,7 @@ class ExportChecker:
                 history.verify(line.note)  # either pinned key, as its epoch says (10.9)
             elif chain is not None:  # the key in force at its size (13.8); retired_key for another of the chain's
                 chain.check(line.note)
+            check_cosignatures(line.note, checkpoint.origin, self._witnesses, report, number)
         except VledgerError as e:
             report.fail(e, height, number)
             return
@@ -1050,4 +1206,43 @@ class ExportChecker:
     def result(self) -> Verification:
         if self.error is None and self.wanted is not None and self.wanted not in self.reports:
             raise NoSuchLedgerError(f"ledger {self.wanted!r} is not in this file")
-        return Verification(list(self.reports.values()), self.error, self.error_line)
+        keys = len({key.name for key in self._witnesses.values()})
+        return Verification(list(self.reports.values()), self.error, self.error_line, witness_keys=keys)
+
+
+WitnessTable = dict[tuple[str, int], VerifierKey]
+
+
+def witness_keys_table(witnesses: Iterable[VerifierKey]) -> WitnessTable:
+    """Witness keys by (name, key id), as a note's signature lines name them."""
+    return {(key.name, key.key_id): key for key in witnesses}
+
+
+def check_cosignatures(
+    note: bytes, origin: str, witnesses: WitnessTable, report: LedgerReport, line: int | None = None
+) -> None:
+    """Check a verified checkpoint's cosignature lines (its signature lines not by the log,
+    whose key is named by the origin, 13.5): each by a key in ``witnesses`` must verify (two
+    lines by one key count once, the first checked, as 13.5 counts them), counted into
+    ``report.cosigned``; one by a witness no key names is counted into ``report.unchecked``.
+    Raises CosignatureError [bad_cosignature] for one that does not verify (``line``: the
+    export line it is on)."""
+    parsed = parse_note(note)
+    seen: set[tuple[str, int]] = set()
+    for signature in parsed.signatures:
+        if signature.name == origin:
+            continue
+        where = (signature.name, signature.key_id)
+        key = witnesses.get(where)
+        if key is None:
+            report.unchecked += 1
+            continue
+        if where in seen:
+            continue
+        seen.add(where)
+        if not verify_signature(parsed.text, signature, key):
+            at = f"line {line}: " if line is not None else ""
+            raise CosignatureError(
+                f"{at}the cosignature by witness {key.name} ({key.key_id:08x}) does not verify over the checkpoint"
+            )
+        report.cosigned += 1

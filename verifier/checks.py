@@ -11,13 +11,18 @@ Three checks, each catching what the others cannot:
   A link commits to every record below it, so equal hashes mean equal prefixes; a different
   one is a **fork**. A copy the home does not vouch for so (the home is away, or the copy
   differs) is held against the largest checkpoint verified (vledger.verifier.copy_roots): its
-  tree at that size must have the checkpoint's root, else it is a **fork** too. A copy that
+  tree at that size must have the checkpoint's root, else it is a **fork** too. The home's
+  word is not the last one: before a copy that differs from it is named, the home's own tree
+  is held against that checkpoint, and a home that contradicts what its key signed is named
+  (``store_contradicts_checkpoint``), the copies then judged by the checkpoint alone. A copy that
   still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy
   that trails a busy home by a second, however many records that is, raises nothing, and
   neither does a copy catching up.
 * **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
   They catch a record rewritten in a node's own store (only its link betrays it), a deleted
-  or swapped record, and a chain cut short (a copy that ends below the height it reported).
+  or swapped record, and a chain cut short (a copy that ends below a height it answered
+  holding itself, or, for the home, signed). A held height in Redis is a claim anyone who
+  reaches Redis can write: it accuses no node.
 
 Every finding names the first height at which the copy differs from the home (another
 holder for the home's own copy): a sweep or a head that goes wrong at h is searched back,
@@ -38,7 +43,7 @@ from typing import Any
 
 from ..broker.client import Client
 from ..broker.redis_keys import group_key
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, entry_height
+from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
@@ -174,12 +179,28 @@ class NodeReader:
         return note, heights
 
 
+@dataclass(frozen=True, slots=True)
+class HeldBefore:
+    """How far a copy held a ledger before a sweep's last page was read (-1: nothing says)."""
+
+    said: int  # the node's own answers (CopyState.said)
+    signed: int  # for the home: the largest checkpoint of its that the verifier verified, minus one
+    claimed: int  # its height in Redis: a claim anyone who reaches Redis can write
+
+
 @dataclass(slots=True)
 class CopyState:
     """What the verifier remembers about one node's copy of one ledger."""
 
     sweep: LedgerSweep
     next_sweep_at: float = 0.0
+    # The highest height the node itself answered holding in this run (its ``head``, a sweep's
+    # end; -1: none yet). Unlike its height in Redis, which anyone who reaches Redis can write,
+    # this is the node's own word over its CURVE key: the evidence a copy was cut short.
+    said: int = -1
+
+    def answered(self, height: int) -> None:
+        self.said = max(self.said, height)
 
 
 @dataclass(slots=True)
@@ -195,6 +216,10 @@ class LedgerState:
     # checkpoint's root: asked again only once one of them moves.
     roots: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
     ask_nodes_at: float = 0.0  # when the nodes may next be asked for a checkpoint
+    # Whether the home's own tree contradicts the largest verified checkpoint (its key signed it,
+    # so its copy is no reference then), and the (checkpoint size, home head) it was decided at.
+    home_contradicts: bool = False
+    home_checked: tuple[int, int, bytes] | None = None
 
     def home_reached(self, height: int, now: float, window: float) -> None:
         if not self.reached or height > self.reached[-1][0]:
@@ -242,12 +267,17 @@ class ClusterChecks:
         self.ledgers: dict[str, LedgerState] = {}
         self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
         self._mine: set[str] = set()  # the open keys this verifier raised (a follower may share a key)
+        # The open alerts only an operator resolves, as last seen in the open hash: one that
+        # vanishes without the operator's note is put back (see _reopen_vanished).
+        self._operator_open: dict[str, dict[str, str]] = {}
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
         self.checked = 0  # stream entries checked
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
+        self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
+        self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -262,8 +292,31 @@ class ClusterChecks:
     def refresh_open(self) -> None:
         """The open alerts as Redis has them: others raise some (a home, a follower), an operator
         resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
-        self.open = {key: _int(alert.get("height")) for key, alert in self.replication.open_alerts().items()}
+        found = self.replication.open_alerts()
+        self._reopen_vanished(found)
+        self.open = {key: _int(alert.get("height")) for key, alert in found.items()}
         self._mine &= self.open.keys()
+
+    def _reopen_vanished(self, found: dict[str, dict[str, str]]) -> None:
+        """Put back into ``found`` and the open hash each alert only an operator resolves that
+        was open at the last look and is gone now, unless the operator noted its resolution
+        (``vledger alerts resolve``, PROTOCOL 10.5): every node's Redis user may delete a field
+        of the open hash (Redis ACLs grant a key, not a field), and no other user may hide an
+        equivocation or a store that contradicts its checkpoints. What was raised and deleted
+        between two looks, or while this verifier was down, is not seen here."""
+        vanished = [key for key in self._operator_open if key not in found]
+        resolved = self.replication.operator_resolved(vanished) if vanished else {}
+        for key in vanished:
+            alert = self._operator_open.pop(key)
+            done = resolved.get(key)
+            if done is not None and _stream_id(done) >= _stream_id(alert.get("id", "")):
+                continue  # the operator resolved it (or a later one under its key)
+            log.warning("open alert %s was deleted without an operator's resolution: opened again", key)
+            self.replication.reopen(key, alert)
+            found[key] = alert
+        for key, alert in found.items():
+            if alert.get("what") in OPERATOR_RESOLVED:
+                self._operator_open[key] = alert
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,
@@ -478,7 +531,7 @@ class ClusterChecks:
         """Each copy's head against the home's record at its height, and each copy's tree against
         the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
-        notes: dict[str, bytes] | None = None  # read from Redis once a copy needs a checkpoint
+        self._notes = None  # read from Redis once a copy needs a checkpoint
         for ledger, state in self.ledgers.items():
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
@@ -489,6 +542,12 @@ class ClusterChecks:
                     home.down(self.settings.node_timeout_ms / 1000, e)
             if home_head is not None:
                 state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
+                if state.home in state.copies:
+                    state.copies[state.home].answered(home_head[0])
+            if home is not None and home_head is not None and state.home_contradicts:
+                # Decided again as the home moves, until its store holds the checkpoint again.
+                self._home_contradicts(ledger, state, home, home_head, now)
+            self._log_strangers(ledger)
             heads: dict[str, tuple[int, bytes]] = {}  # the copies the home did not vouch for
             for node in state.copies:
                 reader = self.readers.get(node)
@@ -500,6 +559,8 @@ class ClusterChecks:
                     continue
                 try:
                     head = reader.head(ledger)
+                    if head is not None:
+                        state.copies[node].answered(head[0])
                     agrees = False
                     if home is not None and home_head is not None:
                         agrees = self._compare_head(ledger, state, node, head, home, home_head, now)
@@ -512,9 +573,74 @@ class ClusterChecks:
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
             if heads:  # only copies the home did not vouch for need a checkpoint
-                notes = self._checkpoint_notes() if notes is None else notes
-                self._learn_checkpoint(ledger, state, notes.get(ledger), now)
-                self._check_roots(ledger, state, heads, home_compared=home_head is not None)
+                self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
+                home_compared = home_head is not None and not state.home_contradicts
+                self._check_roots(ledger, state, heads, home_compared=home_compared)
+
+    def _round_notes(self) -> dict[str, bytes]:
+        """The ledgers' latest checkpoint notes in Redis, read once per heads round."""
+        if self._notes is None:
+            self._notes = self._checkpoint_notes()
+        return self._notes
+
+    def _home_contradicts(
+        self, ledger: str, state: LedgerState, home: NodeReader, home_head: tuple[int, bytes], now: float
+    ) -> bool:
+        """Whether the home's own copy contradicts the largest checkpoint the verifier verified,
+        asked when a copy's record differs from the home's: which of the two to blame. The home's
+        key signed that checkpoint (and witnesses cosigned it), so a home whose tree at its size
+        is not its root, or which holds fewer records, was changed behind its back: it raises
+        ``store_contradicts_checkpoint`` against the home, and the checkpoint, not the home's
+        copy, is the reference the copies are held against (PROTOCOL 10.6, step 2). Decided again
+        only once the checkpoint or the home's head moved."""
+        self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
+        proven = None if state.checkpoint is None else state.checkpoint.proven
+        if proven is None:
+            state.home_contradicts, state.home_checked = False, None
+            return False
+        mark = (proven.size, home_head[0], home_head[1])
+        if state.home_checked == mark:
+            return state.home_contradicts
+        try:
+            found = self._home_root(ledger, home, proven.size)
+        except (NodeUnavailableError, RemoteError) as e:
+            home.down(self.settings.node_timeout_ms / 1000, e)
+            return True  # no reference this round: nobody is blamed on the home's word
+        if found is None:
+            return False  # it cannot answer for that size now (a proof it lacks): not evidence
+        state.home_checked = mark
+        state.home_contradicts = found != proven.root
+        if state.home_contradicts:
+            held = "holds fewer records" if not found else f"has root {found.hex()} there"
+            self.raise_alert(
+                Alert(state.home, ledger, proven.size - 1, "store_contradicts_checkpoint",
+                      f"its store no longer holds the checkpoint of size {proven.size} it signed (root "
+                      f"{proven.root.hex()}): its tree {held}; its copy is not the reference for the others",
+                      source=state.home, expected=proven.root.hex(), found=found.hex())
+            )  # fmt: skip
+        return state.home_contradicts
+
+    def _home_root(self, ledger: str, home: NodeReader, size: int) -> bytes | None:
+        """The home's tree root at ``size`` (b"" when it answers that it holds fewer records), None
+        when it cannot give one for another reason."""
+        fresh = home.head(ledger)  # asked again: the checkpoint may be newer than the head read before it
+        if fresh is None or fresh[0] + 1 < size:
+            return b""
+        return copy_root(home, ledger, size)
+
+    def _log_strangers(self, ledger: str) -> None:
+        """Log once each name Redis gives a held height of ``ledger`` that the configuration does
+        not know: no node of this cluster wrote it. Nothing is judged by it (nor by any held height)."""
+        try:
+            names = {_text(name) for name in self.replication.client.hkeys(self.replication.held_key(ledger))}
+        except REDIS_ERRORS:
+            return
+        for name in sorted(names - self.config.nodes.keys()):
+            if (ledger, name, -1) not in self._claims_logged:
+                self._claims_logged.add((ledger, name, -1))
+                log.warning(
+                    "Redis holds a held height of %s for %r, a node no configuration names: ignored", ledger, name
+                )
 
     # --- copies' trees against the largest verified checkpoint -----------------------------
 
@@ -671,15 +797,13 @@ class ClusterChecks:
         return True
 
     def _lag_as_reported(self, ledger: str, state: LedgerState, node: str, now: float) -> None:
-        """A copy that does not answer (cut off, stopped) is judged by the height it last reported
-        to Redis: one that stays away longer than ``lag_alert_ms`` while the home goes on is lagging.
-        Nothing is resolved here; that waits until the copy answers again."""
-        try:
-            held = self.replication.client.hget(self.replication.held_key(ledger), node)
-        except REDIS_ERRORS:
-            return  # Redis away too: nothing to judge by
-        height = -1 if held is None else int(held)
-        self._lagging(ledger, state, node, height, now, "it does not answer and reported lacking")
+        """A copy that does not answer (cut off, stopped) is judged by the height it last answered
+        holding itself: one that stays away longer than ``lag_alert_ms`` while the home goes on is
+        lagging. Not by its height in Redis, which anyone who reaches Redis can raise to hide the
+        lag. Nothing is resolved here; that waits until the copy answers again."""
+        said = state.copies[node].said
+        how = "it does not answer, and last answered lacking" if said >= 0 else "it has not answered, and lacks"
+        self._lagging(ledger, state, node, said, now, how)
 
     def _compare_head(
         self,
@@ -700,6 +824,12 @@ class ClusterChecks:
         if head is None:
             return False
         reference = home_head[1] if height == home_head[0] else home.hash_at(ledger, height)
+        if (
+            reference is not None
+            and reference != head[1]
+            and self._home_contradicts(ledger, state, home, home_head, now)
+        ):
+            return False  # the home is the one changed: the copy is held against the checkpoint instead
         if reference is not None and reference != head[1]:
             # Named at the first height that differs, searched once (not while the fork is open).
             first = height
@@ -721,6 +851,8 @@ class ClusterChecks:
     def _reference(self, ledger: str, node: str) -> NodeReader | None:
         """The copy another copy is compared with: the home's, or for the home's own copy another holder's."""
         state = self.ledgers[ledger]
+        if node != state.home and state.home_contradicts:
+            return None  # a home that contradicts its own checkpoint is no reference: a proven copy is
         names = [state.home] if node != state.home else [n for n in state.copies if n != node]
         for name in names:
             reader = self.readers.get(name)
@@ -790,7 +922,7 @@ class ClusterChecks:
         started = self._clock()
         # Before the page is read: the copy held at least this much then. Read after it, the
         # height would count records stored meanwhile, and a growing copy would look cut short.
-        held = self._held(ledger, node)
+        held = self._held_before(ledger, node, copy)
         try:
             step = copy.sweep.step(reader, reader.page_size)
         except (NodeUnavailableError, RemoteError) as e:
@@ -811,27 +943,69 @@ class ClusterChecks:
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
         elif step.complete:
             copy.next_sweep_at = self._clock() + self.settings.sweep_interval_ms / 1000
-            self._sweep_complete(ledger, node, step.end, held)
+            self._sweep_complete(ledger, node, step.end, held, reader)
         return step.verified
 
-    def _held(self, ledger: str, node: str) -> int:
-        """The height up to which ``node`` reported holding ``ledger`` (-1: none, or Redis away)."""
+    def _held_before(self, ledger: str, node: str, copy: CopyState) -> HeldBefore:
+        """What shows that ``node`` held ``ledger`` up to a height: its own answers, and for the
+        home the largest checkpoint it signed that the verifier verified (it signs only what its
+        store holds); and, apart, its height in Redis, a claim that proves nothing."""
+        state = self.ledgers[ledger]
+        proven = None if state.checkpoint is None else state.checkpoint.proven
+        signed = proven.size - 1 if proven is not None and node == state.home else -1
+        return HeldBefore(copy.said, signed, self._claimed(ledger, node))
+
+    def _claimed(self, ledger: str, node: str) -> int:
+        """The height up to which Redis says ``node`` holds ``ledger`` (-1: none, not a number, or Redis away)."""
         try:
             held = self.replication.client.hget(self.replication.held_key(ledger), node)
         except REDIS_ERRORS:
             return -1
-        return -1 if held is None else int(held)
+        return -1 if held is None else _int(held)
 
-    def _sweep_complete(self, ledger: str, node: str, end: int, held: int) -> None:
+    def _sweep_complete(self, ledger: str, node: str, end: int, held: HeldBefore, reader: NodeReader) -> None:
         """A clean sweep to ``end``: unless the node had held more before its last page was read (a
-        chain cut short), its chain alerts resolve."""
-        if held > end:
+        chain cut short: it said so itself, or signed it), its chain alerts resolve. A height only
+        Redis claims accuses nobody (anyone who reaches Redis can write it): the node is asked, and
+        its answer is logged against the claim."""
+        self.ledgers[ledger].copies[node].answered(end)
+        if max(held.said, held.signed) > end:
+            said = held.said >= held.signed
+            how = "it answered holding up to" if said else "it signed a checkpoint of its records up to"
+            top = max(held.said, held.signed)
             self.raise_alert(
-                Alert(node, ledger, end + 1, "truncated", f"the copy ends at {end}, but it held up to {held}",
-                      expected=str(held), found=str(end))
+                Alert(node, ledger, end + 1, "truncated", f"the copy ends at {end}, but {how} {top}",
+                      expected=str(top), found=str(end))
             )  # fmt: skip
             return
+        if held.claimed > end:
+            self._unconfirmed_claim(ledger, node, end, held.claimed, reader)
         self.resolve(node, ledger, CHAIN_FAULTS)
+
+    def _unconfirmed_claim(self, ledger: str, node: str, end: int, claimed: int, reader: NodeReader) -> None:
+        """Redis says ``node`` held more than its sweep found: ask the node, the only party that can
+        confirm or deny it. A head above ``end`` is a copy that grew meanwhile; one at or below it
+        denies the claim, written by someone else. Either way nothing is raised on a claim."""
+        try:
+            head = reader.head(ledger)
+        except (NodeUnavailableError, RemoteError) as e:
+            log.info("%s does not confirm its held height of %s in Redis (%d): %s", node, ledger, claimed, e)
+            return
+        height = -1 if head is None else head[0]
+        if height > end:
+            return
+        key = (ledger, node, claimed)
+        if key not in self._claims_logged:
+            self._claims_logged.add(key)
+            log.warning(
+                "Redis says %s holds %s up to %d, but the node answers that it ends at %d: a claim it did not "
+                "make (anyone who reaches Redis can write vledger:{%s}:held), not an alert",
+                node,
+                ledger,
+                claimed,
+                height,
+                ledger,
+            )
 
     def save_checkpoints(self) -> None:
         values = {
@@ -914,6 +1088,15 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as numbers, for order; (-1, -1) when it is none."""
+    ms, _, seq = value.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return -1, -1
 
 
 def _int(value: Any) -> int:

@@ -333,3 +333,25 @@ def test_no_role_may_flush_configure_or_list_keys(acl: AclServer, role: str) -> 
             client.execute_command(*command)
     with pytest.raises(NOPERM):
         client.set("elsewhere:key", "x")  # no key outside the namespace
+
+
+@pytest.mark.parametrize("role", ["replica", "observer", "ingest", "verifier", "gateway"])
+def test_only_the_admin_notes_an_operator_s_resolution_which_the_verifier_reads(acl: AclServer, role: str) -> None:
+    """Any node's user may delete a field of the open alerts (ACLs grant keys, not fields): what
+    it cannot do is note the resolution the verifier asks for before it lets an alert go."""
+    alert = Alert(
+        node="replica-2", ledger="votes", what="equivocation", height=3, detail="two roots", source="ingest-1"
+    )
+    raised = ReplicationLedger(acl.client("replica")).alert(alert)
+    user = ReplicationLedger(acl.client(role))
+    with pytest.raises(NOPERM, match="command" if role == "gateway" else "key"):
+        user.client.hset(user.resolved_alerts_key, alert.key, raised)
+    if role != "gateway":
+        assert user.resolve([alert.key]) == 1  # the limit of Redis ACLs, said in redis_acl.py
+        ReplicationLedger(acl.client("admin")).alert(alert)
+    verifier = ReplicationLedger(acl.client("verifier"))
+    assert verifier.operator_resolved([alert.key]) == {}
+    admin = ReplicationLedger(acl.client("admin"))
+    latest = admin.open_alerts()[alert.key]["id"]
+    assert admin.resolve_as_operator([alert.key]) == 1 and admin.open_alerts() == {}
+    assert verifier.operator_resolved([alert.key]) == {alert.key: latest}

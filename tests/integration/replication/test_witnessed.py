@@ -282,6 +282,37 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
         assert (found is not None and found.size == total) or (wipe_redis and max(kept) == total)
 
 
+def test_a_replica_whose_tail_was_rewritten_names_itself_never_the_honest_home(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, replication={"heartbeat_ms": 200})
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 30)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    assert cluster.stop_node("replica-2") == 0
+    _rewrite_tail(cluster, "replica-2", 20, forget_checkpoints=True)  # its cosignatures gone too
+    cluster.start_node("replica-2")
+
+    # The home's checkpoint of size `total` contradicts replica-2's copy, and nothing it keeps shows
+    # the home signed another tree: it names itself, and takes nothing more of the ledger.
+    alert = wait_until(
+        lambda: next((a for a in alerts(cluster) if a["what"] == "store_contradicts_checkpoint"), None),
+        WAIT,
+        "replica-2 naming itself",
+    )
+    assert (alert["node"], alert["source"], alert["ledger"], alert["height"]) == (
+        "replica-2",
+        "replica-2",
+        LEDGER,
+        str(total - 1),
+    )
+    put(cluster, 5, after=1)  # the home's next records do not link on the rewritten head
+    wait_cosigned(cluster, ["replica-1"], total + 5)
+    time.sleep(1.0)  # several heartbeats (200 ms) and the new records had their chance
+    blamed = [a for a in alerts(cluster) if a["node"] == "replica-2" and a["source"] != "replica-2"]
+    assert blamed == [] and not any(a["what"] == "equivocation" for a in alerts(cluster))
+    assert size(cluster, "replica-2") == total
+
+
 def _cosigned_rows(cluster: LocalCluster, node: str) -> list[tuple[int, bytes]]:
     """What ``node`` kept as cosigned in its store (read-only, beside the running node)."""
     with sqlite3.connect(f"file:{cluster.store_dir(node) / DB_NAME}?mode=ro", uri=True) as db:

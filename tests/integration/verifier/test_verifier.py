@@ -159,6 +159,22 @@ def test_a_truncated_chain_is_reported(cluster: LocalCluster, ledger: str) -> No
     _alert(cluster, "replica-1", ledger, "truncated", 120)
 
 
+def test_held_heights_forged_in_redis_accuse_no_node(cluster: LocalCluster, ledger: str) -> None:
+    """Any role's Redis user can write vledger:{L}:held: a height the node denies, and one of a
+    name no configuration knows, raise nothing over two more sweeps of every copy."""
+    repl = _repl(cluster)
+    repl.client.hset(repl.held_key(ledger), mapping={"replica-1": "99999", "evil": "99999"})
+    verifier = cluster.admin("verifier-1")
+
+    def sweeps() -> dict[str, int]:
+        copies = verifier.call("status")["copies"]
+        return {k: int(c["sweeps"]) for k, c in copies.items() if k.endswith(f"|{ledger}")}
+
+    before = sweeps()
+    wait_until(lambda: all(n >= before[k] + 2 for k, n in sweeps().items()), 20, "two more sweeps of every copy")
+    assert _alerts_of(cluster, ledger) == []
+
+
 def test_two_swapped_records_are_caught(cluster: LocalCluster, ledger: str) -> None:
     with closing(_store(cluster, "replica-2")) as db:
         a, b = _record(db, ledger, 20).encode(), _record(db, ledger, 21).encode()
@@ -218,7 +234,19 @@ def test_a_forked_head_stays_named_at_its_height_after_one_more_write(cluster: L
         _write(db, ledger, top, _rewritten(_record(db, ledger, top), {"n": -1}).encode())
     _alert(cluster, "replica-1", ledger, "fork", top)
     cluster.client("writer1").put_many([entry(ledger, "vote", {"late": 1}, "writer1", difficulty=4)])
-    _alert(cluster, "replica-1", ledger, "bad_link", top)
+    # replica-1 finds its tree no longer the home's checkpoint's, with nothing that proves the home
+    # wrong: it names itself (never the home: no equivocation) and takes no more of the ledger.
+    wait_until(
+        lambda: any(
+            (a["node"], a["source"], a["what"]) == ("replica-1", "replica-1", "store_contradicts_checkpoint")
+            for a in _alerts_of(cluster, ledger)
+        ),
+        DETECTION_SECONDS,
+        "replica-1 naming itself",
+    )
+    chain_alerts = [a for a in _alerts_of(cluster, ledger) if a["what"] in ("fork", "bad_link")]
+    assert {(a["node"], int(a["height"])) for a in chain_alerts} == {("replica-1", top)}  # at its height still
+    assert not any(a["what"] == "equivocation" for a in _alerts_of(cluster, ledger))
 
 
 def test_a_truncated_replica_reports_what_its_store_holds(cluster: LocalCluster, ledger: str) -> None:
@@ -264,3 +292,31 @@ def test_a_record_injected_into_the_stream_is_replaced_by_the_homes_and_resolved
     wait_until(repaired, DETECTION_SECONDS, "the stream rewritten from the home's store")
     wait_until(lambda: f"redis|{ledger}|record_conflict" not in repl.open_alerts(), 10, "the alert resolved")
     assert not [a for a in _alerts_of(cluster, ledger) if a["node"] == "ingest-1"]  # the home is not blamed
+
+
+def test_a_home_whose_tail_was_rewritten_is_named_not_the_copies_that_hold_what_it_signed(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    """Finding 5: the home's last records rewritten as a chain (valid record by record, so its
+    sweep finds nothing), after it signed a checkpoint the replicas hold. The verifier names the
+    home, held against that checkpoint, and raises no fork against the honest copies."""
+    top = _size(cluster, "ingest-1", ledger) - 1
+    with closing(_store(cluster, "ingest-1")) as db:
+        prev = None
+        db.execute("BEGIN")
+        for height in range(top - 5, top + 1):
+            forged = _rewritten(_record(db, ledger, height), {"n": -height}, prev)
+            _write(db, ledger, height, forged.encode())
+            prev = forged.link
+        db.execute("COMMIT")
+    alert = _alert(cluster, "ingest-1", ledger, "store_contradicts_checkpoint", top)
+    assert alert["source"] == "ingest-1"
+    verifier = cluster.admin("verifier-1")
+
+    def sweeps() -> dict[str, int]:
+        copies = verifier.call("status")["copies"]
+        return {k: int(c["sweeps"]) for k, c in copies.items() if k.endswith(f"|{ledger}")}
+
+    before = sweeps()
+    wait_until(lambda: all(n >= before[k] + 2 for k, n in sweeps().items()), 20, "two more sweeps of every copy")
+    assert [a["what"] for a in _alerts_of(cluster, ledger)] == ["store_contradicts_checkpoint"]

@@ -225,6 +225,17 @@ def test_read_rows_gives_what_read_gives_as_a_catch_up_page(repl: ReplicationLed
     assert repl.read_rows("absent", 0, 10) == ([], [])
 
 
+def test_read_rows_takes_an_entry_by_its_fields_whatever_their_order(repl: ReplicationLedger) -> None:
+    """The usual entry (record, origin) is read by its fields' places; one added in another
+    order, or with a checkpoint, by their names: the same rows either way."""
+    key = repl.stream_key(LEDGER)
+    repl.client.xadd(key, {"record": b"r0", "origin": HOME}, id="0-1")
+    repl.client.xadd(key, {"origin": HOME, "record": b"r1"}, id="1-1")
+    repl.client.xadd(key, {"checkpoint": b"note-3", "record": b"r2", "origin": HOME}, id="2-1")
+    repl.client.xadd(key, {"record": b"r3", "checkpoint": b""}, id="3-1")
+    assert repl.read_rows(LEDGER, 0, 10) == ([(0, b"r0"), (1, b"r1"), (2, b"r2"), (3, b"r3")], [b"note-3"])
+
+
 def test_a_trimmed_stream_reads_from_its_first_entry_and_still_refuses_replays(repl: ReplicationLedger) -> None:
     repl.add(records(LEDGER, range(10)))
     repl.client.xtrim(repl.stream_key(LEDGER), maxlen=3, approximate=False)

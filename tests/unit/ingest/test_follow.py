@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import gc
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,18 +24,19 @@ import pytest
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
-from vledger.config.settings import Limits
+from vledger.config.settings import PROTOCOL_LIMITS, Limits
 from vledger.ingest import follow
 from vledger.ingest.follow import CATCH_UP_IN_FLIGHT, LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
 from vledger.ingest.page_check import Checked, PageChecker
-from vledger.node.checkpoint_log import EVIDENCE
+from vledger.node.checkpoint_log import COSIGNED, EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
-from vledger.node.record import Content, Entry, Record
+from vledger.node.record import Content, Entry, Record, decode_record
 from vledger.node.store import ChainStore, Receipt
-from vledger.node.tree import Frontier, leaf_hash
-from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
+from vledger.node.storefile import DB_NAME
+from vledger.node.tree import Frontier, leaf_hash, verify_consistency
+from vledger.node.witness import CheckpointKeys, Contradiction, HomeSigner, SignedCheckpoint, WitnessSigner, home_key
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -549,8 +551,8 @@ def test_a_checkpoint_of_another_tree_at_a_held_size_is_evidence_against_the_hom
     (alert,) = replica.alerts
     assert (alert.ledger, alert.height, alert.what, alert.source) == (LEDGER, 2, "equivocation", HOME)
     assert alert.expected == root_up_to(chain[2]).hex() and alert.found == lie.root.hex()
-    (kept,) = replica.store.checkpoints.all(LEDGER, EVIDENCE)
-    assert kept.note == lie.note  # verbatim
+    kept = replica.store.checkpoints.all(LEDGER, EVIDENCE)
+    assert [c.note for c in kept] == [lie.note, signed(chain[4]).note]  # both notes, verbatim
     assert replica.heights() == [0, 1, 2, 3, 4] and replica.store.get(LEDGER, 2) == chain[2]
     assert replica.follower.checkpoint_of(LEDGER) == signed(chain[4])  # the best checkpoint stays
     replica.follower.receive([heads(signed(chain[2]))])  # the home's checkpoint of what is held: all is well
@@ -765,6 +767,145 @@ def test_a_fault_of_the_own_copy_resolves_once_a_checkpoint_at_or_above_it_has_t
     assert replica.resolved == []
     replica.follower.receive([heads(signed(chain[3]))])  # the home vouches for this copy up to 3
     assert replica.resolved == [f"{REPLICA}|{LEDGER}|tree_mismatch"]
+
+
+# --- who is blamed when a copy and a checkpoint disagree ------------------------------------------------
+
+WITNESS = WitnessSigner(f"{CLUSTER}/witness/{REPLICA}", new_signing_key().seed)
+
+
+def cosigned_up_to(replica: Replica, chain: list[Record], *heights: int) -> None:
+    """Keep in ``replica``'s store its cosignature of the home's checkpoint at each of ``heights``,
+    as its witness does (the home's note with a cosignature line)."""
+    for height in heights:
+        checkpoint = signed(chain[height])
+        note = WITNESS.cosign(checkpoint, T0 // 1000)
+        replica.store.checkpoints.keep(LEDGER, COSIGNED, checkpoint.size, checkpoint.root, note)
+
+
+def restarted(replica: Replica, *sources: MemorySource, change: Callable[[Path], None] = lambda path: None) -> Replica:
+    """``replica``'s node stopped, its store's file changed by ``change``, then started again: a
+    follower that remembers nothing of its earlier run, on the store as it now opens."""
+    directory = replica.store.directory
+    replica.store.close()
+    change(directory / DB_NAME)
+    store = ChainStore(directory)
+    again = Replica(store, replica.follower, [], [], [])
+    proofs: list[Contradiction | None] = []
+    again.follower = Follower(
+        REPLICA,
+        store,
+        sources,
+        keys=KEYS,
+        home_of=lambda ledger: HOME,
+        on_stored=lambda records, hops: again.stored.append(([r.height for r in records], hops)),
+        on_alert=again.alerts.append,
+        on_resolve=again.resolved.extend,
+        on_evidence=lambda checkpoint, source, proof: proofs.append(proof),
+        on_verified=again.verified.append,
+    )
+    again.proofs = proofs  # type: ignore[attr-defined]
+    return again
+
+
+def rewrite_tail(start: int, *, forget_checkpoints: bool) -> Callable[[Path], None]:
+    """Re-make a store's records from ``start`` on, consistently (other content, fresh checksums,
+    work and links, each on the forged one before; the tree rebuilt when it opens), and maybe
+    delete the checkpoint rows that covered them, as whoever rewrote it would."""
+
+    def change(path: Path) -> None:
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT height, data FROM records WHERE ledger = ? ORDER BY height", (LEDGER,)).fetchall()
+            prev = decode_record(rows[start - 1][1], PROTOCOL_LIMITS)
+            for height, data in rows[start:]:
+                true = decode_record(data, PROTOCOL_LIMITS)
+                content = Content(LEDGER, "note", {"forged": height}, "Zoe.1", f"forged-{height}", T0 + height)
+                record = Entry.prepare(content, 0, LIMITS).place(height, prev.link, true.accepted, true.origin)
+                db.execute(
+                    "UPDATE records SET data = ?, hash = ?, request_id = ? WHERE ledger = ? AND height = ?",
+                    (record.encode(), record.hash, f"forged-{height}", LEDGER, height),
+                )
+                prev = record
+            db.execute("DELETE FROM tree")
+            db.execute("DELETE FROM meta WHERE key = 'tree'")
+            if forget_checkpoints:
+                db.execute("DELETE FROM checkpoints WHERE size > ?", (start,))
+
+    return change
+
+
+@pytest.mark.parametrize("forget_checkpoints", [True, False], ids=["rows-deleted", "rows-kept"])
+def test_a_copy_whose_tail_was_rewritten_blames_itself_never_the_home_and_takes_nothing_more(
+    make_replica: MakeReplica, chain: list[Record], forget_checkpoints: bool
+) -> None:
+    source = MemorySource(HOME, {LEDGER: chain}, signed=[signed(chain[9])])
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    cosigned_up_to(replica, chain, 3, 5, 7)
+    replica = restarted(replica, source, change=rewrite_tail(6, forget_checkpoints=forget_checkpoints))
+    assert replica.heights() == list(range(8)) and replica.store.get(LEDGER, 6) != chain[6]
+
+    replica.follower.receive([heads(signed(chain[7]))])  # the home's honest checkpoint of what it holds
+    (alert,) = replica.alerts
+    assert (alert.node, alert.source, alert.what, alert.height) == (REPLICA, REPLICA, "store_contradicts_checkpoint", 7)
+    assert alert.expected == signed(chain[7]).root.hex() and alert.found == replica.store.root(LEDGER, 8).hex()
+    assert replica.store.checkpoints.all(LEDGER, EVIDENCE) == [] and replica.proofs == []  # type: ignore[attr-defined]
+
+    # Until repaired it takes nothing: the home's next records do not link on the rewritten head,
+    # and that is no fault of the home's; nor does it fetch, or call itself current.
+    replica.follower.receive([live(chain[8]), live(chain[9]), heads(signed(chain[9])), heads(signed(chain[7]))])
+    assert replica.follower.catch_up(LEDGER, 10) is False
+    assert len(replica.alerts) == 1 and source.fetches == [] and replica.heights() == list(range(8))
+    assert replica.follower.status() == {"current": False, "behind": {LEDGER: 2}}
+
+
+def test_a_checkpoint_that_contradicts_a_copy_the_store_proves_is_equivocation_even_after_a_restart(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    cosigned_up_to(replica, chain, 7)
+    replica = restarted(replica)  # nothing in memory: only the kept cosignature proves this copy
+    lie = signed(minted(chain[4], origin=HOME))  # the home's key on another tree of size 6
+    replica.follower.receive([heads(lie, sender=PEER)])
+    (alert,) = replica.alerts
+    assert (alert.node, alert.source, alert.what, alert.height) == (REPLICA, HOME, "equivocation", 5)
+    assert alert.expected == root_up_to(chain[5]).hex() and alert.found == lie.root.hex()
+    (proof,) = replica.proofs  # type: ignore[attr-defined]
+    assert proof is not None and proof.checkpoint.size == 8 and proof.checkpoint.root == signed(chain[7]).root
+    # Anyone can check it without this copy: the consistency proof leads from the copy's root at 6
+    # to the root the home signed at 8, so no tree of the lie's root at 6 is a prefix of that one.
+    verify_consistency(6, 8, root_up_to(chain[5]), signed(chain[7]).root, proof.proof)
+    kept = {c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)}
+    assert kept == {lie.note, proof.checkpoint.note}
+    replica.follower.receive([heads(lie, sender=PEER)])  # again: told once
+    assert len(replica.alerts) == 1
+
+
+def test_two_checkpoints_of_one_size_and_two_roots_are_equivocation(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    cosigned_up_to(replica, chain, 7)
+    replica = restarted(replica)
+    lie = signed(minted(chain[6], origin=HOME))  # another tree of size 8, the size the copy cosigned
+    replica.follower.receive([heads(lie, sender=PEER)])
+    assert [(a.what, a.source) for a in replica.alerts] == [("equivocation", HOME)]
+    (proof,) = replica.proofs  # type: ignore[attr-defined]
+    assert proof is not None and proof.checkpoint.size == 8 and proof.proof == []
+
+
+def test_a_copy_that_keeps_no_note_of_the_home_at_or_above_the_size_blames_itself(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    cosigned_up_to(replica, chain, 4)  # below the lie's size: it shows nothing of the tree at 6
+    replica = restarted(replica)
+    lie = signed(minted(chain[4], origin=HOME))
+    replica.follower.receive([heads(lie, sender=PEER)])
+    assert replica.found() == [(5, "store_contradicts_checkpoint", REPLICA)]
 
 
 # --- catch-up in pages, with and without a page checker -------------------------------------------------

@@ -123,7 +123,7 @@ class _Replica:
             home_of=lambda ledger: "home",
             on_stored=lambda records, hops: None,
             on_alert=self.alerts.append,
-            on_evidence=lambda checkpoint, source: self.evidence.append(checkpoint),
+            on_evidence=lambda checkpoint, source, proof: self.evidence.append(checkpoint),
             batch=3,
             checker=checker,
         )

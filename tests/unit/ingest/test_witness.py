@@ -6,6 +6,7 @@ home key, and the session's real Redis, where the cosignatures are published.
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import threading
 import time
@@ -24,8 +25,10 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
+from vledger.node.tree import verify_consistency
 from vledger.node.witness import (
     CheckpointKeys,
+    Contradiction,
     HomeSigner,
     SignedCheckpoint,
     WitnessSigner,
@@ -198,3 +201,24 @@ def test_a_home_s_store_is_checked_against_the_checkpoints_published_elsewhere(c
     for note, height in ((other_root, 8), (longer, 11)):
         (found,) = check_published(home.store, keys, {LEDGER: [held, note]}).values()
         assert (found.code, found.ledger, found.height) == ("store_contradicts_checkpoint", LEDGER, height)
+
+
+def test_evidence_in_redis_carries_the_other_note_and_the_consistency_proof_anyone_can_check(
+    copies: Any, redis_client: Any
+) -> None:
+    copy = copies(10)
+    held = copy.checkpoint(9)  # the home's note of this copy's tree
+    lie = HOME.sign(LEDGER, 6, bytes(32))  # the home's key on another root at 6
+    proof = copy.store.consistency_proof(LEDGER, 6, 9)
+    copy.witness.evidence(lie, "ingest-2", Contradiction(held, proof))
+    kept = copy.repl.evidence()[f"replica-1|{LEDGER}|6"]
+    assert (kept["checkpoint"], kept["from"], kept["proved_by"]) == (lie.note.decode(), "ingest-2", held.note.decode())
+    keys = CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw))
+    signed_held = keys.check(LEDGER, kept["proved_by"].encode())
+    signed_lie = keys.check(LEDGER, kept["checkpoint"].encode())
+    lines = [base64.b64decode(line) for line in kept["consistency"].split("\n")]
+    held_root = bytes.fromhex(kept["held_root"])
+    verify_consistency(6, signed_held.size, held_root, signed_held.root, lines)  # the copy's root at 6 ...
+    assert held_root != signed_lie.root  # ... is not the one the home also signed at 6
+    copy.witness.evidence(lie, "ingest-2")  # no proof (a retired key's note): the fields are empty
+    assert (copy.repl.evidence()[f"replica-1|{LEDGER}|6"]["proved_by"], kept["cosigned"]) == ("", "")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vledger.node.errors import StoreError
+from vledger.node.errors import IndexMismatchError, StoreError
 from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
@@ -331,3 +331,22 @@ def test_any_sequence_of_fills_merge_steps_and_reopens_keeps_every_hash_findable
         finally:
             store.close()
         _check_index(directory, held)
+
+
+@pytest.mark.parametrize(
+    ("statement", "says"),
+    [
+        ("DELETE FROM hash_rows WHERE height = 3", "holds 8 rows, hash_runs says 9"),
+        ("INSERT INTO hash_rows SELECT run, x'00', ledger, 1000 FROM hash_rows LIMIT 1", "holds 10 rows"),
+        ("INSERT INTO hash_rows SELECT 99, prefix, ledger, height FROM hash_rows LIMIT 1", "run 99, which"),
+    ],
+)
+def test_a_store_whose_index_lost_or_gained_a_row_does_not_open(store_dir: Path, statement: str, says: str) -> None:
+    with ChainStore(store_dir, origin="node-1", hash_fill_at=1):  # every record in one run at the opening
+        pass
+    assert [(run.rows, run.into_run) for run in _runs(store_dir)] == [(9, None)]
+    with closing(sqlite3.connect(store_dir / DB_NAME)) as conn:
+        conn.execute(statement)
+        conn.commit()
+    with pytest.raises(IndexMismatchError, match=says):
+        ChainStore(store_dir, origin="node-1", hash_fill_at=1)

@@ -3,6 +3,7 @@ the record that completes its tree, its root that tree's, its note signed by the
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
-from vledger.node.witness import HomeSigner, WitnessSigner, home_key
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_key
+from vledger.tools import cli
 from vledger.tools.exporting import export_store
 from vledger.tools.importing import import_file
 from vledger.tools.report import print_import
@@ -172,3 +174,78 @@ def test_an_import_onto_a_store_checks_its_checkpoints_with_the_records_below(tm
     result = import_file(tail, tmp_path / "copy", None, LIMITS)
     assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].imported == 4
     assert _latest(tmp_path / "copy") == _latest(tmp_path / "s")
+
+
+WITNESS = WitnessSigner("local/witness/replica-1", SEED[::-1])
+
+
+def _cosigned_store(directory: Path, *, forged: bool = False) -> Path:
+    """A store whose latest cosigned checkpoint (size 5) carries replica-1's cosignature line;
+    ``forged``: that line's signature changed (its name and key id still the witness's)."""
+    _store(directory, 6)
+    with ChainStore(directory) as store:
+        signed = HomeSigner("local", SEED).sign(LEDGER, 5, store.root(LEDGER, 5))
+        note = WITNESS.cosign(signed, 1_790_000_000)
+        if forged:
+            head, line = note.rstrip(b"\n").rsplit(b"\n", 1)
+            dash, name, blob = line.split(b" ")
+            raw = bytearray(base64.b64decode(blob))
+            raw[-1] ^= 1
+            note = head + b"\n" + b" ".join([dash, name, base64.b64encode(bytes(raw))]) + b"\n"
+        store.checkpoints.keep(LEDGER, COSIGNED, 5, signed.root, note)
+    return directory
+
+
+def _witness_vkey() -> str:
+    return witness_key(WITNESS.name, WITNESS.key.public_key).encode()
+
+
+def test_cosignatures_are_checked_with_witness_keys_and_said_unchecked_without(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _export(_cosigned_store(tmp_path / "s"), tmp_path / "e.jsonl")
+    export = str(tmp_path / "e.jsonl")
+    assert cli.main(["verify", export]) == 0
+    out = capsys.readouterr().out
+    assert "votes: OK, 6 records, 2 checkpoints, head" in out
+    assert "cosignatures NOT checked: 1 cosignature line, and no --witness key given" in out
+    assert cli.main(["verify", export, "--json"]) == 0
+    value = json.loads(capsys.readouterr().out)
+    assert value["cosignatures"] == {"witness_keys": 0, "checked": 0, "unchecked": 1}
+    assert cli.main(["verify", export, "--witness", _witness_vkey()]) == 0
+    out = capsys.readouterr().out
+    assert "votes: OK, 6 records, 2 checkpoints (1 cosignature verified), head" in out and "NOT" not in out
+    assert cli.main(["verify", export, "--witness", _witness_vkey(), "--json"]) == 0
+    value = json.loads(capsys.readouterr().out)
+    assert value["cosignatures"] == {"witness_keys": 1, "checked": 1, "unchecked": 0}
+    assert value["ledgers"][0]["cosignatures"] == {"checked": 1, "unchecked": 0}
+    # Another witness's key checks nothing here, and the output says what was not checked.
+    other = witness_key("local/witness/replica-2", SEED).encode()
+    assert cli.main(["verify", export, "--witness", other]) == 0
+    assert "cosignatures: 1 line by witnesses no --witness key names, NOT checked" in capsys.readouterr().out
+    # The store itself: its cosigned row's line, checked the same way.
+    assert cli.main(["verify", str(tmp_path / "s"), "--witness", _witness_vkey(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cosignatures"]["checked"] == 1
+
+
+def test_a_forged_cosignature_fails_verify_and_import_given_its_witness_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _export(_cosigned_store(tmp_path / "s", forged=True), tmp_path / "e.jsonl")
+    export = tmp_path / "e.jsonl"
+    assert verify_file(export, None, LIMITS).ok  # without the key it cannot be told
+    assert cli.main(["verify", str(export), "--witness", _witness_vkey()]) == 1
+    out = capsys.readouterr().out
+    assert "votes: FAILED at height 4 [bad_cosignature]: line 7: the cosignature by witness " in out
+    result = import_file(export, tmp_path / "copy", None, LIMITS, [witness_key(WITNESS.name, WITNESS.key.public_key)])
+    report = result.reports[0]
+    assert report.error is not None and report.error.code == "bad_cosignature" and report.error_line == 7
+    assert not (tmp_path / "copy").exists()
+    assert cli.main(["verify", str(tmp_path / "s"), "--witness", _witness_vkey()]) == 1
+    assert "[bad_cosignature]" in capsys.readouterr().out
+
+
+def test_a_witness_option_takes_a_cosignature_key_only(capsys: pytest.CaptureFixture[str]) -> None:
+    log_key = home_key("local", LEDGER, PUBLIC).encode()  # a note key (type 0x01)
+    assert cli.main(["verify", "x.jsonl", "--witness", log_key]) == 2
+    assert "a witness key is a cosignature key (type 0x04)" in capsys.readouterr().err

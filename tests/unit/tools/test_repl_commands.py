@@ -108,19 +108,41 @@ def test_lag_is_head_minus_held_and_a_replica_that_never_reported_lags() -> None
     assert status.counts == {2: 42}
 
 
-def test_the_head_is_the_highest_height_known() -> None:
-    # The stream ahead of the home's report (it streams first), and a replica ahead of both
-    # (after a Redis outage it may report before the home does): no negative lag.
+def test_without_a_checkpoint_the_head_is_the_homes_held_height_or_the_streams_last() -> None:
+    # The stream ahead of the home's report (it streams first).
     ahead_stream = ledger_status(ZAKAT, "ingest-2", 9, {"ingest-2": 7, "replica-1": 7, "replica-2": 7}, ROLES)
-    assert ahead_stream.head == 9 and ahead_stream.home_held == 7
+    assert (ahead_stream.head, ahead_stream.head_from, ahead_stream.home_held) == (9, "home", 7)
     assert {n.node: n.lag for n in ahead_stream.nodes}["ingest-2"] == 2
     assert ahead_stream.lagging == ["replica-1", "replica-2"]
-    ahead_replica = ledger_status(ZAKAT, "ingest-2", 5, {"ingest-2": 5, "replica-1": 6, "replica-2": 6}, ROLES)
-    assert ahead_replica.head == 6
-    assert all(n.lag is None or n.lag >= 0 for n in ahead_replica.nodes)
+    # A replica ahead of both (after a Redis outage it may report before the home does) is
+    # shown unverified: no negative lag, and not taken for the head.
+    ahead_replica = ledger_status(ZAKAT, "ingest-2", 5, {"ingest-2": 5, "replica-1": 6, "replica-2": 5}, ROLES)
+    assert ahead_replica.head == 5 and ahead_replica.lagging == []
+    replica = {n.node: n for n in ahead_replica.nodes}["replica-1"]
+    assert (replica.held, replica.lag, replica.unverified, replica.lagging) == (6, None, True, False)
 
 
-def test_nodes_only_redis_names_are_shown_as_unknown_and_counted() -> None:
+def test_a_held_height_forged_in_redis_makes_no_head_and_no_node_behind() -> None:
+    """Finding 3: any role's Redis user can HSET vledger:{L}:held for any name. Neither a
+    configured node's forged height nor a name no configuration knows moves the head, puts the
+    others behind or adds to a replication count."""
+    held = {"ingest-1": 41, "replica-1": 99999, "replica-2": 41, "evil": 99999}
+    status = ledger_status(ELECTION, "ingest-1", 41, held, ROLES)
+    assert status.head == 41 and status.lagging == []
+    by_name = {n.node: n for n in status.nodes}
+    assert (by_name["replica-1"].unverified, by_name["replica-1"].lag) == (True, None)
+    assert (by_name["evil"].role, by_name["evil"].unverified) == ("unknown", True)
+    assert status.counts == {3: 42}
+    # With a checkpoint that verifies, the head is what the home signed, whatever Redis claims.
+    signed = ledger_status(ELECTION, "ingest-1", 99999, {**held, "ingest-1": 99999}, ROLES, checkpoint=42)
+    assert (signed.head, signed.head_from, signed.lagging) == (41, "checkpoint", [])
+    # A larger checkpoint a witness verifiably cosigned counts too, and a replica short of it lags.
+    cosigned = ledger_status(ELECTION, "ingest-1", 50, {"ingest-1": 50, "replica-1": 50, "replica-2": 41}, ROLES,
+                             checkpoint=42, cosigned={"replica-1": 51})  # fmt: skip
+    assert (cosigned.head, cosigned.lagging) == (50, ["replica-2"])
+
+
+def test_nodes_only_redis_names_are_shown_as_unknown_and_counted_nowhere() -> None:
     held = {"ingest-1": 9, "replica-1": 9, "replica-2": 9, "observer-7": 4}
     status = ledger_status(ELECTION, "ingest-1", 9, held, ROLES)
     observer = status.nodes[-1]
@@ -131,7 +153,7 @@ def test_nodes_only_redis_names_are_shown_as_unknown_and_counted() -> None:
         5,
         False,
     )
-    assert status.counts == {3: 5, 4: 5}
+    assert status.counts == {3: 10}  # no node of the configuration wrote observer-7's height
     assert status.lagging == []
 
 
@@ -215,6 +237,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "ledger",
         "home",
         "head",
+        "head_from",
         "stream_head",
         "home_held",
         "nodes",
@@ -238,6 +261,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "lag": 11,
         "lagging": True,
         "cosigned": None,
+        "unverified": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -246,12 +270,12 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "lag": None,
         "lagging": False,
         "cosigned": None,
+        "unverified": False,
     }
     assert node(election, "observer-9")["role"] == "unknown"
-    assert election["counts"] == [
+    assert election["counts"] == [  # observer-9, a name the configuration lacks, is counted nowhere
         {"holders": 2, "records": 11},
-        {"holders": 3, "records": 20},
-        {"holders": 4, "records": 11},
+        {"holders": 3, "records": 31},
     ]
     assert sum(c["records"] for c in election["counts"]) == 42
     assert election["lagging"] == ["replica-2"]
@@ -260,7 +284,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
     code, out, _ = run(capsys, "repl", "status", "--config", config)
     assert code == EXIT_LAGGING
     assert "Behind: election-2026 (replica-2)" in out
-    assert "11 on 2 nodes, 20 on 3 nodes, 11 on 4 nodes" in out
+    assert "11 on 2 nodes, 31 on 3 nodes" in out
     (row,) = [line for line in out.splitlines() if " replica-2 " in f" {line} " and " 30 " in line]
     assert row.split() == ["replica-2", "replica", "30", "11", "-", "behind"]
 

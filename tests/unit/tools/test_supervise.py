@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
+
+from vledger.broker.redis_server import find_redis_server, free_ports
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
-from vledger.tools import supervise
+from vledger.node.errors import RedisServerError
+from vledger.tools import cli, supervise
 from vledger.tools.supervise import EXIT_NOT_RUNNING, EXIT_OK, status_code
 
 
@@ -42,3 +48,69 @@ def test_only_fatal_or_the_store_damaged_exit_is_given_up() -> None:
     assert not supervise.gave_up({"statename": "EXITED", "exitstatus": 1})
     assert not supervise.gave_up({"statename": "EXITED", "exitstatus": 0})
     assert not supervise.gave_up({"statename": "BACKOFF", "exitstatus": EXIT_STORE_DAMAGED})
+
+
+def _config(directory: Path, redis_port: int | None, ports: list[int]) -> Path:
+    """A cluster file on free ports; its Redis on this host (``redis_port``) or elsewhere."""
+    redis = f"redis://127.0.0.1:{redis_port}/0" if redis_port else "redis://redis.invalid:6379/0"
+    path = directory / "cluster.toml"
+    path.write_text(
+        f"""
+[cluster]
+name = "collide"
+keys = "keys"
+data = "run/data"
+redis = "{redis}"
+default_home = "ingest-1"
+
+[nodes.ingest-1]
+role = "ingest"
+port = {ports[0]}
+pub_port = {ports[1]}
+
+[nodes.replica-1]
+role = "replica"
+port = {ports[2]}
+http_port = {ports[3]}
+"""
+    )
+    return path
+
+
+@pytest.mark.parametrize("held", ["ingest-1.pub_port", "replica-1.http_port", "redis"])
+def test_a_start_on_a_port_another_process_holds_fails_at_once_and_starts_nothing(
+    held: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a second checkout's `make run` on the first one's fixed ports: refused before it
+    writes a key, a supervisord.conf or starts anything, naming the port and what to do."""
+    if held == "redis" and find_redis_server_or_none() is None:
+        pytest.skip("no redis-server here: a configuration's local Redis needs one")
+    ports = free_ports(5)
+    index = {"redis": 4, "ingest-1.pub_port": 1, "replica-1.http_port": 3}[held]
+    with tempfile.TemporaryDirectory(prefix="vl-") as tmp, socket.socket() as holder:  # short: a unix socket's path
+        directory = Path(tmp)
+        path = _config(directory, ports[4] if held == "redis" else None, ports)
+        holder.bind(("127.0.0.1", ports[index]))
+        holder.listen()
+        code = cli.main(["supervise", "start", "--config", str(path), "--timeout", "5"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert f"{held} 127.0.0.1:{ports[index]}" in err and "Nothing was started" in err and "make stop" in err
+        assert sorted(p.name for p in directory.iterdir()) == ["cluster.toml"]  # no keys, no run/
+
+
+def test_a_port_is_held_while_something_listens_on_it_and_free_after() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert supervise.port_held("127.0.0.1", port)
+    assert not supervise.port_held("127.0.0.1", port)  # closed: free again at once
+    assert not supervise.port_held("192.0.2.1", port)  # not an address of this host: not ours to check
+
+
+def find_redis_server_or_none() -> Path | None:
+    try:
+        return find_redis_server()
+    except RedisServerError:
+        return None

@@ -103,14 +103,55 @@ def test_a_head_that_differs_from_the_homes_record_at_its_height_is_a_fork(
     assert alert["height"] == "5" and alert["found"] == (b"\xff" * 32).hex()
 
 
-def test_a_sweep_that_ends_below_the_height_held_before_its_last_page_is_truncated(
+def test_a_sweep_that_ends_below_what_the_node_itself_answered_holding_is_truncated(
     checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
 ) -> None:
-    found, _, _ = checks
-    found._sweep_complete(LEDGER, "replica-1", end=5, held=5)  # a growing copy: held read before the page
+    found, nodes, _ = checks
+    replica = nodes["replica-1"]
+    copy = found.ledgers[LEDGER].copies["replica-1"]
+    found.compare_heads()  # it answers head 5
+    found._sweep_complete(LEDGER, "replica-1", 5, found._held_before(LEDGER, "replica-1", copy), replica)  # type: ignore[arg-type]
     assert open_kinds(found) == set()
-    found._sweep_complete(LEDGER, "replica-1", end=5, held=9)
+    replica.hashes = replica.hashes[:3]  # cut short behind its back: it now answers head 2
+    found._sweep_complete(LEDGER, "replica-1", 2, found._held_before(LEDGER, "replica-1", copy), replica)  # type: ignore[arg-type]
     assert open_kinds(found) == {"truncated"}
+    (alert,) = found.replication.alerts()
+    assert (alert["node"], alert["height"], alert["expected"], alert["found"]) == ("replica-1", "3", "5", "2")
+
+
+def test_a_held_height_only_redis_claims_accuses_no_node(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 3: any role's Redis user can HSET vledger:{L}:held. A height the node itself denies,
+    a name no configuration knows and a value that is no height raise nothing and break nothing;
+    a truncated alert raised on such a claim alone (by an earlier verifier) resolves."""
+    found, nodes, _ = checks
+    repl = found.replication
+    repl.client.hset(repl.held_key(LEDGER), mapping={"replica-1": "99999", "evil": "99999", "ingest-1": "junk"})
+    found.raise_alert(Alert("replica-1", LEDGER, 6, "truncated", "the copy ends at 5, but it held up to 99999"))
+    copy = found.ledgers[LEDGER].copies["replica-1"]
+    found.compare_heads()
+    found._sweep_complete(LEDGER, "replica-1", 5, found._held_before(LEDGER, "replica-1", copy), nodes["replica-1"])  # type: ignore[arg-type]
+    assert open_kinds(found) == set()
+    assert "Redis says replica-1 holds votes up to 99999, but the node answers that it ends at 5" in caplog.text
+    assert "for 'evil', a node no configuration names" in caplog.text
+    assert repl.held(LEDGER) == {"replica-1": 99999, "evil": 99999}
+
+
+def test_a_copy_that_stops_answering_is_lagging_whatever_redis_claims_it_holds(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, clock = checks
+    found.compare_heads()  # replica-1 answers head 5
+    nodes["replica-1"] = StoppedNode("replica-1", nodes["replica-1"].hashes)
+    repl = found.replication
+    repl.client.hset(repl.held_key(LEDGER), "replica-1", "99999")  # would hide its lag if believed
+    clock.now += LAG_MS / 1000 + 1
+    found.compare_heads()
+    assert open_kinds(found) == {"lagging"}
+    (alert,) = repl.alerts()
+    assert (alert["height"], alert["found"]) == ("6", "5")
+    assert alert["detail"].startswith("it does not answer, and last answered lacking height 6")
 
 
 def test_a_copy_that_trails_a_busy_home_by_a_second_is_never_lagging(
@@ -219,3 +260,32 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
     again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
     again.start()
     assert set(again.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
+
+
+def test_an_alert_only_an_operator_resolves_is_opened_again_when_another_user_deletes_it(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    evidence = Alert(
+        node="replica-1", ledger=LEDGER, what="equivocation", height=3, detail="two roots", source="ingest-1"
+    )
+    refusal = Alert(node="replica-1", ledger=LEDGER, what="bad_link", height=4, detail="refused", source="ingest-1")
+    repl.alert(evidence)
+    repl.alert(refusal)
+    found.refresh_open()
+    raised = repl.open_alerts()[evidence.key]
+    repl.resolve([evidence.key, refusal.key])  # HDEL, as any node's Redis user may
+    found.refresh_open()
+    # The equivocation is back, as it was (its stream id too); a follower's own refusal is its to resolve.
+    assert repl.open_alerts() == {evidence.key: raised}
+    assert evidence.key in found.open and refusal.key not in found.open
+    repl.resolve_as_operator([evidence.key])  # vledger alerts resolve: noted where only the admin writes
+    assert repl.operator_resolved([evidence.key]) == {evidence.key: raised["id"]}
+    found.refresh_open()
+    assert repl.open_alerts() == {} and found.open == {}
+    repl.alert(evidence)  # raised again later: a new alert, which the old resolution does not cover
+    found.refresh_open()
+    repl.resolve([evidence.key])
+    found.refresh_open()
+    assert list(repl.open_alerts()) == [evidence.key]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.replication import ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
@@ -275,3 +275,51 @@ def test_across_a_key_rotation_the_checkpoint_of_the_new_key_is_proven_and_the_r
         assert (alert["node"], alert["what"], alert["height"]) == ("replica-2", "fork", str(FORK_AT))
     finally:
         rotated.close()
+
+
+def _swap(cluster: Cluster, name: str, store: ChainStore) -> None:
+    cluster.stores[name].close()
+    cluster.stores[name] = store
+    cluster.nodes[name].store = store
+
+
+def test_a_home_that_contradicts_its_verified_checkpoint_is_named_not_the_copies_that_hold_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Finding 5: the home's tail rewritten (records and tree) after it signed a checkpoint that
+    the replicas hold. The home's word is not the reference, the checkpoint its key signed is:
+    the home is named (store_contradicts_checkpoint), the honest copies are not, and a fork an
+    earlier verifier raised against one on the home's word resolves."""
+    size = cluster.size
+    cluster.publish(_note(cluster.stores["ingest-1"], size))  # signed while the home was intact
+    honest = cluster.stores["ingest-1"]
+    _swap(cluster, "replica-2", _copy(tmp_path / "r2-honest", honest, size))
+    cluster.stores["ingest-1"] = _copy(tmp_path / "home-rewritten", honest, FORK_AT, size - FORK_AT)
+    cluster.nodes["ingest-1"].store = cluster.stores["ingest-1"]
+    cluster.stores["replica-1"], old = _copy(tmp_path / "r1-honest", honest, size), cluster.stores["replica-1"]
+    cluster.nodes["replica-1"].store = cluster.stores["replica-1"]
+    old.close()
+    honest.close()
+    cluster.checks.raise_alert(Alert("replica-1", LEDGER, FORK_AT, "fork", "raised on the home's word"))
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    rewritten = cluster.stores["ingest-1"].root(LEDGER, size)
+    raised = [a for a in cluster.alerts() if a["what"] != "fork"]
+    assert [(a["node"], a["what"], a["height"], a["source"], a["found"]) for a in raised] == [
+        ("ingest-1", "store_contradicts_checkpoint", str(size - 1), "ingest-1", rewritten.hex())
+    ]
+    assert set(cluster.repl.open_alerts()) == {f"ingest-1|{LEDGER}|store_contradicts_checkpoint"}
+    # A copy that really forks is still named, against a copy proven to hold the checkpoint.
+    _swap(
+        cluster,
+        "replica-2",
+        _copy(tmp_path / "r2-forked", cluster.stores["replica-1"], FORK_AT + 2, size - FORK_AT - 2),
+    )
+    cluster.checks.compare_heads()
+    fork = next(a for a in cluster.alerts() if a["what"] == "fork" and a["node"] == "replica-2")
+    assert fork["height"] == str(FORK_AT + 2)
+    assert fork["expected"] == cluster.stores["replica-1"].get(LEDGER, FORK_AT + 2).hash.hex()  # type: ignore[union-attr]
+    # The home's store restored: it is the reference again (the alert is the operator's to resolve).
+    _swap(cluster, "ingest-1", _copy(tmp_path / "home-restored", cluster.stores["replica-1"], size))
+    cluster.checks.compare_heads()
+    assert cluster.checks.ledgers[LEDGER].home_contradicts is False
