@@ -52,6 +52,8 @@ run: $(STAMP)
 	@echo
 	@echo "Public read-only gateways (the web pages: check my vote, live tally, charity, dashboard):"
 	@$(BIN)/vledger gateway --config $(CONFIG) --list
+	@$(BIN)/vledger anchors --config $(CONFIG) > $(RUN_DIR)/anchors.txt
+	@echo "Trust anchors to publish out of band (PROTOCOL 15.5; the pages take them as #anchors=...): $(RUN_DIR)/anchors.txt"
 	@echo "The cluster stays up: make status, make stop; logs in $(RUN_DIR)/logs. Try, as its admin:"
 	@echo "  . $(BIN)/activate && export VLEDGER_CONFIG=$(CONFIG) VLEDGER_KEY=$(RUN_DIR)/keys/admin.key_secret"
 	@echo "  vledger hello; vledger ledger list; vledger head election-2026; vledger get zakat 1 --node ingest-2"

@@ -146,6 +146,7 @@ def build_parser(*, local_only: bool = False) -> argparse.ArgumentParser:
 def _add_cluster_commands(commands: Subparsers) -> None:
     """The commands of nodes and clusters: their modules are imported here (see LOCAL_COMMANDS)."""
     from .alert_commands import add_alert_commands  # noqa: PLC0415
+    from .anchors_command import add_anchors_command  # noqa: PLC0415
     from .client_commands import add_admin_verbs, add_client_commands  # noqa: PLC0415
     from .node_commands import add_node_commands  # noqa: PLC0415
     from .repair import add_repair_command  # noqa: PLC0415
@@ -163,6 +164,7 @@ def _add_cluster_commands(commands: Subparsers) -> None:
     add_repair_command(commands)
     add_alert_commands(commands)
     add_status_command(commands)
+    add_anchors_command(commands)
 
 
 def _add_verify(commands: Subparsers) -> None:

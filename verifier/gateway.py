@@ -815,7 +815,7 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | None = None) -> web.Application:
     """The gateway's aiohttp application (routes in the module's docstring)."""
-    app = web.Application(middlewares=[_counted(gateway.metrics), json_errors, _query_once])
+    app = web.Application(middlewares=[_public_cors, _counted(gateway.metrics), json_errors, _query_once])
     r = app.router
 
     async def in_thread(call: Callable[[], Any]) -> Any:
@@ -944,7 +944,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         return json_response(cached[1])
 
     async def events(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **PUBLIC_CORS}
+        )
         await response.prepare(request)
         if request.method == "HEAD":
             # The head alone: aiohttp would send what is written after it, a body a HEAD answer
@@ -993,6 +995,21 @@ async def _end_streams(gateway: Gateway) -> None:
     for queue in list(gateway._clients):
         with contextlib.suppress(asyncio.QueueFull):
             queue.put_nowait(None)
+
+
+# The ledgers' routes are public and take no cookies: a page opened from another origin (a
+# mirror, a local file, PROTOCOL 15.5) may read them. Not /api/cluster (a loopback gateway's
+# answer holds the nodes' logs), nor /metrics: what any web site a visitor opens could read.
+PUBLIC_CORS = {"Access-Control-Allow-Origin": "*"}
+PUBLIC_PREFIXES = ("/api/ledgers", "/api/records/", "/api/events", "/ledgers/")
+
+
+@web.middleware
+async def _public_cors(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    if request.path.startswith(PUBLIC_PREFIXES) and not response.prepared:
+        response.headers.update(PUBLIC_CORS)
+    return response
 
 
 def _counted(metrics: GatewayMetrics) -> Any:

@@ -31,7 +31,7 @@ PAGES = {
 def navigation(current: str) -> str:
     """The links to the other pages, ``current``'s marked ``here``."""
     return "\n".join(
-        f'<a href="/{name}.html"' + (' class="here"' if name == current else "") + f">{page.link}</a>"
+        f'<a href="{name}.html"' + (' class="here"' if name == current else "") + f">{page.link}</a>"
         for name, page in PAGES.items()
         if page.link
     )

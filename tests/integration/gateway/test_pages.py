@@ -12,26 +12,40 @@ A missing browser skips these tests, except in CI (``CI`` set), where it fails t
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import shutil
+import struct
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 import pytest
 
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import Limits
+from vledger.node.anchors import parse_anchors
+from vledger.node.errors import SettingsError
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import generate_signer_key
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
+from vledger.node.store import ChainStore
+from vledger.node.storefile import StoreReader
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
+from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.gateway import amount_text
+from vledger.verifier.pages import WEB_DIR, render
 
 ELECTION = "election-2026"
 FUND = "zakat"
@@ -203,6 +217,202 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
     wait_until(lambda: all(_total(row) == cast + 1 for row in _rows(browser)), WAIT, "the new vote on the open page")
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement after the vote")
     shot(browser, "tally")
+
+
+class Hostile:
+    """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
+    genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
+    receipt with that key (the witnesses' cosignatures kept: they sign the body only) beside a
+    false decoded choice, and serves observer-1's tally signed with a key of its own, stated as
+    observer-1's, with false decoded counts and verdict beside the signed bodies. Everything
+    else is forwarded."""
+
+    def __init__(self, real: str, origin: str, store: Path) -> None:
+        self.real = real
+        self.forged = generate_signer_key(origin)
+        rules = LedgerRules(("note",), 0, {"checkpoint_key": self.forged.verifier().encode()})
+        with ChainStore(store, origin="ingest-1") as chain:
+            chain.create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        with contextlib.closing(StoreReader(store)) as reader:
+            self.genesis = reader.get(ELECTION, 0) or b""
+        self.tally_key = nacl.signing.SigningKey.generate()
+        hostile = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, kind, body = hostile.answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _sign(self, note: str) -> str:
+        text, lines = note.split("\n\n", 1)
+        text += "\n"
+        key = self.forged
+        line = f"— {key.name} " + base64.b64encode(struct.pack(">I", key.key_id) + key.sign_raw(text.encode())).decode()
+        kept = [x for x in lines.splitlines() if not x.startswith(f"— {key.name} ")]
+        return text + "\n" + "\n".join([line, *kept]) + "\n"
+
+    def answer(self, path: str) -> tuple[int, str, bytes]:
+        if path.startswith("/api/events"):
+            return 404, "application/json", b"{}"  # no stream: the pages ask again on their own
+        if path == f"/api/ledgers/{ELECTION}/records/0":
+            return 200, "application/json", json.dumps({"record": base64.b64encode(self.genesis).decode()}).encode()
+        try:
+            with urllib.request.urlopen(self.real + path.lstrip("/"), timeout=10) as got:
+                status, kind, body = got.status, got.headers["Content-Type"], got.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers["Content-Type"], e.read()
+        if path == f"/api/ledgers/{ELECTION}":
+            shown = json.loads(body)
+            shown["genesis"]["rules"]["checkpoint_key"] = self.forged.verifier().encode()
+            body = json.dumps(shown).encode()
+        elif path.startswith(f"/api/ledgers/{ELECTION}/voters/"):
+            shown = json.loads(body)
+            for r in shown["records"]:
+                if isinstance(r.get("payload"), dict) and "choice" in r["payload"]:
+                    r["payload"]["choice"] = "mallory"  # its decoding: the page reads the proven bytes
+                if r["receipt"]:
+                    made = json.loads(r["receipt"])
+                    made["checkpoint"] = self._sign(made["checkpoint"])
+                    r["receipt"] = json.dumps(made)
+            body = json.dumps(shown).encode()
+        elif path == f"/api/ledgers/{ELECTION}/tally":
+            shown = json.loads(body)
+            shown["verdict"] = {"status": "mismatch", "height": 0, "differing": ["observer-2"]}
+            for o in shown["observers"]:
+                if o["snapshot"]:  # its decoding of the signed body: the pages read the bytes
+                    o["snapshot"]["tally"]["counts"] = {"mallory": 999}
+                if o["observer"] == "observer-1" and o["body"]:
+                    o["signature"] = self.tally_key.sign(bytes.fromhex(o["body"])).signature.hex()
+                    o["public_key"] = self.tally_key.verify_key.encode().hex()
+            body = json.dumps(shown).encode()
+        return status, kind, body
+
+
+@pytest.fixture(scope="module")
+def anchors(cluster: LocalCluster, election: Election) -> str:
+    """The publisher's anchors as ``vledger anchors`` prints them, base64url for a page's fragment."""
+    done = cluster.cli("anchors", "--config", str(cluster.config_path), "--store", str(cluster.store_dir("ingest-1")))
+    assert f"ledger {ELECTION} " in done.stdout and "observer observer-1 " in done.stdout
+    return base64.urlsafe_b64encode(done.stdout.encode()).decode().rstrip("=")
+
+
+@pytest.fixture(scope="module")
+def hostile(cluster: LocalCluster, election: Election, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    real = cluster.gateway_url("replica-1")
+    with urllib.request.urlopen(f"{real}api/ledgers/{ELECTION}/checkpoint", timeout=10) as answer:
+        origin = json.loads(answer.read())["log_key"].split("+", 1)[0]
+    served = Hostile(real, origin, tmp_path_factory.mktemp("fork") / "store")
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_refused_with_them(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, hostile: Hostile
+) -> None:
+    eid = election.eids[5]
+    good = receipt(cluster, eid)
+    forged = hostile.forged.verifier().encode()
+    # Without anchors, the hostile gateway's own key verifies its own signature: the page says
+    # whose word the keys are.
+    browser.get(f"{hostile.url}vote.html?eid={eid}")
+    verdict = wait_text(
+        browser, "#verdict", f"Verified: {len(good['records'])} records of {eid}", "the unanchored check"
+    )
+    assert "NOT checked against the publisher's anchors" in verdict and forged in text_of(browser, "#checks")
+    assert "Not checked against the publisher's anchors" in text_of(browser, "#anchors")
+    rows = text_of(browser, "#records tbody")
+    assert "mallory" not in rows and any(c in rows for c in ("alice", "bob", "carol"))
+    shot(browser, "vote-unanchored")
+
+    # The same gateway named from a copy of the page the voter trusts, with the publisher's
+    # anchors: the forked genesis is refused, and no key of the gateway's is used.
+    page = f"{cluster.gateway_url('replica-1')}vote.html?eid={eid}#gateway={urllib.parse.quote(hostile.url, safe='')}"
+    browser.get(f"{page}&anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "Verification FAILED", "the forked genesis refused")
+    assert "is not the anchored one" in verdict and "Checked against the publisher's anchors" in text_of(
+        browser, "#anchors"
+    )
+    shot(browser, "vote-forged-key-refused")
+
+    # Observer-1's tally signed by a key the gateway states as its own.
+    browser.get(f"{hostile.url}tally.html?ledger={ELECTION}")
+    verdict = wait_text(browser, "#verdict", "observers agree", "the unanchored tally")
+    assert "NOT checked against the publisher's anchors" in verdict
+    shown = text_of(browser, "#observers tbody")
+    assert shown.count("✓ Ed25519 valid") == 2 and "mallory" not in shown and "alice" in shown
+    named = f"#gateway={urllib.parse.quote(hostile.url, safe='')}&anchors={anchors}"
+    browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{named}")
+    wait_text(
+        browser,
+        "#verdict",
+        "1 observer signature(s) did NOT verify with the publisher's anchors",
+        "the forged tally key",
+    )
+    assert "✗ INVALID" in text_of(browser, "tr[data-observer='observer-1']")
+
+
+def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
+) -> None:
+    # A page from another origin reads the gateway's public routes (CORS) and trusts the anchors only.
+    for name in ("vote", "tally"):
+        (tmp_path / f"{name}.html").write_bytes(render(name))
+    shutil.copytree(WEB_DIR / "static", tmp_path / "static")
+    eid = election.eids[6]
+    good = receipt(cluster, eid)
+    fragment = f"#gateway={urllib.parse.quote(cluster.gateway_url('replica-1'), safe='')}&anchors={anchors}"
+    browser.get(f"{(tmp_path / 'vote.html').as_uri()}?eid={eid}{fragment}")
+    verdict = wait_text(browser, "#verdict", f"Verified: {len(good['records'])} records of {eid}", "the anchored check")
+    checks = text_of(browser, "#checks")
+    assert "NOT checked" not in verdict and "✗" not in checks and "the publisher's anchors give" in checks
+    assert good["checkpoint"]["log_key"] in checks and ": valid" in checks
+    shot(browser, "vote-anchored")
+    browser.get(f"{(tmp_path / 'tally.html').as_uri()}?ledger={ELECTION}{fragment}")
+    verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the anchored tally")
+    assert "NOT checked" not in verdict and text_of(browser, "#observers tbody").count("✓ Ed25519 valid") == 2
+
+
+def test_the_pages_parse_anchors_as_vledger_does(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """The pages' parseAnchors (verifier/web/static/vledger.js) takes and refuses what
+    node/anchors.py does (PROTOCOL 15.5): the printed anchors and each refused case of its tests."""
+    printed = base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode()
+    lines = printed.splitlines(keepends=True)
+    texts = [printed, lines[0] + "".join(reversed(lines[1:])), *REFUSED]
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const parsed = (t) => window.vledger.parseAnchors(t).then(() => true, () => false);"
+        "Promise.all(arguments[0].map(parsed)).then(done);",
+        texts,
+    )
+    wanted = []
+    for text in texts:
+        try:
+            parse_anchors(text.encode())
+            wanted.append(True)
+        except SettingsError:
+            wanted.append(False)
+    assert got == wanted and wanted[:2] == [True, True] and not any(wanted[2:])
 
 
 def _rows(browser: Any) -> list[str]:

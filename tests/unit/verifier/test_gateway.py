@@ -212,6 +212,39 @@ def test_head_of_the_event_stream_is_a_head_alone(served: tuple[str, Path]) -> N
         connection.close()
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/ledgers",
+        "/api/ledgers/election-2026",
+        "/api/ledgers/election-2026/records/0",
+        "/api/ledgers/election-2026/records?start=0&limit=2",
+        "/api/ledgers/election-2026/proof/inclusion?index=1",
+        "/api/ledgers/nope/records/0",  # a refusal too: a page elsewhere reads its code
+        "/ledgers/election-2026/tile/0/000.p/1",
+    ],
+)
+def test_public_routes_may_be_read_from_any_origin(served: tuple[str, Path], path: str) -> None:
+    # PROTOCOL 15.5: a page opened from a mirror or a local file names the gateway and reads it.
+    url, _ = served
+    status, headers, _ = get(f"{url}{path}")
+    assert status in (200, 404) and headers.get("Access-Control-Allow-Origin") == "*"
+
+
+def test_the_event_stream_may_be_read_from_any_origin(served: tuple[str, Path]) -> None:
+    url, _ = served
+    status, headers, _ = get(f"{url}/api/events", "HEAD")
+    assert status == 200 and headers.get("Access-Control-Allow-Origin") == "*"
+
+
+@pytest.mark.parametrize("path", ["/api/cluster", "/metrics", "/", "/vote.html"])
+def test_other_routes_are_not_shared_with_other_origins(served: tuple[str, Path], path: str) -> None:
+    # /api/cluster may hold a loopback gateway's logs: no other web site a visitor opens reads it.
+    url, _ = served
+    status, headers, _ = get(f"{url}{path}")
+    assert status in (200, 500) and "Access-Control-Allow-Origin" not in headers  # /api/cluster: no Redis here
+
+
 def test_consistency_proof_verifies(served: tuple[str, Path]) -> None:
     url, _ = served
     answer = get_json(f"{url}/api/ledgers/election-2026/proof/consistency?old=100")

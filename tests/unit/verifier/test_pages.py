@@ -16,9 +16,9 @@ def test_each_page_is_the_layout_around_its_part(name: str) -> None:
     assert html.startswith("<!doctype html>") and html.endswith("</body>\n</html>\n")
     assert html.count("<head>") == 1 and html.count("<header>") == 1 and html.count("<main>") == 1
     assert f"<title>vledger: {PAGES[name].title}</title>" in html
-    here = re.findall(r'<a href="/(\w+)\.html" class="here">', html)
+    here = re.findall(r'<a href="(\w+)\.html" class="here">', html)
     assert here == ([name] if PAGES[name].link else [])
-    links = re.findall(r'<a href="/(\w+)\.html"', html)
+    links = re.findall(r'<a href="(\w+)\.html"', html)
     assert links == [n for n, page in PAGES.items() if page.link]
     assert "$" not in html.split("<main>")[0]  # every placeholder of the layout filled
 

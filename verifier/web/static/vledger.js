@@ -207,8 +207,140 @@ function amountText(minor) {
   return `${value < 0n ? "-" : ""}${digits.slice(0, -2)}.${digits.slice(-2)}`;
 }
 
+// --- where to read, and which keys to trust (PROTOCOL 15.5) ------------------------------------
+// The page's fragment, which a browser never sends to a server: "gateway=<base URL>" names the
+// gateway to read (default: the one that served the page; a copy of the page opened from a
+// mirror or a local file names it), "anchors=<base64url of the anchors text>" the publisher's
+// trust anchors. Only keys from the anchors, or from the genesis bytes they anchor, are trusted.
+const fragment = new URLSearchParams(location.hash.slice(1));
+const gatewayBase = (fragment.get("gateway") || "").replace(/\/+$/, "");
+const apiURL = (path) => gatewayBase + path;
+
+const bytesOfBase64url = (text) => {
+  const plain = text.replace(/-/g, "+").replace(/_/g, "/");
+  return bytesOfBase64(plain + "=".repeat((4 - (plain.length % 4)) % 4));
+};
+const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+async function anchoredKey(vkey, where) {
+  const key = await parseVkey(vkey);
+  if (key.alg !== 4) throw new Error(`${where}: not a cosignature (type 0x04) key`);
+  return key;
+}
+
+// 15.5: "vledger-anchors v1", then ledger, witness and observer lines in any order.
+async function parseAnchors(text) {
+  if (!text.endsWith("\n")) throw new Error("the anchors' last line does not end in a newline");
+  // atob skips white space, so a CR or a tab inside a vkey would pass here as 15.5 refuses it.
+  if (/[\x00-\x09\x0b-\x1f]/.test(text) || text.length > 65536) throw new Error("not an anchors text");
+  const lines = text.slice(0, -1).split("\n");
+  if (lines[0] !== "vledger-anchors v1") throw new Error("not an anchors text (no vledger-anchors v1 line)");
+  const ledgers = new Map(), witnesses = new Map(), observers = new Map();
+  for (const [i, line] of lines.slice(1).entries()) {
+    const where = `anchors line ${i + 2}`, f = line.split(" ");
+    if (f[0] === "ledger" && f.length === 3 && NAME.test(f[1]) && /^[0-9a-f]{64}$/.test(f[2]) && !ledgers.has(f[1])) {
+      ledgers.set(f[1], f[2]);
+    } else if (f[0] === "witness" && f.length === 2) {
+      const key = await anchoredKey(f[1], where);
+      if (witnesses.has(key.name)) throw new Error(`${where}: witness ${key.name} is anchored twice`);
+      witnesses.set(key.name, key);
+    } else if (f[0] === "observer" && f.length === 3 && NAME.test(f[1]) && !observers.has(f[1])) {
+      observers.set(f[1], await anchoredKey(f[2], where));
+    } else {
+      throw new Error(`${where}: not a ledger, witness or observer line`);
+    }
+  }
+  return { ledgers, witnesses: [...witnesses.values()], observers };
+}
+
+// The anchors in force: {anchors, source} or {error, source}, or null when none were given.
+let anchorState = null;
+async function loadAnchors() {
+  const given = fragment.get("anchors");
+  if (given === null) return anchorState;
+  try {
+    anchorState = { anchors: await parseAnchors(textOf(bytesOfBase64url(given))), source: "the page's address" };
+  } catch (e) {
+    anchorState = { error: e.message, source: "the page's address" };
+  }
+  return anchorState;
+}
+
+// The publisher's anchors, or null (the keys are then the gateway's word); throws for anchors
+// that were given but are not valid, so that nothing is shown as checked against them.
+function currentAnchors() {
+  if (anchorState && anchorState.error) throw new Error(`the anchors given are not valid: ${anchorState.error}`);
+  return anchorState && anchorState.anchors;
+}
+
+// A banner at the top of the page: what the keys are checked against, and a file input for
+// the publisher's anchors file; `changed` runs after one is picked.
+function anchorsBar(changed) {
+  const bar = el("section", { id: "anchors" });
+  const show = () => {
+    const s = anchorState;
+    const pick = el("input", { id: "anchors-file", type: "file", accept: ".txt,text/plain" });
+    pick.addEventListener("change", async () => {
+      const file = pick.files[0];
+      if (!file) return;
+      try {
+        anchorState = { anchors: await parseAnchors(await file.text()), source: file.name };
+      } catch (e) {
+        anchorState = { error: e.message, source: file.name };
+      }
+      show();
+      await changed();
+    });
+    let say;
+    if (s && s.anchors) {
+      say = el("span", { class: "ok" }, `✓ Checked against the publisher's anchors (from ${s.source}): ` +
+        `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys. ` +
+        "No key is taken from the gateway.");
+    } else if (s && s.error) {
+      say = el("span", { class: "bad" }, `✗ The anchors from ${s.source} are not valid: ${s.error}. Nothing is shown as verified.`);
+    } else {
+      say = el("span", { class: "bad" }, "⚠ Not checked against the publisher's anchors: the keys used below are the " +
+        "gateway's own word, and a hostile gateway can serve its own. Open this page with the address the " +
+        "publisher gives (#anchors=…), or pick the publisher's anchors file:");
+    }
+    bar.replaceChildren(el("p", {}, say, " ", pick));
+  };
+  show();
+  document.querySelector("main").prepend(bar);
+  return bar;
+}
+
+const u64be = (n) => {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(n));
+  return bytes;
+};
+
+// 15.5: the genesis record the gateway serves for `ledger`, accepted only when the link
+// recomputed from its bytes (2.1 checksum, 2.3 link) is the anchored one; its payload (the rules
+// with the pinned checkpoint key and the outside witnesses) is then taken from those bytes.
+async function anchoredGenesis(ledger, anchors) {
+  const wanted = anchors.ledgers.get(ledger);
+  if (!wanted) throw new Error(`${ledger} is not among the publisher's anchors`);
+  const served = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/records/0`);
+  const record = decodeMsgpack(bytesOfBase64(served.record));
+  const checksum = await sha256(record.content);
+  const link = await sha256(concat(record.prev, checksum, u64be(record.height), u64be(record.nonce),
+    u64be(record.accepted), utf8.encode(record.origin)));
+  if (hexOf(link) !== wanted) {
+    throw new Error(`the genesis record served for ${ledger} is not the anchored one (its hash ${hexOf(link).slice(0, 16)}…, ` +
+      `the publisher's ${wanted.slice(0, 16)}…)`);
+  }
+  const content = decodeMsgpack(record.content);
+  if (!equal(checksum, record.checksum) || !equal(link, record.link) || Number(record.height) !== 0 ||
+      content.ledger !== ledger || content.kind !== "genesis") {
+    throw new Error(`the genesis record served for ${ledger} is malformed`);
+  }
+  return content.payload;
+}
+
 async function getJSON(path) {
-  const answer = await fetch(path, { headers: { Accept: "application/json" } });
+  const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
   const body = await answer.json();
   if (!answer.ok) {
     const error = new Error(body.error ? `${body.error.message} [${body.error.code}]` : `HTTP ${answer.status}`);
@@ -219,7 +351,7 @@ async function getJSON(path) {
 }
 
 function onEvents(handlers) {
-  const source = new EventSource("/api/events");
+  const source = new EventSource(apiURL("/api/events"));
   for (const [kind, handle] of Object.entries(handlers)) {
     source.addEventListener(kind, (event) => handle(JSON.parse(event.data)));
   }
@@ -248,8 +380,14 @@ async function fillLedgers(select, type) {
   return names;
 }
 
+// The navigation keeps the fragment: the gateway and the anchors go with the visitor.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const a of document.querySelectorAll("header a")) a.href = a.getAttribute("href") + location.hash;
+});
+
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText,
+  parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
 };

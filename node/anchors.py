@@ -1,0 +1,112 @@
+"""Trust anchors (docs/PROTOCOL.md 15.5): what a publisher hands out of band, so that anyone
+can verify a cluster with no account and nothing taken from the server being checked.
+
+The anchors text names, per ledger, the link of its genesis record (the genesis pins the
+checkpoint key and lists the outside witnesses, so its hash is the ledger's identity), the
+cluster's witness keys and its observers' tally keys, as vkeys. Pure: text in, values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import SettingsError
+from .note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
+from .record import NAME_PATTERN
+
+HEADER = "vledger-anchors v1"
+MAX_ANCHORS_BYTES = 65_536  # a cluster's anchors are a few kilobytes: refuse before parsing more
+MAX_NAME_LENGTH = 64  # names, PROTOCOL section 2
+
+
+def is_valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and NAME_PATTERN.fullmatch(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Anchors:
+    """``ledgers``: ledger name to its genesis link (32 bytes); ``witnesses``: the cluster's
+    witness keys (type 0x04) by key name; ``observers``: observer name to its key (type 0x04,
+    whose public key checks the observer's signed tallies)."""
+
+    ledgers: Mapping[str, bytes]
+    witnesses: Mapping[str, VerifierKey]
+    observers: Mapping[str, VerifierKey]
+
+    def encode(self) -> str:
+        """The anchors text: the header, then ledger, witness and observer lines, each sorted by name."""
+        lines = [HEADER]
+        lines += [f"ledger {name} {self.ledgers[name].hex()}" for name in sorted(self.ledgers)]
+        lines += [f"witness {self.witnesses[name].encode()}" for name in sorted(self.witnesses)]
+        lines += [f"observer {name} {self.observers[name].encode()}" for name in sorted(self.observers)]
+        return "".join(line + "\n" for line in lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ledgers": {name: self.ledgers[name].hex() for name in sorted(self.ledgers)},
+            "witnesses": [self.witnesses[name].encode() for name in sorted(self.witnesses)],
+            "observers": {name: self.observers[name].encode() for name in sorted(self.observers)},
+        }
+
+
+def _cosignature_key(vkey: str, where: str) -> VerifierKey:
+    try:
+        key = parse_verifier_key(vkey)
+    except Exception as e:
+        raise SettingsError(f"{where}: {getattr(e, 'message', e)}") from None
+    if key.alg != ALG_COSIGNATURE_V1:
+        raise SettingsError(f"{where}: not a cosignature (type 0x04) key")
+    return key
+
+
+def _genesis_link(text: str, where: str) -> bytes:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise SettingsError(f"{where}: a genesis hash is 64 lower-case hex digits")
+    return bytes.fromhex(text)
+
+
+def parse_anchors(data: bytes) -> Anchors:
+    """Parse an anchors text (PROTOCOL 15.5), in any line order.
+
+    Raises SettingsError [bad_settings] for anything else: over 65,536 bytes, not UTF-8, a
+    missing header, a line not ending in a newline, an unknown line, a bad name, hash or vkey,
+    or a ledger, witness or observer named twice.
+    """
+    if len(data) > MAX_ANCHORS_BYTES:
+        raise SettingsError(f"anchors: over {MAX_ANCHORS_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError("anchors: not UTF-8") from None
+    if not text.endswith("\n"):
+        raise SettingsError("anchors: the last line does not end in a newline")
+    lines = text[:-1].split("\n")
+    if lines[0] != HEADER:
+        raise SettingsError(f"anchors: the first line is not {HEADER!r}")
+    ledgers: dict[str, bytes] = {}
+    witnesses: dict[str, VerifierKey] = {}
+    observers: dict[str, VerifierKey] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        where = f"anchors line {number}"
+        fields = line.split(" ")
+        if fields[0] == "ledger" and len(fields) == 3:
+            if not is_valid_name(fields[1]):
+                raise SettingsError(f"{where}: {fields[1]!r} is not a ledger name")
+            if fields[1] in ledgers:
+                raise SettingsError(f"{where}: ledger {fields[1]} is anchored twice")
+            ledgers[fields[1]] = _genesis_link(fields[2], where)
+        elif fields[0] == "witness" and len(fields) == 2:
+            key = _cosignature_key(fields[1], where)
+            if key.name in witnesses:
+                raise SettingsError(f"{where}: witness {key.name} is anchored twice")
+            witnesses[key.name] = key
+        elif fields[0] == "observer" and len(fields) == 3:
+            if not is_valid_name(fields[1]):
+                raise SettingsError(f"{where}: {fields[1]!r} is not a node name")
+            if fields[1] in observers:
+                raise SettingsError(f"{where}: observer {fields[1]} is anchored twice")
+            observers[fields[1]] = _cosignature_key(fields[2], where)
+        else:
+            raise SettingsError(f"{where}: not a ledger, witness or observer line")
+    return Anchors(ledgers, witnesses, observers)

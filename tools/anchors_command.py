@@ -1,0 +1,96 @@
+"""``vledger anchors --config FILE``: the cluster's trust anchors (docs/PROTOCOL.md 15.5), for
+its publisher to hand out out of band (a web site of its own, a newspaper, a signed mail).
+
+Every ledger's genesis link is read from a store (``--store DIR``; by default every store of
+the configuration's nodes under its data directory, which must agree) and checked as the first
+record of its chain; the witness and observer keys come from the key directory, as
+``vledger receipt keys`` reads them. Nothing is asked of a running node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from ..broker.signing import witness_keys
+from ..config.cluster import ClusterConfig, load_cluster
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.anchors import Anchors
+from ..node.errors import BadGenesisError, UsageError
+from ..node.note import VerifierKey
+from ..node.record import decode_record
+from ..node.storefile import StoreReader
+from ..node.verify import ChainVerifier
+from ..node.witness import witness_name
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
+from .client_output import print_json
+from .paths import is_store
+
+EXIT_OK = 0
+
+
+def _stores(config: ClusterConfig, given: Path | None) -> list[Path]:
+    if given is not None:
+        if not is_store(given):
+            raise UsageError(f"{given}: not a store directory")
+        return [given]
+    found = [config.store_dir(name) for name in sorted(config.nodes) if is_store(config.store_dir(name))]
+    if not found:
+        raise UsageError(f"no store under {config.data_dir}: give --store DIR")
+    return found
+
+
+def genesis_links(stores: list[Path]) -> dict[str, bytes]:
+    """Each ledger's genesis link, its genesis verified as a chain's first record (raises its
+    failure). Raises BadGenesisError [bad_genesis] when two stores hold different genesis records."""
+    links: dict[str, tuple[bytes, Path]] = {}
+    for store in stores:
+        with contextlib.closing(StoreReader(store)) as reader:
+            for ledger in reader.ledgers():
+                data = reader.get(ledger, 0)
+                if data is None:
+                    continue  # a ledger this store only began to copy: another store anchors it
+                record = decode_record(data, PROTOCOL_LIMITS)
+                ChainVerifier(ledger, PROTOCOL_LIMITS).check(record)
+                known = links.setdefault(ledger, (record.link, store))
+                if known[0] != record.link:
+                    raise BadGenesisError(
+                        f"the genesis of {ledger} differs between {known[1]} and {store}", ledger=ledger, height=0
+                    )
+    return {ledger: link for ledger, (link, _store) in links.items()}
+
+
+def cluster_anchors(config: ClusterConfig, store: Path | None = None) -> Anchors:
+    witnesses = {key.name: key for key in witness_keys(config).values()}
+    observers: dict[str, VerifierKey] = {}
+    for node in config.nodes_of("observer"):
+        key = witnesses.get(witness_name(config.name, node.name))
+        if key is not None:
+            observers[node.name] = key
+    return Anchors(genesis_links(_stores(config, store)), witnesses, observers)
+
+
+def cmd_anchors(args: argparse.Namespace) -> int:
+    anchors = cluster_anchors(load_cluster(config_path(args.config)), args.store)
+    if args.json:
+        print_json({"anchors": anchors.encode(), **anchors.to_json()})
+    else:
+        print(anchors.encode(), end="")
+    return EXIT_OK
+
+
+def add_anchors_command(commands: Subparsers) -> None:
+    anchors = add_command(
+        commands,
+        "anchors",
+        cmd_anchors,
+        "print the cluster's trust anchors, to publish out of band",
+        "Print the trust anchors of docs/PROTOCOL.md 15.5: every ledger's genesis hash (read from "
+        "--store, or from every store of the configuration, which must agree), the witnesses' keys "
+        "and the observers' keys (from the key directory). Anyone holding them verifies the cluster "
+        "with no account, over the public gateway or its web pages, trusting nothing the gateway says.",
+    )
+    add_config_option(anchors)
+    anchors.add_argument("--store", type=Path, metavar="DIR", help="read the genesis records from this store only")
+    add_json_option(anchors)
