@@ -279,22 +279,28 @@ class Client:
         keys = self.keys(ledger)
         return self._accept(ledger, self.reader.checkpoint(ledger, keys))
 
+    def _not_behind(self, ledger: str, verified: VerifiedCheckpoint) -> None:
+        """Raise RollbackError if ``verified`` is smaller than the largest checkpoint seen for
+        ``ledger``, ProofError if of its size with another root (no proof is asked: :meth:`_accept` does)."""
+        new, seen = verified.checkpoint, self.state.get(ledger)
+        if seen is None:
+            return
+        if new.size < seen.size:
+            raise RollbackError(
+                f"ledger {ledger!r}: the server's checkpoint has {new.size} records, one of {seen.size} was verified before"
+            )
+        if new.size == seen.size and new.root != seen.root:
+            raise ProofError(
+                f"ledger {ledger!r}: two checkpoints of size {new.size} with different roots (a forked log)"
+            )
+
     def _accept(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
         """``verified`` once it extends the largest checkpoint seen for ``ledger``; remembered."""
         new = verified.checkpoint
         seen = self.state.get(ledger)
-        if seen is not None:
-            if new.size < seen.size:
-                raise RollbackError(
-                    f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
-                    f"one of {seen.size} was verified before"
-                )
-            if new.size == seen.size and new.root != seen.root:
-                raise ProofError(
-                    f"ledger {ledger!r}: two checkpoints of size {new.size} with different roots (a forked log)"
-                )
-            if seen.size < new.size and seen.size > 0:
-                self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
+        self._not_behind(ledger, verified)
+        if seen is not None and 0 < seen.size < new.size:
+            self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
         self.state.put(ledger, Seen(new.size, new.root))
         return verified
 
@@ -499,8 +505,10 @@ class Client:
             if note is not None:
                 try:
                     current = _in_epochs(epochs, verify_witnessed(note, keys))
+                    self._not_behind(ledger, current)  # a late or replayed event: not taken, the server is asked
                 except VledgerError as e:
                     log.info("follow %s: the event's checkpoint is not taken (%s)", ledger, e)
+                    current = None
             if current is None:
                 try:
                     current = _in_epochs(epochs, self.reader.checkpoint(ledger, keys))

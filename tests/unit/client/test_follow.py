@@ -156,3 +156,18 @@ def test_an_announced_fenced_checkpoint_is_not_taken_and_the_node_is_asked(
     event = next(events)
     assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
     assert "vledger-epoch 2 ingest-2" in event.checkpoint.checkpoint.extensions
+
+
+def test_an_announced_checkpoint_older_than_the_one_followed_is_not_taken(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late or replayed event (a smaller checkpoint than the last one taken) is not a rollback
+    of the log: it is not taken and the node is asked (follow ended with RollbackError)."""
+    late = STANDBY.sign(LEDGER, 3, node.store.root(LEDGER, 3), ("vledger-epoch 2 ingest-2",)).note
+    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([late]))
+    node.standby_signs(4)
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == 4
+    node.standby_signs(5)
+    event = next(events)
+    assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
