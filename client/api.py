@@ -287,7 +287,8 @@ class Client:
             return
         if new.size < seen.size:
             raise RollbackError(
-                f"ledger {ledger!r}: the server's checkpoint has {new.size} records, one of {seen.size} was verified before"
+                f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
+                f"one of {seen.size} was verified before"
             )
         if new.size == seen.size and new.root != seen.root:
             raise ProofError(
