@@ -372,17 +372,23 @@ _RAW_COLUMNS = "height, data"
 _ROW_COLUMNS = "height, hash, author, request_id, data"
 
 
+# SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
+_DAMAGE_CODES = frozenset((sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+
+
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
-    """The SQLite error that says the store's file itself is damaged ("database disk image is
-    malformed", "file is not a database"), if ``error`` is one or was raised from one; None for
-    anything else. An OperationalError (locked, busy, out of space or file handles) is what the
-    moment holds, not the file: None."""
+    """The SQLite error that says the store's file itself is damaged (SQLITE_CORRUPT "database
+    disk image is malformed", SQLITE_NOTADB "file is not a database"), if ``error`` is one or was
+    raised from one; None for anything else: what the moment holds (locked, busy, out of space
+    or file handles), and a bug's (a closed connection, a constraint a bug broke), which must be
+    seen as one, not stop the node for good as damage would."""
     cause: BaseException | None = error
     for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
         if cause is None:
             return None
-        if isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.OperationalError):
-            return cause
+        if isinstance(cause, sqlite3.DatabaseError):
+            code = getattr(cause, "sqlite_errorcode", None)
+            return cause if isinstance(code, int) and code & 0xFF in _DAMAGE_CODES else None
         cause = cause.__cause__
     return None
 

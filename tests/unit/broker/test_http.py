@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from vledger.broker.http import HttpThread, address_key, health_app, json_errors, protocol_log
 from vledger.config.cluster import HttpSettings
+from vledger.tests.sqlite_faults import malformed
 
 DEADLINE = 5.0
 
@@ -255,7 +256,7 @@ def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(ca
     store_damaged, one error line, no traceback); a locked one stays what it was (a 500 bug)."""
     app = web.Application(middlewares=[json_errors])
     errors = {
-        "/malformed": sqlite3.DatabaseError("database disk image is malformed"),
+        "/malformed": malformed(),
         "/locked": sqlite3.OperationalError("database is locked"),
     }
 

@@ -36,6 +36,7 @@ from vledger.node.witness import (
     home_key,
     witness_key,
 )
+from vledger.tests.sqlite_faults import malformed
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -239,7 +240,7 @@ def test_a_cosigning_turn_that_meets_a_damaged_store_tells_the_store(tmp_path: P
                 self.store = store
 
             def turn(self) -> None:
-                raise sqlite3.DatabaseError("database disk image is malformed")
+                raise malformed()
 
         Cosigner(Failing())._turn()  # type: ignore[arg-type]
         assert len(heard) == 1 and "the store's file is damaged" in str(heard[0])

@@ -38,6 +38,7 @@ from vledger.node.store import ONE_STATEMENT_MIN, ChainStore, Receipt
 from vledger.node.storefile import DB_NAME, SCHEMA
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.verify import ChainVerifier
+from vledger.tests.sqlite_faults import malformed
 
 LIMITS = Limits()
 LEDGER = "ledger-a"
@@ -1328,7 +1329,10 @@ def test_a_file_damaged_under_a_running_store_fails_its_writes_as_store_damaged_
         f"{store.path}: the store's file is damaged: database disk image is malformed"
     ]
     # A read that met the damage is told apart from a bug, and from what the moment holds.
-    assert store.damaged(sqlite3.DatabaseError("database disk image is malformed")) is not None
+    assert store.damaged(malformed()) is not None
     assert store.damaged(sqlite3.OperationalError("database is locked")) is None
+    assert store.damaged(sqlite3.ProgrammingError("Cannot operate on a closed database.")) is None  # a bug's
+    assert store.damaged(sqlite3.IntegrityError("UNIQUE constraint failed: tree.ledger")) is None
+    assert store.damaged(sqlite3.DatabaseError("database disk image is malformed")) is None  # no code: not SQLite's
     assert store.damaged(StoreError("x")) is None
     assert len(heard) == 1
