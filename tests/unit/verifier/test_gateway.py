@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from vledger.broker.http import HttpThread
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
-from vledger.node.errors import BadRequestError
+from vledger.node.errors import BadRequestError, NotFoundError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
 from vledger.node.storefile import StoredTree, StoreReader
@@ -500,4 +501,33 @@ def test_a_tile_read_while_the_store_is_replaced_is_not_cached(tmp_path: Path, m
     finally:
         a.shutdown()
         b.shutdown()
+        gateway.close()
+
+
+def test_a_store_replaced_during_a_voter_lookup_is_no_deadlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The voter index was fed from `self.reader` under the lock that opening a reader takes: a
+    # store replaced just before made that thread wait on itself for good.
+    monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    # No checkpoint covers a record (the demo pins no key): the index is fed, the answer is not_found.
+    monkeypatch.setattr(
+        gateway,
+        "checkpoint",
+        lambda ledger: SimpleNamespace(gathered=SimpleNamespace(checkpoint=SimpleNamespace(size=0))),
+    )
+    read_size = gateway._size
+
+    def size_then_replace(ledger: str) -> int:
+        size = read_size(ledger)
+        if rebuilt.exists():
+            _swap(store, rebuilt)
+        return size
+
+    monkeypatch.setattr(gateway, "_size", size_then_replace)
+    worker = ThreadPoolExecutor(1)
+    try:
+        with pytest.raises(NotFoundError):
+            worker.submit(gateway.voter, TILE_LEDGER, "someone").result(timeout=30)
+    finally:
+        worker.shutdown(wait=False)
         gateway.close()
