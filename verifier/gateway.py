@@ -344,8 +344,9 @@ class Gateway:
         """Close a view of a store file that is no longer the store's: `vledger repair` moved
         it aside (kept as evidence, maybe damaged) and put a rebuilt one in its place, or an
         operator put a copy back. Served on, the old file would be stale or wrong for good.
-        What was read from it (tiles, checkpoints, voters, key chains, epochs) goes with it,
-        and the new generation makes every other thread drop its view too."""
+        What was read from it (tiles, checkpoints, voters, outside witnesses, node keys, key
+        chains, epochs) goes with it, and the new generation makes every other thread drop its
+        view too."""
         with self._voters_lock:
             # Two threads may see the same replacement: the second finds the flush done.
             first = self._local.generation == self._generation
@@ -354,6 +355,8 @@ class Gateway:
                 self._tiles.clear()
                 self._checkpoints.clear()
                 self._voters.clear()
+                self._outside.clear()
+                self._node_keys = None
                 self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)
                 self._epochs = ReadEpochs(self.config.name, _GatewayRows(self))
         if first:
@@ -530,13 +533,18 @@ class Gateway:
 
     def outside(self, ledger: str) -> OutsideWitnesses | None:
         """The outside witnesses ``ledger``'s genesis lists (13.9), None if none or unusable."""
-        if ledger not in self._outside:
-            try:
-                self._outside[ledger] = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
-            except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
-                log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
-                self._outside[ledger] = None
-        return self._outside[ledger]
+        if ledger in self._outside:
+            return self._outside[ledger]
+        generation = self._generation  # before the read: a file replaced meanwhile keeps it out of the cache
+        found: OutsideWitnesses | None = None
+        try:
+            found = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
+        except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
+            log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
+        with self._voters_lock:
+            if generation == self._generation:
+                self._outside[ledger] = found
+        return found
 
     def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
         """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
@@ -633,6 +641,7 @@ class Gateway:
         cached = self._node_keys
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1], cached[2]
+        generation = self._generation  # before the reads: a file replaced meanwhile keeps them out of the cache
         evidence: NodeKeys | None = None
         histories: dict[str, KeyHistory] = {}
         if self._admin_key is not None and ADMIN_LEDGER in self.reader.ledgers():
@@ -644,7 +653,9 @@ class Gateway:
                 log.warning("the admin ledger's cosigned checkpoints: Redis unavailable (%s)", e)
             evidence, rotations = follow_copy(records, notes, self._admin_key, self.witness_keys)
             histories = witness_histories_of(self.witness_keys, rotations)
-        self._node_keys = (time.monotonic(), evidence, histories)
+        with self._voters_lock:
+            if generation == self._generation:
+                self._node_keys = (time.monotonic(), evidence, histories)
         return evidence, histories
 
     def voter(self, ledger: str, eid: str) -> dict[str, Any]:

@@ -531,3 +531,35 @@ def test_a_store_replaced_during_a_voter_lookup_is_no_deadlock(tmp_path: Path, m
     finally:
         worker.shutdown(wait=False)
         gateway.close()
+
+
+def test_what_a_genesis_read_while_the_store_is_replaced_lists_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The outside witnesses a genesis lists were cached for good and never flushed: read from a
+    # damaged file that `vledger repair` replaced, a ledger's would stay unusable until a restart.
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    a, b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    try:
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 3600.0)
+        b.submit(lambda: gateway.reader).result()
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+        a.submit(lambda: gateway.reader).result()
+        _swap(store, rebuilt)
+        read_rules = gateway.genesis_rules
+
+        def rules_then_flush(ledger: str) -> Any:
+            rules = read_rules(ledger)  # B's view: the old file
+            a.submit(lambda: gateway.reader).result()  # meanwhile A sees the new file
+            return rules
+
+        monkeypatch.setattr(gateway, "genesis_rules", rules_then_flush)
+        b.submit(gateway.outside, TILE_LEDGER).result()
+        assert TILE_LEDGER not in gateway._outside
+        monkeypatch.setattr(gateway, "genesis_rules", read_rules)
+        b.submit(gateway.outside, TILE_LEDGER).result()  # now from the new file: kept
+        assert TILE_LEDGER in gateway._outside
+    finally:
+        a.shutdown()
+        b.shutdown()
+        gateway.close()
