@@ -243,6 +243,22 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _open_alert(raw: Any) -> dict[str, Any]:
+    """An open alert's fields, or none for a value that is not a JSON object: every node's Redis
+    user may write the open hash, and what one wrote there must not stop an operator listing or
+    resolving alerts, nor the verifier reading them."""
+    try:
+        value = json.loads(_text(raw))
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _alert_id(alert: dict[str, Any]) -> str:
+    found = alert.get("id", "")
+    return found if isinstance(found, str) else ""
+
+
 def _unparsed_xrange(client: Any) -> Any:
     """A client beside ``client`` (the same connection pool) whose XRANGE answers each entry
     as Redis sends it, (id, [field, value, ...]), not as redis-py's parser makes it, a tuple
@@ -573,7 +589,7 @@ class ReplicationLedger:
 
     def open_alerts(self) -> dict[str, dict[str, str]]:
         """The alerts not resolved yet, by ``<node>|<ledger>|<what>``."""
-        return {_text(k): json.loads(_text(v)) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        return {_text(k): _open_alert(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
 
     def resolve(self, keys: Iterable[str]) -> int:
         """Close these open alerts; returns how many were open."""
@@ -589,7 +605,7 @@ class ReplicationLedger:
         if not names:
             return 0
         found = self.client.hmget(self.open_alerts_key, names)
-        ids = {name: json.loads(_text(raw)).get("id", "") for name, raw in zip(names, found, strict=True) if raw}
+        ids = {name: _alert_id(_open_alert(raw)) for name, raw in zip(names, found, strict=True) if raw}
         pipe = self.client.pipeline(transaction=True)
         if ids:
             pipe.hset(self.resolved_alerts_key, mapping=ids)

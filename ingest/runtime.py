@@ -37,7 +37,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_a
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
-from ..node.store import ChainStore, fill_phase
+from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -205,7 +205,10 @@ class NodeRuntime:
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
         """The node's ChainStore in its store directory (``options`` as ChainStore takes them),
         closed when the runtime closes; see :func:`open_node_store` for what a damaged one does."""
-        options.setdefault("hash_fill_phase", fill_phase(self.name))  # the copies on one host fill apart
+        # The copies on one host fill apart, each at a phase below the fill size it was given
+        # (no hash index, hash_fill_at=None: nothing to fill, phase 0).
+        fill_at = options.get("hash_fill_at", HASH_FILL_AT)
+        options.setdefault("hash_fill_phase", 0 if fill_at is None else fill_phase(self.name, fill_at))
         store = open_node_store(self.name, self.config.store_dir(self.name), replication, **options)
         self.closing(store.close)
         store.on_damaged = functools.partial(self._store_damaged, replication)

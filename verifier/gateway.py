@@ -306,6 +306,11 @@ class Gateway:
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
         self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
         self._tiles: dict[tuple[str, int, int, int], bytes] = {}
+        # Counts the store files seen replaced. A thread reads only through a reader of the
+        # current generation, and what it read goes into the shared caches only if the
+        # generation did not change meanwhile: else a thread still on the old file (it looks
+        # only every STORE_LOOK_SECONDS) would put back what another thread's flush removed.
+        self._generation = 0
 
     # --- the store ----------------------------------------------------------------------------------
 
@@ -313,8 +318,12 @@ class Gateway:
     def reader(self) -> StoreReader:
         """This thread's read-only view of the store, opened when first needed (the node may
         create the store after the gateway starts: until then every read is a store_error),
-        and opened again when the store's file is another than the one it opened."""
+        and opened again when the store's file is another than the one it opened, whichever
+        thread saw it first."""
         reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is not None and self._local.generation != self._generation:
+            self._close_reader(reader)  # another thread saw the file replaced and flushed the caches
+            reader = None
         now = time.monotonic()
         if reader is not None and now >= self._local.look_at:
             self._local.look_at = now + STORE_LOOK_SECONDS
@@ -322,9 +331,10 @@ class Gateway:
                 self._drop_reader(reader)
                 reader = None
         if reader is None:
-            identity = _file_identity(self.store_dir / DB_NAME)  # before opening: a race opens it once more
+            generation = self._generation  # before opening, as the identity: a race opens it once more
+            identity = _file_identity(self.store_dir / DB_NAME)
             reader = StoreReader(self.store_dir, page_size=MAX_PAGE)
-            self._local.reader, self._local.identity = reader, identity
+            self._local.reader, self._local.identity, self._local.generation = reader, identity, generation
             self._local.look_at = now + STORE_LOOK_SECONDS
             with self._voters_lock:
                 self._readers.append(reader)
@@ -334,17 +344,29 @@ class Gateway:
         """Close a view of a store file that is no longer the store's: `vledger repair` moved
         it aside (kept as evidence, maybe damaged) and put a rebuilt one in its place, or an
         operator put a copy back. Served on, the old file would be stale or wrong for good.
-        What was read from it (tiles, checkpoints, voters, key chains, epochs) goes with it."""
-        log.warning("the store of %s at %s was replaced: reading the new one", self.node.name, self.store_dir)
-        self._local.reader = None
+        What was read from it (tiles, checkpoints, voters, outside witnesses, node keys, key
+        chains, epochs) goes with it, and the new generation makes every other thread drop its
+        view too."""
         with self._voters_lock:
-            with contextlib.suppress(ValueError):
-                self._readers.remove(reader)
-            self._tiles.clear()
-            self._checkpoints.clear()
-            self._voters.clear()
-        self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)
-        self._epochs = ReadEpochs(self.config.name, _GatewayRows(self))
+            # Two threads may see the same replacement: the second finds the flush done.
+            first = self._local.generation == self._generation
+            if first:
+                self._generation += 1
+                self._tiles.clear()
+                self._checkpoints.clear()
+                self._voters.clear()
+                self._outside.clear()
+                self._node_keys = None
+                self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)
+                self._epochs = ReadEpochs(self.config.name, _GatewayRows(self))
+        if first:
+            log.warning("the store of %s at %s was replaced: reading the new one", self.node.name, self.store_dir)
+        self._close_reader(reader)
+
+    def _close_reader(self, reader: StoreReader) -> None:
+        self._local.reader = None
+        with self._voters_lock, contextlib.suppress(ValueError):
+            self._readers.remove(reader)
         with contextlib.suppress(Exception):
             reader.close()
 
@@ -464,11 +486,13 @@ class Gateway:
         key = (ledger, level, index, width)
         cached = self._tiles.get(key)
         if cached is None:
+            generation = self._generation  # before the read: a file replaced meanwhile keeps it out
             cached = self._tree(ledger).tile(level, index, width)
             with self._voters_lock:
-                self._tiles[key] = cached
-                if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
-                    del self._tiles[next(iter(self._tiles))]
+                if generation == self._generation:
+                    self._tiles[key] = cached
+                    if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
+                        del self._tiles[next(iter(self._tiles))]
         return cached
 
     def entries(self, ledger: str, path: str) -> bytes:
@@ -509,13 +533,18 @@ class Gateway:
 
     def outside(self, ledger: str) -> OutsideWitnesses | None:
         """The outside witnesses ``ledger``'s genesis lists (13.9), None if none or unusable."""
-        if ledger not in self._outside:
-            try:
-                self._outside[ledger] = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
-            except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
-                log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
-                self._outside[ledger] = None
-        return self._outside[ledger]
+        if ledger in self._outside:
+            return self._outside[ledger]
+        generation = self._generation  # before the read: a file replaced meanwhile keeps it out of the cache
+        found: OutsideWitnesses | None = None
+        try:
+            found = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
+        except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
+            log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
+        with self._voters_lock:
+            if generation == self._generation:
+                self._outside[ledger] = found
+        return found
 
     def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
         """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
@@ -529,6 +558,7 @@ class Gateway:
         cached = self._checkpoints.get((ledger, witnesses))
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1]
+        generation = self._generation  # before the reads: a file replaced meanwhile keeps it out of the cache
         store_size = self._size(ledger)
         chain = self.key_chain(ledger)
         if chain is None:
@@ -583,7 +613,8 @@ class Gateway:
         log_key = (epochs.epoch_at(size).key if epochs is not None else None) or chain.key_for_size(size)
         served = ServedCheckpoint(ledger, best, log_key, shown, outside, rotations, node_keys)
         with self._voters_lock:
-            self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+            if generation == self._generation:
+                self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
         return served
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
@@ -610,6 +641,7 @@ class Gateway:
         cached = self._node_keys
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1], cached[2]
+        generation = self._generation  # before the reads: a file replaced meanwhile keeps them out of the cache
         evidence: NodeKeys | None = None
         histories: dict[str, KeyHistory] = {}
         if self._admin_key is not None and ADMIN_LEDGER in self.reader.ledgers():
@@ -621,18 +653,23 @@ class Gateway:
                 log.warning("the admin ledger's cosigned checkpoints: Redis unavailable (%s)", e)
             evidence, rotations = follow_copy(records, notes, self._admin_key, self.witness_keys)
             histories = witness_histories_of(self.witness_keys, rotations)
-        self._node_keys = (time.monotonic(), evidence, histories)
+        with self._voters_lock:
+            if generation == self._generation:
+                self._node_keys = (time.monotonic(), evidence, histories)
         return evidence, histories
 
     def voter(self, ledger: str, eid: str) -> dict[str, Any]:
         """The records naming ``eid``, each with its receipt under the served checkpoint (a
         record the checkpoint does not cover yet is listed with ``"receipt": null``)."""
+        generation = self._generation  # before the reads: a file replaced meanwhile keeps them out of the index
         served = self.checkpoint(ledger)
         size = served.gathered.checkpoint.size
         newest = self._size(ledger)
+        reader = self.reader  # outside the lock: opening a reader takes it
         with self._voters_lock:
-            index = self._voters.setdefault(ledger, VoterIndex())
-            for _, data in self.reader.iter_raw(ledger, index.next_height, size):
+            # Of another generation, the records are indexed for this answer alone.
+            index = self._voters.setdefault(ledger, VoterIndex()) if generation == self._generation else VoterIndex()
+            for _, data in reader.iter_raw(ledger, index.next_height, size):
                 index.feed(decode_record(data, PROTOCOL_LIMITS))
             heights = [h for h in index.heights.get(eid, []) if h < newest]
         if not heights:

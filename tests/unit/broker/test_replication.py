@@ -360,3 +360,30 @@ def test_alerts_count_keeps_the_latest(repl: ReplicationLedger) -> None:
     assert [a["height"] for a in repl.alerts(count=2)] == ["3", "4"]
     assert repl.alerts() == repl.alerts(count=5)
     assert ReplicationLedger(repl.client, namespace="elsewhere").alerts() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (b"not json", {}),
+        (b"[1, 2]", {}),
+        (b'"text"', {}),
+        (b"\xff\xfe", {}),
+        (b"[" * 100_000, {}),  # deeper than the parser goes
+        (b'{"id": [1]}', {"id": [1]}),  # an object, but its id no stream id
+    ],
+)
+def test_an_open_alert_that_is_not_json_is_still_resolved(
+    repl: ReplicationLedger, value: bytes, shown: dict[str, Any]
+) -> None:
+    # Any node's Redis user may write the open hash: a value that is no alert of ours must not
+    # make `vledger alerts` or `vledger alerts resolve` fail with a traceback.
+    kept = Alert("replica-1", LEDGER, 3, "bad_link", "the link does not match")
+    repl.alert(kept)
+    repl.client.hset(repl.open_alerts_key, "replica-2|x|bad_link", value)
+    assert repl.open_alerts()["replica-2|x|bad_link"] == shown
+    assert repl.open_alerts()[kept.key]["what"] == "bad_link"
+    assert repl.resolve_as_operator(["replica-2|x|bad_link", kept.key]) == 2
+    assert repl.open_alerts() == {}
+    resolved = repl.operator_resolved(["replica-2|x|bad_link", kept.key])
+    assert resolved["replica-2|x|bad_link"] == "" and resolved[kept.key] != ""

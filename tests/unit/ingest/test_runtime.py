@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from vledger.broker.replication import ReplicationLedger
-from vledger.ingest.runtime import STORE_DAMAGED, open_node_store
+from vledger.ingest.runtime import STORE_DAMAGED, NodeRuntime, open_node_store
 from vledger.node.errors import StoreDamagedError, StoreError
-from vledger.node.store import ChainStore
+from vledger.node.store import ChainStore, fill_phase
 from vledger.node.storefile import DB_NAME
 from vledger.tests.unit.ingest.note_chain import append as append_notes
 
@@ -141,3 +143,34 @@ def test_a_store_that_cannot_be_opened_now_is_not_a_damaged_one(redis_client: An
     assert not isinstance(raised.value, StoreDamagedError)
     assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
     assert replication.open_alerts() == {}
+
+
+class _Runtime:
+    """What NodeRuntime.store uses of a runtime: its node's name, store directory and closing."""
+
+    store = NodeRuntime.store
+    _store_damaged = NodeRuntime._store_damaged
+
+    def __init__(self, directory: Path) -> None:
+        self.name = NAME
+        self.config = SimpleNamespace(store_dir=lambda name: directory)
+        self.closed: list[Callable[[], object]] = []
+
+    def closing(self, close: Callable[[], object]) -> None:
+        self.closed.append(close)
+
+
+@pytest.mark.parametrize("fill_at", [16, 2, None])
+def test_a_node_store_takes_its_fill_phase_below_the_fill_size_it_is_given(
+    redis_client: Any, tmp_path: Path, fill_at: int | None
+) -> None:
+    # The phase was always taken below the default fill size (1024): a smaller one given in the
+    # options was refused with ValueError whenever the node's name gave a phase past it.
+    assert fill_phase(NAME) >= 16  # the name's phase under the default: past the fill sizes given here
+    runtime = _Runtime(tmp_path / NAME)
+    store = runtime.store(ReplicationLedger(redis_client), hash_fill_at=fill_at)
+    try:
+        assert store.hash_fill_at == fill_at
+        assert store._fill_due == (0 if fill_at is None else fill_at - fill_phase(NAME, fill_at))
+    finally:
+        store.close()

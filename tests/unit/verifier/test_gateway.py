@@ -15,7 +15,9 @@ import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,10 +26,10 @@ from vledger.broker.http import HttpThread
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
-from vledger.node.errors import BadRequestError
+from vledger.node.errors import BadRequestError, NotFoundError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
-from vledger.node.storefile import StoreReader
+from vledger.node.storefile import StoredTree, StoreReader
 from vledger.tools.demo import run_demo
 from vledger.verifier.gateway import Gateway, amount_text, build_app
 from vledger.verifier.gateway import _int as gateway_int
@@ -408,4 +410,156 @@ def test_a_store_replaced_under_the_gateway_is_read_anew(tmp_path: Path, monkeyp
                 0, 0, size
             )
     finally:
+        gateway.close()
+
+
+def _replaced_store(tmp_path: Path) -> tuple[Gateway, Path, Path]:
+    """A gateway over a store of 20 records, and a rebuilt store of 40 to put in its place."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    store = tmp_path / "data" / "replica-1"
+    run_demo(store, 20, 1, LIMITS)
+    rebuilt = tmp_path / "rebuilt"
+    run_demo(rebuilt, 40, 1, LIMITS)
+    return Gateway(config, "replica-1"), store, rebuilt
+
+
+def _swap(store: Path, rebuilt: Path) -> None:
+    store.rename(store.with_name("replica-1.broken-1"))  # as vledger repair does
+    rebuilt.rename(store)
+
+
+TILE_LEDGER = "election-2026"
+
+
+def _tile_path(store: Path) -> tuple[str, bytes]:
+    """A level-0 tile both stores have (the old store's size), and its bytes in ``store``."""
+    reader = StoreReader(store)
+    try:
+        size = StoreReader(store.with_name("replica-1.broken-1")).size(TILE_LEDGER)
+        return f"tile/0/000.p/{size}", reader.tree(TILE_LEDGER).tile(0, 0, size)
+    finally:
+        reader.close()
+
+
+def test_a_thread_on_the_old_store_does_not_refill_the_flushed_tile_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Thread A sees the store replaced and flushes the caches; thread B still holds a view of the
+    # old file (it looks only every STORE_LOOK_SECONDS). B read the old tile and put it back in
+    # the cache, served from then on as immutable to every thread.
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    a, b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)  # one thread each: their views stay theirs
+    try:
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 3600.0)
+        b.submit(lambda: gateway.reader).result()  # B will not look again during the test
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+        a.submit(lambda: gateway.reader).result()  # A looks at every read
+        _swap(store, rebuilt)
+        path, new_tile = _tile_path(store)
+        a.submit(lambda: gateway.reader).result()  # A sees the new file: the caches are flushed
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+        assert a.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+    finally:
+        a.shutdown()
+        b.shutdown()
+        gateway.close()
+
+
+def test_a_tile_read_while_the_store_is_replaced_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # B's read began on the old file; A flushes the caches before B puts its tile in: that tile
+    # must not go in, or every later request gets the old file's tile under immutable headers.
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    a, b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    try:
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 3600.0)
+        b.submit(lambda: gateway.reader).result()
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+        a.submit(lambda: gateway.reader).result()
+        _swap(store, rebuilt)
+        path, new_tile = _tile_path(store)
+        read_tree = gateway._tree
+
+        def tree_then_flush(ledger: str) -> StoredTree:
+            stored = read_tree(ledger)  # B's view: the old file
+            a.submit(lambda: gateway.reader).result()  # meanwhile A sees the new file
+            return stored
+
+        monkeypatch.setattr(gateway, "_tree", tree_then_flush)
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result() != new_tile  # the read in flight: old
+        monkeypatch.setattr(gateway, "_tree", read_tree)
+        assert a.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+    finally:
+        a.shutdown()
+        b.shutdown()
+        gateway.close()
+
+
+def test_a_store_replaced_during_a_voter_lookup_is_no_deadlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The voter index was fed from `self.reader` under the lock that opening a reader takes: a
+    # store replaced just before made that thread wait on itself for good.
+    monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    # No checkpoint covers a record (the demo pins no key): the index is fed, the answer is not_found.
+    monkeypatch.setattr(
+        gateway,
+        "checkpoint",
+        lambda ledger: SimpleNamespace(gathered=SimpleNamespace(checkpoint=SimpleNamespace(size=0))),
+    )
+    read_size = gateway._size
+
+    def size_then_replace(ledger: str) -> int:
+        size = read_size(ledger)
+        if rebuilt.exists():
+            _swap(store, rebuilt)
+        return size
+
+    monkeypatch.setattr(gateway, "_size", size_then_replace)
+    worker = ThreadPoolExecutor(1)
+    try:
+        with pytest.raises(NotFoundError):
+            worker.submit(gateway.voter, TILE_LEDGER, "someone").result(timeout=30)
+    finally:
+        worker.shutdown(wait=False)
+        gateway.close()
+
+
+def test_what_a_genesis_read_while_the_store_is_replaced_lists_is_not_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The outside witnesses a genesis lists were cached for good and never flushed: read from a
+    # damaged file that `vledger repair` replaced, a ledger's would stay unusable until a restart.
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    a, b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    try:
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 3600.0)
+        b.submit(lambda: gateway.reader).result()
+        monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+        a.submit(lambda: gateway.reader).result()
+        _swap(store, rebuilt)
+        read_rules = gateway.genesis_rules
+
+        def rules_then_flush(ledger: str) -> Any:
+            rules = read_rules(ledger)  # B's view: the old file
+            a.submit(lambda: gateway.reader).result()  # meanwhile A sees the new file
+            return rules
+
+        monkeypatch.setattr(gateway, "genesis_rules", rules_then_flush)
+        b.submit(gateway.outside, TILE_LEDGER).result()
+        assert TILE_LEDGER not in gateway._outside
+        monkeypatch.setattr(gateway, "genesis_rules", read_rules)
+        b.submit(gateway.outside, TILE_LEDGER).result()  # now from the new file: kept
+        assert TILE_LEDGER in gateway._outside
+    finally:
+        a.shutdown()
+        b.shutdown()
         gateway.close()
