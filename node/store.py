@@ -562,7 +562,7 @@ class ChainStore:
         self.keep_tree = keep_tree
         self.hash_fill_at = hash_fill_at
         if hash_fill_at is not None and not 0 <= hash_fill_phase < hash_fill_at:
-            raise ValueError(f"a fill phase is below the fill size {hash_fill_at}, not {hash_fill_phase}")
+            raise ValueError(f"the fill phase must be below the fill size {hash_fill_at}, not {hash_fill_phase}")
         # The tail's size at which the next group commit fills: early by the phase once, then every hash_fill_at.
         self._fill_due = (hash_fill_at or 0) - hash_fill_phase
         self.hash_merge_step = hash_merge_step
