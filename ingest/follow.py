@@ -70,7 +70,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
-from ..node.epoch import EPOCH_KIND
+from ..node.epoch import EPOCH_KIND, epoch_claim
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
@@ -660,6 +660,7 @@ class Follower:
         ledger, size = checkpoint.ledger, checkpoint.size
         state = self._state(ledger)
         held = self.store.size(ledger)
+        epoch = _epoch_of(checkpoint.note)
         candidates = [(c, False) for c in (state.vouched, state.best) if c is not None]
         for kind in PROVING_KINDS:
             rows = [*self.store.checkpoints.at(ledger, kind, size)]
@@ -668,6 +669,10 @@ class Follower:
             candidates += [(SignedCheckpoint(ledger, r.size, r.root, r.note), True) for r in rows]
         for found, unchecked in candidates:
             if not size <= found.size <= held or found.note == checkpoint.note:
+                continue
+            if _epoch_of(found.note) != epoch:
+                # Two epochs' homes, or keys, signing two trees is no home signing both: the
+                # copy may hold a fenced home's tail, vouched for before its handover was known.
                 continue
             try:
                 other = self.keys.check(ledger, found.note) if unchecked else found
@@ -1210,3 +1215,11 @@ def _claimed_height(note: bytes) -> int:
         return max(0, parse_checkpoint(parse_note(note).text).size - 1)
     except NoteError:
         return 0
+
+
+def _epoch_of(note: bytes) -> tuple[int, str | None] | None:
+    """The epoch checkpoint ``note`` states (PROTOCOL 10.9: (1, None) without an epoch line), None when unreadable."""
+    try:
+        return epoch_claim(parse_checkpoint(parse_note(note).text))
+    except VledgerError:
+        return None

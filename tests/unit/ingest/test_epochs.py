@@ -332,3 +332,21 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
         store.append_records(handed[:5])  # the standby, following: its reads are the ledger's
         homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
         assert not homes.replaced(LEDGER, STANDBY) and not homes.replaced(LEDGER, HOME)
+
+
+def test_a_note_of_another_epoch_proves_no_equivocation_a_copy_on_a_fenced_tail_blames_itself(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Reviewer's finding on ingest/follow.py: a copy that stored the old home's tail (placed
+    while it was cut off, checkpointed by its key before the copy knew of any handover) then
+    gets the new epoch's checkpoint of the same size, another root. The old home's note agrees
+    with the copy, but it is another epoch's, signed by another key: no home signed two trees.
+    The copy names itself (its store holds what is no longer the ledger's), not the home."""
+    handed, stale = chains
+    witness.send(stale, _checkpoint(stale, HOME_SIGNER), HOME)
+    assert witness.held() == stale
+    new_epoch = _checkpoint(handed[: len(stale)], STANDBY_SIGNER, EPOCH_2)
+    witness.follower.receive([FeedCheckpoints(STANDBY, {LEDGER: new_epoch.note})])
+    assert [(a.what, a.node, a.source, a.height) for a in witness.alerts] == [
+        ("store_contradicts_checkpoint", "replica-1", "replica-1", len(stale) - 1)
+    ]
