@@ -70,7 +70,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
-from ..node.epoch import EPOCH_KIND
+from ..node.epoch import EPOCH_KIND, epoch_claim
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
@@ -568,6 +568,7 @@ class Follower:
         self._resolve(ledger, BY_CHECKPOINT, ANY_HEIGHT)  # the home's checkpoints get through again
         if checkpoint.size == 0:
             return True  # the empty tree: nothing to store, nothing to contradict
+        previous = state.best
         if state.best is None or checkpoint.size > state.best.size:
             state.best = checkpoint
         if any(checkpoint in run.covered for run in state.storing):
@@ -576,6 +577,9 @@ class Follower:
             self._settle(ledger)  # what it covers is compared with the store's own tree
         held = self.store.size(ledger)
         if checkpoint.size <= held:
+            if not self._of_stored_epochs(checkpoint, source):
+                state.best = previous if state.best is checkpoint else state.best
+                return False
             try:
                 held_root = self.store.root(ledger, checkpoint.size)
             except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
@@ -595,6 +599,23 @@ class Follower:
         self._flush(ledger)
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
+        return True
+
+    def _of_stored_epochs(self, checkpoint: SignedCheckpoint, source: str) -> bool:
+        """Whether ``checkpoint``, of a size the store holds, is of an epoch its records open
+        (10.9). A note that claimed an epoch ahead of the store passed the key check only for
+        records not stored yet; at a size the store holds, every handover it could state is
+        stored, so one it lacks was never placed (the standby's key signing as a home before
+        any handover), and the note is refused [bad_epoch] rather than held against the copy,
+        which it would blame, or the home. Checked once a note (the one vouched for is not again)."""
+        vouched = self._state(checkpoint.ledger).vouched
+        if vouched is not None and vouched.note == checkpoint.note:
+            return True
+        try:
+            self.keys.confirm(checkpoint, [])
+        except (BadEpochError, FencedError) as e:
+            self._alert(checkpoint.ledger, checkpoint.height, e, source, b"", resolved_by=BY_CHECKPOINT)
+            return False
         return True
 
     def _may_be_rotated(self, ledger: str, note: bytes) -> bool:
@@ -660,6 +681,7 @@ class Follower:
         ledger, size = checkpoint.ledger, checkpoint.size
         state = self._state(ledger)
         held = self.store.size(ledger)
+        epoch = _epoch_of(checkpoint.note)
         candidates = [(c, False) for c in (state.vouched, state.best) if c is not None]
         for kind in PROVING_KINDS:
             rows = [*self.store.checkpoints.at(ledger, kind, size)]
@@ -669,10 +691,15 @@ class Follower:
         for found, unchecked in candidates:
             if not size <= found.size <= held or found.note == checkpoint.note:
                 continue
+            if _epoch_of(found.note) != epoch:
+                # Two epochs' homes, or keys, signing two trees is no home signing both: the
+                # copy may hold a fenced home's tail, vouched for before its handover was known.
+                continue
             try:
                 other = self.keys.check(ledger, found.note) if unchecked else found
                 if not size <= other.size <= held or self.store.root(ledger, other.size) != other.root:
                     continue  # this copy no longer holds that one either
+                self.keys.confirm(other, [])  # of an epoch its records open, not fenced (10.9)
                 proof = self.store.consistency_proof(ledger, size, other.size) if other.size > size else []
                 verify_consistency(size, other.size, held_root, other.root, proof)
             except VledgerError:
@@ -1210,3 +1237,11 @@ def _claimed_height(note: bytes) -> int:
         return max(0, parse_checkpoint(parse_note(note).text).size - 1)
     except NoteError:
         return 0
+
+
+def _epoch_of(note: bytes) -> tuple[int, str | None] | None:
+    """The epoch checkpoint ``note`` states (PROTOCOL 10.9: (1, None) without an epoch line), None when unreadable."""
+    try:
+        return epoch_claim(parse_checkpoint(parse_note(note).text))
+    except VledgerError:
+        return None

@@ -220,6 +220,13 @@ class LedgerState:
     # so its copy is no reference then), and the (checkpoint size, home head) it was decided at.
     home_contradicts: bool = False
     home_checked: tuple[int, int, bytes] | None = None
+    # The newest epoch Redis names (10.9; (1, None): none named): only its checkpoints are taken.
+    epoch: tuple[int, str | None] = (1, None)
+
+    def judge_anew(self) -> None:
+        """Forget what was decided against the checkpoint or home held: either changed."""
+        self.roots.clear()
+        self.home_contradicts, self.home_checked = False, None
 
     def home_reached(self, height: int, now: float, window: float) -> None:
         if not self.reached or height > self.reached[-1][0]:
@@ -333,6 +340,7 @@ class ClusterChecks:
                 state = self.ledgers[ledger]
                 if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
                     state.home = home
+                    state.home_contradicts, state.home_checked = False, None  # decided of the home before
                     if home not in state.copies:
                         state.copies[home] = CopyState(
                             LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
@@ -344,6 +352,9 @@ class ClusterChecks:
                     checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                     state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
                 self._read_pending = True
+            state.epoch = _epoch_named(epochs.get(ledger))
+            if state.checkpoint is not None and state.checkpoint.enter(state.epoch):
+                state.judge_anew()  # the previous epoch's checkpoint was dropped
             for node in replaced:
                 if state.copies.pop(node, None) is not None:
                     state.roots.pop(node, None)
@@ -595,7 +606,8 @@ class ClusterChecks:
         only once the checkpoint or the home's head moved."""
         self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
         proven = None if state.checkpoint is None else state.checkpoint.proven
-        if proven is None:
+        if proven is None or self._signer_of(ledger, proven.epoch) != state.home:
+            # Only what the home's own key signed in its own epoch can show its store changed.
             state.home_contradicts, state.home_checked = False, None
             return False
         mark = (proven.size, home_head[0], home_head[1])
@@ -619,6 +631,11 @@ class ClusterChecks:
                       source=state.home, expected=proven.root.hex(), found=found.hex())
             )  # fmt: skip
         return state.home_contradicts
+
+    def _signer_of(self, ledger: str, epoch: tuple[int, str | None]) -> str:
+        """The home whose key signs ``ledger``'s checkpoints of ``epoch`` (10.9): its epoch line's
+        home, or for epoch 1 the home the cluster file names (the genesis' origin)."""
+        return epoch[1] if epoch[1] is not None else self.config.home_of(ledger).name
 
     def _home_root(self, ledger: str, home: NodeReader, size: int) -> bytes | None:
         """The home's tree root at ``size`` (b"" when it answers that it holds fewer records), None
@@ -659,6 +676,7 @@ class ClusterChecks:
             state.checkpoint = LedgerCheckpoint(
                 ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger)
             )
+            state.checkpoint.enter(state.epoch)
         held = state.checkpoint
         if note is not None and (held.offer(note) or size_of(note) <= held.size):
             return  # Redis's note taken, or no larger than the one held (the home is away, or idle)
@@ -1097,6 +1115,11 @@ def _stream_id(value: str) -> tuple[int, int]:
         return int(ms), int(seq or 0)
     except ValueError:
         return -1, -1
+
+
+def _epoch_named(named: tuple[int, str] | None) -> tuple[int, str | None]:
+    """The epoch claim (10.9) of the epoch ``vledger:{ledgers}:epochs`` names: (1, None) for none."""
+    return (1, None) if named is None or named[0] < 2 else named
 
 
 def _int(value: Any) -> int:

@@ -10,7 +10,11 @@ copy that holds that size for its record at ``size - 1`` and the inclusion proof
 in its own tree of ``size`` leaves (:func:`copy_root`): the root they lead to is the copy's
 tree at that size, which must be the checkpoint's. Nothing is believed because of where it
 came from: a note counts once its signature verifies, a rotation record once it is a valid
-rotation and included in the checkpoint's tree.
+rotation and included in the checkpoint's tree. A note counts only if it states the epoch
+Redis names as the ledger's newest (PROTOCOL 10.9; epoch 1 when none is named): the verifier
+holds no records, so it cannot tell a fenced home's note past the handover, or one the
+standby's key signed before any handover, from the current home's, and either would make it
+blame the home and the copies for a tree their key never signed.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.epoch import epoch_claim
 from ..node.errors import NodeUnavailableError, ProofError, ReceiptError, RemoteError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, KeyChain
-from ..node.note import VerifierKey, parse_checkpoint, parse_note
+from ..node.note import VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note
 from ..node.receipt import ReceiptKeys, keys_from_genesis, verify_ledger_checkpoint
 from ..node.record import decode_record
 from ..node.tree import leaf_hash, root_from_inclusion, verify_inclusion
@@ -49,10 +54,12 @@ class CopyReader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Proven:
-    """A checkpoint whose signature verified: ``size`` records whose tree has ``root``."""
+    """A checkpoint whose signature verified: ``size`` records whose tree has ``root``, signed
+    in ``epoch`` (its claim, PROTOCOL 10.9: (1, None) without an epoch line, else number and home)."""
 
     size: int
     root: bytes
+    epoch: tuple[int, str | None] = (1, None)
 
 
 def size_of(note: bytes) -> int:
@@ -84,6 +91,31 @@ class LedgerCheckpoint:
         self.rotatable = False  # its genesis pins a key and lists the rotation's kind
         self.chain_to = 0  # the size up to which the chain's rotations are known
         self.proven: Proven | None = None
+        self.epoch: tuple[int, str | None] = (1, None)  # the only epoch whose notes are taken
+
+    def enter(self, epoch: tuple[int, str | None]) -> bool:
+        """Take only notes of ``epoch`` from now on (the newest Redis names, 10.9); True when the
+        checkpoint held was of another epoch and is dropped: an earlier home's largest note may
+        lie past the handover (a tail acknowledged with ``w=0``, or signed while fenced), and
+        no copy or home of the new epoch is to be held against it."""
+        if epoch == self.epoch:
+            return False
+        self.epoch = epoch
+        if self.proven is None or self.proven.epoch == epoch:
+            return False
+        self.proven = None
+        return True
+
+    def _of_epoch(self, verified: VerifiedCheckpoint, whence: str) -> tuple[int, str | None] | None:
+        """``verified``'s epoch claim when it is the epoch notes are taken of, else None (logged)."""
+        claim = epoch_claim(verified.checkpoint)
+        if claim == self.epoch:
+            return claim
+        log.info(
+            "%s checkpoint of %s at size %d states epoch %s, not the newest Redis names, %s: not taken",
+            whence, self.ledger, verified.checkpoint.size, claim, self.epoch,
+        )  # fmt: skip
+        return None
 
     @property
     def size(self) -> int:
@@ -122,10 +154,13 @@ class LedgerCheckpoint:
             return False
         try:
             verified = verify_ledger_checkpoint(note, keys, self.chain)
+            epoch = self._of_epoch(verified, "Redis's")
         except VledgerError as e:
             log.debug("checkpoint of %s not verified with the keys known: %s", self.ledger, e)
             return False
-        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root)
+        if epoch is None:
+            return False
+        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
         return True
 
     def learn_from(self, reader: CopyReader) -> bool:
@@ -155,6 +190,7 @@ class LedgerCheckpoint:
                 chain = chain.after(decode_record(data, PROTOCOL_LIMITS))
                 rotations.append((height, data, proof))
             verified = verify_ledger_checkpoint(note, keys, chain)
+            epoch = self._of_epoch(verified, f"{reader.name}'s")
             for height, data, proof in rotations:
                 verify_inclusion(leaf_hash(data), height, size, proof, verified.checkpoint.root)
         except VledgerError as e:
@@ -162,8 +198,10 @@ class LedgerCheckpoint:
                 raise
             log.info("%s's checkpoint of %s not proven: %s", reader.name, self.ledger, e)
             return False
+        if epoch is None:
+            return False  # nor its rotations: its tree may be a fenced home's
         self.chain, self.chain_to = chain, size
-        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root)
+        self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
         return True
 
 

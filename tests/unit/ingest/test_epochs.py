@@ -24,6 +24,7 @@ from vledger.ingest.epochs import EpochBook, Homes
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
+from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record
@@ -332,3 +333,57 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
         store.append_records(handed[:5])  # the standby, following: its reads are the ledger's
         homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
         assert not homes.replaced(LEDGER, STANDBY) and not homes.replaced(LEDGER, HOME)
+
+
+def test_a_copy_on_a_fenced_tail_refuses_the_new_epoch_s_note_and_accuses_no_home_of_equivocation(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """A copy that stored the old home's tail (placed while it was cut off, checkpointed by its
+    key before the copy knew of any handover) then gets the new epoch's checkpoint of the same
+    size, another root. The old home's note agrees with the copy, but no home signed two trees:
+    before, it was kept as equivocation against the home. The copy's records open no epoch 2,
+    so by 10.9 the note is refused as bad_epoch, naming who sent it."""
+    handed, stale = chains
+    witness.send(stale, _checkpoint(stale, HOME_SIGNER), HOME)
+    assert witness.held() == stale
+    new_epoch = _checkpoint(handed[: len(stale)], STANDBY_SIGNER, EPOCH_2)
+    witness.follower.receive([FeedCheckpoints(STANDBY, {LEDGER: new_epoch.note})])
+    assert [(a.what, a.source, a.height) for a in witness.alerts] == [("bad_epoch", STANDBY, len(stale) - 1)]
+    assert witness.store.checkpoints.all(LEDGER, EVIDENCE) == []
+
+
+def test_a_note_of_another_epoch_is_no_proof_that_the_home_signed_two_trees(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The reviewer's finding on follow.py's proof: the largest note heard of (``best``) is
+    used without being checked again, and may be one the standby's key signed as epoch 2 that
+    was never confirmed (taken ahead of the store, its run then refused). Its root is the copy's,
+    but it is not the home's: a home note that contradicts the copy is then no equivocation,
+    and the copy names itself."""
+    _, stale = chains
+    witness.send(stale, _checkpoint(stale, HOME_SIGNER), HOME)
+    state = witness.follower._state(LEDGER)
+    state.vouched = None  # as after the store was vouched for below: only ``best`` is in memory
+    state.best = _checkpoint(stale, STANDBY_SIGNER, EPOCH_2)  # never confirmed: no handover in stale
+    other = _place(stale[-2], "note", {"another": 1}, HOME)
+    witness.follower.receive([FeedCheckpoints(HOME, {LEDGER: _checkpoint([*stale[:-1], other], HOME_SIGNER).note})])
+    assert [(a.what, a.source) for a in witness.alerts] == [("store_contradicts_checkpoint", "replica-1")]
+
+
+def test_a_standby_s_note_with_no_handover_among_the_records_held_is_refused_not_held_against_the_copy(
+    witness: Witness, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The standby's pinned key signs, as epoch 2, a tree of a size this copy holds (any root):
+    a note of an epoch ahead of the store passes the key check only for records not stored yet.
+    Here the store holds every record up to it and no handover among them: the note is refused
+    (bad_epoch, naming who sent it), and neither the copy nor the home is blamed."""
+    handed, _ = chains
+    witness.send(handed[:5], _checkpoint(handed[:5], HOME_SIGNER), HOME)
+    bogus = STANDBY_SIGNER.sign(LEDGER, 4, bytes(range(32)), EPOCH_2)
+    witness.follower.receive([FeedCheckpoints(STANDBY, {LEDGER: bogus.note})])
+    assert [(a.what, a.source, a.height) for a in witness.alerts] == [("bad_epoch", STANDBY, 3)]
+    assert witness.held() == handed[:5]
+    # Still following: the home's next records and checkpoint are stored.
+    witness.alerts.clear()
+    witness.send(handed[5:], _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
+    assert witness.held() == handed and witness.alerts == []

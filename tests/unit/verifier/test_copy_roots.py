@@ -30,6 +30,7 @@ LEDGER = "votes"
 ORIGIN = f"test/{LEDGER}"
 K0 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))  # the key the genesis pins
 K1 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))  # the key a rotation names
+KS = SignerKey(ORIGIN, ALG_ED25519, bytes(range(2, 34)))  # the standby's key the genesis pins beside K0
 VOTES = 12
 FORK_AT = 6  # the forked copy's first record that is not the home's
 
@@ -84,7 +85,8 @@ def _store(path: Path, votes: list[int], rotate_at: int | None = None) -> ChainS
     """A home's ledger pinning K0, then ``votes`` (and, at height ``rotate_at``, the rotation to K1)."""
     store = ChainStore(path, origin="ingest-1")
     kinds = ("vote",) if rotate_at is None else ("vote", ROTATION_KIND)  # a ledger that cannot rotate, or one that may
-    rules = LedgerRules(kinds=kinds, difficulty=0, rules={"checkpoint_key": K0.verifier().encode()})
+    pinned = {"checkpoint_key": K0.verifier().encode(), "standby_key": KS.verifier().encode()}  # may hand over
+    rules = LedgerRules(kinds=(*kinds, "epoch"), difficulty=0, rules=pinned)
     store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
     for i, n in enumerate(votes):
         if store.size(LEDGER) == rotate_at:
@@ -110,6 +112,13 @@ def _copy(path: Path, source: ChainStore, size: int, forked: int = 0) -> ChainSt
 
 def _note(store: ChainStore, size: int, key: SignerKey = K0) -> bytes:
     body = Checkpoint(ORIGIN, size, store.root(LEDGER, size)).body()
+    return Note(body, (sign(body, key),)).encode()
+
+
+def _made_up_note(size: int, key: SignerKey, epoch: tuple[int, str] | None = None) -> bytes:
+    """A note of any tree its key's holder cares to sign: ``size`` records, a root of no store."""
+    lines = () if epoch is None else (f"vledger-epoch {epoch[0]} {epoch[1]}",)
+    body = Checkpoint(ORIGIN, size, bytes(range(32)), lines).body()
     return Note(body, (sign(body, key),)).encode()
 
 
@@ -323,3 +332,55 @@ def test_a_home_that_contradicts_its_verified_checkpoint_is_named_not_the_copies
     _swap(cluster, "ingest-1", _copy(tmp_path / "home-restored", cluster.stores["replica-1"], size))
     cluster.checks.compare_heads()
     assert cluster.checks.ledgers[LEDGER].home_contradicts is False
+
+
+def _blamed(cluster: Cluster) -> list[str]:
+    return [a["node"] for a in cluster.alerts() if a["what"] == "store_contradicts_checkpoint"]
+
+
+def test_a_standby_s_note_before_any_handover_blames_no_home_and_proves_no_copy(cluster: Cluster) -> None:
+    """Reviewer's sequence A: the standby's pinned key signs an epoch-2 note, far past the home's
+    head and of any root, while Redis names no handover (anyone with the ingest user can put it
+    in the checkpoint key). It is no checkpoint of the ledger's epoch: the honest home is not
+    named, and the forked copy is a fork by the home's word, as without the note."""
+    cluster.publish(_made_up_note(cluster.size + 1000, KS, (2, "standby-1")))
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    assert _blamed(cluster) == []
+    assert [(a["node"], a["what"], a["height"]) for a in cluster.alerts()] == [("replica-2", "fork", str(FORK_AT))]
+    assert cluster.checks.ledgers[LEDGER].checkpoint.proven is None  # type: ignore[union-attr]
+
+
+def test_after_a_handover_only_the_new_epoch_s_notes_are_held_and_a_fenced_one_blames_nobody(
+    cluster: Cluster,
+) -> None:
+    """Reviewer's sequence B: Redis names epoch 2. The epoch-1 checkpoint held is dropped (an
+    earlier home's note may lie past the handover), a larger epoch-1 note (a fenced home's,
+    of a tree the new epoch never had) is not taken and blames no one, and the new epoch's
+    note, signed by the standby's key with its epoch line, is."""
+    size = cluster.size
+    cluster.publish(_note(cluster.stores["ingest-1"], size))
+    cluster.checks.compare_heads()
+    held = cluster.checks.ledgers[LEDGER].checkpoint
+    assert held is not None and held.proven is not None and held.proven.size == size
+    cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "2 ingest-1")  # the home of epoch 2 (here: again)
+    cluster.checks.refresh_ledgers()
+    cluster.publish(_made_up_note(size + 1000, K0))  # the epoch-1 key, fenced: any tree
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    assert _blamed(cluster) == []
+    assert held.proven is None
+    body = Checkpoint(ORIGIN, size, cluster.stores["ingest-1"].root(LEDGER, size), ("vledger-epoch 2 ingest-1",))
+    cluster.publish(Note(body.body(), (sign(body.body(), KS),)).encode())
+    cluster.checks.compare_heads()
+    assert _blamed(cluster) == []
+    assert held.proven is not None and (held.proven.size, held.proven.epoch) == (size, (2, "ingest-1"))
+
+
+def test_a_home_named_anew_is_not_held_to_what_was_decided_of_the_one_before(cluster: Cluster) -> None:
+    """Whether the home contradicts the checkpoint is the old home's verdict: a new home starts clean."""
+    state = cluster.checks.ledgers[LEDGER]
+    state.home_contradicts, state.home_checked = True, (cluster.size, cluster.size - 1, b"x" * 32)
+    cluster.repl.client.hset(cluster.repl.ledgers_key, LEDGER, "replica-1")
+    cluster.checks.refresh_ledgers()
+    assert (state.home, state.home_contradicts, state.home_checked) == ("replica-1", False, None)
