@@ -38,7 +38,7 @@ from .args import (
 from .exporting import export_store
 from .paths import store_target
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
-from .safe_output import escaped_stdout
+from .safe_output import EscapingWriter, escaped_stdout
 from .verification import verify_path
 
 # The modules of every other command, and what they import (aiohttp, redis, zmq, prometheus-client),
@@ -269,10 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     configure_logging(args.log_level)
     run: Callable[[argparse.Namespace], int] = args.run
-    # With --json, a failure is also one JSON object on stdout, where a script reads the answer.
-    error = functools.partial(_error, as_json=bool(getattr(args, "json", False)))
+    # With --json, a failure is also one JSON object on stdout, where a script reads the answer,
+    # unless the command already wrote its own answer there (repair's refusal is one object).
+    as_json = bool(getattr(args, "json", False))
+    out: EscapingWriter | None = None
+
+    def error(message: str, code: str | None = None, text: str = "") -> None:
+        _error(message, code, text, as_json=as_json and not (out is not None and out.written))
+
     try:
-        with escaped_stdout():
+        with escaped_stdout() as out:
             return run(args)
     except UsageError as e:
         error(f"{e.message} (see: vledger {args.command} --help)", e.code, e.message)

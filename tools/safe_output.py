@@ -30,9 +30,11 @@ class EscapingWriter(io.TextIOBase):
     def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
+        self.written = False  # whether anything was written through it
 
     def write(self, text: str) -> int:
         self.stream.write(escape(text, keep=_LAYOUT))
+        self.written = self.written or bool(text)
         return len(text)
 
     def writable(self) -> bool:
@@ -53,13 +55,14 @@ class EscapingWriter(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def escaped_stdout() -> Iterator[None]:
+def escaped_stdout() -> Iterator[EscapingWriter]:
     """``sys.stdout`` escaped (see the module) until the block ends, then as it was."""
     original = sys.stdout
+    writer = EscapingWriter(original)
     # io.TextIOBase is what print() and json need; typeshed names sys.stdout a TextIO.
-    sys.stdout = cast(TextIO, EscapingWriter(original))
+    sys.stdout = cast(TextIO, writer)
     try:
-        yield
+        yield writer
     finally:
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
