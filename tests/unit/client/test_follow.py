@@ -148,13 +148,7 @@ def test_an_announced_fenced_checkpoint_is_not_taken_and_the_node_is_asked(
     """A gateway's event that carries the old home's note past the handover (Redis fed by it)
     is not taken: the checkpoint is asked of the node, and epoch 2's is followed."""
     fenced = HOME.sign(LEDGER, 5, node.store.root(LEDGER, 5)).note
-    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([fenced]))
-    node.standby_signs(4)
-    events = _follow(node, monkeypatch)
-    assert next(events).checkpoint.checkpoint.size == 4
-    node.standby_signs(5)
-    event = next(events)
-    assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
+    event = _after_announced(node, monkeypatch, fenced)
     assert "vledger-epoch 2 ingest-2" in event.checkpoint.checkpoint.extensions
 
 
@@ -164,10 +158,17 @@ def test_an_announced_checkpoint_older_than_the_one_followed_is_not_taken(
     """A late or replayed event (a smaller checkpoint than the last one taken) is not a rollback
     of the log: it is not taken and the node is asked (follow ended with RollbackError)."""
     late = STANDBY.sign(LEDGER, 3, node.store.root(LEDGER, 3), ("vledger-epoch 2 ingest-2",)).note
-    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([late]))
+    _after_announced(node, monkeypatch, late)
+
+
+def _after_announced(node: Followed, monkeypatch: pytest.MonkeyPatch, announced: bytes) -> FollowEvent:
+    """Follow epoch 2 from size 4 while the gateway announces ``announced``, which must not be
+    taken: the event after it is the node's checkpoint of 5, with record 4."""
+    monkeypatch.setattr(Client, "_wakeups", lambda self, ledger: iter([announced]))
     node.standby_signs(4)
     events = _follow(node, monkeypatch)
     assert next(events).checkpoint.checkpoint.size == 4
     node.standby_signs(5)
     event = next(events)
     assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
+    return event
