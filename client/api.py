@@ -30,6 +30,7 @@ from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
     BadPayloadError,
+    FencedError,
     KeyMaterialError,
     NodeUnavailableError,
     NoteKeyError,
@@ -280,15 +281,36 @@ class Client:
         return self._accept(ledger, self.reader.checkpoint(ledger, keys))
 
     def _not_behind(self, ledger: str, verified: VerifiedCheckpoint) -> None:
-        """Raise RollbackError if ``verified`` is smaller than the largest checkpoint seen for
-        ``ledger``, ProofError if of its size with another root (no proof is asked: :meth:`_accept` does)."""
+        """Raise unless ``verified`` may follow the largest checkpoint seen for ``ledger`` (no
+        proof is asked: :meth:`_accept` does): RollbackError if smaller; FencedError [fenced] if
+        of an earlier epoch (10.9) than that one; BadEpochError if of its epoch with another home;
+        ProofError if of its size with another root.
+
+        The fencing rule needs no record here: a checkpoint of epoch ``e`` holds its handover
+        record, so one of an earlier epoch not smaller than it is past that handover (10.9 rule
+        2), whatever node serves it. Every read of a checkpoint (:meth:`checkpoint`,
+        :meth:`record`, :meth:`records`, :meth:`receipt`, the voter checks, :meth:`follow`)
+        passes here: a client that saw epoch ``e`` takes no older epoch's checkpoint, nor the
+        records and receipts it would prove."""
         new, seen = verified.checkpoint, self.state.get(ledger)
         if seen is None:
             return
+        epoch, home = epoch_claim(new)
+        if epoch == seen.epoch and home != seen.home:
+            raise BadEpochError(
+                f"a checkpoint of epoch {epoch} by home {home}, where one by {seen.home} was verified", ledger=ledger
+            )
         if new.size < seen.size:
+            older = f" of epoch {epoch} (epoch {seen.epoch}'s, home {seen.home}, was)" if epoch < seen.epoch else ""
             raise RollbackError(
-                f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
+                f"ledger {ledger!r}: the server's checkpoint has {new.size} records{older}, "
                 f"one of {seen.size} was verified before"
+            )
+        if epoch < seen.epoch:
+            raise FencedError(
+                f"a checkpoint of epoch {epoch} of {new.size} records, past the handover to epoch {seen.epoch} "
+                f"(home {seen.home}; one of {seen.size} records was verified): a replaced home's",
+                ledger=ledger,
             )
         if new.size == seen.size and new.root != seen.root:
             raise ProofError(
@@ -296,13 +318,14 @@ class Client:
             )
 
     def _accept(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
-        """``verified`` once it extends the largest checkpoint seen for ``ledger``; remembered."""
+        """``verified`` once it extends the largest checkpoint seen for ``ledger`` (and is of its
+        epoch or a later one); remembered."""
         new = verified.checkpoint
         seen = self.state.get(ledger)
         self._not_behind(ledger, verified)
         if seen is not None and 0 < seen.size < new.size:
             self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
-        self.state.put(ledger, Seen(new.size, new.root))
+        self.state.put(ledger, Seen(new.size, new.root, *epoch_claim(new)))
         return verified
 
     # --- records ---------------------------------------------------------------------------------
