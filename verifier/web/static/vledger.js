@@ -339,6 +339,99 @@ async function anchoredGenesis(ledger, anchors) {
   return content.payload;
 }
 
+// --- keys, checkpoints and tallies, checked here (PROTOCOL 13.5, 13.8, 11, 15.5) -----------------
+
+// The keys `ledger`'s checkpoints are checked with. With the publisher's anchors (15.5): the
+// checkpoint key and the outside witnesses (rules.witnesses, 13.9) from the genesis bytes the
+// anchors name, the cluster's witness keys from the anchors. Without (`anchors` null), the same
+// keys as the gateway states them: its own word ({anchored: false}), which a page must say.
+async function ledgerKeys(ledger, anchors) {
+  if (anchors) {
+    const genesis = await anchoredGenesis(ledger, anchors);
+    const rules = (genesis && genesis.rules) || {};
+    if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+    const listed = Array.isArray(rules.witnesses) ? rules.witnesses : [];
+    return { log: await parseVkey(rules.checkpoint_key), anchored: true,
+             witnesses: [...anchors.witnesses, ...await Promise.all(listed.map(parseVkey))] };
+  }
+  const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
+  const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
+  if (typeof pinned !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  const listed = Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : [];
+  const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
+  const vkeys = [...Object.values(shown.witness_keys), ...listed];
+  return { log: await parseVkey(pinned), witnesses: await Promise.all(vkeys.map(parseVkey)), anchored: false };
+}
+
+// That `record` (its bytes) stands at `index` in the tree of the verified `checkpoint` (12.4), by
+// the gateway's inclusion proof; throws with the step that failed.
+async function proveIncluded(ledger, record, index, checkpoint) {
+  const path = `/api/ledgers/${encodeURIComponent(ledger)}/proof/inclusion?index=${index}&size=${checkpoint.size}`;
+  const answer = await getJSON(path);
+  await verifyInclusion(await leafHash(record), index, checkpoint.size, answer.proof.map(bytesOfHex), checkpoint.root);
+}
+
+// The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
+// force at its size, along the rotation records it lists (13.8: each signed by the key before it
+// and proven in its tree), and each cosignature by a key of `keys`. Returns verifyCheckpointNote's
+// {checkpoint, logOk, cosigned} and that key ({logKey}).
+async function checkedCheckpoint(ledger, keys) {
+  const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
+  const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
+  const logKey = await followKeyChain(keys.log, rotations, ledger);
+  const seen = await verifyCheckpointNote(shown.note, logKey, keys.witnesses);
+  if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
+  return { ...seen, logKey };
+}
+
+// Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
+// checked here (section 11): its Ed25519 signature over the exact body with the anchors' key of
+// that observer (never the public_key the gateway serves beside it; an observer the anchors do
+// not list fails), or without anchors the gateway's; then the body decoded from those bytes, which
+// must be that observer's tally of `ledger`. Returns, per observer, {observer, publicKey (hex),
+// ok (true; false with `problem`; null: none published), snapshot (the decoded body when ok)}.
+async function checkTallies(ledger, answer, anchors) {
+  const checked = [];
+  for (const o of answer.observers) {
+    const anchored = anchors && anchors.observers.get(o.observer);
+    const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
+    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null };
+    checked.push(c);
+    if (o.body && anchors && !anchored) {
+      c.ok = false;
+      c.problem = "not an observer of the publisher's anchors";
+    } else if (o.body && publicKey) {
+      if (!await verifyEd25519(bytesOfHex(publicKey), bytesOfHex(o.signature), bytesOfHex(o.body))) {
+        c.ok = false;
+        c.problem = "INVALID";
+        continue;
+      }
+      try {
+        const s = decodeMsgpack(bytesOfHex(o.body));
+        if (s.observer !== o.observer || s.ledger !== ledger || !s.tally) throw new Error("another observer's or ledger's");
+        c.ok = true;
+        c.snapshot = s;
+      } catch (e) {
+        c.ok = false;
+        c.problem = `signed body unusable: ${e.message}`;
+      }
+    }
+  }
+  return checked;
+}
+
+// The verdict on verified snapshots (checkTallies' ok ones), as 15.4 step 6 compares the latest
+// ones: when all `wanted` observers signed at one height, they agree or some differ (what two
+// snapshots share to agree, PROTOCOL 11.2: all but observer and at_ms); else still counting.
+function tallyVerdict(signed, wanted) {
+  const agreed = (s) => JSON.stringify([s.ledger, s.height, s.head, s.tally, s.counted],
+    (_, v) => typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? hexOf(v) : v);
+  const height = signed.length ? signed[0].height : null;
+  const atOne = signed.length > 0 && signed.length === wanted && signed.every((x) => x.height === height);
+  const differing = atOne ? signed.filter((x) => agreed(x) !== agreed(signed[0])).map((x) => x.observer) : [];
+  return { status: !atOne ? "still_counting" : differing.length ? "mismatch" : "agree", height, differing };
+}
+
 async function getJSON(path) {
   const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
   const body = await answer.json();
@@ -390,4 +483,5 @@ window.vledger = {
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
+  ledgerKeys, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
 };
