@@ -101,7 +101,9 @@ def election(cluster: LocalCluster) -> Election:
     writer = cluster.client("writer1")
     for phase in planned.phases:
         writer.put_many(phase)
-    rules = LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]})
+    rules = cluster.pinned(
+        FUND, LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]})
+    )
     cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
     key = new_seal_key()
     for i, amount in enumerate((250_000, 12_550)):
@@ -223,9 +225,9 @@ class Hostile:
     """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
     genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
     receipt with that key (the witnesses' cosignatures kept: they sign the body only) beside a
-    false decoded choice, and serves observer-1's tally signed with a key of its own, stated as
-    observer-1's, with false decoded counts and verdict beside the signed bodies. Everything
-    else is forwarded."""
+    false decoded choice, and serves observer-1's tally of the election and of the fund signed
+    with a key of its own, stated as observer-1's, with false decoded counts, balance and verdict
+    beside the signed bodies. Everything else is forwarded."""
 
     def __init__(self, real: str, origin: str, store: Path) -> None:
         self.real = real
@@ -291,12 +293,13 @@ class Hostile:
                     made["checkpoint"] = self._sign(made["checkpoint"])
                     r["receipt"] = json.dumps(made)
             body = json.dumps(shown).encode()
-        elif path == f"/api/ledgers/{ELECTION}/tally":
+        elif path in (f"/api/ledgers/{ELECTION}/tally", f"/api/ledgers/{FUND}/tally"):
             shown = json.loads(body)
             shown["verdict"] = {"status": "mismatch", "height": 0, "differing": ["observer-2"]}
             for o in shown["observers"]:
                 if o["snapshot"]:  # its decoding of the signed body: the pages read the bytes
                     o["snapshot"]["tally"]["counts"] = {"mallory": 999}
+                    o["snapshot"]["tally"]["balance"] = 1
                 if o["observer"] == "observer-1" and o["body"]:
                     o["signature"] = self.tally_key.sign(bytes.fromhex(o["body"])).signature.hex()
                     o["public_key"] = self.tally_key.verify_key.encode().hex()
@@ -369,11 +372,36 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     assert "✗ INVALID" in text_of(browser, "tr[data-observer='observer-1']")
 
 
+def test_the_charity_page_and_the_dashboard_check_against_anchors_a_gateway_forging_keys(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, hostile: Hostile
+) -> None:
+    """As vote.html and tally.html: without anchors the hostile gateway's observer key verifies
+    its own signature and the pages say whose word the keys are; with the publisher's anchors
+    its forged tally and its forked genesis of the election are refused."""
+    browser.get(f"{hostile.url}charity.html?ledger={FUND}")
+    summary = wait_text(browser, "#summary", "2225.50 SAR", "the unanchored balance")
+    assert "NOT checked against the publisher's anchors" in summary and "Not checked" in text_of(browser, "#anchors")
+    assert "2225.50 SAR" in text_of(browser, "#funds td.balance")  # from the signed bytes, not the forged decoding
+    real = cluster.gateway_url("replica-1")
+    named = f"#gateway={urllib.parse.quote(hostile.url, safe='')}&anchors={anchors}"
+    browser.get(f"{real}charity.html?ledger={FUND}{named}")
+    wait_text(
+        browser, "#summary", "1 observer signature(s) did NOT verify with the publisher's anchors", "the forged key"
+    )
+    assert "observer-1: INVALID" in text_of(browser, "#summary") and text_of(browser, "#funds tbody") == ""
+    shot(browser, "charity-forged-key-refused")
+
+    browser.get(f"{real}dashboard.html{named}")
+    refused = wait_text(browser, f"tr[data-ledger='{ELECTION}']", "is not the anchored one", "the forked genesis")
+    assert "✓" not in refused
+    wait_text(browser, f"tr[data-ledger='{FUND}']", "✓ ", "the fund's checkpoint checked with the anchors")
+
+
 def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
 ) -> None:
     # A page from another origin reads the gateway's public routes (CORS) and trusts the anchors only.
-    for name in ("vote", "tally"):
+    for name in ("vote", "tally", "charity", "dashboard"):
         (tmp_path / f"{name}.html").write_bytes(render(name))
     shutil.copytree(WEB_DIR / "static", tmp_path / "static")
     eid = election.eids[6]
@@ -388,6 +416,17 @@ def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_a
     browser.get(f"{(tmp_path / 'tally.html').as_uri()}?ledger={ELECTION}{fragment}")
     verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the anchored tally")
     assert "NOT checked" not in verdict and text_of(browser, "#observers tbody").count("✓ Ed25519 valid") == 2
+
+    browser.get(f"{(tmp_path / 'charity.html').as_uri()}?ledger={FUND}{fragment}")
+    summary = wait_text(browser, "#summary", "Balance 2225.50 SAR", "the anchored balance")
+    assert "NOT checked" not in summary and "signed by 2 observer(s): agree" in summary
+    proven = wait_text(browser, "#proven", "with the publisher's anchors", "the fund's anchored checkpoint")
+    assert "NOT" not in proven
+    wait_until(lambda: text_of(browser, "#latest tbody").count("✓ in the tree") >= 3, WAIT, "the records proven")
+    shot(browser, "charity-anchored")
+    browser.get(f"{(tmp_path / 'dashboard.html').as_uri()}{fragment}")
+    row = wait_text(browser, f"tr[data-ledger='{ELECTION}']", "✓ ", "the election's anchored checkpoint")
+    assert "NOT" not in row and "/witness/" in row and "✗" not in text_of(browser, "#checkpoints")
 
 
 def test_the_pages_parse_anchors_as_vledger_does(
