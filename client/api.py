@@ -550,6 +550,7 @@ class Client:
         events = self._wakeups(ledger)
         keys = self.keys(ledger)
         first = self.reader.checkpoint(ledger, keys)
+        self._not_behind(ledger, first)  # an earlier epoch's is refused before its records are read
         epochs = self.reader.epochs_under(ledger, first)
         last = self._accept(ledger, first)
         yield FollowEvent(last, ())

@@ -42,9 +42,11 @@ class Followed:
     def __init__(self, store: ChainStore) -> None:
         self.store = store
         self.note = b""
+        self.asked: list[str] = []  # the commands asked, in order
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
         args = args or {}
+        self.asked.append(cmd)
         if cmd == "checkpoint":
             return {"checkpoint": self.note}
         if cmd == "range":
@@ -234,3 +236,17 @@ def test_a_later_run_with_the_state_file_refuses_the_replaced_home(node: Followe
     node.home_signs(4)
     with pytest.raises(FencedError):
         _client(node, TrustedState(path)).checkpoint(LEDGER)
+
+
+def test_follow_after_epoch_2_refuses_the_replaced_home_before_reading_its_records(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0)
+    client = _client(node)
+    node.standby_signs(4)
+    client.checkpoint(LEDGER)
+    node.home_signs(4)
+    node.asked.clear()
+    with pytest.raises(FencedError):
+        next(client.follow(LEDGER))
+    assert "range" not in node.asked  # the records up to it (the whole ledger) are not read for nothing
