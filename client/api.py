@@ -330,10 +330,12 @@ class Client:
                 f"a checkpoint of epoch {epoch} by home {home}, where one by {seen.home} was verified", ledger=ledger
             )
         if new.size < seen.size:
-            older = f" of epoch {epoch} (epoch {seen.epoch}'s, home {seen.home}, was)" if epoch < seen.epoch else ""
+            behind = ""
+            if epoch < seen.epoch:  # a copy from before the handover, or a replaced home's past it
+                behind = f" (it is of epoch {epoch}, that one of epoch {seen.epoch}, home {seen.home})"
             raise RollbackError(
-                f"ledger {ledger!r}: the server's checkpoint has {new.size} records{older}, "
-                f"one of {seen.size} was verified before"
+                f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
+                f"one of {seen.size} was verified before{behind}"
             )
         if epoch < seen.epoch:
             raise FencedError(

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..node.epoch import MAX_NAME
+from ..node.anchors import is_valid_name
 from ..node.errors import SettingsError
 from ..node.record import NAME_PATTERN
 from ..node.tree import HASH_SIZE, MAX_TREE_SIZE
@@ -105,7 +105,7 @@ def _seen(ledger: str, entry: object) -> Seen:
     epoch, home = entry.get("epoch"), entry.get("home")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 2:
         raise ValueError(f"ledger {ledger!r}: epoch is not an epoch number from 2")
-    if not isinstance(home, str) or len(home) > MAX_NAME or not NAME_PATTERN.fullmatch(home):
+    if not isinstance(home, str) or not is_valid_name(home):
         raise ValueError(f"ledger {ledger!r}: an epoch's home is not a node name")
     return Seen(size, bytes.fromhex(root), epoch, home)
 

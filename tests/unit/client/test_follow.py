@@ -214,7 +214,7 @@ def test_a_smaller_checkpoint_of_an_earlier_epoch_is_a_rollback_naming_the_epoch
     node.standby_signs(4)
     client.checkpoint(LEDGER)
     node.home_signs(3)  # past the handover at 2, or below it: a smaller one is a rollback either way
-    with pytest.raises(RollbackError, match="of epoch 1 \\(epoch 2's, home ingest-2, was\\)"):
+    with pytest.raises(RollbackError, match="it is of epoch 1, that one of epoch 2, home ingest-2"):
         client.checkpoint(LEDGER)
 
 
