@@ -33,14 +33,16 @@ import pytest
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
-from vledger.node.errors import SettingsError
+from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import generate_signer_key
+from vledger.node.receipt import ReceiptKeys, verify_witnessed
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
+from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
@@ -504,3 +506,56 @@ def test_the_dashboard_shows_a_node_going_down_within_seconds(
     finally:
         cluster.start_node("observer-2")
     wait_text(browser, "tr[data-node='observer-2'] td.state", "READY", "observer-2 ready again")
+
+
+def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_receipt_check_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """verifyLedgerNote (verifier/web/static/vledger.js) takes and refuses the notes that
+    verify_witnessed does for a ledger whose genesis pins a standby key (PROTOCOL 14.3 step 7,
+    10.9): the home's, the standby's with an epoch line from 2; not the standby's without one,
+    with epoch 1's, or with two, nor a key the genesis does not pin. The pages (the dashboard,
+    the charity page, the voter page) showed a handed-over ledger's checkpoints as NOT signed."""
+    home, standby, stranger = (HomeSigner("t", bytes(range(i, 32 + i))) for i in (0, 1, 2))
+    keys = ReceiptKeys(
+        home_key("t", FUND, home.key(FUND).public_key),
+        standby_key=home_key("t", FUND, standby.key(FUND).public_key),
+    )
+    root = bytes(range(32))
+    signed = [
+        (home, ()),
+        (standby, ("vledger-epoch 2 ingest-2",)),
+        (standby, ("vledger-epoch 12 ingest-3",)),
+        (standby, ()),
+        (standby, ("vledger-epoch 1 ingest-2",)),
+        (standby, ("vledger-epoch 2 ingest-2", "vledger-epoch 3 ingest-1")),
+        (stranger, ("vledger-epoch 2 ingest-2",)),
+    ]
+    notes = [signer.sign(FUND, 9, root, lines).note.decode() for signer, lines in signed]
+    wanted = []
+    for (signer, _), note in zip(signed, notes, strict=True):
+        try:
+            verify_witnessed(note.encode(), keys)
+            wanted.append("home" if signer is home else "standby")
+        except VledgerError:
+            wanted.append("refused")
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const [notes, log, standby] = arguments;"
+        "(async () => {"
+        "  const v = window.vledger, keys = { witnesses: [], standby: await v.parseVkey(standby) };"
+        "  const logKey = await v.parseVkey(log), out = [];"
+        "  for (const note of notes) {"
+        "    try {"
+        "      const seen = await v.verifyLedgerNote(note, logKey, keys);"
+        "      out.push(!seen.logOk ? 'refused' : seen.logKey.vkey === log ? 'home' : 'standby');"
+        "    } catch (e) { out.push('refused'); }"
+        "  }"
+        "  return out;"
+        "})().then(done, (e) => done(String(e)));",
+        notes,
+        keys.log_key.encode(),
+        keys.standby_key.encode() if keys.standby_key else "",
+    )
+    assert got == wanted == ["home", "standby", "standby", "refused", "refused", "refused", "refused"]

@@ -351,7 +351,7 @@ async function ledgerKeys(ledger, anchors) {
     const rules = (genesis && genesis.rules) || {};
     if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
     const listed = Array.isArray(rules.witnesses) ? rules.witnesses : [];
-    return { log: await parseVkey(rules.checkpoint_key), anchored: true,
+    return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
              witnesses: [...anchors.witnesses, ...await Promise.all(listed.map(parseVkey))] };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
@@ -360,7 +360,27 @@ async function ledgerKeys(ledger, anchors) {
   const listed = Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : [];
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const vkeys = [...Object.values(shown.witness_keys), ...listed];
-  return { log: await parseVkey(pinned), witnesses: await Promise.all(vkeys.map(parseVkey)), anchored: false };
+  return { log: await parseVkey(pinned), witnesses: await Promise.all(vkeys.map(parseVkey)), anchored: false,
+           standby: await standbyKey(info.genesis.rules) };
+}
+
+// The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
+const standbyKey = (rules) => typeof rules.standby_key === "string" ? parseVkey(rules.standby_key) : null;
+
+// A ledger's checkpoint note checked as a receipt's is (14.3 step 7): signed by `logKey`, the key
+// in force at its size; else, for a ledger whose genesis pins a standby key (`keys.standby`), by
+// that key, and then it must state an epoch from 2 (10.9) in its one epoch line. Which epoch held
+// the pen at that size needs the records: witnesses check that before they cosign. Returns
+// verifyCheckpointNote's {checkpoint, logOk, cosigned} and the key that signed it ({logKey}).
+async function verifyLedgerNote(note, logKey, keys) {
+  const seen = await verifyCheckpointNote(note, logKey, keys.witnesses);
+  if (seen.logOk || !keys.standby) return { ...seen, logKey };
+  const standby = await verifyCheckpointNote(note, keys.standby, keys.witnesses);
+  if (!standby.logOk) return { ...seen, logKey };
+  const epochs = parseNote(note).text.split("\n").slice(3).filter((line) => line.split(" ")[0] === "vledger-epoch");
+  const epoch = epochs.length === 1 && /^vledger-epoch ([1-9][0-9]{0,19}) [a-z0-9][a-z0-9._-]{0,63}$/.exec(epochs[0]);
+  if (!epoch || BigInt(epoch[1]) < 2n) throw new Error("a checkpoint signed by the standby key without one epoch line of an epoch from 2");
+  return { ...standby, logKey: keys.standby };
 }
 
 // That `record` (its bytes) stands at `index` in the tree of the verified `checkpoint` (12.4), by
@@ -373,15 +393,14 @@ async function proveIncluded(ledger, record, index, checkpoint) {
 
 // The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
 // force at its size, along the rotation records it lists (13.8: each signed by the key before it
-// and proven in its tree), and each cosignature by a key of `keys`. Returns verifyCheckpointNote's
-// {checkpoint, logOk, cosigned} and that key ({logKey}).
+// and proven in its tree) or by the standby's key in an epoch from 2 (verifyLedgerNote), and each
+// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}.
 async function checkedCheckpoint(ledger, keys) {
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
-  const logKey = await followKeyChain(keys.log, rotations, ledger);
-  const seen = await verifyCheckpointNote(shown.note, logKey, keys.witnesses);
+  const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
-  return { ...seen, logKey };
+  return seen;
 }
 
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
@@ -483,5 +502,5 @@ window.vledger = {
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
-  ledgerKeys, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
+  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
 };
