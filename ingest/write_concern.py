@@ -16,9 +16,10 @@ that passes its deadline fails with ``replication_timeout``: its record is durab
 home node all the same, and the error says so. If Redis is unreachable, waiters time out.
 
 A ledger this node no longer homes (a newer epoch named its standby, PROTOCOL 10.9) is not
-read: its witnesses now cosign the new home's checkpoints, which this node's key never
-signed, so every one of them would be reported as a forgery after an honest handover. Its
-waiters time out: the new home's witnesses never cover what this node placed past it.
+read, and a note that fails is reported only if Redis names no other home for its ledger:
+its witnesses now cosign the new home's checkpoints, which this node's key never signed, so
+every one of them would be reported as a forgery after an honest handover. Its waiters time
+out: the new home's witnesses never cover what this node placed past it.
 """
 
 from __future__ import annotations
@@ -210,13 +211,20 @@ class CosignatureWatch(Worker):
             else:
                 cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
         except NoteError as e:
-            self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
+            if not self._replaced(ledger):
+                self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
             return None
         signed = self.checkpoints.at(ledger, SIGNED, cosigned.size)
         if not any(c.root == cosigned.root for c in signed):
             self._report(ledger, witness, note, cosigned.size, "is of a checkpoint this home never signed")
             return None
         return cosigned.size
+
+    def _replaced(self, ledger: str) -> bool:
+        """Whether Redis names another node the home of ``ledger``'s newest epoch (10.9), asked
+        afresh: a home woken from a hang reads cosignatures before ``owns`` learns of the epoch."""
+        epoch = self.replication.epochs().get(ledger)
+        return epoch is not None and epoch[1] != self.home
 
     def _report(self, ledger: str, witness: str, note: bytes, size: int, why: str) -> None:
         digest = hashlib.sha256(note).digest()

@@ -317,3 +317,19 @@ def test_a_replaced_home_reads_no_cosignature_of_the_ledger_it_handed_over(
         assert alerts == []
     finally:
         watch.stop()
+
+
+def test_a_home_woken_from_a_hang_reports_no_cosignature_of_the_epoch_that_replaced_it(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # Hung while its standby was promoted, the home's threads all wake at once: the watch may
+    # read the ledger's cosignatures before the node's own view of the epochs (``owns``, read
+    # from Redis each second) says it was replaced. Redis is asked before anyone is accused.
+    in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)
+    assert repl.promote(LEDGER, 2, "ingest-2") is None
+    new_home = HomeSigner(CLUSTER, STRANGER_KEY.seed)
+    for witness in ("replica-1", "replica-2", "replica-3"):
+        cosign(repl, witness, new_home.sign(LEDGER, 20, root(20)))
+    with pytest.raises(ReplicationTimeoutError):
+        in_flight.result(timeout=DEADLINE)
+    assert alerts == []
