@@ -619,7 +619,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     )
     who = donate.add_mutually_exclusive_group(required=True)
     who.add_argument("--donor-info", metavar="TEXT", help="the donor's information, sealed before it is sent")
-    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S1-...)")
+    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S2-..., or an older S1-...)")
     donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info")
     donate.add_argument("--fund", required=True, metavar="F")
     donate.add_argument("--amount", type=amount, required=True, metavar="MINOR_UNITS", help=minor_units)
