@@ -83,8 +83,8 @@ def unseal(key: bytes, sealed: str, context: str = "") -> str:
     decoded = _decode(sealed)
     if decoded is None:
         raise SealError(
-            f"not a sealed id ({PREFIX} or {V1_PREFIX}, then the lower-case base32 of the sealed bytes, "
-            f"an {PREFIX} id's being {TAG_SIZE} + {', '.join(map(str, BUCKETS))} bytes long)"
+            f"not a sealed id ({PREFIX} or {V1_PREFIX}, then the lower-case base32 of the sealed bytes: "
+            f"{TAG_SIZE} + {', '.join(map(str, BUCKETS[:-1]))} or {BUCKETS[-1]} of them after {PREFIX})"
         )
     prefix, data = decoded
     try:

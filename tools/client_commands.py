@@ -692,8 +692,9 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         "seal",
         cmd_seal,
         "turn private information into a sealed id (local)",
-        "Print the sealed id of TEXT: the same text, key and context always give the same id, and "
-        "only the key's holder can open it. Nothing is sent anywhere.",
+        "Print the sealed id of TEXT (S2: padded, so its length does not tell TEXT's; at most 1023 UTF-8 "
+        "bytes): the same text, key and context always give the same id, and only the key's holder can "
+        "open it. Nothing is sent anywhere.",
     )
     sealer.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
     sealer.add_argument("text", metavar="TEXT")
