@@ -60,6 +60,7 @@ from ..ingest.epochs import ReadEpochs
 from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.currency import amount_text, minor_unit_digits
 from ..node.epoch import gather_in_epochs
 from ..node.errors import (
     BadRequestError,
@@ -80,7 +81,6 @@ from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader
 from ..node.verify import ChainVerifier
@@ -712,24 +712,10 @@ class Gateway:
         snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
         if not snapshots:
             return {"ledger": ledger, "funds": None, "verdict": shown["verdict"]}
-        tally = max(snapshots, key=lambda s: s["height"])["tally"]
-        if tally.get("type") != "charity":
-            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {tally.get('type')!r}")
-
-        funds = {
-            name: {key: amount_text(v) if key in ("donated", "disbursed", "balance") else v for key, v in fund.items()}
-            for name, fund in tally.get("funds", {}).items()
-        }
-        return {
-            "ledger": ledger,
-            "currency": tally.get("currency"),
-            "funds": funds,
-            "donated": amount_text(tally.get("donated", 0)),
-            "disbursed": amount_text(tally.get("disbursed", 0)),
-            "balance": amount_text(tally.get("balance", 0)),
-            "height": max(s["height"] for s in snapshots),
-            "verdict": shown["verdict"],
-        }
+        newest = max(snapshots, key=lambda s: s["height"])
+        if newest["tally"].get("type") != "charity":
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {newest['tally'].get('type')!r}")
+        return funds_json(ledger, newest["tally"], newest["height"], shown["verdict"])
 
     def tally_heads(self) -> dict[str, dict[str, str]]:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
@@ -793,13 +779,27 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return weights.get("*", 0.0) > 0
 
 
-def amount_text(minor: int) -> str:
-    """An amount of minor units as a decimal string of currency units: 2025 -> ``"20.25"``.
+AMOUNT_KEYS = ("donated", "disbursed", "balance")
 
-    Integer arithmetic: a float holds 53 bits, and an amount may be up to 2**64 - 1 minor units.
-    """
-    whole, cents = divmod(abs(minor), MINOR_PER_UNIT)
-    return f"{'-' if minor < 0 else ''}{whole}.{cents:02d}"
+
+def funds_json(ledger: str, tally: dict[str, Any], height: int, verdict: Any) -> dict[str, Any]:
+    """A charity tally's funds with its amounts as decimal strings of its currency's units, by the
+    currency's ISO 4217 exponent (``"decimals"``; None for a code without one, whose amounts stay
+    whole minor units: node/currency.py)."""
+    currency = tally.get("currency")
+    funds = {
+        name: {key: amount_text(v, currency) if key in AMOUNT_KEYS else v for key, v in fund.items()}
+        for name, fund in tally.get("funds", {}).items()
+    }
+    return {
+        "ledger": ledger,
+        "currency": currency,
+        "decimals": minor_unit_digits(currency),
+        "funds": funds,
+        **{key: amount_text(tally.get(key, 0), currency) for key in AMOUNT_KEYS},
+        "height": height,
+        "verdict": verdict,
+    }
 
 
 def _text(value: Any) -> str:

@@ -26,12 +26,13 @@ from vledger.broker.http import HttpThread
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
+from vledger.node.currency import amount_text
 from vledger.node.errors import BadRequestError, NotFoundError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
 from vledger.node.storefile import StoredTree, StoreReader
 from vledger.tools.demo import run_demo
-from vledger.verifier.gateway import Gateway, amount_text, build_app
+from vledger.verifier.gateway import Gateway, build_app, funds_json
 from vledger.verifier.gateway import _int as gateway_int
 
 LIMITS = Limits()
@@ -346,7 +347,21 @@ def test_a_bad_entry_bundle_path_is_named_as_given(served: tuple[str, Path]) -> 
 )
 def test_amounts_are_exact_decimals(minor: int, text: str) -> None:
     # 2**64 - 1 through a float would read 184467440737095520.00.
-    assert amount_text(minor) == text
+    assert amount_text(minor, "SAR") == text
+
+
+@pytest.mark.parametrize(
+    ("currency", "decimals", "balance"),
+    [("SAR", 2, "20.25"), ("JPY", 0, "2025"), ("KWD", 3, "2.025"), ("CLF", 4, "0.2025"), ("XAU", None, "2025")],
+)
+def test_funds_are_shown_in_the_currency_s_own_decimals(currency: str, decimals: int | None, balance: str) -> None:
+    # Every currency was divided by 100: 2025 yen read "20.25", 2025 fils (2.025 dinars) "20.25".
+    fund = {"donated": 2525, "disbursed": 500, "donations": 2, "disbursements": 1, "balance": 2025}
+    tally = {"type": "charity", "currency": currency, "funds": {"zakat": fund}, "donated": 2525, "disbursed": 500}
+    shown = funds_json("zakat", {**tally, "balance": 2025}, 9, {"status": "agree"})
+    assert shown["decimals"] == decimals and shown["currency"] == currency
+    assert shown["balance"] == shown["funds"]["zakat"]["balance"] == balance
+    assert shown["funds"]["zakat"]["donations"] == 2  # counts stay counts
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

@@ -198,13 +198,17 @@ async function followKeyChain(firstKey, rotations, ledger) {
 }
 
 // An amount of minor units (an integer Number, or a BigInt as decodeMsgpack gives one past 2**32)
-// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds): 2025 gives
-// "20.25". From its digits, never divided as a float: a double is exact only to 2**53, and an
-// amount may be up to 2**64 - 1. Throws RangeError for a Number that is not an integer.
-function amountText(minor) {
+// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds), `decimals`
+// being its answer's (the currency's ISO 4217 exponent): 2025 gives "20.25" with 2, "2025" with 0,
+// "2.025" with 3, and with null (a code without one) the minor units as they are. From its digits,
+// never divided as a float: a double is exact only to 2**53, and an amount may be up to 2**64 - 1.
+// Throws RangeError for a Number that is not an integer.
+function amountText(minor, decimals) {
   const value = BigInt(minor);
-  const digits = (value < 0n ? -value : value).toString().padStart(3, "0");
-  return `${value < 0n ? "-" : ""}${digits.slice(0, -2)}.${digits.slice(-2)}`;
+  const places = decimals || 0;
+  const digits = (value < 0n ? -value : value).toString().padStart(places + 1, "0");
+  const whole = places ? `${digits.slice(0, -places)}.${digits.slice(-places)}` : digits;
+  return `${value < 0n ? "-" : ""}${whole}`;
 }
 
 // --- where to read, and which keys to trust (PROTOCOL 15.5) ------------------------------------
