@@ -135,6 +135,8 @@ class StoreView:
     def damaged(self, error: BaseException) -> StoreDamagedError | None:
         """As ChainStore.damaged: the StoreDamagedError that ``error`` is, if it says the file is
         damaged (damaged_file), else None; the first calls :attr:`on_damaged`."""
+        if isinstance(error, StoreDamagedError):
+            return error  # reported where it was found (a commit's future raises it again)
         cause = damaged_file(error)
         if cause is None:
             return None

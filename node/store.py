@@ -786,6 +786,8 @@ class ChainStore:
         (:func:`damaged_file`), else None. The first calls :attr:`on_damaged`. Called only where
         an error was already caught (the committer's handlers, a service's reply to a failed
         request): it costs no append and no read anything."""
+        if isinstance(error, StoreDamagedError):
+            return error  # reported where it was found (a commit's future raises it again)
         cause = damaged_file(error)
         if cause is None:
             return None
