@@ -30,9 +30,10 @@ from vledger.node.currency import amount_text
 from vledger.node.errors import BadRequestError, NotFoundError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
-from vledger.node.storefile import StoredTree, StoreReader
+from vledger.node.storefile import DB_NAME, StoredTree, StoreReader
+from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tools.demo import run_demo
-from vledger.verifier.gateway import Gateway, build_app, funds_json
+from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
 from vledger.verifier.gateway import _int as gateway_int
 
 LIMITS = Limits()
@@ -577,4 +578,40 @@ def test_what_a_genesis_read_while_the_store_is_replaced_lists_is_not_cached(
     finally:
         a.shutdown()
         b.shutdown()
+        gateway.close()
+
+
+def _metric(url: str, name: str) -> float | None:
+    status, _, body = get(f"{url}/metrics")
+    assert status == 200, body[:200]
+    lines = [line for line in body.decode().splitlines() if line.startswith(f"{name} ")]
+    return float(lines[0].split()[1]) if lines else None
+
+
+def test_a_damaged_store_is_a_clear_readyz_reason_and_a_metric_then_clears_once_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of the store's file overwritten under a running gateway: a read is answered 503
+    store_damaged, /readyz's store check names the file and the damage, and vledger_store_damaged
+    reads 1 (it said nothing: /metrics had no store series, /readyz a bare DatabaseError); a
+    rebuilt store put in its place clears both."""
+    monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    try:
+        checks = {"store": readiness(gateway)["store"]}
+        with HttpThread(build_app(gateway, checks), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            assert _metric(url, "vledger_store_damaged") == 0.0
+            assert get(f"{url}/readyz")[0] == 200
+            overwrite_pages(store / DB_NAME)
+            assert error_of(f"{url}/api/ledgers/election-2026/records?start=0&limit=5") == (503, "store_damaged")
+            assert _metric(url, "vledger_store_damaged") == 1.0
+            status, _, body = get(f"{url}/readyz")
+            reason = json.loads(body)["checks"]["store"]
+            assert status == 503 and reason.startswith(f"{store / DB_NAME}: the store's file is damaged: "), reason
+            store.rename(tmp_path / "data" / "replica-1.broken-1")  # as vledger repair does
+            rebuilt.rename(store)
+            assert _metric(url, "vledger_store_damaged") == 0.0
+            assert get(f"{url}/readyz")[0] == 200
+    finally:
         gateway.close()
