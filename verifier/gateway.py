@@ -339,6 +339,7 @@ class Gateway:
         # (the file's identity, why) once a read found the store's file damaged (damaged_file):
         # true until another file is there (repaired), shown by /readyz and vledger_store_damaged.
         self._damage: tuple[tuple[int, int] | None, str] | None = None
+        self._damage_lock = threading.Lock()  # its own: the event loop's middleware takes it
         self.registry.register(StoreDamageCollector(self))
 
     # --- the store ----------------------------------------------------------------------------------
@@ -352,7 +353,7 @@ class Gateway:
             return None
         identity = _file_identity(self.store_dir / DB_NAME)
         why = f"{self.store_dir / DB_NAME}: the store's file is damaged: {cause}"
-        with self._voters_lock:
+        with self._damage_lock:
             first = self._damage is None or self._damage[0] != identity
             if first:
                 self._damage = (identity, why)
