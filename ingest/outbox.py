@@ -130,6 +130,7 @@ class Outbox:
         # ledger -> the highest height this outbox put in the stream itself (appended or filled
         # from the store): entries up to it need not be read back to know they are its own.
         self._streamed: dict[str, int] = {}
+        self._left: set[str] = set()  # ledgers Redis names another home of (10.9), warned of once
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -387,10 +388,27 @@ class Outbox:
         if conflict is None and last > checked:
             conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
+            if self._replaced(ledger, self.replication.epochs()):
+                return
             last = self._repair(ledger, conflict)
         elif last >= end:
             self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
         self._fill(ledger, last, end)
+
+    def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]]) -> bool:
+        """Whether Redis names another node the home of ``ledger``'s newest epoch (10.9): the
+        stream is that home's, never this node's to cut back or fill. The outbox process hears
+        whether its node owns a ledger only from the node, so a node that hangs (or whose host
+        is cut off from its clients but not from Redis) while its standby is promoted would
+        otherwise rewind the new home's stream to its own store at every heartbeat."""
+        epoch = named.get(ledger)
+        if epoch is None or epoch[1] == self.name:
+            return False
+        if ledger not in self._left:
+            self._left.add(ledger)
+            log.warning("outbox: Redis names %s the home of %s (epoch %d): this node leaves its stream alone",
+                        epoch[1], ledger, epoch[0])  # fmt: skip
+        return True
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
@@ -461,7 +479,9 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                for ledger, streamed in self.replication.last_heights([h for h in heads if self.owns(h)]).items():
+                named = self.replication.epochs()
+                owned = [h for h in heads if self.owns(h) and not self._replaced(h, named)]
+                for ledger, streamed in self.replication.last_heights(owned).items():
                     last = streamed
                     if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
                         last = self._repair(ledger, heads[ledger][0] + 1)

@@ -734,7 +734,9 @@ class Gateway:
         with self._voters_lock:
             # Of another generation, the records are indexed for this answer alone.
             index = self._voters.setdefault(ledger, VoterIndex()) if generation == self._generation else VoterIndex()
-            for _, data in reader.iter_raw(ledger, index.next_height, size):
+            # Up to the store's head, not the served checkpoint's size: the most cosigned checkpoint
+            # may be older than a voter's registration, which is still listed (without a receipt).
+            for _, data in reader.iter_raw(ledger, index.next_height, newest):
                 index.feed(decode_record(data, PROTOCOL_LIMITS))
             heights = [h for h in index.heights.get(eid, []) if h < newest]
         if not heights:

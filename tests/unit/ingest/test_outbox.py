@@ -220,6 +220,31 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     assert [(a["node"], a["ledger"], a["height"], a["found"]) for a in alerts] == [("redis", LEDGER, "7", "missing")]
 
 
+def test_a_home_redis_names_replaced_leaves_the_new_homes_stream_alone(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """A home's outbox process hears whether its node owns a ledger only from the node. The
+    node hung (SIGSTOP) while its standby was promoted and went on writing: the outbox, still
+    running, found the stream longer than its store and rewound it at every heartbeat (its
+    alert: "the home rewrote the stream from its store"), cutting the new home's records out
+    of the stream the replicas read, until the node woke and learnt of the epoch (PROTOCOL 10.9)."""
+    with ChainStore(tmp_path / "new-home", origin="standby", clock=lambda: T0) as new_home:
+        append(new_home, LEDGER, 12)  # the handed-over chain: the old home's 10, then the new home's
+        new_stream = [StreamRecord(LEDGER, h, data, "standby") for h, data in new_home.range_raw(LEDGER)]
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+    repl = ReplicationLedger(redis_client)
+    repl.add(new_stream)
+    assert repl.promote(LEDGER, 2, "standby") is None
+    home = homes(redis_client)
+    home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its node
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 9, "the outbox reported its head after a pass")
+    append(home.store, LEDGER, 1)  # a write the hung node committed but never answered
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "and that one too")
+    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
+    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+
+
 # --- checkpoints: a home's outbox with a signing key ------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,15 @@ def test_every_iso_code_with_a_minor_unit_is_listed() -> None:
     codes = {entry["alpha_3"] for entry in json.loads(ISO_CODES.read_text(encoding="utf-8"))["4217"]}
     assert codes - without - set(MINOR_UNIT_DIGITS) == set()
     assert without & set(MINOR_UNIT_DIGITS) == set()
+
+
+def test_the_pages_table_is_this_one() -> None:
+    """verifier/web/static/vledger.js keeps the same table, so that a page shows a signed tally's
+    amounts without taking the exponent from the gateway it checks."""
+    script = (Path(__file__).resolve().parents[3] / "verifier" / "web" / "static" / "vledger.js").read_text("utf-8")
+    table = script[script.index("const MINOR_UNIT_DIGITS = {") : script.index("};", script.index("MINOR_UNIT_DIGITS"))]
+    in_page: dict[str, int] = {}
+    for digits, codes in re.findall(r"(\d+): ((?:\"[A-Z ]+\"(?: \+\s*)?)+)", table):
+        for code in "".join(re.findall(r"\"([A-Z ]+)\"", codes)).split():
+            in_page[code] = int(digits)
+    assert in_page == MINOR_UNIT_DIGITS

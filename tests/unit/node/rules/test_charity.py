@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vledger.node.canonical import encode
 from vledger.node.errors import BadPayloadError, InsufficientFundsError, RuleError, UnknownFundError
 from vledger.node.rules.charity import CharityState, FundTotals
 from vledger.node.rules.engine import RulesEngine
+from vledger.verifier.tally import tally_map
 
 
 @pytest.fixture
@@ -176,3 +178,21 @@ def test_totals_match_a_simple_model(rules_kit: Any, ops: list[tuple[str, str, i
     state = observer.state(bench.ledger.name)
     assert state is not None
     assert state.domain.tally() == tally
+
+
+def test_donations_never_take_the_ledgers_total_past_a_canonical_integer(charity: Any, rules_kit: Any) -> None:
+    # Two gifts of 2**64 - 1 once made a total no signed tally could encode (PROTOCOL 11.2):
+    # every observer stopped signing the ledger for good. The second is refused instead.
+    top = 2**64 - 1
+    charity.submit("donation", donation(rules_kit, fund="zakat", amount=top - 5))
+    error = charity.refuse("donation", donation(rules_kit, fund="orphans", amount=6), BadPayloadError)
+    assert "2**64 - 1" in str(error)
+    charity.submit("donation", donation(rules_kit, fund="orphans", amount=5))
+    charity.refuse("donation", donation(rules_kit, fund="zakat", amount=1), BadPayloadError)
+    charity.submit("disbursement", disbursement(fund="zakat", amount=top - 5))
+    # What went out never comes back as room: the tally's "donated" stays the ledger's sum.
+    charity.refuse("donation", donation(rules_kit, fund="zakat", amount=1), BadPayloadError)
+    tally = charity.domain.tally()
+    assert (tally.donated, tally.disbursed, tally.balance) == (top, top - 5, 5)
+    tally_body, _ = tally_map(charity.domain)
+    encode(tally_body)
