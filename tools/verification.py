@@ -714,8 +714,9 @@ def _verify_rows(
             begin, size = 0, len(page)
             while begin < size:
                 # A run of rows in one call (take_rows), up to the next fold at most: a mark's
-                # checkpoint is still checked before any record above it.
-                end = size if tree is None else min(size, begin + due - len(leaves))
+                # checkpoint is still checked before any record above it. (At least one row:
+                # a tree's due is never below 1, but a run of none would never end.)
+                end = size if tree is None else min(size, begin + max(due - len(leaves), 1))
                 taken = take_rows(page, begin, end)
                 count += taken - begin
                 head = verifier.prev
