@@ -85,7 +85,7 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record, record_of_checked
+from ..node.record import Record, decode_record, new_content, new_record, record_of_checked
 from ..node.store import ChainStore, GrownTree, Receipt, grow_kept
 from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.verify import ChainVerifier
@@ -814,8 +814,8 @@ class Follower:
         passed = len(leaves)
         top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
         begin = 0
-        if passed:
-            begin = self._take_checked(ledger, state, rows, leaves, top, source, hops)
+        if checked is not None and passed:
+            begin = self._take_checked(ledger, state, rows, checked, top, source, hops)
             top = self._head(ledger) + len(state.pending)
         for index in range(begin, len(rows)):
             height, data = rows[index]
@@ -868,14 +868,14 @@ class Follower:
         ledger: str,
         state: _Ledger,
         rows: list[tuple[int, bytes]],
-        leaves: list[bytes],
+        checked: Checked,
         top: int,
         source: str,
         hops: int,
     ) -> int:
-        """Take the leading ``rows`` the page checker passed (their ``leaves``) into the pending
-        run as one piece, each only if it stands on this follower's chain (see :func:`_on_chain`);
-        the index of the first row left to :meth:`_offer`'s own loop.
+        """Take the leading ``rows`` the page checker passed (their leaf hashes, ``checked``)
+        into the pending run as one piece, each only if it stands on this follower's chain (see
+        :func:`_on_chain`); the index of the first row left to :meth:`_offer`'s own loop.
 
         Rows at or below ``top`` (held or pending) are passed over, as that loop does. A
         ``checkpoint_key`` record, and every row after it, is left to that loop (its rotation
@@ -884,22 +884,52 @@ class Follower:
         rules = chain.rules
         if rules is None:
             return 0  # the genesis is not held: the loop checks it
+        leaves = checked.leaves
         index, stop = 0, len(leaves)
         while index < stop and rows[index][0] <= top:
             index += 1
         begin = index
         expected, prev = chain.next_height, chain.prev
         records: list[Record] = []
-        for height, data in rows[begin:stop]:
-            record = record_of_checked(data)
-            content = record.content
-            if height != expected or record.height != expected or record.prev != prev or content.ledger != ledger:
-                break
-            if content.kind == ROTATION_KIND:
-                break
-            records.append(record)
-            expected += 1
-            prev = record.link
+        if checked.fields is None:
+            for height, data in rows[begin:stop]:
+                record = record_of_checked(data)
+                content = record.content
+                if height != expected or record.height != expected or record.prev != prev or content.ledger != ledger:
+                    break
+                if content.kind == ROTATION_KIND:
+                    break
+                records.append(record)
+                expected += 1
+                prev = record.link
+        else:
+            # The worker's decoding of these very bytes (page_check.Checked.fields): the Record
+            # decode_record would give, built without decoding them again here, and held to
+            # this follower's chain exactly as above before it is taken.
+            for (height, _), values in zip(rows[begin:stop], checked.fields[begin:stop], strict=True):
+                (
+                    r_ledger, kind, payload, author, request_id, ts,
+                    content_bytes, checksum, nonce, r_height, r_prev, accepted, origin, link,
+                ) = values  # fmt: skip
+                if height != expected or r_height != expected or r_prev != prev or r_ledger != ledger:
+                    break
+                if kind == ROTATION_KIND:
+                    break
+                records.append(
+                    new_record(
+                        new_content(r_ledger, kind, payload, author, request_id, ts),
+                        content_bytes,
+                        checksum,
+                        nonce,
+                        r_height,
+                        r_prev,
+                        accepted,
+                        origin,
+                        link,
+                    )
+                )
+                expected += 1
+                prev = link
         if not records:
             state.chain = chain
             return begin

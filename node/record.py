@@ -399,6 +399,39 @@ def record_of_checked(data: bytes) -> Record:
     return record_of_maps(value, msgpack.unpackb(value["content"]))
 
 
+# A record's values as plain Python values, in the order new_content then new_record take them
+# (ledger, kind, payload, author, request_id, ts; content_bytes, checksum, nonce, height, prev,
+# accepted, origin, link): what a follower's page checker sends back for each row it passed,
+# so that the follower builds the Record without decoding the bytes again (ingest/page_check.py).
+RecordFields = tuple[str, str, dict[str, Any], str, str, int, bytes, bytes, int, int, bytes, int, str, bytes]
+
+
+def fields_of_checked(data: bytes, names: dict[str, str]) -> RecordFields:
+    """The :data:`RecordFields` of bytes that ChainVerifier's fast path already took (as
+    :func:`record_of_checked`, nothing checked again). ``names``: the names seen so far, each
+    kept once (the ledger, kind, author and origin repeat a page long: pickled once a page,
+    they are unpickled once, not once a record)."""
+    accepted, checksum, content_bytes, height, link, nonce, origin, prev = msgpack.unpackb(data).values()
+    author, kind, ledger, payload, request_id, ts, _ = msgpack.unpackb(content_bytes).values()
+    keep = names.setdefault
+    return (
+        keep(ledger, ledger),
+        keep(kind, kind),
+        payload,
+        keep(author, author),
+        request_id,
+        ts,
+        content_bytes,
+        checksum,
+        nonce,
+        height,
+        prev,
+        accepted,
+        keep(origin, origin),
+        link,
+    )
+
+
 def record_of_maps(value: dict[str, Any], content: dict[str, Any]) -> Record:
     """The Record of a record's map and its content's map as msgpack decoded them from
     canonical bytes (keys in canonical order), nothing checked: for the fast paths, whose

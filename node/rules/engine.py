@@ -70,6 +70,30 @@ def _took_plain_next(held: LedgerState, record: Record) -> bool:
     return False
 
 
+def _took_plain_run(ledgers: dict[str, LedgerState], records: list[Record]) -> bool:
+    """Take ``records`` whole as a plain ledger's next records, if they are (each what
+    :func:`_took_plain_next` takes, one after another): whether they were taken. A replica
+    replays every stored run (a catch-up page's), and a Ref a record cost it ~0.4 us more
+    than this one loop; the head moves once, to the last record. Anything else (another
+    ledger, a gap, a handover or a rotation among them) changes nothing: the caller takes
+    them one by one."""
+    if not records:
+        return True
+    first = records[0]
+    ledger = first.content.ledger
+    held = ledgers.get(ledger)
+    if held is None or type(held.domain) is not PlainState:
+        return False
+    height = held.head.height
+    for record in records:
+        content = record.content
+        height += 1
+        if record.height != height or content.ledger != ledger or content.kind in _PROTOCOL_KINDS:
+            return False
+    held.head = Ref(height, records[-1].link)
+    return True
+
+
 class PlainState(Domain):
     """A ledger without domain rules: every record that the protocol accepts is fine."""
 
@@ -218,6 +242,8 @@ class RulesEngine:
         """
         violations: list[Violation] = []
         audit = self.audit_grants
+        if not audit and isinstance(records, list) and _took_plain_run(self._ledgers, records):
+            return violations
         for record in records:
             held = self._ledgers.get(record.content.ledger)
             # A replica replays each stored run: the full way was a tenth of its catch-up.

@@ -32,7 +32,7 @@ from vledger.node.checkpoint_log import COSIGNED, EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
-from vledger.node.record import Content, Entry, Record, decode_record
+from vledger.node.record import Content, Entry, Record, decode_record, fields_of_checked
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash, verify_consistency
@@ -1111,19 +1111,27 @@ def test_a_bad_note_in_a_page_is_refused_and_stores_nothing(
     assert replica.follower.pending(LEDGER) == long_chain[10:15]
 
 
+@pytest.mark.parametrize("decoded", [False, True], ids=["rows decoded here", "rows decoded by the checker"])
 def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain(
-    make_replica: MakeReplica, long_chain: list[Record], other_chain: list[Record]
+    make_replica: MakeReplica, long_chain: list[Record], other_chain: list[Record], decoded: bool
 ) -> None:
     """The rows the page checker passed join the pending run as one piece with its leaves, each
     tied to the follower's chain: a row that stands elsewhere (here a record of another chain,
-    as a lying checker would pass it) stops the piece and is checked from its bytes (refused)."""
+    as a lying checker would pass it) stops the piece and is checked from its bytes (refused).
+    The same whether the follower decodes the rows or takes the checker's values of them."""
+
+    def checked(leaves: list[bytes], rows: list[tuple[int, bytes]]) -> Checked:
+        names: dict[str, str] = {}
+        return Checked(leaves, [fields_of_checked(data, names) for _, data in rows[: len(leaves)]] if decoded else None)
+
     marked = [bytes([h]) * 32 for h in range(10)]  # the follower's trust in the checker, made visible
     replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
     follower = replica.follower
     assert follower._offer(LEDGER, [(0, long_chain[0].encode())], "redis", NOT_RELAYED) == OK  # the genesis
     rows = [(r.height, r.encode()) for r in long_chain[1:10]]
-    assert follower._offer(LEDGER, rows, "redis", NOT_RELAYED, Checked(marked[1:6])) == OK
+    assert follower._offer(LEDGER, rows, "redis", NOT_RELAYED, checked(marked[1:6], rows)) == OK
     assert follower.pending(LEDGER) == long_chain[:10]
+    assert [r.encode() for r in follower.pending(LEDGER)] == [r.encode() for r in long_chain[:10]]
     assert follower.ledgers[LEDGER].leaves == [
         leaf_hash(long_chain[0].encode()),
         *marked[1:6],
@@ -1137,7 +1145,8 @@ def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain
     follower = replica.follower
     assert follower._offer(LEDGER, [(0, long_chain[0].encode())], "redis", NOT_RELAYED) == OK
     stranger = (3, other_chain[3].encode())  # "passed" by the checker, yet not on this chain
-    assert follower._offer(LEDGER, [*rows[:2], stranger, *rows[3:]], "redis", NOT_RELAYED, Checked(marked[1:10])) != OK
+    lied = [*rows[:2], stranger, *rows[3:]]
+    assert follower._offer(LEDGER, lied, "redis", NOT_RELAYED, checked(marked[1:10], lied)) != OK
     assert [a.height for a in replica.alerts] == [3]
     assert follower.pending(LEDGER) in ([], long_chain[:3])  # nothing of the stranger or after it
 

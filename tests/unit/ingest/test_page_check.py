@@ -16,7 +16,16 @@ import pytest
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.page_check import PageChecker, Start, check_page
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry, Record, decode_record, record_of_checked
+from vledger.node.record import (
+    Content,
+    Entry,
+    Record,
+    decode_record,
+    fields_of_checked,
+    new_content,
+    new_record,
+    record_of_checked,
+)
 from vledger.node.store import ChainStore
 from vledger.node.tree import leaf_hash
 from vledger.node.verify import ChainVerifier
@@ -66,6 +75,17 @@ def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -
         assert built.encode() == record.encode()
 
 
+def test_the_values_of_checked_rows_build_what_decode_record_gives(chain: list[Record]) -> None:
+    names: dict[str, str] = {}
+    values = [fields_of_checked(record.encode(), names) for record in chain[1:]]
+    for record, fields in zip(chain[1:], values, strict=True):
+        built = new_record(new_content(*fields[:6]), *fields[6:])
+        assert built == decode_record(record.encode(), PROTOCOL_LIMITS) == record
+        assert built.encode() == record.encode()
+    # Each name kept once a page: the pickle to the follower sends it once.
+    assert len({id(fields[0]) for fields in values}) == len({id(fields[3]) for fields in values}) == 1
+
+
 def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain: list[Record], tmp_path: Path) -> None:
     rows = [r.encode() for r in chain]
     checker = PageChecker()
@@ -76,7 +96,13 @@ def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain
         checker.submit(LEDGER, rows[10:], None)  # after a page that did not pass whole: nothing
         checker.submit(LEDGER, rows[10:], _start(chain, 10))  # a start of its own: checked
         checker.submit("ledger-b", rows[10:], None)  # another ledger never continues this one
-        answers = [checker.result().leaves for _ in range(6)]
+        checked = [checker.result() for _ in range(6)]
+        for answer in checked:  # with each passed row's values, as decode_record gives them
+            assert answer.fields is not None
+            built = [new_record(new_content(*fields[:6]), *fields[6:]) for fields in answer.fields]
+            assert [leaf_hash(record.encode()) for record in built] == answer.leaves
+            assert built == [decode_record(record.encode(), PROTOCOL_LIMITS) for record in built]
+        answers = [answer.leaves for answer in checked]
         assert answers == [
             [leaf_hash(d) for d in rows[1:4]],
             [leaf_hash(d) for d in rows[4:7]],

@@ -344,6 +344,39 @@ def test_a_plain_ledger_s_replay_refuses_what_apply_refuses(rules_kit: Any) -> N
     assert [(v.height, v.error.code) for v in audited.replay(records)] == [(h, "not_granted") for h in (1, 2, 3, 4)]
 
 
+def test_a_plain_ledger_s_run_replays_as_its_records_one_by_one(rules_kit: Any) -> None:
+    # replay takes a list of a plain ledger's next records whole (a replica replays each run
+    # it stores): a handover among them, a gap or another ledger's record sends the list the
+    # way a record at a time, which ends where that way ends.
+    bench = rules_kit.bench({}, ("note", EPOCH_KIND))
+    other = rules_kit.bench({}, ("note",), name="rules-other")
+    for _ in range(3):
+        bench.ledger.add("note", {})
+    bench.ledger.add(EPOCH_KIND, {})
+    for _ in range(3):
+        bench.ledger.add("note", {})
+    other.ledger.add("note", {})
+    records, name = bench.ledger.records, bench.ledger.name
+    whole, each = RulesEngine(), RulesEngine()
+    runs = [records[:1], records[1:4], records[4:], [*other.ledger.records[:1]], other.ledger.records[1:]]
+    for run in runs:
+        found = whole.replay(run)
+        assert [(v.height, v.error.code) for v in found] == [
+            (v.height, v.error.code)
+            for v in each.replay(iter(run))  # not a list: a record at a time
+        ]
+    assert whole.state(name).head == each.state(name).head == Ref.of(records[-1])
+    assert whole.state(other.ledger.name).head == Ref.of(other.ledger.records[-1])
+    assert [(v.height, v.error.code) for v in RulesEngine().replay(records)] == [(4, "bad_epoch")]
+    engine = RulesEngine()
+    engine.replay(records[:2])
+    with pytest.raises(RulesOutOfSyncError, match="expects height 2"):
+        engine.replay(records[3:5])  # a gap: nothing taken
+    assert engine.state(name).head == Ref.of(records[1])
+    mixed = [records[2], other.ledger.records[0], records[3]]  # another ledger amid: each its own way
+    assert engine.replay(mixed) == [] and engine.state(name).head == Ref.of(records[3])
+
+
 def test_replay_raises_a_protocol_genesis_error(rules_kit: Any) -> None:
     ledger = rules_kit.election().ledger
     content = dataclasses.replace(ledger.records[0].content, payload={"difficulty": 0, "kinds": [], "rules": {}})
