@@ -42,6 +42,14 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     ) as running:
         running.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
         running.client("writer1").put_many([entry(LEDGER, "vote", {"n": i}, "writer1") for i in range(RECORDS)])
+        # Every test starts from copies that hold the whole ledger, whichever tests run before it
+        # (the damage tests read the replica's level-4 tree row: 16 records or more).
+        followers = ["replica-1", "observer-1"]
+        wait_until(
+            lambda: all(size > RECORDS for size in running.sizes(LEDGER, followers).values()),
+            DEADLINE,
+            "the replica and the observer hold the ledger",
+        )
         yield running
 
 
