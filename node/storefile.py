@@ -13,6 +13,9 @@ third page (the records' leaf, the request index's and the edge's) and fsync it,
 of 16. Smaller subtrees are rehashed from the records when asked for (at most 8 records): the
 records are the leaves, and a row per leaf cost appends more than the issue's budget allows.
 
+The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
+the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
+
 What the edge guarantees at rest: for a ledger of ``n`` records its size ``e`` has ``e <= n``
 and ``e >> STORED_LEVEL == n >> STORED_LEVEL`` (:func:`edge_covers`; a store from before,
 whose edge moved with every commit, has ``e == n``), and it is the tree of the first ``e``
@@ -23,8 +26,6 @@ of the tail shows at rest (``vledger verify``, the node's open) when it reaches 
 below a kept checkpoint's size; a cut of only the records past both is what no single copy
 shows (docs/PROTOCOL.md 4 and 12.6): records no checkpoint covered yet, since a home keeps a
 signed checkpoint of each batch its outbox streams.
-The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
-the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
 
 Records are found by their hash through an index of sorted runs: ``hash_rows`` holds rows
 (run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,
