@@ -729,7 +729,8 @@ class ChainStore:
                     f"{self.path}: the stored tree has nodes of ledger {stray[0]!r}, which has no records"
                 )
             for ledger in sorted(self._heads):
-                self._frontiers[ledger] = check_tree(self._write, self.path, ledger, page)
+                self._frontiers[ledger], edge = check_tree(self._write, self.path, ledger, page)
+                self._check_past_edge(ledger, edge)
         else:
             if self._heads:
                 log.warning(
@@ -754,6 +755,27 @@ class ChainStore:
                     f"{self.path}: ledger {ledger!r}: the tree has {frontier.size} leaves for "
                     f"{self._heads[ledger].height + 1} records"
                 )
+
+    def _check_past_edge(self, ledger: str, edge: int) -> None:
+        """Check the records past the stored edge, which no tree hash covers (at most 15: the
+        edge is written by the commits that complete a stored subtree), as the head is checked:
+        each the valid next record of the one below, from the last record the edge covers. A
+        changed one then fails at open as one below the edge does (only the head rewritten with
+        everything recomputed passes, as it would any check of one copy: PROTOCOL 4)."""
+        first, top = max(edge, 1), self._heads[ledger].height
+        if first >= top:
+            return  # nothing past the edge but the head, which _load_heads checked
+        below = self._read_one(self._write, "WHERE ledger = ? AND height = ?", (ledger, first - 1))
+        assert below is not None  # check_tree read every record
+        verifier = ChainVerifier.after(ledger, first - 1, below.link, self._heads[ledger].rules, PROTOCOL_LIMITS)
+        for height, data in iter_pages(self._write, ledger, first, top + 1, 1 << STORED_LEVEL):
+            try:
+                verifier.feed_raw(data)
+            except VledgerError as e:
+                raise TreeMismatchError(
+                    f"{self.path}: ledger {ledger!r}: record {height}, past the stored tree's right edge "
+                    f"({edge} records), does not verify: {e.message}"
+                ) from e
 
     def _replay_domain(self) -> None:
         """Bring the domain rules up to every ledger's head before serving (readers such as
@@ -1034,6 +1056,16 @@ class ChainStore:
             rows.extend([(ledger, level, index, node) for level, index, node in tree.rows])
         return {ledger: frontier.copy() for ledger, frontier in grown.items()}, rows
 
+    def _edge_due(self, ledger: str, grown: Frontier) -> bool:
+        """Whether this commit rewrites ``ledger``'s stored edge: when it starts the ledger or
+        completes one of its stored subtrees (the commits that write its tree rows), so the records
+        past the stored edge never complete one (storefile's docstring says what that keeps).
+
+        The other commits, 15 lone puts of 16, write their records' pages only: the edge row
+        was a third page in each, to write and fsync."""
+        held = self._frontiers.get(ledger)
+        return held is None or held.size >> STORED_LEVEL != grown.size >> STORED_LEVEL
+
     def _commit(self, batch: list[_Job], appends: int, answer_first: bool = False) -> None:
         heads = dict(self._heads)
         grown: dict[str, Frontier] = {}
@@ -1098,7 +1130,9 @@ class ChainStore:
                 if self.keep_tree:
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
-                    self._write.executemany(PUT_EDGE, [(ledger, f.encode()) for ledger, f in grown.items()])
+                    edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
+                    if edges:  # 15 lone puts of 16 move no edge: a page fewer to write and fsync
+                        self._write.executemany(PUT_EDGE, edges)
                 if self.hash_fill_at is not None:
                     if len(self._tail) + len(records) >= self._fill_due:
                         # With the records that bring it there: durable together (see storefile).

@@ -7,11 +7,25 @@ Only ``data`` is trusted by verification; the other columns are indexes.
 Beside them, ``tree`` holds each ledger's Merkle tree (docs/PROTOCOL.md section 12): the
 hash of every complete subtree of 16 leaves or more (level >= ``STORED_LEVEL``), written in
 the transaction that writes its last record, and ``tree_edge`` the ledger's frontier (its
-right edge, at most 64 hashes), rewritten in each such transaction. Smaller subtrees are
-rehashed from the records when asked for (at most 8 records): the records are the leaves,
-and a row per leaf cost appends more than the issue's budget allows.
+right edge, at most 64 hashes), rewritten in each transaction that starts the ledger or
+completes one of those subtrees, and only then: a lone put's commit would otherwise write a
+third page (the records' leaf, the request index's and the edge's) and fsync it, for 15 puts
+of 16. Smaller subtrees are rehashed from the records when asked for (at most 8 records): the
+records are the leaves, and a row per leaf cost appends more than the issue's budget allows.
+
 The meta key ``tree`` is ``kept`` once those rows cover every record; a store from before
 the tree (or one run without it) lacks the key, and ChainStore builds the rows on open.
+
+What the edge guarantees at rest: for a ledger of ``n`` records its size ``e`` has ``e <= n``
+and ``e >> STORED_LEVEL == n >> STORED_LEVEL`` (:func:`edge_covers`; a store from before,
+whose edge moved with every commit, has ``e == n``), and it is the tree of the first ``e``
+records. The records past it, at most 15, are covered by no stored hash: readers size the tree
+by the records (:meth:`StoreReader.tree`), and the node checks them on open as the head is
+checked, each the valid next record of the one below (ChainStore._check_past_edge). So a cut
+of the tail shows at rest (``vledger verify``, the node's open) when it reaches below ``e`` or
+below a kept checkpoint's size; a cut of only the records past both is what no single copy
+shows (docs/PROTOCOL.md 4 and 12.6): records no checkpoint covered yet, since a home keeps a
+signed checkpoint of each batch its outbox streams.
 
 Records are found by their hash through an index of sorted runs: ``hash_rows`` holds rows
 (run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,
@@ -45,7 +59,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import tree
-from .errors import IndexMismatchError, StoreError, TreeMismatchError, TreeSizeError
+from .errors import IndexMismatchError, ProofError, StoreError, TreeMismatchError, TreeSizeError
 
 DB_NAME = "chain.sqlite3"
 SCHEMA_VERSION = 1
@@ -344,8 +358,9 @@ class StoreReader:
 
     def tree_edge(self, ledger: str) -> tree.Frontier | None:
         """The right edge of ``ledger``'s tree as the file holds it (unchecked), or None when the
-        store keeps no tree (from before the tree) or none of this ledger. Raises ProofError
-        for an edge that does not decode."""
+        store keeps no tree (from before the tree) or none of this ledger. Its size may be below
+        the ledger's, by records that complete no stored subtree (see the module's docstring).
+        Raises ProofError for an edge that does not decode."""
         if not tree_kept(self._conn):
             return None
         row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
@@ -361,10 +376,19 @@ class StoreReader:
             raise StoreError(
                 f"{self.path}: this store has no Merkle tree yet; a node builds it when it opens the store"
             )
-        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+        # The edge and the records past it in one statement, so of one commit: the size is theirs.
+        row = self._conn.execute(
+            "SELECT frontier, (SELECT MAX(height) FROM records WHERE ledger = ?1) FROM tree_edge WHERE ledger = ?1",
+            (ledger,),
+        ).fetchone()
         if row is None:
             raise TreeSizeError(f"ledger {ledger!r} has no records in {self.path}")
-        return StoredTree(self._conn, ledger, tree.Frontier.decode(bytes(row[0])).size, self.page_size)
+        edge = tree.Frontier.decode(bytes(row[0])).size
+        records = -1 if row[1] is None else row[1] + 1
+        # The records past the edge complete no stored subtree, so their nodes are rehashed from
+        # them; past the edge's subtree (not a node's file) the tree ends at its last record.
+        # Records cut below the edge: the edge's size, whose missing records fail as they are read.
+        return StoredTree(self._conn, ledger, max(edge, min(records, edge | ((1 << STORED_LEVEL) - 1))), self.page_size)
 
 
 # The column lists a page may select; each starts with ``height``, the key of the next page.
@@ -760,35 +784,56 @@ def level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int
         start = rows[-1][0] + 1
 
 
-def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int) -> tree.Frontier:
+def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int) -> tuple[tree.Frontier, int]:
     """Recompute a ledger's tree from every record's stored bytes and compare it, row by row,
     with the stored tree: every stored node must be there with the recomputed hash, no other
-    node may be, and the stored edge must be the recomputed frontier (which covers the last
-    records, below any stored node).
+    node may be, and the stored edge must be the recomputed frontier at its size (which covers
+    the records below it that no stored node does), a size the records reach and whose records
+    past it complete no stored subtree (the edge is written with the rows of each one).
 
-    Returns the frontier; raises TreeMismatchError at the first disagreement (a changed
-    record, a changed, missing or extra tree row, a changed edge), and never writes.
+    Returns the frontier of all the records and the edge's size (the records from it on are
+    covered by no tree hash: ChainStore checks them as it checks the head); raises
+    TreeMismatchError at the first disagreement (a changed record, a changed, missing or extra
+    tree row, a changed edge, records cut off below the edge), and never writes.
     """
+    row = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
+    try:
+        edge = None if row is None else tree.Frontier.decode(bytes(row[0]))
+    except ProofError as e:
+        raise TreeMismatchError(f"{path}: ledger {ledger!r}: the stored tree's right edge: {e.message}") from e
     frontier = tree.Frontier()
     levels: dict[int, Iterator[tuple[int, bytes]]] = {}
-    for height, data in iter_pages(conn, ledger, 0, None, page_size):
-        for level, index, node in frontier.append(tree.leaf_hash(data)):
-            if level < STORED_LEVEL:
-                continue
-            rows = levels.get(level)
-            if rows is None:
-                rows = levels[level] = level_rows(conn, ledger, level, page_size)
-            row = next(rows, None)
-            if row is None or row[0] != index:
+    # The records up to the edge's size, its hashes compared there, then those past it.
+    for start, stop in ((0, edge.size), (edge.size, None)) if edge is not None else ((0, None),):
+        for height, data in iter_pages(conn, ledger, start, stop, page_size):
+            for level, index, node in frontier.append(tree.leaf_hash(data)):
+                if level < STORED_LEVEL:
+                    continue
+                rows = levels.get(level)
+                if rows is None:
+                    rows = levels[level] = level_rows(conn, ledger, level, page_size)
+                row = next(rows, None)
+                if row is None or row[0] != index:
+                    raise TreeMismatchError(
+                        f"{path}: ledger {ledger!r}: the stored tree lacks its node at level {level}, index {index}"
+                        f" (leaf {height})"
+                    )
+                if row[1] != node:
+                    what = f"record {height}'s bytes" if level == 0 else f"the records up to {height}"
+                    raise TreeMismatchError(
+                        f"{path}: ledger {ledger!r}: the stored tree's node at level {level}, index {index} "
+                        f"does not match {what}"
+                    )
+        if edge is not None and stop == edge.size:
+            if frontier.size < edge.size:
                 raise TreeMismatchError(
-                    f"{path}: ledger {ledger!r}: the stored tree lacks its node at level {level}, index {index}"
-                    f" (leaf {height})"
+                    f"{path}: ledger {ledger!r}: the stored tree's right edge covers {edge.size} records, "
+                    f"the ledger has {frontier.size}"
                 )
-            if row[1] != node:
-                what = f"record {height}'s bytes" if level == 0 else f"the records up to {height}"
+            if frontier.hashes != edge.hashes:
                 raise TreeMismatchError(
-                    f"{path}: ledger {ledger!r}: the stored tree's node at level {level}, index {index} "
-                    f"does not match {what}"
+                    f"{path}: ledger {ledger!r}: the stored tree's right edge does not match the records "
+                    f"(its last {edge.size % (1 << STORED_LEVEL) or 1 << STORED_LEVEL} at least)"
                 )
     for level, rows in levels.items():
         extra = next(rows, None)
@@ -806,13 +851,21 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
             f"{path}: ledger {ledger!r}: the stored tree has a node at level {above[0]}, index {above[1]} "
             f"past its {frontier.size} records"
         )
-    edge = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
-    if edge is None or bytes(edge[0]) != frontier.encode():
+    if edge is None:
+        raise TreeMismatchError(f"{path}: ledger {ledger!r}: the stored tree has no right edge")
+    if not edge_covers(edge.size, frontier.size):
         raise TreeMismatchError(
-            f"{path}: ledger {ledger!r}: the stored tree's right edge does not match the records "
-            f"(its last {frontier.size % (1 << STORED_LEVEL) or 1 << STORED_LEVEL} at least)"
+            f"{path}: ledger {ledger!r}: the stored tree's right edge covers {edge.size} records, "
+            f"yet the records past it, up to {frontier.size}, complete a stored subtree"
         )
-    return frontier
+    return frontier, edge.size
+
+
+def edge_covers(edge: int, records: int) -> bool:
+    """Whether a stored edge of size ``edge`` is one a node leaves below ``records`` records: it
+    writes the edge in each commit that starts the ledger or completes a stored subtree, so the
+    records past the edge complete none (at most 2**STORED_LEVEL - 1 of them)."""
+    return edge <= records and edge >> STORED_LEVEL == records >> STORED_LEVEL
 
 
 def build_tree(conn: sqlite3.Connection, ledger: str, page_size: int) -> tree.Frontier:

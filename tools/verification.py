@@ -74,7 +74,7 @@ from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, v
 from ..node.record import ZERO_LINK, Record, decode_record
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
-from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, level_rows, tree_kept
+from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, edge_covers, level_rows, tree_kept
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
@@ -670,7 +670,7 @@ class _StoreTree(_Growth):
                     ),
                     size - 1,
                 )
-            # The node wrote its edge with its records: records gone from the end show here.
+            # A node's edge never covers more records than it wrote: records gone below it show here.
             raise _TreeFailure(
                 TreeMismatchError(
                     f"ledger {self.ledger!r}: the stored tree's right edge covers {size} records, "
@@ -679,9 +679,19 @@ class _StoreTree(_Growth):
                 size - 1,
             )
         if self.rows is not None:
-            if self.edge is None:  # the node writes it with the records' first tree rows
+            if self.edge is None:  # the node writes it with the ledger's first record
                 raise _TreeFailure(
                     TreeMismatchError(f"ledger {self.ledger!r}: the stored tree has no right edge"),
+                    max(records - 1, 0),
+                )
+            if not edge_covers(self.edge.size, records):
+                # A node rewrites its edge in each commit that completes a stored subtree: an
+                # edge that records past it complete one of is not one a node left.
+                raise _TreeFailure(
+                    TreeMismatchError(
+                        f"ledger {self.ledger!r}: the stored tree's right edge covers {self.edge.size} records, "
+                        f"yet the records past it, up to {records}, complete a stored subtree"
+                    ),
                     max(records - 1, 0),
                 )
             self.rows.finish(records)

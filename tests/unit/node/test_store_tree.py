@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -312,10 +313,11 @@ def test_a_changed_record_or_edge_past_the_last_stored_node_is_found_on_open(
     open_store: OpenStore, kit: Any, tmp_path: Path
 ) -> None:
     _filled(open_store, kit, tmp_path / "s", n=100).close()
-    # Records 96..99 are below every stored node: the stored edge covers them.
+    # Records 96..99 are below every stored node: the stored edge covers those below its size
+    # (the groups decide it: 96 to 100), the check of the records past it the others.
     changed = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 97", LEDGER)
     _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 97", changed, LEDGER)
-    with pytest.raises(TreeMismatchError, match="right edge does not match the records"):
+    with pytest.raises(TreeMismatchError, match=r"right edge does not match the records|record 97, past the stored"):
         open_store(tmp_path / "s")
     restored = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 97", LEDGER)
     _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 97", restored, LEDGER)
@@ -323,6 +325,24 @@ def test_a_changed_record_or_edge_past_the_last_stored_node_is_found_on_open(
     edge = _flipped(tmp_path / "s", "SELECT frontier FROM tree_edge WHERE ledger = ?", LEDGER)
     _sql(tmp_path / "s", "UPDATE tree_edge SET frontier = ? WHERE ledger = ?", edge, LEDGER)
     with pytest.raises(TreeMismatchError, match="right edge does not match the records"):
+        open_store(tmp_path / "s")
+
+
+def test_a_changed_record_past_the_stored_edge_is_found_on_open(
+    open_store: OpenStore, kit: Any, tmp_path: Path
+) -> None:
+    store = open_store(tmp_path / "s")
+    store.create_ledger(kit.genesis_entry(0))
+    for i in range(1, 100):
+        store.append(kit.entry(i))  # lone puts: the last to write the edge completed 96 records
+    store.close()
+    with contextlib.closing(StoreReader(tmp_path / "s")) as reader:
+        edge = reader.tree_edge(LEDGER)
+        assert edge is not None and edge.size == 96
+        assert reader.tree(LEDGER).size == 100  # a reader's tree reaches the records past the edge
+    changed = _flipped(tmp_path / "s", "SELECT data FROM records WHERE ledger = ? AND height = 97", LEDGER)
+    _sql(tmp_path / "s", "UPDATE records SET data = ? WHERE ledger = ? AND height = 97", changed, LEDGER)
+    with pytest.raises(TreeMismatchError, match=r"record 97, past the stored tree's right edge \(96 records\)"):
         open_store(tmp_path / "s")
 
 

@@ -29,7 +29,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, StoreReader
-from vledger.node.tree import Frontier
+from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tools.verification import (
     CHUNK_RECORDS,
@@ -284,12 +284,53 @@ def test_a_stored_tree_edge_that_is_not_the_records_tree_fails(tmp_path: Path, p
     directory = _signed_store(tmp_path / "s", 21, {})
     with contextlib.closing(StoreReader(directory)) as reader:
         edge = reader.tree_edge(PINNED)
-    assert edge is not None and edge.size == 21
-    _sql(directory, "UPDATE tree_edge SET frontier = ?", Frontier(21, [bytes(32)] * 3).encode())
-    assert _verdicts(directory, pool) == {(PINNED, 21, "tree_mismatch", 20, 0)}
+    # Lone puts: the edge was last written by the put that completed the first stored subtree.
+    assert edge is not None and edge.size == 16
+    _sql(directory, "UPDATE tree_edge SET frontier = ?", Frontier(16, [bytes(32)]).encode())
+    assert _verdicts(directory, pool) == {(PINNED, 16, "tree_mismatch", 15, 0)}
     cut = _signed_store(tmp_path / "cut", 21, {})
-    _sql(cut, "DELETE FROM records WHERE height >= 17")  # the tail cut off: the chain alone cannot tell
-    assert _verdicts(cut, pool) == {(PINNED, 17, "tree_mismatch", 20, 0)}
+    _sql(cut, "DELETE FROM records WHERE height >= 12")  # the tail cut below the edge: the chain alone cannot tell
+    assert _verdicts(cut, pool) == {(PINNED, 12, "tree_mismatch", 15, 0)}
+
+
+def test_a_tail_cut_past_the_edge_shows_only_against_a_stored_checkpoint(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    """The records past the edge (at most 15, completing no stored subtree) are what a cut may
+    take unseen at rest, unless a stored signed checkpoint covers them."""
+    signed = _signed_store(tmp_path / "signed", 21, {"signed": 21})
+    _sql(signed, "DELETE FROM records WHERE height >= 17")
+    assert _verdicts(signed, pool) == {(PINNED, 17, "bad_field", 20, 0)}
+    bare = _signed_store(tmp_path / "bare", 21, {})
+    _sql(bare, "DELETE FROM records WHERE height >= 17")
+    assert _verdicts(bare, pool) == {(PINNED, 17, None, None, 0)}
+    ChainStore(bare).close()  # the node too: 17 records, the edge of 16 theirs
+
+
+def _edge_at(directory: Path, size: int) -> bytes:
+    """The encoded tree of the store's first ``size`` records (an edge a node may have written)."""
+    with contextlib.closing(StoreReader(directory)) as reader:
+        frontier = Frontier()
+        for _, data in reader.iter_raw(PINNED, 0, size):
+            frontier.append(leaf_hash(data))
+    return frontier.encode()
+
+
+def test_an_edge_at_every_commit_or_below_a_subtree_the_records_complete(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    old = _signed_store(tmp_path / "old", 21, {"signed": 19})
+    _sql(old, "UPDATE tree_edge SET frontier = ?", _edge_at(old, 21))  # as a node wrote it before: every commit
+    assert _verdicts(old, pool) == {(PINNED, 21, None, None, 1)}
+    ChainStore(old).close()
+    _sql(old, "DELETE FROM records WHERE height >= 20")
+    assert _verdicts(old, pool) == {(PINNED, 20, "tree_mismatch", 20, 1)}
+    below = _signed_store(tmp_path / "below", 21, {})
+    # The records past an edge of 12 complete the subtree of 16: no node leaves its edge there.
+    _sql(below, "UPDATE tree_edge SET frontier = ?", _edge_at(below, 12))
+    assert _verdicts(below, pool) == {(PINNED, 21, "tree_mismatch", 20, 0)}
+    with pytest.raises(TreeMismatchError, match="right edge covers 12 records, yet the records past it"):
+        ChainStore(below)
 
 
 def test_worker_processes_check_checkpoints_as_the_sequential_verifier_does(tmp_path: Path) -> None:
