@@ -55,12 +55,15 @@ raiser's open hash without that note; its own findings it raises again while the
 remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of its own,
 ``{evidence}:<node>``.
 
-**What ACLs still cannot say.** Held heights (``{*}:held``, a field per node) and the
-witnesses' cosignatures (``{*}:cosig``) stay one hash per ledger that every node of a role
-writes: a node may write another node's field there. Cosignatures are signed, and whoever
-counts one verifies it (10.3); held heights are hints that decide nothing (10.3), and a
-reader shows a node's height above what its home signed as unverified (``vledger repl
-status``), but the gateway's ``/api/cluster`` and the metrics show them as Redis has them.
+**Held heights** are per node too: node N's height of a ledger is ``{*}:held:N``, a string
+only N's user sets (``SET``, in a selector of that key alone) and every node reads.
+
+**What ACLs still cannot say.** The witnesses' cosignatures (``{*}:cosig``) stay one hash
+per ledger that every witness writes a field of: a witness may overwrite or delete another's
+field. Cosignatures are signed, and whoever counts one verifies it (docs/PROTOCOL.md 10.3):
+a forged one counts nowhere; a deleted one is published again by its witness at its next
+cosignature. A node may still claim, in its own keys, a height it does not hold or an alert
+about any node: those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Every node user may also report which accounts version it applied
@@ -177,7 +180,10 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     own_alerts = (f"~{alerts}:log:{node}", f"~{alerts}:open:{node}")
     reports = (f"~{group}:applied", f"~{group}:seen", *alerts_read, *own_alerts)
     node_keys = (*accounts_read, *reports)
-    chain, held, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:held", f"{ns}:{{*}}:checkpoint"
+    chain, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:checkpoint"
+    # Each node's held height of a ledger is a key of its own (``{*}:held:<node>``): it writes
+    # its own and reads every node's.
+    held, own_held = f"{ns}:{{*}}:held:*", f"{ns}:{{*}}:held:{node}"
     ledgers = f"{ns}:{{ledgers}}"
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
@@ -196,7 +202,8 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
         f"%R~{checkpoint}",
         f"%R~{outside}",
         *witness,
-        f"~{held}",
+        f"%R~{held}",
+        f"~{own_held}",
     )
     return {
         "ingest": (
@@ -209,7 +216,8 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"%R~{ns}:{{*}}:cosig",
             f"~{outside}",
             f"~{ns}:{{totp}}:*",
-            f"~{held}",
+            f"%R~{held}",
+            f"~{own_held}",
         ),
         "replica": follower,
         "observer": (*follower, *(f"~{key}" for key in tallies)),
@@ -251,8 +259,15 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # The verifier reads each stream through a consumer group: the group's commands write the
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
-def _selectors(ns: str) -> dict[str, tuple[str, ...]]:
-    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",)}
+# A follower sets its held height (a string: SET) on its own key only, not on a witness's
+# hash or any other key its root rules let it write.
+def _selectors(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
+    own_held = (f"(+set ~{ns}:{{*}}:held:{node})",)
+    return {
+        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
+        "replica": own_held,
+        "observer": own_held,
+    }
 
 
 def user_name(role: str, node: str | None = None) -> str:
@@ -287,7 +302,7 @@ def rules(role: str, namespace: str = "vledger", node: str | None = None) -> lis
     tokens += [f"+{command}" for command in dict.fromkeys(_COMMANDS[role])]
     tokens += list(_keys(namespace, node or "")[role])
     tokens += list(_channels(namespace)[role])
-    tokens += list(_selectors(namespace).get(role, ()))
+    tokens += list(_selectors(namespace, node or "").get(role, ()))
     return tokens
 
 

@@ -21,14 +21,16 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
 * ``vledger:{evidence}:<witness>``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the
   home's signed checkpoint that contradicts that witness's copy, kept verbatim; only that
   witness's Redis user writes it (``vledger:{evidence}``, the older layout's, the admin's).
-* ``vledger:{<ledger>}:held``: a hash, node -> the height up to which the node holds the
-  ledger, every record from genesis on verified: a hint (``vledger repl status``), never
-  a proof, since anyone who reaches Redis can write it. A node stores a ledger strictly in
-  order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
-  the replication count of record h is the number of nodes whose held height is >= h.
-  Why not a set of holders per record (``SADD``): it answers the same question exactly,
-  is as idempotent (the height only ever grows, a redelivery changes nothing), and costs
-  one field per node instead of one key per record and node.
+* ``vledger:{<ledger>}:held:<node>``: the height up to which node ``<node>`` holds the
+  ledger, every record from genesis on verified; only that node's Redis user writes it
+  (broker/redis_acl.py). A hint (``vledger repl status``), never a proof: a node may claim
+  what it does not hold. A node stores a ledger strictly in order and never with a gap, so
+  "node N holds record h" is exactly "held[N] >= h", and the replication count of record h
+  is the number of nodes whose held height is >= h. Why not a set of holders per record
+  (``SADD``): it answers the same question exactly, is as idempotent (the height only ever
+  grows, a redelivery changes nothing), and costs one key per node instead of one per
+  record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
+  field in one key any node could write, is no longer read.)
 * ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
 * ``vledger:{alerts}:log:<node>``: a stream of the findings node ``<node>`` raised (a forged
   or conflicting record, a fork), and ``vledger:{alerts}:open:<node>``, a hash of those not
@@ -85,13 +87,13 @@ REDIS_ERRORS = (
     redis.exceptions.ResponseError,
 )
 
-# HSET the node's height only if it grows: a late or repeated report never lowers it.
-# KEYS: held    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
+# SET the node's height only if it grows: a late or repeated report never lowers it.
+# KEYS: the node's held key    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
 _ADVANCE = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
 local height = tonumber(ARGV[2])
 if height > current then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2])
   redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
   return height
 end
@@ -336,8 +338,9 @@ class ReplicationLedger:
     def stream_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "chain")
 
-    def held_key(self, ledger: str) -> str:
-        return ledger_key(self.namespace, ledger, "held")
+    def held_key(self, ledger: str, node: str) -> str:
+        """``node``'s held height of ``ledger``: a key of its own, which only its Redis user writes."""
+        return ledger_key(self.namespace, ledger, f"held:{node}")
 
     @property
     def ledgers_key(self) -> str:
@@ -635,16 +638,30 @@ class ReplicationLedger:
 
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
-        keys = [self.held_key(ledger)]
+        keys = [self.held_key(ledger, node)]
         return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
 
     def held(self, ledger: str) -> dict[str, int]:
-        """node -> the height up to which it says it holds ``ledger`` (claims: anyone who reaches
-        Redis can write them; a value that is no height, which no node writes, is left out)."""
+        """node -> the height up to which it says it holds ``ledger``, for each node of
+        :meth:`raisers` (claims: each node writes its own, and may claim what it does not hold;
+        a value that is no height, which no node writes, is left out)."""
+        if self._raisers is not None:
+            nodes = list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
+        else:
+            prefix = self.held_key(ledger, "")
+            found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+            nodes = sorted({_text(raw)[len(prefix) :] for raw in found})
+        if not nodes:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.get(self.held_key(ledger, node))
         held = {}
-        for k, v in self.client.hgetall(self.held_key(ledger)).items():
+        for node, value in zip(nodes, pipe.execute(), strict=True):
+            if value is None:
+                continue
             try:
-                held[_text(k)] = int(v)
+                held[node] = int(value)
             except ValueError:
                 continue
         return held

@@ -414,9 +414,16 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
         lambda: client.hset(evidence, "replica-2|votes|4", "{}"),
         lambda: client.hdel(evidence, "replica-2|votes|4"),
         lambda: client.hset(intruder.evidence_key_of(None), "replica-2|votes|4", "{}"),
+        lambda: intruder.advance("replica-2", "votes", 99),  # another node's held height
+        lambda: client.set(intruder.held_key("votes", "replica-2"), "99"),
+        lambda: client.set(intruder.cosig_key("votes"), "x"),  # its SET reaches its own height only
     ):
-        with pytest.raises(NOPERM, match="key"):
+        with pytest.raises(NOPERM, match="key|'set' command" if role == "verifier" else "key"):
             write()
+    assert victim.advance("replica-2", "votes", 5) == 5
+    if role != "verifier":  # a node that holds copies says how far, in its own key
+        assert intruder.advance(intruder.node or "", "votes", 7) == 7
+    assert acl.repl("verifier").held("votes") == {"replica-2": 5, **({} if role == "verifier" else {intruder.node: 7})}
     # It raises in another's name only in its own keys, and that shows: raised by it.
     intruder.alert(Alert(node="replica-2", ledger="votes", what="fork", height=0, detail="forged"))
     if role in ("replica", "observer"):  # a witness keeps evidence, of its own name only
