@@ -29,7 +29,7 @@ replica       read streams, homes, epochs, checkpoints and outside cosignatures;
 observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
 verifier      read streams, held heights, homes and checkpoints; read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve its own
+              there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: the signed tallies, the witnesses' and outside witnesses' cosignatures,
               held heights, the ledgers' homes and every raiser's open alerts
@@ -229,7 +229,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"%R~{epochs}",
             f"%R~{checkpoint}",
             f"%R~{held}",
-            f"~{ns}:{{sweep}}:*",
+            f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),
         "gateway": (
             *tallies_read,

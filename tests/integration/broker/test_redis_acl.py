@@ -325,6 +325,8 @@ def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: Ac
     ((_, entries),) = replies
     assert verifier.xack("vledger:{votes}:chain", "verifier", entries[0][0]) == 1
     verifier.hset("vledger:{sweep}:verifier-1", "votes", "0")
+    with pytest.raises(NOPERM, match="key"):
+        verifier.hset("vledger:{sweep}:verifier-2", "votes", "0")  # another verifier's sweeps
     with pytest.raises(NOPERM):
         verifier.xadd("vledger:{votes}:chain", {"record": b"x"})
     with pytest.raises(NOPERM):
