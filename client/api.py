@@ -26,10 +26,13 @@ from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
+from ..node.anchors import MAX_ANCHORS_BYTES, Anchors, parse_anchors
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
+    BadGenesisError,
     BadPayloadError,
+    FencedError,
     KeyMaterialError,
     NodeUnavailableError,
     NoteKeyError,
@@ -37,6 +40,7 @@ from ..node.errors import (
     ProofError,
     RemoteError,
     RollbackError,
+    SettingsError,
     UsageError,
     VledgerError,
 )
@@ -119,7 +123,8 @@ class FollowEvent:
 @dataclass(frozen=True, slots=True)
 class Trust:
     """What an HTTP client trusts: per ledger its genesis record's bytes (whose pinned
-    checkpoint key is used, and which the gateway's genesis must equal) or its checkpoint key;
+    checkpoint key is used, and which the gateway's genesis must equal), the link its genesis
+    must hash to (trust anchors, 15.5: then the gateway's genesis bytes are used) or its checkpoint key;
     the witnesses' keys and how many must have cosigned; the observers' signing keys."""
 
     genesis: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
@@ -128,6 +133,8 @@ class Trust:
     quorum: int = 0
     observers: Mapping[str, VerifyKey] = dataclasses.field(default_factory=dict)
     admin_key: VerifierKey | None = None  # the admin ledger's checkpoint key: follows rotated keys (16.6)
+    # Per ledger the link of its genesis (trust anchors, 15.5): the server's genesis must hash to it.
+    anchored: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 def observer_key(raw: bytes | str) -> VerifyKey:
@@ -202,6 +209,7 @@ class Client:
         quorum: int = 0,
         observers: Mapping[str, VerifyKey | bytes | str] | None = None,
         admin_key: VerifierKey | str | None = None,
+        anchors: Path | None = None,
         state_file: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Client:
@@ -214,8 +222,15 @@ class Client:
         Ed25519 public keys (hex) for :meth:`tally`; ``admin_key`` the admin ledger's checkpoint
         vkey (``<cluster>/admin``, its home's key): with it, a witness's or an observer's rotated
         keys that the gateway proves on the admin ledger count as its own (PROTOCOL 16.6).
-        Raises UsageError for a URL that is not http(s), NoteKeyError or KeyMaterialError for a
-        key that is not one.
+
+        ``anchors`` is a trust-anchors file, as ``vledger anchors`` prints it (PROTOCOL 15.5):
+        each ledger it names is read only if the gateway's genesis record hashes to the anchored
+        link (its pinned checkpoint key and outside witnesses are then taken from those bytes,
+        never from what the gateway states), its witness keys join ``witnesses`` and its observer
+        keys ``observers``. Raises UsageError for a URL that is not http(s) or a ledger or
+        observer given both in the anchors and by argument, NoteKeyError or KeyMaterialError for
+        a key that is not one, SettingsError [bad_settings] for anchors that cannot be read or
+        parsed.
         """
         trust = Trust(
             genesis=dict(genesis or {}),
@@ -228,6 +243,8 @@ class Client:
             },
             admin_key=None if admin_key is None else _verifier_key(admin_key),
         )
+        if anchors is not None:
+            trust = _anchored(trust, _read_anchors(anchors))
         gateway = GatewayConnection(gateway_url, timeout=timeout)
         return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
 
@@ -253,8 +270,8 @@ class Client:
             return keys
         if self.trust is None:
             keys = self.reader.checkpoint_keys(ledger, self.quorum)
-        elif ledger in self.trust.genesis:
-            pinned = self.trust.genesis[ledger]
+        elif ledger in self.trust.genesis or ledger in self.trust.anchored:
+            pinned = self.trust.genesis.get(ledger) or self._anchored_genesis(ledger)
             keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum)
             keys = dataclasses.replace(keys, admin_key=self.trust.admin_key)
             self.reader.trust_genesis(ledger, pinned)
@@ -266,6 +283,19 @@ class Client:
             raise NoteKeyError(f"no trusted key for ledger {ledger!r}: give its genesis record or its checkpoint key")
         self._keys[ledger] = keys
         return keys
+
+    def _anchored_genesis(self, ledger: str) -> bytes:
+        """The server's genesis record of ``ledger``, checked as a genesis (section 4) and
+        required to hash to the anchored link (15.5) [bad_genesis]."""
+        assert self.trust is not None
+        record = self.reader.record(ledger, 0)
+        if record.link != self.trust.anchored[ledger]:
+            raise BadGenesisError(
+                f"the server's genesis of {ledger!r} (link {record.link.hex()}) is not the anchored one",
+                ledger=ledger,
+                height=0,
+            )
+        return record.encode()
 
     def checkpoint(self, ledger: str) -> VerifiedCheckpoint:
         """The server's latest checkpoint of ``ledger`` with this client's quorum of cosignatures,
@@ -280,15 +310,38 @@ class Client:
         return self._accept(ledger, self.reader.checkpoint(ledger, keys))
 
     def _not_behind(self, ledger: str, verified: VerifiedCheckpoint) -> None:
-        """Raise RollbackError if ``verified`` is smaller than the largest checkpoint seen for
-        ``ledger``, ProofError if of its size with another root (no proof is asked: :meth:`_accept` does)."""
+        """Raise unless ``verified`` may follow the largest checkpoint seen for ``ledger`` (no
+        proof is asked: :meth:`_accept` does): RollbackError if smaller; FencedError [fenced] if
+        of an earlier epoch (10.9) than that one; BadEpochError if of its epoch with another home;
+        ProofError if of its size with another root.
+
+        The fencing rule needs no record here: a checkpoint of epoch ``e`` holds its handover
+        record, so one of an earlier epoch not smaller than it is past that handover (10.9 rule
+        2), whatever node serves it. Every read of a checkpoint (:meth:`checkpoint`,
+        :meth:`record`, :meth:`records`, :meth:`receipt`, the voter checks, :meth:`follow`)
+        passes here: a client that saw epoch ``e`` takes no older epoch's checkpoint, nor the
+        records and receipts it would prove."""
         new, seen = verified.checkpoint, self.state.get(ledger)
         if seen is None:
             return
+        epoch, home = epoch_claim(new)
+        if epoch == seen.epoch and home != seen.home:
+            raise BadEpochError(
+                f"a checkpoint of epoch {epoch} by home {home}, where one by {seen.home} was verified", ledger=ledger
+            )
         if new.size < seen.size:
+            behind = ""
+            if epoch < seen.epoch:  # a copy from before the handover, or a replaced home's past it
+                behind = f" (it is of epoch {epoch}, that one of epoch {seen.epoch}, home {seen.home})"
             raise RollbackError(
                 f"ledger {ledger!r}: the server's checkpoint has {new.size} records, "
-                f"one of {seen.size} was verified before"
+                f"one of {seen.size} was verified before{behind}"
+            )
+        if epoch < seen.epoch:
+            raise FencedError(
+                f"a checkpoint of epoch {epoch} of {new.size} records, past the handover to epoch {seen.epoch} "
+                f"(home {seen.home}; one of {seen.size} records was verified): a replaced home's",
+                ledger=ledger,
             )
         if new.size == seen.size and new.root != seen.root:
             raise ProofError(
@@ -296,13 +349,14 @@ class Client:
             )
 
     def _accept(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
-        """``verified`` once it extends the largest checkpoint seen for ``ledger``; remembered."""
+        """``verified`` once it extends the largest checkpoint seen for ``ledger`` (and is of its
+        epoch or a later one); remembered."""
         new = verified.checkpoint
         seen = self.state.get(ledger)
         self._not_behind(ledger, verified)
         if seen is not None and 0 < seen.size < new.size:
             self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
-        self.state.put(ledger, Seen(new.size, new.root))
+        self.state.put(ledger, Seen(new.size, new.root, *epoch_claim(new)))
         return verified
 
     # --- records ---------------------------------------------------------------------------------
@@ -498,6 +552,7 @@ class Client:
         events = self._wakeups(ledger)
         keys = self.keys(ledger)
         first = self.reader.checkpoint(ledger, keys)
+        self._not_behind(ledger, first)  # an earlier epoch's is refused before its records are read
         epochs = self.reader.epochs_under(ledger, first)
         last = self._accept(ledger, first)
         yield FollowEvent(last, ())
@@ -533,6 +588,31 @@ class Client:
         if self.gateway is None:
             return _ticks()
         return _gateway_wakeups(self.gateway, ledger)
+
+
+def _read_anchors(path: Path) -> Anchors:
+    """The trust anchors in the file ``path`` (15.5). Raises SettingsError [bad_settings]."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_ANCHORS_BYTES + 1)
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read the trust anchors: {e.strerror}") from None
+    try:
+        return parse_anchors(data)
+    except SettingsError as e:
+        raise SettingsError(f"{path}: {e.message}") from None
+
+
+def _anchored(trust: Trust, anchors: Anchors) -> Trust:
+    """``trust`` with the anchors' ledgers, witness keys and observer keys. Raises UsageError for
+    a ledger or an observer it names already (two sources of trust: which would be meant?)."""
+    given = sorted((set(trust.genesis) | set(trust.log_keys)) & set(anchors.ledgers))
+    given += sorted(set(trust.observers) & set(anchors.observers))
+    if given:
+        raise UsageError(f"given both in the trust anchors and as arguments: {', '.join(given)}")
+    witnesses = trust.witnesses + tuple(k for k in anchors.witnesses.values() if k not in trust.witnesses)
+    observers = {**trust.observers, **{n: VerifyKey(k.public_key) for n, k in anchors.observers.items()}}
+    return dataclasses.replace(trust, anchored=dict(anchors.ledgers), witnesses=witnesses, observers=observers)
 
 
 def _in_epochs(epochs: EpochHistory | None, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:

@@ -3,12 +3,17 @@
 A log only grows. A client that remembers the largest checkpoint it verified (its size and
 root) asks for a consistency proof from it to every new one, and refuses a smaller one
 (``rollback``): so a server cannot show it one tree today and a rewritten one tomorrow.
-Without a file the memory lasts as long as the :class:`TrustedState`.
+It also remembers that checkpoint's epoch (docs/PROTOCOL.md 10.9), so that a home a handover
+replaced is refused (``fenced``) however the client meets it again. Without a file the memory
+lasts as long as the :class:`TrustedState`.
 
 The file (docs/PROTOCOL.md 15.4) is UTF-8 JSON, written whole to a temporary file beside it
 (mode 0600), flushed and renamed over it, so that a crash leaves the old or the new one:
 
     {"version": 1, "ledgers": {"<ledger>": {"size": <int>, "root": "<64 hex>"}}}
+
+and, for a checkpoint of an epoch after the first, ``"epoch": <int from 2>, "home": "<node>"``
+in its ledger's map (absent: epoch 1, which a file from before epochs holds).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..node.anchors import is_valid_name
 from ..node.errors import SettingsError
 from ..node.record import NAME_PATTERN
 from ..node.tree import HASH_SIZE, MAX_TREE_SIZE
@@ -30,10 +36,13 @@ MAX_STATE_BYTES = 4 * 1024 * 1024  # a few thousand ledgers; refuse a file far l
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """The largest checkpoint verified for a ledger: its tree size and root."""
+    """The largest checkpoint verified for a ledger: its tree size and root, and the epoch it
+    states (10.9: 1 and no home without an epoch line)."""
 
     size: int
     root: bytes
+    epoch: int = 1
+    home: str | None = None
 
 
 class TrustedState:
@@ -91,14 +100,28 @@ def _seen(ledger: str, entry: object) -> Seen:
         raise ValueError(f"ledger {ledger!r}: size is not a tree size")
     if not isinstance(root, str) or len(root) != 2 * HASH_SIZE:
         raise ValueError(f"ledger {ledger!r}: root is not {2 * HASH_SIZE} hex characters")
-    return Seen(size, bytes.fromhex(root))
+    if "epoch" not in entry and "home" not in entry:
+        return Seen(size, bytes.fromhex(root))
+    epoch, home = entry.get("epoch"), entry.get("home")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 2:
+        raise ValueError(f"ledger {ledger!r}: epoch is not an epoch number from 2")
+    if not isinstance(home, str) or not is_valid_name(home):
+        raise ValueError(f"ledger {ledger!r}: an epoch's home is not a node name")
+    return Seen(size, bytes.fromhex(root), epoch, home)
+
+
+def _entry(seen: Seen) -> dict[str, object]:
+    entry: dict[str, object] = {"size": seen.size, "root": seen.root.hex()}
+    if seen.epoch > 1:
+        entry.update(epoch=seen.epoch, home=seen.home)
+    return entry
 
 
 def _save(path: Path, seen: dict[str, Seen]) -> None:
     text = json.dumps(
         {
             "version": STATE_VERSION,
-            "ledgers": {ledger: {"size": s.size, "root": s.root.hex()} for ledger, s in sorted(seen.items())},
+            "ledgers": {ledger: _entry(s) for ledger, s in sorted(seen.items())},
         },
         indent=1,
     )

@@ -37,7 +37,7 @@ from typing import Protocol
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.errors import VledgerError
+from ..node.errors import StoreDamagedError, VledgerError
 from ..node.record import Record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
@@ -54,7 +54,9 @@ Row = tuple[str, int, bytes]  # a durable record as the outbox sends it: ledger,
 class OutboxStore(Protocol):
     """What an outbox reads of a store: a node's ChainStore, or (in the outbox's own process,
     ingest/outbox_process.py) a read-only view of the same file, which has no tree and no
-    signer, so only the first five are used there."""
+    signer, so its frontier and root are not used there. ``damaged`` reports a damaged file
+    (ChainStore.damaged: the node's alert, and it stops; the view's: the process's alert and
+    its end with EXIT_STORE_DAMAGED)."""
 
     checkpoints: CheckpointLog
 
@@ -69,6 +71,8 @@ class OutboxStore(Protocol):
     def frontier(self, ledger: str) -> Frontier: ...
 
     def root(self, ledger: str, size: int | None = None) -> bytes: ...
+
+    def damaged(self, error: BaseException) -> StoreDamagedError | None: ...
 
 
 class FeedSink(Protocol):
@@ -129,6 +133,7 @@ class Outbox:
         # ledger -> the lowest height of a stream rewrite not done yet: the home's own alert
         # against ``redis`` resolves once the stream holds its records past it again.
         self._rewritten: dict[str, int] = {}
+        self._left: set[str] = set()  # ledgers Redis names another home of (10.9), warned of once
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -216,7 +221,13 @@ class Outbox:
     def _run(self) -> None:
         heartbeat = self.settings.heartbeat_ms / 1000
         next_beat = self._clock()  # the first pass syncs with Redis at once
-        for ledger, (height, _) in self.store.heads().items():  # what the store held before this start
+        try:
+            heads = self.store.heads()  # what the store held before this start
+        except Exception as e:
+            if self.store.damaged(e) is None:
+                raise
+            return  # reported (the store's damaged): nothing more can be read
+        for ledger, (height, _) in heads.items():
             try:
                 self._keep(self.sign(ledger, height + 1))
             except VledgerError as e:
@@ -240,7 +251,11 @@ class Outbox:
                 if self._clock() >= next_beat:
                     next_beat = self._clock() + heartbeat
                     self._heartbeat()
-            except Exception:  # the outbox must outlive any one failure: the store has it all
+            except Exception as e:  # the outbox must outlive any one failure: the store has it all
+                if self.store.damaged(e) is not None:
+                    # Unless its file is damaged: reported (an alert, and the node or outbox
+                    # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
+                    return
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return
@@ -376,11 +391,28 @@ class Outbox:
         if conflict is None and last > checked:
             conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
+            if self._replaced(ledger, self.replication.epochs()):
+                return
             last = self._repair(ledger, conflict)
         elif last >= end:
             self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
             self._rewrite_done(ledger, end)
         self._fill(ledger, last, end)
+
+    def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]]) -> bool:
+        """Whether Redis names another node the home of ``ledger``'s newest epoch (10.9): the
+        stream is that home's, never this node's to cut back or fill. The outbox process hears
+        whether its node owns a ledger only from the node, so a node that hangs (or whose host
+        is cut off from its clients but not from Redis) while its standby is promoted would
+        otherwise rewind the new home's stream to its own store at every heartbeat."""
+        epoch = named.get(ledger)
+        if epoch is None or epoch[1] == self.name:
+            return False
+        if ledger not in self._left:
+            self._left.add(ledger)
+            log.warning("outbox: Redis names %s the home of %s (epoch %d): this node leaves its stream alone",
+                        epoch[1], ledger, epoch[0])  # fmt: skip
+        return True
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
@@ -466,7 +498,9 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                for ledger, streamed in self.replication.last_heights([h for h in heads if self.owns(h)]).items():
+                named = self.replication.epochs()
+                owned = [h for h in heads if self.owns(h) and not self._replaced(h, named)]
+                for ledger, streamed in self.replication.last_heights(owned).items():
                     last = streamed
                     if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
                         last = self._repair(ledger, heads[ledger][0] + 1)

@@ -241,6 +241,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
             histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
+            owns=lambda ledger: homes.home_of(ledger).name == name,
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed

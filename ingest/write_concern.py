@@ -14,6 +14,12 @@ again, since pub/sub drops messages). A note under a known witness's name that f
 checks raises a ``bad_cosignature`` alert naming that witness, once per note. A waiter
 that passes its deadline fails with ``replication_timeout``: its record is durable on the
 home node all the same, and the error says so. If Redis is unreachable, waiters time out.
+
+A ledger this node no longer homes (a newer epoch named its standby, PROTOCOL 10.9) is not
+read, and a note that fails is reported only if Redis names no other home for its ledger:
+its witnesses now cosign the new home's checkpoints, which this node's key never signed, so
+every one of them would be reported as a forgery after an honest handover. Its waiters time
+out: the new home's witnesses never cover what this node placed past it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class CosignatureWatch(Worker):
     its old one only for a cosignature stamped before the rotation's ``until``.
     ``log_key_of(ledger, note)`` is this home's checkpoint key that must have signed
     ``note`` (the one in force at its size, 13.8), ``checkpoints`` its store's kept checkpoints.
+    ``owns(ledger)`` says whether this node is the ledger's home now (10.9).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class CosignatureWatch(Worker):
         ignored: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
         histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
+        owns: Callable[[str], bool] = lambda ledger: True,
     ) -> None:
         super().__init__(f"write-concern-{home}")
         self.home = home
@@ -93,6 +101,7 @@ class CosignatureWatch(Worker):
         self.witnesses = {name: key for name, key in witnesses.items() if name != home}
         self.log_key_of = log_key_of
         self.histories = histories
+        self.owns = owns
         self.on_alert = on_alert
         self.ignored = frozenset(ignored) | {home}
         self._clock = clock
@@ -168,6 +177,8 @@ class CosignatureWatch(Worker):
         with self._lock:
             dirty, self._dirty = self._dirty, set()
         for name in dirty:
+            if not self.owns(name):
+                continue
             notes = self.replication.cosignatures(name)
             found = {}
             for witness, note in notes.items():
@@ -200,13 +211,20 @@ class CosignatureWatch(Worker):
             else:
                 cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
         except NoteError as e:
-            self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
+            if not self._replaced(ledger):
+                self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
             return None
         signed = self.checkpoints.at(ledger, SIGNED, cosigned.size)
         if not any(c.root == cosigned.root for c in signed):
             self._report(ledger, witness, note, cosigned.size, "is of a checkpoint this home never signed")
             return None
         return cosigned.size
+
+    def _replaced(self, ledger: str) -> bool:
+        """Whether Redis names another node the home of ``ledger``'s newest epoch (10.9), asked
+        afresh: a home woken from a hang reads cosignatures before ``owns`` learns of the epoch."""
+        epoch = self.replication.epochs().get(ledger)
+        return epoch is not None and epoch[1] != self.home
 
     def _report(self, ledger: str, witness: str, note: bytes, size: int, why: str) -> None:
         digest = hashlib.sha256(note).digest()

@@ -4,9 +4,11 @@ Genesis rules::
 
     {"type": "charity", "currency": str, "funds": [str, ...]}   # "funds" optional
 
-``currency`` names the unit of every amount (``"SAR"``); amounts are whole numbers of its
-minor unit (halalas, cents). With ``funds`` (non-empty, distinct), only those funds exist;
-without it, a fund exists from its first donation. The genesis ``kinds`` must include
+``currency`` names the unit of every amount (``"SAR"``, an ISO 4217 code); amounts are whole
+numbers of its minor unit (halalas, cents; yen, which have none; fils, a thousandth of a dinar),
+counted as such: how many decimals a unit has matters only to show them (node/currency.py).
+With ``funds`` (non-empty, distinct), only those funds exist; without it, a fund exists from
+its first donation. The genesis ``kinds`` must include
 ``donation`` and ``disbursement``; other kinds are ignored here.
 
 **Records**, each payload with exactly the fields shown (else ``bad_payload``), checked in
@@ -16,7 +18,10 @@ this order:
   ``donor`` spelt as a sealed id (node/sealed.py: who gave stays private, yet the same
   donor is always the same id) and ``amount`` an integer >= 1, a bool or float refused
   [``bad_payload``]; the fund one of ``funds`` when those are listed [``unknown_fund``].
-  ``source`` and ``purpose`` are free text, possibly empty.
+  ``source`` and ``purpose`` are free text, possibly empty. A donation that would take the
+  ledger's total donated past 2**64 - 1 is ``bad_payload``: a signed tally holds that total,
+  and canonical msgpack has no larger integer, so two huge gifts would stop every observer's
+  tallies of the ledger for good.
 * ``disbursement`` ``{"fund": str, "target": str, "amount": int, "purpose": str}``: the
   fund exists [``unknown_fund``]; the amount at most the fund's balance
   [``insufficient_funds``].
@@ -29,15 +34,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..canonical import INT_MAX
 from ..errors import InsufficientFundsError, UnknownFundError
 from ..ledger import LedgerRules
 from ..record import Record
 from ..sealed import is_sealed
 from . import Domain, GenesisReader, Plan, refuse
-
-# Amounts are whole minor units (PROTOCOL 7.2): halalas per riyal, cents per dollar; the
-# currencies these rules serve have 2 decimal places, so a unit is 100 minor units.
-MINOR_PER_UNIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class CharityState(Domain):
         self.currency = reader.text("currency")
         self.listed = "funds" in rules.rules
         self._funds: dict[str, FundTotals] = dict.fromkeys(reader.names("funds"), FundTotals()) if self.listed else {}
+        self._donated = 0  # every fund's donations: the tally's largest figure
 
     def plan(self, record: Record) -> Plan:
         match record.content.kind:
@@ -103,7 +106,13 @@ class CharityState(Domain):
             if self.listed:
                 refuse(UnknownFundError, record, f"fund {fund!r} is not one of {sorted(self._funds)}")
             totals = FundTotals()
-        return self._update(fund, replace(totals, donated=totals.donated + amount, donations=totals.donations + 1))
+        # The ledger's total bounds every fund's (and the balances): checking it keeps every
+        # figure of the tally a canonical integer (PROTOCOL 7.2, 11.2).
+        if amount > INT_MAX - self._donated:
+            fields.fail(f"amount {amount} would take the ledger's donations past 2**64 - 1 (now {self._donated})")
+        return self._update(
+            fund, replace(totals, donated=totals.donated + amount, donations=totals.donations + 1), donated=amount
+        )
 
     def _disbursement(self, record: Record) -> Plan:
         fields = self.fields(record, "fund", "target", "amount", "purpose")
@@ -124,9 +133,10 @@ class CharityState(Domain):
             fund, replace(totals, disbursed=totals.disbursed + amount, disbursements=totals.disbursements + 1)
         )
 
-    def _update(self, fund: str, totals: FundTotals) -> Plan:
+    def _update(self, fund: str, totals: FundTotals, *, donated: int = 0) -> Plan:
         def commit() -> None:
             self._funds[fund] = totals
+            self._donated += donated
 
         return Plan(commit)
 

@@ -13,7 +13,9 @@ The issuers are part of the chain, so observers judge issues exactly as ingest d
 integers >= 1 (a bool or float refused), checked in this order:
 
 * ``issue`` ``{"account": account, "amount": int}``: the record's author is an issuer
-  [``not_issuer``]; ``amount`` units are added to ``account``.
+  [``not_issuer``]; ``amount`` units are added to ``account``, unless they would take the
+  total ever issued past 2**64 - 1 [``bad_payload``]: a signed tally holds that total, which
+  also bounds every balance, and canonical msgpack has no larger integer.
 * ``transfer`` ``{"from": account, "to": account, "amount": int}``: ``from`` is the
   record's author, as only an owner moves its balance [``not_owner``]; ``from`` and ``to``
   differ [``self_transfer``]; ``from`` holds at least ``amount`` [``insufficient_funds``].
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..canonical import INT_MAX
 from ..errors import InsufficientFundsError, NotIssuerError, NotOwnerError, SelfTransferError
 from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
@@ -69,6 +72,8 @@ class ResourcesState(Domain):
         author = record.content.author
         if author not in self.issuers:
             refuse(NotIssuerError, record, f"{author!r} is not an issuer ({sorted(self.issuers)})")
+        if amount > INT_MAX - self._issued:
+            fields.fail(f"amount {amount} would take the units issued past 2**64 - 1 (now {self._issued})")
 
         def commit() -> None:
             self._balances[account] = self.balance(account) + amount

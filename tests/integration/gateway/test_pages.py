@@ -33,18 +33,20 @@ import pytest
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
-from vledger.node.errors import SettingsError
+from vledger.node.currency import amount_text
+from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import generate_signer_key
+from vledger.node.receipt import ReceiptKeys, verify_witnessed
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
+from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
-from vledger.verifier.gateway import amount_text
 from vledger.verifier.pages import WEB_DIR, render
 
 ELECTION = "election-2026"
@@ -101,7 +103,9 @@ def election(cluster: LocalCluster) -> Election:
     writer = cluster.client("writer1")
     for phase in planned.phases:
         writer.put_many(phase)
-    rules = LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]})
+    rules = cluster.pinned(
+        FUND, LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]})
+    )
     cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
     key = new_seal_key()
     for i, amount in enumerate((250_000, 12_550)):
@@ -223,9 +227,9 @@ class Hostile:
     """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
     genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
     receipt with that key (the witnesses' cosignatures kept: they sign the body only) beside a
-    false decoded choice, and serves observer-1's tally signed with a key of its own, stated as
-    observer-1's, with false decoded counts and verdict beside the signed bodies. Everything
-    else is forwarded."""
+    false decoded choice, and serves observer-1's tally of the election and of the fund signed
+    with a key of its own, stated as observer-1's, with false decoded counts, balance and verdict
+    beside the signed bodies. Everything else is forwarded."""
 
     def __init__(self, real: str, origin: str, store: Path) -> None:
         self.real = real
@@ -291,12 +295,13 @@ class Hostile:
                     made["checkpoint"] = self._sign(made["checkpoint"])
                     r["receipt"] = json.dumps(made)
             body = json.dumps(shown).encode()
-        elif path == f"/api/ledgers/{ELECTION}/tally":
+        elif path in (f"/api/ledgers/{ELECTION}/tally", f"/api/ledgers/{FUND}/tally"):
             shown = json.loads(body)
             shown["verdict"] = {"status": "mismatch", "height": 0, "differing": ["observer-2"]}
             for o in shown["observers"]:
                 if o["snapshot"]:  # its decoding of the signed body: the pages read the bytes
                     o["snapshot"]["tally"]["counts"] = {"mallory": 999}
+                    o["snapshot"]["tally"]["balance"] = 1
                 if o["observer"] == "observer-1" and o["body"]:
                     o["signature"] = self.tally_key.sign(bytes.fromhex(o["body"])).signature.hex()
                     o["public_key"] = self.tally_key.verify_key.encode().hex()
@@ -369,11 +374,36 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     assert "✗ INVALID" in text_of(browser, "tr[data-observer='observer-1']")
 
 
+def test_the_charity_page_and_the_dashboard_check_against_anchors_a_gateway_forging_keys(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, hostile: Hostile
+) -> None:
+    """As vote.html and tally.html: without anchors the hostile gateway's observer key verifies
+    its own signature and the pages say whose word the keys are; with the publisher's anchors
+    its forged tally and its forked genesis of the election are refused."""
+    browser.get(f"{hostile.url}charity.html?ledger={FUND}")
+    summary = wait_text(browser, "#summary", "2225.50 SAR", "the unanchored balance")
+    assert "NOT checked against the publisher's anchors" in summary and "Not checked" in text_of(browser, "#anchors")
+    assert "2225.50 SAR" in text_of(browser, "#funds td.balance")  # from the signed bytes, not the forged decoding
+    real = cluster.gateway_url("replica-1")
+    named = f"#gateway={urllib.parse.quote(hostile.url, safe='')}&anchors={anchors}"
+    browser.get(f"{real}charity.html?ledger={FUND}{named}")
+    wait_text(
+        browser, "#summary", "1 observer signature(s) did NOT verify with the publisher's anchors", "the forged key"
+    )
+    assert "observer-1: INVALID" in text_of(browser, "#summary") and text_of(browser, "#funds tbody") == ""
+    shot(browser, "charity-forged-key-refused")
+
+    browser.get(f"{real}dashboard.html{named}")
+    refused = wait_text(browser, f"tr[data-ledger='{ELECTION}']", "is not the anchored one", "the forked genesis")
+    assert "✓" not in refused
+    wait_text(browser, f"tr[data-ledger='{FUND}']", "✓ ", "the fund's checkpoint checked with the anchors")
+
+
 def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
 ) -> None:
     # A page from another origin reads the gateway's public routes (CORS) and trusts the anchors only.
-    for name in ("vote", "tally"):
+    for name in ("vote", "tally", "charity", "dashboard"):
         (tmp_path / f"{name}.html").write_bytes(render(name))
     shutil.copytree(WEB_DIR / "static", tmp_path / "static")
     eid = election.eids[6]
@@ -388,6 +418,17 @@ def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_a
     browser.get(f"{(tmp_path / 'tally.html').as_uri()}?ledger={ELECTION}{fragment}")
     verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the anchored tally")
     assert "NOT checked" not in verdict and text_of(browser, "#observers tbody").count("✓ Ed25519 valid") == 2
+
+    browser.get(f"{(tmp_path / 'charity.html').as_uri()}?ledger={FUND}{fragment}")
+    summary = wait_text(browser, "#summary", "Balance 2225.50 SAR", "the anchored balance")
+    assert "NOT checked" not in summary and "signed by 2 observer(s): agree" in summary
+    proven = wait_text(browser, "#proven", "with the publisher's anchors", "the fund's anchored checkpoint")
+    assert "NOT" not in proven
+    wait_until(lambda: text_of(browser, "#latest tbody").count("✓ in the tree") >= 3, WAIT, "the records proven")
+    shot(browser, "charity-anchored")
+    browser.get(f"{(tmp_path / 'dashboard.html').as_uri()}{fragment}")
+    row = wait_text(browser, f"tr[data-ledger='{ELECTION}']", "✓ ", "the election's anchored checkpoint")
+    assert "NOT" not in row and "/witness/" in row and "✗" not in text_of(browser, "#checkpoints")
 
 
 def test_the_pages_parse_anchors_as_vledger_does(
@@ -434,20 +475,29 @@ def test_the_charity_page_shows_balances_in_currency_units(
     shot(browser, "charity")
 
 
-def test_amounts_are_shown_from_their_digits_as_the_gateway_writes_them(browser: Any) -> None:
+@pytest.mark.parametrize(("currency", "decimals"), [("SAR", 2), ("JPY", 0), ("KWD", 3), ("CLF", 4), ("XAU", None)])
+def test_amounts_are_shown_from_their_digits_as_the_gateway_writes_them(
+    browser: Any, currency: str, decimals: int | None
+) -> None:
     """The pages' amountText (verifier/web/static/vledger.js) gives the gateway's amount_text
-    for any amount: 2**53 + 1 minor units divided as a float would show 90071992547409.92."""
+    for any amount in the currency's decimals: 2**53 + 1 minor units divided as a float would
+    show 90071992547409.92."""
     script = (REPO / "verifier" / "web" / "static" / "vledger.js").read_text(encoding="utf-8")
     amounts = [0, 5, 99, 2025, -2025, -1, 40_000, 2**53 + 1, 2**64 - 1]
     browser.get("about:blank")
     shown = browser.execute_script(
-        script + "\nreturn arguments[0].map((a) => [window.vledger.amountText(BigInt(a)),"
-        " Math.abs(Number(a)) <= Number.MAX_SAFE_INTEGER ? window.vledger.amountText(Number(a)) : null]);",
+        script + "\nconst d = window.vledger.minorUnitDigits(arguments[1]);\nreturn [d, arguments[0].map((a) =>"
+        " [window.vledger.amountText(BigInt(a), d),"
+        " Math.abs(Number(a)) <= Number.MAX_SAFE_INTEGER ? window.vledger.amountText(Number(a), d) : null])];",
         [str(a) for a in amounts],
+        currency,
     )
-    assert [big for big, _ in shown] == [amount_text(a) for a in amounts]
-    assert [small for _, small in shown][:7] == [amount_text(a) for a in amounts[:7]]
-    assert shown[7][0] == "90071992547409.93"
+    digits, shown = shown
+    assert digits == decimals  # the page's table is node/currency.py's
+    assert [big for big, _ in shown] == [amount_text(a, currency) for a in amounts]
+    assert [small for _, small in shown][:7] == [amount_text(a, currency) for a in amounts[:7]]
+    if currency == "SAR":
+        assert shown[7][0] == "90071992547409.93"
 
 
 def test_the_dashboard_shows_a_node_going_down_within_seconds(
@@ -465,3 +515,56 @@ def test_the_dashboard_shows_a_node_going_down_within_seconds(
     finally:
         cluster.start_node("observer-2")
     wait_text(browser, "tr[data-node='observer-2'] td.state", "READY", "observer-2 ready again")
+
+
+def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_receipt_check_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """verifyLedgerNote (verifier/web/static/vledger.js) takes and refuses the notes that
+    verify_witnessed does for a ledger whose genesis pins a standby key (PROTOCOL 14.3 step 7,
+    10.9): the home's, the standby's with an epoch line from 2; not the standby's without one,
+    with epoch 1's, or with two, nor a key the genesis does not pin. The pages (the dashboard,
+    the charity page, the voter page) showed a handed-over ledger's checkpoints as NOT signed."""
+    home, standby, stranger = (HomeSigner("t", bytes(range(i, 32 + i))) for i in (0, 1, 2))
+    keys = ReceiptKeys(
+        home_key("t", FUND, home.key(FUND).public_key),
+        standby_key=home_key("t", FUND, standby.key(FUND).public_key),
+    )
+    root = bytes(range(32))
+    signed = [
+        (home, ()),
+        (standby, ("vledger-epoch 2 ingest-2",)),
+        (standby, ("vledger-epoch 12 ingest-3",)),
+        (standby, ()),
+        (standby, ("vledger-epoch 1 ingest-2",)),
+        (standby, ("vledger-epoch 2 ingest-2", "vledger-epoch 3 ingest-1")),
+        (stranger, ("vledger-epoch 2 ingest-2",)),
+    ]
+    notes = [signer.sign(FUND, 9, root, lines).note.decode() for signer, lines in signed]
+    wanted = []
+    for (signer, _), note in zip(signed, notes, strict=True):
+        try:
+            verify_witnessed(note.encode(), keys)
+            wanted.append("home" if signer is home else "standby")
+        except VledgerError:
+            wanted.append("refused")
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const [notes, log, standby] = arguments;"
+        "(async () => {"
+        "  const v = window.vledger, keys = { witnesses: [], standby: await v.parseVkey(standby) };"
+        "  const logKey = await v.parseVkey(log), out = [];"
+        "  for (const note of notes) {"
+        "    try {"
+        "      const seen = await v.verifyLedgerNote(note, logKey, keys);"
+        "      out.push(!seen.logOk ? 'refused' : seen.logKey.vkey === log ? 'home' : 'standby');"
+        "    } catch (e) { out.push('refused'); }"
+        "  }"
+        "  return out;"
+        "})().then(done, (e) => done(String(e)));",
+        notes,
+        keys.log_key.encode(),
+        keys.standby_key.encode() if keys.standby_key else "",
+    )
+    assert got == wanted == ["home", "standby", "standby", "refused", "refused", "refused", "refused"]

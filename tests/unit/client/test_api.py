@@ -26,6 +26,7 @@ from vledger.client import Client, Write
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
+from vledger.node.anchors import Anchors
 from vledger.node.errors import (
     BadChecksumError,
     BadGenesisError,
@@ -33,6 +34,7 @@ from vledger.node.errors import (
     NoteKeyError,
     NotFoundError,
     ProofError,
+    QuorumError,
     RemoteError,
     RollbackError,
     SettingsError,
@@ -40,7 +42,7 @@ from vledger.node.errors import (
     UsageError,
 )
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import ZERO_LINK, Content, Entry
+from vledger.node.record import ZERO_LINK, Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
 from vledger.verifier.gateway import Gateway, build_app
@@ -253,3 +255,70 @@ def test_refusals_and_writes_over_http(served: dict[str, Any]) -> None:
             client.put(LEDGER, Write("note", {"n": 1}))
         with pytest.raises(UsageError, match="gateway"):
             Client.http("file:///etc/passwd")
+
+
+def anchors_file(served: dict[str, Any], path: Path) -> Path:
+    """The publisher's anchors of the served cluster, as ``vledger anchors`` writes them: the
+    ledger's genesis link, the witness's key, an observer's key (replica-1's, for the test)."""
+    witness = next(iter(witness_keys(served["config"]).values()))
+    link = decode_record(served["genesis"], LIMITS).link
+    path.write_text(Anchors({LEDGER: link}, {witness.name: witness}, {"observer-1": witness}).encode())
+    return path
+
+
+def test_anchors_give_the_genesis_witnesses_and_observers(served: dict[str, Any], tmp_path: Path) -> None:
+    with Client.http(served["url"], anchors=anchors_file(served, tmp_path / "anchors.txt"), quorum=1) as client:
+        checkpoint = client.checkpoint(LEDGER)  # the key the anchored genesis pins, the anchored witness
+        assert checkpoint.checkpoint.size == COSIGNED_AT and checkpoint.witnesses == ("t/witness/replica-1",)
+        assert client.record(LEDGER, 3).record.content.payload == {"n": 3}
+        assert client.trust is not None and list(client.trust.observers) == ["observer-1"]
+
+
+def test_with_anchors_a_gateway_s_forged_genesis_and_witness_key_are_refused(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway serving a genesis of its own (pinning its key, its checkpoint signed by it) is
+    refused for the anchored link; one stating a witness key of its own, with a cosignature by
+    it in place of the witness's, gets no quorum: the anchors' key is the one checked."""
+    anchors = anchors_file(served, tmp_path / "anchors.txt")
+    mallory = HomeSigner("t", bytes(32))
+    pinned = home_key("t", LEDGER, mallory.key(LEDGER).public_key).encode()
+    other = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned}).genesis_content(
+        LEDGER, "admin", "g", 1
+    )
+    forged = Entry.prepare(other, 0, LIMITS).place(0, ZERO_LINK, 1, "ingest-1").encode()
+    with monkeypatch.context() as patched:
+        tamper(patched, "/records/0", lambda answer: answer.update(record=base64.b64encode(forged).decode()))
+        tamper(patched, "/checkpoint", lambda answer: answer.update(note=_signed(mallory, answer)))
+        with Client.http(served["url"], anchors=anchors) as client, pytest.raises(BadGenesisError, match="anchored"):
+            client.checkpoint(LEDGER)
+
+    stranger = WitnessSigner(witness_name("t", "replica-1"), bytes(range(2, 34)))
+
+    def cosigned_by_stranger(answer: dict[str, Any]) -> None:
+        signed = served["home"].sign(LEDGER, answer["size"], bytes.fromhex(answer["root"]))
+        answer["note"] = stranger.cosign(signed, 1_790_000_000).decode()
+        answer["witness_keys"] = {"replica-1": stranger.key.verifier().encode()}
+
+    tamper(monkeypatch, "/checkpoint", cosigned_by_stranger)
+    with Client.http(served["url"], anchors=anchors, quorum=1) as client, pytest.raises(QuorumError):
+        client.checkpoint(LEDGER)
+
+
+def _signed(signer: HomeSigner, answer: dict[str, Any]) -> str:
+    return signer.sign(LEDGER, answer["size"], bytes.fromhex(answer["root"])).note.decode()
+
+
+def test_anchors_that_are_not_some_or_that_clash_with_arguments_are_refused(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("vledger-anchors v1\nledger votes 00\n")
+    with pytest.raises(SettingsError, match=r"bad\.txt: anchors line 2"):
+        Client.http(served["url"], anchors=bad)
+    with pytest.raises(SettingsError, match="cannot read"):
+        Client.http(served["url"], anchors=tmp_path / "missing.txt")
+    with pytest.raises(UsageError, match="both in the trust anchors and as arguments: votes"):
+        Client.http(
+            served["url"], anchors=anchors_file(served, tmp_path / "a.txt"), genesis={LEDGER: served["genesis"]}
+        )

@@ -1,11 +1,13 @@
-"""client/api.py: Client.follow on a ledger handed over to its standby (PROTOCOL 10.9).
+"""client/api.py: Client.follow, and every other read, on a ledger handed over to its standby (PROTOCOL 10.9).
 
 The node followed serves one store's records and whichever checkpoint note the test sets. The
 ledger's genesis pins its home's key (ingest-1) and its standby's (ingest-2); ingest-2 placed
 the handover record at height 2, opening epoch 2. A checkpoint of epoch 1 (the home's key, no
 epoch line) of a size past 2 is a fenced home's: follow refuses it with ``fenced`` and yields
 none of its records, whether the handover came among the records it follows or below the
-checkpoint it started from; epoch 2's checkpoints are followed.
+checkpoint it started from; epoch 2's checkpoints are followed. A client that verified epoch
+2's checkpoint takes no epoch 1 checkpoint after it, in any read (checkpoint, record, records,
+receipt), nor in a later run that keeps its trusted state in a file.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import pytest
 from vledger.client import api
 from vledger.client.api import Client, FollowEvent, Trust
 from vledger.client.session import Reader
+from vledger.client.state import TrustedState
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import FencedError
+from vledger.node.errors import BadEpochError, FencedError, RollbackError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -39,9 +42,11 @@ class Followed:
     def __init__(self, store: ChainStore) -> None:
         self.store = store
         self.note = b""
+        self.asked: list[str] = []  # the commands asked, in order
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
         args = args or {}
+        self.asked.append(cmd)
         if cmd == "checkpoint":
             return {"checkpoint": self.note}
         if cmd == "range":
@@ -172,3 +177,76 @@ def _after_announced(node: Followed, monkeypatch: pytest.MonkeyPatch, announced:
     event = next(events)
     assert event.checkpoint.checkpoint.size == 5 and [r.height for r in event.records] == [4]
     return event
+
+
+def _client(node: Followed, state: TrustedState | None = None) -> Client:
+    genesis = node.store.get(LEDGER, 0)
+    assert genesis is not None
+    return Client(Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}), state=state)
+
+
+READS = {
+    "checkpoint": lambda client: client.checkpoint(LEDGER),
+    "record": lambda client: client.record(LEDGER, 1),
+    "records": lambda client: list(client.records(LEDGER)),
+    "receipt": lambda client: client.receipt(LEDGER, 1, wait=0),
+}
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("size", [4, 5])
+def test_after_epoch_2_no_read_takes_the_replaced_home_s_checkpoint(node: Followed, read: str, size: int) -> None:
+    """The old home's checkpoint of the tree epoch 2's was of (consistent with it: no proof
+    fails), or of one more record, is past the handover: every read refuses it (before, only
+    follow did; the others returned it, and a record or receipt proven by it)."""
+    client = _client(node)
+    node.standby_signs(4)
+    READS[read](client)
+    seen = client.state.get(LEDGER)
+    assert seen is not None and (seen.size, seen.epoch, seen.home) == (4, 2, "ingest-2")
+    node.home_signs(size)
+    with pytest.raises(FencedError, match="past the handover to epoch 2"):
+        READS[read](client)
+
+
+def test_a_smaller_checkpoint_of_an_earlier_epoch_is_a_rollback_naming_the_epochs(node: Followed) -> None:
+    client = _client(node)
+    node.standby_signs(4)
+    client.checkpoint(LEDGER)
+    node.home_signs(3)  # past the handover at 2, or below it: a smaller one is a rollback either way
+    with pytest.raises(RollbackError, match="it is of epoch 1, that one of epoch 2, home ingest-2"):
+        client.checkpoint(LEDGER)
+
+
+def test_epoch_2_stated_by_another_home_is_refused(node: Followed) -> None:
+    client = _client(node)
+    node.standby_signs(4)
+    client.checkpoint(LEDGER)
+    node.note = STANDBY.sign(LEDGER, 5, node.store.root(LEDGER, 5), ("vledger-epoch 2 ingest-3",)).note
+    with pytest.raises(BadEpochError, match="by home ingest-3, where one by ingest-2"):
+        client.checkpoint(LEDGER)
+
+
+def test_a_later_run_with_the_state_file_refuses_the_replaced_home(node: Followed, tmp_path: Path) -> None:
+    """The epoch is kept with the size and root: a new client of the same file meets the old
+    home's checkpoint of the same tree and refuses it (a root and size alone let it pass)."""
+    path = tmp_path / "trusted.json"
+    node.standby_signs(4)
+    assert _client(node, TrustedState(path)).checkpoint(LEDGER).checkpoint.size == 4
+    node.home_signs(4)
+    with pytest.raises(FencedError):
+        _client(node, TrustedState(path)).checkpoint(LEDGER)
+
+
+def test_follow_after_epoch_2_refuses_the_replaced_home_before_reading_its_records(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0)
+    client = _client(node)
+    node.standby_signs(4)
+    client.checkpoint(LEDGER)
+    node.home_signs(4)
+    node.asked.clear()
+    with pytest.raises(FencedError):
+        next(client.follow(LEDGER))
+    assert "range" not in node.asked  # the records up to it (the whole ledger) are not read for nothing

@@ -33,6 +33,14 @@ def test_written_whole_owner_only_and_read_back(tmp_path: Path) -> None:
     assert TrustedState(path).get("b") == Seen(9, bytes(32))
 
 
+def test_an_epoch_after_the_first_is_kept_with_its_home(tmp_path: Path) -> None:
+    path = tmp_path / "trusted.json"
+    TrustedState(path).put("a", Seen(3, ROOT, 2, "ingest-2"))
+    entry = {"size": 3, "root": ROOT.hex(), "epoch": 2, "home": "ingest-2"}
+    assert json.loads(path.read_text())["ledgers"]["a"] == entry
+    assert TrustedState(path).get("a") == Seen(3, ROOT, 2, "ingest-2")
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -43,6 +51,10 @@ def test_written_whole_owner_only_and_read_back(tmp_path: Path) -> None:
         '{"version": 1, "ledgers": {"a": {"size": 1, "root": "00"}}}',
         '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "zz" * 32 + '"}}}',
         '{"version": 1, "ledgers": {"../x": {"size": 1, "root": "' + "00" * 32 + '"}}}',
+        '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": 1, "home": "n"}}}',
+        '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": 2}}}',
+        '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": 2, "home": "a b"}}}',
+        '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": true, "home": "n"}}}',
     ],
 )
 def test_a_file_that_is_not_one_is_refused(tmp_path: Path, text: str) -> None:

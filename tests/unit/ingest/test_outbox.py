@@ -22,9 +22,10 @@ from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
-from vledger.node.errors import StoreContradictsCheckpointError
+from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
+from vledger.tests.sqlite_faults import malformed
 from vledger.tests.unit.ingest.note_chain import T0, append
 
 HOME = "home"
@@ -220,6 +221,31 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     assert [(a["node"], a["ledger"], a["height"], a["found"]) for a in alerts] == [("redis", LEDGER, "7", "missing")]
     assert alerts[0]["raised_by"] == home.repl.node
     wait_until(lambda: not home.repl.open_alerts(), "the home's alert resolved by the home")
+
+
+def test_a_home_redis_names_replaced_leaves_the_new_homes_stream_alone(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """A home's outbox process hears whether its node owns a ledger only from the node. The
+    node hung (SIGSTOP) while its standby was promoted and went on writing: the outbox, still
+    running, found the stream longer than its store and rewound it at every heartbeat (its
+    alert: "the home rewrote the stream from its store"), cutting the new home's records out
+    of the stream the replicas read, until the node woke and learnt of the epoch (PROTOCOL 10.9)."""
+    with ChainStore(tmp_path / "new-home", origin="standby", clock=lambda: T0) as new_home:
+        append(new_home, LEDGER, 12)  # the handed-over chain: the old home's 10, then the new home's
+        new_stream = [StreamRecord(LEDGER, h, data, "standby") for h, data in new_home.range_raw(LEDGER)]
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+    repl = ReplicationLedger(redis_client)
+    repl.add(new_stream)
+    assert repl.promote(LEDGER, 2, "standby") is None
+    home = homes(redis_client)
+    home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its node
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 9, "the outbox reported its head after a pass")
+    append(home.store, LEDGER, 1)  # a write the hung node committed but never answered
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "and that one too")
+    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
+    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
 
 
 # --- checkpoints: a home's outbox with a signing key ------------------------------------------------------
@@ -618,3 +644,29 @@ def test_entries_the_outbox_streamed_itself_are_not_read_back_but_others_above_a
         assert repl.reads[0] == (LEDGER, 41, 1)  # only what this outbox did not add
         assert streamed(repl, LEDGER) == in_store(store, LEDGER)  # cut back to the store's chain
         outbox.stop()
+
+
+class _DamagedFeed(FeedLog):
+    """A feed whose sends meet the store's damage, as a pass's reads of the file would."""
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
+        raise malformed()
+
+
+def test_a_pass_that_meets_a_damaged_store_reports_it_and_ends_the_outbox(tmp_path: Path) -> None:
+    """Its catch-all logged it and tried again at every pass, for ever; the store is told now
+    (ChainStore.damaged: the node's store_damaged alert, and it stops with status 65)."""
+    told: list[StoreDamagedError] = []
+    with ChainStore(tmp_path / "relay", origin=HOME, clock=lambda: T0) as store:
+        store.on_damaged = told.append
+        append(store, LEDGER, 3)
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, max_hops=2)
+        relay = Outbox("replica-1", store, _DamagedFeed(), None, settings, stream=False)  # type: ignore[arg-type]
+        relay.committed(list(store.range(LEDGER)), 2)
+        relay.start()
+        thread = relay._thread
+        assert thread is not None
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "the outbox ended"
+        relay.stop()
+    assert len(told) == 1 and "malformed" in told[0].message

@@ -283,3 +283,53 @@ def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_st
         assert len(alerts) == 1
     finally:
         watch.stop()
+
+
+def test_a_replaced_home_reads_no_cosignature_of_the_ledger_it_handed_over(
+    repl: ReplicationLedger, kept: CheckpointLog, redis_client: Any, alerts: list[Alert]
+) -> None:
+    # A home cut off, replaced by its standby (PROTOCOL 10.9), then back while still running:
+    # its witnesses now cosign the new home's checkpoints, which its own key never signed. It
+    # raised a bad_cosignature alert naming an honest witness for each of them (thousands, one
+    # always open, so `vledger verify --cluster` exited 1 after a clean handover).
+    homed = {LEDGER: True}
+    watch = CosignatureWatch(
+        HOME,
+        repl,
+        kept,
+        cluster=CLUSTER,
+        witnesses={name: witness_key(name, key.public.raw) for name, key in WITNESS_KEYS.items()},
+        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        on_alert=alerts.append,
+        owns=lambda ledger: homed[ledger],
+    ).start()
+    try:
+        cosign(repl, "replica-1", signed(kept, 6))
+        assert watch.wait(receipt(5), replicas=1, timeout_ms=10_000).result(timeout=DEADLINE)[1] == ["replica-1"]
+        in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)  # placed just before it was cut off
+        homed[LEDGER] = False  # the standby won the epoch
+        new_home = HomeSigner(CLUSTER, STRANGER_KEY.seed)
+        for witness in ("replica-1", "replica-2"):
+            cosign(repl, witness, new_home.sign(LEDGER, 20, root(20)))
+        redis_client.publish(repl.cosigned_channel, f"replica-2 {LEDGER} 20")
+        with pytest.raises(ReplicationTimeoutError):
+            in_flight.result(timeout=DEADLINE)  # the new home's checkpoints never cover it
+        assert alerts == []
+    finally:
+        watch.stop()
+
+
+def test_a_home_woken_from_a_hang_reports_no_cosignature_of_the_epoch_that_replaced_it(
+    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # Hung while its standby was promoted, the home's threads all wake at once: the watch may
+    # read the ledger's cosignatures before the node's own view of the epochs (``owns``, read
+    # from Redis each second) says it was replaced. Redis is asked before anyone is accused.
+    in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)
+    assert repl.promote(LEDGER, 2, "ingest-2") is None
+    new_home = HomeSigner(CLUSTER, STRANGER_KEY.seed)
+    for witness in ("replica-1", "replica-2", "replica-3"):
+        cosign(repl, witness, new_home.sign(LEDGER, 20, root(20)))
+    with pytest.raises(ReplicationTimeoutError):
+        in_flight.result(timeout=DEADLINE)
+    assert alerts == []

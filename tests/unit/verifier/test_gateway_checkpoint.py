@@ -25,8 +25,10 @@ from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
+from vledger.node.rules.votes import electronic_id
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tools.demo import run_demo
 from vledger.tools.exporting import export_store
 from vledger.tools.importing import import_file
 from vledger.verifier.gateway import Gateway, build_app
@@ -212,3 +214,44 @@ def test_an_imported_copy_of_the_store_serves_the_same_checkpoints(cluster: dict
         gateway.close()
     assert answers[0] == answers[1]
     assert json.loads(answers[1][0])["size"] == COSIGNED_AT and json.loads(answers[1][1])["size"] == SIGNED_AT
+
+
+def test_a_voters_records_past_the_served_checkpoint_are_listed_without_a_receipt(tmp_path: Path) -> None:
+    # The served checkpoint is the most cosigned one, which may be older than the records: the
+    # voter's lookup indexed only what it covered and answered not_found for a voter registered
+    # after it (a client that had verified a larger checkpoint was told the voter does not exist).
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    home = HomeSigner("t", SEED)
+    ledger = "election-2026"
+    run_demo(
+        config.store_dir("replica-1"),
+        30,
+        0,
+        LIMITS,
+        lambda name: home_key("t", name, home.key(name).public_key).encode(),
+    )
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        registrations = [r for r in store.range(ledger) if r.content.kind == "register"]
+        covered = 1  # the genesis alone
+        signed = home.sign(ledger, covered, store.root(ledger, covered))
+        store.checkpoints.keep(ledger, "signed", covered, signed.root, signed.note)
+    assert registrations
+    gateway, thread = serve({"config": config}, NoRedis())
+    with thread as server:
+        status, _, body = get(
+            f"http://127.0.0.1:{server.port}/api/ledgers/{ledger}/voters/{electronic_id(registrations[0])}"
+        )
+        assert status == 200, body
+        shown = json.loads(body)
+        assert shown["checkpoint"]["size"] == covered
+        assert [r["receipt"] for r in shown["records"]] == [None] * len(shown["records"]) and shown["records"]
+    gateway.close()

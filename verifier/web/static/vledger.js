@@ -197,14 +197,38 @@ async function followKeyChain(firstKey, rotations, ledger) {
   return key;
 }
 
+// ISO 4217's minor-unit exponents, the table of node/currency.py (PROTOCOL 7.2), here so that a
+// page shows a signed tally's amounts without taking the exponent from the gateway it checks
+// (tests/unit/node/test_currency.py holds the two equal).
+const MINOR_UNIT_DIGITS = {
+  0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+  2: "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD " +
+    "CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL " +
+    "GHS GIP GMD GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR " +
+    "LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB " +
+    "PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP " +
+    "SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL",
+  3: "BHD IQD JOD KWD LYD OMR TND",
+  4: "CLF UYW",
+};
+const DIGITS_OF = new Map(Object.entries(MINOR_UNIT_DIGITS).flatMap(([d, codes]) => codes.split(" ").map((c) => [c, Number(d)])));
+
+// The decimals of a currency's minor unit (2 for SAR, 0 for JPY, 3 for KWD); null for a code
+// without one here, whose amounts are then shown as the whole minor units they are.
+const minorUnitDigits = (currency) => (typeof currency === "string" && DIGITS_OF.has(currency) ? DIGITS_OF.get(currency) : null);
+
 // An amount of minor units (an integer Number, or a BigInt as decodeMsgpack gives one past 2**32)
-// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds): 2025 gives
-// "20.25". From its digits, never divided as a float: a double is exact only to 2**53, and an
-// amount may be up to 2**64 - 1. Throws RangeError for a Number that is not an integer.
-function amountText(minor) {
+// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds), `decimals`
+// the currency's exponent (minorUnitDigits): 2025 gives "20.25" with 2, "2025" with 0, "2.025"
+// with 3, and with null (a code without one) the minor units as they are. From its digits,
+// never divided as a float: a double is exact only to 2**53, and an amount may be up to 2**64 - 1.
+// Throws RangeError for a Number that is not an integer.
+function amountText(minor, decimals) {
   const value = BigInt(minor);
-  const digits = (value < 0n ? -value : value).toString().padStart(3, "0");
-  return `${value < 0n ? "-" : ""}${digits.slice(0, -2)}.${digits.slice(-2)}`;
+  const places = decimals || 0;
+  const digits = (value < 0n ? -value : value).toString().padStart(places + 1, "0");
+  const whole = places ? `${digits.slice(0, -places)}.${digits.slice(-places)}` : digits;
+  return `${value < 0n ? "-" : ""}${whole}`;
 }
 
 // --- where to read, and which keys to trust (PROTOCOL 15.5) ------------------------------------
@@ -339,6 +363,118 @@ async function anchoredGenesis(ledger, anchors) {
   return content.payload;
 }
 
+// --- keys, checkpoints and tallies, checked here (PROTOCOL 13.5, 13.8, 11, 15.5) -----------------
+
+// The keys `ledger`'s checkpoints are checked with. With the publisher's anchors (15.5): the
+// checkpoint key and the outside witnesses (rules.witnesses, 13.9) from the genesis bytes the
+// anchors name, the cluster's witness keys from the anchors. Without (`anchors` null), the same
+// keys as the gateway states them: its own word ({anchored: false}), which a page must say.
+async function ledgerKeys(ledger, anchors) {
+  if (anchors) {
+    const genesis = await anchoredGenesis(ledger, anchors);
+    const rules = (genesis && genesis.rules) || {};
+    if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+    const listed = Array.isArray(rules.witnesses) ? rules.witnesses : [];
+    return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
+             witnesses: [...anchors.witnesses, ...await Promise.all(listed.map(parseVkey))] };
+  }
+  const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
+  const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
+  if (typeof pinned !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  const listed = Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : [];
+  const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
+  const vkeys = [...Object.values(shown.witness_keys), ...listed];
+  return { log: await parseVkey(pinned), witnesses: await Promise.all(vkeys.map(parseVkey)), anchored: false,
+           standby: await standbyKey(info.genesis.rules) };
+}
+
+// The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
+const standbyKey = (rules) => typeof rules.standby_key === "string" ? parseVkey(rules.standby_key) : null;
+
+// A ledger's checkpoint note checked as a receipt's is (14.3 step 7): signed by `logKey`, the key
+// in force at its size; else, for a ledger whose genesis pins a standby key (`keys.standby`), by
+// that key, and then it must state an epoch from 2 (10.9) in its one epoch line. Which epoch held
+// the pen at that size needs the records: witnesses check that before they cosign. Returns
+// verifyCheckpointNote's {checkpoint, logOk, cosigned} and the key that signed it ({logKey}).
+async function verifyLedgerNote(note, logKey, keys) {
+  const seen = await verifyCheckpointNote(note, logKey, keys.witnesses);
+  if (seen.logOk || !keys.standby) return { ...seen, logKey };
+  const standby = await verifyCheckpointNote(note, keys.standby, keys.witnesses);
+  if (!standby.logOk) return { ...seen, logKey };
+  const epochs = parseNote(note).text.split("\n").slice(3).filter((line) => line.split(" ")[0] === "vledger-epoch");
+  const epoch = epochs.length === 1 && /^vledger-epoch ([1-9][0-9]{0,19}) [a-z0-9][a-z0-9._-]{0,63}$/.exec(epochs[0]);
+  if (!epoch || BigInt(epoch[1]) < 2n) throw new Error("a checkpoint signed by the standby key without one epoch line of an epoch from 2");
+  return { ...standby, logKey: keys.standby };
+}
+
+// That `record` (its bytes) stands at `index` in the tree of the verified `checkpoint` (12.4), by
+// the gateway's inclusion proof; throws with the step that failed.
+async function proveIncluded(ledger, record, index, checkpoint) {
+  const path = `/api/ledgers/${encodeURIComponent(ledger)}/proof/inclusion?index=${index}&size=${checkpoint.size}`;
+  const answer = await getJSON(path);
+  await verifyInclusion(await leafHash(record), index, checkpoint.size, answer.proof.map(bytesOfHex), checkpoint.root);
+}
+
+// The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
+// force at its size, along the rotation records it lists (13.8: each signed by the key before it
+// and proven in its tree) or by the standby's key in an epoch from 2 (verifyLedgerNote), and each
+// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}.
+async function checkedCheckpoint(ledger, keys) {
+  const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
+  const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
+  const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
+  if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
+  return seen;
+}
+
+// Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
+// checked here (section 11): its Ed25519 signature over the exact body with the anchors' key of
+// that observer (never the public_key the gateway serves beside it; an observer the anchors do
+// not list fails), or without anchors the gateway's; then the body decoded from those bytes, which
+// must be that observer's tally of `ledger`. Returns, per observer, {observer, publicKey (hex),
+// ok (true; false with `problem`; null: none published), snapshot (the decoded body when ok)}.
+async function checkTallies(ledger, answer, anchors) {
+  const checked = [];
+  for (const o of answer.observers) {
+    const anchored = anchors && anchors.observers.get(o.observer);
+    const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
+    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null };
+    checked.push(c);
+    if (o.body && anchors && !anchored) {
+      c.ok = false;
+      c.problem = "not an observer of the publisher's anchors";
+    } else if (o.body && publicKey) {
+      if (!await verifyEd25519(bytesOfHex(publicKey), bytesOfHex(o.signature), bytesOfHex(o.body))) {
+        c.ok = false;
+        c.problem = "INVALID";
+        continue;
+      }
+      try {
+        const s = decodeMsgpack(bytesOfHex(o.body));
+        if (s.observer !== o.observer || s.ledger !== ledger || !s.tally) throw new Error("another observer's or ledger's");
+        c.ok = true;
+        c.snapshot = s;
+      } catch (e) {
+        c.ok = false;
+        c.problem = `signed body unusable: ${e.message}`;
+      }
+    }
+  }
+  return checked;
+}
+
+// The verdict on verified snapshots (checkTallies' ok ones), as 15.4 step 6 compares the latest
+// ones: when all `wanted` observers signed at one height, they agree or some differ (what two
+// snapshots share to agree, PROTOCOL 11.2: all but observer and at_ms); else still counting.
+function tallyVerdict(signed, wanted) {
+  const agreed = (s) => JSON.stringify([s.ledger, s.height, s.head, s.tally, s.counted],
+    (_, v) => typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? hexOf(v) : v);
+  const height = signed.length ? signed[0].height : null;
+  const atOne = signed.length > 0 && signed.length === wanted && signed.every((x) => x.height === height);
+  const differing = atOne ? signed.filter((x) => agreed(x) !== agreed(signed[0])).map((x) => x.observer) : [];
+  return { status: !atOne ? "still_counting" : differing.length ? "mismatch" : "agree", height, differing };
+}
+
 async function getJSON(path) {
   const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
   const body = await answer.json();
@@ -388,6 +524,7 @@ document.addEventListener("DOMContentLoaded", () => {
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
-  getJSON, onEvents, el, fillLedgers, amountText,
+  getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
+  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
 };

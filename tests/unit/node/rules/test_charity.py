@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vledger.node.canonical import encode
 from vledger.node.errors import BadPayloadError, InsufficientFundsError, RuleError, UnknownFundError
 from vledger.node.rules.charity import CharityState, FundTotals
 from vledger.node.rules.engine import RulesEngine
+from vledger.verifier.tally import tally_map
 
 
 @pytest.fixture
@@ -88,9 +90,22 @@ def test_an_amount_is_a_positive_exact_integer(charity: Any, rules_kit: Any, kin
         assert charity.refuse(kind, payload, BadPayloadError).code == "bad_payload"
 
 
-@pytest.mark.parametrize("donor", ["Zoë Example", "", "S1-", "S1-ABCDEFGHIJKLMNOPQRSTUVWXYZ", 17])
+@pytest.mark.parametrize(
+    "donor",
+    ["Zoë Example", "", "S1-", "S2-", "S1-ABCDEFGHIJKLMNOPQRSTUVWXYZ", 17, "S2-" + "a" * 58, "S2-" + "a" * 130],
+)
 def test_the_donor_is_a_sealed_id(charity: Any, rules_kit: Any, donor: Any) -> None:
+    """An S2 id's length is one of its buckets' (PROTOCOL 8 step 1): 58 characters is an unpadded 36 bytes."""
     charity.refuse("donation", donation(rules_kit, donor=donor), BadPayloadError)
+
+
+def test_new_s2_donors_and_s1_donors_already_on_chains_both_pass(charity: Any, rules_kit: Any) -> None:
+    new, old = rules_kit.donor("Zoë Ahmed, +966 5"), rules_kit.donor_v1("Zoë Ahmed, +966 5")
+    assert new.startswith("S2-") and len(new) == 131
+    assert old.startswith("S1-") and len(old) == 3 + 55  # 16 + 18 bytes: its length tells the info's
+    charity.submit("donation", donation(rules_kit, donor=new, amount=100))
+    charity.submit("donation", donation(rules_kit, donor=old, amount=50))
+    assert charity.domain.tally().funds["zakat"].donated == 150
 
 
 @pytest.mark.parametrize(
@@ -176,3 +191,21 @@ def test_totals_match_a_simple_model(rules_kit: Any, ops: list[tuple[str, str, i
     state = observer.state(bench.ledger.name)
     assert state is not None
     assert state.domain.tally() == tally
+
+
+def test_donations_never_take_the_ledgers_total_past_a_canonical_integer(charity: Any, rules_kit: Any) -> None:
+    # Two gifts of 2**64 - 1 once made a total no signed tally could encode (PROTOCOL 11.2):
+    # every observer stopped signing the ledger for good. The second is refused instead.
+    top = 2**64 - 1
+    charity.submit("donation", donation(rules_kit, fund="zakat", amount=top - 5))
+    error = charity.refuse("donation", donation(rules_kit, fund="orphans", amount=6), BadPayloadError)
+    assert "2**64 - 1" in str(error)
+    charity.submit("donation", donation(rules_kit, fund="orphans", amount=5))
+    charity.refuse("donation", donation(rules_kit, fund="zakat", amount=1), BadPayloadError)
+    charity.submit("disbursement", disbursement(fund="zakat", amount=top - 5))
+    # What went out never comes back as room: the tally's "donated" stays the ledger's sum.
+    charity.refuse("donation", donation(rules_kit, fund="zakat", amount=1), BadPayloadError)
+    tally = charity.domain.tally()
+    assert (tally.donated, tally.disbursed, tally.balance) == (top, top - 5, 5)
+    tally_body, _ = tally_map(charity.domain)
+    encode(tally_body)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vledger.node.canonical import encode
 from vledger.node.errors import (
     BadPayloadError,
     InsufficientFundsError,
@@ -19,6 +20,7 @@ from vledger.node.errors import (
 )
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.resources import ResourcesState
+from vledger.verifier.tally import tally_map
 
 
 @pytest.fixture
@@ -164,3 +166,17 @@ def test_balances_match_a_simple_model(rules_kit: Any, ops: list[tuple[str, str,
     state = observer.state(bench.ledger.name)
     assert state is not None
     assert state.domain.tally() == tally
+
+
+def test_issues_never_take_the_total_past_a_canonical_integer(credits: Any) -> None:
+    # The total issued (1,000 so far) is in every signed tally (PROTOCOL 11.2) and bounds every
+    # balance: an issue that would take it past 2**64 - 1 is refused, not left for the observers.
+    room = 2**64 - 1 - 1_000
+    error = credits.refuse("issue", {"account": "lab.b", "amount": room + 1}, BadPayloadError, author="treasury")
+    assert "2**64 - 1" in str(error)
+    credits.submit("issue", {"account": "lab.b", "amount": room}, author="treasury")
+    credits.refuse("issue", {"account": "lab.a", "amount": 1}, BadPayloadError, author="treasury")
+    credits.submit("transfer", transfer("lab.b", "lab.a", room), author="lab.b")
+    assert credits.domain.tally().balances == {"lab.a": 2**64 - 1}
+    tally_body, _ = tally_map(credits.domain)
+    encode(tally_body)
