@@ -1,48 +1,69 @@
-"""Redis access control: one Redis user per role, with only the commands and keys that role uses.
+"""Redis access control: a Redis user per node, with only the commands and keys its role uses.
 
 Without it any host that reaches Redis reads and writes every key: a replica could rewrite a
 ledger's stream or give itself an admin account. With it (``[redis] passwords`` in the
-cluster file, docs/ARCHITECTURE.md) each process signs in as the user of its role:
+cluster file, docs/ARCHITECTURE.md) each node signs in as a user of its own,
+``vledger-node-<node>``, with its role's rules; the public gateway and the ``vledger``
+command sign in as their role's user, ``vledger-gateway`` and ``vledger-admin``. Each user
+has its own password file (``<user>.redis_password``, 0600, beside the ACL file). No user
+is shared by the nodes of a role: one would write every node's keys, the hole this closes
+(an upgrade from role users runs ``vledger keygen --cluster`` again: docs/ARCHITECTURE.md).
+
 
 ============  ===========================================================================
-user          may
+role          its users may
 ============  ===========================================================================
 ingest        append to and repair its ledgers' streams (``{*}:chain``), name homes and epochs
               (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
               (``{*}:checkpoint``); read the witnesses' cosignatures (``{*}:cosig``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
-              held heights, raise and resolve alerts (any node's: see Alerts below); read and
+              held heights, raise and resolve its own alerts (see Alerts below); read and
               change the accounts (it carries out the admin's account commands, which it checks
               itself: ingest/accounts.py) and the admin ledger's cache
               (``{accounts}:admin:records``: grants); check and use admins' second factors
               (``{totp}:*``, sealed secrets: broker/second_factor.py)
 replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
-              publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep evidence
-              (``{evidence}``); advance held heights; raise and resolve alerts (any node's: see
-              Alerts below); read the accounts
+              publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
+              evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
+              alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
 verifier      read streams, held heights, homes and checkpoints; read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its sweep checkpoints (``{sweep}:*``); raise and resolve alerts, read
-              the operator's resolutions (``{alerts}:resolved``); read the accounts
+              there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
+              alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: the signed tallies, the witnesses' and outside witnesses' cosignatures,
-              held heights, the ledgers' homes and the open alerts (verifier/gateway.py); no
-              write command at all
+              held heights, the ledgers' homes and every raiser's open alerts
+              (verifier/gateway.py); no write command at all
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
               renames of ``vledger admin migrate-keys``)
 ============  ===========================================================================
 
-**Alerts.** Every node user (ingest, replica, observer, verifier) adds to the alerts stream
-(``{alerts}``: ``XADD``) and sets and deletes fields of the open alerts (``{alerts}:open``:
-``HSET``, ``HDEL``), its own and any other node's: Redis ACLs grant a command on a key, never
-on a field of a hash or on what an entry says, and the users are per role, not per node (all
-replicas share one). So an alert's ``node`` is a claim, any node user can plant one or delete
-one, and ``XADD``'s ``MAXLEN`` lets it trim the stream. What holds regardless: only the admin
-user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each alert it
-resolves, and the verifier (reading it) opens again an alert only an operator resolves
-(broker/replication.py OPERATOR_RESOLVED: ``equivocation``, ``store_contradicts_checkpoint``,
-...) that left the open hash without that note; its own findings it raises again while their
-cause remains (docs/PROTOCOL.md 10.5).
+**Alerts.** Redis ACLs grant a command on a key, never on a field of a hash, on what an entry
+says or on a command's arguments (``XADD``'s ``MAXLEN`` trims the stream it adds to). So
+every raiser's alerts have keys of its own name: a node adds to its own stream
+(``{alerts}:log:<node>``) and opens and resolves its own alerts (``{alerts}:open:<node>``),
+and reads every raiser's; the shared ``{alerts}`` and ``{alerts}:open`` (the older layout's,
+and ``vledger tally``'s) are the admin's, and read by all. A node broken into can therefore
+neither delete, overwrite nor trim another node's alerts; what it can do is raise alerts in
+its own keys that name any node (an alert's ``node`` is a claim; its raiser, the key's name,
+is not), and delete or trim its own. Readers show each alert's raiser (``raised_by``). Only
+the admin's user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each
+alert it resolves (and deletes it from every raiser's keys), and the verifier (reading it)
+opens again, in its own keys, an alert only an operator resolves (broker/replication.py
+OPERATOR_RESOLVED: ``equivocation``, ``store_contradicts_checkpoint``, ...) that left its
+raiser's open hash without that note; its own findings it raises again while their cause
+remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of its own,
+``{evidence}:<node>``.
+
+**Held heights** are per node too: node N's height of a ledger is ``{*}:held:N``, a string
+only N's user sets (``SET``, in a selector of that key alone) and every node reads.
+
+**What ACLs still cannot say.** The witnesses' cosignatures (``{*}:cosig``) stay one hash
+per ledger that every witness writes a field of: a witness may overwrite or delete another's
+field. Cosignatures are signed, and whoever counts one verifies it (docs/PROTOCOL.md 10.3):
+a forged one counts nowhere; a deleted one is published again by its witness at its next
+cosignature. A node may still claim, in its own keys, a height it does not hold or an alert
+about any node: those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Every node user may also report which accounts version it applied
@@ -66,8 +87,11 @@ from typing import Any
 
 from ..node.errors import SettingsError
 
-ROLES = ("ingest", "replica", "observer", "verifier", "gateway", "admin")
+NODE_ROLES = ("ingest", "replica", "observer", "verifier")  # a user per node
+SERVICE_ROLES = ("gateway", "admin")  # a user per role
+ROLES = (*NODE_ROLES, *SERVICE_ROLES)
 USER_PREFIX = "vledger-"
+NODE_USER_PREFIX = "vledger-node-"
 PASSWORD_SUFFIX = ".redis_password"  # noqa: S105 (a file name)
 ACL_FILE = "redis.acl"
 _PASSWORD_BYTES = 32
@@ -142,20 +166,28 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _keys(ns: str) -> dict[str, tuple[str, ...]]:
+def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # Key names as broker/redis_keys.py makes them: ``{*}`` is a ledger's hash tag (a ledger
-    # name has no braces or colons), the other tags name a cluster-wide group.
+    # name has no braces or colons), the other tags name a cluster-wide group. ``node`` is
+    # the node whose user these are: of the per-node keys it writes its own only.
     group = f"{ns}:{{accounts}}"
     accounts = tuple(f"{group}:{key}" for key in ("account:*", "names", "keys", "version", "admin:records"))
     accounts_read = tuple(f"%R~{key}" for key in accounts)
     alerts = f"{ns}:{{alerts}}"
-    reports = (f"~{group}:applied", f"~{group}:seen", f"~{alerts}", f"~{alerts}:open")
-    node = (*accounts_read, *reports)
-    chain, held, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:held", f"{ns}:{{*}}:checkpoint"
+    # Every raiser's alerts are read (the shared keys are the admin's, and the older layout's);
+    # a node adds to and trims its own stream and opens and resolves its own alerts only.
+    alerts_read = (f"%R~{alerts}", f"%R~{alerts}:open", f"%R~{alerts}:log:*", f"%R~{alerts}:open:*")
+    own_alerts = (f"~{alerts}:log:{node}", f"~{alerts}:open:{node}")
+    reports = (f"~{group}:applied", f"~{group}:seen", *alerts_read, *own_alerts)
+    node_keys = (*accounts_read, *reports)
+    chain, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:checkpoint"
+    # Each node's held height of a ledger is a key of its own (``{*}:held:<node>``): it writes
+    # its own and reads every node's.
+    held, own_held = f"{ns}:{{*}}:held:*", f"{ns}:{{*}}:held:{node}"
     ledgers = f"{ns}:{{ledgers}}"
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
-    witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}")
+    witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}:{node}")
     # The gateway (verifier/gateway.py) shows the tallies, as its own read-only user.
     tallies = (f"{ns}:{{*}}:tallies", f"{ns}:{{*}}:tally:latest")
     tallies_read = tuple(f"%R~{key}" for key in tallies)
@@ -163,14 +195,15 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
     outside = f"{ns}:{{*}}:outside"
     epochs = f"{ns}:{{ledgers}}:epochs"  # a standby promoted names itself there (10.9)
     follower = (
-        *node,
+        *node_keys,
         f"%R~{chain}",
         f"%R~{ledgers}",
         f"%R~{epochs}",
         f"%R~{checkpoint}",
         f"%R~{outside}",
         *witness,
-        f"~{held}",
+        f"%R~{held}",
+        f"~{own_held}",
     )
     return {
         "ingest": (
@@ -183,19 +216,20 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"%R~{ns}:{{*}}:cosig",
             f"~{outside}",
             f"~{ns}:{{totp}}:*",
-            f"~{held}",
+            f"%R~{held}",
+            f"~{own_held}",
         ),
         "replica": follower,
         "observer": (*follower, *(f"~{key}" for key in tallies)),
         "verifier": (
-            *node,
+            *node_keys,
             f"%R~{alerts}:resolved",  # what the operator resolved: an alert gone without it is put back
             f"%R~{chain}",
             f"%R~{ledgers}",
             f"%R~{epochs}",
             f"%R~{checkpoint}",
             f"%R~{held}",
-            f"~{ns}:{{sweep}}:*",
+            f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),
         "gateway": (
             *tallies_read,
@@ -204,6 +238,7 @@ def _keys(ns: str) -> dict[str, tuple[str, ...]]:
             f"%R~{held}",
             f"%R~{ledgers}",
             f"%R~{alerts}:open",
+            f"%R~{alerts}:open:*",
         ),
         "admin": (f"~{ns}:*",),
     }
@@ -224,26 +259,50 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # The verifier reads each stream through a consumer group: the group's commands write the
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
-def _selectors(ns: str) -> dict[str, tuple[str, ...]]:
-    return {"verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",)}
+# A follower sets its held height (a string: SET) on its own key only, not on a witness's
+# hash or any other key its root rules let it write.
+def _selectors(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
+    own_held = (f"(+set ~{ns}:{{*}}:held:{node})",)
+    return {
+        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
+        "replica": own_held,
+        "observer": own_held,
+    }
 
 
-def user_name(role: str) -> str:
-    """The Redis user of ``role`` (``vledger-replica``); SettingsError for a role not in :data:`ROLES`."""
+def user_name(role: str, node: str | None = None) -> str:
+    """The Redis user of node ``node`` of ``role`` (``vledger-node-replica-1``), or of a
+    service role (``vledger-gateway``, ``vledger-admin``); SettingsError for a role not in
+    :data:`ROLES`, a node role without its node or a service role with one."""
     if role not in ROLES:
         raise SettingsError(f"no Redis user for role {role!r} (roles: {', '.join(ROLES)})")
-    return USER_PREFIX + role
+    if (role in NODE_ROLES) != (node is not None):
+        needs = "a node's name" if role in NODE_ROLES else "no node's name"
+        raise SettingsError(f"the Redis user of the {role} role takes {needs}")
+    return NODE_USER_PREFIX + node if node is not None else USER_PREFIX + role
 
 
-def rules(role: str, namespace: str = "vledger") -> list[str]:
-    """The ACL rules of ``role``'s user, as ``ACL SETUSER`` and an ACL file take them, without
-    its password: reset first, then the commands, keys, channels and selectors allowed."""
-    user_name(role)
+def users(nodes: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Every Redis user of a cluster whose ``nodes`` map each node's name to its role: one per
+    node, then the gateway's and the admin's; user -> (role, node or None)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for node, role in sorted(nodes.items()):
+        found[user_name(role, node)] = (role, node)
+    for role in SERVICE_ROLES:
+        found[user_name(role)] = (role, None)
+    return found
+
+
+def rules(role: str, namespace: str = "vledger", node: str | None = None) -> list[str]:
+    """The ACL rules of the user of ``role`` (and ``node``, for a node role), as ``ACL SETUSER``
+    and an ACL file take them, without its password: reset first, then the commands, keys,
+    channels and selectors allowed."""
+    user_name(role, node)
     tokens = ["reset", "on", "-@all"]
     tokens += [f"+{command}" for command in dict.fromkeys(_COMMANDS[role])]
-    tokens += list(_keys(namespace)[role])
+    tokens += list(_keys(namespace, node or "")[role])
     tokens += list(_channels(namespace)[role])
-    tokens += list(_selectors(namespace).get(role, ()))
+    tokens += list(_selectors(namespace, node or "").get(role, ()))
     return tokens
 
 
@@ -261,16 +320,18 @@ def password_digest(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_file_text(passwords: Mapping[str, str], namespace: str = "vledger") -> str:
-    """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, one user per role."""
+def acl_file_text(passwords: Mapping[str, str], nodes: Mapping[str, str], namespace: str = "vledger") -> str:
+    """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, and each
+    of :func:`users` with its password (``passwords``: user -> password)."""
     lines = [_DEFAULT_USER]
-    for role in ROLES:
-        lines.append(" ".join(["user", user_name(role), *rules(role, namespace), password_digest(passwords[role])]))
+    for user, (role, node) in users(nodes).items():
+        lines.append(" ".join(["user", user, *rules(role, namespace, node), password_digest(passwords[user])]))
     return "\n".join(lines) + "\n"
 
 
-def password_path(directory: Path, role: str) -> Path:
-    return directory / f"{user_name(role)}{PASSWORD_SUFFIX}"
+def password_path(directory: Path, user: str) -> Path:
+    """Where ``user``'s password is (a user name: :func:`user_name`)."""
+    return directory / f"{user}{PASSWORD_SUFFIX}"
 
 
 def read_password(path: Path) -> str:
@@ -287,30 +348,34 @@ def read_password(path: Path) -> str:
     return text
 
 
-def read_passwords(directory: Path) -> dict[str, str]:
-    """Every role's password from ``directory`` (:func:`read_password` checks each file)."""
-    return {role: read_password(password_path(directory, role)) for role in ROLES}
+def read_passwords(directory: Path, nodes: Mapping[str, str]) -> dict[str, str]:
+    """Every user's password from ``directory`` (:func:`read_password` checks each file)."""
+    return {user: read_password(password_path(directory, user)) for user in users(nodes)}
 
 
-def write_passwords(directory: Path, namespace: str = "vledger", *, force: bool = False) -> dict[str, Path]:
-    """A new random password per role, each in its 0600 file, and the ACL file beside them (0600).
+def write_passwords(
+    directory: Path, nodes: Mapping[str, str], namespace: str = "vledger", *, force: bool = False
+) -> dict[str, Path]:
+    """A new random password per user of :func:`users`, each in its 0600 file, and the ACL
+    file beside them (0600).
 
     A password file already there is kept (so running processes keep signing in) unless
-    ``force``; the ACL file is always written from the passwords on disk. Returns the paths.
+    ``force``; the ACL file is always written from the passwords on disk. Returns the paths
+    written, by user name, and the ACL file's as ``acl``.
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     passwords: dict[str, str] = {}
     written: dict[str, Path] = {}
-    for role in ROLES:
-        path = password_path(directory, role)
+    for user in users(nodes):
+        path = password_path(directory, user)
         if path.exists() and not force:
-            passwords[role] = read_password(path)
+            passwords[user] = read_password(path)
             continue
-        passwords[role] = secrets.token_urlsafe(_PASSWORD_BYTES)
-        _write_private(path, passwords[role] + "\n")
-        written[role] = path
+        passwords[user] = secrets.token_urlsafe(_PASSWORD_BYTES)
+        _write_private(path, passwords[user] + "\n")
+        written[user] = path
     acl = directory / ACL_FILE
-    _write_private(acl, acl_file_text(passwords, namespace))
+    _write_private(acl, acl_file_text(passwords, nodes, namespace))
     written["acl"] = acl
     return written
 
@@ -325,9 +390,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def apply(client: Any, passwords: Mapping[str, str], namespace: str = "vledger") -> None:
-    """Create or reset every role's user on a running server (``ACL SETUSER``), as the ACL file would."""
-    for role in ROLES:
-        client.execute_command(
-            "ACL", "SETUSER", user_name(role), *rules(role, namespace), password_digest(passwords[role])
-        )
+def apply(client: Any, passwords: Mapping[str, str], nodes: Mapping[str, str], namespace: str = "vledger") -> None:
+    """Create or reset each of :func:`users` on a running server (``ACL SETUSER``), as the ACL file would."""
+    for user, (role, node) in users(nodes).items():
+        client.execute_command("ACL", "SETUSER", user, *rules(role, namespace, node), password_digest(passwords[user]))

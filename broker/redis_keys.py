@@ -5,8 +5,11 @@ Redis Cluster), so that every Lua script and every MULTI touches keys of one slo
 
 * a ledger's keys are tagged with the ledger: ``vledger:{<ledger>}:chain``, ``:held``,
   ``:checkpoint``, ``:cosig``, ``:tallies``, ``:tally:latest``;
-* the cluster-wide keys with their group: ``vledger:{ledgers}``, ``vledger:{evidence}``,
-  ``vledger:{alerts}`` and ``vledger:{alerts}:open``, ``vledger:{sweep}:<verifier>``, every
+* the cluster-wide keys with their group: ``vledger:{ledgers}``, ``vledger:{evidence}`` and
+  each witness's ``vledger:{evidence}:<node>``, ``vledger:{alerts}`` and
+  ``vledger:{alerts}:open`` (the admin's) and each node's ``vledger:{alerts}:log:<node>`` and
+  ``vledger:{alerts}:open:<node>`` (per node, so that an ACL lets a node write its own only:
+  broker/redis_acl.py; no rename from the shared ones is needed or made), ``vledger:{sweep}:<verifier>``, every
   account key ``vledger:{accounts}:...`` (the registry's scripts touch them together), every
   second-factor key ``vledger:{totp}:...``.
 

@@ -18,27 +18,34 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   as a signed note with the home's signature line and the witness's cosignature line; and
   ``vledger:cosigned`` (a pub/sub channel): ``<witness> <ledger> <size>`` on every new one.
   Only a hint for speed: whoever counts cosignatures verifies each one itself.
-* ``vledger:{evidence}``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the home's signed
-  checkpoint that contradicts that witness's copy, kept verbatim.
-* ``vledger:{<ledger>}:held``: a hash, node -> the height up to which the node holds the
-  ledger, every record from genesis on verified: a hint (``vledger repl status``), never
-  a proof, since anyone who reaches Redis can write it. A node stores a ledger strictly in
-  order and never with a gap, so "node N holds record h" is exactly "held[N] >= h", and
-  the replication count of record h is the number of nodes whose held height is >= h.
-  Why not a set of holders per record (``SADD``): it answers the same question exactly,
-  is as idempotent (the height only ever grows, a redelivery changes nothing), and costs
-  one field per node instead of one key per record and node.
+* ``vledger:{evidence}:<witness>``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the
+  home's signed checkpoint that contradicts that witness's copy, kept verbatim; only that
+  witness's Redis user writes it (``vledger:{evidence}``, the older layout's, the admin's).
+* ``vledger:{<ledger>}:held:<node>``: the height up to which node ``<node>`` holds the
+  ledger, every record from genesis on verified; only that node's Redis user writes it
+  (broker/redis_acl.py). A hint (``vledger repl status``), never a proof: a node may claim
+  what it does not hold. A node stores a ledger strictly in order and never with a gap, so
+  "node N holds record h" is exactly "held[N] >= h", and the replication count of record h
+  is the number of nodes whose held height is >= h. Why not a set of holders per record
+  (``SADD``): it answers the same question exactly, is as idempotent (the height only ever
+  grows, a redelivery changes nothing), and costs one key per node instead of one per
+  record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
+  field in one key any node could write, is no longer read.)
 * ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
-* ``vledger:{alerts}``: a stream of findings (a forged or conflicting record, a fork), and
-  ``vledger:{alerts}:open``, a hash of those not resolved yet: field ``<node>|<ledger>|<what>``,
-  value the alert as JSON with its stream id. Who resolves which (docs/PROTOCOL.md 10.5):
-  a follower its own refusals once the true records are stored, the verifier a copy's
-  chain alerts after a clean sweep and the stream's after a clean re-check; an operator
-  the rest (``vledger alerts resolve``), noting each one's stream id in
-  ``vledger:{alerts}:resolved`` (field: the key), which only the admin's user may write.
-  Every node's Redis user may write the stream and the open hash (Redis ACLs grant a key,
-  not a field of a hash nor the content of an entry), so the verifier opens again an alert
-  of OPERATOR_RESOLVED that vanished from the open hash without that note.
+* ``vledger:{alerts}:log:<node>``: a stream of the findings node ``<node>`` raised (a forged
+  or conflicting record, a fork), and ``vledger:{alerts}:open:<node>``, a hash of those not
+  resolved yet: field ``<node>|<ledger>|<what>`` (the node it is about), value the alert as
+  JSON with its stream id. Only that node's Redis user writes them (broker/redis_acl.py: ACLs
+  grant keys, not fields, so the keys are per raiser); ``vledger:{alerts}`` and
+  ``vledger:{alerts}:open`` are the admin's (``vledger tally``, and the older layout's).
+  Readers take the union and name each alert's raiser. Who resolves which
+  (docs/PROTOCOL.md 10.5): a follower its own refusals once the true records are stored, a
+  home its alert against the stream once it rewrote it, the verifier a copy's chain alerts
+  after a clean sweep and the stream's after a clean re-check; an operator the rest
+  (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
+  ``vledger:{alerts}:resolved`` (field: the key), which only the admin's user may write. A
+  raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
+  alert of OPERATOR_RESOLVED that vanished without that note.
 """
 
 from __future__ import annotations
@@ -81,13 +88,13 @@ REDIS_ERRORS = (
     redis.exceptions.ResponseError,
 )
 
-# HSET the node's height only if it grows: a late or repeated report never lowers it.
-# KEYS: held    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
+# SET the node's height only if it grows: a late or repeated report never lowers it.
+# KEYS: the node's held key    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
 _ADVANCE = """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
 local height = tonumber(ARGV[2])
 if height > current then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[2])
   redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
   return height
 end
@@ -260,6 +267,18 @@ def _alert_id(alert: dict[str, Any]) -> str:
     return found if isinstance(found, str) else ""
 
 
+def _stream_id(value: str) -> tuple[int, int]:
+    """A stream id as a comparable pair; (-1, -1) for one that is none. The server's clock
+    makes every stream's ids, so those of two raisers' streams compare as times do."""
+    ms, _, seq = value.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (-1, -1)
+
+
+def _glob_escape(text: str) -> str:
+    # A key pattern of SCAN matches ``*?[]\`` as a glob does: the braces of a tag are plain.
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def _unparsed_xrange(client: Any) -> Any:
     """A client beside ``client`` (the same connection pool) whose XRANGE answers each entry
     as Redis sends it, (id, [field, value, ...]), not as redis-py's parser makes it, a tuple
@@ -286,10 +305,26 @@ def entry_height(key: Any) -> int:
 class ReplicationLedger:
     """Streams, holder heights and alerts on one Redis (``client`` from ``redis_server.connect``)."""
 
-    def __init__(self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = NAMESPACE,
+        *,
+        stream_max_len: int = 1_000_000,
+        node: str | None = None,
+        raisers: Iterable[str] | None = None,
+    ) -> None:
+        """``node``: the node this client raises alerts and keeps evidence as, in keys of its
+        own name, the only ones its Redis user may write (broker/redis_acl.py); None: the
+        shared keys, which only the admin's user writes. ``raisers``: the nodes whose alerts
+        and evidence are read, besides the shared keys and ``node``'s own (a process passes
+        its cluster's nodes); None: every node's found in Redis (SCAN, which only the admin's
+        user may run)."""
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
+        self.node = node
+        self._raisers = None if raisers is None else tuple(dict.fromkeys(raisers))
         self._advance = client.register_script(_ADVANCE)
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
@@ -304,8 +339,9 @@ class ReplicationLedger:
     def stream_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "chain")
 
-    def held_key(self, ledger: str) -> str:
-        return ledger_key(self.namespace, ledger, "held")
+    def held_key(self, ledger: str, node: str) -> str:
+        """``node``'s held height of ``ledger``: a key of its own, which only its Redis user writes."""
+        return ledger_key(self.namespace, ledger, f"held:{node}")
 
     @property
     def ledgers_key(self) -> str:
@@ -330,7 +366,11 @@ class ReplicationLedger:
 
     @property
     def evidence_key(self) -> str:
-        return group_key(self.namespace, "evidence")
+        """Where this client keeps evidence: its node's own hash, or the shared one (the admin's)."""
+        return self.evidence_key_of(self.node)
+
+    def evidence_key_of(self, node: str | None) -> str:
+        return group_key(self.namespace, "evidence", node or "")
 
     @property
     def held_channel(self) -> str:
@@ -338,11 +378,37 @@ class ReplicationLedger:
 
     @property
     def alerts_key(self) -> str:
-        return group_key(self.namespace, "alerts")
+        """The alerts stream this client adds to: its node's own, or the shared one (the admin's)."""
+        return self.alerts_key_of(self.node)
 
     @property
     def open_alerts_key(self) -> str:
-        return group_key(self.namespace, "alerts", "open")
+        """The open alerts this client raises and resolves: its node's own hash, or the shared one."""
+        return self.open_alerts_key_of(self.node)
+
+    def alerts_key_of(self, node: str | None) -> str:
+        return group_key(self.namespace, "alerts", f"log:{node}" if node else "")
+
+    def open_alerts_key_of(self, node: str | None) -> str:
+        return group_key(self.namespace, "alerts", f"open:{node}" if node else "open")
+
+    def raisers(self) -> list[str | None]:
+        """Whose alert keys are read: the shared ones (None) first, then each node's."""
+        if self._raisers is not None:
+            nodes = [*self._raisers, *([self.node] if self.node else [])]
+        else:
+            prefix = self.open_alerts_key_of("x")[:-1]
+            found = set()
+            for pattern in (prefix, self.alerts_key_of("x")[:-1], self.evidence_key_of("x")[:-1]):
+                for raw in self.client.scan_iter(match=_glob_escape(pattern) + "*", count=500):
+                    found.add(_text(raw)[len(pattern) :])
+            nodes = sorted(found)
+        return [None, *dict.fromkeys(nodes)]
+
+    @property
+    def alert_streams(self) -> list[str]:
+        """Every alerts stream read (:meth:`raisers`)."""
+        return [self.alerts_key_of(node) for node in self.raisers()]
 
     @property
     def resolved_alerts_key(self) -> str:
@@ -473,7 +539,19 @@ class ReplicationLedger:
         self.client.hset(self.evidence_key, f"{witness}|{ledger}|{size}", json.dumps(evidence, sort_keys=True))
 
     def evidence(self) -> dict[str, dict[str, str]]:
-        return {_text(k): json.loads(_text(v)) for k, v in self.client.hgetall(self.evidence_key).items()}
+        """Every raiser's evidence, by ``<witness>|<ledger>|<size>``; in a node's own hash, only
+        fields of its own name count (it may write nothing else there, nor anywhere else)."""
+        raisers = self.raisers()
+        pipe = self.client.pipeline(transaction=False)
+        for node in raisers:
+            pipe.hgetall(self.evidence_key_of(node))
+        found: dict[str, dict[str, str]] = {}
+        for node, fields in zip(raisers, pipe.execute(), strict=True):
+            for k, v in fields.items():
+                key = _text(k)
+                if node is None or key.startswith(node + "|"):
+                    found[key] = json.loads(_text(v))
+        return found
 
     def last_height(self, ledger: str) -> int:
         """The height of the stream's last record, -1 if it has none."""
@@ -561,16 +639,30 @@ class ReplicationLedger:
 
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
-        keys = [self.held_key(ledger)]
+        keys = [self.held_key(ledger, node)]
         return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
 
     def held(self, ledger: str) -> dict[str, int]:
-        """node -> the height up to which it says it holds ``ledger`` (claims: anyone who reaches
-        Redis can write them; a value that is no height, which no node writes, is left out)."""
+        """node -> the height up to which it says it holds ``ledger``, for each node of
+        :meth:`raisers` (claims: each node writes its own, and may claim what it does not hold;
+        a value that is no height, which no node writes, is left out)."""
+        if self._raisers is not None:
+            nodes = list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
+        else:
+            prefix = self.held_key(ledger, "")
+            found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+            nodes = sorted({_text(raw)[len(prefix) :] for raw in found})
+        if not nodes:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.get(self.held_key(ledger, node))
         held = {}
-        for k, v in self.client.hgetall(self.held_key(ledger)).items():
+        for node, value in zip(nodes, pipe.execute(), strict=True):
+            if value is None:
+                continue
             try:
-                held[_text(k)] = int(v)
+                held[node] = int(value)
             except ValueError:
                 continue
         return held
@@ -582,36 +674,68 @@ class ReplicationLedger:
     # --- alerts ---------------------------------------------------------------------
 
     def alert(self, alert: Alert) -> str:
-        """Add ``alert`` to the alerts stream and to the open ones; returns its stream id."""
+        """Add ``alert`` to this client's alerts stream and open alerts; returns its stream id."""
         fields = alert.fields()
         entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
         self.client.hset(self.open_alerts_key, alert.key, json.dumps({"id": entry, **fields}, sort_keys=True))
         return entry
 
+    def _open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
+        raisers = self.raisers()
+        pipe = self.client.pipeline(transaction=False)
+        for node in raisers:
+            pipe.hgetall(self.open_alerts_key_of(node))
+        return [
+            (node, {_text(k): _open_alert(v) for k, v in fields.items()})
+            for node, fields in zip(raisers, pipe.execute(), strict=True)
+        ]
+
     def open_alerts(self) -> dict[str, dict[str, str]]:
-        """The alerts not resolved yet, by ``<node>|<ledger>|<what>``."""
-        return {_text(k): _open_alert(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
+        alerts, a node's with ``raised_by``: the node in whose keys it is, the one thing about
+        an alert its writer cannot choose (none: the shared keys, the admin's, and alerts of
+        the older layout). Where raisers share a key (a follower and the verifier can), the
+        one raised last is shown."""
+        found: dict[str, dict[str, str]] = {}
+        for node, alerts in self._open_by_raiser():
+            for key, alert in alerts.items():
+                shown = {**alert, "raised_by": node} if node else alert
+                kept = found.get(key)
+                if kept is None or _stream_id(_alert_id(shown)) > _stream_id(_alert_id(kept)):
+                    found[key] = shown
+        return found
 
     def resolve(self, keys: Iterable[str]) -> int:
-        """Close these open alerts; returns how many were open."""
+        """Close these of this client's open alerts; returns how many were open. Another
+        node's are not this client's to close (its Redis user may not write them)."""
         names = list(keys)
         return int(self.client.hdel(self.open_alerts_key, *names)) if names else 0
 
     def resolve_as_operator(self, keys: Iterable[str]) -> int:
-        """Close these open alerts as the operator does: each one's stream id is first noted in
-        ``{alerts}:resolved``, which only the admin's Redis user may write, so that the verifier
-        tells an operator's resolution from a deletion by any other user (PROTOCOL 10.5).
-        Returns how many were open."""
+        """Close these open alerts, every raiser's, as the operator does: each one's stream id
+        (the latest one's, where raisers share a key) is first noted in ``{alerts}:resolved``,
+        which only the admin's Redis user may write, so that the verifier tells an operator's
+        resolution from a deletion by a raiser (PROTOCOL 10.5). Returns how many keys were open."""
         names = list(keys)
         if not names:
             return 0
-        found = self.client.hmget(self.open_alerts_key, names)
-        ids = {name: _alert_id(_open_alert(raw)) for name, raw in zip(names, found, strict=True) if raw}
-        pipe = self.client.pipeline(transaction=True)
+        ids: dict[str, str] = {}
+        held: list[tuple[str, list[str]]] = []
+        for node, alerts in self._open_by_raiser():
+            mine = [name for name in names if name in alerts]
+            for name in mine:
+                found = _alert_id(alerts[name])
+                if name not in ids or _stream_id(found) > _stream_id(ids[name]):
+                    ids[name] = found
+            if mine:
+                held.append((self.open_alerts_key_of(node), mine))
+        pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.hset(self.resolved_alerts_key, mapping=ids)
-        pipe.hdel(self.open_alerts_key, *names)
-        return int(pipe.execute()[-1])
+        for key, mine in held:
+            pipe.hdel(key, *mine)
+        pipe.execute()
+        return len(ids)
 
     def operator_resolved(self, keys: Iterable[str]) -> dict[str, str]:
         """The stream id of the alert an operator last resolved under each of ``keys`` that has one."""
@@ -622,18 +746,27 @@ class ReplicationLedger:
         return {name: _text(raw) for name, raw in zip(names, found, strict=True) if raw is not None}
 
     def reopen(self, key: str, alert: dict[str, str]) -> None:
-        """Put ``alert`` (as the open hash held it) back under ``key``."""
-        self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
+        """Put ``alert`` (as an open hash held it) back under ``key``, in this client's open alerts."""
+        kept = {k: v for k, v in alert.items() if k != "raised_by"}
+        self.client.hset(self.open_alerts_key, key, json.dumps(kept, sort_keys=True))
 
     def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:
         return self.resolve(f"{node}|{ledger}|{what}" for what in kinds)
 
     def alerts(self, count: int = 100) -> list[dict[str, str]]:
-        """The latest alerts, oldest first, each with its stream id as ``id``."""
-        entries = self.client.xrevrange(self.alerts_key, count=count)
-        return [
-            {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}} for key, fields in reversed(entries)
-        ]
+        """The latest alerts of every raiser, oldest first, each with its stream id as ``id``
+        and ``raised_by`` as :meth:`open_alerts` gives it."""
+        raisers = self.raisers()
+        pipe = self.client.pipeline(transaction=False)
+        for node in raisers:
+            pipe.xrevrange(self.alerts_key_of(node), count=count)
+        merged = []
+        for node, entries in zip(raisers, pipe.execute(), strict=True):
+            for key, fields in entries:
+                alert = {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}}
+                merged.append({**alert, "raised_by": node} if node else alert)
+        merged.sort(key=lambda alert: _stream_id(alert["id"]))
+        return merged[-count:] if count > 0 else []
 
 
 STORE_DAMAGED = StoreDamagedError.code  # the alert of a node whose own store is damaged (PROTOCOL 10.5)

@@ -210,8 +210,9 @@ class RedisAccess:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RedisSettings:
-    """``[redis]``: per-role users (``passwords``: the directory of their password files and
-    of ``redis.acl``; none: no access control) and ``ca``, a CA file for ``rediss://``."""
+    """``[redis]``: a user per node and for the gateway and the admin (``passwords``: the
+    directory of their password files and of ``redis.acl``; none: no access control) and
+    ``ca``, a CA file for ``rediss://``."""
 
     passwords_dir: Path | None = None
     ca_file: Path | None = None
@@ -241,16 +242,21 @@ class ClusterConfig:
     # prefix of its add-checkpoint (c2sp.org/tlog-witness's submission prefix)
     outside_witnesses: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def redis_access(self, role: str) -> RedisAccess:
-        """How a process of ``role`` (a node role, or ``admin`` for the ``vledger`` command)
-        reaches Redis: ``$REDIS_URL`` or ``[cluster] redis``, as the user ``vledger-<role>``
-        when ``[redis] passwords`` is set."""
+    def redis_access(self, role: str, node: str | None = None) -> RedisAccess:
+        """How a process reaches Redis: ``$REDIS_URL`` or ``[cluster] redis``, and with
+        ``[redis] passwords`` as its own user: node ``node``'s (``vledger-node-<node>``, which
+        writes only the per-node keys of its name, broker/redis_acl.py), or for ``gateway`` and
+        ``admin`` (the ``vledger`` command) the role's (``vledger-<role>``)."""
         url = os.environ.get(REDIS_URL_ENV) or self.redis_url
         directory = self.redis.passwords_dir
         if directory is None:
             return RedisAccess(url, ca_file=self.redis.ca_file)
-        user = f"vledger-{role}"
+        user = f"vledger-node-{node}" if node is not None else f"vledger-{role}"
         return RedisAccess(url, user, directory / f"{user}.redis_password", self.redis.ca_file)
+
+    def redis_users(self) -> dict[str, str]:
+        """Each node's name -> its role: the nodes that get a Redis user of their own."""
+        return {name: node.role for name, node in self.nodes.items()}
 
     def node(self, name: str) -> NodeConfig:
         try:

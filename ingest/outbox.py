@@ -130,6 +130,9 @@ class Outbox:
         # ledger -> the highest height this outbox put in the stream itself (appended or filled
         # from the store): entries up to it need not be read back to know they are its own.
         self._streamed: dict[str, int] = {}
+        # ledger -> the lowest height of a stream rewrite not done yet: the home's own alert
+        # against ``redis`` resolves once the stream holds its records past it again.
+        self._rewritten: dict[str, int] = {}
         self._left: set[str] = set()  # ledgers Redis names another home of (10.9), warned of once
         self._redis_retry_at = 0.0
         self.published = 0
@@ -393,6 +396,7 @@ class Outbox:
             last = self._repair(ledger, conflict)
         elif last >= end:
             self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
+            self._rewrite_done(ledger, end)
         self._fill(ledger, last, end)
 
     def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]]) -> bool:
@@ -434,6 +438,7 @@ class Outbox:
                   expected=held.hash.hex() if held is not None else "", found=found)
         )  # fmt: skip
         self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
+        self._rewritten[ledger] = min(height, self._rewritten.get(ledger, height))
         self._streamed[ledger] = min(height - 1, self._streamed.get(ledger, -1))
         return height - 1
 
@@ -470,6 +475,20 @@ class Outbox:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
             self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
+            self._rewrite_done(ledger, last)
+
+    def _rewrite_done(self, ledger: str, last: int, store_head: int | None = None) -> None:
+        """The stream holds this node's records up to ``last``: once that is past where a
+        rewrite began (or is the store's head: there was nothing to put there), the home
+        resolves its own alert against ``redis`` (no other node's Redis user may; the verifier
+        checks the entries itself and raises its own)."""
+        assert self.replication is not None
+        begun = self._rewritten.get(ledger)
+        if begun is None or (last < begun and (store_head is None or last < store_head)):
+            return
+        del self._rewritten[ledger]
+        if self.replication.resolve([f"redis|{ledger}|record_conflict"]):
+            log.info("outbox: the stream of %s holds this node's records again: its alert is resolved", ledger)
 
     def _sync_redis(self) -> None:
         """At start, at each heartbeat and after an outage: fill each stream up to the store's head."""
@@ -487,6 +506,7 @@ class Outbox:
                         last = self._repair(ledger, heads[ledger][0] + 1)
                     if last < heads[ledger][0]:
                         self._fill(ledger, last, heads[ledger][0])
+                    self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
             if self.stream:  # a Redis that lost its latest checkpoints gets them back
                 self.replication.set_checkpoints({ledger: c.note for ledger, c in self.checkpoints.items()})
             self._reported.clear()

@@ -574,7 +574,9 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     configure_logging(level if level in LEVELS else "warning")
     logging.getLogger("vledger").setLevel(setup.log_level)  # the node's own, also outside the four names
     view = StoreView(setup.store_dir, setup.read_page_size)
-    replication = ReplicationLedger(connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len)
+    replication = ReplicationLedger(
+        connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len, node=setup.name, raisers=()
+    )
     context: zmq.Context[Any] = zmq.Context()
     pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
     # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait

@@ -152,8 +152,8 @@ class NodeRuntime:
         # The feed socket's keys through a rotation (made by publisher).
         self.feed_rotation: RotatingKeys | None = None
         self._passphrase = passphrase  # opens the key generations a rotation adds
-        # Its role's Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
-        self.redis_access = config.redis_access(node.role)
+        # Its own Redis user (broker/redis_acl.py), at $REDIS_URL or the cluster file's URL.
+        self.redis_access = config.redis_access(node.role, node.name)
         self.ctx = process_context()
         self.stopping = threading.Event()  # set by SIGTERM or SIGINT while serving
         self.gates = MemberGates(config, node.name)
@@ -195,7 +195,10 @@ class NodeRuntime:
 
     def replication(self, **options: Any) -> ReplicationLedger:
         """A ReplicationLedger on a Redis client of its own, whose calls give up after
-        REPLICATION_REDIS_TIMEOUT (the replication work goes on without Redis)."""
+        REPLICATION_REDIS_TIMEOUT (the replication work goes on without Redis). It raises alerts
+        and keeps evidence in this node's own keys, and reads every configured node's."""
+        options.setdefault("node", self.name)
+        options.setdefault("raisers", sorted(self.config.nodes))
         return ReplicationLedger(connect(self.redis_access, timeout=REPLICATION_REDIS_TIMEOUT), **options)
 
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:

@@ -1,8 +1,9 @@
 """Alerts: read them, follow them, resolve them, and ``vledger verify --cluster``.
 
-* ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of the
-  ``vledger:{alerts}`` stream, each marked open or closed (resolved, or raised again later
-  under a newer id) by the open hash (with ``--follow``, then waits for new ones until interrupted);
+* ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of every
+  raiser's stream (``vledger:{alerts}:log:<node>``, and the admin's ``vledger:{alerts}``),
+  each marked open or closed (resolved, or raised again later under a newer id) by its
+  raiser's open hash (with ``--follow``, then waits for new ones until interrupted);
   ``vledger alerts resolve --config FILE KEY... | --all`` closes open ones.
 * ``vledger verify --cluster FILE`` lists the open alerts and exits 1 while there is one.
 """
@@ -48,13 +49,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         alerts = repl.alerts(args.count)
         # The stream keeps every alert ever raised; the open hash names, by stream id, those
         # still open. Without the mark a resolved alert reads like a current one.
-        open_ids = {alert.get("id") for alert in repl.open_alerts().values()}
+        open_ids = {(alert.get("raised_by"), alert.get("id")) for alert in repl.open_alerts().values()}
         for alert in alerts:
-            _print_alert(alert, args.json, alert.get("id") in open_ids)
+            _print_alert(alert, args.json, (alert.get("raised_by"), alert.get("id")) in open_ids)
         if not alerts and not args.json:  # silence would look like a command that did nothing
             print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
         if args.follow:
-            _follow(repl, alerts[-1]["id"] if alerts else "$", args.json)
+            # Every raiser's stream, the configured nodes' too (one that raised nothing yet):
+            # the server's clock makes all their ids, so one id past what was listed fits all.
+            streams = [*repl.alert_streams, *(repl.alerts_key_of(node) for node in sorted(config.nodes))]
+            seconds, micros = repl.client.time()  # not "$": that is each XREAD's own now
+            since = alerts[-1]["id"] if alerts else f"{int(seconds) * 1000 + int(micros) // 1000}-0"
+            _follow(repl, dict.fromkeys(streams, since), args.json)
         return EXIT_OK
     except REDIS_ERRORS as e:
         raise _redis_failed(config, e) from None
@@ -81,14 +87,17 @@ def _resolve(repl: ReplicationLedger, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _follow(repl: ReplicationLedger, last: str, as_json: bool) -> None:
+def _follow(repl: ReplicationLedger, last: dict[str, str], as_json: bool) -> None:
+    raisers = {repl.alerts_key_of(node): node or "" for node in repl.raisers()}
+    raisers.update({stream: stream.rpartition(":log:")[2] for stream in last if ":log:" in stream})
     while True:
-        replies = repl.client.xread({repl.alerts_key: last}, block=FOLLOW_BLOCK_MS, count=100)
-        for _, entries in replies or []:
+        replies = repl.client.xread(dict(last), block=FOLLOW_BLOCK_MS, count=100)
+        for stream, entries in replies or []:
             for entry_id, fields in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                last[_text(stream)] = _text(entry_id)
                 # Just raised: open (an alert is only ever resolved after it is raised).
-                _print_alert({"id": last, **{_text(k): _text(v) for k, v in fields.items()}}, as_json, True)
+                alert = {"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
+                _print_alert({**alert, "raised_by": raisers.get(_text(stream), "")}, as_json, True)
 
 
 def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
@@ -96,6 +105,9 @@ def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
         print(json.dumps({**alert, "open": is_open}, sort_keys=True), flush=True)
         return
     source = f" (from {alert['source']})" if alert.get("source") else ""
+    raiser = alert.get("raised_by")  # empty: the shared keys (the admin's, and alerts of the older layout)
+    if raiser and raiser != alert.get("node"):
+        source += f" [raised by {raiser}]"
     state = "open" if is_open else "closed"
     print(
         f"{alert.get('id', '')}  {state:<6}  {alert.get('what', '?'):<16} {alert.get('node', '?')} "

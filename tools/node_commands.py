@@ -132,8 +132,9 @@ def ensure_cluster_keys(
     and observer (it cosigns, and signs its tallies) also gets an Ed25519 signing key pair,
     ``<name>.sign`` and ``<name>.sign.pub``.
 
-    With ``[redis] passwords``, each Redis user's password file that is missing is made
-    (broker/redis_acl.py) and the ACL file written again from them.
+    With ``[redis] passwords``, each Redis user's password file that is missing is made (a
+    user per node, the gateway's and the admin's: broker/redis_acl.py) and the ACL file
+    written again from them.
 
     The cluster's second-factor key (``second-factor.seal``, 0600: it seals admins' TOTP
     secrets, docs/PROTOCOL.md 16.5) is made once too; its entry's ``public`` is empty.
@@ -157,12 +158,13 @@ def ensure_cluster_keys(
         except KeyExistsError:
             kept.append({**entry, "public": load_verify_key(public_path).public_hex})
     directory = config.redis.passwords_dir
-    if directory is not None:  # Redis access control: a password per role, and the server's ACL file
-        written = redis_acl.write_passwords(directory)
-        for role in redis_acl.ROLES:
-            path = redis_acl.password_path(directory, role)
-            entry = {"name": redis_acl.user_name(role), "file": str(path), "public": "Redis password (0600)"}
-            (made if role in written else kept).append(entry)
+    if directory is not None:  # Redis access control: a password per node's user, and the server's ACL file
+        nodes = config.redis_users()
+        written = redis_acl.write_passwords(directory, nodes)
+        for user in redis_acl.users(nodes):
+            path = redis_acl.password_path(directory, user)
+            entry = {"name": user, "file": str(path), "public": "Redis password (0600)"}
+            (made if user in written else kept).append(entry)
         made.append({"name": "redis-acl", "file": str(written["acl"]), "public": "Redis ACL file (0600)"})
     seal_path = config.second_factor_key_path()
     entry = {"name": seal_path.name, "file": seal_path.name, "public": ""}

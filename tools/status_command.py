@@ -89,7 +89,8 @@ alerts (read from Redis) are empty:
                               "age_s": float or null (since its last complete sweep; null: none yet)}],
                   "oldest": one of "copies" (a copy never swept first, else the oldest sweep) or null}],
    "open_alerts": {"node|ledger|what": {"id", "node", "ledger", "height", "what", "detail", "source",
-                   "expected", "found"} (strings, as `vledger verify --cluster --json` gives them)}}
+                   "expected", "found", "raised_by" (the node whose keys hold it; absent for the
+                   admin's shared keys)} (strings, as `vledger verify --cluster --json` gives them)}}
 
 Exit codes: 0 every node answers, every replica and observer is current, no ledger is
 behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis

@@ -558,7 +558,6 @@ class ClusterChecks:
             if home is not None and home_head is not None and state.home_contradicts:
                 # Decided again as the home moves, until its store holds the checkpoint again.
                 self._home_contradicts(ledger, state, home, home_head, now)
-            self._log_strangers(ledger)
             heads: dict[str, tuple[int, bytes]] = {}  # the copies the home did not vouch for
             for node in state.copies:
                 reader = self.readers.get(node)
@@ -644,22 +643,6 @@ class ClusterChecks:
         if fresh is None or fresh[0] + 1 < size:
             return b""
         return copy_root(home, ledger, size)
-
-    def _log_strangers(self, ledger: str) -> None:
-        """Log once each name Redis gives a held height of ``ledger`` that the configuration does
-        not know: no node of this cluster wrote it. Nothing is judged by it (nor by any held height)."""
-        try:
-            names = {_text(name) for name in self.replication.client.hkeys(self.replication.held_key(ledger))}
-        except REDIS_ERRORS:
-            return
-        for name in sorted(names - self.config.nodes.keys()):
-            if (ledger, name, -1) not in self._claims_logged:
-                self._claims_logged.add((ledger, name, -1))
-                log.warning(
-                    "Redis holds a held height of %s for %r, a node no configuration names: ignored", ledger, name
-                )
-
-    # --- copies' trees against the largest verified checkpoint -----------------------------
 
     def _checkpoint_notes(self) -> dict[str, bytes]:
         """Each ledger's latest checkpoint note as Redis has it (its home wrote it; unverified)."""
@@ -976,7 +959,7 @@ class ClusterChecks:
     def _claimed(self, ledger: str, node: str) -> int:
         """The height up to which Redis says ``node`` holds ``ledger`` (-1: none, not a number, or Redis away)."""
         try:
-            held = self.replication.client.hget(self.replication.held_key(ledger), node)
+            held = self.replication.client.get(self.replication.held_key(ledger, node))
         except REDIS_ERRORS:
             return -1
         return -1 if held is None else _int(held)

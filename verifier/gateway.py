@@ -801,7 +801,8 @@ class Gateway:
 
     def cluster_state(self) -> dict[str, Any]:
         """Heights, alerts and logs (Redis and files); the nodes' health is probed by the caller."""
-        replication = ReplicationLedger(self._redis())
+        # Every configured node's alerts (the gateway's user may not SCAN for them).
+        replication = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes))
         ledgers = sorted(replication.ledgers())
         held = {ledger: replication.held(ledger) for ledger in ledgers}
         alerts = replication.open_alerts()

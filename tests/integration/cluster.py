@@ -13,9 +13,10 @@ Each cluster takes a Redis database number of its own and flushes it before and 
 so clusters never see each other's accounts (the registry lives under ``vledger:`` and the
 nodes read their Redis URL from the configuration's ``[cluster] redis``).
 
-The nodes sign in to Redis as their roles' users (``[redis] passwords``, broker/redis_acl.py),
-as under ``make run``: the session's server gets the users once (``redis_acl.apply``), with
-one set of passwords that every cluster on it copies into its keys before ``keygen``. The
+The nodes sign in to Redis as their own users (``[redis] passwords``, broker/redis_acl.py),
+as under ``make run``: the session's server gets each cluster's users as it starts
+(``redis_acl.apply``), with one set of passwords that every cluster on it copies into its
+keys before ``keygen``. The
 tests' own clients stay the server's default user, to look at and flush what they like.
 
 Imported as ``vledger.tests.integration.cluster``: the editable install maps the package
@@ -74,40 +75,47 @@ REDIS_PASSWORDS = "keys/redis"  # [redis] passwords, relative to the cluster fil
 # Per redis-server (its URL without the database): the directory of its users' passwords.
 # ACL users are the server's, not a database's: clusters on one server share them.
 _ACL_PASSWORDS: dict[str, Path] = {}
+_ACL_NODES: dict[str, dict[str, str]] = {}  # per server: every node name -> role given a user so far
 
 
 def acl_passwords(server_url: str) -> Path:
-    """The directory of the password files of ``server_url``'s vledger users, made and
-    applied to that server (ACL SETUSER) on first use; its default user stays as it was."""
+    """The directory of the password files of ``server_url``'s vledger users, made on first use."""
     base = server_url.rsplit("/", 1)[0]
     directory = _ACL_PASSWORDS.get(base)
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="vl-acl-", dir="/tmp"))
-        redis_acl.write_passwords(directory)
         _ACL_PASSWORDS[base] = directory
-        apply_acl(server_url)
     return directory
 
 
-def apply_acl(server_url: str) -> None:
-    """Give ``server_url`` its vledger users again (ACL SETUSER): a restarted server lost them,
+def apply_acl(server_url: str, nodes: Mapping[str, str] | None = None) -> None:
+    """Give ``server_url`` the vledger users of ``nodes`` (name -> role; None: every node's
+    whose password was made for it so far) again (ACL SETUSER): a restarted server lost them,
     having no ACL file (its default user serves the tests)."""
-    passwords = redis_acl.read_passwords(acl_passwords(server_url))
+    directory = acl_passwords(server_url)
+    if nodes is None:
+        nodes = _ACL_NODES.get(server_url.rsplit("/", 1)[0], {})
+    redis_acl.write_passwords(directory, nodes)  # those it lacks; the others kept
     client = connect(server_url)
     try:
-        redis_acl.apply(client, passwords)
+        redis_acl.apply(client, redis_acl.read_passwords(directory, nodes), nodes)
     finally:
         client.close()
 
 
-def copy_acl_passwords(server_url: str, keys_dir: Path) -> Path:
-    """Put ``server_url``'s user passwords (0600) where ``[redis] passwords`` names them, so
-    that ``vledger keygen --cluster`` keeps them rather than make new ones the server lacks."""
+def copy_acl_passwords(server_url: str, keys_dir: Path, nodes: Mapping[str, str]) -> Path:
+    """Put the passwords of ``nodes``' users and the gateway's and admin's (0600) where
+    ``[redis] passwords`` names them, so that ``vledger keygen --cluster`` keeps them rather
+    than make new ones the server lacks; the server gets those users (a node's rules follow
+    its role: clusters on one server that name a node alike give it one role)."""
+    known = _ACL_NODES.setdefault(server_url.rsplit("/", 1)[0], {})
+    known.update(nodes)
+    apply_acl(server_url, nodes)
     source = acl_passwords(server_url)
     target = keys_dir / "redis"
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for role in redis_acl.ROLES:
-        shutil.copy2(redis_acl.password_path(source, role), redis_acl.password_path(target, role))
+    for user in redis_acl.users(nodes):
+        shutil.copy2(redis_acl.password_path(source, user), redis_acl.password_path(target, user))
     return target
 
 
@@ -442,7 +450,7 @@ class LocalCluster:
             self._flush_redis()
             self._write_config()
             keys_dir = self.directory / "keys"
-            copy_acl_passwords(self.redis_url, keys_dir)
+            copy_acl_passwords(self.redis_url, keys_dir, {name: proc.role for name, proc in self.procs.items()})
             self.cli("keygen", "--cluster", str(self.config_path))
             self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
             for proc in self.procs.values():

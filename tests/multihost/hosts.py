@@ -173,14 +173,15 @@ class HostsCluster(SupervisedCluster):
         wait_until(self._sentinels_ready, START_S, "three Sentinels that know the primary, its replica and each other")
 
     def apply_acl(self) -> None:
-        """Every Redis server gets the role users whose passwords ``keygen --cluster`` wrote."""
+        """Every Redis server gets the users whose passwords ``keygen --cluster`` wrote."""
         directory = self.config.redis.passwords_dir
         assert directory is not None
-        passwords = redis_acl.read_passwords(directory)
+        nodes = self.config.redis_users()
+        passwords = redis_acl.read_passwords(directory, nodes)
         for host in REDIS_HOSTS:
             client = redis.Redis(self.network[host].address, REDIS_PORT, socket_timeout=5, socket_connect_timeout=5)
             try:
-                redis_acl.apply(client, passwords)
+                redis_acl.apply(client, passwords, nodes)
             finally:
                 client.close()
 

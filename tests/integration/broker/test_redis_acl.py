@@ -28,27 +28,50 @@ from vledger.node.errors import SettingsError
 NOPERM = redis.exceptions.NoPermissionError
 
 
+# The cluster's nodes, each with a Redis user of its own; a test names a role for its first node.
+NODES = {
+    "ingest-1": "ingest",
+    "replica-1": "replica",
+    "replica-2": "replica",
+    "observer-1": "observer",
+    "verifier-1": "verifier",
+}
+
+
+def _node(role: str) -> str | None:
+    return role if role in NODES else f"{role}-1" if role in redis_acl.NODE_ROLES else None
+
+
 class AclServer:
     def __init__(self, server: RedisServer, passwords_dir: Path) -> None:
         self.server = server
         self.passwords_dir = passwords_dir
         self.clients: list[Any] = []
 
+    def user(self, role: str) -> str:
+        """The user of ``role``'s first node (``replica``: replica-1's), of a node named so, or of a service."""
+        node = _node(role)
+        return redis_acl.user_name(NODES[node], node) if node is not None else redis_acl.user_name(role)
+
     def access(self, role: str) -> RedisAccess:
-        user = redis_acl.user_name(role)
-        return RedisAccess(self.server.url, user, redis_acl.password_path(self.passwords_dir, role))
+        user = self.user(role)
+        return RedisAccess(self.server.url, user, redis_acl.password_path(self.passwords_dir, user))
 
     def client(self, role: str) -> Any:
         client = connect(self.access(role), timeout=5.0)
         self.clients.append(client)
         return client
 
+    def repl(self, role: str) -> ReplicationLedger:
+        """A ReplicationLedger as that node's (or the service's) process makes it: alerts of its own name."""
+        return ReplicationLedger(self.client(role), node=_node(role), raisers=sorted(NODES))
+
 
 @pytest.fixture
 def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
     passwords = short_tmp / "keys" / "redis"
-    written = redis_acl.write_passwords(passwords)
-    admin = redis_acl.read_password(redis_acl.password_path(passwords, "admin"))
+    written = redis_acl.write_passwords(passwords, NODES)
+    admin = redis_acl.read_password(redis_acl.password_path(passwords, redis_acl.user_name("admin")))
     with RedisServer(
         short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
     ) as server:
@@ -59,15 +82,20 @@ def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
 
 
 def test_password_files_and_the_acl_file_are_private_and_hold_no_password_twice(acl: AclServer) -> None:
-    for role in redis_acl.ROLES:
-        path = redis_acl.password_path(acl.passwords_dir, role)
+    users = redis_acl.users(NODES)
+    assert list(users) == [*(f"vledger-node-{node}" for node in sorted(NODES)), "vledger-gateway", "vledger-admin"]
+    for user in users:
+        path = redis_acl.password_path(acl.passwords_dir, user)
         assert os.stat(path).st_mode & 0o777 == 0o600
     acl_file = acl.passwords_dir / redis_acl.ACL_FILE
     assert os.stat(acl_file).st_mode & 0o777 == 0o600
     text = acl_file.read_text()
-    for role in redis_acl.ROLES:
-        password = redis_acl.read_password(redis_acl.password_path(acl.passwords_dir, role))
+    passwords = set()
+    for user in users:
+        password = redis_acl.read_password(redis_acl.password_path(acl.passwords_dir, user))
         assert password not in text and redis_acl.password_digest(password) in text
+        passwords.add(password)
+    assert len(passwords) == len(users)  # one each: no node signs in as another
 
 
 def test_without_a_password_or_with_a_wrong_one_nothing_is_served(acl: AclServer) -> None:
@@ -99,7 +127,7 @@ def test_what_scripts_wrote_outlives_a_restart(acl: AclServer) -> None:
 
 
 def test_a_password_file_readable_by_others_is_refused(acl: AclServer) -> None:
-    path = redis_acl.password_path(acl.passwords_dir, "replica")
+    path = redis_acl.password_path(acl.passwords_dir, acl.user("replica"))
     path.chmod(0o644)
     with pytest.raises(SettingsError, match="chmod 600"):
         connect(acl.access("replica"))
@@ -183,13 +211,15 @@ def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer)
 
 def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0", b"r1"])
-    replica = acl.client("replica")
-    repl = ReplicationLedger(replica)
+    repl = acl.repl("replica")
+    replica = repl.client
     assert [r.data for r in repl.read("votes", 0, 10)] == [b"r0", b"r1"]
     assert repl.advance("replica-1", "votes", 1) == 1
     assert repl.ledgers() == {"votes": "ingest-1"}
     repl.alert(Alert(node="replica-1", ledger="votes", what="fork", height=1, detail="test"))
     assert list(repl.open_alerts()) == ["replica-1|votes|fork"]
+    assert repl.open_alerts()["replica-1|votes|fork"]["raised_by"] == "replica-1"
+    assert repl.resolve(["replica-1|votes|fork"]) == 1 and repl.open_alerts() == {}
     AccountRegistry(replica).record_applied("replica-1", 0)
     assert AccountRegistry(acl.client("admin")).applied() == {"replica-1": 0}
 
@@ -200,7 +230,7 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
     listener = acl.client("ingest").pubsub(ignore_subscribe_messages=True)
     listener.subscribe(home.cosigned_channel)
     for role in ("replica", "observer"):
-        witness = ReplicationLedger(acl.client(role))
+        witness = acl.repl(role)
         assert witness.checkpoints() == {"votes": b"home note"}
         witness.publish_cosignature("votes", f"{role}-1", 2, b"cosigned note")
         witness.keep_evidence(f"{role}-1", "votes", 2, {"note": "other"})
@@ -234,7 +264,7 @@ def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
 
 
 def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServer) -> None:
-    home = ReplicationLedger(acl.client("ingest"))
+    home = acl.repl("ingest")
     home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
     home.advance("ingest-1", "votes", 1)
     home.alert(Alert(node="ingest-1", ledger="votes", what="fork", height=1, detail="test"))
@@ -251,7 +281,7 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
     pipe = gateway.pipeline(transaction=False)  # the live page's poll of the latest tallies
     pipe.hgetall(board.latest_key("votes"))
     assert list(pipe.execute()[0]) == [b"observer-1"]
-    repl = ReplicationLedger(gateway)
+    repl = ReplicationLedger(gateway, raisers=sorted(NODES))
     assert repl.cosignatures("votes") == {"replica-1": b"cosigned note"}
     assert repl.held("votes") == {"ingest-1": 1}
     assert repl.ledgers() == {"votes": "ingest-1"}
@@ -295,6 +325,8 @@ def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: Ac
     ((_, entries),) = replies
     assert verifier.xack("vledger:{votes}:chain", "verifier", entries[0][0]) == 1
     verifier.hset("vledger:{sweep}:verifier-1", "votes", "0")
+    with pytest.raises(NOPERM, match="key"):
+        verifier.hset("vledger:{sweep}:verifier-2", "votes", "0")  # another verifier's sweeps
     with pytest.raises(NOPERM):
         verifier.xadd("vledger:{votes}:chain", {"record": b"x"})
     with pytest.raises(NOPERM):
@@ -337,21 +369,75 @@ def test_no_role_may_flush_configure_or_list_keys(acl: AclServer, role: str) -> 
 
 @pytest.mark.parametrize("role", ["replica", "observer", "ingest", "verifier", "gateway"])
 def test_only_the_admin_notes_an_operator_s_resolution_which_the_verifier_reads(acl: AclServer, role: str) -> None:
-    """Any node's user may delete a field of the open alerts (ACLs grant keys, not fields): what
-    it cannot do is note the resolution the verifier asks for before it lets an alert go."""
+    """No user but the admin's notes the resolution the verifier asks for before it lets an
+    alert of another raiser go, nor deletes that raiser's alert (its keys are its own)."""
     alert = Alert(
         node="replica-2", ledger="votes", what="equivocation", height=3, detail="two roots", source="ingest-1"
     )
-    raised = ReplicationLedger(acl.client("replica")).alert(alert)
-    user = ReplicationLedger(acl.client(role))
+    raised = acl.repl("replica-2").alert(alert)
+    user = acl.repl(role)
     with pytest.raises(NOPERM, match="command" if role == "gateway" else "key"):
         user.client.hset(user.resolved_alerts_key, alert.key, raised)
     if role != "gateway":
-        assert user.resolve([alert.key]) == 1  # the limit of Redis ACLs, said in redis_acl.py
-        ReplicationLedger(acl.client("admin")).alert(alert)
-    verifier = ReplicationLedger(acl.client("verifier"))
+        assert user.resolve([alert.key]) == 0  # its own open alerts hold no such key
+        with pytest.raises(NOPERM, match="key"):
+            user.client.hdel(user.open_alerts_key_of("replica-2"), alert.key)
+    verifier = acl.repl("verifier")
     assert verifier.operator_resolved([alert.key]) == {}
+    assert verifier.open_alerts()[alert.key]["raised_by"] == "replica-2"
     admin = ReplicationLedger(acl.client("admin"))
     latest = admin.open_alerts()[alert.key]["id"]
     assert admin.resolve_as_operator([alert.key]) == 1 and admin.open_alerts() == {}
     assert verifier.operator_resolved([alert.key]) == {alert.key: latest}
+
+
+@pytest.mark.parametrize("role", ["replica", "observer", "ingest", "verifier"])
+def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(acl: AclServer, role: str) -> None:
+    """The hole per-role users left (PROTOCOL 10.5): a node's user, broken into, cannot delete
+    or overwrite another node's open alert, add to or trim its stream, nor write its evidence;
+    what it writes in its own keys is shown as raised by it, whatever node the alert names."""
+    victim = acl.repl("replica-2")
+    alert = Alert(node="replica-2", ledger="votes", what="equivocation", height=3, detail="two roots")
+    raised = victim.alert(alert)
+    victim.keep_evidence("replica-2", "votes", 4, {"checkpoint": "the home's note"})
+    intruder = acl.repl(role)
+    client = intruder.client
+    stream, open_hash = intruder.alerts_key_of("replica-2"), intruder.open_alerts_key_of("replica-2")
+    evidence = intruder.evidence_key_of("replica-2")
+    forged = {"node": "replica-2", "ledger": "votes", "what": "fork", "height": "0", "detail": "forged"}
+    for write in (
+        lambda: client.hdel(open_hash, alert.key),
+        lambda: client.hset(open_hash, alert.key, '{"what": "nothing"}'),
+        lambda: client.hset(open_hash, "replica-2|votes|fork", '{"what": "fork"}'),
+        lambda: client.xadd(stream, forged),
+        lambda: client.xadd(stream, forged, maxlen=0),  # a trim rides on XADD: refused with it
+        lambda: client.xadd(intruder.alerts_key_of(None), forged, maxlen=0),  # the shared stream is the admin's
+        lambda: client.hset(intruder.open_alerts_key_of(None), "replica-2|votes|fork", "{}"),
+        lambda: client.hset(evidence, "replica-2|votes|4", "{}"),
+        lambda: client.hdel(evidence, "replica-2|votes|4"),
+        lambda: client.hset(intruder.evidence_key_of(None), "replica-2|votes|4", "{}"),
+        lambda: intruder.advance("replica-2", "votes", 99),  # another node's held height
+        lambda: client.set(intruder.held_key("votes", "replica-2"), "99"),
+        lambda: client.set(intruder.cosig_key("votes"), "x"),  # its SET reaches its own height only
+    ):
+        with pytest.raises(NOPERM, match="key|'set' command" if role == "verifier" else "key"):
+            write()
+    assert victim.advance("replica-2", "votes", 5) == 5
+    if role != "verifier":  # a node that holds copies says how far, in its own key
+        assert intruder.advance(intruder.node or "", "votes", 7) == 7
+    assert acl.repl("verifier").held("votes") == {"replica-2": 5, **({} if role == "verifier" else {intruder.node: 7})}
+    # It raises in another's name only in its own keys, and that shows: raised by it.
+    intruder.alert(Alert(node="replica-2", ledger="votes", what="fork", height=0, detail="forged"))
+    if role in ("replica", "observer"):  # a witness keeps evidence, of its own name only
+        intruder.keep_evidence("replica-2", "votes", 9, {"checkpoint": "forged"})
+    reader = ReplicationLedger(acl.client("admin"))
+    shown = reader.open_alerts()
+    assert shown[alert.key]["id"] == raised and shown[alert.key]["raised_by"] == "replica-2"
+    assert shown["replica-2|votes|fork"]["raised_by"] == acl.user(role).removeprefix("vledger-node-")
+    assert [(a["what"], a["raised_by"]) for a in reader.alerts()] == [
+        ("equivocation", "replica-2"),
+        ("fork", acl.user(role).removeprefix("vledger-node-")),
+    ]
+    assert reader.evidence() == {"replica-2|votes|4": {"checkpoint": "the home's note"}}  # not a field of its name
+    assert acl.repl("verifier").open_alerts().keys() == shown.keys()  # a node reads every raiser's
+    assert ReplicationLedger(acl.client("gateway"), raisers=sorted(NODES)).open_alerts().keys() == shown.keys()

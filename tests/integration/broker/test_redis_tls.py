@@ -134,9 +134,12 @@ def test_nodes_and_the_cli_reach_redis_over_tls_with_the_ca_of_the_cluster_file(
         wait_until(lambda: cluster.sizes(LEDGER) == {"ingest-1": 21, "replica-1": 21}, 20, "the replica's copy")
         observer = connect(server.url)
         try:
-            # The nodes' own Redis clients, as their roles' users, on the TLS port.
+            # The nodes' own Redis clients, each as its own user, on the TLS port.
             wait_until(
-                lambda: {"vledger-ingest", "vledger-replica"} <= set(_tls_ports(observer, server.tls_port or 0)),
+                lambda: (
+                    {"vledger-node-ingest-1", "vledger-node-replica-1"}
+                    <= set(_tls_ports(observer, server.tls_port or 0))
+                ),
                 10,
                 "both nodes connected over TLS",
             )

@@ -120,7 +120,7 @@ def test_fake_holder_reports_and_fake_cosignatures_never_satisfy_w(start_cluster
     ledger = repl(cluster)
     redis.publish("vledger:held", f"ghost-a {LEDGER} 99999999")  # the attack of issue 11
     redis.publish("vledger:held", f"ghost-b {LEDGER} 99999999")
-    redis.hset(f"vledger:{{{LEDGER}}}:held", mapping={"ghost-a": "99999999", "replica-1": "99999999"})
+    redis.mset({f"vledger:{{{LEDGER}}}:held:ghost-a": "99999999", f"vledger:{{{LEDGER}}}:held:replica-1": "99999999"})
     stranger = WitnessSigner(
         witness_name(CLUSTER, "ghost-c"), new_signing_key().seed
     )  # a key no one in the cluster knows

@@ -160,10 +160,11 @@ def test_a_truncated_chain_is_reported(cluster: LocalCluster, ledger: str) -> No
 
 
 def test_held_heights_forged_in_redis_accuse_no_node(cluster: LocalCluster, ledger: str) -> None:
-    """Any role's Redis user can write vledger:{L}:held: a height the node denies, and one of a
-    name no configuration knows, raise nothing over two more sweeps of every copy."""
+    """A node's Redis user may claim, in its vledger:{L}:held:<node>, what it does not hold (and
+    the admin's writes any): a height the node denies, and one of a name no configuration
+    knows, raise nothing over two more sweeps of every copy."""
     repl = _repl(cluster)
-    repl.client.hset(repl.held_key(ledger), mapping={"replica-1": "99999", "evil": "99999"})
+    repl.client.mset({repl.held_key(ledger, "replica-1"): "99999", repl.held_key(ledger, "evil"): "99999"})
     verifier = cluster.admin("verifier-1")
 
     def sweeps() -> dict[str, int]:

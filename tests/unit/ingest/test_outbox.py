@@ -74,8 +74,8 @@ def caught_up(repl: ReplicationLedger, store: ChainStore) -> Callable[[], bool]:
 class LoggedReplication(ReplicationLedger):
     """The real ReplicationLedger, noting each append the outbox makes: (ledger, first, count, checkpoint)."""
 
-    def __init__(self, client: Any) -> None:
-        super().__init__(client)
+    def __init__(self, client: Any, node: str | None = None) -> None:
+        super().__init__(client, node=node)
         self.appends: list[tuple[str, int, int, bytes]] = []
 
     def append_checked(
@@ -92,7 +92,7 @@ class Home:
         self, directory: Path, client: Any, signer: SigningKey | None = None, feed: FeedLog | None = None
     ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
-        self.repl = LoggedReplication(client)
+        self.repl = LoggedReplication(client, node=HOME)  # its alerts in its own keys, as a node's
         home_signer = HomeSigner(CLUSTER, signer.seed) if signer is not None else None
         self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=home_signer)  # type: ignore[arg-type]
         self.store.on_commit = self.outbox.committed
@@ -206,7 +206,8 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
 ) -> None:
     """Someone deleted the stream's last entries (XDEL: its last id stays above them). The home
     cannot append after what is left until it rewinds the stream: it fills it again from its
-    store and says so in an alert, instead of failing every heartbeat with held heights frozen."""
+    store and says so in an alert, instead of failing every heartbeat with held heights frozen;
+    once the stream holds its records again, it resolves its own alert (no other node may)."""
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         append(store, LEDGER, 10)
         repl = ReplicationLedger(redis_client)
@@ -216,8 +217,10 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     wait_until(caught_up(home.repl, home.store), "the stream filled again from height 7")
     append(home.store, LEDGER, 2)
     wait_until(caught_up(home.repl, home.store), "and then the new records")
-    alerts = [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+    alerts = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
     assert [(a["node"], a["ledger"], a["height"], a["found"]) for a in alerts] == [("redis", LEDGER, "7", "missing")]
+    assert alerts[0]["raised_by"] == home.repl.node
+    wait_until(lambda: not home.repl.open_alerts(), "the home's alert resolved by the home")
 
 
 def test_a_home_redis_names_replaced_leaves_the_new_homes_stream_alone(

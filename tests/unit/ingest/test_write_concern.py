@@ -133,7 +133,7 @@ def test_holder_reports_and_channel_messages_prove_nothing(
     future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
     repl.advance("replica-1", LEDGER, 99_999_999)  # the attack of issue 11
     redis_client.publish(repl.held_channel, f"ghost-a {LEDGER} 99999999")
-    redis_client.hset(repl.held_key(LEDGER), "ghost-b", "99999999")
+    redis_client.set(repl.held_key(LEDGER, "ghost-b"), "99999999")
     redis_client.publish(repl.cosigned_channel, f"replica-1 {LEDGER} 99999999")
     redis_client.hset(repl.cosig_key(LEDGER), "ghost-c", b"anything")  # not a witness of this cluster
     assert still_waiting(future)

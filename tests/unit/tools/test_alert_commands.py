@@ -34,13 +34,17 @@ def test_no_alert_is_said_not_left_silent(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    followed: list[str] = []
+    followed: list[dict[str, str]] = []
     monkeypatch.setattr(alert_commands, "_follow", lambda repl, last, as_json: followed.append(last))
     config = write_config(tmp_path, redis_server.url)
     monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli.main(["alerts", "--config", str(config), *follow]) == 0
     assert capsys.readouterr().out == said
-    assert followed == (["$"] if follow else [])
+    # Followed from now on, in every raiser's stream: the admin's and each configured node's.
+    assert [sorted(streams) for streams in followed] == (
+        [["vledger:{alerts}", "vledger:{alerts}:log:ingest-1"]] if follow else []
+    )
+    assert all(len(set(streams.values())) == 1 and "$" not in streams.values() for streams in followed)
     assert cli.main(["alerts", "--config", str(config), "--json", *follow]) == 0
     assert capsys.readouterr().out == ""  # JSON lines stay JSON lines
 

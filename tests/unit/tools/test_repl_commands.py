@@ -123,7 +123,8 @@ def test_without_a_checkpoint_the_head_is_the_homes_held_height_or_the_streams_l
 
 
 def test_a_held_height_forged_in_redis_makes_no_head_and_no_node_behind() -> None:
-    """Finding 3: any role's Redis user can HSET vledger:{L}:held for any name. Neither a
+    """Finding 3: a node's Redis user may claim any height in its own vledger:{L}:held:<node>
+    (and the admin's writes any name). Neither a
     configured node's forged height nor a name no configuration knows moves the head, puts the
     others behind or adds to a replication count."""
     held = {"ingest-1": 41, "replica-1": 99999, "replica-2": 41, "evil": 99999}
