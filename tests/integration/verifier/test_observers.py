@@ -259,6 +259,7 @@ def test_vote_check_finds_a_voters_records_on_a_verified_chain(cluster: LocalClu
     assert kinds in (["register", "cast", "uncast", "cast"], ["register", "cast", "withdraw"])
     heights = [r["height"] for r in found["records"]]
     assert heights == sorted(heights) and all(len(r["hash"]) == 64 for r in found["records"])
+    assert {r["author"] for r in found["records"]} == {"writer1"}  # who wrote each, for the voter to see
     assert found["head"]["height"] == size - 1 and len(found["checkpoint"]["witnesses"]) >= 1
 
     full = ["vote", "check", "--full", "--electronic-id", changer, "--node", "observer-1"]
