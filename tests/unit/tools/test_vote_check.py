@@ -10,7 +10,7 @@ import pytest
 from vledger.client.voters import check_voter
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.tests.unit.verifier.chains import LIMITS, electronic_id, election_rules
+from vledger.tests.unit.verifier.chains import LIMITS, election_rules, electronic_id
 from vledger.tools.vote_check import print_vote_check
 
 LEDGER = "council"
