@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, generate_latest
@@ -231,6 +232,32 @@ class GuardMetrics(Collector):
         )
 
 
+# aiohttp offers no public way to see what the head deadline needs: that a head was parsed, and
+# that a request is being answered (RequestHandler's public members, 3.14: keep_alive, close,
+# force_close, peername, sockname, ssl_context, keepalive_timeout). A middleware or a
+# request_factory sees a request only once its handler starts and no longer once the handler
+# returns, before the answer is written: a pipelined head arriving during a slow download would
+# then start a deadline and cut the download. So GuardedHandler reads two of RequestHandler's
+# slots, raised and set by aiohttp itself: the heads parsed on the connection (counted in
+# data_received as the parser yields each) and whether one is being answered (from its handler's
+# call to the end of its answer's write). Checked here, so that an aiohttp without them fails at
+# import, not at a connection's first byte (tests/unit/broker/test_http.py pins them).
+ASKED_OF_AIOHTTP = ("_request_count", "_request_in_progress")
+
+
+def missing_from_aiohttp(handler_class: type = web.RequestHandler) -> list[str]:
+    """The private RequestHandler slots GuardedHandler reads that ``handler_class`` lacks."""
+    slots = {name for cls in handler_class.__mro__ for name in getattr(cls, "__slots__", ())}
+    return [name for name in ASKED_OF_AIOHTTP if name not in slots]
+
+
+if missing_from_aiohttp():
+    raise ImportError(
+        f"aiohttp {aiohttp_version}'s RequestHandler lacks {missing_from_aiohttp()}, which the head "
+        "deadline of broker/http.py reads: install an aiohttp it was written for (3.14)"
+    )
+
+
 class GuardedHandler(web.RequestHandler):
     """aiohttp's handler of one connection, with :class:`ConnectionGuard`'s caps and the head deadline.
 
@@ -251,6 +278,7 @@ class GuardedHandler(web.RequestHandler):
             access_log=None,  # type: ignore[arg-type]  # no access log: what AppRunner(access_log=None) passes
         )
         self._guard = guard
+        self._timers = loop  # ours: aiohttp's own reference to it is private
         self._address: str | None = None  # set once admitted
         self._refused: asyncio.Transport | None = None
         self._head_timer: asyncio.TimerHandle | None = None
@@ -279,11 +307,11 @@ class GuardedHandler(web.RequestHandler):
         tcp.write(_refusal(reason))
         if tcp.can_write_eof():
             tcp.write_eof()  # the client's EOF then closes it (aiohttp's eof_received: a transport closes on EOF)
-        self._loop.call_later(REFUSAL_LINGER, tcp.close)
+        self._timers.call_later(REFUSAL_LINGER, tcp.close)
 
     def _start_head_timer(self) -> None:
         self._heads_before = self._request_count
-        self._head_timer = self._loop.call_later(self._guard.header_timeout, self._head_late)
+        self._head_timer = self._timers.call_later(self._guard.header_timeout, self._head_late)
 
     def _head_late(self) -> None:
         self._head_timer = None

@@ -52,6 +52,7 @@ from typing import Any
 
 import redis
 
+from ..node.errors import RecordError, StoreDamagedError, StoreError
 from .redis_keys import NAMESPACE, group_key, ledger_key
 
 log = logging.getLogger(__name__)
@@ -633,6 +634,19 @@ class ReplicationLedger:
         return [
             {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}} for key, fields in reversed(entries)
         ]
+
+
+STORE_DAMAGED = StoreDamagedError.code  # the alert of a node whose own store is damaged (PROTOCOL 10.5)
+
+
+def store_damaged_alert(node: str, error: StoreError | RecordError) -> Alert:
+    """The alert of a node whose own store failed ``error``'s check when it opened, or whose
+    file a read or write found damaged while it ran (PROTOCOL 10.5): ``ledger`` empty (one per
+    node), ``height`` the failed record's when the check names one, and ``detail`` the check's
+    code and its sentence (the file, ledger, level and index)."""
+    height = error.height if isinstance(error, RecordError) and error.height is not None else 0
+    detail = f"[{error.code}] {error.message}"
+    return Alert(node, "", height, STORE_DAMAGED, detail, source=node)
 
 
 def raise_alert(replication: ReplicationLedger, alert: Alert) -> None:

@@ -74,6 +74,12 @@ SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
 _MS_MASK = (1 << 48) - 1  # 12 hex digits of milliseconds: until the year 10889
 # The reads of one ledger (PROTOCOL 6.1) that any holder of it answers alike: a silent home's go to its standby.
 LEDGER_READS = frozenset(("get", "range", "head", "size", "checkpoint", "proof.inclusion", "proof.consistency"))
+# How long a write whose silent home its standby still names waits for the promotion (or the
+# home's return), and its pauses between asking them again: doubled from the first to the
+# longest (PROTOCOL 10.9). An operator promotes by hand (README); a minute covers the drill.
+HANDOVER_WAIT_SECONDS = 60.0
+HANDOVER_FIRST_PAUSE = 0.25
+HANDOVER_LONGEST_PAUSE = 4.0
 
 
 def now_ms() -> int:
@@ -91,6 +97,30 @@ def new_request_id(clock: Callable[[], int] = now_ms) -> str:
     dirtied a random index page).
     """
     return f"{clock() & _MS_MASK:012x}{secrets.token_hex(10)}"
+
+
+@dataclasses.dataclass(slots=True)
+class Backoff:
+    """Pauses that double from ``pause`` up to ``longest``, none past ``deadline`` (a clock value)."""
+
+    deadline: float
+    pause: float = HANDOVER_FIRST_PAUSE
+    longest: float = HANDOVER_LONGEST_PAUSE
+
+    def next(self, now: float) -> float | None:
+        """The next pause, cut to end at the deadline; None once the deadline is reached."""
+        if now >= self.deadline:
+            return None
+        pause = min(self.pause, self.deadline - now)
+        self.pause = min(self.pause * 2, self.longest)
+        return pause
+
+
+class _Bounce(NamedTuple):
+    """A not_home naming a node this session found silent: not followed at once (PROTOCOL 10.9)."""
+
+    refusal: RemoteError
+    home: NodeAddress | None  # the node it names (None: the session's own node)
 
 
 class Write(NamedTuple):
@@ -551,6 +581,9 @@ class Session(Reader):
         pinned: bool = False,
         clock: Callable[[], int] = now_ms,
         request_ids: Callable[[], str] = new_request_id,
+        handover_wait: float = HANDOVER_WAIT_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(client)
         self.config = config
@@ -558,8 +591,12 @@ class Session(Reader):
         self.pinned = pinned  # --node was given: every request goes there
         self._clock = clock
         self._request_ids = request_ids
+        self.handover_wait = handover_wait  # seconds a write waits for its standby's promotion
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._account: str | None = None
         self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
+        self._silent: set[str] = set()  # endpoints whose last write went unanswered, until they answer
         self._moved: dict[str, str] = {}  # ledger -> the home a verified not_home named (10.9)
 
     def call(
@@ -581,12 +618,12 @@ class Session(Reader):
             ledger = (args or {})["ledger"]
         try:
             try:
-                return super().call(cmd, args, node=node)
+                return self._answer(cmd, args, node)
             except NodeUnavailableError as e:
                 if cmd not in LEDGER_READS or ledger is None or self.pinned or node != self.home_node(ledger):
                     raise
                 node = self.standby_node(ledger, e)
-                return super().call(cmd, args, node=node)
+                return self._answer(cmd, args, node)
         except RemoteError as e:
             if e.code != "not_home":
                 raise
@@ -599,11 +636,7 @@ class Session(Reader):
         while up, would cost every read a round trip); any other node named is asked at the
         address the answer gives, this once, as PROTOCOL 6.1 says: a lying node redirects no
         later request. Raises ``refusal`` when it names no other node."""
-        home = refusal.details.get("home")
-        name = home.get("node") if isinstance(home, dict) else None
-        trusted = None
-        if isinstance(name, str) and ledger is not None and not self.pinned and name in self._homes_allowed(ledger):
-            trusted = name
+        trusted = self._trusted_home(ledger, refusal)
         address = named_home(refusal) if trusted is None else self._address(trusted)
         if address is None and trusted is None:
             raise refusal  # it names no home
@@ -615,6 +648,14 @@ class Session(Reader):
             else:
                 self._moved[ledger] = trusted
         return address
+
+    def _trusted_home(self, ledger: str | None, refusal: RemoteError) -> str | None:
+        """The node a not_home about ``ledger`` names, if it may move the session there."""
+        home = refusal.details.get("home")
+        name = home.get("node") if isinstance(home, dict) else None
+        if isinstance(name, str) and ledger is not None and not self.pinned and name in self._homes_allowed(ledger):
+            return name
+        return None
 
     def _homes_allowed(self, ledger: str) -> set[str]:
         """The nodes a not_home about ``ledger`` may move the session to: its configured home
@@ -798,14 +839,7 @@ class Session(Reader):
         if replicas:
             args["w"] = replicas
         try:
-            try:
-                receipt = self.call(cmd, args, node=node, ledger=entry.content.ledger)
-            except NodeUnavailableError as e:
-                # A home gone may have been replaced by its standby (10.9): it serves the write,
-                # or answers not_home naming the home of the newest epoch, which is followed.
-                receipt = self.call(
-                    cmd, args, node=self.standby_node(entry.content.ledger, e), ledger=entry.content.ledger
-                )
+            receipt = self._write(cmd, args, node, entry.content.ledger)
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
             e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")
@@ -815,6 +849,87 @@ class Session(Reader):
         reply_field(receipt, "height", int)
         reply_field(receipt, "hash", bytes)
         return receipt
+
+    def _write(self, cmd: str, args: dict[str, Any], node: NodeAddress | None, ledger: str) -> dict[str, Any]:
+        """The result of the write ``args`` of ``ledger``, sent to ``node`` (its home, as far as
+        the session knows). A home gone may have been replaced by its standby (10.9): the
+        standby is asked next, and serves the write or names the home of the newest epoch,
+        which is followed. Until its promotion it names the home that just did not answer;
+        see :meth:`_await_handover`."""
+        if self.pinned:
+            return self.call(cmd, args, node=node, ledger=ledger)
+        try:
+            answer = self._ask(cmd, args, node, ledger)
+        except NodeUnavailableError as e:
+            node = self.standby_node(ledger, e)  # raises e when the ledger has none
+            if self._endpoint(node) in self._silent:
+                raise  # the standby was the node that did not answer
+            answer = self._ask(cmd, args, node, ledger)
+        if isinstance(answer, _Bounce):
+            return self._await_handover(cmd, args, ledger, node, answer)
+        return answer
+
+    def _await_handover(
+        self, cmd: str, args: dict[str, Any], ledger: str, asked: NodeAddress | None, bounce: _Bounce
+    ) -> dict[str, Any]:
+        """The write ``args``, which ``asked`` (the standby) answered not_home naming a home this
+        session just found silent: the standby is not promoted yet. Going back to that home at
+        once only waited out its timeout again and failed a write the promotion was about to
+        take over (or had kept: the home may have placed it before it went silent). So the
+        write waits instead, pausing longer each round for up to ``handover_wait`` seconds,
+        and asks the standby, then that home, again with the same content and request id (a
+        write already placed is answered duplicate with its first receipt, never placed twice)
+        until one of them serves it, or a not_home names a home that answers. Raises
+        NodeUnavailableError when neither did in time."""
+        backoff = Backoff(self._monotonic() + self.handover_wait)
+        log.info("%s: the standby names %s, which did not answer; waiting for a promotion", cmd, bounce.home)
+        while (pause := backoff.next(self._monotonic())) is not None:
+            self._sleep(pause)
+            for node in (asked, bounce.home):
+                try:
+                    answer = self._ask(cmd, args, node, ledger)
+                except NodeUnavailableError:
+                    continue  # silent still: the other one, or the next round
+                if not isinstance(answer, _Bounce):
+                    return answer
+        named = bounce.refusal.details.get("home")
+        home = named.get("node") if isinstance(named, dict) else None
+        raise NodeUnavailableError(
+            f"{cmd}: the home of {ledger!r} ({home or self._endpoint(bounce.home)}) does not answer, and "
+            f"{self._endpoint(asked)} still names it the home after {self.handover_wait:g} s: no promotion yet"
+        )
+
+    def _ask(self, cmd: str, args: dict[str, Any], node: NodeAddress | None, ledger: str) -> dict[str, Any] | _Bounce:
+        """``cmd`` sent to ``node`` and, when it answers not_home, once to the home it names
+        (6.1), unless that home is one the session may trust (``_homes_allowed``) and found
+        silent: then the refusal and that home, unfollowed (a node no one may trust is asked
+        that once only, as ever). Raises NodeUnavailableError for a node that does not answer."""
+        try:
+            return self._answer(cmd, args, node)
+        except RemoteError as refusal:
+            if refusal.code != "not_home":
+                raise
+            home = self._named_home(ledger, node, refusal)
+            if self._endpoint(home) in self._silent and self._trusted_home(ledger, refusal) is not None:
+                return _Bounce(refusal, home)
+            return self._answer(cmd, args, home)
+
+    def _answer(self, cmd: str, args: dict[str, Any] | None, node: NodeAddress | None) -> dict[str, Any]:
+        """Reader.call, keeping whether ``node`` answered (any answer, a refusal too) or not."""
+        endpoint = self._endpoint(node)
+        try:
+            result = super().call(cmd, args, node=node)
+        except NodeUnavailableError:
+            self._silent.add(endpoint)
+            raise
+        except RemoteError:
+            self._silent.discard(endpoint)
+            raise
+        self._silent.discard(endpoint)
+        return result
+
+    def _endpoint(self, node: NodeAddress | None) -> str:
+        return self.node.endpoint if node is None else node.endpoint
 
 
 def _ledger_entries(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -137,6 +137,7 @@ class BlobFetcher(Worker):
         chunk_bytes: int,
         max_message_bytes: int,
         on_alert: Callable[[Alert], None],
+        damaged: Callable[[BaseException], object | None] = lambda error: None,
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[NodeAddress], Connection] | None = None,
     ) -> None:
@@ -148,6 +149,9 @@ class BlobFetcher(Worker):
         self.chunk_bytes = chunk_bytes
         self.max_message_bytes = max_message_bytes
         self.on_alert = on_alert
+        # The node store's damaged() (ChainStore.damaged): something for an error found while
+        # fetching that says the store is damaged, which it reported (the node stops with 65).
+        self.damaged = damaged
         self._clock = clock
         self._cond = threading.Condition()
         self._due: list[tuple[float, int, Wanted, float]] = []  # (when, tie, blob, next delay)
@@ -197,7 +201,10 @@ class BlobFetcher(Worker):
                 _, _, wanted, delay = heapq.heappop(self._due)
             try:
                 done = self.fetch(wanted)
-            except Exception:  # the thread goes on; the blob is asked for again later
+            except Exception as e:  # the thread goes on; the blob is asked for again later
+                if self.damaged(e) is not None:  # unless the store is damaged: reported, the node stops
+                    log.error("blob copies of %s end: the store is damaged: %s", self.node, e)
+                    return
                 log.exception("fetching blob %s failed", wanted.sha256)
                 done = False
             with self._cond:
@@ -230,9 +237,15 @@ class BlobFetcher(Worker):
                 )
                 log.warning("blob %s from %s refused: %s", wanted.sha256, name, e)
                 continue
-            except (VledgerError, OSError) as e:
+            except VledgerError as e:
                 log.debug("blob %s not fetched from %s: %s", wanted.sha256, name, e)
                 continue
+            except OSError as e:
+                # Not the source's (its failures come as BlobError): this node's blob area could
+                # not take the bytes (a full or failing disk). Every source would meet the same:
+                # said once, at error level, and the blob asked for again after the back-off.
+                log.error("blob %s not kept: this node's blob area failed: %s", wanted.sha256, e)
+                return False
             self.fetched += 1
             log.info("file blob %s (%d bytes) copied from %s", wanted.sha256, wanted.size, name)
             return True

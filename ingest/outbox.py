@@ -37,7 +37,7 @@ from typing import Protocol
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.errors import VledgerError
+from ..node.errors import StoreDamagedError, VledgerError
 from ..node.record import Record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
@@ -54,7 +54,9 @@ Row = tuple[str, int, bytes]  # a durable record as the outbox sends it: ledger,
 class OutboxStore(Protocol):
     """What an outbox reads of a store: a node's ChainStore, or (in the outbox's own process,
     ingest/outbox_process.py) a read-only view of the same file, which has no tree and no
-    signer, so only the first five are used there."""
+    signer, so its frontier and root are not used there. ``damaged`` reports a damaged file
+    (ChainStore.damaged: the node's alert, and it stops; the view's: the process's alert and
+    its end with EXIT_STORE_DAMAGED)."""
 
     checkpoints: CheckpointLog
 
@@ -69,6 +71,8 @@ class OutboxStore(Protocol):
     def frontier(self, ledger: str) -> Frontier: ...
 
     def root(self, ledger: str, size: int | None = None) -> bytes: ...
+
+    def damaged(self, error: BaseException) -> StoreDamagedError | None: ...
 
 
 class FeedSink(Protocol):
@@ -214,7 +218,13 @@ class Outbox:
     def _run(self) -> None:
         heartbeat = self.settings.heartbeat_ms / 1000
         next_beat = self._clock()  # the first pass syncs with Redis at once
-        for ledger, (height, _) in self.store.heads().items():  # what the store held before this start
+        try:
+            heads = self.store.heads()  # what the store held before this start
+        except Exception as e:
+            if self.store.damaged(e) is None:
+                raise
+            return  # reported (the store's damaged): nothing more can be read
+        for ledger, (height, _) in heads.items():
             try:
                 self._keep(self.sign(ledger, height + 1))
             except VledgerError as e:
@@ -238,7 +248,11 @@ class Outbox:
                 if self._clock() >= next_beat:
                     next_beat = self._clock() + heartbeat
                     self._heartbeat()
-            except Exception:  # the outbox must outlive any one failure: the store has it all
+            except Exception as e:  # the outbox must outlive any one failure: the store has it all
+                if self.store.damaged(e) is not None:
+                    # Unless its file is damaged: reported (an alert, and the node or outbox
+                    # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
+                    return
                 log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return

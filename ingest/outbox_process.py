@@ -33,6 +33,7 @@ import multiprocessing
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,14 +48,15 @@ import zmq
 from ..broker.feed import Publisher, encode_checkpoints, encode_record
 from ..broker.logs import LEVELS, configure_logging
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger
+from ..broker.replication import ReplicationLedger, raise_alert, store_damaged_alert
 from ..config.cluster import RedisAccess, ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
+from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.checkpoint_log import CheckpointLog
-from ..node.errors import StoreError, VledgerError
+from ..node.errors import StoreDamagedError, StoreError, VledgerError
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
-from ..node.storefile import DB_NAME, StoreReader
+from ..node.storefile import DB_NAME, StoreReader, damaged_file
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .outbox import Outbox, Row
@@ -110,6 +112,9 @@ class StoreView:
         self._readers: list[StoreReader] = []
         self._lock = threading.Lock()
         self.checkpoints = CheckpointLog(directory / DB_NAME)
+        # Called once, the first time a read finds the file damaged (ship: the alert).
+        self.on_damaged: Callable[[StoreDamagedError], None] | None = None
+        self.found_damaged: StoreDamagedError | None = None
 
     def _reader(self) -> StoreReader:
         reader: StoreReader | None = getattr(self._local, "reader", None)
@@ -126,6 +131,28 @@ class StoreView:
                 # Another thread's connection cannot be closed from here: it ends with the process.
                 with contextlib.suppress(sqlite3.ProgrammingError):
                     reader.close()
+
+    def damaged(self, error: BaseException) -> StoreDamagedError | None:
+        """As ChainStore.damaged: the StoreDamagedError that ``error`` is, if it says the file is
+        damaged (damaged_file), else None; the first calls :attr:`on_damaged`."""
+        if isinstance(error, StoreDamagedError):
+            return error  # reported where it was found (a commit's future raises it again)
+        cause = damaged_file(error)
+        if cause is None:
+            return None
+        with self._lock:
+            first = self.found_damaged is None
+            if first:
+                self.found_damaged = StoreDamagedError(
+                    f"{self.directory / DB_NAME}: the store's file is damaged: {cause}"
+                )
+            found = self.found_damaged
+            assert found is not None
+        if first:
+            log.error("%s", found.message)
+            if self.on_damaged is not None:
+                self.on_damaged(found)
+        return found
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         """Every ledger's highest height in the file and that record's hash."""
@@ -377,7 +404,8 @@ class OutboxProcess(Outbox):
         log.info("outbox process %d started for %s", child.pid, self.name)
 
     def _send(self, message: list[Any]) -> None:
-        assert self._pipe is not None
+        if self._pipe is None:  # the outbox process found the store damaged: the node is stopping
+            return
         try:
             self._pipe.send_bytes(msgpack.packb(message))
         except OSError as e:  # the outbox process died: the next heartbeat starts another
@@ -407,6 +435,17 @@ class OutboxProcess(Outbox):
             self._send([SHIP, [], _checkpoint_rows(fresh)])
 
     def _heartbeat(self) -> None:
+        if self._child is not None and self._child.exitcode == EXIT_STORE_DAMAGED:
+            # It found the store's file damaged and raised the alert: another would fail the
+            # same way. The node's store is that file: it stops as a read of its own would.
+            if self._pipe is not None:
+                self._pipe.close()
+                self._pipe = None
+            self._store.found_damaged(
+                f"{self._store.path}: the outbox process {self._child.pid} found the store's file damaged "
+                f"(its exit code {EXIT_STORE_DAMAGED}; its log says where)"
+            )
+            return
         if self._child is not None and not self._child.is_alive():
             # The store holds everything: a new process fills the streams from it as it starts.
             log.error("outbox process %d ended (exit code %s): starting another", self._child.pid, self._child.exitcode)
@@ -542,6 +581,8 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     # here would only add to the replication lag.
     settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
     outbox = ShippingOutbox(pipe, setup.name, view, pusher, replication, settings)
+    # A damaged file is the node's store_damaged, raised here as the node raises it (PROTOCOL 10.5).
+    view.on_damaged = lambda error: raise_alert(replication, store_damaged_alert(setup.name, StoreError(error.message)))
     try:
         outbox.serve()
     finally:
@@ -550,3 +591,6 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
         view.close()
         with contextlib.suppress(Exception):
             replication.client.close()
+    if view.found_damaged is not None:
+        # Not started again by the node (OutboxProcess._heartbeat), which stops for it.
+        sys.exit(EXIT_STORE_DAMAGED)

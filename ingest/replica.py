@@ -358,6 +358,7 @@ def _run_follower(
             chunk_bytes=config.ingest.file_chunk_bytes,
             max_message_bytes=broker.max_message_bytes,
             on_alert=lambda alert: raise_alert(replication, alert),
+            damaged=store.damaged,
         )
         fetcher.want(files.files())  # those recorded before a restart, or lost from the disk
         runtime.client_keys.follow(partial(setattr, fetcher, "keys"))  # its next connections use ours

@@ -33,7 +33,13 @@ from ..broker.feed import Publisher
 from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
+from ..broker.replication import (
+    REDIS_ERRORS,
+    STORE_DAMAGED,
+    ReplicationLedger,
+    raise_alert,
+    store_damaged_alert,
+)
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
@@ -53,16 +59,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go out at a stop
 REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the replication work goes on without Redis
-STORE_DAMAGED = StoreDamagedError.code  # the alert of a node whose own store does not open (PROTOCOL 10.5)
-
-
-def store_damaged_alert(node: str, error: StoreError | RecordError) -> Alert:
-    """The alert of a node whose own store failed ``error``'s check when it opened (PROTOCOL
-    10.5): ``ledger`` empty (one per node), ``height`` the failed record's when the check names
-    one, and ``detail`` the check's code and its sentence (the file, ledger, level and index)."""
-    height = error.height if isinstance(error, RecordError) and error.height is not None else 0
-    detail = f"[{error.code}] {error.message}"
-    return Alert(node, "", height, STORE_DAMAGED, detail, source=node)
 
 
 def open_node_store(node: str, directory: Path, replication: ReplicationLedger, **options: Any) -> ChainStore:

@@ -145,7 +145,9 @@ class StandbyFollow:
         # A bug must not end the follow for good: a standby that stops following can never be
         # promoted (its store lacks what was acknowledged). The node goes on placing its own
         # ledgers meanwhile; each restart is logged with its traceback and counted.
-        self.restarts.run(self._follow, self.stopping)
+        # A damaged store file is no bug: run again, the follow would fail for ever. The store
+        # reports it (on_damaged: the node's store_damaged alert, and it stops with status 65).
+        self.restarts.run(self._follow, self.stopping, final=self.follower.store.damaged)
 
     def _follow(self) -> None:
         """Catch up, then follow the feed (and the targets Redis holds) until stopped."""
@@ -191,17 +193,26 @@ class Restarts:
         self.most = most
         self.count = 0
 
-    def run(self, body: Callable[[], None], stopping: threading.Event) -> None:
+    def run(
+        self,
+        body: Callable[[], None],
+        stopping: threading.Event,
+        final: Callable[[Exception], object | None] = lambda error: None,
+    ) -> None:
         """Call ``body`` until it returns or ``stopping`` is set, again after each exception
-        (logged with its traceback) once the back-off has passed. Raises nothing but what is
-        not an Exception (KeyboardInterrupt, SystemExit)."""
+        (logged with its traceback) once the back-off has passed, except one for which ``final``
+        returns something (reported there: ChainStore.damaged), which ends the loop. Raises
+        nothing but what is not an Exception (KeyboardInterrupt, SystemExit)."""
         delay = self.first
         while not stopping.is_set():
             began = time.monotonic()
             try:
                 body()
                 return
-            except Exception:
+            except Exception as e:
+                if final(e) is not None:
+                    log.error("%s ended: %s (not run again)", self.what, e)
+                    return
                 if time.monotonic() - began >= self.most:  # it had run well: not a failure in a row
                     delay = self.first
                 self.count += 1

@@ -786,13 +786,21 @@ class ChainStore:
         (:func:`damaged_file`), else None. The first calls :attr:`on_damaged`. Called only where
         an error was already caught (the committer's handlers, a service's reply to a failed
         request): it costs no append and no read anything."""
+        if isinstance(error, StoreDamagedError):
+            return error  # reported where it was found (a commit's future raises it again)
         cause = damaged_file(error)
         if cause is None:
             return None
+        return self.found_damaged(f"{self.path}: the store's file is damaged: {cause}")
+
+    def found_damaged(self, message: str) -> StoreDamagedError:
+        """Damage another reader of this store's file found (the outbox process, which ends with
+        EXIT_STORE_DAMAGED), said in ``message``: as :meth:`damaged`, the first call calls
+        :attr:`on_damaged`; every call returns the first damage's error."""
         with self._lock:
             first = self._damaged is None
             if first:
-                self._damaged = StoreDamagedError(f"{self.path}: the store's file is damaged: {cause}")
+                self._damaged = StoreDamagedError(message)
             damaged = self._damaged
             assert damaged is not None
         if first:

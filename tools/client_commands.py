@@ -652,7 +652,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     )
     who = donate.add_mutually_exclusive_group(required=True)
     who.add_argument("--donor-info", metavar="TEXT", help="the donor's information, sealed before it is sent")
-    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S1-...)")
+    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S2-..., or an older S1-...)")
     donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info")
     donate.add_argument("--fund", required=True, metavar="F")
     donate.add_argument("--amount", type=amount, required=True, metavar="MINOR_UNITS", help=minor_units)
@@ -725,8 +725,9 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         "seal",
         cmd_seal,
         "turn private information into a sealed id (local)",
-        "Print the sealed id of TEXT: the same text, key and context always give the same id, and "
-        "only the key's holder can open it. Nothing is sent anywhere.",
+        "Print the sealed id of TEXT (S2: padded, so its length does not tell TEXT's; at most 1023 UTF-8 "
+        "bytes): the same text, key and context always give the same id, and only the key's holder can "
+        "open it. Nothing is sent anywhere.",
     )
     sealer.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
     sealer.add_argument("text", metavar="TEXT")

@@ -25,11 +25,12 @@ from typing import Any
 from ..client.session import Write
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import identifiers
+from ..node.currency import amount_text, minor_unit_digits
 from ..node.errors import UsageError, VledgerError
 from ..node.json_values import jsonable
 from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
 from ..node.rules import UINT64_MAX
-from ..node.rules.charity import MINOR_PER_UNIT, CharityState
+from ..node.rules.charity import CharityState
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
@@ -292,11 +293,12 @@ def receipt_map(receipt: dict[str, Any]) -> dict[str, Any]:
     return {key: jsonable(receipt.get(key)) for key in (*keys, *(("replicas",) if "replicas" in receipt else ()))}
 
 
-def money_text(minor_units: int) -> str:
-    """An amount in minor units (halalas, cents) as a decimal of 2 places: 225000 -> "2,250.00"."""
-    sign = "-" if minor_units < 0 else ""
-    units, minor = divmod(abs(minor_units), MINOR_PER_UNIT)
-    return f"{sign}{units:,}.{minor:02d}"
+def money_text(minor_units: int, currency: object) -> str:
+    """An amount in minor units as people read it in ``currency``: 225000 SAR -> "2,250.00 SAR",
+    225000 JPY -> "225,000 JPY", 225000 KWD -> "225.000 KWD" (ISO 4217's decimals, node/currency.py);
+    a code without an exponent there keeps its whole minor units and says so."""
+    text = f"{amount_text(minor_units, currency, grouped=True)} {currency}"
+    return text if minor_unit_digits(currency) is not None else f"{text} (minor units)"
 
 
 def time_text(ms: int) -> str:

@@ -115,8 +115,9 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
     )
     charity = run.charity
     print(
-        f"zakat ({charity.currency}): donated {money_text(charity.donated)}, "
-        f"disbursed {money_text(charity.disbursed)}, balance {money_text(charity.balance)}, "
+        f"zakat: donated {money_text(charity.donated, charity.currency)}, "
+        f"disbursed {money_text(charity.disbursed, charity.currency)}, "
+        f"balance {money_text(charity.balance, charity.currency)}, "
         f"in {len(charity.funds)} funds"
     )
     resources = run.resources

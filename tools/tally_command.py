@@ -40,10 +40,10 @@ from ..broker.replication import Alert, ReplicationLedger
 from ..broker.signing import load_verify_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
+from ..node.currency import minor_unit_digits
 from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError, VledgerError
 from ..node.json_values import jsonable
 from ..node.note import verify_checkpoint
-from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
@@ -99,7 +99,9 @@ def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
         "at_ms": snapshot.at_ms,
     }
     if snapshot.tally.get("type") == "charity":
-        shown["amounts"] = {"unit": "minor", "currency": snapshot.tally.get("currency"), "per_unit": MINOR_PER_UNIT}
+        currency = snapshot.tally.get("currency")
+        digits = minor_unit_digits(currency)  # None: not an ISO 4217 code with a minor unit
+        shown["amounts"] = {"unit": "minor", "currency": currency, "per_unit": None if digits is None else 10**digits}
     return shown
 
 
@@ -158,7 +160,8 @@ MONEY_KEYS = frozenset(("donated", "disbursed", "balance"))
 
 def tally_lines(tally: dict[str, Any], indent: str = "  ") -> list[str]:
     """A tally map for people: one line per key, maps compact (choices and their counts, funds, balances);
-    a charity's amounts in its currency ("2,250.00 SAR"), never in minor units."""
+    a charity's amounts in its currency ("2,250.00 SAR", "225,000 JPY"), never in minor units
+    unless its code has no ISO 4217 exponent (node/currency.py), when they say so."""
     currency = tally.get("currency") if tally.get("type") == "charity" else None
     lines = []
     for key, value in tally.items():
@@ -175,7 +178,7 @@ def tally_lines(tally: dict[str, Any], indent: str = "  ") -> list[str]:
 def _compact(value: Any, currency: Any = None, key: str = "") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         if isinstance(currency, str) and key in MONEY_KEYS:
-            return f"{money_text(value)} {currency}"
+            return money_text(value, currency)
         return f"{value:,}"
     if isinstance(value, str):
         return value

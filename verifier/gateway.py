@@ -40,7 +40,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ from typing import Any
 import redis
 from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from ..broker.http import HttpThread, add_health_routes, json_errors, json_response
 from ..broker.redis_server import connect
@@ -60,6 +62,7 @@ from ..ingest.epochs import ReadEpochs
 from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.currency import amount_text, minor_unit_digits
 from ..node.epoch import gather_in_epochs
 from ..node.errors import (
     BadRequestError,
@@ -80,9 +83,8 @@ from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.charity import MINOR_PER_UNIT
 from ..node.rules.votes import electronic_id
-from ..node.storefile import DB_NAME, StoredTree, StoreReader
+from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
@@ -272,6 +274,29 @@ class GatewayMetrics:
         self.cosignatures.labels(ledger).set(witnesses)
 
 
+class StoreDamageCollector(Collector):
+    """``vledger_store_damaged``: 1 while the store the gateway reads is found damaged (a read at
+    the scrape, or any since its file was opened), else 0. Never raises: a scrape answers."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterable[Any]:
+        try:
+            damaged = self.gateway.store_damage() is not None
+        except Exception as e:  # not damage (locked, not there yet): what the reads before said
+            log.debug("the store probe of a scrape failed: %s", e)
+            damaged = self.gateway.known_damage() is not None
+        yield GaugeMetricFamily(STORE_DAMAGED_METRIC, STORE_DAMAGED_HELP, value=1 if damaged else 0)
+
+    def describe(self) -> Iterable[Any]:
+        yield GaugeMetricFamily(STORE_DAMAGED_METRIC, STORE_DAMAGED_HELP)
+
+
+STORE_DAMAGED_METRIC = "vledger_store_damaged"
+STORE_DAMAGED_HELP = "1 while the store this gateway reads is found damaged (its file malformed), else 0"
+
+
 class Gateway:
     """The routes over one store (read-only), the cluster's Redis and its key directory."""
 
@@ -311,8 +336,48 @@ class Gateway:
         # generation did not change meanwhile: else a thread still on the old file (it looks
         # only every STORE_LOOK_SECONDS) would put back what another thread's flush removed.
         self._generation = 0
+        # (the file's identity, why) once a read found the store's file damaged (damaged_file):
+        # true until another file is there (repaired), shown by /readyz and vledger_store_damaged.
+        self._damage: tuple[tuple[int, int] | None, str] | None = None
+        self._damage_lock = threading.Lock()  # its own: the event loop's middleware takes it
+        self.registry.register(StoreDamageCollector(self))
 
     # --- the store ----------------------------------------------------------------------------------
+
+    def note_damaged(self, error: BaseException) -> str | None:
+        """Why the store is damaged, if ``error`` says its file is (damaged_file), else None; the
+        first time for a store file, logged at error level. A request that met it is answered 503
+        ``store_damaged`` by json_errors; its node raises the alert (PROTOCOL 10.5)."""
+        cause = damaged_file(error)
+        if cause is None:
+            return None
+        identity = _file_identity(self.store_dir / DB_NAME)
+        why = f"{self.store_dir / DB_NAME}: the store's file is damaged: {cause}"
+        with self._damage_lock:
+            first = self._damage is None or self._damage[0] != identity
+            if first:
+                self._damage = (identity, why)
+        if first:
+            log.error(
+                "gateway of %s: %s (its node raises store_damaged; repair it: vledger repair)", self.node.name, why
+            )
+        return why
+
+    def store_damage(self) -> str | None:
+        """Why the store's file is damaged (a read now, or any read of that same file before,
+        found it so), or None: what /readyz's ``store`` check and ``vledger_store_damaged`` say.
+        Raises what a read raises for anything else (locked, missing: the moment's)."""
+        try:
+            self.reader.ledgers()
+        except Exception as e:
+            if self.note_damaged(e) is None:
+                raise
+        return self.known_damage()
+
+    def known_damage(self) -> str | None:
+        """Why the store's file is damaged, if a read of the file there now found it so."""
+        damage = self._damage
+        return damage[1] if damage is not None and damage[0] == _file_identity(self.store_dir / DB_NAME) else None
 
     @property
     def reader(self) -> StoreReader:
@@ -714,24 +779,10 @@ class Gateway:
         snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
         if not snapshots:
             return {"ledger": ledger, "funds": None, "verdict": shown["verdict"]}
-        tally = max(snapshots, key=lambda s: s["height"])["tally"]
-        if tally.get("type") != "charity":
-            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {tally.get('type')!r}")
-
-        funds = {
-            name: {key: amount_text(v) if key in ("donated", "disbursed", "balance") else v for key, v in fund.items()}
-            for name, fund in tally.get("funds", {}).items()
-        }
-        return {
-            "ledger": ledger,
-            "currency": tally.get("currency"),
-            "funds": funds,
-            "donated": amount_text(tally.get("donated", 0)),
-            "disbursed": amount_text(tally.get("disbursed", 0)),
-            "balance": amount_text(tally.get("balance", 0)),
-            "height": max(s["height"] for s in snapshots),
-            "verdict": shown["verdict"],
-        }
+        newest = max(snapshots, key=lambda s: s["height"])
+        if newest["tally"].get("type") != "charity":
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {newest['tally'].get('type')!r}")
+        return funds_json(ledger, newest["tally"], newest["height"], shown["verdict"])
 
     def tally_heads(self) -> dict[str, dict[str, str]]:
         """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
@@ -795,13 +846,27 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return weights.get("*", 0.0) > 0
 
 
-def amount_text(minor: int) -> str:
-    """An amount of minor units as a decimal string of currency units: 2025 -> ``"20.25"``.
+AMOUNT_KEYS = ("donated", "disbursed", "balance")
 
-    Integer arithmetic: a float holds 53 bits, and an amount may be up to 2**64 - 1 minor units.
-    """
-    whole, cents = divmod(abs(minor), MINOR_PER_UNIT)
-    return f"{'-' if minor < 0 else ''}{whole}.{cents:02d}"
+
+def funds_json(ledger: str, tally: dict[str, Any], height: int, verdict: Any) -> dict[str, Any]:
+    """A charity tally's funds with its amounts as decimal strings of its currency's units, by the
+    currency's ISO 4217 exponent (``"decimals"``; None for a code without one, whose amounts stay
+    whole minor units: node/currency.py)."""
+    currency = tally.get("currency")
+    funds = {
+        name: {key: amount_text(v, currency) if key in AMOUNT_KEYS else v for key, v in fund.items()}
+        for name, fund in tally.get("funds", {}).items()
+    }
+    return {
+        "ledger": ledger,
+        "currency": currency,
+        "decimals": minor_unit_digits(currency),
+        "funds": funds,
+        **{key: amount_text(tally.get(key, 0), currency) for key in AMOUNT_KEYS},
+        "height": height,
+        "verdict": verdict,
+    }
 
 
 def _text(value: Any) -> str:
@@ -854,7 +919,9 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | None = None) -> web.Application:
     """The gateway's aiohttp application (routes in the module's docstring)."""
-    app = web.Application(middlewares=[_public_cors, _counted(gateway.metrics), json_errors, _query_once])
+    app = web.Application(
+        middlewares=[_public_cors, _counted(gateway.metrics), json_errors, _noting_damage(gateway), _query_once]
+    )
     r = app.router
 
     async def in_thread(call: Callable[[], Any]) -> Any:
@@ -1051,6 +1118,22 @@ async def _public_cors(request: web.Request, handler: Any) -> web.StreamResponse
     return response
 
 
+def _noting_damage(gateway: Gateway) -> Any:
+    """Inside json_errors, which answers a damaged store 503 ``store_damaged``: the gateway notes
+    it for /readyz and its metric."""
+
+    @web.middleware
+    async def noting(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except Exception as e:
+            gateway.note_damaged(e)
+            raise
+        return response
+
+    return noting
+
+
 def _counted(metrics: GatewayMetrics) -> Any:
     @web.middleware
     async def counted(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -1174,8 +1257,7 @@ def _broadcast(gateway: Gateway, message: bytes) -> None:
 
 def readiness(gateway: Gateway) -> dict[str, Callable[[], str | None]]:
     def store() -> str | None:
-        gateway.reader.ledgers()
-        return None
+        return gateway.store_damage()
 
     def redis_up() -> str | None:
         gateway._redis().ping()

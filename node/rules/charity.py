@@ -4,9 +4,11 @@ Genesis rules::
 
     {"type": "charity", "currency": str, "funds": [str, ...]}   # "funds" optional
 
-``currency`` names the unit of every amount (``"SAR"``); amounts are whole numbers of its
-minor unit (halalas, cents). With ``funds`` (non-empty, distinct), only those funds exist;
-without it, a fund exists from its first donation. The genesis ``kinds`` must include
+``currency`` names the unit of every amount (``"SAR"``, an ISO 4217 code); amounts are whole
+numbers of its minor unit (halalas, cents; yen, which have none; fils, a thousandth of a dinar),
+counted as such: how many decimals a unit has matters only to show them (node/currency.py).
+With ``funds`` (non-empty, distinct), only those funds exist; without it, a fund exists from
+its first donation. The genesis ``kinds`` must include
 ``donation`` and ``disbursement``; other kinds are ignored here.
 
 **Records**, each payload with exactly the fields shown (else ``bad_payload``), checked in
@@ -38,10 +40,6 @@ from ..ledger import LedgerRules
 from ..record import Record
 from ..sealed import is_sealed
 from . import Domain, GenesisReader, Plan, refuse
-
-# Amounts are whole minor units (PROTOCOL 7.2): halalas per riyal, cents per dollar; the
-# currencies these rules serve have 2 decimal places, so a unit is 100 minor units.
-MINOR_PER_UNIT = 100
 
 
 @dataclass(frozen=True, slots=True)

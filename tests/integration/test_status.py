@@ -27,6 +27,7 @@ from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, put_args, wait_until
+from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
 
 LEDGER = "votes"
@@ -194,23 +195,6 @@ def test_a_replica_whose_store_was_damaged_while_stopped_says_so_and_is_not_rest
         conn.execute(update, (good, LEDGER))
     cluster.start_node("replica-1")
     until_ok(cluster, "status exits 0 once the replica opened its restored store")
-
-
-def overwrite_pages(db: Path) -> None:
-    """Put the records in the main file (an empty WAL), then overwrite every page but the
-    first (the schema) with bytes SQLite cannot read as a b-tree page, in place: what a disk
-    that rots or a hand that writes into the file does while the node runs."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        wait_until(
-            lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0, DEADLINE, "a WAL checkpoint"
-        )
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    with db.open("r+b") as file:
-        pages = file.seek(0, 2) // page_size
-        for page in range(1, pages):
-            file.seek(page * page_size)
-            file.write(b"\xa5" * page_size)
-        file.flush()
 
 
 @pytest.mark.parametrize("name", ["replica-1", "observer-1"])

@@ -19,6 +19,7 @@ import pytest
 
 from vledger.config.cluster import ROLES, ClusterConfig, load_cluster
 from vledger.config.redis import check_redis_url
+from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,8 +177,26 @@ def test_every_container_command_is_a_vledger_command_line(services: dict[str, d
     assert len(images) == 1, "every vledger service runs the one image built from this folder"
     assert services[ours[0]]["build"] == {"context": "."}
     for name in ours:
-        assert "entrypoint" not in services[name], f"{name}: the image's ENTRYPOINT (vledger) is the command"
+        # A node's entry runs `vledger` too, after the image's ENTRYPOINT (test below).
+        if services[name].get("entrypoint") != NODE_ENTRY:
+            assert "entrypoint" not in services[name], f"{name}: the image's ENTRYPOINT (vledger) is the command"
         vledger_args(services[name]["command"])
+
+
+NODE_ENTRY = ["python", "-m", "vledger.tools.container_entry", "vledger"]
+
+
+def test_a_node_whose_store_is_damaged_is_not_restarted_in_a_loop(services: dict[str, dict[str, Any]]) -> None:
+    """A node exits EXIT_STORE_DAMAGED so that nothing starts it again on its store; `restart:
+    unless-stopped` would, at once and for ever. Each node runs under the entry that stays up,
+    idle, after that status (tests/unit/tools/test_container_entry.py runs it)."""
+    nodes = node_services(services)
+    assert nodes
+    for name, (service, _) in nodes.items():
+        assert service["entrypoint"] == NODE_ENTRY, name
+        assert service["restart"] == "unless-stopped", f"{name}: any other exit is restarted"
+    others = [name for name, service in services.items() if "entrypoint" in service and name not in nodes]
+    assert others == [], f"only nodes exit {EXIT_STORE_DAMAGED}: {others}"
 
 
 PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"

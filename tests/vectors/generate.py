@@ -26,6 +26,7 @@ from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note,
 from vledger.node.receipt import Receipt, RotationProof
 from vledger.node.record import ZERO_LINK, Content, Entry, Record, link_of
 from vledger.node.rules.admin import admin_genesis_rules
+from vledger.node.sealed import BUCKETS, pad, seal, siv_encrypt
 from vledger.node.tree import Frontier, consistency_proof, inclusion_proof, leaf_hash, tile_path
 from vledger.node.work import solve, work_digest
 
@@ -845,6 +846,70 @@ def witness_log() -> SignerKey:
     return SignerKey("local/audit", ALG_ED25519, bytes(range(64, 96)))
 
 
+SEAL_KEY = bytes(range(64))
+SEAL_CONTEXT = "zakat"
+
+
+def _spelt(prefix: str, sealed: bytes) -> str:
+    return prefix + base64.b32encode(sealed).decode("ascii").rstrip("=").lower()
+
+
+def sealed_vector() -> dict[str, Any]:
+    """PROTOCOL 8: S2 ids as vledger writes them, S1 ids as chains hold them, and ids sealed with
+    the same key and context that must not open (each authentic, so only the strict checks refuse it)."""
+    context = SEAL_CONTEXT.encode()
+    ids: list[dict[str, Any]] = []
+    for info in ("", "A", "Zoë Ahmed, +966 5 0123 4567", "x" * 63, "x" * 64, "é" * 100):
+        padded = pad(info.encode())
+        sealed = siv_encrypt(SEAL_KEY, padded, context)
+        assert _spelt("S2-", sealed) == seal(SEAL_KEY, info, SEAL_CONTEXT)
+        ids.append(
+            {
+                "version": 2,
+                "info": info,
+                "padded_hex": padded.hex(),
+                "sealed_hex": sealed.hex(),
+                "id": _spelt("S2-", sealed),
+            }
+        )
+    for info in ("A", "Zoë Ahmed, +966 5 0123 4567"):
+        sealed = siv_encrypt(SEAL_KEY, info.encode(), context)
+        ids.append({"version": 1, "info": info, "sealed_hex": sealed.hex(), "id": _spelt("S1-", sealed)})
+    s2 = bytes.fromhex(ids[1]["sealed_hex"])
+    looks_padded = ("x" * 61 + "Ā" + "\x00").encode()  # valid S1 info: Ā is c4 80, so it ends 80 00
+    flipped = bytes([s2[0] ^ 1]) + s2[1:]
+    refused = [
+        ("S2: a bucket larger than the info needs", 3, "S2-", b"A\x80" + bytes(126), SEAL_CONTEXT),
+        ("S2: a non-zero byte after the 0x80", 3, "S2-", b"A\x80" + bytes(61) + b"\x01", SEAL_CONTEXT),
+        ("S2: no 0x80 mark, only zeros after the info", 3, "S2-", b"A" + bytes(63), SEAL_CONTEXT),
+        ("S2: 0x81 for the mark", 3, "S2-", b"A\x81" + bytes(62), SEAL_CONTEXT),
+        ("S2: information not UTF-8", 4, "S2-", b"\xff\x80" + bytes(62), SEAL_CONTEXT),
+        ("S2: 65 bytes padded, not a bucket", 1, "S2-", b"A\x80" + bytes(63), SEAL_CONTEXT),
+        ("S2 body given the S1 prefix: 0x80 after whole UTF-8", 4, "S1-", pad(b"A"), SEAL_CONTEXT),
+        ("S1 body given the S2 prefix: its 0x80 ends inside a character", 4, "S2-", looks_padded, SEAL_CONTEXT),
+        ("S2 id of 'A' under another context", 2, "S2-", pad(b"A"), "zakat-2"),
+    ]
+    bad = [
+        {"why": why, "step": step, "context": ctx, "id": _spelt(prefix, siv_encrypt(SEAL_KEY, plain, context))}
+        for why, step, prefix, plain, ctx in refused
+    ]
+    bad.append(
+        {
+            "why": "S2 id of 'A' with one bit of V changed",
+            "step": 2,
+            "context": SEAL_CONTEXT,
+            "id": _spelt("S2-", flipped),
+        }
+    )
+    return {
+        "key_hex": SEAL_KEY.hex(),
+        "context": SEAL_CONTEXT,
+        "buckets": list(BUCKETS),
+        "ids": ids,
+        "refused": bad,
+    }
+
+
 def documents(records: list[Record]) -> dict[str, str]:
     """File name -> exact text, so the test can compare what is committed."""
     vectors = {"ledger": LEDGER, "difficulty": DIFFICULTY, "records": [vector(r) for r in records]}
@@ -857,6 +922,7 @@ def documents(records: list[Record]) -> dict[str, str]:
         "export_checkpoints.json": json.dumps(checkpoint_export_vector(), indent=1, ensure_ascii=False) + "\n",
         "rotation.json": json.dumps(rotation_vector(), indent=1, ensure_ascii=False) + "\n",
         "node_keys.json": json.dumps(node_keys_vector(), indent=1, ensure_ascii=False) + "\n",
+        "sealed.json": json.dumps(sealed_vector(), indent=1, ensure_ascii=False) + "\n",
     }
 
 

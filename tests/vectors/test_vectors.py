@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
+from vledger.node import sealed as sealed_ids
 from vledger.node import tree
-from vledger.node.errors import RetiredKeyError, VledgerError
+from vledger.node.errors import RetiredKeyError, SealError, VledgerError
 from vledger.node.key_rotation import chain_of
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_verifier_key
@@ -193,3 +195,65 @@ def test_node_keys_vector_follows_a_rotated_witness() -> None:
         with pytest.raises(VledgerError) as e:
             verify_receipt(case["receipt"].encode("utf-8"), keys)
         assert e.value.code == case["code"], case["why"]
+
+
+def _open_from_the_spec(key: bytes, text: str, context: str) -> str | int:
+    """PROTOCOL 8 written out with AES-SIV and base64 alone (not vledger.node.sealed): the
+    information, or the number of the step that refuses the id (1 also for a wrong spelling)."""
+    from Crypto.Cipher import AES
+
+    prefix, body = text[:3], text[3:]
+    if prefix not in ("S1-", "S2-") or not re.fullmatch(r"[a-z2-7]*", body):
+        return 1
+    try:
+        sealed = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+    except ValueError:
+        return 1
+    if base64.b32encode(sealed).decode().rstrip("=").lower() != body or len(sealed) < 16:
+        return 1
+    buckets = (64, 128, 256, 512, 1024)
+    if prefix == "S2-" and len(sealed) - 16 not in buckets:
+        return 1
+    cipher = AES.new(key, AES.MODE_SIV)
+    cipher.update(context.encode())
+    try:
+        plaintext = cipher.decrypt_and_verify(sealed[16:], sealed[:16])
+    except ValueError:
+        return 2
+    info = plaintext
+    if prefix == "S2-":
+        stripped = plaintext.rstrip(b"\x00")
+        if not stripped.endswith(b"\x80"):
+            return 3
+        info = stripped[:-1]
+        if len(plaintext) != min(b for b in buckets if b > len(info)):
+            return 3
+    try:
+        return info.decode("utf-8")
+    except UnicodeDecodeError:
+        return 4
+
+
+def test_sealed_vector_opens_from_the_spec_alone_and_with_our_code() -> None:
+    """sealed.json (PROTOCOL 8): each id opens to its info and each refused one fails at its step,
+    by the specification's steps written out here and by node/sealed.py; the S2 ids are what we seal."""
+    vector = json.loads((HERE / "sealed.json").read_text(encoding="utf-8"))
+    key, context = bytes.fromhex(vector["key_hex"]), vector["context"]
+    assert {v["version"] for v in vector["ids"]} == {1, 2}
+    for v in vector["ids"]:
+        sealed = bytes.fromhex(v["sealed_hex"])
+        prefix = f"S{v['version']}-"
+        assert v["id"] == prefix + base64.b32encode(sealed).decode().rstrip("=").lower()
+        assert _open_from_the_spec(key, v["id"], context) == v["info"]
+        assert sealed_ids.is_sealed(v["id"]) and sealed_ids.unseal(key, v["id"], context) == v["info"]
+        if v["version"] == 2:
+            assert len(bytes.fromhex(v["padded_hex"])) + 16 == len(sealed) and len(sealed) - 16 in vector["buckets"]
+            assert sealed_ids.seal(key, v["info"], context) == v["id"]
+    lengths = {len(v["id"]) for v in vector["ids"] if v["version"] == 2 and len(v["info"].encode()) < 64}
+    assert lengths == {131}
+    assert {case["step"] for case in vector["refused"]} == {1, 2, 3, 4}
+    for case in vector["refused"]:
+        assert _open_from_the_spec(key, case["id"], case["context"]) == case["step"], case["why"]
+        assert sealed_ids.is_sealed(case["id"]) == (case["step"] != 1), case["why"]
+        with pytest.raises(SealError):
+            sealed_ids.unseal(key, case["id"], case["context"])

@@ -195,7 +195,7 @@ def test_fund_balances_are_in_currency_units(cluster: LocalCluster, election: El
         return funds if funds["funds"] and funds["funds"]["zakat"]["donations"] == 2 else None
 
     funds = wait_until(counted, 30, "the fund's tally")
-    assert funds["currency"] == "EUR" and funds["funds"]["zakat"]["balance"] == "20.25"
+    assert funds["currency"] == "EUR" and funds["decimals"] == 2 and funds["funds"]["zakat"]["balance"] == "20.25"
     status, body = get(f"{gateway}api/ledgers/{ELECTION}/funds")
     assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
 

@@ -33,6 +33,7 @@ import pytest
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
+from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import generate_signer_key
@@ -46,7 +47,6 @@ from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
-from vledger.verifier.gateway import amount_text
 from vledger.verifier.pages import WEB_DIR, render
 
 ELECTION = "election-2026"
@@ -475,20 +475,29 @@ def test_the_charity_page_shows_balances_in_currency_units(
     shot(browser, "charity")
 
 
-def test_amounts_are_shown_from_their_digits_as_the_gateway_writes_them(browser: Any) -> None:
+@pytest.mark.parametrize(("currency", "decimals"), [("SAR", 2), ("JPY", 0), ("KWD", 3), ("CLF", 4), ("XAU", None)])
+def test_amounts_are_shown_from_their_digits_as_the_gateway_writes_them(
+    browser: Any, currency: str, decimals: int | None
+) -> None:
     """The pages' amountText (verifier/web/static/vledger.js) gives the gateway's amount_text
-    for any amount: 2**53 + 1 minor units divided as a float would show 90071992547409.92."""
+    for any amount in the currency's decimals: 2**53 + 1 minor units divided as a float would
+    show 90071992547409.92."""
     script = (REPO / "verifier" / "web" / "static" / "vledger.js").read_text(encoding="utf-8")
     amounts = [0, 5, 99, 2025, -2025, -1, 40_000, 2**53 + 1, 2**64 - 1]
     browser.get("about:blank")
     shown = browser.execute_script(
-        script + "\nreturn arguments[0].map((a) => [window.vledger.amountText(BigInt(a)),"
-        " Math.abs(Number(a)) <= Number.MAX_SAFE_INTEGER ? window.vledger.amountText(Number(a)) : null]);",
+        script + "\nconst d = window.vledger.minorUnitDigits(arguments[1]);\nreturn [d, arguments[0].map((a) =>"
+        " [window.vledger.amountText(BigInt(a), d),"
+        " Math.abs(Number(a)) <= Number.MAX_SAFE_INTEGER ? window.vledger.amountText(Number(a), d) : null])];",
         [str(a) for a in amounts],
+        currency,
     )
-    assert [big for big, _ in shown] == [amount_text(a) for a in amounts]
-    assert [small for _, small in shown][:7] == [amount_text(a) for a in amounts[:7]]
-    assert shown[7][0] == "90071992547409.93"
+    digits, shown = shown
+    assert digits == decimals  # the page's table is node/currency.py's
+    assert [big for big, _ in shown] == [amount_text(a, currency) for a in amounts]
+    assert [small for _, small in shown][:7] == [amount_text(a, currency) for a in amounts[:7]]
+    if currency == "SAR":
+        assert shown[7][0] == "90071992547409.93"
 
 
 def test_the_dashboard_shows_a_node_going_down_within_seconds(

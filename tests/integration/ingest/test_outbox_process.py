@@ -20,13 +20,17 @@ from vledger.broker.curve import AllowList
 from vledger.broker.feed import FeedCheckpoints, FeedMessage, FeedRecord, FeedSource, Publisher, Subscriber
 from vledger.broker.keys import KeyPair, new_keypair
 from vledger.broker.redis_server import RedisServer
-from vledger.broker.replication import ReplicationLedger
+from vledger.broker.replication import STORE_DAMAGED, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
 from vledger.config.settings import BrokerSettings
+from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.ingest.outbox_process import OutboxProcess
+from vledger.node.errors import StoreDamagedError
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.witness import CheckpointKeys, HomeSigner, home_key
+from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tests.unit.ingest.note_chain import T0
 from vledger.tests.unit.ingest.note_chain import append as append_notes
 
@@ -200,3 +204,27 @@ def test_a_step_on_the_pub_socket_runs_on_the_proxy_thread_and_the_feed_goes_on(
         return any(sizes_on_feed(m) == 10 for m in received)
 
     wait_until(heartbeat_arrived, "the feed going on after the step")
+
+
+def test_an_outbox_process_that_finds_the_store_damaged_raises_the_alert_and_the_node_stops(
+    home: Home, redis_client: Any
+) -> None:
+    """Its file's pages overwritten while it runs: the outbox process's next read meets them. It
+    raises store_damaged as the node would, ends with EXIT_STORE_DAMAGED, is not started again
+    (it would fail the same way, for ever: it was, every heartbeat), and the node's store is told,
+    so that the node stops too (ingest/runtime.py). Before, it logged and restarted in a loop."""
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 20)
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+    told: list[StoreDamagedError] = []
+    home.store.on_damaged = told.append
+    first = home.outbox.pid
+    overwrite_pages(home.store.directory / DB_NAME)
+    wait_until(lambda: bool(told), "the node's store told of the damage")
+    assert "the outbox process" in told[0].message and f"exit code {EXIT_STORE_DAMAGED}" in told[0].message
+    assert home.outbox.restarts == 0 and home.outbox.pid == first and not home.outbox.alive()
+    alert = replication.open_alerts()[f"{HOME}||{STORE_DAMAGED}"]
+    assert alert["detail"].startswith("[store_error] ") and str(home.store.directory / DB_NAME) in alert["detail"]
+    assert "malformed" in alert["detail"] or "not a database" in alert["detail"], alert
+    time.sleep(4 * SETTINGS.heartbeat_ms / 1000)  # an observation window: four heartbeats start no other
+    assert home.outbox.restarts == 0 and len(told) == 1

@@ -7,15 +7,22 @@ home and the witnesses take none of its checkpoints. Nothing acknowledged with w
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from vledger.broker.client import Client
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.client.session import Session, Write, node_address, now_ms
+from vledger.config.cluster import load_cluster
 from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
@@ -267,3 +274,75 @@ def test_the_standby_catches_up_from_the_replicas_what_the_stream_never_got(star
         for data in cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 0, "limit": 500})["records"]
     }
     assert {rid: held.get(rid) for rid in acknowledged} == acknowledged
+
+
+def test_a_write_sent_while_the_home_is_frozen_waits_for_the_standby_s_promotion(
+    start_cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outsider's drill: the home frozen (SIGSTOP) under a client's writes with w=1, its
+    standby not promoted yet answers them not_home naming that frozen home. The client went
+    straight back there and failed after a second timeout, though the handover kept a write
+    the home had placed. It now waits and asks the standby again until its promotion: the
+    placed write is answered duplicate with its first receipt, a new one is placed in epoch 2."""
+    cluster: LocalCluster = start_cluster(
+        nodes=2, replicas=1, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 3000}
+    )
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    config = load_cluster(cluster.config_path)
+
+    def session() -> Session:  # as open_session makes it (default node ingest-1), with a short timeout
+        home = config.node(config.default_home)
+        return Session(
+            config, home, Client(node_address(config, home.name), cluster.keys["writer1"], timeout=2.0, follow=False)
+        )
+
+    ts = now_ms()
+    placed = session().put(LEDGER, Write("vote", {"n": 64}), request_id="drill-64", ts=ts, replicas=1)
+    wait_until(lambda: _size(cluster, "ingest-2") > placed["height"], WAIT, "the standby holds the write")
+    caplog.set_level(logging.INFO, logger="vledger.client.session")
+    answers: dict[str, Any] = {}
+
+    def write(request_id: str, n: int) -> None:
+        try:
+            answers[request_id] = session().put(
+                LEDGER, Write("vote", {"n": n}), request_id=request_id, ts=ts + n - 64, replicas=1
+            )
+        except Exception as e:
+            answers[request_id] = e
+
+    # drill-64 again, the very write: its answer was lost with the home (it was placed); drill-65: new.
+    writers = [threading.Thread(target=write, args=(rid, n)) for rid, n in (("drill-64", 64), ("drill-65", 65))]
+    cluster.signal_node("ingest-1", signal.SIGSTOP)
+    try:
+        for writer in writers:
+            writer.start()
+        wait_until(
+            lambda: answers or caplog.text.count("waiting for a promotion") >= 2,
+            WAIT,
+            "the writes refused by the standby",
+        )
+        assert not answers, answers  # neither failed (nor was served) before the promotion
+
+        def promoted() -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
+            except RemoteError as e:
+                assert e.code == "promotion_refused", e
+                return None
+            return result
+
+        handover = wait_until(promoted, WAIT, "the standby promoted")
+        for writer in writers:
+            writer.join(timeout=WAIT)
+    finally:
+        cluster.signal_node("ingest-1", signal.SIGCONT)
+    again, new = answers["drill-64"], answers["drill-65"]
+    assert isinstance(again, dict) and isinstance(new, dict), answers
+    assert (again["height"], again["hash"], again["duplicate"]) == (placed["height"], placed["hash"], True)
+    assert new["height"] > handover["height"] and new["duplicate"] is False
+    assert again["replicas"] == new["replicas"] == ["replica-1"]
+    record = decode_record(
+        cluster.admin("ingest-2").call("get", {"ledger": LEDGER, "height": new["height"]})["record"], LIMITS
+    )
+    assert (record.content.request_id, record.origin) == ("drill-65", "ingest-2")

@@ -19,7 +19,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from prometheus_client import CollectorRegistry
 
-from vledger.broker.http import HttpThread, address_key, health_app, json_errors, protocol_log
+from vledger.broker.http import (
+    ASKED_OF_AIOHTTP,
+    HttpThread,
+    address_key,
+    health_app,
+    json_errors,
+    missing_from_aiohttp,
+    protocol_log,
+)
 from vledger.config.cluster import HttpSettings
 from vledger.tests.sqlite_faults import malformed
 
@@ -278,3 +286,15 @@ def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(ca
     assert answers["/locked"] == (500, {"code": "error", "message": "internal error; the server logged it"})
     damaged = [r for r in caplog.records if "the store's file is damaged" in r.getMessage()]
     assert len(damaged) == 1 and damaged[0].exc_info is None
+
+
+def test_the_private_aiohttp_slots_the_head_deadline_reads_are_there() -> None:
+    """aiohttp has no public way to tell a parsed head or a request being answered (broker/http.py
+    says why); an aiohttp that renamed either must fail at import, not at a connection's first byte."""
+    assert missing_from_aiohttp() == []
+
+    class Renamed:  # as a RequestHandler that renamed one of them would be
+        __slots__ = ("_request_count", "_requests_in_progress")
+
+    assert missing_from_aiohttp(Renamed) == ["_request_in_progress"]
+    assert missing_from_aiohttp(object) == list(ASKED_OF_AIOHTTP)

@@ -392,3 +392,153 @@ def test_a_session_keeps_the_home_of_a_handover_it_read_proven(tmp_path: Path) -
         asked = len(cluster.asked(config.node("ingest-1").endpoint))
         assert session.record(LEDGER, 1).height == 1
         assert len(cluster.asked(config.node("ingest-1").endpoint)) == asked  # the old home is skipped
+
+
+# --- Session: a write while the standby is being promoted (PROTOCOL 10.9) ----------------------
+
+
+class Promoting:
+    """The home ``ingest-1`` frozen (every request to it goes unanswered), its standby
+    ``ingest-2`` not yet promoted: it answers a write not_home naming ingest-1 until it has
+    refused ``refusals`` of them, then serves it from ``store`` (the promoted standby's copy,
+    duplicate when it holds the request id). Every request is logged with the endpoint it was
+    sent to, and every pause the session takes with the (fake) time it was taken at."""
+
+    def __init__(self, store: ChainStore, config: ClusterConfig, refusals: int, named: str = "") -> None:
+        self.served = Served(store)
+        self.home = config.node("ingest-1").endpoint
+        self.standby = config.node("ingest-2").endpoint
+        self.silent = {self.home, named}  # named: another node the standby names, as silent
+        self.named = {"node": "ingest-3" if named else "ingest-1", "endpoint": named or self.home, "key": "k" * 40}
+        self.refusals = refusals
+        self.now = 0.0
+        self.sent: list[tuple[str, str]] = []
+        self.pauses: list[float] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: Any = None) -> Any:
+        endpoint = "own" if node is None else node.endpoint
+        self.sent.append((cmd, endpoint))
+        if endpoint in self.silent:
+            self.now += 1.0  # the session's timeout, waited out
+            raise NodeUnavailableError(f"{endpoint}: no answer within 1 s")
+        if cmd == "whoami":
+            return {"account": "admin", "role": "admin", "key": "k"}
+        if cmd == "put":
+            if self.refusals > 0:
+                self.refusals -= 1
+                raise RemoteError("not_home", f"ledger {LEDGER!r} is written on node 'ingest-1'", {"home": self.named})
+            entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
+            placed = self.served.store.append(entry)
+            return {
+                "ledger": placed.ledger,
+                "height": placed.height,
+                "hash": placed.hash,
+                "checksum": entry.checksum,
+                "duplicate": placed.duplicate,
+            }
+        return self.served.call(cmd, args, node=node)
+
+    def close(self) -> None:
+        return None
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+    def asked(self, endpoint: str, cmd: str = "put") -> list[int]:
+        """The positions of the ``cmd`` requests sent to ``endpoint``, among every ``cmd``."""
+        sent = [to for what, to in self.sent if what == cmd]
+        return [i for i, to in enumerate(sent) if to == endpoint]
+
+
+def _promoting_session(config: ClusterConfig, cluster: Promoting, wait: float = 60.0) -> Session:
+    return Session(
+        config, config.node("ingest-3"), cluster, handover_wait=wait, sleep=cluster.sleep, monotonic=cluster.clock
+    )
+
+
+def test_a_write_the_standby_refuses_before_its_promotion_waits_for_it_not_for_the_silent_home(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """The outsider's drill: the home frozen, a write sent there goes unanswered, the standby
+    (not promoted yet) answers not_home naming that same home. The session went straight back
+    to it and failed after a second timeout; the write now waits, asking the standby and the
+    home again, pausing longer each round, until the promoted standby serves it."""
+    config = three_nodes
+    cluster = Promoting(honest, config, refusals=3)
+    session = _promoting_session(config, cluster)
+    receipt = session.put(LEDGER, Write("register", {"voter_id": "V-7"}), request_id="drill-64", ts=64)
+    assert (receipt["height"], receipt["duplicate"]) == (SIZE, False)
+    # The genesis read found the home silent: the write goes to the standby, which refuses it,
+    # then rounds of [pause, standby, home] until the standby serves it.
+    assert next(cmd for cmd, to in cluster.sent if to == cluster.home) == "get"
+    assert cluster.asked(cluster.standby) == [0, 1, 3, 5]
+    assert cluster.asked(cluster.home) == [2, 4]  # never twice without a pause and the standby between
+    assert cluster.pauses == sorted(cluster.pauses) and len(cluster.pauses) == 3 and cluster.pauses[0] < 1
+
+
+def test_a_write_the_silent_home_placed_is_answered_duplicate_by_the_promoted_standby(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """The write the home placed (and the handover kept) before it went silent: asked again
+    with the same request id, the promoted standby answers it duplicate with its receipt."""
+    config = three_nodes
+    write = Write("register", {"voter_id": "V-8"})
+    first = _promoting_session(config, Promoting(honest, config, refusals=0))
+    placed = first.put(LEDGER, write, request_id="drill-64", ts=64)
+    cluster = Promoting(honest, config, refusals=2)
+    receipt = _promoting_session(config, cluster).put(LEDGER, write, request_id="drill-64", ts=64)
+    assert (receipt["height"], receipt["hash"], receipt["duplicate"]) == (placed["height"], placed["hash"], True)
+    assert honest.size(LEDGER) == SIZE + 1  # written once
+
+
+def test_a_write_waits_for_a_promotion_no_longer_than_its_deadline(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """No promotion comes: the write fails unavailable once the wait is over (not at once, not
+    never), saying the standby still names the silent home, with the note to retry it."""
+    config = three_nodes
+    cluster = Promoting(honest, config, refusals=10_000)
+    session = _promoting_session(config, cluster, wait=30.0)
+    with pytest.raises(NodeUnavailableError) as raised:
+        session.put(LEDGER, Write("register", {"voter_id": "V-9"}), request_id="drill-65", ts=65)
+    assert "still names" in raised.value.message and "ingest-1" in raised.value.message
+    assert any("--request-id drill-65" in note for note in raised.value.__notes__)
+    # The first refusal came at 2 s (the home's timeout, then the genesis read); the wait ends
+    # 30 s later, less one home timeout at most (asked after the last pause).
+    assert 30.0 <= cluster.now <= 2.0 + 30.0 + 1.0
+    assert sum(cluster.pauses) <= 30.0 and max(cluster.pauses) <= 4.0
+    assert honest.size(LEDGER) == SIZE  # nothing written
+
+
+def test_a_write_whose_standby_names_a_home_that_answers_goes_there_at_once(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """The wait is only for a home that did not answer: a replaced home that answers not_home
+    naming the new home is followed at once, as before (no pause)."""
+    config = three_nodes
+    promoted = Promoting(honest, config, refusals=0)
+    cluster = Replaced(honest, promoted.home, "ingest-2", promoted.standby)
+    cluster.served = promoted  # type: ignore[assignment]  # the new home takes writes too
+    pauses: list[float] = []
+    session = Session(config, config.node("ingest-3"), cluster, sleep=pauses.append)
+    receipt = session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+    assert receipt["height"] == SIZE and pauses == []
+    assert cluster.asked(promoted.home) == ["get"]  # then kept on the new home (6.1)
+
+
+def test_a_silent_node_the_session_may_not_trust_is_asked_once_not_waited_for(
+    three_nodes: ClusterConfig, honest: ChainStore
+) -> None:
+    """The standby names ingest-3 (neither the ledger's home nor its standby) at an address
+    that does not answer: followed once per answer, as PROTOCOL 6.1 says, never waited for."""
+    config = three_nodes
+    cluster = Promoting(honest, config, refusals=10_000, named="tcp://203.0.113.9:7394")
+    session = _promoting_session(config, cluster)
+    with pytest.raises(NodeUnavailableError):
+        session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
+    assert cluster.pauses == []
+    assert cluster.asked("tcp://203.0.113.9:7394") == [1, 3]  # after each refusal of the standby

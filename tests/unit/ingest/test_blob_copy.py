@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from vledger.broker.replication import Alert
 from vledger.ingest.blob_copy import BlobFetcher, Wanted
 from vledger.node.blobs import BlobStore
 from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.storefile import damaged_file
+from vledger.tests.sqlite_faults import malformed
 
 CHUNK = 10
 DATA = bytes(range(37))
@@ -128,3 +132,63 @@ def test_a_held_blob_is_not_asked_for(tmp_path: Path) -> None:
     fetcher.want([WANTED])
     assert fetcher.pending() == 0
     assert home.calls == 0
+
+
+class _FailingBlobs(BlobStore):
+    """A blob area whose ``has`` or ``put`` raises ``error`` (a store file's damage, a disk's)."""
+
+    def __init__(self, directory: Path, error: Callable[[], Exception], where: str) -> None:
+        super().__init__(directory)
+        self.error, self.where = error, where
+
+    def has(self, digest: str) -> bool:
+        if self.where == "has":
+            raise self.error()
+        return super().has(digest)
+
+    def put(self, chunks: Any, *, expected: str | None = None, max_size: int | None = None) -> tuple[str, int]:
+        if self.where == "put":
+            list(chunks)  # the source's bytes came
+            raise self.error()
+        return super().put(chunks, expected=expected, max_size=max_size)
+
+
+def test_a_damaged_store_met_while_fetching_is_reported_and_ends_the_copies(tmp_path: Path) -> None:
+    """The store's damaged() says it (the node's store_damaged alert, and it stops with 65): asked
+    again, the blob met the same damage for ever, logged as a bug with a back-off."""
+    reported: list[BaseException] = []
+
+    def damaged(error: BaseException) -> object | None:
+        if damaged_file(error) is None:
+            return None
+        reported.append(error)
+        return error
+
+    home = Source(lambda: DATA)
+    fetcher, alerts = _fetcher(tmp_path, {"ingest-1": home})
+    fetcher.blobs = _FailingBlobs(tmp_path / "failing", malformed, "has")
+    fetcher.damaged = damaged
+    fetcher._due.append((0.0, 0, WANTED, 0.001))  # queued as want() queues it (want asks has() itself)
+    fetcher._queued.add(WANTED.sha256)
+    fetcher.start()
+    thread = fetcher._thread
+    assert thread is not None
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the copies ended"
+    assert len(reported) == 1 and alerts == []
+    fetcher.stop()
+
+
+def test_a_blob_area_that_cannot_take_the_bytes_is_said_once_not_blamed_on_the_sources(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Logged at debug as "not fetched from <source>", each source in turn, for ever.
+    home, other = Source(lambda: DATA), Source(lambda: DATA)
+    fetcher, alerts = _fetcher(tmp_path, {"ingest-1": home, "replica-2": other})
+    fetcher.blobs = _FailingBlobs(tmp_path / "failing", lambda: OSError(errno.EIO, "Input/output error"), "put")
+    with caplog.at_level(logging.ERROR):
+        assert not fetcher.fetch(WANTED)
+    assert other.calls == 0 and alerts == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"blob {WANTED.sha256} not kept: this node's blob area failed: [Errno 5] Input/output error"
+    ]

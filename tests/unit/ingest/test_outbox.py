@@ -22,9 +22,10 @@ from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
-from vledger.node.errors import StoreContradictsCheckpointError
+from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
+from vledger.tests.sqlite_faults import malformed
 from vledger.tests.unit.ingest.note_chain import T0, append
 
 HOME = "home"
@@ -640,3 +641,29 @@ def test_entries_the_outbox_streamed_itself_are_not_read_back_but_others_above_a
         assert repl.reads[0] == (LEDGER, 41, 1)  # only what this outbox did not add
         assert streamed(repl, LEDGER) == in_store(store, LEDGER)  # cut back to the store's chain
         outbox.stop()
+
+
+class _DamagedFeed(FeedLog):
+    """A feed whose sends meet the store's damage, as a pass's reads of the file would."""
+
+    def record(self, ledger: str, height: int, data: bytes, hops: int = 1) -> None:
+        raise malformed()
+
+
+def test_a_pass_that_meets_a_damaged_store_reports_it_and_ends_the_outbox(tmp_path: Path) -> None:
+    """Its catch-all logged it and tried again at every pass, for ever; the store is told now
+    (ChainStore.damaged: the node's store_damaged alert, and it stops with status 65)."""
+    told: list[StoreDamagedError] = []
+    with ChainStore(tmp_path / "relay", origin=HOME, clock=lambda: T0) as store:
+        store.on_damaged = told.append
+        append(store, LEDGER, 3)
+        settings = ReplicationSettings(heartbeat_ms=50, catch_up_batch=3, max_hops=2)
+        relay = Outbox("replica-1", store, _DamagedFeed(), None, settings, stream=False)  # type: ignore[arg-type]
+        relay.committed(list(store.range(LEDGER)), 2)
+        relay.start()
+        thread = relay._thread
+        assert thread is not None
+        thread.join(DEADLINE)
+        assert not thread.is_alive(), "the outbox ended"
+        relay.stop()
+    assert len(told) == 1 and "malformed" in told[0].message

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vledger.ingest.standby import Restarts, StandbyFollow, redis_checkpoints
+from vledger.node.errors import StoreDamagedError
+from vledger.node.store import ChainStore
+from vledger.tests.sqlite_faults import malformed
 
 
 class _Redis:
@@ -108,11 +113,12 @@ class _Follower:
         self.stopping.set()  # the follow loop then ends at once
 
 
-def test_the_standby_follow_runs_again_after_a_bug_and_counts_it() -> None:
+def test_the_standby_follow_runs_again_after_a_bug_and_counts_it(tmp_path: Path) -> None:
     standby: Any = object.__new__(StandbyFollow)  # only what _run uses: no sockets, no Redis
     standby.name = "ingest-2"
     standby.stopping = threading.Event()
     standby.follower = _Follower(failures=2, stopping=standby.stopping)
+    standby.follower.store = ChainStore(tmp_path / "store")  # a bug is no damage: it runs again
     standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
     standby.ledgers = ["votes", "election-2026"]
     standby._thread = None
@@ -124,6 +130,37 @@ def test_the_standby_follow_runs_again_after_a_bug_and_counts_it() -> None:
     assert standby.follower.starts == 3 and standby.restarts.count == 2
     # What hello and /readyz say of it (PROTOCOL 6, 15.3), not only the metric.
     assert standby.report() == {"ledgers": ["election-2026", "votes"], "follow_restarts": 2}
+    standby.follower.store.close()
+
+
+@pytest.mark.parametrize("error", [malformed, lambda: StoreDamagedError("a commit's future: reported")])
+def test_the_standby_follow_ends_on_a_damaged_store_which_reports_it(
+    tmp_path: Path, error: Callable[[], Exception]
+) -> None:
+    """A read of a malformed file is no bug: run again, the follow failed the same way for ever
+    (every 60 s at most, counted as restarts), and the node ran on with a store it could not
+    read. The store is told (ChainStore.damaged: the node's alert, and it stops with 65)."""
+
+    class Damaged(_Follower):
+        def start(self) -> None:
+            self.starts += 1
+            raise error()
+
+    reported: list[StoreDamagedError] = []
+    with ChainStore(tmp_path / "store") as store:
+        store.on_damaged = reported.append
+        standby: Any = object.__new__(StandbyFollow)
+        standby.name = "ingest-2"
+        standby.stopping = threading.Event()
+        standby.follower = Damaged(failures=0, stopping=standby.stopping)
+        standby.follower.store = store
+        standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
+        standby._thread = None
+        standby.start()
+        standby._thread.join(timeout=10)
+        assert not standby._thread.is_alive(), "the follow ended"
+    assert standby.follower.starts == 1 and standby.restarts.count == 0
+    assert len(reported) == (1 if error is malformed else 0)  # a StoreDamagedError was reported where found
 
 
 def test_the_standby_s_follower_closes_in_redis_the_alerts_it_resolves() -> None:

@@ -577,6 +577,28 @@ def test_take_many_stops_at_the_first_record_it_does_not_take(chain_bytes: list[
     assert (verifier.next_height, verifier.prev) == (3, decode_record(chain_bytes[2], LIMITS).link)
 
 
+def test_take_rows_holds_each_column_to_its_record(chain_bytes: list[bytes]) -> None:
+    records = [decode_record(data, LIMITS) for data in chain_bytes]
+    rows = [
+        (r.height, r.link, r.content.author, r.content.request_id, d) for r, d in zip(records, chain_bytes, strict=True)
+    ]
+    verifier = ChainVerifier("ledger-a", LIMITS)
+    verifier.feed_raw(chain_bytes[0])
+    assert verifier.take_rows(rows, 1, 3) == 3  # up to ``end`` only
+    assert verifier.take_rows(rows, 3) == len(rows)
+    assert (verifier.next_height, verifier.prev) == (len(rows), records[-1].link)
+    # A column that says otherwise (a wrong value, or one of another type) stops the run at its row.
+    wrongs = [(0, 4), (0, "3"), (1, bytes(32)), (1, records[3].link.hex()), (2, "someone-else"), (2, None),
+              (2, rows[3][2].encode()), (3, "r-other"), (3, rows[3][3].encode())]  # fmt: skip
+    for column, wrong in wrongs:
+        changed = [list(row) for row in rows]
+        changed[3][column] = wrong
+        verifier = ChainVerifier("ledger-a", LIMITS)
+        verifier.feed_raw(chain_bytes[0])
+        assert verifier.take_rows(changed, 1) == 3, (column, wrong)
+        assert (verifier.next_height, verifier.prev) == (3, records[2].link)  # nothing of row 3 taken
+
+
 def test_valid_records_past_the_genesis_take_the_fast_path(chain_bytes: list[bytes]) -> None:
     verifier = ChainVerifier("ledger-a", LIMITS)
     assert verifier.feed_fast(chain_bytes[0]) is None  # the genesis: its rules the precise way

@@ -9,6 +9,7 @@ sessions on the simulator, or through a :class:`Shell`.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import hashlib
 import json
@@ -44,7 +45,7 @@ from vledger.node.errors import (
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record, decode_content, decode_record
 from vledger.node.rules.engine import RulesEngine
-from vledger.node.sealed import is_sealed, seal, unseal
+from vledger.node.sealed import MAX_INFO_BYTES, is_sealed, seal, siv_encrypt, unseal
 from vledger.node.store import ChainStore
 from vledger.tools import cli, client_commands
 from vledger.tools import client_payloads as build
@@ -467,6 +468,41 @@ def test_seal_unseal_and_seal_key_commands(vledger: Run, tmp_path: Path) -> None
     assert code == 1 and "context 'other'" in err and "tampered" not in err
 
 
+def s1_id(key: bytes, info: str, context: str) -> str:
+    """A version 1 id (PROTOCOL 8), as chains written before S2 hold them: nothing writes one now."""
+    return "S1-" + base64.b32encode(siv_encrypt(key, info.encode(), context.encode())).decode().rstrip("=").lower()
+
+
+def test_the_seal_commands_write_s2_ids_of_one_length_and_still_open_s1_ids(vledger: Run, tmp_path: Path) -> None:
+    """PROTOCOL 8: what `seal` and `donate --donor-info` write is padded (S2); S1 ids on chains still open."""
+    key_file = tmp_path / "k"
+    assert vledger("seal-key", "--out", str(key_file))[0] == 0
+    key = read_seal_key(key_file)
+    ids = []
+    for info in ("A", "Zoë Ahmed, +966 5 0123 4567", "x" * 63):
+        code, out, _ = vledger("seal", "--key", str(key_file), info, "--context", "zakat")
+        ids.append(out.strip())
+        assert code == 0 and ids[-1].startswith("S2-") and unseal(key, ids[-1], "zakat") == info
+        code, out, _ = vledger("unseal", "--key", str(key_file), ids[-1], "--context", "zakat")
+        assert (code, out) == (0, info + "\n")
+    assert {len(sealed) for sealed in ids} == {131}
+    args = argparse.Namespace(donor=None, donor_info="Zoë Ahmed, +966 5 0123 4567", seal_key=key_file, ledger="zakat")
+    assert donor_id(args) == ids[1]  # donate seals exactly as `seal --context LEDGER` does
+    code, out, _ = vledger("unseal", "--key", str(key_file), s1_id(key, "Zoë", "zakat"), "--context", "zakat")
+    assert (code, out) == (0, "Zoë\n")
+
+
+def test_information_too_long_to_seal_is_a_bad_seal_error_not_a_crash(vledger: Run, tmp_path: Path) -> None:
+    key_file = tmp_path / "k"
+    assert vledger("seal-key", "--out", str(key_file))[0] == 0
+    code, out, err = vledger("seal", "--key", str(key_file), "x" * (MAX_INFO_BYTES + 1))
+    assert (code, out) == (1, "")
+    assert "bad_seal" in err and f"at most {MAX_INFO_BYTES}" in err and "Traceback" not in err
+    args = argparse.Namespace(donor=None, donor_info="x" * (MAX_INFO_BYTES + 1), seal_key=key_file, ledger="zakat")
+    with pytest.raises(SealError, match=f"at most {MAX_INFO_BYTES}"):
+        donor_id(args)
+
+
 # --- sessions: options, keys, routing --------------------------------------------------------------
 
 
@@ -782,6 +818,7 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     )
     first, second, paid = node.contents()[1:]
     assert unseal(read_seal_key(key), first.payload["donor"], "zakat") == "Zoë"
+    assert first.payload["donor"].startswith("S2-") and len(first.payload["donor"]) == 131  # padded: no length told
     assert first.payload == {
         "donor": first.payload["donor"],
         "fund": "zakat",
@@ -802,6 +839,13 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     assert vledger("donate", "zakat", "--donor", donor, "--donor-info", "x", *argv)[0] == 2
     code, _, err = vledger("donate", "zakat", "--donor", donor, *argv[:2], "--amount", "12.50", *argv[4:])
     assert code == 2 and "not a whole number" in err
+    old = s1_id(read_seal_key(key), "Zoë", "zakat")  # a donor sealed before S2, looked up on the chain
+    assert vledger("donate", "zakat", "--donor", old, *argv)[0] == 0
+    assert node.contents()[-1].payload["donor"] == old
+    sent = len(node.sent("put"))
+    code, _, err = vledger("donate", "zakat", "--donor-info", "x" * 1024, "--seal-key", str(key), *argv)
+    assert code == 1 and "bad_seal" in err and "at most 1023" in err
+    assert len(node.sent("put")) == sent
 
 
 def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: SimulatedNode) -> None:

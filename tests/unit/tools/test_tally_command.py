@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from vledger.broker.tallies import Published
 from vledger.tools.tally_command import report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
@@ -43,6 +45,18 @@ def test_a_charity_tally_shows_amounts_in_its_currency() -> None:
     ) in lines
     assert "  records: 5" in lines  # counts stay counts
     assert not any("225,000" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("currency", "balance", "per_unit"),
+    [("JPY", "225,000 JPY", 1), ("KWD", "225.000 KWD", 1000), ("points", "225,000 points (minor units)", None)],
+)
+def test_a_charity_tally_uses_its_currency_s_decimals(currency: str, balance: str, per_unit: int | None) -> None:
+    # Every currency was shown as hundredths: 225,000 yen read "2,250.00 JPY".
+    tally = {**CHARITY, "currency": currency}
+    assert f"  balance: {balance}" in tally_lines(tally)
+    shown = snapshot_json(Snapshot("observer-1", "zakat", 4, bytes(32), tally, bytes(32), 0))
+    assert shown["amounts"] == {"unit": "minor", "currency": currency, "per_unit": per_unit}
 
 
 def test_other_tallies_show_plain_numbers() -> None:

@@ -111,7 +111,9 @@ def test_a_valid_store_verifies_in_chunks(tmp_path: Path, pool: ThreadPoolExecut
         assert _chunked(directory, chunk, pool) == _sequential(directory) == [(LEDGER, 13, None, None)]
 
 
-_CHANGES = ("byte", "delete", "height column", "swap", "hash column", "duplicate", "author column", "cut")
+_CHANGES = (
+    "byte", "delete", "height column", "swap", "hash column", "duplicate", "author column", "request_id column", "cut"
+)  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -140,6 +142,8 @@ def test_a_changed_store_gets_the_sequential_verdict_in_chunks(
             row[2] = bytes(32)
         elif change == "author column":
             row[3] = "someone-else"
+        elif change == "request_id column":
+            row[4] = "r-other"
         elif change == "duplicate":
             rows.append([*row[:1], max(r[1] for r in rows) + 1, *row[2:]])
         elif change == "cut":

@@ -26,12 +26,14 @@ from vledger.broker.http import HttpThread
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
+from vledger.node.currency import amount_text
 from vledger.node.errors import BadRequestError, NotFoundError
 from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
-from vledger.node.storefile import StoredTree, StoreReader
+from vledger.node.storefile import DB_NAME, StoredTree, StoreReader
+from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tools.demo import run_demo
-from vledger.verifier.gateway import Gateway, amount_text, build_app
+from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
 from vledger.verifier.gateway import _int as gateway_int
 
 LIMITS = Limits()
@@ -346,7 +348,21 @@ def test_a_bad_entry_bundle_path_is_named_as_given(served: tuple[str, Path]) -> 
 )
 def test_amounts_are_exact_decimals(minor: int, text: str) -> None:
     # 2**64 - 1 through a float would read 184467440737095520.00.
-    assert amount_text(minor) == text
+    assert amount_text(minor, "SAR") == text
+
+
+@pytest.mark.parametrize(
+    ("currency", "decimals", "balance"),
+    [("SAR", 2, "20.25"), ("JPY", 0, "2025"), ("KWD", 3, "2.025"), ("CLF", 4, "0.2025"), ("XAU", None, "2025")],
+)
+def test_funds_are_shown_in_the_currency_s_own_decimals(currency: str, decimals: int | None, balance: str) -> None:
+    # Every currency was divided by 100: 2025 yen read "20.25", 2025 fils (2.025 dinars) "20.25".
+    fund = {"donated": 2525, "disbursed": 500, "donations": 2, "disbursements": 1, "balance": 2025}
+    tally = {"type": "charity", "currency": currency, "funds": {"zakat": fund}, "donated": 2525, "disbursed": 500}
+    shown = funds_json("zakat", {**tally, "balance": 2025}, 9, {"status": "agree"})
+    assert shown["decimals"] == decimals and shown["currency"] == currency
+    assert shown["balance"] == shown["funds"]["zakat"]["balance"] == balance
+    assert shown["funds"]["zakat"]["donations"] == 2  # counts stay counts
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
@@ -562,4 +578,40 @@ def test_what_a_genesis_read_while_the_store_is_replaced_lists_is_not_cached(
     finally:
         a.shutdown()
         b.shutdown()
+        gateway.close()
+
+
+def _metric(url: str, name: str) -> float | None:
+    status, _, body = get(f"{url}/metrics")
+    assert status == 200, body[:200]
+    lines = [line for line in body.decode().splitlines() if line.startswith(f"{name} ")]
+    return float(lines[0].split()[1]) if lines else None
+
+
+def test_a_damaged_store_is_a_clear_readyz_reason_and_a_metric_then_clears_once_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of the store's file overwritten under a running gateway: a read is answered 503
+    store_damaged, /readyz's store check names the file and the damage, and vledger_store_damaged
+    reads 1 (it said nothing: /metrics had no store series, /readyz a bare DatabaseError); a
+    rebuilt store put in its place clears both."""
+    monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
+    gateway, store, rebuilt = _replaced_store(tmp_path)
+    try:
+        checks = {"store": readiness(gateway)["store"]}
+        with HttpThread(build_app(gateway, checks), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            assert _metric(url, "vledger_store_damaged") == 0.0
+            assert get(f"{url}/readyz")[0] == 200
+            overwrite_pages(store / DB_NAME)
+            assert error_of(f"{url}/api/ledgers/election-2026/records?start=0&limit=5") == (503, "store_damaged")
+            assert _metric(url, "vledger_store_damaged") == 1.0
+            status, _, body = get(f"{url}/readyz")
+            reason = json.loads(body)["checks"]["store"]
+            assert status == 503 and reason.startswith(f"{store / DB_NAME}: the store's file is damaged: "), reason
+            store.rename(tmp_path / "data" / "replica-1.broken-1")  # as vledger repair does
+            rebuilt.rename(store)
+            assert _metric(url, "vledger_store_damaged") == 0.0
+            assert get(f"{url}/readyz")[0] == 200
+    finally:
         gateway.close()

@@ -197,14 +197,38 @@ async function followKeyChain(firstKey, rotations, ledger) {
   return key;
 }
 
+// ISO 4217's minor-unit exponents, the table of node/currency.py (PROTOCOL 7.2), here so that a
+// page shows a signed tally's amounts without taking the exponent from the gateway it checks
+// (tests/unit/node/test_currency.py holds the two equal).
+const MINOR_UNIT_DIGITS = {
+  0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+  2: "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD " +
+    "CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL " +
+    "GHS GIP GMD GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR " +
+    "LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB " +
+    "PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP " +
+    "SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL",
+  3: "BHD IQD JOD KWD LYD OMR TND",
+  4: "CLF UYW",
+};
+const DIGITS_OF = new Map(Object.entries(MINOR_UNIT_DIGITS).flatMap(([d, codes]) => codes.split(" ").map((c) => [c, Number(d)])));
+
+// The decimals of a currency's minor unit (2 for SAR, 0 for JPY, 3 for KWD); null for a code
+// without one here, whose amounts are then shown as the whole minor units they are.
+const minorUnitDigits = (currency) => (typeof currency === "string" && DIGITS_OF.has(currency) ? DIGITS_OF.get(currency) : null);
+
 // An amount of minor units (an integer Number, or a BigInt as decodeMsgpack gives one past 2**32)
-// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds): 2025 gives
-// "20.25". From its digits, never divided as a float: a double is exact only to 2**53, and an
-// amount may be up to 2**64 - 1. Throws RangeError for a Number that is not an integer.
-function amountText(minor) {
+// as the decimal string of currency units the gateway writes (/api/ledgers/L/funds), `decimals`
+// the currency's exponent (minorUnitDigits): 2025 gives "20.25" with 2, "2025" with 0, "2.025"
+// with 3, and with null (a code without one) the minor units as they are. From its digits,
+// never divided as a float: a double is exact only to 2**53, and an amount may be up to 2**64 - 1.
+// Throws RangeError for a Number that is not an integer.
+function amountText(minor, decimals) {
   const value = BigInt(minor);
-  const digits = (value < 0n ? -value : value).toString().padStart(3, "0");
-  return `${value < 0n ? "-" : ""}${digits.slice(0, -2)}.${digits.slice(-2)}`;
+  const places = decimals || 0;
+  const digits = (value < 0n ? -value : value).toString().padStart(places + 1, "0");
+  const whole = places ? `${digits.slice(0, -places)}.${digits.slice(-places)}` : digits;
+  return `${value < 0n ? "-" : ""}${whole}`;
 }
 
 // --- where to read, and which keys to trust (PROTOCOL 15.5) ------------------------------------
@@ -500,7 +524,7 @@ document.addEventListener("DOMContentLoaded", () => {
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
-  getJSON, onEvents, el, fillLedgers, amountText,
+  getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
 };

@@ -7,6 +7,7 @@ hypothesis tests can use it too.
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from vledger.node.errors import RuleError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.engine import RulesEngine
-from vledger.node.sealed import seal
+from vledger.node.sealed import seal, siv_encrypt
 
 LIMITS = Limits()
 ORIGIN = "node-1"
@@ -136,6 +137,12 @@ class RulesKit:
     @staticmethod
     def donor(name: str = "Zoë", ledger: str = "zakat-fund") -> str:
         return seal(SEAL_KEY, name, ledger)
+
+    @staticmethod
+    def donor_v1(name: str = "Zoë", ledger: str = "zakat-fund") -> str:
+        """An S1 id (PROTOCOL 8 version 1), as chains written before S2 hold them."""
+        sealed = siv_encrypt(SEAL_KEY, name.encode(), ledger.encode())
+        return "S1-" + base64.b32encode(sealed).decode("ascii").rstrip("=").lower()
 
 
 @pytest.fixture(scope="session")

@@ -90,9 +90,22 @@ def test_an_amount_is_a_positive_exact_integer(charity: Any, rules_kit: Any, kin
         assert charity.refuse(kind, payload, BadPayloadError).code == "bad_payload"
 
 
-@pytest.mark.parametrize("donor", ["Zoë Example", "", "S1-", "S1-ABCDEFGHIJKLMNOPQRSTUVWXYZ", 17])
+@pytest.mark.parametrize(
+    "donor",
+    ["Zoë Example", "", "S1-", "S2-", "S1-ABCDEFGHIJKLMNOPQRSTUVWXYZ", 17, "S2-" + "a" * 58, "S2-" + "a" * 130],
+)
 def test_the_donor_is_a_sealed_id(charity: Any, rules_kit: Any, donor: Any) -> None:
+    """An S2 id's length is one of its buckets' (PROTOCOL 8 step 1): 58 characters is an unpadded 36 bytes."""
     charity.refuse("donation", donation(rules_kit, donor=donor), BadPayloadError)
+
+
+def test_new_s2_donors_and_s1_donors_already_on_chains_both_pass(charity: Any, rules_kit: Any) -> None:
+    new, old = rules_kit.donor("Zoë Ahmed, +966 5"), rules_kit.donor_v1("Zoë Ahmed, +966 5")
+    assert new.startswith("S2-") and len(new) == 131
+    assert old.startswith("S1-") and len(old) == 3 + 55  # 16 + 18 bytes: its length tells the info's
+    charity.submit("donation", donation(rules_kit, donor=new, amount=100))
+    charity.submit("donation", donation(rules_kit, donor=old, amount=50))
+    assert charity.domain.tally().funds["zakat"].donated == 150
 
 
 @pytest.mark.parametrize(
