@@ -1301,8 +1301,15 @@ class ChainStore:
         content = entry.content
         earlier = requests.earlier(content.ledger, content.author, content.request_id)
         if earlier is not None:
-            if earlier.content_bytes != entry.content_bytes or earlier.nonce != entry.nonce:
+            if earlier.content_bytes != entry.content_bytes:
                 raise RequestConflictError(f"request id {content.request_id!r} was already used with other content")
+            if earlier.nonce != entry.nonce:
+                # The same content with another valid nonce is still another record's bytes: say so,
+                # so the client sees its retry recomputed the proof of work rather than changed the record.
+                raise RequestConflictError(
+                    f"request id {content.request_id!r} was already used with the same content but another "
+                    f"nonce (proof of work {earlier.nonce}, this one {entry.nonce}): retry with the first one"
+                )
             values = self._domain.values_of(earlier, heads[content.ledger].rules) if self._domain else {}
             return Receipt.of(earlier, duplicate=True, values=values), None
         if len(entry.content_bytes) > self.limits.max_content_bytes:

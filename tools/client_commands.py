@@ -87,6 +87,7 @@ from .client_session import (
 )
 from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
+from .moving_kinds import grant_moving_kinds, moving_kinds
 from .node_commands import PASSPHRASE_ENV
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
@@ -250,8 +251,31 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
         rules = LedgerRules(rules.kinds, rules.difficulty, {**rules.rules, **listed})
     elif args.outside_quorum is not None:
         raise UsageError("--outside-quorum needs --outside-witness keys")
-    print_receipt(session.create_ledger(args.ledger, rules, args.request_id, args.ts), as_json=args.json)
+    closing = () if args.open else moving_kinds(rules.rules)
+    granted: list[str] = []
+    if closing and not _exists(session, args.ledger):  # a retry or a taken name changes no grant
+        # Before the genesis (16.2 judges each record by the grants before it): never open for a moment.
+        granted = grant_moving_kinds(session, args.ledger, closing, session.account)
+    receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts)
+    if args.json:
+        print_receipt(receipt, as_json=True, granted={"account": session.account, "kinds": granted})
+        return EXIT_OK
+    print_receipt(receipt, as_json=False)
+    if granted:
+        print(
+            f"only {session.account} may write {', '.join(granted)} on {args.ledger} (granted; vledger grant add "
+            "gives another account a kind, --open leaves them open to every writer)"
+        )
     return EXIT_OK
+
+
+def _exists(session: Session, ledger: str) -> bool:
+    try:
+        return session.size(ledger) > 0  # a ledger holds its genesis at least
+    except RemoteError as e:
+        if e.code == "no_such_ledger":
+            return False
+        raise
 
 
 def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
@@ -288,7 +312,9 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "start a ledger (admin)",
         "Start a ledger with its genesis record: the kinds it allows, its proof-of-work difficulty and "
         "its domain rules (node/rules/: election, charity, resources, files). The kinds a domain reads "
-        "are added to --kinds. The proof of work is done here, before sending.",
+        "are added to --kinds. The proof of work is done here, before sending. An election's or a "
+        "charity's kinds that move votes or money are first granted to you, so that no other writer "
+        "may write them (--open: leave them open).",
     )
     create.add_argument("ledger", type=ledger_name, metavar="NAME", help="the new ledger's name")
     create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
@@ -305,6 +331,13 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         default={},
         metavar="JSON",
         help='domain rules, e.g. \'{"type":"election","choices":["a","b"],"opens":MS,"closes":MS}\'',
+    )
+    create.add_argument(
+        "--open",
+        action="store_true",
+        help="leave the kinds that move votes or money open to every writer; without it an election's "
+        "register, cast, uncast and withdraw, and a charity's donation and disbursement, are granted to "
+        "you before the genesis (PROTOCOL 16.2)",
     )
     create.add_argument(
         "--outside-witness",

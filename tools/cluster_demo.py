@@ -60,6 +60,7 @@ from ..verifier.tally import TallyReport
 from . import client_payloads as build
 from .client_session import load_client_keys
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
+from .moving_kinds import MOVING_KINDS, grant_moving_kinds, moving_kinds
 from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
@@ -499,14 +500,18 @@ class ClusterDemo:
         for ledger in LEDGERS:
             if ledger not in held:
                 rules = ledger_rules(ledger, account, self.difficulty, now_ms())
+                # As `vledger ledger create` does: its votes and money closed to the admin first.
+                grant_moving_kinds(self.session(ledger), ledger, moving_kinds(rules.rules), account)
                 self.session(ledger).create_ledger(ledger, rules)
                 created.append(ledger)
         return created
 
     def _roles(self, account: str) -> list[str]:
         """An election office's roles (README "Roles and grants"): a registrar who may register,
-        a treasurer who may disburse, an auditor who reads; the admin keeps both grants so that
-        its own batch goes on. Then one write without a grant, refused (the registrar's
+        a treasurer who may disburse, an auditor who reads; the admin holds every kind that
+        moves a vote or money (tools/moving_kinds.py: granted before a ledger this run created,
+        here for one an earlier run left open), so that no other writer may write them and its
+        own batch goes on. Then one write without a grant, refused (the registrar's
         disbursement; a registration of its own would change the demo's voter count). Each change is a record
         on the admin ledger (`vledger admin log`). Keys are made for this run only."""
         admin = self.session(ELECTION)
@@ -518,9 +523,9 @@ class ClusterDemo:
             admin.call("key.add", {"account": name, "key": keys[name].public})
         for ledger, kind, holder in (
             (ELECTION, "register", "registrar"),
-            (ELECTION, "register", account),
+            *((ELECTION, kind, account) for kind in MOVING_KINDS["election"]),
             (ZAKAT, "disbursement", "treasurer"),
-            (ZAKAT, "disbursement", account),
+            *((ZAKAT, kind, account) for kind in MOVING_KINDS["charity"]),
         ):
             try:
                 admin.call("grant.add", {"ledger": ledger, "kind": kind, "account": holder})
@@ -528,8 +533,9 @@ class ClusterDemo:
                 if e.code != "already_granted":
                     raise
         lines = [
-            f"Roles: registrar may register on {ELECTION}, treasurer may disburse from {ZAKAT}, "
-            "auditor reads (see: vledger grant list, vledger admin log)."
+            f"Roles: {account} alone may register, cast, uncast and withdraw on {ELECTION} and donate to "
+            f"and disburse from {ZAKAT}, beside a registrar who may register and a treasurer who may "
+            "disburse; an auditor reads (see: vledger grant list, vledger admin log)."
         ]
         node = self.config.home_of(ELECTION)
         client = Client(node_address(self.config, node.name), keys["registrar"], timeout=TIMEOUT)
@@ -540,6 +546,13 @@ class ClusterDemo:
                 lines.append("registrar disbursed to mallory-offshore: ACCEPTED (grants are not enforced!)")
             except RemoteError as e:
                 lines.append(f"registrar tried to disburse to mallory-offshore: refused, {e.code}.")
+            # A cast under an id no voter holds: a ballot the registrar may not move, whoever's it is
+            # (the grant rule runs before the election's; were cast open, this is not_registered).
+            try:
+                registrar.put(ELECTION, build.cast("E-0000000000000000", CHOICES[0]))
+                lines.append("registrar cast a vote: ACCEPTED (cast is open to every writer!)")
+            except RemoteError as e:
+                lines.append(f"registrar tried to cast a vote: refused, {e.code}.")
         finally:
             registrar.close()
         return lines

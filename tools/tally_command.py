@@ -10,17 +10,26 @@ hash. When their latest heights differ, the tally stream is read back, newest fi
 the newest height every observer published; with none yet, they are still counting. A
 disagreement at one height is added to the ``vledger:{alerts}`` stream (``tally_mismatch``).
 
+The ledger's head is not Redis's word: it is the latest checkpoint the home wrote to Redis
+(``vledger:{<ledger>}:checkpoint``), its signature verified with the home's (or standby's)
+``<node>.sign.pub`` from the key directory, the keys the observers' tallies are checked with.
+An observer whose latest valid snapshot counts fewer records than that checkpoint holds, and
+was signed more than ``--stale-after`` seconds ago, is **stale**: stuck, or far behind, so its
+agreement is at a height the ledger left behind (docs/PROTOCOL.md 11.4).
+
 Exit codes: 0 every signature verifies and the observers agree; 1 a bad or missing
 signature, a malformed snapshot, a disagreement, no such ledger (``no_such_ledger``), or
 Redis unreachable; 2 usage; 3 still
 counting (an observer has published nothing yet, or no height is common to all), so that
-a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``.
+a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``;
+4 an observer is stale (and nothing of exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -28,22 +37,28 @@ import redis
 
 from ..broker.redis_server import connect
 from ..broker.replication import Alert, ReplicationLedger
+from ..broker.signing import load_verify_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.currency import minor_unit_digits
-from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError
+from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError, VledgerError
 from ..node.json_values import jsonable
+from ..node.note import verify_checkpoint
+from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
     MISMATCH,
+    STALE_AFTER_MS,
     Checked,
+    LedgerHead,
     Snapshot,
     TallyReport,
     observer_histories,
     observer_keys,
     read_tallies,
+    stale_observers,
 )
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
 from .client_payloads import money_text, time_text
@@ -96,6 +111,12 @@ def _signature(checked: Checked | None) -> str:
     return "ok" if checked.ok else "bad"
 
 
+def head_json(head: LedgerHead | None) -> dict[str, Any] | None:
+    if head is None:
+        return None
+    return {"size": head.size, "signer": head.signer, "problem": head.problem}
+
+
 def report_json(report: TallyReport) -> dict[str, Any]:
     verdict = report.verdict
     return {
@@ -106,12 +127,15 @@ def report_json(report: TallyReport) -> dict[str, Any]:
                 "entry": None if t.checked is None else t.checked.published.entry_id,
                 "signature": _signature(t.checked),
                 "error": _error(t.checked),
+                "stale": t.observer in report.stale,
                 "snapshot": None
                 if t.checked is None or t.checked.snapshot is None
                 else snapshot_json(t.checked.snapshot),
             }
             for t in report.observers
         ],
+        "head": head_json(report.head),
+        "stale": list(report.stale),
         "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
         "compared": {name: snapshot_json(snapshot) for name, snapshot in report.compared.items()},
         "problems": [
@@ -178,9 +202,10 @@ def report_lines(report: TallyReport) -> list[str]:
             )
         else:
             s = t.checked.snapshot
+            stale = "  STALE" if t.observer in report.stale else ""
             lines.append(
                 f"  {t.observer:<{width}}  height {s.height}  head {s.head.hex()[:16]}…  "
-                f"at {time_text(s.at_ms)}  signature OK"
+                f"at {time_text(s.at_ms)}  signature OK{stale}"
             )
     for checked in report.older:
         if not checked.ok:
@@ -202,14 +227,58 @@ def report_lines(report: TallyReport) -> list[str]:
             lines.append(f"alert {report.alert} added to the alerts stream")
     else:
         lines.append("still counting: no height that every observer has published a tally at yet")
+    lines += _head_lines(report)
+    return lines
+
+
+def _head_lines(report: TallyReport) -> list[str]:
+    head = report.head
+    if head is None:
+        return []
+    if head.size is None:
+        return [f"ledger head not checked: {head.problem}"]
+    lines = [f"ledger head: a checkpoint of {head.size:,} records, signed by {head.signer} (verified)"]
+    for name in report.stale:
+        lines.append(
+            f"STALE: {name} has signed nothing past the checkpoint's {head.size:,} records for a while: "
+            "it is stuck or far behind, and its tally is not the ledger's"
+        )
     return lines
 
 
 # --- the command -----------------------------------------------------------------------------------
 
 
-def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport:
-    """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass).
+def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
+    """The ledger's latest checkpoint as its home wrote it to Redis, verified with the home's
+    checkpoint key from the key directory (or its standby's, after a handover): the height it
+    states is the home's signed word, not Redis's. Redis errors pass."""
+    note = client.get(ReplicationLedger(client).checkpoint_key(ledger))
+    if not note:
+        return LedgerHead(None, problem="no checkpoint of the ledger in Redis yet")
+    signers = [config.home_of(ledger)]
+    standby = config.standby_of(ledger)
+    if standby is not None:
+        signers.append(standby)
+    problems = []
+    for node in signers:
+        try:
+            key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, node.name)[1]).raw)
+            return LedgerHead(verify_checkpoint(note, key).checkpoint.size, node.name)
+        except VledgerError as e:
+            problems.append(f"{node.name}'s key: {e.code}")
+    return LedgerHead(None, problem="the checkpoint in Redis does not verify (" + "; ".join(problems) + ")")
+
+
+def tally_report(
+    config: ClusterConfig,
+    ledger: str,
+    client: Any,
+    now_ms: int | None = None,
+    stale_after_ms: int = STALE_AFTER_MS,
+) -> TallyReport:
+    """Read, check and compare; a mismatch is added to the alerts stream (Redis errors pass);
+    observers behind the ledger's verified checkpoint for more than ``stale_after_ms`` are stale.
 
     Raises NoSuchLedgerError when no observer published a tally of ``ledger`` and no home
     node announced it (``vledger:{ledgers}``): a misspelt name is not "still counting".
@@ -223,7 +292,9 @@ def tally_report(config: ClusterConfig, ledger: str, client: Any) -> TallyReport
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
-    return report
+    head = ledger_head(config, client, ledger)
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    return replace(report, head=head, stale=stale_observers(report.observers, head, now, stale_after_ms))
 
 
 def cmd_tally(args: argparse.Namespace) -> int:
@@ -232,7 +303,7 @@ def cmd_tally(args: argparse.Namespace) -> int:
         raise UsageError(f"{config.path} names no observer node")
     client = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)
     try:
-        report = tally_report(config, args.ledger, client)
+        report = tally_report(config, args.ledger, client, stale_after_ms=round(args.stale_after * 1000))
     except redis.exceptions.RedisError as e:
         raise RedisServerError(f"cannot read the tallies from Redis: {e}") from e
     finally:
@@ -252,9 +323,28 @@ def add_tally_command(commands: Subparsers) -> None:
         "the observers' signed tallies of a ledger, checked, and whether they agree",
         "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
         "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
-        "newest height they all counted. Exit 0 all verified and in agreement; 1 a bad signature or a "
-        "disagreement (added to the alerts), or no such ledger; 3 still counting.",
+        "newest height they all counted, and whether each has counted up to the ledger's latest "
+        "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
+        "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
+        "(behind the checkpoint, signing nothing newer for --stale-after seconds).",
     )
     tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
+    tally.add_argument(
+        "--stale-after",
+        type=_seconds,
+        default=STALE_AFTER_MS / 1000,
+        metavar="SECONDS",
+        help=f"how long an observer behind the checkpoint may sign nothing newer ({STALE_AFTER_MS // 1000})",
+    )
     add_config_option(tally)
     add_json_option(tally)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0")
+    return seconds

@@ -11,7 +11,8 @@ checked as the next of its chain from genesis to the head the node serves (the s
 ChainVerifier: checksum, proof of work, link), and replayed through the election's rules,
 as an observer counts it. What it shows: the records that name the electronic id
 (the registration whose id it is, and the casts, uncasts and withdrawal that carry it),
-their heights and hashes, whether the vote counts, and the head that was verified.
+their heights, hashes and authors (the account that wrote each: a vote moved by another
+account than the election's authority shows here), whether the vote counts, and the head that was verified.
 
 Either way the tree of the records read up to the node's latest signed checkpoint must be
 that checkpoint's (``bad_proof``): a node serving a forked chain, valid record by record, is
@@ -52,7 +53,12 @@ def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: 
             choice = record.content.payload.get("choice") if record.content.kind == "cast" else None
             extra = f"  choice {choice}" if isinstance(choice, str) else ""
             flag = f"  NOT COUNTED: breaks the rules [{item.flagged}]" if item.flagged else ""
-            print(f"  height {record.height:<8} {record.content.kind:<8} {record.link.hex()}{extra}{flag}")
+            # The author is the account that wrote the record: a voter whose vote was moved by
+            # another account than the authority's sees it here (PROTOCOL 7.1: close the kinds).
+            print(
+                f"  height {record.height:<8} {record.content.kind:<8} by {record.content.author:<12} "
+                f"{record.link.hex()}{extra}{flag}"
+            )
         print(f"  {_standing(check.voter)}")
         print(f"  head: height {check.head.height}, hash {check.head.hash.hex()}")
         if check.proven is not None:
@@ -101,6 +107,7 @@ def _check_map(check: VoterCheck) -> dict[str, Any]:
                 "height": item.record.height,
                 "hash": item.record.link.hex(),
                 "kind": item.record.content.kind,
+                "author": item.record.content.author,
                 "payload": item.record.content.payload,
                 "flagged": item.flagged,
             }

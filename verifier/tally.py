@@ -46,8 +46,13 @@ BODY_VERSION = 1
 BODY_KEYS = ("at_ms", "counted", "head", "height", "ledger", "observer", "tally", "v")
 HASH_BYTES = 32
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
-# A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting.
-EXIT_OK, EXIT_FAILED, EXIT_COUNTING = 0, 1, 3
+# A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
+# an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
+EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
+# How long an observer may sign nothing newer while behind the checkpoint before it is stale: an
+# observer publishes at most once per tally_interval_ms (1 s by default) once it counted what it
+# holds, so a live one on a busy ledger is always a little behind, never for long.
+STALE_AFTER_MS = 10_000
 
 
 def counted_hash(hashes: Iterable[bytes]) -> bytes:
@@ -367,6 +372,17 @@ class ObserverTally:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerHead:
+    """How far the ledger got, as a checkpoint its home signed says it: ``size`` records (heights
+    0 to size - 1), the note's signature verified with ``signer``'s key; ``size`` None when no
+    checkpoint verified (``problem`` says why), and then no observer is judged stale."""
+
+    size: int | None
+    signer: str | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TallyReport:
     ledger: str
     observers: tuple[ObserverTally, ...]
@@ -374,6 +390,8 @@ class TallyReport:
     compared: dict[str, Snapshot]  # the snapshots compared, all at the verdict's height
     older: tuple[Checked, ...] = ()  # older entries read to compare at a common height
     alert: str | None = None  # the stream id of the mismatch alert this run added
+    head: LedgerHead | None = None  # None: not asked
+    stale: tuple[str, ...] = ()  # observers behind ``head`` for longer than the grace (stale_observers)
 
     @property
     def problems(self) -> list[Checked]:
@@ -385,7 +403,27 @@ class TallyReport:
     def exit_code(self) -> int:
         if self.problems or self.verdict.status == MISMATCH:
             return EXIT_FAILED
+        if self.stale:  # an agreement at a height the ledger left behind is no answer
+            return EXIT_STALE
         return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
+
+
+def stale_observers(
+    observers: Iterable[ObserverTally], head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS
+) -> tuple[str, ...]:
+    """The observers whose latest valid snapshot counted fewer records than ``head``'s checkpoint
+    holds and was made more than ``after_ms`` before ``now_ms``: stuck, or far behind. One that
+    published nothing is still counting, not stale; with no verified head nobody is judged."""
+    if head.size is None:
+        return ()
+    return tuple(
+        t.observer
+        for t in observers
+        if t.checked is not None
+        and (snapshot := t.checked.snapshot) is not None
+        and snapshot.height + 1 < head.size
+        and now_ms - snapshot.at_ms > after_ms
+    )
 
 
 def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:

@@ -153,6 +153,7 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     out = check(cli("demo", "--cluster", config, "--voters", "20", "--difficulty", "4"), config)
     assert "created election-2026, zakat, resources" in out and "All OK." in out
     assert "registrar tried to disburse to mallory-offshore: refused, not_granted." in out
+    assert "registrar tried to cast a vote: refused, not_granted." in out  # only the admin moves votes
     counts = tally(out)
     assert set(counts) == {"alice", "bob", "carol"}
     counted = re.search(r"([\d,]+) votes counted of 20 voters registered, (\d+) withdrawn: the same as before", out)

@@ -259,6 +259,7 @@ def test_vote_check_finds_a_voters_records_on_a_verified_chain(cluster: LocalClu
     assert kinds in (["register", "cast", "uncast", "cast"], ["register", "cast", "withdraw"])
     heights = [r["height"] for r in found["records"]]
     assert heights == sorted(heights) and all(len(r["hash"]) == 64 for r in found["records"])
+    assert {r["author"] for r in found["records"]} == {"writer1"}  # who wrote each, for the voter to see
     assert found["head"]["height"] == size - 1 and len(found["checkpoint"]["witnesses"]) >= 1
 
     full = ["vote", "check", "--full", "--electronic-id", changer, "--node", "observer-1"]
@@ -286,3 +287,33 @@ def test_observers_report_what_they_hold_but_never_count_towards_a_write_concern
     second = entry(ELECTION, "register", {"voter_id": "later-voter"}, "writer1")
     error = remote_error(writer.call, "put", {"content": second.content_bytes, "nonce": second.nonce, "w": 2})
     assert error.code == "replication_timeout" and error.details["replicas"] == ["replica-1"]
+
+
+def test_vledger_tally_names_an_observer_stuck_behind_the_ledger_s_signed_checkpoint(cluster: LocalCluster) -> None:
+    at_head(cluster, ELECTION)
+    assert cluster.stop_node("observer-2") == 0
+    try:
+        writer = cluster.client("writer1")
+        for number in range(3):
+            writer.put(entry(ELECTION, "register", {"voter_id": f"after-observer-2-{number}"}, "writer1"))
+        size = cluster.admin().call("size", {"ledger": ELECTION})["size"]
+
+        def stale() -> dict[str, Any] | None:
+            done = cluster.cli("tally", ELECTION, *cli_common(cluster), "--json", "--stale-after", "0", check=False)
+            report: dict[str, Any] = json.loads(done.stdout)
+            # observer-1 at the head, the home's signed checkpoint in Redis covering it
+            caught_up = report["head"]["size"] == size and report["compared"]
+            return {"exit": done.returncode, **report} if caught_up and report["stale"] else None
+
+        report = wait_until(stale, 20, "a checkpoint past observer-2's tally")
+        # The two still agree at the height observer-2 stopped at: without the head, that read "agree", exit 0.
+        assert report["verdict"]["status"] == "agree" and report["verdict"]["height"] < size - 1
+        assert report["exit"] == 4 and report["stale"] == ["observer-2"] and report["ok"] is False
+        assert report["head"]["signer"] == "ingest-1" and report["head"]["problem"] is None
+        assert [o["stale"] for o in report["observers"]] == [False, True]
+        text = cluster.cli("tally", ELECTION, *cli_common(cluster), "--stale-after", "0", check=False)
+        assert text.returncode == 4 and "STALE: observer-2" in text.stdout
+    finally:
+        cluster.start_node("observer-2")
+    at_head(cluster, ELECTION)
+    assert cluster.cli("tally", ELECTION, *cli_common(cluster), "--stale-after", "0").returncode == 0

@@ -216,9 +216,13 @@ def test_a_request_id_reused_with_other_content_is_refused(store: ChainStore, ki
     with pytest.raises(RequestConflictError) as info:
         store.append(other)
     assert info.value.code == "request_conflict"
+    assert "other content" in info.value.message
     other_nonce = dataclasses.replace(kit.entry(1), nonce=7)  # valid at difficulty 0, but not the same entry
-    with pytest.raises(RequestConflictError):
+    with pytest.raises(RequestConflictError) as info:
         store.append(other_nonce)
+    # The content is the same: the message names the nonce, never "other content".
+    assert "other content" not in info.value.message
+    assert "same content but another nonce" in info.value.message
     assert store.size(LEDGER) == 2
     assert rows(store) == 2
     found = store.find_request(LEDGER, "Zoe.1", "req-1")

@@ -79,6 +79,7 @@ class SimulatedNode:
         self.page_size = page_size
         self.calls: list[tuple[str, dict[str, Any], NodeAddress | None]] = []
         self.blobs: dict[str, bytes] = {}
+        self.grants: list[tuple[str, str, str]] = []  # grant.add's, in order
         self.parts: dict[str, bytearray] = {}
         self.closed = False
         # A test replaces an answer by putting a function here under the command's name.
@@ -181,6 +182,13 @@ class SimulatedNode:
 
     def _size(self, args: dict[str, Any]) -> Any:
         return {"size": self.store.size(args["ledger"])}
+
+    def _grant_add(self, args: dict[str, Any]) -> Any:
+        grant = (args["ledger"], args["kind"], args["account"])
+        if grant in self.grants:
+            raise RemoteError("already_granted", f"{grant[2]!r} already holds {grant[1]!r} on {grant[0]!r}", {})
+        self.grants.append(grant)
+        return {**dict(zip(("ledger", "kind", "account"), grant, strict=True)), "height": len(self.grants)}
 
     def _file_upload(self, args: dict[str, Any]) -> Any:
         sha256, size, offset, data = args["sha256"], args["size"], args["offset"], args["data"]
@@ -730,6 +738,31 @@ def test_vote_verbs(vledger: Run, node: SimulatedNode) -> None:
     ]
     code, _, err = vledger("vote", "cast", "e2026", "--electronic-id", electronic_id, "--choice", "no")
     assert code == 1 and "withdrawn" in err
+
+
+def test_creating_an_election_or_a_charity_closes_the_kinds_that_move_votes_or_money(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    created = vledger.json("ledger", "create", "e2026", "--difficulty", "2", "--rules", json.dumps(ELECTION_RULES))
+    election = [("e2026", kind, "alice") for kind in ("register", "cast", "uncast", "withdraw")]
+    assert node.grants == election and created["granted"] == {"account": "alice", "kinds": [g[1] for g in election]}
+    # Granted before the genesis is sent: no record of those kinds is ever judged open (16.2).
+    order = [name for name, _, _ in node.calls if name in ("grant.add", "ledger.create")]
+    assert order == ["grant.add"] * 4 + ["ledger.create"]
+
+    code, out, err = vledger("ledger", "create", "relief", "--difficulty", "2", "--rules", json.dumps(CHARITY_RULES))
+    assert code == 0, err
+    assert node.grants[4:] == [("relief", "donation", "alice"), ("relief", "disbursement", "alice")]
+    assert "only alice may write donation, disbursement on relief" in out
+
+    # A retry, or a name already taken, changes no grant; --open and other domains grant nothing.
+    node.grants.clear()
+    assert vledger("ledger", "create", "e2026", "--difficulty", "2", "--rules", json.dumps(ELECTION_RULES))[0] == 1
+    code, _, err = vledger("ledger", "create", "open-vote", "--open", "--rules", json.dumps(ELECTION_RULES))
+    assert code == 0, err
+    create(vledger, "credits", "note", RESOURCES_RULES)
+    create(vledger, "notes")
+    assert node.grants == []
 
 
 def test_a_voter_id_typed_in_nfd_is_sent_in_nfc_so_it_is_one_voter(vledger: Run, node: SimulatedNode) -> None:

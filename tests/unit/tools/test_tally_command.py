@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from vledger.tools.tally_command import snapshot_json, tally_lines
-from vledger.verifier.tally import Snapshot
+from vledger.broker.tallies import Published
+from vledger.tools.tally_command import report_json, report_lines, snapshot_json, tally_lines
+from vledger.verifier.tally import (
+    AGREE,
+    EXIT_STALE,
+    MISMATCH,
+    Checked,
+    LedgerHead,
+    ObserverTally,
+    Snapshot,
+    TallyReport,
+    Verdict,
+    stale_observers,
+)
 
 CHARITY = {
     "type": "charity",
@@ -57,3 +71,39 @@ def test_json_keeps_the_signed_minor_units_and_labels_them() -> None:
     assert shown["amounts"] == {"unit": "minor", "currency": "SAR", "per_unit": 100}
     other = Snapshot("observer-1", "res", 4, bytes(32), {"type": "resources"}, bytes(32), 0)
     assert "amounts" not in snapshot_json(other)
+
+
+# --- stale observers: behind the ledger's signed checkpoint, and silent ---------------------------
+
+NOW = 1_800_000_000_000
+
+
+def _observer(name: str, height: int, at_ms: int) -> ObserverTally:
+    snapshot = Snapshot(name, "council", height, bytes(32), {"type": "plain", "records": height + 1}, bytes(32), at_ms)
+    return ObserverTally(name, Checked(Published("1-0", name, height, b"", b""), snapshot, None))
+
+
+def test_an_observer_behind_the_checkpoint_and_silent_is_stale_and_the_command_exits_4() -> None:
+    fresh = _observer("observer-1", 99, NOW - 500)  # at the head
+    stuck = _observer("observer-2", 40, NOW - 60_000)  # behind, a minute ago
+    busy = _observer("observer-3", 97, NOW - 300)  # behind, but signed a moment ago: counting, not stuck
+    head = LedgerHead(100, "ingest-1")
+    stale = stale_observers((fresh, stuck, busy), head, NOW)
+    assert stale == ("observer-2",)
+    assert stale_observers((fresh, stuck), LedgerHead(None, problem="no checkpoint"), NOW) == ()
+    assert stale_observers((fresh, stuck), LedgerHead(41, "ingest-1"), NOW) == ()  # at the head, however old
+
+    assert fresh.checked is not None and fresh.checked.snapshot is not None
+    compared = {"observer-1": fresh.checked.snapshot}
+    agreeing = TallyReport("council", (fresh, stuck), Verdict(AGREE, 40), compared, head=head, stale=stale)
+    assert agreeing.exit_code == EXIT_STALE == 4
+    shown = report_json(agreeing)
+    assert shown["stale"] == ["observer-2"] and shown["head"] == {"size": 100, "signer": "ingest-1", "problem": None}
+    assert [o["stale"] for o in shown["observers"]] == [False, True]
+    assert shown["ok"] is False
+    text = report_lines(agreeing)
+    assert any(line.startswith("STALE: observer-2") for line in text)
+    assert any("observer-2" in line and line.endswith("STALE") for line in text)
+    assert "ledger head: a checkpoint of 100 records, signed by ingest-1 (verified)" in text
+    assert replace(agreeing, stale=()).exit_code == 0
+    assert replace(agreeing, verdict=Verdict(MISMATCH, 40, ("observer-2",))).exit_code == 1  # a mismatch first
