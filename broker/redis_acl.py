@@ -21,7 +21,8 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               change the accounts (it carries out the admin's account commands, which it checks
               itself: ingest/accounts.py) and the admin ledger's cache
               (``{accounts}:admin:records``: grants); check and use admins' second factors
-              (``{totp}:*``, sealed secrets: broker/second_factor.py)
+              (``{totp}:account:*``, ``:recovery:*``, ``:failures:*``, ``:unrecorded``, sealed
+              secrets: broker/second_factor.py)
 replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
@@ -194,6 +195,11 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
     outside = f"{ns}:{{*}}:outside"
     epochs = f"{ns}:{{ledgers}}:epochs"  # a standby promoted names itself there (10.9)
+    # The second-factor keys by name (broker/second_factor.py), not ``{totp}:*``: a ledger named
+    # ``totp`` (refused at ledger.create since, GROUP_TAGS) would have had its held heights,
+    # cosignatures and tallies match that pattern.
+    totp = f"{ns}:{{totp}}"
+    second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*", "unrecorded"))
     follower = (
         *node_keys,
         f"%R~{chain}",
@@ -215,7 +221,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"~{checkpoint}",
             f"%R~{ns}:{{*}}:cosig",
             f"~{outside}",
-            f"~{ns}:{{totp}}:*",
+            *second_factor,
             f"%R~{held}",
             f"~{own_held}",
         ),

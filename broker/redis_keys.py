@@ -35,6 +35,12 @@ NAMESPACE = "vledger"
 SLOTS = 16384
 
 
+# The cluster-wide groups' hash tags. A ledger's keys are tagged with its name, so no ledger may
+# be named as one (refused at ledger.create, PROTOCOL 10.10): its keys would share the group's
+# slot and match the ACL patterns of the group's keys (broker/redis_acl.py).
+GROUP_TAGS = frozenset(("accounts", "alerts", "evidence", "ledgers", "sweep", "totp"))
+
+
 def ledger_key(namespace: str, ledger: str, what: str) -> str:
     """A key of one ledger: ``<ns>:{<ledger>}:<what>`` (ledger names have no braces: NAME_PATTERN)."""
     return f"{namespace}:{{{ledger}}}:{what}"

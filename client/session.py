@@ -858,11 +858,13 @@ class Session(Reader):
         see :meth:`_await_handover`."""
         if self.pinned:
             return self.call(cmd, args, node=node, ledger=ledger)
+        unanswered: set[str] = set()  # this write's, not the session's: an endpoint silent for
+        # another ledger's write may since be up, and promoted to this ledger's home
         try:
-            answer = self._ask(cmd, args, node, ledger)
+            answer = self._ask(cmd, args, node, ledger, unanswered)
         except NodeUnavailableError as e:
             node = self.standby_node(ledger, e)  # raises e when the ledger has none
-            if self._endpoint(node) in self._silent:
+            if self._endpoint(node) in unanswered:
                 raise  # the standby was the node that did not answer
             answer = self._ask(cmd, args, node, ledger)
         if isinstance(answer, _Bounce):
@@ -899,28 +901,41 @@ class Session(Reader):
             f"{self._endpoint(asked)} still names it the home after {self.handover_wait:g} s: no promotion yet"
         )
 
-    def _ask(self, cmd: str, args: dict[str, Any], node: NodeAddress | None, ledger: str) -> dict[str, Any] | _Bounce:
+    def _ask(
+        self,
+        cmd: str,
+        args: dict[str, Any],
+        node: NodeAddress | None,
+        ledger: str,
+        unanswered: set[str] | None = None,
+    ) -> dict[str, Any] | _Bounce:
         """``cmd`` sent to ``node`` and, when it answers not_home, once to the home it names
         (6.1), unless that home is one the session may trust (``_homes_allowed``) and found
         silent: then the refusal and that home, unfollowed (a node no one may trust is asked
-        that once only, as ever). Raises NodeUnavailableError for a node that does not answer."""
+        that once only, as ever). Raises NodeUnavailableError for a node that does not answer,
+        its endpoint added to ``unanswered``."""
         try:
-            return self._answer(cmd, args, node)
+            return self._answer(cmd, args, node, unanswered)
         except RemoteError as refusal:
             if refusal.code != "not_home":
                 raise
             home = self._named_home(ledger, node, refusal)
             if self._endpoint(home) in self._silent and self._trusted_home(ledger, refusal) is not None:
                 return _Bounce(refusal, home)
-            return self._answer(cmd, args, home)
+            return self._answer(cmd, args, home, unanswered)
 
-    def _answer(self, cmd: str, args: dict[str, Any] | None, node: NodeAddress | None) -> dict[str, Any]:
-        """Reader.call, keeping whether ``node`` answered (any answer, a refusal too) or not."""
+    def _answer(
+        self, cmd: str, args: dict[str, Any] | None, node: NodeAddress | None, unanswered: set[str] | None = None
+    ) -> dict[str, Any]:
+        """Reader.call, keeping whether ``node`` answered (any answer, a refusal too) or not
+        (for the session, and in ``unanswered`` for the caller)."""
         endpoint = self._endpoint(node)
         try:
             result = super().call(cmd, args, node=node)
         except NodeUnavailableError:
             self._silent.add(endpoint)
+            if unanswered is not None:
+                unanswered.add(endpoint)
             raise
         except RemoteError:
             self._silent.discard(endpoint)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..broker.keys import load_public
+from ..broker.redis_keys import GROUP_TAGS
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
@@ -727,6 +728,10 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     ledger = entry.content.ledger
     if entry.content.kind != GENESIS_KIND:
         raise BadGenesisError("ledger.create takes a genesis entry", ledger=ledger, height=0)
+    if ledger in GROUP_TAGS:  # its Redis keys would share the group's tag and ACL patterns (10.10)
+        raise BadGenesisError(
+            f"no ledger may be named {ledger!r}: it is the hash tag of cluster-wide Redis keys", ledger=ledger, height=0
+        )
     rules = LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS)
     pinned_key(ledger, rules, service.config.name, STANDBY_KEY_FIELD)  # a standby's key of this cluster (10.9)
     if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key

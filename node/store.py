@@ -760,8 +760,11 @@ class ChainStore:
         """Check the records past the stored edge, which no tree hash covers (at most 15: the
         edge is written by the commits that complete a stored subtree), as the head is checked:
         each the valid next record of the one below, from the last record the edge covers. A
-        changed one then fails at open as one below the edge does (only the head rewritten with
-        everything recomputed passes, as it would any check of one copy: PROTOCOL 4)."""
+        record changed alone then fails at open. What passes, as it passes any check of one copy
+        (PROTOCOL 4 and 12.6), unless a kept checkpoint covers it: records past the edge cut off,
+        or any of them rewritten with its link and proof of work, and every record after it,
+        recomputed: no hash here covers them, so only another copy, a receipt or a later
+        checkpoint shows it."""
         first, top = max(edge, 1), self._heads[ledger].height
         if first >= top:
             return  # nothing past the edge but the head, which _load_heads checked

@@ -22,10 +22,11 @@ whose edge moved with every commit, has ``e == n``), and it is the tree of the f
 records. The records past it, at most 15, are covered by no stored hash: readers size the tree
 by the records (:meth:`StoreReader.tree`), and the node checks them on open as the head is
 checked, each the valid next record of the one below (ChainStore._check_past_edge). So a cut
-of the tail shows at rest (``vledger verify``, the node's open) when it reaches below ``e`` or
-below a kept checkpoint's size; a cut of only the records past both is what no single copy
-shows (docs/PROTOCOL.md 4 and 12.6): records no checkpoint covered yet, since a home keeps a
-signed checkpoint of each batch its outbox streams.
+of the tail, or a rewrite of a record with everything after it recomputed (its link and proof
+of work, and the records after it), shows at rest (``vledger verify``, the node's open) when it
+reaches below ``e`` or below a kept checkpoint's size; one of only the records past both is
+what no single copy shows (docs/PROTOCOL.md 4 and 12.6): records no checkpoint covered yet,
+since a home keeps a signed checkpoint of each batch its outbox streams.
 
 Records are found by their hash through an index of sorted runs: ``hash_rows`` holds rows
 (run, the hash's first 8 bytes, ledger, height), ``hash_runs`` each run's level and row count,

@@ -10,8 +10,9 @@ hash. When their latest heights differ, the tally stream is read back, newest fi
 the newest height every observer published; with none yet, they are still counting. A
 disagreement at one height is added to the ``vledger:{alerts}`` stream (``tally_mismatch``).
 
-The ledger's head is not Redis's word: it is the latest checkpoint the home wrote to Redis
-(``vledger:{<ledger>}:checkpoint``), its signature verified with the home's (or standby's)
+The ledger's head is not Redis's word: it is the largest checkpoint the home signed among the
+note it wrote to Redis (``vledger:{<ledger>}:checkpoint``) and its witnesses' cosigned notes,
+each signature verified with the home's (or, stating an epoch >= 2, the standby's)
 ``<node>.sign.pub`` from the key directory, the keys the observers' tallies are checked with.
 An observer whose latest valid snapshot counts fewer records than that checkpoint holds, and
 was signed more than ``--stale-after`` seconds ago, is **stale**: stuck, or far behind, so its
@@ -22,7 +23,7 @@ signature, a malformed snapshot, a disagreement, no such ledger (``no_such_ledge
 Redis unreachable; 2 usage; 3 still
 counting (an observer has published nothing yet, or no height is common to all), so that
 a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``;
-4 an observer is stale (and nothing of exit 1).
+4 an observer is stale, or they agree but no checkpoint verified (and nothing of exit 1).
 """
 
 from __future__ import annotations
@@ -41,7 +42,15 @@ from ..broker.signing import load_verify_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.currency import minor_unit_digits
-from ..node.errors import NoSuchLedgerError, RedisServerError, TallyMismatchError, UsageError, VledgerError
+from ..node.epoch import epoch_claim
+from ..node.errors import (
+    BadEpochError,
+    NoSuchLedgerError,
+    RedisServerError,
+    TallyMismatchError,
+    UsageError,
+    VledgerError,
+)
 from ..node.json_values import jsonable
 from ..node.note import verify_checkpoint
 from ..node.witness import home_key
@@ -236,7 +245,7 @@ def _head_lines(report: TallyReport) -> list[str]:
     if head is None:
         return []
     if head.size is None:
-        return [f"ledger head not checked: {head.problem}"]
+        return [f"ledger head not checked: {head.problem}; the agreement may be at a height the ledger left behind"]
     lines = [f"ledger head: a checkpoint of {head.size:,} records, signed by {head.signer} (verified)"]
     for name in report.stale:
         lines.append(
@@ -250,24 +259,44 @@ def _head_lines(report: TallyReport) -> list[str]:
 
 
 def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
-    """The ledger's latest checkpoint as its home wrote it to Redis, verified with the home's
-    checkpoint key from the key directory (or its standby's, after a handover): the height it
-    states is the home's signed word, not Redis's. Redis errors pass."""
-    note = client.get(ReplicationLedger(client).checkpoint_key(ledger))
-    if not note:
+    """The ledger's head: the largest checkpoint its home signed, among the note the home wrote
+    to Redis (``vledger:{<ledger>}:checkpoint``) and those its witnesses cosigned (``:cosig``),
+    each verified with the home's checkpoint key from the key directory (or its standby's, after
+    a handover, stating an epoch >= 2): the height it states is the home's signed word, not
+    Redis's, and an ingest user writing back an older note, or junk, moves it back no further
+    than the witnesses' latest. Redis errors pass."""
+    replication = ReplicationLedger(client)
+    note = client.get(replication.checkpoint_key(ledger))
+    notes = [*([bytes(note)] if note else []), *replication.cosignatures(ledger).values()]
+    if not notes:
         return LedgerHead(None, problem="no checkpoint of the ledger in Redis yet")
     signers = [config.home_of(ledger)]
     standby = config.standby_of(ledger)
     if standby is not None:
         signers.append(standby)
-    problems = []
-    for node in signers:
+    problems: list[str] = []
+    heads = [_verified_head(config, ledger, n, [s.name for s in signers], standby, problems) for n in notes]
+    verified = [head for head in heads if head is not None]
+    if verified:
+        return max(verified, key=lambda head: head.size or 0)
+    return LedgerHead(None, problem="no checkpoint in Redis verifies (" + "; ".join(dict.fromkeys(problems)) + ")")
+
+
+def _verified_head(
+    config: ClusterConfig, ledger: str, note: bytes, signers: list[str], standby: Any, problems: list[str]
+) -> LedgerHead | None:
+    """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
+    >= 2, PROTOCOL 10.9: its key alone proves no handover); else None, the reasons added to ``problems``."""
+    for name in signers:
         try:
-            key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, node.name)[1]).raw)
-            return LedgerHead(verify_checkpoint(note, key).checkpoint.size, node.name)
+            key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
+            checkpoint = verify_checkpoint(note, key).checkpoint
+            if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
+                raise BadEpochError("signed by the standby's key without an epoch line >= 2")
+            return LedgerHead(checkpoint.size, name)
         except VledgerError as e:
-            problems.append(f"{node.name}'s key: {e.code}")
-    return LedgerHead(None, problem="the checkpoint in Redis does not verify (" + "; ".join(problems) + ")")
+            problems.append(f"{name}'s key: {e.code}")
+    return None
 
 
 def tally_report(
@@ -326,7 +355,7 @@ def add_tally_command(commands: Subparsers) -> None:
         "newest height they all counted, and whether each has counted up to the ledger's latest "
         "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
         "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
-        "(behind the checkpoint, signing nothing newer for --stale-after seconds).",
+        "(behind the checkpoint, signing nothing newer for --stale-after seconds), or no checkpoint verified.",
     )
     tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     tally.add_argument(

@@ -375,7 +375,8 @@ class ObserverTally:
 class LedgerHead:
     """How far the ledger got, as a checkpoint its home signed says it: ``size`` records (heights
     0 to size - 1), the note's signature verified with ``signer``'s key; ``size`` None when no
-    checkpoint verified (``problem`` says why), and then no observer is judged stale."""
+    checkpoint verified (``problem`` says why): then no observer is judged stale, and an
+    agreement is not "ok" (exit 4), since none can be shown current."""
 
     size: int | None
     signer: str | None = None
@@ -404,6 +405,9 @@ class TallyReport:
         if self.problems or self.verdict.status == MISMATCH:
             return EXIT_FAILED
         if self.stale:  # an agreement at a height the ledger left behind is no answer
+            return EXIT_STALE
+        if self.verdict.status == AGREE and self.head is not None and self.head.size is None:
+            # Nor one whose currency nobody could judge: junk at the checkpoint key must not pass a stuck observer.
             return EXIT_STALE
         return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
 

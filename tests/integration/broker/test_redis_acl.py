@@ -209,6 +209,20 @@ def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer)
             other.enroll("mallory", b"x", (), REPLACE)
 
 
+def test_an_ingest_node_s_second_factor_keys_leave_a_ledger_tagged_totp_alone(acl: AclServer) -> None:
+    # Once ``{totp}:*``: a ledger named totp had its witnesses' keys writable by any ingest node.
+    ingest = acl.client("ingest")
+    for write in (
+        lambda: ingest.set("vledger:{totp}:held:replica-1", 99),
+        lambda: ingest.hset("vledger:{totp}:cosig", "replica-1", b"forged"),
+        lambda: ingest.xadd("vledger:{totp}:tallies", {"entry": b"forged"}),
+        lambda: ingest.hset("vledger:{totp}:tally:latest", "observer-1", "1-0"),
+    ):
+        with pytest.raises(NOPERM, match="key"):
+            write()
+    assert SecondFactorStore(ingest).failed("root", 900) == 1  # its own second-factor keys it writes
+
+
 def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     ReplicationLedger(acl.client("ingest")).append("votes", "ingest-1", 0, [b"r0", b"r1"])
     repl = acl.repl("replica")

@@ -530,6 +530,36 @@ def test_a_write_whose_standby_names_a_home_that_answers_goes_there_at_once(
     assert cluster.asked(promoted.home) == ["get"]  # then kept on the new home (6.1)
 
 
+def test_a_standby_silent_for_another_ledger_is_still_asked_for_this_one(tmp_path: Path, honest: ChainStore) -> None:
+    """ingest-2 is the standby of two ledgers. A request about the other one found it silent
+    (with that ledger's home); then it came back, promoted for LEDGER, whose home went silent.
+    The write was failed unavailable without ever asking ingest-2: the session's "silent" mark
+    was read as "the standby is the node that just failed". Only this write's nodes count."""
+    (tmp_path / "cluster.toml").write_text(
+        '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-3"\n'
+        + "".join(
+            f'[nodes.ingest-{n}]\nrole = "ingest"\nport = {7400 + n}\npub_port = {7410 + n}\n' for n in range(1, 5)
+        )
+        + f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
+        + '[ledgers.other]\nhome = "ingest-4"\nstandby = "ingest-2"\n'
+    )
+    for n in range(1, 5):
+        generate(tmp_path / "keys", f"ingest-{n}")
+    config = load_cluster(tmp_path / "cluster.toml")
+    cluster = Promoting(honest, config, refusals=0)
+    other_home = config.node("ingest-4").endpoint
+    cluster.silent = set()
+    session = _promoting_session(config, cluster)
+    assert session.put(LEDGER, Write("register", {"voter_id": "V-7"}))["height"] == SIZE  # all up
+    cluster.silent = {other_home, cluster.standby}
+    with pytest.raises(NodeUnavailableError):
+        session.call("size", {"ledger": "other"}, node=session.ledger_node("other"))
+    cluster.silent = {other_home, cluster.home}  # ingest-2 back, LEDGER's home gone
+    receipt = session.put(LEDGER, Write("register", {"voter_id": "V-8"}))
+    assert receipt["height"] == SIZE + 1
+    assert cluster.asked(cluster.standby) == [2]  # the write the home left unanswered
+
+
 def test_a_silent_node_the_session_may_not_trust_is_asked_once_not_waited_for(
     three_nodes: ClusterConfig, honest: ChainStore
 ) -> None:

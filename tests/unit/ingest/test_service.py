@@ -287,3 +287,22 @@ def test_get_by_hash_with_a_ledger_or_height_beside_it_is_refused(
     assert reply["error"] == {"code": "bad_request", "message": "give ledger and height, or hash, not both"}
     alone = msgpack.unpackb(service.handle(KEY, encode_request(8, "get", {"hash": genesis.hash})), raw=False)  # type: ignore[arg-type]
     assert alone["result"]["record"] == genesis.encode()
+
+
+class OneAdmin:
+    def lookup(self, key: str) -> Caller | None:
+        return Caller("root", "admin", key) if key == KEY else None
+
+
+@pytest.mark.parametrize("name", ["totp", "accounts", "ledgers"])
+def test_a_ledger_named_as_a_redis_group_tag_is_refused_at_create(tmp_path: Path, store: ChainStore, name: str) -> None:
+    # Its keys (vledger:{totp}:held:<node>, ...) would share the group's tag and its ACL patterns.
+    config = _config(tmp_path, 1)
+    service = IngestService(config, config.nodes[NODE], store, OneAdmin(), NoAdmin(), {})
+    genesis = Entry.prepare(
+        LedgerRules(kinds=(KIND,), difficulty=0).genesis_content(name, "root", "g", 0), 0, PROTOCOL_LIMITS
+    )
+    sent = encode_request(3, "ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})
+    reply = msgpack.unpackb(service.handle(KEY, sent), raw=False)  # type: ignore[arg-type]
+    assert reply["error"]["code"] == "bad_genesis" and repr(name) in reply["error"]["message"], reply
+    assert store.size(name) == 0

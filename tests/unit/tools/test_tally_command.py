@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.broker.tallies import Published
-from vledger.tools.tally_command import report_json, report_lines, snapshot_json, tally_lines
+from vledger.node.witness import HomeSigner
+from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
     AGREE,
     EXIT_STALE,
@@ -107,3 +113,60 @@ def test_an_observer_behind_the_checkpoint_and_silent_is_stale_and_the_command_e
     assert "ledger head: a checkpoint of 100 records, signed by ingest-1 (verified)" in text
     assert replace(agreeing, stale=()).exit_code == 0
     assert replace(agreeing, verdict=Verdict(MISMATCH, 40, ("observer-2",))).exit_code == 1  # a mismatch first
+
+
+# --- the head: the home's signed word, not Redis's ---------------------------------------------
+
+
+def _cluster(tmp_path: Path) -> tuple[Any, dict[str, HomeSigner]]:
+    """A cluster stand-in with home ingest-1 and standby ingest-2 of "council", and their signers."""
+    signers = {}
+    for name in ("ingest-1", "ingest-2"):
+        generate_signing_key(tmp_path, name)
+        signers[name] = HomeSigner("local", load_signing_key(signing_key_paths(tmp_path, name)[0]).seed)
+    config = SimpleNamespace(
+        name="local",
+        keys_dir=tmp_path,
+        home_of=lambda ledger: SimpleNamespace(name="ingest-1"),
+        standby_of=lambda ledger: SimpleNamespace(name="ingest-2"),
+    )
+    return config, signers
+
+
+def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_not_hide_it(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    config, signers = _cluster(tmp_path)
+    replication = ReplicationLedger(redis_client)
+    checkpoint_key = replication.checkpoint_key("council")
+    home = signers["ingest-1"]
+    redis_client.set(checkpoint_key, home.sign("council", 100, bytes(32)).note)
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+
+    # An ingest user writes junk there: no head, and an agreement is no longer "ok".
+    redis_client.set(checkpoint_key, b"junk")
+    junk = ledger_head(config, redis_client, "council")
+    assert junk.size is None and junk.problem is not None and junk.problem.startswith("no checkpoint in Redis verifies")
+    stuck = _observer("observer-1", 40, NOW - 60_000)
+    assert stuck.checked is not None and stuck.checked.snapshot is not None
+    agreeing = TallyReport("council", (stuck,), Verdict(AGREE, 40), {"observer-1": stuck.checked.snapshot}, head=junk)
+    assert agreeing.exit_code == EXIT_STALE
+    assert any(line.startswith("ledger head not checked") for line in report_lines(agreeing))
+
+    # ... or writes back an older valid note: the witnesses' cosigned notes still show the head.
+    redis_client.set(checkpoint_key, home.sign("council", 41, bytes(32)).note)
+    replication.publish_cosignature("council", "replica-1", 100, home.sign("council", 100, bytes(32)).note)
+    head = ledger_head(config, redis_client, "council")
+    assert head == LedgerHead(100, "ingest-1")
+    assert stale_observers((stuck,), head, NOW) == ("observer-1",)
+
+
+def test_a_note_signed_by_the_standby_counts_only_with_an_epoch_line(tmp_path: Path, redis_client: Any) -> None:
+    config, signers = _cluster(tmp_path)
+    checkpoint_key = ReplicationLedger(redis_client).checkpoint_key("council")
+    standby = signers["ingest-2"]
+    redis_client.set(checkpoint_key, standby.sign("council", 100, bytes(32)).note)
+    refused = ledger_head(config, redis_client, "council")
+    assert refused.size is None and refused.problem is not None and "ingest-2's key: bad_epoch" in refused.problem
+    redis_client.set(checkpoint_key, standby.sign("council", 100, bytes(32), ("vledger-epoch 2 ingest-2",)).note)
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-2")
