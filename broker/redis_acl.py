@@ -59,12 +59,32 @@ remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of i
 **Held heights** are per node too: node N's height of a ledger is ``{*}:held:N``, a string
 only N's user sets (``SET``, in a selector of that key alone) and every node reads.
 
-**What ACLs still cannot say.** The witnesses' cosignatures (``{*}:cosig``) stay one hash
-per ledger that every witness writes a field of: a witness may overwrite or delete another's
-field. Cosignatures are signed, and whoever counts one verifies it (docs/PROTOCOL.md 10.3):
-a forged one counts nowhere; a deleted one is published again by its witness at its next
-cosignature. A node may still claim, in its own keys, a height it does not hold or an alert
-about any node: those are claims, shown with the name of the node that made them.
+**What ACLs still cannot say.** Some keys stay shared by every node of a role, which may
+overwrite, delete or trim what another node wrote there:
+
+- the witnesses' cosignatures (``{*}:cosig``), one hash per ledger that every witness (replica,
+  observer) writes a field of. Cosignatures are signed, and whoever counts one verifies it
+  (docs/PROTOCOL.md 10.3): a forged one counts nowhere; a deleted one is published again by
+  its witness at its next cosignature.
+- what every ingest node writes: every ledger's stream (``{*}:chain``), latest checkpoint
+  (``{*}:checkpoint``) and outside witnesses' cosignatures (``{*}:outside``), the homes
+  (``{ledgers}``) and the epochs (``{ledgers}:epochs``). So an ingest node broken into may add
+  entries to another node's ledger's stream, overwrite its latest checkpoint or name itself its
+  home or the home of a newer epoch. Followers store a record only under a checkpoint its home
+  signed (10.7); a home rewrites its stream from its store when it finds an entry not its own
+  (``record_conflict``); and a node takes a newer epoch than its store holds only when a
+  checkpoint of that epoch, signed by the pinned key its own epoch does not sign with, proves
+  it (10.9: ingest/epochs.py Homes, the outbox, the write concern). The verifier and
+  ``vledger repl status`` still take the hash's home (docs/PROTOCOL.md 10.6, 10.9).
+- the observers' signed tallies (``{*}:tallies``, a stream per ledger, and ``{*}:tally:latest``,
+  a hash with a field per observer): an observer may point another's latest at that
+  observer's own older signed snapshot, or trim the stream (``XADD ... MAXLEN``). Each tally is
+  signed, so none can be forged, but an old one can be shown as the latest, and agree with
+  the others' at that height (the gateway's pages and ``vledger tally`` then show old funds
+  as agreed): a tally's height is what says how old it is.
+
+A node may also claim, in its own keys, a height it does not hold or an alert about any node:
+those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Every node user may also report which accounts version it applied

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload
+from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, proven_epoch
 from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Content, Entry, Record, decode_record
@@ -105,8 +105,8 @@ class ReadEpochs:
     one (only those whose bytes can be a handover are decoded). Any thread; a history handed
     out is never changed afterwards (a newer call makes a new one)."""
 
-    def __init__(self, cluster: str, rows: ChainRows) -> None:
-        self.cluster = cluster
+    def __init__(self, cluster: str | None, rows: ChainRows) -> None:
+        self.cluster = cluster  # None: read from the pinned checkpoint key's name (EpochHistory.from_genesis)
         self.rows = rows
         self._lock = threading.Lock()
         self._read: dict[str, tuple[EpochHistory | None, int]] = {}  # ledger -> its history, records read
@@ -139,10 +139,12 @@ class ReadEpochs:
         genesis_data = next(iter(self.rows.range_raw(ledger, 0, 1)), None)
         if genesis_data is None:
             return None
+        genesis = decode_record(genesis_data[1], PROTOCOL_LIMITS)
         try:
-            history = EpochHistory(
-                self.cluster, decode_record(genesis_data[1], PROTOCOL_LIMITS), self.rows.rules(ledger)
-            )
+            if self.cluster is None:
+                history = EpochHistory.from_genesis(genesis, self.rows.rules(ledger))
+            else:
+                history = EpochHistory(self.cluster, genesis, self.rows.rules(ledger))
         except BadGenesisError as e:
             log.warning("no epochs of %s: %s", ledger, e.message)
             return None
@@ -155,6 +157,14 @@ class Homes:
     no handover record), else the cluster file's home. Thread-safe; :meth:`refresh` reads Redis
     (a thread calls it every second, and a promotion after it named itself).
 
+    Every ingest node's Redis user may write ``epochs``, so an epoch it names past the store's
+    counts only once a note in Redis proves it (:func:`~vledger.node.epoch.proven_epoch`: a
+    checkpoint of that epoch signed by the pinned key the store's epoch does not sign with, the
+    new home's latest or a witness's cosigned one): else a node could make another node's
+    ledger's home leave its stream and stop answering its writes with one HSET.
+    A ledger this store does not hold is taken as Redis names it (nothing here to check it by;
+    such a node only sends the ledger's writes there).
+
     Each held ledger's home is kept until what it was found from changes (the book's epochs,
     Redis's): every put asks, and finding it anew cost a put ~4% of the request thread."""
 
@@ -162,7 +172,10 @@ class Homes:
         self.config = config
         self.book = book
         self.replication = replication
-        self._named: dict[str, tuple[int, str]] = {}
+        self._named: dict[str, tuple[int, str]] = {}  # what refresh() found proven (or not held)
+        self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
+        self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
+        self._unproven: set[tuple[str, int, str]] = set()  # claims warned of, once each
         # Each held ledger's home as of the book's ``changes`` in _found_at. Read without the
         # lock; filled and emptied under it, so that no answer found before a change is kept after.
         self._lock = threading.Lock()
@@ -178,15 +191,54 @@ class Homes:
         except REDIS_ERRORS as e:
             log.debug("epochs unavailable in Redis: %s", e)
             return
-        if named != self._named:
+        # Unchanged and all proven: nothing to read. Else each claim not proven yet is read
+        # again (the new home's first checkpoint may come a moment after it named itself).
+        if named == self._read and all(self._named.get(ledger) == epoch for ledger, epoch in named.items()):
+            return
+        try:
+            proven = self._proven(named)
+        except REDIS_ERRORS as e:
+            log.debug("epoch notes unavailable in Redis: %s", e)
+            return
+        self._read = named
+        if proven != self._named:
             with self._lock:
-                self._named = named
+                self._named = proven
                 self._homes = {}
+
+    def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
+        """The epochs among ``named`` that count (see the class): past the store's, proven by a
+        signed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held, as named."""
+        assert self.replication is not None
+        proven = {}
+        for ledger, epoch in named.items():
+            if self.book.store.size(ledger) == 0:
+                proven[ledger] = epoch
+                continue
+            if self._named.get(ledger) == epoch:
+                proven[ledger] = epoch  # proven at an earlier refresh: a signature does not expire
+                continue
+            history = self.book.history(ledger)
+            if history is None or epoch[0] <= history.current.number:
+                continue  # no newer epoch than the store's: the store's records name the home
+            found = proven_epoch(history, self.replication.epoch_notes(ledger))
+            if found is not None:
+                proven[ledger] = found
+            elif (ledger, *epoch) not in self._unproven:
+                self._unproven.add((ledger, *epoch))
+                log.warning(
+                    "Redis names %s the home of %s (epoch %d), but no checkpoint of that epoch signed by"
+                    " the other pinned key proves it: not taken",
+                    epoch[1],
+                    ledger,
+                    epoch[0],
+                )
+        return proven
 
     def named(self, ledger: str, epoch: int, home: str) -> None:
         """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
         with self._lock:
-            self._named = {**self._named, ledger: (epoch, home)}
+            self._promoted = {**self._promoted, ledger: (epoch, home)}
             self._homes = {}
 
     def epoch_of(self, ledger: str) -> tuple[int, str]:
@@ -194,7 +246,8 @@ class Homes:
         history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
         stored = (history.current.number, history.current.home) if history is not None else None
         named = self._named.get(ledger)
-        candidates = [c for c in (stored, named) if c is not None]
+        promoted = self._promoted.get(ledger)
+        candidates = [c for c in (stored, named, promoted) if c is not None]
         if not candidates:
             return 1, self.config.home_of(ledger).name
         return max(candidates, key=lambda c: c[0])
@@ -346,6 +399,20 @@ class Promotion:
             if verified.checkpoint.size > best[0]:
                 best = (verified.checkpoint.size, verified.checkpoint.root)
         return best
+
+
+def handed_over(book: EpochBook, node: str, ledger: str, note: bytes) -> bool:
+    """Whether ``node``'s store (``book``) or ``note`` proves that another node homes a newer
+    epoch of ``ledger`` than ``node``'s own (10.9): the store holds the handover record, or
+    ``note`` is a checkpoint of a later epoch signed by the pinned key ``node`` does not sign
+    with (proven_epoch). What a home's write concern asks before it calls a note a forgery."""
+    history = book.history(ledger) if book.store.size(ledger) > 0 else None
+    if history is None:
+        return False
+    if history.current.home != node:
+        return True
+    proof = proven_epoch(history, [note])
+    return proof is not None and proof[1] != node
 
 
 def standby_ledgers(config: ClusterConfig, name: str) -> list[str]:

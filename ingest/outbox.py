@@ -37,10 +37,13 @@ from typing import Protocol
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED, CheckpointLog
+from ..node.epoch import proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
+from ..node.ledger import LedgerRules
 from ..node.record import Record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
+from .epochs import ReadEpochs
 from .follow import hash_of
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,8 @@ class OutboxStore(Protocol):
     def get(self, ledger: str, height: int) -> Record | None: ...
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
+
+    def rules(self, ledger: str) -> LedgerRules: ...
 
     def frontier(self, ledger: str) -> Frontier: ...
 
@@ -133,7 +138,10 @@ class Outbox:
         # ledger -> the lowest height of a stream rewrite not done yet: the home's own alert
         # against ``redis`` resolves once the stream holds its records past it again.
         self._rewritten: dict[str, int] = {}
-        self._left: set[str] = set()  # ledgers Redis names another home of (10.9), warned of once
+        # ledger -> the newer epoch of another home that a signed note proved (10.9): its stream is left alone
+        self._left: dict[str, tuple[int, str]] = {}
+        self._unproven: set[tuple[str, int, str]] = set()  # epochs Redis names that nothing proved, warned of once
+        self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -400,19 +408,43 @@ class Outbox:
         self._fill(ledger, last, end)
 
     def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]]) -> bool:
-        """Whether Redis names another node the home of ``ledger``'s newest epoch (10.9): the
-        stream is that home's, never this node's to cut back or fill. The outbox process hears
-        whether its node owns a ledger only from the node, so a node that hangs (or whose host
-        is cut off from its clients but not from Redis) while its standby is promoted would
-        otherwise rewind the new home's stream to its own store at every heartbeat."""
+        """Whether another node is proven the home of a newer epoch of ``ledger`` than this
+        node's (10.9): the stream is that home's, never this node's to cut back or fill. The
+        outbox process hears whether its node owns a ledger only from the node, so a node that
+        hangs (or whose host is cut off from its clients but not from Redis) while its standby
+        is promoted would otherwise rewind the new home's stream to its own store at every
+        heartbeat. Redis's ``epochs`` (``named``), which every ingest node's Redis user may
+        write, only says where to look: the proof is the store's own handover record, or a
+        checkpoint of that epoch in Redis signed by the pinned key this node does not sign
+        with (:func:`~vledger.node.epoch.proven_epoch`). Unproven, this node keeps its stream."""
         epoch = named.get(ledger)
-        if epoch is None or epoch[1] == self.name:
+        proof = None if epoch is None or epoch[1] == self.name else self._handover(ledger)
+        if proof is None:
+            self._left.pop(ledger, None)  # handed back since (or never proven): its checkpoints go out again
+            if epoch is not None and epoch[1] != self.name and (ledger, *epoch) not in self._unproven:
+                self._unproven.add((ledger, *epoch))
+                log.warning("outbox: Redis names %s the home of %s (epoch %d), but nothing proves it: this node"
+                            " keeps the stream", epoch[1], ledger, epoch[0])  # fmt: skip
             return False
         if ledger not in self._left:
-            self._left.add(ledger)
-            log.warning("outbox: Redis names %s the home of %s (epoch %d): this node leaves its stream alone",
-                        epoch[1], ledger, epoch[0])  # fmt: skip
+            log.warning("outbox: %s is the home of %s (epoch %d): this node leaves its stream alone",
+                        proof[1], ledger, proof[0])  # fmt: skip
+        self._left[ledger] = proof
         return True
+
+    def _handover(self, ledger: str) -> tuple[int, str] | None:
+        """The newer epoch of another home that proves this node no longer homes ``ledger``, or None."""
+        assert self.replication is not None
+        history = self._epochs.history(ledger)
+        if history is None:
+            return None  # a ledger whose genesis pins no standby key never hands over
+        if history.current.home != self.name:
+            return history.current.number, history.current.home  # the store holds the handover record
+        left = self._left.get(ledger)
+        if left is not None and left[0] > history.current.number:
+            return left  # proven before (a signature does not expire), and not handed back since
+        proof = proven_epoch(history, self.replication.epoch_notes(ledger))
+        return proof if proof is not None and proof[1] != self.name else None
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
@@ -508,7 +540,9 @@ class Outbox:
                         self._fill(ledger, last, heads[ledger][0])
                     self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
             if self.stream:  # a Redis that lost its latest checkpoints gets them back
-                self.replication.set_checkpoints({ledger: c.note for ledger, c in self.checkpoints.items()})
+                # Not those of a ledger another home was proven to hold: its latest is that home's.
+                checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
+                self.replication.set_checkpoints(checkpoints)
             self._reported.clear()
             self._report({ledger: height for ledger, (height, _) in heads.items()})
         except REDIS_ERRORS as e:

@@ -54,6 +54,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.checkpoint_log import CheckpointLog
 from ..node.errors import StoreDamagedError, StoreError, VledgerError
+from ..node.ledger import LedgerRules
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
 from ..node.storefile import DB_NAME, StoreReader, damaged_file
@@ -173,6 +174,14 @@ class StoreView:
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         return self._reader().iter_raw(ledger, start, stop)
+
+    def rules(self, ledger: str) -> LedgerRules:
+        """The rules of ``ledger``'s genesis (what its epochs are read with). Raises StoreError
+        while the file holds no genesis of it."""
+        genesis = self.get(ledger, 0)
+        if genesis is None:
+            raise StoreError(f"{self.directory}: no genesis of {ledger!r}")
+        return LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS)
 
     def frontier(self, ledger: str) -> Frontier:
         raise StoreError(f"{self.directory}: the outbox process reads no tree (it signs nothing)")

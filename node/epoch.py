@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
 from .cosigning import GatheredCheckpoint, gather
-from .errors import BadEpochError, CheckpointError, FencedError, PromotionRefusedError, UnverifiedNoteError, Where
+from .errors import (
+    BadEpochError,
+    CheckpointError,
+    FencedError,
+    PromotionRefusedError,
+    UnverifiedNoteError,
+    VledgerError,
+    Where,
+)
 from .ledger import LedgerRules
 from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from .record import NAME_PATTERN, Record
@@ -240,6 +248,27 @@ class EpochHistory:
             self.check(verified.checkpoint, key)
             return verified
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
+
+
+def proven_epoch(history: EpochHistory, notes: Iterable[bytes]) -> tuple[int, str] | None:
+    """The newest epoch past ``history``'s current one that a note among ``notes`` proves, as
+    (number, home): a checkpoint of the ledger signed by the pinned key that the current epoch
+    does not sign with, stating an epoch past the current one and another home. Only the
+    holder of that key (the other node the genesis trusts) can make one; a claim in Redis
+    (``vledger:{ledgers}:epochs``), which every ingest node's Redis user may write, proves
+    nothing by itself. None when no note proves one; a note that does not verify raises nothing."""
+    current = history.current
+    others = [key for key in history.pinned() if key != current.key]
+    best: tuple[int, str] | None = None
+    for note in notes:
+        for key in others:
+            try:
+                number, home = epoch_claim(verify_checkpoint(note, key).checkpoint)
+            except VledgerError:
+                continue
+            if home is not None and home != current.home and number > max(current.number, best[0] if best else 0):
+                best = (number, home)
+    return best
 
 
 def gather_in_epochs(

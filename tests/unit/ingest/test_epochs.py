@@ -190,9 +190,13 @@ class _NamedEpochs:
 
     def __init__(self, named: dict[str, tuple[int, str]]) -> None:
         self.named = named
+        self.notes: list[bytes] = []  # the latest checkpoint and the witnesses' notes, of any ledger
 
     def epochs(self) -> dict[str, tuple[int, str]]:
         return dict(self.named)
+
+    def epoch_notes(self, ledger: str) -> list[bytes]:
+        return list(self.notes)
 
 
 def _home_and_standby(tmp_path: Path) -> ClusterConfig:
@@ -221,8 +225,14 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         homes = Homes(config, EpochBook(CLUSTER, store), redis)  # type: ignore[arg-type]
         homes.refresh()
         assert homes.home_of(LEDGER).name == HOME
-        redis.named[LEDGER] = (2, STANDBY)  # the standby was promoted meanwhile
+        redis.named[LEDGER] = (2, STANDBY)  # the standby was promoted meanwhile, or any node's user wrote so
         homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME  # nothing signed proves it yet
+        redis.notes.append(_checkpoint(handed, HOME_SIGNER, (f"vledger-epoch 2 {STANDBY}",)).note)
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME  # signed by the key of the epoch it would end
+        redis.notes.append(_checkpoint(handed, STANDBY_SIGNER, (f"vledger-epoch 2 {STANDBY}",)).note)
+        homes.refresh()  # the new home's checkpoint: signed with the standby key the genesis pins
         assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
     with ChainStore(tmp_path / "copy") as store:
         store.append_records(handed)  # its own records name epoch 2, whatever Redis says

@@ -20,9 +20,13 @@ from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
+from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
 from vledger.tests.sqlite_faults import malformed
@@ -77,6 +81,11 @@ class LoggedReplication(ReplicationLedger):
     def __init__(self, client: Any, node: str | None = None) -> None:
         super().__init__(client, node=node)
         self.appends: list[tuple[str, int, int, bytes]] = []
+        self.checkpoint_sets = 0  # heartbeats that reached Redis (each sets the latest checkpoints)
+
+    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> None:
+        super().set_checkpoints(checkpoints)
+        self.checkpoint_sets += 1
 
     def append_checked(
         self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b""
@@ -223,29 +232,79 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     wait_until(lambda: not home.repl.open_alerts(), "the home's alert resolved by the home")
 
 
-def test_a_home_redis_names_replaced_leaves_the_new_homes_stream_alone(
+STANDBY = "standby"
+STANDBY_SIGNER = HomeSigner(CLUSTER, new_signing_key().seed)  # the standby's checkpoint key
+
+
+def handed_over_chain(store: ChainStore, count: int) -> None:
+    """A genesis of LEDGER pinning the home's and the standby's checkpoint keys (10.9), then notes."""
+    home_key_ = HomeSigner(CLUSTER, SIGNER.seed).key(LEDGER).verifier()
+    pinned = {"checkpoint_key": home_key_.encode(), "standby_key": STANDBY_SIGNER.key(LEDGER).verifier().encode()}
+    rules = LedgerRules((EPOCH_KIND, "note"), 0, pinned)
+    store.submit_entry(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS)).result()
+    append(store, LEDGER, count - 1)
+
+
+def new_home_stream(tmp_path: Path, repl: ReplicationLedger) -> list[StreamRecord]:
+    """The stream as the promoted standby wrote it: a chain of its own (12 records), from height 0."""
+    with ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0) as new_home:
+        append(new_home, LEDGER, 12)
+        stream = [StreamRecord(LEDGER, h, data, STANDBY) for h, data in new_home.range_raw(LEDGER)]
+    repl.add(stream)
+    return stream
+
+
+def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
     """A home's outbox process hears whether its node owns a ledger only from the node. The
     node hung (SIGSTOP) while its standby was promoted and went on writing: the outbox, still
     running, found the stream longer than its store and rewound it at every heartbeat (its
     alert: "the home rewrote the stream from its store"), cutting the new home's records out
-    of the stream the replicas read, until the node woke and learnt of the epoch (PROTOCOL 10.9)."""
-    with ChainStore(tmp_path / "new-home", origin="standby", clock=lambda: T0) as new_home:
-        append(new_home, LEDGER, 12)  # the handed-over chain: the old home's 10, then the new home's
-        new_stream = [StreamRecord(LEDGER, h, data, "standby") for h, data in new_home.range_raw(LEDGER)]
+    of the stream the replicas read, until the node woke and learnt of the epoch (PROTOCOL 10.9).
+    Redis names the new home, and the new home's checkpoint there, signed with the standby key
+    the genesis pins, proves it: the outbox leaves the stream, and that checkpoint, alone."""
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
-        append(store, LEDGER, 10)
+        handed_over_chain(store, 10)
     repl = ReplicationLedger(redis_client)
-    repl.add(new_stream)
-    assert repl.promote(LEDGER, 2, "standby") is None
-    home = homes(redis_client)
+    new_stream = new_home_stream(tmp_path, repl)
+    assert repl.promote(LEDGER, 2, STANDBY) is None
+    proof = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",)).note
+    repl.set_checkpoints({LEDGER: proof})
+    home = homes(redis_client, SIGNER)
     home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its node
     wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 9, "the outbox reported its head after a pass")
     append(home.store, LEDGER, 1)  # a write the hung node committed but never answered
     wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "and that one too")
+    wait_until(lambda: home.outbox.checkpoints.get(LEDGER, SignedCheckpoint("", 0, b"", b"")).size == 11, "signed")
+    beats = home.repl.checkpoint_sets
+    wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after it signed")
     assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
     assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+    assert redis_client.get(repl.checkpoint_key(LEDGER)) == proof
+
+
+def test_a_home_redis_alone_names_replaced_keeps_its_stream(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """Every ingest node's Redis user may write ``epochs``: a compromised node names itself the
+    home of another's ledger and writes entries of its own in the stream. Nothing signed proves
+    that epoch (the only note there is signed by a key the genesis does not pin), so the home
+    rewrites the stream from its store and says so in an alert, as for any foreign entry."""
+    repl = ReplicationLedger(redis_client)
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        handed_over_chain(store, 10)
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER)])
+    with ChainStore(tmp_path / "forger", origin="ingest-2", clock=lambda: T0) as other:
+        append(other, LEDGER, 12)
+        repl.add([StreamRecord(LEDGER, h, data, "ingest-2") for h, data in other.range_raw(LEDGER, 10)])
+    assert repl.promote(LEDGER, 2, STANDBY) is None  # what HSET ... epochs LEDGER '2 standby' writes
+    forger = HomeSigner(CLUSTER, new_signing_key().seed)
+    repl.set_checkpoints({LEDGER: forger.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",)).note})
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream rewritten from the home's store")
+    alerts = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
+    assert [(a["node"], a["ledger"], a["height"]) for a in alerts] == [("redis", LEDGER, "10")]
 
 
 # --- checkpoints: a home's outbox with a signing key ------------------------------------------------------

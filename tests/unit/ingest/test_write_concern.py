@@ -8,8 +8,9 @@ channel messages, notes under a witness's name that are not its cosignature) mus
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,15 @@ import pytest
 from vledger.broker.redis_server import connect, free_port
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.epochs import EpochBook, handed_over
 from vledger.ingest.write_concern import CosignatureWatch
 from vledger.node.checkpoint_log import SIGNED, CheckpointLog
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import ReplicationTimeoutError
+from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import key_histories
+from vledger.node.record import Entry
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, home_key, witness_key, witness_name
 
@@ -83,7 +89,7 @@ def watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> 
     started.stop()
 
 
-def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> CosignatureWatch:
+def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert], **options: Any) -> CosignatureWatch:
     return CosignatureWatch(
         HOME,
         repl,
@@ -93,7 +99,15 @@ def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
         log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
         on_alert=alerts.append,
         ignored=["observer-1"],
+        **options,
     )
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
 
 
 def still_waiting(future: Future[Any]) -> bool:
@@ -319,17 +333,55 @@ def test_a_replaced_home_reads_no_cosignature_of_the_ledger_it_handed_over(
         watch.stop()
 
 
+STANDBY = "ingest-2"
+STANDBY_SIGNER = HomeSigner(CLUSTER, new_signing_key().seed)  # the standby's checkpoint key, pinned
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Iterator[EpochBook]:
+    """The home's store of LEDGER, whose genesis pins its key and the standby's (PROTOCOL 10.9)."""
+    pinned = {"checkpoint_key": SIGNER.key(LEDGER).verifier().encode()}
+    pinned["standby_key"] = STANDBY_SIGNER.key(LEDGER).verifier().encode()
+    rules = LedgerRules((EPOCH_KIND, "note"), 0, pinned)
+    with ChainStore(tmp_path / "home-ledger", origin=HOME) as store:
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create", 1), 0, PROTOCOL_LIMITS))
+        yield EpochBook(CLUSTER, store)
+
+
 def test_a_home_woken_from_a_hang_reports_no_cosignature_of_the_epoch_that_replaced_it(
-    watch: CosignatureWatch, repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert], book: EpochBook
 ) -> None:
     # Hung while its standby was promoted, the home's threads all wake at once: the watch may
-    # read the ledger's cosignatures before the node's own view of the epochs (``owns``, read
-    # from Redis each second) says it was replaced. Redis is asked before anyone is accused.
-    in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)
-    assert repl.promote(LEDGER, 2, "ingest-2") is None
-    new_home = HomeSigner(CLUSTER, STRANGER_KEY.seed)
-    for witness in ("replica-1", "replica-2", "replica-3"):
-        cosign(repl, witness, new_home.sign(LEDGER, 20, root(20)))
-    with pytest.raises(ReplicationTimeoutError):
-        in_flight.result(timeout=DEADLINE)
-    assert alerts == []
+    # read the ledger's cosignatures before the node's own view of the epochs (``owns``) says
+    # it was replaced. Each note is the proof: a checkpoint of epoch 2 signed with the standby
+    # key its genesis pins, which no witness forged; so no honest witness is accused.
+    watch = make_watch(repl, kept, alerts, handed_over=functools.partial(handed_over, book, HOME)).start()
+    try:
+        in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)
+        assert repl.promote(LEDGER, 2, STANDBY) is None
+        for witness in ("replica-1", "replica-2", "replica-3"):
+            cosign(repl, witness, STANDBY_SIGNER.sign(LEDGER, 20, root(20), (f"vledger-epoch 2 {STANDBY}",)))
+        with pytest.raises(ReplicationTimeoutError):
+            in_flight.result(timeout=DEADLINE)
+        assert alerts == []
+    finally:
+        watch.stop()
+
+
+def test_redis_naming_another_home_silences_no_report_of_a_forged_cosignature(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert], book: EpochBook
+) -> None:
+    # Every ingest node's Redis user may write vledger:{ledgers}:epochs: a compromised node
+    # names itself the ledger's home, then a note under a witness's name that no pinned key
+    # signed is still a forgery, reported against the name it carries.
+    watch = make_watch(repl, kept, alerts, handed_over=functools.partial(handed_over, book, HOME)).start()
+    try:
+        in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=10_000)
+        assert repl.promote(LEDGER, 2, STANDBY) is None
+        forger = HomeSigner(CLUSTER, STRANGER_KEY.seed)
+        cosign(repl, "replica-1", forger.sign(LEDGER, 20, root(20), (f"vledger-epoch 2 {STANDBY}",)))
+        wait_for(lambda: len(alerts) == 1, "the forged note reported")
+        assert (alerts[0].what, alerts[0].source) == ("bad_cosignature", "replica-1")
+        assert not in_flight.done()
+    finally:
+        watch.stop()

@@ -22,6 +22,7 @@ from vledger.node.epoch import (
     epoch_claim,
     epoch_payload,
     gather_in_epochs,
+    proven_epoch,
 )
 from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
@@ -236,3 +237,20 @@ def test_gathering_after_a_handover_keeps_each_epoch_s_checkpoints_and_drops_the
     # Before the handover is held, the old home's size 6 was a true checkpoint of epoch 1.
     before = EpochHistory(CLUSTER, _chain(_rules(), 1)[0], _rules())
     assert [g.checkpoint.size for g in gather_in_epochs(notes, before, [WITNESS.verifier()])] == [6, 3]
+
+
+def test_only_a_checkpoint_signed_by_the_other_pinned_key_proves_a_newer_epoch() -> None:
+    """What a node holding epoch 1 takes as proof that Redis's epochs hash tells the truth: the
+    standby's signed checkpoint of epoch 2; not the home's own key, an unpinned key, a
+    checkpoint of the epoch it holds, or anything that is no checkpoint."""
+    history = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    standby = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note
+    assert proven_epoch(history, [b"not a note", standby]) == (2, STANDBY)
+    assert proven_epoch(history, [HOME_SIGNER.sign(LEDGER, 9, ROOT, line).note]) is None  # its own epoch's key
+    assert proven_epoch(history, [OTHER_SIGNER.sign(LEDGER, 9, ROOT, line).note]) is None  # pinned by no genesis
+    assert proven_epoch(history, [STANDBY_SIGNER.sign(LEDGER, 9, ROOT).note]) is None  # states epoch 1
+    assert proven_epoch(EpochHistory(CLUSTER, _chain(_rules(False), 1)[0], _rules(False)), [standby]) is None
+    _, handed = _handed_over()  # a copy that holds epoch 2: only epoch 3 of the home's key is newer
+    assert proven_epoch(handed, [standby]) is None
+    assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, (f"vledger-epoch 3 {HOME}",)).note]) == (3, HOME)
