@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -385,5 +386,26 @@ def test_an_open_alert_that_is_not_json_is_still_resolved(
     assert repl.open_alerts()[kept.key]["what"] == "bad_link"
     assert repl.resolve_as_operator(["replica-2|x|bad_link", kept.key]) == 2
     assert repl.open_alerts() == {}
-    resolved = repl.operator_resolved(["replica-2|x|bad_link", kept.key])
-    assert resolved["replica-2|x|bad_link"] == "" and resolved[kept.key] != ""
+    resolved = repl.operator_resolved([(None, "replica-2|x|bad_link"), (None, kept.key)])
+    assert resolved[(None, "replica-2|x|bad_link")] == "" and resolved[(None, kept.key)] != ""
+
+
+def test_an_open_alerts_id_past_the_servers_clock_ranks_last_and_is_noted_for_its_raiser_alone(
+    redis_client: Any,
+) -> None:
+    # Each raiser writes its own open hash's JSON, id included: an id no stream of this server
+    # made (past its clock) must neither hide another raiser's alert of the key nor, once an
+    # operator resolves the key, count as the resolution of another raiser's.
+    honest = ReplicationLedger(redis_client, node="replica-1")
+    alert = Alert("ingest-1", LEDGER, 3, "equivocation", "two roots", source="ingest-1")
+    raised = honest.alert(alert)
+    forged = {"id": "9999999999999-0", "height": "0", "node": "ingest-1", "ledger": LEDGER, "what": "lag"}
+    redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
+    reader = ReplicationLedger(redis_client, raisers=["replica-1", "replica-3"])
+    shown = reader.open_alerts()[alert.key]
+    assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
+    theirs = dict(reader.open_by_raiser())["replica-3"][alert.key]
+    assert theirs == {**forged, "id": ""}  # shown, but with no id: no stream made it
+    assert reader.resolve_as_operator([alert.key]) == 1 and reader.open_alerts() == {}
+    pairs = [("replica-1", alert.key), ("replica-3", alert.key), (None, alert.key)]
+    assert reader.operator_resolved(pairs) == {("replica-1", alert.key): raised, ("replica-3", alert.key): ""}
