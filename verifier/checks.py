@@ -53,6 +53,10 @@ from ..node.verify import ChainVerifier
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
 
+# The field of an alert the verifier put back into its own open hash from another raiser's:
+# that raiser's name (PROTOCOL 10.5).
+REOPENED = "reopened_from"
+
 log = logging.getLogger(__name__)
 
 GROUP = "verifier"
@@ -305,7 +309,8 @@ class ClusterChecks:
         raiser wrote."""
         by_raiser = self.replication.open_by_raiser()
         own = self._reopen_vanished(by_raiser)
-        self.open = {key: _int(alert.get("height")) for key, alert in own.items()}
+        # One put back from another raiser's hash holds that raiser's height: not the verifier's own.
+        self.open = {key: _int(alert.get("height")) for key, alert in own.items() if REOPENED not in alert}
         self._mine &= self.open.keys()
 
     def _reopen_vanished(self, by_raiser: list[tuple[str | None, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
@@ -314,8 +319,10 @@ class ClusterChecks:
         of that raiser's alert (``vledger alerts resolve``, PROTOCOL 10.5): every node's Redis user
         may delete a field of its open hash, and no user but the admin's may hide an
         equivocation or a store that contradicts its checkpoints. What was raised and deleted
-        between two looks, or while this verifier was down, is not seen here. Returns this
-        verifier's own open alerts, those put back included."""
+        between two looks, or while this verifier was down, is not seen here. One put back from
+        another raiser's hash names it (``reopened_from``). The kind is the key's (``what`` in
+        the JSON is the raiser's to write, any JSON value). Returns this verifier's own open
+        alerts, those put back included."""
         found = {(raiser, key): alert for raiser, alerts in by_raiser for key, alert in alerts.items()}
         own = {key: alert for (raiser, key), alert in found.items() if raiser == self.replication.node}
         vanished = [name for name in self._operator_open if name not in found]
@@ -327,10 +334,12 @@ class ClusterChecks:
                 continue  # the operator resolved it (or a later one of that raiser under its key)
             raiser, key = name
             log.warning("open alert %s of %s was deleted without an operator's resolution: opened again", key, raiser)
+            if raiser != self.replication.node:
+                alert = {**alert, REOPENED: raiser or ""}
             self.replication.reopen(key, alert)
             found[(self.replication.node, key)] = own[key] = alert
         for name, alert in found.items():
-            if alert.get("what") in OPERATOR_RESOLVED:
+            if name[1].rpartition("|")[2] in OPERATOR_RESOLVED:
                 self._operator_open[name] = alert
         return own
 

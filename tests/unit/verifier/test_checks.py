@@ -353,3 +353,34 @@ def test_an_open_alert_whose_id_is_no_text_does_not_stop_the_verifier(
     repl.client.hdel(theirs, key)  # deleted by its raiser: put back unless the note covers it
     found.refresh_open()
     assert repl.open_alerts() == {}  # an id that is none is covered by any note of its raiser's
+
+
+def test_an_alert_put_back_from_another_raisers_hash_holds_back_none_of_the_verifiers_findings(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    key = f"ingest-1|{LEDGER}|store_contradicts_checkpoint"
+    theirs = repl.open_alerts_key_of("replica-3")
+    forged = {"id": "1-0", "height": "0", "what": "store_contradicts_checkpoint", "detail": "said by replica-3"}
+    repl.client.hset(theirs, key, json.dumps(forged))
+    found.refresh_open()
+    repl.client.hdel(theirs, key)  # deleted by its raiser: put back, as replica-3 wrote it and naming it
+    found.refresh_open()
+    assert repl.open_alerts()[key] == {**forged, "reopened_from": "replica-3"}
+    assert found.open == {}
+    found.raise_alert(Alert("ingest-1", LEDGER, 4, "store_contradicts_checkpoint", "its tree at size 5 is not"))
+    assert found.open == {key: 4} and repl.open_alerts()[key]["height"] == "4"
+
+
+def test_an_open_alert_whose_what_is_no_text_does_not_stop_the_verifier(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    key = f"replica-1|{LEDGER}|equivocation"
+    repl.client.hset(repl.open_alerts_key_of("replica-3"), key, json.dumps({"what": [1]}))
+    found.refresh_open()  # the kind is the key's: an equivocation, which the verifier keeps open
+    repl.client.hdel(repl.open_alerts_key_of("replica-3"), key)
+    found.refresh_open()
+    assert repl.open_alerts()[key] == {"what": [1], "reopened_from": "replica-3"}
