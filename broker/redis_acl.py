@@ -160,7 +160,8 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
     # The public gateway faces the internet: if it is taken over, it must not be able to
     # change what it shows, so it has read commands only (no EVAL: a script could write).
-    "gateway": ("ping", "select", "get", "hget", "hgetall", "hkeys", "smembers", *_STREAM_READ),
+    # TIME: the server's clock, past which no alert's stream id can be (ReplicationLedger.open_by_raiser).
+    "gateway": ("ping", "select", "get", "hget", "hgetall", "hkeys", "smembers", "time", *_STREAM_READ),
     "admin": (
         *_CONNECTION,
         *_ACCOUNTS_READ,

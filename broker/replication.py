@@ -43,7 +43,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   home its alert against the stream once it rewrote it, the verifier a copy's chain alerts
   after a clean sweep and the stream's after a clean re-check; an operator the rest
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
-  ``vledger:{alerts}:resolved`` (field: the key), which only the admin's user may write. A
+  ``vledger:{alerts}:resolved`` (field: ``<raiser>|<key>``), which only the admin's user may write. A
   raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
   alert of OPERATOR_RESOLVED that vanished without that note.
 """
@@ -265,6 +265,12 @@ def _open_alert(raw: Any) -> dict[str, Any]:
 def _alert_id(alert: dict[str, Any]) -> str:
     found = alert.get("id", "")
     return found if isinstance(found, str) else ""
+
+
+def stream_order(value: Any) -> tuple[int, int]:
+    """:func:`_stream_id` of ``value``, (-1, -1) for what is no text: an open alert's ``id`` is
+    what its raiser wrote, any JSON value."""
+    return _stream_id(value) if isinstance(value, str) else (-1, -1)
 
 
 def _stream_id(value: str) -> tuple[int, int]:
@@ -689,24 +695,43 @@ class ReplicationLedger:
         self.client.hset(self.open_alerts_key, alert.key, json.dumps({"id": entry, **fields}, sort_keys=True))
         return entry
 
-    def _open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
+    def open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
+        """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
+        them, except an ``id`` past the server's clock, which is shown empty: the raiser wrote the
+        JSON, id included, and no stream of this server made that id (PROTOCOL 10.5). Left as it
+        was, it would rank above every alert raised since, and an operator's note of it would
+        cover them."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             pipe.hgetall(self.open_alerts_key_of(node))
-        return [
-            (node, {_text(k): _open_alert(v) for k, v in fields.items()})
-            for node, fields in zip(raisers, pipe.execute(), strict=True)
-        ]
+        pipe.time()
+        *replies, clock = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        # An ACL file written before TIME was the gateway's refuses it (until `vledger keygen
+        # --cluster` runs again): this host's clock then, a cluster's hosts keep theirs close.
+        seconds, micros = divmod(time.time_ns() // 1000, 1_000_000) if isinstance(clock, Exception) else clock
+        now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)  # every id of this millisecond or before
+        found = []
+        for node, fields in zip(raisers, replies, strict=True):
+            alerts = {_text(k): _open_alert(v) for k, v in fields.items()}
+            for alert in alerts.values():
+                if _stream_id(_alert_id(alert)) > now:
+                    alert["id"] = ""
+            found.append((node, alerts))
+        return found
 
     def open_alerts(self) -> dict[str, dict[str, str]]:
         """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
         alerts, a node's with ``raised_by``: the node in whose keys it is, the one thing about
         an alert its writer cannot choose (none: the shared keys, the admin's, and alerts of
         the older layout). Where raisers share a key (a follower and the verifier can), the
-        one raised last is shown."""
+        one raised last is shown (by its stream id, none past the server's clock:
+        :meth:`open_by_raiser`)."""
         found: dict[str, dict[str, str]] = {}
-        for node, alerts in self._open_by_raiser():
+        for node, alerts in self.open_by_raiser():
             for key, alert in alerts.items():
                 shown = {**alert, "raised_by": node} if node else alert
                 kept = found.get(key)
@@ -720,22 +745,29 @@ class ReplicationLedger:
         names = list(keys)
         return int(self.client.hdel(self.open_alerts_key, *names)) if names else 0
 
+    @staticmethod
+    def resolved_field(raiser: str | None, key: str) -> str:
+        """The field of ``{alerts}:resolved`` that notes an operator's resolution of ``raiser``'s
+        alert ``key``: ``<raiser>|<key>``, the bare key for the shared keys. Per raiser, so that
+        the id one raiser wrote never counts as the resolution of another's alert."""
+        return f"{raiser}|{key}" if raiser else key
+
     def resolve_as_operator(self, keys: Iterable[str]) -> int:
-        """Close these open alerts, every raiser's, as the operator does: each one's stream id
-        (the latest one's, where raisers share a key) is first noted in ``{alerts}:resolved``,
-        which only the admin's Redis user may write, so that the verifier tells an operator's
-        resolution from a deletion by a raiser (PROTOCOL 10.5). Returns how many keys were open."""
+        """Close these open alerts, every raiser's, as the operator does: each raiser's alert's
+        stream id is first noted in ``{alerts}:resolved`` (:meth:`resolved_field`), which only
+        the admin's Redis user may write, so that the verifier tells an operator's resolution
+        from a deletion by a raiser (PROTOCOL 10.5). Returns how many keys were open."""
         names = list(keys)
         if not names:
             return 0
         ids: dict[str, str] = {}
+        closed: set[str] = set()
         held: list[tuple[str, list[str]]] = []
-        for node, alerts in self._open_by_raiser():
+        for node, alerts in self.open_by_raiser():
             mine = [name for name in names if name in alerts]
             for name in mine:
-                found = _alert_id(alerts[name])
-                if name not in ids or _stream_id(found) > _stream_id(ids[name]):
-                    ids[name] = found
+                ids[self.resolved_field(node, name)] = _alert_id(alerts[name])
+            closed.update(mine)
             if mine:
                 held.append((self.open_alerts_key_of(node), mine))
         pipe = self.client.pipeline(transaction=False)
@@ -744,14 +776,15 @@ class ReplicationLedger:
         for key, mine in held:
             pipe.hdel(key, *mine)
         pipe.execute()
-        return len(ids)
+        return len(closed)
 
-    def operator_resolved(self, keys: Iterable[str]) -> dict[str, str]:
-        """The stream id of the alert an operator last resolved under each of ``keys`` that has one."""
-        names = list(keys)
+    def operator_resolved(self, alerts: Iterable[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:
+        """The stream id of the alert an operator last resolved under each of these (raiser,
+        key) pairs that has one."""
+        names = list(alerts)
         if not names:
             return {}
-        found = self.client.hmget(self.resolved_alerts_key, names)
+        found = self.client.hmget(self.resolved_alerts_key, [self.resolved_field(*name) for name in names])
         return {name: _text(raw) for name, raw in zip(names, found, strict=True) if raw is not None}
 
     def reopen(self, key: str, alert: dict[str, str]) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 
 from ..broker.client import Client
 from ..broker.redis_keys import group_key
-from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height
+from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height, stream_order
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
@@ -52,6 +52,10 @@ from ..node.record import decode_record
 from ..node.verify import ChainVerifier
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
+
+# The field of an alert the verifier put back into its own open hash from another raiser's:
+# that raiser's name (PROTOCOL 10.5).
+REOPENED = "reopened_from"
 
 log = logging.getLogger(__name__)
 
@@ -272,11 +276,13 @@ class ClusterChecks:
         self.settings = settings or config.verifier
         self._clock = clock
         self.ledgers: dict[str, LedgerState] = {}
-        self.open: dict[str, int] = {}  # open alert key -> its height: each is raised once until resolved
-        self._mine: set[str] = set()  # the open keys this verifier raised (a follower may share a key)
-        # The open alerts only an operator resolves, as last seen in the open hash: one that
-        # vanishes without the operator's note is put back (see _reopen_vanished).
-        self._operator_open: dict[str, dict[str, str]] = {}
+        # This verifier's own open alerts, key -> height: each is raised once until resolved. Only
+        # its own: another raiser writes its hash's JSON, height included, as it likes.
+        self.open: dict[str, int] = {}
+        self._mine: set[str] = set()  # the open keys this verifier raised in this run
+        # The open alerts only an operator resolves, by raiser and key, as last seen in the open
+        # hashes: one that vanishes without the operator's note is put back (see _reopen_vanished).
+        self._operator_open: dict[tuple[str | None, str], dict[str, Any]] = {}
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -297,33 +303,45 @@ class ClusterChecks:
         self.refresh_ledgers()
 
     def refresh_open(self) -> None:
-        """The open alerts as Redis has them: others raise some (a home, a follower), an operator
-        resolves some, and a finding whose alert was resolved elsewhere must be raised again."""
-        found = self.replication.open_alerts()
-        self._reopen_vanished(found)
-        self.open = {key: _int(alert.get("height")) for key, alert in found.items()}
+        """This verifier's open alerts as Redis has them: an operator resolves some, and a finding
+        whose alert was resolved elsewhere must be raised again. Another raiser's alert of the
+        same key holds back none of its findings (PROTOCOL 10.5): its height is what that
+        raiser wrote."""
+        by_raiser = self.replication.open_by_raiser()
+        own = self._reopen_vanished(by_raiser)
+        # One put back from another raiser's hash holds that raiser's height: not the verifier's own.
+        self.open = {key: _int(alert.get("height")) for key, alert in own.items() if REOPENED not in alert}
         self._mine &= self.open.keys()
 
-    def _reopen_vanished(self, found: dict[str, dict[str, str]]) -> None:
-        """Put back into ``found`` and the open hash each alert only an operator resolves that
-        was open at the last look and is gone now, unless the operator noted its resolution
-        (``vledger alerts resolve``, PROTOCOL 10.5): every node's Redis user may delete a field
-        of the open hash (Redis ACLs grant a key, not a field), and no other user may hide an
+    def _reopen_vanished(self, by_raiser: list[tuple[str | None, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
+        """Put back into the open hash each alert only an operator resolves that was open in a
+        raiser's hash at the last look and is gone now, unless the operator noted its resolution
+        of that raiser's alert (``vledger alerts resolve``, PROTOCOL 10.5): every node's Redis user
+        may delete a field of its open hash, and no user but the admin's may hide an
         equivocation or a store that contradicts its checkpoints. What was raised and deleted
-        between two looks, or while this verifier was down, is not seen here."""
-        vanished = [key for key in self._operator_open if key not in found]
+        between two looks, or while this verifier was down, is not seen here. One put back from
+        another raiser's hash names it (``reopened_from``). The kind is the key's (``what`` in
+        the JSON is the raiser's to write, any JSON value). Returns this verifier's own open
+        alerts, those put back included."""
+        found = {(raiser, key): alert for raiser, alerts in by_raiser for key, alert in alerts.items()}
+        own = {key: alert for (raiser, key), alert in found.items() if raiser == self.replication.node}
+        vanished = [name for name in self._operator_open if name not in found]
         resolved = self.replication.operator_resolved(vanished) if vanished else {}
-        for key in vanished:
-            alert = self._operator_open.pop(key)
-            done = resolved.get(key)
-            if done is not None and _stream_id(done) >= _stream_id(alert.get("id", "")):
-                continue  # the operator resolved it (or a later one under its key)
-            log.warning("open alert %s was deleted without an operator's resolution: opened again", key)
+        for name in vanished:
+            alert = self._operator_open.pop(name)
+            done = resolved.get(name)
+            if done is not None and stream_order(done) >= stream_order(alert.get("id")):
+                continue  # the operator resolved it (or a later one of that raiser under its key)
+            raiser, key = name
+            log.warning("open alert %s of %s was deleted without an operator's resolution: opened again", key, raiser)
+            if raiser != self.replication.node:
+                alert = {**alert, REOPENED: raiser or ""}
             self.replication.reopen(key, alert)
-            found[key] = alert
-        for key, alert in found.items():
-            if alert.get("what") in OPERATOR_RESOLVED:
-                self._operator_open[key] = alert
+            found[(self.replication.node, key)] = own[key] = alert
+        for name, alert in found.items():
+            if name[1].rpartition("|")[2] in OPERATOR_RESOLVED:
+                self._operator_open[name] = alert
+        return own
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,
@@ -1020,8 +1038,9 @@ class ClusterChecks:
     # --- alerts ---------------------------------------------------------------------------
 
     def raise_alert(self, alert: Alert) -> None:
-        """Add ``alert`` unless its key is open already at its height or below (a follower's
-        alert of the same key at a higher height, e.g. a fork at its checkpoint, gets the first height)."""
+        """Add ``alert`` unless this verifier's own alert of its key is open already at its
+        height or below (one at a higher height, e.g. a fork at its checkpoint, gets the first
+        height). Another raiser's alert of the key does not count: it chose its height."""
         if self.open.get(alert.key, alert.height + 1) <= alert.height:
             return
         log.warning(
@@ -1089,15 +1108,6 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
-
-
-def _stream_id(value: str) -> tuple[int, int]:
-    """A stream entry id (``<ms>-<seq>``) as numbers, for order; (-1, -1) when it is none."""
-    ms, _, seq = value.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return -1, -1
 
 
 def _epoch_named(named: tuple[int, str] | None) -> tuple[int, str | None]:

@@ -397,12 +397,12 @@ def test_only_the_admin_notes_an_operator_s_resolution_which_the_verifier_reads(
         with pytest.raises(NOPERM, match="key"):
             user.client.hdel(user.open_alerts_key_of("replica-2"), alert.key)
     verifier = acl.repl("verifier")
-    assert verifier.operator_resolved([alert.key]) == {}
+    assert verifier.operator_resolved([("replica-2", alert.key)]) == {}
     assert verifier.open_alerts()[alert.key]["raised_by"] == "replica-2"
     admin = ReplicationLedger(acl.client("admin"))
     latest = admin.open_alerts()[alert.key]["id"]
     assert admin.resolve_as_operator([alert.key]) == 1 and admin.open_alerts() == {}
-    assert verifier.operator_resolved([alert.key]) == {alert.key: latest}
+    assert verifier.operator_resolved([("replica-2", alert.key)]) == {("replica-2", alert.key): latest}
 
 
 @pytest.mark.parametrize("role", ["replica", "observer", "ingest", "verifier"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -385,5 +387,47 @@ def test_an_open_alert_that_is_not_json_is_still_resolved(
     assert repl.open_alerts()[kept.key]["what"] == "bad_link"
     assert repl.resolve_as_operator(["replica-2|x|bad_link", kept.key]) == 2
     assert repl.open_alerts() == {}
-    resolved = repl.operator_resolved(["replica-2|x|bad_link", kept.key])
-    assert resolved["replica-2|x|bad_link"] == "" and resolved[kept.key] != ""
+    resolved = repl.operator_resolved([(None, "replica-2|x|bad_link"), (None, kept.key)])
+    assert resolved[(None, "replica-2|x|bad_link")] == "" and resolved[(None, kept.key)] != ""
+
+
+def test_an_open_alerts_id_past_the_servers_clock_ranks_last_and_is_noted_for_its_raiser_alone(
+    redis_client: Any,
+) -> None:
+    # Each raiser writes its own open hash's JSON, id included: an id no stream of this server
+    # made (past its clock) must neither hide another raiser's alert of the key nor, once an
+    # operator resolves the key, count as the resolution of another raiser's.
+    honest = ReplicationLedger(redis_client, node="replica-1")
+    alert = Alert("ingest-1", LEDGER, 3, "equivocation", "two roots", source="ingest-1")
+    raised = honest.alert(alert)
+    forged = {"id": "9999999999999-0", "height": "0", "node": "ingest-1", "ledger": LEDGER, "what": "lag"}
+    redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
+    reader = ReplicationLedger(redis_client, raisers=["replica-1", "replica-3"])
+    shown = reader.open_alerts()[alert.key]
+    assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
+    theirs = dict(reader.open_by_raiser())["replica-3"][alert.key]
+    assert theirs == {**forged, "id": ""}  # shown, but with no id: no stream made it
+    assert reader.resolve_as_operator([alert.key]) == 1 and reader.open_alerts() == {}
+    pairs = [("replica-1", alert.key), ("replica-3", alert.key), (None, alert.key)]
+    assert reader.operator_resolved(pairs) == {("replica-1", alert.key): raised, ("replica-3", alert.key): ""}
+
+
+def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: Any) -> None:
+    # A gateway's user from an ACL file written before it was granted TIME: open alerts are
+    # still shown (ids checked against this host's clock), not a refusal.
+    honest = ReplicationLedger(redis_client, node="replica-1")
+    alert = Alert("ingest-1", LEDGER, 3, "bad_link", "refused")
+    raised = honest.alert(alert)
+    forged = {"id": "9999999999999-0", "what": "lag"}
+    redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
+    redis_client.execute_command("ACL", "SETUSER", "no-time", "on", ">pw", "~*", "+@all", "-time")
+    kwargs = redis_client.connection_pool.connection_kwargs
+    user = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-time", password="pw")
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.time()
+        shown = ReplicationLedger(user, raisers=["replica-1", "replica-3"]).open_alerts()[alert.key]
+        assert (shown["raised_by"], shown["id"]) == ("replica-1", raised)
+    finally:
+        user.close()
+        redis_client.execute_command("ACL", "DELUSER", "no-time")

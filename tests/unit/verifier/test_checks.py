@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +287,7 @@ def test_an_alert_only_an_operator_resolves_is_opened_again_when_another_user_de
     assert repl.open_alerts() == {evidence.key: raised}
     assert evidence.key in found.open and refusal.key not in found.open
     repl.resolve_as_operator([evidence.key])  # vledger alerts resolve: noted where only the admin writes
-    assert repl.operator_resolved([evidence.key]) == {evidence.key: raised["id"]}
+    assert repl.operator_resolved([(None, evidence.key)]) == {(None, evidence.key): raised["id"]}
     found.refresh_open()
     assert repl.open_alerts() == {} and found.open == {}
     repl.alert(evidence)  # raised again later: a new alert, which the old resolution does not cover
@@ -294,3 +295,92 @@ def test_an_alert_only_an_operator_resolves_is_opened_again_when_another_user_de
     repl.resolve([evidence.key])
     found.refresh_open()
     assert list(repl.open_alerts()) == [evidence.key]
+
+
+def test_another_raisers_alert_of_a_key_holds_back_none_of_the_verifiers_findings(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, _ = checks
+    repl = found.replication
+    key = f"replica-1|{LEDGER}|fork"
+    # replica-3's Redis user writes its own open hash as it likes: height 0, an id from the future.
+    forged = {"id": "9999999999999-0", "height": "0", "node": "replica-1", "ledger": LEDGER, "what": "lag"}
+    repl.client.hset(repl.open_alerts_key_of("replica-3"), key, json.dumps(forged))
+    found.refresh_open()
+    nodes["replica-1"].hashes[-1] = b"\xff" * 32
+    found.compare_heads()
+    assert found.open == {key: 5}
+    shown = repl.open_alerts()[key]
+    assert "raised_by" not in shown and (shown["what"], shown["height"]) == ("fork", "5")  # the verifier's own
+
+
+def test_an_operators_resolution_of_one_raisers_alert_does_not_cover_anothers(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    witness = ReplicationLedger(repl.client, node="replica-1")
+    evidence = Alert("replica-1", LEDGER, 3, "equivocation", "two roots", source="ingest-1")
+    witness.alert(evidence)
+    forged = {"id": "9999999999999-0", "height": "0", "node": "replica-1", "ledger": LEDGER, "what": "equivocation"}
+    repl.client.hset(repl.open_alerts_key_of("replica-3"), evidence.key, json.dumps(forged))
+    found.refresh_open()
+    repl.resolve_as_operator([evidence.key])  # both raisers' alerts, each one's id noted for its raiser
+    found.refresh_open()
+    assert repl.open_alerts() == {}
+    witness.alert(evidence)  # the witness raises it again; then its own user deletes it
+    found.refresh_open()
+    witness.resolve([evidence.key])
+    found.refresh_open()
+    shown = repl.open_alerts()[evidence.key]  # put back by the verifier: replica-3's note covers nothing of it
+    assert shown["what"] == "equivocation" and "raised_by" not in shown
+
+
+def test_an_open_alert_whose_id_is_no_text_does_not_stop_the_verifier(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    key = f"replica-1|{LEDGER}|equivocation"
+    theirs = repl.open_alerts_key_of("replica-3")
+    repl.client.hset(theirs, key, json.dumps({"id": [1], "what": "equivocation"}))  # any JSON its user writes
+    found.refresh_open()
+    repl.resolve_as_operator([key])  # noted for replica-3 with no id: its alert had none
+    found.refresh_open()
+    assert repl.open_alerts() == {}
+    repl.client.hset(theirs, key, json.dumps({"id": [1], "what": "equivocation"}))
+    found.refresh_open()
+    repl.client.hdel(theirs, key)  # deleted by its raiser: put back unless the note covers it
+    found.refresh_open()
+    assert repl.open_alerts() == {}  # an id that is none is covered by any note of its raiser's
+
+
+def test_an_alert_put_back_from_another_raisers_hash_holds_back_none_of_the_verifiers_findings(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    key = f"ingest-1|{LEDGER}|store_contradicts_checkpoint"
+    theirs = repl.open_alerts_key_of("replica-3")
+    forged = {"id": "1-0", "height": "0", "what": "store_contradicts_checkpoint", "detail": "said by replica-3"}
+    repl.client.hset(theirs, key, json.dumps(forged))
+    found.refresh_open()
+    repl.client.hdel(theirs, key)  # deleted by its raiser: put back, as replica-3 wrote it and naming it
+    found.refresh_open()
+    assert repl.open_alerts()[key] == {**forged, "reopened_from": "replica-3"}
+    assert found.open == {}
+    found.raise_alert(Alert("ingest-1", LEDGER, 4, "store_contradicts_checkpoint", "its tree at size 5 is not"))
+    assert found.open == {key: 4} and repl.open_alerts()[key]["height"] == "4"
+
+
+def test_an_open_alert_whose_what_is_no_text_does_not_stop_the_verifier(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    key = f"replica-1|{LEDGER}|equivocation"
+    repl.client.hset(repl.open_alerts_key_of("replica-3"), key, json.dumps({"what": [1]}))
+    found.refresh_open()  # the kind is the key's: an equivocation, which the verifier keeps open
+    repl.client.hdel(repl.open_alerts_key_of("replica-3"), key)
+    found.refresh_open()
+    assert repl.open_alerts()[key] == {"what": [1], "reopened_from": "replica-3"}
