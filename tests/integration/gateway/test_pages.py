@@ -431,6 +431,32 @@ def test_a_checkpoint_no_witness_cosigned_is_a_warning_never_shown_as_checked(
         hostile.bare = False
 
 
+def test_the_voter_page_says_when_no_witness_cosigned_the_checkpoint(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
+) -> None:
+    """A voter's real receipts with their checkpoint's cosignature lines taken out (the home's
+    signature is over the body alone: it still verifies): verified, but only as a warning that
+    names it (before, the verdict was as green as a cosigned one's)."""
+    from selenium.webdriver.common.by import By
+
+    eid = election.eids[7]
+    good = receipt(cluster, eid)
+    records = []
+    for r in good["records"]:
+        made = json.loads(r["receipt"])
+        text, lines = made["checkpoint"].split("\n\n", 1)
+        home = [line for line in lines.splitlines() if line.startswith(f"— {text.split(chr(10), 1)[0]} ")]
+        made["checkpoint"] = text + "\n\n" + "\n".join(home) + "\n"
+        records.append(dict(r, receipt=json.dumps(made, separators=(",", ":"), ensure_ascii=False) + "\n"))
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(dict(good, records=records)))
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html#anchors={anchors}")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    verdict = wait_text(browser, "#verdict", f"Verified: {len(records)} records of {eid}", "the uncosigned receipts")
+    assert "NO witness cosigned" in verdict and "no witness cosigned this checkpoint" in text_of(browser, "#checks")
+    assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+
+
 def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
 ) -> None:
