@@ -25,6 +25,7 @@ from .errors import (
     BadChecksumError,
     BadEpochError,
     BadLinkError,
+    QuorumError,
     ReceiptError,
     UnverifiedNoteError,
     WrongLedgerError,
@@ -274,7 +275,7 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     not sign, bad_note_signature, bad_cosignature, bad_checkpoint, no_quorum);
     WrongOriginError [wrong_origin] for a checkpoint of another log or ledger; QuorumError
     [no_quorum] also when the genesis lists outside witnesses and fewer than its quorum of
-    them cosigned; for the
+    them cosigned, or when the standby's key signed the checkpoint and no witness cosigned it; for the
     rotations it carries (13.8), ReceiptError for one out of order or not of kind
     ``checkpoint_key``, RotationError [bad_rotation] for one not signed by the key in force
     before it, RetiredKeyError [retired_key] for a checkpoint signed by another key of the
@@ -303,6 +304,7 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     verified, signer = _checked_checkpoint(receipt.checkpoint, keys, chain)
     check_cosignatures_in_force(verified, histories)
     outside = _outside_cosigners(receipt.checkpoint, keys, signer)
+    _witnessed_if_standby(verified, outside, keys, signer)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
     for rotation in receipt.rotations:
@@ -317,13 +319,14 @@ def verify_witnessed(
     ``chain``, default the genesis key alone, or a standby's epoch key; the witness keys and
     quorum, with the rotated witness keys ``node_keys`` proves when ``keys`` hold the admin
     key, each cosignature by a key in force at its time, 16.6), then, when the genesis lists
-    outside witnesses, that a quorum of them cosigned (13.9). The result counts the cluster's
-    witnesses. Raises what verify_ledger_checkpoint, ReceiptKeys.following,
-    check_cosignatures_in_force and check_witnessed raise."""
+    outside witnesses, that a quorum of them cosigned (13.9); one the standby's key signed, that
+    a witness cosigned it (10.9). The result counts the cluster's witnesses. Raises what
+    verify_ledger_checkpoint, ReceiptKeys.following, check_cosignatures_in_force and
+    check_witnessed raise, and QuorumError [no_quorum] for the standby's key uncosigned."""
     keys, histories = keys.following(node_keys)
     verified, signer = _checked_checkpoint(note, keys, chain)
     check_cosignatures_in_force(verified, histories)
-    _outside_cosigners(note, keys, signer)
+    _witnessed_if_standby(verified, _outside_cosigners(note, keys, signer), keys, signer)
     return verified
 
 
@@ -354,6 +357,25 @@ def _checked_checkpoint(
             "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
         )
     return verified, keys.standby_key
+
+
+def _witnessed_if_standby(
+    verified: VerifiedCheckpoint, outside: tuple[str, ...], keys: ReceiptKeys, signer: VerifierKey
+) -> None:
+    """Raise QuorumError [no_quorum] when the standby's key signed ``verified`` and no witness
+    cosigned it (neither a trusted witness key nor an outside witness of the genesis), whatever
+    the quorum asked (10.9, 14.3 step 7). That key is held by a node that is no home until a
+    handover, which only the records show: a witness checks it (10.9's rules) before it cosigns,
+    while the key alone, over a tree of its own making, would prove any record."""
+    if keys.standby_key is None or signer != keys.standby_key or signer == keys.log_key:
+        return
+    if not verified.witnesses and not outside:
+        raise QuorumError(
+            "a checkpoint signed by the standby key counts only with a witness's cosignature "
+            f"(none of {len(keys.witnesses)} trusted witness keys"
+            + ("" if keys.outside is None else f" nor of the {len(keys.outside.keys)} outside witnesses")
+            + " cosigned it): nothing else shows its epoch's handover"
+        )
 
 
 def _outside_cosigners(note: bytes, keys: ReceiptKeys, signer: VerifierKey) -> tuple[str, ...]:

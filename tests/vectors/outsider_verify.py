@@ -1615,6 +1615,8 @@ def verify_receipt(
         checkpoint["outside"] = verify_checkpoint(
             receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
         )["witnesses"]
+    if signer is not chain.in_force(checkpoint["size"]) and not (checkpoint["witnesses"] or checkpoint.get("outside")):
+        raise VerifyError("no_quorum", "signed by the standby key, and no witness cosigned it")  # 7, 10.9
     verify_inclusion(  # 8
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )

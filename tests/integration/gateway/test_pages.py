@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.server
 import json
 import os
@@ -36,7 +37,8 @@ from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import generate_signer_key
+from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, generate_signer_key, sign
+from vledger.node.outside import OutsideWitnesses
 from vledger.node.receipt import ReceiptKeys, verify_witnessed
 from vledger.node.record import Entry
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
@@ -240,6 +242,7 @@ class Hostile:
         with contextlib.closing(StoreReader(store)) as reader:
             self.genesis = reader.get(ELECTION, 0) or b""
         self.tally_key = nacl.signing.SigningKey.generate()
+        self.bare = False  # when set, the fund's checkpoint is served without its cosignatures
         hostile = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -294,6 +297,13 @@ class Hostile:
                     made = json.loads(r["receipt"])
                     made["checkpoint"] = self._sign(made["checkpoint"])
                     r["receipt"] = json.dumps(made)
+            body = json.dumps(shown).encode()
+        elif path.split("?", maxsplit=1)[0] == f"/api/ledgers/{FUND}/checkpoint" and self.bare:
+            shown = json.loads(body)
+            text, lines = shown["note"].split("\n\n", 1)
+            origin = text.split("\n", 1)[0]
+            kept = [line for line in lines.splitlines() if line.startswith(f"— {origin} ")]  # the home's line only
+            shown["note"] = text + "\n\n" + "\n".join(kept) + "\n"
             body = json.dumps(shown).encode()
         elif path in (f"/api/ledgers/{ELECTION}/tally", f"/api/ledgers/{FUND}/tally"):
             shown = json.loads(body)
@@ -397,6 +407,54 @@ def test_the_charity_page_and_the_dashboard_check_against_anchors_a_gateway_forg
     refused = wait_text(browser, f"tr[data-ledger='{ELECTION}']", "is not the anchored one", "the forked genesis")
     assert "✓" not in refused
     wait_text(browser, f"tr[data-ledger='{FUND}']", "✓ ", "the fund's checkpoint checked with the anchors")
+
+
+def test_a_checkpoint_no_witness_cosigned_is_a_warning_never_shown_as_checked(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, hostile: Hostile
+) -> None:
+    """The hostile gateway serves the fund's checkpoint without its cosignatures: only the
+    home's key vouches for it. The dashboard showed "none" in green, the charity page its
+    records proven in green; both now say so as a warning."""
+    real = cluster.gateway_url("replica-1")
+    named = f"#gateway={urllib.parse.quote(hostile.url, safe='')}&anchors={anchors}"
+    hostile.bare = True
+    try:
+        browser.get(f"{real}dashboard.html{named}")
+        wait_text(browser, f"tr[data-ledger='{FUND}']", "none", "the fund's checkpoint with no cosignature")
+        script = "return Array.from(document.querySelectorAll(arguments[0]), (e) => e.className)"
+        assert browser.execute_script(script, f"tr[data-ledger='{FUND}'] td")[-1] == "warn"
+        browser.get(f"{real}charity.html?ledger={FUND}{named}")
+        proven = wait_text(browser, "#proven", "cosigned by NO witness", "the fund's checkpoint with no cosignature")
+        assert "with the publisher's anchors" in proven
+        assert browser.execute_script(script, "#proven") == ["warn"]
+    finally:
+        hostile.bare = False
+
+
+def test_the_voter_page_says_when_no_witness_cosigned_the_checkpoint(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
+) -> None:
+    """A voter's real receipts with their checkpoint's cosignature lines taken out (the home's
+    signature is over the body alone: it still verifies): verified, but only as a warning that
+    names it (before, the verdict was as green as a cosigned one's)."""
+    from selenium.webdriver.common.by import By
+
+    eid = election.eids[7]
+    good = receipt(cluster, eid)
+    records = []
+    for r in good["records"]:
+        made = json.loads(r["receipt"])
+        text, lines = made["checkpoint"].split("\n\n", 1)
+        home = [line for line in lines.splitlines() if line.startswith(f"— {text.split(chr(10), 1)[0]} ")]
+        made["checkpoint"] = text + "\n\n" + "\n".join(home) + "\n"
+        records.append(dict(r, receipt=json.dumps(made, separators=(",", ":"), ensure_ascii=False) + "\n"))
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(dict(good, records=records)))
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html#anchors={anchors}")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    verdict = wait_text(browser, "#verdict", f"Verified: {len(records)} records of {eid}", "the uncosigned receipts")
+    assert "NO witness cosigned" in verdict and "no witness cosigned this checkpoint" in text_of(browser, "#checks")
+    assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
 
 
 def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
@@ -522,49 +580,75 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
 ) -> None:
     """verifyLedgerNote (verifier/web/static/vledger.js) takes and refuses the notes that
     verify_witnessed does for a ledger whose genesis pins a standby key (PROTOCOL 14.3 step 7,
-    10.9): the home's, the standby's with an epoch line from 2; not the standby's without one,
-    with epoch 1's, or with two, nor a key the genesis does not pin. The pages (the dashboard,
-    the charity page, the voter page) showed a handed-over ledger's checkpoints as NOT signed."""
+    10.9): the home's, the standby's with an epoch line from 2 and a trusted witness's
+    cosignature; not the standby's with none (its key alone could sign a tree of its own
+    making: the pages took it, shown green), without an epoch line, with epoch 1's, or with two,
+    nor a key the genesis does not pin; and, when the genesis lists outside witnesses, only a
+    note its quorum of them cosigned (13.9: the pages never asked for it)."""
     home, standby, stranger = (HomeSigner("t", bytes(range(i, 32 + i))) for i in (0, 1, 2))
+    witness, untrusted, outside = (
+        SignerKey(name, ALG_COSIGNATURE_V1, bytes([i]) * 32)
+        for i, name in ((7, "t/witness/replica-1"), (8, "t/witness/replica-9"), (9, "example.org/w1"))
+    )
     keys = ReceiptKeys(
         home_key("t", FUND, home.key(FUND).public_key),
+        witnesses=(witness.verifier(), outside.verifier()),
         standby_key=home_key("t", FUND, standby.key(FUND).public_key),
     )
+    listing = dataclasses.replace(keys, outside=OutsideWitnesses((outside.verifier(),), 1))
     root = bytes(range(32))
-    signed = [
-        (home, ()),
-        (standby, ("vledger-epoch 2 ingest-2",)),
-        (standby, ("vledger-epoch 12 ingest-3",)),
-        (standby, ()),
-        (standby, ("vledger-epoch 1 ingest-2",)),
-        (standby, ("vledger-epoch 2 ingest-2", "vledger-epoch 3 ingest-1")),
-        (stranger, ("vledger-epoch 2 ingest-2",)),
+    epoch_2 = ("vledger-epoch 2 ingest-2",)
+    signed = [  # (signer, epoch lines, cosigners, whether the genesis lists the outside witness)
+        (home, (), (), False),
+        (standby, epoch_2, (), False),
+        (standby, epoch_2, (witness,), False),
+        (standby, ("vledger-epoch 12 ingest-3",), (witness,), False),
+        (standby, epoch_2, (untrusted,), False),
+        (standby, (), (witness,), False),
+        (standby, ("vledger-epoch 1 ingest-2",), (witness,), False),
+        (standby, (*epoch_2, "vledger-epoch 3 ingest-1"), (witness,), False),
+        (stranger, epoch_2, (witness,), False),
+        (home, (), (witness,), True),
+        (home, (), (outside,), True),
+        (standby, epoch_2, (outside,), True),
     ]
-    notes = [signer.sign(FUND, 9, root, lines).note.decode() for signer, lines in signed]
+    notes = []
+    for signer, lines, cosigners, _ in signed:
+        body = Checkpoint(f"t/{FUND}", 9, root, lines).body()
+        cosigned = (cosign(body, w, 1_790_000_000).note_signature() for w in cosigners)
+        notes.append(Note(body, (sign(body, signer.key(FUND)), *cosigned)).encode().decode())
     wanted = []
-    for (signer, _), note in zip(signed, notes, strict=True):
+    for (signer, _, _, listed), note in zip(signed, notes, strict=True):
         try:
-            verify_witnessed(note.encode(), keys)
+            verify_witnessed(note.encode(), listing if listed else keys)
             wanted.append("home" if signer is home else "standby")
         except VledgerError:
             wanted.append("refused")
     browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
     got = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "const [notes, log, standby] = arguments;"
+        "const [notes, listed, log, standby, witnesses, outside] = arguments;"
         "(async () => {"
-        "  const v = window.vledger, keys = { witnesses: [], standby: await v.parseVkey(standby) };"
-        "  const logKey = await v.parseVkey(log), out = [];"
-        "  for (const note of notes) {"
+        "  const v = window.vledger, out = [];"
+        "  const keys = { witnesses: await Promise.all(witnesses.map(v.parseVkey)),"
+        "                 standby: await v.parseVkey(standby) };"
+        "  const listing = { ...keys, outside: { names: new Set([outside]), quorum: 1 } };"
+        "  const logKey = await v.parseVkey(log);"
+        "  for (const [i, note] of notes.entries()) {"
         "    try {"
-        "      const seen = await v.verifyLedgerNote(note, logKey, keys);"
+        "      const seen = await v.verifyLedgerNote(note, logKey, listed[i] ? listing : keys);"
         "      out.push(!seen.logOk ? 'refused' : seen.logKey.vkey === log ? 'home' : 'standby');"
         "    } catch (e) { out.push('refused'); }"
         "  }"
         "  return out;"
         "})().then(done, (e) => done(String(e)));",
         notes,
+        [listed for *_, listed in signed],
         keys.log_key.encode(),
         keys.standby_key.encode() if keys.standby_key else "",
+        [k.encode() for k in keys.witnesses],
+        outside.name,
     )
-    assert got == wanted == ["home", "standby", "standby", "refused", "refused", "refused", "refused"]
+    assert got == wanted
+    shown = "home refused standby standby refused refused refused refused refused refused home standby"
+    assert wanted == shown.split()

@@ -24,8 +24,9 @@ from vledger.client.session import Reader
 from vledger.client.state import TrustedState
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import BadEpochError, FencedError, RollbackError
+from vledger.node.errors import BadEpochError, FencedError, QuorumError, RollbackError
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_COSIGNATURE_V1, Note, SignerKey, cosign, parse_note
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, home_key
@@ -34,6 +35,16 @@ LEDGER = "fund"
 HANDOVER = 2  # the height of the record that opens epoch 2
 HOME = HomeSigner("t", bytes(range(32)))  # ingest-1, the genesis home
 STANDBY = HomeSigner("t", bytes(range(1, 33)))  # ingest-2, its standby, home of epoch 2
+# A witness the clients trust: the standby's key counts only with a witness's cosignature (14.3 step 7).
+WITNESS = SignerKey("t/witness/replica-1", ALG_COSIGNATURE_V1, bytes([7]) * 32)
+
+
+def _witnessed(note: bytes) -> bytes:
+    """``note`` with WITNESS's cosignature."""
+    parsed = parse_note(note)
+    return Note(
+        parsed.text, (*parsed.signatures, cosign(parsed.text, WITNESS, 1_700_000_000).note_signature())
+    ).encode()
 
 
 class Followed:
@@ -42,13 +53,14 @@ class Followed:
     def __init__(self, store: ChainStore) -> None:
         self.store = store
         self.note = b""
+        self.cosigned = b""  # when set, the answer to a checkpoint asked with a witness or more
         self.asked: list[str] = []  # the commands asked, in order
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
         args = args or {}
         self.asked.append(cmd)
         if cmd == "checkpoint":
-            return {"checkpoint": self.note}
+            return {"checkpoint": self.cosigned if self.cosigned and args.get("witnesses") else self.note}
         if cmd == "range":
             return {"records": [data for _, data in self.store.range_raw(LEDGER, args["start"])], "next": None}
         if cmd == "get":
@@ -70,7 +82,9 @@ class Followed:
 
     def standby_signs(self, size: int) -> None:
         """Epoch 2's checkpoint of ``size`` records, as its home ingest-2 signs it."""
-        self.note = STANDBY.sign(LEDGER, size, self.store.root(LEDGER, size), ("vledger-epoch 2 ingest-2",)).note
+        self.note = _witnessed(
+            STANDBY.sign(LEDGER, size, self.store.root(LEDGER, size), ("vledger-epoch 2 ingest-2",)).note
+        )
 
 
 @pytest.fixture
@@ -102,7 +116,7 @@ def _follow(node: Followed, monkeypatch: pytest.MonkeyPatch) -> Iterator[FollowE
     monkeypatch.setattr(api, "FOLLOW_POLL_SECONDS", 0)
     genesis = node.store.get(LEDGER, 0)
     assert genesis is not None
-    client = Client(Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}))
+    client = Client(Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}, witnesses=(WITNESS.verifier(),)))
     return client.follow(LEDGER)
 
 
@@ -182,7 +196,9 @@ def _after_announced(node: Followed, monkeypatch: pytest.MonkeyPatch, announced:
 def _client(node: Followed, state: TrustedState | None = None) -> Client:
     genesis = node.store.get(LEDGER, 0)
     assert genesis is not None
-    return Client(Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}), state=state)
+    return Client(
+        Reader(node), trust=Trust(genesis={LEDGER: genesis.encode()}, witnesses=(WITNESS.verifier(),)), state=state
+    )
 
 
 READS = {
@@ -222,7 +238,7 @@ def test_epoch_2_stated_by_another_home_is_refused(node: Followed) -> None:
     client = _client(node)
     node.standby_signs(4)
     client.checkpoint(LEDGER)
-    node.note = STANDBY.sign(LEDGER, 5, node.store.root(LEDGER, 5), ("vledger-epoch 2 ingest-3",)).note
+    node.note = _witnessed(STANDBY.sign(LEDGER, 5, node.store.root(LEDGER, 5), ("vledger-epoch 2 ingest-3",)).note)
     with pytest.raises(BadEpochError, match="by home ingest-3, where one by ingest-2"):
         client.checkpoint(LEDGER)
 
@@ -250,3 +266,17 @@ def test_follow_after_epoch_2_refuses_the_replaced_home_before_reading_its_recor
     with pytest.raises(FencedError):
         next(client.follow(LEDGER))
     assert "range" not in node.asked  # the records up to it (the whole ledger) are not read for nothing
+
+
+def test_the_standby_s_checkpoint_no_witness_cosigned_counts_for_nothing(node: Followed) -> None:
+    """The standby's key alone could sign a tree of its own making (14.3 step 7): its checkpoint
+    no witness cosigned is refused [no_quorum] (before, it was taken with quorum 0), and a client
+    asks then for the largest a witness cosigned."""
+    client = _client(node)
+    node.note = STANDBY.sign(LEDGER, 5, node.store.root(LEDGER, 5), ("vledger-epoch 2 ingest-2",)).note
+    with pytest.raises(QuorumError):
+        client.checkpoint(LEDGER)
+    node.cosigned = _witnessed(STANDBY.sign(LEDGER, 4, node.store.root(LEDGER, 4), ("vledger-epoch 2 ingest-2",)).note)
+    node.asked.clear()
+    assert client.checkpoint(LEDGER).checkpoint.size == 4
+    assert node.asked.count("checkpoint") == 2  # the largest first, then the largest one witness cosigned

@@ -129,6 +129,49 @@ def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: An
     assert e.value.code == "bad_epoch"
 
 
+def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignature(kit: Any) -> None:
+    # PROTOCOL 10.9, 14.3 step 7: the standby's key alone could sign a tree of its own making,
+    # with a handover record and any record in it; only a witness, holding the records, shows
+    # that its epoch was opened. So whatever the quorum asked, one cosignature must verify.
+    pinned = {"checkpoint_key": HOME.verifier().encode(), "standby_key": OTHER_HOME.verifier().encode()}
+    rules = LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=pinned)
+    records = [
+        Entry.prepare(rules.genesis_content(LEDGER, "admin", "c", T0), 4, kit.limits).place(0, ZERO_LINK, T0, "n")
+    ]
+    for i in range(1, 5):
+        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    keys = keys_from_genesis(records[0].encode(), LEDGER, [w.verifier() for w in WITNESSES], 0)
+    epoch = ("vledger-epoch 2 node-2",)
+
+    def cosigned_by(signer: SignerKey, witnesses: list[SignerKey], extensions: tuple[str, ...] = ()) -> Receipt:
+        made = _receipt(records, 3, signer, extensions)
+        text = made.checkpoint.decode().split("\n\n")[0] + "\n"
+        lines = [sign(text, signer), *(cosign(text, w, 1_790_000_000).note_signature() for w in witnesses)]
+        return dataclasses.replace(made, checkpoint=Note(text, tuple(lines)).encode())
+
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(cosigned_by(OTHER_HOME, [], epoch), keys)
+    assert e.value.code == "no_quorum"
+    with pytest.raises(VledgerError) as e:  # a witness key the checker does not trust proves nothing
+        verify_receipt(cosigned_by(OTHER_HOME, WITNESSES, epoch), dataclasses.replace(keys, witnesses=()))
+    assert e.value.code == "no_quorum"
+    assert verify_receipt(cosigned_by(OTHER_HOME, WITNESSES[:1], epoch), keys).record == records[3]
+    assert verify_receipt(cosigned_by(HOME, []), keys).record == records[3]  # the home's key: q = 0 is the caller's
+    # An outside witness the genesis lists counts as a witness for the standby's key too.
+    outside = SignerKey("example.org/w1", ALG_COSIGNATURE_V1, bytes([42]) * 32)
+    listed = {**pinned, "witnesses": [outside.verifier().encode()], "quorum": 1}
+    genesis = Entry.prepare(
+        LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=listed).genesis_content(LEDGER, "admin", "c", T0),
+        4,
+        kit.limits,
+    ).place(0, ZERO_LINK, T0, "n")
+    records[0] = genesis
+    for i in range(1, 5):
+        records[i] = kit.extend(records[i - 1], kit.entry(i, 4, ledger=LEDGER, kind="note"))
+    keys = keys_from_genesis(genesis.encode(), LEDGER, (), 0)
+    assert verify_receipt(cosigned_by(OTHER_HOME, [outside], epoch), keys).outside == (outside.name,)
+
+
 def test_the_quorum_and_the_witness_keys(chain: list[Record]) -> None:
     receipt = _receipt(chain, 1)
     text = receipt.checkpoint.decode().split("\n\n")[0] + "\n"

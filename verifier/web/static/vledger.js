@@ -369,42 +369,76 @@ async function anchoredGenesis(ledger, anchors) {
 // checkpoint key and the outside witnesses (rules.witnesses, 13.9) from the genesis bytes the
 // anchors name, the cluster's witness keys from the anchors. Without (`anchors` null), the same
 // keys as the gateway states them: its own word ({anchored: false}), which a page must say.
+// `outside` is {names, quorum} of the outside witnesses the genesis lists (null: none).
 async function ledgerKeys(ledger, anchors) {
   if (anchors) {
     const genesis = await anchoredGenesis(ledger, anchors);
     const rules = (genesis && genesis.rules) || {};
     if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
-    const listed = Array.isArray(rules.witnesses) ? rules.witnesses : [];
+    const listed = await Promise.all((Array.isArray(rules.witnesses) ? rules.witnesses : []).map(parseVkey));
     return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
-             witnesses: [...anchors.witnesses, ...await Promise.all(listed.map(parseVkey))] };
+             witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed) };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
   const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
   if (typeof pinned !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
-  const listed = Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : [];
+  const listed = await Promise.all((Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : []).map(parseVkey));
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
-  const vkeys = [...Object.values(shown.witness_keys), ...listed];
-  return { log: await parseVkey(pinned), witnesses: await Promise.all(vkeys.map(parseVkey)), anchored: false,
-           standby: await standbyKey(info.genesis.rules) };
+  const cluster = await Promise.all(Object.values(shown.witness_keys).map(parseVkey));
+  return { log: await parseVkey(pinned), witnesses: [...cluster, ...listed], anchored: false,
+           standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed) };
 }
 
 // The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
 const standbyKey = (rules) => typeof rules.standby_key === "string" ? parseVkey(rules.standby_key) : null;
 
+// The outside witnesses a genesis' rules list (13.9, section 3): {names, quorum}, null for none;
+// throws for a list without a quorum from 1 to its length (nothing could then be witnessed).
+function outsideOf(ledger, rules, listed) {
+  if (!listed.length && rules.quorum == null) return null;
+  if (!listed.length || !Number.isInteger(rules.quorum) || rules.quorum < 1 || rules.quorum > listed.length) {
+    throw new Error(`the genesis of ${ledger} lists outside witnesses without a quorum of them [bad_genesis]`);
+  }
+  return { names: new Set(listed.map((k) => k.name)), quorum: rules.quorum };
+}
+
 // A ledger's checkpoint note checked as a receipt's is (14.3 step 7): signed by `logKey`, the key
 // in force at its size; else, for a ledger whose genesis pins a standby key (`keys.standby`), by
-// that key, and then it must state an epoch from 2 (10.9) in its one epoch line. Which epoch held
-// the pen at that size needs the records: witnesses check that before they cosign. Returns
-// verifyCheckpointNote's {checkpoint, logOk, cosigned} and the key that signed it ({logKey}).
+// that key, and then it must state an epoch from 2 (10.9) in its one epoch line and carry at
+// least one valid cosignature by a witness of `keys`: the standby's key is held by a node that is
+// no home until a handover, which only the records show, and a witness checks it before it
+// cosigns (the key alone could sign a tree of its own making, with any record in it). With
+// outside witnesses in the genesis (`keys.outside`), its quorum of them must have cosigned (13.9).
+// Returns verifyCheckpointNote's {checkpoint, logOk, cosigned} and the key that signed it ({logKey}).
 async function verifyLedgerNote(note, logKey, keys) {
   const seen = await verifyCheckpointNote(note, logKey, keys.witnesses);
-  if (seen.logOk || !keys.standby) return { ...seen, logKey };
+  if (seen.logOk) return witnessedEnough({ ...seen, logKey }, keys, false);
+  if (!keys.standby) return { ...seen, logKey };
   const standby = await verifyCheckpointNote(note, keys.standby, keys.witnesses);
   if (!standby.logOk) return { ...seen, logKey };
   const epochs = parseNote(note).text.split("\n").slice(3).filter((line) => line.split(" ")[0] === "vledger-epoch");
   const epoch = epochs.length === 1 && /^vledger-epoch ([1-9][0-9]{0,19}) [a-z0-9][a-z0-9._-]{0,63}$/.exec(epochs[0]);
   if (!epoch || BigInt(epoch[1]) < 2n) throw new Error("a checkpoint signed by the standby key without one epoch line of an epoch from 2");
-  return { ...standby, logKey: keys.standby };
+  return witnessedEnough({ ...standby, logKey: keys.standby }, keys, true);
+}
+
+// `seen` (a note its key signed) once its valid cosignatures are what verifyLedgerNote asks:
+// the genesis' quorum of outside witnesses, and one witness at least for the standby's key
+// (`byStandby`); throws [no_quorum] otherwise.
+function witnessedEnough(seen, keys, byStandby) {
+  const valid = new Set(seen.cosigned.filter((c) => c.ok).map((c) => c.name));
+  if (keys.outside) {
+    const got = [...keys.outside.names].filter((name) => valid.has(name)).length;
+    if (got < keys.outside.quorum) {
+      throw new Error(`${got} of the outside witnesses the genesis lists cosigned the checkpoint, where its quorum is ` +
+        `${keys.outside.quorum} (13.9) [no_quorum]`);
+    }
+  }
+  if (byStandby && !valid.size) {
+    throw new Error("a checkpoint signed by the standby key that no witness cosigned: nothing shows the handover " +
+      "that would make it a home's (10.9) [no_quorum]");
+  }
+  return seen;
 }
 
 // That `record` (its bytes) stands at `index` in the tree of the verified `checkpoint` (12.4), by
