@@ -21,7 +21,7 @@ import pytest
 
 from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
-from vledger.config.cluster import cluster_from_mapping
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
@@ -61,10 +61,9 @@ class NoRedis:
         return self
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base = tmp_path_factory.mktemp("gwcp")
-    config = cluster_from_mapping(
+def two_nodes(path: Path) -> ClusterConfig:
+    """A home and the replica whose store the gateway serves: the cluster file of every test here."""
+    return cluster_from_mapping(
         {
             "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
             "nodes": {
@@ -72,8 +71,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
             },
         },
-        base / "cluster.toml",
+        path,
     )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("gwcp")
+    config = two_nodes(base / "cluster.toml")
     generate_signing_key(config.keys_dir, "replica-1")
     witness_seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
     witness = WitnessSigner(witness_name("t", "replica-1"), witness_seed)
@@ -191,16 +196,7 @@ def test_an_imported_copy_of_the_store_serves_the_same_checkpoints(cluster: dict
     """`vledger export` then `vledger import` elsewhere: the copy keeps the checkpoint lines
     (imported rows), and its gateway answers as the original's does."""
     config = cluster["config"]
-    copy = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    copy = two_nodes(tmp_path / "cluster.toml")
     shutil.copytree(config.keys_dir, copy.keys_dir)
     export_store(config.store_dir("replica-1"), None, tmp_path / "e.jsonl", LIMITS)
     assert import_file(tmp_path / "e.jsonl", copy.store_dir("replica-1"), None, LIMITS).ok
@@ -220,16 +216,7 @@ def test_a_voters_records_past_the_served_checkpoint_are_listed_without_a_receip
     # The served checkpoint is the most cosigned one, which may be older than the records: the
     # voter's lookup indexed only what it covered and answered not_found for a voter registered
     # after it (a client that had verified a larger checkpoint was told the voter does not exist).
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = two_nodes(tmp_path / "cluster.toml")
     home = HomeSigner("t", SEED)
     ledger = "election-2026"
     run_demo(
