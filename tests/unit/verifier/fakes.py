@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
+
 
 class FakeRedis:
     """Redis's witness notes, as ``hgetall`` of a ledger's cosignatures hash gives them."""
@@ -14,3 +18,17 @@ class FakeRedis:
 
     def hgetall(self, key: str) -> dict[bytes, bytes]:
         return self.notes
+
+
+def two_nodes(path: Path) -> ClusterConfig:
+    """A home and the replica whose store the gateway serves: the cluster file of the gateway tests."""
+    return cluster_from_mapping(
+        {
+            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        path,
+    )

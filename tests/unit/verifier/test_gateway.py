@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from vledger.broker.http import HttpThread
-from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node import tree
 from vledger.node.currency import amount_text
@@ -32,6 +31,7 @@ from vledger.node.record import decode_record
 from vledger.node.rules.votes import electronic_id
 from vledger.node.storefile import DB_NAME, StoredTree, StoreReader
 from vledger.tests.sqlite_faults import overwrite_pages
+from vledger.tests.unit.verifier.fakes import two_nodes
 from vledger.tools.demo import run_demo
 from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
 from vledger.verifier.gateway import _int as gateway_int
@@ -43,16 +43,7 @@ RECORDS = 700  # the election gets more than 256 records: a full tile and a part
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     base = tmp_path_factory.mktemp("gw")
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        base / "cluster.toml",
-    )
+    config = two_nodes(base / "cluster.toml")
     store = base / "data" / "replica-1"
     run_demo(store, RECORDS, 1, LIMITS)
     gateway = Gateway(config, "replica-1")
@@ -396,21 +387,7 @@ def test_a_store_replaced_under_the_gateway_is_read_anew(tmp_path: Path, monkeyp
     # place, restarting the node only: the gateway beside it went on serving the old file for good
     # (stale sizes, a 404 checkpoint once the new store's was larger, and its damage if any).
     monkeypatch.setattr("vledger.verifier.gateway.STORE_LOOK_SECONDS", 0.0)
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
-    store = tmp_path / "data" / "replica-1"
-    run_demo(store, 20, 1, LIMITS)
-    rebuilt = tmp_path / "rebuilt"
-    run_demo(rebuilt, 40, 1, LIMITS)
-    gateway = Gateway(config, "replica-1")
+    gateway, store, rebuilt = _replaced_store(tmp_path)
     try:
         with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
             url = f"http://127.0.0.1:{server.port}"
@@ -431,16 +408,7 @@ def test_a_store_replaced_under_the_gateway_is_read_anew(tmp_path: Path, monkeyp
 
 def _replaced_store(tmp_path: Path) -> tuple[Gateway, Path, Path]:
     """A gateway over a store of 20 records, and a rebuilt store of 40 to put in its place."""
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = two_nodes(tmp_path / "cluster.toml")
     store = tmp_path / "data" / "replica-1"
     run_demo(store, 20, 1, LIMITS)
     rebuilt = tmp_path / "rebuilt"

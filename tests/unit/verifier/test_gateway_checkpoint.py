@@ -21,7 +21,6 @@ import pytest
 
 from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
-from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
@@ -36,7 +35,7 @@ from vledger.verifier.gateway import Gateway, build_app
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
-from vledger.tests.unit.verifier.fakes import FakeRedis
+from vledger.tests.unit.verifier.fakes import FakeRedis, two_nodes
 
 LIMITS = Limits()
 SEED = bytes(range(32))
@@ -59,20 +58,6 @@ class NoRedis:
         # The live-events poller reads the tally heads through a pipeline (a slow machine reaches
         # its first tally poll within a test): its first command fails as a down Redis would.
         return self
-
-
-def two_nodes(path: Path) -> ClusterConfig:
-    """A home and the replica whose store the gateway serves: the cluster file of every test here."""
-    return cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        path,
-    )
 
 
 @pytest.fixture(scope="module")

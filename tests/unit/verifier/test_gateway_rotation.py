@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
 from vledger.node.ledger import LedgerRules
@@ -24,7 +23,7 @@ from vledger.verifier.gateway import Gateway
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
-from vledger.tests.unit.verifier.fakes import FakeRedis
+from vledger.tests.unit.verifier.fakes import FakeRedis, two_nodes
 
 LIMITS = Limits()
 LEDGER = "votes"
@@ -41,16 +40,7 @@ def _note(key: SignerKey, size: int, root: bytes) -> bytes:
 
 
 def test_the_gateway_serves_the_key_in_force_and_proves_the_rotation(tmp_path: Path) -> None:
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
-                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = two_nodes(tmp_path / "cluster.toml")
     pinned = OLD.verifier().encode()
     with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
         rules = LedgerRules(kinds=(ROTATION_KIND, "note"), difficulty=0, rules={"checkpoint_key": pinned})
