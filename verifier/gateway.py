@@ -785,19 +785,10 @@ class Gateway:
         return funds_json(ledger, newest["tally"], newest["height"], shown["verdict"])
 
     def tally_heads(self) -> dict[str, dict[str, str]]:
-        """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
-        client = self._redis()
-        board = TallyBoard(client)
+        """Each ledger's latest tally entry ids, by configured observer (what changes when one signs anew)."""
         # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and a MULTI
         # would span the ledgers' slots; one round trip all the same.
-        pipe = client.pipeline(transaction=False)
-        ledgers = self.reader.ledgers()
-        for ledger in ledgers:
-            pipe.hgetall(board.latest_key(ledger))
-        return {
-            ledger: {_text(k): _text(v) for k, v in ids.items()}
-            for ledger, ids in zip(ledgers, pipe.execute(), strict=True)
-        }
+        return TallyBoard(self._redis()).latest_ids(self.reader.ledgers(), self.observer_keys)
 
     def cluster_state(self) -> dict[str, Any]:
         """Heights, alerts and logs (Redis and files); the nodes' health is probed by the caller."""
@@ -868,10 +859,6 @@ def funds_json(ledger: str, tally: dict[str, Any], height: int, verdict: Any) ->
         "height": height,
         "verdict": verdict,
     }
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def tally_json(
