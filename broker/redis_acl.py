@@ -64,13 +64,12 @@ only N's user sets (``SET``, in a selector of that key alone) and every node rea
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
 stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
 selector of its held heights), so each stays of its type; the gateway and the admin read
-every observer's. So an
-observer broken into can neither point another's latest at an older signed snapshot nor
-trim, delete or add to another's stream; what it can do is put in its own keys an old
-snapshot of its own or a body another observer signed (readers take the observer from the
-key's name, and the body's ``observer`` must be it, its signature that observer's), and trim
-its own stream. The shared ``{*}:tallies`` and ``{*}:tally:latest`` of the older layout are
-the admin's, and read by nobody.
+every observer's. So an observer broken into can neither point another's latest at an older
+signed snapshot nor trim, delete or add to another's stream; what it can do is put in its
+own keys an old snapshot of its own or a body another observer signed (readers take the
+observer from the key's name, and the body's ``observer`` must be it, its signature that
+observer's), and trim its own stream. The shared ``{*}:tallies`` and ``{*}:tally:latest`` of
+the older layout are the admin's, and read by nobody.
 
 **What ACLs still cannot say.** Some keys stay shared by every node of a role, which may
 overwrite, delete or trim what another node wrote there:

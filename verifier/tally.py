@@ -477,8 +477,8 @@ def _at_common_height(
     histories: Mapping[str, KeyHistory],
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from
-    their streams a page of each at a time, newest first: an observer's heights only grow along
-    its stream, so the first common height found is the newest."""
+    their streams a page of each at a time, newest first: an honest observer's heights only grow
+    along its stream, so the first common height found is the newest."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
     before: dict[str, str | None] = dict.fromkeys(latest)
     reading = list(latest)
