@@ -125,9 +125,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        code = _REASON_CODE.get(e.status, "bad_request")
-        message = "no such path" if e.status == 404 else e.reason
-        return error_response(e.status, code, message)
+        # aiohttp's static route answers a directory (``/static/``) 403: nothing here is
+        # forbidden to one and open to another, so it is a path that is no route (PROTOCOL 15).
+        status = 404 if e.status == 403 else e.status
+        code = _REASON_CODE.get(status, "bad_request")
+        message = "no such path" if status == 404 else e.reason
+        return error_response(status, code, message)
     except VledgerError as e:
         return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
     except (asyncio.CancelledError, ConnectionResetError):
