@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..broker.http import HttpThread, add_health_routes, json_errors, json_response
+from ..broker.http import HttpThread, add_health_routes, json_errors, json_response, names_loopback
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import witness_keys
@@ -1028,13 +1028,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         ledger = _ledger(request)
         return json_response(await in_thread(lambda: gateway.funds(ledger)))
 
-    async def cluster(_: web.Request) -> web.Response:
+    async def cluster(request: web.Request) -> web.Response:
         now = time.monotonic()
         cached = gateway._cluster_cache
         if cached is None or now - cached[0] > CLUSTER_CACHE_SECONDS:
             state = await in_thread(gateway.cluster_state)
             state["nodes"] = await probe_nodes(gateway.config)
             gateway._cluster_cache = cached = (now, state)
+        if not names_loopback(request):  # the logs are the local operator's (broker/http.py)
+            return json_response({**cached[1], "logs": {}})
         return json_response(cached[1])
 
     async def events(request: web.Request) -> web.StreamResponse:
