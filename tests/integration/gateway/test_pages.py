@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import http.server
 import json
 import os
@@ -362,9 +363,14 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     page = f"{cluster.gateway_url('replica-1')}vote.html?eid={eid}#gateway={urllib.parse.quote(hostile.url, safe='')}"
     browser.get(f"{page}&anchors={anchors}")
     verdict = wait_text(browser, "#verdict", "Verification FAILED", "the forked genesis refused")
-    assert "is not the anchored one" in verdict and "Checked against the publisher's anchors" in text_of(
+    assert "is not the anchored one" in verdict and "Checked against the anchors from the page's address" in text_of(
         browser, "#anchors"
     )
+    # Anchors in a link are whoever wrote the link's (an outsider's phishing link called them the
+    # publisher's): the banner shows their SHA-256 to compare, and the gateway the link names.
+    published = hashlib.sha256(base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4))).hexdigest()
+    assert text_of(browser, "#anchors-sha256") == published
+    assert text_of(browser, "#anchors-gateway") == hostile.url.rstrip("/")
     shot(browser, "vote-forged-key-refused")
 
     # Observer-1's tally signed by a key the gateway states as its own.
