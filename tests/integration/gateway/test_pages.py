@@ -178,6 +178,9 @@ def test_the_voter_page_verifies_a_real_receipt_and_refuses_a_flipped_byte(
     checks = text_of(browser, "#checks")
     assert "✗" not in checks and good["checkpoint"]["log_key"] in checks
     assert "Ed25519 signature by the pinned key valid" in checks and "/witness/" in checks and ": valid" in checks
+    # Each row names the account that wrote the record, read from its proven bytes.
+    script = "return Array.from(document.querySelectorAll('#records tbody tr'), (r) => r.cells[3].textContent)"
+    assert browser.execute_script(script) == ["writer1"] * len(good["records"])
     shot(browser, "vote")
 
     path = tmp_path / "receipt.json"
