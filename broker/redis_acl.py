@@ -85,8 +85,9 @@ overwrite, delete or trim what another node wrote there:
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
   signed (10.7); a home rewrites its stream from its store when it finds an entry not its own
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
-  checkpoint of that epoch, signed by the pinned key its own epoch does not sign with, proves
-  it (10.9: ingest/epochs.py Homes, the outbox, the write concern). The verifier and
+  checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
+  cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
+  concern; that key alone is the standby host's). The verifier and
   ``vledger repl status`` still take the hash's home (docs/PROTOCOL.md 10.6, 10.9).
 
 A node may also claim, in its own keys, a height it does not hold or an alert about any node:
