@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from itertools import pairwise
 from typing import Any
 
 import msgpack
@@ -259,6 +260,23 @@ def test_requests_waiting_on_one_future_are_answered_in_the_order_they_were_read
     client.send(b"shared:a:late")  # a Future already done answers a request that comes later at once
     assert _reply(receive(client) or b"") == {"id": "shared:a:late", "ok": True, "result": {"done": "a"}}
     assert running.loop._in_flight == 0 and running.loop._waiters == {}
+
+
+def test_a_burst_goes_to_the_service_in_rounds_of_at_most_read_batch(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    """Each round read is flushed (handed to the store's committer) before the next is read, so
+    the committer works on one round while the loop reads the next (READ_BATCH says why)."""
+    running = harness(read_batch=4)
+    client = running.client(listed)
+    for n in range(30):
+        client.send(b"slow:%d" % n)
+    for _ in range(100):
+        if len(running.service.asked) == 30 and running.service.flushed[-1:] == [30]:
+            break
+        receive(client, 20)
+    rounds = [after - before for before, after in pairwise([0, *running.service.flushed])]
+    assert sum(rounds) == 30 and max(rounds) <= 4
 
 
 def test_a_request_of_several_frames_is_refused_and_the_loop_goes_on(
