@@ -20,8 +20,10 @@ is validated here before anything uses it; a bad one raises FeedError and is dro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from typing import Any
 
 import msgpack
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from ..config.settings import BrokerSettings
 from ..node.canonical import pack
@@ -49,6 +52,19 @@ MAX_NAME = 64
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _send_frame = zmq.backend.Socket.send  # pyzmq's compiled send, without the sugar layer's wrapper
+# libzmq drops a connection whose CURVE handshake failed (the publisher's ZAP handler refused
+# the key, or a protocol error) and never connects it again: the SUB socket would stay deaf for
+# the life of the process. A key refused for now is often admitted soon after (an account that
+# node has not applied yet, a rotated key before the admin ledger reached it), so the
+# subscriber connects that endpoint again itself, after RETRY_REFUSED_S, doubled at each
+# refusal up to RETRY_REFUSED_MAX_S: a stranger costs the publisher one handshake a period.
+RETRY_REFUSED_S = 0.5
+RETRY_REFUSED_MAX_S = 30.0
+# How often a receive looks for handshake events: a look costs about 5 us (a zmq_poll), as much
+# as an empty receive, and the follow loop receives at every batch.
+LOOK_EVERY_S = 0.05
+_GAVE_UP = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+_HANDSHAKES = _GAVE_UP | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +223,8 @@ class Subscriber:
     :meth:`retarget` (any thread) replaces the keys or the sources after a key rotation: the
     next :meth:`receive` connects a new socket before it closes the old one. What is published
     meanwhile may be missed, as on any PUB/SUB: the follower fetches gaps by height.
+    An endpoint whose handshake failed (its publisher refused the key) is connected again by
+    :meth:`receive`, after :data:`RETRY_REFUSED_S` and longer each time it is refused again.
     """
 
     def __init__(
@@ -218,18 +236,29 @@ class Subscriber:
         receive_hwm: int,
         max_message_bytes: int,
         max_record_bytes: int,
+        clock: Callable[[], float] = time.monotonic,  # when a refused endpoint is tried again
     ) -> None:
         self.ctx = ctx
         self.receive_hwm = receive_hwm
         self.max_message_bytes = max_message_bytes
         self.max_record_bytes = max_record_bytes
         self.rejected = 0
+        self.refusals = 0  # handshakes that failed, each followed by a new connection in time
         self.target = (keys, tuple(sources))
+        self._clock = clock
         self._lock = threading.Lock()
         self._next: tuple[KeyPair, tuple[FeedSource, ...]] | None = None
+        self._monitor: zmq.Socket[Any] | None = None  # the socket's handshake events
+        self._server_keys: dict[bytes, str] = {}  # endpoint (as the monitor names it) -> its publisher's key
+        self._retry_at: dict[bytes, float] = {}  # refused endpoint -> when to connect it again
+        self._delay: dict[bytes, float] = {}  # refused endpoint -> the wait after its last refusal
+        self._look_at = 0.0  # when receive next looks at the handshake events (time.monotonic)
         self.socket = self._connect(*self.target)
 
     def _connect(self, keys: KeyPair, sources: tuple[FeedSource, ...]) -> zmq.Socket[Any] | None:
+        self._server_keys = {}
+        self._retry_at.clear()
+        self._delay.clear()
         socket: zmq.Socket[Any] | None = None
         for source in sources:
             if socket is None:
@@ -237,11 +266,30 @@ class Subscriber:
                 socket.rcvhwm = self.receive_hwm
                 socket.maxmsgsize = self.max_message_bytes
                 socket.setsockopt(zmq.SUBSCRIBE, b"")
+                self._monitor = self._watch(socket)
             else:  # CURVE options apply per connection, at connect time
                 socket.curve_serverkey = source.key.encode("ascii")
             for endpoint in (source.endpoint, *source.also):
                 socket.connect(endpoint)
+                self._server_keys[endpoint.encode("utf-8")] = source.key
         return socket
+
+    def _watch(self, socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
+        """A PAIR socket that hears ``socket``'s handshakes (connected before any connection is)."""
+        address = f"inproc://vledger-feed-monitor-{id(socket)}-{time.monotonic_ns()}"
+        socket.monitor(address, _HANDSHAKES)
+        monitor: zmq.Socket[Any] = self.ctx.socket(zmq.PAIR)
+        monitor.linger = 0
+        monitor.connect(address)
+        return monitor
+
+    def _close_socket(self, socket: zmq.Socket[Any] | None, monitor: zmq.Socket[Any] | None) -> None:
+        if socket is not None and monitor is not None:
+            socket.disable_monitor()
+        if monitor is not None:
+            monitor.close(linger=0)
+        if socket is not None:
+            socket.close(linger=0)
 
     def retarget(self, keys: KeyPair, sources: Iterable[FeedSource]) -> None:
         """Subscribe with ``keys`` to ``sources`` from the next :meth:`receive` on, if either changed."""
@@ -254,17 +302,60 @@ class Subscriber:
             target, self._next = self._next, None
         if target is None:
             return
-        old, self.socket = self.socket, self._connect(*target)
+        old, old_monitor = self.socket, self._monitor
+        self._monitor = None
+        self.socket = self._connect(*target)
         self.target = target
-        if old is not None:
-            old.close(linger=0)
+        self._close_socket(old, old_monitor)
         log.info("feed subscription now with key %s to %s", target[0].fingerprint,
                  ", ".join(f"{s.name} ({s.key[:8]}...)" for s in target[1]))  # fmt: skip
+
+    def _handshakes(self) -> None:
+        """Take the handshake events, and connect again each refused endpoint whose wait is over."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        while monitor.poll(0, zmq.POLLIN):
+            event = parse_monitor_message(monitor.recv_multipart())
+            endpoint = event["endpoint"]
+            if endpoint not in self._server_keys:
+                continue
+            kind = zmq.Event(event["event"])
+            if kind & _GAVE_UP:
+                self.refusals += 1
+                delay = (
+                    min(2 * self._delay[endpoint], RETRY_REFUSED_MAX_S) if endpoint in self._delay else RETRY_REFUSED_S
+                )
+                if endpoint not in self._delay:
+                    # Once per run of refusals: a stranger's every retry would fill the log.
+                    log.warning("feed %s refused this subscriber's handshake (%s): connecting again in %.1f s, "
+                                "then less often while it refuses", endpoint.decode("utf-8", "replace"),
+                                kind.name, delay)  # fmt: skip
+                self._delay[endpoint] = delay
+                self._retry_at[endpoint] = self._clock() + delay
+            elif endpoint in self._delay:
+                del self._delay[endpoint]
+                log.info("feed %s admits this subscriber now", endpoint.decode("utf-8", "replace"))
+        if not self._retry_at:
+            return
+        socket = self.socket
+        assert socket is not None  # an endpoint is known only once a socket connected it
+        now = self._clock()
+        for endpoint in [e for e, at in self._retry_at.items() if at <= now]:
+            del self._retry_at[endpoint]
+            address = endpoint.decode("utf-8")
+            with contextlib.suppress(zmq.ZMQError):  # libzmq still names it: then it is the only connection
+                socket.disconnect(address)
+            socket.curve_serverkey = self._server_keys[endpoint].encode("ascii")
+            socket.connect(address)
 
     def receive(self, timeout_ms: int, max_messages: int) -> list[FeedMessage]:
         """What arrived, waiting up to ``timeout_ms`` for the first message; bad ones dropped."""
         if self._next is not None:
             self._switch()
+        if (now := time.monotonic()) >= self._look_at:
+            self._look_at = now + LOOK_EVERY_S
+            self._handshakes()
         socket = self.socket
         if socket is None or not socket.poll(timeout_ms, zmq.POLLIN):
             return []
@@ -282,5 +373,6 @@ class Subscriber:
         return messages
 
     def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close(linger=0)
+        socket, monitor = self.socket, self._monitor
+        self.socket, self._monitor = None, None
+        self._close_socket(socket, monitor)

@@ -323,8 +323,9 @@ class FeedTap:
     def wait_beats(self, count: int = 1, timeout: float = 30.0) -> None:
         """Read until ``count`` more heartbeats arrived: the subscription is live since the first.
 
-        30 s, not 10: a relay's first beat under the whole suite's load once came later than 10 s
-        (test_relays' diamond, one run in four; never alone); a passing run waits no longer."""
+        30 s: a tap made right after ``add_account`` may reach a replica that has not applied the
+        account yet (the admin waits for the ingest nodes only); refused, the Subscriber connects
+        again after 0.5, 1, 2, 4, 8 s... A passing run waits no longer."""
         goal = len(self.beats) + count
         wait_until(
             lambda: self.read(0.05) >= 0 and len(self.beats) >= goal,

@@ -7,7 +7,8 @@ publisher: no node publishes a height twice, and once every node holds the home'
 feeds carry heartbeats only. Each store then verifies from genesis, the same bytes as the
 home node's, and Redis counts every record on every node. With ``max_hops = 1`` a relay
 republishes nothing, and a replica that follows only that relay still converges, by
-catching up from the Redis stream and from the relay's ``range``.
+catching up from the Redis stream and from the relay's ``range``. A subscriber that a relay
+refused (its account not applied there yet) subscribes again until it is admitted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import collections
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from vledger.broker.keys import new_keypair
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger, count_distribution
 from vledger.tests.integration.cluster import ADMIN, FeedTap, LocalCluster, entry, genesis, wait_until
@@ -162,3 +164,20 @@ def test_with_one_hop_a_replica_behind_a_relay_catches_up_from_the_stream_and_th
     assert_no_loop(taps, size, {"replica-1": 1})
     assert taps["replica-1"].records == [], "a relay republished with max_hops = 1"
     assert_same_chain_everywhere(cluster, size)
+
+
+def test_a_subscriber_the_relay_refused_until_it_applied_the_account_then_hears_its_feed(
+    start_cluster: StartCluster,
+) -> None:
+    # An admin's change is answered once the ingest nodes applied it; a relay applies it a moment
+    # later. The diamond's tap once connected in that moment: refused, and libzmq never connects
+    # again after a refused handshake, so it heard no heartbeat at all. Here the account comes
+    # only after the relay refused the subscriber: it must subscribe again by itself.
+    cluster = relay_cluster(start_cluster, {}, ["replica-1"], replicas=1, max_hops=2)
+    late = new_keypair()
+    cluster.keys["late"] = late  # an observer's key pair, whose account does not exist yet
+    tap = cluster.tap("replica-1", "late")
+    wait_until(lambda: tap.read(0.05) >= 0 and tap.subscriber.refusals > 0, 10, "the relay refused the tap")
+    assert tap.beats == []
+    cluster.add_account("late", "observer", late)
+    tap.wait_beats(1)

@@ -12,9 +12,12 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vledger.broker.curve import AllowList
+from vledger.broker.curve import AllowList, CurveServer, stop_authenticator
 from vledger.broker.feed import (
     CHECKPOINTS_TOPIC,
+    FEED_DOMAIN,
+    RETRY_REFUSED_MAX_S,
+    RETRY_REFUSED_S,
     FeedCheckpoints,
     FeedMessage,
     FeedRecord,
@@ -341,6 +344,79 @@ def test_an_unlisted_key_gets_nothing(ctx: zmq.Context[Any], publishers: Publish
     finally:
         member.close()
         outsider.close()
+
+
+def wait_refused(sub: Subscriber, times: int) -> None:
+    """Read (nothing comes) until ``sub`` saw ``times`` handshakes refused, or the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while sub.refusals < times:
+        assert time.monotonic() < deadline, f"{sub.refusals} refusals, not {times}"
+        assert sub.receive(20, 1000) == []
+
+
+def test_a_subscriber_refused_until_its_key_is_admitted_then_hears_the_feed(
+    ctx: zmq.Context[Any], publishers: PublisherFactory
+) -> None:
+    # libzmq never connects again after a refused CURVE handshake: without the subscriber's own
+    # retry, an observer whose account a node applied a moment after it subscribed stayed deaf.
+    keys = new_keypair()
+    publisher = publishers("replica-2", [])
+    sub = subscriber(ctx, keys, [publisher])
+    try:
+        wait_refused(sub, 2)  # and refused again at its first retry: it goes on trying
+        publisher.server.allow_list.replace(publisher.server.allow_list.keys() | {keys.public})
+
+        def send(n: int) -> None:
+            publisher.checkpoints([])
+
+        received = publish_until_received(sub, send, lambda got: len(got) >= 3)
+    finally:
+        sub.close()
+    assert {m.sender for m in received} == {"replica-2"}
+
+
+@pytest.fixture
+def refusing() -> Iterator[CurveServer]:
+    """A feed that admits no key: in a Context of its own, whose ZAP handler has its own allow-list."""
+    context: zmq.Context[Any] = zmq.Context()
+    server = CurveServer(
+        new_keypair(), "tcp://127.0.0.1:*", AllowList(), socket_type=zmq.PUB, ctx=context, domain=FEED_DOMAIN
+    )
+    yield server
+    server.close()
+    stop_authenticator(context)
+    context.destroy(linger=0)
+
+
+def test_a_refused_endpoint_is_tried_again_later_each_time_and_alone(
+    ctx: zmq.Context[Any], publishers: PublisherFactory, refusing: CurveServer
+) -> None:
+    keys = new_keypair()
+    admits = publishers("ingest-1", [keys])
+    now = [0.0]
+    sub = Subscriber(
+        ctx,
+        keys,
+        [source(admits), FeedSource("ingest-2", refusing.connect_endpoint, refusing.keys.public)],
+        receive_hwm=10_000,
+        max_message_bytes=1024 * 1024,
+        max_record_bytes=MAX_RECORD,
+        clock=lambda: now[0],
+    )
+    try:
+        wait_refused(sub, 1)
+        for attempt in range(8):  # each wait twice the last, up to the ceiling
+            wait = min(RETRY_REFUSED_S * 2**attempt, RETRY_REFUSED_MAX_S)
+            refused = sub.refusals
+            now[0] += wait / 2  # its clock short of the wait: the admitted feed delivers, the other waits
+            publish_until_received(sub, lambda n: admits.record("ledger-a", n, b"a"), lambda got: len(got) >= 3)
+            assert sub.refusals == refused, f"tried again before {wait} s"
+            now[0] += wait / 2
+            wait_refused(sub, refused + 1)
+        received = publish_until_received(sub, lambda n: admits.record("ledger-a", n, b"a"), lambda got: len(got) >= 3)
+    finally:
+        sub.close()
+    assert {m.sender for m in received} == {"ingest-1"}
 
 
 def test_one_subscriber_follows_two_publishers_with_their_own_keys(
