@@ -259,15 +259,26 @@ def proven_epoch(history: EpochHistory, notes: Iterable[bytes]) -> tuple[int, st
     nothing by itself. None when no note proves one; a note that does not verify raises nothing."""
     current = history.current
     others = [key for key in history.pinned() if key != current.key]
+    return epoch_proven_by(current.number, current.home, others, notes)
+
+
+def epoch_proven_by(
+    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes]
+) -> tuple[int, str] | None:
+    """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
+    epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
+    ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
+    takes the standby's key file) proves, as (number, home). None when none does."""
+    keys = tuple(keys)
     best: tuple[int, str] | None = None
     for note in notes:
-        for key in others:
+        for key in keys:
             try:
-                number, home = epoch_claim(verify_checkpoint(note, key).checkpoint)
+                claimed, named = epoch_claim(verify_checkpoint(note, key).checkpoint)
             except VledgerError:
                 continue
-            if home is not None and home != current.home and number > max(current.number, best[0] if best else 0):
-                best = (number, home)
+            if named is not None and named != home and claimed > max(number, best[0] if best else 0):
+                best = (claimed, named)
     return best
 
 

@@ -21,6 +21,7 @@ from vledger.node.epoch import (
     check_promotion,
     epoch_claim,
     epoch_payload,
+    epoch_proven_by,
     gather_in_epochs,
     proven_epoch,
 )
@@ -254,3 +255,17 @@ def test_only_a_checkpoint_signed_by_the_other_pinned_key_proves_a_newer_epoch()
     _, handed = _handed_over()  # a copy that holds epoch 2: only epoch 3 of the home's key is newer
     assert proven_epoch(handed, [standby]) is None
     assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, (f"vledger-epoch 3 {HOME}",)).note]) == (3, HOME)
+
+
+def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
+    """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
+    no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
+    later epoch, by one of the keys given; the newest of several."""
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    notes = [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note, b"not a note"]
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes) == (2, STANDBY)
+    assert epoch_proven_by(1, HOME, [HOME_KEY], notes) is None  # not signed by the key given
+    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes) is None  # not past the epoch held
+    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes) is None  # names the home held
+    later = STANDBY_SIGNER.sign(LEDGER, 12, ROOT, ("vledger-epoch 4 ingest-3",)).note
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later]) == (4, "ingest-3")
