@@ -28,7 +28,8 @@ replica       read streams, homes, epochs, checkpoints and outside cosignatures;
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
-verifier      read streams, held heights, homes and checkpoints; read streams through its
+verifier      read streams, held heights, homes, epochs, checkpoints and the witnesses'
+              cosignatures (``{*}:cosig``: what proves a handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
@@ -75,7 +76,8 @@ overwrite, delete or trim what another node wrote there:
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
   checkpoint of that epoch, signed by the pinned key its own epoch does not sign with, proves
   it (10.9: ingest/epochs.py Homes, the outbox, the write concern). The verifier and
-  ``vledger repl status`` still take the hash's home (docs/PROTOCOL.md 10.6, 10.9).
+  ``vledger repl status`` take the cluster file's home until such a checkpoint, cosigned by a
+  witness, proves a handover, and show the hash's home otherwise as a claim (10.6, 10.9).
 - the observers' signed tallies (``{*}:tallies``, a stream per ledger, and ``{*}:tally:latest``,
   a hash with a field per observer): an observer may point another's latest at that
   observer's own older signed snapshot, or trim the stream (``XADD ... MAXLEN``). Each tally is
@@ -255,6 +257,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"%R~{ledgers}",
             f"%R~{epochs}",
             f"%R~{checkpoint}",
+            f"%R~{ns}:{{*}}:cosig",  # a witness's cosigned note of a new epoch proves its handover (10.9)
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),

@@ -396,7 +396,12 @@ class ClusterChecks:
         held = state.epoch
         if named is None or named[0] <= held[0]:
             return held
-        found = self._checkpoint_of(ledger, state).proven_epoch(self.replication.epoch_notes(ledger))
+        try:
+            notes = self.replication.epoch_notes(ledger)
+        except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier read {*}:cosig
+            log.warning("the notes that may prove epoch %d of %s cannot be read: %s", named[0], ledger, e)
+            return held
+        found = self._checkpoint_of(ledger, state).proven_epoch(notes)
         if found is not None and found[0] > held[0]:
             log.info("epoch %d of %s, at %s, is proven by a signed and cosigned checkpoint", found[0], ledger, found[1])
             return found
