@@ -11,6 +11,10 @@
   held a connection for ever, and ~20k such held the process's file limit).
 * :func:`health_app`: ``/healthz`` (the process is alive), ``/readyz`` (every readiness check
   passes: store open, Redis reachable, copy current) and ``/metrics`` (Prometheus text).
+* :func:`names_loopback`, :func:`check_local_host`: what only the local operator may read (a
+  loopback server's metrics, a loopback gateway's logs) is answered only to a request whose
+  ``Host`` names a loopback address too: a web page the operator opens whose name an attacker
+  points at 127.0.0.1 (DNS rebinding) sends its own name, and a reverse proxy its public one.
 
 aiohttp rather than ``http.server``: one event loop serves thousands of idle Server-Sent
 Events connections and keeps up with a cache's tile requests (README, "Public HTTP gateway").
@@ -37,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from ..config.cluster import HttpSettings
-from ..node.errors import VledgerError
+from ..node.errors import BadRequestError, VledgerError
 from ..node.storefile import damaged_file
 
 log = logging.getLogger(__name__)
@@ -125,9 +129,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        code = _REASON_CODE.get(e.status, "bad_request")
-        message = "no such path" if e.status == 404 else e.reason
-        return error_response(e.status, code, message)
+        # aiohttp's static route answers a directory (``/static/``) 403: nothing here is
+        # forbidden to one and open to another, so it is a path that is no route (PROTOCOL 15).
+        status = 404 if e.status == 403 else e.status
+        code = _REASON_CODE.get(status, "bad_request")
+        message = "no such path" if status == 404 else e.reason
+        return error_response(status, code, message)
     except VledgerError as e:
         return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
     except (asyncio.CancelledError, ConnectionResetError):
@@ -440,6 +447,43 @@ def run_checks(checks: Mapping[str, Check]) -> dict[str, str | None]:
     return results
 
 
+def _loopback_name(host: str) -> bool:
+    """Whether ``host`` (a Host header's name, its port removed) is a loopback address or ``localhost``."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761 6.3: loopback only
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def names_loopback(request: web.Request) -> bool:
+    """Whether the request's Host names a loopback address (``127.0.0.1:8080``, ``[::1]``, ``localhost``)."""
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return _loopback_name(host)
+
+
+def bound_to_loopback(request: web.Request) -> bool:
+    """Whether the request came in on a socket bound to a loopback address."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if not isinstance(sockname, tuple) or not sockname:
+        return False
+    return _loopback_name(str(sockname[0]))
+
+
+def check_local_host(request: web.Request) -> None:
+    """BadRequestError if a server bound to a loopback address gets a Host that names no loopback
+    address: a DNS-rebinding page, which the browser lets read its "own" origin (see the docstring)."""
+    if bound_to_loopback(request) and not names_loopback(request):
+        host = request.headers.get("Host", "")[:100]
+        raise BadRequestError(f"Host {host!r} does not name this loopback server (127.0.0.1, [::1] or localhost)")
+
+
 def add_health_routes(
     app: web.Application, checks: Mapping[str, Check], registry: CollectorRegistry, details: Details | None = None
 ) -> None:
@@ -456,7 +500,8 @@ def add_health_routes(
         body = {**(details() if details is not None else {}), "ok": ready, "checks": results}
         return json_response(body, status=200 if ready else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        check_local_host(request)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"})
 

@@ -27,15 +27,16 @@ replica       read streams, homes, epochs, checkpoints and outside cosignatures;
               publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
-observer      what a replica may, and publish signed tallies (``{*}:tallies``, ``{*}:tally:latest``)
+observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
+              ``{*}:tally:latest:<node>``: see Tallies below)
 verifier      read streams, held heights, homes, epochs, checkpoints and the witnesses'
               cosignatures (``{*}:cosig``: what proves a handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
-gateway       read only: the signed tallies, the witnesses' and outside witnesses' cosignatures,
-              held heights, the ledgers' homes and every raiser's open alerts
-              (verifier/gateway.py); no write command at all
+gateway       read only: every observer's signed tallies, the witnesses' and outside
+              witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
+              open alerts (verifier/gateway.py); no write command at all
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
               renames of ``vledger admin migrate-keys``)
 ============  ===========================================================================
@@ -60,6 +61,17 @@ remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of i
 **Held heights** are per node too: node N's height of a ledger is ``{*}:held:N``, a string
 only N's user sets (``SET``, in a selector of that key alone) and every node reads.
 
+**Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
+``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
+stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
+selector of its held heights), so each stays of its type; the gateway and the admin read
+every observer's. So an observer broken into can neither point another's latest at an older
+signed snapshot nor trim, delete or add to another's stream; what it can do is put in its
+own keys an old snapshot of its own or a body another observer signed (readers take the
+observer from the key's name, and the body's ``observer`` must be it, its signature that
+observer's), and trim its own stream. The shared ``{*}:tallies`` and ``{*}:tally:latest`` of
+the older layout are the admin's, and read by nobody.
+
 **What ACLs still cannot say.** Some keys stay shared by every node of a role, which may
 overwrite, delete or trim what another node wrote there:
 
@@ -74,16 +86,11 @@ overwrite, delete or trim what another node wrote there:
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
   signed (10.7); a home rewrites its stream from its store when it finds an entry not its own
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
-  checkpoint of that epoch, signed by the pinned key its own epoch does not sign with, proves
-  it (10.9: ingest/epochs.py Homes, the outbox, the write concern). The verifier and
-  ``vledger repl status`` take the cluster file's home until such a checkpoint, cosigned by a
-  witness, proves a handover, and show the hash's home otherwise as a claim (10.6, 10.9).
-- the observers' signed tallies (``{*}:tallies``, a stream per ledger, and ``{*}:tally:latest``,
-  a hash with a field per observer): an observer may point another's latest at that
-  observer's own older signed snapshot, or trim the stream (``XADD ... MAXLEN``). Each tally is
-  signed, so none can be forged, but an old one can be shown as the latest, and agree with
-  the others' at that height (the gateway's pages and ``vledger tally`` then show old funds
-  as agreed): a tally's height is what says how old it is.
+  checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
+  cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
+  concern; that key alone is the standby host's). The verifier and ``vledger repl status``
+  take the cluster file's home until such a checkpoint proves a handover, and show the
+  hash's home otherwise as a claim (docs/PROTOCOL.md 10.6, 10.9).
 
 A node may also claim, in its own keys, a height it does not hold or an alert about any node:
 those are claims, shown with the name of the node that made them.
@@ -212,9 +219,9 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
     # since whoever counts cosignatures verifies each one (broker/replication.py).
     witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}:{node}")
-    # The gateway (verifier/gateway.py) shows the tallies, as its own read-only user.
-    tallies = (f"{ns}:{{*}}:tallies", f"{ns}:{{*}}:tally:latest")
-    tallies_read = tuple(f"%R~{key}" for key in tallies)
+    # An observer publishes its tallies in keys of its own name (in its selectors); the gateway
+    # (verifier/gateway.py) reads every observer's, as its own read-only user.
+    tallies_read = (f"%R~{ns}:{{*}}:tallies:*", f"%R~{ns}:{{*}}:tally:latest:*")
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
     outside = f"{ns}:{{*}}:outside"
     epochs = f"{ns}:{{ledgers}}:epochs"  # a standby promoted names itself there (10.9)
@@ -249,7 +256,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"~{own_held}",
         ),
         "replica": follower,
-        "observer": (*follower, *(f"~{key}" for key in tallies)),
+        "observer": follower,
         "verifier": (
             *node_keys,
             f"%R~{alerts}:resolved",  # what the operator resolved: an alert gone without it is put back
@@ -290,13 +297,19 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
 # A follower sets its held height (a string: SET) on its own key only, not on a witness's
-# hash or any other key its root rules let it write.
+# hash or any other key its root rules let it write. An observer also sets the id of its latest
+# tally so, and adds to its own tally streams with XADD alone, neither key being in its root
+# rules: no other command (HSET, SET on the stream) makes them of a type the readers' GET and
+# XRANGE fail on. Its publishing script (EVALSHA) names both keys, so a selector of its own lets
+# it run there: the commands the script runs are checked again, against every selector.
 def _selectors(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
-    own_held = (f"(+set ~{ns}:{{*}}:held:{node})",)
+    own_held = f"~{ns}:{{*}}:held:{node}"
+    stream, latest = f"~{ns}:{{*}}:tallies:{node}", f"~{ns}:{{*}}:tally:latest:{node}"
+    own_tallies = (f"(+evalsha +eval {stream} {latest})", f"(+set {own_held} {latest})", f"(+xadd {stream})")
     return {
         "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
-        "replica": own_held,
-        "observer": own_held,
+        "replica": (f"(+set {own_held})",),
+        "observer": own_tallies,
     }
 
 

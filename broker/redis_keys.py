@@ -3,8 +3,8 @@
 Every key carries a **hash tag** (the part in braces, which alone decides a key's slot in
 Redis Cluster), so that every Lua script and every MULTI touches keys of one slot:
 
-* a ledger's keys are tagged with the ledger: ``vledger:{<ledger>}:chain``, ``:held``,
-  ``:checkpoint``, ``:cosig``, ``:tallies``, ``:tally:latest``;
+* a ledger's keys are tagged with the ledger: ``vledger:{<ledger>}:chain``, ``:held:<node>``,
+  ``:checkpoint``, ``:cosig``, ``:tallies:<observer>``, ``:tally:latest:<observer>``;
 * the cluster-wide keys with their group: ``vledger:{ledgers}``, ``vledger:{evidence}`` and
   each witness's ``vledger:{evidence}:<node>``, ``vledger:{alerts}`` and
   ``vledger:{alerts}:open`` (the admin's) and each node's ``vledger:{alerts}:log:<node>`` and

@@ -1,39 +1,52 @@
 """Observers' signed tally snapshots on Redis (docs/PROTOCOL.md section 11).
 
-Keys (``vledger`` is the namespace, as in broker/replication.py):
+Keys (``vledger`` is the namespace, as in broker/replication.py), each of one observer's
+name, which only that observer's Redis user writes (broker/redis_acl.py):
 
-* ``vledger:{<ledger>}:tallies``: a stream with one entry per snapshot any observer published,
-  fields ``observer`` (its node name), ``height`` (decimal), ``body`` (the canonical msgpack
-  body that is signed) and ``signature`` (64 bytes, Ed25519). Trimmed to about
+* ``vledger:{<ledger>}:tallies:<observer>``: a stream with one entry per snapshot the
+  observer published, fields ``height`` (decimal), ``body`` (the canonical msgpack body
+  that is signed) and ``signature`` (64 bytes, Ed25519). Trimmed to about
   ``stream_max_len`` entries.
-* ``vledger:{<ledger>}:tally:latest``: a hash, observer -> the stream id of its latest entry.
+* ``vledger:{<ledger>}:tally:latest:<observer>``: a string, the stream id of its latest
+  entry (what a reader polls to see a new one without reading its body).
 
-Both are written by one script (they share the ledger's hash tag: one slot), so the hash
-never names an entry that is not in the stream (unless the trim took it since).
-Nothing here checks a signature: a reader does (vledger.verifier.tally).
+Both are written by one script (they share the ledger's hash tag: one slot), so the latest
+id never names an entry that is not in the stream. A reader takes the observer of an entry
+from the key's name, never from what the entry says: an observer writes only its own keys,
+but may put anything in them (a body another observer signed, say), which the signature
+check then finds. Nothing here checks a signature: a reader does (vledger.verifier.tally).
+
+The older layout's shared ``vledger:{<ledger>}:tallies`` and ``:tally:latest`` (every
+observer's entries in one stream, any observer's user could write all of it) are no longer
+read: each observer publishes every ledger at its head anew once it restarted and replayed
+its store.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
-# The entry and the latest pointer in one step: the hash never names an entry not yet in the stream.
+# The entry and the latest id in one step: the latest never names an entry not yet in the stream.
 _PUBLISH = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'observer', ARGV[2], 'height', ARGV[3], 'body', ARGV[4], 'signature', ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[2], id)
+  'height', ARGV[2], 'body', ARGV[3], 'signature', ARGV[4])
+redis.call('SET', KEYS[2], id)
 return id
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One entry of a ledger's tally stream, as Redis holds it (nothing checked yet)."""
+    """One entry of an observer's tally stream, as Redis holds it (nothing checked yet);
+    ``observer`` is the one whose key holds it."""
 
     entry_id: str
     observer: str
@@ -46,15 +59,11 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _published(entry_id: Any, fields: dict[bytes, bytes]) -> Published | None:
+def _published(observer: str, entry_id: Any, fields: dict[bytes, bytes]) -> Published | None:
     """An entry's fields, or None for an entry of another shape (a reader reports it as missing)."""
     try:
         return Published(
-            _text(entry_id),
-            _text(fields[b"observer"]),
-            int(fields[b"height"]),
-            bytes(fields[b"body"]),
-            bytes(fields[b"signature"]),
+            _text(entry_id), observer, int(fields[b"height"]), bytes(fields[b"body"]), bytes(fields[b"signature"])
         )
     except (KeyError, ValueError):
         return None
@@ -69,30 +78,56 @@ class TallyBoard:
         self.stream_max_len = stream_max_len
         self._publish = client.register_script(_PUBLISH)
 
-    def stream_key(self, ledger: str) -> str:
-        return ledger_key(self.namespace, ledger, "tallies")
+    def stream_key(self, ledger: str, observer: str) -> str:
+        """``observer``'s stream of snapshots of ``ledger``: only its Redis user writes it."""
+        return ledger_key(self.namespace, ledger, f"tallies:{observer}")
 
-    def latest_key(self, ledger: str) -> str:
-        return ledger_key(self.namespace, ledger, "tally:latest")
+    def latest_key(self, ledger: str, observer: str) -> str:
+        """The id of ``observer``'s latest entry in its stream of ``ledger``: only its Redis user writes it."""
+        return ledger_key(self.namespace, ledger, f"tally:latest:{observer}")
 
     def publish(self, ledger: str, observer: str, height: int, body: bytes, signature: bytes) -> str:
-        """Add a snapshot to the ledger's stream and make it ``observer``'s latest; its entry id."""
-        keys = [self.stream_key(ledger), self.latest_key(ledger)]
-        return _text(self._publish(keys=keys, args=[self.stream_max_len, observer, height, body, signature]))
+        """Add a snapshot to ``observer``'s stream of ``ledger`` and make it its latest; its entry id."""
+        keys = [self.stream_key(ledger, observer), self.latest_key(ledger, observer)]
+        return _text(self._publish(keys=keys, args=[self.stream_max_len, height, body, signature]))
 
-    def latest(self, ledger: str) -> dict[str, Published | None]:
-        """observer -> its latest entry (None if the hash names an entry no longer in the stream)."""
-        ids = {_text(k): _text(v) for k, v in self.client.hgetall(self.latest_key(ledger)).items()}
+    def latest_ids(self, ledgers: Iterable[str], observers: Iterable[str]) -> dict[str, dict[str, str]]:
+        """ledger -> observer -> the id of its latest entry (observers that published none left out):
+        one round trip, no body read."""
+        names = list(observers)
+        found: dict[str, dict[str, str]] = {ledger: {} for ledger in ledgers}
+        pairs = [(ledger, observer) for ledger in found for observer in names]
+        if not pairs:  # a cluster without observers asks Redis nothing
+            return found
         pipe = self.client.pipeline(transaction=False)
-        for entry_id in ids.values():
-            pipe.xrange(self.stream_key(ledger), min=entry_id, max=entry_id, count=1)
-        found: dict[str, Published | None] = {}
-        for observer, entries in zip(ids, pipe.execute(), strict=True):
-            found[observer] = _published(*entries[0]) if entries else None
+        for ledger, observer in pairs:
+            pipe.get(self.latest_key(ledger, observer))
+        for (ledger, observer), entry_id in zip(pairs, pipe.execute(), strict=True):
+            if entry_id is not None:
+                found[ledger][observer] = _text(entry_id)
         return found
 
-    def history(self, ledger: str, before: str | None = None, count: int = HISTORY_PAGE) -> list[Published]:
-        """Up to ``count`` entries older than the id ``before`` (None: from the newest), newest first."""
+    def latest(self, ledger: str, observers: Iterable[str]) -> dict[str, Published | None]:
+        """Each of ``observers`` that published a snapshot of ``ledger`` -> its latest entry (None
+        if its latest id is no stream id or names no entry of its stream, or one of another shape)."""
+        ids = self.latest_ids([ledger], observers)[ledger]
+        found: dict[str, Published | None] = dict.fromkeys(ids)
+        # An observer writes its latest id itself: one that is no id must not fail the others' reads.
+        readable = {observer: entry_id for observer, entry_id in ids.items() if _STREAM_ID.fullmatch(entry_id)}
+        if not readable:
+            return found
+        pipe = self.client.pipeline(transaction=False)
+        for observer, entry_id in readable.items():
+            pipe.xrange(self.stream_key(ledger, observer), min=entry_id, max=entry_id, count=1)
+        for observer, entries in zip(readable, pipe.execute(), strict=True):
+            found[observer] = _published(observer, *entries[0]) if entries else None
+        return found
+
+    def history(
+        self, ledger: str, observer: str, before: str | None = None, count: int = HISTORY_PAGE
+    ) -> list[Published]:
+        """Up to ``count`` of ``observer``'s entries older than the id ``before`` (None: from the
+        newest), newest first."""
         top = "+" if before is None else f"({before}"
-        entries = self.client.xrevrange(self.stream_key(ledger), max=top, min="-", count=count)
-        return [p for key, fields in entries if (p := _published(key, fields)) is not None]
+        entries = self.client.xrevrange(self.stream_key(ledger, observer), max=top, min="-", count=count)
+        return [p for key, fields in entries if (p := _published(observer, key, fields)) is not None]

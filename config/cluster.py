@@ -104,7 +104,7 @@ class ObserverSettings:
     """How observers publish their signed tallies (docs/PROTOCOL.md, section 11)."""
 
     tally_interval_ms: int = 1000  # at most one snapshot per ledger and observer this often
-    tally_stream_max_len: int = 10_000  # snapshots kept per ledger stream (approximate trim)
+    tally_stream_max_len: int = 10_000  # snapshots kept in each observer's stream of a ledger (approximate trim)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

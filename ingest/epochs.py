@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, NodeConfig
@@ -159,19 +159,30 @@ class Homes:
 
     Every ingest node's Redis user may write ``epochs``, so an epoch it names past the store's
     counts only once a note in Redis proves it (:func:`~vledger.node.epoch.proven_epoch`: a
-    checkpoint of that epoch signed by the pinned key the store's epoch does not sign with, the
-    new home's latest or a witness's cosigned one): else a node could make another node's
-    ledger's home leave its stream and stop answering its writes with one HSET.
+    checkpoint of that epoch signed by the pinned key the store's epoch does not sign with and
+    cosigned by one of ``witnesses()``, the cluster's witness keys in force: a witness's note
+    in ``cosig``): else a node could make another node's ledger's home leave its stream and
+    stop answering its writes with one HSET, and the standby's host, which holds the other
+    pinned key, could sign the proof itself and make its own node place the ledger's records
+    with no promotion and no handover record (outsider F6).
     A ledger this store does not hold is taken as Redis names it (nothing here to check it by;
     such a node only sends the ledger's writes there).
 
     Each held ledger's home is kept until what it was found from changes (the book's epochs,
     Redis's): every put asks, and finding it anew cost a put ~4% of the request thread."""
 
-    def __init__(self, config: ClusterConfig, book: EpochBook, replication: ReplicationLedger | None) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        book: EpochBook,
+        replication: ReplicationLedger | None,
+        *,
+        witnesses: Callable[[], Iterable[VerifierKey]],
+    ) -> None:
         self.config = config
         self.book = book
         self.replication = replication
+        self.witnesses = witnesses  # read at each proof: a witness's key may rotate (16.6)
         self._named: dict[str, tuple[int, str]] = {}  # what refresh() found proven (or not held)
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
         self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
@@ -208,7 +219,7 @@ class Homes:
 
     def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
         """The epochs among ``named`` that count (see the class): past the store's, proven by a
-        signed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held, as named."""
+        witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held, as named."""
         assert self.replication is not None
         proven = {}
         for ledger, epoch in named.items():
@@ -221,14 +232,14 @@ class Homes:
             history = self.book.history(ledger)
             if history is None or epoch[0] <= history.current.number:
                 continue  # no newer epoch than the store's: the store's records name the home
-            found = proven_epoch(history, self.replication.epoch_notes(ledger))
+            found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
             if found is not None:
                 proven[ledger] = found
             elif (ledger, *epoch) not in self._unproven:
                 self._unproven.add((ledger, *epoch))
                 log.warning(
                     "Redis names %s the home of %s (epoch %d), but no checkpoint of that epoch signed by"
-                    " the other pinned key proves it: not taken",
+                    " the other pinned key and cosigned by a witness proves it: not taken",
                     epoch[1],
                     ledger,
                     epoch[0],
@@ -401,17 +412,20 @@ class Promotion:
         return best
 
 
-def handed_over(book: EpochBook, node: str, ledger: str, note: bytes) -> bool:
+def handed_over(
+    book: EpochBook, node: str, ledger: str, note: bytes, *, witnesses: Callable[[], Iterable[VerifierKey]]
+) -> bool:
     """Whether ``node``'s store (``book``) or ``note`` proves that another node homes a newer
     epoch of ``ledger`` than ``node``'s own (10.9): the store holds the handover record, or
     ``note`` is a checkpoint of a later epoch signed by the pinned key ``node`` does not sign
-    with (proven_epoch). What a home's write concern asks before it calls a note a forgery."""
+    with and cosigned by one of ``witnesses()`` (proven_epoch). What a home's write concern
+    asks before it calls a note a forgery."""
     history = book.history(ledger) if book.store.size(ledger) > 0 else None
     if history is None:
         return False
     if history.current.home != node:
         return True
-    proof = proven_epoch(history, [note])
+    proof = proven_epoch(history, [note], witnesses())
     return proof is not None and proof[1] != node
 
 

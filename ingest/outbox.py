@@ -40,6 +40,7 @@ from ..node.checkpoint_log import SIGNED, CheckpointLog
 from ..node.epoch import proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
+from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
@@ -104,6 +105,7 @@ class Outbox:
         refused: Mapping[str, VledgerError] | None = None,
         epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
         owns: Callable[[str], bool] = lambda ledger: True,
+        witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -119,6 +121,9 @@ class Outbox:
         # Whether this node is the ledger's home now and so writes its stream: a standby that
         # follows it, or a home replaced while it was cut off, never repairs it from its store.
         self.owns = owns
+        # The cluster's witness keys in force: a note in Redis proves another home's epoch only
+        # with one's cosignature (10.9; none given: only the store's handover record proves it).
+        self.witnesses = witnesses
         self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
         self._interval = settings.checkpoint_interval_ms / 1000
@@ -416,7 +421,8 @@ class Outbox:
         heartbeat. Redis's ``epochs`` (``named``), which every ingest node's Redis user may
         write, only says where to look: the proof is the store's own handover record, or a
         checkpoint of that epoch in Redis signed by the pinned key this node does not sign
-        with (:func:`~vledger.node.epoch.proven_epoch`). Unproven, this node keeps its stream."""
+        with and cosigned by a witness (:func:`~vledger.node.epoch.proven_epoch`; that key
+        alone is the standby host's to sign with). Unproven, this node keeps its stream."""
         epoch = named.get(ledger)
         proof = None if epoch is None or epoch[1] == self.name else self._handover(ledger)
         if proof is None:
@@ -443,7 +449,7 @@ class Outbox:
         left = self._left.get(ledger)
         if left is not None and left[0] > history.current.number:
             return left  # proven before (a signature does not expire), and not handed back since
-        proof = proven_epoch(history, self.replication.epoch_notes(ledger))
+        proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
         return proof if proof is not None and proof[1] != self.name else None
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:

@@ -55,6 +55,7 @@ from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.checkpoint_log import CheckpointLog
 from ..node.errors import StoreDamagedError, StoreError, VledgerError
 from ..node.ledger import LedgerRules
+from ..node.note import VerifierKey, parse_verifier_key
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
 from ..node.storefile import DB_NAME, StoreReader, damaged_file
@@ -66,7 +67,9 @@ log = logging.getLogger(__name__)
 
 # Pipe messages (msgpack lists), node to outbox process.
 SHIP = 0  # [SHIP, [[ledger, first, last, owns], ...], [[ledger, size, root, note], ...]]
-BEAT = 1  # [BEAT, {ledger: owns}, [[ledger, size, root, note], ...]]: every ledger, every heartbeat
+# [BEAT, {ledger: owns}, [[ledger, size, root, note], ...], [witness vkey, ...]]: every ledger, every
+# heartbeat, and the witness keys in force (a key may rotate) that a proof of another home's epoch needs
+BEAT = 1
 STOP = 2  # [STOP]: ship what was sent, then end
 CHILD_STOP_SECONDS = 30.0  # a stopping node waits this long for the outbox process to ship its queue
 PROXY_LINGER_MS = 2000  # what the outbox process pushed at its end gets this long to reach the proxy
@@ -84,6 +87,17 @@ def _checkpoints(rows: Iterable[list[Any]]) -> list[SignedCheckpoint]:
     return [SignedCheckpoint(str(ledger), int(size), bytes(root), bytes(note)) for ledger, size, root, note in rows]
 
 
+def _witness_keys(vkeys: Iterable[str]) -> tuple[VerifierKey, ...]:
+    """The witness keys the node sent (its own vkeys: one that does not parse is a bug, logged)."""
+    keys = []
+    for vkey in vkeys:
+        try:
+            keys.append(parse_verifier_key(str(vkey)))
+        except VledgerError as e:
+            log.error("outbox process: a witness key from the node does not parse: %s", e.message)
+    return tuple(keys)
+
+
 @dataclass(frozen=True, slots=True)
 class ShipperSetup:
     """What the outbox process is started with (pickled by ``spawn``; no secret: the Redis
@@ -98,6 +112,7 @@ class ShipperSetup:
     feed_endpoint: str  # the node's proxy, ipc:// in a private directory
     send_hwm: int
     log_level: int
+    witnesses: tuple[str, ...] = ()  # the witness keys in force (vkeys), until a heartbeat brings newer ones
 
 
 class StoreView:
@@ -311,10 +326,13 @@ class OutboxProcess(Outbox):
         refused: Mapping[str, VledgerError] | None = None,
         epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
         owns: Callable[[str], bool] = lambda ledger: True,
+        witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
     ) -> None:
         super().__init__(
             name, store, None, None, settings, stream=False, signer=signer, refused=refused, epochs=epochs, owns=owns
         )
+        # Read by the outbox process, which leaves a stream alone only on a witnessed proof (10.9).
+        self.witnesses = witnesses
         self._store = store
         self._publisher = publisher
         self._redis = redis
@@ -403,6 +421,7 @@ class OutboxProcess(Outbox):
             self._proxy.endpoint,
             self.settings.send_hwm,
             logging.getLogger("vledger").getEffectiveLevel(),
+            self._witness_vkeys(),
         )
         context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
         ours, theirs = context.Pipe(duplex=False)
@@ -411,6 +430,9 @@ class OutboxProcess(Outbox):
         ours.close()
         self._child, self._pipe = child, theirs
         log.info("outbox process %d started for %s", child.pid, self.name)
+
+    def _witness_vkeys(self) -> tuple[str, ...]:
+        return tuple(key.encode() for key in self.witnesses())
 
     def _send(self, message: list[Any]) -> None:
         if self._pipe is None:  # the outbox process found the store damaged: the node is stopping
@@ -463,7 +485,7 @@ class OutboxProcess(Outbox):
                 self._pipe.close()
             self._start_child()
         owns = {ledger: self.owns(ledger) for ledger in self._store.ledgers()}
-        self._send([BEAT, owns, _checkpoint_rows(self.checkpoints.values())])
+        self._send([BEAT, owns, _checkpoint_rows(self.checkpoints.values()), list(self._witness_vkeys())])
 
 
 # --- the outbox process ---------------------------------------------------------------------
@@ -480,9 +502,10 @@ class ShippingOutbox(Outbox):
     outbox waits for work: a reader thread that woke it cost each batch a hand-off between two
     threads of a process that waits for the CPU, and their turns at the GIL."""
 
-    def __init__(self, pipe: Connection, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, pipe: Connection, *args: Any, witness_keys: Iterable[str] = (), **kwargs: Any) -> None:
         self._owned: dict[str, bool] = {}  # ledger -> whether the node owns its stream (it says so)
-        super().__init__(*args, owns=self._owns_stream, **kwargs)
+        self._witness_keys = _witness_keys(witness_keys)  # as the node last sent them
+        super().__init__(*args, owns=self._owns_stream, witnesses=lambda: self._witness_keys, **kwargs)
         self._pipe = pipe
         self._spans: dict[str, tuple[int, int]] = {}  # ledger -> (first, last) heights not yet read
         self._waiting: dict[str, SignedCheckpoint] = {}  # ledger -> the latest checkpoint not yet sent
@@ -514,6 +537,7 @@ class ShippingOutbox(Outbox):
             self._stop.set()
         elif kind == BEAT:
             self._owned.update(message[1])
+            self._witness_keys = _witness_keys(message[3])
             self.told([], _checkpoints(message[2]))  # those signed at the node's start
         else:
             spans = []
@@ -591,7 +615,7 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait
     # here would only add to the replication lag.
     settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
-    outbox = ShippingOutbox(pipe, setup.name, view, pusher, replication, settings)
+    outbox = ShippingOutbox(pipe, setup.name, view, pusher, replication, settings, witness_keys=setup.witnesses)
     # A damaged file is the node's store_damaged, raised here as the node raises it (PROTOCOL 10.5).
     view.on_damaged = lambda error: raise_alert(replication, store_damaged_alert(setup.name, StoreError(error.message)))
     try:

@@ -133,10 +133,19 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         make_seed=lambda: generate_checkpoint_key(config.keys_dir, name, passphrase).seed,
     )
     own = chains.keys(config.name)
+    witnesses = witness_keys(config)
+    followers = [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES]
+
+    def witness_keys_now() -> list[VerifierKey]:
+        # Each witness's key file's key and, once it rotated, those in force now (16.6): what a
+        # note in Redis must be cosigned by to prove another home's epoch (10.9).
+        return [*witnesses.values(), *witness_keys_in_force(config.name, runtime.gates.histories, followers, now_ms())]
+
     # Each ledger's epochs (PROTOCOL 10.9): the outbox signs only its own epochs' sizes, with their
-    # line; writes go to the home of the newest epoch this store or Redis names.
+    # line; writes go to the home of the newest epoch this store names, or Redis names and a
+    # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
-    homes = Homes(config, book, replication)
+    homes = Homes(config, book, replication, witnesses=witness_keys_now)
     homes.refresh()
     refused = self_check(store, SIGNED)
     # Only the ledgers it is home of: a standby that was away is behind its home's checkpoints,
@@ -160,7 +169,6 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     if admin_ledger is not None:
         admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
     runtime.started(cache)
-    witnesses = witness_keys(config)
     # Closed after the outbox stopped (added before it): what the last group commits made
     # durable goes out before the feed closes. Its key follows the node's rotations (16.6) once
     # the outbox's feed proxy, the thread that owns the socket from then on, runs (below).
@@ -179,6 +187,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # A home that Redis says was replaced (it was cut off during the handover) signs nothing more.
         epochs=lambda ledger, size: None if homes.home_of(ledger).name != name else book.signing(ledger, size, name),
         owns=lambda ledger: homes.home_of(ledger).name == name,
+        witnesses=witness_keys_now,
     )
 
     def committed(records: list[Record]) -> None:
@@ -242,7 +251,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             ignored=[n.name for n in config.nodes_of("observer")],
             histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
             owns=lambda ledger: homes.home_of(ledger).name == name,
-            handed_over=functools.partial(handed_over, book, name),
+            handed_over=functools.partial(handed_over, book, name, witnesses=witness_keys_now),
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
@@ -288,12 +297,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             replication,
             witnesses,
             signing_key_now,
-            rotated=lambda: witness_keys_in_force(
-                config.name,
-                runtime.gates.histories,
-                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
-                now_ms(),
-            ),
+            rotated=lambda: witness_keys_in_force(config.name, runtime.gates.histories, followers, now_ms()),
             epochs_of=book.history,
         ),
         keys=signer,

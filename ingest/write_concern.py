@@ -18,7 +18,7 @@ home node all the same, and the error says so. If Redis is unreachable, waiters 
 A ledger this node no longer homes (a newer epoch named its standby, PROTOCOL 10.9) is not
 read, and a note that fails is not reported when it proves that handover itself
 (``handed_over``: a checkpoint of a newer epoch signed by the pinned key this home does not
-sign with, or a store that holds the handover record): its witnesses now cosign the new
+sign with and cosigned by a witness, or a store that holds the handover record): its witnesses now cosign the new
 home's checkpoints, which this node's key never signed, so every one of them would be
 reported as a forgery after an honest handover. Its waiters time out: the new home's
 witnesses never cover what this node placed past it. Redis's word alone (``epochs``, which

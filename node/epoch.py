@@ -16,7 +16,7 @@ Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -26,6 +26,7 @@ from .errors import (
     CheckpointError,
     FencedError,
     PromotionRefusedError,
+    QuorumError,
     UnverifiedNoteError,
     VledgerError,
     Where,
@@ -250,31 +251,61 @@ class EpochHistory:
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
 
 
-def proven_epoch(history: EpochHistory, notes: Iterable[bytes]) -> tuple[int, str] | None:
+def require_witness(
+    verified: VerifiedCheckpoint, outside: Sequence[str] = (), *, trusted: int, listed: int | None = None
+) -> None:
+    """The witness rule (10.9, 14.3 step 7) for a checkpoint signed by a pinned key that no
+    record the checker holds gives the pen (the standby's, before a handover it holds): it
+    counts only once a witness cosigned it, a trusted witness key (``verified.witnesses``, of
+    the ``trusted`` keys given) or an outside witness the genesis lists (``outside``, of
+    ``listed``; None: it lists none). A witness checks 10.9's rules by its records before it
+    cosigns; the key alone, over a tree of its own making, would prove any record, and any
+    epoch that no handover record opened.
+
+    Raises QuorumError [no_quorum] when no witness cosigned it."""
+    if verified.witnesses or outside:
+        return
+    raise QuorumError(
+        "a checkpoint signed by the standby key counts only with a witness's cosignature "
+        f"(none of {trusted} trusted witness keys"
+        + ("" if listed is None else f" nor of the {listed} outside witnesses")
+        + " cosigned it): nothing else shows its epoch's handover"
+    )
+
+
+def proven_epoch(
+    history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
+) -> tuple[int, str] | None:
     """The newest epoch past ``history``'s current one that a note among ``notes`` proves, as
     (number, home): a checkpoint of the ledger signed by the pinned key that the current epoch
-    does not sign with, stating an epoch past the current one and another home. Only the
-    holder of that key (the other node the genesis trusts) can make one; a claim in Redis
-    (``vledger:{ledgers}:epochs``), which every ingest node's Redis user may write, proves
-    nothing by itself. None when no note proves one; a note that does not verify raises nothing."""
+    does not sign with, stating an epoch past the current one and another home, and cosigned
+    by at least one of ``witnesses`` (the cluster's witness keys; :func:`require_witness`). A
+    witness cosigns a checkpoint of a new epoch only once its store holds the handover record
+    that opens it; the other key alone proves nothing, since its holder (the standby's host)
+    could sign any epoch line and move the ledger to itself with no promotion (outsider F6).
+    Nor does a claim in Redis (``vledger:{ledgers}:epochs``), which every ingest node's Redis
+    user may write. None when no note proves one; a note that does not verify raises nothing."""
     current = history.current
     others = [key for key in history.pinned() if key != current.key]
-    return epoch_proven_by(current.number, current.home, others, notes)
+    return epoch_proven_by(current.number, current.home, others, notes, witnesses)
 
 
 def epoch_proven_by(
-    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes]
+    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
 ) -> tuple[int, str] | None:
     """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
     epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
     ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
-    takes the standby's key file) proves, as (number, home). None when none does."""
-    keys = tuple(keys)
+    takes the standby's key file) and cosigned by one of ``witnesses`` proves, as (number,
+    home). None when none does."""
+    keys, witnesses = tuple(keys), tuple(witnesses)
     best: tuple[int, str] | None = None
     for note in notes:
         for key in keys:
             try:
-                claimed, named = epoch_claim(verify_checkpoint(note, key).checkpoint)
+                verified = verify_checkpoint(note, key, witnesses)
+                require_witness(verified, trusted=len(witnesses))
+                claimed, named = epoch_claim(verified.checkpoint)
             except VledgerError:
                 continue
             if named is not None and named != home and claimed > max(number, best[0] if best else 0):

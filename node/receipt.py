@@ -20,12 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
-from .epoch import STANDBY_KEY_FIELD, epoch_claim
+from .epoch import STANDBY_KEY_FIELD, epoch_claim, require_witness
 from .errors import (
     BadChecksumError,
     BadEpochError,
     BadLinkError,
-    QuorumError,
     ReceiptError,
     UnverifiedNoteError,
     WrongLedgerError,
@@ -378,13 +377,8 @@ def _witnessed_if_standby(
     while the key alone, over a tree of its own making, would prove any record."""
     if keys.standby_key is None or signer != keys.standby_key or signer == keys.log_key:
         return
-    if not verified.witnesses and not outside:
-        raise QuorumError(
-            "a checkpoint signed by the standby key counts only with a witness's cosignature "
-            f"(none of {len(keys.witnesses)} trusted witness keys"
-            + ("" if keys.outside is None else f" nor of the {len(keys.outside.keys)} outside witnesses")
-            + " cosigned it): nothing else shows its epoch's handover"
-        )
+    listed = None if keys.outside is None else len(keys.outside.keys)
+    require_witness(verified, outside, trusted=len(keys.witnesses), listed=listed)
 
 
 def _outside_cosigners(note: bytes, keys: ReceiptKeys, signer: VerifierKey) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ without being opened.
 Byte format, version 2 (the ``S2-`` prefix, what :func:`seal` writes)::
 
     key        64 bytes: AES-256-SIV (RFC 5297), two AES-256 keys, S2V's first, CTR's second
-    padded     utf8(info) || 0x80 || 0x00 * k: the least k >= 0 that makes it one of the
+    padded     utf8(NFC(info)) || 0x80 || 0x00 * k: the least k >= 0 that makes it one of the
                BUCKETS sizes (64, 128, 256, 512, 1024 bytes); info of more than 1023 UTF-8
                bytes is not sealed
     AD         exactly one associated-data component, utf8(context) (an empty context is
@@ -33,6 +33,10 @@ share the key and the associated data, yet cannot stand for each other: an S2 pl
 as S1 holds a 0x80 right after complete UTF-8, an S1 plaintext read as S2 leaves an unfinished
 UTF-8 sequence before its mark, and either is refused as not UTF-8.
 
+The info is put in Unicode normal form C first, as every identifier a person types is (PROTOCOL
+7.5): "Zoë" typed with a combining diaeresis (macOS input often gives it) is one donor with "Zoë"
+typed composed, one id. Opening gives the NFC form.
+
 An id is accepted only in its exact spelling: upper case, padding or non-zero bits in the
 last character's unused low bits are refused, so one sealed value has one id, and an S2 id
 whose sealed bytes are not 16 + a bucket size is not a sealed id. The context (for example
@@ -48,6 +52,7 @@ import base64
 import binascii
 import os
 import re
+import unicodedata
 
 from Crypto.Cipher import AES
 
@@ -72,7 +77,7 @@ def seal(key: bytes, info: str, context: str = "") -> str:
     """The S2 sealed id of ``info`` under ``key`` and ``context``: deterministic and opaque.
 
     Raises SealError when ``info`` is longer than MAX_INFO_BYTES in UTF-8."""
-    padded = pad(info.encode())
+    padded = pad(unicodedata.normalize("NFC", info).encode())
     sealed = siv_encrypt(_checked_key(key), padded, context.encode())
     return PREFIX + base64.b32encode(sealed).decode("ascii").rstrip("=").lower()
 

@@ -510,7 +510,8 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     """``(level, index, width)`` of a tile path; raises BadRequestError for anything else.
 
     Strict, so that one tile has one name: no leading zeros, no empty or x-prefixed last
-    group, a leading group of 000 only for index 0, levels 0..63, widths 1..255.
+    group, a leading group of 000 only for index 0, levels 0..63, widths 1..255, indexes
+    0..2**63 - 1.
     """
     match = _TILE_PATH.fullmatch(path)
     if match is None:
@@ -523,4 +524,6 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     width = int(match.group(3)) if match.group(3) else TILE_WIDTH
     if level > MAX_TILE_LEVEL or (match.group(3) and width >= TILE_WIDTH):
         raise BadRequestError(f"{path[:100]!r}: tile level 0..63, partial width 1..255")
+    if index > MAX_TREE_SIZE:  # as every number in a path (PROTOCOL 15): not a tile past the tree
+        raise BadRequestError(f"{path[:100]!r}: a tile index is at most 2**63 - 1")
     return level, index, width

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 from pathlib import Path
 
 from ..broker.signing import witness_keys
@@ -74,7 +75,9 @@ def cluster_anchors(config: ClusterConfig, store: Path | None = None) -> Anchors
 def cmd_anchors(args: argparse.Namespace) -> int:
     anchors = cluster_anchors(load_cluster(config_path(args.config)), args.store)
     if args.json:
-        print_json({"anchors": anchors.encode(), **anchors.to_json()})
+        text = anchors.encode()
+        # The fingerprint a publisher prints beside the link: the pages show it (PROTOCOL 15.5).
+        print_json({"anchors": text, "sha256": hashlib.sha256(text.encode()).hexdigest(), **anchors.to_json()})
     else:
         print(anchors.encode(), end="")
     return EXIT_OK

@@ -64,6 +64,7 @@ from ..node.witness import (
     check_cosigned_in_force,
     home_key,
     witness_key,
+    witness_keys_in_force,
     witness_name,
 )
 from ..verifier.node_keys import follow_redis, witness_histories_of
@@ -231,6 +232,7 @@ class Checker:
         self.client = client
         self._raw: dict[str, bytes | None] = {}
         self._read: tuple[float, dict[str, KeyHistory]] | None = None  # (monotonic time, histories)
+        self._witness_files: tuple[VerifierKey, ...] | None = None  # the followers' key files' keys
 
     def _histories(self) -> dict[str, KeyHistory]:
         """The key generations of the witnesses whose key rotated; {} when Redis cannot say.
@@ -317,18 +319,19 @@ class Checker:
         """The newest epoch past the first of ``ledger`` that a witness's note among ``notes``
         (witness -> note, Redis's ``cosig`` hash) proves, as (number, home): signed by the key
         file of the cluster file's standby of the ledger, stating a later epoch and another home
-        than the cluster file's (node/epoch.py's epoch_proven_by), and cosigned by that witness
+        than the cluster file's (node/epoch.py's epoch_proven_by), and cosigned by a witness
         (PROTOCOL 10.9, 14.3 step 7: the standby's key counts only with a witness's cosignature).
         None when none does, or the ledger has no standby or its key file is missing."""
         standby = self.config.standby_of(ledger)
         if standby is None or not notes:
             return None
         keys = self._home_keys(ledger, standby.name)
+        if self._witness_files is None:
+            self._witness_files = tuple(witness_keys(self.config).values())
         histories = self._histories()
-        witnessed = [
-            note for witness, note in notes.items() if self._cosigned_size(ledger, witness, note, keys, histories)
-        ]
-        return epoch_proven_by(1, self.config.home_of(ledger).name, keys, witnessed)
+        now_ms = time.time_ns() // 1_000_000
+        witnesses = (*self._witness_files, *witness_keys_in_force(self.config.name, histories, histories, now_ms))
+        return epoch_proven_by(1, self.config.home_of(ledger).name, keys, notes.values(), witnesses)
 
 
 def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:

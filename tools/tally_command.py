@@ -6,7 +6,7 @@ with ``<keys>/<observer>.sign.pub`` (or, once its key rotated, with its key in f
 body's ``at_ms``, the rotations proven by the admin ledger's cache and its home's checkpoint,
 docs/PROTOCOL.md 16.6) and its body read (docs/PROTOCOL.md section 11). The
 observers agree when their snapshots at one height state the same head, tally and counted
-hash. When their latest heights differ, the tally stream is read back, newest first, for
+hash. When their latest heights differ, their tally streams are read back, newest first, for
 the newest height every observer published; with none yet, they are still counting. A
 disagreement at one height is added to the ``vledger:{alerts}`` stream (``tally_mismatch``).
 

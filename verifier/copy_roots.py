@@ -177,7 +177,8 @@ class LedgerCheckpoint:
             except VledgerError:
                 continue
             taken.append(note)
-        return proven_epoch(history, taken)
+        witnesses = (*keys.witnesses, *(keys.outside.keys if keys.outside is not None else ()))
+        return proven_epoch(history, taken, witnesses)
 
     def offer(self, note: bytes) -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the

@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..broker.http import HttpThread, add_health_routes, json_errors, json_response
+from ..broker.http import HttpThread, add_health_routes, json_errors, json_response, names_loopback
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import witness_keys
@@ -785,19 +785,10 @@ class Gateway:
         return funds_json(ledger, newest["tally"], newest["height"], shown["verdict"])
 
     def tally_heads(self) -> dict[str, dict[str, str]]:
-        """Each ledger's latest tally entry ids, by observer (what changes when one signs anew)."""
-        client = self._redis()
-        board = TallyBoard(client)
+        """Each ledger's latest tally entry ids, by configured observer (what changes when one signs anew)."""
         # No MULTI/EXEC: the gateway's Redis user reads only (broker/redis_acl.py), and a MULTI
         # would span the ledgers' slots; one round trip all the same.
-        pipe = client.pipeline(transaction=False)
-        ledgers = self.reader.ledgers()
-        for ledger in ledgers:
-            pipe.hgetall(board.latest_key(ledger))
-        return {
-            ledger: {_text(k): _text(v) for k, v in ids.items()}
-            for ledger, ids in zip(ledgers, pipe.execute(), strict=True)
-        }
+        return TallyBoard(self._redis()).latest_ids(self.reader.ledgers(), self.observer_keys)
 
     def cluster_state(self) -> dict[str, Any]:
         """Heights, alerts and logs (Redis and files); the nodes' health is probed by the caller."""
@@ -868,10 +859,6 @@ def funds_json(ledger: str, tally: dict[str, Any], height: int, verdict: Any) ->
         "height": height,
         "verdict": verdict,
     }
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def tally_json(
@@ -1041,13 +1028,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         ledger = _ledger(request)
         return json_response(await in_thread(lambda: gateway.funds(ledger)))
 
-    async def cluster(_: web.Request) -> web.Response:
+    async def cluster(request: web.Request) -> web.Response:
         now = time.monotonic()
         cached = gateway._cluster_cache
         if cached is None or now - cached[0] > CLUSTER_CACHE_SECONDS:
             state = await in_thread(gateway.cluster_state)
             state["nodes"] = await probe_nodes(gateway.config)
             gateway._cluster_cache = cached = (now, state)
+        if not names_loopback(request):  # the logs are the local operator's (broker/http.py)
+            return json_response({**cached[1], "logs": {}})
         return json_response(cached[1])
 
     async def events(request: web.Request) -> web.StreamResponse:

@@ -12,8 +12,8 @@ domain rule over its own store, each ledger in height order, and never trusts th
 node's decisions: a record that breaks a rule is logged, added to the ``vledger:{alerts}``
 stream (``what`` is the rule's error code) and not counted. Its snapshots, signed with its
 Ed25519 key ``<keys>/<name>.sign`` (after a rotation its newest generation's, PROTOCOL 16.6),
-go to the ledger's tally stream on Redis (broker/tallies.py, docs/PROTOCOL.md section 11):
-one when a ledger's head changed, at most one per ``tally_interval_ms`` and ledger, so the
+go to its own tally stream of the ledger on Redis (broker/tallies.py, docs/PROTOCOL.md
+section 11): one when a ledger's head changed, at most one per ``tally_interval_ms`` and ledger, so the
 last one, once the ledger is quiet, is at its head. After a restart the keeper replays the
 observer's own store from every genesis and publishes again once it reached the store's head.
 """

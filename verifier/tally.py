@@ -15,8 +15,9 @@ election, the casts that count (each voter's active vote, not withdrawn); for ev
 ledger, every record that passed the rules, its genesis included.
 
 Reading snapshots back (``vledger tally``): :func:`check_published` verifies one signed
-entry against its observer's key, :func:`common_height` finds the newest height every
-observer published, and :func:`judge` compares the snapshots at one height.
+entry against the key of the observer whose Redis keys hold it (broker/tallies.py),
+:func:`common_height` finds the newest height every observer published, and :func:`judge`
+compares the snapshots at one height.
 """
 
 from __future__ import annotations
@@ -276,8 +277,8 @@ def check_published(
         stated = (snapshot.observer, snapshot.ledger, snapshot.height)
         if stated != (published.observer, ledger, published.height):
             raise FieldError(
-                f"the signed body says {stated}, the stream entry ({published.observer!r}, {ledger!r}, "
-                f"{published.height})"
+                f"the signed body says {stated}, the entry in its observer's keys ({published.observer!r}, "
+                f"{ledger!r}, {published.height})"
             )
         if history is not None and not history.signs_at(signer, snapshot.at_ms):
             raise SignatureError(
@@ -447,10 +448,11 @@ def read_tallies(
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory] | None = None,
 ) -> TallyReport:
-    """The observers' latest snapshots of ``ledger``, checked (with ``histories`` for those whose
-    key rotated), and whether they agree (Redis errors pass)."""
+    """The latest snapshots of ``ledger`` of the observers of ``keys``, each read from that
+    observer's own keys, checked (with ``histories`` for those whose key rotated), and whether
+    they agree (Redis errors pass)."""
     histories = histories or {}
-    latest = board.latest(ledger)
+    latest = board.latest(ledger, keys)
     tallies = tuple(
         ObserverTally(
             name,
@@ -474,18 +476,22 @@ def _at_common_height(
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory],
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
-    """The snapshots at the newest height every observer in ``latest`` published, read back from the stream."""
+    """The snapshots at the newest height every observer in ``latest`` published, read back from
+    their streams a page of each at a time, newest first: an honest observer's heights only grow
+    along its stream, so the first common height found is the newest."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
-    before: str | None = None
+    before: dict[str, str | None] = dict.fromkeys(latest)
+    reading = list(latest)
     height = None
-    while height is None:
-        page = board.history(ledger, before)
-        if not page:
-            break
-        for published in page:
-            if published.observer in seen:
-                seen[published.observer].setdefault(published.height, published)
-        before = page[-1].entry_id
+    while height is None and reading:
+        for name in list(reading):
+            page = board.history(ledger, name, before[name])
+            if not page:
+                reading.remove(name)
+                continue
+            for published in page:
+                seen[name].setdefault(published.height, published)
+            before[name] = page[-1].entry_id
         height = common_height({name: heights.keys() for name, heights in seen.items()})
     if height is None:
         return {}, ()

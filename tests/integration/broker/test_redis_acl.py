@@ -34,6 +34,7 @@ NODES = {
     "replica-1": "replica",
     "replica-2": "replica",
     "observer-1": "observer",
+    "observer-2": "observer",
     "verifier-1": "verifier",
 }
 
@@ -215,8 +216,8 @@ def test_an_ingest_node_s_second_factor_keys_leave_a_ledger_tagged_totp_alone(ac
     for write in (
         lambda: ingest.set("vledger:{totp}:held:replica-1", 99),
         lambda: ingest.hset("vledger:{totp}:cosig", "replica-1", b"forged"),
-        lambda: ingest.xadd("vledger:{totp}:tallies", {"entry": b"forged"}),
-        lambda: ingest.hset("vledger:{totp}:tally:latest", "observer-1", "1-0"),
+        lambda: ingest.xadd("vledger:{totp}:tallies:observer-1", {"entry": b"forged"}),
+        lambda: ingest.set("vledger:{totp}:tally:latest:observer-1", "1-0"),
     ):
         with pytest.raises(NOPERM, match="key"):
             write()
@@ -278,9 +279,53 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
 def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
     TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))
     for role in ("replica", "verifier", "ingest"):
+        board = TallyBoard(acl.client(role))
+        for name in ("observer-1", _node(role) or ""):  # neither in an observer's keys nor in its own name
+            with pytest.raises(NOPERM):
+                board.publish("votes", name, 4, b"forged", bytes(64))
+    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes", "observer-1")] == [3]
+
+
+def test_an_observer_cannot_point_back_trim_or_add_to_another_observer_s_tallies(acl: AclServer) -> None:
+    """The hole one observers' stream and latest hash per ledger left: an observer's user,
+    broken into, could point another's latest at its older signed snapshot, or trim the stream.
+    Now it writes keys of its own name only, and each of them with one command only."""
+    victim = TallyBoard(acl.client("observer-2"))
+    older = victim.publish("votes", "observer-2", 3, b"older body", bytes(64))
+    newer = victim.publish("votes", "observer-2", 5, b"newer body", bytes(64))
+    intruder = TallyBoard(acl.client("observer-1"))
+    client = intruder.client
+    stream, latest = intruder.stream_key("votes", "observer-2"), intruder.latest_key("votes", "observer-2")
+    forged = {"height": "9", "body": b"forged", "signature": bytes(64)}
+    for write in (
+        lambda: client.set(latest, older),  # its latest back at its older snapshot
+        lambda: intruder.publish("votes", "observer-2", 9, b"forged", bytes(64)),
+        lambda: client.xadd(stream, forged),
+        lambda: client.xadd(stream, forged, maxlen=0),  # a trim rides on XADD: refused with it
+        lambda: client.eval("return redis.call('SET', KEYS[1], ARGV[1])", 1, latest, older),
+        lambda: client.set("vledger:{votes}:tally:latest", older),  # the older layout's keys: the admin's
+        lambda: client.xadd("vledger:{votes}:tallies", forged),
+        # Its own keys take one command each: none makes them of a type every reader's XRANGE fails on.
+        lambda: client.hset(intruder.stream_key("votes", "observer-1"), "height", "9"),
+        lambda: client.set(intruder.stream_key("votes", "observer-1"), "x"),
+        lambda: client.xadd(intruder.latest_key("votes", "observer-1"), forged),
+        lambda: client.hset(intruder.latest_key("votes", "observer-1"), "observer-2", older),
+    ):
         with pytest.raises(NOPERM):
-            TallyBoard(acl.client(role)).publish("votes", "observer-1", 4, b"forged", bytes(64))
-    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
+            write()
+    for command in (("DEL", stream), ("XTRIM", stream, "MAXLEN", "0"), ("XDEL", stream, older), ("DEL", latest)):
+        with pytest.raises(NOPERM):
+            client.execute_command(*command)
+    intruder.publish("votes", "observer-1", 4, b"its own", bytes(64))  # its own keys it writes
+    for reader in ("admin", "gateway"):
+        board = TallyBoard(acl.client(reader))
+        shown = board.latest("votes", ["observer-1", "observer-2"])
+        assert {name: (p.height, p.body) for name, p in shown.items() if p is not None} == {
+            "observer-1": (4, b"its own"),
+            "observer-2": (5, b"newer body"),
+        }
+        assert [(p.entry_id, p.height) for p in board.history("votes", "observer-2")] == [(newer, 5), (older, 3)]
+        assert board.latest_ids(["votes"], ["observer-1", "observer-2"])["votes"]["observer-2"] == newer
 
 
 def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServer) -> None:
@@ -295,12 +340,11 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
     gateway = acl.client("gateway")
     # Everything verifier/gateway.py reads from Redis, through the same calls.
     board = TallyBoard(gateway)
-    assert [p.height for p in board.history("votes")] == [3]
-    published = board.latest("votes")["observer-1"]
+    assert [p.height for p in board.history("votes", "observer-1")] == [3]
+    published = board.latest("votes", ["observer-1", "observer-2"])["observer-1"]
     assert published is not None and published.height == 3
-    pipe = gateway.pipeline(transaction=False)  # the live page's poll of the latest tallies
-    pipe.hgetall(board.latest_key("votes"))
-    assert list(pipe.execute()[0]) == [b"observer-1"]
+    # the live page's poll of the latest tallies
+    assert list(board.latest_ids(["votes"], ["observer-1", "observer-2"])["votes"]) == ["observer-1"]
     repl = ReplicationLedger(gateway, raisers=sorted(NODES))
     assert repl.cosignatures("votes") == {"replica-1": b"cosigned note"}
     assert repl.held("votes") == {"ingest-1": 1}
@@ -313,6 +357,8 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
         lambda: repl.advance("ingest-1", "votes", 9),
         lambda: repl.alert(Alert(node="ingest-1", ledger="votes", what="fork", height=2, detail="forged")),
         lambda: repl.resolve(["ingest-1|votes|fork"]),
+        lambda: gateway.set(board.latest_key("votes", "observer-1"), "0-1"),
+        lambda: gateway.xadd(board.stream_key("votes", "observer-1"), {"body": b"forged"}),
         lambda: gateway.hset("vledger:tally:latest:votes", "observer-1", "0-1"),
         lambda: gateway.xadd("vledger:tallies:votes", {"body": b"forged"}),
         lambda: gateway.hset("vledger:held:votes", "ingest-1", 9),
@@ -334,7 +380,7 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
         with pytest.raises(NOPERM):
             read()
     assert ReplicationLedger(acl.client("admin")).held("votes") == {"ingest-1": 1}
-    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes")] == [3]
+    assert [p.height for p in TallyBoard(acl.client("admin")).history("votes", "observer-1")] == [3]
 
 
 def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: AclServer) -> None:

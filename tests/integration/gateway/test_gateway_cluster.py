@@ -68,9 +68,9 @@ def election(cluster: LocalCluster) -> Election:
     return planned
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -227,6 +227,23 @@ def test_the_cluster_view_and_health_of_every_node(cluster: LocalCluster, electi
         assert get_json(cluster.health_url(name) + "healthz") == {"ok": True}
         assert get_json(cluster.health_url(name) + "readyz")["ok"] is True
     assert get_json(gateway + "readyz")["ok"] is True
+
+
+def test_a_page_rebound_to_127_0_0_1_reads_neither_logs_nor_metrics(cluster: LocalCluster, election: Election) -> None:
+    """DNS rebinding (an outsider's finding): a web page whose name now points at 127.0.0.1 reads
+    "its own" origin, sending its own Host; a loopback server answers it no logs and no metrics."""
+    rebound = {"Host": "rebind.example:80"}
+    gateway = cluster.gateway_url("replica-1")
+    status, body = get(f"{gateway}api/cluster", rebound)
+    state = json.loads(body)
+    assert status == 200 and state["logs"] == {} and state["nodes"], state  # the rest is any page's to read
+    for url in (cluster.health_url("ingest-1"), gateway):
+        status, body = get(url + "metrics", rebound)
+        assert status == 400 and json.loads(body)["error"]["code"] == "bad_request", (url, status, body[:300])
+    for host in ("localhost", "127.0.0.1", "[::1]:8080"):  # the operator's own names still read both
+        status, body = get(gateway + "api/cluster", {"Host": host})
+        assert status == 200 and all(json.loads(body)["logs"][name] for name in cluster.procs), host
+    assert metrics(cluster.health_url("ingest-1"))
 
 
 def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, election: Election) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import http.server
 import json
 import os
@@ -177,6 +178,9 @@ def test_the_voter_page_verifies_a_real_receipt_and_refuses_a_flipped_byte(
     checks = text_of(browser, "#checks")
     assert "✗" not in checks and good["checkpoint"]["log_key"] in checks
     assert "Ed25519 signature by the pinned key valid" in checks and "/witness/" in checks and ": valid" in checks
+    # Each row names the account that wrote the record, read from its proven bytes.
+    script = "return Array.from(document.querySelectorAll('#records tbody tr'), (r) => r.cells[3].textContent)"
+    assert browser.execute_script(script) == ["writer1"] * len(good["records"])
     shot(browser, "vote")
 
     path = tmp_path / "receipt.json"
@@ -362,9 +366,14 @@ def test_a_key_forged_by_the_gateway_is_shown_unanchored_without_anchors_and_ref
     page = f"{cluster.gateway_url('replica-1')}vote.html?eid={eid}#gateway={urllib.parse.quote(hostile.url, safe='')}"
     browser.get(f"{page}&anchors={anchors}")
     verdict = wait_text(browser, "#verdict", "Verification FAILED", "the forked genesis refused")
-    assert "is not the anchored one" in verdict and "Checked against the publisher's anchors" in text_of(
+    assert "is not the anchored one" in verdict and "Checked against the anchors from the page's address" in text_of(
         browser, "#anchors"
     )
+    # Anchors in a link are whoever wrote the link's (an outsider's phishing link called them the
+    # publisher's): the banner shows their SHA-256 to compare, and the gateway the link names.
+    published = hashlib.sha256(base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4))).hexdigest()
+    assert text_of(browser, "#anchors-sha256") == published
+    assert text_of(browser, "#anchors-gateway") == hostile.url.rstrip("/")
     shot(browser, "vote-forged-key-refused")
 
     # Observer-1's tally signed by a key the gateway states as its own.

@@ -82,7 +82,7 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     board = TallyBoard(connect(cluster.cluster_redis_url))
 
     def tally_at_head() -> Any:
-        published = board.latest(LEDGER).get(OBSERVER)
+        published = board.latest(LEDGER, [OBSERVER]).get(OBSERVER)
         return published if published is not None and published.height == size - 1 else None
 
     tally = wait_until(tally_at_head, WAIT, "the observer's tally at the head")

@@ -20,14 +20,14 @@ import pytest
 from vledger.broker.client import Client
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
-from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.client.session import Session, Write, node_address, now_ms
 from vledger.config.cluster import load_cluster
 from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import decode_record
-from vledger.node.witness import PINNED_KEY_FIELD, home_key
+from vledger.node.witness import PINNED_KEY_FIELD, HomeSigner, home_key
 from vledger.tests.integration.cluster import (
     ADMIN,
     LIMITS,
@@ -356,3 +356,49 @@ def test_a_write_sent_while_the_home_is_frozen_waits_for_the_standby_s_promotion
         cluster.admin("ingest-2").call("get", {"ledger": LEDGER, "height": new["height"]})["record"], LIMITS
     )
     assert (record.content.request_id, record.origin) == ("drill-65", "ingest-2")
+
+
+def test_the_standby_s_host_alone_moves_no_ledger_the_live_home_keeps_it(start_cluster: Any) -> None:
+    """Outsider F6: an attacker on the standby's host, with its key file (``ingest-2.sign``, the
+    genesis's ``standby_key``) and its Redis user, signs a checkpoint of the served tree with the
+    line ``vledger-epoch 2 ingest-2``, makes it the ledger's latest (and a witness's note, under
+    a witness's name) and names ingest-2 in ``vledger:{ledgers}:epochs``. No admin promoted it;
+    there is no handover record, so no witness cosigned that epoch. The live home went not_home
+    and the honest standby placed the writes as epoch 2, which no replica took. Now neither
+    node takes the claim (each logs it, once): the home keeps serving, w=1 writes included,
+    and the standby answers not_home naming the home and places nothing of its own."""
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=1, standbys={LEDGER: "ingest-2"})
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    home = cluster.client("writer1", "ingest-1", follow=False)
+    before = home.call("put", {**put_args(entry(LEDGER, "vote", {"n": 1}, "writer1")), "w": 1})
+    served = home.call("range", {"ledger": LEDGER, "start": before["height"], "limit": 1})["checkpoint"]
+    checkpoint = parse_checkpoint(parse_note(served).text)
+
+    seed = load_signing_key(signing_key_paths(cluster.directory / "keys", "ingest-2")[0]).seed
+    claim = HomeSigner(CLUSTER, seed).sign(LEDGER, checkpoint.size, checkpoint.root, ("vledger-epoch 2 ingest-2",))
+    redis = ReplicationLedger(connect(cluster.cluster_redis_url))
+    redis.set_checkpoints({LEDGER: claim.note})
+    redis.publish_cosignature(LEDGER, "replica-1", checkpoint.size, claim.note)  # a witness's name, no cosignature
+    redis.client.hset(redis.epochs_key, LEDGER, "2 ingest-2")
+    unproven = "Redis names ingest-2 the home of votes (epoch 2), but no checkpoint of that epoch"
+
+    def read(name: str) -> bool:  # the node read the claim (every second): it logged it unproven, or took it
+        homes = LEDGER in cluster.admin(name).call("hello")["ledgers"]
+        return unproven in cluster.log_text(name) or homes != (name == "ingest-1")
+
+    for name in ("ingest-1", "ingest-2"):
+        wait_until(lambda name=name: read(name), WAIT, f"{name} read the claim")
+
+    after = home.call("put", {**put_args(entry(LEDGER, "vote", {"n": 2}, "writer1")), "w": 1})
+    assert after["height"] == before["height"] + 1 and after["replicas"] == ["replica-1"]
+    assert LEDGER in cluster.admin("ingest-1").call("hello")["ledgers"]
+    standby = cluster.client("writer1", "ingest-2", follow=False)
+    error = remote_error(standby.call, "put", put_args(entry(LEDGER, "vote", {"n": 3}, "writer1")))
+    assert error.code == "not_home" and error.details["home"]["node"] == "ingest-1"
+    assert LEDGER not in cluster.admin("ingest-2").call("hello")["ledgers"]
+    # The standby follows the home as before: every record it holds is the home's.
+    wait_until(lambda: _size(cluster, "ingest-2") == after["height"] + 1, WAIT, "the standby holds the home's write")
+    held = cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 1, "limit": 500})["records"]
+    assert {decode_record(data, LIMITS).origin for data in held} == {"ingest-1"}
+    assert redis.epochs()[LEDGER] == (2, "ingest-2")  # the hash still says so: its word alone changed nothing

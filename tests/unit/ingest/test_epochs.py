@@ -27,11 +27,12 @@ from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import encode_request
-from vledger.node.witness import HomeSigner, SignedCheckpoint
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
 
 CLUSTER = "test"
 LEDGER = "votes"
@@ -79,6 +80,17 @@ def _checkpoint(records: list[Record], signer: HomeSigner, extensions: tuple[str
 
 
 EPOCH_2 = ("vledger-epoch 2 ingest-2",)
+WITNESS = WitnessSigner(witness_name(CLUSTER, "replica-1"), bytes(range(3, 35)))
+
+
+def _witness_keys() -> list[VerifierKey]:
+    """The witness keys in force, as the node gives Homes them."""
+    return [WITNESS.key.verifier()]
+
+
+def _witnessed(checkpoint: SignedCheckpoint) -> bytes:
+    """``checkpoint``'s note as a witness publishes it in ``cosig``: with its cosignature."""
+    return WITNESS.cosign(checkpoint, T0 // 1000)
 
 
 class Pages:
@@ -222,21 +234,24 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
     with ChainStore(tmp_path / "old-home") as store:
         store.append_records(handed[:5])  # the old home: cut off before the handover reached it
         redis = _NamedEpochs({})
-        homes = Homes(config, EpochBook(CLUSTER, store), redis)  # type: ignore[arg-type]
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
         homes.refresh()
         assert homes.home_of(LEDGER).name == HOME
         redis.named[LEDGER] = (2, STANDBY)  # the standby was promoted meanwhile, or any node's user wrote so
         homes.refresh()
         assert homes.home_of(LEDGER).name == HOME  # nothing signed proves it yet
-        redis.notes.append(_checkpoint(handed, HOME_SIGNER, (f"vledger-epoch 2 {STANDBY}",)).note)
+        redis.notes.append(_witnessed(_checkpoint(handed, HOME_SIGNER, EPOCH_2)))
         homes.refresh()
         assert homes.home_of(LEDGER).name == HOME  # signed by the key of the epoch it would end
-        redis.notes.append(_checkpoint(handed, STANDBY_SIGNER, (f"vledger-epoch 2 {STANDBY}",)).note)
-        homes.refresh()  # the new home's checkpoint: signed with the standby key the genesis pins
+        redis.notes.append(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2).note)
+        homes.refresh()  # the standby key's alone: its host could sign it with no handover (outsider F6)
+        assert homes.home_of(LEDGER).name == HOME
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes.refresh()  # the new home's checkpoint as a witness cosigned it once it held the handover
         assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
     with ChainStore(tmp_path / "copy") as store:
         store.append_records(handed)  # its own records name epoch 2, whatever Redis says
-        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
         assert homes.epoch_of(LEDGER) == (2, STANDBY)
         assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
 
@@ -252,7 +267,7 @@ def test_a_home_kept_between_puts_follows_the_handover_the_store_takes_and_a_pro
     with ChainStore(tmp_path / "copy") as store:
         book = EpochBook(CLUSTER, store)
         store.on_commit = book.stored
-        homes = Homes(config, book, _NamedEpochs({}))  # type: ignore[arg-type]
+        homes = Homes(config, book, _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
         assert homes.home_of(LEDGER).name == HOME  # not held yet: the cluster file's home
         store.append_records(handed[:5])
         assert homes.home_of(LEDGER).name == HOME
@@ -302,7 +317,7 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
     config = _home_and_standby(tmp_path)
     with ChainStore(tmp_path / "old-home") as store:
         store.append_records(cut_off)
-        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
         service = IngestService(
             config,
             config.nodes[HOME],
@@ -341,7 +356,7 @@ def test_a_replaced_home_answers_the_ledger_s_reads_with_not_home_naming_the_new
         assert call("have", {"hashes": [cut_off[-1].link]})["result"] == {"have": []}
     with ChainStore(tmp_path / "standby") as store:
         store.append_records(handed[:5])  # the standby, following: its reads are the ledger's
-        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}))  # type: ignore[arg-type]
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
         assert not homes.replaced(LEDGER, STANDBY) and not homes.replaced(LEDGER, HOME)
 
 

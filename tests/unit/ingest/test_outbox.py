@@ -28,7 +28,14 @@ from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedErr
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.store import ChainStore
-from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
+from vledger.node.witness import (
+    CheckpointKeys,
+    HomeSigner,
+    SignedCheckpoint,
+    WitnessSigner,
+    home_key,
+    witness_name,
+)
 from vledger.tests.sqlite_faults import malformed
 from vledger.tests.unit.ingest.note_chain import T0, append
 
@@ -103,7 +110,15 @@ class Home:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
         self.repl = LoggedReplication(client, node=HOME)  # its alerts in its own keys, as a node's
         home_signer = HomeSigner(CLUSTER, signer.seed) if signer is not None else None
-        self.outbox = Outbox(HOME, self.store, feed, self.repl, SETTINGS, signer=home_signer)  # type: ignore[arg-type]
+        self.outbox = Outbox(
+            HOME,
+            self.store,
+            feed,  # type: ignore[arg-type]
+            self.repl,
+            SETTINGS,
+            signer=home_signer,
+            witnesses=lambda: [WITNESS.key.verifier()],
+        )
         self.store.on_commit = self.outbox.committed
         self.outbox.start()
 
@@ -234,6 +249,7 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
 
 STANDBY = "standby"
 STANDBY_SIGNER = HomeSigner(CLUSTER, new_signing_key().seed)  # the standby's checkpoint key
+WITNESS = WitnessSigner(witness_name(CLUSTER, "replica-1"), new_signing_key().seed)  # the home trusts it
 
 
 def handed_over_chain(store: ChainStore, count: int) -> None:
@@ -262,15 +278,17 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     running, found the stream longer than its store and rewound it at every heartbeat (its
     alert: "the home rewrote the stream from its store"), cutting the new home's records out
     of the stream the replicas read, until the node woke and learnt of the epoch (PROTOCOL 10.9).
-    Redis names the new home, and the new home's checkpoint there, signed with the standby key
-    the genesis pins, proves it: the outbox leaves the stream, and that checkpoint, alone."""
+    Redis names the new home, and a witness's note there, the new home's checkpoint signed with
+    the standby key the genesis pins and cosigned by the witness (which held the handover record),
+    proves it: the outbox leaves the stream, and the new home's latest checkpoint, alone."""
     with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
         handed_over_chain(store, 10)
     repl = ReplicationLedger(redis_client)
     new_stream = new_home_stream(tmp_path, repl)
     assert repl.promote(LEDGER, 2, STANDBY) is None
-    proof = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",)).note
-    repl.set_checkpoints({LEDGER: proof})
+    latest = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
+    repl.set_checkpoints({LEDGER: latest.note})
+    repl.publish_cosignature(LEDGER, "replica-1", 12, WITNESS.cosign(latest, T0 // 1000))
     home = homes(redis_client, SIGNER)
     home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its node
     wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 9, "the outbox reported its head after a pass")
@@ -281,7 +299,40 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after it signed")
     assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
     assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
-    assert redis_client.get(repl.checkpoint_key(LEDGER)) == proof
+    assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
+
+
+def test_a_home_the_standby_key_alone_names_replaced_keeps_its_stream(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """Outsider F6: the standby's host holds its Redis user and the standby key the genesis pins.
+    It names its node the home of epoch 2, writes entries of its own in the stream and sets the
+    latest checkpoint to one of epoch 2 it signed itself, with no promotion and no handover
+    record. No witness cosigned that epoch (none holds its handover record), so nothing proves
+    it: the home rewrites the stream from its store, as for any foreign entry, and signs on."""
+    repl = ReplicationLedger(redis_client)
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        handed_over_chain(store, 10)
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER)])
+    with ChainStore(tmp_path / "standby", origin=STANDBY, clock=lambda: T0) as other:
+        append(other, LEDGER, 12)
+        repl.add([StreamRecord(LEDGER, h, data, STANDBY) for h, data in other.range_raw(LEDGER, 10)])
+    assert repl.promote(LEDGER, 2, STANDBY) is None  # what HSET ... epochs LEDGER '2 standby' writes
+    claim = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
+    repl.set_checkpoints({LEDGER: claim.note})
+    # Under a witness's name too, cosigned by a key that is not the witness's.
+    forged = WitnessSigner(witness_name(CLUSTER, "replica-1"), new_signing_key().seed).cosign(claim, T0 // 1000)
+    repl.publish_cosignature(LEDGER, "replica-1", 12, forged)
+    home = homes(redis_client, SIGNER)
+    wait_until(caught_up(home.repl, home.store), "the stream rewritten from the home's store")
+    alerts = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
+    assert [(a["node"], a["ledger"], a["height"]) for a in alerts] == [("redis", LEDGER, "10")]
+    append(home.store, LEDGER, 1)
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "a new record streamed by the home")
+    wait_until(
+        lambda: unpacked(LEDGER, redis_client.get(repl.checkpoint_key(LEDGER))).size == 11,
+        "the home's own checkpoint the latest again",
+    )
 
 
 def test_a_home_redis_alone_names_replaced_keeps_its_stream(

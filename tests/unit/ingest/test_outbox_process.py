@@ -16,13 +16,14 @@ from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.ingest.outbox_process import BEAT, SHIP, STOP, ShippingOutbox, StoreView
 from vledger.node.store import ChainStore
-from vledger.node.witness import HomeSigner, SignedCheckpoint
+from vledger.node.witness import HomeSigner, SignedCheckpoint, witness_key
 from vledger.tests.unit.ingest.note_chain import T0
 from vledger.tests.unit.ingest.note_chain import append as append_notes
 
 HOME = "home"
 LEDGER = "ledger-a"
 SIGNER = HomeSigner("test", new_signing_key().seed)
+OLD_WITNESS, NEW_WITNESS = (witness_key("test/witness/replica-1", new_signing_key().public.raw) for _ in range(2))
 
 
 def append(store: ChainStore, count: int) -> None:
@@ -90,7 +91,8 @@ def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_aft
         feed = FeedLog()
         replication = Appends(redis_client)
         theirs, ours = multiprocessing.Pipe(duplex=False)
-        outbox = ShippingOutbox(theirs, HOME, view, feed, replication, settings)
+        outbox = ShippingOutbox(theirs, HOME, view, feed, replication, settings, witness_keys=[OLD_WITNESS.encode()])
+        assert list(outbox.witnesses()) == [OLD_WITNESS]  # as the node started it
         try:
             # Its passes run here. Told in two messages, merged into one span.
             tell(ours, [SHIP, [[LEDGER, 0, 11, True]], []])
@@ -104,10 +106,13 @@ def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_aft
         assert replication.appends == [(0, 8, False), (8, 8, False), (16, 8, False), (24, 6, True)]
         assert feed.sent == [*(("r", h) for h in range(30)), ("c", 30)]
         assert [(r.height, r.data) for r in replication.read(LEDGER, 0, 100)] == list(store.range_raw(LEDGER))
-        tell(ours, [BEAT, {LEDGER: True}, rows([checkpoint])])  # a heartbeat's, sent already: not sent again
+        # A heartbeat's checkpoint, sent already: not sent again. Its witness keys, those in force
+        # now (one rotated), are what a proof of another home's epoch must be cosigned by (10.9).
+        tell(ours, [BEAT, {LEDGER: True}, rows([checkpoint]), [NEW_WITNESS.encode(), "no key"]])
         outbox._await(5.0)
         outbox._drain()
         assert feed.sent[-1] == ("c", 30) and len(feed.sent) == 31
+        assert list(outbox.witnesses()) == [NEW_WITNESS]  # one that does not parse is logged, not kept
 
 
 def test_it_ships_what_it_was_told_before_the_stop_then_ends_on_its_own_thread(

@@ -28,6 +28,7 @@ from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import ReplicationTimeoutError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import key_histories
+from vledger.node.note import VerifierKey
 from vledger.node.record import Entry
 from vledger.node.store import ChainStore, Receipt
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, home_key, witness_key, witness_name
@@ -89,13 +90,17 @@ def watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> 
     started.stop()
 
 
+def witness_verifiers() -> dict[str, VerifierKey]:
+    return {name: witness_key(name, key.public.raw) for name, key in WITNESS_KEYS.items()}
+
+
 def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert], **options: Any) -> CosignatureWatch:
     return CosignatureWatch(
         HOME,
         repl,
         kept,
         cluster=CLUSTER,
-        witnesses={name: witness_key(name, key.public.raw) for name, key in WITNESS_KEYS.items()},
+        witnesses=witness_verifiers(),
         log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
         on_alert=alerts.append,
         ignored=["observer-1"],
@@ -348,14 +353,20 @@ def book(tmp_path: Path) -> Iterator[EpochBook]:
         yield EpochBook(CLUSTER, store)
 
 
+def proof_of_handover(book: EpochBook) -> Callable[[str, bytes], bool]:
+    """handed_over as the node wires it: its store's epochs, the witness keys in force."""
+    return functools.partial(handed_over, book, HOME, witnesses=lambda: witness_verifiers().values())
+
+
 def test_a_home_woken_from_a_hang_reports_no_cosignature_of_the_epoch_that_replaced_it(
     repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert], book: EpochBook
 ) -> None:
     # Hung while its standby was promoted, the home's threads all wake at once: the watch may
     # read the ledger's cosignatures before the node's own view of the epochs (``owns``) says
     # it was replaced. Each note is the proof: a checkpoint of epoch 2 signed with the standby
-    # key its genesis pins, which no witness forged; so no honest witness is accused.
-    watch = make_watch(repl, kept, alerts, handed_over=functools.partial(handed_over, book, HOME)).start()
+    # key its genesis pins and cosigned by a witness, which no witness forged; so no honest
+    # witness is accused.
+    watch = make_watch(repl, kept, alerts, handed_over=proof_of_handover(book)).start()
     try:
         in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=1_500)
         assert repl.promote(LEDGER, 2, STANDBY) is None
@@ -374,7 +385,7 @@ def test_redis_naming_another_home_silences_no_report_of_a_forged_cosignature(
     # Every ingest node's Redis user may write vledger:{ledgers}:epochs: a compromised node
     # names itself the ledger's home, then a note under a witness's name that no pinned key
     # signed is still a forgery, reported against the name it carries.
-    watch = make_watch(repl, kept, alerts, handed_over=functools.partial(handed_over, book, HOME)).start()
+    watch = make_watch(repl, kept, alerts, handed_over=proof_of_handover(book)).start()
     try:
         in_flight = watch.wait(receipt(6), replicas=1, timeout_ms=10_000)
         assert repl.promote(LEDGER, 2, STANDBY) is None
@@ -382,6 +393,11 @@ def test_redis_naming_another_home_silences_no_report_of_a_forged_cosignature(
         cosign(repl, "replica-1", forger.sign(LEDGER, 20, root(20), (f"vledger-epoch 2 {STANDBY}",)))
         wait_for(lambda: len(alerts) == 1, "the forged note reported")
         assert (alerts[0].what, alerts[0].source) == ("bad_cosignature", "replica-1")
+        # The standby's host holds the standby key the genesis pins: its note of epoch 2 under a
+        # witness's name, cosigned by no witness key, proves no handover either (outsider F6).
+        cosign(repl, "replica-2", STANDBY_SIGNER.sign(LEDGER, 20, root(20), (f"vledger-epoch 2 {STANDBY}",)), "x")
+        wait_for(lambda: len(alerts) == 2, "the standby key's uncosigned note reported")
+        assert (alerts[1].what, alerts[1].source) == ("bad_cosignature", "replica-2")
         assert not in_flight.done()
     finally:
         watch.stop()

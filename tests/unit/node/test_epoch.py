@@ -240,32 +240,47 @@ def test_gathering_after_a_handover_keeps_each_epoch_s_checkpoints_and_drops_the
     assert [g.checkpoint.size for g in gather_in_epochs(notes, before, [WITNESS.verifier()])] == [6, 3]
 
 
-def test_only_a_checkpoint_signed_by_the_other_pinned_key_proves_a_newer_epoch() -> None:
+def test_only_a_witnessed_checkpoint_signed_by_the_other_pinned_key_proves_a_newer_epoch() -> None:
     """What a node holding epoch 1 takes as proof that Redis's epochs hash tells the truth: the
-    standby's signed checkpoint of epoch 2; not the home's own key, an unpinned key, a
-    checkpoint of the epoch it holds, or anything that is no checkpoint."""
+    standby's checkpoint of epoch 2 that a witness cosigned (a witness cosigns it only once its
+    store holds the handover record); not the standby's key alone (its host could sign any
+    epoch line: outsider F6), a witness the node does not trust, the home's own key, an
+    unpinned key, a checkpoint of the epoch it holds, or anything that is no checkpoint."""
     history = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
     line = (f"vledger-epoch 2 {STANDBY}",)
-    standby = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note
-    assert proven_epoch(history, [b"not a note", standby]) == (2, STANDBY)
-    assert proven_epoch(history, [HOME_SIGNER.sign(LEDGER, 9, ROOT, line).note]) is None  # its own epoch's key
-    assert proven_epoch(history, [OTHER_SIGNER.sign(LEDGER, 9, ROOT, line).note]) is None  # pinned by no genesis
-    assert proven_epoch(history, [STANDBY_SIGNER.sign(LEDGER, 9, ROOT).note]) is None  # states epoch 1
-    assert proven_epoch(EpochHistory(CLUSTER, _chain(_rules(False), 1)[0], _rules(False)), [standby]) is None
+    trusted = [WITNESS.verifier()]
+    witnessed = _witnessed(STANDBY_SIGNER, 9, line)
+    assert proven_epoch(history, [b"not a note", witnessed], trusted) == (2, STANDBY)
+    alone = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note
+    assert proven_epoch(history, [alone], trusted) is None  # the standby key's word: no witness saw a handover
+    assert proven_epoch(history, [witnessed], []) is None  # cosigned by no witness this node trusts
+    stranger = SignerKey("local/witness/r1", ALG_COSIGNATURE_V1, bytes([42]) * 32).verifier()
+    assert proven_epoch(history, [witnessed], [stranger]) is None  # the witness's name, another key: forged
+    assert proven_epoch(history, [_witnessed(HOME_SIGNER, 9, line)], trusted) is None  # its own epoch's key
+    assert proven_epoch(history, [_witnessed(OTHER_SIGNER, 9, line)], trusted) is None  # pinned by no genesis
+    assert proven_epoch(history, [_witnessed(STANDBY_SIGNER, 9)], trusted) is None  # states epoch 1
+    unpinned = EpochHistory(CLUSTER, _chain(_rules(False), 1)[0], _rules(False))
+    assert proven_epoch(unpinned, [witnessed], trusted) is None
     _, handed = _handed_over()  # a copy that holds epoch 2: only epoch 3 of the home's key is newer
-    assert proven_epoch(handed, [standby]) is None
-    assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, (f"vledger-epoch 3 {HOME}",)).note]) == (3, HOME)
+    assert proven_epoch(handed, [witnessed], trusted) is None
+    back = (f"vledger-epoch 3 {HOME}",)
+    assert proven_epoch(handed, [_witnessed(HOME_SIGNER, 9, back)], trusted) == (3, HOME)
+    # The rule holds both ways: the old home's key alone hands nothing back either.
+    assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, back).note], trusted) is None
 
 
 def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
     """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
     no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
-    later epoch, by one of the keys given; the newest of several."""
+    later epoch, by one of the keys given, cosigned by a witness given; the newest of several."""
     line = (f"vledger-epoch 2 {STANDBY}",)
-    notes = [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note, b"not a note"]
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes) == (2, STANDBY)
-    assert epoch_proven_by(1, HOME, [HOME_KEY], notes) is None  # not signed by the key given
-    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes) is None  # not past the epoch held
-    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes) is None  # names the home held
-    later = STANDBY_SIGNER.sign(LEDGER, 12, ROOT, ("vledger-epoch 4 ingest-3",)).note
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later]) == (4, "ingest-3")
+    trusted = [WITNESS.verifier()]
+    notes = [_witnessed(STANDBY_SIGNER, 9, line), b"not a note"]
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, trusted) == (2, STANDBY)
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note], trusted) is None
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, []) is None  # cosigned by no witness given
+    assert epoch_proven_by(1, HOME, [HOME_KEY], notes, trusted) is None  # not signed by the key given
+    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes, trusted) is None  # not past the epoch held
+    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
+    later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")

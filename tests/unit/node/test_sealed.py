@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -50,8 +51,16 @@ def test_seal_and_unseal_round_trip_non_ascii() -> None:
 
 
 @given(st.text(), st.text())
-def test_any_text_round_trips(info: str, context: str) -> None:
-    assert unseal(KEY, seal(KEY, info, context), context) == info
+def test_any_text_round_trips_in_normal_form_c(info: str, context: str) -> None:
+    assert unseal(KEY, seal(KEY, info, context), context) == unicodedata.normalize("NFC", info)
+
+
+def test_a_name_typed_decomposed_is_the_same_donor_as_typed_composed() -> None:
+    """The outsider's "Zoë" typed with a combining diaeresis (macOS input) got a second id."""
+    composed, decomposed = "Zo\u00eb Ahmed, +966 5", "Zoe\u0308 Ahmed, +966 5"
+    assert composed != decomposed
+    assert seal(KEY, decomposed, "relief") == seal(KEY, composed, "relief")
+    assert unseal(KEY, seal(KEY, decomposed, "relief"), "relief") == composed
 
 
 def test_sealing_is_deterministic() -> None:

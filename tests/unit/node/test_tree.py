@@ -256,6 +256,7 @@ def test_frontier_refuses_a_bad_encoding() -> None:
         (1, 5, 17, "tile/1/005.p/17"),
         (2, 1000, 1, "tile/2/x001/000.p/1"),
         (63, 999, 255, "tile/63/999.p/255"),
+        (0, 2**63 - 1, 256, "tile/0/x009/x223/x372/x036/x854/x775/807"),
     ],
 )
 def test_tile_paths_round_trip(level: int, index: int, width: int, path: str) -> None:
@@ -278,6 +279,8 @@ def test_tile_paths_round_trip(level: int, index: int, width: int, path: str) ->
         "tile/entries/000",
         "../tile/0/000",
         "tile/0/000\n",
+        "tile/0/x009/x223/x372/x036/x854/x775/808",  # 2**63: past any tree (the outsider's was longer)
+        "tile/0/x999/x999/x999/x999/x999/x999/x999/999",
     ],
 )
 def test_tile_paths_that_are_not_canonical_are_refused(path: str) -> None:

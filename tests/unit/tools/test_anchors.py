@@ -3,6 +3,7 @@ key directory and the genesis records of its stores."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -131,6 +132,7 @@ def test_vledger_anchors_prints_the_genesis_links_and_keys(tmp_path: Path, capsy
     assert main(["anchors", "--config", str(config), "--store", str(tmp_path / "data" / "ingest-1"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["ledgers"] == {"votes": votes.hex()} and parse_anchors(answer["anchors"].encode()) == anchors
+    assert answer["sha256"] == hashlib.sha256(answer["anchors"].encode()).hexdigest()  # the pages show it
 
 
 def test_every_store_must_agree_on_a_genesis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

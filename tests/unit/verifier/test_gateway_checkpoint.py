@@ -54,9 +54,13 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
+    def get(self, key: str) -> Any:
+        raise ConnectionError("redis is down")
+
     def pipeline(self, transaction: bool = True) -> NoRedis:
         # The live-events poller reads the tally heads through a pipeline (a slow machine reaches
-        # its first tally poll within a test): its first command fails as a down Redis would.
+        # its first tally poll within a test; this cluster has no observers, so it asks nothing
+        # yet): its first command fails as a down Redis would.
         return self
 
 

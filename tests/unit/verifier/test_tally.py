@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
-from vledger.broker.tallies import Published
+from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import KeyHistory
@@ -33,6 +34,7 @@ from vledger.verifier.tally import (
     counted_hash,
     judge,
     observer_histories,
+    read_tallies,
 )
 
 LEDGER = "poll"
@@ -346,3 +348,67 @@ def test_a_key_the_observer_never_had_is_refused_with_its_history() -> None:
         _signed(SNAPSHOT, new_signing_key()), SIGNER.public, "poll", _rotated_history()["observer-1"]
     )
     assert isinstance(checked.problem, SignatureError)
+
+
+# --- the observers' keys on a real Redis (broker/tallies.py) -----------------------------------------
+
+OTHER_SIGNER = new_signing_key()
+KEYS = {"observer-1": SIGNER.public, "observer-2": OTHER_SIGNER.public}
+
+
+def _publish(board: TallyBoard, observer: str, height: int, signer: SigningKey | None = None) -> str:
+    snapshot = dataclasses.replace(SNAPSHOT, observer=observer, height=height)
+    signer = signer or (SIGNER if observer == "observer-1" else OTHER_SIGNER)
+    return board.publish(LEDGER, observer, height, snapshot.body(), signer.sign(snapshot.body()))
+
+
+def test_observers_at_different_heights_are_compared_where_both_published_even_pages_back(
+    redis_client: Any,
+) -> None:
+    board = TallyBoard(redis_client)
+    for height in (0, 10):
+        _publish(board, "observer-2", height)
+    for height in range(HISTORY_PAGE + 20):  # height 10 is on observer-1's second page back
+        _publish(board, "observer-1", height)
+    report = read_tallies(board, LEDGER, KEYS)
+    assert [t.checked.snapshot.height for t in report.observers if t.checked and t.checked.snapshot] == [
+        HISTORY_PAGE + 19,
+        10,
+    ]
+    assert report.verdict.status == AGREE and report.verdict.height == 10
+    assert [c.published.observer for c in report.older] == ["observer-1"] and report.problems == []
+
+
+def test_a_reader_takes_the_observer_from_the_key_not_from_the_body(redis_client: Any) -> None:
+    # observer-2's own signed tally, put in observer-1's keys (observer-1's user may write them).
+    board = TallyBoard(redis_client)
+    _publish(board, "observer-2", 7)
+    stolen = board.latest(LEDGER, ["observer-2"])["observer-2"]
+    assert stolen is not None
+    board.publish(LEDGER, "observer-1", 7, stolen.body, stolen.signature)
+    report = read_tallies(board, LEDGER, KEYS)
+    [problem] = report.problems
+    assert problem.published.observer == "observer-1" and isinstance(problem.problem, SignatureError)
+    # Signed by observer-1 but naming observer-2 in its body: its signature holds, its body does not.
+    _publish(board, "observer-1", 8, SIGNER)
+    named = dataclasses.replace(SNAPSHOT, observer="observer-2", height=9)
+    board.publish(LEDGER, "observer-1", 9, named.body(), SIGNER.sign(named.body()))
+    [problem] = read_tallies(board, LEDGER, KEYS).problems
+    assert isinstance(problem.problem, FieldError) and "observer-2" in problem.problem.message
+
+
+def test_a_latest_id_that_is_no_stream_id_fails_only_its_observer(redis_client: Any) -> None:
+    board = TallyBoard(redis_client)
+    _publish(board, "observer-1", 7)
+    _publish(board, "observer-2", 7)
+    redis_client.set(board.latest_key(LEDGER, "observer-2"), "not an id")
+    report = read_tallies(board, LEDGER, KEYS)
+    assert [t.checked is not None and t.checked.ok for t in report.observers] == [True, False]
+    assert report.verdict.status == STILL_COUNTING
+    assert board.latest_ids([LEDGER, "other"], KEYS) == {
+        LEDGER: {
+            "observer-1": board.latest_ids([LEDGER], ["observer-1"])[LEDGER]["observer-1"],
+            "observer-2": "not an id",
+        },
+        "other": {},
+    }

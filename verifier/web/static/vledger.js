@@ -277,16 +277,28 @@ async function parseAnchors(text) {
   return { ledgers, witnesses: [...witnesses.values()], observers };
 }
 
-// The anchors in force: {anchors, source} or {error, source}, or null when none were given.
+// The anchors in force: {anchors, source, sha256} or {error, source}, or null when none were given.
+// sha256 is the hex SHA-256 of the anchors' bytes (`sha256sum anchors.txt`): anchors in a link are
+// whoever wrote the link's, so the banner shows it for the voter to compare with the publisher's.
 let anchorState = null;
+async function anchorsOf(bytes, source) {
+  try {
+    return { anchors: await parseAnchors(textOf(bytes)), source, sha256: hexOf(await sha256(bytes)) };
+  } catch (e) {
+    return { error: e.message, source };
+  }
+}
 async function loadAnchors() {
   const given = fragment.get("anchors");
   if (given === null) return anchorState;
+  let bytes;
   try {
-    anchorState = { anchors: await parseAnchors(textOf(bytesOfBase64url(given))), source: "the page's address" };
+    bytes = bytesOfBase64url(given);
   } catch (e) {
     anchorState = { error: e.message, source: "the page's address" };
+    return anchorState;
   }
+  anchorState = await anchorsOf(bytes, "the page's address");
   return anchorState;
 }
 
@@ -307,19 +319,18 @@ function anchorsBar(changed) {
     pick.addEventListener("change", async () => {
       const file = pick.files[0];
       if (!file) return;
-      try {
-        anchorState = { anchors: await parseAnchors(await file.text()), source: file.name };
-      } catch (e) {
-        anchorState = { error: e.message, source: file.name };
-      }
+      anchorState = await anchorsOf(new Uint8Array(await file.arrayBuffer()), file.name);
       show();
       await changed();
     });
     let say;
     if (s && s.anchors) {
-      say = el("span", { class: "ok" }, `✓ Checked against the publisher's anchors (from ${s.source}): ` +
-        `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys. ` +
-        "No key is taken from the gateway.");
+      say = el("span", {},
+        el("span", { class: "ok" }, `✓ Checked against the anchors from ${s.source}: ` +
+          `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys. ` +
+          "No key is taken from the gateway."),
+        " They are the publisher's only if their SHA-256 is the one the publisher gives: ",
+        el("code", { id: "anchors-sha256" }, s.sha256), ".");
     } else if (s && s.error) {
       say = el("span", { class: "bad" }, `✗ The anchors from ${s.source} are not valid: ${s.error}. Nothing is shown as verified.`);
     } else {
@@ -327,7 +338,11 @@ function anchorsBar(changed) {
         "gateway's own word, and a hostile gateway can serve its own. Open this page with the address the " +
         "publisher gives (#anchors=…), or pick the publisher's anchors file:");
     }
-    bar.replaceChildren(el("p", {}, say, " ", pick));
+    // A gateway named by the link, not the site that served the page: say so (15.5). A copy of
+    // a page opened from a mirror names one; so does a link a phisher wrote.
+    const where = gatewayBase === "" ? [] : [el("p", { class: "warn" }, "Reading the gateway ",
+      el("code", { id: "anchors-gateway" }, gatewayBase), ", named by the page's address, not the site that served this page.")];
+    bar.replaceChildren(el("p", {}, say, " ", pick), ...where);
   };
   show();
   document.querySelector("main").prepend(bar);
