@@ -21,6 +21,7 @@ from vledger.node.epoch import (
     check_promotion,
     epoch_claim,
     epoch_payload,
+    epoch_proven_by,
     gather_in_epochs,
     proven_epoch,
 )
@@ -266,3 +267,20 @@ def test_only_a_witnessed_checkpoint_signed_by_the_other_pinned_key_proves_a_new
     assert proven_epoch(handed, [_witnessed(HOME_SIGNER, 9, back)], trusted) == (3, HOME)
     # The rule holds both ways: the old home's key alone hands nothing back either.
     assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, back).note], trusted) is None
+
+
+def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
+    """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
+    no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
+    later epoch, by one of the keys given, cosigned by a witness given; the newest of several."""
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    trusted = [WITNESS.verifier()]
+    notes = [_witnessed(STANDBY_SIGNER, 9, line), b"not a note"]
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, trusted) == (2, STANDBY)
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note], trusted) is None
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, []) is None  # cosigned by no witness given
+    assert epoch_proven_by(1, HOME, [HOME_KEY], notes, trusted) is None  # not signed by the key given
+    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes, trusted) is None  # not past the epoch held
+    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
+    later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")
