@@ -38,17 +38,19 @@ import multiprocessing
 import multiprocessing.connection
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..broker.shm import take_ownership
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.ledger import LedgerRules
 from ..node.record import RecordFields
-from ..node.tree import leaf_hash
+from ..node.storefile import STORED_LEVEL
+from ..node.tree import leaf_hash, subtree_hashes
 from ..node.verify import ChainVerifier
 
 log = logging.getLogger(__name__)
 
+KEPT_LEAVES = 1 << STORED_LEVEL  # the leaves of the smallest subtree a store keeps (node/store.py's)
 STOP_WAIT = 5.0  # seconds a stopping worker is given before it is terminated
 READY = "ready"  # the worker's first message: it has imported what it checks with
 
@@ -76,6 +78,11 @@ class Checked:
 
     leaves: list[bytes]
     fields: list[RecordFields] | None = None
+    # The hashes of the complete subtrees of KEPT_LEAVES leaves among those rows, in order, the
+    # first of index ``first_subtree``: the follower grows its tree by one hash for each such 16
+    # leaves (node/store.py's grow_kept_by), where it took 15 (~1 us a record of its thread, under the GIL).
+    subtrees: list[bytes] = field(default_factory=list)
+    first_subtree: int = 0
 
 
 class PageChecker:
@@ -229,6 +236,11 @@ class PageChecker:
             self._process.terminate()
             self._process.join(STOP_WAIT)
 
+    def distrust(self, why: str) -> None:
+        """The follower found an answer false (its subtrees gave another root than its leaves):
+        the worker is broken from now on, and the follower checks everything itself."""
+        self._fail(RuntimeError(why))
+
     def _fail(self, error: BaseException) -> None:
         if not self.broken:
             log.warning("page checker gone (%s): the follower checks every record itself", error)
@@ -244,9 +256,14 @@ def check_page(verifier: ChainVerifier | None, rows: list[bytes]) -> tuple[Check
     the expression that checked each row (3.4 -> ~1 us a record: the two maps not decoded again)."""
     if verifier is None:
         return Checked([], []), False
+    first = verifier.next_height  # the first row's leaf index
     names: dict[bytes, str] = {}  # a page's: the pickle sends each name once
     fields = verifier.take_values(rows, names)
-    return Checked([leaf_hash(data) for data in rows[: len(fields)]], fields), len(fields) == len(rows)
+    leaves = [leaf_hash(data) for data in rows[: len(fields)]]
+    begin = -first % KEPT_LEAVES  # the leaves before the first subtree that starts among them
+    whole = max(0, len(leaves) - begin) // KEPT_LEAVES * KEPT_LEAVES
+    subtrees = subtree_hashes(leaves[begin : begin + whole], STORED_LEVEL)
+    return Checked(leaves, fields, subtrees, (first + begin) // KEPT_LEAVES), len(fields) == len(rows)
 
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:

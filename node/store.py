@@ -255,6 +255,40 @@ def grow_kept(frontier: Frontier, leaves: Sequence[bytes]) -> list[tuple[int, in
     return frontier.grow(leaves, STORED_LEVEL)
 
 
+KEPT_LEAVES = 1 << STORED_LEVEL  # the leaves of the smallest subtree a store keeps
+
+
+def grow_kept_by(
+    frontier: Frontier, leaves: Sequence[bytes], subtrees: Mapping[int, bytes]
+) -> list[tuple[int, int, bytes]]:
+    """What :func:`grow_kept` gives and does to ``frontier``, with ``subtrees``: the hashes of
+    some complete subtrees of KEPT_LEAVES leaves by their index (the smallest a store keeps),
+    each taken for its leaves when they lie among ``leaves`` (one hash for its 16 leaves' 15).
+
+    The caller vouches for them as for ``leaves``: a follower whose page checker hashed both
+    compares the root with a signed checkpoint's, to which each subtree taken is an input."""
+    if not subtrees:
+        return grow_kept(frontier, leaves)
+    kept: list[tuple[int, int, bytes]] = []
+    done, count = 0, len(leaves)
+    while done < count:
+        size = frontier.size
+        step = -size % KEPT_LEAVES  # the leaves up to the next subtree's start
+        if not step:
+            first = size // KEPT_LEAVES
+            nodes: list[bytes] = []
+            while done + KEPT_LEAVES * (len(nodes) + 1) <= count and (node := subtrees.get(first + len(nodes))):
+                nodes.append(node)
+            if nodes:
+                kept.extend(frontier.grow_level(nodes, STORED_LEVEL))
+                done += KEPT_LEAVES * len(nodes)
+                continue
+            step = KEPT_LEAVES  # not given: its leaves
+        kept.extend(frontier.grow(leaves[done : done + step], STORED_LEVEL))
+        done += step
+    return kept
+
+
 class DomainRules(Protocol):
     """The ledgers' domain rules (votes, funds, ...), run on every entry before it is placed.
 

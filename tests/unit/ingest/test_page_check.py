@@ -56,9 +56,12 @@ def _changed(record: Record) -> bytes:
     return bytes(data)
 
 
-def _answer(rows: list[bytes]) -> Checked:
-    """The answer for ``rows`` passed: their leaf hashes and the values decoding them gives."""
-    return Checked([leaf_hash(data) for data in rows], [fields_of_checked(data, {}) for data in rows])
+def _answer(rows: list[bytes], first: int = 1) -> Checked:
+    """The answer for ``rows`` passed, the first at height ``first``: their leaf hashes, the
+    values decoding them gives (and no 16-leaf subtree: too few rows)."""
+    return Checked(
+        [leaf_hash(data) for data in rows], [fields_of_checked(data, {}) for data in rows], [], -(-first // 16)
+    )
 
 
 def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(chain: list[Record]) -> None:
@@ -69,7 +72,7 @@ def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(c
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
     assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == (_answer(rows[:4]), False)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, rows[1:]) == (Checked([], []), False)  # not the next height: nothing passed
+    assert check_page(verifier, rows[1:]) == (_answer([]), False)  # not the next height: nothing passed
     assert check_page(None, rows) == (Checked([], []), False)
 
 
