@@ -581,6 +581,21 @@ def add_run(conn: sqlite3.Connection, hashes: list[tuple[bytes, str, int]], mark
     conn.executemany(_PUT_FILLED, marks.items())
 
 
+def add_run_of_records(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]]) -> None:
+    """:func:`add_run` of the records of each ledger's range of heights [mark, size) in
+    ``ranges``, read from their rows (those of the caller's transaction included) and sorted by
+    SQLite, and make each ``size`` its ledger's mark, inside the caller's transaction: a
+    committer's fill without a tuple a record and their sort under the GIL (~0.5 us a record
+    that the follower's thread, or the request loop's, waited for). Raises sqlite3.Error."""
+    rows = sum(size - mark for mark, size in ranges.values())
+    if rows:
+        run = _new_run(conn, 0, rows)
+        for ledger, (mark, size) in ranges.items():
+            if size > mark:
+                conn.execute(_FILL_RUN, (run, ledger, mark, size))
+    conn.executemany(_PUT_FILLED, [(ledger, size) for ledger, (_, size) in ranges.items()])
+
+
 def fill_run(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]], fill_at: int) -> None:
     """Write the records of each ledger's range of heights [mark, size) in ``ranges`` as one new
     run, read from their rows, and make each ``size`` its ledger's mark, inside the caller's
