@@ -17,6 +17,11 @@ What the worker's word is worth, and what the follower still checks itself:
   row: the follower's thread does not decode them), and takes each only if it says the height it was
   sent as and its ``prev`` is the link of the row before, the first one the link its own
   chain ends on: so the worker's chain is tied to the follower's, row by row.
+* The follower grows its Merkle tree by the worker's hashes of the page's complete 16-leaf
+  subtrees (each whose leaves lie between two checkpoints), and compares its root with the
+  signed checkpoint's, to which each is an input: a false one cannot pass. A root that differs
+  is worked out again from the leaves alone; if that one matches, the worker lied and counts
+  as broken (:meth:`PageChecker.distrust`), and the run is stored.
 * Every row past the prefix, every ``checkpoint_key`` record, every checkpoint note and every
   decision to store goes the follower's own way, as without a checker: a bad row is named
   and refused exactly as before. A checker that fails (its process gone) is dropped, with a

@@ -36,7 +36,8 @@ hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader rea
 come, only when the index misses). A record's hash is random, so a table sorted by it takes each new
 hash at a random page: filled a thousand at a time it still rewrote a page for nearly every
 record once it outgrew the fill. Here ChainStore writes the hashes above the marks, sorted,
-as a new run in the transaction whose records bring them to HASH_FILL_AT: run ids only grow,
+as a new run in the transaction whose records bring them to HASH_FILL_AT (read from those
+records' rows and sorted by SQLite: :func:`add_run_of_records`): run ids only grow,
 so a run is appended at the index's right edge, a few pages, and the run and the marks are
 durable together. Eight runs of one level are merged into one of the next
 (:func:`merge_hash_runs`), in steps inside the ordinary group commits: each step moves the
