@@ -9,8 +9,10 @@ broker/redis_keys.py):
 * ``ns:{accounts}:names``: the set of account names;
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
-* ``ns:{accounts}:applied`` / ``ns:{accounts}:seen``: per node, the version it applied and
-  when it last said so (milliseconds, Redis clock);
+* ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
+  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock); only that
+  node's Redis user writes it (broker/redis_acl.py), so no node can say another applied a
+  change it has not (a revoke would then look enforced where it is not);
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
@@ -241,11 +243,10 @@ local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
 return {owner, fields[1], fields[2]}
 """
 
-# KEYS: applied, seen    ARGV: channel, node, version
+# KEYS: the node's applied hash    ARGV: channel, node, version
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -306,8 +307,7 @@ class AccountRegistry:
         self._names = group_key(namespace, ACCOUNTS_TAG, "names")
         self._owners = group_key(namespace, ACCOUNTS_TAG, "keys")
         self._version = group_key(namespace, ACCOUNTS_TAG, "version")
-        self._applied = group_key(namespace, ACCOUNTS_TAG, "applied")
-        self._seen = group_key(namespace, ACCOUNTS_TAG, "seen")
+        self._applied_prefix = group_key(namespace, ACCOUNTS_TAG, "applied:")
         self.admin_records_key = group_key(namespace, ACCOUNTS_TAG, "admin:records")
         register = client.register_script
         self._add_account = register(_CHANGED + _ADD_ACCOUNT)
@@ -432,24 +432,38 @@ class AccountRegistry:
 
     # --- which node applied what ---------------------------------------------------------------
 
+    def applied_key(self, node: str) -> str:
+        """The key where ``node`` says which version it applied (its Redis user's alone)."""
+        return self._applied_prefix + _check_node(node)
+
     def record_applied(self, node: str, version: int) -> None:
         """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
-        self._record_applied(
-            keys=[self._applied, self._seen], args=[self.applied_channel, _check_node(node), str(version)]
-        )
+        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
 
-    def applied(self) -> dict[str, int]:
-        """The version each node last said it applied."""
-        return {_text(k): int(v) for k, v in self.client.hgetall(self._applied).items()}
-
-    def live_nodes(self, within: float) -> set[str]:
-        """The nodes that reported within the last ``within`` seconds (by the Redis clock)."""
+    def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
+        """Each node's ``field`` from its own key; None when it never reported, or its key
+        holds no number (a node's user can spoil only its own key, which then counts as no report)."""
+        names = [_check_node(n) for n in nodes]
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.hgetall(self._seen)
-        (seconds, micros), seen = pipe.execute()
+        for name in names:
+            pipe.hget(self._applied_prefix + name, field)
+        found: dict[str, int | None] = {}
+        for name, value in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                found[name] = None if value is None or isinstance(value, Exception) else int(_text(value))
+            except ValueError:
+                found[name] = None
+        return found
+
+    def applied(self, nodes: Collection[str]) -> dict[str, int]:
+        """The version each of ``nodes`` last said it applied (those that never said: left out)."""
+        return {n: v for n, v in self._reports(nodes, "version").items() if v is not None}
+
+    def live_nodes(self, nodes: Collection[str], within: float) -> set[str]:
+        """Those of ``nodes`` that reported within the last ``within`` seconds (by the Redis clock)."""
+        seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
-        return {_text(node) for node, ms in seen.items() if now_ms - int(ms) <= within * 1000}
+        return {n for n, ms in self._reports(nodes, "seen").items() if ms is not None and now_ms - ms <= within * 1000}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
         """Wait until every node in ``nodes`` applied ``version`` or later; their versions.
@@ -462,8 +476,7 @@ class AccountRegistry:
         pubsub = _subscribe(self.client, self.applied_channel)
         try:
             while True:
-                values = self.client.hmget(self._applied, names) if names else []
-                current = {n: int(v) if v is not None else 0 for n, v in zip(names, values, strict=True)}
+                current = {n: v or 0 for n, v in self._reports(names, "version").items()}
                 lagging = {n: v for n, v in current.items() if v < version}
                 if not lagging:
                     return current

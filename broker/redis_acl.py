@@ -93,8 +93,9 @@ A node may also claim, in its own keys, a height it does not hold or an alert ab
 those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
-grants are. Every node user may also report which accounts version it applied
-(``{accounts}:applied``, ``{accounts}:seen``): the admin's ``wait_applied`` reads it. Keys
+grants are. Node N reports which accounts version it applied, and when, in a hash of its own
+(``{accounts}:applied:N``) and reads every node's: the admin's ``wait_applied`` reads them, so
+no node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
 are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
 script runs is checked against the caller's user too, so a script cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
@@ -131,7 +132,7 @@ _CONNECTION = ("ping", "select", "evalsha", "eval", "evalsha_ro", "eval_ro", "sc
 # its grants from the admin ledger's cache (AccountCache._load_grants: LLEN, LRANGE).
 _ACCOUNTS_READ: tuple[str, ...] = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time")
 _ACCOUNTS_READ += ("subscribe", "unsubscribe", "llen", "lrange")
-# The version each node reports it applied (record_applied: HSET, TIME, PUBLISH).
+# The version each node reports it applied (record_applied: HSET, TIME, PUBLISH; its own key).
 _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
@@ -206,7 +207,10 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # a node adds to and trims its own stream and opens and resolves its own alerts only.
     alerts_read = (f"%R~{alerts}", f"%R~{alerts}:open", f"%R~{alerts}:log:*", f"%R~{alerts}:open:*")
     own_alerts = (f"~{alerts}:log:{node}", f"~{alerts}:open:{node}")
-    reports = (f"~{group}:applied", f"~{group}:seen", *alerts_read, *own_alerts)
+    # Each node says which accounts version it applied in a key of its own (HSET), and reads
+    # every node's: the admin's ``wait_applied`` waits on the ingest nodes' keys.
+    applied = (f"%R~{group}:applied:*", f"~{group}:applied:{node}")
+    reports = (*applied, *alerts_read, *own_alerts)
     node_keys = (*accounts_read, *reports)
     chain, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:checkpoint"
     # Each node's held height of a ledger is a key of its own (``{*}:held:<node>``): it writes

@@ -132,7 +132,7 @@ class RegistryAdmin:
         else:
             result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
-        live = self.registry.live_nodes(within=max(30.0, 6 * self.cache.poll_interval)) & set(self.nodes)
+        live = self.registry.live_nodes(self.nodes, within=max(30.0, 6 * self.cache.poll_interval))
         try:
             self.registry.wait_applied(version, sorted(live), self.wait_seconds)
             result["pending"] = []

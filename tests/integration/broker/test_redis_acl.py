@@ -23,7 +23,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
-from vledger.node.errors import SettingsError
+from vledger.node.errors import ApplyTimeoutError, SettingsError
 
 NOPERM = redis.exceptions.NoPermissionError
 
@@ -236,7 +236,39 @@ def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     assert repl.open_alerts()["replica-1|votes|fork"]["raised_by"] == "replica-1"
     assert repl.resolve(["replica-1|votes|fork"]) == 1 and repl.open_alerts() == {}
     AccountRegistry(replica).record_applied("replica-1", 0)
-    assert AccountRegistry(acl.client("admin")).applied() == {"replica-1": 0}
+    assert AccountRegistry(acl.client("admin")).applied(["replica-1", "replica-2"]) == {"replica-1": 0}
+
+
+def test_no_node_says_another_applied_an_accounts_version(acl: AclServer) -> None:
+    # F2 of outsider17: a replica's user set ingest-2's applied version in a shared hash, so a
+    # revoke looked enforced on a node that had not applied it. Each node writes its own key.
+    admin = AccountRegistry(acl.client("admin"))
+    ingest = AccountRegistry(acl.client("ingest"))
+    ingest.record_applied("ingest-1", 3)
+    for role in ("replica", "observer", "verifier", "replica-2"):
+        registry = AccountRegistry(acl.client(role))
+        with pytest.raises(NOPERM):
+            registry.record_applied("ingest-1", 99)
+        with pytest.raises(NOPERM):
+            registry.client.hset("vledger:{accounts}:applied:ingest-1", "version", 99)
+        with pytest.raises(NOPERM):
+            registry.client.hset("vledger:{accounts}:applied:ingest-1", "seen", 0)
+        registry.record_applied(_node(role) or role, 5)  # its own it writes
+    for role in ("replica", "verifier"):
+        with pytest.raises(NOPERM):
+            AccountRegistry(acl.client(role)).record_applied("replica-2", 99)
+    assert admin.applied(["ingest-1"]) == {"ingest-1": 3}
+    with pytest.raises(ApplyTimeoutError, match="ingest-1 at 3"):
+        admin.wait_applied(4, ["ingest-1", "replica-1"], 0.2)
+    assert admin.wait_applied(3, ["ingest-1", "replica-1", "replica-2"], 1.0) == {
+        "ingest-1": 3,
+        "replica-1": 5,
+        "replica-2": 5,
+    }
+    # A node can spoil only its own report, which then counts as none.
+    acl.client("ingest").set("vledger:{accounts}:applied:ingest-1", "junk")
+    assert admin.applied(["ingest-1", "replica-1"]) == {"replica-1": 5}
+    assert admin.live_nodes(["ingest-1", "replica-1"], within=60) == {"replica-1"}
 
 
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
