@@ -9,8 +9,10 @@ broker/redis_keys.py):
 * ``ns:{accounts}:names``: the set of account names;
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
-* ``ns:{accounts}:applied`` / ``ns:{accounts}:seen``: per node, the version it applied and
-  when it last said so (milliseconds, Redis clock);
+* ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
+  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock); only that
+  node's Redis user writes it (broker/redis_acl.py), so no node can say another applied a
+  change it has not (a revoke would then look enforced where it is not);
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
@@ -40,6 +42,7 @@ from typing import Any, NamedTuple, NoReturn, Self
 import redis
 
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.admin_accounts import VerifiedAdmin, judge, verify_admin_copy
 from ..node.errors import (
     AccountError,
     AccountExistsError,
@@ -49,12 +52,14 @@ from ..node.errors import (
     NoSuchAccountError,
     NoSuchKeyError,
     RoleError,
+    VledgerError,
 )
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
-from ..node.rules.admin import Grants
+from ..node.rules.admin import ADMIN_LEDGER, Grants
 from ..node.rules.engine import RulesEngine
 from .keys import check_public_key, fingerprint
-from .redis_keys import group_key
+from .redis_keys import group_key, ledger_key
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +246,10 @@ local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
 return {owner, fields[1], fields[2]}
 """
 
-# KEYS: applied, seen    ARGV: channel, node, version
+# KEYS: the node's applied hash    ARGV: channel, node, version
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -306,9 +310,9 @@ class AccountRegistry:
         self._names = group_key(namespace, ACCOUNTS_TAG, "names")
         self._owners = group_key(namespace, ACCOUNTS_TAG, "keys")
         self._version = group_key(namespace, ACCOUNTS_TAG, "version")
-        self._applied = group_key(namespace, ACCOUNTS_TAG, "applied")
-        self._seen = group_key(namespace, ACCOUNTS_TAG, "seen")
+        self._applied_prefix = group_key(namespace, ACCOUNTS_TAG, "applied:")
         self.admin_records_key = group_key(namespace, ACCOUNTS_TAG, "admin:records")
+        self.admin_checkpoint_key = ledger_key(namespace, ADMIN_LEDGER, "checkpoint")
         register = client.register_script
         self._add_account = register(_CHANGED + _ADD_ACCOUNT)
         self._remove_account = register(_CHANGED + _REMOVE_ACCOUNT)
@@ -407,6 +411,11 @@ class AccountRegistry:
     def admin_size(self) -> int:
         return int(self.client.llen(self.admin_records_key))
 
+    def admin_checkpoint(self) -> bytes | None:
+        """The admin ledger's home's latest checkpoint note (``vledger:{admin}:checkpoint``), unverified."""
+        note = self.client.get(self.admin_checkpoint_key)
+        return None if note is None else bytes(note)
+
     # --- reads ---------------------------------------------------------------------------------
 
     def snapshot(self) -> AccountsSnapshot:
@@ -432,24 +441,38 @@ class AccountRegistry:
 
     # --- which node applied what ---------------------------------------------------------------
 
+    def applied_key(self, node: str) -> str:
+        """The key where ``node`` says which version it applied (its Redis user's alone)."""
+        return self._applied_prefix + _check_node(node)
+
     def record_applied(self, node: str, version: int) -> None:
         """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
-        self._record_applied(
-            keys=[self._applied, self._seen], args=[self.applied_channel, _check_node(node), str(version)]
-        )
+        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
 
-    def applied(self) -> dict[str, int]:
-        """The version each node last said it applied."""
-        return {_text(k): int(v) for k, v in self.client.hgetall(self._applied).items()}
-
-    def live_nodes(self, within: float) -> set[str]:
-        """The nodes that reported within the last ``within`` seconds (by the Redis clock)."""
+    def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
+        """Each node's ``field`` from its own key; None when it never reported, or its key
+        holds no number (a node's user can spoil only its own key, which then counts as no report)."""
+        names = [_check_node(n) for n in nodes]
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.hgetall(self._seen)
-        (seconds, micros), seen = pipe.execute()
+        for name in names:
+            pipe.hget(self._applied_prefix + name, field)
+        found: dict[str, int | None] = {}
+        for name, value in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                found[name] = None if value is None or isinstance(value, Exception) else int(_text(value))
+            except ValueError:
+                found[name] = None
+        return found
+
+    def applied(self, nodes: Collection[str]) -> dict[str, int]:
+        """The version each of ``nodes`` last said it applied (those that never said: left out)."""
+        return {n: v for n, v in self._reports(nodes, "version").items() if v is not None}
+
+    def live_nodes(self, nodes: Collection[str], within: float) -> set[str]:
+        """Those of ``nodes`` that reported within the last ``within`` seconds (by the Redis clock)."""
+        seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
-        return {_text(node) for node, ms in seen.items() if now_ms - int(ms) <= within * 1000}
+        return {n for n, ms in self._reports(nodes, "seen").items() if ms is not None and now_ms - ms <= within * 1000}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
         """Wait until every node in ``nodes`` applied ``version`` or later; their versions.
@@ -462,8 +485,7 @@ class AccountRegistry:
         pubsub = _subscribe(self.client, self.applied_channel)
         try:
             while True:
-                values = self.client.hmget(self._applied, names) if names else []
-                current = {n: int(v) if v is not None else 0 for n, v in zip(names, values, strict=True)}
+                current = {n: v or 0 for n, v in self._reports(names, "version").items()}
                 lagging = {n: v for n, v in current.items() if v < version}
                 if not lagging:
                     return current
@@ -514,6 +536,54 @@ def _subscribe(client: Any, channel: str) -> Any:
         raise
 
 
+class AdminCheck:
+    """How a node checks the accounts in Redis against the admin ledger (node/admin_accounts.py):
+    with ``key``, the admin ledger's checkpoint key (broker/signing.py admin_checkpoint_key;
+    None: no checkpoint verifies, so only revokes, disables and removals of the chain are
+    enforced beyond its signed part, and nothing new). ``on_forged`` hears, after each load
+    whose finding changed, what the cache gives that no admin record gave (empty: nothing)."""
+
+    def __init__(self, key: VerifierKey | None, on_forged: Callable[[tuple[str, ...]], None] | None = None) -> None:
+        self.key = key
+        self.on_forged = on_forged
+        self.forged: tuple[str, ...] = ()
+        self._verified: tuple[int, bytes | None, VerifiedAdmin] | None = None
+        self._problem: str | None = None
+        self._taken: bytes | None = None  # the last note that verified, over records the copy still holds
+
+    def verified(self, raw: list[bytes], note: bytes | None) -> VerifiedAdmin:
+        """``raw`` and ``note`` verified (again only when either changed: the copy only grows)."""
+        kept = self._verified
+        if kept is not None and kept[0] == len(raw) and kept[1] == note:
+            return kept[2]
+        admin = verify_admin_copy(raw, [note, self._taken], self.key)
+        if admin.signed and note is not None and admin.signed == _size(note):
+            self._taken = note
+        self._verified = (len(raw), note, admin)
+        if admin.problem != self._problem and admin.problem is not None:
+            logger.warning("accounts: %s", admin.problem)
+        self._problem = admin.problem
+        return admin
+
+    def apply(self, snapshot: AccountsSnapshot, raw: list[bytes], note: bytes | None) -> AccountsSnapshot:
+        """``snapshot`` narrowed to what the verified admin ledger gives."""
+        admin = self.verified(raw, note)
+        cache = {n: (a.role.value, a.enabled, frozenset(a.keys)) for n, a in snapshot.accounts.items()}
+        judgement = judge(cache, admin)
+        if judgement.forged != self.forged:
+            self.forged = judgement.forged
+            for line in judgement.forged:
+                logger.error("accounts_forged: Redis holds %s: not enforced", line)
+            if self.on_forged is not None:
+                self.on_forged(judgement.forged)
+        accounts = {
+            name: Account(name, Role(role), enabled, tuple(sorted(keys)))
+            for name, (role, enabled, keys) in judgement.enforced.items()
+        }
+        owners = {key: account.name for account in accounts.values() for key in account.keys}
+        return AccountsSnapshot(snapshot.version, MappingProxyType(accounts), MappingProxyType(owners))
+
+
 class AccountCache:
     """A node's copy of the accounts: thread-safe reads, kept current in the background.
 
@@ -531,11 +601,15 @@ class AccountCache:
         *,
         on_change: Callable[[frozenset[str]], None] | None = None,
         poll_interval: float = 5.0,
+        check: AdminCheck | None = None,
     ) -> None:
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
         self.poll_interval = poll_interval
+        self.check = check  # None: the accounts in Redis are taken as they are (tests of the cache alone)
+        self._admin_raw: list[bytes] = []
+        self._admin_note: bytes | None = None
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -593,8 +667,13 @@ class AccountCache:
     def refresh(self) -> int:
         """Load the accounts now (the node that made a change calls this before answering)."""
         with self._reload_lock:
+            # The accounts before the admin records: the home appends a record before it changes
+            # the accounts, so whatever change this snapshot holds, its record is read below.
             snapshot = self.registry.snapshot()
             self._load_grants()
+            if self.check is not None:
+                self._admin_note = self.registry.admin_checkpoint()
+                snapshot = self.check.apply(snapshot, self._admin_raw, self._admin_note)
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
@@ -612,7 +691,8 @@ class AccountCache:
         if size == self._admin_size:
             return
         engine = RulesEngine()
-        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
+        self._admin_raw = self.registry.admin_records()
+        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self._admin_raw)
         if violations:
             logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
         self._grants = engine.grants()
@@ -635,8 +715,10 @@ class AccountCache:
         return True
 
     def _heartbeat(self) -> None:
-        """The safety net: reload if the version moved unannounced, else say we are alive."""
-        if self._unapplied or self.registry.version() != self.version:
+        """The safety net: reload if the version moved unannounced (or a new checkpoint of the
+        admin ledger may cover what was pending), else say we are alive."""
+        moved = self.check is not None and self.registry.admin_checkpoint() != self._admin_note
+        if self._unapplied or moved or self.registry.version() != self.version:
             self.refresh()
         else:
             self.registry.record_applied(self.node, self.version)
@@ -697,3 +779,11 @@ class AccountCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _size(note: bytes) -> int:
+    """A checkpoint note's size, unverified (0 for one that does not parse)."""
+    try:
+        return parse_checkpoint(parse_note(note).text).size
+    except VledgerError:
+        return 0

@@ -17,12 +17,13 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
               (``{*}:checkpoint``); read the witnesses' cosignatures (``{*}:cosig``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
-              held heights, raise and resolve its own alerts (see Alerts below); read and
-              change the accounts (it carries out the admin's account commands, which it checks
-              itself: ingest/accounts.py) and the admin ledger's cache
-              (``{accounts}:admin:records``: grants); check and use admins' second factors
-              (``{totp}:account:*``, ``:recovery:*``, ``:failures:*``, ``:unrecorded``, sealed
-              secrets: broker/second_factor.py)
+              held heights, raise and resolve its own alerts (see Alerts below); read the
+              accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
+              check and use admins' second factors (``{totp}:account:*``, ``:recovery:*``,
+              ``:failures:*``, sealed secrets: broker/second_factor.py). The admin ledger's
+              home alone also changes the accounts and that cache (it carries out the admin's
+              account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
+              records the host's enrollments (``{totp}:unrecorded``)
 replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
@@ -96,8 +97,9 @@ A node may also claim, in its own keys, a height it does not hold or an alert ab
 those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
-grants are. Every node user may also report which accounts version it applied
-(``{accounts}:applied``, ``{accounts}:seen``): the admin's ``wait_applied`` reads it. Keys
+grants are. Node N reports which accounts version it applied, and when, in a hash of its own
+(``{accounts}:applied:N``) and reads every node's: the admin's ``wait_applied`` reads them, so
+no node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
 are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
 script runs is checked against the caller's user too, so a script cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
@@ -111,7 +113,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +136,7 @@ _CONNECTION = ("ping", "select", "evalsha", "eval", "evalsha_ro", "eval_ro", "sc
 # its grants from the admin ledger's cache (AccountCache._load_grants: LLEN, LRANGE).
 _ACCOUNTS_READ: tuple[str, ...] = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time")
 _ACCOUNTS_READ += ("subscribe", "unsubscribe", "llen", "lrange")
-# The version each node reports it applied (record_applied: HSET, TIME, PUBLISH).
+# The version each node reports it applied (record_applied: HSET, TIME, PUBLISH; its own key).
 _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
@@ -197,10 +199,12 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
+def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tuple[str, ...]]:
     # Key names as broker/redis_keys.py makes them: ``{*}`` is a ledger's hash tag (a ledger
     # name has no braces or colons), the other tags name a cluster-wide group. ``node`` is
     # the node whose user these are: of the per-node keys it writes its own only.
+    # ``admin_home``: that node homes the admin ledger, and so alone carries out the account
+    # commands (PROTOCOL 16.3) and writes the accounts and the admin ledger's cache.
     group = f"{ns}:{{accounts}}"
     accounts = tuple(f"{group}:{key}" for key in ("account:*", "names", "keys", "version", "admin:records"))
     accounts_read = tuple(f"%R~{key}" for key in accounts)
@@ -209,7 +213,10 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # a node adds to and trims its own stream and opens and resolves its own alerts only.
     alerts_read = (f"%R~{alerts}", f"%R~{alerts}:open", f"%R~{alerts}:log:*", f"%R~{alerts}:open:*")
     own_alerts = (f"~{alerts}:log:{node}", f"~{alerts}:open:{node}")
-    reports = (f"~{group}:applied", f"~{group}:seen", *alerts_read, *own_alerts)
+    # Each node says which accounts version it applied in a key of its own (HSET), and reads
+    # every node's: the admin's ``wait_applied`` waits on the ingest nodes' keys.
+    applied = (f"%R~{group}:applied:*", f"~{group}:applied:{node}")
+    reports = (*applied, *alerts_read, *own_alerts)
     node_keys = (*accounts_read, *reports)
     chain, checkpoint = f"{ns}:{{*}}:chain", f"{ns}:{{*}}:checkpoint"
     # Each node's held height of a ledger is a key of its own (``{*}:held:<node>``): it writes
@@ -229,7 +236,12 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     # ``totp`` (refused at ledger.create since, GROUP_TAGS) would have had its held heights,
     # cosignatures and tallies match that pattern.
     totp = f"{ns}:{{totp}}"
-    second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*", "unrecorded"))
+    # Every ingest node checks admins' codes (ledger.create is sent to a ledger's home): it moves
+    # an account's last step, counts failures, uses up recovery codes. Only the admin ledger's
+    # home enrolls, resets and forgets a second factor and records the host's enrollments.
+    second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*"))
+    if admin_home:
+        second_factor += (f"~{totp}:unrecorded",)
     follower = (
         *node_keys,
         f"%R~{chain}",
@@ -243,7 +255,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
     )
     return {
         "ingest": (
-            *(f"~{key}" for key in accounts),
+            *(tuple(f"~{key}" for key in accounts) if admin_home else accounts_read),
             *reports,
             f"~{chain}",
             f"~{ledgers}",
@@ -336,14 +348,17 @@ def users(nodes: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
     return found
 
 
-def rules(role: str, namespace: str = "vledger", node: str | None = None) -> list[str]:
+def rules(role: str, namespace: str = "vledger", node: str | None = None, *, admin_home: bool = False) -> list[str]:
     """The ACL rules of the user of ``role`` (and ``node``, for a node role), as ``ACL SETUSER``
     and an ACL file take them, without its password: reset first, then the commands, keys,
-    channels and selectors allowed."""
+    channels and selectors allowed. ``admin_home``: the node is the admin ledger's home, the
+    one ingest node that writes the accounts (PROTOCOL 16.3)."""
     user_name(role, node)
+    if admin_home and role != "ingest":
+        raise SettingsError(f"the admin ledger's home {node} is a {role}, not an ingest node")
     tokens = ["reset", "on", "-@all"]
     tokens += [f"+{command}" for command in dict.fromkeys(_COMMANDS[role])]
-    tokens += list(_keys(namespace, node or "")[role])
+    tokens += list(_keys(namespace, node or "", admin_home=admin_home)[role])
     tokens += list(_channels(namespace)[role])
     tokens += list(_selectors(namespace, node or "").get(role, ()))
     return tokens
@@ -363,12 +378,21 @@ def password_digest(password: str) -> str:
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_file_text(passwords: Mapping[str, str], nodes: Mapping[str, str], namespace: str = "vledger") -> str:
+def acl_file_text(
+    passwords: Mapping[str, str],
+    nodes: Mapping[str, str],
+    namespace: str = "vledger",
+    *,
+    admin_homes: Collection[str] = (),
+) -> str:
     """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, and each
-    of :func:`users` with its password (``passwords``: user -> password)."""
+    of :func:`users` with its password (``passwords``: user -> password). ``admin_homes``: the
+    node that homes the admin ledger (ClusterConfig.home_of), the only one whose user writes
+    the accounts (more than one only where clusters share a server's users, as the tests')."""
     lines = [_DEFAULT_USER]
     for user, (role, node) in users(nodes).items():
-        lines.append(" ".join(["user", user, *rules(role, namespace, node), password_digest(passwords[user])]))
+        tokens = rules(role, namespace, node, admin_home=node in admin_homes)
+        lines.append(" ".join(["user", user, *tokens, password_digest(passwords[user])]))
     return "\n".join(lines) + "\n"
 
 
@@ -397,10 +421,15 @@ def read_passwords(directory: Path, nodes: Mapping[str, str]) -> dict[str, str]:
 
 
 def write_passwords(
-    directory: Path, nodes: Mapping[str, str], namespace: str = "vledger", *, force: bool = False
+    directory: Path,
+    nodes: Mapping[str, str],
+    namespace: str = "vledger",
+    *,
+    admin_homes: Collection[str] = (),
+    force: bool = False,
 ) -> dict[str, Path]:
     """A new random password per user of :func:`users`, each in its 0600 file, and the ACL
-    file beside them (0600).
+    file beside them (0600; ``admin_homes`` as :func:`acl_file_text` takes it).
 
     A password file already there is kept (so running processes keep signing in) unless
     ``force``; the ACL file is always written from the passwords on disk. Returns the paths
@@ -418,7 +447,7 @@ def write_passwords(
         _write_private(path, passwords[user] + "\n")
         written[user] = path
     acl = directory / ACL_FILE
-    _write_private(acl, acl_file_text(passwords, nodes, namespace))
+    _write_private(acl, acl_file_text(passwords, nodes, namespace, admin_homes=admin_homes))
     written["acl"] = acl
     return written
 
@@ -433,7 +462,15 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def apply(client: Any, passwords: Mapping[str, str], nodes: Mapping[str, str], namespace: str = "vledger") -> None:
+def apply(
+    client: Any,
+    passwords: Mapping[str, str],
+    nodes: Mapping[str, str],
+    namespace: str = "vledger",
+    *,
+    admin_homes: Collection[str] = (),
+) -> None:
     """Create or reset each of :func:`users` on a running server (``ACL SETUSER``), as the ACL file would."""
     for user, (role, node) in users(nodes).items():
-        client.execute_command("ACL", "SETUSER", user, *rules(role, namespace, node), password_digest(passwords[user]))
+        tokens = rules(role, namespace, node, admin_home=node in admin_homes)
+        client.execute_command("ACL", "SETUSER", user, *tokens, password_digest(passwords[user]))

@@ -23,6 +23,7 @@ from ..ingest.replica import run_replica
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
 from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
+from ..node.rules.admin import ADMIN_LEDGER
 from ..verifier.gateway import run_gateway
 from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
@@ -160,7 +161,7 @@ def ensure_cluster_keys(
     directory = config.redis.passwords_dir
     if directory is not None:  # Redis access control: a password per node's user, and the server's ACL file
         nodes = config.redis_users()
-        written = redis_acl.write_passwords(directory, nodes)
+        written = redis_acl.write_passwords(directory, nodes, admin_homes=(config.home_of(ADMIN_LEDGER).name,))
         for user in redis_acl.users(nodes):
             path = redis_acl.password_path(directory, user)
             entry = {"name": user, "file": str(path), "public": "Redis password (0600)"}

