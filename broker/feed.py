@@ -217,11 +217,29 @@ class FeedSource:
     also: tuple[str, ...] = ()
 
 
+@dataclass(eq=False, slots=True)
+class _Link:
+    """One endpoint's SUB socket and the monitor of its handshakes.
+
+    A socket per endpoint, because libzmq names a connection in its events by the address the
+    connection was made to, and once a connection it made was lost it makes the next one to the
+    address it resolved: after a publisher's restart the events of ``tcp://replica-1:7111`` say
+    ``tcp://172.18.0.5:7111``. Every event of this link's monitor is its endpoint's, however spelt.
+    """
+
+    endpoint: str  # as configured: a host name is resolved again at each connection
+    key: str  # the publisher's z85 public key
+    socket: zmq.Socket[Any]
+    monitor: zmq.Socket[Any]
+    delay: float = 0.0  # the wait after its last refusal; 0 once a handshake succeeded
+    retry_at: float | None = None  # when to connect it again, after a refusal
+
+
 class Subscriber:
-    """A SUB socket on the feeds of ``sources``, CURVE-authenticated with ``keys`` (one thread).
+    """SUB sockets on the feeds of ``sources``, CURVE-authenticated with ``keys`` (one thread).
 
     :meth:`retarget` (any thread) replaces the keys or the sources after a key rotation: the
-    next :meth:`receive` connects a new socket before it closes the old one. What is published
+    next :meth:`receive` connects new sockets before it closes the old ones. What is published
     meanwhile may be missed, as on any PUB/SUB: the follower fetches gaps by height.
     An endpoint whose handshake failed (its publisher refused the key) is connected again by
     :meth:`receive`, after :data:`RETRY_REFUSED_S` and longer each time it is refused again.
@@ -248,31 +266,33 @@ class Subscriber:
         self._clock = clock
         self._lock = threading.Lock()
         self._next: tuple[KeyPair, tuple[FeedSource, ...]] | None = None
-        self._monitor: zmq.Socket[Any] | None = None  # the socket's handshake events
-        self._server_keys: dict[bytes, str] = {}  # endpoint (as the monitor names it) -> its publisher's key
-        self._retry_at: dict[bytes, float] = {}  # refused endpoint -> when to connect it again
-        self._delay: dict[bytes, float] = {}  # refused endpoint -> the wait after its last refusal
         self._look_at = 0.0  # when receive next looks at the handshake events (time.monotonic)
-        self.socket = self._connect(*self.target)
+        self._links = self._connect(*self.target)
+        self.sockets = tuple(link.socket for link in self._links)  # one an endpoint, in the sources' order
+        self._poller = self._poller_of(self.sockets)
 
-    def _connect(self, keys: KeyPair, sources: tuple[FeedSource, ...]) -> zmq.Socket[Any] | None:
-        self._server_keys = {}
-        self._retry_at.clear()
-        self._delay.clear()
-        socket: zmq.Socket[Any] | None = None
-        for source in sources:
-            if socket is None:
-                socket = curve_client(self.ctx, zmq.SUB, source.key, keys)
-                socket.rcvhwm = self.receive_hwm
-                socket.maxmsgsize = self.max_message_bytes
-                socket.setsockopt(zmq.SUBSCRIBE, b"")
-                self._monitor = self._watch(socket)
-            else:  # CURVE options apply per connection, at connect time
-                socket.curve_serverkey = source.key.encode("ascii")
-            for endpoint in (source.endpoint, *source.also):
-                socket.connect(endpoint)
-                self._server_keys[endpoint.encode("utf-8")] = source.key
-        return socket
+    def _connect(self, keys: KeyPair, sources: tuple[FeedSource, ...]) -> tuple[_Link, ...]:
+        links: list[_Link] = []
+        try:
+            for source in sources:
+                for endpoint in (source.endpoint, *source.also):
+                    socket = curve_client(self.ctx, zmq.SUB, source.key, keys)
+                    links.append(_Link(endpoint, source.key, socket, self._watch(socket)))
+                    socket.rcvhwm = self.receive_hwm
+                    socket.maxmsgsize = self.max_message_bytes
+                    socket.setsockopt(zmq.SUBSCRIBE, b"")
+                    socket.connect(endpoint)
+        except BaseException:  # an endpoint libzmq cannot parse: no socket left open behind
+            self._close_links(links)
+            raise
+        return tuple(links)
+
+    @staticmethod
+    def _poller_of(sockets: tuple[zmq.Socket[Any], ...]) -> zmq.Poller:
+        poller = zmq.Poller()
+        for socket in sockets:
+            poller.register(socket, zmq.POLLIN)
+        return poller
 
     def _watch(self, socket: zmq.Socket[Any]) -> zmq.Socket[Any]:
         """A PAIR socket that hears ``socket``'s handshakes (connected before any connection is)."""
@@ -283,13 +303,12 @@ class Subscriber:
         monitor.connect(address)
         return monitor
 
-    def _close_socket(self, socket: zmq.Socket[Any] | None, monitor: zmq.Socket[Any] | None) -> None:
-        if socket is not None and monitor is not None:
-            socket.disable_monitor()
-        if monitor is not None:
-            monitor.close(linger=0)
-        if socket is not None:
-            socket.close(linger=0)
+    @staticmethod
+    def _close_links(links: Iterable[_Link]) -> None:
+        for link in links:
+            link.socket.disable_monitor()
+            link.monitor.close(linger=0)
+            link.socket.close(linger=0)
 
     def retarget(self, keys: KeyPair, sources: Iterable[FeedSource]) -> None:
         """Subscribe with ``keys`` to ``sources`` from the next :meth:`receive` on, if either changed."""
@@ -302,52 +321,41 @@ class Subscriber:
             target, self._next = self._next, None
         if target is None:
             return
-        old, old_monitor = self.socket, self._monitor
-        self._monitor = None
-        self.socket = self._connect(*target)
+        old = self._links
+        self._links = self._connect(*target)
+        self.sockets = tuple(link.socket for link in self._links)
+        self._poller = self._poller_of(self.sockets)
         self.target = target
-        self._close_socket(old, old_monitor)
+        self._close_links(old)
         log.info("feed subscription now with key %s to %s", target[0].fingerprint,
                  ", ".join(f"{s.name} ({s.key[:8]}...)" for s in target[1]))  # fmt: skip
 
     def _handshakes(self) -> None:
         """Take the handshake events, and connect again each refused endpoint whose wait is over."""
-        monitor = self._monitor
-        if monitor is None:
-            return
-        while monitor.poll(0, zmq.POLLIN):
-            event = parse_monitor_message(monitor.recv_multipart())
-            endpoint = event["endpoint"]
-            if endpoint not in self._server_keys:
-                continue
-            kind = zmq.Event(event["event"])
-            if kind & _GAVE_UP:
-                self.refusals += 1
-                delay = (
-                    min(2 * self._delay[endpoint], RETRY_REFUSED_MAX_S) if endpoint in self._delay else RETRY_REFUSED_S
-                )
-                if endpoint not in self._delay:
-                    # Once per run of refusals: a stranger's every retry would fill the log.
-                    log.warning("feed %s refused this subscriber's handshake (%s): connecting again in %.1f s, "
-                                "then less often while it refuses", endpoint.decode("utf-8", "replace"),
-                                kind.name, delay)  # fmt: skip
-                self._delay[endpoint] = delay
-                self._retry_at[endpoint] = self._clock() + delay
-            elif endpoint in self._delay:
-                del self._delay[endpoint]
-                log.info("feed %s admits this subscriber now", endpoint.decode("utf-8", "replace"))
-        if not self._retry_at:
-            return
-        socket = self.socket
-        assert socket is not None  # an endpoint is known only once a socket connected it
-        now = self._clock()
-        for endpoint in [e for e, at in self._retry_at.items() if at <= now]:
-            del self._retry_at[endpoint]
-            address = endpoint.decode("utf-8")
-            with contextlib.suppress(zmq.ZMQError):  # libzmq still names it: then it is the only connection
-                socket.disconnect(address)
-            socket.curve_serverkey = self._server_keys[endpoint].encode("ascii")
-            socket.connect(address)
+        for link in self._links:
+            while True:
+                try:
+                    event = parse_monitor_message(link.monitor.recv_multipart(_NOBLOCK))
+                except zmq.Again:
+                    break
+                kind = zmq.Event(event["event"])
+                if kind & _GAVE_UP:
+                    self.refusals += 1
+                    delay = min(2 * link.delay, RETRY_REFUSED_MAX_S) if link.delay else RETRY_REFUSED_S
+                    if not link.delay:
+                        # Once per run of refusals: a stranger's every retry would fill the log.
+                        log.warning("feed %s refused this subscriber's handshake (%s): connecting again in %.1f s, "
+                                    "then less often while it refuses", link.endpoint, kind.name, delay)  # fmt: skip
+                    link.delay = delay
+                    link.retry_at = self._clock() + delay
+                elif link.delay:
+                    link.delay = 0.0
+                    log.info("feed %s admits this subscriber now", link.endpoint)
+            if link.retry_at is not None and link.retry_at <= self._clock():
+                link.retry_at = None
+                with contextlib.suppress(zmq.ZMQError):  # libzmq still names it: then it is the only connection
+                    link.socket.disconnect(link.endpoint)
+                link.socket.connect(link.endpoint)
 
     def receive(self, timeout_ms: int, max_messages: int) -> list[FeedMessage]:
         """What arrived, waiting up to ``timeout_ms`` for the first message; bad ones dropped."""
@@ -356,23 +364,37 @@ class Subscriber:
         if (now := time.monotonic()) >= self._look_at:
             self._look_at = now + LOOK_EVERY_S
             self._handshakes()
-        socket = self.socket
-        if socket is None or not socket.poll(timeout_ms, zmq.POLLIN):
+        if not self.sockets:
             return []
+        ready = [socket for socket, _ in self._poller.poll(timeout_ms)]
         messages: list[FeedMessage] = []
-        for _ in range(max_messages):
+        left = max_messages
+        # In turns, a share each, as one socket takes from its connections: a busy feed does not
+        # crowd the others out of a batch while their queues fill and drop.
+        while ready and left > 0:
+            share = max(1, left // len(ready))
+            for socket in tuple(ready):
+                want = min(share, left)
+                taken = self._take(socket, want, messages)
+                left -= taken
+                if taken < want:
+                    ready.remove(socket)
+        return messages
+
+    def _take(self, socket: zmq.Socket[Any], count: int, messages: list[FeedMessage]) -> int:
+        """Up to ``count`` messages from ``socket`` into ``messages``; how many it took, bad ones too."""
+        for taken in range(count):
             try:
                 frames = socket.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                break
+                return taken
             try:
                 messages.append(decode_message(frames, self.max_record_bytes))
             except FeedError as e:
                 self.rejected += 1
                 log.warning("feed message dropped: %s", e)
-        return messages
+        return count
 
     def close(self) -> None:
-        socket, monitor = self.socket, self._monitor
-        self.socket, self._monitor = None, None
-        self._close_socket(socket, monitor)
+        links, self._links, self.sockets = self._links, (), ()
+        self._close_links(links)

@@ -11,10 +11,12 @@
   held a connection for ever, and ~20k such held the process's file limit).
 * :func:`health_app`: ``/healthz`` (the process is alive), ``/readyz`` (every readiness check
   passes: store open, Redis reachable, copy current) and ``/metrics`` (Prometheus text).
-* :func:`names_loopback`, :func:`check_local_host`: what only the local operator may read (a
+* :func:`from_this_host`, :func:`check_local_host`: what only the local operator may read (a
   loopback server's metrics, a loopback gateway's logs) is answered only to a request whose
-  ``Host`` names a loopback address too: a web page the operator opens whose name an attacker
-  points at 127.0.0.1 (DNS rebinding) sends its own name, and a reverse proxy its public one.
+  ``Host`` names a loopback address too and that carries no reverse proxy's header: a web page
+  the operator opens whose name an attacker points at 127.0.0.1 (DNS rebinding) sends its own
+  name; a proxy sends its public name or a loopback one, and (configured as most are) a
+  ``Forwarded``, ``X-Forwarded-For`` or ``Via`` header.
 
 aiohttp rather than ``http.server``: one event loop serves thousands of idle Server-Sent
 Events connections and keeps up with a cache's tile requests (README, "Public HTTP gateway").
@@ -373,6 +375,7 @@ class HttpThread:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.app = app
+        app[BOUND_TO_LOOPBACK] = _loopback_name(host)
         self.host = host
         self.port = port
         self.guard = ConnectionGuard(settings or HttpSettings(), name)
@@ -468,20 +471,35 @@ def names_loopback(request: web.Request) -> bool:
     return _loopback_name(host)
 
 
+# Whether the HttpThread serving an application listens on a loopback address (its bind, not
+# the address a connection reached: a server on 0.0.0.0 reached as 127.0.1.1 is no loopback server).
+BOUND_TO_LOOPBACK = web.AppKey("bound_to_loopback", bool)
+# What a reverse proxy adds (RFC 7239, the de-facto X-Forwarded-*, RFC 9110 7.6.3): a request
+# that carries one came from elsewhere, whatever Host it names.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP", "Via")
+
+
 def bound_to_loopback(request: web.Request) -> bool:
-    """Whether the request came in on a socket bound to a loopback address."""
-    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    if not isinstance(sockname, tuple) or not sockname:
-        return False
-    return _loopback_name(str(sockname[0]))
+    """Whether the server that got the request listens on a loopback address."""
+    return request.app.get(BOUND_TO_LOOPBACK, False)
+
+
+def from_this_host(request: web.Request) -> bool:
+    """Whether the request names a loopback address as its Host and went through no proxy that
+    says so: the local operator's, as far as HTTP can tell (see the docstring)."""
+    return names_loopback(request) and not any(name in request.headers for name in PROXY_HEADERS)
 
 
 def check_local_host(request: web.Request) -> None:
-    """BadRequestError if a server bound to a loopback address gets a Host that names no loopback
-    address: a DNS-rebinding page, which the browser lets read its "own" origin (see the docstring)."""
-    if bound_to_loopback(request) and not names_loopback(request):
+    """BadRequestError if a server bound to a loopback address gets a request that is not
+    :func:`from_this_host`: a DNS-rebinding page, which the browser lets read its "own" origin,
+    or a reverse proxy's (see the docstring)."""
+    if bound_to_loopback(request) and not from_this_host(request):
         host = request.headers.get("Host", "")[:100]
-        raise BadRequestError(f"Host {host!r} does not name this loopback server (127.0.0.1, [::1] or localhost)")
+        raise BadRequestError(
+            f"Host {host!r} (or a proxy's header) says this request is not from this host: a loopback "
+            "server answers it only to 127.0.0.1, [::1] or localhost, not through a proxy"
+        )
 
 
 def add_health_routes(

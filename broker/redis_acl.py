@@ -30,7 +30,8 @@ replica       read streams, homes, epochs, checkpoints, epoch proofs and outside
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
               ``{*}:tally:latest:<node>``: see Tallies below)
-verifier      read streams, held heights, homes and checkpoints; read streams through its
+verifier      read streams, held heights, homes, epochs, checkpoints and the witnesses'
+              cosignatures (``{*}:cosig``: what proves a handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
@@ -90,8 +91,9 @@ overwrite, delete or trim what another node wrote there:
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
   checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
   cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
-  concern; that key alone is the standby host's). The verifier and
-  ``vledger repl status`` still take the hash's home (docs/PROTOCOL.md 10.6, 10.9).
+  concern; that key alone is the standby host's). The verifier and ``vledger repl status``
+  take the cluster file's home until such a checkpoint proves a handover, and show the
+  hash's home otherwise as a claim (docs/PROTOCOL.md 10.6, 10.9).
 
 A node may also claim, in its own keys, a height it does not hold or an alert about any node:
 those are claims, shown with the name of the node that made them.
@@ -269,6 +271,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"%R~{ledgers}",
             f"%R~{epochs}",
             f"%R~{checkpoint}",
+            f"%R~{ns}:{{*}}:cosig",  # a witness's cosigned note of a new epoch proves its handover (10.9)
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),

@@ -468,13 +468,25 @@ class ReplicationLedger:
         return self.append_checked(ledger, origin, first, records, checkpoint)[0]
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Sequence[bytes], checkpoint: bytes = b""
+        self,
+        ledger: str,
+        origin: str,
+        first: int,
+        records: Sequence[bytes],
+        checkpoint: bytes = b"",
+        *,
+        held: int | None = None,
     ) -> tuple[int, int | None]:
         """:meth:`append`, and the first height of the run that the stream already holds with
         other bytes, or skips, or cannot take because entries were deleted from the stream's
         tail (its last id stays above them: None: none). From there the stream is not the
         caller's chain: nothing of the run above it is added, and the caller rewrites it
-        (:meth:`rewind`)."""
+        (:meth:`rewind`).
+
+        ``held``: also record, in the same round trip, that ``origin`` holds ``ledger`` up to
+        that height (:meth:`advance`, whatever the append finds): a home's outbox pass told
+        Redis its height in a round trip of its own after each append, which was as much of
+        its process's time as the append's."""
         if not records:
             return self.last_height(ledger), None
         # The home is named before its records are appended, in the same round trip: the
@@ -488,12 +500,20 @@ class ReplicationLedger:
             # round trip more on every pass of the outbox. A Redis that does not hold the script
             # (new, restarted) answers NOSCRIPT and ran nothing of it: load it, send again.
             pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+            if held is not None:
+                pipe.evalsha(
+                    self._advance.sha, 1, self.held_key(ledger, origin), origin, held, ledger, self.held_channel
+                )
             try:
-                _, (last, conflict) = pipe.execute()
+                _, (last, conflict), *_ = pipe.execute()
             except redis.exceptions.NoScriptError:
                 if not tries_left:
                     raise
+                # Sent again whole: what of it ran (one script was there) runs again to the same
+                # end (the append skips the heights the stream holds; a height never goes down).
                 self._append.sha = self.client.script_load(_APPEND)
+                if held is not None:
+                    self._advance.sha = self.client.script_load(_ADVANCE)
                 continue
             return int(last), None if int(conflict) < 0 else int(conflict)
         raise AssertionError("unreachable: the second try returns or raises")

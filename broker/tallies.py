@@ -33,6 +33,13 @@ from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part ("Invalid stream ID"), failing the whole pipeline
+
+
+def _is_stream_id(text: str) -> bool:
+    """Whether ``text`` is an id Redis takes: two decimal parts, each at most 2**64 - 1."""
+    return _STREAM_ID.fullmatch(text) is not None and all(int(part) <= _ID_PART_MAX for part in text.split("-"))
+
 
 # The entry and the latest id in one step: the latest never names an entry not yet in the stream.
 _PUBLISH = """
@@ -102,8 +109,9 @@ class TallyBoard:
         pipe = self.client.pipeline(transaction=False)
         for ledger, observer in pairs:
             pipe.get(self.latest_key(ledger, observer))
-        for (ledger, observer), entry_id in zip(pairs, pipe.execute(), strict=True):
-            if entry_id is not None:
+        # An answer that is an error (a key of another type) fails its observer only, as no snapshot.
+        for (ledger, observer), entry_id in zip(pairs, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entry_id, (bytes, str)):
                 found[ledger][observer] = _text(entry_id)
         return found
 
@@ -113,14 +121,15 @@ class TallyBoard:
         ids = self.latest_ids([ledger], observers)[ledger]
         found: dict[str, Published | None] = dict.fromkeys(ids)
         # An observer writes its latest id itself: one that is no id must not fail the others' reads.
-        readable = {observer: entry_id for observer, entry_id in ids.items() if _STREAM_ID.fullmatch(entry_id)}
+        readable = {observer: entry_id for observer, entry_id in ids.items() if _is_stream_id(entry_id)}
         if not readable:
             return found
         pipe = self.client.pipeline(transaction=False)
         for observer, entry_id in readable.items():
             pipe.xrange(self.stream_key(ledger, observer), min=entry_id, max=entry_id, count=1)
-        for observer, entries in zip(readable, pipe.execute(), strict=True):
-            found[observer] = _published(observer, *entries[0]) if entries else None
+        for observer, entries in zip(readable, pipe.execute(raise_on_error=False), strict=True):
+            good = isinstance(entries, list) and entries
+            found[observer] = _published(observer, *entries[0]) if good else None
         return found
 
     def history(

@@ -86,7 +86,7 @@ from ..node.errors import (
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, decode_record, new_content, new_record, record_of_checked
-from ..node.store import ChainStore, GrownTree, Receipt, grow_kept
+from ..node.store import KEPT_LEAVES, ChainStore, GrownTree, Receipt, grow_kept_by
 from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint
@@ -184,6 +184,9 @@ class _Ledger:
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
     data: list[bytes] = field(default_factory=list)  # the bytes of each pending record, as received
     leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
+    # The page checker's hashes of complete 16-leaf subtrees of the pending records, by index
+    # (see page_check.Checked.subtrees): the tree grows by them instead of their leaves.
+    subtrees: dict[int, bytes] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)  # where each pending record came from
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
@@ -941,6 +944,15 @@ class Follower:
         state.leaves.extend(leaves[begin:end])
         state.sources.extend([source] * len(records))
         state.hops = min(state.hops, hops)
+        if checked.subtrees:
+            # The checker's subtrees whose 16 leaves are all among the rows taken.
+            first, low, high = checked.first_subtree, records[0].height, records[-1].height + 1
+            lowest = max(first, -(-low // KEPT_LEAVES))
+            highest = min(first + len(checked.subtrees), high // KEPT_LEAVES)
+            if lowest < highest:
+                state.subtrees.update(
+                    zip(range(lowest, highest), checked.subtrees[lowest - first : highest - first], strict=True)
+                )
         return end
 
     def pending(self, ledger: str) -> list[Record]:
@@ -991,8 +1003,16 @@ class Follower:
         for size in sizes:
             if frontier.size < size:
                 # One call for the leaves up to this checkpoint, not one a leaf.
-                kept.extend(grow_kept(frontier, state.leaves[frontier.size - base : size - base]))
+                kept.extend(grow_kept_by(frontier, state.leaves[frontier.size - base : size - base], state.subtrees))
             if frontier.root() != state.waiting[size].root:
+                if state.subtrees:
+                    # The checker's subtrees may be what is wrong, not the run: again from the
+                    # leaves alone. If the run then stands, the checker's word is worth nothing.
+                    state.subtrees.clear()
+                    dropped = self._flush(ledger)
+                    if not dropped and self.checker is not None:
+                        self.checker.distrust(f"its subtree hashes of {ledger} gave another root than its leaves")
+                    return dropped
                 dropped = set(state.sources[: size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
                 return dropped
@@ -1020,6 +1040,9 @@ class Follower:
         hops = state.hops
         if not state.pending:
             state.hops = NOT_RELAYED
+        if state.subtrees:  # those below the run's end are in its tree now
+            after = covered.size // KEPT_LEAVES
+            state.subtrees = {index: node for index, node in state.subtrees.items() if index >= after}
         try:
             # The tree just grown (its root is the checkpoint's) goes along: the store does not grow it again.
             future = self.store.submit_records(
@@ -1124,6 +1147,7 @@ class Follower:
                 if len(state.suspects) < MAX_SUSPECTS:
                     state.suspects[record.height] = (record.link, source, data)
         state.pending, state.data, state.leaves, state.sources = [], [], [], []
+        state.subtrees.clear()
         state.chain, state.hops = None, NOT_RELAYED
 
     # --- helpers ----------------------------------------------------------------------

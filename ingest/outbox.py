@@ -393,10 +393,15 @@ class Outbox:
 
     def _append(self, ledger: str, first: int, records: list[bytes], checkpoint: bytes) -> None:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
-        restart that lost its tail), fill it from the store up to the run's end."""
+        restart that lost its tail), fill it from the store up to the run's end. The run's end
+        is durable here: Redis is told this node holds it in the append's round trip (what
+        :meth:`_report` then finds reported), not in one of its own."""
         assert self.replication is not None
-        last, conflict = self.replication.append_checked(ledger, self.name, first, records, checkpoint)
         end = first + len(records) - 1
+        held = end if self._reported.get(ledger, -1) < end else None
+        last, conflict = self.replication.append_checked(ledger, self.name, first, records, checkpoint, held=held)
+        if held is not None:
+            self._reported[ledger] = held
         # The stream holds heights above the run: are they ours? Only those this outbox did not
         # add itself are read back. A heartbeat's fill from the store runs ahead of the queue
         # when the outbox is behind; reading that whole lead again for each run of the queue

@@ -287,18 +287,29 @@ def proven_epoch(
     user may write. None when no note proves one; a note that does not verify raises nothing."""
     current = history.current
     others = [key for key in history.pinned() if key != current.key]
-    witnesses = tuple(witnesses)
+    return epoch_proven_by(current.number, current.home, others, notes, witnesses)
+
+
+def epoch_proven_by(
+    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
+) -> tuple[int, str] | None:
+    """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
+    epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
+    ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
+    takes the standby's key file) and cosigned by one of ``witnesses`` proves, as (number,
+    home). None when none does."""
+    keys, witnesses = tuple(keys), tuple(witnesses)
     best: tuple[int, str] | None = None
     for note in notes:
-        for key in others:
+        for key in keys:
             try:
                 verified = verify_checkpoint(note, key, witnesses)
                 require_witness(verified, trusted=len(witnesses))
-                number, home = epoch_claim(verified.checkpoint)
+                claimed, named = epoch_claim(verified.checkpoint)
             except VledgerError:
                 continue
-            if home is not None and home != current.home and number > max(current.number, best[0] if best else 0):
-                best = (number, home)
+            if named is not None and named != home and claimed > max(number, best[0] if best else 0):
+                best = (claimed, named)
     return best
 
 

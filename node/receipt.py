@@ -332,10 +332,19 @@ def verify_witnessed(
 def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys, chain: KeyChain | None = None) -> VerifiedCheckpoint:
     """13.5 with the key in force at the checkpoint's size along ``chain`` (13.8; default: the
     ledger's genesis key alone), else (10.9) the standby key the genesis pins, whose
-    checkpoints must state an epoch after the first. Raises verify_checkpoint's errors,
-    RetiredKeyError [retired_key] for a key of the chain not in force at that size, and
-    BadEpochError [bad_epoch] for the standby's key without an epoch line."""
-    return _checked_checkpoint(note, keys, chain)[0]
+    checkpoints must state an epoch after the first and, whatever ``keys.quorum``, carry a
+    verified cosignature by a ``keys.witnesses`` key or an outside witness the genesis lists
+    (14.3 step 7, the rule verify_witnessed and verify_receipt apply; the outside witnesses'
+    own quorum is not asked here). What a checker that holds no records (the verifier) takes a
+    checkpoint by. Raises verify_checkpoint's errors, RetiredKeyError [retired_key] for a key
+    of the chain not in force at that size, BadEpochError [bad_epoch] for the standby's key
+    without an epoch line, and QuorumError [no_quorum] for the standby's key uncosigned."""
+    verified, signer = _checked_checkpoint(note, keys, chain)
+    outside: tuple[str, ...] = ()
+    if keys.outside is not None and signer == keys.standby_key and not verified.witnesses:
+        outside = verify_checkpoint(note, signer, keys.outside.keys, origin=keys.log_key.name).witnesses
+    _witnessed_if_standby(verified, outside, keys, signer)
+    return verified
 
 
 def _checked_checkpoint(

@@ -35,7 +35,8 @@ UTF-8 sequence before its mark, and either is refused as not UTF-8.
 
 The info is put in Unicode normal form C first, as every identifier a person types is (PROTOCOL
 7.5): "Zoë" typed with a combining diaeresis (macOS input often gives it) is one donor with "Zoë"
-typed composed, one id. Opening gives the NFC form.
+typed composed, one id. Opening gives what was sealed: NFC for every id sealed since; an S1
+id, or an S2 id sealed before NFC was added, may hold another form (compare NFC of both).
 
 An id is accepted only in its exact spelling: upper case, padding or non-zero bits in the
 last character's unused low bits are refused, so one sealed value has one id, and an S2 id

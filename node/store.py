@@ -68,7 +68,7 @@ from .storefile import (
     STORED_LEVEL,
     TREE_KEPT,
     StoredTree,
-    add_run,
+    add_run_of_records,
     adopt_record_hashes,
     build_tree,
     check_hash_runs,
@@ -253,6 +253,40 @@ def grow_kept(frontier: Frontier, leaves: Sequence[bytes]) -> list[tuple[int, in
     """Grow ``frontier`` by ``leaves`` (in place); the subtrees they complete that a store
     keeps in its ``tree`` table. Raises ProofError as Frontier.grow does."""
     return frontier.grow(leaves, STORED_LEVEL)
+
+
+KEPT_LEAVES = 1 << STORED_LEVEL  # the leaves of the smallest subtree a store keeps
+
+
+def grow_kept_by(
+    frontier: Frontier, leaves: Sequence[bytes], subtrees: Mapping[int, bytes]
+) -> list[tuple[int, int, bytes]]:
+    """What :func:`grow_kept` gives and does to ``frontier``, with ``subtrees``: the hashes of
+    some complete subtrees of KEPT_LEAVES leaves by their index (the smallest a store keeps),
+    each taken for its leaves when they lie among ``leaves`` (one hash for its 16 leaves' 15).
+
+    The caller vouches for them as for ``leaves``: a follower whose page checker hashed both
+    compares the root with a signed checkpoint's, to which each subtree taken is an input."""
+    if not subtrees:
+        return grow_kept(frontier, leaves)
+    kept: list[tuple[int, int, bytes]] = []
+    done, count = 0, len(leaves)
+    while done < count:
+        size = frontier.size
+        step = -size % KEPT_LEAVES  # the leaves up to the next subtree's start
+        if not step:
+            first = size // KEPT_LEAVES
+            nodes: list[bytes] = []
+            while done + KEPT_LEAVES * (len(nodes) + 1) <= count and (node := subtrees.get(first + len(nodes))):
+                nodes.append(node)
+            if nodes:
+                kept.extend(frontier.grow_level(nodes, STORED_LEVEL))
+                done += KEPT_LEAVES * len(nodes)
+                continue
+            step = KEPT_LEAVES  # not given: its leaves
+        kept.extend(frontier.grow(leaves[done : done + step], STORED_LEVEL))
+        done += step
+    return kept
 
 
 class DomainRules(Protocol):
@@ -1139,7 +1173,7 @@ class ChainStore:
                 if self.hash_fill_at is not None:
                     if len(self._tail) + len(records) >= self._fill_due:
                         # With the records that bring it there: durable together (see storefile).
-                        filled = self._fill_hashes(heads, records)
+                        filled = self._fill_hashes(heads)
                     self._merge_hashes(len(records))
                 self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
@@ -1181,17 +1215,16 @@ class ChainStore:
             for job, result in done:
                 job.future.set_result(result)
 
-    def _fill_hashes(self, heads: Mapping[str, _Head], records: Sequence[Record]) -> dict[str, int]:
-        """Write the hashes above the filled marks (those held in memory and this group's
-        ``records``), sorted, as a new run of the index and move the marks to ``heads``, in the
-        caller's transaction; returns the new marks, for ``_filled`` once it is committed.
+    def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
+        """Write the hashes above the filled marks (those held in memory and this group's),
+        sorted, as a new run of the index and move the marks to ``heads``, in the caller's
+        transaction; returns the new marks, for ``_filled`` once it is committed.
         Raises sqlite3.Error."""
         filled = self._filled
-        hashes = [(h, ledger, height) for h, (ledger, height) in self._tail.items()]
-        hashes.extend((r.link, r.content.ledger, r.height) for r in records)
-        hashes.sort()
         moved = {ledger: head.height + 1 for ledger, head in heads.items() if head.height + 1 > filled.get(ledger, 0)}
-        add_run(self._write, hashes, moved)
+        # The hashes above the marks are those of the rows at the heights from each mark to its
+        # head (this group's inserted already): read and sorted there, not here under the GIL.
+        add_run_of_records(self._write, {ledger: (filled.get(ledger, 0), size) for ledger, size in moved.items()})
         return {**filled, **moved}
 
     def _merge_hashes(self, records: int) -> None:

@@ -36,7 +36,8 @@ hash column (:func:`tail_rows`: ChainStore keeps them in memory, StoreReader rea
 come, only when the index misses). A record's hash is random, so a table sorted by it takes each new
 hash at a random page: filled a thousand at a time it still rewrote a page for nearly every
 record once it outgrew the fill. Here ChainStore writes the hashes above the marks, sorted,
-as a new run in the transaction whose records bring them to HASH_FILL_AT: run ids only grow,
+as a new run in the transaction whose records bring them to HASH_FILL_AT (read from those
+records' rows and sorted by SQLite: :func:`add_run_of_records`): run ids only grow,
 so a run is appended at the index's right edge, a few pages, and the run and the marks are
 durable together. Eight runs of one level are merged into one of the next
 (:func:`merge_hash_runs`), in steps inside the ordinary group commits: each step moves the
@@ -579,6 +580,21 @@ def add_run(conn: sqlite3.Connection, hashes: list[tuple[bytes, str, int]], mark
             prefixes = b"".join(h[:8] for h, _ in rows)
             conn.execute(_INSERT_RUN_ROWS, (run, prefixes, ledger, json.dumps([height for _, height in rows])))
     conn.executemany(_PUT_FILLED, marks.items())
+
+
+def add_run_of_records(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]]) -> None:
+    """:func:`add_run` of the records of each ledger's range of heights [mark, size) in
+    ``ranges``, read from their rows (those of the caller's transaction included) and sorted by
+    SQLite, and make each ``size`` its ledger's mark, inside the caller's transaction: a
+    committer's fill without a tuple a record and their sort under the GIL (~0.5 us a record
+    that the follower's thread, or the request loop's, waited for). Raises sqlite3.Error."""
+    rows = sum(size - mark for mark, size in ranges.values())
+    if rows:
+        run = _new_run(conn, 0, rows)
+        for ledger, (mark, size) in ranges.items():
+            if size > mark:
+                conn.execute(_FILL_RUN, (run, ledger, mark, size))
+    conn.executemany(_PUT_FILLED, [(ledger, size) for ledger, (_, size) in ranges.items()])
 
 
 def fill_run(conn: sqlite3.Connection, ranges: Mapping[str, tuple[int, int]], fill_at: int) -> None:

@@ -47,6 +47,16 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return h.digest()
 
 
+def subtree_hashes(leaves: Sequence[bytes], level: int) -> list[bytes]:
+    """The hashes of the complete subtrees of ``2**level`` leaves that ``leaves`` (leaf hashes,
+    their count a multiple of ``2**level``) make one after another, a level at a time."""
+    nodes = list(leaves)
+    sha256 = hashlib.sha256
+    for _ in range(level):
+        nodes = [sha256(b"\x01" + left + right).digest() for left, right in zip(nodes[::2], nodes[1::2], strict=True)]
+    return nodes
+
+
 # --- the right edge of a growing tree ---------------------------------------------------
 
 
@@ -140,6 +150,38 @@ class Frontier:
             hashes.append(node)
             size += 1
         self._size = size
+        return done
+
+    def grow_level(self, nodes: Sequence[bytes], level: int) -> list[tuple[int, int, bytes]]:
+        """Add complete subtrees of ``2**level`` leaves each, whose hashes are ``nodes``, in order,
+        to a tree whose size is a multiple of ``2**level``; return what :meth:`grow` with
+        ``min_level=level`` returns for their leaves (the subtrees themselves among them).
+
+        At such a size the frontier holds no subtree below ``level``: it is the frontier of a
+        tree whose leaves are those subtrees, so each is added as grow adds a leaf, with one
+        hash where the leaves' way took ``2**level`` (a follower given its page checker's
+        16-leaf subtrees, ingest/follow.py). Raises ProofError, before adding any, for a size
+        that is not such a multiple, a node that is not a 32-byte hash, or too many leaves."""
+        if level < 0 or self._size % (1 << level):
+            raise ProofError(f"subtrees of 2**{level} leaves cannot start at {self._size}")
+        _check_hashes(nodes, "subtree hash")
+        if len(nodes) > (MAX_TREE_SIZE - self._size) >> level:
+            raise ProofError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
+        done: list[tuple[int, int, bytes]] = []
+        hashes = self._hashes
+        size = self._size >> level
+        sha256 = hashlib.sha256
+        for subtree in nodes:
+            node, index, at = subtree, size, level
+            done.append((at, index, node))
+            while index & 1:
+                node = sha256(b"\x01" + hashes.pop() + node).digest()  # node_hash, inlined
+                index >>= 1
+                at += 1
+                done.append((at, index, node))
+            hashes.append(node)
+            size += 1
+        self._size = size << level
         return done
 
     @classmethod

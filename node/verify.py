@@ -47,6 +47,7 @@ from .record import (
     Content,
     Entry,
     Record,
+    RecordFields,
     checksum_of,
     decode_record,
     link_of,
@@ -219,17 +220,81 @@ class ChainVerifier:
         cost a worker of `vledger verify` 30% of its CPU (12.6 us a record, now 8.8)."""
         return self._take_run(rows, begin, len(rows) if end is None else end, stored=True)[0]
 
+    def take_values(self, rows: Sequence[bytes], names: dict[bytes, str]) -> list[RecordFields]:
+        """:meth:`take_many` of ``rows``, with the values of each record taken, in order: what
+        ``decode_record`` would give (vledger.node.record.RecordFields), read from the match that
+        checked it and the payload it decoded, not from decoding the record's two maps again (a
+        follower's page checker: 3.4 us a record on its core to decode them, ~1 us this way).
+        ``names``: the names read so far by their bytes, each decoded once (a page's ledger,
+        kinds, authors and origin repeat: the pickle to the follower then sends each once)."""
+        matched: list[tuple[re.Match[bytes], Any]] = []
+        self._take_run(rows, 0, matched=matched)
+        ledger = self.ledger
+        from_bytes = int.from_bytes
+        values: list[RecordFields] = []
+        for found, payload in matched:
+            (
+                a1, a2, a3, a4, a5,
+                checksum,
+                _,
+                _,
+                content,
+                author,
+                _,
+                _,
+                request_id,
+                h1, h2, h3, h4, h5,
+                link,
+                n1, n2, n3, n4, n5,
+                origin,
+                prev,
+            ) = found.groups()  # fmt: skip
+            data = found.string
+            # The kind, not a group of its own: the name right after its key.
+            at = found.end(_AUTHOR + 1) + _KIND_KEY
+            # str8: a length byte after the marker; fixstr: the marker holds the length.
+            start, size = (at + 2, data[at + 1]) if data[at] == _STR8 else (at + 1, data[at] - _FIXSTR)
+            kind = data[start : start + size]
+            # ts: the uint between its key and the content's last key, in its shortest form.
+            ts = data[found.end(_REQUEST_ID + 1) + _TS_KEY : found.end(_CONTENT + 1) - _VERSION_ITEM]
+            values.append(
+                (
+                    ledger,
+                    names.get(kind) or names.setdefault(kind, kind.decode()),
+                    payload,
+                    names.get(author) or names.setdefault(author, author.decode()),
+                    request_id.decode(),
+                    ts[0] if len(ts) == 1 else from_bytes(ts[1:], "big"),
+                    content,
+                    checksum,
+                    from_bytes(n1 or n2 or n3 or n4 or n5, "big"),
+                    from_bytes(h1 or h2 or h3 or h4 or h5, "big"),
+                    prev,
+                    from_bytes(a1 or a2 or a3 or a4 or a5, "big"),
+                    names.get(origin) or names.setdefault(origin, origin.decode()),
+                    link,
+                )
+            )
+        return values
+
     def _take(self, data: bytes) -> re.Match[bytes] | None:
         """The fast path's checks of one record: its match (see _matcher) if it was taken, else None."""
         taken, found = self._take_run((data,), 0)
         return found if taken else None
 
     def _take_run(
-        self, rows: Sequence[Any], begin: int, end: int | None = None, *, stored: bool = False
+        self,
+        rows: Sequence[Any],
+        begin: int,
+        end: int | None = None,
+        *,
+        stored: bool = False,
+        matched: list[tuple[re.Match[bytes], Any]] | None = None,
     ) -> tuple[int, re.Match[bytes] | None]:
         """The fast path's checks of ``rows[begin:end]`` (record bytes, or with ``stored`` a
         store's rows, see :meth:`take_rows`) in turn, up to the first record not taken: that
-        record's index, and the last record taken's match (see _matcher), if any.
+        record's index, and the last record taken's match (see _matcher), if any. ``matched``:
+        each record taken's match and decoded payload are appended to it (:meth:`take_values`).
 
         Each record, its content included, is matched against its only canonical form by one
         regular expression (see _matcher), which leaves no room for another encoding of the
@@ -332,6 +397,8 @@ class ChainVerifier:
             next_height += 1
             prev = link
             found = found_here
+            if matched is not None:
+                matched.append((found_here, payload))
         else:
             index = end
         self.next_height, self.prev = next_height, prev
@@ -382,6 +449,13 @@ _Matcher = Callable[..., "re.Match[bytes] | None"]
 _ACCEPTED, _CHECKSUM, _CONTENT, _AUTHOR = 0, 5, 8, 9
 _SCALARS_PAYLOAD = 10  # the payload's group when it took the _SCALARS_MAP form
 _REQUEST_ID, _HEIGHT, _LINK, _NONCE, _ORIGIN, _PREV = 12, 13, 18, 19, 24, 25
+# Where take_values finds what the expression does not capture: the kind after its key (which
+# follows the author's group), ts between its key (after the request id's group) and the last
+# item of the content, the format version.
+_KIND_KEY = len(msgpack.packb("kind"))
+_TS_KEY = len(msgpack.packb("ts"))
+_VERSION_ITEM = len(msgpack.packb("v") + msgpack.packb(FORMAT_VERSION))
+_FIXSTR, _STR8 = 0xA0, 0xD9  # a name's markers: fixstr holds its length, str8 has a length byte
 
 
 def _uint_at(groups: tuple[Any, ...], first: int) -> bytes:

@@ -1,14 +1,21 @@
 """``vledger repl status``: how far each node holds each ledger, as the cluster's Redis records it.
 
-Everything comes from the keys of vledger.broker.replication: the ledgers and their home
-nodes (``vledger:{ledgers}``), each stream's last height, each node's held height, each
+Everything comes from the keys of vledger.broker.replication: the ledgers
+(``vledger:{ledgers}``), each stream's last height, each node's held height, each
 ledger's latest checkpoint and each witness's cosignature. No node is asked: the command
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
 once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
-``<witness>.sign.pub``) and state the ledger's newest epoch (PROTOCOL 10.9, as
-``vledger:{ledgers}:epochs`` names it: never a replaced home's), so the COSIGNED column is
-what a ``put``'s ``w`` counts.
+``<witness>.sign.pub``) and state the ledger's newest proven epoch (PROTOCOL 10.9: never a
+replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
+
+A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
+Redis, cosigned by that witness's key file and signed by the standby's key file, stating a
+later epoch and another home (node/epoch.py's epoch_proven_by; this command reads no genesis,
+so the standby's key file stands for the key it pins). The home and epoch that
+``vledger:{ledgers}`` and its ``epochs`` hash name are claims every ingest node's Redis user
+may write: one that differs from the proven home is shown as **claimed, unproven**, and
+nothing is counted by it.
 
 A ledger's **head** is what its home signed: the size - 1 of its largest checkpoint that
 verifies with the home's key file (the latest in Redis, or one a witness verifiably
@@ -47,7 +54,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
-from ..node.epoch import epoch_claim
+from ..node.epoch import epoch_claim, epoch_proven_by
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
@@ -57,6 +64,7 @@ from ..node.witness import (
     check_cosigned_in_force,
     home_key,
     witness_key,
+    witness_keys_in_force,
     witness_name,
 )
 from ..verifier.node_keys import follow_redis, witness_histories_of
@@ -78,7 +86,10 @@ With --json, one JSON object (with --watch, one per line and round; a round that
 read Redis prints its error on stderr instead, and the watch goes on):
 
   {"redis": URL (password hidden), "current": bool (no replica or observer lags),
-   "ledgers": [{"ledger": str, "home": node,
+   "ledgers": [{"ledger": str, "home": node (the cluster file's, or the proven epoch's),
+                "epoch": int (the newest proven: 1 until a handover is proven),
+                "claimed": null, or {"epoch": int, "home": node}: what Redis names
+                           when it is not the proven epoch and home (claimed, unproven),
                 "head": int (-1: no record yet), "head_from": "checkpoint" (the latest
                 checkpoint that verifies, size - 1) or "home" (none verifies: the
                 home's held height or the stream's last, whichever is higher),
@@ -105,6 +116,9 @@ that never reported counts as lagging).
 With --watch the command runs until interrupted and exits with the last round's code."""
 
 
+Epoch = tuple[int, str]  # a ledger's epoch: (number, home)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeHeight:
     """One node's hold on one ledger."""
@@ -127,6 +141,8 @@ class LedgerStatus:
     nodes: tuple[NodeHeight, ...]
     counts: dict[int, int]  # replication count -> how many records have it
     checkpoint: int | None = None  # the size of the latest checkpoint that verifies
+    epoch: int = 1  # the newest epoch proven (10.9)
+    claimed: Epoch | None = None  # the epoch and home Redis names, when not the proven ones
 
     @property
     def head_from(self) -> str:
@@ -154,12 +170,15 @@ def ledger_status(
     roles: Mapping[str, str],
     checkpoint: int | None = None,
     cosigned: Mapping[str, int] | None = None,
+    epoch: int = 1,
+    claimed: Epoch | None = None,
 ) -> LedgerStatus:
     """The status of one ledger from what Redis holds (pure: the tests feed it directly).
 
     ``stream_last`` is the stream's last height (-1: empty); ``held`` node -> held height;
     ``roles`` node -> role, for every node of the configuration; ``checkpoint`` the size of
-    the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned.
+    the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned;
+    ``epoch`` the newest proven epoch, ``claimed`` Redis's epoch and home when they are not it.
     The head is the largest of those checkpoints' size - 1, else the home's held height or the
     stream's last.
     """
@@ -192,10 +211,11 @@ def ledger_status(
         nodes=tuple(nodes),
         counts=count_distribution(holders, head + 1),
         checkpoint=checkpoint,
+        epoch=epoch,
+        claimed=claimed,
     )
 
 
-Epoch = tuple[int, str]  # a ledger's newest epoch as Redis names it: (number, home)
 HISTORIES_FOR_S = 1.0  # how long Checker keeps the witnesses' key histories it read
 
 
@@ -212,6 +232,7 @@ class Checker:
         self.client = client
         self._raw: dict[str, bytes | None] = {}
         self._read: tuple[float, dict[str, KeyHistory]] | None = None  # (monotonic time, histories)
+        self._witness_files: tuple[VerifierKey, ...] | None = None  # the followers' key files' keys
 
     def _histories(self) -> dict[str, KeyHistory]:
         """The key generations of the witnesses whose key rotated; {} when Redis cannot say.
@@ -248,7 +269,7 @@ class Checker:
 
     def checkpoint(self, ledger: str, home: str, note: bytes | None, epoch: Epoch | None = None) -> int | None:
         """The size of ``note`` if ``home``'s key signed it and it is of the newest epoch
-        (``epoch``, what Redis names: see :func:`of_newest_epoch`), else None."""
+        (``epoch``, the proven one: see :func:`of_newest_epoch`), else None."""
         if note is None or not of_newest_epoch(note, epoch):
             return None
         for log_key in self._home_keys(ledger, home):
@@ -263,39 +284,63 @@ class Checker:
         self, ledger: str, home: str, notes: Mapping[str, bytes], epoch: Epoch | None = None
     ) -> dict[str, int]:
         """Witness -> the size of its cosigned note that verifies and is of the newest epoch."""
-        found: dict[str, int] = {}
         log_keys = self._home_keys(ledger, home)
         histories = self._histories() if notes else {}
+        found: dict[str, int] = {}
         for witness, note in notes.items():
             if not of_newest_epoch(note, epoch):
                 continue
-            node = self.config.nodes.get(witness)
-            witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
-            if witness_public is None:
-                continue
-            key = witness_key(witness_name(self.config.name, witness), witness_public)
-            history = histories.get(witness)
-            for log_key in log_keys:
-                try:
-                    if history is None:
-                        found[witness] = check_cosigned(note, ledger, self.config.name, log_key, key).size
-                    else:
-                        cosigned = check_cosigned_in_force(note, ledger, self.config.name, log_key, witness, history)
-                        found[witness] = cosigned.size
-                    break
-                except NoteError:
-                    continue
+            size = self._cosigned_size(ledger, witness, note, log_keys, histories)
+            if size is not None:
+                found[witness] = size
         return found
+
+    def _cosigned_size(
+        self, ledger: str, witness: str, note: bytes, log_keys: list[VerifierKey], histories: Mapping[str, KeyHistory]
+    ) -> int | None:
+        """The size of ``note`` when one of ``log_keys`` signed it and ``witness`` (a replica or
+        observer of the configuration, by its key file or its keys in force) cosigned it."""
+        node = self.config.nodes.get(witness)
+        witness_public = self._public(witness) if node is not None and node.role in FOLLOWER_ROLES else None
+        if witness_public is None:
+            return None
+        key = witness_key(witness_name(self.config.name, witness), witness_public)
+        history = histories.get(witness)
+        for log_key in log_keys:
+            try:
+                if history is None:
+                    return check_cosigned(note, ledger, self.config.name, log_key, key).size
+                return check_cosigned_in_force(note, ledger, self.config.name, log_key, witness, history).size
+            except NoteError:
+                continue
+        return None
+
+    def proven_epoch(self, ledger: str, notes: Mapping[str, bytes]) -> Epoch | None:
+        """The newest epoch past the first of ``ledger`` that a witness's note among ``notes``
+        (witness -> note, Redis's ``cosig`` hash) proves, as (number, home): signed by the key
+        file of the cluster file's standby of the ledger, stating a later epoch and another home
+        than the cluster file's (node/epoch.py's epoch_proven_by), and cosigned by a witness
+        (PROTOCOL 10.9, 14.3 step 7: the standby's key counts only with a witness's cosignature).
+        None when none does, or the ledger has no standby or its key file is missing."""
+        standby = self.config.standby_of(ledger)
+        if standby is None or not notes:
+            return None
+        keys = self._home_keys(ledger, standby.name)
+        if self._witness_files is None:
+            self._witness_files = tuple(witness_keys(self.config).values())
+        histories = self._histories()
+        now_ms = time.time_ns() // 1_000_000
+        witnesses = (*self._witness_files, *witness_keys_in_force(self.config.name, histories, histories, now_ms))
+        return epoch_proven_by(1, self.config.home_of(ledger).name, keys, notes.values(), witnesses)
 
 
 def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:
     """Whether checkpoint ``note`` states the newest epoch of its ledger, ``epoch`` (the number
-    and home ``vledger:{ledgers}:epochs`` names; None: never handed over, epoch 1). PROTOCOL
-    10.9 refuses a checkpoint of an earlier epoch past the next handover (a fenced home's);
-    this command reads no record, so it cannot tell one from an earlier epoch's below its
-    handover, and counts neither: the latest checkpoint and cosignatures of a ledger are its
-    newest epoch's (before, a home replaced and later home again signed with the same key,
-    and its fenced epoch-1 notes counted)."""
+    and home proven: :meth:`Checker.proven_epoch`; None: none past the first). PROTOCOL 10.9
+    refuses a checkpoint of an earlier epoch past the next handover (a fenced home's); this
+    command reads no record, so it cannot tell one from an earlier epoch's below its handover,
+    and counts neither: the latest checkpoint and cosignatures of a ledger are its newest
+    epoch's."""
     try:
         claim = epoch_claim(parse_checkpoint(parse_note(note).text))
     except NoteError:
@@ -306,7 +351,10 @@ def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:
 def read_status(
     replication: ReplicationLedger, roles: Mapping[str, str], checker: Checker | None = None
 ) -> list[LedgerStatus]:
-    """Every ledger Redis knows of, by name (Redis's errors pass through)."""
+    """Every ledger Redis knows of, by name (Redis's errors pass through). With ``checker``,
+    each ledger's home is the cluster file's or a proven epoch's (:meth:`Checker.proven_epoch`),
+    and the home and epoch Redis names are a claim when they differ; without one (no keys to
+    check with), the home is the one Redis names."""
     homes = replication.ledgers()
     names = sorted(homes)
     lasts = replication.last_heights(names)
@@ -314,13 +362,18 @@ def read_status(
     epochs = replication.epochs() if checker is not None else {}
     statuses = []
     for name in names:
+        home, epoch, claimed = homes[name], 1, None
         checkpoint, cosigned = None, {}
         if checker is not None:
-            epoch = epochs.get(name)
-            checkpoint = checker.checkpoint(name, homes[name], notes.get(name), epoch)
-            cosigned = checker.cosigned(name, homes[name], replication.cosignatures(name), epoch)
+            witnessed = replication.cosignatures(name)
+            proven = checker.proven_epoch(name, witnessed)
+            epoch, home = proven or (1, checker.config.home_of(name).name)
+            named = epochs.get(name) or (1, homes[name])
+            claimed = None if named == (epoch, home) or (named[0] == 1 and homes[name] == home) else named
+            checkpoint = checker.checkpoint(name, home, notes.get(name), proven)
+            cosigned = checker.cosigned(name, home, witnessed, proven)
         statuses.append(
-            ledger_status(name, homes[name], lasts[name], replication.held(name), roles, checkpoint, cosigned)
+            ledger_status(name, home, lasts[name], replication.held(name), roles, checkpoint, cosigned, epoch, claimed)
         )
     return statuses
 
@@ -336,6 +389,8 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
             {
                 "ledger": s.ledger,
                 "home": s.home,
+                "epoch": s.epoch,
+                "claimed": None if s.claimed is None else {"epoch": s.claimed[0], "home": s.claimed[1]},
                 "head": s.head,
                 "head_from": s.head_from,
                 "stream_head": s.stream_head,
@@ -423,6 +478,18 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
     print("Latest checkpoint and the witnesses whose cosignature of it (or a later one) verifies:")
     for status in statuses:
         print(f"  {status.ledger:<{width}}  {_cosignatures(status)}")
+    claims = [s for s in statuses if s.claimed is not None]
+    if claims:
+        print()
+        print("Claimed, unproven (Redis names another home than the one shown; no witness-cosigned")
+        print("checkpoint signed by the standby's key proves it, so nothing above counts by it):")
+        for status in claims:
+            assert status.claimed is not None
+            number, home = status.claimed
+            print(
+                f"  {status.ledger:<{width}}  Redis names {home} the home (epoch {number}); "
+                f"shown: {status.home} (epoch {status.epoch})"
+            )
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]
     print(f"Behind: {'; '.join(behind)}" if behind else "Every replica and observer holds every ledger up to its head.")

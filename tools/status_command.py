@@ -79,7 +79,7 @@ alerts (read from Redis) are empty:
                          {"ledgers": [names], "follow_restarts": int (its follow ran again
                           after a bug, since the node started: see its log)},
               "process": {"state": str, "pid": int or null} or null (not supervised here)}],
-   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "head", "head_from",
+   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "head", "head_from",
                "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
                "cosigned", "unverified"}], "counts": [{"holders", "records"}], "lagging": [node],
                "checkpoint", "cosigned"}],

@@ -37,7 +37,7 @@ import collections
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,7 +224,8 @@ class LedgerState:
     # so its copy is no reference then), and the (checkpoint size, home head) it was decided at.
     home_contradicts: bool = False
     home_checked: tuple[int, int, bytes] | None = None
-    # The newest epoch Redis names (10.9; (1, None): none named): only its checkpoints are taken.
+    # The newest epoch proven (10.9; (1, None): none past the genesis home's): only its
+    # checkpoints are taken, and its home is the ledger's. Redis's epochs hash proves nothing.
     epoch: tuple[int, str | None] = (1, None)
 
     def judge_anew(self) -> None:
@@ -264,11 +265,14 @@ class ClusterChecks:
         clock: Callable[[], float] = time.monotonic,
         pool: PagePool | None = None,
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
+        witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
     ) -> None:
         self.name = name
         # The configured checkpoint key of a ledger's home (its <home>.sign.pub), for a ledger
         # whose genesis pins none (PROTOCOL 10.7's version rule).
         self._fallback_key = home_keys
+        # The cluster's witness keys now: a note the standby's key signed counts only cosigned (10.9).
+        self._witness_keys = witness_keys
         self.pool = pool  # worker processes that check the sweeps' pages (None: this process alone)
         self.config = config
         self.replication = replication
@@ -290,6 +294,7 @@ class ClusterChecks:
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
+        self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
 
     # --- set-up -----------------------------------------------------------------------
@@ -345,45 +350,79 @@ class ClusterChecks:
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,
-        and the handovers (PROTOCOL 10.9) since: the new home's copy is the truth, and a home
-        replaced is no holder any more (it answers the ledger's reads not_home; its records
+        and the handovers (PROTOCOL 10.9) proven since: the new home's copy is the truth, and a
+        home replaced is no holder any more (it answers the ledger's reads not_home; its records
         past the handover are not the ledger's), so its copy is dropped and its lag and fork
-        alerts are resolved."""
+        alerts are resolved. Which node is home is never Redis's word: the ``ledgers`` and
+        ``epochs`` hashes are every ingest node's Redis user's to write, so a ledger's home is
+        the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
+        or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
         announced = self.replication.ledgers()
         epochs = self.replication.epochs()
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
-        for ledger, home in sorted(announced.items()):
-            replaced = self.replaced(ledger, home, epochs.get(ledger))
-            if ledger in self.ledgers:
-                state = self.ledgers[ledger]
-                if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
-                    state.home = home
-                    state.home_contradicts, state.home_checked = False, None  # decided of the home before
-                    if home not in state.copies:
-                        state.copies[home] = CopyState(
-                            LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
-                        )
-            else:
+        for ledger, claimed in sorted(announced.items()):
+            state = self.ledgers.get(ledger)
+            if state is None:
                 self._create_group(ledger)
-                state = self.ledgers[ledger] = LedgerState(home)
+                state = self.ledgers[ledger] = LedgerState(self.config.home_of(ledger).name)
                 for node in self.holders(ledger):
                     checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                     state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
                 self._read_pending = True
-            state.epoch = _epoch_named(epochs.get(ledger))
+            state.epoch = self._epoch_of(ledger, state, epochs.get(ledger))
+            home = self._signer_of(ledger, state.epoch)
+            if claimed != home:
+                self._unproven(ledger, f"names {claimed} its home", f"checking {home}'s copy as the home's")
+            if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
+                state.home = home
+                state.home_contradicts, state.home_checked = False, None  # decided of the home before
+                if home not in state.copies:
+                    state.copies[home] = CopyState(
+                        LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
+                    )
             if state.checkpoint is not None and state.checkpoint.enter(state.epoch):
                 state.judge_anew()  # the previous epoch's checkpoint was dropped
-            for node in replaced:
+            for node in self.replaced(ledger, home, state.epoch):
                 if state.copies.pop(node, None) is not None:
                     state.roots.pop(node, None)
                     log.info("%s was replaced as the home of %s: its copy is no longer checked", node, ledger)
                 self.resolve(node, ledger, REPLACED_RESOLVES)
 
-    def replaced(self, ledger: str, home: str, named: tuple[int, str] | None) -> frozenset[str]:
+    def _epoch_of(self, ledger: str, state: LedgerState, named: tuple[int, str] | None) -> tuple[int, str | None]:
+        """The newest epoch of ``ledger`` proven (10.9): the one held, or a later one that a note
+        in Redis proves when Redis names one later (LedgerCheckpoint.proven_epoch: a checkpoint of
+        that epoch signed by the standby's pinned key and cosigned by a witness), whatever home
+        Redis wrote. A signature does not expire: a proven epoch is kept whatever Redis says later."""
+        held = state.epoch
+        if named is None or named[0] <= held[0]:
+            return held
+        try:
+            notes = self.replication.epoch_notes(ledger)
+        except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier read {*}:cosig
+            log.warning("the notes that may prove epoch %d of %s cannot be read: %s", named[0], ledger, e)
+            return held
+        found = self._checkpoint_of(ledger, state).proven_epoch(notes)
+        if found is not None and found[0] > held[0]:
+            log.info("epoch %d of %s, at %s, is proven by a signed and cosigned checkpoint", found[0], ledger, found[1])
+            return found
+        self._unproven(
+            ledger,
+            f"names {named[1]} the home of epoch {named[0]}",
+            "no checkpoint of that epoch signed by the standby's pinned key and cosigned by a witness proves it",
+        )
+        return held
+
+    def _unproven(self, ledger: str, claim: str, why: str) -> None:
+        """Log, once, a claim only Redis makes of ``ledger``'s home: not taken."""
+        if (ledger, claim, why) not in self._homes_logged:
+            self._homes_logged.add((ledger, claim, why))
+            log.warning("Redis %s of %s: claimed, unproven (%s); not taken", claim, ledger, why)
+
+    def replaced(self, ledger: str, home: str, epoch: tuple[int, str | None]) -> frozenset[str]:
         """The node a handover replaced as ``ledger``'s home (10.9): with an epoch from 2 on
-        named in Redis, the cluster file's home unless it is ``home`` again; else none. (The
-        cluster file's standby is never replaced: it follows whoever is home.)"""
-        if named is None or named[0] < 2:
+        proven, the cluster file's home unless it is ``home`` again; else none. (The cluster
+        file's standby is never replaced: it follows whoever is home.)"""
+        if epoch[0] < 2:
             return frozenset()
         configured = self.config.home_of(ledger).name
         return frozenset() if configured == home else frozenset((configured,))
@@ -673,14 +712,18 @@ class ClusterChecks:
         """Take a larger verified checkpoint of ``ledger``: Redis's note, else (at most every
         ``ASK_NODES_SECONDS``, when Redis's is none or does not verify with the keys known, e.g.
         signed by a key a rotation named) a node's ``checkpoint`` answer with its rotations proven."""
-        if state.checkpoint is None:
-            state.checkpoint = LedgerCheckpoint(
-                ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger)
-            )
-            state.checkpoint.enter(state.epoch)
-        held = state.checkpoint
+        held = self._checkpoint_of(ledger, state)
         if note is not None and (held.offer(note) or size_of(note) <= held.size):
             return  # Redis's note taken, or no larger than the one held (the home is away, or idle)
+        if note is not None and held.keys is not None and held.keys.standby_key is not None:
+            # The latest note of a standby's key counts only cosigned (10.9): a witness's note may.
+            try:
+                cosigned = list(self.replication.cosignatures(ledger).values())
+            except REDIS_ERRORS:
+                cosigned = []
+            for other in sorted(cosigned, key=size_of, reverse=True):
+                if size_of(other) <= held.size or held.offer(other):
+                    break
         if now < state.ask_nodes_at:
             return
         state.ask_nodes_at = now + ASK_NODES_SECONDS
@@ -690,6 +733,15 @@ class ClusterChecks:
                     return
             except (NodeUnavailableError, RemoteError) as e:
                 log.info("no checkpoint of %s from %s: %s", ledger, reader.name, e)
+
+    def _checkpoint_of(self, ledger: str, state: LedgerState) -> LedgerCheckpoint:
+        """The ledger's LedgerCheckpoint, made on first use and taking its proven epoch's notes."""
+        if state.checkpoint is None:
+            state.checkpoint = LedgerCheckpoint(
+                ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger), self._witness_keys
+            )
+            state.checkpoint.enter(state.epoch)
+        return state.checkpoint
 
     def _copies_up(self, state: LedgerState) -> Iterator[NodeReader]:
         """The readers of the ledger's copies that answer, the home's first."""
@@ -1108,11 +1160,6 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
-
-
-def _epoch_named(named: tuple[int, str] | None) -> tuple[int, str | None]:
-    """The epoch claim (10.9) of the epoch ``vledger:{ledgers}:epochs`` names: (1, None) for none."""
-    return (1, None) if named is None or named[0] < 2 else named
 
 
 def _int(value: Any) -> int:

@@ -10,24 +10,30 @@ copy that holds that size for its record at ``size - 1`` and the inclusion proof
 in its own tree of ``size`` leaves (:func:`copy_root`): the root they lead to is the copy's
 tree at that size, which must be the checkpoint's. Nothing is believed because of where it
 came from: a note counts once its signature verifies, a rotation record once it is a valid
-rotation and included in the checkpoint's tree. A note counts only if it states the epoch
-Redis names as the ledger's newest (PROTOCOL 10.9; epoch 1 when none is named): the verifier
-holds no records, so it cannot tell a fenced home's note past the handover, or one the
-standby's key signed before any handover, from the current home's, and either would make it
-blame the home and the copies for a tree their key never signed.
+rotation and included in the checkpoint's tree. A note the standby's pinned key signed counts
+only with a verified cosignature of a witness (the cluster's witness keys, or an outside
+witness its genesis lists), whatever the quorum (PROTOCOL 10.9, 14.3 step 7: the shared
+verify_ledger_checkpoint): that key alone could sign a tree of its own making. A note
+counts only if it states the ledger's newest epoch the verifier holds proven (PROTOCOL 10.9;
+epoch 1 until one is, :meth:`LedgerCheckpoint.proven_epoch`): the verifier holds no records,
+so it cannot tell a fenced home's note past the handover, or one the standby's key signed
+before any handover, from the current home's, and either would make it blame the home and
+the copies for a tree their key never signed. Redis's ``epochs`` hash proves no epoch: every
+ingest node's Redis user writes it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import epoch_claim
+from ..node.epoch import EpochHistory, epoch_claim, proven_epoch
 from ..node.errors import NodeUnavailableError, ProofError, ReceiptError, RemoteError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, KeyChain
+from ..node.ledger import LedgerRules
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note
 from ..node.receipt import ReceiptKeys, keys_from_genesis, verify_ledger_checkpoint
 from ..node.record import decode_record
@@ -74,7 +80,9 @@ class LedgerCheckpoint:
     """The largest checkpoint of one ledger the verifier verified, and the key chain it was checked with.
 
     ``genesis()`` gives the ledger's genesis bytes (None: none to be had now); ``fallback()``
-    the home's configured key for a genesis that pins none (PROTOCOL 10.7's version rule).
+    the home's configured key for a genesis that pins none (PROTOCOL 10.7's version rule);
+    ``witnesses()`` the cluster's witness keys now, whose cosignature a note the standby's key
+    signed needs (10.9).
     """
 
     def __init__(
@@ -82,10 +90,12 @@ class LedgerCheckpoint:
         ledger: str,
         genesis: Callable[[], bytes | None],
         fallback: Callable[[], VerifierKey | None],
+        witnesses: Callable[[], Iterable[VerifierKey]] = tuple,
     ) -> None:
         self.ledger = ledger
         self._genesis = genesis
         self._fallback = fallback
+        self._witnesses = witnesses
         self.keys: ReceiptKeys | None = None
         self.chain: KeyChain | None = None  # the key chain as far as rotations were proven
         self.rotatable = False  # its genesis pins a key and lists the rotation's kind
@@ -94,7 +104,7 @@ class LedgerCheckpoint:
         self.epoch: tuple[int, str | None] = (1, None)  # the only epoch whose notes are taken
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
-        """Take only notes of ``epoch`` from now on (the newest Redis names, 10.9); True when the
+        """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
         checkpoint held was of another epoch and is dropped: an earlier home's largest note may
         lie past the handover (a tail acknowledged with ``w=0``, or signed while fenced), and
         no copy or home of the new epoch is to be held against it."""
@@ -112,7 +122,7 @@ class LedgerCheckpoint:
         if claim == self.epoch:
             return claim
         log.info(
-            "%s checkpoint of %s at size %d states epoch %s, not the newest Redis names, %s: not taken",
+            "%s checkpoint of %s at size %d states epoch %s, not the newest proven, %s: not taken",
             whence, self.ledger, verified.checkpoint.size, claim, self.epoch,
         )  # fmt: skip
         return None
@@ -139,7 +149,36 @@ class LedgerCheckpoint:
                 return None
             if self.keys is not None:
                 self.chain = KeyChain(self.ledger, (self.keys.log_key,))
-        return self.keys
+        if self.keys is None or self.keys.standby_key is None:
+            return self.keys
+        return replace(self.keys, witnesses=tuple(self._witnesses()))  # read each time: a witness key may rotate
+
+    def proven_epoch(self, notes: Iterable[bytes]) -> tuple[int, str] | None:
+        """The newest epoch past the genesis home's that a note among ``notes`` (Redis's latest
+        checkpoint and witnesses' notes of the ledger) proves, as (number, home): node/epoch.py's
+        proven_epoch over the notes this verifier takes (:func:`verify_ledger_checkpoint`: one the
+        standby's key signed only with a witness's verified cosignature). None when none does,
+        the genesis is not at hand or pins no standby key. The verifier holds no records, so
+        its history is the genesis' alone: a later epoch is proven only by the standby's key,
+        an epoch past 2 only as one of that key's (a home handed back is not proven here)."""
+        keys = self._known_keys()
+        if keys is None or keys.standby_key is None or keys.genesis is None:
+            return None
+        try:
+            genesis = keys.genesis
+            history = EpochHistory.from_genesis(genesis, LedgerRules.from_genesis(genesis.content, PROTOCOL_LIMITS))
+        except VledgerError as e:
+            log.info("no epochs of %s from its genesis: %s", self.ledger, e)
+            return None
+        taken = []
+        for note in notes:
+            try:
+                verify_ledger_checkpoint(note, keys, self.chain)
+            except VledgerError:
+                continue
+            taken.append(note)
+        witnesses = (*keys.witnesses, *(keys.outside.keys if keys.outside is not None else ()))
+        return proven_epoch(history, taken, witnesses)
 
     def offer(self, note: bytes) -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the

@@ -51,7 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..broker.http import HttpThread, add_health_routes, json_errors, json_response, names_loopback
+from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import witness_keys
@@ -1035,7 +1035,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             state = await in_thread(gateway.cluster_state)
             state["nodes"] = await probe_nodes(gateway.config)
             gateway._cluster_cache = cached = (now, state)
-        if not names_loopback(request):  # the logs are the local operator's (broker/http.py)
+        if not from_this_host(request):  # the logs are the local operator's (broker/http.py)
             return json_response({**cached[1], "logs": {}})
         return json_response(cached[1])
 

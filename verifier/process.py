@@ -25,7 +25,7 @@ from typing import Any
 from .. import __version__
 from ..broker.client import Client
 from ..broker.replication import REDIS_ERRORS
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
 from ..ingest.members import MemberGates
@@ -37,11 +37,13 @@ from ..node.note import VerifierKey
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from ..node.witness import home_key
 from .checks import ClusterChecks, NodeReader
+from .node_keys import rotated_witness_keys_now
 from .sweep import PagePool
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE = 1.0
+WITNESS_KEYS_FOR_S = 60.0  # how long the witnesses' rotated keys read from Redis are kept
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -119,6 +121,31 @@ def home_sign_key(config: ClusterConfig, ledger: str) -> VerifierKey | None:
     return home_key(config.name, ledger, load_verify_key(path).raw)
 
 
+class WitnessKeys:
+    """The cluster's witness keys now: each witness's key file and, when its key rotated, the
+    keys in force that the admin ledger's cache in Redis proves (PROTOCOL 16.6), read again at
+    most every WITNESS_KEYS_FOR_S. What a note the standby's key signed must be cosigned by
+    (10.9); a Redis that cannot say leaves the key files' alone."""
+
+    def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.client = client
+        self._clock = clock
+        self._files = tuple(witness_keys(config).values())
+        self._read: tuple[float, tuple[VerifierKey, ...]] | None = None
+
+    def __call__(self) -> tuple[VerifierKey, ...]:
+        now = self._clock()
+        if self._read is None or now - self._read[0] >= WITNESS_KEYS_FOR_S:
+            try:
+                rotated = tuple(rotated_witness_keys_now(self.config, self.client, time.time_ns() // 1_000_000))
+            except (*REDIS_ERRORS, VledgerError) as e:
+                log.info("the witnesses' rotated keys cannot be read (%s): their key files alone", e)
+                rotated = () if self._read is None else self._read[1]
+            self._read = (now, rotated)
+        return (*self._files, *self._read[1])
+
+
 def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
         replication = runtime.replication()
@@ -133,7 +160,15 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         pool = PagePool(cores) if cores > 1 else None
         if pool is not None:
             runtime.closing(pool.close)
-        checks = ClusterChecks(name, config, replication, readers, pool=pool, home_keys=partial(home_sign_key, config))
+        checks = ClusterChecks(
+            name,
+            config,
+            replication,
+            readers,
+            pool=pool,
+            home_keys=partial(home_sign_key, config),
+            witness_keys=WitnessKeys(config, replication.client),
+        )
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (

@@ -264,6 +264,12 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
     listener.close()
     assert heard == [b"replica-1 votes 2", b"observer-1 votes 2"]
     assert ReplicationLedger(acl.client("verifier")).checkpoints() == {"votes": b"home note"}
+    # What may prove a handover to the verifier (10.9): the latest note and the witnesses' ones.
+    assert sorted(ReplicationLedger(acl.client("verifier")).epoch_notes("votes")) == [
+        b"cosigned note",
+        b"cosigned note",
+        b"home note",
+    ]
     with pytest.raises(NOPERM):
         ReplicationLedger(acl.client("verifier")).publish_cosignature("votes", "verifier-1", 2, b"x")
     with pytest.raises(NOPERM):

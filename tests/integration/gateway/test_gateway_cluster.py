@@ -232,14 +232,15 @@ def test_the_cluster_view_and_health_of_every_node(cluster: LocalCluster, electi
 def test_a_page_rebound_to_127_0_0_1_reads_neither_logs_nor_metrics(cluster: LocalCluster, election: Election) -> None:
     """DNS rebinding (an outsider's finding): a web page whose name now points at 127.0.0.1 reads
     "its own" origin, sending its own Host; a loopback server answers it no logs and no metrics."""
-    rebound = {"Host": "rebind.example:80"}
     gateway = cluster.gateway_url("replica-1")
-    status, body = get(f"{gateway}api/cluster", rebound)
-    state = json.loads(body)
-    assert status == 200 and state["logs"] == {} and state["nodes"], state  # the rest is any page's to read
-    for url in (cluster.health_url("ingest-1"), gateway):
-        status, body = get(url + "metrics", rebound)
-        assert status == 400 and json.loads(body)["error"]["code"] == "bad_request", (url, status, body[:300])
+    # A rebound page's own name; a reverse proxy's loopback Host (nginx's default) with its header.
+    for outside in ({"Host": "rebind.example:80"}, {"Host": "127.0.0.1:8080", "X-Forwarded-For": "203.0.113.9"}):
+        status, body = get(f"{gateway}api/cluster", outside)
+        state = json.loads(body)
+        assert status == 200 and state["logs"] == {} and state["nodes"], state  # the rest is any page's
+        for url in (cluster.health_url("ingest-1"), gateway):
+            status, body = get(url + "metrics", outside)
+            assert status == 400 and json.loads(body)["error"]["code"] == "bad_request", (url, status, body[:300])
     for host in ("localhost", "127.0.0.1", "[::1]:8080"):  # the operator's own names still read both
         status, body = get(gateway + "api/cluster", {"Host": host})
         assert status == 200 and all(json.loads(body)["logs"][name] for name in cluster.procs), host

@@ -205,6 +205,11 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     expected = {f"{n}|{LEDGER}" for n in ("ingest-2", *cluster.replica_names)}
     wait_until(lambda: copies() == expected, WAIT, "the verifier's copies after the handover")
     assert not [k for k in redis.open_alerts() if k.startswith(f"ingest-1|{LEDGER}|")], redis.open_alerts()
+    # vledger repl status takes the handover as proven by the witnesses' cosigned note of epoch 2.
+    shown = cluster.cli("repl", "status", "--config", str(cluster.config_path), "--json", check=False)
+    (status,) = [s for s in json.loads(shown.stdout)["ledgers"] if s["ledger"] == LEDGER]
+    assert (status["home"], status["epoch"], status["claimed"]) == ("ingest-2", 2, None), status
+    assert status["cosigned"], status  # epoch 2's cosignatures count: checked with ingest-2's key file
     # The witnesses keep epoch 2: what they hold is the new home's chain.
     for name in cluster.replica_names:
         assert _size(cluster, name) == after["height"] + 1

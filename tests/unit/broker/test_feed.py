@@ -31,7 +31,7 @@ from vledger.broker.feed import (
 from vledger.broker.keys import KeyPair, new_keypair
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import BrokerSettings
-from vledger.node.errors import FeedError
+from vledger.node.errors import CurveError, FeedError
 from vledger.node.note import MAX_NOTE_BYTES
 from vledger.node.storefile import MAX_HEIGHT
 from vledger.node.witness import CheckpointKeys, HomeSigner, SignedCheckpoint, home_key
@@ -419,6 +419,85 @@ def test_a_refused_endpoint_is_tried_again_later_each_time_and_alone(
     assert {m.sender for m in received} == {"ingest-1"}
 
 
+@pytest.fixture
+def elsewhere() -> Iterator[zmq.Context[Any]]:
+    """The Context of another process: a ZAP handler of its own, with its own allow-list."""
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    stop_authenticator(context)
+    context.destroy(linger=0)
+
+
+def bind_again(endpoint: str, keys: KeyPair, allow_list: AllowList, context: zmq.Context[Any]) -> CurveServer:
+    """A feed on the port a closed one held (libzmq frees it a moment after the close)."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return CurveServer(keys, endpoint, allow_list, socket_type=zmq.PUB, ctx=context, domain=FEED_DOMAIN)
+        except CurveError:
+            assert time.monotonic() < deadline, f"{endpoint} is still taken"
+            time.sleep(0.01)
+
+
+def test_a_feed_named_by_host_that_comes_back_refusing_is_tried_again_and_no_other_feed_is_touched(
+    ctx: zmq.Context[Any], publishers: PublisherFactory, elsewhere: zmq.Context[Any]
+) -> None:
+    # Once a connection it made was lost, libzmq makes the next one to the address it resolved and
+    # names it so in its events: tcp://127.0.0.1:<port>, not the tcp://localhost:<port> connected.
+    # A relay that restarts before it applied this subscriber's account refuses it: that refusal
+    # must be retried all the same. The feed that was never refused must flow on untouched: one
+    # connected again would lose what was published meanwhile.
+    keys = new_keypair()
+    steady, relay = publishers("ingest-1", [keys]), publishers("relay-1", [keys])
+    port = relay.server.connect_endpoint.rsplit(":", 1)[1]
+    sub = Subscriber(
+        ctx,
+        keys,
+        [source(steady), FeedSource("relay-1", f"tcp://localhost:{port}", relay.server.keys.public)],
+        receive_hwm=10_000,
+        max_message_bytes=1024 * 1024,
+        max_record_bytes=MAX_RECORD,
+    )
+    restarted_allows = AllowList()  # the restarted relay has not applied the subscriber's account yet
+    restarted: CurveServer | None = None
+    heights: list[int] = []  # of the steady feed's records, as received
+
+    def steady_heights(messages: list[FeedMessage]) -> list[FeedMessage]:
+        heights.extend(m.height for m in messages if isinstance(m, FeedRecord) and m.sender == "ingest-1")
+        return messages
+
+    def both(n: int) -> None:
+        steady.record("ledger-a", n, b"a")
+        relay.checkpoints([])
+
+    try:
+        received = publish_until_received(sub, both, lambda got: {m.sender for m in got} == {"ingest-1", "relay-1"})
+        steady_heights(received)
+        relay.close()
+        restarted = bind_again(f"tcp://127.0.0.1:{port}", relay.server.keys, restarted_allows, elsewhere)
+        n = heights[-1] + 1
+        deadline = time.monotonic() + DEADLINE
+        while sub.refusals < 2:  # refused on coming back, and again at the first retry
+            assert time.monotonic() < deadline, f"{sub.refusals} refusals, not 2"
+            steady.record("ledger-a", n, b"a")
+            n += 1
+            assert {m.sender for m in steady_heights(sub.receive(20, 1000))} <= {"ingest-1"}
+        restarted_allows.replace({keys.public})
+        relay_heard: list[FeedMessage] = []
+        while not relay_heard:
+            assert time.monotonic() < deadline + DEADLINE, "the restarted relay admits the subscriber, unheard"
+            steady.record("ledger-a", n, b"a")
+            n += 1
+            restarted.socket.send_multipart(encode_checkpoints("relay-1", []))
+            relay_heard = [m for m in steady_heights(sub.receive(20, 1000)) if m.sender == "relay-1"]
+    finally:
+        sub.close()
+        if restarted is not None:
+            restarted.close()
+    assert heights == list(range(heights[0], heights[0] + len(heights))), "the steady feed lost or repeated"
+    assert len(heights) > 10
+
+
 def test_one_subscriber_follows_two_publishers_with_their_own_keys(
     ctx: zmq.Context[Any], publishers: PublisherFactory
 ) -> None:
@@ -462,6 +541,6 @@ def test_a_malformed_message_on_the_wire_is_dropped_and_counted(
 
 def test_a_subscriber_without_sources_receives_nothing(ctx: zmq.Context[Any]) -> None:
     sub = Subscriber(ctx, new_keypair(), [], receive_hwm=10, max_message_bytes=1024, max_record_bytes=MAX_RECORD)
-    assert sub.socket is None
+    assert sub.sockets == ()
     assert sub.receive(10, 10) == []
     sub.close()

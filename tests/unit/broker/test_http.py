@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from vledger.broker.http import (
     ASKED_OF_AIOHTTP,
+    BOUND_TO_LOOPBACK,
     HttpThread,
     address_key,
     health_app,
@@ -298,3 +299,18 @@ def test_the_private_aiohttp_slots_the_head_deadline_reads_are_there() -> None:
 
     assert missing_from_aiohttp(Renamed) == ["_request_in_progress"]
     assert missing_from_aiohttp(object) == list(ASKED_OF_AIOHTTP)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.1.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
+     ("::", False), ("10.0.0.5", False), ("gateway.example", False)],
+)  # fmt: skip
+def test_the_host_check_follows_the_servers_bind_not_the_address_a_connection_reached(
+    host: str, loopback: bool
+) -> None:
+    # A server on 0.0.0.0 reached as 127.0.1.1 (a Debian host's own name) is no loopback server:
+    # a Prometheus scraping it by that name must not be refused (a reviewer's finding).
+    app = web.Application()
+    HttpThread(app, host, 0)
+    assert app[BOUND_TO_LOOPBACK] is loopback

@@ -141,6 +141,37 @@ def test_an_append_asks_redis_once_and_loads_its_script_when_redis_lost_it(repl:
     assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3"]
 
 
+def test_an_append_tells_the_held_height_in_its_own_round_trip(
+    repl: ReplicationLedger, held_channel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox pass's append carries its node's held height (advance's rule: it only grows,
+    each growth announced) without a round trip of its own, and a Redis that lost its
+    scripts gets both again without losing the append or the height."""
+
+    def calls(command: str) -> int:
+        stats = repl.client.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    repl.client.script_flush()
+    assert repl.append_checked(LEDGER, HOME, 0, [b"r0", b"r1"], held=1) == (1, None)  # NOSCRIPT: both loaded
+    assert repl.held(LEDGER) == {HOME: 1}
+    evals, loads = calls("evalsha"), calls("script|load")
+    alone: list[tuple[Any, ...]] = []  # commands sent on their own, outside a pipeline
+    execute_command = repl.client.execute_command
+    monkeypatch.setattr(
+        repl.client, "execute_command", lambda *args, **kw: alone.append(args) or execute_command(*args, **kw)
+    )
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], held=2) == (2, None)
+    monkeypatch.undo()
+    assert alone == []  # one pipeline: HSETNX, the append and the advance
+    assert (calls("evalsha"), calls("script|load")) == (evals + 2, loads)
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], held=0) == (2, None)  # a late height never lowers it
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3"]) == (3, None)  # no height: none told
+    assert repl.held(LEDGER) == {HOME: 2}
+    assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3"]
+    assert announcements(held_channel) == [f"{HOME} {LEDGER} 1", f"{HOME} {LEDGER} 2"]
+
+
 def test_a_stream_entry_that_is_not_the_callers_record_is_found_and_rewound(repl: ReplicationLedger) -> None:
     """An entry injected ahead of the home (or another record at a height) is named, and the
     stream cut back there so the home can add its own records again; readers go back too."""

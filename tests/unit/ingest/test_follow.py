@@ -10,6 +10,7 @@ is stored, whatever its source (the home included), until a verified checkpoint 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import gc
 import sqlite3
@@ -33,9 +34,9 @@ from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record, decode_record, fields_of_checked
-from vledger.node.store import ChainStore, Receipt
+from vledger.node.store import ChainStore, Receipt, grow_kept
 from vledger.node.storefile import DB_NAME
-from vledger.node.tree import Frontier, leaf_hash, verify_consistency
+from vledger.node.tree import Frontier, leaf_hash, subtree_hashes, verify_consistency
 from vledger.node.witness import CheckpointKeys, Contradiction, HomeSigner, SignedCheckpoint, WitnessSigner, home_key
 
 LIMITS = Limits()
@@ -1149,6 +1150,67 @@ def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain
     assert follower._offer(LEDGER, lied, "redis", NOT_RELAYED, checked(marked[1:10], lied)) != OK
     assert [a.height for a in replica.alerts] == [3]
     assert follower.pending(LEDGER) in ([], long_chain[:3])  # nothing of the stranger or after it
+
+
+def test_a_page_checkers_subtrees_grow_the_tree_its_leaves_would(
+    make_replica: MakeReplica, long_chain: list[Record], checker: PageChecker | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checker hashes the page's complete 16-leaf subtrees; the follower grows its tree by
+    each one whose leaves all lie between two checkpoints (here heights 16 to 31), and stores
+    the tree and kept subtrees its leaves alone would have made."""
+    notes = [signed(long_chain[4]), signed(long_chain[39])]
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}, signed=notes))
+    held_up_to(replica, long_chain, 0)  # the genesis held: the next page goes to the checker
+    taken: list[bytes] = []
+    grow_level = Frontier.grow_level
+
+    def spied(frontier: Frontier, nodes: list[bytes], level: int) -> list[tuple[int, int, bytes]]:
+        taken.extend(nodes)
+        return grow_level(frontier, nodes, level)
+
+    monkeypatch.setattr(Frontier, "grow_level", spied)
+    assert replica.follower.catch_up(LEDGER, 40)
+    expected = Frontier()
+    kept = grow_kept(expected, [leaf_hash(r.encode()) for r in long_chain])
+    with contextlib.closing(sqlite3.connect(replica.store.directory / DB_NAME)) as db:
+        rows = db.execute("SELECT level, idx, hash FROM tree WHERE ledger = ? ORDER BY level, idx", (LEDGER,))
+        assert rows.fetchall() == sorted(kept)
+    assert replica.store.frontier(LEDGER).encode() == expected.encode() and replica.alerts == []
+    assert taken == ([subtree_hashes([leaf_hash(r.encode()) for r in long_chain[16:32]], 4)[0]] if checker else [])
+
+
+class Distrusting(PageChecker):
+    """A page checker never started, that notes what the follower found false of its answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.distrusted: list[str] = []
+
+    def distrust(self, why: str) -> None:
+        self.distrusted.append(why)
+
+
+@pytest.mark.parametrize("lie", [False, True], ids=["true subtrees", "a false subtree"])
+def test_a_false_subtree_from_the_checker_blames_the_checker_not_the_run(
+    make_replica: MakeReplica, long_chain: list[Record], lie: bool
+) -> None:
+    """Subtree hashes that give another root than the checkpoint's: the tree is grown again from
+    the leaves alone, and when that has the root, the run is stored, nobody is alerted, and the
+    checker is not trusted any more (the follower then checks everything itself)."""
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
+    held_up_to(replica, long_chain, 0)
+    follower = replica.follower
+    follower.checker = checker = Distrusting()
+    assert follower._take_checkpoint(LEDGER, signed(long_chain[39]).note, HOME, catch_up=False)
+    rows = [(r.height, r.encode()) for r in long_chain[1:40]]
+    leaves = [leaf_hash(data) for _, data in rows]
+    subtrees = [bytes(32)] if lie else subtree_hashes(leaves[15:31], 4)
+    names: dict[str, str] = {}
+    checked = Checked(leaves, [fields_of_checked(data, names) for _, data in rows], subtrees, 1)
+    assert follower._offer(LEDGER, rows, HOME, NOT_RELAYED, checked) == OK
+    follower.settle()
+    assert replica.heights() == list(range(40)) and replica.store.root(LEDGER) == signed(long_chain[39]).root
+    assert replica.alerts == [] and len(checker.distrusted) == (1 if lie else 0)
 
 
 class Unstarted(PageChecker):

@@ -191,10 +191,10 @@ def test_a_retargeted_subscriber_connects_with_its_new_key_and_the_feed_s() -> N
         source = FeedSource("ingest-1", first.server.connect_endpoint, server_new.public)
         sub.retarget(me_new, [source])
         _until_heard(first, sub)
-        before = sub.socket
+        before = sub.sockets
         sub.retarget(me_new, [source])  # the same target: the socket stays
         sub.receive(1, 1)
-        assert sub.socket is before
+        assert sub.sockets is before
     finally:
         sub.close()
         first.close()

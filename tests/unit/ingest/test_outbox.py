@@ -95,10 +95,10 @@ class LoggedReplication(ReplicationLedger):
         self.checkpoint_sets += 1
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b""
+        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b"", *, held: int | None = None
     ) -> tuple[int, int | None]:
         self.appends.append((ledger, first, len(records), checkpoint))
-        return super().append_checked(ledger, origin, first, records, checkpoint)
+        return super().append_checked(ledger, origin, first, records, checkpoint, held=held)
 
 
 class Home:

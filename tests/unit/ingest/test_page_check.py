@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.page_check import PageChecker, Start, check_page
+from vledger.ingest.page_check import Checked, PageChecker, Start, check_page
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import (
     Content,
@@ -56,16 +56,24 @@ def _changed(record: Record) -> bytes:
     return bytes(data)
 
 
+def _answer(rows: list[bytes], first: int = 1) -> Checked:
+    """The answer for ``rows`` passed, the first at height ``first``: their leaf hashes, the
+    values decoding them gives (and no 16-leaf subtree: too few rows)."""
+    return Checked(
+        [leaf_hash(data) for data in rows], [fields_of_checked(data, {}) for data in rows], [], -(-first // 16)
+    )
+
+
 def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(chain: list[Record]) -> None:
     start = _start(chain, 1)
     rows = [r.encode() for r in chain[1:]]
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, rows) == ([leaf_hash(data) for data in rows], True)
+    assert check_page(verifier, rows) == (_answer(rows), True)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == ([leaf_hash(d) for d in rows[:4]], False)
+    assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == (_answer(rows[:4]), False)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
-    assert check_page(verifier, rows[1:]) == ([], False)  # not the next height: nothing passed
-    assert check_page(None, rows) == ([], False)
+    assert check_page(verifier, rows[1:]) == (_answer([]), False)  # not the next height: nothing passed
+    assert check_page(None, rows) == (Checked([], []), False)
 
 
 def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -> None:

@@ -22,6 +22,7 @@ from vledger.node.epoch import (
     epoch_claim,
     epoch_payload,
     epoch_proof,
+    epoch_proven_by,
     gather_in_epochs,
     proven_epoch,
 )
@@ -286,3 +287,20 @@ def test_the_new_home_keeps_as_its_epoch_s_proof_only_a_witnessed_checkpoint_of_
     before = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
     assert epoch_proof(before, [witnessed], trusted) is None  # epoch 1: nothing to prove
     assert proven_epoch(before, [witnessed], trusted) == (2, STANDBY)  # what the kept note proves
+
+
+def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
+    """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
+    no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
+    later epoch, by one of the keys given, cosigned by a witness given; the newest of several."""
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    trusted = [WITNESS.verifier()]
+    notes = [_witnessed(STANDBY_SIGNER, 9, line), b"not a note"]
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, trusted) == (2, STANDBY)
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note], trusted) is None
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, []) is None  # cosigned by no witness given
+    assert epoch_proven_by(1, HOME, [HOME_KEY], notes, trusted) is None  # not signed by the key given
+    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes, trusted) is None  # not past the epoch held
+    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
+    later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
+    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")

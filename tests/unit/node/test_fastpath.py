@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from vledger.config.settings import Limits
 from vledger.node import canonical, record, verify
 from vledger.node.errors import FieldError, NonCanonicalError, PayloadTooLargeError, RecordError, Where
+from vledger.node.ledger import LedgerRules
 from vledger.node.record import (
     CONTENT_KEYS,
     FORMAT_VERSION,
@@ -907,3 +908,50 @@ def test_the_entry_slot_builder_makes_what_the_constructor_makes() -> None:
     assert [f.name for f in dataclasses.fields(Entry)] == list(record.new_entry.__code__.co_varnames[:4])
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.nonce = 3  # type: ignore[misc]
+
+
+# --- ChainVerifier.take_values: a page checker's values, read from the expression's match --------
+
+long_names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,40}", fullmatch=True)  # 32 bytes and more: str8
+
+
+def _taken_values(content: Content, nonce: int, height: int, prev: bytes, accepted: int, origin: str) -> list[Any]:
+    """What take_values gives for ``content`` placed at ``height`` (difficulty 0), each checked
+    against what decoding the record gives; [] when the fast path is not sure of it."""
+    data = content.encode(LIMITS)
+    placed = Entry(content, data, checksum_of(data), nonce).place(height, prev, accepted, origin)
+    encoded = placed.encode()
+    rules = LedgerRules((content.kind,), 0, {})
+    verifier = ChainVerifier.after(content.ledger, height - 1, prev, rules, LIMITS)
+    values = verifier.take_values([encoded], {})
+    for fields in values:
+        assert fields == record.fields_of_checked(encoded, {})
+        assert record.new_record(record.new_content(*fields[:6]), *fields[6:]) == decode_record(encoded, LIMITS)
+    if values:
+        assert (verifier.next_height, verifier.prev) == (height + 1, placed.link)
+    return values
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    contents.map(lambda c: dataclasses.replace(c, ledger="ledger-a")),
+    long_names,
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,40}", fullmatch=True),
+    u64,
+    st.integers(1, UINT_MAX),
+    u64,
+    long_names,
+)
+def test_take_values_gives_what_decoding_the_record_gives(
+    content: Content, kind: str, author: str, nonce: int, height: int, accepted: int, origin: str
+) -> None:
+    content = dataclasses.replace(content, kind=kind, author=author)
+    _taken_values(content, nonce, height, b"\x07" * 32, accepted, origin)
+
+
+@pytest.mark.parametrize("ts", [0, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, UINT_MAX])
+@pytest.mark.parametrize("kind", ["k", "k" * 31, "k" * 32, "k" * 40])
+def test_take_values_reads_each_form_of_ts_and_kind(ts: int, kind: str) -> None:
+    content = Content("ledger-a", kind, {"n": 1, "s": "x"}, "a" * 33, "r-1", ts)
+    (fields,) = _taken_values(content, 5, 9, b"\x01" * 32, 300, "o" * 32)
+    assert (fields[1], fields[5], fields[3], fields[12]) == (kind, ts, "a" * 33, "o" * 32)

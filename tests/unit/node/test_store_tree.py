@@ -14,7 +14,7 @@ import pytest
 from vledger.node import tree
 from vledger.node.errors import NoSuchLedgerError, ProofError, StoreError, TreeMismatchError, TreeSizeError
 from vledger.node.record import Record
-from vledger.node.store import ChainStore, GrownTree, grow_kept
+from vledger.node.store import ChainStore, GrownTree, grow_kept, grow_kept_by
 from vledger.node.storefile import DB_NAME, StoreReader
 
 LEDGER = "ledger-a"
@@ -434,3 +434,27 @@ def test_a_handed_tree_is_taken_only_where_it_stands_on_the_stored_one(
     expected = marked.copy()
     expected.append_all([leaf for _, leaf in given[19:]])
     assert store.frontier(LEDGER).root() == expected.root()
+
+
+@pytest.mark.parametrize("start", [0, 1, 15, 16, 17, 40])
+@pytest.mark.parametrize("given", ["none", "all", "every other", "the first"])
+def test_grow_kept_by_given_subtrees_is_grow_kept(start: int, given: str) -> None:
+    """A follower's run grown with the 16-leaf subtrees its page checker hashed, where their
+    leaves all lie in the run, and by leaves elsewhere: the frontier and kept subtrees of its
+    leaves alone."""
+    leaves = [tree.leaf_hash(n.to_bytes(4, "big")) for n in range(start + 100)]
+    all_subtrees = dict(enumerate(tree.subtree_hashes(leaves[: len(leaves) // 16 * 16], 4)))
+    subtrees = {
+        "none": {},
+        "all": all_subtrees,
+        "every other": {i: h for i, h in all_subtrees.items() if i % 2},
+        "the first": {i: h for i, h in all_subtrees.items() if i == min(all_subtrees)},
+    }[given]
+    expected, grown = tree.Frontier(), tree.Frontier()
+    expected.grow(leaves[:start])
+    grown.grow(leaves[:start])
+    at = start
+    for run in (3, 40, 1, 16, 33, 7):  # checkpoints' sizes anywhere, as a follower meets them
+        assert grow_kept_by(grown, leaves[at : at + run], subtrees) == grow_kept(expected, leaves[at : at + run])
+        assert grown.encode() == expected.encode()
+        at += run

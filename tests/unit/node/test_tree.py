@@ -105,6 +105,37 @@ def test_frontier_grow_is_append_leaf_by_leaf_from_min_level(start: int, runs: l
         at += run
 
 
+@settings(max_examples=100)
+@given(st.integers(0, 6), st.lists(st.integers(0, 5), max_size=5), st.integers(0, 4))
+def test_frontier_grow_level_is_grow_of_the_subtrees_leaves(start: int, runs: list[int], level: int) -> None:
+    # A follower given its page checker's subtrees of 2**level leaves grows by their hashes: the
+    # same frontier, and the same subtrees from that level up, as growing by their leaves.
+    width = 1 << level
+    leaves = [hashlib.sha256(n.to_bytes(4, "big")).digest() for n in range((start + sum(runs)) * width)]
+    by_leaves, by_subtrees = tree.Frontier(), tree.Frontier()
+    by_leaves.grow(leaves[: start * width])
+    by_subtrees.grow(leaves[: start * width])
+    at = start * width
+    for run in runs:
+        piece = leaves[at : at + run * width]
+        nodes = tree.subtree_hashes(piece, level)
+        assert nodes == [tree.Frontier.of_leaves(piece[i : i + width]).root() for i in range(0, len(piece), width)]
+        assert by_subtrees.grow_level(nodes, level) == by_leaves.grow(piece, level)
+        assert by_subtrees.encode() == by_leaves.encode()
+        at += len(piece)
+
+
+def test_frontier_grow_level_refuses_a_subtree_that_would_not_land_on_its_place() -> None:
+    frontier = tree.Frontier()
+    frontier.grow([tree.leaf_hash(b"a")] * 3)
+    with pytest.raises(ProofError, match="cannot start at 3"):
+        frontier.grow_level([tree.leaf_hash(b"b")], 1)
+    frontier.append(tree.leaf_hash(b"c"))
+    with pytest.raises(ProofError, match="subtree hash 1"):
+        frontier.grow_level([tree.leaf_hash(b"b"), b"short"], 1)
+    assert frontier.size == 4
+
+
 def test_frontier_grow_refuses_a_bad_leaf_before_adding_any() -> None:
     frontier = tree.Frontier()
     frontier.append(tree.leaf_hash(b"a"))

@@ -53,6 +53,9 @@ port = 7111
 [nodes.replica-2]
 role = "replica"
 port = 7112
+
+[ledgers.zakat]
+home = "ingest-2"
 """,
         encoding="utf-8",
     )
@@ -237,6 +240,8 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
     assert set(election) == {
         "ledger",
         "home",
+        "epoch",
+        "claimed",
         "head",
         "head_from",
         "stream_head",
@@ -247,7 +252,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "checkpoint",
         "cosigned",
     }
-    assert (election["checkpoint"], election["cosigned"]) == (None, {})
+    assert (election["checkpoint"], election["cosigned"], election["epoch"], election["claimed"]) == (None, {}, 1, None)
     assert (election["home"], election["head"], election["stream_head"], election["home_held"]) == (
         "ingest-1",
         41,
@@ -470,30 +475,74 @@ def test_show_status_turns_redis_errors_into_redis_server_errors(redis_server: R
         client.close()
 
 
-def test_a_checkpoint_of_an_epoch_before_the_newest_is_not_counted(
+def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_note_proves_it(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:
-    """PROTOCOL 10.9: ingest-1 handed the ledger to ingest-2 (epoch 2), which handed it back
-    (epoch 3). ingest-1's key signs its epoch-3 checkpoints, with their epoch line; an epoch-1
-    note of its key (the fenced home it was) verified with that key alike and was counted,
-    with the cosignature a witness gave it."""
-    keys = config.parent / "keys"
-    for name in ("ingest-1", "replica-1"):
-        generate_signing_key(keys, name)
-    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed)
-    witness = WitnessSigner(
-        witness_name("test", "replica-1"), load_signing_key(signing_key_paths(keys, "replica-1")[0]).seed
+    """PROTOCOL 10.9: every ingest node's Redis user writes vledger:{ledgers} and its epochs
+    hash. Redis naming ingest-2 the home of epoch 2 (as a promotion writes it) is a claim: the
+    cluster file's home stays the home and its checkpoints count, while neither the standby's
+    note alone nor one with a forged cosignature proves the handover. Once a witness cosigned
+    the standby's checkpoint of epoch 2, ingest-2 is the home and the fenced home's epoch-1
+    notes no longer count (a fenced home's may lie past the handover)."""
+    config.write_text(
+        config.read_text() + '\n[ledgers.election-2026]\nhome = "ingest-1"\nstandby = "ingest-2"\n', encoding="utf-8"
     )
+    keys = config.parent / "keys"
+    for name in ("ingest-1", "ingest-2", "replica-1", "replica-2"):
+        generate_signing_key(keys, name)
+    old, new = (
+        HomeSigner("test", load_signing_key(signing_key_paths(keys, n)[0]).seed) for n in ("ingest-1", "ingest-2")
+    )
+    replica_1, replica_2 = (
+        WitnessSigner(witness_name("test", n), load_signing_key(signing_key_paths(keys, n)[0]).seed)
+        for n in ("replica-1", "replica-2")
+    )
+    stream(repl, ELECTION, "ingest-1", 12)
+    epoch_1 = old.sign(ELECTION, 10, bytes(range(32)))
+    repl.set_checkpoints({ELECTION: epoch_1.note})
+    repl.publish_cosignature(ELECTION, "replica-2", 10, replica_2.cosign(epoch_1, 1_790_000_000))
+    assert repl.promote(ELECTION, 2, "ingest-2") is None  # the epochs hash and the home map, as a promotion
+    made_up = new.sign(ELECTION, 500, bytes(range(1, 33)), ("vledger-epoch 2 ingest-2",))
+    forger = WitnessSigner(witness_name("test", "replica-1"), new_signing_key().seed)
+    for unproven in (made_up.note, forger.cosign(made_up, 1_790_000_000)):
+        repl.set_checkpoints({ELECTION: unproven})
+        repl.publish_cosignature(ELECTION, "replica-1", 500, unproven)
+        election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+        assert (election["home"], election["epoch"], election["claimed"]) == (
+            "ingest-1",
+            1,
+            {"epoch": 2, "home": "ingest-2"},
+        )
+        assert (election["head"], election["checkpoint"], election["cosigned"]) == (9, None, {"replica-2": 10})
+    out = run(capsys, "repl", "status", "--config", config)[1]
+    assert "Claimed, unproven" in out
+    assert "election-2026  Redis names ingest-2 the home (epoch 2); shown: ingest-1 (epoch 1)" in out
+    assert [ELECTION, "9", "11", "ingest-1", "home"] in [line.split()[:5] for line in out.splitlines()]
+    # The standby's checkpoint of epoch 2, cosigned by replica-1's key: proven.
+    epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_2.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 12, replica_1.cosign(epoch_2, 1_790_000_000))
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["epoch"], election["claimed"]) == ("ingest-2", 2, None)
+    assert (election["checkpoint"], election["cosigned"]) == (12, {"replica-1": 12})  # not replica-2's epoch-1 note
+    assert "Claimed, unproven" not in run(capsys, "repl", "status", "--config", config)[1]
+
+
+def test_a_home_map_entry_only_redis_writes_names_no_home(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """One HSET vledger:{ledgers} election-2026 replica-1: the cluster file's home ingest-1 is
+    still the home (its checkpoint counts, the head is its), replica-1 a replica, the entry a claim."""
+    keys = config.parent / "keys"
+    generate_signing_key(keys, "ingest-1")
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed)
     stream(repl, ELECTION, "ingest-1", 10)
-    assert repl.promote(ELECTION, 2, "ingest-2") is None
-    assert repl.promote(ELECTION, 3, "ingest-1") is None
-    fenced = home.sign(ELECTION, 10, bytes(range(32)))  # epoch 1's form: no epoch line
-    repl.set_checkpoints({ELECTION: fenced.note})
-    repl.publish_cosignature(ELECTION, "replica-1", 10, witness.cosign(fenced, 1_790_000_000))
+    repl.set_checkpoints({ELECTION: home.sign(ELECTION, 10, bytes(range(32))).note})
+    repl.client.hset(repl.ledgers_key, ELECTION, "replica-1")
     election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
-    assert (election["home"], election["checkpoint"], election["cosigned"]) == ("ingest-1", None, {})
-    current = home.sign(ELECTION, 10, bytes(range(32)), ("vledger-epoch 3 ingest-1",))
-    repl.set_checkpoints({ELECTION: current.note})
-    repl.publish_cosignature(ELECTION, "replica-1", 10, witness.cosign(current, 1_790_000_000))
-    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
-    assert (election["checkpoint"], election["cosigned"]) == (10, {"replica-1": 10})
+    assert (election["home"], election["claimed"], election["checkpoint"]) == (
+        "ingest-1",
+        {"epoch": 1, "home": "replica-1"},
+        10,
+    )
+    assert node(election, "replica-1")["role"] == "replica"

@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
+from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
+from vledger.node.record import Entry
+from vledger.node.store import ChainStore
 from vledger.verifier.checks import ClusterChecks
 
 LEDGER = "votes"
@@ -69,6 +74,31 @@ def checks(redis_client: Any, tmp_path: Path) -> tuple[ClusterChecks, dict[str, 
     found = ClusterChecks("verifier-1", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
     found.start()
     return found, nodes, clock
+
+
+HOME_KEY = SignerKey(f"test/{LEDGER}", ALG_ED25519, bytes(range(32)))  # the checkpoint key the genesis pins
+STANDBY_KEY = SignerKey(f"test/{LEDGER}", ALG_ED25519, bytes(range(1, 33)))  # the standby's, pinned beside it
+WITNESS = SignerKey("test/witness/replica-1", ALG_COSIGNATURE_V1, bytes(range(2, 34)))
+
+
+def _genesis(path: Path) -> bytes:
+    """A genesis of LEDGER placed by ingest-1 that pins HOME_KEY and STANDBY_KEY (10.9)."""
+    pinned = {"checkpoint_key": HOME_KEY.verifier().encode(), "standby_key": STANDBY_KEY.verifier().encode()}
+    store = ChainStore(path / "genesis", origin="ingest-1")
+    try:
+        rules = LedgerRules(kinds=("vote", "epoch"), difficulty=0, rules=pinned)
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
+        genesis = store.get(LEDGER, 0)
+        assert genesis is not None
+        return genesis.encode()
+    finally:
+        store.close()
+
+
+def _epoch_2_note(size: int) -> bytes:
+    """ingest-2's checkpoint of epoch 2 (any root: nothing here holds the tree), cosigned by WITNESS."""
+    text = Checkpoint(f"test/{LEDGER}", size, bytes(32), ("vledger-epoch 2 ingest-2",)).body()
+    return Note(text, (sign(text, STANDBY_KEY), cosign(text, WITNESS, 1_790_000_000).note_signature())).encode()
 
 
 def open_kinds(checks: ClusterChecks) -> set[str]:
@@ -245,15 +275,21 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
     clock = Clock()
     repl = ReplicationLedger(redis_client)
     repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    repl.add([StreamRecord(LEDGER, 0, _genesis(tmp_path), "ingest-1")])  # pins the home's and the standby's keys
     repl.advance("ingest-1", LEDGER, 10)
     settings = VerifierSettings(lag_alert_ms=LAG_MS)
-    found = ClusterChecks("verifier-1", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
+    witnesses = lambda: (WITNESS.verifier(),)  # noqa: E731
+    found = ClusterChecks("verifier-1", config, repl, nodes, settings=settings, clock=clock, witness_keys=witnesses)  # type: ignore[arg-type]
     found.start()
     assert set(found.ledgers[LEDGER].copies) == {"ingest-1", "ingest-2", "replica-1"}
     # Raised while the old home was away (by this verifier before it knew of the handover).
     found.raise_alert(Alert("ingest-1", LEDGER, 11, "lagging", "it does not answer and reported lacking height 11"))
     assert repl.promote(LEDGER, 2, "ingest-2") is None
     nodes["ingest-2"].hashes = list(chain)  # the new home writes on
+    found.refresh_ledgers()
+    assert found.ledgers[LEDGER].home == "ingest-1"  # Redis's word alone: no signed note proves epoch 2 yet
+    # The new home's checkpoint of epoch 2, signed by the standby's pinned key, cosigned by a witness.
+    repl.publish_cosignature(LEDGER, "replica-1", 16, _epoch_2_note(16))
     found.refresh_ledgers()
     assert found.ledgers[LEDGER].home == "ingest-2"
     assert set(found.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
@@ -263,7 +299,7 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
     found.compare_heads()
     assert set(repl.open_alerts()) == {f"replica-1|{LEDGER}|lagging"}  # the replica is behind ingest-2
     # A verifier started after the handover never takes the old home as a copy.
-    again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock)  # type: ignore[arg-type]
+    again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock, witness_keys=witnesses)  # type: ignore[arg-type]
     again.start()
     assert set(again.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
 

@@ -21,7 +21,7 @@ from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, parse_note, sign
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.verifier.checks import ClusterChecks
@@ -31,6 +31,7 @@ ORIGIN = f"test/{LEDGER}"
 K0 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))  # the key the genesis pins
 K1 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))  # the key a rotation names
 KS = SignerKey(ORIGIN, ALG_ED25519, bytes(range(2, 34)))  # the standby's key the genesis pins beside K0
+W = SignerKey("test/witness/replica-1", ALG_COSIGNATURE_V1, bytes(range(3, 35)))  # a witness's cosignature key
 VOTES = 12
 FORK_AT = 6  # the forked copy's first record that is not the home's
 
@@ -122,6 +123,20 @@ def _made_up_note(size: int, key: SignerKey, epoch: tuple[int, str] | None = Non
     return Note(body, (sign(body, key),)).encode()
 
 
+def _epoch_note(store: ChainStore, size: int, home: str) -> bytes:
+    """The standby's key's note of ``store``'s tree at ``size``, stating epoch 2 with ``home``."""
+    body = Checkpoint(ORIGIN, size, store.root(LEDGER, size), (f"vledger-epoch 2 {home}",)).body()
+    return Note(body, (sign(body, KS),)).encode()
+
+
+def _cosigned(note: bytes, witness: SignerKey = W) -> bytes:
+    """``note`` with ``witness``'s cosignature line added."""
+    parsed = parse_note(note)
+    return Note(
+        parsed.text, (*parsed.signatures, cosign(parsed.text, witness, 1_790_000_000).note_signature())
+    ).encode()
+
+
 class Cluster:
     """A home and two replicas as stores, and the verifier's checks over them."""
 
@@ -148,8 +163,14 @@ class Cluster:
         self.repl = ReplicationLedger(redis_client)
         self.repl.client.hset(self.repl.ledgers_key, LEDGER, "ingest-1")
         self.checks = ClusterChecks(
-            "verifier-1", config, self.repl, self.nodes, settings=VerifierSettings(), clock=lambda: 1000.0
-        )  # type: ignore[arg-type]
+            "verifier-1",
+            config,
+            self.repl,
+            self.nodes,  # type: ignore[arg-type]
+            settings=VerifierSettings(),
+            clock=lambda: 1000.0,
+            witness_keys=lambda: (W.verifier(),),
+        )
         self.checks.start()
 
     @property
@@ -161,6 +182,10 @@ class Cluster:
 
     def publish(self, note: bytes) -> None:
         self.repl.set_checkpoints({LEDGER: note})
+
+    def cosigned_by_witness(self, note: bytes) -> None:
+        """``note`` as replica-1's cosigned note in Redis (any ingest user may write it there too)."""
+        self.repl.publish_cosignature(LEDGER, "replica-1", 0, note)
 
     def alerts(self) -> list[dict[str, str]]:
         return [a for a in self.repl.alerts(100) if a["ledger"] == LEDGER]
@@ -354,33 +379,94 @@ def test_a_standby_s_note_before_any_handover_blames_no_home_and_proves_no_copy(
 def test_after_a_handover_only_the_new_epoch_s_notes_are_held_and_a_fenced_one_blames_nobody(
     cluster: Cluster,
 ) -> None:
-    """Reviewer's sequence B: Redis names epoch 2. The epoch-1 checkpoint held is dropped (an
-    earlier home's note may lie past the handover), a larger epoch-1 note (a fenced home's,
-    of a tree the new epoch never had) is not taken and blames no one, and the new epoch's
-    note, signed by the standby's key with its epoch line, is."""
+    """Reviewer's sequence B, the handover proven: the standby's key signed a checkpoint of
+    epoch 2 and a witness cosigned it. The epoch-1 checkpoint held is dropped (an earlier
+    home's note may lie past the handover), a larger epoch-1 note (a fenced home's, of a tree
+    the new epoch never had) is not taken and blames no one, and the new epoch's note is."""
     size = cluster.size
     cluster.publish(_note(cluster.stores["ingest-1"], size))
     cluster.checks.compare_heads()
     held = cluster.checks.ledgers[LEDGER].checkpoint
     assert held is not None and held.proven is not None and held.proven.size == size
-    cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "2 ingest-1")  # the home of epoch 2 (here: again)
+    cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "2 standby-1")
+    epoch_2 = _cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1"))
+    cluster.cosigned_by_witness(epoch_2)
     cluster.checks.refresh_ledgers()
+    state = cluster.checks.ledgers[LEDGER]
+    assert (state.epoch, state.home, held.proven) == ((2, "standby-1"), "standby-1", None)
+    assert "ingest-1" not in state.copies  # replaced: its copy is no longer the ledger's
     cluster.publish(_made_up_note(size + 1000, K0))  # the epoch-1 key, fenced: any tree
     cluster.checks.compare_heads()
     cluster.checks.compare_heads()
     assert _blamed(cluster) == []
-    assert held.proven is None
-    body = Checkpoint(ORIGIN, size, cluster.stores["ingest-1"].root(LEDGER, size), ("vledger-epoch 2 ingest-1",))
-    cluster.publish(Note(body.body(), (sign(body.body(), KS),)).encode())
+    assert held.proven is not None and (held.proven.size, held.proven.epoch) == (size, (2, "standby-1"))
+
+
+def _taken(cluster: Cluster) -> tuple[int, bytes] | None:
+    held = cluster.checks.ledgers[LEDGER].checkpoint
+    return None if held is None or held.proven is None else (held.proven.size, held.proven.root)
+
+
+def test_a_standby_s_note_no_witness_cosigned_is_no_root_and_proves_no_epoch(cluster: Cluster) -> None:
+    """PROTOCOL 10.9, 14.3 step 7, as clients apply it: a checkpoint the standby's key signed
+    counts only with a witness's verified cosignature. Redis names epoch 2 at the standby and
+    holds its note of a made-up root, uncosigned, then with a cosignature line forged in the
+    witness's name (another key): the verifier proves no epoch from either, keeps the home
+    and the checkpoint of epoch 1 it verified, and no copy or home is held against that root."""
+    size = cluster.size
+    cluster.publish(_note(cluster.stores["ingest-1"], size))
     cluster.checks.compare_heads()
+    assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
+    forger = SignerKey(W.name, ALG_COSIGNATURE_V1, bytes(range(4, 36)))
+    for forged in (
+        _made_up_note(size + 5, KS, (2, "standby-1")),
+        _cosigned(_made_up_note(size + 5, KS, (2, "standby-1")), forger),
+    ):
+        cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "2 standby-1")
+        cluster.publish(forged)
+        cluster.cosigned_by_witness(forged)
+        cluster.checks.refresh_ledgers()
+        state = cluster.checks.ledgers[LEDGER]
+        assert (state.epoch, state.home) == ((1, None), "ingest-1")
+        assert "ingest-1" in state.copies
+        held = state.checkpoint
+        assert held is not None and held.proven_epoch([forged]) is None
+        assert held.offer(forged) is False  # not the root held: as a note that does not verify today
+        cluster.checks.compare_heads()
+        assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
     assert _blamed(cluster) == []
-    assert held.proven is not None and (held.proven.size, held.proven.epoch) == (size, (2, "ingest-1"))
+    # The same note, cosigned by the witness's own key, is taken: epoch 2 proven, its root held.
+    cosigned = _cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1"))
+    cluster.cosigned_by_witness(cosigned)
+    cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (2, "standby-1")
+    held = cluster.checks.ledgers[LEDGER].checkpoint
+    assert held is not None and held.offer(cosigned)
+    assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
+
+
+def test_a_home_or_epoch_only_redis_names_changes_nothing(cluster: Cluster) -> None:
+    """Every ingest node's Redis user writes vledger:{ledgers} and its epochs hash: one HSET of
+    each (a replica named home, a made-up epoch) neither makes the verifier blame the real home
+    nor take the named one's copy as the reference, nor drops the home's copy."""
+    state = cluster.checks.ledgers[LEDGER]
+    cluster.repl.client.hset(cluster.repl.ledgers_key, LEDGER, "replica-2")
+    cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "7 replica-2")
+    cluster.checks.refresh_ledgers()
+    assert (state.home, state.epoch) == ("ingest-1", (1, None))
+    assert set(state.copies) == {"ingest-1", "replica-1", "replica-2"}
+    cluster.publish(_note(cluster.stores["ingest-1"], cluster.size))
+    cluster.checks.compare_heads()
+    alerts = [(a["node"], a["what"]) for a in cluster.alerts()]
+    assert alerts == [("replica-2", "fork")]  # the forked copy, by the real home's word
 
 
 def test_a_home_named_anew_is_not_held_to_what_was_decided_of_the_one_before(cluster: Cluster) -> None:
-    """Whether the home contradicts the checkpoint is the old home's verdict: a new home starts clean."""
+    """Whether the home contradicts the checkpoint is the old home's verdict: a new home (a
+    handover proven) starts clean."""
     state = cluster.checks.ledgers[LEDGER]
     state.home_contradicts, state.home_checked = True, (cluster.size, cluster.size - 1, b"x" * 32)
-    cluster.repl.client.hset(cluster.repl.ledgers_key, LEDGER, "replica-1")
+    cluster.repl.client.hset(cluster.repl.epochs_key, LEDGER, "2 replica-1")
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], cluster.size, "replica-1")))
     cluster.checks.refresh_ledgers()
     assert (state.home, state.home_contradicts, state.home_checked) == ("replica-1", False, None)

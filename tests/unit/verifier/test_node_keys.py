@@ -8,9 +8,14 @@ import base64
 import json
 from pathlib import Path
 
+from vledger.broker.redis_server import connect, free_port
+from vledger.broker.signing import generate_signing_key, load_verify_key, signing_key_paths
+from vledger.config.cluster import cluster_from_mapping
 from vledger.node import tree
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
+from vledger.node.witness import witness_key, witness_name
 from vledger.verifier.node_keys import follow_copy, witness_histories_of
+from vledger.verifier.process import WitnessKeys
 
 VECTOR = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text(encoding="utf-8"))
 RECORDS = [base64.b64decode(r) for r in VECTOR["admin_records_b64"]]  # genesis, account, key_rotation
@@ -48,3 +53,36 @@ def test_a_note_past_the_copy_or_a_copy_that_is_not_the_signed_tree_proves_nothi
     record = base64.b64decode(json.loads(changed["receipt"])["node_keys"]["rotations"][0]["record"])
     assert record != RECORDS[2]
     assert follow_copy([*RECORDS[:2], record], [_note(RECORDS)], ADMIN.verifier()) == (None, ())
+
+
+def test_the_verifier_s_witness_keys_are_the_key_files_and_redis_proves_no_other(tmp_path: Path) -> None:
+    """verifier/process.py WitnessKeys: what a note the standby's key signed must be cosigned by
+    (PROTOCOL 10.9): each replica's and observer's key file, not the home's; with no Redis to
+    prove a rotation, no other key joins them and nothing is raised."""
+    keys = tmp_path / "keys"
+    for name in ("ingest-1", "replica-1", "observer-1"):
+        generate_signing_key(keys, name)
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": "local", "keys": str(keys), "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "replica-1": {"role": "replica", "port": 3},
+                "observer-1": {"role": "observer", "port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    expected = {
+        witness_key(witness_name("local", name), load_verify_key(signing_key_paths(keys, name)[1]).raw)
+        for name in ("replica-1", "observer-1")
+    }
+    now = [0.0]
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # no Redis there
+    try:
+        found = WitnessKeys(config, client, clock=lambda: now[0])
+        assert set(found()) == expected
+        now[0] += 61  # read again: still none
+        assert set(found()) == expected
+    finally:
+        client.close()

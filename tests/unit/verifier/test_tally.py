@@ -397,18 +397,29 @@ def test_a_reader_takes_the_observer_from_the_key_not_from_the_body(redis_client
     assert isinstance(problem.problem, FieldError) and "observer-2" in problem.problem.message
 
 
-def test_a_latest_id_that_is_no_stream_id_fails_only_its_observer(redis_client: Any) -> None:
+@pytest.mark.parametrize("junk", ["not an id", "99999999999999999999-0", "1-18446744073709551616"])
+def test_a_latest_id_that_is_no_stream_id_fails_only_its_observer(redis_client: Any, junk: str) -> None:
+    # The two larger ones match the id's pattern but pass 2**64 - 1: Redis's "Invalid stream ID"
+    # failed the pipeline, and so every observer's read (a reviewer's finding).
     board = TallyBoard(redis_client)
     _publish(board, "observer-1", 7)
     _publish(board, "observer-2", 7)
-    redis_client.set(board.latest_key(LEDGER, "observer-2"), "not an id")
+    redis_client.set(board.latest_key(LEDGER, "observer-2"), junk)
     report = read_tallies(board, LEDGER, KEYS)
     assert [t.checked is not None and t.checked.ok for t in report.observers] == [True, False]
     assert report.verdict.status == STILL_COUNTING
     assert board.latest_ids([LEDGER, "other"], KEYS) == {
         LEDGER: {
             "observer-1": board.latest_ids([LEDGER], ["observer-1"])[LEDGER]["observer-1"],
-            "observer-2": "not an id",
+            "observer-2": junk,
         },
         "other": {},
     }
+
+
+def test_a_latest_key_of_another_type_fails_only_its_observer(redis_client: Any) -> None:
+    board = TallyBoard(redis_client)
+    _publish(board, "observer-1", 7)
+    redis_client.delete(board.latest_key(LEDGER, "observer-2"))
+    redis_client.rpush(board.latest_key(LEDGER, "observer-2"), "x")  # WRONGTYPE for GET
+    assert list(board.latest(LEDGER, KEYS)) == ["observer-1"] and board.latest(LEDGER, KEYS)["observer-1"]
