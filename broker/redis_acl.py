@@ -30,8 +30,9 @@ replica       read streams, homes, epochs, checkpoints, epoch proofs and outside
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
               ``{*}:tally:latest:<node>``: see Tallies below)
-verifier      read streams, held heights, homes, epochs, checkpoints and the witnesses'
-              cosignatures (``{*}:cosig``: what proves a handover, 10.9); read streams through its
+verifier      read streams, held heights, homes, epochs, checkpoints, the witnesses'
+              cosignatures and epoch proofs (``{*}:cosig``, ``{*}:epoch_proof``: what proves a
+              handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
@@ -272,6 +273,7 @@ def _keys(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
             f"%R~{epochs}",
             f"%R~{checkpoint}",
             f"%R~{ns}:{{*}}:cosig",  # a witness's cosigned note of a new epoch proves its handover (10.9)
+            f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),

@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
+import redis
+
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED, CheckpointLog
@@ -470,9 +472,14 @@ class Outbox:
         if self._proof_kept.get(ledger) == history.current.number:
             return
         note = epoch_proof(history, self.replication.cosignatures(ledger).values(), self.witnesses())
-        if note is not None:
+        if note is None:
+            return
+        try:
             self.replication.keep_epoch_proof(ledger, note)
-            self._proof_kept[ledger] = history.current.number
+        except redis.exceptions.NoPermissionError as e:
+            # A Redis user made before the key was: the rest of the sync goes on; keygen --cluster adds it.
+            log.warning("outbox: the proof of %s's epoch %d cannot be kept: %s", ledger, history.current.number, e)
+        self._proof_kept[ledger] = history.current.number
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
