@@ -15,7 +15,8 @@ role          its users may
 ============  ===========================================================================
 ingest        append to and repair its ledgers' streams (``{*}:chain``), name homes and epochs
               (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
-              (``{*}:checkpoint``); read the witnesses' cosignatures (``{*}:cosig``, channel
+              (``{*}:checkpoint``) and, a home of an epoch from 2 on, its witnessed checkpoint of
+              it (``{*}:epoch_proof``); read the witnesses' cosignatures (``{*}:cosig``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
               held heights, raise and resolve its own alerts (see Alerts below); read the
               accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
@@ -24,14 +25,15 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               home alone also changes the accounts and that cache (it carries out the admin's
               account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
               records the host's enrollments (``{totp}:unrecorded``)
-replica       read streams, homes, epochs, checkpoints and outside cosignatures; as a witness
+replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
               ``{*}:tally:latest:<node>``: see Tallies below)
-verifier      read streams, held heights, homes, epochs, checkpoints and the witnesses'
-              cosignatures (``{*}:cosig``: what proves a handover, 10.9); read streams through its
+verifier      read streams, held heights, homes, epochs, checkpoints, the witnesses'
+              cosignatures and epoch proofs (``{*}:cosig``, ``{*}:epoch_proof``: what proves a
+              handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
@@ -79,9 +81,11 @@ overwrite, delete or trim what another node wrote there:
 - the witnesses' cosignatures (``{*}:cosig``), one hash per ledger that every witness (replica,
   observer) writes a field of. Cosignatures are signed, and whoever counts one verifies it
   (docs/PROTOCOL.md 10.3): a forged one counts nowhere; a deleted one is published again by
-  its witness at its next cosignature.
+  its witness at its next cosignature. So a witness broken into may empty the hash; the proof
+  of a newer epoch (10.9) is kept by its home in ``{*}:epoch_proof`` as well, which no witness writes.
 - what every ingest node writes: every ledger's stream (``{*}:chain``), latest checkpoint
-  (``{*}:checkpoint``) and outside witnesses' cosignatures (``{*}:outside``), the homes
+  (``{*}:checkpoint``), epoch proofs (``{*}:epoch_proof``) and outside witnesses'
+  cosignatures (``{*}:outside``), the homes
   (``{ledgers}``) and the epochs (``{ledgers}:epochs``). So an ingest node broken into may add
   entries to another node's ledger's stream, overwrite its latest checkpoint or name itself its
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
@@ -232,6 +236,8 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
     # A home keeps there the cosignatures its outside witnesses sent it (ingest/outside_feeder.py).
     outside = f"{ns}:{{*}}:outside"
     epochs = f"{ns}:{{ledgers}}:epochs"  # a standby promoted names itself there (10.9)
+    # A home of an epoch from 2 on keeps there its witnessed checkpoint of it (10.9): no witness writes it.
+    epoch_proof = f"{ns}:{{*}}:epoch_proof"
     # The second-factor keys by name (broker/second_factor.py), not ``{totp}:*``: a ledger named
     # ``totp`` (refused at ledger.create since, GROUP_TAGS) would have had its held heights,
     # cosignatures and tallies match that pattern.
@@ -248,6 +254,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
         f"%R~{ledgers}",
         f"%R~{epochs}",
         f"%R~{checkpoint}",
+        f"%R~{epoch_proof}",
         f"%R~{outside}",
         *witness,
         f"%R~{held}",
@@ -261,6 +268,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"~{ledgers}",
             f"~{epochs}",
             f"~{checkpoint}",
+            f"~{epoch_proof}",
             f"%R~{ns}:{{*}}:cosig",
             f"~{outside}",
             *second_factor,
@@ -277,6 +285,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{epochs}",
             f"%R~{checkpoint}",
             f"%R~{ns}:{{*}}:cosig",  # a witness's cosigned note of a new epoch proves its handover (10.9)
+            f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),

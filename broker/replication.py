@@ -18,6 +18,9 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   as a signed note with the home's signature line and the witness's cosignature line; and
   ``vledger:cosigned`` (a pub/sub channel): ``<witness> <ledger> <size>`` on every new one.
   Only a hint for speed: whoever counts cosignatures verifies each one itself.
+* ``vledger:{<ledger>}:epoch_proof``: a home of an epoch from 2 on keeps there its first
+  checkpoint of that epoch a witness cosigned (10.9); only ingest users write it, so a witness
+  that empties ``cosig`` does not hide a handover from the home it replaced.
 * ``vledger:{evidence}:<witness>``: a hash, ``<witness>|<ledger>|<size>`` -> JSON of the
   home's signed checkpoint that contradicts that witness's copy, kept verbatim; only that
   witness's Redis user writes it (``vledger:{evidence}``, the older layout's, the admin's).
@@ -363,6 +366,9 @@ class ReplicationLedger:
     def cosig_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "cosig")
 
+    def epoch_proof_key(self, ledger: str) -> str:
+        return ledger_key(self.namespace, ledger, "epoch_proof")
+
     def outside_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "outside")
 
@@ -653,12 +659,35 @@ class ReplicationLedger:
 
     def epoch_notes(self, ledger: str) -> list[bytes]:
         """The notes that may prove a newer epoch of ``ledger`` than a node's store holds (10.9):
-        its latest checkpoint and each witness's cosigned note, in one round trip (unchecked)."""
+        its latest checkpoint, the proof its newest epoch's home kept and each witness's cosigned
+        note, in one round trip (unchecked)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.checkpoint_key(ledger))
+        pipe.get(self.epoch_proof_key(ledger))
         pipe.hgetall(self.cosig_key(ledger))
-        latest, cosigned = pipe.execute()
-        return [bytes(note) for note in ([latest] if latest is not None else []) + list(cosigned.values())]
+        latest, proof, cosigned = pipe.execute(raise_on_error=False)
+        for answer in (latest, cosigned):
+            if isinstance(answer, Exception):
+                raise answer
+        if isinstance(proof, redis.exceptions.NoPermissionError):
+            proof = (
+                None  # a Redis user made before ``epoch_proof`` was (keygen --cluster adds it): the rest still proves
+            )
+        elif isinstance(proof, Exception):
+            raise proof
+        kept = [note for note in (latest, proof) if note is not None]
+        return [bytes(note) for note in kept + list(cosigned.values())]
+
+    def epoch_proof(self, ledger: str) -> bytes | None:
+        """The proof of its epoch the newest epoch's home kept (:meth:`keep_epoch_proof`; unchecked)."""
+        note = self.client.get(self.epoch_proof_key(ledger))
+        return bytes(note) if note is not None else None
+
+    def keep_epoch_proof(self, ledger: str, note: bytes) -> None:
+        """A home of an epoch from 2 on: keep ``note``, its checkpoint of that epoch a witness
+        cosigned, where only ingest users write (10.9): the witnesses' hash, which every
+        witness's user may empty, is then not all a replaced home has to learn it was replaced."""
+        self.client.set(self.epoch_proof_key(ledger), note)
 
     def promote(self, ledger: str, epoch: int, home: str) -> tuple[int, str] | None:
         """Name ``home`` the home of ``ledger`` in ``epoch``, in ``epochs`` and the home map,

@@ -437,6 +437,14 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     ):
         if home not in nodes or nodes[home].role != "ingest":
             raise SettingsError(f"{at}: {home!r} is not an ingest node of [nodes]")
+    witnessed = any(node.role in FOLLOWER_ROLES for node in nodes.values())
+    for ledger in standbys if not witnessed else ():
+        # Its epoch counts only with a witness's cosignature (10.9): with none, a promotion
+        # could never be proven, and the old home, back, would go on as the ledger's home.
+        raise SettingsError(
+            f"{where}: ledgers.{ledger}.standby: a standby needs at least one witness (a replica"
+            " or observer in [nodes]) to cosign its epoch's checkpoints, and this cluster has none"
+        )
     settings_table = _table(data, "settings", where)
     _check_keys(settings_table, ("limits", "store", "broker"), f"{where}: settings")
     redis_table = _table(data, "redis", where)

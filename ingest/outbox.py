@@ -34,10 +34,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
+import redis
+
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.epoch import proven_epoch
+from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
 from ..node.note import VerifierKey
@@ -146,6 +148,7 @@ class Outbox:
         # ledger -> the newer epoch of another home that a signed note proved (10.9): its stream is left alone
         self._left: dict[str, tuple[int, str]] = {}
         self._unproven: set[tuple[str, int, str]] = set()  # epochs Redis names that nothing proved, warned of once
+        self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
         self._redis_retry_at = 0.0
         self.published = 0
@@ -457,6 +460,27 @@ class Outbox:
         proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
         return proof if proof is not None and proof[1] != self.name else None
 
+    def _keep_epoch_proof(self, ledger: str) -> None:
+        """A home of an epoch from 2 on: once a witness cosigned a checkpoint of that epoch, keep
+        it in ``epoch_proof`` (10.9), once per epoch. The witnesses' hash alone, which every
+        witness's Redis user may write, let one compromised witness delete the proof in a loop:
+        the home it replaced then never learnt it, answered w=0 writes and rewound this stream."""
+        assert self.replication is not None
+        history = self._epochs.history(ledger)
+        if history is None or history.current.number < 2 or history.current.home != self.name:
+            return
+        if self._proof_kept.get(ledger) == history.current.number:
+            return
+        note = epoch_proof(history, self.replication.cosignatures(ledger).values(), self.witnesses())
+        if note is None:
+            return
+        try:
+            self.replication.keep_epoch_proof(ledger, note)
+        except redis.exceptions.NoPermissionError as e:
+            # A Redis user made before the key was: the rest of the sync goes on; keygen --cluster adds it.
+            log.warning("outbox: the proof of %s's epoch %d cannot be kept: %s", ledger, history.current.number, e)
+        self._proof_kept[ledger] = history.current.number
+
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
         store's record (another record, or one the store does not hold), None if all are."""
@@ -550,6 +574,8 @@ class Outbox:
                     if last < heads[ledger][0]:
                         self._fill(ledger, last, heads[ledger][0])
                     self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
+                for ledger in owned:
+                    self._keep_epoch_proof(ledger)
             if self.stream:  # a Redis that lost its latest checkpoints gets them back
                 # Not those of a ledger another home was proven to hold: its latest is that home's.
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}

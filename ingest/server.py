@@ -148,8 +148,16 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
-    homes.refresh()
     refused = self_check(store, SIGNED)
+    admin_ledger = AdminLedger(store, registry) if config.home_of(ADMIN_LEDGER).name == name else None
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
+    runtime.closing(lambda: executor.shutdown(wait=True))
+    if admin_ledger is not None:
+        admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+    runtime.started(cache)
+    # Only once the cache started: it loads the key rotations, and a witness's rotated key
+    # (witness_keys_now) may be what cosigned the note proving this home was replaced.
+    homes.refresh()
     # Only the ledgers it is home of: a standby that was away is behind its home's checkpoints,
     # signed with the home's key (which its chain names), and catches up; refused, it could
     # never take over.
@@ -165,12 +173,6 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         log.error("ingest node %s refuses writes to %s: %s", name, ledger, error)
         kept = store.checkpoints.latest(ledger, SIGNED)
         raise_alert(replication, contradiction_alert(name, kept.root if kept is not None else None, error))
-    admin_ledger = AdminLedger(store, registry) if config.home_of(ADMIN_LEDGER).name == name else None
-    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
-    runtime.closing(lambda: executor.shutdown(wait=True))
-    if admin_ledger is not None:
-        admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
-    runtime.started(cache)
     # Closed after the outbox stopped (added before it): what the last group commits made
     # durable goes out before the feed closes. Its key follows the node's rotations (16.6) once
     # the outbox's feed proxy, the thread that owns the socket from then on, runs (below).

@@ -313,6 +313,26 @@ def epoch_proven_by(
     return best
 
 
+def epoch_proof(history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]) -> bytes | None:
+    """The first of ``notes`` that proves ``history``'s current epoch to a home it replaced
+    (:func:`proven_epoch`): a checkpoint signed by the key the current epoch signs with,
+    stating that epoch and its home, and cosigned by one of ``witnesses``. None for epoch 1
+    (nothing to prove) or when no note does."""
+    current = history.current
+    if current.number < 2 or current.key is None:
+        return None
+    witnesses = tuple(witnesses)
+    for note in notes:
+        try:
+            verified = verify_checkpoint(note, current.key, witnesses)
+            require_witness(verified, trusted=len(witnesses))
+            if epoch_claim(verified.checkpoint) == (current.number, current.home):
+                return note
+        except VledgerError:
+            continue
+    return None
+
+
 def gather_in_epochs(
     notes: Iterable[bytes], history: EpochHistory, witnesses: Iterable[VerifierKey]
 ) -> list[GatheredCheckpoint]:

@@ -366,7 +366,8 @@ def read_status(
         checkpoint, cosigned = None, {}
         if checker is not None:
             witnessed = replication.cosignatures(name)
-            proven = checker.proven_epoch(name, witnessed)
+            kept = replication.epoch_proof(name)  # the new home's copy, which no witness's user can delete (10.9)
+            proven = checker.proven_epoch(name, {**witnessed, **({"": kept} if kept is not None else {})})
             epoch, home = proven or (1, checker.config.home_of(name).name)
             named = epochs.get(name) or (1, homes[name])
             claimed = None if named == (epoch, home) or (named[0] == 1 and homes[name] == home) else named

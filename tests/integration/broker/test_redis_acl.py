@@ -345,6 +345,21 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
         ReplicationLedger(acl.client("verifier")).publish_cosignature("votes", "verifier-1", 2, b"x")
     with pytest.raises(NOPERM):
         ReplicationLedger(acl.client("ingest")).publish_cosignature("votes", "ingest-1", 2, b"x")
+    # The new home keeps its epoch's witnessed note where no witness's user writes (10.9);
+    # the verifier reads it with the rest, and a witness may neither replace nor delete it.
+    home.keep_epoch_proof("votes", b"kept proof")
+    assert sorted(ReplicationLedger(acl.client("verifier")).epoch_notes("votes")) == [
+        b"cosigned note",
+        b"cosigned note",
+        b"home note",
+        b"kept proof",
+    ]
+    for role in ("replica", "observer", "verifier"):
+        with pytest.raises(NOPERM):
+            acl.repl(role).keep_epoch_proof("votes", b"forged")
+        with pytest.raises(NOPERM):
+            acl.client(role).delete(home.epoch_proof_key("votes"))
+    assert home.epoch_proof("votes") == b"kept proof"
 
 
 def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:

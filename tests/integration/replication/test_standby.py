@@ -160,6 +160,10 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
         str(receipt_file),
     )
     cluster.cli("receipt", "get", LEDGER, "0", *common, "-o", str(genesis_file))
+    # The new home kept its witnessed checkpoint of epoch 2 where no witness's user writes (10.9).
+    proof = wait_until(lambda: redis.client.get(redis.epoch_proof_key(LEDGER)), WAIT, "the epoch's proof kept")
+    assert epoch_claim(parse_checkpoint(parse_note(proof).text)) == (2, "ingest-2")
+    assert len(parse_note(proof).signatures) >= 2  # the new home's and a witness's
 
     # The old home returns: fenced. Its writes are answered not_home naming the new home.
     cluster.start_node("ingest-1")

@@ -165,6 +165,7 @@ def standby_session(tmp_path: Path, honest: ChainStore) -> Iterator[tuple[Sessio
         '[cluster]\nkeys = "keys"\ndata = "data"\ndefault_home = "ingest-1"\n'
         '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
         '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
+        '[nodes.replica-1]\nrole = "replica"\nport = 7396\n'  # a standby's epoch needs a witness (10.9)
         f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
     )
     generate(tmp_path / "keys", "ingest-1")  # the home's public key, for its address
@@ -297,6 +298,7 @@ def three_nodes(tmp_path: Path) -> ClusterConfig:
         '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
         '[nodes.ingest-2]\nrole = "ingest"\nport = 7391\npub_port = 7393\n'
         '[nodes.ingest-3]\nrole = "ingest"\nport = 7394\npub_port = 7395\n'
+        '[nodes.replica-1]\nrole = "replica"\nport = 7396\n'  # a standby's epoch needs a witness (10.9)
         f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
     )
     for name in ("ingest-1", "ingest-2", "ingest-3"):
@@ -540,6 +542,7 @@ def test_a_standby_silent_for_another_ledger_is_still_asked_for_this_one(tmp_pat
         + "".join(
             f'[nodes.ingest-{n}]\nrole = "ingest"\nport = {7400 + n}\npub_port = {7410 + n}\n' for n in range(1, 5)
         )
+        + '[nodes.replica-1]\nrole = "replica"\nport = 7420\n'  # a standby's epoch needs a witness (10.9)
         + f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
         + '[ledgers.other]\nhome = "ingest-4"\nstandby = "ingest-2"\n'
     )

@@ -174,3 +174,9 @@ def test_a_ledger_may_name_a_standby_ingest_node() -> None:
     cluster = load(config(ledgers={"votes": {"home": "in-1", "standby": "in-2"}}))
     assert cluster.standby_of("votes").name == "in-2"
     assert cluster.standby_of("other") is None
+
+
+def test_a_standby_with_no_witness_to_prove_its_epoch_is_refused() -> None:
+    data = config(ledgers={"votes": {"home": "in-1", "standby": "in-2"}}, **{"nodes__rep-1": None})
+    assert "ledgers.votes.standby: a standby needs at least one witness" in refused(data)
+    load(config(**{"nodes__rep-1": None}))  # a cluster with no witness and no standby loads

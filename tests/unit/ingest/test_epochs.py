@@ -219,6 +219,7 @@ def _home_and_standby(tmp_path: Path) -> ClusterConfig:
             "nodes": {
                 HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
                 STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},  # a standby's epoch needs a witness (10.9)
             },
             "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
         },

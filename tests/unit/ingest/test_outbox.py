@@ -23,10 +23,10 @@ from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
 from vledger.ingest.outbox import Outbox
 from vledger.node.checkpoint_log import SIGNED
-from vledger.node.epoch import EPOCH_KIND
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Entry
+from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import (
     CheckpointKeys,
@@ -300,6 +300,68 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
     assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
     assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
+
+
+def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_its_hash(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """Every witness's Redis user may HSET and HDEL any field of ``cosig``: one compromised
+    witness deleted the epoch-2 notes there in a loop, and the home it replaced, back, never
+    learnt of the handover and rewound the new home's stream. The new home keeps its witnessed
+    checkpoint in ``epoch_proof`` too, which only ingest users write (10.9): that proves it."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        handed_over_chain(store, 10)
+    repl = ReplicationLedger(redis_client)
+    new_stream = new_home_stream(tmp_path, repl)
+    assert repl.promote(LEDGER, 2, STANDBY) is None
+    latest = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
+    repl.set_checkpoints({LEDGER: latest.note})  # the standby key's alone: no proof
+    repl.keep_epoch_proof(LEDGER, WITNESS.cosign(latest, T0 // 1000))
+    redis_client.delete(repl.cosig_key(LEDGER))  # the witness's note, deleted
+    home = homes(redis_client, SIGNER)
+    home.outbox.owns = lambda ledger: True
+    append(home.store, LEDGER, 1)
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "the outbox reported its head")
+    beats = home.repl.checkpoint_sets
+    wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after")
+    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
+    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+
+
+def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_writes(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """The promoted standby's outbox copies the first checkpoint of its epoch a witness
+    cosigned into ``epoch_proof`` (10.9), and keeps it there once the witnesses' hash is emptied."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as old:
+        handed_over_chain(old, 10)
+        records = list(old.range(LEDGER))
+    store = ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0)
+    store.append_records(records)
+    payload = epoch_payload(2, STANDBY, STANDBY_SIGNER.key(LEDGER).verifier())
+    content = Content(LEDGER, EPOCH_KIND, payload, "admin", "promote-1", T0 + 100)
+    store.submit_entry(Entry.prepare(content, 0, LIMITS)).result()
+    repl = LoggedReplication(redis_client, node=STANDBY)
+    outbox = Outbox(STANDBY, store, None, repl, SETTINGS, witnesses=lambda: [WITNESS.key.verifier()])
+    store.on_commit = outbox.committed
+    outbox.start()
+    try:
+        wait_until(lambda: repl.held(LEDGER).get(STANDBY) == 10, "the new home streamed its store")
+        mine = STANDBY_SIGNER.sign(LEDGER, 11, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
+        repl.publish_cosignature(LEDGER, "replica-2", 11, mine.note)  # no witness's cosignature
+        stale = STANDBY_SIGNER.sign(LEDGER, 11, bytes(32))  # no epoch line: not the epoch's
+        repl.publish_cosignature(LEDGER, "replica-3", 11, WITNESS.cosign(stale, T0 // 1000))
+        beats = repl.checkpoint_sets
+        wait_until(lambda: repl.checkpoint_sets >= beats + 2, "two heartbeats after")
+        assert redis_client.get(repl.epoch_proof_key(LEDGER)) is None
+        witnessed = WITNESS.cosign(mine, T0 // 1000)
+        repl.publish_cosignature(LEDGER, "replica-1", 11, witnessed)
+        wait_until(lambda: redis_client.get(repl.epoch_proof_key(LEDGER)) == witnessed, "the proof kept")
+        redis_client.delete(repl.cosig_key(LEDGER))
+        assert witnessed in repl.epoch_notes(LEDGER)
+    finally:
+        outbox.stop()
+        store.close()
 
 
 def test_a_home_the_standby_key_alone_names_replaced_keeps_its_stream(

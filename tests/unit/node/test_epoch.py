@@ -21,6 +21,7 @@ from vledger.node.epoch import (
     check_promotion,
     epoch_claim,
     epoch_payload,
+    epoch_proof,
     epoch_proven_by,
     gather_in_epochs,
     proven_epoch,
@@ -267,6 +268,25 @@ def test_only_a_witnessed_checkpoint_signed_by_the_other_pinned_key_proves_a_new
     assert proven_epoch(handed, [_witnessed(HOME_SIGNER, 9, back)], trusted) == (3, HOME)
     # The rule holds both ways: the old home's key alone hands nothing back either.
     assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, back).note], trusted) is None
+
+
+def test_the_new_home_keeps_as_its_epoch_s_proof_only_a_witnessed_checkpoint_of_that_epoch() -> None:
+    """What the new home's outbox copies from the witnesses' hash into ``epoch_proof`` (10.9):
+    the note that proves its epoch to the home it replaced (proven_epoch of that home's history)."""
+    _, handed = _handed_over()
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    trusted = [WITNESS.verifier()]
+    witnessed = _witnessed(STANDBY_SIGNER, 9, line)
+    alone = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note
+    assert epoch_proof(handed, [b"not a note", alone, witnessed], trusted) == witnessed
+    assert epoch_proof(handed, [alone], trusted) is None  # no witness cosigned it
+    assert epoch_proof(handed, [witnessed], []) is None  # nor one the home trusts
+    assert epoch_proof(handed, [_witnessed(STANDBY_SIGNER, 9)], trusted) is None  # states epoch 1
+    assert epoch_proof(handed, [_witnessed(STANDBY_SIGNER, 9, (f"vledger-epoch 2 {HOME}",))], trusted) is None
+    assert epoch_proof(handed, [_witnessed(HOME_SIGNER, 9, line)], trusted) is None  # not the epoch's key
+    before = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
+    assert epoch_proof(before, [witnessed], trusted) is None  # epoch 1: nothing to prove
+    assert proven_epoch(before, [witnessed], trusted) == (2, STANDBY)  # what the kept note proves
 
 
 def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:

@@ -192,6 +192,7 @@ def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_
             "nodes": {
                 "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
                 "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},  # a standby's epoch needs a witness (10.9)
             },
             "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
         },
