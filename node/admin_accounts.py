@@ -13,11 +13,6 @@ then enforces only what both the signed records and the whole verified chain giv
   the cache: ingest/accounts.py), so a record appended behind a home's back is never enough;
 * a revoke, a disable or a removal at once, from the chain's unsigned tail too: it only narrows.
 
-While no checkpoint in Redis verifies (a home signs the admin ledger it just created at its
-next pass; Redis lost the note; one not signed by the admin key, which any ingest node's Redis
-user could put there) the verified chain alone is taken, whose records only the home's Redis
-user writes: the Redis hashes are still never believed beyond the records.
-
 Anything the cache gives that no verified record ever gave (a key never bound to that account,
 a role it never had, an account that never was) is **forged**: it is not enforced, and the
 node raises ``accounts_forged`` (PROTOCOL 10.5) naming it. What the signed records do not give
@@ -171,11 +166,8 @@ def judge(cache: Mapping[str, CachedAccount], admin: VerifiedAdmin) -> Judgement
     """The cache's accounts narrowed to what ``admin`` gives (see the module's docstring)."""
     if not admin.exists:
         return Judgement(dict(cache), (), 0)
+    signed = accounts_of(admin.records[: admin.signed])
     full = accounts_of(admin.records)
-    # No checkpoint verifies (none in Redis yet: a home signs a ledger it just made at its next
-    # pass; or one that is not the admin key's): the verified chain alone, whose records only the
-    # home's Redis user writes (broker/redis_acl.py), rather than refusing every account.
-    signed = accounts_of(admin.records[: admin.signed]) if admin.signed else full
     enforced: dict[str, CachedAccount] = {}
     forged: list[str] = []
     pending = 0
