@@ -261,6 +261,25 @@ def handed_over_chain(store: ChainStore, count: int) -> None:
     append(store, LEDGER, count - 1)
 
 
+def replaced_home(tmp_path: Path, repl: ReplicationLedger) -> tuple[list[StreamRecord], SignedCheckpoint]:
+    """The old home's store (10 records up to the handover) at ``home-0``, the new home's stream
+    in Redis, the promotion named there, and the new home's latest checkpoint (the standby key's
+    note of epoch 2, no cosignature yet) as the ledger's latest: the stream and that checkpoint."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        handed_over_chain(store, 10)
+    new_stream = new_home_stream(tmp_path, repl)
+    assert repl.promote(LEDGER, 2, STANDBY) is None
+    latest = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
+    repl.set_checkpoints({LEDGER: latest.note})
+    return new_stream, latest
+
+
+def assert_left_alone(home: Home, new_stream: list[StreamRecord]) -> None:
+    """The replaced home's outbox rewrote nothing of the new home's stream and raised no conflict."""
+    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
+    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+
+
 def new_home_stream(tmp_path: Path, repl: ReplicationLedger) -> list[StreamRecord]:
     """The stream as the promoted standby wrote it: a chain of its own (12 records), from height 0."""
     with ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0) as new_home:
@@ -281,13 +300,8 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     Redis names the new home, and a witness's note there, the new home's checkpoint signed with
     the standby key the genesis pins and cosigned by the witness (which held the handover record),
     proves it: the outbox leaves the stream, and the new home's latest checkpoint, alone."""
-    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
-        handed_over_chain(store, 10)
     repl = ReplicationLedger(redis_client)
-    new_stream = new_home_stream(tmp_path, repl)
-    assert repl.promote(LEDGER, 2, STANDBY) is None
-    latest = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
-    repl.set_checkpoints({LEDGER: latest.note})
+    new_stream, latest = replaced_home(tmp_path, repl)
     repl.publish_cosignature(LEDGER, "replica-1", 12, WITNESS.cosign(latest, T0 // 1000))
     home = homes(redis_client, SIGNER)
     home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its node
@@ -297,8 +311,7 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     wait_until(lambda: home.outbox.checkpoints.get(LEDGER, SignedCheckpoint("", 0, b"", b"")).size == 11, "signed")
     beats = home.repl.checkpoint_sets
     wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after it signed")
-    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
-    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+    assert_left_alone(home, new_stream)
     assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
 
 
@@ -309,13 +322,8 @@ def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_it
     witness deleted the epoch-2 notes there in a loop, and the home it replaced, back, never
     learnt of the handover and rewound the new home's stream. The new home keeps its witnessed
     checkpoint in ``epoch_proof`` too, which only ingest users write (10.9): that proves it."""
-    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
-        handed_over_chain(store, 10)
     repl = ReplicationLedger(redis_client)
-    new_stream = new_home_stream(tmp_path, repl)
-    assert repl.promote(LEDGER, 2, STANDBY) is None
-    latest = STANDBY_SIGNER.sign(LEDGER, 12, bytes(32), (f"vledger-epoch 2 {STANDBY}",))
-    repl.set_checkpoints({LEDGER: latest.note})  # the standby key's alone: no proof
+    new_stream, latest = replaced_home(tmp_path, repl)  # latest: the standby key's alone, no proof
     repl.keep_epoch_proof(LEDGER, WITNESS.cosign(latest, T0 // 1000))
     redis_client.delete(repl.cosig_key(LEDGER))  # the witness's note, deleted
     home = homes(redis_client, SIGNER)
@@ -324,8 +332,7 @@ def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_it
     wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "the outbox reported its head")
     beats = home.repl.checkpoint_sets
     wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after")
-    assert [(r.height, r.data) for r in home.repl.read(LEDGER, 0, 100)] == [(r.height, r.data) for r in new_stream]
-    assert not [a for a in home.repl.open_alerts().values() if a["what"] == "record_conflict"]
+    assert_left_alone(home, new_stream)
 
 
 def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_writes(
