@@ -111,15 +111,24 @@ def test_a_forked_view_is_refused(kit: Any, chain: list[Record]) -> None:
     assert e.value.code == "bad_proof"
 
 
-def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: Any) -> None:
-    # PROTOCOL 10.9: the genesis pins the standby's key; its checkpoints carry their epoch line.
-    pinned = {"checkpoint_key": HOME.verifier().encode(), "standby_key": OTHER_HOME.verifier().encode()}
-    rules = LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=pinned)
+# A genesis's rules that pin the home's and the standby's checkpoint keys (PROTOCOL 10.9).
+STANDBY_PINNED = {"checkpoint_key": HOME.verifier().encode(), "standby_key": OTHER_HOME.verifier().encode()}
+
+
+def _standby_chain(kit: Any) -> list[Record]:
+    """A genesis pinning the home's and the standby's checkpoint keys, and 4 notes."""
+    rules = LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=STANDBY_PINNED)
     records = [
         Entry.prepare(rules.genesis_content(LEDGER, "admin", "c", T0), 4, kit.limits).place(0, ZERO_LINK, T0, "n")
     ]
     for i in range(1, 5):
         records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    return records
+
+
+def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: Any) -> None:
+    # PROTOCOL 10.9: the genesis pins the standby's key; its checkpoints carry their epoch line.
+    records = _standby_chain(kit)
     keys = keys_from_genesis(records[0].encode(), LEDGER, [w.verifier() for w in WITNESSES], 2)
     assert keys.standby_key == OTHER_HOME.verifier()
     assert verify_receipt(_receipt(records, 3, OTHER_HOME, ("vledger-epoch 2 node-2",)), keys).record == records[3]
@@ -133,13 +142,7 @@ def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignat
     # PROTOCOL 10.9, 14.3 step 7: the standby's key alone could sign a tree of its own making,
     # with a handover record and any record in it; only a witness, holding the records, shows
     # that its epoch was opened. So whatever the quorum asked, one cosignature must verify.
-    pinned = {"checkpoint_key": HOME.verifier().encode(), "standby_key": OTHER_HOME.verifier().encode()}
-    rules = LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=pinned)
-    records = [
-        Entry.prepare(rules.genesis_content(LEDGER, "admin", "c", T0), 4, kit.limits).place(0, ZERO_LINK, T0, "n")
-    ]
-    for i in range(1, 5):
-        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    records = _standby_chain(kit)
     keys = keys_from_genesis(records[0].encode(), LEDGER, [w.verifier() for w in WITNESSES], 0)
     epoch = ("vledger-epoch 2 node-2",)
 
@@ -159,7 +162,7 @@ def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignat
     assert verify_receipt(cosigned_by(HOME, []), keys).record == records[3]  # the home's key: q = 0 is the caller's
     # An outside witness the genesis lists counts as a witness for the standby's key too.
     outside = SignerKey("example.org/w1", ALG_COSIGNATURE_V1, bytes([42]) * 32)
-    listed = {**pinned, "witnesses": [outside.verifier().encode()], "quorum": 1}
+    listed = {**STANDBY_PINNED, "witnesses": [outside.verifier().encode()], "quorum": 1}
     genesis = Entry.prepare(
         LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=listed).genesis_content(LEDGER, "admin", "c", T0),
         4,
