@@ -303,9 +303,7 @@ def epoch_proven_by(
     for note in notes:
         for key in keys:
             try:
-                verified = verify_checkpoint(note, key, witnesses)
-                require_witness(verified, trusted=len(witnesses))
-                claimed, named = epoch_claim(verified.checkpoint)
+                claimed, named = _witnessed_claim(note, key, witnesses)
             except VledgerError:
                 continue
             if named is not None and named != home and claimed > max(number, best[0] if best else 0):
@@ -324,13 +322,20 @@ def epoch_proof(history: EpochHistory, notes: Iterable[bytes], witnesses: Iterab
     witnesses = tuple(witnesses)
     for note in notes:
         try:
-            verified = verify_checkpoint(note, current.key, witnesses)
-            require_witness(verified, trusted=len(witnesses))
-            if epoch_claim(verified.checkpoint) == (current.number, current.home):
+            if _witnessed_claim(note, current.key, witnesses) == (current.number, current.home):
                 return note
         except VledgerError:
             continue
     return None
+
+
+def _witnessed_claim(note: bytes, key: VerifierKey, witnesses: tuple[VerifierKey, ...]) -> tuple[int, str | None]:
+    """The epoch line (:func:`epoch_claim`) of ``note``, a checkpoint signed by ``key`` and
+    cosigned by one of ``witnesses`` (:func:`require_witness`); raises the VledgerError of the
+    first check it fails."""
+    verified = verify_checkpoint(note, key, witnesses)
+    require_witness(verified, trusted=len(witnesses))
+    return epoch_claim(verified.checkpoint)
 
 
 def gather_in_epochs(
