@@ -50,6 +50,11 @@ def ledger(cluster: LocalCluster) -> str:
         return len(copies) == 3 and all(c["sweeps"] >= 1 for c in copies.values())
 
     wait_until(every_copy_swept, 20, "a first sweep of every copy")
+    # And its stream checked: under load the verifier's stream reader may still be behind, and
+    # a tamper test that rewrote the home before it read the last entries saw the home's new
+    # records against the stream's (a record_conflict of its own, not the case under test).
+    wait_until(lambda: _group(cluster, name)["last-delivered-id"] == f"{size - 1}-1".encode(), 30, "all checked")
+    wait_until(lambda: _group(cluster, name)["pending"] == 0, 30, "nothing left pending")
     return name
 
 
