@@ -12,7 +12,9 @@ store completes it as soon as its COMMIT returned, and only then does the rest o
 commit's work (on_commit), so that work is off the put's round trip. A Future
 completed on another thread queues its reply and writes one byte to the pipe, only if no
 wake-up is pending yet, so a whole group commit wakes the loop once. Requests that wait on one
-Future (a round of puts shares its group commit's) cost it one callback, not one each. At most
+Future (a round of puts shares its group commit's) cost it one callback, not one each, and are
+answered together (:meth:`Service.replies`: the Future's outcome read once, the metrics counted
+once a round). At most
 ``max_in_flight`` requests wait at once, past which the loop stops reading and ZeroMQ's
 queues push back on the clients.
 """
@@ -69,6 +71,10 @@ class Service(Protocol):
         """Start (or do) the slow work of the requests handled since the last call; quick to
         call when there is none, and never raises."""
 
+    def replies(self, waiting: list[Waiting]) -> list[bytes]:
+        """The replies of requests :meth:`handle` answered with ``waiting`` (in that order), once
+        the Future they all wait on is done; never raises."""
+
 
 class RequestLoop:
     """Serves one ROUTER socket until :meth:`stop`; then answers what is in flight and returns.
@@ -94,10 +100,11 @@ class RequestLoop:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self.wake_fd, False)
         self._senders = SenderKeys()
-        # The requests waiting on each Future, in the order they were read; only the serving
-        # thread touches it. A completed Future is queued in _finished (by any thread), and
-        # the serving thread answers its requests.
-        self._waiters: dict[Future[Any], list[tuple[bytes, Waiting]]] = {}
+        # The requests waiting on each Future, in the order they were read: their senders'
+        # identities and their answers, side by side; only the serving thread touches it. A
+        # completed Future is queued in _finished (by any thread), and the serving thread
+        # answers its requests.
+        self._waiters: dict[Future[Any], tuple[list[bytes], list[Waiting]]] = {}
         self._finished: collections.deque[Future[Any]] = collections.deque()
         self._woken = False  # a wake-up byte is in the pipe: completions need not write another
         self._stopping = False
@@ -202,10 +209,11 @@ class RequestLoop:
         future = reply.future
         waiters = self._waiters.get(future)
         if waiters is None:
-            self._waiters[future] = [(identity, reply)]
+            self._waiters[future] = ([identity], [reply])
             future.add_done_callback(self._finish)  # at once, here, if already done
-        else:  # not yet answered (only this thread pops the list): it goes out with the others
-            waiters.append((identity, reply))
+        else:  # not yet answered (only this thread pops the lists): it goes out with the others
+            waiters[0].append(identity)
+            waiters[1].append(reply)
 
     def _send(self, identity: bytes, reply: bytes) -> None:
         try:
@@ -246,6 +254,12 @@ class RequestLoop:
             self._answer_waiters(finished.popleft())
 
     def _answer_waiters(self, future: Future[Any]) -> None:
-        for identity, pending in self._waiters.pop(future):
-            self._in_flight -= 1
-            self._send(identity, pending.reply())
+        identities, waiting = self._waiters.pop(future)
+        self._in_flight -= len(identities)
+        socket = self.socket
+        for identity, reply in zip(identities, self.service.replies(waiting), strict=True):
+            try:  # _send, inlined: a round of pipelined puts sends a reply per put from here
+                _send(socket, identity, _SNDMORE_NOBLOCK)
+                _send(socket, reply, _NOBLOCK)
+            except zmq.ZMQError as e:  # the client is gone: nothing to answer
+                log.debug("reply not sent: %s", e)

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from prometheus_client import CollectorRegistry
@@ -90,11 +90,28 @@ class RequestCounts(Collector):
             self._counts_created[key] = time.time()
             counts[key] = 1
 
+    def count_many(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """As many more answers to each (command, code) as ``counts`` says: a round's, at once."""
+        for key, more in counts.items():
+            if key in self._counts:
+                self._counts[key] += more
+            else:
+                self._counts_created[key] = time.time()  # first, as in count()
+                self._counts[key] = more
+
     def observe_put(self, seconds: float) -> None:
         """One put answered ``seconds`` after its request was read."""
         # A bucket counts the puts at or under its bound (Prometheus's le): bisect_left finds it.
         self._put_buckets[bisect.bisect_left(PUT_BUCKETS, seconds)] += 1
         self._put_sum += seconds
+
+    def observe_puts(self, seconds: Iterable[float]) -> None:
+        """:meth:`observe_put` for each of ``seconds``, in order (the sum adds them in that order)."""
+        buckets, put_sum, where = self._put_buckets, self._put_sum, bisect.bisect_left
+        for each in seconds:
+            buckets[where(PUT_BUCKETS, each)] += 1
+            put_sum += each
+        self._put_sum = put_sum
 
     def collect(self) -> Iterable[Any]:
         requests = CounterMetricFamily(
@@ -166,6 +183,28 @@ class MeteredService:
 
     def flush(self) -> None:
         self.service.flush()
+
+    def replies(self, waiting: list[Waiting]) -> list[bytes]:
+        """The service's replies to ``waiting`` (what :meth:`handle` returned), counted and the
+        puts timed once for the round: one clock reading and one update of the counts, not one
+        of each a reply (they cost a pipelined put as much as making its reply)."""
+        metered = cast("list[_MeteredReply]", waiting)  # what handle returned for a waiting request
+        replies = self.service.replies([each._pending for each in metered])
+        now = time.monotonic()
+        counts: dict[tuple[str, str], int] = {}
+        put_seconds = []
+        for each, reply in zip(metered, replies, strict=True):
+            command = each._command
+            if command == "put":
+                put_seconds.append(now - each._started)
+            try:
+                key = (command, _code(reply)[1])
+            except Exception:  # the reply is ours; a surprise here must not cost the answer
+                key = (command, "unreadable")
+            counts[key] = counts.get(key, 0) + 1
+        self._requests.observe_puts(put_seconds)
+        self._requests.count_many(counts)
+        return replies
 
     def answered(self, command: str, started: float, reply: bytes) -> None:
         """Count a waiting request's reply, and time a put, as the loop sends it."""

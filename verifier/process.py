@@ -28,6 +28,7 @@ from ..broker.replication import REDIS_ERRORS
 from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig
 from ..ingest.accounts import CachedAccounts
+from ..ingest.loop import Waiting
 from ..ingest.members import MemberGates
 from ..ingest.metrics import MeteredService, NodeMetrics, alerts_collector, counter_collector, redis_check
 from ..ingest.node_key_rotation import ClientKeys
@@ -88,6 +89,10 @@ class StatusService:
 
     def flush(self) -> None:
         """Nothing of this service waits on slow work: every answer was given at once."""
+
+    def replies(self, waiting: list[Waiting]) -> list[bytes]:
+        """Never called with any: :meth:`handle` answers at once."""
+        return [each.reply() for each in waiting]
 
 
 def node_readers(

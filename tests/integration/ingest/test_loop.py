@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -21,9 +21,9 @@ import zmq
 
 from vledger.broker.curve import AllowList, CurveServer, curve_client, stop_authenticator
 from vledger.broker.keys import KeyPair, new_keypair
-from vledger.ingest.loop import RequestLoop
+from vledger.ingest.loop import RequestLoop, Waiting
 from vledger.ingest.runtime import stopped_by_signals
-from vledger.ingest.service import Pending
+from vledger.ingest.service import Pending, replies_of
 
 ENDPOINT = "tcp://127.0.0.1:*"
 TIMEOUT_MS = 5000
@@ -60,6 +60,9 @@ class ScriptedService:
                     completed = True
             if completed and self.after_done is not None:
                 self.after_done_returned.append(self.after_done())
+
+    def replies(self, waiting: list[Waiting]) -> list[bytes]:
+        return replies_of(cast("list[Pending]", waiting))
 
     def handle(self, key: str, data: bytes) -> bytes | Pending:
         self.asked.append((key, data))

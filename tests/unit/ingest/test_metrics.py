@@ -5,14 +5,15 @@ from __future__ import annotations
 import random
 import re
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from vledger.config.cluster import NodeConfig
+from vledger.ingest.loop import Waiting
 from vledger.ingest.metrics import PUT_BUCKETS, MeteredService, NodeMetrics
-from vledger.ingest.service import Pending
+from vledger.ingest.service import Pending, replies_of
 from vledger.node.errors import NoSuchLedgerError, ThrottledError
 from vledger.node.wire import encode_request, reply_error
 
@@ -28,6 +29,9 @@ class _Service:
 
     def flush(self) -> None:
         self.flushed += 1
+
+    def replies(self, waiting: list[Waiting]) -> list[bytes]:
+        return replies_of(cast("list[Pending]", waiting))
 
 
 def _metrics() -> NodeMetrics:
@@ -111,6 +115,30 @@ def test_requests_are_counted_by_command_and_code_a_failed_wait_by_its_error_cod
     answer.reply()  # the loop takes the reply: counted now, once
     assert _sample(metrics, "vledger_requests_total", {"command": "hello", "code": "ok"}) == 2
     assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
+
+
+def test_a_round_of_waiting_replies_is_counted_and_timed_as_each_reply_would_be() -> None:
+    # The loop answers the requests that waited on one future together (MeteredService.replies):
+    # each is counted by its own code and each put timed once, as answer.reply() does one by one.
+    round_done: Future[Any] = Future()
+    then = {1: lambda r: r, 2: lambda r: r, 3: lambda r: (_ for _ in ()).throw(NoSuchLedgerError("no ledger 'x'"))}
+    together, one_by_one = _metrics(), _metrics()
+    answers = {}
+    for metrics in (together, one_by_one):
+        metered = MeteredService(_Service(), metrics)
+        answers[id(metrics)] = []
+        for request_id, command in ((1, "put"), (2, "get"), (3, "put")):
+            metered.service = _Pending(Pending(request_id, round_done, then[request_id]))
+            answers[id(metrics)].append(metered.handle("key", encode_request(request_id, command, {})))
+    round_done.set_result({"height": 3})
+    metered_together = MeteredService(_Service(), together)
+    replies = metered_together.replies(answers[id(together)])
+    assert replies == [answer.reply() for answer in answers[id(one_by_one)]]  # type: ignore[union-attr]
+    for metrics in (together, one_by_one):
+        assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) == 1
+        assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
+        assert _sample(metrics, "vledger_requests_total", {"command": "get", "code": "ok"}) == 1
+        assert _sample(metrics, "vledger_put_seconds_count", {}) == 2
 
 
 class _Pending(_Service):

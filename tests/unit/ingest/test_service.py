@@ -22,6 +22,7 @@ import pytest
 from vledger.config.cluster import ClusterConfig, IngestSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.service import Caller, IngestService, Pending
+from vledger.node.errors import NoSuchLedgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -175,6 +176,23 @@ def test_a_refused_put_in_a_handed_over_round_gets_its_own_error_and_the_others_
     assert answers[0]["ok"] and answers[0]["result"]["height"] == 1
     assert not answers[1]["ok"] and answers[1]["error"]["code"] == "request_conflict"
     assert answers[2]["ok"] and answers[2]["result"]["height"] == 2
+
+
+def test_a_round_answered_together_gets_the_bytes_each_reply_would_have(tmp_path: Path, store: ChainStore) -> None:
+    # replies() reads each future's outcome once for the run of replies waiting on it: a
+    # receipt, a put's own refusal and a whole failed round must each come out as reply() says.
+    service = _service(tmp_path, store, inline_commit_max=1)
+    first = _entry(1)
+    conflicting = Entry.prepare(dataclasses.replace(first.content, payload={"n": 99}), 0, PROTOCOL_LIMITS)
+    committed = [_pending(service.handle(KEY, _put(i, e))) for i, e in ((1, first), (2, conflicting), (3, _entry(3)))]
+    service.flush()
+    failed: Future[Any] = Future()
+    failed.set_exception(NoSuchLedgerError("no ledger 'x'"))
+    refused = [Pending(i, failed, lambda result: result) for i in (4, 5)]
+    waiting = [*committed, *refused]
+    assert service.replies(list(waiting)) == [p.reply() for p in waiting]
+    codes = [msgpack.unpackb(r, raw=False).get("error", {}).get("code") for r in service.replies(list(waiting))]
+    assert codes == [None, "request_conflict", None, "no_such_ledger", "no_such_ledger"]
 
 
 def test_a_round_handed_over_after_the_store_closed_is_answered_with_its_error(
