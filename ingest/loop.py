@@ -181,7 +181,9 @@ class RequestLoop:
             if count == 1 and not int(get(_EVENTS)) & _POLLIN:
                 return
             try:
-                identity = recv(_NOBLOCK, copy=False)
+                # As bytes: only the request's own frame carries what is asked of it (its
+                # sender's User-Id); a Frame object and then its bytes cost 0.5 us more a request.
+                identity = recv(_NOBLOCK)
             except zmq.Again:
                 return
             # A ROUTER hands a message over whole, behind its sender's identity: its frames are here.
@@ -191,9 +193,9 @@ class RequestLoop:
                 while recv(_NOBLOCK, copy=False).more:
                     frames += 1
                 error = BadRequestError(f"a request is one frame, not {frames}")
-                self._send(identity.bytes, reply_error(None, error))
+                self._send(identity, reply_error(None, error))
             else:
-                self._answer(identity.bytes, message)
+                self._answer(identity, message)
 
     def _answer(self, identity: bytes, message: zmq.Frame) -> None:
         try:
