@@ -222,6 +222,23 @@ class Reader:
         refuses without a good one (None: the refusal is the caller's)."""
         self.otp, self.ask_otp = otp, ask
 
+    def second_factor_session(self) -> None:
+        """Trade the verb's one-time code for a second-factor session (PROTOCOL 16.5,
+        ``totp.session``) that its later requests carry instead: a verb that sends several
+        admin commands then needs one code, not one per command. The session is this
+        object's only (never stored), good for the caller's key alone, for two minutes; a
+        request refused past them asks for a code again as ever. Nothing changes when no
+        code was needed, or the node has no sessions (an older node: a code per command)."""
+        try:
+            result = self.call("totp.session")
+        except RemoteError as e:
+            if e.code == "unknown_command":
+                return
+            raise
+        token = result.get("session")
+        if isinstance(token, str):
+            self.otp = token
+
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
         """One request's result map; raises RemoteError for a refusal. An admin command refused
         for its second factor is sent once more with a code typed on the terminal, if there is
