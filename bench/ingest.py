@@ -19,6 +19,7 @@ and ceiling runs take turns, so that both see the same load.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -28,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ import zmq
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import AllowList, CurveServer, curve_client, process_context
 from vledger.broker.keys import KeyPair, load_public, load_secret, new_keypair
-from vledger.broker.redis_server import RedisServer, free_port
+from vledger.broker.redis_server import RedisServer, free_ports
 from vledger.node.errors import NodeUnavailableError
 from vledger.node.record import Entry
 from vledger.node.wire import encode_request
@@ -66,6 +68,10 @@ NODE = "ingest-1"
 ADMIN = "admin"  # `vledger keygen --cluster` makes this key pair beside the nodes'
 TIMEOUT = 30.0  # seconds: a reply, a start or a stop that takes longer is a failure
 VLEDGER = Path(sys.executable).parent / "vledger"
+# Starts of a node on ports picked right before it, when another process took one first: a
+# port free when picked is only ours once bound (bench/scale.py's followers do the same).
+BIND_ATTEMPTS = 5
+IN_USE = os.strerror(errno.EADDRINUSE)  # how a node's log says its port was taken ("cannot bind ...")
 # Spawned, not forked: a forked child would share the parent's ZeroMQ Context.
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -172,36 +178,67 @@ def _children(pid: int) -> list[int]:
 @contextmanager
 def _node(directory: Path, nodes: str = "") -> Iterator[_RunningNode]:
     """A cluster in ``directory`` of one ingest node, answering hello, and of ``nodes`` (more
-    ``[nodes.NAME]`` tables, for the caller to start: their keys are made with the node's)."""
+    ``[nodes.NAME]`` tables, for the caller to start: their keys are made with the node's).
+
+    The node's ports are picked right before it starts (after the keys and the admin, which
+    take two interpreters' start-up), and picked afresh, for at most BIND_ATTEMPTS starts,
+    when its log says another process took one before it bound it."""
     if not VLEDGER.is_file():
         raise RuntimeError(f"no {VLEDGER}: run the bench with the virtualenv's python (.venv/bin/python -m bench)")
     with RedisServer(directory / "redis") as redis:
         config = directory / "cluster.toml"
-        port = free_port()
-        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=free_port()) + nodes)
+        port, pub_port = free_ports(2)  # placeholders until the node starts
+        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=pub_port) + nodes)
         env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
         keys = directory / "keys"
         _vledger(env, "keygen", "--cluster", str(config))
         _vledger(
             env, "admin", "bootstrap", "--config", str(config), "--account", ADMIN, "--key", str(keys / f"{ADMIN}.key")
         )
+        admin = load_secret(keys / f"{ADMIN}.key_secret")
         log = directory / "node.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [str(VLEDGER), "ingest", "--config", str(config), "--node", NODE],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        others = {table["port"] for name, table in tomllib.loads(config.read_text())["nodes"].items() if name != NODE}
+        for _ in range(BIND_ATTEMPTS):
+            placeholder = _node_table(port, pub_port)
+            while (fresh := free_ports(2)) and others & set(fresh):
+                pass
+            port, pub_port = fresh
+            config.write_text(config.read_text().replace(placeholder, _node_table(port, pub_port)))
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    [str(VLEDGER), "ingest", "--config", str(config), "--node", NODE],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             node = NodeAddress(f"tcp://127.0.0.1:{port}", load_public(keys / f"{NODE}.key"))
-            admin = load_secret(keys / f"{ADMIN}.key_secret")
-            _wait_for_hello(process, node, admin, log)
+            try:
+                _wait_for_hello(process, node, admin, log)
+                break
+            except RuntimeError:
+                _stop(process)
+                if not port_taken(log, port, pub_port):
+                    raise
+                progress(f"ingest: port {port} or {pub_port} taken before the node bound it; starting it again")
+        else:
+            raise RuntimeError(f"the ingest node's ports were taken before it bound them, {BIND_ATTEMPTS} times")
+        try:
             assert redis.process is not None  # started by the with statement
             yield _RunningNode(node, admin, process.pid, redis.process.pid)
         finally:
             _stop(process)
+
+
+def _node_table(port: int, pub_port: int) -> str:
+    return CLUSTER.split("[nodes.{node}]")[1].format(port=port, pub_port=pub_port)
+
+
+def port_taken(log: Path, *ports: int) -> bool:
+    """Whether a node's ``log`` says it could not bind one of ``ports``: another process took
+    it after it was picked (a node binds with SO_REUSEADDR: only a listener takes it)."""
+    text = log.read_text(errors="replace")
+    return any(f"127.0.0.1:{port}: {IN_USE}" in text for port in ports)
 
 
 def _echo_serve(keys: KeyPair, allowed: list[str], endpoint: multiprocessing.connection.Connection) -> None:

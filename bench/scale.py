@@ -25,13 +25,13 @@ import os
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import load_public
-from vledger.broker.redis_server import connect, free_port
+from vledger.broker.redis_server import connect, free_ports
 from vledger.broker.replication import ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
 from vledger.verifier.checks import GROUP
@@ -54,6 +54,12 @@ role = "{role}"
 host = "127.0.0.1"
 port = {port}
 """
+
+
+def _follower_tables(ports: dict[str, int]) -> str:
+    return "".join(
+        FOLLOWER_NODE.format(name=name, role=role, port=ports[name]) for name, (role, _) in FOLLOWERS.items()
+    )
 
 
 def _rss_mb(pid: int) -> float:
@@ -90,27 +96,88 @@ def _rss_of(pid: int) -> tuple[float, list[float]]:
 
 
 @contextmanager
-def _followers(directory: Path, node: ingest._RunningNode, ports: dict[str, int]) -> Iterator[dict[str, int]]:
+def _followers(
+    directory: Path, node: ingest._RunningNode, pick: Callable[[int], list[int]] = free_ports
+) -> Iterator[dict[str, int]]:
     """Start the FOLLOWERS of the cluster in ``directory`` (made by ingest._node with their
-    tables) and yield their pids by name once each answers hello; stop them afterwards."""
+    tables) and yield their pids by name once each answers hello; stop them afterwards.
+
+    Their ports are picked (``pick(count)``) right before they start, and written into their
+    tables: the ports the tables held while the ingest node started are only placeholders (it
+    never connects to them: they subscribe to its feed). A port can still be taken between its
+    pick and its bind, by any other process on the host (another test worker's node or
+    Redis): a follower that exits saying so is started again with all the followers, on
+    fresh ports, at most ingest.BIND_ATTEMPTS times. Any other failure is raised."""
     config = directory / "cluster.toml"
-    redis_url = tomllib.loads(config.read_text())["cluster"]["redis"]
+    settings = tomllib.loads(config.read_text())
+    redis_url = settings["cluster"]["redis"]
+    # The ingest node's own ports: the cluster file refuses a port named twice.
+    ours = {settings["nodes"][ingest.NODE][key] for key in ("port", "pub_port")}
+    placeholders = {name: settings["nodes"][name]["port"] for name in FOLLOWERS}
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    for attempt in range(1, ingest.BIND_ATTEMPTS + 1):
+        ports = _fresh_ports(pick, ours)
+        config.write_text(config.read_text().replace(_follower_tables(placeholders), _follower_tables(ports)))
+        placeholders = ports
+        processes = _start_followers(directory, config, env)
+        try:
+            taken = _wait_for_hellos(processes, node, ports, directory)
+        except BaseException:
+            _stop_all(processes)
+            raise
+        if not taken:
+            break
+        _stop_all(processes)
+        progress(f"scale: port {', '.join(map(str, taken))} taken before a follower bound it; attempt {attempt + 1}")
+    else:
+        raise RuntimeError(f"the followers' ports were taken before they bound them, {ingest.BIND_ATTEMPTS} times")
     try:
-        for name, (role, _) in FOLLOWERS.items():  # all start together: their interpreters load side by side
-            with (directory / f"{name}.log").open("ab") as out:
-                processes[name] = subprocess.Popen(
-                    [str(ingest.VLEDGER), role, "--config", str(config), "--node", name],
-                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-        for name, process in processes.items():
-            address = NodeAddress(f"tcp://127.0.0.1:{ports[name]}", load_public(directory / "keys" / f"{name}.key"))
-            ingest._wait_for_hello(process, address, node.admin, directory / f"{name}.log")
         yield {name: process.pid for name, process in processes.items()}
     finally:
-        for process in processes.values():
-            ingest._stop(process)
+        _stop_all(processes)
+
+
+def _fresh_ports(pick: Callable[[int], list[int]], taken: set[int]) -> dict[str, int]:
+    """A port for each follower, none of ``taken`` (the ingest node's)."""
+    ports: list[int] = []
+    while len(ports) < len(FOLLOWERS):
+        ports += [port for port in pick(len(FOLLOWERS) - len(ports)) if port not in taken and port not in ports]
+    return dict(zip(FOLLOWERS, ports, strict=True))
+
+
+def _start_followers(directory: Path, config: Path, env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    for name, (role, _) in FOLLOWERS.items():  # all start together: their interpreters load side by side
+        with (directory / f"{name}.log").open("ab") as out:
+            processes[name] = subprocess.Popen(
+                [str(ingest.VLEDGER), role, "--config", str(config), "--node", name],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+    return processes
+
+
+def _wait_for_hellos(
+    processes: dict[str, subprocess.Popen[bytes]], node: ingest._RunningNode, ports: dict[str, int], directory: Path
+) -> list[int]:
+    """Until every follower answers hello: [] then. The ports of those that exited because
+    their port was taken, once every other one answered or exited too (all start again);
+    raises RuntimeError for any other failure."""
+    taken = []
+    for name, process in processes.items():
+        log = directory / f"{name}.log"
+        address = NodeAddress(f"tcp://127.0.0.1:{ports[name]}", load_public(directory / "keys" / f"{name}.key"))
+        try:
+            ingest._wait_for_hello(process, address, node.admin, log)
+        except RuntimeError:
+            if process.poll() is None or not ingest.port_taken(log, ports[name]):
+                raise
+            taken.append(ports[name])
+    return taken
+
+
+def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        ingest._stop(process)
 
 
 def _wait_for_followers(replication: ReplicationLedger, height: int, directory: Path) -> float:
@@ -206,10 +273,7 @@ def _memory(sizes: Sizes) -> list[Figure]:
     each = max(1, sizes.rss_records // RSS_SAMPLES // RSS_CLIENTS)
     # records put so far, then per process (its MiB, its children's MiB), and the seconds waited for the followers
     samples: list[tuple[int, dict[str, tuple[float, list[float]]], float]] = []
-    ports = {name: free_port() for name in FOLLOWERS}
-    nodes = "".join(
-        FOLLOWER_NODE.format(name=name, role=role, port=ports[name]) for name, (role, _) in FOLLOWERS.items()
-    )
+    nodes = _follower_tables(dict(zip(FOLLOWERS, free_ports(len(FOLLOWERS)), strict=True)))  # placeholders
     with scratch_dir() as directory, ExitStack() as stack:
         progress("scale: starting a cluster: redis-server, an ingest node, a replica, an observer, the verifier")
         node = stack.enter_context(ingest._node(directory, nodes))
@@ -217,7 +281,7 @@ def _memory(sizes: Sizes) -> list[Figure]:
         keys = [ingest._writer(admin, name) for name in writers.names]
         admin.create_ledger(genesis(ingest.DIFFICULTY, author=ingest.ADMIN))
         echo = stack.enter_context(ingest._echo_server([node.admin.public, *(k.public for k in keys)]))
-        followers = stack.enter_context(_followers(directory, node, ports))
+        followers = stack.enter_context(_followers(directory, node))
         pids = {"node": node.pid, "redis-server": node.redis_pid, **followers}
         redis_url = tomllib.loads((directory / "cluster.toml").read_text())["cluster"]["redis"]
         replication = ReplicationLedger(connect(redis_url))

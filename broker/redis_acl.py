@@ -21,7 +21,7 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               held heights, raise and resolve its own alerts (see Alerts below); read the
               accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
               check and use admins' second factors (``{totp}:account:*``, ``:recovery:*``,
-              ``:failures:*``, sealed secrets: broker/second_factor.py). The admin ledger's
+              ``:failures:*``, ``:session:*``, sealed secrets: broker/second_factor.py). The admin ledger's
               home alone also changes the accounts and that cache (it carries out the admin's
               account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
               records the host's enrollments (``{totp}:unrecorded``)
@@ -243,9 +243,10 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
     # cosignatures and tallies match that pattern.
     totp = f"{ns}:{{totp}}"
     # Every ingest node checks admins' codes (ledger.create is sent to a ledger's home): it moves
-    # an account's last step, counts failures, uses up recovery codes. Only the admin ledger's
-    # home enrolls, resets and forgets a second factor and records the host's enrollments.
-    second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*"))
+    # an account's last step, counts failures, uses up recovery codes, opens and checks sessions.
+    # Only the admin ledger's home enrolls, resets and forgets a second factor and records the
+    # host's enrollments.
+    second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*", "session:*"))
     if admin_home:
         second_factor += (f"~{totp}:unrecorded",)
     follower = (

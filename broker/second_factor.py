@@ -11,7 +11,11 @@ the unrecorded set together: one Redis Cluster slot; broker/redis_keys.py):
 * ``ns:{totp}:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
   whose enrollment the admin ledger's home has not recorded yet;
 * ``ns:{totp}:failures:<account>``: how many wrong six-digit codes it sent since the first of
-  them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS).
+  them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS);
+* ``ns:{totp}:session:<digest>``: a second-factor session (``totp.session``) by the SHA-256 of
+  its token (vledger.node.totp.session_digest), a hash of the ``account`` and the CURVE
+  ``key`` it was opened for and the ``secret`` (sealed) its code was checked against,
+  expiring with the session (vledger.node.totp.SESSION_SECONDS).
 
 Every step that must not happen twice is one atomic Redis operation, because two ingest
 nodes may receive the same code at once: accepting a time step is a Lua script that moves
@@ -68,6 +72,7 @@ class SecondFactorStore:
         self._recovery_prefix = group_key(namespace, "totp", "recovery:")
         self._unrecorded = group_key(namespace, "totp", "unrecorded")
         self._failures_prefix = group_key(namespace, "totp", "failures:")
+        self._session_prefix = group_key(namespace, "totp", "session:")
         self._enroll = client.register_script(_ENROLL)
         self._use_step = client.register_script(_USE_STEP)
         self._failed = client.register_script(_FAILED)
@@ -123,6 +128,22 @@ class SecondFactorStore:
 
     def recovery_left(self, account: str) -> int:
         return int(self.client.scard(self._recovery_prefix + account))
+
+    def open_session(self, digest: str, account: str, key: str, sealed: bytes, seconds: int) -> None:
+        """Keep the session whose token has ``digest`` for ``seconds``: good for ``account``
+        sending with ``key`` while its sealed secret is still ``sealed``."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._session_prefix + digest, mapping={"account": account, "key": key, "secret": sealed})
+        pipe.expire(self._session_prefix + digest, seconds)
+        pipe.execute()
+
+    def session_holds(self, digest: str, account: str, key: str, sealed: bytes) -> bool:
+        """Whether the session whose token has ``digest`` is open for ``account`` and ``key``
+        and was opened under the secret ``sealed`` (a reset since ends it)."""
+        fields = self.client.hmget(self._session_prefix + digest, ["account", "key", "secret"])
+        if any(field is None for field in fields):
+            return False
+        return (bytes(fields[0]), bytes(fields[1]), bytes(fields[2])) == (account.encode(), key.encode(), sealed)
 
     def forget(self, account: str) -> bool:
         """Remove the account's second factor (the account was removed); whether it had one."""

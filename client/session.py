@@ -65,6 +65,7 @@ from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusio
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
 from ..verifier.node_keys import admin_checkpoint_key
+from .home_cache import HomeCache
 from .voters import VoterCheck, check_voter
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,23 @@ class Reader:
         """The one-time code this verb's requests carry, and where to ask for one when a node
         refuses without a good one (None: the refusal is the caller's)."""
         self.otp, self.ask_otp = otp, ask
+
+    def second_factor_session(self) -> None:
+        """Trade the verb's one-time code for a second-factor session (PROTOCOL 16.5,
+        ``totp.session``) that its later requests carry instead: a verb that sends several
+        admin commands then needs one code, not one per command. The session is this
+        object's only (never stored), good for the caller's key alone, for two minutes; a
+        request refused past them asks for a code again as ever. Nothing changes when no
+        code was needed, or the node has no sessions (an older node: a code per command)."""
+        try:
+            result = self.call("totp.session")
+        except RemoteError as e:
+            if e.code == "unknown_command":
+                return
+            raise
+        token = result.get("session")
+        if isinstance(token, str):
+            self.otp = token
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
         """One request's result map; raises RemoteError for a refusal. An admin command refused
@@ -598,6 +616,7 @@ class Session(Reader):
         handover_wait: float = HANDOVER_WAIT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        homes: HomeCache | None = None,
     ) -> None:
         super().__init__(client)
         self.config = config
@@ -612,6 +631,18 @@ class Session(Reader):
         self._home_silent: set[str] = set()  # ledgers whose home did not answer: their standby is asked
         self._silent: set[str] = set()  # endpoints whose last write went unanswered, until they answer
         self._moved: dict[str, str] = {}  # ledger -> the home a verified not_home named (10.9)
+        # Ledgers whose home an earlier process found silent (client/home_cache.py): asked of
+        # their standby first, and of the home after all if the standby does not answer.
+        self._homes = None if pinned else homes
+        self._noted: set[str] = set()  # the ledgers the note file names (ours included)
+        self._remembered: set[str] = set()  # those whose standby is asked first for that reason
+        if self._homes is not None:
+            for ledger, noted in self._homes.silent().items():
+                self._noted.add(ledger)
+                standby = config.standby_of(ledger)
+                if standby is not None and standby.name == noted and noted != config.home_of(ledger).name:
+                    self._home_silent.add(ledger)
+                    self._remembered.add(ledger)
 
     def call(
         self,
@@ -634,9 +665,9 @@ class Session(Reader):
             try:
                 return self._answer(cmd, args, node)
             except NodeUnavailableError as e:
-                if cmd not in LEDGER_READS or ledger is None or self.pinned or node != self.home_node(ledger):
+                if cmd not in LEDGER_READS or ledger is None or self.pinned:
                     raise
-                node = self.standby_node(ledger, e)
+                node = self._instead_of(ledger, node, e)
                 return self._answer(cmd, args, node)
         except RemoteError as e:
             if e.code != "not_home":
@@ -699,6 +730,34 @@ class Session(Reader):
             return self._address(self._moved[ledger])
         return None if self.pinned else self.home_node(ledger)
 
+    def _instead_of(
+        self, ledger: str, asked: NodeAddress | None, unanswered: NodeUnavailableError
+    ) -> NodeAddress | None:
+        """Where a request about ``ledger`` that ``asked`` did not answer goes next: the
+        standby if ``asked`` is the configured home; the configured home if ``asked`` is the
+        standby only a note of an earlier process sent it to (the note then ends). Raises
+        ``unanswered`` otherwise."""
+        if asked == self.home_node(ledger):
+            return self.standby_node(ledger, unanswered)
+        if ledger in self._remembered and asked == self._standby_address(ledger):
+            log.info("the standby of %s, asked first for a note of its silent home, does not answer", ledger)
+            self._remembered.discard(ledger)
+            self._home_silent.discard(ledger)
+            self._forget_notes({ledger})
+            return self.home_node(ledger)
+        raise unanswered
+
+    def _standby_address(self, ledger: str) -> NodeAddress | None:
+        standby = self.config.standby_of(ledger)
+        if standby is None or standby.name == self.node.name:
+            return None
+        return node_address(self.config, standby.name)
+
+    def _forget_notes(self, ledgers: set[str]) -> None:
+        if self._homes is not None and ledgers & self._noted:
+            self._homes.home_answered(ledgers & self._noted)
+            self._noted -= ledgers
+
     def standby_node(self, ledger: str, unanswered: NodeUnavailableError) -> NodeAddress | None:
         """Where a request goes when the ledger's configured home did not answer (``unanswered``):
         its standby (None: the session's node), which may have been promoted in its place
@@ -707,7 +766,11 @@ class Session(Reader):
         standby = self.config.standby_of(ledger)
         if standby is None or self.pinned or standby.name == self.config.home_of(ledger).name:
             raise unanswered
-        self._home_silent.add(ledger)  # the session's later requests about it skip the wait
+        if ledger not in self._home_silent:
+            self._home_silent.add(ledger)  # the session's later requests about it skip the wait
+            if self._homes is not None:
+                self._homes.home_silent(ledger, standby.name)  # and so do the next processes' (home_cache)
+                self._noted.add(ledger)
         return None if standby.name == self.node.name else node_address(self.config, standby.name)
 
     def ledgers(self) -> list[dict[str, Any]]:
@@ -732,13 +795,18 @@ class Session(Reader):
         return self._account
 
     def author_of(self, ledger: str) -> str:
-        """The caller's account, as the author of a record of ``ledger``: asked of the ledger's
-        standby when the session's node does not answer (the home it may have replaced, 10.9)."""
-        try:
-            return self.account
-        except NodeUnavailableError as e:
-            self._account = reply_field(self.call("whoami", node=self.standby_node(ledger, e)), "account", str)
-            return self._account
+        """The caller's account, as the author of a record of ``ledger``: asked of the node the
+        record goes to (its home, or its standby once the home did not answer: 10.9), not of
+        the session's node, which may be that silent home and cost a second timeout."""
+        if self._account is None:
+            node = self.ledger_node(ledger)
+            try:
+                self._account = reply_field(self.call("whoami", node=node), "account", str)
+            except NodeUnavailableError as e:
+                if self.pinned:
+                    raise
+                self._account = reply_field(self.call("whoami", node=self._instead_of(ledger, node, e)), "account", str)
+        return self._account
 
     def checkpoint_keys(self, ledger: str, witnesses: int = 0) -> ReceiptKeys:
         """What this session checks ``ledger``'s checkpoints with: the key its genesis pins, else
@@ -877,9 +945,12 @@ class Session(Reader):
         try:
             answer = self._ask(cmd, args, node, ledger, unanswered)
         except NodeUnavailableError as e:
-            node = self.standby_node(ledger, e)  # raises e when the ledger has none
-            if self._endpoint(node) in unanswered:
-                raise  # the standby was the node that did not answer
+            if ledger in self._remembered and node == self._standby_address(ledger):
+                node = self._instead_of(ledger, node, e)  # a note sent it there: the home after all
+            else:
+                node = self.standby_node(ledger, e)  # raises e when the ledger has none
+                if self._endpoint(node) in unanswered:
+                    raise  # the standby was the node that did not answer
             answer = self._ask(cmd, args, node, ledger)
         if isinstance(answer, _Bounce):
             return self._await_handover(cmd, args, ledger, node, answer)
@@ -953,9 +1024,16 @@ class Session(Reader):
             raise
         except RemoteError:
             self._silent.discard(endpoint)
+            self._home_answers(endpoint)
             raise
         self._silent.discard(endpoint)
+        self._home_answers(endpoint)
         return result
+
+    def _home_answers(self, endpoint: str) -> None:
+        """End the notes of the ledgers whose configured home is ``endpoint``, which answered."""
+        if self._noted:
+            self._forget_notes({ledger for ledger in self._noted if self.config.home_of(ledger).endpoint == endpoint})
 
     def _endpoint(self, node: NodeAddress | None) -> str:
         return self.node.endpoint if node is None else node.endpoint
@@ -984,9 +1062,16 @@ def _expect(record: Record, ledger: str, height: int) -> Record:
     return record
 
 
-def open_session(config: ClusterConfig, keys: KeyPair, node: str | None = None, timeout: float = 10.0) -> Session:
+def open_session(
+    config: ClusterConfig,
+    keys: KeyPair,
+    node: str | None = None,
+    timeout: float = 10.0,
+    homes: HomeCache | None = None,
+) -> Session:
     """A session over CURVE to ``node`` (default: the configuration's ``default_home``, and each
-    ledger's home for a request about it), as the caller whose key pair is ``keys``.
+    ledger's home for a request about it), as the caller whose key pair is ``keys``; ``homes``:
+    the notes of silent homes it reads and keeps (client/home_cache.py; unused with ``node``).
 
     Raises SettingsError for a node the configuration does not name, KeyMaterialError when its
     public key file is missing or bad. Connecting is lazy: a node that is down is found at the
@@ -995,4 +1080,4 @@ def open_session(config: ClusterConfig, keys: KeyPair, node: str | None = None, 
     address = node_address(config, chosen.name)
     # The session follows not_home itself (Session.call), to keep a verified new home.
     client = Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes, follow=False)
-    return Session(config, chosen, client, pinned=node is not None)
+    return Session(config, chosen, client, pinned=node is not None, homes=homes)

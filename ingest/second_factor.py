@@ -7,6 +7,14 @@ answers are deliberately few: ``second_factor_required`` (no code where one is n
 ``bad_second_factor`` (a wrong, expired or used code, or a code from an account without a
 second factor), the same sentence whatever the reason, so that neither tells a holder of a
 stolen key whether the account is enrolled. The node's log says more, never the code.
+
+A good code can also open a **session** (``totp.session``): a token good for two minutes, for
+the account and the CURVE key that sent the code, that the client sends in place of a code
+with the other admin commands of the same invocation (``vledger ledger create`` of an election
+sends six). Only its SHA-256 is kept, in Redis, so every ingest node checks it; it is bound to
+the key, so anyone else who saw it (a node) cannot send it as the admin without the admin's
+key too, which a code guards against already; it opens no other session, so one code never
+buys more than its two minutes; and a reset of the account's second factor ends it.
 """
 
 from __future__ import annotations
@@ -50,10 +58,12 @@ class SecondFactors:
         self.issuer = issuer
         self.clock = clock
 
-    def check(self, account: str, otp: str | None) -> None:
-        """Let ``account`` go on, or raise SecondFactorRequiredError (no code where one is
-        needed) or BadSecondFactorError (any code that is not good now). A good code is used
-        up: the same code, or an older one, is refused from then on, on every node."""
+    def check(self, account: str, otp: str | None, key: str = "") -> None:
+        """Let ``account``, sending with CURVE key ``key``, go on, or raise
+        SecondFactorRequiredError (no code where one is needed) or BadSecondFactorError (any
+        code that is not good now). A good code is used up: the same code, or an older one, is
+        refused from then on, on every node. A session token is good until it expires, for
+        the account and key that opened it."""
         state = self.store.state(account)
         if otp is None:
             if self.production or state is not None:
@@ -63,6 +73,11 @@ class SecondFactors:
             log.info("second factor refused: account %s has none", account)
             raise BadSecondFactorError(BAD)
         sealed, last = state
+        if totp.is_session(otp):
+            if not key or not self.store.session_holds(totp.session_digest(otp), account, key, sealed):
+                log.info("second factor refused: account %s sent an unknown, expired or foreign session", account)
+                raise BadSecondFactorError(BAD)
+            return
         if totp.is_code(otp):
             if self.store.failures(account) >= totp.MAX_CODE_FAILURES:
                 log.warning("second factor refused: account %s sent too many wrong codes; waiting", account)
@@ -82,6 +97,21 @@ class SecondFactors:
             log.info("second factor refused: account %s sent an unknown or used recovery code", account)
             raise BadSecondFactorError(BAD)
         log.warning("account %s used a recovery code (%d left)", account, self.store.recovery_left(account))
+
+    def open_session(self, account: str, key: str, otp: str | None) -> dict[str, Any]:
+        """A new session for ``account`` and ``key``, once :meth:`check` accepted ``otp``:
+        ``{"session": token, "expires_ms"}``; ``{"session": None, ...}`` when the account
+        went on without a code (nothing to reuse). A session token does not open another:
+        a session would otherwise last as long as its holder kept renewing it."""
+        if otp is None:
+            return {"session": None, "expires_ms": 0}
+        state = self.store.state(account)
+        if totp.is_session(otp) or state is None:
+            raise BadSecondFactorError(BAD)
+        token = totp.new_session()
+        self.store.open_session(totp.session_digest(token), account, key, state[0], totp.SESSION_SECONDS)
+        log.info("account %s opened a second-factor session for %d s", account, totp.SESSION_SECONDS)
+        return {"session": token, "expires_ms": totp.SESSION_SECONDS * 1000}
 
     def _secret(self, account: str, sealed: bytes) -> str:
         if self.key is None:

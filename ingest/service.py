@@ -155,7 +155,9 @@ class AccountLookup(Protocol):
 class SecondFactorCheck(Protocol):
     """vledger.ingest.second_factor.SecondFactors: may this admin go on with this code?"""
 
-    def check(self, account: str, otp: str | None) -> None: ...
+    def check(self, account: str, otp: str | None, key: str = "") -> None: ...
+
+    def open_session(self, account: str, key: str, otp: str | None) -> dict[str, Any]: ...
 
 
 class AccountAdmin(Protocol):
@@ -496,14 +498,14 @@ class IngestService:
         gate = self.second_factor
         if self._executor is None:
             if gate is not None:
-                gate.check(caller.account, otp)
+                gate.check(caller.account, otp, caller.key)
             return call()
         result: Future[Any] = Future()
 
         def run() -> None:
             try:
                 if gate is not None:
-                    gate.check(caller.account, otp)
+                    gate.check(caller.account, otp, caller.key)
                 outcome = call()
             except BaseException as e:
                 result.set_exception(self.store.damaged(e) or e)
@@ -1017,6 +1019,16 @@ _admin_command("grant.revoke", "ledger kind account", "end an account's grant")
 _admin_command("node.rotate", "node curve sign window_ms", "a node's new keys; its old ones work window_ms more")
 _admin_command("totp.enroll", "[account]", "a first second factor for an admin (you): its URI and recovery codes")
 _admin_command("totp.reset", "account", "a new second factor for another admin: its URI and recovery codes")
+
+
+@command("totp.session", ADMINS, "", "trade your one-time code for a session of 2 minutes: one code, several commands")
+def _totp_session(service: IngestService, caller: Caller, args: Args) -> object:
+    otp = args.optional_text("otp", max_length=MAX_CODE_LENGTH)
+    gate = service.second_factor
+    if gate is None:  # no code is checked here: nothing to open
+        return AfterSecondFactor(lambda: {"session": None, "expires_ms": 0})
+    # Any ingest node opens one (its code is checked first, in the executor, as for every admin command).
+    return AfterSecondFactor(lambda: gate.open_session(caller.account, caller.key, otp))
 
 
 @command("account.list", ADMINS, "", "every account, its role, state and keys")

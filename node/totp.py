@@ -17,7 +17,10 @@ docs/PROTOCOL.md 16.5 states the rules; in short:
   only as a salted SHA-256 (:func:`recovery_digest`), good once;
 * the secret is stored sealed with AES-SIV (vledger.node.sealed) under a cluster key, bound
   to its account by the associated data, so a sealed secret moved to another account does
-  not open.
+  not open;
+* a second-factor session (``totp.session``) is 160 random bits spelt as 32 lower-case base32
+  characters, kept only as a SHA-256 (:func:`session_digest`): a code traded for it lets one
+  invocation of the client send several admin commands for one code.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ FAILURE_WINDOW_SECONDS = 900
 MAX_CODE_LENGTH = 32  # the longest ``otp`` argument a node reads (a recovery code with spaces)
 _CODE = re.compile(rf"[0-9]{{{DIGITS}}}")
 _RECOVERY = re.compile(r"[a-z2-7]{16}")
+SESSION_BYTES = 20  # 160 bits: 32 base32 characters, within MAX_CODE_LENGTH
+SESSION_SECONDS = 120  # how long a session lasts from the code that opened it
+_SESSION = re.compile(r"[a-z2-7]{32}")
+_SESSION_CONTEXT = b"vledger-totp-session:"
 _SEAL_CONTEXT = b"vledger-totp-secret:"
 _RECOVERY_CONTEXT = b"vledger-recovery-code:"
 
@@ -124,6 +131,25 @@ def normalize_recovery(text: str) -> str | None:
     ``text`` is not spelt as one."""
     plain = text.replace("-", "").replace(" ", "").lower()
     return plain if _RECOVERY.fullmatch(plain) else None
+
+
+def new_session(randomness: bytes | None = None) -> str:
+    """A new second-factor session token (from the OS's randomness unless given)."""
+    data = os.urandom(SESSION_BYTES) if randomness is None else randomness
+    if len(data) != SESSION_BYTES:
+        raise ValueError(f"a session takes {SESSION_BYTES} random bytes")
+    return base64.b32encode(data).decode("ascii").lower()
+
+
+def is_session(text: str) -> bool:
+    """Whether ``text`` is spelt as a session token (never as a code or a recovery code)."""
+    return _SESSION.fullmatch(text) is not None
+
+
+def session_digest(token: str) -> str:
+    """The SHA-256 (hex) that stands for a session token where it is kept: 160 random bits
+    need no salt nor a slow hash, and whoever reads the store cannot send the token."""
+    return hashlib.sha256(_SESSION_CONTEXT + token.encode("ascii")).hexdigest()
 
 
 def recovery_digest(account: str, code: str) -> str:

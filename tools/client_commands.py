@@ -254,6 +254,8 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     closing = () if args.open else moving_kinds(rules.rules)
     granted: list[str] = []
     if closing and not _exists(session, args.ledger):  # a retry or a taken name changes no grant
+        # The grants and the genesis are admin commands each: one code for them all (PROTOCOL 16.5).
+        session.second_factor_session()
         # Before the genesis (16.2 judges each record by the grants before it): never open for a moment.
         granted = grant_moving_kinds(session, args.ledger, closing, session.account)
     receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts)

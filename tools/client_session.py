@@ -10,7 +10,9 @@ module resolves the options every client verb takes:
   configuration's ``default_home``, and ``ledger list`` asks every ingest node. A node that
   neither holds nor homes the ledger answers ``not_home`` naming the home, and the client
   follows once (docs/PROTOCOL.md 6.1); one naming the ledger's standby or configured home
-  (a replaced home's, 10.9) is where the verb's later requests of that ledger go;
+  (a replaced home's, 10.9) is where the verb's later requests of that ledger go; a ledger
+  whose home did not answer is asked of its standby, and so is it by the next commands for ten
+  minutes (a note beside the key, client/home_cache.py), which then skip the home's timeout;
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
   key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal;
 * ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent
@@ -31,6 +33,7 @@ from types import TracebackType
 
 from ..broker.keys import KeyPair, load_secret
 from ..client import session as library
+from ..client.home_cache import HomeCache
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..node.errors import PassphraseError, UsageError
@@ -83,7 +86,10 @@ def load_client_keys(
 def open_session(options: ClientOptions) -> Session:
     config = load_cluster(options.config)
     config.node(options.node or config.default_home)  # a bad --node is said before a passphrase is asked
-    return library.open_session(config, load_client_keys(options.key), options.node, options.timeout)
+    keys = load_client_keys(options.key)
+    # Beside the key: a note of which ledgers' homes were silent, so the next command skips their timeout.
+    homes = HomeCache.beside(options.key, options.config)
+    return library.open_session(config, keys, options.node, options.timeout, homes)
 
 
 class SessionPool:

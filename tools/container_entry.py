@@ -1,4 +1,9 @@
-"""A node container's first process: run the node; after EXIT_STORE_DAMAGED, stay up, idle.
+"""A node container's main process: run the node; after EXIT_STORE_DAMAGED, stay up, idle.
+
+It is not PID 1: docker-compose.yml gives every service ``init: true``, so Docker's init runs
+first, hands it ``docker stop``'s signal and reaps whatever is orphaned in the container (this
+process waits for the node alone, and a process orphaned by a node's worker would otherwise
+stay a zombie, as PID 1's child, for the container's life).
 
 ``python -m vledger.tools.container_entry vledger --log-level info replica ...`` (docker-compose.yml's
 node services) runs the command after it as its child, hands SIGTERM and SIGINT on to it, and

@@ -199,6 +199,13 @@ def test_a_node_whose_store_is_damaged_is_not_restarted_in_a_loop(services: dict
     assert others == [], f"only nodes exit {EXIT_STORE_DAMAGED}: {others}"
 
 
+def test_every_service_runs_under_docker_s_init(services: dict[str, dict[str, Any]]) -> None:
+    """PID 1 of a container must reap the processes orphaned in it and forward signals:
+    container_entry (the nodes') waits for its own child only, redis-sentinel's sh wrapper and
+    the one-shot services' commands not at all, so each runs under Docker's init."""
+    assert [name for name, service in services.items() if service.get("init") is not True] == []
+
+
 PROBE = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
 
 

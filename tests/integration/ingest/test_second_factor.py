@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 
-from vledger.broker.keys import new_keypair
+from vledger.broker.keys import generate, new_keypair
 from vledger.broker.redis_server import RedisServer
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node import totp
@@ -23,7 +23,8 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, remo
 
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
-    with LocalCluster(redis_server.url, accounts={}, production=True) as running:
+    # election-2 lives on the second node: one code for commands on both (its grants go to the first).
+    with LocalCluster(redis_server.url, accounts={}, production=True, homes={"election-2": "ingest-2"}) as running:
         yield running
 
 
@@ -132,3 +133,49 @@ def test_the_command_line_sends_the_code(cluster: LocalCluster, recovery: Iterat
     assert refused.returncode != 0 and "second_factor_required" in refused.stderr
     listed = cluster.cli("user", "list", "--json", "--otp", next(recovery), *common)
     assert ADMIN in [a["account"] for a in json.loads(listed.stdout)["accounts"]]
+
+
+def test_an_election_is_created_with_one_code_which_no_other_invocation_can_reuse(
+    cluster: LocalCluster, recovery: Iterator[str]
+) -> None:
+    # The admin's recovery codes are used up: a time code (the next step's, as typed early)
+    # opens a session, and that session alone makes and enrolls a registrar.
+    secret = secret_of(cluster.enrollment["uri"])
+    token = cluster.admin().call("totp.session", {"otp": totp.code_at(secret, totp.step_at(time.time()) + 1)})[
+        "session"
+    ]
+    registrar = generate(cluster.directory / "registrar", "registrar")
+    for cmd, args in (
+        ("account.add", {"account": "registrar", "role": "admin"}),
+        ("key.add", {"account": "registrar", "key": registrar.public}),
+    ):
+        cluster.admin().call(cmd, {**args, "otp": token})
+    codes = iter(cluster.admin().call("totp.enroll", {"account": "registrar", "otp": token})["recovery_codes"])
+    cluster.keys["registrar"] = registrar
+
+    key = cluster.directory / "registrar" / "registrar.key_secret"
+    common = ["--config", str(cluster.config_path), "--key", str(key)]
+    now = int(time.time() * 1000)
+    rules = json.dumps(
+        {"type": "election", "choices": ["yes", "no"], "opens": now - 60_000, "closes": now + 86_400_000}
+    )
+    code = next(codes)  # good once: the session it opens carries the four grants and the genesis
+    created = cluster.cli("ledger", "create", "election-2", "--rules", rules, "--json", "--otp", code, *common)
+    assert json.loads(created.stdout)["granted"]["kinds"] == ["register", "cast", "uncast", "withdraw"]
+    assert cluster.admin("ingest-2").call("size", {"ledger": "election-2"})["size"] == 1
+    again = cluster.cli("ledger", "create", "election-3", "--rules", rules, "--otp", code, *common, check=False)
+    assert again.returncode != 0 and "bad_second_factor" in again.stderr
+    assert remote_error(cluster.admin().call, "size", {"ledger": "election-3"}).code == "no_such_ledger"
+
+    # A session is the key's that opened it: another key of the same admin cannot send it,
+    # on any node; and it opens no other session (one code buys its two minutes, no more).
+    token = cluster.client("registrar").call("totp.session", {"otp": next(codes)})["session"]
+    assert cluster.client("registrar", "ingest-2").call("account.list", {"otp": token})["accounts"]
+    second = new_keypair()
+    cluster.client("registrar").call("key.add", {"account": "registrar", "key": second.public, "otp": token})
+    cluster.keys["registrar-2"] = second
+    for node in cluster.node_names:
+        foreign = remote_error(cluster.client("registrar-2", node).call, "account.list", {"otp": token})
+        assert foreign.code == "bad_second_factor", node
+    renewed = remote_error(cluster.client("registrar").call, "totp.session", {"otp": token})
+    assert renewed.code == "bad_second_factor"

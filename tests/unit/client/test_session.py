@@ -9,6 +9,7 @@ and "no records" must not be the answer: the tree of what it served is not the c
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.keys import generate
+from vledger.client.home_cache import SILENT_SECONDS, HomeCache, cache_path
 from vledger.client.session import Reader, Session, Write, new_request_id, node_address, now_ms
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -575,3 +577,113 @@ def test_a_silent_node_the_session_may_not_trust_is_asked_once_not_waited_for(
         session.put(LEDGER, Write("register", {"voter_id": "V-7"}))
     assert cluster.pauses == []
     assert cluster.asked("tcp://203.0.113.9:7394") == [1, 3]  # after each refusal of the standby
+
+
+# --- Session: a home found silent by an earlier process (client/home_cache.py) -----------------
+
+
+class Silent:
+    """The cluster with the nodes at ``silent`` endpoints not answering; the others serve the
+    promoted standby's ``store``. The session's own node is ``own``. Requests are logged."""
+
+    def __init__(self, store: ChainStore, silent: set[str], own: str) -> None:
+        self.served = Served(store)
+        self.silent = silent
+        self.own = own
+        self.sent: list[tuple[str, str]] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: Any = None) -> Any:
+        endpoint = self.own if node is None else node.endpoint
+        self.sent.append((cmd, endpoint))
+        if endpoint in self.silent:
+            raise NodeUnavailableError(f"{endpoint}: no answer within 1 s")
+        if cmd == "whoami":
+            return {"account": "admin", "role": "admin", "key": "k"}
+        if cmd == "put":
+            entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
+            placed = self.served.store.append(entry)
+            return {"ledger": placed.ledger, "height": placed.height, "hash": placed.hash, "checksum": entry.checksum}
+        return self.served.call(cmd, args, node=node)
+
+    def close(self) -> None:
+        return None
+
+    def asked(self, endpoint: str) -> list[str]:
+        return [cmd for cmd, sent_to in self.sent if sent_to == endpoint]
+
+
+def _process(config: ClusterConfig, cluster: Silent, homes: HomeCache) -> Session:
+    """A new `vledger` process's session: of the default home ingest-1, with the note file."""
+    cluster.own = config.node("ingest-1").endpoint
+    return Session(config, config.node("ingest-1"), cluster, homes=homes)
+
+
+def test_a_new_process_skips_the_home_an_earlier_one_found_silent(
+    three_nodes: ClusterConfig, honest: ChainStore, tmp_path: Path
+) -> None:
+    """A ledger's home stopped, its standby promoted: each new `vledger put` waited out the
+    home's timeout for the genesis and again for whoami (asked of the session's node, that same
+    home) before the standby. Now the first process waits once, and notes it beside the key;
+    the next ones ask the standby first and the home never."""
+    config = three_nodes
+    home, standby = config.node("ingest-1").endpoint, config.node("ingest-2").endpoint
+    key = tmp_path / "keys" / "admin.key_secret"
+    cluster = Silent(honest, {home}, home)
+    first = _process(config, cluster, HomeCache.beside(key, config.path))
+    assert first.put(LEDGER, Write("register", {"voter_id": "V-7"}))["height"] == SIZE
+    assert cluster.asked(home) == ["get"]  # one timeout: whoami went to the standby too
+    assert cluster.asked(standby) == ["get", "whoami", "put"]
+
+    note = cache_path(key, config.path)
+    assert note.parent == key.parent and LEDGER not in note.name
+    assert stat.S_IMODE(note.stat().st_mode) == 0o600
+    cluster.sent.clear()
+    second = _process(config, cluster, HomeCache.beside(key, config.path))
+    assert second.put(LEDGER, Write("register", {"voter_id": "V-8"}))["height"] == SIZE + 1
+    assert second.record(LEDGER, SIZE).height == SIZE
+    assert cluster.asked(home) == []  # no timeout at all
+    assert cluster.asked(standby) == ["get", "whoami", "put", "get"]
+
+
+def test_a_noted_standby_that_does_not_answer_sends_the_process_back_to_the_home(
+    three_nodes: ClusterConfig, honest: ChainStore, tmp_path: Path
+) -> None:
+    """The home is back and the standby down (never promoted, say): the note costs the standby's
+    timeout once, the home answers, and the note ends."""
+    config = three_nodes
+    home, standby = config.node("ingest-1").endpoint, config.node("ingest-2").endpoint
+    homes = HomeCache(tmp_path / "notes.json")
+    homes.home_silent(LEDGER, "ingest-2")
+    cluster = Silent(honest, {standby}, home)
+    session = _process(config, cluster, homes)
+    assert session.put(LEDGER, Write("register", {"voter_id": "V-7"}))["height"] == SIZE
+    assert cluster.asked(standby) == ["get"]
+    assert cluster.asked(home) == ["get", "whoami", "put"]
+    assert homes.silent() == {}
+    cluster.sent.clear()
+    again = _process(config, cluster, homes)
+    assert again.record(LEDGER, 2).height == 2 and cluster.asked(standby) == []
+
+
+def test_a_note_is_kept_for_a_while_and_only_for_the_configured_standby(
+    three_nodes: ClusterConfig, honest: ChainStore, tmp_path: Path
+) -> None:
+    config = three_nodes
+    home = config.node("ingest-1").endpoint
+    now = [1_000_000.0]
+    homes = HomeCache(tmp_path / "notes.json", clock=lambda: now[0])
+    homes.home_silent(LEDGER, "ingest-3")  # not its standby (a cluster file changed since): ignored
+    homes.home_silent("other", "ingest-2")
+    cluster = Silent(honest, set(), home)
+    assert _process(config, cluster, homes).record(LEDGER, 1).height == 1
+    assert cluster.asked(home) == ["get", "get"]
+    homes.home_silent(LEDGER, "ingest-2")
+    now[0] += SILENT_SECONDS  # past its time: the home is asked first again
+    assert homes.silent() == {}
+    (tmp_path / "notes.json").write_text("{not json")  # a damaged note file: as none, never a failure
+    assert homes.silent() == {}
+    homes.home_silent(LEDGER, "ingest-2")
+    assert homes.silent() == {LEDGER: "ingest-2"}
+    pinned = Session(config, config.node("ingest-1"), cluster, pinned=True, homes=homes)  # --node: no notes
+    cluster.sent.clear()
+    assert pinned.record(LEDGER, 1).height == 1 and cluster.asked(home) == ["get", "get"]

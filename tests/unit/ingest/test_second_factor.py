@@ -248,3 +248,38 @@ def test_production_without_the_cluster_s_key_refuses_to_start(redis_client: Any
     path.chmod(0o644)
     with pytest.raises(KeyPermissionsError):
         cluster_second_factors(production, redis_client)
+
+
+def test_a_session_is_one_code_for_several_commands_of_its_key_alone(redis_client: Any) -> None:
+    node_a, node_b = gate(redis_client, production=True), gate(redis_client, production=True)
+    enrollment = node_a.enroll("alice", ENROLL)
+    node_b.enroll("bob", ENROLL)
+    first = code(enrollment)
+    node_a.check("alice", first, "key-a")
+    opened = node_a.open_session("alice", "key-a", first)
+    token = opened["session"]
+    assert totp.is_session(token) and opened["expires_ms"] == totp.SESSION_SECONDS * 1000
+    for _ in range(3):  # good again and again, on every node, where the code was good once
+        node_a.check("alice", token, "key-a")
+        node_b.check("alice", token, "key-a")
+    for account, key in (("alice", "key-b"), ("alice", ""), ("bob", "key-a")):  # another key or account
+        with pytest.raises(BadSecondFactorError) as refused:
+            node_b.check(account, token, key)
+        assert str(refused.value) == BAD
+    with pytest.raises(BadSecondFactorError):
+        node_a.open_session("alice", "key-a", token)  # a session opens no other: it expires
+    stored = f"vledger:{{totp}}:session:{totp.session_digest(token)}"
+    assert 0 < redis_client.ttl(stored) <= totp.SESSION_SECONDS
+    assert token.encode() not in b"".join(redis_client.keys("*"))  # kept as its digest only
+    with pytest.raises(BadSecondFactorError):
+        node_a.check("alice", totp.new_session(), "key-a")  # spelt right, never opened
+    node_a.enroll("alice", RESET)  # a lost phone: the sessions of the old secret end with it
+    with pytest.raises(BadSecondFactorError):
+        node_a.check("alice", token, "key-a")
+    redis_client.delete(stored)
+
+
+def test_a_session_without_a_code_is_none(redis_client: Any) -> None:
+    factors = gate(redis_client)  # outside production, bob needs no code: there is nothing to reuse
+    factors.check("bob", None, "key-b")
+    assert factors.open_session("bob", "key-b", None) == {"session": None, "expires_ms": 0}

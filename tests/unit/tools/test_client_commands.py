@@ -1110,6 +1110,27 @@ def test_the_one_time_code_goes_with_the_verb_s_requests(
     assert [args.get("otp") for _, args, _ in node.calls] == ["123456", "654321", "111111", None]
 
 
+def test_creating_an_election_needs_one_code_for_its_grants_and_genesis(vledger: Run, node: SimulatedNode) -> None:
+    token = "s" * 32
+    node.override["totp.session"] = lambda args: {"session": token if args.get("otp") else None, "expires_ms": 1}
+    created = vledger.json("ledger", "create", "e2026", "--rules", json.dumps(ELECTION_RULES), "--otp", "123456")
+    assert created["granted"]["kinds"] == ["register", "cast", "uncast", "withdraw"]
+    admin = [
+        (name, args.get("otp"))
+        for name, args, _ in node.calls
+        if name in ("totp.session", "grant.add", "ledger.create")
+    ]
+    # The code opens a session, which the four grants and the genesis carry in its place.
+    assert admin == [("totp.session", "123456"), *[("grant.add", token)] * 4, ("ledger.create", token)]
+    node.calls.clear()
+    assert vledger("ledger", "create", "relief", "--rules", json.dumps(CHARITY_RULES))[0] == 0  # no code needed
+    assert [args.get("otp") for name, args, _ in node.calls if name in ("grant.add", "ledger.create")] == [None] * 3
+    del node.override["totp.session"]  # an older node: no sessions, the code goes with every command
+    node.calls.clear()
+    assert vledger("ledger", "create", "e2027", "--rules", json.dumps(ELECTION_RULES), "--otp", "654321")[0] == 0
+    assert {args.get("otp") for name, args, _ in node.calls if name in ("grant.add", "ledger.create")} == {"654321"}
+
+
 def test_a_refusal_for_the_second_factor_is_the_caller_s_without_a_terminal(vledger: Run, node: SimulatedNode) -> None:
     def refuse(args: dict[str, Any]) -> Any:
         raise RemoteError("second_factor_required", "admin commands need a one-time code here", {})
