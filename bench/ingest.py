@@ -67,6 +67,7 @@ SMALL_WRITE = b"\0" * 320  # about a record: what the fsync ceiling appends befo
 NODE = "ingest-1"
 ADMIN = "admin"  # `vledger keygen --cluster` makes this key pair beside the nodes'
 TIMEOUT = 30.0  # seconds: a reply, a start or a stop that takes longer is a failure
+START_SECONDS_EACH = 3.0  # more seconds a client process may take to start, each (ClientProcesses.start)
 VLEDGER = Path(sys.executable).parent / "vledger"
 # Starts of a node on ports picked right before it, when another process took one first: a
 # port free when picked is only ours once bound (bench/scale.py's followers do the same).
@@ -390,12 +391,14 @@ class _ClientProcesses:
     def start(self) -> None:
         for process in self._processes:
             process.start()
-        self._collect()  # each says it is connected
+        # Each says it is connected. Every fresh interpreter imports the client first (about a
+        # CPU second each): 16 of them on a loaded 2-core host took longer than one TIMEOUT.
+        self._collect(TIMEOUT + START_SECONDS_EACH * len(self._processes))
 
-    def _collect(self) -> list[_Done]:
+    def _collect(self, timeout: float = TIMEOUT) -> list[_Done]:
         """One answer from each process; a process that died or went silent fails the run."""
         done: list[_Done] = []
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + timeout
         while len(done) < len(self._processes):
             try:
                 done.append(self._results.get(timeout=0.5))
