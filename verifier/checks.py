@@ -548,7 +548,11 @@ class ClusterChecks:
         if self.alerts == raised:  # a clean check of these heights: the stream's alerts there resolve
             self.refresh_open()  # a home's alert of the rewrite these entries come from included
             prefix = f"redis|{ledger}|"
-            fixed = [k for k, height in self.open.items() if k.startswith(prefix) and first <= height <= last]
+            fixed = [
+                k
+                for k, height in self.open.items()
+                if k.startswith(prefix) and first <= height <= last and not k.endswith("|rollback")  # not the stream's
+            ]
             if fixed:
                 self.replication.resolve(fixed)
                 for k in fixed:
@@ -599,8 +603,9 @@ class ClusterChecks:
         """Each copy's head against the home's record at its height, and each copy's tree against
         the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
-        self._notes = None  # read from Redis once a copy needs a checkpoint
+        self._notes = None  # read from Redis once a round
         for ledger, state in self.ledgers.items():
+            self._watch_latest(ledger, state)
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
             if home is not None and home.up():
@@ -643,6 +648,28 @@ class ClusterChecks:
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
+
+    def _watch_latest(self, ledger: str, state: LedgerState) -> None:
+        """Redis's latest checkpoint of ``ledger`` against the largest it held before, verified
+        (LedgerCheckpoint.watch_latest): a smaller one is a ``rollback`` against ``redis``, which
+        this verifier resolves once Redis holds one of at least that size again (PROTOCOL 10.5)."""
+        note = self._round_notes().get(ledger)
+        if note is None:
+            return  # deleted, or none yet: the checkpoint verified before still holds
+        held = self._checkpoint_of(ledger, state)
+        rolled = held.watch_latest(note)
+        key = f"redis|{ledger}|rollback"
+        if rolled is None:
+            if key in self.open and held.latest is not None and size_of(note) >= held.latest.size:
+                self.resolve("redis", ledger, ("rollback",))
+            return
+        before, now = rolled
+        self.raise_alert(
+            Alert("redis", ledger, before.size - 1, "rollback",
+                  f"the ledger's latest checkpoint in Redis is of size {now.size}, below the size {before.size}"
+                  " it held before: set back by a Redis user that may write it (its home's or standby's)",
+                  source="redis", expected=before.root.hex(), found=now.root.hex())
+        )  # fmt: skip
 
     def _round_notes(self) -> dict[str, bytes]:
         """The ledgers' latest checkpoint notes in Redis, read once per heads round."""

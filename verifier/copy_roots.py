@@ -102,6 +102,9 @@ class LedgerCheckpoint:
         self.chain_to = 0  # the size up to which the chain's rotations are known
         self.proven: Proven | None = None
         self.epoch: tuple[int, str | None] = (1, None)  # the only epoch whose notes are taken
+        # The largest note Redis's latest checkpoint key held that verified (watch_latest): only
+        # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
+        self.latest: Proven | None = None
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
         """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
@@ -111,6 +114,7 @@ class LedgerCheckpoint:
         if epoch == self.epoch:
             return False
         self.epoch = epoch
+        self.latest = None  # another epoch's home writes the latest from now on
         if self.proven is None or self.proven.epoch == epoch:
             return False
         self.proven = None
@@ -201,6 +205,31 @@ class LedgerCheckpoint:
             return False
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
         return True
+
+    def watch_latest(self, note: bytes) -> tuple[Proven, Proven] | None:
+        """Hold Redis's latest checkpoint note of the ledger against the largest one it held
+        before (:attr:`latest`): when ``note`` verifies as :meth:`offer` checks (of the epoch
+        taken) and is smaller, that one and this one (a rollback: its writers never step it
+        back, so the key was set back, PROTOCOL 10.5); else None, ``note`` the largest when it
+        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing."""
+        size, latest = size_of(note), self.latest
+        if latest is not None and size == latest.size:
+            return None  # unchanged (the usual case: verified once per size)
+        keys = self._known_keys()
+        if keys is None or (self.rotatable and size > self.chain_to):
+            return None
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+            claim = epoch_claim(verified.checkpoint)
+        except VledgerError:
+            return None
+        if claim != self.epoch:
+            return None
+        seen = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        if latest is not None and seen.size < latest.size:
+            return latest, seen
+        self.latest = seen
+        return None
 
     def learn_from(self, reader: CopyReader) -> bool:
         """``reader``'s latest checkpoint and the key rotations below its size (PROTOCOL 6.1

@@ -470,3 +470,33 @@ def test_a_home_named_anew_is_not_held_to_what_was_decided_of_the_one_before(clu
     cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], cluster.size, "replica-1")))
     cluster.checks.refresh_ledgers()
     assert (state.home, state.home_contradicts, state.home_checked) == ("replica-1", False, None)
+
+
+def test_redis_s_latest_checkpoint_set_back_to_an_older_signed_one_is_a_rollback_until_it_is_back(
+    cluster: Cluster,
+) -> None:
+    """Only a ledger's home and standby write its latest checkpoint (broker/redis_acl.py), and
+    they never step it back: a smaller one, however well signed, was set back. The verifier
+    keeps the larger one, raises ``rollback`` against ``redis`` (PROTOCOL 10.5), and resolves it
+    once Redis holds one at least as large again; a deleted one is no rollback."""
+    home = cluster.stores["ingest-1"]
+    size = cluster.size
+    cluster.publish(_note(home, size))
+    cluster.checks.compare_heads()
+    assert cluster.checks.ledgers[LEDGER].checkpoint.latest.size == size  # type: ignore[union-attr]
+    cluster.publish(_note(home, size - 3))
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "rollback"]
+    assert (alert["node"], alert["height"], alert["source"]) == ("redis", str(size - 1), "redis")
+    assert (alert["expected"], alert["found"]) == (home.root(LEDGER, size).hex(), home.root(LEDGER, size - 3).hex())
+    assert f"redis|{LEDGER}|rollback" in cluster.repl.open_alerts()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))  # still the larger one
+    cluster.publish(_note(home, size))
+    cluster.checks.compare_heads()
+    assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
+    cluster.repl.client.delete(cluster.repl.checkpoint_key(LEDGER))
+    cluster.publish(_made_up_note(size - 5, K1))  # signed by no key of the ledger: proves nothing, no rollback
+    cluster.checks.compare_heads()
+    assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
+
