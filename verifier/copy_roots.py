@@ -157,6 +157,11 @@ class LedgerCheckpoint:
             return self.keys
         return replace(self.keys, witnesses=tuple(self._witnesses()))  # read each time: a witness key may rotate
 
+    def may_hand_over(self) -> bool:
+        """Whether the ledger's genesis (at hand) pins a standby key: only such a ledger has epochs past 1."""
+        keys = self._known_keys()
+        return keys is not None and keys.standby_key is not None
+
     def proven_epoch(self, notes: Iterable[bytes]) -> tuple[int, str] | None:
         """The newest epoch past the genesis home's that a note among ``notes`` (Redis's latest
         checkpoint and witnesses' notes of the ledger) proves, as (number, home): node/epoch.py's

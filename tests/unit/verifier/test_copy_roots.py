@@ -500,3 +500,30 @@ def test_redis_s_latest_checkpoint_set_back_to_an_older_signed_one_is_a_rollback
     cluster.checks.compare_heads()
     assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
 
+
+def test_a_handover_whose_epochs_entry_was_deleted_is_found_from_the_witnesses_notes(cluster: Cluster) -> None:
+    """Any ingest node's Redis user may delete the ledger's entry in ``epochs``: a verifier
+    that starts after that still reads the notes in Redis now and then (a ledger whose genesis
+    pins a standby key), takes the epoch a witness's cosigned note proves, and checks the new
+    home's checkpoints; an uncosigned note of the standby's key proves nothing so either."""
+    size = cluster.size
+    clock = [1000.0]
+    cluster.checks._clock = lambda: clock[0]
+    cluster.publish(_made_up_note(size + 5, KS, (2, "standby-1")))  # not cosigned: no proof
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (1, None)
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    assert cluster.repl.epochs() == {}
+    cluster.checks.refresh_ledgers()  # read no sooner than LOOK_FOR_EPOCH_SECONDS after the last look
+    assert cluster.checks.ledgers[LEDGER].epoch == (1, None)
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    state = cluster.checks.ledgers[LEDGER]
+    assert (state.epoch, state.home) == ((2, "standby-1"), "standby-1")
+    assert "ingest-1" not in state.copies
+    cluster.publish(_epoch_note(cluster.stores["ingest-1"], size, "standby-1"))  # the new home's latest
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    held = state.checkpoint
+    assert held is not None and held.offer(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
