@@ -186,8 +186,7 @@ class LedgerCheckpoint:
             except VledgerError:
                 continue
             taken.append(note)
-        witnesses = (*keys.witnesses, *(keys.outside.keys if keys.outside is not None else ()))
-        return proven_epoch(history, taken, witnesses)
+        return proven_epoch(history, taken, keys.witnesses)  # and the outside witnesses its genesis lists
 
     def offer(self, note: bytes) -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
