@@ -14,9 +14,10 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, proven_epoch
+from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
 from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Content, Entry, Record, decode_record
@@ -165,8 +166,13 @@ class Homes:
     stop answering its writes with one HSET, and the standby's host, which holds the other
     pinned key, could sign the proof itself and make its own node place the ledger's records
     with no promotion and no handover record (outsider F6).
-    A ledger this store does not hold is taken as Redis names it (nothing here to check it by;
-    such a node only sends the ledger's writes there).
+    A ledger this store does not hold (whose writes such a node only sends on: ``not_home``
+    names its home) has no genesis here to check by: its home is the cluster file's until a
+    witness's note in Redis proves a handover to its cluster-file standby, as for ``vledger repl
+    status`` (node/epoch.py epoch_proven_by: signed by the standby's checkpoint key file,
+    ``<standby>.sign.pub``, stating a later epoch, cosigned by a witness); a claim nothing proves
+    (or with no key file at hand) leaves it there, and the client's own fallback to the
+    standby (PROTOCOL 10.9) reaches a new home all the same.
 
     Each held ledger's home is kept until what it was found from changes (the book's epochs,
     Redis's): every put asks, and finding it anew cost a put ~4% of the request thread."""
@@ -219,20 +225,21 @@ class Homes:
 
     def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
         """The epochs among ``named`` that count (see the class): past the store's, proven by a
-        witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held, as named."""
+        witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held,
+        past the cluster file's home, proven as :meth:`_proven_unheld` says."""
         assert self.replication is not None
         proven = {}
         for ledger, epoch in named.items():
-            if self.book.store.size(ledger) == 0:
-                proven[ledger] = epoch
-                continue
             if self._named.get(ledger) == epoch:
                 proven[ledger] = epoch  # proven at an earlier refresh: a signature does not expire
                 continue
-            history = self.book.history(ledger)
-            if history is None or epoch[0] <= history.current.number:
-                continue  # no newer epoch than the store's: the store's records name the home
-            found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+            if self.book.store.size(ledger) == 0:
+                found = self._proven_unheld(ledger)
+            else:
+                history = self.book.history(ledger)
+                if history is None or epoch[0] <= history.current.number:
+                    continue  # no newer epoch than the store's: the store's records name the home
+                found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
             if found is not None:
                 proven[ledger] = found
             elif (ledger, *epoch) not in self._unproven:
@@ -245,6 +252,23 @@ class Homes:
                     epoch[0],
                 )
         return proven
+
+    def _proven_unheld(self, ledger: str) -> tuple[int, str] | None:
+        """The newest epoch of a ledger this store does not hold that a note in Redis proves
+        (see the class), None when none does or the cluster file names it no standby."""
+        assert self.replication is not None
+        standby = self.config.standby_of(ledger)
+        if standby is None:
+            return None
+        try:
+            publics = home_checkpoint_publics(self.config.keys_dir, standby.name)
+        except VledgerError:
+            return None
+        keys = [home_key(self.config.name, ledger, public) for public in publics]
+        if not keys:
+            return None
+        home = self.config.home_of(ledger).name
+        return epoch_proven_by(1, home, keys, self.replication.epoch_notes(ledger), self.witnesses())
 
     def named(self, ledger: str, epoch: int, home: str) -> None:
         """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
