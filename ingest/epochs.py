@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
@@ -174,6 +175,11 @@ class Homes:
     (or with no key file at hand) leaves it there, and the client's own fallback to the
     standby (PROTOCOL 10.9) reaches a new home all the same.
 
+    Nor does Redis's silence count: an epoch proven is kept when its entry is deleted, and for
+    each held ledger with a cluster-file standby the notes are read every
+    LOOK_FOR_EPOCH_SECONDS whether or not ``epochs`` names a later epoch (a home cut off that
+    starts again after any ingest user deleted the entry finds it so), as the verifier does.
+
     Each held ledger's home is kept until what it was found from changes (the book's epochs,
     Redis's): every put asks, and finding it anew cost a put ~4% of the request thread."""
 
@@ -193,6 +199,7 @@ class Homes:
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
         self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
         self._unproven: set[tuple[str, int, str]] = set()  # claims warned of, once each
+        self._look_at = 0.0  # when the notes are next read for an epoch Redis does not name (monotonic)
         # Each held ledger's home as of the book's ``changes`` in _found_at. Read without the
         # lock; filled and emptied under it, so that no answer found before a change is kept after.
         self._lock = threading.Lock()
@@ -210,13 +217,22 @@ class Homes:
             return
         # Unchanged and all proven: nothing to read. Else each claim not proven yet is read
         # again (the new home's first checkpoint may come a moment after it named itself).
-        if named == self._read and all(self._named.get(ledger) == epoch for ledger, epoch in named.items()):
+        now = time.monotonic()
+        look = now >= self._look_at
+        if not look and named == self._read and all(self._named.get(ledger) == e for ledger, e in named.items()):
             return
         try:
             proven = self._proven(named)
+            if look:
+                proven.update(self._unnamed(named, proven))
         except REDIS_ERRORS as e:
             log.debug("epoch notes unavailable in Redis: %s", e)
             return
+        if look:
+            self._look_at = now + LOOK_FOR_EPOCH_SECONDS
+        for ledger, epoch in self._named.items():  # a signature does not expire: a deleted entry changes nothing
+            if epoch[0] > proven.get(ledger, (0, ""))[0]:
+                proven[ledger] = epoch
         self._read = named
         if proven != self._named:
             with self._lock:
@@ -252,6 +268,28 @@ class Homes:
                     epoch[0],
                 )
         return proven
+
+    def _unnamed(
+        self, named: Mapping[str, tuple[int, str]], proven: Mapping[str, tuple[int, str]]
+    ) -> dict[str, tuple[int, str]]:
+        """The epochs past the store's that a note in Redis proves (as :meth:`_proven` takes
+        them) of the held ledgers with a cluster-file standby for which Redis names none later
+        than the store's, or nothing proven yet."""
+        assert self.replication is not None
+        found = {}
+        for ledger in self.config.standbys:
+            if ledger in proven or ledger in self._named or self.book.store.size(ledger) == 0:
+                continue
+            history = self.book.history(ledger)
+            claimed = named.get(ledger)
+            if history is None or (claimed is not None and claimed[0] > history.current.number):
+                continue  # a claim, which _proven checked
+            epoch = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+            if epoch is not None:
+                log.warning("Redis names no epoch of %s past %d, but a witnessed note proves epoch %d at %s: taken",
+                            ledger, history.current.number, epoch[0], epoch[1])  # fmt: skip
+                found[ledger] = epoch
+        return found
 
     def _proven_unheld(self, ledger: str) -> tuple[int, str] | None:
         """The newest epoch of a ledger this store does not hold that a note in Redis proves
@@ -317,6 +355,9 @@ class Homes:
 
 
 _HOMES_KEPT = 100_000  # ledgers whose home is kept; past that, the others' is found each time
+# How often the notes in Redis are read for a handover of a held ledger that Redis's epochs hash
+# does not name (its entry deleted, or written after this node looked): a witness's note proves it.
+LOOK_FOR_EPOCH_SECONDS = 5.0
 
 
 class HomesRefresh:

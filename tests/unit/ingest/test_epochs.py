@@ -258,6 +258,35 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
 
 
+def test_a_handover_is_found_and_kept_whatever_redis_s_epochs_hash_says_of_it(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Any ingest node's Redis user may delete the ledger's entry in ``epochs``: a home cut off
+    during the promotion that starts after that still reads the notes now and then and finds
+    the witnessed epoch; and one proven is kept when the entry goes."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # no handover record
+        redis = _NamedEpochs({})
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+    with ChainStore(tmp_path / "old-home-2") as store:
+        store.append_records(handed[:5])
+        redis = _NamedEpochs({LEDGER: (2, STANDBY)})
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY
+        redis.named.clear()  # the entry deleted, and the witnesses' notes emptied
+        redis.notes.clear()
+        homes._look_at = 0.0  # due to look again
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+
+
 def test_a_node_that_holds_no_copy_takes_a_handover_only_once_a_witnessed_note_proves_it(
     tmp_path: Path, chains: tuple[list[Record], list[Record]]
 ) -> None:
