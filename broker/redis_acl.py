@@ -106,9 +106,11 @@ overwrite, delete or trim what another node wrote there:
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
   checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
   cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
-  concern; that key alone is the standby host's). The verifier and ``vledger repl status``
-  take the cluster file's home until such a checkpoint proves a handover, and show the
-  hash's home otherwise as a claim (docs/PROTOCOL.md 10.6, 10.9).
+  concern; that key alone is the standby host's). The verifier, ``vledger repl status`` and
+  a node that holds no copy of the ledger take the cluster file's home until such a checkpoint
+  proves a handover, and show the hash's home otherwise as a claim (docs/PROTOCOL.md 10.6,
+  10.9); and since any of them may delete an entry of the epochs, the verifier and the nodes
+  also look for such a checkpoint while the hash names none, and keep an epoch once proven.
 
 A node may also claim, in its own keys, a height it does not hold or an alert about any node:
 those are claims, shown with the name of the node that made them.
