@@ -14,9 +14,10 @@ is shared by the nodes of a role: one would write every node's keys, the hole th
 role          its users may
 ============  ===========================================================================
 ingest        append to and repair its ledgers' streams (``{*}:chain``), name homes and epochs
-              (``{ledgers}``, ``{ledgers}:epochs``), keep each ledger's latest checkpoint
-              (``{*}:checkpoint``) and, a home of an epoch from 2 on, its witnessed checkpoint of
-              it (``{*}:epoch_proof``); read the witnesses' cosignatures (``{*}:cosig``, channel
+              (``{ledgers}``, ``{ledgers}:epochs``); of the ledgers it may home (see Checkpoints
+              below) keep the latest checkpoint (``{*}:checkpoint``) and, a home of an epoch from
+              2 on, its witnessed checkpoint of it (``{*}:epoch_proof``), and read every ledger's;
+              read the witnesses' cosignatures (``{*}:cosig``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
               held heights, raise and resolve its own alerts (see Alerts below); read the
               accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
@@ -64,6 +65,19 @@ remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of i
 **Held heights** are per node too: node N's height of a ledger is ``{*}:held:N``, a string
 only N's user sets (``SET``, in a selector of that key alone) and every node reads.
 
+**Checkpoints** are per ledger: ``{L}:checkpoint`` and ``{L}:epoch_proof`` are set (``SET``
+alone, in a selector of those keys, with the ``EVALSHA`` that appends to ``{L}:chain`` and sets
+the checkpoint with it) only by the users of the nodes that may home ledger L: the home and
+the standby the cluster file names for it (``[ledgers.L]``; a promotion moves a ledger only to
+its standby, PROTOCOL 10.9), and the ``default_home``, which homes every ledger the file does
+not list and so has these selectors for ``{*}`` (:func:`checkpoint_writers`). No user but the
+admin's deletes them. Every other ingest node reads them only: it can neither roll a ledger's
+latest checkpoint back to an older signed one nor delete it or its epoch proof. What the
+writers themselves could still do is seen: the verifier keeps the largest it verified there and
+raises ``rollback`` on a smaller one (PROTOCOL 10.5); a follower holds each checkpoint to its
+own records (10.7), and an older one its home signed takes nothing from it; a proven epoch is
+kept by whoever proved it (10.9).
+
 **Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
 stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
@@ -83,19 +97,20 @@ overwrite, delete or trim what another node wrote there:
   (docs/PROTOCOL.md 10.3): a forged one counts nowhere; a deleted one is published again by
   its witness at its next cosignature. So a witness broken into may empty the hash; the proof
   of a newer epoch (10.9) is kept by its home in ``{*}:epoch_proof`` as well, which no witness writes.
-- what every ingest node writes: every ledger's stream (``{*}:chain``), latest checkpoint
-  (``{*}:checkpoint``), epoch proofs (``{*}:epoch_proof``) and outside witnesses'
+- what every ingest node writes: every ledger's stream (``{*}:chain``) and outside witnesses'
   cosignatures (``{*}:outside``), the homes
   (``{ledgers}``) and the epochs (``{ledgers}:epochs``). So an ingest node broken into may add
-  entries to another node's ledger's stream, overwrite its latest checkpoint or name itself its
+  entries to another node's ledger's stream or name itself its
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
   signed (10.7); a home rewrites its stream from its store when it finds an entry not its own
   (``record_conflict``); and a node takes a newer epoch than its store holds only when a
   checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
   cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
-  concern; that key alone is the standby host's). The verifier and ``vledger repl status``
-  take the cluster file's home until such a checkpoint proves a handover, and show the
-  hash's home otherwise as a claim (docs/PROTOCOL.md 10.6, 10.9).
+  concern; that key alone is the standby host's). The verifier, ``vledger repl status`` and
+  a node that holds no copy of the ledger take the cluster file's home until such a checkpoint
+  proves a handover, and show the hash's home otherwise as a claim (docs/PROTOCOL.md 10.6,
+  10.9); and since any of them may delete an entry of the epochs, the verifier and the nodes
+  also look for such a checkpoint while the hash names none, and keep an epoch once proven.
 
 A node may also claim, in its own keys, a height it does not hold or an alert about any node:
 those are claims, shown with the name of the node that made them.
@@ -163,7 +178,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_SECOND_FACTOR,
         *_TRANSACTION,
         "hsetnx",
-        "set",  # each ledger's latest checkpoint
+        "set",  # its own held heights (a script); each checkpoint it writes is in a selector of its own
         "xdel",
         "xsetid",
         "xinfo|groups",
@@ -268,8 +283,8 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"~{chain}",
             f"~{ledgers}",
             f"~{epochs}",
-            f"~{checkpoint}",
-            f"~{epoch_proof}",
+            f"%R~{checkpoint}",  # written only in the selectors of the ledgers it may home (_selectors)
+            f"%R~{epoch_proof}",
             f"%R~{ns}:{{*}}:cosig",
             f"~{outside}",
             *second_factor,
@@ -324,14 +339,52 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # rules: no other command (HSET, SET on the stream) makes them of a type the readers' GET and
 # XRANGE fail on. Its publishing script (EVALSHA) names both keys, so a selector of its own lets
 # it run there: the commands the script runs are checked again, against every selector.
-def _selectors(ns: str, node: str = "") -> dict[str, tuple[str, ...]]:
+# An ingest node sets the latest checkpoint and the epoch proof of the ledgers it may home
+# only (``checkpoints``: their names, or ALL_LEDGERS for the default home's): SET alone on those
+# two keys, and the append's script (EVALSHA), which names the ledger's stream and checkpoint
+# and sets the checkpoint, on those keys. Its root rules read every ledger's.
+def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
     own_held = f"~{ns}:{{*}}:held:{node}"
     stream, latest = f"~{ns}:{{*}}:tallies:{node}", f"~{ns}:{{*}}:tally:latest:{node}"
     own_tallies = (f"(+evalsha +eval {stream} {latest})", f"(+set {own_held} {latest})", f"(+xadd {stream})")
+    homed: list[str] = []
+    for ledger in sorted(checkpoints):
+        keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
+        homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
     return {
+        "ingest": tuple(homed),
         "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
         "replica": (f"(+set {own_held})",),
         "observer": own_tallies,
+    }
+
+
+ALL_LEDGERS = "*"  # a node that homes every ledger the cluster file does not list: the default home
+
+
+def checkpoint_writers(
+    default_home: str, homes: Mapping[str, str], standbys: Mapping[str, str]
+) -> dict[str, tuple[str, ...]]:
+    """Which ledgers' latest checkpoint and epoch proof each ingest node's user writes: those the
+    cluster file names it the home or the standby of (``homes``, ``standbys``: ledger -> node),
+    and, for ``default_home``, every ledger (:data:`ALL_LEDGERS`), whose unlisted ones it homes.
+    A ledger's epochs are homed by those two nodes only (a promotion is the standby's, 10.9)."""
+    found: dict[str, set[str]] = {default_home: {ALL_LEDGERS}}
+    for ledger, node in (*homes.items(), *standbys.items()):
+        found.setdefault(node, set()).add(ledger)
+    return {
+        node: (ALL_LEDGERS,) if ALL_LEDGERS in ledgers else tuple(sorted(ledgers)) for node, ledgers in found.items()
+    }
+
+
+def merge_writers(*writers: Mapping[str, Collection[str]]) -> dict[str, tuple[str, ...]]:
+    """The union of :func:`checkpoint_writers` answers (clusters that share one server's users)."""
+    found: dict[str, set[str]] = {}
+    for each in writers:
+        for node, ledgers in each.items():
+            found.setdefault(node, set()).update(ledgers)
+    return {
+        node: (ALL_LEDGERS,) if ALL_LEDGERS in ledgers else tuple(sorted(ledgers)) for node, ledgers in found.items()
     }
 
 
@@ -358,19 +411,29 @@ def users(nodes: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
     return found
 
 
-def rules(role: str, namespace: str = "vledger", node: str | None = None, *, admin_home: bool = False) -> list[str]:
+def rules(
+    role: str,
+    namespace: str = "vledger",
+    node: str | None = None,
+    *,
+    admin_home: bool = False,
+    checkpoints: Collection[str] = (),
+) -> list[str]:
     """The ACL rules of the user of ``role`` (and ``node``, for a node role), as ``ACL SETUSER``
     and an ACL file take them, without its password: reset first, then the commands, keys,
     channels and selectors allowed. ``admin_home``: the node is the admin ledger's home, the
-    one ingest node that writes the accounts (PROTOCOL 16.3)."""
+    one ingest node that writes the accounts (PROTOCOL 16.3). ``checkpoints``: the ledgers whose
+    latest checkpoint and epoch proof this ingest node writes (:func:`checkpoint_writers`)."""
     user_name(role, node)
     if admin_home and role != "ingest":
         raise SettingsError(f"the admin ledger's home {node} is a {role}, not an ingest node")
+    if checkpoints and role != "ingest":
+        raise SettingsError(f"{node} writes ledgers' checkpoints, but it is a {role}, not an ingest node")
     tokens = ["reset", "on", "-@all"]
     tokens += [f"+{command}" for command in dict.fromkeys(_COMMANDS[role])]
     tokens += list(_keys(namespace, node or "", admin_home=admin_home)[role])
     tokens += list(_channels(namespace)[role])
-    tokens += list(_selectors(namespace, node or "").get(role, ()))
+    tokens += list(_selectors(namespace, node or "", checkpoints).get(role, ()))
     return tokens
 
 
@@ -394,14 +457,18 @@ def acl_file_text(
     namespace: str = "vledger",
     *,
     admin_homes: Collection[str] = (),
+    checkpoints: Mapping[str, Collection[str]],
 ) -> str:
     """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, and each
     of :func:`users` with its password (``passwords``: user -> password). ``admin_homes``: the
     node that homes the admin ledger (ClusterConfig.home_of), the only one whose user writes
-    the accounts (more than one only where clusters share a server's users, as the tests')."""
+    the accounts (more than one only where clusters share a server's users, as the tests').
+    ``checkpoints``: node -> the ledgers whose checkpoints it writes (:func:`checkpoint_writers`)."""
     lines = [_DEFAULT_USER]
     for user, (role, node) in users(nodes).items():
-        tokens = rules(role, namespace, node, admin_home=node in admin_homes)
+        tokens = rules(
+            role, namespace, node, admin_home=node in admin_homes, checkpoints=checkpoints.get(node or "", ())
+        )
         lines.append(" ".join(["user", user, *tokens, password_digest(passwords[user])]))
     return "\n".join(lines) + "\n"
 
@@ -436,10 +503,11 @@ def write_passwords(
     namespace: str = "vledger",
     *,
     admin_homes: Collection[str] = (),
+    checkpoints: Mapping[str, Collection[str]],
     force: bool = False,
 ) -> dict[str, Path]:
     """A new random password per user of :func:`users`, each in its 0600 file, and the ACL
-    file beside them (0600; ``admin_homes`` as :func:`acl_file_text` takes it).
+    file beside them (0600; ``admin_homes`` and ``checkpoints`` as :func:`acl_file_text` takes them).
 
     A password file already there is kept (so running processes keep signing in) unless
     ``force``; the ACL file is always written from the passwords on disk. Returns the paths
@@ -457,7 +525,8 @@ def write_passwords(
         _write_private(path, passwords[user] + "\n")
         written[user] = path
     acl = directory / ACL_FILE
-    _write_private(acl, acl_file_text(passwords, nodes, namespace, admin_homes=admin_homes))
+    text = acl_file_text(passwords, nodes, namespace, admin_homes=admin_homes, checkpoints=checkpoints)
+    _write_private(acl, text)
     written["acl"] = acl
     return written
 
@@ -479,8 +548,11 @@ def apply(
     namespace: str = "vledger",
     *,
     admin_homes: Collection[str] = (),
+    checkpoints: Mapping[str, Collection[str]],
 ) -> None:
     """Create or reset each of :func:`users` on a running server (``ACL SETUSER``), as the ACL file would."""
     for user, (role, node) in users(nodes).items():
-        tokens = rules(role, namespace, node, admin_home=node in admin_homes)
+        tokens = rules(
+            role, namespace, node, admin_home=node in admin_homes, checkpoints=checkpoints.get(node or "", ())
+        )
         client.execute_command("ACL", "SETUSER", user, *tokens, password_digest(passwords[user]))

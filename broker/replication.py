@@ -123,7 +123,8 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return false
 """
 
-# KEYS: stream, checkpoint    ARGV: first height, max length, origin, checkpoint, records...
+# KEYS: stream, checkpoint (none: the note goes on the entry only)
+# ARGV: first height, max length, origin, checkpoint, records...
 _APPEND = """
 local last = -1
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -163,7 +164,7 @@ for i = 5, #ARGV do
       if string.find(added.err, 'equal or smaller', 1, true) then return {last, height} end
       return redis.error_reply(added.err)
     end
-    if i == #ARGV and ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4]) end
+    if i == #ARGV and ARGV[4] ~= '' and #KEYS > 1 then redis.call('SET', KEYS[2], ARGV[4]) end
     last = height
   end
 end
@@ -476,6 +477,7 @@ class ReplicationLedger:
         checkpoint: bytes = b"",
         *,
         held: int | None = None,
+        latest: bool = True,
     ) -> tuple[int, int | None]:
         """:meth:`append`, and the first height of the run that the stream already holds with
         other bytes, or skips, or cannot take because entries were deleted from the stream's
@@ -486,12 +488,16 @@ class ReplicationLedger:
         ``held``: also record, in the same round trip, that ``origin`` holds ``ledger`` up to
         that height (:meth:`advance`, whatever the append finds): a home's outbox pass told
         Redis its height in a round trip of its own after each append, which was as much of
-        its process's time as the append's."""
+        its process's time as the append's.
+
+        ``latest``: ``checkpoint`` also becomes the ledger's latest; False for an older one (a
+        chunk of a refill from the store), which goes on its entry only: the latest never steps
+        back to a smaller tree, which readers report (``rollback``, PROTOCOL 10.5)."""
         if not records:
             return self.last_height(ledger), None
         # The home is named before its records are appended, in the same round trip: the
         # ledgers hash is cluster-wide, so no script of one ledger's slot may write it.
-        keys = [self.stream_key(ledger), self.checkpoint_key(ledger)]
+        keys = [self.stream_key(ledger), *([self.checkpoint_key(ledger)] if latest else [])]
         args = [first, self.stream_max_len, origin, checkpoint, *records]
         for tries_left in (1, 0):
             pipe = self.client.pipeline(transaction=False)

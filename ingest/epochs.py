@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, proven_epoch
+from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
 from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Content, Entry, Record, decode_record
@@ -165,8 +167,18 @@ class Homes:
     stop answering its writes with one HSET, and the standby's host, which holds the other
     pinned key, could sign the proof itself and make its own node place the ledger's records
     with no promotion and no handover record (outsider F6).
-    A ledger this store does not hold is taken as Redis names it (nothing here to check it by;
-    such a node only sends the ledger's writes there).
+    A ledger this store does not hold (whose writes such a node only sends on: ``not_home``
+    names its home) has no genesis here to check by: its home is the cluster file's until a
+    witness's note in Redis proves a handover to its cluster-file standby, as for ``vledger repl
+    status`` (node/epoch.py epoch_proven_by: signed by the standby's checkpoint key file,
+    ``<standby>.sign.pub``, stating a later epoch, cosigned by a witness); a claim nothing proves
+    (or with no key file at hand) leaves it there, and the client's own fallback to the
+    standby (PROTOCOL 10.9) reaches a new home all the same.
+
+    Nor does Redis's silence count: an epoch proven is kept when its entry is deleted, and for
+    each held ledger with a cluster-file standby the notes are read every
+    LOOK_FOR_EPOCH_SECONDS whether or not ``epochs`` names a later epoch (a home cut off that
+    starts again after any ingest user deleted the entry finds it so), as the verifier does.
 
     Each held ledger's home is kept until what it was found from changes (the book's epochs,
     Redis's): every put asks, and finding it anew cost a put ~4% of the request thread."""
@@ -187,6 +199,7 @@ class Homes:
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
         self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
         self._unproven: set[tuple[str, int, str]] = set()  # claims warned of, once each
+        self._look_at = 0.0  # when the notes are next read for an epoch Redis does not name (monotonic)
         # Each held ledger's home as of the book's ``changes`` in _found_at. Read without the
         # lock; filled and emptied under it, so that no answer found before a change is kept after.
         self._lock = threading.Lock()
@@ -204,13 +217,22 @@ class Homes:
             return
         # Unchanged and all proven: nothing to read. Else each claim not proven yet is read
         # again (the new home's first checkpoint may come a moment after it named itself).
-        if named == self._read and all(self._named.get(ledger) == epoch for ledger, epoch in named.items()):
+        now = time.monotonic()
+        look = now >= self._look_at
+        if not look and named == self._read and all(self._named.get(ledger) == e for ledger, e in named.items()):
             return
         try:
             proven = self._proven(named)
+            if look:
+                proven.update(self._unnamed(named, proven))
         except REDIS_ERRORS as e:
             log.debug("epoch notes unavailable in Redis: %s", e)
             return
+        if look:
+            self._look_at = now + LOOK_FOR_EPOCH_SECONDS
+        for ledger, epoch in self._named.items():  # a signature does not expire: a deleted entry changes nothing
+            if epoch[0] > proven.get(ledger, (0, ""))[0]:
+                proven[ledger] = epoch
         self._read = named
         if proven != self._named:
             with self._lock:
@@ -219,20 +241,21 @@ class Homes:
 
     def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
         """The epochs among ``named`` that count (see the class): past the store's, proven by a
-        witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held, as named."""
+        witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held,
+        past the cluster file's home, proven as :meth:`_proven_unheld` says."""
         assert self.replication is not None
         proven = {}
         for ledger, epoch in named.items():
-            if self.book.store.size(ledger) == 0:
-                proven[ledger] = epoch
-                continue
             if self._named.get(ledger) == epoch:
                 proven[ledger] = epoch  # proven at an earlier refresh: a signature does not expire
                 continue
-            history = self.book.history(ledger)
-            if history is None or epoch[0] <= history.current.number:
-                continue  # no newer epoch than the store's: the store's records name the home
-            found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+            if self.book.store.size(ledger) == 0:
+                found = self._proven_unheld(ledger)
+            else:
+                history = self.book.history(ledger)
+                if history is None or epoch[0] <= history.current.number:
+                    continue  # no newer epoch than the store's: the store's records name the home
+                found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
             if found is not None:
                 proven[ledger] = found
             elif (ledger, *epoch) not in self._unproven:
@@ -245,6 +268,45 @@ class Homes:
                     epoch[0],
                 )
         return proven
+
+    def _unnamed(
+        self, named: Mapping[str, tuple[int, str]], proven: Mapping[str, tuple[int, str]]
+    ) -> dict[str, tuple[int, str]]:
+        """The epochs past the store's that a note in Redis proves (as :meth:`_proven` takes
+        them) of the held ledgers with a cluster-file standby for which Redis names none later
+        than the store's, or nothing proven yet."""
+        assert self.replication is not None
+        found = {}
+        for ledger in self.config.standbys:
+            if ledger in proven or ledger in self._named or self.book.store.size(ledger) == 0:
+                continue
+            history = self.book.history(ledger)
+            claimed = named.get(ledger)
+            if history is None or (claimed is not None and claimed[0] > history.current.number):
+                continue  # a claim, which _proven checked
+            epoch = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+            if epoch is not None:
+                log.warning("Redis names no epoch of %s past %d, but a witnessed note proves epoch %d at %s: taken",
+                            ledger, history.current.number, epoch[0], epoch[1])  # fmt: skip
+                found[ledger] = epoch
+        return found
+
+    def _proven_unheld(self, ledger: str) -> tuple[int, str] | None:
+        """The newest epoch of a ledger this store does not hold that a note in Redis proves
+        (see the class), None when none does or the cluster file names it no standby."""
+        assert self.replication is not None
+        standby = self.config.standby_of(ledger)
+        if standby is None:
+            return None
+        try:
+            publics = home_checkpoint_publics(self.config.keys_dir, standby.name)
+        except VledgerError:
+            return None
+        keys = [home_key(self.config.name, ledger, public) for public in publics]
+        if not keys:
+            return None
+        home = self.config.home_of(ledger).name
+        return epoch_proven_by(1, home, keys, self.replication.epoch_notes(ledger), self.witnesses())
 
     def named(self, ledger: str, epoch: int, home: str) -> None:
         """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
@@ -293,6 +355,9 @@ class Homes:
 
 
 _HOMES_KEPT = 100_000  # ledgers whose home is kept; past that, the others' is found each time
+# How often the notes in Redis are read for a handover of a held ledger that Redis's epochs hash
+# does not name (its entry deleted, or written after this node looked): a witness's note proves it.
+LOOK_FOR_EPOCH_SECONDS = 5.0
 
 
 class HomesRefresh:

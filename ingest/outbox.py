@@ -531,7 +531,9 @@ class Outbox:
             note = checkpoint.note if checkpoint is not None else b""
             if kept is not None and kept.size == last + 1 + len(fill):
                 note = kept.note
-            reached, conflict = self.replication.append_checked(ledger, self.name, last + 1, fill, note)
+            # Only the last chunk's note is the ledger's latest: an earlier one would step it back.
+            final = last + len(fill) >= end
+            reached, conflict = self.replication.append_checked(ledger, self.name, last + 1, fill, note, latest=final)
             if conflict is not None and not repaired:
                 # The stream cannot take what follows its last entry (its tail was deleted):
                 # rewound once, with the alert, then filled as before.

@@ -161,7 +161,9 @@ def ensure_cluster_keys(
     directory = config.redis.passwords_dir
     if directory is not None:  # Redis access control: a password per node's user, and the server's ACL file
         nodes = config.redis_users()
-        written = redis_acl.write_passwords(directory, nodes, admin_homes=(config.home_of(ADMIN_LEDGER).name,))
+        writers = redis_acl.checkpoint_writers(config.default_home, config.homes, config.standbys)
+        admin_home = config.home_of(ADMIN_LEDGER).name
+        written = redis_acl.write_passwords(directory, nodes, admin_homes=(admin_home,), checkpoints=writers)
         for user in redis_acl.users(nodes):
             path = redis_acl.password_path(directory, user)
             entry = {"name": user, "file": str(path), "public": "Redis password (0600)"}

@@ -76,6 +76,9 @@ CHAIN_FAULTS = (
     "truncated",
 )
 ASK_NODES_SECONDS = 10.0  # how often a ledger's nodes are asked for a checkpoint Redis cannot give
+# How often the notes in Redis are read for a handover of a ledger that may hand over while Redis
+# names no later epoch (its ``epochs`` entry deleted, or never written): a witness's note proves it.
+LOOK_FOR_EPOCH_SECONDS = 5.0
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
@@ -220,6 +223,7 @@ class LedgerState:
     # checkpoint's root: asked again only once one of them moves.
     roots: dict[str, tuple[int, int, bytes]] = field(default_factory=dict)
     ask_nodes_at: float = 0.0  # when the nodes may next be asked for a checkpoint
+    look_for_epoch_at: float = 0.0  # when the notes may next be read for a handover Redis names not
     # Whether the home's own tree contradicts the largest verified checkpoint (its key signed it,
     # so its copy is no reference then), and the (checkpoint size, home head) it was decided at.
     home_contradicts: bool = False
@@ -392,19 +396,31 @@ class ClusterChecks:
         """The newest epoch of ``ledger`` proven (10.9): the one held, or a later one that a note
         in Redis proves when Redis names one later (LedgerCheckpoint.proven_epoch: a checkpoint of
         that epoch signed by the standby's pinned key and cosigned by a witness), whatever home
-        Redis wrote. A signature does not expire: a proven epoch is kept whatever Redis says later."""
+        Redis wrote. A signature does not expire: a proven epoch is kept whatever Redis says later.
+        Redis naming none is not believed either (any ingest node's user may delete the entry): for
+        a ledger whose genesis pins a standby key the notes are read at most every
+        LOOK_FOR_EPOCH_SECONDS all the same, and a later epoch they prove is taken."""
         held = state.epoch
-        if named is None or named[0] <= held[0]:
-            return held
+        claimed = named is not None and named[0] > held[0]
+        if not claimed:
+            now = self._clock()
+            if now < state.look_for_epoch_at or not self._checkpoint_of(ledger, state).may_hand_over():
+                return held
+            state.look_for_epoch_at = now + LOOK_FOR_EPOCH_SECONDS
         try:
             notes = self.replication.epoch_notes(ledger)
         except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier read {*}:cosig
-            log.warning("the notes that may prove epoch %d of %s cannot be read: %s", named[0], ledger, e)
+            log.warning("the notes that may prove a later epoch of %s than %d cannot be read: %s", ledger, held[0], e)
             return held
         found = self._checkpoint_of(ledger, state).proven_epoch(notes)
         if found is not None and found[0] > held[0]:
             log.info("epoch %d of %s, at %s, is proven by a signed and cosigned checkpoint", found[0], ledger, found[1])
+            if not claimed:
+                log.warning("Redis names no epoch of %s past %d, but a witnessed note proves epoch %d: taken",
+                            ledger, held[0], found[0])  # fmt: skip
             return found
+        if named is None or not claimed:
+            return held
         self._unproven(
             ledger,
             f"names {named[1]} the home of epoch {named[0]}",
@@ -548,7 +564,11 @@ class ClusterChecks:
         if self.alerts == raised:  # a clean check of these heights: the stream's alerts there resolve
             self.refresh_open()  # a home's alert of the rewrite these entries come from included
             prefix = f"redis|{ledger}|"
-            fixed = [k for k, height in self.open.items() if k.startswith(prefix) and first <= height <= last]
+            fixed = [
+                k
+                for k, height in self.open.items()
+                if k.startswith(prefix) and first <= height <= last and not k.endswith("|rollback")  # not the stream's
+            ]
             if fixed:
                 self.replication.resolve(fixed)
                 for k in fixed:
@@ -599,8 +619,9 @@ class ClusterChecks:
         """Each copy's head against the home's record at its height, and each copy's tree against
         the ledger's largest verified checkpoint (the latter also while the home is away)."""
         now = self._clock()
-        self._notes = None  # read from Redis once a copy needs a checkpoint
+        self._notes = None  # read from Redis once a round
         for ledger, state in self.ledgers.items():
+            self._watch_latest(ledger, state)
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
             if home is not None and home.up():
@@ -643,6 +664,28 @@ class ClusterChecks:
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
+
+    def _watch_latest(self, ledger: str, state: LedgerState) -> None:
+        """Redis's latest checkpoint of ``ledger`` against the largest it held before, verified
+        (LedgerCheckpoint.watch_latest): a smaller one is a ``rollback`` against ``redis``, which
+        this verifier resolves once Redis holds one of at least that size again (PROTOCOL 10.5)."""
+        note = self._round_notes().get(ledger)
+        if note is None:
+            return  # deleted, or none yet: the checkpoint verified before still holds
+        held = self._checkpoint_of(ledger, state)
+        rolled = held.watch_latest(note)
+        key = f"redis|{ledger}|rollback"
+        if rolled is None:
+            if key in self.open and held.latest is not None and size_of(note) >= held.latest.size:
+                self.resolve("redis", ledger, ("rollback",))
+            return
+        before, now = rolled
+        self.raise_alert(
+            Alert("redis", ledger, before.size - 1, "rollback",
+                  f"the ledger's latest checkpoint in Redis is of size {now.size}, below the size {before.size}"
+                  " it held before: set back by a Redis user that may write it (its home's or standby's)",
+                  source="redis", expected=before.root.hex(), found=now.root.hex())
+        )  # fmt: skip
 
     def _round_notes(self) -> dict[str, bytes]:
         """The ledgers' latest checkpoint notes in Redis, read once per heads round."""

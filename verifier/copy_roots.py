@@ -102,6 +102,9 @@ class LedgerCheckpoint:
         self.chain_to = 0  # the size up to which the chain's rotations are known
         self.proven: Proven | None = None
         self.epoch: tuple[int, str | None] = (1, None)  # the only epoch whose notes are taken
+        # The largest note Redis's latest checkpoint key held that verified (watch_latest): only
+        # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
+        self.latest: Proven | None = None
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
         """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
@@ -111,6 +114,7 @@ class LedgerCheckpoint:
         if epoch == self.epoch:
             return False
         self.epoch = epoch
+        self.latest = None  # another epoch's home writes the latest from now on
         if self.proven is None or self.proven.epoch == epoch:
             return False
         self.proven = None
@@ -153,6 +157,11 @@ class LedgerCheckpoint:
             return self.keys
         return replace(self.keys, witnesses=tuple(self._witnesses()))  # read each time: a witness key may rotate
 
+    def may_hand_over(self) -> bool:
+        """Whether the ledger's genesis (at hand) pins a standby key: only such a ledger has epochs past 1."""
+        keys = self._known_keys()
+        return keys is not None and keys.standby_key is not None
+
     def proven_epoch(self, notes: Iterable[bytes]) -> tuple[int, str] | None:
         """The newest epoch past the genesis home's that a note among ``notes`` (Redis's latest
         checkpoint and witnesses' notes of the ledger) proves, as (number, home): node/epoch.py's
@@ -177,8 +186,7 @@ class LedgerCheckpoint:
             except VledgerError:
                 continue
             taken.append(note)
-        witnesses = (*keys.witnesses, *(keys.outside.keys if keys.outside is not None else ()))
-        return proven_epoch(history, taken, witnesses)
+        return proven_epoch(history, taken, keys.witnesses)  # and the outside witnesses its genesis lists
 
     def offer(self, note: bytes) -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
@@ -201,6 +209,31 @@ class LedgerCheckpoint:
             return False
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
         return True
+
+    def watch_latest(self, note: bytes) -> tuple[Proven, Proven] | None:
+        """Hold Redis's latest checkpoint note of the ledger against the largest one it held
+        before (:attr:`latest`): when ``note`` verifies as :meth:`offer` checks (of the epoch
+        taken) and is smaller, that one and this one (a rollback: its writers never step it
+        back, so the key was set back, PROTOCOL 10.5); else None, ``note`` the largest when it
+        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing."""
+        size, latest = size_of(note), self.latest
+        if latest is not None and size == latest.size:
+            return None  # unchanged (the usual case: verified once per size)
+        keys = self._known_keys()
+        if keys is None or (self.rotatable and size > self.chain_to):
+            return None
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+            claim = epoch_claim(verified.checkpoint)
+        except VledgerError:
+            return None
+        if claim != self.epoch:
+            return None
+        seen = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        if latest is not None and seen.size < latest.size:
+            return latest, seen
+        self.latest = seen
+        return None
 
     def learn_from(self, reader: CopyReader) -> bool:
         """``reader``'s latest checkpoint and the key rotations below its size (PROTOCOL 6.1

@@ -78,6 +78,8 @@ _ACL_PASSWORDS: dict[str, Path] = {}
 _ACL_NODES: dict[str, dict[str, str]] = {}  # per server: every node name -> role given a user so far
 # Per server: the nodes that home some cluster's admin ledger, whose users write the accounts.
 _ACL_ADMIN_HOMES: dict[str, set[str]] = {}
+# Per server: node -> the ledgers whose checkpoints its user writes, in any cluster on it (their union).
+_ACL_CHECKPOINTS: dict[str, dict[str, tuple[str, ...]]] = {}
 
 
 def acl_passwords(server_url: str) -> Path:
@@ -99,23 +101,37 @@ def apply_acl(server_url: str, nodes: Mapping[str, str] | None = None) -> None:
     if nodes is None:
         nodes = _ACL_NODES.get(base, {})
     homes = _ACL_ADMIN_HOMES.get(base, set())
-    redis_acl.write_passwords(directory, nodes, admin_homes=homes)  # those it lacks; the others kept
+    writers = _ACL_CHECKPOINTS.get(base, {})
+    # Those it lacks; the others kept.
+    redis_acl.write_passwords(directory, nodes, admin_homes=homes, checkpoints=writers)
     client = connect(server_url)
     try:
-        redis_acl.apply(client, redis_acl.read_passwords(directory, nodes), nodes, admin_homes=homes)
+        passwords = redis_acl.read_passwords(directory, nodes)
+        redis_acl.apply(client, passwords, nodes, admin_homes=homes, checkpoints=writers)
     finally:
         client.close()
 
 
-def copy_acl_passwords(server_url: str, keys_dir: Path, nodes: Mapping[str, str], admin_home: str) -> Path:
+def copy_acl_passwords(
+    server_url: str,
+    keys_dir: Path,
+    nodes: Mapping[str, str],
+    admin_home: str,
+    checkpoints: Mapping[str, Iterable[str]],
+) -> Path:
     """Put the passwords of ``nodes``' users and the gateway's and admin's (0600) where
     ``[redis] passwords`` names them, so that ``vledger keygen --cluster`` keeps them rather
     than make new ones the server lacks; the server gets those users (a node's rules follow
-    its role: clusters on one server that name a node alike give it one role, and a node that
-    homes one's admin ledger writes the accounts in all)."""
-    known = _ACL_NODES.setdefault(server_url.rsplit("/", 1)[0], {})
+    its role: clusters on one server that name a node alike give it one role, a node that
+    homes one's admin ledger writes the accounts in all, and a node writes the checkpoints of
+    the ledgers it may home in any of them: ``checkpoints``, redis_acl.checkpoint_writers)."""
+    base = server_url.rsplit("/", 1)[0]
+    known = _ACL_NODES.setdefault(base, {})
     known.update(nodes)
-    _ACL_ADMIN_HOMES.setdefault(server_url.rsplit("/", 1)[0], set()).add(admin_home)
+    _ACL_ADMIN_HOMES.setdefault(base, set()).add(admin_home)
+    _ACL_CHECKPOINTS[base] = redis_acl.merge_writers(
+        _ACL_CHECKPOINTS.get(base, {}), {node: tuple(ledgers) for node, ledgers in checkpoints.items()}
+    )
     apply_acl(server_url, nodes)
     source = acl_passwords(server_url)
     target = keys_dir / "redis"
@@ -461,7 +477,13 @@ class LocalCluster:
             self._write_config()
             keys_dir = self.directory / "keys"
             roles = {name: proc.role for name, proc in self.procs.items()}
-            copy_acl_passwords(self.redis_url, keys_dir, roles, self.homes.get("admin", self.node_names[0]))
+            default = self.node_names[0]
+            writers = redis_acl.checkpoint_writers(
+                default,
+                {ledger: self.homes.get(ledger, default) for ledger in {*self.homes, *self.standbys}},
+                self.standbys,
+            )
+            copy_acl_passwords(self.redis_url, keys_dir, roles, self.homes.get("admin", default), writers)
             self.cli("keygen", "--cluster", str(self.config_path))
             self.keys[ADMIN] = load_secret(keys_dir / f"{ADMIN}.key_secret")
             for proc in self.procs.values():

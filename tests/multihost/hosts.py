@@ -178,10 +178,13 @@ class HostsCluster(SupervisedCluster):
         assert directory is not None
         nodes = self.config.redis_users()
         passwords = redis_acl.read_passwords(directory, nodes)
+        writers = redis_acl.checkpoint_writers(self.config.default_home, self.config.homes, self.config.standbys)
         for host in REDIS_HOSTS:
             client = redis.Redis(self.network[host].address, REDIS_PORT, socket_timeout=5, socket_connect_timeout=5)
             try:
-                redis_acl.apply(client, passwords, nodes, admin_homes=(self.config.home_of("admin").name,))
+                redis_acl.apply(
+                    client, passwords, nodes, admin_homes=(self.config.home_of("admin").name,), checkpoints=writers
+                )
             finally:
                 client.close()
 

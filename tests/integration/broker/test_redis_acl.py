@@ -42,6 +42,13 @@ NODES = {
 }
 
 
+# Who may home which ledger (PROTOCOL 10.9): ingest-1 is the default home (every ledger the
+# file does not list); ``funds`` is ingest-2's and ``parish`` ingest-1's with ingest-2 its standby.
+HOMES = {"funds": "ingest-2", "parish": "ingest-1"}
+STANDBYS = {"parish": "ingest-2"}
+WRITERS = redis_acl.checkpoint_writers("ingest-1", HOMES, STANDBYS)
+
+
 def _node(role: str) -> str | None:
     return role if role in NODES else f"{role}-1" if role in redis_acl.NODE_ROLES else None
 
@@ -74,7 +81,7 @@ class AclServer:
 @pytest.fixture
 def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
     passwords = short_tmp / "keys" / "redis"
-    written = redis_acl.write_passwords(passwords, NODES, admin_homes=("ingest-1",))
+    written = redis_acl.write_passwords(passwords, NODES, admin_homes=("ingest-1",), checkpoints=WRITERS)
     admin = redis_acl.read_password(redis_acl.password_path(passwords, redis_acl.user_name("admin")))
     with RedisServer(
         short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
@@ -360,6 +367,37 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
         with pytest.raises(NOPERM):
             acl.client(role).delete(home.epoch_proof_key("votes"))
     assert home.epoch_proof("votes") == b"kept proof"
+
+
+def test_only_the_nodes_that_may_home_a_ledger_write_its_checkpoint_and_epoch_proof(acl: AclServer) -> None:
+    # ingest-2 homes ``funds`` and stands by for ``parish``: it writes theirs, not ``votes``'s,
+    # whose home is the default one. So it can neither roll ``votes``'s latest checkpoint back
+    # to an older signed one nor delete it or its epoch proof; it still reads them.
+    default_home, other = ReplicationLedger(acl.client("ingest-1")), ReplicationLedger(acl.client("ingest-2"))
+    for ledger in ("votes", "funds", "parish"):
+        default_home.append(ledger, "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"note 2")
+        default_home.keep_epoch_proof(ledger, b"proof")
+    with pytest.raises(NOPERM):
+        other.set_checkpoints({"votes": b"note 1"})
+    with pytest.raises(NOPERM):
+        other.keep_epoch_proof("votes", b"older proof")
+    for key in (other.checkpoint_key("votes"), other.epoch_proof_key("votes")):
+        with pytest.raises(NOPERM):
+            other.client.delete(key)
+        with pytest.raises(NOPERM):
+            other.client.set(key, b"x")
+    with pytest.raises(NOPERM):  # nor by the append's script, which sets the checkpoint
+        other.append("votes", "ingest-2", 2, [b"r2"], checkpoint=b"note 3")
+    assert other.epoch_notes("votes") == [b"note 2", b"proof"]
+    assert default_home.last_height("votes") == 1
+    for ledger in ("funds", "parish"):
+        assert other.append(ledger, "ingest-2", 2, [b"r2"], checkpoint=b"note 3") == 2
+        other.keep_epoch_proof(ledger, b"newer proof")
+        assert other.epoch_notes(ledger) == [b"note 3", b"newer proof"]
+        with pytest.raises(NOPERM):  # SET only: no user but the admin's deletes them
+            other.client.delete(other.checkpoint_key(ledger))
+    default_home.set_checkpoints({"funds": b"note 4"})  # the default home writes every ledger's
+    assert other.checkpoints()["funds"] == b"note 4"
 
 
 def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:

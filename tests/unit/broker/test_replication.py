@@ -462,3 +462,14 @@ def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: An
     finally:
         user.close()
         redis_client.execute_command("ACL", "DELUSER", "no-time")
+
+
+def test_an_append_not_of_the_latest_checkpoint_carries_it_on_its_entry_only(repl: ReplicationLedger) -> None:
+    # A refill's earlier chunks (ingest/outbox.py _fill) carry older checkpoints: the ledger's
+    # latest never steps back to them, which readers would report (rollback, PROTOCOL 10.5).
+    repl.append(LEDGER, HOME, 0, [b"r0", b"r1"], checkpoint=b"note 2")
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], b"note 3", latest=False) == (2, None)
+    assert repl.checkpoints() == {LEDGER: b"note 2"}
+    assert repl.read_rows(LEDGER, 2, 1)[1] == [b"note 3"]
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3"], b"note 4") == (3, None)
+    assert repl.checkpoints() == {LEDGER: b"note 4"}

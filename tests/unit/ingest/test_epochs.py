@@ -18,6 +18,7 @@ import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
+from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.epochs import EpochBook, Homes
@@ -255,6 +256,65 @@ def test_homes_take_the_newest_epoch_the_store_or_redis_names(
         homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
         assert homes.epoch_of(LEDGER) == (2, STANDBY)
         assert homes.home_of("other").name == HOME  # no epoch of it anywhere: the cluster file's home
+
+
+def test_a_handover_is_found_and_kept_whatever_redis_s_epochs_hash_says_of_it(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Any ingest node's Redis user may delete the ledger's entry in ``epochs``: a home cut off
+    during the promotion that starts after that still reads the notes now and then and finds
+    the witnessed epoch; and one proven is kept when the entry goes."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # no handover record
+        redis = _NamedEpochs({})
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+    with ChainStore(tmp_path / "old-home-2") as store:
+        store.append_records(handed[:5])
+        redis = _NamedEpochs({LEDGER: (2, STANDBY)})
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY
+        redis.named.clear()  # the entry deleted, and the witnesses' notes emptied
+        redis.notes.clear()
+        homes._look_at = 0.0  # due to look again
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+
+
+def test_a_node_that_holds_no_copy_takes_a_handover_only_once_a_witnessed_note_proves_it(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """A node that does not hold the ledger has no genesis to check Redis's ``epochs`` by, and
+    only sends its writes on (``not_home`` names the home): it keeps the cluster file's home
+    until a witness's note proves the handover to the file's standby, signed by the standby's
+    key file (``<standby>.sign.pub``), as the verifier and ``vledger repl status`` do. Any
+    ingest node's Redis user may write ``epochs``: before, one HSET sent every other node's
+    clients of the ledger to the node it named."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)
+    signing_key_paths(config.keys_dir, STANDBY)[1].write_text(SigningKey(bytes(range(1, 33))).public.pem())
+    with ChainStore(tmp_path / "elsewhere") as store:  # holds nothing of LEDGER
+        redis = _NamedEpochs({LEDGER: (2, "replica-1")})
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME  # a claim only: the cluster file's home
+        redis.named[LEDGER] = (2, STANDBY)
+        redis.notes.append(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2).note)
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME  # the standby key's alone proves nothing
+        redis.notes.append(_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        redis.named[LEDGER] = (3, "replica-1")  # a later claim again: the proven epoch stays
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY
 
 
 def test_a_home_kept_between_puts_follows_the_handover_the_store_takes_and_a_promotion(

@@ -95,10 +95,18 @@ class LoggedReplication(ReplicationLedger):
         self.checkpoint_sets += 1
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b"", *, held: int | None = None
+        self,
+        ledger: str,
+        origin: str,
+        first: int,
+        records: Any,
+        checkpoint: bytes = b"",
+        *,
+        held: int | None = None,
+        latest: bool = True,
     ) -> tuple[int, int | None]:
         self.appends.append((ledger, first, len(records), checkpoint))
-        return super().append_checked(ledger, origin, first, records, checkpoint, held=held)
+        return super().append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
 
 
 class Home:

@@ -51,10 +51,18 @@ class Appends(ReplicationLedger):
         self.appends: list[tuple[int, int, bool]] = []
 
     def append_checked(
-        self, ledger: str, origin: str, first: int, records: Any, checkpoint: bytes = b"", *, held: int | None = None
+        self,
+        ledger: str,
+        origin: str,
+        first: int,
+        records: Any,
+        checkpoint: bytes = b"",
+        *,
+        held: int | None = None,
+        latest: bool = True,
     ) -> tuple[int, int | None]:
         self.appends.append((first, len(records), bool(checkpoint)))
-        return super().append_checked(ledger, origin, first, records, checkpoint, held=held)
+        return super().append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
 
 
 def tell(pipe: Connection, message: list[Any]) -> None:

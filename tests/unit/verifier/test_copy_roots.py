@@ -470,3 +470,60 @@ def test_a_home_named_anew_is_not_held_to_what_was_decided_of_the_one_before(clu
     cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], cluster.size, "replica-1")))
     cluster.checks.refresh_ledgers()
     assert (state.home, state.home_contradicts, state.home_checked) == ("replica-1", False, None)
+
+
+def test_redis_s_latest_checkpoint_set_back_to_an_older_signed_one_is_a_rollback_until_it_is_back(
+    cluster: Cluster,
+) -> None:
+    """Only a ledger's home and standby write its latest checkpoint (broker/redis_acl.py), and
+    they never step it back: a smaller one, however well signed, was set back. The verifier
+    keeps the larger one, raises ``rollback`` against ``redis`` (PROTOCOL 10.5), and resolves it
+    once Redis holds one at least as large again; a deleted one is no rollback."""
+    home = cluster.stores["ingest-1"]
+    size = cluster.size
+    cluster.publish(_note(home, size))
+    cluster.checks.compare_heads()
+    assert cluster.checks.ledgers[LEDGER].checkpoint.latest.size == size  # type: ignore[union-attr]
+    cluster.publish(_note(home, size - 3))
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "rollback"]
+    assert (alert["node"], alert["height"], alert["source"]) == ("redis", str(size - 1), "redis")
+    assert (alert["expected"], alert["found"]) == (home.root(LEDGER, size).hex(), home.root(LEDGER, size - 3).hex())
+    assert f"redis|{LEDGER}|rollback" in cluster.repl.open_alerts()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))  # still the larger one
+    cluster.publish(_note(home, size))
+    cluster.checks.compare_heads()
+    assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
+    cluster.repl.client.delete(cluster.repl.checkpoint_key(LEDGER))
+    cluster.publish(_made_up_note(size - 5, K1))  # signed by no key of the ledger: proves nothing, no rollback
+    cluster.checks.compare_heads()
+    assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
+
+
+def test_a_handover_whose_epochs_entry_was_deleted_is_found_from_the_witnesses_notes(cluster: Cluster) -> None:
+    """Any ingest node's Redis user may delete the ledger's entry in ``epochs``: a verifier
+    that starts after that still reads the notes in Redis now and then (a ledger whose genesis
+    pins a standby key), takes the epoch a witness's cosigned note proves, and checks the new
+    home's checkpoints; an uncosigned note of the standby's key proves nothing so either."""
+    size = cluster.size
+    clock = [1000.0]
+    cluster.checks._clock = lambda: clock[0]
+    cluster.publish(_made_up_note(size + 5, KS, (2, "standby-1")))  # not cosigned: no proof
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (1, None)
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    assert cluster.repl.epochs() == {}
+    cluster.checks.refresh_ledgers()  # read no sooner than LOOK_FOR_EPOCH_SECONDS after the last look
+    assert cluster.checks.ledgers[LEDGER].epoch == (1, None)
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    state = cluster.checks.ledgers[LEDGER]
+    assert (state.epoch, state.home) == ((2, "standby-1"), "standby-1")
+    assert "ingest-1" not in state.copies
+    cluster.publish(_epoch_note(cluster.stores["ingest-1"], size, "standby-1"))  # the new home's latest
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    held = state.checkpoint
+    assert held is not None and held.offer(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
