@@ -17,7 +17,7 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               (``{ledgers}``, ``{ledgers}:epochs``); of the ledgers it may home (see Checkpoints
               below) keep the latest checkpoint (``{*}:checkpoint``) and, a home of an epoch from
               2 on, its witnessed checkpoint of it (``{*}:epoch_proof``), and read every ledger's;
-              read the witnesses' cosignatures (``{*}:cosig``, channel
+              read the witnesses' cosignatures (``{*}:cosig:*``, channel
               ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
               held heights, raise and resolve its own alerts (see Alerts below); read the
               accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
@@ -27,13 +27,13 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
               records the host's enrollments (``{totp}:unrecorded``)
 replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
-              publish its cosignatures (``{*}:cosig``, channel ``cosigned``) and keep its own
+              publish its cosignatures (``{*}:cosig:<node>``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
               ``{*}:tally:latest:<node>``: see Tallies below)
 verifier      read streams, held heights, homes, epochs, checkpoints, the witnesses'
-              cosignatures and epoch proofs (``{*}:cosig``, ``{*}:epoch_proof``: what proves a
+              cosignatures and epoch proofs (``{*}:cosig:*``, ``{*}:epoch_proof``: what proves a
               handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
@@ -78,6 +78,12 @@ raises ``rollback`` on a smaller one (PROTOCOL 10.5); a follower holds each chec
 own records (10.7), and an older one its home signed takes nothing from it; a proven epoch is
 kept by whoever proved it (10.9).
 
+**Cosignatures** as well: witness W's latest cosigned note of a ledger is ``{*}:cosig:W``, a
+string only W's user sets and every node reads (the names read are the reader's cluster's
+nodes, never a list found in Redis). So a witness broken into can neither delete nor set back
+another witness's cosignature; it can only publish an older note of its own, or junk, which
+counts nowhere (whoever counts a cosignature verifies it, docs/PROTOCOL.md 10.3).
+
 **Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
 stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
@@ -92,11 +98,6 @@ the older layout are the admin's, and read by nobody.
 **What ACLs still cannot say.** Some keys stay shared by every node of a role, which may
 overwrite, delete or trim what another node wrote there:
 
-- the witnesses' cosignatures (``{*}:cosig``), one hash per ledger that every witness (replica,
-  observer) writes a field of. Cosignatures are signed, and whoever counts one verifies it
-  (docs/PROTOCOL.md 10.3): a forged one counts nowhere; a deleted one is published again by
-  its witness at its next cosignature. So a witness broken into may empty the hash; the proof
-  of a newer epoch (10.9) is kept by its home in ``{*}:epoch_proof`` as well, which no witness writes.
 - what every ingest node writes: every ledger's stream (``{*}:chain``) and outside witnesses'
   cosignatures (``{*}:outside``), the homes
   (``{ledgers}``) and the epochs (``{ledgers}:epochs``). So an ingest node broken into may add
@@ -158,6 +159,8 @@ _ACCOUNTS_READ += ("subscribe", "unsubscribe", "llen", "lrange")
 # The version each node reports it applied (record_applied: HSET, TIME, PUBLISH; its own key).
 _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
+# The witnesses' cosignatures of a ledger, a key per witness, in one read (ReplicationLedger.cosignatures).
+_COSIGNATURES_READ = ("mget",)
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "xrevrange")
 # The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
 _ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
@@ -173,6 +176,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_ACCOUNTS_READ,
         *_ACCOUNTS_REPORT,
         *_STREAM_READ,
+        *_COSIGNATURES_READ,
         *_ALERTS,
         *_ACCOUNTS_WRITE,
         *_SECOND_FACTOR,
@@ -185,18 +189,46 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "xgroup|setid",
         "xgroup|create",  # a rewind on Redis 7.2+ / Valkey makes the stream and its groups again
     ),
-    "replica": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
-    "observer": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS, *_TRANSACTION),
-    "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_ALERTS),
+    "replica": (
+        *_CONNECTION,
+        *_ACCOUNTS_READ,
+        *_ACCOUNTS_REPORT,
+        *_STREAM_READ,
+        *_COSIGNATURES_READ,
+        *_ALERTS,
+        *_TRANSACTION,
+    ),
+    "observer": (
+        *_CONNECTION,
+        *_ACCOUNTS_READ,
+        *_ACCOUNTS_REPORT,
+        *_STREAM_READ,
+        *_COSIGNATURES_READ,
+        *_ALERTS,
+        *_TRANSACTION,
+    ),
+    "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_COSIGNATURES_READ, *_ALERTS),
     # The public gateway faces the internet: if it is taken over, it must not be able to
     # change what it shows, so it has read commands only (no EVAL: a script could write).
     # TIME: the server's clock, past which no alert's stream id can be (ReplicationLedger.open_by_raiser).
-    "gateway": ("ping", "select", "get", "hget", "hgetall", "hkeys", "smembers", "time", *_STREAM_READ),
+    "gateway": (
+        "ping",
+        "select",
+        "get",
+        "hget",
+        "hgetall",
+        "hkeys",
+        "smembers",
+        "time",
+        *_STREAM_READ,
+        *_COSIGNATURES_READ,
+    ),
     "admin": (
         *_CONNECTION,
         *_ACCOUNTS_READ,
         *_ACCOUNTS_REPORT,
         *_STREAM_READ,
+        *_COSIGNATURES_READ,
         *_ALERTS,
         "sadd",
         "srem",
@@ -242,9 +274,12 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
     # its own and reads every node's.
     held, own_held = f"{ns}:{{*}}:held:*", f"{ns}:{{*}}:held:{node}"
     ledgers = f"{ns}:{{ledgers}}"
-    # A witness (replica, observer) writes its own cosignatures and evidence: a hint only,
-    # since whoever counts cosignatures verifies each one (broker/replication.py).
-    witness = (f"~{ns}:{{*}}:cosig", f"~{ns}:{{evidence}}:{node}")
+    # A witness (replica, observer) writes its own cosignatures and evidence, in keys of its own
+    # name, and reads the others' (a hint only: whoever counts cosignatures verifies each one,
+    # broker/replication.py); one hash for all let any witness HDEL the others' and hide a quorum.
+    # (its own it SETs in a selector, as its held height: _selectors).
+    cosig = f"{ns}:{{*}}:cosig:*"
+    witness = (f"%R~{cosig}", f"~{ns}:{{evidence}}:{node}")
     # An observer publishes its tallies in keys of its own name (in its selectors); the gateway
     # (verifier/gateway.py) reads every observer's, as its own read-only user.
     tallies_read = (f"%R~{ns}:{{*}}:tallies:*", f"%R~{ns}:{{*}}:tally:latest:*")
@@ -285,7 +320,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"~{epochs}",
             f"%R~{checkpoint}",  # written only in the selectors of the ledgers it may home (_selectors)
             f"%R~{epoch_proof}",
-            f"%R~{ns}:{{*}}:cosig",
+            f"%R~{cosig}",
             f"~{outside}",
             *second_factor,
             f"%R~{held}",
@@ -300,14 +335,14 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{ledgers}",
             f"%R~{epochs}",
             f"%R~{checkpoint}",
-            f"%R~{ns}:{{*}}:cosig",  # a witness's cosigned note of a new epoch proves its handover (10.9)
+            f"%R~{cosig}",  # a witness's cosigned note of a new epoch proves its handover (10.9)
             f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
         ),
         "gateway": (
             *tallies_read,
-            f"%R~{ns}:{{*}}:cosig",
+            f"%R~{cosig}",
             f"%R~{outside}",
             f"%R~{held}",
             f"%R~{ledgers}",
@@ -333,8 +368,8 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # The verifier reads each stream through a consumer group: the group's commands write the
 # group's state in the stream key, so they get a selector of their own, and XADD on a
 # stream stays refused.
-# A follower sets its held height (a string: SET) on its own key only, not on a witness's
-# hash or any other key its root rules let it write. An observer also sets the id of its latest
+# A follower sets its held height and, as a witness, its latest cosignature (strings: SET) on
+# its own keys only, not on any other key its root rules let it write. An observer also sets the id of its latest
 # tally so, and adds to its own tally streams with XADD alone, neither key being in its root
 # rules: no other command (HSET, SET on the stream) makes them of a type the readers' GET and
 # XRANGE fail on. Its publishing script (EVALSHA) names both keys, so a selector of its own lets
@@ -344,9 +379,13 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # two keys, and the append's script (EVALSHA), which names the ledger's stream and checkpoint
 # and sets the checkpoint, on those keys. Its root rules read every ledger's.
 def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
-    own_held = f"~{ns}:{{*}}:held:{node}"
+    own_held, own_cosig = f"~{ns}:{{*}}:held:{node}", f"~{ns}:{{*}}:cosig:{node}"
     stream, latest = f"~{ns}:{{*}}:tallies:{node}", f"~{ns}:{{*}}:tally:latest:{node}"
-    own_tallies = (f"(+evalsha +eval {stream} {latest})", f"(+set {own_held} {latest})", f"(+xadd {stream})")
+    own_tallies = (
+        f"(+evalsha +eval {stream} {latest})",
+        f"(+set {own_held} {own_cosig} {latest})",
+        f"(+xadd {stream})",
+    )
     homed: list[str] = []
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
@@ -354,7 +393,7 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
     return {
         "ingest": tuple(homed),
         "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
-        "replica": (f"(+set {own_held})",),
+        "replica": (f"(+set {own_held} {own_cosig})",),
         "observer": own_tallies,
     }
 

@@ -14,10 +14,13 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
 * ``vledger:{<ledger>}:checkpoint``: the home's latest checkpoint (docs/PROTOCOL.md
   section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
   carries its checkpoint too, in the field ``checkpoint``.
-* ``vledger:{<ledger>}:cosig``: a hash, witness -> the latest checkpoint that witness cosigned,
-  as a signed note with the home's signature line and the witness's cosignature line; and
-  ``vledger:cosigned`` (a pub/sub channel): ``<witness> <ledger> <size>`` on every new one.
-  Only a hint for speed: whoever counts cosignatures verifies each one itself.
+* ``vledger:{<ledger>}:cosig:<witness>``: the latest checkpoint that witness cosigned, as a
+  signed note with the home's signature line and the witness's cosignature line; only that
+  witness's Redis user writes it, so no witness can delete or set back another's (the older
+  layout's hash ``vledger:{<ledger>}:cosig``, every witness's field in one key any witness
+  could HDEL, is no longer read); and ``vledger:cosigned`` (a pub/sub channel):
+  ``<witness> <ledger> <size>`` on every new one. Only a hint for speed: whoever counts
+  cosignatures verifies each one itself.
 * ``vledger:{<ledger>}:epoch_proof``: a home of an epoch from 2 on keeps there its first
   checkpoint of that epoch a witness cosigned (10.9); only ingest users write it, so a witness
   that empties ``cosig`` does not hide a handover from the home it replaced.
@@ -364,8 +367,9 @@ class ReplicationLedger:
     def checkpoint_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "checkpoint")
 
-    def cosig_key(self, ledger: str) -> str:
-        return ledger_key(self.namespace, ledger, "cosig")
+    def cosig_key(self, ledger: str, witness: str) -> str:
+        """``witness``'s latest cosigned note of ``ledger``: a key of its own, which only its Redis user writes."""
+        return ledger_key(self.namespace, ledger, f"cosig:{witness}")
 
     def epoch_proof_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "epoch_proof")
@@ -551,13 +555,30 @@ class ReplicationLedger:
     def publish_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """Make ``note`` (a checkpoint with ``witness``'s cosignature) its latest for ``ledger``."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.cosig_key(ledger), witness, note)
+        pipe.set(self.cosig_key(ledger, witness), note)
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
 
-    def cosignatures(self, ledger: str) -> dict[str, bytes]:
-        """witness -> the note it says it cosigned last (unchecked: anyone can write this hash)."""
-        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.cosig_key(ledger)).items()}
+    def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
+        """Whose cosignature keys of ``ledger`` are read: ``witnesses`` if given, else the nodes
+        of :meth:`raisers` (a process passes its cluster's), else every one found (SCAN, which
+        only the admin's user may run)."""
+        if witnesses is not None:
+            return list(dict.fromkeys(witnesses))
+        if self._raisers is not None:
+            return list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
+        prefix = self.cosig_key(ledger, "")
+        found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+        return sorted({_text(raw)[len(prefix) :] for raw in found})
+
+    def cosignatures(self, ledger: str, witnesses: Iterable[str] | None = None) -> dict[str, bytes]:
+        """witness -> the note it says it cosigned last, for each witness of :meth:`_witness_names`
+        that has one (unchecked: each witness's Redis user writes its own)."""
+        names = self._witness_names(ledger, witnesses)
+        if not names:
+            return {}
+        notes = self.client.mget([self.cosig_key(ledger, name) for name in names])
+        return {name: bytes(note) for name, note in zip(names, notes, strict=True) if note is not None}
 
     def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
@@ -663,15 +684,18 @@ class ReplicationLedger:
                 found[_text(key)] = (int(number), home)
         return found
 
-    def epoch_notes(self, ledger: str) -> list[bytes]:
+    def epoch_notes(self, ledger: str, witnesses: Iterable[str] | None = None) -> list[bytes]:
         """The notes that may prove a newer epoch of ``ledger`` than a node's store holds (10.9):
         its latest checkpoint, the proof its newest epoch's home kept and each witness's cosigned
-        note, in one round trip (unchecked)."""
+        note (:meth:`cosignatures`' witnesses), in one round trip (unchecked)."""
+        names = self._witness_names(ledger, witnesses)
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.checkpoint_key(ledger))
         pipe.get(self.epoch_proof_key(ledger))
-        pipe.hgetall(self.cosig_key(ledger))
-        latest, proof, cosigned = pipe.execute(raise_on_error=False)
+        if names:
+            pipe.mget([self.cosig_key(ledger, name) for name in names])
+        latest, proof, *rest = pipe.execute(raise_on_error=False)
+        cosigned = rest[0] if rest else []
         for answer in (latest, cosigned):
             if isinstance(answer, Exception):
                 raise answer
@@ -681,8 +705,8 @@ class ReplicationLedger:
             )
         elif isinstance(proof, Exception):
             raise proof
-        kept = [note for note in (latest, proof) if note is not None]
-        return [bytes(note) for note in kept + list(cosigned.values())]
+        kept = [note for note in (latest, proof, *cosigned) if note is not None]
+        return [bytes(note) for note in kept]
 
     def epoch_proof(self, ledger: str) -> bytes | None:
         """The proof of its epoch the newest epoch's home kept (:meth:`keep_epoch_proof`; unchecked)."""

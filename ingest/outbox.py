@@ -42,6 +42,7 @@ from ..node.checkpoint_log import SIGNED, CheckpointLog
 from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
+from ..node.node_keys import node_of_witness
 from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.tree import Frontier
@@ -457,7 +458,9 @@ class Outbox:
         left = self._left.get(ledger)
         if left is not None and left[0] > history.current.number:
             return left  # proven before (a signature does not expire), and not handed back since
-        proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+        witnesses = tuple(self.witnesses())
+        notes = self.replication.epoch_notes(ledger, _witness_nodes(witnesses))
+        proof = proven_epoch(history, notes, witnesses)
         return proof if proof is not None and proof[1] != self.name else None
 
     def _keep_epoch_proof(self, ledger: str) -> None:
@@ -471,7 +474,9 @@ class Outbox:
             return
         if self._proof_kept.get(ledger) == history.current.number:
             return
-        note = epoch_proof(history, self.replication.cosignatures(ledger).values(), self.witnesses())
+        witnesses = tuple(self.witnesses())
+        cosigned = self.replication.cosignatures(ledger, _witness_nodes(witnesses))
+        note = epoch_proof(history, cosigned.values(), witnesses)
         if note is None:
             return
         try:
@@ -598,3 +603,9 @@ class Outbox:
                     self._reported[ledger] = self.replication.advance(self.name, ledger, height)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
+
+
+def _witness_nodes(witnesses: Iterable[VerifierKey]) -> list[str]:
+    """The nodes whose cosignature keys in Redis are read: those of the witness keys the outbox
+    was given (the outbox process knows no other node's name)."""
+    return [node for node in map(node_of_witness, witnesses) if node is not None]

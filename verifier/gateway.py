@@ -631,7 +631,7 @@ class Gateway:
         outside = self.outside(ledger)
         notes = [note for _, note in self.reader.latest_checkpoints(ledger)]
         try:
-            replication = ReplicationLedger(self._redis())
+            replication = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes))
             notes.extend(replication.cosignatures(ledger).values())
             if outside is not None:
                 notes.extend(replication.outside_cosignatures(ledger).values())
@@ -713,7 +713,8 @@ class Gateway:
             records = [data for _, data in self.reader.iter_raw(ADMIN_LEDGER, 0, self.reader.size(ADMIN_LEDGER))]
             notes = [note for _, note in self.reader.latest_checkpoints(ADMIN_LEDGER)]
             try:
-                notes.extend(ReplicationLedger(self._redis()).cosignatures(ADMIN_LEDGER).values())
+                replication = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes))
+                notes.extend(replication.cosignatures(ADMIN_LEDGER).values())
             except (redis.RedisError, OSError) as e:
                 log.warning("the admin ledger's cosigned checkpoints: Redis unavailable (%s)", e)
             evidence, rotations = follow_copy(records, notes, self._admin_key, self.witness_keys)

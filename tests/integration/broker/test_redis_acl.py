@@ -318,7 +318,7 @@ def test_no_node_says_another_applied_an_accounts_version(acl: AclServer) -> Non
 
 
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
-    home = ReplicationLedger(acl.client("ingest"))
+    home = ReplicationLedger(acl.client("ingest"), raisers=sorted(NODES))
     home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
     listener = acl.client("ingest").pubsub(ignore_subscribe_messages=True)
     listener.subscribe(home.cosigned_channel)
@@ -343,7 +343,7 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
     assert heard == [b"replica-1 votes 2", b"observer-1 votes 2"]
     assert ReplicationLedger(acl.client("verifier")).checkpoints() == {"votes": b"home note"}
     # What may prove a handover to the verifier (10.9): the latest note and the witnesses' ones.
-    assert sorted(ReplicationLedger(acl.client("verifier")).epoch_notes("votes")) == [
+    assert sorted(ReplicationLedger(acl.client("verifier"), raisers=sorted(NODES)).epoch_notes("votes")) == [
         b"cosigned note",
         b"cosigned note",
         b"home note",
@@ -355,7 +355,7 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
     # The new home keeps its epoch's witnessed note where no witness's user writes (10.9);
     # the verifier reads it with the rest, and a witness may neither replace nor delete it.
     home.keep_epoch_proof("votes", b"kept proof")
-    assert sorted(ReplicationLedger(acl.client("verifier")).epoch_notes("votes")) == [
+    assert sorted(ReplicationLedger(acl.client("verifier"), raisers=sorted(NODES)).epoch_notes("votes")) == [
         b"cosigned note",
         b"cosigned note",
         b"home note",
@@ -590,6 +590,7 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
     alert = Alert(node="replica-2", ledger="votes", what="equivocation", height=3, detail="two roots")
     raised = victim.alert(alert)
     victim.keep_evidence("replica-2", "votes", 4, {"checkpoint": "the home's note"})
+    victim.publish_cosignature("votes", "replica-2", 4, b"replica-2's cosigned note")
     intruder = acl.repl(role)
     client = intruder.client
     stream, open_hash = intruder.alerts_key_of("replica-2"), intruder.open_alerts_key_of("replica-2")
@@ -608,10 +609,13 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
         lambda: client.hset(intruder.evidence_key_of(None), "replica-2|votes|4", "{}"),
         lambda: intruder.advance("replica-2", "votes", 99),  # another node's held height
         lambda: client.set(intruder.held_key("votes", "replica-2"), "99"),
-        lambda: client.set(intruder.cosig_key("votes"), "x"),  # its SET reaches its own height only
+        lambda: client.set(intruder.cosig_key("votes", "replica-2"), "x"),  # another witness's cosignature
     ):
         with pytest.raises(NOPERM, match="key|'set' command" if role == "verifier" else "key"):
             write()
+    with pytest.raises(NOPERM):
+        client.delete(intruder.cosig_key("votes", "replica-2"))
+    assert intruder.cosignatures("votes") == {"replica-2": b"replica-2's cosigned note"}  # read, untouched
     assert victim.advance("replica-2", "votes", 5) == 5
     if role != "verifier":  # a node that holds copies says how far, in its own key
         assert intruder.advance(intruder.node or "", "votes", 7) == 7

@@ -246,7 +246,7 @@ def test_a_home_whose_tail_was_rewritten_is_named_and_the_honest_copies_stay(
     forged = _rewrite_tail(cluster, "ingest-1", 20, forget_checkpoints=forget_checkpoints)
     if wipe_redis:  # the forger reaches Redis too: what the home signed and its witnesses cosigned, gone
         redis = connect(cluster.cluster_redis_url)
-        redis.delete(f"vledger:{{{LEDGER}}}:checkpoint", f"vledger:{{{LEDGER}}}:cosig")
+        redis.delete(f"vledger:{{{LEDGER}}}:checkpoint", *redis.keys(f"vledger:{{{LEDGER}}}:cosig:*"))
 
     cluster.start_node("ingest-1")  # the alerts below must come within 5 s of it answering
     if not wipe_redis:

@@ -64,6 +64,9 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
+    def mget(self, keys: list[str]) -> Any:
+        raise ConnectionError("redis is down")
+
     def pipeline(self, transaction: bool = True) -> Any:
         raise ConnectionError("redis is down")
 

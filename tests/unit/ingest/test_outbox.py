@@ -326,14 +326,15 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
 def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_its_hash(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
-    """Every witness's Redis user may HSET and HDEL any field of ``cosig``: one compromised
-    witness deleted the epoch-2 notes there in a loop, and the home it replaced, back, never
-    learnt of the handover and rewound the new home's stream. The new home keeps its witnessed
-    checkpoint in ``epoch_proof`` too, which only ingest users write (10.9): that proves it."""
+    """A witness's Redis user may delete its own note in ``cosig`` (every witness's, when they
+    shared one hash): one compromised witness deleted the epoch-2 notes there in a loop, and the
+    home it replaced, back, never learnt of the handover and rewound the new home's stream. The
+    new home keeps its witnessed checkpoint in ``epoch_proof`` too, which only ingest users
+    write (10.9): that proves it."""
     repl = ReplicationLedger(redis_client)
     new_stream, latest = replaced_home(tmp_path, repl)  # latest: the standby key's alone, no proof
     repl.keep_epoch_proof(LEDGER, WITNESS.cosign(latest, T0 // 1000))
-    redis_client.delete(repl.cosig_key(LEDGER))  # the witness's note, deleted
+    _delete_cosignatures(redis_client, repl)  # the witness's note, deleted
     home = homes(redis_client, SIGNER)
     home.outbox.owns = lambda ledger: True
     append(home.store, LEDGER, 1)
@@ -372,7 +373,7 @@ def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_wr
         witnessed = WITNESS.cosign(mine, T0 // 1000)
         repl.publish_cosignature(LEDGER, "replica-1", 11, witnessed)
         wait_until(lambda: redis_client.get(repl.epoch_proof_key(LEDGER)) == witnessed, "the proof kept")
-        redis_client.delete(repl.cosig_key(LEDGER))
+        _delete_cosignatures(redis_client, repl)
         assert witnessed in repl.epoch_notes(LEDGER)
     finally:
         outbox.stop()
@@ -857,3 +858,9 @@ def test_a_pass_that_meets_a_damaged_store_reports_it_and_ends_the_outbox(tmp_pa
         assert not thread.is_alive(), "the outbox ended"
         relay.stop()
     assert len(told) == 1 and "malformed" in told[0].message
+
+
+def _delete_cosignatures(redis_client: Any, repl: ReplicationLedger) -> None:
+    """What a witness's Redis user may do to its own note (each witness's, by one user each)."""
+    for key in redis_client.keys(repl.cosig_key(LEDGER, "*")):
+        redis_client.delete(key)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.redis_server import connect, free_port
+from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -154,7 +154,7 @@ def test_holder_reports_and_channel_messages_prove_nothing(
     redis_client.publish(repl.held_channel, f"ghost-a {LEDGER} 99999999")
     redis_client.set(repl.held_key(LEDGER, "ghost-b"), "99999999")
     redis_client.publish(repl.cosigned_channel, f"replica-1 {LEDGER} 99999999")
-    redis_client.hset(repl.cosig_key(LEDGER), "ghost-c", b"anything")  # not a witness of this cluster
+    redis_client.set(repl.cosig_key(LEDGER, "ghost-c"), b"anything")  # not a witness of this cluster
     assert still_waiting(future)
     assert alerts == []  # nothing there named a known witness's key
 
@@ -255,14 +255,24 @@ def test_an_unreachable_redis_lets_waiters_time_out(kept: CheckpointLog, alerts:
 
 
 def test_a_waiter_times_out_even_when_redis_answers_with_an_error(
-    watch: CosignatureWatch, repl: ReplicationLedger, redis_client: Any
+    kept: CheckpointLog, alerts: list[Alert], redis_server: RedisServer, redis_client: Any
 ) -> None:
-    # An error reply (here WRONGTYPE; NOPERM under an ACL) raises a ResponseError: the watch
-    # must survive it, and a put with w > 0 be answered replication_timeout, not wait for ever.
-    redis_client.set(repl.cosig_key(LEDGER), "not a hash")
-    future = watch.wait(receipt(1), replicas=1, timeout_ms=200)
-    with pytest.raises(ReplicationTimeoutError):
-        future.result(timeout=3.0)
+    # An error reply (here NOPERM: a Redis user whose ACL refuses the read of the cosignatures)
+    # raises a ResponseError: the watch must survive it, and a put with w > 0 be answered
+    # replication_timeout, not wait for ever.
+    redis_client.acl_setuser("no-mget", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                             commands=["+@all", "-mget"])  # fmt: skip
+    redis_client.set(ReplicationLedger(redis_client).cosig_key(LEDGER, "replica-1"), b"a note")
+    client = connect(redis_server.url.replace("redis://", "redis://no-mget:pw@", 1))
+    watch = make_watch(ReplicationLedger(client, raisers=["replica-1"]), kept, alerts).start()
+    try:
+        future = watch.wait(receipt(1), replicas=1, timeout_ms=200)
+        with pytest.raises(ReplicationTimeoutError):
+            future.result(timeout=3.0)
+    finally:
+        watch.stop()
+        client.close()
+        redis_client.acl_deluser("no-mget")
 
 
 def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_stamped_before_until(

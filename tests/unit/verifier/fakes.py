@@ -8,7 +8,8 @@ from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 
 
 class FakeRedis:
-    """Redis's witness notes, as ``hgetall`` of a ledger's cosignatures hash gives them."""
+    """Redis's witness notes by node name: each witness's key ``...:cosig:<node>`` (``mget``),
+    and an outside witnesses' hash (``hgetall``) holding them all."""
 
     def __init__(self, notes: dict[bytes, bytes]) -> None:
         self.notes = notes
@@ -18,6 +19,9 @@ class FakeRedis:
 
     def hgetall(self, key: str) -> dict[bytes, bytes]:
         return self.notes
+
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [self.notes.get(key.rpartition(":cosig:")[2].encode()) for key in keys]
 
 
 def two_nodes(path: Path) -> ClusterConfig:

@@ -54,6 +54,9 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
+    def mget(self, keys: list[str]) -> Any:
+        raise ConnectionError("redis is down")
+
     def get(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
@@ -155,7 +158,8 @@ def test_forged_cosignature_lines_in_redis_are_dropped_and_good_ones_kept(cluste
     signed = cluster["signed"]
     good = cluster["witness"].cosign(signed, 1_790_000_100)  # the witness cosigned the newer one too
     impostor = WitnessSigner(witness_name("t", "replica-1"), bytes(32)).cosign(signed, 1_790_000_200)
-    redis_notes = {b"replica-1": good, b"mallory": impostor, b"junk": b"not a note"}
+    # Each under a node of the cluster file: the gateway reads those nodes' keys, no others.
+    redis_notes = {b"replica-1": good, b"ingest-1": impostor}
     gateway, thread = serve(cluster, FakeRedis(redis_notes))
     with thread as server:
         url = f"http://127.0.0.1:{server.port}"

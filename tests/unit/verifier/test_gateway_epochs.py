@@ -80,7 +80,8 @@ def test_the_gateway_serves_the_new_epoch_and_never_the_fenced_home(tmp_path: Pa
         store.checkpoints.keep(LEDGER, "cosigned", SIZE, root, epoch_2)
     # The replaced home, cut off, signed past the handover with its epoch-1 key: a fenced checkpoint.
     fenced = _cosigned(OLD.sign(LEDGER, SIZE, root).note, witness)
-    redis = FakeRedis({b"replica-1": epoch_2, b"observer": fenced, b"old": OLD.sign(LEDGER, HANDOVER, before).note})
+    stale = OLD.sign(LEDGER, HANDOVER, before).note
+    redis = FakeRedis({b"replica-1": epoch_2, b"ingest-1": fenced, b"ingest-2": stale})
     gateway = Gateway(config, "replica-1", redis_client=redis)
     gateway.witness_keys = {"replica-1": witness.verifier()}
     try:
