@@ -108,16 +108,34 @@ class NodeReader:
         self.down_until = self._clock() + seconds
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` records (at most a page) from ``start``; fewer only where the copy ends.
+
+        A node cuts its answer at ``max_message_bytes`` and says where it stopped (``next``,
+        PROTOCOL 6.1): a page of large records comes in several answers. Read as the copy's end,
+        an answer cut short made every sweep of such a ledger stop early and raise ``truncated``
+        against copies that held everything, while the records past the cut were never swept."""
+        wanted = min(limit, self.page_size)
+        held: list[bytes] = []
+        while len(held) < wanted:
+            records, following = self._range(ledger, start + len(held), wanted - len(held))
+            held.extend(records)
+            if not records or following != start + len(held):
+                break  # the copy's end (or an answer that says nothing follows)
+        return held
+
+    def _range(self, ledger: str, start: int, limit: int) -> tuple[list[bytes], int | None]:
+        """One ``range`` answer: its records, and the height the node said follows them (None: its end)."""
         try:
-            reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": min(limit, self.page_size)})
+            reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": limit})
         except RemoteError as e:
             if e.code in NOT_HELD:
-                return []  # a copy that holds none of the ledger: its sweep ends here
+                return [], None  # a copy that holds none of the ledger: its sweep ends here
             raise
         records = reply.get("records") if isinstance(reply, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
             raise NodeUnavailableError(f"{self.name}: range answered something else than records")
-        return records
+        following = reply.get("next")
+        return records, following if type(following) is int else None
 
     def head(self, ledger: str) -> tuple[int, bytes] | None:
         """The node's head of ``ledger`` (height, hash), None if it holds none."""
