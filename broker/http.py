@@ -379,8 +379,8 @@ class GuardedHandler(web.RequestHandler):
     def pause_writing(self) -> None:
         """The transport holds more than its high-water mark unsent: the client is not reading.
         aiohttp then writes nothing more to it until :meth:`resume_writing`; but what was written
-        stays in memory. Held past the caps on unread bytes, or for the idle timeout, the
-        connection is closed and its buffer dropped."""
+        stays in memory. Held past the caps on unread bytes, or with nothing of it taken for the
+        idle timeout, the connection is closed and its buffer dropped."""
         super().pause_writing()
         transport = self.transport
         if self._address is None or transport is None:
@@ -390,7 +390,24 @@ class GuardedHandler(web.RequestHandler):
         if reason is not None:
             self._drop_unread(reason)
             return
-        self._stall_timer = self._timers.call_later(self._guard.idle_timeout, self._drop_unread, "not read in time")
+        self._watch_unread(transport.get_write_buffer_size())
+
+    def _watch_unread(self, unsent: int) -> None:
+        self._stall_timer = self._timers.call_later(self._guard.idle_timeout, self._still_unread, unsent)
+
+    def _still_unread(self, unsent: int) -> None:
+        """The idle timeout since ``unsent`` bytes waited: a client that took some meanwhile is
+        slow, not gone (a slow link drains a large answer below the low-water mark only after
+        many such periods), and is given another; one that took none is closed."""
+        self._stall_timer = None
+        transport = self._stalled
+        if transport is None:
+            return
+        now = transport.get_write_buffer_size()
+        if now < unsent:
+            self._watch_unread(now)
+        else:
+            self._drop_unread(f"nothing read in {self._guard.idle_timeout:.1f} s")
 
     def resume_writing(self) -> None:
         self._unstall()

@@ -378,3 +378,27 @@ def test_clients_that_never_read_their_answers_hold_no_more_than_the_unread_caps
         finally:
             for conn in stalled:
                 conn.close()
+
+
+def test_a_slow_client_that_keeps_reading_a_large_answer_is_not_cut_off() -> None:
+    """Taking an answer slowly is no stall: the answer's unsent bytes stay above the low-water
+    mark for longer than the idle timeout, but each timeout finds fewer of them."""
+    with _big_server(8 * BIG) as server:
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(DEADLINE)
+        conn.connect(("127.0.0.1", server.port))
+        with conn:
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            got = 0
+            start = time.monotonic()
+            while got < BIG:  # about 1 MB/s: several idle timeouts to take the whole answer
+                took = 0
+                while took < 256 * 1024 and got + took < BIG:
+                    chunk = conn.recv(65536)
+                    assert chunk, f"closed after {got + took} bytes"
+                    took += len(chunk)
+                got += took
+                time.sleep(0.25)
+            assert time.monotonic() - start > 2 * IDLE_S
+            assert server.guard.unread_closed == 0
