@@ -205,6 +205,10 @@ class ConnectionGuard:
         self.refused = 0  # connections answered 503 since the start
         self.late = 0  # connections closed for a request head not complete in time
         self.lingering: set[asyncio.Transport] = set()  # refused connections given time to close
+        # Connections whose client does not take its answer (the transport paused our writes),
+        # by address: what they leave unread is bounded per address and in all.
+        self.stalled: dict[str, set[asyncio.Transport]] = {}
+        self.unread_closed = 0  # connections closed for leaving too much unread, or for too long
 
     def admit(self, address: str) -> str | None:
         """Take a place for a connection from ``address``: None, or the reason it is refused."""
@@ -216,6 +220,29 @@ class ConnectionGuard:
         self.by_address[address] += 1
         return None
 
+    def stall(self, address: str, transport: asyncio.Transport) -> str | None:
+        """``transport``'s client stopped taking its answer: None while what the stalled
+        connections leave unread stays within the caps, else why this one is to be closed."""
+        self.stalled.setdefault(address, set()).add(transport)
+        mine = sum(t.get_write_buffer_size() for t in self.stalled[address])
+        if mine > self.settings.max_unread_bytes_per_address:
+            return f"{mine} bytes unread by this address (at most {self.settings.max_unread_bytes_per_address})"
+        total = sum(t.get_write_buffer_size() for held in self.stalled.values() for t in held)
+        if total > self.settings.max_unread_bytes:
+            return f"{total} bytes unread in all (at most {self.settings.max_unread_bytes})"
+        return None
+
+    def unstall(self, address: str, transport: asyncio.Transport) -> None:
+        held = self.stalled.get(address)
+        if held is not None:
+            held.discard(transport)
+            if not held:
+                del self.stalled[address]
+
+    def unread(self) -> int:
+        """Bytes written to stalled connections and not yet sent."""
+        return sum(t.get_write_buffer_size() for held in self.stalled.values() for t in held)
+
     def release(self, address: str) -> None:
         self.open -= 1
         self.by_address[address] -= 1
@@ -225,7 +252,8 @@ class ConnectionGuard:
 
 class GuardMetrics(Collector):
     """``vledger_http_connections`` (open now), ``vledger_http_connections_refused_total`` (answered
-    503) and ``vledger_http_heads_late_total`` (closed for a head not complete in time) of a port."""
+    503), ``vledger_http_heads_late_total`` (closed for a head not complete in time) and
+    ``vledger_http_unread_closed_total`` (closed for answers left unread) of a port."""
 
     def __init__(self, guard: ConnectionGuard) -> None:
         self.guard = guard
@@ -238,6 +266,11 @@ class GuardMetrics(Collector):
         )
         yield CounterMetricFamily(
             "vledger_http_heads_late", "HTTP connections closed for a request head late", value=guard.late
+        )
+        yield CounterMetricFamily(
+            "vledger_http_unread_closed",
+            "HTTP connections closed for leaving their answers unread (too many bytes, or too long)",
+            value=guard.unread_closed,
         )
 
 
@@ -292,6 +325,8 @@ class GuardedHandler(web.RequestHandler):
         self._refused: asyncio.Transport | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._heads_before = 0
+        self._stalled: asyncio.Transport | None = None  # our transport, while the client does not read
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         address = address_key(transport.get_extra_info("peername"))
@@ -341,7 +376,62 @@ class GuardedHandler(web.RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def pause_writing(self) -> None:
+        """The transport holds more than its high-water mark unsent: the client is not reading.
+        aiohttp then writes nothing more to it until :meth:`resume_writing`; but what was written
+        stays in memory. Held past the caps on unread bytes, or with nothing of it taken for the
+        idle timeout, the connection is closed and its buffer dropped."""
+        super().pause_writing()
+        transport = self.transport
+        if self._address is None or transport is None:
+            return
+        self._stalled = transport
+        reason = self._guard.stall(self._address, transport)
+        if reason is not None:
+            self._drop_unread(reason)
+            return
+        self._watch_unread(transport.get_write_buffer_size())
+
+    def _watch_unread(self, unsent: int) -> None:
+        self._stall_timer = self._timers.call_later(self._guard.idle_timeout, self._still_unread, unsent)
+
+    def _still_unread(self, unsent: int) -> None:
+        """The idle timeout since ``unsent`` bytes waited: a client that took some meanwhile is
+        slow, not gone (a slow link drains a large answer below the low-water mark only after
+        many such periods), and is given another; one that took none is closed."""
+        self._stall_timer = None
+        transport = self._stalled
+        if transport is None:
+            return
+        now = transport.get_write_buffer_size()
+        if now < unsent:
+            self._watch_unread(now)
+        else:
+            self._drop_unread(f"nothing read in {self._guard.idle_timeout:.1f} s")
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
+
+    def _unstall(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._stalled is not None and self._address is not None:
+            self._guard.unstall(self._address, self._stalled)
+        self._stalled = None
+
+    def _drop_unread(self, reason: str) -> None:
+        self._stall_timer = None
+        transport = self._stalled
+        self._unstall()
+        if transport is not None and not transport.is_closing():
+            self._guard.unread_closed += 1
+            log.debug("closed a connection whose client does not read its answer: %s", reason)
+            transport.abort()  # close() would keep the unsent bytes until they are sent
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._unstall()
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

@@ -326,3 +326,39 @@ def test_a_home_whose_tail_was_rewritten_is_named_not_the_copies_that_hold_what_
     before = sweeps()
     wait_until(lambda: all(n >= before[k] + 2 for k, n in sweeps().items()), 20, "two more sweeps of every copy")
     assert [a["what"] for a in _alerts_of(cluster, ledger)] == ["store_contradicts_checkpoint"]
+
+
+def test_a_ledger_of_large_records_is_swept_whole_and_a_byte_changed_high_up_is_found(cluster: LocalCluster) -> None:
+    """Outsider pass 18, F0b: a node cuts a ``range`` page at ``max_message_bytes`` (about 17
+    records of 60 KB). The verifier read the cut page as the copy's end: a false ``truncated``
+    on every copy, and no sweep ever passed height 17, so a record changed above it was never
+    found. Every copy is now swept whole, nothing is raised, and a changed byte high up is."""
+    name = f"big-{next(_ledgers)}"
+    cluster.admin().create_ledger(genesis(name, ADMIN, ["note"]))
+    writer = cluster.client("writer1")
+    blob = "a" * 60_000
+    writer.put_many([entry(name, "note", {"blob": blob, "i": i}, "writer1") for i in range(60)], window=8)
+    size = _size(cluster, "ingest-1", name)
+    assert size == 61
+    wait_until(lambda: all(_size(cluster, n, name) == size for n in cluster.replica_names), 30, "replicas complete")
+    verifier = cluster.admin("verifier-1")
+
+    seen: dict[str, object] = {}
+
+    def swept_whole() -> bool:
+        copies = {k: c for k, c in verifier.call("status")["copies"].items() if k.endswith(f"|{name}")}
+        seen.update(copies)
+        return len(copies) == 3 and all(c["sweeps"] >= 2 and c["records"] == size for c in copies.values())
+
+    try:
+        # The ledger is swept after every other ledger of the module's verifier: under load, slowly.
+        wait_until(swept_whole, 60, "two whole sweeps of every copy")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {seen}, alerts {_alerts_of(cluster, name)}") from None
+    assert _alerts_of(cluster, name) == []
+    with closing(_store(cluster, "replica-1")) as db:
+        data = _record(db, name, 55).encode()
+        at = data.index(b"aaaa") + 1000
+        _write(db, name, 55, data[:at] + b"b" + data[at + 1 :])
+    _alert(cluster, "replica-1", name, "bad_checksum", 55)
+    assert {a["node"] for a in _alerts_of(cluster, name)} == {"replica-1"}

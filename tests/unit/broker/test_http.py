@@ -314,3 +314,91 @@ def test_the_host_check_follows_the_servers_bind_not_the_address_a_connection_re
     app = web.Application()
     HttpThread(app, host, 0)
     assert app[BOUND_TO_LOOPBACK] is loopback
+
+
+# One answer's bytes: more than the kernel takes into a socket's buffers (loopback autotunes
+# them to a few MB), so that most of it stays in the server's memory while the client does not read.
+BIG = 8 * 1024 * 1024
+
+
+def _big_server(unread: int) -> HttpThread:
+    app = _ok_app()
+
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * BIG)
+
+    app.router.add_get("/big", big)
+    settings = HttpSettings(
+        header_timeout_ms=int(HEAD_S * 1000),
+        idle_timeout_ms=int(IDLE_S * 1000),
+        max_unread_bytes_per_address=unread,
+        max_unread_bytes=unread,
+    )
+    return HttpThread(app, "127.0.0.1", 0, settings=settings)
+
+
+def _unread(server: HttpThread) -> int:
+    """What the server holds unsent for stalled clients (read from this thread: retried when
+    the loop's thread changed the sets meanwhile)."""
+    while True:
+        try:
+            return server.guard.unread()
+        except RuntimeError:
+            continue
+
+
+def test_clients_that_never_read_their_answers_hold_no_more_than_the_unread_caps() -> None:
+    """Outsider pass 18, F0: sixty connections that asked for a 70 MB page and never read took
+    the gateway to 10 GB and stopped /healthz. What stalled clients leave unread is capped (a
+    connection that would pass the cap is closed), the others are closed at the idle timeout,
+    and the port answers others meanwhile."""
+    cap = BIG
+    with _big_server(cap) as server:
+        stalled = []
+        try:
+            for _ in range(6):
+                conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing, takes little
+                conn.settimeout(DEADLINE)
+                conn.connect(("127.0.0.1", server.port))
+                conn.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+                stalled.append(conn)
+            _wait(lambda: server.guard.unread_closed >= 1)  # the caps met: some were closed
+            most = 0
+            deadline = time.monotonic() + IDLE_S / 2
+            while time.monotonic() < deadline:
+                most = max(most, _unread(server))
+                time.sleep(0.005)
+            assert 0 < most <= cap
+            with _connect(server) as other:
+                assert _get(other) == (200, b"ok")  # answered meanwhile
+            # The rest are closed once they have not read for the idle timeout: nothing held.
+            _wait(lambda: server.guard.open == 0)
+            assert _unread(server) == 0 and not server.guard.stalled
+        finally:
+            for conn in stalled:
+                conn.close()
+
+
+def test_a_slow_client_that_keeps_reading_a_large_answer_is_not_cut_off() -> None:
+    """Taking an answer slowly is no stall: the answer's unsent bytes stay above the low-water
+    mark for longer than the idle timeout, but each timeout finds fewer of them."""
+    with _big_server(8 * BIG) as server:
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(DEADLINE)
+        conn.connect(("127.0.0.1", server.port))
+        with conn:
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            got = 0
+            start = time.monotonic()
+            while got < BIG:  # about 1 MB/s: several idle timeouts to take the whole answer
+                took = 0
+                while took < 256 * 1024 and got + took < BIG:
+                    chunk = conn.recv(65536)
+                    assert chunk, f"closed after {got + took} bytes"
+                    took += len(chunk)
+                got += took
+                time.sleep(0.25)
+            assert time.monotonic() - start > 2 * IDLE_S
+            assert server.guard.unread_closed == 0

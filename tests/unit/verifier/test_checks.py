@@ -420,3 +420,24 @@ def test_an_open_alert_whose_what_is_no_text_does_not_stop_the_verifier(
     repl.client.hdel(repl.open_alerts_key_of("replica-3"), key)
     found.refresh_open()
     assert repl.open_alerts()[key] == {"what": [1], "reopened_from": "replica-3"}
+
+
+def test_a_sweep_budget_spent_on_the_first_copies_leaves_the_next_call_to_the_others(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sweep() starts where the last one's budget ran out: started at the first copy every
+    time, a budget spent there left the copies listed last unswept for as long as it was."""
+    found, _, clock = checks
+    swept: list[str] = []
+
+    def one_step(ledger: str, node: str, copy: Any, reader: Any) -> int:
+        swept.append(node)
+        clock.now += 1.0  # the whole budget: one copy a call
+        return 1
+
+    monkeypatch.setattr(found, "_sweep_copy", one_step)
+    for copy in found.ledgers[LEDGER].copies.values():
+        copy.next_sweep_at = 0.0
+    for _ in range(4):
+        found.sweep(budget_seconds=0.5)
+    assert sorted(set(swept)) == ["ingest-1", "replica-1"] and swept[0] != swept[1]

@@ -33,6 +33,7 @@ from vledger.node.storefile import DB_NAME, StoredTree, StoreReader
 from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tests.unit.verifier.fakes import two_nodes
 from vledger.tools.demo import run_demo
+from vledger.verifier import gateway as gateway_module
 from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
 from vledger.verifier.gateway import _int as gateway_int
 
@@ -585,3 +586,26 @@ def test_a_damaged_store_is_a_clear_readyz_reason_and_a_metric_then_clears_once_
             assert get(f"{url}/readyz")[0] == 200
     finally:
         gateway.close()
+
+
+def test_a_page_is_cut_at_its_byte_budget_and_next_says_where_to_go_on(
+    served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outsider pass 18, F0: 500 records of 60 KB made a 70 MB answer, built whole per request.
+    A page stops where its records' JSON would pass PAGE_BYTES (here lowered to a few records),
+    with at least one record, and ``next`` leads on to every record."""
+    url, _ = served
+    budget = 5000
+    monkeypatch.setattr(gateway_module, "PAGE_BYTES", budget)
+    page = get_json(f"{url}/api/ledgers/election-2026/records?start=0&limit=500")
+    shown = [json.dumps(r, separators=(",", ":")) for r in page["records"]]
+    assert 1 < len(shown) < 500 and page["next"] == len(shown)
+    assert sum(len(s) + 1 for s in shown) <= budget
+    heights, start = [], 0
+    while start is not None:
+        page = get_json(f"{url}/api/ledgers/election-2026/records?start={start}&limit=500")
+        heights += [r["height"] for r in page["records"]]
+        start = page["next"]
+    assert heights == list(range(page["size"]))
+    monkeypatch.setattr(gateway_module, "PAGE_BYTES", 10)  # less than any record: one a page
+    assert len(get_json(f"{url}/api/ledgers/election-2026/records?start=3&limit=500")["records"]) == 1

@@ -1,0 +1,94 @@
+"""The verifier's page reader against a node whose ``range`` answers are cut at a byte budget.
+
+A node stops a ``range`` answer before ``max_message_bytes`` and says where it stopped
+(``next``, PROTOCOL 6.1). Outsider pass 18 (F0b): the reader took such an answer for the copy's
+end, so the sweeps of a ledger of 60 KB records stopped at height 17 and blamed every copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from vledger.broker.client import Client
+from vledger.config.cluster import NodeConfig
+from vledger.config.settings import Limits
+from vledger.node.errors import RemoteError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.verifier.checks import NodeReader
+from vledger.verifier.sweep import LedgerSweep
+
+PAGE = 500
+LIMITS = Limits()
+
+
+class CuttingNode:
+    """``range`` as a node serves it: at most ``cut`` records an answer, ``next`` where it stopped."""
+
+    def __init__(self, records: list[bytes], cut: int, *, says_next: bool = True) -> None:
+        self.records = records
+        self.cut = cut
+        self.says_next = says_next
+        self.asked: list[tuple[int, int]] = []
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert command == "range"
+        if args["ledger"] != "big":
+            raise RemoteError("no_such_ledger", "no such ledger", {})
+        start, limit = args["start"], args["limit"]
+        assert 0 < limit <= PAGE  # never more than the node's page
+        self.asked.append((start, limit))
+        records = self.records[start : start + min(limit, self.cut)]
+        end = start + len(records)
+        following = end if end < len(self.records) and self.says_next else None
+        return {"records": records, "next": following, "checkpoint": None}
+
+
+def _reader(node: CuttingNode) -> NodeReader:
+    return NodeReader(NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, node), PAGE, lambda: 0.0)
+
+
+@pytest.mark.parametrize(("held", "cut"), [(1200, 17), (40, 17), (34, 17), (17, 17), (3, 17), (600, 500)])
+def test_a_page_cut_by_the_node_is_read_on_from_where_it_stopped(held: int, cut: int) -> None:
+    records = [b"%d" % i for i in range(held)]
+    node = CuttingNode(records, cut)
+    reader = _reader(node)
+    assert reader.page("big", 0, PAGE) == records[:PAGE]
+    assert reader.page("big", 20, 30) == records[20:50]  # a smaller limit is one too
+    assert reader.page("big", held, PAGE) == []  # past the end: nothing, one question
+    assert node.asked[-1] == (held, PAGE)
+
+
+def test_the_reader_stops_at_an_answer_that_says_nothing_follows() -> None:
+    """An answer without ``next`` (nil: the node's head) ends the page even if it is short."""
+    node = CuttingNode([b"%d" % i for i in range(100)], 17, says_next=False)
+    assert _reader(node).page("big", 0, PAGE) == [b"%d" % i for i in range(17)]
+    assert node.asked == [(0, PAGE)]
+
+
+def test_a_copy_that_holds_none_of_the_ledger_is_an_empty_page() -> None:
+    assert _reader(CuttingNode([], 17)).page("other", 0, PAGE) == []
+
+
+def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -> None:
+    """The sweep's step takes a short page for the copy's end: the reader must not give it one."""
+    rules = LedgerRules(("note",), 0, {})
+    with ChainStore(tmp_path, origin="node-1") as store:
+        store.create_ledger(Entry.prepare(rules.genesis_content("big", "clerk", "g", 1), 0, LIMITS))
+        for i in range(120):
+            store.submit_entry(Entry.prepare(Content("big", "note", {"n": i}, "clerk", f"r{i}", 2 + i), 0, LIMITS))
+        store.flush()
+        chain = [data for _, data in store.range_raw("big")]
+    assert len(chain) == 121
+    node = CuttingNode(chain, 7)
+    reader = NodeReader(NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, node), 50, lambda: 0.0)
+    sweep = LedgerSweep("replica-1", "big")
+    steps = [sweep.step(reader, 50)]
+    while not steps[-1].complete:
+        assert steps[-1].finding is None
+        steps.append(sweep.step(reader, 50))
+    assert steps[-1].end == len(chain) - 1 and sweep.last_records == len(chain)
