@@ -373,7 +373,8 @@ def test_only_the_nodes_that_may_home_a_ledger_write_its_checkpoint_and_epoch_pr
     # ingest-2 homes ``funds`` and stands by for ``parish``: it writes theirs, not ``votes``'s,
     # whose home is the default one. So it can neither roll ``votes``'s latest checkpoint back
     # to an older signed one nor delete it or its epoch proof; it still reads them.
-    default_home, other = ReplicationLedger(acl.client("ingest-1")), ReplicationLedger(acl.client("ingest-2"))
+    default_home = ReplicationLedger(acl.client("ingest-1"), raisers=sorted(NODES))
+    other = ReplicationLedger(acl.client("ingest-2"), raisers=sorted(NODES))
     for ledger in ("votes", "funds", "parish"):
         default_home.append(ledger, "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"note 2")
         default_home.keep_epoch_proof(ledger, b"proof")
