@@ -8,13 +8,14 @@ checks every row itself.
 
 from __future__ import annotations
 
+import decimal
 import threading
 from pathlib import Path
 
 import pytest
 
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.page_check import Checked, PageChecker, Start, check_page
+from vledger.ingest.page_check import MARSHALLED, Checked, PageChecker, Start, _decode, _encode, check_page
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import (
     Content,
@@ -92,6 +93,21 @@ def test_the_values_of_checked_rows_build_what_decode_record_gives(chain: list[R
         assert built.encode() == record.encode()
     # Each name kept once a page: the pickle to the follower sends it once.
     assert len({id(fields[0]) for fields in values}) == len({id(fields[3]) for fields in values}) == 1
+
+
+def test_an_answer_goes_to_the_follower_as_it_was_and_pickled_when_marshal_cannot_write_it(
+    chain: list[Record],
+) -> None:
+    rows = [r.encode() for r in chain[1:]]
+    answer = check_page(ChainVerifier.after(LEDGER, 0, chain[0].link, _start(chain, 1).rules, PROTOCOL_LIMITS), rows)[0]
+    sent = _encode(answer)
+    assert sent.startswith(MARSHALLED) and _decode(sent) == answer
+    fields = answer.fields
+    assert fields is not None
+    odd = Checked(answer.leaves[:1], [(*fields[0][:2], {"n": decimal.Decimal(1)}, *fields[0][3:])])
+    sent = _encode(odd)  # a value marshal does not write: pickled, as every answer was before
+    assert not sent.startswith(MARSHALLED) and _decode(sent) == odd
+    assert _decode(_encode(Checked([]))) == Checked([])
 
 
 def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain: list[Record], tmp_path: Path) -> None:
