@@ -21,11 +21,13 @@ from vledger.node.record import (
     Content,
     Entry,
     Record,
+    columns_of_fields,
     decode_record,
     fields_of_checked,
     new_content,
     new_record,
     record_of_checked,
+    records_of_columns,
 )
 from vledger.node.store import ChainStore
 from vledger.node.tree import leaf_hash
@@ -61,7 +63,10 @@ def _answer(rows: list[bytes], first: int = 1) -> Checked:
     """The answer for ``rows`` passed, the first at height ``first``: their leaf hashes, the
     values decoding them gives (and no 16-leaf subtree: too few rows)."""
     return Checked(
-        [leaf_hash(data) for data in rows], [fields_of_checked(data, {}) for data in rows], [], -(-first // 16)
+        [leaf_hash(data) for data in rows],
+        columns_of_fields([fields_of_checked(data, {}) for data in rows]),
+        [],
+        -(-first // 16),
     )
 
 
@@ -74,7 +79,7 @@ def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(c
     assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == (_answer(rows[:4]), False)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
     assert check_page(verifier, rows[1:]) == (_answer([]), False)  # not the next height: nothing passed
-    assert check_page(None, rows) == (Checked([], []), False)
+    assert check_page(None, rows) == (Checked([], columns_of_fields([])), False)
 
 
 def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -> None:
@@ -104,7 +109,8 @@ def test_an_answer_goes_to_the_follower_as_it_was_and_pickled_when_marshal_canno
     assert sent.startswith(MARSHALLED) and _decode(sent) == answer
     fields = answer.fields
     assert fields is not None
-    odd = Checked(answer.leaves[:1], [(*fields[0][:2], {"n": decimal.Decimal(1)}, *fields[0][3:])])
+    payloads = ({"n": decimal.Decimal(1)},)
+    odd = Checked(answer.leaves[:1], (*[column[:1] for column in fields[:2]], payloads, *[c[:1] for c in fields[3:]]))
     sent = _encode(odd)  # a value marshal does not write: pickled, as every answer was before
     assert not sent.startswith(MARSHALLED) and _decode(sent) == odd
     assert _decode(_encode(Checked([]))) == Checked([])
@@ -123,7 +129,7 @@ def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain
         checked = [checker.result() for _ in range(6)]
         for answer in checked:  # with each passed row's values, as decode_record gives them
             assert answer.fields is not None
-            built = [new_record(new_content(*fields[:6]), *fields[6:]) for fields in answer.fields]
+            built = records_of_columns(answer.fields, 0, len(answer.leaves))
             assert [leaf_hash(record.encode()) for record in built] == answer.leaves
             assert built == [decode_record(record.encode(), PROTOCOL_LIMITS) for record in built]
         answers = [answer.leaves for answer in checked]
