@@ -9,6 +9,7 @@ checks every row itself.
 from __future__ import annotations
 
 import decimal
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -217,3 +218,21 @@ def test_begin_starts_the_worker_without_waiting_for_it(chain: list[Record]) -> 
         assert checker.result().leaves == [leaf_hash(chain[1].encode())]
     finally:
         checker.close()
+
+
+@pytest.mark.parametrize("cut", ["a row's values fewer", "a column fewer"])
+def test_an_answer_whose_values_do_not_match_its_leaves_breaks_the_checker(chain: list[Record], cut: str) -> None:
+    """Values for another count of rows than the leaves, or a column missing: the checker is
+    broken (the follower then checks everything itself), nothing of the answer is used."""
+    rows = [r.encode() for r in chain[1:4]]
+    answer = _answer(rows)
+    assert answer.fields is not None
+    fields = tuple(column[:-1] for column in answer.fields) if cut == "a row's values fewer" else answer.fields[:-1]
+    ours, theirs = multiprocessing.Pipe()
+    checker = PageChecker()
+    checker._conn, checker._ready = ours, True  # as a started worker's
+    checker._waiting.append(len(rows))
+    theirs.send_bytes(_encode(Checked(answer.leaves, fields)))  # type: ignore[arg-type]
+    assert checker.result() == Checked([]) and checker.broken
+    ours.close()
+    theirs.close()
