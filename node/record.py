@@ -404,8 +404,9 @@ def record_of_checked(data: bytes) -> Record:
 
 # A record's values as plain Python values, in the order new_content then new_record take them
 # (ledger, kind, payload, author, request_id, ts; content_bytes, checksum, nonce, height, prev,
-# accepted, origin, link): what a follower's page checker sends back for each row it passed,
-# so that the follower builds the Record without decoding the bytes again (ingest/page_check.py).
+# accepted, origin, link): what a follower's page checker reads of each row it passed (sent to
+# the follower as RecordColumns), so that the follower builds the Record without decoding the
+# bytes again (ingest/page_check.py).
 RecordFields = tuple[str, str, dict[str, Any], str, str, int, bytes, bytes, int, int, bytes, int, str, bytes]
 
 
