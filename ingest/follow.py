@@ -59,6 +59,7 @@ import collections
 import gc
 import hashlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -85,7 +86,7 @@ from ..node.errors import (
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
-from ..node.record import Record, decode_record, new_content, new_record, record_of_checked
+from ..node.record import Record, RecordColumns, decode_record, record_of_checked, records_of_columns
 from ..node.store import KEPT_LEAVES, ChainStore, GrownTree, Receipt, grow_kept_by
 from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.verify import ChainVerifier
@@ -120,6 +121,7 @@ CATCH_UP_IN_FLIGHT = 4
 # The rows of a store that may hold another note of the home's key, which proves this copy
 # when a checkpoint contradicts it (each checked with the ledger's key again before it counts).
 PROVING_KINDS = (COSIGNED, IMPORTED_SIGNED, IMPORTED_COSIGNED)
+_HEIGHT_OF: Callable[[tuple[int, bytes]], int] = operator.itemgetter(0)  # a page row's height, in C
 GC_PAUSE_SECONDS = 1.0  # the longest catch-up holds the cyclic collector off (see _CyclicGcPaused)
 
 
@@ -906,33 +908,7 @@ class Follower:
                 expected += 1
                 prev = record.link
         else:
-            # The worker's decoding of these very bytes (page_check.Checked.fields): the Record
-            # decode_record would give, built without decoding them again here, and held to
-            # this follower's chain exactly as above before it is taken.
-            for (height, _), values in zip(rows[begin:stop], checked.fields[begin:stop], strict=True):
-                (
-                    r_ledger, kind, payload, author, request_id, ts,
-                    content_bytes, checksum, nonce, r_height, r_prev, accepted, origin, link,
-                ) = values  # fmt: skip
-                if height != expected or r_height != expected or r_prev != prev or r_ledger != ledger:
-                    break
-                if kind == ROTATION_KIND:
-                    break
-                records.append(
-                    new_record(
-                        new_content(r_ledger, kind, payload, author, request_id, ts),
-                        content_bytes,
-                        checksum,
-                        nonce,
-                        r_height,
-                        r_prev,
-                        accepted,
-                        origin,
-                        link,
-                    )
-                )
-                expected += 1
-                prev = link
+            records = _records_on_chain(checked.fields, rows, begin, stop, expected, prev, ledger)
         if not records:
             state.chain = chain
             return begin
@@ -1258,6 +1234,48 @@ class _CyclicGcPaused:
         if self._paused:
             self._paused = False
             gc.enable()
+
+
+def _records_on_chain(
+    columns: RecordColumns, rows: list[tuple[int, bytes]], begin: int, stop: int, height: int, prev: bytes, ledger: str
+) -> list[Record]:
+    """The Records of rows ``begin`` to ``stop`` - 1 built from the worker's decoding of these very
+    bytes (``columns``, page_check.Checked.fields), up to the first that does not stand on this
+    follower's chain: that says another height than ``height`` onwards, or the height it was
+    sent as, another ``prev`` than the link of the record before (``prev`` for the first), or
+    another ledger; and up to the first ``checkpoint_key`` record (its rotation is checked by
+    the follower's own loop).
+
+    The usual page stands whole: that is checked a column at a time (each a comparison in C)
+    and its Records built a column at a time (records_of_columns); a page that does not is
+    cut where a row-by-row look finds the first row that fails, and built up to there."""
+    (ledgers, kinds, _, _, _, _, _, _, _, heights, prevs, _, _, links) = columns  # fmt: skip
+    end = stop
+    wanted = range(height, height + stop - begin)
+    if not (
+        list(map(_HEIGHT_OF, rows[begin:stop])) == list(wanted)
+        and list(heights[begin:stop]) == list(wanted)
+        and (begin == stop or prevs[begin] == prev)
+        and list(prevs[begin + 1 : stop]) == list(links[begin : stop - 1])
+        and list(ledgers[begin:stop]).count(ledger) == stop - begin
+        and ROTATION_KIND not in kinds[begin:stop]
+    ):
+        end = begin
+        for (sent, _), own, kind, r_ledger, r_prev, link in zip(
+            rows[begin:stop],
+            heights[begin:stop],
+            kinds[begin:stop],
+            ledgers[begin:stop],
+            prevs[begin:stop],
+            links[begin:stop],
+            strict=True,
+        ):
+            if sent != height or own != height or r_prev != prev or r_ledger != ledger or kind == ROTATION_KIND:
+                break
+            end += 1
+            height += 1
+            prev = link
+    return records_of_columns(columns, begin, end)
 
 
 def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:

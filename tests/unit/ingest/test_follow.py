@@ -27,13 +27,14 @@ from vledger.broker.replication import Alert
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.settings import PROTOCOL_LIMITS, Limits
 from vledger.ingest import follow
-from vledger.ingest.follow import CATCH_UP_IN_FLIGHT, LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page
+from vledger.ingest.follow import CATCH_UP_IN_FLIGHT, LIVE_IN_FLIGHT, NOT_RELAYED, OK, Follower, Page, _records_on_chain
 from vledger.ingest.page_check import Checked, PageChecker
 from vledger.node.checkpoint_log import COSIGNED, EVIDENCE
 from vledger.node.errors import StoreError, TreeMismatchError
+from vledger.node.key_rotation import ROTATION_KIND
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
-from vledger.node.record import Content, Entry, Record, decode_record, fields_of_checked
+from vledger.node.record import Content, Entry, Record, columns_of_fields, decode_record, fields_of_checked
 from vledger.node.store import ChainStore, Receipt, grow_kept
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash, subtree_hashes, verify_consistency
@@ -1123,7 +1124,8 @@ def test_the_checked_rows_are_taken_only_where_they_stand_on_the_followers_chain
 
     def checked(leaves: list[bytes], rows: list[tuple[int, bytes]]) -> Checked:
         names: dict[str, str] = {}
-        return Checked(leaves, [fields_of_checked(data, names) for _, data in rows[: len(leaves)]] if decoded else None)
+        values = [fields_of_checked(data, names) for _, data in rows[: len(leaves)]]
+        return Checked(leaves, columns_of_fields(values) if decoded else None)
 
     marked = [bytes([h]) * 32 for h in range(10)]  # the follower's trust in the checker, made visible
     replica = make_replica(MemorySource("redis", {LEDGER: long_chain}))
@@ -1179,6 +1181,31 @@ def test_a_page_checkers_subtrees_grow_the_tree_its_leaves_would(
     assert taken == ([subtree_hashes([leaf_hash(r.encode()) for r in long_chain[16:32]], 4)[0]] if checker else [])
 
 
+@pytest.mark.parametrize("lie", ["none", "sent height", "height", "prev", "ledger", "kind", "first prev"])
+def test_the_checkers_values_are_built_up_to_the_first_row_off_the_followers_chain(
+    long_chain: list[Record], lie: str
+) -> None:
+    """The Records of the checker's columns are what decoding the rows gives, up to the first row
+    whose values (or the height it was sent as) do not stand on the chain, or that is a
+    ``checkpoint_key`` record: here the fifth of nine, or the first for a false first prev."""
+    records = long_chain[1:10]
+    rows = [(r.height, r.encode()) for r in records]
+    values = [list(fields_of_checked(data, {})) for _, data in rows]
+    at = 0 if lie == "first prev" else 4
+    if lie == "sent height":
+        rows[at] = (rows[at][0] + 1, rows[at][1])
+    changed = {"height": (9, 99), "prev": (10, bytes(32)), "ledger": (0, "other"), "kind": (1, ROTATION_KIND)}
+    if lie in changed:
+        index, value = changed[lie]
+        values[at][index] = value
+    if lie == "first prev":
+        values[at][10] = bytes(32)
+    columns = columns_of_fields([tuple(v) for v in values])  # type: ignore[misc]
+    built = _records_on_chain(columns, rows, 0, len(rows), 1, long_chain[0].link, LEDGER)
+    assert built == (records if lie == "none" else records[:at])
+    assert _records_on_chain(columns, rows, 2, 2, 3, long_chain[2].link, LEDGER) == []
+
+
 class Distrusting(PageChecker):
     """A page checker never started, that notes what the follower found false of its answers."""
 
@@ -1206,7 +1233,7 @@ def test_a_false_subtree_from_the_checker_blames_the_checker_not_the_run(
     leaves = [leaf_hash(data) for _, data in rows]
     subtrees = [bytes(32)] if lie else subtree_hashes(leaves[15:31], 4)
     names: dict[str, str] = {}
-    checked = Checked(leaves, [fields_of_checked(data, names) for _, data in rows], subtrees, 1)
+    checked = Checked(leaves, columns_of_fields([fields_of_checked(data, names) for _, data in rows]), subtrees, 1)
     assert follower._offer(LEDGER, rows, HOME, NOT_RELAYED, checked) == OK
     follower.settle()
     assert replica.heights() == list(range(40)) and replica.store.root(LEDGER) == signed(long_chain[39]).root

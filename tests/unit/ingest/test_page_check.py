@@ -8,23 +8,27 @@ checks every row itself.
 
 from __future__ import annotations
 
+import decimal
+import multiprocessing
 import threading
 from pathlib import Path
 
 import pytest
 
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.page_check import Checked, PageChecker, Start, check_page
+from vledger.ingest.page_check import MARSHALLED, Checked, PageChecker, Start, _decode, _encode, check_page
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import (
     Content,
     Entry,
     Record,
+    columns_of_fields,
     decode_record,
     fields_of_checked,
     new_content,
     new_record,
     record_of_checked,
+    records_of_columns,
 )
 from vledger.node.store import ChainStore
 from vledger.node.tree import leaf_hash
@@ -60,7 +64,10 @@ def _answer(rows: list[bytes], first: int = 1) -> Checked:
     """The answer for ``rows`` passed, the first at height ``first``: their leaf hashes, the
     values decoding them gives (and no 16-leaf subtree: too few rows)."""
     return Checked(
-        [leaf_hash(data) for data in rows], [fields_of_checked(data, {}) for data in rows], [], -(-first // 16)
+        [leaf_hash(data) for data in rows],
+        columns_of_fields([fields_of_checked(data, {}) for data in rows]),
+        [],
+        -(-first // 16),
     )
 
 
@@ -73,7 +80,7 @@ def test_check_page_passes_the_leading_rows_that_verify_with_their_leaf_hashes(c
     assert check_page(verifier, [*rows[:4], _changed(chain[5]), *rows[5:]]) == (_answer(rows[:4]), False)
     verifier = ChainVerifier.after(LEDGER, 0, start.prev, start.rules, PROTOCOL_LIMITS)
     assert check_page(verifier, rows[1:]) == (_answer([]), False)  # not the next height: nothing passed
-    assert check_page(None, rows) == (Checked([], []), False)
+    assert check_page(None, rows) == (Checked([], columns_of_fields([])), False)
 
 
 def test_record_of_checked_gives_what_decode_record_gives(chain: list[Record]) -> None:
@@ -94,6 +101,22 @@ def test_the_values_of_checked_rows_build_what_decode_record_gives(chain: list[R
     assert len({id(fields[0]) for fields in values}) == len({id(fields[3]) for fields in values}) == 1
 
 
+def test_an_answer_goes_to_the_follower_as_it_was_and_pickled_when_marshal_cannot_write_it(
+    chain: list[Record],
+) -> None:
+    rows = [r.encode() for r in chain[1:]]
+    answer = check_page(ChainVerifier.after(LEDGER, 0, chain[0].link, _start(chain, 1).rules, PROTOCOL_LIMITS), rows)[0]
+    sent = _encode(answer)
+    assert sent.startswith(MARSHALLED) and _decode(sent) == answer
+    fields = answer.fields
+    assert fields is not None
+    payloads = ({"n": decimal.Decimal(1)},)
+    odd = Checked(answer.leaves[:1], (*[column[:1] for column in fields[:2]], payloads, *[c[:1] for c in fields[3:]]))
+    sent = _encode(odd)  # a value marshal does not write: pickled, as every answer was before
+    assert not sent.startswith(MARSHALLED) and _decode(sent) == odd
+    assert _decode(_encode(Checked([]))) == Checked([])
+
+
 def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain: list[Record], tmp_path: Path) -> None:
     rows = [r.encode() for r in chain]
     checker = PageChecker()
@@ -107,7 +130,7 @@ def test_the_worker_answers_in_order_and_continues_only_after_a_whole_page(chain
         checked = [checker.result() for _ in range(6)]
         for answer in checked:  # with each passed row's values, as decode_record gives them
             assert answer.fields is not None
-            built = [new_record(new_content(*fields[:6]), *fields[6:]) for fields in answer.fields]
+            built = records_of_columns(answer.fields, 0, len(answer.leaves))
             assert [leaf_hash(record.encode()) for record in built] == answer.leaves
             assert built == [decode_record(record.encode(), PROTOCOL_LIMITS) for record in built]
         answers = [answer.leaves for answer in checked]
@@ -195,3 +218,21 @@ def test_begin_starts_the_worker_without_waiting_for_it(chain: list[Record]) -> 
         assert checker.result().leaves == [leaf_hash(chain[1].encode())]
     finally:
         checker.close()
+
+
+@pytest.mark.parametrize("cut", ["a row's values fewer", "a column fewer"])
+def test_an_answer_whose_values_do_not_match_its_leaves_breaks_the_checker(chain: list[Record], cut: str) -> None:
+    """Values for another count of rows than the leaves, or a column missing: the checker is
+    broken (the follower then checks everything itself), nothing of the answer is used."""
+    rows = [r.encode() for r in chain[1:4]]
+    answer = _answer(rows)
+    assert answer.fields is not None
+    fields = tuple(column[:-1] for column in answer.fields) if cut == "a row's values fewer" else answer.fields[:-1]
+    ours, theirs = multiprocessing.Pipe()
+    checker = PageChecker()
+    checker._conn, checker._ready = ours, True  # as a started worker's
+    checker._waiting.append(len(rows))
+    theirs.send_bytes(_encode(Checked(answer.leaves, fields)))  # type: ignore[arg-type]
+    assert checker.result() == Checked([]) and checker.broken
+    ours.close()
+    theirs.close()

@@ -927,6 +927,10 @@ def _taken_values(content: Content, nonce: int, height: int, prev: bytes, accept
     for fields in values:
         assert fields == record.fields_of_checked(encoded, {})
         assert record.new_record(record.new_content(*fields[:6]), *fields[6:]) == decode_record(encoded, LIMITS)
+    if values:  # built a column at a time, between two other records: the same Record
+        other = record.fields_of_checked(decode_record(encoded, LIMITS).encode(), {})
+        (built,) = record.records_of_columns(record.columns_of_fields([other, *values, other]), 1, 2)
+        assert built == decode_record(encoded, LIMITS) and type(built) is Record and type(built.content) is Content
     if values:
         assert (verifier.next_height, verifier.prev) == (height + 1, placed.link)
     return values
