@@ -60,6 +60,7 @@ from ..node.errors import (
     KeyPermissionsError,
     PassphraseError,
 )
+from ..node.json_values import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +419,7 @@ def _matching_pair(public: str, secret: str, path: Path) -> KeyPair:
 
 def _document(text: str, path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except json.JSONDecodeError as e:
         raise KeyMaterialError(f"{path}: not a valid {SECRET_FORMAT} file: {e.msg}") from None
     if not isinstance(document, dict) or document.get("format") != SECRET_FORMAT:

@@ -63,6 +63,7 @@ from typing import Any
 import redis
 
 from ..node.errors import RecordError, StoreDamagedError, StoreError
+from ..node.json_values import parse_json
 from .redis_keys import NAMESPACE, group_key, ledger_key
 
 log = logging.getLogger(__name__)
@@ -254,13 +255,13 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _open_alert(raw: Any) -> dict[str, Any]:
-    """An open alert's fields, or none for a value that is not a JSON object: every node's Redis
-    user may write the open hash, and what one wrote there must not stop an operator listing or
-    resolving alerts, nor the verifier reading them."""
+def _json_map(raw: Any) -> dict[str, Any]:
+    """An open alert's or an evidence's fields, or none for a value that is not a JSON object:
+    every node's Redis user may write its own fields there, and what one wrote must not stop an
+    operator listing or resolving alerts, nor the verifier reading them."""
     try:
-        value = json.loads(_text(raw))
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        value = parse_json(_text(raw))
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -582,7 +583,7 @@ class ReplicationLedger:
             for k, v in fields.items():
                 key = _text(k)
                 if node is None or key.startswith(node + "|"):
-                    found[key] = json.loads(_text(v))
+                    found[key] = _json_map(v)
         return found
 
     def last_height(self, ledger: str) -> int:
@@ -765,7 +766,7 @@ class ReplicationLedger:
         now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)  # every id of this millisecond or before
         found = []
         for node, fields in zip(raisers, replies, strict=True):
-            alerts = {_text(k): _open_alert(v) for k, v in fields.items()}
+            alerts = {_text(k): _json_map(v) for k, v in fields.items()}
             for alert in alerts.values():
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+
+def parse_json(text: str | bytes, **options: Any) -> Any:
+    """``json.loads(text, **options)``, a value nested deeper than the parser can go refused as a
+    JSONDecodeError like any other text that is not JSON: json's own RecursionError is no
+    ValueError, so the ``except ValueError`` of every reader of a gateway's answer or a file would
+    let it through as a crash instead of the documented error code."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise json.JSONDecodeError("nested deeper than a JSON value may be read", "", 0) from None
 
 
 def jsonable(value: Any) -> Any:

@@ -462,3 +462,16 @@ def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: An
     finally:
         user.close()
         redis_client.execute_command("ACL", "DELUSER", "no-time")
+
+
+def test_evidence_that_is_not_json_reads_as_none(repl: ReplicationLedger) -> None:
+    # A node's Redis user writes its own evidence fields: what one wrote there must not stop
+    # `vledger alerts` or the verifier reading everyone's (json's RecursionError included).
+    repl.keep_evidence("replica-1", LEDGER, 3, {"checkpoint": "a note"})
+    repl.client.hset(repl.evidence_key, "replica-2|x|4", b"[" * 100_000)
+    repl.client.hset(repl.evidence_key, "replica-2|x|5", b"not json")
+    assert repl.evidence() == {
+        f"replica-1|{LEDGER}|3": {"checkpoint": "a note"},
+        "replica-2|x|4": {},
+        "replica-2|x|5": {},
+    }

@@ -307,6 +307,7 @@ def test_json_floats_are_refused_with_the_minor_units_rule(text: str) -> None:
         ('"text"', "not a string"),
         ('{"a": 1', "not valid JSON: Expecting ',' delimiter \\(line 1, column 8\\)"),
         ("", "not valid JSON"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON: nested deeper"),  # no RecursionError
     ],
 )
 def test_json_errors_say_what_is_wrong(text: str, message: str) -> None:
