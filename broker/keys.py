@@ -164,7 +164,7 @@ def newest_generation(directory: Path, name: str) -> int:
     prefix = f"{name}{GENERATION_MARK}"
     for path in directory.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
         number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
-        if number.isdigit() and not number.startswith("0"):
+        if number.isascii() and number.isdigit() and len(number) <= 20 and not number.startswith("0"):
             newest = max(newest, int(number))
     return newest
 

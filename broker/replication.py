@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -277,11 +278,14 @@ def stream_order(value: Any) -> tuple[int, int]:
     return _stream_id(value) if isinstance(value, str) else (-1, -1)
 
 
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+
+
 def _stream_id(value: str) -> tuple[int, int]:
     """A stream id as a comparable pair; (-1, -1) for one that is none. The server's clock
     makes every stream's ids, so those of two raisers' streams compare as times do."""
-    ms, _, seq = value.partition("-")
-    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (-1, -1)
+    found = _STREAM_ID.fullmatch(value)  # ASCII digits, 20 at most: int() takes "²" no more than 5,000 digits
+    return (int(found[1]), int(found[2] or 0)) if found else (-1, -1)
 
 
 def _glob_escape(text: str) -> str:
@@ -654,7 +658,7 @@ class ReplicationLedger:
         found = {}
         for key, value in self.client.hgetall(self.epochs_key).items():
             number, _, home = _text(value).partition(" ")
-            if number.isdigit() and home:
+            if number.isascii() and number.isdigit() and len(number) <= 20 and home:
                 found[_text(key)] = (int(number), home)
         return found
 

@@ -304,3 +304,12 @@ def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
     assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
     later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
     assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "1" + "0" * 20, "01", "1", "x"])
+def test_an_epoch_line_whose_number_is_none_is_refused_not_a_crash(number: str) -> None:
+    # 5,000 digits: Python's int() raises a bare ValueError over 4,300 (a traceback in `receipt verify`).
+    checkpoint = Checkpoint(f"{LEDGER}", 1, ROOT, (f"vledger-epoch {number} ingest-2",))
+    with pytest.raises(VledgerError) as caught:
+        epoch_claim(checkpoint)
+    assert caught.value.code == "bad_checkpoint"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,20 @@ def test_a_genesis_file_that_is_none_is_named_in_the_error(tmp_path: Path, capsy
     assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(receipt)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"vledger: error: height_gap: --genesis {receipt}: ledger 'election-2026' height 2: ")
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_receipt_with_an_index_of_5000_digits_is_bad_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    # Python refuses to convert a string of over 4,300 digits with a bare ValueError: it was a traceback.
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(re.sub(r'"index":[0-9]+', '"index":' + "9" * 5000, vector["receipt"]), encoding="utf-8")
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(genesis), *json_flag]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("vledger: error: bad_receipt: receipt: the file is not UTF-8 JSON")
+    if json_flag:
+        assert json.loads(out)["error"]["code"] == "bad_receipt"
