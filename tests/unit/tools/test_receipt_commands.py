@@ -11,7 +11,7 @@ import pytest
 
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
-from vledger.node.note import ALG_ED25519, parse_verifier_key
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
 from vledger.tools import cli
 from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.tools.receipt_commands import vkey_arg
@@ -89,3 +89,20 @@ def test_a_receipt_with_an_index_of_5000_digits_is_bad_receipt(
     assert err.startswith("vledger: error: bad_receipt: receipt: the file is not UTF-8 JSON")
     if json_flag:
         assert json.loads(out)["error"]["code"] == "bad_receipt"
+
+
+def test_one_witness_key_under_two_names_is_one_witness_toward_the_quorum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PROTOCOL 13.4: the name is not signed, so a cosignature relabelled under a second name of
+    # the same key counted twice toward --quorum 2.
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(vector["receipt"], encoding="utf-8")
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    seed = bytes(range(32))
+    one, alias = (SignerKey(f"town/witness/{n}", ALG_COSIGNATURE_V1, seed).verifier().encode() for n in ("r1", "r9"))
+    argv = ["receipt", "verify", str(receipt), "--genesis", str(genesis), "--witness", one, "--witness", alias]
+    assert cli.main([*argv, "--quorum", "2"]) == 2
+    assert "--quorum 2 needs as many --witness keys, each of its own public key" in capsys.readouterr().err
