@@ -45,6 +45,10 @@ def vkey_arg(value: str) -> VerifierKey:
 
 
 def _read(path: Path) -> bytes:
+    # A path that names no file is a usage error (exit 2), as `vledger verify`'s is: not the
+    # generic OSError's exit 1 with code "error".
+    if not path.is_file():
+        raise UsageError(f"{path}: {'a directory, not a file' if path.is_dir() else 'no such file'}")
     with path.open("rb") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:

@@ -106,3 +106,21 @@ def test_one_witness_key_under_two_names_is_one_witness_toward_the_quorum(
     argv = ["receipt", "verify", str(receipt), "--genesis", str(genesis), "--witness", one, "--witness", alias]
     assert cli.main([*argv, "--quorum", "2"]) == 2
     assert "--quorum 2 needs as many --witness keys, each of its own public key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["file", "genesis"])
+def test_a_path_that_names_no_file_is_a_usage_error_as_in_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    # `verify /nonexistent` exits 2 (usage); `receipt verify /nonexistent` exited 1 (error).
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(vector["receipt"], encoding="utf-8")
+    gone = tmp_path / "nonexistent"
+    file, genesis = (gone, receipt) if missing == "file" else (receipt, gone)
+    assert cli.main(["receipt", "verify", str(file), "--genesis", str(genesis), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["code"] == "usage" and f"{gone}: no such file" in err
+    assert cli.main(["receipt", "verify", str(tmp_path), "--genesis", str(receipt)]) == 2
+    assert "a directory, not a file" in capsys.readouterr().err
+    assert cli.main(["verify", str(gone)]) == 2
