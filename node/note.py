@@ -652,8 +652,8 @@ def verify_checkpoint(
 
     ``log_key`` is the log's type 0x01 key, ``witnesses`` the trusted type 0x04 keys and
     ``quorum`` how many distinct witnesses must have cosigned: names that share a public key
-    are one witness (:func:`witness_groups`), its first cosignature in note order the one kept. ``origin`` (default: the
-    log key's name) is the origin line expected.
+    are one witness (:func:`witness_groups`), its first cosignature in note order the one kept.
+    ``origin`` (default: the log key's name) is the origin line expected.
 
     Raises NoteKeyError [bad_note_key] for unusable keys; QuorumError [no_quorum] for a quorum
     outside 0..(number of witness names) or one not met; NoteError [bad_note] for a malformed
