@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import resource
 import threading
 from collections import Counter
@@ -551,14 +552,19 @@ def _loopback_name(host: str) -> bool:
         return False
 
 
+# RFC 9110 7.2: Host = uri-host [ ":" port ]; a name or an IPv4 address, or an IPv6 one in brackets.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{0,5})?")
+
+
 def names_loopback(request: web.Request) -> bool:
-    """Whether the request's Host names a loopback address (``127.0.0.1:8080``, ``[::1]``, ``localhost``)."""
-    host = request.headers.get("Host", "")
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    return _loopback_name(host)
+    """Whether the request's Host names a loopback address (``127.0.0.1:8080``, ``[::1]``, ``localhost``).
+
+    Only one Host header of the form host[:port] counts: ``localhost:80, evil.example`` (a list,
+    which no browser sends) or two Host headers name no one host, so no loopback one either.
+    """
+    hosts = request.headers.getall("Host", [])
+    found = _HOST.fullmatch(hosts[0]) if len(hosts) == 1 else None
+    return found is not None and _loopback_name(found[1])
 
 
 # Whether the HttpThread serving an application listens on a loopback address (its bind, not

@@ -60,6 +60,7 @@ from ..node.errors import (
     KeyPermissionsError,
     PassphraseError,
 )
+from ..node.json_values import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def newest_generation(directory: Path, name: str) -> int:
     prefix = f"{name}{GENERATION_MARK}"
     for path in directory.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
         number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
-        if number.isdigit() and not number.startswith("0"):
+        if number.isascii() and number.isdigit() and len(number) <= 20 and not number.startswith("0"):
             newest = max(newest, int(number))
     return newest
 
@@ -418,7 +419,7 @@ def _matching_pair(public: str, secret: str, path: Path) -> KeyPair:
 
 def _document(text: str, path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except json.JSONDecodeError as e:
         raise KeyMaterialError(f"{path}: not a valid {SECRET_FORMAT} file: {e.msg}") from None
     if not isinstance(document, dict) or document.get("format") != SECRET_FORMAT:

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from typing import Any
 import redis
 
 from ..node.errors import RecordError, StoreDamagedError, StoreError
+from ..node.json_values import parse_json
 from .redis_keys import NAMESPACE, group_key, ledger_key
 
 log = logging.getLogger(__name__)
@@ -258,13 +260,13 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _open_alert(raw: Any) -> dict[str, Any]:
-    """An open alert's fields, or none for a value that is not a JSON object: every node's Redis
-    user may write the open hash, and what one wrote there must not stop an operator listing or
-    resolving alerts, nor the verifier reading them."""
+def _json_map(raw: Any) -> dict[str, Any]:
+    """An open alert's or an evidence's fields, or none for a value that is not a JSON object:
+    every node's Redis user may write its own fields there, and what one wrote must not stop an
+    operator listing or resolving alerts, nor the verifier reading them."""
     try:
-        value = json.loads(_text(raw))
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        value = parse_json(_text(raw))
+    except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -280,11 +282,14 @@ def stream_order(value: Any) -> tuple[int, int]:
     return _stream_id(value) if isinstance(value, str) else (-1, -1)
 
 
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+
+
 def _stream_id(value: str) -> tuple[int, int]:
     """A stream id as a comparable pair; (-1, -1) for one that is none. The server's clock
     makes every stream's ids, so those of two raisers' streams compare as times do."""
-    ms, _, seq = value.partition("-")
-    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (-1, -1)
+    found = _STREAM_ID.fullmatch(value)  # ASCII digits, 20 at most: int() takes "²" no more than 5,000 digits
+    return (int(found[1]), int(found[2] or 0)) if found else (-1, -1)
 
 
 def _glob_escape(text: str) -> str:
@@ -609,7 +614,7 @@ class ReplicationLedger:
             for k, v in fields.items():
                 key = _text(k)
                 if node is None or key.startswith(node + "|"):
-                    found[key] = json.loads(_text(v))
+                    found[key] = _json_map(v)
         return found
 
     def last_height(self, ledger: str) -> int:
@@ -680,7 +685,7 @@ class ReplicationLedger:
         found = {}
         for key, value in self.client.hgetall(self.epochs_key).items():
             number, _, home = _text(value).partition(" ")
-            if number.isdigit() and home:
+            if number.isascii() and number.isdigit() and len(number) <= 20 and home:
                 found[_text(key)] = (int(number), home)
         return found
 
@@ -795,7 +800,7 @@ class ReplicationLedger:
         now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)  # every id of this millisecond or before
         found = []
         for node, fields in zip(raisers, replies, strict=True):
-            alerts = {_text(k): _open_alert(v) for k, v in fields.items()}
+            alerts = {_text(k): _json_map(v) for k, v in fields.items()}
             for alert in alerts.values():
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""

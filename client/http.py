@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import urllib.error
 import urllib.parse
@@ -31,6 +30,7 @@ from typing import Any
 from ..broker.client import NodeAddress
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RemoteError, UsageError
+from ..node.json_values import parse_json
 from ..node.record import decode_record
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class GatewayConnection:
     def _refusal(self, error: urllib.error.HTTPError) -> RemoteError | NodeUnavailableError:
         """The gateway's JSON error as the RemoteError a node would raise; anything else unavailable."""
         try:
-            body = json.loads(error.read(64 * 1024))
+            body = parse_json(error.read(64 * 1024))
             code, message = body["error"]["code"], body["error"]["message"]
         except (ValueError, KeyError, TypeError, OSError):
             return NodeUnavailableError(f"{self.base_url}: HTTP {error.code} without a JSON error")
@@ -142,7 +142,7 @@ class GatewayConnection:
         if len(data) > self.max_bytes:
             raise NodeUnavailableError(f"{self.base_url}{path}: an answer over {self.max_bytes} bytes")
         try:
-            value = json.loads(data)
+            value = parse_json(data)
         except ValueError as e:
             raise NodeUnavailableError(f"{self.base_url}{path}: not JSON: {e}") from None
         if not isinstance(value, dict):
@@ -252,7 +252,7 @@ class GatewayConnection:
                 elif not line:  # an event ends at a blank line (the SSE spec)
                     if data:
                         try:
-                            yield kind, json.loads(data)
+                            yield kind, parse_json(data)
                         except ValueError:
                             log.warning("%s/api/events: an event of kind %r without JSON data", self.base_url, kind)
                     kind, data = "message", ""

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..node.anchors import is_valid_name
 from ..node.errors import SettingsError
+from ..node.json_values import parse_json
 from ..node.record import NAME_PATTERN
 from ..node.tree import HASH_SIZE, MAX_TREE_SIZE
 
@@ -82,7 +83,7 @@ def _load(path: Path) -> dict[str, Seen]:
     if len(data) > MAX_STATE_BYTES:
         raise SettingsError(f"{path}: over {MAX_STATE_BYTES} bytes: not a trusted-state file")
     try:
-        value = json.loads(data)
+        value = parse_json(data)
         if value.get("version") != STATE_VERSION or not isinstance(value.get("ledgers"), dict):
             raise ValueError(f"not version {STATE_VERSION} with a map of ledgers")
         return {ledger: _seen(ledger, entry) for ledger, entry in value["ledgers"].items()}

@@ -59,7 +59,8 @@ def check_redis_url(url: str, where: str = "redis") -> SentinelTarget | None:
         raise SettingsError(f"{where}: a sentinel:// URL ends in /service or /service/db, not {parts.path!r}")
     db = 0
     if len(path) == 2:
-        if not path[1].isdigit():
+        # isascii: str.isdigit() takes "²", which int() refuses; 9 digits: no int() of 5,000 (a ValueError).
+        if not path[1].isascii() or not path[1].isdigit() or len(path[1]) > 9:
             raise SettingsError(f"{where}: the database of a sentinel:// URL is a number, not {path[1]!r}")
         db = int(path[1])
     return SentinelTarget(
@@ -76,6 +77,6 @@ def _host_port(item: str, where: str) -> tuple[str, int]:
     if not colon:
         host, port = item, str(DEFAULT_SENTINEL_PORT)
     host = host.strip("[]")  # an IPv6 address is written [::1]:26379
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isascii() or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
         raise SettingsError(f"{where}: {item!r} is not a Sentinel host:port")
     return host, int(port)

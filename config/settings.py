@@ -115,6 +115,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not UTF-8 text: {e.reason}") from e
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: invalid TOML: {e}") from e
+    except RecursionError:  # tomllib reads nested arrays and tables by recursion
+        raise SettingsError(f"{path}: invalid TOML: nested deeper than it may be read") from None
+    except ValueError as e:  # tomllib's int() of over 4,300 digits: a bare ValueError
+        raise SettingsError(f"{path}: invalid TOML: {str(e)[:60]}...") from None
 
 
 def load_settings(path: Path) -> Settings:

@@ -105,6 +105,10 @@ class CosignatureWatch(Worker):
         self.checkpoints = checkpoints
         self.cluster = cluster
         self.witnesses = {name: key for name, key in witnesses.items() if name != home}
+        # Witnesses whose keys are one public key are one witness (PROTOCOL 13.4: the name is not
+        # signed, so either signs for both): each counts as the first of its names, once.
+        owner: dict[bytes, str] = {}
+        self._one_of = {name: owner.setdefault(key.public_key, name) for name, key in sorted(self.witnesses.items())}
         self.log_key_of = log_key_of
         self.histories = histories
         self.owns = owns
@@ -263,7 +267,13 @@ class CosignatureWatch(Worker):
 
     def _holders(self, ledger: _Ledger, waiter: _Waiter) -> list[str]:
         height = waiter.receipt.height
-        return sorted(w for w, size in ledger.covered.items() if size > height and w not in self.ignored)
+        holders: list[str] = []
+        counted: set[str] = set()
+        for w in sorted(w for w, size in ledger.covered.items() if size > height and w not in self.ignored):
+            if self._one_of.get(w, w) not in counted:
+                counted.add(self._one_of.get(w, w))
+                holders.append(w)
+        return holders
 
     def _expire(self) -> None:
         now = self._clock()
@@ -280,7 +290,7 @@ class CosignatureWatch(Worker):
     def _fail(self, waiter: _Waiter, holders: list[str] | None = None) -> None:
         receipt = waiter.receipt
         holders = holders or []
-        countable = sum(1 for name in self.witnesses if name not in self.ignored)
+        countable = len({self._one_of[name] for name in self.witnesses if name not in self.ignored})
         # "2 of the 5 asked for" reads as two slow witnesses; with three replicas it never could be 5.
         never = (
             f"; w={waiter.replicas} can never be met here: only {countable} witnesses count for w "

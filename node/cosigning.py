@@ -26,6 +26,7 @@ from .note import (
     parse_checkpoint,
     parse_note,
     verify_signature,
+    witness_groups,
 )
 
 
@@ -60,6 +61,7 @@ def gather(
         if key.alg != ALG_COSIGNATURE_V1:
             raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
         keys[(key.name, key.key_id)] = key
+    groups = witness_groups(keys.values())
     lines: dict[str, list[NoteSignature]] = {}
     for data in notes:
         try:
@@ -69,7 +71,7 @@ def gather(
         lines.setdefault(note.text, []).extend(note.signatures)
     found = []
     for text, signatures in lines.items():
-        gathered = _gather_text(text, signatures, log_key, origin, keys)
+        gathered = _gather_text(text, signatures, log_key, origin, keys, groups)
         if gathered is not None:
             found.append(gathered)
     found.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
@@ -82,6 +84,7 @@ def _gather_text(
     log_key: VerifierKey,
     origin: str,
     keys: Mapping[tuple[str, int], VerifierKey],
+    groups: Mapping[str, str],
 ) -> GatheredCheckpoint | None:
     try:
         checkpoint = parse_checkpoint(text)
@@ -92,10 +95,13 @@ def _gather_text(
     log_line = next((s for s in signatures if verify_signature(text, s, log_key)), None)
     if log_line is None:
         return None
+    # One cosignature per witness: names sharing a public key are one (13.4), the first kept.
     cosigned: dict[str, NoteSignature] = {}
+    counted: set[str] = set()
     for sig in signatures:
         key = keys.get((sig.name, sig.key_id))
-        if key is not None and sig.name not in cosigned and verify_signature(text, sig, key):
+        if key is not None and groups[sig.name] not in counted and verify_signature(text, sig, key):
+            counted.add(groups[sig.name])
             cosigned[sig.name] = sig
     names = tuple(sorted(cosigned))
     note = Note(text, (log_line, *(cosigned[n] for n in names))).encode()

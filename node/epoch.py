@@ -84,8 +84,8 @@ def epoch_claim(checkpoint: Checkpoint) -> tuple[int, str | None]:
         or not parts[1].isascii()
         or not parts[1].isdigit()
         or parts[1].startswith("0")
+        or len(parts[1]) > 20  # before int(): Python refuses to convert over 4,300 digits (a ValueError)
         or int(parts[1]) < 2
-        or len(parts[1]) > 20
         or not _is_name(parts[2])
     ):
         raise CheckpointError(f"checkpoint: {found[0]!r} is not '{EPOCH_LINE} <number from 2> <node name>'")

@@ -535,7 +535,8 @@ class BadPayloadError(RuleError):
 
 class BadIdentifierError(BadPayloadError):
     """A payload string breaks the identifier rule of its ledger (docs/PROTOCOL.md 7.5): not in
-    normal form C, or holding a control, bidi-override or unassigned character."""
+    normal form C, or holding a control, bidi-override, unassigned or (under "nfc-visible")
+    invisible character."""
 
     code = "bad_identifier"
 

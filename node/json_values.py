@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+
+def parse_json(text: str | bytes, **options: Any) -> Any:
+    """``json.loads(text, **options)``, with the two ways json fails outside JSONDecodeError refused
+    as a JSONDecodeError like any other text that is not JSON: a value nested deeper than the
+    parser can go (json's RecursionError is no ValueError) and an integer of more digits than
+    Python converts (a bare ValueError). Otherwise the ``except JSONDecodeError`` of a reader of a
+    gateway's answer or a file lets them through as a crash instead of the documented error code.
+    """
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise json.JSONDecodeError("nested deeper than a JSON value may be read", "", 0) from None
+    except ValueError as e:
+        if isinstance(e, json.JSONDecodeError) or type(e) is not ValueError:  # a hook's own error stays its own
+            raise
+        raise json.JSONDecodeError(f"a number too long to read ({str(e)[:60]}...)", "", 0) from None
 
 
 def jsonable(value: Any) -> Any:

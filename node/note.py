@@ -619,6 +619,27 @@ class VerifiedCheckpoint:
         return tuple(c.name for c in self.cosignatures)
 
 
+def witness_groups(keys: Iterable[VerifierKey]) -> dict[str, str]:
+    """Each witness name of ``keys`` -> the name that stands for its witness: the least of the
+    names joined to it by a shared public key. The name is not signed (13.4): one key under two
+    names is one witness, and must count once toward a quorum (13.5 step 5), while one name
+    with two keys (a rotation's overlap) is one witness already."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    owner: dict[bytes, str] = {}
+    for key in keys:
+        parent.setdefault(key.name, key.name)
+        other = owner.setdefault(key.public_key, key.name)
+        low, high = sorted((root(key.name), root(other)))
+        parent[high] = low
+    return {name: root(name) for name in parent}
+
+
 def verify_checkpoint(
     data: bytes,
     log_key: VerifierKey,
@@ -630,8 +651,9 @@ def verify_checkpoint(
     """Check a signed checkpoint as a client or a witness does (docs/PROTOCOL.md 13.5).
 
     ``log_key`` is the log's type 0x01 key, ``witnesses`` the trusted type 0x04 keys and
-    ``quorum`` how many distinct witness names must have cosigned. ``origin`` (default: the
-    log key's name) is the origin line expected.
+    ``quorum`` how many distinct witnesses must have cosigned: names that share a public key
+    are one witness (:func:`witness_groups`), its first cosignature in note order the one kept.
+    ``origin`` (default: the log key's name) is the origin line expected.
 
     Raises NoteKeyError [bad_note_key] for unusable keys; QuorumError [no_quorum] for a quorum
     outside 0..(number of witness names) or one not met; NoteError [bad_note] for a malformed
@@ -648,9 +670,10 @@ def verify_checkpoint(
             raise NoteKeyError(f"witness key {getattr(key, 'name', key)!r:.60} is not a cosignature key (type 0x04)")
         if key.public_key == log_key.public_key:
             raise NoteKeyError(f"witness {key.name} uses the log's own public key")
-    names = {k.name for k in witness_keys}
-    if type(quorum) is not int or not 0 <= quorum <= len(names):
-        raise QuorumError(f"a quorum of {quorum} can never be met by {len(names)} witnesses")
+    groups = witness_groups(witness_keys)
+    distinct = len(set(groups.values()))
+    if type(quorum) is not int or not 0 <= quorum <= distinct:
+        raise QuorumError(f"a quorum of {quorum} can never be met by {distinct} distinct witnesses")
     opened = open_note(data, (log_key, *witness_keys))
     log_signature = opened.signed_by(log_key)
     if log_signature is None:
@@ -660,11 +683,13 @@ def verify_checkpoint(
     if checkpoint.origin != expected:
         raise WrongOriginError(f"the checkpoint's origin is {checkpoint.origin!r:.80}, not {expected!r}")
     cosignatures: list[Cosignature] = []
+    counted: set[str] = set()
     for key, sig in opened.verified:
-        if key.alg == ALG_COSIGNATURE_V1 and all(c.name != key.name for c in cosignatures):
+        if key.alg == ALG_COSIGNATURE_V1 and groups[key.name] not in counted:
+            counted.add(groups[key.name])
             cosignatures.append(Cosignature.from_note_signature(sig))
     if len(cosignatures) < quorum:
-        missing = sorted(names - {c.name for c in cosignatures})
+        missing = sorted(name for name, group in groups.items() if group not in counted)
         raise QuorumError(
             f"checkpoint {checkpoint.origin} at size {checkpoint.size}: {len(cosignatures)} of the "
             f"{quorum} witness cosignatures needed (none from {', '.join(missing)})"

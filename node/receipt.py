@@ -30,6 +30,7 @@ from .errors import (
     WrongLedgerError,
     WrongOriginError,
 )
+from .json_values import parse_json
 from .key_rotation import ROTATION_KIND, KeyChain, pinned_checkpoint_key
 from .ledger import LedgerRules
 from .node_key_rotation import KeyHistory
@@ -166,8 +167,8 @@ def parse_receipt(data: bytes) -> Receipt:
     if not isinstance(data, bytes) or len(data) > MAX_RECEIPT_BYTES:
         raise ReceiptError(f"receipt: a receipt file is at most {MAX_RECEIPT_BYTES} bytes")
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        obj = parse_json(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise ReceiptError("receipt: the file is not UTF-8 JSON") from None
     if not isinstance(obj, dict) or tuple(obj) not in _KEY_ORDERS:
         raise ReceiptError(

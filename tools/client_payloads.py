@@ -27,7 +27,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import identifiers
 from ..node.currency import amount_text, minor_unit_digits
 from ..node.errors import UsageError, VledgerError
-from ..node.json_values import jsonable
+from ..node.json_values import jsonable, parse_json
 from ..node.record import ACCOUNT_PATTERN, GENESIS_KIND, HASH_SIZE, NAME_PATTERN, Record
 from ..node.rules import UINT64_MAX
 from ..node.rules.charity import CharityState
@@ -73,7 +73,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_json_map(text: str, what: str) -> Payload:
     """The JSON object ``text`` as a map a record can hold; UsageError naming ``what`` if not."""
     try:
-        value = json.loads(text, parse_float=_no_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = parse_json(text, parse_float=_no_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise UsageError(f"{what}: not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
     except _Refused as e:

@@ -19,7 +19,6 @@ operations a page, not a few a row (the index's side costs what reading its rows
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from array import array
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..node.errors import IndexMismatchError
+from ..node.json_values import parse_json
 from ..node.storefile import PREFIX_END, StoreRow, filled_marks
 
 _LANE = 128  # bits a row takes in a packed integer: its 64-bit value and room for a product
@@ -84,7 +84,7 @@ class IndexSum:
         try:
             words = array("Q")
             words.frombytes(prefixes)
-            values = array("Q", json.loads(heights))
+            values = array("Q", parse_json(heights))
             if len(words) != count or len(values) != count or len(prefixes) != 8 * count:
                 raise ValueError("a prefix of another size")
             self._add(words, values)

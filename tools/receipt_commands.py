@@ -24,7 +24,7 @@ from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import RecordError, UsageError
-from ..node.note import VerifierKey, parse_verifier_key
+from ..node.note import VerifierKey, parse_verifier_key, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..verifier.node_keys import admin_checkpoint_key
@@ -45,6 +45,10 @@ def vkey_arg(value: str) -> VerifierKey:
 
 
 def _read(path: Path) -> bytes:
+    # A path that names no file is a usage error (exit 2), as `vledger verify`'s is: not the
+    # generic OSError's exit 1 with code "error".
+    if not path.is_file():
+        raise UsageError(f"{path}: {'a directory, not a file' if path.is_dir() else 'no such file'}")
     with path.open("rb") as f:
         data = f.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
@@ -80,8 +84,9 @@ def _genesis_bytes(data: bytes) -> bytes:
 def cmd_receipt_verify(args: argparse.Namespace) -> int:
     receipt = parse_receipt(_read(args.file))
     witnesses = tuple(args.witness or ())
-    if args.quorum > len({w.name for w in witnesses}):
-        raise UsageError(f"--quorum {args.quorum} needs as many --witness keys")
+    # Names that share a public key are one witness (PROTOCOL 13.4): they count once.
+    if args.quorum > len(set(witness_groups(witnesses).values())):
+        raise UsageError(f"--quorum {args.quorum} needs as many --witness keys, each of its own public key")
     if args.genesis is not None:
         if args.key:
             raise UsageError("give --genesis or --key, not both")

@@ -1132,7 +1132,9 @@ PUBLIC_PREFIXES = ("/api/ledgers", "/api/records/", "/api/events", "/ledgers/")
 @web.middleware
 async def _public_cors(request: web.Request, handler: Any) -> web.StreamResponse:
     response: web.StreamResponse = await handler(request)
-    if request.path.startswith(PUBLIC_PREFIXES) and not response.prepared:
+    # A CONNECT's target is an authority (RFC 9110 9.3.6): aiohttp gives it no path, only a raw one.
+    path = request.path or request.raw_path
+    if path.startswith(PUBLIC_PREFIXES) and not response.prepared:
         response.headers.update(PUBLIC_CORS)
     return response
 

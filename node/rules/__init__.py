@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple, NoReturn
 
 from ...config.settings import PROTOCOL_LIMITS
 from ..errors import BadDomainRulesError, BadIdentifierError, BadPayloadError, RuleError, Where
-from ..identifiers import IDENTIFIER_RULE_KEY, NFC_RULE, identifier_fault
+from ..identifiers import IDENTIFIER_RULE_KEY, RULES, identifier_fault
 from ..ledger import LedgerRules
 from ..outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..record import ACCOUNT_PATTERN, Record
@@ -79,8 +79,8 @@ class Domain(ABC):
     type_name: ClassVar[str]
     # The kinds this domain reads; the genesis ``kinds`` must allow them all.
     kinds: ClassVar[frozenset[str]] = frozenset()
-    # Whether the ledger's genesis turned the identifier rule on (7.5); set from GenesisReader.
-    identifiers: bool = False
+    # The identifier rule the ledger's genesis turned on (7.5), "" for none; set from GenesisReader.
+    identifiers: str = ""
 
     @abstractmethod
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
@@ -110,8 +110,9 @@ class Domain(ABC):
 class GenesisReader:
     """Reads a genesis ``rules`` map; every fault is a BadDomainRulesError at height 0.
 
-    Also reads the identifier rule (``"identifiers": "nfc"``, any other value refused) into
-    :attr:`identifiers`; with it on, every string the reader returns must follow it.
+    Also reads the identifier rule (``"identifiers": "nfc-visible"`` or ``"nfc"``, any other
+    value refused) into :attr:`identifiers`; with it on, every string the reader returns must
+    follow it.
     """
 
     def __init__(self, genesis: Record, rules: LedgerRules, domain: type[Domain]) -> None:
@@ -122,12 +123,12 @@ class GenesisReader:
         if missing:
             self.fail(f"an {self.type_name!r} ledger needs the kinds {missing} in its genesis kinds")
         rule = self.rules.get(IDENTIFIER_RULE_KEY, None)
-        if rule is not None and rule != NFC_RULE:
-            self.fail(f"{IDENTIFIER_RULE_KEY} must be {NFC_RULE!r} when given, not {rule!r}")
-        self.identifiers = rule == NFC_RULE
+        if rule is not None and rule not in RULES:
+            self.fail(f"{IDENTIFIER_RULE_KEY} must be one of {list(RULES)} when given, not {rule!r}")
+        self.identifiers: str = rule or ""
 
     def _check_identifier(self, key: str, value: str) -> None:
-        fault = identifier_fault(value) if self.identifiers else None
+        fault = identifier_fault(value, self.identifiers) if self.identifiers else None
         if fault is not None:
             self.fail(f"{key}: {value!r} {fault}")
 
@@ -185,7 +186,7 @@ class Fields:
     must follow the identifier rule, else BadIdentifierError.
     """
 
-    def __init__(self, record: Record, *keys: str, identifiers: bool = False) -> None:
+    def __init__(self, record: Record, *keys: str, identifiers: str = "") -> None:
         self.record = record
         self.identifiers = identifiers
         self.payload = record.content.payload
@@ -204,7 +205,7 @@ class Fields:
             self.fail(f"{key} must be a string, not {type(value).__name__}")
         if not value and not allow_empty:
             self.fail(f"{key} must not be empty")
-        fault = identifier_fault(value) if self.identifiers else None
+        fault = identifier_fault(value, self.identifiers) if self.identifiers else None
         if fault is not None:
             refuse(BadIdentifierError, self.record, f"{key} {value!r} {fault}")
         return value

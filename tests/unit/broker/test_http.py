@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from vledger.broker.http import (
@@ -27,6 +29,7 @@ from vledger.broker.http import (
     health_app,
     json_errors,
     missing_from_aiohttp,
+    names_loopback,
     protocol_log,
 )
 from vledger.config.cluster import HttpSettings
@@ -402,3 +405,31 @@ def test_a_slow_client_that_keeps_reading_a_large_answer_is_not_cut_off() -> Non
                 time.sleep(0.25)
             assert time.monotonic() - start > 2 * IDLE_S
             assert server.guard.unread_closed == 0
+
+
+@pytest.mark.parametrize(
+    ("hosts", "loopback"),
+    [
+        (["localhost"], True),
+        (["localhost:11260"], True),
+        (["127.0.0.1:8080"], True),
+        (["[::1]:8080"], True),
+        (["[::1]"], True),
+        (["localhost:11260, evil.example"], False),  # a list: no browser sends it, and it names two hosts
+        (["localhost:11260,evil.example"], False),
+        (["localhost", "evil.example"], False),  # two Host headers
+        (["localhost", "localhost"], False),
+        (["localhost:80:80"], False),
+        (["[::1]:80, evil.example"], False),
+        (["localhost evil.example"], False),
+        (["localhost:x"], False),
+        ([""], False),
+        ([], False),
+        (["evil.example"], False),
+        (["localhost."], False),
+        (["127.1"], False),
+    ],
+)
+def test_only_one_well_formed_host_header_names_loopback(hosts: list[str], loopback: bool) -> None:
+    headers = CIMultiDict(("Host", host) for host in hosts)
+    assert names_loopback(make_mocked_request("GET", "/metrics", headers=headers)) is loopback

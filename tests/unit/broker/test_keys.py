@@ -206,6 +206,9 @@ def test_missing_and_garbage_files_say_so(tmp_path: Path) -> None:
     (tmp_path / "empty.key").write_text("# nothing here\n")
     with pytest.raises(KeyMaterialError, match="no public-key"):
         keys.load_public(tmp_path / "empty.key")
+    (tmp_path / "deep.key").write_text('{"a": ' + "[" * 30_000 + "]" * 30_000 + "}")  # json's RecursionError
+    with pytest.raises(KeyMaterialError, match=r"not a valid .*: nested deeper"):
+        keys.load_public(tmp_path / "deep.key")
 
 
 def test_write_public_stores_a_received_key(tmp_path: Path) -> None:

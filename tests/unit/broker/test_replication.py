@@ -473,3 +473,32 @@ def test_an_append_not_of_the_latest_checkpoint_carries_it_on_its_entry_only(rep
     assert repl.read_rows(LEDGER, 2, 1)[1] == [b"note 3"]
     assert repl.append_checked(LEDGER, HOME, 3, [b"r3"], b"note 4") == (3, None)
     assert repl.checkpoints() == {LEDGER: b"note 4"}
+
+
+def test_evidence_that_is_not_json_reads_as_none(repl: ReplicationLedger) -> None:
+    # A node's Redis user writes its own evidence fields: what one wrote there must not stop
+    # `vledger alerts` or the verifier reading everyone's (json's RecursionError included).
+    repl.keep_evidence("replica-1", LEDGER, 3, {"checkpoint": "a note"})
+    repl.client.hset(repl.evidence_key, "replica-2|x|4", b"[" * 100_000)
+    repl.client.hset(repl.evidence_key, "replica-2|x|5", b"not json")
+    assert repl.evidence() == {
+        f"replica-1|{LEDGER}|3": {"checkpoint": "a note"},
+        "replica-2|x|4": {},
+        "replica-2|x|5": {},
+    }
+
+
+@pytest.mark.parametrize("forged_id", ["\u00b2-0", "9" * 5000 + "-0"])
+def test_an_open_alerts_id_of_digits_int_refuses_is_no_stream_id_not_a_crash(redis_client: Any, forged_id: str) -> None:
+    # "²" is a str.isdigit() digit that int() refuses, as it refuses 5,000 digits: both ValueErrors
+    # stopped `vledger alerts` for everyone, from one raiser's own open hash.
+    honest = ReplicationLedger(redis_client, node="replica-1")
+    alert = Alert("ingest-1", LEDGER, 3, "equivocation", "two roots", source="ingest-1")
+    raised = honest.alert(alert)
+    forged = {"id": forged_id, "height": "0", "node": "ingest-1", "ledger": LEDGER, "what": "lag"}
+    redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
+    reader = ReplicationLedger(redis_client, raisers=["replica-1", "replica-3"])
+    shown = reader.open_alerts()[alert.key]
+    assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
+    assert dict(reader.open_by_raiser())["replica-3"][alert.key]["what"] == "lag"
+    assert [a["what"] for a in reader.alerts()] == ["equivocation"]

@@ -35,6 +35,10 @@ async def answer(request: web.Request) -> web.StreamResponse:
         return web.json_response({"record": "not base64!"})
     if path == "/api/ledgers/garbage/proof/inclusion":
         return web.json_response({"proof": ["zz"]})
+    if path == "/api/ledgers/deep/records/1":  # json's RecursionError, not a ValueError, unless mapped
+        return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
+    if path == "/api/ledgers/deep-refusal/records/1":
+        return web.Response(body=b"[" * 30_000 + b"]" * 30_000, status=404, content_type="application/json")
     if path == "/api/ledgers/list/records/1":
         return web.json_response([1, 2])
     if path == "/api/events":
@@ -43,6 +47,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 2000\n\n")
         await response.write(b'event: head\ndata: {"ledger": "a"}\n\n')
         await response.write(b"event: checkpoint\ndata: not json\n\n")
+        await response.write(b"event: checkpoint\ndata: " + b"[" * 30_000 + b"]" * 30_000 + b"\n\n")
         await response.write(b'event: checkpoint\ndata: {"ledger": "a",\ndata: "size": 3}\n\n')
         return response
     return web.json_response({"error": {"code": "not_found", "message": "no such path"}}, status=404)
@@ -77,6 +82,14 @@ def test_what_is_not_the_gateways_json_is_unavailable(url: str, cmd: str, args: 
         GatewayConnection(url, max_bytes=1000).call(cmd, args)
 
 
+@pytest.mark.parametrize(
+    ("ledger", "says"), [("deep", "not JSON: nested deeper"), ("deep-refusal", "HTTP 404 without a JSON error")]
+)
+def test_json_nested_deeper_than_json_reads_is_unavailable_not_a_crash(url: str, ledger: str, says: str) -> None:
+    with pytest.raises(NodeUnavailableError, match=says):
+        GatewayConnection(url).call("get", {"ledger": ledger, "height": 1})
+
+
 def test_writes_and_bad_arguments_are_refused_before_sending(url: str) -> None:
     before = len(SEEN)
     connection = GatewayConnection(url)
@@ -107,7 +120,7 @@ def test_a_gateway_that_does_not_answer_is_unavailable() -> None:
 def test_the_event_stream_is_read_event_by_event(url: str) -> None:
     stream = GatewayConnection(url).open_events(5.0)
     assert next(stream) == ("head", {"ledger": "a"})
-    # The event without JSON is skipped; an event's data lines are joined.
+    # The events without JSON (one nested deeper than json reads) are skipped; an event's data lines are joined.
     assert next(stream) == ("checkpoint", json.loads('{"ledger": "a", "size": 3}'))
     with pytest.raises(NodeUnavailableError, match="ended"):
         next(stream)

@@ -55,6 +55,7 @@ def test_an_epoch_after_the_first_is_kept_with_its_home(tmp_path: Path) -> None:
         '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": 2}}}',
         '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": 2, "home": "a b"}}}',
         '{"version": 1, "ledgers": {"a": {"size": 1, "root": "' + "00" * 32 + '", "epoch": true, "home": "n"}}}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than json can read: its RecursionError is no ValueError
     ],
 )
 def test_a_file_that_is_not_one_is_refused(tmp_path: Path, text: str) -> None:

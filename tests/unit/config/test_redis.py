@@ -37,8 +37,12 @@ def test_sentinel_port_and_database_default() -> None:
         ("sentinel://h:26379", "/service"),
         ("sentinel://h:26379/a/b/c", "/service"),
         ("sentinel://h:26379/vledger/x", "is a number"),
+        ("sentinel://h:26379/vledger/%C2%B2", "is a number"),  # "²": isdigit, not int()
+        ("sentinel://h:26379/vledger/" + "9" * 5000, "is a number"),
         ("sentinel://h:0/vledger", "not a Sentinel host:port"),
         ("sentinel://h:port/vledger", "not a Sentinel host:port"),
+        ("sentinel://h:²/vledger", "not a Sentinel host:port"),
+        ("sentinel://h:" + "9" * 5000 + "/vledger", "not a Sentinel host:port"),
     ],
 )
 def test_bad_urls_are_refused_with_a_reason(url: str, says: str) -> None:

@@ -71,9 +71,17 @@ def test_load_settings_names_the_file_in_a_value_error(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
-def test_load_settings_refuses_invalid_toml(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[limits\nmax_depth = ",
+        "[limits]\nmax_depth = " + "9" * 5000,  # int() refuses over 4,300 digits with a bare ValueError
+        "x = " + "[" * 100_000 + "]" * 100_000,  # tomllib's RecursionError
+    ],
+)
+def test_load_settings_refuses_invalid_toml(tmp_path: Path, text: str) -> None:
     path = tmp_path / "node.toml"
-    path.write_text("[limits\nmax_depth = ", encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(SettingsError, match="invalid TOML") as info:
         load_settings(path)
     assert str(path) in str(info.value)

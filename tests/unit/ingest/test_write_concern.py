@@ -100,7 +100,7 @@ def make_watch(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
         repl,
         kept,
         cluster=CLUSTER,
-        witnesses=witness_verifiers(),
+        witnesses=options.pop("witnesses", None) or witness_verifiers(),
         log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
         on_alert=alerts.append,
         ignored=["observer-1"],
@@ -231,6 +231,29 @@ def test_a_timeout_says_when_more_witnesses_were_asked_for_than_can_ever_count(w
     with pytest.raises(ReplicationTimeoutError) as plain:
         within.result(timeout=DEADLINE)
     assert "never" not in plain.value.message
+
+
+def test_two_witnesses_of_one_public_key_count_once(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # The name is not signed (PROTOCOL 13.4): replica-1's key under replica-2's name is replica-1
+    # again, so with replica-2 trusted under that key, replica-1 alone must not make w=2.
+    shared = {**witness_verifiers(), "replica-2": witness_key("replica-2", WITNESS_KEYS["replica-1"].public.raw)}
+    started = make_watch(repl, kept, alerts, witnesses=shared).start()
+    try:
+        future = started.wait(receipt(5), replicas=2, timeout_ms=10_000)
+        checkpoint = signed(kept, 6)
+        cosign(repl, "replica-1", checkpoint)
+        cosign(repl, "replica-2", checkpoint, key_name="replica-1")
+        assert still_waiting(future)
+        cosign(repl, "replica-3", checkpoint)
+        assert future.result(timeout=DEADLINE)[1] == ["replica-1", "replica-3"]
+        never = started.wait(receipt(5), replicas=3, timeout_ms=300)
+        with pytest.raises(ReplicationTimeoutError) as caught:
+            never.result(timeout=DEADLINE)
+        assert "only 2 witnesses count for w" in caught.value.message
+    finally:
+        started.stop()
 
 
 def test_stop_fails_the_waiters_left(repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]) -> None:

@@ -54,6 +54,16 @@ def test_a_bad_line_is_dropped_and_the_good_ones_kept() -> None:
     assert gather([_cosigned(5, WITNESSES[0])], HOME.verifier(), "local/other", KEYS) == []
 
 
+def test_one_key_under_two_names_gathers_one_cosignature() -> None:
+    # The name is not signed (PROTOCOL 13.4): r0's cosignature relabelled as an alias of r0's key
+    # must not make two witnesses of one (the gateway's checkpoint?witnesses= counts these).
+    alias = SignerKey("local/witness/alias", ALG_COSIGNATURE_V1, WITNESSES[0].seed)
+    notes = [_cosigned(5, WITNESSES[0]), _cosigned(5, alias), _cosigned(5, WITNESSES[1])]
+    found = gather(notes, HOME.verifier(), ORIGIN, [*KEYS, alias.verifier()])
+    assert len(found) == 1 and len(found[0].witnesses) == 2 and WITNESSES[1].name in found[0].witnesses
+    assert newest(found, 3) is None
+
+
 def test_unusable_keys_are_refused() -> None:
     with pytest.raises(NoteError):
         gather([], WITNESSES[0].verifier(), ORIGIN, KEYS)

@@ -331,3 +331,12 @@ def test_an_outside_witness_the_genesis_lists_proves_an_epoch_to_a_node_as_to_th
     handed_listed.feed([_next(_chain(listed, 4)[-1], EPOCH_KIND, epoch_payload(2, STANDBY, STANDBY_KEY), STANDBY)])
     assert epoch_proof(handed_listed, [by_outside], []) == by_outside  # what the new home keeps, likewise
     assert epoch_proof(handed, [by_outside], []) is None
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "1" + "0" * 20, "01", "1", "x"])
+def test_an_epoch_line_whose_number_is_none_is_refused_not_a_crash(number: str) -> None:
+    # 5,000 digits: Python's int() raises a bare ValueError over 4,300 (a traceback in `receipt verify`).
+    checkpoint = Checkpoint(f"{LEDGER}", 1, ROOT, (f"vledger-epoch {number} ingest-2",))
+    with pytest.raises(VledgerError) as caught:
+        epoch_claim(checkpoint)
+    assert caught.value.code == "bad_checkpoint"

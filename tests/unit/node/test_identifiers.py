@@ -47,9 +47,40 @@ def test_controls_bidi_overrides_separators_and_unassigned_are_refused(value: st
     assert fault is not None and named in fault
 
 
-@pytest.mark.parametrize("value", ["", "V-000123", "Zoë 🗳", "مركز الأيتام", "\u200fRLM mark", "👨\u200d👩\u200d👧"])
-def test_ordinary_text_and_implicit_marks_pass(value: str) -> None:
+@pytest.mark.parametrize("value", ["", "V-000123", "Zoë 🗳", "مركز الأيتام", "V\u2010000123", "Ω"])
+def test_ordinary_text_passes_look_alikes_included(value: str) -> None:
+    # U+2010 HYPHEN looks like '-' and is visible: look-alikes are not folded (7.5).
     assert identifier_fault(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("V-000123\u200b", "U+200B ZERO WIDTH SPACE"),
+        ("V-\u200c000123", "U+200C ZERO WIDTH NON-JOINER"),
+        ("👨\u200d👩", "U+200D ZERO WIDTH JOINER"),
+        ("\u200fRLM mark", "U+200F RIGHT-TO-LEFT MARK"),
+        ("V\u2060-1", "U+2060 WORD JOINER"),
+        ("\ufeffV-1", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        ("V-1\u00ad", "U+00AD SOFT HYPHEN"),
+        ("V-1\U000e0041", "U+E0041 TAG LATIN CAPITAL LETTER A"),
+        ("V-1\u3164", "U+3164 HANGUL FILLER"),  # Lo, but default-ignorable
+        ("V-1\ufe0f", "U+FE0F VARIATION SELECTOR-16"),  # Mn, default-ignorable
+        ("V-1\u034f", "U+034F COMBINING GRAPHEME JOINER"),
+        ("V-1\u180f", "U+180F MONGOLIAN FREE VARIATION SELECTOR FOUR"),
+    ],
+)
+def test_invisible_characters_are_refused_under_the_visible_rule_only(value: str, named: str) -> None:
+    # Each makes a second voter id that prints as the first: "V-000123\u200b" reads "V-000123".
+    fault = identifier_fault(value, identifiers.VISIBLE_RULE)
+    assert fault is not None and f"{named}, an invisible character" in fault
+    assert identifier_fault(value) == fault  # the default: what the CLI checks and new ledgers get
+    assert identifier_fault(value, identifiers.NFC_RULE) is None  # the older rule keeps its meaning
+
+
+@given(st.characters())
+def test_every_format_character_is_invisible(char: str) -> None:
+    assert identifiers.is_invisible(char) or unicodedata.category(char) != "Cf"
 
 
 def test_a_refused_character_is_reported_before_the_normal_form() -> None:
@@ -87,6 +118,6 @@ def test_escaped_json_is_json_of_the_same_value(value: dict[str, str]) -> None:
 
 
 def test_new_domain_ledgers_get_the_rule_and_plain_ones_do_not() -> None:
-    assert with_rule({"type": "election", "choices": ["a"]})["identifiers"] == "nfc"
+    assert with_rule({"type": "election", "choices": ["a"]})["identifiers"] == "nfc-visible"
     assert "identifiers" not in with_rule({})
     assert "identifiers" not in with_rule({"type": "plain"})

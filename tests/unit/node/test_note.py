@@ -221,6 +221,27 @@ def test_the_quorum_names_the_witnesses_missing() -> None:
         note.verify_checkpoint(doubled.encode(), log.verifier(), keys, 2)
 
 
+def test_one_witness_key_under_two_names_counts_once() -> None:
+    # The name is not signed (13.4): replica-1's 72 bytes relabelled as replica-9's verify with
+    # replica-1's key trusted under that second name. Two names, one key: one witness (13.5).
+    log, witnesses = _ours()
+    first = witnesses[0]
+    alias = note.SignerKey("local/witness/alias", note.ALG_COSIGNATURE_V1, first.seed)
+    line = note.cosign(OURS["body"], first, 7).note_signature()
+    relabelled = note.NoteSignature(alias.name, alias.verifier().key_id, line.signature)
+    doubled = note.Note(OURS["body"], (*note.parse_note(OURS["signed"].encode()).signatures, line, relabelled))
+    keys = [first.verifier(), alias.verifier()]
+    with pytest.raises(errors.QuorumError, match="can never be met by 1 distinct witnesses"):
+        note.verify_checkpoint(doubled.encode(), log.verifier(), keys, 2)
+    both = [*keys, witnesses[1].verifier()]
+    with pytest.raises(errors.QuorumError, match=f"1 of the 2 .*none from {witnesses[1].name}"):
+        note.verify_checkpoint(doubled.encode(), log.verifier(), both, 2)
+    assert note.verify_checkpoint(doubled.encode(), log.verifier(), both, 1).witnesses == (first.name,)
+    groups = note.witness_groups(both)
+    assert groups[first.name] == groups[alias.name] == min(first.name, alias.name)
+    assert groups[witnesses[1].name] == witnesses[1].name
+
+
 def test_a_checkpoint_without_the_log_signature_is_refused() -> None:
     log, witnesses = _ours()
     cosigned = note.parse_note(OURS["cosigned"].encode())

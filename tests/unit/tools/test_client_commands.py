@@ -307,6 +307,7 @@ def test_json_floats_are_refused_with_the_minor_units_rule(text: str) -> None:
         ('"text"', "not a string"),
         ('{"a": 1', "not valid JSON: Expecting ',' delimiter \\(line 1, column 8\\)"),
         ("", "not valid JSON"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON: nested deeper"),  # no RecursionError
     ],
 )
 def test_json_errors_say_what_is_wrong(text: str, message: str) -> None:
@@ -767,7 +768,7 @@ def test_creating_an_election_or_a_charity_closes_the_kinds_that_move_votes_or_m
 
 def test_a_voter_id_typed_in_nfd_is_sent_in_nfc_so_it_is_one_voter(vledger: Run, node: SimulatedNode) -> None:
     create(vledger, "e2026", "note", ELECTION_RULES)
-    assert node.contents()[0].payload["rules"]["identifiers"] == "nfc"  # a new ledger has the rule
+    assert node.contents()[0].payload["rules"]["identifiers"] == "nfc-visible"  # a new ledger has the rule
     composed, decomposed = unicodedata.normalize("NFC", "José-Ñúñez"), unicodedata.normalize("NFD", "José-Ñúñez")
     assert vledger("vote", "register", "e2026", "--voter-id", composed)[0] == 0
     code, _, err = vledger("vote", "register", "e2026", "--voter-id", decomposed)

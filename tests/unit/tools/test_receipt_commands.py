@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
-from vledger.node.note import ALG_ED25519, parse_verifier_key
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
 from vledger.tools import cli
 from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.tools.receipt_commands import vkey_arg
@@ -71,3 +72,55 @@ def test_a_genesis_file_that_is_none_is_named_in_the_error(tmp_path: Path, capsy
     assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(receipt)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"vledger: error: height_gap: --genesis {receipt}: ledger 'election-2026' height 2: ")
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_receipt_with_an_index_of_5000_digits_is_bad_receipt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    # Python refuses to convert a string of over 4,300 digits with a bare ValueError: it was a traceback.
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(re.sub(r'"index":[0-9]+', '"index":' + "9" * 5000, vector["receipt"]), encoding="utf-8")
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(genesis), *json_flag]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("vledger: error: bad_receipt: receipt: the file is not UTF-8 JSON")
+    if json_flag:
+        assert json.loads(out)["error"]["code"] == "bad_receipt"
+
+
+def test_one_witness_key_under_two_names_is_one_witness_toward_the_quorum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PROTOCOL 13.4: the name is not signed, so a cosignature relabelled under a second name of
+    # the same key counted twice toward --quorum 2.
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(vector["receipt"], encoding="utf-8")
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    seed = bytes(range(32))
+    one, alias = (SignerKey(f"town/witness/{n}", ALG_COSIGNATURE_V1, seed).verifier().encode() for n in ("r1", "r9"))
+    argv = ["receipt", "verify", str(receipt), "--genesis", str(genesis), "--witness", one, "--witness", alias]
+    assert cli.main([*argv, "--quorum", "2"]) == 2
+    assert "--quorum 2 needs as many --witness keys, each of its own public key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["file", "genesis"])
+def test_a_path_that_names_no_file_is_a_usage_error_as_in_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    # `verify /nonexistent` exits 2 (usage); `receipt verify /nonexistent` exited 1 (error).
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "receipt.json").read_text())
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(vector["receipt"], encoding="utf-8")
+    gone = tmp_path / "nonexistent"
+    file, genesis = (gone, receipt) if missing == "file" else (receipt, gone)
+    assert cli.main(["receipt", "verify", str(file), "--genesis", str(genesis), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["code"] == "usage" and f"{gone}: no such file" in err
+    assert cli.main(["receipt", "verify", str(tmp_path), "--genesis", str(receipt)]) == 2
+    assert "a directory, not a file" in capsys.readouterr().err
+    assert cli.main(["verify", str(gone)]) == 2

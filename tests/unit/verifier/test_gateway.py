@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.client
 import json
+import socket
 import struct
 import urllib.error
 import urllib.request
@@ -366,6 +367,21 @@ def test_no_write_verbs(served: tuple[str, Path], method: str) -> None:
     assert error_of(f"{url}/ledgers/election-2026/tile/0/000", method) == (405, "bad_request")
     # RFC 9110 15.5.6: a 405 names the methods that are served.
     assert get(f"{url}/api/ledgers", method)[1]["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "POST", "OPTIONS", "TRACE"])
+def test_every_refused_verb_under_api_ledgers_has_the_public_cors_header(served: tuple[str, Path], method: str) -> None:
+    # PROTOCOL 15.2: every answer of a route under /api/ledgers, refusals included. aiohttp gives a
+    # CONNECT (an authority-form target) no path: its 405 went without the header.
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"{method} /api/ledgers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    assert head.startswith("http/1.1 405") and "\r\naccess-control-allow-origin: *" in head, head
 
 
 @pytest.mark.parametrize(

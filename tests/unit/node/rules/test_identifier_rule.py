@@ -69,7 +69,8 @@ def test_a_ledger_without_the_rule_keeps_its_old_meaning(rules_kit: Any) -> None
 @pytest.mark.parametrize(
     ("rules", "named"),
     [
-        ({"identifiers": "nfd"}, "identifiers must be 'nfc'"),
+        ({"identifiers": "nfd"}, "identifiers must be one of ['nfc', 'nfc-visible']"),
+        ({"identifiers": "nfc-visible", "choices": ["alice", "alice\u200b"]}, "U+200B ZERO WIDTH SPACE"),
         ({"identifiers": "nfc", "choices": ["alice", "b\u202eob"]}, "U+202E"),
         ({"identifiers": "nfc", "choices": [NFC, NFD]}, "NFC"),
     ],
@@ -80,6 +81,24 @@ def test_a_genesis_with_a_bad_rule_or_identifier_is_bad_rules(
     with pytest.raises(BadDomainRulesError) as caught:
         rules_kit.election(**rules)
     assert named in caught.value.reason
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\ufeff", "\u00ad", "\u200d"])
+def test_an_invisible_character_makes_no_second_voter_under_the_visible_rule(rules_kit: Any, invisible: str) -> None:
+    # "V-000123" and "V-000123" + U+200B print alike: under "nfc" they were two registrations.
+    election = rules_kit.election(identifiers="nfc-visible")
+    election.submit("register", {"voter_id": "V-000123"})
+    error = election.refuse("register", {"voter_id": "V-000123" + invisible}, BadIdentifierError)
+    assert "an invisible character" in error.reason
+    election.submit("register", {"voter_id": "V\u2010000123"})  # a look-alike, visible: not folded (7.5)
+    assert election.domain.tally().registered == 2
+
+
+def test_a_ledger_of_the_older_nfc_rule_keeps_its_meaning(rules_kit: Any) -> None:
+    election = rules_kit.election(identifiers="nfc")
+    election.submit("register", {"voter_id": "V-000123"})
+    election.submit("register", {"voter_id": "V-000123\u200b"})
+    assert election.domain.tally().registered == 2
 
 
 def test_a_replay_skips_a_record_that_breaks_the_rule(rules_kit: Any) -> None:
