@@ -33,7 +33,6 @@ from .errors import (
 )
 from .ledger import LedgerRules
 from .note import Checkpoint, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
-from .outside import OutsideWitnesses, outside_witnesses
 from .record import NAME_PATTERN, Record
 from .witness import PINNED_KEY_FIELD, CheckpointKeys, SignedCheckpoint, pinned_key
 
@@ -280,9 +279,7 @@ def proven_epoch(
     """The newest epoch past ``history``'s current one that a note among ``notes`` proves, as
     (number, home): a checkpoint of the ledger signed by the pinned key that the current epoch
     does not sign with, stating an epoch past the current one and another home, and cosigned
-    by at least one of ``witnesses`` (the cluster's witness keys) or of the outside witnesses the
-    genesis lists (:func:`require_witness`, as a receipt's checker and the verifier count them:
-    every holder takes one epoch by one rule). A
+    by at least one of ``witnesses`` (the cluster's witness keys; :func:`require_witness`). A
     witness cosigns a checkpoint of a new epoch only once its store holds the handover record
     that opens it; the other key alone proves nothing, since its holder (the standby's host)
     could sign any epoch line and move the ledger to itself with no promotion (outsider F6).
@@ -290,38 +287,23 @@ def proven_epoch(
     user may write. None when no note proves one; a note that does not verify raises nothing."""
     current = history.current
     others = [key for key in history.pinned() if key != current.key]
-    return epoch_proven_by(current.number, current.home, others, notes, witnesses, listed_outside(history))
-
-
-def listed_outside(history: EpochHistory) -> OutsideWitnesses | None:
-    """The outside witnesses the ledger's genesis lists (13.9), None when it lists none (a
-    genesis whose list is not valid was refused at its home: none then, as for its checkers)."""
-    try:
-        return outside_witnesses(history.ledger, history.rules.rules)
-    except VledgerError:
-        return None
+    return epoch_proven_by(current.number, current.home, others, notes, witnesses)
 
 
 def epoch_proven_by(
-    number: int,
-    home: str,
-    keys: Iterable[VerifierKey],
-    notes: Iterable[bytes],
-    witnesses: Iterable[VerifierKey],
-    outside: OutsideWitnesses | None = None,
+    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
 ) -> tuple[int, str] | None:
     """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
     epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
     ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
-    takes the standby's key file) and cosigned by one of ``witnesses`` or of ``outside`` (the
-    outside witnesses the genesis lists, when the checker has it) proves, as (number, home).
-    None when none does."""
+    takes the standby's key file) and cosigned by one of ``witnesses`` proves, as (number,
+    home). None when none does."""
     keys, witnesses = tuple(keys), tuple(witnesses)
     best: tuple[int, str] | None = None
     for note in notes:
         for key in keys:
             try:
-                claimed, named = _witnessed_claim(note, key, witnesses, outside)
+                claimed, named = _witnessed_claim(note, key, witnesses)
             except VledgerError:
                 continue
             if named is not None and named != home and claimed > max(number, best[0] if best else 0):
@@ -332,33 +314,27 @@ def epoch_proven_by(
 def epoch_proof(history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]) -> bytes | None:
     """The first of ``notes`` that proves ``history``'s current epoch to a home it replaced
     (:func:`proven_epoch`): a checkpoint signed by the key the current epoch signs with,
-    stating that epoch and its home, and cosigned by one of ``witnesses`` or an outside witness
-    the genesis lists. None for epoch 1
+    stating that epoch and its home, and cosigned by one of ``witnesses``. None for epoch 1
     (nothing to prove) or when no note does."""
     current = history.current
     if current.number < 2 or current.key is None:
         return None
-    witnesses, outside = tuple(witnesses), listed_outside(history)
+    witnesses = tuple(witnesses)
     for note in notes:
         try:
-            if _witnessed_claim(note, current.key, witnesses, outside) == (current.number, current.home):
+            if _witnessed_claim(note, current.key, witnesses) == (current.number, current.home):
                 return note
         except VledgerError:
             continue
     return None
 
 
-def _witnessed_claim(
-    note: bytes, key: VerifierKey, witnesses: tuple[VerifierKey, ...], outside: OutsideWitnesses | None = None
-) -> tuple[int, str | None]:
+def _witnessed_claim(note: bytes, key: VerifierKey, witnesses: tuple[VerifierKey, ...]) -> tuple[int, str | None]:
     """The epoch line (:func:`epoch_claim`) of ``note``, a checkpoint signed by ``key`` and
-    cosigned by one of ``witnesses`` or of the ``outside`` witnesses the genesis lists
-    (:func:`require_witness`); raises the VledgerError of the first check it fails."""
+    cosigned by one of ``witnesses`` (:func:`require_witness`); raises the VledgerError of the
+    first check it fails."""
     verified = verify_checkpoint(note, key, witnesses)
-    cosigners: tuple[str, ...] = ()
-    if outside is not None and not verified.witnesses:
-        cosigners = verify_checkpoint(note, key, outside.keys).witnesses
-    require_witness(verified, cosigners, trusted=len(witnesses), listed=None if outside is None else len(outside.keys))
+    require_witness(verified, trusted=len(witnesses))
     return epoch_claim(verified.checkpoint)
 
 

@@ -186,7 +186,8 @@ class LedgerCheckpoint:
             except VledgerError:
                 continue
             taken.append(note)
-        return proven_epoch(history, taken, keys.witnesses)  # and the outside witnesses its genesis lists
+        # The cluster's witnesses only: an outside one checks no handover record (PROTOCOL 10.9).
+        return proven_epoch(history, taken, keys.witnesses)
 
     def offer(self, note: bytes) -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
