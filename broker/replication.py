@@ -547,13 +547,21 @@ class ReplicationLedger:
             pipe.get(self.checkpoint_key(ledger))
         return {ledger: bytes(note) for ledger, note in zip(ledgers, pipe.execute(), strict=True) if note is not None}
 
-    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> None:
-        """Make each note its ledger's latest checkpoint (one key per ledger, in its slot)."""
+    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> dict[str, Exception]:
+        """Make each note its ledger's latest checkpoint (one key per ledger, in its slot); the
+        ledgers whose key this user may not write (NOPERM: ACL selectors per ledger), with the
+        error, the others set all the same. Any other error raises."""
+        refused: dict[str, Exception] = {}
         if checkpoints:
             pipe = self.client.pipeline(transaction=False)
             for ledger, note in checkpoints.items():
                 pipe.set(self.checkpoint_key(ledger), note)
-            pipe.execute()
+            for ledger, answer in zip(checkpoints, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(answer, redis.exceptions.NoPermissionError):
+                    refused[ledger] = answer
+                elif isinstance(answer, Exception):
+                    raise answer
+        return refused
 
     # --- cosignatures and evidence -------------------------------------------------------
 

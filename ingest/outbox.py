@@ -149,6 +149,7 @@ class Outbox:
         # ledger -> the newer epoch of another home that a signed note proved (10.9): its stream is left alone
         self._left: dict[str, tuple[int, str]] = {}
         self._unproven: set[tuple[str, int, str]] = set()  # epochs Redis names that nothing proved, warned of once
+        self._refusals: set[str] = set()  # ledgers Redis's ACL refused this node a write of (logged once)
         self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
         self._redis_retry_at = 0.0
@@ -364,7 +365,8 @@ class Outbox:
             if self.stream and self._redis_usable():
                 assert self.replication is not None
                 try:
-                    self.replication.set_checkpoints({c.ledger: c.note for c in fresh})
+                    for ledger, refusal in self.replication.set_checkpoints({c.ledger: c.note for c in fresh}).items():
+                        self._refused(ledger, refusal)
                 except REDIS_ERRORS as e:
                     self._redis_failed(e)
             if self.publisher is not None:
@@ -390,9 +392,25 @@ class Outbox:
             for ledger, run in runs.items():
                 checkpoint = self.checkpoints.get(ledger)
                 note = checkpoint.note if checkpoint is not None and checkpoint.height == run[-1][1] else b""
-                self._append(ledger, run[0][1], [data for _, _, data, _ in run], note)
+                try:
+                    self._append(ledger, run[0][1], [data for _, _, data, _ in run], note)
+                    self._refusals.discard(ledger)
+                except redis.exceptions.NoPermissionError as e:
+                    self._refused(ledger, e)
         except REDIS_ERRORS as e:
             self._redis_failed(e)
+
+    def _refused(self, ledger: str, error: Exception) -> None:
+        """Redis's ACL refuses this node a write of ``ledger`` (a ``redis.acl`` written before the
+        cluster file named this node its home or standby: ``vledger keygen --cluster`` again):
+        that ledger's stream stays behind, logged once until a write of it passes; the other
+        ledgers go on (a pause of all of Redis for one ledger's refusal stalled every stream)."""
+        if ledger not in self._refusals:
+            log.warning("outbox: Redis refuses this node's writes of %s (%s): its stream stays behind until"
+                        " redis.acl is written anew (vledger keygen --cluster, then ACL LOAD)",
+                        ledger, error)  # fmt: skip
+        self._refusals.add(ledger)
+        self._streamed.pop(ledger, None)
 
     def _append(self, ledger: str, first: int, records: list[bytes], checkpoint: bytes) -> None:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
@@ -575,18 +593,23 @@ class Outbox:
                 named = self.replication.epochs()
                 owned = [h for h in heads if self.owns(h) and not self._replaced(h, named)]
                 for ledger, streamed in self.replication.last_heights(owned).items():
-                    last = streamed
-                    if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
-                        last = self._repair(ledger, heads[ledger][0] + 1)
-                    if last < heads[ledger][0]:
-                        self._fill(ledger, last, heads[ledger][0])
-                    self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
+                    try:
+                        last = streamed
+                        if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
+                            last = self._repair(ledger, heads[ledger][0] + 1)
+                        if last < heads[ledger][0]:
+                            self._fill(ledger, last, heads[ledger][0])
+                        self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
+                        self._refusals.discard(ledger)
+                    except redis.exceptions.NoPermissionError as e:
+                        self._refused(ledger, e)
                 for ledger in owned:
                     self._keep_epoch_proof(ledger)
             if self.stream:  # a Redis that lost its latest checkpoints gets them back
                 # Not those of a ledger another home was proven to hold: its latest is that home's.
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
-                self.replication.set_checkpoints(checkpoints)
+                for ledger, refusal in self.replication.set_checkpoints(checkpoints).items():
+                    self._refused(ledger, refusal)
             self._reported.clear()
             self._report({ledger: height for ledger, (height, _) in heads.items()})
         except REDIS_ERRORS as e:

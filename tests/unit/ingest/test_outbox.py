@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
 from vledger.broker.replication import ReplicationLedger, StreamRecord
@@ -90,9 +91,10 @@ class LoggedReplication(ReplicationLedger):
         self.appends: list[tuple[str, int, int, bytes]] = []
         self.checkpoint_sets = 0  # heartbeats that reached Redis (each sets the latest checkpoints)
 
-    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> None:
-        super().set_checkpoints(checkpoints)
+    def set_checkpoints(self, checkpoints: dict[str, bytes]) -> dict[str, Exception]:
+        refused = super().set_checkpoints(checkpoints)
         self.checkpoint_sets += 1
+        return refused
 
     def append_checked(
         self,
@@ -198,6 +200,30 @@ def test_committed_records_reach_the_streams_and_the_held_heights(
     assert home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME}
     assert home.repl.held(LEDGER) == {HOME: 11} and home.repl.held(OTHER) == {HOME: 1}
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 12  # each height once
+
+
+def test_a_ledger_redis_refuses_this_node_leaves_the_others_streaming(
+    redis_client: Any, homes: Callable[..., Home], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A redis.acl written before the cluster file named this node a ledger's home refuses its
+    writes of that ledger (NOPERM): they stay behind, logged, and every other ledger goes on.
+    That refusal paused all of Redis for the outbox, at every retry: every stream stalled."""
+    home = homes(redis_client)
+    real = home.repl.append_checked
+
+    def refusing(ledger: str, *args: Any, **kwargs: Any) -> Any:
+        if ledger == LEDGER:  # the first ledger of each pass, the heartbeat's included
+            raise redis.exceptions.NoPermissionError("this user has no permissions to access one of the keys")
+        return real(ledger, *args, **kwargs)
+
+    monkeypatch.setattr(home.repl, "append_checked", refusing)
+    append(home.store, LEDGER, 3)
+    append(home.store, OTHER, 4)
+    wait_until(lambda: streamed(home.repl, OTHER) == in_store(home.store, OTHER), "the other ledger streamed")
+    append(home.store, LEDGER, 2)
+    append(home.store, OTHER, 3)
+    wait_until(lambda: streamed(home.repl, OTHER) == in_store(home.store, OTHER), "and goes on")
+    assert streamed(home.repl, LEDGER) == []
 
 
 def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[..., Home]) -> None:
