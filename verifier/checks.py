@@ -695,7 +695,9 @@ class ClusterChecks:
         rolled = held.watch_latest(note)
         key = f"redis|{ledger}|rollback"
         if rolled is None:
-            if key in self.open and held.latest is not None and size_of(note) >= held.latest.size:
+            # Only a note that verified and was taken as the largest resolves it (not one that
+            # merely states a size: a writer's junk with a large size would have).
+            if key in self.open and held.latest is not None and held.latest_note == note:
                 self.resolve("redis", ledger, ("rollback",))
             return
         before, now = rolled

@@ -105,6 +105,7 @@ class LedgerCheckpoint:
         # The largest note Redis's latest checkpoint key held that verified (watch_latest): only
         # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
         self.latest: Proven | None = None
+        self.latest_note = b""  # the note that verified as :attr:`latest`, its exact bytes
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
         """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
@@ -114,7 +115,7 @@ class LedgerCheckpoint:
         if epoch == self.epoch:
             return False
         self.epoch = epoch
-        self.latest = None  # another epoch's home writes the latest from now on
+        self.latest, self.latest_note = None, b""  # another epoch's home writes the latest from now on
         if self.proven is None or self.proven.epoch == epoch:
             return False
         self.proven = None
@@ -218,8 +219,8 @@ class LedgerCheckpoint:
         back, so the key was set back, PROTOCOL 10.5); else None, ``note`` the largest when it
         is. A note that does not verify is :meth:`offer`'s to log, and changes nothing."""
         size, latest = size_of(note), self.latest
-        if latest is not None and size == latest.size:
-            return None  # unchanged (the usual case: verified once per size)
+        if latest is not None and note == self.latest_note:
+            return None  # unchanged (the usual case: verified once)
         keys = self._known_keys()
         if keys is None or (self.rotatable and size > self.chain_to):
             return None
@@ -233,7 +234,7 @@ class LedgerCheckpoint:
         seen = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
         if latest is not None and seen.size < latest.size:
             return latest, seen
-        self.latest = seen
+        self.latest, self.latest_note = seen, note
         return None
 
     def learn_from(self, reader: CopyReader) -> bool:

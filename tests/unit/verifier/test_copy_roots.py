@@ -492,6 +492,9 @@ def test_redis_s_latest_checkpoint_set_back_to_an_older_signed_one_is_a_rollback
     assert (alert["expected"], alert["found"]) == (home.root(LEDGER, size).hex(), home.root(LEDGER, size - 3).hex())
     assert f"redis|{LEDGER}|rollback" in cluster.repl.open_alerts()
     assert _taken(cluster) == (size, home.root(LEDGER, size))  # still the larger one
+    cluster.publish(_made_up_note(size + 100, K1))  # states a larger size, verifies with no key of the ledger
+    cluster.checks.compare_heads()
+    assert f"redis|{LEDGER}|rollback" in cluster.repl.open_alerts()  # resolved by no unverified note (r3)
     cluster.publish(_note(home, size))
     cluster.checks.compare_heads()
     assert f"redis|{LEDGER}|rollback" not in cluster.repl.open_alerts()
