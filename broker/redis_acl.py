@@ -71,10 +71,11 @@ the checkpoint with it) only by the users of the nodes that may home ledger L: t
 the standby the cluster file names for it (``[ledgers.L]``; a promotion moves a ledger only to
 its standby, PROTOCOL 10.9), and the ``default_home``, which homes every ledger the file does
 not list and so has these selectors for ``{*}`` (:func:`checkpoint_writers`). No user but the
-admin's deletes them. Every other ingest node reads them only: it can neither roll a ledger's
+admin's runs ``DEL`` on them. Every other ingest node reads them only: it can neither roll a ledger's
 latest checkpoint back to an older signed one nor delete it or its epoch proof. What the
-writers themselves could still do is seen: the verifier keeps the largest it verified there and
-raises ``rollback`` on a smaller one (PROTOCOL 10.5); a follower holds each checkpoint to its
+writers themselves could still do: a smaller checkpoint is seen (the verifier keeps the largest
+it verified there and raises ``rollback``, PROTOCOL 10.5); a key made to vanish (``SET`` with an
+expiry) or junk is not, and proves nothing either (the verifier takes neither); a follower holds each checkpoint to its
 own records (10.7), and an older one its home signed takes nothing from it; a proven epoch is
 kept by whoever proved it (10.9).
 

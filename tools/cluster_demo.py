@@ -680,7 +680,7 @@ class ClusterDemo:
                     home = self.config.home_of(ledger).name
                     try:
                         checkpoint = checker.checkpoint(ledger, home, repl.checkpoints().get(ledger))
-                        cosigned = checker.cosigned(ledger, home, repl.cosignatures(ledger))
+                        cosigned = checker.cosigned(ledger, home, repl.cosignatures(ledger, sorted(self.config.nodes)))
                     except REDIS_ERRORS:
                         checkpoint, cosigned = None, {}
                     views.append(

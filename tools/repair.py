@@ -567,7 +567,7 @@ class Repair:
         targets = []
         for ledger, home in ledgers.items():
             log_key = epoch_log_keys(config, ledger, home)
-            notes = [*replication.cosignatures(ledger).values()]
+            notes = [*replication.cosignatures(ledger, sorted(config.nodes)).values()]
             if ledger in published:
                 notes.append(published[ledger])
             for other in others:

@@ -365,7 +365,7 @@ def read_status(
         home, epoch, claimed = homes[name], 1, None
         checkpoint, cosigned = None, {}
         if checker is not None:
-            witnessed = replication.cosignatures(name)
+            witnessed = replication.cosignatures(name, sorted(roles))  # the configuration's nodes, no SCAN
             kept = replication.epoch_proof(name)  # the new home's copy, which no witness's user can delete (10.9)
             proven = checker.proven_epoch(name, {**witnessed, **({"": kept} if kept is not None else {})})
             epoch, home = proven or (1, checker.config.home_of(name).name)
