@@ -221,16 +221,23 @@ class ConnectionGuard:
         self.by_address[address] += 1
         return None
 
-    def stall(self, address: str, transport: asyncio.Transport) -> str | None:
+    def stall(self, address: str, transport: asyncio.Transport) -> tuple[str, asyncio.Transport] | None:
         """``transport``'s client stopped taking its answer: None while what the stalled
-        connections leave unread stays within the caps, else why this one is to be closed."""
+        connections leave unread stays within the caps, else why, and which connection is to be
+        closed: this one past its address's cap; past the cap in all, the largest of the address
+        that leaves the most unread (closing the one that just paused let a few addresses that
+        hold the cap pin it, and every other client's large answer was then cut)."""
         self.stalled.setdefault(address, set()).add(transport)
         mine = sum(t.get_write_buffer_size() for t in self.stalled[address])
         if mine > self.settings.max_unread_bytes_per_address:
-            return f"{mine} bytes unread by this address (at most {self.settings.max_unread_bytes_per_address})"
-        total = sum(t.get_write_buffer_size() for held in self.stalled.values() for t in held)
+            reason = f"{mine} bytes unread by this address (at most {self.settings.max_unread_bytes_per_address})"
+            return reason, transport
+        by_address = {a: sum(t.get_write_buffer_size() for t in held) for a, held in self.stalled.items()}
+        total = sum(by_address.values())
         if total > self.settings.max_unread_bytes:
-            return f"{total} bytes unread in all (at most {self.settings.max_unread_bytes})"
+            most = max(by_address, key=lambda a: by_address[a])
+            victim = max(self.stalled[most], key=lambda t: t.get_write_buffer_size())
+            return f"{total} bytes unread in all (at most {self.settings.max_unread_bytes})", victim
         return None
 
     def unstall(self, address: str, transport: asyncio.Transport) -> None:
@@ -387,10 +394,15 @@ class GuardedHandler(web.RequestHandler):
         if self._address is None or transport is None:
             return
         self._stalled = transport
-        reason = self._guard.stall(self._address, transport)
-        if reason is not None:
-            self._drop_unread(reason)
-            return
+        over = self._guard.stall(self._address, transport)
+        if over is not None:
+            reason, victim = over
+            if victim is transport:
+                self._drop_unread(reason)
+                return
+            self._guard.unread_closed += 1  # another's: its connection_lost takes it off the stalled
+            log.debug("closed a connection whose client does not read its answer: %s", reason)
+            victim.abort()
         self._watch_unread(transport.get_write_buffer_size())
 
     def _watch_unread(self, unsent: int) -> None:

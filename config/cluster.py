@@ -128,7 +128,7 @@ class HttpSettings:
     # kernel's socket buffers hold), from one address and in all: a connection whose answer
     # would pass either is closed. Sixty clients that never read a 70 MB page grew the gateway
     # to 10 GB and stopped it answering (outsider pass 18, F0).
-    max_unread_bytes_per_address: int = 16 * 1024 * 1024
+    max_unread_bytes_per_address: int = 64 * 1024 * 1024  # above two entries bundles (16 MiB each) at once
     max_unread_bytes: int = 256 * 1024 * 1024
 
 

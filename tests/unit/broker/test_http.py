@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from vledger.broker.http import (
     ASKED_OF_AIOHTTP,
     BOUND_TO_LOOPBACK,
+    ConnectionGuard,
     HttpThread,
     address_key,
     health_app,
@@ -433,3 +434,29 @@ def test_a_slow_client_that_keeps_reading_a_large_answer_is_not_cut_off() -> Non
 def test_only_one_well_formed_host_header_names_loopback(hosts: list[str], loopback: bool) -> None:
     headers = CIMultiDict(("Host", host) for host in hosts)
     assert names_loopback(make_mocked_request("GET", "/metrics", headers=headers)) is loopback
+
+
+class _Buffered:
+    """A transport that holds ``unsent`` bytes (all ConnectionGuard.stall reads of one)."""
+
+    def __init__(self, unsent: int) -> None:
+        self.unsent = unsent
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+
+def test_past_the_cap_in_all_the_largest_holder_is_closed_not_the_connection_that_just_paused() -> None:
+    """Reviewer r3: closing the connection that just paused let a few addresses that hold the
+    cap in all pin it, and every other client's large answer was then cut. Past an address's
+    own cap, that address's connection is closed; past the cap in all, the largest connection
+    of the address leaving the most unread."""
+    guard = ConnectionGuard(HttpSettings(max_unread_bytes_per_address=60, max_unread_bytes=100))
+    hog_small, hog_big, other = _Buffered(20), _Buffered(35), _Buffered(40)
+    assert guard.stall("10.0.0.1", hog_small) is None  # type: ignore[arg-type]
+    assert guard.stall("10.0.0.1", hog_big) is None  # type: ignore[arg-type]
+    assert guard.stall("10.0.0.2", _Buffered(10)) is None  # type: ignore[arg-type]
+    over = guard.stall("10.0.0.3", other)  # type: ignore[arg-type]
+    assert over is not None and over[1] is hog_big and "in all" in over[0]
+    own = guard.stall("10.0.0.2", _Buffered(55))  # type: ignore[arg-type]
+    assert own is not None and "by this address" in own[0]
