@@ -704,7 +704,8 @@ class ClusterChecks:
         self.raise_alert(
             Alert("redis", ledger, before.size - 1, "rollback",
                   f"the ledger's latest checkpoint in Redis is of size {now.size}, below the size {before.size}"
-                  " it held before: set back by a Redis user that may write it (its home's or standby's)",
+                  " it held before: set back by a Redis user that may write it (its home's or standby's), or"
+                  " lost by Redis (a failover or a restart that lost its last writes)",
                   source="redis", expected=before.root.hex(), found=now.root.hex())
         )  # fmt: skip
 
