@@ -1222,10 +1222,11 @@ async def _watch(gateway: Gateway) -> None:
             continue  # no store yet: the node has not created it
         if heads is not None:
             for ledger, size in now.items():
-                if size > heads.get(ledger, 0):
-                    start = max(heads.get(ledger, 0), size - EVENT_RECORDS)
+                start = max(heads.get(ledger, 0), size - EVENT_RECORDS)
+                while start < size:  # pages cut at PAGE_BYTES: an event each, the newest records too
                     page = await loop.run_in_executor(None, gateway.record_page, ledger, start, size - start)
                     _broadcast(gateway, b"event: head\ndata: " + page + b"\n\n")
+                    start = _page_end(page, size)
         heads = now
         if time.monotonic() - last_tally >= TALLY_POLL_SECONDS:
             last_tally = time.monotonic()
@@ -1318,3 +1319,9 @@ def run_gateway(
             signal.signal(s, handler)
         gateway.close()
         log.info("gateway of %s stopped", name)
+
+
+def _page_end(page: bytes, size: int) -> int:
+    """Where a :meth:`Gateway.record_page` answer ends: its ``next``, or ``size`` when it has none."""
+    following = page.rsplit(b'"next":', 1)[1].rstrip(b"}")
+    return int(following) if following.isdigit() else size

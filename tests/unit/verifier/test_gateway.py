@@ -37,6 +37,7 @@ from vledger.tools.demo import run_demo
 from vledger.verifier import gateway as gateway_module
 from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
 from vledger.verifier.gateway import _int as gateway_int
+from vledger.verifier.gateway import _page_end as gateway_page_end
 
 LIMITS = Limits()
 RECORDS = 700  # the election gets more than 256 records: a full tile and a partial one
@@ -625,3 +626,11 @@ def test_a_page_is_cut_at_its_byte_budget_and_next_says_where_to_go_on(
     assert heights == list(range(page["size"]))
     monkeypatch.setattr(gateway_module, "PAGE_BYTES", 10)  # less than any record: one a page
     assert len(get_json(f"{url}/api/ledgers/election-2026/records?start=3&limit=500")["records"]) == 1
+
+
+def test_a_head_event_s_pages_end_where_each_says_so_the_newest_records_are_sent_too() -> None:
+    """Reviewer r3: a head event's page cut at PAGE_BYTES kept the oldest new records and the
+    next event started at the new size: the newest were never shown. The events now go on from
+    each page's ``next`` (:func:`_page_end`) up to the size."""
+    assert gateway_page_end(b'{"ledger":"v","size":9,"records":[{}],"next":4}', 9) == 4
+    assert gateway_page_end(b'{"ledger":"v","size":9,"records":[{}],"next":null}', 9) == 9
