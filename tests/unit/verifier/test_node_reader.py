@@ -79,9 +79,12 @@ def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -
     rules = LedgerRules(("note",), 0, {})
     with ChainStore(tmp_path, origin="node-1") as store:
         store.create_ledger(Entry.prepare(rules.genesis_content("big", "clerk", "g", 1), 0, LIMITS))
-        for i in range(120):
+        placed = [
             store.submit_entry(Entry.prepare(Content("big", "note", {"n": i}, "clerk", f"r{i}", 2 + i), 0, LIMITS))
-        store.flush()
+            for i in range(120)
+        ]
+        for receipt in placed:  # flush() returns at once while the committer thread commits: wait for each
+            receipt.result(timeout=30)
         chain = [data for _, data in store.range_raw("big")]
     assert len(chain) == 121
     node = CuttingNode(chain, 7)
