@@ -572,17 +572,21 @@ class ReplicationLedger:
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
 
-    def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
-        """Whose cosignature keys of ``ledger`` are read: ``witnesses`` if given, else the nodes
-        of :meth:`raisers` (a process passes its cluster's), else every one found (SCAN, which
-        only the admin's user may run)."""
-        if witnesses is not None:
-            return list(dict.fromkeys(witnesses))
+    def _nodes_keyed(self, prefix: str) -> list[str]:
+        """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`
+        (a process passes its cluster's), else every one found (SCAN, which only the admin's
+        user may run)."""
         if self._raisers is not None:
             return list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
-        prefix = self.cosig_key(ledger, "")
         found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
         return sorted({_text(raw)[len(prefix) :] for raw in found})
+
+    def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
+        """Whose cosignature keys of ``ledger`` are read: ``witnesses`` if given, else
+        :meth:`_nodes_keyed`'s."""
+        if witnesses is not None:
+            return list(dict.fromkeys(witnesses))
+        return self._nodes_keyed(self.cosig_key(ledger, ""))
 
     def cosignatures(self, ledger: str, witnesses: Iterable[str] | None = None) -> dict[str, bytes]:
         """witness -> the note it says it cosigned last, for each witness of :meth:`_witness_names`
@@ -753,12 +757,7 @@ class ReplicationLedger:
         """node -> the height up to which it says it holds ``ledger``, for each node of
         :meth:`raisers` (claims: each node writes its own, and may claim what it does not hold;
         a value that is no height, which no node writes, is left out)."""
-        if self._raisers is not None:
-            nodes = list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
-        else:
-            prefix = self.held_key(ledger, "")
-            found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
-            nodes = sorted({_text(raw)[len(prefix) :] for raw in found})
+        nodes = self._nodes_keyed(self.held_key(ledger, ""))
         if not nodes:
             return {}
         pipe = self.client.pipeline(transaction=False)
