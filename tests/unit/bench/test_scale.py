@@ -3,8 +3,10 @@ bind costs a new start on fresh ports, not the bench (CI's "Address already in u
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +17,34 @@ from vledger.broker.keys import load_public
 from vledger.broker.redis_server import free_ports
 
 
-def test_a_follower_whose_port_was_taken_starts_again_on_a_fresh_one(tmp_path: Path) -> None:
-    placeholders = scale._follower_tables(dict(zip(scale.FOLLOWERS, free_ports(len(scale.FOLLOWERS)), strict=True)))
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as thief, ingest._node(tmp_path, placeholders) as node:
-        # Another process listens on the first port the bench picks, as another test worker's node did.
+@contextlib.contextmanager
+def _thief() -> Iterator[int]:
+    """Another process listening on a port, as another test worker's node did: the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as thief:
         thief.bind(("127.0.0.1", 0))
         thief.listen()
-        stolen = thief.getsockname()[1]
-        picks: list[list[int]] = []
+        yield thief.getsockname()[1]
 
-        def pick(count: int) -> list[int]:
-            ports = free_ports(count)
-            if not picks:
-                ports[0] = stolen
-            picks.append(ports)
-            return ports
 
+def _picker(stolen: int, at: int) -> tuple[Callable[[int], list[int]], list[list[int]]]:
+    """A ``free_ports`` whose pick number ``at`` (from 0) starts with the ``stolen`` port, and
+    the picks it made."""
+    picks: list[list[int]] = []
+
+    def pick(count: int) -> list[int]:
+        ports = free_ports(count)
+        if len(picks) == at:
+            ports[0] = stolen
+        picks.append(ports)
+        return ports
+
+    return pick, picks
+
+
+def test_a_follower_whose_port_was_taken_starts_again_on_a_fresh_one(tmp_path: Path) -> None:
+    placeholders = scale._follower_tables(dict(zip(scale.FOLLOWERS, free_ports(len(scale.FOLLOWERS)), strict=True)))
+    with _thief() as stolen, ingest._node(tmp_path, placeholders) as node:
+        pick, picks = _picker(stolen, at=0)
         with scale._followers(tmp_path, node, pick) as pids:
             assert len(picks) == 2 and set(pids) == set(scale.FOLLOWERS)
             first = next(iter(scale.FOLLOWERS))
@@ -51,19 +65,8 @@ def _nodes(directory: Path) -> dict[str, dict[str, int]]:
 def test_an_ingest_node_whose_port_was_taken_starts_again_on_a_fresh_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as thief:
-        thief.bind(("127.0.0.1", 0))
-        thief.listen()
-        stolen = thief.getsockname()[1]
-        picks: list[list[int]] = []
-
-        def pick(count: int) -> list[int]:
-            ports = free_ports(count)
-            if len(picks) == 1:  # the first pick is the placeholders, the second the node's start
-                ports[0] = stolen
-            picks.append(ports)
-            return ports
-
+    with _thief() as stolen:
+        pick, picks = _picker(stolen, at=1)  # the first pick is the placeholders, the second the node's start
         monkeypatch.setattr(ingest, "free_ports", pick)
         with ingest._node(tmp_path) as node:
             assert len(picks) == 3 and node.address.endpoint == f"tcp://127.0.0.1:{picks[2][0]}"
