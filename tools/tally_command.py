@@ -23,7 +23,8 @@ signature, a malformed snapshot, a disagreement, no such ledger (``no_such_ledge
 Redis unreachable; 2 usage; 3 still
 counting (an observer has published nothing yet, or no height is common to all), so that
 a script can wait with ``until vledger tally L --config F >/dev/null; do sleep 1; done``;
-4 an observer is stale, or they agree but no checkpoint verified (and nothing of exit 1).
+4 an observer is stale or ahead of the checkpoint, the agreement is old and behind it, or they
+agree but no checkpoint verified (and nothing of exit 1).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ from ..verifier.tally import (
     LedgerHead,
     Snapshot,
     TallyReport,
+    agreement_behind,
+    ahead_observers,
     observer_histories,
     observer_keys,
     read_tallies,
@@ -137,6 +140,7 @@ def report_json(report: TallyReport) -> dict[str, Any]:
                 "signature": _signature(t.checked),
                 "error": _error(t.checked),
                 "stale": t.observer in report.stale,
+                "ahead": t.observer in report.ahead,
                 "snapshot": None
                 if t.checked is None or t.checked.snapshot is None
                 else snapshot_json(t.checked.snapshot),
@@ -145,6 +149,8 @@ def report_json(report: TallyReport) -> dict[str, Any]:
         ],
         "head": head_json(report.head),
         "stale": list(report.stale),
+        "ahead": list(report.ahead),
+        "behind": report.behind,
         "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
         "compared": {name: snapshot_json(snapshot) for name, snapshot in report.compared.items()},
         "problems": [
@@ -211,10 +217,10 @@ def report_lines(report: TallyReport) -> list[str]:
             )
         else:
             s = t.checked.snapshot
-            stale = "  STALE" if t.observer in report.stale else ""
+            mark = "  STALE" if t.observer in report.stale else "  AHEAD" if t.observer in report.ahead else ""
             lines.append(
                 f"  {t.observer:<{width}}  height {s.height}  head {s.head.hex()[:16]}…  "
-                f"at {time_text(s.at_ms)}  signature OK{stale}"
+                f"at {time_text(s.at_ms)}  signature OK{mark}"
             )
     for checked in report.older:
         if not checked.ok:
@@ -251,6 +257,17 @@ def _head_lines(report: TallyReport) -> list[str]:
         lines.append(
             f"STALE: {name} has signed nothing past the checkpoint's {head.size:,} records for a while: "
             "it is stuck or far behind, and its tally is not the ledger's"
+        )
+    for name in report.ahead:
+        lines.append(
+            f"AHEAD: {name} claims to have counted past the checkpoint's {head.size:,} records: no checkpoint "
+            "shows those records, so its tally cannot be checked (a lying observer, or a home whose newest "
+            "checkpoint has not reached Redis)"
+        )
+    if report.behind:
+        lines.append(
+            f"BEHIND: the observers agree only at height {report.verdict.height}, which the checkpoint's "
+            f"{head.size:,} records left behind, on tallies signed more than --stale-after ago"
         )
     return lines
 
@@ -321,9 +338,19 @@ def tally_report(
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
+    # The head is read after the tallies, and once more when someone is ahead of it: an honest
+    # observer is ahead only of a checkpoint the home had not yet written to Redis.
     head = ledger_head(config, client, ledger)
+    if ahead_observers(report.observers, head):
+        head = ledger_head(config, client, ledger)
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    return replace(report, head=head, stale=stale_observers(report.observers, head, now, stale_after_ms))
+    return replace(
+        report,
+        head=head,
+        stale=stale_observers(report.observers, head, now, stale_after_ms),
+        ahead=ahead_observers(report.observers, head),
+        behind=agreement_behind(report.verdict, report.compared, head, now, stale_after_ms),
+    )
 
 
 def cmd_tally(args: argparse.Namespace) -> int:
@@ -355,7 +382,8 @@ def add_tally_command(commands: Subparsers) -> None:
         "newest height they all counted, and whether each has counted up to the ledger's latest "
         "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
         "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
-        "(behind the checkpoint, signing nothing newer for --stale-after seconds), or no checkpoint verified.",
+        "(behind the checkpoint, signing nothing newer for --stale-after seconds) or ahead of it (claiming "
+        "records no checkpoint holds), the agreement is old and behind the checkpoint, or no checkpoint verified.",
     )
     tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     tally.add_argument(

@@ -394,6 +394,8 @@ class TallyReport:
     alert: str | None = None  # the stream id of the mismatch alert this run added
     head: LedgerHead | None = None  # None: not asked
     stale: tuple[str, ...] = ()  # observers behind ``head`` for longer than the grace (stale_observers)
+    ahead: tuple[str, ...] = ()  # observers claiming records ``head`` does not hold (ahead_observers)
+    behind: bool = False  # the agreement is at a height ``head`` left behind, and old (agreement_behind)
 
     @property
     def problems(self) -> list[Checked]:
@@ -405,7 +407,7 @@ class TallyReport:
     def exit_code(self) -> int:
         if self.problems or self.verdict.status == MISMATCH:
             return EXIT_FAILED
-        if self.stale:  # an agreement at a height the ledger left behind is no answer
+        if self.stale or self.ahead or self.behind:  # an agreement at a height the ledger left behind is no answer
             return EXIT_STALE
         if self.verdict.status == AGREE and self.head is not None and self.head.size is None:
             # Nor one whose currency nobody could judge: junk at the checkpoint key must not pass a stuck observer.
@@ -429,6 +431,34 @@ def stale_observers(
         and snapshot.height + 1 < head.size
         and now_ms - snapshot.at_ms > after_ms
     )
+
+
+def ahead_observers(observers: Iterable[ObserverTally], head: LedgerHead) -> tuple[str, ...]:
+    """The observers whose latest valid snapshot counts records that ``head``'s checkpoint does not
+    hold (``height + 1 > size``). An observer stores only records a signed checkpoint covers
+    (PROTOCOL 10.7), so an honest one is ahead only while the home's newest checkpoint has not
+    reached Redis yet; a body claiming a height no record has must not make the others' older
+    agreement pass, nor pass for the ledger's figures. With no verified head nobody is judged."""
+    if head.size is None:
+        return ()
+    return tuple(
+        t.observer
+        for t in observers
+        if t.checked is not None and (snapshot := t.checked.snapshot) is not None and snapshot.height + 1 > head.size
+    )
+
+
+def agreement_behind(
+    verdict: Verdict, compared: Mapping[str, Snapshot], head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS
+) -> bool:
+    """Whether the observers agree only at a height older than ``head``, on snapshots all signed
+    more than ``after_ms`` before ``now_ms``: their latest snapshots are at other heights (else
+    each would be judged by stale_observers), so one of them may have chosen heights no other
+    signs at to keep the comparison on an old count."""
+    if verdict.status != AGREE or verdict.height is None or head.size is None or not compared:
+        return False
+    newest = max(snapshot.at_ms for snapshot in compared.values())
+    return verdict.height + 1 < head.size and now_ms - newest > after_ms
 
 
 def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:

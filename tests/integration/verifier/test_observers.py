@@ -179,7 +179,9 @@ def test_vledger_tally_checks_every_signature_and_shows_the_agreement(cluster: L
     assert "no_such_ledger" in typo.stderr
 
 
-def test_tallies_at_different_heights_are_compared_at_the_newest_height_both_published(cluster: LocalCluster) -> None:
+def test_tallies_at_different_heights_are_compared_at_the_newest_height_both_published_and_one_ahead_exits_4(
+    cluster: LocalCluster,
+) -> None:
     tallies = board(cluster)
     original = tallies.latest(ELECTION, OBSERVERS)["observer-1"]
     assert original is not None
@@ -188,8 +190,14 @@ def test_tallies_at_different_heights_are_compared_at_the_newest_height_both_pub
     key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
     tallies.publish(ELECTION, "observer-1", future.height, future.body(), key.sign(future.body()))
     try:
-        report = json.loads(cluster.cli("tally", ELECTION, *cli_common(cluster), "--json").stdout)
+        done = cluster.cli("tally", ELECTION, *cli_common(cluster), "--json", check=False)
+        report = json.loads(done.stdout)
         assert report["verdict"]["status"] == "agree" and report["verdict"]["height"] == ahead.height
+        # ... but a body past every checkpoint of the ledger cannot be checked: one observer's key
+        # signing a height no record has made the others' older agreement exit 0.
+        assert done.returncode == 4 and report["ahead"] == ["observer-1"] and report["ok"] is False
+        text = cluster.cli("tally", ELECTION, *cli_common(cluster), check=False)
+        assert text.returncode == 4 and "AHEAD: observer-1" in text.stdout
     finally:
         tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
 

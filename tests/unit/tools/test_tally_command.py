@@ -24,6 +24,8 @@ from vledger.verifier.tally import (
     Snapshot,
     TallyReport,
     Verdict,
+    agreement_behind,
+    ahead_observers,
     stale_observers,
 )
 
@@ -113,6 +115,47 @@ def test_an_observer_behind_the_checkpoint_and_silent_is_stale_and_the_command_e
     assert "ledger head: a checkpoint of 100 records, signed by ingest-1 (verified)" in text
     assert replace(agreeing, stale=()).exit_code == 0
     assert replace(agreeing, verdict=Verdict(MISMATCH, 40, ("observer-2",))).exit_code == 1  # a mismatch first
+
+
+def test_an_observer_claiming_records_no_checkpoint_holds_is_ahead_and_the_command_exits_4() -> None:
+    # An outsider with one observer's key signed height 1,000,000 of a 10-record ledger, fresh:
+    # nobody was stale, the comparison fell back to an old common height and exited 0.
+    liar = _observer("observer-1", 1_000_000, NOW - 100)
+    honest = _observer("observer-2", 9, NOW - 100)
+    head = LedgerHead(10, "ingest-1")
+    assert ahead_observers((liar, honest), head) == ("observer-1",)
+    assert ahead_observers((liar, honest), LedgerHead(None, problem="no checkpoint")) == ()
+    assert ahead_observers((honest,), head) == ()  # at the head exactly is not ahead
+    old = _observer("observer-2", 6, NOW - 60_000)
+    assert old.checked is not None and old.checked.snapshot is not None
+    compared = {"observer-2": old.checked.snapshot}
+    report = TallyReport("council", (liar, honest), Verdict(AGREE, 6), compared, head=head, ahead=("observer-1",))
+    assert report.exit_code == EXIT_STALE
+    shown = report_json(report)
+    assert shown["ahead"] == ["observer-1"] and [o["ahead"] for o in shown["observers"]] == [True, False]
+    text = report_lines(report)
+    assert any(line.startswith("AHEAD: observer-1") for line in text)
+    assert any("observer-1" in line and line.endswith("AHEAD") for line in text)
+    assert replace(report, ahead=()).exit_code == 0
+
+
+def test_an_old_agreement_the_head_left_behind_exits_4_a_fresh_one_does_not() -> None:
+    # A liar that signs at heights nobody else signs at keeps the comparison on an old common height.
+    old = _observer("observer-2", 6, NOW - 60_000)
+    assert old.checked is not None and old.checked.snapshot is not None
+    compared = {"observer-2": old.checked.snapshot}
+    head = LedgerHead(10, "ingest-1")
+    assert agreement_behind(Verdict(AGREE, 6), compared, head, NOW)
+    assert not agreement_behind(Verdict(AGREE, 6), compared, head, NOW, after_ms=120_000)  # within the grace
+    assert not agreement_behind(Verdict(AGREE, 6), compared, LedgerHead(7, "ingest-1"), NOW)  # current
+    assert not agreement_behind(Verdict(MISMATCH, 6, ("x",)), compared, head, NOW)
+    assert not agreement_behind(Verdict(AGREE, 6), compared, LedgerHead(None, problem="none"), NOW)
+    fresh = _observer("observer-2", 6, NOW - 100)
+    assert fresh.checked is not None and fresh.checked.snapshot is not None
+    assert not agreement_behind(Verdict(AGREE, 6), {"observer-2": fresh.checked.snapshot}, head, NOW)
+    report = TallyReport("council", (old,), Verdict(AGREE, 6), compared, head=head, behind=True)
+    assert report.exit_code == EXIT_STALE and report_json(report)["behind"] is True
+    assert any(line.startswith("BEHIND:") for line in report_lines(report))
 
 
 # --- the head: the home's signed word, not Redis's ---------------------------------------------
