@@ -89,7 +89,7 @@ from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -787,13 +787,30 @@ class Gateway:
             self.redis = connect(self.config.redis_access("gateway"), timeout=2.0)
         return self.redis
 
-    def tally(self, ledger: str) -> dict[str, Any]:
+    def _tally_report(self, ledger: str) -> tuple[TallyReport, dict[str, KeyHistory]]:
         board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
         report = read_tallies(board, ledger, self.observer_keys, histories)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
-        return tally_json(report, self.observer_keys, histories)
+        return report, histories
+
+    def tally(self, ledger: str) -> dict[str, Any]:
+        report, histories = self._tally_report(ledger)
+        shown = tally_json(report, self.observer_keys, histories)
+        for entry, t in zip(shown["observers"], report.observers, strict=True):
+            snapshot = None if t.checked is None else t.checked.snapshot
+            entry["head_ok"] = None if snapshot is None else self._head_ok(ledger, snapshot)
+        return shown
+
+    def _head_ok(self, ledger: str, snapshot: Snapshot) -> bool | None:
+        """Whether ``snapshot``'s head is the hash of the record at its height in this store (None:
+        the store does not hold that height yet): a signature says only who signed a body, and
+        one observer's key can sign any height and head."""
+        data = self.reader.get(ledger, snapshot.height)
+        if data is None:
+            return None
+        return decode_record(data, PROTOCOL_LIMITS).link == snapshot.head
 
     def funds(self, ledger: str) -> dict[str, Any]:
         # The genesis says first what the ledger is: without it an election with no verified tally
@@ -801,14 +818,23 @@ class Gateway:
         declared = self.genesis_rules(ledger).rules.get("type")
         if declared != "charity":
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
-        shown = self.tally(ledger)
-        snapshots = [o["snapshot"] for o in shown["observers"] if o["snapshot"] is not None and o["signature_ok"]]
-        if not snapshots:
-            return {"ledger": ledger, "funds": None, "verdict": shown["verdict"]}
-        newest = max(snapshots, key=lambda s: s["height"])
-        if newest["tally"].get("type") != "charity":
-            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {newest['tally'].get('type')!r}")
-        return funds_json(ledger, newest["tally"], newest["height"], shown["verdict"])
+        report, histories = self._tally_report(ledger)
+        verdict = tally_json(report, self.observer_keys, histories)["verdict"]
+        # The observers' agreement when there is one, else the newest body: either only when its
+        # head is the record at its height in this store. "The newest body" alone let one
+        # observer's key publish any balance at a height no record has (outsider19 F1).
+        agreed = list(report.compared.values())[:1] if report.verdict.status == AGREE else []
+        latest = sorted(
+            (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot is not None),
+            key=lambda s: s.height,
+            reverse=True,
+        )
+        shown = next((s for s in [*agreed, *latest] if self._head_ok(ledger, s)), None)
+        if shown is None:
+            return {"ledger": ledger, "funds": None, "verdict": verdict}
+        if shown.tally.get("type") != "charity":
+            raise BadRequestError(f"{ledger!r} is not a charity ledger: its type is {shown.tally.get('type')!r}")
+        return funds_json(ledger, jsonable(shown.tally), shown.height, verdict)
 
     def tally_heads(self) -> dict[str, dict[str, str]]:
         """Each ledger's latest tally entry ids, by configured observer (what changes when one signs anew)."""

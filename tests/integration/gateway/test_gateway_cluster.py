@@ -9,6 +9,7 @@ new heads on its event stream. Every process's /metrics parses and its counters 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -23,13 +24,16 @@ import pytest
 from Crypto.Signature import eddsa
 from prometheus_client.parser import text_string_to_metric_families
 
-from vledger.broker.redis_server import RedisServer
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
+from vledger.verifier.tally import Snapshot
 
 ELECTION = "vote"
 FUND = "fund"
@@ -198,6 +202,38 @@ def test_fund_balances_are_in_currency_units(cluster: LocalCluster, election: El
     assert funds["currency"] == "EUR" and funds["decimals"] == 2 and funds["funds"]["zakat"]["balance"] == "20.25"
     status, body = get(f"{gateway}api/ledgers/{ELECTION}/funds")
     assert status == 400 and json.loads(body)["error"]["code"] == "bad_request"
+
+
+def test_one_observer_s_key_cannot_set_the_published_funds(cluster: LocalCluster, election: Election) -> None:
+    # An outsider with observer-1's key signed a body of the fund at height 1,000,000 with a balance of
+    # its choosing: /funds showed it, "the newest verified tally" being the body with the largest height.
+    gateway = cluster.gateway_url("replica-1")
+
+    def counted() -> bool:
+        shown = get_json(f"{gateway}api/ledgers/{FUND}/tally")
+        heights = {o["snapshot"]["height"] for o in shown["observers"] if o["snapshot"] is not None}
+        return heights == {2} and shown["verdict"]["status"] == "agree"  # genesis and two donations
+
+    wait_until(counted, 30, "both observers' tallies of the fund")
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    original = tallies.latest(FUND, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    tally = {**honest.tally, "balance": 99_999_999}
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    forged = {}
+    for height, head in ((1_000_000, honest.head), (honest.height, bytes(32))):  # no such record; not the record
+        body = dataclasses.replace(honest, height=height, head=head, tally=tally, at_ms=now_ms()).body()
+        tallies.publish(FUND, "observer-1", height, body, key.sign(body))
+        shown = get_json(f"{gateway}api/ledgers/{FUND}/tally")
+        forged[height] = next(o for o in shown["observers"] if o["observer"] == "observer-1")
+        funds = get_json(f"{gateway}api/ledgers/{FUND}/funds")
+        assert funds["balance"] == "20.25" and funds["height"] == honest.height, funds
+    assert forged[1_000_000]["signature_ok"] and forged[1_000_000]["head_ok"] is None
+    assert forged[honest.height]["signature_ok"] and forged[honest.height]["head_ok"] is False
+    tallies.client.set(tallies.latest_key(FUND, "observer-1"), original.entry_id)
+    shown = get_json(f"{gateway}api/ledgers/{FUND}/tally")
+    assert all(o["head_ok"] is True for o in shown["observers"])
 
 
 def test_the_event_stream_pushes_new_heads(cluster: LocalCluster, election: Election) -> None:

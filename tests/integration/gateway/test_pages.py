@@ -488,7 +488,7 @@ def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_a
 
     browser.get(f"{(tmp_path / 'charity.html').as_uri()}?ledger={FUND}{fragment}")
     summary = wait_text(browser, "#summary", "Balance 2225.50 SAR", "the anchored balance")
-    assert "NOT checked" not in summary and "signed by 2 observer(s): agree" in summary
+    assert "NOT checked" not in summary and "signed alike by 2 observer(s)" in summary
     proven = wait_text(browser, "#proven", "with the publisher's anchors", "the fund's anchored checkpoint")
     assert "NOT" not in proven
     wait_until(lambda: text_of(browser, "#latest tbody").count("✓ in the tree") >= 3, WAIT, "the records proven")
