@@ -768,9 +768,11 @@ class ReplicationLedger:
             if value is None:
                 continue
             try:
-                held[node] = int(value)
+                height = int(value)
             except ValueError:
                 continue
+            if height >= -1:  # -1: holds no record yet; below it, no height at all
+                held[node] = height
         return held
 
     def holders(self, ledger: str, height: int) -> list[str]:
