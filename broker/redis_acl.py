@@ -36,7 +36,8 @@ verifier      read streams, held heights, homes, epochs, checkpoints, the witnes
               cosignatures and epoch proofs (``{*}:cosig:*``, ``{*}:epoch_proof``: what proves a
               handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
+              there); keep its own sweep checkpoints (``{sweep}:<node>``) and evidence
+              (``{evidence}:<node>``: a signed fork's two notes); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: every observer's signed tallies, the witnesses' and outside
               witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
@@ -340,6 +341,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
+            f"~{ns}:{{evidence}}:{node}",  # its own evidence: the two notes of a signed fork (10.5)
         ),
         "gateway": (
             *tallies_read,

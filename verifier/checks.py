@@ -683,6 +683,7 @@ class ClusterChecks:
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
+            self._signed_forks(ledger, state)
 
     def _watch_latest(self, ledger: str, state: LedgerState) -> None:
         """Redis's latest checkpoint of ``ledger`` against the largest it held before, verified
@@ -708,6 +709,37 @@ class ClusterChecks:
                   " lost by Redis (a failover or a restart that lost its last writes)",
                   source="redis", expected=before.root.hex(), found=now.root.hex())
         )  # fmt: skip
+
+    def _signed_forks(self, ledger: str, state: LedgerState) -> None:
+        """Raise ``signed_fork`` against the signer for each pair of checkpoints of one size, both
+        verified with the ledger's key in force there and of the epoch held, with other roots
+        (LedgerCheckpoint.take_forks: Redis's latest, a witness's note or a node's answer against
+        the largest verified or Redis's latest before). No honest home signs two trees of one
+        size: it is the strongest evidence of a lying home, so both notes are kept verbatim in
+        this verifier's evidence hash, and only an operator resolves it (PROTOCOL 10.5)."""
+        if state.checkpoint is None:
+            return
+        for fork in state.checkpoint.take_forks():
+            size, signer = fork.found.size, self._signer_of(ledger, fork.found.epoch)
+            evidence = {
+                "checkpoint": fork.found_note.decode("utf-8", "replace"),
+                "from": fork.source,
+                "held_root": fork.held.root.hex(),
+                "cosigned": "",
+                "proved_by": fork.held_note.decode("utf-8", "replace"),
+                "consistency": "",  # one size: the two roots contradict each other without a proof
+            }
+            try:
+                self.replication.keep_evidence(self.name, ledger, size, evidence)
+            except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier kept evidence
+                log.warning("the evidence of %s's signed fork of %s at %d cannot be kept: %s", signer, ledger, size, e)
+            self.raise_alert(
+                Alert(signer, ledger, size - 1, "signed_fork",
+                      f"two checkpoints of size {size} verify with the ledger's key, with roots "
+                      f"{fork.held.root.hex()} and {fork.found.root.hex()} (the latter from {fork.source}): "
+                      "two signed trees of one size; both notes are kept as evidence",
+                      source=fork.source, expected=fork.held.root.hex(), found=fork.found.root.hex())
+            )  # fmt: skip
 
     def _round_notes(self) -> dict[str, bytes]:
         """The ledgers' latest checkpoint notes in Redis, read once per heads round."""
@@ -787,7 +819,7 @@ class ClusterChecks:
             except REDIS_ERRORS:
                 cosigned = []
             for other in sorted(cosigned, key=size_of, reverse=True):
-                if size_of(other) <= held.size or held.offer(other):
+                if held.offer(other) or size_of(other) <= held.size:  # one of the size held: a fork?
                     break
         if now < state.ask_nodes_at:
             return

@@ -68,6 +68,20 @@ class Proven:
     epoch: tuple[int, str | None] = (1, None)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedFork:
+    """Two checkpoints of one size, both verified with the ledger's key in force there and of
+    the epoch held, with different roots: two signed trees of one size, which no honest home
+    signs (PROTOCOL 10.5 ``signed_fork``). ``held`` was verified first; ``found`` came from
+    ``source`` (``redis``, or the node whose ``checkpoint`` answer it was)."""
+
+    held: Proven
+    held_note: bytes
+    found: Proven
+    found_note: bytes
+    source: str
+
+
 def size_of(note: bytes) -> int:
     """The size a checkpoint note states (unverified), -1 when it is no checkpoint."""
     try:
@@ -106,6 +120,11 @@ class LedgerCheckpoint:
         # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
         self.latest: Proven | None = None
         self.latest_note = b""  # the note that verified as :attr:`latest`, its exact bytes
+        self.proven_note = b""  # the note that verified as :attr:`proven`, its exact bytes
+        # Notes of a size held (proven or latest) with another root that verified: taken by the
+        # verifier (:meth:`take_forks`), each (size, root) once.
+        self.forks: list[SignedFork] = []
+        self._forks_seen: set[tuple[int, bytes]] = set()
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
         """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
@@ -118,7 +137,7 @@ class LedgerCheckpoint:
         self.latest, self.latest_note = None, b""  # another epoch's home writes the latest from now on
         if self.proven is None or self.proven.epoch == epoch:
             return False
-        self.proven = None
+        self.proven, self.proven_note = None, b""
         return True
 
     def _of_epoch(self, verified: VerifiedCheckpoint, whence: str) -> tuple[int, str | None] | None:
@@ -190,13 +209,15 @@ class LedgerCheckpoint:
         # The cluster's witnesses only: an outside one checks no handover record (PROTOCOL 10.9).
         return proven_epoch(history, taken, keys.witnesses)
 
-    def offer(self, note: bytes) -> bool:
+    def offer(self, note: bytes, source: str = "redis") -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
         key in force at its size along the chain known; True when it was kept. A ledger that may
         rotate its key takes it only up to the size its rotations are known to (:meth:`learn_from`):
         past it, a retired key could sign a tree without the rotation that retired it (13.8)."""
         size = size_of(note)
         if size <= self.size:
+            if size == self.size:
+                self._fork_of(note, source)
             return False
         keys = self._known_keys()
         if keys is None or (self.rotatable and size > self.chain_to):
@@ -210,7 +231,46 @@ class LedgerCheckpoint:
         if epoch is None:
             return False
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
+        self.proven_note = note
         return True
+
+    def _fork_of(self, note: bytes, source: str) -> SignedFork | None:
+        """The fork ``note`` makes with a checkpoint held (the largest proven, or Redis's latest)
+        of its size: it states another root there and verifies as :meth:`offer` checks, of the
+        epoch held. Recorded in :attr:`forks` (each size and root once) and returned; None
+        otherwise. The stated root is compared before any signature is checked: a note equal to
+        one held, or junk, costs no verification."""
+        try:
+            stated = parse_checkpoint(parse_note(note).text)
+        except VledgerError:
+            return None
+        held = [
+            (proven, kept)
+            for proven, kept in ((self.proven, self.proven_note), (self.latest, self.latest_note))
+            if proven is not None and proven.size == stated.size and proven.root != stated.root
+        ]
+        if not held or (stated.size, stated.root) in self._forks_seen:
+            return None
+        keys = self._known_keys()
+        if keys is None or (self.rotatable and stated.size > self.chain_to):
+            return None
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+        except VledgerError:
+            return None  # junk: proves nothing
+        claim = epoch_claim(verified.checkpoint)
+        if claim != self.epoch:
+            return None  # another epoch's note: a fenced home's, or one no handover proved (10.9)
+        found = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        fork = SignedFork(held[0][0], held[0][1], found, note, source)
+        self._forks_seen.add((found.size, found.root))
+        self.forks.append(fork)
+        return fork
+
+    def take_forks(self) -> list[SignedFork]:
+        """The signed forks found since the last call."""
+        found, self.forks = self.forks, []
+        return found
 
     def watch_latest(self, note: bytes) -> tuple[Proven, Proven] | None:
         """Hold Redis's latest checkpoint note of the ledger against the largest one it held
@@ -232,6 +292,9 @@ class LedgerCheckpoint:
         if claim != self.epoch:
             return None
         seen = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        self._fork_of(note, "redis")  # of the size of the largest proven, or of the latest held
+        if latest is not None and seen.size == latest.size and seen.root != latest.root:
+            return None  # two signed trees of one size: the one verified first stays the latest
         if latest is not None and seen.size < latest.size:
             return latest, seen
         self.latest, self.latest_note = seen, note
@@ -252,6 +315,8 @@ class LedgerCheckpoint:
         note, heights = answer
         size = size_of(note)
         if size <= self.size:
+            if size == self.size:
+                self._fork_of(note, reader.name)
             return False
         chain, rotations = self.chain, []
         try:
@@ -276,6 +341,7 @@ class LedgerCheckpoint:
             return False  # nor its rotations: its tree may be a fenced home's
         self.chain, self.chain_to = chain, size
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
+        self.proven_note = note
         return True
 
 

@@ -530,3 +530,53 @@ def test_a_handover_whose_epochs_entry_was_deleted_is_found_from_the_witnesses_n
     held = state.checkpoint
     assert held is not None and held.offer(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
     assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
+
+
+def test_a_signed_note_of_the_size_held_with_another_root_is_a_signed_fork_against_the_signer(
+    cluster: Cluster,
+) -> None:
+    """Redis's latest checkpoint of the same size as the largest verified one but another root
+    raised nothing: two trees of one size signed by the ledger's key, the strongest evidence of
+    a lying home. It is ``signed_fork`` against the signer, both notes kept as evidence, and
+    raised once; a note of that size that does not verify is junk, as before."""
+    home, forked = cluster.stores["ingest-1"], cluster.stores["replica-2"]
+    size = cluster.size
+    honest = _note(home, size)
+    cluster.publish(honest)
+    cluster.checks.compare_heads()
+    cluster.publish(_note(forked, size, K1))  # the fork's tree by a key the ledger never pinned: junk
+    cluster.checks.compare_heads()
+    assert not [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    lying = _note(forked, size)  # the fork's tree, signed by the ledger's own key
+    cluster.publish(lying)
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    assert (alert["node"], alert["height"], alert["source"]) == ("ingest-1", str(size - 1), "redis")
+    assert (alert["expected"], alert["found"]) == (home.root(LEDGER, size).hex(), forked.root(LEDGER, size).hex())
+    assert f"ingest-1|{LEDGER}|signed_fork" in cluster.repl.open_alerts()
+    evidence = cluster.repl.evidence()[f"verifier-1|{LEDGER}|{size}"]
+    assert (evidence["checkpoint"].encode(), evidence["proved_by"].encode()) == (lying, honest)
+    assert evidence["held_root"] == home.root(LEDGER, size).hex()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))  # the one verified first is kept
+    assert not [a for a in cluster.alerts() if a["what"] == "rollback"]
+    cluster.publish(honest)  # the home's note again resolves nothing: a signed contradiction stays one
+    cluster.checks.compare_heads()
+    assert f"ingest-1|{LEDGER}|signed_fork" in cluster.repl.open_alerts()
+
+
+def test_a_nodes_checkpoint_of_the_size_held_with_another_root_is_a_signed_fork(cluster: Cluster) -> None:
+    """The same from a node's ``checkpoint`` answer: one node proved the largest checkpoint, and
+    another serves a note of that size, signed by the ledger's key, of another tree."""
+    home, forked = cluster.stores["ingest-1"], cluster.stores["replica-2"]
+    size = cluster.size
+    cluster.home_down()  # nothing in Redis: the nodes are asked
+    cluster.nodes["replica-1"].served_checkpoint = (_note(home, size), [])
+    cluster.checks.compare_heads()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))
+    cluster.nodes["replica-1"].served_checkpoint = None
+    cluster.nodes["replica-2"].served_checkpoint = (_note(forked, size), [])
+    cluster.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    assert (alert["node"], alert["source"]) == ("ingest-1", "replica-2")
