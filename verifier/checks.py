@@ -693,6 +693,11 @@ class ClusterChecks:
         if note is None:
             return  # deleted, or none yet: the checkpoint verified before still holds
         held = self._checkpoint_of(ledger, state)
+        # A ledger that may rotate its key: a note past the rotations proven counts once they
+        # are, so the nodes are asked for them (at most every ASK_NODES_SECONDS), whether or
+        # not a copy needs a checkpoint this round: the watch covers every size Redis held.
+        if held.awaits_rotations(note) and self._ask_nodes(ledger, state, self._clock()):
+            held.asked()
         rolled = held.watch_latest(note)
         key = f"redis|{ledger}|rollback"
         if rolled is None:
@@ -821,15 +826,24 @@ class ClusterChecks:
             for other in sorted(cosigned, key=size_of, reverse=True):
                 if held.offer(other) or size_of(other) <= held.size:  # one of the size held: a fork?
                     break
+        if self._ask_nodes(ledger, state, now):
+            held.asked()
+
+    def _ask_nodes(self, ledger: str, state: LedgerState, now: float) -> bool:
+        """At most every ASK_NODES_SECONDS: a larger checkpoint of ``ledger`` with its rotations
+        proven from a node's ``checkpoint`` answer (the home first; LedgerCheckpoint.learn_from).
+        True when the nodes were asked."""
+        held = self._checkpoint_of(ledger, state)
         if now < state.ask_nodes_at:
-            return
+            return False
         state.ask_nodes_at = now + ASK_NODES_SECONDS
         for reader in self._copies_up(state):
             try:
                 if held.learn_from(reader):
-                    return
+                    break
             except (NodeUnavailableError, RemoteError) as e:
                 log.info("no checkpoint of %s from %s: %s", ledger, reader.name, e)
+        return True
 
     def _checkpoint_of(self, ledger: str, state: LedgerState) -> LedgerCheckpoint:
         """The ledger's LedgerCheckpoint, made on first use and taking its proven epoch's notes."""

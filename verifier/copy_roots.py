@@ -120,6 +120,9 @@ class LedgerCheckpoint:
         # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
         self.latest: Proven | None = None
         self.latest_note = b""  # the note that verified as :attr:`latest`, its exact bytes
+        # A ledger that may rotate its key: the largest latest note past :attr:`chain_to` Redis
+        # held, unchecked, until the nodes are next asked for the rotations up to it.
+        self.unconfirmed: bytes | None = None
         self.proven_note = b""  # the note that verified as :attr:`proven`, its exact bytes
         # Notes of a size held (proven or latest) with another root that verified: taken by the
         # verifier (:meth:`take_forks`), each (size, root) once.
@@ -135,6 +138,7 @@ class LedgerCheckpoint:
             return False
         self.epoch = epoch
         self.latest, self.latest_note = None, b""  # another epoch's home writes the latest from now on
+        self.unconfirmed = None
         if self.proven is None or self.proven.epoch == epoch:
             return False
         self.proven, self.proven_note = None, b""
@@ -277,12 +281,24 @@ class LedgerCheckpoint:
         before (:attr:`latest`): when ``note`` verifies as :meth:`offer` checks (of the epoch
         taken) and is smaller, that one and this one (a rollback: its writers never step it
         back, so the key was set back, PROTOCOL 10.5); else None, ``note`` the largest when it
-        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing."""
+        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing.
+
+        A ledger that may rotate its key: a note past the size whose rotations are proven
+        (:attr:`chain_to`) cannot be checked yet (the key in force there may be one a rotation
+        past that size named, or retired), so the largest such is held apart
+        (:attr:`unconfirmed`) until the verifier next asks the nodes for the rotations
+        (:meth:`awaits_rotations`, :meth:`asked`): then it counts as the latest if it verifies
+        along them. So the watch covers every size Redis held, not only those proven."""
+        self._judge_unconfirmed(drop=False)
         size, latest = size_of(note), self.latest
         if latest is not None and note == self.latest_note:
             return None  # unchanged (the usual case: verified once)
         keys = self._known_keys()
-        if keys is None or (self.rotatable and size > self.chain_to):
+        if keys is None:
+            return None
+        if self.rotatable and size > self.chain_to:
+            if self.unconfirmed is None or size > size_of(self.unconfirmed):
+                self.unconfirmed = note
             return None
         try:
             verified = verify_ledger_checkpoint(note, keys, self.chain)
@@ -299,6 +315,45 @@ class LedgerCheckpoint:
             return latest, seen
         self.latest, self.latest_note = seen, note
         return None
+
+    def awaits_rotations(self, note: bytes | None) -> bool:
+        """Whether a latest note is held apart (or ``note`` would be) until the rotations up to
+        its size are proven: the verifier then asks the nodes (:meth:`learn_from`, then :meth:`asked`)."""
+        if self._known_keys() is None or not self.rotatable:
+            return False
+        return self.unconfirmed is not None or (note is not None and size_of(note) > self.chain_to)
+
+    def asked(self) -> None:
+        """The nodes were just asked for the rotations (:meth:`learn_from`): the note held apart
+        is judged now, and dropped if no node proved the rotations up to its size (a size past
+        every node's checkpoint, which the home signs before Redis gets it: junk, or a home
+        away; not held for ever, where it would keep every later note out)."""
+        self._judge_unconfirmed(drop=True)
+
+    def _judge_unconfirmed(self, *, drop: bool) -> None:
+        """The note held apart, once the rotations up to its size are proven: it is the latest if
+        it verifies along them and is larger (one a retired key signed does not). Left held
+        while they are not, unless ``drop``."""
+        note = self.unconfirmed
+        if note is None or (size_of(note) > self.chain_to and not drop):
+            return
+        self.unconfirmed = None
+        keys = self._known_keys()
+        if keys is None or size_of(note) > self.chain_to:
+            log.info("Redis's checkpoint of %s at %d is past every rotation a node proved: not judged",
+                     self.ledger, size_of(note))  # fmt: skip
+            return
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+        except VledgerError as e:
+            log.info("Redis's checkpoint of %s at %d does not verify along its rotations: %s",
+                     self.ledger, size_of(note), e)  # fmt: skip
+            return
+        if epoch_claim(verified.checkpoint) != self.epoch:
+            return
+        seen = Proven(verified.checkpoint.size, verified.checkpoint.root, self.epoch)
+        if self.latest is None or seen.size > self.latest.size:
+            self.latest, self.latest_note = seen, note
 
     def learn_from(self, reader: CopyReader) -> bool:
         """``reader``'s latest checkpoint and the key rotations below its size (PROTOCOL 6.1

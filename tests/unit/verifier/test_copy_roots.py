@@ -580,3 +580,56 @@ def test_a_nodes_checkpoint_of_the_size_held_with_another_root_is_a_signed_fork(
     cluster.checks.compare_heads()
     (alert,) = [a for a in cluster.alerts() if a["what"] == "signed_fork"]
     assert (alert["node"], alert["source"]) == ("ingest-1", "replica-2")
+
+
+def test_a_rotatable_ledger_s_latest_checkpoint_set_back_from_past_the_rotations_proven_is_a_rollback(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """For a ledger that may rotate its key, a note in Redis past the size whose rotations the
+    verifier proved was dropped by the rollback watch, and the nodes were asked for rotations
+    only when a copy needed a checkpoint: Redis's latest set back from such a size raised
+    nothing. The note is held apart until the nodes prove the rotations up to it, then counts."""
+    rotated = Cluster(redis_client, tmp_path, rotate_at=3)
+    try:
+        home = rotated.stores["ingest-1"]
+        size = rotated.size
+        note = _note(home, size, K1)
+        rotated.publish(note)
+        rotated.checks.compare_heads()  # no node proves the rotation yet: held apart, nothing raised
+        rotated.publish(_note(home, size - 3, K1))  # set back
+        rotated.checks.compare_heads()
+        assert not [a for a in rotated.alerts() if a["what"] == "rollback"]
+        rotated.nodes["ingest-1"].served_checkpoint = (note, [3])
+        rotated.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+        rotated.checks.compare_heads()
+        rotated.checks.compare_heads()
+        (alert,) = [a for a in rotated.alerts() if a["what"] == "rollback"]
+        assert (alert["height"], alert["expected"]) == (str(size - 1), home.root(LEDGER, size).hex())
+        assert alert["found"] == home.root(LEDGER, size - 3).hex()
+    finally:
+        rotated.close()
+
+
+def test_a_retired_key_s_note_past_the_rotations_proven_never_counts_as_redis_s_latest(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """The other side: a note of a size past the proven rotations signed by the key a rotation
+    retired below it verifies with the last key known then, but not along the rotations once
+    they are proven: it is dropped, and the home's smaller notes that follow are no rollback."""
+    rotated = Cluster(redis_client, tmp_path, rotate_at=3)
+    try:
+        home = rotated.stores["ingest-1"]
+        size = rotated.size
+        rotated.publish(_made_up_note(size, K0))  # the retired key, a tree of its own making
+        rotated.checks.compare_heads()
+        rotated.publish(_note(home, size - 3, K1))  # the home's, smaller
+        rotated.checks.compare_heads()
+        rotated.nodes["ingest-1"].served_checkpoint = (_note(home, size, K1), [3])
+        rotated.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+        rotated.checks.compare_heads()
+        rotated.checks.compare_heads()
+        assert not [a for a in rotated.alerts() if a["what"] in ("rollback", "signed_fork")]
+        held = rotated.checks.ledgers[LEDGER].checkpoint
+        assert held is not None and held.latest is not None and held.latest.size == size - 3
+    finally:
+        rotated.close()
