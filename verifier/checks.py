@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker.client import Client
-from ..broker.redis_keys import group_key
+from ..broker.redis_keys import GROUP_TAGS, group_key
 from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height, stream_order
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
 from ..node.note import VerifierKey
-from ..node.record import decode_record
+from ..node.record import check_ledger_name, decode_record
 from ..node.verify import ChainVerifier
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
@@ -79,6 +79,13 @@ ASK_NODES_SECONDS = 10.0  # how often a ledger's nodes are asked for a checkpoin
 # How often the notes in Redis are read for a handover of a ledger that may hand over while Redis
 # names no later epoch (its ``epochs`` entry deleted, or never written): a witness's note proves it.
 LOOK_FOR_EPOCH_SECONDS = 5.0
+# How often the nodes' own ledger lists (``ledger.list``) and the stream keys that exist are read
+# for ledgers Redis's ``{ledgers}`` hash does not list (any ingest node's Redis user may HDEL one).
+LIST_LEDGERS_SECONDS = 30.0
+# How long a ledger found elsewhere may go unlisted before ``unlisted_ledger`` is raised: a new
+# ledger is held by its home a moment before its first stream append lists it.
+UNLISTED_GRACE_SECONDS = 10.0
+UNLISTED = "unlisted_ledger"
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
@@ -139,6 +146,14 @@ class NodeReader:
             raise NodeUnavailableError(f"{self.name}: range answered something else than records")
         following = reply.get("next")
         return records, following if type(following) is int else None
+
+    def ledgers(self) -> list[str]:
+        """The names of the ledgers the node's store holds, as its ``ledger.list`` says (PROTOCOL 6.1)."""
+        reply = self.client.call("ledger.list", {})
+        entries = reply.get("ledgers") if isinstance(reply, dict) else None
+        if not isinstance(entries, list):
+            raise NodeUnavailableError(f"{self.name}: ledger.list answered something else")
+        return [e["ledger"] for e in entries if isinstance(e, dict) and isinstance(e.get("ledger"), str)]
 
     def head(self, ledger: str) -> tuple[int, bytes] | None:
         """The node's head of ``ledger`` (height, hash), None if it holds none."""
@@ -319,6 +334,12 @@ class ClusterChecks:
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
         self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
+        # Ledgers found besides Redis's {ledgers} hash (a node's ledger.list, a stream key): name
+        # -> where, as of the last look (LIST_LEDGERS_SECONDS); and when each found one was first
+        # seen missing from that hash (UNLISTED_GRACE_SECONDS).
+        self._found: dict[str, str] = {}
+        self._find_at = 0.0
+        self._unlisted_since: dict[str, float] = {}
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -380,9 +401,10 @@ class ClusterChecks:
         ``epochs`` hashes are every ingest node's Redis user's to write, so a ledger's home is
         the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
         or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
-        announced = self.replication.ledgers()
+        announced: dict[str, str | None] = dict(self.replication.ledgers())
         epochs = self.replication.epochs()
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
+        self._unlisted(announced, self._discovered(saved))
         for ledger, claimed in sorted(announced.items()):
             state = self.ledgers.get(ledger)
             if state is None:
@@ -394,7 +416,7 @@ class ClusterChecks:
                 self._read_pending = True
             state.epoch = self._epoch_of(ledger, state, epochs.get(ledger))
             home = self._signer_of(ledger, state.epoch)
-            if claimed != home:
+            if claimed is not None and claimed != home:
                 self._unproven(ledger, f"names {claimed} its home", f"checking {home}'s copy as the home's")
             if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
                 state.home = home
@@ -410,6 +432,65 @@ class ClusterChecks:
                     state.roots.pop(node, None)
                     log.info("%s was replaced as the home of %s: its copy is no longer checked", node, ledger)
                 self.resolve(node, ledger, REPLACED_RESOLVES)
+
+    def _discovered(self, saved: dict[str, str]) -> dict[str, str]:
+        """Every ledger known besides Redis's ``{ledgers}`` hash, and where it was found: the ones
+        this verifier checked (in this run, or whose sweeps it saved), and, at most every
+        LIST_LEDGERS_SECONDS, those each node's store holds (its ``ledger.list`` over its CURVE
+        key) and those whose stream key exists. That hash is every ingest node's Redis user's to
+        write: a ledger deleted from it must not go unchecked by a verifier started after."""
+        found = {ledger: "verifier" for ledger in self.ledgers}
+        for field_ in saved:
+            node, _, ledger = field_.partition("|")
+            if node and _ledger_name(ledger):
+                found.setdefault(ledger, "verifier")
+        now = self._clock()
+        if now >= self._find_at:
+            self._find_at = now + LIST_LEDGERS_SECONDS
+            looked: dict[str, str] = {}
+            for name, reader in sorted(self.readers.items()):
+                if not reader.up():
+                    continue
+                try:
+                    for ledger in reader.ledgers():
+                        if _ledger_name(ledger):
+                            looked.setdefault(ledger, name)
+                except (NodeUnavailableError, RemoteError) as e:
+                    log.info("cannot list the ledgers %s holds: %s", name, e)
+            prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
+            try:
+                for raw in self.replication.client.scan_iter(match=_glob(prefix) + "*" + _glob(suffix), count=500):
+                    key = _text(raw)
+                    ledger = key[len(prefix) : -len(suffix)]
+                    if key.startswith(prefix) and key.endswith(suffix) and _ledger_name(ledger):
+                        looked.setdefault(ledger, "stream")
+            except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
+                log.info("cannot look for the ledgers' streams: %s", e)
+            self._found = looked
+        return {**found, **self._found}  # where a node or a stream says so, when they do
+
+    def _unlisted(self, announced: dict[str, str | None], found: dict[str, str]) -> None:
+        """Add each ledger found elsewhere to ``announced`` (checked anyway, its home the cluster
+        file's), and raise ``unlisted_ledger`` against ``redis`` for one missing from the
+        ``{ledgers}`` hash longer than UNLISTED_GRACE_SECONDS (PROTOCOL 10.5); resolved once the
+        hash lists it again."""
+        now = self._clock()
+        for ledger in list(self._unlisted_since):
+            if ledger in announced:
+                del self._unlisted_since[ledger]
+                self.resolve("redis", ledger, (UNLISTED,))
+        for ledger, where in sorted(found.items()):
+            if ledger in announced:
+                continue
+            announced[ledger] = None
+            since = self._unlisted_since.setdefault(ledger, now)
+            if now - since >= UNLISTED_GRACE_SECONDS:
+                self.raise_alert(
+                    Alert("redis", ledger, 0, UNLISTED,
+                          f"Redis's ledgers hash does not list the ledger, but {_where(where)}: deleted from it "
+                          "by a Redis user that may write it (any ingest node's); checked all the same",
+                          source=where)
+                )  # fmt: skip
 
     def _epoch_of(self, ledger: str, state: LedgerState, named: tuple[int, str] | None) -> tuple[int, str | None]:
         """The newest epoch of ``ledger`` proven (10.9): the one held, or a later one that a note
@@ -586,7 +667,9 @@ class ClusterChecks:
             fixed = [
                 k
                 for k, height in self.open.items()
-                if k.startswith(prefix) and first <= height <= last and not k.endswith("|rollback")  # not the stream's
+                if k.startswith(prefix)
+                and first <= height <= last
+                and k.rpartition("|")[2] not in ("rollback", UNLISTED)  # not the stream's
             ]
             if fixed:
                 self.replication.resolve(fixed)
@@ -1280,6 +1363,29 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _ledger_name(name: str) -> bool:
+    """Whether ``name`` may be a ledger's (PROTOCOL 10.10: a name, and no group's tag)."""
+    try:
+        check_ledger_name(name, PROTOCOL_LIMITS)
+    except VledgerError:
+        return False
+    return name not in GROUP_TAGS
+
+
+def _glob(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _where(source: str) -> str:
+    """Where a ledger Redis does not list was found, as the alert says it."""
+    if source == "verifier":
+        return "this verifier checked it before (its own state)"
+    if source == "stream":
+        return "its stream key exists in Redis"
+    return f"node {source} holds it (its ledger.list)"
 
 
 def _int(value: Any) -> int:

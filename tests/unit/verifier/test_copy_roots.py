@@ -81,6 +81,9 @@ class StoreNode:
         self.asked["checkpoint"] += 1
         return self.served_checkpoint
 
+    def ledgers(self) -> list[str]:
+        return list(self.store.ledgers())
+
 
 def _store(path: Path, votes: list[int], rotate_at: int | None = None) -> ChainStore:
     """A home's ledger pinning K0, then ``votes`` (and, at height ``rotate_at``, the rotation to K1)."""
