@@ -152,6 +152,7 @@ class Outbox:
         # ledger -> when the notes in Redis may next be read for a handover Redis's epochs hash does
         # not name (its entry deleted, or naming this node): the same rule as the node's (Homes).
         self._look_at: dict[str, float] = {}
+        self._never_hands_over: set[str] = set()  # held ledgers whose genesis pins no standby key: no look
         self._refusals: set[str] = set()  # ledgers Redis's ACL refused this node a write of (logged once)
         self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
@@ -460,7 +461,8 @@ class Outbox:
         claimed = epoch is not None and epoch[1] != self.name
         now = self._clock()
         proof = None
-        if claimed or look or ledger in self._left or now >= self._look_at.get(ledger, 0.0):
+        due = ledger not in self._never_hands_over and now >= self._look_at.get(ledger, 0.0)
+        if claimed or look or ledger in self._left or due:
             if not claimed:
                 self._look_at[ledger] = now + LOOK_FOR_EPOCH_SECONDS
             proof = self._handover(ledger)
@@ -483,6 +485,8 @@ class Outbox:
         assert self.replication is not None
         history = self._epochs.history(ledger)
         if history is None:
+            if self.store.size(ledger) > 0:
+                self._never_hands_over.add(ledger)  # its genesis, held, pins no standby key
             return None  # a ledger whose genesis pins no standby key never hands over
         if history.current.home != self.name:
             return history.current.number, history.current.home  # the store holds the handover record
