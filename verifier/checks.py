@@ -455,7 +455,9 @@ class ClusterChecks:
                     for ledger in reader.ledgers():
                         if _ledger_name(ledger):
                             looked.setdefault(ledger, name)
-                except (NodeUnavailableError, RemoteError) as e:
+                except NodeUnavailableError as e:
+                    reader.down(self.settings.node_timeout_ms / 1000, e)
+                except RemoteError as e:
                     log.info("cannot list the ledgers %s holds: %s", name, e)
             prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
             try:
