@@ -79,6 +79,7 @@ ALERTS_MAX_LEN = 100_000
 OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
+        "signed_fork",
         "retired_key",
         "store_contradicts_checkpoint",
         "bad_cosignature",
