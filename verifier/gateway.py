@@ -946,13 +946,33 @@ def tally_json(
 # --- HTTP --------------------------------------------------------------------------------------------
 
 
+# The query parameters each /api route reads (PROTOCOL 15.2); every other /api route reads none.
+API_QUERY: dict[str, frozenset[str]] = {
+    "/api/ledgers/{ledger}/records": frozenset({"start", "limit"}),
+    "/api/ledgers/{ledger}/checkpoint": frozenset({"witnesses"}),
+    "/api/ledgers/{ledger}/proof/inclusion": frozenset({"index", "size"}),
+    "/api/ledgers/{ledger}/proof/consistency": frozenset({"old", "new"}),
+}
+
+
 @web.middleware
 async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse a query that names a parameter twice (bad_request): the routes read the first of
-    them, so ``?index=0&index=1`` would be answered for 0 while a cache or a log sees both."""
+    them, so ``?index=0&index=1`` would be answered for 0 while a cache or a log sees both.
+    Refuse one an /api route does not read, too: ``checkpoint?witness=5`` (for ``witnesses``)
+    was answered with the latest checkpoint, whatever its cosignatures, and no error; a misspelt
+    option is never done without, as on the CURVE side (PROTOCOL 6.1). The pages read their own
+    query in the browser, so only /api routes are held to it."""
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
+    if request.path.startswith("/api/") and request.query:
+        resource = request.match_info.route.resource
+        allowed = API_QUERY.get(resource.canonical if resource is not None else "", frozenset())
+        unknown = sorted(key for key in request.query if key not in allowed)
+        if unknown:
+            takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
     response: web.StreamResponse = await handler(request)
     return response
 
