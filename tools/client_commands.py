@@ -851,7 +851,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
     for action, done, summary in (
-        ("remove", "removed", "delete an account and its keys"),
+        ("remove", "removed", "delete an account, its keys and its grants"),
         ("enable", "enabled", "let an account's keys in again"),
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
