@@ -300,8 +300,26 @@ def test_removing_an_account_ends_its_grants_so_a_new_account_of_that_name_holds
     assert writer.put("vote", "register", {"voter_id": "v-3"}, "w9").height >= 1
 
 
-def test_a_replay_flags_a_record_written_under_a_removed_account_s_grant() -> None:
-    """Observers judge it from the chain: the removal alone ends the grant, no revoke needed."""
+def test_a_replay_flags_a_record_written_under_a_removed_account_s_grant(writer: Writer, tmp_path: Path) -> None:
+    """Observers judge it from the chain: the removal alone ends the grant, no revoke record needed."""
+    writer.create("notes", LedgerRules(("note",), 0, {}))
+    _account(writer, "w9", "add", "k1")
+    writer.grant("notes", "note", "w9")
+    writer.put("notes", "note", {"text": "granted"}, "w9")
+    _account(writer, "w9", "remove")
+    _account(writer, "w9", "add", "k2")
+    writer.store.close()
+    # A record by the new w9 written past the rules (a store without an engine), as a home
+    # that still judged by the name alone would have placed it.
+    raw = ChainStore(tmp_path / "store", origin="ingest-1")
+    raw.append(Writer(raw).entry("notes", "note", {"text": "inherited"}, "w9"))
+    records = [*raw.range(ADMIN_LEDGER), *raw.range("notes")]
+    raw.close()
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.ledger, v.height, v.error.code) for v in violations] == [("notes", 2, "not_granted")]
+
+
+def test_removal_ends_the_grants_in_the_table_at_its_time() -> None:
     grants = Grants()
     grants.add("vote", "register", "w9", True, 10)
     assert grants.end_all("w9", 20) == [("vote", "register")]
