@@ -895,7 +895,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
     for action, done, summary in (
-        ("remove", "removed", "delete an account and its keys"),
+        ("remove", "removed", "delete an account, its keys and its grants"),
         ("enable", "enabled", "let an account's keys in again"),
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
@@ -1141,9 +1141,11 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "keys",
         cmd_receipt_keys,
         "print the cluster's witness and admin keys as receipt verify options",
-        "Print each witness's cosignature key (its <node>.sign.pub in the key directory, generation 0) as "
-        "--witness VKEY and the admin ledger's checkpoint key as --admin-key VKEY, the vkey strings "
-        "receipt verify takes: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. "
+        "Print each witness's cosignature key of its newest generation in the key directory "
+        "(<node>@<g>.sign.pub of the highest g, else <node>.sign.pub) as --witness VKEY and the admin "
+        "ledger's checkpoint key as --admin-key VKEY, the vkey strings receipt verify takes: vledger "
+        "receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. A rotated witness's replaced "
+        "key is left out: its holder can still stamp a cosignature inside the window (PROTOCOL 14.3). "
         "Give a receipt reader these from a key directory you trust, not from the receipt's source.",
     )
     add_config_option(keys)
