@@ -966,9 +966,9 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
-    if request.path.startswith("/api/") and request.query:
-        resource = request.match_info.route.resource
-        allowed = API_QUERY.get(resource.canonical if resource is not None else "", frozenset())
+    resource = request.match_info.route.resource
+    if request.path.startswith("/api/") and request.query and resource is not None:  # no route: its 404 first
+        allowed = API_QUERY.get(resource.canonical, frozenset())
         unknown = sorted(key for key in request.query if key not in allowed)
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
