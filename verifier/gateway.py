@@ -89,7 +89,7 @@ from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -820,16 +820,21 @@ class Gateway:
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         report, histories = self._tally_report(ledger)
         verdict = tally_json(report, self.observer_keys, histories)["verdict"]
-        # The observers' agreement when there is one, else the newest body: either only when its
-        # head is the record at its height in this store. "The newest body" alone let one
-        # observer's key publish any balance at a height no record has (outsider19 F1).
-        agreed = list(report.compared.values())[:1] if report.verdict.status == AGREE else []
-        latest = sorted(
-            (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot is not None),
-            key=lambda s: s.height,
-            reverse=True,
-        )
-        shown = next((s for s in [*agreed, *latest] if self._head_ok(ledger, s)), None)
+        # The observers' agreement when there is one; while they are still counting, the newest
+        # body; when they disagree, none: either only when its head is the record at its height
+        # in this store. "The newest body" alone let one observer's key publish any balance at a
+        # height no record has (outsider19 F1), or, signing a body unlike the others' at every
+        # height they sign, keep them from agreeing and have its own shown (reviewer r4 3).
+        candidates: list[Snapshot] = []
+        if report.verdict.status == AGREE:
+            candidates = list(report.compared.values())[:1]
+        elif report.verdict.status != MISMATCH:
+            candidates = sorted(
+                (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot),
+                key=lambda s: s.height,
+                reverse=True,
+            )
+        shown = next((s for s in candidates if self._head_ok(ledger, s)), None)
         if shown is None:
             return {"ledger": ledger, "funds": None, "verdict": verdict}
         if shown.tally.get("type") != "charity":
