@@ -89,6 +89,7 @@ from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .moving_kinds import grant_moving_kinds, moving_kinds
 from .node_commands import PASSPHRASE_ENV
+from .paths import input_file, output_file
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
 from .shell import Shell
@@ -557,7 +558,7 @@ def donor_id(args: argparse.Namespace) -> str:
         return str(args.donor)
     if args.seal_key is None:
         raise UsageError("--donor-info needs --seal-key FILE to seal it (or give a sealed --donor)")
-    return seal(read_seal_key(args.seal_key), args.donor_info, args.ledger)
+    return seal(read_seal_key(input_file(args.seal_key, "--seal-key")), args.donor_info, args.ledger)
 
 
 def cmd_donate(session: Session, args: argparse.Namespace) -> int:
@@ -690,12 +691,12 @@ def _add_money_verbs(commands: Subparsers) -> None:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    print(seal(read_seal_key(args.seal_key), args.text, args.context))
+    print(seal(read_seal_key(input_file(args.seal_key, "--key")), args.text, args.context))
     return EXIT_OK
 
 
 def cmd_unseal(args: argparse.Namespace) -> int:
-    key = read_seal_key(args.seal_key)
+    key = read_seal_key(input_file(args.seal_key, "--key"))
     try:
         print(unseal(key, args.sealed, args.context))
     except SealError as e:
@@ -715,7 +716,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
 
 
 def cmd_seal_key(args: argparse.Namespace) -> int:
-    write_seal_key(args.out)
+    write_seal_key(output_file(args.out))
     print(f"wrote a new seal key to {args.out} (mode 0600): keep it secret, and keep it")
     return EXIT_OK
 
@@ -754,6 +755,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
 
 
 def cmd_file_put(session: Session, args: argparse.Namespace) -> int:
+    input_file(args.path)
     name = args.name or args.path.name
     with Progress(f"upload {name}") as progress:
         upload = upload_file(session, args.ledger, args.path, name, progress, request_id=args.request_id, ts=args.ts)

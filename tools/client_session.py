@@ -37,8 +37,9 @@ from ..client.home_cache import HomeCache
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..node.errors import PassphraseError, UsageError
-from .args import config_path
+from .args import DEFAULT_CONFIG, config_path, default_config_file
 from .node_commands import PASSPHRASE_ENV
+from .paths import input_file
 
 KEY_ENV = "VLEDGER_KEY"
 OTP_ENV = "VLEDGER_OTP"
@@ -84,6 +85,11 @@ def load_client_keys(
 
 
 def open_session(options: ClientOptions) -> Session:
+    # A file that is not there is a usage error (exit 2), said before either file is read.
+    if options.config == DEFAULT_CONFIG:
+        default_config_file()
+    input_file(options.config, "the configuration")
+    input_file(options.key, "the key")
     config = load_cluster(options.config)
     config.node(options.node or config.default_home)  # a bad --node is said before a passphrase is asked
     keys = load_client_keys(options.key)
