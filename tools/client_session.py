@@ -13,6 +13,8 @@ module resolves the options every client verb takes:
   (a replaced home's, 10.9) is where the verb's later requests of that ledger go; a ledger
   whose home did not answer is asked of its standby, and so is it by the next commands for ten
   minutes (a note beside the key, client/home_cache.py), which then skip the home's timeout;
+  a read of a ledger whose home or standby a not_home or that note named, and which then does
+  not answer, is asked of the other of the two once;
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
   key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal;
 * ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent
