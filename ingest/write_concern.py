@@ -253,25 +253,30 @@ class CosignatureWatch(Worker):
         if not ledger.waiters:
             return
         waiting = []
+        keys = self._current_keys(ledger)  # once for every waiter: many wait under pipelined puts
         for waiter in ledger.waiters:
-            holders = self._holders(ledger, waiter)
+            holders = self._holders(ledger, waiter, keys)
             if len(holders) >= waiter.replicas:
                 waiter.future.set_result((waiter.receipt, holders))
             else:
                 waiting.append(waiter)
         ledger.waiters = waiting
 
-    def _holders(self, ledger: _Ledger, waiter: _Waiter) -> list[str]:
+    def _holders(self, ledger: _Ledger, waiter: _Waiter, keys: Mapping[str, bytes] | None = None) -> list[str]:
         height = waiter.receipt.height
         holders: list[str] = []
         counted: set[bytes] = set()
-        histories = self.histories() if self.histories is not None else {}
+        keys = self._current_keys(ledger) if keys is None else keys
         for w in sorted(w for w, size in ledger.covered.items() if size > height and w not in self.ignored):
-            key = self._current_key(w, histories)
+            key = keys[w]
             if key not in counted:
                 counted.add(key)
                 holders.append(w)
         return holders
+
+    def _current_keys(self, ledger: _Ledger) -> dict[str, bytes]:
+        histories = self.histories() if self.histories is not None else {}
+        return {w: self._current_key(w, histories) for w in ledger.covered}
 
     def _current_key(self, witness: str, histories: Mapping[str, KeyHistory]) -> bytes:
         """The Ed25519 key ``witness`` signs with now: witnesses with one key are one witness
