@@ -72,7 +72,7 @@ from ..verifier.tally import (
     read_tallies,
     stale_observers,
 )
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, ledger_name
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
@@ -368,7 +368,7 @@ def tally_report(
 
 
 def cmd_tally(args: argparse.Namespace) -> int:
-    config = load_cluster(config_path(args.config))
+    config = load_cluster(config_file(args.config))
     if not config.nodes_of("observer"):
         raise UsageError(f"{config.path} names no observer node")
     client = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)

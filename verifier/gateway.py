@@ -108,6 +108,10 @@ TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without 
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
+# Bytes of events queued per event-stream client, the same way: an event may be a checkpoint's
+# JSON of up to ~1 MiB, so 256 of them were a quarter GiB held for one client that does not
+# read. The events are shared by every client's queue: the slowest client's bound is the gateway's.
+CLIENT_QUEUE_BYTES = 4 * 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
@@ -250,6 +254,11 @@ class GatewayMetrics:
             "vledger_gateway_requests", "HTTP requests answered", ["route", "status"], registry=registry
         )
         self.event_clients = Gauge("vledger_gateway_event_clients", "open event streams", registry=registry)
+        self.event_clients_dropped = Counter(
+            "vledger_gateway_event_clients_dropped",
+            "event streams ended for falling too far behind (events or bytes queued for them)",
+            registry=registry,
+        )
         self.checkpoint_size = Gauge(
             "vledger_checkpoint_size", "size of the latest served checkpoint", ["ledger"], registry=registry
         )
@@ -337,7 +346,7 @@ class Gateway:
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
-        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._clients: set[EventStream] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
         self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
         self._tiles: dict[tuple[str, int, int, int], bytes] = {}
@@ -1129,15 +1138,15 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             # must not have, and the stream would then hold the connection for good.
             await response.write_eof()
             return response
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
-        gateway._clients.add(queue)
+        stream = EventStream(request.transport)
+        gateway._clients.add(stream)
         gateway.metrics.event_clients.inc()
         try:
             await response.write(b"retry: 2000\n\n")
-            while (message := await queue.get()) is not None:
+            while (message := await stream.next()) is not None:
                 await response.write(message)
         finally:
-            gateway._clients.discard(queue)
+            gateway._clients.discard(stream)
             gateway.metrics.event_clients.dec()
         return response
 
@@ -1168,9 +1177,8 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
 
 async def _end_streams(gateway: Gateway) -> None:
     """End every open event stream, so that shutting down does not wait for their clients to leave."""
-    for queue in list(gateway._clients):
-        with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait(None)
+    for stream in list(gateway._clients):
+        stream.end()
 
 
 # The ledgers' routes are public and take no cookies: a page opened from another origin (a
@@ -1314,15 +1322,52 @@ def _served_checkpoints(
     return served
 
 
+class EventStream:
+    """The events queued for one event-stream client (on the loop's thread): at most
+    CLIENT_QUEUE of them and CLIENT_QUEUE_BYTES in all; ``transport`` its connection."""
+
+    def __init__(self, transport: asyncio.Transport | None = None) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.transport = transport
+
+    def offer(self, message: bytes) -> bool:
+        """Queue ``message``; False, queuing nothing, when it would pass either bound."""
+        if self._queue.qsize() >= CLIENT_QUEUE or self.queued_bytes + len(message) > CLIENT_QUEUE_BYTES:
+            return False
+        self._queue.put_nowait(message)
+        self.queued_bytes += len(message)
+        return True
+
+    def end(self) -> None:
+        """End the stream after the event being written: what is queued is let go at once."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                self._queue.get_nowait()
+        self.queued_bytes = 0
+        self._queue.put_nowait(None)
+
+    def drop(self) -> None:
+        """End the stream and close its connection now: a client that does not read would keep
+        the event being written (and its connection) until the unread timeout."""
+        self.end()
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def next(self) -> bytes | None:
+        """The next event, or None when the stream ends."""
+        message = await self._queue.get()
+        if message is not None:
+            self.queued_bytes -= len(message)
+        return message
+
+
 def _broadcast(gateway: Gateway, message: bytes) -> None:
-    for queue in list(gateway._clients):
-        try:
-            queue.put_nowait(message)
-        except asyncio.QueueFull:  # a client this far behind reconnects and reads what it missed
-            gateway._clients.discard(queue)
-            with contextlib.suppress(asyncio.QueueEmpty):
-                queue.get_nowait()
-            queue.put_nowait(None)
+    for stream in list(gateway._clients):
+        if not stream.offer(message):  # the slowest: it reconnects (retry: 2000) and reads what it missed
+            gateway._clients.discard(stream)
+            stream.drop()
+            gateway.metrics.event_clients_dropped.inc()
 
 
 # --- the process ----------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config.settings import PROTOCOL_LIMITS
-from ..errors import AlreadyGrantedError, NoSuchGrantError
+from ..errors import AlreadyGrantedError, NodeKeyInUseError, NoSuchGrantError
 from ..ledger import LedgerRules
 from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
@@ -251,6 +251,8 @@ class AdminState(Domain):
                 refuse(AlreadyGrantedError, record, f"{account!r} already holds {granted_kind!r} on {ledger!r}")
             if kind == "revoke" and not held:
                 refuse(NoSuchGrantError, record, f"{account!r} holds no {granted_kind!r} grant on {ledger!r}")
+        if kind == "key_rotation":
+            self._check_unbound(record, payload)
 
         def commit() -> None:
             self.changes += 1
@@ -275,6 +277,19 @@ class AdminState(Domain):
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
 
         return Plan(commit)
+
+    def _check_unbound(self, record: Record, payload: Mapping[str, Any]) -> None:
+        """A node's new keys are bound to no other node by a rotation before (16.1): else the
+        holder of one key signs, and counts as a witness, for two nodes."""
+        node = payload["node"]
+        for other, rotations in self.rotations.items():
+            if other == node:
+                continue
+            for rotation in rotations:
+                if payload["curve"] == rotation["curve"]:
+                    refuse(NodeKeyInUseError, record, f"curve {payload['curve'][:8]}... is {other}'s key")
+                if payload["sign"] and payload["sign"] == rotation["sign"]:
+                    refuse(NodeKeyInUseError, record, f"sign {payload['sign'][:16]}... is {other}'s key")
 
     def tally(self) -> AdminTally:
         return AdminTally(

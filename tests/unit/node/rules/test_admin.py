@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
-from vledger.node.errors import AlreadyGrantedError, BadPayloadError, NoSuchGrantError, NotGrantedError
+from vledger.node.errors import (
+    AlreadyGrantedError,
+    BadPayloadError,
+    NodeKeyInUseError,
+    NoSuchGrantError,
+    NotGrantedError,
+)
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, AdminState, Grants, admin_genesis_rules
@@ -239,6 +245,27 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
     (kept,) = engine.key_rotations()
     assert {k: kept[k] for k in good} == good and kept["accepted"] >= 1
+
+
+def test_a_rotation_to_a_key_another_node_was_rotated_to_is_refused(writer: Writer) -> None:
+    # One key for two nodes: its holder would cosign as both, and a write concern of 2 be met by one host.
+    curve, other_curve = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "Aq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    first = {"node": "replica-1", "curve": curve, "sign": "0f" * 32, "until": now() + 60_000, "via": ""}
+    writer.put(ADMIN_LEDGER, "key_rotation", first, "root")
+    for taken in ({"sign": "0f" * 32}, {"curve": curve, "sign": "1f" * 32}):
+        with pytest.raises(NodeKeyInUseError) as refused:
+            writer.put(
+                ADMIN_LEDGER, "key_rotation", first | {"node": "replica-2", "curve": other_curve} | taken, "root"
+            )
+        assert refused.value.code == "node_key_in_use" and "replica-1's key" in refused.value.message
+    # The node's own keys again (an ingest node's unchanged sign, a replica's kept curve) are its own.
+    writer.put(ADMIN_LEDGER, "key_rotation", first | {"sign": "2f" * 32}, "root")
+    writer.put(
+        ADMIN_LEDGER, "key_rotation", first | {"node": "replica-2", "curve": other_curve, "sign": "3f" * 32}, "root"
+    )
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert len(engine.key_rotations()) == 3
 
 
 def test_a_verifier_s_rotation_has_no_ed25519_key_and_a_malformed_sign_is_refused(writer: Writer) -> None:
