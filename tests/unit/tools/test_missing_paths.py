@@ -102,7 +102,7 @@ def test_a_directory_named_as_a_file_is_a_usage_error(files: Path, capsys: pytes
 def test_a_missing_seal_key_or_upload_of_a_session_verb_is_a_usage_error(tmp_path: Path) -> None:
     """``donate --seal-key`` and ``file put PATH`` read their file once the session is open."""
     gone = tmp_path / "nonexistent"
-    donate = argparse.Namespace(donor=None, seal_key=gone, donor_info="x", ledger="zakat")
+    donate = argparse.Namespace(donor=None, seal_key=gone, donor_info="x", donor_info_file=None, ledger="zakat")
     with pytest.raises(UsageError, match=f"--seal-key {gone}: no such file"):
         client_commands.donor_id(donate)
     put = argparse.Namespace(path=gone, name=None, ledger="docs", request_id=None, ts=None, json=False)
