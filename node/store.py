@@ -654,7 +654,8 @@ class ChainStore:
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
-            self.checkpoints = CheckpointLog(self.path, writer=self._committing)
+            # Its signed rows go through the write connection (see CheckpointLog), under the same lock.
+            self.checkpoints = CheckpointLog(self.path, writer=self._committing, shared=self._write)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
