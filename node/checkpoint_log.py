@@ -34,6 +34,7 @@ from .storefile import MAX_HEIGHT, connect
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
 IMPORTED_SIGNED, IMPORTED_COSIGNED = "imported:signed", "imported:cosigned"
 KINDS = (SIGNED, COSIGNED, EVIDENCE, IMPORTED_SIGNED, IMPORTED_COSIGNED)
+_INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)"
 GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
 
 
@@ -60,10 +61,18 @@ class CheckpointLog:
     home's checkpoint waited hundreds of milliseconds for its row, and the replicas for the
     checkpoint (the slowest 1% of 5a's lags)."""
 
-    def __init__(self, path: Path, writer: threading.Lock | None = None) -> None:
+    def __init__(
+        self, path: Path, writer: threading.Lock | None = None, shared: sqlite3.Connection | None = None
+    ) -> None:
         self.path = path
         self._conn = connect(path, shared=True)
         self._unsynced: sqlite3.Connection | None = None  # SIGNED rows' (see keep), opened at the first
+        # The store's write connection (only with ``writer``, which guards it): SIGNED rows go
+        # through it, not a connection of their own. In WAL mode a commit by any other connection
+        # makes the writer drop its whole page cache at its next transaction: with a home's row
+        # signed every outbox pass (~every 5 lone puts), the next put read its B-tree paths back
+        # from the file, 6-9 preads of the WAL (strace), before it could insert.
+        self._shared = shared if writer is not None else None
         self._lock = threading.Lock()
         self._writer = writer
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
@@ -87,9 +96,11 @@ class CheckpointLog:
         and the store still holds every checkpoint that went out. Without its own fsync the
         row holds the file's write lock (and the store's ``writer`` lock, which it waits on
         for a group commit under way) for microseconds, not for an fsync that a group commit
-        would wait for. Those rows go through a connection of their own set so once: one
-        statement per row (each call into SQLite lets a home's request thread take the GIL
-        from its signing thread)."""
+        would wait for. Those rows go through the store's write connection (``shared``), set to
+        NORMAL for the row's statement and back to FULL before the writer lock is let go (a log
+        without it: a connection of its own, set so once); one statement per row otherwise
+        (each call into SQLite lets a home's request thread take the GIL from its signing
+        thread)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
@@ -130,6 +141,8 @@ class CheckpointLog:
             self._writer.acquire()
 
     def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
+        if kind == SIGNED and self._shared is not None:
+            return self._insert_shared(self._shared, ledger, size, root, note)
         try:
             with self._lock:
                 conn = self._conn
@@ -138,11 +151,27 @@ class CheckpointLog:
                         self._unsynced = connect(self.path, shared=True)
                         self._unsynced.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at its commits
                     conn = self._unsynced
-                added = conn.execute(
-                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
-                ).rowcount
+                added = conn.execute(_INSERT, (ledger, kind, size, root, note, time.time_ns() // 1_000_000)).rowcount
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
+        return added > 0
+
+    def _insert_shared(self, conn: sqlite3.Connection, ledger: str, size: int, root: bytes, note: bytes) -> bool:
+        """A SIGNED row through the store's write connection, whose writer lock the caller holds:
+        its commit without an fsync (NORMAL: the WAL is fsynced by the next group commit), then
+        FULL again before the lock is let go, so that no group commit is made without its fsync.
+        If FULL cannot be set again the connection is closed: the group commits then fail, none
+        is acknowledged undurable."""
+        try:
+            try:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                added = conn.execute(_INSERT, (ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000)).rowcount
+            finally:
+                try:
+                    conn.execute("PRAGMA synchronous=FULL")
+                except sqlite3.Error:
+                    conn.close()
+                    raise
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
         return added > 0

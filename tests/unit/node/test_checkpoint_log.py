@@ -35,13 +35,20 @@ def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) -> None:
-    """The signed row's commit skips the fsync (a connection of its own, NORMAL); every other
-    row's (and the next) does not."""
+    """The signed row's commit skips the fsync (the store's write connection, NORMAL for that
+    statement alone); every other row's, and the group commits after it, do not."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
+        synchronous: list[int] = []
+        # What the write connection runs while the row is written: NORMAL, the row, then FULL.
+        store._write.set_trace_callback(lambda sql: synchronous.append(sql))
         log.keep("l", SIGNED, 1, ROOT, b"note")
-        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
+        store._write.set_trace_callback(None)
+        assert [s.split()[0] for s in synchronous] == ["PRAGMA", "INSERT", "PRAGMA"]
+        assert synchronous[0].endswith("NORMAL") and synchronous[-1].endswith("FULL")
+        assert store._write.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert log._unsynced is None  # no connection of its own: the writer's page cache stays valid
         # Seen at once by another connection: the row is in the file, not in a buffer.
         other = sqlite3.connect(tmp_path / DB_NAME)
         try:
@@ -86,9 +93,8 @@ def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> 
     0, meeting the group's write lock in SQLite would fail at once."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
-        log.keep("l", SIGNED, 1, ROOT, b"note 1")  # opens the signed rows' connection
-        assert log._unsynced is not None
-        for conn in (log._conn, log._unsynced):
+        log.keep("l", SIGNED, 1, ROOT, b"note 1")
+        for conn in (log._conn, store._write):  # the signed rows go through the store's write connection
             conn.execute("PRAGMA busy_timeout=0")
         failures: list[BaseException] = []
 

@@ -159,6 +159,27 @@ def test_create_append_and_read(open_store: OpenStore, kit: Any) -> None:
     assert verify_stored(store).prev == receipts[-1].hash
 
 
+def test_a_lone_record_is_one_statement_and_a_group_one_transaction(store: ChainStore, kit: Any) -> None:
+    """A group of one record with nothing else to write (no tree row, edge, fill or merge due) is
+    its INSERT alone, which SQLite commits as it ends (fsynced: synchronous=FULL); a group of more
+    records is one BEGIN ... COMMIT, stored whole or not at all."""
+    statements: list[str] = []
+    # What it writes (the reads of an author's newest request id aside).
+    store._write.set_trace_callback(lambda sql: None if sql.startswith("SELECT") else statements.append(sql))
+    try:
+        store.append(kit.entry(1))
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        statements.clear()
+        future = store.submit_entries([kit.entry(2), kit.entry(3)], wake=False)
+        store.flush()
+        assert [r.height for r in future.result() if isinstance(r, Receipt)] == [2, 3]
+        assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    finally:
+        store._write.set_trace_callback(None)
+    assert store._write.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: the lone INSERT's commit fsyncs
+    assert verify_stored(store).prev == store.heads()[LEDGER][1]
+
+
 def test_reads_of_what_is_not_there(store: ChainStore) -> None:
     assert store.get(LEDGER, 1) is None
     assert store.get("nope", 0) is None
