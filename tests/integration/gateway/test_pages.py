@@ -32,7 +32,9 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from vledger.broker.redis_server import RedisServer
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
@@ -51,6 +53,7 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.pages import WEB_DIR, render
+from vledger.verifier.tally import Snapshot
 
 ELECTION = "election-2026"
 FUND = "zakat"
@@ -227,6 +230,36 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
     wait_until(lambda: all(_total(row) == cast + 1 for row in _rows(browser)), WAIT, "the new vote on the open page")
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement after the vote")
     shot(browser, "tally")
+
+
+def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_apart(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    # An outsider with observer-1's key signed its body at height 1,000,000 with counts of its
+    # choosing: the page compared only the latest bodies and said "Still counting" for ever.
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    original = tallies.latest(ELECTION, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "counts": {"mallory": 999_999}})
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(ELECTION, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    try:
+        for fragment in (f"#anchors={anchors}", ""):
+            browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{fragment}")
+            verdict = wait_text(browser, "#verdict", "NOT a full agreement", "observer-1 judged apart")
+            assert "The 1 observers not ahead agree at height" in verdict, verdict
+            assert "observer-1 cannot be checked: claims records no checkpoint shows" in verdict
+            assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+            row = text_of(browser, "tr[data-observer='observer-1']")
+            assert "1000000" in row and "cannot be checked" in row and "✓ Ed25519 valid" in row
+            assert "mallory" not in text_of(browser, "#observers tbody")
+            assert "alice" in text_of(browser, "tr[data-observer='observer-2']")
+        shot(browser, "tally-observer-ahead")
+    finally:
+        tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
+    browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}#anchors={anchors}")
+    wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
 
 
 class Hostile:
