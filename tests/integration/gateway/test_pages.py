@@ -694,3 +694,82 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     assert got == wanted
     shown = "home refused standby standby refused refused refused refused refused refused home standby"
     assert wanted == shown.split()
+
+
+def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature_it_cannot_count(
+    browser: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """After `vledger key rotate replica-1`, every receipt ends with its node keys (PROTOCOL
+    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. The
+    page holds no key of the admin ledger (no anchors carry one), so it counts the rotated
+    witness's later key only as the gateway's word (without anchors) and, with anchors, shows that
+    cosignature as not counted, counting the others."""
+    from selenium.webdriver.common.by import By
+
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        keys = rotated.directory / "keys"
+        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a checkpoint to cosign
+        size = int(rotated.admin().call("size", {"ledger": ELECTION})["size"])
+        eid = planned.eids[0]
+        gateway = rotated.gateway_url("replica-1")
+        replica = "test/witness/replica-1"
+
+        def rotated_receipts() -> dict[str, Any] | None:
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/voters/{eid}", timeout=10) as answer:
+                shown: dict[str, Any] = json.loads(answer.read())
+            served = shown["checkpoint"]
+            done = served["size"] >= size and replica in served["cosigned_by"] and len(served["cosigned_by"]) == 2
+            return shown if done and all('"node_keys":' in (r["receipt"] or "") for r in shown["records"]) else None
+
+        good = wait_until(rotated_receipts, WAIT, "receipts under a checkpoint replica-1's new key cosigned")
+        count = len(good["records"])
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        )
+        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+
+        # With the publisher's anchors: replica-1's generation-0 key is the anchored one; its later
+        # key's cosignature is shown, not counted; observer-1's counts.
+        browser.get(f"{gateway}vote.html?eid={eid}#anchors={anchored}")
+        verdict = wait_text(
+            browser, "#verdict", f"Verified: {count} records of {eid}", "the rotated witness's receipts"
+        )
+        assert "1 cosignature(s) by a rotated witness key NOT counted" in verdict and "NOT checked" not in verdict
+        checks = text_of(browser, "#checks")
+        assert "✗" not in checks and "cosigned by test/witness/observer-1 at" in checks
+        assert f"cosigned by {replica} at" in checks and "signature valid, NOT counted" in checks
+        assert "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        shot(browser, "vote-rotated-witness")
+
+        # Without anchors the keys are the gateway's word, its newest key of replica-1 among them.
+        browser.get(f"{gateway}vote.html?eid={eid}")
+        verdict = wait_text(browser, "#verdict", f"Verified: {count} records of {eid}", "the unanchored check")
+        assert "NOT checked against the publisher's anchors" in verdict and "NOT counted" not in verdict
+        assert f"cosigned by {replica} at" in text_of(browser, "#checks")
+
+        # "Drop a receipt file here": one receipt file as the gateway serves it, and the saved answer.
+        height = good["records"][0]["height"]
+        with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/receipts/{height}", timeout=10) as answer:
+            single = tmp_path / "receipt.json"
+            single.write_bytes(answer.read())
+        saved = tmp_path / "voter.json"
+        saved.write_text(json.dumps(good))
+        for path, wanted in (
+            (single, f"Verified: 1 records of record {height}"),
+            (saved, f"Verified: {count} records"),
+        ):
+            browser.get(f"{gateway}vote.html#anchors={anchored}")
+            browser.find_element(By.ID, "file").send_keys(str(path))
+            verdict = wait_text(browser, "#verdict", wanted, f"the dropped {path.name}")
+            assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
