@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import http.server
 import json
@@ -33,7 +34,7 @@ import nacl.signing
 import pytest
 
 from vledger.broker.redis_server import RedisServer, connect
-from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
@@ -773,3 +774,92 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
             browser.find_element(By.ID, "file").send_keys(str(path))
             verdict = wait_text(browser, "#verdict", wanted, f"the dropped {path.name}")
             assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
+
+
+def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_not_a_forgery(
+    browser: Any, redis_server: RedisServer
+) -> None:
+    """After `vledger key rotate observer-2`, its tallies are signed with its new key: with the
+    publisher's anchors (its generation-0 key), tally.html said "1 observer signature(s) did NOT
+    verify", as for a forgery, for good, and charity.html showed no balance. The pages cannot prove
+    the rotation (no anchors carry the admin ledger's key): they say so for that observer and
+    judge the others among themselves."""
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=2, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=5, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        fund = rotated.pinned(
+            FUND,
+            LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]}),
+        )
+        rotated.admin().create_ledger(Entry.prepare(fund.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
+        sealing = new_seal_key()
+
+        def donate(amount: int) -> None:
+            payload = {
+                "donor": seal(sealing, str(amount)),
+                "fund": "zakat",
+                "amount": amount,
+                "source": "s",
+                "purpose": "p",
+            }
+            writer.put(entry(FUND, "donation", payload, "writer1"))
+
+        donate(10_000)
+        keys = rotated.directory / "keys"
+        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated.cli("key", "rotate", "observer-2", "--window", "2", *common)
+        newest = load_verify_key(signing_key_paths(keys, "observer-2@1")[1]).public_hex
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a tally to sign
+        donate(2_025)
+        head = int(rotated.admin().call("size", {"ledger": ELECTION})["size"]) - 1
+        gateway = rotated.gateway_url("replica-1")
+
+        def signed_anew(ledger: str, height: int) -> bool:
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ledger}/tally", timeout=10) as answer:
+                shown = json.loads(answer.read())
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ledger}/checkpoint", timeout=10) as answer:
+                served = json.loads(answer.read())
+            by = {o["observer"]: o for o in shown["observers"]}
+            return (
+                served["size"] > height
+                and served["node_keys"] is not None
+                and by["observer-2"]["public_key"] == newest
+                and all(o["signature_ok"] and o["snapshot"]["height"] == height for o in by.values())
+            )
+
+        for ledger, height in ((ELECTION, head), (FUND, 2)):
+            wait_until(
+                functools.partial(signed_anew, ledger, height), WAIT, f"the observers' tallies of {ledger} at its head"
+            )
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        )
+        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", "NOT every observer's", "observer-2's rotated key said unproven")
+        assert f"The 1 observers whose keys are proven agree at height {head}." in verdict, verdict
+        assert (
+            "observer-2 signed with a rotated key this page cannot prove" in verdict and "did NOT verify" not in verdict
+        )
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        row = text_of(browser, "tr[data-observer='observer-2']")
+        assert "signed by a later key of its own" in row and "INVALID" not in row
+        assert "✓ Ed25519 valid" in text_of(browser, "tr[data-observer='observer-1']")
+        shot(browser, "tally-rotated-observer")
+
+        # Without anchors the gateway states observer-2's newest key: both verify, as its word.
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}")
+        verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the unanchored tally")
+        assert "NOT checked against the publisher's anchors" in verdict
+
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance beside a rotated observer")
+        assert "signed alike by 1 observer(s)" in summary and "NOT every observer's: observer-2" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"

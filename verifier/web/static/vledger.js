@@ -532,13 +532,29 @@ async function proveIncluded(ledger, record, index, checkpoint) {
 // The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
 // force at its size, along the rotation records it lists (13.8: each signed by the key before it
 // and proven in its tree) or by the standby's key in an epoch from 2 (verifyLedgerNote), and each
-// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}.
+// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}
+// and the answer's node keys (14.2, 16.6) as parseReceipt gives them (`nodeKeys`, null for none).
 async function checkedCheckpoint(ledger, keys) {
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
   const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
-  return seen;
+  const n = shown.node_keys;
+  const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
+  return { ...seen, nodeKeys };
+}
+
+// The later keys of `ledger`'s witnesses and observers that the node keys of its checkpoint
+// answer state (statedWitnessKeys: none proven here), from a checkpoint checked with the keys
+// of `anchors` (ledgerKeys); [] when there are none, or it does not verify.
+async function statedLaterKeys(ledger, anchors) {
+  try {
+    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
+    if (!seen.logOk || !seen.nodeKeys) return [];
+    return (await statedWitnessKeys(seen.nodeKeys, seen.logKey.name.slice(0, seen.logKey.name.lastIndexOf("/")))).later;
+  } catch (e) {
+    return [];
+  }
 }
 
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
@@ -546,21 +562,34 @@ async function checkedCheckpoint(ledger, keys) {
 // that observer (never the public_key the gateway serves beside it; an observer the anchors do
 // not list fails), or without anchors the gateway's; then the body decoded from those bytes, which
 // must be that observer's tally of `ledger`. Returns, per observer, {observer, publicKey (hex),
-// ok (true; false with `problem`; null: none published), snapshot (the decoded body when ok)}.
-async function checkTallies(ledger, answer, anchors) {
+// ok (true; false with `problem`; null: none published, or with `unproven`), snapshot (the
+// decoded body when ok)}. With anchors, a body the anchored key does not verify but a later key
+// of that observer does, as node keys state it (`later`, statedWitnessKeys' list, 16.6), is
+// `unproven` (ok null, the reason): a routine key rotation no page can prove (the admin ledger's
+// key is in no anchors), neither counted nor a forgery.
+async function checkTallies(ledger, answer, anchors, later = []) {
   const checked = [];
   for (const o of answer.observers) {
     const anchored = anchors && anchors.observers.get(o.observer);
     const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
-    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null };
+    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null, unproven: "" };
     checked.push(c);
     if (o.body && anchors && !anchored) {
       c.ok = false;
       c.problem = "not an observer of the publisher's anchors";
     } else if (o.body && publicKey) {
       if (!await verifyEd25519(bytesOfHex(publicKey), bytesOfHex(o.signature), bytesOfHex(o.body))) {
-        c.ok = false;
-        c.problem = "INVALID";
+        const rotated = [];
+        for (const l of later.filter((x) => anchors && x.node === o.observer)) {
+          if (await verifyEd25519(l.key.publicKey, bytesOfHex(o.signature), bytesOfHex(o.body))) rotated.push(l);
+        }
+        if (rotated.length) {
+          c.unproven = `signed by a later key of its own (its rotation at admin record ${rotated[0].index}), which this ` +
+            "page cannot prove: not counted";
+        } else {
+          c.ok = false;
+          c.problem = "INVALID";
+        }
         continue;
       }
       try {
@@ -640,5 +669,5 @@ window.vledger = {
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
-  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
+  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
 };
