@@ -469,8 +469,11 @@ class Client:
     def tally(self, election: str) -> TallyCheck:
         """Each trusted observer's latest signed tally of ``election`` (section 11), its
         signature checked with the key this client holds (not the one the gateway shows), and
-        whether they agree. Over the gateway only: raises UsageError for a CURVE client (read
-        tallies with ``vledger tally``), and RemoteError or NodeUnavailableError from the gateway.
+        whether they agree, against the ledger's checkpoint read after them (an observer whose
+        body counts records it does not hold is ``ahead``, judged apart: :class:`TallyCheck`).
+        Over the gateway only: raises UsageError for a CURVE client (read tallies with
+        ``vledger tally``), RemoteError or NodeUnavailableError from the gateway, and what
+        :meth:`checkpoint` raises for a checkpoint that fails its checks.
         """
         if self.gateway is None or self.trust is None:
             raise UsageError("tallies are read over a gateway: Client.http(..., observers=...)")
