@@ -688,7 +688,7 @@ class AccountCache:
                     self.refresh()  # whatever was announced while we were away
                 message = self._pubsub.get_message(timeout=min(_LISTEN_SLICE, self.poll_interval))
                 announced = message is not None and message["type"] in ("message", b"message")
-                if announced and int(_text(message["data"])) != self.version:
+                if announced and _announced_version(message["data"]) not in (None, self.version):
                     self.refresh()
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_interval
@@ -710,3 +710,14 @@ class AccountCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _announced_version(data: Any) -> int | None:
+    """The version an announcement names, or None for one that names none. Every node's Redis
+    user may publish on the channel (Redis's channel rights do not tell PUBLISH from SUBSCRIBE):
+    junk is ignored, quietly, and a number is only a hint to re-read the version from Redis."""
+    try:
+        return int(_text(data))
+    except (ValueError, UnicodeDecodeError):
+        logger.debug("an accounts announcement that names no version, ignored: %.40r", data)
+        return None

@@ -157,13 +157,14 @@ def generation_name(name: str, generation: int) -> str:
     return name if generation == 0 else f"{name}{GENERATION_MARK}{generation}"
 
 
-def newest_generation(directory: Path, name: str) -> int:
-    """The highest generation of ``name`` whose public key file is in ``directory`` (0 if none)."""
+def newest_generation(directory: Path, name: str, suffix: str = PUBLIC_SUFFIX) -> int:
+    """The highest generation of ``name`` whose public key file (CURVE ``.key``, or the file
+    ending in ``suffix``) is in ``directory`` (0 if none)."""
     check_name(name)
     newest = 0
     prefix = f"{name}{GENERATION_MARK}"
-    for path in directory.glob(f"{prefix}*{PUBLIC_SUFFIX}"):
-        number = path.name[len(prefix) : -len(PUBLIC_SUFFIX)]
+    for path in directory.glob(f"{prefix}*{suffix}"):
+        number = path.name[len(prefix) : -len(suffix)]
         if number.isascii() and number.isdigit() and len(number) <= 20 and not number.startswith("0"):
             newest = max(newest, int(number))
     return newest

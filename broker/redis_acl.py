@@ -36,7 +36,9 @@ verifier      read streams, held heights, homes, epochs, checkpoints, the witnes
               cosignatures and epoch proofs (``{*}:cosig:*``, ``{*}:epoch_proof``: what proves a
               handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
-              there); keep its own sweep checkpoints (``{sweep}:<node>``); raise and resolve its own
+              there), list the stream keys (``SCAN``: a ledger ``{ledgers}`` no longer lists is
+              checked all the same); keep its own sweep checkpoints (``{sweep}:<node>``) and evidence
+              (``{evidence}:<node>``: a signed fork's two notes); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: every observer's signed tallies, the witnesses' and outside
               witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
@@ -208,7 +210,16 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_ALERTS,
         *_TRANSACTION,
     ),
-    "verifier": (*_CONNECTION, *_ACCOUNTS_READ, *_ACCOUNTS_REPORT, *_STREAM_READ, *_COSIGNATURES_READ, *_ALERTS),
+    # SCAN: the stream keys that exist, a ledger Redis's {ledgers} hash no longer lists included.
+    "verifier": (
+        *_CONNECTION,
+        *_ACCOUNTS_READ,
+        *_ACCOUNTS_REPORT,
+        *_STREAM_READ,
+        *_COSIGNATURES_READ,
+        *_ALERTS,
+        "scan",
+    ),
     # The public gateway faces the internet: if it is taken over, it must not be able to
     # change what it shows, so it has read commands only (no EVAL: a script could write).
     # TIME: the server's clock, past which no alert's stream id can be (ReplicationLedger.open_by_raiser).
@@ -340,6 +351,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
+            f"~{ns}:{{evidence}}:{node}",  # its own evidence: the two notes of a signed fork (10.5)
         ),
         "gateway": (
             *tallies_read,

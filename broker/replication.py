@@ -79,6 +79,7 @@ ALERTS_MAX_LEN = 100_000
 OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
+        "signed_fork",
         "retired_key",
         "store_contradicts_checkpoint",
         "bad_cosignature",
@@ -768,9 +769,11 @@ class ReplicationLedger:
             if value is None:
                 continue
             try:
-                held[node] = int(value)
+                height = int(value)
             except ValueError:
                 continue
+            if height >= -1:  # -1: holds no record yet; below it, no height at all
+                held[node] = height
         return held
 
     def holders(self, ledger: str, height: int) -> list[str]:

@@ -32,7 +32,7 @@ from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.errors import KeyExistsError, KeyMaterialError, NoteKeyError, PassphraseError, SignatureError
 from ..node.note import ED25519_KEY_BYTES, VerifierKey, ed25519_public_key, ed25519_verify
 from ..node.witness import witness_key, witness_name
-from .keys import check_name, install_file, read_key_text, read_private_text
+from .keys import check_name, generation_name, install_file, newest_generation, read_key_text, read_private_text
 
 logger = logging.getLogger(__name__)
 
@@ -217,5 +217,21 @@ def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
     for node in config.nodes.values():
         path = signing_key_paths(config.keys_dir, node.name)[1]
         if node.role in FOLLOWER_ROLES and path.is_file():
+            keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
+    return keys
+
+
+def newest_witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:
+    """The cosignature key of every replica and observer of its newest generation in the key
+    directory (``<name>@<g>.sign.pub`` of the highest ``g``, else ``<name>.sign.pub``), named
+    as generation 0 is: after a rotation (PROTOCOL 16.6) the key its node signs with, and not
+    the replaced one, which a thief who holds it can still stamp with a time in its window."""
+    keys = {}
+    for node in config.nodes.values():
+        if node.role not in FOLLOWER_ROLES:
+            continue
+        generation = newest_generation(config.keys_dir, node.name, PUBLIC_SUFFIX)
+        path = signing_key_paths(config.keys_dir, generation_name(node.name, generation))[1]
+        if path.is_file():
             keys[node.name] = witness_key(witness_name(config.name, node.name), load_verify_key(path).raw)
     return keys

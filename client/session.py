@@ -28,6 +28,7 @@ from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, 
 from ..broker.signing import witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..node import totp
 from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
     BadGenesisError,
@@ -229,7 +230,10 @@ class Reader:
         admin commands then needs one code, not one per command. The session is this
         object's only (never stored), good for the caller's key alone, for two minutes; a
         request refused past them asks for a code again as ever. Nothing changes when no
-        code was needed, or the node has no sessions (an older node: a code per command)."""
+        code was needed, or the node has no sessions (an older node: a code per command).
+        A session token given as the code is carried as it is: a session cannot open another."""
+        if self.otp is not None and totp.is_session(self.otp):
+            return
         try:
             result = self.call("totp.session")
         except RemoteError as e:

@@ -47,7 +47,7 @@ from ..node.note import VerifierKey
 from ..node.record import Record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
-from .epochs import ReadEpochs
+from .epochs import LOOK_FOR_EPOCH_SECONDS, ReadEpochs
 from .follow import hash_of
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,10 @@ class Outbox:
         # ledger -> the newer epoch of another home that a signed note proved (10.9): its stream is left alone
         self._left: dict[str, tuple[int, str]] = {}
         self._unproven: set[tuple[str, int, str]] = set()  # epochs Redis names that nothing proved, warned of once
+        # ledger -> when the notes in Redis may next be read for a handover Redis's epochs hash does
+        # not name (its entry deleted, or naming this node): the same rule as the node's (Homes).
+        self._look_at: dict[str, float] = {}
+        self._never_hands_over: set[str] = set()  # held ledgers whose genesis pins no standby key: no look
         self._refusals: set[str] = set()  # ledgers Redis's ACL refused this node a write of (logged once)
         self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
@@ -431,7 +435,7 @@ class Outbox:
         if conflict is None and last > checked:
             conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
-            if self._replaced(ledger, self.replication.epochs()):
+            if self._replaced(ledger, self.replication.epochs(), look=True):
                 return
             last = self._repair(ledger, conflict)
         elif last >= end:
@@ -439,29 +443,40 @@ class Outbox:
             self._rewrite_done(ledger, end)
         self._fill(ledger, last, end)
 
-    def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]]) -> bool:
+    def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]], *, look: bool = False) -> bool:
         """Whether another node is proven the home of a newer epoch of ``ledger`` than this
         node's (10.9): the stream is that home's, never this node's to cut back or fill. The
         outbox process hears whether its node owns a ledger only from the node, so a node that
         hangs (or whose host is cut off from its clients but not from Redis) while its standby
         is promoted would otherwise rewind the new home's stream to its own store at every
         heartbeat. Redis's ``epochs`` (``named``), which every ingest node's Redis user may
-        write, only says where to look: the proof is the store's own handover record, or a
+        write, proves nothing either way: the proof is the store's own handover record, or a
         checkpoint of that epoch in Redis signed by the pinned key this node does not sign
         with and cosigned by a witness (:func:`~vledger.node.epoch.proven_epoch`; that key
-        alone is the standby host's to sign with). Unproven, this node keeps its stream."""
+        alone is the standby host's to sign with). Nor does its silence: with the entry
+        deleted, or naming this node, the notes are read all the same, at most every
+        LOOK_FOR_EPOCH_SECONDS (at once with ``look``: a foreign entry in the stream), as the
+        node's Homes does. Unproven, this node keeps its stream."""
         epoch = named.get(ledger)
-        proof = None if epoch is None or epoch[1] == self.name else self._handover(ledger)
+        claimed = epoch is not None and epoch[1] != self.name
+        now = self._clock()
+        proof = None
+        due = ledger not in self._never_hands_over and now >= self._look_at.get(ledger, 0.0)
+        if claimed or look or ledger in self._left or due:
+            if not claimed:
+                self._look_at[ledger] = now + LOOK_FOR_EPOCH_SECONDS
+            proof = self._handover(ledger)
         if proof is None:
             self._left.pop(ledger, None)  # handed back since (or never proven): its checkpoints go out again
-            if epoch is not None and epoch[1] != self.name and (ledger, *epoch) not in self._unproven:
+            if epoch is not None and claimed and (ledger, *epoch) not in self._unproven:
                 self._unproven.add((ledger, *epoch))
                 log.warning("outbox: Redis names %s the home of %s (epoch %d), but nothing proves it: this node"
                             " keeps the stream", epoch[1], ledger, epoch[0])  # fmt: skip
             return False
         if ledger not in self._left:
-            log.warning("outbox: %s is the home of %s (epoch %d): this node leaves its stream alone",
-                        proof[1], ledger, proof[0])  # fmt: skip
+            log.warning("outbox: %s is the home of %s (epoch %d): this node leaves its stream alone%s",
+                        proof[1], ledger, proof[0],
+                        "" if claimed else " (Redis's epochs do not name it; a witnessed note proves it)")  # fmt: skip
         self._left[ledger] = proof
         return True
 
@@ -470,6 +485,8 @@ class Outbox:
         assert self.replication is not None
         history = self._epochs.history(ledger)
         if history is None:
+            if self.store.size(ledger) > 0:
+                self._never_hands_over.add(ledger)  # its genesis, held, pins no standby key
             return None  # a ledger whose genesis pins no standby key never hands over
         if history.current.home != self.name:
             return history.current.number, history.current.home  # the store holds the handover record

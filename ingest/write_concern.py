@@ -178,7 +178,8 @@ class CosignatureWatch(Worker):
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
         parts = text.split(" ")
         if len(parts) != 3:
-            log.warning("write concern: unexpected message on the cosigned channel")
+            # Any node's Redis user may publish there: junk is only noise, never logged loud.
+            log.debug("write concern: a message on the cosigned channel that is no hint, ignored: %.40r", text)
             return
         with self._lock:
             if parts[1] in self._ledgers:

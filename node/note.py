@@ -29,10 +29,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-import nacl.exceptions
-import nacl.signing
-from Crypto.Signature import eddsa
+from typing import TYPE_CHECKING
 
 from .errors import (
     CheckpointError,
@@ -45,6 +42,13 @@ from .errors import (
     WitnessRequestError,
     WrongOriginError,
 )
+
+# The Ed25519 libraries (PyNaCl, and pycryptodome's key decoding, which brings cffi and pycparser)
+# cost ~75 ms of CPU to import: a process that reads notes but never checks a signature (`vledger
+# verify` of a store that keeps no checkpoint, each of whose records the workers forked from it
+# check) imports them when its first key is made, not at start-up.
+if TYPE_CHECKING:
+    import nacl.signing
 
 ALG_ED25519 = 0x01  # signed-note: Ed25519 over the note text
 ALG_COSIGNATURE_V1 = 0x04  # tlog-cosignature: timestamped Ed25519 over cosignature/v1 || text
@@ -164,6 +168,9 @@ def ed25519_public_key(public_key: bytes) -> nacl.signing.VerifyKey:
 
     Raises NoteKeyError [bad_note_key] for bytes that are no Ed25519 point (RFC 8032 5.1.3) or
     a point of small order, whose signatures no verifier of PROTOCOL 13.2 accepts."""
+    import nacl.signing  # noqa: PLC0415 - see TYPE_CHECKING above
+    from Crypto.Signature import eddsa  # noqa: PLC0415
+
     try:
         eddsa.import_public_key(public_key)  # RFC 8032 5.1.3 decoding: libsodium has no such call
     except ValueError:
@@ -178,6 +185,8 @@ def ed25519_verify(key: nacl.signing.VerifyKey, message: bytes, signature: bytes
     RFC 8032 5.1.7 compared as encodings, small-order R and keys refused, as libsodium does)."""
     if len(signature) != ED25519_SIGNATURE_BYTES:
         return False
+    import nacl.exceptions  # noqa: PLC0415 - imported already: ``key`` is nacl's
+
     try:
         key.verify(message, signature)
     except nacl.exceptions.BadSignatureError:
@@ -263,6 +272,8 @@ class SignerKey:
             raise NoteKeyError(f"signer key {self.name}: unknown signature type {self.alg:#04x}")
         if not isinstance(self.seed, bytes) or len(self.seed) != ED25519_KEY_BYTES:
             raise NoteKeyError(f"signer key {self.name}: an Ed25519 seed is 32 bytes")
+        import nacl.signing  # noqa: PLC0415 - see TYPE_CHECKING above
+
         signing = nacl.signing.SigningKey(self.seed)
         # Derived once: a checkpoint signature names the key id, and deriving both per
         # signature cost more than the signature itself.

@@ -23,8 +23,8 @@ def _when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def describe(record: Record) -> str:
-    """What one admin record did, in words."""
+def describe(record: Record, ended: Iterable[tuple[str, str]] = ()) -> str:
+    """What one admin record did, in words; ``ended``: the grants an account's removal ended."""
     payload: dict[str, Any] = record.content.payload
     kind = record.content.kind
     if kind == "genesis":
@@ -34,7 +34,8 @@ def describe(record: Record) -> str:
     if kind == "account":
         state = "enabled" if payload.get("enabled") else "disabled"
         if payload.get("op") == "remove":
-            return f"account {payload.get('account')} removed"
+            grants = ", ".join(f"{kind!r} on {ledger}" for ledger, kind in ended)
+            return f"account {payload.get('account')} removed" + (f"; its grants end: {grants}" if grants else "")
         keys = len(payload.get("keys", []))
         return f"account {payload.get('account')} {payload.get('op')}: role {payload.get('role')}, {state}, {keys} keys"
     if kind == "key":
@@ -50,6 +51,15 @@ def describe(record: Record) -> str:
     return kind
 
 
+def _grants_ended(engine: RulesEngine, record: Record) -> list[tuple[str, str]]:
+    """The grants ``record`` ends if it removes an account, by the records before it."""
+    payload = record.content.payload
+    if record.content.kind != "account" or not isinstance(payload, dict) or payload.get("op") != "remove":
+        return []
+    grants = engine.grants()
+    return [] if grants is None else grants.held_by(str(payload.get("account")))
+
+
 def _short(key: object) -> str:
     if isinstance(key, str) and len(key) == 40:
         try:
@@ -61,7 +71,11 @@ def _short(key: object) -> str:
 
 def log_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
     rows = []
+    # Replayed as it goes, to name the grants each removal ends (PROTOCOL 16.2): no record says them.
+    engine = RulesEngine()
     for record in records:
+        ended = _grants_ended(engine, record)
+        engine.replay([record])
         via = record.content.payload.get("via", "") if isinstance(record.content.payload, dict) else ""
         rows.append(
             {
@@ -71,7 +85,7 @@ def log_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                 "author": record.content.author,
                 "via": via,
                 "kind": record.content.kind,
-                "what": describe(record),
+                "what": describe(record, ended),
                 "hash": record.link.hex(),
             }
         )

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from ..broker.logs import LEVELS, configure_logging
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.errors import RemoteError, StoreDamagedError, UsageError, VledgerError
 from ..node.identifiers import escape
 from .args import (
@@ -284,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(f"{e.message} (see: vledger {args.command} --help)", e.code, e.message)
         return EXIT_USAGE
     except StoreDamagedError as e:
-        # A node whose store does not open: supervisord takes this status as final (config/supervisor.py).
+        # A node whose store does not open: supervisord takes this status as final (config/supervisor.py,
+        # imported here: it reads the cluster file's format, which no local command needs at start-up).
+        from ..config.supervisor import EXIT_STORE_DAMAGED  # noqa: PLC0415 - see LOCAL_COMMANDS
+
         error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_STORE_DAMAGED
     except VledgerError as e:

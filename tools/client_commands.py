@@ -557,7 +557,27 @@ def donor_id(args: argparse.Namespace) -> str:
         return str(args.donor)
     if args.seal_key is None:
         raise UsageError("--donor-info needs --seal-key FILE to seal it (or give a sealed --donor)")
-    return seal(read_seal_key(args.seal_key), args.donor_info, args.ledger)
+    info = args.donor_info if args.donor_info_file is None else private_text(args.donor_info_file)
+    return seal(read_seal_key(args.seal_key), info, args.ledger)
+
+
+def private_text(source: str) -> str:
+    """The text of a file, or of standard input for ``-``, less one final line end: private
+    information read so, not from the command line, which other local users see (``ps``,
+    /proc/PID/cmdline) and the shell keeps in its history."""
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{source}: not UTF-8 text") from None
+    except OSError as e:
+        raise UsageError(f"{source}: cannot read it ({e.strerror})") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def cmd_donate(session: Session, args: argparse.Namespace) -> int:
@@ -649,13 +669,24 @@ def _add_money_verbs(commands: Subparsers) -> None:
         cmd_donate,
         "record a donation to a fund",
         "Record a donation on a charity ledger. The donor is a sealed id: give the donor's information "
-        "with --donor-info and --seal-key (sealed here, with the ledger's name as context), or an id "
+        "with --donor-info-file (or --donor-info) and --seal-key (sealed here, with the ledger's name as "
+        "context), or an id "
         "already sealed with --donor.",
     )
     who = donate.add_mutually_exclusive_group(required=True)
-    who.add_argument("--donor-info", metavar="TEXT", help="the donor's information, sealed before it is sent")
+    who.add_argument(
+        "--donor-info",
+        metavar="TEXT",
+        help="the donor's information, sealed before it is sent (visible to other local users while the "
+        "command runs, and kept in shell history: prefer --donor-info-file)",
+    )
+    who.add_argument(
+        "--donor-info-file",
+        metavar="FILE",
+        help="read the donor's information from FILE, or standard input for -, less one final line end",
+    )
     who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S2-..., or an older S1-...)")
-    donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info")
+    donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info(-file)")
     donate.add_argument("--fund", required=True, metavar="F")
     donate.add_argument("--amount", type=amount, required=True, metavar="MINOR_UNITS", help=minor_units)
     donate.add_argument("--source", required=True, metavar="S", help="where the money came from (may be empty)")
@@ -690,7 +721,10 @@ def _add_money_verbs(commands: Subparsers) -> None:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    print(seal(read_seal_key(args.seal_key), args.text, args.context))
+    if (args.text is None) == (args.file is None):
+        raise UsageError("give the TEXT to seal, or --file FILE (- for standard input), not both")
+    text = args.text if args.file is None else private_text(args.file)
+    print(seal(read_seal_key(args.seal_key), text, args.context))
     return EXIT_OK
 
 
@@ -732,7 +766,17 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         "open it. Nothing is sent anywhere.",
     )
     sealer.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
-    sealer.add_argument("text", metavar="TEXT")
+    sealer.add_argument(
+        "text",
+        nargs="?",
+        metavar="TEXT",
+        help="the information (visible to other local users while the command runs: prefer --file)",
+    )
+    sealer.add_argument(
+        "--file",
+        metavar="FILE",
+        help="read the information from FILE, or standard input for -, less one final line end",
+    )
     sealer.add_argument("--context", default="", metavar="LEDGER", help=context)
     opener = add_command(
         commands, "unseal", cmd_unseal, "open a sealed id (local)", "Print the information a sealed id holds."
@@ -851,7 +895,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
     for action, done, summary in (
-        ("remove", "removed", "delete an account and its keys"),
+        ("remove", "removed", "delete an account, its keys and its grants"),
         ("enable", "enabled", "let an account's keys in again"),
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
@@ -1097,9 +1141,11 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "keys",
         cmd_receipt_keys,
         "print the cluster's witness and admin keys as receipt verify options",
-        "Print each witness's cosignature key (its <node>.sign.pub in the key directory, generation 0) as "
-        "--witness VKEY and the admin ledger's checkpoint key as --admin-key VKEY, the vkey strings "
-        "receipt verify takes: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. "
+        "Print each witness's cosignature key of its newest generation in the key directory "
+        "(<node>@<g>.sign.pub of the highest g, else <node>.sign.pub) as --witness VKEY and the admin "
+        "ledger's checkpoint key as --admin-key VKEY, the vkey strings receipt verify takes: vledger "
+        "receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. A rotated witness's replaced "
+        "key is left out: its holder can still stamp a cosignature inside the window (PROTOCOL 14.3). "
         "Give a receipt reader these from a key directory you trust, not from the receipt's source.",
     )
     add_config_option(keys)

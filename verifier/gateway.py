@@ -89,7 +89,7 @@ from ..node.verify import ChainVerifier
 from ..node.witness import witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -820,16 +820,21 @@ class Gateway:
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         report, histories = self._tally_report(ledger)
         verdict = tally_json(report, self.observer_keys, histories)["verdict"]
-        # The observers' agreement when there is one, else the newest body: either only when its
-        # head is the record at its height in this store. "The newest body" alone let one
-        # observer's key publish any balance at a height no record has (outsider19 F1).
-        agreed = list(report.compared.values())[:1] if report.verdict.status == AGREE else []
-        latest = sorted(
-            (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot is not None),
-            key=lambda s: s.height,
-            reverse=True,
-        )
-        shown = next((s for s in [*agreed, *latest] if self._head_ok(ledger, s)), None)
+        # The observers' agreement when there is one; while they are still counting, the newest
+        # body; when they disagree, none: either only when its head is the record at its height
+        # in this store. "The newest body" alone let one observer's key publish any balance at a
+        # height no record has (outsider19 F1), or, signing a body unlike the others' at every
+        # height they sign, keep them from agreeing and have its own shown (reviewer r4 3).
+        candidates: list[Snapshot] = []
+        if report.verdict.status == AGREE:
+            candidates = list(report.compared.values())[:1]
+        elif report.verdict.status != MISMATCH:
+            candidates = sorted(
+                (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot),
+                key=lambda s: s.height,
+                reverse=True,
+            )
+        shown = next((s for s in candidates if self._head_ok(ledger, s)), None)
         if shown is None:
             return {"ledger": ledger, "funds": None, "verdict": verdict}
         if shown.tally.get("type") != "charity":
@@ -946,13 +951,33 @@ def tally_json(
 # --- HTTP --------------------------------------------------------------------------------------------
 
 
+# The query parameters each /api route reads (PROTOCOL 15.2); every other /api route reads none.
+API_QUERY: dict[str, frozenset[str]] = {
+    "/api/ledgers/{ledger}/records": frozenset({"start", "limit"}),
+    "/api/ledgers/{ledger}/checkpoint": frozenset({"witnesses"}),
+    "/api/ledgers/{ledger}/proof/inclusion": frozenset({"index", "size"}),
+    "/api/ledgers/{ledger}/proof/consistency": frozenset({"old", "new"}),
+}
+
+
 @web.middleware
 async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse a query that names a parameter twice (bad_request): the routes read the first of
-    them, so ``?index=0&index=1`` would be answered for 0 while a cache or a log sees both."""
+    them, so ``?index=0&index=1`` would be answered for 0 while a cache or a log sees both.
+    Refuse one an /api route does not read, too: ``checkpoint?witness=5`` (for ``witnesses``)
+    was answered with the latest checkpoint, whatever its cosignatures, and no error; a misspelt
+    option is never done without, as on the CURVE side (PROTOCOL 6.1). The pages read their own
+    query in the browser, so only /api routes are held to it."""
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
+    resource = request.match_info.route.resource
+    if request.path.startswith("/api/") and request.query and resource is not None:  # no route: its 404 first
+        allowed = API_QUERY.get(resource.canonical, frozenset())
+        unknown = sorted(key for key in request.query if key not in allowed)
+        if unknown:
+            takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+            raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
     response: web.StreamResponse = await handler(request)
     return response
 

@@ -10,12 +10,15 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 * ``account`` ``{"account", "op", "role", "enabled", "keys", "via"}``: ``op`` one of
   ``add``, ``remove``, ``enable``, ``disable``, ``import``; the other fields state the
   account **after** the change (a removed account: role ``""``, not enabled, no keys), so the
-  last such record of an account is its state.
+  last such record of an account is its state. A ``remove`` also ends every grant the
+  account holds, at the record's accepted time, as a revoke of each would: a later account
+  of the same name is another holder and starts with no grant.
 * ``key`` ``{"account", "op", "key", "keys", "via"}``: ``op`` ``add`` or ``revoke``; ``keys``
   the account's keys after it.
 * ``grant`` / ``revoke`` ``{"ledger", "kind", "account", "via"}``: ``account`` may write
   records of ``kind`` (``*``: every kind) on ``ledger`` from this record on / no longer.
-  A grant already held is ``already_granted``, a revoke of one not held ``no_such_grant``.
+  A grant already held is ``already_granted``, a revoke of one not held (or ended by the
+  account's removal) ``no_such_grant``.
 * ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
   these public keys (Z85 CURVE key, hex Ed25519 key or ``""`` for a node that has no
   Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
@@ -114,6 +117,22 @@ class Grants:
         times, states = events
         index = len(times) if before is None else bisect.bisect_left(times, before)
         return index > 0 and states[index - 1]
+
+    def held_by(self, account: str) -> list[tuple[str, str]]:
+        """The (ledger, kind) grants ``account`` holds after every record applied, sorted."""
+        return sorted(
+            (ledger, kind)
+            for (ledger, kind, holder), (_, states) in self._events.items()
+            if holder == account and states[-1]
+        )
+
+    def end_all(self, account: str, accepted: int) -> list[tuple[str, str]]:
+        """End every grant ``account`` holds at ``accepted`` (its removal, PROTOCOL 16.2), as a
+        revoke of each would; the (ledger, kind) grants it ended."""
+        ended = self.held_by(account)
+        for ledger, kind in ended:
+            self.add(ledger, kind, account, False, accepted)
+        return ended
 
     def closed(self, ledger: str, kind: str, before: int | None = None) -> bool:
         """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``."""
@@ -249,6 +268,9 @@ class AdminState(Domain):
                 state["keys"] = sorted(payload["keys"])
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]
+                    # A name can be added again for another person: the removed account's
+                    # grants must not pass to them, and the chain alone must say so.
+                    self.grants.end_all(name, record.accepted)
             elif kind == "key_rotation":
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
 

@@ -6,6 +6,7 @@ never a sleep.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -221,6 +222,24 @@ def test_a_cache_sees_a_change_made_by_another_client(
     v = other.disable("alice")
     assert cache.wait_for_version(v, DEADLINE)
     assert cache.allowed_keys() == frozenset() and seen[-1] == frozenset()
+
+
+def test_junk_on_the_accounts_channel_is_ignored_quietly(
+    caches: Callable[..., AccountCache],
+    other: AccountRegistry,
+    redis_client: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Any node's Redis user may publish there: junk made every node log "following accounts
+    # failed ... retrying" (and drop its subscription) once a second (outsider19 F4).
+    cache = caches("node-1", poll_interval=60)  # only the announcement can wake it
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.accounts"):
+        for junk in ("junk", "", "9" * 5000, "-"):
+            redis_client.publish(other.channel, junk)
+        v = other.add_account("after-the-junk", "writer")
+        assert cache.wait_for_version(v, DEADLINE)
+    assert "after-the-junk" in cache.snapshot.accounts
+    assert not [r for r in caplog.records if "following accounts failed" in r.getMessage()]
 
 
 def test_polling_finds_a_change_that_was_never_announced(

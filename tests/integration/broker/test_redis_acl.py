@@ -518,6 +518,12 @@ def test_the_verifier_reads_through_its_group_but_cannot_add_to_a_stream(acl: Ac
     verifier.hset("vledger:{sweep}:verifier-1", "votes", "0")
     with pytest.raises(NOPERM, match="key"):
         verifier.hset("vledger:{sweep}:verifier-2", "votes", "0")  # another verifier's sweeps
+    # The stream keys that exist, whatever {ledgers} lists (PROTOCOL 10.6).
+    assert "vledger:{votes}:chain" in {k.decode() for k in verifier.scan_iter(match="vledger:{*}:chain")}
+    # Its own evidence (a signed fork's two notes, PROTOCOL 10.5), and no other node's.
+    ReplicationLedger(verifier, node="verifier-1").keep_evidence("verifier-1", "votes", 3, {"checkpoint": "x"})
+    with pytest.raises(NOPERM, match="key"):
+        verifier.hset("vledger:{evidence}:replica-1", "verifier-1|votes|3", "{}")
     with pytest.raises(NOPERM):
         verifier.xadd("vledger:{votes}:chain", {"record": b"x"})
     with pytest.raises(NOPERM):

@@ -89,3 +89,29 @@ def test_the_cli_grants_and_shows_the_admin_log(cluster: LocalCluster) -> None:
     assert rows[-1]["via"] == cluster.keys[ADMIN].public
     refused = cluster.cli("grant", "revoke", "books", "note", "nobody-here", *common, check=False)
     assert refused.returncode != 0 and "no_such_account" in refused.stderr + refused.stdout
+
+
+def test_a_removed_account_s_grants_do_not_pass_to_a_new_account_of_its_name(cluster: LocalCluster) -> None:
+    """The outsider's F2 through real nodes: w9 granted, removed, added again with another
+    person's key; on either ingest node the new w9 is refused, and the CLI shows the grant ended."""
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    cluster.add_account("w9", "writer")
+    ledgers = ("polls", REMOTE_LEDGERS[1])  # homed on ingest-1, then on ingest-2
+    for ledger in ledgers:
+        cluster.admin().create_ledger(genesis(ledger, ADMIN, ["note", "register"]))
+        cluster.admin().call("grant.add", {"ledger": ledger, "kind": "register", "account": "w9"})
+        assert cluster.client("w9").put(entry(ledger, "register", {"n": 1}, "w9"))["height"] == 1
+    first = cluster.keys["w9"]
+    assert cluster.admin().call("account.remove", {"account": "w9"})["pending"] == []
+    second = cluster.add_account("w9", "writer")
+    assert second.public != first.public
+    for ledger in ledgers:
+        refused = remote_error(cluster.client("w9").put, entry(ledger, "register", {"n": 2}, "w9"))
+        assert refused.code == "not_granted", ledger
+    listed = cluster.cli("grant", "list", *common).stdout
+    assert re.search(r"^polls +register +\(nobody\)$", listed, re.MULTILINE), listed
+    assert "w9" not in listed
+    log = cluster.cli("admin", "log", *common).stdout
+    assert "account w9 removed; its grants end: 'register' on polls" in log, log
+    twice = remote_error(cluster.admin().call, "grant.revoke", {"ledger": "polls", "kind": "register", "account": "w9"})
+    assert twice.code == "no_such_grant"

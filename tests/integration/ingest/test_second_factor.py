@@ -179,3 +179,7 @@ def test_an_election_is_created_with_one_code_which_no_other_invocation_can_reus
         assert foreign.code == "bad_second_factor", node
     renewed = remote_error(cluster.client("registrar").call, "totp.session", {"otp": token})
     assert renewed.code == "bad_second_factor"
+    # ... yet `ledger create --otp <session>` carries the session as it is (it asked the session
+    # for a session, and was refused: bad_second_factor, where every other command took it).
+    made = cluster.cli("ledger", "create", "election-4", "--rules", rules, "--json", "--otp", token, *common)
+    assert json.loads(made.stdout)["granted"]["kinds"] == ["register", "cast", "uncast", "withdraw"]

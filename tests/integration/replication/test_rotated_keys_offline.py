@@ -5,7 +5,9 @@ tallies with it. After the window, a receipt of a record made after the rotation
 ``vledger receipt get``, cosigned by the replica and the observer's new key) and the observer's
 signed tally verify with the cluster stopped, from the genesis and the key directory's
 generation-0 keys alone, the new key learnt from the admin ledger's rotation record the
-receipt proves; a tampered rotation record proves nothing.
+receipt proves; a tampered rotation record proves nothing. A cosignature by the replaced key
+stamped inside the window (outsider F3) still counts by those keys, and counts for nothing with
+the keys ``vledger receipt keys`` prints after the rotation (the observer's newest).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import connect
-from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.client import Client
 from vledger.node.errors import VledgerError
 from vledger.node.node_keys import proven_rotations
-from vledger.node.note import ALG_ED25519, VerifierKey, origin_for
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, VerifierKey, cosign, origin_for, parse_note
 from vledger.node.receipt import parse_receipt
 from vledger.node.witness import witness_key, witness_name
 from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
@@ -51,6 +53,18 @@ def _tampered(receipt: bytes) -> bytes:
     changed = record.replace(b"until", b"untim", 1)
     assert changed != record
     proven["record"] = base64.b64encode(changed).decode("ascii")
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _backdated(receipt: bytes, witness: str, seed: bytes, timestamp: int) -> bytes:
+    """The receipt with ``witness``'s cosignature replaced by one of key ``seed`` stamped at
+    ``timestamp``: what a thief of a rotated-out key makes (outsider F3)."""
+    obj = json.loads(receipt)
+    note = parse_note(obj["checkpoint"].encode("utf-8"))
+    key = SignerKey(witness, ALG_COSIGNATURE_V1, seed)
+    line = cosign(note.text, key, timestamp).note_signature()
+    kept = tuple(s for s in note.signatures if s.name != witness)
+    obj["checkpoint"] = type(note)(note.text, (*kept, line)).encode().decode("utf-8")
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -161,6 +175,26 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     # Without the admin ledger's key the observer's new key is unknown: no quorum.
     refused = cluster.cli(*verify, str(receipt_file), check=False)
     assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr
+    # Outsider F3: the old key's thief stamps a cosignature of this post-window checkpoint with
+    # a T inside the window. 14.3 counts it by the generation-0 key (T is the signer's claim:
+    # what a rotation alone cannot refuse, so PROTOCOL 14.3 says to drop a leaked key) ...
+    backdated_file = tmp_path / "backdated.receipt"
+    old_seed = load_signing_key(signing_key_paths(keys, OBSERVER)[0]).seed
+    backdated_file.write_bytes(
+        _backdated(receipt, witness_name(CLUSTER, OBSERVER), old_seed, rotated["until"] // 1000 - 1)
+    )
+    counted = cluster.cli(*verify, str(backdated_file), "--admin-key", admin_key.encode())
+    assert counted.stdout.startswith("valid: ") and OBSERVER in counted.stdout, counted.stdout
+    # ... but `vledger receipt keys` gives the observer's newest key, not the replaced one: with
+    # its options the forged line counts for nothing, and the genuine receipt still verifies.
+    printed = cluster.cli("receipt", "keys", "--config", str(cluster.config_path)).stdout.split()
+    newest_key = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign)).encode()
+    assert newest_key in printed and generation0[-1].encode() not in printed, printed
+    from_keys = ["receipt", "verify", "--genesis", str(genesis_file), *printed, "--quorum", "2"]
+    refused = cluster.cli(*from_keys, str(backdated_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    checked = cluster.cli(*from_keys, str(receipt_file))
+    assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
     # A tampered rotation record is not the one the admin checkpoint holds.
     tampered_file = tmp_path / "tampered.receipt"
     tampered_file.write_bytes(_tampered(receipt))

@@ -347,6 +347,14 @@ def test_advance_from_nothing_starts_at_minus_one(repl: ReplicationLedger, held_
     assert announcements(held_channel) == []
 
 
+def test_a_held_value_that_is_no_height_is_left_out(repl: ReplicationLedger) -> None:
+    # A node's own Redis user writes its key: "-5" was served as a held height (outsider19 F8).
+    repl.advance("replica-1", LEDGER, 3)
+    for node, value in (("replica-2", "-5"), ("replica-3", "junk"), ("replica-4", "-1")):
+        repl.client.set(repl.held_key(LEDGER, node), value)
+    assert repl.held(LEDGER) == {"replica-1": 3, "replica-4": -1}
+
+
 def test_holders_are_the_nodes_at_or_above_a_height(repl: ReplicationLedger) -> None:
     repl.advance(HOME, LEDGER, 9)
     repl.advance("replica-1", LEDGER, 9)

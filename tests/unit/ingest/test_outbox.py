@@ -349,6 +349,32 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
 
 
+@pytest.mark.parametrize("epochs_entry", [None, f"3 {HOME}"], ids=["deleted", "naming-the-old-home"])
+def test_a_home_proven_replaced_leaves_the_stream_alone_whatever_redis_epochs_say(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home], epochs_entry: str | None
+) -> None:
+    """The outbox process's own guard read only Redis's ``epochs``: with its entry deleted (or
+    set to name the old home again), which every ingest node's Redis user may do, a hung home's
+    outbox never looked for the witnessed note that proves the handover, and rewound the new
+    home's stream to its own store at every heartbeat. The rule is the node's (10.9): the notes
+    decide, whatever that hash says."""
+    repl = ReplicationLedger(redis_client)
+    new_stream, latest = replaced_home(tmp_path, repl)
+    repl.publish_cosignature(LEDGER, "replica-1", 12, WITNESS.cosign(latest, T0 // 1000))
+    if epochs_entry is None:
+        redis_client.hdel(repl.epochs_key, LEDGER)
+    else:
+        redis_client.hset(repl.epochs_key, LEDGER, epochs_entry)
+    home = homes(redis_client, SIGNER)
+    home.outbox.owns = lambda ledger: True  # what the outbox process last heard from its hung node
+    append(home.store, LEDGER, 1)  # a write the hung node committed but never answered
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 10, "the outbox reported its head")
+    beats = home.repl.checkpoint_sets
+    wait_until(lambda: home.repl.checkpoint_sets >= beats + 2, "two heartbeats after")
+    assert_left_alone(home, new_stream)
+    assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
+
+
 def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_its_hash(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:

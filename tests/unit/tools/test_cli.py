@@ -680,6 +680,20 @@ def test_a_local_command_imports_no_cluster_module(tmp_path: Path) -> None:
     assert imported_by(["status", "--help"]) == (0, list(CLUSTER_MODULES))
 
 
+# What `vledger verify` of a store needs only to check a signature (node/note.py) or to name a
+# node's exit status (config/supervisor.py): imported when used, not before its workers start.
+START_UP_SPARED = ("Crypto", "nacl", "cffi", "vledger.config.cluster", "vledger.config.supervisor")
+
+
+def test_the_command_line_starts_without_the_signature_libraries() -> None:
+    probe = (
+        "import json, sys\nimport vledger.tools.cli, vledger.tools.verification\n"
+        f"print(json.dumps([m for m in {START_UP_SPARED!r} if m in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
 @pytest.mark.parametrize(
     ("words", "command"),
     [

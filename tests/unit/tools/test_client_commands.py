@@ -12,6 +12,7 @@ import argparse
 import base64
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import stat
@@ -440,7 +441,9 @@ def test_seal_key_files_are_private_and_never_replaced(tmp_path: Path) -> None:
 def test_donor_info_is_sealed_with_the_ledger_as_context(tmp_path: Path) -> None:
     key_file = tmp_path / "seal.key"
     write_seal_key(key_file)
-    args = argparse.Namespace(donor=None, donor_info="Zoë, Riyadh", seal_key=key_file, ledger="zakat")
+    args = argparse.Namespace(
+        donor=None, donor_info="Zoë, Riyadh", donor_info_file=None, seal_key=key_file, ledger="zakat"
+    )
     donor = donor_id(args)
     assert is_sealed(donor)
     assert donor == donor_id(args)  # the same donor is always the same id
@@ -448,7 +451,7 @@ def test_donor_info_is_sealed_with_the_ledger_as_context(tmp_path: Path) -> None
     with pytest.raises(SealError):
         unseal(read_seal_key(key_file), donor, "other-fund")
     with pytest.raises(UsageError, match="--seal-key"):
-        donor_id(argparse.Namespace(donor=None, donor_info="x", seal_key=None, ledger="zakat"))
+        donor_id(argparse.Namespace(donor=None, donor_info="x", donor_info_file=None, seal_key=None, ledger="zakat"))
 
 
 def test_seal_unseal_and_seal_key_commands(vledger: Run, tmp_path: Path) -> None:
@@ -474,7 +477,9 @@ def s1_id(key: bytes, info: str, context: str) -> str:
     return "S1-" + base64.b32encode(siv_encrypt(key, info.encode(), context.encode())).decode().rstrip("=").lower()
 
 
-def test_the_seal_commands_write_s2_ids_of_one_length_and_still_open_s1_ids(vledger: Run, tmp_path: Path) -> None:
+def test_the_seal_commands_write_s2_ids_of_one_length_and_still_open_s1_ids(
+    vledger: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PROTOCOL 8: what `seal` and `donate --donor-info` write is padded (S2); S1 ids on chains still open."""
     key_file = tmp_path / "k"
     assert vledger("seal-key", "--out", str(key_file))[0] == 0
@@ -487,8 +492,23 @@ def test_the_seal_commands_write_s2_ids_of_one_length_and_still_open_s1_ids(vled
         code, out, _ = vledger("unseal", "--key", str(key_file), ids[-1], "--context", "zakat")
         assert (code, out) == (0, info + "\n")
     assert {len(sealed) for sealed in ids} == {131}
-    args = argparse.Namespace(donor=None, donor_info="Zoë Ahmed, +966 5 0123 4567", seal_key=key_file, ledger="zakat")
+    args = argparse.Namespace(
+        donor=None, donor_info="Zoë Ahmed, +966 5 0123 4567", donor_info_file=None, seal_key=key_file, ledger="zakat"
+    )
     assert donor_id(args) == ids[1]  # donate seals exactly as `seal --context LEDGER` does
+    # ... and from a file, or standard input, off the command line others see (outsider19 F7).
+    info = tmp_path / "donor.txt"
+    info.write_text("Zoë Ahmed, +966 5 0123 4567\n", encoding="utf-8")
+    from_file = argparse.Namespace(**{**vars(args), "donor_info": None, "donor_info_file": str(info)})
+    assert donor_id(from_file) == ids[1]  # one final line end is not the donor's
+    code, out, _ = vledger("seal", "--key", str(key_file), "--file", str(info), "--context", "zakat")
+    assert (code, out.strip()) == (0, ids[1])
+    monkeypatch.setattr("sys.stdin", io.StringIO("Zoë Ahmed, +966 5 0123 4567\r\n"))
+    code, out, _ = vledger("seal", "--key", str(key_file), "--file", "-", "--context", "zakat")
+    assert (code, out.strip()) == (0, ids[1])
+    assert vledger("seal", "--key", str(key_file), "--file", str(tmp_path / "missing"))[0] == 2
+    assert vledger("seal", "--key", str(key_file), "A", "--file", str(info))[0] == 2  # one or the other
+    assert vledger("seal", "--key", str(key_file))[0] == 2
     code, out, _ = vledger("unseal", "--key", str(key_file), s1_id(key, "Zoë", "zakat"), "--context", "zakat")
     assert (code, out) == (0, "Zoë\n")
 
@@ -499,7 +519,9 @@ def test_information_too_long_to_seal_is_a_bad_seal_error_not_a_crash(vledger: R
     code, out, err = vledger("seal", "--key", str(key_file), "x" * (MAX_INFO_BYTES + 1))
     assert (code, out) == (1, "")
     assert "bad_seal" in err and f"at most {MAX_INFO_BYTES}" in err and "Traceback" not in err
-    args = argparse.Namespace(donor=None, donor_info="x" * (MAX_INFO_BYTES + 1), seal_key=key_file, ledger="zakat")
+    args = argparse.Namespace(
+        donor=None, donor_info="x" * (MAX_INFO_BYTES + 1), donor_info_file=None, seal_key=key_file, ledger="zakat"
+    )
     with pytest.raises(SealError, match=f"at most {MAX_INFO_BYTES}"):
         donor_id(args)
 

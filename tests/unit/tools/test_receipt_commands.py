@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vledger.broker.signing import load_verify_key, signing_key_paths
+from vledger.broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
 from vledger.tools import cli
@@ -124,3 +124,20 @@ def test_a_path_that_names_no_file_is_a_usage_error_as_in_verify(
     assert cli.main(["receipt", "verify", str(tmp_path), "--genesis", str(receipt)]) == 2
     assert "a directory, not a file" in capsys.readouterr().err
     assert cli.main(["verify", str(gone)]) == 2
+
+
+def test_after_a_rotation_a_witness_s_key_is_its_newest_generation(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outsider F3: the replaced key is left out, since its thief can still stamp a cosignature
+    inside the window; a CURVE-only generation file does not count as a cosignature key."""
+    keys = load_cluster(config).keys_dir
+    first = generate_signing_key(keys, "replica-1@1")
+    newest = generate_signing_key(keys, "replica-1@2")
+    (keys / "replica-1@3.key").write_text("a CURVE key of a later generation\n")
+    assert cli.main(["receipt", "keys", "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["witnesses"]
+    replica = parse_verifier_key(shown["replica-1"])
+    assert replica.name == "town/witness/replica-1" and replica.public_key == newest.raw != first.raw
+    observer = parse_verifier_key(shown["observer-1"])  # never rotated: its key file
+    assert observer.public_key == load_verify_key(signing_key_paths(keys, "observer-1")[1]).raw

@@ -207,6 +207,35 @@ def test_worker_processes_find_the_first_failure_the_sequential_verifier_finds(t
     assert _chunked(directory, 8) == expected  # real processes: executor None, workers=2
 
 
+def _flip_last(data: bytes, field: bytes) -> bytes:
+    """The record bytes with the last byte of its 32-byte ``field`` (b"link", b"prev") changed."""
+    at = data.index(b"\xa4" + field + b"\xc4\x20") + len(field) + 3 + 31
+    return data[:at] + bytes((data[at] ^ 1,)) + data[at + 1 :]
+
+
+def test_a_record_changed_on_either_side_of_a_boundary_between_workers_fails_where_it_stands(
+    tmp_path: Path,
+) -> None:
+    """The last record of a chunk (its link) and the first of the next (its prev), each checked
+    by another worker process: the failure names that record, as the sequential checks do."""
+    chain = _chain(40)
+    starts = [start for start, _ in chunk_spans(len(chain), 2, 8) if start][:2]
+    assert starts == [8, 16]  # two boundaries between chunks of real worker processes
+    for start in starts:
+        for height, field in ((start - 1, b"link"), (start, b"prev")):
+            rows = [_row(r) for r in chain]
+            row = rows[height]
+            rows[height] = (*row[:5], _flip_last(row[5], field))
+            directory = _write(tmp_path / f"s{height}", rows)
+            expected = _sequential(directory)
+            assert expected == [(LEDGER, height, "bad_link", height)]
+            result = verify_store(directory, None, LIMITS, workers=2, chunk=8, fork=True)
+            verdicts = [
+                (r.ledger, r.records, r.error.code if r.error else None, r.error_height) for r in result.reports
+            ]
+            assert verdicts == expected, (height, field)
+
+
 # --- a store's checkpoints and kept tree, checked against the records' tree ----------------
 
 PINNED = "votes"

@@ -28,6 +28,7 @@ class FakeNode:
         self.name = name
         self.hashes = hashes
         self.page_size = 500
+        self.lists = True  # whether its ledger.list names the ledger it holds
 
     def up(self) -> bool:
         return True
@@ -40,6 +41,9 @@ class FakeNode:
 
     def hash_at(self, ledger: str, height: int) -> bytes | None:
         return self.hashes[height] if height < len(self.hashes) else None
+
+    def ledgers(self) -> list[str]:
+        return [LEDGER] if self.hashes and self.lists else []
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
@@ -441,3 +445,48 @@ def test_a_sweep_budget_spent_on_the_first_copies_leaves_the_next_call_to_the_ot
     for _ in range(4):
         found.sweep(budget_seconds=0.5)
     assert sorted(set(swept)) == ["ingest-1", "replica-1"] and swept[0] != swept[1]
+
+
+@pytest.mark.parametrize("found_by", ["ingest-1", "stream", "verifier"])
+def test_a_ledger_deleted_from_redis_s_ledgers_hash_is_checked_anyway_and_alerted(
+    redis_client: Any, tmp_path: Path, found_by: str
+) -> None:
+    """Any ingest node's Redis user may HDEL a ledger from ``{ledgers}``: a verifier started after
+    that discovered ledgers from that hash alone, and never checked it (nor alerted on any
+    tampering with it). It finds it from a node's ``ledger.list``, the stream key that exists,
+    or its own saved state, checks it, and raises ``unlisted_ledger`` against ``redis`` once it
+    stays unlisted past a grace; listed again, the alert resolves."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    chain = [bytes([i]) * 32 for i in range(11)]
+    nodes = {"ingest-1": FakeNode("ingest-1", chain), "replica-1": FakeNode("replica-1", chain)}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    if found_by == "stream":
+        repl.add([StreamRecord(LEDGER, 0, b"r0", "ingest-1")])
+    if found_by == "verifier":
+        redis_client.hset("vledger:{sweep}:verifier-1", f"replica-1|{LEDGER}", "3:00:1:0")
+    if found_by != "ingest-1":
+        for node in nodes.values():
+            node.lists = False
+    redis_client.hdel(repl.ledgers_key, LEDGER)  # whatever the home or the stream's append wrote
+    clock = Clock()
+    checks = ClusterChecks("verifier-1", config, repl, nodes, clock=clock)  # type: ignore[arg-type]
+    checks.start()
+    assert LEDGER in checks.ledgers and set(checks.ledgers[LEDGER].copies) == {"ingest-1", "replica-1"}
+    assert not [a for a in repl.alerts() if a["what"] == "unlisted_ledger"]  # a new ledger's moment
+    clock.now += 11
+    checks.refresh_ledgers()
+    (alert,) = [a for a in repl.alerts() if a["what"] == "unlisted_ledger"]
+    assert (alert["node"], alert["ledger"], alert["source"]) == ("redis", LEDGER, found_by)
+    assert f"redis|{LEDGER}|unlisted_ledger" in repl.open_alerts()
+    redis_client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    checks.refresh_ledgers()
+    assert f"redis|{LEDGER}|unlisted_ledger" not in repl.open_alerts()

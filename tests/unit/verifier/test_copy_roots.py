@@ -81,6 +81,9 @@ class StoreNode:
         self.asked["checkpoint"] += 1
         return self.served_checkpoint
 
+    def ledgers(self) -> list[str]:
+        return list(self.store.ledgers())
+
 
 def _store(path: Path, votes: list[int], rotate_at: int | None = None) -> ChainStore:
     """A home's ledger pinning K0, then ``votes`` (and, at height ``rotate_at``, the rotation to K1)."""
@@ -530,3 +533,106 @@ def test_a_handover_whose_epochs_entry_was_deleted_is_found_from_the_witnesses_n
     held = state.checkpoint
     assert held is not None and held.offer(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
     assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
+
+
+def test_a_signed_note_of_the_size_held_with_another_root_is_a_signed_fork_against_the_signer(
+    cluster: Cluster,
+) -> None:
+    """Redis's latest checkpoint of the same size as the largest verified one but another root
+    raised nothing: two trees of one size signed by the ledger's key, the strongest evidence of
+    a lying home. It is ``signed_fork`` against the signer, both notes kept as evidence, and
+    raised once; a note of that size that does not verify is junk, as before."""
+    home, forked = cluster.stores["ingest-1"], cluster.stores["replica-2"]
+    size = cluster.size
+    honest = _note(home, size)
+    cluster.publish(honest)
+    cluster.checks.compare_heads()
+    cluster.publish(_note(forked, size, K1))  # the fork's tree by a key the ledger never pinned: junk
+    cluster.checks.compare_heads()
+    assert not [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    lying = _note(forked, size)  # the fork's tree, signed by the ledger's own key
+    cluster.publish(lying)
+    cluster.checks.compare_heads()
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    assert (alert["node"], alert["height"], alert["source"]) == ("ingest-1", str(size - 1), "redis")
+    assert (alert["expected"], alert["found"]) == (home.root(LEDGER, size).hex(), forked.root(LEDGER, size).hex())
+    assert f"ingest-1|{LEDGER}|signed_fork" in cluster.repl.open_alerts()
+    evidence = cluster.repl.evidence()[f"verifier-1|{LEDGER}|{size}"]
+    assert (evidence["checkpoint"].encode(), evidence["proved_by"].encode()) == (lying, honest)
+    assert evidence["held_root"] == home.root(LEDGER, size).hex()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))  # the one verified first is kept
+    assert not [a for a in cluster.alerts() if a["what"] == "rollback"]
+    cluster.publish(honest)  # the home's note again resolves nothing: a signed contradiction stays one
+    cluster.checks.compare_heads()
+    assert f"ingest-1|{LEDGER}|signed_fork" in cluster.repl.open_alerts()
+
+
+def test_a_nodes_checkpoint_of_the_size_held_with_another_root_is_a_signed_fork(cluster: Cluster) -> None:
+    """The same from a node's ``checkpoint`` answer: one node proved the largest checkpoint, and
+    another serves a note of that size, signed by the ledger's key, of another tree."""
+    home, forked = cluster.stores["ingest-1"], cluster.stores["replica-2"]
+    size = cluster.size
+    cluster.home_down()  # nothing in Redis: the nodes are asked
+    cluster.nodes["replica-1"].served_checkpoint = (_note(home, size), [])
+    cluster.checks.compare_heads()
+    assert _taken(cluster) == (size, home.root(LEDGER, size))
+    cluster.nodes["replica-1"].served_checkpoint = None
+    cluster.nodes["replica-2"].served_checkpoint = (_note(forked, size), [])
+    cluster.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+    cluster.checks.compare_heads()
+    (alert,) = [a for a in cluster.alerts() if a["what"] == "signed_fork"]
+    assert (alert["node"], alert["source"]) == ("ingest-1", "replica-2")
+
+
+def test_a_rotatable_ledger_s_latest_checkpoint_set_back_from_past_the_rotations_proven_is_a_rollback(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """For a ledger that may rotate its key, a note in Redis past the size whose rotations the
+    verifier proved was dropped by the rollback watch, and the nodes were asked for rotations
+    only when a copy needed a checkpoint: Redis's latest set back from such a size raised
+    nothing. The note is held apart until the nodes prove the rotations up to it, then counts."""
+    rotated = Cluster(redis_client, tmp_path, rotate_at=3)
+    try:
+        home = rotated.stores["ingest-1"]
+        size = rotated.size
+        note = _note(home, size, K1)
+        rotated.publish(note)
+        rotated.checks.compare_heads()  # no node proves the rotation yet: held apart, nothing raised
+        rotated.publish(_note(home, size - 3, K1))  # set back
+        rotated.checks.compare_heads()
+        assert not [a for a in rotated.alerts() if a["what"] == "rollback"]
+        rotated.nodes["ingest-1"].served_checkpoint = (note, [3])
+        rotated.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+        rotated.checks.compare_heads()
+        rotated.checks.compare_heads()
+        (alert,) = [a for a in rotated.alerts() if a["what"] == "rollback"]
+        assert (alert["height"], alert["expected"]) == (str(size - 1), home.root(LEDGER, size).hex())
+        assert alert["found"] == home.root(LEDGER, size - 3).hex()
+    finally:
+        rotated.close()
+
+
+def test_a_retired_key_s_note_past_the_rotations_proven_never_counts_as_redis_s_latest(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """The other side: a note of a size past the proven rotations signed by the key a rotation
+    retired below it verifies with the last key known then, but not along the rotations once
+    they are proven: it is dropped, and the home's smaller notes that follow are no rollback."""
+    rotated = Cluster(redis_client, tmp_path, rotate_at=3)
+    try:
+        home = rotated.stores["ingest-1"]
+        size = rotated.size
+        rotated.publish(_made_up_note(size, K0))  # the retired key, a tree of its own making
+        rotated.checks.compare_heads()
+        rotated.publish(_note(home, size - 3, K1))  # the home's, smaller
+        rotated.checks.compare_heads()
+        rotated.nodes["ingest-1"].served_checkpoint = (_note(home, size, K1), [3])
+        rotated.checks.ledgers[LEDGER].ask_nodes_at = 0.0
+        rotated.checks.compare_heads()
+        rotated.checks.compare_heads()
+        assert not [a for a in rotated.alerts() if a["what"] in ("rollback", "signed_fork")]
+        held = rotated.checks.ledgers[LEDGER].checkpoint
+        assert held is not None and held.latest is not None and held.latest.size == size - 3
+    finally:
+        rotated.close()

@@ -258,3 +258,82 @@ def test_a_verifier_s_rotation_has_no_ed25519_key_and_a_malformed_sign_is_refuse
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
     (kept,) = engine.key_rotations()
     assert kept["node"] == "verifier-1" and kept["sign"] == "" and kept["curve"] == curve
+
+
+def _account(writer: Writer, name: str, op: str, key: str = "") -> Any:
+    removed = op == "remove"
+    payload = {
+        "account": name,
+        "op": op,
+        "role": "" if removed else "writer",
+        "enabled": not removed,
+        "keys": [] if removed or not key else [key],
+        "via": "",
+    }
+    return writer.put(ADMIN_LEDGER, "account", payload, "root")
+
+
+def test_removing_an_account_ends_its_grants_so_a_new_account_of_that_name_holds_none(writer: Writer) -> None:
+    """The outsider's F2: grant w9, remove w9, add w9 again (another person): the grant ended
+    with the first w9, for the committer, for a replay and in the grant table."""
+    _ledgers(writer)
+    _account(writer, "w9", "add", "k1")
+    writer.grant("vote", "register", "w9")
+    writer.grant("notes", "*", "w9")
+    writer.grant("notes", "note", "other")
+    writer.put("vote", "register", {"voter_id": "v-1"}, "w9")
+    _account(writer, "w9", "remove")
+    _account(writer, "w9", "add", "k2")
+    for ledger, kind, payload in (("vote", "register", {"voter_id": "v-2"}), ("notes", "note", {"text": "x"})):
+        with pytest.raises(NotGrantedError):
+            writer.put(ledger, kind, payload, "w9")
+    assert writer.put("notes", "note", {"text": "y"}, "other").height >= 1  # others keep theirs
+    with pytest.raises(NoSuchGrantError):  # nothing left to revoke
+        writer.grant("vote", "register", "w9", revoke=True)
+    records = [*writer.store.range(ADMIN_LEDGER)]
+    table = RulesEngine()
+    table.replay(records)
+    held = table.state(ADMIN_LEDGER)
+    assert held is not None and isinstance(held.domain, AdminState)
+    assert held.domain.tally().grants == [("notes", "*", []), ("notes", "note", ["other"]), ("vote", "register", [])]
+    writer.grant("vote", "register", "w9")  # a grant that names the new w9 is a new record
+    assert writer.put("vote", "register", {"voter_id": "v-3"}, "w9").height >= 1
+
+
+def test_a_replay_flags_a_record_written_under_a_removed_account_s_grant(writer: Writer, tmp_path: Path) -> None:
+    """Observers judge it from the chain: the removal alone ends the grant, no revoke record needed."""
+    writer.create("notes", LedgerRules(("note",), 0, {}))
+    _account(writer, "w9", "add", "k1")
+    writer.grant("notes", "note", "w9")
+    writer.put("notes", "note", {"text": "granted"}, "w9")
+    _account(writer, "w9", "remove")
+    _account(writer, "w9", "add", "k2")
+    writer.store.close()
+    # A record by the new w9 written past the rules (a store without an engine), as a home
+    # that still judged by the name alone would have placed it.
+    raw = ChainStore(tmp_path / "store", origin="ingest-1")
+    raw.append(Writer(raw).entry("notes", "note", {"text": "inherited"}, "w9"))
+    records = [*raw.range(ADMIN_LEDGER), *raw.range("notes")]
+    raw.close()
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.ledger, v.height, v.error.code) for v in violations] == [("notes", 2, "not_granted")]
+
+
+def test_removal_ends_the_grants_in_the_table_at_its_time() -> None:
+    grants = Grants()
+    grants.add("vote", "register", "w9", True, 10)
+    assert grants.end_all("w9", 20) == [("vote", "register")]
+    assert grants.allows("vote", "register", "w9", 20) and not grants.allows("vote", "register", "w9", 21)
+    assert grants.held_by("w9") == [] and grants.end_all("w9", 30) == []
+
+
+def test_a_genesis_grant_ends_when_its_account_is_removed(tmp_path: Path) -> None:
+    store = ChainStore(tmp_path / "store", origin="ingest-1", domain=RulesEngine())
+    writer = Writer(store)
+    writer.create(ADMIN_LEDGER, admin_genesis_rules([("notes", "note", "w9")]))
+    writer.create("notes", LedgerRules(("note",), 0, {}))
+    writer.put("notes", "note", {"text": "a"}, "w9")
+    _account(writer, "w9", "remove")
+    with pytest.raises(NotGrantedError):
+        writer.put("notes", "note", {"text": "b"}, "w9")
+    store.close()
