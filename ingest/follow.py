@@ -318,9 +318,14 @@ class Follower:
         records came twice, the feed's copy then checked as a duplicate) and held the follow
         loop for that catch-up, tens of milliseconds (hundreds on a loaded machine): the
         slowest lags. A record the feed lost is fetched one call later; one that a checkpoint
-        on the feed shows missing is still fetched at once (:meth:`receive`)."""
+        on the feed shows missing is still fetched at once (:meth:`receive`). A follower a
+        catch-up page or more behind what it received is fetched up to its target at once, as
+        before: the feed is not keeping up with it (its queue drops), and the stream's pages
+        cost less a record than the feed's messages."""
         for ledger in sorted(self.ledgers):
-            stop = min(owed.get(ledger, -1), self.target(ledger))
+            target = self.target(ledger)
+            received = self._head(ledger) + len(self.ledgers[ledger].pending)
+            stop = target if target - received >= self.batch else min(owed.get(ledger, -1), target)
             if self._head(ledger) < stop:
                 self.catch_up(ledger, stop + 1)
         return {ledger: self.target(ledger) for ledger in self.ledgers}

@@ -679,6 +679,21 @@ def test_the_safety_net_leaves_the_feed_a_check_s_time(make_replica: MakeReplica
     assert replica.follower.duplicates == 0 and replica.alerts == []
 
 
+def test_the_safety_net_fetches_at_once_a_page_or_more_behind(make_replica: MakeReplica, chain: list[Record]) -> None:
+    redis = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(redis, batch=3)
+    held_up_to(replica, chain, 1)
+    replica.follower.receive([live(chain[2])])  # received, waiting for a checkpoint
+    replica.follower.take_checkpoint(LEDGER, signed(chain[4]).note, "redis", catch_up=False)
+    assert replica.follower.catch_up_overdue({}) == {LEDGER: 4}  # 2 ahead of what it received: left to the feed
+    assert replica.heights() == [0, 1] and redis.fetches == []
+    replica.follower.take_checkpoint(LEDGER, signed(chain[5]).note, "redis", catch_up=False)
+    assert replica.follower.catch_up_overdue({}) == {LEDGER: 5}  # 3 ahead, a page: the feed is not keeping up
+    assert replica.heights() == list(range(6))
+    assert redis.fetches == [(LEDGER, 3, 3)]
+    assert replica.alerts == []
+
+
 def test_stopping_ends_a_catch_up_early(tmp_path: Path, chain: list[Record]) -> None:
     source = MemorySource("redis", {LEDGER: chain})
     with ChainStore(tmp_path / "replica") as store:
