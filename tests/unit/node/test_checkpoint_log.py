@@ -1,4 +1,4 @@
-"""The checkpoints table: rows only added, a home's signed rows without an fsync of their own."""
+"""The checkpoints table: rows only added, signed and cosigned rows without an fsync of their own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vledger.node.checkpoint_log import COSIGNED, SIGNED, CheckpointLog
+from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED, CheckpointLog
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 
@@ -57,7 +57,20 @@ def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) ->
             other.close()
 
 
-def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
+def test_a_cosigned_row_skips_its_own_fsync_too_and_evidence_does_not(tmp_path: Path) -> None:
+    """A witness's cosigned row goes through the unsynced connection, as a home's signed row:
+    its fsync held the replica's next group commit, on the way to its held report."""
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        log = store.checkpoints
+        log.keep("l", EVIDENCE, 1, ROOT, b"evidence")
+        assert log._unsynced is None  # evidence is fsynced before keep returns
+        log.keep("l", COSIGNED, 1, ROOT, b"cosigned")
+        assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert [r.note for r in log.at("l", COSIGNED, 1)] == [b"cosigned"]
+
+
+@pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
+def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: str) -> None:
     """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""
     script = textwrap.dedent(
         f"""
@@ -65,7 +78,7 @@ def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
         from pathlib import Path
         from vledger.node.store import ChainStore
         store = ChainStore(Path({str(tmp_path)!r}), origin="ingest-1")
-        store.checkpoints.keep("l", "signed", 7, bytes(range(32)), b"kept before the kill")
+        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), b"kept before the kill")
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -73,7 +86,7 @@ def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     assert os.path.exists(tmp_path / f"{DB_NAME}-wal")  # never checkpointed: the kill came first
     with ChainStore(tmp_path, origin="ingest-1") as store:
-        kept = store.checkpoints.latest("l", SIGNED)
+        kept = store.checkpoints.latest("l", kind)
         assert kept is not None and kept.note == b"kept before the kill"
 
 

@@ -16,7 +16,7 @@ import pytest
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
 from vledger.node import store as store_module
-from vledger.node.checkpoint_log import COSIGNED, SIGNED
+from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from vledger.node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -1279,18 +1279,20 @@ class HeldRow:
         assert not self.thread.is_alive()
 
 
+@pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
 def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """A home's signed checkpoint row (no fsync) holds the lock for microseconds: a lone put's
-    flush waits for it and commits on its own thread; a row that is fsynced (cosigned) is not
-    waited for, the committer thread takes the put once the row is written."""
+    """A home's signed checkpoint row, or a witness's cosigned row (no fsync), holds the lock
+    for microseconds: a lone put's flush waits for it and commits on its own thread; a row that
+    is fsynced (evidence) is not waited for, the committer thread takes the put once the row is
+    written."""
     monkeypatch.setattr(store_module, "BRIEF_WAIT_SECONDS", DEADLINE)
     committed_on: list[int] = []
     store = open_store(on_commit=lambda records: committed_on.append(threading.get_ident()))
     store.create_ledger(kit.genesis_entry(0))
     committed_on.clear()
-    row = HeldRow(store, SIGNED, monkeypatch)
+    row = HeldRow(store, kind, monkeypatch)
     waited = store.submit_entry(kit.entry(1), wake=False)
     threading.Timer(0.05, row.release.set).start()  # lets go while flush waits (or before: the same outcome)
     store.flush()
@@ -1298,7 +1300,7 @@ def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
     assert waited.done() and waited.result().height == 1
     assert committed_on == [threading.get_ident()]
 
-    row = HeldRow(store, COSIGNED, monkeypatch)
+    row = HeldRow(store, EVIDENCE, monkeypatch)
     handed = store.submit_entry(kit.entry(2), wake=False)
     store.flush()  # returns at once: the row may wait for an fsync
     assert not handed.done()
