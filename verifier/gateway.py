@@ -1145,6 +1145,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             await response.write(b"retry: 2000\n\n")
             while (message := await stream.next()) is not None:
                 await response.write(message)
+        except ConnectionError as e:  # aiohttp's ClientConnectionResetError is one
+            # A visitor who left: no bug of the gateway's, and anyone could fill the log with them.
+            log.debug("an event stream's client went away: %s", e)
         finally:
             gateway._clients.discard(stream)
             gateway.metrics.event_clients.dec()

@@ -5,6 +5,7 @@ every event."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -108,3 +109,22 @@ def test_a_subscriber_that_does_not_read_is_dropped_once_its_queue_passes_the_by
         reader.join(DEADLINE)
         slow.close()
         fast.close()
+
+
+def test_a_visitor_who_leaves_the_stream_logs_no_error(
+    served: tuple[Gateway, HttpThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each event written to a stream whose visitor had gone logged an error with a traceback
+    # (ClientConnectionResetError), so anyone could fill the gateway's log (outsider19 F5).
+    gateway, server = served
+    gone = _subscribe(server)
+    _wait(lambda: len(gateway._clients) == 1, "the stream open")
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close: RST
+    gone.close()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            _on_loop(server, lambda: gateway_module._broadcast(gateway, EVENT))
+            if not gateway._clients:
+                break
+        _wait(lambda: not gateway._clients, "the stream ended")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
