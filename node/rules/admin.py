@@ -10,15 +10,18 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 * ``account`` ``{"account", "op", "role", "enabled", "keys", "via"}``: ``op`` one of
   ``add``, ``remove``, ``enable``, ``disable``, ``import``; the other fields state the
   account **after** the change (a removed account: role ``""``, not enabled, no keys), so the
-  last such record of an account is its state. A ``remove`` also ends every grant the
-  account holds, at the record's accepted time, as a revoke of each would: a later account
-  of the same name is another holder and starts with no grant.
+  last such record of an account is its state. A ``remove`` may carry one more field,
+  ``"ends_grants": true`` (:data:`ENDS_GRANTS`; on no other op, never another value): it then
+  ends every grant the account holds, at the record's accepted time, as a revoke of each
+  would, so a later account of the same name starts with no grant. Nodes write it on every
+  removal; a removal without it (written before the rule) ends nothing, so every admin
+  ledger valid before replays as it was.
 * ``key`` ``{"account", "op", "key", "keys", "via"}``: ``op`` ``add`` or ``revoke``; ``keys``
   the account's keys after it.
 * ``grant`` / ``revoke`` ``{"ledger", "kind", "account", "via"}``: ``account`` may write
   records of ``kind`` (``*``: every kind) on ``ledger`` from this record on / no longer.
-  A grant already held is ``already_granted``, a revoke of one not held (or ended by the
-  account's removal) ``no_such_grant``.
+  A grant already held is ``already_granted``, a revoke of one not held (or ended by an
+  ``ends_grants`` removal) ``no_such_grant``.
 * ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
   these public keys (Z85 CURVE key, hex Ed25519 key or ``""`` for a node that has no
   Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
@@ -54,6 +57,9 @@ ADMIN_LEDGER = "admin"
 ADMIN_TYPE = "admin"
 ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
 ANY_KIND = "*"
+# The optional field of an ``account`` ``remove`` that ends the account's grants (PROTOCOL 16.1):
+# keyed on what the record says, so removals written before the rule keep their meaning.
+ENDS_GRANTS = "ends_grants"
 ACCOUNT_OPS = frozenset(("add", "remove", "enable", "disable", "import"))
 KEY_OPS = frozenset(("add", "revoke"))
 TOTP_OPS = frozenset(("enroll", "reset"))
@@ -169,9 +175,11 @@ def check_admin_payload(record: Record) -> Fields:
         "key_rotation": ("node", "curve", "sign", "until", "via"),
         "totp": ("account", "op", "via"),
     }[kind]
+    payload = record.content.payload
+    if kind == "account" and ENDS_GRANTS in payload:
+        keys = (*keys, ENDS_GRANTS)
     fields = Fields(record, *keys)
     fields.text("via", allow_empty=True)
-    payload = record.content.payload
     if kind in ("grant", "revoke"):
         problem = grant_problem(payload["ledger"], payload["kind"], payload["account"])
         if problem is not None:
@@ -194,6 +202,11 @@ def check_admin_payload(record: Record) -> Fields:
             fields.fail("enabled must be a boolean")
         if kind == "account":
             fields.text("role", allow_empty=True)
+        if kind == "account" and ENDS_GRANTS in payload:
+            if payload["op"] != "remove":
+                fields.fail(f"{ENDS_GRANTS} is a field of a 'remove' only, not of {payload['op']!r}")
+            if payload[ENDS_GRANTS] is not True:
+                fields.fail(f"{ENDS_GRANTS} must be true (a removal that ends no grant omits it)")
         if kind == "key":
             fields.text("key")
         if kind in ("account", "key") and (
@@ -201,6 +214,11 @@ def check_admin_payload(record: Record) -> Fields:
         ):
             fields.fail("keys must be a list of strings")
     return fields
+
+
+def removal_ends_grants(payload: Mapping[str, Any]) -> bool:
+    """Whether an ``account`` payload is a removal that ends the account's grants (16.2)."""
+    return payload.get("op") == "remove" and payload.get(ENDS_GRANTS) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +289,9 @@ class AdminState(Domain):
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]
                     # A name can be added again for another person: the removed account's
-                    # grants must not pass to them, and the chain alone must say so.
-                    self.grants.end_all(name, record.accepted)
+                    # grants must not pass to them, and the record itself says they end.
+                    if removal_ends_grants(payload):
+                        self.grants.end_all(name, record.accepted)
             elif kind == "key_rotation":
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
 
