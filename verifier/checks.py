@@ -529,7 +529,12 @@ class ClusterChecks:
         for ledger in list(self._unlisted_since):
             if ledger in announced:
                 del self._unlisted_since[ledger]
-                self.resolve("redis", ledger, (UNLISTED,))
+        # Every open one, not only those raised in this run: one raised before a restart, whose
+        # ledger the hash lists again by now, was never resolved.
+        prefix, suffix = "redis|", f"|{UNLISTED}"
+        for key in [k for k in self.open if k.startswith(prefix) and k.endswith(suffix)]:
+            if key[len(prefix) : -len(suffix)] in announced:
+                self.resolve("redis", key[len(prefix) : -len(suffix)], (UNLISTED,))
         unlisted = {ledger: where for ledger, where in found.items() if ledger not in announced}
         rank = {"verifier": 1, "stream": 2}
         order = sorted(unlisted, key=lambda ledger: (ledger not in self.ledgers, rank.get(unlisted[ledger], 3), ledger))

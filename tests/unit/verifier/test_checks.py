@@ -597,3 +597,23 @@ def test_the_stream_keys_are_looked_for_at_start_and_seldom_after(redis_client: 
     clock.now += SCAN_STREAMS_SECONDS
     checks.refresh_ledgers()
     assert "late" in checks.ledgers
+
+
+def test_an_unlisted_ledger_alert_raised_before_a_restart_resolves_once_the_hash_lists_it_again(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Resolution walked only the ledgers this run saw unlisted: a verifier restarted after the
+    hash listed the ledger again left the alert open for good."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "ingest-2", "replica-1")}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    clock = Clock()
+    before = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    before.start()
+    clock.now += 11
+    before.refresh_ledgers()
+    assert f"redis|{LEDGER}|unlisted_ledger" in repl.open_alerts()
+    redis_client.hset(repl.ledgers_key, LEDGER, "ingest-1")  # listed again while the verifier is down
+    after = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    after.start()
+    assert f"redis|{LEDGER}|unlisted_ledger" not in repl.open_alerts()
