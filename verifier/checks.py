@@ -347,9 +347,9 @@ class ClusterChecks:
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
         self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
-        # Ledgers found besides Redis's {ledgers} hash (a node's ledger.list, a stream key): name
-        # -> where, as of the last look (LIST_LEDGERS_SECONDS); and when each found one was first
-        # seen missing from that hash (UNLISTED_GRACE_SECONDS).
+        # Ledgers found besides Redis's {ledgers} hash: name -> the home or standby whose ledger.list
+        # names it, as of the last look (LIST_LEDGERS_SECONDS); those of a stream key (SCAN_STREAMS_
+        # SECONDS); and when each found one was first seen missing from that hash (UNLISTED_GRACE_SECONDS).
         self._found: dict[str, str] = {}
         self._find_at = 0.0
         self._streams: set[str] = set()  # the ledgers whose stream key the last SCAN found
