@@ -82,6 +82,15 @@ LOOK_FOR_EPOCH_SECONDS = 5.0
 # How often the nodes' own ledger lists (``ledger.list``) and the stream keys that exist are read
 # for ledgers Redis's ``{ledgers}`` hash does not list (any ingest node's Redis user may HDEL one).
 LIST_LEDGERS_SECONDS = 30.0
+# How often the stream keys that exist are looked for (SCAN): a walk of the whole keyspace, and
+# only a backstop for a ledger whose home is away (its home's ``ledger.list`` finds the others),
+# so at start and then seldom. Redis keeps no index of keys by pattern that is cheaper to read.
+SCAN_STREAMS_SECONDS = 300.0
+SCAN_COUNT = 1000  # keys per SCAN step: fewer round trips for the same walk
+# How many ledgers the verifier checks that Redis's ``{ledgers}`` hash does not list (PROTOCOL
+# 10.6): a home, or any ingest node's Redis user (every stream key is its to write), may name
+# any number, each checked on every copy every heads round. Past it one is left out and logged.
+MAX_UNLISTED_LEDGERS = 64
 # How long a ledger found elsewhere may go unlisted before ``unlisted_ledger`` is raised: a new
 # ledger is held by its home a moment before its first stream append lists it.
 UNLISTED_GRACE_SECONDS = 10.0
@@ -264,6 +273,10 @@ class LedgerState:
     # The newest epoch proven (10.9; (1, None): none past the genesis home's): only its
     # checkpoints are taken, and its home is the ledger's. Redis's epochs hash proves nothing.
     epoch: tuple[int, str | None] = (1, None)
+    # Whether the verifier's consumer group is on the ledger's stream. A ledger only found besides
+    # Redis's {ledgers} hash gets none before its stream exists: the verifier creates no key for a
+    # name a node or a stream key gave it (it would find that key again after every restart).
+    grouped: bool = True
 
     def judge_anew(self) -> None:
         """Forget what was decided against the checkpoint or home held: either changed."""
@@ -334,12 +347,15 @@ class ClusterChecks:
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
         self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
-        # Ledgers found besides Redis's {ledgers} hash (a node's ledger.list, a stream key): name
-        # -> where, as of the last look (LIST_LEDGERS_SECONDS); and when each found one was first
-        # seen missing from that hash (UNLISTED_GRACE_SECONDS).
+        # Ledgers found besides Redis's {ledgers} hash: name -> the home or standby whose ledger.list
+        # names it, as of the last look (LIST_LEDGERS_SECONDS); those of a stream key (SCAN_STREAMS_
+        # SECONDS); and when each found one was first seen missing from that hash (UNLISTED_GRACE_SECONDS).
         self._found: dict[str, str] = {}
         self._find_at = 0.0
+        self._streams: set[str] = set()  # the ledgers whose stream key the last SCAN found
+        self._scan_at = 0.0
         self._unlisted_since: dict[str, float] = {}
+        self._left_out: frozenset[str] = frozenset()  # found past MAX_UNLISTED_LEDGERS, as last logged
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -408,12 +424,14 @@ class ClusterChecks:
         for ledger, claimed in sorted(announced.items()):
             state = self.ledgers.get(ledger)
             if state is None:
-                self._create_group(ledger)
                 state = self.ledgers[ledger] = LedgerState(self.config.home_of(ledger).name)
+                state.grouped = self._create_group(ledger, mkstream=claimed is not None)
                 for node in self.holders(ledger):
                     checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                     state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
                 self._read_pending = True
+            elif not state.grouped and self._create_group(ledger, mkstream=claimed is not None):
+                state.grouped = self._read_pending = True  # its stream exists now
             state.epoch = self._epoch_of(ledger, state, epochs.get(ledger))
             home = self._signer_of(ledger, state.epoch)
             if claimed is not None and claimed != home:
@@ -435,10 +453,13 @@ class ClusterChecks:
 
     def _discovered(self, saved: dict[str, str]) -> dict[str, str]:
         """Every ledger known besides Redis's ``{ledgers}`` hash, and where it was found: the ones
-        this verifier checked (in this run, or whose sweeps it saved), and, at most every
-        LIST_LEDGERS_SECONDS, those each node's store holds (its ``ledger.list`` over its CURVE
-        key) and those whose stream key exists. That hash is every ingest node's Redis user's to
-        write: a ledger deleted from it must not go unchecked by a verifier started after."""
+        this verifier checked (in this run, or whose sweeps it saved); at most every
+        LIST_LEDGERS_SECONDS, those a node's ``ledger.list`` names (over its CURVE key) where that
+        node is the ledger's configured home or standby (the only nodes an epoch makes its home,
+        10.9: any other's word would let one broken-into replica name ledgers without end); and,
+        at start and every SCAN_STREAMS_SECONDS, those whose stream key exists. That hash is every
+        ingest node's Redis user's to write: a ledger deleted from it must not go unchecked by a
+        verifier started after."""
         found = {ledger: "verifier" for ledger in self.ledgers}
         for field_ in saved:
             node, _, ledger = field_.partition("|")
@@ -447,43 +468,90 @@ class ClusterChecks:
         now = self._clock()
         if now >= self._find_at:
             self._find_at = now + LIST_LEDGERS_SECONDS
-            looked: dict[str, str] = {}
-            for name, reader in sorted(self.readers.items()):
-                if not reader.up():
-                    continue
-                try:
-                    for ledger in reader.ledgers():
-                        if _ledger_name(ledger):
-                            looked.setdefault(ledger, name)
-                except NodeUnavailableError as e:
-                    reader.down(self.settings.node_timeout_ms / 1000, e)
-                except RemoteError as e:
-                    log.info("cannot list the ledgers %s holds: %s", name, e)
-            prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
+            self._found = self._listed_by_homes()
+        if now >= self._scan_at:
+            self._scan_at = now + SCAN_STREAMS_SECONDS
+            self._streams = self._stream_keys()
+        streams = {ledger: "stream" for ledger in sorted(self._streams)}
+        return {**found, **streams, **self._found}  # where a node or a stream says so, when they do
+
+    def _listed_by_homes(self) -> dict[str, str]:
+        """Ledger -> the first node (by name) whose ``ledger.list`` names it and that is its
+        configured home or standby. Only such nodes are asked: a replica's or an observer's list,
+        every ledger's head and checkpoint, would be computed for nothing."""
+        homes = {self.config.default_home, *self.config.homes.values(), *self.config.standbys.values()}
+        looked: dict[str, str] = {}
+        for name, reader in sorted(self.readers.items()):
+            if name not in homes or not reader.up():
+                continue
             try:
-                for raw in self.replication.client.scan_iter(match=_glob(prefix) + "*" + _glob(suffix), count=500):
-                    key = _text(raw)
-                    ledger = key[len(prefix) : -len(suffix)]
-                    if key.startswith(prefix) and key.endswith(suffix) and _ledger_name(ledger):
-                        looked.setdefault(ledger, "stream")
-            except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
-                log.info("cannot look for the ledgers' streams: %s", e)
-            self._found = looked
-        return {**found, **self._found}  # where a node or a stream says so, when they do
+                listed = reader.ledgers()
+            except NodeUnavailableError as e:
+                reader.down(self.settings.node_timeout_ms / 1000, e)
+                continue
+            except RemoteError as e:
+                log.info("cannot list the ledgers %s holds: %s", name, e)
+                continue
+            for ledger in listed:
+                if _ledger_name(ledger) and name in self._homes_of(ledger):
+                    looked.setdefault(ledger, name)
+        return looked
+
+    def _homes_of(self, ledger: str) -> tuple[str, ...]:
+        """The nodes an epoch of ``ledger`` can make its home (10.9): its configured home and standby."""
+        standby = self.config.standby_of(ledger)
+        return (self.config.home_of(ledger).name,) + (() if standby is None else (standby.name,))
+
+    def _stream_keys(self) -> set[str]:
+        """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN)."""
+        prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
+        streams: set[str] = set()
+        try:
+            for raw in self.replication.client.scan_iter(
+                match=_glob(prefix) + "*" + _glob(suffix), count=SCAN_COUNT, _type="stream"
+            ):
+                key = _text(raw)
+                ledger = key[len(prefix) : -len(suffix)]
+                if key.startswith(prefix) and key.endswith(suffix) and _ledger_name(ledger):
+                    streams.add(ledger)
+        except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
+            log.info("cannot look for the ledgers' streams: %s", e)
+            self._scan_at = self._clock() + LIST_LEDGERS_SECONDS  # tried again sooner
+        return streams
 
     def _unlisted(self, announced: dict[str, str | None], found: dict[str, str]) -> None:
         """Add each ledger found elsewhere to ``announced`` (checked anyway, its home the cluster
         file's), and raise ``unlisted_ledger`` against ``redis`` for one missing from the
         ``{ledgers}`` hash longer than UNLISTED_GRACE_SECONDS (PROTOCOL 10.5); resolved once the
-        hash lists it again."""
+        hash lists it again. At most MAX_UNLISTED_LEDGERS are checked so: those checked already
+        first (never dropped), then the verifier's saved ones, the stream keys', the homes'."""
         now = self._clock()
         for ledger in list(self._unlisted_since):
             if ledger in announced:
                 del self._unlisted_since[ledger]
-                self.resolve("redis", ledger, (UNLISTED,))
-        for ledger, where in sorted(found.items()):
-            if ledger in announced:
-                continue
+        # Every open one, not only those raised in this run: one raised before a restart, whose
+        # ledger the hash lists again by now, was never resolved.
+        prefix, suffix = "redis|", f"|{UNLISTED}"
+        for key in [k for k in self.open if k.startswith(prefix) and k.endswith(suffix)]:
+            if key[len(prefix) : -len(suffix)] in announced:
+                self.resolve("redis", key[len(prefix) : -len(suffix)], (UNLISTED,))
+        unlisted = {ledger: where for ledger, where in found.items() if ledger not in announced}
+        rank = {"verifier": 1, "stream": 2}
+        order = sorted(unlisted, key=lambda ledger: (ledger not in self.ledgers, rank.get(unlisted[ledger], 3), ledger))
+        taken = [ledger for ledger in order if ledger in self.ledgers]
+        room = max(0, MAX_UNLISTED_LEDGERS - len(taken))
+        taken += [ledger for ledger in order if ledger not in self.ledgers][:room]
+        left_out = frozenset(unlisted).difference(taken)
+        if left_out and left_out != self._left_out:
+            named = ", ".join(sorted(left_out)[:20]) + (" ..." if len(left_out) > 20 else "")
+            log.warning(
+                "%d ledgers Redis's ledgers hash does not list are found besides it, past the %d checked so "
+                "(MAX_UNLISTED_LEDGERS): %d not checked: %s",
+                len(unlisted), MAX_UNLISTED_LEDGERS, len(left_out), named,
+            )  # fmt: skip
+        self._left_out = left_out
+        for ledger in sorted(taken):
+            where = unlisted[ledger]
             announced[ledger] = None
             since = self._unlisted_since.setdefault(ledger, now)
             if now - since >= UNLISTED_GRACE_SECONDS:
@@ -545,12 +613,18 @@ class ClusterChecks:
         configured = self.config.home_of(ledger).name
         return frozenset() if configured == home else frozenset((configured,))
 
-    def _create_group(self, ledger: str) -> None:
+    def _create_group(self, ledger: str, *, mkstream: bool) -> bool:
+        """Put the consumer group on ``ledger``'s stream (from its start); whether it is there. With
+        ``mkstream`` false, none where the stream does not exist yet (a later round creates it)."""
         try:
-            self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=True)
+            self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=mkstream)
         except Exception as e:  # BUSYGROUP: the group exists, which is what we want
-            if "BUSYGROUP" not in str(e):
-                raise
+            if "BUSYGROUP" in str(e):
+                return True
+            if not mkstream and "requires the key to exist" in str(e):
+                return False
+            raise
+        return True
 
     def holders(self, ledger: str) -> list[str]:
         """The nodes that should hold ``ledger``: its home and its standby (10.9), every replica and observer."""
@@ -583,7 +657,11 @@ class ClusterChecks:
         if not self.ledgers:
             return 0
         start = "0" if self._read_pending else ">"
-        ledger_of = {self.replication.stream_key(ledger): ledger for ledger in self.ledgers}
+        ledger_of = {
+            self.replication.stream_key(ledger): ledger for ledger, state in self.ledgers.items() if state.grouped
+        }
+        if not ledger_of:
+            return 0
         streams = dict.fromkeys(ledger_of, start)
         try:
             replies = self.replication.client.xreadgroup(
@@ -596,8 +674,9 @@ class ClusterChecks:
             # restart without its append-only file): made again from the stream's start, which
             # the homes refill; checking a record twice raises nothing twice.
             log.warning("the consumer group is gone (%s); creating it again from the start of each stream", e)
-            for ledger in self.ledgers:
-                self._create_group(ledger)
+            listed = self.replication.ledgers()
+            for ledger, state in self.ledgers.items():
+                state.grouped = self._create_group(ledger, mkstream=ledger in listed)
             self._read_pending = True
             return 0
         if self._read_pending and not any(entries for _, entries in replies or []):
@@ -610,7 +689,9 @@ class ClusterChecks:
 
     def claim_abandoned(self) -> None:
         """Take over the entries a verifier that died left pending (XAUTOCLAIM)."""
-        for ledger in self.ledgers:
+        for ledger, state in self.ledgers.items():
+            if not state.grouped:
+                continue
             key = self.replication.stream_key(ledger)
             reply = self.replication.client.xautoclaim(
                 key, GROUP, self.name, min_idle_time=self.settings.claim_idle_ms, start_id="0-0", count=READ_COUNT

@@ -362,3 +362,26 @@ def test_a_ledger_of_large_records_is_swept_whole_and_a_byte_changed_high_up_is_
         _write(db, name, 55, data[:at] + b"b" + data[at + 1 :])
     _alert(cluster, "replica-1", name, "bad_checksum", 55)
     assert {a["node"] for a in _alerts_of(cluster, name)} == {"replica-1"}
+
+
+def test_a_ledger_deleted_from_the_ledgers_hash_is_alerted_and_resolved_after_a_verifier_restart(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    """Any ingest node's Redis user may HDEL a ledger from ``{ledgers}``: the verifier keeps
+    checking it and raises ``unlisted_ledger``. Listed again while the verifier is down, the
+    alert resolves once it is back (it used to stay open: only the run that raised it resolved it)."""
+    repl = _repl(cluster)
+    home = repl.client.hget(repl.ledgers_key, ledger)
+    assert home is not None
+    repl.client.hdel(repl.ledgers_key, ledger)
+    key = f"redis|{ledger}|unlisted_ledger"
+    verifier = cluster.admin("verifier-1")
+    try:
+        wait_until(lambda: key in verifier.call("status")["open_alerts"], 30, "the unlisted_ledger alert")
+    finally:
+        cluster.kill_node("verifier-1")
+        repl.client.hset(repl.ledgers_key, ledger, home)
+        cluster.start_node("verifier-1")
+    verifier = cluster.admin("verifier-1")
+    wait_until(lambda: key not in verifier.call("status")["open_alerts"], 10, "the alert resolved")
+    assert not repl.client.hexists(repl.open_alerts_key_of("verifier-1"), key)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,12 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
 from vledger.node.record import Entry
 from vledger.node.store import ChainStore
-from vledger.verifier.checks import ClusterChecks
+from vledger.verifier.checks import (
+    LIST_LEDGERS_SECONDS,
+    MAX_UNLISTED_LEDGERS,
+    SCAN_STREAMS_SECONDS,
+    ClusterChecks,
+)
 
 LEDGER = "votes"
 LAG_MS = 30_000
@@ -29,6 +36,9 @@ class FakeNode:
         self.hashes = hashes
         self.page_size = 500
         self.lists = True  # whether its ledger.list names the ledger it holds
+        self.extra: list[str] = []  # more ledgers its ledger.list names
+        self.asked: collections.Counter[str] = collections.Counter()  # ledger -> head asked
+        self.listed = 0  # how often ledger.list was asked
 
     def up(self) -> bool:
         return True
@@ -37,13 +47,15 @@ class FakeNode:
         raise AssertionError(f"{self.name} taken down: {error}")
 
     def head(self, ledger: str) -> tuple[int, bytes] | None:
+        self.asked[ledger] += 1
         return (len(self.hashes) - 1, self.hashes[-1]) if self.hashes else None
 
     def hash_at(self, ledger: str, height: int) -> bytes | None:
         return self.hashes[height] if height < len(self.hashes) else None
 
     def ledgers(self) -> list[str]:
-        return [LEDGER] if self.hashes and self.lists else []
+        self.listed += 1
+        return ([LEDGER] if self.hashes and self.lists else []) + self.extra
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
@@ -489,4 +501,119 @@ def test_a_ledger_deleted_from_redis_s_ledgers_hash_is_checked_anyway_and_alerte
     assert f"redis|{LEDGER}|unlisted_ledger" in repl.open_alerts()
     redis_client.hset(repl.ledgers_key, LEDGER, "ingest-1")
     checks.refresh_ledgers()
+    assert f"redis|{LEDGER}|unlisted_ledger" not in repl.open_alerts()
+
+
+def _three_nodes(tmp_path: Path) -> Any:
+    """ingest-1 the default home, ingest-2 the standby of ``ballots`` only, and a replica."""
+    return cluster_from_mapping(
+        {
+            "cluster": {"default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+            "ledgers": {"ballots": {"home": "ingest-1", "standby": "ingest-2"}},
+        },
+        tmp_path / "cluster.toml",
+    )
+
+
+def test_a_ledger_list_counts_only_from_the_ledger_s_home_or_standby_and_makes_no_stream(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """A broken-into replica answering ``ledger.list`` with names of its choosing made the verifier
+    create each one's stream (MKSTREAM, found again by the SCAN after every restart: for good)
+    and ask every node its head every round. A name counts only from a node an epoch can make its
+    home (the configured home or standby, 10.9); none is asked of the others; and no stream is
+    made for it: the consumer group comes once the stream exists."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "ingest-2", "replica-1")}
+    nodes["replica-1"].extra = ["ghost"]  # anything a replica lists: not its to name
+    nodes["ingest-2"].extra = ["ballots", "others"]  # the standby of ballots, and of no "others"
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    clock = Clock()
+    checks = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    checks.start()
+    assert sorted(checks.ledgers) == ["ballots", LEDGER]
+    assert nodes["replica-1"].listed == 0  # a replica's list (every ledger's head and checkpoint) is never asked
+    assert not redis_client.exists(repl.stream_key("ballots"))  # nothing made for a name a node gave
+    assert not checks.ledgers["ballots"].grouped
+    checks.consume(0)  # a ledger without its group is not read (no NOGROUP)
+    checks.compare_heads()
+    assert nodes["ingest-1"].asked["ghost"] == 0
+    repl.add([StreamRecord("ballots", 0, b"r0", "ingest-1")])
+    redis_client.hdel(repl.ledgers_key, "ballots")
+    checks.refresh_ledgers()
+    assert checks.ledgers["ballots"].grouped
+    assert checks.consume(0) + checks.consume(0) == 1  # its first entry (after the pending ones), through the group
+
+
+def test_the_ledgers_found_besides_redis_s_hash_are_capped_and_those_left_out_logged(
+    redis_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A home may name any number of ledgers (and any ingest node's Redis user make any number of
+    stream keys); each is checked on every copy every heads round. Past MAX_UNLISTED_LEDGERS,
+    the others are left out and logged; those checked already stay checked."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "ingest-2", "replica-1")}
+    nodes["ingest-1"].extra = [f"l{i:05d}" for i in range(MAX_UNLISTED_LEDGERS + 5)]
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    clock = Clock()
+    checks = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="vledger.verifier.checks"):
+        checks.start()
+    assert len(checks.ledgers) == 1 + MAX_UNLISTED_LEDGERS
+    assert "l00000" in checks.ledgers and f"l{MAX_UNLISTED_LEDGERS:05d}" not in checks.ledgers
+    assert f"5 not checked: l{MAX_UNLISTED_LEDGERS:05d}" in caplog.text
+    assert [k for k in redis_client.scan_iter(match="vledger:{l*}:chain")] == []
+    nodes["ingest-1"].extra = ["a-new-one"]  # sorted first, but the checked ones keep their place
+    clock.now += LIST_LEDGERS_SECONDS
+    checks.refresh_ledgers()
+    assert "l00000" in checks.ledgers and "a-new-one" not in checks.ledgers
+
+
+def test_the_stream_keys_are_looked_for_at_start_and_seldom_after(redis_client: Any, tmp_path: Path) -> None:
+    """The SCAN walks the whole keyspace; it is a backstop for a ledger whose home is away (the
+    home's ledger.list finds the others every LIST_LEDGERS_SECONDS), so it runs at start and
+    every SCAN_STREAMS_SECONDS."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "ingest-2", "replica-1")}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.add([StreamRecord("early", 0, b"r0", "ingest-1")])
+    redis_client.hdel(repl.ledgers_key, "early")
+    clock = Clock()
+    checks = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    checks.start()
+    assert "early" in checks.ledgers
+    repl.add([StreamRecord("late", 0, b"r0", "ingest-1")])
+    redis_client.hdel(repl.ledgers_key, "late")
+    clock.now += LIST_LEDGERS_SECONDS
+    checks.refresh_ledgers()
+    assert "late" not in checks.ledgers
+    clock.now += SCAN_STREAMS_SECONDS
+    checks.refresh_ledgers()
+    assert "late" in checks.ledgers
+
+
+def test_an_unlisted_ledger_alert_raised_before_a_restart_resolves_once_the_hash_lists_it_again(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Resolution walked only the ledgers this run saw unlisted: a verifier restarted after the
+    hash listed the ledger again left the alert open for good."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "ingest-2", "replica-1")}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    clock = Clock()
+    before = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    before.start()
+    clock.now += 11
+    before.refresh_ledgers()
+    assert f"redis|{LEDGER}|unlisted_ledger" in repl.open_alerts()
+    redis_client.hset(repl.ledgers_key, LEDGER, "ingest-1")  # listed again while the verifier is down
+    after = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    after.start()
     assert f"redis|{LEDGER}|unlisted_ledger" not in repl.open_alerts()
