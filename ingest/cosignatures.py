@@ -18,10 +18,11 @@ from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
-from ..node.errors import VledgerError
+from ..node.errors import NoteError, VledgerError
 from ..node.note import VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
 from ..node.store import ChainStore
+from ..node.witness import check_cosigned, witness_key, witness_name
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +98,33 @@ class KnownCosignatures:
                 return ()  # no genesis here yet: asked again next time
             keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
         return keys
+
+
+def largest_cosigned(
+    replication: ReplicationLedger,
+    cluster: str,
+    key_of: Callable[[str], VerifierKey | None],
+    node: str,
+    sign_hex: str,
+) -> dict[str, int]:
+    """Ledger -> the size of the checkpoint witness ``node`` cosigned last with its Ed25519 key
+    ``sign_hex`` (hex), from Redis's ``vledger:{<ledger>}:cosig:<node>`` of every ledger a home
+    announced: what a ``key_rotation`` of that key states as ``cosigned`` (PROTOCOL 16.6).
+
+    Each note must verify with the ledger's checkpoint key now (``key_of``) and carry that key's
+    cosignature line; one that does not (or none) leaves its ledger out, and the replaced key's
+    cosignatures of that ledger then count nowhere: the bound errs toward counting too little,
+    never more than the witness showed it cosigned. Raises the Redis errors (REDIS_ERRORS).
+    """
+    witness = witness_key(witness_name(cluster, node), bytes.fromhex(sign_hex))
+    sizes: dict[str, int] = {}
+    for ledger in sorted(replication.ledgers()):
+        note = replication.cosignatures(ledger, [node]).get(node)
+        log_key = key_of(ledger)
+        if note is None or log_key is None:
+            continue
+        try:
+            sizes[ledger] = check_cosigned(note, ledger, cluster, log_key, witness).size
+        except NoteError as e:
+            log.warning("rotation of %s: its cosignature of %s is not counted (%s: %s)", node, ledger, e.code, e)
+    return sizes

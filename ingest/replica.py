@@ -482,7 +482,7 @@ def witness_key_follower(
             log.error("node %s: %s is not the Ed25519 key the admin ledger names for generation %d",
                       name, path.name, newest.number)  # fmt: skip
             return
-        witness.signer = WitnessSigner(witness_name(config.name, name), signing.seed)
+        witness.sign_with(WitnessSigner(witness_name(config.name, name), signing.seed))
         if signs_with is not None:
             signs_with(signing)
         current[0] = newest.sign

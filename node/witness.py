@@ -252,10 +252,11 @@ def check_cosigned_in_force(
     ``log_key``, by one of the Ed25519 keys of ``history`` (its key generations on the admin
     ledger, docs/PROTOCOL.md 16.6) that was in force at the cosignature's timestamp: the
     newest key always, an older one only for a timestamp before the ``until`` of the rotation
-    that replaced it.
+    that replaced it and, when that rotation states what the key had ``cosigned``, only on a
+    checkpoint no larger than the size it lists for ``ledger``.
 
     Raises what :func:`check_cosigned` raises (QuorumError [no_quorum] when no key of the
-    node made a line), and CosignatureError [bad_cosignature] for a line by a key that was
+    node made a line that counts), and CosignatureError [bad_cosignature] for a line by a key that was
     out of force at its timestamp.
     """
     name = witness_name(cluster, node)
@@ -271,5 +272,13 @@ def check_cosigned_in_force(
             raise CosignatureError(
                 f"the cosignature of {node} is by its key {sign_hex[:16]}..., out of force at its timestamp {timestamp}"
             )
+        if not history.cosigns(sign_hex, timestamp * 1000, ledger, cosigned.size):
+            # Its rotation states the sizes this key had cosigned: a larger checkpoint (an honest
+            # witness's before it read the rotation, or a thief's) does not count.
+            missing = QuorumError(
+                f"the cosignature of {node} is by its replaced key {sign_hex[:16]}..., on a checkpoint of size "
+                f"{cosigned.size}, larger than its rotation says that key cosigned"
+            )
+            continue
         return cosigned
     raise missing
