@@ -439,6 +439,7 @@ def _run_follower(
                 now_ms(),
             ),
             epochs_of=epochs.history,
+            histories=lambda: runtime.gates.histories,
         ),
         chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),

@@ -302,6 +302,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             signing_key_now,
             rotated=lambda: witness_keys_in_force(config.name, runtime.gates.histories, followers, now_ms()),
             epochs_of=book.history,
+            histories=lambda: runtime.gates.histories,
         ),
         keys=signer,
         chains=chains.stored,

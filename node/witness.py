@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from .cosigning import Counts
 from .errors import (
     BadGenesisError,
     CosignatureError,
@@ -35,6 +36,7 @@ from .note import (
     Checkpoint,
     Cosignature,
     Note,
+    NoteSignature,
     SignerKey,
     VerifierKey,
     cosign,
@@ -243,6 +245,24 @@ def witness_keys_in_force(
         name = witness_name(cluster, node)
         keys += [witness_key(name, bytes.fromhex(s)) for s in history.sign_keys() if history.signs_at(s, now_ms)]
     return keys
+
+
+def cosignatures_in_force(cluster: str, histories: Mapping[str, KeyHistory]) -> Counts:
+    """node/cosigning.py's ``counts`` for the witness nodes of ``histories`` (by node) whose
+    Ed25519 key rotated (docs/PROTOCOL.md 16.6): a line by one of their keys counts only when
+    :meth:`KeyHistory.cosigns` says so for its timestamp and the checkpoint's ledger and size
+    (a key it never had, never); any other witness's line counts."""
+    rotated = {witness_name(cluster, node): h for node, h in histories.items() if len(h.generations) > 1}
+
+    def counts(line: NoteSignature, key: VerifierKey, checkpoint: Checkpoint) -> bool:
+        history = rotated.get(key.name)
+        if history is None:
+            return True
+        timestamp = Cosignature.from_note_signature(line).timestamp
+        ledger = checkpoint.origin.rpartition("/")[2]
+        return history.cosigns(key.public_key.hex(), timestamp * 1000, ledger, checkpoint.size)
+
+    return counts
 
 
 def check_cosigned_in_force(
