@@ -128,18 +128,22 @@ class KeyHistory:
         a ledger listed there no larger than the size listed. The timestamp is the signer's own
         claim; the sizes are the admin ledger's, so a thief of the replaced key cannot stretch
         them to a later (or forked, larger) checkpoint."""
-        if not self.signs_at(sign, timestamp_ms):
+        if sign == NO_SIGN_KEY:
             return False
         generations = self.generations
+        # Each generation with that key (a verifier may trust the newest key as generation 0).
         for i, generation in enumerate(generations):
             if generation.sign != sign:
                 continue
             if i == len(generations) - 1:
                 return True
-            bound = generations[i + 1].replaced_cosigned
-            if bound is None:
-                return True  # a rotation recorded before 16.6 stated sizes: the window alone
-            return size <= dict(bound).get(ledger, -1)
+            replacing = generations[i + 1]
+            if replacing.overlap_until is None or timestamp_ms >= replacing.overlap_until:
+                continue
+            bound = replacing.replaced_cosigned
+            # A rotation recorded before 16.6 stated sizes: the window alone.
+            if bound is None or size <= dict(bound).get(ledger, -1):
+                return True
         return False
 
     def newest_curve_generation(self, now_ms: int) -> int:

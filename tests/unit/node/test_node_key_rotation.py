@@ -114,3 +114,11 @@ def test_a_replaced_key_cosigns_only_checkpoints_no_larger_than_its_rotation_sta
     # A rotation written before 16.6 stated sizes: the window alone, as before.
     legacy = key_histories({"replica-1": (K0, S0)}, [_rotation("replica-1", K0, S1, 1000, 5000)])["replica-1"]
     assert legacy.cosigns(S0, 4999, "polls", 10**9) and not legacy.cosigns(S0, 5000, "polls", 1)
+
+
+def test_the_newest_key_given_as_generation_0_counts_on_any_checkpoint() -> None:
+    # A verifier given the witness's newest key (`vledger receipt keys`) has it twice: as
+    # generation 0 and as the rotation's generation 1, which bounds only the key it replaced.
+    rotation = _rotation("replica-1", K0, S1, 1000, 5000) | {"cosigned": {"polls": 10}}
+    history = key_histories({"replica-1": (K0, S1)}, [rotation])["replica-1"]
+    assert history.cosigns(S1, 10**15, "polls", 10**9) and history.cosigns(S1, 0, "other", 1)
