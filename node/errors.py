@@ -682,6 +682,12 @@ class QuorumError(NoteError):
     code = "no_quorum"
 
 
+class PastReplacedKeyError(QuorumError):
+    """A witness's cosignature by a replaced key on a checkpoint larger than its rotation says
+    that key had cosigned (docs/PROTOCOL.md 16.6): it does not count, and is no fault of an
+    honest witness, which cosigns with that key until it reads its rotation."""
+
+
 class RollbackError(NoteError):
     """A verified checkpoint smaller than one the client already verified for the same ledger:
     a log only grows, so a server that shows an older tree is rolling it back (or is behind and

@@ -23,6 +23,7 @@ from .errors import (
     CosignatureError,
     NoteError,
     NoteKeyError,
+    PastReplacedKeyError,
     QuorumError,
     StoreContradictsCheckpointError,
     Where,
@@ -295,7 +296,7 @@ def check_cosigned_in_force(
         if not history.cosigns(sign_hex, timestamp * 1000, ledger, cosigned.size):
             # Its rotation states the sizes this key had cosigned: a larger checkpoint (an honest
             # witness's before it read the rotation, or a thief's) does not count.
-            missing = QuorumError(
+            missing = PastReplacedKeyError(
                 f"the cosignature of {node} is by its replaced key {sign_hex[:16]}..., on a checkpoint of size "
                 f"{cosigned.size}, larger than its rotation says that key cosigned"
             )
