@@ -38,7 +38,7 @@ from typing import Any
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.errors import CosignatureError, NoteError, NoteKeyError, PastReplacedKeyError, ReplicationTimeoutError
+from ..node.errors import CosignatureError, NoteError, NoteKeyError, QuorumError, ReplicationTimeoutError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey
 from ..node.store import Receipt
@@ -222,11 +222,10 @@ class CosignatureWatch(Worker):
                 cosigned = check_cosigned_in_force(note, ledger, self.cluster, log_key, witness, history)
             else:
                 cosigned = check_cosigned(note, ledger, self.cluster, log_key, key)
-        except PastReplacedKeyError as e:
-            log.info("write concern: %s (16.6: not counted, no alert)", e.message)
-            return None
         except NoteError as e:
-            if not self.handed_over(ledger, note):
+            if isinstance(e, QuorumError) and e.past_replaced_key:
+                log.info("write concern: %s (16.6: not counted, no alert)", e.message)
+            elif not self.handed_over(ledger, note):
                 self._report(ledger, witness, note, 0, f"does not verify: {e.code}: {e.message}")
             return None
         signed = self.checkpoints.at(ledger, SIGNED, cosigned.size)

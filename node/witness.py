@@ -23,7 +23,6 @@ from .errors import (
     CosignatureError,
     NoteError,
     NoteKeyError,
-    PastReplacedKeyError,
     QuorumError,
     StoreContradictsCheckpointError,
     Where,
@@ -296,10 +295,11 @@ def check_cosigned_in_force(
         if not history.cosigns(sign_hex, timestamp * 1000, ledger, cosigned.size):
             # Its rotation states the sizes this key had cosigned: a larger checkpoint (an honest
             # witness's before it read the rotation, or a thief's) does not count.
-            missing = PastReplacedKeyError(
+            missing = QuorumError(
                 f"the cosignature of {node} is by its replaced key {sign_hex[:16]}..., on a checkpoint of size "
                 f"{cosigned.size}, larger than its rotation says that key cosigned"
             )
+            missing.past_replaced_key = True
             continue
         return cosigned
     raise missing
