@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import resource
+import socket
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -343,6 +344,9 @@ class GuardedHandler(web.RequestHandler):
             self._refuse(transport, reason)
             return
         self._address = address
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # fixed, so that the unread caps count what a non-reader holds (see [http])
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._guard.settings.send_buffer_bytes)
         super().connection_made(transport)
         self._start_head_timer()
 

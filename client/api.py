@@ -97,18 +97,31 @@ class ObserverCount:
 
 @dataclass(frozen=True, slots=True)
 class TallyCheck:
-    """Every trusted observer's latest signed tally of an election, checked, and the verdict."""
+    """Every trusted observer's latest signed tally of an election, checked, and the verdict.
+
+    ``size`` is the verified checkpoint's (None: no checkpoint could be verified, then nobody
+    is judged ahead). An observer whose body counts records that checkpoint does not hold is
+    ``ahead`` (PROTOCOL 11.4): its figures cannot be checked, and the verdict is the others'
+    among themselves, not every observer's (``full`` is then false)."""
 
     ledger: str
     observers: tuple[ObserverCount, ...]
-    verdict: Verdict  # agree, mismatch or still_counting (verifier/tally.py)
+    verdict: Verdict  # agree, mismatch or still_counting (verifier/tally.py), of the observers not ahead
+    ahead: tuple[str, ...] = ()
+    size: int | None = None
 
     @property
     def agreed(self) -> Snapshot | None:
-        """The snapshot every observer signed alike, when they agree; else None."""
+        """The snapshot the observers not ahead signed alike, when they agree; else None. Never
+        an ahead observer's body: see ``full`` for whether every observer signed it."""
         if self.verdict.status != "agree":
             return None
-        return next(o.snapshot for o in self.observers if o.snapshot is not None)
+        return next(o.snapshot for o in self.observers if o.snapshot is not None and o.observer not in self.ahead)
+
+    @property
+    def full(self) -> bool:
+        """Whether every trusted observer signed the agreed snapshot (none is ahead)."""
+        return self.verdict.status == "agree" and not self.ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,8 +469,11 @@ class Client:
     def tally(self, election: str) -> TallyCheck:
         """Each trusted observer's latest signed tally of ``election`` (section 11), its
         signature checked with the key this client holds (not the one the gateway shows), and
-        whether they agree. Over the gateway only: raises UsageError for a CURVE client (read
-        tallies with ``vledger tally``), and RemoteError or NodeUnavailableError from the gateway.
+        whether they agree, against the ledger's checkpoint read after them (an observer whose
+        body counts records it does not hold is ``ahead``, judged apart: :class:`TallyCheck`).
+        Over the gateway only: raises UsageError for a CURVE client (read tallies with
+        ``vledger tally``), RemoteError or NodeUnavailableError from the gateway, and what
+        :meth:`checkpoint` raises for a checkpoint that fails its checks.
         """
         if self.gateway is None or self.trust is None:
             raise UsageError("tallies are read over a gateway: Client.http(..., observers=...)")
@@ -479,12 +495,31 @@ class Client:
             published = Published("", name, stated if isinstance(stated, int) else -1, body, signature)
             checked = check_published(published, key, election, histories.get(name))
             counts.append(ObserverCount(name, checked.snapshot, checked.problem))
-        valid = {c.observer: c.snapshot for c in counts if c.snapshot is not None}
+        # The checkpoint is read after the tallies: an honest observer counts only records a
+        # signed checkpoint covers (10.7), so a body past it claims records nobody can check,
+        # and left in the comparison one observer's key kept the count still counting for ever.
+        size = self._verified_size(election)
+        ahead = tuple(
+            c.observer for c in counts if c.snapshot is not None and size is not None and c.snapshot.height + 1 > size
+        )
+        valid = {c.observer: c.snapshot for c in counts if c.snapshot is not None and c.observer not in ahead}
         if len({s.height for s in valid.values()}) > 1:
             verdict = Verdict(STILL_COUNTING)  # only the latest are served: no common height to compare at
         else:
-            verdict = judge(valid, sorted(self.trust.observers))
-        return TallyCheck(election, tuple(counts), verdict)
+            verdict = judge(valid, [name for name in sorted(self.trust.observers) if name not in ahead])
+        return TallyCheck(election, tuple(counts), verdict, ahead, size)
+
+    def _verified_size(self, ledger: str) -> int | None:
+        """The size of ``ledger``'s latest checkpoint, verified as :meth:`checkpoint` does; None
+        when this client holds no key of it or the gateway has none yet (its other failures raise)."""
+        try:
+            return self.checkpoint(ledger).checkpoint.size
+        except NoteKeyError:
+            return None
+        except RemoteError as e:
+            if e.code == "not_found":
+                return None
+            raise
 
     def _observer_histories(self, ledger: str) -> dict[str, KeyHistory]:
         """The trusted observers' rotated keys (16.6), from the evidence the gateway's checkpoint

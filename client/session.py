@@ -676,7 +676,17 @@ class Session(Reader):
         except RemoteError as e:
             if e.code != "not_home":
                 raise
-            return super().call(cmd, args, node=self._named_home(ledger, node, e))
+            named = self._named_home(ledger, node, e)
+            try:
+                return self._answer(cmd, args, named)
+            except NodeUnavailableError as silent:
+                # The home or standby it named went silent: the other of the two, once (10.9).
+                if cmd not in LEDGER_READS or ledger is None or self._trusted_home(ledger, e) is None:
+                    raise
+                other = self._other_of(ledger, named, silent)
+                if self._endpoint(other) == self._endpoint(node):
+                    raise  # the other is the node that just sent us away
+                return self._answer(cmd, args, other)
 
     def _named_home(self, ledger: str | None, asked: NodeAddress | None, refusal: RemoteError) -> NodeAddress | None:
         """Where a request answered ``refusal`` (not_home) by ``asked`` (None: the session's node)
@@ -745,6 +755,24 @@ class Session(Reader):
             return self.standby_node(ledger, unanswered)
         if ledger in self._remembered and asked == self._standby_address(ledger):
             log.info("the standby of %s, asked first for a note of its silent home, does not answer", ledger)
+            return self._other_of(ledger, asked, unanswered)
+        moved = self._moved.get(ledger)
+        if moved is not None and self._endpoint(asked) == self._endpoint(self._address(moved)):
+            log.info("%s, which a not_home named the home of %s, does not answer", moved, ledger)
+            return self._other_of(ledger, asked, unanswered)
+        raise unanswered
+
+    def _other_of(self, ledger: str, asked: NodeAddress | None, unanswered: NodeUnavailableError) -> NodeAddress | None:
+        """The other of ``ledger``'s configured home and standby, when ``asked`` is one of them and
+        did not answer: a not_home or a note of an earlier process may name the standby (or the
+        home) just before it goes silent, and the other may well answer. Forgets what sent the
+        session to ``asked``. Raises ``unanswered`` when ``asked`` is neither, or there is no other."""
+        if self.pinned or self.config.standby_of(ledger) is None:
+            raise unanswered
+        if self._endpoint(asked) == self._endpoint(self.home_node(ledger)):
+            return self.standby_node(ledger, unanswered)
+        if self._endpoint(asked) == self._endpoint(self._standby_address(ledger)):
+            self._moved.pop(ledger, None)
             self._remembered.discard(ledger)
             self._home_silent.discard(ledger)
             self._forget_notes({ledger})

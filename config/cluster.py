@@ -130,6 +130,10 @@ class HttpSettings:
     # to 10 GB and stopped it answering (outsider pass 18, F0).
     max_unread_bytes_per_address: int = 64 * 1024 * 1024  # above two entries bundles (16 MiB each) at once
     max_unread_bytes: int = 256 * 1024 * 1024
+    # The kernel's send buffer (SO_SNDBUF) of each accepted connection: what a client that does
+    # not read holds there is outside the unread caps above, and Linux grows it to 4 MiB a
+    # connection by itself (tcp_wmem), 32 GiB over 8,192 connections.
+    send_buffer_bytes: int = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ class RegistryAdmin:
         empty; an Ed25519 ``sign`` that is no point or of small order), a replica's or
         observer's ``sign`` that it had before, a window out of bounds,
         or while the node's previous window is still open; a new CURVE key that an account or
-        a node already uses is key_in_use."""
+        a node already uses, or an Ed25519 key another node has had, is key_in_use."""
         node = args.text("node", max_length=64)
         role = self.node_roles.get(node)
         if role is None:
@@ -214,6 +214,9 @@ class RegistryAdmin:
             keeps_curve = curve == history.newest.curve
         if not keeps_curve and (self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys()):
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
+        holder = self._sign_holder(sign, node)
+        if holder is not None:  # one host's key would cosign for two witnesses, and count twice
+            raise KeyInUseError(f"the Ed25519 key {sign[:16]}... is {holder}'s")
         now = int(time.time() * 1000)
         for rotation in self.cache.key_rotations:
             if rotation["node"] == node and rotation["until"] > now:
@@ -239,6 +242,19 @@ class RegistryAdmin:
                 ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
+
+    def _sign_holder(self, sign: str, node: str) -> str | None:
+        """The other node that has had the Ed25519 key ``sign`` (its key files' or a rotation's), or None."""
+        if sign == NO_SIGN_KEY:
+            return None
+        for rotation in self.cache.key_rotations:
+            if rotation["node"] != node and rotation["sign"] == sign:
+                return str(rotation["node"])
+        for name in self.node_roles:
+            history = self.history_of(name) if self.history_of is not None and name != node else None
+            if history is not None and sign in history.sign_keys():
+                return name
+        return None
 
     def _node_keys(self) -> set[str]:
         """Every CURVE key a node of the cluster has had: its key files' and the rotations'."""

@@ -20,7 +20,7 @@ from ..broker.accounts import Account, AccountRegistry
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import AccountError, VledgerError
 from ..node.record import Content, Entry, Record
-from ..node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
+from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
 from ..node.store import ChainStore
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ def _now_ms() -> int:
 
 
 def account_payload(op: str, account: Account | None, name: str, via: str) -> dict[str, Any]:
-    """An ``account`` record's payload: the account's state after ``op`` (None: removed)."""
+    """An ``account`` record's payload: the account's state after ``op`` (None: removed, and its
+    grants end with it: ``ends_grants``, PROTOCOL 16.2)."""
     if account is None:
-        return {"account": name, "op": op, "role": "", "enabled": False, "keys": [], "via": via}
+        return {"account": name, "op": op, "role": "", "enabled": False, "keys": [], "via": via, ENDS_GRANTS: True}
     return {
         "account": name,
         "op": op,

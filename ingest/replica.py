@@ -515,6 +515,7 @@ def _follow(
         follower.start()
         relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
         next_check = time.monotonic() + HEADS_EVERY
+        owed: dict[str, int] = {}  # each ledger's target at the last check: the feed had a check's time to bring it
         while not stopping.is_set():
             if watcher is not None:
                 watcher.turn()
@@ -530,7 +531,7 @@ def _follow(
                 next_check = time.monotonic() + HEADS_EVERY
                 follower.settle()
                 _refresh_checkpoints(follower)
-                follower.catch_up_all()
+                owed = follower.catch_up_overdue(owed)
                 relay.committed([], NOT_RELAYED, follower.checkpoints())
         follower.settle()  # what is in the store's queue is reported before the store closes
     finally:

@@ -105,10 +105,6 @@ class CosignatureWatch(Worker):
         self.checkpoints = checkpoints
         self.cluster = cluster
         self.witnesses = {name: key for name, key in witnesses.items() if name != home}
-        # Witnesses whose keys are one public key are one witness (PROTOCOL 13.4: the name is not
-        # signed, so either signs for both): each counts as the first of its names, once.
-        owner: dict[bytes, str] = {}
-        self._one_of = {name: owner.setdefault(key.public_key, name) for name, key in sorted(self.witnesses.items())}
         self.log_key_of = log_key_of
         self.histories = histories
         self.owns = owns
@@ -260,23 +256,40 @@ class CosignatureWatch(Worker):
         if not ledger.waiters:
             return
         waiting = []
+        keys = self._current_keys(ledger)  # once for every waiter: many wait under pipelined puts
         for waiter in ledger.waiters:
-            holders = self._holders(ledger, waiter)
+            holders = self._holders(ledger, waiter, keys)
             if len(holders) >= waiter.replicas:
                 waiter.future.set_result((waiter.receipt, holders))
             else:
                 waiting.append(waiter)
         ledger.waiters = waiting
 
-    def _holders(self, ledger: _Ledger, waiter: _Waiter) -> list[str]:
+    def _holders(self, ledger: _Ledger, waiter: _Waiter, keys: Mapping[str, bytes] | None = None) -> list[str]:
         height = waiter.receipt.height
         holders: list[str] = []
-        counted: set[str] = set()
+        counted: set[bytes] = set()
+        keys = self._current_keys(ledger) if keys is None else keys
         for w in sorted(w for w, size in ledger.covered.items() if size > height and w not in self.ignored):
-            if self._one_of.get(w, w) not in counted:
-                counted.add(self._one_of.get(w, w))
+            key = keys[w]
+            if key not in counted:
+                counted.add(key)
                 holders.append(w)
         return holders
+
+    def _current_keys(self, ledger: _Ledger) -> dict[str, bytes]:
+        histories = self.histories() if self.histories is not None else {}
+        return {w: self._current_key(w, histories) for w in ledger.covered}
+
+    def _current_key(self, witness: str, histories: Mapping[str, KeyHistory]) -> bytes:
+        """The Ed25519 key ``witness`` signs with now: witnesses with one key are one witness
+        (PROTOCOL 13.4: the name is not signed, so either signs for both), counted once under
+        the first of their names. Its newest generation's, not the key it had when this
+        started: a rotation to another node's key would otherwise make one host count twice."""
+        history = histories.get(witness)
+        if history is not None and history.newest.sign:
+            return bytes.fromhex(history.newest.sign)
+        return self.witnesses[witness].public_key if witness in self.witnesses else witness.encode()
 
     def _expire(self) -> None:
         now = self._clock()
@@ -293,7 +306,8 @@ class CosignatureWatch(Worker):
     def _fail(self, waiter: _Waiter, holders: list[str] | None = None) -> None:
         receipt = waiter.receipt
         holders = holders or []
-        countable = len({self._one_of[name] for name in self.witnesses if name not in self.ignored})
+        histories = self.histories() if self.histories is not None else {}
+        countable = len({self._current_key(name, histories) for name in self.witnesses if name not in self.ignored})
         # "2 of the 5 asked for" reads as two slow witnesses; with three replicas it never could be 5.
         never = (
             f"; w={waiter.replicas} can never be met here: only {countable} witnesses count for w "

@@ -34,6 +34,10 @@ from .storefile import MAX_HEIGHT, connect
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
 IMPORTED_SIGNED, IMPORTED_COSIGNED = "imported:signed", "imported:cosigned"
 KINDS = (SIGNED, COSIGNED, EVIDENCE, IMPORTED_SIGNED, IMPORTED_COSIGNED)
+_INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+# Rows written without an fsync of their own, made durable by the store's next group commit
+# (see CheckpointLog.keep): a note over records the store already made durable.
+UNSYNCED_KINDS = frozenset((SIGNED, COSIGNED))
 GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
 
 
@@ -60,15 +64,23 @@ class CheckpointLog:
     home's checkpoint waited hundreds of milliseconds for its row, and the replicas for the
     checkpoint (the slowest 1% of 5a's lags)."""
 
-    def __init__(self, path: Path, writer: threading.Lock | None = None) -> None:
+    def __init__(
+        self, path: Path, writer: threading.Lock | None = None, shared: sqlite3.Connection | None = None
+    ) -> None:
         self.path = path
         self._conn = connect(path, shared=True)
-        self._unsynced: sqlite3.Connection | None = None  # SIGNED rows' (see keep), opened at the first
+        self._unsynced: sqlite3.Connection | None = None  # UNSYNCED_KINDS rows' (see keep), opened at the first
+        # The store's write connection (only with ``writer``, which guards it): SIGNED rows go
+        # through it, not a connection of their own. In WAL mode a commit by any other connection
+        # makes the writer drop its whole page cache at its next transaction: with a home's row
+        # signed every outbox pass (~every 5 lone puts), the next put read its B-tree paths back
+        # from the file, 6-9 preads of the WAL (strace), before it could insert.
+        self._shared = shared if writer is not None else None
         self._lock = threading.Lock()
         self._writer = writer
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
         self._waiting = 0  # keep calls waiting for (or holding) the writer lock
-        self._brief = 0  # SIGNED rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
+        self._brief = 0  # UNSYNCED_KINDS rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
 
     def close(self) -> None:
         with self._lock:
@@ -80,21 +92,28 @@ class CheckpointLog:
         """Add a row; the same checkpoint kept twice is one row: True when this call added it.
         Raises ValueError for an unknown ``kind``, StoreError when the row cannot be written.
 
-        A row is durable on return, except a SIGNED one: that one is in the file on return (a
-        crash of the process keeps it) and fsynced with the store's next group commit. A home
-        signs only records already durable, and signs deterministically: a row lost with the
-        machine costs only its signature made again (the same bytes) when it is next needed,
-        and the store still holds every checkpoint that went out. Without its own fsync the
-        row holds the file's write lock (and the store's ``writer`` lock, which it waits on
-        for a group commit under way) for microseconds, not for an fsync that a group commit
-        would wait for. Those rows go through a connection of their own set so once: one
-        statement per row (each call into SQLite lets a home's request thread take the GIL
-        from its signing thread)."""
+        A row is durable on return, except a SIGNED or COSIGNED one: that one is in the file
+        on return (a crash of the process keeps it) and fsynced with the store's next group
+        commit. A home signs only records already durable, and signs deterministically: a row
+        lost with the machine costs only its signature made again (the same bytes) when it is
+        next needed, and the store still holds every checkpoint that went out. A witness
+        cosigns only a checkpoint its store's durable records prove: a row lost with the
+        machine leaves the one before it as the last cosigned, which those records prove too,
+        so the next cosignature is checked against a checkpoint consistent with the lost one
+        (PROTOCOL 10.7). Without its own fsync the row holds the file's write lock (and the
+        store's ``writer`` lock, which it waits on for a group commit under way) for
+        microseconds, not for an fsync that a group commit would wait for: a replica's
+        cosignature of each stored run held its next run's commit for that fsync, on the way
+        to its held report. SIGNED rows go through the store's write connection (``shared``),
+        set to NORMAL for the row's statement and back to FULL before the writer lock is let go;
+        COSIGNED rows (and SIGNED ones of a log without it) through a connection of their own,
+        set so once: one statement per row (each call into SQLite lets a home's request thread
+        take the GIL from its signing thread)."""
         if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
             return self._insert(ledger, kind, size, root, note)
-        brief = kind == SIGNED
+        brief = kind in UNSYNCED_KINDS
         with self._turns:
             self._waiting += 1
             self._brief += brief
@@ -109,7 +128,7 @@ class CheckpointLog:
                 self._turns.notify_all()
 
     def holds_briefly(self) -> bool:
-        """Whether a SIGNED row's keep waits for or holds the writer lock: an INSERT without an
+        """Whether a SIGNED or COSIGNED row's keep waits for or holds the writer lock: an INSERT without an
         fsync, which lets go of it within microseconds. Counted from before it asks for the lock,
         so a keep that was just given the lock and waits for the GIL counts too. Read without a
         lock: a hint, not a promise."""
@@ -130,19 +149,37 @@ class CheckpointLog:
             self._writer.acquire()
 
     def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
+        if kind == SIGNED and self._shared is not None:
+            return self._insert_shared(self._shared, ledger, size, root, note)
         try:
             with self._lock:
                 conn = self._conn
-                if kind == SIGNED:
+                if kind in UNSYNCED_KINDS:
                     if self._unsynced is None:
                         self._unsynced = connect(self.path, shared=True)
                         self._unsynced.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at its commits
                     conn = self._unsynced
-                added = conn.execute(
-                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (ledger, kind, size, root, note, time.time_ns() // 1_000_000),
-                ).rowcount
+                added = conn.execute(_INSERT, (ledger, kind, size, root, note, time.time_ns() // 1_000_000)).rowcount
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
+        return added > 0
+
+    def _insert_shared(self, conn: sqlite3.Connection, ledger: str, size: int, root: bytes, note: bytes) -> bool:
+        """A SIGNED row through the store's write connection, whose writer lock the caller holds:
+        its commit without an fsync (NORMAL: the WAL is fsynced by the next group commit), then
+        FULL again before the lock is let go, so that no group commit is made without its fsync.
+        If FULL cannot be set again the connection is closed: the group commits then fail, none
+        is acknowledged undurable."""
+        try:
+            try:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                added = conn.execute(_INSERT, (ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000)).rowcount
+            finally:
+                try:
+                    conn.execute("PRAGMA synchronous=FULL")
+                except sqlite3.Error:
+                    conn.close()
+                    raise
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
         return added > 0

@@ -614,6 +614,13 @@ class NoSuchGrantError(RuleError):
     code = "no_such_grant"
 
 
+class NodeKeyInUseError(RuleError):
+    """A ``key_rotation`` to a key another node's rotation already named: one host's key
+    would then sign, and count, for two nodes (a write concern of 2 met by one witness)."""
+
+    code = "node_key_in_use"
+
+
 class FileTooLargeError(RuleError):
     code = "file_too_large"
 

@@ -1,6 +1,6 @@
 """Identifiers a person types: one normal form (NFC), no control, bidi-override or invisible characters.
 
-Voter ids, choices, fund names, purposes, file names: a person types them, another person
+Voter ids, choices, fund names, file names: a person types them, another person
 reads them, and the rules compare them. Two spellings of one name (``José`` composed, or
 ``e`` followed by a combining accent) would register as two voters; a right-to-left
 override (U+202E) makes a name print as something it is not, and an invisible character

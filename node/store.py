@@ -186,15 +186,14 @@ def _insert_records(conn: sqlite3.Connection, records: Sequence[Record], encoded
         begin = end
 
 
+def _record_row(record: Record, data: bytes) -> tuple[str, int, bytes, str, str, bytes]:
+    """The values of _INSERT_RECORD for ``record``, whose bytes are ``data``."""
+    return (record.content.ledger, record.height, record.link, record.content.author, record.content.request_id, data)
+
+
 def _insert_each(conn: sqlite3.Connection, records: Sequence[Record], encoded: Sequence[bytes]) -> None:
     """INSERT a row of ``records`` for each record, one statement a row (see _insert_records)."""
-    conn.executemany(
-        _INSERT_RECORD,
-        [
-            (r.content.ledger, r.height, r.link, r.content.author, r.content.request_id, data)
-            for r, data in zip(records, encoded, strict=True)
-        ],
-    )
+    conn.executemany(_INSERT_RECORD, [_record_row(r, data) for r, data in zip(records, encoded, strict=True)])
 
 
 def _insert_tree_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
@@ -654,7 +653,8 @@ class ChainStore:
             self._load_trees()
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
-            self.checkpoints = CheckpointLog(self.path, writer=self._committing)
+            # Its signed rows go through the write connection (see CheckpointLog), under the same lock.
+            self.checkpoints = CheckpointLog(self.path, writer=self._committing, shared=self._write)
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()
@@ -1159,23 +1159,34 @@ class ChainStore:
             if staged:
                 records = staged.records
                 encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
+                tree_rows: list[tuple[str, int, int, bytes]] = []
+                edges: list[tuple[str, bytes]] = []
                 if self.keep_tree:
                     taken = self._take_grown(staged.grown) if staged.grown else None
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
-                self._write.execute("BEGIN IMMEDIATE")
-                _insert_records(self._write, records, encoded)
-                if self.keep_tree:
+                    edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
+                fill = self.hash_fill_at is not None and len(self._tail) + len(records) >= self._fill_due
+                if len(records) == 1 and not tree_rows and not edges and not fill and not self._merge_due(1):
+                    # A lone record and nothing else to write (15 lone puts of 16): its INSERT is
+                    # a transaction of its own, committed (and fsynced, synchronous=FULL) by SQLite
+                    # as it ends, so BEGIN and COMMIT cost it no statements. Still all or nothing:
+                    # one statement, one row.
+                    if self.hash_fill_at is not None:
+                        self._merge_hashes(1)  # owes its rows of merging; none is due (above): no write
+                    self._write.execute(_INSERT_RECORD, _record_row(records[0], encoded[0]))
+                else:
+                    self._write.execute("BEGIN IMMEDIATE")
+                    _insert_records(self._write, records, encoded)
                     if tree_rows:  # 15 groups of 16 lone puts complete no stored subtree
                         _insert_tree_rows(self._write, tree_rows)
-                    edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
                     if edges:  # 15 lone puts of 16 move no edge: a page fewer to write and fsync
                         self._write.executemany(PUT_EDGE, edges)
-                if self.hash_fill_at is not None:
-                    if len(self._tail) + len(records) >= self._fill_due:
-                        # With the records that bring it there: durable together (see storefile).
-                        filled = self._fill_hashes(heads)
-                    self._merge_hashes(len(records))
-                self._write.execute("COMMIT")
+                    if self.hash_fill_at is not None:
+                        if fill:
+                            # With the records that bring it there: durable together (see storefile).
+                            filled = self._fill_hashes(heads)
+                        self._merge_hashes(len(records))
+                    self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -1226,6 +1237,12 @@ class ChainStore:
         # head (this group's inserted already): read and sorted there, not here under the GIL.
         add_run_of_records(self._write, {ledger: (filled.get(ledger, 0), size) for ledger, size in moved.items()})
         return {**filled, **moved}
+
+    def _merge_due(self, records: int) -> bool:
+        """Whether :meth:`_merge_hashes` of ``records`` more would merge (False without a hash index)."""
+        if self.hash_fill_at is None:
+            return False
+        return min(self._merge_credit + MERGE_ROWS_PER_RECORD * records, MERGE_CREDIT_MOST) >= self.hash_merge_step
 
     def _merge_hashes(self, records: int) -> None:
         """Owe MERGE_ROWS_PER_RECORD rows of merging for each of a group's ``records`` and, once

@@ -427,11 +427,17 @@ def _sized(marker: bytes, lengths: range) -> bytes:
 
 # Every canonical scalar but a string or binary of 256 bytes or more (str16/bin16: no expression
 # can count so far). A string's bytes are any here: decoding the map checks their UTF-8.
+# Each form starts with a marker byte of its own (their first bytes are disjoint), so the order
+# of the alternatives changes nothing that matches, only how many sre tries first: it tries
+# them in turn, and a payload's usual values (ints, then strings) come first. A uint stood
+# behind 35 forms of string and one of binary, a str8 behind 32 of fixstr: with both, 0.1 us
+# (7%) of the expression's time a bench record, 1,100 of its 15,000 instructions (callgrind).
 _FIXSTR_FORM = b"(?:" + b"|".join(re.escape(bytes((0xA0 + n,))) + b".{%d}" % n for n in range(32)) + b")"
-_STR_FORM = b"(?:" + _FIXSTR_FORM + b"|" + _sized(rb"\xd9", range(32, 256)) + b")"  # fixstr below 32 bytes, else str8
+# str8 for 32 bytes or more, else fixstr: str8's one marker first, not behind fixstr's 32 forms.
+_STR_FORM = b"(?:" + _sized(rb"\xd9", range(32, 256)) + b"|" + _FIXSTR_FORM + b")"
 _SCALAR_FORM = (
-    rb"(?:[\xc0\xc2\xc3]|" + _STR_FORM + b"|" + _sized(rb"\xc4", range(256))  # nil, false, true; str; bin8
-    + rb"|[\x00-\x7f\xe0-\xff]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8}"
+    rb"(?:[\x00-\x7f\xe0-\xff]|\xcc[\x80-\xff]|\xcd[\x01-\xff].|\xce(?!\x00\x00)....|\xcf(?!\x00{4}).{8}"
+    + b"|" + _STR_FORM + rb"|[\xc0\xc2\xc3]|" + _sized(rb"\xc4", range(256))  # str; nil, false, true; bin8
     # int8/16/32/64 only for a value below the form before it: -33 and less, -129 and less, ...
     + rb"|\xd0[\x80-\xdf]|\xd1(?:[\x80-\xfe].|\xff[\x00-\x7f])"
     + rb"|\xd2(?:[\x80-\xfe]...|\xff(?:[\x00-\xfe]..|\xff[\x00-\x7f].))"

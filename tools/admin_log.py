@@ -14,7 +14,7 @@ from typing import Any
 
 from ..broker.keys import fingerprint
 from ..node.record import Record
-from ..node.rules.admin import ADMIN_LEDGER, AdminState
+from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, AdminState, removal_ends_grants
 from ..node.rules.engine import RulesEngine
 from .client_output import print_json, table
 
@@ -23,8 +23,9 @@ def _when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def describe(record: Record, ended: Iterable[tuple[str, str]] = ()) -> str:
-    """What one admin record did, in words; ``ended``: the grants an account's removal ended."""
+def describe(record: Record, held: Iterable[tuple[str, str]] = ()) -> str:
+    """What one admin record did, in words; ``held``: the grants a removed account held, which
+    its removal ends, or keeps when the record has no ``ends_grants`` (PROTOCOL 16.2)."""
     payload: dict[str, Any] = record.content.payload
     kind = record.content.kind
     if kind == "genesis":
@@ -34,8 +35,13 @@ def describe(record: Record, ended: Iterable[tuple[str, str]] = ()) -> str:
     if kind == "account":
         state = "enabled" if payload.get("enabled") else "disabled"
         if payload.get("op") == "remove":
-            grants = ", ".join(f"{kind!r} on {ledger}" for ledger, kind in ended)
-            return f"account {payload.get('account')} removed" + (f"; its grants end: {grants}" if grants else "")
+            grants = ", ".join(f"{kind!r} on {ledger}" for ledger, kind in held)
+            if not grants:
+                return f"account {payload.get('account')} removed"
+            if removal_ends_grants(payload):
+                return f"account {payload.get('account')} removed; its grants end: {grants}"
+            # Written before removals ended grants: an account added again under the name holds them.
+            return f"account {payload.get('account')} removed; its grants stay (no {ENDS_GRANTS}): {grants}"
         keys = len(payload.get("keys", []))
         return f"account {payload.get('account')} {payload.get('op')}: role {payload.get('role')}, {state}, {keys} keys"
     if kind == "key":
@@ -51,8 +57,8 @@ def describe(record: Record, ended: Iterable[tuple[str, str]] = ()) -> str:
     return kind
 
 
-def _grants_ended(engine: RulesEngine, record: Record) -> list[tuple[str, str]]:
-    """The grants ``record`` ends if it removes an account, by the records before it."""
+def _grants_held(engine: RulesEngine, record: Record) -> list[tuple[str, str]]:
+    """The grants of the account ``record`` removes, if it removes one, by the records before it."""
     payload = record.content.payload
     if record.content.kind != "account" or not isinstance(payload, dict) or payload.get("op") != "remove":
         return []
@@ -71,10 +77,10 @@ def _short(key: object) -> str:
 
 def log_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
     rows = []
-    # Replayed as it goes, to name the grants each removal ends (PROTOCOL 16.2): no record says them.
+    # Replayed as it goes, to name the grants each removal ends or keeps (PROTOCOL 16.2): no record says them.
     engine = RulesEngine()
     for record in records:
-        ended = _grants_ended(engine, record)
+        held = _grants_held(engine, record)
         engine.replay([record])
         via = record.content.payload.get("via", "") if isinstance(record.content.payload, dict) else ""
         rows.append(
@@ -85,7 +91,7 @@ def log_rows(records: Iterable[Record]) -> list[dict[str, Any]]:
                 "author": record.content.author,
                 "via": via,
                 "kind": record.content.kind,
-                "what": describe(record, ended),
+                "what": describe(record, held),
                 "hash": record.link.hex(),
             }
         )

@@ -19,7 +19,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, positive
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, positive
 
 EXIT_OK = 0
 EXIT_ALERTS = 1
@@ -39,7 +39,7 @@ def _redis_failed(config: ClusterConfig, error: Exception) -> RedisServerError:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    config = load_cluster(config_path(args.config))
+    config = load_cluster(config_file(args.config))
     repl = _replication(config)
     try:
         if args.action == "resolve":

@@ -24,7 +24,7 @@ from ..node.record import decode_record
 from ..node.storefile import StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_name
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
 from .client_output import print_json
 from .paths import is_store
 
@@ -73,7 +73,7 @@ def cluster_anchors(config: ClusterConfig, store: Path | None = None) -> Anchors
 
 
 def cmd_anchors(args: argparse.Namespace) -> int:
-    anchors = cluster_anchors(load_cluster(config_path(args.config)), args.store)
+    anchors = cluster_anchors(load_cluster(config_file(args.config)), args.store)
     if args.json:
         text = anchors.encode()
         # The fingerprint a publisher prints beside the link: the pages show it (PROTOCOL 15.5).

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TypeAlias
 
 from ..config.settings import Limits
-from ..node.errors import VledgerError
+from ..node.errors import UsageError, VledgerError
 from ..node.note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
 from ..node.record import check_ledger_name, check_node_name
+from .paths import input_file
 
 
 def name_type(check: Callable[[str, Limits], str]) -> Callable[[str], str]:
@@ -99,6 +100,22 @@ def config_path(given: Path | None, environ: Mapping[str, str] = os.environ) -> 
     """The cluster configuration every command reads: ``given`` (``--config``), else
     ``$VLEDGER_CONFIG`` (what ``make run`` tells the user to export), else config/cluster.toml."""
     return given or Path(environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def config_file(given: Path | None, environ: Mapping[str, str] = os.environ, option: str = "--config") -> Path:
+    """:func:`config_path`, once it is there: else UsageError (exit 2) saying where its name came from."""
+    if given is not None:
+        return input_file(given, option)
+    exported = environ.get(CONFIG_ENV)
+    if exported:
+        return input_file(Path(exported), f"${CONFIG_ENV}")
+    return default_config_file(option)
+
+
+def default_config_file(option: str = "--config") -> Path:
+    if not DEFAULT_CONFIG.is_file():
+        raise UsageError(f"{DEFAULT_CONFIG}: no such file here: give {option} FILE or set ${CONFIG_ENV}")
+    return DEFAULT_CONFIG
 
 
 def add_config_option(command: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from .args import (
     add_json_option,
     add_ledger_option,
     add_witness_option,
-    config_path,
+    config_file,
     difficulty,
     node_name,
     positive,
@@ -60,10 +60,10 @@ def _exit_code(ok: bool) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_path finds
+    if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_file finds
         from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
 
-        return verify_cluster(config_path(Path(args.cluster) if args.cluster else None), args.json)
+        return verify_cluster(config_file(Path(args.cluster) if args.cluster else None, option="--cluster"), args.json)
     # One thread: the workers start at once.
     result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
     print_verification(str(args.path), result, as_json=args.json)
@@ -93,7 +93,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.records is not None:
             raise UsageError("--records is for --store; a cluster demo takes --voters")
         say = functools.partial(print, flush=True)  # before the progress lines on stderr
-        cluster_run = run_cluster_demo(args.cluster, args.voters or DEFAULT_VOTERS, args.difficulty, say)
+        cluster_run = run_cluster_demo(
+            config_file(args.cluster, option="--cluster"), args.voters or DEFAULT_VOTERS, args.difficulty, say
+        )
         print_cluster_demo(cluster_run)
         return _exit_code(cluster_run.ok)
     if args.voters is not None:

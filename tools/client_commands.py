@@ -89,6 +89,7 @@ from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .moving_kinds import grant_moving_kinds, moving_kinds
 from .node_commands import PASSPHRASE_ENV
+from .paths import input_file, output_file
 from .progress import Progress
 from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
 from .shell import Shell
@@ -558,7 +559,7 @@ def donor_id(args: argparse.Namespace) -> str:
     if args.seal_key is None:
         raise UsageError("--donor-info needs --seal-key FILE to seal it (or give a sealed --donor)")
     info = args.donor_info if args.donor_info_file is None else private_text(args.donor_info_file)
-    return seal(read_seal_key(args.seal_key), info, args.ledger)
+    return seal(read_seal_key(input_file(args.seal_key, "--seal-key")), info, args.ledger)
 
 
 def private_text(source: str) -> str:
@@ -724,12 +725,12 @@ def cmd_seal(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.file is None):
         raise UsageError("give the TEXT to seal, or --file FILE (- for standard input), not both")
     text = args.text if args.file is None else private_text(args.file)
-    print(seal(read_seal_key(args.seal_key), text, args.context))
+    print(seal(read_seal_key(input_file(args.seal_key, "--key")), text, args.context))
     return EXIT_OK
 
 
 def cmd_unseal(args: argparse.Namespace) -> int:
-    key = read_seal_key(args.seal_key)
+    key = read_seal_key(input_file(args.seal_key, "--key"))
     try:
         print(unseal(key, args.sealed, args.context))
     except SealError as e:
@@ -749,7 +750,7 @@ def cmd_unseal(args: argparse.Namespace) -> int:
 
 
 def cmd_seal_key(args: argparse.Namespace) -> int:
-    write_seal_key(args.out)
+    write_seal_key(output_file(args.out))
     print(f"wrote a new seal key to {args.out} (mode 0600): keep it secret, and keep it")
     return EXIT_OK
 
@@ -798,6 +799,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
 
 
 def cmd_file_put(session: Session, args: argparse.Namespace) -> int:
+    input_file(args.path)
     name = args.name or args.path.name
     with Progress(f"upload {name}") as progress:
         upload = upload_file(session, args.ledger, args.path, name, progress, request_id=args.request_id, ts=args.ts)

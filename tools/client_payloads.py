@@ -194,6 +194,17 @@ def typed(value: str, what: str) -> str:
     return normal
 
 
+def typed_text(value: str, what: str) -> str:
+    """Free text a person typed (a donation's purpose), in normal form C: the ledger compares
+    none of it, so it may hold what ids may not (an RLM in Arabic, an emoji's ZWJ), but
+    neither a control nor a bidi override (docs/PROTOCOL.md 7.5)."""
+    normal = identifiers.normalize(value)
+    fault = identifiers.identifier_fault(normal, identifiers.NFC_RULE)
+    if fault is not None:
+        raise UsageError(f"{what} {normal!r} {fault}: text may not hold it")
+    return normal
+
+
 def typed_rules(rules: Payload) -> Payload:
     """A new domain ledger's rules with every string in them (choices, funds, ...) :func:`typed`."""
 
@@ -241,14 +252,14 @@ def donation(donor: str, fund: str, amount: int, source: str, purpose: str) -> W
         raise UsageError(
             f"donor {donor!r} is not a sealed id ({SEALED_PREFIX}...): give --donor-info with --seal-key instead"
         )
-    fund, source, purpose = typed(fund, "fund"), typed(source, "source"), typed(purpose, "purpose")
+    fund, source, purpose = typed(fund, "fund"), typed_text(source, "source"), typed_text(purpose, "purpose")
     return Write(
         "donation", {"donor": donor, "fund": fund, "amount": amount, "source": source, "purpose": purpose}, CHARITY
     )
 
 
 def disbursement(fund: str, target: str, amount: int, purpose: str) -> Write:
-    fund, target, purpose = typed(fund, "fund"), typed(target, "target"), typed(purpose, "purpose")
+    fund, target, purpose = typed(fund, "fund"), typed(target, "target"), typed_text(purpose, "purpose")
     return Write("disbursement", {"fund": fund, "target": target, "amount": amount, "purpose": purpose}, CHARITY)
 
 

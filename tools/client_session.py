@@ -13,6 +13,8 @@ module resolves the options every client verb takes:
   (a replaced home's, 10.9) is where the verb's later requests of that ledger go; a ledger
   whose home did not answer is asked of its standby, and so is it by the next commands for ten
   minutes (a note beside the key, client/home_cache.py), which then skip the home's timeout;
+  a read of a ledger whose home or standby a not_home or that note named, and which then does
+  not answer, is asked of the other of the two once;
 * ``--key FILE``, else ``$VLEDGER_KEY``: the caller's secret key; a passphrase-protected
   key takes ``$VLEDGER_PASSPHRASE`` or asks on the terminal;
 * ``--otp CODE``, else ``$VLEDGER_OTP``: an admin's one-time code (or recovery code), sent
@@ -37,8 +39,9 @@ from ..client.home_cache import HomeCache
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..node.errors import PassphraseError, UsageError
-from .args import config_path
+from .args import DEFAULT_CONFIG, config_path, default_config_file
 from .node_commands import PASSPHRASE_ENV
+from .paths import input_file
 
 KEY_ENV = "VLEDGER_KEY"
 OTP_ENV = "VLEDGER_OTP"
@@ -84,6 +87,11 @@ def load_client_keys(
 
 
 def open_session(options: ClientOptions) -> Session:
+    # A file that is not there is a usage error (exit 2), said before either file is read.
+    if options.config == DEFAULT_CONFIG:
+        default_config_file()
+    input_file(options.config, "the configuration")
+    input_file(options.key, "the key")
     config = load_cluster(options.config)
     config.node(options.node or config.default_home)  # a bad --node is said before a passphrase is asked
     keys = load_client_keys(options.key)

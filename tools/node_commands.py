@@ -27,8 +27,9 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..verifier.gateway import run_gateway
 from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
-from .args import Subparsers, add_command, add_json_option, node_name
+from .args import Subparsers, add_command, add_json_option, config_file, node_name
 from .client_output import print_enrollment
+from .paths import input_file
 
 log = logging.getLogger(__name__)
 PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
@@ -85,12 +86,12 @@ NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None]
 
 def cmd_node(args: argparse.Namespace) -> int:
     run = NODE_PROCESSES[args.command][0]
-    run(load_cluster(args.config), args.node, _passphrase(args, confirm=False))
+    run(load_cluster(config_file(args.config)), args.node, _passphrase(args, confirm=False))
     return 0
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_file(args.config))
     if args.list:
         for node in sorted(config.nodes.values(), key=lambda n: n.name):
             if node.gateway_url is not None:
@@ -106,7 +107,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     """One key pair by name, or with --cluster every node's pair that the configuration names."""
     passphrase = _passphrase(args, confirm=True)
     if args.cluster is not None:
-        config = load_cluster(args.cluster)
+        config = load_cluster(config_file(args.cluster, option="--cluster"))
         directory = config.keys_dir
         made, kept = ensure_cluster_keys(config, passphrase)
     else:
@@ -182,7 +183,7 @@ def ensure_cluster_keys(
 def cmd_admin_migrate_keys(args: argparse.Namespace) -> int:
     """Move the cluster's Redis to the tagged key names (broker/redis_keys.py); 1 when an old
     key had to be kept because its new name holds other data."""
-    config = load_cluster(args.config)
+    config = load_cluster(config_file(args.config))
     client = connect(config.redis_access("admin"))
     try:
         done = migrate(client)
@@ -204,8 +205,9 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     """The first admin: a local command on a node's host, writing to the cluster's Redis.
     With --totp it also gives the account a new second factor (the way back in for an admin
     who lost theirs), printed here once."""
-    config = load_cluster(args.config)
-    key = load_public(args.key)
+    key_file = input_file(args.key, "--key")  # a missing file is said before the configuration is read
+    config = load_cluster(config_file(args.config))
+    key = load_public(key_file)
     client = connect(config.redis_access("admin"))
     registry = AccountRegistry(client)
     version = bootstrap_admin(registry, args.account, key)

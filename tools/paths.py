@@ -1,7 +1,8 @@
 """What a path on the command line is: a store directory or an export file, never a guess.
 
-A path that is neither is the user's mistake, not a failed check, so these raise UsageError
-(exit 2) with a sentence that says what the path is instead.
+A path that is neither, or an input file that is not there, is the user's mistake, not a
+failed check, so these raise UsageError (exit 2) with a sentence that says what the path is
+instead.
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def store_target(path: Path) -> Path:
     return path
 
 
+def input_file(path: Path, option: str = "") -> Path:
+    """``path`` if it names a file to read (a key, a configuration, a file to upload).
+
+    A name that is no file is a typing mistake, exit 2 as for ``verify /nonexistent``: the
+    loaders' own errors (``bad_key``, ``bad_settings``, exit 1) are for a file that is there
+    but wrong. ``option`` (``--key``) names where the path came from.
+    """
+    given = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise UsageError(f"{given}: a directory, not a file")
+    if not path.exists():
+        raise UsageError(f"{given}: no such file")
+    return path
+
+
 def export_file(path: Path) -> Path:
     """``path`` if it is a file other than a store's database (whose directory was meant)."""
     if path.is_dir():
@@ -65,6 +81,8 @@ def output_file(path: Path) -> Path:
     device (``-o /dev/full`` run as root) would be replaced by a regular file, and a running
     node's database (``-o run/data/replica-1/chain.sqlite3``) destroyed behind its back.
     """
+    if not path.parent.is_dir():  # exit 2 as for a missing input, not the OSError's exit 1
+        raise UsageError(f"{path}: no such directory {path.parent}")
     if path.name in _STORE_FILES:
         raise UsageError(f"{path}: the name of a store's database file; an output never takes its place")
     if path.exists() and not path.is_file():

@@ -29,7 +29,7 @@ from ..node.note import VerifierKey, parse_verifier_key, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..verifier.node_keys import admin_checkpoint_key
-from .args import config_path
+from .args import config_file
 from .client_output import print_json
 from .paths import output_file
 
@@ -142,7 +142,7 @@ def cmd_receipt_keys(args: argparse.Namespace) -> int:
 
     Raises KeyMaterialError [bad_key] for a witness's ``.sign.pub`` that is not an Ed25519 key.
     """
-    config = load_cluster(config_path(args.config))
+    config = load_cluster(config_file(args.config))
     witnesses = {name: key.encode() for name, key in sorted(newest_witness_keys(config).items())}
     admin = admin_checkpoint_key(config)
     if args.json:

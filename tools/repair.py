@@ -67,10 +67,11 @@ from ..node.tree import Frontier, leaf_hash, root_from_inclusion
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, home_key, pinned_key, witness_keys_in_force
 from ..verifier.node_keys import witness_histories_now
-from .args import Subparsers, add_command, add_json_option, node_name, positive
+from .args import Subparsers, add_command, add_json_option, config_file, node_name, positive
 from .client_output import print_json
 from .client_payloads import seconds
 from .client_session import load_client_keys
+from .paths import input_file
 from .progress import Progress
 from .supervise import Supervisor, layout_for
 
@@ -686,11 +687,11 @@ def _print(result: RepairResult) -> None:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_file(args.config))
     name = config.node(args.node).name
     # The node's newest key generation (PROTOCOL 16.6): after a rotation's window the others refuse the first.
     own = key_paths(config.keys_dir, generation_name(name, newest_generation(config.keys_dir, name)))[1]
-    keys = load_client_keys(args.key or own)
+    keys = load_client_keys(input_file(args.key, "--key") if args.key else own)
     supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
     repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
     try:

@@ -68,7 +68,7 @@ from ..node.witness import (
     witness_name,
 )
 from ..verifier.node_keys import follow_redis, witness_histories_of
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
 from .client_output import table
 from .client_payloads import seconds
 from .watching import watch_rounds
@@ -541,7 +541,7 @@ def watch_status(
 
 
 def cmd_repl_status(args: argparse.Namespace) -> int:
-    config = load_cluster(config_path(args.config))
+    config = load_cluster(config_file(args.config))
     access = config.redis_access("admin")
     url = access.url
     roles = {name: node.role for name, node in config.nodes.items()}

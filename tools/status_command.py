@@ -42,10 +42,11 @@ from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
 from ..node.errors import NodeUnavailableError, RemoteError, StoreDamagedError, UsageError, VledgerError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
 from .client_output import table
 from .client_payloads import seconds
 from .client_session import KEY_ENV, load_client_keys
+from .paths import input_file
 from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, read_status
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
@@ -637,12 +638,13 @@ def client_key(key: Path | None, environ: Mapping[str, str] = os.environ) -> Pat
     path = key or environ.get(KEY_ENV)
     if not path:
         raise UsageError(f"which key asks the nodes? give --key FILE (a .key_secret file) or set ${KEY_ENV}")
-    return Path(path)
+    return input_file(Path(path), "--key" if key else f"${KEY_ENV}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    config = load_cluster(config_path(args.config))
-    keys = load_client_keys(client_key(args.key))
+    path, key = config_file(args.config), client_key(args.key)  # missing files, before either is read
+    config = load_cluster(path)
+    keys = load_client_keys(key)
     access = config.redis_access("admin")
     url = access.url
     supervisor = None

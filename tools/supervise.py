@@ -58,7 +58,7 @@ from ..config.supervisor import (
     supervisord_conf,
 )
 from ..node.errors import NodeUnavailableError, SupervisorError
-from .args import Subparsers, add_command
+from .args import Subparsers, add_command, config_file
 from .client_payloads import seconds
 from .client_session import load_client_keys
 from .node_commands import ADMIN_KEY, ensure_cluster_keys
@@ -460,7 +460,7 @@ def status_code(returncode: int, states: dict[str, str]) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    config = load_cluster(args.config)
+    config = load_cluster(config_file(args.config))
     layout = layout_for(config, args.run_dir, find_redis=args.action in ("start", "conf"))
     match args.action:
         case "start":

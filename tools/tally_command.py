@@ -53,7 +53,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.json_values import jsonable
-from ..node.note import verify_checkpoint
+from ..node.note import parse_checkpoint, parse_note, verify_checkpoint
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
@@ -72,7 +72,7 @@ from ..verifier.tally import (
     read_tallies,
     stale_observers,
 )
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_path, ledger_name
+from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, ledger_name
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
@@ -295,8 +295,22 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     heads = [_verified_head(config, ledger, n, [s.name for s in signers], standby, problems) for n in notes]
     verified = [head for head in heads if head is not None]
     if verified:
-        return max(verified, key=lambda head: head.size or 0)
+        best = max(verified, key=lambda head: head.size or 0)
+        # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
+        # junk) leaves the head uncertain upward: an observer counting past it may be right.
+        larger = any(
+            h is None and (_claimed_size(n) or 0) > (best.size or 0) for h, n in zip(heads, notes, strict=True)
+        )
+        return replace(best, larger_unverified=larger)
     return LedgerHead(None, problem="no checkpoint in Redis verifies (" + "; ".join(dict.fromkeys(problems)) + ")")
+
+
+def _claimed_size(note: bytes) -> int | None:
+    """The size a checkpoint note states, unverified (None: not a checkpoint note)."""
+    try:
+        return parse_checkpoint(parse_note(note).text).size
+    except (VledgerError, ValueError):
+        return None
 
 
 def _verified_head(
@@ -349,12 +363,12 @@ def tally_report(
         head=head,
         stale=stale_observers(report.observers, head, now, stale_after_ms),
         ahead=ahead_observers(report.observers, head),
-        behind=agreement_behind(report.verdict, report.compared, head, now, stale_after_ms),
+        behind=agreement_behind(report.verdict, report.compared, report.observers, head, now, stale_after_ms),
     )
 
 
 def cmd_tally(args: argparse.Namespace) -> int:
-    config = load_cluster(config_path(args.config))
+    config = load_cluster(config_file(args.config))
     if not config.nodes_of("observer"):
         raise UsageError(f"{config.path} names no observer node")
     client = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)

@@ -89,7 +89,7 @@ from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -108,6 +108,10 @@ TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without 
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
+# Bytes of events queued per event-stream client, the same way: an event may be a checkpoint's
+# JSON of up to ~1 MiB, so 256 of them were a quarter GiB held for one client that does not
+# read. The events are shared by every client's queue: the slowest client's bound is the gateway's.
+CLIENT_QUEUE_BYTES = 4 * 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
@@ -250,6 +254,11 @@ class GatewayMetrics:
             "vledger_gateway_requests", "HTTP requests answered", ["route", "status"], registry=registry
         )
         self.event_clients = Gauge("vledger_gateway_event_clients", "open event streams", registry=registry)
+        self.event_clients_dropped = Counter(
+            "vledger_gateway_event_clients_dropped",
+            "event streams ended for falling too far behind (events or bytes queued for them)",
+            registry=registry,
+        )
         self.checkpoint_size = Gauge(
             "vledger_checkpoint_size", "size of the latest served checkpoint", ["ledger"], registry=registry
         )
@@ -337,7 +346,7 @@ class Gateway:
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         self._voters: dict[str, VoterIndex] = {}
-        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._clients: set[EventStream] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
         self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
         self._tiles: dict[tuple[str, int, int, int], bytes] = {}
@@ -822,16 +831,21 @@ class Gateway:
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         report, histories = self._tally_report(ledger)
         verdict = tally_json(report, self.observer_keys, histories)["verdict"]
-        # The observers' agreement when there is one, else the newest body: either only when its
-        # head is the record at its height in this store. "The newest body" alone let one
-        # observer's key publish any balance at a height no record has (outsider19 F1).
-        agreed = list(report.compared.values())[:1] if report.verdict.status == AGREE else []
-        latest = sorted(
-            (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot is not None),
-            key=lambda s: s.height,
-            reverse=True,
-        )
-        shown = next((s for s in [*agreed, *latest] if self._head_ok(ledger, s)), None)
+        # The observers' agreement when there is one; while they are still counting, the newest
+        # body; when they disagree, none: either only when its head is the record at its height
+        # in this store. "The newest body" alone let one observer's key publish any balance at a
+        # height no record has (outsider19 F1), or, signing a body unlike the others' at every
+        # height they sign, keep them from agreeing and have its own shown (reviewer r4 3).
+        candidates: list[Snapshot] = []
+        if report.verdict.status == AGREE:
+            candidates = list(report.compared.values())[:1]
+        elif report.verdict.status != MISMATCH:
+            candidates = sorted(
+                (t.checked.snapshot for t in report.observers if t.checked is not None and t.checked.snapshot),
+                key=lambda s: s.height,
+                reverse=True,
+            )
+        shown = next((s for s in candidates if self._head_ok(ledger, s)), None)
         if shown is None:
             return {"ledger": ledger, "funds": None, "verdict": verdict}
         if shown.tally.get("type") != "charity":
@@ -968,9 +982,9 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
-    if request.path.startswith("/api/") and request.query:
-        resource = request.match_info.route.resource
-        allowed = API_QUERY.get(resource.canonical if resource is not None else "", frozenset())
+    resource = request.match_info.route.resource
+    if request.path.startswith("/api/") and request.query and resource is not None:  # no route: its 404 first
+        allowed = API_QUERY.get(resource.canonical, frozenset())
         unknown = sorted(key for key in request.query if key not in allowed)
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
@@ -1126,15 +1140,18 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             # must not have, and the stream would then hold the connection for good.
             await response.write_eof()
             return response
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
-        gateway._clients.add(queue)
+        stream = EventStream(request.transport)
+        gateway._clients.add(stream)
         gateway.metrics.event_clients.inc()
         try:
             await response.write(b"retry: 2000\n\n")
-            while (message := await queue.get()) is not None:
+            while (message := await stream.next()) is not None:
                 await response.write(message)
+        except ConnectionError as e:  # aiohttp's ClientConnectionResetError is one
+            # A visitor who left: no bug of the gateway's, and anyone could fill the log with them.
+            log.debug("an event stream's client went away: %s", e)
         finally:
-            gateway._clients.discard(queue)
+            gateway._clients.discard(stream)
             gateway.metrics.event_clients.dec()
         return response
 
@@ -1165,9 +1182,8 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
 
 async def _end_streams(gateway: Gateway) -> None:
     """End every open event stream, so that shutting down does not wait for their clients to leave."""
-    for queue in list(gateway._clients):
-        with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait(None)
+    for stream in list(gateway._clients):
+        stream.end()
 
 
 # The ledgers' routes are public and take no cookies: a page opened from another origin (a
@@ -1311,15 +1327,52 @@ def _served_checkpoints(
     return served
 
 
+class EventStream:
+    """The events queued for one event-stream client (on the loop's thread): at most
+    CLIENT_QUEUE of them and CLIENT_QUEUE_BYTES in all; ``transport`` its connection."""
+
+    def __init__(self, transport: asyncio.Transport | None = None) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.transport = transport
+
+    def offer(self, message: bytes) -> bool:
+        """Queue ``message``; False, queuing nothing, when it would pass either bound."""
+        if self._queue.qsize() >= CLIENT_QUEUE or self.queued_bytes + len(message) > CLIENT_QUEUE_BYTES:
+            return False
+        self._queue.put_nowait(message)
+        self.queued_bytes += len(message)
+        return True
+
+    def end(self) -> None:
+        """End the stream after the event being written: what is queued is let go at once."""
+        with contextlib.suppress(asyncio.QueueEmpty):
+            while True:
+                self._queue.get_nowait()
+        self.queued_bytes = 0
+        self._queue.put_nowait(None)
+
+    def drop(self) -> None:
+        """End the stream and close its connection now: a client that does not read would keep
+        the event being written (and its connection) until the unread timeout."""
+        self.end()
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def next(self) -> bytes | None:
+        """The next event, or None when the stream ends."""
+        message = await self._queue.get()
+        if message is not None:
+            self.queued_bytes -= len(message)
+        return message
+
+
 def _broadcast(gateway: Gateway, message: bytes) -> None:
-    for queue in list(gateway._clients):
-        try:
-            queue.put_nowait(message)
-        except asyncio.QueueFull:  # a client this far behind reconnects and reads what it missed
-            gateway._clients.discard(queue)
-            with contextlib.suppress(asyncio.QueueEmpty):
-                queue.get_nowait()
-            queue.put_nowait(None)
+    for stream in list(gateway._clients):
+        if not stream.offer(message):  # the slowest: it reconnects (retry: 2000) and reads what it missed
+            gateway._clients.discard(stream)
+            stream.drop()
+            gateway.metrics.event_clients_dropped.inc()
 
 
 # --- the process ----------------------------------------------------------------------------------------

@@ -382,6 +382,9 @@ class LedgerHead:
     size: int | None
     signer: str | None = None
     problem: str | None = None
+    # A note in Redis of a larger size that did not verify with the keys the reader holds (a
+    # rekeyed ledger's newer checkpoints, or junk): nobody is judged ahead of this head then.
+    larger_unverified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +442,7 @@ def ahead_observers(observers: Iterable[ObserverTally], head: LedgerHead) -> tup
     (PROTOCOL 10.7), so an honest one is ahead only while the home's newest checkpoint has not
     reached Redis yet; a body claiming a height no record has must not make the others' older
     agreement pass, nor pass for the ledger's figures. With no verified head nobody is judged."""
-    if head.size is None:
+    if head.size is None or head.larger_unverified:
         return ()
     return tuple(
         t.observer
@@ -449,13 +452,23 @@ def ahead_observers(observers: Iterable[ObserverTally], head: LedgerHead) -> tup
 
 
 def agreement_behind(
-    verdict: Verdict, compared: Mapping[str, Snapshot], head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS
+    verdict: Verdict,
+    compared: Mapping[str, Snapshot],
+    observers: Iterable[ObserverTally],
+    head: LedgerHead,
+    now_ms: int,
+    after_ms: int = STALE_AFTER_MS,
 ) -> bool:
     """Whether the observers agree only at a height older than ``head``, on snapshots all signed
-    more than ``after_ms`` before ``now_ms``: their latest snapshots are at other heights (else
-    each would be judged by stale_observers), so one of them may have chosen heights no other
-    signs at to keep the comparison on an old count."""
+    more than ``after_ms`` before ``now_ms``, while one of them has reached the head: their
+    latest snapshots are at other heights (else each would be judged by stale_observers), so
+    one may have chosen heights no other signs at to keep the comparison on an old count.
+    Under steady writes no observer's latest is at the head (each signs on its own timer, at
+    its own height): the common height is old then too, and that is counting, not a lie."""
     if verdict.status != AGREE or verdict.height is None or head.size is None or not compared:
+        return False
+    latest = [t.checked.snapshot.height for t in observers if t.checked is not None and t.checked.snapshot is not None]
+    if not latest or max(latest) + 1 < head.size:
         return False
     newest = max(snapshot.at_ms for snapshot in compared.values())
     return verdict.height + 1 < head.size and now_ms - newest > after_ms

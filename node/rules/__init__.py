@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple, NoReturn
 
 from ...config.settings import PROTOCOL_LIMITS
 from ..errors import BadDomainRulesError, BadIdentifierError, BadPayloadError, RuleError, Where
-from ..identifiers import IDENTIFIER_RULE_KEY, RULES, identifier_fault
+from ..identifiers import IDENTIFIER_RULE_KEY, NFC_RULE, RULES, identifier_fault
 from ..ledger import LedgerRules
 from ..outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..record import ACCOUNT_PATTERN, Record
@@ -206,6 +206,18 @@ class Fields:
         if not value and not allow_empty:
             self.fail(f"{key} must not be empty")
         fault = identifier_fault(value, self.identifiers) if self.identifiers else None
+        if fault is not None:
+            refuse(BadIdentifierError, self.record, f"{key} {value!r} {fault}")
+        return value
+
+    def free_text(self, key: str) -> str:
+        """A string no rule compares (a donation's ``purpose``): under either identifier rule it
+        follows ``"nfc"`` only, so an Arabic purpose may hold U+200F RIGHT-TO-LEFT MARK and an
+        emoji sequence its U+200D ZERO WIDTH JOINER, which ``"nfc-visible"`` refuses in an id."""
+        value = self.payload[key]
+        if not isinstance(value, str):
+            self.fail(f"{key} must be a string, not {type(value).__name__}")
+        fault = identifier_fault(value, NFC_RULE) if self.identifiers else None
         if fault is not None:
             refuse(BadIdentifierError, self.record, f"{key} {value!r} {fault}")
         return value

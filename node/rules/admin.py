@@ -10,15 +10,18 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 * ``account`` ``{"account", "op", "role", "enabled", "keys", "via"}``: ``op`` one of
   ``add``, ``remove``, ``enable``, ``disable``, ``import``; the other fields state the
   account **after** the change (a removed account: role ``""``, not enabled, no keys), so the
-  last such record of an account is its state. A ``remove`` also ends every grant the
-  account holds, at the record's accepted time, as a revoke of each would: a later account
-  of the same name is another holder and starts with no grant.
+  last such record of an account is its state. A ``remove`` may carry one more field,
+  ``"ends_grants": true`` (:data:`ENDS_GRANTS`; on no other op, never another value): it then
+  ends every grant the account holds, at the record's accepted time, as a revoke of each
+  would, so a later account of the same name starts with no grant. Nodes write it on every
+  removal; a removal without it (written before the rule) ends nothing, so every admin
+  ledger valid before replays as it was.
 * ``key`` ``{"account", "op", "key", "keys", "via"}``: ``op`` ``add`` or ``revoke``; ``keys``
   the account's keys after it.
 * ``grant`` / ``revoke`` ``{"ledger", "kind", "account", "via"}``: ``account`` may write
   records of ``kind`` (``*``: every kind) on ``ledger`` from this record on / no longer.
-  A grant already held is ``already_granted``, a revoke of one not held (or ended by the
-  account's removal) ``no_such_grant``.
+  A grant already held is ``already_granted``, a revoke of one not held (or ended by an
+  ``ends_grants`` removal) ``no_such_grant``.
 * ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
   these public keys (Z85 CURVE key, hex Ed25519 key or ``""`` for a node that has no
   Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config.settings import PROTOCOL_LIMITS
-from ..errors import AlreadyGrantedError, NoSuchGrantError
+from ..errors import AlreadyGrantedError, NodeKeyInUseError, NoSuchGrantError
 from ..ledger import LedgerRules
 from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
@@ -57,6 +60,9 @@ ADMIN_LEDGER = "admin"
 ADMIN_TYPE = "admin"
 ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
 ANY_KIND = "*"
+# The optional field of an ``account`` ``remove`` that ends the account's grants (PROTOCOL 16.1):
+# keyed on what the record says, so removals written before the rule keep their meaning.
+ENDS_GRANTS = "ends_grants"
 ACCOUNT_OPS = frozenset(("add", "remove", "enable", "disable", "import"))
 KEY_OPS = frozenset(("add", "revoke"))
 TOTP_OPS = frozenset(("enroll", "reset"))
@@ -184,11 +190,13 @@ def check_admin_payload(record: Record) -> Fields:
         "key_rotation": ("node", "curve", "sign", "until", "via"),
         "totp": ("account", "op", "via"),
     }[kind]
+    payload = record.content.payload
+    if kind == "account" and ENDS_GRANTS in payload:
+        keys = (*keys, ENDS_GRANTS)
     if kind == "key_rotation" and "cosigned" in record.content.payload:
         keys = (*keys, "cosigned")
     fields = Fields(record, *keys)
     fields.text("via", allow_empty=True)
-    payload = record.content.payload
     if kind in ("grant", "revoke"):
         problem = grant_problem(payload["ledger"], payload["kind"], payload["account"])
         if problem is not None:
@@ -215,6 +223,11 @@ def check_admin_payload(record: Record) -> Fields:
             fields.fail("enabled must be a boolean")
         if kind == "account":
             fields.text("role", allow_empty=True)
+        if kind == "account" and ENDS_GRANTS in payload:
+            if payload["op"] != "remove":
+                fields.fail(f"{ENDS_GRANTS} is a field of a 'remove' only, not of {payload['op']!r}")
+            if payload[ENDS_GRANTS] is not True:
+                fields.fail(f"{ENDS_GRANTS} must be true (a removal that ends no grant omits it)")
         if kind == "key":
             fields.text("key")
         if kind in ("account", "key") and (
@@ -222,6 +235,11 @@ def check_admin_payload(record: Record) -> Fields:
         ):
             fields.fail("keys must be a list of strings")
     return fields
+
+
+def removal_ends_grants(payload: Mapping[str, Any]) -> bool:
+    """Whether an ``account`` payload is a removal that ends the account's grants (16.2)."""
+    return payload.get("op") == "remove" and payload.get(ENDS_GRANTS) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +290,8 @@ class AdminState(Domain):
                 refuse(AlreadyGrantedError, record, f"{account!r} already holds {granted_kind!r} on {ledger!r}")
             if kind == "revoke" and not held:
                 refuse(NoSuchGrantError, record, f"{account!r} holds no {granted_kind!r} grant on {ledger!r}")
+        if kind == "key_rotation":
+            self._check_unbound(record, payload)
 
         def commit() -> None:
             self.changes += 1
@@ -290,12 +310,26 @@ class AdminState(Domain):
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]
                     # A name can be added again for another person: the removed account's
-                    # grants must not pass to them, and the chain alone must say so.
-                    self.grants.end_all(name, record.accepted)
+                    # grants must not pass to them, and the record itself says they end.
+                    if removal_ends_grants(payload):
+                        self.grants.end_all(name, record.accepted)
             elif kind == "key_rotation":
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
 
         return Plan(commit)
+
+    def _check_unbound(self, record: Record, payload: Mapping[str, Any]) -> None:
+        """A node's new keys are bound to no other node by a rotation before (16.1): else the
+        holder of one key signs, and counts as a witness, for two nodes."""
+        node = payload["node"]
+        for other, rotations in self.rotations.items():
+            if other == node:
+                continue
+            for rotation in rotations:
+                if payload["curve"] == rotation["curve"]:
+                    refuse(NodeKeyInUseError, record, f"curve {payload['curve'][:8]}... is {other}'s key")
+                if payload["sign"] and payload["sign"] == rotation["sign"]:
+                    refuse(NodeKeyInUseError, record, f"sign {payload['sign'][:16]}... is {other}'s key")
 
     def tally(self) -> AdminTally:
         return AdminTally(

@@ -99,8 +99,8 @@ class CharityState(Domain):
         if not is_sealed(donor):
             fields.fail(f"donor {donor!r} is not a sealed id")
         fund, amount = fields.text("fund"), fields.amount()
-        fields.text("source", allow_empty=True)
-        fields.text("purpose", allow_empty=True)
+        fields.free_text("source")
+        fields.free_text("purpose")
         totals = self._funds.get(fund)
         if totals is None:
             if self.listed:
@@ -119,7 +119,7 @@ class CharityState(Domain):
         fund = fields.text("fund")
         fields.text("target")
         amount = fields.amount()
-        fields.text("purpose", allow_empty=True)
+        fields.free_text("purpose")
         totals = self._funds.get(fund)
         if totals is None:
             refuse(UnknownFundError, record, f"fund {fund!r} has no donations and is not listed")

@@ -10,6 +10,7 @@ checkpoints; a fresh script that imports only vledger.client reads and verifies 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import subprocess
@@ -22,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.redis_server import RedisServer
-from vledger.broker.signing import load_verify_key, signing_key_paths, witness_keys
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
+from vledger.broker.tallies import TallyBoard
 from vledger.client import Client, FollowEvent, Write
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import load_cluster
@@ -36,6 +38,7 @@ from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
+from vledger.verifier.tally import Snapshot
 
 ELECTION = "vote"
 FUND = "fund"
@@ -140,6 +143,33 @@ def test_signed_tallies_checked_with_the_clients_own_keys(cluster: LocalCluster,
         check = wait_until(agreed, WAIT, "the observers to agree")
         assert all(o.snapshot is not None and o.problem is None for o in check.observers)
         assert check.agreed is not None and check.agreed.tally["counts"] == dict(election.counts)
+
+
+def test_a_tally_claiming_records_no_checkpoint_holds_is_ahead_and_the_others_are_judged(
+    cluster: LocalCluster, written: dict[str, Any]
+) -> None:
+    # An outsider with observer-1's key signed its body at height 1,000,000: the HTTP client
+    # compared only latest bodies, found two heights and said still_counting for ever.
+    election: Election = written["election"]
+    head = cluster.sizes(ELECTION, ["ingest-1"])["ingest-1"] - 1
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    with http_client(cluster, written) as client:
+        wait_until(lambda: client.tally(ELECTION).full, WAIT, "the observers to agree")
+        original = tallies.latest(ELECTION, ["observer-1"])["observer-1"]
+        assert original is not None
+        honest = Snapshot.decode(original.body)
+        lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "counts": {"mallory": 10**6}})
+        key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+        tallies.publish(ELECTION, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+        try:
+            check = client.tally(ELECTION)
+            assert check.ahead == ("observer-1",) and check.size is not None and check.size <= head + 1
+            assert check.verdict.status == "agree" and check.verdict.height == head and not check.full
+            assert check.agreed is not None and check.agreed.observer == "observer-2"
+            assert check.agreed.tally["counts"] == dict(election.counts)
+        finally:
+            tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
+        assert client.tally(ELECTION).full
 
 
 @pytest.mark.parametrize("transport", ["http", "curve"])

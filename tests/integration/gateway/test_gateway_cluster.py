@@ -228,7 +228,10 @@ def test_one_observer_s_key_cannot_set_the_published_funds(cluster: LocalCluster
         shown = get_json(f"{gateway}api/ledgers/{FUND}/tally")
         forged[height] = next(o for o in shown["observers"] if o["observer"] == "observer-1")
         funds = get_json(f"{gateway}api/ledgers/{FUND}/funds")
-        assert funds["balance"] == "20.25" and funds["height"] == honest.height, funds
+        if height == honest.height:  # two bodies at one height that differ: nobody's figures are shown
+            assert funds["funds"] is None and funds["verdict"]["status"] == "mismatch", funds
+        else:  # the agreement at the common height, never the body past every record
+            assert funds["balance"] == "20.25" and funds["height"] == honest.height, funds
     assert forged[1_000_000]["signature_ok"] and forged[1_000_000]["head_ok"] is None
     assert forged[honest.height]["signature_ok"] and forged[honest.height]["head_ok"] is False
     tallies.client.set(tallies.latest_key(FUND, "observer-1"), original.entry_id)

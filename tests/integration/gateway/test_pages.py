@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import http.server
 import json
@@ -32,7 +33,9 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from vledger.broker.redis_server import RedisServer
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
@@ -51,6 +54,7 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.pages import WEB_DIR, render
+from vledger.verifier.tally import Snapshot
 
 ELECTION = "election-2026"
 FUND = "zakat"
@@ -227,6 +231,36 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
     wait_until(lambda: all(_total(row) == cast + 1 for row in _rows(browser)), WAIT, "the new vote on the open page")
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement after the vote")
     shot(browser, "tally")
+
+
+def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_apart(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    # An outsider with observer-1's key signed its body at height 1,000,000 with counts of its
+    # choosing: the page compared only the latest bodies and said "Still counting" for ever.
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    original = tallies.latest(ELECTION, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "counts": {"mallory": 999_999}})
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(ELECTION, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    try:
+        for fragment in (f"#anchors={anchors}", ""):
+            browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{fragment}")
+            verdict = wait_text(browser, "#verdict", "NOT a full agreement", "observer-1 judged apart")
+            assert "The 1 observers not ahead agree at height" in verdict, verdict
+            assert "observer-1 cannot be checked: claims records no checkpoint shows" in verdict
+            assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+            row = text_of(browser, "tr[data-observer='observer-1']")
+            assert "1000000" in row and "cannot be checked" in row and "✓ Ed25519 valid" in row
+            assert "mallory" not in text_of(browser, "#observers tbody")
+            assert "alice" in text_of(browser, "tr[data-observer='observer-2']")
+        shot(browser, "tally-observer-ahead")
+    finally:
+        tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
+    browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}#anchors={anchors}")
+    wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
 
 
 class Hostile:
@@ -661,3 +695,171 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     assert got == wanted
     shown = "home refused standby standby refused refused refused refused refused refused home standby"
     assert wanted == shown.split()
+
+
+def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature_it_cannot_count(
+    browser: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """After `vledger key rotate replica-1`, every receipt ends with its node keys (PROTOCOL
+    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. The
+    page holds no key of the admin ledger (no anchors carry one), so it counts the rotated
+    witness's later key only as the gateway's word (without anchors) and, with anchors, shows that
+    cosignature as not counted, counting the others."""
+    from selenium.webdriver.common.by import By
+
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        keys = rotated.directory / "keys"
+        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a checkpoint to cosign
+        size = int(rotated.admin().call("size", {"ledger": ELECTION})["size"])
+        eid = planned.eids[0]
+        gateway = rotated.gateway_url("replica-1")
+        replica = "test/witness/replica-1"
+
+        def rotated_receipts() -> dict[str, Any] | None:
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/voters/{eid}", timeout=10) as answer:
+                shown: dict[str, Any] = json.loads(answer.read())
+            served = shown["checkpoint"]
+            done = served["size"] >= size and replica in served["cosigned_by"] and len(served["cosigned_by"]) == 2
+            return shown if done and all('"node_keys":' in (r["receipt"] or "") for r in shown["records"]) else None
+
+        good = wait_until(rotated_receipts, WAIT, "receipts under a checkpoint replica-1's new key cosigned")
+        count = len(good["records"])
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        )
+        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+
+        # With the publisher's anchors: replica-1's generation-0 key is the anchored one; its later
+        # key's cosignature is shown, not counted; observer-1's counts.
+        browser.get(f"{gateway}vote.html?eid={eid}#anchors={anchored}")
+        verdict = wait_text(
+            browser, "#verdict", f"Verified: {count} records of {eid}", "the rotated witness's receipts"
+        )
+        assert "1 cosignature(s) by a rotated witness key NOT counted" in verdict and "NOT checked" not in verdict
+        checks = text_of(browser, "#checks")
+        assert "✗" not in checks and "cosigned by test/witness/observer-1 at" in checks
+        assert f"cosigned by {replica} at" in checks and "signature valid, NOT counted" in checks
+        assert "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        shot(browser, "vote-rotated-witness")
+
+        # Without anchors the keys are the gateway's word, its newest key of replica-1 among them.
+        browser.get(f"{gateway}vote.html?eid={eid}")
+        verdict = wait_text(browser, "#verdict", f"Verified: {count} records of {eid}", "the unanchored check")
+        assert "NOT checked against the publisher's anchors" in verdict and "NOT counted" not in verdict
+        assert f"cosigned by {replica} at" in text_of(browser, "#checks")
+
+        # "Drop a receipt file here": one receipt file as the gateway serves it, and the saved answer.
+        height = good["records"][0]["height"]
+        with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/receipts/{height}", timeout=10) as answer:
+            single = tmp_path / "receipt.json"
+            single.write_bytes(answer.read())
+        saved = tmp_path / "voter.json"
+        saved.write_text(json.dumps(good))
+        for path, wanted in (
+            (single, f"Verified: 1 records of record {height}"),
+            (saved, f"Verified: {count} records"),
+        ):
+            browser.get(f"{gateway}vote.html#anchors={anchored}")
+            browser.find_element(By.ID, "file").send_keys(str(path))
+            verdict = wait_text(browser, "#verdict", wanted, f"the dropped {path.name}")
+            assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
+
+
+def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_not_a_forgery(
+    browser: Any, redis_server: RedisServer
+) -> None:
+    """After `vledger key rotate observer-2`, its tallies are signed with its new key: with the
+    publisher's anchors (its generation-0 key), tally.html said "1 observer signature(s) did NOT
+    verify", as for a forgery, for good, and charity.html showed no balance. The pages cannot prove
+    the rotation (no anchors carry the admin ledger's key): they say so for that observer and
+    judge the others among themselves."""
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=2, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=5, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        fund = rotated.pinned(
+            FUND,
+            LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]}),
+        )
+        rotated.admin().create_ledger(Entry.prepare(fund.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
+        sealing = new_seal_key()
+
+        def donate(amount: int) -> None:
+            payload = {
+                "donor": seal(sealing, str(amount)),
+                "fund": "zakat",
+                "amount": amount,
+                "source": "s",
+                "purpose": "p",
+            }
+            writer.put(entry(FUND, "donation", payload, "writer1"))
+
+        donate(10_000)
+        keys = rotated.directory / "keys"
+        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+        rotated.cli("key", "rotate", "observer-2", "--window", "2", *common)
+        newest = load_verify_key(signing_key_paths(keys, "observer-2@1")[1]).public_hex
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a tally to sign
+        donate(2_025)
+        head = int(rotated.admin().call("size", {"ledger": ELECTION})["size"]) - 1
+        gateway = rotated.gateway_url("replica-1")
+
+        def signed_anew(ledger: str, height: int) -> bool:
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ledger}/tally", timeout=10) as answer:
+                shown = json.loads(answer.read())
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ledger}/checkpoint", timeout=10) as answer:
+                served = json.loads(answer.read())
+            by = {o["observer"]: o for o in shown["observers"]}
+            return (
+                served["size"] > height
+                and served["node_keys"] is not None
+                and by["observer-2"]["public_key"] == newest
+                and all(o["signature_ok"] and o["snapshot"]["height"] == height for o in by.values())
+            )
+
+        for ledger, height in ((ELECTION, head), (FUND, 2)):
+            wait_until(
+                functools.partial(signed_anew, ledger, height), WAIT, f"the observers' tallies of {ledger} at its head"
+            )
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        )
+        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", "NOT every observer's", "observer-2's rotated key said unproven")
+        assert f"The 1 observers whose keys are proven agree at height {head}." in verdict, verdict
+        assert (
+            "observer-2 signed with a rotated key this page cannot prove" in verdict and "did NOT verify" not in verdict
+        )
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        row = text_of(browser, "tr[data-observer='observer-2']")
+        assert "signed by a later key of its own" in row and "INVALID" not in row
+        assert "✓ Ed25519 valid" in text_of(browser, "tr[data-observer='observer-1']")
+        shot(browser, "tally-rotated-observer")
+
+        # Without anchors the gateway states observer-2's newest key: both verify, as its word.
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}")
+        verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the unanchored tally")
+        assert "NOT checked against the publisher's anchors" in verdict
+
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance beside a rotated observer")
+        assert "signed alike by 1 observer(s)" in summary and "NOT every observer's: observer-2" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"

@@ -9,7 +9,7 @@ import re
 
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.record import decode_record
-from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error
 
 from .conftest import REMOTE_LEDGERS
@@ -103,6 +103,9 @@ def test_a_removed_account_s_grants_do_not_pass_to_a_new_account_of_its_name(clu
         assert cluster.client("w9").put(entry(ledger, "register", {"n": 1}, "w9"))["height"] == 1
     first = cluster.keys["w9"]
     assert cluster.admin().call("account.remove", {"account": "w9"})["pending"] == []
+    # The record says the grants end: the rule is read off the chain, not off when it was written.
+    *_, (kind, _, removal) = admin_records(cluster)
+    assert kind == "account" and removal["op"] == "remove" and removal[ENDS_GRANTS] is True
     second = cluster.add_account("w9", "writer")
     assert second.public != first.public
     for ledger in ledgers:

@@ -460,3 +460,22 @@ def test_past_the_cap_in_all_the_largest_holder_is_closed_not_the_connection_tha
     assert over is not None and over[1] is hog_big and "in all" in over[0]
     own = guard.stall("10.0.0.2", _Buffered(55))  # type: ignore[arg-type]
     assert own is not None and "by this address" in own[0]
+
+
+def test_each_accepted_connection_has_the_configured_kernel_send_buffer() -> None:
+    """What a client that does not read holds in the kernel is outside the unread caps, and
+    Linux grows a connection's send buffer to megabytes by itself: [http] send_buffer_bytes
+    fixes it when the connection is accepted (Linux reports twice the value set)."""
+
+    async def sndbuf(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        return web.Response(text=str(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)))
+
+    for configured in (48 * 1024, HttpSettings().send_buffer_bytes):
+        app = _ok_app()  # an application is served once
+        app.router.add_get("/sndbuf", sndbuf)
+        server = HttpThread(app, "127.0.0.1", 0, settings=HttpSettings(send_buffer_bytes=configured))
+        with server, urllib.request.urlopen(f"http://127.0.0.1:{server.port}/sndbuf", timeout=DEADLINE) as answer:
+            held = int(answer.read())
+        assert held == (2 * configured if sys.platform == "linux" else held)

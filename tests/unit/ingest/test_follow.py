@@ -660,6 +660,40 @@ def test_status_says_how_far_behind(make_replica: MakeReplica, chain: list[Recor
     assert replica.follower.status() == {"current": True, "behind": {}}
 
 
+def test_the_safety_net_leaves_the_feed_a_check_s_time(make_replica: MakeReplica, chain: list[Record]) -> None:
+    redis = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(redis)
+    held_up_to(replica, chain, 1)
+    replica.follower.take_checkpoint(LEDGER, signed(chain[4]).note, "redis", catch_up=False)  # Redis is ahead
+    owed = replica.follower.catch_up_overdue({})
+    assert replica.heights() == [0, 1] and redis.fetches == []  # 2..4 may still be on their way on the feed
+    assert owed == {LEDGER: 4}
+    replica.follower.receive([live(r) for r in chain[2:4]])  # the feed brings 2 and 3, and loses 4
+    replica.follower.take_checkpoint(LEDGER, signed(chain[7]).note, "redis", catch_up=False)
+    owed = replica.follower.catch_up_overdue(owed)
+    assert replica.heights() == [0, 1, 2, 3, 4]  # what was owed a check ago: the lost 4 alone is fetched
+    assert redis.fetches == [(LEDGER, 4, 1)]
+    assert owed == {LEDGER: 7}
+    replica.follower.catch_up_overdue(owed)
+    assert replica.heights() == list(range(8))
+    assert replica.follower.duplicates == 0 and replica.alerts == []
+
+
+def test_the_safety_net_fetches_at_once_a_page_or_more_behind(make_replica: MakeReplica, chain: list[Record]) -> None:
+    redis = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(redis, batch=3)
+    held_up_to(replica, chain, 1)
+    replica.follower.receive([live(chain[2])])  # received, waiting for a checkpoint
+    replica.follower.take_checkpoint(LEDGER, signed(chain[4]).note, "redis", catch_up=False)
+    assert replica.follower.catch_up_overdue({}) == {LEDGER: 4}  # 2 ahead of what it received: left to the feed
+    assert replica.heights() == [0, 1] and redis.fetches == []
+    replica.follower.take_checkpoint(LEDGER, signed(chain[5]).note, "redis", catch_up=False)
+    assert replica.follower.catch_up_overdue({}) == {LEDGER: 5}  # 3 ahead, a page: the feed is not keeping up
+    assert replica.heights() == list(range(6))
+    assert redis.fetches == [(LEDGER, 3, 3)]
+    assert replica.alerts == []
+
+
 def test_stopping_ends_a_catch_up_early(tmp_path: Path, chain: list[Record]) -> None:
     source = MemorySource("redis", {LEDGER: chain})
     with ChainStore(tmp_path / "replica") as store:

@@ -103,6 +103,7 @@ def test_a_replica_may_keep_its_curve_key_and_rotate_its_ed25519_key_alone() -> 
     [
         ({"curve": WRITER_KEY}, KeyInUseError),  # an account's key
         ({"curve": KEYS["ingest-1"][0]}, KeyInUseError),  # another node's key
+        ({"sign": KEYS["ingest-1"][1]}, KeyInUseError),  # another node's Ed25519 key: one host, two witnesses
         ({"sign": KEYS["replica-1"][1]}, BadRequestError),  # an Ed25519 key it had
         ({"node": "verifier-1"}, BadRequestError),  # a verifier with an Ed25519 key: it has none
         ({"node": "replica-9"}, BadRequestError),  # no such node
@@ -149,6 +150,17 @@ def test_a_verifier_rotates_its_curve_key_with_an_empty_sign() -> None:
         with pytest.raises(error):
             rotate(fresh, **({"node": "verifier-1", "curve": new_keypair().public, "sign": ""} | change))
         assert untouched.records == []
+
+
+def test_a_replica_may_not_rotate_to_an_ed25519_key_another_node_was_rotated_to() -> None:
+    made, ledger = admin()
+    other_sign = new_signing_key().public.public_hex
+    made.cache.key_rotations = (  # as the admin ledger's cache holds them
+        {"node": "ingest-1", "curve": new_keypair().public, "sign": other_sign, "until": 0, "accepted": 0},
+    )
+    with pytest.raises(KeyInUseError, match="ingest-1's"):
+        rotate(made, node="replica-1", curve=new_keypair().public, sign=other_sign)
+    assert ledger.records == []
 
 
 def test_only_a_witness_s_rotation_states_what_its_key_cosigned() -> None:

@@ -337,6 +337,44 @@ def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_st
         watch.stop()
 
 
+def test_a_witness_rotated_to_another_s_key_counts_once_with_it(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # replica-2's Ed25519 key rotated to replica-1's (the admin rules refuse that now, 16.1; a
+    # ledger written before may hold it): whoever holds that key cosigns as both, one host.
+    one, two, three = (WITNESS_KEYS[f"replica-{n}"] for n in (1, 2, 3))
+    rotation = {"node": "replica-2", "curve": "B" * 40, "sign": one.public.public_hex, "accepted": 1, "until": 2}
+    original = {f"replica-{n}": ("ABC"[n - 1] * 40, k.public.public_hex) for n, k in ((1, one), (2, two), (3, three))}
+    histories = key_histories(original, [rotation])
+    names = {w: witness_name(CLUSTER, w) for w in original}
+    watch = CosignatureWatch(
+        HOME,
+        repl,
+        kept,
+        cluster=CLUSTER,
+        witnesses={w: witness_key(names[w], WITNESS_KEYS[w].public.raw) for w in original},
+        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        on_alert=alerts.append,
+        histories=lambda: histories,
+    ).start()
+    try:
+        checkpoint = signed(kept, 6)
+
+        def cosign_as(witness: str, key: Any) -> None:
+            note = WitnessSigner(names[witness], key.seed).cosign(checkpoint, int(time.time()))
+            repl.publish_cosignature(LEDGER, witness, checkpoint.size, note)
+
+        future = watch.wait(receipt(5), replicas=2, timeout_ms=10_000)
+        cosign_as("replica-1", one)
+        cosign_as("replica-2", one)  # verifies: replica-2's newest key is replica-1's
+        assert still_waiting(future)
+        cosign_as("replica-3", three)
+        assert future.result(timeout=DEADLINE)[1] == ["replica-1", "replica-3"]
+        assert alerts == []
+    finally:
+        watch.stop()
+
+
 def test_a_replaced_key_counts_only_up_to_the_size_its_rotation_states_and_past_it_raises_no_alert(
     repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
 ) -> None:

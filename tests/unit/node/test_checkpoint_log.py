@@ -1,4 +1,4 @@
-"""The checkpoints table: rows only added, a home's signed rows without an fsync of their own."""
+"""The checkpoints table: rows only added, signed and cosigned rows without an fsync of their own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vledger.node.checkpoint_log import COSIGNED, SIGNED, CheckpointLog
+from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED, CheckpointLog
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 
@@ -35,13 +35,20 @@ def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
 
 
 def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) -> None:
-    """The signed row's commit skips the fsync (a connection of its own, NORMAL); every other
-    row's (and the next) does not."""
+    """The signed row's commit skips the fsync (the store's write connection, NORMAL for that
+    statement alone); every other row's, and the group commits after it, do not."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
+        synchronous: list[int] = []
+        # What the write connection runs while the row is written: NORMAL, the row, then FULL.
+        store._write.set_trace_callback(lambda sql: synchronous.append(sql))
         log.keep("l", SIGNED, 1, ROOT, b"note")
-        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
+        store._write.set_trace_callback(None)
+        assert [s.split()[0] for s in synchronous] == ["PRAGMA", "INSERT", "PRAGMA"]
+        assert synchronous[0].endswith("NORMAL") and synchronous[-1].endswith("FULL")
+        assert store._write.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert log._unsynced is None  # no connection of its own: the writer's page cache stays valid
         # Seen at once by another connection: the row is in the file, not in a buffer.
         other = sqlite3.connect(tmp_path / DB_NAME)
         try:
@@ -50,7 +57,20 @@ def test_a_signed_row_leaves_the_connection_fully_synchronous(tmp_path: Path) ->
             other.close()
 
 
-def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
+def test_a_cosigned_row_skips_its_own_fsync_too_and_evidence_does_not(tmp_path: Path) -> None:
+    """A witness's cosigned row goes through the unsynced connection, as a home's signed row:
+    its fsync held the replica's next group commit, on the way to its held report."""
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        log = store.checkpoints
+        log.keep("l", EVIDENCE, 1, ROOT, b"evidence")
+        assert log._unsynced is None  # evidence is fsynced before keep returns
+        log.keep("l", COSIGNED, 1, ROOT, b"cosigned")
+        assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert [r.note for r in log.at("l", COSIGNED, 1)] == [b"cosigned"]
+
+
+@pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
+def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: str) -> None:
     """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""
     script = textwrap.dedent(
         f"""
@@ -58,7 +78,7 @@ def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
         from pathlib import Path
         from vledger.node.store import ChainStore
         store = ChainStore(Path({str(tmp_path)!r}), origin="ingest-1")
-        store.checkpoints.keep("l", "signed", 7, bytes(range(32)), b"kept before the kill")
+        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), b"kept before the kill")
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -66,7 +86,7 @@ def test_a_signed_row_outlives_a_kill_of_its_process(tmp_path: Path) -> None:
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()
     assert os.path.exists(tmp_path / f"{DB_NAME}-wal")  # never checkpointed: the kill came first
     with ChainStore(tmp_path, origin="ingest-1") as store:
-        kept = store.checkpoints.latest("l", SIGNED)
+        kept = store.checkpoints.latest("l", kind)
         assert kept is not None and kept.note == b"kept before the kill"
 
 
@@ -86,9 +106,8 @@ def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> 
     0, meeting the group's write lock in SQLite would fail at once."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
-        log.keep("l", SIGNED, 1, ROOT, b"note 1")  # opens the signed rows' connection
-        assert log._unsynced is not None
-        for conn in (log._conn, log._unsynced):
+        log.keep("l", SIGNED, 1, ROOT, b"note 1")
+        for conn in (log._conn, store._write):  # the signed rows go through the store's write connection
             conn.execute("PRAGMA busy_timeout=0")
         failures: list[BaseException] = []
 

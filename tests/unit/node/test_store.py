@@ -16,7 +16,7 @@ import pytest
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
 from vledger.node import store as store_module
-from vledger.node.checkpoint_log import COSIGNED, SIGNED
+from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from vledger.node.errors import (
     BadGenesisError,
     BadLinkError,
@@ -157,6 +157,27 @@ def test_create_append_and_read(open_store: OpenStore, kit: Any) -> None:
     assert store.have([receipts[0].hash, bytes(32), receipts[4].hash]) == [receipts[0].hash, receipts[4].hash]
     assert store.find_request(LEDGER, "Zoe.1", "req-2") == records[2]
     assert verify_stored(store).prev == receipts[-1].hash
+
+
+def test_a_lone_record_is_one_statement_and_a_group_one_transaction(store: ChainStore, kit: Any) -> None:
+    """A group of one record with nothing else to write (no tree row, edge, fill or merge due) is
+    its INSERT alone, which SQLite commits as it ends (fsynced: synchronous=FULL); a group of more
+    records is one BEGIN ... COMMIT, stored whole or not at all."""
+    statements: list[str] = []
+    # What it writes (the reads of an author's newest request id aside).
+    store._write.set_trace_callback(lambda sql: None if sql.startswith("SELECT") else statements.append(sql))
+    try:
+        store.append(kit.entry(1))
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        statements.clear()
+        future = store.submit_entries([kit.entry(2), kit.entry(3)], wake=False)
+        store.flush()
+        assert [r.height for r in future.result() if isinstance(r, Receipt)] == [2, 3]
+        assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    finally:
+        store._write.set_trace_callback(None)
+    assert store._write.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: the lone INSERT's commit fsyncs
+    assert verify_stored(store).prev == store.heads()[LEDGER][1]
 
 
 def test_reads_of_what_is_not_there(store: ChainStore) -> None:
@@ -1258,18 +1279,20 @@ class HeldRow:
         assert not self.thread.is_alive()
 
 
+@pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
 def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
-    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """A home's signed checkpoint row (no fsync) holds the lock for microseconds: a lone put's
-    flush waits for it and commits on its own thread; a row that is fsynced (cosigned) is not
-    waited for, the committer thread takes the put once the row is written."""
+    """A home's signed checkpoint row, or a witness's cosigned row (no fsync), holds the lock
+    for microseconds: a lone put's flush waits for it and commits on its own thread; a row that
+    is fsynced (evidence) is not waited for, the committer thread takes the put once the row is
+    written."""
     monkeypatch.setattr(store_module, "BRIEF_WAIT_SECONDS", DEADLINE)
     committed_on: list[int] = []
     store = open_store(on_commit=lambda records: committed_on.append(threading.get_ident()))
     store.create_ledger(kit.genesis_entry(0))
     committed_on.clear()
-    row = HeldRow(store, SIGNED, monkeypatch)
+    row = HeldRow(store, kind, monkeypatch)
     waited = store.submit_entry(kit.entry(1), wake=False)
     threading.Timer(0.05, row.release.set).start()  # lets go while flush waits (or before: the same outcome)
     store.flush()
@@ -1277,7 +1300,7 @@ def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
     assert waited.done() and waited.result().height == 1
     assert committed_on == [threading.get_ident()]
 
-    row = HeldRow(store, COSIGNED, monkeypatch)
+    row = HeldRow(store, EVIDENCE, monkeypatch)
     handed = store.submit_entry(kit.entry(2), wake=False)
     store.flush()  # returns at once: the row may wait for an fsync
     assert not handed.done()

@@ -808,17 +808,15 @@ def test_cluster_commands_read_the_configuration_from_vledger_config(
     """As `make run` says: export VLEDGER_CONFIG once, and every command finds the cluster."""
     exported = tmp_path / "exported.toml"  # missing: the error shows that this is the file read
     monkeypatch.setenv("VLEDGER_CONFIG", str(exported))
+    assert cli.main(argv) == 2  # a missing file is a usage error (test_missing_paths.py)
+    assert f"$VLEDGER_CONFIG {exported}: no such file" in capsys.readouterr().err
+    exported.write_text("[cluster]\nname = 'x'\n", encoding="utf-8")
+    monkeypatch.setenv("VLEDGER_KEY", str(exported))  # there (`status` wants one): the configuration is read
     assert cli.main(argv) == 1
-    assert f"bad_settings: {exported}: cannot read" in capsys.readouterr().err
-    assert (
-        cli.main(
-            [*argv, "--config", str(tmp_path / "given.toml")]
-            if argv != ["verify", "--cluster"]
-            else ["verify", "--cluster", str(tmp_path / "given.toml")]
-        )
-        == 1
-    )
-    assert f"{tmp_path / 'given.toml'}: cannot read" in capsys.readouterr().err
+    assert f"bad_settings: {exported}: " in capsys.readouterr().err
+    given = tmp_path / "given.toml"
+    assert cli.main([*argv, "--config", str(given)] if argv != ["verify", "--cluster"] else [*argv, str(given)]) == 2
+    assert f"{given}: no such file" in capsys.readouterr().err
 
 
 def test_vledger_without_arguments_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -808,6 +808,37 @@ def test_a_bidi_override_typed_is_refused_before_anything_is_sent(vledger: Run, 
     assert node.sent("put") == []
 
 
+def test_free_text_typed_may_hold_marks_and_joiners_an_id_may_not(
+    vledger: Run, node: SimulatedNode, tmp_path: Path
+) -> None:
+    """A purpose is not an id: the RLM of Arabic text and an emoji's ZWJ go through (PROTOCOL 7.5),
+    the strict check stays on the fund, the target and the ids."""
+    create(vledger, "zakat", "note", CHARITY_RULES)
+    assert node.contents()[0].payload["rules"]["identifiers"] == "nfc-visible"
+    key = tmp_path / "seal.key"
+    write_seal_key(key)
+    arabic, family = "كفالة \u200fأيتام", "family \U0001f468\u200d\U0001f469\u200d\U0001f467"
+    decomposed = unicodedata.normalize("NFD", "für Zoë")
+    argv = ("--fund", "zakat", "--amount", "10", "--source", family, "--purpose", arabic)
+    code, _, err = vledger("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv)
+    assert code == 0, err
+    code, _, err = vledger(
+        "disburse", "zakat", "--fund", "zakat", "--target", "t", "--amount", "1", "--purpose", decomposed
+    )
+    assert code == 0, err
+    donation, paid = node.contents()[1:]
+    assert (donation.payload["source"], donation.payload["purpose"]) == (family, arabic)
+    assert paid.payload["purpose"] == unicodedata.normalize("NFC", "für Zoë")  # still sent in NFC
+    sent = len(node.sent("put"))
+    for refused in (
+        ("disburse", "zakat", "--fund", "zakat", "--target", family, "--amount", "1", "--purpose", ""),
+        ("disburse", "zakat", "--fund", "zakat", "--target", "t", "--amount", "1", "--purpose", "a\u202eb"),
+        ("donate", "zakat", "--donor-info", "Zoë", "--seal-key", str(key), *argv[:1], "zakat\u200f", *argv[2:]),
+    ):
+        assert vledger(*refused)[0] == 2
+    assert len(node.sent("put")) == sent
+
+
 def test_human_and_json_output_escape_what_a_terminal_cannot_show_safely(vledger: Run, node: SimulatedNode) -> None:
     # A ledger of before the rule (or a hostile node) may hold anything: show it, never obey it.
     create(vledger, "notes", "note")

@@ -140,22 +140,38 @@ def test_an_observer_claiming_records_no_checkpoint_holds_is_ahead_and_the_comma
 
 
 def test_an_old_agreement_the_head_left_behind_exits_4_a_fresh_one_does_not() -> None:
-    # A liar that signs at heights nobody else signs at keeps the comparison on an old common height.
+    # A liar that signs at heights nobody else signs at keeps the comparison on an old common height
+    # while the honest observer is at the head.
     old = _observer("observer-2", 6, NOW - 60_000)
     assert old.checked is not None and old.checked.snapshot is not None
     compared = {"observer-2": old.checked.snapshot}
+    honest = _observer("observer-2", 9, NOW - 100)  # its latest, at the head
+    liar = _observer("observer-1", 8, NOW - 100)
+    latest = (liar, honest)
     head = LedgerHead(10, "ingest-1")
-    assert agreement_behind(Verdict(AGREE, 6), compared, head, NOW)
-    assert not agreement_behind(Verdict(AGREE, 6), compared, head, NOW, after_ms=120_000)  # within the grace
-    assert not agreement_behind(Verdict(AGREE, 6), compared, LedgerHead(7, "ingest-1"), NOW)  # current
-    assert not agreement_behind(Verdict(MISMATCH, 6, ("x",)), compared, head, NOW)
-    assert not agreement_behind(Verdict(AGREE, 6), compared, LedgerHead(None, problem="none"), NOW)
+    assert agreement_behind(Verdict(AGREE, 6), compared, latest, head, NOW)
+    assert not agreement_behind(Verdict(AGREE, 6), compared, latest, head, NOW, after_ms=120_000)  # within the grace
+    assert not agreement_behind(Verdict(AGREE, 6), compared, latest, LedgerHead(7, "ingest-1"), NOW)  # current
+    assert not agreement_behind(Verdict(MISMATCH, 6, ("x",)), compared, latest, head, NOW)
+    assert not agreement_behind(Verdict(AGREE, 6), compared, latest, LedgerHead(None, problem="none"), NOW)
     fresh = _observer("observer-2", 6, NOW - 100)
     assert fresh.checked is not None and fresh.checked.snapshot is not None
-    assert not agreement_behind(Verdict(AGREE, 6), {"observer-2": fresh.checked.snapshot}, head, NOW)
+    assert not agreement_behind(Verdict(AGREE, 6), {"observer-2": fresh.checked.snapshot}, latest, head, NOW)
+    # Steady writes: every observer signs on its own timer at its own height, none at the head yet;
+    # the common height is old, and that is counting, not a lie (reviewer r4 2).
+    busy = (_observer("observer-1", 7, NOW - 100), _observer("observer-2", 8, NOW - 300))
+    assert not agreement_behind(Verdict(AGREE, 6), compared, busy, head, NOW)
     report = TallyReport("council", (old,), Verdict(AGREE, 6), compared, head=head, behind=True)
     assert report.exit_code == EXIT_STALE and report_json(report)["behind"] is True
     assert any(line.startswith("BEHIND:") for line in report_lines(report))
+
+
+def test_nobody_is_ahead_of_a_head_a_larger_unverified_note_leaves_uncertain() -> None:
+    # After a ledger.rekey the home's newer notes verify with no key file, and a down witness's old
+    # note made every observer AHEAD (reviewer r4 7).
+    counting = _observer("observer-1", 50, NOW - 100)
+    assert ahead_observers((counting,), LedgerHead(10, "ingest-1")) == ("observer-1",)
+    assert ahead_observers((counting,), LedgerHead(10, "ingest-1", larger_unverified=True)) == ()
 
 
 # --- the head: the home's signed word, not Redis's ---------------------------------------------
@@ -201,6 +217,9 @@ def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_no
     replication.publish_cosignature("council", "replica-1", 100, home.sign("council", 100, bytes(32)).note)
     head = ledger_head(config, redis_client, "council")
     assert head == LedgerHead(100, "ingest-1")
+    # A larger note signed by a key no key file holds (a rekeyed ledger's) leaves the head uncertain upward.
+    redis_client.set(checkpoint_key, signers["ingest-2"].sign("council", 120, bytes(32)).note)
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", larger_unverified=True)
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
 
 

@@ -279,6 +279,7 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/api/ledgers/election-2026/records?start=1&bogus=2", 400, "bad_request"),
         ("/api/ledgers/election-2026/tally?height=3", 400, "bad_request"),
         ("/api/ledgers?x=", 400, "bad_request"),
+        ("/api/nope?x=1", 404, "not_found"),  # no route: not_found, whatever the query
         ("/api/ledgers/election-2026/records/99999999", 404, "not_found"),
         ("/api/ledgers/election-2026/records/01", 400, "bad_request"),
         ("/api/ledgers/election-2026/records/99999999999999999999999", 400, "bad_request"),

@@ -85,7 +85,7 @@ function parseCheckpoint(text) {
 }
 
 // 13.5: the log key's Ed25519 signature over the text, and each witness's cosignature/v1 over
-// "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, time, ok}]}.
+// "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, key, time, ok}]}.
 async function verifyCheckpointNote(note, logKey, witnessKeys) {
   const { text, lines } = parseNote(note);
   const body = utf8.encode(text);
@@ -102,22 +102,87 @@ async function verifyCheckpointNote(note, logKey, witnessKeys) {
     if (!key || line.signature.length !== 72) continue;
     const time = new DataView(line.signature.buffer, line.signature.byteOffset).getBigUint64(0);
     const message = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), body);
-    cosigned.push({ name: key.name, time, ok: await verifyEd25519(key.publicKey, line.signature.slice(8), message) });
+    cosigned.push({ name: key.name, key, time, ok: await verifyEd25519(key.publicKey, line.signature.slice(8), message) });
   }
   return { checkpoint, logOk, cosigned };
 }
 
 // 14.2: a receipt file's values (the canonical encoding is checked by the CLI and the outsider);
-// "rotations" (13.8) only when the checkpoint's key is not the genesis key.
+// "rotations" (13.8) only when the checkpoint's key is not the genesis key, "node_keys" (16.6)
+// only when a witness's key rotated, each after the keys before it.
+const PROVEN_KEYS = JSON.stringify(["index", "record", "proof"]);
+function parseProven(list, what) {
+  if (!Array.isArray(list) || list.length < 1 || list.length > 32) throw new Error(`not a receipt (14.2): ${what}`);
+  return list.map((x) => {
+    if (!x || JSON.stringify(Object.keys(x)) !== PROVEN_KEYS || !Number.isInteger(x.index) || x.index < 0 ||
+        typeof x.record !== "string" || !Array.isArray(x.proof) || x.proof.length > 64) {
+      throw new Error(`not a receipt (14.2): ${what}`);
+    }
+    return { index: x.index, record: bytesOfBase64(x.record), proof: x.proof.map(bytesOfBase64) };
+  });
+}
+
 function parseReceipt(text) {
   const r = JSON.parse(text);
   const keys = ["v", "ledger", "index", "hash", "record", "proof", "checkpoint"];
-  const got = JSON.stringify(Object.keys(r));
-  if ((got !== JSON.stringify(keys) && got !== JSON.stringify([...keys, "rotations"])) || r.v !== 1) {
+  const got = Object.keys(r);
+  const extra = got.slice(keys.length);
+  const known = [[], ["rotations"], ["node_keys"], ["rotations", "node_keys"]].some((e) => JSON.stringify(e) === JSON.stringify(extra));
+  if (JSON.stringify(got.slice(0, keys.length)) !== JSON.stringify(keys) || !known || r.v !== 1) {
     throw new Error("not a receipt (14.2)");
   }
-  const rotations = (r.rotations || []).map((x) => ({ index: x.index, record: bytesOfBase64(x.record), proof: x.proof.map(bytesOfBase64) }));
-  return { ...r, record: bytesOfBase64(r.record), proof: r.proof.map(bytesOfBase64), rotations };
+  const rotations = r.rotations === undefined ? [] : parseProven(r.rotations, "its rotations");
+  let nodeKeys = null;
+  if (r.node_keys !== undefined) {
+    const n = r.node_keys;
+    if (!n || JSON.stringify(Object.keys(n)) !== JSON.stringify(["checkpoint", "rotations"]) || typeof n.checkpoint !== "string") {
+      throw new Error("not a receipt (14.2): its node keys");
+    }
+    nodeKeys = { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "its node keys' rotations") };
+  }
+  return { ...r, record: bytesOfBase64(r.record), proof: r.proof.map(bytesOfBase64), rotations, nodeKeys };
+}
+
+// A record's own checks (2.1 checksum, 2.3 link) from its bytes; returns {stored, content}.
+async function ownChecks(bytes) {
+  const stored = decodeMsgpack(bytes);
+  const checksum = await sha256(stored.content);
+  const link = await sha256(concat(stored.prev, checksum, u64be(stored.height), u64be(stored.nonce),
+    u64be(stored.accepted), utf8.encode(stored.origin)));
+  if (!equal(checksum, stored.checksum) || !equal(link, stored.link)) throw new Error("its checksum or link is not its own");
+  return { stored, content: decodeMsgpack(stored.content) };
+}
+
+// 14.2 node keys, 16.6: the later generations of the cluster's witnesses that the receipt's
+// `key_rotation` records of the admin ledger state, each record checked here (its own checks,
+// kind, payload, and its inclusion proof in the admin checkpoint the node keys carry). What a
+// page cannot check is that checkpoint's signature: the admin ledger's key (its home's
+// <home>.sign.pub, 14.3 step 6) is in no anchors, so a rotation here is never proven, only
+// stated. Returns {size (the admin checkpoint's), later: [{node, generation, index, key}]},
+// `key` the generation's cosignature key as a witness (<cluster>/witness/<node>, 13.1).
+async function statedWitnessKeys(nodeKeys, cluster) {
+  const checkpoint = parseCheckpoint(parseNote(nodeKeys.checkpoint).text);
+  if (checkpoint.origin !== `${cluster}/admin`) throw new Error(`the node keys' checkpoint is not ${cluster}/admin's`);
+  const later = [], generations = new Map();
+  let last = -1;
+  for (const r of nodeKeys.rotations) {
+    if (r.index <= last) throw new Error("the node keys' rotations are out of order");
+    last = r.index;
+    const { stored, content } = await ownChecks(r.record);
+    const p = content.payload || {};
+    if (content.ledger !== "admin" || Number(stored.height) !== r.index || content.kind !== "key_rotation" ||
+        typeof p.node !== "string" || typeof p.sign !== "string" || !/^([0-9a-f]{64})?$/.test(p.sign)) {
+      throw new Error(`the admin record at ${r.index} is not a key rotation`);
+    }
+    await verifyInclusion(await leafHash(r.record), r.index, checkpoint.size, r.proof, checkpoint.root);
+    const generation = (generations.get(p.node) || 0) + 1;
+    generations.set(p.node, generation);
+    if (!p.sign) continue;  // a verifier's: no Ed25519 key
+    const name = `${cluster}/witness/${p.node}`, raw = concat(Uint8Array.of(4), bytesOfHex(p.sign));
+    const keyId = (await sha256(concat(utf8.encode(name + "\n"), raw))).slice(0, 4);
+    later.push({ node: p.node, generation, index: r.index, key: { name, alg: 4, keyId, publicKey: raw.slice(1) } });
+  }
+  return { size: checkpoint.size, later };
 }
 
 // Section 1, read only as far as a record's fields need: nil, bool, int, str, bin, array, map.
@@ -467,13 +532,29 @@ async function proveIncluded(ledger, record, index, checkpoint) {
 // The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
 // force at its size, along the rotation records it lists (13.8: each signed by the key before it
 // and proven in its tree) or by the standby's key in an epoch from 2 (verifyLedgerNote), and each
-// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}.
+// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}
+// and the answer's node keys (14.2, 16.6) as parseReceipt gives them (`nodeKeys`, null for none).
 async function checkedCheckpoint(ledger, keys) {
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
   const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
-  return seen;
+  const n = shown.node_keys;
+  const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
+  return { ...seen, nodeKeys };
+}
+
+// The later keys of `ledger`'s witnesses and observers that the node keys of its checkpoint
+// answer state (statedWitnessKeys: none proven here), from a checkpoint checked with the keys
+// of `anchors` (ledgerKeys); [] when there are none, or it does not verify.
+async function statedLaterKeys(ledger, anchors) {
+  try {
+    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
+    if (!seen.logOk || !seen.nodeKeys) return [];
+    return (await statedWitnessKeys(seen.nodeKeys, seen.logKey.name.slice(0, seen.logKey.name.lastIndexOf("/")))).later;
+  } catch (e) {
+    return [];
+  }
 }
 
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
@@ -481,21 +562,34 @@ async function checkedCheckpoint(ledger, keys) {
 // that observer (never the public_key the gateway serves beside it; an observer the anchors do
 // not list fails), or without anchors the gateway's; then the body decoded from those bytes, which
 // must be that observer's tally of `ledger`. Returns, per observer, {observer, publicKey (hex),
-// ok (true; false with `problem`; null: none published), snapshot (the decoded body when ok)}.
-async function checkTallies(ledger, answer, anchors) {
+// ok (true; false with `problem`; null: none published, or with `unproven`), snapshot (the
+// decoded body when ok)}. With anchors, a body the anchored key does not verify but a later key
+// of that observer does, as node keys state it (`later`, statedWitnessKeys' list, 16.6), is
+// `unproven` (ok null, the reason): a routine key rotation no page can prove (the admin ledger's
+// key is in no anchors), neither counted nor a forgery.
+async function checkTallies(ledger, answer, anchors, later = []) {
   const checked = [];
   for (const o of answer.observers) {
     const anchored = anchors && anchors.observers.get(o.observer);
     const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
-    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null };
+    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null, unproven: "" };
     checked.push(c);
     if (o.body && anchors && !anchored) {
       c.ok = false;
       c.problem = "not an observer of the publisher's anchors";
     } else if (o.body && publicKey) {
       if (!await verifyEd25519(bytesOfHex(publicKey), bytesOfHex(o.signature), bytesOfHex(o.body))) {
-        c.ok = false;
-        c.problem = "INVALID";
+        const rotated = [];
+        for (const l of later.filter((x) => anchors && x.node === o.observer)) {
+          if (await verifyEd25519(l.key.publicKey, bytesOfHex(o.signature), bytesOfHex(o.body))) rotated.push(l);
+        }
+        if (rotated.length) {
+          c.unproven = `signed by a later key of its own (its rotation at admin record ${rotated[0].index}), which this ` +
+            "page cannot prove: not counted";
+        } else {
+          c.ok = false;
+          c.problem = "INVALID";
+        }
         continue;
       }
       try {
@@ -572,8 +666,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
-  parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, decodeMsgpack, followKeyChain,
+  parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
-  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict,
+  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
 };

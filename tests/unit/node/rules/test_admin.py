@@ -11,10 +11,16 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
-from vledger.node.errors import AlreadyGrantedError, BadPayloadError, NoSuchGrantError, NotGrantedError
+from vledger.node.errors import (
+    AlreadyGrantedError,
+    BadPayloadError,
+    NodeKeyInUseError,
+    NoSuchGrantError,
+    NotGrantedError,
+)
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
-from vledger.node.rules.admin import ADMIN_LEDGER, AdminState, Grants, admin_genesis_rules
+from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, AdminState, Grants, admin_genesis_rules
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
@@ -251,6 +257,27 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
     assert engine.key_rotations()[-1]["cosigned"] == {"polls": 3, "admin": 12}
 
 
+def test_a_rotation_to_a_key_another_node_was_rotated_to_is_refused(writer: Writer) -> None:
+    # One key for two nodes: its holder would cosign as both, and a write concern of 2 be met by one host.
+    curve, other_curve = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", "Aq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    first = {"node": "replica-1", "curve": curve, "sign": "0f" * 32, "until": now() + 60_000, "via": ""}
+    writer.put(ADMIN_LEDGER, "key_rotation", first, "root")
+    for taken in ({"sign": "0f" * 32}, {"curve": curve, "sign": "1f" * 32}):
+        with pytest.raises(NodeKeyInUseError) as refused:
+            writer.put(
+                ADMIN_LEDGER, "key_rotation", first | {"node": "replica-2", "curve": other_curve} | taken, "root"
+            )
+        assert refused.value.code == "node_key_in_use" and "replica-1's key" in refused.value.message
+    # The node's own keys again (an ingest node's unchanged sign, a replica's kept curve) are its own.
+    writer.put(ADMIN_LEDGER, "key_rotation", first | {"sign": "2f" * 32}, "root")
+    writer.put(
+        ADMIN_LEDGER, "key_rotation", first | {"node": "replica-2", "curve": other_curve, "sign": "3f" * 32}, "root"
+    )
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert len(engine.key_rotations()) == 3
+
+
 def test_a_verifier_s_rotation_has_no_ed25519_key_and_a_malformed_sign_is_refused(writer: Writer) -> None:
     # A verifier signs nothing: its record's sign is "" (PROTOCOL 16.1); any other non-key is refused.
     curve = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
@@ -270,9 +297,11 @@ def test_a_verifier_s_rotation_has_no_ed25519_key_and_a_malformed_sign_is_refuse
     assert kept["node"] == "verifier-1" and kept["sign"] == "" and kept["curve"] == curve
 
 
-def _account(writer: Writer, name: str, op: str, key: str = "") -> Any:
+def _account_payload(name: str, op: str, key: str = "", *, ends_grants: bool = True) -> dict[str, Any]:
+    """An ``account`` payload as a node writes it; ``ends_grants=False``: a removal as written
+    before removals ended grants (no such field)."""
     removed = op == "remove"
-    payload = {
+    payload: dict[str, Any] = {
         "account": name,
         "op": op,
         "role": "" if removed else "writer",
@@ -280,7 +309,13 @@ def _account(writer: Writer, name: str, op: str, key: str = "") -> Any:
         "keys": [] if removed or not key else [key],
         "via": "",
     }
-    return writer.put(ADMIN_LEDGER, "account", payload, "root")
+    if removed and ends_grants:
+        payload[ENDS_GRANTS] = True
+    return payload
+
+
+def _account(writer: Writer, name: str, op: str, key: str = "", *, ends_grants: bool = True) -> Any:
+    return writer.put(ADMIN_LEDGER, "account", _account_payload(name, op, key, ends_grants=ends_grants), "root")
 
 
 def test_removing_an_account_ends_its_grants_so_a_new_account_of_that_name_holds_none(writer: Writer) -> None:
@@ -347,3 +382,39 @@ def test_a_genesis_grant_ends_when_its_account_is_removed(tmp_path: Path) -> Non
     with pytest.raises(NotGrantedError):
         writer.put("notes", "note", {"text": "b"}, "w9")
     store.close()
+
+
+def test_a_removal_written_before_the_rule_ends_no_grant_so_old_admin_ledgers_replay_as_written(
+    writer: Writer, tmp_path: Path
+) -> None:
+    """The reviewer's chain, as a node wrote it before removals ended grants: grant relief
+    donation alice, remove alice (no ends_grants), add alice, a donation by her, revoke. Every
+    record stays valid for the committer and for an audit from genesis; the revoke ends the grant."""
+    donations = _ledgers(writer)
+    writer.create("relief", LedgerRules(("disbursement", "donation"), 0, {"type": "charity", "currency": "EUR"}))
+    _, donation = donations["donation"]
+    _account(writer, "alice", "add", "k1")
+    writer.grant("relief", "donation", "alice")
+    _account(writer, "alice", "remove", ends_grants=False)
+    _account(writer, "alice", "add", "k2")
+    written = writer.put("relief", "donation", donation, "alice")  # under the grant the removal kept
+    writer.grant("relief", "donation", "alice", revoke=True)  # valid when written, valid now
+    with pytest.raises(NotGrantedError):
+        writer.put("relief", "donation", donation, "alice")
+    records = [*writer.store.range(ADMIN_LEDGER), *writer.store.range("relief")]
+    assert RulesEngine(audit_grants=True).replay(records) == []
+    assert [r.height for r in writer.store.range("relief")] == [0, written.height]
+
+
+def test_ends_grants_is_true_on_a_removal_only(writer: Writer) -> None:
+    """The field has one form (PROTOCOL 16.1): a reader never guesses what another means."""
+    _account(writer, "w9", "add", "k1")
+    for payload in (
+        _account_payload("w9", "disable") | {ENDS_GRANTS: True},
+        _account_payload("w9", "remove") | {ENDS_GRANTS: False},
+        _account_payload("w9", "remove") | {ENDS_GRANTS: 1},
+        _account_payload("w9", "remove") | {ENDS_GRANTS: "true"},
+    ):
+        with pytest.raises(BadPayloadError):
+            writer.put(ADMIN_LEDGER, "account", payload, "root")
+    assert _account(writer, "w9", "remove").height >= 1

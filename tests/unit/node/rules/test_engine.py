@@ -417,6 +417,7 @@ CODES = {
     "NotGrantedError": "not_granted",
     "AlreadyGrantedError": "already_granted",
     "NoSuchGrantError": "no_such_grant",
+    "NodeKeyInUseError": "node_key_in_use",
     "BadEpochError": "bad_epoch",
 }
 

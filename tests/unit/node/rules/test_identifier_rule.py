@@ -107,3 +107,23 @@ def test_a_replay_skips_a_record_that_breaks_the_rule(rules_kit: Any) -> None:
     election.ledger.add("register", {"voter_id": NFD})
     violations = RulesEngine().replay(election.ledger.records)
     assert [(v.height, v.error.code) for v in violations] == [(2, "bad_identifier")]
+
+
+ARABIC_PURPOSE = "كفالة \u200fأيتام"  # with U+200F RIGHT-TO-LEFT MARK, as Arabic text is typed
+FAMILY = "family \U0001f468\u200d\U0001f469\u200d\U0001f467"  # an emoji ZWJ sequence
+
+
+@pytest.mark.parametrize("purpose", [ARABIC_PURPOSE, FAMILY])
+def test_free_text_is_not_an_identifier_under_nfc_visible(rules_kit: Any, purpose: str) -> None:
+    """A donation's purpose and source are text no rule compares: the marks and joiners that
+    "nfc-visible" refuses in an id are part of how the text is written."""
+    charity = rules_kit.charity(identifiers="nfc-visible")
+    donation = {"donor": rules_kit.donor(), "fund": "zakat", "amount": 5, "source": purpose, "purpose": purpose}
+    charity.submit("donation", donation)
+    charity.submit("disbursement", {"fund": "zakat", "target": "orphanage", "amount": 1, "purpose": purpose})
+    # An id still may not: the fund, the target.
+    charity.refuse("donation", {**donation, "fund": "zakat\u200f"}, BadIdentifierError)
+    charity.refuse("disbursement", {"fund": "zakat", "target": FAMILY, "amount": 1, "purpose": ""}, BadIdentifierError)
+    # Nor may free text hold a bidi override or a control, or be other than NFC.
+    for bad in (RLO, "bank\x1b[2J", NFD):
+        charity.refuse("donation", {**donation, "purpose": bad}, BadIdentifierError)
