@@ -18,6 +18,7 @@ from ..broker.accounts import (
     check_role,
 )
 from ..broker.keys import check_public_key
+from ..broker.replication import REDIS_ERRORS
 from ..broker.second_factor import ENROLL, RESET
 from ..config.cluster import FOLLOWER_ROLES
 from ..node.errors import (
@@ -27,6 +28,7 @@ from ..node.errors import (
     BadRequestError,
     ForbiddenError,
     KeyInUseError,
+    NodeUnavailableError,
     NoSuchAccountError,
     NoSuchKeyError,
     NoteKeyError,
@@ -105,9 +107,13 @@ class RegistryAdmin:
         factors: SecondFactors | None = None,
         node_roles: Mapping[str, str] | None = None,
         history_of: Callable[[str], KeyHistory | None] | None = None,
+        cosigned_by: Callable[[str, str], dict[str, int]] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.history_of = history_of  # a node's key generations (MemberGates.histories)
+        # (witness, its Ed25519 key in hex) -> ledger -> the largest size that key cosigned
+        # (ingest.cosignatures.largest_cosigned): what a witness's rotation states (PROTOCOL 16.6).
+        self.cosigned_by = cosigned_by
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
@@ -221,7 +227,19 @@ class RegistryAdmin:
         if self.ledger is None:
             raise BadRequestError("key rotations are recorded on the admin ledger, which this node does not home")
         until = now + window_ms
-        payload = {"node": node, "curve": curve, "sign": sign, "until": until, "via": via}
+        payload: dict[str, Any] = {"node": node, "curve": curve, "sign": sign, "until": until, "via": via}
+        if role in FOLLOWER_ROLES and history is not None and history.newest.sign:
+            # What the replaced key had cosigned, read now: past it that key counts for nothing,
+            # whatever time its holder stamps (16.6). What the witness cosigns with it until it
+            # reads this record does not count either: it cosigns again with its new key then.
+            if self.cosigned_by is None:
+                raise NodeUnavailableError(f"{node}: this node cannot read what its key cosigned (no Redis)")
+            try:
+                payload["cosigned"] = self.cosigned_by(node, history.newest.sign)
+            except REDIS_ERRORS as e:
+                raise NodeUnavailableError(
+                    f"{node}: what its key cosigned is unreadable, Redis unavailable ({e})"
+                ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
 

@@ -18,10 +18,12 @@ from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
-from ..node.errors import VledgerError
+from ..node.errors import NoteError, VledgerError
+from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
 from ..node.store import ChainStore
+from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,10 @@ class KnownCosignatures:
     ``key_of(ledger)`` is the ledger's checkpoint key (None: unknown, nothing is gathered
     beside the latest note as it is), ``witnesses`` the cluster's witness keys by node name,
     ``rotated()`` the keys in force now of those whose key rotated (node.witness.witness_keys_in_force),
-    ``epochs_of(ledger)`` the epochs of the records this node stored (PROTOCOL 10.9): a ledger
-    whose genesis pins a standby key is gathered by them, so that a promoted standby's
-    checkpoints count and a fenced home's do not.
+    ``histories()`` the nodes' key histories (a rotated witness's replaced keys count only as
+    16.6 says, node.witness.cosignatures_in_force), ``epochs_of(ledger)`` the epochs of the
+    records this node stored (PROTOCOL 10.9): a ledger whose genesis pins a standby key is
+    gathered by them, so that a promoted standby's checkpoints count and a fenced home's do not.
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class KnownCosignatures:
         key_of: Callable[[str], VerifierKey | None],
         rotated: Callable[[], Iterable[VerifierKey]] | None = None,
         epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
+        histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.histories = histories
         self.epochs_of = epochs_of
         self.rotated = rotated
         self.store = store
@@ -78,10 +83,12 @@ class KnownCosignatures:
         # A witness whose key rotated (PROTOCOL 16.6): its keys in force now, beside its key file's.
         rotated = tuple(self.rotated()) if self.rotated is not None else ()
         trusted = (*self.witnesses, *rotated, *outside)
+        # Its replaced keys only as their rotation allows, the key file's among them (16.6).
+        counts = cosignatures_in_force(self.cluster, self.histories()) if self.histories is not None else None
         history = self.epochs_of(ledger)
         if history is not None and history.standby_key is not None:
-            return gather_in_epochs(notes, history, trusted)
-        return gather(notes, log_key, origin_for(self.cluster, ledger), trusted)
+            return gather_in_epochs(notes, history, trusted, counts)
+        return gather(notes, log_key, origin_for(self.cluster, ledger), trusted, counts)
 
     def outside_names(self, ledger: str) -> frozenset[str]:
         """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""
@@ -97,3 +104,33 @@ class KnownCosignatures:
                 return ()  # no genesis here yet: asked again next time
             keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
         return keys
+
+
+def largest_cosigned(
+    replication: ReplicationLedger,
+    cluster: str,
+    key_of: Callable[[str], VerifierKey | None],
+    node: str,
+    sign_hex: str,
+) -> dict[str, int]:
+    """Ledger -> the size of the checkpoint witness ``node`` cosigned last with its Ed25519 key
+    ``sign_hex`` (hex), from Redis's ``vledger:{<ledger>}:cosig:<node>`` of every ledger a home
+    announced: what a ``key_rotation`` of that key states as ``cosigned`` (PROTOCOL 16.6).
+
+    Each note must verify with the ledger's checkpoint key now (``key_of``) and carry that key's
+    cosignature line; one that does not (or none) leaves its ledger out, and the replaced key's
+    cosignatures of that ledger then count nowhere: the bound errs toward counting too little,
+    never more than the witness showed it cosigned. Raises the Redis errors (REDIS_ERRORS).
+    """
+    witness = witness_key(witness_name(cluster, node), bytes.fromhex(sign_hex))
+    sizes: dict[str, int] = {}
+    for ledger in sorted(replication.ledgers()):
+        note = replication.cosignatures(ledger, [node]).get(node)
+        log_key = key_of(ledger)
+        if note is None or log_key is None:
+            continue
+        try:
+            sizes[ledger] = check_cosigned(note, ledger, cluster, log_key, witness).size
+        except NoteError as e:
+            log.warning("rotation of %s: its cosignature of %s is not counted (%s: %s)", node, ledger, e.code, e)
+    return sizes

@@ -439,6 +439,7 @@ def _run_follower(
                 now_ms(),
             ),
             epochs_of=epochs.history,
+            histories=lambda: runtime.gates.histories,
         ),
         chains=chains.stored,
         refetch=None if files is None or fetcher is None else _refetcher(files, fetcher),
@@ -482,7 +483,7 @@ def witness_key_follower(
             log.error("node %s: %s is not the Ed25519 key the admin ledger names for generation %d",
                       name, path.name, newest.number)  # fmt: skip
             return
-        witness.signer = WitnessSigner(witness_name(config.name, name), signing.seed)
+        witness.sign_with(WitnessSigner(witness_name(config.name, name), signing.seed))
         if signs_with is not None:
             signs_with(signing)
         current[0] = newest.sign

@@ -35,7 +35,7 @@ from ..node.rules.engine import RulesEngine
 from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
-from .cosignatures import KnownCosignatures
+from .cosignatures import KnownCosignatures, largest_cosigned
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, handed_over, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
@@ -269,6 +269,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         {n.name: n.role for n in config.nodes.values()},
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
+        cosigned_by=functools.partial(largest_cosigned, replication, config.name, chains.current),
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:
@@ -301,6 +302,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             signing_key_now,
             rotated=lambda: witness_keys_in_force(config.name, runtime.gates.histories, followers, now_ms()),
             epochs_of=book.history,
+            histories=lambda: runtime.gates.histories,
         ),
         keys=signer,
         chains=chains.stored,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
+from ..node.note import parse_note
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint, WitnessSigner, check_extends
 from .worker import Worker
@@ -138,6 +139,7 @@ class Witness:
         self._last: dict[str, KeptCheckpoint] = {}  # the last checkpoint cosigned, per ledger
         self._unpublished: dict[str, KeptCheckpoint] = {}  # cosigned, not in Redis yet
         self._blocked: set[str] = set()  # ledgers whose store contradicts the last cosignature
+        self._signer_changed = False  # a new key to cosign the last checkpoints with again (16.6)
         self.cosigned = 0
 
     def start(self) -> None:
@@ -158,10 +160,23 @@ class Witness:
                 self._newest[checkpoint.ledger] = checkpoint
         self.wake()
 
+    def sign_with(self, signer: WitnessSigner) -> None:
+        """Cosign with ``signer`` from now on (any thread), and cosign again with it the last
+        checkpoint of each ledger (on the next turn's thread): a key rotation states the sizes
+        the replaced key had cosigned when the admin home read Redis, and a cosignature by it
+        made since, of a larger checkpoint, counts for nothing (PROTOCOL 16.6)."""
+        with self._newest_lock:
+            self.signer = signer
+            self._signer_changed = True
+        self.wake()
+
     def turn(self) -> None:
         """Cosign the newest verified checkpoint of each ledger, then publish what Redis lacks."""
         with self._newest_lock:
             newest, self._newest = self._newest, {}
+            again, self._signer_changed = self._signer_changed, False
+        if again:
+            self._cosign_again()
         for checkpoint in newest.values():
             try:
                 self._cosign(checkpoint)
@@ -216,6 +231,20 @@ class Witness:
         kept = KeptCheckpoint(ledger, COSIGNED, checkpoint.size, checkpoint.root, note, int(self._clock() * 1000))
         self._last[ledger] = self._unpublished[ledger] = kept
         self.cosigned += 1
+
+    def _cosign_again(self) -> None:
+        """The last checkpoint cosigned of each ledger, cosigned with the signer now (its line
+        replacing this witness's earlier ones on the note), kept and published."""
+        for ledger, last in list(self._last.items()):
+            if ledger in self._blocked or not self._holds(last):
+                continue
+            note = parse_note(last.note)
+            home_only = type(note)(note.text, tuple(s for s in note.signatures if s.name != self.signer.name))
+            signed = SignedCheckpoint(ledger, last.size, last.root, home_only.encode())
+            again = self.signer.cosign(signed, int(self._clock()))
+            self.store.checkpoints.keep(ledger, COSIGNED, last.size, last.root, again)
+            kept = KeptCheckpoint(ledger, COSIGNED, last.size, last.root, again, int(self._clock() * 1000))
+            self._last[ledger] = self._unpublished[ledger] = kept
 
     def _publish(self) -> None:
         for ledger, kept in list(self._unpublished.items()):

@@ -12,7 +12,7 @@ and wrong for a node assembling one from many sources. Pure: bytes and keys in, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import NoteError
@@ -29,6 +29,10 @@ from .note import (
     witness_groups,
 )
 
+# Whether a cosignature line that verified with a witness key counts on a checkpoint: a
+# replaced key's only as its rotation allows (node/witness.py's cosignatures_in_force, 16.6).
+Counts = Callable[[NoteSignature, VerifierKey, Checkpoint], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class GatheredCheckpoint:
@@ -44,11 +48,16 @@ class GatheredCheckpoint:
 
 
 def gather(
-    notes: Iterable[bytes], log_key: VerifierKey, origin: str, witnesses: Iterable[VerifierKey]
+    notes: Iterable[bytes],
+    log_key: VerifierKey,
+    origin: str,
+    witnesses: Iterable[VerifierKey],
+    counts: Counts | None = None,
 ) -> list[GatheredCheckpoint]:
     """Every checkpoint of ``origin`` signed by ``log_key`` among ``notes``, each with every
     verified cosignature by one of the ``witnesses`` keys (type 0x04) found on any note of
-    the same text; largest size first (more witnesses first at one size).
+    the same text; largest size first (more witnesses first at one size). With ``counts``, a
+    line it refuses is skipped as a bad one is (a later line of that witness may count).
 
     Never raises for what ``notes`` hold: a malformed note, a text that is no checkpoint of
     ``origin``, a forged log signature or cosignature line is skipped. Raises NoteError only
@@ -71,7 +80,7 @@ def gather(
         lines.setdefault(note.text, []).extend(note.signatures)
     found = []
     for text, signatures in lines.items():
-        gathered = _gather_text(text, signatures, log_key, origin, keys, groups)
+        gathered = _gather_text(text, signatures, log_key, origin, keys, groups, counts)
         if gathered is not None:
             found.append(gathered)
     found.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
@@ -85,6 +94,7 @@ def _gather_text(
     origin: str,
     keys: Mapping[tuple[str, int], VerifierKey],
     groups: Mapping[str, str],
+    counts: Counts | None = None,
 ) -> GatheredCheckpoint | None:
     try:
         checkpoint = parse_checkpoint(text)
@@ -100,7 +110,12 @@ def _gather_text(
     counted: set[str] = set()
     for sig in signatures:
         key = keys.get((sig.name, sig.key_id))
-        if key is not None and groups[sig.name] not in counted and verify_signature(text, sig, key):
+        if (
+            key is not None
+            and groups[sig.name] not in counted
+            and verify_signature(text, sig, key)
+            and (counts is None or counts(sig, key, checkpoint))
+        ):
             counted.add(groups[sig.name])
             cosigned[sig.name] = sig
     names = tuple(sorted(cosigned))

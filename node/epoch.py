@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
-from .cosigning import GatheredCheckpoint, gather
+from .cosigning import Counts, GatheredCheckpoint, gather
 from .errors import (
     BadEpochError,
     CheckpointError,
@@ -339,7 +339,7 @@ def _witnessed_claim(note: bytes, key: VerifierKey, witnesses: tuple[VerifierKey
 
 
 def gather_in_epochs(
-    notes: Iterable[bytes], history: EpochHistory, witnesses: Iterable[VerifierKey]
+    notes: Iterable[bytes], history: EpochHistory, witnesses: Iterable[VerifierKey], counts: Counts | None = None
 ) -> list[GatheredCheckpoint]:
     """Every checkpoint among ``notes`` that one of the keys the genesis pins signed and that
     passes 10.9's epoch rules by ``history`` (the epochs of the records the caller holds), each
@@ -355,7 +355,7 @@ def gather_in_epochs(
     notes, witnesses = list(notes), tuple(witnesses)
     found = []
     for key in history.pinned():
-        for gathered in gather(notes, key, key.name, witnesses):
+        for gathered in gather(notes, key, key.name, witnesses, counts):
             try:
                 epoch = history.check(gathered.checkpoint, key)
             except (BadEpochError, FencedError, CheckpointError):

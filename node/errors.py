@@ -684,9 +684,13 @@ class CosignatureError(NoteError):
 
 class QuorumError(NoteError):
     """Fewer distinct trusted witnesses cosigned a checkpoint than the quorum asks for, or a
-    quorum that no set of the given witnesses could ever meet."""
+    quorum that no set of the given witnesses could ever meet. ``past_replaced_key``: the only
+    line was by a replaced key on a checkpoint larger than its rotation says that key had
+    cosigned (docs/PROTOCOL.md 16.6), no fault of an honest witness, which cosigns with that
+    key until it reads its rotation."""
 
     code = "no_quorum"
+    past_replaced_key = False
 
 
 class RollbackError(NoteError):

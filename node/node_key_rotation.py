@@ -52,13 +52,17 @@ def rotation_sign_problem(value: object) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One generation of a node's keys: in force from ``since`` (ms) on; the one before it
-    stays in force until ``overlap_until`` (None for generation 0, which replaced nothing)."""
+    stays in force until ``overlap_until`` (None for generation 0, which replaced nothing).
+    ``replaced_cosigned`` is the rotation record's ``cosigned`` (PROTOCOL 16.6), sorted
+    (ledger, size) pairs: the largest checkpoint of each ledger the generation before it had
+    cosigned when the record was written; None for a record without one (and generation 0)."""
 
     number: int
     curve: str
     sign: str
     since: int
     overlap_until: int | None = None
+    replaced_cosigned: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,32 @@ class KeyHistory:
                 return True
         return False
 
+    def cosigns(self, sign: str, timestamp_ms: int, ledger: str, size: int) -> bool:
+        """Whether a cosignature by Ed25519 key ``sign`` (hex) stamped ``timestamp_ms`` on a
+        checkpoint of ``size`` records of ``ledger`` counts (PROTOCOL 16.6): the newest
+        generation's key always; a replaced one's only as :meth:`signs_at` says and, when the
+        rotation that replaced it states what that key had ``cosigned``, only on a checkpoint of
+        a ledger listed there no larger than the size listed. The timestamp is the signer's own
+        claim; the sizes are the admin ledger's, so a thief of the replaced key cannot stretch
+        them to a later (or forked, larger) checkpoint."""
+        if sign == NO_SIGN_KEY:
+            return False
+        generations = self.generations
+        # Each generation with that key (a verifier may trust the newest key as generation 0).
+        for i, generation in enumerate(generations):
+            if generation.sign != sign:
+                continue
+            if i == len(generations) - 1:
+                return True
+            replacing = generations[i + 1]
+            if replacing.overlap_until is None or timestamp_ms >= replacing.overlap_until:
+                continue
+            bound = replacing.replaced_cosigned
+            # A rotation recorded before 16.6 stated sizes: the window alone.
+            if bound is None or size <= dict(bound).get(ledger, -1):
+                return True
+        return False
+
     def newest_curve_generation(self, now_ms: int) -> int:
         """The generation whose key files hold the newest CURVE key in force at ``now_ms``: the
         key a node connects to others with, and the one its clients reach it with (16.6)."""
@@ -140,5 +170,9 @@ def key_histories(
         node = rotation["node"]
         known = generations.setdefault(node, [])
         number = known[-1].number + 1 if known else 1
-        known.append(Generation(number, rotation["curve"], rotation["sign"], rotation["accepted"], rotation["until"]))
+        cosigned = rotation.get("cosigned")
+        bound = tuple(sorted(cosigned.items())) if isinstance(cosigned, Mapping) else None
+        known.append(
+            Generation(number, rotation["curve"], rotation["sign"], rotation["accepted"], rotation["until"], bound)
+        )
     return {node: KeyHistory(node, tuple(known)) for node, known in generations.items() if known}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -33,12 +33,22 @@ from .errors import (
     BadLinkError,
     CosignatureError,
     ProofError,
+    QuorumError,
     ReceiptError,
     WrongLedgerError,
     WrongOriginError,
 )
 from .node_key_rotation import KeyHistory, key_histories
-from .note import ALG_ED25519, VerifiedCheckpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
+from .note import (
+    ALG_ED25519,
+    Cosignature,
+    VerifiedCheckpoint,
+    VerifierKey,
+    parse_checkpoint,
+    parse_note,
+    verify_checkpoint,
+    verify_signature,
+)
 from .record import Record, checksum_of, decode_record, link_of
 from .rules.admin import ADMIN_LEDGER, check_admin_payload
 from .tree import MAX_PROOF_HASHES, HashAt, leaf_hash, node_hash, verify_inclusion
@@ -266,23 +276,55 @@ def rotated_witness_keys(histories: Mapping[str, KeyHistory]) -> list[VerifierKe
     ]
 
 
-def check_cosignatures_in_force(verified: VerifiedCheckpoint, histories: Mapping[str, KeyHistory]) -> None:
-    """That every cosignature ``verified`` counted is by a key in force at its timestamp
-    (docs/PROTOCOL.md 16.6): the newest generation's always, a replaced one's only when
-    ``T`` x 1000 is before the ``until`` of the rotation that replaced it.
+def check_cosignatures_in_force(
+    verified: VerifiedCheckpoint, histories: Mapping[str, KeyHistory], quorum: int = 0
+) -> VerifiedCheckpoint:
+    """``verified`` counting only the cosignatures in force (docs/PROTOCOL.md 16.6) of the
+    witnesses of ``histories`` (by witness key name): a line by the newest generation's key
+    always; by a replaced one's only when ``T`` x 1000 is before the ``until`` of the rotation
+    that replaced it and, when that rotation states what the key had ``cosigned``, only on a
+    checkpoint of a ledger listed there no larger than its size. A witness whose counted line
+    is not in force is counted by another of its lines that is, or not at all.
 
-    Raises CosignatureError [bad_cosignature] naming the first that is not.
+    Raises CosignatureError [bad_cosignature] for a line by a replaced key stamped at or after
+    its ``until``, QuorumError [no_quorum] when fewer than ``quorum`` witnesses are left.
     """
+    checkpoint = verified.checkpoint
+    ledger = checkpoint.origin.rpartition("/")[2]
+    kept = []
     for cosignature in verified.cosignatures:
         history = histories.get(cosignature.name)
         if history is None:
+            kept.append(cosignature)
             continue
-        for sign in history.sign_keys():
-            if witness_key(cosignature.name, bytes.fromhex(sign)).key_id != cosignature.key_id:
-                continue
-            if not history.signs_at(sign, cosignature.timestamp * 1000):
-                raise CosignatureError(
-                    f"the cosignature of {cosignature.name} is by its key {sign[:16]}..., replaced before "
-                    f"its timestamp {cosignature.timestamp}"
-                )
-            break
+        found = _line_in_force(verified, cosignature.name, history, ledger)
+        if found is not None:
+            kept.append(found)
+    if len(kept) < quorum:
+        dropped = sorted({c.name for c in verified.cosignatures} - {c.name for c in kept})
+        raise QuorumError(
+            f"checkpoint {checkpoint.origin} at size {checkpoint.size}: {len(kept)} of the {quorum} witness "
+            f"cosignatures needed (by a replaced key past what its rotation says it cosigned: {', '.join(dropped)})"
+        )
+    return replace(verified, cosignatures=tuple(kept))
+
+
+def _line_in_force(verified: VerifiedCheckpoint, name: str, history: KeyHistory, ledger: str) -> Cosignature | None:
+    """The first cosignature line of witness ``name`` on ``verified``'s note, in note order,
+    that verifies with a key of ``history`` in force for this checkpoint, or None. Raises
+    CosignatureError for one by a replaced key stamped at or after its ``until``."""
+    keys = {witness_key(name, bytes.fromhex(sign)).key_id: sign for sign in history.sign_keys()}
+    text = verified.note.text
+    for line in verified.note.signatures:
+        sign = keys.get(line.key_id) if line.name == name else None
+        if sign is None or not verify_signature(text, line, witness_key(name, bytes.fromhex(sign))):
+            continue
+        cosignature = Cosignature.from_note_signature(line)
+        if not history.signs_at(sign, cosignature.timestamp * 1000):
+            raise CosignatureError(
+                f"the cosignature of {name} is by its key {sign[:16]}..., replaced before its timestamp "
+                f"{cosignature.timestamp}"
+            )
+        if history.cosigns(sign, cosignature.timestamp * 1000, ledger, verified.checkpoint.size):
+            return cosignature
+    return None

@@ -302,7 +302,7 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     # A witness's rotated Ed25519 keys, proven on the admin ledger (16.6), count as its own.
     keys, histories = keys.following(receipt.node_keys)
     verified, signer = _checked_checkpoint(receipt.checkpoint, keys, chain)
-    check_cosignatures_in_force(verified, histories)
+    verified = check_cosignatures_in_force(verified, histories, keys.quorum)
     outside = _outside_cosigners(receipt.checkpoint, keys, signer)
     _witnessed_if_standby(verified, outside, keys, signer)
     checkpoint = verified.checkpoint
@@ -325,7 +325,7 @@ def verify_witnessed(
     check_witnessed raise, and QuorumError [no_quorum] for the standby's key uncosigned."""
     keys, histories = keys.following(node_keys)
     verified, signer = _checked_checkpoint(note, keys, chain)
-    check_cosignatures_in_force(verified, histories)
+    verified = check_cosignatures_in_force(verified, histories, keys.quorum)
     _witnessed_if_standby(verified, _outside_cosigners(note, keys, signer), keys, signer)
     return verified
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from .cosigning import Counts
 from .errors import (
     BadGenesisError,
     CosignatureError,
@@ -35,6 +36,7 @@ from .note import (
     Checkpoint,
     Cosignature,
     Note,
+    NoteSignature,
     SignerKey,
     VerifierKey,
     cosign,
@@ -245,6 +247,24 @@ def witness_keys_in_force(
     return keys
 
 
+def cosignatures_in_force(cluster: str, histories: Mapping[str, KeyHistory]) -> Counts:
+    """node/cosigning.py's ``counts`` for the witness nodes of ``histories`` (by node) whose
+    Ed25519 key rotated (docs/PROTOCOL.md 16.6): a line by one of their keys counts only when
+    :meth:`KeyHistory.cosigns` says so for its timestamp and the checkpoint's ledger and size
+    (a key it never had, never); any other witness's line counts."""
+    rotated = {witness_name(cluster, node): h for node, h in histories.items() if len(h.generations) > 1}
+
+    def counts(line: NoteSignature, key: VerifierKey, checkpoint: Checkpoint) -> bool:
+        history = rotated.get(key.name)
+        if history is None:
+            return True
+        timestamp = Cosignature.from_note_signature(line).timestamp
+        ledger = checkpoint.origin.rpartition("/")[2]
+        return history.cosigns(key.public_key.hex(), timestamp * 1000, ledger, checkpoint.size)
+
+    return counts
+
+
 def check_cosigned_in_force(
     data: bytes, ledger: str, cluster: str, log_key: VerifierKey, node: str, history: KeyHistory
 ) -> Cosigned:
@@ -252,10 +272,11 @@ def check_cosigned_in_force(
     ``log_key``, by one of the Ed25519 keys of ``history`` (its key generations on the admin
     ledger, docs/PROTOCOL.md 16.6) that was in force at the cosignature's timestamp: the
     newest key always, an older one only for a timestamp before the ``until`` of the rotation
-    that replaced it.
+    that replaced it and, when that rotation states what the key had ``cosigned``, only on a
+    checkpoint no larger than the size it lists for ``ledger``.
 
     Raises what :func:`check_cosigned` raises (QuorumError [no_quorum] when no key of the
-    node made a line), and CosignatureError [bad_cosignature] for a line by a key that was
+    node made a line that counts), and CosignatureError [bad_cosignature] for a line by a key that was
     out of force at its timestamp.
     """
     name = witness_name(cluster, node)
@@ -271,5 +292,14 @@ def check_cosigned_in_force(
             raise CosignatureError(
                 f"the cosignature of {node} is by its key {sign_hex[:16]}..., out of force at its timestamp {timestamp}"
             )
+        if not history.cosigns(sign_hex, timestamp * 1000, ledger, cosigned.size):
+            # Its rotation states the sizes this key had cosigned: a larger checkpoint (an honest
+            # witness's before it read the rotation, or a thief's) does not count.
+            missing = QuorumError(
+                f"the cosignature of {node} is by its replaced key {sign_hex[:16]}..., on a checkpoint of size "
+                f"{cosigned.size}, larger than its rotation says that key cosigned"
+            )
+            missing.past_replaced_key = True
+            continue
         return cosigned
     raise missing

@@ -56,7 +56,7 @@ from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
-from ..node.cosigning import GatheredCheckpoint, gather, newest
+from ..node.cosigning import Counts, GatheredCheckpoint, gather, newest
 from ..node.epoch import EpochHistory
 from ..node.errors import NodeUnavailableError, RepairRefusedError, SupervisorError, VledgerError
 from ..node.note import VerifierKey, origin_for, verify_checkpoint
@@ -65,8 +65,8 @@ from ..node.store import ChainStore
 from ..node.storefile import DB_NAME
 from ..node.tree import Frontier, leaf_hash, root_from_inclusion
 from ..node.verify import ChainVerifier
-from ..node.witness import home_key, pinned_key
-from ..verifier.node_keys import rotated_witness_keys_now
+from ..node.witness import cosignatures_in_force, home_key, pinned_key, witness_keys_in_force
+from ..verifier.node_keys import witness_histories_now
 from .args import Subparsers, add_command, add_json_option, config_file, node_name, positive
 from .client_output import print_json
 from .client_payloads import seconds
@@ -262,12 +262,14 @@ def quorum_checkpoint(
     witnesses: Mapping[str, VerifierKey],
     quorum: int,
     rotated: Sequence[VerifierKey] = (),
+    counts: Counts | None = None,
 ) -> GatheredCheckpoint:
     """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures (by the
-    ``witnesses``' keys, or the ``rotated`` keys in force of those whose key rotated), signed
+    ``witnesses``' keys, or the ``rotated`` keys in force of those whose key rotated, each line as
+    ``counts`` allows: node/cosigning.py), signed
     by ``log_key`` (or one of those keys) (RepairRefusedError if none)."""
     keys = [log_key] if isinstance(log_key, VerifierKey) else list(log_key)
-    gathered = [g for key in keys for g in gather(notes, key, origin, (*witnesses.values(), *rotated))]
+    gathered = [g for key in keys for g in gather(notes, key, origin, (*witnesses.values(), *rotated), counts)]
     gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
     chosen = newest(gathered, quorum)
     if chosen is None:
@@ -564,7 +566,9 @@ class Repair:
         others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
         published = replication.checkpoints()
         # A witness whose key rotated counts by its keys in force now, proven on the admin ledger (16.6).
-        rotated = rotated_witness_keys_now(config, replication.client, int(self.clock() * 1000))
+        histories = witness_histories_now(config, replication.client)
+        rotated = witness_keys_in_force(config.name, histories, histories, int(self.clock() * 1000))
+        counts = cosignatures_in_force(config.name, histories)  # a replaced key only as 16.6 allows
         targets = []
         for ledger, home in ledgers.items():
             log_key = epoch_log_keys(config, ledger, home)
@@ -577,7 +581,7 @@ class Repair:
                     if isinstance(note, bytes):
                         notes.append(note)
             chosen = quorum_checkpoint(
-                ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum, rotated
+                ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum, rotated, counts
             )
             size, root = chosen.checkpoint.size, chosen.checkpoint.root
             # Followers first: the home is the one node whose copy nothing else checked before it served.

@@ -86,7 +86,7 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.votes import electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.verify import ChainVerifier
-from ..node.witness import witness_key, witness_keys_in_force
+from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
@@ -679,13 +679,15 @@ class Gateway:
         # A ledger that may hand over: each note by the epochs its records open (10.9), so
         # that a promoted standby's are served and a fenced home's are not.
         epochs = self._epochs.history(ledger)
+        # A rotated witness's replaced keys (its key file's among them) only as 16.6 allows.
+        counts = cosignatures_in_force(self.config.name, histories)
         if epochs is not None:
-            gathered = gather_in_epochs(notes, epochs, trusted)
+            gathered = gather_in_epochs(notes, epochs, trusted, counts)
         else:
             gathered = [
                 g
                 for key in chain.keys
-                for g in gather(notes, key, chain.origin, trusted)
+                for g in gather(notes, key, chain.origin, trusted, counts)
                 if chain.key_for_size(g.checkpoint.size) == key
             ]
             gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)

@@ -79,8 +79,14 @@ def witness_histories_of(
 def rotated_witness_keys_now(config: ClusterConfig, client: Any, now_ms: int) -> list[VerifierKey]:
     """The cosignature keys in force at ``now_ms`` of the cluster's witnesses whose key rotated,
     as the admin ledger's cache in Redis proves it (:func:`follow_redis`). Raises Redis errors."""
-    histories = witness_histories_of(witness_keys(config), follow_redis(config, client))
+    histories = witness_histories_now(config, client)
     return witness_keys_in_force(config.name, histories, histories, now_ms)
+
+
+def witness_histories_now(config: ClusterConfig, client: Any) -> dict[str, KeyHistory]:
+    """The key histories, by node, of the cluster's witnesses whose key rotated, as the admin
+    ledger's cache in Redis proves them (:func:`follow_redis`). Raises Redis errors."""
+    return witness_histories_of(witness_keys(config), follow_redis(config, client))
 
 
 def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ...]:

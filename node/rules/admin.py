@@ -25,6 +25,9 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 * ``key_rotation`` ``{"node", "curve", "sign", "until", "via"}``: node ``node`` now has
   these public keys (Z85 CURVE key, hex Ed25519 key or ``""`` for a node that has no
   Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
+  An optional ``cosigned`` (an object: ledger -> size, a positive integer) states the largest
+  checkpoint of each ledger the replaced Ed25519 key had cosigned: a cosignature by that key
+  counts only on a checkpoint no larger, of a ledger listed (PROTOCOL 16.6).
 * ``totp`` ``{"account", "op", "via"}``: ``op`` ``enroll`` or ``reset``: that account's
   second factor changed (never the secret).
 
@@ -71,6 +74,18 @@ def is_name(value: object) -> bool:
         and 0 < len(value) <= PROTOCOL_LIMITS.max_name_length
         and NAME_PATTERN.fullmatch(value) is not None
     )
+
+
+def cosigned_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a ``key_rotation``'s ``cosigned`` (ledger -> size), or None."""
+    if not isinstance(value, dict):
+        return "cosigned must be an object: ledger -> size"
+    for ledger, size in value.items():
+        if not is_name(ledger):
+            return f"cosigned: {ledger!r} is not a ledger name"
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size < 2**64:
+            return f"cosigned: the size of {ledger!r} must be a positive integer"
+    return None
 
 
 def is_account(value: object) -> bool:
@@ -178,6 +193,8 @@ def check_admin_payload(record: Record) -> Fields:
     payload = record.content.payload
     if kind == "account" and ENDS_GRANTS in payload:
         keys = (*keys, ENDS_GRANTS)
+    if kind == "key_rotation" and "cosigned" in record.content.payload:
+        keys = (*keys, "cosigned")
     fields = Fields(record, *keys)
     fields.text("via", allow_empty=True)
     if kind in ("grant", "revoke"):
@@ -193,6 +210,10 @@ def check_admin_payload(record: Record) -> Fields:
         # The old keys' window ends after the record, or the rotation would cut them at once.
         if fields.integer("until", 0) <= record.accepted:
             fields.fail(f"until {payload['until']} is not after the record's accepted time {record.accepted}")
+        if "cosigned" in payload:
+            problem = cosigned_problem(payload["cosigned"])
+            if problem is not None:
+                fields.fail(problem)
     else:
         fields.account("account")
         ops = {"account": ACCOUNT_OPS, "key": KEY_OPS, "totp": TOTP_OPS}[kind]

@@ -809,6 +809,37 @@ def node_keys_vector() -> dict[str, Any]:
             "wrong_ledger",
         ),
     ]
+
+    def stated(cosigned: Any) -> NodeKeys:
+        """The evidence of an admin ledger whose witness rotation states what the old key had
+        ``cosigned`` (ledger -> size, 16.6)."""
+        stating = chain(
+            "admin", admin[0].content, [("account", account, T0 + 1000),
+                                        ("key_rotation", rotation | {"cosigned": cosigned}, rotated_at)],
+        )  # fmt: skip
+        stating_root, stating_proof = tree_of(stating)
+        stating_body = Checkpoint(admin_home.name, len(stating), stating_root).body()
+        stating_note = Note(stating_body, (sign(stating_body, admin_home),)).encode()
+        return NodeKeys(stating_note, (ProvenRecord(2, stating[2].encode(), stating_proof(2)),))
+
+    backdated = note((w0, until // 1000 - 1), (w1, after))  # the old key, stamped inside its window
+    bad += [
+        ("the old key, on a checkpoint its rotation says it cosigned", receipt(backdated, stated({ledger: 4})), None),
+        (
+            "the old key, on a larger checkpoint than its rotation says it cosigned",
+            receipt(backdated, stated({ledger: 3})),
+            "no_quorum",
+        ),
+        ("the old key, on a ledger its rotation does not list", receipt(backdated, stated({"other": 9})), "no_quorum"),
+        ("the old key, its rotation saying it cosigned nothing", receipt(backdated, stated({})), "no_quorum"),
+        (
+            "the new key beside the old one's uncounted line",
+            receipt(note((w0, until // 1000 - 1), (w0_new, after), (w1, after)), stated({})),
+            None,
+        ),
+        ("a rotation whose cosigned size is 0", receipt(good.checkpoint, stated({ledger: 0})), "bad_payload"),
+        ("a rotation whose cosigned is a list", receipt(good.checkpoint, stated([[ledger, 4]])), "bad_payload"),
+    ]
     bad += [
         (
             "a verifier's rotation (sign empty) beside the witness's",

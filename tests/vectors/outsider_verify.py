@@ -1350,8 +1350,12 @@ def parse_checkpoint(text: str) -> tuple:
     return origin, int(size), raw, extensions
 
 
-def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]", q: int, origin=None) -> dict:
-    """13.5, steps 1 to 5. Returns {origin, size, root, witnesses: {name: T}}."""
+def verify_checkpoint(
+    data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]", q: int, origin=None, counts=None
+) -> dict:
+    """13.5, steps 1 to 5. Returns {origin, size, root, witnesses: {name: T}}. ``counts(key, T,
+    size)`` (14.3 step 7, 16.6) says whether a verified cosignature line counts; one it refuses
+    is skipped, and a later line of that witness may count."""
     names = {w.name for w in witnesses}
     if type(q) is not int or not 0 <= q <= len(names):  # 1
         raise VerifyError("no_quorum", f"a quorum of {q} with {len(names)} witnesses")
@@ -1367,7 +1371,10 @@ def verify_checkpoint(data: bytes, log_key: NoteKey, witnesses: "list[NoteKey]",
     signers: dict = {}  # name -> the key whose line counted
     for key, line in verified:
         if key.type == TYPE_COSIGNATURE and key.name not in counted:
-            counted[key.name] = int.from_bytes(line.signature[:8], "big")
+            stamped = int.from_bytes(line.signature[:8], "big")
+            if counts is not None and not counts(key, stamped, size):
+                continue
+            counted[key.name] = stamped
             signers[key.name] = key
     if len(counted) < q:
         raise VerifyError("no_quorum", f"{len(counted)} of {q} cosignatures; missing {sorted(names - set(counted))}")
@@ -1534,14 +1541,14 @@ class KeyChain:
         self.keys.append((new, text))
         self.heights.append(height)
 
-    def check_checkpoint(self, data: bytes, witnesses: "list[NoteKey]", q: int) -> dict:
+    def check_checkpoint(self, data: bytes, witnesses: "list[NoteKey]", q: int, counts=None) -> dict:
         """A checkpoint must be signed by the key in force at its size; another key of the
         chain is 'retired_key'."""
         text, _ = parse_note(data)
         _, size, _, _ = parse_checkpoint(text)
         expected = self.in_force(size)
         try:
-            return verify_checkpoint(data, expected, witnesses, q)
+            return verify_checkpoint(data, expected, witnesses, q, counts=counts)
         except VerifyError as exc:
             if exc.code != "unverified_note":
                 raise
@@ -1589,27 +1596,38 @@ def verify_receipt(
         witnesses += [
             NoteKey(name, TYPE_COSIGNATURE, public)
             for name, gens in histories.items()
-            for public, _ in gens[1:]
+            for public, _, _ in gens[1:]
             if public
         ]
+
+    def counts(key: NoteKey, stamped: int, size: int) -> bool:  # 7: a replaced key (16.6)
+        gens = histories.get(key.name, [])
+        if not gens or key.public == gens[-1][0]:
+            return True  # the newest generation's key (the key given may be it), or no rotation
+        for i, (public, _, _) in enumerate(gens[:-1]):
+            if key.public != public:
+                continue
+            _, until, cosigned = gens[i + 1]
+            if stamped * 1000 >= until:
+                raise VerifyError("bad_cosignature", f"{key.name}: a replaced key, stamped at or after its until")
+            return cosigned is None or size <= cosigned.get(ledger, 0)
+        return True
+
     try:  # 7
-        checkpoint = chain.check_checkpoint(receipt["checkpoint"], list(witnesses), q)
+        checkpoint = chain.check_checkpoint(receipt["checkpoint"], list(witnesses), q, counts)
         signer = chain.in_force(checkpoint["size"])
     except VerifyError as exc:
         standby = _standby_key(genesis) if exc.code == "unverified_note" and genesis is not None else None
         if standby is None:
             raise
         signer = standby
-        checkpoint = verify_checkpoint(receipt["checkpoint"], standby, list(witnesses), q, origin=log_key.name)
+        checkpoint = verify_checkpoint(
+            receipt["checkpoint"], standby, list(witnesses), q, origin=log_key.name, counts=counts
+        )
         _, _, _, extensions = parse_checkpoint(parse_note(receipt["checkpoint"])[0])
         epochs = [line.split(" ") for line in extensions if line.split(" ", 1)[0] == "vledger-epoch"]
         if len(epochs) != 1 or len(epochs[0]) != 3 or not epochs[0][1].isdigit() or int(epochs[0][1]) < 2:
             raise VerifyError("bad_epoch", "signed by the standby key without an epoch line") from None
-    for name, key in checkpoint.get("signers", {}).items():  # 7: a replaced key only before its until
-        gens = histories.get(name, [])
-        for i, (public, _) in enumerate(gens[:-1]):
-            if key.public == public and checkpoint["witnesses"][name] * 1000 >= gens[i + 1][1]:
-                raise VerifyError("bad_cosignature", f"{name}: a replaced key, stamped at or after its until")
     outside = genesis_outside(genesis) if genesis is not None else None
     if outside is not None:  # 7, the outside witnesses a genesis lists and their quorum (13.9)
         checkpoint["outside"] = verify_checkpoint(
@@ -1630,9 +1648,10 @@ SIGN_HEX_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, witnesses: list) -> dict:
-    """14.3 step 6 (16.6): {witness key name: [(public key, since/until ms), ...]}, generation 0
-    first (the witness key given, its value 0), then each key_rotation of its node (its
-    ``sign``, and the ``until`` of that rotation, when the generation before it stops)."""
+    """14.3 step 6 (16.6): {witness key name: [(public key, until ms, cosigned), ...]}, generation
+    0 first (the witness key given, 0, None), then each key_rotation of its node (its ``sign``,
+    the ``until`` of that rotation, when the generation before it stops, and its ``cosigned``:
+    ledger -> the largest size the generation before it had cosigned, or None)."""
     cluster, _, ledger = admin_key.name.rpartition("/")
     if admin_key.type != TYPE_NOTE or ledger != "admin" or cluster != log_key.name.rpartition("/")[0]:
         raise VerifyError("wrong_origin", "the admin key is not <cluster>/admin of the checkpoint key's cluster")
@@ -1648,9 +1667,17 @@ def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, w
         if content["kind"] != "key_rotation":
             raise VerifyError("bad_receipt", "a node_keys record that is not a key_rotation")
         payload = content["payload"]
+        cosigned = payload.get("cosigned") if type(payload) is dict else None
         if (
             type(payload) is not dict
-            or sorted(payload) != ["curve", "node", "sign", "until", "via"]
+            or sorted(k for k in payload if k != "cosigned") != ["curve", "node", "sign", "until", "via"]
+            or not (
+                cosigned is None
+                or (
+                    type(cosigned) is dict
+                    and all(is_name(k) and type(v) is int and v >= 1 for k, v in cosigned.items())
+                )
+            )
             or not is_name(payload["node"])
             or not _fullmatch(Z85_KEY_RE, payload["curve"])
             or not (payload["sign"] == "" or _fullmatch(SIGN_HEX_RE, payload["sign"]))  # "": no Ed25519 key
@@ -1662,9 +1689,9 @@ def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, w
         verify_inclusion(leaf_hash(raw), index, checkpoint["size"], proof, checkpoint["root"])
         witness = by_node.get(payload["node"])
         if witness is not None:
-            gens = histories.setdefault(witness.name, [(witness.public, 0)])
+            gens = histories.setdefault(witness.name, [(witness.public, 0, None)])
             # A generation without an Ed25519 key (sign "") signs nothing, yet its until ends the one before.
-            gens.append((bytes.fromhex(payload["sign"]), payload["until"]))
+            gens.append((bytes.fromhex(payload["sign"]), payload["until"], cosigned))
     return histories
 
 

@@ -6,8 +6,9 @@ tallies with it. After the window, a receipt of a record made after the rotation
 signed tally verify with the cluster stopped, from the genesis and the key directory's
 generation-0 keys alone, the new key learnt from the admin ledger's rotation record the
 receipt proves; a tampered rotation record proves nothing. A cosignature by the replaced key
-stamped inside the window (outsider F3) still counts by those keys, and counts for nothing with
-the keys ``vledger receipt keys`` prints after the rotation (the observer's newest).
+stamped inside the window on a checkpoint larger than the rotation record says that key had
+cosigned (outsider F3) counts for nothing, with those keys and with the keys ``vledger receipt
+keys`` prints after the rotation (the observer's newest).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from vledger.broker.redis_server import connect
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.client import Client
+from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
 from vledger.node.errors import VledgerError
 from vledger.node.node_keys import proven_rotations
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, VerifierKey, cosign, origin_for, parse_note
 from vledger.node.receipt import parse_receipt
+from vledger.node.record import decode_record
 from vledger.node.witness import witness_key, witness_name
 from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
 from vledger.verifier.tally import check_published, observer_histories
@@ -38,6 +41,14 @@ CLUSTER = "test"  # LocalCluster's [cluster] name
 OBSERVER = "observer-1"
 WINDOW_SECONDS = 2
 WAIT = 30.0
+
+
+def rotated_record(cluster: LocalCluster, height: int) -> dict[str, Any]:
+    """The payload of the admin ledger's record at ``height`` (a key_rotation)."""
+    data = cluster.admin().call("get", {"ledger": "admin", "height": height})["record"]
+    record = decode_record(data, LIMITS)
+    assert record.content.kind == "key_rotation"
+    return dict(record.content.payload)
 
 
 def _put(cluster: LocalCluster, count: int, tag: str) -> int:
@@ -88,6 +99,9 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
         cluster.cli("key", "rotate", OBSERVER, "--window", str(WINDOW_SECONDS), "--json", *common).stdout
     )
     new_sign = load_verify_key(signing_key_paths(keys, f"{OBSERVER}@1")[1]).public_hex
+    # The record states what the replaced key had cosigned (16.6), read from Redis by the home.
+    stated = rotated_record(cluster, rotated["height"])
+    assert stated["cosigned"].get(LEDGER, 0) <= 4, stated  # at most the 4 records before (the genesis too)
     assert rotated["sign"] == new_sign != first.public_hex
     wait_until(lambda: time.time() * 1000 > rotated["until"] + 200, WINDOW_SECONDS + 5, "the window's end")
     size = _put(cluster, 3, "after")
@@ -176,17 +190,18 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     refused = cluster.cli(*verify, str(receipt_file), check=False)
     assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr
     # Outsider F3: the old key's thief stamps a cosignature of this post-window checkpoint with
-    # a T inside the window. 14.3 counts it by the generation-0 key (T is the signer's claim:
-    # what a rotation alone cannot refuse, so PROTOCOL 14.3 says to drop a leaked key) ...
+    # a T inside the window. The rotation record states what the old key had cosigned (16.6):
+    # this checkpoint is larger, so the line counts for nothing whatever T it claims.
+    assert stated["cosigned"].get(LEDGER, 0) < size
     backdated_file = tmp_path / "backdated.receipt"
     old_seed = load_signing_key(signing_key_paths(keys, OBSERVER)[0]).seed
     backdated_file.write_bytes(
         _backdated(receipt, witness_name(CLUSTER, OBSERVER), old_seed, rotated["until"] // 1000 - 1)
     )
-    counted = cluster.cli(*verify, str(backdated_file), "--admin-key", admin_key.encode())
-    assert counted.stdout.startswith("valid: ") and OBSERVER in counted.stdout, counted.stdout
-    # ... but `vledger receipt keys` gives the observer's newest key, not the replaced one: with
-    # its options the forged line counts for nothing, and the genuine receipt still verifies.
+    refused = cluster.cli(*verify, str(backdated_file), "--admin-key", admin_key.encode(), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    # `vledger receipt keys` gives the observer's newest key, not the replaced one: with its
+    # options the forged line counts for nothing either, and the genuine receipt verifies.
     printed = cluster.cli("receipt", "keys", "--config", str(cluster.config_path)).stdout.split()
     newest_key = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign)).encode()
     assert newest_key in printed and generation0[-1].encode() not in printed, printed

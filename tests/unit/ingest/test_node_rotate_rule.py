@@ -12,7 +12,7 @@ from vledger.broker.keys import new_keypair
 from vledger.broker.signing import new_signing_key
 from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import AdminLedger
-from vledger.node.errors import BadRequestError, KeyInUseError
+from vledger.node.errors import BadRequestError, KeyInUseError, NodeUnavailableError
 from vledger.node.node_key_rotation import KeyHistory, key_histories
 from vledger.node.wire import Args
 
@@ -63,6 +63,8 @@ def admin() -> tuple[RegistryAdmin, FakeLedger]:
         ledger=cast(AdminLedger, ledger),
         node_roles={"ingest-1": "ingest", "replica-1": "replica", "verifier-1": "verifier"},
         history_of=history_of,
+        # What the replaced key cosigned, as the home reads it from Redis (ingest.cosignatures).
+        cosigned_by=lambda node, sign: {"polls": 7, "sign": int(sign == KEYS[node][1])},
     )
     return made, ledger
 
@@ -77,6 +79,16 @@ def test_a_replica_rotates_its_curve_and_ed25519_keys_in_one_record() -> None:
     result = rotate(made, node="replica-1", curve=curve, sign=sign)
     assert (result["curve"], result["sign"]) == (curve, sign)
     assert ledger.records[0][0] == "key_rotation" and ledger.records[0][1]["curve"] == curve
+    # The record states what the replaced key (generation 0's) had cosigned: PROTOCOL 16.6.
+    assert ledger.records[0][1]["cosigned"] == {"polls": 7, "sign": 1}
+
+
+def test_a_witness_s_rotation_is_refused_when_what_its_key_cosigned_is_unreadable() -> None:
+    made, ledger = admin()
+    made.cosigned_by = None  # no Redis to read the witness's cosignatures from
+    with pytest.raises(NodeUnavailableError):
+        rotate(made, node="replica-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    assert ledger.records == []
 
 
 def test_a_replica_may_keep_its_curve_key_and_rotate_its_ed25519_key_alone() -> None:
@@ -149,3 +161,10 @@ def test_a_replica_may_not_rotate_to_an_ed25519_key_another_node_was_rotated_to(
     with pytest.raises(KeyInUseError, match="ingest-1's"):
         rotate(made, node="replica-1", curve=new_keypair().public, sign=other_sign)
     assert ledger.records == []
+
+
+def test_only_a_witness_s_rotation_states_what_its_key_cosigned() -> None:
+    made, ledger = admin()
+    rotate(made, node="ingest-1", curve=new_keypair().public, sign=KEYS["ingest-1"][1])
+    rotate(made, node="verifier-1", curve=new_keypair().public, sign="")
+    assert [("cosigned" in payload) for _, payload in ledger.records] == [False, False]

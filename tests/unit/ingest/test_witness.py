@@ -22,6 +22,7 @@ from vledger.config.settings import Limits
 from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
@@ -109,6 +110,26 @@ def test_it_cosigns_only_the_newest_it_was_told_of_and_keeps_it(copies: Any) -> 
     copy.witness.turn()
     assert copy.published() == 9 and copy.witness.cosigned == 1
     assert copy.alerts == []
+
+
+def test_a_new_key_cosigns_the_last_checkpoint_again_in_place_of_the_replaced_key_s_line(copies: Any) -> None:
+    # PROTOCOL 16.6: the rotation states what the replaced key cosigned when the home read Redis;
+    # the replaced key's line on a larger checkpoint since counts for nothing, so the witness
+    # vouches again with its new key for what it cosigned last.
+    copy = copies(10)
+    copy.witness.verified(copy.checkpoint(9))
+    copy.witness.turn()
+    new = new_signing_key()
+    copy.witness.sign_with(WitnessSigner(NAME, new.seed))
+    copy.witness.turn()
+    note = copy.repl.cosignatures(LEDGER)["replica-1"]
+    log_key = home_key(CLUSTER, LEDGER, HOME_KEY.public.raw)
+    assert check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(NAME, new.public.raw)).size == 9
+    assert [s.name for s in parse_note(note).signatures].count(NAME) == 1  # the replaced key's line is gone
+    copy.witness.verified(copy.checkpoint(10))  # and the next checkpoint with the new key
+    copy.witness.turn()
+    note = copy.repl.cosignatures(LEDGER)["replica-1"]
+    assert check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(NAME, new.public.raw)).size == 10
 
 
 def test_a_cosigner_cosigns_each_verified_checkpoint_on_its_own_thread(copies: Any) -> None:

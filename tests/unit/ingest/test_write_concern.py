@@ -375,6 +375,45 @@ def test_a_witness_rotated_to_another_s_key_counts_once_with_it(
         watch.stop()
 
 
+def test_a_replaced_key_counts_only_up_to_the_size_its_rotation_states_and_past_it_raises_no_alert(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # PROTOCOL 16.6: the rotation states the old key had cosigned LEDGER up to size 6. A line by
+    # it stamped inside the window on size 9 (a thief's, or the witness's before it read the
+    # record) is not counted and is no alert; the new key's on the same size counts.
+    until, old, new = 1_790_000_000_000, WITNESS_KEYS["replica-1"], new_signing_key()
+    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new.public.public_hex, "accepted": 1, "until": until}
+    rotation["cosigned"] = {LEDGER: 6}
+    histories = key_histories({"replica-1": ("A" * 40, old.public.public_hex)}, [rotation])
+    name = witness_name(CLUSTER, "replica-1")
+    watch = CosignatureWatch(
+        HOME,
+        repl,
+        kept,
+        cluster=CLUSTER,
+        witnesses={"replica-1": witness_key(name, old.public.raw)},
+        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
+        on_alert=alerts.append,
+        histories=lambda: histories,
+    ).start()
+    try:
+
+        def cosign_at(key: Any, size: int, seconds: int) -> None:
+            note = WitnessSigner(name, key.seed).cosign(signed(kept, size), seconds)
+            repl.publish_cosignature(LEDGER, "replica-1", size, note)
+
+        future = watch.wait(receipt(8), replicas=1, timeout_ms=10_000)
+        cosign_at(old, 9, until // 1000 - 1)  # larger than 6: whatever T, it does not count
+        assert still_waiting(future)
+        cosign_at(old, 6, until // 1000 - 1)  # up to 6 it does (not enough for record 8)
+        assert still_waiting(future)
+        cosign_at(new, 9, until // 1000 - 1)
+        assert future.result(timeout=DEADLINE)[1] == ["replica-1"]
+        assert alerts == []
+    finally:
+        watch.stop()
+
+
 def test_a_replaced_home_reads_no_cosignature_of_the_ledger_it_handed_over(
     repl: ReplicationLedger, kept: CheckpointLog, redis_client: Any, alerts: list[Alert]
 ) -> None:

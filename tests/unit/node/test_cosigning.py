@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from vledger.node.cosigning import gather, newest
 from vledger.node.errors import NoteError
+from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -20,6 +21,7 @@ from vledger.node.note import (
     sign,
     verify_checkpoint,
 )
+from vledger.node.witness import cosignatures_in_force
 
 ORIGIN = "local/votes"
 HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
@@ -80,3 +82,27 @@ def test_any_flipped_byte_never_adds_a_cosignature(position: int, bit: int) -> N
         # Whatever survives is still exactly what the keys signed.
         verify_checkpoint(g.note, HOME.verifier(), KEYS, len(g.witnesses))
         assert g.checkpoint.size == 5
+
+
+def test_a_replaced_key_s_line_counts_only_as_its_rotation_allows() -> None:
+    # PROTOCOL 16.6: r0's key rotated; its rotation states the old key had cosigned votes up
+    # to size 4. Stamped inside the window (T = 1_790_000_000 < until), a larger checkpoint's
+    # line by the old key is left out; the new key's line counts at any size.
+    new = SignerKey(WITNESSES[0].name, ALG_COSIGNATURE_V1, bytes([99]) * 32)
+    rotation = {
+        "node": "r0",
+        "curve": "A" * 40,
+        "sign": new.verifier().public_key.hex(),
+        "accepted": 1_789_000_000_000,
+        "until": 1_791_000_000_000,
+        "cosigned": {"votes": 4},
+    }
+    histories = key_histories({"r0": ("A" * 40, KEYS[0].public_key.hex())}, [rotation])
+    counts = cosignatures_in_force("local", histories)
+    keys = [*KEYS, new.verifier()]
+    notes = [_cosigned(4, WITNESSES[0]), _cosigned(5, WITNESSES[0]), _cosigned(5, WITNESSES[1])]
+    found = gather(notes, HOME.verifier(), ORIGIN, keys, counts)
+    assert [(g.checkpoint.size, g.witnesses) for g in found] == [(5, (WITNESSES[1].name,)), (4, (WITNESSES[0].name,))]
+    found = gather([*notes, _cosigned(5, new)], HOME.verifier(), ORIGIN, keys, counts)
+    assert found[0].witnesses == (WITNESSES[0].name, WITNESSES[1].name)
+    assert len(gather(notes, HOME.verifier(), ORIGIN, keys)[0].witnesses) == 2  # without the rule: counted

@@ -98,3 +98,27 @@ def test_a_rotation_s_sign_is_a_key_or_empty_for_a_node_without_one() -> None:
     assert rotation_sign_problem(S0) is None and rotation_sign_problem(NO_SIGN_KEY) is None
     for bad in (None, " ", "0", S0.upper().replace("0", "A"), 0, b""):
         assert rotation_sign_problem(bad) is not None, bad
+
+
+def test_a_replaced_key_cosigns_only_checkpoints_no_larger_than_its_rotation_states() -> None:
+    # PROTOCOL 16.6: the rotation states what the old key had cosigned, per ledger; T is the
+    # signer's claim, the sizes are the admin ledger's.
+    rotation = _rotation("replica-1", K0, S1, 1000, 5000) | {"cosigned": {"polls": 10}}
+    history = key_histories({"replica-1": (K0, S0)}, [rotation])["replica-1"]
+    assert history.cosigns(S0, 4999, "polls", 10) and history.cosigns(S0, 0, "polls", 1)
+    assert not history.cosigns(S0, 4999, "polls", 11)  # larger: whatever T it claims
+    assert not history.cosigns(S0, 4999, "other", 1)  # a ledger not listed
+    assert not history.cosigns(S0, 5000, "polls", 10)  # stamped at until: the window still bounds it
+    assert history.cosigns(S1, 10**15, "polls", 10**9)  # the newest key: any checkpoint
+    assert not history.cosigns(S2, 0, "polls", 1)
+    # A rotation written before 16.6 stated sizes: the window alone, as before.
+    legacy = key_histories({"replica-1": (K0, S0)}, [_rotation("replica-1", K0, S1, 1000, 5000)])["replica-1"]
+    assert legacy.cosigns(S0, 4999, "polls", 10**9) and not legacy.cosigns(S0, 5000, "polls", 1)
+
+
+def test_the_newest_key_given_as_generation_0_counts_on_any_checkpoint() -> None:
+    # A verifier given the witness's newest key (`vledger receipt keys`) has it twice: as
+    # generation 0 and as the rotation's generation 1, which bounds only the key it replaced.
+    rotation = _rotation("replica-1", K0, S1, 1000, 5000) | {"cosigned": {"polls": 10}}
+    history = key_histories({"replica-1": (K0, S1)}, [rotation])["replica-1"]
+    assert history.cosigns(S1, 10**15, "polls", 10**9) and history.cosigns(S1, 0, "other", 1)

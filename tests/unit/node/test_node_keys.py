@@ -44,12 +44,16 @@ def _place(kit: Any, records: list[Record], content: Content, accepted: int) -> 
     return entry.place(len(records), prev, accepted, "node-1")
 
 
-def _admin(kit: Any, sign_hex: str, until: int = UNTIL, kind: str = "key_rotation") -> list[bytes]:
+def _admin(
+    kit: Any, sign_hex: str, until: int = UNTIL, kind: str = "key_rotation", cosigned: dict[str, int] | None = None
+) -> list[bytes]:
     genesis = admin_genesis_rules().genesis_content("admin", "root", "admin-genesis", T0)
     records = [_place(kit, [], genesis, T0 + 1)]
     account = {"account": "ops", "op": "add", "role": "writer", "enabled": True, "keys": [], "via": ""}
     records.append(_place(kit, records, Content("admin", "account", account, "root", "a-1", T0 + 2), T0 + 2))
-    payload = {"node": "r0", "curve": CURVE, "sign": sign_hex, "until": until, "via": ""}
+    payload: dict[str, Any] = {"node": "r0", "curve": CURVE, "sign": sign_hex, "until": until, "via": ""}
+    if cosigned is not None:
+        payload["cosigned"] = cosigned
     if kind != "key_rotation":
         payload = account
     records.append(_place(kit, records, Content("admin", kind, payload, "root", "rot-1", ROTATED_AT), ROTATED_AT))
@@ -125,6 +129,38 @@ def test_the_old_key_counts_only_before_until(
     with pytest.raises(VledgerError) as e:
         verify_receipt(data, _keys(ledger))
     assert e.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("cosigned", "counted"),
+    [
+        ({LEDGER: 4}, True),  # the receipt's checkpoint (4 records) is no larger than what r0's old key cosigned
+        ({LEDGER: 3}, False),  # larger: a backdated T inside the window does not help (outsider F3)
+        ({"ledger-b": 9}, False),  # a ledger the rotation does not list
+        ({}, False),  # the old key had cosigned nothing
+    ],
+)
+def test_a_replaced_key_counts_only_up_to_the_size_its_rotation_says_it_cosigned(
+    kit: Any, ledger: list[Record], cosigned: dict[str, int], counted: bool
+) -> None:
+    admin = _admin(kit, R0_NEW.verifier().public_key.hex(), cosigned=cosigned)
+    evidence = node_keys_of(admin, _admin_note(admin))
+    inside = UNTIL // 1000 - 1
+    data = _receipt(ledger, [(WITNESSES[0], inside), (WITNESSES[1], inside), (WITNESSES[2], inside)], evidence)
+    if counted:
+        assert len(verify_receipt(data, _keys(ledger)).checkpoint.witnesses) == 3
+    else:
+        with pytest.raises(VledgerError) as e:
+            verify_receipt(data, _keys(ledger))
+        assert e.value.code == "no_quorum"
+        # With a quorum the two others meet, r0 is simply not counted.
+        two = dataclasses.replace(_keys(ledger), quorum=2)
+        assert verify_receipt(data, two).checkpoint.witnesses == ("local/witness/r1", "local/witness/r2")
+    # The new key counts on any checkpoint, also on a note where the old key's line comes first.
+    both = _receipt(
+        ledger, [(WITNESSES[0], inside), (R0_NEW, _after()), (WITNESSES[1], 1), (WITNESSES[2], 1)], evidence
+    )
+    assert len(verify_receipt(both, _keys(ledger)).checkpoint.witnesses) == 3
 
 
 def _forged(kit: Any, admin: list[bytes], how: str) -> tuple[NodeKeys | None, str]:

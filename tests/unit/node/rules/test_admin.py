@@ -237,6 +237,11 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
         {"sign": "0f" * 31},
         {"until": 1},  # a window that ended before the record
         {"node": "Bad Name"},
+        {"cosigned": [["polls", 3]]},  # what the old key cosigned (16.6): an object ledger -> size
+        {"cosigned": {"Bad Name": 3}},
+        {"cosigned": {"polls": 0}},
+        {"cosigned": {"polls": True}},
+        {"cosigned": {"polls": "3"}},
     ):
         with pytest.raises(BadPayloadError):
             writer.put(ADMIN_LEDGER, "key_rotation", good | bad, "root")
@@ -245,6 +250,11 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
     (kept,) = engine.key_rotations()
     assert {k: kept[k] for k in good} == good and kept["accepted"] >= 1
+    stated = good | {"cosigned": {"polls": 3, "admin": 12}, "until": now() + 60_000}
+    writer.put(ADMIN_LEDGER, "key_rotation", stated, "root")
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert engine.key_rotations()[-1]["cosigned"] == {"polls": 3, "admin": 12}
 
 
 def test_a_rotation_to_a_key_another_node_was_rotated_to_is_refused(writer: Writer) -> None:
