@@ -14,7 +14,7 @@ Pure: times are milliseconds since 1970 given by the caller, keys are strings; n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,18 +107,7 @@ class KeyHistory:
         always; an older generation's only while ``timestamp_ms`` is before the ``until`` of
         the rotation that replaced it; a key the node never had, never, nor ``""`` (a
         generation without an Ed25519 key, the verifier's, signs nothing)."""
-        if sign == NO_SIGN_KEY:
-            return False
-        generations = self.generations
-        for i, generation in enumerate(generations):
-            if generation.sign != sign:
-                continue
-            if i == len(generations) - 1:
-                return True
-            replaced_until = generations[i + 1].overlap_until
-            if replaced_until is not None and timestamp_ms < replaced_until:
-                return True
-        return False
+        return any(True for _ in self._in_window(sign, timestamp_ms))
 
     def cosigns(self, sign: str, timestamp_ms: int, ledger: str, size: int) -> bool:
         """Whether a cosignature by Ed25519 key ``sign`` (hex) stamped ``timestamp_ms`` on a
@@ -128,23 +117,30 @@ class KeyHistory:
         a ledger listed there no larger than the size listed. The timestamp is the signer's own
         claim; the sizes are the admin ledger's, so a thief of the replaced key cannot stretch
         them to a later (or forked, larger) checkpoint."""
+        for replacing in self._in_window(sign, timestamp_ms):
+            # The newest key (None), or a rotation recorded before 16.6 stated sizes: the window alone.
+            bound = None if replacing is None else replacing.replaced_cosigned
+            if bound is None or size <= dict(bound).get(ledger, -1):
+                return True
+        return False
+
+    def _in_window(self, sign: str, timestamp_ms: int) -> Iterator[Generation | None]:
+        """For each generation with key ``sign`` (a verifier may trust the newest key as
+        generation 0, so one key may be two generations'), whose signature stamped
+        ``timestamp_ms`` counts by time: None for the newest generation (always), else the
+        generation that replaced it, stamped before that one's ``until``."""
         if sign == NO_SIGN_KEY:
-            return False
+            return
         generations = self.generations
-        # Each generation with that key (a verifier may trust the newest key as generation 0).
         for i, generation in enumerate(generations):
             if generation.sign != sign:
                 continue
             if i == len(generations) - 1:
-                return True
-            replacing = generations[i + 1]
-            if replacing.overlap_until is None or timestamp_ms >= replacing.overlap_until:
+                yield None
                 continue
-            bound = replacing.replaced_cosigned
-            # A rotation recorded before 16.6 stated sizes: the window alone.
-            if bound is None or size <= dict(bound).get(ledger, -1):
-                return True
-        return False
+            replacing = generations[i + 1]
+            if replacing.overlap_until is not None and timestamp_ms < replacing.overlap_until:
+                yield replacing
 
     def newest_curve_generation(self, now_ms: int) -> int:
         """The generation whose key files hold the newest CURVE key in force at ``now_ms``: the
