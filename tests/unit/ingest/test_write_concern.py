@@ -298,12 +298,29 @@ def test_a_waiter_times_out_even_when_redis_answers_with_an_error(
         redis_client.acl_deluser("no-mget")
 
 
-def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_stamped_before_until(
-    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
-) -> None:
-    # replica-1's Ed25519 key rotated (PROTOCOL 16.6); its old key's window ends at UNTIL ms.
-    until, old, new = 1_790_000_000_000, WITNESS_KEYS["replica-1"], new_signing_key()
-    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new.public.public_hex, "accepted": 1, "until": until}
+UNTIL = 1_790_000_000_000  # when replica-1's replaced key's window ends (ms), in the rotation tests
+
+
+def _rotated_replica_1(
+    repl: ReplicationLedger,
+    kept: CheckpointLog,
+    alerts: list[Alert],
+    new: Any,
+    cosigned: dict[str, int] | None = None,
+) -> tuple[CosignatureWatch, Callable[[Any, int, int], None]]:
+    """A started watch of replica-1 whose Ed25519 key rotated to ``new`` (PROTOCOL 16.6; the
+    rotation states ``cosigned`` when given), knowing it by its old key file, and a function that
+    publishes replica-1's cosignature by a key of a checkpoint of a size, stamped at a time (s)."""
+    old = WITNESS_KEYS["replica-1"]
+    rotation: dict[str, Any] = {
+        "node": "replica-1",
+        "curve": "A" * 40,
+        "sign": new.public.public_hex,
+        "accepted": 1,
+        "until": UNTIL,
+    }
+    if cosigned is not None:
+        rotation["cosigned"] = cosigned
     histories = key_histories({"replica-1": ("A" * 40, old.public.public_hex)}, [rotation])
     name = witness_name(CLUSTER, "replica-1")
     watch = CosignatureWatch(
@@ -316,12 +333,21 @@ def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_st
         on_alert=alerts.append,
         histories=lambda: histories,
     ).start()
+
+    def cosign_at(key: Any, size: int, seconds: int) -> None:
+        note = WitnessSigner(name, key.seed).cosign(signed(kept, size), seconds)
+        repl.publish_cosignature(LEDGER, "replica-1", size, note)
+
+    return watch, cosign_at
+
+
+def test_a_rotated_witness_counts_by_its_new_key_and_by_its_old_one_only_when_stamped_before_until(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    # replica-1's Ed25519 key rotated (PROTOCOL 16.6); its old key's window ends at UNTIL ms.
+    until, old, new = UNTIL, WITNESS_KEYS["replica-1"], new_signing_key()
+    watch, cosign_at = _rotated_replica_1(repl, kept, alerts, new)
     try:
-
-        def cosign_at(key: Any, size: int, seconds: int) -> None:
-            note = WitnessSigner(name, key.seed).cosign(signed(kept, size), seconds)
-            repl.publish_cosignature(LEDGER, "replica-1", size, note)
-
         future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
         cosign_at(old, 6, until // 1000)  # the old key, stamped at the window's end: refused
         assert still_waiting(future)
@@ -381,27 +407,9 @@ def test_a_replaced_key_counts_only_up_to_the_size_its_rotation_states_and_past_
     # PROTOCOL 16.6: the rotation states the old key had cosigned LEDGER up to size 6. A line by
     # it stamped inside the window on size 9 (a thief's, or the witness's before it read the
     # record) is not counted and is no alert; the new key's on the same size counts.
-    until, old, new = 1_790_000_000_000, WITNESS_KEYS["replica-1"], new_signing_key()
-    rotation = {"node": "replica-1", "curve": "A" * 40, "sign": new.public.public_hex, "accepted": 1, "until": until}
-    rotation["cosigned"] = {LEDGER: 6}
-    histories = key_histories({"replica-1": ("A" * 40, old.public.public_hex)}, [rotation])
-    name = witness_name(CLUSTER, "replica-1")
-    watch = CosignatureWatch(
-        HOME,
-        repl,
-        kept,
-        cluster=CLUSTER,
-        witnesses={"replica-1": witness_key(name, old.public.raw)},
-        log_key_of=lambda ledger, note: home_key(CLUSTER, ledger, HOME_KEY.public.raw),
-        on_alert=alerts.append,
-        histories=lambda: histories,
-    ).start()
+    until, old, new = UNTIL, WITNESS_KEYS["replica-1"], new_signing_key()
+    watch, cosign_at = _rotated_replica_1(repl, kept, alerts, new, cosigned={LEDGER: 6})
     try:
-
-        def cosign_at(key: Any, size: int, seconds: int) -> None:
-            note = WitnessSigner(name, key.seed).cosign(signed(kept, size), seconds)
-            repl.publish_cosignature(LEDGER, "replica-1", size, note)
-
         future = watch.wait(receipt(8), replicas=1, timeout_ms=10_000)
         cosign_at(old, 9, until // 1000 - 1)  # larger than 6: whatever T, it does not count
         assert still_waiting(future)
