@@ -69,9 +69,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def checks(redis_client: Any, tmp_path: Path) -> tuple[ClusterChecks, dict[str, FakeNode], Clock]:
-    config = cluster_from_mapping(
+def _two_nodes(tmp_path: Path) -> Any:
+    """ingest-1, the home of every ledger, and a replica."""
+    return cluster_from_mapping(
         {
             "cluster": {"default_home": "ingest-1"},
             "nodes": {
@@ -81,6 +81,11 @@ def checks(redis_client: Any, tmp_path: Path) -> tuple[ClusterChecks, dict[str, 
         },
         tmp_path / "cluster.toml",
     )
+
+
+@pytest.fixture
+def checks(redis_client: Any, tmp_path: Path) -> tuple[ClusterChecks, dict[str, FakeNode], Clock]:
+    config = _two_nodes(tmp_path)
     chain = [bytes([i]) * 32 for i in range(11)]
     nodes = {"ingest-1": FakeNode("ingest-1", chain), "replica-1": FakeNode("replica-1", chain[:6])}
     clock = Clock()
@@ -468,16 +473,7 @@ def test_a_ledger_deleted_from_redis_s_ledgers_hash_is_checked_anyway_and_alerte
     tampering with it). It finds it from a node's ``ledger.list``, the stream key that exists,
     or its own saved state, checks it, and raises ``unlisted_ledger`` against ``redis`` once it
     stays unlisted past a grace; listed again, the alert resolves."""
-    config = cluster_from_mapping(
-        {
-            "cluster": {"default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "replica-1": {"role": "replica", "port": 7011},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = _two_nodes(tmp_path)
     chain = [bytes([i]) * 32 for i in range(11)]
     nodes = {"ingest-1": FakeNode("ingest-1", chain), "replica-1": FakeNode("replica-1", chain)}
     repl = ReplicationLedger(redis_client, node="verifier-1")
