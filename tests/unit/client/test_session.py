@@ -135,6 +135,18 @@ def test_a_range_below_the_signed_checkpoint_is_proven_run_by_run(honest: ChainS
 # --- Session: a home gone, replaced by its standby (PROTOCOL 10.9) ----------------------------
 
 
+def _answered(served: Served, cmd: str, args: dict[str, Any] | None, node: Any) -> Any:
+    """What a node that answers says: ``whoami`` as the admin, a ``put`` appended to ``served``'s
+    store, anything else as ``served`` answers it."""
+    if cmd == "whoami":
+        return {"account": "admin", "role": "admin", "key": "k"}
+    if cmd == "put":
+        entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
+        placed = served.store.append(entry)
+        return {"ledger": placed.ledger, "height": placed.height, "hash": placed.hash, "checksum": entry.checksum}
+    return served.call(cmd, args, node=node)
+
+
 class HomeGone:
     """The cluster with its configured home silent: the standby (a Served store) answers for it,
     and every request is logged with the node it was sent to."""
@@ -148,13 +160,7 @@ class HomeGone:
         self.sent.append((cmd, node))
         if node == self.home:
             raise NodeUnavailableError("no answer within 1 s")
-        if cmd == "whoami":
-            return {"account": "admin", "role": "admin", "key": "k"}
-        if cmd == "put":
-            entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
-            placed = self.standby.store.append(entry)
-            return {"ledger": placed.ledger, "height": placed.height, "hash": placed.hash, "checksum": entry.checksum}
-        return self.standby.call(cmd, args, node=node)
+        return _answered(self.standby, cmd, args, node)
 
     def close(self) -> None:
         return None
@@ -597,13 +603,7 @@ class Silent:
         self.sent.append((cmd, endpoint))
         if endpoint in self.silent:
             raise NodeUnavailableError(f"{endpoint}: no answer within 1 s")
-        if cmd == "whoami":
-            return {"account": "admin", "role": "admin", "key": "k"}
-        if cmd == "put":
-            entry = Entry.from_wire(args["content"] if args else b"", args["nonce"] if args else 0, PROTOCOL_LIMITS)
-            placed = self.served.store.append(entry)
-            return {"ledger": placed.ledger, "height": placed.height, "hash": placed.hash, "checksum": entry.checksum}
-        return self.served.call(cmd, args, node=node)
+        return _answered(self.served, cmd, args, node)
 
     def close(self) -> None:
         return None
