@@ -130,7 +130,6 @@ def head_json(head: LedgerHead | None) -> dict[str, Any] | None:
 
 
 def report_json(report: TallyReport) -> dict[str, Any]:
-    verdict = report.verdict
     return {
         "ledger": report.ledger,
         "observers": [
@@ -151,7 +150,7 @@ def report_json(report: TallyReport) -> dict[str, Any]:
         "stale": list(report.stale),
         "ahead": list(report.ahead),
         "behind": report.behind,
-        "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
+        "verdict": report.verdict.json(),
         "compared": {name: snapshot_json(snapshot) for name, snapshot in report.compared.items()},
         "problems": [
             {"observer": c.published.observer, "entry": c.published.entry_id, "error": _error(c)}

@@ -829,8 +829,8 @@ class Gateway:
         declared = self.genesis_rules(ledger).rules.get("type")
         if declared != "charity":
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
-        report, histories = self._tally_report(ledger)
-        verdict = tally_json(report, self.observer_keys, histories)["verdict"]
+        report, _ = self._tally_report(ledger)
+        verdict = report.verdict.json()
         # The observers' agreement when there is one; while they are still counting, the newest
         # body; when they disagree, none: either only when its head is the record at its height
         # in this store. "The newest body" alone let one observer's key publish any balance at a
@@ -951,12 +951,7 @@ def tally_json(
             "snapshot": None if checked is None or checked.snapshot is None else snapshot_fields(checked.snapshot),
         }
         observers.append(entry)
-    verdict = report.verdict
-    return {
-        "ledger": report.ledger,
-        "observers": observers,
-        "verdict": {"status": verdict.status, "height": verdict.height, "differing": list(verdict.differing)},
-    }
+    return {"ledger": report.ledger, "observers": observers, "verdict": report.verdict.json()}
 
 
 # --- HTTP --------------------------------------------------------------------------------------------

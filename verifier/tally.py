@@ -330,6 +330,10 @@ class Verdict:
     height: int | None = None
     differing: tuple[str, ...] = ()
 
+    def json(self) -> dict[str, Any]:
+        """As `vledger tally --json` and the gateway's tally and funds answers show it."""
+        return {"status": self.status, "height": self.height, "differing": list(self.differing)}
+
 
 def judge(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> Verdict:
     """Compare ``snapshots`` (by observer, all at one height) of the configured ``observers``.
