@@ -558,26 +558,26 @@ def donor_id(args: argparse.Namespace) -> str:
         return str(args.donor)
     if args.seal_key is None:
         raise UsageError("--donor-info needs --seal-key FILE to seal it (or give a sealed --donor)")
-    info = args.donor_info if args.donor_info_file is None else private_text(args.donor_info_file)
+    info = args.donor_info if args.donor_info_file is None else private_text(args.donor_info_file, "--donor-info-file")
     return seal(read_seal_key(input_file(args.seal_key, "--seal-key")), info, args.ledger)
 
 
-def private_text(source: str) -> str:
+def private_text(source: str, option: str) -> str:
     """The text of a file, or of standard input for ``-``, less one final line end: private
     information read so, not from the command line, which other local users see (``ps``,
-    /proc/PID/cmdline) and the shell keeps in its history."""
+    /proc/PID/cmdline) and the shell keeps in its history. A file that is not there is a usage
+    error as for every file named on the command line (input_file); ``option`` names it."""
+    given = f"{option} {source}"
     try:
         if source == "-":
             text = sys.stdin.read()
         else:
-            with open(source, encoding="utf-8") as f:
+            with input_file(Path(source), option).open(encoding="utf-8") as f:
                 text = f.read()
-    except FileNotFoundError:
-        raise UsageError(f"{source}: no such file") from None
     except UnicodeDecodeError:
-        raise UsageError(f"{source}: not UTF-8 text") from None
+        raise UsageError(f"{given}: not UTF-8 text") from None
     except OSError as e:
-        raise UsageError(f"{source}: cannot read it ({e.strerror})") from None
+        raise UsageError(f"{given}: cannot read it ({e.strerror})") from None
     return text.removesuffix("\n").removesuffix("\r")
 
 
@@ -724,7 +724,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
 def cmd_seal(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.file is None):
         raise UsageError("give the TEXT to seal, or --file FILE (- for standard input), not both")
-    text = args.text if args.file is None else private_text(args.file)
+    text = args.text if args.file is None else private_text(args.file, "--file")
     print(seal(read_seal_key(input_file(args.seal_key, "--key")), text, args.context))
     return EXIT_OK
 
