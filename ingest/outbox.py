@@ -5,7 +5,7 @@ callback that only queues them); one thread publishes them on the node's PUB soc
 adds them to the ledgers' streams in one round trip, then records that this node holds
 them. If Redis is down the feed goes on without it, and once Redis is
 back the outbox reads what the stream lacks from the store: the stream's last height is
-the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
+the cursor, so nothing is lost and nothing added twice (docs/INTERNALS.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
 It sends at most once per ``outbox_interval_ms``: a lone writer's puts, one group commit
 each, then share a pass (its Redis round trips, publish and signature) instead of paying one
