@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 MAX_RECORDS_PER_TURN = 20_000  # a replay after a restart goes on over many turns, the feed served between
 
 
-LATEST_LOOK_S = 5.0  # how often an observer reads back which of its tallies Redis names the latest
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -73,6 +70,7 @@ class Observer:
         self.board = board
         self.signer = signer
         self.interval = settings.tally_interval_ms / 1000
+        self.latest_check = settings.latest_check_ms / 1000
         self.alert = alert
         self.keeper = TallyKeeper()
         self._clock = clock
@@ -140,7 +138,7 @@ class Observer:
 
     def _publish_due(self) -> None:
         now = self._clock()
-        if self._entries and now - self._looked >= LATEST_LOOK_S:
+        if self._entries and now - self._looked >= self.latest_check:
             self._looked = now
             self._take_back_latest()
         for ledger in self.keeper.ledgers():

@@ -120,7 +120,7 @@ def test_a_latest_tally_another_wrote_in_its_stream_is_replaced_within_seconds(s
     board.entries.append(forged)
     clock.now += 1.0
     watcher.turn()
-    assert len(board.entries) == 4  # not looked at again yet: once every LATEST_LOOK_S
+    assert len(board.entries) == 4  # not looked at again yet: once every latest_check_ms (5 s)
     clock.now += 5.0
     watcher.turn()
     assert len(board.entries) == 5 and board.last().height == head
