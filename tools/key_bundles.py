@@ -28,12 +28,16 @@ user). The Redis password files sit under the same path relative to the key dire
 ``[redis] passwords`` gives, so ``[redis] passwords`` must lie inside ``[cluster] keys``.
 
 Running it again brings every folder up to date (a key rotated since, a node added): each
-file is replaced whole, and a file no longer in a folder's list is removed from it.
+file is replaced whole. A file in a folder that is not in its list is left there and named
+(``extra``), never removed: a home given its folder as its key directory writes the checkpoint
+key of ``vledger ledger rotate-key`` there (ingest/server.py), and a key deleted is lost; copy
+such a key back into the key directory, or remove a stray file by hand.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..broker import redis_acl
@@ -133,11 +137,19 @@ def bundle(config: ClusterConfig, name: str) -> Bundle:
     return files
 
 
-def write_bundles(config: ClusterConfig, directory: Path) -> dict[str, list[str]]:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A folder :func:`write_bundles` wrote: its files, and those it found there besides (kept)."""
+
+    files: list[str]
+    extra: list[str]
+
+
+def write_bundles(config: ClusterConfig, directory: Path) -> dict[str, Written]:
     """Each folder of :func:`bundle_names` under ``directory`` (0700), its files copied in (secrets
-    0600, public files 0644) and what no longer belongs removed; returns folder -> its files."""
+    0600, public files 0644); returns folder -> what it wrote and what else the folder holds."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    written: dict[str, list[str]] = {}
+    written: dict[str, Written] = {}
     for name in bundle_names(config):
         files = bundle(config, name)
         folder = directory / name
@@ -147,10 +159,8 @@ def write_bundles(config: ClusterConfig, directory: Path) -> dict[str, list[str]
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _copy(source, path, 0o600 if secret else 0o644)
         wanted = {folder / target for target in files}
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path not in wanted:
-                path.unlink()  # no longer this process's: a key of a node it is no longer, a stale copy
-        written[name] = sorted(str(target) for target in files)
+        extra = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file() and p not in wanted]
+        written[name] = Written(sorted(str(target) for target in files), extra)
     return written
 
 

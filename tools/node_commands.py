@@ -30,7 +30,7 @@ from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, config_file, node_name
 from .client_output import print_enrollment
-from .key_bundles import write_bundles
+from .key_bundles import Written, write_bundles
 from .paths import input_file
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if args.bundles is not None and args.cluster is None:
         raise UsageError("--bundles needs --cluster CONFIG: the folders are of that cluster's processes")
     passphrase = _passphrase(args, confirm=True)
-    bundles: dict[str, list[str]] | None = None
+    bundles: dict[str, Written] | None = None
     if args.cluster is not None:
         config = load_cluster(config_file(args.cluster, option="--cluster"))
         directory = config.keys_dir
@@ -127,7 +127,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         shown: dict[str, object] = {"directory": str(directory), "created": made, "kept": kept}
         if bundles is not None:
             shown["bundles"] = {
-                name: {"directory": str(args.bundles / name), "files": files} for name, files in bundles.items()
+                name: {"directory": str(args.bundles / name), "files": done.files, "extra": done.extra}
+                for name, done in bundles.items()
             }
         print(json.dumps(shown))
     else:
@@ -135,8 +136,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             for entry in entries:
                 public = f"  public {entry['public']}" if entry["public"] else "  (secret, 0600)"
                 print(f"{what} {directory / entry['file']}{public}")
-        for name, files in (bundles or {}).items():
-            print(f"bundle  {args.bundles / name}  {len(files)} files: what {name} alone reads")
+        for name, done in (bundles or {}).items():
+            print(f"bundle  {args.bundles / name}  {len(done.files)} files: what {name} alone reads")
+            for extra in done.extra:  # never removed: a home's rotated checkpoint key is written there
+                print(
+                    f"extra   {args.bundles / name / extra}  (not from {directory}: kept; copy it back, or remove it)"
+                )
     return 0
 
 

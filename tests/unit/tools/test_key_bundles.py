@@ -69,6 +69,7 @@ def test_each_node_gets_every_public_file_and_its_own_secrets_only(tmp_path: Pat
     out = tmp_path / "bundles"
     written = write_bundles(config, out)
     assert list(written) == [*sorted(config.nodes), GATEWAY, REDIS, SENTINEL] == bundle_names(config)
+    assert all(done.extra == [] for done in written.values())
     publics = {p.name for p in config.keys_dir.iterdir() if p.name.endswith((".key", ".sign.pub"))}
     assert "admin.key" in publics and "replica-10.sign.pub" in publics
     expected = {
@@ -116,19 +117,22 @@ def test_the_acl_file_of_a_sentinel_set_has_its_servers_users_and_a_single_serve
     assert bundle_names(single)[-2:] == [GATEWAY, REDIS]
 
 
-def test_a_second_run_brings_the_folders_up_to_date(tmp_path: Path) -> None:
+def test_a_second_run_brings_the_folders_up_to_date_and_removes_nothing(tmp_path: Path) -> None:
     config = load_cluster(cluster_file(tmp_path))
     ensure_cluster_keys(config)
     out = tmp_path / "bundles"
     write_bundles(config, out)
-    # A key rotated since (its next generation beside the first), and a file left from before.
+    # A key rotated since (its next generation beside the first), and a checkpoint key that a home
+    # running from its folder wrote there (ledger rotate-key): not in the key directory, not lost.
     (config.keys_dir / "replica-1@1.sign").write_bytes((config.keys_dir / "replica-1.sign").read_bytes())
     (config.keys_dir / "replica-1@1.sign").chmod(0o600)
-    (out / "replica-1" / "ingest-1.key_secret").write_text("left by a mistake")
-    write_bundles(config, out)
-    assert "replica-1@1.sign" in secrets_in(out / "replica-1")
+    (out / "ingest-1" / "ingest-1.ckpt-0123456789abcdef.sign").write_text("a rotated checkpoint key")
+    written = write_bundles(config, out)
+    assert "replica-1@1.sign" in secrets_in(out / "replica-1") and "replica-1@1.sign" in written["replica-1"].files
     assert "replica-1@1.sign" not in secrets_in(out / "replica-10")
-    assert not (out / "replica-1" / "ingest-1.key_secret").exists()
+    assert (out / "ingest-1" / "ingest-1.ckpt-0123456789abcdef.sign").read_text() == "a rotated checkpoint key"
+    assert written["ingest-1"].extra == ["ingest-1.ckpt-0123456789abcdef.sign"]
+    assert [name for name, done in written.items() if done.extra] == ["ingest-1"]
 
 
 def test_passwords_outside_the_key_directory_and_unknown_folders_are_refused(tmp_path: Path) -> None:
