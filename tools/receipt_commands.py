@@ -30,8 +30,8 @@ from ..client.session import Session
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import RecordError, UsageError
-from ..node.node_keys import NodeKeys, decode_node_keys, encode_node_keys, node_keys_of
-from ..node.note import VerifierKey, parse_verifier_key, witness_groups
+from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, decode_node_keys, encode_node_keys, node_keys_of
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, parse_verifier_key, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..node.rules.admin import ADMIN_LEDGER
@@ -231,6 +231,15 @@ def _proven_rotations(
         if evidence is None:
             continue
         counts = dict(collections.Counter(str(r["node"]) for r in rotations))
+        # Evidence holds the last MAX_NODE_ROTATIONS: a witness with an earlier rotation left
+        # out would get its generation 0 bounded by a later rotation's sizes. Not proven so.
+        size = parse_checkpoint(parse_note(evidence.checkpoint).text).size
+        held = collections.Counter(
+            str(record.content.payload.get("node"))
+            for record in (decode_record(data, PROTOCOL_LIMITS) for data in records[:size])
+            if record.content.kind == ROTATION_RECORD_KIND and isinstance(record.content.payload, dict)
+        )
+        counts = {node: count for node, count in counts.items() if held[node] == count}
         if sum(counts.values()) > sum(best[0].values()):
             best = (counts, functools.partial(node_keys_of, records, evidence.checkpoint))
     return best
