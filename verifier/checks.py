@@ -369,6 +369,10 @@ class ClusterChecks:
         self._scan_at = 0.0
         self._unlisted_since: dict[str, float] = {}
         self._left_out: frozenset[str] = frozenset()  # found past MAX_UNLISTED_LEDGERS, as last logged
+        # Names only Redis's {ledgers} hash gives (no node, stream or cluster file says so), checked
+        # up to MAX_UNLISTED_LEDGERS; those left out (past it, or no ledger's name) as last logged.
+        self._uncorroborated: set[str] = set()
+        self._hash_left_out: frozenset[str] = frozenset()
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -430,20 +434,24 @@ class ClusterChecks:
         ``epochs`` hashes are every ingest node's Redis user's to write, so a ledger's home is
         the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
         or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
-        announced: dict[str, str | None] = dict(self.replication.ledgers())
         epochs = self.replication.epochs()
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
-        self._unlisted(announced, self._discovered(saved))
+        found = self._discovered(saved)
+        announced = self._hash_listed(dict(self.replication.ledgers()), found)
+        self._unlisted(announced, found)
         for ledger, claimed in sorted(announced.items()):
+            # A stream is made (MKSTREAM) only for a name more than Redis's hash gives: the group on
+            # any other's waits for its stream (a home's first append), so junk HSET makes no key.
+            mkstream = claimed is not None and ledger not in self._uncorroborated
             state = self.ledgers.get(ledger)
             if state is None:
                 state = self.ledgers[ledger] = LedgerState(self.config.home_of(ledger).name)
-                state.grouped = self._create_group(ledger, mkstream=claimed is not None)
+                state.grouped = self._create_group(ledger, mkstream=mkstream)
                 for node in self.holders(ledger):
                     checkpoint = _checkpoint(saved.get(f"{node}|{ledger}"))
                     state.copies[node] = CopyState(LedgerSweep(node, ledger, checkpoint, self.pool))
                 self._read_pending = True
-            elif not state.grouped and self._create_group(ledger, mkstream=claimed is not None):
+            elif not state.grouped and self._create_group(ledger, mkstream=mkstream):
                 state.grouped = self._read_pending = True  # its stream exists now
             state.epoch = self._epoch_of(ledger, state, epochs.get(ledger))
             home = self._signer_of(ledger, state.epoch)
@@ -473,7 +481,7 @@ class ClusterChecks:
         at start and every SCAN_STREAMS_SECONDS, those whose stream key exists. That hash is every
         ingest node's Redis user's to write: a ledger deleted from it must not go unchecked by a
         verifier started after."""
-        found = {ledger: "verifier" for ledger in self.ledgers}
+        found = {ledger: "verifier" for ledger in self.ledgers if ledger not in self._uncorroborated}
         for field_ in saved:
             node, _, ledger = field_.partition("|")
             if node and _ledger_name(ledger):
@@ -487,6 +495,39 @@ class ClusterChecks:
             self._streams = self._stream_keys()
         streams = {ledger: "stream" for ledger in sorted(self._streams)}
         return {**found, **streams, **self._found}  # where a node or a stream says so, when they do
+
+    def _hash_listed(self, listed: dict[str, str | None], found: dict[str, str]) -> dict[str, str | None]:
+        """The ledgers of Redis's ``{ledgers}`` hash (``listed``: name -> home) that are checked.
+        Every ingest node's Redis user may HSET any name there, so a name that is no ledger's
+        (PROTOCOL 10.10) is left out, and of the others, those nothing else names (not the
+        cluster file, not ``found``: a stream key, a home's ``ledger.list``, the verifier's own
+        sweeps) are checked up to MAX_UNLISTED_LEDGERS: those checked already first (never
+        dropped while listed), then by name. A home's new ledger is among them until its home
+        lists it (LIST_LEDGERS_SECONDS). One no longer listed is no longer checked. Those left
+        out are logged when they change, not every round."""
+        for ledger in sorted(self._uncorroborated):
+            if ledger not in listed or ledger in found or ledger in self.config.homes:
+                self._uncorroborated.discard(ledger)
+                if ledger not in listed and ledger not in found:
+                    self.ledgers.pop(ledger, None)  # no longer named by anything: forgotten
+        named = {ledger: home for ledger, home in listed.items() if _ledger_name(ledger)}
+        alone = sorted(
+            (ledger for ledger in named if ledger not in found and ledger not in self.config.homes),
+            key=lambda ledger: (ledger not in self._uncorroborated, ledger),
+        )
+        self._uncorroborated.update(alone[:MAX_UNLISTED_LEDGERS])
+        past = set(alone[MAX_UNLISTED_LEDGERS:])
+        checked = {ledger: home for ledger, home in named.items() if ledger not in past}
+        left_out = frozenset(listed).difference(checked)
+        if left_out and left_out != self._hash_left_out:
+            shown = ", ".join(repr(ledger) for ledger in sorted(left_out)[:20]) + (" ..." if len(left_out) > 20 else "")
+            log.warning(
+                "Redis's ledgers hash lists %d names no node, stream or cluster file gives: %d not checked (no "
+                "ledger's name, or past the %d checked so: MAX_UNLISTED_LEDGERS), no stream made for them: %s",
+                len(listed) - len(named) + len(alone), len(left_out), MAX_UNLISTED_LEDGERS, shown,
+            )  # fmt: skip
+        self._hash_left_out = left_out
+        return checked
 
     def _listed_by_homes(self) -> dict[str, str]:
         """Ledger -> the first node (by name) whose ``ledger.list`` names it and that is its
@@ -689,7 +730,9 @@ class ClusterChecks:
             log.warning("the consumer group is gone (%s); creating it again from the start of each stream", e)
             listed = self.replication.ledgers()
             for ledger, state in self.ledgers.items():
-                state.grouped = self._create_group(ledger, mkstream=ledger in listed)
+                state.grouped = self._create_group(
+                    ledger, mkstream=ledger in listed and ledger not in self._uncorroborated
+                )
             self._read_pending = True
             return 0
         if self._read_pending and not any(entries for _, entries in replies or []):
@@ -1400,6 +1443,7 @@ class ClusterChecks:
         values = {
             f"{node}|{ledger}": _checkpoint_text(copy.sweep.checkpoint)
             for ledger, state in self.ledgers.items()
+            if ledger not in self._uncorroborated  # saved, a name only Redis gave would be found for good
             for node, copy in state.copies.items()
         }
         if values:

@@ -7,8 +7,10 @@ signed tally verify with the cluster stopped, from the genesis and the key direc
 generation-0 keys alone, the new key learnt from the admin ledger's rotation record the
 receipt proves; a tampered rotation record proves nothing. A cosignature by the replaced key
 stamped inside the window on a checkpoint larger than the rotation record says that key had
-cosigned (outsider F3) counts for nothing, with those keys and with the keys ``vledger receipt
-keys`` prints after the rotation (the observer's newest).
+cosigned (outsider F3) counts for nothing, with those keys and with the options ``vledger
+receipt keys`` prints after the rotation (generation 0 and the rotation proven from the stores,
+``--node-keys``), even in a receipt stripped of its node keys; with those options a receipt
+saved before the rotation, cosigned by the replaced key, still counts the observer.
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def _backdated(receipt: bytes, witness: str, seed: bytes, timestamp: int) -> byt
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _without_node_keys(receipt: bytes) -> bytes:
+    """The receipt without its node keys, re-encoded canonically: what a forger leaves out."""
+    obj = json.loads(receipt)
+    del obj["node_keys"]
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path: Path) -> None:
     cluster: LocalCluster = start_cluster(
         nodes=1,
@@ -92,8 +101,12 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
     cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
     genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
-    _put(cluster, 3, "before")
+    before = _put(cluster, 3, "before")
     first = load_verify_key(signing_key_paths(keys, OBSERVER)[1])
+    # A receipt saved before the rotation: cosigned by the observer's key file's key alone.
+    old_receipt_file = tmp_path / "old.receipt"
+    cluster.cli("receipt", "get", LEDGER, str(before - 1), "--quorum", "2", "-o", str(old_receipt_file), *common)
+    assert b'"node_keys"' not in old_receipt_file.read_bytes()
 
     rotated = json.loads(
         cluster.cli("key", "rotate", OBSERVER, "--window", str(WINDOW_SECONDS), "--json", *common).stdout
@@ -200,16 +213,32 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     )
     refused = cluster.cli(*verify, str(backdated_file), "--admin-key", admin_key.encode(), check=False)
     assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
-    # `vledger receipt keys` gives the observer's newest key, not the replaced one: with its
-    # options the forged line counts for nothing either, and the genuine receipt verifies.
+    # `vledger receipt keys` gives each witness's generation 0 and the rotation records proven
+    # under an admin checkpoint (read from the nodes' stores): with its options the receipt saved
+    # before the rotation counts the observer by its replaced key, the one after by its new key,
+    # and the forged line counts for nothing, even in a receipt stripped of its node keys.
     printed = cluster.cli("receipt", "keys", "--config", str(cluster.config_path)).stdout.split()
     newest_key = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign)).encode()
-    assert newest_key in printed and generation0[-1].encode() not in printed, printed
+    assert generation0[-1].encode() in printed and newest_key not in printed, printed
+    assert printed[-2] == "--node-keys", printed
     from_keys = ["receipt", "verify", "--genesis", str(genesis_file), *printed, "--quorum", "2"]
-    refused = cluster.cli(*from_keys, str(backdated_file), check=False)
-    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
     checked = cluster.cli(*from_keys, str(receipt_file))
     assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
+    checked = cluster.cli(*from_keys, str(old_receipt_file))
+    assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
+    refused = cluster.cli(*from_keys, str(backdated_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    stripped_file = tmp_path / "stripped.receipt"
+    stripped_file.write_bytes(_without_node_keys(backdated_file.read_bytes()))
+    refused = cluster.cli(*from_keys, str(stripped_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    # Without those node keys, the stripped forgery counts the old key (the window alone binds it,
+    # and only when something shows the rotation): what the printed node keys are for.
+    without = [word for word in printed[:-2]]
+    accepted = cluster.cli(
+        "receipt", "verify", "--genesis", str(genesis_file), *without, "--quorum", "2", str(stripped_file)
+    )
+    assert accepted.stdout.startswith("valid: "), accepted.stdout
     # A tampered rotation record is not the one the admin checkpoint holds.
     tampered_file = tmp_path / "tampered.receipt"
     tampered_file.write_bytes(_tampered(receipt))
