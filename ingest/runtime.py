@@ -249,8 +249,9 @@ class NodeRuntime:
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` from the signal handler when SIGTERM or SIGINT stops :meth:`serve`,
-        right after ``stopping`` is set: what ends a wait ``main`` may be in (a verifier's
-        readers' Context, shut down). It must not block; it runs on the main thread."""
+        right after ``stopping`` is set: what ends a wait ``main`` may be in (the verifier ends
+        its readers' ZeroMQ Context). It must not block: it runs on the main thread, maybe
+        inside the very call it is to end."""
         self._on_stop.append(callback)
 
     def _stopped(self) -> None:
