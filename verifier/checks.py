@@ -36,10 +36,13 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import zmq
 
 from ..broker.client import Client
 from ..broker.redis_keys import GROUP_TAGS, group_key
@@ -104,14 +107,36 @@ NOT_HELD = frozenset(("not_home", "no_such_ledger"))
 REPLACED_RESOLVES = ("lagging", "fork")
 
 
-class NodeReader:
-    """One node's read commands, for the verifier; a node that does not answer is left alone a while."""
+class Stopped(Exception):
+    """The verifier is stopping (SIGTERM, SIGINT): the slice of checks in hand is dropped where it
+    stands, before its next read of a node or step. Not an error, and no VledgerError, so that no
+    handler of a node's failure takes it for one (marking every node down, raising lag alerts on
+    the way out). What the slice read and did not acknowledge is read again at the next start."""
 
-    def __init__(self, node: NodeConfig, client: Client, page_size: int, clock: Callable[[], float]) -> None:
+
+class NodeReader:
+    """One node's read commands, for the verifier; a node that does not answer is left alone a while.
+
+    Once ``stopping`` is set every read raises :class:`Stopped` instead of asking the node: a
+    slice of checks reads every copy of every ledger, and with nodes that do not answer (stopped
+    with the verifier, or cut off) each read waited ``node_timeout_ms``, one after another, far
+    past a supervisor's stop time (seen: 20 s, then SIGKILL). The read in flight then raises it
+    too once the client's Context is ended (ETERM: vledger.verifier.process ends the readers'
+    at a stop), instead of waiting out its timeout."""
+
+    def __init__(
+        self,
+        node: NodeConfig,
+        client: Client,
+        page_size: int,
+        clock: Callable[[], float],
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.node = node
         self.client = client
         self.page_size = page_size
         self._clock = clock
+        self._stopping = stopping or threading.Event()
         self.down_until = 0.0
 
     @property
@@ -142,10 +167,21 @@ class NodeReader:
                 break  # the copy's end (or an answer that says nothing follows)
         return held
 
+    def _call(self, cmd: str, args: dict[str, Any]) -> Any:
+        """The node's reply to ``cmd`` (Client.call); raises Stopped once the verifier is stopping."""
+        if self._stopping.is_set():
+            raise Stopped(f"not asking {self.name} for {cmd}: the verifier is stopping")
+        try:
+            return self.client.call(cmd, args)
+        except zmq.ZMQError as e:  # ETERM: the Context was ended by the stop, the wait with it
+            if not self._stopping.is_set():
+                raise
+            raise Stopped(f"{cmd} of {self.name} dropped: the verifier is stopping") from e
+
     def _range(self, ledger: str, start: int, limit: int) -> tuple[list[bytes], int | None]:
         """One ``range`` answer: its records, and the height the node said follows them (None: its end)."""
         try:
-            reply = self.client.call("range", {"ledger": ledger, "start": start, "limit": limit})
+            reply = self._call("range", {"ledger": ledger, "start": start, "limit": limit})
         except RemoteError as e:
             if e.code in NOT_HELD:
                 return [], None  # a copy that holds none of the ledger: its sweep ends here
@@ -161,7 +197,7 @@ class NodeReader:
         home a newer epoch replaced, PROTOCOL 10.9), which the reads above take for holding none.
         Raises NodeUnavailableError, or the RemoteError of another refusal."""
         try:
-            self.client.call("head", {"ledger": ledger})
+            self._call("head", {"ledger": ledger})
         except RemoteError as e:
             if e.code == "not_home":
                 return False
@@ -171,7 +207,7 @@ class NodeReader:
 
     def ledgers(self) -> list[str]:
         """The names of the ledgers the node's store holds, as its ``ledger.list`` says (PROTOCOL 6.1)."""
-        reply = self.client.call("ledger.list", {})
+        reply = self._call("ledger.list", {})
         entries = reply.get("ledgers") if isinstance(reply, dict) else None
         if not isinstance(entries, list):
             raise NodeUnavailableError(f"{self.name}: ledger.list answered something else")
@@ -180,7 +216,7 @@ class NodeReader:
     def head(self, ledger: str) -> tuple[int, bytes] | None:
         """The node's head of ``ledger`` (height, hash), None if it holds none."""
         try:
-            reply = self.client.call("head", {"ledger": ledger})
+            reply = self._call("head", {"ledger": ledger})
         except RemoteError as e:
             if e.code == "not_found" or e.code in NOT_HELD:
                 return None
@@ -193,7 +229,7 @@ class NodeReader:
     def record(self, ledger: str, height: int) -> bytes | None:
         """The node's record bytes at ``height``, None if it holds none there."""
         try:
-            data = self.client.call("get", {"ledger": ledger, "height": height}).get("record")
+            data = self._call("get", {"ledger": ledger, "height": height}).get("record")
         except RemoteError as e:
             if e.code == "not_found" or e.code in NOT_HELD:
                 return None
@@ -211,7 +247,7 @@ class NodeReader:
         (CANNOT_ANSWER: it lacks the height, the tree size or the ledger). Raises RemoteError
         for any other refusal, NodeUnavailableError when it does not answer."""
         try:
-            return self.client.call(cmd, args)
+            return self._call(cmd, args)
         except RemoteError as e:
             if e.code in CANNOT_ANSWER:
                 return None
@@ -315,7 +351,11 @@ class LedgerState:
 
 
 class ClusterChecks:
-    """The three checks over every copy; :meth:`tick` runs a slice of each. One thread."""
+    """The three checks over every copy; :meth:`tick` runs a slice of each. One thread.
+
+    Once ``stopping`` is set (give the readers the same Event) a slice raises :class:`Stopped`
+    before its next step: each read of a node, each ledger and each copy it goes on to. What is
+    in flight ends first: a Redis call, or a read whose Context was not ended (NodeReader)."""
 
     def __init__(
         self,
@@ -329,8 +369,10 @@ class ClusterChecks:
         pool: PagePool | None = None,
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
         witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
+        self._stopping = stopping or threading.Event()
         # The configured checkpoint key of a ledger's home (its <home>.sign.pub), for a ledger
         # whose genesis pins none (PROTOCOL 10.7's version rule).
         self._fallback_key = home_keys
@@ -440,6 +482,7 @@ class ClusterChecks:
         announced = self._hash_listed(dict(self.replication.ledgers()), found)
         self._unlisted(announced, found)
         for ledger, claimed in sorted(announced.items()):
+            self._go_on()
             # A stream is made (MKSTREAM) only for a name more than Redis's hash gives: the group on
             # any other's waits for its stream (a home's first append), so junk HSET makes no key.
             mkstream = claimed is not None and ledger not in self._uncorroborated
@@ -691,18 +734,26 @@ class ClusterChecks:
     # --- one slice of work ----------------------------------------------------------------
 
     def tick(self, block_ms: int = 100) -> None:
+        """One slice of each check; raises Stopped once ``stopping`` is set (see the class)."""
         now = self._clock()
         self.refresh_open()
         self.consume(block_ms)
         if now >= self._next_heads:
             self._next_heads = now + self.settings.heads_interval_ms / 1000
+            self._go_on()
             self.refresh_ledgers()
             self.compare_heads()
+            self._go_on()
             self.save_checkpoints()
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_idle_ms / 1000
             self.claim_abandoned()
         self.sweep(budget_seconds=0.2)
+
+    def _go_on(self) -> None:
+        """Raise Stopped once the verifier is stopping: the slice in hand ends here."""
+        if self._stopping.is_set():
+            raise Stopped("the verifier is stopping")
 
     # --- new records --------------------------------------------------------------------
 
@@ -746,6 +797,7 @@ class ClusterChecks:
     def claim_abandoned(self) -> None:
         """Take over the entries a verifier that died left pending (XAUTOCLAIM)."""
         for ledger, state in self.ledgers.items():
+            self._go_on()
             if not state.grouped:
                 continue
             key = self.replication.stream_key(ledger)
@@ -862,6 +914,7 @@ class ClusterChecks:
         now = self._clock()
         self._notes = None  # read from Redis once a round
         for ledger, state in self.ledgers.items():
+            self._go_on()
             self._watch_latest(ledger, state)
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
@@ -1321,6 +1374,7 @@ class ClusterChecks:
         first = self._sweep_from % len(copies) if copies else 0
         for index in range(first, first + len(copies)):
             ledger, node, copy = copies[index % len(copies)]
+            self._go_on()
             if self._clock() >= deadline:
                 self._sweep_from = index % len(copies)
                 return done
