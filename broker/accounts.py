@@ -67,6 +67,10 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+# A node that loads an account or key whose admin record no checkpoint it verified covers yet
+# loads again this often, this long at most, before it records the version applied (AccountCache.refresh).
+PENDING_POLL_SECONDS = 0.01
+PENDING_WAIT_SECONDS = 5.0
 
 
 class Role(enum.StrEnum):
@@ -543,9 +547,15 @@ class AdminCheck:
     enforced beyond its signed part, and nothing new). ``on_forged`` hears, after each load
     whose finding changed, what the cache gives that no admin record gave (empty: nothing)."""
 
-    def __init__(self, key: VerifierKey | None, on_forged: Callable[[tuple[str, ...]], None] | None = None) -> None:
+    def __init__(
+        self,
+        key: VerifierKey | None,
+        on_forged: Callable[[tuple[str, ...]], None] | None = None,
+        wait_seconds: float = PENDING_WAIT_SECONDS,
+    ) -> None:
         self.key = key
         self.on_forged = on_forged
+        self.wait_seconds = wait_seconds  # how long a load waits for a checkpoint over what is pending
         self.forged: tuple[str, ...] = ()
         self._verified: tuple[int, bytes | None, VerifiedAdmin] | None = None
         self._problem: str | None = None
@@ -565,8 +575,10 @@ class AdminCheck:
         self._problem = admin.problem
         return admin
 
-    def apply(self, snapshot: AccountsSnapshot, raw: list[bytes], note: bytes | None) -> AccountsSnapshot:
-        """``snapshot`` narrowed to what the verified admin ledger gives."""
+    def apply(self, snapshot: AccountsSnapshot, raw: list[bytes], note: bytes | None) -> tuple[AccountsSnapshot, int]:
+        """``snapshot`` narrowed to what the verified admin ledger gives, and how many of its
+        entries that narrowing leaves out only until a checkpoint covers their records (0: the
+        narrowed snapshot enforces everything of ``snapshot`` that some admin record gave)."""
         admin = self.verified(raw, note)
         cache = {n: (a.role.value, a.enabled, frozenset(a.keys)) for n, a in snapshot.accounts.items()}
         judgement = judge(cache, admin)
@@ -581,7 +593,9 @@ class AdminCheck:
             for name, (role, enabled, keys) in judgement.enforced.items()
         }
         owners = {key: account.name for account in accounts.values() for key in account.keys}
-        return AccountsSnapshot(snapshot.version, MappingProxyType(accounts), MappingProxyType(owners))
+        return AccountsSnapshot(
+            snapshot.version, MappingProxyType(accounts), MappingProxyType(owners)
+        ), judgement.pending
 
 
 class AccountCache:
@@ -620,6 +634,7 @@ class AccountCache:
         self._grants: Grants | None = None
         self._key_rotations: tuple[dict[str, Any], ...] = ()
         self._admin_size = 0
+        self._whole = 0  # the last version this node enforces whole: the one it records as applied
 
     # --- reads (any thread) ----------------------------------------------------------------------
 
@@ -665,25 +680,52 @@ class AccountCache:
     # --- loading -------------------------------------------------------------------------------
 
     def refresh(self) -> int:
-        """Load the accounts now (the node that made a change calls this before answering)."""
+        """Load the accounts now (the node that made a change calls this before answering).
+
+        A version is recorded as applied only once the view handed to ``on_change`` enforces all
+        of it that an admin record gave (PROTOCOL 16.4): while no checkpoint of the admin ledger
+        that the node verified covers a new account's or key's record, the view leaves it out
+        and the node loads again (``check.wait_seconds`` at most), still recording only the last
+        version it enforces whole, so an admin command never returns before every node admits
+        what it added. Each load hands its view over at once: a revoke never waits."""
         with self._reload_lock:
-            # The accounts before the admin records: the home appends a record before it changes
-            # the accounts, so whatever change this snapshot holds, its record is read below.
-            snapshot = self.registry.snapshot()
-            self._load_grants()
-            if self.check is not None:
-                self._admin_note = self.registry.admin_checkpoint()
-                snapshot = self.check.apply(snapshot, self._admin_raw, self._admin_note)
-            with self._changed:
-                previous, self._snapshot = self._snapshot, snapshot
-            try:
-                if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
-                    return snapshot.version
-            finally:
+            deadline = time.monotonic() + (0.0 if self.check is None else self.check.wait_seconds)
+            while True:
+                snapshot, pending = self._load()
                 with self._changed:
-                    self._changed.notify_all()
-            self.registry.record_applied(self.node, snapshot.version)
+                    previous, self._snapshot = self._snapshot, snapshot
+                try:
+                    if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
+                        return snapshot.version
+                finally:
+                    with self._changed:
+                        self._changed.notify_all()
+                if not pending:
+                    self._whole = snapshot.version
+                    break
+                if time.monotonic() >= deadline or self._stop.wait(PENDING_POLL_SECONDS):
+                    logger.warning(
+                        "node %s: accounts version %d: %d entries wait for a checkpoint of the admin ledger "
+                        "over their records; version %d recorded as applied",
+                        self.node,
+                        snapshot.version,
+                        pending,
+                        self._whole,
+                    )
+                    break
+            self.registry.record_applied(self.node, self._whole)
             return snapshot.version
+
+    def _load(self) -> tuple[AccountsSnapshot, int]:
+        """The accounts as this node enforces them, and how many entries of Redis's await a checkpoint."""
+        # The accounts before the admin records: the home appends a record before it changes
+        # the accounts, so whatever change this snapshot holds, its record is read below.
+        snapshot = self.registry.snapshot()
+        self._load_grants()
+        if self.check is None:
+            return snapshot, 0
+        self._admin_note = self.registry.admin_checkpoint()
+        return self.check.apply(snapshot, self._admin_raw, self._admin_note)
 
     def _load_grants(self) -> None:
         """Rebuild the grants when the cached admin ledger changed (it is small, changes are rare)."""
@@ -718,10 +760,10 @@ class AccountCache:
         """The safety net: reload if the version moved unannounced (or a new checkpoint of the
         admin ledger may cover what was pending), else say we are alive."""
         moved = self.check is not None and self.registry.admin_checkpoint() != self._admin_note
-        if self._unapplied or moved or self.registry.version() != self.version:
+        if self._unapplied or moved or self._whole < self.version or self.registry.version() != self.version:
             self.refresh()
         else:
-            self.registry.record_applied(self.node, self.version)
+            self.registry.record_applied(self.node, self._whole)
 
     def start(self) -> Self:
         if self._thread is not None:

@@ -363,15 +363,17 @@ def wait_signed(registry: AccountRegistry, height: int, timeout: float) -> None:
     ``height``: a node enforces a new key, account or role only under such a checkpoint
     (node/admin_accounts.py), so the home changes the accounts in Redis after it. Its outbox
     signs after each batch; past the deadline (Redis away) the change is made all the same, and
-    the nodes enforce it once a checkpoint covers it. Without any checkpoint in Redis it does not
-    wait: the nodes then take the verified chain alone (node/admin_accounts.py)."""
+    the nodes enforce it, and say they applied it, once a checkpoint covers it.
+
+    It waits when Redis holds no checkpoint yet too (the ledger just made: its first is signed at
+    the outbox's next pass): the nodes take the verified chain alone only while none is there,
+    and the first one, signed over the records of a pass that had not reached ``height``, would
+    leave the change out again."""
     deadline = time.monotonic() + timeout
     while True:
         note = registry.admin_checkpoint()
         try:
-            # No note at all (the ledger just made, its first signed at the outbox's next pass):
-            # the nodes take the verified chain alone, which holds the record already.
-            if note is None or parse_checkpoint(parse_note(note).text).size > height:
+            if note is not None and parse_checkpoint(parse_note(note).text).size > height:
                 return
         except VledgerError as e:
             log.warning("the admin ledger's checkpoint in Redis does not parse: [%s] %s", e.code, e.message)
