@@ -11,7 +11,10 @@ then enforces only what both the signed records and the whole verified chain giv
 * a key, a role or an enabled account only once a signed checkpoint covers the record that
   gave it (the home signs after each batch, and waits for that signature before it changes
   the cache: ingest/accounts.py), so a record appended behind a home's back is never enough;
-* a revoke, a disable or a removal at once, from the chain's unsigned tail too: it only narrows.
+* a revoke, a disable or a removal at once, from the chain's unsigned tail too: it only narrows;
+* the accounts the genesis's import records carry over (what Redis held, and every node
+  enforced, before the ledger existed) under any checkpoint that verifies, even one over the
+  genesis alone.
 
 While no checkpoint in Redis verifies (a home signs the admin ledger it just created at its
 next pass; Redis lost the note; one not signed by the admin key, which any ingest node's Redis
@@ -154,6 +157,18 @@ def _signed_size(raw: Sequence[bytes], verified: int, note: bytes, key: Verifier
     return checkpoint.size
 
 
+def _carried_over(records: Sequence[Record]) -> int:
+    """How many records the ledger begins with that carry over what Redis held before it: its
+    genesis and the ``account`` records of op ``import`` right after it (ingest/admin_ledger.py)."""
+    count = 0
+    for record in records:
+        kind, payload = record.content.kind, record.content.payload
+        if count and not (kind == "account" and isinstance(payload, Mapping) and payload.get("op") == "import"):
+            break
+        count += 1
+    return count
+
+
 CachedAccount = tuple[str, bool, frozenset[str]]  # role, enabled, keys: as the cache states it
 
 
@@ -175,7 +190,11 @@ def judge(cache: Mapping[str, CachedAccount], admin: VerifiedAdmin) -> Judgement
     # No checkpoint verifies (none in Redis yet: a home signs a ledger it just made at its next
     # pass; or one that is not the admin key's): the verified chain alone, whose records only the
     # home's Redis user writes (broker/redis_acl.py), rather than refusing every account.
-    signed = accounts_of(admin.records[: admin.signed]) if admin.signed else full
+    # The genesis and its import records, which carry over the accounts Redis held (and every
+    # node enforced) before the ledger existed, count as signed: the home appends them one by
+    # one, so its outbox may sign the genesis alone, and a new admin ledger would then take the
+    # bootstrapped admin's key off every node until the next checkpoint.
+    signed = accounts_of(admin.records[: max(admin.signed, _carried_over(admin.records))]) if admin.signed else full
     enforced: dict[str, CachedAccount] = {}
     forged: list[str] = []
     pending = 0

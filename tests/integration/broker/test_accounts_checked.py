@@ -20,7 +20,7 @@ import pytest
 
 from vledger.broker.accounts import AccountCache, AccountRegistry, AdminCheck
 from vledger.broker.redis_server import RedisServer, connect
-from vledger.node.errors import ApplyTimeoutError
+from vledger.node.errors import AccountError, ApplyTimeoutError
 from vledger.tests.integration.cluster import wait_until
 from vledger.tests.unit.node.test_admin_accounts import ADMIN, EVIL_KEY, NEW_KEY, ROOT_KEY, WRITER_KEY, Chain, _note
 
@@ -151,3 +151,27 @@ def test_a_key_forged_into_redis_is_not_enforced_and_named(
     owner = node.lookup(ROOT_KEY)
     assert owner is not None and owner.account == "root"
     assert forged and any(EVIL_KEY in line for line in forged[-1])
+
+
+def test_a_run_of_admin_records_reaches_redis_in_one_step(home: Home, redis_server: RedisServer) -> None:
+    """A node reads the list whole or not at all for each push: a new admin ledger's genesis
+    is never seen without the import records the home appended with it (PROTOCOL 16.4)."""
+    client = connect(redis_server.url)
+    try:
+        pubsub = client.pubsub()
+        pubsub.subscribe(home.registry.channel)
+        wait_until(lambda: pubsub.get_message(timeout=0.1) is not None, DEADLINE, "the subscription")
+        size = home.registry.admin_size()
+        home.chain.account("bob", "add", "writer", True, [])
+        home.chain.key("bob", "add", NEW_KEY, [NEW_KEY])
+        raw = home.chain.raw()
+        version = home.registry.push_admin_records(size - 1, raw[size - 1 :])  # one held already
+        assert home.registry.admin_records() == raw and version == home.registry.version()
+        announced = [m["data"] for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "message"]
+        assert announced == [str(version).encode()]  # one version for the two records
+        assert home.registry.push_admin_records(size, raw[size:]) == version  # held: no change
+        with pytest.raises(AccountError):
+            home.registry.push_admin_records(len(raw) + 1, [raw[0]])
+        pubsub.close()
+    finally:
+        client.close()

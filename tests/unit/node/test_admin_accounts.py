@@ -150,3 +150,20 @@ def test_before_the_admin_ledger_exists_the_cache_is_all_there_is() -> None:
     cache = _cache(root=("admin", True, frozenset({ROOT_KEY})))
     judged = judge(cache, verify_admin_copy([], [None], ADMIN.verifier()))
     assert judged.enforced == cache and judged.forged == ()
+
+
+def test_a_note_over_the_genesis_alone_still_gives_the_accounts_it_imported(chain: Chain) -> None:
+    """The home appends a new admin ledger's genesis and its import records one by one, and its
+    outbox may sign after the genesis: the imported admin (enforced before the ledger existed)
+    stays enforced under that note, while an account the ledger added still waits for one."""
+    raw = chain.raw()
+    cache = _cache(root=("admin", True, frozenset({ROOT_KEY})), alice=("writer", True, frozenset({WRITER_KEY})))
+    judged = judge(cache, verify_admin_copy(raw, [_note(raw[:1])], ADMIN.verifier()))
+    assert judged.enforced == {"root": ("admin", True, frozenset({ROOT_KEY}))}
+    assert judged.forged == () and judged.pending == 1  # alice, added after the imports
+    # Only the run right after the genesis: a later record of op import is no carried-over account.
+    chain.account("late", "import", "admin", True, [EVIL_KEY])
+    raw = chain.raw()
+    late = {**cache, "late": ("admin", True, frozenset({EVIL_KEY}))}
+    judged = judge(late, verify_admin_copy(raw, [_note(raw[:1])], ADMIN.verifier()))
+    assert "late" not in judged.enforced and judged.pending == 2
