@@ -68,7 +68,8 @@ _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
 # A node that loads an account or key whose admin record no checkpoint it verified covers yet
-# loads again this often, this long at most, before it records the version applied (AccountCache.refresh).
+# loads again this often, this long at most (a node's is its cluster's account_wait_ms: as
+# long as an admin command waits for it), before it records the version applied (AccountCache.refresh).
 PENDING_POLL_SECONDS = 0.01
 PENDING_WAIT_SECONDS = 5.0
 
@@ -691,17 +692,19 @@ class AccountCache:
 
     # --- loading -------------------------------------------------------------------------------
 
-    def refresh(self) -> int:
+    def refresh(self, until: float | None = None) -> int:
         """Load the accounts now (the node that made a change calls this before answering).
 
         A version is recorded as applied only once the view handed to ``on_change`` enforces all
         of it that an admin record gave (PROTOCOL 16.4): while no checkpoint of the admin ledger
         that the node verified covers a new account's or key's record, the view leaves it out
-        and the node loads again (``check.wait_seconds`` at most), still recording only the last
-        version it enforces whole, so an admin command never returns before every node admits
-        what it added. Each load hands its view over at once: a revoke never waits."""
+        and the node loads again (until ``until``, a time.monotonic() deadline; by default
+        ``check.wait_seconds`` from now), still recording only the last version it enforces
+        whole, so an admin command never returns before every node admits what it added. Each
+        load hands its view over at once: a revoke never waits."""
         with self._reload_lock:
-            deadline = time.monotonic() + (0.0 if self.check is None else self.check.wait_seconds)
+            if until is None:
+                until = time.monotonic() + (0.0 if self.check is None else self.check.wait_seconds)
             while True:
                 snapshot, pending = self._load()
                 with self._changed:
@@ -715,7 +718,7 @@ class AccountCache:
                 if not pending:
                     self._whole = snapshot.version
                     break
-                if time.monotonic() >= deadline or self._stop.wait(PENDING_POLL_SECONDS):
+                if time.monotonic() >= until or self._stop.wait(PENDING_POLL_SECONDS):
                     logger.warning(
                         "node %s: accounts version %d: %d entries wait for a checkpoint of the admin ledger "
                         "over their records; version %d recorded as applied",

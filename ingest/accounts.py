@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -111,7 +112,7 @@ class RegistryAdmin:
         factors: SecondFactors | None = None,
         node_roles: Mapping[str, str] | None = None,
         history_of: Callable[[str], KeyHistory | None] | None = None,
-        wait_signed: Callable[[int], None] | None = None,
+        wait_signed: Callable[[int, float], None] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.history_of = history_of  # a node's key generations (MemberGates.histories)
@@ -121,14 +122,20 @@ class RegistryAdmin:
         self.wait_seconds = wait_ms / 1000
         self.ledger = ledger
         self.factors = factors
-        # Waits until a checkpoint covers an admin record (wait_signed below), before the
-        # accounts in Redis change: None where no outbox signs (tests of the commands alone).
+        # Waits (height, seconds) until a checkpoint covers an admin record (wait_signed below),
+        # before the accounts in Redis change: None where no outbox signs (tests of the commands alone).
         self.wait_signed = wait_signed
+        # Each command's one deadline (apply), per thread: the node runs admin commands on a pool.
+        self._command = threading.local()
 
     def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
         """Raises the precise account errors (no_such_account, key_in_use, ...), BadRequestError
         for bad arguments, and the admin ledger's RuleErrors (already_granted, no_such_grant)."""
         author, via = (caller.account, caller.key) if caller is not None else ("", "")
+        # One deadline for all the command waits for (the checkpoint over its record, this
+        # node's view of the change, every live node's report), so that it answers within
+        # account_wait_ms, naming what is still pending, before a client's timeout (10 s).
+        deadline = self._command.deadline = time.monotonic() + self.wait_seconds
         self._record_host_enrollments()
         if command in ("grant.add", "grant.revoke"):
             result = self._grant(command, args, author, via)
@@ -141,10 +148,10 @@ class RegistryAdmin:
             version = self.registry.version()
         else:
             result, version = self._account_change(command, args, author, via)
-        self.cache.refresh()
+        self.cache.refresh(until=deadline)
         live = self.registry.live_nodes(self.nodes, within=max(30.0, 6 * self.cache.poll_interval))
         try:
-            self.registry.wait_applied(version, sorted(live), self.wait_seconds)
+            self.registry.wait_applied(version, sorted(live), max(0.0, deadline - time.monotonic()))
             result["pending"] = []
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.
@@ -157,7 +164,7 @@ class RegistryAdmin:
             return None
         height = self.ledger.append(kind, payload, author).height
         if self.wait_signed is not None:
-            self.wait_signed(height)
+            self.wait_signed(height, max(0.0, self._command.deadline - time.monotonic()))
         return height
 
     def _grant(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
@@ -359,11 +366,12 @@ def _key(args: Args) -> str:
 
 
 def wait_signed(registry: AccountRegistry, height: int, timeout: float) -> None:
-    """Wait (``timeout`` seconds at most) until the admin ledger's checkpoint in Redis covers
-    ``height``: a node enforces a new key, account or role only under such a checkpoint
-    (node/admin_accounts.py), so the home changes the accounts in Redis after it. Its outbox
-    signs after each batch; past the deadline (Redis away) the change is made all the same, and
-    the nodes enforce it, and say they applied it, once a checkpoint covers it.
+    """Wait (``timeout`` seconds at most: what is left of the command's ``account_wait_ms``)
+    until the admin ledger's checkpoint in Redis covers ``height``: a node enforces a new key,
+    account or role only under such a checkpoint (node/admin_accounts.py), so the home changes
+    the accounts in Redis after it. Its outbox signs after each batch; past the deadline (Redis
+    away, an outbox starved of CPU) the change is made all the same, and the nodes enforce it,
+    and say they applied it, once a checkpoint covers it (the command answers them pending).
 
     It waits when Redis holds no checkpoint yet too (the ledger just made: its first is signed at
     the outbox's next pass): the nodes take the verified chain alone only while none is there,

@@ -255,7 +255,12 @@ class NodeRuntime:
     def admin_check(self) -> AdminCheck:
         """How this node checks the accounts in Redis against the admin ledger, raising
         ``accounts_forged`` in its own alert keys (PROTOCOL 10.5)."""
-        return AdminCheck(admin_checkpoint_key(self.config), functools.partial(self._forged, self.replication()))
+        return AdminCheck(
+            admin_checkpoint_key(self.config),
+            functools.partial(self._forged, self.replication()),
+            # A load waits for a checkpoint over a new account as long as an admin command waits for this node.
+            wait_seconds=self.config.ingest.account_wait_ms / 1000,
+        )
 
     def _forged(self, replication: ReplicationLedger, forged: tuple[str, ...]) -> None:
         if not forged:

@@ -271,7 +271,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         {n.name: n.role for n in config.nodes.values()},
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
-        wait_signed=functools.partial(wait_signed, registry, timeout=config.ingest.account_wait_ms / 1000),
+        wait_signed=functools.partial(wait_signed, registry),
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:
