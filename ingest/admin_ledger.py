@@ -84,11 +84,11 @@ class AdminLedger:
 
     def _cache(self) -> int:
         """Copy to Redis what its cache of the admin ledger lacks; the accounts version."""
-        version = self.registry.version()
         start = self.registry.admin_size()
-        for height, data in self.store.range_raw(ADMIN_LEDGER, start):
-            version = self.registry.push_admin_record(height, data)
-        return version
+        lacking = [data for _, data in self.store.range_raw(ADMIN_LEDGER, start)]
+        # All at once: a node never reads a part of one command's records (a new ledger's
+        # genesis without the imports that follow it).
+        return self.registry.push_admin_records(start, lacking) if lacking else self.registry.version()
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain

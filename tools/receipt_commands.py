@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..broker.signing import newest_witness_keys
+from ..broker.signing import admin_checkpoint_key, newest_witness_keys
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..config.settings import PROTOCOL_LIMITS
@@ -28,7 +28,6 @@ from ..node.errors import RecordError, UsageError
 from ..node.note import VerifierKey, parse_verifier_key, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
-from ..verifier.node_keys import admin_checkpoint_key
 from .args import config_file
 from .client_output import print_json
 from .paths import output_file

@@ -20,14 +20,21 @@ WRITER_KEY = new_keypair().public
 KEYS = {name: (new_keypair().public, new_signing_key().public.public_hex) for name in ("ingest-1", "replica-1")}
 
 
+def writer_only() -> AccountsSnapshot:
+    accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
+    return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
+
+
 class FakeRegistry:
     def snapshot(self) -> AccountsSnapshot:
-        accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
-        return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
+        return writer_only()
 
 
 class FakeCache:
+    """What the rule reads of the node's AccountCache: its checked snapshot and the rotations."""
+
     def __init__(self) -> None:
+        self.snapshot = writer_only()
         self.key_rotations: tuple[dict[str, Any], ...] = ()
 
 
