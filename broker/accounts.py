@@ -42,7 +42,7 @@ from typing import Any, NamedTuple, NoReturn, Self
 import redis
 
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.admin_accounts import VerifiedAdmin, judge, verify_admin_copy
+from ..node.admin_accounts import CachedAccount, Judgement, VerifiedAdmin, judge, verify_admin_copy
 from ..node.errors import (
     AccountError,
     AccountExistsError,
@@ -593,22 +593,29 @@ class AdminCheck:
         entries that narrowing leaves out only until a checkpoint covers their records (0: the
         narrowed snapshot enforces everything of ``snapshot`` that some admin record gave)."""
         admin = self.verified(raw, note)
-        cache = {n: (a.role.value, a.enabled, frozenset(a.keys)) for n, a in snapshot.accounts.items()}
-        judgement = judge(cache, admin)
+        judgement = judge(cached_accounts(snapshot), admin)
         if judgement.forged != self.forged:
             self.forged = judgement.forged
             for line in judgement.forged:
                 logger.error("accounts_forged: Redis holds %s: not enforced", line)
             if self.on_forged is not None:
                 self.on_forged(judgement.forged)
-        accounts = {
-            name: Account(name, Role(role), enabled, tuple(sorted(keys)))
-            for name, (role, enabled, keys) in judgement.enforced.items()
-        }
-        owners = {key: account.name for account in accounts.values() for key in account.keys}
-        return AccountsSnapshot(
-            snapshot.version, MappingProxyType(accounts), MappingProxyType(owners)
-        ), judgement.pending
+        return enforced_snapshot(snapshot.version, judgement), judgement.pending
+
+
+def cached_accounts(snapshot: AccountsSnapshot) -> dict[str, CachedAccount]:
+    """The accounts of ``snapshot`` as node/admin_accounts.py judges them."""
+    return {n: (a.role.value, a.enabled, frozenset(a.keys)) for n, a in snapshot.accounts.items()}
+
+
+def enforced_snapshot(version: int, judgement: Judgement) -> AccountsSnapshot:
+    """What ``judgement`` enforces, as the snapshot of ``version``."""
+    accounts = {
+        name: Account(name, Role(role), enabled, tuple(sorted(keys)))
+        for name, (role, enabled, keys) in judgement.enforced.items()
+    }
+    owners = {key: account.name for account in accounts.values() for key in account.keys}
+    return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
 
 
 class AccountCache:

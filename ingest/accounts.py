@@ -165,6 +165,14 @@ class RegistryAdmin:
         result["version"] = version
         return result
 
+    def _accounts(self) -> AccountsSnapshot:
+        """The accounts a command is judged against: those in Redis as this node's own admin
+        records give them (AdminLedger.given, PROTOCOL 16.3), never Redis's word alone; its
+        checked view where it keeps no admin ledger (tests of the commands alone)."""
+        if self.ledger is None:
+            return self.cache.snapshot
+        return self.ledger.given(self.registry.snapshot())
+
     def _record(self, kind: str, payload: dict[str, Any], author: str) -> int | None:
         if self.ledger is None or not author:
             return None
@@ -180,7 +188,7 @@ class RegistryAdmin:
         problem = grant_problem(ledger, kind, account)
         if problem is not None:
             raise BadRequestError(problem)
-        if account not in self.cache.snapshot.accounts:
+        if account not in self._accounts().accounts:
             raise NoSuchAccountError(f"no account {account!r}")
         if self.ledger is None:
             raise BadRequestError("grants are recorded on the admin ledger, which this node does not home")
@@ -232,7 +240,7 @@ class RegistryAdmin:
             if sign in history.sign_keys():
                 raise BadRequestError(f"{node} had the Ed25519 key {sign[:16]}... before: sign must be a new key")
             keeps_curve = curve == history.newest.curve
-        if not keeps_curve and (self.cache.snapshot.lookup(curve) is not None or curve in self._node_keys()):
+        if not keeps_curve and (self._accounts().lookup(curve) is not None or curve in self._node_keys()):
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
         holder = self._sign_holder(sign, node)
         if holder is not None:  # one host's key would cosign for two witnesses, and count twice
@@ -301,7 +309,7 @@ class RegistryAdmin:
                     "an admin's second factor is reset by another admin, or on a node's host "
                     "(vledger admin bootstrap --totp)"
                 )
-        held = self.cache.snapshot.accounts.get(account)
+        held = self._accounts().accounts.get(account)
         if held is None:
             raise NoSuchAccountError(f"no account {account!r}")
         if held.role is not Role.ADMIN:
@@ -333,7 +341,7 @@ class RegistryAdmin:
 
     def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:
         registry = self.registry
-        snapshot = self.cache.snapshot  # what the admin ledger gives, not whatever Redis holds
+        snapshot = self._accounts()
         if command == "key.revoke":
             key = _key(args)
             owner = snapshot.owners.get(key)

@@ -195,6 +195,13 @@ def judge(cache: Mapping[str, CachedAccount], admin: VerifiedAdmin) -> Judgement
     # one, so its outbox may sign the genesis alone, and a new admin ledger would then take the
     # bootstrapped admin's key off every node until the next checkpoint.
     signed = accounts_of(admin.records[: max(admin.signed, _carried_over(admin.records))]) if admin.signed else full
+    return judge_by(cache, full, signed)
+
+
+def judge_by(cache: Mapping[str, CachedAccount], full: AdminAccounts, signed: AdminAccounts) -> Judgement:
+    """The cache's accounts narrowed to what both ``full`` (the whole verified chain) and
+    ``signed`` (its records a checkpoint covers) give; the home of ``admin`` judges its commands
+    with its own store's records as both (ingest/admin_ledger.py)."""
     enforced: dict[str, CachedAccount] = {}
     forged: list[str] = []
     pending = 0

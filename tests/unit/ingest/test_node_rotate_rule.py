@@ -31,10 +31,9 @@ class FakeRegistry:
 
 
 class FakeCache:
-    """What the rule reads of the node's AccountCache: its checked snapshot and the rotations."""
+    """What the rule reads of the node's AccountCache: the rotations."""
 
     def __init__(self) -> None:
-        self.snapshot = writer_only()
         self.key_rotations: tuple[dict[str, Any], ...] = ()
 
 
@@ -49,6 +48,10 @@ class FakeLedger:
     def __init__(self, cache: FakeCache) -> None:
         self.cache = cache
         self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def given(self, snapshot: AccountsSnapshot) -> AccountsSnapshot:
+        """Every account in Redis is on a record: what the home judges a command against."""
+        return snapshot
 
     def append(self, kind: str, payload: dict[str, Any], author: str) -> Appended:
         self.records.append((kind, payload))
