@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -391,6 +391,30 @@ class NodeProcess:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def wait_pending(
+    registry: AccountRegistry,
+    cmd: str,
+    args: Mapping[str, Any],
+    result: Mapping[str, Any],
+    log_tail: Callable[[str], str],
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Return once every node an admin command's answer ``result`` names ``pending`` (one that
+    had not reported its version within account_wait_ms, PROTOCOL 16.3: a loaded machine)
+    reported it applied, by its report in Redis; one that has not within ``timeout`` fails the
+    test, named with its report and ``log_tail`` of it."""
+    pending = result["pending"]
+    if not pending:
+        return
+    started = time.monotonic()
+    try:
+        registry.wait_applied(result["version"], pending, timeout)
+    except ApplyTimeoutError as e:
+        tails = "".join(f"\n--- {name}:\n{log_tail(name)}" for name in pending)
+        raise AssertionError(f"{cmd} {dict(args)}: pending on {pending}, {e.message}{tails}") from None
+    print(f"{cmd}: pending on {pending} at its answer, applied {time.monotonic() - started:.1f} s later")
 
 
 @dataclass(repr=False)
@@ -876,17 +900,10 @@ class LocalCluster:
         16.3: a loaded machine) is waited on, by its report in Redis, START_TIMEOUT more. One
         that has not reported by then fails the test, named with its report and its log's end."""
         result: dict[str, Any] = self.admin(node).call(cmd, args)
-        pending = result["pending"]
-        if not pending:
-            return result
-        started = time.monotonic()
-        client = connect(self.cluster_redis_url)
-        try:
-            AccountRegistry(client).wait_applied(result["version"], pending, START_TIMEOUT)
-        except ApplyTimeoutError as e:
-            tails = "".join(f"\n--- {name}:\n{self.log_tail(name)}" for name in pending)
-            raise AssertionError(f"{cmd} {args}: pending on {pending}, {e.message}{tails}") from None
-        finally:
-            client.close()
-        print(f"{cmd}: pending on {pending} at its answer, applied {time.monotonic() - started:.1f} s later")
+        if result["pending"]:
+            client = connect(self.cluster_redis_url)
+            try:
+                wait_pending(AccountRegistry(client), cmd, args, result, self.log_tail)
+            finally:
+                client.close()
         return result

@@ -21,7 +21,7 @@ import pytest
 from vledger.broker.accounts import AccountCache, AccountRegistry, AdminCheck
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.node.errors import AccountError, ApplyTimeoutError
-from vledger.tests.integration.cluster import wait_until
+from vledger.tests.integration.cluster import wait_pending, wait_until
 from vledger.tests.unit.node.test_admin_accounts import ADMIN, EVIL_KEY, NEW_KEY, ROOT_KEY, WRITER_KEY, Chain, _note
 
 DEADLINE = 5.0
@@ -177,3 +177,15 @@ def test_a_run_of_admin_records_reaches_redis_in_one_step(home: Home, redis_serv
         pubsub.close()
     finally:
         client.close()
+
+
+def test_a_test_cluster_waits_on_the_nodes_an_admin_answer_names_pending(redis_client: Any) -> None:
+    """LocalCluster and the e2e cluster (tests/e2e/helpers.py add_account, which failed on any
+    pending) wait on a pending node's report (wait_pending): it passes once the node reports
+    the version, and fails naming the node and its log when it never does."""
+    registry = AccountRegistry(redis_client)
+    answer = {"pending": ["node-2"], "version": 7}
+    registry.record_applied("node-2", 7)
+    wait_pending(registry, "key.add", {"account": "a"}, answer, lambda name: "")
+    with pytest.raises(AssertionError, match=r"(?s)pending on \['node-3'\].*node-3 at 0.*the end of node-3's log"):
+        wait_pending(registry, "key.add", {}, answer | {"pending": ["node-3"]}, lambda n: f"the end of {n}'s log", 0.2)
