@@ -71,7 +71,7 @@ class AdminLedger:
                 return snapshot
             for record in self.store.range(ADMIN_LEDGER, self._read, size):
                 self._given.take(record)
-            self._read = size
+                self._read = record.height + 1
             judgement = judge_by(cached_accounts(snapshot), self._given, self._given)
         return enforced_snapshot(snapshot.version, judgement)
 
