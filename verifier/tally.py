@@ -266,10 +266,13 @@ def check_published(
 
     With ``history`` (the observer's Ed25519 key generations, proven on the admin ledger,
     docs/PROTOCOL.md 16.6), any of its keys may have signed, and the key must have been in
-    force at the body's ``at_ms``: the newest always, a replaced one only before the ``until``
-    of the rotation that replaced it. The problem is a SignatureError [bad_signature] for a
-    signature by none of the keys or by one out of force, a FieldError [bad_field] (or the
-    body's encoding error) for a body that is not one or states another observer, ledger or height.
+    force for the body: the newest always; a replaced one only for an ``at_ms`` before the
+    ``until`` of the rotation that replaced it and, when that rotation states what the key had
+    ``tallied``, only at a height no larger than the one it lists for the ledger (``at_ms`` is
+    the signer's claim: the height bound is what keeps a thief of the replaced key from signing
+    a later count). The problem is a SignatureError [bad_signature] for a signature by none of
+    the keys or by one out of force, a FieldError [bad_field] (or the body's encoding error) for
+    a body that is not one or states another observer, ledger or height.
     """
     try:
         signer = _signer(published, key, history)
@@ -284,6 +287,11 @@ def check_published(
             raise SignatureError(
                 f"the tally of {published.observer!r} is signed by its key {signer[:16]}..., replaced before "
                 f"its at_ms {snapshot.at_ms}"
+            )
+        if history is not None and not history.tallies(signer, snapshot.at_ms, ledger, snapshot.height):
+            raise SignatureError(
+                f"the tally of {published.observer!r} at height {snapshot.height} is signed by its replaced key "
+                f"{signer[:16]}..., past the heights its rotation says that key had tallied"
             )
     except VledgerError as e:
         return Checked(published, None, e)

@@ -350,6 +350,37 @@ def test_a_key_the_observer_never_had_is_refused_with_its_history() -> None:
     assert isinstance(checked.problem, SignatureError)
 
 
+def _stating_history(tallied: dict[str, int] | None) -> KeyHistory:
+    """observer-1's history after a rotation that states what its replaced key had ``tallied``
+    (16.6; None: a rotation written before it did), beside what it had cosigned."""
+    rotation = {"node": "observer-1", "curve": "", "sign": NEW_SIGNER.public.public_hex, "until": UNTIL}
+    rotation |= {"cosigned": {"poll": 100}} | ({} if tallied is None else {"tallied": tallied})
+    return observer_histories({"observer-1": SIGNER.public}, [dict(rotation, accepted=ROTATED_AT)])["observer-1"]
+
+
+@pytest.mark.parametrize(
+    ("signer", "height", "tallied", "ok"),
+    [
+        (SIGNER, 7, {"poll": 7}, True),  # the old key, at the height its rotation says it tallied
+        (SIGNER, 3, {"poll": 7}, True),  # ... or below
+        (SIGNER, 8, {"poll": 7}, False),  # past it: whatever at_ms it claims inside the window
+        (SIGNER, 0, {"other": 9}, False),  # of a ledger the rotation does not list
+        (SIGNER, 0, {}, False),  # a rotation saying the key tallied nothing
+        (SIGNER, 10**9, None, True),  # a rotation stating no heights: the window alone, as before
+        (NEW_SIGNER, 10**9, {"poll": 7}, True),  # the newest key: any height
+    ],
+)
+def test_a_replaced_observer_key_counts_only_up_to_the_height_its_rotation_says_it_tallied(
+    signer: SigningKey, height: int, tallied: dict[str, int] | None, ok: bool
+) -> None:
+    # What a thief of the replaced key makes: a tally at any height, at_ms inside the window.
+    snapshot = dataclasses.replace(SNAPSHOT, height=height, at_ms=UNTIL - 1)
+    checked = check_published(_signed(snapshot, signer), SIGNER.public, "poll", _stating_history(tallied))
+    assert checked.ok is ok
+    if not ok:
+        assert isinstance(checked.problem, SignatureError) and "tallied" in checked.problem.message
+
+
 # --- the observers' keys on a real Redis (broker/tallies.py) -----------------------------------------
 
 OTHER_SIGNER = new_signing_key()
