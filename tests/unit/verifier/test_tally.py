@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
+from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import KeyHistory
@@ -454,3 +455,19 @@ def test_a_latest_key_of_another_type_fails_only_its_observer(redis_client: Any)
     redis_client.delete(board.latest_key(LEDGER, "observer-2"))
     redis_client.rpush(board.latest_key(LEDGER, "observer-2"), "x")  # WRONGTYPE for GET
     assert list(board.latest(LEDGER, KEYS)) == ["observer-1"] and board.latest(LEDGER, KEYS)["observer-1"]
+
+
+def test_what_a_rotated_observer_key_tallied_is_its_latest_entry_s_height_where_that_key_signed_it(
+    redis_client: Any,
+) -> None:
+    # What the admin home states as a rotation's tallied (PROTOCOL 16.6).
+    board = TallyBoard(redis_client)
+    for height in (3, 9, 5):  # the latest entry counts, not the largest height of the stream
+        _publish(board, "observer-1", height)
+    other = dataclasses.replace(SNAPSHOT, observer="observer-1", ledger="funds", height=4)
+    board.publish("funds", "observer-1", 4, other.body(), OTHER_SIGNER.sign(other.body()))  # another key's
+    lying = dataclasses.replace(SNAPSHOT, observer="observer-1", ledger="files", height=4)
+    board.publish("files", "observer-1", 8, lying.body(), SIGNER.sign(lying.body()))  # the entry says 8
+    found = tallied_heights(board, [LEDGER, "funds", "files", "quiet"], "observer-1", SIGNER.public.public_hex)
+    assert found == {LEDGER: 5}
+    assert tallied_heights(board, [LEDGER], "observer-2", SIGNER.public.public_hex) == {}
