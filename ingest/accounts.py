@@ -117,8 +117,8 @@ class RegistryAdmin:
         # (witness, its Ed25519 key in hex) -> ledger -> the largest size that key cosigned
         # (ingest.cosignatures.largest_cosigned): what a witness's rotation states (PROTOCOL 16.6).
         self.cosigned_by = cosigned_by
-        # (observer, its Ed25519 key in hex) -> ledger -> the largest tally height that key signed
-        # (verifier.tally.tallied_heights): what an observer's rotation states besides (16.6).
+        # (observer, its Ed25519 key in hex) -> ledger -> the height of its latest tally that key
+        # signed (ingest.cosignatures.tallied_heights): what an observer's rotation states besides (16.6).
         self.tallied_by = tallied_by
         self.registry = registry
         self.cache = cache
