@@ -2,12 +2,12 @@
 
 Without it any host that reaches Redis reads and writes every key: a replica could rewrite a
 ledger's stream or give itself an admin account. With it (``[redis] passwords`` in the
-cluster file, docs/ARCHITECTURE.md) each node signs in as a user of its own,
+cluster file, docs/INTERNALS.md) each node signs in as a user of its own,
 ``vledger-node-<node>``, with its role's rules; the public gateway and the ``vledger``
 command sign in as their role's user, ``vledger-gateway`` and ``vledger-admin``. Each user
 has its own password file (``<user>.redis_password``, 0600, beside the ACL file). No user
 is shared by the nodes of a role: one would write every node's keys, the hole this closes
-(an upgrade from role users runs ``vledger keygen --cluster`` again: docs/ARCHITECTURE.md).
+(an upgrade from role users runs ``vledger keygen --cluster`` again: docs/INTERNALS.md).
 
 
 ============  ===========================================================================

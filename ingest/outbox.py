@@ -5,7 +5,7 @@ callback that only queues them); one thread publishes them on the node's PUB soc
 adds them to the ledgers' streams in one round trip, then records that this node holds
 them. If Redis is down the feed goes on without it, and once Redis is
 back the outbox reads what the stream lacks from the store: the stream's last height is
-the cursor, so nothing is lost and nothing added twice (docs/ARCHITECTURE.md). Every
+the cursor, so nothing is lost and nothing added twice (docs/INTERNALS.md). Every
 ``heartbeat_ms`` it publishes its heads, so a subscriber sees a gap at the end of a burst.
 It sends at most once per ``outbox_interval_ms``: a lone writer's puts, one group commit
 each, then share a pass (its Redis round trips, publish and signature) instead of paying one
@@ -627,8 +627,13 @@ class Outbox:
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
                 for ledger, refusal in self.replication.set_checkpoints(checkpoints).items():
                     self._refused(ledger, refusal)
-            self._reported.clear()
-            self._report({ledger: height for ledger, (height, _) in heads.items()})
+            # Each store head as it is, not only if it grew: a height written in Redis by hand
+            # (the node's own Redis user may write any), or left by a store since repaired to
+            # fewer records, is put right within a heartbeat. The heads were read after every
+            # height this thread reported, so none goes back below what was reported.
+            self._reported = {
+                ledger: self.replication.set_held(self.name, ledger, height) for ledger, (height, _) in heads.items()
+            }
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 

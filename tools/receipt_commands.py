@@ -123,15 +123,20 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     print(
         f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}, in the tree of "
         f"size {checkpoint.size} that {checkpoint.origin} signed"
-        + (f" and {len(cosigned)} witnesses cosigned ({', '.join(cosigned)})" if cosigned else "")
+        + (f" and {_witnesses(len(cosigned))} cosigned ({', '.join(cosigned)})" if cosigned else "")
         + (
-            f"; {len(verified.outside)} outside witnesses cosigned ({', '.join(verified.outside)}), "
+            f"; {_witnesses(len(verified.outside), 'outside ')} cosigned "
+            f"({', '.join(verified.outside)}), "
             f"the genesis asks {keys.outside.quorum}"
             if keys.outside is not None
             else ""
         )
     )
     return EXIT_OK
+
+
+def _witnesses(count: int, kind: str = "") -> str:
+    return f"{count} {kind}witness" + ("" if count == 1 else "es")
 
 
 def cmd_receipt_keys(args: argparse.Namespace) -> int:

@@ -985,6 +985,9 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
+    if request.path.startswith("/static/") and request.path.endswith("/"):
+        # aiohttp's static route served /static/vledger.js/ as the file: one name per file.
+        raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
     return response
 

@@ -39,6 +39,7 @@ class FakeNode:
         self.extra: list[str] = []  # more ledgers its ledger.list names
         self.asked: collections.Counter[str] = collections.Counter()  # ledger -> head asked
         self.listed = 0  # how often ledger.list was asked
+        self.serving = True  # False: it answers the ledger's reads not_home (a replaced home)
 
     def up(self) -> bool:
         return True
@@ -59,6 +60,9 @@ class FakeNode:
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
+
+    def serves(self, ledger: str) -> bool:
+        return self.serving
 
 
 class Clock:
@@ -169,6 +173,25 @@ def test_a_sweep_that_ends_below_what_the_node_itself_answered_holding_is_trunca
     assert open_kinds(found) == {"truncated"}
     (alert,) = found.replication.alerts()
     assert (alert["node"], alert["height"], alert["expected"], alert["found"]) == ("replica-1", "3", "5", "2")
+
+
+def test_a_sweep_cut_short_by_a_home_just_replaced_is_no_truncation(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """outsider 20, F13: promoted away, the old home answers the ledger's reads not_home at once
+    (taken for holding none: the sweep ends at -1), a moment before the verifier learns the new
+    epoch; `truncated` was raised against a copy that still held every record."""
+    found, nodes, _ = checks
+    home = nodes["ingest-1"]
+    copy = found.ledgers[LEDGER].copies["ingest-1"]
+    found.compare_heads()  # it answers head 10
+    held = found._held_before(LEDGER, "ingest-1", copy)
+    home.serving = False
+    found._sweep_complete(LEDGER, "ingest-1", -1, held, home)  # type: ignore[arg-type]
+    assert open_kinds(found) == set()
+    home.serving = True  # the same short end from a node that serves the ledger is one
+    found._sweep_complete(LEDGER, "ingest-1", -1, held, home)  # type: ignore[arg-type]
+    assert open_kinds(found) == {"truncated"}
 
 
 def test_a_held_height_only_redis_claims_accuses_no_node(

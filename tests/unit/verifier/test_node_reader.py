@@ -95,3 +95,33 @@ def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -
         assert steps[-1].finding is None
         steps.append(sweep.step(reader, 50))
     assert steps[-1].end == len(chain) - 1 and sweep.last_records == len(chain)
+
+
+class HeadRefusing:
+    """``head`` answered with one error code, or a head."""
+
+    def __init__(self, code: str | None) -> None:
+        self.code = code
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert command == "head"
+        if self.code is not None:
+            raise RemoteError(self.code, "refused", {})
+        return {"height": 3, "hash": b"\0" * 32}
+
+
+@pytest.mark.parametrize(("code", "serves"), [(None, True), ("no_such_ledger", True), ("not_home", False)])
+def test_a_node_that_answers_not_home_does_not_serve_the_ledger(code: str | None, serves: bool) -> None:
+    # The sweep takes a not_home page for a copy that holds none; serves() tells the two apart.
+    reader = NodeReader(
+        NodeConfig("ingest-1", "ingest", "127.0.0.1", 1), cast(Client, HeadRefusing(code)), PAGE, lambda: 0.0
+    )
+    assert reader.serves("big") is serves
+
+
+def test_another_refusal_of_head_is_raised() -> None:
+    reader = NodeReader(
+        NodeConfig("ingest-1", "ingest", "127.0.0.1", 1), cast(Client, HeadRefusing("forbidden")), PAGE, lambda: 0.0
+    )
+    with pytest.raises(RemoteError):
+        reader.serves("big")
