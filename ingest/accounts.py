@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import redis
+
 from ..broker.accounts import (
     Account,
     AccountCache,
@@ -116,12 +118,16 @@ class RegistryAdmin:
         history_of: Callable[[str], KeyHistory | None] | None = None,
         cosigned_by: Callable[[str, str], dict[str, int]] | None = None,
         wait_signed: Callable[[int, float], None] | None = None,
+        tallied_by: Callable[[str, str], dict[str, int]] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.history_of = history_of  # a node's key generations (MemberGates.histories)
         # (witness, its Ed25519 key in hex) -> ledger -> the largest size that key cosigned
         # (ingest.cosignatures.largest_cosigned): what a witness's rotation states (PROTOCOL 16.6).
         self.cosigned_by = cosigned_by
+        # (observer, its Ed25519 key in hex) -> ledger -> the height of its latest tally that key
+        # signed (ingest.cosignatures.tallied_heights): what an observer's rotation states besides (16.6).
+        self.tallied_by = tallied_by
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
@@ -267,6 +273,21 @@ class RegistryAdmin:
             except REDIS_ERRORS as e:
                 raise NodeUnavailableError(
                     f"{node}: what its key cosigned is unreadable, Redis unavailable ({e})"
+                ) from None
+        if role == "observer" and history is not None and history.newest.sign:
+            # And what it had tallied: past those heights its tallies count for nothing either,
+            # whatever at_ms its holder stamps; the observer signs its latest counts again (16.6).
+            if self.tallied_by is None:
+                raise NodeUnavailableError(f"{node}: this node cannot read what its key tallied (no Redis)")
+            try:
+                payload["tallied"] = self.tallied_by(node, history.newest.sign)
+            except REDIS_ERRORS as e:
+                # A redis.acl made before this node read tallies: its user may not, and says NOPERM.
+                fix = (
+                    ": run vledger keygen --cluster again" if isinstance(e, redis.exceptions.NoPermissionError) else ""
+                )
+                raise NodeUnavailableError(
+                    f"{node}: what its key tallied is unreadable, Redis unavailable ({e}){fix}"
                 ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
