@@ -27,7 +27,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 import zmq
 
-from ..broker.accounts import AccountCache, AccountRegistry, AdminCheck
+from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
@@ -36,16 +36,13 @@ from ..broker.redis_server import connect
 from ..broker.replication import (
     REDIS_ERRORS,
     STORE_DAMAGED,
-    Alert,
     ReplicationLedger,
     raise_alert,
     store_damaged_alert,
 )
-from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
-from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
@@ -53,8 +50,6 @@ from .metrics import NodeMetrics, health_server
 from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
 
 log = logging.getLogger(__name__)
-
-ACCOUNTS_FORGED = "accounts_forged"  # PROTOCOL 10.5: Redis gives an account, key or role no admin record gave
 
 # Python's default switch interval is 5 ms. A node's threads give the GIL up at each fsync and
 # send; another thread that took it meanwhile keeps it up to the interval when it does not block:
@@ -264,35 +259,10 @@ class NodeRuntime:
             callback()
 
     def accounts(self, registry: AccountRegistry) -> AccountCache:
-        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current
-        with what of the accounts in Redis the admin ledger gives (node/admin_accounts.py), and
-        raises ``accounts_forged`` when Redis gives more."""
+        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
         self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
-        return self.started(self.gates.account_cache(registry, self.name, poll, self.admin_check()))
-
-    def admin_check(self) -> AdminCheck:
-        """How this node checks the accounts in Redis against the admin ledger, raising
-        ``accounts_forged`` in its own alert keys (PROTOCOL 10.5)."""
-        return AdminCheck(
-            admin_checkpoint_key(self.config),
-            functools.partial(self._forged, self.replication()),
-            # A load waits for a checkpoint over a new account as long as an admin command waits for this node.
-            wait_seconds=self.config.ingest.account_wait_ms / 1000,
-        )
-
-    def _forged(self, replication: ReplicationLedger, forged: tuple[str, ...]) -> None:
-        if not forged:
-            try:
-                replication.resolve([f"{self.name}|{ADMIN_LEDGER}|{ACCOUNTS_FORGED}"])
-            except REDIS_ERRORS as e:
-                log.warning("node %s: the accounts_forged alert not resolved (%s)", self.name, e)
-            return
-        detail = f"Redis holds {len(forged)} account entries no admin record gave (not enforced): " + "; ".join(forged)
-        raise_alert(
-            replication,
-            Alert(self.name, ADMIN_LEDGER, 0, ACCOUNTS_FORGED, detail[:2000], source="redis"),
-        )
+        return self.started(self.gates.account_cache(registry, self.name, poll))
 
     def request_server(self, settings: BrokerSettings) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once

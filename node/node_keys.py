@@ -258,7 +258,7 @@ def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] |
     if size > len(records):
         raise ProofError(f"the admin checkpoint's size {size} is past the {len(records)} records held")
     leaves = [leaf_hash(r) for r in records[:size]]
-    hash_at = hash_at_of(leaves)
+    hash_at = _hash_at(leaves)
     proven = []
     for height in range(size):
         record = decode_record(records[height], PROTOCOL_LIMITS)
@@ -270,9 +270,8 @@ def node_keys_of(records: Sequence[bytes], note: bytes, nodes: Collection[str] |
     return NodeKeys(note, tuple(proven[-MAX_NODE_ROTATIONS:])) if proven else None
 
 
-def hash_at_of(leaves: list[bytes]) -> HashAt:
-    """``hash_at`` over these leaf hashes: complete subtrees only (tree.inclusion_proof and
-    tree.root_at ask for nothing else), each hashed once."""
+def _hash_at(leaves: list[bytes]) -> HashAt:
+    # Complete subtrees only (tree.inclusion_proof asks for nothing else), each hashed once.
     cache: dict[tuple[int, int], bytes] = {}
 
     def hash_at(level: int, index: int) -> bytes:

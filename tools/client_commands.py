@@ -62,7 +62,6 @@ from .client_output import (
     print_hello,
     print_json,
     print_ledgers,
-    print_pending,
     print_receipt,
     print_record,
     print_whoami,
@@ -945,7 +944,9 @@ def _grant_action(cmd: str) -> SessionVerb:
         print(
             f"{args.account} {verb} {args.kind!r} records on {args.ledger} (admin ledger height {result.get('height')})"
         )
-        print_pending(result)
+        pending = result.get("pending") or []
+        if pending:
+            print(f"not yet confirmed by {', '.join(map(str, pending))}: they apply it when they catch up")
         return EXIT_OK
 
     return run

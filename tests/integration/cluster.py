@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +47,6 @@ import msgpack
 import zmq
 
 from vledger.broker import redis_acl
-from vledger.broker.accounts import AccountRegistry
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
@@ -56,7 +55,7 @@ from vledger.broker.redis_server import connect, free_port
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
-from vledger.node.errors import ApplyTimeoutError, NodeUnavailableError, RemoteError
+from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, checksum_of
 from vledger.node.wire import encode_request
@@ -391,30 +390,6 @@ class NodeProcess:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-
-def wait_pending(
-    registry: AccountRegistry,
-    cmd: str,
-    args: Mapping[str, Any],
-    result: Mapping[str, Any],
-    log_tail: Callable[[str], str],
-    timeout: float = START_TIMEOUT,
-) -> None:
-    """Return once every node an admin command's answer ``result`` names ``pending`` (one that
-    had not reported its version within account_wait_ms, PROTOCOL 16.3: a loaded machine)
-    reported it applied, by its report in Redis; one that has not within ``timeout`` fails the
-    test, named with its report and ``log_tail`` of it."""
-    pending = result["pending"]
-    if not pending:
-        return
-    started = time.monotonic()
-    try:
-        registry.wait_applied(result["version"], pending, timeout)
-    except ApplyTimeoutError as e:
-        tails = "".join(f"\n--- {name}:\n{log_tail(name)}" for name in pending)
-        raise AssertionError(f"{cmd} {dict(args)}: pending on {pending}, {e.message}{tails}") from None
-    print(f"{cmd}: pending on {pending} at its answer, applied {time.monotonic() - started:.1f} s later")
 
 
 @dataclass(repr=False)
@@ -918,21 +893,12 @@ class LocalCluster:
         """Create account ``name`` with ``role`` and bind a key to it (new unless given), through
         the admin; returns once every node applied the change. The key is kept as ``name``."""
         pair = key or new_keypair()
-        self.admin_change("account.add", {"account": name, "role": role})
-        self.admin_change("key.add", {"account": name, "key": pair.public})
+        admin = self.admin()
+        for cmd, args in (
+            ("account.add", {"account": name, "role": role}),
+            ("key.add", {"account": name, "key": pair.public}),
+        ):
+            result = admin.call(cmd, args)
+            assert result["pending"] == [], f"{cmd} {name}: not applied on {result['pending']}"
         self.keys[name] = pair
         return pair
-
-    def admin_change(self, cmd: str, args: dict[str, Any], node: str | None = None) -> dict[str, Any]:
-        """The admin's ``cmd`` through ``node``, returned once every live node applied it: a node
-        its answer names ``pending`` (one that had not reported within account_wait_ms, PROTOCOL
-        16.3: a loaded machine) is waited on, by its report in Redis, START_TIMEOUT more. One
-        that has not reported by then fails the test, named with its report and its log's end."""
-        result: dict[str, Any] = self.admin(node).call(cmd, args)
-        if result["pending"]:
-            client = connect(self.cluster_redis_url)
-            try:
-                wait_pending(AccountRegistry(client), cmd, args, result, self.log_tail)
-            finally:
-                client.close()
-        return result

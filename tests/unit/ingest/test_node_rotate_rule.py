@@ -24,19 +24,13 @@ KEYS = {
 }
 
 
-def writer_only() -> AccountsSnapshot:
-    accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
-    return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
-
-
 class FakeRegistry:
     def snapshot(self) -> AccountsSnapshot:
-        return writer_only()
+        accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
+        return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
 
 
 class FakeCache:
-    """What the rule reads of the node's AccountCache: the rotations."""
-
     def __init__(self) -> None:
         self.key_rotations: tuple[dict[str, Any], ...] = ()
 
@@ -52,10 +46,6 @@ class FakeLedger:
     def __init__(self, cache: FakeCache) -> None:
         self.cache = cache
         self.records: list[tuple[str, dict[str, Any]]] = []
-
-    def given(self, snapshot: AccountsSnapshot) -> AccountsSnapshot:
-        """Every account in Redis is on a record: what the home judges a command against."""
-        return snapshot
 
     def append(self, kind: str, payload: dict[str, Any], author: str) -> Appended:
         self.records.append((kind, payload))
