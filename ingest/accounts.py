@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +49,8 @@ from .service import Caller
 # short enough that a stolen old key does not stay good for long.
 MIN_ROTATION_WINDOW_MS = 1_000
 MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
+
+log = logging.getLogger(__name__)
 
 
 class _NoAccount(enum.Enum):
@@ -253,13 +256,21 @@ class RegistryAdmin:
                 raise NodeUnavailableError(f"{node}: this node cannot read what its key tallied (no Redis)")
             try:
                 payload["tallied"] = self.tallied_by(node, history.newest.sign)
-            except REDIS_ERRORS as e:
-                # A redis.acl made before this node read tallies: its user may not, and says NOPERM.
-                fix = (
-                    ": run vledger keygen --cluster again" if isinstance(e, redis.exceptions.NoPermissionError) else ""
+            except redis.exceptions.NoPermissionError as e:
+                # A redis.acl made before this node read tallies: its user may not. The rotation
+                # goes on stating nothing tallied, so the old key's tallies count nowhere (the
+                # safe side: the observer signs its counts again with the new key), since the
+                # rotation of a leaked key must not wait for an ACL upgrade.
+                log.warning(
+                    "rotation of %s: its tallies are unreadable here (%s); the old key's count nowhere "
+                    "(run vledger keygen --cluster again to let the admin home read them)",
+                    node,
+                    e,
                 )
+                payload["tallied"] = {}
+            except REDIS_ERRORS as e:
                 raise NodeUnavailableError(
-                    f"{node}: what its key tallied is unreadable, Redis unavailable ({e}){fix}"
+                    f"{node}: what its key tallied is unreadable, Redis unavailable ({e})"
                 ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..broker.tallies import TallyBoard
+from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
@@ -23,6 +24,7 @@ from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import ALG_ED25519, VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
+from ..node.record import check_ledger_name
 from ..node.store import ChainStore
 from ..node.tally_body import Snapshot
 from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
@@ -138,6 +140,25 @@ def largest_cosigned(
     return sizes
 
 
+MAX_TALLIED_LEDGERS = 1024  # ledgers read for one rotation: a left-out one only counts the old key less
+
+
+def _ledger_names(ledgers: Iterable[str]) -> list[str]:
+    """``ledgers`` that are ledger names, each once, in the order given, at most
+    MAX_TALLIED_LEDGERS: every ingest node's Redis user may HSET any name into ``{ledgers}``,
+    and a rotation read each one by one, past its client's timeout."""
+    names: dict[str, None] = {}
+    for ledger in ledgers:
+        if len(names) == MAX_TALLIED_LEDGERS:
+            break
+        try:
+            check_ledger_name(ledger, PROTOCOL_LIMITS)
+        except VledgerError:
+            continue
+        names[ledger] = None
+    return list(names)
+
+
 def tallied_heights(board: TallyBoard, ledgers: Iterable[str], observer: str, sign_hex: str) -> dict[str, int]:
     """Ledger -> the height of ``observer``'s latest tally of it (the entry its ``tally:latest``
     key names, PROTOCOL 11.1) whose signature verifies with its Ed25519 key ``sign_hex`` (hex)
@@ -149,7 +170,7 @@ def tallied_heights(board: TallyBoard, ledgers: Iterable[str], observer: str, si
     """
     key = VerifierKey("tally", ALG_ED25519, bytes.fromhex(sign_hex))
     heights: dict[str, int] = {}
-    for ledger in sorted(ledgers):
+    for ledger in _ledger_names(ledgers):
         published = board.latest_entry(ledger, observer)
         if published is None:
             continue

@@ -273,7 +273,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
         cosigned_by=functools.partial(largest_cosigned, replication, config.name, chains.current),
-        tallied_by=lambda node, sign: tallied_heights(tallies, replication.ledgers(), node, sign),
+        # The ledgers its own store holds first: Redis's hash may hold any name an ingest user put there.
+        tallied_by=lambda node, sign: tallied_heights(tallies, [*store.ledgers(), *replication.ledgers()], node, sign),
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:

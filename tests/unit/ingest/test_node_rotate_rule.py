@@ -193,9 +193,23 @@ def test_an_observer_s_rotation_is_refused_when_what_its_key_tallied_is_unreadab
         rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
 
     def down(node: str, sign: str) -> dict[str, int]:
-        raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions to access one of the keys")
+        raise redis.exceptions.ConnectionError("Redis is down")
 
-    made.tallied_by = down  # a redis.acl made before the admin home read tallies
-    with pytest.raises(NodeUnavailableError, match=r"tallied.*vledger keygen --cluster"):
+    made.tallied_by = down
+    with pytest.raises(NodeUnavailableError, match=r"tallied.*Redis unavailable"):
         rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
     assert ledger.records == []
+
+
+def test_an_observer_s_rotation_on_an_acl_that_hides_its_tallies_states_nothing_tallied() -> None:
+    # A redis.acl made before the admin home read tallies (NOPERM): the rotation of a leaked key
+    # must not wait for an ACL upgrade; stating nothing tallied counts the old key's tallies nowhere.
+    made, ledger = admin()
+
+    def hidden(node: str, sign: str) -> dict[str, int]:
+        raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions to access one of the keys")
+
+    made.tallied_by = hidden
+    rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    ((_, observer),) = ledger.records
+    assert observer["tallied"] == {}

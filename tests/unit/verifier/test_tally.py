@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
+from vledger.ingest import cosignatures
 from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
 from vledger.node.ledger import LedgerRules
@@ -471,3 +472,18 @@ def test_what_a_rotated_observer_key_tallied_is_its_latest_entry_s_height_where_
     found = tallied_heights(board, [LEDGER, "funds", "files", "quiet"], "observer-1", SIGNER.public.public_hex)
     assert found == {LEDGER: 5}
     assert tallied_heights(board, [LEDGER], "observer-2", SIGNER.public.public_hex) == {}
+
+
+def test_what_a_key_tallied_is_read_of_ledger_names_only_each_once_and_at_most_a_bound(
+    redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any ingest user may HSET any name into {ledgers}: the rotation read each, one by one.
+    board = TallyBoard(redis_client)
+    _publish(board, "observer-1", 5)
+    asked: list[str] = []
+    read = board.latest_entry
+    monkeypatch.setattr(board, "latest_entry", lambda ledger, observer: asked.append(ledger) or read(ledger, observer))
+    monkeypatch.setattr(cosignatures, "MAX_TALLIED_LEDGERS", 3)
+    junk = ["Bad Name", "{accounts}", "x" * 300, LEDGER, "a", LEDGER, "b", "c", "d"]
+    assert tallied_heights(board, junk, "observer-1", SIGNER.public.public_hex) == {LEDGER: 5}
+    assert asked == [LEDGER, "a", "b"]
