@@ -400,6 +400,68 @@ _ROW_COLUMNS = "height, hash, author, request_id, data"
 
 # SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
 _DAMAGE_CODES = frozenset((sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+# Python's sqlite3 reading a TEXT cell that is not UTF-8 (a BLOB column's bytes stored as TEXT):
+# an OperationalError with no SQLite code, yet the file's content, not the moment's.
+_UNDECODABLE_CELL = "Could not decode to UTF-8 column"
+
+# The storage class of each column the node reads, as it writes them: a cell of another class
+# (``cast(data as text)``, a number in a hash column) is a store changed behind the node's back.
+_COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "records": (
+        "ledger, height",
+        (
+            ("ledger", "text"),
+            ("height", "integer"),
+            ("hash", "blob"),
+            ("author", "text"),
+            ("request_id", "text"),
+            ("data", "blob"),
+        ),
+    ),
+    "tree": (
+        "ledger, level || '/' || idx",
+        (("ledger", "text"), ("level", "integer"), ("idx", "integer"), ("hash", "blob")),
+    ),
+    "tree_edge": ("ledger, NULL", (("ledger", "text"), ("frontier", "blob"))),
+    "checkpoints": (
+        "ledger, size",
+        (
+            ("ledger", "text"),
+            ("kind", "text"),
+            ("size", "integer"),
+            ("root", "blob"),
+            ("note", "blob"),
+            ("at_ms", "integer"),
+        ),
+    ),
+    "meta": ("key, NULL", (("key", "text"), ("value", "text"))),
+}
+
+
+def check_column_types(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError naming the table, column and row of the first cell whose storage class
+    is not the one the node writes there (_COLUMN_TYPES): read as it is, such a cell makes a
+    read fail with an OperationalError or a TypeError far from here, at every open and on every
+    read over it. One scan of each table (SQLite reads a cell's type from the row's header,
+    not its bytes); a table the store does not have yet is skipped."""
+    for table, (where, columns) in _COLUMN_TYPES.items():
+        tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
+        kinds = ", ".join(f"typeof({column})" for column, _ in columns)
+        try:
+            row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                continue
+            raise
+        if row is None:
+            continue
+        for (column, kind), found in zip(columns, row[2:], strict=True):
+            if found != kind:
+                at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
+                raise StoreError(
+                    f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
+                    "the store was changed behind the node's back"
+                )
 
 
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
@@ -414,7 +476,9 @@ def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
             return None
         if isinstance(cause, sqlite3.DatabaseError):
             code = getattr(cause, "sqlite_errorcode", None)
-            return cause if isinstance(code, int) and code & 0xFF in _DAMAGE_CODES else None
+            if isinstance(code, int):
+                return cause if code & 0xFF in _DAMAGE_CODES else None
+            return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
         cause = cause.__cause__
     return None
 

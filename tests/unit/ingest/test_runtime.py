@@ -131,6 +131,49 @@ def test_a_file_sqlite_finds_malformed_is_a_damaged_store_too(redis_client: Any,
         open_node_store(NAME, directory, replication)
 
 
+@pytest.mark.parametrize(
+    ("statement", "where"),
+    [
+        # The same bytes as TEXT (outsider pass 20, F2): not UTF-8, a read raised OperationalError.
+        (
+            f"UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = '{LEDGER}' AND height = 2",
+            "records table's data",
+        ),
+        (f"UPDATE records SET data = 'hello' WHERE ledger = '{LEDGER}' AND height = 3", "records table's data"),
+        (f"UPDATE records SET data = 5 WHERE ledger = '{LEDGER}' AND height = 3", "records table's data"),
+        (f"UPDATE tree SET hash = CAST(hash AS TEXT) WHERE ledger = '{LEDGER}' AND level = 4", "tree table's hash"),
+        (f"UPDATE tree_edge SET frontier = 'abc' WHERE ledger = '{LEDGER}'", "tree_edge table's frontier"),
+        (f"UPDATE checkpoints SET note = CAST(note AS TEXT) WHERE ledger = '{LEDGER}'", "checkpoints table's note"),
+        (f"UPDATE checkpoints SET size = 'x' WHERE ledger = '{LEDGER}'", "checkpoints table's size"),
+    ],
+)
+def test_a_cell_of_another_type_is_a_damaged_store_not_a_crash(
+    redis_client: Any, tmp_path: Path, statement: str, where: str
+) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory)
+    with ChainStore(directory) as store:
+        store.checkpoints.keep(LEDGER, "signed", 1, store.root(LEDGER, 1), b"home/ledger-a\n1\nAA==\n\n")
+    _sql(directory, statement)
+    with pytest.raises(StoreDamagedError, match=rf"^\[store_error\] .*the {where} column holds a \w+ value"):
+        open_node_store(NAME, directory, replication)
+    assert replication.open_alerts()[KEY]["what"] == STORE_DAMAGED
+
+
+def test_a_text_cell_read_while_the_node_runs_is_damage(tmp_path: Path) -> None:
+    # Changed under a running node: its next read of that record raised a bare OperationalError,
+    # which the node took for a bug of the moment (a crash, restarted for ever), not damage.
+    directory = tmp_path / NAME
+    _filled(directory)
+    with ChainStore(directory) as store:
+        _sql(directory, f"UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = '{LEDGER}' AND height = 2")
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            list(store.range_raw(LEDGER, 0, 5))
+        found = store.damaged(raised.value)
+        assert found is not None and "Could not decode to UTF-8" in found.message
+
+
 def test_a_store_that_cannot_be_opened_now_is_not_a_damaged_one(redis_client: Any, tmp_path: Path) -> None:
     # SQLite cannot open the file (here: a directory where the file goes; as locked, busy, out
     # of space or file handles): what the moment holds, not the file. The node fails as any
