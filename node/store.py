@@ -657,6 +657,12 @@ class ChainStore:
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
             # Its signed rows go through the write connection (see CheckpointLog), under the same lock.
             self.checkpoints = CheckpointLog(self.path, writer=self._committing, shared=self._write)
+            try:
+                self.checkpoints.check_latest()
+            except BaseException:
+                self.checkpoints.close()
+                raise
+            self.checkpoints.found_damaged = self.found_damaged
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()

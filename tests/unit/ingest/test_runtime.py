@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Callable
@@ -26,6 +27,12 @@ KEY = f"{NAME}||{STORE_DAMAGED}"
 def _filled(directory: Path, count: int = 40) -> None:
     with ChainStore(directory, origin="home") as store:
         append_notes(store, LEDGER, count)
+
+
+def _note_of(root: bytes) -> bytes:
+    """A note of LEDGER's checkpoint at size 1 (syntax only: no signature is verified here)."""
+    body = f"home/{LEDGER}\n1\n{base64.b64encode(root).decode()}\n"
+    return f"{body}\n\u2014 home {base64.b64encode(bytes(40)).decode()}\n".encode()
 
 
 def _sql(directory: Path, statement: str, *args: object) -> None:
@@ -154,7 +161,7 @@ def test_a_cell_of_another_type_is_a_damaged_store_not_a_crash(
     directory = tmp_path / NAME
     _filled(directory)
     with ChainStore(directory) as store:
-        store.checkpoints.keep(LEDGER, "signed", 1, store.root(LEDGER, 1), b"home/ledger-a\n1\nAA==\n\n")
+        store.checkpoints.keep(LEDGER, "signed", 1, store.root(LEDGER, 1), _note_of(store.root(LEDGER, 1)))
     _sql(directory, statement)
     with pytest.raises(StoreDamagedError, match=rf"^\[store_error\] .*the {where} column holds a \w+ value"):
         open_node_store(NAME, directory, replication)
