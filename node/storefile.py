@@ -184,15 +184,24 @@ class StoreRow(NamedTuple):
     data: bytes
 
 
-def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqlite3.Connection:
+def wal_of(path: Path) -> Path:
+    """The store file's write-ahead log: the newest commits until SQLite copies them into the file."""
+    return path.with_name(path.name + "-wal")
+
+
+def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL and full fsync.
 
     ``shared`` lets another thread use it: the store opens its write connection, then hands
-    it to the committer thread, the only one that uses it from then on.
+    it to the committer thread, the only one that uses it from then on. ``still`` (with
+    ``readonly``): a copy no process writes (``vledger verify`` of a forensic copy): without a
+    -wal beside it, opened immutable, so that reading it creates no -wal or -shm file there.
+    With a -wal, never immutable (SQLite would ignore the -wal's commits).
     """
     try:
         if readonly:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            immutable = "&immutable=1" if still and not wal_of(path).exists() else ""
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -206,13 +215,14 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqli
 class StoreReader:
     """Read-only access to a store's raw records, for tools that must trust nothing."""
 
-    def __init__(self, directory: Path, page_size: int = 1000) -> None:
+    def __init__(self, directory: Path, page_size: int = 1000, *, still: bool = False) -> None:
+        """``still``: a copy no process writes, opened as :func:`connect` says (never a running node's)."""
         path = directory / DB_NAME
         if not path.is_file():
             raise StoreError(f"{directory}: no vledger store here (no {DB_NAME})")
         self.path = path
         self.page_size = page_size
-        self._conn = connect(path, readonly=True)
+        self._conn = connect(path, readonly=True, still=still)
         self._check_schema()
         self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
         self._layout_seen = "column"
@@ -225,7 +235,13 @@ class StoreReader:
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: not a vledger store: {e}") from e
+            hint = ""
+            if not wal_of(self.path).exists():
+                hint = (
+                    f" (no {wal_of(self.path).name} beside it: a copy of a running node's store needs its -wal"
+                    " file too, or take `vledger export`)"
+                )
+            raise StoreError(f"{self.path}: not a vledger store: {e}{hint}") from e
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: unsupported store schema {row[0] if row else None!r}")
 
