@@ -34,7 +34,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, NoReturn, Self
@@ -42,6 +42,7 @@ from typing import Any, NamedTuple, NoReturn, Self
 import redis
 
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.admin_accounts import CachedAccount, Judgement, VerifiedAdmin, judge, verify_admin_copy
 from ..node.errors import (
     AccountError,
     AccountExistsError,
@@ -51,12 +52,14 @@ from ..node.errors import (
     NoSuchAccountError,
     NoSuchKeyError,
     RoleError,
+    VledgerError,
 )
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
-from ..node.rules.admin import Grants
+from ..node.rules.admin import ADMIN_LEDGER, Grants
 from ..node.rules.engine import RulesEngine
 from .keys import check_public_key, fingerprint
-from .redis_keys import group_key
+from .redis_keys import group_key, ledger_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,15 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+# How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
+# cut off) waits on the client's socket timeout, for ever on a client made without one: the
+# process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
+_STOP_WAIT = 3.0
+# A node that loads an account or key whose admin record no checkpoint it verified covers yet
+# loads again this often, this long at most (a node's is its cluster's account_wait_ms: as
+# long as an admin command waits for it), before it records the version applied (AccountCache.refresh).
+PENDING_POLL_SECONDS = 0.01
+PENDING_WAIT_SECONDS = 5.0
 
 
 class Role(enum.StrEnum):
@@ -216,12 +228,15 @@ return changed()
 """
 
 # KEYS: version, admin records    ARGV: channel, height, record bytes
-_PUSH_ADMIN_RECORD = """
+# KEYS: version, admin records    ARGV: channel, first height, the records' bytes...
+_PUSH_ADMIN_RECORDS = """
 local size = redis.call('LLEN', KEYS[2])
-local height = tonumber(ARGV[2])
-if size > height then return unchanged() end
-if size < height then return {'admin_gap', size} end
-redis.call('RPUSH', KEYS[2], ARGV[3])
+local first = tonumber(ARGV[2])
+if size >= first + #ARGV - 2 then return unchanged() end
+if size < first then return {'admin_gap', size} end
+for i = size - first + 3, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
 return changed()
 """
 
@@ -309,6 +324,7 @@ class AccountRegistry:
         self._version = group_key(namespace, ACCOUNTS_TAG, "version")
         self._applied_prefix = group_key(namespace, ACCOUNTS_TAG, "applied:")
         self.admin_records_key = group_key(namespace, ACCOUNTS_TAG, "admin:records")
+        self.admin_checkpoint_key = ledger_key(namespace, ADMIN_LEDGER, "checkpoint")
         register = client.register_script
         self._add_account = register(_CHANGED + _ADD_ACCOUNT)
         self._remove_account = register(_CHANGED + _REMOVE_ACCOUNT)
@@ -316,7 +332,7 @@ class AccountRegistry:
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
-        self._push_admin_record = register(_CHANGED + _PUSH_ADMIN_RECORD)
+        self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
@@ -390,14 +406,23 @@ class AccountRegistry:
     # --- the admin ledger's cache (docs/PROTOCOL.md 16.4) ------------------------------------
 
     def push_admin_record(self, height: int, data: bytes) -> int:
-        """Cache the admin ledger's record at ``height`` (again: no change); the new version,
-        announced like an account change so every node reloads its grants. Raises AccountError
-        when the cache lacks the records before it (the caller pushes those first)."""
-        status, version = self._push_admin_record(
-            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), data]
+        """Cache the admin ledger's record at ``height``: see :meth:`push_admin_records`."""
+        return self.push_admin_records(height, [data])
+
+    def push_admin_records(self, first: int, records: Sequence[bytes]) -> int:
+        """Cache the admin ledger's ``records`` from height ``first`` on (those cached already
+        are not again), all in one step; the new version, announced like an account change so
+        every node reloads its grants. Raises AccountError when the cache lacks the records
+        before ``first`` (the caller pushes those first).
+
+        In one step, because a node judges the accounts by the list it reads (16.4): between a
+        new admin ledger's genesis and its import records it would find the bootstrapped admin
+        given by no record, and take its key off the node as forged."""
+        status, version = self._push_admin_records(
+            keys=[self._version, self.admin_records_key], args=[self.channel, str(first), *records]
         )
         if _text(status) == "admin_gap":
-            raise AccountError(f"the admin ledger cache holds {version} records, not {height}")
+            raise AccountError(f"the admin ledger cache holds {version} records, not {first}")
         return int(version)
 
     def admin_records(self, start: int = 0) -> list[bytes]:
@@ -406,6 +431,11 @@ class AccountRegistry:
 
     def admin_size(self) -> int:
         return int(self.client.llen(self.admin_records_key))
+
+    def admin_checkpoint(self) -> bytes | None:
+        """The admin ledger's home's latest checkpoint note (``vledger:{admin}:checkpoint``), unverified."""
+        note = self.client.get(self.admin_checkpoint_key)
+        return None if note is None else bytes(note)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -527,6 +557,71 @@ def _subscribe(client: Any, channel: str) -> Any:
         raise
 
 
+class AdminCheck:
+    """How a node checks the accounts in Redis against the admin ledger (node/admin_accounts.py):
+    with ``key``, the admin ledger's checkpoint key (broker/signing.py admin_checkpoint_key;
+    None: no checkpoint verifies, so only revokes, disables and removals of the chain are
+    enforced beyond its signed part, and nothing new). ``on_forged`` hears, after each load
+    whose finding changed, what the cache gives that no admin record gave (empty: nothing)."""
+
+    def __init__(
+        self,
+        key: VerifierKey | None,
+        on_forged: Callable[[tuple[str, ...]], None] | None = None,
+        wait_seconds: float = PENDING_WAIT_SECONDS,
+    ) -> None:
+        self.key = key
+        self.on_forged = on_forged
+        self.wait_seconds = wait_seconds  # how long a load waits for a checkpoint over what is pending
+        self.forged: tuple[str, ...] = ()
+        self._verified: tuple[int, bytes | None, VerifiedAdmin] | None = None
+        self._problem: str | None = None
+        self._taken: bytes | None = None  # the last note that verified, over records the copy still holds
+
+    def verified(self, raw: list[bytes], note: bytes | None) -> VerifiedAdmin:
+        """``raw`` and ``note`` verified (again only when either changed: the copy only grows)."""
+        kept = self._verified
+        if kept is not None and kept[0] == len(raw) and kept[1] == note:
+            return kept[2]
+        admin = verify_admin_copy(raw, [note, self._taken], self.key)
+        if admin.signed and note is not None and admin.signed == _size(note):
+            self._taken = note
+        self._verified = (len(raw), note, admin)
+        if admin.problem != self._problem and admin.problem is not None:
+            logger.warning("accounts: %s", admin.problem)
+        self._problem = admin.problem
+        return admin
+
+    def apply(self, snapshot: AccountsSnapshot, raw: list[bytes], note: bytes | None) -> tuple[AccountsSnapshot, int]:
+        """``snapshot`` narrowed to what the verified admin ledger gives, and how many of its
+        entries that narrowing leaves out only until a checkpoint covers their records (0: the
+        narrowed snapshot enforces everything of ``snapshot`` that some admin record gave)."""
+        admin = self.verified(raw, note)
+        judgement = judge(cached_accounts(snapshot), admin)
+        if judgement.forged != self.forged:
+            self.forged = judgement.forged
+            for line in judgement.forged:
+                logger.error("accounts_forged: Redis holds %s: not enforced", line)
+            if self.on_forged is not None:
+                self.on_forged(judgement.forged)
+        return enforced_snapshot(snapshot.version, judgement), judgement.pending
+
+
+def cached_accounts(snapshot: AccountsSnapshot) -> dict[str, CachedAccount]:
+    """The accounts of ``snapshot`` as node/admin_accounts.py judges them."""
+    return {n: (a.role.value, a.enabled, frozenset(a.keys)) for n, a in snapshot.accounts.items()}
+
+
+def enforced_snapshot(version: int, judgement: Judgement) -> AccountsSnapshot:
+    """What ``judgement`` enforces, as the snapshot of ``version``."""
+    accounts = {
+        name: Account(name, Role(role), enabled, tuple(sorted(keys)))
+        for name, (role, enabled, keys) in judgement.enforced.items()
+    }
+    owners = {key: account.name for account in accounts.values() for key in account.keys}
+    return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
+
+
 class AccountCache:
     """A node's copy of the accounts: thread-safe reads, kept current in the background.
 
@@ -544,11 +639,15 @@ class AccountCache:
         *,
         on_change: Callable[[frozenset[str]], None] | None = None,
         poll_interval: float = 5.0,
+        check: AdminCheck | None = None,
     ) -> None:
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
         self.poll_interval = poll_interval
+        self.check = check  # None: the accounts in Redis are taken as they are (tests of the cache alone)
+        self._admin_raw: list[bytes] = []
+        self._admin_note: bytes | None = None
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -559,6 +658,7 @@ class AccountCache:
         self._grants: Grants | None = None
         self._key_rotations: tuple[dict[str, Any], ...] = ()
         self._admin_size = 0
+        self._whole = 0  # the last version this node enforces whole: the one it records as applied
 
     # --- reads (any thread) ----------------------------------------------------------------------
 
@@ -603,21 +703,55 @@ class AccountCache:
 
     # --- loading -------------------------------------------------------------------------------
 
-    def refresh(self) -> int:
-        """Load the accounts now (the node that made a change calls this before answering)."""
+    def refresh(self, until: float | None = None) -> int:
+        """Load the accounts now (the node that made a change calls this before answering).
+
+        A version is recorded as applied only once the view handed to ``on_change`` enforces all
+        of it that an admin record gave (PROTOCOL 16.4): while no checkpoint of the admin ledger
+        that the node verified covers a new account's or key's record, the view leaves it out
+        and the node loads again (until ``until``, a time.monotonic() deadline; by default
+        ``check.wait_seconds`` from now), still recording only the last version it enforces
+        whole, so an admin command never returns before every node admits what it added. Each
+        load hands its view over at once: a revoke never waits."""
         with self._reload_lock:
-            snapshot = self.registry.snapshot()
-            self._load_grants()
-            with self._changed:
-                previous, self._snapshot = self._snapshot, snapshot
-            try:
-                if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
-                    return snapshot.version
-            finally:
+            if until is None:
+                until = time.monotonic() + (0.0 if self.check is None else self.check.wait_seconds)
+            while True:
+                snapshot, pending = self._load()
                 with self._changed:
-                    self._changed.notify_all()
-            self.registry.record_applied(self.node, snapshot.version)
+                    previous, self._snapshot = self._snapshot, snapshot
+                try:
+                    if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
+                        return snapshot.version
+                finally:
+                    with self._changed:
+                        self._changed.notify_all()
+                if not pending:
+                    self._whole = snapshot.version
+                    break
+                if time.monotonic() >= until or self._stop.wait(PENDING_POLL_SECONDS):
+                    logger.warning(
+                        "node %s: accounts version %d: %d entries wait for a checkpoint of the admin ledger "
+                        "over their records; version %d recorded as applied",
+                        self.node,
+                        snapshot.version,
+                        pending,
+                        self._whole,
+                    )
+                    break
+            self.registry.record_applied(self.node, self._whole)
             return snapshot.version
+
+    def _load(self) -> tuple[AccountsSnapshot, int]:
+        """The accounts as this node enforces them, and how many entries of Redis's await a checkpoint."""
+        # The accounts before the admin records: the home appends a record before it changes
+        # the accounts, so whatever change this snapshot holds, its record is read below.
+        snapshot = self.registry.snapshot()
+        self._load_grants()
+        if self.check is None:
+            return snapshot, 0
+        self._admin_note = self.registry.admin_checkpoint()
+        return self.check.apply(snapshot, self._admin_raw, self._admin_note)
 
     def _load_grants(self) -> None:
         """Rebuild the grants when the cached admin ledger changed (it is small, changes are rare)."""
@@ -625,7 +759,8 @@ class AccountCache:
         if size == self._admin_size:
             return
         engine = RulesEngine()
-        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
+        self._admin_raw = self.registry.admin_records()
+        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self._admin_raw)
         if violations:
             logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
         self._grants = engine.grants()
@@ -648,11 +783,13 @@ class AccountCache:
         return True
 
     def _heartbeat(self) -> None:
-        """The safety net: reload if the version moved unannounced, else say we are alive."""
-        if self._unapplied or self.registry.version() != self.version:
+        """The safety net: reload if the version moved unannounced (or a new checkpoint of the
+        admin ledger may cover what was pending), else say we are alive."""
+        moved = self.check is not None and self.registry.admin_checkpoint() != self._admin_note
+        if self._unapplied or moved or self._whole < self.version or self.registry.version() != self.version:
             self.refresh()
         else:
-            self.registry.record_applied(self.node, self.version)
+            self.registry.record_applied(self.node, self._whole)
 
     def start(self) -> Self:
         if self._thread is not None:
@@ -670,10 +807,18 @@ class AccountCache:
         return self
 
     def stop(self) -> None:
+        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join()
+            thread.join(_STOP_WAIT)
+            if thread.is_alive():
+                logger.warning(
+                    "node %s: the accounts thread is still in a call to Redis %g s after the stop: left to it",
+                    self.node,
+                    _STOP_WAIT,
+                )
+                return  # its subscription is in its hands: closed under it, the call could fail anywhere
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None
@@ -721,3 +866,11 @@ def _announced_version(data: Any) -> int | None:
     except (ValueError, UnicodeDecodeError):
         logger.debug("an accounts announcement that names no version, ignored: %.40r", data)
         return None
+
+
+def _size(note: bytes) -> int:
+    """A checkpoint note's size, unverified (0 for one that does not parse)."""
+    try:
+        return parse_checkpoint(parse_note(note).text).size
+    except VledgerError:
+        return 0

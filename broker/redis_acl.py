@@ -25,7 +25,9 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               ``:failures:*``, ``:session:*``, sealed secrets: broker/second_factor.py). The admin ledger's
               home alone also changes the accounts and that cache (it carries out the admin's
               account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
-              records the host's enrollments (``{totp}:unrecorded``)
+              records the host's enrollments (``{totp}:unrecorded``), and reads every
+              observer's tallies (``{*}:tallies:*``, ``{*}:tally:latest:*``: what an observer's
+              rotated key had tallied, PROTOCOL 16.6)
 replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig:<node>``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
@@ -90,8 +92,8 @@ counts nowhere (whoever counts a cosignature verifies it, docs/PROTOCOL.md 10.3)
 **Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
 stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
-selector of its held heights), so each stays of its type; the gateway and the admin read
-every observer's. So an observer broken into can neither point another's latest at an older
+selector of its held heights), so each stays of its type; the gateway, the admin ledger's
+home and the admin read every observer's. So an observer broken into can neither point another's latest at an older
 signed snapshot nor trim, delete or add to another's stream; what it can do is put in its
 own keys an old snapshot of its own or a body another observer signed (readers take the
 observer from the key's name, and the body's ``observer`` must be it, its signature that
@@ -334,6 +336,8 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{epoch_proof}",
             f"%R~{cosig}",
             f"~{outside}",
+            # The admin home reads an observer's tallies when it writes its rotation (PROTOCOL 16.6).
+            *(tallies_read if admin_home else ()),
             *second_factor,
             f"%R~{held}",
             f"~{own_held}",

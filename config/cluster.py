@@ -44,7 +44,11 @@ class IngestSettings:
     max_partial_uploads: int = 4
     max_partial_upload_bytes: int = 128 * 1024 * 1024
     partial_upload_expiry_ms: int = 3_600_000
-    account_wait_ms: int = 2000  # how long an admin change waits for every node to apply it
+    # How long an admin command waits, in all, for the checkpoint over its record and then for
+    # every live ingest node to apply it, before it answers naming those still pending (PROTOCOL
+    # 16.3); a node reads again this long for a checkpoint over a new account (16.4). Below the
+    # clients' 10 s timeout, so that a loaded cluster's slow node is named, not a timeout.
+    account_wait_ms: int = 5000
     # A round of at most this many puts (what the request loop read between two flushes) is
     # committed on the loop's own thread: a lone writer's put crosses no thread. A larger round,
     # which pipelined clients make, goes to the store's committer thread, so that the loop reads

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import redis
 
 from ..broker.accounts import (
     Account,
@@ -33,14 +37,19 @@ from ..node.errors import (
     NoSuchKeyError,
     NoteKeyError,
     NotEnrolledError,
+    VledgerError,
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
-from ..node.note import ed25519_public_key
+from ..node.note import ed25519_public_key, parse_checkpoint, parse_note
 from ..node.rules.admin import grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
 from .second_factor import SecondFactors
 from .service import Caller
+
+log = logging.getLogger(__name__)
+
+SIGNED_POLL_SECONDS = 0.005  # how often a command looks for the checkpoint over its record (the outbox signs in ms)
 
 # A rotation's window (PROTOCOL 16.6): long enough for every client to learn the new key,
 # short enough that a stolen old key does not stay good for long.
@@ -108,23 +117,37 @@ class RegistryAdmin:
         node_roles: Mapping[str, str] | None = None,
         history_of: Callable[[str], KeyHistory | None] | None = None,
         cosigned_by: Callable[[str, str], dict[str, int]] | None = None,
+        wait_signed: Callable[[int, float], None] | None = None,
+        tallied_by: Callable[[str, str], dict[str, int]] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.history_of = history_of  # a node's key generations (MemberGates.histories)
         # (witness, its Ed25519 key in hex) -> ledger -> the largest size that key cosigned
         # (ingest.cosignatures.largest_cosigned): what a witness's rotation states (PROTOCOL 16.6).
         self.cosigned_by = cosigned_by
+        # (observer, its Ed25519 key in hex) -> ledger -> the height of its latest tally that key
+        # signed (ingest.cosignatures.tallied_heights): what an observer's rotation states besides (16.6).
+        self.tallied_by = tallied_by
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
         self.wait_seconds = wait_ms / 1000
         self.ledger = ledger
         self.factors = factors
+        # Waits (height, seconds) until a checkpoint covers an admin record (wait_signed below),
+        # before the accounts in Redis change: None where no outbox signs (tests of the commands alone).
+        self.wait_signed = wait_signed
+        # Each command's one deadline (apply), per thread: the node runs admin commands on a pool.
+        self._command = threading.local()
 
     def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
         """Raises the precise account errors (no_such_account, key_in_use, ...), BadRequestError
         for bad arguments, and the admin ledger's RuleErrors (already_granted, no_such_grant)."""
         author, via = (caller.account, caller.key) if caller is not None else ("", "")
+        # One deadline for all the command waits for (the checkpoint over its record, this
+        # node's view of the change, every live node's report), so that it answers within
+        # account_wait_ms, naming what is still pending, before a client's timeout (10 s).
+        deadline = self._command.deadline = time.monotonic() + self.wait_seconds
         self._record_host_enrollments()
         if command in ("grant.add", "grant.revoke"):
             result = self._grant(command, args, author, via)
@@ -137,10 +160,10 @@ class RegistryAdmin:
             version = self.registry.version()
         else:
             result, version = self._account_change(command, args, author, via)
-        self.cache.refresh()
+        self.cache.refresh(until=deadline)
         live = self.registry.live_nodes(self.nodes, within=max(30.0, 6 * self.cache.poll_interval))
         try:
-            self.registry.wait_applied(version, sorted(live), self.wait_seconds)
+            self.registry.wait_applied(version, sorted(live), max(0.0, deadline - time.monotonic()))
             result["pending"] = []
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.
@@ -148,10 +171,21 @@ class RegistryAdmin:
         result["version"] = version
         return result
 
+    def _accounts(self) -> AccountsSnapshot:
+        """The accounts a command is judged against: those in Redis as this node's own admin
+        records give them (AdminLedger.given, PROTOCOL 16.3), never Redis's word alone; its
+        checked view where it keeps no admin ledger (tests of the commands alone)."""
+        if self.ledger is None:
+            return self.cache.snapshot
+        return self.ledger.given(self.registry.snapshot())
+
     def _record(self, kind: str, payload: dict[str, Any], author: str) -> int | None:
         if self.ledger is None or not author:
             return None
-        return self.ledger.append(kind, payload, author).height
+        height = self.ledger.append(kind, payload, author).height
+        if self.wait_signed is not None:
+            self.wait_signed(height, max(0.0, self._command.deadline - time.monotonic()))
+        return height
 
     def _grant(self, command: str, args: Args, author: str, via: str) -> dict[str, Any]:
         ledger = args.text("ledger", max_length=64)
@@ -160,7 +194,7 @@ class RegistryAdmin:
         problem = grant_problem(ledger, kind, account)
         if problem is not None:
             raise BadRequestError(problem)
-        if account not in self.registry.snapshot().accounts:
+        if account not in self._accounts().accounts:
             raise NoSuchAccountError(f"no account {account!r}")
         if self.ledger is None:
             raise BadRequestError("grants are recorded on the admin ledger, which this node does not home")
@@ -212,7 +246,7 @@ class RegistryAdmin:
             if sign in history.sign_keys():
                 raise BadRequestError(f"{node} had the Ed25519 key {sign[:16]}... before: sign must be a new key")
             keeps_curve = curve == history.newest.curve
-        if not keeps_curve and (self.registry.snapshot().lookup(curve) is not None or curve in self._node_keys()):
+        if not keeps_curve and (self._accounts().lookup(curve) is not None or curve in self._node_keys()):
             raise KeyInUseError(f"the key {curve[:8]}... is already in use")
         holder = self._sign_holder(sign, node)
         if holder is not None:  # one host's key would cosign for two witnesses, and count twice
@@ -239,6 +273,21 @@ class RegistryAdmin:
             except REDIS_ERRORS as e:
                 raise NodeUnavailableError(
                     f"{node}: what its key cosigned is unreadable, Redis unavailable ({e})"
+                ) from None
+        if role == "observer" and history is not None and history.newest.sign:
+            # And what it had tallied: past those heights its tallies count for nothing either,
+            # whatever at_ms its holder stamps; the observer signs its latest counts again (16.6).
+            if self.tallied_by is None:
+                raise NodeUnavailableError(f"{node}: this node cannot read what its key tallied (no Redis)")
+            try:
+                payload["tallied"] = self.tallied_by(node, history.newest.sign)
+            except REDIS_ERRORS as e:
+                # A redis.acl made before this node read tallies: its user may not, and says NOPERM.
+                fix = (
+                    ": run vledger keygen --cluster again" if isinstance(e, redis.exceptions.NoPermissionError) else ""
+                )
+                raise NodeUnavailableError(
+                    f"{node}: what its key tallied is unreadable, Redis unavailable ({e}){fix}"
                 ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}
@@ -281,7 +330,7 @@ class RegistryAdmin:
                     "an admin's second factor is reset by another admin, or on a node's host "
                     "(vledger admin bootstrap --totp)"
                 )
-        held = self.registry.snapshot().accounts.get(account)
+        held = self._accounts().accounts.get(account)
         if held is None:
             raise NoSuchAccountError(f"no account {account!r}")
         if held.role is not Role.ADMIN:
@@ -313,7 +362,7 @@ class RegistryAdmin:
 
     def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:
         registry = self.registry
-        snapshot = registry.snapshot()
+        snapshot = self._accounts()
         if command == "key.revoke":
             key = _key(args)
             owner = snapshot.owners.get(key)
@@ -377,3 +426,29 @@ class RegistryAdmin:
 
 def _key(args: Args) -> str:
     return check_public_key(args.text("key", max_length=40))
+
+
+def wait_signed(registry: AccountRegistry, height: int, timeout: float) -> None:
+    """Wait (``timeout`` seconds at most: what is left of the command's ``account_wait_ms``)
+    until the admin ledger's checkpoint in Redis covers ``height``: a node enforces a new key,
+    account or role only under such a checkpoint (node/admin_accounts.py), so the home changes
+    the accounts in Redis after it. Its outbox signs after each batch; past the deadline (Redis
+    away, an outbox starved of CPU) the change is made all the same, and the nodes enforce it,
+    and say they applied it, once a checkpoint covers it (the command answers them pending).
+
+    It waits when Redis holds no checkpoint yet too (the ledger just made: its first is signed at
+    the outbox's next pass): the nodes take the verified chain alone only while none is there,
+    and the first one, signed over the records of a pass that had not reached ``height``, would
+    leave the change out again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        note = registry.admin_checkpoint()
+        try:
+            if note is not None and parse_checkpoint(parse_note(note).text).size > height:
+                return
+        except VledgerError as e:
+            log.warning("the admin ledger's checkpoint in Redis does not parse: [%s] %s", e.code, e.message)
+        if time.monotonic() >= deadline:
+            log.warning("admin record %d: no checkpoint covers it yet; the nodes enforce it once one does", height)
+            return
+        time.sleep(SIGNED_POLL_SECONDS)

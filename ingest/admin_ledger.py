@@ -16,8 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from ..broker.accounts import Account, AccountRegistry
+from ..broker.accounts import Account, AccountRegistry, AccountsSnapshot, cached_accounts, enforced_snapshot
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.admin_accounts import AdminAccounts, judge_by
 from ..node.errors import AccountError, VledgerError
 from ..node.record import Content, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
@@ -52,6 +53,27 @@ class AdminLedger:
         self.store = store
         self.registry = registry
         self._lock = threading.Lock()
+        self._given = AdminAccounts()  # what the records up to height _read - 1 give
+        self._read = 0
+
+    def given(self, snapshot: AccountsSnapshot) -> AccountsSnapshot:
+        """``snapshot`` (the accounts in Redis) narrowed to what this node's own admin records give
+        (node/admin_accounts.py judge_by, every record taken as signed): what the home judges an
+        admin command against (PROTOCOL 16.3). Not its checked view of Redis (broker/accounts.py
+        AdminCheck), which takes an account only once a checkpoint in Redis covers its record:
+        the home wrote these records, holds them durably, and changes Redis only after them, so a
+        command right after another whose checkpoint its outbox has not signed yet (a loaded
+        host) finds that one's account, instead of no_such_account. Read ``snapshot`` first: each
+        change it holds then has its record here. Before the ledger exists, ``snapshot`` as is."""
+        with self._lock:
+            size = self.store.size(ADMIN_LEDGER)
+            if size == 0:
+                return snapshot
+            for record in self.store.range(ADMIN_LEDGER, self._read, size):
+                self._given.take(record)
+                self._read = record.height + 1
+            judgement = judge_by(cached_accounts(snapshot), self._given, self._given)
+        return enforced_snapshot(snapshot.version, judgement)
 
     def append(self, kind: str, payload: dict[str, Any], author: str) -> Record:
         """Append one admin record (creating the ledger first if need be) and cache it.
@@ -84,11 +106,11 @@ class AdminLedger:
 
     def _cache(self) -> int:
         """Copy to Redis what its cache of the admin ledger lacks; the accounts version."""
-        version = self.registry.version()
         start = self.registry.admin_size()
-        for height, data in self.store.range_raw(ADMIN_LEDGER, start):
-            version = self.registry.push_admin_record(height, data)
-        return version
+        lacking = [data for _, data in self.store.range_raw(ADMIN_LEDGER, start)]
+        # All at once: a node never reads a part of one command's records (a new ledger's
+        # genesis without the imports that follow it).
+        return self.registry.push_admin_records(start, lacking) if lacking else self.registry.version()
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain

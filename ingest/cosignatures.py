@@ -15,14 +15,16 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.tallies import TallyBoard
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
-from ..node.errors import NoteError, VledgerError
+from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
-from ..node.note import VerifierKey, origin_for
+from ..node.note import ALG_ED25519, VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
 from ..node.store import ChainStore
+from ..node.tally_body import Snapshot
 from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
 
 log = logging.getLogger(__name__)
@@ -134,3 +136,27 @@ def largest_cosigned(
         except NoteError as e:
             log.warning("rotation of %s: its cosignature of %s is not counted (%s: %s)", node, ledger, e.code, e)
     return sizes
+
+
+def tallied_heights(board: TallyBoard, ledgers: Iterable[str], observer: str, sign_hex: str) -> dict[str, int]:
+    """Ledger -> the height of ``observer``'s latest tally of it (the entry its ``tally:latest``
+    key names, PROTOCOL 11.1) whose signature verifies with its Ed25519 key ``sign_hex`` (hex)
+    and whose body is one stating that observer, that ledger and the entry's height (11.3):
+    what a ``key_rotation`` of that key states as ``tallied`` (16.6). A ledger with no such
+    entry is left out, and the replaced key's tallies of it then count nowhere: the bound errs
+    toward counting too little, never more than the observer showed it signed. Raises the
+    Redis errors, a NOPERM included (REDIS_ERRORS).
+    """
+    key = VerifierKey("tally", ALG_ED25519, bytes.fromhex(sign_hex))
+    heights: dict[str, int] = {}
+    for ledger in sorted(ledgers):
+        published = board.latest_entry(ledger, observer)
+        if published is None:
+            continue
+        try:
+            if not key.verify_raw(published.body, published.signature):
+                raise SignatureError(f"its latest tally of {ledger} is not signed by {sign_hex[:16]}...")
+            heights[ledger] = Snapshot.decode(published.body).stating(observer, ledger, published.height).height
+        except VledgerError as e:
+            log.warning("rotation of %s: its tally of %s is not counted (%s: %s)", observer, ledger, e.code, e)
+    return heights

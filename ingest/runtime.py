@@ -27,7 +27,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 import zmq
 
-from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.accounts import AccountCache, AccountRegistry, AdminCheck
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
@@ -36,13 +36,16 @@ from ..broker.redis_server import connect
 from ..broker.replication import (
     REDIS_ERRORS,
     STORE_DAMAGED,
+    Alert,
     ReplicationLedger,
     raise_alert,
     store_damaged_alert,
 )
+from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
 from .loop import RequestLoop, Service
@@ -51,6 +54,8 @@ from .metrics import NodeMetrics, health_server
 from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
 
 log = logging.getLogger(__name__)
+
+ACCOUNTS_FORGED = "accounts_forged"  # PROTOCOL 10.5: Redis gives an account, key or role no admin record gave
 
 # Python's default switch interval is 5 ms. A node's threads give the GIL up at each fsync and
 # send; another thread that took it meanwhile keeps it up to the interval when it does not block:
@@ -104,14 +109,21 @@ S = TypeVar("S", bound=Startable)
 
 
 @contextmanager
-def stopped_by_signals(loop: RequestLoop, stopping: threading.Event | None = None) -> Iterator[None]:
-    """While inside: SIGTERM and SIGINT stop ``loop`` and set ``stopping`` (a process's own
-    main loop, if it has one), at once even when another thread receives them: the signal's
-    byte on the loop's wake-up pipe ends its poll. Restores the old handlers on the way out."""
+def stopped_by_signals(
+    loop: RequestLoop, stopping: threading.Event | None = None, on_stop: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT stop ``loop``, set ``stopping`` (a process's own main
+    loop, if it has one) and call ``on_stop``, at once even when another thread receives them:
+    the signal's byte on the loop's wake-up pipe ends its poll. Python runs the handler on the
+    main thread, inside the call it was waiting in when that call is interrupted (a ZeroMQ
+    receive, which then waits on): ``on_stop`` may end such a wait (NodeRuntime.on_stop).
+    Restores the old handlers on the way out."""
 
     def stop(*_: object) -> None:
         if stopping is not None:
             stopping.set()
+        if on_stop is not None:
+            on_stop()
         loop.stop()
 
     handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -165,6 +177,7 @@ class NodeRuntime:
         # node stops, and serve() then raises it (the process ends with EXIT_STORE_DAMAGED).
         self.damaged: StoreDamagedError | None = None
         self._loop: RequestLoop | None = None  # the request loop while serve() runs it
+        self._on_stop: list[Callable[[], None]] = []  # called by SIGTERM and SIGINT (on_stop)
         self._store: ChainStore | None = None  # the node's store, once opened (store())
 
     @classmethod
@@ -240,11 +253,47 @@ class NodeRuntime:
         """Call ``close`` when the runtime closes (in reverse order of what was added)."""
         self.stack.callback(close)
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the signal handler when SIGTERM or SIGINT stops :meth:`serve`,
+        right after ``stopping`` is set: what ends a wait ``main`` may be in (the verifier ends
+        its readers' ZeroMQ Context). It must not block: it runs on the main thread, maybe
+        inside the very call it is to end."""
+        self._on_stop.append(callback)
+
+    def _stopped(self) -> None:
+        for callback in self._on_stop:
+            callback()
+
     def accounts(self, registry: AccountRegistry) -> AccountCache:
-        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
+        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current
+        with what of the accounts in Redis the admin ledger gives (node/admin_accounts.py), and
+        raises ``accounts_forged`` when Redis gives more."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
         self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
-        return self.started(self.gates.account_cache(registry, self.name, poll))
+        return self.started(self.gates.account_cache(registry, self.name, poll, self.admin_check()))
+
+    def admin_check(self) -> AdminCheck:
+        """How this node checks the accounts in Redis against the admin ledger, raising
+        ``accounts_forged`` in its own alert keys (PROTOCOL 10.5)."""
+        return AdminCheck(
+            admin_checkpoint_key(self.config),
+            functools.partial(self._forged, self.replication()),
+            # A load waits for a checkpoint over a new account as long as an admin command waits for this node.
+            wait_seconds=self.config.ingest.account_wait_ms / 1000,
+        )
+
+    def _forged(self, replication: ReplicationLedger, forged: tuple[str, ...]) -> None:
+        if not forged:
+            try:
+                replication.resolve([f"{self.name}|{ADMIN_LEDGER}|{ACCOUNTS_FORGED}"])
+            except REDIS_ERRORS as e:
+                log.warning("node %s: the accounts_forged alert not resolved (%s)", self.name, e)
+            return
+        detail = f"Redis holds {len(forged)} account entries no admin record gave (not enforced): " + "; ".join(forged)
+        raise_alert(
+            replication,
+            Alert(self.name, ADMIN_LEDGER, 0, ACCOUNTS_FORGED, detail[:2000], source="redis"),
+        )
 
     def request_server(self, settings: BrokerSettings) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once
@@ -311,7 +360,7 @@ class NodeRuntime:
         Raises the StoreDamagedError of a store found damaged meanwhile (:meth:`store`), once
         the requests in flight were answered.
         """
-        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping):
+        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping, self._stopped):
             log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
             self._loop = loop
             if self.damaged is not None:  # found before the loop was there to stop

@@ -24,6 +24,7 @@ from ..broker.signing import (
     signing_key_paths,
     witness_keys,
 )
+from ..broker.tallies import TallyBoard
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE
@@ -33,9 +34,9 @@ from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.witness import home_key, witness_keys_in_force
-from .accounts import CachedAccounts, RegistryAdmin
+from .accounts import CachedAccounts, RegistryAdmin, wait_signed
 from .admin_ledger import AdminLedger
-from .cosignatures import KnownCosignatures, largest_cosigned
+from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, handed_over, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
@@ -104,7 +105,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # limit: requests in between get a message_too_large answer rather than a cut connection.
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # The accounts cache, started below once the admin ledger filled Redis (it reads grants there).
-    cache = runtime.gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)
+    # It believes of the accounts in Redis only what the admin ledger gives (node/admin_accounts.py).
+    poll = config.settings.broker.accounts_poll_ms / 1000
+    cache = runtime.gates.account_cache(registry, name, poll, runtime.admin_check())
     # Grants: the engine judges by the admin ledger it holds (on its home), else by the
     # cache's copy of it; records placed here come after the last admin record applied.
     domain = RulesEngine(grants=lambda: cache.grants)
@@ -259,6 +262,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
     # first at the end, with a linger: answers still queued in ZeroMQ go out.
     server = runtime.request_server(broker)
+    # The observers' tallies, read when an observer's key rotates (its record states what it tallied, 16.6).
+    tallies = TallyBoard(replication.client, replication.namespace)
     admin = RegistryAdmin(
         registry,
         cache,
@@ -270,6 +275,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
         cosigned_by=functools.partial(largest_cosigned, replication, config.name, chains.current),
+        wait_signed=functools.partial(wait_signed, registry),
+        tallied_by=lambda node, sign: tallied_heights(tallies, replication.ledgers(), node, sign),
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:

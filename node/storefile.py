@@ -252,8 +252,10 @@ class StoreReader:
         """The ledgers with records, in name order: one index seek per ledger, not a scan of every record."""
         names: list[str] = []
         while True:
+            # Below X'' (the least BLOB, which sorts after all text): a ledger column tampered
+            # into a BLOB names no ledger (its record is then missing from its own ledger's).
             row = self._conn.execute(
-                "SELECT MIN(ledger) FROM records WHERE ledger > ?", (names[-1] if names else "",)
+                "SELECT MIN(ledger) FROM records WHERE ledger > ? AND ledger < X''", (names[-1] if names else "",)
             ).fetchone()
             if row[0] is None:
                 return names
@@ -265,8 +267,12 @@ class StoreReader:
         return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0])
 
     def size(self, ledger: str) -> int:
-        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger)."""
-        row = self._conn.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger).
+        A height column tampered into TEXT or a BLOB (which SQLite sorts after every number) is
+        not a height: left out here as by the pages' reads, its record is then missing there."""
+        row = self._conn.execute(
+            "SELECT MAX(height) FROM records WHERE ledger = ? AND height <= ?", (ledger, MAX_HEIGHT)
+        ).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
     def get(self, ledger: str, height: int) -> bytes | None:
@@ -371,7 +377,9 @@ class StoreReader:
             return []  # no checkpoints table yet
         latest: dict[str, tuple[int, bytes]] = {}
         for kind, size, note in rows:
-            latest.setdefault(kind, (size, bytes(note)))
+            # A column tampered into another type: a note that is no checkpoint (its reader's
+            # finding, bad_field at the ledger's size), never a TypeError of the read.
+            latest.setdefault(kind, (size if type(size) is int else 0, note if type(note) is bytes else b""))
         return sorted(set(latest.values()))  # a store's own row and the same note imported: one
 
     def tree_edge(self, ledger: str) -> tree.Frontier | None:
@@ -381,8 +389,9 @@ class StoreReader:
         Raises ProofError for an edge that does not decode."""
         if not tree_kept(self._conn):
             return None
-        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
-        return None if row is None else tree.Frontier.decode(bytes(row[0]))
+        rows = lenient_text(self._conn, "SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,))
+        row = rows[0] if rows else None
+        return None if row is None else tree.Frontier.decode(blob_column(row[0], "the tree edge"))
 
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
@@ -526,20 +535,65 @@ def _page_lists(
     # SQLite integers stop at 2**63 - 1; heights past it cannot be stored, so clamp, not fail.
     end = min(stop, MAX_HEIGHT) if stop is not None else MAX_HEIGHT
     while start < end:
-        rows = conn.execute(
+        rows = lenient_text(
+            conn,
             f"SELECT {columns} FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY height LIMIT ?",
             (ledger, start, end, page_size),
-        ).fetchall()
+        )
         if not rows:
             return
         yield rows
         start = rows[-1][0] + 1
 
 
+def lenient_text(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    """The rows of ``conn.execute(sql, args)``, read again should a TEXT value not be UTF-8 (a
+    BLOB column tampered into TEXT: the default decoding refuses the whole read), that text then
+    decoded with surrogateescape. Such a column holds a ``str``, which its checks refuse by its
+    type, naming its row, rather than the read failing for every row of the page."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if "decode" not in str(e):
+            raise
+    factory = conn.text_factory
+    conn.text_factory = escaped_text
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = factory
+
+
+def escaped_text(raw: bytes) -> str:
+    """A connection's text_factory that reads any TEXT, UTF-8 or not (see :func:`lenient_text`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def blob_column(value: object, what: str) -> bytes:
+    """``value`` read from a BLOB column; raises ProofError [bad_proof] naming ``what`` and the
+    type SQLite gave when the column was tampered into another (TEXT, a number, NULL)."""
+    if type(value) is not bytes:
+        raise ProofError(f"{what} is stored as {sqlite_type(value)}, not as a BLOB")
+    return value
+
+
+def sqlite_type(value: object) -> str:
+    """The SQLite storage class of a value read from a column, as SQLite names it."""
+    return {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL"}.get(type(value), "NULL")
+
+
 def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
     """Each ledger's filled mark: its records below it are in the hash index (a ledger not
-    listed: none of them)."""
-    return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
+    listed: none of them). Raises IndexMismatchError [index_mismatch] for a mark tampered into
+    another type than an integer (TEXT, REAL, a BLOB), which says no size."""
+    marks = {}
+    for ledger, size in lenient_text(conn, "SELECT ledger, size FROM hashes_filled", ()):
+        if type(size) is not int:
+            raise IndexMismatchError(
+                f"the hash index's filled mark of ledger {ledger!r} is stored as {sqlite_type(size)}, not as an integer"
+            )
+        marks[ledger] = size
+    return marks
 
 
 def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
@@ -871,10 +925,11 @@ def level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int
     """(idx, hash) of one level of a ledger's tree rows in index order, a page at a time."""
     start = 0
     while True:
-        rows = conn.execute(
+        rows = lenient_text(
+            conn,
             "SELECT idx, hash FROM tree WHERE ledger = ? AND level = ? AND idx >= ? ORDER BY idx LIMIT ?",
             (ledger, level, start, page_size),
-        ).fetchall()
+        )
         if not rows:
             return
         yield from rows

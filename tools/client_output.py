@@ -146,9 +146,18 @@ def print_account_change(result: dict[str, Any], done: str, *, as_json: bool) ->
     else:
         subject = f"key {key}" if account is None else f"key {key} of account {account}"
     print(f"{subject}: {done}")
+    print_pending(result)
+
+
+def print_pending(result: dict[str, Any]) -> None:
+    """The nodes an admin command's answer names ``pending`` (PROTOCOL 16.3), if any: the change
+    is made, and those nodes had not reported applying it within the node's ``account_wait_ms``."""
     pending = result.get("pending") or []
     if pending:
-        print(f"not yet confirmed by {', '.join(map(str, pending))}: they apply it when they catch up")
+        print(
+            f"pending on {', '.join(map(str, pending))}: made, but not yet reported applied there within "
+            f"account_wait_ms; each enforces it once it applies accounts version {result.get('version')}"
+        )
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:

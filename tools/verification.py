@@ -75,7 +75,16 @@ from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, v
 from ..node.record import ZERO_LINK, Record, decode_record
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
-from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, edge_covers, level_rows, tree_kept
+from ..node.storefile import (
+    STORED_LEVEL,
+    StoreReader,
+    StoreRow,
+    connect,
+    edge_covers,
+    level_rows,
+    sqlite_type,
+    tree_kept,
+)
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
@@ -532,7 +541,15 @@ class _StoredRows:
                 ),
                 last,
             )
-        if bytes(row[1]) != node:
+        if type(row[1]) is not bytes:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's node at level {level}, index {index} "
+                    f"is stored as {sqlite_type(row[1])}, not as a BLOB"
+                ),
+                last,
+            )
+        if row[1] != node:
             raise _TreeFailure(
                 TreeMismatchError(
                     f"ledger {self.ledger!r}: the stored tree's node at level {level}, index {index} "
@@ -586,6 +603,9 @@ class _StoreTree(_Growth):
         self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
         self.unreadable: list[tuple[int, NoteError]] = []
         for size, note in notes:
+            if not note:  # StoreReader.latest_checkpoints' note of a column of another type than BLOB
+                self.unreadable.append((size, NoteError("the note is empty, or stored as another type than a BLOB")))
+                continue
             try:
                 checkpoint = parse_checkpoint(parse_note(note).text)
             except NoteError as e:
@@ -1033,6 +1053,12 @@ def _check_row(verifier: ChainVerifier, row: StoreRow, limits: Limits) -> Record
     """The checks one by one of ``row`` as the record after ``verifier``'s head, which it becomes;
     raises the first failure, naming the row's height when the bytes cannot."""
     ledger = verifier.ledger
+    if type(row.data) is not bytes:
+        raise MalformedRecordError(
+            f"the row's data column is stored as {sqlite_type(row.data)}, not as the record's bytes (a BLOB)",
+            ledger=ledger,
+            height=row.height,
+        )
     try:
         record = decode_record(row.data, limits)
     except (MalformedRecordError, PayloadTooLargeError) as e:
@@ -1062,8 +1088,15 @@ def check_index_columns(row: StoreRow, record: Record) -> None:
     )
     for column, held, expected in columns:
         if held != expected:
+            # A column tampered into another type (a hash as TEXT, NULL) is named by its type:
+            # its value would show as undecodable text or None.
+            shown = (
+                _shown(held)
+                if type(held) is type(expected)
+                else f"a value stored as {sqlite_type(held)}, not as {sqlite_type(expected)}"
+            )
             raise IndexMismatchError(
-                f"the {column} column holds {_shown(held)}, the record {_shown(expected)}",
+                f"the {column} column holds {shown}, the record {_shown(expected)}",
                 ledger=record.ledger,
                 height=record.height,
             )

@@ -54,7 +54,7 @@ from prometheus_client.registry import Collector
 from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -85,11 +85,12 @@ from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.votes import electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
+from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
-from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
+from .node_keys import follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, MISMATCH, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer

@@ -81,6 +81,7 @@ class Observer:
         self._looked = -math.inf  # when it last read which entries Redis names its latest
         self.flagged = 0
         self._admin_current = admin_current
+        self._sign_again = False  # a new key: publish every ledger's count again with it (signs_with)
 
     def stored(self, records: list[Record]) -> None:
         self.turn()
@@ -88,11 +89,21 @@ class Observer:
     def signs_with(self, signing: SigningKey) -> None:
         """Sign the next snapshots with ``signing``: the observer's newest Ed25519 key
         generation (docs/PROTOCOL.md 16.6), set by the rotation hook on another thread (one
-        reference replaced: the follow thread signs with one key or the other, whole)."""
+        reference replaced: the follow thread signs with one key or the other, whole), and on
+        the next turn sign again each ledger's count at its last height with it."""
         self.signer = signing
+        self._sign_again = True
 
     def turn(self) -> None:
         """Count what the store holds beyond the keeper, then publish the snapshots that are due."""
+        if self._sign_again:
+            # The rotation states the heights the replaced key had tallied when the admin home read
+            # Redis; what this observer signed with it since, at larger heights, counts for nothing
+            # (16.6). On a quiet ledger such a tally would stay its latest for good: every ledger
+            # is published again now, by the new key, whatever its last height.
+            self._sign_again = False
+            self._published.clear()
+            self._tried.clear()
         ledgers = self.store.ledgers()
         if ADMIN_LEDGER in ledgers:
             self._count(ADMIN_LEDGER)

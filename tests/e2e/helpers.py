@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 
+from vledger.broker.accounts import AccountRegistry
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.keys import KeyPair, load_secret, new_keypair
 from vledger.broker.redis_server import connect, free_port
@@ -46,7 +47,7 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.record import Entry, decode_record
 from vledger.node.rules.votes import ElectionState
-from vledger.tests.integration.cluster import entry, genesis, now_ms, wait_until
+from vledger.tests.integration.cluster import entry, genesis, now_ms, wait_pending, wait_until
 from vledger.tools.supervise import Supervisor, alive, layout_for
 
 CLI = [sys.executable, "-m", "vledger.tools.cli"]
@@ -173,9 +174,13 @@ class SupervisedCluster:
         pair = new_keypair()
         admin = self.client(ADMIN, "ingest-1")
         changes = (("account.add", {"account": name, "role": role}), ("key.add", {"account": name, "key": pair.public}))
-        for cmd, args in changes:
-            result = admin.call(cmd, args)
-            assert result["pending"] == [], f"{cmd} {name}: not applied on {result['pending']}"
+        client = connect(self.redis_access(), timeout=5.0)
+        try:
+            for cmd, args in changes:
+                # A node pending at the answer (a loaded host) is waited on, as LocalCluster does.
+                wait_pending(AccountRegistry(client), cmd, args, admin.call(cmd, args), self.log_tail)
+        finally:
+            client.close()
         self.keys[name] = pair
 
     # --- clients -------------------------------------------------------------------------
@@ -287,6 +292,13 @@ class SupervisedCluster:
         return list(self.client(ADMIN, node).records(ledger))
 
     # --- logs --------------------------------------------------------------------------------
+
+    def log_tail(self, program: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of ``program``'s log."""
+        path = self.layout.log_path(program)
+        if not path.is_file():
+            return f"(no log {path})"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def log_tails(self, lines: int = LOG_TAIL_LINES) -> list[tuple[str, str]]:
         """(program, the end of its log) for every log file of the run."""

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +47,7 @@ import msgpack
 import zmq
 
 from vledger.broker import redis_acl
+from vledger.broker.accounts import AccountRegistry
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
@@ -55,7 +56,7 @@ from vledger.broker.redis_server import connect, free_port
 from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
-from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.errors import ApplyTimeoutError, NodeUnavailableError, RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, checksum_of
 from vledger.node.wire import encode_request
@@ -392,6 +393,30 @@ class NodeProcess:
         return self.process is not None and self.process.poll() is None
 
 
+def wait_pending(
+    registry: AccountRegistry,
+    cmd: str,
+    args: Mapping[str, Any],
+    result: Mapping[str, Any],
+    log_tail: Callable[[str], str],
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Return once every node an admin command's answer ``result`` names ``pending`` (one that
+    had not reported its version within account_wait_ms, PROTOCOL 16.3: a loaded machine)
+    reported it applied, by its report in Redis; one that has not within ``timeout`` fails the
+    test, named with its report and ``log_tail`` of it."""
+    pending = result["pending"]
+    if not pending:
+        return
+    started = time.monotonic()
+    try:
+        registry.wait_applied(result["version"], pending, timeout)
+    except ApplyTimeoutError as e:
+        tails = "".join(f"\n--- {name}:\n{log_tail(name)}" for name in pending)
+        raise AssertionError(f"{cmd} {dict(args)}: pending on {pending}, {e.message}{tails}") from None
+    print(f"{cmd}: pending on {pending} at its answer, applied {time.monotonic() - started:.1f} s later")
+
+
 @dataclass(repr=False)
 class LocalCluster:
     """Ingest nodes as real processes, with their keys, accounts and a Redis database.
@@ -501,10 +526,8 @@ class LocalCluster:
             )
             if self.production:
                 self.enrollment = json.loads(bootstrapped.stdout)
-            for name in self.node_names:
-                self.start_node(name)
-            for name in [*self.replica_names, *self.observer_names, *self.verifier_names]:
-                self.start_node(name)
+            for tier in self._tiers():
+                self.start_nodes(tier)
             for name, role in self.accounts.items():
                 self.add_account(name, role)
             self.keys[STRANGER] = new_keypair()
@@ -533,8 +556,9 @@ class LocalCluster:
             tap.close()
         self._taps.clear()
         problems = []
-        for name, gateway in self.gateway_procs.items():
+        for gateway in self.gateway_procs.values():
             gateway.terminate()
+        for name, gateway in self.gateway_procs.items():
             try:
                 if gateway.wait(STOP_TIMEOUT) != 0:
                     problems.append(f"the gateway of {name} exited with status {gateway.returncode} on SIGTERM")
@@ -542,10 +566,15 @@ class LocalCluster:
                 gateway.kill()
                 problems.append(f"the gateway of {name} had to be killed")
         self.gateway_procs.clear()
-        for name in reversed(self.procs):  # the last started first: verifiers, replicas, then homes
-            if self.procs[name].running():
+        # The last started first: verifiers, observers, replicas, then homes; a tier's nodes at
+        # once (each stop is mostly waiting: its threads and its outbox process wind down).
+        for tier in reversed(self._tiers()):
+            running = [name for name in reversed(tier) if self.procs[name].running()]
+            for name in running:
+                self._terminate(name)
+            for name in running:
                 try:
-                    status = self.stop_node(name)
+                    status = self._reap(name, STOP_TIMEOUT)
                 except AssertionError as e:
                     problems.append(str(e))
                 else:
@@ -676,8 +705,26 @@ class LocalCluster:
     def store_dir(self, name: str | None = None) -> Path:
         return self.directory / "data" / self.node(name).name
 
+    def _tiers(self) -> list[list[str]]:
+        """The nodes in the order they start: homes, replicas, observers, verifiers."""
+        return [self.node_names, self.replica_names, self.observer_names, self.verifier_names]
+
     def start_node(self, name: str, timeout: float = START_TIMEOUT) -> None:
         """Start node ``name`` and return once it answers ``hello``."""
+        self.start_nodes([name], timeout)
+
+    def start_nodes(self, names: Iterable[str], timeout: float = START_TIMEOUT) -> None:
+        """Start nodes ``names`` at once and return once each answers ``hello``: their start-ups
+        (imports, stores, Redis, sockets) overlap instead of adding up. ``timeout`` is each
+        node's, as when they started one after another: the last may use what the others left."""
+        names = list(names)
+        deadline = time.monotonic() + timeout * len(names)
+        for name in names:
+            self._launch(name)
+        for name in names:
+            self.wait_ready(name, max(0.0, deadline - time.monotonic()))
+
+    def _launch(self, name: str) -> None:
         proc = self.procs[name]
         assert not proc.running(), f"{name} is already running"
         proc.starts += 1
@@ -691,7 +738,6 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
             )
-        self.wait_ready(name, timeout)
 
     def start_gateway(self, name: str, timeout: float = START_TIMEOUT) -> str:
         """Start the gateway over node ``name``'s store; its URL once it answers /healthz."""
@@ -743,19 +789,27 @@ class LocalCluster:
 
     def stop_node(self, name: str, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM and wait; SIGKILL if it has not exited by the deadline. Its exit status."""
+        self._terminate(name)
+        return self._reap(name, timeout)
+
+    def _terminate(self, name: str) -> None:
+        """SIGTERM to node ``name`` if it runs: once only (a node that has left its serving loop
+        has its default handler back, and a second SIGTERM would kill it)."""
         proc = self.procs[name]
         assert proc.process is not None, f"{name} was never started"
         if proc.process.poll() is None:
             proc.process.send_signal(signal.SIGTERM)
-            try:
-                return proc.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-                proc.process.wait()
-                raise AssertionError(
-                    f"{name} did not exit within {timeout} s of SIGTERM" + self.log_tail(name)
-                ) from None
-        return proc.process.returncode
+
+    def _reap(self, name: str, timeout: float) -> int:
+        """The exit status of node ``name``, sent SIGTERM; SIGKILL if it has not exited within ``timeout``."""
+        process = self.procs[name].process
+        assert process is not None, f"{name} was never started"
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{name} did not exit within {timeout} s of SIGTERM" + self.log_tail(name)) from None
 
     def kill_node(self, name: str) -> None:
         proc = self.procs[name]
@@ -864,12 +918,21 @@ class LocalCluster:
         """Create account ``name`` with ``role`` and bind a key to it (new unless given), through
         the admin; returns once every node applied the change. The key is kept as ``name``."""
         pair = key or new_keypair()
-        admin = self.admin()
-        for cmd, args in (
-            ("account.add", {"account": name, "role": role}),
-            ("key.add", {"account": name, "key": pair.public}),
-        ):
-            result = admin.call(cmd, args)
-            assert result["pending"] == [], f"{cmd} {name}: not applied on {result['pending']}"
+        self.admin_change("account.add", {"account": name, "role": role})
+        self.admin_change("key.add", {"account": name, "key": pair.public})
         self.keys[name] = pair
         return pair
+
+    def admin_change(self, cmd: str, args: dict[str, Any], node: str | None = None) -> dict[str, Any]:
+        """The admin's ``cmd`` through ``node``, returned once every live node applied it: a node
+        its answer names ``pending`` (one that had not reported within account_wait_ms, PROTOCOL
+        16.3: a loaded machine) is waited on, by its report in Redis, START_TIMEOUT more. One
+        that has not reported by then fails the test, named with its report and its log's end."""
+        result: dict[str, Any] = self.admin(node).call(cmd, args)
+        if result["pending"]:
+            client = connect(self.cluster_redis_url)
+            try:
+                wait_pending(AccountRegistry(client), cmd, args, result, self.log_tail)
+            finally:
+                client.close()
+        return result

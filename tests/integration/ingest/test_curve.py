@@ -14,7 +14,9 @@ import pytest
 import zmq
 
 from vledger.broker.keys import KeyPair, new_keypair
-from vledger.tests.integration.cluster import ADMIN, STRANGER, LocalCluster, Wire, entry, put_args
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.tests.integration.cluster import ADMIN, STRANGER, LocalCluster, Wire, entry, put_args, wait_until
 
 NO_REPLY_S = 0.5
 
@@ -46,8 +48,7 @@ def error_of(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 def admin_does(cluster: LocalCluster, cmd: str, **args: str) -> None:
-    result = cluster.admin().call(cmd, args)
-    assert result["pending"] == [], f"{cmd}: not applied on {result['pending']}"
+    cluster.admin_change(cmd, args)
 
 
 @pytest.mark.parametrize("node", ["ingest-1", "ingest-2"])
@@ -154,3 +155,38 @@ def test_a_change_made_while_a_node_is_down_applies_when_it_comes_back(cluster: 
     cluster.keys["observer-2nd-key"] = pair
     assert cluster.client("observer-2nd-key", "ingest-2").call("whoami")["account"] == "observer"
     assert_refused_at_handshake(cluster, "late-revoked", "ingest-2")
+
+
+FORGED_WAIT_S = 15.0
+
+
+def test_a_key_forged_into_the_redis_accounts_is_refused_and_raises_an_alert(cluster: LocalCluster) -> None:
+    """outsider17 F1: a key HSET into the accounts' key owners under the admin account, with the
+    version bumped and announced, made every ingest node admit it as the admin. Now each node
+    checks the accounts in Redis against the admin ledger (node/admin_accounts.py): the key no
+    ``key`` record bound is refused, and each node raises ``accounts_forged`` naming it."""
+    admin_does(cluster, "account.add", account="f1-witness", role="observer")  # the admin ledger exists
+    redis = connect(cluster.cluster_redis_url)  # a Redis user that may write the accounts
+    evil = new_keypair()
+    cluster.keys["evil"] = evil
+    redis.hset("vledger:{accounts}:keys", evil.public, ADMIN)
+    redis.publish("vledger:accounts", redis.incr("vledger:{accounts}:version"))
+    repl = ReplicationLedger(redis)
+
+    def forged_alerts() -> dict[str, dict[str, str]] | None:
+        found = {a["node"]: a for a in repl.alerts(1000) if a["what"] == "accounts_forged"}
+        return found if set(found) >= set(cluster.node_names) else None
+
+    alerts = wait_until(forged_alerts, FORGED_WAIT_S, "an accounts_forged alert from every ingest node")
+    for node in cluster.node_names:
+        assert evil.public in alerts[node]["detail"] and alerts[node]["ledger"] == "admin"
+        assert_refused_at_handshake(cluster, "evil", node)
+        assert cluster.client(ADMIN, node).call("whoami")["account"] == ADMIN  # the real admin's key works
+    redis.hdel("vledger:{accounts}:keys", evil.public)
+    redis.publish("vledger:accounts", redis.incr("vledger:{accounts}:version"))
+    wait_until(
+        lambda: not any(key.endswith("|admin|accounts_forged") for key in repl.open_alerts()),
+        FORGED_WAIT_S,
+        "the accounts_forged alerts resolved once Redis holds no forged key",
+    )
+    redis.close()

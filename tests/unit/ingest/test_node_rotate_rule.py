@@ -6,6 +6,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 import pytest
+import redis
 
 from vledger.broker.accounts import Account, AccountCache, AccountRegistry, AccountsSnapshot, Role
 from vledger.broker.keys import new_keypair
@@ -17,16 +18,25 @@ from vledger.node.node_key_rotation import KeyHistory, key_histories
 from vledger.node.wire import Args
 
 WRITER_KEY = new_keypair().public
-KEYS = {name: (new_keypair().public, new_signing_key().public.public_hex) for name in ("ingest-1", "replica-1")}
+KEYS = {
+    name: (new_keypair().public, new_signing_key().public.public_hex)
+    for name in ("ingest-1", "replica-1", "observer-1")
+}
+
+
+def writer_only() -> AccountsSnapshot:
+    accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
+    return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
 
 
 class FakeRegistry:
     def snapshot(self) -> AccountsSnapshot:
-        accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
-        return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
+        return writer_only()
 
 
 class FakeCache:
+    """What the rule reads of the node's AccountCache: the rotations."""
+
     def __init__(self) -> None:
         self.key_rotations: tuple[dict[str, Any], ...] = ()
 
@@ -42,6 +52,10 @@ class FakeLedger:
     def __init__(self, cache: FakeCache) -> None:
         self.cache = cache
         self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def given(self, snapshot: AccountsSnapshot) -> AccountsSnapshot:
+        """Every account in Redis is on a record: what the home judges a command against."""
+        return snapshot
 
     def append(self, kind: str, payload: dict[str, Any], author: str) -> Appended:
         self.records.append((kind, payload))
@@ -61,10 +75,12 @@ def admin() -> tuple[RegistryAdmin, FakeLedger]:
         ["ingest-1"],
         1000,
         ledger=cast(AdminLedger, ledger),
-        node_roles={"ingest-1": "ingest", "replica-1": "replica", "verifier-1": "verifier"},
+        node_roles={"ingest-1": "ingest", "replica-1": "replica", "observer-1": "observer", "verifier-1": "verifier"},
         history_of=history_of,
         # What the replaced key cosigned, as the home reads it from Redis (ingest.cosignatures).
         cosigned_by=lambda node, sign: {"polls": 7, "sign": int(sign == KEYS[node][1])},
+        # What an observer's replaced key tallied, as the home reads it (verifier.tally.tallied_heights).
+        tallied_by=lambda node, sign: {"polls": 6, "sign": int(sign == KEYS[node][1])},
     )
     return made, ledger
 
@@ -168,3 +184,28 @@ def test_only_a_witness_s_rotation_states_what_its_key_cosigned() -> None:
     rotate(made, node="ingest-1", curve=new_keypair().public, sign=KEYS["ingest-1"][1])
     rotate(made, node="verifier-1", curve=new_keypair().public, sign="")
     assert [("cosigned" in payload) for _, payload in ledger.records] == [False, False]
+
+
+def test_an_observer_s_rotation_states_what_its_key_tallied_and_a_replica_s_does_not() -> None:
+    # PROTOCOL 16.6: the heights bound the replaced key's tallies as the sizes its cosignatures.
+    made, ledger = admin()
+    rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    rotate(made, node="replica-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    (_, observer), (_, replica) = ledger.records
+    assert observer["tallied"] == {"polls": 6, "sign": 1} and observer["cosigned"] == {"polls": 7, "sign": 1}
+    assert "tallied" not in replica and "cosigned" in replica
+
+
+def test_an_observer_s_rotation_is_refused_when_what_its_key_tallied_is_unreadable() -> None:
+    made, ledger = admin()
+    made.tallied_by = None
+    with pytest.raises(NodeUnavailableError):
+        rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+
+    def down(node: str, sign: str) -> dict[str, int]:
+        raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions to access one of the keys")
+
+    made.tallied_by = down  # a redis.acl made before the admin home read tallies
+    with pytest.raises(NodeUnavailableError, match=r"tallied.*vledger keygen --cluster"):
+        rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    assert ledger.records == []

@@ -7,10 +7,12 @@ end, so the sweeps of a ledger of 60 KB records stopped at height 17 and blamed 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import zmq
 
 from vledger.broker.client import Client
 from vledger.config.cluster import NodeConfig
@@ -19,7 +21,7 @@ from vledger.node.errors import RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.verifier.checks import NodeReader
+from vledger.verifier.checks import NodeReader, Stopped
 from vledger.verifier.sweep import LedgerSweep
 
 PAGE = 500
@@ -125,3 +127,38 @@ def test_another_refusal_of_head_is_raised() -> None:
     )
     with pytest.raises(RemoteError):
         reader.serves("big")
+
+
+class EndedNode:
+    """A node whose read in flight ends as a ZeroMQ Context ended by a stop makes it end (ETERM)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping
+        self.asked: list[str] = []
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.asked.append(command)
+        self.stopping.set()  # the signal came while this read waited
+        raise zmq.ContextTerminated()
+
+
+def test_a_stopping_verifier_s_reader_asks_nothing_more_and_drops_the_read_in_flight() -> None:
+    stopping = threading.Event()
+    node = EndedNode(stopping)
+    config = NodeConfig("replica-1", "replica", "127.0.0.1", 1)
+    reader = NodeReader(config, cast(Client, node), PAGE, lambda: 0.0, stopping)
+    with pytest.raises(Stopped):  # not NodeUnavailableError: no handler takes the node for down
+        reader.head("big")
+    for read in (lambda: reader.head("big"), lambda: reader.page("big", 0, 10), reader.ledgers):
+        with pytest.raises(Stopped):
+            read()
+    assert node.asked == ["head"]
+    assert reader.up()
+
+
+def test_a_context_ended_without_a_stop_is_no_stop() -> None:
+    node = EndedNode(threading.Event())
+    reader = NodeReader(NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, node), PAGE, lambda: 0.0)
+    node.stopping = threading.Event()  # set by the call, but not the reader's: a bug, raised as it is
+    with pytest.raises(zmq.ContextTerminated):
+        reader.head("big")

@@ -145,6 +145,31 @@ def test_a_redis_outage_delays_a_snapshot_and_loses_none(store: ChainStore) -> N
     assert board.heights() == [store.size(LEDGER) - 1]
 
 
+def test_a_new_key_signs_every_ledger_s_last_count_again_at_once(store: ChainStore) -> None:
+    # PROTOCOL 16.6: the rotation states the heights the old key had tallied when the admin home
+    # read them; a tally the old key signed since, at a larger height, does not count, and on a
+    # quiet ledger it would stay the observer's latest for good.
+    election = plan_election(LEDGER, 5, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    write_election(store, election, now_ms())
+    watcher.turn()
+    head = store.size(LEDGER) - 1
+    assert board.heights() == [head]
+    watcher.turn()
+    assert board.heights() == [head]  # quiet: nothing more
+    rotated = new_signing_key()
+    watcher.signs_with(rotated)
+    watcher.turn()  # not an interval after the last snapshot: the switch does not wait for one
+    assert board.heights() == [head, head]
+    _, _, _, body, signature = board.entries[-1]
+    rotated.public.verify(body, signature)
+    assert Snapshot.decode(body).height == head
+    clock.now += 5
+    watcher.turn()
+    assert board.heights() == [head, head]  # once
+
+
 def test_rule_breakers_are_alerted_with_their_code_and_not_counted(store: ChainStore) -> None:
     election = plan_election(LEDGER, 80, now_ms(), breakers=True)
     write_election(store, election, now_ms())
