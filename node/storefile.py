@@ -184,6 +184,13 @@ class StoreRow(NamedTuple):
     data: bytes
 
 
+class NodeConnection(sqlite3.Connection):
+    """A connection that may write (a node's store, its checkpoint log): its reads are never
+    lenient (:func:`lenient_text`). A BLOB column's bytes stored as TEXT then fail the read, which
+    the node takes for a damaged store (:func:`damaged_file`), rather than serving text as a
+    record's bytes."""
+
+
 def wal_of(path: Path) -> Path:
     """The store file's write-ahead log: the newest commits until SQLite copies them into the file."""
     return path.with_name(path.name + "-wal")
@@ -203,7 +210,7 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: 
             immutable = "&immutable=1" if still and not wal_of(path).exists() else ""
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
         else:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared, factory=NodeConnection)
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
@@ -554,7 +561,7 @@ def lenient_text(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> l
     try:
         return conn.execute(sql, args).fetchall()
     except sqlite3.OperationalError as e:
-        if "decode" not in str(e):
+        if "decode" not in str(e) or isinstance(conn, NodeConnection):
             raise
     factory = conn.text_factory
     conn.text_factory = escaped_text
