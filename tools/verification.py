@@ -81,6 +81,7 @@ from ..node.storefile import (
     StoreRow,
     connect,
     edge_covers,
+    lenient_text,
     level_rows,
     sqlite_type,
     tree_kept,
@@ -316,7 +317,8 @@ def _check_checkpoint_rows(
     ledger with none of its records left (deleted whole) fails here, as one cut short fails at
     its latest checkpoint. Evidence rows prove nothing of this store's records."""
     reports = {report.ledger: report for report in result.reports}
-    rows = conn.execute(
+    rows = lenient_text(  # a note tampered into TEXT that is not UTF-8: its row's finding, not a failed read
+        conn,
         "SELECT ledger, kind, size, root, note, at_ms FROM checkpoints WHERE ?1 IS NULL OR ledger = ?1 "
         "ORDER BY ledger, size",
         (wanted,),

@@ -156,3 +156,10 @@ def test_a_copy_without_its_wal_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"not a vledger store: .*no chain\.sqlite3-wal beside it"):
         verify_store(copy, None, LIMITS, workers=1)
     assert sorted(p.name for p in copy.iterdir() if p.is_file()) == [DB_NAME]
+
+
+def test_a_checkpoint_note_stored_as_text_is_its_ledgers_finding_not_a_crash(tmp_path: Path) -> None:
+    _store(tmp_path)
+    _sql(tmp_path, f"UPDATE checkpoints SET note = CAST(note AS TEXT) WHERE ledger = '{OTHER}' AND kind = 'cosigned'")
+    failed = _failures(tmp_path)
+    assert list(failed) == [OTHER]
