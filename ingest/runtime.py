@@ -44,6 +44,7 @@ from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
+from ..node.storefile import damaged_file
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -77,7 +78,7 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     except (StoreError, RecordError, sqlite3.DatabaseError) as e:
         # The store wraps SQLite's errors (storefile.connect), and some come through bare.
         cause = e if isinstance(e, sqlite3.Error) else e.__cause__
-        if isinstance(cause, sqlite3.OperationalError):
+        if isinstance(cause, sqlite3.OperationalError) and damaged_file(cause) is None:
             raise  # locked, busy, out of space or file handles: what the moment holds, not the file
         # Else a check failed, or the file is "not a database" / "malformed": a damaged file.
         failed = StoreError(f"{directory}: the store's file is damaged: {e}") if isinstance(e, sqlite3.Error) else e

@@ -184,17 +184,33 @@ class StoreRow(NamedTuple):
     data: bytes
 
 
-def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqlite3.Connection:
+class NodeConnection(sqlite3.Connection):
+    """A connection that may write (a node's store, its checkpoint log): its reads are never
+    lenient (:func:`lenient_text`). A BLOB column's bytes stored as TEXT then fail the read, which
+    the node takes for a damaged store (:func:`damaged_file`), rather than serving text as a
+    record's bytes."""
+
+
+def wal_of(path: Path) -> Path:
+    """The store file's write-ahead log: the newest commits until SQLite copies them into the file."""
+    return path.with_name(path.name + "-wal")
+
+
+def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL and full fsync.
 
     ``shared`` lets another thread use it: the store opens its write connection, then hands
-    it to the committer thread, the only one that uses it from then on.
+    it to the committer thread, the only one that uses it from then on. ``still`` (with
+    ``readonly``): a copy no process writes (``vledger verify`` of a forensic copy): without a
+    -wal beside it, opened immutable, so that reading it creates no -wal or -shm file there.
+    With a -wal, never immutable (SQLite would ignore the -wal's commits).
     """
     try:
         if readonly:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            immutable = "&immutable=1" if still and not wal_of(path).exists() else ""
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
         else:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared, factory=NodeConnection)
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
@@ -206,13 +222,14 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqli
 class StoreReader:
     """Read-only access to a store's raw records, for tools that must trust nothing."""
 
-    def __init__(self, directory: Path, page_size: int = 1000) -> None:
+    def __init__(self, directory: Path, page_size: int = 1000, *, still: bool = False) -> None:
+        """``still``: a copy no process writes, opened as :func:`connect` says (never a running node's)."""
         path = directory / DB_NAME
         if not path.is_file():
             raise StoreError(f"{directory}: no vledger store here (no {DB_NAME})")
         self.path = path
         self.page_size = page_size
-        self._conn = connect(path, readonly=True)
+        self._conn = connect(path, readonly=True, still=still)
         self._check_schema()
         self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
         self._layout_seen = "column"
@@ -225,7 +242,13 @@ class StoreReader:
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: not a vledger store: {e}") from e
+            hint = ""
+            if not wal_of(self.path).exists():
+                hint = (
+                    f" (no {wal_of(self.path).name} beside it: a copy of a running node's store needs its -wal"
+                    " file too, or take `vledger export`)"
+                )
+            raise StoreError(f"{self.path}: not a vledger store: {e}{hint}") from e
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: unsupported store schema {row[0] if row else None!r}")
 
@@ -409,6 +432,68 @@ _ROW_COLUMNS = "height, hash, author, request_id, data"
 
 # SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
 _DAMAGE_CODES = frozenset((sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+# Python's sqlite3 reading a TEXT cell that is not UTF-8 (a BLOB column's bytes stored as TEXT):
+# an OperationalError with no SQLite code, yet the file's content, not the moment's.
+_UNDECODABLE_CELL = "Could not decode to UTF-8 column"
+
+# The storage class of each column the node reads, as it writes them: a cell of another class
+# (``cast(data as text)``, a number in a hash column) is a store changed behind the node's back.
+_COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "records": (
+        "ledger, height",
+        (
+            ("ledger", "text"),
+            ("height", "integer"),
+            ("hash", "blob"),
+            ("author", "text"),
+            ("request_id", "text"),
+            ("data", "blob"),
+        ),
+    ),
+    "tree": (
+        "ledger, level || '/' || idx",
+        (("ledger", "text"), ("level", "integer"), ("idx", "integer"), ("hash", "blob")),
+    ),
+    "tree_edge": ("ledger, NULL", (("ledger", "text"), ("frontier", "blob"))),
+    "checkpoints": (
+        "ledger, size",
+        (
+            ("ledger", "text"),
+            ("kind", "text"),
+            ("size", "integer"),
+            ("root", "blob"),
+            ("note", "blob"),
+            ("at_ms", "integer"),
+        ),
+    ),
+    "meta": ("key, NULL", (("key", "text"), ("value", "text"))),
+}
+
+
+def check_column_types(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError naming the table, column and row of the first cell whose storage class
+    is not the one the node writes there (_COLUMN_TYPES): read as it is, such a cell makes a
+    read fail with an OperationalError or a TypeError far from here, at every open and on every
+    read over it. One scan of each table (SQLite reads a cell's type from the row's header,
+    not its bytes); a table the store does not have yet is skipped."""
+    for table, (where, columns) in _COLUMN_TYPES.items():
+        tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
+        kinds = ", ".join(f"typeof({column})" for column, _ in columns)
+        try:
+            row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                continue
+            raise
+        if row is None:
+            continue
+        for (column, kind), found in zip(columns, row[2:], strict=True):
+            if found != kind:
+                at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
+                raise StoreError(
+                    f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
+                    "the store was changed behind the node's back"
+                )
 
 
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
@@ -423,7 +508,9 @@ def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
             return None
         if isinstance(cause, sqlite3.DatabaseError):
             code = getattr(cause, "sqlite_errorcode", None)
-            return cause if isinstance(code, int) and code & 0xFF in _DAMAGE_CODES else None
+            if isinstance(code, int):
+                return cause if code & 0xFF in _DAMAGE_CODES else None
+            return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
         cause = cause.__cause__
     return None
 
@@ -474,7 +561,7 @@ def lenient_text(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> l
     try:
         return conn.execute(sql, args).fetchall()
     except sqlite3.OperationalError as e:
-        if "decode" not in str(e):
+        if "decode" not in str(e) or isinstance(conn, NodeConnection):
             raise
     factory = conn.text_factory
     conn.text_factory = escaped_text
