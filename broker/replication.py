@@ -33,11 +33,12 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   what it does not hold. A node stores a ledger strictly in order and never with a gap, so
   "node N holds record h" is exactly "held[N] >= h", and the replication count of record h
   is the number of nodes whose held height is >= h. Why not a set of holders per record
-  (``SADD``): it answers the same question exactly, is as idempotent (the height only ever
-  grows, a redelivery changes nothing), and costs one key per node instead of one per
-  record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
+  (``SADD``): it answers the same question exactly, is as idempotent (a report only ever
+  raises the height, a redelivery changes nothing; at start and each heartbeat the node sets
+  it to its store's head, so a value written by hand lasts a heartbeat), and costs one key per
+  node instead of one per record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
   field in one key any node could write, is no longer read.)
-* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
+* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every change.
 * ``vledger:{alerts}:log:<node>``: a stream of the findings node ``<node>`` raised (a forged
   or conflicting record, a fork), and ``vledger:{alerts}:open:<node>``, a hash of those not
   resolved yet: field ``<node>|<ledger>|<what>`` (the node it is about), value the alert as
