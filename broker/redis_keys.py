@@ -29,6 +29,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.settings import PROTOCOL_LIMITS
+from ..node.errors import VledgerError
+from ..node.record import check_ledger_name
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "vledger"
@@ -39,6 +43,16 @@ SLOTS = 16384
 # be named as one (refused at ledger.create, PROTOCOL 10.10): its keys would share the group's
 # slot and match the ACL patterns of the group's keys (broker/redis_acl.py).
 GROUP_TAGS = frozenset(("accounts", "alerts", "evidence", "ledgers", "sweep", "totp"))
+
+
+def is_ledger_name(name: str) -> bool:
+    """Whether ``name`` may be a ledger's (PROTOCOL 10.10: a name, and no group's tag): what a
+    reader of a list any ingest user may write (``{ledgers}``) keeps."""
+    try:
+        check_ledger_name(name, PROTOCOL_LIMITS)
+    except VledgerError:
+        return False
+    return name not in GROUP_TAGS
 
 
 def ledger_key(namespace: str, ledger: str, what: str) -> str:

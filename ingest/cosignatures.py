@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
+from ..broker.redis_keys import is_ledger_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..broker.tallies import TallyBoard
-from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
@@ -24,7 +24,6 @@ from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import ALG_ED25519, VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
-from ..node.record import check_ledger_name
 from ..node.store import ChainStore
 from ..node.tally_body import Snapshot
 from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
@@ -151,11 +150,8 @@ def _ledger_names(ledgers: Iterable[str]) -> list[str]:
     for ledger in ledgers:
         if len(names) == MAX_TALLIED_LEDGERS:
             break
-        try:
-            check_ledger_name(ledger, PROTOCOL_LIMITS)
-        except VledgerError:
-            continue
-        names[ledger] = None
+        if is_ledger_name(ledger):
+            names[ledger] = None
     return list(names)
 
 

@@ -45,13 +45,13 @@ from typing import Any
 import zmq
 
 from ..broker.client import Client
-from ..broker.redis_keys import GROUP_TAGS, group_key
+from ..broker.redis_keys import group_key, is_ledger_name
 from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height, stream_order
 from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
 from ..node.note import VerifierKey
-from ..node.record import check_ledger_name, decode_record
+from ..node.record import decode_record
 from ..node.verify import ChainVerifier
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
@@ -527,7 +527,7 @@ class ClusterChecks:
         found = {ledger: "verifier" for ledger in self.ledgers if ledger not in self._uncorroborated}
         for field_ in saved:
             node, _, ledger = field_.partition("|")
-            if node and _ledger_name(ledger):
+            if node and is_ledger_name(ledger):
                 found.setdefault(ledger, "verifier")
         now = self._clock()
         if now >= self._find_at:
@@ -553,7 +553,7 @@ class ClusterChecks:
                 self._uncorroborated.discard(ledger)
                 if ledger not in listed and ledger not in found:
                     self.ledgers.pop(ledger, None)  # no longer named by anything: forgotten
-        named = {ledger: home for ledger, home in listed.items() if _ledger_name(ledger)}
+        named = {ledger: home for ledger, home in listed.items() if is_ledger_name(ledger)}
         alone = sorted(
             (ledger for ledger in named if ledger not in found and ledger not in self.config.homes),
             key=lambda ledger: (ledger not in self._uncorroborated, ledger),
@@ -590,7 +590,7 @@ class ClusterChecks:
                 log.info("cannot list the ledgers %s holds: %s", name, e)
                 continue
             for ledger in listed:
-                if _ledger_name(ledger) and name in self._homes_of(ledger):
+                if is_ledger_name(ledger) and name in self._homes_of(ledger):
                     looked.setdefault(ledger, name)
         return looked
 
@@ -609,7 +609,7 @@ class ClusterChecks:
             ):
                 key = _text(raw)
                 ledger = key[len(prefix) : -len(suffix)]
-                if key.startswith(prefix) and key.endswith(suffix) and _ledger_name(ledger):
+                if key.startswith(prefix) and key.endswith(suffix) and is_ledger_name(ledger):
                     streams.add(ledger)
         except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
             log.info("cannot look for the ledgers' streams: %s", e)
@@ -1576,15 +1576,6 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
-
-
-def _ledger_name(name: str) -> bool:
-    """Whether ``name`` may be a ledger's (PROTOCOL 10.10: a name, and no group's tag)."""
-    try:
-        check_ledger_name(name, PROTOCOL_LIMITS)
-    except VledgerError:
-        return False
-    return name not in GROUP_TAGS
 
 
 def _glob(text: str) -> str:
