@@ -69,6 +69,10 @@ ADMIN = "admin"
 DEFAULT_ACCOUNTS = {"writer1": "writer", "writer2": "writer", "observer": "observer"}
 STRANGER = "stranger"  # a key pair bound to no account: never on any allow-list
 START_TIMEOUT = 30.0
+# The [observers] settings of a cluster whose tests forge observers' latest tallies in Redis: a
+# snapshot soon after each head, and the observers' read-back of which tally Redis names their
+# latest (PROTOCOL 11.1), which would put their own back meanwhile, beyond any test's time.
+FORGING_OBSERVERS = {"tally_interval_ms": 200, "latest_check_ms": 3_600_000}
 STOP_TIMEOUT = 20.0
 LOG_TAIL_LINES = 60
 REDIS_PASSWORDS = "keys/redis"  # [redis] passwords, relative to the cluster file

@@ -50,15 +50,11 @@ from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.witness import HomeSigner, home_key
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, wait_until
+from vledger.tests.integration.cluster import ADMIN, FORGING_OBSERVERS, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.tools.test_anchors import REFUSED
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.pages import WEB_DIR, render
 from vledger.verifier.tally import Snapshot
-
-# The tests forge observers' latest tallies in Redis: an observer reads back which one Redis names
-# (PROTOCOL 11.1) and would put its own back meanwhile, so not within a test's time.
-FORGERIES_STAY_MS = 3_600_000
 
 ELECTION = "election-2026"
 FUND = "zakat"
@@ -106,7 +102,7 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         replicas=1,
         observers=2,
         gateways=["replica-1"],
-        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
+        observing=FORGING_OBSERVERS,
     ) as running:
         yield running
 
@@ -722,7 +718,7 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         replicas=1,
         observers=1,
         gateways=["replica-1"],
-        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
+        observing=FORGING_OBSERVERS,
     ) as rotated:
         planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
         rules = rotated.pinned(ELECTION, planned.rules)
@@ -804,7 +800,7 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
         replicas=1,
         observers=2,
         gateways=["replica-1"],
-        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
+        observing=FORGING_OBSERVERS,
     ) as rotated:
         planned = plan_election(ELECTION, 4, now_ms(), seed=5, author="writer1")
         rules = rotated.pinned(ELECTION, planned.rules)

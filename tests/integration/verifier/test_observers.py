@@ -30,13 +30,17 @@ from vledger.node.record import Entry
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.votes import ElectionState
 from vledger.node.store import ChainStore
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, now_ms, remote_error, wait_until
+from vledger.tests.integration.cluster import (
+    ADMIN,
+    FORGING_OBSERVERS,
+    LocalCluster,
+    entry,
+    now_ms,
+    remote_error,
+    wait_until,
+)
 from vledger.tests.unit.verifier.chains import Election, plan_election, write_election
 from vledger.verifier.tally import Snapshot, check_published, counted_hash
-
-# The tests forge observers' latest tallies in Redis: an observer reads back which one Redis names
-# (PROTOCOL 11.1) and would put its own back meanwhile, so not within a test's time.
-FORGERIES_STAY_MS = 3_600_000
 
 ELECTION = "election"
 ROGUE = "rogue"
@@ -51,7 +55,7 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
         nodes=1,
         replicas=1,
         observers=2,
-        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
+        observing=FORGING_OBSERVERS,
         ingest={"throttle_rate": 1_000_000, "throttle_burst": 1_000_000},  # the test measures counting
         replication={"write_timeout_ms": 1000},
     ) as running:
