@@ -101,17 +101,22 @@ def test_snapshots_come_at_most_once_an_interval_and_the_last_one_is_at_the_head
     assert board.last().height == 20 and board.last().observer == "observer-1"
 
 
+def _published_at_head(store: ChainStore) -> tuple[Board, Clock, Observer, int]:
+    """An observer of a small election in ``store``, which published its one snapshot, at the head."""
+    board, clock = Board(), Clock()
+    watcher = observer(store, board, clock, [])
+    write_election(store, plan_election(LEDGER, 5, now_ms()), now_ms())
+    watcher.turn()
+    head = store.size(LEDGER) - 1
+    assert board.heights() == [head]
+    return board, clock, watcher, head
+
+
 def test_a_latest_tally_another_wrote_in_its_stream_is_replaced_within_seconds(store: ChainStore) -> None:
     """outsider 20, F10: with the observer's Redis password alone, another observer's signed body
     added to its stream and named its latest: readers found it unsigned (bad_signature), and on a
     quiet ledger no new head ever replaced it."""
-    election = plan_election(LEDGER, 5, now_ms())
-    board, clock, alerts = Board(), Clock(), []
-    watcher = observer(store, board, clock, alerts)
-    write_election(store, election, now_ms())
-    watcher.turn()
-    head = store.size(LEDGER) - 1
-    assert board.heights() == [head]
+    board, clock, watcher, head = _published_at_head(store)
     forged = (LEDGER, "observer-1", head, b"another's body", b"another's signature")
     board.entries.append(forged)
     clock.now += 1.0
@@ -149,13 +154,7 @@ def test_a_new_key_signs_every_ledger_s_last_count_again_at_once(store: ChainSto
     # PROTOCOL 16.6: the rotation states the heights the old key had tallied when the admin home
     # read them; a tally the old key signed since, at a larger height, does not count, and on a
     # quiet ledger it would stay the observer's latest for good.
-    election = plan_election(LEDGER, 5, now_ms())
-    board, clock, alerts = Board(), Clock(), []
-    watcher = observer(store, board, clock, alerts)
-    write_election(store, election, now_ms())
-    watcher.turn()
-    head = store.size(LEDGER) - 1
-    assert board.heights() == [head]
+    board, clock, watcher, head = _published_at_head(store)
     watcher.turn()
     assert board.heights() == [head]  # quiet: nothing more
     rotated = new_signing_key()
