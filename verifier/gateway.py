@@ -974,7 +974,8 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     Refuse one an /api route does not read, too: ``checkpoint?witness=5`` (for ``witnesses``)
     was answered with the latest checkpoint, whatever its cosignatures, and no error; a misspelt
     option is never done without, as on the CURVE side (PROTOCOL 6.1). The pages read their own
-    query in the browser, so only /api routes are held to it."""
+    query in the browser, so only /api routes are held to it. And one name a static file: aiohttp's
+    static route served ``/static/vledger.js/`` as the file."""
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
@@ -986,7 +987,6 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
     if request.path.startswith("/static/") and request.path.endswith("/"):
-        # aiohttp's static route served /static/vledger.js/ as the file: one name per file.
         raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
     return response
