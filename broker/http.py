@@ -139,16 +139,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code = _REASON_CODE.get(status, "bad_request")
         message = "no such path" if status == 404 else e.reason
         return error_response(status, code, message)
-    except VledgerError as e:
-        return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as e:
+        # Before VledgerError: a StoreError raised from a malformed file (a reader first opened
+        # after the damage: "not a vledger store: ... malformed") is damage too, not store_error.
         damaged = damaged_file(e)
         if damaged is not None:  # the store it reads is malformed: no bug of ours, and no passing fault
             log.error("%s %s: the store's file is damaged: %s", request.method, request.path[:200], damaged)
             message = f"the store this server reads is damaged ({damaged}): its node raises store_damaged"
             return error_response(STATUS_OF_CODE["store_damaged"], "store_damaged", message)
+        if isinstance(e, VledgerError):
+            return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
         log.exception("%s %s failed", request.method, request.path[:200])
         return error_response(500, "error", "internal error; the server logged it")
 

@@ -34,6 +34,7 @@ from vledger.broker.http import (
     protocol_log,
 )
 from vledger.config.cluster import HttpSettings
+from vledger.node.errors import StoreError
 from vledger.tests.sqlite_faults import malformed
 
 DEADLINE = 5.0
@@ -271,6 +272,8 @@ def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(ca
     errors = {
         "/malformed": malformed(),
         "/locked": sqlite3.OperationalError("database is locked"),
+        "/opened-malformed": opened_on(malformed()),
+        "/missing": StoreError("/data/node: no vledger store here (no chain.sqlite3)"),
     }
 
     async def fail(request: web.Request) -> web.Response:
@@ -289,8 +292,20 @@ def test_a_read_that_meets_a_malformed_store_is_a_503_store_damaged_not_a_bug(ca
     assert answers["/malformed"][0] == 503 and answers["/malformed"][1]["code"] == "store_damaged"
     assert "database disk image is malformed" in answers["/malformed"][1]["message"]
     assert answers["/locked"] == (500, {"code": "error", "message": "internal error; the server logged it"})
+    # A reader opened after the damage (a pool thread's first request) raises StoreError from it:
+    # damage too (it was store_error, by the thread the request happened to land on).
+    assert answers["/opened-malformed"][0] == 503 and answers["/opened-malformed"][1]["code"] == "store_damaged"
+    assert answers["/missing"][0] == 503 and answers["/missing"][1]["code"] == "store_error"
     damaged = [r for r in caplog.records if "the store's file is damaged" in r.getMessage()]
-    assert len(damaged) == 1 and damaged[0].exc_info is None
+    assert len(damaged) == 2 and all(r.exc_info is None for r in damaged)
+
+
+def opened_on(cause: Exception) -> StoreError:
+    """What StoreReader raises when its first read of a file meets ``cause``."""
+    try:
+        raise StoreError(f"/data/node/chain.sqlite3: not a vledger store: {cause}") from cause
+    except StoreError as e:
+        return e
 
 
 def test_the_private_aiohttp_slots_the_head_deadline_reads_are_there() -> None:
