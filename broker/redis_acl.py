@@ -33,7 +33,7 @@ replica       read streams, homes, epochs, checkpoints, epoch proofs and outside
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
-              ``{*}:tally:latest:<node>``: see Tallies below)
+              ``{*}:tally:latest:<node>``: see Tallies below) and read back its own latest ids
 verifier      read streams, held heights, homes, epochs, checkpoints, the witnesses'
               cosignatures and epoch proofs (``{*}:cosig:*``, ``{*}:epoch_proof``: what proves a
               handover, 10.9); read streams through its
@@ -343,7 +343,9 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"~{own_held}",
         ),
         "replica": follower,
-        "observer": follower,
+        # An observer reads back which tally its latest id names (PROTOCOL 11.1's latest_check_ms):
+        # refused, it took every look for "none" and published again every 5 s (outsider 21, F7).
+        "observer": (*follower, f"%R~{ns}:{{*}}:tally:latest:{node}"),
         "verifier": (
             *node_keys,
             f"%R~{alerts}:resolved",  # what the operator resolved: an alert gone without it is put back

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
@@ -109,8 +111,11 @@ class TallyBoard:
         pipe = self.client.pipeline(transaction=False)
         for ledger, observer in pairs:
             pipe.get(self.latest_key(ledger, observer))
-        # An answer that is an error (a key of another type) fails its observer only, as no snapshot.
+        # An answer that is an error (a key of another type) fails its observer only, as no snapshot;
+        # a refusal (NOPERM) is raised: this reader may not know, which is not "none published".
         for (ledger, observer), entry_id in zip(pairs, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entry_id, redis.exceptions.NoPermissionError):
+                raise entry_id
             if isinstance(entry_id, (bytes, str)):
                 found[ledger][observer] = _text(entry_id)
         return found

@@ -25,6 +25,8 @@ import math
 import time
 from collections.abc import Callable
 
+import redis
+
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
 from ..broker.signing import SigningKey, load_signing_key, signing_key_paths
 from ..broker.tallies import TallyBoard
@@ -71,6 +73,7 @@ class Observer:
         self.signer = signer
         self.interval = settings.tally_interval_ms / 1000
         self.latest_check = settings.latest_check_ms / 1000
+        self._look_refused = False
         self.alert = alert
         self.keeper = TallyKeeper()
         self._clock = clock
@@ -171,6 +174,11 @@ class Observer:
         ledger no new head would ever replace it (outsider 20, F10: the verdict stalled)."""
         try:
             named = self.board.latest_ids(list(self._entries), [self.name])
+        except redis.exceptions.NoPermissionError as e:
+            if not self._look_refused:  # its ACL, not the moment: said once, not every look
+                self._look_refused = True
+                log.error("%s: Redis refuses it a read of its own latest tally ids (%s): not checked", self.name, e)
+            return
         except REDIS_ERRORS:
             return  # the next look tries again
         for ledger, entry in self._entries.items():

@@ -411,6 +411,16 @@ def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
     assert [p.height for p in TallyBoard(acl.client("admin")).history("votes", "observer-1")] == [3]
 
 
+def test_an_observer_reads_back_its_own_latest_tally_id_and_no_other_observer_s(acl: AclServer) -> None:
+    # PROTOCOL 11.1's look every latest_check_ms: refused, it was taken for "none" (outsider 21, F7).
+    board = TallyBoard(acl.client("observer-1"))
+    entry = board.publish("votes", "observer-1", 3, b"body", bytes(64))
+    assert board.latest_ids(["votes"], ["observer-1"]) == {"votes": {"observer-1": entry}}
+    TallyBoard(acl.client("observer-2")).publish("votes", "observer-2", 3, b"body", bytes(64))
+    with pytest.raises(NOPERM):  # raised, never taken for "none published"
+        board.latest_ids(["votes"], ["observer-2"])
+
+
 def test_the_admin_home_reads_the_observers_tallies_and_no_other_ingest_node_does(acl: AclServer) -> None:
     # An observer's rotation states what its replaced key had tallied, read by the admin home (16.6).
     TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))

@@ -134,6 +134,26 @@ def test_a_latest_tally_another_wrote_in_its_stream_is_replaced_within_seconds(s
     assert len(board.entries) == 5  # its own is the latest: nothing more
 
 
+def test_a_refused_look_at_its_latest_tally_publishes_nothing_again_and_is_said_once(
+    store: ChainStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsider 21, F7: the observers' ACL refused the read of their own latest id, which was
+    taken for "Redis names none": every observer published every ledger again every 5 s, with a
+    fresh at_ms, so a stuck one could never look stale."""
+    board, clock, watcher, head = _published_at_head(store)
+
+    def refused(ledgers: list[str], observers: list[str]) -> dict[str, dict[str, str]]:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to access one of the keys")
+
+    monkeypatch.setattr(board, "latest_ids", refused)
+    for _ in range(3):
+        clock.now += 6.0
+        watcher.turn()
+    assert board.heights() == [head]
+    said = [r for r in caplog.records if "refuses it a read of its own latest tally" in r.getMessage()]
+    assert len(said) == 1
+
+
 def test_a_redis_outage_delays_a_snapshot_and_loses_none(store: ChainStore) -> None:
     election = plan_election(LEDGER, 5, now_ms())
     board, clock, alerts = Board(), Clock(), []
