@@ -317,7 +317,8 @@ async function anchoredKey(vkey, where) {
   return key;
 }
 
-// 15.5: "vledger-anchors v1", then ledger, witness and observer lines in any order.
+// 15.5: "vledger-anchors v1", then ledger, witness and observer lines and at most one admin line
+// (the admin ledger's checkpoint key, type 0x01 named <cluster>/admin) in any order.
 async function parseAnchors(text) {
   if (!text.endsWith("\n")) throw new Error("the anchors' last line does not end in a newline");
   // atob skips white space, so a CR or a tab inside a vkey would pass here as 15.5 refuses it.
@@ -325,6 +326,7 @@ async function parseAnchors(text) {
   const lines = text.slice(0, -1).split("\n");
   if (lines[0] !== "vledger-anchors v1") throw new Error("not an anchors text (no vledger-anchors v1 line)");
   const ledgers = new Map(), witnesses = new Map(), observers = new Map();
+  let admin = null;
   for (const [i, line] of lines.slice(1).entries()) {
     const where = `anchors line ${i + 2}`, f = line.split(" ");
     if (f[0] === "ledger" && f.length === 3 && NAME.test(f[1]) && /^[0-9a-f]{64}$/.test(f[2]) && !ledgers.has(f[1])) {
@@ -335,11 +337,16 @@ async function parseAnchors(text) {
       witnesses.set(key.name, key);
     } else if (f[0] === "observer" && f.length === 3 && NAME.test(f[1]) && !observers.has(f[1])) {
       observers.set(f[1], await anchoredKey(f[2], where));
+    } else if (f[0] === "admin" && f.length === 2 && admin === null) {
+      admin = await parseVkey(f[1]);
+      if (admin.alg !== 1 || !/^.+\/admin$/.test(admin.name)) {
+        throw new Error(`${where}: not an admin ledger's checkpoint key (type 0x01, named <cluster>/admin)`);
+      }
     } else {
-      throw new Error(`${where}: not a ledger, witness or observer line`);
+      throw new Error(`${where}: not a ledger, witness, observer or admin line`);
     }
   }
-  return { ledgers, witnesses: [...witnesses.values()], observers };
+  return { ledgers, witnesses: [...witnesses.values()], observers, admin };
 }
 
 // The anchors in force: {anchors, source, sha256} or {error, source}, or null when none were given.
@@ -392,7 +399,8 @@ function anchorsBar(changed) {
     if (s && s.anchors) {
       say = el("span", {},
         el("span", { class: "ok" }, `✓ Checked against the anchors from ${s.source}: ` +
-          `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys. ` +
+          `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys` +
+          `${s.anchors.admin ? ", the admin ledger's key" : ""}. ` +
           "No key is taken from the gateway."),
         " They are the publisher's only if their SHA-256 is the one the publisher gives: ",
         el("code", { id: "anchors-sha256" }, s.sha256), ".");
