@@ -44,7 +44,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, generate_signer_key, sign
 from vledger.node.outside import OutsideWitnesses
 from vledger.node.receipt import ReceiptKeys, verify_witnessed
-from vledger.node.record import Entry
+from vledger.node.record import Entry, decode_record
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
@@ -786,14 +786,15 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
             assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
 
 
-def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_not_a_forgery(
+def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger_tally_does(
     browser: Any, redis_server: RedisServer
 ) -> None:
     """After `vledger key rotate observer-2`, its tallies are signed with its new key: with the
     publisher's anchors (its generation-0 key), tally.html said "1 observer signature(s) did NOT
-    verify", as for a forgery, for good, and charity.html showed no balance. The pages cannot prove
-    the rotation (no anchors carry the admin ledger's key): they say so for that observer and
-    judge the others among themselves."""
+    verify", as for a forgery, for good, and charity.html showed no balance. Anchors carrying the
+    admin ledger's key prove the rotation (PROTOCOL 15.5, 16.6): the new key counts, and the
+    replaced one only inside its window and `tallied` height. Without that key the pages say the
+    rotated observer is unproven and judge the others among themselves."""
     with LocalCluster(
         redis_server.url,
         nodes=1,
@@ -854,14 +855,31 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
             )
         printed = rotated.cli(
             "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
-        )
-        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+        ).stdout
+        assert "\nadmin test/admin+" in printed  # the admin home's key, with which the pages prove rotations
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+        without_admin = "".join(line for line in printed.splitlines(keepends=True) if not line.startswith("admin "))
+        bare = base64.urlsafe_b64encode(without_admin.encode()).decode().rstrip("=")
 
+        # With the admin ledger's key in the anchors, the node keys are proven: observer-2's new key counts.
         browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", f"The 2 observers agree at height {head}.", "observer-2's proven key")
+        assert "NOT" not in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        assert "✓ Ed25519 valid" in text_of(browser, "tr[data-observer='observer-2']")
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance by both observers")
+        assert "signed alike by 2 observer(s)" in summary and "NOT" not in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "ok"
+
+        # Anchors without it (as before they could carry one): the rotation is stated, not proven.
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={bare}")
         verdict = wait_text(browser, "#verdict", "NOT every observer's", "observer-2's rotated key said unproven")
         assert f"The 1 observers whose keys are proven agree at height {head}." in verdict, verdict
         assert (
-            "observer-2 signed with a rotated key this page cannot prove" in verdict and "did NOT verify" not in verdict
+            "observer-2 signed with a rotated key this page cannot prove (no anchors carry the admin ledger's key)"
+            in verdict
+            and "did NOT verify" not in verdict
         )
         assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
         row = text_of(browser, "tr[data-observer='observer-2']")
@@ -874,7 +892,68 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
         verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the unanchored tally")
         assert "NOT checked against the publisher's anchors" in verdict
 
-        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={bare}")
         summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance beside a rotated observer")
         assert "signed alike by 1 observer(s)" in summary and "NOT every observer's: observer-2" in summary, summary
         assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+
+        _replaced_key_tallies_count_only_in_force(browser, rotated, head, anchored, bare)
+
+
+def _replaced_key_tallies_count_only_in_force(
+    browser: Any, rotated: LocalCluster, head: int, anchored: str, bare: str
+) -> None:
+    """Whoever holds observer-2's replaced (anchored) key signs its tally stamped at the
+    rotation's `until`, or inside the window at a height past what the rotation says that key
+    had `tallied`: with the anchors' admin key each is shown NOT counted, as `vledger tally`
+    refuses it; without it, the anchored key of an observer the node keys say rotated is
+    unproven, never counted (before, the pages counted any body the anchored key verified).
+    Inside the window at the height stated, the replaced key's tally counts."""
+    gateway = rotated.gateway_url("replica-1")
+    with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/checkpoint", timeout=10) as answer:
+        carried = json.loads(answer.read())["node_keys"]["rotations"]
+    payloads = [decode_record(base64.b64decode(r["record"]), Limits()).content.payload for r in carried]
+    rotation = next(p for p in payloads if p["node"] == "observer-2")
+    until, tallied = rotation["until"], rotation["tallied"][ELECTION]
+    assert tallied < head  # the register after the rotation: a height the old key never tallied
+    wait_until(lambda: now_ms() > until, WAIT, "the end of observer-2's window")
+    tallies = TallyBoard(connect(rotated.cluster_redis_url))
+    genuine = tallies.latest(ELECTION, ["observer-2"])["observer-2"]
+    assert genuine is not None
+    honest = Snapshot.decode(genuine.body)
+    old = load_signing_key(signing_key_paths(rotated.directory / "keys", "observer-2")[0])
+    forged = {**honest.tally, "counts": {"mallory": 999}}
+    row = "tr[data-observer='observer-2']"
+    late = dataclasses.replace(honest, height=tallied, at_ms=until, tally=forged)
+    past = dataclasses.replace(honest, height=head, at_ms=until - 1, tally=forged)
+    within = dataclasses.replace(honest, height=tallied, at_ms=until - 1)
+    try:
+        for body, why in (
+            (late, "stamped at or after that rotation's until"),
+            (past, "its rotation says that key had tallied"),
+        ):
+            tallies.publish(ELECTION, "observer-2", body.height, body.body(), old.sign(body.body()))
+            fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+            verdict = wait_text(browser, "#verdict", "by a replaced key out of force, NOT counted", why)
+            assert verdict.startswith("1 observer signature(s) did NOT verify with the publisher's anchors"), verdict
+            shown = text_of(browser, row)
+            assert "✗ NOT counted: signed by its key replaced at admin record" in shown and why in shown, shown
+            assert "mallory" not in text_of(browser, "#observers tbody")
+            fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={bare}")
+            wait_text(browser, row, "signed by its anchored key, which its rotation at admin record", "unproven")
+            verdict = wait_text(browser, "#verdict", "NOT every observer's", "the anchored key unproven")
+            assert "did NOT verify" not in verdict and "mallory" not in text_of(browser, "#observers tbody")
+            assert browser.execute_script("return document.getElementById('verdict').className") != "ok"
+        shot(browser, "tally-replaced-key-not-counted")
+        tallies.publish(ELECTION, "observer-2", within.height, within.body(), old.sign(within.body()))
+        fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        wait_text(browser, row, "✓ Ed25519 valid", "the replaced key's tally inside its window and height")
+        assert "did NOT verify" not in text_of(browser, "#verdict")
+    finally:
+        tallies.client.set(tallies.latest_key(ELECTION, "observer-2"), genuine.entry_id)
+
+
+def fresh(browser: Any, url: str) -> None:
+    """Load ``url`` anew: from the same page with another fragment, a browser only scrolls."""
+    browser.get(url)
+    browser.refresh()
