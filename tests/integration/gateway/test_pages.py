@@ -41,6 +41,7 @@ from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
+from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, generate_signer_key, sign
 from vledger.node.outside import OutsideWitnesses
 from vledger.node.receipt import ReceiptKeys, verify_witnessed
@@ -560,6 +561,54 @@ def test_the_pages_parse_anchors_as_vledger_does(
         except SettingsError:
             wanted.append(False)
     assert got == wanted and wanted[:2] == [True, True] and not any(wanted[2:])
+
+
+# (rotations of observer "o" as (until, tallied), the generation whose key signed, at_ms, ledger, height):
+# the pages' outOfForce must count what node/node_key_rotation.py's KeyHistory.tallies counts (16.6).
+UNTIL = 1_790_000_000_000
+IN_FORCE_CASES = [
+    (((UNTIL, {"votes": 5}),), g, at, ledger, height)
+    for g in (0, 1)
+    for at in (0, UNTIL - 1, UNTIL, UNTIL + 1)
+    for ledger, height in (("votes", 4), ("votes", 5), ("votes", 6), ("zakat", 0))
+] + [
+    (((UNTIL, None),), 0, UNTIL - 1, "votes", 10**9),
+    (((UNTIL, None),), 0, UNTIL, "votes", 0),
+    (((UNTIL, {}),), 0, 0, "votes", 0),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 9, "votes", 7),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 9, "votes", 8),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 10, "votes", 1),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 0, UNTIL - 1, "votes", 5),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 2, 2**63, "zakat", 2**40),
+]
+
+
+def test_the_pages_count_a_rotated_observer_s_tally_as_vledger_tally_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """outOfForce (verifier/web/static/vledger.js) against KeyHistory.tallies, case by case: the
+    window (at_ms before the replacing rotation's until) and its tallied heights (16.6)."""
+    signs = [f"{i:064x}" for i in range(1, 4)]
+    wanted, cases = [], []
+    for rotations, signer, at_ms, ledger, height in IN_FORCE_CASES:
+        payloads = [
+            {"node": "o", "curve": "", "sign": signs[i + 1], "accepted": 0, "until": until}
+            | ({} if tallied is None else {"tallied": tallied})
+            for i, (until, tallied) in enumerate(rotations)
+        ]
+        history = key_histories({"o": ("", signs[0])}, payloads)["o"]
+        wanted.append(history.tallies(signs[signer], at_ms, ledger, height))
+        stated = [{"until": str(until), "tallied": tallied} for until, tallied in rotations]
+        cases.append([stated, signer, str(at_ms), ledger, str(height)])
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_script(
+        "const heights = (t) => t === null ? null : new Map(Object.entries(t).map(([l, h]) => [l, BigInt(h)]));"
+        "return arguments[0].map(([stated, signer, at, ledger, height]) => window.vledger.outOfForce("
+        "{ at_ms: BigInt(at), height: BigInt(height) }, ledger,"
+        " stated.map((r, index) => ({ index, until: BigInt(r.until), tallied: heights(r.tallied) })), signer) === '');",
+        cases,
+    )
+    assert got == wanted and any(wanted) and not all(wanted)
 
 
 def _rows(browser: Any) -> list[str]:

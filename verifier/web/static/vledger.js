@@ -744,5 +744,5 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
-  provenRotations,
+  provenRotations, outOfForce,
 };
