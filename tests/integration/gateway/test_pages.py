@@ -42,7 +42,16 @@ from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import key_histories
-from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, generate_signer_key, sign
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    Checkpoint,
+    Note,
+    SignerKey,
+    cosign,
+    generate_signer_key,
+    parse_note,
+    sign,
+)
 from vledger.node.outside import OutsideWitnesses
 from vledger.node.receipt import ReceiptKeys, verify_witnessed
 from vledger.node.record import Entry, decode_record
@@ -611,6 +620,38 @@ def test_the_pages_count_a_rotated_observer_s_tally_as_vledger_tally_does(
     assert got == wanted and any(wanted) and not all(wanted)
 
 
+def test_the_voter_page_counts_a_rotated_witness_s_cosignature_as_receipt_verify_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """cosignatureOutOfForce (verifier/web/static/vledger.js) against KeyHistory.cosigns, the
+    rule of 14.3 step 7 and the write concern, on the same cases with `cosigned` for `tallied`
+    and a checkpoint's size for a height (its time in seconds: a line's T)."""
+    signs = [f"{i:064x}" for i in range(1, 4)]
+    wanted, cases = [], []
+    for rotations, signer, at_ms, ledger, size in IN_FORCE_CASES:
+        seconds = at_ms // 1000
+        payloads = [
+            {"node": "o", "curve": "", "sign": signs[i + 1], "accepted": 0, "until": until}
+            | ({} if cosigned is None else {"cosigned": cosigned})
+            for i, (until, cosigned) in enumerate(rotations)
+        ]
+        history = key_histories({"o": ("", signs[0])}, payloads)["o"]
+        wanted.append(history.cosigns(signs[signer], seconds * 1000, ledger, size))
+        stated = [{"until": str(until), "cosigned": cosigned} for until, cosigned in rotations]
+        cases.append([stated, signer, str(seconds), ledger, str(size)])
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_script(
+        "const sizes = (t) => t === null ? null : new Map(Object.entries(t).map(([l, n]) => [l, BigInt(n)]));"
+        "const judge = window.vledger.cosignatureOutOfForce;"
+        "return arguments[0].map(([stated, signer, time, ledger, size]) => Object.keys(judge(BigInt(time),"
+        " BigInt(size), ledger,"
+        " stated.map((r, index) => ({ index, until: BigInt(r.until), cosigned: sizes(r.cosigned) })), signer))"
+        ".length === 0);",
+        cases,
+    )
+    assert got == wanted and any(wanted) and not all(wanted)
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]
@@ -755,10 +796,11 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
     browser: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """After `vledger key rotate replica-1`, every receipt ends with its node keys (PROTOCOL
-    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. The
-    page holds no key of the admin ledger (no anchors carry one), so it counts the rotated
-    witness's later key only as the gateway's word (without anchors) and, with anchors, shows that
-    cosignature as not counted, counting the others."""
+    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. With
+    anchors that carry the admin ledger's key the page proves the rotation and counts each line
+    as 14.3 step 7 says (the later key's; the replaced key's only inside its window and up to the
+    size it had cosigned); with anchors that lack it, it shows the later key's cosignature as not
+    counted, counting the others; without anchors, the later key is the gateway's word."""
     from selenium.webdriver.common.by import By
 
     with LocalCluster(
@@ -795,12 +837,25 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         count = len(good["records"])
         printed = rotated.cli(
             "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
-        )
-        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+        ).stdout
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+        without_admin = "".join(line for line in printed.splitlines(keepends=True) if not line.startswith("admin "))
+        bare = base64.urlsafe_b64encode(without_admin.encode()).decode().rstrip("=")
 
-        # With the publisher's anchors: replica-1's generation-0 key is the anchored one; its later
-        # key's cosignature is shown, not counted; observer-1's counts.
+        # With the admin ledger's key in the anchors the node keys are proven: replica-1's later
+        # key's cosignature counts, as `vledger receipt verify --admin-key` counts it.
         browser.get(f"{gateway}vote.html?eid={eid}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", f"Verified: {count} records of {eid}", "the proven rotation")
+        assert "NOT" not in verdict, verdict
+        checks = text_of(browser, "#checks")
+        assert "✗" not in checks and "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
+        assert "signed by the admin ledger's key of the publisher's anchors: proven" in checks
+        assert f"cosigned by {replica} at" in checks and "with its key of generation 1: valid" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+
+        # With anchors that lack it: replica-1's generation-0 key is the anchored one; its later
+        # key's cosignature is shown, not counted; observer-1's counts.
+        fresh(browser, f"{gateway}vote.html?eid={eid}#anchors={bare}")
         verdict = wait_text(
             browser, "#verdict", f"Verified: {count} records of {eid}", "the rotated witness's receipts"
         )
@@ -829,10 +884,36 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
             (single, f"Verified: 1 records of record {height}"),
             (saved, f"Verified: {count} records"),
         ):
-            browser.get(f"{gateway}vote.html#anchors={anchored}")
+            fresh(browser, f"{gateway}vote.html#anchors={bare}")
             browser.find_element(By.ID, "file").send_keys(str(path))
             verdict = wait_text(browser, "#verdict", wanted, f"the dropped {path.name}")
             assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
+
+        # Whoever holds replica-1's replaced (anchored) key adds its line to the receipt's
+        # checkpoint: stamped at the rotation's until it is refused, inside the window on a
+        # checkpoint larger than the rotation says that key had cosigned it is not counted (14.3
+        # step 7); with anchors that lack the admin key, it counts as the anchored key's, as before.
+        made = json.loads(single.read_text())
+        carried = made["node_keys"]["rotations"]
+        payloads = [decode_record(base64.b64decode(r["record"]), Limits()).content.payload for r in carried]
+        rotation = next(p for p in payloads if p["node"] == "replica-1")
+        size_now = int(made["checkpoint"].split("\n")[1])
+        assert rotation["cosigned"][ELECTION] < size_now
+        old = load_signing_key(signing_key_paths(keys, "replica-1")[0])
+        signer = SignerKey(replica, ALG_COSIGNATURE_V1, old.seed)
+        for stamp, shown, fails in (
+            (rotation["until"] // 1000 + 1, "stamped at or after that rotation's until [bad_cosignature]", True),
+            (rotation["until"] // 1000 - 1, f"past the {rotation['cosigned'][ELECTION]} its rotation says", False),
+        ):
+            note = parse_note(made["checkpoint"].encode())
+            line = cosign(note.text, signer, stamp).note_signature()
+            forged = tmp_path / f"forged-{stamp}.json"
+            forged.write_text(json.dumps({**made, "checkpoint": note.with_signatures(line).encode().decode()}))
+            fresh(browser, f"{gateway}vote.html#anchors={anchored}")
+            browser.find_element(By.ID, "file").send_keys(str(forged))
+            verdict = wait_text(browser, "#verdict", "FAILED" if fails else "Verified", f"the line stamped {stamp}")
+            assert shown in text_of(browser, "#checks")
+            assert fails or "1 cosignature(s) by a rotated witness key NOT counted" in verdict, verdict
 
 
 def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger_tally_does(

@@ -159,10 +159,11 @@ async function ownChecks(bytes) {
 // checkpoint's signature is not checked here: only the admin ledger's key (its home's
 // <home>.sign.pub, 14.3 step 6) can, which anchors may carry (provenRotations); without it a
 // rotation here is stated, never proven. Returns {size (the admin checkpoint's), later: [{node,
-// generation, index, key, accepted, until, tallied}]}, `key` the generation's cosignature key as
-// a witness (<cluster>/witness/<node>, 13.1), `accepted` and `until` (BigInt ms) when it came
-// into force and when the generation before it left, `tallied` (a Map of ledger to BigInt
-// height, null when the record states none) what the replaced key had tallied (16.1).
+// generation, index, key, accepted, until, tallied, cosigned}]}, `key` the generation's
+// cosignature key as a witness (<cluster>/witness/<node>, 13.1), `accepted` and `until` (BigInt
+// ms) when it came into force and when the generation before it left, `tallied` and `cosigned`
+// (Maps of ledger to a BigInt height or size, null when the record states none) what the
+// replaced key had tallied and cosigned (16.1).
 async function statedWitnessKeys(nodeKeys, cluster) {
   const checkpoint = parseCheckpoint(parseNote(nodeKeys.checkpoint).text);
   if (checkpoint.origin !== `${cluster}/admin`) throw new Error(`the node keys' checkpoint is not ${cluster}/admin's`);
@@ -175,7 +176,8 @@ async function statedWitnessKeys(nodeKeys, cluster) {
     const p = content.payload || {};
     if (content.ledger !== "admin" || Number(stored.height) !== r.index || content.kind !== "key_rotation" ||
         typeof p.node !== "string" || typeof p.sign !== "string" || !/^([0-9a-f]{64})?$/.test(p.sign) ||
-        !isInteger(p.until) || BigInt(p.until) <= BigInt(stored.accepted) || !statedHeights(p.tallied)) {
+        !isInteger(p.until) || BigInt(p.until) <= BigInt(stored.accepted) || !statedHeights(p.tallied) ||
+        !statedHeights(p.cosigned)) {
       throw new Error(`the admin record at ${r.index} is not a key rotation`);
     }
     await verifyInclusion(await leafHash(r.record), r.index, checkpoint.size, r.proof, checkpoint.root);
@@ -184,15 +186,17 @@ async function statedWitnessKeys(nodeKeys, cluster) {
     if (!p.sign) continue;  // a verifier's: no Ed25519 key
     const name = `${cluster}/witness/${p.node}`, raw = concat(Uint8Array.of(4), bytesOfHex(p.sign));
     const keyId = (await sha256(concat(utf8.encode(name + "\n"), raw))).slice(0, 4);
-    const tallied = p.tallied === undefined ? null : new Map(Object.entries(p.tallied).map(([l, h]) => [l, BigInt(h)]));
+    const stated = (v) => v === undefined ? null : new Map(Object.entries(v).map(([l, n]) => [l, BigInt(n)]));
     later.push({ node: p.node, generation, index: r.index, key: { name, alg: 4, keyId, publicKey: raw.slice(1) },
-                 accepted: BigInt(stored.accepted), until: BigInt(p.until), tallied });
+                 accepted: BigInt(stored.accepted), until: BigInt(p.until), tallied: stated(p.tallied),
+                 cosigned: stated(p.cosigned) });
   }
   return { size: checkpoint.size, later };
 }
 
 const isInteger = (v) => typeof v === "bigint" || Number.isInteger(v);
-// A key_rotation's `tallied` (16.1): absent, or a map of ledger name to an integer >= 0.
+// A key_rotation's `tallied` or `cosigned` (16.1): absent, or a map of ledger name to an integer
+// >= 0 (a `cosigned` of 0, which 16.1 refuses, could only shrink what counts).
 const statedHeights = (v) => v === undefined || (v !== null && typeof v === "object" && !Array.isArray(v) &&
   !(v instanceof Uint8Array) && Object.entries(v).every(([l, h]) => NAME.test(l) && isInteger(h) && h >= 0));
 
@@ -619,6 +623,25 @@ function outOfForce(s, ledger, rotated, i) {
   return "";
 }
 
+// Whether a cosignature/v1 line stamped `time` (POSIX seconds) by generation `i` of a witness
+// whose `rotated` generations follow its anchored one counts on a checkpoint of `size` records
+// of `ledger` (16.6, 14.3 step 7): the newest generation's whatever its time; a replaced one's
+// stamped at or after the until of the rotation that replaced it is refused ({refused}); when
+// that rotation states `cosigned`, on a checkpoint of a ledger not listed there or larger than
+// the size listed it is not counted ({skipped}). Returns {} when it counts, else the reason.
+function cosignatureOutOfForce(time, size, ledger, rotated, i) {
+  if (i === rotated.length) return {};
+  const replacing = rotated[i];
+  const why = `by its key replaced at admin record ${replacing.index}`;
+  if (BigInt(time) * 1000n >= replacing.until) return { refused: `${why}, stamped at or after that rotation's until [bad_cosignature]` };
+  if (replacing.cosigned === null) return {};
+  if (!replacing.cosigned.has(ledger)) return { skipped: `${why}, which its rotation says never cosigned ${ledger}` };
+  if (BigInt(size) > replacing.cosigned.get(ledger)) {
+    return { skipped: `${why}, on ${size} records, past the ${replacing.cosigned.get(ledger)} its rotation says that key had cosigned` };
+  }
+  return {};
+}
+
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
 // checked here (section 11): its Ed25519 signature over the exact body with the anchors' key of
 // that observer (never the public_key the gateway serves beside it; an observer the anchors do
@@ -744,5 +767,5 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
-  provenRotations, outOfForce,
+  provenRotations, outOfForce, cosignatureOutOfForce,
 };
