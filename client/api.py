@@ -240,9 +240,10 @@ class Client:
         ``anchors`` is a trust-anchors file, as ``vledger anchors`` prints it (PROTOCOL 15.5):
         each ledger it names is read only if the gateway's genesis record hashes to the anchored
         link (its pinned checkpoint key and outside witnesses are then taken from those bytes,
-        never from what the gateway states), its witness keys join ``witnesses`` and its observer
-        keys ``observers``. Raises UsageError for a URL that is not http(s) or a ledger or
-        observer given both in the anchors and by argument, NoteKeyError or KeyMaterialError for
+        never from what the gateway states), its witness keys join ``witnesses``, its observer
+        keys ``observers`` and its admin key, when it has one, is ``admin_key``. Raises
+        UsageError for a URL that is not http(s) or a ledger, an observer or the admin key given
+        both in the anchors and by argument, NoteKeyError or KeyMaterialError for
         a key that is not one, SettingsError [bad_settings] for anchors that cannot be read or
         parsed.
         """
@@ -643,15 +644,20 @@ def _read_anchors(path: Path) -> Anchors:
 
 
 def _anchored(trust: Trust, anchors: Anchors) -> Trust:
-    """``trust`` with the anchors' ledgers, witness keys and observer keys. Raises UsageError for
-    a ledger or an observer it names already (two sources of trust: which would be meant?)."""
+    """``trust`` with the anchors' ledgers, witness keys, observer keys and admin key. Raises
+    UsageError for a ledger, an observer or the admin key it names already (two sources of
+    trust: which would be meant?)."""
     given = sorted((set(trust.genesis) | set(trust.log_keys)) & set(anchors.ledgers))
     given += sorted(set(trust.observers) & set(anchors.observers))
+    given += ["the admin key"] if trust.admin_key is not None and anchors.admin is not None else []
     if given:
         raise UsageError(f"given both in the trust anchors and as arguments: {', '.join(given)}")
     witnesses = trust.witnesses + tuple(k for k in anchors.witnesses.values() if k not in trust.witnesses)
     observers = {**trust.observers, **{n: VerifyKey(k.public_key) for n, k in anchors.observers.items()}}
-    return dataclasses.replace(trust, anchored=dict(anchors.ledgers), witnesses=witnesses, observers=observers)
+    admin_key = trust.admin_key if anchors.admin is None else anchors.admin
+    return dataclasses.replace(
+        trust, anchored=dict(anchors.ledgers), witnesses=witnesses, observers=observers, admin_key=admin_key
+    )
 
 
 def _in_epochs(epochs: EpochHistory | None, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:

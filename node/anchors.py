@@ -3,7 +3,9 @@ can verify a cluster with no account and nothing taken from the server being che
 
 The anchors text names, per ledger, the link of its genesis record (the genesis pins the
 checkpoint key and lists the outside witnesses, so its hash is the ledger's identity), the
-cluster's witness keys and its observers' tally keys, as vkeys. Pure: text in, values out.
+cluster's witness keys and its observers' tally keys, as vkeys, and optionally the admin
+ledger's checkpoint key, with which a holder proves the node keys' rotations (16.6). Pure:
+text in, values out.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import SettingsError
-from .note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
+from .note import ALG_COSIGNATURE_V1, ALG_ED25519, VerifierKey, parse_verifier_key
 from .record import NAME_PATTERN
 
 HEADER = "vledger-anchors v1"
+ADMIN_KEY_SUFFIX = "/admin"  # the admin ledger's checkpoint key is named <cluster>/admin (16.6)
 MAX_ANCHORS_BYTES = 65_536  # a cluster's anchors are a few kilobytes: refuse before parsing more
 MAX_NAME_LENGTH = 64  # names, PROTOCOL section 2
 
@@ -28,18 +31,22 @@ def is_valid_name(name: str) -> bool:
 class Anchors:
     """``ledgers``: ledger name to its genesis link (32 bytes); ``witnesses``: the cluster's
     witness keys (type 0x04) by key name; ``observers``: observer name to its key (type 0x04,
-    whose public key checks the observer's signed tallies)."""
+    whose public key checks the observer's signed tallies); ``admin``: the admin ledger's
+    checkpoint key (type 0x01, named ``<cluster>/admin``), None when the anchors carry none."""
 
     ledgers: Mapping[str, bytes]
     witnesses: Mapping[str, VerifierKey]
     observers: Mapping[str, VerifierKey]
+    admin: VerifierKey | None = None
 
     def encode(self) -> str:
-        """The anchors text: the header, then ledger, witness and observer lines, each sorted by name."""
+        """The anchors text: the header, then ledger, witness and observer lines, each sorted by
+        name, then the admin line when there is an admin key."""
         lines = [HEADER]
         lines += [f"ledger {name} {self.ledgers[name].hex()}" for name in sorted(self.ledgers)]
         lines += [f"witness {self.witnesses[name].encode()}" for name in sorted(self.witnesses)]
         lines += [f"observer {name} {self.observers[name].encode()}" for name in sorted(self.observers)]
+        lines += [] if self.admin is None else [f"admin {self.admin.encode()}"]
         return "".join(line + "\n" for line in lines)
 
     def to_json(self) -> dict[str, object]:
@@ -47,6 +54,7 @@ class Anchors:
             "ledgers": {name: self.ledgers[name].hex() for name in sorted(self.ledgers)},
             "witnesses": [self.witnesses[name].encode() for name in sorted(self.witnesses)],
             "observers": {name: self.observers[name].encode() for name in sorted(self.observers)},
+            "admin": None if self.admin is None else self.admin.encode(),
         }
 
 
@@ -57,6 +65,16 @@ def _cosignature_key(vkey: str, where: str) -> VerifierKey:
         raise SettingsError(f"{where}: {getattr(e, 'message', e)}") from None
     if key.alg != ALG_COSIGNATURE_V1:
         raise SettingsError(f"{where}: not a cosignature (type 0x04) key")
+    return key
+
+
+def _admin_key(vkey: str, where: str) -> VerifierKey:
+    try:
+        key = parse_verifier_key(vkey)
+    except Exception as e:
+        raise SettingsError(f"{where}: {getattr(e, 'message', e)}") from None
+    if key.alg != ALG_ED25519 or not key.name.endswith(ADMIN_KEY_SUFFIX) or key.name == ADMIN_KEY_SUFFIX:
+        raise SettingsError(f"{where}: not an admin ledger's checkpoint key (type 0x01, named <cluster>/admin)")
     return key
 
 
@@ -71,7 +89,7 @@ def parse_anchors(data: bytes) -> Anchors:
 
     Raises SettingsError [bad_settings] for anything else: over 65,536 bytes, not UTF-8, a
     missing header, a line not ending in a newline, an unknown line, a bad name, hash or vkey,
-    or a ledger, witness or observer named twice.
+    a ledger, witness or observer named twice, or two admin lines.
     """
     if len(data) > MAX_ANCHORS_BYTES:
         raise SettingsError(f"anchors: over {MAX_ANCHORS_BYTES} bytes")
@@ -87,6 +105,7 @@ def parse_anchors(data: bytes) -> Anchors:
     ledgers: dict[str, bytes] = {}
     witnesses: dict[str, VerifierKey] = {}
     observers: dict[str, VerifierKey] = {}
+    admin: VerifierKey | None = None
     for number, line in enumerate(lines[1:], start=2):
         where = f"anchors line {number}"
         fields = line.split(" ")
@@ -107,6 +126,10 @@ def parse_anchors(data: bytes) -> Anchors:
             if fields[1] in observers:
                 raise SettingsError(f"{where}: observer {fields[1]} is anchored twice")
             observers[fields[1]] = _cosignature_key(fields[2], where)
+        elif fields[0] == "admin" and len(fields) == 2:
+            if admin is not None:
+                raise SettingsError(f"{where}: a second admin line")
+            admin = _admin_key(fields[1], where)
         else:
-            raise SettingsError(f"{where}: not a ledger, witness or observer line")
-    return Anchors(ledgers, witnesses, observers)
+            raise SettingsError(f"{where}: not a ledger, witness, observer or admin line")
+    return Anchors(ledgers, witnesses, observers, admin)

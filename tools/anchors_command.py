@@ -3,8 +3,8 @@ its publisher to hand out out of band (a web site of its own, a newspaper, a sig
 
 Every ledger's genesis link is read from a store (``--store DIR``; by default every store of
 the configuration's nodes under its data directory, which must agree) and checked as the first
-record of its chain; the witness and observer keys come from the key directory, as
-``vledger receipt keys`` reads them. Nothing is asked of a running node.
+record of its chain; the witness and observer keys, and the admin ledger's checkpoint key,
+come from the key directory, as ``vledger receipt keys`` reads them. Nothing is asked of a running node.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..node.record import decode_record
 from ..node.storefile import StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_name
+from ..verifier.node_keys import admin_checkpoint_key
 from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
 from .client_output import print_json
 from .paths import is_store
@@ -69,7 +70,9 @@ def cluster_anchors(config: ClusterConfig, store: Path | None = None) -> Anchors
         key = witnesses.get(witness_name(config.name, node.name))
         if key is not None:
             observers[node.name] = key
-    return Anchors(genesis_links(_stores(config, store)), witnesses, observers)
+    # The admin home's key proves the node keys' rotations (16.6); a key directory without its
+    # file (logged) gives anchors without it, with which a rotated observer stays unproven.
+    return Anchors(genesis_links(_stores(config, store)), witnesses, observers, admin_checkpoint_key(config))
 
 
 def cmd_anchors(args: argparse.Namespace) -> int:
@@ -90,9 +93,10 @@ def add_anchors_command(commands: Subparsers) -> None:
         cmd_anchors,
         "print the cluster's trust anchors, to publish out of band",
         "Print the trust anchors of docs/PROTOCOL.md 15.5: every ledger's genesis hash (read from "
-        "--store, or from every store of the configuration, which must agree), the witnesses' keys "
-        "and the observers' keys (from the key directory). Anyone holding them verifies the cluster "
-        "with no account, over the public gateway or its web pages, trusting nothing the gateway says.",
+        "--store, or from every store of the configuration, which must agree), the witnesses' keys, "
+        "the observers' keys and the admin ledger's checkpoint key (from the key directory). Anyone "
+        "holding them verifies the cluster with no account, over the public gateway or its web "
+        "pages, trusting nothing the gateway says.",
     )
     add_config_option(anchors)
     anchors.add_argument("--store", type=Path, metavar="DIR", help="read the genesis records from this store only")

@@ -41,10 +41,20 @@ from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, generate_signer_key, sign
+from vledger.node.node_key_rotation import key_histories
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    Checkpoint,
+    Note,
+    SignerKey,
+    cosign,
+    generate_signer_key,
+    parse_note,
+    sign,
+)
 from vledger.node.outside import OutsideWitnesses
 from vledger.node.receipt import ReceiptKeys, verify_witnessed
-from vledger.node.record import Entry
+from vledger.node.record import Entry, decode_record
 from vledger.node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX
 from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
@@ -562,6 +572,86 @@ def test_the_pages_parse_anchors_as_vledger_does(
     assert got == wanted and wanted[:2] == [True, True] and not any(wanted[2:])
 
 
+# (rotations of observer "o" as (until, tallied), the generation whose key signed, at_ms, ledger, height):
+# the pages' outOfForce must count what node/node_key_rotation.py's KeyHistory.tallies counts (16.6).
+UNTIL = 1_790_000_000_000
+IN_FORCE_CASES = [
+    (((UNTIL, {"votes": 5}),), g, at, ledger, height)
+    for g in (0, 1)
+    for at in (0, UNTIL - 1, UNTIL, UNTIL + 1)
+    for ledger, height in (("votes", 4), ("votes", 5), ("votes", 6), ("zakat", 0))
+] + [
+    (((UNTIL, None),), 0, UNTIL - 1, "votes", 10**9),
+    (((UNTIL, None),), 0, UNTIL, "votes", 0),
+    (((UNTIL, {}),), 0, 0, "votes", 0),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 9, "votes", 7),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 9, "votes", 8),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 1, UNTIL + 10, "votes", 1),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 0, UNTIL - 1, "votes", 5),
+    (((UNTIL, {"votes": 5}), (UNTIL + 10, {"votes": 7})), 2, 2**63, "zakat", 2**40),
+]
+
+
+def test_the_pages_count_a_rotated_observer_s_tally_as_vledger_tally_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """outOfForce (verifier/web/static/vledger.js) against KeyHistory.tallies, case by case: the
+    window (at_ms before the replacing rotation's until) and its tallied heights (16.6)."""
+    signs = [f"{i:064x}" for i in range(1, 4)]
+    wanted, cases = [], []
+    for rotations, signer, at_ms, ledger, height in IN_FORCE_CASES:
+        payloads = [
+            {"node": "o", "curve": "", "sign": signs[i + 1], "accepted": 0, "until": until}
+            | ({} if tallied is None else {"tallied": tallied})
+            for i, (until, tallied) in enumerate(rotations)
+        ]
+        history = key_histories({"o": ("", signs[0])}, payloads)["o"]
+        wanted.append(history.tallies(signs[signer], at_ms, ledger, height))
+        stated = [{"until": str(until), "tallied": tallied} for until, tallied in rotations]
+        cases.append([stated, signer, str(at_ms), ledger, str(height)])
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_script(
+        "const heights = (t) => t === null ? null : new Map(Object.entries(t).map(([l, h]) => [l, BigInt(h)]));"
+        "return arguments[0].map(([stated, signer, at, ledger, height]) => window.vledger.outOfForce("
+        "{ at_ms: BigInt(at), height: BigInt(height) }, ledger,"
+        " stated.map((r, index) => ({ index, until: BigInt(r.until), tallied: heights(r.tallied) })), signer) === '');",
+        cases,
+    )
+    assert got == wanted and any(wanted) and not all(wanted)
+
+
+def test_the_voter_page_counts_a_rotated_witness_s_cosignature_as_receipt_verify_does(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """cosignatureOutOfForce (verifier/web/static/vledger.js) against KeyHistory.cosigns, the
+    rule of 14.3 step 7 and the write concern, on the same cases with `cosigned` for `tallied`
+    and a checkpoint's size for a height (its time in seconds: a line's T)."""
+    signs = [f"{i:064x}" for i in range(1, 4)]
+    wanted, cases = [], []
+    for rotations, signer, at_ms, ledger, size in IN_FORCE_CASES:
+        seconds = at_ms // 1000
+        payloads = [
+            {"node": "o", "curve": "", "sign": signs[i + 1], "accepted": 0, "until": until}
+            | ({} if cosigned is None else {"cosigned": cosigned})
+            for i, (until, cosigned) in enumerate(rotations)
+        ]
+        history = key_histories({"o": ("", signs[0])}, payloads)["o"]
+        wanted.append(history.cosigns(signs[signer], seconds * 1000, ledger, size))
+        stated = [{"until": str(until), "cosigned": cosigned} for until, cosigned in rotations]
+        cases.append([stated, signer, str(seconds), ledger, str(size)])
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    got = browser.execute_script(
+        "const sizes = (t) => t === null ? null : new Map(Object.entries(t).map(([l, n]) => [l, BigInt(n)]));"
+        "const judge = window.vledger.cosignatureOutOfForce;"
+        "return arguments[0].map(([stated, signer, time, ledger, size]) => Object.keys(judge(BigInt(time),"
+        " BigInt(size), ledger,"
+        " stated.map((r, index) => ({ index, until: BigInt(r.until), cosigned: sizes(r.cosigned) })), signer))"
+        ".length === 0);",
+        cases,
+    )
+    assert got == wanted and any(wanted) and not all(wanted)
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]
@@ -706,10 +796,11 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
     browser: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """After `vledger key rotate replica-1`, every receipt ends with its node keys (PROTOCOL
-    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. The
-    page holds no key of the admin ledger (no anchors carry one), so it counts the rotated
-    witness's later key only as the gateway's word (without anchors) and, with anchors, shows that
-    cosignature as not counted, counting the others."""
+    14.2), and vote.html refused each ("not a receipt (14.2)"): every voter's check failed. With
+    anchors that carry the admin ledger's key the page proves the rotation and counts each line
+    as 14.3 step 7 says (the later key's; the replaced key's only inside its window and up to the
+    size it had cosigned); with anchors that lack it, it shows the later key's cosignature as not
+    counted, counting the others; without anchors, the later key is the gateway's word."""
     from selenium.webdriver.common.by import By
 
     with LocalCluster(
@@ -746,12 +837,25 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         count = len(good["records"])
         printed = rotated.cli(
             "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
-        )
-        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+        ).stdout
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+        without_admin = "".join(line for line in printed.splitlines(keepends=True) if not line.startswith("admin "))
+        bare = base64.urlsafe_b64encode(without_admin.encode()).decode().rstrip("=")
 
-        # With the publisher's anchors: replica-1's generation-0 key is the anchored one; its later
-        # key's cosignature is shown, not counted; observer-1's counts.
+        # With the admin ledger's key in the anchors the node keys are proven: replica-1's later
+        # key's cosignature counts, as `vledger receipt verify --admin-key` counts it.
         browser.get(f"{gateway}vote.html?eid={eid}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", f"Verified: {count} records of {eid}", "the proven rotation")
+        assert "NOT" not in verdict, verdict
+        checks = text_of(browser, "#checks")
+        assert "✗" not in checks and "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
+        assert "signed by the admin ledger's key of the publisher's anchors: proven" in checks
+        assert f"cosigned by {replica} at" in checks and "with its key of generation 1: valid" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+
+        # With anchors that lack it: replica-1's generation-0 key is the anchored one; its later
+        # key's cosignature is shown, not counted; observer-1's counts.
+        fresh(browser, f"{gateway}vote.html?eid={eid}#anchors={bare}")
         verdict = wait_text(
             browser, "#verdict", f"Verified: {count} records of {eid}", "the rotated witness's receipts"
         )
@@ -780,20 +884,47 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
             (single, f"Verified: 1 records of record {height}"),
             (saved, f"Verified: {count} records"),
         ):
-            browser.get(f"{gateway}vote.html#anchors={anchored}")
+            fresh(browser, f"{gateway}vote.html#anchors={bare}")
             browser.find_element(By.ID, "file").send_keys(str(path))
             verdict = wait_text(browser, "#verdict", wanted, f"the dropped {path.name}")
             assert "NOT counted" in verdict and "✗" not in text_of(browser, "#checks")
 
+        # Whoever holds replica-1's replaced (anchored) key adds its line to the receipt's
+        # checkpoint: stamped at the rotation's until it is refused, inside the window on a
+        # checkpoint larger than the rotation says that key had cosigned it is not counted (14.3
+        # step 7); with anchors that lack the admin key, it counts as the anchored key's, as before.
+        made = json.loads(single.read_text())
+        carried = made["node_keys"]["rotations"]
+        payloads = [decode_record(base64.b64decode(r["record"]), Limits()).content.payload for r in carried]
+        rotation = next(p for p in payloads if p["node"] == "replica-1")
+        size_now = int(made["checkpoint"].split("\n")[1])
+        assert rotation["cosigned"][ELECTION] < size_now
+        old = load_signing_key(signing_key_paths(keys, "replica-1")[0])
+        signer = SignerKey(replica, ALG_COSIGNATURE_V1, old.seed)
+        for stamp, shown, fails in (
+            (rotation["until"] // 1000 + 1, "stamped at or after that rotation's until [bad_cosignature]", True),
+            (rotation["until"] // 1000 - 1, f"past the {rotation['cosigned'][ELECTION]} its rotation says", False),
+        ):
+            note = parse_note(made["checkpoint"].encode())
+            line = cosign(note.text, signer, stamp).note_signature()
+            forged = tmp_path / f"forged-{stamp}.json"
+            forged.write_text(json.dumps({**made, "checkpoint": note.with_signatures(line).encode().decode()}))
+            fresh(browser, f"{gateway}vote.html#anchors={anchored}")
+            browser.find_element(By.ID, "file").send_keys(str(forged))
+            verdict = wait_text(browser, "#verdict", "FAILED" if fails else "Verified", f"the line stamped {stamp}")
+            assert shown in text_of(browser, "#checks")
+            assert fails or "1 cosignature(s) by a rotated witness key NOT counted" in verdict, verdict
 
-def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_not_a_forgery(
+
+def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger_tally_does(
     browser: Any, redis_server: RedisServer
 ) -> None:
     """After `vledger key rotate observer-2`, its tallies are signed with its new key: with the
     publisher's anchors (its generation-0 key), tally.html said "1 observer signature(s) did NOT
-    verify", as for a forgery, for good, and charity.html showed no balance. The pages cannot prove
-    the rotation (no anchors carry the admin ledger's key): they say so for that observer and
-    judge the others among themselves."""
+    verify", as for a forgery, for good, and charity.html showed no balance. Anchors carrying the
+    admin ledger's key prove the rotation (PROTOCOL 15.5, 16.6): the new key counts, and the
+    replaced one only inside its window and `tallied` height. Without that key the pages say the
+    rotated observer is unproven and judge the others among themselves."""
     with LocalCluster(
         redis_server.url,
         nodes=1,
@@ -854,14 +985,31 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
             )
         printed = rotated.cli(
             "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
-        )
-        anchored = base64.urlsafe_b64encode(printed.stdout.encode()).decode().rstrip("=")
+        ).stdout
+        assert "\nadmin test/admin+" in printed  # the admin home's key, with which the pages prove rotations
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+        without_admin = "".join(line for line in printed.splitlines(keepends=True) if not line.startswith("admin "))
+        bare = base64.urlsafe_b64encode(without_admin.encode()).decode().rstrip("=")
 
+        # With the admin ledger's key in the anchors, the node keys are proven: observer-2's new key counts.
         browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", f"The 2 observers agree at height {head}.", "observer-2's proven key")
+        assert "NOT" not in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        assert "✓ Ed25519 valid" in text_of(browser, "tr[data-observer='observer-2']")
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance by both observers")
+        assert "signed alike by 2 observer(s)" in summary and "NOT" not in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "ok"
+
+        # Anchors without it (as before they could carry one): the rotation is stated, not proven.
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={bare}")
         verdict = wait_text(browser, "#verdict", "NOT every observer's", "observer-2's rotated key said unproven")
         assert f"The 1 observers whose keys are proven agree at height {head}." in verdict, verdict
         assert (
-            "observer-2 signed with a rotated key this page cannot prove" in verdict and "did NOT verify" not in verdict
+            "observer-2 signed with a rotated key this page cannot prove (no anchors carry the admin ledger's key)"
+            in verdict
+            and "did NOT verify" not in verdict
         )
         assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
         row = text_of(browser, "tr[data-observer='observer-2']")
@@ -874,7 +1022,68 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
         verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the unanchored tally")
         assert "NOT checked against the publisher's anchors" in verdict
 
-        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={bare}")
         summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance beside a rotated observer")
         assert "signed alike by 1 observer(s)" in summary and "NOT every observer's: observer-2" in summary, summary
         assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+
+        _replaced_key_tallies_count_only_in_force(browser, rotated, head, anchored, bare)
+
+
+def _replaced_key_tallies_count_only_in_force(
+    browser: Any, rotated: LocalCluster, head: int, anchored: str, bare: str
+) -> None:
+    """Whoever holds observer-2's replaced (anchored) key signs its tally stamped at the
+    rotation's `until`, or inside the window at a height past what the rotation says that key
+    had `tallied`: with the anchors' admin key each is shown NOT counted, as `vledger tally`
+    refuses it; without it, the anchored key of an observer the node keys say rotated is
+    unproven, never counted (before, the pages counted any body the anchored key verified).
+    Inside the window at the height stated, the replaced key's tally counts."""
+    gateway = rotated.gateway_url("replica-1")
+    with urllib.request.urlopen(f"{gateway}api/ledgers/{ELECTION}/checkpoint", timeout=10) as answer:
+        carried = json.loads(answer.read())["node_keys"]["rotations"]
+    payloads = [decode_record(base64.b64decode(r["record"]), Limits()).content.payload for r in carried]
+    rotation = next(p for p in payloads if p["node"] == "observer-2")
+    until, tallied = rotation["until"], rotation["tallied"][ELECTION]
+    assert tallied < head  # the register after the rotation: a height the old key never tallied
+    wait_until(lambda: now_ms() > until, WAIT, "the end of observer-2's window")
+    tallies = TallyBoard(connect(rotated.cluster_redis_url))
+    genuine = tallies.latest(ELECTION, ["observer-2"])["observer-2"]
+    assert genuine is not None
+    honest = Snapshot.decode(genuine.body)
+    old = load_signing_key(signing_key_paths(rotated.directory / "keys", "observer-2")[0])
+    forged = {**honest.tally, "counts": {"mallory": 999}}
+    row = "tr[data-observer='observer-2']"
+    late = dataclasses.replace(honest, height=tallied, at_ms=until, tally=forged)
+    past = dataclasses.replace(honest, height=head, at_ms=until - 1, tally=forged)
+    within = dataclasses.replace(honest, height=tallied, at_ms=until - 1)
+    try:
+        for body, why in (
+            (late, "stamped at or after that rotation's until"),
+            (past, "its rotation says that key had tallied"),
+        ):
+            tallies.publish(ELECTION, "observer-2", body.height, body.body(), old.sign(body.body()))
+            fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+            verdict = wait_text(browser, "#verdict", "by a replaced key out of force, NOT counted", why)
+            assert verdict.startswith("1 observer signature(s) did NOT verify with the publisher's anchors"), verdict
+            shown = text_of(browser, row)
+            assert "✗ NOT counted: signed by its key replaced at admin record" in shown and why in shown, shown
+            assert "mallory" not in text_of(browser, "#observers tbody")
+            fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={bare}")
+            wait_text(browser, row, "signed by its anchored key, which its rotation at admin record", "unproven")
+            verdict = wait_text(browser, "#verdict", "NOT every observer's", "the anchored key unproven")
+            assert "did NOT verify" not in verdict and "mallory" not in text_of(browser, "#observers tbody")
+            assert browser.execute_script("return document.getElementById('verdict').className") != "ok"
+        shot(browser, "tally-replaced-key-not-counted")
+        tallies.publish(ELECTION, "observer-2", within.height, within.body(), old.sign(within.body()))
+        fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        wait_text(browser, row, "✓ Ed25519 valid", "the replaced key's tally inside its window and height")
+        assert "did NOT verify" not in text_of(browser, "#verdict")
+    finally:
+        tallies.client.set(tallies.latest_key(ELECTION, "observer-2"), genuine.entry_id)
+
+
+def fresh(browser: Any, url: str) -> None:
+    """Load ``url`` anew: from the same page with another fragment, a browser only scrolls."""
+    browser.get(url)
+    browser.refresh()

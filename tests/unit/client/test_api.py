@@ -325,3 +325,20 @@ def test_anchors_that_are_not_some_or_that_clash_with_arguments_are_refused(
         Client.http(
             served["url"], anchors=anchors_file(served, tmp_path / "a.txt"), genesis={LEDGER: served["genesis"]}
         )
+
+
+def test_the_anchors_admin_key_is_the_client_s_unless_given_as_an_argument_too(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    """The admin ledger's checkpoint key in the anchors (15.5) follows rotated keys (15.4 step 7)
+    as an ``admin_key`` argument does; given both ways, which is meant is not guessed."""
+    admin = HomeSigner("t", bytes(range(1, 33))).key("admin").verifier()
+    plain = anchors_file(served, tmp_path / "plain.txt")
+    carried = tmp_path / "admin.txt"
+    carried.write_text(plain.read_text() + f"admin {admin.encode()}\n")
+    with Client.http(served["url"], anchors=carried) as client:
+        assert client.trust is not None and client.trust.admin_key == admin
+    with Client.http(served["url"], anchors=plain, admin_key=admin) as client:
+        assert client.trust is not None and client.trust.admin_key == admin
+    with pytest.raises(UsageError, match="both in the trust anchors and as arguments: the admin key"):
+        Client.http(served["url"], anchors=carried, admin_key=admin)

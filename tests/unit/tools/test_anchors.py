@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from vledger.broker.signing import generate_signing_key
+from vledger.broker.signing import generate_signing_key, load_verify_key
 from vledger.config.settings import Limits
 from vledger.node.anchors import HEADER, Anchors, parse_anchors
 from vledger.node.errors import SettingsError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_ED25519, VerifierKey
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, VerifierKey
 from vledger.node.record import Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import witness_key
@@ -28,6 +28,7 @@ OTHER = witness_key(
     "local/witness/observer-1", bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
 )
 LINK = bytes(range(32))
+ADMIN_KEY = VerifierKey("local/admin", ALG_ED25519, KEY.public_key)
 
 CONFIG = """
 [cluster]
@@ -62,10 +63,17 @@ def test_the_text_is_sorted_and_parses_back() -> None:
         f"witness {KEY.encode()}\n"
         f"observer observer-1 {OTHER.encode()}\n"
     )
-    assert parse_anchors(text.encode()) == anchors
+    assert parse_anchors(text.encode()) == anchors and anchors.to_json()["admin"] is None
     # Any order of lines is the same anchors.
     lines = text.splitlines(keepends=True)
     assert parse_anchors(("".join([lines[0], *reversed(lines[1:])])).encode()) == anchors
+    # The admin ledger's checkpoint key comes last; anchors without it are the same as before.
+    with_admin = Anchors(anchors.ledgers, anchors.witnesses, anchors.observers, ADMIN_KEY)
+    assert with_admin.encode() == text + f"admin {ADMIN_KEY.encode()}\n"
+    assert parse_anchors(with_admin.encode().encode()) == with_admin
+    assert with_admin.to_json()["admin"] == ADMIN_KEY.encode()
+    lines = with_admin.encode().splitlines(keepends=True)
+    assert parse_anchors(("".join([lines[0], *reversed(lines[1:])])).encode()) == with_admin
 
 
 # Refused by node/anchors.py, and by the pages' parseAnchors (tests/integration/gateway/test_pages.py).
@@ -89,6 +97,11 @@ REFUSED = [
     f"{HEADER}\r\n",
     f"{HEADER}\nwitness {KEY.encode()}\r\n",
     f"{HEADER}\nwitness {KEY.encode()[:20]}\t{KEY.encode()[20:]}\n",
+    f"{HEADER}\nadmin {ADMIN_KEY.encode()}\nadmin {ADMIN_KEY.encode()}\n",
+    f"{HEADER}\nadmin {VerifierKey('local/admin', ALG_COSIGNATURE_V1, KEY.public_key).encode()}\n",
+    f"{HEADER}\nadmin {VerifierKey('local/zakat', ALG_ED25519, KEY.public_key).encode()}\n",
+    f"{HEADER}\nadmin {ADMIN_KEY.encode()[:-2]}AA\n",
+    f"{HEADER}\nadmin local {ADMIN_KEY.encode()}\n",
 ]
 
 
@@ -109,7 +122,7 @@ def _cluster(tmp_path: Path) -> Path:
     config = tmp_path / "cluster.toml"
     config.write_text(CONFIG)
     (tmp_path / "keys").mkdir()
-    for node in ("replica-1", "observer-1"):
+    for node in ("ingest-1", "replica-1", "observer-1"):
         generate_signing_key(tmp_path / "keys", node)
     return config
 
@@ -129,6 +142,9 @@ def test_vledger_anchors_prints_the_genesis_links_and_keys(tmp_path: Path, capsy
     assert anchors.ledgers == {"votes": votes}
     assert sorted(anchors.witnesses) == ["local/witness/observer-1", "local/witness/replica-1"]
     assert anchors.observers == {"observer-1": anchors.witnesses["local/witness/observer-1"]}
+    # The admin ledger's home is ingest-1 (default_home): its key, named for the admin ledger.
+    home = load_verify_key(tmp_path / "keys" / "ingest-1.sign.pub").raw
+    assert anchors.admin == VerifierKey("local/admin", ALG_ED25519, home)
     assert main(["anchors", "--config", str(config), "--store", str(tmp_path / "data" / "ingest-1"), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["ledgers"] == {"votes": votes.hex()} and parse_anchors(answer["anchors"].encode()) == anchors
@@ -146,3 +162,14 @@ def test_every_store_must_agree_on_a_genesis(tmp_path: Path, capsys: pytest.Capt
 def test_no_store_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["anchors", "--config", str(_cluster(tmp_path))]) == 2
     assert "give --store" in capsys.readouterr().err
+
+
+def test_anchors_without_the_admin_home_s_key_file_carry_no_admin_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _cluster(tmp_path)
+    (tmp_path / "keys" / "ingest-1.sign.pub").unlink()
+    _genesis(tmp_path / "data" / "ingest-1", "votes")
+    assert main(["anchors", "--config", str(config), "--store", str(tmp_path / "data" / "ingest-1")]) == 0
+    printed = capsys.readouterr().out
+    assert "\nadmin " not in printed and parse_anchors(printed.encode()).admin is None

@@ -155,11 +155,15 @@ async function ownChecks(bytes) {
 
 // 14.2 node keys, 16.6: the later generations of the cluster's witnesses that the receipt's
 // `key_rotation` records of the admin ledger state, each record checked here (its own checks,
-// kind, payload, and its inclusion proof in the admin checkpoint the node keys carry). What a
-// page cannot check is that checkpoint's signature: the admin ledger's key (its home's
-// <home>.sign.pub, 14.3 step 6) is in no anchors, so a rotation here is never proven, only
-// stated. Returns {size (the admin checkpoint's), later: [{node, generation, index, key}]},
-// `key` the generation's cosignature key as a witness (<cluster>/witness/<node>, 13.1).
+// kind, payload, and its inclusion proof in the admin checkpoint the node keys carry). That
+// checkpoint's signature is not checked here: only the admin ledger's key (its home's
+// <home>.sign.pub, 14.3 step 6) can, which anchors may carry (provenRotations); without it a
+// rotation here is stated, never proven. Returns {size (the admin checkpoint's), later: [{node,
+// generation, index, key, accepted, until, tallied, cosigned}]}, `key` the generation's
+// cosignature key as a witness (<cluster>/witness/<node>, 13.1), `accepted` and `until` (BigInt
+// ms) when it came into force and when the generation before it left, `tallied` and `cosigned`
+// (Maps of ledger to a BigInt height or size, null when the record states none) what the
+// replaced key had tallied and cosigned (16.1).
 async function statedWitnessKeys(nodeKeys, cluster) {
   const checkpoint = parseCheckpoint(parseNote(nodeKeys.checkpoint).text);
   if (checkpoint.origin !== `${cluster}/admin`) throw new Error(`the node keys' checkpoint is not ${cluster}/admin's`);
@@ -171,7 +175,9 @@ async function statedWitnessKeys(nodeKeys, cluster) {
     const { stored, content } = await ownChecks(r.record);
     const p = content.payload || {};
     if (content.ledger !== "admin" || Number(stored.height) !== r.index || content.kind !== "key_rotation" ||
-        typeof p.node !== "string" || typeof p.sign !== "string" || !/^([0-9a-f]{64})?$/.test(p.sign)) {
+        typeof p.node !== "string" || typeof p.sign !== "string" || !/^([0-9a-f]{64})?$/.test(p.sign) ||
+        !isInteger(p.until) || BigInt(p.until) <= BigInt(stored.accepted) || !statedHeights(p.tallied) ||
+        !statedHeights(p.cosigned)) {
       throw new Error(`the admin record at ${r.index} is not a key rotation`);
     }
     await verifyInclusion(await leafHash(r.record), r.index, checkpoint.size, r.proof, checkpoint.root);
@@ -180,9 +186,43 @@ async function statedWitnessKeys(nodeKeys, cluster) {
     if (!p.sign) continue;  // a verifier's: no Ed25519 key
     const name = `${cluster}/witness/${p.node}`, raw = concat(Uint8Array.of(4), bytesOfHex(p.sign));
     const keyId = (await sha256(concat(utf8.encode(name + "\n"), raw))).slice(0, 4);
-    later.push({ node: p.node, generation, index: r.index, key: { name, alg: 4, keyId, publicKey: raw.slice(1) } });
+    const stated = (v) => v === undefined ? null : new Map(Object.entries(v).map(([l, n]) => [l, BigInt(n)]));
+    later.push({ node: p.node, generation, index: r.index, key: { name, alg: 4, keyId, publicKey: raw.slice(1) },
+                 accepted: BigInt(stored.accepted), until: BigInt(p.until), tallied: stated(p.tallied),
+                 cosigned: stated(p.cosigned) });
   }
   return { size: checkpoint.size, later };
+}
+
+const isInteger = (v) => typeof v === "bigint" || Number.isInteger(v);
+// A key_rotation's `tallied` or `cosigned` (16.1): absent, or a map of ledger name to an integer
+// >= 0 (a `cosigned` of 0, which 16.1 refuses, could only shrink what counts).
+const statedHeights = (v) => v === undefined || (v !== null && typeof v === "object" && !Array.isArray(v) &&
+  !(v instanceof Uint8Array) && Object.entries(v).every(([l, h]) => NAME.test(l) && isInteger(h) && h >= 0));
+
+// The node keys of a checked checkpoint answer (`seen`, checkedCheckpoint) as statedWitnessKeys
+// reads them, and whether they are proven (16.6, 14.3 step 6): their admin checkpoint signed by
+// the admin ledger's key the anchors carry (<cluster>/admin, quorum 0). Returns {proven, problem
+// (why not, "" when proven), later}; no later keys for an answer without node keys, or with
+// node keys that are not such (as before anchors could carry the admin key: nothing rotated).
+async function provenRotations(seen, anchors) {
+  if (!seen.nodeKeys) return { proven: false, problem: "", later: [] };
+  const cluster = seen.logKey.name.slice(0, seen.logKey.name.lastIndexOf("/"));
+  let later;
+  try {
+    later = (await statedWitnessKeys(seen.nodeKeys, cluster)).later;
+  } catch (e) {
+    return { proven: false, problem: `its node keys are not such: ${e.message}`, later: [] };
+  }
+  if (!anchors || !anchors.admin) return { proven: false, problem: "no anchors carry the admin ledger's key", later };
+  try {
+    if (anchors.admin.name !== `${cluster}/admin`) throw new Error(`the anchors' admin key is not ${cluster}/admin's`);
+    const admin = await verifyCheckpointNote(seen.nodeKeys.checkpoint, anchors.admin, []);
+    if (!admin.logOk) throw new Error("their admin checkpoint is not signed by the anchors' admin key");
+  } catch (e) {
+    return { proven: false, problem: `the node keys are not proven: ${e.message}`, later };
+  }
+  return { proven: true, problem: "", later };
 }
 
 // Section 1, read only as far as a record's fields need: nil, bool, int, str, bin, array, map.
@@ -317,7 +357,8 @@ async function anchoredKey(vkey, where) {
   return key;
 }
 
-// 15.5: "vledger-anchors v1", then ledger, witness and observer lines in any order.
+// 15.5: "vledger-anchors v1", then ledger, witness and observer lines and at most one admin line
+// (the admin ledger's checkpoint key, type 0x01 named <cluster>/admin) in any order.
 async function parseAnchors(text) {
   if (!text.endsWith("\n")) throw new Error("the anchors' last line does not end in a newline");
   // atob skips white space, so a CR or a tab inside a vkey would pass here as 15.5 refuses it.
@@ -325,6 +366,7 @@ async function parseAnchors(text) {
   const lines = text.slice(0, -1).split("\n");
   if (lines[0] !== "vledger-anchors v1") throw new Error("not an anchors text (no vledger-anchors v1 line)");
   const ledgers = new Map(), witnesses = new Map(), observers = new Map();
+  let admin = null;
   for (const [i, line] of lines.slice(1).entries()) {
     const where = `anchors line ${i + 2}`, f = line.split(" ");
     if (f[0] === "ledger" && f.length === 3 && NAME.test(f[1]) && /^[0-9a-f]{64}$/.test(f[2]) && !ledgers.has(f[1])) {
@@ -335,11 +377,16 @@ async function parseAnchors(text) {
       witnesses.set(key.name, key);
     } else if (f[0] === "observer" && f.length === 3 && NAME.test(f[1]) && !observers.has(f[1])) {
       observers.set(f[1], await anchoredKey(f[2], where));
+    } else if (f[0] === "admin" && f.length === 2 && admin === null) {
+      admin = await parseVkey(f[1]);
+      if (admin.alg !== 1 || !/^.+\/admin$/.test(admin.name)) {
+        throw new Error(`${where}: not an admin ledger's checkpoint key (type 0x01, named <cluster>/admin)`);
+      }
     } else {
-      throw new Error(`${where}: not a ledger, witness or observer line`);
+      throw new Error(`${where}: not a ledger, witness, observer or admin line`);
     }
   }
-  return { ledgers, witnesses: [...witnesses.values()], observers };
+  return { ledgers, witnesses: [...witnesses.values()], observers, admin };
 }
 
 // The anchors in force: {anchors, source, sha256} or {error, source}, or null when none were given.
@@ -392,7 +439,8 @@ function anchorsBar(changed) {
     if (s && s.anchors) {
       say = el("span", {},
         el("span", { class: "ok" }, `✓ Checked against the anchors from ${s.source}: ` +
-          `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys. ` +
+          `${s.anchors.ledgers.size} ledgers, ${s.anchors.witnesses.length} witness keys, ${s.anchors.observers.size} observer keys` +
+          `${s.anchors.admin ? ", the admin ledger's key" : ""}. ` +
           "No key is taken from the gateway."),
         " They are the publisher's only if their SHA-256 is the one the publisher gives: ",
         el("code", { id: "anchors-sha256" }, s.sha256), ".");
@@ -544,17 +592,54 @@ async function checkedCheckpoint(ledger, keys) {
   return { ...seen, nodeKeys };
 }
 
-// The later keys of `ledger`'s witnesses and observers that the node keys of its checkpoint
-// answer state (statedWitnessKeys: none proven here), from a checkpoint checked with the keys
-// of `anchors` (ledgerKeys); [] when there are none, or it does not verify.
+// The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
+// answer carry (provenRotations), from a checkpoint checked with the keys of `anchors`
+// (ledgerKeys); none when the answer does not verify.
 async function statedLaterKeys(ledger, anchors) {
   try {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
-    if (!seen.logOk || !seen.nodeKeys) return [];
-    return (await statedWitnessKeys(seen.nodeKeys, seen.logKey.name.slice(0, seen.logKey.name.lastIndexOf("/")))).later;
+    if (!seen.logOk) return { proven: false, problem: "", later: [] };
+    return await provenRotations(seen, anchors);
   } catch (e) {
-    return [];
+    return { proven: false, problem: "", later: [] };
   }
+}
+
+// Whether a tally body (decoded, `s`) signed by generation `i` of an observer whose `rotated`
+// generations follow its anchored one counts (16.6, as `vledger tally` judges it): the newest
+// generation's key whatever its at_ms and height; a replaced one's only with an at_ms before the
+// until of the rotation that replaced it and, when that rotation states `tallied`, of a ledger
+// listed there at a height no larger. Returns "" when it counts, else why not.
+function outOfForce(s, ledger, rotated, i) {
+  if (i === rotated.length) return "";
+  const replacing = rotated[i];
+  const why = `signed by its key replaced at admin record ${replacing.index}`;
+  if (BigInt(s.at_ms) >= replacing.until) return `${why}, stamped at or after that rotation's until`;
+  if (replacing.tallied === null) return "";
+  if (!replacing.tallied.has(ledger)) return `${why}, which its rotation says never tallied ${ledger}`;
+  if (BigInt(s.height) > replacing.tallied.get(ledger)) {
+    return `${why}, at height ${s.height}, past the height ${replacing.tallied.get(ledger)} its rotation says that key had tallied`;
+  }
+  return "";
+}
+
+// Whether a cosignature/v1 line stamped `time` (POSIX seconds) by generation `i` of a witness
+// whose `rotated` generations follow its anchored one counts on a checkpoint of `size` records
+// of `ledger` (16.6, 14.3 step 7): the newest generation's whatever its time; a replaced one's
+// stamped at or after the until of the rotation that replaced it is refused ({refused}); when
+// that rotation states `cosigned`, on a checkpoint of a ledger not listed there or larger than
+// the size listed it is not counted ({skipped}). Returns {} when it counts, else the reason.
+function cosignatureOutOfForce(time, size, ledger, rotated, i) {
+  if (i === rotated.length) return {};
+  const replacing = rotated[i];
+  const why = `by its key replaced at admin record ${replacing.index}`;
+  if (BigInt(time) * 1000n >= replacing.until) return { refused: `${why}, stamped at or after that rotation's until [bad_cosignature]` };
+  if (replacing.cosigned === null) return {};
+  if (!replacing.cosigned.has(ledger)) return { skipped: `${why}, which its rotation says never cosigned ${ledger}` };
+  if (BigInt(size) > replacing.cosigned.get(ledger)) {
+    return { skipped: `${why}, on ${size} records, past the ${replacing.cosigned.get(ledger)} its rotation says that key had cosigned` };
+  }
+  return {};
 }
 
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
@@ -563,11 +648,13 @@ async function statedLaterKeys(ledger, anchors) {
 // not list fails), or without anchors the gateway's; then the body decoded from those bytes, which
 // must be that observer's tally of `ledger`. Returns, per observer, {observer, publicKey (hex),
 // ok (true; false with `problem`; null: none published, or with `unproven`), snapshot (the
-// decoded body when ok)}. With anchors, a body the anchored key does not verify but a later key
-// of that observer does, as node keys state it (`later`, statedWitnessKeys' list, 16.6), is
-// `unproven` (ok null, the reason): a routine key rotation no page can prove (the admin ledger's
-// key is in no anchors), neither counted nor a forgery.
-async function checkTallies(ledger, answer, anchors, later = []) {
+// decoded body when ok)}. With anchors, an observer the node keys (`rotations`, provenRotations)
+// say rotated has the anchored key as its generation 0 and their keys as its later ones: when
+// they are proven (the anchors' admin key), a body counts only by the key in force for it
+// (outOfForce: a replaced key's past its window or its `tallied` is a failure, as for
+// `vledger tally`); when they are not, a body any of those keys signed is `unproven` (ok null,
+// the reason), neither counted nor a forgery: the anchored key may be a stolen replaced one.
+async function checkTallies(ledger, answer, anchors, rotations = { proven: false, problem: "", later: [] }) {
   const checked = [];
   for (const o of answer.observers) {
     const anchored = anchors && anchors.observers.get(o.observer);
@@ -578,23 +665,33 @@ async function checkTallies(ledger, answer, anchors, later = []) {
       c.ok = false;
       c.problem = "not an observer of the publisher's anchors";
     } else if (o.body && publicKey) {
-      if (!await verifyEd25519(bytesOfHex(publicKey), bytesOfHex(o.signature), bytesOfHex(o.body))) {
-        const rotated = [];
-        for (const l of later.filter((x) => anchors && x.node === o.observer)) {
-          if (await verifyEd25519(l.key.publicKey, bytesOfHex(o.signature), bytesOfHex(o.body))) rotated.push(l);
-        }
-        if (rotated.length) {
-          c.unproven = `signed by a later key of its own (its rotation at admin record ${rotated[0].index}), which this ` +
-            "page cannot prove: not counted";
-        } else {
-          c.ok = false;
-          c.problem = "INVALID";
-        }
+      const body = bytesOfHex(o.body), signature = bytesOfHex(o.signature);
+      const rotated = anchors ? rotations.later.filter((x) => x.node === o.observer) : [];
+      const keys = [bytesOfHex(publicKey), ...rotated.map((x) => x.key.publicKey)];
+      const signers = [];
+      for (const [i, key] of keys.entries()) if (await verifyEd25519(key, signature, body)) signers.push(i);
+      if (!signers.length) {
+        c.ok = false;
+        c.problem = "INVALID";
+        continue;
+      }
+      if (rotated.length && !rotations.proven) {
+        c.unproven = signers[0] === 0
+          ? `signed by its anchored key, which its rotation at admin record ${rotated[0].index} replaced; this page ` +
+            `cannot prove whether that key was still in force (${rotations.problem}): not counted`
+          : `signed by a later key of its own (its rotation at admin record ${rotated[signers[0] - 1].index}), which this ` +
+            `page cannot prove (${rotations.problem}): not counted`;
         continue;
       }
       try {
-        const s = decodeMsgpack(bytesOfHex(o.body));
+        const s = decodeMsgpack(body);
         if (s.observer !== o.observer || s.ledger !== ledger || !s.tally) throw new Error("another observer's or ledger's");
+        const why = signers.map((i) => outOfForce(s, ledger, rotated, i));
+        if (why.every((w) => w)) {
+          c.ok = false;
+          c.problem = `NOT counted: ${why[0]}`;
+          continue;
+        }
         c.ok = true;
         c.snapshot = s;
       } catch (e) {
@@ -670,4 +767,5 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
+  provenRotations, outOfForce, cosignatureOutOfForce,
 };
