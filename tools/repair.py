@@ -20,7 +20,9 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
 4. **The copy.** Records ``0 .. size - 1`` by ``range`` pages into a fresh store in a
    directory beside NODE's, each verified as the chain's next (section 4), their Merkle root
    checked against the checkpoint; the genesis must pin the home's key (or none). Any failure
-   refuses and removes only that fresh directory.
+   refuses and removes only that fresh directory. A repair holds ``<store>.repair.lock`` (a
+   second repair of NODE is refused) and first removes the fresh directories an interrupted
+   one left (a kill runs no cleanup), saying so.
 5. **The swap.** Only then is the old store renamed ``<store>.broken-<UTC time>`` (kept as
    evidence, never deleted) and the new one put in its place. The old store's evidence rows,
    and its signed or cosigned checkpoints the new copy proves, are carried over; so are its
@@ -36,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -108,6 +112,7 @@ class RepairResult:
     carried: int = 0  # checkpoint rows carried over from the old store
     blobs: int = 0  # blobs carried over
     restarted: bool = False
+    cleared: list[Path] = field(default_factory=list)  # scratch copies interrupted repairs left, removed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +135,7 @@ class RepairResult:
             "checkpoints_carried": self.carried,
             "blobs_carried": self.blobs,
             "restarted": self.restarted,
+            "cleared": [str(path) for path in self.cleared],
         }
 
 
@@ -618,9 +624,14 @@ class Repair:
             redis.close()
 
     def _rebuild(self, store: Path, targets: list[LedgerRepair], sources: Sources) -> RepairResult:
+        with repair_lock(store) as cleared:
+            result = self._rebuild_locked(store, targets, sources)
+        result.cleared = cleared
+        return result
+
+    def _rebuild_locked(self, store: Path, targets: list[LedgerRepair], sources: Sources) -> RepairResult:
         config = self.config
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
-        store.parent.mkdir(parents=True, exist_ok=True)
         fresh = store.with_name(f"{store.name}.repair-{stamp}")
         if fresh.exists():
             raise RepairRefusedError(f"{fresh} exists: another repair is under way, or left it (look, then remove it)")
@@ -642,6 +653,34 @@ class Repair:
             shutil.rmtree(fresh, ignore_errors=True)  # only what this repair made; the old store is untouched
             raise
         return result
+
+
+_SCRATCH = re.compile(r"\.repair-\d{8}T\d{6}Z")  # the fresh directory's suffix: _rebuild_locked's stamp
+
+
+@contextlib.contextmanager
+def repair_lock(store: Path) -> Iterator[list[Path]]:
+    """Held while ``store`` is rebuilt (RepairRefusedError if another repair holds it); under it,
+    the fresh directories an interrupted repair left beside it (a kill -9 runs no cleanup: a full
+    copy each time, outsider 21 F8) are removed, and yielded for the command to name. Only names
+    of that exact form, which no node or operator makes, are touched; ``<store>.broken-*`` stay."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(store.with_name(f"{store.name}.repair.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RepairRefusedError(f"another repair of {store.name} is under way") from None
+        left = sorted(
+            path
+            for path in store.parent.iterdir()
+            if path.name.startswith(store.name) and _SCRATCH.fullmatch(path.name[len(store.name) :])
+        )
+        for path in left:
+            shutil.rmtree(path)
+        yield left
+    finally:
+        os.close(lock)  # the lock goes with the descriptor; the empty file stays (removing it would race)
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -678,6 +717,8 @@ def _print(result: RepairResult) -> None:
             f"{len(r.witnesses)} witnesses cosigned ({', '.join(r.witnesses)})"
         )
     print(f"  carried over from the old store: {result.carried} checkpoints, {result.blobs} blobs")
+    for path in result.cleared:
+        print(f"  removed {path}: the unfinished copy of an interrupted repair")
     print(f"  the old store is kept at {result.kept}" if result.kept is not None else "  there was no old store")
     print(
         f"  {result.node} restarted: it catches up past the checkpoints from its sources"

@@ -27,6 +27,7 @@ from vledger.tools.repair import (
     default_quorum,
     ledgers_of,
     quorum_checkpoint,
+    repair_lock,
 )
 
 LIMITS = Limits()
@@ -200,3 +201,23 @@ def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_
     )
     assert ledgers_of(config, "ingest-2", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}
     assert ledgers_of(config, "ingest-1", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}
+
+
+def test_a_repair_removes_what_an_interrupted_one_left_and_refuses_to_run_twice(tmp_path: Path) -> None:
+    """Outsider 21, F8: a repair killed mid-copy left its full scratch copy for good, one a run."""
+    store = tmp_path / "replica-3"
+    store.mkdir()
+    left = tmp_path / "replica-3.repair-20261206T154900Z"
+    (left / "chain.sqlite3").parent.mkdir()
+    (left / "chain.sqlite3").write_bytes(b"half a copy")
+    kept = [tmp_path / name for name in ("replica-3.broken-20261206T154900Z", "replica-30.repair-20261206T154900Z",
+                                          "replica-3.repair-notes")]  # fmt: skip
+    for path in kept:
+        path.mkdir()
+    with repair_lock(store) as cleared:
+        assert cleared == [left] and not left.exists()
+        assert all(path.exists() for path in kept) and store.exists()
+        with pytest.raises(RepairRefusedError, match="another repair of replica-3 is under way"), repair_lock(store):
+            pass
+    with repair_lock(store) as cleared:  # released with its run
+        assert cleared == []
