@@ -428,6 +428,14 @@ class StoreReader:
 # The column lists a page may select; each starts with ``height``, the key of the next page.
 _RAW_COLUMNS = "height, data"
 _ROW_COLUMNS = "height, hash, author, request_id, data"
+# (height, data) of a node's open, which reads every record once (check_tree, build_tree): its data
+# NULL for a row whose hash, author or request id column is of another type than the node writes
+# there, so that the leaf hash fails on it (TypeError), as on data of another type, and the open
+# then names the cell (records_type_error). Checked by comparisons, as SQLite orders values (numbers,
+# then TEXT, then BLOBs, X'' the least): no function call a row, and no scan of their own (a
+# separate typeof() scan cost a 1M-record store's open 0.45 CPU s, these comparisons ~0.1).
+# TEXT-affinity columns hold no numbers (SQLite stores them as text), so ``< X''`` is TEXT there.
+CHECKED_RECORD_PAGE = "height, CASE WHEN hash >= X'' AND author < X'' AND request_id < X'' THEN data END"
 
 
 # SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
@@ -470,30 +478,52 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 }
 
 
-def check_column_types(conn: sqlite3.Connection, path: Path) -> None:
-    """Raise StoreError naming the table, column and row of the first cell whose storage class
-    is not the one the node writes there (_COLUMN_TYPES): read as it is, such a cell makes a
-    read fail with an OperationalError or a TypeError far from here, at every open and on every
-    read over it. One scan of each table (SQLite reads a cell's type from the row's header,
-    not its bytes); a table the store does not have yet is skipped."""
-    for table, (where, columns) in _COLUMN_TYPES.items():
-        tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
-        kinds = ", ".join(f"typeof({column})" for column, _ in columns)
-        try:
-            row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                continue
-            raise
-        if row is None:
-            continue
-        for (column, kind), found in zip(columns, row[2:], strict=True):
-            if found != kind:
-                at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
-                raise StoreError(
-                    f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
-                    "the store was changed behind the node's back"
-                )
+# The tables whose column types ChainStore's open checks by a scan of their own (the records' are
+# checked by its one scan of the records, see check_column_types).
+TYPED_APART = tuple(table for table in _COLUMN_TYPES if table != "records")
+
+
+def check_column_types(conn: sqlite3.Connection, path: Path, tables: tuple[str, ...] = tuple(_COLUMN_TYPES)) -> None:
+    """Raise StoreError naming the table, column and row of the first cell of ``tables`` whose
+    storage class is not the one the node writes there (_COLUMN_TYPES): read as it is, such a
+    cell makes a read fail with an OperationalError or a TypeError far from here, at every open
+    and on every read over it. One scan of each table (SQLite reads a cell's type from the row's
+    header, not its bytes); a table the store does not have yet is skipped. ChainStore's open
+    leaves ``records`` out: its scan of every record checks them as it reads them (see
+    CHECKED_RECORD_PAGE), and it calls :func:`records_type_error` when a check fails."""
+    for table in tables:
+        wrong = _first_wrong_cell(conn, path, table)
+        if wrong is not None:
+            raise wrong
+
+
+def records_type_error(conn: sqlite3.Connection, path: Path) -> StoreError | None:
+    """The StoreError of :func:`check_column_types` for the first cell of ``records`` of another
+    type, or None when there is none: one scan of the records, made by ChainStore's open only
+    once one of its checks failed, so that a cell of another type is named as such."""
+    return _first_wrong_cell(conn, path, "records")
+
+
+def _first_wrong_cell(conn: sqlite3.Connection, path: Path, table: str) -> StoreError | None:
+    where, columns = _COLUMN_TYPES[table]
+    tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
+    kinds = ", ".join(f"typeof({column})" for column, _ in columns)
+    try:
+        row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return None
+        raise
+    if row is None:
+        return None
+    for (column, kind), found in zip(columns, row[2:], strict=True):
+        if found != kind:
+            at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
+            return StoreError(
+                f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
+                "the store was changed behind the node's back"
+            )
+    raise AssertionError("unreachable: the row was selected for a column of another type")
 
 
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
@@ -522,6 +552,14 @@ def iter_pages(
     # The pages' rows through chain's C loop, with no generator frame resumed a row: a layer of
     # ``yield from`` cost every row of a full verify some 0.02 us (iter_raw once went through three).
     return itertools.chain.from_iterable(_page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size))
+
+
+def iter_checked_pages(
+    conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
+) -> Iterator[tuple[int, bytes]]:
+    """:func:`iter_pages` whose data is None for a row whose hash, author or request id column
+    is of another type (CHECKED_RECORD_PAGE): for a reader that hashes every record's bytes."""
+    return itertools.chain.from_iterable(_page_lists(conn, CHECKED_RECORD_PAGE, ledger, start, stop, page_size))
 
 
 def _pages(
@@ -953,7 +991,10 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
     Returns the frontier of all the records and the edge's size (the records from it on are
     covered by no tree hash: ChainStore checks them as it checks the head); raises
     TreeMismatchError at the first disagreement (a changed record, a changed, missing or extra
-    tree row, a changed edge, records cut off below the edge), and never writes.
+    tree row, a changed edge, records cut off below the edge), and never writes. A record whose
+    data, hash, author or request id column is of another type raises TypeError (its data is
+    not bytes, see CHECKED_RECORD_PAGE), or OperationalError for data that is TEXT and not UTF-8
+    (a NodeConnection's read): the caller names the cell (records_type_error).
     """
     row = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
     try:
@@ -964,7 +1005,7 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
     levels: dict[int, Iterator[tuple[int, bytes]]] = {}
     # The records up to the edge's size, its hashes compared there, then those past it.
     for start, stop in ((0, edge.size), (edge.size, None)) if edge is not None else ((0, None),):
-        for height, data in iter_pages(conn, ledger, start, stop, page_size):
+        for height, data in iter_checked_pages(conn, ledger, start, stop, page_size):
             for level, index, node in frontier.append(tree.leaf_hash(data)):
                 if level < STORED_LEVEL:
                     continue
@@ -1028,10 +1069,11 @@ def edge_covers(edge: int, records: int) -> bool:
 
 
 def build_tree(conn: sqlite3.Connection, ledger: str, page_size: int) -> tree.Frontier:
-    """Write a ledger's tree rows from its records' stored bytes (inside the caller's transaction)."""
+    """Write a ledger's tree rows from its records' stored bytes (inside the caller's transaction);
+    raises as :func:`check_tree` for a record column of another type."""
     frontier = tree.Frontier()
     batch: list[tuple[str, int, int, bytes]] = []
-    for _, data in iter_pages(conn, ledger, 0, None, page_size):
+    for _, data in iter_checked_pages(conn, ledger, 0, None, page_size):
         batch.extend(
             (ledger, level, index, node)
             for level, index, node in frontier.append(tree.leaf_hash(data))
