@@ -311,8 +311,10 @@ def _no_tree_kept(conn: sqlite3.Connection, result: Verification) -> None:
 def _check_checkpoint_rows(
     conn: sqlite3.Connection, result: Verification, counts: Mapping[str, int], wanted: str | None
 ) -> None:
-    """Every checkpoint row of the selected ledgers (all when ``wanted`` is None) against its own
-    note (checkpoint_log.row_disagrees: the size, root and ledger columns the node selects by),
+    """Every checkpoint row of the selected ledgers (all when ``wanted`` is None), the latest of
+    each kind and every older one, against its own note (checkpoint_log.row_disagrees: the size,
+    root and ledger columns the node selects by, the kind its signatures say, an at_ms in
+    milliseconds; a column of another type is a finding too),
     and each signed, cosigned or imported one against the records it proves the store held: a
     ledger with none of its records left (deleted whole) fails here, as one cut short fails at
     its latest checkpoint. Evidence rows prove nothing of this store's records."""
@@ -324,9 +326,17 @@ def _check_checkpoint_rows(
         (wanted,),
     )
     for ledger, kind, size, root, note, at_ms in rows:
-        if not isinstance(ledger, str) or not isinstance(size, int):
-            continue  # a cell of another type: the node's store check says it (storefile.check_column_types)
-        if isinstance(note, bytes) and isinstance(root, bytes):
+        if type(ledger) is not str:  # a row that names no ledger: the store's finding
+            if result.error is None:
+                result.error = StoreError(
+                    f"the checkpoints table's {kind!r} row at size {size!r}: its ledger is stored as "
+                    f"{sqlite_type(ledger)}, not as TEXT"
+                )
+            continue
+        wrong: str | None
+        if type(size) is not int:
+            wrong = f"its size is stored as {sqlite_type(size)}, not as an integer"
+        elif type(note) is bytes and type(root) is bytes:
             wrong = row_disagrees(KeptCheckpoint(ledger, kind, size, root, note, at_ms))
         else:
             wrong = "its root or note is not a BLOB"
@@ -343,7 +353,7 @@ def _check_checkpoint_rows(
             error = StoreError(
                 f"ledger {ledger!r}: a stored {kind} checkpoint of size {size}, but the store holds none of its records"
             )
-        report.fail(error, max(size - 1, 0))
+        report.fail(error, max(size - 1, 0) if type(size) is int else None)
 
 
 @dataclass(frozen=True, slots=True)
