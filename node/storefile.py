@@ -446,9 +446,12 @@ _UNDECODABLE_CELL = "Could not decode to UTF-8 column"
 
 # The storage class of each column the node reads, as it writes them: a cell of another class
 # (``cast(data as text)``, a number in a hash column) is a store changed behind the node's back.
-_COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+# (the two columns that name a row, how they are said, (column, its storage classes) ...); a
+# column of hash_runs that a run's state leaves NULL may be NULL.
+_COLUMN_TYPES: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     "records": (
         "ledger, height",
+        "ledger {0!r} at {1}",
         (
             ("ledger", "text"),
             ("height", "integer"),
@@ -460,11 +463,13 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     ),
     "tree": (
         "ledger, level || '/' || idx",
+        "ledger {0!r} at {1}",
         (("ledger", "text"), ("level", "integer"), ("idx", "integer"), ("hash", "blob")),
     ),
-    "tree_edge": ("ledger, NULL", (("ledger", "text"), ("frontier", "blob"))),
+    "tree_edge": ("ledger, NULL", "ledger {0!r}", (("ledger", "text"), ("frontier", "blob"))),
     "checkpoints": (
         "ledger, size",
+        "ledger {0!r} at {1}",
         (
             ("ledger", "text"),
             ("kind", "text"),
@@ -474,7 +479,12 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
             ("at_ms", "integer"),
         ),
     ),
-    "meta": ("key, NULL", (("key", "text"), ("value", "text"))),
+    "meta": ("key, NULL", "key {0!r}", (("key", "text"), ("value", "text"))),
+    "hash_runs": (
+        "run, NULL",
+        "run {0}",
+        (("level", "integer"), ("rows", "integer"), ("into_run", "integer null"), ("cursor", "blob null")),
+    ),
 }
 
 
@@ -505,8 +515,9 @@ def records_type_error(conn: sqlite3.Connection, path: Path) -> StoreError | Non
 
 
 def _first_wrong_cell(conn: sqlite3.Connection, path: Path, table: str) -> StoreError | None:
-    where, columns = _COLUMN_TYPES[table]
-    tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
+    where, label, columns = _COLUMN_TYPES[table]
+    allowed = {column: ", ".join(f"'{k}'" for k in kind.split()) for column, kind in columns}
+    tests = " OR ".join(f"typeof({column}) NOT IN ({allowed[column]})" for column, _ in columns)
     kinds = ", ".join(f"typeof({column})" for column, _ in columns)
     try:
         row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
@@ -517,11 +528,10 @@ def _first_wrong_cell(conn: sqlite3.Connection, path: Path, table: str) -> Store
     if row is None:
         return None
     for (column, kind), found in zip(columns, row[2:], strict=True):
-        if found != kind:
-            at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
+        if found not in kind.split():
             return StoreError(
-                f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
-                "the store was changed behind the node's back"
+                f"{path}: the {table} table's {column} column holds a {found} value, not {kind.split()[0]} "
+                f"({label.format(*row[:2])}): the store was changed behind the node's back"
             )
     raise AssertionError("unreachable: the row was selected for a column of another type")
 
@@ -699,33 +709,38 @@ def hash_runs(conn: sqlite3.Connection) -> list[HashRun]:
 
 def check_hash_runs(conn: sqlite3.Connection, path: Path) -> None:
     """Count each run's rows against ``hash_runs`` (a store's open check: one pass over the
-    index in its order, no sort): a plain run holds the rows it lists, a merge's target the
-    rows moved into it and its sources the rest of what they held, and no row is in a run
-    it does not list. Raises IndexMismatchError for a row deleted or added behind the store's
-    back; a changed row is `vledger verify`'s to find (tools/hash_index.py)."""
+    index in its order, no sort): see :func:`runs_disagree`. Raises IndexMismatchError for a row
+    deleted or added behind the store's back; a changed row is `vledger verify`'s to find
+    (tools/hash_index.py)."""
     counts = {int(run): int(n) for run, n in conn.execute("SELECT run, COUNT(*) FROM hash_rows GROUP BY run")}
-    runs = hash_runs(conn)
+    wrong = runs_disagree(counts, hash_runs(conn))
+    if wrong is not None:
+        raise IndexMismatchError(f"{path}: {wrong}")
+
+
+def runs_disagree(counts: Mapping[int, int], runs: list[HashRun]) -> str | None:
+    """What of ``hash_runs`` (``runs``) the rows of each run (``counts``, run -> rows, a run
+    with none left out) contradict, or None: a plain run holds the rows it lists, a merge's
+    target the rows moved into it and its sources the rest of what they held, and no row is
+    in a run it does not list."""
     listed = {r.run for r in runs}
     stray = sorted(set(counts) - listed)
     if stray:
-        raise IndexMismatchError(
-            f"{path}: the hash index has {counts[stray[0]]} rows in run {stray[0]}, which hash_runs does not list"
-        )
+        return f"the hash index has {counts[stray[0]]} rows in run {stray[0]}, which hash_runs does not list"
     for r in runs:
         if r.into_run is not None:
             continue
         if counts.get(r.run, 0) != r.rows:
-            raise IndexMismatchError(
-                f"{path}: the hash index's run {r.run} holds {counts.get(r.run, 0)} rows, hash_runs says {r.rows}"
-            )
+            return f"the hash index's run {r.run} holds {counts.get(r.run, 0)} rows, hash_runs says {r.rows}"
         if r.cursor is not None:
             sources = [s for s in runs if s.into_run == r.run]
             held, expected = sum(counts.get(s.run, 0) for s in sources), sum(s.rows for s in sources) - r.rows
             if held != expected:
-                raise IndexMismatchError(
-                    f"{path}: the hash index's runs {', '.join(str(s.run) for s in sources)}, merging into run "
+                return (
+                    f"the hash index's runs {', '.join(str(s.run) for s in sources)}, merging into run "
                     f"{r.run}, hold {held} rows, hash_runs says {expected}"
                 )
+    return None
 
 
 def run_level(rows: int, fill_at: int) -> int:

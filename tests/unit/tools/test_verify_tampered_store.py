@@ -215,3 +215,19 @@ def test_a_checkpoint_row_whose_ledger_is_no_text_fails_the_store(tmp_path: Path
     )
     failed = _failures(tmp_path)
     assert list(failed) == [""] and "its ledger is stored as BLOB, not as TEXT" in failed[""]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("height = 'abc'", "a row of the ledger holds its height as TEXT ('abc'), not as an integer"),
+        ("height = X'1e'", "a row of the ledger holds its height as BLOB (b'\\x1e'), not as an integer"),
+        ("ledger = CAST(ledger AS BLOB)", "the row at height 30 holds its ledger as BLOB (b'ledger-a'), not as TEXT"),
+    ],
+)
+def test_a_height_missing_for_a_column_of_another_type_says_so(tmp_path: Path, change: str, why: str) -> None:
+    # Reported as a bare gap before: the pages read a ledger's rows by their integer heights.
+    _store(tmp_path)
+    _sql(tmp_path, f"UPDATE records SET {change} WHERE ledger = '{LEDGER}' AND height = 30")
+    failed = _failures(tmp_path)
+    assert failed[LEDGER].startswith("[height_gap] ") and failed[LEDGER].endswith(why)
