@@ -84,6 +84,7 @@ from .storefile import (
     iter_pages,
     merge_hash_runs,
     records_type_error,
+    sqlite_type,
     tail_rows,
     tree_kept,
 )
@@ -1517,8 +1518,23 @@ class ChainStore:
         return conn
 
     def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:
-        row = conn.execute(f"SELECT data FROM records {where}", args).fetchone()
-        return decode_record(row[0], PROTOCOL_LIMITS) if row else None
+        row = conn.execute(f"SELECT ledger, height, data FROM records {where}", args).fetchone()
+        if row is None:
+            return None
+        if type(row[2]) is not bytes:
+            raise self.damaged_cell(row[0], row[1], row[2])
+        return decode_record(row[2], PROTOCOL_LIMITS)
+
+    def damaged_cell(self, ledger: object, height: object, data: object) -> StoreDamagedError:
+        """A record's data read as another type than the BLOB the node writes (tampered into
+        valid UTF-8 TEXT, which a read takes as it is, or a number): as :meth:`found_damaged`.
+        Checked where a read has the value in hand (a record decoded, a page served by
+        ``range``: a type test a row, no read of its own); a running node otherwise meets it at
+        its next start (storefile.check_column_types)."""
+        return self.found_damaged(
+            f"{self.path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
+            f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
+        )
 
     def ledgers(self) -> list[str]:
         return sorted(self._heads)
