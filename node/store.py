@@ -1570,6 +1570,8 @@ class ChainStore:
     def get_by_hash(self, record_hash: bytes) -> Record | None:
         """The record whose hash column is ``record_hash``, or None; raises as :meth:`_find_hash`."""
         found = self._find_hash(record_hash)
+        if found is not None and type(found[2]) is not bytes:
+            raise self.damaged_cell(*found)
         return None if found is None else decode_record(found[2], PROTOCOL_LIMITS)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:

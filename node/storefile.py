@@ -298,7 +298,7 @@ class StoreReader:
         before them) for the records below each ledger's filled mark, then, if it is not
         there, the rows above the marks (read as they come, see :meth:`_read_tails`); a
         store older still through its index on the hash column. Raises StoreError when the
-        file cannot be read.
+        file cannot be read, or for a row whose data is of another type than bytes.
 
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
@@ -311,6 +311,12 @@ class StoreReader:
                     self._read_tails()
                     place = self._tail.get(record_hash)
                     found = None if place is None else hash_at(self._conn, record_hash, *place)
+                if found is not None and type(found[2]) is not bytes:
+                    raise StoreError(
+                        f"{self.path}: the records table's data column holds a {sqlite_type(found[2]).lower()} "
+                        f"value, not blob (ledger {found[0]!r} at {found[1]}): the store was changed behind "
+                        "the node's back"
+                    )
                 return found
             except sqlite3.OperationalError as e:
                 # A node converted the layout since it was read (its old table is gone): read it again.
@@ -669,9 +675,11 @@ def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: i
 
 
 def _found(conn: sqlite3.Connection, query: str, params: tuple[object, ...]) -> tuple[str, int, bytes] | None:
-    """(ledger, height, bytes) of the first row ``query`` selects, or None."""
+    """(ledger, height, bytes) of the first row ``query`` selects, or None. Its data as read: of
+    another type than bytes only in a store tampered with, which the caller checks by its type
+    (a copy by ``bytes()`` raised a TypeError for TEXT, and made bytes of a number)."""
     row = conn.execute(query, params).fetchone()
-    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+    return None if row is None else (row[0], int(row[1]), row[2])
 
 
 # --- the hash index: sorted runs, merged in bounded steps --------------------------------

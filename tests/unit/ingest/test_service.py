@@ -24,10 +24,11 @@ import pytest
 from vledger.config.cluster import ClusterConfig, IngestSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.service import Caller, IngestService, Pending
-from vledger.node.errors import NoSuchLedgerError, StoreDamagedError
+from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
+from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
 
 NODE = "ingest-1"
@@ -354,3 +355,21 @@ def test_a_record_tampered_into_text_while_the_node_runs_is_answered_store_damag
     assert answer["error"]["code"] == "store_damaged"
     assert f"data column holds a text value, not blob (ledger '{LEDGER}' at {height})" in answer["error"]["message"]
     assert len(found) == 1  # the node's stop (its runtime's on_damaged), once
+
+
+def test_a_record_tampered_into_text_is_damage_when_found_by_its_hash(tmp_path: Path, store: ChainStore) -> None:
+    """Its copy by bytes() raised a TypeError (the request failed unexpectedly), a number's made zero bytes."""
+    link = store.append(_entry(1)).hash
+    found: list[StoreDamagedError] = []
+    store.on_damaged = found.append
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("UPDATE records SET data = 'hello' WHERE ledger = ? AND height = 1", (LEDGER,))
+        conn.commit()
+    reply = _service(tmp_path, store, 1).handle(KEY, encode_request(1, "get", {"hash": link}))
+    answer = _answer(reply) if isinstance(reply, Pending) else msgpack.unpackb(reply, raw=False)
+    assert answer["error"]["code"] == "store_damaged" and len(found) == 1
+    with (
+        contextlib.closing(StoreReader(store.directory)) as reader,
+        pytest.raises(StoreError, match="holds a text value"),
+    ):
+        reader.find_hash(link)
