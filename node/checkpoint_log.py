@@ -55,12 +55,28 @@ class KeptCheckpoint:
     at_ms: int
 
 
+def is_kind(kind: object) -> bool:
+    """Whether ``kind`` names a kind of row this log writes (KINDS, or ``outside:<witness>``)."""
+    return type(kind) is str and (
+        kind in KINDS or (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX))
+    )
+
+
 def row_disagrees(row: KeptCheckpoint) -> str | None:
-    """What of ``row``'s ledger, size and root columns its own note does not say (None when they
-    agree): the columns are copies the node selects and compares by, the note is what was signed.
-    Syntax only: the note's signatures were verified when the row was written."""
+    """What of ``row``'s columns its own note does not say, or that no row the log writes holds
+    (None when all agree): the ledger, size and root columns are copies the node selects and
+    compares by, the note is what was signed; the kind says whose signatures the note carries (a
+    signed row's one, its home's, a cosigned row's one more at least: a cosigned row relabelled
+    signed would count as a checkpoint this node signed, and twice in ``vledger verify``), and
+    ``at_ms`` orders the rows of a size. Syntax only: the note's signatures were verified when
+    the row was written."""
+    if type(row.at_ms) is not int or row.at_ms < 0:
+        return f"its at_ms is {row.at_ms!r}, no time in milliseconds"
+    if not is_kind(row.kind):
+        return f"its kind {row.kind!r} is none that a node writes"
     try:
-        body = parse_checkpoint(parse_note(row.note).text)
+        note = parse_note(row.note)
+        body = parse_checkpoint(note.text)
     except VledgerError as e:
         return f"its note does not parse ({e.message})"
     if not body.origin.endswith("/" + row.ledger):
@@ -69,6 +85,14 @@ def row_disagrees(row: KeptCheckpoint) -> str | None:
         return f"its note says size {body.size}"
     if body.root != row.root:
         return "its note says another root"
+    signatures = len(note.signatures)
+    if row.kind in (SIGNED, IMPORTED_SIGNED) and signatures != 1:
+        return f"its note carries {signatures} signatures, where a home signs with one"
+    if row.kind in (COSIGNED, IMPORTED_COSIGNED) and signatures < 2:
+        return "its note carries no cosignature, only its home's signature"
+    witness = row.kind[len(OUTSIDE_KIND_PREFIX) :]
+    if row.kind.startswith(OUTSIDE_KIND_PREFIX) and all(s.name != witness for s in note.signatures):
+        return f"its note carries no signature by {witness}"
     return None
 
 
@@ -131,7 +155,7 @@ class CheckpointLog:
         COSIGNED rows (and SIGNED ones of a log without it) through a connection of their own,
         set so once: one statement per row (each call into SQLite lets a home's request thread
         take the GIL from its signing thread)."""
-        if kind not in KINDS and not (kind.startswith(OUTSIDE_KIND_PREFIX) and len(kind) > len(OUTSIDE_KIND_PREFIX)):
+        if not is_kind(kind):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
             return self._insert(ledger, kind, size, root, note)
@@ -249,7 +273,7 @@ class CheckpointLog:
             if wrong is not None:
                 message = (
                     f"{self.path}: the checkpoints table's {row.kind} row of ledger {row.ledger!r} at size "
-                    f"{row.size} disagrees with its note: {wrong}; the store was changed behind the node's back"
+                    f"{row.size} is no row the node wrote: {wrong}; the store was changed behind the node's back"
                 )
                 raise StoreError(message) if self.found_damaged is None else self.found_damaged(message)
         return kept
@@ -258,8 +282,12 @@ class CheckpointLog:
         """Check the row of each ledger and kind the node reads first (the largest size) against
         its note: a size or root column changed behind the node's back raises StoreError here, at
         open, before anything compares the store with it (a size raised 1 -> 999 made a replica
-        find its own store contradicting a checkpoint it never cosigned). Older rows are checked
-        as they are read (:meth:`_all`); ``vledger verify`` checks every row."""
+        find its own store contradicting a checkpoint it never cosigned). An older row matters to
+        the node only once it reads it (a range's latest for a write concern or a catch-up, the
+        row at a size an outbox signs again or a follower holds as evidence), and every read
+        goes through :meth:`_all`, which checks each row it returns as this does: so none is
+        trusted unchecked, and the open does not parse every note kept (a witness keeps one per
+        checkpoint it cosigned). ``vledger verify`` checks every row."""
         try:
             with self._lock:
                 pairs = self._conn.execute("SELECT DISTINCT ledger, kind FROM checkpoints").fetchall()

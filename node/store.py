@@ -67,6 +67,7 @@ from .storefile import (
     SCHEMA_VERSION,
     STORED_LEVEL,
     TREE_KEPT,
+    TYPED_APART,
     StoredTree,
     add_run_of_records,
     adopt_record_hashes,
@@ -82,6 +83,8 @@ from .storefile import (
     indexed_hash,
     iter_pages,
     merge_hash_runs,
+    records_type_error,
+    sqlite_type,
     tail_rows,
     tree_kept,
 )
@@ -642,17 +645,26 @@ class ChainStore:
                 log.warning("%s: a store of an earlier version: its hash index is built anew, once", self.path)
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            check_column_types(self._write, self.path)
-            self._load_heads()
-            self._filled = filled_marks(self._write)  # each ledger's, as committed
+            # Every table's column types but the records', which the open's one scan of them checks.
+            check_column_types(self._write, self.path, TYPED_APART)
             # The hashes of the records above the filled marks, by hash: (ledger, height). Kept
             # by the committer (replaced when it fills the index, else added to after each
             # commit, before its appends are answered), so a lookup by hash reads no rows past
             # the index. Fewer than hash_fill_at, rebuilt from the rows when opened.
             self._tail: dict[bytes, tuple[str, int]] = {}
-            if hash_fill_at is not None:
-                self._open_hash_index(hash_fill_at)
-            self._load_trees()
+            try:
+                self._load_heads()
+                self._filled = filled_marks(self._write)  # each ledger's, as committed
+                if hash_fill_at is not None:
+                    self._open_hash_index(hash_fill_at)
+                self._load_trees()
+            except (VledgerError, TypeError, ValueError, sqlite3.OperationalError) as e:
+                # A records cell of another type fails one of these checks (its type is read as
+                # the rows are, see _load_heads and storefile.CHECKED_RECORD_PAGE): say so.
+                wrong = records_type_error(self._write, self.path)
+                if wrong is not None:
+                    raise wrong from e
+                raise
             self._replay_domain()
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
             # Its signed rows go through the write connection (see CheckpointLog), under the same lock.
@@ -723,17 +735,27 @@ class ChainStore:
         """Check each ledger's genesis, head and the record below it, so a damaged file fails at open.
 
         New records are placed on the head, so the head must be the record it claims to be.
-        The rest of the chain is checked by a full verification (`vledger verify`).
+        The rest of the chain is checked by a full verification (`vledger verify`). A ledger
+        or height column of another type raises StoreError, as reading such a row's data
+        raises (TypeError, OperationalError): __init__ then names the cell.
         """
         ledgers = [r[0] for r in self._write.execute("SELECT DISTINCT ledger FROM records")]
         for ledger in ledgers:
+            if type(ledger) is not str:  # (the caller names the cell: records_type_error)
+                raise StoreError(f"{self.path}: a record's ledger column is no name")
             genesis = self._read_one(self._write, "WHERE ledger = ? AND height = 0", (ledger,))
             if genesis is None:
                 raise StoreError(f"{self.path}: ledger {ledger!r} has no genesis record")
             rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(genesis)
-            top, count = self._write.execute(
-                "SELECT MAX(height), COUNT(*) FROM records WHERE ledger = ?", (ledger,)
+            # One read of the ledger's index entries, which hold every height: a height of
+            # another type than INTEGER (TEXT, a BLOB, a REAL 2.5) names no record (below).
+            top, count, odd = self._write.execute(
+                "SELECT MAX(height), COUNT(*), COUNT(*) FILTER (WHERE typeof(height) <> 'integer') "
+                "FROM records WHERE ledger = ?",
+                (ledger,),
             ).fetchone()
+            if odd:
+                raise StoreError(f"{self.path}: ledger {ledger!r} has {odd} heights that are no integers")
             if count != top + 1:
                 raise StoreError(f"{self.path}: ledger {ledger!r} has {count} records for heights 0..{top}")
             head = genesis
@@ -758,6 +780,7 @@ class ChainStore:
         rows built here, in one transaction.
         """
         if not self.keep_tree:
+            check_column_types(self._write, self.path, ("records",))  # no scan of the records here to ride
             self._write.execute("DELETE FROM meta WHERE key = ?", (TREE_KEPT[0],))
             return
         page = self.settings.read_page_size
@@ -1495,8 +1518,23 @@ class ChainStore:
         return conn
 
     def _read_one(self, conn: sqlite3.Connection, where: str, args: tuple[object, ...]) -> Record | None:
-        row = conn.execute(f"SELECT data FROM records {where}", args).fetchone()
-        return decode_record(row[0], PROTOCOL_LIMITS) if row else None
+        row = conn.execute(f"SELECT ledger, height, data FROM records {where}", args).fetchone()
+        if row is None:
+            return None
+        if type(row[2]) is not bytes:
+            raise self.damaged_cell(row[0], row[1], row[2])
+        return decode_record(row[2], PROTOCOL_LIMITS)
+
+    def damaged_cell(self, ledger: object, height: object, data: object) -> StoreDamagedError:
+        """A record's data read as another type than the BLOB the node writes (tampered into
+        valid UTF-8 TEXT, which a read takes as it is, or a number): as :meth:`found_damaged`.
+        Checked where a read has the value in hand (a record decoded, a page served by
+        ``range``: a type test a row, no read of its own); a running node otherwise meets it at
+        its next start (storefile.check_column_types)."""
+        return self.found_damaged(
+            f"{self.path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
+            f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
+        )
 
     def ledgers(self) -> list[str]:
         return sorted(self._heads)
@@ -1532,6 +1570,8 @@ class ChainStore:
     def get_by_hash(self, record_hash: bytes) -> Record | None:
         """The record whose hash column is ``record_hash``, or None; raises as :meth:`_find_hash`."""
         found = self._find_hash(record_hash)
+        if found is not None and type(found[2]) is not bytes:
+            raise self.damaged_cell(*found)
         return None if found is None else decode_record(found[2], PROTOCOL_LIMITS)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:

@@ -298,7 +298,7 @@ class StoreReader:
         before them) for the records below each ledger's filled mark, then, if it is not
         there, the rows above the marks (read as they come, see :meth:`_read_tails`); a
         store older still through its index on the hash column. Raises StoreError when the
-        file cannot be read.
+        file cannot be read, or for a row whose data is of another type than bytes.
 
         The column is an unchecked copy: the caller checks the record's link before it trusts it.
         """
@@ -311,6 +311,12 @@ class StoreReader:
                     self._read_tails()
                     place = self._tail.get(record_hash)
                     found = None if place is None else hash_at(self._conn, record_hash, *place)
+                if found is not None and type(found[2]) is not bytes:
+                    raise StoreError(
+                        f"{self.path}: the records table's data column holds a {sqlite_type(found[2]).lower()} "
+                        f"value, not blob (ledger {found[0]!r} at {found[1]}): the store was changed behind "
+                        "the node's back"
+                    )
                 return found
             except sqlite3.OperationalError as e:
                 # A node converted the layout since it was read (its old table is gone): read it again.
@@ -428,6 +434,14 @@ class StoreReader:
 # The column lists a page may select; each starts with ``height``, the key of the next page.
 _RAW_COLUMNS = "height, data"
 _ROW_COLUMNS = "height, hash, author, request_id, data"
+# (height, data) of a node's open, which reads every record once (check_tree, build_tree): its data
+# NULL for a row whose hash, author or request id column is of another type than the node writes
+# there, so that the leaf hash fails on it (TypeError), as on data of another type, and the open
+# then names the cell (records_type_error). Checked by comparisons, as SQLite orders values (numbers,
+# then TEXT, then BLOBs, X'' the least): no function call a row, and no scan of their own (a
+# separate typeof() scan cost a 1M-record store's open 0.45 CPU s, these comparisons ~0.1).
+# TEXT-affinity columns hold no numbers (SQLite stores them as text), so ``< X''`` is TEXT there.
+CHECKED_RECORD_PAGE = "height, CASE WHEN hash >= X'' AND author < X'' AND request_id < X'' THEN data END"
 
 
 # SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
@@ -438,9 +452,12 @@ _UNDECODABLE_CELL = "Could not decode to UTF-8 column"
 
 # The storage class of each column the node reads, as it writes them: a cell of another class
 # (``cast(data as text)``, a number in a hash column) is a store changed behind the node's back.
-_COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+# (the two columns that name a row, how they are said, (column, its storage classes) ...); a
+# column of hash_runs that a run's state leaves NULL may be NULL.
+_COLUMN_TYPES: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     "records": (
         "ledger, height",
+        "ledger {0!r} at {1}",
         (
             ("ledger", "text"),
             ("height", "integer"),
@@ -452,11 +469,13 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     ),
     "tree": (
         "ledger, level || '/' || idx",
+        "ledger {0!r} at {1}",
         (("ledger", "text"), ("level", "integer"), ("idx", "integer"), ("hash", "blob")),
     ),
-    "tree_edge": ("ledger, NULL", (("ledger", "text"), ("frontier", "blob"))),
+    "tree_edge": ("ledger, NULL", "ledger {0!r}", (("ledger", "text"), ("frontier", "blob"))),
     "checkpoints": (
         "ledger, size",
+        "ledger {0!r} at {1}",
         (
             ("ledger", "text"),
             ("kind", "text"),
@@ -466,34 +485,61 @@ _COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
             ("at_ms", "integer"),
         ),
     ),
-    "meta": ("key, NULL", (("key", "text"), ("value", "text"))),
+    "meta": ("key, NULL", "key {0!r}", (("key", "text"), ("value", "text"))),
+    "hash_runs": (
+        "run, NULL",
+        "run {0}",
+        (("level", "integer"), ("rows", "integer"), ("into_run", "integer null"), ("cursor", "blob null")),
+    ),
 }
 
 
-def check_column_types(conn: sqlite3.Connection, path: Path) -> None:
-    """Raise StoreError naming the table, column and row of the first cell whose storage class
-    is not the one the node writes there (_COLUMN_TYPES): read as it is, such a cell makes a
-    read fail with an OperationalError or a TypeError far from here, at every open and on every
-    read over it. One scan of each table (SQLite reads a cell's type from the row's header,
-    not its bytes); a table the store does not have yet is skipped."""
-    for table, (where, columns) in _COLUMN_TYPES.items():
-        tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
-        kinds = ", ".join(f"typeof({column})" for column, _ in columns)
-        try:
-            row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                continue
-            raise
-        if row is None:
-            continue
-        for (column, kind), found in zip(columns, row[2:], strict=True):
-            if found != kind:
-                at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
-                raise StoreError(
-                    f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
-                    "the store was changed behind the node's back"
-                )
+# The tables whose column types ChainStore's open checks by a scan of their own (the records' are
+# checked by its one scan of the records, see check_column_types).
+TYPED_APART = tuple(table for table in _COLUMN_TYPES if table != "records")
+
+
+def check_column_types(conn: sqlite3.Connection, path: Path, tables: tuple[str, ...] = tuple(_COLUMN_TYPES)) -> None:
+    """Raise StoreError naming the table, column and row of the first cell of ``tables`` whose
+    storage class is not the one the node writes there (_COLUMN_TYPES): read as it is, such a
+    cell makes a read fail with an OperationalError or a TypeError far from here, at every open
+    and on every read over it. One scan of each table (SQLite reads a cell's type from the row's
+    header, not its bytes); a table the store does not have yet is skipped. ChainStore's open
+    leaves ``records`` out: its scan of every record checks them as it reads them (see
+    CHECKED_RECORD_PAGE), and it calls :func:`records_type_error` when a check fails."""
+    for table in tables:
+        wrong = _first_wrong_cell(conn, path, table)
+        if wrong is not None:
+            raise wrong
+
+
+def records_type_error(conn: sqlite3.Connection, path: Path) -> StoreError | None:
+    """The StoreError of :func:`check_column_types` for the first cell of ``records`` of another
+    type, or None when there is none: one scan of the records, made by ChainStore's open only
+    once one of its checks failed, so that a cell of another type is named as such."""
+    return _first_wrong_cell(conn, path, "records")
+
+
+def _first_wrong_cell(conn: sqlite3.Connection, path: Path, table: str) -> StoreError | None:
+    where, label, columns = _COLUMN_TYPES[table]
+    allowed = {column: ", ".join(f"'{k}'" for k in kind.split()) for column, kind in columns}
+    tests = " OR ".join(f"typeof({column}) NOT IN ({allowed[column]})" for column, _ in columns)
+    kinds = ", ".join(f"typeof({column})" for column, _ in columns)
+    try:
+        row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return None
+        raise
+    if row is None:
+        return None
+    for (column, kind), found in zip(columns, row[2:], strict=True):
+        if found not in kind.split():
+            return StoreError(
+                f"{path}: the {table} table's {column} column holds a {found} value, not {kind.split()[0]} "
+                f"({label.format(*row[:2])}): the store was changed behind the node's back"
+            )
+    raise AssertionError("unreachable: the row was selected for a column of another type")
 
 
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
@@ -522,6 +568,14 @@ def iter_pages(
     # The pages' rows through chain's C loop, with no generator frame resumed a row: a layer of
     # ``yield from`` cost every row of a full verify some 0.02 us (iter_raw once went through three).
     return itertools.chain.from_iterable(_page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size))
+
+
+def iter_checked_pages(
+    conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
+) -> Iterator[tuple[int, bytes]]:
+    """:func:`iter_pages` whose data is None for a row whose hash, author or request id column
+    is of another type (CHECKED_RECORD_PAGE): for a reader that hashes every record's bytes."""
+    return itertools.chain.from_iterable(_page_lists(conn, CHECKED_RECORD_PAGE, ledger, start, stop, page_size))
 
 
 def _pages(
@@ -621,9 +675,11 @@ def hash_at(conn: sqlite3.Connection, record_hash: bytes, ledger: str, height: i
 
 
 def _found(conn: sqlite3.Connection, query: str, params: tuple[object, ...]) -> tuple[str, int, bytes] | None:
-    """(ledger, height, bytes) of the first row ``query`` selects, or None."""
+    """(ledger, height, bytes) of the first row ``query`` selects, or None. Its data as read: of
+    another type than bytes only in a store tampered with, which the caller checks by its type
+    (a copy by ``bytes()`` raised a TypeError for TEXT, and made bytes of a number)."""
     row = conn.execute(query, params).fetchone()
-    return None if row is None else (row[0], int(row[1]), bytes(row[2]))
+    return None if row is None else (row[0], int(row[1]), row[2])
 
 
 # --- the hash index: sorted runs, merged in bounded steps --------------------------------
@@ -661,33 +717,38 @@ def hash_runs(conn: sqlite3.Connection) -> list[HashRun]:
 
 def check_hash_runs(conn: sqlite3.Connection, path: Path) -> None:
     """Count each run's rows against ``hash_runs`` (a store's open check: one pass over the
-    index in its order, no sort): a plain run holds the rows it lists, a merge's target the
-    rows moved into it and its sources the rest of what they held, and no row is in a run
-    it does not list. Raises IndexMismatchError for a row deleted or added behind the store's
-    back; a changed row is `vledger verify`'s to find (tools/hash_index.py)."""
+    index in its order, no sort): see :func:`runs_disagree`. Raises IndexMismatchError for a row
+    deleted or added behind the store's back; a changed row is `vledger verify`'s to find
+    (tools/hash_index.py)."""
     counts = {int(run): int(n) for run, n in conn.execute("SELECT run, COUNT(*) FROM hash_rows GROUP BY run")}
-    runs = hash_runs(conn)
+    wrong = runs_disagree(counts, hash_runs(conn))
+    if wrong is not None:
+        raise IndexMismatchError(f"{path}: {wrong}")
+
+
+def runs_disagree(counts: Mapping[int, int], runs: list[HashRun]) -> str | None:
+    """What of ``hash_runs`` (``runs``) the rows of each run (``counts``, run -> rows, a run
+    with none left out) contradict, or None: a plain run holds the rows it lists, a merge's
+    target the rows moved into it and its sources the rest of what they held, and no row is
+    in a run it does not list."""
     listed = {r.run for r in runs}
     stray = sorted(set(counts) - listed)
     if stray:
-        raise IndexMismatchError(
-            f"{path}: the hash index has {counts[stray[0]]} rows in run {stray[0]}, which hash_runs does not list"
-        )
+        return f"the hash index has {counts[stray[0]]} rows in run {stray[0]}, which hash_runs does not list"
     for r in runs:
         if r.into_run is not None:
             continue
         if counts.get(r.run, 0) != r.rows:
-            raise IndexMismatchError(
-                f"{path}: the hash index's run {r.run} holds {counts.get(r.run, 0)} rows, hash_runs says {r.rows}"
-            )
+            return f"the hash index's run {r.run} holds {counts.get(r.run, 0)} rows, hash_runs says {r.rows}"
         if r.cursor is not None:
             sources = [s for s in runs if s.into_run == r.run]
             held, expected = sum(counts.get(s.run, 0) for s in sources), sum(s.rows for s in sources) - r.rows
             if held != expected:
-                raise IndexMismatchError(
-                    f"{path}: the hash index's runs {', '.join(str(s.run) for s in sources)}, merging into run "
+                return (
+                    f"the hash index's runs {', '.join(str(s.run) for s in sources)}, merging into run "
                     f"{r.run}, hold {held} rows, hash_runs says {expected}"
                 )
+    return None
 
 
 def run_level(rows: int, fill_at: int) -> int:
@@ -953,7 +1014,10 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
     Returns the frontier of all the records and the edge's size (the records from it on are
     covered by no tree hash: ChainStore checks them as it checks the head); raises
     TreeMismatchError at the first disagreement (a changed record, a changed, missing or extra
-    tree row, a changed edge, records cut off below the edge), and never writes.
+    tree row, a changed edge, records cut off below the edge), and never writes. A record whose
+    data, hash, author or request id column is of another type raises TypeError (its data is
+    not bytes, see CHECKED_RECORD_PAGE), or OperationalError for data that is TEXT and not UTF-8
+    (a NodeConnection's read): the caller names the cell (records_type_error).
     """
     row = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
     try:
@@ -964,7 +1028,7 @@ def check_tree(conn: sqlite3.Connection, path: Path, ledger: str, page_size: int
     levels: dict[int, Iterator[tuple[int, bytes]]] = {}
     # The records up to the edge's size, its hashes compared there, then those past it.
     for start, stop in ((0, edge.size), (edge.size, None)) if edge is not None else ((0, None),):
-        for height, data in iter_pages(conn, ledger, start, stop, page_size):
+        for height, data in iter_checked_pages(conn, ledger, start, stop, page_size):
             for level, index, node in frontier.append(tree.leaf_hash(data)):
                 if level < STORED_LEVEL:
                     continue
@@ -1028,10 +1092,11 @@ def edge_covers(edge: int, records: int) -> bool:
 
 
 def build_tree(conn: sqlite3.Connection, ledger: str, page_size: int) -> tree.Frontier:
-    """Write a ledger's tree rows from its records' stored bytes (inside the caller's transaction)."""
+    """Write a ledger's tree rows from its records' stored bytes (inside the caller's transaction);
+    raises as :func:`check_tree` for a record column of another type."""
     frontier = tree.Frontier()
     batch: list[tuple[str, int, int, bytes]] = []
-    for _, data in iter_pages(conn, ledger, 0, None, page_size):
+    for _, data in iter_checked_pages(conn, ledger, 0, None, page_size):
         batch.extend(
             (ledger, level, index, node)
             for level, index, node in frontier.append(tree.leaf_hash(data))

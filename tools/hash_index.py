@@ -28,7 +28,16 @@ from typing import Any
 
 from ..node.errors import IndexMismatchError
 from ..node.json_values import parse_json
-from ..node.storefile import PREFIX_END, StoreRow, escaped_text, filled_marks, sqlite_type
+from ..node.storefile import (
+    PREFIX_END,
+    HashRun,
+    StoreRow,
+    escaped_text,
+    filled_marks,
+    lenient_text,
+    runs_disagree,
+    sqlite_type,
+)
 
 _LANE = 128  # bits a row takes in a packed integer: its 64-bit value and room for a product
 _M64 = (1 << 64) - 1
@@ -142,6 +151,8 @@ class IndexScan:
     marks: dict[str, int] = field(default_factory=dict)
     sums: dict[str, IndexSum] = field(default_factory=dict)
     unlisted: list[int] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)  # hash_runs' rows as stored (any types)
+    counts: dict[int, int] = field(default_factory=dict)  # each listed run's rows in hash_rows
 
 
 def index_layout(conn: sqlite3.Connection) -> str:
@@ -165,10 +176,11 @@ def scan_index(conn: sqlite3.Connection, key: bytes, on_marks: Callable[[str, di
             scan.marks = filled_marks(conn)
         on_marks(layout, scan.marks)
         if layout == "runs":
-            listed = [run for (run,) in conn.execute("SELECT run FROM hash_runs ORDER BY run")]
+            scan.runs = lenient_text(conn, "SELECT run, level, rows, into_run, cursor FROM hash_runs ORDER BY run", ())
+            listed = [row[0] for row in scan.runs]
             scan.unlisted = [run for run in _runs_with_rows(conn) if run not in set(listed)]
             for run in listed:
-                _sum_run(conn, scan, key, "hash_rows", "run = ? AND ", (run,))
+                scan.counts[run] = _sum_run(conn, scan, key, "hash_rows", "run = ? AND ", (run,))
         elif layout == "filled":
             _sum_run(conn, scan, key, "record_hashes", "", ())
         return scan
@@ -186,12 +198,12 @@ def _runs_with_rows(conn: sqlite3.Connection) -> Iterator[int]:
 
 def _sum_run(
     conn: sqlite3.Connection, scan: IndexScan, key: bytes, table: str, run: str, params: tuple[int, ...]
-) -> None:
+) -> int:
     """Add one run's rows to ``scan.sums`` (``table`` and ``run``, a condition ending in AND,
     are this module's constants). With one ledger marked, the usual case, its rows are read
     without a GROUP BY (which sorts each range), then any other ledger's, if the count says
-    there are some."""
-    rows = int(conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {run}1", params).fetchone()[0])
+    there are some. Returns the run's rows."""
+    rows = count = int(conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {run}1", params).fetchone()[0])
     where: tuple[str, tuple[str, ...]] = (" GROUP BY ledger", ())
     if len(scan.marks) == 1:
         (ledger,) = scan.marks
@@ -208,6 +220,26 @@ def _sum_run(
         where = (" AND ledger != ? GROUP BY ledger", (ledger,))
     if rows > 0:
         _sum_ranges(conn, scan, key, rows, f"SELECT ledger, {_JOINED} FROM {table} WHERE {run}", params, *where)
+    return count
+
+
+def runs_wrong(scan: IndexScan, *, counts: bool = True) -> str | None:
+    """A column of ``hash_runs`` stored as another type than the node writes, or (with
+    ``counts``) what of it the scan's rows contradict (storefile.runs_disagree), each of which
+    the node's open refuses; else None."""
+    runs = []
+    for run, level, rows, into_run, cursor in scan.runs:
+        for column, value, kinds in (
+            ("level", level, (int,)),
+            ("rows", rows, (int,)),
+            ("into_run", into_run, (int, type(None))),
+            ("cursor", cursor, (bytes, type(None))),
+        ):
+            if type(value) not in kinds:
+                wanted = "an integer" if kinds[0] is int else "a BLOB"
+                return f"the hash index's run {run}: its {column} is stored as {sqlite_type(value)}, not as {wanted}"
+        runs.append(HashRun(run, level, rows, into_run, cursor))
+    return runs_disagree(scan.counts, runs) if counts else None
 
 
 # A range's rows of one ledger: how many, their prefixes joined into one blob, their heights a JSON list.

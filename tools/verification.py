@@ -88,7 +88,7 @@ from ..node.storefile import (
 )
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
-from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
+from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, runs_wrong, scan_index
 from .paths import export_file, store_dir
 from .progress import Progress
 
@@ -277,7 +277,7 @@ def verify_store(
                     if tree is not None:
                         tree.finish()
                 except RecordError as e:
-                    report.fail(e, e.height)
+                    report.fail(_gap_named(tree_rows, e), e.height)
                 except _TreeFailure as e:
                     report.fail(e.error, e.height)
                 if summed is not None:
@@ -289,6 +289,24 @@ def verify_store(
             _no_tree_kept(tree_rows, result)
         _check_checkpoint_rows(tree_rows, result, counts, wanted)
     return result
+
+
+def _gap_named(conn: sqlite3.Connection, error: RecordError) -> RecordError:
+    """``error``, or for a height missing from its ledger the same saying why, when a row's
+    height or ledger column of another type is why: the pages read a ledger's rows by their
+    integer heights, so such a row's record is missing there (as for a node). Two seeks: TEXT
+    and BLOB sort after every number, BLOBs after all TEXT."""
+    if not isinstance(error, HeightGapError) or error.ledger is None:
+        return error
+    rows = lenient_text(conn, "SELECT height FROM records WHERE ledger = ? AND height >= '' LIMIT 1", (error.ledger,))
+    if rows:
+        why = f"a row of the ledger holds its height as {sqlite_type(rows[0][0])} ({rows[0][0]!r}), not as an integer"
+    else:
+        rows = lenient_text(conn, "SELECT ledger, height FROM records WHERE ledger >= X'' LIMIT 1", ())
+        if not rows:
+            return error
+        why = f"the row at height {rows[0][1]!r} holds its ledger as BLOB ({rows[0][0]!r}), not as TEXT"
+    return HeightGapError(f"{error.message}: {why}", ledger=error.ledger, height=error.height)
 
 
 def _no_tree_kept(conn: sqlite3.Connection, result: Verification) -> None:
@@ -311,8 +329,10 @@ def _no_tree_kept(conn: sqlite3.Connection, result: Verification) -> None:
 def _check_checkpoint_rows(
     conn: sqlite3.Connection, result: Verification, counts: Mapping[str, int], wanted: str | None
 ) -> None:
-    """Every checkpoint row of the selected ledgers (all when ``wanted`` is None) against its own
-    note (checkpoint_log.row_disagrees: the size, root and ledger columns the node selects by),
+    """Every checkpoint row of the selected ledgers (all when ``wanted`` is None), the latest of
+    each kind and every older one, against its own note (checkpoint_log.row_disagrees: the size,
+    root and ledger columns the node selects by, the kind its signatures say, an at_ms in
+    milliseconds; a column of another type is a finding too),
     and each signed, cosigned or imported one against the records it proves the store held: a
     ledger with none of its records left (deleted whole) fails here, as one cut short fails at
     its latest checkpoint. Evidence rows prove nothing of this store's records."""
@@ -324,9 +344,17 @@ def _check_checkpoint_rows(
         (wanted,),
     )
     for ledger, kind, size, root, note, at_ms in rows:
-        if not isinstance(ledger, str) or not isinstance(size, int):
-            continue  # a cell of another type: the node's store check says it (storefile.check_column_types)
-        if isinstance(note, bytes) and isinstance(root, bytes):
+        if type(ledger) is not str:  # a row that names no ledger: the store's finding
+            if result.error is None:
+                result.error = StoreError(
+                    f"the checkpoints table's {kind!r} row at size {size!r}: its ledger is stored as "
+                    f"{sqlite_type(ledger)}, not as TEXT"
+                )
+            continue
+        wrong: str | None
+        if type(size) is not int:
+            wrong = f"its size is stored as {sqlite_type(size)}, not as an integer"
+        elif type(note) is bytes and type(root) is bytes:
             wrong = row_disagrees(KeptCheckpoint(ledger, kind, size, root, note, at_ms))
         else:
             wrong = "its root or note is not a BLOB"
@@ -343,7 +371,7 @@ def _check_checkpoint_rows(
             error = StoreError(
                 f"ledger {ledger!r}: a stored {kind} checkpoint of size {size}, but the store holds none of its records"
             )
-        report.fail(error, max(size - 1, 0))
+        report.fail(error, max(size - 1, 0) if type(size) is int else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +462,9 @@ def _check_index(
         result.error = IndexMismatchError(
             f"the hash index has rows in run {scan.unlisted[0]}, which hash_runs does not list"
         )
+    # A run's count that its rows contradict is left to a ledger's finding when one failed (it names the height).
+    elif (wrong := runs_wrong(scan, counts=all(r.error is None for r in result.reports))) is not None:
+        result.error = IndexMismatchError(wrong)
     elif scan.sums:
         ledger, held = next(iter(sorted(scan.sums.items())))
         result.error = IndexMismatchError(

@@ -8,8 +8,10 @@ receipt or its own documented error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -22,10 +24,11 @@ import pytest
 from vledger.config.cluster import ClusterConfig, IngestSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.service import Caller, IngestService, Pending
-from vledger.node.errors import NoSuchLedgerError
+from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
+from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
 
 NODE = "ingest-1"
@@ -324,3 +327,49 @@ def test_a_ledger_named_as_a_redis_group_tag_is_refused_at_create(tmp_path: Path
     reply = msgpack.unpackb(service.handle(KEY, sent), raw=False)  # type: ignore[arg-type]
     assert reply["error"]["code"] == "bad_genesis" and repr(name) in reply["error"]["message"], reply
     assert store.size(name) == 0
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args"),
+    [
+        ("range", {"ledger": LEDGER, "start": 0}),
+        ("get", {"ledger": LEDGER, "height": 2}),
+        ("head", {"ledger": LEDGER}),
+    ],
+)
+def test_a_record_tampered_into_text_while_the_node_runs_is_answered_store_damaged(
+    tmp_path: Path, store: ChainStore, cmd: str, args: dict[str, Any]
+) -> None:
+    """Valid UTF-8 TEXT is read as a str, with no decode error to stop it: range served it as a
+    record's bytes, get and head failed with a TypeError, until the node's next start."""
+    for number in (1, 2, 3):
+        store.append(_entry(number))
+    found: list[StoreDamagedError] = []
+    store.on_damaged = found.append
+    height = 3 if cmd == "head" else 2
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("UPDATE records SET data = 'hello' WHERE ledger = ? AND height = ?", (LEDGER, height))
+        conn.commit()
+    reply = _service(tmp_path, store, 1).handle(KEY, encode_request(1, cmd, args))
+    answer = _answer(reply) if isinstance(reply, Pending) else msgpack.unpackb(reply, raw=False)
+    assert answer["error"]["code"] == "store_damaged"
+    assert f"data column holds a text value, not blob (ledger '{LEDGER}' at {height})" in answer["error"]["message"]
+    assert len(found) == 1  # the node's stop (its runtime's on_damaged), once
+
+
+def test_a_record_tampered_into_text_is_damage_when_found_by_its_hash(tmp_path: Path, store: ChainStore) -> None:
+    """Its copy by bytes() raised a TypeError (the request failed unexpectedly), a number's made zero bytes."""
+    link = store.append(_entry(1)).hash
+    found: list[StoreDamagedError] = []
+    store.on_damaged = found.append
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("UPDATE records SET data = 'hello' WHERE ledger = ? AND height = 1", (LEDGER,))
+        conn.commit()
+    reply = _service(tmp_path, store, 1).handle(KEY, encode_request(1, "get", {"hash": link}))
+    answer = _answer(reply) if isinstance(reply, Pending) else msgpack.unpackb(reply, raw=False)
+    assert answer["error"]["code"] == "store_damaged" and len(found) == 1
+    with (
+        contextlib.closing(StoreReader(store.directory)) as reader,
+        pytest.raises(StoreError, match="holds a text value"),
+    ):
+        reader.find_hash(link)

@@ -22,11 +22,15 @@ from vledger.node.storefile import DB_NAME
 ROOT = bytes(range(32))
 
 
-def _note(size: int, tag: str, root: bytes = ROOT) -> bytes:
+def _note(size: int, tag: str, root: bytes = ROOT, signatures: int | None = None) -> bytes:
     """A note of ledger l's checkpoint (size, root), told apart by an extension line; its
-    signature is not verified here (syntax only), as the log reads its rows."""
+    signatures are not verified here (syntax only), as the log reads its rows. It carries one
+    signature (a home's), or two for the tag ``cosigned`` (a witness's line after it), as the
+    rows of those kinds do (checkpoint_log.row_disagrees)."""
     body = f"test/l\n{size}\n{base64.b64encode(root).decode()}\n{tag}\n"
-    return f"{body}\n\u2014 test {base64.b64encode(bytes(40)).decode()}\n".encode()
+    count = (2 if tag == "cosigned" else 1) if signatures is None else signatures
+    names = ["test", "test/witness/replica-1"][:count]
+    return (body + "\n" + "".join(f"\u2014 {name} {base64.b64encode(bytes(40)).decode()}\n" for name in names)).encode()
 
 
 def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
@@ -81,13 +85,14 @@ def test_a_cosigned_row_skips_its_own_fsync_too_and_evidence_does_not(tmp_path: 
 @pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
 def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: str) -> None:
     """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""
+    notes = 2 if kind == COSIGNED else 1
     script = textwrap.dedent(
         f"""
         import os, signal
         from pathlib import Path
         from vledger.node.store import ChainStore
         store = ChainStore(Path({str(tmp_path)!r}), origin="ingest-1")
-        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), {_note(7, "kill")!r})
+        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), {_note(7, "kill", signatures=notes)!r})
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -96,7 +101,7 @@ def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: st
     assert os.path.exists(tmp_path / f"{DB_NAME}-wal")  # never checkpointed: the kill came first
     with ChainStore(tmp_path, origin="ingest-1") as store:
         kept = store.checkpoints.latest("l", kind)
-        assert kept is not None and kept.note == _note(7, "kill")
+        assert kept is not None and kept.note == _note(7, "kill", signatures=notes)
 
 
 def test_a_log_opened_on_its_own_reads_what_the_store_kept(tmp_path: Path) -> None:
@@ -156,7 +161,29 @@ def test_a_row_whose_column_its_note_contradicts_does_not_open(
     with sqlite3.connect(tmp_path / DB_NAME) as conn:
         conn.execute(f"UPDATE checkpoints SET {column} = ?", (value,))
     conn.close()
-    with pytest.raises(StoreError, match=f"cosigned row of ledger 'l' at size .* disagrees with its note: {wrong}"):
+    with pytest.raises(StoreError, match=f"cosigned row of ledger 'l' at size .* is no row the node wrote: {wrong}"):
+        ChainStore(tmp_path, origin="replica-1")
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "wrong"),
+    [
+        # Read as a checkpoint this node signed: a home's self-check, its outbox's note (F6).
+        (COSIGNED, "kind = 'signed'", "its note carries 2 signatures, where a home signs with one"),
+        (SIGNED, "kind = 'cosigned'", "its note carries no cosignature"),
+        (COSIGNED, "kind = 'bogus'", "its kind 'bogus' is none that a node writes"),
+        (COSIGNED, "at_ms = -1", "its at_ms is -1, no time in milliseconds"),
+    ],
+)
+def test_a_row_whose_kind_or_time_no_node_writes_does_not_open(
+    tmp_path: Path, kind: str, change: str, wrong: str
+) -> None:
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        store.checkpoints.keep("l", kind, 1, ROOT, _note(1, kind))
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute(f"UPDATE checkpoints SET {change}")
+    conn.close()
+    with pytest.raises(StoreError, match=f"row of ledger 'l' at size 1 is no row the node wrote: {wrong}"):
         ChainStore(tmp_path, origin="replica-1")
 
 
@@ -167,6 +194,6 @@ def test_an_older_row_contradicted_by_its_note_stops_the_running_node(tmp_path: 
         store.checkpoints.keep("l", SIGNED, 1, ROOT, _note(1, "note"))
         store.checkpoints.keep("l", SIGNED, 2, ROOT, _note(2, "note"))
         store._write.execute("UPDATE checkpoints SET root = zeroblob(32) WHERE size = 1")
-        with pytest.raises(StoreDamagedError, match="signed row of ledger 'l' at size 1 disagrees"):
+        with pytest.raises(StoreDamagedError, match="signed row of ledger 'l' at size 1 is no row the node wrote"):
             store.checkpoints.at("l", SIGNED, 1)
         assert len(found) == 1 and "another root" in found[0].message

@@ -679,6 +679,44 @@ def test_a_tampered_head_or_genesis_fails_at_open(
     assert info.value.code == error
 
 
+@pytest.mark.parametrize(
+    ("height", "change", "column", "found"),
+    [
+        # 40 records: 20 is below the stored edge (32), 35 past it, 39 the head, 0 the genesis.
+        (20, "data = CAST(data AS TEXT)", "data", "text"),  # the same bytes, not UTF-8
+        (35, "data = CAST(data AS TEXT)", "data", "text"),
+        (39, "data = CAST(data AS TEXT)", "data", "text"),
+        (0, "data = CAST(data AS TEXT)", "data", "text"),
+        (20, "data = 'hello'", "data", "text"),
+        (20, "data = 5", "data", "integer"),
+        (20, "hash = CAST(hash AS TEXT)", "hash", "text"),
+        (20, "hash = 5", "hash", "integer"),
+        (38, "hash = 2.5", "hash", "real"),
+        (20, "author = CAST(author AS BLOB)", "author", "blob"),
+        (39, "request_id = CAST(request_id AS BLOB)", "request_id", "blob"),
+        (20, "height = 'abc'", "height", "text"),
+        (20, "height = 19.5", "height", "real"),
+        (20, "height = X'14'", "height", "blob"),
+        (20, "ledger = CAST(ledger AS BLOB)", "ledger", "blob"),
+    ],
+)
+def test_a_records_cell_of_another_type_fails_the_open_naming_its_column(
+    open_store: OpenStore, tmp_path: Path, kit: Any, height: int, change: str, column: str, found: str
+) -> None:
+    """The open's one scan of the records checks every column the node reads, as it reads them
+    (storefile.CHECKED_RECORD_PAGE and _load_heads), and names the cell as a scan of its own did."""
+    store = open_store(tmp_path / "s")
+    store.create_ledger(kit.genesis_entry(0))
+    fill(store, kit, 39)
+    store.close()
+    with sqlite3.connect(tmp_path / "s" / DB_NAME) as conn:
+        conn.execute(f"UPDATE records SET {change} WHERE ledger = ? AND height = ?", (LEDGER, height))
+    conn.close()
+    kind = {"ledger": "text", "height": "integer", "author": "text", "request_id": "text"}.get(column, "blob")
+    with pytest.raises(StoreError, match=rf"the records table's {column} column holds a {found} value, not {kind}"):
+        ChainStore(tmp_path / "s", origin="node-1")
+
+
 def test_a_head_row_holding_another_valid_record_fails_at_open(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
     """The head row's bytes are the record below it: valid on their own, but not the head.
 

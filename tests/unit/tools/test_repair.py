@@ -17,7 +17,7 @@ from vledger.node.note import origin_for
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, leaf_hash
-from vledger.node.witness import HomeSigner, WitnessSigner, witness_key, witness_name
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_key, witness_name
 from vledger.tools.progress import Progress
 from vledger.tools.repair import (
     LedgerRepair,
@@ -118,17 +118,21 @@ def test_a_store_whose_own_checkpoint_row_its_records_contradict_is_not_held(tmp
     [store_contradicts_checkpoint], and repair said "nothing to repair" without --force."""
     records = _chain(tmp_path / "store", 9)
     target = _target(records[:5])
+
+    def note(signed: SignedCheckpoint) -> bytes:  # a cosigned row's note carries the witness's line
+        return WITNESSES["replica-1"].cosign(signed, 1) if kind == "cosigned" else signed.note
+
     with ChainStore(tmp_path / "store") as store:
         honest = HOME.sign(LEDGER, 7, _root(records[:7]))
-        store.checkpoints.keep(LEDGER, kind, 7, honest.root, honest.note)
+        store.checkpoints.keep(LEDGER, kind, 7, honest.root, note(honest))
     assert already_holds(tmp_path / "store", [target])  # its own rows hold too
     with ChainStore(tmp_path / "store") as store:
         forged = HOME.sign(LEDGER, 8, b"\x07" * 32)
-        store.checkpoints.keep(LEDGER, kind, 8, forged.root, forged.note)
+        store.checkpoints.keep(LEDGER, kind, 8, forged.root, note(forged))
     assert not already_holds(tmp_path / "store", [target])
     with ChainStore(tmp_path / "store") as store:
         past = HOME.sign(LEDGER, 12, b"\x08" * 32)  # more records than it holds
-        store.checkpoints.keep(LEDGER, kind, 12, past.root, past.note)
+        store.checkpoints.keep(LEDGER, kind, 12, past.root, note(past))
     assert not already_holds(tmp_path / "store", [target])
 
 

@@ -30,7 +30,7 @@ from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME, SCHEMA, SCHEMA_VERSION, StoreReader
 from vledger.node.tree import Frontier, leaf_hash
-from vledger.node.witness import HomeSigner, home_key
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key
 from vledger.tools.verification import (
     CHUNK_RECORDS,
     MIN_CHUNK_RECORDS,
@@ -255,7 +255,9 @@ def _signed_store(directory: Path, records: int, sizes: dict[str, int], *, signe
             store.append(Entry.prepare(Content(PINNED, "note", {"n": i}, "admin", f"r{i}", 1), 0, LIMITS))
         for kind, size in sizes.items():
             signed = HomeSigner("local", signer_seed).sign(PINNED, size, store.root(PINNED, size))
-            store.checkpoints.keep(PINNED, kind, size, signed.root, signed.note)
+            # A cosigned row's note carries the witness's line after the home's (checkpoint_log.row_disagrees).
+            note = WitnessSigner("local/witness/node-1", SEED).cosign(signed, 1) if kind == "cosigned" else signed.note
+            store.checkpoints.keep(PINNED, kind, size, signed.root, note)
     return directory
 
 

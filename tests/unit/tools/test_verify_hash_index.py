@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
+from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.store import ChainStore
@@ -163,3 +164,24 @@ def test_the_sum_tells_apart_rows_swapped_between_heights() -> None:
     records.add_hashes([p + bytes(24) for p in prefixes], heights)
     assert sums[0] == (records.count, records.total, False)
     assert sums[1][:1] == sums[0][:1] and sums[1][1] != sums[0][1]
+
+
+@pytest.mark.parametrize(
+    ("change", "wrong"),
+    [
+        # Each passed before: verify read only the runs' ids, while the node refuses such a store.
+        ("level = 'x'", "its level is stored as TEXT, not as an integer"),
+        ("rows = 'x'", "its rows is stored as TEXT, not as an integer"),
+        ("rows = 2.5", "its rows is stored as REAL, not as an integer"),
+        ("cursor = 5", "its cursor is stored as INTEGER, not as a BLOB"),
+        ("into_run = X'01'", "its into_run is stored as BLOB, not as an integer"),
+        ("rows = rows + 1", "rows, hash_runs says"),
+    ],
+)
+def test_a_hash_runs_row_the_node_refuses_fails_the_store(store: Path, change: str, wrong: str) -> None:
+    _sql(store, f"UPDATE hash_runs SET {change} WHERE run = (SELECT MIN(run) FROM hash_runs WHERE into_run IS NULL)")
+    result = verify_store(store, None, LIMITS, workers=1)
+    assert [r.error for r in result.reports] == [None, None]
+    assert result.error is not None and result.error.code == "index_mismatch" and wrong in result.error.message
+    with pytest.raises(VledgerError):  # the node's open refuses it the same (store_damaged)
+        ChainStore(store, origin="n-1", hash_fill_at=4, hash_merge_step=3)

@@ -24,10 +24,12 @@ LEDGER = "ledger-a"
 OTHER = "ledger-b"
 
 
-def _note(ledger: str, size: int, root: bytes) -> bytes:
-    """A note of the checkpoint (size, root) of ``ledger`` (no key is pinned: its signature is not checked)."""
+def _note(ledger: str, size: int, root: bytes, *, cosigned: bool = False) -> bytes:
+    """A note of the checkpoint (size, root) of ``ledger`` (no key is pinned: its signature is not
+    checked), ``cosigned`` with a witness's line after the home's, as a cosigned row's note is."""
     body = f"test/{ledger}\n{size}\n{base64.b64encode(root).decode()}\n"
-    return f"{body}\n\u2014 test {base64.b64encode(bytes(40)).decode()}\n".encode()
+    names = ("test", "test/witness/home") if cosigned else ("test",)
+    return (body + "\n" + "".join(f"\u2014 {name} {base64.b64encode(bytes(40)).decode()}\n" for name in names)).encode()
 
 
 def _store(directory: Path, *, keep_tree: bool = True) -> None:
@@ -42,7 +44,11 @@ def _store(directory: Path, *, keep_tree: bool = True) -> None:
                     ledger, SIGNED, 20, store.root(ledger, 20), _note(ledger, 20, store.root(ledger, 20))
                 )
                 store.checkpoints.keep(
-                    ledger, COSIGNED, 40, store.root(ledger, 40), _note(ledger, 40, store.root(ledger, 40))
+                    ledger,
+                    COSIGNED,
+                    40,
+                    store.root(ledger, 40),
+                    _note(ledger, 40, store.root(ledger, 40), cosigned=True),
                 )
 
 
@@ -163,3 +169,65 @@ def test_a_checkpoint_note_stored_as_text_is_its_ledgers_finding_not_a_crash(tmp
     _sql(tmp_path, f"UPDATE checkpoints SET note = CAST(note AS TEXT) WHERE ledger = '{OTHER}' AND kind = 'cosigned'")
     failed = _failures(tmp_path)
     assert list(failed) == [OTHER]
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "wrong"),
+    [
+        # A cosigned row relabelled signed counted as a second checkpoint (outsider pass 20, F6).
+        ("cosigned", "kind = 'signed'", "its note carries 2 signatures, where a home signs with one"),
+        ("cosigned", "kind = 'imported:signed'", "its note carries 2 signatures, where a home signs with one"),
+        ("signed", "kind = 'cosigned'", "its note carries no cosignature, only its home's signature"),
+        ("signed", "kind = 'imported:cosigned'", "its note carries no cosignature, only its home's signature"),
+        ("cosigned", "kind = 'outside:someone'", "its note carries no signature by someone"),
+        ("cosigned", "kind = 'bogus'", "its kind 'bogus' is none that a node writes"),
+        ("cosigned", "kind = CAST(kind AS BLOB)", "its kind b'cosigned' is none that a node writes"),
+        ("cosigned", "at_ms = 'soon'", "its at_ms is 'soon', no time in milliseconds"),
+        ("cosigned", "at_ms = 1.5", "its at_ms is 1.5, no time in milliseconds"),
+        ("cosigned", "at_ms = -1", "its at_ms is -1, no time in milliseconds"),
+        ("signed", "size = 'twenty'", "its size is stored as TEXT, not as an integer"),
+    ],
+)
+def test_a_checkpoint_row_whose_kind_or_time_is_none_a_node_writes_fails(
+    tmp_path: Path, kind: str, change: str, wrong: str
+) -> None:
+    _store(tmp_path)
+    _sql(tmp_path, f"UPDATE checkpoints SET {change} WHERE ledger = '{LEDGER}' AND kind = '{kind}'")
+    failed = _failures(tmp_path)
+    assert list(failed) == [LEDGER] and wrong in failed[LEDGER]
+
+
+def test_an_older_checkpoint_row_is_compared_with_its_note_too(tmp_path: Path) -> None:
+    # Not the latest signed row (30 is), which is all a node reads of its signed rows at open.
+    _store(tmp_path)
+    with ChainStore(tmp_path) as store:
+        root = store.root(LEDGER, 30)
+        store.checkpoints.keep(LEDGER, SIGNED, 30, root, _note(LEDGER, 30, root))
+    _sql(tmp_path, f"UPDATE checkpoints SET root = zeroblob(32) WHERE ledger = '{LEDGER}' AND size = 20")
+    failed = _failures(tmp_path)
+    assert list(failed) == [LEDGER] and "signed row at size 20: its note says another root" in failed[LEDGER]
+
+
+def test_a_checkpoint_row_whose_ledger_is_no_text_fails_the_store(tmp_path: Path) -> None:
+    _store(tmp_path)
+    _sql(
+        tmp_path, f"UPDATE checkpoints SET ledger = CAST(ledger AS BLOB) WHERE ledger = '{LEDGER}' AND kind = 'signed'"
+    )
+    failed = _failures(tmp_path)
+    assert list(failed) == [""] and "its ledger is stored as BLOB, not as TEXT" in failed[""]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("height = 'abc'", "a row of the ledger holds its height as TEXT ('abc'), not as an integer"),
+        ("height = X'1e'", "a row of the ledger holds its height as BLOB (b'\\x1e'), not as an integer"),
+        ("ledger = CAST(ledger AS BLOB)", "the row at height 30 holds its ledger as BLOB (b'ledger-a'), not as TEXT"),
+    ],
+)
+def test_a_height_missing_for_a_column_of_another_type_says_so(tmp_path: Path, change: str, why: str) -> None:
+    # Reported as a bare gap before: the pages read a ledger's rows by their integer heights.
+    _store(tmp_path)
+    _sql(tmp_path, f"UPDATE records SET {change} WHERE ledger = '{LEDGER}' AND height = 30")
+    failed = _failures(tmp_path)
+    assert failed[LEDGER].startswith("[height_gap] ") and failed[LEDGER].endswith(why)
