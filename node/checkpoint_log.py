@@ -21,11 +21,10 @@ Rows are only ever added: nothing here is rewritten to "fix" a contradiction.
 
 from __future__ import annotations
 
-import collections
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
@@ -40,9 +39,6 @@ _INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at
 # (see CheckpointLog.keep): a note over records the store already made durable.
 UNSYNCED_KINDS = frozenset((SIGNED, COSIGNED))
 GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
-# The most a SIGNED row waits for a group commit to carry it (see CheckpointLog.keep): a lone
-# writer's next put comes well within it; past it (an idle node) the row is written on its own.
-CARRY_SECONDS = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +51,6 @@ class KeptCheckpoint:
     root: bytes
     note: bytes
     at_ms: int
-
-
-@dataclass(slots=True)
-class CarriedRow:
-    """A SIGNED row waiting for the store's next group commit to write it (CheckpointLog.keep)."""
-
-    row: tuple[str, str, int, bytes, bytes, int]
-    taken: bool = False  # a group commit took it: it is that commit's to write and settle
-    added: bool = False
-    failed: bool = False  # that commit failed: not written
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class CheckpointLog:
@@ -96,11 +81,6 @@ class CheckpointLog:
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
         self._waiting = 0  # keep calls waiting for (or holding) the writer lock
         self._brief = 0  # UNSYNCED_KINDS rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
-        # SIGNED rows waiting for a group commit to carry them (see keep), and those the one under
-        # way took: only the committer, holding the writer lock, takes and settles them.
-        self._carried: collections.deque[CarriedRow] = collections.deque()
-        self._carry_lock = threading.Lock()
-        self._in_flight: list[CarriedRow] = []
 
     def close(self) -> None:
         with self._lock:
@@ -112,16 +92,10 @@ class CheckpointLog:
         """Add a row; the same checkpoint kept twice is one row: True when this call added it.
         Raises ValueError for an unknown ``kind``, StoreError when the row cannot be written.
 
-        A SIGNED row of a store's log first waits up to CARRY_SECONDS for the store's next
-        group commit to write it in that commit's transaction, durable (fsynced) on return:
-        written on its own, it held the commit lock, and the 3.9% of a lone writer's puts that
-        met it waited for it (881 us against 428 on the node). Only if no group commit takes
-        it meanwhile (an idle node), or the one that did fails, is it written on its own.
-
-        A row is durable on return, except a COSIGNED one or a SIGNED one written on its own:
-        that one is in the file on return (a crash of the process keeps it) and fsynced with
-        the store's next group commit. A home signs only records already durable, and signs
-        deterministically: a row lost with the machine costs only its signature made again (the same bytes) when it is
+        A row is durable on return, except a SIGNED or COSIGNED one: that one is in the file
+        on return (a crash of the process keeps it) and fsynced with the store's next group
+        commit. A home signs only records already durable, and signs deterministically: a row
+        lost with the machine costs only its signature made again (the same bytes) when it is
         next needed, and the store still holds every checkpoint that went out. A witness
         cosigns only a checkpoint its store's durable records prove: a row lost with the
         machine leaves the one before it as the last cosigned, which those records prove too,
@@ -139,10 +113,6 @@ class CheckpointLog:
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
             return self._insert(ledger, kind, size, root, note)
-        if kind == SIGNED and self._shared is not None:
-            carried = self._carry((ledger, kind, size, root, note, time.time_ns() // 1_000_000))
-            if carried is not None:
-                return carried
         brief = kind in UNSYNCED_KINDS
         with self._turns:
             self._waiting += 1
@@ -156,51 +126,6 @@ class CheckpointLog:
                 self._waiting -= 1
                 self._brief -= brief
                 self._turns.notify_all()
-
-    def _carry(self, row: tuple[str, str, int, bytes, bytes, int]) -> bool | None:
-        """Hand ``row`` to the store's next group commit: whether it added the row, once that
-        commit is durable; None if no commit took it within CARRY_SECONDS, or the one that did
-        failed (it is then the caller's to write on its own)."""
-        carried = CarriedRow(row)
-        with self._carry_lock:
-            self._carried.append(carried)
-        if not carried.done.wait(CARRY_SECONDS):
-            with self._carry_lock:
-                if not carried.taken:
-                    self._carried.remove(carried)
-                    return None
-            carried.done.wait()  # a commit took it meanwhile: settled as that commit ends
-        return None if carried.failed else carried.added
-
-    def take_carried(self) -> bool:
-        """For the store's committer, holding the writer lock, about to write a group: take the
-        SIGNED rows waiting to be carried (see keep); whether there are any. The group then
-        writes them (:meth:`write_carried`) in its transaction and settles them once it is
-        durable or failed (:meth:`settle_carried`)."""
-        if not self._carried:  # read without the lock: a row added just after waits a group
-            return False
-        with self._carry_lock:
-            while self._carried:
-                carried = self._carried.popleft()
-                carried.taken = True
-                self._in_flight.append(carried)
-        return bool(self._in_flight)
-
-    def write_carried(self, conn: sqlite3.Connection) -> None:
-        """Insert the rows :meth:`take_carried` took, in the caller's transaction on the store's
-        write connection. Raises sqlite3.Error."""
-        for carried in self._in_flight:
-            carried.added = conn.execute(_INSERT, carried.row).rowcount > 0
-
-    def settle_carried(self, failed: bool = False) -> None:
-        """The group commit that took rows is durable, or ``failed``: their keep calls return
-        (or write them on their own). Nothing taken: nothing to do."""
-        if not self._in_flight:
-            return
-        for carried in self._in_flight:
-            carried.failed = failed
-            carried.done.set()
-        self._in_flight = []
 
     def holds_briefly(self) -> bool:
         """Whether a SIGNED or COSIGNED row's keep waits for or holds the writer lock: an INSERT without an

@@ -1053,7 +1053,6 @@ class ChainStore:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(error)
-                self.checkpoints.settle_carried(failed=True)
 
     def _grow_trees(
         self, records: Sequence[Record], data: Sequence[bytes], given: Sequence[bytes | None]
@@ -1167,16 +1166,7 @@ class ChainStore:
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
                     edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
                 fill = self.hash_fill_at is not None and len(self._tail) + len(records) >= self._fill_due
-                # A home's signed checkpoint rows waiting for a commit go in this one (CheckpointLog.keep).
-                carried = self.checkpoints.take_carried()
-                if (
-                    len(records) == 1
-                    and not carried
-                    and not tree_rows
-                    and not edges
-                    and not fill
-                    and not self._merge_due(1)
-                ):
+                if len(records) == 1 and not tree_rows and not edges and not fill and not self._merge_due(1):
                     # A lone record and nothing else to write (15 lone puts of 16): its INSERT is
                     # a transaction of its own, committed (and fsynced, synchronous=FULL) by SQLite
                     # as it ends, so BEGIN and COMMIT cost it no statements. Still all or nothing:
@@ -1196,8 +1186,6 @@ class ChainStore:
                             # With the records that bring it there: durable together (see storefile).
                             filled = self._fill_hashes(heads)
                         self._merge_hashes(len(records))
-                    if carried:
-                        self.checkpoints.write_carried(self._write)
                     self._write.execute("COMMIT")
         except Exception as e:  # whatever failed, no append of this group may be acknowledged
             if self._write.in_transaction:
@@ -1210,7 +1198,6 @@ class ChainStore:
             error = self.damaged(e) or StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
-            self.checkpoints.settle_carried(failed=True)
             return
         self._heads = heads
         self._newest_requests.committed(staged.records)
@@ -1238,7 +1225,6 @@ class ChainStore:
         if not answer_first:
             for job, result in done:
                 job.future.set_result(result)
-        self.checkpoints.settle_carried()  # after the replies: the outbox's keep waits for its rows
 
     def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
         """Write the hashes above the filled marks (those held in memory and this group's),

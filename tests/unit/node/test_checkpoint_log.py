@@ -9,15 +9,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vledger.node import checkpoint_log
 from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED, CheckpointLog
-from vledger.node.errors import StoreError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 
@@ -134,75 +130,3 @@ def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> 
         assert not keeper.is_alive() and not failures
         assert [r.size for r in log.all("l", SIGNED)] == [1, 2]
         assert [r.note for r in log.at("l", COSIGNED, 2)] == [b"cosigned 2"]
-
-
-def _keep_aside(log: CheckpointLog, size: int, note: bytes) -> tuple[threading.Thread, list[object]]:
-    """keep a SIGNED row on a thread of its own, once it waits for a group commit to carry it."""
-    outcome: list[object] = []
-
-    def keep() -> None:
-        try:
-            outcome.append(log.keep("l", SIGNED, size, ROOT, note))
-        except BaseException as e:  # reported to the test's thread
-            outcome.append(e)
-
-    keeper = threading.Thread(target=keep)
-    keeper.start()
-    deadline = time.monotonic() + 30
-    while not log._carried and keeper.is_alive():
-        assert time.monotonic() < deadline, "the row never waited for a group commit"
-        time.sleep(0.001)
-    return keeper, outcome
-
-
-def test_a_signed_row_rides_the_next_group_commit(tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A home's signed row is written by the store's next group commit, in its transaction
-    (fsynced with it, FULL throughout), not on its own: keep returns once that commit is durable."""
-    monkeypatch.setattr(checkpoint_log, "CARRY_SECONDS", 30.0)
-    with ChainStore(tmp_path, origin=kit.origin) as store:
-        store.create_ledger(kit.genesis_entry())
-        keeper, outcome = _keep_aside(store.checkpoints, 1, b"carried")
-        statements: list[str] = []
-        store._write.set_trace_callback(statements.append)
-        store.append(kit.entry(1))
-        keeper.join(30)
-        store._write.set_trace_callback(None)
-        assert not keeper.is_alive() and outcome == [True]
-        written = [s for s in statements if not s.startswith("SELECT")]  # a request id's look-up
-        assert [s.split()[0] for s in written] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
-        assert "checkpoints" in written[2]
-        assert not any("synchronous" in s for s in statements)
-        assert [r.note for r in store.checkpoints.all("l", SIGNED)] == [b"carried"]
-        assert store.size(kit.ledger) == 2
-
-
-def test_a_signed_row_whose_group_commit_fails_is_written_on_its_own(
-    tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(checkpoint_log, "CARRY_SECONDS", 30.0)
-    with ChainStore(tmp_path, origin=kit.origin) as store:
-        store.create_ledger(kit.genesis_entry())
-        log = store.checkpoints
-        keeper, outcome = _keep_aside(log, 1, b"carried")
-
-        def fail(conn: sqlite3.Connection) -> None:
-            raise sqlite3.OperationalError("database is locked")
-
-        monkeypatch.setattr(log, "write_carried", fail)
-        with pytest.raises(StoreError):
-            store.append(kit.entry(1))  # the group and its row rolled back
-        keeper.join(30)
-        assert not keeper.is_alive() and outcome == [True]
-        assert [r.note for r in log.all("l", SIGNED)] == [b"carried"]
-        assert store.size(kit.ledger) == 1
-        assert store._write.execute("PRAGMA synchronous").fetchone()[0] == 2
-
-
-def test_a_signed_row_no_group_commit_takes_is_written_on_its_own(tmp_path: Path) -> None:
-    """An idle store: the row waits CARRY_SECONDS for a group commit, then is written on its own."""
-    with ChainStore(tmp_path, origin="ingest-1") as store:
-        log = store.checkpoints
-        started = time.monotonic()
-        assert log.keep("l", SIGNED, 1, ROOT, b"alone") is True
-        assert time.monotonic() - started >= checkpoint_log.CARRY_SECONDS
-        assert not log._carried and [r.note for r in log.all("l", SIGNED)] == [b"alone"]
