@@ -628,6 +628,9 @@ class Follower:
                 self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
                 return True
             if held_root != checkpoint.root:
+                # The rare contradiction is judged with the runs being stored in the store: the
+                # note that proves this copy may be the one a run in flight is stored under.
+                self._settle(ledger)
                 self._contradicted(checkpoint, source, held_root)
             else:
                 self._vouched(checkpoint)
