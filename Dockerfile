@@ -4,8 +4,9 @@
 #   docker run --rm vledger:0.1.0 --help
 #
 # No key, configuration or data is in the image: the cluster file is mounted at
-# /etc/vledger/cluster.toml, the key directory at /keys (read-only for the nodes) and each
-# node's store directory under /data. The process runs as the unprivileged user vledger
+# /etc/vledger/cluster.toml, the key directory at /keys (for a node or the gateway, read-only and
+# only its own folder of `vledger keygen --cluster FILE --bundles /bundles`) and each node's
+# store directory under /data. The process runs as the unprivileged user vledger
 # (uid and gid 10001): on a host directory mounted at /keys, give that uid the files and
 # keep the secrets 0600 (a node refuses a secret key that others can read).
 
@@ -28,8 +29,8 @@ RUN pip install --no-cache-dir /wheels/*.whl \
     && groupadd --system --gid "$UID" vledger \
     && useradd --system --uid "$UID" --gid vledger --home-dir /home/vledger --create-home \
        --shell /usr/sbin/nologin vledger \
-    && install -d -o vledger -g vledger -m 0700 /keys /data
-# An empty named volume mounted on /keys or /data takes these owners and modes.
+    && install -d -o vledger -g vledger -m 0700 /keys /data /bundles
+# An empty named volume mounted on /keys, /data or /bundles takes these owners and modes.
 USER vledger:vledger
 WORKDIR /home/vledger
 ENTRYPOINT ["vledger"]

@@ -64,6 +64,10 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+# How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
+# cut off) waits on the client's socket timeout, for ever on a client made without one: the
+# process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
+_STOP_WAIT = 3.0
 
 
 class Role(enum.StrEnum):
@@ -670,10 +674,18 @@ class AccountCache:
         return self
 
     def stop(self) -> None:
+        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join()
+            thread.join(_STOP_WAIT)
+            if thread.is_alive():
+                logger.warning(
+                    "node %s: the accounts thread is still in a call to Redis %g s after the stop: left to it",
+                    self.node,
+                    _STOP_WAIT,
+                )
+                return  # its subscription is in its hands: closed under it, the call could fail anywhere
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None

@@ -25,7 +25,9 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               ``:failures:*``, ``:session:*``, sealed secrets: broker/second_factor.py). The admin ledger's
               home alone also changes the accounts and that cache (it carries out the admin's
               account commands, which it checks itself: ingest/accounts.py, PROTOCOL 16.3) and
-              records the host's enrollments (``{totp}:unrecorded``)
+              records the host's enrollments (``{totp}:unrecorded``), and reads every
+              observer's tallies (``{*}:tallies:*``, ``{*}:tally:latest:*``: what an observer's
+              rotated key had tallied, PROTOCOL 16.6)
 replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
               publish its cosignatures (``{*}:cosig:<node>``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
@@ -90,8 +92,8 @@ counts nowhere (whoever counts a cosignature verifies it, docs/PROTOCOL.md 10.3)
 **Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
 stream only) and sets the id of its latest in ``{*}:tally:latest:O`` (``SET`` alone, in the
-selector of its held heights), so each stays of its type; the gateway and the admin read
-every observer's. So an observer broken into can neither point another's latest at an older
+selector of its held heights), so each stays of its type; the gateway, the admin ledger's
+home and the admin read every observer's. So an observer broken into can neither point another's latest at an older
 signed snapshot nor trim, delete or add to another's stream; what it can do is put in its
 own keys an old snapshot of its own or a body another observer signed (readers take the
 observer from the key's name, and the body's ``observer`` must be it, its signature that
@@ -334,6 +336,8 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{epoch_proof}",
             f"%R~{cosig}",
             f"~{outside}",
+            # The admin home reads an observer's tallies when it writes its rotation (PROTOCOL 16.6).
+            *(tallies_read if admin_home else ()),
             *second_factor,
             f"%R~{held}",
             f"~{own_held}",
@@ -498,6 +502,37 @@ def rules(
 _DEFAULT_USER = "user default on resetpass ~* &* +@all"
 
 
+# A replicated set (Redis behind Sentinel, a ``sentinel://`` URL) has two users of its own
+# beside the cluster's, so that the data servers too let nobody in as the default user: the
+# replica signs in to its primary as :data:`REPLICATION_USER` (``masteruser``/``masterauth``;
+# both servers name it, since a failover swaps their parts), and each Sentinel to the data
+# servers as :data:`SENTINEL_USER` (``sentinel auth-user``/``auth-pass``). Their rules are the
+# ones Redis's documentation gives those clients, and no key.
+REPLICATION_USER = "vledger-replication"
+SENTINEL_USER = "vledger-sentinel"
+SERVER_USERS: dict[str, tuple[str, ...]] = {
+    REPLICATION_USER: ("reset", "on", "-@all", "+psync", "+replconf", "+ping"),
+    SENTINEL_USER: (
+        "reset", "on", "-@all", "allchannels", "+multi", "+exec", "+slaveof", "+ping", "+subscribe",
+        "+publish", "+info", "+role", "+config|rewrite", "+client|setname", "+client|kill", "+script|kill",
+    ),
+}  # fmt: skip
+
+# A Sentinel's own default user (a line of its configuration file): whoever reaches it may
+# ask where the primary and its replicas are, and Sentinels may ask each other whether the
+# primary is down (their vote on a failover), but nobody may run SENTINEL SET, MONITOR,
+# REMOVE, RESET, FAILOVER, CONFIG or ACL: those would point every node at a server of their
+# choosing, which would then receive each node's password. Nor PUBLISH: a forged hello
+# message on ``__sentinel__:hello`` with a newer epoch moves a Sentinel's primary too (the
+# Sentinels hear each other's hellos on the data servers, where only SENTINEL_USER publishes).
+# Clients ask the Sentinels without credentials (vledger.config.redis).
+SENTINEL_DEFAULT_USER = (
+    "user default on nopass -@all +ping +auth +hello +role +client|setname "
+    "+sentinel|get-master-addr-by-name +sentinel|masters +sentinel|master +sentinel|replicas "
+    "+sentinel|slaves +sentinel|sentinels +sentinel|is-master-down-by-addr"
+)
+
+
 def password_digest(password: str) -> str:
     """The SHA-256 of ``password`` as an ACL rule takes it (``#<hex>``): the ACL file holds no password."""
     return "#" + hashlib.sha256(password.encode()).hexdigest()
@@ -510,18 +545,23 @@ def acl_file_text(
     *,
     admin_homes: Collection[str] = (),
     checkpoints: Mapping[str, Collection[str]],
+    servers: bool = False,
 ) -> str:
     """An ACL file (redis-server ``--aclfile``): a default user nobody can sign in as, and each
     of :func:`users` with its password (``passwords``: user -> password). ``admin_homes``: the
     node that homes the admin ledger (ClusterConfig.home_of), the only one whose user writes
     the accounts (more than one only where clusters share a server's users, as the tests').
-    ``checkpoints``: node -> the ledgers whose checkpoints it writes (:func:`checkpoint_writers`)."""
+    ``checkpoints``: node -> the ledgers whose checkpoints it writes (:func:`checkpoint_writers`).
+    ``servers``: also the users of a replicated set (:data:`SERVER_USERS`), whose passwords
+    ``passwords`` then holds too."""
     lines = [_DEFAULT_USER]
     for user, (role, node) in users(nodes).items():
         tokens = rules(
             role, namespace, node, admin_home=node in admin_homes, checkpoints=checkpoints.get(node or "", ())
         )
         lines.append(" ".join(["user", user, *tokens, password_digest(passwords[user])]))
+    for user, server_tokens in SERVER_USERS.items() if servers else ():
+        lines.append(" ".join(["user", user, *server_tokens, password_digest(passwords[user])]))
     return "\n".join(lines) + "\n"
 
 
@@ -557,9 +597,11 @@ def write_passwords(
     admin_homes: Collection[str] = (),
     checkpoints: Mapping[str, Collection[str]],
     force: bool = False,
+    servers: bool = False,
 ) -> dict[str, Path]:
-    """A new random password per user of :func:`users`, each in its 0600 file, and the ACL
-    file beside them (0600; ``admin_homes`` and ``checkpoints`` as :func:`acl_file_text` takes them).
+    """A new random password per user of :func:`users` (and with ``servers`` of :data:`SERVER_USERS`,
+    for a replicated set), each in its 0600 file, and the ACL file beside them (0600;
+    ``admin_homes`` and ``checkpoints`` as :func:`acl_file_text` takes them).
 
     A password file already there is kept (so running processes keep signing in) unless
     ``force``; the ACL file is always written from the passwords on disk. Returns the paths
@@ -568,7 +610,7 @@ def write_passwords(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     passwords: dict[str, str] = {}
     written: dict[str, Path] = {}
-    for user in users(nodes):
+    for user in [*users(nodes), *(SERVER_USERS if servers else ())]:
         path = password_path(directory, user)
         if path.exists() and not force:
             passwords[user] = read_password(path)
@@ -577,7 +619,7 @@ def write_passwords(
         _write_private(path, passwords[user] + "\n")
         written[user] = path
     acl = directory / ACL_FILE
-    text = acl_file_text(passwords, nodes, namespace, admin_homes=admin_homes, checkpoints=checkpoints)
+    text = acl_file_text(passwords, nodes, namespace, admin_homes=admin_homes, checkpoints=checkpoints, servers=servers)
     _write_private(acl, text)
     written["acl"] = acl
     return written

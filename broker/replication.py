@@ -33,11 +33,12 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   what it does not hold. A node stores a ledger strictly in order and never with a gap, so
   "node N holds record h" is exactly "held[N] >= h", and the replication count of record h
   is the number of nodes whose held height is >= h. Why not a set of holders per record
-  (``SADD``): it answers the same question exactly, is as idempotent (the height only ever
-  grows, a redelivery changes nothing), and costs one key per node instead of one per
-  record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
+  (``SADD``): it answers the same question exactly, is as idempotent (a report only ever
+  raises the height, a redelivery changes nothing; at start and each heartbeat the node sets
+  it to its store's head, so a value written by hand lasts a heartbeat), and costs one key per
+  node instead of one per record and node. (The older layout's hash ``vledger:{<ledger>}:held``, every node's
   field in one key any node could write, is no longer read.)
-* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every advance.
+* ``vledger:held`` (a pub/sub channel): ``<node> <ledger> <height>`` on every change.
 * ``vledger:{alerts}:log:<node>``: a stream of the findings node ``<node>`` raised (a forged
   or conflicting record, a fork), and ``vledger:{alerts}:open:<node>``, a hash of those not
   resolved yet: field ``<node>|<ledger>|<what>`` (the node it is about), value the alert as
@@ -70,6 +71,8 @@ from ..node.errors import RecordError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .redis_keys import NAMESPACE, group_key, ledger_key
 
+MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's integer)
+
 log = logging.getLogger(__name__)
 
 ALERTS_MAX_LEN = 100_000
@@ -97,10 +100,13 @@ REDIS_ERRORS = (
     redis.exceptions.ResponseError,
 )
 
-# SET the node's height only if it grows: a late or repeated report never lowers it.
+# SET the node's height only if it grows: a late or repeated report never lowers it. A value
+# that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis
+# password) counts as none, so it cannot hold the node's reports back for ever.
 # KEYS: the node's held key    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
 _ADVANCE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
+if current > 9223372036854775807 or current < -1 then current = -1 end
 local height = tonumber(ARGV[2])
 if height > current then
   redis.call('SET', KEYS[1], ARGV[2])
@@ -110,6 +116,17 @@ end
 return current
 """
 
+# SET the node's height to what its store holds, whatever was there: the outbox's report at its
+# start and each heartbeat (PROTOCOL 10.3), which puts right a height written by hand or left
+# by a store since repaired to fewer records. Announced only when it changes.
+# KEYS: the node's held key    ARGV: node, height, ledger, channel
+_SET_HELD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
+end
+return tonumber(ARGV[2])
+"""
 
 # Append a run of heights to a ledger's stream only where it continues the stream: heights
 # the stream has are skipped, and a gap stops the run. Returns the stream's last height, so
@@ -345,6 +362,7 @@ class ReplicationLedger:
         self.node = node
         self._raisers = None if raisers is None else tuple(dict.fromkeys(raisers))
         self._advance = client.register_script(_ADVANCE)
+        self._set_held = client.register_script(_SET_HELD)
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
         self._promote = client.register_script(_PROMOTE)
@@ -754,6 +772,13 @@ class ReplicationLedger:
         keys = [self.held_key(ledger, node)]
         return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
 
+    def set_held(self, node: str, ledger: str, height: int) -> int:
+        """Record that ``node`` holds ``ledger`` up to exactly ``height`` (its store's head), lower
+        or higher than what Redis held; returns ``height``. Only the thread that reports the
+        node's heights calls it, with a head read after every height it reported."""
+        keys = [self.held_key(ledger, node)]
+        return int(self._set_held(keys=keys, args=[node, height, ledger, self.held_channel]))
+
     def held(self, ledger: str) -> dict[str, int]:
         """node -> the height up to which it says it holds ``ledger``, for each node of
         :meth:`raisers` (claims: each node writes its own, and may claim what it does not hold;
@@ -772,7 +797,7 @@ class ReplicationLedger:
                 height = int(value)
             except ValueError:
                 continue
-            if height >= -1:  # -1: holds no record yet; below it, no height at all
+            if -1 <= height <= MAX_HEIGHT:  # -1: holds no record yet; outside these, no height at all
                 held[node] = height
         return held
 

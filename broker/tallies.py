@@ -132,6 +132,18 @@ class TallyBoard:
             found[observer] = _published(observer, *entries[0]) if good else None
         return found
 
+    def latest_entry(self, ledger: str, observer: str) -> Published | None:
+        """``observer``'s latest entry of ``ledger``, as :meth:`latest` reads it, but with every
+        Redis error raised (a NOPERM among them): for a reader that must tell "none" from "not
+        allowed to read" (the admin home stating what a rotated key had tallied, PROTOCOL 16.6)."""
+        entry_id = self.client.get(self.latest_key(ledger, observer))
+        if entry_id is None or not _is_stream_id(_text(entry_id)):
+            return None
+        entries = self.client.xrange(
+            self.stream_key(ledger, observer), min=_text(entry_id), max=_text(entry_id), count=1
+        )
+        return _published(observer, *entries[0]) if entries else None
+
     def history(
         self, ledger: str, observer: str, before: str | None = None, count: int = HISTORY_PAGE
     ) -> list[Published]:

@@ -49,7 +49,8 @@ from ..node.node_keys import parse_node_keys, proven_rotations
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
-from ..verifier.tally import STILL_COUNTING, Snapshot, Verdict, check_published, judge, observer_histories
+from ..node.tally_body import Snapshot
+from ..verifier.tally import STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .http import GatewayConnection
 from .session import Reader, Session, Write, open_session
 from .state import Seen, TrustedState

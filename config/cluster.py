@@ -105,6 +105,9 @@ class ObserverSettings:
 
     tally_interval_ms: int = 1000  # at most one snapshot per ledger and observer this often
     tally_stream_max_len: int = 10_000  # snapshots kept in each observer's stream of a ledger (approximate trim)
+    # How often an observer reads back which of its snapshots Redis names its latest, and
+    # publishes its own again if another was named there (PROTOCOL 11.1).
+    latest_check_ms: int = 5000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import redis
 
 from ..broker.accounts import (
     Account,
@@ -46,6 +49,8 @@ from .service import Caller
 # short enough that a stolen old key does not stay good for long.
 MIN_ROTATION_WINDOW_MS = 1_000
 MAX_ROTATION_WINDOW_MS = 30 * 86_400_000
+
+log = logging.getLogger(__name__)
 
 
 class _NoAccount(enum.Enum):
@@ -108,12 +113,16 @@ class RegistryAdmin:
         node_roles: Mapping[str, str] | None = None,
         history_of: Callable[[str], KeyHistory | None] | None = None,
         cosigned_by: Callable[[str, str], dict[str, int]] | None = None,
+        tallied_by: Callable[[str, str], dict[str, int]] | None = None,
     ) -> None:
         self.node_roles = dict(node_roles or {})  # the cluster's nodes: name -> role
         self.history_of = history_of  # a node's key generations (MemberGates.histories)
         # (witness, its Ed25519 key in hex) -> ledger -> the largest size that key cosigned
         # (ingest.cosignatures.largest_cosigned): what a witness's rotation states (PROTOCOL 16.6).
         self.cosigned_by = cosigned_by
+        # (observer, its Ed25519 key in hex) -> ledger -> the height of its latest tally that key
+        # signed (ingest.cosignatures.tallied_heights): what an observer's rotation states besides (16.6).
+        self.tallied_by = tallied_by
         self.registry = registry
         self.cache = cache
         self.nodes = nodes
@@ -239,6 +248,29 @@ class RegistryAdmin:
             except REDIS_ERRORS as e:
                 raise NodeUnavailableError(
                     f"{node}: what its key cosigned is unreadable, Redis unavailable ({e})"
+                ) from None
+        if role == "observer" and history is not None and history.newest.sign:
+            # And what it had tallied: past those heights its tallies count for nothing either,
+            # whatever at_ms its holder stamps; the observer signs its latest counts again (16.6).
+            if self.tallied_by is None:
+                raise NodeUnavailableError(f"{node}: this node cannot read what its key tallied (no Redis)")
+            try:
+                payload["tallied"] = self.tallied_by(node, history.newest.sign)
+            except redis.exceptions.NoPermissionError as e:
+                # A redis.acl made before this node read tallies: its user may not. The rotation
+                # goes on stating nothing tallied, so the old key's tallies count nowhere (the
+                # safe side: the observer signs its counts again with the new key), since the
+                # rotation of a leaked key must not wait for an ACL upgrade.
+                log.warning(
+                    "rotation of %s: its tallies are unreadable here (%s); the old key's count nowhere "
+                    "(run vledger keygen --cluster again to let the admin home read them)",
+                    node,
+                    e,
+                )
+                payload["tallied"] = {}
+            except REDIS_ERRORS as e:
+                raise NodeUnavailableError(
+                    f"{node}: what its key tallied is unreadable, Redis unavailable ({e})"
                 ) from None
         height = self._record("key_rotation", payload, author)
         return {"node": node, "curve": curve, "sign": sign, "until": until, "height": height}

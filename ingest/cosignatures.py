@@ -15,14 +15,18 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.tallies import TallyBoard
+from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.epoch import EpochHistory, gather_in_epochs
-from ..node.errors import NoteError, VledgerError
+from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
-from ..node.note import VerifierKey, origin_for
+from ..node.note import ALG_ED25519, VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
+from ..node.record import check_ledger_name
 from ..node.store import ChainStore
+from ..node.tally_body import Snapshot
 from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
 
 log = logging.getLogger(__name__)
@@ -134,3 +138,46 @@ def largest_cosigned(
         except NoteError as e:
             log.warning("rotation of %s: its cosignature of %s is not counted (%s: %s)", node, ledger, e.code, e)
     return sizes
+
+
+MAX_TALLIED_LEDGERS = 1024  # ledgers read for one rotation: a left-out one only counts the old key less
+
+
+def _ledger_names(ledgers: Iterable[str]) -> list[str]:
+    """``ledgers`` that are ledger names, each once, in the order given, at most
+    MAX_TALLIED_LEDGERS: every ingest node's Redis user may HSET any name into ``{ledgers}``,
+    and a rotation read each one by one, past its client's timeout."""
+    names: dict[str, None] = {}
+    for ledger in ledgers:
+        if len(names) == MAX_TALLIED_LEDGERS:
+            break
+        try:
+            check_ledger_name(ledger, PROTOCOL_LIMITS)
+        except VledgerError:
+            continue
+        names[ledger] = None
+    return list(names)
+
+
+def tallied_heights(board: TallyBoard, ledgers: Iterable[str], observer: str, sign_hex: str) -> dict[str, int]:
+    """Ledger -> the height of ``observer``'s latest tally of it (the entry its ``tally:latest``
+    key names, PROTOCOL 11.1) whose signature verifies with its Ed25519 key ``sign_hex`` (hex)
+    and whose body is one stating that observer, that ledger and the entry's height (11.3):
+    what a ``key_rotation`` of that key states as ``tallied`` (16.6). A ledger with no such
+    entry is left out, and the replaced key's tallies of it then count nowhere: the bound errs
+    toward counting too little, never more than the observer showed it signed. Raises the
+    Redis errors, a NOPERM included (REDIS_ERRORS).
+    """
+    key = VerifierKey("tally", ALG_ED25519, bytes.fromhex(sign_hex))
+    heights: dict[str, int] = {}
+    for ledger in _ledger_names(ledgers):
+        published = board.latest_entry(ledger, observer)
+        if published is None:
+            continue
+        try:
+            if not key.verify_raw(published.body, published.signature):
+                raise SignatureError(f"its latest tally of {ledger} is not signed by {sign_hex[:16]}...")
+            heights[ledger] = Snapshot.decode(published.body).stating(observer, ledger, published.height).height
+        except VledgerError as e:
+            log.warning("rotation of %s: its tally of %s is not counted (%s: %s)", observer, ledger, e.code, e)
+    return heights

@@ -245,7 +245,7 @@ class Follower:
         self.on_evidence = on_evidence  # the note, who sent it and what proves it wrong: kept by the caller
         self.on_verified = on_verified
         self.batch = batch
-        self.stopping = stopping  # a long catch-up ends early once this says so
+        self.stopping = stopping  # a long catch-up, or the start's asking of each source, ends early once this says so
         self.checker = checker  # checks the next catch-up page in its own process (ingest/page_check.py)
         self._fetcher: ThreadPoolExecutor | None = None  # fetches the next catch-up page (made when first needed)
         self.ledgers: dict[str, _Ledger] = {}
@@ -293,6 +293,8 @@ class Follower:
         for ledger in self.store.ledgers():
             self._state(ledger)
         for source in self.sources:
+            if self.stopping():
+                return  # a stop while starting: no source more is asked, each maybe its whole timeout
             try:
                 for ledger, note in source.checkpoints().items():
                     self.take_checkpoint(ledger, note, source.name, catch_up=False)

@@ -111,10 +111,18 @@ class RequestLoop:
         self._in_flight = 0
         self._thread: int | None = None  # the serving thread: its own completions are answered at once
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
+        # Held while the wake pipe is written or closed: a thread that asks a call or answers a
+        # request after the loop closed (a key rotation applied while a node stops) wrote to a
+        # closed descriptor, or to whatever file had been given its number since. Reentrant: the
+        # signal handler's stop() may run on a thread that is writing the byte.
+        self._pipe_lock = threading.RLock()
+        self._closed = False
 
     def close(self) -> None:
-        os.close(self._wake_read)
-        os.close(self.wake_fd)
+        with self._pipe_lock:
+            self._closed = True
+            os.close(self._wake_read)
+            os.close(self.wake_fd)
 
     def __enter__(self) -> RequestLoop:
         return self
@@ -239,8 +247,11 @@ class RequestLoop:
             self._write_wake_byte()
 
     def _write_wake_byte(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop will wake anyway
-            os.write(self.wake_fd, b"\0")
+        with self._pipe_lock:
+            if self._closed:
+                return  # nothing serves any more: what was asked is dropped with the loop
+            with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop will wake anyway
+                os.write(self.wake_fd, b"\0")
 
     def _clear_wake(self) -> None:
         # Empty the pipe, then say so, then (in _answer_finished) take the queue: a reply queued

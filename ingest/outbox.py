@@ -627,8 +627,13 @@ class Outbox:
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
                 for ledger, refusal in self.replication.set_checkpoints(checkpoints).items():
                     self._refused(ledger, refusal)
-            self._reported.clear()
-            self._report({ledger: height for ledger, (height, _) in heads.items()})
+            # Each store head as it is, not only if it grew: a height written in Redis by hand
+            # (the node's own Redis user may write any), or left by a store since repaired to
+            # fewer records, is put right within a heartbeat. The heads were read after every
+            # height this thread reported, so none goes back below what was reported.
+            self._reported = {
+                ledger: self.replication.set_held(self.name, ledger, height) for ledger, (height, _) in heads.items()
+            }
         except REDIS_ERRORS as e:
             self._redis_failed(e)
 

@@ -44,6 +44,7 @@ from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
+from ..node.storefile import damaged_file
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -77,7 +78,7 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     except (StoreError, RecordError, sqlite3.DatabaseError) as e:
         # The store wraps SQLite's errors (storefile.connect), and some come through bare.
         cause = e if isinstance(e, sqlite3.Error) else e.__cause__
-        if isinstance(cause, sqlite3.OperationalError):
+        if isinstance(cause, sqlite3.OperationalError) and damaged_file(cause) is None:
             raise  # locked, busy, out of space or file handles: what the moment holds, not the file
         # Else a check failed, or the file is "not a database" / "malformed": a damaged file.
         failed = StoreError(f"{directory}: the store's file is damaged: {e}") if isinstance(e, sqlite3.Error) else e
@@ -103,14 +104,21 @@ S = TypeVar("S", bound=Startable)
 
 
 @contextmanager
-def stopped_by_signals(loop: RequestLoop, stopping: threading.Event | None = None) -> Iterator[None]:
-    """While inside: SIGTERM and SIGINT stop ``loop`` and set ``stopping`` (a process's own
-    main loop, if it has one), at once even when another thread receives them: the signal's
-    byte on the loop's wake-up pipe ends its poll. Restores the old handlers on the way out."""
+def stopped_by_signals(
+    loop: RequestLoop, stopping: threading.Event | None = None, on_stop: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """While inside: SIGTERM and SIGINT stop ``loop``, set ``stopping`` (a process's own main
+    loop, if it has one) and call ``on_stop``, at once even when another thread receives them:
+    the signal's byte on the loop's wake-up pipe ends its poll. Python runs the handler on the
+    main thread, inside the call it was waiting in when that call is interrupted (a ZeroMQ
+    receive, which then waits on): ``on_stop`` may end such a wait (NodeRuntime.on_stop).
+    Restores the old handlers on the way out."""
 
     def stop(*_: object) -> None:
         if stopping is not None:
             stopping.set()
+        if on_stop is not None:
+            on_stop()
         loop.stop()
 
     handlers = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -164,6 +172,7 @@ class NodeRuntime:
         # node stops, and serve() then raises it (the process ends with EXIT_STORE_DAMAGED).
         self.damaged: StoreDamagedError | None = None
         self._loop: RequestLoop | None = None  # the request loop while serve() runs it
+        self._on_stop: list[Callable[[], None]] = []  # called by SIGTERM and SIGINT (on_stop)
         self._store: ChainStore | None = None  # the node's store, once opened (store())
 
     @classmethod
@@ -239,6 +248,17 @@ class NodeRuntime:
         """Call ``close`` when the runtime closes (in reverse order of what was added)."""
         self.stack.callback(close)
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the signal handler when SIGTERM or SIGINT stops :meth:`serve`,
+        right after ``stopping`` is set: what ends a wait ``main`` may be in (the verifier ends
+        its readers' ZeroMQ Context). It must not block: it runs on the main thread, maybe
+        inside the very call it is to end."""
+        self._on_stop.append(callback)
+
+    def _stopped(self) -> None:
+        for callback in self._on_stop:
+            callback()
+
     def accounts(self, registry: AccountRegistry) -> AccountCache:
         """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
@@ -310,7 +330,7 @@ class NodeRuntime:
         Raises the StoreDamagedError of a store found damaged meanwhile (:meth:`store`), once
         the requests in flight were answered.
         """
-        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping):
+        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping, self._stopped):
             log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
             self._loop = loop
             if self.damaged is not None:  # found before the loop was there to stop

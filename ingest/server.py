@@ -24,6 +24,7 @@ from ..broker.signing import (
     signing_key_paths,
     witness_keys,
 )
+from ..broker.tallies import TallyBoard
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE
@@ -35,7 +36,7 @@ from ..node.rules.engine import RulesEngine
 from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
-from .cosignatures import KnownCosignatures, largest_cosigned
+from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, handed_over, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
@@ -259,6 +260,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
     # first at the end, with a linger: answers still queued in ZeroMQ go out.
     server = runtime.request_server(broker)
+    # The observers' tallies, read when an observer's key rotates (its record states what it tallied, 16.6).
+    tallies = TallyBoard(replication.client, replication.namespace)
     admin = RegistryAdmin(
         registry,
         cache,
@@ -270,6 +273,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
         cosigned_by=functools.partial(largest_cosigned, replication, config.name, chains.current),
+        # The ledgers its own store holds first: Redis's hash may hold any name an ingest user put there.
+        tallied_by=lambda node, sign: tallied_heights(tallies, [*store.ledgers(), *replication.ledgers()], node, sign),
     )
 
     def signing_key_now(ledger: str) -> VerifierKey | None:

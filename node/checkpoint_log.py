@@ -24,10 +24,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import StoreDamagedError, StoreError, VledgerError
+from .note import parse_checkpoint, parse_note
 from .outside import OUTSIDE_KIND_PREFIX
 from .storefile import MAX_HEIGHT, connect
 
@@ -51,6 +53,23 @@ class KeptCheckpoint:
     root: bytes
     note: bytes
     at_ms: int
+
+
+def row_disagrees(row: KeptCheckpoint) -> str | None:
+    """What of ``row``'s ledger, size and root columns its own note does not say (None when they
+    agree): the columns are copies the node selects and compares by, the note is what was signed.
+    Syntax only: the note's signatures were verified when the row was written."""
+    try:
+        body = parse_checkpoint(parse_note(row.note).text)
+    except VledgerError as e:
+        return f"its note does not parse ({e.message})"
+    if not body.origin.endswith("/" + row.ledger):
+        return f"its note is of origin {body.origin!r}"
+    if body.size != row.size:
+        return f"its note says size {body.size}"
+    if body.root != row.root:
+        return "its note says another root"
+    return None
 
 
 class CheckpointLog:
@@ -81,6 +100,9 @@ class CheckpointLog:
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
         self._waiting = 0  # keep calls waiting for (or holding) the writer lock
         self._brief = 0  # UNSYNCED_KINDS rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
+        # Set by the ChainStore that owns the log (its found_damaged): a row read whose columns its
+        # note contradicts stops the node as a damaged store, not as a contradicted checkpoint.
+        self.found_damaged: Callable[[str], StoreDamagedError] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -221,4 +243,27 @@ class CheckpointLog:
                 ).fetchall()
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
-        return [KeptCheckpoint(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5]) for r in rows]
+        kept = [KeptCheckpoint(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5]) for r in rows]
+        for row in kept:
+            wrong = row_disagrees(row)
+            if wrong is not None:
+                message = (
+                    f"{self.path}: the checkpoints table's {row.kind} row of ledger {row.ledger!r} at size "
+                    f"{row.size} disagrees with its note: {wrong}; the store was changed behind the node's back"
+                )
+                raise StoreError(message) if self.found_damaged is None else self.found_damaged(message)
+        return kept
+
+    def check_latest(self) -> None:
+        """Check the row of each ledger and kind the node reads first (the largest size) against
+        its note: a size or root column changed behind the node's back raises StoreError here, at
+        open, before anything compares the store with it (a size raised 1 -> 999 made a replica
+        find its own store contradicting a checkpoint it never cosigned). Older rows are checked
+        as they are read (:meth:`_all`); ``vledger verify`` checks every row."""
+        try:
+            with self._lock:
+                pairs = self._conn.execute("SELECT DISTINCT ledger, kind FROM checkpoints").fetchall()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
+        for ledger, kind in pairs:
+            self.latest(ledger, kind)

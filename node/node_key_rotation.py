@@ -14,7 +14,7 @@ Pure: times are milliseconds since 1970 given by the caller, keys are strings; n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,9 @@ class Generation:
     stays in force until ``overlap_until`` (None for generation 0, which replaced nothing).
     ``replaced_cosigned`` is the rotation record's ``cosigned`` (PROTOCOL 16.6), sorted
     (ledger, size) pairs: the largest checkpoint of each ledger the generation before it had
-    cosigned when the record was written; None for a record without one (and generation 0)."""
+    cosigned when the record was written; None for a record without one (and generation 0).
+    ``replaced_tallied`` is its ``tallied`` the same way: the largest tally height of each
+    ledger the generation before it had signed (an observer's, 11.3)."""
 
     number: int
     curve: str
@@ -63,6 +65,7 @@ class Generation:
     since: int
     overlap_until: int | None = None
     replaced_cosigned: tuple[tuple[str, int], ...] | None = None
+    replaced_tallied: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +120,30 @@ class KeyHistory:
         a ledger listed there no larger than the size listed. The timestamp is the signer's own
         claim; the sizes are the admin ledger's, so a thief of the replaced key cannot stretch
         them to a later (or forked, larger) checkpoint."""
+        return self._counts_up_to(sign, timestamp_ms, ledger, size, _stated_cosigned)
+
+    def tallies(self, sign: str, at_ms: int, ledger: str, height: int) -> bool:
+        """Whether an observer's tally (PROTOCOL 11.3) of ``ledger`` at ``height`` signed by
+        Ed25519 key ``sign`` (hex) with the body's ``at_ms`` counts (16.6): as :meth:`cosigns`
+        says of a checkpoint's size, with the rotation's ``tallied`` heights in place of its
+        ``cosigned`` sizes. ``at_ms`` is the signer's claim, the heights the admin ledger's."""
+        return self._counts_up_to(sign, at_ms, ledger, height, _stated_tallied)
+
+    def _counts_up_to(
+        self,
+        sign: str,
+        timestamp_ms: int,
+        ledger: str,
+        value: int,
+        stated: Callable[[Generation], tuple[tuple[str, int], ...] | None],
+    ) -> bool:
+        """Whether key ``sign``'s signature stamped ``timestamp_ms`` of ``ledger``'s ``value`` (a
+        size or a height) counts: in its window, and no larger than what the rotation that
+        replaced it ``stated`` of that ledger (a ledger it does not list: nothing counts)."""
         for replacing in self._in_window(sign, timestamp_ms):
-            # The newest key (None), or a rotation recorded before 16.6 stated sizes: the window alone.
-            bound = None if replacing is None else replacing.replaced_cosigned
-            if bound is None or size <= dict(bound).get(ledger, -1):
+            # The newest key (None), or a rotation recorded before 16.6 stated anything: the window alone.
+            bound = None if replacing is None else stated(replacing)
+            if bound is None or value <= dict(bound).get(ledger, -1):
                 return True
         return False
 
@@ -153,6 +176,20 @@ class KeyHistory:
         return generations[0].overlap_until if len(generations) > 1 else None
 
 
+def _stated_cosigned(replacing: Generation) -> tuple[tuple[str, int], ...] | None:
+    return replacing.replaced_cosigned
+
+
+def _stated_tallied(replacing: Generation) -> tuple[tuple[str, int], ...] | None:
+    return replacing.replaced_tallied
+
+
+def _stated(rotation: Mapping[str, Any], field: str) -> tuple[tuple[str, int], ...] | None:
+    """A rotation's ``cosigned`` or ``tallied`` (ledger -> int) as sorted pairs; None when absent."""
+    value = rotation.get(field)
+    return tuple(sorted(value.items())) if isinstance(value, Mapping) else None
+
+
 def key_histories(
     original: Mapping[str, tuple[str, str]], rotations: Iterable[Mapping[str, Any]]
 ) -> dict[str, KeyHistory]:
@@ -166,9 +203,15 @@ def key_histories(
         node = rotation["node"]
         known = generations.setdefault(node, [])
         number = known[-1].number + 1 if known else 1
-        cosigned = rotation.get("cosigned")
-        bound = tuple(sorted(cosigned.items())) if isinstance(cosigned, Mapping) else None
         known.append(
-            Generation(number, rotation["curve"], rotation["sign"], rotation["accepted"], rotation["until"], bound)
+            Generation(
+                number,
+                rotation["curve"],
+                rotation["sign"],
+                rotation["accepted"],
+                rotation["until"],
+                _stated(rotation, "cosigned"),
+                _stated(rotation, "tallied"),
+            )
         )
     return {node: KeyHistory(node, tuple(known)) for node, known in generations.items() if known}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -150,6 +151,31 @@ def parse_node_keys(value: object) -> NodeKeys:
     return NodeKeys(note_bytes, proven_records(value["rotations"], "node_keys rotation", MAX_NODE_ROTATIONS))
 
 
+MAX_NODE_KEYS_TEXT = 1024 * 1024  # a --node-keys argument is far smaller: refused before decoding
+
+
+def encode_node_keys(evidence: NodeKeys) -> str:
+    """Node-key evidence as one word of a command line (``receipt verify --node-keys``, 14.3):
+    the standard base64, with padding, of the UTF-8 JSON of its ``node_keys`` object (14.2) as a
+    receipt carries it (its keys in that order, no spaces)."""
+    return b64(json.dumps(evidence.json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def decode_node_keys(text: str) -> NodeKeys:
+    """The evidence :func:`encode_node_keys` wrote. Syntax only, as :func:`parse_node_keys`.
+
+    Raises ReceiptError [bad_receipt] for text that is not one.
+    """
+    if len(text) > MAX_NODE_KEYS_TEXT:
+        raise ReceiptError(f"node keys: over {MAX_NODE_KEYS_TEXT} characters")
+    raw = unb64(text, "node keys")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ReceiptError("node keys: not the base64 of a JSON object") from None
+    return parse_node_keys(value)
+
+
 def admin_origin_cluster(admin_key: VerifierKey) -> str:
     """The cluster of the admin ledger's checkpoint key ``<cluster>/admin``.
 
@@ -187,6 +213,20 @@ def proven_rotations(evidence: NodeKeys, admin_key: VerifierKey) -> tuple[dict[s
         verify_inclusion(leaf_hash(proven.record), proven.index, checkpoint.size, proven.proof, checkpoint.root)
         rotations.append(dict(record.content.payload, accepted=record.accepted))
     return tuple(rotations)
+
+
+def merged_rotations(evidence: Iterable[NodeKeys], admin_key: VerifierKey) -> tuple[dict[str, Any], ...]:
+    """The rotations that each of ``evidence`` proves (:func:`proven_rotations`, its checks and
+    codes), as the one admin ledger's, in index order: a checker's own evidence (``vledger
+    receipt keys`` prints it) and a receipt's together. Raises ReceiptError [bad_receipt] when
+    two prove different records at one index (the admin key signed two trees: neither is taken)."""
+    by_index: dict[int, tuple[bytes, dict[str, Any]]] = {}
+    for one in evidence:
+        for proven, rotation in zip(one.rotations, proven_rotations(one, admin_key), strict=True):
+            known = by_index.setdefault(proven.index, (proven.record, rotation))
+            if known[0] != proven.record:
+                raise ReceiptError(f"node keys: two different admin records are proven at index {proven.index}")
+    return tuple(rotation for _, (_, rotation) in sorted(by_index.items()))
 
 
 def admin_record(data: bytes, index: int) -> Record:

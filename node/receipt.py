@@ -40,10 +40,10 @@ from .node_keys import (
     admin_origin_cluster,
     b64,
     check_cosignatures_in_force,
+    merged_rotations,
     parse_node_keys,
     proof_hashes,
     proven_records,
-    proven_rotations,
     rotated_witness_keys,
     unb64,
     witness_histories,
@@ -214,21 +214,26 @@ class ReceiptKeys:
     outside: OutsideWitnesses | None = None
     standby_key: VerifierKey | None = None  # the standby's key the genesis pins (10.9), if any
     admin_key: VerifierKey | None = None  # the admin ledger's checkpoint key: follows rotated witness keys (16.6)
+    # The checker's own node-key evidence (``vledger receipt keys``' --node-keys): the rotations
+    # it knows of, counted whatever a receipt carries or leaves out (14.3 step 6).
+    node_keys: NodeKeys | None = None
 
     def following(self, node_keys: NodeKeys | None) -> tuple[ReceiptKeys, dict[str, KeyHistory]]:
-        """These keys with the witnesses' later generations that ``node_keys`` proves (none
-        without evidence or without ``admin_key``), and those witnesses' key histories by name.
+        """These keys with the witnesses' later generations that ``node_keys`` (a receipt's) and
+        the keys' own :attr:`node_keys` prove (none without evidence or without ``admin_key``),
+        and those witnesses' key histories by name.
 
         Raises WrongOriginError [wrong_origin] when ``admin_key`` is not ``<cluster>/admin`` of
-        the checkpoint key's cluster, and what :func:`proven_rotations` raises.
+        the checkpoint key's cluster, and what :func:`merged_rotations` raises.
         """
-        if node_keys is None or self.admin_key is None:
+        evidence = [one for one in (self.node_keys, node_keys) if one is not None]
+        if not evidence or self.admin_key is None:
             return self, {}
         if admin_origin_cluster(self.admin_key) != self.log_key.name.rpartition("/")[0]:
             raise WrongOriginError(
                 f"the admin key {self.admin_key.name!r} is of another cluster than {self.log_key.name!r}"
             )
-        histories = witness_histories(self.witnesses, proven_rotations(node_keys, self.admin_key))
+        histories = witness_histories(self.witnesses, merged_rotations(evidence, self.admin_key))
         return replace(self, witnesses=(*self.witnesses, *rotated_witness_keys(histories))), histories
 
 

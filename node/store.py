@@ -71,6 +71,7 @@ from .storefile import (
     add_run_of_records,
     adopt_record_hashes,
     build_tree,
+    check_column_types,
     check_hash_runs,
     check_tree,
     connect,
@@ -641,6 +642,7 @@ class ChainStore:
                 log.warning("%s: a store of an earlier version: its hash index is built anew, once", self.path)
             self._write.executescript(SCHEMA)
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            check_column_types(self._write, self.path)
             self._load_heads()
             self._filled = filled_marks(self._write)  # each ledger's, as committed
             # The hashes of the records above the filled marks, by hash: (ledger, height). Kept
@@ -655,6 +657,12 @@ class ChainStore:
             # Signed, cosigned, evidence (PROTOCOL 10.7); its rows are written between group commits.
             # Its signed rows go through the write connection (see CheckpointLog), under the same lock.
             self.checkpoints = CheckpointLog(self.path, writer=self._committing, shared=self._write)
+            try:
+                self.checkpoints.check_latest()
+            except BaseException:
+                self.checkpoints.close()
+                raise
+            self.checkpoints.found_damaged = self.found_damaged
         except BaseException:
             for conn in (self._write, *self._readers):
                 conn.close()

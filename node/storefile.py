@@ -184,17 +184,33 @@ class StoreRow(NamedTuple):
     data: bytes
 
 
-def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqlite3.Connection:
+class NodeConnection(sqlite3.Connection):
+    """A connection that may write (a node's store, its checkpoint log): its reads are never
+    lenient (:func:`lenient_text`). A BLOB column's bytes stored as TEXT then fail the read, which
+    the node takes for a damaged store (:func:`damaged_file`), rather than serving text as a
+    record's bytes."""
+
+
+def wal_of(path: Path) -> Path:
+    """The store file's write-ahead log: the newest commits until SQLite copies them into the file."""
+    return path.with_name(path.name + "-wal")
+
+
+def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL and full fsync.
 
     ``shared`` lets another thread use it: the store opens its write connection, then hands
-    it to the committer thread, the only one that uses it from then on.
+    it to the committer thread, the only one that uses it from then on. ``still`` (with
+    ``readonly``): a copy no process writes (``vledger verify`` of a forensic copy): without a
+    -wal beside it, opened immutable, so that reading it creates no -wal or -shm file there.
+    With a -wal, never immutable (SQLite would ignore the -wal's commits).
     """
     try:
         if readonly:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            immutable = "&immutable=1" if still and not wal_of(path).exists() else ""
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
         else:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared, factory=NodeConnection)
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
@@ -206,13 +222,14 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False) -> sqli
 class StoreReader:
     """Read-only access to a store's raw records, for tools that must trust nothing."""
 
-    def __init__(self, directory: Path, page_size: int = 1000) -> None:
+    def __init__(self, directory: Path, page_size: int = 1000, *, still: bool = False) -> None:
+        """``still``: a copy no process writes, opened as :func:`connect` says (never a running node's)."""
         path = directory / DB_NAME
         if not path.is_file():
             raise StoreError(f"{directory}: no vledger store here (no {DB_NAME})")
         self.path = path
         self.page_size = page_size
-        self._conn = connect(path, readonly=True)
+        self._conn = connect(path, readonly=True, still=still)
         self._check_schema()
         self._schema_seen: int | None = None  # the schema counter _layout_seen was read under
         self._layout_seen = "column"
@@ -225,7 +242,13 @@ class StoreReader:
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: not a vledger store: {e}") from e
+            hint = ""
+            if not wal_of(self.path).exists():
+                hint = (
+                    f" (no {wal_of(self.path).name} beside it: a copy of a running node's store needs its -wal"
+                    " file too, or take `vledger export`)"
+                )
+            raise StoreError(f"{self.path}: not a vledger store: {e}{hint}") from e
         if row is None or row[0] != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: unsupported store schema {row[0] if row else None!r}")
 
@@ -236,8 +259,10 @@ class StoreReader:
         """The ledgers with records, in name order: one index seek per ledger, not a scan of every record."""
         names: list[str] = []
         while True:
+            # Below X'' (the least BLOB, which sorts after all text): a ledger column tampered
+            # into a BLOB names no ledger (its record is then missing from its own ledger's).
             row = self._conn.execute(
-                "SELECT MIN(ledger) FROM records WHERE ledger > ?", (names[-1] if names else "",)
+                "SELECT MIN(ledger) FROM records WHERE ledger > ? AND ledger < X''", (names[-1] if names else "",)
             ).fetchone()
             if row[0] is None:
                 return names
@@ -249,8 +274,12 @@ class StoreReader:
         return int(self._conn.execute("SELECT COUNT(*) FROM records WHERE ledger = ?", (ledger,)).fetchone()[0])
 
     def size(self, ledger: str) -> int:
-        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger)."""
-        row = self._conn.execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        """How many records of ``ledger`` the file holds (heights 0..size-1; 0 for an unknown ledger).
+        A height column tampered into TEXT or a BLOB (which SQLite sorts after every number) is
+        not a height: left out here as by the pages' reads, its record is then missing there."""
+        row = self._conn.execute(
+            "SELECT MAX(height) FROM records WHERE ledger = ? AND height <= ?", (ledger, MAX_HEIGHT)
+        ).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
     def get(self, ledger: str, height: int) -> bytes | None:
@@ -355,7 +384,9 @@ class StoreReader:
             return []  # no checkpoints table yet
         latest: dict[str, tuple[int, bytes]] = {}
         for kind, size, note in rows:
-            latest.setdefault(kind, (size, bytes(note)))
+            # A column tampered into another type: a note that is no checkpoint (its reader's
+            # finding, bad_field at the ledger's size), never a TypeError of the read.
+            latest.setdefault(kind, (size if type(size) is int else 0, note if type(note) is bytes else b""))
         return sorted(set(latest.values()))  # a store's own row and the same note imported: one
 
     def tree_edge(self, ledger: str) -> tree.Frontier | None:
@@ -365,8 +396,9 @@ class StoreReader:
         Raises ProofError for an edge that does not decode."""
         if not tree_kept(self._conn):
             return None
-        row = self._conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
-        return None if row is None else tree.Frontier.decode(bytes(row[0]))
+        rows = lenient_text(self._conn, "SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,))
+        row = rows[0] if rows else None
+        return None if row is None else tree.Frontier.decode(blob_column(row[0], "the tree edge"))
 
     def tree(self, ledger: str) -> StoredTree:
         """The ledger's Merkle tree as the file holds it (the rows are not checked here).
@@ -400,6 +432,68 @@ _ROW_COLUMNS = "height, hash, author, request_id, data"
 
 # SQLite's primary result codes that say the file itself is damaged (the low byte of an extended code).
 _DAMAGE_CODES = frozenset((sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB))
+# Python's sqlite3 reading a TEXT cell that is not UTF-8 (a BLOB column's bytes stored as TEXT):
+# an OperationalError with no SQLite code, yet the file's content, not the moment's.
+_UNDECODABLE_CELL = "Could not decode to UTF-8 column"
+
+# The storage class of each column the node reads, as it writes them: a cell of another class
+# (``cast(data as text)``, a number in a hash column) is a store changed behind the node's back.
+_COLUMN_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "records": (
+        "ledger, height",
+        (
+            ("ledger", "text"),
+            ("height", "integer"),
+            ("hash", "blob"),
+            ("author", "text"),
+            ("request_id", "text"),
+            ("data", "blob"),
+        ),
+    ),
+    "tree": (
+        "ledger, level || '/' || idx",
+        (("ledger", "text"), ("level", "integer"), ("idx", "integer"), ("hash", "blob")),
+    ),
+    "tree_edge": ("ledger, NULL", (("ledger", "text"), ("frontier", "blob"))),
+    "checkpoints": (
+        "ledger, size",
+        (
+            ("ledger", "text"),
+            ("kind", "text"),
+            ("size", "integer"),
+            ("root", "blob"),
+            ("note", "blob"),
+            ("at_ms", "integer"),
+        ),
+    ),
+    "meta": ("key, NULL", (("key", "text"), ("value", "text"))),
+}
+
+
+def check_column_types(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreError naming the table, column and row of the first cell whose storage class
+    is not the one the node writes there (_COLUMN_TYPES): read as it is, such a cell makes a
+    read fail with an OperationalError or a TypeError far from here, at every open and on every
+    read over it. One scan of each table (SQLite reads a cell's type from the row's header,
+    not its bytes); a table the store does not have yet is skipped."""
+    for table, (where, columns) in _COLUMN_TYPES.items():
+        tests = " OR ".join(f"typeof({column}) <> '{kind}'" for column, kind in columns)
+        kinds = ", ".join(f"typeof({column})" for column, _ in columns)
+        try:
+            row = conn.execute(f"SELECT {where}, {kinds} FROM {table} WHERE {tests} LIMIT 1").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                continue
+            raise
+        if row is None:
+            continue
+        for (column, kind), found in zip(columns, row[2:], strict=True):
+            if found != kind:
+                at = f"ledger {row[0]!r}" if row[1] is None else f"ledger {row[0]!r} at {row[1]}"
+                raise StoreError(
+                    f"{path}: the {table} table's {column} column holds a {found} value, not {kind} ({at}): "
+                    "the store was changed behind the node's back"
+                )
 
 
 def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
@@ -414,7 +508,9 @@ def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
             return None
         if isinstance(cause, sqlite3.DatabaseError):
             code = getattr(cause, "sqlite_errorcode", None)
-            return cause if isinstance(code, int) and code & 0xFF in _DAMAGE_CODES else None
+            if isinstance(code, int):
+                return cause if code & 0xFF in _DAMAGE_CODES else None
+            return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
         cause = cause.__cause__
     return None
 
@@ -446,20 +542,65 @@ def _page_lists(
     # SQLite integers stop at 2**63 - 1; heights past it cannot be stored, so clamp, not fail.
     end = min(stop, MAX_HEIGHT) if stop is not None else MAX_HEIGHT
     while start < end:
-        rows = conn.execute(
+        rows = lenient_text(
+            conn,
             f"SELECT {columns} FROM records WHERE ledger = ? AND height >= ? AND height < ? ORDER BY height LIMIT ?",
             (ledger, start, end, page_size),
-        ).fetchall()
+        )
         if not rows:
             return
         yield rows
         start = rows[-1][0] + 1
 
 
+def lenient_text(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    """The rows of ``conn.execute(sql, args)``, read again should a TEXT value not be UTF-8 (a
+    BLOB column tampered into TEXT: the default decoding refuses the whole read), that text then
+    decoded with surrogateescape. Such a column holds a ``str``, which its checks refuse by its
+    type, naming its row, rather than the read failing for every row of the page."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if "decode" not in str(e) or isinstance(conn, NodeConnection):
+            raise
+    factory = conn.text_factory
+    conn.text_factory = escaped_text
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = factory
+
+
+def escaped_text(raw: bytes) -> str:
+    """A connection's text_factory that reads any TEXT, UTF-8 or not (see :func:`lenient_text`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def blob_column(value: object, what: str) -> bytes:
+    """``value`` read from a BLOB column; raises ProofError [bad_proof] naming ``what`` and the
+    type SQLite gave when the column was tampered into another (TEXT, a number, NULL)."""
+    if type(value) is not bytes:
+        raise ProofError(f"{what} is stored as {sqlite_type(value)}, not as a BLOB")
+    return value
+
+
+def sqlite_type(value: object) -> str:
+    """The SQLite storage class of a value read from a column, as SQLite names it."""
+    return {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL"}.get(type(value), "NULL")
+
+
 def filled_marks(conn: sqlite3.Connection) -> dict[str, int]:
     """Each ledger's filled mark: its records below it are in the hash index (a ledger not
-    listed: none of them)."""
-    return {ledger: int(size) for ledger, size in conn.execute("SELECT ledger, size FROM hashes_filled")}
+    listed: none of them). Raises IndexMismatchError [index_mismatch] for a mark tampered into
+    another type than an integer (TEXT, REAL, a BLOB), which says no size."""
+    marks = {}
+    for ledger, size in lenient_text(conn, "SELECT ledger, size FROM hashes_filled", ()):
+        if type(size) is not int:
+            raise IndexMismatchError(
+                f"the hash index's filled mark of ledger {ledger!r} is stored as {sqlite_type(size)}, not as an integer"
+            )
+        marks[ledger] = size
+    return marks
 
 
 def tail_rows(conn: sqlite3.Connection, ledger: str, start: int) -> list[tuple[bytes, int]]:
@@ -791,10 +932,11 @@ def level_rows(conn: sqlite3.Connection, ledger: str, level: int, page_size: int
     """(idx, hash) of one level of a ledger's tree rows in index order, a page at a time."""
     start = 0
     while True:
-        rows = conn.execute(
+        rows = lenient_text(
+            conn,
             "SELECT idx, hash FROM tree WHERE ledger = ? AND level = ? AND idx >= ? ORDER BY idx LIMIT ?",
             (ledger, level, start, page_size),
-        ).fetchall()
+        )
         if not rows:
             return
         yield from rows

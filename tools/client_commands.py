@@ -91,7 +91,14 @@ from .moving_kinds import grant_moving_kinds, moving_kinds
 from .node_commands import PASSPHRASE_ENV
 from .paths import input_file, output_file
 from .progress import Progress
-from .receipt_commands import DEFAULT_WAIT_SECONDS, cmd_receipt_get, cmd_receipt_keys, cmd_receipt_verify, vkey_arg
+from .receipt_commands import (
+    DEFAULT_WAIT_SECONDS,
+    cmd_receipt_get,
+    cmd_receipt_keys,
+    cmd_receipt_verify,
+    node_keys_arg,
+    vkey_arg,
+)
 from .shell import Shell
 from .vote_check import electronic_id_arg, print_vote_check
 
@@ -1137,18 +1144,30 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         help="the admin ledger's checkpoint key (<cluster>/admin): a witness's rotated keys the receipt "
         "proves on the admin ledger count as its own (PROTOCOL 16.6)",
     )
+    verify.add_argument(
+        "--node-keys",
+        type=node_keys_arg,
+        metavar="TEXT",
+        help="node keys as vledger receipt keys prints them (with --admin-key): the witnesses' rotations, each "
+        "replaced key counting only for what its rotation says it cosigned, whatever the receipt carries",
+    )
     add_json_option(verify)
     keys = add_command(
         receipts,
         "keys",
         cmd_receipt_keys,
         "print the cluster's witness and admin keys as receipt verify options",
-        "Print each witness's cosignature key of its newest generation in the key directory "
-        "(<node>@<g>.sign.pub of the highest g, else <node>.sign.pub) as --witness VKEY and the admin "
-        "ledger's checkpoint key as --admin-key VKEY, the vkey strings receipt verify takes: vledger "
-        "receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. A rotated witness's replaced "
-        "key is left out: its holder can still stamp a cosignature inside the window (PROTOCOL 14.3). "
-        "Give a receipt reader these from a key directory you trust, not from the receipt's source.",
+        "Print each witness's cosignature key of generation 0 (<node>.sign.pub) as --witness VKEY, the admin "
+        "ledger's checkpoint key as --admin-key VKEY and, once a witness's key rotated, the rotation records "
+        "proven under an admin checkpoint (read from --store, else the configuration's stores) as --node-keys "
+        "TEXT: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. A receipt cosigned by a "
+        "replaced key before its rotation then counts the witness, one by its newest key too, and a replaced "
+        "key's line on a checkpoint larger than its rotation says it cosigned does not (PROTOCOL 14.3). A witness "
+        "whose rotations no store proves is given by its newest key. Give a receipt reader these from a key "
+        "directory you trust, not from the receipt's source.",
+    )
+    keys.add_argument(
+        "--store", type=Path, metavar="DIR", help="a store holding the admin ledger (default: the configuration's)"
     )
     add_config_option(keys)
     add_json_option(keys)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..node.errors import IndexMismatchError
 from ..node.json_values import parse_json
-from ..node.storefile import PREFIX_END, StoreRow, filled_marks
+from ..node.storefile import PREFIX_END, StoreRow, escaped_text, filled_marks, sqlite_type
 
 _LANE = 128  # bits a row takes in a packed integer: its 64-bit value and room for a product
 _M64 = (1 << 64) - 1
@@ -211,7 +211,12 @@ def _sum_run(
 
 
 # A range's rows of one ledger: how many, their prefixes joined into one blob, their heights a JSON list.
-_JOINED = "COUNT(*), CAST(group_concat(prefix, '') AS BLOB), '[' || group_concat(height) || ']'"
+# A prefix of another type than BLOB is left out of the join (its bytes could be a BLOB's, and
+# the node's lookups, by a BLOB, never find it): the joined prefixes are short, the sum damaged.
+_JOINED = (
+    "COUNT(*), CAST(group_concat(iif(typeof(prefix) = 'blob', prefix, NULL), '') AS BLOB), "
+    "'[' || group_concat(height) || ']'"
+)
 
 
 def _sum_ranges(
@@ -261,7 +266,19 @@ def first_difference(
         )
     else:
         query = "SELECT height, prefix FROM record_hashes WHERE ledger = ? ORDER BY height, prefix"
-    rows = conn.execute(query, (ledger,))
+    # A prefix tampered into TEXT that is not UTF-8 is read as text all the same (escaped), to be
+    # named as the row of another type it is, rather than fail the read.
+    factory = conn.text_factory
+    conn.text_factory = escaped_text
+    try:
+        return _first_difference(conn.execute(query, (ledger,)), ledger, mark, records, size)
+    finally:
+        conn.text_factory = factory
+
+
+def _first_difference(
+    rows: sqlite3.Cursor, ledger: str, mark: int, records: Iterator[StoreRow], size: int
+) -> IndexMismatchError:
     row = rows.fetchone()
     below = min(mark, size)
     for record in records:
@@ -279,7 +296,8 @@ def first_difference(
             return _error(ledger, height, f"the hash index has no row for record {height} (hash {want.hex()}…)")
         other = next((p for p in found if p != want), None)
         if other is not None:
-            shown = other.hex() if isinstance(other, bytes) else repr(other)
+            kind = sqlite_type(other)
+            shown = other.hex() if isinstance(other, bytes) else f"a value stored as {kind}, not as a BLOB"
             return _error(
                 ledger, height, f"the hash index's row for record {height} holds {shown}, its hash starts {want.hex()}"
             )

@@ -19,6 +19,7 @@ from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..config.redis import check_redis_url
 from ..ingest.replica import run_replica
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
 from ..ingest.server import run_ingest
@@ -29,6 +30,7 @@ from ..verifier.observer import run_observer
 from ..verifier.process import run_verifier
 from .args import Subparsers, add_command, add_json_option, config_file, node_name
 from .client_output import print_enrollment
+from .key_bundles import Written, write_bundles
 from .paths import input_file
 
 log = logging.getLogger(__name__)
@@ -105,11 +107,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     """One key pair by name, or with --cluster every node's pair that the configuration names."""
+    if args.bundles is not None and args.cluster is None:
+        raise UsageError("--bundles needs --cluster CONFIG: the folders are of that cluster's processes")
     passphrase = _passphrase(args, confirm=True)
+    bundles: dict[str, Written] | None = None
     if args.cluster is not None:
         config = load_cluster(config_file(args.cluster, option="--cluster"))
         directory = config.keys_dir
         made, kept = ensure_cluster_keys(config, passphrase)
+        if args.bundles is not None:
+            bundles = write_bundles(config, args.bundles)
     else:
         if args.name is None:
             raise UsageError("name the key pair, or give --cluster CONFIG")
@@ -117,12 +124,24 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         pair = generate(directory, args.name, passphrase)
         made, kept = [{"name": args.name, "public": pair.public, "file": f"{args.name}.key"}], []
     if args.json:
-        print(json.dumps({"directory": str(directory), "created": made, "kept": kept}))
+        shown: dict[str, object] = {"directory": str(directory), "created": made, "kept": kept}
+        if bundles is not None:
+            shown["bundles"] = {
+                name: {"directory": str(args.bundles / name), "files": done.files, "extra": done.extra}
+                for name, done in bundles.items()
+            }
+        print(json.dumps(shown))
     else:
         for what, entries in (("created", made), ("kept   ", kept)):
             for entry in entries:
                 public = f"  public {entry['public']}" if entry["public"] else "  (secret, 0600)"
                 print(f"{what} {directory / entry['file']}{public}")
+        for name, done in (bundles or {}).items():
+            print(f"bundle  {args.bundles / name}  {len(done.files)} files: what {name} alone reads")
+            for extra in done.extra:  # never removed: a home's rotated checkpoint key is written there
+                print(
+                    f"extra   {args.bundles / name / extra}  (not from {directory}: kept; copy it back, or remove it)"
+                )
     return 0
 
 
@@ -135,8 +154,9 @@ def ensure_cluster_keys(
     ``<name>.sign`` and ``<name>.sign.pub``.
 
     With ``[redis] passwords``, each Redis user's password file that is missing is made (a
-    user per node, the gateway's and the admin's: broker/redis_acl.py) and the ACL file
-    written again from them.
+    user per node, the gateway's and the admin's: broker/redis_acl.py; behind Sentinel, a
+    ``sentinel://`` URL, also the replica's and the Sentinels' users of the data servers) and
+    the ACL file written again from them.
 
     The cluster's second-factor key (``second-factor.seal``, 0600: it seals admins' TOTP
     secrets, docs/PROTOCOL.md 16.5) is made once too; its entry's ``public`` is empty.
@@ -164,8 +184,12 @@ def ensure_cluster_keys(
         nodes = config.redis_users()
         writers = redis_acl.checkpoint_writers(config.default_home, config.homes, config.standbys)
         admin_home = config.home_of(ADMIN_LEDGER).name
-        written = redis_acl.write_passwords(directory, nodes, admin_homes=(admin_home,), checkpoints=writers)
-        for user in redis_acl.users(nodes):
+        # Behind Sentinel the data servers and the Sentinels sign in to each other too (redis_acl.SERVER_USERS).
+        servers = check_redis_url(config.redis_url) is not None
+        written = redis_acl.write_passwords(
+            directory, nodes, admin_homes=(admin_home,), checkpoints=writers, servers=servers
+        )
+        for user in [*redis_acl.users(nodes), *(redis_acl.SERVER_USERS if servers else ())]:
             path = redis_acl.password_path(directory, user)
             entry = {"name": user, "file": str(path), "public": "Redis password (0600)"}
             (made if user in written else kept).append(entry)
@@ -276,6 +300,13 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
     keygen.add_argument("name", nargs="?", metavar="NAME", help="the key pair's name (an account or node name)")
     keygen.add_argument("--dir", type=Path, default=Path("."), metavar="DIR", help="where to write (default: .)")
     keygen.add_argument("--cluster", type=Path, metavar="CONFIG", help="create the cluster's missing key pairs")
+    keygen.add_argument(
+        "--bundles",
+        type=Path,
+        metavar="DIR",
+        help="with --cluster: also write DIR/<node>, DIR/gateway, DIR/redis (and DIR/sentinel behind Sentinel), "
+        "each holding only the key files that process reads, to be its key directory (tools/key_bundles.py)",
+    )
     _add_passphrase_option(keygen, "protect the secret key with a passphrase (scrypt + ChaCha20-Poly1305)")
     add_json_option(keygen)
 

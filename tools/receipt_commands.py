@@ -6,32 +6,40 @@ for (waiting for one until ``--wait``), and the inclusion proof; the session ver
 it before it writes the receipt file (docs/PROTOCOL.md section 14). ``verify`` needs no
 cluster: the file, and the ledger's genesis record (its pinned checkpoint key) or the key
 given with ``--key``; witness keys and a quorum when the cosignatures must count, and with
-``--admin-key`` (the admin ledger's checkpoint key) their rotated keys the receipt proves (16.6).
-``keys`` prints those vkeys from a cluster's key directory (each witness's newest generation,
-``<node>@<g>.sign.pub`` or ``<node>.sign.pub``, and the admin home's), as ``verify`` options:
-the files hold PEM, the options want vkeys.
+``--admin-key`` (the admin ledger's checkpoint key) their rotated keys the receipt proves, and
+those ``--node-keys`` proves whatever the receipt carries (16.6). ``keys`` prints those options
+from a cluster's key directory (each witness's generation 0, and the admin home's key, as
+vkeys: the files hold PEM) and a store's admin ledger (the witnesses' rotations, proven).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import functools
 import sys
 import time
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
-from ..broker.signing import newest_witness_keys
+from ..broker.keys import newest_generation
+from ..broker.signing import PUBLIC_SUFFIX, newest_witness_keys, witness_keys
 from ..client.session import Session
-from ..config.cluster import load_cluster
+from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import RecordError, UsageError
-from ..node.note import VerifierKey, parse_verifier_key, witness_groups
+from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, decode_node_keys, encode_node_keys, node_keys_of
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, parse_verifier_key, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
-from ..verifier.node_keys import admin_checkpoint_key
+from ..node.rules.admin import ADMIN_LEDGER
+from ..node.storefile import StoreReader
+from ..verifier.node_keys import admin_checkpoint_key, follow_copy
 from .args import config_file
 from .client_output import print_json
-from .paths import output_file
+from .paths import is_store, output_file
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 DEFAULT_WAIT_SECONDS = 10.0
@@ -43,6 +51,13 @@ def vkey_arg(value: str) -> VerifierKey:
         return parse_verifier_key(value)
     except Exception as e:
         raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
+
+
+def node_keys_arg(value: str) -> NodeKeys:
+    try:
+        return decode_node_keys(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not node keys: {getattr(e, 'message', e)}") from None
 
 
 def _read(path: Path) -> bytes:
@@ -101,8 +116,10 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         keys = ReceiptKeys(args.key, witnesses, args.quorum)
     else:
         raise UsageError("give the ledger's --genesis FILE or its checkpoint --key VKEY")
+    if args.node_keys is not None and args.admin_key is None:
+        raise UsageError("--node-keys needs --admin-key: its rotations are proven under the admin ledger's checkpoint")
     if args.admin_key is not None:
-        keys = replace(keys, admin_key=args.admin_key)
+        keys = replace(keys, admin_key=args.admin_key, node_keys=args.node_keys)
     verified = verify_receipt(receipt, keys)
     checkpoint = verified.checkpoint.checkpoint
     record = decode_record(receipt.record, PROTOCOL_LIMITS)
@@ -123,9 +140,10 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     print(
         f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}, in the tree of "
         f"size {checkpoint.size} that {checkpoint.origin} signed"
-        + (f" and {len(cosigned)} witnesses cosigned ({', '.join(cosigned)})" if cosigned else "")
+        + (f" and {_witnesses(len(cosigned))} cosigned ({', '.join(cosigned)})" if cosigned else "")
         + (
-            f"; {len(verified.outside)} outside witnesses cosigned ({', '.join(verified.outside)}), "
+            f"; {_witnesses(len(verified.outside), 'outside ')} cosigned "
+            f"({', '.join(verified.outside)}), "
             f"the genesis asks {keys.outside.quorum}"
             if keys.outside is not None
             else ""
@@ -134,22 +152,99 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_receipt_keys(args: argparse.Namespace) -> int:
-    """The cluster's witness keys (each witness's newest generation in the key directory) and
-    the admin ledger's checkpoint key, as ``--witness VKEY`` and ``--admin-key VKEY`` for
-    ``receipt verify``. A rotated witness's replaced key is left out: with any timestamp its
-    thief chooses, a cosignature by it would count (PROTOCOL 14.3, 16.6).
+def _witnesses(count: int, kind: str = "") -> str:
+    return f"{count} {kind}witness" + ("" if count == 1 else "es")
 
-    Raises KeyMaterialError [bad_key] for a witness's ``.sign.pub`` that is not an Ed25519 key.
+
+def cmd_receipt_keys(args: argparse.Namespace) -> int:
+    """The cluster's witness keys, the admin ledger's checkpoint key and the node keys that
+    bound its witnesses' replaced keys, as ``--witness VKEY``, ``--admin-key VKEY`` and
+    ``--node-keys TEXT`` for ``receipt verify`` (PROTOCOL 14.3).
+
+    Each witness is given by its generation 0 (``<node>.sign.pub``), and its rotations by the
+    admin ledger's ``key_rotation`` records proven under an admin checkpoint, read from a store
+    (``--store``, else the configuration's under its data directory): a receipt cosigned by a
+    replaced key before its rotation counts that witness, one by its newest key too, and one by
+    a replaced key on a checkpoint larger than its rotation's ``cosigned`` does not, whatever
+    node keys the receipt carries or leaves out. A witness whose rotations the key directory
+    shows and no store proves (all of them) is given by its newest key instead, as before, and
+    said on stderr: a replaced key given as generation 0 with no rotation known would count
+    with any timestamp its thief chooses.
+
+    Raises KeyMaterialError [bad_key] for a witness's ``.sign.pub`` that is not an Ed25519 key,
+    UsageError for a ``--store`` that is not a store.
     """
     config = load_cluster(config_file(args.config))
-    witnesses = {name: key.encode() for name, key in sorted(newest_witness_keys(config).items())}
     admin = admin_checkpoint_key(config)
+    first, newest = witness_keys(config), newest_witness_keys(config)
+    proven = _proven_rotations(config, args.store, admin, first)
+    witnesses: dict[str, VerifierKey] = {}
+    for node in sorted(newest):
+        generations = newest_generation(config.keys_dir, node, PUBLIC_SUFFIX)
+        if node in first and proven[0].get(node, 0) >= generations:
+            witnesses[node] = first[node]
+        else:
+            witnesses[node] = newest[node]
+            if generations:
+                print(
+                    f"vledger: {node}: generation {generations} is in the key directory, and no store proves its "
+                    f"{generations} rotations under an admin checkpoint: its newest key is given, so receipts its "
+                    "replaced keys cosigned do not count it (give --store DIR of a node holding the admin ledger)",
+                    file=sys.stderr,
+                )
+    bound = {node for node, key in witnesses.items() if key is first.get(node) and proven[0].get(node)}
+    evidence = None if not bound or proven[1] is None else proven[1](bound)
     if args.json:
-        print_json({"witnesses": witnesses, "admin_key": None if admin is None else admin.encode()})
+        print_json(
+            {
+                "witnesses": {name: key.encode() for name, key in witnesses.items()},
+                "admin_key": None if admin is None else admin.encode(),
+                "node_keys": None if evidence is None else evidence.json(),
+            }
+        )
         return EXIT_OK
-    for vkey in witnesses.values():
-        print(f"--witness {vkey}")
+    for key in witnesses.values():
+        print(f"--witness {key.encode()}")
     if admin is not None:
         print(f"--admin-key {admin.encode()}")
+    if evidence is not None:
+        print(f"--node-keys {encode_node_keys(evidence)}")
     return EXIT_OK
+
+
+def _proven_rotations(
+    config: ClusterConfig, given: Path | None, admin: VerifierKey | None, witnesses: Collection[str]
+) -> tuple[dict[str, int], Callable[[Collection[str]], NodeKeys | None] | None]:
+    """How many ``key_rotation`` records of each witness the best store's admin ledger proves
+    under its largest admin checkpoint that ``admin`` verifies (the store whose proves the
+    most), and how to build the evidence for some of those witnesses; ({}, None) when none does."""
+    if admin is None:
+        return {}, None
+    if given is not None and not is_store(given):
+        raise UsageError(f"--store {given}: not a store directory")
+    stores = [given] if given is not None else [config.store_dir(n) for n in sorted(config.nodes)]
+    best: tuple[dict[str, int], Callable[[Collection[str]], NodeKeys | None] | None] = ({}, None)
+    for store in stores:
+        if not is_store(store):
+            continue
+        with contextlib.closing(StoreReader(store)) as reader:
+            if ADMIN_LEDGER not in reader.ledgers():
+                continue
+            records = [data for _, data in reader.iter_raw(ADMIN_LEDGER, 0, reader.size(ADMIN_LEDGER))]
+            notes = [note for _, note in reader.latest_checkpoints(ADMIN_LEDGER)]
+        evidence, rotations = follow_copy(records, notes, admin, witnesses)
+        if evidence is None:
+            continue
+        counts = dict(collections.Counter(str(r["node"]) for r in rotations))
+        # Evidence holds the last MAX_NODE_ROTATIONS: a witness with an earlier rotation left
+        # out would get its generation 0 bounded by a later rotation's sizes. Not proven so.
+        size = parse_checkpoint(parse_note(evidence.checkpoint).text).size
+        held = collections.Counter(
+            str(record.content.payload.get("node"))
+            for record in (decode_record(data, PROTOCOL_LIMITS) for data in records[:size])
+            if record.content.kind == ROTATION_RECORD_KIND and isinstance(record.content.payload, dict)
+        )
+        counts = {node: count for node, count in counts.items() if held[node] == count}
+        if sum(counts.values()) > sum(best[0].values()):
+            best = (counts, functools.partial(node_keys_of, records, evidence.checkpoint))
+    return best

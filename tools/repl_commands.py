@@ -498,7 +498,18 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
             )
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]
-    print(f"Behind: {'; '.join(behind)}" if behind else "Every replica and observer holds every ledger up to its head.")
+    claims_above = [
+        f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.unverified)})"
+        for s in statuses
+        if any(n.unverified for n in s.nodes)
+    ]
+    if behind:
+        print(f"Behind: {'; '.join(behind)}")
+    elif claims_above:
+        # Not "every replica holds": a height above the head is a claim nothing signed shows.
+        print(f"No replica or observer is behind; above the head, unverified: {'; '.join(claims_above)}")
+    else:
+        print("Every replica and observer holds every ledger up to its head.")
 
 
 # --- the command -----------------------------------------------------------------------------------

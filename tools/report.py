@@ -180,6 +180,7 @@ def verification_json(result: Verification) -> dict[str, Any]:
         "ledgers": [_ledger_json(r) for r in result.reports],
         "ok": result.ok,
         "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
+        "tree_unchecked": result.tree_unchecked,  # (store) why its Merkle tree was not checked, or null
         # Whether the checkpoints' cosignatures were checked at all (with --witness keys), and how many.
         "cosignatures": {
             "witness_keys": result.witness_keys,
@@ -224,6 +225,8 @@ def _report_lines(source: str, result: Verification) -> list[str]:
             lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
+    if result.tree_unchecked is not None:
+        lines.append(f"{source}: Merkle tree NOT checked: {result.tree_unchecked}")
     if result.error is not None:
         lines.append(f"{source}: FAILED [{result.error.code}]: {result.error.message}")
     return lines

@@ -54,6 +54,7 @@ from ..node.errors import (
 )
 from ..node.json_values import jsonable
 from ..node.note import parse_checkpoint, parse_note, verify_checkpoint
+from ..node.tally_body import Snapshot
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
@@ -63,7 +64,6 @@ from ..verifier.tally import (
     STALE_AFTER_MS,
     Checked,
     LedgerHead,
-    Snapshot,
     TallyReport,
     agreement_behind,
     ahead_observers,

@@ -40,7 +40,7 @@ import resource
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from typing import Any, BinaryIO
 
 from ..broker.shm import take_ownership
 from ..config.settings import Limits
+from ..node.checkpoint_log import EVIDENCE, KeptCheckpoint, row_disagrees
 from ..node.epoch import STANDBY_KEY_FIELD, EpochHistory
 from ..node.errors import (
     CosignatureError,
@@ -74,7 +75,17 @@ from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, v
 from ..node.record import ZERO_LINK, Record, decode_record
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
-from ..node.storefile import STORED_LEVEL, StoreReader, StoreRow, connect, edge_covers, level_rows, tree_kept
+from ..node.storefile import (
+    STORED_LEVEL,
+    StoreReader,
+    StoreRow,
+    connect,
+    edge_covers,
+    lenient_text,
+    level_rows,
+    sqlite_type,
+    tree_kept,
+)
 from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
 from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, scan_index
@@ -135,6 +146,7 @@ class Verification:
     witness_keys: int = 0  # witness keys the cosignatures were checked with (0: none checked)
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
     worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
+    tree_unchecked: str | None = None  # (store) why its Merkle tree was not checked, printed: None when it was
 
     @property
     def ok(self) -> bool:
@@ -223,7 +235,7 @@ def verify_store(
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
     # parent's reader opens for the records (they open their own).
-    with contextlib.closing(StoreReader(directory)) as reader:
+    with contextlib.closing(StoreReader(directory, still=True)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         # Each ledger's highest height + 1, one index seek (COUNT(*) reads every row, 0.05 s at
         # 1M, before any worker starts): a row missing below it fails its chunk, and chunks are
@@ -237,9 +249,9 @@ def verify_store(
             take_ownership()  # the pool's semaphores are named by this process; a killed one's removed
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context(fork)))
             pool.submit(os.getpid)  # starts the workers now (with fork, all at the first call)
-        reader = stack.enter_context(contextlib.closing(StoreReader(directory)))
+        reader = stack.enter_context(contextlib.closing(StoreReader(directory, still=True)))
         # The stored tree rows' own connection: read a level at a time beside the records' pages.
-        tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True)))
+        tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True, still=True)))
         kept = tree_kept(tree_rows)
         # The hash index is summed on a thread of its own while the records verify (hash_index.py).
         key = new_key()
@@ -273,7 +285,65 @@ def verify_store(
                 result.reports.append(report)
         if marks is not None:
             _check_index(index.result(), tree_rows, reader, result, counts, wanted)
+        if not kept:
+            _no_tree_kept(tree_rows, result)
+        _check_checkpoint_rows(tree_rows, result, counts, wanted)
     return result
+
+
+def _no_tree_kept(conn: sqlite3.Connection, result: Verification) -> None:
+    """A store whose meta row says it keeps no tree: one from before the tree (no tree rows, no
+    edge) is named in the verdict, never passed silently; one that holds tree rows or edges is a
+    meta row changed to skip the check (whoever can rewrite a tree row can rewrite that row too),
+    which fails."""
+    held = conn.execute("SELECT 1 FROM tree_edge UNION ALL SELECT 1 FROM tree LIMIT 1").fetchone()
+    if held is not None:
+        if result.error is None:
+            result.error = TreeMismatchError(
+                "the store's meta row says it keeps no Merkle tree, yet it holds tree rows: its tree is not "
+                "checked, and a node opening the store would build the tree anew from the records"
+            )
+        return
+    if result.reports:
+        result.tree_unchecked = "a store from before the tree (a node builds it when it next opens the store)"
+
+
+def _check_checkpoint_rows(
+    conn: sqlite3.Connection, result: Verification, counts: Mapping[str, int], wanted: str | None
+) -> None:
+    """Every checkpoint row of the selected ledgers (all when ``wanted`` is None) against its own
+    note (checkpoint_log.row_disagrees: the size, root and ledger columns the node selects by),
+    and each signed, cosigned or imported one against the records it proves the store held: a
+    ledger with none of its records left (deleted whole) fails here, as one cut short fails at
+    its latest checkpoint. Evidence rows prove nothing of this store's records."""
+    reports = {report.ledger: report for report in result.reports}
+    rows = lenient_text(  # a note tampered into TEXT that is not UTF-8: its row's finding, not a failed read
+        conn,
+        "SELECT ledger, kind, size, root, note, at_ms FROM checkpoints WHERE ?1 IS NULL OR ledger = ?1 "
+        "ORDER BY ledger, size",
+        (wanted,),
+    )
+    for ledger, kind, size, root, note, at_ms in rows:
+        if not isinstance(ledger, str) or not isinstance(size, int):
+            continue  # a cell of another type: the node's store check says it (storefile.check_column_types)
+        if isinstance(note, bytes) and isinstance(root, bytes):
+            wrong = row_disagrees(KeptCheckpoint(ledger, kind, size, root, note, at_ms))
+        else:
+            wrong = "its root or note is not a BLOB"
+        proves = kind != EVIDENCE
+        if wrong is None and (not proves or ledger in counts):
+            continue
+        report = reports.get(ledger)
+        if report is None:  # a ledger with checkpoints and no records
+            report = reports[ledger] = LedgerReport(ledger)
+            result.reports.append(report)
+        if wrong is not None:
+            error = StoreError(f"ledger {ledger!r}: the checkpoints table's {kind} row at size {size}: {wrong}")
+        else:
+            error = StoreError(
+                f"ledger {ledger!r}: a stored {kind} checkpoint of size {size}, but the store holds none of its records"
+            )
+        report.fail(error, max(size - 1, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +377,7 @@ class _IndexScanThread:
 
     def _run(self) -> None:
         try:
-            with contextlib.closing(connect(self._path, readonly=True)) as conn:
+            with contextlib.closing(connect(self._path, readonly=True, still=True)) as conn:
                 self._scan = scan_index(conn, self._key, self._got_marks)
         except sqlite3.Error as e:
             self._error = StoreError(f"{self._path}: cannot read the hash index: {e}")
@@ -473,7 +543,15 @@ class _StoredRows:
                 ),
                 last,
             )
-        if bytes(row[1]) != node:
+        if type(row[1]) is not bytes:
+            raise _TreeFailure(
+                TreeMismatchError(
+                    f"ledger {self.ledger!r}: the stored tree's node at level {level}, index {index} "
+                    f"is stored as {sqlite_type(row[1])}, not as a BLOB"
+                ),
+                last,
+            )
+        if row[1] != node:
             raise _TreeFailure(
                 TreeMismatchError(
                     f"ledger {self.ledger!r}: the stored tree's node at level {level}, index {index} "
@@ -527,6 +605,9 @@ class _StoreTree(_Growth):
         self.checkpoints: dict[int, list[tuple[Checkpoint, bytes]]] = {}
         self.unreadable: list[tuple[int, NoteError]] = []
         for size, note in notes:
+            if not note:  # StoreReader.latest_checkpoints' note of a column of another type than BLOB
+                self.unreadable.append((size, NoteError("the note is empty, or stored as another type than a BLOB")))
+                continue
             try:
                 checkpoint = parse_checkpoint(parse_note(note).text)
             except NoteError as e:
@@ -817,7 +898,7 @@ def verify_chunk(
         tree = _Growth(Frontier(), (mark - start for mark in marks), reached)
     summed = None if index is None else _Indexed(IndexSum(index[0]), index[1])
     try:
-        with contextlib.closing(StoreReader(directory)) as reader:
+        with contextlib.closing(StoreReader(directory, still=True)) as reader:
             if start == 0:
                 verifier = ChainVerifier(ledger, limits)
                 first_prev = ZERO_LINK
@@ -974,6 +1055,12 @@ def _check_row(verifier: ChainVerifier, row: StoreRow, limits: Limits) -> Record
     """The checks one by one of ``row`` as the record after ``verifier``'s head, which it becomes;
     raises the first failure, naming the row's height when the bytes cannot."""
     ledger = verifier.ledger
+    if type(row.data) is not bytes:
+        raise MalformedRecordError(
+            f"the row's data column is stored as {sqlite_type(row.data)}, not as the record's bytes (a BLOB)",
+            ledger=ledger,
+            height=row.height,
+        )
     try:
         record = decode_record(row.data, limits)
     except (MalformedRecordError, PayloadTooLargeError) as e:
@@ -1003,8 +1090,15 @@ def check_index_columns(row: StoreRow, record: Record) -> None:
     )
     for column, held, expected in columns:
         if held != expected:
+            # A column tampered into another type (a hash as TEXT, NULL) is named by its type:
+            # its value would show as undecodable text or None.
+            shown = (
+                _shown(held)
+                if type(held) is type(expected)
+                else f"a value stored as {sqlite_type(held)}, not as {sqlite_type(expected)}"
+            )
             raise IndexMismatchError(
-                f"the {column} column holds {_shown(held)}, the record {_shown(expected)}",
+                f"the {column} column holds {shown}, the record {_shown(expected)}",
                 ledger=record.ledger,
                 height=record.height,
             )
@@ -1087,6 +1181,7 @@ class ExportChecker:
         self._trees: dict[str, Frontier] = {}
         # A ledger whose genesis pins a standby key: its epochs, from its records (PROTOCOL 10.9).
         self._epochs: dict[str, EpochHistory | None] = {}
+        self._counted: set[tuple[str, bytes]] = set()  # (ledger, note) of the checkpoint lines counted
         # Each ledger's checkpoint key chain (13.8), for the ledgers read from their genesis.
         self._chains: dict[str, KeyChain | None] = {}
 
@@ -1215,7 +1310,9 @@ class ExportChecker:
         except VledgerError as e:
             report.fail(e, height, number)
             return
-        report.checkpoints += 1
+        if (ledger, line.note) not in self._counted:  # a line given twice is one checkpoint
+            self._counted.add((ledger, line.note))
+            report.checkpoints += 1
 
     def _report(self, ledger: str) -> LedgerReport | None:
         if self.wanted is not None and ledger != self.wanted:

@@ -85,11 +85,12 @@ from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.votes import electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
+from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, MISMATCH, Snapshot, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import AGREE, MISMATCH, TallyReport, observer_keys, read_tallies, snapshot_fields
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -984,6 +985,9 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
+    if request.path.startswith("/static/") and request.path.endswith("/"):
+        # aiohttp's static route served /static/vledger.js/ as the file: one name per file.
+        raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
     return response
 

@@ -8,8 +8,10 @@ its node key (the nodes admit the cluster's members); when that key rotates (``v
 rotate``, PROTOCOL 16.6) it reads with the new one from the record on and serves its ROUTER
 as every node does (the old key on ``port`` and the new on ``rotation_port`` during the
 window, the new on both after it). It writes alerts, checkpoints and its
-consumer group's acknowledgements to Redis. SIGTERM and SIGINT stop it after the slice in
-hand; what it read and did not acknowledge is read again at the next start.
+consumer group's acknowledgements to Redis. SIGTERM and SIGINT stop it at once: the read of
+a node in hand is dropped (its readers' ZeroMQ Context is ended, :class:`ReadersContext`),
+and the slice of checks with it, however many nodes it had left to read; only a Redis call in
+hand is waited for. What it read and did not acknowledge is read again at the next start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+import zmq
 
 from .. import __version__
 from ..broker.client import Client
@@ -37,13 +41,14 @@ from ..node.errors import BadRequestError, ForbiddenError, UnknownCommandError, 
 from ..node.note import VerifierKey
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from ..node.witness import home_key
-from .checks import ClusterChecks, NodeReader
+from .checks import ClusterChecks, NodeReader, Stopped
 from .node_keys import rotated_witness_keys_now
 from .sweep import PagePool
 
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE = 1.0
+READERS_END_WAIT = 2.0  # seconds a stop waits for the readers' Context to end once their sockets closed
 WITNESS_KEYS_FOR_S = 60.0  # how long the witnesses' rotated keys read from Redis are kept
 MAX_REQUEST_BYTES = 64 * 1024
 
@@ -96,10 +101,18 @@ class StatusService:
 
 
 def node_readers(
-    config: ClusterConfig, keys: ClientKeys, timeout: float, clock: Callable[[], float], gates: MemberGates
+    config: ClusterConfig,
+    keys: ClientKeys,
+    timeout: float,
+    clock: Callable[[], float],
+    gates: MemberGates,
+    stopping: threading.Event | None = None,
+    ctx: zmq.Context[Any] | None = None,
 ) -> dict[str, NodeReader]:
     """A reader of every node's copy, kept on the node's newest key through its key rotations,
-    and on the verifier's own newest client key through its rotations (PROTOCOL 16.6)."""
+    and on the verifier's own newest client key through its rotations (PROTOCOL 16.6); each
+    reads nothing more once ``stopping`` is set (NodeReader). Their sockets are of ``ctx``
+    (default: the process's Context)."""
     readers = {}
     for node in config.nodes.values():
         if node.role == "verifier":
@@ -109,12 +122,40 @@ def node_readers(
             keys.current,
             timeout=timeout,
             follow=False,  # each node's own copy is checked, never its home's in its place
+            ctx=ctx,
         )
         gates.keep_addressed(client, node.name)
         # Read by the client at its next call, which then connects anew with the new key.
         keys.follow(partial(setattr, client, "keys"))
-        readers[node.name] = NodeReader(node, client, config.ingest.page_size, clock)
+        readers[node.name] = NodeReader(node, client, config.ingest.page_size, clock, stopping)
     return readers
+
+
+class ReadersContext:
+    """The ZeroMQ Context of the verifier's readers, apart from the process's (whose request
+    socket answers to the end). A stop ends it (:meth:`interrupt`, from the signal handler):
+    libzmq's term makes a receive in flight return at once (ETERM), which the readers raise as
+    Stopped, where the read would have waited out ``node_timeout_ms``. The term returns once the
+    readers' sockets are closed, so it runs on a thread of its own; :meth:`close` waits for it."""
+
+    def __init__(self) -> None:
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._ending: threading.Thread | None = None
+
+    def interrupt(self) -> None:
+        """End the Context: every wait on its sockets returns (ETERM). Does not block."""
+        if self._ending is None:
+            self._ending = threading.Thread(target=self.ctx.term, name="readers-end", daemon=True)
+            self._ending.start()
+
+    def close(self) -> None:
+        """Once the readers' sockets are closed: the Context ended (a socket left open is closed)."""
+        if self._ending is None:
+            self.ctx.destroy(linger=0)
+            return
+        self._ending.join(READERS_END_WAIT)
+        if self._ending.is_alive():
+            log.warning("the readers' ZeroMQ Context did not end within %g s of the stop", READERS_END_WAIT)
 
 
 def home_sign_key(config: ClusterConfig, ledger: str) -> VerifierKey | None:
@@ -155,8 +196,12 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
     with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
         replication = runtime.replication()
         cache = runtime.accounts(runtime.registry())  # the verifier has no feed: only its request list
+        reading = ReadersContext()
+        runtime.closing(reading.close)  # after the readers' clients closed their sockets
+        runtime.on_stop(reading.interrupt)
+        timeout = config.verifier.node_timeout_ms / 1000
         readers = node_readers(
-            config, runtime.client_keys, config.verifier.node_timeout_ms / 1000, time.monotonic, runtime.gates
+            config, runtime.client_keys, timeout, time.monotonic, runtime.gates, runtime.stopping, reading.ctx
         )
         for reader in readers.values():
             runtime.closing(reader.client.close)
@@ -173,6 +218,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             pool=pool,
             home_keys=partial(home_sign_key, config),
             witness_keys=WitnessKeys(config, replication.client),
+            stopping=runtime.stopping,
         )
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
@@ -197,6 +243,8 @@ def _check(checks: ClusterChecks, stopping: threading.Event) -> None:
                 checks.start()
                 started = True
             checks.tick()
+        except Stopped:
+            return
         except REDIS_ERRORS as e:
             log.warning("Redis unavailable (%s); retrying", e)
             stopping.wait(RETRY_PAUSE)

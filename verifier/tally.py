@@ -30,8 +30,7 @@ from typing import Any
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig
-from ..node import canonical
-from ..node.errors import FieldError, KeyMaterialError, SignatureError, VledgerError
+from ..node.errors import KeyMaterialError, SignatureError, VledgerError
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.note import ALG_ED25519, VerifierKey
@@ -42,10 +41,8 @@ from ..node.rules.engine import RulesEngine, Violation
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
+from ..node.tally_body import Snapshot
 
-BODY_VERSION = 1
-BODY_KEYS = ("at_ms", "counted", "head", "height", "ledger", "observer", "tally", "v")
-HASH_BYTES = 32
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
 # an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
@@ -116,71 +113,6 @@ def tally_map(domain: Domain) -> tuple[dict[str, Any], tuple[Ref, ...] | None]:
 
 
 # --- snapshots ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One observer's count of one ledger at one height: what it signs."""
-
-    observer: str
-    ledger: str
-    height: int
-    head: bytes  # the hash of the record at ``height``
-    tally: dict[str, Any]
-    counted: bytes
-    at_ms: int
-
-    def body(self) -> bytes:
-        """The canonical msgpack bytes that are signed."""
-        return canonical.encode(
-            {
-                "v": BODY_VERSION,
-                "observer": self.observer,
-                "ledger": self.ledger,
-                "height": self.height,
-                "head": self.head,
-                "tally": self.tally,
-                "counted": self.counted,
-                "at_ms": self.at_ms,
-            }
-        )
-
-    @classmethod
-    def decode(cls, body: bytes) -> Snapshot:
-        """A body read back; raises a VledgerError (bad_encoding, non_canonical, bad_field) if it is not one."""
-        value = canonical.decode(body)
-        if not isinstance(value, dict) or sorted(value) != list(BODY_KEYS):
-            raise FieldError(f"a tally body is a map of exactly {list(BODY_KEYS)}")
-        if value["v"] != BODY_VERSION:
-            raise FieldError(f"tally body version {value['v']!r}, not {BODY_VERSION}")
-        for key, kind in (("observer", str), ("ledger", str), ("tally", dict), ("head", bytes), ("counted", bytes)):
-            if not isinstance(value[key], kind):
-                raise FieldError(f"tally body field {key!r} must be a {kind.__name__}")
-        for key in ("height", "at_ms"):
-            if type(value[key]) is not int or value[key] < 0:
-                raise FieldError(f"tally body field {key!r} must be an integer >= 0")
-        for key in ("head", "counted"):
-            if len(value[key]) != HASH_BYTES:
-                raise FieldError(f"tally body field {key!r} must be {HASH_BYTES} bytes")
-        return cls(
-            value["observer"],
-            value["ledger"],
-            value["height"],
-            value["head"],
-            value["tally"],
-            value["counted"],
-            value["at_ms"],
-        )
-
-    def same_count(self, other: Snapshot) -> bool:
-        """Whether ``other`` states the same chain and the same count (who and when aside)."""
-        return (self.ledger, self.height, self.head, self.tally, self.counted) == (
-            other.ledger,
-            other.height,
-            other.head,
-            other.tally,
-            other.counted,
-        )
 
 
 @dataclass(slots=True)
@@ -266,24 +198,26 @@ def check_published(
 
     With ``history`` (the observer's Ed25519 key generations, proven on the admin ledger,
     docs/PROTOCOL.md 16.6), any of its keys may have signed, and the key must have been in
-    force at the body's ``at_ms``: the newest always, a replaced one only before the ``until``
-    of the rotation that replaced it. The problem is a SignatureError [bad_signature] for a
-    signature by none of the keys or by one out of force, a FieldError [bad_field] (or the
-    body's encoding error) for a body that is not one or states another observer, ledger or height.
+    force for the body: the newest always; a replaced one only for an ``at_ms`` before the
+    ``until`` of the rotation that replaced it and, when that rotation states what the key had
+    ``tallied``, only at a height no larger than the one it lists for the ledger (``at_ms`` is
+    the signer's claim: the height bound is what keeps a thief of the replaced key from signing
+    a later count). The problem is a SignatureError [bad_signature] for a signature by none of
+    the keys or by one out of force, a FieldError [bad_field] (or the body's encoding error) for
+    a body that is not one or states another observer, ledger or height.
     """
     try:
         signer = _signer(published, key, history)
-        snapshot = Snapshot.decode(published.body)
-        stated = (snapshot.observer, snapshot.ledger, snapshot.height)
-        if stated != (published.observer, ledger, published.height):
-            raise FieldError(
-                f"the signed body says {stated}, the entry in its observer's keys ({published.observer!r}, "
-                f"{ledger!r}, {published.height})"
-            )
+        snapshot = Snapshot.decode(published.body).stating(published.observer, ledger, published.height)
         if history is not None and not history.signs_at(signer, snapshot.at_ms):
             raise SignatureError(
                 f"the tally of {published.observer!r} is signed by its key {signer[:16]}..., replaced before "
                 f"its at_ms {snapshot.at_ms}"
+            )
+        if history is not None and not history.tallies(signer, snapshot.at_ms, ledger, snapshot.height):
+            raise SignatureError(
+                f"the tally of {published.observer!r} at height {snapshot.height} is signed by its replaced key "
+                f"{signer[:16]}..., past the heights its rotation says that key had tallied"
             )
     except VledgerError as e:
         return Checked(published, None, e)

@@ -122,8 +122,11 @@ class GenesisReader:
         missing = sorted(domain.kinds - set(rules.kinds))
         if missing:
             self.fail(f"an {self.type_name!r} ledger needs the kinds {missing} in its genesis kinds")
+        # Present with any other value, null included, is bad_rules (7.5): read as "no rule", a
+        # null would switch off the lookalike check a new ledger gets by default, and a counter
+        # written from PROTOCOL alone would call the ledger unusable while the observers count it.
         rule = self.rules.get(IDENTIFIER_RULE_KEY, None)
-        if rule is not None and rule not in RULES:
+        if IDENTIFIER_RULE_KEY in self.rules and rule not in RULES:
             self.fail(f"{IDENTIFIER_RULE_KEY} must be one of {list(RULES)} when given, not {rule!r}")
         self.identifiers: str = rule or ""
 

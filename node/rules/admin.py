@@ -27,7 +27,10 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
   Ed25519 key, the verifier); its previous keys work until ``until`` (milliseconds since 1970).
   An optional ``cosigned`` (an object: ledger -> size, a positive integer) states the largest
   checkpoint of each ledger the replaced Ed25519 key had cosigned: a cosignature by that key
-  counts only on a checkpoint no larger, of a ledger listed (PROTOCOL 16.6).
+  counts only on a checkpoint no larger, of a ledger listed (PROTOCOL 16.6). An optional
+  ``tallied`` (an object: ledger -> height, an integer >= 0) states the largest tally height
+  of each ledger the replaced key had signed (an observer's): a tally signed by that key counts
+  only at a height no larger, of a ledger listed (PROTOCOL 11.3, 16.6).
 * ``totp`` ``{"account", "op", "via"}``: ``op`` ``enroll`` or ``reset``: that account's
   second factor changed (never the secret).
 
@@ -60,6 +63,9 @@ ADMIN_LEDGER = "admin"
 ADMIN_TYPE = "admin"
 ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
 ANY_KIND = "*"
+# The optional fields of a ``key_rotation`` (PROTOCOL 16.1): what the replaced Ed25519 key had
+# cosigned (ledger -> size) and, an observer's, tallied (ledger -> height), in payload order.
+ROTATION_STATES = ("cosigned", "tallied")
 # The optional field of an ``account`` ``remove`` that ends the account's grants (PROTOCOL 16.1):
 # keyed on what the record says, so removals written before the rule keep their meaning.
 ENDS_GRANTS = "ends_grants"
@@ -78,13 +84,23 @@ def is_name(value: object) -> bool:
 
 def cosigned_problem(value: object) -> str | None:
     """What is wrong with ``value`` as a ``key_rotation``'s ``cosigned`` (ledger -> size), or None."""
+    return _stated_problem("cosigned", "size", 1, value)
+
+
+def tallied_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a ``key_rotation``'s ``tallied`` (ledger -> height), or None."""
+    return _stated_problem("tallied", "height", 0, value)
+
+
+def _stated_problem(field: str, what: str, least: int, value: object) -> str | None:
     if not isinstance(value, dict):
-        return "cosigned must be an object: ledger -> size"
-    for ledger, size in value.items():
+        return f"{field} must be an object: ledger -> {what}"
+    for ledger, number in value.items():
         if not is_name(ledger):
-            return f"cosigned: {ledger!r} is not a ledger name"
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size < 2**64:
-            return f"cosigned: the size of {ledger!r} must be a positive integer"
+            return f"{field}: {ledger!r} is not a ledger name"
+        if isinstance(number, bool) or not isinstance(number, int) or not least <= number < 2**64:
+            kind = "a positive integer" if least == 1 else "an integer >= 0"
+            return f"{field}: the {what} of {ledger!r} must be {kind}"
     return None
 
 
@@ -193,8 +209,8 @@ def check_admin_payload(record: Record) -> Fields:
     payload = record.content.payload
     if kind == "account" and ENDS_GRANTS in payload:
         keys = (*keys, ENDS_GRANTS)
-    if kind == "key_rotation" and "cosigned" in record.content.payload:
-        keys = (*keys, "cosigned")
+    if kind == "key_rotation":
+        keys = (*keys, *(stated for stated in ROTATION_STATES if stated in payload))
     fields = Fields(record, *keys)
     fields.text("via", allow_empty=True)
     if kind in ("grant", "revoke"):
@@ -210,8 +226,8 @@ def check_admin_payload(record: Record) -> Fields:
         # The old keys' window ends after the record, or the rotation would cut them at once.
         if fields.integer("until", 0) <= record.accepted:
             fields.fail(f"until {payload['until']} is not after the record's accepted time {record.accepted}")
-        if "cosigned" in payload:
-            problem = cosigned_problem(payload["cosigned"])
+        for stated, problem_of in (("cosigned", cosigned_problem), ("tallied", tallied_problem)):
+            problem = problem_of(payload[stated]) if stated in payload else None
             if problem is not None:
                 fields.fail(problem)
     else:

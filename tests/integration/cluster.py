@@ -501,10 +501,8 @@ class LocalCluster:
             )
             if self.production:
                 self.enrollment = json.loads(bootstrapped.stdout)
-            for name in self.node_names:
-                self.start_node(name)
-            for name in [*self.replica_names, *self.observer_names, *self.verifier_names]:
-                self.start_node(name)
+            for tier in self._tiers():
+                self.start_nodes(tier)
             for name, role in self.accounts.items():
                 self.add_account(name, role)
             self.keys[STRANGER] = new_keypair()
@@ -533,8 +531,9 @@ class LocalCluster:
             tap.close()
         self._taps.clear()
         problems = []
-        for name, gateway in self.gateway_procs.items():
+        for gateway in self.gateway_procs.values():
             gateway.terminate()
+        for name, gateway in self.gateway_procs.items():
             try:
                 if gateway.wait(STOP_TIMEOUT) != 0:
                     problems.append(f"the gateway of {name} exited with status {gateway.returncode} on SIGTERM")
@@ -542,10 +541,15 @@ class LocalCluster:
                 gateway.kill()
                 problems.append(f"the gateway of {name} had to be killed")
         self.gateway_procs.clear()
-        for name in reversed(self.procs):  # the last started first: verifiers, replicas, then homes
-            if self.procs[name].running():
+        # The last started first: verifiers, observers, replicas, then homes; a tier's nodes at
+        # once (each stop is mostly waiting: its threads and its outbox process wind down).
+        for tier in reversed(self._tiers()):
+            running = [name for name in reversed(tier) if self.procs[name].running()]
+            for name in running:
+                self._terminate(name)
+            for name in running:
                 try:
-                    status = self.stop_node(name)
+                    status = self._reap(name, STOP_TIMEOUT)
                 except AssertionError as e:
                     problems.append(str(e))
                 else:
@@ -676,8 +680,26 @@ class LocalCluster:
     def store_dir(self, name: str | None = None) -> Path:
         return self.directory / "data" / self.node(name).name
 
+    def _tiers(self) -> list[list[str]]:
+        """The nodes in the order they start: homes, replicas, observers, verifiers."""
+        return [self.node_names, self.replica_names, self.observer_names, self.verifier_names]
+
     def start_node(self, name: str, timeout: float = START_TIMEOUT) -> None:
         """Start node ``name`` and return once it answers ``hello``."""
+        self.start_nodes([name], timeout)
+
+    def start_nodes(self, names: Iterable[str], timeout: float = START_TIMEOUT) -> None:
+        """Start nodes ``names`` at once and return once each answers ``hello``: their start-ups
+        (imports, stores, Redis, sockets) overlap instead of adding up. ``timeout`` is each
+        node's, as when they started one after another: the last may use what the others left."""
+        names = list(names)
+        deadline = time.monotonic() + timeout * len(names)
+        for name in names:
+            self._launch(name)
+        for name in names:
+            self.wait_ready(name, max(0.0, deadline - time.monotonic()))
+
+    def _launch(self, name: str) -> None:
         proc = self.procs[name]
         assert not proc.running(), f"{name} is already running"
         proc.starts += 1
@@ -691,7 +713,6 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
             )
-        self.wait_ready(name, timeout)
 
     def start_gateway(self, name: str, timeout: float = START_TIMEOUT) -> str:
         """Start the gateway over node ``name``'s store; its URL once it answers /healthz."""
@@ -743,19 +764,27 @@ class LocalCluster:
 
     def stop_node(self, name: str, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM and wait; SIGKILL if it has not exited by the deadline. Its exit status."""
+        self._terminate(name)
+        return self._reap(name, timeout)
+
+    def _terminate(self, name: str) -> None:
+        """SIGTERM to node ``name`` if it runs: once only (a node that has left its serving loop
+        has its default handler back, and a second SIGTERM would kill it)."""
         proc = self.procs[name]
         assert proc.process is not None, f"{name} was never started"
         if proc.process.poll() is None:
             proc.process.send_signal(signal.SIGTERM)
-            try:
-                return proc.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-                proc.process.wait()
-                raise AssertionError(
-                    f"{name} did not exit within {timeout} s of SIGTERM" + self.log_tail(name)
-                ) from None
-        return proc.process.returncode
+
+    def _reap(self, name: str, timeout: float) -> int:
+        """The exit status of node ``name``, sent SIGTERM; SIGKILL if it has not exited within ``timeout``."""
+        process = self.procs[name].process
+        assert process is not None, f"{name} was never started"
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{name} did not exit within {timeout} s of SIGTERM" + self.log_tail(name)) from None
 
     def kill_node(self, name: str) -> None:
         proc = self.procs[name]

@@ -252,6 +252,45 @@ def test_a_follower_whose_store_is_damaged_while_it_runs_raises_the_alert_and_ex
     until_ok(cluster, f"status exits 0 once {name} opened a new store")
 
 
+def test_a_record_stored_as_text_under_a_running_replica_is_store_damaged_at_once_and_at_start(
+    cluster: LocalCluster,
+) -> None:
+    """Outsider pass 20, F2: one record's bytes cast to TEXT under a running replica. Its reads
+    raised a bare OperationalError: the process exited 1 (restarted by supervisord for ever, no
+    alert), and at each start again from the open. Now the read is store_damaged, the node exits
+    65, and a start on the same store does too, naming the table and column."""
+    name = "replica-1"
+    until_ok(cluster, f"all well before {name}'s record is changed")
+    db = cluster.store_dir(name) / DB_NAME
+    where = f"WHERE ledger = '{LEDGER}' AND height = 1"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(f"UPDATE records SET data = CAST(data AS TEXT) {where}")
+    wire = cluster.wire(ADMIN, name)
+    process = cluster.node(name).process
+    assert process is not None
+    errors: list[dict[str, Any]] = []
+
+    def refused_or_stopped() -> bool:
+        wire.request("range", {"ledger": LEDGER, "start": 0})
+        reply = wire.recv(2.0)
+        if reply is None:
+            return process.poll() is not None
+        if not reply["ok"]:
+            errors.append(reply["error"])
+        return not reply["ok"]
+
+    wait_until(refused_or_stopped, DEADLINE, "a range over the changed record refused", interval=0.2)
+    assert all(error["code"] == "store_damaged" for error in errors), errors
+    assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail(name)
+    done = cluster.cli("replica", "--config", str(cluster.config_path), "--node", name, check=False)
+    assert done.returncode == EXIT_STORE_DAMAGED, done.stdout + done.stderr
+    assert "records table's data column holds a text value" in done.stderr, done.stderr
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(f"UPDATE records SET data = CAST(data AS BLOB) {where}")
+    cluster.start_node(name)
+    until_ok(cluster, f"status exits 0 once {name} opened its restored store")
+
+
 def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_65(cluster: LocalCluster) -> None:
     """The same under the ingest node: the put whose group commit meets the damage is answered
     store_damaged (so never acknowledged), the node raises the alert and exits 65; its store

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vledger.broker.redis_acl import (
+    ACL_FILE,
+    PASSWORD_SUFFIX,
+    REPLICATION_USER,
+    SENTINEL_DEFAULT_USER,
+    SENTINEL_USER,
+)
 from vledger.config.cluster import ROLES, ClusterConfig, load_cluster
 from vledger.config.redis import check_redis_url
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.tools.cli import build_parser
+from vledger.tools.key_bundles import GATEWAY, REDIS, SENTINEL, bundle_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -30,6 +39,8 @@ COMPOSE_CONFIG = ROOT / "config" / "cluster.compose.toml"
 LOCAL_CONFIG = ROOT / "config" / "cluster.toml"
 CONFIG_SOURCE = "./config/cluster.compose.toml"  # how the compose file names its configuration
 ONE_SHOTS = ("keys", "bootstrap")
+OPERATOR = (*ONE_SHOTS, "cli")  # the operator's services: they alone mount every key (the `keys` volume)
+BUNDLES = "bundles"  # the volume of `keygen --cluster ... --bundles`: a folder per process
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 DEFAULT_REDIS_PORT = 6379
 REDIS_SET = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")  # beside `redis`: its replica, the Sentinels
@@ -109,25 +120,44 @@ def node_services(services: dict[str, dict[str, Any]]) -> dict[str, tuple[dict[s
     return found
 
 
-def mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(source, target, read-only) of each short-syntax volume entry."""
+LONG_MOUNT = {"type", "source", "target", "read_only", "volume"}
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str, str, bool, str | None]]:
+    """(source, target, read-only, subpath) of each volume entry: the short syntax
+    SOURCE:TARGET[:ro], or the long one for a named volume's folder (``volume: {subpath}``)."""
     result = []
     for entry in service.get("volumes", []):
-        assert isinstance(entry, str), f"{entry!r}: use the short syntax SOURCE:TARGET[:ro]"
+        if isinstance(entry, dict):
+            assert set(entry) <= LONG_MOUNT and entry["type"] == "volume", entry
+            assert set(entry.get("volume", {})) <= {"subpath"}, entry
+            subpath = entry.get("volume", {}).get("subpath")
+            result.append((entry["source"], entry["target"], entry.get("read_only") is True, subpath))
+            continue
+        assert isinstance(entry, str), f"{entry!r}: the short syntax SOURCE:TARGET[:ro], or the long one"
         source, target, *options = entry.split(":")
         assert options in ([], ["ro"]), entry
-        result.append((source, target, options == ["ro"]))
+        result.append((source, target, options == ["ro"], None))
     return result
 
 
 def named_volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
     """Named volume -> (target, read-only); bind mounts (a path as source) are left out."""
-    return {source: (target, ro) for source, target, ro in mounts(service) if not source.startswith((".", "/"))}
+    found = [(source, target, ro) for source, target, ro, _ in mounts(service) if not source.startswith((".", "/"))]
+    assert len({source for source, _, _ in found}) == len(found), "a volume mounted once per service"
+    return {source: (target, ro) for source, target, ro in found}
+
+
+def folder(service: dict[str, Any]) -> tuple[str, str] | None:
+    """(its folder, where) of the ``bundles`` volume a service mounts read-only, if it does."""
+    found = [(subpath, target) for source, target, ro, subpath in mounts(service) if source == BUNDLES and ro]
+    assert all(subpath for subpath, _ in found), "a folder of the bundles volume, never the whole of it"
+    return (str(found[0][0]), found[0][1]) if found else None
 
 
 def config_target(service: dict[str, Any]) -> str:
     """Where the service mounts config/cluster.compose.toml: read-only, once."""
-    targets = [(target, ro) for source, target, ro in mounts(service) if source == CONFIG_SOURCE]
+    targets = [(target, ro) for source, target, ro, _ in mounts(service) if source == CONFIG_SOURCE]
     assert len(targets) == 1, f"{service['command']}: mount {CONFIG_SOURCE} once"
     target, ro = targets[0]
     assert ro, f"{CONFIG_SOURCE} is mounted read-only"
@@ -225,6 +255,7 @@ def test_the_gateway_serves_a_replicas_volume_and_answers_healthz(services: dict
     assert (args.command, args.node, args.host, args.port) == ("gateway", "replica-1", "0.0.0.0", 8080)
     assert published(gateway) == {(8080, 8080)}
     assert "replica-1-data" in named_volumes(gateway)
+    assert folder(gateway) == (GATEWAY, "/keys"), "its own folder: public keys and its Redis password only"
     assert gateway["healthcheck"]["test"] == ["CMD", "python", "-c", PROBE, "http://127.0.0.1:8080/healthz"]
     assert gateway["depends_on"] == {"replica-1": {"condition": "service_healthy"}}
 
@@ -264,7 +295,7 @@ def test_published_ports_are_the_configured_ports(services: dict[str, dict[str, 
     assert len(every) == len(set(every))
 
 
-def test_each_node_has_its_own_data_volume_and_reads_the_keys(
+def test_each_node_has_its_own_data_volume_and_reads_its_own_keys_only(
     compose: dict[str, Any], services: dict[str, dict[str, Any]], config: ClusterConfig
 ) -> None:
     data_volumes = []
@@ -275,8 +306,8 @@ def test_each_node_has_its_own_data_volume_and_reads_the_keys(
         assert not volumes[data[0]][1], f"{name}: its data volume is writable"
         data_volumes.append(data[0])
         keys = [volume for volume, (target, _) in volumes.items() if Path(target) == config.keys_dir]
-        assert keys == ["keys"], f"{name}: the keys volume at {config.keys_dir}"
-        assert volumes["keys"][1], f"{name}: keys are mounted read-only"
+        assert keys == [BUNDLES], f"{name}: a folder of the bundles volume at {config.keys_dir}"
+        assert folder(service) == (name, str(config.keys_dir)), f"{name}: its own folder, read-only"
         assert service["restart"] == "unless-stopped"
     assert len(set(data_volumes)) == len(data_volumes), "no two nodes share a data volume"
     for volume in data_volumes:
@@ -294,23 +325,92 @@ def test_every_named_volume_is_declared_and_used(compose: dict[str, Any], servic
 # --- redis, keys, bootstrap ----------------------------------------------------------------------------
 
 
+def shell_script(service: dict[str, Any]) -> str:
+    """The script of a ``["sh", "-c", SCRIPT]`` command, as the shell sees it (Compose's ``$$`` is ``$``)."""
+    command = service["command"]
+    assert command[:2] == ["sh", "-c"] and len(command) == 3, command
+    script: str = command[2]
+    return script.replace("$$", "$")
+
+
+# How the Redis services read the password files of their folder (mounted at RUN): as root,
+# before docker-entrypoint.sh hands the server to the image's `redis` user.
+RUN = "/run/vledger"
+PASSWORD = '"$(cat ' + RUN + "/{user}" + PASSWORD_SUFFIX + ')"'
+
+
 def test_redis_keeps_its_append_only_file_on_a_volume(
     services: dict[str, dict[str, Any]], config: ClusterConfig
 ) -> None:
     redis = services["redis"]
     assert redis["image"].startswith("redis:7")
-    command = redis["command"]
-    assert command[0] == "redis-server"
-    options = dict(zip(command[1::2], command[2::2], strict=True))
+    script = shell_script(redis)
+    server = "exec docker-entrypoint.sh redis-server /tmp/redis.conf "
+    assert server in script
+    command = script.split(server, 1)[1].split()
+    options = dict(zip(command[::2], command[1::2], strict=True))
     assert options["--appendonly"] == "yes"
     directory = options.get("--dir", "/data")
-    assert [target for target, _ in named_volumes(redis).values()] == [directory]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    data = {volume: target for volume, (target, _) in named_volumes(redis).items() if volume != BUNDLES}
+    assert list(data.values()) == [directory]
     assert redis["restart"] == "unless-stopped"
     replica = services["redis-replica"]
-    assert replica["command"][-3:] == ["--replicaof", "redis", options.get("--port", str(DEFAULT_REDIS_PORT))]
-    assert replica["command"][:-3] == command, "the replica keeps its append-only file as the primary does"
-    assert set(named_volumes(replica)).isdisjoint(named_volumes(redis)), "a volume each"
+    replicaof = f" --replicaof redis {options.get('--port', str(DEFAULT_REDIS_PORT))}"
+    assert shell_script(replica) == script + replicaof, "the replica keeps its append-only file as the primary does"
+    assert set(data).isdisjoint(named_volumes(replica)), "a data volume each"
+
+
+def test_redis_loads_the_acl_file_and_lets_no_one_in_as_the_default_user(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    """The servers take their users from the ACL file of `keygen --cluster` (broker/redis_acl.py:
+    the default user has no password) and sign in to each other as the replication user; the
+    Sentinels sign in to them as theirs, and answer anyone only where the primary is."""
+    assert config.redis.passwords_dir == config.keys_dir / "redis", "[redis] passwords, inside the key directory"
+    assert services["redis"]["depends_on"] == {"keys": {"condition": "service_completed_successfully"}}
+    for name in ("redis", "redis-replica"):
+        service = services[name]
+        script = shell_script(service)
+        assert folder(service) == (REDIS, RUN)
+        assert f"cp {RUN}/{ACL_FILE} /tmp/redis.acl" in script and "aclfile /tmp/redis.acl" in script, name
+        assert f"masteruser {REPLICATION_USER}" in script, name
+        assert f"masterauth %s\\n' {PASSWORD.format(user=REPLICATION_USER)} > /tmp/redis.conf" in script, name
+        assert script.startswith("umask 077 && "), f"{name}: its files in /tmp are private"
+        assert "nopass" not in script and "requirepass" not in script, name
+        ping = service["healthcheck"]["test"]
+        assert ping[0] == "CMD-SHELL" and f"--user {REPLICATION_USER} ping" in ping[1], f"{name}: asked as a user"
+    for name in [n for n in REDIS_SET if n.startswith("sentinel-")]:
+        service = services[name]
+        script = shell_script(service)
+        assert folder(service) == (SENTINEL, RUN)
+        assert f"\\n{SENTINEL_DEFAULT_USER}\\n" in script, f"{name}: anyone may only ask where the primary is"
+        assert f"sentinel auth-user vledger {SENTINEL_USER}" in script
+        assert "sentinel auth-pass vledger %s\\n" in script and PASSWORD.format(user=SENTINEL_USER) in script
+        assert script.endswith("exec docker-entrypoint.sh redis-server /tmp/sentinel.conf --sentinel"), name
+    # Compose reads ${NAME} and $NAME as its own variables: every $ for the shell is written $$.
+    document = json.dumps(compose)
+    assert "$$(cat" in document and re.findall(r"\$", document.replace("$$", "")) == []
+
+
+def test_no_process_but_the_operator_s_sees_another_s_secrets(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    """Every key is in the `keys` volume, which only the operator's services mount (the one-shot
+    `keys` and `bootstrap`, and `cli`, run by hand); each other service gets its own folder of
+    the `bundles` volume (tools/key_bundles.py says what each holds), read-only."""
+    keys = [name for name, service in services.items() if "keys" in named_volumes(service)]
+    assert keys == list(OPERATOR)
+    expected = {
+        **{name: name for name in config.nodes},
+        "gateway-replica-1": GATEWAY,
+        "redis": REDIS,
+        "redis-replica": REDIS,
+        **{name: SENTINEL for name in REDIS_SET if name.startswith("sentinel-")},
+    }
+    found = {name: f[0] for name, service in services.items() if (f := folder(service)) is not None}
+    assert found == expected
+    assert set(found.values()) == set(bundle_names(config)), "every folder keygen writes is somebody's"
+    assert [name for name in services if BUNDLES in named_volumes(services[name]) and name not in found] == ["keys"]
 
 
 def test_every_node_finds_the_primary_through_three_sentinels(
@@ -334,9 +434,10 @@ def test_the_keys_service_makes_the_cluster_keys_and_is_the_only_writer(
     args = vledger_args(keys["command"])
     assert args.command == "keygen"
     assert str(args.cluster) == config_target(keys)
-    assert named_volumes(keys) == {"keys": (str(config.keys_dir), False)}
-    writers = [name for name, service in services.items() if not named_volumes(service).get("keys", ("", True))[1]]
-    assert writers == ["keys"]
+    assert named_volumes(keys) == {"keys": (str(config.keys_dir), False), BUNDLES: (str(args.bundles), False)}
+    for volume in ("keys", BUNDLES):
+        writers = [name for name, service in services.items() if not named_volumes(service).get(volume, ("", True))[1]]
+        assert writers == ["keys"], volume
 
 
 def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(

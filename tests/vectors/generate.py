@@ -857,6 +857,36 @@ def node_keys_vector() -> dict[str, Any]:
             "bad_payload",
         ),
     ]
+    # An observer's rotation states what its replaced key had tallied besides what it cosigned
+    # (16.1, 16.6): tallies are no part of a receipt, so only its form is checked here. Its window
+    # is still open at `after`, and its old key's line counts on this checkpoint, no larger than
+    # the size stated.
+    w1_new = SignerKey(w1.name, ALG_COSIGNATURE_V1, bytes([24]) * 32)
+    observer_rotation = {"node": "observer-1", "curve": "Qp5^x!Lk8Zr$2Wm@Nv7&Tb4Hc9Jd3Fg6Ys1Ue0Ra", "via": ""}
+    observer_rotation |= {"sign": w1_new.verifier().public_key.hex(), "until": (after + 3600) * 1000}
+    observer_rotation |= {"cosigned": {ledger: 4}, "tallied": {ledger: 3, "admin": 0}}
+    bad += [
+        (
+            "an observer's rotation stating what its old key tallied",
+            receipt(good.checkpoint, with_second_rotation(observer_rotation)),
+            None,
+        ),
+        (
+            "a rotation whose tallied height is negative",
+            receipt(good.checkpoint, with_second_rotation(observer_rotation | {"tallied": {ledger: -1}})),
+            "bad_payload",
+        ),
+        (
+            "a rotation whose tallied is null",
+            receipt(good.checkpoint, with_second_rotation(observer_rotation | {"tallied": None})),
+            "bad_payload",
+        ),
+        (
+            "a rotation whose tallied is a list",
+            receipt(good.checkpoint, with_second_rotation(observer_rotation | {"tallied": [[ledger, 3]]})),
+            "bad_payload",
+        ),
+    ]
     return {
         "source": "tests/vectors/generate.py: node_keys_vector",
         "ledger": ledger,

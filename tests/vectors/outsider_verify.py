@@ -1668,15 +1668,21 @@ def node_key_histories(node_keys: tuple, admin_key: NoteKey, log_key: NoteKey, w
             raise VerifyError("bad_receipt", "a node_keys record that is not a key_rotation")
         payload = content["payload"]
         cosigned = payload.get("cosigned") if type(payload) is dict else None
+        tallied = payload.get("tallied") if type(payload) is dict else None  # an observer's tallies: no receipt's part
         if (
             type(payload) is not dict
-            or sorted(k for k in payload if k != "cosigned") != ["curve", "node", "sign", "until", "via"]
+            or sorted(k for k in payload if k not in ("cosigned", "tallied"))
+            != ["curve", "node", "sign", "until", "via"]
             or not (
-                cosigned is None
+                "cosigned" not in payload
                 or (
                     type(cosigned) is dict
                     and all(is_name(k) and type(v) is int and v >= 1 for k, v in cosigned.items())
                 )
+            )
+            or not (
+                "tallied" not in payload
+                or (type(tallied) is dict and all(is_name(k) and type(v) is int and v >= 0 for k, v in tallied.items()))
             )
             or not is_name(payload["node"])
             or not _fullmatch(Z85_KEY_RE, payload["curve"])

@@ -411,6 +411,17 @@ def test_only_an_observer_publishes_tallies(acl: AclServer) -> None:
     assert [p.height for p in TallyBoard(acl.client("admin")).history("votes", "observer-1")] == [3]
 
 
+def test_the_admin_home_reads_the_observers_tallies_and_no_other_ingest_node_does(acl: AclServer) -> None:
+    # An observer's rotation states what its replaced key had tallied, read by the admin home (16.6).
+    TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))
+    found = TallyBoard(acl.client("ingest-1")).latest_entry("votes", "observer-1")
+    assert found is not None and found.height == 3
+    with pytest.raises(NOPERM):  # raised, never taken for "no tally"
+        TallyBoard(acl.client("ingest-2")).latest_entry("votes", "observer-1")
+    with pytest.raises(NOPERM):  # read only
+        TallyBoard(acl.client("ingest-1")).publish("votes", "observer-1", 4, b"forged", bytes(64))
+
+
 def test_an_observer_cannot_point_back_trim_or_add_to_another_observer_s_tallies(acl: AclServer) -> None:
     """The hole one observers' stream and latest hash per ledger left: an observer's user,
     broken into, could point another's latest at its older signed snapshot, or trim the stream.

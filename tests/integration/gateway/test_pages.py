@@ -56,6 +56,10 @@ from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.pages import WEB_DIR, render
 from vledger.verifier.tally import Snapshot
 
+# The tests forge observers' latest tallies in Redis: an observer reads back which one Redis names
+# (PROTOCOL 11.1) and would put its own back meanwhile, so not within a test's time.
+FORGERIES_STAY_MS = 3_600_000
+
 ELECTION = "election-2026"
 FUND = "zakat"
 REPO = Path(__file__).resolve().parents[3]
@@ -97,7 +101,12 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     with LocalCluster(
-        redis_server.url, nodes=1, replicas=1, observers=2, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        observers=2,
+        gateways=["replica-1"],
+        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
     ) as running:
         yield running
 
@@ -708,7 +717,12 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
     from selenium.webdriver.common.by import By
 
     with LocalCluster(
-        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        observers=1,
+        gateways=["replica-1"],
+        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
     ) as rotated:
         planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
         rules = rotated.pinned(ELECTION, planned.rules)
@@ -785,7 +799,12 @@ def test_the_tally_and_charity_pages_say_an_observer_s_rotated_key_is_unproven_n
     the rotation (no anchors carry the admin ledger's key): they say so for that observer and
     judge the others among themselves."""
     with LocalCluster(
-        redis_server.url, nodes=1, replicas=1, observers=2, gateways=["replica-1"], observing={"tally_interval_ms": 200}
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        observers=2,
+        gateways=["replica-1"],
+        observing={"tally_interval_ms": 200, "latest_check_ms": FORGERIES_STAY_MS},
     ) as rotated:
         planned = plan_election(ELECTION, 4, now_ms(), seed=5, author="writer1")
         rules = rotated.pinned(ELECTION, planned.rules)

@@ -358,3 +358,22 @@ def test_sigterm_stops_a_loop_blocked_in_poll_after_answering_what_is_in_flight(
     assert replies[0] == listed.public.encode() + b":quick"
     assert replies[1] is not None and _reply(replies[1])["id"] == "slow:x"
     assert signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_a_call_asked_after_the_loop_closed_writes_to_no_descriptor() -> None:
+    # A key rotation applied while a node stops asked call_soon of a closed loop: os.write on
+    # its closed wake pipe (EBADF), or on whatever file had been given that number since.
+    ctx = zmq.Context()
+    socket = ctx.socket(zmq.ROUTER)
+    try:
+        loop = RequestLoop(socket, ScriptedService())  # type: ignore[arg-type]
+        loop.close()
+        taken_over = os.open(os.devnull, os.O_WRONLY)  # likely the wake pipe's old number
+        try:
+            loop.call_soon(lambda: None)
+            loop.stop()
+        finally:
+            os.close(taken_over)
+    finally:
+        socket.close(0)
+        ctx.term()

@@ -117,6 +117,6 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     cluster.stop()
 
     done = cluster.cli("receipt", "verify", str(out), "--genesis", str(tmp_path / "votes.genesis"))
-    assert "1 outside witnesses cosigned (witness.example/honest), the genesis asks 1" in done.stdout
+    assert "1 outside witness cosigned (witness.example/honest), the genesis asks 1" in done.stdout
     failed = cluster.cli("receipt", "verify", str(short), "--genesis", str(tmp_path / "audit.genesis"), check=False)
     assert failed.returncode == 1 and "no_quorum" in failed.stderr and forked.name in failed.stderr

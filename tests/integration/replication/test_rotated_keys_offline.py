@@ -7,13 +7,19 @@ signed tally verify with the cluster stopped, from the genesis and the key direc
 generation-0 keys alone, the new key learnt from the admin ledger's rotation record the
 receipt proves; a tampered rotation record proves nothing. A cosignature by the replaced key
 stamped inside the window on a checkpoint larger than the rotation record says that key had
-cosigned (outsider F3) counts for nothing, with those keys and with the keys ``vledger receipt
-keys`` prints after the rotation (the observer's newest).
+cosigned (outsider F3) counts for nothing, with those keys and with the options ``vledger
+receipt keys`` prints after the rotation (generation 0 and the rotation proven from the stores,
+``--node-keys``), even in a receipt stripped of its node keys; with those options a receipt
+saved before the rotation, cosigned by the replaced key, still counts the observer. Likewise a
+tally by the replaced key, its at_ms inside the window, at a height larger than the rotation
+record says that key had tallied counts for nothing, offline and in ``vledger tally``; the
+observer signs its count again with its new key once it reads the record, on a quiet ledger too.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 import urllib.request
@@ -24,7 +30,7 @@ import pytest
 
 from vledger.broker.redis_server import connect
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from vledger.broker.tallies import TallyBoard
+from vledger.broker.tallies import Published, TallyBoard
 from vledger.client import Client
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
 from vledger.node.errors import VledgerError
@@ -32,6 +38,7 @@ from vledger.node.node_keys import proven_rotations
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, VerifierKey, cosign, origin_for, parse_note
 from vledger.node.receipt import parse_receipt
 from vledger.node.record import decode_record
+from vledger.node.tally_body import Snapshot
 from vledger.node.witness import witness_key, witness_name
 from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
 from vledger.verifier.tally import check_published, observer_histories
@@ -79,6 +86,13 @@ def _backdated(receipt: bytes, witness: str, seed: bytes, timestamp: int) -> byt
     return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def _without_node_keys(receipt: bytes) -> bytes:
+    """The receipt without its node keys, re-encoded canonically: what a forger leaves out."""
+    obj = json.loads(receipt)
+    del obj["node_keys"]
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path: Path) -> None:
     cluster: LocalCluster = start_cluster(
         nodes=1,
@@ -92,8 +106,12 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
     cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
     genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
-    _put(cluster, 3, "before")
+    before = _put(cluster, 3, "before")
     first = load_verify_key(signing_key_paths(keys, OBSERVER)[1])
+    # A receipt saved before the rotation: cosigned by the observer's key file's key alone.
+    old_receipt_file = tmp_path / "old.receipt"
+    cluster.cli("receipt", "get", LEDGER, str(before - 1), "--quorum", "2", "-o", str(old_receipt_file), *common)
+    assert b'"node_keys"' not in old_receipt_file.read_bytes()
 
     rotated = json.loads(
         cluster.cli("key", "rotate", OBSERVER, "--window", str(WINDOW_SECONDS), "--json", *common).stdout
@@ -102,12 +120,21 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     # The record states what the replaced key had cosigned (16.6), read from Redis by the home.
     stated = rotated_record(cluster, rotated["height"])
     assert stated["cosigned"].get(LEDGER, 0) <= 4, stated  # at most the 4 records before (the genesis too)
+    assert stated["tallied"].get(LEDGER, -1) <= 3, stated  # and tallied at most height 3
     assert rotated["sign"] == new_sign != first.public_hex
+    board = TallyBoard(connect(cluster.cluster_redis_url))
+    new_key = load_verify_key(signing_key_paths(keys, f"{OBSERVER}@1")[1])
+
+    def signed_again() -> Any:
+        published = board.latest(LEDGER, [OBSERVER]).get(OBSERVER)
+        return published is not None and check_published(published, new_key, LEDGER).ok
+
+    # Nothing written since: the observer signs its count of the quiet ledger again with its new key.
+    wait_until(signed_again, WAIT, "the observer's latest tally signed again by its new key")
     wait_until(lambda: time.time() * 1000 > rotated["until"] + 200, WINDOW_SECONDS + 5, "the window's end")
     size = _put(cluster, 3, "after")
 
     # The observer's tally at the head, signed after the window: by its new key.
-    board = TallyBoard(connect(cluster.cluster_redis_url))
 
     def tally_at_head() -> Any:
         published = board.latest(LEDGER, [OBSERVER]).get(OBSERVER)
@@ -170,8 +197,22 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
         (count,) = client.tally(LEDGER).observers
         assert count.problem is None and count.snapshot is not None, count
 
+    # The old key's thief signs a tally at the head, its at_ms inside the window: the rotation
+    # says that key tallied no such height (16.6), so `vledger tally` refuses its signature. The
+    # observer is stopped first: running, it would publish its own tally again over the forgery.
+    assert cluster.stop_node(OBSERVER) == 0
+    old_signer = load_signing_key(signing_key_paths(keys, OBSERVER)[0])
+    forged = dataclasses.replace(Snapshot.decode(tally.body), at_ms=rotated["until"] - 1)
+    assert forged.height > stated["tallied"].get(LEDGER, -1)
+    signature = old_signer.sign(forged.body())
+    entry_id = board.publish(LEDGER, OBSERVER, forged.height, forged.body(), signature)
+    backdated_tally = Published(entry_id, OBSERVER, forged.height, forged.body(), signature)
+    refused_tally = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json", check=False)
+    assert refused_tally.returncode == 1, refused_tally.stdout
+    assert json.loads(refused_tally.stdout)["observers"][0]["signature"] != "ok", refused_tally.stdout
+
     # Offline, with the cluster stopped: the genesis, the generation-0 keys and the admin key.
-    for name in [*cluster.replica_names, *cluster.observer_names, *cluster.node_names]:
+    for name in [*cluster.replica_names, *cluster.node_names]:
         assert cluster.stop_node(name) == 0
     genesis_file = tmp_path / "genesis.bin"
     genesis_file.write_bytes(genesis)
@@ -200,16 +241,32 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     )
     refused = cluster.cli(*verify, str(backdated_file), "--admin-key", admin_key.encode(), check=False)
     assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
-    # `vledger receipt keys` gives the observer's newest key, not the replaced one: with its
-    # options the forged line counts for nothing either, and the genuine receipt verifies.
+    # `vledger receipt keys` gives each witness's generation 0 and the rotation records proven
+    # under an admin checkpoint (read from the nodes' stores): with its options the receipt saved
+    # before the rotation counts the observer by its replaced key, the one after by its new key,
+    # and the forged line counts for nothing, even in a receipt stripped of its node keys.
     printed = cluster.cli("receipt", "keys", "--config", str(cluster.config_path)).stdout.split()
     newest_key = witness_key(witness_name(CLUSTER, OBSERVER), bytes.fromhex(new_sign)).encode()
-    assert newest_key in printed and generation0[-1].encode() not in printed, printed
+    assert generation0[-1].encode() in printed and newest_key not in printed, printed
+    assert printed[-2] == "--node-keys", printed
     from_keys = ["receipt", "verify", "--genesis", str(genesis_file), *printed, "--quorum", "2"]
-    refused = cluster.cli(*from_keys, str(backdated_file), check=False)
-    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
     checked = cluster.cli(*from_keys, str(receipt_file))
     assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
+    checked = cluster.cli(*from_keys, str(old_receipt_file))
+    assert checked.stdout.startswith("valid: ") and OBSERVER in checked.stdout, checked.stdout
+    refused = cluster.cli(*from_keys, str(backdated_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    stripped_file = tmp_path / "stripped.receipt"
+    stripped_file.write_bytes(_without_node_keys(backdated_file.read_bytes()))
+    refused = cluster.cli(*from_keys, str(stripped_file), check=False)
+    assert refused.returncode == 1 and "no_quorum" in refused.stdout + refused.stderr, refused.stdout
+    # Without those node keys, the stripped forgery counts the old key (the window alone binds it,
+    # and only when something shows the rotation): what the printed node keys are for.
+    without = [word for word in printed[:-2]]
+    accepted = cluster.cli(
+        "receipt", "verify", "--genesis", str(genesis_file), *without, "--quorum", "2", str(stripped_file)
+    )
+    assert accepted.stdout.startswith("valid: "), accepted.stdout
     # A tampered rotation record is not the one the admin checkpoint holds.
     tampered_file = tmp_path / "tampered.receipt"
     tampered_file.write_bytes(_tampered(receipt))
@@ -224,6 +281,9 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     checked_tally = check_published(tally, first, LEDGER, histories[OBSERVER])
     assert checked_tally.ok and checked_tally.snapshot is not None, checked_tally.problem
     assert checked_tally.snapshot.at_ms > rotated["until"]
+    # The thief's backdated tally, by the rotation the receipt proves: past what the key tallied.
+    refused_offline = check_published(backdated_tally, first, LEDGER, histories[OBSERVER])
+    assert not refused_offline.ok and "tallied" in str(refused_offline.problem), refused_offline.problem
     forged = parse_receipt(_tampered(receipt)).node_keys
     assert forged is not None
     with pytest.raises(VledgerError):  # the record's own checks, or its proof

@@ -124,6 +124,7 @@ def _exercise(client: Any) -> None:
     repl.append_checked(LEDGER, "ingest-1", 1, [b"other"])
     repl.rewind(LEDGER, 1)
     repl.advance("replica-1", LEDGER, 0)
+    repl.set_held("replica-1", LEDGER, 0)
     repl.publish_cosignature(LEDGER, "replica-1", 1, b"note")
     repl.alert(Alert("replica-1", LEDGER, 1, "bad_link", "detail"))
     assert repl.checkpoints() == {LEDGER: b"checkpoint 2"}

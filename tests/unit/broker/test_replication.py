@@ -355,6 +355,27 @@ def test_a_held_value_that_is_no_height_is_left_out(repl: ReplicationLedger) -> 
     assert repl.held(LEDGER) == {"replica-1": 3, "replica-4": -1}
 
 
+def test_a_held_value_past_the_largest_height_is_no_height(repl: ReplicationLedger) -> None:
+    # Set by hand with the node's own password (outsider 20, F9): served as is, and it held the
+    # node's own reports back for ever, since an advance only grows.
+    forged = "99999999999999999999999"
+    repl.client.set(repl.held_key(LEDGER, "replica-1"), forged)
+    repl.client.set(repl.held_key(LEDGER, "replica-2"), str(2**63))
+    assert repl.held(LEDGER) == {}
+    assert repl.advance("replica-1", LEDGER, 4) == 4
+    assert repl.held(LEDGER) == {"replica-1": 4}
+
+
+def test_set_held_puts_the_store_s_head_in_place_of_any_value(repl: ReplicationLedger, held_channel: Any) -> None:
+    repl.client.set(repl.held_key(LEDGER, "replica-1"), "99999")  # within range, yet no store holds it
+    assert repl.set_held("replica-1", LEDGER, 7) == 7
+    assert repl.held(LEDGER) == {"replica-1": 7}
+    assert repl.set_held("replica-1", LEDGER, 7) == 7  # unchanged: announced once
+    assert repl.set_held("replica-1", LEDGER, 3) == 3  # a store repaired to fewer records
+    assert repl.held(LEDGER) == {"replica-1": 3}
+    assert announcements(held_channel) == ["replica-1 ledger-a 7", "replica-1 ledger-a 3"]
+
+
 def test_holders_are_the_nodes_at_or_above_a_height(repl: ReplicationLedger) -> None:
     repl.advance(HOME, LEDGER, 9)
     repl.advance("replica-1", LEDGER, 9)

@@ -711,6 +711,29 @@ def test_stopping_ends_a_catch_up_early(tmp_path: Path, chain: list[Record]) -> 
         assert store.size(LEDGER) == 0 and source.fetches == []
 
 
+class StoppingSource(MemorySource):
+    """A source that does not answer ``checkpoints`` (its timeout) while the process is told to stop."""
+
+    def __init__(self, name: str, stop: list[bool]) -> None:
+        super().__init__(name, {})
+        self.stop = stop
+        self.asked = 0
+
+    def checkpoints(self) -> dict[str, bytes]:
+        self.asked += 1
+        self.stop.append(True)  # SIGTERM came while this source kept the start waiting
+        raise OSError(f"{self.name}: no answer within 5 s")
+
+
+def test_stopping_while_starting_asks_no_source_more(make_replica: MakeReplica) -> None:
+    stop: list[bool] = []
+    first, second = StoppingSource(HOME, stop), StoppingSource("relay-1", stop)
+    replica = make_replica(first, second, stopping=lambda: bool(stop))
+    replica.follower.start()
+    assert (first.asked, second.asked) == (1, 0)
+    assert first.fetches == [] and second.fetches == []
+
+
 # --- catch-up never spins on one source --------------------------------------------------------------
 #
 # Found while writing these tests, and fixed: a source whose own chain breaks, or whose rows the

@@ -6,6 +6,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 import pytest
+import redis
 
 from vledger.broker.accounts import Account, AccountCache, AccountRegistry, AccountsSnapshot, Role
 from vledger.broker.keys import new_keypair
@@ -17,7 +18,10 @@ from vledger.node.node_key_rotation import KeyHistory, key_histories
 from vledger.node.wire import Args
 
 WRITER_KEY = new_keypair().public
-KEYS = {name: (new_keypair().public, new_signing_key().public.public_hex) for name in ("ingest-1", "replica-1")}
+KEYS = {
+    name: (new_keypair().public, new_signing_key().public.public_hex)
+    for name in ("ingest-1", "replica-1", "observer-1")
+}
 
 
 class FakeRegistry:
@@ -61,10 +65,12 @@ def admin() -> tuple[RegistryAdmin, FakeLedger]:
         ["ingest-1"],
         1000,
         ledger=cast(AdminLedger, ledger),
-        node_roles={"ingest-1": "ingest", "replica-1": "replica", "verifier-1": "verifier"},
+        node_roles={"ingest-1": "ingest", "replica-1": "replica", "observer-1": "observer", "verifier-1": "verifier"},
         history_of=history_of,
         # What the replaced key cosigned, as the home reads it from Redis (ingest.cosignatures).
         cosigned_by=lambda node, sign: {"polls": 7, "sign": int(sign == KEYS[node][1])},
+        # What an observer's replaced key tallied, as the home reads it (verifier.tally.tallied_heights).
+        tallied_by=lambda node, sign: {"polls": 6, "sign": int(sign == KEYS[node][1])},
     )
     return made, ledger
 
@@ -168,3 +174,42 @@ def test_only_a_witness_s_rotation_states_what_its_key_cosigned() -> None:
     rotate(made, node="ingest-1", curve=new_keypair().public, sign=KEYS["ingest-1"][1])
     rotate(made, node="verifier-1", curve=new_keypair().public, sign="")
     assert [("cosigned" in payload) for _, payload in ledger.records] == [False, False]
+
+
+def test_an_observer_s_rotation_states_what_its_key_tallied_and_a_replica_s_does_not() -> None:
+    # PROTOCOL 16.6: the heights bound the replaced key's tallies as the sizes its cosignatures.
+    made, ledger = admin()
+    rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    rotate(made, node="replica-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    (_, observer), (_, replica) = ledger.records
+    assert observer["tallied"] == {"polls": 6, "sign": 1} and observer["cosigned"] == {"polls": 7, "sign": 1}
+    assert "tallied" not in replica and "cosigned" in replica
+
+
+def test_an_observer_s_rotation_is_refused_when_what_its_key_tallied_is_unreadable() -> None:
+    made, ledger = admin()
+    made.tallied_by = None
+    with pytest.raises(NodeUnavailableError):
+        rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+
+    def down(node: str, sign: str) -> dict[str, int]:
+        raise redis.exceptions.ConnectionError("Redis is down")
+
+    made.tallied_by = down
+    with pytest.raises(NodeUnavailableError, match=r"tallied.*Redis unavailable"):
+        rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    assert ledger.records == []
+
+
+def test_an_observer_s_rotation_on_an_acl_that_hides_its_tallies_states_nothing_tallied() -> None:
+    # A redis.acl made before the admin home read tallies (NOPERM): the rotation of a leaked key
+    # must not wait for an ACL upgrade; stating nothing tallied counts the old key's tallies nowhere.
+    made, ledger = admin()
+
+    def hidden(node: str, sign: str) -> dict[str, int]:
+        raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions to access one of the keys")
+
+    made.tallied_by = hidden
+    rotate(made, node="observer-1", curve=new_keypair().public, sign=new_signing_key().public.public_hex)
+    ((_, observer),) = ledger.records
+    assert observer["tallied"] == {}

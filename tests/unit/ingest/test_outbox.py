@@ -202,6 +202,18 @@ def test_committed_records_reach_the_streams_and_the_held_heights(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 12  # each height once
 
 
+def test_a_held_height_written_by_hand_is_put_right_at_the_next_heartbeat(
+    redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    # The node's own Redis user may write its held key (outsider 20, F9): a height above what the
+    # store holds stayed for good, since a report only ever raised it.
+    home = homes(redis_client)
+    append(home.store, LEDGER, 3)
+    wait_until(caught_up(home.repl, home.store), "the stream holds the store")
+    redis_client.set(home.repl.held_key(LEDGER, HOME), "99999")
+    wait_until(lambda: home.repl.held(LEDGER) == {HOME: 2}, "the home's held height is its store's head again")
+
+
 def test_a_ledger_redis_refuses_this_node_leaves_the_others_streaming(
     redis_client: Any, homes: Callable[..., Home], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Callable
@@ -26,6 +27,12 @@ KEY = f"{NAME}||{STORE_DAMAGED}"
 def _filled(directory: Path, count: int = 40) -> None:
     with ChainStore(directory, origin="home") as store:
         append_notes(store, LEDGER, count)
+
+
+def _note_of(root: bytes) -> bytes:
+    """A note of LEDGER's checkpoint at size 1 (syntax only: no signature is verified here)."""
+    body = f"home/{LEDGER}\n1\n{base64.b64encode(root).decode()}\n"
+    return f"{body}\n\u2014 home {base64.b64encode(bytes(40)).decode()}\n".encode()
 
 
 def _sql(directory: Path, statement: str, *args: object) -> None:
@@ -129,6 +136,49 @@ def test_a_file_sqlite_finds_malformed_is_a_damaged_store_too(redis_client: Any,
     path.write_bytes(b"\x00" * 100 + data[100:])  # its header gone: SQLite does not open it at all
     with pytest.raises(StoreDamagedError, match=r"^\[store_error\] .*not a database"):
         open_node_store(NAME, directory, replication)
+
+
+@pytest.mark.parametrize(
+    ("statement", "where"),
+    [
+        # The same bytes as TEXT (outsider pass 20, F2): not UTF-8, a read raised OperationalError.
+        (
+            f"UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = '{LEDGER}' AND height = 2",
+            "records table's data",
+        ),
+        (f"UPDATE records SET data = 'hello' WHERE ledger = '{LEDGER}' AND height = 3", "records table's data"),
+        (f"UPDATE records SET data = 5 WHERE ledger = '{LEDGER}' AND height = 3", "records table's data"),
+        (f"UPDATE tree SET hash = CAST(hash AS TEXT) WHERE ledger = '{LEDGER}' AND level = 4", "tree table's hash"),
+        (f"UPDATE tree_edge SET frontier = 'abc' WHERE ledger = '{LEDGER}'", "tree_edge table's frontier"),
+        (f"UPDATE checkpoints SET note = CAST(note AS TEXT) WHERE ledger = '{LEDGER}'", "checkpoints table's note"),
+        (f"UPDATE checkpoints SET size = 'x' WHERE ledger = '{LEDGER}'", "checkpoints table's size"),
+    ],
+)
+def test_a_cell_of_another_type_is_a_damaged_store_not_a_crash(
+    redis_client: Any, tmp_path: Path, statement: str, where: str
+) -> None:
+    replication = ReplicationLedger(redis_client)
+    directory = tmp_path / NAME
+    _filled(directory)
+    with ChainStore(directory) as store:
+        store.checkpoints.keep(LEDGER, "signed", 1, store.root(LEDGER, 1), _note_of(store.root(LEDGER, 1)))
+    _sql(directory, statement)
+    with pytest.raises(StoreDamagedError, match=rf"^\[store_error\] .*the {where} column holds a \w+ value"):
+        open_node_store(NAME, directory, replication)
+    assert replication.open_alerts()[KEY]["what"] == STORE_DAMAGED
+
+
+def test_a_text_cell_read_while_the_node_runs_is_damage(tmp_path: Path) -> None:
+    # Changed under a running node: its next read of that record raised a bare OperationalError,
+    # which the node took for a bug of the moment (a crash, restarted for ever), not damage.
+    directory = tmp_path / NAME
+    _filled(directory)
+    with ChainStore(directory) as store:
+        _sql(directory, f"UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = '{LEDGER}' AND height = 2")
+        with pytest.raises(sqlite3.OperationalError) as raised:
+            list(store.range_raw(LEDGER, 0, 5))
+        found = store.damaged(raised.value)
+        assert found is not None and "Could not decode to UTF-8" in found.message
 
 
 def test_a_store_that_cannot_be_opened_now_is_not_a_damaged_one(redis_client: Any, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sqlite3
@@ -14,22 +15,30 @@ from pathlib import Path
 import pytest
 
 from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED, CheckpointLog
+from vledger.node.errors import StoreDamagedError, StoreError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 
 ROOT = bytes(range(32))
 
 
+def _note(size: int, tag: str, root: bytes = ROOT) -> bytes:
+    """A note of ledger l's checkpoint (size, root), told apart by an extension line; its
+    signature is not verified here (syntax only), as the log reads its rows."""
+    body = f"test/l\n{size}\n{base64.b64encode(root).decode()}\n{tag}\n"
+    return f"{body}\n\u2014 test {base64.b64encode(bytes(40)).decode()}\n".encode()
+
+
 def test_rows_are_added_once_and_read_back(tmp_path: Path) -> None:
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
-        log.keep("l", SIGNED, 3, ROOT, b"note 3")
-        log.keep("l", SIGNED, 3, ROOT, b"note 3")  # the same checkpoint twice: one row
-        log.keep("l", SIGNED, 5, ROOT, b"note 5")
-        log.keep("l", COSIGNED, 5, ROOT, b"cosigned 5")
-        assert [(r.size, r.note) for r in log.all("l", SIGNED)] == [(3, b"note 3"), (5, b"note 5")]
+        log.keep("l", SIGNED, 3, ROOT, _note(3, "note"))
+        log.keep("l", SIGNED, 3, ROOT, _note(3, "note"))  # the same checkpoint twice: one row
+        log.keep("l", SIGNED, 5, ROOT, _note(5, "note"))
+        log.keep("l", COSIGNED, 5, ROOT, _note(5, "cosigned"))
+        assert [(r.size, r.note) for r in log.all("l", SIGNED)] == [(3, _note(3, "note")), (5, _note(5, "note"))]
         assert log.latest("l", SIGNED, at_most=4) is not None
-        assert [r.note for r in log.at("l", COSIGNED, 5)] == [b"cosigned 5"]
+        assert [r.note for r in log.at("l", COSIGNED, 5)] == [_note(5, "cosigned")]
         with pytest.raises(ValueError, match="not a kind"):
             log.keep("l", "made-up", 1, ROOT, b"x")
 
@@ -62,11 +71,11 @@ def test_a_cosigned_row_skips_its_own_fsync_too_and_evidence_does_not(tmp_path: 
     its fsync held the replica's next group commit, on the way to its held report."""
     with ChainStore(tmp_path, origin="replica-1") as store:
         log = store.checkpoints
-        log.keep("l", EVIDENCE, 1, ROOT, b"evidence")
+        log.keep("l", EVIDENCE, 1, ROOT, _note(1, "evidence"))
         assert log._unsynced is None  # evidence is fsynced before keep returns
-        log.keep("l", COSIGNED, 1, ROOT, b"cosigned")
+        log.keep("l", COSIGNED, 1, ROOT, _note(1, "cosigned"))
         assert log._unsynced is not None and log._unsynced.execute("PRAGMA synchronous").fetchone()[0] == 1
-        assert [r.note for r in log.at("l", COSIGNED, 1)] == [b"cosigned"]
+        assert [r.note for r in log.at("l", COSIGNED, 1)] == [_note(1, "cosigned")]
 
 
 @pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
@@ -78,7 +87,7 @@ def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: st
         from pathlib import Path
         from vledger.node.store import ChainStore
         store = ChainStore(Path({str(tmp_path)!r}), origin="ingest-1")
-        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), b"kept before the kill")
+        store.checkpoints.keep("l", {kind!r}, 7, bytes(range(32)), {_note(7, "kill")!r})
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -87,12 +96,12 @@ def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: st
     assert os.path.exists(tmp_path / f"{DB_NAME}-wal")  # never checkpointed: the kill came first
     with ChainStore(tmp_path, origin="ingest-1") as store:
         kept = store.checkpoints.latest("l", kind)
-        assert kept is not None and kept.note == b"kept before the kill"
+        assert kept is not None and kept.note == _note(7, "kill")
 
 
 def test_a_log_opened_on_its_own_reads_what_the_store_kept(tmp_path: Path) -> None:
     with ChainStore(tmp_path, origin="ingest-1") as store:
-        store.checkpoints.keep("l", SIGNED, 2, ROOT, b"two")
+        store.checkpoints.keep("l", SIGNED, 2, ROOT, _note(2, "two"))
     log = CheckpointLog(tmp_path / DB_NAME)
     try:
         assert [r.size for r in log.all("l", SIGNED)] == [2]
@@ -106,15 +115,15 @@ def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> 
     0, meeting the group's write lock in SQLite would fail at once."""
     with ChainStore(tmp_path, origin="ingest-1") as store:
         log = store.checkpoints
-        log.keep("l", SIGNED, 1, ROOT, b"note 1")
+        log.keep("l", SIGNED, 1, ROOT, _note(1, "note"))
         for conn in (log._conn, store._write):  # the signed rows go through the store's write connection
             conn.execute("PRAGMA busy_timeout=0")
         failures: list[BaseException] = []
 
         def keep_both() -> None:
             try:
-                log.keep("l", SIGNED, 2, ROOT, b"note 2")
-                log.keep("l", COSIGNED, 2, ROOT, b"cosigned 2")
+                log.keep("l", SIGNED, 2, ROOT, _note(2, "note"))
+                log.keep("l", COSIGNED, 2, ROOT, _note(2, "cosigned"))
             except BaseException as e:  # reported to the test's thread
                 failures.append(e)
 
@@ -129,4 +138,35 @@ def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> 
         keeper.join(30)
         assert not keeper.is_alive() and not failures
         assert [r.size for r in log.all("l", SIGNED)] == [1, 2]
-        assert [r.note for r in log.at("l", COSIGNED, 2)] == [b"cosigned 2"]
+        assert [r.note for r in log.at("l", COSIGNED, 2)] == [_note(2, "cosigned")]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "wrong"),
+    [("size", 999, "its note says size 1"), ("root", bytes(32), "its note says another root")],
+)
+def test_a_row_whose_column_its_note_contradicts_does_not_open(
+    tmp_path: Path, column: str, value: object, wrong: str
+) -> None:
+    """Outsider pass 20, F6: a cosigned row's size column raised 1 -> 999 made the replica find
+    its own store short of a checkpoint it never cosigned (store_contradicts_checkpoint against
+    itself), while the note in that row still said size 1. Now the store does not open."""
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        store.checkpoints.keep("l", COSIGNED, 1, ROOT, _note(1, "cosigned"))
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute(f"UPDATE checkpoints SET {column} = ?", (value,))
+    conn.close()
+    with pytest.raises(StoreError, match=f"cosigned row of ledger 'l' at size .* disagrees with its note: {wrong}"):
+        ChainStore(tmp_path, origin="replica-1")
+
+
+def test_an_older_row_contradicted_by_its_note_stops_the_running_node(tmp_path: Path) -> None:
+    found: list[StoreDamagedError] = []
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        store.on_damaged = found.append
+        store.checkpoints.keep("l", SIGNED, 1, ROOT, _note(1, "note"))
+        store.checkpoints.keep("l", SIGNED, 2, ROOT, _note(2, "note"))
+        store._write.execute("UPDATE checkpoints SET root = zeroblob(32) WHERE size = 1")
+        with pytest.raises(StoreDamagedError, match="signed row of ledger 'l' at size 1 disagrees"):
+            store.checkpoints.at("l", SIGNED, 1)
+        assert len(found) == 1 and "another root" in found[0].message

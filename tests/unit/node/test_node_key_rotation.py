@@ -116,6 +116,27 @@ def test_a_replaced_key_cosigns_only_checkpoints_no_larger_than_its_rotation_sta
     assert legacy.cosigns(S0, 4999, "polls", 10**9) and not legacy.cosigns(S0, 5000, "polls", 1)
 
 
+def test_a_replaced_key_s_tally_counts_only_at_heights_no_larger_than_its_rotation_states() -> None:
+    # PROTOCOL 11.3, 16.6: an observer's rotation states the largest tally height its old key
+    # had signed, per ledger; at_ms is the signer's claim, the heights are the admin ledger's.
+    rotation = _rotation("observer-1", K0, S1, 1000, 5000) | {"cosigned": {"polls": 10}, "tallied": {"polls": 9}}
+    history = key_histories({"observer-1": (K0, S0)}, [rotation])["observer-1"]
+    assert history.tallies(S0, 4999, "polls", 9) and history.tallies(S0, 0, "polls", 0)
+    assert not history.tallies(S0, 4999, "polls", 10)  # larger: whatever at_ms it claims
+    assert not history.tallies(S0, 4999, "other", 0)  # a ledger not listed
+    assert not history.tallies(S0, 5000, "polls", 9)  # at until: the window still bounds it
+    assert history.tallies(S1, 10**15, "polls", 10**9)  # the newest key: any height
+    assert not history.tallies(S2, 0, "polls", 0)
+    # The two bounds are apart: the sizes bound cosignatures, the heights tallies.
+    assert history.cosigns(S0, 4999, "polls", 10) and not history.tallies(S0, 4999, "polls", 10)
+    # A rotation that states cosigned sizes but no tallied heights (written before 16.6 said
+    # so of tallies), or neither: a tally by the old key is bounded by the window alone.
+    for older in (_rotation("observer-1", K0, S1, 1000, 5000) | {"cosigned": {"polls": 10}}, rotation):
+        legacy = key_histories({"observer-1": (K0, S0)}, [{k: v for k, v in older.items() if k != "tallied"}])
+        assert legacy["observer-1"].tallies(S0, 4999, "polls", 10**9)
+        assert not legacy["observer-1"].tallies(S0, 5000, "polls", 0)
+
+
 def test_the_newest_key_given_as_generation_0_counts_on_any_checkpoint() -> None:
     # A verifier given the witness's newest key (`vledger receipt keys`) has it twice: as
     # generation 0 and as the rotation's generation 1, which bounds only the key it replaced.

@@ -207,7 +207,7 @@ def test_undecodable_bytes_are_located(tmp_path: Path, capsys: pytest.CaptureFix
     ("column", "value", "shown"),
     [
         ("hash", bytes(32), "00" * 32),
-        ("hash", "not a blob", "'not a blob'"),
+        ("hash", "not a blob", "a value stored as TEXT, not as BLOB"),
         ("author", "Mallory.1", "'Mallory.1'"),
         ("request_id", "r-forged", "'r-forged'"),
     ],

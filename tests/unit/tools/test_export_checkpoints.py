@@ -54,6 +54,15 @@ def test_the_checkpoint_follows_the_record_that_completes_its_tree(tmp_path: Pat
     assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].records == 6
 
 
+def test_a_checkpoint_line_given_twice_counts_once(tmp_path: Path) -> None:
+    # It counted "2 checkpoints" (outsider 20, F12): one checkpoint, verified twice.
+    lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_bytes(b"".join([*lines[:4], lines[3], *lines[4:]]))
+    result = verify_file(doubled, None, LIMITS)
+    assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].records == 6
+
+
 def test_a_checkpoint_out_of_place_or_not_canonical_fails(tmp_path: Path) -> None:
     lines = _export(_store(tmp_path / "s", 6), tmp_path / "e.jsonl")
     moved = tmp_path / "moved.jsonl"
@@ -142,7 +151,7 @@ def test_a_checkpoint_line_twice_in_the_file_is_one_row_kept(
     # The checkpoint of size 3 follows record 2 (line 4), here twice.
     (tmp_path / "twice.jsonl").write_bytes(b"".join([*lines[:4], lines[3], *lines[4:]]))
     result = import_file(tmp_path / "twice.jsonl", tmp_path / "copy", None, LIMITS)
-    assert result.ok and result.reports[0].checkpoints == 2 and result.reports[0].kept == 1
+    assert result.ok and result.reports[0].checkpoints == 1 and result.reports[0].kept == 1
     print_import("twice.jsonl", result, as_json=True)
     assert json.loads(capsys.readouterr().out)["ledgers"][0]["kept"] == 1
     with ChainStore(tmp_path / "copy") as copy:

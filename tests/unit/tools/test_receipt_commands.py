@@ -6,11 +6,13 @@ import base64
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vledger.broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
+from vledger.node.node_keys import decode_node_keys, encode_node_keys, parse_node_keys
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
 from vledger.tools import cli
 from vledger.tools.node_commands import ensure_cluster_keys
@@ -141,3 +143,48 @@ def test_after_a_rotation_a_witness_s_key_is_its_newest_generation(
     assert replica.name == "town/witness/replica-1" and replica.public_key == newest.raw != first.raw
     observer = parse_verifier_key(shown["observer-1"])  # never rotated: its key file
     assert observer.public_key == load_verify_key(signing_key_paths(keys, "observer-1")[1]).raw
+
+
+def _node_keys_case(vector: dict[str, Any], why: str) -> dict[str, Any]:
+    (case,) = [c for c in vector["cases"] if c["why"] == why]
+    return dict(json.loads(case["receipt"]))
+
+
+def _receipt_file(path: Path, obj: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def test_node_keys_given_bind_a_replaced_key_whatever_the_receipt_carries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``receipt keys`` gives generation 0 and the rotations (``--node-keys``): a replaced key's
+    cosignature on a checkpoint no larger than its rotation's ``cosigned`` counts (a receipt
+    saved before the rotation, which carries no node keys), and a thief's on a larger one does
+    not, even in a receipt stripped of the node keys that would show the rotation (with the
+    generation-0 keys alone, that stripped forgery counted)."""
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text())
+    genesis = tmp_path / "genesis.bin"
+    genesis.write_bytes(base64.b64decode(vector["genesis_b64"]))
+    honest = _node_keys_case(vector, "the old key, on a checkpoint its rotation says it cosigned")
+    forged = _node_keys_case(vector, "the old key, on a larger checkpoint than its rotation says it cosigned")
+    # Each case's admin ledger states its own cosigned size for the one rotation: 4 and more
+    # (the checkpoint's size) in the honest one's, less in the forged one's.
+    evidence, stated = (encode_node_keys(parse_node_keys(c["node_keys"])) for c in (honest, forged))
+    assert decode_node_keys(evidence) == parse_node_keys(honest["node_keys"])
+    del honest["node_keys"], forged["node_keys"]  # saved before the rotation; stripped by the thief
+    old = _receipt_file(tmp_path / "old.json", honest)
+    stripped = _receipt_file(tmp_path / "stripped.json", forged)
+    keys = [word for w in vector["witnesses"] for word in ("--witness", w)] + ["--quorum", str(vector["quorum"])]
+    verify = ["receipt", "verify", "--genesis", str(genesis), *keys, "--admin-key", vector["admin_key"]]
+    assert cli.main([*verify, str(stripped)]) == 0  # what a generation-0 key alone let through
+    capsys.readouterr()
+    assert cli.main([*verify, "--node-keys", evidence, str(old)]) == 0
+    assert "replica-1" in capsys.readouterr().out
+    assert cli.main([*verify, "--node-keys", stated, str(stripped)]) == 1
+    assert "no_quorum" in capsys.readouterr().err
+    # Without --admin-key, node keys prove nothing: a usage error, not a silent pass.
+    assert cli.main([*verify[:-2], "--node-keys", evidence, str(old)]) == 2
+    assert "--node-keys needs --admin-key" in capsys.readouterr().err
+    assert cli.main([*verify, "--node-keys", "bm90IGpzb24=", str(old)]) == 2  # base64 of "not json"
+    assert "not node keys" in capsys.readouterr().err

@@ -219,6 +219,19 @@ def test_every_replica_current_exits_0(
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
 
+def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    # outsider 20, F9: "Every replica and observer holds every ledger" beside an unverified row.
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name, height in (("ingest-2", 4), ("replica-1", 4), ("replica-2", 99999)):
+        repl.advance(name, ZAKAT, height)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, err
+    assert "Every replica and observer holds" not in out
+    assert out.rstrip().endswith("No replica or observer is behind; above the head, unverified: zakat (replica-2)")
+
+
 def test_a_lagging_replica_exits_3_and_the_json_says_who(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:

@@ -501,3 +501,98 @@ def test_worker_processes_check_the_tree_rows_of_their_chunks(tmp_path: Path) ->
             "tree_mismatch",
             159,
         )
+
+
+# --- columns of another type: a tampered store is a finding, never a traceback ------------------
+
+
+def _loosen(directory: Path, table: str, column: str) -> None:
+    """Drop the NOT NULL of ``table.column`` from the schema, as a tamperer may: NULL can then be stored."""
+    with contextlib.closing(sqlite3.connect(directory / DB_NAME)) as db:
+        (kind,) = db.execute("SELECT type FROM pragma_table_info(?) WHERE name = ?", (table, column)).fetchone()
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = ?",
+            (f"{column} {kind} NOT NULL", f"{column} {kind}", table),
+        )
+        db.commit()
+
+
+# (table, column, the value stored: SQL, the row's condition) -> (records verified, code, height, message part).
+TYPE_TAMPERED = [
+    ("records", "data", "CAST(data AS TEXT)", "height = 5", (5, "malformed", 5, "data column is stored as TEXT")),
+    ("records", "data", "1.5", "height = 5", (5, "malformed", 5, "data column is stored as REAL")),
+    ("records", "data", "7", "height = 5", (5, "malformed", 5, "data column is stored as INTEGER")),
+    ("records", "data", "NULL", "height = 5", (5, "malformed", 5, "data column is stored as NULL")),
+    (
+        "records",
+        "hash",
+        "CAST(hash AS TEXT)",
+        "height = 5",
+        (5, "index_mismatch", 5, "hash column holds a value stored as TEXT"),
+    ),
+    ("records", "hash", "NULL", "height = 5", (5, "index_mismatch", 5, "stored as NULL, not as BLOB")),
+    ("records", "author", "X'61646d696e'", "height = 5", (5, "index_mismatch", 5, "stored as BLOB, not as TEXT")),
+    ("records", "request_id", "NULL", "height = 5", (5, "index_mismatch", 5, "stored as NULL, not as TEXT")),
+    ("records", "height", "'x'", "height = 5", (5, "height_gap", 6, "expected height 5")),
+    ("records", "height", "X'05'", "height = 5", (5, "height_gap", 6, "expected height 5")),
+    ("records", "ledger", "CAST(ledger AS BLOB)", "height = 5", (5, "height_gap", 6, "expected height 5")),
+    (
+        "tree",
+        "hash",
+        "CAST(hash AS TEXT)",
+        "level = 4 AND idx = 1",
+        (32, "tree_mismatch", 31, "index 1 is stored as TEXT"),
+    ),
+    ("tree", "hash", "2.5", "level = 4 AND idx = 1", (32, "tree_mismatch", 31, "index 1 is stored as REAL")),
+    ("tree", "hash", "9", "level = 4 AND idx = 1", (32, "tree_mismatch", 31, "index 1 is stored as INTEGER")),
+    ("tree", "hash", "NULL", "level = 4 AND idx = 1", (32, "tree_mismatch", 31, "index 1 is stored as NULL")),
+    ("tree_edge", "frontier", "CAST(frontier AS TEXT)", "1", (40, "tree_mismatch", 39, "edge is stored as TEXT")),
+    ("tree_edge", "frontier", "0.5", "1", (40, "tree_mismatch", 39, "edge is stored as REAL")),
+    ("tree_edge", "frontier", "NULL", "1", (40, "tree_mismatch", 39, "edge is stored as NULL")),
+    ("checkpoints", "note", "CAST(note AS TEXT)", "kind = 'signed'", (40, "bad_field", 40, "stored as another type")),
+    ("checkpoints", "note", "3", "kind = 'signed'", (40, "bad_field", 40, "stored as another type")),
+    ("checkpoints", "note", "NULL", "kind = 'signed'", (40, "bad_field", 40, "stored as another type")),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "value", "where", "expected"), TYPE_TAMPERED)
+def test_a_column_of_another_type_is_a_finding_of_its_ledger(
+    tmp_path: Path, pool: ThreadPoolExecutor, table: str, column: str, value: str, where: str, expected: Any
+) -> None:
+    """A column a tamperer stored as another type (`UPDATE ... SET col = CAST(col AS TEXT)`, a
+    number, NULL) fails its ledger with the code of a changed value there, at its record,
+    sequentially and in chunks: before, a TEXT tree row or record was a TypeError (or SQLite's
+    UTF-8 error) and a traceback of `vledger verify`."""
+    directory = _signed_store(tmp_path / "s", 40, {"signed": 16, "cosigned": 20})
+    _loosen(directory, table, column)
+    _sql(directory, f"UPDATE {table} SET {column} = {value} WHERE {where}")
+    records, code, height, message = expected
+    checked = 2 if table != "checkpoints" else 1
+    assert _verdicts(directory, pool) == {(PINNED, records, code, height, checked if records >= 20 else 0)}
+    [report] = verify_store(directory, None, LIMITS, workers=1).reports
+    assert report.error is not None and message in report.error.message, report.error.message
+
+
+@pytest.mark.parametrize("value", ["CAST(prefix AS TEXT)", "3"])
+def test_a_hash_index_row_of_another_type_is_an_index_mismatch(tmp_path: Path, value: str) -> None:
+    """A prefix stored as TEXT with the very bytes of the BLOB: the node's lookups (by a BLOB)
+    never find it, so it fails as a wrong row (before, its bytes summed as the right ones)."""
+    directory = _signed_store(tmp_path / "s", 1030, {})  # past the first run of the index
+    _sql(directory, f"UPDATE hash_rows SET prefix = {value} WHERE height = 7")
+    [report] = verify_store(directory, None, LIMITS, workers=1).reports
+    assert (report.records, report.error.code if report.error else None, report.error_height) == (
+        7,
+        "index_mismatch",
+        7,
+    )
+    assert report.error is not None and "holds a value stored as" in report.error.message
+
+
+@pytest.mark.parametrize("value", ["'zz'", "2.5", "X'01'"])
+def test_a_filled_mark_of_another_type_fails_the_store(tmp_path: Path, value: str) -> None:
+    directory = _signed_store(tmp_path / "s", 1030, {})
+    _sql(directory, f"UPDATE hashes_filled SET size = {value}")
+    with pytest.raises(RecordError, match="filled mark of ledger 'votes' is stored as") as raised:
+        verify_store(directory, None, LIMITS, workers=1)
+    assert raised.value.code == "index_mismatch"

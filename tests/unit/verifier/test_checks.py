@@ -39,6 +39,7 @@ class FakeNode:
         self.extra: list[str] = []  # more ledgers its ledger.list names
         self.asked: collections.Counter[str] = collections.Counter()  # ledger -> head asked
         self.listed = 0  # how often ledger.list was asked
+        self.serving = True  # False: it answers the ledger's reads not_home (a replaced home)
 
     def up(self) -> bool:
         return True
@@ -59,6 +60,9 @@ class FakeNode:
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
+
+    def serves(self, ledger: str) -> bool:
+        return self.serving
 
 
 class Clock:
@@ -169,6 +173,25 @@ def test_a_sweep_that_ends_below_what_the_node_itself_answered_holding_is_trunca
     assert open_kinds(found) == {"truncated"}
     (alert,) = found.replication.alerts()
     assert (alert["node"], alert["height"], alert["expected"], alert["found"]) == ("replica-1", "3", "5", "2")
+
+
+def test_a_sweep_cut_short_by_a_home_just_replaced_is_no_truncation(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """outsider 20, F13: promoted away, the old home answers the ledger's reads not_home at once
+    (taken for holding none: the sweep ends at -1), a moment before the verifier learns the new
+    epoch; `truncated` was raised against a copy that still held every record."""
+    found, nodes, _ = checks
+    home = nodes["ingest-1"]
+    copy = found.ledgers[LEDGER].copies["ingest-1"]
+    found.compare_heads()  # it answers head 10
+    held = found._held_before(LEDGER, "ingest-1", copy)
+    home.serving = False
+    found._sweep_complete(LEDGER, "ingest-1", -1, held, home)  # type: ignore[arg-type]
+    assert open_kinds(found) == set()
+    home.serving = True  # the same short end from a node that serves the ledger is one
+    found._sweep_complete(LEDGER, "ingest-1", -1, held, home)  # type: ignore[arg-type]
+    assert open_kinds(found) == {"truncated"}
 
 
 def test_a_held_height_only_redis_claims_accuses_no_node(
@@ -613,3 +636,49 @@ def test_an_unlisted_ledger_alert_raised_before_a_restart_resolves_once_the_hash
     after = ClusterChecks("verifier-1", _three_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
     after.start()
     assert f"redis|{LEDGER}|unlisted_ledger" not in repl.open_alerts()
+
+
+def test_junk_names_hset_into_redis_s_ledgers_hash_make_no_stream_and_are_capped(
+    redis_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any ingest node's Redis user may HSET names into ``{ledgers}``: the verifier made each one's
+    stream (MKSTREAM) and checked it on every copy every round, however many. A name that is no
+    ledger's is left out; a name nothing else gives (no node, stream or cluster file) is checked
+    up to MAX_UNLISTED_LEDGERS, with no stream made for it; the rest are logged once, not each
+    round, and the verifier goes on checking the real ledger."""
+    chain = [bytes([i]) * 32 for i in range(3)]
+    nodes = {name: FakeNode(name, chain) for name in ("ingest-1", "replica-1")}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    junk = {f"junk{i:04d}": "ingest-1" for i in range(1000)}
+    invalid = {"no ledger/name": "ingest-1", "x" * 300: "ingest-1", "ledgers": "ingest-1"}
+    repl.client.hset(repl.ledgers_key, mapping={**junk, **invalid})
+    clock = Clock()
+    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="vledger.verifier.checks"):
+        checks.start()
+        taken = set(checks.ledgers)
+        for _ in range(3):  # rounds past every look elsewhere: the same names, nothing more
+            clock.now += SCAN_STREAMS_SECONDS
+            checks.refresh_ledgers()
+            checks.compare_heads()
+            checks.save_checkpoints()
+            assert set(checks.ledgers) == taken
+    assert LEDGER in taken and len(taken) == 1 + MAX_UNLISTED_LEDGERS
+    assert taken - {LEDGER} == set(sorted(junk)[:MAX_UNLISTED_LEDGERS])
+    assert [k for k in redis_client.scan_iter(match="vledger:{*}:chain")] == [repl.stream_key(LEDGER).encode()]
+    assert caplog.text.count("names no node, stream or cluster file gives") == 1, caplog.text
+    assert f"{1000 - MAX_UNLISTED_LEDGERS + len(invalid)} not checked" in caplog.text
+    saved = {_field.decode() for _field in redis_client.hkeys("vledger:{sweep}:verifier-1")}
+    assert saved == {f"{node}|{LEDGER}" for node in nodes}  # a restart finds no junk name there
+    repl.add([StreamRecord(LEDGER, 0, b"r0", "ingest-1")])
+    assert checks.consume(1) + checks.consume(1) == 1  # the real ledger's entry, read as before
+    # Restarted on the same Redis: the same names, no stream, no more.
+    again = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=clock)  # type: ignore[arg-type]
+    again.start()
+    assert set(again.ledgers) == taken
+    # A name that leaves the hash is forgotten; the next one takes its place, still without a stream.
+    redis_client.hdel(repl.ledgers_key, "junk0000")
+    again.refresh_ledgers()
+    assert "junk0000" not in again.ledgers and f"junk{MAX_UNLISTED_LEDGERS:04d}" in again.ledgers
+    assert not redis_client.exists(repl.stream_key(f"junk{MAX_UNLISTED_LEDGERS:04d}"))

@@ -296,6 +296,7 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/static/../gateway.py", 404, "not_found"),
         ("/static/%2e%2e/gateway.py", 404, "not_found"),
         ("/static/", 404, "not_found"),  # aiohttp's 403 for a directory: PROTOCOL 15 has no 403
+        ("/static/vledger.js/", 404, "not_found"),  # served as the file (outsider 20, F12): one name a file
         ("/ledgers/election-2026/tile/0/x999/x999/x999/x999/x999/x999/x999/999", 400, "bad_request"),
         ("/../../etc/passwd", 404, "not_found"),
         ("/secret.html", 404, "not_found"),

@@ -7,10 +7,12 @@ end, so the sweeps of a ledger of 60 KB records stopped at height 17 and blamed 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import zmq
 
 from vledger.broker.client import Client
 from vledger.config.cluster import NodeConfig
@@ -19,7 +21,7 @@ from vledger.node.errors import RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.verifier.checks import NodeReader
+from vledger.verifier.checks import NodeReader, Stopped
 from vledger.verifier.sweep import LedgerSweep
 
 PAGE = 500
@@ -95,3 +97,68 @@ def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -
         assert steps[-1].finding is None
         steps.append(sweep.step(reader, 50))
     assert steps[-1].end == len(chain) - 1 and sweep.last_records == len(chain)
+
+
+class HeadRefusing:
+    """``head`` answered with one error code, or a head."""
+
+    def __init__(self, code: str | None) -> None:
+        self.code = code
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert command == "head"
+        if self.code is not None:
+            raise RemoteError(self.code, "refused", {})
+        return {"height": 3, "hash": b"\0" * 32}
+
+
+@pytest.mark.parametrize(("code", "serves"), [(None, True), ("no_such_ledger", True), ("not_home", False)])
+def test_a_node_that_answers_not_home_does_not_serve_the_ledger(code: str | None, serves: bool) -> None:
+    # The sweep takes a not_home page for a copy that holds none; serves() tells the two apart.
+    reader = NodeReader(
+        NodeConfig("ingest-1", "ingest", "127.0.0.1", 1), cast(Client, HeadRefusing(code)), PAGE, lambda: 0.0
+    )
+    assert reader.serves("big") is serves
+
+
+def test_another_refusal_of_head_is_raised() -> None:
+    reader = NodeReader(
+        NodeConfig("ingest-1", "ingest", "127.0.0.1", 1), cast(Client, HeadRefusing("forbidden")), PAGE, lambda: 0.0
+    )
+    with pytest.raises(RemoteError):
+        reader.serves("big")
+
+
+class EndedNode:
+    """A node whose read in flight ends as a ZeroMQ Context ended by a stop makes it end (ETERM)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self.stopping = stopping
+        self.asked: list[str] = []
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.asked.append(command)
+        self.stopping.set()  # the signal came while this read waited
+        raise zmq.ContextTerminated()
+
+
+def test_a_stopping_verifier_s_reader_asks_nothing_more_and_drops_the_read_in_flight() -> None:
+    stopping = threading.Event()
+    node = EndedNode(stopping)
+    config = NodeConfig("replica-1", "replica", "127.0.0.1", 1)
+    reader = NodeReader(config, cast(Client, node), PAGE, lambda: 0.0, stopping)
+    with pytest.raises(Stopped):  # not NodeUnavailableError: no handler takes the node for down
+        reader.head("big")
+    for read in (lambda: reader.head("big"), lambda: reader.page("big", 0, 10), reader.ledgers):
+        with pytest.raises(Stopped):
+            read()
+    assert node.asked == ["head"]
+    assert reader.up()
+
+
+def test_a_context_ended_without_a_stop_is_no_stop() -> None:
+    node = EndedNode(threading.Event())
+    reader = NodeReader(NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, node), PAGE, lambda: 0.0)
+    node.stopping = threading.Event()  # set by the call, but not the reader's: a bug, raised as it is
+    with pytest.raises(zmq.ContextTerminated):
+        reader.head("big")

@@ -42,6 +42,13 @@ class Board:
         self.entries.append((ledger, observer, height, body, signature))
         return f"{len(self.entries)}-0"
 
+    def latest_ids(self, ledgers: list[str], observers: list[str]) -> dict[str, dict[str, str]]:
+        named: dict[str, dict[str, str]] = {ledger: {} for ledger in ledgers}
+        for number, (ledger, observer, _, _, _) in enumerate(self.entries, start=1):
+            if ledger in named and observer in observers:
+                named[ledger][observer] = f"{number}-0"
+        return named
+
     def heights(self, ledger: str = LEDGER) -> list[int]:
         return [height for name, _, height, _, _ in self.entries if name == ledger]
 
@@ -94,6 +101,34 @@ def test_snapshots_come_at_most_once_an_interval_and_the_last_one_is_at_the_head
     assert board.last().height == 20 and board.last().observer == "observer-1"
 
 
+def test_a_latest_tally_another_wrote_in_its_stream_is_replaced_within_seconds(store: ChainStore) -> None:
+    """outsider 20, F10: with the observer's Redis password alone, another observer's signed body
+    added to its stream and named its latest: readers found it unsigned (bad_signature), and on a
+    quiet ledger no new head ever replaced it."""
+    election = plan_election(LEDGER, 5, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    write_election(store, election, now_ms())
+    watcher.turn()
+    head = store.size(LEDGER) - 1
+    assert board.heights() == [head]
+    forged = (LEDGER, "observer-1", head, b"another's body", b"another's signature")
+    board.entries.append(forged)
+    clock.now += 1.0
+    watcher.turn()
+    assert len(board.entries) == 3 and board.last().height == head  # its own again, signed
+    board.entries.append(forged)
+    clock.now += 1.0
+    watcher.turn()
+    assert len(board.entries) == 4  # not looked at again yet: once every latest_check_ms (5 s)
+    clock.now += 5.0
+    watcher.turn()
+    assert len(board.entries) == 5 and board.last().height == head
+    clock.now += 10.0
+    watcher.turn()
+    assert len(board.entries) == 5  # its own is the latest: nothing more
+
+
 def test_a_redis_outage_delays_a_snapshot_and_loses_none(store: ChainStore) -> None:
     election = plan_election(LEDGER, 5, now_ms())
     board, clock, alerts = Board(), Clock(), []
@@ -108,6 +143,31 @@ def test_a_redis_outage_delays_a_snapshot_and_loses_none(store: ChainStore) -> N
     clock.now += 1.0
     watcher.turn()
     assert board.heights() == [store.size(LEDGER) - 1]
+
+
+def test_a_new_key_signs_every_ledger_s_last_count_again_at_once(store: ChainStore) -> None:
+    # PROTOCOL 16.6: the rotation states the heights the old key had tallied when the admin home
+    # read them; a tally the old key signed since, at a larger height, does not count, and on a
+    # quiet ledger it would stay the observer's latest for good.
+    election = plan_election(LEDGER, 5, now_ms())
+    board, clock, alerts = Board(), Clock(), []
+    watcher = observer(store, board, clock, alerts)
+    write_election(store, election, now_ms())
+    watcher.turn()
+    head = store.size(LEDGER) - 1
+    assert board.heights() == [head]
+    watcher.turn()
+    assert board.heights() == [head]  # quiet: nothing more
+    rotated = new_signing_key()
+    watcher.signs_with(rotated)
+    watcher.turn()  # not an interval after the last snapshot: the switch does not wait for one
+    assert board.heights() == [head, head]
+    _, _, _, body, signature = board.entries[-1]
+    rotated.public.verify(body, signature)
+    assert Snapshot.decode(body).height == head
+    clock.now += 5
+    watcher.turn()
+    assert board.heights() == [head, head]  # once
 
 
 def test_rule_breakers_are_alerted_with_their_code_and_not_counted(store: ChainStore) -> None:

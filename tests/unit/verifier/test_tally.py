@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
+from vledger.ingest import cosignatures
+from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import KeyHistory
@@ -350,6 +352,37 @@ def test_a_key_the_observer_never_had_is_refused_with_its_history() -> None:
     assert isinstance(checked.problem, SignatureError)
 
 
+def _stating_history(tallied: dict[str, int] | None) -> KeyHistory:
+    """observer-1's history after a rotation that states what its replaced key had ``tallied``
+    (16.6; None: a rotation written before it did), beside what it had cosigned."""
+    rotation = {"node": "observer-1", "curve": "", "sign": NEW_SIGNER.public.public_hex, "until": UNTIL}
+    rotation |= {"cosigned": {"poll": 100}} | ({} if tallied is None else {"tallied": tallied})
+    return observer_histories({"observer-1": SIGNER.public}, [dict(rotation, accepted=ROTATED_AT)])["observer-1"]
+
+
+@pytest.mark.parametrize(
+    ("signer", "height", "tallied", "ok"),
+    [
+        (SIGNER, 7, {"poll": 7}, True),  # the old key, at the height its rotation says it tallied
+        (SIGNER, 3, {"poll": 7}, True),  # ... or below
+        (SIGNER, 8, {"poll": 7}, False),  # past it: whatever at_ms it claims inside the window
+        (SIGNER, 0, {"other": 9}, False),  # of a ledger the rotation does not list
+        (SIGNER, 0, {}, False),  # a rotation saying the key tallied nothing
+        (SIGNER, 10**9, None, True),  # a rotation stating no heights: the window alone, as before
+        (NEW_SIGNER, 10**9, {"poll": 7}, True),  # the newest key: any height
+    ],
+)
+def test_a_replaced_observer_key_counts_only_up_to_the_height_its_rotation_says_it_tallied(
+    signer: SigningKey, height: int, tallied: dict[str, int] | None, ok: bool
+) -> None:
+    # What a thief of the replaced key makes: a tally at any height, at_ms inside the window.
+    snapshot = dataclasses.replace(SNAPSHOT, height=height, at_ms=UNTIL - 1)
+    checked = check_published(_signed(snapshot, signer), SIGNER.public, "poll", _stating_history(tallied))
+    assert checked.ok is ok
+    if not ok:
+        assert isinstance(checked.problem, SignatureError) and "tallied" in checked.problem.message
+
+
 # --- the observers' keys on a real Redis (broker/tallies.py) -----------------------------------------
 
 OTHER_SIGNER = new_signing_key()
@@ -423,3 +456,34 @@ def test_a_latest_key_of_another_type_fails_only_its_observer(redis_client: Any)
     redis_client.delete(board.latest_key(LEDGER, "observer-2"))
     redis_client.rpush(board.latest_key(LEDGER, "observer-2"), "x")  # WRONGTYPE for GET
     assert list(board.latest(LEDGER, KEYS)) == ["observer-1"] and board.latest(LEDGER, KEYS)["observer-1"]
+
+
+def test_what_a_rotated_observer_key_tallied_is_its_latest_entry_s_height_where_that_key_signed_it(
+    redis_client: Any,
+) -> None:
+    # What the admin home states as a rotation's tallied (PROTOCOL 16.6).
+    board = TallyBoard(redis_client)
+    for height in (3, 9, 5):  # the latest entry counts, not the largest height of the stream
+        _publish(board, "observer-1", height)
+    other = dataclasses.replace(SNAPSHOT, observer="observer-1", ledger="funds", height=4)
+    board.publish("funds", "observer-1", 4, other.body(), OTHER_SIGNER.sign(other.body()))  # another key's
+    lying = dataclasses.replace(SNAPSHOT, observer="observer-1", ledger="files", height=4)
+    board.publish("files", "observer-1", 8, lying.body(), SIGNER.sign(lying.body()))  # the entry says 8
+    found = tallied_heights(board, [LEDGER, "funds", "files", "quiet"], "observer-1", SIGNER.public.public_hex)
+    assert found == {LEDGER: 5}
+    assert tallied_heights(board, [LEDGER], "observer-2", SIGNER.public.public_hex) == {}
+
+
+def test_what_a_key_tallied_is_read_of_ledger_names_only_each_once_and_at_most_a_bound(
+    redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any ingest user may HSET any name into {ledgers}: the rotation read each, one by one.
+    board = TallyBoard(redis_client)
+    _publish(board, "observer-1", 5)
+    asked: list[str] = []
+    read = board.latest_entry
+    monkeypatch.setattr(board, "latest_entry", lambda ledger, observer: asked.append(ledger) or read(ledger, observer))
+    monkeypatch.setattr(cosignatures, "MAX_TALLIED_LEDGERS", 3)
+    junk = ["Bad Name", "{accounts}", "x" * 300, LEDGER, "a", LEDGER, "b", "c", "d"]
+    assert tallied_heights(board, junk, "observer-1", SIGNER.public.public_hex) == {LEDGER: 5}
+    assert asked == [LEDGER, "a", "b"]

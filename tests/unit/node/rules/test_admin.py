@@ -242,6 +242,11 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
         {"cosigned": {"polls": 0}},
         {"cosigned": {"polls": True}},
         {"cosigned": {"polls": "3"}},
+        {"tallied": [["polls", 3]]},  # what the old key tallied (16.6): an object ledger -> height
+        {"tallied": {"Bad Name": 3}},
+        {"tallied": {"polls": -1}},
+        {"tallied": {"polls": False}},
+        {"tallied": None},
     ):
         with pytest.raises(BadPayloadError):
             writer.put(ADMIN_LEDGER, "key_rotation", good | bad, "root")
@@ -255,6 +260,12 @@ def test_key_rotation_records_are_checked_and_kept(writer: Writer) -> None:
     engine = RulesEngine()
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
     assert engine.key_rotations()[-1]["cosigned"] == {"polls": 3, "admin": 12}
+    # An observer's rotation states what its replaced key had tallied too; height 0 (the genesis) is one.
+    tallied = stated | {"tallied": {"polls": 0, "admin": 11}, "until": now() + 60_000, "sign": "1e" * 32}
+    writer.put(ADMIN_LEDGER, "key_rotation", tallied, "root")
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert engine.key_rotations()[-1]["tallied"] == {"polls": 0, "admin": 11}
 
 
 def test_a_rotation_to_a_key_another_node_was_rotated_to_is_refused(writer: Writer) -> None:

@@ -70,6 +70,8 @@ def test_a_ledger_without_the_rule_keeps_its_old_meaning(rules_kit: Any) -> None
     ("rules", "named"),
     [
         ({"identifiers": "nfd"}, "identifiers must be one of ['nfc', 'nfc-visible']"),
+        ({"identifiers": None}, "identifiers must be one of ['nfc', 'nfc-visible'] when given, not None"),
+        ({"identifiers": ""}, "identifiers must be one of ['nfc', 'nfc-visible'] when given, not ''"),
         ({"identifiers": "nfc-visible", "choices": ["alice", "alice\u200b"]}, "U+200B ZERO WIDTH SPACE"),
         ({"identifiers": "nfc", "choices": ["alice", "b\u202eob"]}, "U+202E"),
         ({"identifiers": "nfc", "choices": [NFC, NFD]}, "NFC"),
