@@ -559,14 +559,25 @@ class Follower:
         if self._head(ledger) < self.target(ledger) and not state.pending:
             self.catch_up(ledger, self.target(ledger) + 1)
 
-    def take_checkpoint(self, ledger: str, note: bytes, source: str, *, catch_up: bool = True) -> bool:
+    def take_checkpoint(
+        self, ledger: str, note: bytes, source: str, *, catch_up: bool = True, wait: bool = True
+    ) -> bool:
         """A checkpoint note from ``source``: checked with the ledger's key, then what it covers is
         stored, or it is evidence against the home. False if it does not verify (reported).
-        Returns with what it stored durable."""
+        Returns with what it stored durable; with ``wait=False`` (the replica's follow loop, as
+        :meth:`receive`) the run it lets this follower store may stay in the store's queue, and
+        the runs being stored are reported as their commits are done (:meth:`reap`)."""
+        in_flight = self._in_flight
+        if not wait:
+            self._in_flight = LIVE_IN_FLIGHT
         try:
             return self._take_checkpoint(ledger, note, source, catch_up=catch_up)
         finally:
-            self._settle(ledger)
+            self._in_flight = in_flight
+            if wait:
+                self._settle(ledger)
+            else:
+                self.reap()
 
     def _take_checkpoint(self, ledger: str, note: bytes, source: str, *, catch_up: bool) -> bool:
         """take_checkpoint, leaving a run the store is committing in flight (catch-up's pages)."""
@@ -603,8 +614,11 @@ class Follower:
             state.best = checkpoint
         if any(checkpoint in run.covered for run in state.storing):
             return True  # its run's commit decides: vouched once stored, waits again if it fails
-        if checkpoint.size <= self._size(ledger):
-            self._settle(ledger)  # what it covers is compared with the store's own tree
+        if self.store.size(ledger) < checkpoint.size <= self._size(ledger):
+            # What it covers is compared with the store's own tree: once the runs being stored
+            # are. One of a size the store holds is compared at once: the replica's check of
+            # Redis's checkpoints every second waited here for the commits under way.
+            self._settle(ledger)
         held = self.store.size(ledger)
         if checkpoint.size <= held:
             if not self._of_stored_epochs(checkpoint, source):
@@ -616,6 +630,9 @@ class Follower:
                 self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
                 return True
             if held_root != checkpoint.root:
+                # The rare contradiction is judged with the runs being stored in the store: the
+                # note that proves this copy may be the one a run in flight is stored under.
+                self._settle(ledger)
                 self._contradicted(checkpoint, source, held_root)
             else:
                 self._vouched(checkpoint)

@@ -539,7 +539,8 @@ def _follow(
                 follower.reap()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + HEADS_EVERY
-                follower.settle()
+                # No settle() here: the runs under way are reaped as their commits are done. Waiting
+                # for them each second held the feed up to a commit's time (the slowest lags).
                 _refresh_checkpoints(follower)
                 owed = follower.catch_up_overdue(owed)
                 relay.committed([], NOT_RELAYED, follower.checkpoints())
@@ -554,7 +555,7 @@ def _refresh_checkpoints(follower: Follower) -> None:
     if isinstance(source, StreamSource):
         try:
             for ledger, note in source.checkpoints().items():
-                follower.take_checkpoint(ledger, note, source.name, catch_up=False)
+                follower.take_checkpoint(ledger, note, source.name, catch_up=False, wait=False)
         except OSError as e:
             log.debug("checkpoints from Redis unavailable: %s", e)
 

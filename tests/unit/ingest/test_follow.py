@@ -1509,3 +1509,29 @@ def test_a_failed_commit_drops_the_runs_after_it_and_they_are_fetched_again(
     follower.settle()
     assert replica.heights() == list(range(7))
     assert source.fetches[0][1] == 1
+
+
+def test_checkpoints_taken_without_waiting_leave_the_runs_in_flight(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica's check of Redis's checkpoints (take_checkpoint(wait=False)), and a heartbeat of
+    a checkpoint the store holds, do not wait for the runs being stored: one a stored size holds
+    is compared with the store at once, a newer one lets the pending run it covers go in flight."""
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)
+    follower = replica.follower
+    follower.receive([*(live(r) for r in chain[1:3]), heads(signed(chain[2]))])  # stored: 0-2
+    held = HeldCommits(replica.store, monkeypatch)
+    follower.receive([*(live(r) for r in chain[3:5]), heads(signed(chain[4]))], wait=False)
+    follower.receive([*(live(r) for r in chain[5:7])], wait=False)  # pending: no checkpoint yet
+    assert held.heights() == [[3, 4]]
+    # A stored size's checkpoint, on the feed and from Redis: compared with the store, no wait.
+    follower.receive([heads(signed(chain[2]))], wait=False)
+    assert follower.take_checkpoint(LEDGER, signed(chain[2]).note, "redis", catch_up=False, wait=False)
+    # Redis's newer checkpoint covers the pending run: it goes in flight beside the first.
+    assert follower.take_checkpoint(LEDGER, signed(chain[6]).note, "redis", catch_up=False, wait=False)
+    assert held.heights() == [[3, 4], [5, 6]] and replica.alerts == []
+    held.release()
+    held.release()
+    follower.reap()
+    assert replica.heights() == list(range(7)) and not follower.in_flight() and replica.alerts == []
