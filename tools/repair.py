@@ -598,6 +598,15 @@ class Repair:
         return targets
 
     def run(self) -> RepairResult:
+        """The repair, under the node's repair lock (see :func:`repair_lock`)."""
+        with repair_lock(self.config.store_dir(self.node)) as cleared:
+            result = self.run_locked()
+        result.cleared = cleared
+        return result
+
+    def run_locked(self) -> RepairResult:
+        """The repair, its caller holding :func:`repair_lock` (the command holds it through its
+        --restart's stop and start: a refused second repair must not start the node under the first)."""
         config, name = self.config, self.node
         node = config.node(name)
         if node.role == "verifier":
@@ -624,12 +633,6 @@ class Repair:
             redis.close()
 
     def _rebuild(self, store: Path, targets: list[LedgerRepair], sources: Sources) -> RepairResult:
-        with repair_lock(store) as cleared:
-            result = self._rebuild_locked(store, targets, sources)
-        result.cleared = cleared
-        return result
-
-    def _rebuild_locked(self, store: Path, targets: list[LedgerRepair], sources: Sources) -> RepairResult:
         config = self.config
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
         fresh = store.with_name(f"{store.name}.repair-{stamp}")
@@ -655,7 +658,7 @@ class Repair:
         return result
 
 
-_SCRATCH = re.compile(r"\.repair-\d{8}T\d{6}Z")  # the fresh directory's suffix: _rebuild_locked's stamp
+_SCRATCH = re.compile(r"\.repair-(\d{8}T\d{6}Z)")  # the fresh directory's suffix: _rebuild's stamp
 
 
 @contextlib.contextmanager
@@ -663,24 +666,49 @@ def repair_lock(store: Path) -> Iterator[list[Path]]:
     """Held while ``store`` is rebuilt (RepairRefusedError if another repair holds it); under it,
     the fresh directories an interrupted repair left beside it (a kill -9 runs no cleanup: a full
     copy each time, outsider 21 F8) are removed, and yielded for the command to name. Only names
-    of that exact form, which no node or operator makes, are touched; ``<store>.broken-*`` stay."""
+    of that exact form, which no node or operator makes, are touched; ``<store>.broken-*`` stay.
+    One whose swap was cut short (the store moved to ``.broken-<stamp>``, the verified copy not
+    yet in its place: no store) is the only whole copy: refused, never removed."""
     store.parent.mkdir(parents=True, exist_ok=True)
-    lock = os.open(store.with_name(f"{store.name}.repair.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock_path = store.with_name(f"{store.name}.repair.lock")
+    lock = _locked(lock_path, store.name)
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RepairRefusedError(f"another repair of {store.name} is under way") from None
-        left = sorted(
-            path
-            for path in store.parent.iterdir()
-            if path.name.startswith(store.name) and _SCRATCH.fullmatch(path.name[len(store.name) :])
-        )
+        left = []
+        for path in sorted(store.parent.iterdir()):
+            match = _SCRATCH.fullmatch(path.name[len(store.name) :]) if path.name.startswith(store.name) else None
+            if match is None:
+                continue
+            if not store.exists() and store.with_name(f"{store.name}.broken-{match[1]}").exists():
+                raise RepairRefusedError(
+                    f"{path} is an interrupted repair's verified copy, cut short as it replaced {store} (the old "
+                    f"store is at {store.name}.broken-{match[1]}): finish it with `mv {path} {store}`, or move it "
+                    "away to rebuild"
+                )
+            left.append(path)
         for path in left:
             shutil.rmtree(path)
         yield left
     finally:
-        os.close(lock)  # the lock goes with the descriptor; the empty file stays (removing it would race)
+        os.unlink(lock_path)  # before the descriptor goes: a repair that opened it meanwhile sees it gone (_locked)
+        os.close(lock)
+
+
+def _locked(path: Path, name: str) -> int:
+    """A descriptor of ``path`` holding its exclusive flock. The file is removed when the lock is
+    let go, so one opened meanwhile may no longer be ``path``: locked, it is checked to still be."""
+    while True:
+        lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise RepairRefusedError(f"another repair of {name} is under way") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(lock).st_ino:
+                return lock
+        except FileNotFoundError:
+            pass
+        os.close(lock)  # the file a repair that just ended removed: take the next one
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -727,25 +755,36 @@ def _print(result: RepairResult) -> None:
     )
 
 
+def _repair_restarting(config: ClusterConfig, name: str, keys: KeyPair, args: argparse.Namespace) -> RepairResult:
+    """The repair, with --restart's stop and start around it (under the caller's repair lock)."""
+    supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
+    repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
+    try:
+        result = repair.run_locked()
+    except BaseException:
+        if supervisor is not None:
+            supervisor.start_process(name)  # nothing was swapped: it runs on its store as before
+        raise
+    if supervisor is not None:
+        _restart_start(config, supervisor, name, keys)
+        result.restarted = True
+    return result
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
     config = load_cluster(config_file(args.config))
     name = config.node(args.node).name
     # The node's newest key generation (PROTOCOL 16.6): after a rotation's window the others refuse the first.
     own = key_paths(config.keys_dir, generation_name(name, newest_generation(config.keys_dir, name)))[1]
     keys = load_client_keys(input_file(args.key, "--key") if args.key else own)
-    supervisor = _restart_stop(config, name, args.run_dir) if args.restart else None
-    repair = Repair(config, name, keys, quorum=args.quorum, force=args.force, timeout=args.timeout)
     try:
-        result = repair.run()
-    except BaseException as e:
-        if supervisor is not None:
-            supervisor.start_process(name)  # nothing was swapped: it runs on its store as before
-        if args.json and isinstance(e, VledgerError):
+        with repair_lock(config.store_dir(name)) as cleared:
+            result = _repair_restarting(config, name, keys, args)
+    except VledgerError as e:
+        if args.json:
             print_json({"ok": False, "node": name, "error": e.code, "message": e.message})
         raise
-    if supervisor is not None:
-        _restart_start(config, supervisor, name, keys)
-        result.restarted = True
+    result.cleared = cleared
     if args.json:
         print_json(result.as_json())
     else:

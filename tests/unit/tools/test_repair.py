@@ -4,6 +4,7 @@ store holding the checkpoint is recognised, and what is carried over from the ol
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,13 @@ from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_key, witness_name
+from vledger.tools import repair as repair_module
 from vledger.tools.progress import Progress
 from vledger.tools.repair import (
     LedgerRepair,
     already_holds,
     carry_checkpoints,
+    cmd_repair,
     copy_ledger,
     default_quorum,
     ledgers_of,
@@ -225,3 +228,51 @@ def test_a_repair_removes_what_an_interrupted_one_left_and_refuses_to_run_twice(
             pass
     with repair_lock(store) as cleared:  # released with its run
         assert cleared == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["replica-3", *(p.name for p in kept)])  # no lock file
+
+
+def test_a_swap_cut_short_leaves_the_verified_copy_alone_and_says_how_to_finish_it(tmp_path: Path) -> None:
+    """Reviewer r6: killed between its two renames, a repair leaves no store, the old one at
+    .broken-<stamp> and the verified copy at .repair-<stamp>: the only whole copy, never removed."""
+    store = tmp_path / "replica-3"
+    copy = tmp_path / "replica-3.repair-20261206T154900Z"
+    copy.mkdir()
+    (tmp_path / "replica-3.broken-20261206T154900Z").mkdir()
+    with (
+        pytest.raises(RepairRefusedError, match=r"finish it with `mv .*replica-3.repair-20261206T154900Z"),
+        repair_lock(store),
+    ):
+        pass
+    assert copy.exists()
+
+
+def test_a_second_repair_with_restart_is_refused_before_it_stops_or_starts_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviewer r6: refused only when it reached the copy, a second `repair --restart` had
+    already stopped (a no-op) and then started the node on the store the first was replacing."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    (tmp_path / "cluster.toml").write_text("")
+    monkeypatch.setattr(repair_module, "load_cluster", lambda path: config)
+    monkeypatch.setattr(repair_module, "load_client_keys", lambda path: None)
+    touched: list[str] = []
+    monkeypatch.setattr(repair_module, "_restart_stop", lambda *a: touched.append("stop"))
+    args = argparse.Namespace(
+        config=tmp_path / "cluster.toml", node="replica-1", key=None, restart=True, run_dir=None,
+        quorum=None, force=True, timeout=1.0, json=False,
+    )  # fmt: skip
+    with (
+        repair_lock(config.store_dir("replica-1")),
+        pytest.raises(RepairRefusedError, match="another repair of replica-1 is under way"),
+    ):
+        cmd_repair(args)
+    assert touched == []
