@@ -177,6 +177,11 @@ def receipt(cluster: LocalCluster, eid: str) -> dict[str, Any]:
     return wait_until(covered, WAIT, "a cosigned checkpoint covering the voter's records")  # type: ignore[no-any-return]
 
 
+def _json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -279,6 +284,73 @@ def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_
         tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
     browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}#anchors={anchors}")
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
+
+
+def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_left_behind_is_stale(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider21 F3: observers stopped at an old height (or a gateway serving their old signed
+    tallies) were shown agreeing, green, with no word that the checkpoint the page verified held
+    more records; the gateway's verdict said "agree" where `vledger tally` said STALE (exit 4).
+    Both observers' latest tallies are here genuine bodies two records behind the checkpoint,
+    made a minute ago: each page and the gateway's verdict say STALE, as the command does."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    gateway = cluster.gateway_url("replica-1")
+    observers = ("observer-1", "observer-2")
+
+    def settled(ledger: str) -> int | None:
+        """The checkpoint's size once both observers signed at the last record it holds."""
+        size = int(_json(f"{gateway}api/ledgers/{ledger}/checkpoint")["size"])
+        latest = tallies.latest(ledger, observers)
+        return size if all(p is not None and p.height == size - 1 for p in latest.values()) else None
+
+    originals = {}
+    try:
+        for ledger in (ELECTION, FUND):
+            size = wait_until(lambda ledger=ledger: settled(ledger), WAIT, f"both observers at the head of {ledger}")
+            for name in observers:
+                original = tallies.latest(ledger, [name])[name]
+                assert original is not None
+                originals[(ledger, name)] = original.entry_id
+                honest = Snapshot.decode(original.body)
+                old = dataclasses.replace(honest, height=size - 3, at_ms=now_ms() - 60_000)
+                key = load_signing_key(signing_key_paths(cluster.directory / "keys", name)[0])
+                tallies.publish(ledger, name, old.height, old.body(), key.sign(old.body()))
+
+            shown = _json(f"{gateway}api/ledgers/{ledger}/tally")
+            assert shown["verdict"]["status"] == "stale" and shown["verdict"]["height"] == size - 3, shown["verdict"]
+            assert shown["verdict"]["stale"] == list(observers) and shown["verdict"]["checkpoint_size"] == size
+            assert shown["verdict"]["behind"] is False and shown["verdict"]["ahead"] == []
+            assert [o["stale"] for o in shown["observers"]] == [True, True]
+            done = cluster.cli("tally", ledger, "--config", str(cluster.config_path), check=False)
+            assert done.returncode == 4 and "STALE: observer-1" in done.stdout, done.stdout + done.stderr
+
+        fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
+        verdict = wait_text(
+            browser, "#verdict", "STALE: observer-1, observer-2", "the stale observers on the tally page"
+        )
+        size = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")["size"]
+        assert f"The 2 observers agree at height {size - 3}." in verdict, verdict
+        assert f"the checkpoint verified here holds {size} records" in verdict, verdict
+        assert f"the agreement at height {size - 3} is NOT the ledger's count now" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
+        shot(browser, "tally-stale")
+
+        fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(
+            browser, "#summary", "STALE: observer-1, observer-2", "the stale observers on the charity page"
+        )
+        assert "signed alike by 2 observer(s)" in summary and "is NOT the fund's now" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+    finally:
+        for (ledger, name), entry_id in originals.items():
+            tallies.client.set(tallies.latest_key(ledger, name), entry_id)
+    fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once current again")
+    assert (
+        "STALE" not in verdict and browser.execute_script("return document.getElementById('verdict').className") == "ok"
+    )
 
 
 class Hostile:
@@ -776,7 +848,12 @@ def _rows(browser: Any) -> list[str]:
 
 
 def _total(counts: str) -> int:
-    return sum(int(part.rsplit(" ", 1)[1]) for part in counts.split(", ") if part)
+    """The votes a row's counts add up to; -1 for a row that shows none (an observer judged ahead
+    of the checkpoint served for a moment, until the page looks again)."""
+    try:
+        return sum(int(part.rsplit(" ", 1)[1]) for part in counts.split(", ") if part)
+    except (ValueError, IndexError):
+        return -1
 
 
 def test_the_charity_page_shows_balances_in_currency_units(
