@@ -353,6 +353,29 @@ def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_
     )
 
 
+def test_the_charity_page_never_shows_the_balance_of_a_body_claiming_records_no_checkpoint_shows(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """An outsider with observer-1's key signs the fund's body at height 1,000,000 with a balance
+    of its choosing: the charity page showed it as the newest tally ("one observer's word alone"),
+    where tally.html judges such a body ahead (15.4 step 6) and never shows its figures."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    original = tallies.latest(FUND, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "balance": 99_999_999}, at_ms=now_ms())
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(FUND, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    try:
+        fresh(browser, f"{cluster.gateway_url('replica-1')}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(browser, "#summary", "observer-1 cannot be checked", "observer-1 judged apart")
+        assert "claims records no checkpoint shows" in summary and "signed alike by 1 observer(s)" in summary, summary
+        assert amount_text(99_999_999, "SAR") not in summary and amount_text(honest.tally["balance"], "SAR") in summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+    finally:
+        tallies.client.set(tallies.latest_key(FUND, "observer-1"), original.entry_id)
+
+
 class Hostile:
     """A hostile gateway in front of the real one (PROTOCOL 15.5's threat): it serves a forked
     genesis of the election pinning its own checkpoint key, re-signs the checkpoint of every
