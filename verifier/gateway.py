@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,19 @@ from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
-from .tally import AGREE, MISMATCH, TallyReport, observer_keys, read_tallies, snapshot_fields
+from .tally import (
+    AGREE,
+    MISMATCH,
+    STILL_COUNTING,
+    LedgerHead,
+    TallyReport,
+    agreement_behind,
+    ahead_observers,
+    observer_keys,
+    read_tallies,
+    snapshot_fields,
+    stale_observers,
+)
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500  # records in one range answer
@@ -809,11 +821,33 @@ class Gateway:
 
     def tally(self, ledger: str) -> dict[str, Any]:
         report, histories = self._tally_report(ledger)
+        report = self._judged(ledger, report)
         shown = tally_json(report, self.observer_keys, histories)
         for entry, t in zip(shown["observers"], report.observers, strict=True):
             snapshot = None if t.checked is None else t.checked.snapshot
             entry["head_ok"] = None if snapshot is None else self._head_ok(ledger, snapshot)
+            entry["stale"] = t.observer in report.stale
+            entry["ahead"] = t.observer in report.ahead
         return shown
+
+    def _judged(self, ledger: str, report: TallyReport) -> TallyReport:
+        """``report`` judged against the checkpoint this gateway serves, read after the tallies,
+        as `vledger tally` judges against the ledger's head (PROTOCOL 11.4, its default
+        --stale-after, this host's clock): observers agreeing at a height the checkpoint left
+        behind were answered "agree" while the command said STALE (outsider21 F3, F9)."""
+        try:
+            served = self.checkpoint(ledger)
+            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name)
+        except VledgerError as e:  # none served (yet): nobody is judged, as the command does
+            head = LedgerHead(None, problem=e.message)
+        now = time.time_ns() // 1_000_000
+        return replace(
+            report,
+            head=head,
+            stale=stale_observers(report.observers, head, now),
+            ahead=ahead_observers(report.observers, head),
+            behind=agreement_behind(report.verdict, report.compared, report.observers, head, now),
+        )
 
     def _head_ok(self, ledger: str, snapshot: Snapshot) -> bool | None:
         """Whether ``snapshot``'s head is the hash of the record at its height in this store (None:
@@ -831,7 +865,8 @@ class Gateway:
         if declared != "charity":
             raise BadRequestError(f"{ledger!r} is not a charity ledger: its genesis type is {declared!r}")
         report, _ = self._tally_report(ledger)
-        verdict = report.verdict.json()
+        report = self._judged(ledger, report)
+        verdict = verdict_json(report)
         # The observers' agreement when there is one; while they are still counting, the newest
         # body; when they disagree, none: either only when its head is the record at its height
         # in this store. "The newest body" alone let one observer's key publish any balance at a
@@ -952,7 +987,27 @@ def tally_json(
             "snapshot": None if checked is None or checked.snapshot is None else snapshot_fields(checked.snapshot),
         }
         observers.append(entry)
-    return {"ledger": report.ledger, "observers": observers, "verdict": report.verdict.json()}
+    return {"ledger": report.ledger, "observers": observers, "verdict": verdict_json(report)}
+
+
+STALE = "stale"  # the gateway's verdict on a count the ledger's checkpoint left behind (PROTOCOL 15.2)
+
+
+def verdict_json(report: TallyReport) -> dict[str, Any]:
+    """The observers' verdict (11.4's comparison) with what `vledger tally` says of it against the
+    checkpoint served (``report.head``): ``"stale"`` for an agreement or a count still going on
+    while an observer is stale or the agreement is behind (the command exits 4), the height and
+    differing observers kept; the stale and ahead observers named, whether the agreement is behind."""
+    shown = report.verdict.json()
+    if shown["status"] in (AGREE, STILL_COUNTING) and (report.stale or report.behind):
+        shown["status"] = STALE
+    head = report.head
+    return shown | {
+        "checkpoint_size": None if head is None else head.size,
+        "stale": list(report.stale),
+        "ahead": list(report.ahead),
+        "behind": report.behind,
+    }
 
 
 # --- HTTP --------------------------------------------------------------------------------------------

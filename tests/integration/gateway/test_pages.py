@@ -177,6 +177,11 @@ def receipt(cluster: LocalCluster, eid: str) -> dict[str, Any]:
     return wait_until(covered, WAIT, "a cosigned checkpoint covering the voter's records")  # type: ignore[no-any-return]
 
 
+def _json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -207,7 +212,10 @@ def test_the_voter_page_verifies_a_real_receipt_and_refuses_a_flipped_byte(
     browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
     browser.find_element(By.ID, "file").send_keys(str(path))
     wait_text(
-        browser, "#verdict", f"Verified: {len(good['records'])} records of {eid} (receipt receipt.json)", "the receipt"
+        browser,
+        "#verdict",
+        f"records of {eid} in the signed checkpoint of {good['checkpoint']['size']} records (receipt receipt.json)",
+        "the receipt",
     )
 
     # One byte of the record flipped inside the receipt file (the record shown left as it was omitted).
@@ -276,6 +284,96 @@ def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_
         tallies.client.set(tallies.latest_key(ELECTION, "observer-1"), original.entry_id)
     browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}#anchors={anchors}")
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
+
+
+def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_left_behind_is_stale(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider21 F3: observers stopped at an old height (or a gateway serving their old signed
+    tallies) were shown agreeing, green, with no word that the checkpoint the page verified held
+    more records; the gateway's verdict said "agree" where `vledger tally` said STALE (exit 4).
+    Both observers' latest tallies are here genuine bodies two records behind the checkpoint,
+    made a minute ago: each page and the gateway's verdict say STALE, as the command does."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    gateway = cluster.gateway_url("replica-1")
+    observers = ("observer-1", "observer-2")
+
+    def settled(ledger: str) -> int | None:
+        """The checkpoint's size once both observers signed at the last record it holds."""
+        size = int(_json(f"{gateway}api/ledgers/{ledger}/checkpoint")["size"])
+        latest = tallies.latest(ledger, observers)
+        return size if all(p is not None and p.height == size - 1 for p in latest.values()) else None
+
+    originals = {}
+    try:
+        for ledger in (ELECTION, FUND):
+            size = wait_until(lambda ledger=ledger: settled(ledger), WAIT, f"both observers at the head of {ledger}")
+            for name in observers:
+                original = tallies.latest(ledger, [name])[name]
+                assert original is not None
+                originals[(ledger, name)] = original.entry_id
+                honest = Snapshot.decode(original.body)
+                old = dataclasses.replace(honest, height=size - 3, at_ms=now_ms() - 60_000)
+                key = load_signing_key(signing_key_paths(cluster.directory / "keys", name)[0])
+                tallies.publish(ledger, name, old.height, old.body(), key.sign(old.body()))
+
+            shown = _json(f"{gateway}api/ledgers/{ledger}/tally")
+            assert shown["verdict"]["status"] == "stale" and shown["verdict"]["height"] == size - 3, shown["verdict"]
+            assert shown["verdict"]["stale"] == list(observers) and shown["verdict"]["checkpoint_size"] == size
+            assert shown["verdict"]["behind"] is False and shown["verdict"]["ahead"] == []
+            assert [o["stale"] for o in shown["observers"]] == [True, True]
+            done = cluster.cli("tally", ledger, "--config", str(cluster.config_path), check=False)
+            assert done.returncode == 4 and "STALE: observer-1" in done.stdout, done.stdout + done.stderr
+
+        fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
+        verdict = wait_text(
+            browser, "#verdict", "STALE: observer-1, observer-2", "the stale observers on the tally page"
+        )
+        size = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")["size"]
+        assert f"The 2 observers agree at height {size - 3}." in verdict, verdict
+        assert f"the checkpoint verified here holds {size} records" in verdict, verdict
+        assert f"the agreement at height {size - 3} is NOT the ledger's count now" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
+        shot(browser, "tally-stale")
+
+        fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(
+            browser, "#summary", "STALE: observer-1, observer-2", "the stale observers on the charity page"
+        )
+        assert "signed alike by 2 observer(s)" in summary and "is NOT the fund's now" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+    finally:
+        for (ledger, name), entry_id in originals.items():
+            tallies.client.set(tallies.latest_key(ledger, name), entry_id)
+    fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once current again")
+    assert (
+        "STALE" not in verdict and browser.execute_script("return document.getElementById('verdict').className") == "ok"
+    )
+
+
+def test_the_charity_page_never_shows_the_balance_of_a_body_claiming_records_no_checkpoint_shows(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """An outsider with observer-1's key signs the fund's body at height 1,000,000 with a balance
+    of its choosing: the charity page showed it as the newest tally ("one observer's word alone"),
+    where tally.html judges such a body ahead (15.4 step 6) and never shows its figures."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    original = tallies.latest(FUND, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "balance": 99_999_999}, at_ms=now_ms())
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(FUND, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    try:
+        fresh(browser, f"{cluster.gateway_url('replica-1')}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(browser, "#summary", "observer-1 cannot be checked", "observer-1 judged apart")
+        assert "claims records no checkpoint shows" in summary and "signed alike by 1 observer(s)" in summary, summary
+        assert amount_text(99_999_999, "SAR") not in summary and amount_text(honest.tally["balance"], "SAR") in summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+    finally:
+        tallies.client.set(tallies.latest_key(FUND, "observer-1"), original.entry_id)
 
 
 class Hostile:
@@ -515,6 +613,121 @@ def test_the_voter_page_says_when_no_witness_cosigned_the_checkpoint(
     assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
 
 
+class Lying:
+    """A gateway in front of the real one that rewrites what ``lie(path, body)`` chooses of the
+    real answers (a JSON body, parsed; returning None forwards it as it is), as outsider21's
+    lying_gateway.py does: the pages and their scripts are the real gateway's."""
+
+    def __init__(self, real: str, lie: Any) -> None:
+        lying = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/api/events"):
+                    status, kind, body = 404, "application/json", b"{}"
+                else:
+                    status, kind, body = lying.answer(real, lie, self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def answer(real: str, lie: Any, path: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(real + path.lstrip("/"), timeout=10) as got:
+                status, kind, body = got.status, got.headers["Content-Type"], got.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers["Content-Type"], e.read()
+        told = lie(path, json.loads(body)) if kind.startswith("application/json") else None
+        return status, kind, body if told is None else json.dumps(told).encode()
+
+    def __enter__(self) -> Lying:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_voter_page_checks_every_record_against_the_id_the_voter_typed(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider21 F1: a gateway answered a voter's id with another voter's (genuine, proven)
+    records under the typed id with a zero-width space appended; the page compared the records
+    with the answer's id only when that id was well-formed, and showed them green, "Verified",
+    as the voter's. Every record is now compared with the id typed (as voter_receipts() does)."""
+    victim, other = election.eids[1], election.eids[2]
+    theirs = receipt(cluster, other)
+    receipt(cluster, victim)
+
+    suffix = ["\u200b"]  # what the gateway appends to the id it states
+
+    def lie(path: str, body: Any) -> Any:
+        if path.startswith(f"/api/ledgers/{ELECTION}/voters/{victim}"):
+            return dict(theirs, electronic_id=body["electronic_id"] + suffix[0])
+        return None
+
+    with Lying(cluster.gateway_url("replica-1"), lie) as lying:
+        fresh(browser, f"{lying.url}vote.html?eid={victim}#anchors={anchors}")
+        verdict = wait_text(browser, "#verdict", f"Verification FAILED for {victim} (fetched now)", "the other id")
+        assert "the answer is for another electronic id" in verdict and "Verified" not in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "bad"
+        assert text_of(browser, "#records tbody") == ""
+        shot(browser, "vote-another-voters-records")
+
+        suffix[0] = ""  # the typed id exactly: each record must name it
+        fresh(browser, f"{lying.url}vote.html?eid={victim}#anchors={anchors}")
+        wait_text(browser, "#verdict", f"Verification FAILED for {victim}", "another voter's records under the id")
+        assert f"does not name {victim}" in text_of(browser, "#checks")
+
+    # What the voter types is taken as an id only when it is one (7.1): no request is made else.
+    fresh(browser, f"{cluster.gateway_url('replica-1')}vote.html?eid={victim}%E2%80%8B#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "Not an electronic id", "the typed id with a zero-width space")
+    assert browser.execute_script("return document.getElementById('verdict').className") == "bad"
+
+
+def test_the_voter_page_says_the_list_of_records_is_not_proven_complete(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider21 F2: a gateway that left out a voter's later records (an uncast and a recast)
+    had the old vote shown green, "Verified", as if it were the voter's standing. The page proves
+    each record, not the list (PROTOCOL 15.4 step 5): its verdict says so, and how to prove it."""
+    moved = [e.content.payload["electronic_id"] for e in election.phases[2] if e.content.kind == "uncast"]
+    assert moved, "the planned election has a voter whose vote was uncast and cast again"
+    eid = moved[0]
+    good = receipt(cluster, eid)
+    assert [r["kind"] for r in good["records"]] == ["register", "cast", "uncast", "cast"]
+
+    def lie(path: str, body: Any) -> Any:
+        if path.startswith(f"/api/ledgers/{ELECTION}/voters/{eid}"):
+            return dict(good, records=good["records"][:2])  # the uncast and the recast left out
+        return None
+
+    size = good["checkpoint"]["size"]
+    with Lying(cluster.gateway_url("replica-1"), lie) as lying:
+        fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchors}")
+        verdict = wait_text(browser, "#verdict", f"Verified: 2 records of {eid}", "the first two records")
+        assert f"in the signed checkpoint of {size} records" in verdict, verdict
+        assert f"NOT proven: that they are all the records of {eid}" in verdict, verdict
+        note = text_of(browser, "#completeness")
+        assert "can leave out a later record" in note and f"vledger vote check --electronic-id {eid}" in note
+        assert "voter_records()" in note
+        shot(browser, "vote-records-left-out")
+    # The honest answer says the same of its list: no page can tell the two apart.
+    fresh(browser, f"{cluster.gateway_url('replica-1')}vote.html?eid={eid}#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", f"Verified: 4 records of {eid}", "the four records")
+    assert "NOT proven: that they are all the records" in verdict and text_of(browser, "#completeness")
+
+
 def test_a_copy_of_the_pages_opened_from_a_file_verifies_the_real_gateway_with_anchors(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
 ) -> None:
@@ -658,7 +871,12 @@ def _rows(browser: Any) -> list[str]:
 
 
 def _total(counts: str) -> int:
-    return sum(int(part.rsplit(" ", 1)[1]) for part in counts.split(", ") if part)
+    """The votes a row's counts add up to; -1 for a row that shows none (an observer judged ahead
+    of the checkpoint served for a moment, until the page looks again)."""
+    try:
+        return sum(int(part.rsplit(" ", 1)[1]) for part in counts.split(", ") if part)
+    except (ValueError, IndexError):
+        return -1
 
 
 def test_the_charity_page_shows_balances_in_currency_units(
@@ -846,7 +1064,7 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         # key's cosignature counts, as `vledger receipt verify --admin-key` counts it.
         browser.get(f"{gateway}vote.html?eid={eid}#anchors={anchored}")
         verdict = wait_text(browser, "#verdict", f"Verified: {count} records of {eid}", "the proven rotation")
-        assert "NOT" not in verdict, verdict
+        assert "NOT counted" not in verdict and "NOT checked" not in verdict, verdict
         checks = text_of(browser, "#checks")
         assert "✗" not in checks and "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
         assert "signed by the admin ledger's key of the publisher's anchors: proven" in checks

@@ -35,9 +35,10 @@ from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tests.unit.verifier.fakes import two_nodes
 from vledger.tools.demo import run_demo
 from vledger.verifier import gateway as gateway_module
-from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness
+from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness, verdict_json
 from vledger.verifier.gateway import _int as gateway_int
 from vledger.verifier.gateway import _page_end as gateway_page_end
+from vledger.verifier.tally import AGREE, MISMATCH, STILL_COUNTING, LedgerHead, TallyReport, Verdict
 
 LIMITS = Limits()
 RECORDS = 700  # the election gets more than 256 records: a full tile and a partial one
@@ -367,6 +368,33 @@ def test_funds_are_shown_in_the_currency_s_own_decimals(currency: str, decimals:
     assert shown["decimals"] == decimals and shown["currency"] == currency
     assert shown["balance"] == shown["funds"]["zakat"]["balance"] == balance
     assert shown["funds"]["zakat"]["donations"] == 2  # counts stay counts
+
+
+@pytest.mark.parametrize(
+    ("verdict", "stale", "behind", "status"),
+    [
+        (Verdict(AGREE, 14), (), False, "agree"),
+        (Verdict(AGREE, 14), ("observer-1", "observer-2"), False, "stale"),
+        (Verdict(AGREE, 14), (), True, "stale"),
+        (Verdict(STILL_COUNTING, 14), ("observer-2",), False, "stale"),
+        (Verdict(MISMATCH, 14, ("observer-2",)), ("observer-1",), False, "mismatch"),  # a failure first, as exit 1
+    ],
+)
+def test_the_gateway_s_verdict_says_stale_where_vledger_tally_exits_4(
+    verdict: Verdict, stale: tuple[str, ...], behind: bool, status: str
+) -> None:
+    # Observers agreeing at height 14 while the checkpoint held 19 records: "agree" (outsider21 F3).
+    report = TallyReport("e", (), verdict, {}, head=LedgerHead(19, "ingest-1"), stale=stale, behind=behind)
+    shown = verdict_json(report)
+    assert shown == {
+        "status": status,
+        "height": 14,
+        "differing": list(verdict.differing),
+        "checkpoint_size": 19,
+        "stale": list(stale),
+        "ahead": [],
+        "behind": behind,
+    }
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

@@ -703,6 +703,47 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   return checked;
 }
 
+// The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
+// anchors' keys when given), read after the tallies: an honest observer counts only records a
+// signed checkpoint covers (PROTOCOL 10.7), so a body past it claims records nobody can check,
+// and one far short of it for long is stale (11.4). Returns its size (a BigInt) and the
+// observers' key rotations its node keys carry (16.6: `rotations`, provenRotations: proven with
+// the anchors' admin key), or a null size and the problem when it did not verify (nobody is
+// then judged ahead or stale; the node keys of an answer its home signed are still read).
+async function checkedHead(ledger, anchors) {
+  let rotations = { proven: false, problem: "", later: [] };
+  try {
+    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
+    if (seen.logOk) rotations = await provenRotations(seen, anchors);
+    if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
+    return { size: seen.checkpoint.size, rotations };
+  } catch (e) {
+    return { size: null, problem: e.message, rotations };
+  }
+}
+
+// PROTOCOL 11.4's `--stale-after` default, as `vledger tally` judges with it.
+const STALE_AFTER_MS = 10000;
+
+// The observers whose verified body (checkTallies' ok ones) is **stale** as 11.4 says: it counts
+// fewer records than the verified checkpoint holds (`height + 1 < size`) and was made (`at_ms`)
+// more than STALE_AFTER_MS before `nowMs` (this computer's clock): an observer signs at most once
+// per tally_interval_ms once it counted what it holds (11.1), so one behind for longer is
+// stopped, stuck or far behind, and its count is not the ledger's. Returns {stale (names),
+// recheck (ms until a body now behind the checkpoint would turn stale, null for none)}; with no
+// verified checkpoint (`size` null) nobody is judged.
+function staleObservers(checked, size, nowMs = Date.now()) {
+  const stale = [], waits = [];
+  if (size === null || size === undefined) return { stale, recheck: null };
+  for (const c of checked) {
+    if (!c.ok || !c.snapshot || BigInt(c.snapshot.height) + 1n >= BigInt(size)) continue;
+    const age = nowMs - Number(c.snapshot.at_ms);
+    if (age > STALE_AFTER_MS) stale.push(c.observer);
+    else waits.push(STALE_AFTER_MS - age + 1);
+  }
+  return { stale, recheck: waits.length ? Math.min(...waits) : null };
+}
+
 // The verdict on verified snapshots (checkTallies' ok ones), as 15.4 step 6 compares the latest
 // ones: when all `wanted` observers signed at one height, they agree or some differ (what two
 // snapshots share to agree, PROTOCOL 11.2: all but observer and at_ms); else still counting.
@@ -767,5 +808,5 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
-  provenRotations, outOfForce, cosignatureOutOfForce,
+  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, staleObservers, STALE_AFTER_MS,
 };
