@@ -149,7 +149,7 @@ def test_evidence_and_the_checkpoints_the_new_copy_proves_are_carried_over(tmp_p
             CLUSTER,
             Progress("", enabled=False),
         )
-        assert carry_checkpoints(tmp_path / "old", new, {LEDGER: LOG_KEY}, CLUSTER) == 2
+        assert carry_checkpoints(tmp_path / "old", new, {LEDGER: [LOG_KEY]}, CLUSTER) == 2
         assert [c.size for c in new.checkpoints.all(LEDGER, "signed")] == [5]
         assert [c.note for c in new.checkpoints.all(LEDGER, "evidence")] == [evidence.note]
 
