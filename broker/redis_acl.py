@@ -39,8 +39,10 @@ verifier      read streams, held heights, homes, epochs, checkpoints, the witnes
               handover, 10.9); read streams through its
               consumer group (``XREADGROUP``/``XACK``/``XAUTOCLAIM``, and nothing else writes
               there), list the stream keys (``SCAN``: a ledger ``{ledgers}`` no longer lists is
-              checked all the same); keep its own sweep checkpoints (``{sweep}:<node>``) and evidence
-              (``{evidence}:<node>``: a signed fork's two notes); raise and resolve its own
+              checked all the same); read the observers' signed tallies (``{*}:tallies:*``,
+              ``{*}:tally:latest:*``: a disagreement is an alert); keep its own sweep
+              checkpoints (``{sweep}:<node>``) and evidence (``{evidence}:<node>``: a signed
+              fork's two notes); raise and resolve its own
               alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
 gateway       read only: every observer's signed tallies, the witnesses' and outside
               witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
@@ -356,6 +358,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{cosig}",  # a witness's cosigned note of a new epoch proves its handover (10.9)
             f"%R~{epoch_proof}",  # and so does the one its new home kept
             f"%R~{held}",
+            *tallies_read,  # the observers' signed tallies: a disagreement is an alert (11.4)
             f"~{ns}:{{sweep}}:{node}",  # its own sweep checkpoints, not another verifier's
             f"~{ns}:{{evidence}}:{node}",  # its own evidence: the two notes of a signed fork (10.5)
         ),

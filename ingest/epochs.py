@@ -20,7 +20,7 @@ from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
 from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.store import ChainStore
 from ..node.storefile import MAX_HEIGHT
@@ -492,6 +492,25 @@ def handed_over(
         return True
     proof = proven_epoch(history, [note], witnesses())
     return proof is not None and proof[1] != node
+
+
+def earlier_epoch(book: EpochBook, node: str, ledger: str, note: bytes, signer: VerifierKey) -> bool:
+    """Whether ``note``, a checkpoint verified with ``signer``, is one of an epoch before the one
+    ``node`` homes now, signed by that epoch's pinned key, not past its handover (10.9: not
+    fenced), and of the records ``node``'s store holds (its tree has the note's root at its
+    size): a witness's genuine cosignature of the previous home's checkpoint, which this home
+    never signed, and no forgery. A note that no key of the ledger's epochs signed stays one."""
+    history = book.history(ledger) if book.store.size(ledger) > 0 else None
+    if history is None or history.current.home != node or history.current.number < 2:
+        return False
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+        epoch = history.check(checkpoint, signer)
+        if epoch is None or epoch.number >= history.current.number or checkpoint.size > book.store.size(ledger):
+            return False
+        return book.store.root(ledger, checkpoint.size) == checkpoint.root
+    except (VledgerError, ValueError):
+        return False
 
 
 def standby_ledgers(config: ClusterConfig, name: str) -> list[str]:

@@ -37,7 +37,7 @@ from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
 from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
-from .epochs import EpochBook, Homes, HomesRefresh, Promotion, handed_over, standby_ledgers
+from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
@@ -255,6 +255,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
             owns=lambda ledger: homes.home_of(ledger).name == name,
             handed_over=functools.partial(handed_over, book, name, witnesses=witness_keys_now),
+            earlier_epoch=functools.partial(earlier_epoch, book, name),
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed

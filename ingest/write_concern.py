@@ -80,7 +80,10 @@ class CosignatureWatch(Worker):
     ``note`` (the one in force at its size, 13.8), ``checkpoints`` its store's kept checkpoints.
     ``owns(ledger)`` says whether this node is the ledger's home now (10.9);
     ``handed_over(ledger, note)`` whether ``note`` (or this home's store) proves that another
-    node homes a newer epoch of ``ledger`` (ingest/epochs.py handed_over).
+    node homes a newer epoch of ``ledger`` (ingest/epochs.py handed_over);
+    ``earlier_epoch(ledger, note, key)`` whether ``note``, verified with ``key``, is a checkpoint
+    an earlier epoch's home signed below the handover to this one, of the records this home
+    holds (ingest/epochs.py earlier_epoch): counted, never reported.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class CosignatureWatch(Worker):
         histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
         owns: Callable[[str], bool] = lambda ledger: True,
         handed_over: Callable[[str, bytes], bool] = lambda ledger, note: False,
+        earlier_epoch: Callable[[str, bytes, VerifierKey], bool] = lambda ledger, note, key: False,
     ) -> None:
         super().__init__(f"write-concern-{home}")
         self.home = home
@@ -109,6 +113,7 @@ class CosignatureWatch(Worker):
         self.histories = histories
         self.owns = owns
         self.handed_over = handed_over
+        self.earlier_epoch = earlier_epoch
         self.on_alert = on_alert
         self.ignored = frozenset(ignored) | {home}
         self._clock = clock
@@ -226,6 +231,13 @@ class CosignatureWatch(Worker):
             return None
         signed = self.checkpoints.at(ledger, SIGNED, cosigned.size)
         if not any(c.root == cosigned.root for c in signed):
+            if self.earlier_epoch(ledger, note, log_key):
+                # The previous home's checkpoint below the handover, of the records this home holds:
+                # a witness's old cosignature (a store rebuilt republishes one), not a forgery.
+                log.info(
+                    "write concern: %s's cosignature on %s at %d is of an earlier epoch", witness, ledger, cosigned.size
+                )
+                return cosigned.size
             self._report(ledger, witness, note, cosigned.size, "is of a checkpoint this home never signed")
             return None
         return cosigned.size

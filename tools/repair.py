@@ -63,7 +63,7 @@ from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.cosigning import Counts, GatheredCheckpoint, gather, newest
 from ..node.epoch import EpochHistory
 from ..node.errors import NodeUnavailableError, RepairRefusedError, SupervisorError, VledgerError
-from ..node.note import VerifierKey, origin_for, verify_checkpoint
+from ..node.note import Checkpoint, VerifierKey, origin_for, verify_checkpoint
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
 from ..node.storefile import DB_NAME
@@ -469,9 +469,12 @@ def _makes_roots(db: sqlite3.Connection, ledger: str, roots: Mapping[int, bytes]
     return frontier.size >= max(roots)
 
 
-def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, VerifierKey], cluster: str) -> int:
+def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, Sequence[VerifierKey]], cluster: str) -> int:
     """Copy the old store's evidence rows, and its signed or cosigned rows the new copy proves, into
-    ``new``: each note must verify with its ledger's checkpoint key. Returns how many were carried."""
+    ``new``: each note must verify with one of its ledger's checkpoint keys (after a handover,
+    10.9, those of every epoch: a witness's newest cosignature is of the new home's checkpoint,
+    and one left behind had it republish on start an older epoch's, which the new home took for
+    a forgery, outsider 21 F5). Returns how many were carried."""
     path = old / DB_NAME
     if not path.is_file():
         return 0
@@ -482,12 +485,8 @@ def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, VerifierKey
         return 0  # a store from before checkpoints, or too damaged: it stays aside as it is
     carried = 0
     for ledger, kind, size, root, note in rows:
-        key = keys.get(ledger)
-        if key is None:
-            continue
-        try:
-            checkpoint = verify_checkpoint(bytes(note), key, origin=origin_for(cluster, ledger)).checkpoint
-        except VledgerError:
+        checkpoint = _verified_by_any(bytes(note), keys.get(ledger, ()), origin_for(cluster, ledger))
+        if checkpoint is None:
             continue
         if (checkpoint.size, checkpoint.root) != (size, bytes(root)):
             continue
@@ -501,6 +500,14 @@ def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, VerifierKey
         new.checkpoints.keep(ledger, kind, size, checkpoint.root, bytes(note))
         carried += 1
     return carried
+
+
+def _verified_by_any(note: bytes, keys: Sequence[VerifierKey], origin: str) -> Checkpoint | None:
+    """The checkpoint of ``note`` when one of ``keys`` signed it, else None."""
+    for key in keys:
+        with contextlib.suppress(VledgerError):
+            return verify_checkpoint(note, key, origin=origin).checkpoint
+    return None
 
 
 def carry_blobs(old: Path, new: Path) -> int:
@@ -649,7 +656,8 @@ class Repair:
                 for target in targets:
                     records = fetch(sources, target.source, target.ledger, target.size, config.ingest.page_size)
                     copy_ledger(new, records, target, keys[target.ledger], config.name, progress)
-                result.carried = carry_checkpoints(store, new, keys, config.name)
+                epoch_keys = {t.ledger: epoch_log_keys(config, t.ledger, t.home) for t in targets}
+                result.carried = carry_checkpoints(store, new, epoch_keys, config.name)
             result.blobs = carry_blobs(store, fresh)
             result.kept = swap(store, fresh, stamp)
         except BaseException:

@@ -38,7 +38,7 @@ from typing import Any
 import redis
 
 from ..broker.redis_server import connect
-from ..broker.replication import Alert, ReplicationLedger
+from ..broker.replication import ReplicationLedger
 from ..broker.signing import load_verify_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
@@ -48,7 +48,6 @@ from ..node.errors import (
     BadEpochError,
     NoSuchLedgerError,
     RedisServerError,
-    TallyMismatchError,
     UsageError,
     VledgerError,
 )
@@ -65,8 +64,11 @@ from ..verifier.tally import (
     Checked,
     LedgerHead,
     TallyReport,
+    agreeing_groups,
     agreement_behind,
     ahead_observers,
+    majority,
+    mismatch_alert,
     observer_histories,
     observer_keys,
     read_tallies,
@@ -76,26 +78,11 @@ from .args import Subparsers, add_command, add_config_option, add_json_option, c
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
-FINDER = "vledger-tally"  # the alert's node: who found the mismatch
 
 
 def raise_mismatch(replication: ReplicationLedger, report: TallyReport) -> str:
     """Add the report's disagreement to the alerts stream; the alert's id."""
-    verdict = report.verdict
-    names = list(report.compared)
-    first = report.compared[names[0]]
-    differing = ", ".join(verdict.differing)
-    alert = Alert(
-        node=FINDER,
-        ledger=report.ledger,
-        height=verdict.height if verdict.height is not None else -1,
-        what=TallyMismatchError.code,
-        detail=f"at height {verdict.height}, {differing} signed another tally than {names[0]}",
-        source=", ".join(names),
-        expected=first.counted.hex(),
-        found=", ".join(report.compared[name].counted.hex() for name in verdict.differing),
-    )
-    return replication.alert(alert)
+    return replication.alert(mismatch_alert(report.ledger, report.verdict, report.compared))
 
 
 # --- what it prints --------------------------------------------------------------------------------
@@ -233,7 +220,7 @@ def report_lines(report: TallyReport) -> list[str]:
         lines += tally_lines(first.tally)
         lines.append(f"  counted: {first.counted.hex()}")
     elif verdict.status == MISMATCH:
-        lines.append(f"MISMATCH at height {verdict.height}: {', '.join(verdict.differing)} differ")
+        lines.append(f"MISMATCH at height {verdict.height}: {_mismatch_text(report)}")
         for name, snapshot in report.compared.items():
             lines.append(f"  {name}: counted {snapshot.counted.hex()[:16]}…")
             lines += tally_lines(snapshot.tally, "    ")
@@ -243,6 +230,16 @@ def report_lines(report: TallyReport) -> list[str]:
         lines.append("still counting: no height that every observer has published a tally at yet")
     lines += _head_lines(report)
     return lines
+
+
+def _mismatch_text(report: TallyReport) -> str:
+    """Who disagrees, naming no observer the reference: the minority against the largest agreeing
+    group, or, when no group is larger (two observers), every observer compared."""
+    differing = ", ".join(report.verdict.differing)
+    agreeing = majority(agreeing_groups(report.compared, report.compared))
+    if agreeing:
+        return f"{differing} differ from {', '.join(agreeing)}"
+    return f"{differing} differ, and no count is signed by more observers than another"
 
 
 def _head_lines(report: TallyReport) -> list[str]:

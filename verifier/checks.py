@@ -97,6 +97,9 @@ MAX_UNLISTED_LEDGERS = 64
 # How long a ledger found elsewhere may go unlisted before ``unlisted_ledger`` is raised: a new
 # ledger is held by its home a moment before its first stream append lists it.
 UNLISTED_GRACE_SECONDS = 10.0
+# How often the observers' tallies are compared (verifier/tally_watch.py): an observer signs at most
+# once per tally_interval_ms (1 s), and a forged tally stays until someone sees it.
+TALLY_LOOK_SECONDS = 5.0
 UNLISTED = "unlisted_ledger"
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
@@ -369,9 +372,13 @@ class ClusterChecks:
         pool: PagePool | None = None,
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
         witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
+        tallies: Callable[[str], Alert | None] = lambda ledger: None,
         stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
+        # The observers' disagreement on a ledger, as a tally_mismatch alert (verifier/tally_watch.py).
+        self._tallies = tallies
+        self._next_tallies = 0.0
         self._stopping = stopping or threading.Event()
         # The configured checkpoint key of a ledger's home (its <home>.sign.pub), for a ledger
         # whose genesis pins none (PROTOCOL 10.7's version rule).
@@ -748,6 +755,9 @@ class ClusterChecks:
         if now >= self._next_claim:
             self._next_claim = now + self.settings.claim_idle_ms / 1000
             self.claim_abandoned()
+        if now >= self._next_tallies:
+            self._next_tallies = now + TALLY_LOOK_SECONDS
+            self.compare_tallies()
         self.sweep(budget_seconds=0.2)
 
     def _go_on(self) -> None:
@@ -1502,6 +1512,18 @@ class ClusterChecks:
         }
         if values:
             self.replication.client.hset(self.checkpoints_key, mapping=values)
+
+    # --- the observers' tallies -----------------------------------------------------------
+
+    def compare_tallies(self) -> None:
+        """Each checked ledger's observers' latest tallies compared at their newest common height
+        (PROTOCOL 11.4): a disagreement is raised as ``tally_mismatch``, which only an operator
+        resolves; resolved while the observers still disagree, it is raised again."""
+        for ledger in sorted(self.ledgers):
+            self._go_on()
+            alert = self._tallies(ledger)
+            if alert is not None:
+                self.raise_alert(alert)
 
     # --- alerts ---------------------------------------------------------------------------
 

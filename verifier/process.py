@@ -44,6 +44,7 @@ from ..node.witness import home_key
 from .checks import ClusterChecks, NodeReader, Stopped
 from .node_keys import rotated_witness_keys_now
 from .sweep import PagePool
+from .tally_watch import TallyWatch
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             pool=pool,
             home_keys=partial(home_sign_key, config),
             witness_keys=WitnessKeys(config, replication.client),
+            tallies=TallyWatch(config, replication.client),
             stopping=runtime.stopping,
         )
         metrics = NodeMetrics(runtime.node)

@@ -27,10 +27,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig
-from ..node.errors import KeyMaterialError, SignatureError, VledgerError
+from ..node.errors import KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.note import ALG_ED25519, VerifierKey
@@ -258,7 +259,11 @@ def common_height(heights: Mapping[str, Iterable[int]]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Whether the observers agree: at which height, and who differs from the first."""
+    """Whether the observers agree: at which height, and who is outside the largest agreeing group.
+
+    No observer is the reference: with a mismatch, ``differing`` names every observer compared
+    that is not in the one largest group of agreeing snapshots, and every one compared when no
+    group is larger than all others (two observers that disagree are both named)."""
 
     status: str  # AGREE, MISMATCH or STILL_COUNTING
     height: int | None = None
@@ -269,21 +274,72 @@ class Verdict:
         return {"status": self.status, "height": self.height, "differing": list(self.differing)}
 
 
+def agreeing_groups(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> list[tuple[str, ...]]:
+    """The observers of ``snapshots`` (in ``observers``' order) grouped by the count they signed,
+    largest group first (ties in the order of each group's first observer)."""
+    groups: list[list[str]] = []
+    for name in observers:
+        snapshot = snapshots.get(name)
+        if snapshot is None:
+            continue
+        group = next((g for g in groups if snapshots[g[0]].same_count(snapshot)), None)
+        if group is None:
+            groups.append([name])
+        else:
+            group.append(name)
+    return [tuple(g) for g in sorted(groups, key=len, reverse=True)]
+
+
+def majority(groups: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The one largest group of ``groups`` (agreeing_groups), or () when none is larger than every other."""
+    if not groups or (len(groups) > 1 and len(groups[1]) == len(groups[0])):
+        return ()
+    return groups[0]
+
+
 def judge(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> Verdict:
     """Compare ``snapshots`` (by observer, all at one height) of the configured ``observers``.
 
-    A mismatch when any snapshot differs from the first one's; else still counting when
-    some observer has no snapshot at that height; else they agree.
+    A mismatch when the snapshots are not all one count (``differing``: see Verdict); else
+    still counting when some observer has no snapshot at that height; else they agree.
     """
     names = list(observers)
-    present = [name for name in names if name in snapshots]
-    if not present:
+    groups = agreeing_groups(snapshots, names)
+    if not groups:
         return Verdict(STILL_COUNTING)
-    first = snapshots[present[0]]
-    differing = tuple(name for name in present[1:] if not snapshots[name].same_count(first))
-    if differing:
-        return Verdict(MISMATCH, first.height, differing)
-    return Verdict(STILL_COUNTING if len(present) < len(names) else AGREE, first.height)
+    height = snapshots[groups[0][0]].height
+    if len(groups) > 1:
+        kept = set(majority(groups))
+        return Verdict(MISMATCH, height, tuple(n for n in names if n in snapshots and n not in kept))
+    return Verdict(STILL_COUNTING if len(groups[0]) < len(names) else AGREE, height)
+
+
+# Whom a tally_mismatch alert is about (its ``node``): the observers' count, found by ``vledger tally``
+# or the verifier; the observers are in its ``source`` (docs/PROTOCOL.md 11.4).
+MISMATCH_FINDER = "vledger-tally"
+
+
+def mismatch_alert(ledger: str, verdict: Verdict, compared: Mapping[str, Snapshot]) -> Alert:
+    """The ``tally_mismatch`` alert of a mismatch (PROTOCOL 11.4): ``source`` the observers
+    compared, ``expected`` the count (``counted``, hex) of the largest agreeing group, empty when
+    none is larger than every other, and ``found`` the counts of the observers ``differing``."""
+    names = list(compared)
+    agreeing = majority(agreeing_groups(compared, names))
+    differing = ", ".join(verdict.differing)
+    if agreeing:
+        detail = f"at height {verdict.height}, {differing} signed another tally than {', '.join(agreeing)}"
+    else:
+        detail = f"at height {verdict.height}, {differing} signed different tallies, none agreed by more observers"
+    return Alert(
+        node=MISMATCH_FINDER,
+        ledger=ledger,
+        height=verdict.height if verdict.height is not None else -1,
+        what=TallyMismatchError.code,
+        detail=detail,
+        source=", ".join(names),
+        expected=compared[agreeing[0]].counted.hex() if agreeing else "",
+        found=", ".join(compared[name].counted.hex() for name in verdict.differing),
+    )
 
 
 def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:

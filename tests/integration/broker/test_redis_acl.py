@@ -432,6 +432,17 @@ def test_the_admin_home_reads_the_observers_tallies_and_no_other_ingest_node_doe
         TallyBoard(acl.client("ingest-1")).publish("votes", "observer-1", 4, b"forged", bytes(64))
 
 
+def test_the_verifier_reads_every_observer_s_tallies_and_writes_none(acl: AclServer) -> None:
+    # Observers that disagree are its alert (PROTOCOL 11.4), not only vledger tally's (outsider 21, F6).
+    entry = TallyBoard(acl.client("observer")).publish("votes", "observer-1", 3, b"body", bytes(64))
+    board = TallyBoard(acl.client("verifier"))
+    found = board.latest_entry("votes", "observer-1")
+    assert found is not None and found.entry_id == entry
+    assert [p.height for p in board.history("votes", "observer-1")] == [3]
+    with pytest.raises(NOPERM):
+        acl.client("verifier").set(board.latest_key("votes", "observer-1"), entry)
+
+
 def test_an_observer_cannot_point_back_trim_or_add_to_another_observer_s_tallies(acl: AclServer) -> None:
     """The hole one observers' stream and latest hash per ledger left: an observer's user,
     broken into, could point another's latest at its older signed snapshot, or trim the stream.

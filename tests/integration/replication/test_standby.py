@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,12 @@ from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.client.session import Session, Write, node_address, now_ms
 from vledger.config.cluster import load_cluster
+from vledger.node.checkpoint_log import COSIGNED
 from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import decode_record
+from vledger.node.storefile import DB_NAME
 from vledger.node.witness import PINNED_KEY_FIELD, HomeSigner, home_key
 from vledger.tests.integration.cluster import (
     ADMIN,
@@ -406,3 +410,69 @@ def test_the_standby_s_host_alone_moves_no_ledger_the_live_home_keeps_it(start_c
     held = cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 1, "limit": 500})["records"]
     assert {decode_record(data, LIMITS).origin for data in held} == {"ingest-1"}
     assert redis.epochs()[LEDGER] == (2, "ingest-2")  # the hash still says so: its word alone changed nothing
+
+
+def _newest_cosigned(cluster: LocalCluster, node: str) -> bytes:
+    """The note of the largest cosigned checkpoint ``node``'s store keeps (read without writing)."""
+    path = cluster.store_dir(node) / DB_NAME
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT note FROM checkpoints WHERE ledger = ? AND kind = ? ORDER BY size DESC LIMIT 1", (LEDGER, COSIGNED)
+        ).fetchone()
+    return bytes(row[0])
+
+
+def test_a_witness_repaired_after_a_promotion_is_not_taken_for_a_forger(start_cluster: Any) -> None:
+    """Outsider 21, F5: after a promotion, `vledger repair --force` of a witness carried over only
+    the old epoch's cosignatures, so the witness republished on start its cosignature of the old
+    home's checkpoint, and the new home, checking it against its own checkpoints only, raised
+    bad_cosignature against an honest replica. The repair now keeps the newest (the new epoch's),
+    and the new home takes an old epoch's checkpoint below its handover as an old cosignature."""
+    cluster: LocalCluster = start_cluster(
+        nodes=2, replicas=2, standbys={LEDGER: "ingest-2"}, replication={"write_timeout_ms": 5000}
+    )
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    redis = ReplicationLedger(connect(cluster.cluster_redis_url))
+
+    def put(home: str, n: int) -> int:
+        e = entry(LEDGER, "vote", {"n": n}, "writer1")
+        return int(cluster.client("writer1", home).call("put", {**put_args(e), "w": 2})["height"])
+
+    for n in range(5):
+        put("ingest-1", n)
+    old_note = redis.cosignatures(LEDGER)["replica-2"]  # its genuine cosignature of an epoch-1 checkpoint
+    assert epoch_claim(parse_checkpoint(parse_note(old_note).text))[0] == 1
+    wait_until(lambda: _size(cluster, "ingest-2") == 6, WAIT, "the standby holds every record")
+
+    def promoted() -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
+        except RemoteError as e:
+            assert e.code == "promotion_refused", e
+            return None
+        return result
+
+    handover = wait_until(promoted, WAIT, "the standby promoted")["height"]
+    last = max(put("ingest-2", n) for n in range(5, 8))  # both replicas cosign epoch 2's checkpoints
+
+    assert cluster.stop_node("replica-2") == 0
+    done = cluster.cli("repair", "replica-2", "--config", str(cluster.config_path), "--json", "--force", check=False)
+    assert done.returncode == 0, done.stderr
+    # The rebuilt store keeps the new epoch's cosignature, the one it publishes again on start.
+    newest = parse_checkpoint(parse_note(_newest_cosigned(cluster, "replica-2")).text)
+    assert newest.size == last + 1 and epoch_claim(newest) == (2, "ingest-2")
+    cluster.start_node("replica-2")
+    put("ingest-2", 8)  # w=2: replica-2 cosigns again
+
+    # A witness that puts back its genuine cosignature of the old home's checkpoint below the
+    # handover (as the repaired store did) is not called a forger by the new home.
+    old_size = parse_checkpoint(parse_note(old_note).text).size
+    assert old_size <= handover
+    redis.client.set(redis.cosig_key(LEDGER, "replica-2"), old_note)
+    redis.client.publish(redis.cosigned_channel, f"replica-2 {LEDGER} {old_size}")
+    log = cluster.directory / "ingest-2.log"
+    said = f"replica-2's cosignature on {LEDGER} at {old_size} is of an earlier epoch"
+    wait_until(lambda: said in log.read_text(), WAIT, "the old note read")
+    put("ingest-2", 9)
+    assert not [key for key in redis.open_alerts() if key.endswith("|bad_cosignature")], redis.open_alerts()

@@ -157,9 +157,29 @@ def test_evidence_and_the_checkpoints_the_new_copy_proves_are_carried_over(tmp_p
             CLUSTER,
             Progress("", enabled=False),
         )
-        assert carry_checkpoints(tmp_path / "old", new, {LEDGER: LOG_KEY}, CLUSTER) == 2
+        assert carry_checkpoints(tmp_path / "old", new, {LEDGER: [LOG_KEY]}, CLUSTER) == 2
         assert [c.size for c in new.checkpoints.all(LEDGER, "signed")] == [5]
         assert [c.note for c in new.checkpoints.all(LEDGER, "evidence")] == [evidence.note]
+
+
+def test_cosignatures_of_every_epoch_s_key_are_carried_over(tmp_path: Path) -> None:
+    # After a handover (10.9) a witness's newest cosignature is of the new home's checkpoint, signed
+    # by another key: left behind, the rebuilt witness republished an older epoch's (outsider 21, F5).
+    standby = HomeSigner(CLUSTER, bytes(range(1, 33)))
+    records = _chain(tmp_path / "old", 9)
+    with ChainStore(tmp_path / "old") as old:
+        first = HOME.sign(LEDGER, 5, old.root(LEDGER, 5))
+        second = standby.sign(LEDGER, 7, old.root(LEDGER, 7))
+        stranger = HomeSigner(CLUSTER, bytes(range(2, 34))).sign(LEDGER, 6, old.root(LEDGER, 6))
+        for kept in (first, second, stranger):
+            old.checkpoints.keep(LEDGER, "cosigned", kept.size, kept.root, kept.note)
+    with ChainStore(tmp_path / "new") as new:
+        copy_ledger(
+            new, iter((r.encode(), r) for r in records), _target(records), LOG_KEY, CLUSTER, Progress("", enabled=False)
+        )
+        keys = {LEDGER: [LOG_KEY, standby.key(LEDGER).verifier()]}
+        assert carry_checkpoints(tmp_path / "old", new, keys, CLUSTER) == 2  # no key of the ledger signed the third
+        assert [c.size for c in new.checkpoints.all(LEDGER, "cosigned")] == [5, 7]
 
 
 def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_checkpoint(tmp_path: Path) -> None:

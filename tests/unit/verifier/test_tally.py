@@ -35,6 +35,7 @@ from vledger.verifier.tally import (
     common_height,
     counted_hash,
     judge,
+    mismatch_alert,
     observer_histories,
     read_tallies,
 )
@@ -276,8 +277,25 @@ def test_the_newest_common_height_and_the_verdicts() -> None:
     assert judge({"a": SNAPSHOT}, ["a", "b"]).status == STILL_COUNTING
     assert judge({}, ["a", "b"]).status == STILL_COUNTING
     other = Snapshot("b", **_rest(SNAPSHOT, tally={**SNAPSHOT.tally, "cast": 6}))
+    # Two that disagree: nobody can say who is right, so both are named (the first is no reference).
     verdict = judge({"a": SNAPSHOT, "b": other}, ["a", "b"])
-    assert (verdict.status, verdict.height, verdict.differing) == (MISMATCH, 7, ("b",))
+    assert (verdict.status, verdict.height, verdict.differing) == (MISMATCH, 7, ("a", "b"))
+    assert judge({"a": other, "b": SNAPSHOT}, ["a", "b"]).differing == ("a", "b")
+
+
+def test_a_mismatch_names_the_minority_whoever_comes_first() -> None:
+    b = Snapshot("b", **_rest(SNAPSHOT, at_ms=1))
+    c = Snapshot("c", **_rest(SNAPSHOT, at_ms=2))
+    liar = Snapshot("a", **_rest(SNAPSHOT, tally={**SNAPSHOT.tally, "cast": 106}))
+    verdict = judge({"a": liar, "b": b, "c": c}, ["a", "b", "c"])
+    assert (verdict.status, verdict.differing) == (MISMATCH, ("a",))
+    # Three counts among three observers, or two against two: no group is larger, all are named.
+    third = Snapshot("c", **_rest(SNAPSHOT, tally={**SNAPSHOT.tally, "cast": 9}))
+    assert judge({"a": liar, "b": b, "c": third}, ["a", "b", "c"]).differing == ("a", "b", "c")
+    d = Snapshot("d", **_rest(liar, at_ms=3))
+    assert judge({"a": liar, "b": b, "c": c, "d": d}, ["a", "b", "c", "d"]).differing == ("a", "b", "c", "d")
+    # One silent observer: the two that signed still disagree, and both are named.
+    assert judge({"a": liar, "b": b}, ["a", "b", "c"]).differing == ("a", "b")
 
 
 def _rest(snapshot: Snapshot, **changes: object) -> dict[str, object]:
@@ -487,3 +505,17 @@ def test_what_a_key_tallied_is_read_of_ledger_names_only_each_once_and_at_most_a
     junk = ["Bad Name", "{accounts}", "x" * 300, LEDGER, "a", LEDGER, "b", "c", "d"]
     assert tallied_heights(board, junk, "observer-1", SIGNER.public.public_hex) == {LEDGER: 5}
     assert asked == [LEDGER, "a", "b"]
+
+
+def test_a_mismatch_alert_holds_the_majoritys_count_or_none() -> None:
+    b = Snapshot("b", **_rest(SNAPSHOT, at_ms=1))
+    liar = Snapshot("a", **_rest(SNAPSHOT, tally={**SNAPSHOT.tally, "cast": 106}, counted=b"\x07" * 32))
+    three = {"a": liar, "b": b, "c": Snapshot("c", **_rest(SNAPSHOT, at_ms=2))}
+    alert = mismatch_alert("poll", judge(three, ["a", "b", "c"]), three)
+    assert (alert.node, alert.what, alert.height, alert.source) == ("vledger-tally", "tally_mismatch", 7, "a, b, c")
+    assert (alert.expected, alert.found) == (SNAPSHOT.counted.hex(), "07" * 32)
+    assert alert.detail == "at height 7, a signed another tally than b, c"
+    two = {"a": liar, "b": b}
+    alert = mismatch_alert("poll", judge(two, ["a", "b"]), two)
+    assert (alert.expected, alert.found) == ("", f"{'07' * 32}, {SNAPSHOT.counted.hex()}")
+    assert alert.detail == "at height 7, a, b signed different tallies, none agreed by more observers"

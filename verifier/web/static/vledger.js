@@ -747,12 +747,19 @@ function staleObservers(checked, size, nowMs = Date.now()) {
 // The verdict on verified snapshots (checkTallies' ok ones), as 15.4 step 6 compares the latest
 // ones: when all `wanted` observers signed at one height, they agree or some differ (what two
 // snapshots share to agree, PROTOCOL 11.2: all but observer and at_ms); else still counting.
+// No observer is the reference (11.4): `differing` names those outside the one largest group
+// that agrees, and every observer when no group is larger than the others (two that disagree).
 function tallyVerdict(signed, wanted) {
   const agreed = (s) => JSON.stringify([s.ledger, s.height, s.head, s.tally, s.counted],
     (_, v) => typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? hexOf(v) : v);
   const height = signed.length ? signed[0].height : null;
   const atOne = signed.length > 0 && signed.length === wanted && signed.every((x) => x.height === height);
-  const differing = atOne ? signed.filter((x) => agreed(x) !== agreed(signed[0])).map((x) => x.observer) : [];
+  const sizes = new Map();
+  for (const x of atOne ? signed : []) sizes.set(agreed(x), (sizes.get(agreed(x)) || 0) + 1);
+  const largest = Math.max(0, ...sizes.values());
+  const groups = [...sizes].filter(([, n]) => n === largest);
+  const kept = sizes.size > 1 && groups.length === 1 ? groups[0][0] : null;
+  const differing = sizes.size > 1 ? signed.filter((x) => agreed(x) !== kept).map((x) => x.observer) : [];
   return { status: !atOne ? "still_counting" : differing.length ? "mismatch" : "agree", height, differing };
 }
 

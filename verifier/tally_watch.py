@@ -1,0 +1,77 @@
+"""The verifier's look at the observers' signed tallies (docs/PROTOCOL.md 10.6 step 4, 11.4).
+
+A forged tally (an observer's key and Redis password stolen) used to be noticed only by whoever
+ran ``vledger tally``. The verifier reads every configured observer's latest snapshot of each
+ledger it checks, as ``vledger tally`` does (verifier/tally.py: signatures with the key files
+and the rotations the admin ledger proves, compared at the newest common height), and a
+disagreement becomes the same ``tally_mismatch`` alert, naming no observer the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from ..broker.replication import REDIS_ERRORS, Alert
+from ..broker.signing import VerifyKey
+from ..broker.tallies import TallyBoard
+from ..config.cluster import ClusterConfig
+from ..node.errors import VledgerError
+from ..node.node_key_rotation import KeyHistory
+from .node_keys import follow_redis
+from .tally import MISMATCH, mismatch_alert, observer_histories, observer_keys, read_tallies
+
+log = logging.getLogger(__name__)
+
+KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) are kept
+
+
+class TallyWatch:
+    """Called with a ledger: the ``tally_mismatch`` alert of its observers' latest tallies, or None
+    (they agree, are still counting, or there are no observers). Raises Redis errors."""
+
+    def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.client = client
+        self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
+        self._clock = clock
+        self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
+        self._refused = False  # a redis.acl written before the verifier read tallies: said once
+
+    def keys(self) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
+        """The observers' key files and, for those whose key rotated, their proven generations."""
+        now = self._clock()
+        if self._keys is None or now - self._keys[0] >= KEYS_FOR_S:
+            keys = observer_keys(self.config)
+            try:
+                histories: Mapping[str, KeyHistory] = observer_histories(keys, follow_redis(self.config, self.client))
+            except (*REDIS_ERRORS, VledgerError) as e:
+                log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
+                histories = {} if self._keys is None else self._keys[2]
+            self._keys = (now, keys, histories)
+        return self._keys[1], self._keys[2]
+
+    def __call__(self, ledger: str) -> Alert | None:
+        keys, histories = self.keys()
+        if not keys:
+            return None
+        try:
+            report = read_tallies(self.board, ledger, keys, histories)
+        except redis.exceptions.NoPermissionError as e:
+            # Not the other checks' Redis outage: those go on; the file written anew lets it read.
+            if not self._refused:
+                log.warning(
+                    "the observers' tallies cannot be read (%s): write redis.acl anew (vledger keygen --cluster) "
+                    "for the verifier to compare them",
+                    e,
+                )
+                self._refused = True
+            return None
+        self._refused = False
+        if report.verdict.status != MISMATCH:
+            return None
+        return mismatch_alert(ledger, report.verdict, report.compared)
