@@ -865,6 +865,22 @@ def test_the_voter_page_counts_a_rotated_witness_s_cosignature_as_receipt_verify
     assert got == wanted and any(wanted) and not all(wanted)
 
 
+def test_the_voter_page_follows_only_the_rotations_of_witnesses_it_holds(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """Reviewer r6 #1: an ingest node's key_rotation states its own signing key, which the page
+    named <cluster>/witness/<node> and counted as a witness's later key: whoever held the home's
+    key cosigned its own forged checkpoint. Only rotations of held witnesses are followed, as
+    node_keys.py's witness_histories does."""
+    browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
+    kept = browser.execute_script(
+        "const key = (node) => ({ node, key: { name: `test/witness/${node}` } });"
+        "return window.vledger.heldWitnessRotations([key('ingest-2'), key('replica-1'), key('replica-9')],"
+        " [{ name: 'test/witness/replica-1' }, { name: 'test/witness/observer-1' }]).map((l) => l.node);"
+    )
+    assert kept == ["replica-1"]
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]

@@ -194,6 +194,15 @@ async function statedWitnessKeys(nodeKeys, cluster) {
   return { size: checkpoint.size, later };
 }
 
+// Of statedWitnessKeys' later keys, those of the witnesses `witnesses` (the keys a page holds)
+// name, as `vledger receipt verify` follows only rotations of its witnesses (node_keys.py's
+// witness_histories): an ingest node's rotation states its own signing key too, and a line named
+// <cluster>/witness/<that node> by it must never count as a witness's cosignature.
+function heldWitnessRotations(later, witnesses) {
+  const names = new Set(witnesses.map((k) => k.name));
+  return later.filter((l) => names.has(l.key.name));
+}
+
 const isInteger = (v) => typeof v === "bigint" || Number.isInteger(v);
 // A key_rotation's `tallied` or `cosigned` (16.1): absent, or a map of ledger name to an integer
 // >= 0 (a `cosigned` of 0, which 16.1 refuses, could only shrink what counts).
@@ -815,5 +824,6 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
+  heldWitnessRotations,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, staleObservers, STALE_AFTER_MS,
 };
