@@ -655,9 +655,12 @@ class ChainStore:
             try:
                 self._load_heads()
                 self._filled = filled_marks(self._write)  # each ledger's, as committed
+                # The trees' scan checks the records' cell types: before the hash index, whose
+                # open may write (adopt hashes, fill a run) what a tampered cell would put there
+                # in a store then refused and kept as evidence (reviewer r6 #6).
+                self._load_trees()
                 if hash_fill_at is not None:
                     self._open_hash_index(hash_fill_at)
-                self._load_trees()
             except (VledgerError, TypeError, ValueError, sqlite3.OperationalError) as e:
                 # A records cell of another type fails one of these checks (its type is read as
                 # the rows are, see _load_heads and storefile.CHECKED_RECORD_PAGE): say so.
@@ -1230,9 +1233,12 @@ class ChainStore:
             for job, _ in done:
                 job.future.set_exception(error)
             return
+        # The trees before the heads: a reader that sees a new size (size(), on another thread)
+        # must find its tree (root at that size), or it raised TreeSizeError in that window
+        # (reviewer r6 #3: a follower comparing a checkpoint at once alerted against its own copy).
+        self._frontiers.update(grown)
         self._heads = heads
         self._newest_requests.committed(staged.records)
-        self._frontiers.update(grown)
         if filled is not None:
             self._filled, self._tail = filled, {}
             self._fill_due = self.hash_fill_at or 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import threading
@@ -715,6 +716,30 @@ def test_a_records_cell_of_another_type_fails_the_open_naming_its_column(
     kind = {"ledger": "text", "height": "integer", "author": "text", "request_id": "text"}.get(column, "blob")
     with pytest.raises(StoreError, match=rf"the records table's {column} column holds a {found} value, not {kind}"):
         ChainStore(tmp_path / "s", origin="node-1")
+
+
+def test_a_store_refused_for_a_cell_s_type_is_left_as_it_was(tmp_path: Path, kit: Any) -> None:
+    """Reviewer r6 #6: the hash index's open (adopt hashes, fill a run) came before the records'
+    type check and wrote a tampered hash's TEXT prefix into hash_rows of a store then refused:
+    the evidence kept was changed by the failed open."""
+    with ChainStore(tmp_path / "s", origin="node-1", hash_fill_at=None) as store:  # nothing indexed yet
+        store.create_ledger(kit.genesis_entry(0))
+        fill(store, kit, 39)
+    with sqlite3.connect(tmp_path / "s" / DB_NAME) as conn:
+        conn.execute("UPDATE records SET hash = CAST(hash AS TEXT) WHERE ledger = ? AND height = 7", (LEDGER,))
+    conn.close()
+
+    def index_rows() -> list[Any]:
+        with contextlib.closing(sqlite3.connect(tmp_path / "s" / DB_NAME)) as conn:
+            return [
+                conn.execute(f"SELECT * FROM {table}").fetchall()
+                for table in ("hash_rows", "hash_runs", "hashes_filled")
+            ]
+
+    before = index_rows()
+    with pytest.raises(StoreError, match="the records table's hash column holds a text value"):
+        ChainStore(tmp_path / "s", origin="node-1", hash_fill_at=8)
+    assert index_rows() == before
 
 
 def test_a_head_row_holding_another_valid_record_fails_at_open(open_store: OpenStore, tmp_path: Path, kit: Any) -> None:
