@@ -1,4 +1,4 @@
-"""The request port's limits ([settings.broker], PROTOCOL 6.2) on a real node process.
+"""The request port's limits ([settings.broker], PROTOCOL 6) on a real node process.
 
 Silent TCP connections past ``max_connections_per_address`` are cut at once, the others at
 the end of the handshake interval, and a client from another address is answered meanwhile;
