@@ -32,6 +32,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
 from ..node.errors import AuthSelfTestError, CurveError
+from .curve_guard import ConnectionGuard
 from .keys import KeyPair, check_public_key, new_keypair
 
 logger = logging.getLogger(__name__)
@@ -164,12 +165,14 @@ def curve_server_socket(
     max_message_bytes: int,
     domain: str = "*",
     options: Mapping[int, int] | None = None,
+    handshake_interval_ms: int = DEFAULT_SETTINGS.handshake_interval_ms,
 ) -> zmq.Socket[Any]:
     """A socket set up as a CURVE server, not yet bound. It is safe only once a ZAP handler
     runs in ``ctx``: use :class:`CurveServer`, which makes sure of that. ``options`` are set
     before the bind: libzmq copies options such as the high-water marks at bind time."""
     sock: zmq.Socket[Any] = ctx.socket(socket_type)
     sock.linger = 0
+    sock.handshake_ivl = handshake_interval_ms
     for option, value in (options or {}).items():
         sock.setsockopt(option, value)
     sock.curve_secretkey = keys.secret.encode("ascii")
@@ -289,6 +292,11 @@ class CurveServer:
     Starts (or shares) the ThreadAuthenticator of ``ctx``, the process Context by default,
     before the socket is bound, so that no client can connect before the check is in place.
     Call :meth:`self_test` before serving. Use as a context manager, or call :meth:`close`.
+
+    A ``guarded`` server (a ROUTER that answers requests) caps its connections per client
+    address and in all (curve_guard.py), and queues at most ``settings.max_queued_replies``
+    answers for each: a ROUTER drops what finds that queue full (no ZMQ_ROUTER_MANDATORY), so
+    a client that does not read holds at most that many answers of the node's memory.
     """
 
     def __init__(
@@ -302,6 +310,7 @@ class CurveServer:
         ctx: zmq.Context[Any] | None = None,
         domain: str = "*",
         options: Mapping[int, int] | None = None,
+        guarded: bool = False,
     ) -> None:
         self.ctx = ctx if ctx is not None else process_context()
         self.keys = keys
@@ -311,11 +320,24 @@ class CurveServer:
         self.domain = domain
         self.authenticator = _acquire_gate(self.ctx, domain, allow_list)
         self._closed = False
+        self.guard: ConnectionGuard | None = None
+        if guarded:
+            options = {
+                **(options or {}),
+                zmq.SNDHWM: settings.max_queued_replies,
+                zmq.SNDBUF: settings.send_buffer_bytes,
+            }
         try:
-            self.socket = curve_server_socket(self.ctx, socket_type, keys, settings.max_message_bytes, domain, options)
+            self.socket = curve_server_socket(
+                self.ctx, socket_type, keys, settings.max_message_bytes, domain, options, settings.handshake_interval_ms
+            )
             try:
+                if guarded:  # before the bind: every connection is counted
+                    self.guard = ConnectionGuard(self.ctx, settings, f"CURVE {endpoint}")
+                    self.guard.attach(self.socket)
                 self.socket.bind(endpoint)
             except zmq.ZMQError as e:
+                self._stop_guard()
                 self.socket.close(linger=0)
                 raise CurveError(f"cannot bind {endpoint}: {e.strerror}") from e
         except BaseException:
@@ -344,8 +366,13 @@ class CurveServer:
         if self._closed:
             return
         self._closed = True
+        self._stop_guard()
         self.socket.close(linger=linger_ms)
         _release_gate(self.ctx, self.domain)
+
+    def _stop_guard(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
 
     def __enter__(self) -> Self:
         return self

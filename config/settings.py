@@ -60,6 +60,23 @@ class BrokerSettings:
     max_message_bytes: int = 1024 * 1024
     handshake_timeout_ms: int = 3000
     accounts_poll_ms: int = 5000
+    # ZMQ_HANDSHAKE_IVL of every CURVE server socket: a connection whose CURVE handshake is not
+    # done this long after it opened is closed. libzmq's 30 s let silent connections pile up.
+    handshake_interval_ms: int = 5000
+    # A request socket's caps (broker/curve_guard.py): open connections from one client address
+    # (an IPv6 address counts by its /64) and in all, the second lowered to the file limit less
+    # 256; a connection past either is closed at once. On one host every node, tool and gateway
+    # connects from the same loopback address: hence more than [http]'s 64.
+    max_connections_per_address: int = 256
+    max_connections: int = 8192
+    # ZMQ_SNDHWM of a request socket: the answers it queues for one connection; one that finds the
+    # queue full is dropped. A client that does not read holds at most this many answers of the
+    # node's memory (libzmq's default of 1,000: six such clients asking for ranges grew a node by
+    # 420 MiB, outsider pass 21, F4). A client keeps at most this many requests in flight.
+    max_queued_replies: int = 256
+    # ZMQ_SNDBUF of a request socket's connections: what an unread connection holds in the kernel
+    # beside its queue (Linux grows it to 4 MiB by itself).
+    send_buffer_bytes: int = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
+from ..broker.curve_guard import raise_file_limit
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
@@ -190,6 +191,7 @@ class NodeRuntime:
             raise SettingsError(f"{config.path}: node {name!r} is a {node.role} node, not a {' or '.join(roles)}")
         keys = load_secret(config.secret_key_path(name), passphrase)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        raise_file_limit()  # each connection of its CURVE and HTTP ports is a descriptor
         with ExitStack() as stack:
             # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
             stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)
@@ -276,7 +278,9 @@ class NodeRuntime:
         """
         rotation, keys = self._rotating(None)
         self.rotation = rotation
-        server = CurveServer(keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx)
+        server = CurveServer(
+            keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx, guarded=True
+        )
         self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
         server.self_test()
         return server
@@ -330,7 +334,10 @@ class NodeRuntime:
         Raises the StoreDamagedError of a store found damaged meanwhile (:meth:`store`), once
         the requests in flight were answered.
         """
-        with RequestLoop(server.socket, service) as loop, stopped_by_signals(loop, self.stopping, self._stopped):
+        with (
+            RequestLoop(server.socket, service) as loop,
+            stopped_by_signals(loop, self.stopping, self._stopped),
+        ):
             log.info("%s %s serving on %s", self.node.role, self.name, server.endpoint)
             self._loop = loop
             if self.damaged is not None:  # found before the loop was there to stop

@@ -425,6 +425,7 @@ class LocalCluster:
     observers: int = 0
     observing: Mapping[str, int] = field(default_factory=dict)
     replication: Mapping[str, int] = field(default_factory=dict)
+    broker: Mapping[str, int] = field(default_factory=dict)  # [settings.broker]: the CURVE sockets' limits
     follow: Mapping[str, Iterable[str]] = field(default_factory=dict)
     relays: Iterable[str] = ()
     production: bool = False
@@ -609,6 +610,9 @@ class LocalCluster:
             "",
             "[outside_witnesses]",
             *(f'"{name}" = "{url}"' for name, url in self.outside_witnesses.items()),
+            "",
+            "[settings.broker]",
+            *(f"{key} = {value}" for key, value in self.broker.items()),
             "",
         ]
         taken: set[int] = set()

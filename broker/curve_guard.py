@@ -1,0 +1,199 @@
+"""Caps on the connections of a CURVE server socket, which libzmq has no option for.
+
+A TCP peer that never sends a ZMTP greeting holds a descriptor until the handshake interval
+ends, and never reaches the ZAP handler, so only the socket's monitor sees it: EVENT_ACCEPTED
+carries the new connection's descriptor, EVENT_DISCONNECTED the same descriptor when libzmq
+lets it go. :class:`ConnectionGuard` counts them per client address and in all, from a thread
+of its own, and cuts a connection past either cap with ``shutdown(2)``: libzmq then reads the
+end of the stream and closes the descriptor itself (closing it here would hand its number to
+the next file opened while libzmq still uses it). Four processes of silent connections filled
+a node's 20,000 files in 24 s and then every connect timed out (outsider pass 21, F4).
+
+Only connections that hold nothing are cut so. Cutting one whose queue of answers was full
+(a client that does not read) left later connections unanswered in a test: libzmq's I/O thread
+no longer brought their requests to the socket. Such a client is bounded by the socket's
+ZMQ_SNDHWM instead (CurveServer, ``max_queued_replies``): past it, its answers are dropped.
+
+A descriptor is cut only while it still names the connection it was counted as (the same local
+and peer addresses): libzmq may have closed it, and the number been given to another file,
+before this thread read the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ..config.settings import BrokerSettings
+from .http import FILES_KEPT, address_key
+
+log = logging.getLogger(__name__)
+
+_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_POLL_MS = 200  # how soon the thread sees stop()
+_LOG_EVERY_S = 10.0  # refusals are logged at most this often (anyone can cause them)
+
+Names = tuple[Any, Any]  # a connection's (local, peer) socket addresses
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit; the limit now in force.
+
+    Every connection a server socket holds is a descriptor: the caps below are lowered to the
+    soft limit less FILES_KEPT, and a default soft limit of 1,024 would leave little room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, hard)
+    return hard
+
+
+def _names(fd: int) -> Names | None:
+    """The local and peer addresses of descriptor ``fd`` if it is a connected socket, else None."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        return sock.getsockname(), sock.getpeername()
+    except OSError:
+        return None
+    finally:
+        sock.detach()  # the descriptor stays libzmq's
+
+
+def _shutdown(fd: int, names: Names) -> bool:
+    """Shut connection ``fd`` down if it still has ``names``; whether it did."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        if (sock.getsockname(), sock.getpeername()) != names:
+            return False
+        sock.shutdown(socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+
+
+class ConnectionGuard:
+    """Counts the connections of one server socket and cuts those past the caps.
+
+    Start it before the socket is bound (:meth:`attach`), so that no connection goes uncounted;
+    :meth:`stop` it before the socket closes.
+    """
+
+    def __init__(self, ctx: zmq.Context[Any], settings: BrokerSettings, name: str = "curve") -> None:
+        self.ctx = ctx
+        self.name = name
+        self.per_address = settings.max_connections_per_address
+        self.most = settings.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft - FILES_KEPT < self.most:
+            self.most = max(1, soft - FILES_KEPT)
+            log.warning(
+                "%s: at most %d connections (max_connections %d, but the file limit is %d)",
+                name,
+                self.most,
+                settings.max_connections,
+                soft,
+            )
+        self._lock = threading.Lock()  # the counts: the guard's thread writes, others may read
+        self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
+        self.by_address: Counter[str] = Counter()
+        self.refused = 0  # connections cut past a cap since the start
+        self._logged = -_LOG_EVERY_S  # when a cut was last logged
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._endpoint = ""
+
+    @property
+    def open(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def attach(self, sock: zmq.Socket[Any]) -> None:
+        """Watch ``sock``'s connections from now on (call before its bind)."""
+        self._endpoint = f"inproc://vledger-curve-guard-{id(self)}-{time.monotonic_ns()}"
+        monitor = self.ctx.socket(zmq.PAIR)
+        monitor.linger = 0
+        # Unbounded: a monitor event past the high-water mark is dropped by libzmq, and a lost
+        # EVENT_DISCONNECTED would count a connection for ever (an inproc pipe's mark is the sum
+        # of both ends', none if either is 0).
+        monitor.rcvhwm = 0
+        sock.monitor(self._endpoint, _EVENTS)
+        monitor.connect(self._endpoint)
+        self._thread = threading.Thread(target=self._run, args=(monitor,), name=f"{self.name}-guard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, monitor: zmq.Socket[Any]) -> None:
+        try:
+            while not self._stopping.is_set():
+                if not monitor.poll(_POLL_MS, zmq.POLLIN):
+                    continue
+                event = recv_monitor_message(monitor)
+                fd = int(event["value"])
+                if event["event"] == zmq.EVENT_ACCEPTED:
+                    self._accepted(fd)
+                elif event["event"] == zmq.EVENT_DISCONNECTED:
+                    self._disconnected(fd)
+        except zmq.ZMQError as e:  # the Context ended under it: nothing left to guard
+            log.debug("%s guard stopped: %s", self.name, e)
+        finally:
+            monitor.close(linger=0)
+
+    def _accepted(self, fd: int) -> None:
+        names = _names(fd)
+        if names is None:  # already gone: its EVENT_DISCONNECTED comes next, for nothing
+            return
+        address = address_key(names[1])
+        with self._lock:
+            self._open[fd] = (names, address)
+            self.by_address[address] += 1
+            if self.by_address[address] > self.per_address:
+                reason = f"more than {self.per_address} connections from {address}"
+            elif len(self._open) > self.most:
+                reason = f"more than {self.most} connections"
+            else:
+                return
+            self.refused += 1
+        # Counted until libzmq says it let the descriptor go: it holds it until then.
+        _shutdown(fd, names)
+        self._say(reason)
+
+    def _disconnected(self, fd: int) -> None:
+        with self._lock:
+            known = self._open.pop(fd, None)
+            if known is None:
+                return
+            address = known[1]
+            self.by_address[address] -= 1
+            if not self.by_address[address]:
+                del self.by_address[address]
+
+    def _say(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._logged >= _LOG_EVERY_S:
+            self._logged = now
+            log.warning("%s: connection cut: %s (%d cut since the start)", self.name, reason, self.refused)

@@ -1,0 +1,133 @@
+"""The request port's limits ([settings.broker], PROTOCOL 6) on a real node process.
+
+Silent TCP connections past ``max_connections_per_address`` are cut at once, the others at
+the end of the handshake interval, and a client from another address is answered meanwhile;
+a client that asks for ranges and never reads them holds at most ``max_queued_replies``
+answers on the node (the rest are dropped), and the node's memory stays small. Outsider
+pass 21, F4: silent connections filled a node's 20,000 files in 24 s; six non-reading
+connections grew it by 420 MiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from vledger.broker.client import NodeAddress
+from vledger.broker.redis_server import RedisServer
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, Wire, entry, genesis, wait_until
+
+CAP = 64  # connections from one address
+HANDSHAKE_MS = 2000
+QUEUED = 32  # answers queued for one connection
+LEDGER = "wide"
+RECORD_TEXT = 60_000  # bytes of each record's payload: a page of range is about 1 MiB
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    broker = {"max_connections_per_address": CAP, "handshake_interval_ms": HANDSHAKE_MS, "max_queued_replies": QUEUED}
+    with LocalCluster(redis_server.url, nodes=1, broker=broker) as running:
+        yield running
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A line of /proc/PID/status in KiB (VmRSS: resident now, VmHWM: the most it ever was)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def ranges_answered(cluster: LocalCluster, name: str) -> float:
+    """The node's count of range requests answered ok (its /metrics)."""
+    with urllib.request.urlopen(cluster.health_url(name) + "metrics", timeout=5) as response:
+        text = response.read().decode()
+    prefix = 'vledger_requests_total{code="ok",command="range"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the node closed this connection: what it sent (its greeting) read, then end of stream."""
+    try:
+        while data := sock.recv(65536):
+            del data
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+    return True
+
+
+def from_address(cluster: LocalCluster, source: str, key_name: str) -> Wire:
+    """A raw CURVE connection to the node from local address ``source`` (another 127.x address)."""
+    node = cluster.node()
+    address = NodeAddress(f"tcp://{source}:0;127.0.0.1:{node.port}", node.public_key)
+    return Wire(address, cluster.keys[key_name])
+
+
+def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered(cluster: LocalCluster) -> None:
+    node = cluster.node()
+    assert node.process is not None
+    pid = node.process.pid
+    files_before = open_files(pid)
+    flood = [socket.create_connection(("127.0.0.1", node.port), timeout=5) for _ in range(CAP + 10)]
+    try:
+        started = time.monotonic()
+        for sock in flood:
+            sock.setblocking(False)
+        # At least the ten past the cap are cut at once (fewer stay if the tests' own clients hold places).
+        wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the connections past the cap cut")
+        assert open_files(pid) <= files_before + CAP, "the node holds the connections past its cap"
+        with contextlib.closing(from_address(cluster, "127.0.0.2", ADMIN)) as honest:
+            reply = honest.call("hello", timeout=3.0)
+        assert reply["ok"] is True, reply
+        # The others are closed by the handshake interval, not libzmq's 30 s.
+        wait_until(lambda: all(closed(s) for s in flood), HANDSHAKE_MS / 1000 + 5.0, "the silent connections closed")
+        assert time.monotonic() - started >= HANDSHAKE_MS / 1000 - 0.5
+    finally:
+        for sock in flood:
+            sock.close()
+    # Their places are given back: a client from the flooded address is answered again.
+    assert cluster.client("writer1").hello()["node"] == node.name
+
+
+def test_a_client_that_never_reads_its_ranges_holds_little_of_the_node(cluster: LocalCluster) -> None:
+    node = cluster.node()
+    assert node.process is not None
+    pid = node.process.pid
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["note"]))
+    # Written with as many in flight as the node queues answers: a pipelining client loses none.
+    records = [entry(LEDGER, "note", {"text": f"{i:05d}" + "x" * RECORD_TEXT}, "writer1") for i in range(QUEUED)]
+    cluster.client("writer1").put_many(records, window=QUEUED)
+    page = cluster.client("observer").call("range", {"ledger": LEDGER, "start": 0})
+    assert sum(len(r) for r in page["records"]) > MIB // 2, "a page smaller than this test needs"
+    answered = ranges_answered(cluster, node.name)
+    rss_before = status_kib(pid, "VmRSS")
+    # It takes into its own queue one answer and a small kernel buffer: the rest waits on the node.
+    reader = cluster.wire("writer2", options={zmq.RCVHWM: 1, zmq.RCVBUF: 64 * 1024})
+    asked = 400  # about 400 MiB of answers, had the node kept them all
+    for _ in range(asked):
+        reader.request("range", {"ledger": LEDGER, "start": 0})
+    # Every one answered (those past the queue dropped), by the node's count of answered ranges.
+    wait_until(lambda: ranges_answered(cluster, node.name) >= answered + asked, 60.0, "the ranges answered")
+    observer = cluster.client("observer")
+    assert observer.hello()["node"] == node.name
+    grown_mib = (status_kib(pid, "VmHWM") - rss_before) / 1024
+    assert grown_mib < QUEUED + 48, f"the node grew by {grown_mib:.0f} MiB for a client that does not read"
+    # Another client is served, a page of range included, while the reader still holds its connection.
+    assert len(observer.call("range", {"ledger": LEDGER, "start": 0})["records"]) == len(page["records"])
+    reader.close()
