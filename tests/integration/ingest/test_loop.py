@@ -10,7 +10,7 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from itertools import pairwise
 from typing import Any, cast
@@ -50,6 +50,9 @@ class ScriptedService:
         self.after_done: Callable[[], object] | None = None
         self.after_done_returned: list[object] = []
 
+    def prepare(self, datas: Sequence[bytes]) -> None:
+        """Nothing to prepare: each request is handled as it is."""
+
     def flush(self) -> None:
         self.flushed.append(len(self.asked))
         if self.done_on_flush:
@@ -64,7 +67,7 @@ class ScriptedService:
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
         return replies_of(cast("list[Pending]", waiting))
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
         self.asked.append((key, data))
         if data.startswith(b"slow:"):
             future: Future[Any] = Future()
