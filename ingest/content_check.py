@@ -35,8 +35,11 @@ from ..node.wire import parse_request
 log = logging.getLogger(__name__)
 
 MIN_ROUND = 8  # requests in a round, below which the pipe round trip costs more than it saves
-DEADLINE_SECONDS = 0.05  # the wait for a round's answer, plus PER_REQUEST_SECONDS a request
-PER_REQUEST_SECONDS = 0.0002  # about ten times what the child spends on a small put
+# The wait for a round's answer: a dead child is seen at once (the pipe's end of file), so this
+# only bounds a hung one. Generous: on a loaded machine a child may wait a good while for a core,
+# and each restart costs a new interpreter's imports (a 50 ms deadline restarted it under load).
+DEADLINE_SECONDS = 0.5
+PER_REQUEST_SECONDS = 0.0005  # plus this a request: some 40 times what the child spends on a small put
 RESTART_SECONDS = 1.0  # at most one new child a second: a child that cannot start costs no CPU
 STOP_SECONDS = 2.0
 _READY = b"ready"
