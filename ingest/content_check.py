@@ -42,6 +42,7 @@ DEADLINE_SECONDS = 0.5
 PER_REQUEST_SECONDS = 0.0005  # plus this a request: some 40 times what the child spends on a small put
 RESTART_SECONDS = 1.0  # at most one new child a second: a child that cannot start costs no CPU
 STOP_SECONDS = 2.0
+ENVELOPE_BYTES = 1024  # a put request's bytes past its content's: its id, cmd, nonce, w and keys
 _READY = b"ready"
 
 
@@ -143,7 +144,10 @@ class ContentChecker:
         conn = self._conn
         assert conn is not None
         try:
-            conn.send(list(datas))
+            # A request too large to hold a valid content is not sent (b"" comes back None): a
+            # round of large refused requests would otherwise be copied through the pipe for nothing.
+            largest = self.limits.max_content_bytes + ENVELOPE_BYTES
+            conn.send([data if len(data) <= largest else b"" for data in datas])
             if conn.poll(self.deadline + PER_REQUEST_SECONDS * len(datas)):
                 answer: list[Checked | None] = conn.recv()
                 if len(answer) == len(datas):

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vledger.config.settings import Limits
+from vledger.ingest import content_check
 from vledger.ingest.content_check import MIN_ROUND, ContentChecker, check_round
 from vledger.ingest.service import IngestService, Pending
 from vledger.node.errors import VledgerError
@@ -174,6 +175,14 @@ def checker() -> Iterator[ContentChecker]:
 def test_the_process_answers_as_check_round_does(checker: ContentChecker) -> None:
     datas = _round(40)
     assert checker.check(datas) == check_round(datas, LIMITS, MAX_MESSAGE)
+
+
+def test_a_request_too_large_for_a_valid_content_is_not_sent_and_left_inline(checker: ContentChecker) -> None:
+    datas = _round(MIN_ROUND)
+    datas[1] = _request(b"\x80" * (LIMITS.max_content_bytes + content_check.ENVELOPE_BYTES), 1)
+    answer = checker.check(datas)
+    assert answer is not None and answer[1] is None
+    assert answer == check_round(datas, LIMITS, MAX_MESSAGE)
 
 
 def test_a_round_smaller_than_min_round_is_left_inline(checker: ContentChecker) -> None:
