@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -65,7 +65,12 @@ class Waiting(Protocol):
 class Service(Protocol):
     """What the loop serves: ``IngestService``, or a stand-in in the loop's tests."""
 
-    def handle(self, key: str, data: bytes) -> bytes | Waiting: ...
+    def prepare(self, datas: Sequence[bytes]) -> Sequence[Any] | None:
+        """For a round of requests read together, something to give :meth:`handle` with each
+        (in order), or None; never raises. The ingest service decodes a round's put contents
+        in a process of its own here (ingest/content_check.py)."""
+
+    def handle(self, key: str, data: bytes, checked: Any = None) -> bytes | Waiting: ...
 
     def flush(self) -> None:
         """Start (or do) the slow work of the requests handled since the last call; quick to
@@ -181,19 +186,22 @@ class RequestLoop:
         in a pipelined round, reads are tried: one exception a round costs less than a question
         a request."""
         recv, get = self.socket.recv, self.socket.get
+        # The round's requests, answered once it is read: handed to Service.prepare together
+        # first. Until then they count as in flight (the content-check process holds them).
+        round_: list[tuple[bytes, zmq.Frame]] = []
         for count in range(self.read_batch):
             # Checked before each read, not only after: a stop() that came while poll() waited
             # must not let the request that woke it be read (stop means no new request).
-            if self._stopping or self._in_flight >= self.max_in_flight:
-                return
+            if self._stopping or self._in_flight + len(round_) >= self.max_in_flight:
+                break
             if count == 1 and not int(get(_EVENTS)) & _POLLIN:
-                return
+                break
             try:
                 # As bytes: only the request's own frame carries what is asked of it (its
                 # sender's User-Id); a Frame object and then its bytes cost 0.5 us more a request.
                 identity = recv(_NOBLOCK)
             except zmq.Again:
-                return
+                break
             # A ROUTER hands a message over whole, behind its sender's identity: its frames are here.
             message = recv(_NOBLOCK, copy=False)
             if message.more:  # a DEALER request is one frame; answer anything else, and go on
@@ -203,15 +211,26 @@ class RequestLoop:
                 error = BadRequestError(f"a request is one frame, not {frames}")
                 self._send(identity, reply_error(None, error))
             else:
+                round_.append((identity, message))
+        if len(round_) < 2:  # a lone request (a clerk's put), or none: nothing to prepare
+            for identity, message in round_:
                 self._answer(identity, message)
+            return
+        prepared = self.service.prepare([message.bytes for _, message in round_])
+        if prepared is None:
+            for identity, message in round_:
+                self._answer(identity, message)
+        else:
+            for (identity, message), checked in zip(round_, prepared, strict=True):
+                self._answer(identity, message, checked)
 
-    def _answer(self, identity: bytes, message: zmq.Frame) -> None:
+    def _answer(self, identity: bytes, message: zmq.Frame, checked: Any = None) -> None:
         try:
             key = self._senders.key_of(message)
         except CurveError as e:  # never expected behind the ZAP handler: refuse to serve it
             log.warning("message dropped: %s", e)
             return
-        reply = self.service.handle(key, message.bytes)
+        reply = self.service.handle(key, message.bytes, checked)
         if isinstance(reply, bytes):
             self._send(identity, reply)
             return

@@ -21,7 +21,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, cast
 
@@ -171,9 +171,12 @@ class MeteredService:
         self.metrics = metrics
         self._requests = metrics.requests
 
-    def handle(self, key: str, data: bytes) -> bytes | Waiting:
+    def prepare(self, datas: Sequence[bytes]) -> Sequence[Any] | None:
+        return self.service.prepare(datas)
+
+    def handle(self, key: str, data: bytes, checked: Any = None) -> bytes | Waiting:
         started = _monotonic()
-        answer = self.service.handle(key, data)
+        answer = self.service.handle(key, data, checked)
         # The command the service parsed, when it says (IngestService.last_command): decoding
         # the request again here cost a put as much as a tenth of its parse. A label already
         # seen (never None) is taken as it is, what _bounded returns for it, without the call.

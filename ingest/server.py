@@ -36,6 +36,7 @@ from ..node.rules.engine import RulesEngine
 from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger
+from .content_check import ContentChecker
 from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
 from .key_chains import HomeKeys, KeyChains
@@ -286,6 +287,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             return home_key(config.name, ledger, public)
         return chains.current(ledger)
 
+    # A round of pipelined puts has its contents decoded and checked by a process of its own
+    # (ingest/content_check.py), with the node's limits: off the request thread's GIL.
+    content_check = runtime.started(ContentChecker(config.settings.limits, config.ingest.max_message_bytes))
     service = IngestService(
         config,
         node,
@@ -317,6 +321,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         replaced=functools.partial(homes.replaced, name=name),
         promotion=Promotion(config, name, homes, replication, witnesses, public),
         status=standby_fields,
+        content_check=content_check,
     )
     if followed:
         follow = runtime.started(StandbyFollow(runtime, store, replication, book, homes, followed))

@@ -52,7 +52,7 @@ from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.outside import MAX_OUTSIDE_WITNESSES, outside_witnesses
-from ..node.record import GENESIS_KIND, Entry, Record
+from ..node.record import GENESIS_KIND, Checked, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
@@ -69,6 +69,7 @@ from ..node.wire import (
     request_id_of,
 )
 from ..node.witness import PINNED_KEY_FIELD, home_key, pinned_key
+from .content_check import ContentChecker
 from .epochs import Promotion
 from .key_chains import HomeKeys
 from .loop import Waiting
@@ -374,8 +375,12 @@ class IngestService:
         keys: HomeKeys | None = None,
         chains: Callable[[str], KeyChain | None] | None = None,
         replaced: Callable[[str], bool] | None = None,
+        content_check: ContentChecker | None = None,
     ) -> None:
         self.config = config
+        # The node's content-check process (ingest/content_check.py): a round of pipelined
+        # puts has its contents decoded there (prepare), off the request thread's GIL.
+        self.content_check = content_check
         # An ingest node's: whether a newer epoch of a ledger it holds has another home and
         # this node does not follow it (PROTOCOL 10.9): its copy is no longer the ledger.
         self.replaced = replaced or (lambda ledger: False)
@@ -415,16 +420,25 @@ class IngestService:
         self.keys = keys  # a home's checkpoint keys: it signs and rotates them (PROTOCOL 13.8)
         self.chains = chains  # each held ledger's checkpoint key chain, for the checkpoint reply
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def prepare(self, datas: Sequence[bytes]) -> Sequence[Checked | None] | None:
+        """For a round of requests read together, what the content-check process made of each
+        put's content (None for a request to be handled as it is), to be given to :meth:`handle`
+        with each; None for a round to be handled entirely as it is (no process, a small round,
+        or the process not answering in time). Never raises."""
+        checker = self.content_check
+        return checker.check(datas) if checker is not None else None
+
+    def handle(self, key: str, data: bytes, checked: Checked | None = None) -> bytes | Pending:
         """The reply to one request, or the Pending reply of one that waits on slow work;
-        never raises."""
+        never raises. ``checked``: what :meth:`prepare` gave for ``data``, if anything; it
+        changes no reply, only where the put's content was decoded."""
         request_id = None
         self.last_command = None
         try:
             request = parse_request(data, self.settings.max_message_bytes)
             request_id = request.id
             self.last_command = request.cmd
-            result = self._dispatch(key, request)
+            result = self._dispatch(key, request, checked)
             if isinstance(result, Later):
                 return Pending(request_id, result.future, result.then)
             return reply_ok(request_id, result)
@@ -460,7 +474,7 @@ class IngestService:
         if inline:
             self.store.flush()
 
-    def _dispatch(self, key: str, request: Request) -> object:
+    def _dispatch(self, key: str, request: Request, checked: Checked | None = None) -> object:
         caller = self.accounts.lookup(key)
         if caller is None:
             # A key that was revoked (or an account disabled) after its connection was made.
@@ -480,7 +494,10 @@ class IngestService:
             # By repr: a msgpack map key may be bin as well as str, and the two do not sort together.
             unknown = sorted(map(repr, set(request.args.values) - found.takes))
             raise BadRequestError(f"{request.cmd!r} takes no argument {', '.join(unknown)}")
-        result = found.handler(self, caller, request.args)
+        if checked is not None and found.handler is _put:
+            result = _put_checked(self, caller, request.args, checked)
+        else:
+            result = found.handler(self, caller, request.args)
         if found.roles == ADMINS:
             # Every admin command passes the second factor (PROTOCOL 16.5): its handler must
             # hand its work over rather than do it.
@@ -518,11 +535,14 @@ class IngestService:
         self._executor.submit(run)
         return Later(result)
 
-    def _entry(self, caller: Caller, args: Args) -> Entry:
-        entry = Entry.from_wire(
-            args.binary("content"),  # its size is checked by Entry.from_wire: too_large, as PROTOCOL 4 says
-            args.uint("nonce"),
-            self.config.settings.limits,
+    def _entry(self, caller: Caller, args: Args, checked: Checked | None = None) -> Entry:
+        content = args.binary("content")  # its size is checked by Entry.from_wire: too_large, as PROTOCOL 4 says
+        nonce = args.uint("nonce")
+        limits = self.config.settings.limits
+        entry = (
+            Entry.from_wire(content, nonce, limits)
+            if checked is None
+            else Entry.from_checked(content, nonce, checked, limits)
         )
         if entry.content.author != caller.account:
             raise ForbiddenError("a record's author must be the account of the key that sends it")
@@ -852,7 +872,12 @@ def _ledger_list(service: IngestService, caller: Caller, args: Args) -> object:
 
 @command("put", WRITERS, "content nonce [w]", "append a record (answered once durable, and held by w replicas)")
 def _put(service: IngestService, caller: Caller, args: Args) -> object:
-    entry = service._entry(caller, args)
+    return _put_checked(service, caller, args, None)
+
+
+def _put_checked(service: IngestService, caller: Caller, args: Args, checked: Checked | None) -> object:
+    """put, its content decoded already when ``checked`` (IngestService.prepare) says what it is."""
+    entry = service._entry(caller, args, checked)
     replicas = args.uint("w", default=0, maximum=service.config.replication.max_write_concern)
     if entry.content.kind == GENESIS_KIND:
         raise ForbiddenError("a genesis entry goes through ledger.create")

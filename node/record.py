@@ -79,6 +79,10 @@ def _text(value: object, field: str, pattern: re.Pattern[str], max_length: int, 
 
 _UINT_MAX = 2**64 - 1
 
+# A content that passed decode_content elsewhere (ingest/content_check.py): its fields (ledger,
+# kind, payload, author, request_id, ts), its bytes' length and their SHA-256.
+Checked = tuple[str, str, dict[str, Any], str, str, int, int, bytes]
+
 
 def _uint(value: object, field: str, where: Where, maximum: int = _UINT_MAX) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
@@ -273,6 +277,22 @@ class Entry:
         )
         # new_entry: the request thread takes one entry a put (see new_record on the cost of __init__).
         return new_entry(content, content_bytes, hashlib.sha256(content_bytes).digest(), checked)
+
+    @classmethod
+    def from_checked(cls, content_bytes: bytes, nonce: object, checked: Checked, limits: Limits) -> Entry:
+        """What :meth:`from_wire` makes of ``content_bytes``, from ``checked``: the fields and
+        SHA-256 that :func:`decode_content` and hashing gave for these very bytes in the node's
+        content-check process (ingest/content_check.py), which sends them only for contents that
+        passed every check. Their length is compared as a guard against a mix-up of requests
+        (never expected): on a mismatch the content is decoded here."""
+        ledger, kind, payload, author, request_id, ts, length, checksum = checked
+        if length != len(content_bytes):
+            return cls.from_wire(content_bytes, nonce, limits)
+        content = new_content(ledger, kind, payload, author, request_id, ts)
+        checked_nonce = (
+            nonce if type(nonce) is int and 0 <= nonce <= _UINT_MAX else _uint(nonce, "nonce", {"ledger": ledger})
+        )
+        return new_entry(content, content_bytes, checksum, checked_nonce)
 
     def place(self, height: int, prev: bytes, accepted: int, origin: str) -> Record:
         """The record this entry becomes at ``height`` after ``prev``, accepted by ``origin``."""

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -62,7 +62,10 @@ class StatusService:
         self.accounts = accounts
         self.status = status
 
-    def handle(self, key: str, data: bytes) -> bytes:
+    def prepare(self, datas: Sequence[bytes]) -> None:
+        """Nothing to prepare: each request is handled as it is."""
+
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes:
         request_id = None
         try:
             request = parse_request(data, MAX_REQUEST_BYTES)

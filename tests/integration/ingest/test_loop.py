@@ -10,7 +10,7 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from itertools import pairwise
 from typing import Any, cast
@@ -43,12 +43,24 @@ class ScriptedService:
         self.waiting: dict[bytes, Future[Any]] = {}
         self.shared: dict[bytes, Future[Any]] = {}
         self.flushed: list[int] = []  # how many requests had been asked at each flush
+        self.prepares = False
+        self.rounds: list[tuple[int, int]] = []  # each prepared round's size, and what was in flight
+        self.loop_in_flight: Callable[[], int] = lambda: 0
+        self.checked: list[object] = []  # what handle was given with each request
 
         self.done_on_flush = False
         # Run in a flush that completed futures, once they are done, as the store's on_commit
         # runs after a lone put's future is done; what it returns is kept.
         self.after_done: Callable[[], object] | None = None
         self.after_done_returned: list[object] = []
+
+    def prepare(self, datas: Sequence[bytes]) -> list[str] | None:
+        """With ``prepares``, each request's bytes, decoded, as if checked ahead (the ingest
+        service's content-check process), and the round recorded with the loop's in flight."""
+        if not self.prepares:
+            return None
+        self.rounds.append((len(datas), self.loop_in_flight()))
+        return [data.decode() for data in datas]
 
     def flush(self) -> None:
         self.flushed.append(len(self.asked))
@@ -64,8 +76,9 @@ class ScriptedService:
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
         return replies_of(cast("list[Pending]", waiting))
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
         self.asked.append((key, data))
+        self.checked.append(checked)
         if data.startswith(b"slow:"):
             future: Future[Any] = Future()
             self.waiting[data] = future
@@ -309,6 +322,30 @@ def test_past_max_in_flight_nothing_more_is_read_until_one_is_done(
     running.service.waiting[b"slow:a"].set_result(None)
     replies = {receive(client), receive(client)}
     assert listed.public.encode() + b":quick" in replies
+
+
+def test_a_prepared_round_counts_in_flight_and_each_request_gets_its_own_prepared_value(
+    harness: Callable[..., Harness], listed: KeyPair
+) -> None:
+    running = harness(max_in_flight=4)
+    running.service.prepares = True
+    running.service.loop_in_flight = lambda: running.loop._in_flight
+    client = running.client(listed)
+    names = [f"slow:{i}".encode() for i in range(3)] + [f"quick:{i}".encode() for i in range(12)]
+    for name in names:
+        client.send(name)
+    # Three wait; past them, at most one more is read a round (the round itself is in flight
+    # while it is prepared): never a round of more than max_in_flight with what waits.
+    for _ in range(12):
+        assert receive(client) is not None
+    for future in running.service.waiting.values():
+        future.set_result(None)
+    for _ in range(3):
+        assert receive(client) is not None
+    assert [data for _, data in running.service.asked] == names
+    assert all(size + in_flight <= 4 for size, in_flight in running.service.rounds), running.service.rounds
+    prepared = dict(zip([data for _, data in running.service.asked], running.service.checked, strict=True))
+    assert all(value is None or value == data.decode() for data, value in prepared.items())
 
 
 def test_stop_answers_what_is_in_flight_and_reads_nothing_more(

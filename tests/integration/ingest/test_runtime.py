@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,11 @@ class Hello:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def handle(self, key: str, data: bytes) -> bytes:
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes:
         return reply_ok(msgpack.unpackb(data)["id"], {"node": self.name})
+
+    def prepare(self, datas: Sequence[bytes]) -> None:
+        """Nothing to prepare: each request is handled as it is."""
 
     def flush(self) -> None:
         """Nothing waits: every answer is given at once."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, cast
 
@@ -23,9 +24,12 @@ class _Service:
         self.flushed = 0
         self.handled: list[str] = []
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
         self.handled.append(key)
         return b"\x81\xa2ok\xc3"
+
+    def prepare(self, datas: Sequence[bytes]) -> None:
+        """Nothing to prepare: each request is handled as it is."""
 
     def flush(self) -> None:
         self.flushed += 1
@@ -67,7 +71,7 @@ def test_a_waiting_put_is_counted_and_timed_once_from_the_reply_the_client_gets(
             super().__init__()
             self.future: Future[Any] = Future()
 
-        def handle(self, key: str, data: bytes) -> bytes | Pending:
+        def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
             def then(result: object) -> object:
                 made.append(1)  # each call makes the reply's bytes anew
                 return result
@@ -90,7 +94,7 @@ def test_a_waiting_put_is_counted_and_timed_once_from_the_reply_the_client_gets(
 
 def test_error_replies_are_counted_by_their_code() -> None:
     class _Refuses(_Service):
-        def handle(self, key: str, data: bytes) -> bytes | Pending:
+        def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
             return reply_error(1, ThrottledError("slow down"))
 
     metrics = _metrics()
@@ -146,7 +150,7 @@ class _Pending(_Service):
         super().__init__()
         self.pending = pending
 
-    def handle(self, key: str, data: bytes) -> bytes | Pending:
+    def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
         return self.pending
 
 
