@@ -171,8 +171,8 @@ def test_cosignatures_of_every_epoch_s_key_are_carried_over(tmp_path: Path) -> N
         first = HOME.sign(LEDGER, 5, old.root(LEDGER, 5))
         second = standby.sign(LEDGER, 7, old.root(LEDGER, 7))
         stranger = HomeSigner(CLUSTER, bytes(range(2, 34))).sign(LEDGER, 6, old.root(LEDGER, 6))
-        for kept in (first, second, stranger):
-            old.checkpoints.keep(LEDGER, "cosigned", kept.size, kept.root, kept.note)
+        for kept in (first, second, stranger):  # a cosigned row's note carries the witness's line
+            old.checkpoints.keep(LEDGER, "cosigned", kept.size, kept.root, WITNESSES["replica-1"].cosign(kept, 1))
     with ChainStore(tmp_path / "new") as new:
         copy_ledger(
             new, iter((r.encode(), r) for r in records), _target(records), LOG_KEY, CLUSTER, Progress("", enabled=False)
