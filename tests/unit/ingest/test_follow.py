@@ -1604,3 +1604,29 @@ def test_an_older_checkpoint_of_a_turn_that_contradicts_the_run_is_equivocation(
     assert alert.expected == root_up_to(chain[4]).hex() and alert.found == lie.root.hex()
     kept = {c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)}
     assert kept == {lie.note, signed(chain[6]).note}
+
+
+def test_a_run_handed_over_in_a_turn_is_reported_as_soon_as_its_commit_is_done(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not after the signature checks of the turn's other checkpoints: its commit ends while the
+    second checkpoint is checked, and it is reported before the third is."""
+    keys = CountingKeys()
+    replica = make_replica(MemorySource("redis", {}), keys=keys)
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    reported_at_check: list[int] = []
+
+    def check(ledger: str, data: bytes) -> SignedCheckpoint:
+        reported_at_check.append(len(replica.verified))
+        if len(reported_at_check) == 2:  # the newest handed the run over: its commit ends now
+            held.release()
+        return CountingKeys.check(keys, ledger, data)
+
+    monkeypatch.setattr(keys, "check", check)
+    replica.follower.receive(_passes(chain, 2, 4, 6), wait=False)
+    # The second, checked once the commit is done, is compared with the store and reported at
+    # once; the run's own checkpoint is reported right after it, before the third is checked.
+    assert reported_at_check == [1, 1, 3]
+    assert replica.verified[1:] == [signed(chain[4]), signed(chain[6]), signed(chain[2])]
+    assert replica.heights() == list(range(7)) and replica.alerts == [] and not replica.follower.in_flight()
