@@ -1535,3 +1535,98 @@ def test_checkpoints_taken_without_waiting_leave_the_runs_in_flight(
     held.release()
     follower.reap()
     assert replica.heights() == list(range(7)) and not follower.in_flight() and replica.alerts == []
+
+
+def _passes(chain: list[Record], *ends: int) -> list[FeedRecord | FeedCheckpoints]:
+    """The home's passes up to each of ``ends`` in one turn, as a replica behind receives them:
+    each pass's records, then its checkpoint."""
+    turn: list[FeedRecord | FeedCheckpoints] = []
+    start = 1
+    for end in ends:
+        turn += [*(live(r) for r in chain[start : end + 1]), heads(signed(chain[end]))]
+        start = end + 1
+    return turn
+
+
+def test_a_turn_of_several_passes_compares_the_older_checkpoints_with_the_run_in_flight(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica behind gets several of the home's passes in one turn: the newest checkpoint hands
+    the whole run over, and each older one, inside it, is compared with the run's tree there
+    without waiting for its commit (HeldCommits fails the test if the follower waits)."""
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    follower = replica.follower
+    follower.receive(_passes(chain, 2, 4, 6), wait=False)
+    assert held.heights() == [[1, 2, 3, 4, 5, 6]] and follower.in_flight()
+    # Nothing reported held before the commit is done.
+    assert replica.stored == [([0], 1)] and replica.verified == [signed(chain[0])]
+    held.release()
+    follower.reap()
+    assert replica.heights() == list(range(7)) and replica.alerts == [] and not follower.in_flight()
+    assert replica.stored == [([0], 1), ([1, 2, 3, 4, 5, 6], 1)] and replica.verified[1:] == [signed(chain[6])]
+    assert follower.ledgers[LEDGER].waiting == {}
+
+
+def test_the_older_checkpoints_of_a_turn_wait_again_when_the_run_s_commit_fails(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(source)
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    follower = replica.follower
+    follower.receive(_passes(chain, 2, 4, 6), wait=False)
+    held.release(fail=True)
+    follower.reap()
+    assert replica.found() == [(1, "store_error", HOME)] and replica.heights() == [0]
+    assert replica.verified == [signed(chain[0])]  # none of the three reported
+    assert sorted(follower.ledgers[LEDGER].waiting) == [3, 5, 7]
+    monkeypatch.undo()  # the store works again: the next heartbeat fetches what was dropped
+    follower.receive([heads(signed(chain[6]))])
+    assert replica.heights() == list(range(7)) and follower.ledgers[LEDGER].waiting == {}
+
+
+def test_an_older_checkpoint_of_a_turn_that_contradicts_the_run_is_equivocation(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    """The newest checkpoint stores the run; an older one of the same turn with another root at
+    its size is judged against the store, as before: the home signed two trees."""
+    replica = make_replica(MemorySource("redis", {}))
+    held_up_to(replica, chain, 0)
+    lie = signed(minted(chain[3], origin=HOME))  # the home's key on another tree of size 5
+    replica.follower.receive([*(live(r) for r in chain[1:7]), heads(lie), heads(signed(chain[6]))], wait=False)
+    replica.follower.settle()
+    assert replica.heights() == list(range(7))
+    (alert,) = replica.alerts
+    assert (alert.what, alert.height, alert.source) == ("equivocation", 4, HOME)
+    assert alert.expected == root_up_to(chain[4]).hex() and alert.found == lie.root.hex()
+    kept = {c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)}
+    assert kept == {lie.note, signed(chain[6]).note}
+
+
+def test_a_run_handed_over_in_a_turn_is_reported_as_soon_as_its_commit_is_done(
+    make_replica: MakeReplica, chain: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not after the signature checks of the turn's other checkpoints: its commit ends while the
+    second checkpoint is checked, and it is reported before the third is."""
+    keys = CountingKeys()
+    replica = make_replica(MemorySource("redis", {}), keys=keys)
+    held_up_to(replica, chain, 0)
+    held = HeldCommits(replica.store, monkeypatch)
+    reported_at_check: list[int] = []
+
+    def check(ledger: str, data: bytes) -> SignedCheckpoint:
+        reported_at_check.append(len(replica.verified))
+        if len(reported_at_check) == 2:  # the newest handed the run over: its commit ends now
+            held.release()
+        return CountingKeys.check(keys, ledger, data)
+
+    monkeypatch.setattr(keys, "check", check)
+    replica.follower.receive(_passes(chain, 2, 4, 6), wait=False)
+    # The second, checked once the commit is done, is compared with the store and reported at
+    # once; the run's own checkpoint is reported right after it, before the third is checked.
+    assert reported_at_check == [1, 1, 3]
+    assert replica.verified[1:] == [signed(chain[4]), signed(chain[6]), signed(chain[2])]
+    assert replica.heights() == list(range(7)) and replica.alerts == [] and not replica.follower.in_flight()
