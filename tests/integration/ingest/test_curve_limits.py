@@ -91,7 +91,8 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
             sock.setblocking(False)
         # At least the ten past the cap are cut at once (fewer stay if the tests' own clients hold places).
         wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the connections past the cap cut")
-        assert open_files(pid) <= files_before + CAP, "the node holds the connections past its cap"
+        # libzmq closes a cut connection's descriptor on its I/O thread, a moment after the peer sees it.
+        wait_until(lambda: open_files(pid) <= files_before + CAP, 5.0, "the node's files back under its cap")
         with contextlib.closing(from_address(cluster, "127.0.0.2", ADMIN)) as honest:
             reply = honest.call("hello", timeout=3.0)
         assert reply["ok"] is True, reply
