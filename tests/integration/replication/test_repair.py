@@ -120,12 +120,13 @@ def test_repair_refuses_without_a_checkpoint_cosigned_by_a_quorum(start_cluster:
     assert cluster.stop_node("replica-1") == 0
     before = fingerprint(cluster, "replica-1")
 
-    refused = repair(cluster, "replica-1", "--force")  # default quorum: 2 of 3
+    # Two sources are stopped: each read of them waits out --timeout (10 s by default) in turn.
+    refused = repair(cluster, "replica-1", "--force", "--timeout", "4")  # default quorum: 2 of 3
     assert refused.returncode == 1
     assert "no checkpoint cosigned by a quorum of 2" in refused.stderr, refused.stderr
     assert fingerprint(cluster, "replica-1") == before and leftovers(cluster, "replica-1") == []
     # With a quorum of one (an operator's explicit choice) the one witness's checkpoint will do.
-    done = repair(cluster, "replica-1", "--force", "--quorum", "1")
+    done = repair(cluster, "replica-1", "--force", "--quorum", "1", "--timeout", "4")
     assert done.returncode == 0, done.stderr
     # The admin ledger is rebuilt too: every witness cosigned it before two were stopped.
     [ledger] = [r for r in json.loads(done.stdout)["ledgers"] if r["ledger"] == LEDGER]
