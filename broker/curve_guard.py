@@ -33,7 +33,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
-from .http import FILES_KEPT, address_key
+from .http import address_key, connection_cap
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,7 @@ class ConnectionGuard:
         self.ctx = ctx
         self.name = name
         self.per_address = settings.max_connections_per_address
-        self.most = settings.max_connections
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft - FILES_KEPT < self.most:
-            self.most = max(1, soft - FILES_KEPT)
-            log.warning(
-                "%s: at most %d connections (max_connections %d, but the file limit is %d)",
-                name,
-                self.most,
-                settings.max_connections,
-                soft,
-            )
+        self.most = connection_cap(name, settings.max_connections)
         self._lock = threading.Lock()  # the counts: the guard's thread writes, others may read
         self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
         self.by_address: Counter[str] = Counter()

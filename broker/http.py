@@ -55,6 +55,18 @@ READ_VERBS = frozenset(("GET", "HEAD"))
 # Files the process keeps for itself beside its HTTP connections (store, Redis, logs, sockets):
 # the cap in all is lowered to the file limit less these, so accept() never runs out first.
 FILES_KEPT = 256
+
+
+def connection_cap(name: str, wanted: int) -> int:
+    """``wanted`` connections in all, lowered (and said) to the file limit less FILES_KEPT."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FILES_KEPT >= wanted:
+        return wanted
+    most = max(1, soft - FILES_KEPT)
+    log.warning("%s: at most %d connections (max_connections %d, but the file limit is %d)", name, most, wanted, soft)
+    return most
+
+
 # A refused connection gets its 503, then up to this long for the client to close first: closing
 # with the client's request unread would reset the connection and could lose the answer.
 REFUSAL_LINGER = 1.0
@@ -193,17 +205,7 @@ class ConnectionGuard:
         self.header_timeout = settings.header_timeout_ms / 1000
         self.idle_timeout = settings.idle_timeout_ms / 1000
         self.per_address = settings.max_connections_per_address
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.most = settings.max_connections
-        if soft != resource.RLIM_INFINITY and soft - FILES_KEPT < self.most:
-            self.most = max(1, soft - FILES_KEPT)
-            log.warning(
-                "%s: at most %d connections (max_connections %d, but the file limit is %d)",
-                name,
-                self.most,
-                settings.max_connections,
-                soft,
-            )
+        self.most = connection_cap(name, settings.max_connections)
         self.open = 0
         self.by_address: Counter[str] = Counter()
         self.refused = 0  # connections answered 503 since the start
