@@ -261,7 +261,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
     # first at the end, with a linger: answers still queued in ZeroMQ go out.
-    server = runtime.request_server(broker)
+    server = runtime.request_server(broker, metrics)
     # The observers' tallies, read when an observer's key rotates (its record states what it tallied, 16.6).
     tallies = TallyBoard(replication.client, replication.namespace)
     admin = RegistryAdmin(
