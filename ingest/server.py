@@ -290,6 +290,13 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # A round of pipelined puts has its contents decoded and checked by a process of its own
     # (ingest/content_check.py), with the node's limits: off the request thread's GIL.
     content_check = runtime.started(ContentChecker(config.settings.limits, config.ingest.max_message_bytes))
+    metrics.collect_with(
+        counter_collector(
+            "vledger_content_check_restarts",
+            "content-check processes started again after one died, hung or was slow",
+            lambda: content_check.restarts,
+        )
+    )
     service = IngestService(
         config,
         node,

@@ -52,16 +52,9 @@ def status_kib(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
-def metric(cluster: LocalCluster, name: str, prefix: str) -> float:
-    """The sum of the node's /metrics samples whose line starts with ``prefix``."""
-    with urllib.request.urlopen(cluster.health_url(name) + "metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
-
-
 def ranges_answered(cluster: LocalCluster, name: str) -> float:
     """The node's count of range requests answered ok (its /metrics)."""
-    return metric(cluster, name, 'vledger_requests_total{code="ok",command="range"}')
+    return cluster.metric(name, 'vledger_requests_total{code="ok",command="range"}')
 
 
 def closed(sock: socket.socket) -> bool:
@@ -88,7 +81,7 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
     assert node.process is not None
     pid = node.process.pid
     files_before = open_files(pid)
-    cut_before = metric(cluster, node.name, "vledger_curve_connections_cut_total ")
+    cut_before = cluster.metric(node.name, "vledger_curve_connections_cut_total ")
     flood = [socket.create_connection(("127.0.0.1", node.port), timeout=5) for _ in range(CAP + 10)]
     try:
         started = time.monotonic()
@@ -97,7 +90,7 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
         # At least the ten past the cap are cut at once (fewer stay if the tests' own clients hold places).
         wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the connections past the cap cut")
         # Where an operator watches, not only in a log line every 10 s: the cuts, and what is open.
-        cut = metric(cluster, node.name, "vledger_curve_connections_cut_total ") - cut_before
+        cut = cluster.metric(node.name, "vledger_curve_connections_cut_total ") - cut_before
         assert 10 <= cut <= sum(closed(s) for s in flood), cut
         with urllib.request.urlopen(cluster.health_url(node.name) + "metrics", timeout=5) as response:
             assert "\nvledger_curve_connections " in response.read().decode()  # open now (its value moves)
