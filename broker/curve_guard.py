@@ -201,7 +201,9 @@ class CurveGuardMetrics(Collector):
         self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("vledger_curve_connections", "open connections of the CURVE request port", value=self.guard.open)
+        yield GaugeMetricFamily(
+            "vledger_curve_connections", "open connections of the CURVE request port", value=self.guard.open
+        )
         yield CounterMetricFamily(
             "vledger_curve_connections_cut",
             "CURVE request port connections cut past max_connections_per_address or max_connections",

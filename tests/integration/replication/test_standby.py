@@ -383,7 +383,8 @@ def test_the_standby_s_host_alone_moves_no_ledger_the_live_home_keeps_it(start_c
     for node in ("ingest-2", "ingest-1"):
         missing = remote_error(cluster.admin(node).call, "ledger.promote", {"ledger": "nosuch"})
         assert missing.code == "no_such_ledger" and "no home announced it" in missing.message, missing
-    assert remote_error(cluster.admin("ingest-1").call, "ledger.promote", {"ledger": LEDGER}).code == "promotion_refused"
+    refused = remote_error(cluster.admin("ingest-1").call, "ledger.promote", {"ledger": LEDGER})
+    assert refused.code == "promotion_refused", refused
     home = cluster.client("writer1", "ingest-1", follow=False)
     before = home.call("put", {**put_args(entry(LEDGER, "vote", {"n": 1}, "writer1")), "w": 1})
     served = home.call("range", {"ledger": LEDGER, "start": before["height"], "limit": 1})["checkpoint"]
