@@ -179,7 +179,11 @@ class MeteredService:
 
     def prepare(self, datas: Sequence[bytes]) -> Sequence[Any] | None:
         self._round_at, self._round_left = _monotonic(), len(datas)
-        return self.service.prepare(datas)
+        try:
+            return self.service.prepare(datas)
+        except BaseException:
+            self._round_left = 0  # the loop hands none of them on: later requests time themselves
+            raise
 
     def handle(self, key: str, data: bytes, checked: Any = None) -> bytes | Waiting:
         if self._round_left:
