@@ -41,7 +41,9 @@ class Sizes:
     ingest_client_records: int  # puts per run from each of eight client processes
     ingest_hellos: int  # round trips one at a time
     ingest_sequential: int  # puts one at a time, each waiting for its answer
-    scale_records: int  # puts per step of the scale curve (1, 2, 4, 8, 16 client processes)
+    scale_records: int  # puts per step of the scale curve
+    scale_steps: tuple[int, ...]  # its steps: client processes (each a fresh interpreter: ~1 CPU s to start)
+    rss_clients: int  # client processes putting while the processes' resident memory is watched
     rss_records: int  # puts in all while the processes' resident memory is watched
     replication_seconds: float  # puts at the offered rate while replicas follow
     catch_up_records: int  # puts while a replica is down, per outage
@@ -67,6 +69,8 @@ FULL = Sizes(
     ingest_hellos=5_000,
     ingest_sequential=5_000,
     scale_records=32_000,
+    scale_steps=(1, 2, 4, 8, 16),
+    rss_clients=8,
     rss_records=1_000_000,
     replication_seconds=10.0,
     catch_up_records=20_000,
@@ -92,6 +96,8 @@ QUICK = Sizes(
     ingest_hellos=500,
     ingest_sequential=250,
     scale_records=320,
+    scale_steps=(1, 2),  # the curve's code at two steps; 4-16 more interpreters showed nothing more
+    rss_clients=2,
     rss_records=3_200,
     replication_seconds=1.0,
     catch_up_records=2_500,
