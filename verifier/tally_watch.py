@@ -98,7 +98,8 @@ class TallyWatch:
     ) -> TallyReport:
         """The observers' tallies of ``ledger``, read again only when a latest id or a key changed."""
         ids = self.board.latest_ids([ledger], keys)[ledger]
-        mark = (tuple(sorted(ids.items())), id(keys), id(histories))
+        keys_read = self._keys[0] if self._keys is not None else 0.0  # keys read anew: entries checked anew
+        mark = (tuple(sorted(ids.items())), keys_read)
         cached = self._reports.get(ledger)
         if cached is not None and cached[0] == mark:
             return cached[1]
