@@ -35,7 +35,7 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from vledger.broker.tallies import TallyBoard
+from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
@@ -256,18 +256,26 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
     shot(browser, "tally")
 
 
+def forge(cluster: LocalCluster, tallies: TallyBoard, ledger: str, **changes: Any) -> tuple[Published, Snapshot]:
+    """What a thief of observer-1's key does: its latest body of ``ledger`` with ``changes`` (``tally``
+    merged into the honest one), signed and published as its latest. Returns the honest entry (to
+    name the latest again afterwards) and its body."""
+    original = tallies.latest(ledger, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, **{**changes, "tally": {**honest.tally, **changes.get("tally", {})}})
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(ledger, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    return original, honest
+
+
 def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_apart(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:
     # An outsider with observer-1's key signed its body at height 1,000,000 with counts of its
     # choosing: the page compared only the latest bodies and said "Still counting" for ever.
     tallies = TallyBoard(connect(cluster.cluster_redis_url))
-    original = tallies.latest(ELECTION, ["observer-1"])["observer-1"]
-    assert original is not None
-    honest = Snapshot.decode(original.body)
-    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "counts": {"mallory": 999_999}})
-    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
-    tallies.publish(ELECTION, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    original, _ = forge(cluster, tallies, ELECTION, height=1_000_000, tally={"counts": {"mallory": 999_999}})
     try:
         for fragment in (f"#anchors={anchors}", ""):
             browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{fragment}")
@@ -371,12 +379,7 @@ def test_the_charity_page_never_shows_the_balance_of_a_body_claiming_records_no_
     of its choosing: the charity page showed it as the newest tally ("one observer's word alone"),
     where tally.html judges such a body ahead (15.4 step 6) and never shows its figures."""
     tallies = TallyBoard(connect(cluster.cluster_redis_url))
-    original = tallies.latest(FUND, ["observer-1"])["observer-1"]
-    assert original is not None
-    honest = Snapshot.decode(original.body)
-    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "balance": 99_999_999}, at_ms=now_ms())
-    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
-    tallies.publish(FUND, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    original, honest = forge(cluster, tallies, FUND, height=1_000_000, tally={"balance": 99_999_999}, at_ms=now_ms())
     try:
         fresh(browser, f"{cluster.gateway_url('replica-1')}charity.html?ledger={FUND}#anchors={anchors}")
         summary = wait_text(browser, "#summary", "observer-1 cannot be checked", "observer-1 judged apart")
@@ -410,13 +413,8 @@ def test_an_old_checkpoint_served_never_makes_a_stolen_key_s_tally_agreed(
         wait_until(lambda size=size: _settled(tallies, gateway, fund) == size, WAIT, f"both observers at size {size}")
         old = old or _json(f"{gateway}api/ledgers/{fund}/checkpoint")
     assert int(old["size"]) == 2
-    original = tallies.latest(fund, ["observer-1"])["observer-1"]
-    assert original is not None
-    honest = Snapshot.decode(original.body)
     # The thief signs at a height the old checkpoint holds (its last), a balance of its choosing.
-    lie = dataclasses.replace(honest, height=1, tally={**honest.tally, "balance": 77_777_777}, at_ms=now_ms())
-    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
-    tallies.publish(fund, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    original, _ = forge(cluster, tallies, fund, height=1, tally={"balance": 77_777_777}, at_ms=now_ms())
 
     def older_checkpoint(path: str, body: Any) -> Any:
         return old if path.startswith(f"/api/ledgers/{fund}/checkpoint") else None

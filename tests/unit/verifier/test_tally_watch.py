@@ -51,6 +51,12 @@ def config(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.Monkey
     return loaded
 
 
+@pytest.fixture
+def watched(config: ClusterConfig, redis_client: Any) -> tuple[TallyWatch, Clock]:
+    clock = Clock()
+    return TallyWatch(config, redis_client, clock=clock), clock
+
+
 def publish(config: ClusterConfig, board: TallyBoard, observer: str, height: int, records: int | None = None) -> None:
     """``observer``'s key signs a count at ``height`` (``records`` other than an honest count's: a forged one)."""
     tally = {"type": "plain", "records": height + 1 if records is None else records}
@@ -62,10 +68,9 @@ def publish(config: ClusterConfig, board: TallyBoard, observer: str, height: int
 
 
 def test_a_thief_who_never_signs_at_the_honest_height_is_alerted_once_the_bound_passed(
-    config: ClusterConfig, redis_client: Any
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
 ) -> None:
-    clock = Clock()
-    watch = TallyWatch(config, redis_client, clock=clock)
+    watch, clock = watched
     board = watch.board
     publish(config, board, "observer-2", 9)  # honest: at the head of a checkpoint of size 10
     publish(config, board, "observer-1", 8, records=104)  # stolen key: size - 2, never compared
@@ -87,10 +92,9 @@ def test_a_thief_who_never_signs_at_the_honest_height_is_alerted_once_the_bound_
 
 
 def test_honest_observers_catching_up_or_under_steady_writes_never_alert(
-    config: ClusterConfig, redis_client: Any
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
 ) -> None:
-    clock = Clock()
-    watch = TallyWatch(config, redis_client, clock=clock)
+    watch, clock = watched
     board = watch.board
     publish(config, board, "observer-2", 100)
     for step in range(1, 40):  # observer-1 catches up a little every 100 s: never a common height till the end
@@ -112,9 +116,9 @@ def test_honest_observers_catching_up_or_under_steady_writes_never_alert(
 
 
 def test_a_look_reads_at_most_two_pages_of_each_stream_and_nothing_while_no_latest_changed(
-    config: ClusterConfig, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+    config: ClusterConfig, redis_client: Any, watched: tuple[TallyWatch, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    watch = TallyWatch(config, redis_client, clock=Clock())
+    watch, _ = watched
     board = watch.board
     pipe = redis_client.pipeline(transaction=False)
     for height in range(3 * HISTORY_PAGE):  # three pages at even heights, none observer-2 signed at
