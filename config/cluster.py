@@ -97,6 +97,9 @@ class VerifierSettings:
     lag_alert_ms: int = 30_000  # a copy behind the home for this long is reported lagging
     node_timeout_ms: int = 2000  # a node that does not answer within this is skipped a while
     claim_idle_ms: int = 30_000  # stream entries a dead verifier left for this long are taken over
+    # Observers with no common height this long, none signing a new one, are tally_uncompared
+    # (PROTOCOL 10.6 step 4): longer than an observer's replay of its store after a restart.
+    tally_uncompared_ms: int = 300_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
