@@ -34,9 +34,12 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
@@ -229,3 +232,22 @@ class ConnectionGuard:
         if now - self._logged >= _LOG_EVERY_S:
             self._logged = now
             log.warning("%s: connection cut: %s (%d cut since the start)", self.name, reason, self.refused)
+
+
+class CurveGuardMetrics(Collector):
+    """``vledger_curve_connections`` (open now, handshake done or not) and
+    ``vledger_curve_connections_cut_total`` (cut past a cap) of a request socket: a cut was
+    only logged, at most every 10 s, so a flood showed nowhere an operator watches."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "vledger_curve_connections", "open connections of the CURVE request port", value=self.guard.open
+        )
+        yield CounterMetricFamily(
+            "vledger_curve_connections_cut",
+            "CURVE request port connections cut past max_connections_per_address, max_connections or the file budget",
+            value=self.guard.refused,
+        )

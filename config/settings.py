@@ -111,6 +111,21 @@ def build_settings(cls: type[_T], table: Any, where: str) -> _T:
     return cls(**values)
 
 
+def check_at_most(settings: object, smaller: str, larger: str, where: str) -> None:
+    """Raises SettingsError when ``settings``' field ``smaller`` is over its field ``larger``: a
+    cap per client address above the cap in all could never be reached."""
+    low, high = getattr(settings, smaller), getattr(settings, larger)
+    if low > high:
+        raise SettingsError(f"{where}.{smaller}: {low} is over {larger} ({high})")
+
+
+def broker_settings(table: Any, where: str) -> BrokerSettings:
+    """[settings.broker], whose cap per address is at most the cap in all."""
+    broker = build_settings(BrokerSettings, table, where)
+    check_at_most(broker, "max_connections_per_address", "max_connections", where)
+    return broker
+
+
 def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> Settings:
     known = {"limits": Limits, "store": StoreSettings, "broker": BrokerSettings}
     parts: dict[str, Any] = {}
@@ -118,7 +133,8 @@ def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> S
         cls = known.get(key)
         if cls is None:
             raise SettingsError(f"{source}: [{key}]: unknown table (known: {', '.join(sorted(known))})")
-        parts[key] = build_settings(cls, table, f"{source}: {key}")
+        where = f"{source}: {key}"
+        parts[key] = broker_settings(table, where) if cls is BrokerSettings else build_settings(cls, table, where)
     return Settings(**parts)
 
 

@@ -765,6 +765,13 @@ class LocalCluster:
     def health_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.procs[name].http_port}/"
 
+    def metric(self, name: str, sample: str) -> float:
+        """The sum of the values of process ``name``'s /metrics lines that start with ``sample``
+        (a series name and a space, or a name and the start of its labels); 0 when none does."""
+        with urllib.request.urlopen(self.health_url(name) + "metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample))
+
     def wait_ready(self, name: str, timeout: float = START_TIMEOUT) -> None:
         proc = self.procs[name]
         deadline = time.monotonic() + timeout
