@@ -63,9 +63,10 @@ class BrokerSettings:
     # ZMQ_HANDSHAKE_IVL of every CURVE server socket: a connection whose CURVE handshake is not
     # done this long after it opened is closed. libzmq's 30 s let silent connections pile up.
     handshake_interval_ms: int = 5000
-    # A request socket's caps (broker/curve_guard.py): open connections from one client address
-    # (an IPv6 address counts by its /64) and in all, the second lowered to the file limit less
-    # 256; a connection past either is closed at once. On one host every node, tool and gateway
+    # A request socket's and a feed's caps (broker/curve_guard.py): open connections from one
+    # client address (an IPv6 address counts by its /64) and in all, the second lowered to the
+    # file limit less 256, within the budget all the process's ports share (broker/file_budget.py);
+    # a connection past any is closed at once. On one host every node, tool and gateway
     # connects from the same loopback address: hence more than [http]'s 64.
     max_connections_per_address: int = 256
     max_connections: int = 8192
