@@ -35,6 +35,7 @@ class Sizes:
     fsync_writes: int
     verify_records: int
     verify_repeats: int
+    verify_scale_repeats: int  # `vledger verify` runs of each 2c store, each beside its ceilings
     pow_samples: int
     hash_loop: int  # iterations of a bare hashing loop
     ingest_records: int  # puts per run from one client to a node
@@ -62,6 +63,7 @@ FULL = Sizes(
     fsync_writes=1_000,
     verify_records=100_000,
     verify_repeats=5,
+    verify_scale_repeats=3,
     pow_samples=100,
     hash_loop=500_000,
     ingest_records=20_000,
@@ -89,6 +91,7 @@ QUICK = Sizes(
     fsync_writes=50,
     verify_records=1_000,
     verify_repeats=1,
+    verify_scale_repeats=1,
     pow_samples=5,
     hash_loop=20_000,
     ingest_records=500,
