@@ -172,6 +172,10 @@ class ConnectionGuard:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """Give back the budget's places of every connection still counted (once)."""
         with self._lock:
             for _ in self._open:
                 self.budget.give()
@@ -193,6 +197,9 @@ class ConnectionGuard:
             log.debug("%s guard stopped: %s", self.name, e)
         finally:
             monitor.close(linger=0)
+            # Its socket's connections are gone with the Context: the places they held in the
+            # process's budget, kept, would cut the process's other ports' connections for ever.
+            self._give_back()
 
     def _accepted(self, fd: int, endpoint: bytes) -> None:
         names = _names(fd)

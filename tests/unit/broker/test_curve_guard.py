@@ -96,3 +96,27 @@ def test_a_number_reused_by_an_outgoing_socket_is_neither_counted_nor_cut(ctx: z
         assert reused.recv(7) == b"+PONG\r\n"
         guard.stop()
         assert guard.budget.held == 0
+
+
+def test_a_guard_whose_context_ended_gives_its_connections_places_back(ctx: zmq.Context[Any]) -> None:
+    """The Context terminated under a guard never stopped (a socket closed with its Context, as
+    a process's shutdown or a test does): the places its connections held in the process's budget
+    come back; kept, they would cut every later connection of the process's other ports."""
+    budget = FileBudget(10)
+    guard = ConnectionGuard(ctx, BrokerSettings(), "test", budget=budget)
+    server = ctx.socket(zmq.ROUTER)
+    guard.attach(server)
+    server.bind("tcp://127.0.0.1:0")
+    port = int(server.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+        deadline = time.monotonic() + TIMEOUT
+        while budget.held != 1:
+            assert time.monotonic() < deadline, f"the connection was not counted: {budget.held}"
+            time.sleep(0.01)
+        server.close(linger=0)
+        ctx.term()
+        deadline = time.monotonic() + TIMEOUT
+        while budget.held != 0:
+            assert time.monotonic() < deadline, f"{budget.held} places kept after the Context ended"
+            time.sleep(0.01)
+    assert guard.open == 0
