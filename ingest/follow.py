@@ -575,15 +575,29 @@ class Follower:
         state = self._state(ledger)
         if state.fault is not None:
             return  # a copy at fault takes nothing, nor blames a sender for what its own store lacks
+        # The records that follow the pending run go to it together, a run of heights from one
+        # sender at a time: offered one by one, each paid _offer's set-up and a _flush that
+        # found no checkpoint to store under (the home sends a pass's records before its note).
+        run: list[tuple[int, bytes]] = []
+        sender, hops = "", NOT_RELAYED
         for record in records:
+            if run:
+                if record.height == run[-1][0] + 1 and record.sender == sender and record.hops == hops:
+                    run.append((record.height, record.data))
+                    continue
+                self._offer(ledger, run, sender, hops)
+                run = []
             top = self._head(ledger) + len(state.pending)
             if record.height <= self._head(ledger):
                 self._check_duplicate(state, record)
             elif record.height <= top:
                 self.duplicates += 1  # already pending: the checkpoint decides which copy is true
             elif record.height == top + 1:
-                self._offer(ledger, [(record.height, record.data)], record.sender, record.hops)
+                run = [(record.height, record.data)]
+                sender, hops = record.sender, record.hops
             # above top + 1: a gap, fetched once a checkpoint says how far the chain goes
+        if run:
+            self._offer(ledger, run, sender, hops)
         if self._head(ledger) < self.target(ledger) and not state.pending:
             self.catch_up(ledger, self.target(ledger) + 1)
 
