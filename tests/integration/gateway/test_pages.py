@@ -938,6 +938,96 @@ def test_the_voter_page_follows_only_the_rotations_of_witnesses_it_holds(
     assert kept == ["replica-1"]
 
 
+@contextlib.contextmanager
+def scripts_page() -> Iterator[str]:
+    """A page holding the pages' vledger.js alone, served on 127.0.0.1 (WebCrypto wants a secure
+    origin): its functions judged on answers no real gateway would give, without a cluster."""
+    script = (WEB_DIR / "static" / "vledger.js").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            kind, body = ("text/javascript", script) if self.path == "/vledger.js" else ("text/html", PAGE)
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+PAGE = b'<!doctype html><meta charset="utf-8"><script src="/vledger.js"></script>'
+# What checkTallies and checkedVerdict say of a (crafted) tally answer, the anchors listing
+# observer-1 and observer-2 by their keys; arguments: the keys, the answer, the later keys of a
+# rotation the node keys state but do not prove ({observer: key hex}).
+JUDGE = """
+const done = arguments[arguments.length - 1];
+const v = window.vledger, [keys, answer, rotated] = arguments;
+const anchors = { admin: null, observers: new Map(Object.entries(keys).map(([o, k]) => [o, { publicKey: v.bytesOfHex(k) }])) };
+const later = Object.entries(rotated).map(([node, k], index) => ({ node, index, key: { publicKey: v.bytesOfHex(k) } }));
+const rotations = { proven: false, problem: "no anchors carry the admin ledger's key", later };
+v.checkTallies("fund", answer, anchors, rotations).then((checked) => done({
+  checked: checked.map((c) => [c.observer, c.ok, c.problem, c.unproven !== ""]),
+  status: v.checkedVerdict(checked, anchors.observers.size, () => false).status,
+}), (e) => done({ error: String(e) }));
+"""
+
+
+def _tally_entry(observer: str, key: nacl.signing.SigningKey, balance: int) -> dict[str, Any]:
+    tally = {"type": "charity", "currency": "SAR", "balance": balance, "funds": {}, "donated": balance}
+    body = Snapshot(observer, "fund", 9, b"\x01" * 32, tally | {"disbursed": 0, "records": 10, "flagged": 0},
+                    b"\x02" * 32, 1_800_000_000_000).body()
+    return {"observer": observer, "body": body.hex(), "signature": key.sign(body).signature.hex(),
+            "public_key": key.verify_key.encode().hex()}
+
+
+def test_a_gateway_never_makes_a_stolen_key_s_tally_agreed_by_listing_it_twice_or_stating_a_rotation(
+    browser: Any,
+) -> None:
+    """Review r9 #1 and #2, with the anchors listing both observers: a gateway listing observer-1's
+    forged body twice and leaving observer-2 out made two bodies for two observers, "agree"; and
+    one stating a key_rotation of observer-2 the page cannot prove made observer-2 unproven,
+    wanted one observer, and observer-1's forged body alone "agreed". Neither is agreed now."""
+    one, two = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    keys = {"observer-1": one.verify_key.encode().hex(), "observer-2": two.verify_key.encode().hex()}
+    forged, honest = _tally_entry("observer-1", one, 999_999_999), _tally_entry("observer-2", two, 100)
+    made_up = nacl.signing.SigningKey.generate().verify_key.encode().hex()
+    with scripts_page() as page:
+        browser.get(page)
+        both = browser.execute_async_script(JUDGE, keys, {"observers": [forged, honest]}, {})
+        twice = browser.execute_async_script(JUDGE, keys, {"observers": [forged, forged]}, {})
+        rotated = browser.execute_async_script(JUDGE, keys, {"observers": [forged, honest]}, {"observer-2": made_up})
+    assert both["status"] == "mismatch", both  # the two bodies differ: the fixture can fail
+    assert twice["checked"] == [
+        ["observer-1", True, "", False],
+        ["observer-1", False, "listed twice by the gateway: not counted", False],
+    ], twice
+    assert twice["status"] != "agree", twice
+    assert rotated["checked"] == [["observer-1", True, "", False], ["observer-2", None, "", True]], rotated
+    assert rotated["status"] == "still_counting", rotated
+
+
+def test_the_pages_never_count_one_observer_listed_twice_as_two(browser: Any) -> None:
+    """tallyVerdict itself (review r9 #1): two alike bodies of one observer are not two observers."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            "const s = (observer) => ({ observer, ledger: 'fund', height: 9, head: 'h', tally: {}, counted: 'c' });"
+            "const v = window.vledger.tallyVerdict;"
+            "return [v([s('observer-1'), s('observer-1')], 2).status, v([s('observer-1'), s('observer-2')], 2).status];"
+        )
+    assert got == ["still_counting", "agree"]
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]

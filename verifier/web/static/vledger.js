@@ -663,13 +663,22 @@ function cosignatureOutOfForce(time, size, ledger, rotated, i) {
 // (outOfForce: a replaced key's past its window or its `tallied` is a failure, as for
 // `vledger tally`); when they are not, a body any of those keys signed is `unproven` (ok null,
 // the reason), neither counted nor a forgery: the anchored key may be a stolen replaced one.
+// An observer the gateway lists again is a failure ("listed twice"), its first entry alone read:
+// a gateway listing one stolen key's body twice and leaving another observer out made as many
+// bodies as observers, which "agreed" (review r9).
 async function checkTallies(ledger, answer, anchors, rotations = { proven: false, problem: "", later: [] }) {
-  const checked = [];
+  const checked = [], listed = new Set();
   for (const o of answer.observers) {
     const anchored = anchors && anchors.observers.get(o.observer);
     const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
     const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null, unproven: "" };
     checked.push(c);
+    if (listed.has(o.observer)) {
+      c.ok = false;
+      c.problem = "listed twice by the gateway: not counted";
+      continue;
+    }
+    listed.add(o.observer);
     if (o.body && anchors && !anchored) {
       c.ok = false;
       c.problem = "not an observer of the publisher's anchors";
@@ -762,11 +771,13 @@ function staleObservers(checked, size, nowMs = Date.now()) {
 // the others never agree, only still count: which observer is ahead depends on the checkpoint the
 // gateway serves, so an older one validly signed makes an honest observer ahead, and one stolen
 // key of two then "agreed" alone at an older height (review r8).
+// `wanted` counts distinct observers: one listed twice never stands for another (review r9).
 function tallyVerdict(signed, wanted, ahead = 0) {
   const agreed = (s) => JSON.stringify([s.ledger, s.height, s.head, s.tally, s.counted],
     (_, v) => typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? hexOf(v) : v);
   const height = signed.length ? signed[0].height : null;
-  const atOne = signed.length > 0 && signed.length === wanted && signed.every((x) => x.height === height);
+  const distinct = new Set(signed.map((x) => x.observer)).size;
+  const atOne = distinct > 0 && distinct === signed.length && distinct === wanted && signed.every((x) => x.height === height);
   const sizes = new Map();
   for (const x of atOne ? signed : []) sizes.set(agreed(x), (sizes.get(agreed(x)) || 0) + 1);
   const largest = Math.max(0, ...sizes.values());
@@ -775,6 +786,17 @@ function tallyVerdict(signed, wanted, ahead = 0) {
   const differing = sizes.size > 1 ? signed.filter((x) => agreed(x) !== kept).map((x) => x.observer) : [];
   const status = !atOne || (ahead > 0 && !differing.length) ? "still_counting" : differing.length ? "mismatch" : "agree";
   return { status, height, differing };
+}
+
+// tallyVerdict on checkTallies' answer as the pages judge it (15.5): the bodies of observers
+// ahead of the checkpoint verified here (`isAhead`) and of those whose rotated key is unproven
+// are judged apart, and while any is, the others never agree (with `listed` observers wanted in
+// all). Only the ahead ones were kept apart: a gateway stating a made-up key_rotation of an
+// honest observer made it unproven, and a stolen key's body alone "agreed" (review r9).
+function checkedVerdict(checked, listed, isAhead) {
+  const signed = checked.filter((c) => c.ok && !isAhead(c)).map((c) => c.snapshot);
+  const apart = checked.filter((c) => isAhead(c) || c.unproven).length;
+  return tallyVerdict(signed, listed - apart, apart);
 }
 
 async function getJSON(path) {
@@ -828,7 +850,7 @@ window.vledger = {
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
-  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
+  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   heldWitnessRotations,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, staleObservers, STALE_AFTER_MS,
 };
