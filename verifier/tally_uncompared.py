@@ -5,20 +5,26 @@ need not sign a different count there: signing only at heights no other observer
 (honest ones sign at their store's head, a checkpoint's end; ``size - 2`` is enough) kept the
 comparison "still counting" for ever, and the forged body the newest one shown. Heights and
 times alone cannot tell that thief from an honest observer stuck at an older checkpoint, so the
-alert says either, once it has lasted longer than any honest catching up: no common height for
-``after_s`` while no observer's latest snapshot reached a height it had not reached before.
+alert says either, once it has lasted longer than any honest catching up: for ``after_s`` the
+observers' latest snapshots were never all at one height while neither the verified checkpoint
+nor the highest latest height within it grew.
 
-An observer catching up signs ever higher heights, and under steady writes every observer does
-(the clock starts again at each), so neither alerts; once the ledger is quiet honest observers
-meet at its head within a second. A height above the verifier's largest verified checkpoint is
-no progress (a body may claim records that do not exist). The price: a thief is found only
-``after_s`` after the writes pause, and an observer whose replay after a restart takes longer
-(it signs nothing until it is done) is named too.
+Only the latest snapshots count as met, never a common height in the streams' history: a thief
+signed the honest count once at the head, then a forged one lower as its latest, and the history
+"compared" them at every look (review r9). Progress is the ledger's, not one observer's: any
+observer's new height restarted the clock, so a thief climbing one height per bound below the
+honest head was never named. Under steady writes the verified checkpoint grows (the clock starts
+again at each), so no observer alerts; once the ledger is quiet honest observers meet at its
+head within a second. A height at or past the verified checkpoint is no progress (a body may
+claim records that do not exist), and none is while no checkpoint verified. The price: a thief
+is found only ``after_s`` after the writes pause, and an honest observer still catching up (or
+replaying after a restart: it signs nothing until it is done) ``after_s`` after the writes pause
+is named too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..broker.replication import Alert
 from ..node.errors import TallyUncomparedError
@@ -30,23 +36,29 @@ class UncomparedClock:
     """How long one ledger's observers have had no common height without progress; pure, one thread."""
 
     after_s: float
-    since: float | None = None  # when the observers were last compared, or one last progressed
-    # observer -> the highest latest height seen within the verified checkpoint
-    reached: dict[str, int] = field(default_factory=dict)
+    since: float | None = None  # when the observers last met, or the ledger or the highest latest grew
+    top: int = -1  # the highest latest height seen within the verified checkpoint
+    size: int = 0  # the largest verified checkpoint seen
 
     def look(self, report: TallyReport, size: int | None, now: float) -> Alert | None:
         """The ``tally_uncompared`` alert of ``report`` (read at ``now``, seconds) when it is due, else None.
 
-        ``size``: the ledger's largest verified checkpoint (None: none verified, no cap)."""
+        ``size``: the ledger's largest verified checkpoint (None: none verified, no height counts
+        as progress)."""
         latest = {t.observer: s for t in report.observers if t.checked is not None and (s := t.checked.snapshot)}
-        marks = {name: s.height for name, s in latest.items() if size is None or s.height < size}
-        progressed = any(height > self.reached.get(name, -1) for name, height in marks.items())
-        for name, height in marks.items():
-            self.reached[name] = max(height, self.reached.get(name, -1))
-        if self.since is None or progressed or len(latest) < 2 or report.compared:
+        top = max((s.height for s in latest.values() if size is not None and s.height < size), default=-1)
+        progressed = top > self.top or (size is not None and size > self.size)
+        self.top, self.size = max(top, self.top), max(size or 0, self.size)
+        # Met: every configured observer's latest at one height, so the verdict compared them all.
+        # A common height in their histories is not enough: a thief signs the honest count once,
+        # then a forged one lower as its latest, and "compared" held at every look (review r9).
+        met = len(latest) == len(report.observers) and len({s.height for s in latest.values()}) == 1
+        if self.since is None or progressed or met:
             self.since = now
             return None
-        if now - self.since < self.after_s:
+        # Fewer than two valid latest bodies pause the clock, never restart it: a thief naming no
+        # entry for one look restarted it at will (review r9).
+        if len(latest) < 2 or now - self.since < self.after_s:
             return None
         names = list(latest)
         heights = ", ".join(f"{name} at {latest[name].height}" for name in names)

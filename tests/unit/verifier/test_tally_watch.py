@@ -97,22 +97,83 @@ def test_honest_observers_catching_up_or_under_steady_writes_never_alert(
     watch, clock = watched
     board = watch.board
     publish(config, board, "observer-2", 100)
-    for step in range(1, 40):  # observer-1 catches up a little every 100 s: never a common height till the end
-        publish(config, board, "observer-1", step)
+    for step, height in enumerate((10, 60, 100), start=1):  # observer-1 catches up within the bound
+        publish(config, board, "observer-1", height)
         clock.now = step * 100.0
         assert watch(LEDGER, 101) is None
     for step in range(40):  # steady writes: each signs its own heights, which never meet
         publish(config, board, "observer-1", 200 + 2 * step)
         publish(config, board, "observer-2", 201 + 2 * step)
         clock.now += 100.0
-        assert watch(LEDGER, 300) is None
+        assert watch(LEDGER, 202 + 2 * step) is None
     publish(config, board, "observer-1", 300)  # then observer-2 stops short of the head: named
     clock.now += AFTER_S + 1
-    assert watch(LEDGER, 301) is None  # its new height is progress
+    assert watch(LEDGER, 301) is None  # the ledger grew: progress
     clock.now += AFTER_S + 1
     assert watch(LEDGER, 301) is not None
     publish(config, board, "observer-2", 300)  # met at the head: compared, nothing more to say
     assert watch(LEDGER, 301) is None
+
+
+def test_an_observer_climbing_slower_than_the_bound_below_a_quiet_head_is_named(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """Review r9 (b): any observer's new height restarted the clock, so a thief signing one new
+    height per bound below the honest head was never named; now only the ledger's growth (or the
+    highest latest height's) is progress. An honest replay that slow is named too (PROTOCOL 10.6)."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 999)
+    alerts = []
+    for step in range(4):
+        publish(config, board, "observer-1", 100 + step, records=5)
+        clock.now = step * (AFTER_S - 1)
+        alerts.append(watch(LEDGER, 1000))
+    assert alerts[:2] == [None, None] and all(a is not None for a in alerts[2:])
+    assert alerts[-1] is not None and "observer-1 at 103, observer-2 at 999" in alerts[-1].detail
+    watch2 = TallyWatch(config, watch.client, clock=clock)  # no checkpoint verified: no height is progress
+    for step in range(4):
+        publish(config, board, "observer-1", 2000 + step, records=5)
+        clock.now = 10_000 + step * (AFTER_S - 1)
+        alerts.append(watch2(LEDGER, None))
+    assert all(a is not None for a in alerts[-2:])
+
+
+def test_a_thief_signing_the_honest_count_once_then_a_forged_one_lower_is_named(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """Review r9 (a): the streams' history gave a common height (the honest count signed once at
+    the head), so the observers were "compared" at every look while the forged latest never was."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 9)
+    publish(config, board, "observer-1", 9)  # the honest count at the head, once
+    publish(config, board, "observer-1", 8, records=104)  # its latest: forged, lower
+    assert watch(LEDGER, 10) is None
+    clock.now = AFTER_S + 1
+    alert = watch(LEDGER, 10)
+    assert alert is not None and "observer-1 at 8, observer-2 at 9" in alert.detail
+
+
+def test_a_thief_naming_no_entry_for_a_look_pauses_the_clock_never_restarts_it(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock], redis_client: Any
+) -> None:
+    """Review r9 (c): fewer than two valid latest snapshots restarted the clock, so a thief whose
+    latest named no entry for one look every few minutes was never named."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 9)
+    publish(config, board, "observer-1", 8, records=104)
+    assert watch(LEDGER, 10) is None
+    clock.now = AFTER_S - 5
+    assert watch(LEDGER, 10) is None
+    redis_client.set(board.latest_key(LEDGER, "observer-1"), b"0-1")  # names no entry: no snapshot
+    clock.now += 1
+    assert watch(LEDGER, 10) is None  # one valid: nothing to compare, no alert
+    publish(config, board, "observer-1", 8, records=104)
+    clock.now += 5
+    alert = watch(LEDGER, 10)
+    assert alert is not None and "observer-1 at 8, observer-2 at 9" in alert.detail
 
 
 def test_a_look_reads_at_most_two_pages_of_each_stream_and_nothing_while_no_latest_changed(
