@@ -31,9 +31,15 @@ from typing import Any
 
 import redis
 
+from .accounts import ReadOnlyScript
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
+# The largest field of an entry a reader takes (PROTOCOL 11.3): an observer's Redis user may
+# XADD anything to its stream, and a page of 500 full bodies was the verifier's read every time
+# a latest id changed. An honest body is far smaller (its names come from a genesis record of at
+# most max_record_bytes); a larger entry is read as ``oversized``, its fields left in Redis.
+MAX_FIELD_BYTES = 256 * 1024
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part ("Invalid stream ID"), failing the whole pipeline
 
@@ -52,6 +58,28 @@ return id
 """
 
 
+# A range of a stream with every entry holding a field over ARGV[5] bytes read as no fields: the
+# bytes never leave Redis (a command's COUNT bounds entries, not bytes).
+_READ = """
+local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
+local cap = tonumber(ARGV[5])
+for _, entry in ipairs(got) do
+  for _, value in ipairs(entry[2]) do
+    if #value > cap then
+      entry[2] = {}
+      break
+    end
+  end
+end
+return got
+"""
+
+
+def _range(command: str, start: str, end: str, count: int) -> list[str]:
+    """_READ's arguments: ``command`` (XRANGE or XREVRANGE) from ``start`` to ``end``, ``count`` entries."""
+    return [command, start, end, str(count), str(MAX_FIELD_BYTES)]
+
+
 @dataclass(frozen=True, slots=True)
 class Published:
     """One entry of an observer's tally stream, as Redis holds it (nothing checked yet);
@@ -62,14 +90,20 @@ class Published:
     height: int
     body: bytes
     signature: bytes
+    oversized: bool = False  # a field over MAX_FIELD_BYTES: not read (height -1, body and signature empty)
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _published(observer: str, entry_id: Any, fields: dict[bytes, bytes]) -> Published | None:
-    """An entry's fields, or None for an entry of another shape (a reader reports it as missing)."""
+def _published(observer: str, entry_id: Any, fields: dict[bytes, bytes] | list[bytes]) -> Published | None:
+    """An entry's fields (as XRANGE or _READ gives them), or None for an entry of another shape
+    (a reader reports it as missing); with no fields, one _READ found oversized."""
+    if isinstance(fields, list):
+        if not fields:
+            return Published(_text(entry_id), observer, -1, b"", b"", oversized=True)
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))
     try:
         return Published(
             _text(entry_id), observer, int(fields[b"height"]), bytes(fields[b"body"]), bytes(fields[b"signature"])
@@ -81,11 +115,17 @@ def _published(observer: str, entry_id: Any, fields: dict[bytes, bytes]) -> Publ
 class TallyBoard:
     """The tally streams on one Redis (``client`` from ``redis_server.connect``: bytes replies)."""
 
-    def __init__(self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 10_000) -> None:
+    def __init__(
+        self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 10_000, capped: bool = True
+    ) -> None:
+        """``capped``: entries read through _READ (a field over MAX_FIELD_BYTES left in Redis);
+        False for a user that may run no script (the gateway's): plain XRANGE, whole entries."""
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
+        self.capped = capped
         self._publish = client.register_script(_PUBLISH)
+        self._read = ReadOnlyScript(client, _READ)  # EVALSHA_RO: the readers' users only read these keys
 
     def stream_key(self, ledger: str, observer: str) -> str:
         """``observer``'s stream of snapshots of ``ledger``: only its Redis user writes it."""
@@ -129,10 +169,11 @@ class TallyBoard:
         readable = {observer: entry_id for observer, entry_id in ids.items() if _is_stream_id(entry_id)}
         if not readable:
             return found
-        pipe = self.client.pipeline(transaction=False)
-        for observer, entry_id in readable.items():
-            pipe.xrange(self.stream_key(ledger, observer), min=entry_id, max=entry_id, count=1)
-        for observer, entries in zip(readable, pipe.execute(raise_on_error=False), strict=True):
+        replies = self._latest_entries(ledger, readable)
+        if self.capped and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            self.client.script_load(_READ)  # Redis lost it
+            replies = self._latest_entries(ledger, readable)
+        for observer, entries in zip(readable, replies, strict=True):
             good = isinstance(entries, list) and entries
             found[observer] = _published(observer, *entries[0]) if good else None
         return found
@@ -144,9 +185,7 @@ class TallyBoard:
         entry_id = self.client.get(self.latest_key(ledger, observer))
         if entry_id is None or not _is_stream_id(_text(entry_id)):
             return None
-        entries = self.client.xrange(
-            self.stream_key(ledger, observer), min=_text(entry_id), max=_text(entry_id), count=1
-        )
+        entries = self._range(ledger, observer, "XRANGE", _text(entry_id), _text(entry_id), 1)
         return _published(observer, *entries[0]) if entries else None
 
     def history(
@@ -155,5 +194,23 @@ class TallyBoard:
         """Up to ``count`` of ``observer``'s entries older than the id ``before`` (None: from the
         newest), newest first."""
         top = "+" if before is None else f"({before}"
-        entries = self.client.xrevrange(self.stream_key(ledger, observer), max=top, min="-", count=count)
+        entries = self._range(ledger, observer, "XREVRANGE", top, "-", count)
         return [p for key, fields in entries if (p := _published(observer, key, fields)) is not None]
+
+    def _range(self, ledger: str, observer: str, command: str, start: str, end: str, count: int) -> Any:
+        """``command`` (XRANGE or XREVRANGE) of ``observer``'s stream, from ``start`` to ``end``."""
+        key = self.stream_key(ledger, observer)
+        if self.capped:
+            return self._read(keys=[key], args=_range(command, start, end, count))
+        return self.client.execute_command(command, key, start, end, "COUNT", count)
+
+    def _latest_entries(self, ledger: str, ids: dict[str, str]) -> list[Any]:
+        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for observer, entry_id in ids.items():
+            key = self.stream_key(ledger, observer)
+            if self.capped:
+                pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
+            else:
+                pipe.xrange(key, min=entry_id, max=entry_id, count=1)
+        return list(pipe.execute(raise_on_error=False))

@@ -29,9 +29,9 @@ from typing import Any
 
 from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
-from ..broker.tallies import Published, TallyBoard
+from ..broker.tallies import HISTORY_PAGE, MAX_FIELD_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig
-from ..node.errors import KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
+from ..node.errors import FieldError, KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.note import ALG_ED25519, VerifierKey
@@ -208,6 +208,11 @@ def check_published(
     a body that is not one or states another observer, ledger or height.
     """
     try:
+        if published.oversized:
+            raise FieldError(
+                f"the tally entry {published.entry_id} of {published.observer!r} has a field over "
+                f"{MAX_FIELD_BYTES} bytes: not read"
+            )
         signer = _signer(published, key, history)
         snapshot = Snapshot.decode(published.body).stating(published.observer, ledger, published.height)
         if history is not None and not history.signs_at(signer, snapshot.at_ms):
@@ -485,11 +490,12 @@ def read_tallies(
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory] | None = None,
     pages: int | None = None,
+    page: int = HISTORY_PAGE,
 ) -> TallyReport:
     """The latest snapshots of ``ledger`` of the observers of ``keys``, each read from that
     observer's own keys, checked (with ``histories`` for those whose key rotated), and whether
     they agree (Redis errors pass). With ``pages``, each observer's stream is read back at most
-    that many pages (HISTORY_PAGE entries) for a common height: none found within is still counting."""
+    that many pages (of ``page`` entries) for a common height: none found within is still counting."""
     histories = histories or {}
     latest = board.latest(ledger, keys)
     tallies = tuple(
@@ -504,7 +510,7 @@ def read_tallies(
     valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
     if len({snapshot.height for snapshot in valid.values()}) <= 1:
         return TallyReport(ledger, tallies, judge(valid, keys), valid)
-    compared, older = _at_common_height(board, ledger, valid, keys, histories, pages)
+    compared, older = _at_common_height(board, ledger, valid, keys, histories, pages, page)
     return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
 
 
@@ -515,6 +521,7 @@ def _at_common_height(
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory],
     pages: int | None = None,
+    page_size: int = HISTORY_PAGE,
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from
     their streams a page of each at a time, newest first (at most ``pages`` pages of each): an
@@ -527,12 +534,13 @@ def _at_common_height(
     while height is None and reading and (pages is None or read < pages):
         read += 1
         for name in list(reading):
-            page = board.history(ledger, name, before[name])
+            page = board.history(ledger, name, before[name], page_size)
             if not page:
                 reading.remove(name)
                 continue
             for published in page:
-                seen[name].setdefault(published.height, published)
+                if not published.oversized:  # never a count: passed over, as an entry of another shape is
+                    seen[name].setdefault(published.height, published)
             before[name] = page[-1].entry_id
         height = common_height({name: heights.keys() for name, heights in seen.items()})
     if height is None:

@@ -972,7 +972,8 @@ PAGE = b'<!doctype html><meta charset="utf-8"><script src="/vledger.js"></script
 JUDGE = """
 const done = arguments[arguments.length - 1];
 const v = window.vledger, [keys, answer, rotated] = arguments;
-const anchors = { admin: null, observers: new Map(Object.entries(keys).map(([o, k]) => [o, { publicKey: v.bytesOfHex(k) }])) };
+const anchored = Object.entries(keys).map(([o, k]) => [o, { publicKey: v.bytesOfHex(k) }]);
+const anchors = { admin: null, observers: new Map(anchored) };
 const later = Object.entries(rotated).map(([node, k], index) => ({ node, index, key: { publicKey: v.bytesOfHex(k) } }));
 const rotations = { proven: false, problem: "no anchors carry the admin ledger's key", later };
 v.checkTallies("fund", answer, anchors, rotations).then((checked) => done({
@@ -984,10 +985,21 @@ v.checkTallies("fund", answer, anchors, rotations).then((checked) => done({
 
 def _tally_entry(observer: str, key: nacl.signing.SigningKey, balance: int) -> dict[str, Any]:
     tally = {"type": "charity", "currency": "SAR", "balance": balance, "funds": {}, "donated": balance}
-    body = Snapshot(observer, "fund", 9, b"\x01" * 32, tally | {"disbursed": 0, "records": 10, "flagged": 0},
-                    b"\x02" * 32, 1_800_000_000_000).body()
-    return {"observer": observer, "body": body.hex(), "signature": key.sign(body).signature.hex(),
-            "public_key": key.verify_key.encode().hex()}
+    body = Snapshot(
+        observer,
+        "fund",
+        9,
+        b"\x01" * 32,
+        tally | {"disbursed": 0, "records": 10, "flagged": 0},
+        b"\x02" * 32,
+        1_800_000_000_000,
+    ).body()
+    return {
+        "observer": observer,
+        "body": body.hex(),
+        "signature": key.sign(body).signature.hex(),
+        "public_key": key.verify_key.encode().hex(),
+    }
 
 
 def test_a_gateway_never_makes_a_stolen_key_s_tally_agreed_by_listing_it_twice_or_stating_a_rotation(

@@ -19,7 +19,7 @@ from vledger.broker.tallies import HISTORY_PAGE, TallyBoard
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.node.tally_body import Snapshot
 from vledger.tools.node_commands import ensure_cluster_keys
-from vledger.verifier.tally_watch import LOOK_PAGES, TallyWatch
+from vledger.verifier.tally_watch import LOOK_PAGE, LOOK_PAGES, TallyWatch
 
 LEDGER = "fund"
 AFTER_S = 300.0  # the default tally_uncompared_ms
@@ -176,7 +176,7 @@ def test_a_thief_naming_no_entry_for_a_look_pauses_the_clock_never_restarts_it(
     assert alert is not None and "observer-1 at 8, observer-2 at 9" in alert.detail
 
 
-def test_a_look_reads_at_most_two_pages_of_each_stream_and_nothing_while_no_latest_changed(
+def test_a_look_reads_at_most_two_small_pages_of_each_stream_and_nothing_while_no_latest_changed(
     config: ClusterConfig, redis_client: Any, watched: tuple[TallyWatch, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch, _ = watched
@@ -193,15 +193,18 @@ def test_a_look_reads_at_most_two_pages_of_each_stream_and_nothing_while_no_late
     publish(config, board, "observer-1", 6 * HISTORY_PAGE)
     publish(config, board, "observer-2", 1)  # odd: on no page of observer-1's
     pages: list[str] = []
+    counts: set[int] = set()
     history = board.history
 
     def counted(ledger: str, observer: str, before: str | None = None, count: int = HISTORY_PAGE) -> Any:
         pages.append(observer)
+        counts.add(count)
         return history(ledger, observer, before, count)
 
     monkeypatch.setattr(board, "history", counted)
     assert watch(LEDGER, None) is None
     assert pages.count("observer-1") == LOOK_PAGES == 2
+    assert counts == {LOOK_PAGE} and LOOK_PAGE <= 32  # small pages: their bytes are an observer's to choose
     pages.clear()
     assert watch(LEDGER, None) is None
     assert pages == []  # the same latest ids: the report of the last look stands
