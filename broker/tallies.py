@@ -35,11 +35,12 @@ from .accounts import ReadOnlyScript
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
-# The largest field of an entry a reader takes (PROTOCOL 11.3): an observer's Redis user may
-# XADD anything to its stream, and a page of 500 full bodies was the verifier's read every time
-# a latest id changed. An honest body is far smaller (its names come from a genesis record of at
-# most max_record_bytes); a larger entry is read as ``oversized``, its fields left in Redis.
-MAX_FIELD_BYTES = 256 * 1024
+# The bytes a reader takes in one read of a stream (PROTOCOL 11.1): an observer's Redis user may
+# XADD anything to its stream, and a page of 500 bodies of any size was the verifier's read every
+# time a latest id changed. One entry larger than this is read as ``oversized``, its fields left
+# in Redis; an honest body is far smaller (a resources ledger's, the largest, names every account
+# holding units: some 30 bytes each).
+MAX_READ_BYTES = 4 * 1024 * 1024
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part ("Invalid stream ID"), failing the whole pipeline
 
@@ -58,26 +59,29 @@ return id
 """
 
 
-# A range of a stream with every entry holding a field over ARGV[5] bytes read as no fields: the
-# bytes never leave Redis (a command's COUNT bounds entries, not bytes).
+# A range of a stream, cut short once its entries' fields reach ARGV[5] bytes (a command's COUNT
+# bounds entries, not bytes); an entry larger alone is returned without its fields (oversized),
+# so that a reader still moves past it. Those bytes never leave Redis.
 _READ = """
 local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
-local cap = tonumber(ARGV[5])
+local budget, total, kept = tonumber(ARGV[5]), 0, {}
 for _, entry in ipairs(got) do
-  for _, value in ipairs(entry[2]) do
-    if #value > cap then
-      entry[2] = {}
-      break
-    end
+  local size = 0
+  for _, value in ipairs(entry[2]) do size = size + #value end
+  if size > budget then
+    entry[2], size = {}, 0
   end
+  if #kept > 0 and total + size > budget then break end
+  total = total + size
+  kept[#kept + 1] = entry
 end
-return got
+return kept
 """
 
 
 def _range(command: str, start: str, end: str, count: int) -> list[str]:
     """_READ's arguments: ``command`` (XRANGE or XREVRANGE) from ``start`` to ``end``, ``count`` entries."""
-    return [command, start, end, str(count), str(MAX_FIELD_BYTES)]
+    return [command, start, end, str(count), str(MAX_READ_BYTES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,7 @@ class Published:
     height: int
     body: bytes
     signature: bytes
-    oversized: bool = False  # a field over MAX_FIELD_BYTES: not read (height -1, body and signature empty)
+    oversized: bool = False  # over MAX_READ_BYTES: not read (height -1, body and signature empty)
 
 
 def _text(value: Any) -> str:
@@ -118,7 +122,7 @@ class TallyBoard:
     def __init__(
         self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 10_000, capped: bool = True
     ) -> None:
-        """``capped``: entries read through _READ (a field over MAX_FIELD_BYTES left in Redis);
+        """``capped``: entries read through _READ (at most MAX_READ_BYTES a read, larger entries left in Redis);
         False for a user that may run no script (the gateway's): plain XRANGE, whole entries."""
         self.client = client
         self.namespace = namespace

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
-from ..broker.tallies import HISTORY_PAGE, MAX_FIELD_BYTES, Published, TallyBoard
+from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig
 from ..node.errors import FieldError, KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
 from ..node.json_values import jsonable
@@ -210,8 +210,8 @@ def check_published(
     try:
         if published.oversized:
             raise FieldError(
-                f"the tally entry {published.entry_id} of {published.observer!r} has a field over "
-                f"{MAX_FIELD_BYTES} bytes: not read"
+                f"the tally entry {published.entry_id} of {published.observer!r} is over {MAX_READ_BYTES} bytes: "
+                "not read"
             )
         signer = _signer(published, key, history)
         snapshot = Snapshot.decode(published.body).stating(published.observer, ledger, published.height)

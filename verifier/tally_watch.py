@@ -8,10 +8,10 @@ disagreement becomes the same ``tally_mismatch`` alert, naming no observer the r
 Observers that are never compared become ``tally_uncompared`` (verifier/tally_uncompared.py).
 
 A look costs one read of the latest ids while none changed; else at most LOOK_PAGES pages of
-LOOK_PAGE entries of each observer's stream, none with a field over MAX_FIELD_BYTES (left in
-Redis): a look once read every stream whole (tally_stream_max_len full bodies) per ledger every
-5 s on the verifier's one check thread when no common height was in it, then 2 x 500 bodies of
-any size each time a latest id changed.
+LOOK_PAGE entries of each observer's stream, each read at most MAX_READ_BYTES (broker/tallies.py):
+a look once read every stream whole (tally_stream_max_len full bodies) per ledger every 5 s on
+the verifier's one check thread when no common height was in it, then 2 x 500 bodies of any
+size each time a latest id changed.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) are kept
 # Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
 # observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
-# page is small: its bytes are an observer's Redis user's to choose, up to MAX_FIELD_BYTES an entry.
+# page is small: its entries' sizes are an observer's Redis user's to choose.
 LOOK_PAGES = 2
 LOOK_PAGE = 32
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
-from vledger.broker.tallies import HISTORY_PAGE, MAX_FIELD_BYTES, Published, TallyBoard
+from vledger.broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from vledger.ingest import cosignatures
 from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
@@ -448,33 +448,40 @@ def test_a_reader_takes_the_observer_from_the_key_not_from_the_body(redis_client
     assert isinstance(problem.problem, FieldError) and "observer-2" in problem.problem.message
 
 
-def test_an_entry_with_a_field_over_the_cap_is_a_problem_whose_bytes_stay_in_redis(redis_client: Any) -> None:
-    """Review r9 #4: an observer's Redis user may XADD bodies of any size, and every reader took
-    them whole (the verifier 2 x 500 of them a look). An entry with a field over MAX_FIELD_BYTES is
-    read without its fields: a latest one is a problem, an older one passed over, the search for
-    a common height going on past it."""
+def test_a_read_of_a_stream_takes_at_most_its_bytes_and_an_entry_over_them_stays_in_redis(redis_client: Any) -> None:
+    """Review r9 #4: an observer's Redis user may XADD entries of any size, and every reader took
+    them whole (the verifier 2 x 500 of them a look). A read stops at MAX_READ_BYTES; an entry
+    larger alone is read without its fields: a problem when it is the latest, passed over when
+    older, the search for a common height going on past it."""
     board = TallyBoard(redis_client)
     _publish(board, "observer-2", 3)
     _publish(board, "observer-1", 3)
-    huge = b"\x00" * (MAX_FIELD_BYTES + 1)
-    for height in (4, 5):  # past the common height, one huge body, then one huge height
-        fields = (
-            {"height": height, "body": huge, "signature": b"s"}
-            if height == 4
-            else {"height": huge, "body": b"", "signature": b""}
-        )
-        latest = redis_client.xadd(board.stream_key(LEDGER, "observer-1"), fields)
+    stream = board.stream_key(LEDGER, "observer-1")
+    third = b"\x00" * (MAX_READ_BYTES // 3)
+    for _ in range(6):  # older junk, each a third of a read
+        redis_client.xadd(stream, {"height": 4, "body": third, "signature": b"s"})
+    huge = b"\x00" * (MAX_READ_BYTES + 1)
+    redis_client.xadd(stream, {"height": 5, "body": huge, "signature": b"s"})
+    latest = redis_client.xadd(stream, {"height": huge, "body": b"", "signature": b""})
     redis_client.set(board.latest_key(LEDGER, "observer-1"), latest)
-    sent = int(redis_client.info("stats")["total_net_output_bytes"])
-    report = read_tallies(board, LEDGER, KEYS, page=1)
-    assert int(redis_client.info("stats")["total_net_output_bytes"]) - sent < MAX_FIELD_BYTES  # no huge field sent
+
+    def sent() -> int:
+        return int(redis_client.info("stats")["total_net_output_bytes"])
+
+    before = sent()
+    report = read_tallies(board, LEDGER, KEYS)
+    assert sent() - before < 4096  # the latest, huge, left in Redis
     [problem] = report.problems
-    assert isinstance(problem.problem, FieldError) and f"over {MAX_FIELD_BYTES} bytes" in problem.problem.message
+    assert isinstance(problem.problem, FieldError) and f"over {MAX_READ_BYTES} bytes" in problem.problem.message
     assert problem.published.observer == "observer-1" and problem.published.oversized
-    assert [h.height for h in board.history(LEDGER, "observer-1")] == [-1, -1, 3]
-    _publish(board, "observer-1", 6)  # a valid latest: the common height 3, read past the huge ones
-    report = read_tallies(board, LEDGER, KEYS, page=1)
-    assert report.verdict.status == AGREE and report.verdict.height == 3 and report.problems == []
+    before = sent()
+    page = board.history(LEDGER, "observer-1", count=100)
+    assert sent() - before < MAX_READ_BYTES + 4096  # one read's worth of junk
+    assert [p.height for p in page] == [-1, -1, 4, 4]  # the huge two, then the junk up to one read
+    _publish(board, "observer-1", 6)  # a valid latest: the common height 3, read past all of them
+    report = read_tallies(board, LEDGER, KEYS)
+    assert report.verdict.status == AGREE and report.verdict.height == 3
+    assert report.problems == []  # the junk passed over, never a count
 
 
 @pytest.mark.parametrize("junk", ["not an id", "99999999999999999999-0", "1-18446744073709551616"])
