@@ -670,32 +670,38 @@ def test_the_voter_page_says_when_no_witness_cosigned_the_checkpoint(
     assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
 
 
+def serve(answer: Any) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A server on 127.0.0.1 answering each GET's path with ``answer(path)``: (status, type, body)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, kind, body = answer(self.path)
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
 class Lying:
     """A gateway in front of the real one that rewrites what ``lie(path, body)`` chooses of the
     real answers (a JSON body, parsed; returning None forwards it as it is), as outsider21's
     lying_gateway.py does: the pages and their scripts are the real gateway's."""
 
     def __init__(self, real: str, lie: Any) -> None:
-        lying = self
+        def answer(path: str) -> tuple[int, str, bytes]:
+            if path.startswith("/api/events"):
+                return 404, "application/json", b"{}"
+            return self.answer(real, lie, path)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.startswith("/api/events"):
-                    status, kind, body = 404, "application/json", b"{}"
-                else:
-                    status, kind, body = lying.answer(real, lie, self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(answer)
 
     @staticmethod
     def answer(real: str, lie: Any, path: str) -> tuple[int, str, bytes]:
@@ -943,23 +949,11 @@ def scripts_page() -> Iterator[str]:
     """A page holding the pages' vledger.js alone, served on 127.0.0.1 (WebCrypto wants a secure
     origin): its functions judged on answers no real gateway would give, without a cluster."""
     script = (WEB_DIR / "static" / "vledger.js").read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            kind, body = ("text/javascript", script) if self.path == "/vledger.js" else ("text/html", PAGE)
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, url = serve(
+        lambda path: (200, *(("text/javascript", script) if path == "/vledger.js" else ("text/html", PAGE)))
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield url
     finally:
         server.shutdown()
         server.server_close()
