@@ -61,15 +61,19 @@ class UncomparedClock:
         if len(latest) < 2 or now - self.since < self.after_s:
             return None
         names = list(latest)
-        heights = ", ".join(f"{name} at {latest[name].height}" for name in names)
+        heights = ", ".join(
+            [f"{name} at {latest[name].height}" for name in names]
+            + [f"{t.observer} with no valid latest" for t in report.observers if t.observer not in latest]
+        )
         return Alert(
             node=MISMATCH_FINDER,
             ledger=report.ledger,
             height=min(s.height for s in latest.values()),
             what=TallyUncomparedError.code,
             detail=(
-                f"no height every observer signed at for {now - self.since:.0f} s, and none signed a new height "
-                f"({heights}): one is stuck, or signs where no other does so that its count is never compared"
+                f"the observers' latest tallies not all at one height for {now - self.since:.0f} s while the ledger "
+                f"stood still ({heights}): one is stuck, or signs where no other does so that its count is never "
+                "compared"
             ),
             source=", ".join(names),
             found=", ".join(latest[name].counted.hex() for name in names),

@@ -15,10 +15,12 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer, free_ports
 from vledger.broker.signing import load_signing_key, signing_key_paths
-from vledger.broker.tallies import HISTORY_PAGE, TallyBoard
+from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.node.tally_body import Snapshot
 from vledger.tools.node_commands import ensure_cluster_keys
+from vledger.verifier.tally import STILL_COUNTING, Checked, ObserverTally, TallyReport, Verdict
+from vledger.verifier.tally_uncompared import UncomparedClock
 from vledger.verifier.tally_watch import LOOK_PAGE, LOOK_PAGES, TallyWatch
 
 LEDGER = "fund"
@@ -211,3 +213,23 @@ def test_a_look_reads_at_most_two_small_pages_of_each_stream_and_nothing_while_n
     publish(config, board, "observer-2", 3)
     assert watch(LEDGER, None) is None
     assert pages.count("observer-1") == LOOK_PAGES
+
+
+def test_observers_met_only_when_every_configured_one_has_a_valid_latest_at_that_height() -> None:
+    """Two at one height beside a third with no valid latest have not met (a thief pointing its
+    latest at nothing would restart the clock): the alert names the third."""
+    snapshot = dataclasses.replace(SNAPSHOT, height=9)
+
+    def tally(observer: str) -> ObserverTally:
+        published = Published("1-0", observer, 9, b"", b"")
+        return ObserverTally(observer, Checked(published, dataclasses.replace(snapshot, observer=observer), None))
+
+    observers = (tally("observer-1"), tally("observer-2"), ObserverTally("observer-3", None))
+    compared = {t.observer: t.checked.snapshot for t in observers if t.checked and t.checked.snapshot}
+    report = TallyReport(LEDGER, observers, Verdict(STILL_COUNTING), compared)  # as read: the two compared
+    clock = UncomparedClock(AFTER_S)
+    assert clock.look(report, 10, 0.0) is None
+    alert = clock.look(report, 10, AFTER_S + 1)
+    assert alert is not None and "observer-1 at 9, observer-2 at 9, observer-3 with no valid latest" in alert.detail
+    met = TallyReport(LEDGER, observers[:2], Verdict(STILL_COUNTING), compared)
+    assert clock.look(met, 10, AFTER_S + 2) is None and clock.look(report, 10, AFTER_S + 3) is None
