@@ -39,9 +39,10 @@ import redis
 
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import load_verify_key, newest_witness_keys, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
+from ..node.cosigning import gather
 from ..node.currency import minor_unit_digits
 from ..node.epoch import epoch_claim
 from ..node.errors import (
@@ -52,7 +53,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.json_values import jsonable
-from ..node.note import parse_checkpoint, parse_note, verify_checkpoint
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.tally_body import Snapshot
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
@@ -113,7 +114,7 @@ def _signature(checked: Checked | None) -> str:
 def head_json(head: LedgerHead | None) -> dict[str, Any] | None:
     if head is None:
         return None
-    return {"size": head.size, "signer": head.signer, "problem": head.problem}
+    return {"size": head.size, "signer": head.signer, "problem": head.problem, "since_ms": head.since_ms}
 
 
 def report_json(report: TallyReport) -> dict[str, Any]:
@@ -263,7 +264,8 @@ def _head_lines(report: TallyReport) -> list[str]:
     if report.behind:
         lines.append(
             f"BEHIND: the observers agree only at height {report.verdict.height}, which the checkpoint's "
-            f"{head.size:,} records left behind, on tallies signed more than --stale-after ago"
+            f"{head.size:,} records left behind, on tallies signed more than --stale-after ago, dated ahead "
+            "of this computer's clock, or behind a checkpoint witnesses cosigned more than --stale-after ago"
         )
     return lines
 
@@ -288,10 +290,14 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     if standby is not None:
         signers.append(standby)
     problems: list[str] = []
-    heads = [_verified_head(config, ledger, n, [s.name for s in signers], standby, problems) for n in notes]
+    witnesses = list(newest_witness_keys(config).values())
+    heads = [_verified_head(config, ledger, n, [s.name for s in signers], standby, witnesses, problems) for n in notes]
     verified = [head for head in heads if head is not None]
     if verified:
         best = max(verified, key=lambda head: head.size or 0)
+        # A witness that cosigned a tree at least this large at T saw this one by T (append-only).
+        times = [h.since_ms for h in verified if h.since_ms is not None and (h.size or 0) >= (best.size or 0)]
+        best = replace(best, since_ms=min(times, default=None))
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(
@@ -310,17 +316,25 @@ def _claimed_size(note: bytes) -> int | None:
 
 
 def _verified_head(
-    config: ClusterConfig, ledger: str, note: bytes, signers: list[str], standby: Any, problems: list[str]
+    config: ClusterConfig,
+    ledger: str,
+    note: bytes,
+    signers: list[str],
+    standby: Any,
+    witnesses: list[VerifierKey],
+    problems: list[str],
 ) -> LedgerHead | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover); else None, the reasons added to ``problems``."""
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), with the oldest time one of
+    ``witnesses`` cosigned it at; else None, the reasons added to ``problems``."""
     for name in signers:
         try:
             key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
             checkpoint = verify_checkpoint(note, key).checkpoint
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
-            return LedgerHead(checkpoint.size, name)
+            cosigned = gather([note], key, key.name, witnesses)
+            return LedgerHead(checkpoint.size, name, since_ms=cosigned[0].since_ms if cosigned else None)
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None

@@ -837,7 +837,7 @@ class Gateway:
         behind were answered "agree" while the command said STALE (outsider21 F3, F9)."""
         try:
             served = self.checkpoint(ledger)
-            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name)
+            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name, since_ms=served.gathered.since_ms)
         except VledgerError as e:  # none served (yet): nobody is judged, as the command does
             head = LedgerHead(None, problem=e.message)
         now = time.time_ns() // 1_000_000
