@@ -12,6 +12,13 @@ import pytest
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.broker.tallies import Published
+from vledger.config.settings import Limits
+from vledger.ingest.key_chains import HomeKeys, KeyChains
+from vledger.node.key_rotation import ROTATION_KIND
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, SignerKey
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
@@ -290,6 +297,38 @@ def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis
     forger = WitnessSigner(witness_name("local", "replica-1"), bytes(range(32)))
     replication.publish_cosignature("council", "replica-1", 100, forger.cosign(checkpoint, 0))
     assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+
+
+def test_the_head_follows_the_rotated_key_the_stream_s_rotation_proves(tmp_path: Path, redis_client: Any) -> None:
+    # outsider23 F4: after `vledger ledger rotate-key`, the home's checkpoints verify with no key
+    # file, and every `vledger tally` exited 4 ("no checkpoint in Redis verifies") for good.
+    config, _ = _cluster(tmp_path)
+    seed = load_signing_key(signing_key_paths(tmp_path, "ingest-1")[0]).seed
+    pinned = SignerKey("local/council", ALG_ED25519, seed).verifier()
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
+    rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": pinned.encode()})
+    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    home = HomeKeys("local", seed, KeyChains(store, lambda ledger: None), make_seed=lambda: bytes(range(32)))
+    height = home.rotate("council", "admin", store.append).height
+    for i in range(3):
+        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
+    size = store.size("council")
+    replication = ReplicationLedger(redis_client)
+    checkpoint_key = replication.checkpoint_key("council")
+    redis_client.set(checkpoint_key, home.sign("council", size, store.root("council", size)).note)
+    unproven = ledger_head(config, redis_client, "council")  # the stream holds no records yet
+    assert unproven.size is None and unproven.problem is not None and "unverified_note" in unproven.problem
+    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
+    assert ledger_head(config, redis_client, "council") == LedgerHead(size, "ingest-1")
+    # The retired key signs past the rotation: not the key in force there.
+    retired = HomeSigner("local", seed).sign("council", size, store.root("council", size)).note
+    redis_client.set(checkpoint_key, retired)
+    assert ledger_head(config, redis_client, "council").size is None
+    # The stream trimmed past the genesis proves no rotation: the key-directory key alone.
+    redis_client.set(checkpoint_key, home.sign("council", size, store.root("council", size)).note)
+    redis_client.xtrim(replication.stream_key("council"), minid=f"{height}-0", approximate=False)
+    assert ledger_head(config, redis_client, "council").size is None
+    store.close()
 
 
 def test_a_note_signed_by_the_standby_counts_only_with_an_epoch_line(tmp_path: Path, redis_client: Any) -> None:
