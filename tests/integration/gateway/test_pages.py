@@ -405,6 +405,13 @@ def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_th
                 fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
                 wait_text(browser, "#verdict", "STALE: observer-1", "the count dated ahead, stale on the tally page")
                 assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
+                # outsider23 F2: the page showed no time at all; the newest cosignature's now.
+                shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
+                lines = parse_note(shown["note"].encode()).signatures[1:]
+                newest = max(Cosignature.from_note_signature(line).timestamp for line in lines)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(newest))
+                cosigned = text_of(browser, "#cosigned")
+                assert f"holds {shown['size']} records; its newest witness cosignature is from {stamp}" in cosigned
             else:
                 fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchors}")
                 wait_text(browser, "#summary", "STALE: observer-1", "the count behind, stale on the charity page")

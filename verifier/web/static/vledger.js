@@ -728,9 +728,10 @@ async function checkedHead(ledger, anchors) {
     // When a witness first vouched for this size (ms): a count behind it for longer is stale
     // whatever at_ms its observer claims (11.4).
     const times = seen.cosigned.map((c) => Number(c.time) * 1000);
-    return { size: seen.checkpoint.size, since: times.length ? Math.min(...times) : null, rotations };
+    return { size: seen.checkpoint.size, since: times.length ? Math.min(...times) : null,
+      newest: times.length ? Math.max(...times) : null, rotations };
   } catch (e) {
-    return { size: null, since: null, problem: e.message, rotations };
+    return { size: null, since: null, newest: null, problem: e.message, rotations };
   }
 }
 
@@ -738,6 +739,17 @@ async function checkedHead(ledger, anchors) {
 const STALE_AFTER_MS = 10000;
 // How far an at_ms may run ahead of this computer's clock and still be taken at its word (11.4).
 const MAX_CLOCK_SKEW_MS = 60000;
+
+// What a visitor can tell of the checkpoint's age (checkedHead's `head`): the newest witness
+// cosignature time against this computer's clock. Witnesses cosign when the ledger grows, not
+// while it is quiet, so an old time is no proof of a stale view; on a busy ledger it is one.
+function cosignedText(head, nowMs = Date.now()) {
+  if (head.size === null || head.newest === null) return "";
+  const ago = Math.max(0, Math.round((nowMs - head.newest) / 1000));
+  return `The checkpoint verified here holds ${head.size} records; its newest witness cosignature is from ` +
+    `${new Date(head.newest).toISOString()}, ${ago} s before this computer's clock (witnesses cosign as the ledger grows: ` +
+    "on a ledger still being written, an old time means this gateway shows an old view).";
+}
 
 // The observers whose verified body (checkTallies' ok ones) is **stale** as 11.4 says: it counts
 // fewer records than the verified checkpoint holds (`height + 1 < size`) and was made (`at_ms`)
@@ -832,5 +844,5 @@ window.vledger = {
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, statedLaterKeys,
   heldWitnessRotations,
-  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, staleObservers, STALE_AFTER_MS,
+  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, STALE_AFTER_MS,
 };
