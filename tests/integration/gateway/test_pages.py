@@ -1210,7 +1210,11 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         assert "✗" not in checks and "cosigned by test/witness/observer-1 at" in checks
         assert f"cosigned by {replica} at" in checks and "signature valid, NOT counted" in checks
         assert "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
-        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        # One counted of the two anchored witnesses is no majority (outsider23 F6): a warning
+        # that names the one missing, no longer green.
+        assert "FEWER than a majority of the anchored witnesses" in verdict, verdict
+        assert f"cosigned by only 1 of the 2 anchored witnesses, fewer than a majority (2): NOT by {replica}" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
         shot(browser, "vote-rotated-witness")
 
         # Without anchors the keys are the gateway's word, its newest key of replica-1 among them.
