@@ -261,6 +261,15 @@ class Client:
         )
         if anchors is not None:
             trust = _anchored(trust, _read_anchors(anchors))
+            if trust.quorum == 0 and trust.witnesses:
+                # The pages ask a majority of these (15.5); a quorum of 0 takes a checkpoint the home's
+                # key alone signed, so one key shows a forked view as verified (outsider23 F6).
+                log.warning(
+                    "Client.http with anchors of %d witnesses and quorum 0: a checkpoint no witness "
+                    "cosigned is accepted; pass quorum=%d (a majority of them) to require cosignatures",
+                    len(trust.witnesses),
+                    len(trust.witnesses) // 2 + 1,
+                )
         gateway = GatewayConnection(gateway_url, timeout=timeout)
         return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,15 @@ def _follow(repl: ReplicationLedger, last: dict[str, str], as_json: bool) -> Non
                 _print_alert({**alert, "raised_by": raisers.get(_text(stream), "")}, as_json, True)
 
 
+# The alert fields that are always numbers (PROTOCOL 10.5): --json gives them as integers, as
+# every other --json output does. ``expected`` and ``found`` stay text: most kinds hold hex there.
+_NUMERIC_FIELDS = ("height", "at_ms")
+
+
 def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
     if as_json:
-        print(json.dumps({**alert, "open": is_open}, sort_keys=True), flush=True)
+        numbers = {k: int(v) for k in _NUMERIC_FIELDS if re.fullmatch(r"-?[0-9]+", v := alert.get(k, ""))}
+        print(json.dumps({**alert, **numbers, "open": is_open}, sort_keys=True), flush=True)
         return
     source = f" (from {alert['source']})" if alert.get("source") else ""
     raiser = alert.get("raised_by")  # empty: the shared keys (the admin's, and alerts of the older layout)

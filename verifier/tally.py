@@ -52,6 +52,10 @@ EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
 # observer publishes at most once per tally_interval_ms (1 s by default) once it counted what it
 # holds, so a live one on a busy ledger is always a little behind, never for long.
 STALE_AFTER_MS = 10_000
+# How far a snapshot's at_ms may run ahead of the reader's clock (clocks of honest hosts differ a
+# little): one signed further ahead says nothing of when it was made (a clock that ran ahead, or a
+# key's holder re-signing an old count with a date to come), so it never shows an observer current.
+MAX_CLOCK_SKEW_MS = 60_000
 
 
 def counted_hash(hashes: Iterable[bytes]) -> bytes:
@@ -379,6 +383,10 @@ class LedgerHead:
     # A note in Redis of a larger size that did not verify with the keys the reader holds (a
     # rekeyed ledger's newer checkpoints, or junk): nobody is judged ahead of this head then.
     larger_unverified: bool = False
+    # When a witness first vouched for a tree of ``size`` (the oldest verified cosignature time on
+    # it, ms; None: none): a count behind it for longer than the grace is old whatever at_ms it
+    # claims, since at_ms is the observer's word only.
+    since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,21 +420,31 @@ class TallyReport:
         return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
 
 
+def _silent_too_long(at_ms: int, height: int, head: LedgerHead, now_ms: int, after_ms: int) -> bool:
+    """Whether a snapshot at ``height`` signed at ``at_ms`` is behind ``head`` for longer than
+    ``after_ms``: by its own date, by a date too far ahead of ``now_ms`` to be one (an observer
+    cannot shield an old count with a date to come), or by the witnesses' (``head.since_ms``)."""
+    if head.size is None or height + 1 >= head.size:
+        return False
+    if now_ms - at_ms > after_ms or at_ms - now_ms > MAX_CLOCK_SKEW_MS:
+        return True
+    return head.since_ms is not None and now_ms - head.since_ms > after_ms
+
+
 def stale_observers(
     observers: Iterable[ObserverTally], head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS
 ) -> tuple[str, ...]:
     """The observers whose latest valid snapshot counted fewer records than ``head``'s checkpoint
-    holds and was made more than ``after_ms`` before ``now_ms``: stuck, or far behind. One that
-    published nothing is still counting, not stale; with no verified head nobody is judged."""
-    if head.size is None:
-        return ()
+    holds and was made more than ``after_ms`` before ``now_ms`` (or dated more than
+    MAX_CLOCK_SKEW_MS after it, or behind a checkpoint witnesses cosigned longer ago): stuck, or
+    far behind. One that published nothing is still counting, not stale; with no verified head
+    nobody is judged."""
     return tuple(
         t.observer
         for t in observers
         if t.checked is not None
         and (snapshot := t.checked.snapshot) is not None
-        and snapshot.height + 1 < head.size
-        and now_ms - snapshot.at_ms > after_ms
+        and _silent_too_long(snapshot.at_ms, snapshot.height, head, now_ms, after_ms)
     )
 
 
@@ -464,8 +482,7 @@ def agreement_behind(
     latest = [t.checked.snapshot.height for t in observers if t.checked is not None and t.checked.snapshot is not None]
     if not latest or max(latest) + 1 < head.size:
         return False
-    newest = max(snapshot.at_ms for snapshot in compared.values())
-    return verdict.height + 1 < head.size and now_ms - newest > after_ms
+    return all(_silent_too_long(s.at_ms, verdict.height, head, now_ms, after_ms) for s in compared.values())
 
 
 def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
