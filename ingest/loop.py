@@ -9,7 +9,8 @@ no thread on its way to the disk, and hands a pipelined round to the store's com
 so the loop reads on meanwhile) and then answers what finished. A Future completed on the
 loop's own thread (a lone put's, in flush) is answered at once, from its done callback: the
 store completes it as soon as its COMMIT returned, and only then does the rest of its group
-commit's work (on_commit), so that work is off the put's round trip. A Future
+commit's work (its heads and trees, on_commit), so that work is off the put's round trip; the
+next request is read once flush returned, so it finds the store past that put. A Future
 completed on another thread queues its reply and writes one byte to the pipe, only if no
 wake-up is pending yet, so a whole group commit wakes the loop once. Requests that wait on one
 Future (a round of puts shares its group commit's) cost it one callback, not one each, and are

@@ -1004,11 +1004,13 @@ class ChainStore:
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
 
-        Here each group's futures are completed as soon as its COMMIT returned, before
-        ``on_commit`` runs: their callbacks run on this thread, so a caller that answers its
-        clients from them (the request loop) sends the answers first, and whatever it does
-        next, it does once ``on_commit`` has run. A group committed by the committer thread
-        runs ``on_commit`` first: a thread that waits on a future may act at once.
+        Here each group's futures are completed as soon as its COMMIT returned, before the
+        store's own bookkeeping (its heads, trees and lookups move to the group) and before
+        ``on_commit``: their callbacks run on this thread, so a caller that answers its clients
+        from them (the request loop) sends the answers first, and whatever it does next, it
+        does once both are done (a callback that reads the store sees it before the group).
+        A group committed by the committer thread does both first: a thread that waits on a
+        future may act, and read the store, at once.
 
         A home's signed checkpoint row (CheckpointLog.keep, no fsync) that holds the lock is
         waited for, up to BRIEF_WAIT_SECONDS: its INSERT takes microseconds, while handing a lone
@@ -1233,6 +1235,13 @@ class ChainStore:
             for job, _ in done:
                 job.future.set_exception(error)
             return
+        if answer_first:
+            # Durable: flush's caller (the request loop) sends its answers from these callbacks
+            # now, and does the bookkeeping below after them, off the put's round trip. No read
+            # can miss an answered record meanwhile: the client's next request is read by that
+            # same thread once flush has returned (see flush).
+            for job, result in done:
+                job.future.set_result(result)
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
         # must find its tree (root at that size), or it raised TreeSizeError in that window
         # (reviewer r6 #3: a follower comparing a checkpoint at once alerted against its own copy).
@@ -1251,9 +1260,6 @@ class ChainStore:
             self._follow_domain(followed)
         self.stats.groups += 1
         self.stats.appends += appends
-        if answer_first:
-            for job, result in done:
-                job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(staged.records)

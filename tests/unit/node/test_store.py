@@ -452,26 +452,30 @@ def test_flush_commits_on_the_calling_thread_in_one_group(open_store: OpenStore,
 
 def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(open_store: OpenStore, kit: Any) -> None:
     """flush() (a request loop's lone put) completes the futures as soon as COMMIT returned, so
-    their callbacks answer before on_commit's work; the committer thread still runs on_commit
-    first, for threads that act on a future at once. Either way the group is durable and the
-    store's heads moved before any future is done."""
-    seen: list[tuple[str, int]] = []  # what each step saw: ("on_commit" | "done", store size)
-    store = open_store(on_commit=lambda records: seen.append(("on_commit", store.size(LEDGER))))
+    their callbacks answer before the store's bookkeeping and on_commit's work, and flush
+    returns once both are done; the committer thread does both first, for threads that act on
+    a future at once. Either way the group is durable before any future is done."""
+    seen: list[tuple[str, int, int]] = []  # what each step saw: ("on_commit" | "done", stored size, size)
+    store = open_store(
+        on_commit=lambda records: seen.append(("on_commit", store.stored_size(LEDGER), store.size(LEDGER)))
+    )
     store.create_ledger(kit.genesis_entry(0))
     seen.clear()
 
     def done_then(future: Future[Any]) -> None:
-        seen.append(("done", store.size(LEDGER)))
+        seen.append(("done", store.stored_size(LEDGER), store.size(LEDGER)))
 
     inline = store.submit_entry(kit.entry(1), wake=False)
     inline.add_done_callback(done_then)
     store.flush()
-    assert seen == [("done", 2), ("on_commit", 2)]
+    # Answered when durable (the file holds 2 records), before the heads moved (size 1 yet).
+    assert seen == [("done", 2, 1), ("on_commit", 2, 2)]
+    assert store.size(LEDGER) == 2 and store.head(LEDGER) is not None  # what the loop's next request reads
     seen.clear()
     committed = store.submit_entry(kit.entry(2))
     committed.add_done_callback(done_then)
     assert committed.result(DEADLINE).height == 2
-    assert seen == [("on_commit", 3), ("done", 3)]
+    assert seen == [("on_commit", 3, 3), ("done", 3, 3)]
 
 
 def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committer(
