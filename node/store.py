@@ -1129,6 +1129,21 @@ class ChainStore:
             rows.extend([(ledger, level, index, node) for level, index, node in tree.rows])
         return {ledger: frontier.copy() for ledger, frontier in grown.items()}, rows
 
+    def _writes_no_tree(self, records: Sequence[Record]) -> bool:
+        """Whether ``records`` (placed entries) complete no stored subtree of their ledgers and
+        move no stored edge, so that their commit writes no tree row (what :meth:`_edge_due`
+        says, from the sizes alone): 15 lone puts of 16. Their trees are then grown once flush
+        answered them, off the put's round trip; nothing but the store's readers needs them, and
+        the heads move after the trees."""
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.content.ledger] = counts.get(record.content.ledger, 0) + 1
+        for ledger, count in counts.items():
+            held = self._frontiers.get(ledger)
+            if held is None or held.size >> STORED_LEVEL != (held.size + count) >> STORED_LEVEL:
+                return False
+        return True
+
     def _edge_due(self, ledger: str, grown: Frontier) -> bool:
         """Whether this commit rewrites ``ledger``'s stored edge: when it starts the ledger or
         completes one of its stored subtrees (the commits that write its tree rows), so the records
@@ -1150,6 +1165,7 @@ class ChainStore:
         )
         done: list[tuple[_Job, Any]] = []
         filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
+        later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -1197,7 +1213,9 @@ class ChainStore:
                 encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
                 tree_rows: list[tuple[str, int, int, bytes]] = []
                 edges: list[tuple[str, bytes]] = []
-                if self.keep_tree:
+                if self.keep_tree and answer_first and not staged.grown and self._writes_no_tree(records):
+                    later = True  # grown once answered: it writes nothing, and only readers need it
+                elif self.keep_tree:
                     taken = self._take_grown(staged.grown) if staged.grown else None
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
                     edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
@@ -1242,6 +1260,8 @@ class ChainStore:
             # same thread once flush has returned (see flush).
             for job, result in done:
                 job.future.set_result(result)
+        if later:
+            grown = self._grow_trees(staged.records, encoded, staged.leaves)[0]
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
         # must find its tree (root at that size), or it raised TreeSizeError in that window
         # (reviewer r6 #3: a follower comparing a checkpoint at once alerted against its own copy).
