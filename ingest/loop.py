@@ -81,6 +81,10 @@ class Service(Protocol):
         """The replies of requests :meth:`handle` answered with ``waiting`` (in that order), once
         the Future they all wait on is done; never raises."""
 
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Told once ``replies`` (what :meth:`replies` gave for ``waiting``) went out: what need
+        not delay them (the metrics' counts) is done here; never raises."""
+
 
 class RequestLoop:
     """Serves one ROUTER socket until :meth:`stop`; then answers what is in flight and returns.
@@ -290,9 +294,11 @@ class RequestLoop:
         identities, waiting = self._waiters.pop(future)
         self._in_flight -= len(identities)
         socket = self.socket
-        for identity, reply in zip(identities, self.service.replies(waiting), strict=True):
+        replies = self.service.replies(waiting)
+        for identity, reply in zip(identities, replies, strict=True):
             try:  # _send, inlined: a round of pipelined puts sends a reply per put from here
                 _send(socket, identity, _SNDMORE_NOBLOCK)
                 _send(socket, reply, _NOBLOCK)
             except zmq.ZMQError as e:  # the client is gone: nothing to answer
                 log.debug("reply not sent: %s", e)
+        self.service.sent(waiting, replies)

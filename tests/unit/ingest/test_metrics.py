@@ -37,6 +37,9 @@ class _Service:
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
         return replies_of(cast("list[Pending]", waiting))
 
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Nothing to do once replies went out."""
+
 
 def _metrics() -> NodeMetrics:
     return NodeMetrics(NodeConfig(name="ingest-1", role="ingest", host="127.0.0.1", port=7101, pub_port=7201))
@@ -137,6 +140,10 @@ def test_a_round_of_waiting_replies_is_counted_and_timed_as_each_reply_would_be(
     round_done.set_result({"height": 3})
     metered_together = MeteredService(_Service(), together)
     replies = metered_together.replies(answers[id(together)])
+    # Counted once the loop sent them (MeteredService.sent), not on their way out.
+    assert _sample(together, "vledger_requests_total", {"command": "put", "code": "ok"}) is None
+    assert _sample(together, "vledger_put_seconds_count", {}) == 0
+    metered_together.sent(answers[id(together)], replies)  # type: ignore[arg-type]
     assert replies == [answer.reply() for answer in answers[id(one_by_one)]]  # type: ignore[union-attr]
     for metrics in (together, one_by_one):
         assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) == 1
