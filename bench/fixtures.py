@@ -35,13 +35,16 @@ class Sizes:
     fsync_writes: int
     verify_records: int
     verify_repeats: int
+    verify_scale_repeats: int  # `vledger verify` runs of each 2c store, each beside its ceilings
     pow_samples: int
     hash_loop: int  # iterations of a bare hashing loop
     ingest_records: int  # puts per run from one client to a node
     ingest_client_records: int  # puts per run from each of eight client processes
     ingest_hellos: int  # round trips one at a time
     ingest_sequential: int  # puts one at a time, each waiting for its answer
-    scale_records: int  # puts per step of the scale curve (1, 2, 4, 8, 16 client processes)
+    scale_records: int  # puts per step of the scale curve
+    scale_steps: tuple[int, ...]  # its steps: client processes (each a fresh interpreter: ~1 CPU s to start)
+    rss_clients: int  # client processes putting while the processes' resident memory is watched
     rss_records: int  # puts in all while the processes' resident memory is watched
     replication_seconds: float  # puts at the offered rate while replicas follow
     catch_up_records: int  # puts while a replica is down, per outage
@@ -60,6 +63,7 @@ FULL = Sizes(
     fsync_writes=1_000,
     verify_records=100_000,
     verify_repeats=5,
+    verify_scale_repeats=3,
     pow_samples=100,
     hash_loop=500_000,
     ingest_records=20_000,
@@ -67,6 +71,8 @@ FULL = Sizes(
     ingest_hellos=5_000,
     ingest_sequential=5_000,
     scale_records=32_000,
+    scale_steps=(1, 2, 4, 8, 16),
+    rss_clients=8,
     rss_records=1_000_000,
     replication_seconds=10.0,
     catch_up_records=20_000,
@@ -85,6 +91,7 @@ QUICK = Sizes(
     fsync_writes=50,
     verify_records=1_000,
     verify_repeats=1,
+    verify_scale_repeats=1,
     pow_samples=5,
     hash_loop=20_000,
     ingest_records=500,
@@ -92,6 +99,8 @@ QUICK = Sizes(
     ingest_hellos=500,
     ingest_sequential=250,
     scale_records=320,
+    scale_steps=(1, 2),  # the curve's code at two steps; 4-16 more interpreters showed nothing more
+    rss_clients=2,
     rss_records=3_200,
     replication_seconds=1.0,
     catch_up_records=2_500,

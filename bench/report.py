@@ -66,6 +66,9 @@ class Environment:
     machine: str
     scratch: str  # the scratch folder's file system: fsync figures depend on it
     quick: bool
+    # RAM, and what of it was free at the start: whether the verify stores (574 MiB at 1M records)
+    # stay in the page cache between their build and their runs depends on it.
+    memory: str = "unknown"
 
     @classmethod
     def here(cls, command: str, scratch_root: Path, quick: bool) -> Environment:
@@ -80,7 +83,18 @@ class Environment:
             machine=f"{platform.machine()} {platform.system()} {platform.release()}",
             scratch=f"{scratch_root} on {_file_system(scratch_root)}",
             quick=quick,
+            memory=_memory(),
         )
+
+
+def _memory() -> str:
+    """RAM and what of it is available now (/proc/meminfo), or "unknown"."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        total, available = (int(fields[name].split()[0]) / 2**20 for name in ("MemTotal", "MemAvailable"))
+    except (OSError, ValueError, KeyError, IndexError):
+        return "unknown"
+    return f"{total:.1f} GiB ({available:.1f} available)"
 
 
 def _file_system(path: Path) -> str:
@@ -127,7 +141,7 @@ def render_markdown(env: Environment, figures: list[Figure]) -> str:
         "",
         f"command: `{env.command}` · date: {env.date} · python {env.python} · sqlite {env.sqlite} · "
         f"msgpack {env.msgpack} · nproc {env.nproc} ({env.cpus_usable} usable) · {env.machine} · "
-        f"scratch: {env.scratch}",
+        f"scratch: {env.scratch} · memory {env.memory}",
         "",
         "ratio = figure / ceiling, both measured in this run, their runs interleaved so that both see the "
         "same load (rates: the ceiling is an upper bound; times: a lower bound). Each rate is the best of "

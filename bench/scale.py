@@ -1,11 +1,11 @@
 """Figure 9: puts per second as client processes are added, and memory over a long run.
 
 9a-N: the node of figure 4 (a real ``vledger ingest`` with its Redis), N = 1, 2, 4, 8, 16 client
-processes, each its own account, key and interpreter, 128 puts in flight each, beside the bare
+processes (1 and 2 with --quick), each its own account, key and interpreter, 128 puts in flight each, beside the bare
 CURVE echo reached by the same N processes right after (figure 4's ceiling). A curve that
 stops rising before the echo does shows where the node stops taking more work.
 
-9b-9f: the resident memory (VmRSS) of each process kind of a cluster while 8 client processes
+9b-9f: the resident memory (VmRSS) of each process kind of a cluster while 8 client processes (2 with --quick)
 put ``rss_records`` records (a million in ``make bench``) to its ingest node: the node (9b),
 its redis-server (9c), and a replica (9d), an observer (9e) and the verifier (9f) that follow
 it, in a cluster of their own started after 9a (so that 9a's puts share the cores with no
@@ -41,8 +41,6 @@ from .fixtures import LEDGER, Sizes, entries, genesis, scratch_dir
 from .report import Ceiling, Figure, progress
 
 COMMAND = ".venv/bin/python -m bench --only scale"
-STEPS = (1, 2, 4, 8, 16)  # client processes
-RSS_CLIENTS = 8
 RSS_SAMPLES = 10
 CATCH_UP_SECONDS = 300.0  # the most the followers may take to hold what was put, at a sample
 POLL = 0.05  # seconds between looks at the followers' progress
@@ -230,7 +228,7 @@ def run(sizes: Sizes) -> list[Figure]:
 def _curve(sizes: Sizes) -> list[Figure]:
     """Figures 9a: puts per second as client processes are added, beside the CURVE echo."""
     put_message = ingest._put_request(entries(1, ingest.DIFFICULTY, author="scale-0")[0])
-    writers = _Writers(max(STEPS))
+    writers = _Writers(max(sizes.scale_steps))
     curve: dict[int, tuple[float, float]] = {}
     with scratch_dir() as directory, ExitStack() as stack:
         progress("scale: starting redis-server and an ingest node")
@@ -239,7 +237,7 @@ def _curve(sizes: Sizes) -> list[Figure]:
         keys = [ingest._writer(admin, name) for name in writers.names]
         admin.create_ledger(genesis(ingest.DIFFICULTY, author=ingest.ADMIN))
         echo = stack.enter_context(ingest._echo_server([node.admin.public, *(k.public for k in keys)]))
-        for clients in STEPS:
+        for clients in sizes.scale_steps:
             each = sizes.scale_records // clients
             progress(f"scale: 9a {clients} client processes x {each:,} puts, then the echo")
             with ingest._client_processes(keys[:clients], node.address, echo) as processes:
@@ -269,8 +267,9 @@ def _curve(sizes: Sizes) -> list[Figure]:
 
 def _memory(sizes: Sizes) -> list[Figure]:
     """Figures 9b-9f: each process's resident memory as the ledger grows (see the module's doc)."""
-    writers = _Writers(RSS_CLIENTS)
-    each = max(1, sizes.rss_records // RSS_SAMPLES // RSS_CLIENTS)
+    clients = sizes.rss_clients
+    writers = _Writers(clients)
+    each = max(1, sizes.rss_records // RSS_SAMPLES // clients)
     # records put so far, then per process (its MiB, its children's MiB), and the seconds waited for the followers
     samples: list[tuple[int, dict[str, tuple[float, list[float]]], float]] = []
     nodes = _follower_tables(dict(zip(FOLLOWERS, free_ports(len(FOLLOWERS)), strict=True)))  # placeholders
@@ -285,11 +284,11 @@ def _memory(sizes: Sizes) -> list[Figure]:
         pids = {"node": node.pid, "redis-server": node.redis_pid, **followers}
         redis_url = tomllib.loads((directory / "cluster.toml").read_text())["cluster"]["redis"]
         replication = ReplicationLedger(connect(redis_url))
-        progress(f"scale: 9b {RSS_CLIENTS} client processes put {each * RSS_CLIENTS * RSS_SAMPLES:,} records")
+        progress(f"scale: 9b {clients} client processes put {each * clients * RSS_SAMPLES:,} records")
         with ingest._client_processes(keys, node.address, echo) as processes:
             for sample in range(1, RSS_SAMPLES + 1):
-                processes.rate(writers.jobs(RSS_CLIENTS, each))
-                put = sample * each * RSS_CLIENTS
+                processes.rate(writers.jobs(clients, each))
+                put = sample * each * clients
                 waited = _wait_for_followers(replication, put, directory)
                 samples.append((put, {name: _rss_of(pid) for name, pid in pids.items()}, waited))
                 progress(
@@ -301,7 +300,7 @@ def _memory(sizes: Sizes) -> list[Figure]:
     first, last = samples[0], samples[-1]
     common = {
         "records put": last[0],
-        "client processes": RSS_CLIENTS,
+        "client processes": clients,
         "seconds waited for the followers, per sample": [round(w, 1) for _, _, w in samples],
     }
     kinds = {

@@ -70,6 +70,13 @@ _RETRY_PAUSE = 1.0
 _STOP_WAIT = 3.0
 
 
+def heartbeat_window(poll_seconds: float) -> float:
+    """Seconds of silence after which a node whose accounts cache polls every ``poll_seconds``
+    counts as gone: several missed heartbeats, and never less than 30 s (a loaded host's
+    thread may miss one)."""
+    return max(30.0, 6 * poll_seconds)
+
+
 class Role(enum.StrEnum):
     ADMIN = "admin"
     WRITER = "writer"
@@ -465,9 +472,14 @@ class AccountRegistry:
 
     def live_nodes(self, nodes: Collection[str], within: float) -> set[str]:
         """Those of ``nodes`` that reported within the last ``within`` seconds (by the Redis clock)."""
+        return {n for n, age in self.silence(nodes).items() if age is not None and age <= within}
+
+    def silence(self, nodes: Collection[str]) -> dict[str, float | None]:
+        """Seconds since each of ``nodes`` last said it is alive (its accounts heartbeat, by the
+        Redis clock); None for one that never said so."""
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
-        return {n for n, ms in self._reports(nodes, "seen").items() if ms is not None and now_ms - ms <= within * 1000}
+        return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
         """Wait until every node in ``nodes`` applied ``version`` or later; their versions.

@@ -293,10 +293,11 @@ class CurveServer:
     before the socket is bound, so that no client can connect before the check is in place.
     Call :meth:`self_test` before serving. Use as a context manager, or call :meth:`close`.
 
-    A ``guarded`` server (a ROUTER that answers requests) caps its connections per client
-    address and in all (curve_guard.py), and queues at most ``settings.max_queued_replies``
-    answers for each: a ROUTER drops what finds that queue full (no ZMQ_ROUTER_MANDATORY), so
-    a client that does not read holds at most that many answers of the node's memory.
+    A ``guarded`` server caps its connections per client address and in all (curve_guard.py,
+    within the process's file budget); a guarded ROUTER, which answers requests, also queues at
+    most ``settings.max_queued_replies`` answers for each: a ROUTER drops what finds that queue
+    full (no ZMQ_ROUTER_MANDATORY), so a client that does not read holds at most that many
+    answers of the node's memory. (A feed's PUB has its own ``send_hwm``: Publisher.)
     """
 
     def __init__(
@@ -321,7 +322,7 @@ class CurveServer:
         self.authenticator = _acquire_gate(self.ctx, domain, allow_list)
         self._closed = False
         self.guard: ConnectionGuard | None = None
-        if guarded:
+        if guarded and socket_type == zmq.ROUTER:
             options = {
                 **(options or {}),
                 zmq.SNDHWM: settings.max_queued_replies,

@@ -14,26 +14,37 @@ Only connections that hold nothing are cut so. Cutting one whose queue of answer
 no longer brought their requests to the socket. Such a client is bounded by the socket's
 ZMQ_SNDHWM instead (CurveServer, ``max_queued_replies``): past it, its answers are dropped.
 
-A descriptor is cut only while it still names the connection it was counted as (the same local
+A descriptor is counted only if its local address is the one libzmq accepted it on (the event's
+endpoint), and cut only while it still names the connection it was counted as (the same local
 and peer addresses): libzmq may have closed it, and the number been given to another file,
-before this thread read the event.
+before this thread read the event; counting, and at the cap cutting, one of the node's own
+outgoing sockets (Redis, a range source) that took the number would break it.
+
+Every connection counted also takes a place of the process's :func:`~.file_budget.process_budget`,
+shared with its other guarded ports (the request port, the feed, the HTTP ports): one past it
+is cut like one past a cap, so that together they never hold the process's last files.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import resource
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
-from .http import address_key, connection_cap
+from .file_budget import FileBudget, connection_cap, process_budget
+from .http import address_key
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +59,7 @@ def raise_file_limit() -> int:
     """Raise this process's soft open-file limit to its hard limit; the limit now in force.
 
     Every connection a server socket holds is a descriptor: the caps below are lowered to the
-    soft limit less FILES_KEPT, and a default soft limit of 1,024 would leave little room."""
+    soft limit less FILES_KEPT (broker/file_budget.py), and a default soft limit of 1,024 would leave little room."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -72,6 +83,26 @@ def _names(fd: int) -> Names | None:
         return None
     finally:
         sock.detach()  # the descriptor stays libzmq's
+
+
+def _accepted_here(local: Any, endpoint: bytes) -> bool:
+    """Whether local socket address ``local`` is the one of ``endpoint``, an EVENT_ACCEPTED's: the
+    address libzmq accepted the connection on (4.3: read from the accepted descriptor; before
+    it, the listener's, which a wildcard address names only by its port)."""
+    text = endpoint.decode("ascii", "replace")
+    if not text.startswith("tcp://"):
+        return False
+    host, _, port = text[len("tcp://") :].rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        if int(port) != local[1]:
+            return False
+        if host == "*":
+            return True
+        bound = ipaddress.ip_address(host)
+        return bound.is_unspecified or bound == ipaddress.ip_address(local[0])
+    except (ValueError, IndexError, TypeError):
+        return False
 
 
 def _shutdown(fd: int, names: Names) -> bool:
@@ -98,11 +129,14 @@ class ConnectionGuard:
     :meth:`stop` it before the socket closes.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], settings: BrokerSettings, name: str = "curve") -> None:
+    def __init__(
+        self, ctx: zmq.Context[Any], settings: BrokerSettings, name: str = "curve", budget: FileBudget | None = None
+    ) -> None:
         self.ctx = ctx
         self.name = name
         self.per_address = settings.max_connections_per_address
         self.most = connection_cap(name, settings.max_connections)
+        self.budget = budget if budget is not None else process_budget()
         self._lock = threading.Lock()  # the counts: the guard's thread writes, others may read
         self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
         self.by_address: Counter[str] = Counter()
@@ -132,10 +166,21 @@ class ConnectionGuard:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching; the connections still counted give their places of the budget back
+        (the socket, closed next, closes them)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """Give back the budget's places of every connection still counted (once)."""
+        with self._lock:
+            for _ in self._open:
+                self.budget.give()
+            self._open.clear()
+            self.by_address.clear()
 
     def _run(self, monitor: zmq.Socket[Any]) -> None:
         try:
@@ -145,26 +190,32 @@ class ConnectionGuard:
                 event = recv_monitor_message(monitor)
                 fd = int(event["value"])
                 if event["event"] == zmq.EVENT_ACCEPTED:
-                    self._accepted(fd)
+                    self._accepted(fd, event["endpoint"])
                 elif event["event"] == zmq.EVENT_DISCONNECTED:
                     self._disconnected(fd)
         except zmq.ZMQError as e:  # the Context ended under it: nothing left to guard
             log.debug("%s guard stopped: %s", self.name, e)
         finally:
             monitor.close(linger=0)
+            # Its socket's connections are gone with the Context: the places they held in the
+            # process's budget, kept, would cut the process's other ports' connections for ever.
+            self._give_back()
 
-    def _accepted(self, fd: int) -> None:
+    def _accepted(self, fd: int, endpoint: bytes) -> None:
         names = _names(fd)
-        if names is None:  # already gone: its EVENT_DISCONNECTED comes next, for nothing
-            return
+        if names is None or not _accepted_here(names[0], endpoint):
+            return  # gone, or its number another file's now: its EVENT_DISCONNECTED comes next, for nothing
         address = address_key(names[1])
         with self._lock:
             self._open[fd] = (names, address)
             self.by_address[address] += 1
+            within = self.budget.add()
             if self.by_address[address] > self.per_address:
                 reason = f"more than {self.per_address} connections from {address}"
             elif len(self._open) > self.most:
                 reason = f"more than {self.most} connections"
+            elif not within:
+                reason = f"more than {self.budget.total} connections on all the process's ports"
             else:
                 return
             self.refused += 1
@@ -177,6 +228,7 @@ class ConnectionGuard:
             known = self._open.pop(fd, None)
             if known is None:
                 return
+            self.budget.give()
             address = known[1]
             self.by_address[address] -= 1
             if not self.by_address[address]:
@@ -187,3 +239,22 @@ class ConnectionGuard:
         if now - self._logged >= _LOG_EVERY_S:
             self._logged = now
             log.warning("%s: connection cut: %s (%d cut since the start)", self.name, reason, self.refused)
+
+
+class CurveGuardMetrics(Collector):
+    """``vledger_curve_connections`` (open now, handshake done or not) and
+    ``vledger_curve_connections_cut_total`` (cut past a cap) of a request socket: a cut was
+    only logged, at most every 10 s, so a flood showed nowhere an operator watches."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "vledger_curve_connections", "open connections of the CURVE request port", value=self.guard.open
+        )
+        yield CounterMetricFamily(
+            "vledger_curve_connections_cut",
+            "CURVE request port connections cut past max_connections_per_address, max_connections or the file budget",
+            value=self.guard.refused,
+        )

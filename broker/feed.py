@@ -161,6 +161,8 @@ class Publisher:
     ) -> None:
         self.name = name
         # The high-water mark is set before the bind: libzmq copies it to each subscriber's pipe then.
+        # Guarded as a request port is: silent connections to an unguarded feed held the node's
+        # files until accepts and its store's opens failed (r8).
         self.server = CurveServer(
             keys,
             endpoint,
@@ -169,6 +171,7 @@ class Publisher:
             settings=settings,
             domain=FEED_DOMAIN,
             options={zmq.SNDHWM: send_hwm},
+            guarded=True,
         )
         self.socket = self.server.socket
         self.sent = 0

@@ -29,7 +29,6 @@ import ipaddress
 import json
 import logging
 import re
-import resource
 import socket
 import threading
 from collections import Counter
@@ -47,26 +46,12 @@ from prometheus_client.registry import Collector
 from ..config.cluster import HttpSettings
 from ..node.errors import BadRequestError, VledgerError
 from ..node.storefile import damaged_file
+from .file_budget import FileBudget, connection_cap, process_budget
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
 SHUTDOWN_TIMEOUT = 3.0  # seconds open requests get to finish when the server stops
 READ_VERBS = frozenset(("GET", "HEAD"))
-# Files the process keeps for itself beside its HTTP connections (store, Redis, logs, sockets):
-# the cap in all is lowered to the file limit less these, so accept() never runs out first.
-FILES_KEPT = 256
-
-
-def connection_cap(name: str, wanted: int) -> int:
-    """``wanted`` connections in all, lowered (and said) to the file limit less FILES_KEPT."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft - FILES_KEPT >= wanted:
-        return wanted
-    most = max(1, soft - FILES_KEPT)
-    log.warning("%s: at most %d connections (max_connections %d, but the file limit is %d)", name, most, wanted, soft)
-    return most
-
-
 # A refused connection gets its 503, then up to this long for the client to close first: closing
 # with the client's request unread would reset the connection and could lose the answer.
 REFUSAL_LINGER = 1.0
@@ -197,15 +182,18 @@ class ConnectionGuard:
 
     :meth:`admit` takes a place for a new connection or says why there is none; :meth:`release`
     gives it back. The cap in all is ``max_connections``, lowered to the process's file limit
-    less :data:`FILES_KEPT` (logged once) so that the cap, not EMFILE, is what a flood meets.
+    less ``FILES_KEPT`` (broker/file_budget.py, logged once) so that the cap, not EMFILE, is what
+    a flood meets; each admitted connection also holds a place of the process's ``budget``,
+    which all its guards share.
     """
 
-    def __init__(self, settings: HttpSettings, name: str = "http") -> None:
+    def __init__(self, settings: HttpSettings, name: str = "http", budget: FileBudget | None = None) -> None:
         self.settings = settings
         self.header_timeout = settings.header_timeout_ms / 1000
         self.idle_timeout = settings.idle_timeout_ms / 1000
         self.per_address = settings.max_connections_per_address
         self.most = connection_cap(name, settings.max_connections)
+        self.budget = budget if budget is not None else process_budget()
         self.open = 0
         self.by_address: Counter[str] = Counter()
         self.refused = 0  # connections answered 503 since the start
@@ -222,6 +210,8 @@ class ConnectionGuard:
             return f"too many open connections from this address (at most {self.per_address})"
         if self.open >= self.most:
             return f"too many open connections (at most {self.most})"
+        if not self.budget.take():
+            return f"too many open connections (at most {self.budget.total})"  # on all the process's ports
         self.open += 1
         self.by_address[address] += 1
         return None
@@ -257,6 +247,7 @@ class ConnectionGuard:
         return sum(t.get_write_buffer_size() for held in self.stalled.values() for t in held)
 
     def release(self, address: str) -> None:
+        self.budget.give()
         self.open -= 1
         self.by_address[address] -= 1
         if not self.by_address[address]:

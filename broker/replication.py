@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 ALERTS_MAX_LEN = 100_000
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
-# that is not what it should be, observers that disagree.
+# that is not what it should be, observers that disagree or are never compared.
 OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
@@ -89,6 +89,7 @@ OPERATOR_RESOLVED = frozenset(
         "witness_refused",
         "bad_blob",
         "tally_mismatch",
+        "tally_uncompared",
     )
 )
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error

@@ -50,7 +50,7 @@ from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
 from ..node.tally_body import Snapshot
-from ..verifier.tally import STILL_COUNTING, Verdict, check_published, judge, observer_histories
+from ..verifier.tally import AGREE, STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .http import GatewayConnection
 from .session import Reader, Session, Write, open_session
 from .state import Seen, TrustedState
@@ -103,18 +103,19 @@ class TallyCheck:
     ``size`` is the verified checkpoint's (None: no checkpoint could be verified, then nobody
     is judged ahead). An observer whose body counts records that checkpoint does not hold is
     ``ahead`` (PROTOCOL 11.4): its figures cannot be checked, and the verdict is the others'
-    among themselves, not every observer's (``full`` is then false)."""
+    among themselves: a mismatch, or still counting, never an agreement (``agreed`` None). Which
+    observer is ahead depends on the checkpoint served: an older one validly signed makes an
+    honest observer ahead, and the others' "agreement" was then one stolen key's alone."""
 
     ledger: str
     observers: tuple[ObserverCount, ...]
-    verdict: Verdict  # agree, mismatch or still_counting (verifier/tally.py), of the observers not ahead
+    verdict: Verdict  # agree (none ahead), mismatch or still_counting (verifier/tally.py), of the observers not ahead
     ahead: tuple[str, ...] = ()
     size: int | None = None
 
     @property
     def agreed(self) -> Snapshot | None:
-        """The snapshot the observers not ahead signed alike, when they agree; else None. Never
-        an ahead observer's body: see ``full`` for whether every observer signed it."""
+        """The snapshot every observer signed alike, when they agree (none is ahead); else None."""
         if self.verdict.status != "agree":
             return None
         return next(o.snapshot for o in self.observers if o.snapshot is not None and o.observer not in self.ahead)
@@ -509,6 +510,8 @@ class Client:
             verdict = Verdict(STILL_COUNTING)  # only the latest are served: no common height to compare at
         else:
             verdict = judge(valid, [name for name in sorted(self.trust.observers) if name not in ahead])
+            if ahead and verdict.status == AGREE:
+                verdict = Verdict(STILL_COUNTING, verdict.height)
         return TallyCheck(election, tuple(counts), verdict, ahead, size)
 
     def _verified_size(self, ledger: str) -> int | None:

@@ -18,7 +18,7 @@ from typing import Any
 from ..node.errors import SettingsError
 from ..node.note import is_valid_name
 from .redis import check_redis_url
-from .settings import BrokerSettings, Limits, Settings, StoreSettings, build_settings, read_toml
+from .settings import Limits, Settings, StoreSettings, broker_settings, build_settings, check_at_most, read_toml
 
 ROLES = ("ingest", "replica", "observer", "verifier")
 SECOND_FACTOR_KEY_FILE = "second-factor.seal"  # in the keys directory, made by vledger keygen --cluster
@@ -97,6 +97,9 @@ class VerifierSettings:
     lag_alert_ms: int = 30_000  # a copy behind the home for this long is reported lagging
     node_timeout_ms: int = 2000  # a node that does not answer within this is skipped a while
     claim_idle_ms: int = 30_000  # stream entries a dead verifier left for this long are taken over
+    # Observers with no common height this long, none signing a new one, are tally_uncompared
+    # (PROTOCOL 10.6 step 4): longer than an observer's replay of its store after a restart.
+    tally_uncompared_ms: int = 300_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -480,7 +483,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         settings=Settings(
             limits=build_settings(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
             store=build_settings(StoreSettings, settings_table.get("store", {}), f"{where}: settings.store"),
-            broker=build_settings(BrokerSettings, settings_table.get("broker", {}), f"{where}: settings.broker"),
+            broker=broker_settings(settings_table.get("broker", {}), f"{where}: settings.broker"),
         ),
         ingest=_ingest_settings(data.get("ingest", {}), f"{where}: ingest"),
         replication=build_settings(ReplicationSettings, data.get("replication", {}), f"{where}: replication"),
@@ -524,16 +527,8 @@ def _ingest_settings(table: Any, where: str) -> IngestSettings:
 def _http_settings(table: Any, where: str) -> HttpSettings:
     """[http], whose cap per address is at most the cap in all (a larger one could never be reached)."""
     http = build_settings(HttpSettings, table, where)
-    if http.max_connections_per_address > http.max_connections:
-        raise SettingsError(
-            f"{where}.max_connections_per_address: {http.max_connections_per_address} is over"
-            f" max_connections ({http.max_connections})"
-        )
-    if http.max_unread_bytes_per_address > http.max_unread_bytes:
-        raise SettingsError(
-            f"{where}.max_unread_bytes_per_address: {http.max_unread_bytes_per_address} is over"
-            f" max_unread_bytes ({http.max_unread_bytes})"
-        )
+    check_at_most(http, "max_connections_per_address", "max_connections", where)
+    check_at_most(http, "max_unread_bytes_per_address", "max_unread_bytes", where)
     return http
 
 

@@ -63,9 +63,10 @@ class BrokerSettings:
     # ZMQ_HANDSHAKE_IVL of every CURVE server socket: a connection whose CURVE handshake is not
     # done this long after it opened is closed. libzmq's 30 s let silent connections pile up.
     handshake_interval_ms: int = 5000
-    # A request socket's caps (broker/curve_guard.py): open connections from one client address
-    # (an IPv6 address counts by its /64) and in all, the second lowered to the file limit less
-    # 256; a connection past either is closed at once. On one host every node, tool and gateway
+    # A request socket's and a feed's caps (broker/curve_guard.py): open connections from one
+    # client address (an IPv6 address counts by its /64) and in all, the second lowered to the
+    # file limit less 256, within the budget all the process's ports share (broker/file_budget.py);
+    # a connection past any is closed at once. On one host every node, tool and gateway
     # connects from the same loopback address: hence more than [http]'s 64.
     max_connections_per_address: int = 256
     max_connections: int = 8192
@@ -110,6 +111,21 @@ def build_settings(cls: type[_T], table: Any, where: str) -> _T:
     return cls(**values)
 
 
+def check_at_most(settings: object, smaller: str, larger: str, where: str) -> None:
+    """Raises SettingsError when ``settings``' field ``smaller`` is over its field ``larger``: a
+    cap per client address above the cap in all could never be reached."""
+    low, high = getattr(settings, smaller), getattr(settings, larger)
+    if low > high:
+        raise SettingsError(f"{where}.{smaller}: {low} is over {larger} ({high})")
+
+
+def broker_settings(table: Any, where: str) -> BrokerSettings:
+    """[settings.broker], whose cap per address is at most the cap in all."""
+    broker = build_settings(BrokerSettings, table, where)
+    check_at_most(broker, "max_connections_per_address", "max_connections", where)
+    return broker
+
+
 def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> Settings:
     known = {"limits": Limits, "store": StoreSettings, "broker": BrokerSettings}
     parts: dict[str, Any] = {}
@@ -117,7 +133,8 @@ def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> S
         cls = known.get(key)
         if cls is None:
             raise SettingsError(f"{source}: [{key}]: unknown table (known: {', '.join(sorted(known))})")
-        parts[key] = build_settings(cls, table, f"{source}: {key}")
+        where = f"{source}: {key}"
+        parts[key] = broker_settings(table, where) if cls is BrokerSettings else build_settings(cls, table, where)
     return Settings(**parts)
 
 

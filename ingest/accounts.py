@@ -19,6 +19,7 @@ from ..broker.accounts import (
     Role,
     check_account_name,
     check_role,
+    heartbeat_window,
 )
 from ..broker.keys import check_public_key
 from ..broker.replication import REDIS_ERRORS
@@ -147,7 +148,7 @@ class RegistryAdmin:
         else:
             result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
-        live = self.registry.live_nodes(self.nodes, within=max(30.0, 6 * self.cache.poll_interval))
+        live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
         try:
             self.registry.wait_applied(version, sorted(live), self.wait_seconds)
             result["pending"] = []

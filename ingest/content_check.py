@@ -11,9 +11,13 @@ sends back a content only when they accepted it: anything refused (or not a put,
 that does not parse) comes back as None and is decoded on the request thread as before, so its
 error reply is byte for byte the one it always was. A child that is not ready, dies, or is slow
 (no answer by the deadline) costs nothing but time: the round is checked on the request thread,
-the child is killed and a new one started, and the loop never waits on it past the deadline.
+the child is killed and a new one started, and the loop never waits on it past the deadline:
+the deadline bounds the whole exchange, the round's write to the pipe (which a child that reads
+nothing would block once the pipe's buffer is full) and the answer's read as well as the wait.
 Only rounds of :data:`MIN_ROUND` requests or more come here; a lone writer's put stays inline,
-where a pipe round trip would only add to its latency.
+where a pipe round trip would only add to its latency. At most :data:`ROUND_BYTES` of a round go
+to the child, its first requests; the rest are checked inline, so that the deadline, which grows
+with the bytes sent, stays short while a round of large puts still fits in it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import contextlib
 import hashlib
 import logging
 import multiprocessing
+import os
+import pickle
+import socket
+import struct
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -40,6 +48,13 @@ MIN_ROUND = 8  # requests in a round, below which the pipe round trip costs more
 # and each restart costs a new interpreter's imports (a 50 ms deadline restarted it under load).
 DEADLINE_SECONDS = 0.5
 PER_REQUEST_SECONDS = 0.0005  # plus this a request: some 40 times what the child spends on a small put
+# Plus this a byte sent: some 10 times the CPU time of the costliest content measured (a payload
+# of many small items, 37 ns a byte); a per-request allowance alone gave a round of 1,024 such
+# 60 KB puts (2.2 s of work) 1.01 s, so each one killed a healthy child and was checked twice.
+PER_BYTE_SECONDS = 400e-9
+# The bytes of requests sent to the child a round (the rest checked inline): bounds the deadline
+# to 0.5 s + 0.5 ms a request + 0.42 s, and the request thread's wait on a hung child with it.
+ROUND_BYTES = 1024 * 1024
 RESTART_SECONDS = 1.0  # at most one new child a second: a child that cannot start costs no CPU
 STOP_SECONDS = 2.0
 ENVELOPE_BYTES = 1024  # a put request's bytes past its content's: its id, cmd, nonce, w and keys
@@ -95,6 +110,7 @@ class ContentChecker:
         self.deadline = deadline
         self.restarts = 0  # children started after the first: each one died, was slow, or hung
         self._conn: Connection | None = None
+        self._sock: socket.socket | None = None
         self._child: BaseProcess | None = None
         self._ready = False
         self._started_at = 0.0
@@ -137,26 +153,29 @@ class ContentChecker:
         return True
 
     def check(self, datas: Sequence[bytes]) -> list[Checked | None] | None:
-        """The child's answer for a round of request bytes (as :func:`check_round`), or None when
-        the round is to be checked inline: too small, the child not ready, dead or past the deadline."""
+        """The child's answer for a round of request bytes (as :func:`check_round`; None for each
+        request past its first ROUND_BYTES), or None when the round is to be checked inline: too
+        small, the child not ready, dead or past the deadline, which no wait here outlasts."""
         if len(datas) < MIN_ROUND or not self._usable():
             return None
-        conn = self._conn
-        assert conn is not None
+        sock = self._sock
+        assert sock is not None
+        sent = _first_bytes(datas, self.limits.max_content_bytes + ENVELOPE_BYTES)
+        if len(sent) < MIN_ROUND:
+            return None
+        size = sum(map(len, sent))
+        until = time.monotonic() + self.deadline + PER_REQUEST_SECONDS * len(sent) + PER_BYTE_SECONDS * size
         try:
-            # A request too large to hold a valid content is not sent (b"" comes back None): a
-            # round of large refused requests would otherwise be copied through the pipe for nothing.
-            largest = self.limits.max_content_bytes + ENVELOPE_BYTES
-            conn.send([data if len(data) <= largest else b"" for data in datas])
-            if conn.poll(self.deadline + PER_REQUEST_SECONDS * len(datas)):
-                answer: list[Checked | None] = conn.recv()
-                if len(answer) == len(datas):
-                    return answer
-        except (EOFError, OSError) as e:
-            log.warning("content check process %s failed: %s; checked inline, restarting it", self.pid, e)
-        else:
+            _send_within(sock, pickle.dumps(sent, pickle.HIGHEST_PROTOCOL), until)
+            answer: list[Checked | None] = pickle.loads(_recv_within(sock, until))  # noqa: S301 - our own child
+            if len(answer) == len(sent):
+                return answer + [None] * (len(datas) - len(sent))
+            log.warning("content check process %s answered %d of %d; restarting it", self.pid, len(answer), len(sent))
+        except TimeoutError:
             # Past its deadline: its answer, if it ever comes, would be taken for the next round's.
             log.warning("content check process %s was slow; checked inline, restarting it", self.pid)
+        except (EOFError, OSError, pickle.UnpicklingError) as e:
+            log.warning("content check process %s failed: %s; checked inline, restarting it", self.pid, e)
         self._kill()
         return None
 
@@ -188,6 +207,9 @@ class ContentChecker:
         )
         child.start()
         there.close()
+        # The request thread's own view of its end, for writes and reads bounded by a deadline
+        # (a Connection's send and recv have none); the same socket, so the same byte stream.
+        self._sock = socket.socket(fileno=os.dup(here.fileno()))
         self._conn, self._child, self._ready = here, child, False
         self._started_at = time.monotonic()
 
@@ -199,9 +221,65 @@ class ContentChecker:
         self._drop()
 
     def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
         if self._conn is not None:
             self._conn.close()
         if self._child is not None:
             with contextlib.suppress(ValueError):  # not yet joined
                 self._child.close()
-        self._conn, self._child, self._ready = None, None, False
+        self._conn, self._child, self._ready, self._sock = None, None, False, None
+
+
+def _first_bytes(datas: Sequence[bytes], largest: int) -> list[bytes]:
+    """The requests of a round that go to the child: its first ones, up to ROUND_BYTES.
+
+    A request too large to hold a valid content is not sent (b"" comes back None): a round of
+    large refused requests would otherwise be copied through the pipe for nothing."""
+    sent: list[bytes] = []
+    size = 0
+    for data in datas:
+        kept = data if len(data) <= largest else b""
+        size += len(kept)
+        if size > ROUND_BYTES:
+            break
+        sent.append(kept)
+    return sent
+
+
+def _send_within(sock: socket.socket, payload: bytes, until: float) -> None:
+    """Write ``payload`` as one message of a Connection (what the child's ``recv`` reads), or
+    raise TimeoutError at ``until``: a socket's timeout bounds the whole of a ``sendall``."""
+    for part in (struct.pack("!i", len(payload)), payload):  # ROUND_BYTES is far below 2**31
+        sock.settimeout(_left(until))
+        sock.sendall(part)
+
+
+def _recv_within(sock: socket.socket, until: float) -> bytes:
+    """Read one message the child's Connection ``send`` wrote, or raise TimeoutError at ``until``
+    (EOFError if the child closed its end)."""
+    (size,) = struct.unpack("!i", _read_exactly(sock, 4, until))
+    if size == -1:  # a Connection's header for a message of 2 GiB or more
+        (size,) = struct.unpack("!Q", _read_exactly(sock, 8, until))
+    return _read_exactly(sock, size, until)
+
+
+def _read_exactly(sock: socket.socket, size: int, until: float) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        sock.settimeout(_left(until))
+        count = sock.recv_into(view[got:])
+        if not count:
+            raise EOFError("the content check process closed its pipe")
+        got += count
+    return bytes(buffer)
+
+
+def _left(until: float) -> float:
+    """The time left until ``until``; a socket timeout of 0 would make it non-blocking instead."""
+    left = until - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("past the deadline")
+    return left

@@ -19,7 +19,7 @@ from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
-from ..node.errors import BadGenesisError, PromotionRefusedError, VledgerError
+from ..node.errors import BadGenesisError, NoSuchLedgerError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.store import ChainStore
@@ -413,10 +413,13 @@ class Promotion:
     def prepare(self, ledger: str, author: str, now_ms: int) -> Entry:
         """The handover entry that opens the next epoch with this node as home.
 
-        Raises PromotionRefusedError [promotion_refused] when this node is not the ledger's
+        Raises NoSuchLedgerError [no_such_ledger] when no ledger has that name: this store
+        holds none of it and no home announced it in Redis (``vledger:{ledgers}``); and
+        PromotionRefusedError [promotion_refused] when this node is not the ledger's
         standby, its genesis pins another standby key, this store holds fewer records than a
         witness cosigned (or another tree at that size), or Redis names a newer home.
         """
+        self._check_exists(ledger)
         standby = self.config.standby_of(ledger)
         if standby is None or standby.name != self.name:
             raise PromotionRefusedError(f"{self.name} is not the standby of {ledger!r} in the cluster file")
@@ -453,6 +456,20 @@ class Promotion:
         )
         content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, f"epoch-{number}", now_ms)
         return Entry.prepare(content, self.book.store.rules(ledger).difficulty, PROTOCOL_LIMITS)
+
+    def _check_exists(self, ledger: str) -> None:
+        """Raises NoSuchLedgerError when neither this store nor Redis's ledgers hash knows
+        ``ledger``: a misspelt name was refused as if the standby were not ready. Redis down
+        proves nothing either way: the checks after this one then refuse the promotion."""
+        if self.book.store.size(ledger) > 0:
+            return
+        try:
+            announced = ledger in self.replication.ledgers()
+        except REDIS_ERRORS as e:
+            log.debug("the ledgers Redis lists are unavailable: %s", e)
+            return
+        if not announced:
+            raise NoSuchLedgerError(f"no ledger {ledger!r}: no home announced it")
 
     def acknowledged(self, ledger: str, history: EpochHistory) -> tuple[int, bytes]:
         """The size and root of the largest checkpoint of ``ledger`` a witness cosigned (what a

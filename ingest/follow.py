@@ -15,7 +15,8 @@ of a tree size and root, checked with the ledger's checkpoint key. Records from 
 feed, the stream, a relay, the home itself) wait, verified as a chain, in a pending run
 above the store's head; once the Merkle tree of the stored records and the pending run has,
 at a checkpoint's size, that checkpoint's root, the run up to that size is stored. A pending
-run that a checkpoint contradicts is dropped and reported, and fetched again. A checkpoint
+run that a checkpoint contradicts is dropped and reported, and fetched again (unless a larger
+checkpoint has the run's root: then the run is stored, and the smaller is judged). A checkpoint
 at or below the stored size whose root is not the store's is **evidence** that the home
 signed two different ledgers (an ``equivocation`` alert naming it, the notes kept verbatim)
 only when another note of the home's key proves this copy (see :meth:`Follower._proof_for_copy`);
@@ -190,6 +191,8 @@ class _Ledger:
     best: SignedCheckpoint | None = None  # the largest verified checkpoint
     # Verified checkpoints above the store's size, by size: each may cover a prefix of the run.
     waiting: dict[int, SignedCheckpoint] = field(default_factory=dict)
+    # Who sent each waiting checkpoint, by size: named with the evidence if it is judged a lie.
+    heard_from: dict[int, str] = field(default_factory=dict)
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
     data: list[bytes] = field(default_factory=list)  # the bytes of each pending record, as received
     leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
@@ -572,15 +575,29 @@ class Follower:
         state = self._state(ledger)
         if state.fault is not None:
             return  # a copy at fault takes nothing, nor blames a sender for what its own store lacks
+        # The records that follow the pending run go to it together, a run of heights from one
+        # sender at a time: offered one by one, each paid _offer's set-up and a _flush that
+        # found no checkpoint to store under (the home sends a pass's records before its note).
+        run: list[tuple[int, bytes]] = []
+        sender, hops = "", NOT_RELAYED
         for record in records:
+            if run:
+                if record.height == run[-1][0] + 1 and record.sender == sender and record.hops == hops:
+                    run.append((record.height, record.data))
+                    continue
+                self._offer(ledger, run, sender, hops)
+                run = []
             top = self._head(ledger) + len(state.pending)
             if record.height <= self._head(ledger):
                 self._check_duplicate(state, record)
             elif record.height <= top:
                 self.duplicates += 1  # already pending: the checkpoint decides which copy is true
             elif record.height == top + 1:
-                self._offer(ledger, [(record.height, record.data)], record.sender, record.hops)
+                run = [(record.height, record.data)]
+                sender, hops = record.sender, record.hops
             # above top + 1: a gap, fetched once a checkpoint says how far the chain goes
+        if run:
+            self._offer(ledger, run, sender, hops)
         if self._head(ledger) < self.target(ledger) and not state.pending:
             self.catch_up(ledger, self.target(ledger) + 1)
 
@@ -666,29 +683,38 @@ class Follower:
                 # vouched for): reported once the commit is done, waits again if it fails.
                 bisect.insort(in_flight.covered, checkpoint, key=_size_of)
                 return True
-            try:
-                held_root = self.store.root(ledger, checkpoint.size)
-            except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
-                self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
-                return True
-            if held_root != checkpoint.root:
-                # The rare contradiction is judged with the runs being stored in the store: the
-                # note that proves this copy may be the one a run in flight is stored under.
-                self._settle(ledger)
-                self._contradicted(checkpoint, source, held_root)
-            else:
-                self._vouched(checkpoint)
+            self._compare_held(checkpoint, source)
             return True
         if state.fault is not None:
             return True  # a copy at fault stores nothing more
         if checkpoint.size not in state.waiting:
             state.waiting[checkpoint.size] = checkpoint
+            state.heard_from[checkpoint.size] = source
             if len(state.waiting) > MAX_WAITING_CHECKPOINTS:  # the nearest ones are needed first
-                del state.waiting[max(state.waiting)]
+                farthest = max(state.waiting)
+                del state.waiting[farthest]
+                state.heard_from.pop(farthest, None)
         self._flush(ledger, passing)
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
         return True
+
+    def _compare_held(self, checkpoint: SignedCheckpoint, source: str) -> None:
+        """``checkpoint``, of a size the store holds, vouches for this copy up to there, or
+        contradicts it (:meth:`_contradicted`)."""
+        ledger = checkpoint.ledger
+        try:
+            held_root = self.store.root(ledger, checkpoint.size)
+        except VledgerError as e:  # this node's own store is damaged (rows gone under it): say so
+            self._alert(ledger, checkpoint.height, e, self.name, b"", resolved_by=BY_COPY)
+            return
+        if held_root != checkpoint.root:
+            # The rare contradiction is judged with the runs being stored in the store: the
+            # note that proves this copy may be the one a run in flight is stored under.
+            self._settle(ledger)
+            self._contradicted(checkpoint, source, held_root)
+        else:
+            self._vouched(checkpoint)
 
     def _of_stored_epochs(self, checkpoint: SignedCheckpoint, source: str) -> bool:
         """Whether ``checkpoint``, of a size the store holds, is of an epoch its records open
@@ -808,6 +834,7 @@ class Follower:
         state.fault = checkpoint.note
         self._drop_pending(state)
         state.waiting.clear()
+        state.heard_from.clear()
         home = self.home_of(ledger)
         error = StoreContradictsCheckpointError(
             f"{self.name}: ledger {ledger!r}: its tree of size {checkpoint.size} has another root than the "
@@ -1044,12 +1071,18 @@ class Follower:
 
         A checkpoint inside the run whose root differs means the run is not the home's
         chain: it is dropped (kept as suspects) and its sources returned; else an empty set.
+        Unless a larger checkpoint in the run has its root there: the run is the home's chain
+        up to that one, and is stored under it; each one that differs below is then judged
+        against the store like any checkpoint of a size it holds (:meth:`_contradicted`: the
+        home signed two trees). Dropped instead, the run was fetched and dropped again and
+        again, and the ledger stayed behind with no alert.
         The run goes to the store without waiting for its commit (see :meth:`_settle`),
         unless it holds a record the key chains or epochs read (``KEY_KINDS``, a genesis)."""
         state = self._state(ledger)
         base = self._size(ledger)  # the size of the stored tree, with the run being stored
         for size in [size for size in state.waiting if size <= base]:
             del state.waiting[size]
+            state.heard_from.pop(size, None)
         if not state.pending:
             return set()
         top = base + len(state.pending)  # the size of the tree with the run
@@ -1065,6 +1098,7 @@ class Follower:
         # The tree passes these sizes anyway: a root there costs a few hashes, against a wait for
         # the run's commit and a read of the stored tree for the checkpoint that claims it.
         noted = [size for size in passing if base < size < sizes[-1] and size not in state.waiting]
+        contradicted: list[SignedCheckpoint] = []  # those whose root the run's tree has not
         for size in sorted([*sizes, *noted]) if noted else sizes:
             if frontier.size < size:
                 # One call for the leaves up to this checkpoint, not one a leaf.
@@ -1072,6 +1106,9 @@ class Follower:
             root = roots[size] = frontier.root()
             checkpoint = state.waiting.get(size)
             if checkpoint is not None and root != checkpoint.root:
+                contradicted.append(checkpoint)
+        if contradicted:
+            if contradicted[-1].size == sizes[-1]:  # no checkpoint above vouches for the run
                 if state.subtrees:
                     # The checker's subtrees may be what is wrong, not the run: again from the
                     # leaves alone. If the run then stands, the checker's word is worth nothing.
@@ -1080,9 +1117,10 @@ class Follower:
                     if not dropped and self.checker is not None:
                         self.checker.distrust(f"its subtree hashes of {ledger} gave another root than its leaves")
                     return dropped
-                dropped = set(state.sources[: size - base])
+                dropped = set(state.sources[: contradicted[0].size - base])
                 self._drop_pending(state, suspect=True)  # not the home's chain; told once the true one is in
                 return dropped
+            sizes = [size for size in sizes if state.waiting[size] not in contradicted]
         covered = state.waiting[sizes[-1]]
         count = covered.size - base
         try:
@@ -1136,9 +1174,31 @@ class Follower:
                 roots,
             )
         )
+        for size in sizes:
+            state.heard_from.pop(size, None)
         if records[0].height == 0 or any(record.content.kind in KEY_KINDS for record in records):
             self._settle(ledger)  # the key chains and the epochs read it from the store before the next note
+        if contradicted:
+            self._judge_stored(ledger, contradicted)
         return set()
+
+    def _judge_stored(self, ledger: str, contradicted: list[SignedCheckpoint]) -> None:
+        """Judge ``contradicted``, checkpoints inside the run just handed over whose root its tree
+        has not, against the store once the run is stored (a larger checkpoint vouches for it:
+        the home signed two trees, unless this copy cannot prove it). Rare: it waits for the
+        commit. If the commit fails they wait again, with the checkpoints of the run."""
+        state = self._state(ledger)
+        senders = {c.size: state.heard_from.pop(c.size, self.home_of(ledger)) for c in contradicted}
+        for checkpoint in contradicted:
+            del state.waiting[checkpoint.size]
+        if not self._settle(ledger):
+            for checkpoint in contradicted:
+                state.waiting.setdefault(checkpoint.size, checkpoint)
+            return
+        for checkpoint in contradicted:
+            source = senders[checkpoint.size]
+            if self._of_stored_epochs(checkpoint, source):
+                self._compare_held(checkpoint, source)
 
     def _settle(self, ledger: str) -> bool:
         """Wait for the runs being stored, if any, and act on each in order: False if the store

@@ -76,7 +76,7 @@ PROXY_LINGER_MS = 2000  # what the outbox process pushed at its end gets this lo
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
 _send_frame = zmq.backend.Socket.send  # without the sugar layer's wrapper: one call a frame
-REDIS_TIMEOUT = 2.0  # seconds, as the node's own replication client (runtime.REPLICATION_REDIS_TIMEOUT)
+REDIS_TIMEOUT = 2.0  # seconds, as the node's own replication client (runtime.NODE_REDIS_TIMEOUT)
 
 
 def _checkpoint_rows(checkpoints: Iterable[SignedCheckpoint]) -> list[list[Any]]:

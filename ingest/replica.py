@@ -407,7 +407,7 @@ def _run_follower(
             "current": current_check(store, config, name, replication, config.replication.catch_up_batch),
         },
     )
-    server = runtime.request_server(broker)
+    server = runtime.request_server(broker, metrics)
     # After request_server, which sets the hook for the CURVE key: the witness follows its own
     # Ed25519 key's rotations too (PROTOCOL 16.6), from the generation in force now on.
     follow_own_key = witness_key_follower(

@@ -29,7 +29,7 @@ import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
-from ..broker.curve_guard import raise_file_limit
+from ..broker.curve_guard import CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go out at a stop
-REPLICATION_REDIS_TIMEOUT = 2.0  # seconds: past that, the replication work goes on without Redis
+# Seconds a call of a node's Redis clients may wait: past it, the replication work goes on
+# without Redis, and an accounts call fails rather than hang its caller on a wedged Redis.
+NODE_REDIS_TIMEOUT = 2.0
 
 
 def open_node_store(node: str, directory: Path, replication: ReplicationLedger, **options: Any) -> ChainStore:
@@ -202,15 +204,19 @@ class NodeRuntime:
     # --- what a process adds -------------------------------------------------------------
 
     def registry(self) -> AccountRegistry:
-        return AccountRegistry(connect(self.redis_access))
+        """The account registry on a Redis client of its own, whose calls give up after
+        NODE_REDIS_TIMEOUT: without one, a Redis that took the connection and never answered
+        held the accounts thread, an admin's account command and a node's start for ever.
+        Waits on its channels are bounded by their own timeouts, not this one."""
+        return AccountRegistry(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT))
 
     def replication(self, **options: Any) -> ReplicationLedger:
         """A ReplicationLedger on a Redis client of its own, whose calls give up after
-        REPLICATION_REDIS_TIMEOUT (the replication work goes on without Redis). It raises alerts
+        NODE_REDIS_TIMEOUT (the replication work goes on without Redis). It raises alerts
         and keeps evidence in this node's own keys, and reads every configured node's."""
         options.setdefault("node", self.name)
         options.setdefault("raisers", sorted(self.config.nodes))
-        return ReplicationLedger(connect(self.redis_access, timeout=REPLICATION_REDIS_TIMEOUT), **options)
+        return ReplicationLedger(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), **options)
 
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
         """The node's ChainStore in its store directory (``options`` as ChainStore takes them),
@@ -267,9 +273,10 @@ class NodeRuntime:
         self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
         return self.started(self.gates.account_cache(registry, self.name, poll))
 
-    def request_server(self, settings: BrokerSettings) -> CurveServer:
+    def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once
-        it has proved that an unlisted key is refused (AuthSelfTestError otherwise).
+        it has proved that an unlisted key is refused (AuthSelfTestError otherwise); its
+        connection guard's counts go to ``metrics`` when given (PROTOCOL 15.3).
 
         It serves the key generation the admin ledger says is in force on its endpoint (the
         accounts cache, started before, has read it), and follows the node's key rotations
@@ -282,6 +289,8 @@ class NodeRuntime:
             keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx, guarded=True
         )
         self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
+        if metrics is not None and server.guard is not None:
+            metrics.registry.register(CurveGuardMetrics(server.guard))
         server.self_test()
         return server
 

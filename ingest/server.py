@@ -261,7 +261,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
     # first at the end, with a linger: answers still queued in ZeroMQ go out.
-    server = runtime.request_server(broker)
+    server = runtime.request_server(broker, metrics)
     # The observers' tallies, read when an observer's key rotates (its record states what it tallied, 16.6).
     tallies = TallyBoard(replication.client, replication.namespace)
     admin = RegistryAdmin(
@@ -290,6 +290,13 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # A round of pipelined puts has its contents decoded and checked by a process of its own
     # (ingest/content_check.py), with the node's limits: off the request thread's GIL.
     content_check = runtime.started(ContentChecker(config.settings.limits, config.ingest.max_message_bytes))
+    metrics.collect_with(
+        counter_collector(
+            "vledger_content_check_restarts",
+            "content-check processes started again after one died, hung or was slow",
+            lambda: content_check.restarts,
+        )
+    )
     service = IngestService(
         config,
         node,

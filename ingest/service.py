@@ -57,6 +57,7 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.rules.files import FilesState, may_read
 from ..node.store import ChainStore, Receipt
+from ..node.storefile import MAX_HEIGHT
 from ..node.totp import MAX_CODE_LENGTH
 from ..node.wire import (
     PROTOCOL_VERSION,
@@ -903,7 +904,7 @@ def _get(service: IngestService, caller: Caller, args: Args) -> object:
         if record is not None:
             service.held(record.ledger)  # not a replaced home's copy (10.9)
     else:
-        ledger, height = args.text("ledger"), args.uint("height")
+        ledger, height = args.text("ledger"), args.uint("height", maximum=MAX_HEIGHT)
         record = service.store.get(service.held(ledger), height)
     return {"record": service._record(record, "such record").encode()}
 
@@ -911,7 +912,7 @@ def _get(service: IngestService, caller: Caller, args: Args) -> object:
 @command("range", EVERYONE, "ledger start [limit]", "a page of records from a height on")
 def _range(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger")
-    start = args.uint("start")
+    start = args.uint("start", maximum=MAX_HEIGHT)
     page = service.settings.page_size
     limit = args.uint("limit", default=page, maximum=page) or page
     service.held(ledger)

@@ -354,6 +354,12 @@ class TallyMismatchError(VledgerError):
     code = "tally_mismatch"
 
 
+class TallyUncomparedError(VledgerError):
+    """Observers of one ledger signed at no common height for too long, none progressing (an alert)."""
+
+    code = "tally_uncompared"
+
+
 # --- keys, CURVE, Redis and accounts (vledger.broker) -----------------------------------
 
 

@@ -31,9 +31,14 @@ head, including one that never reported. An ingest node that is not the ledger's
 shown but never expected to hold it; a verifier holds nothing and is shown only if Redis
 names it.
 
+A held height is what Redis last heard, also of a node that has stopped since: a node whose
+heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) is older than
+:func:`~vledger.broker.accounts.heartbeat_window` is shown **down** (STATE column, ``"down"``
+in JSON), never current; ``vledger status`` marks down the nodes that do not answer its hello.
+
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis cannot
 be reached or answers with an error (``vledger: error: redis_server: ...``), or the
-configuration is invalid; 2 usage; 3 some replica or observer lags (the code
+configuration is invalid; 2 usage; 3 some replica or observer lags or is down (the code
 `vledger supervise status` gives for a process that is not running), so that a script can
 wait with ``until vledger repl status --config F >/dev/null; do sleep 1; done``.
 """
@@ -44,12 +49,13 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
+from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
@@ -85,7 +91,7 @@ JSON_SHAPE = """\
 With --json, one JSON object (with --watch, one per line and round; a round that cannot
 read Redis prints its error on stderr instead, and the watch goes on):
 
-  {"redis": URL (password hidden), "current": bool (no replica or observer lags),
+  {"redis": URL (password hidden), "current": bool (no replica or observer lags or is down),
    "ledgers": [{"ledger": str, "home": node (the cluster file's, or the proven epoch's),
                 "epoch": int (the newest proven: 1 until a handover is proven),
                 "claimed": null, or {"epoch": int, "home": node}: what Redis names
@@ -100,7 +106,9 @@ read Redis prints its error on stderr instead, and the watch goes on):
                            "lagging": bool,
                            "cosigned": int or null (the size its verified cosignature is of),
                            "unverified": bool (held above the head: a claim nothing signed
-                                           confirms; anyone who reaches Redis can write it)}],
+                                           confirms; anyone who reaches Redis can write it),
+                           "down": bool (its heartbeat in Redis is older than 30 s, or
+                                    6 accounts polls: "held" is what it last said)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),
@@ -112,7 +120,7 @@ configuration's ingest, replica and observer nodes count (a held height is still
 
 Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
 unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
-that never reported counts as lagging).
+that never reported counts as lagging) or is down.
 With --watch the command runs until interrupted and exits with the last round's code."""
 
 
@@ -130,6 +138,7 @@ class NodeHeight:
     lagging: bool  # a replica or observer that holds less than the head
     cosigned: int | None = None  # the size of this witness's cosignature that verifies
     unverified: bool = False  # it claims more than the head: nothing signed shows those records exist
+    down: bool = False  # no sign of life: ``held`` is what it said before it stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +167,19 @@ class LedgerStatus:
         return [n.node for n in self.nodes if n.lagging]
 
     @property
+    def down(self) -> list[str]:
+        """The replicas and observers that are down: not current, whatever they last held."""
+        return [n.node for n in self.nodes if n.down and n.role in FOLLOWER_ROLES]
+
+    @property
     def cosigned(self) -> dict[str, int]:
         return {n.node: n.cosigned for n in self.nodes if n.cosigned is not None}
+
+
+def marked_down(status: LedgerStatus, down: Collection[str]) -> LedgerStatus:
+    """``status`` with its nodes in ``down`` (and only those) shown down."""
+    nodes = tuple(replace(n, down=n.node in down) for n in status.nodes)
+    return replace(status, nodes=nodes)
 
 
 def ledger_status(
@@ -354,12 +374,22 @@ def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:
 
 
 def read_status(
-    replication: ReplicationLedger, roles: Mapping[str, str], checker: Checker | None = None
+    replication: ReplicationLedger,
+    roles: Mapping[str, str],
+    checker: Checker | None = None,
+    *,
+    silent_after: float | None = None,
 ) -> list[LedgerStatus]:
     """Every ledger Redis knows of, by name (Redis's errors pass through). With ``checker``,
     each ledger's home is the cluster file's or a proven epoch's (:meth:`Checker.proven_epoch`),
     and the home and epoch Redis names are a claim when they differ; without one (no keys to
-    check with), the home is the one Redis names."""
+    check with), the home is the one Redis names. With ``silent_after``, a node of ``roles``
+    whose heartbeat in Redis is older than that many seconds is shown down (one that never
+    sent one is not: Redis cannot tell)."""
+    down: set[str] = set()
+    if silent_after is not None:
+        silence = AccountRegistry(replication.client).silence(sorted(roles))
+        down = {name for name, age in silence.items() if age is not None and age > silent_after}
     homes = replication.ledgers()
     names = sorted(homes)
     lasts = replication.last_heights(names)
@@ -378,9 +408,10 @@ def read_status(
             claimed = None if named == (epoch, home) or (named[0] == 1 and homes[name] == home) else named
             checkpoint = checker.checkpoint(name, home, notes.get(name), proven)
             cosigned = checker.cosigned(name, home, witnessed, proven)
-        statuses.append(
-            ledger_status(name, home, lasts[name], replication.held(name), roles, checkpoint, cosigned, epoch, claimed)
+        status = ledger_status(
+            name, home, lasts[name], replication.held(name), roles, checkpoint, cosigned, epoch, claimed
         )
+        statuses.append(marked_down(status, down))
     return statuses
 
 
@@ -390,7 +421,7 @@ def read_status(
 def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
     return {
         "redis": shown_url(url),
-        "current": not any(s.lagging for s in statuses),
+        "current": current(statuses),
         "ledgers": [
             {
                 "ledger": s.ledger,
@@ -410,6 +441,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                         "lagging": n.lagging,
                         "cosigned": n.cosigned,
                         "unverified": n.unverified,
+                        "down": n.down,
                     }
                     for n in s.nodes
                 ],
@@ -427,7 +459,14 @@ def _number(value: int | None) -> str:
     return "-" if value is None or value < 0 else str(value)
 
 
+def current(statuses: list[LedgerStatus]) -> bool:
+    """Whether every replica and observer holds every ledger up to its head and is up."""
+    return not any(s.lagging or s.down for s in statuses)
+
+
 def _state(node: NodeHeight) -> str:
+    if node.down:  # what it held when it stopped is no longer current, whatever it was
+        return "down"
     if node.unverified:
         return "unverified"
     if node.lagging:
@@ -503,8 +542,13 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
         for s in statuses
         if any(n.unverified for n in s.nodes)
     ]
+    down = [f"{s.ledger} ({', '.join(s.down)})" for s in statuses if s.down]
+    if down:
+        print(f"Down (their held heights are what they last said): {'; '.join(down)}")
     if behind:
         print(f"Behind: {'; '.join(behind)}")
+    elif down:  # not "every replica holds": one that is down holds nothing current
+        return
     elif claims_above:
         # Not "every replica holds": a height above the head is a claim nothing signed shows.
         print(f"No replica or observer is behind; above the head, unverified: {'; '.join(claims_above)}")
@@ -516,11 +560,17 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
 
 
 def show_status(
-    replication: ReplicationLedger, roles: Mapping[str, str], url: str, as_json: bool, checker: Checker | None = None
+    replication: ReplicationLedger,
+    roles: Mapping[str, str],
+    url: str,
+    as_json: bool,
+    checker: Checker | None = None,
+    silent_after: float | None = None,
 ) -> int:
-    """One round: read, print, and the exit code it makes (0 or 3; RedisServerError if Redis fails)."""
+    """One round: read, print, and the exit code it makes (0 or 3; RedisServerError if Redis
+    fails); ``silent_after`` as :func:`read_status` takes it."""
     try:
-        statuses = read_status(replication, roles, checker)
+        statuses = read_status(replication, roles, checker, silent_after=silent_after)
     except redis.exceptions.RedisError as e:
         raise RedisServerError(f"cannot read the replication state from Redis at {shown_url(url)}: {e}") from e
     if as_json:
@@ -528,7 +578,7 @@ def show_status(
     else:
         print_status(statuses, url)
         sys.stdout.flush()
-    return EXIT_LAGGING if any(s.lagging for s in statuses) else EXIT_OK
+    return EXIT_OK if current(statuses) else EXIT_LAGGING
 
 
 def watch_status(
@@ -540,6 +590,7 @@ def watch_status(
     interval: float,
     sleep: Callable[[float], None] = time.sleep,
     checker: Checker | None = None,
+    silent_after: float | None = None,
 ) -> int:
     """A round every ``interval`` seconds until interrupted; the last round's exit code.
 
@@ -547,7 +598,10 @@ def watch_status(
     watches may come back.
     """
     return watch_rounds(
-        lambda: show_status(replication, roles, url, as_json, checker), as_json=as_json, interval=interval, sleep=sleep
+        lambda: show_status(replication, roles, url, as_json, checker, silent_after),
+        as_json=as_json,
+        interval=interval,
+        sleep=sleep,
     )
 
 
@@ -560,9 +614,12 @@ def cmd_repl_status(args: argparse.Namespace) -> int:
     try:
         replication = ReplicationLedger(client)
         checker = Checker(config, client)
+        silent_after = heartbeat_window(config.settings.broker.accounts_poll_ms / 1000)
         if args.watch is None:
-            return show_status(replication, roles, url, args.json, checker)
-        return watch_status(replication, roles, url, as_json=args.json, interval=args.watch, checker=checker)
+            return show_status(replication, roles, url, args.json, checker, silent_after)
+        return watch_status(
+            replication, roles, url, as_json=args.json, interval=args.watch, checker=checker, silent_after=silent_after
+        )
     finally:
         client.close()
 

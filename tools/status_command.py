@@ -47,7 +47,7 @@ from .client_output import table
 from .client_payloads import seconds
 from .client_session import KEY_ENV, load_client_keys
 from .paths import input_file
-from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, read_status
+from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_down, read_status
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
@@ -82,7 +82,8 @@ alerts (read from Redis) are empty:
               "process": {"state": str, "pid": int or null} or null (not supervised here)}],
    "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "head", "head_from",
                "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
-               "cosigned", "unverified"}], "counts": [{"holders", "records"}], "lagging": [node],
+               "cosigned", "unverified", "down" (here: it does not answer hello; "held" is what
+               it last said)}], "counts": [{"holders", "records"}], "lagging": [node],
                "checkpoint", "cosigned"}],
    "verifiers": [{"node": str, "up": bool, "checked": int or null (stream entries checked),
                   "swept": int or null (records re-verified by sweeps),
@@ -226,6 +227,9 @@ def cluster_status(
         for name in names
         if roles[name] == "verifier"
     )
+    # A held height is what Redis last heard: of a node that does not answer, not current.
+    down = {node.node for node in nodes if not node.up}
+    ledgers = [marked_down(ledger, down) for ledger in ledgers]
     problems = _problems(nodes, ledgers, open_alerts, supervisord)
     if redis_error is not None:
         problems.insert(0, f"Redis is down: {redis_error}")

@@ -372,11 +372,12 @@ class ClusterChecks:
         pool: PagePool | None = None,
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
         witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
-        tallies: Callable[[str], Alert | None] = lambda ledger: None,
+        tallies: Callable[[str, int | None], Alert | None] = lambda ledger, size: None,
         stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
-        # The observers' disagreement on a ledger, as a tally_mismatch alert (verifier/tally_watch.py).
+        # The observers' disagreement on a ledger, given its largest verified checkpoint's size, as a
+        # tally_mismatch or tally_uncompared alert (verifier/tally_watch.py).
         self._tallies = tallies
         self._next_tallies = 0.0
         self._stopping = stopping or threading.Event()
@@ -1517,11 +1518,11 @@ class ClusterChecks:
 
     def compare_tallies(self) -> None:
         """Each checked ledger's observers' latest tallies compared at their newest common height
-        (PROTOCOL 11.4): a disagreement is raised as ``tally_mismatch``, which only an operator
-        resolves; resolved while the observers still disagree, it is raised again."""
-        for ledger in sorted(self.ledgers):
+        (PROTOCOL 11.4): a disagreement is raised as ``tally_mismatch``, observers never compared
+        as ``tally_uncompared``, which only an operator resolves; resolved while still so, raised again."""
+        for ledger, state in sorted(self.ledgers.items()):
             self._go_on()
-            alert = self._tallies(ledger)
+            alert = self._tallies(ledger, (state.checkpoint.size or None) if state.checkpoint is not None else None)
             if alert is not None:
                 self.raise_alert(alert)
 

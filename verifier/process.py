@@ -237,7 +237,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         ):
             metrics.collect_with(counter_collector(series, text, read))
         runtime.health(metrics, {"redis": redis_check(replication)})
-        server = runtime.request_server(config.settings.broker)
+        server = runtime.request_server(config.settings.broker, metrics)
         service = StatusService(name, CachedAccounts(cache, members=runtime.gates.members), checks.status)
         log.info("verifier %s checking %d nodes", name, len(readers))
         runtime.serve(server, MeteredService(service, metrics), main=lambda: _check(checks, runtime.stopping))

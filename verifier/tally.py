@@ -484,10 +484,12 @@ def read_tallies(
     ledger: str,
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory] | None = None,
+    pages: int | None = None,
 ) -> TallyReport:
     """The latest snapshots of ``ledger`` of the observers of ``keys``, each read from that
     observer's own keys, checked (with ``histories`` for those whose key rotated), and whether
-    they agree (Redis errors pass)."""
+    they agree (Redis errors pass). With ``pages``, each observer's stream is read back at most
+    that many pages (HISTORY_PAGE entries) for a common height: none found within is still counting."""
     histories = histories or {}
     latest = board.latest(ledger, keys)
     tallies = tuple(
@@ -502,7 +504,7 @@ def read_tallies(
     valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
     if len({snapshot.height for snapshot in valid.values()}) <= 1:
         return TallyReport(ledger, tallies, judge(valid, keys), valid)
-    compared, older = _at_common_height(board, ledger, valid, keys, histories)
+    compared, older = _at_common_height(board, ledger, valid, keys, histories, pages)
     return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
 
 
@@ -512,15 +514,18 @@ def _at_common_height(
     latest: dict[str, Snapshot],
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory],
+    pages: int | None = None,
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from
-    their streams a page of each at a time, newest first: an honest observer's heights only grow
-    along its stream, so the first common height found is the newest."""
+    their streams a page of each at a time, newest first (at most ``pages`` pages of each): an
+    honest observer's heights only grow along its stream, so the first common height found is the newest."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
     before: dict[str, str | None] = dict.fromkeys(latest)
     reading = list(latest)
     height = None
-    while height is None and reading:
+    read = 0
+    while height is None and reading and (pages is None or read < pages):
+        read += 1
         for name in list(reading):
             page = board.history(ledger, name, before[name])
             if not page:

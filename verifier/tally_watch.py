@@ -5,6 +5,11 @@ ran ``vledger tally``. The verifier reads every configured observer's latest sna
 ledger it checks, as ``vledger tally`` does (verifier/tally.py: signatures with the key files
 and the rotations the admin ledger proves, compared at the newest common height), and a
 disagreement becomes the same ``tally_mismatch`` alert, naming no observer the reference.
+Observers that are never compared become ``tally_uncompared`` (verifier/tally_uncompared.py).
+
+A look costs one read of the latest ids while none changed; else at most LOOK_PAGES pages of
+each observer's stream: a look once read every stream whole (tally_stream_max_len full bodies)
+per ledger every 5 s on the verifier's one check thread when no common height was in it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,21 @@ from ..config.cluster import ClusterConfig
 from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory
 from .node_keys import follow_redis
-from .tally import MISMATCH, mismatch_alert, observer_histories, observer_keys, read_tallies
+from .tally import MISMATCH, TallyReport, mismatch_alert, observer_histories, observer_keys, read_tallies
+from .tally_uncompared import UncomparedClock
 
 log = logging.getLogger(__name__)
 
 KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) are kept
+# Pages (HISTORY_PAGE entries) of each observer's stream read back for a common height: honest
+# observers meet within seconds once a ledger is quiet, far inside one page signed once a second.
+LOOK_PAGES = 2
 
 
 class TallyWatch:
-    """Called with a ledger: the ``tally_mismatch`` alert of its observers' latest tallies, or None
-    (they agree, are still counting, or there are no observers). Raises Redis errors."""
+    """Called with a ledger and the size of its largest checkpoint verified (None: none): the
+    ``tally_mismatch`` alert of its observers' latest tallies, or their ``tally_uncompared``
+    alert, or None (they agree, are still counting, or there are no observers). Raises Redis errors."""
 
     def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -41,6 +51,10 @@ class TallyWatch:
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
         self._refused = False  # a redis.acl written before the verifier read tallies: said once
+        self._uncompared_s = config.verifier.tally_uncompared_ms / 1000
+        self._clocks: dict[str, UncomparedClock] = {}
+        # ledger -> (the latest ids and key set it was read with, the report): read again once either changes
+        self._reports: dict[str, tuple[tuple[object, ...], TallyReport]] = {}
 
     def keys(self) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
         """The observers' key files and, for those whose key rotated, their proven generations."""
@@ -55,12 +69,12 @@ class TallyWatch:
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
 
-    def __call__(self, ledger: str) -> Alert | None:
+    def __call__(self, ledger: str, size: int | None = None) -> Alert | None:
         keys, histories = self.keys()
         if not keys:
             return None
         try:
-            report = read_tallies(self.board, ledger, keys, histories)
+            report = self._report(ledger, keys, histories)
         except redis.exceptions.NoPermissionError as e:
             # Not the other checks' Redis outage: those go on; the file written anew lets it read.
             if not self._refused:
@@ -72,6 +86,23 @@ class TallyWatch:
                 self._refused = True
             return None
         self._refused = False
+        uncompared = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(
+            report, size, self._clock()
+        )
         if report.verdict.status != MISMATCH:
-            return None
+            return uncompared
         return mismatch_alert(ledger, report.verdict, report.compared)
+
+    def _report(
+        self, ledger: str, keys: dict[str, VerifyKey | None], histories: Mapping[str, KeyHistory]
+    ) -> TallyReport:
+        """The observers' tallies of ``ledger``, read again only when a latest id or a key changed."""
+        ids = self.board.latest_ids([ledger], keys)[ledger]
+        keys_read = self._keys[0] if self._keys is not None else 0.0  # keys read anew: entries checked anew
+        mark = (tuple(sorted(ids.items())), keys_read)
+        cached = self._reports.get(ledger)
+        if cached is not None and cached[0] == mark:
+            return cached[1]
+        report = read_tallies(self.board, ledger, keys, histories, pages=LOOK_PAGES)
+        self._reports[ledger] = (mark, report)
+        return report

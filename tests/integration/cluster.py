@@ -64,6 +64,14 @@ from vledger.node.work import meets_difficulty
 
 LIMITS = Limits()
 CLI = [sys.executable, "-m", "vledger.tools.cli"]
+# Sets its open-file limit to its first argument and becomes the rest (the same pid): a
+# preexec_fn would run between fork and exec in a process with threads.
+WITH_FILE_LIMIT = [
+    sys.executable,
+    "-c",
+    "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+    "os.execv(sys.argv[2], sys.argv[2:])",
+]
 ADMIN = "admin"
 # Client keys every cluster makes; the first three become accounts once the nodes are up.
 DEFAULT_ACCOUNTS = {"writer1": "writer", "writer2": "writer", "observer": "observer"}
@@ -436,6 +444,9 @@ class LocalCluster:
     # The processes reach Redis over TLS: the server's rediss:// URL and the CA in the
     # cluster file; the tests' own clients keep the plain ``redis_url``.
     redis_tls: tuple[str, Path] | None = None
+    # The nodes' open-file limit (soft and hard), lower than the tests' own: a node raises its
+    # soft limit to its hard one, so only a lower hard limit makes its file budget small.
+    file_limit: int | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="vl-", dir="/tmp"))
@@ -714,8 +725,9 @@ class LocalCluster:
         with proc.log.open("ab") as log:
             log.write(f"--- start {proc.starts} ---\n".encode())
             log.flush()
+            limit = [] if self.file_limit is None else [*WITH_FILE_LIMIT, str(self.file_limit)]
             proc.process = subprocess.Popen(
-                [*CLI, "--log-level", "info", proc.role, "--config", str(self.config_path), "--node", name],
+                [*limit, *CLI, "--log-level", "info", proc.role, "--config", str(self.config_path), "--node", name],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -752,6 +764,13 @@ class LocalCluster:
 
     def health_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.procs[name].http_port}/"
+
+    def metric(self, name: str, sample: str) -> float:
+        """The sum of the values of process ``name``'s /metrics lines that start with ``sample``
+        (a series name and a space, or a name and the start of its labels); 0 when none does."""
+        with urllib.request.urlopen(self.health_url(name) + "metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample))
 
     def wait_ready(self, name: str, timeout: float = START_TIMEOUT) -> None:
         proc = self.procs[name]

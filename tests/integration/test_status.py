@@ -153,11 +153,16 @@ def test_a_killed_replica_is_down_exits_3_and_costs_one_timeout(cluster: LocalCl
     assert "no answer within" in replica["error"]
     assert any(p.startswith("replica-1 does not answer hello") for p in found["problems"])
     assert all(n["up"] for n in found["nodes"] if n["node"] != "replica-1")
+    # In the ledger table too: its held height is what Redis last heard, not current.
+    ledger = next(entry for entry in found["ledgers"] if entry["ledger"] == LEDGER)
+    assert {n["node"]: n["down"] for n in ledger["nodes"]}["replica-1"] is True
 
     code, out = status(cluster)
     assert code == EXIT_PROBLEM
     (row,) = [line for line in out.splitlines() if line.startswith("replica-1 ")]
     assert row.split()[:3] == ["replica-1", "replica", "down"]
+    held = [line for line in out.splitlines() if line.split()[:2] == ["replica-1", "replica"] and line != row]
+    assert len(held) == 2 and all(line.split()[-1] == "down" for line in held), held  # votes and admin
 
     # One round in this process, without Python's start-up: the node down costs the hello timeout, once.
     config = load_cluster(cluster.config_path)

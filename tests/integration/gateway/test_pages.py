@@ -35,7 +35,7 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from vledger.broker.tallies import TallyBoard
+from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
 from vledger.node.currency import amount_text
@@ -256,24 +256,32 @@ def test_the_tally_page_follows_a_vote_cast_while_it_is_open(
     shot(browser, "tally")
 
 
+def forge(cluster: LocalCluster, tallies: TallyBoard, ledger: str, **changes: Any) -> tuple[Published, Snapshot]:
+    """What a thief of observer-1's key does: its latest body of ``ledger`` with ``changes`` (``tally``
+    merged into the honest one), signed and published as its latest. Returns the honest entry (to
+    name the latest again afterwards) and its body."""
+    original = tallies.latest(ledger, ["observer-1"])["observer-1"]
+    assert original is not None
+    honest = Snapshot.decode(original.body)
+    lie = dataclasses.replace(honest, **{**changes, "tally": {**honest.tally, **changes.get("tally", {})}})
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    tallies.publish(ledger, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    return original, honest
+
+
 def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_apart(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:
     # An outsider with observer-1's key signed its body at height 1,000,000 with counts of its
     # choosing: the page compared only the latest bodies and said "Still counting" for ever.
     tallies = TallyBoard(connect(cluster.cluster_redis_url))
-    original = tallies.latest(ELECTION, ["observer-1"])["observer-1"]
-    assert original is not None
-    honest = Snapshot.decode(original.body)
-    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "counts": {"mallory": 999_999}})
-    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
-    tallies.publish(ELECTION, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    original, _ = forge(cluster, tallies, ELECTION, height=1_000_000, tally={"counts": {"mallory": 999_999}})
     try:
         for fragment in (f"#anchors={anchors}", ""):
             browser.get(f"{cluster.gateway_url('replica-1')}tally.html?ledger={ELECTION}{fragment}")
-            verdict = wait_text(browser, "#verdict", "NOT a full agreement", "observer-1 judged apart")
-            assert "The 1 observers not ahead agree at height" in verdict, verdict
-            assert "observer-1 cannot be checked: claims records no checkpoint shows" in verdict
+            verdict = wait_text(browser, "#verdict", "no count is agreed meanwhile", "observer-1 judged apart")
+            assert "Still counting" in verdict and "agree" not in verdict.replace("agreed", ""), verdict
+            assert "observer-1 cannot be checked: counts records past the checkpoint verified here" in verdict
             assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
             row = text_of(browser, "tr[data-observer='observer-1']")
             assert "1000000" in row and "cannot be checked" in row and "✓ Ed25519 valid" in row
@@ -286,6 +294,20 @@ def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
 
 
+OBSERVERS = ("observer-1", "observer-2")
+
+
+def _settled(tallies: TallyBoard, gateway: str, ledger: str) -> int | None:
+    """The checkpoint's size once both observers signed at the last record it holds (None before,
+    and while the gateway's store does not hold the ledger yet)."""
+    try:
+        size = int(_json(f"{gateway}api/ledgers/{ledger}/checkpoint")["size"])
+    except urllib.error.HTTPError:
+        return None
+    latest = tallies.latest(ledger, OBSERVERS)
+    return size if all(p is not None and p.height == size - 1 for p in latest.values()) else None
+
+
 def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_left_behind_is_stale(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:
@@ -296,18 +318,15 @@ def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_
     made a minute ago: each page and the gateway's verdict say STALE, as the command does."""
     tallies = TallyBoard(connect(cluster.cluster_redis_url))
     gateway = cluster.gateway_url("replica-1")
-    observers = ("observer-1", "observer-2")
-
-    def settled(ledger: str) -> int | None:
-        """The checkpoint's size once both observers signed at the last record it holds."""
-        size = int(_json(f"{gateway}api/ledgers/{ledger}/checkpoint")["size"])
-        latest = tallies.latest(ledger, observers)
-        return size if all(p is not None and p.height == size - 1 for p in latest.values()) else None
-
+    observers = OBSERVERS
     originals = {}
     try:
         for ledger in (ELECTION, FUND):
-            size = wait_until(lambda ledger=ledger: settled(ledger), WAIT, f"both observers at the head of {ledger}")
+            size = wait_until(
+                lambda ledger=ledger: _settled(tallies, gateway, ledger),
+                WAIT,
+                f"both observers at the head of {ledger}",
+            )
             for name in observers:
                 original = tallies.latest(ledger, [name])[name]
                 assert original is not None
@@ -360,20 +379,58 @@ def test_the_charity_page_never_shows_the_balance_of_a_body_claiming_records_no_
     of its choosing: the charity page showed it as the newest tally ("one observer's word alone"),
     where tally.html judges such a body ahead (15.4 step 6) and never shows its figures."""
     tallies = TallyBoard(connect(cluster.cluster_redis_url))
-    original = tallies.latest(FUND, ["observer-1"])["observer-1"]
-    assert original is not None
-    honest = Snapshot.decode(original.body)
-    lie = dataclasses.replace(honest, height=1_000_000, tally={**honest.tally, "balance": 99_999_999}, at_ms=now_ms())
-    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
-    tallies.publish(FUND, "observer-1", lie.height, lie.body(), key.sign(lie.body()))
+    original, honest = forge(cluster, tallies, FUND, height=1_000_000, tally={"balance": 99_999_999}, at_ms=now_ms())
     try:
         fresh(browser, f"{cluster.gateway_url('replica-1')}charity.html?ledger={FUND}#anchors={anchors}")
         summary = wait_text(browser, "#summary", "observer-1 cannot be checked", "observer-1 judged apart")
-        assert "claims records no checkpoint shows" in summary and "signed alike by 1 observer(s)" in summary, summary
+        assert "no balance is agreed meanwhile" in summary and "signed alike" not in summary, summary
+        assert "NOT agreed: observer-2's word alone, still counting" in summary, summary
         assert amount_text(99_999_999, "SAR") not in summary and amount_text(honest.tally["balance"], "SAR") in summary
         assert browser.execute_script("return document.getElementById('summary').className") == "warn"
     finally:
         tallies.client.set(tallies.latest_key(FUND, "observer-1"), original.entry_id)
+
+
+def test_an_old_checkpoint_served_never_makes_a_stolen_key_s_tally_agreed(
+    browser: Any, cluster: LocalCluster, election: Election
+) -> None:
+    """Review r8, finding 2: which observer is ahead is the served checkpoint's word. A gateway
+    serving an older checkpoint, validly signed, made the honest observer-2 ahead, and the body
+    observer-1's stolen key signed at a height that checkpoint holds was then "signed alike by 1
+    observer(s)" on the charity page (the tally page, which shows elections, judged alike: the
+    test above), the honest one blamed."""
+    fund = "sadaqa"  # a fund of its own: the other tests' figures stay as they are
+    rules = LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": [fund]})
+    genesis = cluster.pinned(fund, rules).genesis_content(fund, ADMIN, "g", now_ms())
+    cluster.admin().create_ledger(Entry.prepare(genesis, 0, Limits()))
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    gateway = cluster.gateway_url("replica-1")
+    writer = cluster.client("writer1")
+    old: Any = None
+    for size, donor in ((2, "d1"), (3, "d2")):
+        payload = {"donor": seal(new_seal_key(), donor), "fund": fund, "amount": 100, "source": "bank", "purpose": "x"}
+        writer.put(entry(fund, "donation", payload, "writer1"))
+        wait_until(lambda size=size: _settled(tallies, gateway, fund) == size, WAIT, f"both observers at size {size}")
+        old = old or _json(f"{gateway}api/ledgers/{fund}/checkpoint")
+    assert int(old["size"]) == 2
+    # The thief signs at a height the old checkpoint holds (its last), a balance of its choosing.
+    original, _ = forge(cluster, tallies, fund, height=1, tally={"balance": 77_777_777}, at_ms=now_ms())
+
+    def older_checkpoint(path: str, body: Any) -> Any:
+        return old if path.startswith(f"/api/ledgers/{fund}/checkpoint") else None
+
+    try:
+        with Lying(gateway, older_checkpoint) as lying:
+            fresh(browser, f"{lying.url}charity.html?ledger={fund}")
+            summary = wait_text(
+                browser, "#summary", "observer-2 cannot be checked", "observer-2 ahead of the old checkpoint"
+            )
+            assert "signed alike" not in summary and "no balance is agreed meanwhile" in summary, summary
+            assert "NOT agreed: observer-1's word alone, still counting" in summary, summary
+            assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+            shot(browser, "charity-old-checkpoint")
+    finally:
+        tallies.client.set(tallies.latest_key(fund, "observer-1"), original.entry_id)
 
 
 class Hostile:

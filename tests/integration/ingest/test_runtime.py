@@ -2,7 +2,8 @@
 
 The cluster file is written here and its keys made by ``vledger keygen --cluster``, as an
 operator would; no Redis is needed, since nothing here asks the account registry (the node's
-own key, a member of its cluster, is let in by hand).
+own key, a member of its cluster, is let in by hand), but by the test of a wedged Redis,
+which stops a redis-server of its own.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import redis
 import zmq
 
 from vledger.broker.curve import curve_client
 from vledger.broker.keys import load_public, load_secret
-from vledger.broker.redis_server import free_port
+from vledger.broker.redis_server import RedisServer, free_port
 from vledger.config.cluster import ClusterConfig, load_cluster
-from vledger.ingest.runtime import NodeRuntime
+from vledger.ingest.runtime import NODE_REDIS_TIMEOUT, NodeRuntime
 from vledger.node.errors import SettingsError
 from vledger.node.wire import encode_request, reply_ok
 
@@ -128,3 +132,38 @@ def test_sigterm_stops_serving_and_the_main_loop_then_closes_the_socket(config: 
     assert asked == [{"id": 1, "ok": True, "result": {"node": "verifier-1"}}]
     assert server.socket.closed and runtime.ctx.closed
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
+
+
+def test_the_account_registry_gives_up_on_a_wedged_redis(
+    config: ClusterConfig, short_tmp: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that took the connection and answers nothing (stopped): the registry's calls
+    fail after the node's Redis timeout, as its replication client's do. They had none, so the
+    accounts thread, an admin's account command or a node's start waited for ever."""
+    (short_tmp / "redis").mkdir()
+    with RedisServer(short_tmp / "redis", executable=redis_server.executable) as wedged:
+        assert wedged.process is not None
+        monkeypatch.setenv("REDIS_URL", wedged.url)
+        with NodeRuntime.open(config, "verifier-1", ("verifier",)) as runtime:
+            registry = runtime.registry()
+            assert registry.version() == 0  # connected, before it stops answering
+            outcome: list[BaseException | int] = []
+
+            def ask() -> None:
+                try:
+                    outcome.append(registry.version())
+                except BaseException as e:
+                    outcome.append(e)
+
+            os.kill(wedged.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                asking = threading.Thread(target=ask, daemon=True)
+                asking.start()
+                asking.join(NODE_REDIS_TIMEOUT + 10)
+                waited = time.monotonic() - started
+            finally:
+                os.kill(wedged.process.pid, signal.SIGCONT)
+            asking.join(10)
+            assert len(outcome) == 1 and isinstance(outcome[0], redis.exceptions.TimeoutError), outcome
+            assert NODE_REDIS_TIMEOUT - 0.5 <= waited < NODE_REDIS_TIMEOUT + 10, waited

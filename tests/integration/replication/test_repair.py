@@ -95,7 +95,8 @@ def test_repair_refuses_to_copy_from_a_home_whose_tail_was_rewritten(start_clust
     cluster.start_node("ingest-1")  # the only source that answers: the forged home
     before = {name: fingerprint(cluster, name) for name in cluster.replica_names}
 
-    refused = repair(cluster, "replica-1", "--force")
+    # replica-2 is stopped: each read of it waits out --timeout (10 s by default).
+    refused = repair(cluster, "replica-1", "--force", "--timeout", "4")
     assert refused.returncode == 1
     answer = json.loads(refused.stdout)
     assert answer["ok"] is False and answer["error"] == "repair_refused"

@@ -378,6 +378,13 @@ def test_the_standby_s_host_alone_moves_no_ledger_the_live_home_keeps_it(start_c
     cluster: LocalCluster = start_cluster(nodes=2, replicas=1, standbys={LEDGER: "ingest-2"})
     rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    # A name no home announced is no ledger, on a standby or not (it was promotion_refused, as
+    # if the standby were not ready yet); a ledger that exists is only refused.
+    for node in ("ingest-2", "ingest-1"):
+        missing = remote_error(cluster.admin(node).call, "ledger.promote", {"ledger": "nosuch"})
+        assert missing.code == "no_such_ledger" and "no home announced it" in missing.message, missing
+    refused = remote_error(cluster.admin("ingest-1").call, "ledger.promote", {"ledger": LEDGER})
+    assert refused.code == "promotion_refused", refused
     home = cluster.client("writer1", "ingest-1", follow=False)
     before = home.call("put", {**put_args(entry(LEDGER, "vote", {"n": 1}, "writer1")), "w": 1})
     served = home.call("range", {"ledger": LEDGER, "start": before["height"], "limit": 1})["checkpoint"]

@@ -124,6 +124,10 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
             {"http": {"max_connections": 10, "max_connections_per_address": 11}},
             "http.max_connections_per_address: 11 is over max_connections (10)",
         ),
+        (
+            {"settings": {"broker": {"max_connections": 100, "max_connections_per_address": 101}}},
+            "settings.broker.max_connections_per_address: 101 is over max_connections (100)",
+        ),
     ],
 )
 def test_mistakes_are_named_with_the_file_and_key(changes: dict[str, Any], named: str) -> None:

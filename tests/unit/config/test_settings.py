@@ -50,6 +50,14 @@ def test_a_setting_must_be_a_positive_integer(value: Any) -> None:
         settings_from_mapping({"store": {"group_commit_max": value}})
 
 
+def test_a_broker_cap_per_address_over_the_cap_in_all_is_refused() -> None:
+    """One that could never be reached: every connection would meet the cap in all first."""
+    with pytest.raises(SettingsError, match=r"broker.max_connections_per_address: 9 is over max_connections \(8\)"):
+        settings_from_mapping({"broker": {"max_connections": 8, "max_connections_per_address": 9}}, "node.toml")
+    broker = settings_from_mapping({"broker": {"max_connections": 8, "max_connections_per_address": 8}}).broker
+    assert (broker.max_connections, broker.max_connections_per_address) == (8, 8)
+
+
 def test_a_table_must_be_a_table() -> None:
     with pytest.raises(SettingsError, match="limits: expected a table"):
         settings_from_mapping({"limits": 5})

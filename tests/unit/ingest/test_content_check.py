@@ -11,6 +11,8 @@ import contextlib
 import dataclasses
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,65 @@ def test_a_slow_process_is_not_waited_for_past_the_deadline_and_is_replaced(chec
     assert checker.pid != pid
     datas = _round(MIN_ROUND, 200)  # the stopped child's late answer, if any, is not taken for this
     assert checker.check(datas) == check_round(datas, LIMITS, MAX_MESSAGE)
+
+
+# Puts as large as the node's own limits let them be, of the costliest kind to check: a payload
+# of many small items (~37 ns a byte, against ~1 ns for one long string).
+NODE_LIMITS = Limits()
+NODE_MAX_MESSAGE = 1024 * 1024
+
+
+def _large_round(count: int) -> list[bytes]:
+    content = Content(LEDGER, KIND, {"a": [j % 100 for j in range(60_000)]}, WRITER, "req-large", 1_700_000_000_000)
+    data = Entry.prepare(content, 0, NODE_LIMITS).content_bytes
+    return [_request(data, i) for i in range(count)]
+
+
+@pytest.fixture
+def node_checker() -> Iterator[ContentChecker]:
+    started = ContentChecker(NODE_LIMITS, NODE_MAX_MESSAGE).start()
+    assert started.ready(TIMEOUT)
+    yield started
+    started.stop()
+
+
+def test_a_stopped_process_does_not_hold_a_round_larger_than_its_pipe(node_checker: ContentChecker) -> None:
+    """The deadline bounds the round's write too: a child that reads nothing once held the
+    request thread in ``send`` for as long as it stayed stopped (r8: 16 puts of 60 KB)."""
+    datas = _large_round(16)  # ~1 MB, far past a socket pair's buffer
+    pid = node_checker.pid
+    assert pid is not None
+    answers: list[object] = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        worker = threading.Thread(target=lambda: answers.append(node_checker.check(datas)), daemon=True)
+        worker.start()
+        worker.join(10.0)  # the deadline is under a second; the 9 s more are the loaded machine's
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed, as it should be
+            os.kill(pid, signal.SIGCONT)
+    assert not worker.is_alive(), "check() held the request thread past its deadline"
+    assert answers == [None], took
+    assert node_checker.ready(TIMEOUT) and node_checker.pid != pid
+
+
+def test_a_round_of_large_puts_is_answered_by_a_healthy_process_within_its_deadline(
+    node_checker: ContentChecker,
+) -> None:
+    """Only the round's first ROUND_BYTES go to the child, with a deadline that grows with their
+    bytes: a deadline that grew only with the requests killed a healthy child on every such
+    round (1,024 of these puts, 2.2 s of work against 1.01 s), and checked the round twice."""
+    datas = _large_round(1024)
+    pid = node_checker.pid
+    answer = node_checker.check(datas)
+    assert answer is not None, "a healthy child was taken for a hung one"
+    assert node_checker.pid == pid and node_checker.restarts == 0
+    sent = content_check.ROUND_BYTES // len(datas[0])
+    assert sent >= MIN_ROUND
+    assert answer[:sent] == check_round(datas[:sent], NODE_LIMITS, NODE_MAX_MESSAGE)
+    assert all(answer[:sent]) and answer[sent:] == [None] * (len(datas) - sent)  # the rest: inline
 
 
 # --- through the service: the same replies ------------------------------------------------------

@@ -1630,3 +1630,32 @@ def test_a_run_handed_over_in_a_turn_is_reported_as_soon_as_its_commit_is_done(
     assert reported_at_check == [1, 1, 3]
     assert replica.verified[1:] == [signed(chain[4]), signed(chain[6]), signed(chain[2])]
     assert replica.heights() == list(range(7)) and replica.alerts == [] and not replica.follower.in_flight()
+
+
+def test_an_older_checkpoint_that_comes_before_its_records_and_contradicts_the_run_a_newer_vouches_for_is_equivocation(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    """The home's lie at size 5 waits for its records; the home's true checkpoint at 7 comes next.
+    The run the true one vouches for is stored, and the lie is judged against it (the home signed
+    two trees): before, the lie dropped the run at each fetch, and the ledger stayed behind with
+    no alert."""
+    source = MemorySource("redis", {LEDGER: chain})
+    replica = make_replica(source)
+    held_up_to(replica, chain, 0)
+    evidence: list[tuple[bytes, str, Contradiction | None]] = []
+    replica.follower.on_evidence = lambda checkpoint, sender, proof: evidence.append((checkpoint.note, sender, proof))
+    lie = signed(minted(chain[3], origin=HOME))  # the home's key on another tree of size 5
+    replica.follower.receive([heads(lie, sender=PEER)])  # the true records are fetched: they cannot have its root
+    assert replica.heights() == [0] and replica.alerts == []
+    replica.follower.receive([heads(signed(chain[6]))])
+    assert replica.heights() == list(range(7))
+    ((note, sender, proof),) = evidence
+    assert (note, sender) == (lie.note, PEER) and proof is not None and proof.checkpoint == signed(chain[6])
+    (alert,) = replica.alerts
+    assert (alert.what, alert.height, alert.source) == ("equivocation", 4, HOME)
+    assert alert.expected == root_up_to(chain[4]).hex() and alert.found == lie.root.hex()
+    kept = {c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)}
+    assert kept == {lie.note, signed(chain[6]).note}
+    assert replica.follower.ledgers[LEDGER].waiting == {}
+    replica.follower.receive([heads(lie), heads(signed(chain[6]))])  # again: told once, nothing dropped
+    assert len(replica.alerts) == 1 and replica.heights() == list(range(7))

@@ -9,9 +9,11 @@ from concurrent.futures import Future
 from typing import Any, cast
 
 import msgpack
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from vledger.config.cluster import NodeConfig
+from vledger.ingest import metrics as metrics_module
 from vledger.ingest.loop import Waiting
 from vledger.ingest.metrics import PUT_BUCKETS, MeteredService, NodeMetrics
 from vledger.ingest.service import Pending, replies_of
@@ -150,6 +152,32 @@ def test_a_round_of_waiting_replies_is_counted_and_timed_as_each_reply_would_be(
         assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
         assert _sample(metrics, "vledger_requests_total", {"command": "get", "code": "ok"}) == 1
         assert _sample(metrics, "vledger_put_seconds_count", {}) == 2
+
+
+def test_a_prepared_round_s_puts_are_timed_from_before_its_prepare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait on the content-check process (prepare) is part of each put of its round: the
+    histogram started after it, so a slow or restarting process never showed in put times."""
+    clock = [100.0]
+    monkeypatch.setattr(metrics_module, "_monotonic", lambda: clock[0])
+    done: Future[Any] = Future()
+    done.set_result({"height": 1})
+
+    class _Checks(_Pending):
+        def prepare(self, datas: Sequence[bytes]) -> None:
+            clock[0] += 0.3  # the process answers the round 300 ms after it was read
+
+    metrics = _metrics()
+    metered = MeteredService(_Checks(Pending(1, done, lambda result: result)), metrics)
+    datas = [encode_request(i, "put", {}) for i in range(8)]
+    metered.prepare(datas)
+    answers = [metered.handle("key", data) for data in datas]
+    metered.replies(answers)  # type: ignore[arg-type]
+    lone = metered.handle("key", encode_request(9, "put", {}))  # read alone, not prepared: from its handle
+    lone.reply()  # type: ignore[union-attr]
+    assert _sample(metrics, "vledger_put_seconds_count", {}) == 9
+    assert _sample(metrics, "vledger_put_seconds_bucket", {"le": "0.25"}) == 1
+    assert _sample(metrics, "vledger_put_seconds_bucket", {"le": "0.5"}) == 9
+    assert _sample(metrics, "vledger_put_seconds_sum", {}) == pytest.approx(8 * 0.3)
 
 
 class _Pending(_Service):

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from vledger.broker.accounts import AccountRegistry, heartbeat_window
 from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
 from vledger.broker.replication import ReplicationLedger, StreamRecord
 from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
@@ -219,6 +220,39 @@ def test_every_replica_current_exits_0(
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
 
+def test_a_replica_whose_heartbeat_stopped_is_down_not_current_and_exits_3(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """A stopped replica's last held height was shown "current" (the outsider's finding): what
+    Redis last heard of a node with no heartbeat for longer than the window is no state now."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    registry = AccountRegistry(repl.client)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        registry.record_applied(name, 1)  # alive now, by the Redis clock
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, err
+    seconds, _ = repl.client.time()
+    silent_ms = int(seconds - heartbeat_window(5.0) - 1) * 1000  # the configuration's accounts_poll_ms: 5 s
+    repl.client.hset(registry.applied_key("replica-2"), "seen", silent_ms)  # its last heartbeat, then it stopped
+
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING, err
+    (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-2"]]
+    assert row.split() == ["replica-2", "replica", "4", "0", "-", "down"]
+    (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-1"]]
+    assert row.split()[-1] == "current"
+    assert "Down (their held heights are what they last said): zakat (replica-2)" in out
+    assert "Every replica and observer holds" not in out
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    report = json.loads(out)
+    assert code == EXIT_LAGGING and report["current"] is False
+    zakat = ledger(report, ZAKAT)
+    assert (node(zakat, "replica-2")["down"], node(zakat, "replica-1")["down"]) == (True, False)
+    assert zakat["lagging"] == []  # it holds the head as far as anyone knows: down, not behind
+
+
 def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:
@@ -282,6 +316,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "lagging": True,
         "cosigned": None,
         "unverified": False,
+        "down": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -291,6 +326,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "lagging": False,
         "cosigned": None,
         "unverified": False,
+        "down": False,
     }
     assert node(election, "observer-9")["role"] == "unknown"
     assert election["counts"] == [  # observer-9, a name the configuration lacks, is counted nowhere

@@ -156,6 +156,25 @@ def test_a_node_that_does_not_answer_is_down_and_a_problem() -> None:
     assert node_rows(status)[1][1] == ("replica-1", "replica", "down", "", "tcp://127.0.0.1:7111: no answer within 1 s")
 
 
+def test_a_node_that_does_not_answer_is_down_in_the_ledger_table_not_current(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its held height is what Redis last heard: the table showed a stopped replica "current"
+    beside the problem that it does not answer (the outsider's finding)."""
+    down = NodeAnswer("replica-1", None, error="tcp://127.0.0.1:7111: no answer within 1 s")
+    status = status_of(answers(replica_1=down))
+    (ledger,) = status.ledgers
+    assert ledger.down == ["replica-1"] and ledger.lagging == []
+    shown = {n["node"]: n["down"] for n in status_json(status)["ledgers"][0]["nodes"]}
+    assert shown == {"ingest-1": False, "replica-1": True, "observer-1": False}
+    print_status(status)
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.split()[:2] == ["replica-1", "replica"] and "42" in line]
+    assert row.split()[-1] == "down"
+    assert "Every replica and observer holds" not in out
+    assert status_of().ledgers[0].down == []  # every node answers: none is
+
+
 def test_a_node_down_with_its_store_damaged_alert_says_why() -> None:
     """A node whose store did not open is not only "does not answer hello": its alert's reason."""
     down = NodeAnswer("replica-1", None, error="no answer")

@@ -758,7 +758,11 @@ function staleObservers(checked, size, nowMs = Date.now()) {
 // snapshots share to agree, PROTOCOL 11.2: all but observer and at_ms); else still counting.
 // No observer is the reference (11.4): `differing` names those outside the one largest group
 // that agrees, and every observer when no group is larger than the others (two that disagree).
-function tallyVerdict(signed, wanted) {
+// With `ahead` observers left out of `signed` (a body past the checkpoint verified here, 11.4),
+// the others never agree, only still count: which observer is ahead depends on the checkpoint the
+// gateway serves, so an older one validly signed makes an honest observer ahead, and one stolen
+// key of two then "agreed" alone at an older height (review r8).
+function tallyVerdict(signed, wanted, ahead = 0) {
   const agreed = (s) => JSON.stringify([s.ledger, s.height, s.head, s.tally, s.counted],
     (_, v) => typeof v === "bigint" ? v.toString() : v instanceof Uint8Array ? hexOf(v) : v);
   const height = signed.length ? signed[0].height : null;
@@ -769,7 +773,8 @@ function tallyVerdict(signed, wanted) {
   const groups = [...sizes].filter(([, n]) => n === largest);
   const kept = sizes.size > 1 && groups.length === 1 ? groups[0][0] : null;
   const differing = sizes.size > 1 ? signed.filter((x) => agreed(x) !== kept).map((x) => x.observer) : [];
-  return { status: !atOne ? "still_counting" : differing.length ? "mismatch" : "agree", height, differing };
+  const status = !atOne || (ahead > 0 && !differing.length) ? "still_counting" : differing.length ? "mismatch" : "agree";
+  return { status, height, differing };
 }
 
 async function getJSON(path) {

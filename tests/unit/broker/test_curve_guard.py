@@ -1,0 +1,122 @@
+"""The CURVE guard (broker/curve_guard.py) on real sockets: what it counts and cuts.
+
+Its thread reads each EVENT_ACCEPTED a moment after libzmq accepted the connection; by then
+libzmq may have closed that descriptor and the number been given to another file, such as
+one of the node's own outgoing sockets. The tests here read the monitor's events themselves
+and hand them to the guard late, as its thread would on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from vledger.broker.curve_guard import ConnectionGuard
+from vledger.broker.file_budget import FileBudget
+from vledger.config.settings import BrokerSettings
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def _event(monitor: zmq.Socket[Any], wanted: int) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if monitor.poll(100, zmq.POLLIN):
+            event = recv_monitor_message(monitor)
+            if event["event"] == wanted:
+                return event
+    raise AssertionError(f"no monitor event {wanted} within {TIMEOUT} s")
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def test_a_number_reused_by_an_outgoing_socket_is_neither_counted_nor_cut(ctx: zmq.Context[Any]) -> None:
+    settings = BrokerSettings(max_connections_per_address=1, max_connections=1)
+    guard = ConnectionGuard(ctx, settings, "test", budget=FileBudget(10))
+    server = ctx.socket(zmq.ROUTER)
+    monitor = ctx.socket(zmq.PAIR)
+    redis = socket.create_server(("127.0.0.1", 0))  # some server the node itself talks to
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.close, 0)
+        stack.callback(monitor.close, 0)
+        stack.enter_context(redis)
+        server.monitor("inproc://test-curve-guard", zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        monitor.connect("inproc://test-curve-guard")
+        server.bind("tcp://127.0.0.1:0")
+        port = int(server.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+        # A client comes and goes before the guard reads its EVENT_ACCEPTED.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+            accepted = _event(monitor, zmq.EVENT_ACCEPTED)
+        fd = int(accepted["value"])
+        _event(monitor, zmq.EVENT_DISCONNECTED)
+        deadline = time.monotonic() + TIMEOUT
+        while not _closed(fd):  # libzmq closes it on its I/O thread just after the event
+            assert time.monotonic() < deadline, "libzmq kept the descriptor"
+            time.sleep(0.01)
+        # Its number now names the node's connection to its Redis (on the same address).
+        outgoing = stack.enter_context(socket.create_connection(redis.getsockname(), timeout=TIMEOUT))
+        os.dup2(outgoing.fileno(), fd)
+        reused = stack.enter_context(socket.socket(fileno=fd))
+        peer, _ = redis.accept()
+        stack.enter_context(peer)
+
+        # One client holds the only place there is.
+        stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
+        held = _event(monitor, zmq.EVENT_ACCEPTED)
+        guard._accepted(int(held["value"]), held["endpoint"])
+        assert guard.open == 1 and guard.budget.held == 1
+
+        guard._accepted(fd, accepted["endpoint"])  # the first client's event, read late
+        assert guard.open == 1 and guard.refused == 0 and guard.budget.held == 1
+        reused.sendall(b"PING\r\n")  # the node's own connection still works both ways
+        assert peer.recv(6) == b"PING\r\n"
+        peer.sendall(b"+PONG\r\n")
+        assert reused.recv(7) == b"+PONG\r\n"
+        guard.stop()
+        assert guard.budget.held == 0
+
+
+def test_a_guard_whose_context_ended_gives_its_connections_places_back(ctx: zmq.Context[Any]) -> None:
+    """The Context terminated under a guard never stopped (a socket closed with its Context, as
+    a process's shutdown or a test does): the places its connections held in the process's budget
+    come back; kept, they would cut every later connection of the process's other ports."""
+    budget = FileBudget(10)
+    guard = ConnectionGuard(ctx, BrokerSettings(), "test", budget=budget)
+    server = ctx.socket(zmq.ROUTER)
+    guard.attach(server)
+    server.bind("tcp://127.0.0.1:0")
+    port = int(server.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT):
+        deadline = time.monotonic() + TIMEOUT
+        while budget.held != 1:
+            assert time.monotonic() < deadline, f"the connection was not counted: {budget.held}"
+            time.sleep(0.01)
+        server.close(linger=0)
+        ctx.term()
+        deadline = time.monotonic() + TIMEOUT
+        while budget.held != 0:
+            assert time.monotonic() < deadline, f"{budget.held} places kept after the Context ended"
+            time.sleep(0.01)
+    assert guard.open == 0
