@@ -354,7 +354,8 @@ class OutboxProcess(Outbox):
         last = {record.content.ledger: record.height for record in records}
         first = {record.content.ledger: record.height for record in reversed(records)}
         self._spans.append({ledger: (first[ledger], height) for ledger, height in last.items()})
-        self._wake.set()
+        if not self._wake.is_set():  # as Outbox.committed: the lock of Event.set only when it wakes
+            self._wake.set()
 
     def start(self) -> OutboxProcess:
         self._proxy = FeedProxy(self._publisher, self.settings.send_hwm).start()

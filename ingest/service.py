@@ -455,6 +455,9 @@ class IngestService:
         in order), their future done (:func:`replies_of`); never raises."""
         return replies_of(cast("list[Pending]", waiting))  # what handle returned: Pending replies
 
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Nothing waits for replies to have gone out here (the metrics layer counts them)."""
+
     def flush(self) -> None:
         """Commit the puts handled since the last call as one run of entries under one future
         (ChainStore.submit_entries): a put costs no future of its own. A round of at most

@@ -1004,11 +1004,13 @@ class ChainStore:
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
 
-        Here each group's futures are completed as soon as its COMMIT returned, before
-        ``on_commit`` runs: their callbacks run on this thread, so a caller that answers its
-        clients from them (the request loop) sends the answers first, and whatever it does
-        next, it does once ``on_commit`` has run. A group committed by the committer thread
-        runs ``on_commit`` first: a thread that waits on a future may act at once.
+        Here each group's futures are completed as soon as its COMMIT returned, before the
+        store's own bookkeeping (its heads, trees and lookups move to the group) and before
+        ``on_commit``: their callbacks run on this thread, so a caller that answers its clients
+        from them (the request loop) sends the answers first, and whatever it does next, it
+        does once both are done (a callback that reads the store sees it before the group).
+        A group committed by the committer thread does both first: a thread that waits on a
+        future may act, and read the store, at once.
 
         A home's signed checkpoint row (CheckpointLog.keep, no fsync) that holds the lock is
         waited for, up to BRIEF_WAIT_SECONDS: its INSERT takes microseconds, while handing a lone
@@ -1127,6 +1129,21 @@ class ChainStore:
             rows.extend([(ledger, level, index, node) for level, index, node in tree.rows])
         return {ledger: frontier.copy() for ledger, frontier in grown.items()}, rows
 
+    def _writes_no_tree(self, records: Sequence[Record]) -> bool:
+        """Whether ``records`` (placed entries) complete no stored subtree of their ledgers and
+        move no stored edge, so that their commit writes no tree row (what :meth:`_edge_due`
+        says, from the sizes alone): 15 lone puts of 16. Their trees are then grown once flush
+        answered them, off the put's round trip; nothing but the store's readers needs them, and
+        the heads move after the trees."""
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.content.ledger] = counts.get(record.content.ledger, 0) + 1
+        for ledger, count in counts.items():
+            held = self._frontiers.get(ledger)
+            if held is None or held.size >> STORED_LEVEL != (held.size + count) >> STORED_LEVEL:
+                return False
+        return True
+
     def _edge_due(self, ledger: str, grown: Frontier) -> bool:
         """Whether this commit rewrites ``ledger``'s stored edge: when it starts the ledger or
         completes one of its stored subtrees (the commits that write its tree rows), so the records
@@ -1148,6 +1165,7 @@ class ChainStore:
         )
         done: list[tuple[_Job, Any]] = []
         filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
+        later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -1195,7 +1213,9 @@ class ChainStore:
                 encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
                 tree_rows: list[tuple[str, int, int, bytes]] = []
                 edges: list[tuple[str, bytes]] = []
-                if self.keep_tree:
+                if self.keep_tree and answer_first and not staged.grown and self._writes_no_tree(records):
+                    later = True  # grown once answered: it writes nothing, and only readers need it
+                elif self.keep_tree:
                     taken = self._take_grown(staged.grown) if staged.grown else None
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
                     edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
@@ -1233,6 +1253,15 @@ class ChainStore:
             for job, _ in done:
                 job.future.set_exception(error)
             return
+        if answer_first:
+            # Durable: flush's caller (the request loop) sends its answers from these callbacks
+            # now, and does the bookkeeping below after them, off the put's round trip. No read
+            # can miss an answered record meanwhile: the client's next request is read by that
+            # same thread once flush has returned (see flush).
+            for job, result in done:
+                job.future.set_result(result)
+        if later:
+            grown = self._grow_trees(staged.records, encoded, staged.leaves)[0]
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
         # must find its tree (root at that size), or it raised TreeSizeError in that window
         # (reviewer r6 #3: a follower comparing a checkpoint at once alerted against its own copy).
@@ -1251,9 +1280,6 @@ class ChainStore:
             self._follow_domain(followed)
         self.stats.groups += 1
         self.stats.appends += appends
-        if answer_first:
-            for job, result in done:
-                job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(staged.records)
