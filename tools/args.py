@@ -92,6 +92,8 @@ def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
 
 
 CONFIG_ENV = "VLEDGER_CONFIG"
+PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 DEFAULT_CONFIG = Path("config/cluster.toml")
 CONFIG_HELP = f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
 

@@ -34,17 +34,15 @@ from .args import (
     node_name,
     positive,
 )
-from .exporting import export_store
 from .paths import store_target
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import EscapingWriter, escaped_stdout
-from .verification import verify_path
 
-# The modules of every other command, and what they import (aiohttp, redis, zmq, prometheus-client),
-# cost ~0.9 s of CPU at start-up: a fifth of `vledger verify` of a million records on two cores. They
-# are imported where a command needs them (the imports marked PLC0415), and a command line that names
-# one of these commands builds only their parsers (see main).
-LOCAL_COMMANDS = frozenset(("verify", "export", "import"))
+# Every command's module, and what it imports (aiohttp, redis, zmq, prometheus-client, the node
+# processes), cost ~0.9 s of CPU at start-up: what a script that runs `vledger put` per record
+# pays each time. So a command line builds the parser of the command it names alone (its module's
+# adder, from COMMANDS), `vledger --help` lists the commands from their summaries here, and a
+# module imports what only some of its commands run where they run (the imports marked PLC0415).
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,23 +59,27 @@ def _exit_code(ok: bool) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_file finds
-        from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
+        from .alert_commands import verify_cluster  # noqa: PLC0415 - see COMMANDS
 
         return verify_cluster(config_file(Path(args.cluster) if args.cluster else None, option="--cluster"), args.json)
     # One thread: the workers start at once.
+    from .verification import verify_path  # noqa: PLC0415 - see COMMANDS
+
     result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .exporting import export_store  # noqa: PLC0415 - see COMMANDS
+
     # A store that fails verification raises: nothing of it is exported.
     print_export(export_store(args.store, args.ledger, args.output, Limits()))
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .importing import import_file  # noqa: PLC0415 - a store's writer: see LOCAL_COMMANDS
+    from .importing import import_file  # noqa: PLC0415 - a store's writer: see COMMANDS
 
     result = import_file(args.file, args.store, args.node, Limits(), args.witness)
     print_import(str(args.file), result, as_json=args.json)
@@ -86,7 +88,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """What `make run` shows, on a running cluster or a local store; safe to run again."""
-    from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo  # noqa: PLC0415 - see LOCAL_COMMANDS
+    from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo  # noqa: PLC0415 - see COMMANDS
     from .demo import DEFAULT_RECORDS, run_demo  # noqa: PLC0415
 
     if args.cluster is not None:
@@ -128,43 +130,95 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser(*, local_only: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; with ``local_only``, only the LOCAL_COMMANDS (whose parsers are
-    the same), without importing the modules of the others."""
-    parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
-    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
-    parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line with the parsers of ``command``'s module (see COMMANDS); with None, the
+    parsers of every command: what the shell, the tests and the compose file check read."""
+    parser = _top_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_verify(commands)
-    _add_export(commands)
-    _add_import(commands)
-    if not local_only:
-        _add_demo(commands)
-        _add_cluster_commands(commands)
+    adders = [COMMANDS[command][1]] if command is not None else list(dict.fromkeys(a for _, a in COMMANDS.values()))
+    for add in adders:
+        add(commands)
     return parser
 
 
-def _add_cluster_commands(commands: Subparsers) -> None:
-    """The commands of nodes and clusters: their modules are imported here (see LOCAL_COMMANDS)."""
-    from .alert_commands import add_alert_commands  # noqa: PLC0415
-    from .anchors_command import add_anchors_command  # noqa: PLC0415
-    from .client_commands import add_admin_verbs, add_client_commands  # noqa: PLC0415
+def listing_parser() -> argparse.ArgumentParser:
+    """The command line as `vledger --help` shows it: every command by its summary, none of its
+    options, no command's module imported. A usage error lists the same names."""
+    parser = _top_parser()
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, _) in COMMANDS.items():
+        commands.add_parser(name, help=summary)
+    return parser
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
+    parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
+    return parser
+
+
+# The imports below are each a command module's, made when its command is named (see COMMANDS).
+
+
+def _add_node_commands(commands: Subparsers) -> None:
     from .node_commands import add_node_commands  # noqa: PLC0415
-    from .repair import add_repair_command  # noqa: PLC0415
-    from .repl_commands import add_repl_commands  # noqa: PLC0415
-    from .status_command import add_status_command  # noqa: PLC0415
+
+    add_node_commands(commands)
+
+
+def _add_admin_commands(commands: Subparsers) -> None:
+    from .client_commands import add_admin_verbs  # noqa: PLC0415
+    from .node_commands import add_admin_commands  # noqa: PLC0415
+
+    add_admin_verbs(add_admin_commands(commands))
+
+
+def _add_client_commands(commands: Subparsers) -> None:
+    from .client_commands import add_client_commands  # noqa: PLC0415
+
+    add_client_commands(commands)
+
+
+def _add_supervise_command(commands: Subparsers) -> None:
     from .supervise import add_supervise_command  # noqa: PLC0415
+
+    add_supervise_command(commands)
+
+
+def _add_tally_command(commands: Subparsers) -> None:
     from .tally_command import add_tally_command  # noqa: PLC0415
 
-    admin_actions = add_node_commands(commands)
-    add_client_commands(commands)
-    add_admin_verbs(admin_actions)
-    add_supervise_command(commands)
     add_tally_command(commands)
+
+
+def _add_repl_commands(commands: Subparsers) -> None:
+    from .repl_commands import add_repl_commands  # noqa: PLC0415
+
     add_repl_commands(commands)
+
+
+def _add_repair_command(commands: Subparsers) -> None:
+    from .repair import add_repair_command  # noqa: PLC0415
+
     add_repair_command(commands)
+
+
+def _add_alert_commands(commands: Subparsers) -> None:
+    from .alert_commands import add_alert_commands  # noqa: PLC0415
+
     add_alert_commands(commands)
+
+
+def _add_status_command(commands: Subparsers) -> None:
+    from .status_command import add_status_command  # noqa: PLC0415
+
     add_status_command(commands)
+
+
+def _add_anchors_command(commands: Subparsers) -> None:
+    from .anchors_command import add_anchors_command  # noqa: PLC0415
+
     add_anchors_command(commands)
 
 
@@ -223,7 +277,7 @@ def _add_import(commands: Subparsers) -> None:
 
 
 def _add_demo(commands: Subparsers) -> None:
-    from .cluster_demo import DEFAULT_VOTERS  # noqa: PLC0415 - see LOCAL_COMMANDS
+    from .cluster_demo import DEFAULT_VOTERS  # noqa: PLC0415 - see COMMANDS
     from .demo import DEFAULT_RECORDS  # noqa: PLC0415
 
     demo = add_command(
@@ -246,13 +300,61 @@ def _add_demo(commands: Subparsers) -> None:
     demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 
 
+# Every command, in `vledger --help`'s order: its summary there, and what adds its parser (and the
+# parsers of its module's other commands). The modules say the same summaries: test_cli checks that
+# this listing is the full parser's.
+COMMANDS: dict[str, tuple[str, Callable[[Subparsers], None]]] = {
+    "verify": ("verify a store or an export file from genesis", _add_verify),
+    "export": ("write a store's records as JSON Lines", _add_export),
+    "import": ("verify an export file, then append it to a store", _add_import),
+    "demo": ("show a running cluster (or a local store) at work, then check it", _add_demo),
+    "ingest": ("run an ingest node", _add_node_commands),
+    "replica": ("run a replica node", _add_node_commands),
+    "observer": ("run an observer node", _add_node_commands),
+    "verifier": ("run the verifier", _add_node_commands),
+    "gateway": ("serve a node's store over public read-only HTTP", _add_node_commands),
+    "keygen": ("create CURVE key pairs", _add_node_commands),
+    "admin": ("the first admin, and the admin ledger", _add_admin_commands),
+    "hello": ("greet a node: its name, version, your account", _add_client_commands),
+    "whoami": ("your account, role and key", _add_client_commands),
+    "ledger": ("list, create, promote or rekey ledgers", _add_client_commands),
+    "put": ("append a record", _add_client_commands),
+    "get": ("show one record", _add_client_commands),
+    "range": ("list a ledger's records", _add_client_commands),
+    "head": ("show a ledger's last record", _add_client_commands),
+    "size": ("how many records a ledger holds", _add_client_commands),
+    "vote": ("register, cast, uncast, withdraw", _add_client_commands),
+    "donate": ("record a donation to a fund", _add_client_commands),
+    "disburse": ("pay out of a fund", _add_client_commands),
+    "transfer": ("move units from your account", _add_client_commands),
+    "issue": ("create units (issuers)", _add_client_commands),
+    "seal": ("turn private information into a sealed id (local)", _add_client_commands),
+    "unseal": ("open a sealed id (local)", _add_client_commands),
+    "seal-key": ("create a seal key file (local)", _add_client_commands),
+    "file": ("upload or download a file", _add_client_commands),
+    "user": ("manage accounts and keys (admin)", _add_client_commands),
+    "receipt": ("fetch a record's receipt, or check one offline", _add_client_commands),
+    "grant": ("who may write which kind of record (admin)", _add_client_commands),
+    "key": ("rotate a node's keys (admin)", _add_client_commands),
+    "shell": ("an interactive client", _add_client_commands),
+    "supervise": ("run the cluster on this host under supervisord: start, stop, status", _add_supervise_command),
+    "tally": ("the observers' signed tallies of a ledger, checked, and whether they agree", _add_tally_command),
+    "repl": ("replication: who holds how much of each ledger", _add_repl_commands),
+    "repair": ("rebuild a node's store from copies consistent with a quorum-cosigned checkpoint", _add_repair_command),
+    "alerts": ("list, follow or resolve alerts", _add_alert_commands),
+    "status": ("the whole cluster: nodes up, replication, the verifier, open alerts", _add_status_command),
+    "anchors": ("print the cluster's trust anchors, to publish out of band", _add_anchors_command),
+}
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one command, turn every expected failure into an exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(local_only=_command_word(words) in LOCAL_COMMANDS)
+    command = _command_word(words)
+    parser = build_parser(command) if command in COMMANDS else listing_parser()
     if not words:
         parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
         return EXIT_USAGE
@@ -287,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreDamagedError as e:
         # A node whose store does not open: supervisord takes this status as final (config/supervisor.py,
         # imported here: it reads the cluster file's format, which no local command needs at start-up).
-        from ..config.supervisor import EXIT_STORE_DAMAGED  # noqa: PLC0415 - see LOCAL_COMMANDS
+        from ..config.supervisor import EXIT_STORE_DAMAGED  # noqa: PLC0415 - see COMMANDS
 
         error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_STORE_DAMAGED

@@ -45,6 +45,7 @@ from . import client_payloads as build
 from .admin_log import grant_table, print_grants, print_log
 from .args import (
     CONFIG_HELP,
+    PASSPHRASE_ENV,
     Subparsers,
     add_command,
     add_config_option,
@@ -88,7 +89,6 @@ from .client_session import (
 from .file_transfer import download_file, upload_file
 from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .moving_kinds import grant_moving_kinds, moving_kinds
-from .node_commands import PASSPHRASE_ENV
 from .paths import input_file, output_file
 from .progress import Progress
 from .receipt_commands import (

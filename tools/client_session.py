@@ -39,8 +39,7 @@ from ..client.home_cache import HomeCache
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..node.errors import PassphraseError, UsageError
-from .args import DEFAULT_CONFIG, config_path, default_config_file
-from .node_commands import PASSPHRASE_ENV
+from .args import DEFAULT_CONFIG, PASSPHRASE_ENV, config_path, default_config_file
 from .paths import input_file
 
 KEY_ENV = "VLEDGER_KEY"

@@ -58,10 +58,10 @@ from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, Electi
 from ..node.sealed import seal
 from ..verifier.tally import TallyReport
 from . import client_payloads as build
+from .args import ADMIN_KEY
 from .client_session import load_client_keys
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .moving_kinds import MOVING_KINDS, grant_moving_kinds, moving_kinds
-from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
 from .tally_command import tally_report

@@ -20,22 +20,15 @@ from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.redis import check_redis_url
-from ..ingest.replica import run_replica
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
-from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from ..node.rules.admin import ADMIN_LEDGER
-from ..verifier.gateway import run_gateway
-from ..verifier.observer import run_observer
-from ..verifier.process import run_verifier
-from .args import Subparsers, add_command, add_json_option, config_file, node_name
+from .args import ADMIN_KEY, PASSPHRASE_ENV, Subparsers, add_command, add_json_option, config_file, node_name
 from .client_output import print_enrollment
 from .key_bundles import Written, write_bundles
 from .paths import input_file
 
 log = logging.getLogger(__name__)
-PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
-ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 
 
 def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
@@ -54,22 +47,19 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
 
 
 # The node processes, by role: each runs until SIGTERM or SIGINT.
-NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None], str, str]] = {
+NODE_PROCESSES: dict[str, tuple[str, str]] = {
     "ingest": (
-        run_ingest,
         "run an ingest node",
         "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
         "appends, checkpointed and published to the replicas, until SIGTERM or SIGINT.",
     ),
     "replica": (
-        run_replica,
         "run a replica node",
         "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
         "verify and store every record its home's checkpoints cover, catch up on any gap, serve the read commands, "
         "until SIGTERM or SIGINT.",
     ),
     "observer": (
-        run_observer,
         "run an observer node",
         "Run the observer node NAME of the cluster configuration: follow, verify and store every record "
         "as a replica does, serve the read commands, re-run every ledger's domain rules from the chain "
@@ -77,7 +67,6 @@ NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None]
         "or SIGINT.",
     ),
     "verifier": (
-        run_verifier,
         "run the verifier",
         "Run the verifier NAME of the cluster configuration: check every new record on every copy, compare "
         "every copy's head with its home's, and sweep every copy from genesis, raising an alert on any "
@@ -87,9 +76,29 @@ NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None]
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    run = NODE_PROCESSES[args.command][0]
+    run = _process(args.command)
     run(load_cluster(config_file(args.config)), args.node, _passphrase(args, confirm=False))
     return 0
+
+
+def _process(role: str) -> Callable[[ClusterConfig, str, str | None], None]:
+    """The process a node of ``role`` runs, whose module alone is imported: each process module
+    imports its own servers (aiohttp, prometheus-client, Redis), which the others do not run."""
+    if role == "ingest":
+        from ..ingest.server import run_ingest  # noqa: PLC0415
+
+        return run_ingest
+    if role == "replica":
+        from ..ingest.replica import run_replica  # noqa: PLC0415
+
+        return run_replica
+    if role == "observer":
+        from ..verifier.observer import run_observer  # noqa: PLC0415
+
+        return run_observer
+    from ..verifier.process import run_verifier  # noqa: PLC0415
+
+    return run_verifier
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -101,6 +110,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 0
     if args.node is None:
         raise UsageError("name the node whose store to serve (--node NAME), or give --list")
+    from ..verifier.gateway import run_gateway  # noqa: PLC0415 - see _process
+
     run_gateway(config, args.node, logs_dir=args.logs, host=args.host, port=args.port)
     return 0
 
@@ -256,9 +267,9 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_node_commands(commands: Subparsers) -> Subparsers:
-    """The node commands; returns the ``admin`` group, where the client verb ``admin log`` goes."""
-    for role, (_, summary, description) in NODE_PROCESSES.items():
+def add_node_commands(commands: Subparsers) -> None:
+    """The node processes' commands, ``gateway`` and ``keygen``."""
+    for role, (summary, description) in NODE_PROCESSES.items():
         node = add_command(commands, role, cmd_node, summary, description)
         node.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
         node.add_argument("--node", type=node_name, required=True, metavar="NAME", help=f"which {role} node to run")
@@ -310,6 +321,9 @@ def add_node_commands(commands: Subparsers) -> Subparsers:
     _add_passphrase_option(keygen, "protect the secret key with a passphrase (scrypt + ChaCha20-Poly1305)")
     add_json_option(keygen)
 
+
+def add_admin_commands(commands: Subparsers) -> Subparsers:
+    """The ``admin`` group; returns its actions, where the client verbs ``admin log`` and ``totp`` go."""
     admin = commands.add_parser(
         "admin",
         help="the first admin, and the admin ledger",

@@ -58,10 +58,10 @@ from ..config.supervisor import (
     supervisord_conf,
 )
 from ..node.errors import NodeUnavailableError, SupervisorError
-from .args import Subparsers, add_command, config_file
+from .args import ADMIN_KEY, Subparsers, add_command, config_file
 from .client_payloads import seconds
 from .client_session import load_client_keys
-from .node_commands import ADMIN_KEY, ensure_cluster_keys
+from .node_commands import ensure_cluster_keys
 
 EXIT_OK = 0
 EXIT_NOT_RUNNING = 3  # supervisorctl's (LSB) status code for a program that is not running
