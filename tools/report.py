@@ -10,12 +10,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..node.errors import RecordError, VledgerError
-from .verification import LedgerReport, Verification
 
-if TYPE_CHECKING:  # the demos' modules are imported when a demo prints (see cli.COMMANDS)
+if TYPE_CHECKING:  # the commands' modules are imported when their command runs (see cli.COMMANDS)
     from .cluster_demo import ClusterDemoRun
     from .demo import DemoRun
     from .exporting import ExportSummary
+    from .verification import LedgerReport, Verification
 
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:

@@ -714,16 +714,6 @@ def test_the_command_word_is_found_only_behind_the_log_level(words: list[str], c
     assert cli._command_word(words) == command
 
 
-def test_the_local_parser_parses_its_commands_as_the_full_one(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in sorted(cli.LOCAL_COMMANDS):
-        helps = []
-        for parser in (cli.build_parser(), cli.build_parser(local_only=True)):
-            with pytest.raises(SystemExit):
-                parser.parse_args([command, "--help"])
-            helps.append(capsys.readouterr().out)
-        assert helps[0] == helps[1] and f"usage: vledger {command}" in helps[0]
-
-
 # --- progress and logs --------------------------------------------------------------------
 
 
