@@ -18,9 +18,9 @@ from ..node.errors import VledgerError
 from ..node.note import VerifiedCheckpoint
 from ..node.receipt import Receipt
 from ..node.record import Record
-from .session import Write
 from .state import TrustedState
 from .voters import VoterCheck, VoterRecord
+from .write import Write
 
 if TYPE_CHECKING:
     from .api import Client, FollowEvent, ObserverCount, ProvenRecord, TallyCheck, Trust, WriteReceipt, observer_key

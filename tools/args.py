@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeAlias
 
 from ..config.settings import Limits
 from ..node.errors import UsageError, VledgerError
+from ..node.node_keys import NodeKeys, decode_node_keys
 from ..node.note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
 from ..node.record import check_ledger_name, check_node_name
 from .paths import input_file
@@ -63,6 +65,29 @@ def witness_key(value: str) -> VerifierKey:
     return key
 
 
+def vkey_arg(value: str) -> VerifierKey:
+    try:
+        return parse_verifier_key(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
+
+
+def node_keys_arg(value: str) -> NodeKeys:
+    try:
+        return decode_node_keys(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not node keys: {getattr(e, 'message', e)}") from None
+
+
+_ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
+
+
+def electronic_id_arg(value: str) -> str:
+    if not _ELECTRONIC_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an electronic id (E- and 16 lower-case hex)")
+    return value
+
+
 def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:
     command.add_argument(
         "--witness",
@@ -92,6 +117,11 @@ def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
 
 
 CONFIG_ENV = "VLEDGER_CONFIG"
+KEY_ENV = "VLEDGER_KEY"
+OTP_ENV = "VLEDGER_OTP"
+DEFAULT_TIMEOUT = 10.0  # seconds a client waits for each answer
+DEFAULT_WAIT_SECONDS = 10.0  # how long `receipt get --wait` waits for cosignatures
+DEFAULT_WINDOW_SECONDS = 24 * 3600  # how long a rotated node key keeps working
 PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
 ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 DEFAULT_CONFIG = Path("config/cluster.toml")

@@ -168,14 +168,14 @@ def _add_node_commands(commands: Subparsers) -> None:
 
 
 def _add_admin_commands(commands: Subparsers) -> None:
-    from .client_commands import add_admin_verbs  # noqa: PLC0415
+    from .client_parsers import add_admin_verbs  # noqa: PLC0415
     from .node_commands import add_admin_commands  # noqa: PLC0415
 
     add_admin_verbs(add_admin_commands(commands))
 
 
 def _add_client_commands(commands: Subparsers) -> None:
-    from .client_commands import add_client_commands  # noqa: PLC0415
+    from .client_parsers import add_client_commands  # noqa: PLC0415
 
     add_client_commands(commands)
 

@@ -42,7 +42,8 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..broker.signing import witness_keys
-from ..client.session import Session, Write, new_request_id, node_address, now_ms, reply_field
+from ..client.session import Session, new_request_id, node_address, now_ms, reply_field
+from ..client.write import Write
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
 from ..node import identifiers

@@ -41,8 +41,6 @@ from ..node.rules.admin import ADMIN_LEDGER
 from .args import PASSPHRASE_ENV
 from .client_output import print_json
 
-DEFAULT_WINDOW_SECONDS = 24 * 3600
-
 
 def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:
     """Make the node's next key generation and record the rotation; 0 on success.

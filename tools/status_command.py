@@ -42,10 +42,10 @@ from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
 from ..node.errors import NodeUnavailableError, RemoteError, StoreDamagedError, UsageError, VledgerError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
+from .args import KEY_ENV, Subparsers, add_command, add_config_option, add_json_option, config_file
 from .client_output import table
 from .client_payloads import seconds
-from .client_session import KEY_ENV, load_client_keys
+from .client_session import load_client_keys
 from .paths import input_file
 from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_down, read_status
 from .repl_commands import print_status as print_ledgers
