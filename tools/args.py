@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ..config.settings import Limits
 from ..node.errors import UsageError, VledgerError
@@ -101,6 +103,25 @@ def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """What runs a command, by name: the function ``name`` of the module ``module`` of this
+    package, imported when the command runs. A parser is built without its command's module and
+    what that imports (Redis, ZeroMQ, aiohttp, the ciphers): see cli.COMMANDS. With ``params``,
+    ``name`` is a factory (one function for several commands) and runs what it makes of them."""
+
+    module: str
+    name: str
+    params: tuple[str, ...] = ()
+
+    def target(self) -> Callable[..., int]:
+        found: Callable[..., Any] = getattr(importlib.import_module(f".{self.module}", __package__), self.name)
+        return found(*self.params) if self.params else found  # type: ignore[no-any-return]
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.target()(args)
 
 
 def add_command(

@@ -162,14 +162,14 @@ def _top_parser() -> argparse.ArgumentParser:
 
 
 def _add_node_commands(commands: Subparsers) -> None:
-    from .node_commands import add_node_commands  # noqa: PLC0415
+    from .cluster_parsers import add_node_commands  # noqa: PLC0415
 
     add_node_commands(commands)
 
 
 def _add_admin_commands(commands: Subparsers) -> None:
     from .client_parsers import add_admin_verbs  # noqa: PLC0415
-    from .node_commands import add_admin_commands  # noqa: PLC0415
+    from .cluster_parsers import add_admin_commands  # noqa: PLC0415
 
     add_admin_verbs(add_admin_commands(commands))
 
@@ -181,43 +181,43 @@ def _add_client_commands(commands: Subparsers) -> None:
 
 
 def _add_supervise_command(commands: Subparsers) -> None:
-    from .supervise import add_supervise_command  # noqa: PLC0415
+    from .cluster_parsers import add_supervise_command  # noqa: PLC0415
 
     add_supervise_command(commands)
 
 
 def _add_tally_command(commands: Subparsers) -> None:
-    from .tally_command import add_tally_command  # noqa: PLC0415
+    from .cluster_parsers import add_tally_command  # noqa: PLC0415
 
     add_tally_command(commands)
 
 
 def _add_repl_commands(commands: Subparsers) -> None:
-    from .repl_commands import add_repl_commands  # noqa: PLC0415
+    from .cluster_parsers import add_repl_commands  # noqa: PLC0415
 
     add_repl_commands(commands)
 
 
 def _add_repair_command(commands: Subparsers) -> None:
-    from .repair import add_repair_command  # noqa: PLC0415
+    from .cluster_parsers import add_repair_command  # noqa: PLC0415
 
     add_repair_command(commands)
 
 
 def _add_alert_commands(commands: Subparsers) -> None:
-    from .alert_commands import add_alert_commands  # noqa: PLC0415
+    from .cluster_parsers import add_alert_commands  # noqa: PLC0415
 
     add_alert_commands(commands)
 
 
 def _add_status_command(commands: Subparsers) -> None:
-    from .status_command import add_status_command  # noqa: PLC0415
+    from .cluster_parsers import add_status_command  # noqa: PLC0415
 
     add_status_command(commands)
 
 
 def _add_anchors_command(commands: Subparsers) -> None:
-    from .anchors_command import add_anchors_command  # noqa: PLC0415
+    from .cluster_parsers import add_anchors_command  # noqa: PLC0415
 
     add_anchors_command(commands)
 

@@ -7,7 +7,7 @@ A verb builds what it writes with client_payloads (pure), sends it through a
 ``cli.main``'s: 0 done, 1 refused or failed (``vledger: error: <code>: <message>``), 2 usage.
 
 ``vledger shell`` runs the same verbs line by line over one kept connection (shell.py). Their
-parsers are in client_parsers.py, which names each verb here with a ``Deferred``.
+parsers are in client_parsers.py, which names each verb here with a ``Verb``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
@@ -60,7 +59,7 @@ from .client_output import (
     print_whoami,
     record_line,
 )
-from .client_parsers import CLIENT_OPTIONS, Deferred, shell_parser
+from .client_parsers import CLIENT_OPTIONS, shell_parser
 from .client_session import (
     ClientOptions,
     SessionPool,
@@ -78,18 +77,6 @@ SessionVerb = Callable[[Session, argparse.Namespace], int]
 
 
 # --- how a verb gets its session ---------------------------------------------------------------
-
-
-def run_deferred(deferred: Deferred, args: argparse.Namespace) -> int:
-    """Run the command ``deferred`` names (client_parsers.py): its parser was built without this module."""
-    return resolve(deferred)(args)
-
-
-def resolve(deferred: Deferred) -> Callable[[argparse.Namespace], int]:
-    found: Callable[..., Any] = globals()[deferred.name]
-    if deferred.params:
-        found = found(*deferred.params)  # one of the factories of verbs: _account_action, ...
-    return with_session(found) if deferred.session else found
 
 
 def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:

@@ -1,6 +1,6 @@
 """The parsers of the client verbs (client_commands.py runs them): built without importing
 client_commands, its session, ZeroMQ or the ciphers, which a command imports when it runs
-(cli.COMMANDS). Each parser names what runs it with a :class:`Deferred`.
+(cli.COMMANDS). Each parser names what runs it: a :class:`Verb`, or an :class:`~.args.Deferred`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .args import (
     KEY_ENV,
     OTP_ENV,
     PASSPHRASE_ENV,
+    Deferred,
     Subparsers,
     add_command,
     add_config_option,
@@ -51,19 +52,13 @@ KEY_ARGUMENT_HELP = "the public key file, or the Z85 key itself (one that starts
 
 
 @dataclass(frozen=True)
-class Deferred:
-    """What runs a command: the function ``name`` of client_commands (imported when the command
-    runs), or what its factory ``name`` makes of ``params``; ``session``: a verb that takes a
-    session (client_commands.with_session gives it one) rather than the arguments alone."""
-
-    name: str
-    params: tuple[str, ...] = ()
-    session: bool = True
+class Verb(Deferred):
+    """A client verb: what it names runs on a session (client_commands.with_session gives it one)."""
 
     def __call__(self, args: argparse.Namespace) -> int:
-        from .client_commands import run_deferred  # noqa: PLC0415 - see the module's docstring
+        from .client_commands import with_session  # noqa: PLC0415 - see the module's docstring
 
-        return run_deferred(self, args)
+        return with_session(self.target())(args)
 
 
 # --- the verbs ---------------------------------------------------------------------------------
@@ -97,16 +92,14 @@ def add_client_options(command: argparse.ArgumentParser) -> None:
     command.set_defaults(pool=None)  # the shell sets its SessionPool after parsing
 
 
-def _verb(commands: Subparsers, name: str, verb: Deferred, summary: str, description: str) -> argparse.ArgumentParser:
+def _verb(commands: Subparsers, name: str, verb: Verb, summary: str, description: str) -> argparse.ArgumentParser:
     command = add_command(commands, name, verb, summary, description)
     add_client_options(command)
     add_json_option(command)
     return command
 
 
-def _write_verb(
-    commands: Subparsers, name: str, verb: Deferred, summary: str, description: str
-) -> argparse.ArgumentParser:
+def _write_verb(commands: Subparsers, name: str, verb: Verb, summary: str, description: str) -> argparse.ArgumentParser:
     command = _verb(commands, name, verb, summary, description)
     command.add_argument(
         "--request-id",
@@ -144,14 +137,14 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(
         commands,
         "hello",
-        Deferred("cmd_hello"),
+        Verb("client_commands", "cmd_hello"),
         "greet a node: its name, version, your account",
         "Say hello to a node.",
     )
     _verb(
         commands,
         "whoami",
-        Deferred("cmd_whoami"),
+        Verb("client_commands", "cmd_whoami"),
         "your account, role and key",
         "Show the account your key is bound to.",
     )
@@ -164,14 +157,14 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     _verb(
         ledger,
         "list",
-        Deferred("cmd_ledger_list"),
+        Verb("client_commands", "cmd_ledger_list"),
         "the cluster's ledgers",
         "List every ledger of the cluster, as its home node reports it (with --node: the ledgers that node holds).",
     )
     create = _write_verb(
         ledger,
         "create",
-        Deferred("cmd_ledger_create"),
+        Verb("client_commands", "cmd_ledger_create"),
         "start a ledger (admin)",
         "Start a ledger with its genesis record: the kinds it allows, its proof-of-work difficulty and "
         "its domain rules (node/rules/: election, charity, resources, files). The kinds a domain reads "
@@ -218,7 +211,7 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     promote = _verb(
         ledger,
         "promote",
-        Deferred("cmd_ledger_promote"),
+        Verb("client_commands", "cmd_ledger_promote"),
         "make a ledger's standby its home (admin)",
         "Make NODE, the ledger's standby in the cluster file, its home in a new epoch (PROTOCOL 10.9). "
         "NODE refuses while it lacks a record a witness cosigned; it places the handover record, "
@@ -229,7 +222,7 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     rotate = _verb(
         ledger,
         "rotate-key",
-        Deferred("cmd_ledger_rotate_key"),
+        Verb("client_commands", "cmd_ledger_rotate_key"),
         "rotate a ledger's checkpoint key (admin)",
         "Rotate the checkpoint key of a ledger whose genesis pins one: its home makes a new key file "
         "beside its node key and appends a checkpoint_key record signed by the old key; checkpoints "
@@ -242,7 +235,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
     put = _write_verb(
         commands,
         "put",
-        Deferred("cmd_put"),
+        Verb("client_commands", "cmd_put"),
         "append a record",
         "Append a record of KIND with a JSON payload, with its proof of work, on the ledger's home node. "
         "A payload holds no floats: amounts are whole numbers of minor units (cents, halalas).",
@@ -255,7 +248,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
     get = _verb(
         commands,
         "get",
-        Deferred("cmd_get"),
+        Verb("client_commands", "cmd_get"),
         "show one record",
         "Show a record, by ledger and height or by hash, after checking its checksum, proof of work and link.",
     )
@@ -266,7 +259,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
     ranged = _verb(
         commands,
         "range",
-        Deferred("cmd_range"),
+        Verb("client_commands", "cmd_range"),
         "list a ledger's records",
         "List a ledger's records from a height to its head, a page at a time, checking each one as the "
         "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
@@ -277,18 +270,26 @@ def _add_record_verbs(commands: Subparsers) -> None:
     ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")
 
     head = _verb(
-        commands, "head", Deferred("cmd_head"), "show a ledger's last record", "Show a ledger's last record, checked."
+        commands,
+        "head",
+        Verb("client_commands", "cmd_head"),
+        "show a ledger's last record",
+        "Show a ledger's last record, checked.",
     )
     head.add_argument("ledger", type=ledger_name, metavar="LEDGER")
 
     size = _verb(
-        commands, "size", Deferred("cmd_size"), "how many records a ledger holds", "Print a ledger's number of records."
+        commands,
+        "size",
+        Verb("client_commands", "cmd_size"),
+        "how many records a ledger holds",
+        "Print a ledger's number of records.",
     )
     size.add_argument("ledger", type=ledger_name, metavar="LEDGER")
 
 
 def _domain_verb(
-    commands: Subparsers, name: str, verb: Deferred, summary: str, description: str, ledger: str = "LEDGER"
+    commands: Subparsers, name: str, verb: Verb, summary: str, description: str, ledger: str = "LEDGER"
 ) -> argparse.ArgumentParser:
     command = _write_verb(commands, name, verb, summary, description)
     command.add_argument("ledger", type=ledger_name, metavar=ledger)
@@ -301,7 +302,7 @@ def _add_vote_verbs(commands: Subparsers) -> None:
     register = _domain_verb(
         vote,
         "register",
-        Deferred("cmd_vote_register"),
+        Verb("client_commands", "cmd_vote_register"),
         "register a voter; prints the electronic id",
         "Register a voter id on an election ledger and print the electronic id the ledger allocates: "
         "the voter casts with it, and nobody else learns whose it is.",
@@ -309,19 +310,24 @@ def _add_vote_verbs(commands: Subparsers) -> None:
     )
     register.add_argument("--voter-id", required=True, metavar="V", help="the authority's voter id")
     cast = _domain_verb(
-        vote, "cast", Deferred("cmd_vote_cast"), "cast a vote", "Cast the vote of an electronic id.", "ELECTION"
+        vote,
+        "cast",
+        Verb("client_commands", "cmd_vote_cast"),
+        "cast a vote",
+        "Cast the vote of an electronic id.",
+        "ELECTION",
     )
     _add_electronic_id(cast)
     cast.add_argument("--choice", required=True, metavar="C", help="one of the election's choices")
     for name, verb, summary in (
-        ("uncast", Deferred("cmd_vote_uncast"), "take back a vote (one may vote again)"),
-        ("withdraw", Deferred("cmd_vote_withdraw"), "withdraw a voter: the vote no longer counts"),
+        ("uncast", Verb("client_commands", "cmd_vote_uncast"), "take back a vote (one may vote again)"),
+        ("withdraw", Verb("client_commands", "cmd_vote_withdraw"), "withdraw a voter: the vote no longer counts"),
     ):
         _add_electronic_id(_domain_verb(vote, name, verb, summary, summary[0].upper() + summary[1:] + ".", "ELECTION"))
     check = add_command(
         vote,
         "check",
-        Deferred("cmd_vote_check", session=False),
+        Deferred("client_commands", "cmd_vote_check"),
         "find your records on a verified copy of the chain",
         "Read the election from a replica or an observer (default: the configuration's first replica), find "
         "the records of an electronic id and prove each by inclusion in the latest signed checkpoint (with "
@@ -354,7 +360,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     donate = _domain_verb(
         commands,
         "donate",
-        Deferred("cmd_donate"),
+        Verb("client_commands", "cmd_donate"),
         "record a donation to a fund",
         "Record a donation on a charity ledger. The donor is a sealed id: give the donor's information "
         "with --donor-info-file (or --donor-info) and --seal-key (sealed here, with the ledger's name as "
@@ -383,7 +389,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     disburse = _domain_verb(
         commands,
         "disburse",
-        Deferred("cmd_disburse"),
+        Verb("client_commands", "cmd_disburse"),
         "pay out of a fund",
         "Record a disbursement from a charity fund.",
     )
@@ -395,7 +401,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     transfer = _domain_verb(
         commands,
         "transfer",
-        Deferred("cmd_transfer"),
+        Verb("client_commands", "cmd_transfer"),
         "move units from your account",
         "Move units of a resources ledger from your own account to another.",
     )
@@ -405,7 +411,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
     issue = _domain_verb(
         commands,
         "issue",
-        Deferred("cmd_issue"),
+        Verb("client_commands", "cmd_issue"),
         "create units (issuers)",
         "Create units of a resources ledger for an account.",
     )
@@ -418,7 +424,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
     sealer = add_command(
         commands,
         "seal",
-        Deferred("cmd_seal", session=False),
+        Deferred("client_commands", "cmd_seal"),
         "turn private information into a sealed id (local)",
         "Print the sealed id of TEXT (S2: padded, so its length does not tell TEXT's; at most 1023 UTF-8 "
         "bytes): the same text, key and context always give the same id, and only the key's holder can "
@@ -440,7 +446,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
     opener = add_command(
         commands,
         "unseal",
-        Deferred("cmd_unseal", session=False),
+        Deferred("client_commands", "cmd_unseal"),
         "open a sealed id (local)",
         "Print the information a sealed id holds.",
     )
@@ -450,7 +456,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
     key = add_command(
         commands,
         "seal-key",
-        Deferred("cmd_seal_key", session=False),
+        Deferred("client_commands", "cmd_seal_key"),
         "create a seal key file (local)",
         "Write a new random 64-byte seal key (AES-256-SIV) to FILE, mode 0600. An existing file is never replaced.",
     )
@@ -462,7 +468,7 @@ def _add_file_verbs(commands: Subparsers) -> None:
     put = _write_verb(
         files,
         "put",
-        Deferred("cmd_file_put"),
+        Verb("client_commands", "cmd_file_put"),
         "upload a file and record it",
         "Upload PATH to the files ledger's home node in chunks, then write a `file` record "
         "{name, size, sha256} on LEDGER.",
@@ -473,7 +479,7 @@ def _add_file_verbs(commands: Subparsers) -> None:
     get = _verb(
         files,
         "get",
-        Deferred("cmd_file_get"),
+        Verb("client_commands", "cmd_file_get"),
         "download a file by its SHA-256",
         "Download a file in chunks; it is moved to PATH only once its SHA-256 matched.",
     )
@@ -484,7 +490,9 @@ def _add_file_verbs(commands: Subparsers) -> None:
 
 def _add_user_verbs(commands: Subparsers) -> None:
     users = _group(commands, "user", "manage accounts and keys (admin)", "Manage accounts and their keys (admin).")
-    add = _verb(users, "add", Deferred("cmd_user_add"), "create an account", "Create an account with a role.")
+    add = _verb(
+        users, "add", Verb("client_commands", "cmd_user_add"), "create an account", "Create an account with a role."
+    )
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
     for action, done, summary in (
@@ -493,18 +501,26 @@ def _add_user_verbs(commands: Subparsers) -> None:
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
         command = _verb(
-            users, action, Deferred("_account_action", (f"account.{action}", done)), summary, summary.capitalize() + "."
+            users,
+            action,
+            Verb("client_commands", "_account_action", (f"account.{action}", done)),
+            summary,
+            summary.capitalize() + ".",
         )
         command.add_argument("account", type=account_name, metavar="NAME")
     _verb(
-        users, "list", Deferred("cmd_user_list"), "every account, role, state, keys", "List every account and its keys."
+        users,
+        "list",
+        Verb("client_commands", "cmd_user_list"),
+        "every account, role, state, keys",
+        "List every account and its keys.",
     )
     keys = users.add_parser("key", help="add or revoke an account's keys", description="Add or revoke keys.")
     key_actions = keys.add_subparsers(dest="key_action", required=True, metavar="ACTION")
     key_add = _verb(
         key_actions,
         "add",
-        Deferred("cmd_user_key_add"),
+        Verb("client_commands", "cmd_user_key_add"),
         "bind a public key to an account",
         "Bind a public key to an account.",
     )
@@ -513,7 +529,7 @@ def _add_user_verbs(commands: Subparsers) -> None:
     revoke = _verb(
         key_actions,
         "revoke",
-        Deferred("cmd_user_key_revoke"),
+        Verb("client_commands", "cmd_user_key_revoke"),
         "refuse a key from its next request",
         "Revoke a key: every node refuses it from its next request.",
     )
@@ -535,14 +551,16 @@ def _add_grant_verbs(commands: Subparsers) -> None:
         ("add", "grant.add", "let an account write a kind of record on a ledger"),
         ("revoke", "grant.revoke", "end an account's grant"),
     ):
-        command = _verb(grants, action, Deferred("_grant_action", (cmd,)), summary, summary.capitalize() + ".")
+        command = _verb(
+            grants, action, Verb("client_commands", "_grant_action", (cmd,)), summary, summary.capitalize() + "."
+        )
         command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
         command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
         command.add_argument("account", type=account_name, metavar="ACCOUNT")
     _verb(
         grants,
         "list",
-        Deferred("cmd_grant_list"),
+        Verb("client_commands", "cmd_grant_list"),
         "the grants in force",
         "The grants in force, replayed from the admin ledger.",
     )
@@ -553,7 +571,7 @@ def _add_key_verbs(commands: Subparsers) -> None:
     rotate = _verb(
         keys,
         "rotate",
-        Deferred("cmd_key_rotate"),
+        Verb("key_commands", "cmd_key_rotate"),
         "a node's new key; the old one works until the window ends",
         "Make a node's next key and record the rotation on the admin ledger: an ingest node's CURVE key "
         "pair (during the window it serves the old key on its port and the new one on its rotation_port; "
@@ -583,7 +601,7 @@ def add_admin_verbs(actions: Subparsers) -> None:
     _verb(
         actions,
         "log",
-        Deferred("cmd_admin_log"),
+        Verb("client_commands", "cmd_admin_log"),
         "every account, key and grant change, in order",
         "Show the admin ledger: each change of an account, key, grant or node key, when, by whom and "
         "through which key, each record checked as the next of the chain.",
@@ -599,7 +617,7 @@ def add_admin_verbs(actions: Subparsers) -> None:
     enroll = _verb(
         totp_actions,
         "enroll",
-        Deferred("_totp_action", ("totp.enroll",)),
+        Verb("client_commands", "_totp_action", ("totp.enroll",)),
         "a first second factor for an admin (default: you)",
         "Enroll an admin account that has no second factor (default: your own): prints its otpauth:// URI "
         "and recovery codes once.",
@@ -608,7 +626,7 @@ def add_admin_verbs(actions: Subparsers) -> None:
     reset = _verb(
         totp_actions,
         "reset",
-        Deferred("_totp_action", ("totp.reset",)),
+        Verb("client_commands", "_totp_action", ("totp.reset",)),
         "a new second factor for another admin",
         "Replace another admin's second factor (a lost phone): the old codes and recovery codes stop working; "
         "prints the new URI and recovery codes once, to hand over.",
@@ -640,7 +658,7 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
     get = _verb(
         receipts,
         "get",
-        Deferred("cmd_receipt_get"),
+        Verb("receipt_commands", "cmd_receipt_get"),
         "fetch and verify a record's receipt",
         "Fetch the record, a checkpoint covering it with --quorum cosignatures (waiting up to --wait "
         "seconds for one) and its inclusion proof; verify them all; write the receipt file.",
@@ -662,7 +680,7 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
     verify = add_command(
         receipts,
         "verify",
-        Deferred("cmd_receipt_verify", session=False),
+        Deferred("receipt_commands", "cmd_receipt_verify"),
         "check a receipt offline (exit 0 valid, 1 refused)",
         "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
         "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
@@ -695,7 +713,7 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
     keys = add_command(
         receipts,
         "keys",
-        Deferred("cmd_receipt_keys", session=False),
+        Deferred("receipt_commands", "cmd_receipt_keys"),
         "print the cluster's witness and admin keys as receipt verify options",
         "Print each witness's cosignature key of generation 0 (<node>.sign.pub) as --witness VKEY, the admin "
         "ledger's checkpoint key as --admin-key VKEY and, once a witness's key rotated, the rotation records "
@@ -725,7 +743,7 @@ def add_client_commands(commands: Subparsers) -> None:
     shell = add_command(
         commands,
         "shell",
-        Deferred("cmd_shell", session=False),
+        Deferred("client_commands", "cmd_shell"),
         "an interactive client",
         "Run client verbs line by line over one connection: `help`, tab completion, history in "
         "~/.vledger_history, `quit` or end of input to leave.",

@@ -17,7 +17,8 @@ import pytest
 
 from vledger.config.cluster import load_cluster
 from vledger.tools import cli
-from vledger.tools.node_commands import NODE_PROCESSES, ensure_cluster_keys
+from vledger.tools.cluster_parsers import NODE_PROCESSES
+from vledger.tools.node_commands import ensure_cluster_keys
 
 # The servers' libraries: no client command runs them.
 SERVER_LIBRARIES = ("aiohttp", "prometheus_client", "redis")
