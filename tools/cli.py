@@ -44,6 +44,9 @@ from .safe_output import EscapingWriter, escaped_stdout
 # adder, from COMMANDS), `vledger --help` lists the commands from their summaries here, and a
 # module imports what only some of its commands run where they run (the imports marked PLC0415).
 
+DEFAULT_VOTERS = 1000  # a cluster demo's new voters
+DEFAULT_RECORDS = 300  # a store demo's records
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -88,8 +91,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """What `make run` shows, on a running cluster or a local store; safe to run again."""
-    from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo  # noqa: PLC0415 - see COMMANDS
-    from .demo import DEFAULT_RECORDS, run_demo  # noqa: PLC0415
+    from .cluster_demo import run_cluster_demo  # noqa: PLC0415 - see COMMANDS
+    from .demo import run_demo  # noqa: PLC0415
 
     if args.cluster is not None:
         if args.records is not None:
@@ -277,9 +280,6 @@ def _add_import(commands: Subparsers) -> None:
 
 
 def _add_demo(commands: Subparsers) -> None:
-    from .cluster_demo import DEFAULT_VOTERS  # noqa: PLC0415 - see COMMANDS
-    from .demo import DEFAULT_RECORDS  # noqa: PLC0415
-
     demo = add_command(
         commands,
         "demo",

@@ -75,7 +75,6 @@ LEDGERS = (ELECTION, ZAKAT, RESOURCES)
 # The kinds a run writes, in the order a report lists them.
 KINDS = ("register", "cast", "uncast", "withdraw", "donation", "disbursement", "issue", "transfer")
 SEAL_KEY_NAME = "zakat.seal"
-DEFAULT_VOTERS = 1000
 ELECTION_DAYS = 30
 OPENS_BEFORE_MS = 60_000
 CHUNK = 64  # records sent at once to one node, all in flight together

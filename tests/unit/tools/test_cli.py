@@ -676,8 +676,6 @@ def imported_by(argv: list[str]) -> tuple[int, list[str]]:
 def test_a_local_command_imports_no_cluster_module(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
     assert imported_by(["--log", "info", "verify", str(store), "--json"]) == (0, [])
-    # A cluster's command builds the full parser, which does import them.
-    assert imported_by(["status", "--help"]) == (0, list(CLUSTER_MODULES))
 
 
 # What `vledger verify` of a store needs only to check a signature (node/note.py) or to name a

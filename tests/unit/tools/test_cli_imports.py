@@ -6,6 +6,7 @@ runs main in a fresh interpreter and reads its ``sys.modules``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from vledger.config.cluster import load_cluster
 from vledger.tools import cli
+from vledger.tools.args import Deferred
 from vledger.tools.cluster_parsers import NODE_PROCESSES
 from vledger.tools.node_commands import ensure_cluster_keys
 
@@ -26,10 +28,12 @@ SERVER_LIBRARIES = ("aiohttp", "prometheus_client", "redis")
 LIBRARIES = (*SERVER_LIBRARIES, "zmq", "Crypto", "nacl")
 PROCESSES = ("vledger.ingest.server", "vledger.ingest.replica", "vledger.verifier.observer", "vledger.verifier.process")
 GATEWAY = "vledger.verifier.gateway"
+CLI_OWN = ("cli", "args", "paths", "report", "safe_output")  # what every command line imports
 
 RUN_MAIN = """
 import contextlib, io, json, sys
 from vledger.tools import cli
+from vledger.tools.args import Deferred
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
     code = cli.main(sys.argv[1:])
 print(json.dumps({"code": code, "stderr": err.getvalue(), "modules": sorted(sys.modules)}))
@@ -55,9 +59,9 @@ def test_the_command_listing_imports_no_command(words: list[str]) -> None:
     code, _, modules = run_main(*words)
     assert code in (0, 2)
     assert imported(modules, LIBRARIES) == []
-    # Not one command's module: the listing is COMMANDS's summaries.
-    packages = ("vledger.broker.", "vledger.client", "vledger.ingest", "vledger.verifier")
-    assert sorted(m for m in modules if m.startswith(packages)) == []
+    # Not one command's module, nor a parser's: the listing is COMMANDS's summaries.
+    assert {m for m in modules if m.startswith("vledger.tools.")} == {f"vledger.tools.{m}" for m in CLI_OWN}
+    assert sorted(m for m in modules if m.startswith(("vledger.client", "vledger.ingest", "vledger.verifier"))) == []
 
 
 @pytest.mark.parametrize("command", ["hello", "put", "status", "tally", "repair", "supervise", "demo", "gateway"])
@@ -69,18 +73,21 @@ def test_a_command_s_help_imports_no_library(command: str) -> None:
 
 
 @pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port bound and held, never listening: a node that does not answer."""
-    with socket.socket() as held:
+def silent_ports() -> Iterator[tuple[int, int]]:
+    """Two ports bound and held, never listening: a node that does not answer."""
+    with socket.socket() as held, socket.socket() as publishing:
         held.bind(("127.0.0.1", 0))
-        yield held.getsockname()[1]
+        publishing.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1], publishing.getsockname()[1]
 
 
-def test_hello_imports_the_client_and_no_server(tmp_path: Path, silent_port: int) -> None:
+def test_hello_imports_the_client_and_no_server(tmp_path: Path, silent_ports: tuple[int, int]) -> None:
     """`vledger hello` goes as far as asking the node (zmq, the key's cipher): nothing of a server."""
+    silent_port, pub_port = silent_ports
     config = tmp_path / "cluster.toml"
     config.write_text(
-        f'[cluster]\ndefault_home = "ingest-1"\n[nodes.ingest-1]\nrole = "ingest"\nport = {silent_port}\n',
+        f'[cluster]\ndefault_home = "ingest-1"\n[nodes.ingest-1]\nrole = "ingest"\n'
+        f"port = {silent_port}\npub_port = {pub_port}\n",
         encoding="utf-8",
     )
     ensure_cluster_keys(load_cluster(config))
@@ -131,3 +138,24 @@ def test_a_command_s_own_parser_is_the_full_one_s(command: str, capsys: pytest.C
             parser.parse_args([command, "--help"])
         helps.append(capsys.readouterr().out)
     assert helps[0] == helps[1] and f"usage: vledger {command}" in helps[0]
+
+
+def leaves(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    """Every command line's words and what runs it (``run``), through every level of subcommands."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield words, parser.get_default("run")
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from leaves(sub, (*words, name))
+
+
+def test_every_command_names_a_function_that_is_there() -> None:
+    """A Deferred's names are strings: each must find its function (a factory's, its verb)."""
+    found = dict(leaves(cli.build_parser()))
+    assert len(found) > 60
+    for words, run in found.items():
+        if isinstance(run, Deferred):
+            assert callable(run.target()), words
+        else:
+            assert callable(run), words
