@@ -118,7 +118,7 @@ class Deferred:
 
     def target(self) -> Callable[..., int]:
         found: Callable[..., Any] = getattr(importlib.import_module(f".{self.module}", __package__), self.name)
-        return found(*self.params) if self.params else found  # type: ignore[no-any-return]
+        return found(*self.params) if self.params else found
 
     def __call__(self, args: argparse.Namespace) -> int:
         return self.target()(args)

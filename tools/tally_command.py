@@ -53,14 +53,13 @@ from ..node.errors import (
 )
 from ..node.json_values import jsonable
 from ..node.note import parse_checkpoint, parse_note, verify_checkpoint
-from ..node.tally_body import Snapshot
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
     MISMATCH,
-    STALE_AFTER_MS,
     Checked,
     LedgerHead,
     TallyReport,
