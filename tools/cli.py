@@ -40,9 +40,11 @@ from .safe_output import EscapingWriter, escaped_stdout
 
 # Every command's module, and what it imports (aiohttp, redis, zmq, prometheus-client, the node
 # processes), cost ~0.9 s of CPU at start-up: what a script that runs `vledger put` per record
-# pays each time. So a command line builds the parser of the command it names alone (its module's
-# adder, from COMMANDS), `vledger --help` lists the commands from their summaries here, and a
-# module imports what only some of its commands run where they run (the imports marked PLC0415).
+# paid each time. So the parsers are apart from the commands' modules (client_parsers.py,
+# cluster_parsers.py), each naming what runs it (args.Deferred, imported when it runs); a command
+# line builds the parser of the command it names alone (COMMANDS), `vledger --help` lists the
+# commands from their summaries here, and a module imports what only some of its functions run
+# where they run (the imports marked PLC0415).
 
 DEFAULT_VOTERS = 1000  # a cluster demo's new voters
 DEFAULT_RECORDS = 300  # a store demo's records
@@ -161,7 +163,8 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The imports below are each a command module's, made when its command is named (see COMMANDS).
+# The parser modules, imported when one of their commands is named (see COMMANDS): light, but
+# `vledger verify` needs none of their argument types (client_payloads.py, the rules' states).
 
 
 def _add_node_commands(commands: Subparsers) -> None:
@@ -301,8 +304,8 @@ def _add_demo(commands: Subparsers) -> None:
 
 
 # Every command, in `vledger --help`'s order: its summary there, and what adds its parser (and the
-# parsers of its module's other commands). The modules say the same summaries: test_cli checks that
-# this listing is the full parser's.
+# parsers of its module's other commands). The parsers say the same summaries: test_cli_imports checks
+# that this listing is the full parser's.
 COMMANDS: dict[str, tuple[str, Callable[[Subparsers], None]]] = {
     "verify": ("verify a store or an export file from genesis", _add_verify),
     "export": ("write a store's records as JSON Lines", _add_export),
