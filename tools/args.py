@@ -137,6 +137,52 @@ def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
     command.add_argument("--ledger", type=ledger_name, metavar="NAME", help=f"{verb} only this ledger")
 
 
+# Every command's summary, in `vledger --help`'s order: the listing (cli.listing_parser) shows them
+# without building a command's parser, whose help= is the same entry.
+SUMMARIES: dict[str, str] = {
+    "verify": "verify a store or an export file from genesis",
+    "export": "write a store's records as JSON Lines",
+    "import": "verify an export file, then append it to a store",
+    "demo": "show a running cluster (or a local store) at work, then check it",
+    "ingest": "run an ingest node",
+    "replica": "run a replica node",
+    "observer": "run an observer node",
+    "verifier": "run the verifier",
+    "gateway": "serve a node's store over public read-only HTTP",
+    "keygen": "create CURVE key pairs",
+    "admin": "the first admin, and the admin ledger",
+    "hello": "greet a node: its name, version, your account",
+    "whoami": "your account, role and key",
+    "ledger": "list, create, promote or rekey ledgers",
+    "put": "append a record",
+    "get": "show one record",
+    "range": "list a ledger's records",
+    "head": "show a ledger's last record",
+    "size": "how many records a ledger holds",
+    "vote": "register, cast, uncast, withdraw",
+    "donate": "record a donation to a fund",
+    "disburse": "pay out of a fund",
+    "transfer": "move units from your account",
+    "issue": "create units (issuers)",
+    "seal": "turn private information into a sealed id (local)",
+    "unseal": "open a sealed id (local)",
+    "seal-key": "create a seal key file (local)",
+    "file": "upload or download a file",
+    "user": "manage accounts and keys (admin)",
+    "receipt": "fetch a record's receipt, or check one offline",
+    "grant": "who may write which kind of record (admin)",
+    "key": "rotate a node's keys (admin)",
+    "shell": "an interactive client",
+    "supervise": "run the cluster on this host under supervisord: start, stop, status",
+    "tally": "the observers' signed tallies of a ledger, checked, and whether they agree",
+    "repl": "replication: who holds how much of each ledger",
+    "repair": "rebuild a node's store from copies consistent with a quorum-cosigned checkpoint",
+    "alerts": "list, follow or resolve alerts",
+    "status": "the whole cluster: nodes up, replication, the verifier, open alerts",
+    "anchors": "print the cluster's trust anchors, to publish out of band",
+}
+
+
 CONFIG_ENV = "VLEDGER_CONFIG"
 KEY_ENV = "VLEDGER_KEY"
 OTP_ENV = "VLEDGER_OTP"

@@ -24,6 +24,7 @@ from ..node.identifiers import escape
 from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
+    SUMMARIES,
     Subparsers,
     add_command,
     add_json_option,
@@ -140,7 +141,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parsers of every command: what the shell, the tests and the compose file check read."""
     parser = _top_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    adders = [COMMANDS[command][1]] if command is not None else list(dict.fromkeys(a for _, a in COMMANDS.values()))
+    adders = [COMMANDS[command]] if command is not None else list(dict.fromkeys(COMMANDS.values()))
     for add in adders:
         add(commands)
     return parser
@@ -151,7 +152,7 @@ def listing_parser() -> argparse.ArgumentParser:
     options, no command's module imported. A usage error lists the same names."""
     parser = _top_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (summary, _) in COMMANDS.items():
+    for name, summary in SUMMARIES.items():
         commands.add_parser(name, help=summary)
     return parser
 
@@ -233,7 +234,7 @@ def _add_verify(commands: Subparsers) -> None:
         commands,
         "verify",
         cmd_verify,
-        "verify a store or an export file from genesis",
+        SUMMARIES["verify"],
         "Verify every record of a store directory or an export (.jsonl) file, from each "
         "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise. "
         "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
@@ -258,7 +259,7 @@ def _add_export(commands: Subparsers) -> None:
         commands,
         "export",
         cmd_export,
-        "write a store's records as JSON Lines",
+        SUMMARIES["export"],
         "Verify and write a store's records, one JSON line each, in ledger then height order.",
     )
     export.add_argument("store", type=Path, metavar="STORE", help="a store directory")
@@ -271,7 +272,7 @@ def _add_import(commands: Subparsers) -> None:
         commands,
         "import",
         cmd_import,
-        "verify an export file, then append it to a store",
+        SUMMARIES["import"],
         "Verify the whole export file against the store first; only if everything "
         "verifies, append the records the store does not hold yet. Otherwise nothing is written.",
     )
@@ -287,7 +288,7 @@ def _add_demo(commands: Subparsers) -> None:
         commands,
         "demo",
         cmd_demo,
-        "show a running cluster (or a local store) at work, then check it",
+        SUMMARIES["demo"],
         "With --cluster: as the cluster's admin, create the election, zakat and resource ledgers "
         "if missing, register a batch of new voters who vote (some change their mind, a few "
         "withdraw), donate, disburse, issue and transfer, all with real proof of work; then read "
@@ -303,50 +304,49 @@ def _add_demo(commands: Subparsers) -> None:
     demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 
 
-# Every command, in `vledger --help`'s order: its summary there, and what adds its parser (and the
-# parsers of its module's other commands). The parsers say the same summaries: test_cli_imports checks
-# that this listing is the full parser's.
-COMMANDS: dict[str, tuple[str, Callable[[Subparsers], None]]] = {
-    "verify": ("verify a store or an export file from genesis", _add_verify),
-    "export": ("write a store's records as JSON Lines", _add_export),
-    "import": ("verify an export file, then append it to a store", _add_import),
-    "demo": ("show a running cluster (or a local store) at work, then check it", _add_demo),
-    "ingest": ("run an ingest node", _add_node_commands),
-    "replica": ("run a replica node", _add_node_commands),
-    "observer": ("run an observer node", _add_node_commands),
-    "verifier": ("run the verifier", _add_node_commands),
-    "gateway": ("serve a node's store over public read-only HTTP", _add_node_commands),
-    "keygen": ("create CURVE key pairs", _add_node_commands),
-    "admin": ("the first admin, and the admin ledger", _add_admin_commands),
-    "hello": ("greet a node: its name, version, your account", _add_client_commands),
-    "whoami": ("your account, role and key", _add_client_commands),
-    "ledger": ("list, create, promote or rekey ledgers", _add_client_commands),
-    "put": ("append a record", _add_client_commands),
-    "get": ("show one record", _add_client_commands),
-    "range": ("list a ledger's records", _add_client_commands),
-    "head": ("show a ledger's last record", _add_client_commands),
-    "size": ("how many records a ledger holds", _add_client_commands),
-    "vote": ("register, cast, uncast, withdraw", _add_client_commands),
-    "donate": ("record a donation to a fund", _add_client_commands),
-    "disburse": ("pay out of a fund", _add_client_commands),
-    "transfer": ("move units from your account", _add_client_commands),
-    "issue": ("create units (issuers)", _add_client_commands),
-    "seal": ("turn private information into a sealed id (local)", _add_client_commands),
-    "unseal": ("open a sealed id (local)", _add_client_commands),
-    "seal-key": ("create a seal key file (local)", _add_client_commands),
-    "file": ("upload or download a file", _add_client_commands),
-    "user": ("manage accounts and keys (admin)", _add_client_commands),
-    "receipt": ("fetch a record's receipt, or check one offline", _add_client_commands),
-    "grant": ("who may write which kind of record (admin)", _add_client_commands),
-    "key": ("rotate a node's keys (admin)", _add_client_commands),
-    "shell": ("an interactive client", _add_client_commands),
-    "supervise": ("run the cluster on this host under supervisord: start, stop, status", _add_supervise_command),
-    "tally": ("the observers' signed tallies of a ledger, checked, and whether they agree", _add_tally_command),
-    "repl": ("replication: who holds how much of each ledger", _add_repl_commands),
-    "repair": ("rebuild a node's store from copies consistent with a quorum-cosigned checkpoint", _add_repair_command),
-    "alerts": ("list, follow or resolve alerts", _add_alert_commands),
-    "status": ("the whole cluster: nodes up, replication, the verifier, open alerts", _add_status_command),
-    "anchors": ("print the cluster's trust anchors, to publish out of band", _add_anchors_command),
+# What adds each command's parser (and the parsers of its module's other commands): a command
+# line builds the one it names; `vledger --help` lists args.SUMMARIES.
+COMMANDS: dict[str, Callable[[Subparsers], None]] = {
+    "verify": _add_verify,
+    "export": _add_export,
+    "import": _add_import,
+    "demo": _add_demo,
+    "ingest": _add_node_commands,
+    "replica": _add_node_commands,
+    "observer": _add_node_commands,
+    "verifier": _add_node_commands,
+    "gateway": _add_node_commands,
+    "keygen": _add_node_commands,
+    "admin": _add_admin_commands,
+    "hello": _add_client_commands,
+    "whoami": _add_client_commands,
+    "ledger": _add_client_commands,
+    "put": _add_client_commands,
+    "get": _add_client_commands,
+    "range": _add_client_commands,
+    "head": _add_client_commands,
+    "size": _add_client_commands,
+    "vote": _add_client_commands,
+    "donate": _add_client_commands,
+    "disburse": _add_client_commands,
+    "transfer": _add_client_commands,
+    "issue": _add_client_commands,
+    "seal": _add_client_commands,
+    "unseal": _add_client_commands,
+    "seal-key": _add_client_commands,
+    "file": _add_client_commands,
+    "user": _add_client_commands,
+    "receipt": _add_client_commands,
+    "grant": _add_client_commands,
+    "key": _add_client_commands,
+    "shell": _add_client_commands,
+    "supervise": _add_supervise_command,
+    "tally": _add_tally_command,
+    "repl": _add_repl_commands,
+    "repair": _add_repair_command,
+    "alerts": _add_alert_commands,
+    "status": _add_status_command,
+    "anchors": _add_anchors_command,
 }
 
 

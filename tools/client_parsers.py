@@ -18,6 +18,7 @@ from .args import (
     KEY_ENV,
     OTP_ENV,
     PASSPHRASE_ENV,
+    SUMMARIES,
     Deferred,
     Subparsers,
     add_command,
@@ -138,20 +139,20 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         commands,
         "hello",
         Verb("client_commands", "cmd_hello"),
-        "greet a node: its name, version, your account",
+        SUMMARIES["hello"],
         "Say hello to a node.",
     )
     _verb(
         commands,
         "whoami",
         Verb("client_commands", "cmd_whoami"),
-        "your account, role and key",
+        SUMMARIES["whoami"],
         "Show the account your key is bound to.",
     )
     ledger = _group(
         commands,
         "ledger",
-        "list, create, promote or rekey ledgers",
+        SUMMARIES["ledger"],
         "List the cluster's ledgers, start one, hand one to its standby, or rotate its checkpoint key.",
     )
     _verb(
@@ -236,7 +237,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
         commands,
         "put",
         Verb("client_commands", "cmd_put"),
-        "append a record",
+        SUMMARIES["put"],
         "Append a record of KIND with a JSON payload, with its proof of work, on the ledger's home node. "
         "A payload holds no floats: amounts are whole numbers of minor units (cents, halalas).",
     )
@@ -249,7 +250,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
         commands,
         "get",
         Verb("client_commands", "cmd_get"),
-        "show one record",
+        SUMMARIES["get"],
         "Show a record, by ledger and height or by hash, after checking its checksum, proof of work and link.",
     )
     get.add_argument("ledger", type=ledger_name, nargs="?", metavar="LEDGER")
@@ -260,7 +261,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
         commands,
         "range",
         Verb("client_commands", "cmd_range"),
-        "list a ledger's records",
+        SUMMARIES["range"],
         "List a ledger's records from a height to its head, a page at a time, checking each one as the "
         "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
         "proof in it (bad_proof: the node serves another chain) before it is shown (with --json: one JSON "
@@ -273,7 +274,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
         commands,
         "head",
         Verb("client_commands", "cmd_head"),
-        "show a ledger's last record",
+        SUMMARIES["head"],
         "Show a ledger's last record, checked.",
     )
     head.add_argument("ledger", type=ledger_name, metavar="LEDGER")
@@ -282,7 +283,7 @@ def _add_record_verbs(commands: Subparsers) -> None:
         commands,
         "size",
         Verb("client_commands", "cmd_size"),
-        "how many records a ledger holds",
+        SUMMARIES["size"],
         "Print a ledger's number of records.",
     )
     size.add_argument("ledger", type=ledger_name, metavar="LEDGER")
@@ -298,7 +299,7 @@ def _domain_verb(
 
 
 def _add_vote_verbs(commands: Subparsers) -> None:
-    vote = _group(commands, "vote", "register, cast, uncast, withdraw", "Write an election's records.")
+    vote = _group(commands, "vote", SUMMARIES["vote"], "Write an election's records.")
     register = _domain_verb(
         vote,
         "register",
@@ -361,7 +362,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
         commands,
         "donate",
         Verb("client_commands", "cmd_donate"),
-        "record a donation to a fund",
+        SUMMARIES["donate"],
         "Record a donation on a charity ledger. The donor is a sealed id: give the donor's information "
         "with --donor-info-file (or --donor-info) and --seal-key (sealed here, with the ledger's name as "
         "context), or an id "
@@ -390,7 +391,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
         commands,
         "disburse",
         Verb("client_commands", "cmd_disburse"),
-        "pay out of a fund",
+        SUMMARIES["disburse"],
         "Record a disbursement from a charity fund.",
     )
     disburse.add_argument("--fund", required=True, metavar="F")
@@ -402,7 +403,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
         commands,
         "transfer",
         Verb("client_commands", "cmd_transfer"),
-        "move units from your account",
+        SUMMARIES["transfer"],
         "Move units of a resources ledger from your own account to another.",
     )
     transfer.add_argument("--to", type=account_name, required=True, metavar="ACCOUNT")
@@ -412,7 +413,7 @@ def _add_money_verbs(commands: Subparsers) -> None:
         commands,
         "issue",
         Verb("client_commands", "cmd_issue"),
-        "create units (issuers)",
+        SUMMARIES["issue"],
         "Create units of a resources ledger for an account.",
     )
     issue.add_argument("--account", type=account_name, required=True, metavar="A")
@@ -425,7 +426,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         commands,
         "seal",
         Deferred("client_commands", "cmd_seal"),
-        "turn private information into a sealed id (local)",
+        SUMMARIES["seal"],
         "Print the sealed id of TEXT (S2: padded, so its length does not tell TEXT's; at most 1023 UTF-8 "
         "bytes): the same text, key and context always give the same id, and only the key's holder can "
         "open it. Nothing is sent anywhere.",
@@ -447,7 +448,7 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         commands,
         "unseal",
         Deferred("client_commands", "cmd_unseal"),
-        "open a sealed id (local)",
+        SUMMARIES["unseal"],
         "Print the information a sealed id holds.",
     )
     opener.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
@@ -457,14 +458,14 @@ def _add_seal_verbs(commands: Subparsers) -> None:
         commands,
         "seal-key",
         Deferred("client_commands", "cmd_seal_key"),
-        "create a seal key file (local)",
+        SUMMARIES["seal-key"],
         "Write a new random 64-byte seal key (AES-256-SIV) to FILE, mode 0600. An existing file is never replaced.",
     )
     key.add_argument("--out", type=Path, required=True, metavar="FILE")
 
 
 def _add_file_verbs(commands: Subparsers) -> None:
-    files = _group(commands, "file", "upload or download a file", "Upload a file to a files ledger, or fetch one.")
+    files = _group(commands, "file", SUMMARIES["file"], "Upload a file to a files ledger, or fetch one.")
     put = _write_verb(
         files,
         "put",
@@ -489,7 +490,7 @@ def _add_file_verbs(commands: Subparsers) -> None:
 
 
 def _add_user_verbs(commands: Subparsers) -> None:
-    users = _group(commands, "user", "manage accounts and keys (admin)", "Manage accounts and their keys (admin).")
+    users = _group(commands, "user", SUMMARIES["user"], "Manage accounts and their keys (admin).")
     add = _verb(
         users, "add", Verb("client_commands", "cmd_user_add"), "create an account", "Create an account with a role."
     )
@@ -543,7 +544,7 @@ def _add_grant_verbs(commands: Subparsers) -> None:
     grants = _group(
         commands,
         "grant",
-        "who may write which kind of record (admin)",
+        SUMMARIES["grant"],
         "Grant or revoke the right to write a kind of record on a ledger (recorded on the admin ledger), "
         "or list the grants in force.",
     )
@@ -567,7 +568,7 @@ def _add_grant_verbs(commands: Subparsers) -> None:
 
 
 def _add_key_verbs(commands: Subparsers) -> None:
-    keys = _group(commands, "key", "rotate a node's keys (admin)", "Rotate a node's keys (PROTOCOL 16.6).")
+    keys = _group(commands, "key", SUMMARIES["key"], "Rotate a node's keys (PROTOCOL 16.6).")
     rotate = _verb(
         keys,
         "rotate",
@@ -652,7 +653,7 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
     receipts = _group(
         commands,
         "receipt",
-        "fetch a record's receipt, or check one offline",
+        SUMMARIES["receipt"],
         "A receipt is a record, its inclusion proof and a cosigned checkpoint (docs/PROTOCOL.md section 14).",
     )
     get = _verb(
@@ -744,7 +745,7 @@ def add_client_commands(commands: Subparsers) -> None:
         commands,
         "shell",
         Deferred("client_commands", "cmd_shell"),
-        "an interactive client",
+        SUMMARIES["shell"],
         "Run client verbs line by line over one connection: `help`, tab completion, history in "
         "~/.vledger_history, `quit` or end of input to leave.",
     )

@@ -12,6 +12,7 @@ from ..node.tally_body import STALE_AFTER_MS
 from .args import (
     KEY_ENV,
     PASSPHRASE_ENV,
+    SUMMARIES,
     Deferred,
     Subparsers,
     add_command,
@@ -32,25 +33,25 @@ SUPERVISE_TIMEOUT = 60.0  # seconds `vledger supervise start` and `stop` wait by
 # The node processes, by role: each runs until SIGTERM or SIGINT.
 NODE_PROCESSES: dict[str, tuple[str, str]] = {
     "ingest": (
-        "run an ingest node",
+        SUMMARIES["ingest"],
         "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
         "appends, checkpointed and published to the replicas, until SIGTERM or SIGINT.",
     ),
     "replica": (
-        "run a replica node",
+        SUMMARIES["replica"],
         "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
         "verify and store every record its home's checkpoints cover, catch up on any gap, serve the read commands, "
         "until SIGTERM or SIGINT.",
     ),
     "observer": (
-        "run an observer node",
+        SUMMARIES["observer"],
         "Run the observer node NAME of the cluster configuration: follow, verify and store every record "
         "as a replica does, serve the read commands, re-run every ledger's domain rules from the chain "
         "(flagging what breaks them) and publish tallies signed with NAME.sign to Redis, until SIGTERM "
         "or SIGINT.",
     ),
     "verifier": (
-        "run the verifier",
+        SUMMARIES["verifier"],
         "Run the verifier NAME of the cluster configuration: check every new record on every copy, compare "
         "every copy's head with its home's, and sweep every copy from genesis, raising an alert on any "
         "divergence or tampering, until SIGTERM or SIGINT.",
@@ -70,7 +71,7 @@ def add_node_commands(commands: Subparsers) -> None:
         commands,
         "gateway",
         Deferred("node_commands", "cmd_gateway"),
-        "serve a node's store over public read-only HTTP",
+        SUMMARIES["gateway"],
         "Serve the store of node NAME read-only over HTTP on its gateway_port: the C2SP tlog-tiles of "
         "every ledger, JSON records, ranges, proofs, voters' records, the observers' signed tallies, "
         "fund balances, an event stream and the web pages (check my vote, live tally, charity, "
@@ -95,7 +96,7 @@ def add_node_commands(commands: Subparsers) -> None:
         commands,
         "keygen",
         Deferred("node_commands", "cmd_keygen"),
-        "create CURVE key pairs",
+        SUMMARIES["keygen"],
         "Create a CURVE key pair: NAME.key (public) and NAME.key_secret (mode 0600). With "
         "--cluster, every key pair the configuration needs that does not exist yet.",
     )
@@ -117,7 +118,7 @@ def add_admin_commands(commands: Subparsers) -> Subparsers:
     """The ``admin`` group; returns its actions, where the client verbs ``admin log`` and ``totp`` go."""
     admin = commands.add_parser(
         "admin",
-        help="the first admin, and the admin ledger",
+        help=SUMMARIES["admin"],
         description="Create the first admin account (bootstrap) or read the admin ledger (log).",
     )
     actions = admin.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
@@ -168,7 +169,7 @@ def add_supervise_command(commands: Subparsers) -> None:
         commands,
         "supervise",
         Deferred("supervise", "cmd_supervise"),
-        "run the cluster on this host under supervisord: start, stop, status",
+        SUMMARIES["supervise"],
         "start: create the missing keys and the admin account, write RUN/supervisord.conf (Redis and "
         "one program per node), start supervisord unless it runs, and wait until every process "
         "answers. stop: stop them all and wait until they are gone. status: supervisorctl status "
@@ -199,7 +200,7 @@ def add_tally_command(commands: Subparsers) -> None:
         commands,
         "tally",
         Deferred("tally_command", "cmd_tally"),
-        "the observers' signed tallies of a ledger, checked, and whether they agree",
+        SUMMARIES["tally"],
         "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
         "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
         "newest height they all counted, and whether each has counted up to the ledger's latest "
@@ -273,7 +274,7 @@ With --watch the command runs until interrupted and exits with the last round's 
 def add_repl_commands(commands: Subparsers) -> None:
     repl = commands.add_parser(
         "repl",
-        help="replication: who holds how much of each ledger",
+        help=SUMMARIES["repl"],
         description="Replication, as the cluster's Redis records it.",
     )
     actions = repl.add_subparsers(dest="repl_action", required=True, metavar="ACTION")
@@ -309,7 +310,7 @@ def add_repair_command(commands: Subparsers) -> None:
         commands,
         "repair",
         Deferred("repair", "cmd_repair"),
-        "rebuild a node's store from copies consistent with a quorum-cosigned checkpoint",
+        SUMMARIES["repair"],
         "Rebuild NODE's store, which must be stopped: per ledger, take the largest checkpoint its home "
         "signed that a quorum of witnesses cosigned (their keys from the key directory), find another "
         "node whose tree at that size has that root, copy and verify its records into a fresh store "
@@ -346,7 +347,7 @@ def add_alert_commands(commands: Subparsers) -> None:
         commands,
         "alerts",
         Deferred("alert_commands", "cmd_alerts"),
-        "list, follow or resolve alerts",
+        SUMMARIES["alerts"],
         "List the latest alerts (a node, ledger and height, what failed, expected and found), "
         "oldest first, each marked open or closed (resolved, or raised again since); --follow then "
         "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them).",
@@ -416,7 +417,7 @@ def add_status_command(commands: Subparsers) -> None:
         commands,
         "status",
         Deferred("status_command", "cmd_status"),
-        "the whole cluster: nodes up, replication, the verifier, open alerts",
+        SUMMARIES["status"],
         "One view of the cluster. Every node of the configuration is asked hello (each at most\n"
         f"{HELLO_TIMEOUT:g} s, all at once): up or down, and whether each replica and observer is current.\n"
         "With --run-dir, supervisord's state and pid of each program too. From the cluster's\n"
@@ -448,7 +449,7 @@ def add_anchors_command(commands: Subparsers) -> None:
         commands,
         "anchors",
         Deferred("anchors_command", "cmd_anchors"),
-        "print the cluster's trust anchors, to publish out of band",
+        SUMMARIES["anchors"],
         "Print the trust anchors of docs/PROTOCOL.md 15.5: every ledger's genesis hash (read from "
         "--store, or from every store of the configuration, which must agree), the witnesses' keys, "
         "the observers' keys and the admin ledger's checkpoint key (from the key directory). Anyone "
