@@ -13,7 +13,6 @@ from typing import Any, TypeAlias
 
 from ..config.settings import Limits
 from ..node.errors import UsageError, VledgerError
-from ..node.node_keys import NodeKeys, decode_node_keys
 from ..node.note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
 from ..node.record import check_ledger_name, check_node_name
 from .paths import input_file
@@ -72,13 +71,6 @@ def vkey_arg(value: str) -> VerifierKey:
         return parse_verifier_key(value)
     except Exception as e:
         raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
-
-
-def node_keys_arg(value: str) -> NodeKeys:
-    try:
-        return decode_node_keys(value)
-    except Exception as e:
-        raise argparse.ArgumentTypeError(f"not node keys: {getattr(e, 'message', e)}") from None
 
 
 _ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.settings import DEFAULT_DIFFICULTY
+from ..node.node_keys import NodeKeys, decode_node_keys
 from .args import (
     CONFIG_HELP,
     DEFAULT_TIMEOUT,
@@ -28,7 +29,6 @@ from .args import (
     difficulty,
     electronic_id_arg,
     ledger_name,
-    node_keys_arg,
     node_name,
     positive,
     vkey_arg,
@@ -60,6 +60,13 @@ class Verb(Deferred):
         from .client_commands import with_session  # noqa: PLC0415 - see the module's docstring
 
         return with_session(self.target())(args)
+
+
+def node_keys_arg(value: str) -> NodeKeys:
+    try:
+        return decode_node_keys(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not node keys: {getattr(e, 'message', e)}") from None
 
 
 # --- the verbs ---------------------------------------------------------------------------------
