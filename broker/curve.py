@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -32,8 +32,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
 from ..node.errors import AuthSelfTestError, CurveError
-from .curve_guard import ConnectionGuard
 from .keys import KeyPair, check_public_key, new_keypair
+
+if TYPE_CHECKING:  # imported where a server is guarded: a client needs neither it nor its
+    # prometheus-client and HTTP helpers (the CLI's start-up, tools/cli.py)
+    from .curve_guard import ConnectionGuard
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +337,8 @@ class CurveServer:
             )
             try:
                 if guarded:  # before the bind: every connection is counted
+                    from .curve_guard import ConnectionGuard  # noqa: PLC0415 - see the TYPE_CHECKING import
+
                     self.guard = ConnectionGuard(self.ctx, settings, f"CURVE {endpoint}")
                     self.guard.attach(self.socket)
                 self.socket.bind(endpoint)

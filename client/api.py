@@ -52,9 +52,10 @@ from ..node.record import Record
 from ..node.tally_body import Snapshot
 from ..verifier.tally import AGREE, STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .http import GatewayConnection
-from .session import Reader, Session, Write, open_session
+from .session import Reader, Session, open_session
 from .state import Seen, TrustedState
 from .voters import VoterCheck, names_voter
+from .write import Write
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # records yielded per inclusion proof by records(): one proof ties the chunk's chain

@@ -20,7 +20,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, positive
+from .args import config_file
 
 EXIT_OK = 0
 EXIT_ALERTS = 1
@@ -146,25 +146,3 @@ def verify_cluster(path: Path, as_json: bool) -> int:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def add_alert_commands(commands: Subparsers) -> None:
-    alerts = add_command(
-        commands,
-        "alerts",
-        cmd_alerts,
-        "list, follow or resolve alerts",
-        "List the latest alerts (a node, ledger and height, what failed, expected and found), "
-        "oldest first, each marked open or closed (resolved, or raised again since); --follow then "
-        "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them).",
-    )
-    alerts.add_argument(
-        "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"
-    )
-    alerts.add_argument("keys", nargs="*", metavar="KEY", help="resolve: the open alerts' keys, NODE|LEDGER|WHAT")
-    alerts.set_defaults(trailing="keys")  # keys also after options: cli.main
-    add_config_option(alerts)
-    alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
-    alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")
-    alerts.add_argument("--all", action="store_true", help="resolve: every open alert")
-    add_json_option(alerts)

@@ -61,14 +61,13 @@ from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
 from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.record import decode_record
-from ..node.tally_body import Snapshot
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
     MISMATCH,
-    STALE_AFTER_MS,
     Checked,
     LedgerHead,
     TallyReport,
@@ -82,7 +81,7 @@ from ..verifier.tally import (
     read_tallies,
     stale_observers,
 )
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, ledger_name
+from .args import config_file
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
@@ -471,39 +470,3 @@ def cmd_tally(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report_lines(report)))
     return report.exit_code
-
-
-def add_tally_command(commands: Subparsers) -> None:
-    tally = add_command(
-        commands,
-        "tally",
-        cmd_tally,
-        "the observers' signed tallies of a ledger, checked, and whether they agree",
-        "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
-        "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
-        "newest height they all counted, and whether each has counted up to the ledger's latest "
-        "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
-        "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
-        "(behind the checkpoint, signing nothing newer for --stale-after seconds) or ahead of it (claiming "
-        "records no checkpoint holds), the agreement is old and behind the checkpoint, or no checkpoint verified.",
-    )
-    tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    tally.add_argument(
-        "--stale-after",
-        type=_seconds,
-        default=STALE_AFTER_MS / 1000,
-        metavar="SECONDS",
-        help=f"how long an observer behind the checkpoint may sign nothing newer ({STALE_AFTER_MS // 1000})",
-    )
-    add_config_option(tally)
-    add_json_option(tally)
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0")
-    return seconds

@@ -42,16 +42,12 @@ from ..node.rules.engine import RulesEngine, Violation
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
-from ..node.tally_body import Snapshot
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
 
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
 # an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
 EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
-# How long an observer may sign nothing newer while behind the checkpoint before it is stale: an
-# observer publishes at most once per tally_interval_ms (1 s by default) once it counted what it
-# holds, so a live one on a busy ledger is always a little behind, never for long.
-STALE_AFTER_MS = 10_000
 # How far a snapshot's at_ms may run ahead of the reader's clock (clocks of honest hosts differ a
 # little): one signed further ahead says nothing of when it was made (a clock that ran ahead, or a
 # key's holder re-signing an old count with a date to come), so it never shows an observer current.
