@@ -12,7 +12,7 @@ a node's 20,000 files in 24 s and then every connect timed out (outsider pass 21
 Only connections that hold nothing are cut so. Cutting one whose queue of answers was full
 (a client that does not read) left later connections unanswered in a test: libzmq's I/O thread
 no longer brought their requests to the socket. Such a client is bounded by the socket's
-ZMQ_SNDHWM instead (CurveServer, ``max_queued_replies``): past it, its answers are dropped.
+ZMQ_SNDHWM instead (CurveServer, ``reply_queue_mark``): past it, its answers are dropped.
 
 A descriptor is counted only if its local address is the one libzmq accepted it on (the event's
 endpoint), and cut only while it still names the connection it was counted as (the same local

@@ -70,10 +70,11 @@ class BrokerSettings:
     # connects from the same loopback address: hence more than [http]'s 64.
     max_connections_per_address: int = 256
     max_connections: int = 8192
-    # ZMQ_SNDHWM of a request socket: the answers it queues for one connection; one that finds the
-    # queue full is dropped. A client that does not read holds at most this many answers of the
-    # node's memory (libzmq's default of 1,000: six such clients asking for ranges grew a node by
-    # 420 MiB, outsider pass 21, F4). A client keeps at most this many requests in flight.
+    # The requests a client may keep in flight on a connection, none of whose answers is lost.
+    # A request socket's ZMQ_SNDHWM is twice this and 2 (broker/curve.py, reply_queue_mark): an
+    # answer that finds the queue full is dropped, so a client that does not read holds at most
+    # that many answers of the node's memory (libzmq's default of 1,000: six such clients asking
+    # for ranges grew a node by 420 MiB, outsider pass 21, F4).
     max_queued_replies: int = 256
     # ZMQ_SNDBUF of a request socket's connections: what an unread connection holds in the kernel
     # beside its queue (Linux grows it to 4 MiB by itself).
