@@ -34,6 +34,8 @@ RECORDS = 32  # in the ledger whose ranges are asked
 LEDGER = "wide"
 RECORD_TEXT = 60_000  # bytes of each record's payload: a page of range is about 1 MiB
 MIB = 1024 * 1024
+REQUEST_CUT = 'vledger_curve_connections_cut_total{port="request"} '
+FEED_CUT = 'vledger_curve_connections_cut_total{port="feed"} '
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
     assert node.process is not None
     pid = node.process.pid
     files_before = open_files(pid)
-    cut_before = cluster.metric(node.name, "vledger_curve_connections_cut_total ")
+    cut_before = cluster.metric(node.name, REQUEST_CUT)
     flood = [socket.create_connection(("127.0.0.1", node.port), timeout=5) for _ in range(CAP + 10)]
     try:
         started = time.monotonic()
@@ -106,10 +108,10 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
         # At least the ten past the cap are cut at once (fewer stay if the tests' own clients hold places).
         wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the connections past the cap cut")
         # Where an operator watches, not only in a log line every 10 s: the cuts, and what is open.
-        cut = cluster.metric(node.name, "vledger_curve_connections_cut_total ") - cut_before
+        cut = cluster.metric(node.name, REQUEST_CUT) - cut_before
         assert 10 <= cut <= sum(closed(s) for s in flood), cut
         with urllib.request.urlopen(cluster.health_url(node.name) + "metrics", timeout=5) as response:
-            assert "\nvledger_curve_connections " in response.read().decode()  # open now (its value moves)
+            assert '\nvledger_curve_connections{port="request"} ' in response.read().decode()  # open now (it moves)
         # libzmq closes a cut connection's descriptor on its I/O thread, a moment after the peer sees it.
         wait_until(lambda: open_files(pid) <= files_before + CAP, 5.0, "the node's files back under its cap")
         with contextlib.closing(from_address(cluster, "127.0.0.2", ADMIN)) as honest:
@@ -123,6 +125,23 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
             sock.close()
     # Their places are given back: a client from the flooded address is answered again.
     assert cluster.client("writer1").hello()["node"] == node.name
+
+
+def test_the_feeds_cuts_are_counted_apart_from_the_request_ports(cluster: LocalCluster) -> None:
+    # The feed is guarded as the request port is, but its cuts once showed nowhere on /metrics.
+    node = cluster.node()
+    assert node.pub_port
+    feed_before, request_before = cluster.metric(node.name, FEED_CUT), cluster.metric(node.name, REQUEST_CUT)
+    flood = [socket.create_connection(("127.0.0.1", node.pub_port), timeout=5) for _ in range(CAP + 10)]
+    try:
+        for sock in flood:
+            sock.setblocking(False)
+        wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the feed's connections past the cap cut")
+        assert cluster.metric(node.name, FEED_CUT) - feed_before >= 10
+        assert cluster.metric(node.name, REQUEST_CUT) == request_before
+    finally:
+        for sock in flood:
+            sock.close()
 
 
 def test_a_client_that_never_reads_its_ranges_holds_little_of_the_node(
