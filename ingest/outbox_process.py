@@ -182,7 +182,7 @@ class StoreView:
         heads = {}
         for ledger in reader.ledgers():
             height = reader.size(ledger) - 1
-            data = reader.get(ledger, height)
+            data = reader.get(ledger, height, self.damaged_cell)
             heads[ledger] = (height, decode_record(data, PROTOCOL_LIMITS).hash if data is not None else b"")
         return heads
 
@@ -190,7 +190,7 @@ class StoreView:
         return self._reader().size(ledger)
 
     def get(self, ledger: str, height: int) -> Record | None:
-        data = self._reader().get(ledger, height)
+        data = self._reader().get(ledger, height, self.damaged_cell)
         return decode_record(data, PROTOCOL_LIMITS) if data is not None else None
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:

@@ -282,14 +282,25 @@ class StoreReader:
         ).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
-    def get(self, ledger: str, height: int) -> bytes | None:
-        """The stored bytes of the record at ``height``, or None."""
+    def get(
+        self, ledger: str, height: int, not_blob: Callable[[str, int, object], Exception] | None = None
+    ) -> bytes | None:
+        """The stored bytes of the record at ``height``, or None. Data of another type than BLOB
+        (TEXT read as a str; a number, which ``bytes()`` made that many zero bytes) raises
+        ``not_blob(ledger, height, value)``, by default a StoreError naming the cell."""
         if not 0 <= height <= MAX_HEIGHT:
             return None
         row = self._conn.execute(
             "SELECT data FROM records WHERE ledger = ? AND height = ?", (ledger, height)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        if type(row[0]) is not bytes:
+            raise (not_blob or self._not_blob)(ledger, height, row[0])
+        return row[0]
+
+    def _not_blob(self, ledger: str, height: int, data: object) -> StoreError:
+        return StoreError(not_blob_message(self.path, ledger, height, data))
 
     def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.

@@ -122,6 +122,29 @@ def test_a_record_tampered_into_text_is_never_shipped_and_is_store_damaged(tmp_p
         assert len(found) == 1 and view.found_damaged is found[0]
 
 
+@pytest.mark.parametrize("value", ["'not a record'", "7"])
+def test_the_store_view_s_record_reads_take_a_record_of_another_type_for_damage(tmp_path: Path, value: str) -> None:
+    """Its get (the outbox's repair) and heads read a record with StoreReader.get, which made a
+    str a TypeError (the outbox retried it every heartbeat, for ever, with no alert) and a number
+    that many zero bytes; both are now the view's store_damaged, reported once."""
+    with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
+        append(store, 3)
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute(f"UPDATE records SET data = {value} WHERE ledger = ? AND height = 2", (LEDGER,))
+        view = StoreView(store.directory, page_size=100)
+        found: list[StoreDamagedError] = []
+        view.on_damaged = found.append
+        try:
+            with pytest.raises(StoreDamagedError, match=r"not blob \(ledger 'ledger-a' at 2\)"):
+                view.get(LEDGER, 2)
+            with pytest.raises(StoreDamagedError):
+                view.heads()
+            assert view.get(LEDGER, 1) == store.get(LEDGER, 1)
+        finally:
+            view.close()
+        assert len(found) == 1
+
+
 def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_after_its_records(
     tmp_path: Path, redis_client: Any
 ) -> None:
