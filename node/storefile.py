@@ -596,7 +596,16 @@ def iter_blob_pages(
     gives as another type than the BLOB the node writes (valid UTF-8 TEXT is read as a str, a
     number as a number), before any row of that page is given: such a row was changed behind
     the node's back since its open checked every row (CHECKED_RECORD_PAGE)."""
-    return itertools.chain.from_iterable(_blob_page_lists(conn, ledger, start, stop, page_size, not_blob))
+
+    def checked() -> Iterator[list[tuple[Any, ...]]]:
+        for page in _page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size):
+            # A type test a row, on the page SQLite already gave: no read of its own.
+            for height, data in page:
+                if type(data) is not bytes:
+                    raise not_blob(ledger, height, data)
+            yield page
+
+    return itertools.chain.from_iterable(checked())
 
 
 def not_blob_message(path: Path, ledger: object, height: object, data: object) -> str:
@@ -605,22 +614,6 @@ def not_blob_message(path: Path, ledger: object, height: object, data: object) -
         f"{path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
         f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
     )
-
-
-def _blob_page_lists(
-    conn: sqlite3.Connection,
-    ledger: str,
-    start: int,
-    stop: int | None,
-    page_size: int,
-    not_blob: Callable[[str, int, object], Exception],
-) -> Iterator[list[tuple[Any, ...]]]:
-    for page in _page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size):
-        # A type test a row, on the page SQLite already gave: no read of its own.
-        for height, data in page:
-            if type(data) is not bytes:
-                raise not_blob(ledger, height, data)
-        yield page
 
 
 def iter_checked_pages(
