@@ -81,10 +81,11 @@ from .storefile import (
     filled_marks,
     hash_at,
     indexed_hash,
+    iter_blob_pages,
     iter_pages,
     merge_hash_runs,
+    not_blob_message,
     records_type_error,
-    sqlite_type,
     tail_rows,
     tree_kept,
 )
@@ -1560,13 +1561,10 @@ class ChainStore:
     def damaged_cell(self, ledger: object, height: object, data: object) -> StoreDamagedError:
         """A record's data read as another type than the BLOB the node writes (tampered into
         valid UTF-8 TEXT, which a read takes as it is, or a number): as :meth:`found_damaged`.
-        Checked where a read has the value in hand (a record decoded, a page served by
-        ``range``: a type test a row, no read of its own); a running node otherwise meets it at
+        Checked where a read has the value in hand (a record decoded, a page read by
+        :meth:`range_raw`: a type test a row, no read of its own); a running node otherwise meets it at
         its next start (storefile.check_column_types)."""
-        return self.found_damaged(
-            f"{self.path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
-            f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
-        )
+        return self.found_damaged(not_blob_message(self.path, ledger, height, data))
 
     def ledgers(self) -> list[str]:
         return sorted(self._heads)
@@ -1636,7 +1634,10 @@ class ChainStore:
             yield decode_record(data, PROTOCOL_LIMITS)
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return iter_pages(self._reader(), ledger, start, stop, self.settings.read_page_size)
+        """(height, record bytes) in height order, a page at a time; raises the StoreDamagedError
+        of :meth:`damaged_cell` at a page holding a record whose data is not a BLOB, before any
+        of that page is given (every reader that ships or uses records reads through here)."""
+        return iter_blob_pages(self._reader(), ledger, start, stop, self.settings.read_page_size, self.damaged_cell)
 
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""

@@ -342,6 +342,27 @@ def mismatch_alert(ledger: str, verdict: Verdict, compared: Mapping[str, Snapsho
     )
 
 
+def bad_signature_alerts(report: TallyReport) -> list[Alert]:
+    """The ``bad_signature`` alert (PROTOCOL 11.4) of each entry ``report`` read (the latest and
+    the older ones read for a common height) whose signature verifies with none of its
+    observer's keys, or with one out of force for it (16.6): ``node`` and ``source`` that
+    observer, ``height`` the height the entry is filed under, ``found`` ``sha256:<hex>`` of its
+    body. An entry that fails only its body's checks is no forgery of a signed count: not raised."""
+    return [
+        Alert(
+            node=checked.published.observer,
+            ledger=report.ledger,
+            height=checked.published.height,
+            what=SignatureError.code,
+            detail=f"its tally stream's entry {checked.published.entry_id} does not verify: {checked.problem}",
+            source=checked.published.observer,
+            found=f"sha256:{hashlib.sha256(checked.published.body).hexdigest()}",
+        )
+        for checked in report.problems
+        if isinstance(checked.problem, SignatureError)
+    ]
+
+
 def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as JSON values (bytes as lower-case hex); amounts stay as signed (minor units)."""
     return {

@@ -697,6 +697,28 @@ def test_a_byte_changed_on_the_disk_behind_sqlite_s_back_is_read_within_a_second
     assert dict(store.range_raw(LEDGER))[2] == first.replace(b"message 0002", b"massage 0002")
 
 
+@pytest.mark.parametrize("value", ["'hello'", "42", "4.5"])  # valid UTF-8: read as a str
+def test_a_record_of_another_type_than_blob_under_a_running_store_is_damage_to_every_range_reader(
+    store: ChainStore, kit: Any, value: str
+) -> None:
+    """range_raw gave a cell of another type as it was read (the epochs', key chains', admin
+    ledger's and outbox's reads took TEXT as a record's bytes) until the next open checked it:
+    now no row of its page is given, and on_damaged hears of it once, naming the cell."""
+    fill(store, kit, 5)
+    heard: list[StoreDamagedError] = []
+    store.on_damaged = heard.append
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute(f"UPDATE records SET data = {value} WHERE ledger = ? AND height = 4", (LEDGER,))
+    given: list[int] = []
+    with pytest.raises(StoreDamagedError, match=f"not blob \\(ledger '{LEDGER}' at 4\\)"):
+        given.extend(height for height, _ in store.range_raw(LEDGER, 1))
+    assert given == []  # not even the page's rows below it
+    assert [height for height, _ in store.range_raw(LEDGER, 0, 4)] == [0, 1, 2, 3]  # another page: read
+    with pytest.raises(StoreDamagedError):
+        list(store.range(LEDGER))
+    assert len(heard) == 1
+
+
 @pytest.mark.parametrize(
     ("height", "change", "error"),
     [
