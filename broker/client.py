@@ -121,7 +121,10 @@ class Client:
     def call_many(
         self, requests: Sequence[tuple[str, dict[str, Any]]], *, node: NodeAddress | None = None, window: int = 64
     ) -> list[Any]:
-        """Results of many requests, sent with up to ``window`` in flight; raises the first refusal."""
+        """Results of many requests, sent with up to ``window`` in flight; raises the first refusal.
+
+        ``window`` at most the node's ``max_queued_replies`` (256 by default, PROTOCOL 6): past
+        it the node may drop answers, and this waits for them until ``timeout`` (NodeUnavailableError)."""
         node = node or self.node
         results = self._exchange(requests, node, window)
         deadline = time.monotonic() + self.timeout

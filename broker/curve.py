@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -32,8 +32,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..config.settings import BrokerSettings
 from ..node.errors import AuthSelfTestError, CurveError
-from .curve_guard import ConnectionGuard
 from .keys import KeyPair, check_public_key, new_keypair
+
+if TYPE_CHECKING:  # imported where a server is guarded: a client needs neither it nor its
+    # prometheus-client and HTTP helpers (the CLI's start-up, tools/cli.py)
+    from .curve_guard import ConnectionGuard
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,22 @@ HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+
+
+def reply_queue_mark(max_queued_replies: int) -> int:
+    """The request ROUTER's ZMQ_SNDHWM for a connection that keeps ``max_queued_replies``
+    requests in flight (PROTOCOL 6): twice that, and two.
+
+    A ROUTER drops an answer when its queue looks full, and it looks fuller than it is: the
+    I/O thread tells the queue's writer of what it has read only every half-mark (libzmq's
+    compute_lwm, (mark + 1) // 2), so up to half the mark less one answers the client already
+    holds still count. At a mark of ``max_queued_replies`` a client within the promise lost
+    answers (tests/integration/ingest/test_curve_limits.py); at 2N - 2 the N - 1 others and
+    the unheard half-mark fit, the two more are margin. A client that never reads holds at
+    most this many answers of the node.
+    """
+    return 2 * max_queued_replies + 2
+
 
 # The socket a throwaway client uses to reach each kind of server socket in the self-test.
 _PEER_TYPES: dict[int, int] = {
@@ -295,9 +314,10 @@ class CurveServer:
 
     A ``guarded`` server caps its connections per client address and in all (curve_guard.py,
     within the process's file budget); a guarded ROUTER, which answers requests, also queues at
-    most ``settings.max_queued_replies`` answers for each: a ROUTER drops what finds that queue
-    full (no ZMQ_ROUTER_MANDATORY), so a client that does not read holds at most that many
-    answers of the node's memory. (A feed's PUB has its own ``send_hwm``: Publisher.)
+    most :func:`reply_queue_mark` answers for each (about twice ``settings.max_queued_replies``,
+    the requests a client may keep in flight): a ROUTER drops what finds that queue full (no
+    ZMQ_ROUTER_MANDATORY), so a client that does not read holds at most that many answers of
+    the node's memory. (A feed's PUB has its own ``send_hwm``: Publisher.)
     """
 
     def __init__(
@@ -325,7 +345,7 @@ class CurveServer:
         if guarded and socket_type == zmq.ROUTER:
             options = {
                 **(options or {}),
-                zmq.SNDHWM: settings.max_queued_replies,
+                zmq.SNDHWM: reply_queue_mark(settings.max_queued_replies),
                 zmq.SNDBUF: settings.send_buffer_bytes,
             }
         try:
@@ -334,6 +354,8 @@ class CurveServer:
             )
             try:
                 if guarded:  # before the bind: every connection is counted
+                    from .curve_guard import ConnectionGuard  # noqa: PLC0415 - see the TYPE_CHECKING import
+
                     self.guard = ConnectionGuard(self.ctx, settings, f"CURVE {endpoint}")
                     self.guard.attach(self.socket)
                 self.socket.bind(endpoint)

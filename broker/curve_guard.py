@@ -12,7 +12,7 @@ a node's 20,000 files in 24 s and then every connect timed out (outsider pass 21
 Only connections that hold nothing are cut so. Cutting one whose queue of answers was full
 (a client that does not read) left later connections unanswered in a test: libzmq's I/O thread
 no longer brought their requests to the socket. Such a client is bounded by the socket's
-ZMQ_SNDHWM instead (CurveServer, ``max_queued_replies``): past it, its answers are dropped.
+ZMQ_SNDHWM instead (CurveServer, ``reply_queue_mark``): past it, its answers are dropped.
 
 A descriptor is counted only if its local address is the one libzmq accepted it on (the event's
 endpoint), and cut only while it still names the connection it was counted as (the same local
@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import zmq
@@ -242,19 +242,27 @@ class ConnectionGuard:
 
 
 class CurveGuardMetrics(Collector):
-    """``vledger_curve_connections`` (open now, handshake done or not) and
-    ``vledger_curve_connections_cut_total`` (cut past a cap) of a request socket: a cut was
-    only logged, at most every 10 s, so a flood showed nowhere an operator watches."""
+    """``vledger_curve_connections{port}`` (open now, handshake done or not) and
+    ``vledger_curve_connections_cut_total{port}`` (cut past a cap) of a process's guarded CURVE
+    ports, by their name in ``guards`` ("request", "feed"), read at each scrape: a port bound
+    after this was registered is counted from then on. A cut was only logged, at most every
+    10 s, so a flood showed nowhere an operator watches; a feed's cuts showed nowhere at all."""
 
-    def __init__(self, guard: ConnectionGuard) -> None:
-        self.guard = guard
+    def __init__(self, guards: Mapping[str, ConnectionGuard]) -> None:
+        self.guards = guards
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "vledger_curve_connections", "open connections of the CURVE request port", value=self.guard.open
+        guards = list(self.guards.items())  # copied: a port may be added while a scrape runs
+        open_now = GaugeMetricFamily(
+            "vledger_curve_connections", "open connections of a CURVE port (request, feed)", labels=["port"]
         )
-        yield CounterMetricFamily(
+        cut = CounterMetricFamily(
             "vledger_curve_connections_cut",
-            "CURVE request port connections cut past max_connections_per_address, max_connections or the file budget",
-            value=self.guard.refused,
+            "CURVE connections cut past max_connections_per_address, max_connections or the file budget",
+            labels=["port"],
         )
+        for port, guard in guards:
+            open_now.add_metric([port], guard.open)
+            cut.add_metric([port], guard.refused)
+        yield open_now
+        yield cut

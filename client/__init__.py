@@ -12,23 +12,33 @@ Every call verifies before it returns and raises an error of :mod:`vledger.node.
 :class:`Client` for each call, and README "Python client".
 """
 
+from typing import TYPE_CHECKING
+
 from ..node.errors import VledgerError
 from ..node.note import VerifiedCheckpoint
 from ..node.receipt import Receipt
 from ..node.record import Record
-from .api import (
-    Client,
-    FollowEvent,
-    ObserverCount,
-    ProvenRecord,
-    TallyCheck,
-    Trust,
-    WriteReceipt,
-    observer_key,
-)
-from .session import Write
 from .state import TrustedState
 from .voters import VoterCheck, VoterRecord
+from .write import Write
+
+if TYPE_CHECKING:
+    from .api import Client, FollowEvent, ObserverCount, ProvenRecord, TallyCheck, Trust, WriteReceipt, observer_key
+
+# The names of .api, imported when one is first asked for: .api reads gateways and the observers'
+# tallies (Redis), which the `vledger` CLI, importing .session (and so this file), does not.
+_API = frozenset(
+    ("Client", "FollowEvent", "ObserverCount", "ProvenRecord", "TallyCheck", "Trust", "WriteReceipt", "observer_key")
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        from . import api  # noqa: PLC0415 - see _API
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Client",

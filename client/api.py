@@ -52,9 +52,10 @@ from ..node.record import Record
 from ..node.tally_body import Snapshot
 from ..verifier.tally import AGREE, STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .http import GatewayConnection
-from .session import Reader, Session, Write, open_session
+from .session import Reader, Session, open_session
 from .state import Seen, TrustedState
 from .voters import VoterCheck, names_voter
+from .write import Write
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # records yielded per inclusion proof by records(): one proof ties the chunk's chain
@@ -261,6 +262,15 @@ class Client:
         )
         if anchors is not None:
             trust = _anchored(trust, _read_anchors(anchors))
+            if trust.quorum == 0 and trust.witnesses:
+                # The pages ask a majority of these (15.5); a quorum of 0 takes a checkpoint the home's
+                # key alone signed, so one key shows a forked view as verified (outsider23 F6).
+                log.warning(
+                    "Client.http with anchors of %d witnesses and quorum 0: a checkpoint no witness "
+                    "cosigned is accepted; pass quorum=%d (a majority of them) to require cosignatures",
+                    len(trust.witnesses),
+                    len(trust.witnesses) // 2 + 1,
+                )
         gateway = GatewayConnection(gateway_url, timeout=timeout)
         return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
 

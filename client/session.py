@@ -68,6 +68,7 @@ from ..node.witness import PINNED_KEY_FIELD, home_key
 from ..verifier.node_keys import admin_checkpoint_key
 from .home_cache import HomeCache
 from .voters import VoterCheck, check_voter
+from .write import Write
 
 log = logging.getLogger(__name__)
 PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
@@ -123,14 +124,6 @@ class _Bounce(NamedTuple):
 
     refusal: RemoteError
     home: NodeAddress | None  # the node it names (None: the session's own node)
-
-
-class Write(NamedTuple):
-    """A record to write: its kind, its payload, and the domain of the ledgers it belongs on."""
-
-    kind: str
-    payload: dict[str, Any]
-    domain: str | None = None  # a genesis rules "type"; None: any ledger that allows the kind
 
 
 class Connection(Protocol):

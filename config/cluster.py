@@ -527,9 +527,8 @@ def _ingest_settings(table: Any, where: str) -> IngestSettings:
 def _http_settings(table: Any, where: str) -> HttpSettings:
     """[http], whose cap per address is at most the cap in all (a larger one could never be reached)."""
     http = build_settings(HttpSettings, table, where)
-    check_at_most(http, "max_connections_per_address", "max_connections", where)
-    check_at_most(http, "max_unread_bytes_per_address", "max_unread_bytes", where)
-    return http
+    http = check_at_most(http, table, "max_connections_per_address", "max_connections", where)
+    return check_at_most(http, table, "max_unread_bytes_per_address", "max_unread_bytes", where)
 
 
 def load_cluster(path: Path) -> ClusterConfig:

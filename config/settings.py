@@ -70,10 +70,11 @@ class BrokerSettings:
     # connects from the same loopback address: hence more than [http]'s 64.
     max_connections_per_address: int = 256
     max_connections: int = 8192
-    # ZMQ_SNDHWM of a request socket: the answers it queues for one connection; one that finds the
-    # queue full is dropped. A client that does not read holds at most this many answers of the
-    # node's memory (libzmq's default of 1,000: six such clients asking for ranges grew a node by
-    # 420 MiB, outsider pass 21, F4). A client keeps at most this many requests in flight.
+    # The requests a client may keep in flight on a connection, none of whose answers is lost.
+    # A request socket's ZMQ_SNDHWM is twice this and 2 (broker/curve.py, reply_queue_mark): an
+    # answer that finds the queue full is dropped, so a client that does not read holds at most
+    # that many answers of the node's memory (libzmq's default of 1,000: six such clients asking
+    # for ranges grew a node by 420 MiB, outsider pass 21, F4).
     max_queued_replies: int = 256
     # ZMQ_SNDBUF of a request socket's connections: what an unread connection holds in the kernel
     # beside its queue (Linux grows it to 4 MiB by itself).
@@ -111,19 +112,25 @@ def build_settings(cls: type[_T], table: Any, where: str) -> _T:
     return cls(**values)
 
 
-def check_at_most(settings: object, smaller: str, larger: str, where: str) -> None:
-    """Raises SettingsError when ``settings``' field ``smaller`` is over its field ``larger``: a
-    cap per client address above the cap in all could never be reached."""
+def check_at_most(settings: _T, table: Any, smaller: str, larger: str, where: str) -> _T:
+    """``settings`` with its field ``smaller`` at most its field ``larger``: a cap per client
+    address above the cap in all could never be reached.
+
+    Raises SettingsError when ``table`` (the file's table) set ``smaller`` over ``larger``; a
+    ``smaller`` left at its default is lowered to ``larger`` instead, so that a file written
+    before the check, which lowered only the cap in all, still loads."""
     low, high = getattr(settings, smaller), getattr(settings, larger)
-    if low > high:
+    if low <= high:
+        return settings
+    if smaller in table:
         raise SettingsError(f"{where}.{smaller}: {low} is over {larger} ({high})")
+    return dataclasses.replace(settings, **{smaller: high})  # type: ignore[type-var]
 
 
 def broker_settings(table: Any, where: str) -> BrokerSettings:
     """[settings.broker], whose cap per address is at most the cap in all."""
     broker = build_settings(BrokerSettings, table, where)
-    check_at_most(broker, "max_connections_per_address", "max_connections", where)
-    return broker
+    return check_at_most(broker, table, "max_connections_per_address", "max_connections", where)
 
 
 def settings_from_mapping(data: dict[str, Any], source: str = "<settings>") -> Settings:

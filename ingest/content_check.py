@@ -188,7 +188,11 @@ class ContentChecker:
         if child is None or conn is None or not child.is_alive():
             if time.monotonic() - self._started_at >= RESTART_SECONDS:
                 self._kill()
-                self._spawn()
+                try:
+                    self._spawn()
+                except OSError as e:  # no file or process left (EMFILE, EAGAIN): never the loop's error
+                    log.warning("content check process not restarted: %s; rounds checked inline", e)
+                    return False
                 self.restarts += 1
             return False
         # Still importing: not waited for, the rounds until it says so are checked inline.
@@ -200,18 +204,36 @@ class ContentChecker:
         return self._ready
 
     def _spawn(self) -> None:
+        """Start a child, or raise OSError having left nothing behind (no file, no process)."""
+        # First: a start that fails is tried again RESTART_SECONDS later, not on the next round.
+        self._started_at = time.monotonic()
         context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
         here, there = context.Pipe()
-        child = context.Process(
-            target=_serve, args=(there, self.limits, self.max_message_bytes), name="vledger-content-check", daemon=True
-        )
-        child.start()
-        there.close()
-        # The request thread's own view of its end, for writes and reads bounded by a deadline
-        # (a Connection's send and recv have none); the same socket, so the same byte stream.
-        self._sock = socket.socket(fileno=os.dup(here.fileno()))
-        self._conn, self._child, self._ready = here, child, False
-        self._started_at = time.monotonic()
+        try:
+            child = context.Process(
+                target=_serve,
+                args=(there, self.limits, self.max_message_bytes),
+                name="vledger-content-check",
+                daemon=True,
+            )
+            try:
+                child.start()
+            finally:
+                there.close()
+            try:
+                # The request thread's own view of its end, for writes and reads bounded by a deadline
+                # (a Connection's send and recv have none); the same socket, so the same byte stream.
+                sock = socket.socket(fileno=os.dup(here.fileno()))
+            except OSError:
+                child.kill()
+                child.join(STOP_SECONDS)
+                with contextlib.suppress(ValueError):  # still running: its files go with the object
+                    child.close()
+                raise
+        except BaseException:
+            here.close()
+            raise
+        self._sock, self._conn, self._child, self._ready = sock, here, child, False
 
     def _kill(self) -> None:
         child = self._child

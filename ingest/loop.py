@@ -9,7 +9,8 @@ no thread on its way to the disk, and hands a pipelined round to the store's com
 so the loop reads on meanwhile) and then answers what finished. A Future completed on the
 loop's own thread (a lone put's, in flush) is answered at once, from its done callback: the
 store completes it as soon as its COMMIT returned, and only then does the rest of its group
-commit's work (on_commit), so that work is off the put's round trip. A Future
+commit's work (its heads and trees, on_commit), so that work is off the put's round trip; the
+next request is read once flush returned, so it finds the store past that put. A Future
 completed on another thread queues its reply and writes one byte to the pipe, only if no
 wake-up is pending yet, so a whole group commit wakes the loop once. Requests that wait on one
 Future (a round of puts shares its group commit's) cost it one callback, not one each, and are
@@ -79,6 +80,10 @@ class Service(Protocol):
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
         """The replies of requests :meth:`handle` answered with ``waiting`` (in that order), once
         the Future they all wait on is done; never raises."""
+
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Told once ``replies`` (what :meth:`replies` gave for ``waiting``) went out: what need
+        not delay them (the metrics' counts) is done here; never raises."""
 
 
 class RequestLoop:
@@ -289,9 +294,11 @@ class RequestLoop:
         identities, waiting = self._waiters.pop(future)
         self._in_flight -= len(identities)
         socket = self.socket
-        for identity, reply in zip(identities, self.service.replies(waiting), strict=True):
+        replies = self.service.replies(waiting)
+        for identity, reply in zip(identities, replies, strict=True):
             try:  # _send, inlined: a round of pipelined puts sends a reply per put from here
                 _send(socket, identity, _SNDMORE_NOBLOCK)
                 _send(socket, reply, _NOBLOCK)
             except zmq.ZMQError as e:  # the client is gone: nothing to answer
                 log.debug("reply not sent: %s", e)
+        self.service.sent(waiting, replies)

@@ -208,11 +208,16 @@ class MeteredService:
         self.service.flush()
 
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
-        """The service's replies to ``waiting`` (what :meth:`handle` returned), counted and the
-        puts timed once for the round: one clock reading and one update of the counts, not one
-        of each a reply (they cost a pipelined put as much as making its reply)."""
+        """The service's replies to ``waiting`` (what :meth:`handle` returned), counted by
+        :meth:`sent` once they went out: off a lone put's way to its client."""
+        return self.service.replies([each._pending for each in cast("list[_MeteredReply]", waiting)])
+
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Count ``replies`` (to ``waiting``) and time the puts, once for the round: one clock
+        reading and one update of the counts, not one of each a reply (they cost a pipelined put
+        as much as making its reply)."""
         metered = cast("list[_MeteredReply]", waiting)  # what handle returned for a waiting request
-        replies = self.service.replies([each._pending for each in metered])
+        self.service.sent([each._pending for each in metered], replies)
         now = _monotonic()
         # The replies without an error, counted by command (no key tuple a reply: a round of
         # puts is all "ok"); the others by (command, code), as _count would.
@@ -235,7 +240,6 @@ class MeteredService:
             counts[(command, "ok")] = counts.get((command, "ok"), 0) + more
         self._requests.observe_puts(put_seconds)
         self._requests.count_many(counts)
-        return replies
 
     def answered(self, command: str, started: float, reply: bytes) -> None:
         """Count a waiting request's reply, and time a put, as the loop sends it."""

@@ -169,7 +169,8 @@ class Outbox:
         """Queue a group's durable records (the store's ``on_commit``), and for a relay the
         checkpoints that cover them, to go out after them: quick, never raises."""
         self._queue.append((records, hops, list(checkpoints)))
-        self._wake.set()
+        if not self._wake.is_set():  # set already (a pass is due): Event.set would take its lock for nothing
+            self._wake.set()
 
     def committed_rows(self, rows: list[Row], hops: int = 1, checkpoints: Iterable[SignedCheckpoint] = ()) -> None:
         """:meth:`committed` for records read back from the store as bytes (the outbox process)."""
@@ -257,13 +258,16 @@ class Outbox:
         gap = self.settings.outbox_interval_ms / 1000
         sent = -math.inf  # when the last pass began
         while True:
-            due = min(self._due.values(), default=math.inf)
-            self._await(max(0.0, min(next_beat, due) - self._clock()))
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
             # acknowledgements do not wait for it, and the pass competes with them for the CPU).
+            # The gap is waited first, on _stop: a put committed meanwhile (committed) sets _wake
+            # and wakes no thread, where the first put after a pass woke this one only for it
+            # to go back to sleep, taking the GIL from the request loop as that put ended.
             if self._clock() < sent + gap:
                 self._stop.wait(sent + gap - self._clock())
+            due = min(self._due.values(), default=math.inf)
+            self._await(max(0.0, min(next_beat, due) - self._clock()))
             sent = self._clock()
             self._wake.clear()
             stopping = self._stop.is_set()

@@ -58,7 +58,7 @@ from ..node.ledger import LedgerRules
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.record import Record, decode_record
 from ..node.store import ChainStore
-from ..node.storefile import DB_NAME, StoreReader, damaged_file
+from ..node.storefile import DB_NAME, StoreReader, damaged_file, not_blob_message
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .outbox import Outbox, Row
@@ -156,12 +156,18 @@ class StoreView:
         cause = damaged_file(error)
         if cause is None:
             return None
+        return self._found(f"{self.directory / DB_NAME}: the store's file is damaged: {cause}")
+
+    def damaged_cell(self, ledger: object, height: object, data: object) -> StoreDamagedError:
+        """As ChainStore.damaged_cell: a record's data read as another type than BLOB."""
+        return self._found(not_blob_message(self.directory / DB_NAME, ledger, height, data))
+
+    def _found(self, message: str) -> StoreDamagedError:
+        """The first damage found, said in ``message`` (the first call calls :attr:`on_damaged`)."""
         with self._lock:
             first = self.found_damaged is None
             if first:
-                self.found_damaged = StoreDamagedError(
-                    f"{self.directory / DB_NAME}: the store's file is damaged: {cause}"
-                )
+                self.found_damaged = StoreDamagedError(message)
             found = self.found_damaged
             assert found is not None
         if first:
@@ -176,7 +182,7 @@ class StoreView:
         heads = {}
         for ledger in reader.ledgers():
             height = reader.size(ledger) - 1
-            data = reader.get(ledger, height)
+            data = reader.get(ledger, height, self.damaged_cell)
             heads[ledger] = (height, decode_record(data, PROTOCOL_LIMITS).hash if data is not None else b"")
         return heads
 
@@ -184,11 +190,11 @@ class StoreView:
         return self._reader().size(ledger)
 
     def get(self, ledger: str, height: int) -> Record | None:
-        data = self._reader().get(ledger, height)
+        data = self._reader().get(ledger, height, self.damaged_cell)
         return decode_record(data, PROTOCOL_LIMITS) if data is not None else None
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return self._reader().iter_raw(ledger, start, stop)
+        return self._reader().iter_blobs(ledger, start, stop, self.damaged_cell)
 
     def rules(self, ledger: str) -> LedgerRules:
         """The rules of ``ledger``'s genesis (what its epochs are read with). Raises StoreError
@@ -354,7 +360,8 @@ class OutboxProcess(Outbox):
         last = {record.content.ledger: record.height for record in records}
         first = {record.content.ledger: record.height for record in reversed(records)}
         self._spans.append({ledger: (first[ledger], height) for ledger, height in last.items()})
-        self._wake.set()
+        if not self._wake.is_set():  # as Outbox.committed: the lock of Event.set only when it wakes
+            self._wake.set()
 
     def start(self) -> OutboxProcess:
         self._proxy = FeedProxy(self._publisher, self.settings.send_hwm).start()

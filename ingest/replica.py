@@ -346,6 +346,7 @@ def _run_follower(
         WitnessSigner(witness_name(config.name, name), signing.seed),
         replication,
         lambda alert: raise_alert(replication, alert),
+        epochs_of=epochs.history,
     )
     # A replica keeps the files its ledgers record (PROTOCOL 7.4, 10.8); an observer keeps records only.
     files = FileRules(store) if observe is None else None

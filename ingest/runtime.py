@@ -29,7 +29,7 @@ import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.curve import CurveServer, process_context, stop_authenticator
-from ..broker.curve_guard import CurveGuardMetrics, raise_file_limit
+from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
@@ -168,6 +168,8 @@ class NodeRuntime:
         self.ctx = process_context()
         self.stopping = threading.Event()  # set by SIGTERM or SIGINT while serving
         self.gates = MemberGates(config, node.name)
+        # The guards of its CURVE ports by name ("request", "feed"), as /metrics reports them.
+        self.curve_guards: dict[str, ConnectionGuard] = {}
         # The key pair it connects to other nodes with: its newest CURVE generation (PROTOCOL 16.6).
         self.client_keys = ClientKeys(node.name, config.keys_dir, passphrase, keys)
         self.gates.on_rotation(self.client_keys.update)
@@ -289,8 +291,10 @@ class NodeRuntime:
             keys, self.node.bind_endpoint, self.gates.requests, settings=settings, ctx=self.ctx, guarded=True
         )
         self.stack.callback(server.close, SHUTDOWN_LINGER_MS)
-        if metrics is not None and server.guard is not None:
-            metrics.registry.register(CurveGuardMetrics(server.guard))
+        if server.guard is not None:
+            self.curve_guards["request"] = server.guard
+        if metrics is not None:
+            metrics.registry.register(CurveGuardMetrics(self.curve_guards))
         server.self_test()
         return server
 
@@ -310,6 +314,8 @@ class NodeRuntime:
         rotation, keys = self._rotating((node.bind_feed_endpoint, node.bind_feed_rotation_endpoint))
         self.feed_rotation = rotation
         publisher = Publisher(self.name, keys, node.bind_feed_endpoint, self.gates.feed, settings, send_hwm)
+        if publisher.server.guard is not None:  # on /metrics with the request port's (PROTOCOL 15.3)
+            self.curve_guards["feed"] = publisher.server.guard
         # Closed after what publishes stopped (added before it): what was made durable goes out.
         self.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
         publisher.self_test()

@@ -455,6 +455,9 @@ class IngestService:
         in order), their future done (:func:`replies_of`); never raises."""
         return replies_of(cast("list[Pending]", waiting))  # what handle returned: Pending replies
 
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Nothing waits for replies to have gone out here (the metrics layer counts them)."""
+
     def flush(self) -> None:
         """Commit the puts handled since the last call as one run of entries under one future
         (ChainStore.submit_entries): a put costs no future of its own. A round of at most
@@ -917,9 +920,7 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
     # limit, and a page of large records would be cut off by the client's socket, unanswered.
     budget = service.settings.max_message_bytes
     records: list[bytes] = []
-    for height, data in service.store.range_raw(ledger, start, start + limit):
-        if type(data) is not bytes:  # valid UTF-8 TEXT is read as a str: never served as a record
-            raise service.store.damaged_cell(ledger, height, data)
+    for _, data in service.store.range_raw(ledger, start, start + limit):
         if records and len(data) > budget:
             break
         budget -= len(data)

@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
+from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
-from ..node.note import parse_note
+from ..node.note import open_note, parse_checkpoint, parse_note
 from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint, WitnessSigner, check_extends
 from .worker import Worker
@@ -126,8 +127,12 @@ class Witness:
         on_alert: Callable[[Alert], None],
         *,
         clock: Callable[[], float] = time.time,
+        epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
     ) -> None:
         self.name = name
+        # A ledger's epochs by the store's records (ingest/epochs.py EpochBook.history; None:
+        # no handover is possible, one home's key for ever).
+        self.epochs_of = epochs_of
         self.store = store
         self.signer = signer
         self.replication = replication
@@ -143,14 +148,37 @@ class Witness:
         self.cosigned = 0
 
     def start(self) -> None:
-        """Check the store against the last checkpoint cosigned of each ledger; republish those."""
+        """Check the store against the last checkpoint cosigned of each ledger; republish those
+        of the ledger's current epoch (10.9): one of an epoch whose home was replaced since (a
+        promotion) stays only what later cosignatures must extend. Redis's cosignature key of
+        the ledger then waits for this witness's first of the new home's checkpoints."""
         for ledger in self.store.checkpoints.ledgers(COSIGNED):
             last = self.store.checkpoints.latest(ledger, COSIGNED)
             if last is None:
                 continue
-            self._last[ledger] = self._unpublished[ledger] = last
+            self._last[ledger] = last
+            if self._of_current_epoch(last):
+                self._unpublished[ledger] = last
+            else:
+                log.info("%s: the last cosignature of %s (size %d) is of a replaced home: not republished",
+                         self.name, ledger, last.size)  # fmt: skip
             self._holds(last)
         self._publish()
+
+    def _of_current_epoch(self, kept: KeptCheckpoint) -> bool:
+        """Whether the cosigned note ``kept`` states the ledger's current epoch (its number and
+        home) and carries its home's verified signature, by the epochs the store's records prove."""
+        history = self.epochs_of(kept.ledger)
+        if history is None:
+            return True
+        current = history.current
+        try:
+            number, home = epoch_claim(parse_checkpoint(parse_note(kept.note).text))
+            if current.key is not None:
+                open_note(kept.note, (current.key,))  # raises unless the home's key signed it
+        except VledgerError:
+            return False
+        return number == current.number and (number == 1 or home == current.home)
 
     def verified(self, checkpoint: SignedCheckpoint) -> None:
         """The follower's report: the store now holds ``checkpoint`` (root checked at its size)."""

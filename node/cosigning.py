@@ -20,6 +20,7 @@ from .note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     Checkpoint,
+    Cosignature,
     Note,
     NoteSignature,
     VerifierKey,
@@ -45,6 +46,13 @@ class GatheredCheckpoint:
     checkpoint: Checkpoint
     note: bytes
     witnesses: tuple[str, ...]
+
+    @property
+    def since_ms(self) -> int | None:
+        """The oldest time (ms) a witness cosigned this checkpoint at (None: none did): the
+        tree had ``size`` records by then, whatever anyone else dates."""
+        lines = parse_note(self.note).signatures[1:]
+        return min((Cosignature.from_note_signature(line).timestamp * 1000 for line in lines), default=None)
 
 
 def gather(

@@ -54,10 +54,12 @@ import binascii
 import os
 import re
 import unicodedata
-
-from Crypto.Cipher import AES
+from typing import TYPE_CHECKING
 
 from .errors import SealError
+
+if TYPE_CHECKING:
+    from Crypto.Cipher._mode_siv import SivMode
 
 PREFIX = "S2-"  # what seal() writes
 V1_PREFIX = "S1-"  # still opened and accepted: ids already on chains
@@ -138,7 +140,7 @@ def unpad(padded: bytes) -> bytes | None:
 
 def siv_encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     """RFC 5297 AES-SIV with one associated-data component: V || C."""
-    cipher = AES.new(key, AES.MODE_SIV)
+    cipher = _siv(key)
     cipher.update(associated_data)
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
     return tag + ciphertext
@@ -146,9 +148,17 @@ def siv_encrypt(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
 
 def siv_decrypt(key: bytes, sealed: bytes, associated_data: bytes) -> bytes:
     """The inverse of :func:`siv_encrypt`; raises ValueError when the tag does not match."""
-    cipher = AES.new(key, AES.MODE_SIV)
+    cipher = _siv(key)
     cipher.update(associated_data)
     return cipher.decrypt_and_verify(sealed[TAG_SIZE:], sealed[:TAG_SIZE])
+
+
+def _siv(key: bytes) -> SivMode:
+    # pycryptodome is imported where an id is sealed or opened: parsing the `vledger` command
+    # line reads this module's PREFIX and is_sealed, and needs none of its ~50 ms (tools/cli.py).
+    from Crypto.Cipher import AES  # noqa: PLC0415
+
+    return AES.new(key, AES.MODE_SIV)
 
 
 def _checked_key(key: bytes) -> bytes:

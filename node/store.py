@@ -81,10 +81,11 @@ from .storefile import (
     filled_marks,
     hash_at,
     indexed_hash,
+    iter_blob_pages,
     iter_pages,
     merge_hash_runs,
+    not_blob_message,
     records_type_error,
-    sqlite_type,
     tail_rows,
     tree_kept,
 )
@@ -1004,11 +1005,13 @@ class ChainStore:
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
 
-        Here each group's futures are completed as soon as its COMMIT returned, before
-        ``on_commit`` runs: their callbacks run on this thread, so a caller that answers its
-        clients from them (the request loop) sends the answers first, and whatever it does
-        next, it does once ``on_commit`` has run. A group committed by the committer thread
-        runs ``on_commit`` first: a thread that waits on a future may act at once.
+        Here each group's futures are completed as soon as its COMMIT returned, before the
+        store's own bookkeeping (its heads, trees and lookups move to the group) and before
+        ``on_commit``: their callbacks run on this thread, so a caller that answers its clients
+        from them (the request loop) sends the answers first, and whatever it does next, it
+        does once both are done (a callback that reads the store sees it before the group).
+        A group committed by the committer thread does both first: a thread that waits on a
+        future may act, and read the store, at once.
 
         A home's signed checkpoint row (CheckpointLog.keep, no fsync) that holds the lock is
         waited for, up to BRIEF_WAIT_SECONDS: its INSERT takes microseconds, while handing a lone
@@ -1127,6 +1130,21 @@ class ChainStore:
             rows.extend([(ledger, level, index, node) for level, index, node in tree.rows])
         return {ledger: frontier.copy() for ledger, frontier in grown.items()}, rows
 
+    def _writes_no_tree(self, records: Sequence[Record]) -> bool:
+        """Whether ``records`` (placed entries) complete no stored subtree of their ledgers and
+        move no stored edge, so that their commit writes no tree row (what :meth:`_edge_due`
+        says, from the sizes alone): 15 lone puts of 16. Their trees are then grown once flush
+        answered them, off the put's round trip; nothing but the store's readers needs them, and
+        the heads move after the trees."""
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.content.ledger] = counts.get(record.content.ledger, 0) + 1
+        for ledger, count in counts.items():
+            held = self._frontiers.get(ledger)
+            if held is None or held.size >> STORED_LEVEL != (held.size + count) >> STORED_LEVEL:
+                return False
+        return True
+
     def _edge_due(self, ledger: str, grown: Frontier) -> bool:
         """Whether this commit rewrites ``ledger``'s stored edge: when it starts the ledger or
         completes one of its stored subtrees (the commits that write its tree rows), so the records
@@ -1148,6 +1166,7 @@ class ChainStore:
         )
         done: list[tuple[_Job, Any]] = []
         filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
+        later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
@@ -1195,7 +1214,9 @@ class ChainStore:
                 encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
                 tree_rows: list[tuple[str, int, int, bytes]] = []
                 edges: list[tuple[str, bytes]] = []
-                if self.keep_tree:
+                if self.keep_tree and answer_first and not staged.grown and self._writes_no_tree(records):
+                    later = True  # grown once answered: it writes nothing, and only readers need it
+                elif self.keep_tree:
                     taken = self._take_grown(staged.grown) if staged.grown else None
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
                     edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
@@ -1233,6 +1254,15 @@ class ChainStore:
             for job, _ in done:
                 job.future.set_exception(error)
             return
+        if answer_first:
+            # Durable: flush's caller (the request loop) sends its answers from these callbacks
+            # now, and does the bookkeeping below after them, off the put's round trip. No read
+            # can miss an answered record meanwhile: the client's next request is read by that
+            # same thread once flush has returned (see flush).
+            for job, result in done:
+                job.future.set_result(result)
+        if later:
+            grown = self._grow_trees(staged.records, encoded, staged.leaves)[0]
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
         # must find its tree (root at that size), or it raised TreeSizeError in that window
         # (reviewer r6 #3: a follower comparing a checkpoint at once alerted against its own copy).
@@ -1251,9 +1281,6 @@ class ChainStore:
             self._follow_domain(followed)
         self.stats.groups += 1
         self.stats.appends += appends
-        if answer_first:
-            for job, result in done:
-                job.future.set_result(result)
         if staged and self.on_commit is not None:
             try:
                 self.on_commit(staged.records)
@@ -1534,13 +1561,10 @@ class ChainStore:
     def damaged_cell(self, ledger: object, height: object, data: object) -> StoreDamagedError:
         """A record's data read as another type than the BLOB the node writes (tampered into
         valid UTF-8 TEXT, which a read takes as it is, or a number): as :meth:`found_damaged`.
-        Checked where a read has the value in hand (a record decoded, a page served by
-        ``range``: a type test a row, no read of its own); a running node otherwise meets it at
+        Checked where a read has the value in hand (a record decoded, a page read by
+        :meth:`range_raw`: a type test a row, no read of its own); a running node otherwise meets it at
         its next start (storefile.check_column_types)."""
-        return self.found_damaged(
-            f"{self.path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
-            f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
-        )
+        return self.found_damaged(not_blob_message(self.path, ledger, height, data))
 
     def ledgers(self) -> list[str]:
         return sorted(self._heads)
@@ -1610,7 +1634,10 @@ class ChainStore:
             yield decode_record(data, PROTOCOL_LIMITS)
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return iter_pages(self._reader(), ledger, start, stop, self.settings.read_page_size)
+        """(height, record bytes) in height order, a page at a time; raises the StoreDamagedError
+        of :meth:`damaged_cell` at a page holding a record whose data is not a BLOB, before any
+        of that page is given (every reader that ships or uses records reads through here)."""
+        return iter_blob_pages(self._reader(), ledger, start, stop, self.settings.read_page_size, self.damaged_cell)
 
     def have(self, hashes: Iterable[bytes]) -> list[bytes]:
         """Which of these record hashes this store holds (the "I have / you have" question)."""

@@ -56,7 +56,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -282,14 +282,25 @@ class StoreReader:
         ).fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
 
-    def get(self, ledger: str, height: int) -> bytes | None:
-        """The stored bytes of the record at ``height``, or None."""
+    def get(
+        self, ledger: str, height: int, not_blob: Callable[[str, int, object], Exception] | None = None
+    ) -> bytes | None:
+        """The stored bytes of the record at ``height``, or None. Data of another type than BLOB
+        (TEXT read as a str; a number, which ``bytes()`` made that many zero bytes) raises
+        ``not_blob(ledger, height, value)``, by default a StoreError naming the cell."""
         if not 0 <= height <= MAX_HEIGHT:
             return None
         row = self._conn.execute(
             "SELECT data FROM records WHERE ledger = ? AND height = ?", (ledger, height)
         ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        if type(row[0]) is not bytes:
+            raise (not_blob or self._not_blob)(ledger, height, row[0])
+        return row[0]
+
+    def _not_blob(self, ledger: str, height: int, data: object) -> StoreError:
+        return StoreError(not_blob_message(self.path, ledger, height, data))
 
     def find_hash(self, record_hash: bytes) -> tuple[str, int, bytes] | None:
         """(ledger, height, bytes) of the record whose hash column is ``record_hash``, or None.
@@ -312,11 +323,7 @@ class StoreReader:
                     place = self._tail.get(record_hash)
                     found = None if place is None else hash_at(self._conn, record_hash, *place)
                 if found is not None and type(found[2]) is not bytes:
-                    raise StoreError(
-                        f"{self.path}: the records table's data column holds a {sqlite_type(found[2]).lower()} "
-                        f"value, not blob (ledger {found[0]!r} at {found[1]}): the store was changed behind "
-                        "the node's back"
-                    )
+                    raise StoreError(not_blob_message(self.path, *found))
                 return found
             except sqlite3.OperationalError as e:
                 # A node converted the layout since it was read (its old table is gone): read it again.
@@ -363,6 +370,12 @@ class StoreReader:
     def iter_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(height column, record bytes) in height order, a page at a time."""
         return iter_pages(self._conn, ledger, start, stop, self.page_size)
+
+    def iter_blobs(
+        self, ledger: str, start: int, stop: int | None, not_blob: Callable[[str, int, object], Exception]
+    ) -> Iterator[tuple[int, bytes]]:
+        """:meth:`iter_raw` for a reader that ships the records: see :func:`iter_blob_pages`."""
+        return iter_blob_pages(self._conn, ledger, start, stop, self.page_size, not_blob)
 
     def iter_rows(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[StoreRow]:
         """Every column of each row in height order, a page at a time, for checking the indexes."""
@@ -568,6 +581,39 @@ def iter_pages(
     # The pages' rows through chain's C loop, with no generator frame resumed a row: a layer of
     # ``yield from`` cost every row of a full verify some 0.02 us (iter_raw once went through three).
     return itertools.chain.from_iterable(_page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size))
+
+
+def iter_blob_pages(
+    conn: sqlite3.Connection,
+    ledger: str,
+    start: int,
+    stop: int | None,
+    page_size: int,
+    not_blob: Callable[[str, int, object], Exception],
+) -> Iterator[tuple[int, bytes]]:
+    """:func:`iter_pages` for a reader that ships or uses the records (a node's ``range_raw``):
+    raises ``not_blob(ledger, height, value)`` for the first row of a page whose data SQLite
+    gives as another type than the BLOB the node writes (valid UTF-8 TEXT is read as a str, a
+    number as a number), before any row of that page is given: such a row was changed behind
+    the node's back since its open checked every row (CHECKED_RECORD_PAGE)."""
+
+    def checked() -> Iterator[list[tuple[Any, ...]]]:
+        for page in _page_lists(conn, _RAW_COLUMNS, ledger, start, stop, page_size):
+            # A type test a row, on the page SQLite already gave: no read of its own.
+            for height, data in page:
+                if type(data) is not bytes:
+                    raise not_blob(ledger, height, data)
+            yield page
+
+    return itertools.chain.from_iterable(checked())
+
+
+def not_blob_message(path: Path, ledger: object, height: object, data: object) -> str:
+    """What a store damaged by a record's data of another type than BLOB says (:func:`iter_blob_pages`)."""
+    return (
+        f"{path}: the records table's data column holds a {sqlite_type(data).lower()} value, not blob "
+        f"(ledger {ledger!r} at {height}): the store was changed behind the node's back"
+    )
 
 
 def iter_checked_pages(

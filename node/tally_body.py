@@ -17,6 +17,10 @@ from . import canonical
 from .errors import FieldError
 
 BODY_VERSION = 1
+# How long an observer may sign nothing newer while behind the checkpoint before it is stale: an
+# observer publishes at most once per tally_interval_ms (1 s by default) once it counted what it
+# holds, so a live one on a busy ledger is always a little behind, never for long.
+STALE_AFTER_MS = 10_000
 BODY_KEYS = ("at_ms", "counted", "head", "height", "ledger", "observer", "tally", "v")
 HASH_BYTES = 32
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, positive
+from .args import config_file
 
 EXIT_OK = 0
 EXIT_ALERTS = 1
@@ -100,9 +101,15 @@ def _follow(repl: ReplicationLedger, last: dict[str, str], as_json: bool) -> Non
                 _print_alert({**alert, "raised_by": raisers.get(_text(stream), "")}, as_json, True)
 
 
+# The alert fields that are always numbers (PROTOCOL 10.5): --json gives them as integers, as
+# every other --json output does. ``expected`` and ``found`` stay text: most kinds hold hex there.
+_NUMERIC_FIELDS = ("height", "at_ms")
+
+
 def _print_alert(alert: dict[str, str], as_json: bool, is_open: bool) -> None:
     if as_json:
-        print(json.dumps({**alert, "open": is_open}, sort_keys=True), flush=True)
+        numbers = {k: int(v) for k in _NUMERIC_FIELDS if re.fullmatch(r"-?[0-9]+", v := alert.get(k, ""))}
+        print(json.dumps({**alert, **numbers, "open": is_open}, sort_keys=True), flush=True)
         return
     source = f" (from {alert['source']})" if alert.get("source") else ""
     raiser = alert.get("raised_by")  # empty: the shared keys (the admin's, and alerts of the older layout)
@@ -139,25 +146,3 @@ def verify_cluster(path: Path, as_json: bool) -> int:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def add_alert_commands(commands: Subparsers) -> None:
-    alerts = add_command(
-        commands,
-        "alerts",
-        cmd_alerts,
-        "list, follow or resolve alerts",
-        "List the latest alerts (a node, ledger and height, what failed, expected and found), "
-        "oldest first, each marked open or closed (resolved, or raised again since); --follow then "
-        "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them).",
-    )
-    alerts.add_argument(
-        "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"
-    )
-    alerts.add_argument("keys", nargs="*", metavar="KEY", help="resolve: the open alerts' keys, NODE|LEDGER|WHAT")
-    alerts.set_defaults(trailing="keys")  # keys also after options: cli.main
-    add_config_option(alerts)
-    alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
-    alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")
-    alerts.add_argument("--all", action="store_true", help="resolve: every open alert")
-    add_json_option(alerts)

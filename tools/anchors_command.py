@@ -25,7 +25,7 @@ from ..node.storefile import StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_name
 from ..verifier.node_keys import admin_checkpoint_key
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
+from .args import config_file
 from .client_output import print_json
 from .paths import is_store
 
@@ -84,20 +84,3 @@ def cmd_anchors(args: argparse.Namespace) -> int:
     else:
         print(anchors.encode(), end="")
     return EXIT_OK
-
-
-def add_anchors_command(commands: Subparsers) -> None:
-    anchors = add_command(
-        commands,
-        "anchors",
-        cmd_anchors,
-        "print the cluster's trust anchors, to publish out of band",
-        "Print the trust anchors of docs/PROTOCOL.md 15.5: every ledger's genesis hash (read from "
-        "--store, or from every store of the configuration, which must agree), the witnesses' keys, "
-        "the observers' keys and the admin ledger's checkpoint key (from the key directory). Anyone "
-        "holding them verifies the cluster with no account, over the public gateway or its web "
-        "pages, trusting nothing the gateway says.",
-    )
-    add_config_option(anchors)
-    anchors.add_argument("--store", type=Path, metavar="DIR", help="read the genesis records from this store only")
-    add_json_option(anchors)

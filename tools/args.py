@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ..config.settings import Limits
 from ..node.errors import UsageError, VledgerError
@@ -63,6 +66,22 @@ def witness_key(value: str) -> VerifierKey:
     return key
 
 
+def vkey_arg(value: str) -> VerifierKey:
+    try:
+        return parse_verifier_key(value)
+    except Exception as e:
+        raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
+
+
+_ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
+
+
+def electronic_id_arg(value: str) -> str:
+    if not _ELECTRONIC_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an electronic id (E- and 16 lower-case hex)")
+    return value
+
+
 def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:
     command.add_argument(
         "--witness",
@@ -78,6 +97,25 @@ def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """What runs a command, by name: the function ``name`` of the module ``module`` of this
+    package, imported when the command runs. A parser is built without its command's module and
+    what that imports (Redis, ZeroMQ, aiohttp, the ciphers): see cli.COMMANDS. With ``params``,
+    ``name`` is a factory (one function for several commands) and runs what it makes of them."""
+
+    module: str
+    name: str
+    params: tuple[str, ...] = ()
+
+    def target(self) -> Callable[..., int]:
+        found: Callable[..., Any] = getattr(importlib.import_module(f".{self.module}", __package__), self.name)
+        return found(*self.params) if self.params else found
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.target()(args)
+
+
 def add_command(
     commands: Subparsers, name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
 ) -> argparse.ArgumentParser:
@@ -91,7 +129,60 @@ def add_ledger_option(command: argparse.ArgumentParser, verb: str) -> None:
     command.add_argument("--ledger", type=ledger_name, metavar="NAME", help=f"{verb} only this ledger")
 
 
+# Every command's summary, in `vledger --help`'s order: the listing (cli.listing_parser) shows them
+# without building a command's parser, whose help= is the same entry.
+SUMMARIES: dict[str, str] = {
+    "verify": "verify a store or an export file from genesis",
+    "export": "write a store's records as JSON Lines",
+    "import": "verify an export file, then append it to a store",
+    "demo": "show a running cluster (or a local store) at work, then check it",
+    "ingest": "run an ingest node",
+    "replica": "run a replica node",
+    "observer": "run an observer node",
+    "verifier": "run the verifier",
+    "gateway": "serve a node's store over public read-only HTTP",
+    "keygen": "create CURVE key pairs",
+    "admin": "the first admin, and the admin ledger",
+    "hello": "greet a node: its name, version, your account",
+    "whoami": "your account, role and key",
+    "ledger": "list, create, promote or rekey ledgers",
+    "put": "append a record",
+    "get": "show one record",
+    "range": "list a ledger's records",
+    "head": "show a ledger's last record",
+    "size": "how many records a ledger holds",
+    "vote": "register, cast, uncast, withdraw",
+    "donate": "record a donation to a fund",
+    "disburse": "pay out of a fund",
+    "transfer": "move units from your account",
+    "issue": "create units (issuers)",
+    "seal": "turn private information into a sealed id (local)",
+    "unseal": "open a sealed id (local)",
+    "seal-key": "create a seal key file (local)",
+    "file": "upload or download a file",
+    "user": "manage accounts and keys (admin)",
+    "receipt": "fetch a record's receipt, or check one offline",
+    "grant": "who may write which kind of record (admin)",
+    "key": "rotate a node's keys (admin)",
+    "shell": "an interactive client",
+    "supervise": "run the cluster on this host under supervisord: start, stop, status",
+    "tally": "the observers' signed tallies of a ledger, checked, and whether they agree",
+    "repl": "replication: who holds how much of each ledger",
+    "repair": "rebuild a node's store from copies consistent with a quorum-cosigned checkpoint",
+    "alerts": "list, follow or resolve alerts",
+    "status": "the whole cluster: nodes up, replication, the verifier, open alerts",
+    "anchors": "print the cluster's trust anchors, to publish out of band",
+}
+
+
 CONFIG_ENV = "VLEDGER_CONFIG"
+KEY_ENV = "VLEDGER_KEY"
+OTP_ENV = "VLEDGER_OTP"
+DEFAULT_TIMEOUT = 10.0  # seconds a client waits for each answer
+DEFAULT_WAIT_SECONDS = 10.0  # how long `receipt get --wait` waits for cosignatures
+DEFAULT_WINDOW_SECONDS = 24 * 3600  # how long a rotated node key keeps working
+PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
+ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 DEFAULT_CONFIG = Path("config/cluster.toml")
 CONFIG_HELP = f"the cluster configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
 

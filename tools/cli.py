@@ -24,6 +24,7 @@ from ..node.identifiers import escape
 from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
+    SUMMARIES,
     Subparsers,
     add_command,
     add_json_option,
@@ -34,17 +35,20 @@ from .args import (
     node_name,
     positive,
 )
-from .exporting import export_store
 from .paths import store_target
 from .report import print_cluster_demo, print_demo, print_export, print_import, print_verification
 from .safe_output import EscapingWriter, escaped_stdout
-from .verification import verify_path
 
-# The modules of every other command, and what they import (aiohttp, redis, zmq, prometheus-client),
-# cost ~0.9 s of CPU at start-up: a fifth of `vledger verify` of a million records on two cores. They
-# are imported where a command needs them (the imports marked PLC0415), and a command line that names
-# one of these commands builds only their parsers (see main).
-LOCAL_COMMANDS = frozenset(("verify", "export", "import"))
+# Every command's module, and what it imports (aiohttp, redis, zmq, prometheus-client, the node
+# processes), cost ~0.9 s of CPU at start-up: what a script that runs `vledger put` per record
+# paid each time. So the parsers are apart from the commands' modules (client_parsers.py,
+# cluster_parsers.py), each naming what runs it (args.Deferred, imported when it runs); a command
+# line builds the parser of the command it names alone (COMMANDS), `vledger --help` lists the
+# commands from their summaries here, and a module imports what only some of its functions run
+# where they run (the imports marked PLC0415).
+
+DEFAULT_VOTERS = 1000  # a cluster demo's new voters
+DEFAULT_RECORDS = 300  # a store demo's records
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,23 +65,27 @@ def _exit_code(ok: bool) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_file finds
-        from .alert_commands import verify_cluster  # noqa: PLC0415 - see LOCAL_COMMANDS
+        from .alert_commands import verify_cluster  # noqa: PLC0415 - see COMMANDS
 
         return verify_cluster(config_file(Path(args.cluster) if args.cluster else None, option="--cluster"), args.json)
     # One thread: the workers start at once.
+    from .verification import verify_path  # noqa: PLC0415 - see COMMANDS
+
     result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .exporting import export_store  # noqa: PLC0415 - see COMMANDS
+
     # A store that fails verification raises: nothing of it is exported.
     print_export(export_store(args.store, args.ledger, args.output, Limits()))
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .importing import import_file  # noqa: PLC0415 - a store's writer: see LOCAL_COMMANDS
+    from .importing import import_file  # noqa: PLC0415 - a store's writer: see COMMANDS
 
     result = import_file(args.file, args.store, args.node, Limits(), args.witness)
     print_import(str(args.file), result, as_json=args.json)
@@ -86,8 +94,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """What `make run` shows, on a running cluster or a local store; safe to run again."""
-    from .cluster_demo import DEFAULT_VOTERS, run_cluster_demo  # noqa: PLC0415 - see LOCAL_COMMANDS
-    from .demo import DEFAULT_RECORDS, run_demo  # noqa: PLC0415
+    from .cluster_demo import run_cluster_demo  # noqa: PLC0415 - see COMMANDS
+    from .demo import run_demo  # noqa: PLC0415
 
     if args.cluster is not None:
         if args.records is not None:
@@ -128,43 +136,96 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser(*, local_only: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; with ``local_only``, only the LOCAL_COMMANDS (whose parsers are
-    the same), without importing the modules of the others."""
-    parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
-    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
-    parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line with the parsers of ``command``'s module (see COMMANDS); with None, the
+    parsers of every command: what the shell, the tests and the compose file check read."""
+    parser = _top_parser()
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_verify(commands)
-    _add_export(commands)
-    _add_import(commands)
-    if not local_only:
-        _add_demo(commands)
-        _add_cluster_commands(commands)
+    adders = [COMMANDS[command]] if command is not None else list(dict.fromkeys(COMMANDS.values()))
+    for add in adders:
+        add(commands)
     return parser
 
 
-def _add_cluster_commands(commands: Subparsers) -> None:
-    """The commands of nodes and clusters: their modules are imported here (see LOCAL_COMMANDS)."""
-    from .alert_commands import add_alert_commands  # noqa: PLC0415
-    from .anchors_command import add_anchors_command  # noqa: PLC0415
-    from .client_commands import add_admin_verbs, add_client_commands  # noqa: PLC0415
-    from .node_commands import add_node_commands  # noqa: PLC0415
-    from .repair import add_repair_command  # noqa: PLC0415
-    from .repl_commands import add_repl_commands  # noqa: PLC0415
-    from .status_command import add_status_command  # noqa: PLC0415
-    from .supervise import add_supervise_command  # noqa: PLC0415
-    from .tally_command import add_tally_command  # noqa: PLC0415
+def listing_parser() -> argparse.ArgumentParser:
+    """The command line as `vledger --help` shows it: every command by its summary, none of its
+    options, no command's module imported. A usage error lists the same names."""
+    parser = _top_parser()
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary in SUMMARIES.items():
+        commands.add_parser(name, help=summary)
+    return parser
 
-    admin_actions = add_node_commands(commands)
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vledger", description="A tamper-evident, hash-chained public ledger.")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
+    parser.add_argument("--log-level", choices=LEVELS, default="warning", help="log to stderr from this level")
+    return parser
+
+
+# The parser modules, imported when one of their commands is named (see COMMANDS): light, but
+# `vledger verify` needs none of their argument types (client_payloads.py, the rules' states).
+
+
+def _add_node_commands(commands: Subparsers) -> None:
+    from .cluster_parsers import add_node_commands  # noqa: PLC0415
+
+    add_node_commands(commands)
+
+
+def _add_admin_commands(commands: Subparsers) -> None:
+    from .client_parsers import add_admin_verbs  # noqa: PLC0415
+    from .cluster_parsers import add_admin_commands  # noqa: PLC0415
+
+    add_admin_verbs(add_admin_commands(commands))
+
+
+def _add_client_commands(commands: Subparsers) -> None:
+    from .client_parsers import add_client_commands  # noqa: PLC0415
+
     add_client_commands(commands)
-    add_admin_verbs(admin_actions)
+
+
+def _add_supervise_command(commands: Subparsers) -> None:
+    from .cluster_parsers import add_supervise_command  # noqa: PLC0415
+
     add_supervise_command(commands)
+
+
+def _add_tally_command(commands: Subparsers) -> None:
+    from .cluster_parsers import add_tally_command  # noqa: PLC0415
+
     add_tally_command(commands)
+
+
+def _add_repl_commands(commands: Subparsers) -> None:
+    from .cluster_parsers import add_repl_commands  # noqa: PLC0415
+
     add_repl_commands(commands)
+
+
+def _add_repair_command(commands: Subparsers) -> None:
+    from .cluster_parsers import add_repair_command  # noqa: PLC0415
+
     add_repair_command(commands)
+
+
+def _add_alert_commands(commands: Subparsers) -> None:
+    from .cluster_parsers import add_alert_commands  # noqa: PLC0415
+
     add_alert_commands(commands)
+
+
+def _add_status_command(commands: Subparsers) -> None:
+    from .cluster_parsers import add_status_command  # noqa: PLC0415
+
     add_status_command(commands)
+
+
+def _add_anchors_command(commands: Subparsers) -> None:
+    from .cluster_parsers import add_anchors_command  # noqa: PLC0415
+
     add_anchors_command(commands)
 
 
@@ -173,7 +234,7 @@ def _add_verify(commands: Subparsers) -> None:
         commands,
         "verify",
         cmd_verify,
-        "verify a store or an export file from genesis",
+        SUMMARIES["verify"],
         "Verify every record of a store directory or an export (.jsonl) file, from each "
         "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise. "
         "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
@@ -198,7 +259,7 @@ def _add_export(commands: Subparsers) -> None:
         commands,
         "export",
         cmd_export,
-        "write a store's records as JSON Lines",
+        SUMMARIES["export"],
         "Verify and write a store's records, one JSON line each, in ledger then height order.",
     )
     export.add_argument("store", type=Path, metavar="STORE", help="a store directory")
@@ -211,7 +272,7 @@ def _add_import(commands: Subparsers) -> None:
         commands,
         "import",
         cmd_import,
-        "verify an export file, then append it to a store",
+        SUMMARIES["import"],
         "Verify the whole export file against the store first; only if everything "
         "verifies, append the records the store does not hold yet. Otherwise nothing is written.",
     )
@@ -223,14 +284,11 @@ def _add_import(commands: Subparsers) -> None:
 
 
 def _add_demo(commands: Subparsers) -> None:
-    from .cluster_demo import DEFAULT_VOTERS  # noqa: PLC0415 - see LOCAL_COMMANDS
-    from .demo import DEFAULT_RECORDS  # noqa: PLC0415
-
     demo = add_command(
         commands,
         "demo",
         cmd_demo,
-        "show a running cluster (or a local store) at work, then check it",
+        SUMMARIES["demo"],
         "With --cluster: as the cluster's admin, create the election, zakat and resource ledgers "
         "if missing, register a batch of new voters who vote (some change their mind, a few "
         "withdraw), donate, disburse, issue and transfer, all with real proof of work; then read "
@@ -246,13 +304,60 @@ def _add_demo(commands: Subparsers) -> None:
     demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 
 
+# What adds each command's parser (and the parsers of its module's other commands): a command
+# line builds the one it names; `vledger --help` lists args.SUMMARIES.
+COMMANDS: dict[str, Callable[[Subparsers], None]] = {
+    "verify": _add_verify,
+    "export": _add_export,
+    "import": _add_import,
+    "demo": _add_demo,
+    "ingest": _add_node_commands,
+    "replica": _add_node_commands,
+    "observer": _add_node_commands,
+    "verifier": _add_node_commands,
+    "gateway": _add_node_commands,
+    "keygen": _add_node_commands,
+    "admin": _add_admin_commands,
+    "hello": _add_client_commands,
+    "whoami": _add_client_commands,
+    "ledger": _add_client_commands,
+    "put": _add_client_commands,
+    "get": _add_client_commands,
+    "range": _add_client_commands,
+    "head": _add_client_commands,
+    "size": _add_client_commands,
+    "vote": _add_client_commands,
+    "donate": _add_client_commands,
+    "disburse": _add_client_commands,
+    "transfer": _add_client_commands,
+    "issue": _add_client_commands,
+    "seal": _add_client_commands,
+    "unseal": _add_client_commands,
+    "seal-key": _add_client_commands,
+    "file": _add_client_commands,
+    "user": _add_client_commands,
+    "receipt": _add_client_commands,
+    "grant": _add_client_commands,
+    "key": _add_client_commands,
+    "shell": _add_client_commands,
+    "supervise": _add_supervise_command,
+    "tally": _add_tally_command,
+    "repl": _add_repl_commands,
+    "repair": _add_repair_command,
+    "alerts": _add_alert_commands,
+    "status": _add_status_command,
+    "anchors": _add_anchors_command,
+}
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: parse, run one command, turn every expected failure into an exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(local_only=_command_word(words) in LOCAL_COMMANDS)
+    command = _command_word(words)
+    parser = build_parser(command) if command in COMMANDS else listing_parser()
     if not words:
         parser.print_help(sys.stderr)  # what there is to run, rather than "COMMAND is required"
         return EXIT_USAGE
@@ -287,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreDamagedError as e:
         # A node whose store does not open: supervisord takes this status as final (config/supervisor.py,
         # imported here: it reads the cluster file's format, which no local command needs at start-up).
-        from ..config.supervisor import EXIT_STORE_DAMAGED  # noqa: PLC0415 - see LOCAL_COMMANDS
+        from ..config.supervisor import EXIT_STORE_DAMAGED  # noqa: PLC0415 - see COMMANDS
 
         error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_STORE_DAMAGED

@@ -6,7 +6,8 @@ A verb builds what it writes with client_payloads (pure), sends it through a
 :class:`~vledger.client.session.Session` and prints with client_output. Exit codes are
 ``cli.main``'s: 0 done, 1 refused or failed (``vledger: error: <code>: <message>``), 2 usage.
 
-``vledger shell`` runs the same verbs line by line over one kept connection (shell.py).
+``vledger shell`` runs the same verbs line by line over one kept connection (shell.py). Their
+parsers are in client_parsers.py, which names each verb here with a ``Verb``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
-from ..client.session import Session, Write, reply_field
+from ..client.session import Session, reply_field
+from ..client.write import Write
 from ..config.cluster import load_cluster
-from ..config.settings import DEFAULT_DIFFICULTY
 from ..node import identifiers
 from ..node.errors import (
     BadPublicKeyError,
@@ -44,16 +45,7 @@ from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
 from .admin_log import grant_table, print_grants, print_log
 from .args import (
-    CONFIG_HELP,
-    Subparsers,
-    add_command,
-    add_config_option,
-    add_json_option,
-    count_arg,
-    difficulty,
-    ledger_name,
-    node_name,
-    positive,
+    OTP_ENV,
 )
 from .client_output import (
     print_account_change,
@@ -67,49 +59,21 @@ from .client_output import (
     print_whoami,
     record_line,
 )
-from .client_payloads import (
-    account_name,
-    amount,
-    height,
-    json_map,
-    kind_list,
-    milliseconds,
-    record_hash,
-    seconds,
-    sha256_hex,
-)
+from .client_parsers import CLIENT_OPTIONS, shell_parser
 from .client_session import (
-    DEFAULT_TIMEOUT,
-    KEY_ENV,
-    OTP_ENV,
     ClientOptions,
     SessionPool,
 )
 from .file_transfer import download_file, upload_file
-from .key_commands import DEFAULT_WINDOW_SECONDS, cmd_key_rotate
 from .moving_kinds import grant_moving_kinds, moving_kinds
-from .node_commands import PASSPHRASE_ENV
 from .paths import input_file, output_file
 from .progress import Progress
-from .receipt_commands import (
-    DEFAULT_WAIT_SECONDS,
-    cmd_receipt_get,
-    cmd_receipt_keys,
-    cmd_receipt_verify,
-    node_keys_arg,
-    vkey_arg,
-)
 from .shell import Shell
-from .vote_check import electronic_id_arg, print_vote_check
+from .vote_check import print_vote_check
 
 EXIT_OK = 0
-CLIENT_OPTIONS = ("config", "node", "key", "timeout", "otp")  # the shell's: every line's defaults
-ROLES = ("admin", "writer", "observer", "replica")
 
 SessionVerb = Callable[[Session, argparse.Namespace], int]
-
-# A Z85 key may start with "-", which argparse would take for an option: `--` ends the options.
-KEY_ARGUMENT_HELP = "the public key file, or the Z85 key itself (one that starts with - goes after --)"
 
 
 # --- how a verb gets its session ---------------------------------------------------------------
@@ -138,85 +102,12 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def add_client_options(command: argparse.ArgumentParser) -> None:
-    group = command.add_argument_group("connection")
-    group.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
-    group.add_argument(
-        "--node",
-        type=node_name,
-        metavar="NAME",
-        help="the node to talk to (default: the ledger's home as the configuration names it, its default_home "
-        "for a command of no ledger; vote check: its first replica); a write goes on to the ledger's home",
-    )
-    group.add_argument(
-        "--key",
-        type=Path,
-        metavar="FILE",
-        help=f"your secret key, NAME.key_secret (default: ${KEY_ENV}); its passphrase from ${PASSPHRASE_ENV} or asked",
-    )
-    group.add_argument(
-        "--otp",
-        metavar="CODE",
-        help=f"an admin's one-time code or recovery code (default: ${OTP_ENV}; asked on a terminal when a node "
-        "wants one)",
-    )
-    group.add_argument(
-        "--timeout", type=seconds, metavar="SECONDS", help=f"wait this long for each answer ({DEFAULT_TIMEOUT:g})"
-    )
-    command.set_defaults(pool=None)  # the shell sets its SessionPool after parsing
-
-
 def ask_otp() -> str:
     """A one-time code typed on the terminal (not echoed, like a passphrase)."""
     code = getpass.getpass("one-time code (authenticator app, or a recovery code): ").strip()
     if not code:
         raise UsageError("no one-time code given")
     return code
-
-
-def _verb(
-    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str
-) -> argparse.ArgumentParser:
-    command = add_command(commands, name, with_session(verb), summary, description)
-    add_client_options(command)
-    add_json_option(command)
-    return command
-
-
-def _write_verb(
-    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str
-) -> argparse.ArgumentParser:
-    command = _verb(commands, name, verb, summary, description)
-    command.add_argument(
-        "--request-id",
-        metavar="ID",
-        help="the request's id (default: a new random one); the same id and content are written at most once",
-    )
-    command.add_argument(
-        "--ts",
-        type=milliseconds,
-        metavar="MS",
-        help="the record's client time, ms since 1970 UTC (default: now); with --request-id, repeats a write",
-    )
-    return command
-
-
-def _add_write_concern(command: argparse.ArgumentParser) -> None:
-    """``-w N``, for every verb that writes one record with ``session.put`` (PROTOCOL 10.3)."""
-    command.add_argument(
-        "-w",
-        "--replicas",
-        type=count_arg,
-        default=0,
-        metavar="N",
-        help="answer once N replicas hold the record (else exit 1 with replication_timeout; the record "
-        "stays written at home)",
-    )
-
-
-def _group(commands: Subparsers, name: str, summary: str, description: str) -> Subparsers:
-    group = commands.add_parser(name, help=summary, description=description)
-    return group.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
 
 
 # --- session and ledgers -----------------------------------------------------------------------
@@ -299,92 +190,6 @@ def cmd_ledger_rotate_key(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_ledger_verbs(commands: Subparsers) -> None:
-    _verb(commands, "hello", cmd_hello, "greet a node: its name, version, your account", "Say hello to a node.")
-    _verb(commands, "whoami", cmd_whoami, "your account, role and key", "Show the account your key is bound to.")
-    ledger = _group(
-        commands,
-        "ledger",
-        "list, create, promote or rekey ledgers",
-        "List the cluster's ledgers, start one, hand one to its standby, or rotate its checkpoint key.",
-    )
-    _verb(
-        ledger,
-        "list",
-        cmd_ledger_list,
-        "the cluster's ledgers",
-        "List every ledger of the cluster, as its home node reports it (with --node: the ledgers that node holds).",
-    )
-    create = _write_verb(
-        ledger,
-        "create",
-        cmd_ledger_create,
-        "start a ledger (admin)",
-        "Start a ledger with its genesis record: the kinds it allows, its proof-of-work difficulty and "
-        "its domain rules (node/rules/: election, charity, resources, files). The kinds a domain reads "
-        "are added to --kinds. The proof of work is done here, before sending. An election's or a "
-        "charity's kinds that move votes or money are first granted to you, so that no other writer "
-        "may write them (--open: leave them open).",
-    )
-    create.add_argument("ledger", type=ledger_name, metavar="NAME", help="the new ledger's name")
-    create.add_argument("--kinds", type=kind_list, metavar="A,B", help="the record kinds allowed after genesis")
-    create.add_argument(
-        "--difficulty",
-        type=difficulty,
-        default=DEFAULT_DIFFICULTY,
-        metavar="N",
-        help=f"proof-of-work bits every record needs ({DEFAULT_DIFFICULTY})",
-    )
-    create.add_argument(
-        "--rules",
-        type=json_map,
-        default={},
-        metavar="JSON",
-        help='domain rules, e.g. \'{"type":"election","choices":["a","b"],"opens":MS,"closes":MS}\'',
-    )
-    create.add_argument(
-        "--open",
-        action="store_true",
-        help="leave the kinds that move votes or money open to every writer; without it an election's "
-        "register, cast, uncast and withdraw, and a charity's donation and disbursement, are granted to "
-        "you before the genesis (PROTOCOL 16.2)",
-    )
-    create.add_argument(
-        "--outside-witness",
-        type=vkey_arg,
-        action="append",
-        metavar="VKEY",
-        help="an outside witness's cosignature key to list in the genesis (repeatable; PROTOCOL 13.9)",
-    )
-    create.add_argument(
-        "--outside-quorum",
-        type=int,
-        metavar="N",
-        help="how many outside witnesses must cosign a checkpoint (default: all listed)",
-    )
-    promote = _verb(
-        ledger,
-        "promote",
-        cmd_ledger_promote,
-        "make a ledger's standby its home (admin)",
-        "Make NODE, the ledger's standby in the cluster file, its home in a new epoch (PROTOCOL 10.9). "
-        "NODE refuses while it lacks a record a witness cosigned; it places the handover record, "
-        "signs the ledger's checkpoints from then on, and the old home is fenced.",
-    )
-    promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
-    promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
-    rotate = _verb(
-        ledger,
-        "rotate-key",
-        cmd_ledger_rotate_key,
-        "rotate a ledger's checkpoint key (admin)",
-        "Rotate the checkpoint key of a ledger whose genesis pins one: its home makes a new key file "
-        "beside its node key and appends a checkpoint_key record signed by the old key; checkpoints "
-        "past that record are signed by the new key (docs/PROTOCOL.md 13.8).",
-    )
-    rotate.add_argument("ledger", type=ledger_name, metavar="NAME", help="the ledger")
-
-
 # --- records -------------------------------------------------------------------------------------
 
 
@@ -431,51 +236,6 @@ def cmd_size(session: Session, args: argparse.Namespace) -> int:
     else:
         print(size)
     return EXIT_OK
-
-
-def _add_record_verbs(commands: Subparsers) -> None:
-    put = _write_verb(
-        commands,
-        "put",
-        cmd_put,
-        "append a record",
-        "Append a record of KIND with a JSON payload, with its proof of work, on the ledger's home node. "
-        "A payload holds no floats: amounts are whole numbers of minor units (cents, halalas).",
-    )
-    put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    put.add_argument("kind", metavar="KIND", help="one of the kinds the ledger's genesis allows")
-    put.add_argument("--payload", type=json_map, required=True, metavar="JSON", help="a JSON object")
-    _add_write_concern(put)
-
-    get = _verb(
-        commands,
-        "get",
-        cmd_get,
-        "show one record",
-        "Show a record, by ledger and height or by hash, after checking its checksum, proof of work and link.",
-    )
-    get.add_argument("ledger", type=ledger_name, nargs="?", metavar="LEDGER")
-    get.add_argument("height", type=height, nargs="?", metavar="HEIGHT")
-    get.add_argument("--hash", type=record_hash, metavar="HEX", help="the record's hash (64 hex characters)")
-
-    ranged = _verb(
-        commands,
-        "range",
-        cmd_range,
-        "list a ledger's records",
-        "List a ledger's records from a height to its head, a page at a time, checking each one as the "
-        "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
-        "proof in it (bad_proof: the node serves another chain) before it is shown (with --json: one JSON "
-        "object per line).",
-    )
-    ranged.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")
-
-    head = _verb(commands, "head", cmd_head, "show a ledger's last record", "Show a ledger's last record, checked.")
-    head.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-
-    size = _verb(commands, "size", cmd_size, "how many records a ledger holds", "Print a ledger's number of records.")
-    size.add_argument("ledger", type=ledger_name, metavar="LEDGER")
 
 
 # --- domain verbs ----------------------------------------------------------------------------------
@@ -609,122 +369,6 @@ def cmd_issue(session: Session, args: argparse.Namespace) -> int:
     return _put_write(session, args, build.issue(args.account, args.amount))
 
 
-def _domain_verb(
-    commands: Subparsers, name: str, verb: SessionVerb, summary: str, description: str, ledger: str = "LEDGER"
-) -> argparse.ArgumentParser:
-    command = _write_verb(commands, name, verb, summary, description)
-    command.add_argument("ledger", type=ledger_name, metavar=ledger)
-    _add_write_concern(command)  # a donation or a vote may need to be on N replicas as much as a put
-    return command
-
-
-def _add_vote_verbs(commands: Subparsers) -> None:
-    vote = _group(commands, "vote", "register, cast, uncast, withdraw", "Write an election's records.")
-    register = _domain_verb(
-        vote,
-        "register",
-        cmd_vote_register,
-        "register a voter; prints the electronic id",
-        "Register a voter id on an election ledger and print the electronic id the ledger allocates: "
-        "the voter casts with it, and nobody else learns whose it is.",
-        "ELECTION",
-    )
-    register.add_argument("--voter-id", required=True, metavar="V", help="the authority's voter id")
-    cast = _domain_verb(vote, "cast", cmd_vote_cast, "cast a vote", "Cast the vote of an electronic id.", "ELECTION")
-    _add_electronic_id(cast)
-    cast.add_argument("--choice", required=True, metavar="C", help="one of the election's choices")
-    for name, verb, summary in (
-        ("uncast", cmd_vote_uncast, "take back a vote (one may vote again)"),
-        ("withdraw", cmd_vote_withdraw, "withdraw a voter: the vote no longer counts"),
-    ):
-        _add_electronic_id(_domain_verb(vote, name, verb, summary, summary[0].upper() + summary[1:] + ".", "ELECTION"))
-    check = add_command(
-        vote,
-        "check",
-        cmd_vote_check,
-        "find your records on a verified copy of the chain",
-        "Read the election from a replica or an observer (default: the configuration's first replica), find "
-        "the records of an electronic id and prove each by inclusion in the latest signed checkpoint (with "
-        "--full: verify every record from genesis to the head instead); either way the records read must make "
-        "the tree of that checkpoint (bad_proof: the node serves another chain). Show their heights and hashes "
-        "and whether the vote counts. Without ELECTION, every election the node holds. "
-        "Exit 1 if the chain does not verify, or with not_found if the id has no records.",
-    )
-    add_client_options(check)
-    add_json_option(check)
-    check.add_argument("ledger", type=ledger_name, nargs="?", metavar="ELECTION")
-    check.add_argument("--electronic-id", type=electronic_id_arg, required=True, metavar="E", help="your electronic id")
-    check.add_argument(
-        "--full",
-        action="store_true",
-        help="verify and replay every record from genesis instead of proofs (their tree must still be the "
-        "signed checkpoint's)",
-    )
-    check.add_argument(
-        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures the checkpoint needs (default 0)"
-    )
-
-
-def _add_electronic_id(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--electronic-id", required=True, metavar="E", help="the id `vote register` printed")
-
-
-def _add_money_verbs(commands: Subparsers) -> None:
-    minor_units = "a whole number of minor units (cents, halalas)"
-    donate = _domain_verb(
-        commands,
-        "donate",
-        cmd_donate,
-        "record a donation to a fund",
-        "Record a donation on a charity ledger. The donor is a sealed id: give the donor's information "
-        "with --donor-info-file (or --donor-info) and --seal-key (sealed here, with the ledger's name as "
-        "context), or an id "
-        "already sealed with --donor.",
-    )
-    who = donate.add_mutually_exclusive_group(required=True)
-    who.add_argument(
-        "--donor-info",
-        metavar="TEXT",
-        help="the donor's information, sealed before it is sent (visible to other local users while the "
-        "command runs, and kept in shell history: prefer --donor-info-file)",
-    )
-    who.add_argument(
-        "--donor-info-file",
-        metavar="FILE",
-        help="read the donor's information from FILE, or standard input for -, less one final line end",
-    )
-    who.add_argument("--donor", metavar="SEALED", help="the donor's sealed id (S2-..., or an older S1-...)")
-    donate.add_argument("--seal-key", type=Path, metavar="FILE", help="the seal key for --donor-info(-file)")
-    donate.add_argument("--fund", required=True, metavar="F")
-    donate.add_argument("--amount", type=amount, required=True, metavar="MINOR_UNITS", help=minor_units)
-    donate.add_argument("--source", required=True, metavar="S", help="where the money came from (may be empty)")
-    donate.add_argument("--purpose", required=True, metavar="P", help="what it is for (may be empty)")
-
-    disburse = _domain_verb(
-        commands, "disburse", cmd_disburse, "pay out of a fund", "Record a disbursement from a charity fund."
-    )
-    disburse.add_argument("--fund", required=True, metavar="F")
-    disburse.add_argument("--target", required=True, metavar="T", help="who receives it")
-    disburse.add_argument("--amount", type=amount, required=True, metavar="N", help=minor_units)
-    disburse.add_argument("--purpose", required=True, metavar="P", help="what it is for (may be empty)")
-
-    transfer = _domain_verb(
-        commands,
-        "transfer",
-        cmd_transfer,
-        "move units from your account",
-        "Move units of a resources ledger from your own account to another.",
-    )
-    transfer.add_argument("--to", type=account_name, required=True, metavar="ACCOUNT")
-    transfer.add_argument("--amount", type=amount, required=True, metavar="N", help="whole units, 1 or more")
-
-    issue = _domain_verb(
-        commands, "issue", cmd_issue, "create units (issuers)", "Create units of a resources ledger for an account."
-    )
-    issue.add_argument("--account", type=account_name, required=True, metavar="A")
-    issue.add_argument("--amount", type=amount, required=True, metavar="N", help="whole units, 1 or more")
-
-
 # --- sealed ids (local) ------------------------------------------------------------------------------
 
 
@@ -762,46 +406,6 @@ def cmd_seal_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_seal_verbs(commands: Subparsers) -> None:
-    context = "the context sealed with; `donate` uses the ledger's name (default: none)"
-    sealer = add_command(
-        commands,
-        "seal",
-        cmd_seal,
-        "turn private information into a sealed id (local)",
-        "Print the sealed id of TEXT (S2: padded, so its length does not tell TEXT's; at most 1023 UTF-8 "
-        "bytes): the same text, key and context always give the same id, and only the key's holder can "
-        "open it. Nothing is sent anywhere.",
-    )
-    sealer.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
-    sealer.add_argument(
-        "text",
-        nargs="?",
-        metavar="TEXT",
-        help="the information (visible to other local users while the command runs: prefer --file)",
-    )
-    sealer.add_argument(
-        "--file",
-        metavar="FILE",
-        help="read the information from FILE, or standard input for -, less one final line end",
-    )
-    sealer.add_argument("--context", default="", metavar="LEDGER", help=context)
-    opener = add_command(
-        commands, "unseal", cmd_unseal, "open a sealed id (local)", "Print the information a sealed id holds."
-    )
-    opener.add_argument("--key", dest="seal_key", type=Path, required=True, metavar="FILE", help="the seal key file")
-    opener.add_argument("sealed", metavar="SEALED")
-    opener.add_argument("--context", default="", metavar="LEDGER", help=context)
-    key = add_command(
-        commands,
-        "seal-key",
-        cmd_seal_key,
-        "create a seal key file (local)",
-        "Write a new random 64-byte seal key (AES-256-SIV) to FILE, mode 0600. An existing file is never replaced.",
-    )
-    key.add_argument("--out", type=Path, required=True, metavar="FILE")
-
-
 # --- files ---------------------------------------------------------------------------------------------
 
 
@@ -822,31 +426,6 @@ def cmd_file_get(session: Session, args: argparse.Namespace) -> int:
     else:
         print(f"wrote {path}: {size} bytes, SHA-256 {args.sha256} checked")
     return EXIT_OK
-
-
-def _add_file_verbs(commands: Subparsers) -> None:
-    files = _group(commands, "file", "upload or download a file", "Upload a file to a files ledger, or fetch one.")
-    put = _write_verb(
-        files,
-        "put",
-        cmd_file_put,
-        "upload a file and record it",
-        "Upload PATH to the files ledger's home node in chunks, then write a `file` record "
-        "{name, size, sha256} on LEDGER.",
-    )
-    put.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    put.add_argument("path", type=Path, metavar="PATH")
-    put.add_argument("--name", metavar="NAME", help="the name to record (default: PATH's file name)")
-    get = _verb(
-        files,
-        "get",
-        cmd_file_get,
-        "download a file by its SHA-256",
-        "Download a file in chunks; it is moved to PATH only once its SHA-256 matched.",
-    )
-    get.add_argument("sha256", type=sha256_hex, metavar="SHA256")
-    get.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="where to write it")
-    get.add_argument("--force", action="store_true", help="replace PATH if it exists")
 
 
 # --- accounts ----------------------------------------------------------------------------------------------
@@ -898,39 +477,6 @@ def cmd_user_list(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_user_verbs(commands: Subparsers) -> None:
-    users = _group(commands, "user", "manage accounts and keys (admin)", "Manage accounts and their keys (admin).")
-    add = _verb(users, "add", cmd_user_add, "create an account", "Create an account with a role.")
-    add.add_argument("account", type=account_name, metavar="NAME")
-    add.add_argument("--role", choices=ROLES, required=True)
-    for action, done, summary in (
-        ("remove", "removed", "delete an account, its keys and its grants"),
-        ("enable", "enabled", "let an account's keys in again"),
-        ("disable", "disabled", "refuse an account's keys from their next request"),
-    ):
-        command = _verb(users, action, _account_action(f"account.{action}", done), summary, summary.capitalize() + ".")
-        command.add_argument("account", type=account_name, metavar="NAME")
-    _verb(users, "list", cmd_user_list, "every account, role, state, keys", "List every account and its keys.")
-    keys = users.add_parser("key", help="add or revoke an account's keys", description="Add or revoke keys.")
-    key_actions = keys.add_subparsers(dest="key_action", required=True, metavar="ACTION")
-    key_add = _verb(
-        key_actions, "add", cmd_user_key_add, "bind a public key to an account", "Bind a public key to an account."
-    )
-    key_add.add_argument("account", type=account_name, metavar="NAME")
-    key_add.add_argument("keyfile", metavar="KEYFILE.key", help=KEY_ARGUMENT_HELP)
-    revoke = _verb(
-        key_actions,
-        "revoke",
-        cmd_user_key_revoke,
-        "refuse a key from its next request",
-        "Revoke a key: every node refuses it from its next request.",
-    )
-    revoke.add_argument(
-        "account", type=account_name, nargs="?", metavar="NAME", help="the account it is bound to (checked first)"
-    )
-    revoke.add_argument("keyfile", metavar="KEYFILE.key", help=KEY_ARGUMENT_HELP)
-
-
 # --- grants and the admin ledger ---------------------------------------------------------------------------
 
 
@@ -971,54 +517,6 @@ def cmd_admin_log(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_grant_verbs(commands: Subparsers) -> None:
-    grants = _group(
-        commands,
-        "grant",
-        "who may write which kind of record (admin)",
-        "Grant or revoke the right to write a kind of record on a ledger (recorded on the admin ledger), "
-        "or list the grants in force.",
-    )
-    for action, cmd, summary in (
-        ("add", "grant.add", "let an account write a kind of record on a ledger"),
-        ("revoke", "grant.revoke", "end an account's grant"),
-    ):
-        command = _verb(grants, action, _grant_action(cmd), summary, summary.capitalize() + ".")
-        command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-        command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
-        command.add_argument("account", type=account_name, metavar="ACCOUNT")
-    _verb(grants, "list", cmd_grant_list, "the grants in force", "The grants in force, replayed from the admin ledger.")
-
-
-def _add_key_verbs(commands: Subparsers) -> None:
-    keys = _group(commands, "key", "rotate a node's keys (admin)", "Rotate a node's keys (PROTOCOL 16.6).")
-    rotate = _verb(
-        keys,
-        "rotate",
-        cmd_key_rotate,
-        "a node's new key; the old one works until the window ends",
-        "Make a node's next key and record the rotation on the admin ledger: an ingest node's CURVE key "
-        "pair (during the window it serves the old key on its port and the new one on its rotation_port; "
-        "then only the new one), a replica's or an observer's Ed25519 cosignature key (its cosignatures by "
-        "the old key count only when stamped before the window's end, with its CURVE key if it has a "
-        "rotation_port), a verifier's CURVE key (the key it reads the nodes with and serves status on).",
-    )
-    # Not "node": the global --node option (which node a command goes to) has that name.
-    rotate.add_argument("rotated", metavar="NODE")
-    rotate.add_argument(
-        "--window",
-        type=positive,
-        default=DEFAULT_WINDOW_SECONDS,
-        metavar="SECONDS",
-        help=f"how long the old key keeps working (default {DEFAULT_WINDOW_SECONDS})",
-    )
-    rotate.add_argument(
-        "--passphrase",
-        action="store_true",
-        help=f"protect the new secret key with the node's passphrase, from ${PASSPHRASE_ENV}",
-    )
-
-
 def _totp_action(cmd: str) -> SessionVerb:
     def run(session: Session, args: argparse.Namespace) -> int:
         request = {} if args.account is None else {"account": args.account}
@@ -1034,166 +532,10 @@ def _totp_action(cmd: str) -> SessionVerb:
     return run
 
 
-def add_admin_verbs(actions: Subparsers) -> None:
-    """``vledger admin log`` and ``vledger admin totp``: the admin ledger, record by record, and
-    admins' second factors (the ``admin`` group is the node commands')."""
-    _verb(
-        actions,
-        "log",
-        cmd_admin_log,
-        "every account, key and grant change, in order",
-        "Show the admin ledger: each change of an account, key, grant or node key, when, by whom and "
-        "through which key, each record checked as the next of the chain.",
-    )
-    totp = actions.add_parser(
-        "totp",
-        help="admins' second factors (TOTP)",
-        description="Give an admin account a second factor: an authenticator app's one-time codes (RFC 6238) "
-        "and ten recovery codes, printed once. Admin commands then need a code (--otp), and in production "
-        "mode ([cluster] production = true) every admin command does.",
-    )
-    totp_actions = totp.add_subparsers(dest="totp_action", required=True, metavar="ACTION")
-    enroll = _verb(
-        totp_actions,
-        "enroll",
-        _totp_action("totp.enroll"),
-        "a first second factor for an admin (default: you)",
-        "Enroll an admin account that has no second factor (default: your own): prints its otpauth:// URI "
-        "and recovery codes once.",
-    )
-    enroll.add_argument("account", type=account_name, nargs="?", metavar="ACCOUNT")
-    reset = _verb(
-        totp_actions,
-        "reset",
-        _totp_action("totp.reset"),
-        "a new second factor for another admin",
-        "Replace another admin's second factor (a lost phone): the old codes and recovery codes stop working; "
-        "prints the new URI and recovery codes once, to hand over.",
-    )
-    reset.add_argument("account", type=account_name, metavar="ACCOUNT")
-
-
 # --- registration ------------------------------------------------------------------------------------------
-
-
-def add_client_verbs(commands: Subparsers) -> None:
-    """Every client verb: what ``vledger`` offers and what a shell line may run."""
-    _add_ledger_verbs(commands)
-    _add_record_verbs(commands)
-    _add_vote_verbs(commands)
-    _add_money_verbs(commands)
-    _add_seal_verbs(commands)
-    _add_file_verbs(commands)
-    _add_user_verbs(commands)
-    _add_receipt_verbs(commands)
-    _add_grant_verbs(commands)
-    _add_key_verbs(commands)
-
-
-def _add_receipt_verbs(commands: Subparsers) -> None:
-    receipts = _group(
-        commands,
-        "receipt",
-        "fetch a record's receipt, or check one offline",
-        "A receipt is a record, its inclusion proof and a cosigned checkpoint (docs/PROTOCOL.md section 14).",
-    )
-    get = _verb(
-        receipts,
-        "get",
-        cmd_receipt_get,
-        "fetch and verify a record's receipt",
-        "Fetch the record, a checkpoint covering it with --quorum cosignatures (waiting up to --wait "
-        "seconds for one) and its inclusion proof; verify them all; write the receipt file.",
-    )
-    get.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    get.add_argument("height", type=height, nargs="?", metavar="HEIGHT")
-    get.add_argument("--hash", type=record_hash, metavar="HEX", help="the record's hash instead of its height")
-    get.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the receipt here (default: stdout)")
-    get.add_argument(
-        "--quorum", type=count_arg, default=0, metavar="N", help="cosignatures of the cluster's witnesses needed (0)"
-    )
-    get.add_argument(
-        "--wait",
-        type=seconds,
-        default=DEFAULT_WAIT_SECONDS,
-        metavar="SECONDS",
-        help=f"wait this long for a checkpoint that covers the record ({DEFAULT_WAIT_SECONDS:g})",
-    )
-    verify = add_command(
-        receipts,
-        "verify",
-        cmd_receipt_verify,
-        "check a receipt offline (exit 0 valid, 1 refused)",
-        "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
-        "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
-        "(with --admin-key, also their rotated keys the receipt proves).",
-    )
-    verify.add_argument("file", type=Path, metavar="FILE")
-    verify.add_argument(
-        "--genesis", type=Path, metavar="FILE", help="the ledger's genesis record bytes, or its height-0 receipt"
-    )
-    verify.add_argument("--key", type=vkey_arg, metavar="VKEY", help="the ledger's checkpoint key (a note vkey)")
-    verify.add_argument(
-        "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
-    )
-    verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
-    verify.add_argument(
-        "--admin-key",
-        type=vkey_arg,
-        metavar="VKEY",
-        help="the admin ledger's checkpoint key (<cluster>/admin): a witness's rotated keys the receipt "
-        "proves on the admin ledger count as its own (PROTOCOL 16.6)",
-    )
-    verify.add_argument(
-        "--node-keys",
-        type=node_keys_arg,
-        metavar="TEXT",
-        help="node keys as vledger receipt keys prints them (with --admin-key): the witnesses' rotations, each "
-        "replaced key counting only for what its rotation says it cosigned, whatever the receipt carries",
-    )
-    add_json_option(verify)
-    keys = add_command(
-        receipts,
-        "keys",
-        cmd_receipt_keys,
-        "print the cluster's witness and admin keys as receipt verify options",
-        "Print each witness's cosignature key of generation 0 (<node>.sign.pub) as --witness VKEY, the admin "
-        "ledger's checkpoint key as --admin-key VKEY and, once a witness's key rotated, the rotation records "
-        "proven under an admin checkpoint (read from --store, else the configuration's stores) as --node-keys "
-        "TEXT: vledger receipt verify FILE --genesis G $(vledger receipt keys) --quorum N. A receipt cosigned by a "
-        "replaced key before its rotation then counts the witness, one by its newest key too, and a replaced "
-        "key's line on a checkpoint larger than its rotation says it cosigned does not (PROTOCOL 14.3). A witness "
-        "whose rotations no store proves is given by its newest key. Give a receipt reader these from a key "
-        "directory you trust, not from the receipt's source.",
-    )
-    keys.add_argument(
-        "--store", type=Path, metavar="DIR", help="a store holding the admin ledger (default: the configuration's)"
-    )
-    add_config_option(keys)
-    add_json_option(keys)
-
-
-def shell_parser() -> argparse.ArgumentParser:
-    """The parser of a shell line: the client verbs, without a `vledger` in front."""
-    parser = argparse.ArgumentParser(prog="vledger", add_help=False)
-    add_client_verbs(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    return parser
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     defaults = {name: getattr(args, name) for name in CLIENT_OPTIONS}
     with SessionPool() as pool:
         return Shell(shell_parser(), pool, defaults).run()
-
-
-def add_client_commands(commands: Subparsers) -> None:
-    add_client_verbs(commands)
-    shell = add_command(
-        commands,
-        "shell",
-        cmd_shell,
-        "an interactive client",
-        "Run client verbs line by line over one connection: `help`, tab completion, history in "
-        "~/.vledger_history, `quit` or end of input to leave.",
-    )
-    add_client_options(shell)

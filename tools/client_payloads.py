@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..client.session import Write
+from ..client.write import Write
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import identifiers
 from ..node.currency import amount_text, minor_unit_digits

@@ -39,13 +39,8 @@ from ..client.home_cache import HomeCache
 from ..client.session import Session
 from ..config.cluster import load_cluster
 from ..node.errors import PassphraseError, UsageError
-from .args import DEFAULT_CONFIG, config_path, default_config_file
-from .node_commands import PASSPHRASE_ENV
+from .args import DEFAULT_CONFIG, DEFAULT_TIMEOUT, KEY_ENV, PASSPHRASE_ENV, config_path, default_config_file
 from .paths import input_file
-
-KEY_ENV = "VLEDGER_KEY"
-OTP_ENV = "VLEDGER_OTP"
-DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,8 @@ from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..broker.signing import witness_keys
-from ..client.session import Session, Write, new_request_id, node_address, now_ms, reply_field
+from ..client.session import Session, new_request_id, node_address, now_ms, reply_field
+from ..client.write import Write
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
 from ..node import identifiers
@@ -58,10 +59,10 @@ from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, Electi
 from ..node.sealed import seal
 from ..verifier.tally import TallyReport
 from . import client_payloads as build
+from .args import ADMIN_KEY
 from .client_session import load_client_keys
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .moving_kinds import MOVING_KINDS, grant_moving_kinds, moving_kinds
-from .node_commands import ADMIN_KEY
 from .progress import Progress
 from .repl_commands import Checker
 from .tally_command import tally_report
@@ -74,7 +75,6 @@ LEDGERS = (ELECTION, ZAKAT, RESOURCES)
 # The kinds a run writes, in the order a report lists them.
 KINDS = ("register", "cast", "uncast", "withdraw", "donation", "disbursement", "issue", "transfer")
 SEAL_KEY_NAME = "zakat.seal"
-DEFAULT_VOTERS = 1000
 ELECTION_DAYS = 30
 OPENS_BEFORE_MS = 60_000
 CHUNK = 64  # records sent at once to one node, all in flight together

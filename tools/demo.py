@@ -26,7 +26,6 @@ from .progress import Progress
 from .verification import Verification, verify_store
 
 DEMO_NODE = "demo-node"
-DEFAULT_RECORDS = 300
 NAMES = ("Zoë", "José", "Ayşe", "Łukasz", "Nguyễn Văn An", "Søren", "Chloé", "Jürgen", "Renée", "Dvořák")
 CHOICES = ("alice", "bob", "carol")
 _ITEMS = ("water-liters", "rice-kg", "blankets", "medicine-kits")

@@ -38,10 +38,8 @@ from ..node.errors import KeyExistsError, KeyMaterialError, RemoteError, UsageEr
 from ..node.node_key_rotation import NO_SIGN_KEY
 from ..node.node_keys import ROTATION_RECORD_KIND
 from ..node.rules.admin import ADMIN_LEDGER
+from .args import PASSPHRASE_ENV
 from .client_output import print_json
-from .node_commands import PASSPHRASE_ENV
-
-DEFAULT_WINDOW_SECONDS = 24 * 3600
 
 
 def cmd_key_rotate(session: Session, args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from ..broker import redis_acl
 from ..broker.accounts import AccountRegistry, bootstrap_admin
@@ -20,22 +19,15 @@ from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.redis import check_redis_url
-from ..ingest.replica import run_replica
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
-from ..ingest.server import run_ingest
 from ..node.errors import KeyExistsError, UsageError
 from ..node.rules.admin import ADMIN_LEDGER
-from ..verifier.gateway import run_gateway
-from ..verifier.observer import run_observer
-from ..verifier.process import run_verifier
-from .args import Subparsers, add_command, add_json_option, config_file, node_name
+from .args import ADMIN_KEY, PASSPHRASE_ENV, config_file
 from .client_output import print_enrollment
 from .key_bundles import Written, write_bundles
 from .paths import input_file
 
 log = logging.getLogger(__name__)
-PASSPHRASE_ENV = "VLEDGER_PASSPHRASE"  # noqa: S105 (the variable's name, not a secret)
-ADMIN_KEY = "admin"  # the cluster's first admin key pair: <keys>/admin.key, admin.key_secret
 
 
 def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
@@ -53,43 +45,30 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> str | None:
     return first
 
 
-# The node processes, by role: each runs until SIGTERM or SIGINT.
-NODE_PROCESSES: dict[str, tuple[Callable[[ClusterConfig, str, str | None], None], str, str]] = {
-    "ingest": (
-        run_ingest,
-        "run an ingest node",
-        "Run the ingest node NAME of the cluster configuration: CURVE-encrypted client commands, durable "
-        "appends, checkpointed and published to the replicas, until SIGTERM or SIGINT.",
-    ),
-    "replica": (
-        run_replica,
-        "run a replica node",
-        "Run the replica node NAME of the cluster configuration: follow the feeds of the nodes it follows, "
-        "verify and store every record its home's checkpoints cover, catch up on any gap, serve the read commands, "
-        "until SIGTERM or SIGINT.",
-    ),
-    "observer": (
-        run_observer,
-        "run an observer node",
-        "Run the observer node NAME of the cluster configuration: follow, verify and store every record "
-        "as a replica does, serve the read commands, re-run every ledger's domain rules from the chain "
-        "(flagging what breaks them) and publish tallies signed with NAME.sign to Redis, until SIGTERM "
-        "or SIGINT.",
-    ),
-    "verifier": (
-        run_verifier,
-        "run the verifier",
-        "Run the verifier NAME of the cluster configuration: check every new record on every copy, compare "
-        "every copy's head with its home's, and sweep every copy from genesis, raising an alert on any "
-        "divergence or tampering, until SIGTERM or SIGINT.",
-    ),
-}
-
-
 def cmd_node(args: argparse.Namespace) -> int:
-    run = NODE_PROCESSES[args.command][0]
+    run = _process(args.command)
     run(load_cluster(config_file(args.config)), args.node, _passphrase(args, confirm=False))
     return 0
+
+
+def _process(role: str) -> Callable[[ClusterConfig, str, str | None], None]:
+    """The process a node of ``role`` runs, whose module alone is imported: each process module
+    imports its own servers (aiohttp, prometheus-client, Redis), which the others do not run."""
+    if role == "ingest":
+        from ..ingest.server import run_ingest  # noqa: PLC0415
+
+        return run_ingest
+    if role == "replica":
+        from ..ingest.replica import run_replica  # noqa: PLC0415
+
+        return run_replica
+    if role == "observer":
+        from ..verifier.observer import run_observer  # noqa: PLC0415
+
+        return run_observer
+    from ..verifier.process import run_verifier  # noqa: PLC0415
+
+    return run_verifier
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -101,6 +80,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 0
     if args.node is None:
         raise UsageError("name the node whose store to serve (--node NAME), or give --list")
+    from ..verifier.gateway import run_gateway  # noqa: PLC0415 - see _process
+
     run_gateway(config, args.node, logs_dir=args.logs, host=args.host, port=args.port)
     return 0
 
@@ -254,102 +235,3 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     if enrollment is not None:
         print_enrollment(args.account, enrollment.uri, list(enrollment.recovery_codes))
     return 0
-
-
-def add_node_commands(commands: Subparsers) -> Subparsers:
-    """The node commands; returns the ``admin`` group, where the client verb ``admin log`` goes."""
-    for role, (_, summary, description) in NODE_PROCESSES.items():
-        node = add_command(commands, role, cmd_node, summary, description)
-        node.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-        node.add_argument("--node", type=node_name, required=True, metavar="NAME", help=f"which {role} node to run")
-        _add_passphrase_option(node, "the node's secret keys are protected by a passphrase")
-
-    gateway = add_command(
-        commands,
-        "gateway",
-        cmd_gateway,
-        "serve a node's store over public read-only HTTP",
-        "Serve the store of node NAME read-only over HTTP on its gateway_port: the C2SP tlog-tiles of "
-        "every ledger, JSON records, ranges, proofs, voters' records, the observers' signed tallies, "
-        "fund balances, an event stream and the web pages (check my vote, live tally, charity, "
-        "operators' dashboard), until SIGTERM or SIGINT. No account is needed; nothing is written.",
-    )
-    gateway.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    gateway.add_argument("--node", type=node_name, metavar="NAME", help="whose store to serve")
-    gateway.add_argument("--list", action="store_true", help="print the configured gateways' addresses and exit")
-    gateway.add_argument("--port", type=int, metavar="PORT", help="listen here instead of the node's gateway_port")
-    gateway.add_argument(
-        "--host", metavar="ADDRESS", help="bind this address (a container: 0.0.0.0) instead of the node's bind or host"
-    )
-    gateway.add_argument(
-        "--logs",
-        type=Path,
-        metavar="DIR",
-        help="the processes' log files (<node>.log): their last lines are shown on the dashboard (/api/cluster) "
-        "to whoever reaches the gateway, so give it only to a gateway this host alone reaches",
-    )
-
-    keygen = add_command(
-        commands,
-        "keygen",
-        cmd_keygen,
-        "create CURVE key pairs",
-        "Create a CURVE key pair: NAME.key (public) and NAME.key_secret (mode 0600). With "
-        "--cluster, every key pair the configuration needs that does not exist yet.",
-    )
-    keygen.add_argument("name", nargs="?", metavar="NAME", help="the key pair's name (an account or node name)")
-    keygen.add_argument("--dir", type=Path, default=Path("."), metavar="DIR", help="where to write (default: .)")
-    keygen.add_argument("--cluster", type=Path, metavar="CONFIG", help="create the cluster's missing key pairs")
-    keygen.add_argument(
-        "--bundles",
-        type=Path,
-        metavar="DIR",
-        help="with --cluster: also write DIR/<node>, DIR/gateway, DIR/redis (and DIR/sentinel behind Sentinel), "
-        "each holding only the key files that process reads, to be its key directory (tools/key_bundles.py)",
-    )
-    _add_passphrase_option(keygen, "protect the secret key with a passphrase (scrypt + ChaCha20-Poly1305)")
-    add_json_option(keygen)
-
-    admin = commands.add_parser(
-        "admin",
-        help="the first admin, and the admin ledger",
-        description="Create the first admin account (bootstrap) or read the admin ledger (log).",
-    )
-    actions = admin.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
-    bootstrap = add_command(
-        actions,
-        "bootstrap",
-        cmd_admin_bootstrap,
-        "create the first admin account (local, on a node's host)",
-        "Bind a public key to a new admin account directly in the cluster's Redis. Only for the "
-        "first admin: later accounts are made over the protocol by an admin, and the first admin "
-        "command records this one on the admin ledger.",
-    )
-    bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
-    bootstrap.add_argument("--key", type=Path, required=True, metavar="FILE.key", help="its public key file")
-    bootstrap.add_argument(
-        "--totp",
-        action="store_true",
-        help="also give the account a new second factor (replacing any it has): prints its otpauth:// URI and "
-        "recovery codes once",
-    )
-    add_json_option(bootstrap)
-    migrate_keys = add_command(
-        actions,
-        "migrate-keys",
-        cmd_admin_migrate_keys,
-        "rename Redis keys of the older layout (before hash tags)",
-        "Rename every Redis key of the layout without hash tags to its tagged name (docs/PROTOCOL.md "
-        "10.10), once, after an upgrade; running it again changes nothing. An old key whose new name "
-        "holds other data is kept and listed, never deleted.",
-    )
-    migrate_keys.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    add_json_option(migrate_keys)
-    return actions
-
-
-def _add_passphrase_option(command: argparse.ArgumentParser, text: str) -> None:
-    command.add_argument(
-        "--passphrase", action="store_true", help=f"{text}; read from ${PASSPHRASE_ENV} or asked on the terminal"
-    )

@@ -30,8 +30,8 @@ from ..client.session import Session
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import RecordError, UsageError
-from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, decode_node_keys, encode_node_keys, node_keys_of
-from ..node.note import VerifierKey, parse_checkpoint, parse_note, parse_verifier_key, witness_groups
+from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, encode_node_keys, node_keys_of
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..node.rules.admin import ADMIN_LEDGER
@@ -42,22 +42,7 @@ from .client_output import print_json
 from .paths import is_store, output_file
 
 EXIT_OK, EXIT_REFUSED = 0, 1
-DEFAULT_WAIT_SECONDS = 10.0
 MAX_FILE_BYTES = 1024 * 1024  # a receipt or genesis file is far smaller: refuse before reading more
-
-
-def vkey_arg(value: str) -> VerifierKey:
-    try:
-        return parse_verifier_key(value)
-    except Exception as e:
-        raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
-
-
-def node_keys_arg(value: str) -> NodeKeys:
-    try:
-        return decode_node_keys(value)
-    except Exception as e:
-        raise argparse.ArgumentTypeError(f"not node keys: {getattr(e, 'message', e)}") from None
 
 
 def _read(path: Path) -> bytes:

@@ -71,9 +71,8 @@ from ..node.tree import Frontier, leaf_hash, root_from_inclusion
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, home_key, pinned_key, witness_keys_in_force
 from ..verifier.node_keys import witness_histories_now
-from .args import Subparsers, add_command, add_json_option, config_file, node_name, positive
+from .args import config_file
 from .client_output import print_json
-from .client_payloads import seconds
 from .client_session import load_client_keys
 from .paths import input_file
 from .progress import Progress
@@ -798,37 +797,3 @@ def cmd_repair(args: argparse.Namespace) -> int:
     else:
         _print(result)
     return 0
-
-
-def add_repair_command(commands: Subparsers) -> None:
-    repair = add_command(
-        commands,
-        "repair",
-        cmd_repair,
-        "rebuild a node's store from copies consistent with a quorum-cosigned checkpoint",
-        "Rebuild NODE's store, which must be stopped: per ledger, take the largest checkpoint its home "
-        "signed that a quorum of witnesses cosigned (their keys from the key directory), find another "
-        "node whose tree at that size has that root, copy and verify its records into a fresh store "
-        "beside NODE's, and only then move the old store aside (<store>.broken-<time>, never deleted) "
-        "and put the new one in place. Refuses, saying why and changing nothing, when there is no such "
-        "checkpoint or source, or a record does not verify. Exit 0 repaired, 1 refused, 2 usage.",
-    )
-    repair.add_argument("node", type=node_name, metavar="NODE", help="the node whose store to rebuild")
-    repair.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    repair.add_argument(
-        "--key", type=Path, metavar="FILE", help="the key to read the other nodes with (default: NODE's own)"
-    )
-    repair.add_argument(
-        "--quorum", type=positive, metavar="N", help="cosignatures the checkpoint needs (default: a majority)"
-    )
-    repair.add_argument(
-        "--force", action="store_true", help="rebuild even a store that already holds every quorum checkpoint"
-    )
-    repair.add_argument(
-        "--restart", action="store_true", help="stop NODE through supervisord first, start it again after"
-    )
-    repair.add_argument("--run-dir", type=Path, metavar="DIR", help="supervisord's directory (as for supervise)")
-    repair.add_argument(
-        "--timeout", type=seconds, default=10.0, metavar="SECONDS", help="how long one request may wait (10)"
-    )
-    add_json_option(repair)

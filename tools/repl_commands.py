@@ -74,9 +74,8 @@ from ..node.witness import (
     witness_name,
 )
 from ..verifier.node_keys import follow_redis, witness_histories_of
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
+from .args import config_file
 from .client_output import table
-from .client_payloads import seconds
 from .watching import watch_rounds
 
 EXIT_OK = 0
@@ -86,42 +85,6 @@ REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer fails the command, 
 UNKNOWN_ROLE = "unknown"  # a node Redis names that the configuration does not
 SHOWN_ROLES = ("ingest", *FOLLOWER_ROLES)  # the configured nodes listed even if they never reported
 _ROLE_ORDER = {"ingest": 1, **{role: 2 for role in FOLLOWER_ROLES}}
-
-JSON_SHAPE = """\
-With --json, one JSON object (with --watch, one per line and round; a round that cannot
-read Redis prints its error on stderr instead, and the watch goes on):
-
-  {"redis": URL (password hidden), "current": bool (no replica or observer lags or is down),
-   "ledgers": [{"ledger": str, "home": node (the cluster file's, or the proven epoch's),
-                "epoch": int (the newest proven: 1 until a handover is proven),
-                "claimed": null, or {"epoch": int, "home": node}: what Redis names
-                           when it is not the proven epoch and home (claimed, unproven),
-                "head": int (-1: no record yet), "head_from": "checkpoint" (the latest
-                checkpoint that verifies, size - 1) or "home" (none verifies: the
-                home's held height or the stream's last, whichever is higher),
-                "stream_head": int or null, "home_held": int or null,
-                "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|...|"unknown",
-                           "held": int or null (never reported),
-                           "lag": int or null (head - held; null when unverified),
-                           "lagging": bool,
-                           "cosigned": int or null (the size its verified cosignature is of),
-                           "unverified": bool (held above the head: a claim nothing signed
-                                           confirms; anyone who reaches Redis can write it),
-                           "down": bool (its heartbeat in Redis is older than 30 s, or
-                                    6 accounts polls: "held" is what it last said)}],
-                "counts": [{"holders": int, "records": int}],
-                "lagging": [node names],
-                "checkpoint": int or null (the size of the latest checkpoint that verifies),
-                "cosigned": {witness: int (the size of its cosignature that verifies)}}]}
-
-"counts" is the distribution of replication counts over the records 0..head: how many
-records are held by that many nodes (the home included), fewest holders first; only the
-configuration's ingest, replica and observer nodes count (a held height is still a claim).
-
-Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
-unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
-that never reported counts as lagging) or is down.
-With --watch the command runs until interrupted and exits with the last round's code."""
 
 
 Epoch = tuple[int, str]  # a ledger's epoch: (number, home)
@@ -622,34 +585,3 @@ def cmd_repl_status(args: argparse.Namespace) -> int:
         )
     finally:
         client.close()
-
-
-def add_repl_commands(commands: Subparsers) -> None:
-    repl = commands.add_parser(
-        "repl",
-        help="replication: who holds how much of each ledger",
-        description="Replication, as the cluster's Redis records it.",
-    )
-    actions = repl.add_subparsers(dest="repl_action", required=True, metavar="ACTION")
-    status = add_command(
-        actions,
-        "status",
-        cmd_repl_status,
-        "each ledger's head, every node's held height and lag, the replication counts",
-        "For every ledger in the cluster's Redis (the configuration's [cluster] redis, or\n"
-        "$REDIS_URL): its head (what the home signed: its latest checkpoint that verifies;\n"
-        "without one, the home's held height or the stream's last), the stream's last height,\n"
-        "every node's held height and lag (head - held; '-' if it never reported; a held\n"
-        "height above the head is 'unverified'): the configuration's ingest, replica and\n"
-        "observer nodes, and any other node Redis names (counted nowhere);\n"
-        "how many records have each replication count (hints: held heights prove nothing);\n"
-        "and each ledger's latest checkpoint with the witnesses whose cosignature verifies\n"
-        "(what a put's w counts). Asks no node: shows what Redis last heard.",
-    )
-    status.formatter_class = argparse.RawDescriptionHelpFormatter
-    status.epilog = JSON_SHAPE
-    add_config_option(status)
-    add_json_option(status)
-    status.add_argument(
-        "--watch", type=seconds, metavar="SECONDS", help="print again every SECONDS until interrupted (Ctrl-C)"
-    )

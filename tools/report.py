@@ -10,12 +10,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..node.errors import RecordError, VledgerError
-from .verification import LedgerReport, Verification
 
-if TYPE_CHECKING:  # the demos' modules are imported when a demo prints (see cli.LOCAL_COMMANDS)
+if TYPE_CHECKING:  # the commands' modules are imported when their command runs (see cli.COMMANDS)
     from .cluster_demo import ClusterDemoRun
     from .demo import DemoRun
     from .exporting import ExportSummary
+    from .verification import LedgerReport, Verification
 
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
@@ -57,7 +57,7 @@ def print_export(summary: ExportSummary) -> None:
 
 
 def print_demo(run: DemoRun) -> None:
-    from .demo import DEMO_NODE  # noqa: PLC0415 - see cli.LOCAL_COMMANDS
+    from .demo import DEMO_NODE  # noqa: PLC0415 - see cli.COMMANDS
 
     directory, result = run.directory, run.verification
     created = f"created {', '.join(run.created)}" if run.created else "reopened its ledgers"
@@ -82,7 +82,7 @@ def print_demo(run: DemoRun) -> None:
 
 def print_cluster_demo(run: ClusterDemoRun) -> None:
     """The end of a cluster demo (its start was said as it began: the cluster, the voters)."""
-    from .client_payloads import money_text  # noqa: PLC0415 - see cli.LOCAL_COMMANDS
+    from .client_payloads import money_text  # noqa: PLC0415 - see cli.COMMANDS
     from .cluster_demo import ELECTION, KINDS, LEDGERS  # noqa: PLC0415
     from .tally_command import report_lines  # noqa: PLC0415
 

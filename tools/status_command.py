@@ -42,10 +42,10 @@ from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
 from ..node.errors import NodeUnavailableError, RemoteError, StoreDamagedError, UsageError, VledgerError
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file
+from .args import KEY_ENV, config_file
 from .client_output import table
-from .client_payloads import seconds
-from .client_session import KEY_ENV, load_client_keys
+from .client_session import load_client_keys
+from .cluster_parsers import HELLO_TIMEOUT
 from .paths import input_file
 from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_down, read_status
 from .repl_commands import print_status as print_ledgers
@@ -56,50 +56,8 @@ from .watching import watch_rounds
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PROBLEM = EXIT_LAGGING  # 3, as `repl status` and `supervise status` (supervisorctl's LSB code)
-HELLO_TIMEOUT = 1.0  # seconds a node has to answer hello (and a verifier status) before it counts as down
 RUNNING = "RUNNING"  # supervisord's state of a program that runs
 _SUPERVISOR_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
-
-JSON_SHAPE = """\
-With --json, one JSON object (with --watch, one per line and round). Redis down does not
-hide the nodes: they are still asked over CURVE, and "redis_error" says why the ledgers and
-alerts (read from Redis) are empty:
-
-  {"cluster": str, "redis": URL (password hidden), "redis_error": str or null (Redis down),
-   "ok": bool (exit code 0),
-   "problems": [str]: one sentence for each thing down, behind or alerted,
-   "supervisord": null (no --run-dir)
-                  or {"socket": path, "pid": int or null (none answers),
-                      "programs": {name: {"state": "RUNNING"|"EXITED"|..., "pid": int or null}}},
-   "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|"verifier",
-              "up": bool (answered hello), "error": str or null (why not, or a verifier's
-              failed status), "version": str or null,
-              "current": bool or null (replicas and observers: caught up and behind nothing),
-              "behind": {ledger: records},
-              "standby": null, or for an ingest node that is a standby (its hello's):
-                         {"ledgers": [names], "follow_restarts": int (its follow ran again
-                          after a bug, since the node started: see its log)},
-              "process": {"state": str, "pid": int or null} or null (not supervised here)}],
-   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "head", "head_from",
-               "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
-               "cosigned", "unverified", "down" (here: it does not answer hello; "held" is what
-               it last said)}], "counts": [{"holders", "records"}], "lagging": [node],
-               "checkpoint", "cosigned"}],
-   "verifiers": [{"node": str, "up": bool, "checked": int or null (stream entries checked),
-                  "swept": int or null (records re-verified by sweeps),
-                  "copies": [{"copy": "node|ledger", "sweeps": int, "records": int,
-                              "age_s": float or null (since its last complete sweep; null: none yet)}],
-                  "oldest": one of "copies" (a copy never swept first, else the oldest sweep) or null}],
-   "open_alerts": {"node|ledger|what": {"id", "node", "ledger", "height", "what", "detail", "source",
-                   "expected", "found", "raised_by" (the node whose keys hold it; absent for the
-                   admin's shared keys)} (strings, as `vledger verify --cluster --json` gives them)}}
-
-Exit codes: 0 every node answers, every replica and observer is current, no ledger is
-behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis
-cannot be reached (the nodes are shown all the same), or the configuration or the key cannot
-be read; 2 usage; 3 something
-is down, behind or alerted. With --watch the command runs until interrupted and exits
-with the last round's code."""
 
 
 # --- what was read ------------------------------------------------------------------------------
@@ -665,32 +623,3 @@ def cmd_status(args: argparse.Namespace) -> int:
             return watch_status(reader, as_json=args.json, interval=args.watch)
     finally:
         client.close()
-
-
-def add_status_command(commands: Subparsers) -> None:
-    status = add_command(
-        commands,
-        "status",
-        cmd_status,
-        "the whole cluster: nodes up, replication, the verifier, open alerts",
-        "One view of the cluster. Every node of the configuration is asked hello (each at most\n"
-        f"{HELLO_TIMEOUT:g} s, all at once): up or down, and whether each replica and observer is current.\n"
-        "With --run-dir, supervisord's state and pid of each program too. From the cluster's\n"
-        "Redis (the configuration's [cluster] redis, or $REDIS_URL), as `vledger repl status`:\n"
-        "each ledger's head, every node's held height and lag, the replication counts; and the\n"
-        "open alerts. From each verifier: the records it checked and its oldest complete sweep.\n"
-        "The nodes are asked with --key (or $VLEDGER_KEY): any account's key, e.g. the admin's.",
-    )
-    status.formatter_class = argparse.RawDescriptionHelpFormatter
-    status.epilog = JSON_SHAPE
-    add_config_option(status)
-    status.add_argument(
-        "--key", type=Path, metavar="FILE", help=f"the secret key that asks the nodes (default: ${KEY_ENV})"
-    )
-    status.add_argument(
-        "--run-dir", type=Path, metavar="DIR", help="where `vledger supervise` runs the cluster: its process table too"
-    )
-    add_json_option(status)
-    status.add_argument(
-        "--watch", type=seconds, metavar="SECONDS", help="print again every SECONDS until interrupted (Ctrl-C)"
-    )

@@ -58,15 +58,13 @@ from ..config.supervisor import (
     supervisord_conf,
 )
 from ..node.errors import NodeUnavailableError, SupervisorError
-from .args import Subparsers, add_command, config_file
-from .client_payloads import seconds
+from .args import ADMIN_KEY, config_file
 from .client_session import load_client_keys
-from .node_commands import ADMIN_KEY, ensure_cluster_keys
+from .node_commands import ensure_cluster_keys
 
 EXIT_OK = 0
 EXIT_NOT_RUNNING = 3  # supervisorctl's (LSB) status code for a program that is not running
 ADMIN_ACCOUNT = "admin"
-DEFAULT_TIMEOUT = 60.0
 POLL_INTERVAL = 0.05  # between two polls of supervisord's process table
 ANSWER_TIMEOUT = 0.5  # how long one readiness probe (PING, hello) may wait
 LOG_TAIL_LINES = 8
@@ -472,31 +470,3 @@ def cmd_supervise(args: argparse.Namespace) -> int:
         case "conf":
             print(supervisord_conf(config, layout), end="")
     return EXIT_OK
-
-
-def add_supervise_command(commands: Subparsers) -> None:
-    supervise = add_command(
-        commands,
-        "supervise",
-        cmd_supervise,
-        "run the cluster on this host under supervisord: start, stop, status",
-        "start: create the missing keys and the admin account, write RUN/supervisord.conf (Redis and "
-        "one program per node), start supervisord unless it runs, and wait until every process "
-        "answers. stop: stop them all and wait until they are gone. status: supervisorctl status "
-        "(exit 3 when a process is not running). conf: print the supervisord.conf.",
-    )
-    supervise.add_argument("action", choices=["start", "stop", "status", "conf"], help="what to do")
-    supervise.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    supervise.add_argument(
-        "--run-dir",
-        type=Path,
-        metavar="DIR",
-        help="supervisord's file, socket and logs, and Redis's data (default: the folder of the data directory)",
-    )
-    supervise.add_argument(
-        "--timeout",
-        type=seconds,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long start and stop wait ({DEFAULT_TIMEOUT:g})",
-    )

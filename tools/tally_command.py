@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -39,28 +40,34 @@ import redis
 
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import load_verify_key, signing_key_paths
+from ..broker.signing import load_verify_key, newest_witness_keys, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
+from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.key_chains import KeyChains
+from ..node.cosigning import gather
 from ..node.currency import minor_unit_digits
 from ..node.epoch import epoch_claim
 from ..node.errors import (
     BadEpochError,
     NoSuchLedgerError,
+    NotFoundError,
     RedisServerError,
     UsageError,
     VledgerError,
 )
 from ..node.json_values import jsonable
-from ..node.note import parse_checkpoint, parse_note, verify_checkpoint
-from ..node.tally_body import Snapshot
+from ..node.key_rotation import KeyChain
+from ..node.ledger import LedgerRules
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
+from ..node.record import decode_record
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
     AGREE,
     EXIT_OK,
     MISMATCH,
-    STALE_AFTER_MS,
     Checked,
     LedgerHead,
     TallyReport,
@@ -74,7 +81,7 @@ from ..verifier.tally import (
     read_tallies,
     stale_observers,
 )
-from .args import Subparsers, add_command, add_config_option, add_json_option, config_file, ledger_name
+from .args import config_file
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
@@ -113,7 +120,7 @@ def _signature(checked: Checked | None) -> str:
 def head_json(head: LedgerHead | None) -> dict[str, Any] | None:
     if head is None:
         return None
-    return {"size": head.size, "signer": head.signer, "problem": head.problem}
+    return {"size": head.size, "signer": head.signer, "problem": head.problem, "since_ms": head.since_ms}
 
 
 def report_json(report: TallyReport) -> dict[str, Any]:
@@ -263,7 +270,8 @@ def _head_lines(report: TallyReport) -> list[str]:
     if report.behind:
         lines.append(
             f"BEHIND: the observers agree only at height {report.verdict.height}, which the checkpoint's "
-            f"{head.size:,} records left behind, on tallies signed more than --stale-after ago"
+            f"{head.size:,} records left behind, on tallies signed more than --stale-after ago, dated ahead "
+            "of this computer's clock, or behind a checkpoint witnesses cosigned more than --stale-after ago"
         )
     return lines
 
@@ -288,10 +296,17 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     if standby is not None:
         signers.append(standby)
     problems: list[str] = []
-    heads = [_verified_head(config, ledger, n, [s.name for s in signers], standby, problems) for n in notes]
+    witnesses = list(newest_witness_keys(config).values())
+    chain = _RedisChain(replication, ledger)
+    heads = [
+        _verified_head(config, ledger, n, [s.name for s in signers], standby, witnesses, problems, chain) for n in notes
+    ]
     verified = [head for head in heads if head is not None]
     if verified:
         best = max(verified, key=lambda head: head.size or 0)
+        # A witness that cosigned a tree at least this large at T saw this one by T (append-only).
+        times = [h.since_ms for h in verified if h.since_ms is not None and (h.size or 0) >= (best.size or 0)]
+        best = replace(best, since_ms=min(times, default=None))
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(
@@ -310,20 +325,96 @@ def _claimed_size(note: bytes) -> int | None:
 
 
 def _verified_head(
-    config: ClusterConfig, ledger: str, note: bytes, signers: list[str], standby: Any, problems: list[str]
+    config: ClusterConfig,
+    ledger: str,
+    note: bytes,
+    signers: list[str],
+    standby: Any,
+    witnesses: list[VerifierKey],
+    problems: list[str],
+    chain: _RedisChain | None = None,
 ) -> LedgerHead | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover); else None, the reasons added to ``problems``."""
-    for name in signers:
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), with the oldest time one of
+    ``witnesses`` cosigned it at; else None, the reasons added to ``problems``."""
+    for i, name in enumerate(signers):
         try:
             key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
+            if i == 0 and chain is not None:  # the key in force at the note's size (13.8)
+                key = chain.key_for(note, key)
             checkpoint = verify_checkpoint(note, key).checkpoint
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
-            return LedgerHead(checkpoint.size, name)
+            cosigned = gather([note], key, key.name, witnesses)
+            return LedgerHead(checkpoint.size, name, since_ms=cosigned[0].since_ms if cosigned else None)
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None
+
+
+class _RedisChain:
+    """The ledger's checkpoint key chain (13.8) from the records the Redis stream holds (read
+    once, at the first note: only a genesis that lists ``checkpoint_key`` makes it scan them):
+    after ``vledger ledger rotate-key`` the home signs with a key no ``<home>.sign.pub`` holds,
+    and every run exited 4 (outsider23 F4) while the rotation record proves that key from the
+    genesis; and the retired key signs nothing past its rotation. The chain must start at the
+    key-directory key, the operator's trust, which the genesis must pin; a stream trimmed past
+    the genesis proves nothing and leaves that key alone."""
+
+    def __init__(self, replication: ReplicationLedger, ledger: str) -> None:
+        self.replication = replication
+        self.ledger = ledger
+        self._chain: KeyChain | None = None
+        self._read = False
+
+    def key_for(self, note: bytes, home: VerifierKey) -> VerifierKey:
+        """The key in force at ``note``'s claimed size along a chain starting at ``home``; else ``home``."""
+        size = _claimed_size(note)
+        if size is None:
+            return home
+        if not self._read:
+            self._read = True
+            try:
+                self._chain = KeyChains(_StreamRows(self.replication), lambda ledger: None).stored(self.ledger)
+            except VledgerError:
+                self._chain = None
+        chain = self._chain
+        if chain is None or chain.keys[0].public_key != home.public_key:
+            return home
+        return chain.key_for_size(size)
+
+
+class _StreamRows:
+    """A ledger's records as the Redis stream holds them, for ingest/key_chains.py: from the
+    genesis, or not at all (a trimmed stream raises)."""
+
+    PAGE = 1000
+
+    def __init__(self, replication: ReplicationLedger) -> None:
+        self.replication = replication
+
+    def size(self, ledger: str) -> int:
+        return self.replication.last_height(ledger) + 1
+
+    def rules(self, ledger: str) -> LedgerRules:
+        genesis = self.replication.read(ledger, 0, 1)
+        if not genesis or genesis[0].height != 0:
+            raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds its genesis")
+        return LedgerRules.from_genesis(decode_record(genesis[0].data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        at = start
+        while stop is None or at < stop:
+            rows, _ = self.replication.read_rows(ledger, at, self.PAGE)
+            for height, data in rows:
+                if stop is not None and height >= stop:
+                    return
+                if height != at:
+                    raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds height {at}")
+                yield height, data
+                at += 1
+            if len(rows) < self.PAGE:
+                return
 
 
 def tally_report(
@@ -379,39 +470,3 @@ def cmd_tally(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report_lines(report)))
     return report.exit_code
-
-
-def add_tally_command(commands: Subparsers) -> None:
-    tally = add_command(
-        commands,
-        "tally",
-        cmd_tally,
-        "the observers' signed tallies of a ledger, checked, and whether they agree",
-        "Show every observer's latest signed tally of LEDGER from the cluster's Redis, each signature "
-        "checked with the observer's public key NAME.sign.pub, and whether the observers agree at the "
-        "newest height they all counted, and whether each has counted up to the ledger's latest "
-        "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
-        "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
-        "(behind the checkpoint, signing nothing newer for --stale-after seconds) or ahead of it (claiming "
-        "records no checkpoint holds), the agreement is old and behind the checkpoint, or no checkpoint verified.",
-    )
-    tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-    tally.add_argument(
-        "--stale-after",
-        type=_seconds,
-        default=STALE_AFTER_MS / 1000,
-        metavar="SECONDS",
-        help=f"how long an observer behind the checkpoint may sign nothing newer ({STALE_AFTER_MS // 1000})",
-    )
-    add_config_option(tally)
-    add_json_option(tally)
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds >= 0")
-    return seconds

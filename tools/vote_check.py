@@ -23,8 +23,6 @@ the error of its first bad record (exit 1).
 
 from __future__ import annotations
 
-import argparse
-import re
 from typing import Any
 
 from ..client.voters import VoterCheck
@@ -32,14 +30,6 @@ from ..node.note import VerifiedCheckpoint
 from ..node.rules import Ref
 from ..node.rules.votes import Voter
 from .client_output import print_json
-
-_ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
-
-
-def electronic_id_arg(value: str) -> str:
-    if not _ELECTRONIC_ID.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not an electronic id (E- and 16 lower-case hex)")
-    return value
 
 
 def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: bool) -> None:

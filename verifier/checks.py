@@ -372,12 +372,13 @@ class ClusterChecks:
         pool: PagePool | None = None,
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
         witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
-        tallies: Callable[[str, int | None], Alert | None] = lambda ledger, size: None,
+        tallies: Callable[[str, int | None], list[Alert]] = lambda ledger, size: [],
         stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
         # The observers' disagreement on a ledger, given its largest verified checkpoint's size, as a
-        # tally_mismatch or tally_uncompared alert (verifier/tally_watch.py).
+        # tally_mismatch or tally_uncompared alert, and their entries whose signature fails as
+        # bad_signature (verifier/tally_watch.py).
         self._tallies = tallies
         self._next_tallies = 0.0
         self._stopping = stopping or threading.Event()
@@ -1519,11 +1520,12 @@ class ClusterChecks:
     def compare_tallies(self) -> None:
         """Each checked ledger's observers' latest tallies compared at their newest common height
         (PROTOCOL 11.4): a disagreement is raised as ``tally_mismatch``, observers never compared
-        as ``tally_uncompared``, which only an operator resolves; resolved while still so, raised again."""
+        as ``tally_uncompared``, an entry whose signature fails as ``bad_signature``, which only an
+        operator resolves; resolved while still so, raised again."""
         for ledger, state in sorted(self.ledgers.items()):
             self._go_on()
-            alert = self._tallies(ledger, (state.checkpoint.size or None) if state.checkpoint is not None else None)
-            if alert is not None:
+            size = (state.checkpoint.size or None) if state.checkpoint is not None else None
+            for alert in self._tallies(ledger, size):
                 self.raise_alert(alert)
 
     # --- alerts ---------------------------------------------------------------------------

@@ -838,7 +838,7 @@ class Gateway:
         behind were answered "agree" while the command said STALE (outsider21 F3, F9)."""
         try:
             served = self.checkpoint(ledger)
-            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name)
+            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name, since_ms=served.gathered.since_ms)
         except VledgerError as e:  # none served (yet): nobody is judged, as the command does
             head = LedgerHead(None, problem=e.message)
         now = time.time_ns() // 1_000_000
@@ -1023,6 +1023,10 @@ API_QUERY: dict[str, frozenset[str]] = {
 }
 
 
+# The files the static route serves: read once, as the pages are (they do not change under a running gateway).
+STATIC_FILES = frozenset(p.name for p in (WEB_DIR / "static").iterdir() if p.is_file())
+
+
 @web.middleware
 async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse a query that names a parameter twice (bad_request): the routes read the first of
@@ -1030,8 +1034,10 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
     Refuse one an /api route does not read, too: ``checkpoint?witness=5`` (for ``witnesses``)
     was answered with the latest checkpoint, whatever its cosignatures, and no error; a misspelt
     option is never done without, as on the CURVE side (PROTOCOL 6.1). The pages read their own
-    query in the browser, so only /api routes are held to it. And one name a static file: aiohttp's
-    static route served ``/static/vledger.js/`` as the file."""
+    query in the browser, so only /api routes are held to it. And a static path must name one of
+    the static files: aiohttp's static route served ``/static/vledger.js/`` as the file, and
+    answered a missing one 404 with an empty body and no Cache-Control (a cache may keep it,
+    RFC 9111 4.2.2), which PROTOCOL 15 promises as a JSON refusal, never cached."""
     repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
     if repeated:
         raise BadRequestError(f"query parameter {repeated[0][:40]!r} given more than once")
@@ -1042,7 +1048,7 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
-    if request.path.startswith("/static/") and request.path.endswith("/"):
+    if request.path.startswith("/static/") and request.path.removeprefix("/static/") not in STATIC_FILES:
         raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
     return response

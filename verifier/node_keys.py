@@ -14,8 +14,6 @@ import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..broker.accounts import AccountRegistry
-from ..broker.replication import ReplicationLedger
 from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import ClusterConfig
 from ..node.errors import KeyMaterialError, VledgerError
@@ -93,6 +91,11 @@ def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ..
     """The key rotations proven by the admin ledger's cache in Redis and its home's latest
     checkpoint there (``vledger:{admin}:checkpoint``); () when there is none or no key to check
     them with. Raises Redis errors."""
+    # Redis's modules are imported by what reads Redis: the client (client/session.py) checks
+    # keys with this module's other functions and needs no Redis.
+    from ..broker.accounts import AccountRegistry  # noqa: PLC0415
+    from ..broker.replication import ReplicationLedger  # noqa: PLC0415
+
     admin_key = admin_checkpoint_key(config)
     if admin_key is None:
         return ()

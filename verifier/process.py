@@ -103,6 +103,9 @@ class StatusService:
         """Never called with any: :meth:`handle` answers at once."""
         return [each.reply() for each in waiting]
 
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        """Never called with any: :meth:`handle` answers at once."""
+
 
 def node_readers(
     config: ClusterConfig,

@@ -42,16 +42,16 @@ from ..node.rules.engine import RulesEngine, Violation
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
-from ..node.tally_body import Snapshot
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
 
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
 # an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
 EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
-# How long an observer may sign nothing newer while behind the checkpoint before it is stale: an
-# observer publishes at most once per tally_interval_ms (1 s by default) once it counted what it
-# holds, so a live one on a busy ledger is always a little behind, never for long.
-STALE_AFTER_MS = 10_000
+# How far a snapshot's at_ms may run ahead of the reader's clock (clocks of honest hosts differ a
+# little): one signed further ahead says nothing of when it was made (a clock that ran ahead, or a
+# key's holder re-signing an old count with a date to come), so it never shows an observer current.
+MAX_CLOCK_SKEW_MS = 60_000
 
 
 def counted_hash(hashes: Iterable[bytes]) -> bytes:
@@ -347,6 +347,27 @@ def mismatch_alert(ledger: str, verdict: Verdict, compared: Mapping[str, Snapsho
     )
 
 
+def bad_signature_alerts(report: TallyReport) -> list[Alert]:
+    """The ``bad_signature`` alert (PROTOCOL 11.4) of each entry ``report`` read (the latest and
+    the older ones read for a common height) whose signature verifies with none of its
+    observer's keys, or with one out of force for it (16.6): ``node`` and ``source`` that
+    observer, ``height`` the height the entry is filed under, ``found`` ``sha256:<hex>`` of its
+    body. An entry that fails only its body's checks is no forgery of a signed count: not raised."""
+    return [
+        Alert(
+            node=checked.published.observer,
+            ledger=report.ledger,
+            height=checked.published.height,
+            what=SignatureError.code,
+            detail=f"its tally stream's entry {checked.published.entry_id} does not verify: {checked.problem}",
+            source=checked.published.observer,
+            found=f"sha256:{hashlib.sha256(checked.published.body).hexdigest()}",
+        )
+        for checked in report.problems
+        if isinstance(checked.problem, SignatureError)
+    ]
+
+
 def snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as JSON values (bytes as lower-case hex); amounts stay as signed (minor units)."""
     return {
@@ -384,6 +405,10 @@ class LedgerHead:
     # A note in Redis of a larger size that did not verify with the keys the reader holds (a
     # rekeyed ledger's newer checkpoints, or junk): nobody is judged ahead of this head then.
     larger_unverified: bool = False
+    # When a witness first vouched for a tree of ``size`` (the oldest verified cosignature time on
+    # it, ms; None: none): a count behind it for longer than the grace is old whatever at_ms it
+    # claims, since at_ms is the observer's word only.
+    since_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,21 +442,31 @@ class TallyReport:
         return EXIT_OK if self.verdict.status == AGREE else EXIT_COUNTING
 
 
+def _silent_too_long(at_ms: int, height: int, head: LedgerHead, now_ms: int, after_ms: int) -> bool:
+    """Whether a snapshot at ``height`` signed at ``at_ms`` is behind ``head`` for longer than
+    ``after_ms``: by its own date, by a date too far ahead of ``now_ms`` to be one (an observer
+    cannot shield an old count with a date to come), or by the witnesses' (``head.since_ms``)."""
+    if head.size is None or height + 1 >= head.size:
+        return False
+    if now_ms - at_ms > after_ms or at_ms - now_ms > MAX_CLOCK_SKEW_MS:
+        return True
+    return head.since_ms is not None and now_ms - head.since_ms > after_ms
+
+
 def stale_observers(
     observers: Iterable[ObserverTally], head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS
 ) -> tuple[str, ...]:
     """The observers whose latest valid snapshot counted fewer records than ``head``'s checkpoint
-    holds and was made more than ``after_ms`` before ``now_ms``: stuck, or far behind. One that
-    published nothing is still counting, not stale; with no verified head nobody is judged."""
-    if head.size is None:
-        return ()
+    holds and was made more than ``after_ms`` before ``now_ms`` (or dated more than
+    MAX_CLOCK_SKEW_MS after it, or behind a checkpoint witnesses cosigned longer ago): stuck, or
+    far behind. One that published nothing is still counting, not stale; with no verified head
+    nobody is judged."""
     return tuple(
         t.observer
         for t in observers
         if t.checked is not None
         and (snapshot := t.checked.snapshot) is not None
-        and snapshot.height + 1 < head.size
-        and now_ms - snapshot.at_ms > after_ms
+        and _silent_too_long(snapshot.at_ms, snapshot.height, head, now_ms, after_ms)
     )
 
 
@@ -469,8 +504,7 @@ def agreement_behind(
     latest = [t.checked.snapshot.height for t in observers if t.checked is not None and t.checked.snapshot is not None]
     if not latest or max(latest) + 1 < head.size:
         return False
-    newest = max(snapshot.at_ms for snapshot in compared.values())
-    return verdict.height + 1 < head.size and now_ms - newest > after_ms
+    return all(_silent_too_long(s.at_ms, verdict.height, head, now_ms, after_ms) for s in compared.values())
 
 
 def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:

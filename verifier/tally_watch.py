@@ -4,7 +4,8 @@ A forged tally (an observer's key and Redis password stolen) used to be noticed 
 ran ``vledger tally``. The verifier reads every configured observer's latest snapshot of each
 ledger it checks, as ``vledger tally`` does (verifier/tally.py: signatures with the key files
 and the rotations the admin ledger proves, compared at the newest common height), and a
-disagreement becomes the same ``tally_mismatch`` alert, naming no observer the reference.
+disagreement becomes the same ``tally_mismatch`` alert, naming no observer the reference; an
+entry read whose signature fails becomes ``bad_signature``, naming its observer.
 Observers that are never compared become ``tally_uncompared`` (verifier/tally_uncompared.py).
 
 A look costs one read of the latest ids while none changed; else at most LOOK_PAGES pages of
@@ -30,7 +31,15 @@ from ..config.cluster import ClusterConfig
 from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory
 from .node_keys import follow_redis
-from .tally import MISMATCH, TallyReport, mismatch_alert, observer_histories, observer_keys, read_tallies
+from .tally import (
+    MISMATCH,
+    TallyReport,
+    bad_signature_alerts,
+    mismatch_alert,
+    observer_histories,
+    observer_keys,
+    read_tallies,
+)
 from .tally_uncompared import UncomparedClock
 
 log = logging.getLogger(__name__)
@@ -45,8 +54,9 @@ LOOK_PAGE = 32
 
 class TallyWatch:
     """Called with a ledger and the size of its largest checkpoint verified (None: none): the
-    ``tally_mismatch`` alert of its observers' latest tallies, or their ``tally_uncompared``
-    alert, or None (they agree, are still counting, or there are no observers). Raises Redis errors."""
+    ``bad_signature`` alert of each observer's entry read whose signature fails, then the
+    ``tally_mismatch`` alert of its observers' latest tallies or their ``tally_uncompared``
+    alert (none: they agree, are still counting, or there are no observers). Raises Redis errors."""
 
     def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -73,10 +83,10 @@ class TallyWatch:
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
 
-    def __call__(self, ledger: str, size: int | None = None) -> Alert | None:
+    def __call__(self, ledger: str, size: int | None = None) -> list[Alert]:
         keys, histories = self.keys()
         if not keys:
-            return None
+            return []
         try:
             report = self._report(ledger, keys, histories)
         except redis.exceptions.NoPermissionError as e:
@@ -88,14 +98,13 @@ class TallyWatch:
                     e,
                 )
                 self._refused = True
-            return None
+            return []
         self._refused = False
-        uncompared = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(
-            report, size, self._clock()
-        )
-        if report.verdict.status != MISMATCH:
-            return uncompared
-        return mismatch_alert(ledger, report.verdict, report.compared)
+        # The uncompared clock looks at every report, a mismatch's too: it measures since when.
+        verdict = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(report, size, self._clock())
+        if report.verdict.status == MISMATCH:
+            verdict = mismatch_alert(ledger, report.verdict, report.compared)
+        return [*bad_signature_alerts(report), *([verdict] if verdict is not None else [])]
 
     def _report(
         self, ledger: str, keys: dict[str, VerifyKey | None], histories: Mapping[str, KeyHistory]

@@ -22,7 +22,7 @@ import pytest
 
 from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import RedisServer, connect
-from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger, entry_id
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
@@ -294,6 +294,48 @@ def test_a_record_stored_as_text_under_a_running_replica_is_store_damaged_at_onc
         conn.execute(f"UPDATE records SET data = CAST(data AS BLOB) {where}")
     cluster.start_node(name)
     until_ok(cluster, f"status exits 0 once {name} opened its restored store")
+
+
+def test_a_record_changed_to_text_under_a_running_home_is_never_published_and_is_store_damaged(
+    cluster: LocalCluster,
+) -> None:
+    """A record's data set to (valid UTF-8) TEXT under a running home, its stream entries from
+    there gone: the outbox process's heartbeat fills the stream again from the store's
+    range_raw, which took the str as the record's bytes and published it. Now the read is
+    store_damaged: nothing from that page is published, the process raises the alert and
+    exits 65, and the node stops with it; its record put back, it starts and resolves it."""
+    until_ok(cluster, "all well before the home's record is changed")
+    height = 5
+    db = cluster.store_dir("ingest-1") / DB_NAME
+    where = f"WHERE ledger = '{LEDGER}' AND height = {height}"
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+    key = repl.stream_key(LEDGER)
+    # The verifier reads the home's range every 200 ms: its read would meet the change first.
+    cluster.stop_node("verifier-1")
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            original = conn.execute(f"SELECT data FROM records {where}").fetchone()[0]
+            conn.execute(f"UPDATE records SET data = 'not a record' {where}")
+        tail = [entry for entry, _ in repl.client.xrange(key, min=entry_id(height))]
+        assert tail and repl.client.xdel(key, *tail) == len(tail)
+        process = cluster.node("ingest-1").process
+        assert process is not None
+        assert process.wait(timeout=DEADLINE) == EXIT_STORE_DAMAGED, cluster.log_tail("ingest-1")
+        assert [r.height for r in repl.read(LEDGER, 0, 1000)] == list(range(height))  # nothing from the page on
+        code, found = report(cluster)
+        assert code == EXIT_PROBLEM
+        alert = found["open_alerts"]["ingest-1||store_damaged"]
+        # The node's alert follows its outbox process's (the same key), which its log keeps.
+        assert "the outbox process" in alert["detail"] and str(db) in alert["detail"], alert
+        said = f"data column holds a text value, not blob (ledger '{LEDGER}' at {height})"
+        assert said in cluster.log_text("ingest-1"), cluster.log_tail("ingest-1")
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(f"UPDATE records SET data = ? {where}", (original,))
+        cluster.start_node("ingest-1")
+    finally:  # the module's later tests expect it running
+        if not cluster.node("verifier-1").running():
+            cluster.start_node("verifier-1")
+    until_ok(cluster, "status exits 0 once the home opened its record put back")
 
 
 def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_65(cluster: LocalCluster) -> None:

@@ -311,7 +311,12 @@ def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, ele
     puts = before.get("vledger_requests_total{code=ok,command=put}", 0)
     payload = {"donor": seal(KEY, "metered"), "fund": "zakat", "amount": 1, "source": "s", "purpose": "p"}
     cluster.client("writer1").put(entry(FUND, "donation", payload, "writer1"))
-    after = metrics(ingest)
+    # Counted once the answer went out (the loop's Service.sent), a moment after the client has it.
+    after = wait_until(
+        lambda: (m := metrics(ingest)).get("vledger_requests_total{code=ok,command=put}", 0) > puts and m,
+        10.0,
+        "the put counted",
+    )
     assert after["vledger_requests_total{code=ok,command=put}"] == puts + 1
     assert after["vledger_put_seconds_count{}"] >= 1
     assert after[f"vledger_store_height{{ledger={FUND}}}"] >= 4

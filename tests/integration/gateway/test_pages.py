@@ -45,6 +45,7 @@ from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import (
     ALG_COSIGNATURE_V1,
     Checkpoint,
+    Cosignature,
     Note,
     SignerKey,
     cosign,
@@ -372,6 +373,72 @@ def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_
     )
 
 
+def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
+    """The served checkpoint's size and the oldest time (ms) a witness cosigned it at."""
+    shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
+    lines = parse_note(shown["note"].encode()).signatures[1:]
+    return int(shown["size"]), min(Cosignature.from_note_signature(line).timestamp for line in lines) * 1000
+
+
+def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_the_pages_gateway_and_cli(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider23 F1: observer-1's key re-signed a body behind the checkpoint with at_ms ten years
+    ahead: `vledger tally` said "agree", exit 0, the gateway's verdict stale: [], the pages no
+    STALE, while the checkpoint held more records (7,777 SAR hidden from the "agreed" balance).
+    Then the same count dated 30 s ahead (within the skew) behind a checkpoint the witnesses
+    cosigned more than --stale-after ago: its date is the key holder's word, theirs is not."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    gateway = cluster.gateway_url("replica-1")
+    key = load_signing_key(signing_key_paths(cluster.directory / "keys", "observer-1")[0])
+    originals = {}
+
+    def quiet(ledger: str) -> int | None:
+        """The checkpoint's size once both observers are at it and its witnesses cosigned it 12 s ago."""
+        size, since = _cosigned_since(gateway, ledger)
+        latest = tallies.latest(ledger, ["observer-1", "observer-2"])
+        at_head = all(p is not None and p.height == size - 1 for p in latest.values())
+        return size if at_head and now_ms() - since > 12_000 else None
+
+    def restore() -> None:
+        for ledger, entry_id in originals.items():
+            tallies.client.set(tallies.latest_key(ledger, "observer-1"), entry_id)
+        originals.clear()
+
+    try:
+        for at_ms in (now_ms() + 10 * 365 * 86_400_000, None):  # None: 30 s ahead, within the skew
+            for ledger in (ELECTION, FUND):
+                size = wait_until(lambda ledger=ledger: quiet(ledger), WAIT + 15, f"{ledger} quiet at its head")
+                original = tallies.latest(ledger, ["observer-1"])["observer-1"]
+                assert original is not None
+                originals.setdefault(ledger, original.entry_id)
+                dated = at_ms if at_ms is not None else now_ms() + 30_000
+                old = dataclasses.replace(Snapshot.decode(original.body), height=size - 3, at_ms=dated)
+                tallies.publish(ledger, "observer-1", old.height, old.body(), key.sign(old.body()))
+                verdict = _json(f"{gateway}api/ledgers/{ledger}/tally")["verdict"]
+                assert verdict["stale"] == ["observer-1"] and verdict["status"] != "agree", verdict
+                done = cluster.cli("tally", ledger, "--config", str(cluster.config_path), check=False)
+                assert done.returncode == 4 and "STALE: observer-1" in done.stdout, done.stdout + done.stderr
+            # One page each (the pages judge with one function, vledger.js's staleObservers).
+            if at_ms is not None:
+                fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
+                wait_text(browser, "#verdict", "STALE: observer-1", "the count dated ahead, stale on the tally page")
+                assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
+                # outsider23 F2: the page showed no time at all; the newest cosignature's now.
+                shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
+                lines = parse_note(shown["note"].encode()).signatures[1:]
+                newest = max(Cosignature.from_note_signature(line).timestamp for line in lines)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(newest))
+                cosigned = text_of(browser, "#cosigned")
+                assert f"holds {shown['size']} records; its newest witness cosignature is from {stamp}" in cosigned
+            else:
+                fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchors}")
+                wait_text(browser, "#summary", "STALE: observer-1", "the count behind, stale on the charity page")
+            restore()
+    finally:
+        restore()
+
+
 def test_the_charity_page_never_shows_the_balance_of_a_body_claiming_records_no_checkpoint_shows(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:
@@ -668,6 +735,51 @@ def test_the_voter_page_says_when_no_witness_cosigned_the_checkpoint(
     verdict = wait_text(browser, "#verdict", f"Verified: {len(records)} records of {eid}", "the uncosigned receipts")
     assert "NO witness cosigned" in verdict and "no witness cosigned this checkpoint" in text_of(browser, "#checks")
     assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+
+
+def test_the_voter_page_asks_a_majority_of_the_anchored_witnesses_and_names_the_missing_ones(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str, tmp_path: Path
+) -> None:
+    """outsider23 F6: a proxy that kept one witness's cosignature line of five had the page say
+    "Verified", all green: a home's key and one witness key showed voters a forked view as
+    verified, and no line named the witnesses missing. Here one line of the three anchored
+    witnesses is kept: a warning naming the two missing; two of three is a majority, green."""
+    from selenium.webdriver.common.by import By
+
+    eid = election.eids[8]
+    good = receipt(cluster, eid)
+    first = json.loads(good["records"][0]["receipt"])["checkpoint"]
+    origin = first.split("\n", 1)[0]
+    witnesses = sorted(
+        line.split(" ")[1] for line in first.split("\n\n", 1)[1].splitlines() if line.split(" ")[1] != origin
+    )
+    assert len(witnesses) == 3, witnesses  # every anchored witness (replica-1, observer-1, observer-2)
+    for kept, verdict_class in ((1, "warn"), (2, "ok")):
+        records = []
+        for r in good["records"]:
+            made = json.loads(r["receipt"])
+            text, lines = made["checkpoint"].split("\n\n", 1)
+            home = [line for line in lines.splitlines() if line.startswith(f"— {origin} ")]
+            cosigned = [line for line in lines.splitlines() if line.split(" ")[1] in witnesses[:kept]]
+            assert len(cosigned) == kept, lines
+            made["checkpoint"] = text + "\n\n" + "\n".join(home + cosigned) + "\n"
+            records.append(dict(r, receipt=json.dumps(made, separators=(",", ":"), ensure_ascii=False) + "\n"))
+        path = tmp_path / f"kept-{kept}.json"
+        path.write_text(json.dumps(dict(good, records=records)))
+        fresh(browser, f"{cluster.gateway_url('replica-1')}vote.html#anchors={anchors}")
+        browser.find_element(By.ID, "file").send_keys(str(path))
+        verdict = wait_text(browser, "#verdict", f"Verified: {len(records)} records of {eid}", f"{kept} cosignature(s)")
+        checks = text_of(browser, "#checks")
+        assert browser.execute_script("return document.getElementById('verdict').className") == verdict_class, verdict
+        missing = ", ".join(witnesses[kept:])
+        if kept == 1:
+            assert "FEWER than a majority of the anchored witnesses" in verdict, verdict
+            assert (
+                f"cosigned by only 1 of the 3 anchored witnesses, fewer than a majority (2): NOT by {missing}" in checks
+            )
+        else:
+            assert "majority" not in verdict, verdict
+            assert f"cosigned by 2 of the 3 anchored witnesses (a majority, 2, is needed); not by {missing}" in checks
 
 
 def serve(answer: Any) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -1251,7 +1363,11 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
         assert "✗" not in checks and "cosigned by test/witness/observer-1 at" in checks
         assert f"cosigned by {replica} at" in checks and "signature valid, NOT counted" in checks
         assert "node keys: 1 key rotation(s) of replica-1 on the admin ledger" in checks
-        assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
+        # One counted of the two anchored witnesses is no majority (outsider23 F6): a warning
+        # that names the one missing, no longer green.
+        assert "FEWER than a majority of the anchored witnesses" in verdict, verdict
+        assert f"cosigned by only 1 of the 2 anchored witnesses, fewer than a majority (2): NOT by {replica}" in checks
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
         shot(browser, "vote-rotated-witness")
 
         # Without anchors the keys are the gateway's word, its newest key of replica-1 among them.

@@ -53,6 +53,7 @@ class ScriptedService:
         # runs after a lone put's future is done; what it returns is kept.
         self.after_done: Callable[[], object] | None = None
         self.after_done_returned: list[object] = []
+        self.sent_replies: list[bytes] = []  # what the loop said went out (sent), in order
 
     def prepare(self, datas: Sequence[bytes]) -> list[str] | None:
         """With ``prepares``, each request's bytes, decoded, as if checked ahead (the ingest
@@ -75,6 +76,9 @@ class ScriptedService:
 
     def replies(self, waiting: list[Waiting]) -> list[bytes]:
         return replies_of(cast("list[Pending]", waiting))
+
+    def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
+        self.sent_replies.extend(replies)
 
     def handle(self, key: str, data: bytes, checked: object = None) -> bytes | Pending:
         self.asked.append((key, data))
@@ -195,12 +199,17 @@ def test_futures_done_in_flush_are_answered_without_a_wake_up(harness: Callable[
     running = harness()
     running.service.done_on_flush = True
     client = running.client(listed)
+    replies = []
     for n in range(3):  # one at a time: each is read, flushed and answered in one round
         client.send(b"slow:%d" % n)
-        assert _reply(receive(client) or b"")["result"] == {"done": f"slow:{n}"}
+        replies.append(receive(client) or b"")
+        assert _reply(replies[-1])["result"] == {"done": f"slow:{n}"}
         assert running.service.flushed[-1] == n + 1
     assert not running.loop._woken  # the loop's own completions wrote no byte to its pipe
     assert select.select([running.loop._wake_read], [], [], 0)[0] == []
+    client.send(b"quick")  # read once the last flush returned: the service was told by then
+    assert receive(client) == listed.public.encode() + b":quick"
+    assert running.service.sent_replies == replies  # each told once it went out (the metrics count then)
 
 
 def test_a_future_done_in_flush_is_answered_before_flush_returns(

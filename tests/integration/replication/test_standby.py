@@ -23,7 +23,8 @@ from vledger.broker.client import Client
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
-from vledger.client.session import Session, Write, node_address, now_ms
+from vledger.client.session import Session, node_address, now_ms
+from vledger.client.write import Write
 from vledger.config.cluster import load_cluster
 from vledger.node.checkpoint_log import COSIGNED
 from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim

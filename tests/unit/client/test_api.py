@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -275,6 +276,21 @@ def test_anchors_give_the_genesis_witnesses_and_observers(served: dict[str, Any]
         assert checkpoint.checkpoint.size == COSIGNED_AT and checkpoint.witnesses == ("t/witness/replica-1",)
         assert client.record(LEDGER, 3).record.content.payload == {"n": 3}
         assert client.trust is not None and list(client.trust.observers) == ["observer-1"]
+
+
+def test_anchors_with_quorum_0_warn_that_no_cosignature_is_required(
+    served: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # outsider23 F6: with the default quorum of 0 a checkpoint the home's key alone signed was
+    # taken from a gateway through anchors, silently, where the pages ask a majority.
+    anchors = anchors_file(served, tmp_path / "anchors.txt")
+    with caplog.at_level(logging.WARNING, logger="vledger.client.api"):
+        Client.http(served["url"], anchors=anchors).close()
+    assert "quorum 0: a checkpoint no witness cosigned is accepted; pass quorum=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vledger.client.api"):
+        Client.http(served["url"], anchors=anchors, quorum=1).close()
+    assert "quorum 0" not in caplog.text
 
 
 def test_with_anchors_a_gateway_s_forged_genesis_and_witness_key_are_refused(

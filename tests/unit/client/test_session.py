@@ -18,7 +18,8 @@ import pytest
 
 from vledger.broker.keys import generate
 from vledger.client.home_cache import SILENT_SECONDS, HomeCache, cache_path
-from vledger.client.session import Reader, Session, Write, new_request_id, node_address, now_ms
+from vledger.client.session import Reader, Session, new_request_id, node_address, now_ms
+from vledger.client.write import Write
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload

@@ -142,6 +142,15 @@ def test_http_limits_have_defaults_and_may_be_set() -> None:
     assert http.idle_timeout_ms == HttpSettings().idle_timeout_ms
 
 
+def test_a_cap_in_all_under_a_default_per_address_cap_lowers_that_one() -> None:
+    """Cluster files that lowered only a cap in all, below its per-address default, still load."""
+    loaded = load(
+        config(http={"max_connections": 10, "max_unread_bytes": 1000}, settings={"broker": {"max_connections": 100}})
+    )
+    assert (loaded.http.max_connections_per_address, loaded.http.max_unread_bytes_per_address) == (10, 1000)
+    assert loaded.settings.broker.max_connections_per_address == 100
+
+
 def test_production_mode_is_off_unless_the_cluster_file_says_so() -> None:
     assert load(config()).production is False
     assert load(config(cluster__production=True)).production is True

@@ -58,6 +58,13 @@ def test_a_broker_cap_per_address_over_the_cap_in_all_is_refused() -> None:
     assert (broker.max_connections, broker.max_connections_per_address) == (8, 8)
 
 
+def test_a_broker_cap_in_all_under_the_default_per_address_cap_lowers_that_one() -> None:
+    """A file that lowered only the cap in all below the default per address (256), written
+    before the two were checked, still loads: the default is what could never be reached."""
+    broker = settings_from_mapping({"broker": {"max_connections": 100}}, "node.toml").broker
+    assert (broker.max_connections, broker.max_connections_per_address) == (100, 100)
+
+
 def test_a_table_must_be_a_table() -> None:
     with pytest.raises(SettingsError, match="limits: expected a table"):
         settings_from_mapping({"limits": 5})

@@ -218,6 +218,76 @@ def test_a_slow_process_is_not_waited_for_past_the_deadline_and_is_replaced(chec
     assert checker.check(datas) == check_round(datas, LIMITS, MAX_MESSAGE)
 
 
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _no_files_left(err: int) -> Any:
+    def fail(*args: object, **kwargs: object) -> Any:
+        raise OSError(err, os.strerror(err))
+
+    return fail
+
+
+def test_a_restart_that_cannot_start_a_process_leaves_the_round_inline_and_is_tried_later(
+    checker: ContentChecker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed restart once raised out of check(), through the service's prepare, and stopped
+    the node's request loop (EMFILE from Process.start)."""
+    pid = checker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    starts: list[object] = []
+    real_start = content_check.multiprocessing.get_context("spawn").Process.start
+
+    def start(process: Any) -> None:
+        starts.append(process)
+        raise OSError(24, os.strerror(24))
+
+    monkeypatch.setattr(content_check.multiprocessing.get_context("spawn").Process, "start", start)
+    # Until it has died the child is not replaced; from then on its round is checked inline.
+    deadline = time.monotonic() + TIMEOUT
+    while not starts and time.monotonic() < deadline:
+        assert checker.check(_round(MIN_ROUND)) is None
+    assert len(starts) == 1
+    assert checker.check(_round(MIN_ROUND)) is None
+    assert len(starts) == 1, "a failed start tried again at once, each round"
+    monkeypatch.setattr(content_check.multiprocessing.get_context("spawn").Process, "start", real_start)
+    assert checker.ready(TIMEOUT)
+    datas = _round(MIN_ROUND, 300)
+    assert checker.check(datas) == check_round(datas, LIMITS, MAX_MESSAGE)
+
+
+def test_a_restart_whose_dup_fails_leaves_no_process_nor_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _open_files()
+    checker = ContentChecker(LIMITS, MAX_MESSAGE).start()
+    try:
+        assert checker.ready(TIMEOUT)
+        pid = checker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        started: list[int | None] = []
+        real_start = content_check.multiprocessing.get_context("spawn").Process.start
+
+        def start(process: Any) -> None:
+            real_start(process)
+            started.append(process.pid)
+
+        monkeypatch.setattr(content_check.multiprocessing.get_context("spawn").Process, "start", start)
+        monkeypatch.setattr(content_check.os, "dup", _no_files_left(24))
+        deadline = time.monotonic() + TIMEOUT
+        while not started and time.monotonic() < deadline:
+            assert checker.check(_round(MIN_ROUND)) is None
+        assert len(started) == 1 and started[0] is not None
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            os.kill(started[0], 0)
+        assert _open_files() == before, "the new child's pipe or sentinel left open"
+        assert checker.check(_round(MIN_ROUND)) is None
+        assert len(started) == 1, "a failed start tried again at once, each round"
+    finally:
+        checker.stop()
+
+
 # Puts as large as the node's own limits let them be, of the costliest kind to check: a payload
 # of many small items (~37 ns a byte, against ~1 ns for one long string).
 NODE_LIMITS = Limits()

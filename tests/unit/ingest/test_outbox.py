@@ -854,6 +854,36 @@ def test_group_commits_within_outbox_interval_go_out_in_one_pass(redis_client: A
         assert len(passes) <= 2, passes  # the first may go at once; the others wait for the next pass
 
 
+def test_a_put_committed_within_outbox_interval_wakes_no_outbox_thread(redis_client: Any, tmp_path: Path) -> None:
+    """After a pass the outbox thread sleeps out the interval before it waits for work: a put
+    committed meanwhile (on_commit, on the request loop's thread) wakes no thread, which then
+    took the GIL from the loop only to go back to sleep; it still goes out at the next pass."""
+    gap = 0.4
+    settings = ReplicationSettings(heartbeat_ms=60_000, outbox_interval_ms=int(gap * 1000))
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 1)  # the genesis, streamed by the outbox's first pass
+        repl = LoggedReplication(redis_client)
+        outbox = Outbox(HOME, store, FeedLog(), repl, settings)  # type: ignore[arg-type]
+        passes: list[float] = []  # when each pass began (its drain)
+        woken: list[float] = []  # when each wait for work ended
+        drain, wait = outbox._drain, outbox._await
+        outbox._drain = lambda: (passes.append(time.monotonic()), drain())[1]  # type: ignore[method-assign]
+        outbox._await = lambda seconds: (wait(seconds), woken.append(time.monotonic()))[0]  # type: ignore[method-assign]
+        store.on_commit = outbox.committed
+        outbox.start()
+        try:
+            wait_until(caught_up(repl, store), "the genesis streamed")
+            committed_at = time.monotonic()
+            append(store, LEDGER, 1)  # within the interval after the first pass
+            wait_until(caught_up(repl, store), "the put streamed")
+        finally:
+            outbox.stop()
+        assert committed_at < passes[0] + gap, "the put came too late to test the interval"
+        # No wait for work ended between the put and the end of the interval: no thread was woken.
+        assert not [at for at in woken if committed_at <= at < passes[0] + gap], (passes, woken, committed_at)
+        assert passes[1] >= passes[0] + gap
+
+
 class ReadLogged(LoggedReplication):
     """Notes each read of the stream as well: (ledger, start, count)."""
 

@@ -3,18 +3,22 @@ which is told heights over the pipe and reads the records only as it sends them,
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import sqlite3
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.ingest.outbox_process import BEAT, SHIP, STOP, ShippingOutbox, StoreView
+from vledger.node.errors import StoreDamagedError
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, SignedCheckpoint, witness_key
 from vledger.tests.unit.ingest.note_chain import T0
@@ -86,6 +90,59 @@ def test_the_store_view_reads_what_the_open_store_committed(tmp_path: Path) -> N
             assert view.get(LEDGER, 7) == store.get(LEDGER, 7)
         finally:
             view.close()
+
+
+def test_a_record_tampered_into_text_is_never_shipped_and_is_store_damaged(tmp_path: Path, redis_client: Any) -> None:
+    """A record's data set to TEXT under a running home: the outbox process's page read took
+    the str as the record's bytes and pushed it to the stream and the feed; now nothing of its
+    page is shipped, and the view reports store_damaged once (the process's alert, then
+    EXIT_STORE_DAMAGED), naming the cell."""
+    settings = ReplicationSettings(heartbeat_ms=60_000, catch_up_batch=8)
+    with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
+        append(store, 6)
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute("UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = ? AND height = 4", (LEDGER,))
+        view = StoreView(store.directory, page_size=100)
+        found: list[StoreDamagedError] = []
+        view.on_damaged = found.append
+        feed = FeedLog()
+        replication = Appends(redis_client)
+        theirs, ours = multiprocessing.Pipe(duplex=False)
+        outbox = ShippingOutbox(theirs, HOME, view, feed, replication, settings)
+        try:
+            tell(ours, [SHIP, [[LEDGER, 0, 5, True]], []])
+            outbox._await(5.0)
+            with pytest.raises(StoreDamagedError, match=r"holds a text value, not blob \(ledger 'ledger-a' at 4\)"):
+                outbox._drain()
+            assert outbox.store.damaged(found[0]) is found[0]  # the outbox's handler: reported, it stops
+        finally:
+            view.close()
+        assert replication.appends == [] and feed.sent == []
+        assert replication.read(LEDGER, 0, 100) == []
+        assert len(found) == 1 and view.found_damaged is found[0]
+
+
+@pytest.mark.parametrize("value", ["'not a record'", "7"])
+def test_the_store_view_s_record_reads_take_a_record_of_another_type_for_damage(tmp_path: Path, value: str) -> None:
+    """Its get (the outbox's repair) and heads read a record with StoreReader.get, which made a
+    str a TypeError (the outbox retried it every heartbeat, for ever, with no alert) and a number
+    that many zero bytes; both are now the view's store_damaged, reported once."""
+    with ChainStore(tmp_path / "store", origin=HOME, clock=lambda: T0) as store:
+        append(store, 3)
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute(f"UPDATE records SET data = {value} WHERE ledger = ? AND height = 2", (LEDGER,))
+        view = StoreView(store.directory, page_size=100)
+        found: list[StoreDamagedError] = []
+        view.on_damaged = found.append
+        try:
+            with pytest.raises(StoreDamagedError, match=r"not blob \(ledger 'ledger-a' at 2\)"):
+                view.get(LEDGER, 2)
+            with pytest.raises(StoreDamagedError):
+                view.heads()
+            assert view.get(LEDGER, 1) == store.get(LEDGER, 1)
+        finally:
+            view.close()
+        assert len(found) == 1
 
 
 def test_told_heights_are_read_and_sent_a_page_at_a_time_with_the_checkpoint_after_its_records(

@@ -26,7 +26,7 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.service import Caller, IngestService, Pending
 from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
+from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
@@ -120,6 +120,35 @@ def test_a_lone_put_is_durable_when_flush_returns_on_the_calling_thread(tmp_path
     assert threads == {threading.get_ident()}
     answer = _answer(pending)
     assert answer["id"] == 7 and answer["ok"] and answer["result"]["height"] == 1
+
+
+def test_a_lone_put_answered_in_flush_is_seen_by_the_next_request(tmp_path: Path, store: ChainStore) -> None:
+    """A lone put is answered from its done callback before the store books its group (heads,
+    lookups): the request loop's next request, handled once flush returned, must find it
+    whichever way it asks (by height, by hash, by request, the ledger's head)."""
+    service = _service(tmp_path, store, inline_commit_max=1)
+    entry = _entry(1)
+    pending = _pending(service.handle(KEY, _put(7, entry)))
+    answers: list[dict[str, Any]] = []
+    pending.future.add_done_callback(lambda _: answers.append(msgpack.unpackb(pending.reply(), raw=False)))
+    service.flush()
+    assert len(answers) == 1 and answers[0]["ok"]  # answered within flush, on this thread
+    receipt = answers[0]["result"]
+
+    def ask(request_id: int, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        reply = service.handle(KEY, encode_request(request_id, cmd, args))
+        assert isinstance(reply, bytes), reply  # answered at once, on the loop's thread
+        value: dict[str, Any] = msgpack.unpackb(reply, raw=False)
+        assert value["ok"], value
+        return value["result"]  # type: ignore[no-any-return]
+
+    assert ask(8, "head", {"ledger": LEDGER})["height"] == receipt["height"] == 1
+    record = ask(9, "get", {"ledger": LEDGER, "height": 1})["record"]
+    assert decode_record(record, PROTOCOL_LIMITS).hash == receipt["hash"]
+    assert ask(10, "get", {"hash": receipt["hash"]})["record"] == record
+    retry = _pending(service.handle(KEY, _put(11, entry)))  # the same request again: its first receipt
+    service.flush()
+    assert _answer(retry)["result"] == {**receipt, "duplicate": True}
 
 
 def test_a_round_over_the_inline_limit_is_committed_by_the_committer_thread(tmp_path: Path, store: ChainStore) -> None:

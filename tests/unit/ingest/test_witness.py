@@ -10,7 +10,7 @@ import base64
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
 from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
+from vledger.node.epoch import EPOCH_LINE, Epoch, EpochHistory
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import parse_note
 from vledger.node.record import Content, Entry, Record
@@ -62,14 +63,26 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
 class Copy:
     """A witness's store holding a prefix of ``chain``, and its Witness."""
 
-    def __init__(self, directory: Path, chain: list[Record], held: int, client: Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        chain: list[Record],
+        held: int,
+        client: Any,
+        epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
+    ) -> None:
         self.directory = directory
         self.store = ChainStore(directory)
         self.store.append_records(chain[:held])
         self.repl = ReplicationLedger(client)
         self.alerts: list[Alert] = []
         self.witness = Witness(
-            "replica-1", self.store, WitnessSigner(NAME, WITNESS_KEY.seed), self.repl, self.alerts.append
+            "replica-1",
+            self.store,
+            WitnessSigner(NAME, WITNESS_KEY.seed),
+            self.repl,
+            self.alerts.append,
+            epochs_of=epochs_of,
         )
         self.witness.start()
 
@@ -180,6 +193,38 @@ def test_after_a_restart_it_republishes_and_goes_on_from_what_it_cosigned(copies
     again.witness.turn()
     assert again.published() == 10 and again.alerts == []
     again.store.close()
+
+
+def test_after_a_promotion_a_restart_republishes_no_cosignature_of_the_replaced_home(
+    copies: Any, chain: list[Record], redis_client: Any
+) -> None:
+    """Its start republished its newest kept cosignature whatever its epoch: after the standby
+    was promoted (a handover record at height 9 opens epoch 2), Redis's cosignature key of the
+    ledger went back to the replaced home's epoch-1 checkpoint. Now only a cosignature of the
+    current epoch, by its home's key, is republished; the old one is still what the next extends."""
+    copy = copies(11)
+    copy.witness.verified(copy.checkpoint(8))
+    copy.witness.turn()
+    copy.store.close()
+    redis_client.flushdb()
+    history = EpochHistory(CLUSTER, chain[0], LedgerRules.from_genesis(chain[0].content, LIMITS))
+    history.epochs.append(Epoch(2, "standby", None, 9))  # as feed() adds it from the handover record
+
+    def restarted() -> Copy:
+        made = Copy(copy.directory, [], 0, redis_client, epochs_of={LEDGER: history}.get)
+        made.store.close()
+        return made
+
+    assert restarted().published() is None
+    assert restarted().witness._last[LEDGER].size == 8
+    # A cosignature of epoch 2's checkpoint, by the new home: republished.
+    again = Copy(copy.directory, [], 0, redis_client, epochs_of={LEDGER: history}.get)
+    root = again.store.root(LEDGER, 10)
+    again.witness.verified(HOME.sign(LEDGER, 10, root, (f"{EPOCH_LINE} 2 standby",)))
+    again.witness.turn()
+    again.store.close()
+    redis_client.flushdb()
+    assert restarted().published() == 10
 
 
 def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copies: Any, chain: list[Record]) -> None:

@@ -37,7 +37,7 @@ from vledger.node.errors import (
 from vledger.node.record import Entry, Record, decode_record, new_content, new_record
 from vledger.node.store import ONE_STATEMENT_MIN, ChainStore, Receipt
 from vledger.node.storefile import DB_NAME, SCHEMA
-from vledger.node.tree import Frontier, leaf_hash
+from vledger.node.tree import Frontier, leaf_hash, root_from_inclusion
 from vledger.node.verify import ChainVerifier
 from vledger.tests.sqlite_faults import malformed
 
@@ -452,26 +452,63 @@ def test_flush_commits_on_the_calling_thread_in_one_group(open_store: OpenStore,
 
 def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(open_store: OpenStore, kit: Any) -> None:
     """flush() (a request loop's lone put) completes the futures as soon as COMMIT returned, so
-    their callbacks answer before on_commit's work; the committer thread still runs on_commit
-    first, for threads that act on a future at once. Either way the group is durable and the
-    store's heads moved before any future is done."""
-    seen: list[tuple[str, int]] = []  # what each step saw: ("on_commit" | "done", store size)
-    store = open_store(on_commit=lambda records: seen.append(("on_commit", store.size(LEDGER))))
+    their callbacks answer before the store's bookkeeping and on_commit's work, and flush
+    returns once both are done; the committer thread does both first, for threads that act on
+    a future at once. Either way the group is durable before any future is done."""
+    seen: list[tuple[str, int, int]] = []  # what each step saw: ("on_commit" | "done", stored size, size)
+    store = open_store(
+        on_commit=lambda records: seen.append(("on_commit", store.stored_size(LEDGER), store.size(LEDGER)))
+    )
     store.create_ledger(kit.genesis_entry(0))
     seen.clear()
 
     def done_then(future: Future[Any]) -> None:
-        seen.append(("done", store.size(LEDGER)))
+        seen.append(("done", store.stored_size(LEDGER), store.size(LEDGER)))
 
     inline = store.submit_entry(kit.entry(1), wake=False)
     inline.add_done_callback(done_then)
     store.flush()
-    assert seen == [("done", 2), ("on_commit", 2)]
+    # Answered when durable (the file holds 2 records), before the heads moved (size 1 yet).
+    assert seen == [("done", 2, 1), ("on_commit", 2, 2)]
+    assert store.size(LEDGER) == 2 and store.head(LEDGER) is not None  # what the loop's next request reads
     seen.clear()
     committed = store.submit_entry(kit.entry(2))
     committed.add_done_callback(done_then)
     assert committed.result(DEADLINE).height == 2
-    assert seen == [("on_commit", 3), ("done", 3)]
+    assert seen == [("on_commit", 3, 3), ("done", 3, 3)]
+
+
+def test_flush_answers_a_put_that_writes_no_tree_row_before_its_tree_grows(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """15 lone puts of 16 complete no stored subtree: flush answers them before it grows the
+    ledger's tree (off the round trip), the 16th once its rows are in its transaction. Either
+    way the tree is the records' once flush returned, and the same read back from the file."""
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    leaves = [leaf_hash(store.get(LEDGER, 0).encode())]  # type: ignore[union-attr]
+    answered: list[Future[Any]] = []
+    grown_after_answer: list[bool] = []  # per group: was its put answered when its tree grew?
+    grow = store._grow_trees
+
+    def watched(*args: Any) -> Any:
+        grown_after_answer.append(answered[-1].done())
+        return grow(*args)
+
+    monkeypatch.setattr(store, "_grow_trees", watched)
+    for height in range(1, 40):
+        answered.append(store.submit_entry(kit.entry(height), wake=False))
+        store.flush()
+        leaves.append(leaf_hash(store.get(LEDGER, height).encode()))  # type: ignore[union-attr]
+        assert store.tree_size(LEDGER) == height + 1
+        assert store.root(LEDGER) == Frontier.of_leaves(leaves).root()
+    # Grown before the answer only where the size reaches a multiple of 16 (its rows written).
+    assert grown_after_answer == [(height + 1) % 16 != 0 for height in range(1, 40)]
+    store.close()
+    reopened = open_store()
+    assert reopened.root(LEDGER) == Frontier.of_leaves(leaves).root()
+    proof = reopened.inclusion_proof(LEDGER, 17, 40)  # read from the tree rows the 16th and 32nd wrote
+    assert root_from_inclusion(leaves[17], 17, 40, proof) == Frontier.of_leaves(leaves).root()
 
 
 def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committer(
@@ -658,6 +695,28 @@ def test_a_byte_changed_on_the_disk_behind_sqlite_s_back_is_read_within_a_second
     at = disk.index(b"message 0002")
     path.write_bytes(disk[:at] + b"massage 0002" + disk[at + 12 :])  # no SQLite on the way
     assert dict(store.range_raw(LEDGER))[2] == first.replace(b"message 0002", b"massage 0002")
+
+
+@pytest.mark.parametrize("value", ["'hello'", "42", "4.5"])  # valid UTF-8: read as a str
+def test_a_record_of_another_type_than_blob_under_a_running_store_is_damage_to_every_range_reader(
+    store: ChainStore, kit: Any, value: str
+) -> None:
+    """range_raw gave a cell of another type as it was read (the epochs', key chains', admin
+    ledger's and outbox's reads took TEXT as a record's bytes) until the next open checked it:
+    now no row of its page is given, and on_damaged hears of it once, naming the cell."""
+    fill(store, kit, 5)
+    heard: list[StoreDamagedError] = []
+    store.on_damaged = heard.append
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute(f"UPDATE records SET data = {value} WHERE ledger = ? AND height = 4", (LEDGER,))
+    given: list[int] = []
+    with pytest.raises(StoreDamagedError, match=f"not blob \\(ledger '{LEDGER}' at 4\\)"):
+        given.extend(height for height, _ in store.range_raw(LEDGER, 1))
+    assert given == []  # not even the page's rows below it
+    assert [height for height, _ in store.range_raw(LEDGER, 0, 4)] == [0, 1, 2, 3]  # another page: read
+    with pytest.raises(StoreDamagedError):
+        list(store.range(LEDGER))
+    assert len(heard) == 1
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,8 @@ def test_each_listed_alert_says_whether_it_is_still_open(
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
     shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(a["what"], a["open"]) for a in shown] == [("record_conflict", False), ("bad_checksum", True)]
+    # Numbers as numbers, as every other --json output gives them (outsider23: "height": "7").
+    assert [a["height"] for a in shown] == [7, 100] and all(isinstance(a["at_ms"], int) for a in shown)
 
 
 def test_resolving_a_key_that_is_not_open_fails_and_closes_nothing(

@@ -676,8 +676,6 @@ def imported_by(argv: list[str]) -> tuple[int, list[str]]:
 def test_a_local_command_imports_no_cluster_module(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
     assert imported_by(["--log", "info", "verify", str(store), "--json"]) == (0, [])
-    # A cluster's command builds the full parser, which does import them.
-    assert imported_by(["status", "--help"]) == (0, list(CLUSTER_MODULES))
 
 
 # What `vledger verify` of a store needs only to check a signature (node/note.py) or to name a
@@ -712,16 +710,6 @@ def test_the_command_line_starts_without_the_signature_libraries() -> None:
 )
 def test_the_command_word_is_found_only_behind_the_log_level(words: list[str], command: str | None) -> None:
     assert cli._command_word(words) == command
-
-
-def test_the_local_parser_parses_its_commands_as_the_full_one(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in sorted(cli.LOCAL_COMMANDS):
-        helps = []
-        for parser in (cli.build_parser(), cli.build_parser(local_only=True)):
-            with pytest.raises(SystemExit):
-                parser.parse_args([command, "--help"])
-            helps.append(capsys.readouterr().out)
-        assert helps[0] == helps[1] and f"usage: vledger {command}" in helps[0]
 
 
 # --- progress and logs --------------------------------------------------------------------

@@ -15,8 +15,8 @@ from vledger.config.cluster import load_cluster
 from vledger.node.node_keys import decode_node_keys, encode_node_keys, parse_node_keys
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
 from vledger.tools import cli
+from vledger.tools.args import vkey_arg
 from vledger.tools.node_commands import ensure_cluster_keys
-from vledger.tools.receipt_commands import vkey_arg
 
 NODES = [("ingest-1", "ingest"), ("replica-1", "replica"), ("observer-1", "observer"), ("verifier-1", "verifier")]
 

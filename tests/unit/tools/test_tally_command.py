@@ -12,11 +12,19 @@ import pytest
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.broker.tallies import Published
-from vledger.node.witness import HomeSigner
+from vledger.config.settings import Limits
+from vledger.ingest.key_chains import HomeKeys, KeyChains
+from vledger.node.key_rotation import ROTATION_KIND
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, SignerKey
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
     AGREE,
     EXIT_STALE,
+    MAX_CLOCK_SKEW_MS,
     MISMATCH,
     Checked,
     LedgerHead,
@@ -106,7 +114,12 @@ def test_an_observer_behind_the_checkpoint_and_silent_is_stale_and_the_command_e
     agreeing = TallyReport("council", (fresh, stuck), Verdict(AGREE, 40), compared, head=head, stale=stale)
     assert agreeing.exit_code == EXIT_STALE == 4
     shown = report_json(agreeing)
-    assert shown["stale"] == ["observer-2"] and shown["head"] == {"size": 100, "signer": "ingest-1", "problem": None}
+    assert shown["stale"] == ["observer-2"] and shown["head"] == {
+        "size": 100,
+        "signer": "ingest-1",
+        "problem": None,
+        "since_ms": None,
+    }
     assert [o["stale"] for o in shown["observers"]] == [False, True]
     assert shown["ok"] is False
     text = report_lines(agreeing)
@@ -166,6 +179,37 @@ def test_an_old_agreement_the_head_left_behind_exits_4_a_fresh_one_does_not() ->
     assert any(line.startswith("BEHIND:") for line in report_lines(report))
 
 
+def test_a_tally_dated_ahead_of_the_clock_never_shows_an_observer_current() -> None:
+    # outsider23 F1: one observer's key re-signed its body at height 491 with at_ms ten years ahead:
+    # "now - at_ms" was negative, so neither STALE nor BEHIND, and the command said "agree", exit 0,
+    # while the checkpoint held 540 records.
+    future = NOW + 10 * 365 * 86_400_000
+    forged = _observer("observer-1", 491, future)
+    honest = _observer("observer-2", 539, NOW - 200)
+    head = LedgerHead(540, "ingest-1")
+    assert stale_observers((forged, honest), head, NOW) == ("observer-1",)
+    assert forged.checked is not None and forged.checked.snapshot is not None
+    assert agreement_behind(Verdict(AGREE, 491), {"observer-1": forged.checked.snapshot}, (forged, honest), head, NOW)
+    # An honest clock a little ahead is no lie: within MAX_CLOCK_SKEW_MS it is taken at its word.
+    slightly = _observer("observer-1", 537, NOW + MAX_CLOCK_SKEW_MS)
+    assert stale_observers((slightly, honest), head, NOW) == ()
+    assert stale_observers((_observer("observer-1", 539, future),), head, NOW) == ()  # at the head: current
+
+
+def test_a_count_behind_a_checkpoint_witnesses_cosigned_long_ago_is_stale_whatever_its_date() -> None:
+    # A key's holder re-signing its old count with a fresh at_ms on every run: the witnesses' time
+    # says the checkpoint has held 540 records for a minute, so 491 is stuck, not counting.
+    forged = _observer("observer-1", 491, NOW - 100)
+    honest = _observer("observer-2", 539, NOW - 200)
+    cosigned_long_ago = LedgerHead(540, "ingest-1", since_ms=NOW - 60_000)
+    assert stale_observers((forged, honest), cosigned_long_ago, NOW) == ("observer-1",)
+    assert stale_observers((forged, honest), replace(cosigned_long_ago, since_ms=NOW - 2_000), NOW) == ()
+    assert forged.checked is not None and forged.checked.snapshot is not None
+    compared = {"observer-1": forged.checked.snapshot}
+    assert agreement_behind(Verdict(AGREE, 491), compared, (forged, honest), cosigned_long_ago, NOW)
+    assert not agreement_behind(Verdict(AGREE, 491), compared, (forged, honest), LedgerHead(540, "ingest-1"), NOW)
+
+
 def test_nobody_is_ahead_of_a_head_a_larger_unverified_note_leaves_uncertain() -> None:
     # After a ledger.rekey the home's newer notes verify with no key file, and a down witness's old
     # note made every observer AHEAD (reviewer r4 7).
@@ -178,14 +222,17 @@ def test_nobody_is_ahead_of_a_head_a_larger_unverified_note_leaves_uncertain() -
 
 
 def _cluster(tmp_path: Path) -> tuple[Any, dict[str, HomeSigner]]:
-    """A cluster stand-in with home ingest-1 and standby ingest-2 of "council", and their signers."""
+    """A cluster stand-in with home ingest-1 and standby ingest-2 of "council", and their signers,
+    and witness replica-1 (its key file only: cosign with :func:`_witness`)."""
     signers = {}
     for name in ("ingest-1", "ingest-2"):
         generate_signing_key(tmp_path, name)
         signers[name] = HomeSigner("local", load_signing_key(signing_key_paths(tmp_path, name)[0]).seed)
+    generate_signing_key(tmp_path, "replica-1")
     config = SimpleNamespace(
         name="local",
         keys_dir=tmp_path,
+        nodes={"replica-1": SimpleNamespace(name="replica-1", role="replica")},
         home_of=lambda ledger: SimpleNamespace(name="ingest-1"),
         standby_of=lambda ledger: SimpleNamespace(name="ingest-2"),
     )
@@ -221,6 +268,67 @@ def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_no
     redis_client.set(checkpoint_key, signers["ingest-2"].sign("council", 120, bytes(32)).note)
     assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", larger_unverified=True)
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
+
+
+def _witness(tmp_path: Path) -> WitnessSigner:
+    seed = load_signing_key(signing_key_paths(tmp_path, "replica-1")[0]).seed
+    return WitnessSigner(witness_name("local", "replica-1"), seed)
+
+
+def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis_client: Any) -> None:
+    # outsider23 F1: a count re-signed with any at_ms beat STALE; the time a witness cosigned the
+    # checkpoint is no observer's word, and a forged cosignature line must not move it.
+    config, signers = _cluster(tmp_path)
+    replication = ReplicationLedger(redis_client)
+    home = signers["ingest-1"]
+    checkpoint = home.sign("council", 100, bytes(32))
+    replication.publish_cosignature(
+        "council", "replica-1", 100, _witness(tmp_path).cosign(checkpoint, NOW // 1000 - 60)
+    )
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    head = ledger_head(config, redis_client, "council")
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 60_000)
+    stuck = _observer("observer-1", 40, NOW - 100)  # dated a moment ago, 60 records behind for a minute
+    assert stale_observers((stuck,), head, NOW) == ("observer-1",)
+    assert report_json(TallyReport("council", (stuck,), Verdict(AGREE, 40), {}, head=head))["head"]["since_ms"] == (
+        NOW - 60_000
+    )
+    # A line another key signed under replica-1's name is not the witness's time.
+    forger = WitnessSigner(witness_name("local", "replica-1"), bytes(range(32)))
+    replication.publish_cosignature("council", "replica-1", 100, forger.cosign(checkpoint, 0))
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+
+
+def test_the_head_follows_the_rotated_key_the_stream_s_rotation_proves(tmp_path: Path, redis_client: Any) -> None:
+    # outsider23 F4: after `vledger ledger rotate-key`, the home's checkpoints verify with no key
+    # file, and every `vledger tally` exited 4 ("no checkpoint in Redis verifies") for good.
+    config, _ = _cluster(tmp_path)
+    seed = load_signing_key(signing_key_paths(tmp_path, "ingest-1")[0]).seed
+    pinned = SignerKey("local/council", ALG_ED25519, seed).verifier()
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
+    rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": pinned.encode()})
+    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    home = HomeKeys("local", seed, KeyChains(store, lambda ledger: None), make_seed=lambda: bytes(range(32)))
+    height = home.rotate("council", "admin", store.append).height
+    for i in range(3):
+        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
+    size = store.size("council")
+    replication = ReplicationLedger(redis_client)
+    checkpoint_key = replication.checkpoint_key("council")
+    redis_client.set(checkpoint_key, home.sign("council", size, store.root("council", size)).note)
+    unproven = ledger_head(config, redis_client, "council")  # the stream holds no records yet
+    assert unproven.size is None and unproven.problem is not None and "unverified_note" in unproven.problem
+    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
+    assert ledger_head(config, redis_client, "council") == LedgerHead(size, "ingest-1")
+    # The retired key signs past the rotation: not the key in force there.
+    retired = HomeSigner("local", seed).sign("council", size, store.root("council", size)).note
+    redis_client.set(checkpoint_key, retired)
+    assert ledger_head(config, redis_client, "council").size is None
+    # The stream trimmed past the genesis proves no rotation: the key-directory key alone.
+    redis_client.set(checkpoint_key, home.sign("council", size, store.root("council", size)).note)
+    redis_client.xtrim(replication.stream_key("council"), minid=f"{height}-0", approximate=False)
+    assert ledger_head(config, redis_client, "council").size is None
+    store.close()
 
 
 def test_a_note_signed_by_the_standby_counts_only_with_an_epoch_line(tmp_path: Path, redis_client: Any) -> None:

@@ -74,6 +74,7 @@ def get_json(url: str) -> Any:
 def error_of(url: str, method: str = "GET") -> tuple[int, str]:
     status, headers, body = get(url, method)
     assert headers["Content-Type"].startswith("application/json"), body[:200]
+    assert headers.get("Cache-Control") == "no-store", headers  # PROTOCOL 15: a refusal is never cached
     return status, json.loads(body)["error"]["code"]
 
 
@@ -298,6 +299,10 @@ def test_a_voters_records_need_a_pinned_checkpoint_key(served: tuple[str, Path])
         ("/static/%2e%2e/gateway.py", 404, "not_found"),
         ("/static/", 404, "not_found"),  # aiohttp's 403 for a directory: PROTOCOL 15 has no 403
         ("/static/vledger.js/", 404, "not_found"),  # served as the file (outsider 20, F12): one name a file
+        # aiohttp answered these 404 with an empty octet-stream body, cacheable (outsider23 F3).
+        ("/static/nosuch.js", 404, "not_found"),
+        ("/static/..%5cvledger.js", 404, "not_found"),
+        ("/static/%5c", 404, "not_found"),
         ("/ledgers/election-2026/tile/0/x999/x999/x999/x999/x999/x999/x999/999", 400, "bad_request"),
         ("/../../etc/passwd", 404, "not_found"),
         ("/secret.html", 404, "not_found"),

@@ -734,29 +734,48 @@ async function checkedHead(ledger, anchors) {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
     if (seen.logOk) rotations = await provenRotations(seen, anchors);
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    return { size: seen.checkpoint.size, rotations };
+    // When a witness first vouched for this size (ms): a count behind it for longer is stale
+    // whatever at_ms its observer claims (11.4).
+    const times = seen.cosigned.map((c) => Number(c.time) * 1000);
+    return { size: seen.checkpoint.size, since: times.length ? Math.min(...times) : null,
+      newest: times.length ? Math.max(...times) : null, rotations };
   } catch (e) {
-    return { size: null, problem: e.message, rotations };
+    return { size: null, since: null, newest: null, problem: e.message, rotations };
   }
 }
 
 // PROTOCOL 11.4's `--stale-after` default, as `vledger tally` judges with it.
 const STALE_AFTER_MS = 10000;
+// How far an at_ms may run ahead of this computer's clock and still be taken at its word (11.4).
+const MAX_CLOCK_SKEW_MS = 60000;
+
+// What a visitor can tell of the checkpoint's age (checkedHead's `head`): the newest witness
+// cosignature time against this computer's clock. Witnesses cosign when the ledger grows, not
+// while it is quiet, so an old time is no proof of a stale view; on a busy ledger it is one.
+function cosignedText(head, nowMs = Date.now()) {
+  if (head.size === null || head.newest === null) return "";
+  const ago = Math.max(0, Math.round((nowMs - head.newest) / 1000));
+  return `The checkpoint verified here holds ${head.size} records; its newest witness cosignature is from ` +
+    `${new Date(head.newest).toISOString()}, ${ago} s before this computer's clock (witnesses cosign as the ledger grows: ` +
+    "on a ledger still being written, an old time means this gateway shows an old view).";
+}
 
 // The observers whose verified body (checkTallies' ok ones) is **stale** as 11.4 says: it counts
 // fewer records than the verified checkpoint holds (`height + 1 < size`) and was made (`at_ms`)
-// more than STALE_AFTER_MS before `nowMs` (this computer's clock): an observer signs at most once
-// per tally_interval_ms once it counted what it holds (11.1), so one behind for longer is
-// stopped, stuck or far behind, and its count is not the ledger's. Returns {stale (names),
-// recheck (ms until a body now behind the checkpoint would turn stale, null for none)}; with no
-// verified checkpoint (`size` null) nobody is judged.
-function staleObservers(checked, size, nowMs = Date.now()) {
+// more than STALE_AFTER_MS before `nowMs` (this computer's clock), or dated more than
+// MAX_CLOCK_SKEW_MS after it (a date to come says nothing of when it was made), or while a
+// witness vouched for the checkpoint (`sinceMs`, checkedHead's `since`) more than STALE_AFTER_MS
+// ago: an observer signs at most once per tally_interval_ms once it counted what it holds
+// (11.1), so one behind for longer is stopped, stuck or far behind, and its count is not the
+// ledger's. Returns {stale (names), recheck (ms until a body now behind the checkpoint would turn
+// stale, null for none)}; with no verified checkpoint (`size` null) nobody is judged.
+function staleObservers(checked, size, nowMs = Date.now(), sinceMs = null) {
   const stale = [], waits = [];
   if (size === null || size === undefined) return { stale, recheck: null };
   for (const c of checked) {
     if (!c.ok || !c.snapshot || BigInt(c.snapshot.height) + 1n >= BigInt(size)) continue;
-    const age = nowMs - Number(c.snapshot.at_ms);
-    if (age > STALE_AFTER_MS) stale.push(c.observer);
+    const age = Math.max(nowMs - Number(c.snapshot.at_ms), sinceMs === null ? -Infinity : nowMs - sinceMs);
+    if (age > STALE_AFTER_MS || Number(c.snapshot.at_ms) - nowMs > MAX_CLOCK_SKEW_MS) stale.push(c.observer);
     else waits.push(STALE_AFTER_MS - age + 1);
   }
   return { stale, recheck: waits.length ? Math.min(...waits) : null };
@@ -852,5 +871,5 @@ window.vledger = {
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   heldWitnessRotations,
-  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, staleObservers, STALE_AFTER_MS,
+  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, STALE_AFTER_MS,
 };
