@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -45,6 +45,13 @@ from .tally_uncompared import UncomparedClock
 log = logging.getLogger(__name__)
 
 KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) are kept
+# A rotated observer signs with its new key within a second of the rotation record, before the
+# admin ledger's checkpoint proving it may be in Redis (outsider24 G4: an honest `key rotate`
+# raised bad_signature, operator-only, on every ledger). An entry whose signature fails is raised
+# only once keys read at least this long after it was first seen failing still reject it: a look
+# (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile.
+KEY_LAG_S = 5.0
+RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
 # Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
 # observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
 # page is small: its entries' sizes are an observer's Redis user's to choose.
@@ -58,9 +65,19 @@ class TallyWatch:
     ``tally_mismatch`` alert of its observers' latest tallies or their ``tally_uncompared``
     alert (none: they agree, are still counting, or there are no observers). Raises Redis errors."""
 
-    def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        client: Any,
+        clock: Callable[[], float] = time.monotonic,
+        rotations: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    ) -> None:
         self.config = config
         self.client = client
+        # The observers' key rotations the admin ledger proves (its cache in Redis by default).
+        self._rotations = rotations or (lambda: follow_redis(config, client))
+        # (ledger, observer, height, body's sha256) -> when its signature was first seen failing (see KEY_LAG_S)
+        self._failing: dict[tuple[str, str, int, str], float] = {}
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
@@ -70,13 +87,14 @@ class TallyWatch:
         # ledger -> (the latest ids and key set it was read with, the report): read again once either changes
         self._reports: dict[str, tuple[tuple[object, ...], TallyReport]] = {}
 
-    def keys(self) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
-        """The observers' key files and, for those whose key rotated, their proven generations."""
+    def keys(self, max_age_s: float = KEYS_FOR_S) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
+        """The observers' key files and, for those whose key rotated, their proven generations,
+        read anew when older than ``max_age_s``."""
         now = self._clock()
-        if self._keys is None or now - self._keys[0] >= KEYS_FOR_S:
+        if self._keys is None or now - self._keys[0] >= max_age_s:
             keys = observer_keys(self.config)
             try:
-                histories: Mapping[str, KeyHistory] = observer_histories(keys, follow_redis(self.config, self.client))
+                histories: Mapping[str, KeyHistory] = observer_histories(keys, self._rotations())
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
                 histories = {} if self._keys is None else self._keys[2]
@@ -100,11 +118,35 @@ class TallyWatch:
                 self._refused = True
             return []
         self._refused = False
+        report, bad = self._confirmed_bad_signatures(ledger, report)
         # The uncompared clock looks at every report, a mismatch's too: it measures since when.
         verdict = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(report, size, self._clock())
         if report.verdict.status == MISMATCH:
             verdict = mismatch_alert(ledger, report.verdict, report.compared)
-        return [*bad_signature_alerts(report), *([verdict] if verdict is not None else [])]
+        return [*bad, *([verdict] if verdict is not None else [])]
+
+    def _confirmed_bad_signatures(self, ledger: str, report: TallyReport) -> tuple[TallyReport, list[Alert]]:
+        """``report``, read again if the keys were, and its ``bad_signature`` alerts whose entry
+        keys read KEY_LAG_S or more after it was first seen failing still reject: the keys are
+        re-read (at most every RECHECK_S) while one is unconfirmed, so an honest rotation's first
+        tallies are checked with its new key before anything is raised."""
+        now = self._clock()
+        alerts = bad_signature_alerts(report)
+        seen = {(ledger, a.node, a.height, a.found): a for a in alerts}
+        for key in [k for k in self._failing if k[0] == ledger and k not in seen]:
+            del self._failing[key]  # verifies now, or is no longer read
+        for key in seen:
+            self._failing.setdefault(key, now)
+        if any(self._keys_read() < self._failing[key] + KEY_LAG_S for key in seen):
+            keys, histories = self.keys(max_age_s=RECHECK_S)
+            report = self._report(ledger, keys, histories)
+            alerts = bad_signature_alerts(report)
+            seen = {(ledger, a.node, a.height, a.found): a for a in alerts}
+        read = self._keys_read()
+        return report, [a for key, a in seen.items() if key in self._failing and read >= self._failing[key] + KEY_LAG_S]
+
+    def _keys_read(self) -> float:
+        return self._keys[0] if self._keys is not None else float("-inf")
 
     def _report(
         self, ledger: str, keys: dict[str, VerifyKey | None], histories: Mapping[str, KeyHistory]

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import RedisServer, free_ports
-from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, new_signing_key, signing_key_paths
 from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.node.tally_body import Snapshot
 from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.verifier.tally import STILL_COUNTING, Checked, ObserverTally, TallyReport, Verdict
 from vledger.verifier.tally_uncompared import UncomparedClock
-from vledger.verifier.tally_watch import LOOK_PAGE, LOOK_PAGES, TallyWatch
+from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch
 
 LEDGER = "fund"
 AFTER_S = 300.0  # the default tally_uncompared_ms
@@ -221,12 +221,14 @@ def test_an_entry_whose_signature_fails_is_a_bad_signature_alert_naming_its_obse
     """The look checked each entry's signature but only compared counts: an observer's stream
     carrying a count that no key of that observer signed (here observer-2's key, under
     observer-1's name) was left out of the comparison, and nothing was raised."""
-    watch, _ = watched
+    watch, clock = watched
     board = watch.board
     publish(config, board, "observer-2", 9)
     forged = dataclasses.replace(SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 104})
     other = load_signing_key(signing_key_paths(config.keys_dir, "observer-2")[0])
     board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+    assert watch(LEDGER, 10) == []  # not yet: a rotation this look's keys do not show yet may explain it
+    clock.now += KEY_LAG_S
     [alert] = watch(LEDGER, 10)
     assert (alert.what, alert.node, alert.source, alert.ledger, alert.height) == (
         "bad_signature", "observer-1", "observer-1", LEDGER, 9,
@@ -235,6 +237,35 @@ def test_an_entry_whose_signature_fails_is_a_bad_signature_alert_naming_its_obse
     assert "does not verify" in alert.detail
     publish(config, board, "observer-1", 9)  # its own key signs the honest count: no alert any more
     assert watch(LEDGER, 10) == []
+
+
+def test_an_honest_rotation_s_first_tallies_raise_nothing_though_the_look_s_keys_predate_it(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """outsider24 G4: `vledger key rotate observer-1` made the verifier raise bad_signature
+    (operator-only) on every ledger within 3 s: observer-1 signed with its new key at once, and
+    the look checked that with the keys it had read up to a minute before. The rotation is proven
+    to the verifier only once the admin ledger's checkpoint covering it reaches Redis."""
+    clock = Clock()
+    clock.now = 1000.0
+    proven: list[dict[str, Any]] = []  # the rotations the admin ledger's cache proves, as it grows
+    watch = TallyWatch(config, redis_client, clock=clock, rotations=lambda: list(proven))
+    publish(config, watch.board, "observer-1", 9)
+    publish(config, watch.board, "observer-2", 9)
+    assert watch(LEDGER, 10) == []  # the keys are read: no rotation yet
+    new = new_signing_key()
+    at_ms = 1_796_588_311_000
+    rotated = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 11})
+    rotated = dataclasses.replace(rotated, at_ms=at_ms)
+    watch.board.publish(LEDGER, "observer-1", 10, rotated.body(), new.sign(rotated.body()))
+    clock.now += 2  # the next look, keys 2 s old; the admin checkpoint proving the rotation is not in Redis yet
+    assert watch(LEDGER, 11) == []
+    rotation = {"node": "observer-1", "curve": "", "sign": new.public.public_hex, "accepted": at_ms - 500}
+    proven.append({**rotation, "until": at_ms + 20_000})
+    clock.now += KEY_LAG_S  # a look later the rotation is proven: the entry verifies, nothing is raised
+    assert watch(LEDGER, 11) == []
+    clock.now += KEY_LAG_S
+    assert watch(LEDGER, 11) == []
 
 
 def test_observers_met_only_when_every_configured_one_has_a_valid_latest_at_that_height() -> None:
