@@ -48,11 +48,26 @@ class GatheredCheckpoint:
     witnesses: tuple[str, ...]
 
     @property
-    def since_ms(self) -> int | None:
-        """The oldest time (ms) a witness cosigned this checkpoint at (None: none did): the
-        tree had ``size`` records by then, whatever anyone else dates."""
+    def cosigned_ms(self) -> dict[str, int]:
+        """Each witness's cosignature time (ms) on this checkpoint, by witness name."""
         lines = parse_note(self.note).signatures[1:]
-        return min((Cosignature.from_note_signature(line).timestamp * 1000 for line in lines), default=None)
+        return {line.name: Cosignature.from_note_signature(line).timestamp * 1000 for line in lines}
+
+    @property
+    def since_ms(self) -> int | None:
+        """When a majority of the witnesses that cosigned this checkpoint had cosigned it
+        (:func:`quorum_since_ms`; None: none did)."""
+        return quorum_since_ms(self.cosigned_ms.values())
+
+
+def quorum_since_ms(times: Iterable[int]) -> int | None:
+    """The time (ms) by which a majority of the witnesses whose cosignature times (one each, ms)
+    are ``times`` had cosigned a checkpoint (PROTOCOL 11.4): the ``n // 2 + 1``-th oldest of
+    ``n``; None for none. The tree had its records by then, as that many witnesses say: one
+    witness's clock (a slow one made honest, current observers STALE, outsider24 G5; a fast one
+    would shield a stuck observer) never decides where another cosigned."""
+    ordered = sorted(times)
+    return ordered[len(ordered) // 2] if ordered else None
 
 
 def gather(

@@ -45,7 +45,7 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.key_chains import KeyChains
-from ..node.cosigning import gather
+from ..node.cosigning import gather, quorum_since_ms
 from ..node.currency import minor_unit_digits
 from ..node.epoch import epoch_claim
 from ..node.errors import (
@@ -303,10 +303,15 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     ]
     verified = [head for head in heads if head is not None]
     if verified:
-        best = max(verified, key=lambda head: head.size or 0)
-        # A witness that cosigned a tree at least this large at T saw this one by T (append-only).
-        times = [h.since_ms for h in verified if h.since_ms is not None and (h.size or 0) >= (best.size or 0)]
-        best = replace(best, since_ms=min(times, default=None))
+        best = max((head for head, _ in verified), key=lambda head: head.size or 0)
+        # A witness that cosigned a tree at least this large at T saw this one by T (append-only):
+        # each witness's oldest such T, and the time by which a majority of them had cosigned.
+        times: dict[str, int] = {}
+        for head, cosigned in verified:
+            if (head.size or 0) >= (best.size or 0):
+                for witness, at_ms in cosigned.items():
+                    times[witness] = min(at_ms, times.get(witness, at_ms))
+        best = replace(best, since_ms=quorum_since_ms(times.values()))
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(
@@ -333,10 +338,11 @@ def _verified_head(
     witnesses: list[VerifierKey],
     problems: list[str],
     chain: _RedisChain | None = None,
-) -> LedgerHead | None:
+) -> tuple[LedgerHead, dict[str, int]] | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover), with the oldest time one of
-    ``witnesses`` cosigned it at; else None, the reasons added to ``problems``."""
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), with the time by which a majority
+    of the ``witnesses`` that cosigned it had, and each one's time (ms) by name; else None,
+    the reasons added to ``problems``."""
     for i, name in enumerate(signers):
         try:
             key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
@@ -346,7 +352,8 @@ def _verified_head(
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
             cosigned = gather([note], key, key.name, witnesses)
-            return LedgerHead(checkpoint.size, name, since_ms=cosigned[0].since_ms if cosigned else None)
+            times = cosigned[0].cosigned_ms if cosigned else {}
+            return LedgerHead(checkpoint.size, name, since_ms=quorum_since_ms(times.values())), times
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None

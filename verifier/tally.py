@@ -405,9 +405,9 @@ class LedgerHead:
     # A note in Redis of a larger size that did not verify with the keys the reader holds (a
     # rekeyed ledger's newer checkpoints, or junk): nobody is judged ahead of this head then.
     larger_unverified: bool = False
-    # When a witness first vouched for a tree of ``size`` (the oldest verified cosignature time on
-    # it, ms; None: none): a count behind it for longer than the grace is old whatever at_ms it
-    # claims, since at_ms is the observer's word only.
+    # When a majority of the witnesses that cosigned a tree of ``size`` had (node/cosigning.py's
+    # quorum_since_ms, ms; None: none did): a count behind it for longer than the grace is old
+    # whatever at_ms it claims, since at_ms is the observer's word only.
     since_ms: int | None = None
 
 
@@ -445,7 +445,8 @@ class TallyReport:
 def _silent_too_long(at_ms: int, height: int, head: LedgerHead, now_ms: int, after_ms: int) -> bool:
     """Whether a snapshot at ``height`` signed at ``at_ms`` is behind ``head`` for longer than
     ``after_ms``: by its own date, by a date too far ahead of ``now_ms`` to be one (an observer
-    cannot shield an old count with a date to come), or by the witnesses' (``head.since_ms``)."""
+    cannot shield an old count with a date to come), or by a majority of the witnesses'
+    (``head.since_ms``)."""
     if head.size is None or height + 1 >= head.size:
         return False
     if now_ms - at_ms > after_ms or at_ms - now_ms > MAX_CLOCK_SKEW_MS:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vledger.node.cosigning import gather, newest
+from vledger.node.cosigning import gather, newest, quorum_since_ms
 from vledger.node.errors import NoteError
 from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import (
@@ -29,9 +29,9 @@ WITNESSES = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]
 KEYS = [w.verifier() for w in WITNESSES]
 
 
-def _cosigned(size: int, witness: SignerKey, signer: SignerKey = HOME) -> bytes:
+def _cosigned(size: int, witness: SignerKey, signer: SignerKey = HOME, at: int = 1_790_000_000) -> bytes:
     body = Checkpoint(ORIGIN, size, hashlib.sha256(str(size).encode()).digest()).body()
-    return Note(body, (sign(body, signer), cosign(body, witness, 1_790_000_000).note_signature())).encode()
+    return Note(body, (sign(body, signer), cosign(body, witness, at).note_signature())).encode()
 
 
 def test_each_witness_note_adds_its_line_to_one_checkpoint() -> None:
@@ -106,3 +106,18 @@ def test_a_replaced_key_s_line_counts_only_as_its_rotation_allows() -> None:
     found = gather([*notes, _cosigned(5, new)], HOME.verifier(), ORIGIN, keys, counts)
     assert found[0].witnesses == (WITNESSES[0].name, WITNESSES[1].name)
     assert len(gather(notes, HOME.verifier(), ORIGIN, keys)[0].witnesses) == 2  # without the rule: counted
+
+
+def test_since_when_a_checkpoint_was_vouched_for_is_a_majority_s_time_not_one_witness_s() -> None:
+    """outsider24 G5: the oldest cosignature time decided, so one witness whose clock ran 15 s
+    slow made honest, current observers STALE (11.4); the time by which a majority of the
+    witnesses that cosigned had done so is the n // 2 + 1-th oldest of n."""
+    now = 1_790_000_100
+    found = gather([_cosigned(5, w, at=t) for w, t in zip(WITNESSES, (now - 15, now - 1, now), strict=True)],
+                   HOME.verifier(), ORIGIN, KEYS)  # fmt: skip
+    assert found[0].cosigned_ms == {w.name: t * 1000 for w, t in zip(WITNESSES, (now - 15, now - 1, now), strict=True)}
+    assert found[0].since_ms == (now - 1) * 1000
+    assert quorum_since_ms([]) is None
+    assert quorum_since_ms([7]) == 7
+    assert quorum_since_ms([9, 3]) == 9  # of two, both: neither alone
+    assert quorum_since_ms([4, 1, 3, 2]) == 3

@@ -221,18 +221,20 @@ def test_nobody_is_ahead_of_a_head_a_larger_unverified_note_leaves_uncertain() -
 # --- the head: the home's signed word, not Redis's ---------------------------------------------
 
 
-def _cluster(tmp_path: Path) -> tuple[Any, dict[str, HomeSigner]]:
+def _cluster(tmp_path: Path, replicas: int = 1) -> tuple[Any, dict[str, HomeSigner]]:
     """A cluster stand-in with home ingest-1 and standby ingest-2 of "council", and their signers,
-    and witness replica-1 (its key file only: cosign with :func:`_witness`)."""
+    and witnesses replica-1 .. replica-``replicas`` (key files only: cosign with :func:`_witness`)."""
     signers = {}
     for name in ("ingest-1", "ingest-2"):
         generate_signing_key(tmp_path, name)
         signers[name] = HomeSigner("local", load_signing_key(signing_key_paths(tmp_path, name)[0]).seed)
-    generate_signing_key(tmp_path, "replica-1")
+    witnesses = [f"replica-{i}" for i in range(1, replicas + 1)]
+    for name in witnesses:
+        generate_signing_key(tmp_path, name)
     config = SimpleNamespace(
         name="local",
         keys_dir=tmp_path,
-        nodes={"replica-1": SimpleNamespace(name="replica-1", role="replica")},
+        nodes={name: SimpleNamespace(name=name, role="replica") for name in witnesses},
         home_of=lambda ledger: SimpleNamespace(name="ingest-1"),
         standby_of=lambda ledger: SimpleNamespace(name="ingest-2"),
     )
@@ -270,9 +272,9 @@ def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_no
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
 
 
-def _witness(tmp_path: Path) -> WitnessSigner:
-    seed = load_signing_key(signing_key_paths(tmp_path, "replica-1")[0]).seed
-    return WitnessSigner(witness_name("local", "replica-1"), seed)
+def _witness(tmp_path: Path, name: str = "replica-1") -> WitnessSigner:
+    seed = load_signing_key(signing_key_paths(tmp_path, name)[0]).seed
+    return WitnessSigner(witness_name("local", name), seed)
 
 
 def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis_client: Any) -> None:
@@ -297,6 +299,29 @@ def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis
     forger = WitnessSigner(witness_name("local", "replica-1"), bytes(range(32)))
     replication.publish_cosignature("council", "replica-1", 100, forger.cosign(checkpoint, 0))
     assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+
+
+def test_one_witness_with_a_slow_clock_never_makes_current_observers_stale(tmp_path: Path, redis_client: Any) -> None:
+    # outsider24 G5: replica-3 re-cosigning each new checkpoint with T = now - 15 s made both
+    # observers, which had signed 0 s before, STALE (exit 4) under steady writes: the oldest T
+    # decided. The time by which a majority of the witnesses had cosigned decides now.
+    config, signers = _cluster(tmp_path, replicas=3)
+    replication = ReplicationLedger(redis_client)
+    checkpoint = signers["ingest-1"].sign("council", 100, bytes(32))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    for name, behind_s in (("replica-1", 1), ("replica-2", 0), ("replica-3", 15)):
+        cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
+        replication.publish_cosignature("council", name, 100, cosignature)
+    head = ledger_head(config, redis_client, "council")
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 1_000)
+    current = _observer("observer-1", 97, NOW - 100)  # signed a moment ago, a few records behind
+    assert stale_observers((current,), head, NOW) == ()
+    # Two of three cosigned long ago: the count behind it is stale whatever its date.
+    late = _witness(tmp_path, "replica-1").cosign(checkpoint, NOW // 1000 - 60)
+    replication.publish_cosignature("council", "replica-1", 100, late)
+    head = ledger_head(config, redis_client, "council")
+    assert head.since_ms == NOW - 15_000
+    assert stale_observers((current,), head, NOW) == ("observer-1",)
 
 
 def test_the_head_follows_the_rotated_key_the_stream_s_rotation_proves(tmp_path: Path, redis_client: Any) -> None:

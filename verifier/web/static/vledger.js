@@ -721,6 +721,14 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   return checked;
 }
 
+// The time (ms) by which a majority of the witnesses whose cosignature times are `times` had
+// cosigned (PROTOCOL 11.4, node/cosigning.py's quorum_since_ms): the n // 2 + 1-th oldest of n;
+// null for none.
+function quorumSinceMs(times) {
+  const ordered = [...times].sort((a, b) => a - b);
+  return ordered.length ? ordered[Math.floor(ordered.length / 2)] : null;
+}
+
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
 // anchors' keys when given), read after the tallies: an honest observer counts only records a
 // signed checkpoint covers (PROTOCOL 10.7), so a body past it claims records nobody can check,
@@ -734,10 +742,11 @@ async function checkedHead(ledger, anchors) {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
     if (seen.logOk) rotations = await provenRotations(seen, anchors);
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    // When a witness first vouched for this size (ms): a count behind it for longer is stale
-    // whatever at_ms its observer claims (11.4).
+    // When a majority of the witnesses that cosigned had vouched for this size (ms, 11.4: the
+    // n // 2 + 1-th oldest of n times, so that no one witness's clock decides): a count behind
+    // it for longer is stale whatever at_ms its observer claims.
     const times = seen.cosigned.map((c) => Number(c.time) * 1000);
-    return { size: seen.checkpoint.size, since: times.length ? Math.min(...times) : null,
+    return { size: seen.checkpoint.size, since: quorumSinceMs(times),
       newest: times.length ? Math.max(...times) : null, rotations };
   } catch (e) {
     return { size: null, since: null, newest: null, problem: e.message, rotations };
@@ -764,8 +773,8 @@ function cosignedText(head, nowMs = Date.now()) {
 // fewer records than the verified checkpoint holds (`height + 1 < size`) and was made (`at_ms`)
 // more than STALE_AFTER_MS before `nowMs` (this computer's clock), or dated more than
 // MAX_CLOCK_SKEW_MS after it (a date to come says nothing of when it was made), or while a
-// witness vouched for the checkpoint (`sinceMs`, checkedHead's `since`) more than STALE_AFTER_MS
-// ago: an observer signs at most once per tally_interval_ms once it counted what it holds
+// majority of the witnesses vouched for the checkpoint (`sinceMs`, checkedHead's `since`) more
+// than STALE_AFTER_MS ago: an observer signs at most once per tally_interval_ms once it counted what it holds
 // (11.1), so one behind for longer is stopped, stuck or far behind, and its count is not the
 // ledger's. Returns {stale (names), recheck (ms until a body now behind the checkpoint would turn
 // stale, null for none)}; with no verified checkpoint (`size` null) nobody is judged.
@@ -871,5 +880,5 @@ window.vledger = {
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   heldWitnessRotations,
-  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, STALE_AFTER_MS,
+  provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
 };
