@@ -38,6 +38,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
+from vledger.node.cosigning import quorum_since_ms
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
@@ -374,10 +375,12 @@ def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_
 
 
 def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
-    """The served checkpoint's size and the oldest time (ms) a witness cosigned it at."""
+    """The served checkpoint's size and the time (ms) by which a majority of its witnesses had cosigned it (11.4)."""
     shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
     lines = parse_note(shown["note"].encode()).signatures[1:]
-    return int(shown["size"]), min(Cosignature.from_note_signature(line).timestamp for line in lines) * 1000
+    since = quorum_since_ms(Cosignature.from_note_signature(line).timestamp * 1000 for line in lines)
+    assert since is not None, shown
+    return int(shown["size"]), since
 
 
 def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_the_pages_gateway_and_cli(
@@ -424,6 +427,10 @@ def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_th
                 fresh(browser, f"{gateway}tally.html?ledger={ELECTION}#anchors={anchors}")
                 wait_text(browser, "#verdict", "STALE: observer-1", "the count dated ahead, stale on the tally page")
                 assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
+                # outsider24 G5: the pages' since is a majority's time, as the CLI's and the gateway's.
+                for times in ([], [7], [9, 3], [4, 1, 3, 2], [100, 85, 99]):
+                    shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times})")
+                    assert shown_since == quorum_since_ms(times), times
                 # outsider23 F2: the page showed no time at all; the newest cosignature's now.
                 shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
                 lines = parse_note(shown["note"].encode()).signatures[1:]
