@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import time
 import urllib.request
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import Published, TallyBoard
 from vledger.client import Client
@@ -101,6 +103,7 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
         observing={"tally_interval_ms": 100},
         replication={"heartbeat_ms": 200},
         gateways=["replica-1"],
+        verifiers=1,
     )
     keys = cluster.directory / "keys"
     common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
@@ -210,6 +213,19 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     refused_tally = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json", check=False)
     assert refused_tally.returncode == 1, refused_tally.stdout
     assert json.loads(refused_tally.stdout)["observers"][0]["signature"] != "ok", refused_tally.stdout
+    # The verifier raises bad_signature for the forgery, and never raised it for the observer's
+    # honest tallies by its new key (outsider24 G4: checked with keys read before the rotation,
+    # they raised it, which only an operator resolves, on every ledger within 3 s).
+    alerts = ReplicationLedger(board.client)
+    forged_found = "sha256:" + hashlib.sha256(forged.body()).hexdigest()
+
+    def bad_signature_raised() -> Any:
+        return alerts.open_alerts().get(f"{OBSERVER}|{LEDGER}|bad_signature")
+
+    raised = wait_until(bad_signature_raised, WAIT, "the verifier's bad_signature alert of the forged tally")
+    assert raised["found"] == forged_found and raised["raised_by"] == "verifier-1", raised
+    raised_ever = [a for a in alerts.alerts(1000) if a.get("what") == "bad_signature"]
+    assert [a["found"] for a in raised_ever] == [forged_found], raised_ever
 
     # Offline, with the cluster stopped: the genesis, the generation-0 keys and the admin key.
     for name in [*cluster.replica_names, *cluster.node_names]:
