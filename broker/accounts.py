@@ -45,8 +45,8 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import (
     AccountError,
     AccountExistsError,
-    AdminLedgerExistsError,
     AccountNameError,
+    AdminLedgerExistsError,
     ApplyTimeoutError,
     KeyInUseError,
     NoSuchAccountError,

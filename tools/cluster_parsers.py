@@ -129,7 +129,9 @@ def add_admin_commands(commands: Subparsers) -> Subparsers:
         "create the first admin account (local, on a node's host)",
         "Bind a public key to a new admin account directly in the cluster's Redis. Only for the "
         "first admin: later accounts are made over the protocol by an admin, and the first admin "
-        "command records this one on the admin ledger.",
+        "command records this one on the admin ledger. Once the admin ledger exists it only confirms "
+        "an enabled admin holding this key (with --totp: a new second factor for it); anything else "
+        "is refused (admin_ledger_exists, exit 1).",
     )
     bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
