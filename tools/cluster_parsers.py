@@ -142,6 +142,12 @@ def add_admin_commands(commands: Subparsers) -> Subparsers:
         help="also give the account a new second factor (replacing any it has): prints its otpauth:// URI and "
         "recovery codes once",
     )
+    bootstrap.add_argument(
+        "--once",
+        action="store_true",
+        help="where the admin ledger already refuses it (admin_ledger_exists), say so and exit 0: for a start "
+        "script that runs it every time, where the admin ledger's word on the account stands",
+    )
     add_json_option(bootstrap)
     migrate_keys = add_command(
         actions,
