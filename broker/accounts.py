@@ -46,6 +46,7 @@ from ..node.errors import (
     AccountError,
     AccountExistsError,
     AccountNameError,
+    AdminLedgerExistsError,
     ApplyTimeoutError,
     KeyInUseError,
     NoSuchAccountError,
@@ -213,13 +214,16 @@ if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return {'no_such_key', 0} end
 return changed()
 """
 
-# KEYS: version, names, account, keys    ARGV: channel, name, public key
+# KEYS: version, names, account, keys, admin records    ARGV: channel, name, public key
+# Once the admin ledger exists, an account made or changed here would be one no record shows
+# (PROTOCOL 16.3): only the no-op is left, which a restart and a host's --totp rely on.
 _BOOTSTRAP_ADMIN = """
 local owner = redis.call('HGET', KEYS[4], ARGV[3])
 if owner and owner ~= ARGV[2] then return {'key_in_use', 0} end
 local exists = redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1
 if exists and redis.call('HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
 if exists and owner and redis.call('HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
+if redis.call('LLEN', KEYS[5]) > 0 then return {'admin_ledger_exists', 0} end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'role', 'admin', 'enabled', '1')
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
@@ -387,12 +391,13 @@ class AccountRegistry:
     def bootstrap_admin(self, account: str, public_key: str) -> int:
         """Make ``account`` an enabled admin holding ``public_key``, in one step (for the local
         first-admin command, run where Redis is reachable). Running it again changes nothing;
-        an existing account with another role, or a key bound to another account, is refused."""
+        an existing account with another role, or a key bound to another account, is refused,
+        and so is any change once the admin ledger exists (AdminLedgerExistsError)."""
         check_account_name(account)
         key = check_public_key(public_key)
         return self._change(
             self._bootstrap_admin,
-            [self._names, self._account(account), self._owners],
+            [self._names, self._account(account), self._owners, self.admin_records_key],
             [account, key],
             account=account,
             key=key,
@@ -518,6 +523,12 @@ def _raise(code: str, account: str, key: str) -> NoReturn:
         raise KeyInUseError(f"key {key} is already bound to another account")
     if code == "no_such_key":
         raise NoSuchKeyError(f"key {key} is bound to no account")
+    if code == "admin_ledger_exists":
+        raise AdminLedgerExistsError(
+            f"the admin ledger exists: account {account!r} is changed by an admin's command "
+            "(vledger user add/enable, vledger key add), which the admin ledger records; "
+            "admin bootstrap only makes the first admin"
+        )
     raise AccountError(f"unexpected answer from Redis: {code!r}")
 
 

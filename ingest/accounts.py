@@ -32,6 +32,7 @@ from ..node.errors import (
     BadRequestError,
     ForbiddenError,
     KeyInUseError,
+    LastAdminError,
     NodeUnavailableError,
     NoSuchAccountError,
     NoSuchKeyError,
@@ -356,6 +357,7 @@ class RegistryAdmin:
             if expected is not None and owner != expected:  # the caller named whose key it is
                 raise NoSuchKeyError(f"key {key} is not bound to account {expected!r}")
             keys = sorted(k for k in snapshot.accounts[owner].keys if k != key)
+            _keep_an_admin(snapshot.accounts, owner, dataclasses.replace(snapshot.accounts[owner], keys=tuple(keys)))
             payload = {"account": owner, "op": "revoke", "key": key, "keys": keys, "via": via}
             height = self._record("key", payload, author)
             return {"key": key, "height": height}, registry.revoke_key(key)
@@ -389,6 +391,7 @@ class RegistryAdmin:
                 payload = {"account": account, "op": "add", "key": key, "keys": list(after.keys), "via": via}
                 result["height"] = self._record("key", payload, author)
             return result, registry.add_key(account, key)
+        _keep_an_admin(snapshot.accounts, account, after)
         if after != held:  # enabling an enabled account records nothing
             op = command.removeprefix("account.")
             result["height"] = self._record("account", account_payload(op, after, account, via), author)
@@ -406,6 +409,22 @@ class RegistryAdmin:
             {"account": a.name, "role": a.role.value, "enabled": a.enabled, "keys": list(a.keys)}
             for a in self.registry.list_accounts()
         ]
+
+
+def _admins(accounts: Mapping[str, Account]) -> list[str]:
+    """The accounts that can send an admin command: enabled admins holding a key."""
+    return [a.name for a in accounts.values() if a.role is Role.ADMIN and a.enabled and a.keys]
+
+
+def _keep_an_admin(accounts: Mapping[str, Account], name: str, after: Account | None) -> None:
+    """Refuse the change that leaves no admin able to send a command: the cluster would
+    then answer nobody's admin command, and a refused key hears nothing (it looks down)."""
+    changed = {**accounts, name: after} if after is not None else {k: v for k, v in accounts.items() if k != name}
+    if _admins(accounts) and not _admins(changed):
+        raise LastAdminError(
+            f"account {name!r} is the last enabled admin holding a key: "
+            "add or enable another admin (and give it a key) first"
+        )
 
 
 def _key(args: Args) -> str:

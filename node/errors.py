@@ -466,6 +466,20 @@ class NoSuchKeyError(AccountError):
     code = "no_such_key"
 
 
+class AdminLedgerExistsError(AccountError):
+    """``vledger admin bootstrap`` that would add, re-enable or give a key to an admin once the
+    admin ledger exists: no record would show it (16.3)."""
+
+    code = "admin_ledger_exists"
+
+
+class LastAdminError(AccountError):
+    """An admin command that would leave no enabled admin holding a key: nobody could then
+    send another admin command, and a refused key hears nothing (16.3)."""
+
+    code = "last_admin"
+
+
 class AlreadyEnrolledError(AccountError):
     """``totp.enroll`` of an account that has a second factor: ``totp.reset`` replaces one."""
 

@@ -129,7 +129,9 @@ def add_admin_commands(commands: Subparsers) -> Subparsers:
         "create the first admin account (local, on a node's host)",
         "Bind a public key to a new admin account directly in the cluster's Redis. Only for the "
         "first admin: later accounts are made over the protocol by an admin, and the first admin "
-        "command records this one on the admin ledger.",
+        "command records this one on the admin ledger. Once the admin ledger exists it only confirms "
+        "an enabled admin holding this key (with --totp: a new second factor for it); anything else "
+        "is refused (admin_ledger_exists, exit 1).",
     )
     bootstrap.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
     bootstrap.add_argument("--account", required=True, metavar="NAME", help="the admin account's name")
@@ -139,6 +141,12 @@ def add_admin_commands(commands: Subparsers) -> Subparsers:
         action="store_true",
         help="also give the account a new second factor (replacing any it has): prints its otpauth:// URI and "
         "recovery codes once",
+    )
+    bootstrap.add_argument(
+        "--once",
+        action="store_true",
+        help="where the admin ledger already refuses it (admin_ledger_exists), say so and exit 0: for a start "
+        "script that runs it every time, where the admin ledger's word on the account stands",
     )
     add_json_option(bootstrap)
     migrate_keys = add_command(

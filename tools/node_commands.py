@@ -20,7 +20,7 @@ from ..broker.signing import generate_signing_key, load_verify_key, signing_key_
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.redis import check_redis_url
 from ..ingest.second_factor import SecondFactors, second_factor_issuer
-from ..node.errors import KeyExistsError, UsageError
+from ..node.errors import AdminLedgerExistsError, KeyExistsError, UsageError
 from ..node.rules.admin import ADMIN_LEDGER
 from .args import ADMIN_KEY, PASSPHRASE_ENV, config_file
 from .client_output import print_enrollment
@@ -215,7 +215,14 @@ def cmd_admin_bootstrap(args: argparse.Namespace) -> int:
     key = load_public(key_file)
     client = connect(config.redis_access("admin"))
     registry = AccountRegistry(client)
-    version = bootstrap_admin(registry, args.account, key)
+    try:
+        version = bootstrap_admin(registry, args.account, key)
+    except AdminLedgerExistsError as e:
+        if not args.once:
+            raise
+        # A start script's later runs: the admin ledger decides who the admins are now.
+        print(json.dumps({"account": args.account, "key": key, "skipped": e.code}) if args.json else f"skipped: {e}")
+        return 0
     enrollment = None
     if args.totp:
         factors = SecondFactors(

@@ -57,7 +57,7 @@ from ..config.supervisor import (
     local_redis_port,
     supervisord_conf,
 )
-from ..node.errors import NodeUnavailableError, SupervisorError
+from ..node.errors import AdminLedgerExistsError, NodeUnavailableError, SupervisorError
 from .args import ADMIN_KEY, config_file
 from .client_session import load_client_keys
 from .node_commands import ensure_cluster_keys
@@ -282,7 +282,14 @@ class Starter:
             registry = AccountRegistry(client)
             owner = registry.lookup(key)
             account = owner.account if owner is not None and owner.role == Role.ADMIN else ADMIN_ACCOUNT
-            bootstrap_admin(registry, account, key)
+            try:
+                bootstrap_admin(registry, account, key)
+            except AdminLedgerExistsError:
+                # The admin ledger said otherwise (the key revoked, the account disabled): the
+                # cluster starts all the same, and the ledger's word stands.
+                print(f"  admin account {account!r} does not hold {self.config.public_key_path(ADMIN_KEY)}")
+                print("  (the admin ledger says so; another admin can change it: vledger user enable, vledger key add)")
+                return
         finally:
             client.close()
         print(f"  admin account {account!r} holds {self.config.public_key_path(ADMIN_KEY)}")

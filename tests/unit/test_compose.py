@@ -448,6 +448,7 @@ def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(
     assert (args.command, args.admin_action) == ("admin", "bootstrap")
     assert str(args.config) == config_target(bootstrap)
     assert args.key == config.public_key_path("admin")
+    assert args.once  # every `up` runs it: past the first, the admin ledger decides who the admins are
     assert bootstrap["depends_on"] == {
         **{name: {"condition": "service_healthy"} for name in REDIS_SET if name.startswith("sentinel-")},
         "keys": {"condition": "service_completed_successfully"},

@@ -15,7 +15,7 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import AdminLedger
 from vledger.ingest.service import Caller
-from vledger.node.errors import NotGrantedError
+from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
@@ -86,3 +86,50 @@ def test_another_node_reads_its_grants_from_the_cache(
         store.close()
     finally:
         other.stop()
+
+
+def test_bootstrap_changes_no_admin_once_the_admin_ledger_exists(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin],
+) -> None:
+    registry, _, admin = home
+    deputy_key = new_keypair().public
+    admin.apply("account.add", Args({"account": "deputy", "role": "admin"}), ROOT)
+    admin.apply("key.add", Args({"account": "deputy", "key": deputy_key}), ROOT)
+    admin.apply("account.disable", Args({"account": "deputy"}), ROOT)
+    version = registry.version()
+    # A new admin no record adds, and a disabled one revived while the ledger says disabled.
+    with pytest.raises(AdminLedgerExistsError):
+        registry.bootstrap_admin("mallory", new_keypair().public)
+    with pytest.raises(AdminLedgerExistsError):
+        registry.bootstrap_admin("deputy", deputy_key)
+    with pytest.raises(AdminLedgerExistsError):
+        registry.bootstrap_admin("root", new_keypair().public)
+    accounts = {a.name: a for a in registry.list_accounts()}
+    assert "mallory" not in accounts and accounts["deputy"].enabled is False
+    assert registry.version() == version
+    # What a restart does (supervise start) and what a host's --totp needs: the no-op.
+    root_key = accounts["root"].keys[0]
+    assert registry.bootstrap_admin("root", root_key) == version
+
+
+def test_the_last_admin_able_to_send_a_command_is_kept(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    registry, store, admin = home
+    (root_key,) = {a.name: a for a in registry.list_accounts()}["root"].keys
+    admin.apply("account.add", Args({"account": "keyless", "role": "admin"}), ROOT)  # an admin no key can act as
+    height = store.size(ADMIN_LEDGER)
+    for command, args in (
+        ("account.disable", {"account": "root"}),
+        ("account.remove", {"account": "root"}),
+        ("key.revoke", {"key": root_key}),
+    ):
+        with pytest.raises(LastAdminError):
+            admin.apply(command, Args(args), ROOT)
+    assert store.size(ADMIN_LEDGER) == height  # refused before anything is recorded
+    root = {a.name: a for a in registry.list_accounts()}["root"]
+    assert root.enabled and root.keys == (root_key,)
+    # With another admin able to act, the caller may step down.
+    admin.apply("key.add", Args({"account": "keyless", "key": new_keypair().public}), ROOT)
+    admin.apply("account.disable", Args({"account": "root"}), ROOT)
+    assert {a.name: a for a in registry.list_accounts()}["root"].enabled is False
